@@ -1,0 +1,3 @@
+"""ipsecscope: explain IPsec tunnels from captures."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""decode stage; see docs/ARCHITECTURE.md."""

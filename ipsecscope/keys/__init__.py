@@ -1,0 +1,1 @@
+"""keys stage; see docs/ARCHITECTURE.md."""

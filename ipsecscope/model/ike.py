@@ -1,0 +1,270 @@
+"""Decoded IKE messages (IKEv2 per RFC 7296, IKEv1 per RFC 2408/2409 headers and cleartext payloads).
+
+Integer registry values are kept as ``int`` in the dataclasses and named through the enums in
+:mod:`ipsecscope.model.iana` (``iana.name(EncrTransform, 20)`` -> ``"ENCR_AES_GCM_16"``), so an
+unknown value from the wire never fails to decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True, frozen=True)
+class IkeHeader:
+    spi_i: bytes  # 8 bytes (IKEv1: initiator cookie)
+    spi_r: bytes  # 8 bytes (IKEv1: responder cookie)
+    next_payload: int
+    major: int
+    minor: int
+    exchange: int  # iana.ExchangeType (v2) / iana.Ikev1Exchange (v1)
+    flags: int
+    msg_id: int
+    length: int
+
+    @property
+    def version(self) -> int:
+        return self.major
+
+    @property
+    def is_initiator(self) -> bool:
+        # v2: I flag (0x08) = sent by the original initiator (RFC 7296 §3.1). v1 has no such flag.
+        return bool(self.flags & 0x08) if self.major == 2 else False
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & 0x20) if self.major == 2 else False
+
+    @property
+    def encrypted_v1(self) -> bool:
+        return self.major == 1 and bool(self.flags & 0x01)
+
+
+# ---- SA payload -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Transform:
+    type: int  # iana.TransformType (v2); v1: transform number's attribute view, see attrs
+    id: int  # transform ID within its type (v2) / transform ID e.g. KEY_IKE, ESP_AES (v1)
+    key_length: int | None = None  # Key Length attribute (14) in bits, when present
+    attrs: tuple[tuple[int, int | bytes], ...] = ()  # all attributes (type, value) as on the wire
+
+
+@dataclass(slots=True, frozen=True)
+class Proposal:
+    num: int
+    protocol: int  # iana.ProtocolId: 1 IKE, 2 AH, 3 ESP
+    spi: bytes
+    transforms: tuple[Transform, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class TrafficSelector:
+    ts_type: int  # 7 TS_IPV4_ADDR_RANGE, 8 TS_IPV6_ADDR_RANGE
+    ip_proto: int  # 0 = any
+    start_port: int
+    end_port: int
+    start_addr: str
+    end_addr: str
+
+    def __str__(self) -> str:
+        addr = self.start_addr if self.start_addr == self.end_addr else f"{self.start_addr}-{self.end_addr}"
+        if self.ip_proto == 0 and self.start_port == 0 and self.end_port == 65535:
+            return addr
+        ports = "" if (self.start_port, self.end_port) == (0, 65535) else (
+            f":{self.start_port}" if self.start_port == self.end_port else f":{self.start_port}-{self.end_port}")
+        return f"{addr}[{self.ip_proto}{ports}]"
+
+
+# ---- payloads ---------------------------------------------------------------------------------
+# Every payload has `type` (iana.PayloadType / iana.Ikev1Payload) and `critical`.
+
+
+@dataclass(slots=True, frozen=True)
+class Payload:
+    """A payload we keep as bytes (unknown types, or ones with nothing to decode)."""
+
+    type: int
+    critical: bool
+    body: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class SaPayload:
+    type: int
+    critical: bool
+    proposals: tuple[Proposal, ...]
+    doi: int | None = None  # IKEv1 only
+    situation: int | None = None  # IKEv1 only
+
+
+@dataclass(slots=True, frozen=True)
+class KePayload:
+    type: int
+    critical: bool
+    group: int  # iana.DhGroup (v2); None-equivalent 0 in v1 (group is in the SA)
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class NoncePayload:
+    type: int
+    critical: bool
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class IdPayload:
+    type: int  # IDi / IDr (v2) or ID (v1)
+    critical: bool
+    id_type: int  # iana.IdType
+    data: bytes
+    value: str  # human form: address, FQDN, or hex for DER_ASN1_DN/KEY_ID
+    protocol: int = 0  # v1: protocol/port of the ID payload
+    port: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class CertPayload:
+    type: int  # CERT or CERTREQ
+    critical: bool
+    encoding: int
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class AuthPayload:
+    type: int
+    critical: bool
+    method: int  # iana.AuthMethod
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class NotifyPayload:
+    type: int
+    critical: bool
+    protocol: int
+    spi: bytes
+    notify_type: int  # iana.NotifyType
+    data: bytes
+    # Decoded notification data where the RFC defines it, e.g. {"group": 19} for INVALID_KE_PAYLOAD,
+    # {"hash": "..."} for NAT_DETECTION_*, {"spi": 0x...} for REKEY_SA, {"cookie": "..."}.
+    decoded: dict[str, object] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(slots=True, frozen=True)
+class DeletePayload:
+    type: int
+    critical: bool
+    protocol: int  # 1 IKE (no SPIs), 2 AH, 3 ESP
+    spis: tuple[bytes, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class VendorPayload:
+    type: int
+    critical: bool
+    data: bytes
+    name: str | None  # known vendor ID name ("strongSwan", "RFC 3947 NAT-T", "XAUTH", ...)
+
+
+@dataclass(slots=True, frozen=True)
+class TsPayload:
+    type: int  # TSi / TSr
+    critical: bool
+    selectors: tuple[TrafficSelector, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class SkPayload:
+    """SK (46) or SKF (53): kept encrypted by the decoder (RFC 7296 §3.14, RFC 7383 §2.5).
+
+    ``body`` is everything after the 4-byte generic header (IV | ciphertext | ICV).
+    ``offset`` is where the generic payload header starts inside the IKE message, which the
+    integrity check needs (it covers the message from the IKE header to before the ICV).
+    """
+
+    type: int
+    critical: bool
+    first_payload: int  # next-payload field: type of the first inner payload (0 for SKF frag > 1)
+    body: bytes
+    offset: int
+    fragment_number: int = 0  # SKF only
+    total_fragments: int = 0  # SKF only
+
+
+@dataclass(slots=True, frozen=True)
+class CpPayload:
+    type: int
+    critical: bool
+    cfg_type: int
+    attributes: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(slots=True, frozen=True)
+class EapPayload:
+    type: int
+    critical: bool
+    code: int
+    identifier: int
+    eap_type: int | None
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class HashPayload:
+    """IKEv1 HASH / SIG / NAT-D bodies."""
+
+    type: int
+    critical: bool
+    data: bytes
+
+
+AnyPayload = (
+    Payload | SaPayload | KePayload | NoncePayload | IdPayload | CertPayload | AuthPayload | NotifyPayload
+    | DeletePayload | VendorPayload | TsPayload | SkPayload | CpPayload | EapPayload | HashPayload
+)
+
+
+@dataclass(slots=True, frozen=True)
+class IkeMessage:
+    """One decoded IKE message. ``payloads`` are the cleartext ones in wire order.
+
+    After SK decryption (crypto stage), ``inner`` holds the decrypted payloads and ``decrypted`` is
+    True; ``icv_ok`` is True/False when integrity was checked, None when it was not.
+    ``malformed`` is a one-line reason when part of the message could not be decoded: what was
+    sound before the fault is still in ``payloads``.
+    """
+
+    frame: int
+    ts: float
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    header: IkeHeader
+    payloads: tuple[AnyPayload, ...]
+    raw: bytes
+    malformed: str | None = None
+    inner: tuple[AnyPayload, ...] = ()
+    decrypted: bool = False
+    icv_ok: bool | None = None
+    transport: str = "udp"
+    non_esp_marker: bool = False
+    ip_fragmented: bool = False
+
+    @property
+    def version(self) -> int:
+        return self.header.major
+
+    def all_payloads(self) -> tuple[AnyPayload, ...]:
+        return self.payloads + self.inner
+
+    def find(self, cls: type) -> list:
+        return [p for p in self.all_payloads() if isinstance(p, cls)]
+
+    @property
+    def encrypted(self) -> bool:
+        return self.header.encrypted_v1 or any(isinstance(p, SkPayload) for p in self.payloads)

@@ -1,0 +1,64 @@
+"""Key material, whatever file it came from. Secrets: never printed unless the user asks (--show-keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def redact(key: bytes | None, show: bool = False) -> str:
+    if not key:
+        return ""
+    return key.hex() if show else f"<{len(key) * 8}-bit key hidden>"
+
+
+@dataclass(slots=True, frozen=True)
+class EspSaKeys:
+    """Keys for one ESP (or AH) SA, in one direction.
+
+    ``enc_key`` includes the trailing salt/nonce for AES-GCM/CCM/CTR, GMAC and ChaCha20-Poly1305
+    (RFC 4106 §8.1, RFC 4309 §7.1, RFC 3686 §5.1, RFC 7634 §4), as Wireshark, `ip xfrm` (aead
+    lines) and strongSwan logs carry it. ``src``/``dst``/``spi`` may be wildcards: ``"*"``,
+    ``"198.18.*.*"``, ``"198.18.0.0/15"``; ``spi_pattern`` is a Wireshark 10-char ``0x....**``
+    pattern when the SPI has wildcards, else None.
+    """
+
+    spi: int
+    encr: int  # iana.EncrTransform
+    enc_key: bytes
+    integ: int  # iana.IntegTransform (NONE for AEAD)
+    auth_key: bytes
+    src: str = "*"
+    dst: str = "*"
+    spi_pattern: str | None = None
+    icv_len: int | None = None  # override; None = the suite's default
+    esn: bool | None = None  # None = infer (track high bits, verify ICV)
+    protocol: int = 3  # iana.ProtocolId.ESP or AH
+    source: str = ""  # "file:line" or "derived: KEYMAT from IKE SA …" — for explanations
+
+
+@dataclass(slots=True, frozen=True)
+class IkeSaKeys:
+    """IKEv2 SA keys (RFC 7296 §2.14) as the ikev2_decryption_table / charon logs carry them."""
+
+    spi_i: bytes
+    spi_r: bytes
+    encr: int  # iana.EncrTransform
+    sk_ei: bytes  # with trailing salt for AEAD/CTR, like Wireshark's table
+    sk_er: bytes
+    integ: int  # iana.IntegTransform (NONE for AEAD or "no checking")
+    sk_ai: bytes = b""
+    sk_ar: bytes = b""
+    prf: int | None = None  # iana.PrfTransform, needed for KEYMAT derivation
+    sk_d: bytes | None = None
+    check_integrity: bool = True  # False for Wireshark's "ANY n-bits [No Checking]"
+    icv_len: int | None = None  # with check_integrity False: how many bytes to strip
+    source: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class Ikev1Keys:
+    """IKEv1 phase-1 encryption key (derived from SKEYID_e), bound by initiator cookie."""
+
+    cookie_i: bytes
+    enc_key: bytes
+    source: str = ""

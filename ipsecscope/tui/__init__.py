@@ -1,0 +1,1 @@
+"""tui stage; see docs/ARCHITECTURE.md."""
