@@ -1,0 +1,373 @@
+"""Session: wires capture → decode → crypto → state → analysis. The CLI, TUI and live mode are
+front ends over one of these; scripts use it through :mod:`ipsecscope.api`.
+
+A session is fed frames in capture order (``load(path)`` for files, ``feed(raw)`` for live
+sources). It keeps one compact :class:`~ipsecscope.model.packets.FrameRow` per frame (or a ring of
+the last ``max_rows`` in live mode), the decoded IKE messages (few, and the TUI shows them), and
+the correlation model. ESP payloads are not kept: ``detail(frame)`` re-reads one frame from the
+file when a view asks for it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .capture import open_capture
+from .crypto.esp import EspDecryptor, EspResult
+from .crypto.ike_sk import IkeDecryptor
+from .crypto.ikev1 import Ikev1Decryptor
+from .decode.demux import Decoder
+from .decode.ike import parse_ike
+from .keys import KeyStore, load_keys
+from .model import iana
+from .model.ike import IkeMessage, NotifyPayload
+from .model.packets import (
+    AhPacket,
+    EspPacket,
+    FrameRow,
+    IkeDatagram,
+    Malformed,
+    NatKeepalive,
+    Packet,
+    RawFrame,
+)
+from .model.sa import Finding, SaTable, Severity
+from .state.tracker import Tracker
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class SessionStats:
+    frames: int = 0
+    ike: int = 0
+    esp: int = 0
+    ah: int = 0
+    keepalives: int = 0
+    other: int = 0  # frames that are not IPsec at all
+    malformed: dict[str, int] = field(default_factory=dict)  # by layer
+    decrypted: int = 0
+    icv_failed: int = 0
+    no_key: int = 0
+    ike_decrypted: int = 0
+    ike_icv_failed: int = 0
+    derived_child_keys: int = 0
+    truncated: str | None = None  # the capture ended inside a record
+
+    @property
+    def malformed_total(self) -> int:
+        return sum(self.malformed.values())
+
+
+@dataclass(slots=True, frozen=True)
+class FrameDetail:
+    """Everything a view shows about one frame; computed on demand."""
+
+    row: FrameRow
+    raw: bytes  # the frame as captured (empty when it could not be re-read)
+    ike: IkeMessage | None = None
+    esp: EspPacket | None = None
+    esp_result: EspResult | None = None
+    malformed: str | None = None
+    inner_summary: str | None = None  # one line per layer of the decrypted inner packet
+    inner: bytes | None = None
+
+
+def _intern(cache: dict[str, str], s: str) -> str:
+    # Millions of rows share a handful of addresses; one str object each keeps memory flat.
+    return cache.setdefault(s, s)
+
+
+def _ike_info(msg: IkeMessage) -> str:
+    h = msg.header
+    if h.major == 2:
+        exch = iana.name(iana.ExchangeType, h.exchange)
+        role = "response" if h.is_response else "request"
+    else:
+        exch = iana.name(iana.Ikev1Exchange, h.exchange) if hasattr(iana, "Ikev1Exchange") else str(h.exchange)
+        role = "v1"
+    names = []
+    for p in msg.payloads + msg.inner:
+        if isinstance(p, NotifyPayload):
+            enum = iana.NotifyType if h.major == 2 else getattr(iana, "Ikev1NotifyType", iana.NotifyType)
+            names.append(f"N({iana.name(enum, p.notify_type)})")
+        else:
+            enum = iana.PayloadType if h.major == 2 else getattr(iana, "Ikev1Payload", iana.PayloadType)
+            names.append(iana.name(enum, p.type))
+    flag = ""
+    if msg.decrypted:
+        flag = " (decrypted)" if msg.icv_ok is not False else " (ICV BAD)"
+    return f"{exch} {role} #{h.msg_id} [ {' '.join(names)} ]{flag}"
+
+
+class Session:
+    """One capture (or live source) with its keys, decoded, decrypted and correlated."""
+
+    def __init__(self, keys: KeyStore | None = None, *, max_rows: int | None = None) -> None:
+        self.keys = keys if keys is not None else KeyStore()
+        self.key_files: list[Path] = []
+        self.max_rows = max_rows
+        self.paths: list[Path] = []
+        self._reset()
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self.decoder = Decoder()
+        self.ike_decryptor = IkeDecryptor(self.keys)
+        self.ikev1_decryptor = Ikev1Decryptor(self.keys)
+        self.esp_decryptor = EspDecryptor(self.keys)
+        self.tracker = Tracker()
+        self.stats = SessionStats()
+        self.rows: list[FrameRow] | deque[FrameRow] = deque(maxlen=self.max_rows) if self.max_rows else []
+        self.ike_messages: dict[int, IkeMessage] = {}
+        self._frame_offsets: dict[int, tuple[int, int, int]] = {}  # frame -> (path index, offset, linktype)
+        self._addr: dict[str, str] = {}
+        self._findings: list[Finding] | None = None
+        self._secrets_seen = 0
+
+    def add_key_files(self, paths: Iterable[str | Path]) -> int:
+        """Load key files into this session's store; returns how many keys they added."""
+        paths = [Path(p) for p in paths]
+        before = len(self.keys)
+        self.keys.merge(load_keys(paths))
+        self.key_files.extend(paths)
+        return len(self.keys) - before
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def load(self, path: str | Path, progress: Progress | None = None) -> SessionStats:
+        """Read a whole capture file. Raises :class:`~ipsecscope.errors.CaptureError` for a file
+        that is not a capture; a truncated last record is counted, not raised."""
+        path = Path(path)
+        self.paths.append(path)
+        path_index = len(self.paths) - 1
+        with open_capture(path) as reader:
+            every = 4096
+            for n, raw in enumerate(reader, 1):
+                if len(reader.secrets) != self._secrets_seen:
+                    for stype, data in reader.secrets[self._secrets_seen:]:
+                        self.keys.add_secrets_block(stype, data)
+                    self._secrets_seen = len(reader.secrets)
+                if raw.offset >= 0:
+                    self._frame_offsets[raw.index] = (path_index, raw.offset, raw.linktype)
+                self.feed(raw)
+                if progress is not None and n % every == 0:
+                    progress(reader.bytes_read, reader.total_bytes)
+            if reader.truncated:
+                self.stats.truncated = reader.truncated
+                self.stats.malformed["capture"] = self.stats.malformed.get("capture", 0) + 1
+            if progress is not None:
+                progress(reader.total_bytes, reader.total_bytes)
+        self._findings = None
+        return self.stats
+
+    def reload(self, progress: Progress | None = None) -> SessionStats:
+        """Decode everything again (after keys were added): every stage re-runs from the files."""
+        paths = list(self.paths)
+        self.paths = []
+        self._reset()
+        for p in paths:
+            self.load(p, progress)
+        return self.stats
+
+    def feed(self, raw: RawFrame) -> Packet | None:
+        """Process one frame: decode, decrypt, correlate. Returns the decoded packet."""
+        st = self.stats
+        st.frames += 1
+        tbl = self.tracker.table
+        if tbl.first_ts is None:
+            tbl.first_ts = raw.ts
+        tbl.last_ts = raw.ts
+        pkt = self.decoder.decode(raw)
+        intern = self._addr
+        if pkt is None:
+            st.other += 1
+            self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len))
+        elif type(pkt) is EspPacket:
+            st.esp += 1
+            res = self.esp_decryptor.decrypt(pkt)
+            status = res.status
+            if status == "ok":
+                st.decrypted += 1
+                row_status = "decrypted"
+            elif status == "icv_failed":
+                st.icv_failed += 1
+                row_status = "icv-bad"
+            elif status == "no_key":
+                st.no_key += 1
+                row_status = "no-key"
+            else:
+                row_status = status.replace("_", "-")
+            self.tracker.on_esp(pkt, res)
+            seq = (res.seq_hi << 32) | pkt.seq if res.seq_hi else pkt.seq
+            info = f"ESP seq {seq}"
+            if res.next_header is not None:
+                info += f" next {iana_proto(res.next_header)}"
+            flow = tbl.flows.get((pkt.src, pkt.dst, pkt.spi))
+            self._add_row(FrameRow(
+                raw.index, raw.ts, "ESP", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
+                pkt.dport, raw.orig_len, pkt.spi, seq, info, row_status,
+                None, flow.child_sa if flow is not None else None,
+            ))
+        elif type(pkt) is IkeDatagram:
+            st.ike += 1
+            msg = self._decrypt_ike(parse_ike(pkt))
+            self.ike_messages[raw.index] = msg
+            self.tracker.on_ike(msg)
+            self._derive_child_keys()
+            status = "malformed" if msg.malformed else ("icv-bad" if msg.icv_ok is False else (
+                "decrypted" if msg.decrypted else ""))
+            if msg.malformed:
+                st.malformed["ike"] = st.malformed.get("ike", 0) + 1
+            key = f"{msg.header.spi_i.hex()}_{msg.header.spi_r.hex()}"
+            ike_key = key if key in tbl.ike_sas else self._ike_key_for(msg)
+            info = _ike_info(msg) + (f" — malformed: {msg.malformed}" if msg.malformed else "")
+            self._add_row(FrameRow(
+                raw.index, raw.ts, "IKE", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
+                pkt.dport, raw.orig_len, None, msg.header.msg_id, info, status, ike_key, None,
+            ))
+        elif type(pkt) is AhPacket:
+            st.ah += 1
+            self.tracker.on_ah(pkt)
+            self._add_row(FrameRow(
+                raw.index, raw.ts, "AH", _intern(intern, pkt.src), _intern(intern, pkt.dst), 0, 0,
+                raw.orig_len, pkt.spi, pkt.seq, f"AH seq {pkt.seq} next {iana_proto(pkt.next_header)}",
+            ))
+        elif type(pkt) is NatKeepalive:
+            st.keepalives += 1
+            self.tracker.on_keepalive(pkt)
+            self._add_row(FrameRow(
+                raw.index, raw.ts, "NAT-KA", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
+                pkt.dport, raw.orig_len, info="NAT-keepalive (RFC 3948 §2.3)",
+            ))
+        elif type(pkt) is Malformed:
+            st.malformed[pkt.layer] = st.malformed.get(pkt.layer, 0) + 1
+            self.tracker.on_malformed(pkt)
+            self._add_row(FrameRow(
+                raw.index, raw.ts, "MALFORMED", "", "", 0, 0, raw.orig_len,
+                info=f"{pkt.layer}: {pkt.reason}", status="malformed",
+            ))
+        self._findings = None
+        return pkt
+
+    def _add_row(self, row: FrameRow) -> None:
+        self.rows.append(row)
+
+    def _ike_key_for(self, msg: IkeMessage) -> str | None:
+        # IKE_SA_INIT requests carry SPIr = 0; after the response the SA is keyed by both SPIs.
+        spi_i = msg.header.spi_i.hex()
+        for key in self.tracker.table.ike_sas:
+            if key.startswith(spi_i):
+                return key
+        return None
+
+    def _decrypt_ike(self, msg: IkeMessage) -> IkeMessage:
+        if msg.malformed and not msg.payloads:
+            return msg
+        if msg.header.major == 2:
+            if msg.encrypted:
+                msg = self.ike_decryptor.decrypt(msg)
+        else:
+            msg = self.ikev1_decryptor.decrypt(msg)
+        if msg.decrypted:
+            if msg.icv_ok is False:
+                self.stats.ike_icv_failed += 1
+            else:
+                self.stats.ike_decrypted += 1
+        return msg
+
+    def _derive_child_keys(self) -> None:
+        """RFC 7296 §2.17: with SK_d known, a non-PFS CHILD SA's ESP keys follow from the nonces."""
+        from .crypto.keymat import derive_pending
+
+        for keys in derive_pending(self.tracker, self.keys):
+            self.keys.add_esp(keys)
+            self.stats.derived_child_keys += 1
+
+    # -- results --------------------------------------------------------------------------------
+
+    @property
+    def table(self) -> SaTable:
+        return self.tracker.table
+
+    @property
+    def findings(self) -> list[Finding]:
+        if self._findings is None:
+            from .analysis.rules import evaluate
+
+            self._findings = sorted(
+                evaluate(self.tracker.table, self), key=lambda f: (-int(f.severity), f.ts or 0.0, f.code)
+            )
+        return self._findings
+
+    def worst_severity(self) -> Severity | None:
+        return max((f.severity for f in self.findings), default=None)
+
+    def row(self, frame: int) -> FrameRow | None:
+        rows = self.rows
+        if isinstance(rows, list) and 0 < frame <= len(rows) and rows[frame - 1].frame == frame:
+            return rows[frame - 1]
+        for r in rows:
+            if r.frame == frame:
+                return r
+        return None
+
+    def detail(self, frame: int) -> FrameDetail | None:
+        """Decode one frame again, fully, for a detail view."""
+        row = self.row(frame)
+        if row is None:
+            return None
+        raw = self._reread(frame)
+        ike = self.ike_messages.get(frame)
+        esp = res = None
+        malformed = None
+        inner = inner_summary = None
+        if raw is not None and row.kind == "ESP":
+            pkt = Decoder().decode(raw)
+            if isinstance(pkt, EspPacket):
+                esp = pkt
+                res = self.esp_decryptor.peek(pkt, seq_hi=(row.seq or 0) >> 32)
+                inner = res.inner
+                if inner:
+                    inner_summary = describe_inner(inner, res.next_header)
+        elif row.kind == "MALFORMED":
+            malformed = row.info
+        return FrameDetail(
+            row=row, raw=raw.data if raw is not None else b"", ike=ike, esp=esp, esp_result=res,
+            malformed=malformed, inner=inner, inner_summary=inner_summary,
+        )
+
+    def _reread(self, frame: int) -> RawFrame | None:
+        loc = self._frame_offsets.get(frame)
+        if loc is None:
+            return None
+        from .capture import read_frame_at
+
+        path_index, offset, linktype = loc
+        return read_frame_at(self.paths[path_index], offset, frame, linktype)
+
+
+_PROTO_NAMES = {1: "ICMP", 4: "IPv4", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP", 58: "ICMPv6", 59: "none"}
+
+
+def iana_proto(n: int) -> str:
+    return _PROTO_NAMES.get(n, str(n))
+
+
+def describe_inner(inner: bytes, next_header: int | None) -> str:
+    """A one-screen dissection of a decrypted inner packet. Scapy is fine here: one packet, on demand."""
+    try:
+        from scapy.layers.inet import IP
+        from scapy.layers.inet6 import IPv6
+
+        if next_header == 4 or (next_header is None and inner[:1] and inner[0] >> 4 == 4):
+            return IP(inner).summary()
+        if next_header == 41:
+            return IPv6(inner).summary()
+        return f"{iana_proto(next_header or 0)} payload, {len(inner)} bytes (transport mode)"
+    except Exception as exc:  # scapy dissectors raise many things on odd bytes; a view must not die
+        return f"{len(inner)} bytes (could not dissect: {exc})"
