@@ -254,6 +254,9 @@ class IkeMessage:
     transport: str = "udp"
     non_esp_marker: bool = False
     ip_fragmented: bool = False
+    # Why decryption did not happen or what it did (no key, ICV mismatch, "SKF fragment 2 of 3",
+    # "reassembled from 3 SKF fragments", IKEv1 "retransmission: decrypted with the IV of frame 7").
+    crypto_note: str | None = None
 
     @property
     def version(self) -> int:
