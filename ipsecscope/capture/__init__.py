@@ -195,17 +195,44 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
     return CaptureReader(path)
 
 
-def read_frame_at(path: str | os.PathLike[str], offset: int, index: int = 0) -> RawFrame:
-    """Re-read one frame by record offset without a reader at hand.
+_READERS: dict[tuple[str, int, int], CaptureReader] = {}
 
-    pcap: reads the file header and the one record. pcapng: scans block headers up to ``offset`` to
-    learn the section's byte order and interfaces (prefer :meth:`CaptureReader.read_frame_at`,
-    which needs no scan, when reading many frames).
+
+def _layout_reader(path: str) -> CaptureReader:
+    """A reader that has learnt the file's layout (pcap header / pcapng sections), cached per file."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    reader = _READERS.get(key)
+    if reader is None:
+        if len(_READERS) >= 8:
+            old = _READERS.pop(next(iter(_READERS)))
+            old.close()
+        reader = _READERS[key] = CaptureReader(path)
+    return reader
+
+
+def read_frame_at(path: str | os.PathLike[str], offset: int, index: int = 0,
+                  linktype: int | None = None) -> RawFrame:
+    """Re-read one frame by record offset (``RawFrame.offset``) without a reader at hand.
+
+    pcap: reads the one record. pcapng: the first call per file walks the blocks once up to
+    ``offset`` to learn byte order, interfaces and timestamp resolution (cached, so later calls
+    read one block). ``linktype`` is accepted for callers that stored it; the file's own value wins.
     """
-    with open_capture(path) as reader:
-        impl = reader.impl
-        if isinstance(impl, pcapng.PcapngReader):
-            for raw in impl:
-                if raw.offset >= offset:
-                    break
-        return reader.read_frame_at(offset, index)
+    path = os.fspath(path)
+    reader = _layout_reader(path)
+    impl = reader.impl
+    if isinstance(impl, pcapng.PcapngReader) and not reader.compressed:
+        # Walk forward until the block at ``offset`` is passed: IDBs come before the packets that use
+        # them, so the section/interface table is then complete for this frame.
+        walked = getattr(reader, "_walked", -1)
+        if offset > walked:
+            try:
+                for raw in reader:
+                    walked = raw.offset
+                    if walked >= offset:
+                        break
+            except CaptureError:
+                pass  # damage later in the file does not matter for a frame before it
+            reader._walked = walked  # type: ignore[attr-defined]
+    return reader.read_frame_at(offset, index)

@@ -1,0 +1,276 @@
+"""Frame demultiplexer: RawFrame -> IkeDatagram | EspPacket | AhPacket | NatKeepalive | Malformed | None.
+
+Rules (see docs/ARCHITECTURE.md):
+
+* IP protocol 50 is ESP (RFC 4303), 51 is AH (RFC 4302), in IPv4 or after IPv6 extension headers.
+* UDP port 500 is IKE.
+* UDP port 4500 (RFC 3948 §2): a payload starting with the 4-byte zero non-ESP marker is IKE; a
+  single 0xFF octet is a NAT-keepalive (§2.3); anything else is UDP-encapsulated ESP (§2.1).
+* TCP (RFC 8229) on port 4500: an optional "IKETCP" stream prefix (§3.1), then records of
+  Length(2, counting itself) | non-ESP marker + IKE, or ESP. Streams are reassembled in order
+  only; a gap resets the stream (reported as malformed, layer "tcp").
+* IKE on other ports is out of scope (None).
+
+The decoder is stateful (IP reassembly, TCP streams) and never raises: anything unusable comes
+back as :class:`Malformed` with a one-line reason and the layer where decoding stopped.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import Counter
+
+from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet, RawFrame
+from . import link
+from .esp import AH_HDR, ESP_HDR
+from .ip import Reassembler, parse_ipv4, parse_ipv6
+
+IKE_PORT = 500
+NATT_PORT = 4500
+IKE_HEADER_LEN = 28
+NON_ESP_MARKER = b"\x00\x00\x00\x00"
+IKETCP_PREFIX = b"IKETCP"  # RFC 8229 §3.1
+
+UDP_HDR = struct.Struct("!HHHH")
+TCP_HDR = struct.Struct("!HHIIBB")
+U16 = struct.Struct("!H")
+
+MAX_TCP_STREAMS = 1024
+MAX_TCP_BUFFER = 65535 + 2 + 6  # one maximal RFC 8229 record (+ prefix)
+
+TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
+
+_ADDR_CACHE_MAX = 1 << 16
+
+
+class _TcpStream:
+    __slots__ = ("next_seq", "buf", "prefix_checked")
+
+    def __init__(self, next_seq: int | None) -> None:
+        self.next_seq = next_seq
+        self.buf = bytearray()
+        self.prefix_checked = False
+
+
+class Decoder:
+    """Stateful decoder; one per capture (fragment reassembly and TCP streams span frames).
+
+    ``decode(raw)`` returns one packet; a TCP segment may complete several RFC 8229 records, use
+    ``decode_all(raw)`` to get every one of them. ``stats`` counts what was not IPsec
+    ("not_ip", "other_ip", "ip_fragment_pending", "unsupported_linktype:<n>", ...).
+    """
+
+    def __init__(self, *, max_fragments: int = 256, fragment_timeout: float = 60.0) -> None:
+        self.reassembler = Reassembler(max_fragments, fragment_timeout)
+        self.tcp: dict[tuple, _TcpStream] = {}
+        self.stats: Counter[str] = Counter()
+        self._addr: dict[bytes, str] = {}
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _text(self, a: bytes) -> str:
+        s = self._addr.get(a)
+        if s is None:
+            if len(self._addr) >= _ADDR_CACHE_MAX:
+                self._addr.clear()
+            s = socket.inet_ntoa(a) if len(a) == 4 else socket.inet_ntop(socket.AF_INET6, a)
+            self._addr[a] = s
+        return s
+
+    # -- entry points -----------------------------------------------------------------------------
+
+    def decode(self, raw: RawFrame) -> Packet | None:
+        """At most one packet for ``raw`` (the first, if a TCP segment completes several)."""
+        out = self.decode_all(raw)
+        return out[0] if out else None
+
+    def decode_all(self, raw: RawFrame) -> list[Packet]:
+        """Every packet ``raw`` yields: usually 0 or 1; several for a TCP segment holding many records."""
+        try:
+            return self._decode(raw)
+        except Exception as exc:  # a decoder bug must not kill a 10 GB run; report it on the frame
+            return [Malformed(raw.index, raw.ts, f"decoder error: {type(exc).__name__}: {exc}", "capture")]
+
+    def _decode(self, raw: RawFrame) -> list[Packet]:
+        data = raw.data
+        lt = raw.linktype
+        if lt < 0:
+            return [Malformed(raw.index, raw.ts, f"packet refers to undeclared interface {raw.iface}", "capture")]
+        ver, off = link.ip_offset(lt, data)
+        if ver == 4:
+            ip = parse_ipv4(data, off, self.reassembler, raw.ts, raw.orig_len > len(data))
+        elif ver == 6:
+            ip = parse_ipv6(data, off, self.reassembler, raw.ts, raw.orig_len > len(data))
+        elif ver == link.TRUNCATED:
+            name = link.LINK_NAMES.get(lt, f"link type {lt}")
+            return [Malformed(raw.index, raw.ts, f"{name} header truncated ({len(data)} of {off} bytes)", "link")]
+        elif ver == link.UNSUPPORTED:
+            self.stats[f"unsupported_linktype:{lt}"] += 1
+            return []
+        else:
+            self.stats["not_ip"] += 1
+            return []
+        if ip is None:
+            self.stats["ip_fragment_pending"] += 1
+            return []
+        if type(ip) is str:
+            return [Malformed(raw.index, raw.ts, ip, "ip")]
+        version, src, dst, proto, payload, frag = ip
+        if proto == 50:
+            if len(payload) < 8:
+                return [Malformed(raw.index, raw.ts, f"ESP header truncated ({len(payload)} of 8 bytes)", "esp")]
+            spi, seq = ESP_HDR.unpack_from(payload, 0)
+            return [EspPacket(raw.index, raw.ts, self._text(src), self._text(dst), spi, seq, payload,
+                              ip_version=version)]
+        if proto == 17:
+            return self._udp(raw, version, src, dst, payload, frag)
+        if proto == 51:
+            return [self._ah(raw, version, src, dst, payload)]
+        if proto == 6:
+            return self._tcp(raw, version, src, dst, payload)
+        self.stats["other_ip"] += 1
+        return []
+
+    # -- transports -------------------------------------------------------------------------------
+
+    def _udp(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes, frag: bool) -> list[Packet]:
+        n = len(seg)
+        if n < 8:
+            return [Malformed(raw.index, raw.ts, f"UDP header truncated ({n} of 8 bytes)", "udp")]
+        sport, dport, ulen, _ck = UDP_HDR.unpack_from(seg, 0)
+        if sport == NATT_PORT or dport == NATT_PORT:
+            port = NATT_PORT
+        elif sport == IKE_PORT or dport == IKE_PORT:
+            port = IKE_PORT
+        else:
+            self.stats["other_udp"] += 1
+            return []
+        if ulen < 8:
+            return [Malformed(raw.index, raw.ts, f"UDP length {ulen} is less than the 8-byte header", "udp")]
+        if ulen > n and raw.orig_len <= len(raw.data):
+            return [Malformed(raw.index, raw.ts, f"UDP length {ulen} exceeds the {n} bytes of the datagram", "udp")]
+        body = seg[8:ulen]
+        s, d = self._text(src), self._text(dst)
+        if port == IKE_PORT:
+            if len(body) < IKE_HEADER_LEN:
+                return [Malformed(raw.index, raw.ts, f"IKE header truncated ({len(body)} of 28 bytes)", "ike")]
+            return [IkeDatagram(raw.index, raw.ts, s, d, sport, dport, body, "udp", False, frag, version)]
+        # RFC 3948 §2: tell the three kinds of UDP-4500 payload apart.
+        if len(body) == 1 and body[0] == 0xFF:
+            return [NatKeepalive(raw.index, raw.ts, s, d, sport, dport)]
+        if body[:4] == NON_ESP_MARKER:
+            if len(body) < 4 + IKE_HEADER_LEN:
+                return [Malformed(raw.index, raw.ts,
+                                  f"IKE header after non-ESP marker truncated ({len(body) - 4} of 28 bytes)", "ike")]
+            return [IkeDatagram(raw.index, raw.ts, s, d, sport, dport, body[4:], "udp", True, frag, version)]
+        if len(body) < 8:
+            return [Malformed(raw.index, raw.ts,
+                              f"UDP-encapsulated ESP header truncated ({len(body)} of 8 bytes)", "esp")]
+        spi, seq = ESP_HDR.unpack_from(body, 0)
+        return [EspPacket(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, True, version, "udp")]
+
+    def _ah(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> Packet:
+        n = len(seg)
+        if n < 12:
+            return Malformed(raw.index, raw.ts, f"AH header truncated ({n} of 12 bytes)", "ah")
+        nh, plen, _r, spi, seq = AH_HDR.unpack_from(seg, 0)
+        total = (plen + 2) * 4  # RFC 4302 §2.2: length in 32-bit words, minus 2
+        if total < 12:
+            return Malformed(raw.index, raw.ts, f"AH payload length {plen} is shorter than the fixed header", "ah")
+        if total > n:
+            return Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah")
+        return AhPacket(raw.index, raw.ts, self._text(src), self._text(dst), spi, seq, nh, seg[12:total], seg,
+                        version)
+
+    def _tcp(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> list[Packet]:
+        n = len(seg)
+        if n < 20:
+            return [Malformed(raw.index, raw.ts, f"TCP header truncated ({n} of 20 bytes)", "tcp")]
+        sport, dport, seqno, _ack, doff, flags = TCP_HDR.unpack_from(seg, 0)
+        if sport != NATT_PORT and dport != NATT_PORT:
+            self.stats["other_tcp"] += 1
+            return []
+        hlen = (doff >> 4) * 4
+        if hlen < 20 or hlen > n:
+            return [Malformed(raw.index, raw.ts, f"TCP header length {hlen} invalid ({n} bytes present)", "tcp")]
+        key = (src, sport, dst, dport)
+        streams = self.tcp
+        if flags & (TCP_RST | TCP_FIN) and not n - hlen:
+            streams.pop(key, None)
+            return []
+        st = streams.get(key)
+        if flags & TCP_SYN:
+            if len(streams) >= MAX_TCP_STREAMS and key not in streams:
+                streams.pop(next(iter(streams)))
+            streams[key] = _TcpStream((seqno + 1) & 0xFFFFFFFF)
+            return []
+        payload = seg[hlen:]
+        if not payload:
+            return []
+        if st is None:
+            # Stream picked up mid-way (capture started late): assume the segment starts a record.
+            if len(streams) >= MAX_TCP_STREAMS:
+                streams.pop(next(iter(streams)))
+            st = streams[key] = _TcpStream(seqno)
+        exp = st.next_seq
+        if exp is None:
+            exp = seqno
+        delta = (seqno - exp) & 0xFFFFFFFF
+        if delta >= 0x80000000:  # starts before what we have: retransmission, keep only the new tail
+            old = (exp - seqno) & 0xFFFFFFFF
+            if old >= len(payload):
+                return []
+            payload = payload[old:]
+        elif delta:
+            streams.pop(key, None)
+            return [Malformed(raw.index, raw.ts, f"RFC 8229 TCP stream gap of {delta} bytes (lost segment); "
+                              "stream reset", "tcp")]
+        st.buf += payload
+        st.next_seq = (exp + len(payload)) & 0xFFFFFFFF
+        buf = st.buf
+        if not st.prefix_checked:
+            if len(buf) < 6 and IKETCP_PREFIX.startswith(bytes(buf)):
+                return []
+            if buf[:6] == IKETCP_PREFIX:
+                del buf[:6]
+            st.prefix_checked = True
+        out: list[Packet] = []
+        s = d = ""
+        while len(buf) >= 2:
+            rlen = (buf[0] << 8) | buf[1]
+            if rlen < 3:
+                streams.pop(key, None)
+                out.append(Malformed(raw.index, raw.ts, f"RFC 8229 record length {rlen} is too short; "
+                                     "stream reset", "tcp"))
+                return out
+            if len(buf) < rlen:
+                break
+            body = bytes(buf[2:rlen])
+            del buf[:rlen]
+            if not s:
+                s, d = self._text(src), self._text(dst)
+            if body[:4] == NON_ESP_MARKER:
+                if len(body) < 4 + IKE_HEADER_LEN:
+                    out.append(Malformed(raw.index, raw.ts, f"IKE header in RFC 8229 record truncated "
+                                         f"({len(body) - 4} of 28 bytes)", "ike"))
+                else:
+                    out.append(IkeDatagram(raw.index, raw.ts, s, d, sport, dport, body[4:], "tcp", True, False,
+                                           version))
+            elif len(body) == 1 and body[0] == 0xFF:
+                out.append(NatKeepalive(raw.index, raw.ts, s, d, sport, dport))
+            elif len(body) < 8:
+                out.append(Malformed(raw.index, raw.ts, f"ESP header in RFC 8229 record truncated "
+                                     f"({len(body)} of 8 bytes)", "esp"))
+            else:
+                spi, seq = ESP_HDR.unpack_from(body, 0)
+                out.append(EspPacket(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, False, version, "tcp"))
+        if len(buf) > MAX_TCP_BUFFER:
+            streams.pop(key, None)
+            out.append(Malformed(raw.index, raw.ts, "RFC 8229 stream buffer overflow; stream reset", "tcp"))
+        return out
+
+
+def decode_frame(raw: RawFrame, decoder: Decoder | None = None) -> Packet | None:
+    """One-shot convenience (no reassembly across calls unless a ``decoder`` is passed)."""
+    return (decoder or Decoder()).decode(raw)

@@ -1,0 +1,190 @@
+"""IPv4 / IPv6 headers, IPv6 extension-header chains, and IP fragment reassembly.
+
+:func:`parse_ipv4` / :func:`parse_ipv6` return an :data:`IpResult` tuple
+``(version, src, dst, proto, payload, fragmented)`` (addresses as raw bytes), ``None`` when the
+frame is a fragment still waiting for the rest of its datagram, or a ``str``: a one-line reason
+why the header is unusable.
+
+IKE_AUTH with certificates is routinely bigger than the path MTU, so fragments are common in
+the exact traces people bring to this tool; reassembly is bounded (datagram count, size, age)
+so a flood of stray fragments cannot grow memory.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+U16 = struct.Struct("!H")
+U32 = struct.Struct("!I")
+
+IpResult = tuple[int, bytes, bytes, int, bytes, bool]
+
+# IPv6 extension headers we walk past (RFC 8200 §4): hop-by-hop, routing, destination options,
+# and the fragment header. AH (51) and ESP (50) are what we are looking for, so they end the walk.
+V6_HOP_BY_HOP = 0
+V6_ROUTING = 43
+V6_FRAGMENT = 44
+V6_DEST_OPTS = 60
+V6_MOBILITY = 135
+V6_SKIP = frozenset((V6_HOP_BY_HOP, V6_ROUTING, V6_DEST_OPTS, V6_MOBILITY))
+
+MAX_DATAGRAM = 65535 + 40  # IPv4 total length max; IPv6 payload max plus fixed header
+
+
+@dataclass(slots=True)
+class _Pending:
+    first_ts: float
+    parts: dict[int, bytes] = field(default_factory=dict)
+    total: int | None = None  # known once the last fragment (MF=0) is seen
+    next_header: int = -1  # IPv6: upper-layer header of the fragmentable part (from offset 0)
+    size: int = 0
+
+
+class Reassembler:
+    """Collects IP fragments per (version, src, dst, id[, proto]) until a datagram is whole.
+
+    Bounded: at most ``max_datagrams`` incomplete datagrams (oldest dropped), fragments older than
+    ``timeout`` seconds of capture time dropped (RFC 791 suggests 15 s at least, RFC 8200 §4.5 uses
+    60 s), and nothing past 64 KiB.
+    """
+
+    def __init__(self, max_datagrams: int = 256, timeout: float = 60.0) -> None:
+        self.max_datagrams = max_datagrams
+        self.timeout = timeout
+        self.pending: dict[tuple, _Pending] = {}
+        self.expired = 0  # datagrams given up (timeout or eviction)
+        self.completed = 0
+
+    def add(self, key: tuple, ts: float, offset: int, more: bool, payload: bytes,
+            next_header: int = -1) -> tuple[bytes, int] | str | None:
+        """Add one fragment. Returns ``(datagram_payload, next_header)`` when complete, None while
+        incomplete, or a reason string for an impossible fragment."""
+        end = offset + len(payload)
+        if end > MAX_DATAGRAM:
+            return f"IP fragment ends at byte {end}, beyond the 64 KiB maximum datagram"
+        pend = self.pending
+        # Expire old datagrams first (dict keeps insertion order, so the oldest are at the front).
+        if pend:
+            limit = ts - self.timeout
+            while pend:
+                k0 = next(iter(pend))
+                if pend[k0].first_ts >= limit and len(pend) < self.max_datagrams:
+                    break
+                del pend[k0]
+                self.expired += 1
+        p = pend.get(key)
+        if p is None:
+            p = pend[key] = _Pending(ts)
+        if offset not in p.parts:
+            p.size += len(payload)
+        p.parts[offset] = payload  # a retransmitted/overlapping fragment: the newest copy wins
+        if offset == 0 and next_header >= 0:
+            p.next_header = next_header
+        if not more:
+            p.total = end
+        if p.total is None or p.size < p.total:
+            return None
+        covered = 0
+        for off in sorted(p.parts):
+            if off > covered:
+                return None  # a hole
+            covered = max(covered, off + len(p.parts[off]))
+        if covered < p.total:
+            return None
+        buf = bytearray(p.total)
+        for off in sorted(p.parts):
+            part = p.parts[off]
+            buf[off:off + len(part)] = part
+        del pend[key]
+        self.completed += 1
+        return bytes(buf[:p.total]), p.next_header
+
+
+def parse_ipv4(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: bool) -> IpResult | str | None:
+    n = len(data) - off
+    if n < 20:
+        return f"IPv4 header truncated ({n} of 20 bytes)"
+    b0 = data[off]
+    if b0 >> 4 != 4:
+        return f"IP version {b0 >> 4} where IPv4 was expected"
+    ihl = (b0 & 15) * 4
+    if ihl < 20:
+        return f"IPv4 header length {ihl} is less than 20"
+    if n < ihl:
+        return f"IPv4 header with options truncated ({n} of {ihl} bytes)"
+    tot = (data[off + 2] << 8) | data[off + 3]
+    if tot == 0:  # TSO/GSO on the capturing host leaves 0 here; use what was captured
+        tot = n
+    elif tot < ihl:
+        return f"IPv4 total length {tot} is less than its header length {ihl}"
+    elif tot > n:
+        if not snap_cut:
+            return f"IPv4 total length {tot} exceeds the {n} bytes in the frame"
+        tot = n
+    proto = data[off + 9]
+    src = data[off + 12:off + 16]
+    dst = data[off + 16:off + 20]
+    flags = (data[off + 6] << 8) | data[off + 7]
+    payload = data[off + ihl:off + tot]
+    if flags & 0x3FFF:  # MF set or a non-zero fragment offset
+        got = reasm.add((4, src, dst, (data[off + 4] << 8) | data[off + 5], proto), ts,
+                        (flags & 0x1FFF) * 8, bool(flags & 0x2000), payload)
+        if got is None or type(got) is str:
+            return got
+        return 4, src, dst, proto, got[0], True
+    return 4, src, dst, proto, payload, False
+
+
+def _walk_v6(nh: int, buf: bytes, p: int, end: int) -> tuple[int, int] | str:
+    """Skip extension headers; (upper-layer protocol, offset) or a reason."""
+    while nh in V6_SKIP:
+        if end - p < 8:
+            return f"IPv6 extension header {nh} truncated ({end - p} of at least 8 bytes)"
+        hlen = (buf[p + 1] + 1) * 8
+        if end - p < hlen:
+            return f"IPv6 extension header {nh} truncated ({end - p} of {hlen} bytes)"
+        nh = buf[p]
+        p += hlen
+    return nh, p
+
+
+def parse_ipv6(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: bool) -> IpResult | str | None:
+    n = len(data) - off
+    if n < 40:
+        return f"IPv6 header truncated ({n} of 40 bytes)"
+    if data[off] >> 4 != 6:
+        return f"IP version {data[off] >> 4} where IPv6 was expected"
+    plen = (data[off + 4] << 8) | data[off + 5]
+    if plen == 0:  # jumbogram or TSO: use what was captured
+        plen = n - 40
+    elif plen > n - 40:
+        if not snap_cut:
+            return f"IPv6 payload length {plen} exceeds the {n - 40} bytes in the frame"
+        plen = n - 40
+    src = data[off + 8:off + 24]
+    dst = data[off + 24:off + 40]
+    end = off + 40 + plen
+    walked = _walk_v6(data[off + 6], data, off + 40, end)
+    if type(walked) is str:
+        return walked
+    nh, p = walked
+    if nh != V6_FRAGMENT:
+        return 6, src, dst, nh, data[p:end], False
+    # RFC 8200 §4.5 fragment header: next header(1) reserved(1) offset|res|M (2) identification(4)
+    if end - p < 8:
+        return f"IPv6 fragment header truncated ({end - p} of 8 bytes)"
+    fnh = data[p]
+    fo = (data[p + 2] << 8) | data[p + 3]
+    ident = U32.unpack_from(data, p + 4)[0]
+    got = reasm.add((6, src, dst, ident), ts, fo & 0xFFF8, bool(fo & 1), data[p + 8:end], fnh)
+    if got is None or type(got) is str:
+        return got
+    body, fnh = got
+    if fnh < 0:
+        return "IPv6 fragments reassembled but the first fragment's next header is unknown"
+    walked = _walk_v6(fnh, body, 0, len(body))
+    if type(walked) is str:
+        return walked
+    nh, p = walked
+    return 6, src, dst, nh, body[p:], True

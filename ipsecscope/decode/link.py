@@ -1,0 +1,91 @@
+"""Link layers: find where the IP header starts in a captured frame.
+
+:func:`ip_offset` returns ``(ip_version, offset)``; ``ip_version`` is 4 or 6, or one of
+``NOT_IP`` (ARP, LLDP, ...: not ours), ``TRUNCATED`` (the link header itself is cut off) or
+``UNSUPPORTED`` (a link type we do not decode). Pure offsets over bytes: no objects per frame.
+"""
+
+from __future__ import annotations
+
+NOT_IP = 0
+TRUNCATED = -1
+UNSUPPORTED = -2
+
+ETH_IPV4 = 0x0800
+ETH_IPV6 = 0x86DD
+# 802.1Q customer tag, 802.1ad service tag (QinQ), and the pre-standard 0x9100 QinQ tag.
+VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+
+# BSD loopback (LINKTYPE_NULL / LOOP) address families: AF_INET is 2 everywhere; AF_INET6 is
+# 24 (NetBSD/OpenBSD), 28 (FreeBSD), 30 (macOS), 10 (Linux).
+AF_INET = 2
+AF_INET6 = frozenset((10, 24, 28, 30))
+
+LINK_NAMES = {
+    0: "BSD loopback (NULL)",
+    1: "Ethernet",
+    101: "raw IP",
+    108: "OpenBSD loopback (LOOP)",
+    113: "Linux cooked (SLL)",
+    228: "raw IPv4",
+    229: "raw IPv6",
+    276: "Linux cooked v2 (SLL2)",
+}
+
+
+def _ethertype(etype: int, off: int) -> tuple[int, int]:
+    if etype == ETH_IPV4:
+        return 4, off
+    if etype == ETH_IPV6:
+        return 6, off
+    return NOT_IP, off
+
+
+def ip_offset(linktype: int, data: bytes) -> tuple[int, int]:
+    """Where IP starts in ``data`` for ``linktype`` (tcpdump.org LINKTYPE_* numbers)."""
+    n = len(data)
+    if linktype == 1:  # Ethernet II; VLAN tags may be stacked (802.1ad QinQ)
+        if n < 14:
+            return TRUNCATED, 14
+        etype = (data[12] << 8) | data[13]
+        off = 14
+        while etype in VLAN_TPIDS:
+            if n < off + 4:
+                return TRUNCATED, off + 4
+            etype = (data[off + 2] << 8) | data[off + 3]
+            off += 4
+        if etype < 0x0600:  # 802.3 length field + LLC: not IP over Ethernet II
+            return NOT_IP, off
+        return _ethertype(etype, off)
+    if linktype == 101:  # raw IP, version from the first nibble
+        if n < 1:
+            return TRUNCATED, 1
+        v = data[0] >> 4
+        return (v, 0) if v in (4, 6) else (NOT_IP, 0)
+    if linktype == 228:
+        return 4, 0
+    if linktype == 229:
+        return 6, 0
+    if linktype == 113:  # Linux cooked v1: protocol at offset 14 (16-byte header)
+        if n < 16:
+            return TRUNCATED, 16
+        return _ethertype((data[14] << 8) | data[15], 16)
+    if linktype == 276:  # Linux cooked v2: protocol at offset 0 (20-byte header)
+        if n < 20:
+            return TRUNCATED, 20
+        return _ethertype((data[0] << 8) | data[1], 20)
+    if linktype == 0 or linktype == 108:
+        if n < 4:
+            return TRUNCATED, 4
+        if linktype == 108:  # LOOP: family in network byte order
+            fam = int.from_bytes(data[:4], "big")
+        else:  # NULL: host byte order of the capturing machine; guess by which half is zero
+            fam = int.from_bytes(data[:4], "little")
+            if fam > 0xFFFF:
+                fam = int.from_bytes(data[:4], "big")
+        if fam == AF_INET:
+            return 4, 4
+        if fam in AF_INET6:
+            return 6, 4
+        return NOT_IP, 4
+    return UNSUPPORTED, 0
