@@ -1,0 +1,182 @@
+"""Run the sample scenarios with two real strongSwan peers and store the results.
+
+Called by samples/make_samples.sh (as root). For each scenario it brings up the two charons
+(tests/netns_peers.py: namespaces, veth, tcpdump on the veth), drives the exchange with
+swanctl, then copies into samples/<scenario>/:
+
+    capture.pcapng          what tcpdump saw on the veth (left side)
+    charon-left.log         left (initiator) charon log, ike 4 / chd 4: the keys are in here
+    charon-right.log        right (responder) charon log
+    keys/esp_sa             ESP keys as a Wireshark UAT table  } extracted from both logs by
+    keys/ikev2_decryption_table   IKEv2 SK_* keys, same         } samples/lib/charon_keys.py
+
+``keys/`` works as a Wireshark profile directory: WIRESHARK_CONFIG_DIR=samples/x/keys tshark ...
+
+Usage: make_samples.py [--out DIR] [--pids FILE] [SCENARIO...]   (default: all scenarios)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import charon_keys  # noqa: E402
+from netns_peers import PeerError, StrongswanPair  # noqa: E402
+
+CONF = ROOT / "samples" / "conf"
+
+
+def settle(pair: StrongswanPair, seconds: float = 0.3) -> None:
+    """Let both charons finish the exchange they are in (the swanctl call returns on the
+    initiator's completion, the responder may still be logging)."""
+    time.sleep(seconds)
+
+
+def healthy_gcm(pair: StrongswanPair) -> None:
+    pair.initiate("net", ike="gcm")
+    pair.ping(3)
+    pair.rekey_child("net")          # CREATE_CHILD_SA with N(REKEY_SA), KE (PFS), then Delete old
+    settle(pair)
+    pair.ping(3)
+    pair.rekey_ike("gcm")            # CREATE_CHILD_SA SA/No/KE for a new IKE SA, Delete old IKE SA
+    settle(pair)
+    pair.ping(3)
+    pair.swanctl("left", "--terminate", "--child", "net")   # INFORMATIONAL Delete(ESP SPI)
+    settle(pair)
+    pair.terminate_ike("gcm")                                # INFORMATIONAL Delete(IKE)
+
+
+def cbc_sha2_pfs(pair: StrongswanPair) -> None:
+    pair.add_inner("left", "10.1.1.1/24")
+    pair.add_inner("right", "10.2.1.1/24")
+    pair.initiate("net", ike="cbc")          # first CHILD_SA in IKE_AUTH (no KE there)
+    pair.initiate("net2", ike="cbc")         # second CHILD_SA: CREATE_CHILD_SA with KE (PFS)
+    pair.ping(3)
+    pair.ping(3, src="10.1.1.1", dst="10.2.1.1")
+    pair.rekey_child("net")                  # rekey with a fresh MODP-2048 exchange
+    settle(pair)
+    pair.ping(2)
+    pair.ping(2, src="10.1.1.1", dst="10.2.1.1")
+    pair.terminate_ike("cbc")
+
+
+def proposal_mismatch(pair: StrongswanPair) -> None:
+    r = pair.initiate("net", ike="mismatch", check=False)
+    if r.returncode == 0:
+        raise PeerError("proposal-mismatch: the CHILD_SA was established, expected a failure")
+    settle(pair)
+    # strongSwan keeps the IKE SA when only the CHILD_SA in IKE_AUTH failed; close it cleanly.
+    pair.terminate_ike("mismatch")
+
+
+def ts_mismatch(pair: StrongswanPair) -> None:
+    r = pair.initiate("net", ike="ts", check=False)
+    if r.returncode == 0:
+        raise PeerError("ts-mismatch: the CHILD_SA was established, expected TS_UNACCEPTABLE")
+    settle(pair)
+    pair.terminate_ike("ts")
+
+
+def psk_mismatch(pair: StrongswanPair) -> None:
+    r = pair.initiate("net", ike="psk", check=False)
+    if r.returncode == 0:
+        raise PeerError("psk-mismatch: authentication succeeded, expected AUTHENTICATION_FAILED")
+    settle(pair)
+
+
+def dh_retry(pair: StrongswanPair) -> None:
+    pair.initiate("net", ike="dh")
+    pair.ping(3)
+    pair.terminate_ike("dh")
+
+
+def dead_peer(pair: StrongswanPair) -> None:
+    pair.initiate("net", ike="dpd")
+    pair.ping(3)
+    time.sleep(1.0)
+    pair.crash("right")
+    # Traffic keeps going out into the dead tunnel; nothing comes back.
+    pair.ping(3, check=False)
+    # DPD after 2 s without inbound traffic, retransmits at +1.0, +1.4, +2.0, +2.7 s, give up.
+    if not pair.wait_log("left", "giving up after", timeout=30):
+        raise PeerError("dead-peer: the initiator did not give up within 30 s")
+    settle(pair, 0.5)
+
+
+SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
+    "healthy-gcm": healthy_gcm,
+    "cbc-sha2-pfs": cbc_sha2_pfs,
+    "proposal-mismatch": proposal_mismatch,
+    "ts-mismatch": ts_mismatch,
+    "psk-mismatch": psk_mismatch,
+    "dh-retry": dh_retry,
+    "dead-peer": dead_peer,
+}
+
+
+def run_scenario(name: str, work: Path, *, pids: Path | None = None,
+                 tag: str | None = None) -> Path:
+    """Run one scenario in ``work``; return the work dir holding capture.pcapng and logs."""
+    conf = CONF / name
+    pair = StrongswanPair(work, (conf / "left.conf").read_text(),
+                          (conf / "right.conf").read_text(), tag=tag)
+    with pair:
+        if pids is not None:
+            pids.write_text(" ".join(map(str, pair.pids())) + "\n")
+        SCENARIOS[name](pair)
+    return work
+
+
+def store(name: str, work: Path, out: Path) -> list[Path]:
+    dest = out / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "keys").mkdir(parents=True)
+    shutil.copyfile(work / "capture.pcapng", dest / "capture.pcapng")
+    shutil.copyfile(work / "left" / "charon.log", dest / "charon-left.log")
+    shutil.copyfile(work / "right" / "charon.log", dest / "charon-right.log")
+    charon_keys.write_tables(dest / "keys", [dest / "charon-left.log", dest / "charon-right.log"])
+    return sorted(p for p in dest.rglob("*") if p.is_file())
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
+    ap.add_argument("--out", type=Path, default=ROOT / "samples")
+    ap.add_argument("--pids", type=Path, help="write pids of started processes here")
+    ap.add_argument("--tag", default=None, help="namespace name prefix (default: random)")
+    args = ap.parse_args(argv)
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}",
+              file=sys.stderr)
+        return 2
+    failed = []
+    for name in args.scenarios:
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"ipss-{name}-") as tmp:
+            try:
+                run_scenario(name, Path(tmp), pids=args.pids, tag=args.tag)
+                files = store(name, Path(tmp), args.out)
+            except (PeerError, charon_keys.KeyLogError, OSError) as e:
+                print(f"{name}: FAILED: {e}", file=sys.stderr)
+                failed.append(name)
+                continue
+        took = time.monotonic() - t0
+        print(f"{name}: ok in {took:.1f} s")
+        for f in files:
+            print(f"  {f.relative_to(args.out)}  {f.stat().st_size} bytes")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
