@@ -1,0 +1,303 @@
+"""IKEv1 / ISAKMP cleartext payloads (RFC 2408 §3, RFC 2407 §4, RFC 2409, RFC 3947).
+
+Called by :func:`ipsecscope.decode.ike.parse_ike` for major version 1, and by
+``parse_payload_chain(first, plaintext, 1)`` once the crypto stage has decrypted a body.
+
+Encrypted messages (ISAKMP flags bit 0, RFC 2408 §3.1 "E") are kept as ONE opaque
+:class:`Payload` whose ``type`` is the header's next-payload value (the type of the first,
+still encrypted, payload) and whose ``body`` is everything after the header. Consumers tell it
+apart with ``msg.header.encrypted_v1``.
+
+IKEv1 payloads have no critical bit (the byte is RESERVED), so ``critical`` is always False.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable
+
+from ipsecscope.decode.ike import _Bad, parse_attributes, payload_name, render_id
+from ipsecscope.decode.vendor_ids import vendor_name
+from ipsecscope.model import iana
+from ipsecscope.model.ike import (
+    AnyPayload,
+    CertPayload,
+    CpPayload,
+    DeletePayload,
+    HashPayload,
+    IdPayload,
+    IkeHeader,
+    KePayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    Proposal,
+    SaPayload,
+    Transform,
+    VendorPayload,
+)
+
+__all__ = ["parse_body", "parse_chain", "attribute_name", "attribute_value_name"]
+
+GEN_HDR = struct.Struct("!BBH")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_SA_HDR = struct.Struct("!II")  # DOI, situation
+_PROP_HDR = struct.Struct("!BBHBBBB")  # next, reserved, length, number, protocol, SPI size, #transforms
+_XFORM_HDR = struct.Struct("!BBHBBH")  # next, reserved, length, number, transform ID, reserved2
+_NOTIFY_HDR = struct.Struct("!IBBH")  # DOI, protocol, SPI size, type
+_DELETE_HDR = struct.Struct("!IBBH")  # DOI, protocol, SPI size, #SPIs
+P = iana.Ikev1Payload
+
+
+def parse_body(hdr: IkeHeader, body: bytes) -> tuple[tuple[AnyPayload, ...], str | None]:
+    """Payloads of one IKEv1 message body (after the 28-byte header)."""
+    if hdr.flags & 0x01:
+        # Encrypted with the phase-1 key; the crypto stage decrypts from msg.raw.
+        return (Payload(hdr.next_payload, False, body),), None
+    return parse_chain(hdr.next_payload, body, 28)
+
+
+def parse_chain(first: int, data: bytes, base: int = 0) -> tuple[tuple[AnyPayload, ...], str | None]:
+    """Walk an ISAKMP payload chain. Never raises (see ike.py for the malformed rules).
+
+    Bytes after the last payload are accepted: decrypted bodies end with CBC padding
+    (RFC 2409 §5.3 does not frame it), and cleartext ones never carry any in practice.
+    """
+    out: list[AnyPayload] = []
+    bad: str | None = None
+    ptype, off, n, idx = first, 0, len(data), 0
+    while ptype != 0:
+        idx += 1
+        left = n - off
+        pname = payload_name(ptype, 1)
+        if left < 4:
+            return tuple(out), bad or (
+                f"payload {idx} ({pname}) header truncated ({left} bytes left)" if left else
+                f"payload {idx} ({pname}) missing: message ends after payload {idx - 1}")
+        nxt, _res, plen = GEN_HDR.unpack_from(data, off)
+        if plen < 4:
+            return tuple(out), bad or f"payload {idx} ({pname}) length {plen} is below the 4-byte header"
+        if plen > left:
+            return tuple(out), bad or f"payload {idx} ({pname}) length {plen} exceeds message ({left} bytes left)"
+        body = data[off + 4: off + plen]
+        dec = _DECODERS.get(ptype)
+        if dec is None:
+            out.append(Payload(ptype, False, body))
+        else:
+            try:
+                out.append(dec(ptype, body))
+            except _Bad as e:
+                out.append(Payload(ptype, False, body))
+                bad = bad or f"payload {idx} ({pname}): {e}"
+        off += plen
+        ptype = nxt
+    return tuple(out), bad
+
+
+# ---- attribute naming (phase 1 vs IPsec DOI) ---------------------------------------------------
+
+
+def attribute_name(protocol: int, atype: int) -> str:
+    """Name of a transform attribute: phase-1 (ISAKMP proposal) or IPsec DOI (AH/ESP/IPCOMP)."""
+    enum = iana.Ikev1Attribute if protocol == iana.Ikev1ProtocolId.PROTO_ISAKMP else iana.Ikev1IpsecAttribute
+    return iana.name(enum, atype)
+
+
+_P1_VALUES: dict[int, type] = {
+    iana.Ikev1Attribute.ENCRYPTION_ALGORITHM: iana.Ikev1EncrAlgorithm,
+    iana.Ikev1Attribute.HASH_ALGORITHM: iana.Ikev1HashAlgorithm,
+    iana.Ikev1Attribute.PRF: iana.Ikev1HashAlgorithm,
+    iana.Ikev1Attribute.AUTHENTICATION_METHOD: iana.Ikev1AuthMethod,
+    iana.Ikev1Attribute.GROUP_DESCRIPTION: iana.DhGroup,
+    iana.Ikev1Attribute.GROUP_TYPE: iana.Ikev1GroupType,
+    iana.Ikev1Attribute.LIFE_TYPE: iana.Ikev1LifeType,
+}
+_P2_VALUES: dict[int, type] = {
+    iana.Ikev1IpsecAttribute.SA_LIFE_TYPE: iana.Ikev1LifeType,
+    iana.Ikev1IpsecAttribute.GROUP_DESCRIPTION: iana.DhGroup,
+    iana.Ikev1IpsecAttribute.ENCAPSULATION_MODE: iana.Ikev1EncapsulationMode,
+    iana.Ikev1IpsecAttribute.AUTHENTICATION_ALGORITHM: iana.Ikev1AuthAlgorithm,
+}
+
+
+def attribute_value_name(protocol: int, atype: int, value: int | bytes) -> str:
+    """Value of a transform attribute in words ("AES_CBC", "SECONDS", "28800", hex for blobs)."""
+    if isinstance(value, bytes):
+        if len(value) <= 4:  # e.g. a life duration sent as a 4-byte variable attribute
+            value = int.from_bytes(value, "big")
+        else:
+            return value.hex()
+    table = _P1_VALUES if protocol == iana.Ikev1ProtocolId.PROTO_ISAKMP else _P2_VALUES
+    enum = table.get(atype)
+    return iana.name(enum, value) if enum is not None else str(value)
+
+
+# ---- payload bodies ---------------------------------------------------------------------------
+
+
+def _sa(ptype: int, body: bytes) -> SaPayload:
+    if len(body) < 8:
+        raise _Bad(f"SA header needs 8 bytes (DOI, situation), payload has {len(body)}")
+    doi, situation = _SA_HDR.unpack_from(body, 0)
+    # RFC 2407 §4.6.1: SIT_SECRECY / SIT_INTEGRITY add labelled-domain data we do not decode; the
+    # proposals then start later. Those situations are unseen outside military networks.
+    off, n = 8, len(body)
+    proposals: list[Proposal] = []
+    if doi == iana.Ikev1Doi.IPSEC and situation & 0x06:
+        return SaPayload(ptype, False, (), doi, situation)
+    pnext = P.P
+    while pnext == P.P and off < n:
+        pnum = len(proposals) + 1
+        if n - off < 8:
+            raise _Bad(f"proposal {pnum} header truncated ({n - off} bytes left)")
+        pnext, _r, plen, num, proto, spisize, ntrans = _PROP_HDR.unpack_from(body, off)
+        if plen < 8 + spisize or plen > n - off:
+            raise _Bad(f"proposal {pnum} length {plen} invalid ({n - off} bytes left, SPI size {spisize})")
+        spi = body[off + 8: off + 8 + spisize]
+        toff, tend = off + 8 + spisize, off + plen
+        transforms: list[Transform] = []
+        klen_attr = (iana.Ikev1Attribute.KEY_LENGTH if proto == iana.Ikev1ProtocolId.PROTO_ISAKMP
+                     else iana.Ikev1IpsecAttribute.KEY_LENGTH)
+        while toff < tend:
+            tn = len(transforms) + 1
+            if tend - toff < 8:
+                raise _Bad(f"proposal {pnum} transform {tn} header truncated ({tend - toff} bytes left)")
+            _tnext, _r2, tlen, tnum, tid, _r3 = _XFORM_HDR.unpack_from(body, toff)
+            if tlen < 8 or tlen > tend - toff:
+                raise _Bad(f"proposal {pnum} transform {tn} length {tlen} invalid ({tend - toff} bytes left)")
+            try:
+                attrs = parse_attributes(body, toff + 8, toff + tlen)
+            except _Bad as e:
+                raise _Bad(f"proposal {pnum} transform {tn}: {e}") from None
+            klen = next((v for t, v in attrs if t == klen_attr and isinstance(v, int)), None)
+            # v1 transforms carry a number, not a type: keep it in Transform.type.
+            transforms.append(Transform(tnum, tid, klen, attrs))
+            toff += tlen
+        if len(transforms) != ntrans:
+            raise _Bad(f"proposal {pnum} declares {ntrans} transforms, has {len(transforms)}")
+        proposals.append(Proposal(num, proto, spi, tuple(transforms)))
+        off += plen
+    return SaPayload(ptype, False, tuple(proposals), doi, situation)
+
+
+def _ke(ptype: int, body: bytes) -> KePayload:
+    return KePayload(ptype, False, 0, body)  # the group is negotiated in the SA (RFC 2409 §5)
+
+
+def _nonce(ptype: int, body: bytes) -> NoncePayload:
+    return NoncePayload(ptype, False, body)
+
+
+def _id(ptype: int, body: bytes) -> IdPayload:
+    # RFC 2407 §4.6.2: ID type | protocol ID | port | identification data
+    if len(body) < 4:
+        raise _Bad(f"ID header needs 4 bytes, payload has {len(body)}")
+    data = body[4:]
+    return IdPayload(ptype, False, body[0], data, render_id(body[0], data, 1), body[1], _U16.unpack_from(body, 2)[0])
+
+
+def _nat_oa(ptype: int, body: bytes) -> IdPayload:
+    # RFC 3947 §5.2: ID type | reserved(3) | address
+    if len(body) < 4:
+        raise _Bad(f"NAT-OA header needs 4 bytes, payload has {len(body)}")
+    data = body[4:]
+    return IdPayload(ptype, False, body[0], data, render_id(body[0], data, 1))
+
+
+def _hash(ptype: int, body: bytes) -> HashPayload:
+    return HashPayload(ptype, False, body)
+
+
+def _cert(ptype: int, body: bytes) -> CertPayload:
+    if len(body) < 1:
+        raise _Bad("certificate encoding missing")
+    return CertPayload(ptype, False, body[0], body[1:])
+
+
+def _notify(ptype: int, body: bytes) -> NotifyPayload:
+    if len(body) < 8:
+        raise _Bad(f"Notification header needs 8 bytes, payload has {len(body)}")
+    _doi, proto, spisize, nt = _NOTIFY_HDR.unpack_from(body, 0)
+    if spisize > len(body) - 8:
+        raise _Bad(f"SPI size {spisize} exceeds payload ({len(body) - 8} bytes left)")
+    spi = body[8: 8 + spisize]
+    data = body[8 + spisize:]
+    decoded: dict[str, object] = {}
+    if nt in (iana.Ikev1NotifyType.R_U_THERE, iana.Ikev1NotifyType.R_U_THERE_ACK) and len(data) >= 4:
+        decoded["seq"] = _U32.unpack_from(data)[0]  # RFC 3706 §5: DPD sequence number
+    elif nt == iana.Ikev1NotifyType.RESPONDER_LIFETIME:
+        try:  # RFC 2407 §4.6.3.1: SA attributes as in a transform
+            decoded["attributes"] = [
+                (attribute_name(proto, t), attribute_value_name(proto, t, v))
+                for t, v in parse_attributes(data, 0, len(data))]
+        except _Bad:
+            pass
+    elif nt == iana.Ikev1NotifyType.REPLAY_STATUS and len(data) >= 4:
+        decoded["replay_detection"] = bool(_U32.unpack_from(data)[0])
+    if spisize and nt != iana.Ikev1NotifyType.INITIAL_CONTACT:
+        decoded.setdefault("spi", int.from_bytes(spi, "big"))
+    return NotifyPayload(ptype, False, proto, spi, nt, data, decoded)
+
+
+def _delete(ptype: int, body: bytes) -> DeletePayload:
+    if len(body) < 8:
+        raise _Bad(f"Delete header needs 8 bytes, payload has {len(body)}")
+    _doi, proto, spisize, count = _DELETE_HDR.unpack_from(body, 0)
+    if spisize * count > len(body) - 8:
+        raise _Bad(f"{count} SPIs of {spisize} bytes exceed payload ({len(body) - 8} bytes left)")
+    spis = tuple(body[8 + i * spisize: 8 + (i + 1) * spisize] for i in range(count)) if spisize else ()
+    return DeletePayload(ptype, False, proto, spis)
+
+
+def _vendor(ptype: int, body: bytes) -> VendorPayload:
+    return VendorPayload(ptype, False, body, vendor_name(body))
+
+
+def _attr(ptype: int, body: bytes) -> CpPayload:
+    # draft-dukes-ike-mode-cfg §3.2: type | reserved | identifier(2) | attributes (basic or TLV).
+    # Basic (AF=1) values are returned as their 2 bytes so CpPayload keeps one value type.
+    if len(body) < 4:
+        raise _Bad(f"Attributes header needs 4 bytes, payload has {len(body)}")
+    attrs = parse_attributes(body, 4, len(body))
+    return CpPayload(ptype, False, body[0],
+                     tuple((t, v if isinstance(v, bytes) else _U16.pack(v)) for t, v in attrs))
+
+
+_DECODERS: dict[int, Callable[[int, bytes], AnyPayload]] = {
+    P.SA: _sa,
+    P.KE: _ke,
+    P.ID: _id,
+    P.CERT: _cert,
+    P.CR: _cert,
+    P.HASH: _hash,
+    P.SIG: _hash,
+    P.NONCE: _nonce,
+    P.N: _notify,
+    P.D: _delete,
+    P.VID: _vendor,
+    P.ATTR: _attr,
+    P.NAT_D: _hash,
+    P.NAT_D_DRAFT: _hash,
+    P.NAT_OA: _nat_oa,
+    P.NAT_OA_DRAFT: _nat_oa,
+}
+
+
+def config_attribute_text(atype: int, value: bytes) -> str:
+    """A Config Mode / CP attribute value in words: addresses as text, XAUTH strings as text."""
+    if atype in (1, 2, 3, 4, 6) and len(value) == 4:
+        return str(ipaddress.IPv4Address(value))
+    if atype == 13 and len(value) == 8:
+        return f"{ipaddress.IPv4Address(value[:4])}/{ipaddress.IPv4Address(value[4:])}"
+    if atype in (8, 10, 12) and len(value) in (16, 17):
+        a = str(ipaddress.IPv6Address(value[:16]))
+        return a + (f"/{value[16]}" if len(value) == 17 else "")
+    if atype in (7, 16521, 16524, 16526, 28672, 28674) and all(32 <= c < 127 or c in (9, 10, 13) for c in value):
+        return value.decode("ascii")
+    if atype == 16522:  # XAUTH_USER_PASSWORD: a secret, never shown
+        return f"<{len(value)} bytes hidden>"
+    if len(value) <= 4:
+        return str(int.from_bytes(value, "big")) if value else ""
+    return value.hex()
