@@ -1,1 +1,121 @@
-"""keys stage; see docs/ARCHITECTURE.md."""
+"""keys stage: read key material from any format engineers have, into one :class:`KeyStore`.
+
+``load_keys(paths)`` detects each file's format by content (never by name):
+
+=====================  ==========================================================  ============
+format                 what it looks like                                          module
+=====================  ==========================================================  ============
+Wireshark UATs         ``"IPv4","198.18.0.1",...`` / ``<spi_i>,<spi_r>,...``        wireshark
+ip xfrm state          ``src A dst B`` / ``proto esp spi 0x... reqid N mode ...``   xfrm
+strongSwan charon log  ``[IKE] ... Sk_ei secret => 32 bytes @ 0x...``               charon
+Libreswan pluto debug  ``| ... key ... :`` hex dumps from ``plutodebug=private``     libreswan
+tcpdump -E secrets     ``0x12345678@198.18.0.2 aes128-cbc:0x...``                  tcpdump
+native JSON            ``{"schema": "ipsecscope.keys/1", ...}``                    jsonkeys
+pcapng with DSBs       pcapng magic; Decryption Secrets Blocks                      dsb
+=====================  ==========================================================  ============
+
+Bad input raises :class:`~ipsecscope.errors.KeyFileError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ..errors import KeyFileError
+from .store import KeyStore
+
+__all__ = ["KeyStore", "load_keys", "load_key_file", "detect_format", "FORMATS"]
+
+# Formats in detection order (first that claims the file wins).
+FORMATS = ("json", "dsb", "wireshark", "xfrm", "charon", "libreswan", "tcpdump")
+
+MAX_KEY_FILE = 512 * 1024 * 1024  # a charon log can be big; a key file larger than this is a mistake
+
+
+def _read(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_KEY_FILE:
+            raise KeyFileError(f"{size} bytes is too large for a key file", path=str(path))
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError("no such file", path=str(path)) from None
+    except IsADirectoryError:
+        raise KeyFileError("is a directory, not a key file", path=str(path)) from None
+    except PermissionError:
+        raise KeyFileError("permission denied (key files are often root-only: try sudo)", path=str(path)) from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise KeyFileError(f"gzip data is corrupt: {exc}", path=str(path)) from None
+    return data
+
+
+def detect_format(data: bytes) -> str | None:
+    """Name of the key format of ``data`` (one of FORMATS), or None."""
+    from . import charon, dsb, jsonkeys, libreswan, tcpdump, wireshark, xfrm
+
+    if dsb.looks_like(data):
+        return "dsb"
+    text = data.decode("utf-8", "replace")
+    checks: list[tuple[str, Callable[[str], bool]]] = [
+        ("json", jsonkeys.looks_like),
+        ("wireshark", wireshark.looks_like),
+        ("xfrm", xfrm.looks_like),
+        ("charon", charon.looks_like),
+        ("libreswan", libreswan.looks_like),
+        ("tcpdump", tcpdump.looks_like),
+    ]
+    for name, check in checks:
+        if check(text):
+            return name
+    return None
+
+
+def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | None = None) -> KeyStore:
+    """Parse one key file into ``store`` (a new one if None) and return the store."""
+    from . import charon, dsb, jsonkeys, libreswan, tcpdump, wireshark, xfrm
+
+    p = Path(path)
+    data = _read(p)
+    store = store if store is not None else KeyStore()
+    fmt = fmt or detect_format(data)
+    name = str(path)
+    if fmt is None:
+        if not data.strip():
+            raise KeyFileError("the file is empty", path=name)
+        raise KeyFileError(
+            "not a key file format ipsecscope knows (Wireshark esp_sa / ikev2_decryption_table / "
+            "ikev1_decryption_table, `ip xfrm state` output, strongSwan charon log with ike/chd 4, "
+            "Libreswan plutodebug log, tcpdump -E secrets, ipsecscope JSON, pcapng with DSBs)",
+            path=name,
+        )
+    if fmt == "dsb":
+        return dsb.parse_pcapng(data, name, store)
+    text = data.decode("utf-8", "replace")
+    parser = {
+        "json": jsonkeys.parse,
+        "wireshark": wireshark.parse,
+        "xfrm": xfrm.parse,
+        "charon": charon.parse,
+        "libreswan": libreswan.parse,
+        "tcpdump": tcpdump.parse,
+    }[fmt]
+    before = len(store)
+    parser(text, name, store)
+    if len(store) == before and fmt not in ("json",):
+        raise KeyFileError(f"looks like a {fmt} key file but holds no usable keys", path=name)
+    return store
+
+
+def load_keys(paths: Iterable[str | Path], store: KeyStore | None = None) -> KeyStore:
+    """Load several key files (any mix of formats) into one :class:`KeyStore`."""
+    store = store if store is not None else KeyStore()
+    for p in paths:
+        load_key_file(p, store)
+    return store

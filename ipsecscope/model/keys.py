@@ -34,6 +34,9 @@ class EspSaKeys:
     esn: bool | None = None  # None = infer (track high bits, verify ICV)
     protocol: int = 3  # iana.ProtocolId.ESP or AH
     source: str = ""  # "file:line" or "derived: KEYMAT from IKE SA …" — for explanations
+    # False for Wireshark's "ANY n bit authentication [no checking]": integ is NONE and icv_len
+    # says how many trailing bytes to strip without verifying them (AEAD tags are always checked).
+    check_integrity: bool = True
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,0 +1,325 @@
+"""KeyStore: every key we know, with the lookups the decryptors call per packet.
+
+ESP lookup follows Wireshark's esp_sa semantics (address wildcards ``*``, ``a.b.*.*``, prefixes
+``a.b.0.0/16``; SPI patterns ``0x000040**``) but picks the *most specific* matching entry rather
+than the first one, so a key derived later for an exact SA beats a catch-all row. Among equally
+specific entries the first added wins (Wireshark's order).
+
+The hot path is ``esp_lookup``: exact (src, dst, spi) entries sit in a dict; wildcard entries are
+scored once per distinct (src, dst, spi) and the answer cached until ``version`` changes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys
+
+
+def _norm_addr(addr: str) -> str:
+    """Canonical text of an address (``::1``, ``198.18.0.1``), or the input if not an address."""
+    try:
+        return ipaddress.ip_address(addr.strip("[]")).compressed
+    except ValueError:
+        return addr
+
+
+@dataclass(slots=True, frozen=True)
+class AddrPattern:
+    """An address matcher: value & mask == net. ``bits`` = number of fixed bits (specificity)."""
+
+    version: int  # 4, 6, or 0 = any family
+    net: int
+    mask: int
+    bits: int
+
+    def match(self, version: int, value: int) -> bool:
+        if self.version == 0:
+            return True
+        return version == self.version and (value & self.mask) == self.net
+
+
+ANY_ADDR = AddrPattern(0, 0, 0, 0)
+
+
+def parse_addr_pattern(text: str) -> AddrPattern:
+    """``*`` | address | ``a.b.*.*`` | ``2001:db8:*::1``-style groups | ``net/len``. Raises ValueError."""
+    text = text.strip().strip("[]")
+    if text in ("*", "", "any", "0.0.0.0/0", "::/0"):
+        return ANY_ADDR
+    if "/" in text:
+        net = ipaddress.ip_network(text, strict=False)
+        mask = int(net.netmask)
+        return AddrPattern(net.version, int(net.network_address), mask, net.prefixlen)
+    if "*" not in text:
+        a = ipaddress.ip_address(text)
+        width = a.max_prefixlen
+        return AddrPattern(a.version, int(a), (1 << width) - 1, width)
+    if ":" not in text:  # IPv4 with * octets
+        parts = text.split(".")
+        if len(parts) != 4:
+            raise ValueError(f"{text!r}: an IPv4 pattern needs 4 octets, e.g. 198.18.*.*")
+        net = mask = bits = 0
+        for p in parts:
+            net <<= 8
+            mask <<= 8
+            if p == "*":
+                continue
+            v = int(p)
+            if not 0 <= v <= 255:
+                raise ValueError(f"{text!r}: octet {p} out of range")
+            net |= v
+            mask |= 0xFF
+            bits += 8
+        return AddrPattern(4, net, mask, bits)
+    # IPv6 with * groups; expand "::" first.
+    if "::" in text:
+        head, tail = text.split("::", 1)
+        h = [g for g in head.split(":") if g]
+        t = [g for g in tail.split(":") if g]
+        groups = h + ["0"] * (8 - len(h) - len(t)) + t
+    else:
+        groups = text.split(":")
+    if len(groups) != 8:
+        raise ValueError(f"{text!r}: an IPv6 pattern needs 8 groups")
+    net = mask = bits = 0
+    for g in groups:
+        net <<= 16
+        mask <<= 16
+        if g == "*":
+            continue
+        net |= int(g, 16)
+        mask |= 0xFFFF
+        bits += 16
+    return AddrPattern(6, net, mask, bits)
+
+
+@dataclass(slots=True, frozen=True)
+class SpiPattern:
+    value: int
+    mask: int
+    bits: int
+
+    def match(self, spi: int) -> bool:
+        return (spi & self.mask) == self.value
+
+
+def parse_spi_pattern(text: str) -> SpiPattern:
+    """``*`` | ``0x000040**`` (each ``*`` = one hex digit; must keep 8 digits) | a number."""
+    text = text.strip()
+    if text == "*":
+        return SpiPattern(0, 0, 0)
+    body = text[2:] if text[:2].lower() == "0x" else None
+    if body is not None and "*" in body:
+        if len(body) != 8:
+            raise ValueError(
+                f"SPI pattern {text!r} must keep the 10-character 0x%08x form, e.g. 0x000040** "
+                "(Wireshark silently matches nothing otherwise)"
+            )
+        value = mask = bits = 0
+        for ch in body:
+            value <<= 4
+            mask <<= 4
+            if ch == "*":
+                continue
+            value |= int(ch, 16)
+            mask |= 0xF
+            bits += 4
+        return SpiPattern(value, mask, bits)
+    v = int(text, 16) if body is not None else int(text, 0)
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise ValueError(f"SPI {text!r} does not fit in 32 bits")
+    return SpiPattern(v, 0xFFFFFFFF, 32)
+
+
+def _addr_value(addr: str) -> tuple[int, int]:
+    try:
+        a = ipaddress.ip_address(addr.strip("[]"))
+    except ValueError:
+        return 0, 0
+    return a.version, int(a)
+
+
+@dataclass(slots=True)
+class _Wild:
+    keys: EspSaKeys
+    src: AddrPattern
+    dst: AddrPattern
+    spi: SpiPattern
+    score: int
+    order: int
+
+
+def esp_is_exact(k: EspSaKeys) -> bool:
+    return k.spi_pattern is None and "*" not in k.src and "*" not in k.dst and "/" not in k.src \
+        and "/" not in k.dst
+
+
+class KeyStore:
+    """All key material known to a session. Grows while a capture is read (keys derived from IKE)."""
+
+    def __init__(self) -> None:
+        self.esp: list[EspSaKeys] = []
+        self.ike: list[IkeSaKeys] = []
+        self.ikev1: list[Ikev1Keys] = []
+        self.version = 0
+        self._exact: dict[tuple[str, str, int], EspSaKeys] = {}
+        self._wild: list[_Wild] = []
+        self._cache: dict[tuple[str, str, int], EspSaKeys | None] = {}
+        self._ike: dict[tuple[bytes, bytes], IkeSaKeys] = {}
+        self._ike_by_i: dict[bytes, IkeSaKeys] = {}
+        self._ikev1: dict[bytes, Ikev1Keys] = {}
+        # pcapng DSBs whose secrets type we do not read: (type, length), for explanations.
+        self.ignored_secrets: list[tuple[int, int]] = []
+
+    # -- adding -------------------------------------------------------------------------------
+
+    def _bump(self) -> None:
+        self.version += 1
+        if self._cache:
+            self._cache = {}
+
+    def add_esp(self, k: EspSaKeys) -> bool:
+        """Add one ESP/AH SA's keys. Returns False (and changes nothing) for an exact duplicate.
+
+        Cheap: a dict insert for exact SAs (the common case, including derived keys).
+        """
+        if esp_is_exact(k):
+            key = (_norm_addr(k.src), _norm_addr(k.dst), k.spi)
+            old = self._exact.get(key)
+            if old is not None:
+                if _same_esp(old, k):
+                    return False
+                # First added wins among equals (Wireshark order); keep the new one listed so
+                # `keys list` shows the conflict, but do not replace the lookup answer.
+                self.esp.append(k)
+                self._bump()
+                return True
+            self._exact[key] = k
+        else:
+            src = parse_addr_pattern(k.src)
+            dst = parse_addr_pattern(k.dst)
+            spi = parse_spi_pattern(k.spi_pattern) if k.spi_pattern else SpiPattern(k.spi, 0xFFFFFFFF, 32)
+            for w in self._wild:
+                if w.src == src and w.dst == dst and w.spi == spi and _same_esp(w.keys, k):
+                    return False
+            self._wild.append(_Wild(k, src, dst, spi, src.bits + dst.bits + spi.bits, len(self._wild)))
+        self.esp.append(k)
+        self._bump()
+        return True
+
+    def add_ike(self, k: IkeSaKeys) -> bool:
+        key = (bytes(k.spi_i), bytes(k.spi_r))
+        old = self._ike.get(key)
+        if old is not None and old == k:
+            return False
+        self.ike.append(k)
+        if old is None:
+            self._ike[key] = k
+            self._ike_by_i.setdefault(key[0], k)
+        self._bump()
+        return True
+
+    def add_ikev1(self, k: Ikev1Keys) -> bool:
+        key = bytes(k.cookie_i)
+        old = self._ikev1.get(key)
+        if old is not None and old == k:
+            return False
+        self.ikev1.append(k)
+        if old is None:
+            self._ikev1[key] = k
+        self._bump()
+        return True
+
+    def add_secrets_block(self, secrets_type: int, data: bytes, source: str = "pcapng DSB") -> int:
+        """Add the keys in one pcapng Decryption Secrets Block. Returns how many keys were added.
+
+        Unknown secrets types (TLS, SSH, WireGuard...) are remembered in ``ignored_secrets`` and
+        otherwise ignored; a block of a type we read but cannot parse raises KeyFileError.
+        """
+        from .dsb import keys_from_secrets  # local: dsb imports the parsers, which import us
+
+        parsed = keys_from_secrets(secrets_type, data, source)
+        if parsed is None:
+            self.ignored_secrets.append((secrets_type, len(data)))
+            return 0
+        return self.merge(parsed)
+
+    def merge(self, other: KeyStore) -> int:
+        n = 0
+        for k in other.esp:
+            n += self.add_esp(k)
+        for k in other.ike:
+            n += self.add_ike(k)
+        for k in other.ikev1:
+            n += self.add_ikev1(k)
+        self.ignored_secrets.extend(other.ignored_secrets)
+        return n
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def esp_lookup(self, src: str, dst: str, spi: int) -> EspSaKeys | None:
+        """Keys for an ESP/AH packet, the most specific matching entry, or None."""
+        key = (src, dst, spi)
+        hit = self._exact.get(key)
+        if hit is not None:
+            return hit
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        res = self._lookup_slow(src, dst, spi)
+        self._cache[key] = res
+        return res
+
+    def _lookup_slow(self, src: str, dst: str, spi: int) -> EspSaKeys | None:
+        nsrc, ndst = _norm_addr(src), _norm_addr(dst)
+        hit = self._exact.get((nsrc, ndst, spi))
+        if hit is not None:
+            return hit
+        if not self._wild:
+            return None
+        sv, si = _addr_value(nsrc)
+        dv, di = _addr_value(ndst)
+        best: _Wild | None = None
+        for w in self._wild:
+            if w.spi.match(spi) and w.src.match(sv, si) and w.dst.match(dv, di):
+                if best is None or w.score > best.score:
+                    best = w
+        return best.keys if best else None
+
+    def ike_lookup(self, spi_i: bytes, spi_r: bytes) -> IkeSaKeys | None:
+        k = self._ike.get((bytes(spi_i), bytes(spi_r)))
+        if k is None and not any(spi_r):
+            # IKE_SA_INIT request (SPIr still zero) is never encrypted, but a caller holding only
+            # SPIi (e.g. to label a flow) still gets the SA.
+            k = self._ike_by_i.get(bytes(spi_i))
+        return k
+
+    def ikev1_lookup(self, cookie_i: bytes) -> Ikev1Keys | None:
+        return self._ikev1.get(bytes(cookie_i))
+
+    # -- misc ---------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.esp) + len(self.ike) + len(self.ikev1)
+
+    def __bool__(self) -> bool:  # an empty store is still a store (not None)
+        return True
+
+    def __iter__(self) -> Iterator[EspSaKeys | IkeSaKeys | Ikev1Keys]:
+        yield from self.esp
+        yield from self.ike
+        yield from self.ikev1
+
+    def __repr__(self) -> str:
+        return f"<KeyStore esp={len(self.esp)} ike={len(self.ike)} ikev1={len(self.ikev1)} v{self.version}>"
+
+
+def _same_esp(a: EspSaKeys, b: EspSaKeys) -> bool:
+    """Same SA and same keys; the ``source`` note does not count."""
+    return (a.spi, a.encr, a.enc_key, a.integ, a.auth_key, a.src, a.dst, a.spi_pattern, a.icv_len, a.esn,
+            a.protocol, a.check_integrity) == (b.spi, b.encr, b.enc_key, b.integ, b.auth_key, b.src, b.dst,
+                                               b.spi_pattern, b.icv_len, b.esn, b.protocol, b.check_integrity)
