@@ -12,7 +12,7 @@ from enum import Enum, IntEnum
 from .ike import TrafficSelector
 
 
-class SaState(str, Enum):
+class SaState(str, Enum):  # noqa: UP042 - str() behaviour other stages may rely on
     INITIATING = "initiating"  # IKE_SA_INIT / CREATE_CHILD_SA request seen, no answer yet
     ESTABLISHED = "established"
     REKEYED = "rekeyed"  # replaced by a newer SA (still may carry traffic for a while)
@@ -56,6 +56,17 @@ class EspFlow:
     esn_hi: int = 0  # inferred high 32 bits of the sequence number (RFC 4303 §3.3.3)
     after_delete: int = 0  # packets seen after the SA was deleted
     child_sa: int | None = None  # ChildSa.id once bound
+    # Added by the correlation engine (state/esp_flow.py):
+    after_rekey: int = 0  # packets on this (old) SA after its CHILD SA was rekeyed
+    after_rekey_last_ts: float | None = None  # last such packet: overlap = this - ChildSa.rekeyed_ts
+    after_delete_frames: list[int] = field(default_factory=list)  # first few, as evidence
+    icv_failed_frames: list[int] = field(default_factory=list)
+    duplicate_frames: list[int] = field(default_factory=list)
+    gap_frames: list[int] = field(default_factory=list)  # first packets after a gap
+    reordered_frames: list[int] = field(default_factory=list)
+    outside_ts: int = 0  # decrypted inner packets whose addresses/ports are outside the CHILD SA's TS
+    outside_ts_frames: list[int] = field(default_factory=list)
+    outside_ts_example: str | None = None  # "10.9.9.9 -> 10.2.0.5 proto 1"
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -91,6 +102,14 @@ class ChildSa:
     deleted_by: str | None = None  # address of the peer that sent the Delete
     keys_source: str | None = None  # where its ESP keys came from (file, derived via KEYMAT, ...)
     frames: list[int] = field(default_factory=list)  # IKE frames that shaped it
+    # Added by the correlation engine:
+    failure: str | None = None  # error notify name that refused it ("TS_UNACCEPTABLE", ...)
+    failure_frame: int | None = None
+    offered_pfs_groups: list[int] = field(default_factory=list)
+    esn: bool | None = None
+    rekey_collision: bool = False  # both peers started rekeying it at the same time (RFC 7296 §2.8.1)
+    lifetime_s: float | None = None  # created -> rekeyed/deleted, when both are in the capture
+    inferred_reason: str = ""  # for INFERRED SAs: why these flows were grouped
 
     def flows(self, table: SaTable) -> list[EspFlow]:
         return [f for f in table.flows.values() if f.child_sa == self.id]
@@ -109,6 +128,22 @@ class IkeExchange:
     response_ts: float | None = None
     notifies: list[int] = field(default_factory=list)  # notify types seen in either message
     summary: str = ""  # "CREATE_CHILD_SA rekey CHILD_SA #2 -> #3", "INFORMATIONAL delete ESP 0x..."
+    # Added by the correlation engine:
+    retransmits: int = 0  # request copies beyond the first (same message ID, same direction)
+    response_retransmits: int = 0
+    fragments: int = 0  # IKE fragments (SKF, RFC 7383) of the request
+    ip_fragmented: bool = False  # a message of this exchange arrived in IP fragments
+    error: int | None = None  # first error notify type (< 16384) in the response
+    error_name: str | None = None
+    encrypted: bool = False  # the contents were SK-protected
+    decrypted: bool = False  # ... and we could read them
+    rekey_child: int | None = None  # ChildSa.id the request rekeys (REKEY_SA)
+    new_child: int | None = None  # ChildSa.id the exchange created
+    rekey_ike: bool = False  # CREATE_CHILD_SA rekeying the IKE SA
+    deletes: list[str] = field(default_factory=list)  # "IKE" / "ESP 0x1234abcd" from Delete payloads
+    requester_port: int = 0  # UDP source port of the (first) request
+    responder_port: int = 0
+    request_size: int = 0
 
 
 @dataclass(slots=True)
@@ -140,6 +175,21 @@ class IkeSa:
     frames: list[int] = field(default_factory=list)
     decrypted: bool = False  # SK payloads could be read
     keys_source: str | None = None
+    # Added by the correlation engine:
+    failure: str | None = None  # notify name or "no response"
+    failure_frame: int | None = None
+    failed_ts: float | None = None
+    ke_groups: list[int] = field(default_factory=list)  # KE groups the initiator sent, in order
+    invalid_ke_requested: list[int] = field(default_factory=list)  # groups the responder asked for
+    cookie_requested: bool = False
+    retry_of: str | None = None  # IkeSa.key of an earlier attempt (INVALID_KE / COOKIE with new SPIs)
+    retried_by: str | None = None
+    nat_t: bool = False  # moved to UDP 4500 (RFC 7296 §2.23)
+    nat_detected: bool | None = None  # NAT_DETECTION_* notifies present and compared
+    ike_fragmentation: tuple[bool, bool] = (False, False)  # IKEV2_FRAGMENTATION_SUPPORTED (I, R)
+    vendor_ids: list[str] = field(default_factory=list)
+    state_inferred: bool = False  # state guessed from encrypted traffic we could not read
+    mode: str | None = None  # IKEv1: "Main" | "Aggressive"
 
     @property
     def key(self) -> str:
@@ -167,3 +217,46 @@ class SaTable:
     flows: dict[tuple[str, str, int], EspFlow] = field(default_factory=dict)
     first_ts: float | None = None
     last_ts: float | None = None
+    # Added by the correlation engine: facts outside any SA that rules still want.
+    observations: list[Observation] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Observation:
+    """Something the tracker noticed that belongs to no SA field, e.g. an INVALID_SPI notify, a
+    malformed IKE message, ESP after the table forgot its SA."""
+
+    kind: str  # "invalid_spi_notify" | "malformed" | "ike_no_sa" | ...
+    ts: float | None
+    frames: tuple[int, ...]
+    src: str = ""
+    dst: str = ""
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class KeymatRequest:
+    """A CHILD SA whose ESP keys can be derived once its IKE SA's SK_d is known (RFC 7296 §2.17).
+
+    Produced by ``Tracker.pending_keymat()``; the session (crypto.keymat) looks up the IKE SA keys
+    by (ike_spi_i, ike_spi_r), derives both directions, then calls ``Tracker.keymat_done(child_id,
+    source)`` so the request is not offered again. KEYMAT = prf+(SK_d, Ni | Nr), or with PFS
+    prf+(SK_d, g^ir (new) | Ni | Nr) — PFS ones are still listed (``pfs_group`` set) but cannot be
+    derived from a capture since g^ir is secret.
+    """
+
+    child_id: int
+    ike_spi_i: bytes
+    ike_spi_r: bytes
+    ni: bytes
+    nr: bytes
+    spi_i: int  # inbound at the initiator: ESP responder -> initiator uses this SPI
+    spi_r: int  # inbound at the responder: ESP initiator -> responder uses this SPI
+    initiator: str
+    responder: str
+    protocol: int  # iana.ProtocolId (3 ESP, 2 AH)
+    encr: int | None  # iana.EncrTransform
+    encr_key_bits: int | None
+    integ: int | None  # iana.IntegTransform, None/0 for AEAD
+    esn: bool
+    pfs_group: int | None

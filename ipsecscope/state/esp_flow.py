@@ -1,0 +1,91 @@
+"""Per-flow ESP/AH counters: loss, replay and reordering from sequence numbers.
+
+RFC 4303 §3.4.3: a receiver keeps a sliding anti-replay window (64 packets by default) above the
+highest sequence number seen. We keep a wider bitmap (``TRACK``) so that a packet arriving later
+than the 64-packet window can still be told apart from a duplicate: it fills a gap (reordered
+beyond the window — a real receiver would have dropped it) instead of being a replay.
+
+The high 32 bits of an extended sequence number (RFC 4303 §3.3.3, ESN) come from the decryptor
+(``EspResult.seq_hi``) when it verified the ICV; without keys we infer a wrap when the low 32 bits
+fall from the top quarter of the space to the bottom quarter.
+"""
+
+from __future__ import annotations
+
+from ..model.sa import EspFlow
+
+REPLAY_WINDOW = 64  # RFC 4303 §3.4.3 default window, also strongSwan's replay_window default (32 pkts in older)
+TRACK = 4096  # how far below the highest number we still remember which ones arrived
+EVIDENCE = 5  # frames kept per counter as evidence
+
+
+class SeqTracker:
+    """Sequence-number bookkeeping for one flow (kept outside the model: it is engine state)."""
+
+    __slots__ = ("top", "bits", "missing", "hi")
+
+    def __init__(self) -> None:
+        self.top: int | None = None  # highest full sequence number seen
+        self.bits = 0  # bit k set = (top - k) arrived, k < TRACK
+        self.missing = 0  # numbers below top never seen (a later arrival takes one back)
+        self.hi = 0
+
+    def full_seq(self, seq: int, seq_hi: int | None) -> int:
+        if seq_hi:
+            self.hi = max(self.hi, seq_hi)
+            return (seq_hi << 32) | seq
+        if self.top is not None:
+            top_lo = self.top & 0xFFFFFFFF
+            hi = self.top >> 32
+            if top_lo >= 0xC0000000 and seq < 0x40000000:
+                return ((hi + 1) << 32) | seq  # wrapped (ESN in use)
+            return (hi << 32) | seq
+        return seq
+
+    def add(self, full: int) -> str:
+        """Record one arrival. Returns "new", "gap" (jumped over missing numbers), "dup",
+        "late" (fills a gap within the replay window), "reordered" (beyond the window)."""
+        top = self.top
+        if top is None:
+            self.top = full
+            self.bits = 1
+            return "new"
+        if full > top:
+            shift = full - top
+            self.missing += shift - 1
+            self.bits = ((self.bits << shift) | 1) & ((1 << TRACK) - 1) if shift < TRACK else 1
+            self.top = full
+            return "gap" if shift > 1 else "new"
+        k = top - full
+        if k >= TRACK:
+            return "reordered"  # too old to know: count it as late, not as loss recovered
+        mask = 1 << k
+        if self.bits & mask:
+            return "dup"
+        self.bits |= mask
+        if self.missing > 0:
+            self.missing -= 1
+        return "reordered" if k >= REPLAY_WINDOW else "late"
+
+
+def account(flow: EspFlow, st: SeqTracker, seq: int, seq_hi: int | None, frame: int) -> str:
+    """Update ``flow``'s sequence counters for one packet; returns the verdict of :meth:`SeqTracker.add`."""
+    full = st.full_seq(seq, seq_hi)
+    verdict = st.add(full)
+    if flow.seq_min is None or full < flow.seq_min:
+        flow.seq_min = full
+    if flow.seq_max is None or full > flow.seq_max:
+        flow.seq_max = full
+    flow.esn_hi = full >> 32
+    flow.lost = st.missing
+    if verdict == "dup":
+        flow.duplicates += 1
+        if len(flow.duplicate_frames) < EVIDENCE:
+            flow.duplicate_frames.append(frame)
+    elif verdict == "reordered":
+        flow.reordered += 1
+        if len(flow.reordered_frames) < EVIDENCE:
+            flow.reordered_frames.append(frame)
+    elif verdict == "gap" and len(flow.gap_frames) < EVIDENCE:
+        flow.gap_frames.append(frame)
+    return verdict
