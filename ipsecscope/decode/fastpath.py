@@ -1,0 +1,435 @@
+"""Fast ESP accounting for large classic-pcap files (the hot path behind ``ipsecscope summary``).
+
+Most frames in a big IPsec capture are Ethernet / IPv4 (no options, not fragmented) / ESP or
+UDP-4500 ESP. For those this module reads the fields it needs at fixed offsets with one
+precompiled struct call, and aggregates per (src, dst, SPI) in a dict keyed by the raw address
+and SPI bytes, without building any per-packet object. Every other frame (IKE, AH, keepalives,
+VLANs, IPv6, fragments, anything odd) falls back to the generic :class:`~ipsecscope.decode.demux.Decoder`,
+so results are the same as the generic path; the tests compare both.
+
+Large uncompressed files are split in two halves scanned by two processes. The second process
+finds a record boundary near the middle by checking that a chain of record headers is plausible;
+the first process then *verifies* that boundary by walking exactly onto it, and if it does not
+(a false resync), the second half's result is thrown away and the first process reads on to the
+end. Frames the second process could not handle on the fast path are sent back raw and decoded
+in order by the parent, so stateful decoding (IP reassembly, TCP streams) sees every frame in
+capture order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..capture import pcap
+from ..model.packets import AhPacket, EspPacket, Packet, RawFrame
+from .demux import Decoder
+
+READ_CHUNK = 8 << 20
+SPLIT_MIN_BYTES = 64 << 20  # below this, a second process costs more than it saves
+
+# From the start of an Ethernet frame: ethertype(12) | ver/ihl(14) | total length(16) |
+# flags+fragment offset(20) | protocol(23) | src(26) dst(30) | first 4 payload bytes(34) | next 4(38)
+_FRAME = struct.Struct("!12xHBxH2xHxB2x12sI")
+_FRAME_LEN = _FRAME.size  # 42
+# UDP-encapsulated ESP, from the UDP header (frame offset 34): ports, length, checksum, SPI, seq
+_UDP_ESP = struct.Struct("!HHH2xII")
+_ETH_IPV4 = 0x0800
+
+# Flow record layout (a list, mutated in place: cheaper than an object per flow update)
+PKTS, BYTES, FIRST_S, FIRST_F, LAST_S, LAST_F, SEQ_MIN, SEQ_MAX = range(8)
+
+
+@dataclass(slots=True)
+class FlowStat:
+    """One ESP or AH flow, keyed by (protocol, src, dst, SPI) — plus ports for UDP/TCP encapsulation."""
+
+    proto: str  # "ESP" | "AH"
+    src: str
+    dst: str
+    spi: int
+    packets: int = 0
+    bytes: int = 0
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+    seq_min: int = 0
+    seq_max: int = 0
+    sport: int = 0
+    dport: int = 0
+    udp_encap: bool = False
+    transport: str = "ip"
+    first_frame: int = 0
+    last_frame: int = 0
+
+    def add(self, ts: float, seq: int, length: int, frame: int) -> None:
+        if self.packets == 0:
+            self.first_ts, self.seq_min, self.seq_max, self.first_frame = ts, seq, seq, frame
+        elif seq > self.seq_max:
+            self.seq_max = seq
+        elif seq < self.seq_min:
+            self.seq_min = seq
+        self.packets += 1
+        self.bytes += length
+        self.last_ts = ts
+        self.last_frame = frame
+
+    def merge(self, o: FlowStat) -> None:
+        if o.packets == 0:
+            return
+        if self.packets == 0:
+            self.first_ts, self.seq_min, self.seq_max, self.first_frame = o.first_ts, o.seq_min, o.seq_max, o.first_frame
+        else:
+            if o.first_ts < self.first_ts:
+                self.first_ts, self.first_frame = o.first_ts, o.first_frame
+            self.seq_min = min(self.seq_min, o.seq_min)
+            self.seq_max = max(self.seq_max, o.seq_max)
+        if o.last_ts >= self.last_ts:
+            self.last_ts, self.last_frame = o.last_ts, o.last_frame
+        self.packets += o.packets
+        self.bytes += o.bytes
+
+
+@dataclass
+class FlowTable:
+    """ESP/AH flows keyed by (proto, src, dst, spi, sport, dport, transport)."""
+
+    flows: dict[tuple, FlowStat] = field(default_factory=dict)
+
+    def add_packet(self, pkt: EspPacket | AhPacket) -> None:
+        if type(pkt) is EspPacket:
+            key = ("ESP", pkt.src, pkt.dst, pkt.spi, pkt.sport, pkt.dport, pkt.transport)
+            f = self.flows.get(key)
+            if f is None:
+                f = self.flows[key] = FlowStat("ESP", pkt.src, pkt.dst, pkt.spi, sport=pkt.sport, dport=pkt.dport,
+                                               udp_encap=pkt.udp_encap, transport=pkt.transport)
+            f.add(pkt.ts, pkt.seq, len(pkt.data), pkt.frame)
+        else:
+            key = ("AH", pkt.src, pkt.dst, pkt.spi, 0, 0, "ip")
+            f = self.flows.get(key)
+            if f is None:
+                f = self.flows[key] = FlowStat("AH", pkt.src, pkt.dst, pkt.spi)
+            f.add(pkt.ts, pkt.seq, len(pkt.data), pkt.frame)
+
+    def merge(self, other: FlowTable) -> None:
+        for key, f in other.flows.items():
+            mine = self.flows.get(key)
+            if mine is None:
+                self.flows[key] = f
+            else:
+                mine.merge(f)
+
+
+@dataclass
+class _Part:
+    """What one scanner (process) found in its byte range."""
+
+    frames: int = 0
+    fast: int = 0  # frames accounted on the fast path
+    other: int = 0  # frames recognised as not IPsec on the fast path
+    esp: dict = field(default_factory=dict)  # 12-byte src|dst|spi -> flow record
+    udp: dict = field(default_factory=dict)  # (12-byte src|dst|sport|dport, spi) -> flow record
+    slow: list = field(default_factory=list)  # (rel index, sec, frac, origlen, data) for the parent
+    slow_bytes: int = 0
+    end: int = 0  # stream offset where scanning stopped
+    leftover: int = 0  # bytes of an incomplete record at ``end``
+    first: tuple[int, int] | None = None  # (sec, frac) of the first record
+    last: tuple[int, int] | None = None
+    error: str | None = None  # damaged record header: scanning stopped there
+    gave_up: bool = False  # child only: too many slow frames to ship back
+
+
+def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str, linktype: int, limit: int,
+          slow_cb: Callable[[int, int, int, int, bytes], None] | None, max_slow_bytes: int = 0) -> _Part:
+    """Walk pcap records from stream offset ``start`` until ``stop`` (or EOF).
+
+    Fast-path ESP frames are aggregated into ``part.esp`` / ``part.udp``; every other frame goes to
+    ``slow_cb(index, sec, frac, origlen, data)`` or, without a callback, into ``part.slow``.
+    Frame indexes are relative to ``start`` (the first record there is 1). ``read`` must be
+    positioned at ``start``.
+    """
+    part = _Part()
+    hdr = struct.Struct(order + "IIII").unpack_from
+    fr = _FRAME.unpack_from
+    uesp = _UDP_ESP.unpack_from
+    esp = part.esp
+    udp = part.udp
+    slow = part.slow
+    fast = linktype == 1
+    idx = 0
+    nfast = 0
+    nother = 0
+    slow_bytes = 0
+    pos_base = start
+    buf = b""
+    p = 0
+    remaining = None if stop is None else stop - start
+    sec = frac = 0
+    first = None
+    while True:
+        want = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+        more = read(want) if want > 0 else b""
+        if not more:
+            break
+        if remaining is not None:
+            remaining -= len(more)
+        buf = buf[p:] + more
+        pos_base += p
+        p = 0
+        n = len(buf)
+        if first is None and n >= 16:
+            first = hdr(buf, 0)[:2]
+        while p + 16 <= n:
+            sec, frac, caplen, olen = hdr(buf, p)
+            if caplen > limit:
+                part.error = (f"record {idx + 1} at offset {pos_base + p} claims {caplen} bytes "
+                              f"(more than the {limit}-byte maximum)")
+                break
+            q = p + 16
+            e = q + caplen
+            if e > n:
+                break
+            idx += 1
+            p = e
+            if fast and caplen >= 42:
+                et, vihl, tot, ff, proto, key, seq = fr(buf, q)
+                if et == 0x0800 and vihl == 0x45 and not ff & 0x3FFF and 28 <= tot <= caplen - 14:
+                    if proto == 50:
+                        rec = esp.get(key)
+                        if rec is None:
+                            esp[key] = [1, tot - 20, sec, frac, sec, frac, seq, seq, idx, idx]
+                        else:
+                            rec[0] += 1
+                            rec[1] += tot - 20
+                            rec[4] = sec
+                            rec[5] = frac
+                            if seq > rec[7]:
+                                rec[7] = seq
+                            elif seq < rec[6]:
+                                rec[6] = seq
+                            rec[9] = idx
+                        nfast += 1
+                        continue
+                    if proto == 17:
+                        if tot < 36:
+                            pass  # short UDP: let the generic decoder judge it
+                        else:
+                            sport, dport, ulen, spi, seq = uesp(buf, q + 34)
+                            if sport == 4500 or dport == 4500:
+                                # RFC 3948 §2: SPI 0 is the non-ESP marker (IKE) and a 1-byte payload
+                                # may be a keepalive; those, and odd lengths, go to the generic decoder.
+                                if spi and ulen >= 16 and ulen == tot - 20 and sport != 500 and dport != 500:
+                                    k2 = (key, spi)
+                                    rec = udp.get(k2)
+                                    if rec is None:
+                                        udp[k2] = [1, ulen - 8, sec, frac, sec, frac, seq, seq, idx, idx]
+                                    else:
+                                        rec[0] += 1
+                                        rec[1] += ulen - 8
+                                        rec[4] = sec
+                                        rec[5] = frac
+                                        if seq > rec[7]:
+                                            rec[7] = seq
+                                        elif seq < rec[6]:
+                                            rec[6] = seq
+                                        rec[9] = idx
+                                    nfast += 1
+                                    continue
+                            elif sport != 500 and dport != 500:
+                                nother += 1
+                                continue
+                    elif proto != 51 and proto != 6:
+                        nother += 1
+                        continue
+            # Everything else: the generic decoder.
+            data = buf[q:e]
+            if slow_cb is not None:
+                slow_cb(idx, sec, frac, olen, data)
+            else:
+                slow.append((idx, sec, frac, olen, data))
+                slow_bytes += caplen
+                if max_slow_bytes and slow_bytes > max_slow_bytes:
+                    part.gave_up = True
+                    return part
+        if part.error:
+            break
+    part.frames = idx
+    part.fast = nfast
+    part.other = nother
+    part.end = pos_base + p
+    part.leftover = len(buf) - p
+    part.first = first if idx else None
+    part.last = (sec, frac) if idx else None
+    part.slow_bytes = slow_bytes
+    return part
+
+
+def find_boundary(f, offset: int, order: str, limit: int, nanosecond: bool, chain: int = 32,
+                  window: int = 1 << 20) -> int | None:
+    """A record boundary at or after ``offset``: the first position from which ``chain`` record
+    headers in a row look sane (lengths within limits, sub-second field in range, timestamps
+    within an hour of each other). Verified later by the scanner of the preceding range."""
+    f.seek(offset)
+    buf = f.read(window + chain * (limit + 16))
+    hdr = struct.Struct(order + "IIII").unpack_from
+    frac_max = 1_000_000_000 if nanosecond else 1_000_000
+    n = len(buf)
+    for c in range(0, min(window, n)):
+        p = c
+        ok = 0
+        prev = None
+        while ok < chain:
+            if p + 16 > n:
+                break
+            sec, frac, caplen, olen = hdr(buf, p)
+            if caplen > limit or caplen > olen or olen > max(limit, 262144) or frac >= frac_max or caplen == 0:
+                break
+            if prev is not None and abs(sec - prev) > 3600:
+                break
+            prev = sec
+            p += 16 + caplen
+            ok += 1
+        if ok >= chain or (ok and p == n):
+            return offset + c
+    return None
+
+
+@dataclass
+class ScanResult:
+    frames: int = 0
+    fast: int = 0
+    other: int = 0
+    flows: FlowTable = field(default_factory=FlowTable)
+    first_ts: float | None = None
+    last_ts: float | None = None
+    truncated: str | None = None
+    error: str | None = None
+    workers: int = 1
+
+
+def _to_flows(part: _Part, frame_offset: int, unit: float) -> FlowTable:
+    table = FlowTable()
+    ntoa = socket.inet_ntoa
+    for key, r in part.esp.items():
+        s, d, spi = ntoa(key[:4]), ntoa(key[4:8]), int.from_bytes(key[8:12], "big")
+        table.flows[("ESP", s, d, spi, 0, 0, "ip")] = FlowStat(
+            "ESP", s, d, spi, r[0], r[1], r[2] + r[3] * unit, r[4] + r[5] * unit, r[6], r[7],
+            first_frame=r[8] + frame_offset, last_frame=r[9] + frame_offset)
+    for (key, spi), r in part.udp.items():
+        s, d = ntoa(key[:4]), ntoa(key[4:8])
+        sp, dp = int.from_bytes(key[8:10], "big"), int.from_bytes(key[10:12], "big")
+        table.flows[("ESP", s, d, spi, sp, dp, "udp")] = FlowStat(
+            "ESP", s, d, spi, r[0], r[1], r[2] + r[3] * unit, r[4] + r[5] * unit, r[6], r[7], sp, dp, True, "udp",
+            first_frame=r[8] + frame_offset, last_frame=r[9] + frame_offset)
+    return table
+
+
+def _child(path: str, start: int, order: str, linktype: int, limit: int, conn, max_slow_bytes: int) -> None:
+    try:
+        with open(path, "rb", buffering=0) as f:
+            f.seek(start)
+            part = _scan(f.read, start, None, order, linktype, limit, None, max_slow_bytes)
+        conn.send(part)
+    except BaseException as exc:  # report, never hang the parent
+        conn.send(exc)
+    finally:
+        conn.close()
+
+
+def scan_pcap(path: str | os.PathLike[str], on_packet: Callable[[Packet], None], decoder: Decoder | None = None,
+              *, workers: int = 2, flows: FlowTable | None = None) -> ScanResult:
+    """Account every frame of a classic pcap file (plain or gzip).
+
+    ESP frames on the fast path are aggregated in the result's ``flows``; every other frame is
+    decoded with ``decoder`` (one is made if not given) and the resulting packet is passed to
+    ``on_packet`` in capture order (ESP/AH ones there are *not* added to ``flows``: the caller
+    sees them, so it decides). Raises :class:`~ipsecscope.errors.CaptureFormatError` for files
+    that are not pcap; a damaged record is reported in ``error``, a cut-off one in ``truncated``.
+    """
+    from ..capture import _source
+    from ..errors import CaptureFormatError
+
+    path = os.fspath(path)
+    decoder = decoder or Decoder()
+    src = _source.ByteSource(path)
+    try:
+        head = src.read(pcap.FILE_HEADER_LEN)
+        sn = pcap.sniff(head)
+        if sn is None or len(head) < pcap.FILE_HEADER_LEN:
+            raise CaptureFormatError(f"{path} is not a pcap file")
+        order, ns = sn
+        rdr = pcap.PcapReader(src, head)
+        linktype, limit = rdr.linktype, rdr.limit
+        unit = 1e-9 if ns else 1e-6
+        mult = 1 if ns else 1000
+        res = ScanResult()
+        res.flows = flows if flows is not None else FlowTable()
+
+        base = [0]  # frame number of the record before the range being decoded
+
+        def slow(idx: int, sec: int, frac: int, olen: int, data: bytes) -> None:
+            ts_ns = sec * 1_000_000_000 + frac * mult
+            for pkt in decoder.decode_all(RawFrame(idx + base[0], ts_ns / 1e9, ts_ns, linktype, data, olen)):
+                on_packet(pkt)
+
+        size = src.total_bytes
+        child = conn = None
+        boundary = None
+        if workers > 1 and not src.compressed and size >= SPLIT_MIN_BYTES:
+            with open(path, "rb") as fb:
+                boundary = find_boundary(fb, size // 2, order, limit, ns)
+            if boundary is not None:
+                import multiprocessing as mp
+
+                ctx = mp.get_context("fork")
+                conn, child_conn = ctx.Pipe(duplex=False)
+                child = ctx.Process(target=_child, args=(path, boundary, order, linktype, limit, child_conn,
+                                                         256 << 20), daemon=True)
+                child.start()
+                child_conn.close()
+        # src is positioned right after the file header; its read() turns a cut-off gzip into EOF
+        part1 = _scan(src.read, pcap.FILE_HEADER_LEN, boundary, order, linktype, limit, slow)
+        parts = [(part1, 0)]
+        second = None
+        if child is not None:
+            second = conn.recv()
+            child.join()
+            ok = (isinstance(second, _Part) and not second.gave_up and part1.end == boundary
+                  and part1.leftover == 0 and not part1.error)
+            if ok:
+                res.workers = 2
+                # the child's slow frames, decoded in order after ours, numbered after ours
+                base[0] = part1.frames
+                for idx, sec, frac, olen, data in second.slow:
+                    slow(idx, sec, frac, olen, data)
+                parts.append((second, part1.frames))
+            elif not part1.error:
+                # False resync or the child gave up: read on from where we stopped.
+                base[0] = part1.frames
+                src._f.seek(part1.end)  # uncompressed (we only split plain files)
+                more = _scan(src.read, part1.end, None, order, linktype, limit, slow)
+                parts.append((more, part1.frames))
+        for part, off in parts:
+            res.flows.merge(_to_flows(part, off, unit))
+            res.frames += part.frames
+            res.fast += part.fast
+            res.other += part.other
+        last_part = parts[-1][0]
+        if parts[0][0].first:
+            s0, f0 = parts[0][0].first
+            res.first_ts = s0 + f0 * unit
+        lasts = [p.last for p, _ in parts if p.last]
+        if lasts:
+            res.last_ts = lasts[-1][0] + lasts[-1][1] * unit
+        err = next((p.error for p, _ in parts if p.error), None)
+        if err:
+            res.error = f"{path}: {err}: the file is damaged after frame {res.frames}"
+        elif last_part.leftover:
+            res.truncated = f"frame {res.frames + 1}: record cut off at end of file ({last_part.leftover} bytes left)"
+        if src.gzip_truncated:
+            res.truncated = (res.truncated + f" ({src.gzip_truncated})") if res.truncated else src.gzip_truncated
+        return res
+    finally:
+        src.close()
