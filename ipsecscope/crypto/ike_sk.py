@@ -307,6 +307,12 @@ class IkeDecryptor:
         from ipsecscope.decode.ike import parse_payload_chain
 
         inner, err = parse_payload_chain(first, plain, 2, base)
+        if err and checked is None:
+            # Nothing authenticated these bytes; a chain that does not parse means a wrong key.
+            self.stats.decrypted -= 1
+            self.stats.errors += 1
+            return replace(msg, crypto_note=f"decrypted bytes are not a payload chain ({err}) and integrity "
+                                            "was not checked: wrong key or algorithm?")
         malformed = msg.malformed
         if err and not malformed:
             malformed = f"encrypted payloads: {err}"
