@@ -1,0 +1,306 @@
+"""IKEv1 (RFC 2409) into the same model as IKEv2.
+
+- Phase 1 (Main Mode, 6 messages; Aggressive Mode, 3) → an :class:`IkeSa` with ``version=1``
+  keyed by the cookies (the responder cookie is zero in the first message).
+- Quick Mode (3 messages, encrypted, one Message ID) → a :class:`ChildSa`: the initiator's SA
+  payload carries the SPI it will receive on (``spi_i``), the responder's the one it receives on
+  (``spi_r``); IDci/IDcr are the selectors (RFC 2409 §5.5).
+- Informational: Delete (protocol ISAKMP = the IKE SA, ESP/AH = the sender's inbound SPIs),
+  Notify errors (phase-1 failure), DPD R-U-THERE (RFC 3706).
+
+IKEv1 has no response flag: the first message under a Message ID is the request, messages from
+the other side are answers, byte-identical copies are retransmissions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import struct
+from typing import TYPE_CHECKING
+
+from ..model.ike import (
+    DeletePayload,
+    HashPayload,
+    IdPayload,
+    IkeMessage,
+    NotifyPayload,
+    SaPayload,
+    VendorPayload,
+)
+from ..model.sa import IkeExchange, IkeSa, SaState
+from . import names as N
+from .child_sa import v1_id_selector
+from .proposals import proposal_string
+
+if TYPE_CHECKING:
+    from .tracker import Tracker
+
+ZERO = b"\x00" * 8
+_MODES = {N.V1_MAIN: "Main", N.V1_AGGRESSIVE: "Aggressive", N.V1_BASE: "Base"}
+
+
+def _ike_sa(tr: Tracker, msg: IkeMessage) -> IkeSa:
+    h = msg.header
+    sa = tr.lookup_ike(1, h.spi_i, h.spi_r)
+    if sa is not None:
+        if sa.ike_spi_r == ZERO and h.spi_r != ZERO:
+            tr._rekey_ike_key(sa, h.spi_r)
+        return sa
+    # The first message of phase 1 has a zero responder cookie and comes from the initiator. A
+    # capture starting later cannot tell: take the sender of the first message seen.
+    sa = tr.create_ike_sa(1, h.spi_i, h.spi_r, msg.src, msg.dst, msg.sport, msg.dport, msg.ts)
+    if h.spi_r != ZERO:
+        sa.state_inferred = True
+        sa.state = SaState.ESTABLISHED
+    tr._emit("ike_sa_created", msg.ts, ike_sa=sa.key, initiator=sa.initiator, responder=sa.responder, version=1)
+    return sa
+
+
+def _exchange(tr: Tracker, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, bool, bool]:
+    """(exchange, is_response, is_retransmission)."""
+    h = msg.header
+    # Phase 1 shares Message ID 0 across its 4-6 messages: one exchange, requester = initiator.
+    xkey = (id(sa), h.msg_id, True)
+    x = tr._xchg.get(xkey)
+    priv = tr._priv(sa)
+    if x is None:
+        x = IkeExchange(exchange=h.exchange, msg_id=h.msg_id, requester=msg.src)
+        x.encrypted = h.encrypted_v1
+        x.requester_port, x.responder_port = msg.sport, msg.dport
+        tr._xchg[xkey] = x
+        sa.exchanges.append(x)
+    is_response = msg.src != x.requester
+    rkey = (h.msg_id, True, is_response, hash(msg.raw))
+    if rkey in priv.last_raw:
+        if is_response:
+            x.response_retransmits += 1
+            x.response_frames.append(msg.frame)
+        else:
+            x.retransmits += 1
+            x.request_frames.append(msg.frame)
+        return x, is_response, True
+    priv.last_raw[rkey] = msg.raw
+    if is_response:
+        x.response_ts = x.response_ts or msg.ts
+        x.response_frames.append(msg.frame)
+    else:
+        if x.request_ts is None:
+            x.request_ts = msg.ts
+            x.request_size = len(msg.raw)
+        x.request_frames.append(msg.frame)
+    if msg.ip_fragmented:
+        x.ip_fragmented = True
+    if msg.decrypted:
+        x.decrypted = True
+    for n in msg.find(NotifyPayload):
+        if n.notify_type not in x.notifies:
+            x.notifies.append(n.notify_type)
+    return x, is_response, False
+
+
+def on_ikev1(tr: Tracker, msg: IkeMessage) -> None:
+    sa = _ike_sa(tr, msg)
+    sa.frames.append(msg.frame)
+    h = msg.header
+    if 4500 in (msg.sport, msg.dport):
+        sa.nat_t = True
+    x, is_response, retrans = _exchange(tr, sa, msg)
+    if retrans:
+        return
+    if msg.decrypted:
+        sa.decrypted = True
+    for v in msg.find(VendorPayload):
+        label = v.name or v.data[:8].hex()
+        if label not in sa.vendor_ids:
+            sa.vendor_ids.append(label)
+    ex = h.exchange
+    if ex in _MODES:
+        _phase1(tr, sa, msg, x, is_response)
+    elif ex == N.V1_QUICK:
+        _quick(tr, sa, msg, x, is_response)
+    elif ex == N.V1_INFORMATIONAL:
+        _informational(tr, sa, msg, x)
+    elif ex == N.V1_TRANSACTION:
+        x.summary = x.summary or "Transaction (Mode Config / XAUTH)"
+
+
+def _phase1(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: bool) -> None:
+    sa.mode = _MODES.get(msg.header.exchange)
+    priv = tr._priv(sa)
+    sas = msg.find(SaPayload)
+    if sas and sas[0].proposals:
+        props = sas[0].proposals
+        if not is_response:
+            for p in props:
+                s = proposal_string(p, 1)
+                for alt in s.split(", "):
+                    if alt not in sa.offered:
+                        sa.offered.append(alt)
+        else:
+            sa.proposal = proposal_string(props[0], 1)
+            for t in props[0].transforms[:1]:
+                for k, v in t.attrs:
+                    if (k & 0x7FFF) == 4 and isinstance(v, int):  # group description
+                        sa.dh_group = v
+                    if (k & 0x7FFF) == 3 and isinstance(v, int):
+                        sa.auth_method = _V1_AUTH.get(v, f"auth method {v}")
+    for i in msg.find(IdPayload):
+        if i.type == 5:  # ID
+            if is_response:
+                sa.id_r = i.value
+            else:
+                sa.id_i = i.value
+    _nat_d(sa, msg, is_response)
+    for n in msg.find(NotifyPayload):
+        if N.is_error_notify(n.notify_type):
+            tr._fail_ike(sa, N.notify_name(n.notify_type, 1), msg.ts, msg.frame)
+            x.error = x.error or n.notify_type
+            x.error_name = x.error_name or N.notify_name(n.notify_type, 1)
+            return
+    if is_response:
+        priv.responder_msgs += 1
+    else:
+        priv.initiator_msgs += 1
+    # Main Mode ends with the responder's third message (MM6), Aggressive Mode with the
+    # initiator's second (AM3) — RFC 2409 §5.
+    done = (sa.mode == "Main" and priv.responder_msgs >= 3) or (
+        sa.mode == "Aggressive" and priv.initiator_msgs >= 2)
+    if done:
+        tr._establish_ike(sa, msg.ts, inferred=not msg.decrypted and msg.header.encrypted_v1)
+    x.summary = f"{sa.mode} Mode" + (f" {sa.proposal}" if sa.proposal else "")
+
+
+def _nat_d(sa: IkeSa, msg: IkeMessage, is_response: bool) -> None:
+    """RFC 3947 §3.2: NAT-D = HASH(CKY-I | CKY-R | IP | Port) with the negotiated hash; the first
+    NAT-D is the receiver's address, the following ones the sender's."""
+    hashes = [p.data for p in msg.find(HashPayload) if p.type in (N.V1_NAT_D, N.V1_NAT_D_DRAFT)]
+    if len(hashes) < 2:
+        return
+    algo = {16: hashlib.md5, 20: hashlib.sha1, 32: hashlib.sha256, 48: hashlib.sha384, 64: hashlib.sha512}.get(
+        len(hashes[0]))
+    if algo is None:
+        return
+    h = msg.header
+
+    def d(addr: str, port: int) -> bytes | None:
+        try:
+            return algo(h.spi_i + h.spi_r + ipaddress.ip_address(addr).packed + struct.pack("!H", port)).digest()
+        except ValueError:
+            return None
+
+    dst_ok = d(msg.dst, msg.dport) == hashes[0]
+    src_ok = d(msg.src, msg.sport) in hashes[1:]
+    sa.nat_initiator = bool(sa.nat_initiator)
+    sa.nat_responder = bool(sa.nat_responder)
+    sender_init = not is_response
+    if not src_ok:
+        if sender_init:
+            sa.nat_initiator = True
+        else:
+            sa.nat_responder = True
+    if not dst_ok:
+        if sender_init:
+            sa.nat_responder = True
+        else:
+            sa.nat_initiator = True
+    sa.nat_detected = sa.nat_initiator or sa.nat_responder
+
+
+def _quick(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: bool) -> None:
+    if msg.header.encrypted_v1 and not msg.decrypted:
+        x.summary = x.summary or "Quick Mode (encrypted)"
+        return
+    sas = msg.find(SaPayload)
+    props = [p for p in sas[0].proposals if p.protocol in (2, 3)] if sas else []
+    ids = [i for i in msg.find(IdPayload) if i.type == 5]
+    if not is_response:
+        if x.new_child is None and props:
+            ts = [v1_id_selector(i) for i in ids[:2]]
+            child = tr._new_child(
+                sa, protocol="AH" if props[0].protocol == 2 else "ESP",
+                spi_i=int.from_bytes(props[0].spi[-4:], "big"), initiator=msg.src, responder=msg.dst,
+                offered=list(dict.fromkeys(a for p in props for a in proposal_string(p, 1).split(", "))),
+                created_ts=msg.ts, created_frame=msg.frame, created_by="Quick Mode",
+            )
+            if len(ts) == 2 and ts[0] and ts[1]:
+                child.ts_i_offered = child.ts_i = (ts[0],)
+                child.ts_r_offered = child.ts_r = (ts[1],)
+            child.frames.append(msg.frame)
+            x.new_child = child.id
+            tr._register_spi(child, child.spi_i)
+            x.summary = f"Quick Mode CHILD_SA #{child.id}"
+        else:
+            # Third message (the initiator's HASH(3)): the SA is in place on both sides.
+            child = tr.table.child_sas.get(x.new_child) if x.new_child else None
+            if child is not None:
+                child.frames.append(msg.frame)
+        return
+    child = tr.table.child_sas.get(x.new_child) if x.new_child else None
+    if child is None:
+        return
+    child.frames.append(msg.frame)
+    err = next((n for n in msg.find(NotifyPayload) if N.is_error_notify(n.notify_type)), None)
+    if err is not None or not props:
+        child.state = SaState.FAILED
+        child.failure = N.notify_name(err.notify_type, 1) if err else "no SA in response"
+        child.failure_frame = msg.frame
+        return
+    prop = props[0]
+    child.spi_r = int.from_bytes(prop.spi[-4:], "big")
+    child.proposal = proposal_string(prop, 1)
+    for t in prop.transforms[:1]:
+        for k, v in t.attrs:
+            k &= 0x7FFF
+            if k == 4 and isinstance(v, int):  # encapsulation mode (RFC 2407 §4.5, RFC 3947 §5)
+                child.mode = "transport" if v in (2, 4, 61444) else "tunnel"
+            elif k == 3 and isinstance(v, int):
+                child.pfs_group = v
+    if len(ids) >= 2:
+        a, b = v1_id_selector(ids[0]), v1_id_selector(ids[1])
+        if a and b:
+            child.ts_i, child.ts_r = (a,), (b,)
+    child.state = SaState.ESTABLISHED
+    tr._register_spi(child, child.spi_r)
+    tr._emit("child_sa_created", msg.ts, child_sa=child.id, ike_sa=sa.key, spi_i=child.spi_i,
+             spi_r=child.spi_r, proposal=child.proposal, created_by="Quick Mode")
+
+
+def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> None:
+    if msg.header.encrypted_v1 and not msg.decrypted:
+        x.summary = x.summary or "Informational (encrypted)"
+        return
+    parts = []
+    for d in msg.find(DeletePayload):
+        if d.protocol == 1:
+            parts.append("delete ISAKMP SA")
+            tr._delete_ike(sa, msg.src, msg.ts, msg.frame)
+        else:
+            for spi_b in d.spis:
+                spi = int.from_bytes(spi_b[-4:], "big")
+                parts.append(f"delete {'AH' if d.protocol == 2 else 'ESP'} 0x{spi:08x}")
+                child = tr._child_by_spi(spi, sender=msg.src, inbound_of_sender=True, ike=sa)
+                if child is not None:
+                    tr._delete_child(child, msg.src, msg.ts, msg.frame)
+    for n in msg.find(NotifyPayload):
+        t = n.notify_type
+        if t == N.V1_R_U_THERE:
+            parts.append("DPD R-U-THERE")
+        elif t == N.V1_R_U_THERE_ACK:
+            parts.append("DPD R-U-THERE-ACK")
+        elif t == N.INVALID_SPI:
+            spi = n.decoded.get("spi") if n.decoded else None
+            tr._observe("invalid_spi_notify", msg.ts, (msg.frame,), msg.src, msg.dst, spi=spi, ike_sa=sa.key)
+            parts.append("INVALID-SPI")
+        elif N.is_error_notify(t):
+            name = N.notify_name(t, 1)
+            parts.append(name)
+            x.error = x.error or t
+            x.error_name = x.error_name or name
+            if sa.state == SaState.INITIATING:
+                tr._fail_ike(sa, name, msg.ts, msg.frame)
+    x.summary = "Informational " + ", ".join(parts) if parts else "Informational"
+
+
+_V1_AUTH = {1: "PSK", 2: "DSS signature", 3: "RSA signature", 4: "RSA encryption", 5: "revised RSA encryption",
+            64221: "hybrid RSA", 65001: "XAUTH PSK", 65005: "XAUTH RSA"}
