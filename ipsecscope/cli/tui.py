@@ -1,0 +1,29 @@
+"""``ipsecscope tui FILE [-k KEYS...]`` (also ``ipsecscope FILE``): the Textual interface."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import CaptureError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "tui",
+        help="open the terminal UI on a capture (the default: `ipsecscope FILE`)",
+        description="Browse SAs, packets, findings and the timeline of a capture. Press ? inside for keys.",
+    )
+    p.add_argument("file", help="pcap / pcapng capture (gzip accepted)")
+    p.add_argument("-k", "--keys", nargs="+", action="extend", default=[], metavar="KEYS",
+                   help="key files (esp_sa, ikev2_decryption_table, charon log, ip xfrm, JSON); more with `a`")
+    p.set_defaults(command="tui")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise CaptureError(f"{path}: no such file; give the path of a pcap or pcapng capture")
+    from ..tui.app import create_app  # Textual is imported only when the UI is really opened
+
+    return create_app(path, args.keys).run() or 0

@@ -1,0 +1,457 @@
+"""The Textual front end. :func:`create_app` is the one way in, for the CLI and the tests alike.
+
+Data flows down as attributes (the app hands the session's table/rows/findings to each widget);
+widgets talk up with messages (``FrameHighlighted``, ``SaChosen``, ``JumpToEvidence`` …) that
+the app turns into navigation. Loading and filtering run in worker threads so the UI never waits
+on a million-frame capture.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from rich.text import Text
+from textual import events, on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from ..errors import IpsecscopeError
+from ..model.filter import Filter, FilterError, compile_filter, findings_index
+from ..model.sa import Severity
+from ..session import Session
+from .screens.modals import HelpScreen, KeyFileScreen
+from .widgets.findings import FindingsView
+from .widgets.packet_detail import PacketDetail
+from .widgets.packet_table import PacketHeader, PacketTable, view_from_indices
+from .widgets.sa_detail import SaDetail
+from .widgets.sa_tree import SaRef, SaTree
+from .widgets.timeline import Timeline
+
+NARROW = 100  # columns
+FILTER_CHUNK = 65536  # rows between cancellation checks while filtering
+
+
+class StatusLine(Static):
+    """One line at the top: file, counts, findings, keys, filter result."""
+
+
+class IpsecscopeApp(App[int]):
+    CSS_PATH = Path(__file__).with_name("ipsecscope.tcss")  # absolute: subclasses live elsewhere
+    TITLE = "ipsecscope"
+
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("slash", "focus_filter", "Filter", key_display="/"),
+        Binding("1", "tab('timeline')", "Timeline", show=False),
+        Binding("2", "tab('packets')", "Packets", show=False),
+        Binding("3", "tab('findings')", "Findings", show=False),
+        Binding("4", "tab('sa-detail')", "SA", show=False),
+        Binding("a", "add_keys", "Add keys"),
+        Binding("s", "sa_packets", "SA packets"),
+        Binding("K", "toggle_keys", "Show keys", show=False),
+        Binding("t", "toggle_tree", "Tree", show=False),
+        Binding("d", "toggle_detail", "Detail", show=False),
+        Binding("h", "toggle_hex_pane", "Hex", show=False),
+        Binding("x", "toggle_hex", "Hex wire/inner", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, path: str | Path | None, key_files: Sequence[str | Path] = ()) -> None:
+        super().__init__()
+        self.path = Path(path) if path is not None else None
+        self.key_files: list[Path] = [Path(p) for p in key_files]
+        self.session: Session | None = None
+        self.filter: Filter = compile_filter("")
+        self.show_keys = False
+        self.current_ref: SaRef | None = None
+        self._pending_frame: int | None = None
+        self._detail_frame: int | None = None
+
+    # ---- layout ----------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Vertical(id="top"):
+            yield StatusLine(Text("ipsecscope", "bold"), id="status")
+            yield ProgressBar(id="progress", show_eta=False)
+        with Horizontal(id="body"):
+            yield SaTree(id="sa-tree")
+            with TabbedContent(initial="packets", id="tabs"):
+                with TabPane("Timeline", id="timeline"):
+                    yield Timeline(id="timeline-view")
+                with TabPane("Packets", id="packets"):
+                    yield Input(placeholder="filter: esp spi=0x… src=… finding=CODE icv=bad   (? help)",
+                                id="filter")
+                    yield PacketHeader(id="packet-header")
+                    yield PacketTable(id="packet-table")
+                    yield PacketDetail(id="packet-detail")
+                with TabPane("Findings", id="findings"):
+                    yield FindingsView(id="findings-view")
+                with TabPane("SA detail", id="sa-detail"):
+                    with VerticalScroll(id="sa-detail-scroll"):
+                        yield SaDetail(id="sa-detail-view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._set_narrow(self.size.width)
+        self.query_one(PacketTable).focus()
+        if self.path is not None:
+            self.load_capture()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._set_narrow(event.size.width)
+
+    def _set_narrow(self, width: int) -> None:
+        # Below 100 columns the packet detail shows the tree or the hex view, not both side by side.
+        self.screen.set_class(width < NARROW, "narrow")
+
+    # ---- loading (worker thread) ------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="load", name="load capture")
+    def load_capture(self) -> None:
+        assert self.path is not None
+        self.call_from_thread(self._loading, True)
+        last = 0.0
+
+        def progress(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= 0.1 or done >= total:  # the UI needs ~10 updates a second, not 1M
+                last = now
+                self.call_from_thread(self._progress, done, total)
+
+        try:
+            session = Session()
+            if self.key_files:
+                session.add_key_files(self.key_files)
+            session.load(self.path, progress=progress)
+            session.findings  # noqa: B018 - evaluate the rules here, off the UI thread
+        except IpsecscopeError as exc:
+            self.call_from_thread(self._load_failed, str(exc))
+            return
+        except OSError as exc:
+            self.call_from_thread(self._load_failed, f"cannot read {self.path}: {exc.strerror or exc}")
+            return
+        self.call_from_thread(self._loaded, session)
+
+    def _loading(self, on: bool) -> None:
+        bar = self.query_one("#progress", ProgressBar)
+        bar.display = on
+        if on:
+            bar.update(total=None, progress=0)
+            self._set_status(Text(f"Loading {self.path.name if self.path else ''} …", "bold yellow"))
+
+    def _progress(self, done: int, total: int) -> None:
+        self.query_one("#progress", ProgressBar).update(total=max(total, 1), progress=done)
+
+    def _load_failed(self, message: str) -> None:
+        self._loading(False)
+        self._set_status(Text(f"Could not load: {message}", "bold red"))
+        self.notify(message, title="Could not load the capture", severity="error", timeout=10)
+
+    def _loaded(self, session: Session) -> None:
+        self.session = session
+        self._loading(False)
+        table = session.table
+        self.query_one(SaTree).show_table(table)
+        ptable = self.query_one(PacketTable)
+        ptable.set_rows(session.rows, table.first_ts)
+        header = self.query_one(PacketHeader)
+        header.max_frame, header.addr_w = ptable.max_frame, ptable.addr_w
+        self.query_one(FindingsView).show_findings(session.findings)
+        self.query_one(Timeline).show(table, session.rows, session.findings)
+        self.query_one(SaDetail).show(table, self.current_ref, session.keys, self.show_keys)
+        n_err = sum(1 for f in session.findings if f.severity is Severity.ERROR)
+        tabs = self.query_one(TabbedContent)
+        tabs.get_tab("findings").label = f"Findings ({len(session.findings)})" if session.findings else "Findings"
+        if n_err:
+            tabs.get_tab("findings").add_class("has-errors")
+        if self.filter.text:
+            self.apply_filter(self.filter.text)
+        self._update_status()
+
+    # ---- status ------------------------------------------------------------------------------
+    def _set_status(self, text: Text) -> None:
+        self.query_one(StatusLine).update(text)
+
+    def _update_status(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        st = s.stats
+        t = Text()
+        t.append(self.path.name if self.path else "live", "bold")
+        t.append(f"  {st.frames:,} frames", "")
+        t.append(f" (IKE {st.ike:,} ESP {st.esp:,}", "dim")
+        if st.ah:
+            t.append(f" AH {st.ah:,}", "dim")
+        t.append(")", "dim")
+        t.append(f"  {len(s.table.ike_sas)} IKE/{len(s.table.child_sas)} CHILD SA")
+        n_err = sum(1 for f in s.findings if f.severity is Severity.ERROR)
+        n_warn = sum(1 for f in s.findings if f.severity is Severity.WARNING)
+        if n_err:
+            t.append(f"  ✗{n_err} error{'s' if n_err > 1 else ''}", "bold red")
+        if n_warn:
+            t.append(f"  ⚠{n_warn} warning{'s' if n_warn > 1 else ''}", "yellow")
+        if not n_err and not n_warn:
+            t.append("  ✓ no problems", "green")
+        t.append(f"  keys {len(s.keys)}", "cyan" if len(s.keys) else "dim")
+        if st.esp:
+            t.append(f"  decrypted {st.decrypted:,}/{st.esp:,}", "green" if st.decrypted else "dim")
+        if st.icv_failed:
+            t.append(f" ICV✗ {st.icv_failed:,}", "bold red")
+        ptable = self.query_one(PacketTable)
+        if self.filter.text:
+            t.append(f"  filter: {len(ptable.view):,}/{len(ptable.rows):,}", "bold magenta")
+        self._set_status(t)
+
+    # ---- filtering (worker thread) -----------------------------------------------------------
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self.apply_filter(event.value):
+            self.query_one(PacketTable).focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        try:
+            compile_filter(event.value)
+        except FilterError as exc:
+            event.input.add_class("invalid")
+            event.input.tooltip = str(exc)
+            return
+        event.input.remove_class("invalid")
+        event.input.tooltip = None
+
+    def apply_filter(self, text: str, focus_frame: int | None = None) -> bool:
+        """Compile ``text`` and start the filter worker; False (and a notification) when invalid."""
+        findings = self.session.findings if self.session is not None else []
+        try:
+            compiled = compile_filter(text, findings_index(findings))
+        except FilterError as exc:
+            self.notify(str(exc), title="Filter", severity="error")
+            return False
+        self.filter = compiled
+        inp = self.query_one("#filter", Input)
+        if inp.value != text:
+            with inp.prevent(Input.Changed):
+                inp.value = text
+        inp.remove_class("invalid")
+        if self.session is None:
+            return True
+        ptable = self.query_one(PacketTable)
+        current = ptable.current_row
+        keep = focus_frame if focus_frame is not None else (current.frame if current else None)
+        if compiled.empty:
+            ptable.set_view(range(len(ptable.rows)), keep_frame=keep)
+            self._update_status()
+        else:
+            self._run_filter(compiled, keep)
+        return True
+
+    @work(thread=True, exclusive=True, group="filter", name="filter packets")
+    def _run_filter(self, compiled: Filter, keep: int | None) -> None:
+        worker = get_current_worker()
+        rows = self.query_one(PacketTable).rows
+        out: list[int] = []
+        for start in range(0, len(rows), FILTER_CHUNK):
+            if worker.is_cancelled:
+                return
+            out += compiled.indices(rows, start, min(len(rows), start + FILTER_CHUNK))
+        view = view_from_indices(out)
+        self.call_from_thread(self._filtered, compiled, view, keep)
+
+    def _filtered(self, compiled: Filter, view: Sequence[int], keep: int | None) -> None:
+        if compiled is not self.filter:
+            return  # a newer filter was typed meanwhile
+        self.query_one(PacketTable).set_view(view, keep_frame=keep)
+        self._update_status()
+        if not view:
+            self.notify(f"No frame matches '{compiled.text}'.", title="Filter", severity="warning")
+
+    # ---- messages from widgets ---------------------------------------------------------------
+    @on(PacketTable.FrameHighlighted)
+    def _frame_highlighted(self, event: PacketTable.FrameHighlighted) -> None:
+        self._show_detail(event.frame)
+
+    @on(PacketTable.FrameSelected)
+    def _frame_selected(self, event: PacketTable.FrameSelected) -> None:
+        detail = self.query_one(PacketDetail)
+        if not detail.display:
+            detail.display = True
+        self._show_detail(event.frame, force=True)
+        self.query_one("#detail-tree").focus()
+
+    def _show_detail(self, frame: int | None, force: bool = False) -> None:
+        panel = self.query_one(PacketDetail)
+        if self.session is None or not panel.display:
+            return
+        if frame == self._detail_frame and not force:
+            return
+        self._detail_frame = frame
+        try:
+            detail = self.session.detail(frame) if frame is not None else None
+        except IpsecscopeError as exc:
+            self.notify(str(exc), title=f"Frame {frame}", severity="error")
+            detail = None
+        panel.show_detail(detail)
+
+    @on(SaTree.SaHighlighted)
+    def _sa_highlighted(self, event: SaTree.SaHighlighted) -> None:
+        self.current_ref = event.ref
+        if self.session is not None:
+            self.query_one(SaDetail).show(self.session.table, event.ref, self.session.keys)
+
+    @on(SaTree.SaChosen)
+    def _sa_chosen(self, event: SaTree.SaChosen) -> None:
+        self.current_ref = event.ref
+        if self.session is not None:
+            self.query_one(SaDetail).show(self.session.table, event.ref, self.session.keys)
+        self.query_one(TabbedContent).active = "sa-detail"
+
+    @on(FindingsView.JumpToEvidence)
+    def _jump_to_evidence(self, event: FindingsView.JumpToEvidence) -> None:
+        f = event.finding
+        if not f.frames:
+            self.notify(f"{f.code} has no evidence frames.", severity="warning")
+            return
+        self._show_packets(f"finding={f.code}", min(f.frames))
+
+    @on(Timeline.JumpToFrame)
+    def _jump_to_frame(self, event: Timeline.JumpToFrame) -> None:
+        ptable = self.query_one(PacketTable)
+        if self.filter.text and not any(r.frame == event.frame for r in (ptable.current_row,) if r):
+            self.apply_filter("", focus_frame=event.frame)
+        else:
+            ptable.go_to_frame(event.frame)
+        self.query_one(TabbedContent).active = "packets"
+        ptable.focus()
+
+    def _show_packets(self, filter_text: str, frame: int | None) -> None:
+        self.query_one(TabbedContent).active = "packets"
+        self.apply_filter(filter_text, focus_frame=frame)
+        self.query_one(PacketTable).focus()
+
+    # ---- actions -----------------------------------------------------------------------------
+    def action_help(self) -> None:
+        rows = [(b.key_display or b.key, b.description) for b in self.BINDINGS if isinstance(b, Binding)]
+        self.push_screen(HelpScreen(rows))
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        focus = {"packets": "#packet-table", "findings": "#findings-table", "timeline": "#timeline-events",
+                 "sa-detail": "#sa-detail-scroll"}[tab]
+        self.query_one(focus).focus()
+
+    def action_focus_filter(self) -> None:
+        self.query_one(TabbedContent).active = "packets"
+        self.query_one("#filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        if self.filter.text:
+            self.apply_filter("")
+            self.query_one(PacketTable).focus()
+
+    def action_toggle_tree(self) -> None:
+        tree = self.query_one(SaTree)
+        tree.display = not tree.display
+
+    def action_toggle_detail(self) -> None:
+        panel = self.query_one(PacketDetail)
+        panel.display = not panel.display
+        if panel.display:
+            row = self.query_one(PacketTable).current_row
+            self._show_detail(row.frame if row else None, force=True)
+
+    def action_toggle_hex_pane(self) -> None:
+        """Narrow terminals: switch the detail pane between the decoded tree and the hex view."""
+        self.query_one(PacketDetail).toggle_class("hex-mode")
+
+    def action_toggle_hex(self) -> None:
+        panel = self.query_one(PacketDetail)
+        panel.show_inner = not panel.show_inner
+        self.notify("Hex view: " + ("decrypted inner packet" if panel.show_inner else "frame as captured"))
+        self._show_detail(self._detail_frame, force=True)
+
+    def action_toggle_keys(self) -> None:
+        self.show_keys = not self.show_keys
+        if self.session is not None:
+            self.query_one(SaDetail).show(self.session.table, self.current_ref, self.session.keys,
+                                          self.show_keys)
+        self.notify("Keys are " + ("SHOWN in SA detail" if self.show_keys else "hidden"),
+                    severity="warning" if self.show_keys else "information")
+
+    def action_sa_packets(self) -> None:
+        """Filter the packet list to the SA under the tree cursor."""
+        ref = self.query_one(SaTree).current_ref or self.current_ref
+        if ref is None or self.session is None:
+            self.notify("Choose an SA in the tree first.", severity="warning")
+            return
+        table = self.session.table
+        text = ""
+        if ref.kind == "child" and ref.key in table.child_sas:
+            c = table.child_sas[ref.key]  # type: ignore[index]
+            spis = [f"0x{s:08x}" for s in (c.spi_i, c.spi_r) if s is not None]
+            text = f"spi={','.join(spis)}" if spis else f"child={c.id}"
+        elif ref.kind == "ike" and ref.key in table.ike_sas:
+            text = f"spi={table.ike_sas[ref.key].ike_spi_i.hex()}"  # type: ignore[index]
+        elif ref.kind == "flow":
+            text = f"spi=0x{ref.key[2]:08x}"  # type: ignore[index]
+        elif ref.kind == "pair":
+            a, b = ref.key  # type: ignore[misc]
+            text = f"host={a} host={b}"
+        if text:
+            self._show_packets(text, None)
+
+    def action_add_keys(self) -> None:
+        start = self.path.parent if self.path is not None else Path.cwd()
+        self.push_screen(KeyFileScreen(start), self._keys_chosen)
+
+    def _keys_chosen(self, paths: list[str] | None) -> None:
+        if not paths:
+            return
+        try:
+            # Parse now, on the UI thread, so a bad file is reported before anything reloads.
+            probe = Session()
+            added = probe.add_key_files(paths)
+        except IpsecscopeError as exc:
+            self.notify(str(exc), title="Key file not loaded", severity="error", timeout=10)
+            return
+        self.key_files.extend(Path(p) for p in paths)
+        self.notify(f"{added} key{'s' if added != 1 else ''} added; decrypting and correlating again …")
+        if self.path is not None:
+            self.load_capture()
+
+    # ---- command palette ---------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help", "Keys and the packet filter language", self.action_help)
+        yield SystemCommand("Filter packets", "Focus the packet filter bar", self.action_focus_filter)
+        yield SystemCommand("Clear filter", "Show every frame again", self.action_clear_filter)
+        yield SystemCommand("Timeline", "IKE exchanges, rekeys, deletes, ESP activity",
+                            lambda: self.action_tab("timeline"))
+        yield SystemCommand("Packets", "The packet list", lambda: self.action_tab("packets"))
+        yield SystemCommand("Findings", "What looks wrong, most severe first", lambda: self.action_tab("findings"))
+        yield SystemCommand("SA detail", "Proposal, selectors, keys, counters of the chosen SA",
+                            lambda: self.action_tab("sa-detail"))
+        yield SystemCommand("Add key files", "Load keys and decrypt/correlate again", self.action_add_keys)
+        yield SystemCommand("Packets of this SA", "Filter packets to the SA under the tree cursor",
+                            self.action_sa_packets)
+        yield SystemCommand("Show/hide keys", "Toggle key redaction in SA detail", self.action_toggle_keys)
+        yield SystemCommand("Toggle SA tree", "Hide or show the left pane", self.action_toggle_tree)
+        yield SystemCommand("Toggle packet detail", "Hide or show the packet detail pane",
+                            self.action_toggle_detail)
+        yield SystemCommand("Hex view / decoded tree", "Narrow screens: switch the packet detail pane",
+                            self.action_toggle_hex_pane)
+        yield SystemCommand("Hex: wire / decrypted", "Switch the hex view between the frame and the inner packet",
+                            self.action_toggle_hex)
+
+
+def create_app(path: str | Path | None, key_files: Sequence[str | Path] = ()) -> IpsecscopeApp:
+    """The app for ``path`` with ``key_files`` loaded first. Used by ``ipsecscope FILE`` and the tests."""
+    return IpsecscopeApp(path, key_files)

@@ -1,0 +1,112 @@
+"""Modal screens: help, add key files, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DirectoryTree, Input, Label, Static
+
+FILTER_HELP = [
+    ("ike esp ah nat-ka malformed", "frame kind"),
+    ("spi=0xc254fe64", "ESP/AH SPI (16 hex digits: IKE SPI)"),
+    ("src=ADDR dst=ADDR host=ADDR", "address or CIDR (host = either)"),
+    ("port=4500 sport= dport=", "UDP/TCP port"),
+    ("frame=10-20 seq=42 child=3", "frame range, sequence, CHILD SA id"),
+    ("finding=ESP-SEQ-GAP", "evidence frames of a finding (CODE* = prefix)"),
+    ("icv=bad icv=ok", "integrity failed / decrypted"),
+    ("status=no-key", "decrypted icv-bad no-key malformed replay gap"),
+    ("info=TEXT", "substring of the Info column"),
+    ("!term", "negate a term; terms separated by spaces are ANDed"),
+]
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    def __init__(self, bindings: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.key_rows = bindings
+
+    def compose(self) -> ComposeResult:
+        keys = Table(title="Keys", title_justify="left", title_style="bold", box=None, padding=(0, 2))
+        keys.add_column("Key", style="bold cyan", no_wrap=True)
+        keys.add_column("Action")
+        for k, desc in self.key_rows:
+            keys.add_row(k, desc)
+        for k, desc in (("↑ ↓ PgUp PgDn Home End", "move in lists and the packet table"),
+                        ("Enter", "open: SA detail / jump to evidence / frame detail"),
+                        ("ctrl+p", "command palette: every action by name")):
+            keys.add_row(k, desc)
+        fl = Table(title="Packet filter (/)", title_justify="left", title_style="bold", box=None, padding=(0, 2))
+        fl.add_column("Term", style="bold green", no_wrap=True)
+        fl.add_column("Matches")
+        for term, desc in FILTER_HELP:
+            fl.add_row(term, desc)
+        with Vertical(id="help-box"):
+            yield Label(Text("ipsecscope — help", "bold"))
+            with VerticalScroll():
+                yield Static(keys)
+                yield Static(Text(""))
+                yield Static(fl)
+                yield Static(Text("\nExample: esp spi=0xc254fe64 !icv=ok", "dim"))
+            yield Label(Text("Esc / ? closes", "dim"))
+
+    async def action_dismiss(self, result: None = None) -> None:
+        self.dismiss(result)
+
+
+class KeyFileScreen(ModalScreen[list[str] | None]):
+    """Pick key files: type paths (space separated) or choose one in the directory tree."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, start_dir: Path) -> None:
+        super().__init__()
+        self.start_dir = start_dir
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="keys-box"):
+            yield Label(Text("Add key files (esp_sa, ikev2_decryption_table, swanctl/charon log, ip xfrm, JSON)",
+                             "bold"))
+            yield Input(placeholder="path to a key file (several: separate with spaces)", id="keys-path")
+            yield DirectoryTree(self.start_dir, id="keys-dir")
+            with Horizontal(classes="buttons"):
+                yield Button("Load keys", variant="primary", id="keys-load")
+                yield Button("Cancel", id="keys-cancel")
+
+    def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
+        event.stop()
+        inp = self.query_one("#keys-path", Input)
+        inp.value = (inp.value + " " + str(event.path)).strip() if inp.value else str(event.path)
+        inp.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._done()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "keys-load":
+            self._done()
+        else:
+            self.dismiss(None)
+
+    def _done(self) -> None:
+        paths = self.query_one("#keys-path", Input).value.split()
+        if not paths:
+            self.notify("Type or choose a key file first.", severity="warning")
+            return
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            self.notify(f"No such file: {missing[0]}", severity="error")
+            return
+        self.dismiss(paths)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,285 @@
+"""Packet detail pane: decoded IKE payload tree / ESP fields, decrypted inner summary, hex view.
+
+Only reads :class:`~ipsecscope.session.FrameDetail` and model objects; nothing is parsed here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import IntEnum
+from typing import Any
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from ...model import iana
+from ...model import ike as m
+
+# Which enum names an int field, per payload class (v2 / v1).
+_FIELD_ENUMS_V2: dict[str, type[IntEnum]] = {
+    "exchange": iana.ExchangeType,
+    "next_payload": iana.PayloadType,
+    "first_payload": iana.PayloadType,
+    "group": iana.DhGroup,
+    "id_type": iana.IdType,
+    "method": iana.AuthMethod,
+    "notify_type": iana.NotifyType,
+    "protocol": iana.ProtocolId,
+    "encoding": iana.CertEncoding,
+    "cfg_type": iana.CfgType,
+    "ts_type": iana.TsType,
+    "code": iana.EapCode,
+    "eap_type": iana.EapType,
+}
+_FIELD_ENUMS_V1: dict[str, type[IntEnum]] = {
+    "exchange": iana.Ikev1Exchange,
+    "next_payload": iana.Ikev1Payload,
+    "id_type": iana.Ikev1IdType,
+    "notify_type": iana.Ikev1NotifyType,
+    "protocol": iana.Ikev1ProtocolId,
+    "encoding": iana.Ikev1CertEncoding,
+    "cfg_type": iana.Ikev1CfgType,
+    "doi": iana.Ikev1Doi,
+}
+_TRANSFORM_ID_ENUM: dict[int, type[IntEnum]] = {
+    iana.TransformType.ENCR: iana.EncrTransform,
+    iana.TransformType.PRF: iana.PrfTransform,
+    iana.TransformType.INTEG: iana.IntegTransform,
+    iana.TransformType.KE: iana.DhGroup,
+    iana.TransformType.ESN: iana.EsnTransform,
+}
+_SKIP = {"type", "critical", "raw"}
+
+
+def _bytes(b: bytes, limit: int = 24) -> str:
+    if not b:
+        return "(empty)"
+    h = b[:limit].hex()
+    return f"{h}… ({len(b)} bytes)" if len(b) > limit else f"{h} ({len(b)} bytes)"
+
+
+def _value(name: str, value: Any, version: int) -> str:
+    enums = _FIELD_ENUMS_V2 if version == 2 else _FIELD_ENUMS_V1
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int) and name in enums:
+        return f"{iana.name(enums[name], value)} ({value})"
+    if isinstance(value, bytes):
+        return _bytes(value)
+    return str(value)
+
+
+def payload_name(p: Any, version: int) -> str:
+    enum = iana.PayloadType if version == 2 else iana.Ikev1Payload
+    n = iana.name(enum, p.type)
+    if isinstance(p, m.NotifyPayload):
+        nenum = iana.NotifyType if version == 2 else iana.Ikev1NotifyType
+        n += f" {iana.name(nenum, p.notify_type)}"
+    elif isinstance(p, m.DeletePayload):
+        n += f" {iana.name(iana.ProtocolId, p.protocol)} ×{len(p.spis)}"
+    elif isinstance(p, m.IdPayload):
+        n += f" {p.value}"
+    elif isinstance(p, m.VendorPayload) and p.name:
+        n += f" {p.name}"
+    elif isinstance(p, m.KePayload) and version == 2:
+        n += f" {iana.name(iana.DhGroup, p.group)}"
+    return n + (" (critical)" if p.critical else "")
+
+
+def _add_payload(node: TreeNode, p: Any, version: int) -> None:
+    pn = node.add(Text(payload_name(p, version), "bold"), expand=False)
+    if isinstance(p, m.SaPayload):
+        for prop in p.proposals:
+            prn = pn.add(f"Proposal #{prop.num} {iana.name(iana.ProtocolId, prop.protocol)}"
+                         + (f" SPI {prop.spi.hex()}" if prop.spi else ""), expand=True)
+            for t in prop.transforms:
+                if version == 2:
+                    enum = _TRANSFORM_ID_ENUM.get(t.type)
+                    label = f"{iana.name(iana.TransformType, t.type)}: " + (
+                        iana.name(enum, t.id) if enum else str(t.id))
+                else:
+                    label = f"Transform {t.id}"
+                if t.key_length:
+                    label += f" {t.key_length}-bit"
+                tn = prn.add_leaf(label) if version == 2 or not t.attrs else prn.add(label)
+                if version == 1:
+                    for a_type, a_val in t.attrs:
+                        val = a_val.hex() if isinstance(a_val, bytes) else str(a_val)
+                        tn.add_leaf(f"{iana.name(iana.Ikev1Attribute, a_type)} = {val}")
+        return
+    if isinstance(p, m.TsPayload):
+        for ts in p.selectors:
+            pn.add_leaf(str(ts))
+        return
+    if isinstance(p, m.DeletePayload):
+        for spi in p.spis:
+            pn.add_leaf(f"SPI {spi.hex()}")
+        return
+    for f in dataclasses.fields(p):
+        if f.name in _SKIP:
+            continue
+        value = getattr(p, f.name)
+        if f.name == "decoded" and isinstance(value, dict):
+            for k, v in value.items():
+                pn.add_leaf(f"{k}: {v:#x}" if isinstance(v, int) and k == "spi" else f"{k}: {v}")
+            continue
+        if f.name == "attributes" and isinstance(value, tuple):
+            for a_type, a_val in value:
+                cenum = iana.ConfigAttribute if version == 2 else iana.Ikev1ConfigAttribute
+                pn.add_leaf(f"{iana.name(cenum, a_type)} = {_value('', a_val, version)}")
+            continue
+        pn.add_leaf(f"{f.name}: {_value(f.name, value, version)}")
+
+
+def fill_ike(root: TreeNode, msg: m.IkeMessage) -> None:
+    h = msg.header
+    v = h.major
+    title = f"IKEv{v} {iana.name(iana.ExchangeType if v == 2 else iana.Ikev1Exchange, h.exchange)}"
+    if v == 2:
+        title += " response" if h.is_response else " request"
+    top = root.add(Text(title, "bold cyan"), expand=True)
+    hn = top.add("Header", expand=False)
+    hn.add_leaf(f"SPIi {h.spi_i.hex()}")
+    hn.add_leaf(f"SPIr {h.spi_r.hex()}")
+    hn.add_leaf(f"version {h.major}.{h.minor}")
+    hn.add_leaf(f"message ID {h.msg_id}")
+    flags = []
+    if v == 2:
+        flags = [n for bit, n in ((0x08, "Initiator"), (0x10, "Version"), (0x20, "Response")) if h.flags & bit]
+    elif h.flags & 0x01:
+        flags = ["Encryption"]
+    hn.add_leaf(f"flags 0x{h.flags:02x} {' '.join(flags)}")
+    hn.add_leaf(f"length {h.length}")
+    hn.add_leaf(f"{msg.src}:{msg.sport} → {msg.dst}:{msg.dport} ({msg.transport}"
+                + (", non-ESP marker" if msg.non_esp_marker else "")
+                + (", IP fragmented" if msg.ip_fragmented else "") + ")")
+    for p in msg.payloads:
+        _add_payload(top, p, v)
+    if msg.encrypted:
+        if msg.decrypted:
+            label = Text("Decrypted payloads", "bold green")
+            if msg.icv_ok is False:
+                label = Text("Decrypted payloads (ICV check FAILED)", "bold red")
+            elif msg.icv_ok is None:
+                label.append(" (integrity not checked)", "yellow")
+            dn = top.add(label, expand=True)
+            for p in msg.inner:
+                _add_payload(dn, p, v)
+        else:
+            note = getattr(msg, "crypto_note", None)
+            top.add_leaf(Text("Encrypted: " + (note or "no IKE keys for this SA (add a key file: a)"), "yellow"))
+    if msg.malformed:
+        top.add_leaf(Text(f"Malformed: {msg.malformed}", "bold magenta"))
+
+
+def fill_esp(root: TreeNode, detail: Any) -> None:
+    esp = detail.esp
+    res = detail.esp_result
+    row = detail.row
+    top = root.add(Text(f"ESP SPI 0x{esp.spi:08x} seq {row.seq if row.seq is not None else esp.seq}", "bold green"),
+                   expand=True)
+    top.add_leaf(f"{esp.src}" + (f":{esp.sport}" if esp.sport else "") + f" → {esp.dst}"
+                 + (f":{esp.dport}" if esp.dport else ""))
+    top.add_leaf(f"transport: {esp.transport}" + (" (UDP-encapsulated, RFC 3948)" if esp.udp_encap else ""))
+    top.add_leaf(f"sequence (wire, low 32 bits): {esp.seq}")
+    top.add_leaf(f"ESP length: {esp.length} bytes")
+    if res is not None:
+        status = res.status
+        style = {"ok": "bold green", "icv_failed": "bold red", "no_key": "yellow"}.get(status, "magenta")
+        sn = top.add(Text(f"Decryption: {status}" + (f" — {res.reason}" if res.reason else ""), style), expand=True)
+        if res.keys is not None:
+            sn.add_leaf(f"cipher {iana.name(iana.EncrTransform, res.keys.encr)}, "
+                        f"integrity {iana.name(iana.IntegTransform, res.keys.integ)}")
+            sn.add_leaf(f"keys from {res.keys.source or '?'}")
+        if res.seq_hi:
+            sn.add_leaf(f"ESN high bits {res.seq_hi} (RFC 4303 §3.3.3)")
+        if res.next_header is not None:
+            sn.add_leaf(f"next header {res.next_header}, pad length {res.pad_len}")
+    if detail.inner_summary:
+        inn = top.add(Text("Inner packet", "bold"), expand=True)
+        for line in detail.inner_summary.splitlines():
+            inn.add_leaf(line)
+
+
+class HexView(ScrollView):
+    """Offset | hex | ASCII, 16 bytes a line (8 on narrow panes); only visible lines rendered."""
+
+    DEFAULT_CSS = "HexView { scrollbar-size-vertical: 1; overflow-x: hidden; }"
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.data = b""
+
+    @property
+    def per_line(self) -> int:
+        width = self.scrollable_content_region.width or self.size.width
+        return 16 if width >= 70 else (8 if width >= 38 else 4)
+
+    def set_data(self, data: bytes) -> None:
+        self.data = data
+        self.scroll_to(y=0, animate=False)
+        self._resize()
+
+    def _resize(self) -> None:
+        n = self.per_line
+        self.virtual_size = Size(self.size.width, (len(self.data) + n - 1) // n)
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self._resize()
+
+    def render_line(self, y: int) -> Strip:
+        n = self.per_line
+        line = round(self.scroll_y) + y
+        width = self.scrollable_content_region.width or self.size.width
+        chunk = self.data[line * n:(line + 1) * n]
+        if not chunk:
+            return Strip.blank(width, self.rich_style)
+        base = self.rich_style
+        hexes = " ".join(f"{b:02x}" for b in chunk).ljust(n * 3 - 1)
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        segs = [Segment(f"{line * n:04x} ", base + Style(dim=True)), Segment(hexes, base),
+                Segment("  " + text, base + Style(color="cyan"))]
+        return Strip(segs).crop_extend(0, width, base)
+
+
+class PacketDetail(Horizontal):
+    """Shows one FrameDetail: a tree on the left, the raw bytes on the right."""
+
+    def compose(self) -> ComposeResult:
+        tree: Tree[None] = Tree("frame", id="detail-tree")
+        tree.show_root = False
+        yield tree
+        yield HexView(id="hex")
+
+    def show_detail(self, detail: Any) -> None:
+        tree = self.query_one("#detail-tree", Tree)
+        tree.clear()
+        hexv = self.query_one(HexView)
+        if detail is None:
+            tree.root.add_leaf(Text("No frame selected.", "dim"))
+            hexv.set_data(b"")
+            return
+        row = detail.row
+        tree.root.add_leaf(Text(f"Frame {row.frame}: {row.length} bytes, {row.kind}", "bold"))
+        if detail.ike is not None:
+            fill_ike(tree.root, detail.ike)
+        elif detail.esp is not None:
+            fill_esp(tree.root, detail)
+        elif detail.malformed:
+            tree.root.add_leaf(Text(f"Malformed: {detail.malformed}", "bold magenta"))
+        else:
+            tree.root.add_leaf(row.info or f"{row.src} → {row.dst}")
+        if not detail.raw:
+            tree.root.add_leaf(Text("(raw bytes not available: the frame could not be re-read)", "dim"))
+        hexv.set_data(detail.inner if detail.inner and self.show_inner else detail.raw)
+
+    show_inner = False

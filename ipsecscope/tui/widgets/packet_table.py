@@ -1,0 +1,323 @@
+"""The Packets list: a Line-API widget that renders only the rows on screen.
+
+``rows`` is the session's list of :class:`FrameRow` (1M+ possible) and ``view`` the positions in it
+that pass the current filter (a ``range`` when unfiltered, else an ``array('I')``), so neither a
+filter nor a scroll copies row objects. Each visible line is formatted on demand and cached.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widget import Widget
+
+from ...model.packets import FrameRow
+
+STATUS_GLYPH = {
+    "decrypted": ("✓", "green"),
+    "icv-bad": ("✗", "bold red"),
+    "no-key": ("?", "yellow"),
+    "malformed": ("!", "magenta"),
+    "replay": ("R", "red"),
+    "gap": ("…", "yellow"),
+}
+KIND_STYLE = {
+    "IKE": "bold cyan",
+    "ESP": "green",
+    "AH": "green",
+    "NAT-KA": "dim",
+    "MALFORMED": "bold magenta",
+    "OTHER": "dim",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    title: str
+    width: int
+    right: bool = False
+
+
+def columns_for(width: int, max_frame: int = 999_999, addr_w: int = 15) -> list[Column]:
+    """The column layout for a table ``width`` cells wide.
+
+    ``addr_w`` is the longest address in the capture (IPv4 captures need far less than IPv6 ones).
+    Narrow panes (80-column terminal with the SA tree open) drop time, SPI and length first, so
+    the Info column keeps enough room to say what the frame is.
+    """
+    num_w = max(3, len(str(max_frame)))
+    wide = width >= 110
+    medium = width >= 78
+    narrow = width < 64
+    cols = [Column("frame", "No.", num_w, True), Column("st", "", 1)]
+    if not narrow:
+        cols.append(Column("time", "Time", 10 if wide else 8, True))
+    cols.append(Column("kind", "Proto" if medium else "Type", 6 if medium else 4))
+    aw = min(max(addr_w, 7), 21 if wide else 15)
+    if wide:
+        aw += 6  # room for ":4500" when ESP/IKE is UDP-encapsulated
+    cols.append(Column("src", "Source", aw))
+    cols.append(Column("dst", "Destination" if aw >= 11 else "Dest", aw))
+    if medium:
+        cols.append(Column("spi", "SPI", 10))
+    if wide:
+        cols.append(Column("len", "Len", 5, True))
+    used = sum(c.width + 1 for c in cols)
+    cols.append(Column("info", "Info", max(4, width - used)))
+    return cols
+
+
+def address_width(rows: Sequence[FrameRow], sample: int = 50_000) -> int:
+    """Longest source/destination address among the first ``sample`` rows."""
+    seen: set[str] = set()
+    for r in rows[:sample] if isinstance(rows, list) else list(rows)[:sample]:
+        seen.add(r.src)
+        seen.add(r.dst)
+    return max((len(a) for a in seen), default=15)
+
+
+def _fit(text: str, width: int, right: bool = False) -> str:
+    if len(text) > width:
+        return text[: max(0, width - 1)] + "…" if width > 1 else text[:width]
+    return text.rjust(width) if right else text.ljust(width)
+
+
+def _addr(addr: str, port: int, width: int) -> str:
+    # Ports add noise for ESP (0) and IKE (500); show them only when they say something (NAT-T, TCP).
+    if port and port not in (500,):
+        text = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+        if len(text) <= width:
+            return text
+    return addr
+
+
+def cell_text(row: FrameRow, col: Column, first_ts: float) -> str:
+    key = col.key
+    if key == "frame":
+        return str(row.frame)
+    if key == "st":
+        return STATUS_GLYPH.get(row.status, (" ", ""))[0]
+    if key == "time":
+        rel = row.ts - first_ts
+        return f"{rel:.6f}" if col.width >= 10 else f"{rel:.3f}"
+    if key == "kind":
+        return row.kind
+    if key == "src":
+        return _addr(row.src, row.sport, col.width)
+    if key == "dst":
+        return _addr(row.dst, row.dport, col.width)
+    if key == "spi":
+        return f"0x{row.spi:08x}" if row.spi is not None else ""
+    if key == "len":
+        return str(row.length)
+    if key == "info":
+        return row.info
+    return ""
+
+
+class PacketHeader(Widget):
+    """The column titles above :class:`PacketTable` (kept out of the scrolling area)."""
+
+    DEFAULT_CSS = "PacketHeader { height: 1; }"
+
+    max_frame: reactive[int] = reactive(999)
+    addr_w: reactive[int] = reactive(15)
+
+    def render_line(self, y: int) -> Strip:
+        # The table below has a 1-cell scrollbar gutter; keep the columns aligned with it.
+        width = self.size.width - 1
+        style = self.rich_style + Style(bold=True, reverse=False)
+        text = " ".join(_fit(c.title, c.width, c.right) for c in columns_for(width, self.max_frame, self.addr_w))
+        return Strip([Segment(_fit(text, self.size.width), style)])
+
+
+class PacketTable(ScrollView, can_focus=True):
+    """Virtual table over ``rows[view[i]]``. Posts :class:`FrameHighlighted` as the cursor moves."""
+
+    BINDINGS = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home,g", "first", "First", show=False),
+        Binding("end,G", "last", "Last", show=False),
+        Binding("enter", "select", "Detail", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    PacketTable { scrollbar-size-vertical: 1; overflow-x: hidden; }
+    """
+
+    COMPONENT_CLASSES = {"packet-table--cursor"}
+
+    cursor: reactive[int] = reactive(0, always_update=True)
+
+    class FrameHighlighted(Message):
+        def __init__(self, frame: int | None) -> None:
+            super().__init__()
+            self.frame = frame
+
+    class FrameSelected(Message):
+        def __init__(self, frame: int) -> None:
+            super().__init__()
+            self.frame = frame
+
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.rows: Sequence[FrameRow] = []
+        self.view: Sequence[int] = range(0)
+        self.first_ts = 0.0
+        self.addr_w = 15
+        self.max_frame = 999
+        self._cache: LRUCache[tuple[int, int, bool], Strip] = LRUCache(512)
+
+    # ---- data in ---------------------------------------------------------------------------
+    def set_rows(self, rows: Sequence[FrameRow], first_ts: float | None = None) -> None:
+        self.rows = rows
+        self.first_ts = first_ts if first_ts is not None else (rows[0].ts if rows else 0.0)
+        self.addr_w = address_width(rows)
+        self.max_frame = rows[-1].frame if rows else 999
+        self.set_view(range(len(rows)))
+
+    def set_view(self, view: Sequence[int], keep_frame: int | None = None) -> None:
+        """Show ``rows[i] for i in view``; keep the cursor on ``keep_frame`` when it is still shown."""
+        self.view = view
+        self._cache.clear()
+        self.virtual_size = Size(self.size.width, len(view))
+        pos = self.position_of(keep_frame) if keep_frame is not None else None
+        self.cursor = pos if pos is not None else 0
+        self.refresh()
+
+    def position_of(self, frame: int) -> int | None:
+        """Position in ``view`` of the first row with frame number >= ``frame`` (rows are in frame order)."""
+        view, rows = self.view, self.rows
+        lo, hi = 0, len(view)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if rows[view[mid]].frame < frame:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < len(view) else None
+
+    @property
+    def current_row(self) -> FrameRow | None:
+        if 0 <= self.cursor < len(self.view):
+            return self.rows[self.view[self.cursor]]
+        return None
+
+    def go_to_frame(self, frame: int) -> bool:
+        pos = self.position_of(frame)
+        if pos is None:
+            return False
+        self.cursor = pos
+        return True
+
+    # ---- cursor ----------------------------------------------------------------------------
+    def validate_cursor(self, value: int) -> int:
+        return max(0, min(value, len(self.view) - 1)) if self.view else 0
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        self.refresh()
+        self._scroll_cursor_visible()
+        row = self.current_row
+        self.post_message(self.FrameHighlighted(row.frame if row else None))
+
+    def _scroll_cursor_visible(self) -> None:
+        height = self.scrollable_content_region.height or self.size.height
+        top = round(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+
+    def action_cursor(self, delta: int) -> None:
+        self.cursor += delta
+
+    def action_page(self, direction: int) -> None:
+        self.cursor += direction * max(1, self.scrollable_content_region.height - 1)
+
+    def action_first(self) -> None:
+        self.cursor = 0
+
+    def action_last(self) -> None:
+        self.cursor = len(self.view) - 1
+
+    def action_select(self) -> None:
+        row = self.current_row
+        if row is not None:
+            self.post_message(self.FrameSelected(row.frame))
+
+    def on_click(self, event: events.Click) -> None:
+        y = event.y + round(self.scroll_y)
+        if 0 <= y < len(self.view):
+            if y == self.cursor and event.chain >= 2:
+                self.action_select()
+            self.cursor = y
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._cache.clear()
+        self.virtual_size = Size(event.size.width, len(self.view))
+
+    # ---- rendering -------------------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        index = round(self.scroll_y) + y
+        width = self.scrollable_content_region.width or self.size.width
+        if index >= len(self.view):
+            return Strip.blank(width, self.rich_style)
+        selected = index == self.cursor
+        key = (index, width, selected and self.has_focus)
+        strip = self._cache.get(key)
+        if strip is None:
+            strip = self._render_row(self.rows[self.view[index]], width, selected)
+            self._cache[key] = strip
+        return strip
+
+    def _render_row(self, row: FrameRow, width: int, selected: bool) -> Strip:
+        base = self.rich_style
+        segments: list[Segment] = []
+        for col in columns_for(width, self.max_frame, self.addr_w):
+            text = _fit(cell_text(row, col, self.first_ts), col.width, col.right)
+            style = base
+            if col.key == "kind":
+                style = base + Style.parse(KIND_STYLE.get(row.kind, ""))
+            elif col.key == "st" and row.status in STATUS_GLYPH:
+                style = base + Style.parse(STATUS_GLYPH[row.status][1])
+            elif col.key == "info" and row.status in ("icv-bad", "malformed", "replay"):
+                style = base + Style.parse(STATUS_GLYPH[row.status][1])
+            segments.append(Segment(text, style))
+            segments.append(Segment(" ", base))
+        strip = Strip(segments[:-1]).crop_extend(0, width, base)
+        if selected:
+            cursor_style = self.get_component_rich_style("packet-table--cursor")
+            if not self.has_focus:
+                cursor_style = Style(reverse=True, dim=True)
+            # post_style: the cursor background must win over each cell's own background.
+            strip = Strip(Segment.apply_style(list(strip), post_style=cursor_style), strip.cell_length)
+        return strip
+
+    def on_focus(self) -> None:
+        self._cache.clear()
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self._cache.clear()
+        self.refresh()
+
+
+def view_from_indices(indices: list[int]) -> Sequence[int]:
+    """Compact storage for a filtered view (4 bytes a row instead of a Python int each)."""
+    return array("I", indices)

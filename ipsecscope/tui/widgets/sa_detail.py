@@ -1,0 +1,239 @@
+"""SA detail tab: proposal, selectors, keys (redacted unless toggled), counters, rekey chain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from ...model import iana
+from ...model.keys import redact
+from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable
+from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, spi_text
+
+
+def fmt_ts(ts: float | None, first: float | None) -> str:
+    if ts is None:
+        return "—"
+    wall = datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
+    return f"{wall} (+{ts - first:.3f}s)" if first is not None else wall
+
+
+def _kv(title: str) -> Table:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    grid.title = title
+    grid.title_justify = "left"
+    grid.title_style = "bold underline"
+    return grid
+
+
+def _enum_name(enum: Any, value: int | None) -> str:
+    if value is None:
+        return "—"
+    try:
+        return enum(value).name
+    except ValueError:
+        return str(value)
+
+
+def rekey_chain_child(table: SaTable, child: ChildSa) -> list[ChildSa]:
+    first = child
+    seen = {child.id}
+    while first.rekeyed_from is not None and first.rekeyed_from in table.child_sas and first.rekeyed_from not in seen:
+        first = table.child_sas[first.rekeyed_from]
+        seen.add(first.id)
+    chain = [first]
+    while chain[-1].rekeyed_into is not None and chain[-1].rekeyed_into in table.child_sas:
+        nxt = table.child_sas[chain[-1].rekeyed_into]
+        if nxt in chain:
+            break
+        chain.append(nxt)
+    return chain
+
+
+def rekey_chain_ike(table: SaTable, sa: IkeSa) -> list[IkeSa]:
+    first = sa
+    while first.rekeyed_from and first.rekeyed_from in table.ike_sas and table.ike_sas[first.rekeyed_from] is not sa:
+        prev = table.ike_sas[first.rekeyed_from]
+        if prev is first:
+            break
+        first = prev
+    chain = [first]
+    while chain[-1].rekeyed_into and chain[-1].rekeyed_into in table.ike_sas:
+        nxt = table.ike_sas[chain[-1].rekeyed_into]
+        if nxt in chain:
+            break
+        chain.append(nxt)
+    return chain
+
+
+def flow_table(flows: list[EspFlow], first: float | None) -> Table:
+    t = Table(title="Traffic (per direction)", title_justify="left", title_style="bold underline",
+              box=None, padding=(0, 1), show_edge=False)
+    for col, just in (("SPI", "left"), ("From → To", "left"), ("Pkts", "right"), ("Bytes", "right"),
+                      ("Decr", "right"), ("ICV✗", "right"), ("NoKey", "right"), ("Lost", "right"),
+                      ("Dup", "right"), ("Seq", "left"), ("Active", "left")):
+        t.add_column(col, justify=just, no_wrap=col != "From → To")  # type: ignore[arg-type]
+    for f in flows:
+        seq = f"{f.seq_min}–{f.seq_max}" if f.seq_min is not None else "—"
+        active = ""
+        if f.first_ts is not None and f.last_ts is not None and first is not None:
+            active = f"+{f.first_ts - first:.1f}s…+{f.last_ts - first:.1f}s"
+        t.add_row(
+            f"0x{f.spi:08x}", f"{f.src} → {f.dst}", str(f.packets), str(f.bytes), str(f.decrypted),
+            Text(str(f.icv_failed), "bold red" if f.icv_failed else ""),
+            Text(str(f.no_key), "yellow" if f.no_key else ""), str(f.lost), str(f.duplicates), seq, active,
+        )
+    return t
+
+
+class SaDetail(Static):
+    """Renders the SA named by :attr:`ref` from :attr:`table` (attributes down)."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id)
+        self.table: SaTable | None = None
+        self.keys: Any = None  # keys.KeyStore (read-only lookups) or None
+        self.ref: SaRef | None = None
+        self.show_keys = False
+
+    def show(self, table: SaTable | None, ref: SaRef | None, keys: Any = None, show_keys: bool | None = None) -> None:
+        self.table, self.ref, self.keys = table, ref, keys
+        if show_keys is not None:
+            self.show_keys = show_keys
+        self.update(self._render_ref())
+
+    def _render_ref(self) -> Any:
+        from rich.console import Group
+
+        table, ref = self.table, self.ref
+        if table is None:
+            return Text("Loading…", "dim")
+        if ref is None:
+            return Text("Choose an SA in the tree on the left (Enter) to see its details.", "dim")
+        first = table.first_ts
+        if ref.kind == "ike" and ref.key in table.ike_sas:
+            return Group(*self._ike(table, table.ike_sas[ref.key], first))  # type: ignore[index]
+        if ref.kind == "child" and ref.key in table.child_sas:
+            return Group(*self._child(table, table.child_sas[ref.key], first))  # type: ignore[index]
+        if ref.kind == "flow" and ref.key in table.flows:
+            flow = table.flows[ref.key]  # type: ignore[index]
+            return Group(Text("ESP flow without a known SA (no IKE seen for it)", "bold magenta"),
+                         flow_table([flow], first), *self._esp_keys([flow]))
+        if ref.kind == "pair":
+            a, b = ref.key  # type: ignore[misc]
+            sas = [s for s in table.ike_sas.values() if {s.initiator, s.responder} == {a, b}]
+            g = _kv(f"Peers {a} ⇄ {b}")
+            g.add_row("IKE SAs", str(len(sas)))
+            g.add_row("CHILD SAs", str(sum(len(s.children) for s in sas)))
+            flows = [f for f in table.flows.values() if {f.src, f.dst} == {a, b}]
+            return Group(g, Text(""), flow_table(flows, first))
+        return Text("That SA is no longer in the table.", "dim")
+
+    def _ike(self, table: SaTable, sa: IkeSa, first: float | None) -> list[Any]:
+        g = _kv(f"IKEv{sa.version} SA {sa.ike_spi_i.hex()} / {sa.ike_spi_r.hex()}")
+        g.add_row("State", Text(sa.state.value, STATE_STYLE.get(sa.state, "")))
+        g.add_row("Initiator", f"{sa.initiator}:{sa.initiator_port}" + (f"  id {sa.id_i}" if sa.id_i else ""))
+        g.add_row("Responder", f"{sa.responder}:{sa.responder_port}" + (f"  id {sa.id_r}" if sa.id_r else ""))
+        g.add_row("Proposal", sa.proposal or "—")
+        if sa.offered:
+            g.add_row("Offered", "\n".join(sa.offered))
+        g.add_row("DH group", _enum_name(iana.DhGroup, sa.dh_group))
+        g.add_row("Auth", sa.auth_method or "—")
+        nat = []
+        if sa.nat_initiator:
+            nat.append("initiator behind NAT")
+        if sa.nat_responder:
+            nat.append("responder behind NAT")
+        g.add_row("NAT", ", ".join(nat) if nat else ("none detected" if sa.nat_initiator is not None else "—"))
+        g.add_row("Created", fmt_ts(sa.created_ts, first))
+        g.add_row("Established", fmt_ts(sa.established_ts, first))
+        if sa.deleted_ts is not None:
+            g.add_row("Deleted", f"{fmt_ts(sa.deleted_ts, first)} by {sa.deleted_by or '?'}")
+        g.add_row("Decrypted", "yes" if sa.decrypted else "no (no IKE keys)")
+        g.add_row("Keys", self._ike_keys(sa))
+        g.add_row("Frames", ", ".join(map(str, sa.frames[:20])) + (" …" if len(sa.frames) > 20 else ""))
+        chain = rekey_chain_ike(table, sa)
+        if len(chain) > 1:
+            g.add_row("Rekey chain", " → ".join(
+                ("[" + s.ike_spi_i.hex()[:8] + "]") if s is sa else s.ike_spi_i.hex()[:8] for s in chain))
+        out: list[Any] = [g, Text("")]
+        if sa.exchanges:
+            ex = Table(title="Exchanges", title_justify="left", title_style="bold underline", box=None,
+                       padding=(0, 1), show_edge=False)
+            for col in ("Time", "Exchange", "MID", "From", "Req", "Resp", "Summary"):
+                ex.add_column(col, no_wrap=col != "Summary")
+            for e in sa.exchanges:
+                t = f"+{e.request_ts - first:.3f}" if e.request_ts is not None and first is not None else "—"
+                resp = ",".join(map(str, e.response_frames)) or Text("none", "red")
+                ex.add_row(t, _enum_name(iana.ExchangeType, e.exchange) if sa.version == 2 else str(e.exchange),
+                           str(e.msg_id), e.requester, ",".join(map(str, e.request_frames)), resp, e.summary)
+            out.append(ex)
+        if sa.children:
+            out.append(Text(""))
+            out.append(Text("CHILD SAs: " + ", ".join(f"#{c}" for c in sa.children), "bold"))
+        return out
+
+    def _child(self, table: SaTable, child: ChildSa, first: float | None) -> list[Any]:
+        g = _kv(f"CHILD SA #{child.id} ({child.protocol} {child.mode})")
+        g.add_row("State", Text(child.state.value, STATE_STYLE.get(child.state, "")))
+        g.add_row("SPIs", f"initiator {spi_text(child.spi_i)}  responder {spi_text(child.spi_r)}")
+        g.add_row("Peers", f"{child.initiator or '?'} (initiator) ⇄ {child.responder or '?'}")
+        g.add_row("IKE SA", child.ike_sa or "— (inferred from ESP)")
+        g.add_row("Proposal", child.proposal or "—")
+        if child.offered:
+            g.add_row("Offered", "\n".join(child.offered))
+        g.add_row("PFS group", _enum_name(iana.DhGroup, child.pfs_group))
+        g.add_row("TSi", ", ".join(map(str, child.ts_i)) or "—")
+        g.add_row("TSr", ", ".join(map(str, child.ts_r)) or "—")
+        if child.ts_i_offered and tuple(child.ts_i_offered) != tuple(child.ts_i):
+            g.add_row("TSi offered", ", ".join(map(str, child.ts_i_offered)))
+        if child.ts_r_offered and tuple(child.ts_r_offered) != tuple(child.ts_r):
+            g.add_row("TSr offered", ", ".join(map(str, child.ts_r_offered)))
+        g.add_row("Created", f"{fmt_ts(child.created_ts, first)} by {child.created_by or '?'}"
+                  + (f" (frame {child.created_frame})" if child.created_frame else ""))
+        if child.rekeyed_ts is not None:
+            g.add_row("Rekeyed", fmt_ts(child.rekeyed_ts, first))
+        if child.deleted_ts is not None:
+            g.add_row("Deleted", f"{fmt_ts(child.deleted_ts, first)} by {child.deleted_by or '?'}"
+                      + (f" (frame {child.deleted_frame})" if child.deleted_frame else ""))
+        chain = rekey_chain_child(table, child)
+        if len(chain) > 1:
+            g.add_row("Rekey chain", Text(" → ").join(
+                Text(f"#{c.id}", "bold reverse" if c is child else STATE_STYLE.get(c.state, "")) for c in chain))
+        flows = child.flows(table)
+        g.add_row("Rate", fmt_rate(flows_rate(flows)))
+        g.add_row("Keys from", child.keys_source or "—")
+        return [g, Text(""), flow_table(flows, first), *self._esp_keys(flows)]
+
+    def _ike_keys(self, sa: IkeSa) -> str:
+        if self.keys is None:
+            return sa.keys_source or "none loaded (press a to add a key file)"
+        k = self.keys.ike_lookup(sa.ike_spi_i, sa.ike_spi_r)
+        if k is None:
+            return "no IKE keys for this SA"
+        show = self.show_keys
+        return (f"SK_ei {redact(k.sk_ei, show)}\nSK_er {redact(k.sk_er, show)}\n"
+                f"SK_ai {redact(k.sk_ai, show)}\nSK_ar {redact(k.sk_ar, show)}\n({k.source or 'key file'})")
+
+    def _esp_keys(self, flows: list[EspFlow]) -> list[Any]:
+        if self.keys is None:
+            return []
+        g = _kv("ESP keys" + ("" if self.show_keys else "  (hidden; press K to show)"))
+        for f in flows:
+            k = self.keys.esp_lookup(f.src, f.dst, f.spi)
+            if k is None:
+                g.add_row(f"0x{f.spi:08x}", Text("no key", "yellow"))
+                continue
+            g.add_row(
+                f"0x{f.spi:08x}",
+                f"{_enum_name(iana.EncrTransform, k.encr)} {redact(k.enc_key, self.show_keys)}\n"
+                f"{_enum_name(iana.IntegTransform, k.integ)} {redact(k.auth_key, self.show_keys)}\n"
+                f"from {k.source or '?'}",
+            )
+        return [Text(""), g]

@@ -1,0 +1,161 @@
+"""Left pane: peer pairs → IKE SAs → CHILD SAs, coloured by state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import Tree
+
+from ...model.sa import ChildSa, EspFlow, IkeSa, SaState, SaTable
+
+STATE_STYLE = {
+    SaState.INITIATING: "yellow",
+    SaState.ESTABLISHED: "bold green",
+    SaState.REKEYED: "blue",
+    SaState.DELETED: "dim",
+    SaState.FAILED: "bold red",
+    SaState.INFERRED: "magenta",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SaRef:
+    """What a tree node stands for: ("pair", "a⇄b"), ("ike", IkeSa.key), ("child", id), ("flow", key)."""
+
+    kind: str
+    key: object
+
+
+def pair_key(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a <= b else (b, a)
+
+
+def child_rate(child: ChildSa, table: SaTable) -> float | None:
+    """ESP packets per second over the SA's active time (all its flows together)."""
+    flows = child.flows(table)
+    return flows_rate(flows)
+
+
+def flows_rate(flows: list[EspFlow]) -> float | None:
+    pkts = sum(f.packets for f in flows)
+    firsts = [f.first_ts for f in flows if f.first_ts is not None]
+    lasts = [f.last_ts for f in flows if f.last_ts is not None]
+    if not pkts or not firsts:
+        return None
+    span = max(lasts) - min(firsts)
+    return pkts / span if span > 0 else float(pkts)
+
+
+def fmt_rate(rate: float | None) -> str:
+    if rate is None:
+        return "idle"
+    if rate >= 1000:
+        return f"{rate / 1000:.1f}k pkt/s"
+    return f"{rate:.1f} pkt/s" if rate < 10 else f"{rate:.0f} pkt/s"
+
+
+def spi_text(spi: int | None) -> str:
+    return f"{spi:08x}" if spi is not None else "?"
+
+
+def ike_label(sa: IkeSa) -> Text:
+    text = Text()
+    text.append("●", STATE_STYLE.get(sa.state, ""))
+    text.append(f" IKEv{sa.version} ")
+    text.append(f"{sa.ike_spi_i.hex()[:8]}…", "cyan")
+    text.append(f" {sa.proposal or '(no proposal)'}", "dim" if not sa.proposal else "")
+    text.append(f" {sa.state.value}", STATE_STYLE.get(sa.state, ""))
+    return text
+
+
+def child_label(child: ChildSa, table: SaTable) -> Text:
+    text = Text()
+    text.append("●", STATE_STYLE.get(child.state, ""))
+    text.append(f" #{child.id} {child.protocol} ")
+    text.append(f"{spi_text(child.spi_i)}/{spi_text(child.spi_r)}", "cyan")
+    if child.proposal:
+        text.append(f" {child.proposal}")
+    text.append(f" {fmt_rate(child_rate(child, table))}", "dim")
+    text.append(f" {child.state.value}", STATE_STYLE.get(child.state, ""))
+    return text
+
+
+def flow_label(flow: EspFlow) -> Text:
+    text = Text()
+    text.append("○", "magenta")
+    text.append(f" {flow.protocol} ")
+    text.append(f"{flow.spi:08x}", "cyan")
+    text.append(f" {flow.src}→{flow.dst} {flow.packets} pkts", "dim")
+    return text
+
+
+class SaTree(Tree[SaRef]):
+    """Shows a :class:`SaTable`; posts :class:`SaHighlighted` / :class:`SaChosen` for the app to act on."""
+
+    class SaHighlighted(Message):
+        def __init__(self, ref: SaRef | None) -> None:
+            super().__init__()
+            self.ref = ref
+
+    class SaChosen(Message):
+        def __init__(self, ref: SaRef) -> None:
+            super().__init__()
+            self.ref = ref
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("Security associations", id=id)
+        self.show_root = False
+        self.guide_depth = 2
+
+    def show_table(self, table: SaTable) -> None:
+        self.clear()
+        pairs: dict[tuple[str, str], list[object]] = {}
+        for sa in sorted(table.ike_sas.values(), key=lambda s: (s.created_ts or 0.0)):
+            pairs.setdefault(pair_key(sa.initiator, sa.responder), []).append(sa)
+        orphans: dict[tuple[str, str], list[ChildSa]] = {}
+        for child in table.child_sas.values():
+            if child.ike_sa is None or child.ike_sa not in table.ike_sas:
+                a, b = child.initiator, child.responder
+                if not (a and b):
+                    fl = child.flows(table)
+                    a, b = (fl[0].src, fl[0].dst) if fl else ("?", "?")
+                orphans.setdefault(pair_key(a, b), []).append(child)
+                pairs.setdefault(pair_key(a, b), [])
+        loose: dict[tuple[str, str], list[EspFlow]] = {}
+        for flow in table.flows.values():
+            if flow.child_sa is None or flow.child_sa not in table.child_sas:
+                loose.setdefault(pair_key(flow.src, flow.dst), []).append(flow)
+                pairs.setdefault(pair_key(flow.src, flow.dst), [])
+        for (a, b), sas in pairs.items():
+            label = Text.assemble((a, "bold"), " ⇄ ", (b, "bold"))
+            pnode = self.root.add(label, data=SaRef("pair", (a, b)), expand=True)
+            for sa in sas:
+                assert isinstance(sa, IkeSa)
+                inode = pnode.add(ike_label(sa), data=SaRef("ike", sa.key), expand=True)
+                for cid in sa.children:
+                    child = table.child_sas.get(cid)
+                    if child is not None:
+                        inode.add_leaf(child_label(child, table), data=SaRef("child", child.id))
+            for child in orphans.get((a, b), []):
+                pnode.add_leaf(child_label(child, table), data=SaRef("child", child.id))
+            for flow in loose.get((a, b), []):
+                pnode.add_leaf(flow_label(flow), data=SaRef("flow", flow.key))
+        if not pairs:
+            self.root.add_leaf(Text("no IPsec SA in this capture", "dim"))
+        self.cursor_line = 0
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[SaRef]) -> None:
+        event.stop()
+        self.post_message(self.SaHighlighted(event.node.data))
+
+    def on_tree_node_selected(self, event: Tree.NodeSelected[SaRef]) -> None:
+        event.stop()
+        if event.node.data is not None:
+            self.post_message(self.SaChosen(event.node.data))
+
+    @property
+    def current_ref(self) -> SaRef | None:
+        node = self.cursor_node
+        return node.data if node is not None else None

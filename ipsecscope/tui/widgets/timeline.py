@@ -1,0 +1,221 @@
+"""Timeline tab: SA lifetimes on a common time axis with ESP activity sparklines, then the events.
+
+The lanes show when each SA lived; after a rekey the old and the new CHILD SA overlap on the axis
+(RFC 7296 §2.8: the old SA is deleted only after the new one is in place), which is where
+traffic on the wrong SA and lost packets tend to hide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Label, OptionList, Sparkline, Static
+from textual.widgets.option_list import Option
+
+from ...model import iana
+from ...model.packets import FrameRow
+from ...model.sa import ChildSa, Finding, IkeSa, SaState, SaTable, Severity
+from .sa_tree import STATE_STYLE, spi_text
+
+BUCKETS = 240
+LABEL_W = 14
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    ts: float
+    frame: int | None
+    kind: str  # "ike" | "child" | "rekey" | "delete" | "fail" | "finding"
+    text: str
+    style: str = ""
+
+
+def activity(rows: Sequence[FrameRow], t0: float, t1: float, buckets: int = BUCKETS) -> dict[object, list[float]]:
+    """ESP/AH packets per time bucket, per CHILD SA id (or per SPI when no SA is bound)."""
+    span = (t1 - t0) or 1.0
+    out: dict[object, list[float]] = {}
+    for r in rows:
+        if r.spi is None:
+            continue
+        key: object = r.child_sa if r.child_sa is not None else ("spi", r.spi)
+        series = out.get(key)
+        if series is None:
+            series = out[key] = [0.0] * buckets
+        b = int((r.ts - t0) / span * (buckets - 1))
+        series[min(max(b, 0), buckets - 1)] += 1
+    return out
+
+
+def ike_events(sa: IkeSa) -> list[Event]:
+    out = []
+    for ex in sa.exchanges:
+        if ex.request_ts is None:
+            continue
+        name = iana.name(iana.ExchangeType, ex.exchange) if sa.version == 2 else iana.name(
+            iana.Ikev1Exchange, ex.exchange)
+        failed = not ex.response_frames or any(iana.notify_is_error(n) for n in ex.notifies) and sa.version == 2
+        text = f"{name} #{ex.msg_id} from {ex.requester}"
+        if ex.summary:
+            text += f": {ex.summary}"
+        if len(ex.request_frames) > 1:
+            text += f" ({len(ex.request_frames) - 1} retransmits)"
+        if not ex.response_frames:
+            text += " — no response"
+        frame = ex.request_frames[0] if ex.request_frames else None
+        out.append(Event(ex.request_ts, frame, "fail" if failed else "ike", text, "red" if failed else "cyan"))
+    if sa.deleted_ts is not None:
+        out.append(Event(sa.deleted_ts, None, "delete", f"IKE SA {sa.ike_spi_i.hex()[:8]} deleted", "dim"))
+    return out
+
+
+def child_events(c: ChildSa) -> list[Event]:
+    out = []
+    spis = f"{spi_text(c.spi_i)}/{spi_text(c.spi_r)}"
+    if c.created_ts is not None:
+        how = "rekeyed from #" + str(c.rekeyed_from) if c.rekeyed_from else (c.created_by or "created")
+        style = "red" if c.state is SaState.FAILED else "green"
+        out.append(Event(c.created_ts, c.created_frame, "child", f"CHILD #{c.id} {spis} {how}", style))
+    if c.rekeyed_ts is not None:
+        out.append(Event(c.rekeyed_ts, None, "rekey", f"CHILD #{c.id} rekeyed into #{c.rekeyed_into}", "blue"))
+    if c.deleted_ts is not None:
+        out.append(Event(c.deleted_ts, c.deleted_frame, "delete",
+                         f"CHILD #{c.id} {spis} deleted by {c.deleted_by or '?'}", "dim"))
+    return out
+
+
+def finding_events(findings: Sequence[Finding]) -> list[Event]:
+    return [
+        Event(f.ts, f.frames[0] if f.frames else None, "finding", f"{f.code}: {f.title}",
+              "bold red" if f.severity is Severity.ERROR else "yellow")
+        for f in findings if f.ts is not None and f.severity >= Severity.WARNING
+    ]
+
+
+class LifeBar(Widget):
+    """One SA's life along the capture's time axis: ▶ created, ━ alive, ╌ after rekey, ✕ deleted."""
+
+    DEFAULT_CSS = "LifeBar { height: 1; }"
+
+    def __init__(self, t0: float, t1: float, start: float | None, rekey: float | None, end: float | None,
+                 style: str) -> None:
+        super().__init__()
+        self.t0, self.t1, self.start, self.rekey, self.end, self.bar_style = t0, t1, start, rekey, end, style
+
+    def _col(self, ts: float, width: int) -> int:
+        span = (self.t1 - self.t0) or 1.0
+        return min(width - 1, max(0, int((ts - self.t0) / span * (width - 1))))
+
+    def render(self) -> Text:
+        width = self.size.width
+        if width <= 0:
+            return Text("")
+        cells: list[tuple[str, str]] = [(" ", "")] * width
+        start = self._col(self.start if self.start is not None else self.t0, width)
+        end = self._col(self.end if self.end is not None else self.t1, width)
+        rekey = self._col(self.rekey, width) if self.rekey is not None else None
+        for x in range(start, end + 1):
+            after = rekey is not None and x > rekey
+            cells[x] = ("╌", "dim") if after else ("━", self.bar_style)
+        if self.start is not None:
+            cells[start] = ("▶", self.bar_style)
+        if rekey is not None:
+            cells[rekey] = ("↻", "bold blue")
+        if self.end is not None:
+            cells[end] = ("✕", "bold")
+        return Text.assemble(*cells)
+
+
+class Lane(Horizontal):
+    DEFAULT_CSS = """
+    Lane { height: 2; }
+    Lane > Label { width: 14; }
+    Lane > Vertical { height: 2; }
+    """
+
+
+class Timeline(Vertical):
+    """Posts :class:`JumpToFrame` when an event is chosen."""
+
+    class JumpToFrame(Message):
+        def __init__(self, frame: int) -> None:
+            super().__init__()
+            self.frame = frame
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.events: list[Event] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="timeline-axis")
+        yield VerticalScroll(id="timeline-lanes")
+        yield OptionList(id="timeline-events")
+
+    def show(self, table: SaTable, rows: Sequence[FrameRow], findings: Sequence[Finding]) -> None:
+        t0 = table.first_ts or 0.0
+        t1 = table.last_ts or t0
+        lanes = self.query_one("#timeline-lanes", VerticalScroll)
+        lanes.remove_children()
+        act = activity(rows, t0, t1)
+        widgets: list[Widget] = []
+        for sa in sorted(table.ike_sas.values(), key=lambda s: s.created_ts or t0):
+            label = Text(f"IKE {sa.ike_spi_i.hex()[:8]}", STATE_STYLE.get(sa.state, ""))
+            bar = LifeBar(t0, t1, sa.created_ts, None, sa.deleted_ts, "cyan")
+            widgets.append(Horizontal(Label(label), bar, classes="ike-lane"))
+        children = sorted(table.child_sas.values(), key=lambda c: (c.created_ts or t0, c.id))
+        for c in children:
+            label = Text.assemble((f"#{c.id} ", "bold"), (f"{spi_text(c.spi_i)[:8]}", STATE_STYLE.get(c.state, "")))
+            flows = c.flows(table)
+            start = c.created_ts if c.created_ts is not None else min(
+                (f.first_ts for f in flows if f.first_ts is not None), default=None)
+            bar = LifeBar(t0, t1, start, c.rekeyed_ts, c.deleted_ts, "green")
+            spark = Sparkline(act.get(c.id, []))
+            widgets.append(Lane(Label(label), Vertical(bar, spark)))
+        for key, series in act.items():
+            if isinstance(key, tuple):
+                label = Text(f"SPI {key[1]:08x}", "magenta")
+                widgets.append(Lane(Label(label), Vertical(LifeBar(t0, t1, None, None, None, "magenta"),
+                                                           Sparkline(series))))
+        if widgets:
+            lanes.mount_all(widgets)
+        else:
+            lanes.mount(Static(Text("No SA in this capture.", "dim")))
+        span = t1 - t0
+        axis = Text(" " * LABEL_W + "0s", "dim")
+        axis.append(f"  capture span {span:.3f}s  (▶ created  ↻ rekeyed  ✕ deleted  ▁▃▅ ESP packets)", "dim")
+        self.query_one("#timeline-axis", Static).update(axis)
+
+        events: list[Event] = []
+        for sa in table.ike_sas.values():
+            events += ike_events(sa)
+        for c in table.child_sas.values():
+            events += child_events(c)
+        events += finding_events(findings)
+        events.sort(key=lambda e: e.ts)
+        self.events = events
+        ol = self.query_one("#timeline-events", OptionList)
+        ol.clear_options()
+        opts = []
+        for i, e in enumerate(events):
+            t = Text(f"{e.ts - t0:9.3f}s ", "dim", no_wrap=True, overflow="ellipsis")
+            t.append(e.text, e.style)
+            if e.frame is not None:
+                t.append(f"  [frame {e.frame}]", "dim")
+            opts.append(Option(t, id=str(i)))
+        if opts:
+            ol.add_options(opts)
+        else:
+            ol.add_option(Option(Text("No IKE exchanges or SA events in this capture.", "dim"), disabled=True))
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option_id is None:
+            return
+        e = self.events[int(event.option_id)]
+        if e.frame is not None:
+            self.post_message(self.JumpToFrame(e.frame))
