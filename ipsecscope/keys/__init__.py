@@ -96,7 +96,8 @@ def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | No
             path=name,
         )
     if fmt == "dsb":
-        return dsb.parse_pcapng(data, name, store)
+        store.merge(dsb.parse_pcapng(data, name, KeyStore()))
+        return store
     text = data.decode("utf-8", "replace")
     parser = {
         "json": jsonkeys.parse,
@@ -106,10 +107,10 @@ def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | No
         "libreswan": libreswan.parse,
         "tcpdump": tcpdump.parse,
     }[fmt]
-    before = len(store)
-    parser(text, name, store)
-    if len(store) == before and fmt not in ("json",):
+    mine = parser(text, name, KeyStore())
+    if len(mine) == 0 and fmt != "json":
         raise KeyFileError(f"looks like a {fmt} key file but holds no usable keys", path=name)
+    store.merge(mine)
     return store
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys
 
@@ -173,6 +173,8 @@ class KeyStore:
         self._ikev1: dict[bytes, Ikev1Keys] = {}
         # pcapng DSBs whose secrets type we do not read: (type, length), for explanations.
         self.ignored_secrets: list[tuple[int, int]] = []
+        # Things a parser skipped but the user should hear about ("file:line: why").
+        self.warnings: list[str] = []
 
     # -- adding -------------------------------------------------------------------------------
 
@@ -213,7 +215,7 @@ class KeyStore:
     def add_ike(self, k: IkeSaKeys) -> bool:
         key = (bytes(k.spi_i), bytes(k.spi_r))
         old = self._ike.get(key)
-        if old is not None and old == k:
+        if old is not None and replace(old, source="") == replace(k, source=""):
             return False
         self.ike.append(k)
         if old is None:
@@ -225,7 +227,7 @@ class KeyStore:
     def add_ikev1(self, k: Ikev1Keys) -> bool:
         key = bytes(k.cookie_i)
         old = self._ikev1.get(key)
-        if old is not None and old == k:
+        if old is not None and replace(old, source="") == replace(k, source=""):
             return False
         self.ikev1.append(k)
         if old is None:
@@ -256,6 +258,7 @@ class KeyStore:
         for k in other.ikev1:
             n += self.add_ikev1(k)
         self.ignored_secrets.extend(other.ignored_secrets)
+        self.warnings.extend(other.warnings)
         return n
 
     # -- lookups ------------------------------------------------------------------------------
