@@ -204,6 +204,29 @@ def test_committed_tables_match_the_logs(name, tmp_path):
         assert (tmp_path / f).read_text() == (d / "keys" / f).read_text()
 
 
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_ipsecscope_reads_the_same_keys_from_logs_and_tables(name):
+    """ipsecscope.keys.load_keys on the raw charon logs agrees with the tables tshark accepted."""
+    from ipsecscope.keys import load_keys
+
+    d = SAMPLES / name
+    from_logs = load_keys([d / "charon-left.log", d / "charon-right.log"])
+    tables = [d / "keys" / "ikev2_decryption_table"]
+    if any(not line.startswith("#") for line in (d / "keys" / "esp_sa").read_text().splitlines()):
+        tables.append(d / "keys" / "esp_sa")  # a table of comments only is not a key file
+    from_tables = load_keys(tables)
+
+    def esp_set(store):
+        return {(k.src, k.dst, k.spi, k.encr, k.enc_key, k.integ, k.auth_key) for k in store.esp}
+
+    def ike_set(store):
+        return {(k.spi_i, k.spi_r, k.encr, k.sk_ei, k.sk_er, k.integ, k.sk_ai, k.sk_ar)
+                for k in store.ike}
+
+    assert esp_set(from_logs) == esp_set(from_tables)
+    assert ike_set(from_logs) == ike_set(from_tables)
+
+
 def _netns_skip() -> str | None:
     sys.path.insert(0, str(ROOT / "tests"))
     from netns_peers import preflight

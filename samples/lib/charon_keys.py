@@ -265,8 +265,10 @@ def write_tables(outdir: Path, logs: list[Path]) -> tuple[int, int]:
     hdr = ("# Extracted from charon logs ({}) by samples/lib/charon_keys.py\n"
            .format(", ".join(p.name for p in logs)))
     (outdir / "ikev2_decryption_table").write_text(hdr + "".join(k.row() + "\n" for k in ikes))
-    # esp_sa has no comment syntax in every Wireshark version; keep it to records only.
-    (outdir / "esp_sa").write_text("".join(e.row() + "\n" for e in esps))
+    # Wireshark's UAT reader skips '#' lines in every table; the header also keeps a
+    # scenario without CHILD_SAs from producing an empty (unloadable) file.
+    none = "" if esps else "# (no CHILD_SA was established in this scenario: no ESP keys)\n"
+    (outdir / "esp_sa").write_text(hdr + none + "".join(e.row() + "\n" for e in esps))
     return len(ikes), len(esps)
 
 
