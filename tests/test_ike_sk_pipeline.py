@@ -16,6 +16,7 @@ from ipsecscope.capture import open_capture
 from ipsecscope.crypto.ike_sk import IkeDecryptor
 from ipsecscope.decode.demux import Decoder
 from ipsecscope.decode.ike import parse_ike
+from ipsecscope.keys import load_keys
 from ipsecscope.model.ike import AuthPayload, CertPayload, HashPayload, IkeMessage, SaPayload
 from ipsecscope.model.keys import IkeSaKeys
 from ipsecscope.model.packets import IkeDatagram
@@ -33,6 +34,11 @@ class Keys:
 
     def ikev1_lookup(self, cookie_i: bytes):
         return self.v1.ikev1_lookup(cookie_i)
+
+
+def store():
+    """The real KeyStore with Wireshark's two IKE key tables."""
+    return load_keys([CORPUS / "ikev2_decryption_table.tmpl", CORPUS / "ikev1_decryption_table.tmpl"])
 
 
 def messages(capture: str) -> list[IkeMessage]:
@@ -54,7 +60,7 @@ def tshark_types(names: list[str]) -> list[int]:
 def test_v2_pipeline_matches_tshark(capture: str) -> None:
     exp = json.loads((CORPUS / f"{capture}.expected.json").read_text())
     by_frame = {m["frame"]: m for m in exp["passes"]["with_keys"]["ike"]["message_list"]}
-    d = IkeDecryptor(Keys())
+    d = IkeDecryptor(store())
     auth = []
     for msg in messages(capture):
         out = d.decrypt(msg)
@@ -100,7 +106,7 @@ def test_v2_wrong_or_missing_keys_never_raise() -> None:
 def test_v1_pipeline_matches_tshark(capture: str) -> None:
     exp = json.loads((CORPUS / f"{capture}.expected.json").read_text())
     by_frame = {m["frame"]: m for m in exp["passes"]["with_keys"]["ike"]["message_list"]}
-    d = IkeDecryptor(Keys())  # hands IKEv1 to its Ikev1Decryptor
+    d = IkeDecryptor(store())  # hands IKEv1 to its Ikev1Decryptor
     outs = {m.frame: d.decrypt(m) for m in messages(capture)}
     for frame, out in outs.items():
         want = by_frame[frame].get("ikev1_encrypted")
