@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, corpus_captures, needs_tshark
+from conftest import CORPUS, SAMPLES, corpus_captures, needs_tshark
 
 from ipsecscope.capture import open_capture
 from ipsecscope.decode.demux import Decoder
@@ -186,8 +186,9 @@ def _spis(ps: list[AnyPayload]) -> list[str]:
     return out
 
 
-def _ts(ps: list[AnyPayload], attr: str) -> list[str]:
-    return [str(getattr(s, attr)) for p in ps if isinstance(p, TsPayload) for s in p.selectors]
+def _ts(ps: list[AnyPayload], attr: str, ts_type: int | None = None) -> list[str]:
+    return [str(getattr(s, attr)) for p in ps if isinstance(p, TsPayload) for s in p.selectors
+            if ts_type is None or s.ts_type == ts_type]
 
 
 # tshark field -> what we say about the same thing, from a message's payloads in wire order.
@@ -222,8 +223,12 @@ FIELDS: dict[str, Callable[[list[AnyPayload]], list[str]]] = {
     "isakmp.ts.protoid": lambda ps: _ts(ps, "ip_proto"),
     "isakmp.ts.start_port": lambda ps: _ts(ps, "start_port"),
     "isakmp.ts.end_port": lambda ps: _ts(ps, "end_port"),
-    "isakmp.ts.start_ipv4": lambda ps: _ts(ps, "start_addr"),
-    "isakmp.ts.end_ipv4": lambda ps: _ts(ps, "end_addr"),
+    "isakmp.ts.start_ipv4": lambda ps: _ts(ps, "start_addr", 7),
+    "isakmp.ts.end_ipv4": lambda ps: _ts(ps, "end_addr", 7),
+    "isakmp.ts.start_ipv6": lambda ps: _ts(ps, "start_addr", 8),
+    "isakmp.ts.end_ipv6": lambda ps: _ts(ps, "end_addr", 8),
+    "isakmp.notify.data.accepted_dh_group": lambda ps: [
+        str(p.decoded["group"]) for p in ps if isinstance(p, NotifyPayload) and "group" in p.decoded],
     "isakmp.cfg.type": lambda ps: [str(p.cfg_type) for p in ps if isinstance(p, CpPayload)],
     "isakmp.cfg.attr.type": lambda ps: [str(t) for p in ps if isinstance(p, CpPayload) for t, _v in p.attributes],
     "isakmp.notify.data.signature_hash_algorithms": lambda ps: [
@@ -369,3 +374,30 @@ def test_encrypted_ikev1_kept_opaque() -> None:
             (p,) = m.payloads
             assert isinstance(p, Payload) and p.type == m.header.next_payload
             assert p.body == m.raw[28:m.header.length]
+
+
+# ---- captures made by real strongSwan peers (samples/, made by samples/make_samples.sh) ------
+
+SAMPLE_CAPTURES = sorted(p.parent.name for p in SAMPLES.glob("*/capture.pcap*") if (p.parent / "keys").is_dir())
+
+
+@needs_tshark
+@pytest.mark.parametrize("sample", SAMPLE_CAPTURES)
+def test_samples_match_tshark_with_keys(sample: str) -> None:
+    """Every IKE payload (outer and decrypted) of a real strongSwan exchange, field by field."""
+    from ipsecscope.crypto.ike_sk import IkeDecryptor
+    from ipsecscope.keys import load_keys
+
+    d = SAMPLES / sample
+    cap = next(d.glob("capture.pcap*"))
+    key_files = [f for f in (d / "keys").iterdir() if f.name in ("ikev2_decryption_table", "ikev1_decryption_table")]
+    dec = IkeDecryptor(load_keys(key_files))
+    rows = tshark_fields(cap, d / "keys")
+    msgs = ike_messages(cap)
+    assert sorted(rows) == [m.frame for m in msgs]
+    for m in msgs:
+        x = dec.decrypt(m)
+        assert x.malformed is None, (m.frame, x.malformed)
+        ps = ([] if m.header.encrypted_v1 else list(x.payloads)) + list(x.inner)
+        for field, fn in FIELDS.items():
+            assert fn(ps) == _hexnorm(field, rows[m.frame][field]), (sample, m.frame, field)
