@@ -9,6 +9,7 @@ import json
 from dataclasses import replace
 
 import pytest
+from conftest import needs_tshark
 from test_ike_sk import CORPUS, V2_CAPTURES, table_keys
 from test_ikev1_crypto import V1_CAPTURES, table
 
@@ -190,3 +191,28 @@ def test_skf_reassembly() -> None:
     res = [d.decrypt(parse_ike(IkeDatagram(f, 0.0, "a", "b", 4500, 4500, bytes(b))))
            for f, b in ((1, frags[0]), (2, bytes(bad)), (3, frags[2]))]
     assert [r.icv_ok for r in res] == [True, False, True] and all(r.inner == () for r in res)
+
+
+@needs_tshark
+@pytest.mark.parametrize("capture", V2_CAPTURES)
+def test_v2_auth_and_ts_match_live_tshark(capture: str, tmp_path) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    from ipsecscope.model.ike import TsPayload
+
+    for name in ("esp_sa", "ikev1_decryption_table", "ikev2_decryption_table"):
+        shutil.copy(CORPUS / f"{name}.tmpl", tmp_path / name)
+    out = subprocess.run(
+        ["tshark", "-r", str(CORPUS / capture), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,",
+         "-e", "frame.number", "-e", "isakmp.auth.data", "-e", "isakmp.ts.start_ipv4"],
+        capture_output=True, text=True, check=True, env={**os.environ, "WIRESHARK_CONFIG_DIR": str(tmp_path)},
+    ).stdout
+    theirs = {int(f): (a, t) for f, a, t in (line.split("\t") for line in out.splitlines())}
+    d = IkeDecryptor(store())
+    for msg in messages(capture):
+        o = d.decrypt(msg)
+        auth = ",".join(p.data.hex() for p in o.inner if isinstance(p, AuthPayload))
+        ts = ",".join(s.start_addr for p in o.inner if isinstance(p, TsPayload) for s in p.selectors)
+        assert (auth, ts) == theirs[msg.frame], f"frame {msg.frame}"
