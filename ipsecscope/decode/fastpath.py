@@ -425,7 +425,7 @@ def scan_pcap(path: str | os.PathLike[str], on_packet: Callable[[Packet], None],
             res.last_ts = lasts[-1][0] + lasts[-1][1] * unit
         err = next((p.error for p, _ in parts if p.error), None)
         if err:
-            res.error = f"{path}: {err}: the file is damaged after frame {res.frames}"
+            res.error = f"{err}: the file is damaged after frame {res.frames}"
         elif last_part.leftover:
             res.truncated = f"frame {res.frames + 1}: record cut off at end of file ({last_part.leftover} bytes left)"
         if src.gzip_truncated:

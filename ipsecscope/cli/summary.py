@@ -1,0 +1,349 @@
+"""``ipsecscope summary FILE [--json]``: what IPsec is in a capture, without keys.
+
+Lists every IKE message and aggregates ESP/AH per flow. Big classic-pcap files take the fast
+path in :mod:`ipsecscope.decode.fastpath` (offset-based ESP accounting, two processes); other
+formats go frame by frame through the generic decoder. Both give the same numbers.
+
+JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added within /1)::
+
+    {
+      "schema": "ipsecscope.summary/1",
+      "file": str, "format": "pcap" | "pcapng", "compressed": bool,
+      "frames": int,                       # frames in the file (Wireshark numbering is 1..frames)
+      "first_time": float | null,          # epoch seconds of the first / last frame
+      "last_time": float | null,
+      "truncated": str | null,             # why reading stopped early (cut-off / damaged file)
+      "counts": {"ike": int, "esp": int, "ah": int, "keepalive": int, "malformed": int, "other": int},
+      "ike": [{
+        "frame": int, "time": float, "src": str, "dst": str, "sport": int, "dport": int,
+        "transport": "udp" | "tcp", "non_esp_marker": bool, "ip_fragmented": bool,
+        "version": 1 | 2, "exchange": str, "exchange_type": int,
+        "msg_id": int, "is_response": bool, "is_initiator": bool,   # v2 header flags; false for v1
+        "spi_i": "16 hex digits", "spi_r": "16 hex digits",
+        "payloads": [str, ...],            # cleartext payload names in wire order ("SK" when encrypted)
+        "notifies": [str, ...],            # notify type names in the cleartext part
+        "encrypted": bool,                 # v2 SK/SKF present, or v1 encryption flag
+        "length": int, "malformed": str | null
+      }, ...],
+      "esp": [{                            # one per (src, dst, SPI[, UDP/TCP ports])
+        "src": str, "dst": str, "spi": "0x%08x", "packets": int, "bytes": int,   # bytes: SPI..ICV
+        "first_time": float, "last_time": float, "first_frame": int, "last_frame": int,
+        "seq_min": int, "seq_max": int,
+        "udp_encap": bool, "transport": "ip" | "udp" | "tcp", "sport": int, "dport": int
+      }, ...],
+      "ah": [ same fields as "esp" (transport always "ip") ],
+      "keepalives": [{"src", "dst", "sport", "dport", "count", "first_time", "last_time"}],
+      "malformed": {"by_layer": {layer: int}, "examples": [{"frame", "layer", "reason"}]}  # first 50
+    }
+
+Exit status: 0, or 1 with one line on stderr when the file is not a capture or is cut off /
+damaged (the summary of what could be read is still printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+
+from ..capture import _source, pcap, sniff_format
+from ..decode.demux import Decoder
+from ..decode.fastpath import FlowStat, FlowTable, scan_pcap
+from ..errors import CaptureError
+from ..model import iana
+from ..model.ike import IkeMessage, NotifyPayload, SkPayload
+from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet
+
+SCHEMA = "ipsecscope.summary/1"
+MAX_MALFORMED_EXAMPLES = 50
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "summary", help="list IKE messages and ESP/AH flows in a capture (no keys needed)",
+        description="Summarise the IPsec traffic in a pcap/pcapng file (optionally gzipped): every IKE "
+                    "message, and ESP/AH flows per (src, dst, SPI) with counts, times and sequence ranges.")
+    p.add_argument("file", help="capture file (pcap, pcapng, or either gzipped)")
+    p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
+    p.add_argument("--ike-limit", type=int, default=500, metavar="N",
+                   help="show at most N IKE messages in the text table (default 500; --json lists all)")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="processes for large uncompressed pcap files (default 2; 1 disables splitting)")
+
+
+# ---- collection ---------------------------------------------------------------------------------
+
+
+def _ike_row(msg: IkeMessage) -> dict:
+    h = msg.header
+    v2 = h.major == 2
+    exch = iana.name(iana.ExchangeType if v2 else iana.Ikev1Exchange, h.exchange)
+    if v2:
+        from ..decode.ike import payload_name
+
+        names = [payload_name(p.type, 2) for p in msg.payloads]
+    else:
+        from ..decode.ike import payload_name
+
+        names = [payload_name(p.type, 1) for p in msg.payloads]
+        if h.encrypted_v1:
+            names.append("<encrypted>")
+    notifies = []
+    for p in msg.payloads:
+        if isinstance(p, NotifyPayload):
+            notifies.append(iana.name(iana.NotifyType if v2 else iana.Ikev1NotifyType, p.notify_type))
+    encrypted = h.encrypted_v1 or any(isinstance(p, SkPayload) for p in msg.payloads)
+    return {
+        "frame": msg.frame, "time": msg.ts, "src": msg.src, "dst": msg.dst, "sport": msg.sport,
+        "dport": msg.dport, "transport": msg.transport, "non_esp_marker": msg.non_esp_marker,
+        "ip_fragmented": msg.ip_fragmented, "version": h.major, "exchange": exch, "exchange_type": h.exchange,
+        "msg_id": h.msg_id, "is_response": h.is_response, "is_initiator": h.is_initiator,
+        "spi_i": h.spi_i.hex(), "spi_r": h.spi_r.hex(), "payloads": names, "notifies": notifies,
+        "encrypted": encrypted, "length": h.length, "malformed": msg.malformed,
+    }
+
+
+class Collector:
+    """Receives decoded packets (from the generic decoder) and keeps what the summary shows."""
+
+    def __init__(self) -> None:
+        from ..decode.ike import parse_ike
+
+        self._parse_ike = parse_ike
+        self.ike: list[dict] = []
+        self.flows = FlowTable()
+        self.keepalives: dict[tuple, list] = {}
+        self.malformed: Counter[str] = Counter()
+        self.malformed_examples: list[dict] = []
+        self.counts: Counter[str] = Counter()
+        self.frames_with_packets = 0
+        self._last_frame = 0
+
+    def __call__(self, pkt: Packet) -> None:
+        if pkt.frame != self._last_frame:
+            self._last_frame = pkt.frame
+            self.frames_with_packets += 1
+        t = type(pkt)
+        if t is EspPacket or t is AhPacket:
+            self.flows.add_packet(pkt)  # type: ignore[arg-type]
+        elif t is IkeDatagram:
+            self.counts["ike"] += 1
+            self.ike.append(_ike_row(self._parse_ike(pkt)))  # type: ignore[arg-type]
+        elif t is NatKeepalive:
+            self.counts["keepalive"] += 1
+            key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)  # type: ignore[union-attr]
+            rec = self.keepalives.get(key)
+            if rec is None:
+                self.keepalives[key] = [1, pkt.ts, pkt.ts]
+            else:
+                rec[0] += 1
+                rec[2] = pkt.ts
+        elif t is Malformed:
+            self.add_malformed(pkt.frame, pkt.layer, pkt.reason)  # type: ignore[union-attr]
+
+    def add_malformed(self, frame: int, layer: str, reason: str) -> None:
+        self.counts["malformed"] += 1
+        self.malformed[layer] += 1
+        if len(self.malformed_examples) < MAX_MALFORMED_EXAMPLES:
+            self.malformed_examples.append({"frame": frame, "layer": layer, "reason": reason})
+
+
+def summarize(path: str, *, workers: int = 2) -> dict:
+    """Build the ``ipsecscope.summary/1`` document for ``path`` (see module docstring).
+
+    Raises :class:`~ipsecscope.errors.CaptureFormatError` when the file is not a capture.
+    """
+    src = _source.ByteSource(path)
+    try:
+        head = src.read(64)
+    finally:
+        src.close()
+    fmt = sniff_format(head)
+    col = Collector()
+    decoder = Decoder()
+    truncated = None
+    damaged = None
+    if fmt == "pcap" and len(head) >= pcap.FILE_HEADER_LEN:
+        res = scan_pcap(path, col, decoder, workers=workers, flows=col.flows)
+        frames, fast, first_ts, last_ts = res.frames, res.fast, res.first_ts, res.last_ts
+        truncated, damaged = res.truncated, res.error
+        compressed = src.compressed
+    else:
+        from ..capture import open_capture
+
+        frames = fast = 0
+        first_ts = last_ts = None
+        with open_capture(path) as reader:  # raises CaptureFormatError with a helpful message
+            fmt = reader.format
+            compressed = reader.compressed
+            try:
+                for raw in reader:
+                    frames += 1
+                    if first_ts is None:
+                        first_ts = raw.ts
+                    last_ts = raw.ts
+                    for pkt in decoder.decode_all(raw):
+                        col(pkt)
+            except CaptureError as exc:
+                damaged = str(exc).removeprefix(f"{os.fspath(path)}: ")
+            truncated = reader.truncated
+    if truncated:
+        col.add_malformed(frames + 1, "capture", truncated)
+    flows = sorted(col.flows.flows.values(), key=lambda f: (f.first_frame, f.proto))
+    esp = [_flow_json(f) for f in flows if f.proto == "ESP"]
+    ah = [_flow_json(f) for f in flows if f.proto == "AH"]
+    counts = {
+        "ike": col.counts["ike"],
+        "esp": sum(f.packets for f in flows if f.proto == "ESP"),
+        "ah": sum(f.packets for f in flows if f.proto == "AH"),
+        "keepalive": col.counts["keepalive"],
+        "malformed": col.counts["malformed"],
+        "other": max(frames - fast - col.frames_with_packets, 0),
+    }
+    return {
+        "schema": SCHEMA,
+        "file": os.fspath(path),
+        "format": fmt,
+        "compressed": bool(compressed),
+        "frames": frames,
+        "first_time": first_ts,
+        "last_time": last_ts,
+        "truncated": damaged or truncated,
+        "counts": counts,
+        "ike": col.ike,
+        "esp": esp,
+        "ah": ah,
+        "keepalives": [
+            {"src": k[0], "sport": k[1], "dst": k[2], "dport": k[3], "count": v[0], "first_time": v[1],
+             "last_time": v[2]} for k, v in col.keepalives.items()
+        ],
+        "malformed": {"by_layer": dict(col.malformed), "examples": col.malformed_examples},
+    }
+
+
+def _flow_json(f: FlowStat) -> dict:
+    return {
+        "src": f.src, "dst": f.dst, "spi": f"0x{f.spi:08x}", "packets": f.packets, "bytes": f.bytes,
+        "first_time": f.first_ts, "last_time": f.last_ts, "first_frame": f.first_frame,
+        "last_frame": f.last_frame, "seq_min": f.seq_min, "seq_max": f.seq_max,
+        "udp_encap": f.udp_encap, "transport": f.transport, "sport": f.sport, "dport": f.dport,
+    }
+
+
+# ---- text output --------------------------------------------------------------------------------
+
+
+def _clock(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    us = round(ts * 1_000_000)  # round once, so 0.0999999 prints as .100000
+    return time.strftime("%H:%M:%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}"
+
+
+def _endpoint(addr: str, port: int) -> str:
+    if not port:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = file or sys.stdout
+    width = None if out.isatty() else int(os.environ.get("COLUMNS", "200"))
+    con = Console(file=out, width=width, highlight=False, soft_wrap=False)
+    c = doc["counts"]
+    span = ""
+    if doc["first_time"] is not None:
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(doc["first_time"]))
+        span = f", {start} UTC + {doc['last_time'] - doc['first_time']:.3f} s"
+    con.print(f"[bold]{doc['file']}[/]: {doc['format']}{' (gzip)' if doc['compressed'] else ''}, "
+              f"{doc['frames']} frames{span}")
+    con.print(f"IKE {c['ike']}  ESP {c['esp']}  AH {c['ah']}  NAT-keepalive {c['keepalive']}  "
+              f"malformed {c['malformed']}  other {c['other']}")
+
+    if doc["ike"]:
+        t = Table(title=f"IKE messages ({len(doc['ike'])})", title_justify="left", show_lines=False)
+        for col in ("frame", "time (UTC)", "src", "dst", "v", "exchange", "role", "msg ID", "SPIi", "SPIr",
+                    "payloads"):
+            t.add_column(col, justify="right" if col in ("frame", "msg ID") else "left",
+                         overflow="fold", no_wrap=col not in ("payloads",))
+        for r in doc["ike"][:ike_limit]:
+            if r["version"] == 2:
+                role = ("I" if r["is_initiator"] else "R") + (" resp" if r["is_response"] else " req")
+                mid = str(r["msg_id"])
+            else:
+                role = "-"
+                mid = f"0x{r['msg_id']:08x}"
+            pl = " ".join(r["payloads"])
+            if r["notifies"]:
+                pl += "  N(" + ", ".join(r["notifies"]) + ")"
+            flags = []
+            if r["non_esp_marker"]:
+                flags.append("NAT-T")
+            if r["transport"] == "tcp":
+                flags.append("TCP")
+            if r["ip_fragmented"]:
+                flags.append("IP-fragmented")
+            if flags:
+                pl += "  {" + ", ".join(flags) + "}"
+            if r["malformed"]:
+                pl += f"  [red]malformed: {r['malformed']}[/]"
+            t.add_row(str(r["frame"]), _clock(r["time"]), _endpoint(r["src"], r["sport"]),
+                      _endpoint(r["dst"], r["dport"]), str(r["version"]), r["exchange"], role, mid, r["spi_i"],
+                      r["spi_r"], pl)
+        con.print(t)
+        if len(doc["ike"]) > ike_limit:
+            con.print(f"... {len(doc['ike']) - ike_limit} more IKE messages (raise --ike-limit or use --json)")
+
+    for proto in ("esp", "ah"):
+        rows = doc[proto]
+        if not rows:
+            continue
+        t = Table(title=f"{proto.upper()} flows ({len(rows)})", title_justify="left")
+        for col in ("src", "dst", "SPI", "packets", "bytes", "first", "last", "seq min", "seq max", "encap"):
+            t.add_column(col, justify="right" if col in ("packets", "bytes", "seq min", "seq max") else "left",
+                         no_wrap=True)
+        for f in rows:
+            encap = {"udp": "UDP (NAT-T)", "tcp": "TCP (RFC 8229)"}.get(f["transport"], "-")
+            t.add_row(_endpoint(f["src"], f["sport"]), _endpoint(f["dst"], f["dport"]), f["spi"], str(f["packets"]),
+                      str(f["bytes"]), _clock(f["first_time"]), _clock(f["last_time"]), str(f["seq_min"]),
+                      str(f["seq_max"]), encap)
+        con.print(t)
+
+    if doc["keepalives"]:
+        t = Table(title="NAT-keepalives (RFC 3948 §2.3)", title_justify="left")
+        for col in ("src", "dst", "count", "first", "last"):
+            t.add_column(col, no_wrap=True)
+        for k in doc["keepalives"]:
+            t.add_row(_endpoint(k["src"], k["sport"]), _endpoint(k["dst"], k["dport"]), str(k["count"]),
+                      _clock(k["first_time"]), _clock(k["last_time"]))
+        con.print(t)
+
+    m = doc["malformed"]
+    if m["by_layer"]:
+        con.print("Malformed: " + ", ".join(f"{layer} {n}" for layer, n in sorted(m["by_layer"].items())))
+        for ex in m["examples"][:10]:
+            con.print(f"  frame {ex['frame']} ({ex['layer']}): {ex['reason']}", markup=False)
+        if len(m["examples"]) > 10:
+            con.print(f"  ... (first {len(m['examples'])} in --json)")
+    if not (doc["ike"] or doc["esp"] or doc["ah"] or doc["keepalives"]):
+        con.print("No IPsec traffic found (IKE on UDP 500/4500 or TCP 4500, ESP, AH).")
+
+
+def run(args: argparse.Namespace) -> int:
+    doc = summarize(args.file, workers=max(1, args.workers))
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        render_text(doc, args.ike_limit)
+    if doc["truncated"]:
+        sys.stdout.flush()
+        print(f"ipsecscope: error: {args.file}: {doc['truncated']}", file=sys.stderr)
+        return 1
+    return 0
