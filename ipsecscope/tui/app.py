@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 
 from ..errors import IpsecscopeError
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
-from ..model.sa import Severity
+from ..model.sa import Finding, Severity
 from ..session import Session
 from .screens.modals import HelpScreen, KeyFileScreen
 from .widgets.findings import FindingsView
@@ -35,6 +35,16 @@ from .widgets.timeline import Timeline
 
 NARROW = 100  # columns
 FILTER_CHUNK = 65536  # rows between cancellation checks while filtering
+
+
+def findings_of(session: Session) -> list[Finding]:
+    """``session.findings``; empty (not a crash) in a checkout built without the rules engine."""
+    try:
+        return session.findings
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("ipsecscope.analysis"):
+            return []
+        raise
 
 
 class StatusLine(Static):
@@ -129,7 +139,7 @@ class IpsecscopeApp(App[int]):
             if self.key_files:
                 session.add_key_files(self.key_files)
             session.load(self.path, progress=progress)
-            session.findings  # noqa: B018 - evaluate the rules here, off the UI thread
+            findings_of(session)  # evaluate the rules here, off the UI thread
         except IpsecscopeError as exc:
             self.call_from_thread(self._load_failed, str(exc))
             return
@@ -162,12 +172,13 @@ class IpsecscopeApp(App[int]):
         ptable.set_rows(session.rows, table.first_ts)
         header = self.query_one(PacketHeader)
         header.max_frame, header.addr_w = ptable.max_frame, ptable.addr_w
-        self.query_one(FindingsView).show_findings(session.findings)
-        self.query_one(Timeline).show(table, session.rows, session.findings)
+        findings = findings_of(session)
+        self.query_one(FindingsView).show_findings(findings)
+        self.query_one(Timeline).show(table, session.rows, findings)
         self.query_one(SaDetail).show(table, self.current_ref, session.keys, self.show_keys)
-        n_err = sum(1 for f in session.findings if f.severity is Severity.ERROR)
+        n_err = sum(1 for f in findings if f.severity is Severity.ERROR)
         tabs = self.query_one(TabbedContent)
-        tabs.get_tab("findings").label = f"Findings ({len(session.findings)})" if session.findings else "Findings"
+        tabs.get_tab("findings").label = f"Findings ({len(findings)})" if findings else "Findings"
         if n_err:
             tabs.get_tab("findings").add_class("has-errors")
         if self.filter.text:
@@ -191,8 +202,8 @@ class IpsecscopeApp(App[int]):
             t.append(f" AH {st.ah:,}", "dim")
         t.append(")", "dim")
         t.append(f"  {len(s.table.ike_sas)} IKE/{len(s.table.child_sas)} CHILD SA")
-        n_err = sum(1 for f in s.findings if f.severity is Severity.ERROR)
-        n_warn = sum(1 for f in s.findings if f.severity is Severity.WARNING)
+        n_err = sum(1 for f in findings_of(s) if f.severity is Severity.ERROR)
+        n_warn = sum(1 for f in findings_of(s) if f.severity is Severity.WARNING)
         if n_err:
             t.append(f"  ✗{n_err} error{'s' if n_err > 1 else ''}", "bold red")
         if n_warn:
@@ -230,7 +241,7 @@ class IpsecscopeApp(App[int]):
 
     def apply_filter(self, text: str, focus_frame: int | None = None) -> bool:
         """Compile ``text`` and start the filter worker; False (and a notification) when invalid."""
-        findings = self.session.findings if self.session is not None else []
+        findings = findings_of(self.session) if self.session is not None else []
         try:
             compiled = compile_filter(text, findings_index(findings))
         except FilterError as exc:

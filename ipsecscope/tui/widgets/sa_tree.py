@@ -136,7 +136,9 @@ class SaTree(Tree[SaRef]):
                 inode = pnode.add(ike_label(sa), data=SaRef("ike", sa.key), expand=True)
                 for cid in sa.children:
                     child = table.child_sas.get(cid)
-                    if child is not None:
+                    # After an IKE rekey its CHILD SAs move to the new IKE SA (RFC 7296 §2.18):
+                    # list each under its current owner only.
+                    if child is not None and (child.ike_sa == sa.key or child.ike_sa not in table.ike_sas):
                         inode.add_leaf(child_label(child, table), data=SaRef("child", child.id))
             for child in orphans.get((a, b), []):
                 pnode.add_leaf(child_label(child, table), data=SaRef("child", child.id))

@@ -60,9 +60,10 @@ def ike_events(sa: IkeSa) -> list[Event]:
         name = iana.name(iana.ExchangeType, ex.exchange) if sa.version == 2 else iana.name(
             iana.Ikev1Exchange, ex.exchange)
         failed = not ex.response_frames or any(iana.notify_is_error(n) for n in ex.notifies) and sa.version == 2
+        summary = ex.summary.removeprefix(name).strip()
         text = f"{name} #{ex.msg_id} from {ex.requester}"
-        if ex.summary:
-            text += f": {ex.summary}"
+        if summary:
+            text += f": {summary}"
         if len(ex.request_frames) > 1:
             text += f" ({len(ex.request_frames) - 1} retransmits)"
         if not ex.response_frames:
