@@ -47,6 +47,7 @@ IKE_HDR_LEN = 28
 _GEN_HDR = struct.Struct("!BBH")  # next payload, critical/reserved, payload length
 _SKF_FIELDS = struct.Struct("!HH")  # fragment number, total fragments (RFC 7383 §2.5)
 SK, SKF = 46, 53
+MAX_PENDING_FRAGMENT_SETS = 1024  # incomplete SKF messages kept at once (oldest dropped first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +333,9 @@ class IkeDecryptor:
                            crypto_note=f"SKF fragment number {num} outside 1..{total}: ignored")
         key = (h.spi_i, h.spi_r, h.msg_id, h.is_initiator)
         buf = self._frags.get(key)
+        if buf is None and len(self._frags) >= MAX_PENDING_FRAGMENT_SETS:
+            # Sets that never complete (lost fragments) must not grow memory without bound.
+            del self._frags[next(iter(self._frags))]
         if buf is None or buf.total != total:
             # A retransmission may be fragmented differently (RFC 7383 §2.6.2): start over.
             buf = self._frags[key] = _FragBuffer(total, parts={}, frames=[])

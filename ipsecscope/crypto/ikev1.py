@@ -39,6 +39,7 @@ from ipsecscope.model.ike import IkeMessage
 from ipsecscope.model.keys import Ikev1Keys
 
 IKE_HDR_LEN = 28
+MAX_REMEMBERED = 64  # encrypted messages per ISAKMP SA remembered to recognise retransmissions
 _HDR = struct.Struct("!8s8sBBBBII")
 _GEN = struct.Struct("!BBH")
 
@@ -248,6 +249,8 @@ class Ikev1Decryptor:
             sa.p1_iv = sa.last_p1_block = last
         else:
             sa.p2_iv[msg_id] = last
+        if len(sa.seen) >= MAX_REMEMBERED:
+            del sa.seen[next(iter(sa.seen))]  # only recent messages get retransmitted
         sa.seen[raw] = (plain, frame)
         return V1Result(plain, iv)
 
