@@ -27,14 +27,25 @@ done
 TAG="ipss$$"
 PIDS="$(mktemp /tmp/ipss-pids.XXXXXX)"
 
+PY=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    # First let the Python driver clean up after itself (it turns SIGTERM into an orderly stop).
+    if [ -n "$PY" ] && kill -0 "$PY" 2>/dev/null; then
+        kill -TERM "$PY" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$PY" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$PY" 2>/dev/null || true
+        rc=130
+    fi
     # The Python side stops everything it started; this only catches what a hard kill of it
     # left behind: the pids it recorded (if still alive) and the namespaces with our tag.
     if [ -s "$PIDS" ]; then
         for pid in $(cat "$PIDS"); do
-            kill -TERM "$pid" 2>/dev/null || true
+            # Only our charon/tcpdump: a recorded pid may have been reused meanwhile.
+            if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qE 'charon|tcpdump'; then
+                kill -TERM "$pid" 2>/dev/null || true
+            fi
         done
     fi
     for ns in "$TAG-l" "$TAG-r"; do
@@ -45,4 +56,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-python3 samples/lib/make_samples.py --tag "$TAG" --pids "$PIDS" "$@"
+# In the background + wait, so a signal to this script is handled at once (bash defers traps
+# while a foreground child runs).
+python3 samples/lib/make_samples.py --tag "$TAG" --pids "$PIDS" "$@" &
+PY=$!
+wait "$PY"

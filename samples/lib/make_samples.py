@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -129,10 +130,14 @@ def run_scenario(name: str, work: Path, *, pids: Path | None = None,
     conf = CONF / name
     pair = StrongswanPair(work, (conf / "left.conf").read_text(),
                           (conf / "right.conf").read_text(), tag=tag)
-    with pair:
+    try:
+        with pair:
+            if pids is not None:
+                pids.write_text(" ".join(map(str, pair.pids())) + "\n")
+            SCENARIOS[name](pair)
+    finally:
         if pids is not None:
-            pids.write_text(" ".join(map(str, pair.pids())) + "\n")
-        SCENARIOS[name](pair)
+            pids.write_text("")  # all stopped: nothing for the shell trap to kill
     return work
 
 
@@ -160,7 +165,22 @@ def main(argv: list[str]) -> int:
         print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}",
               file=sys.stderr)
         return 2
+    # SIGTERM/SIGHUP become an exception so StrongswanPair.__exit__ still stops the charons and
+    # tcpdump and deletes the namespaces (the default action would kill us on the spot).
+    def _terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     failed = []
+    try:
+        return _run_all(args, failed)
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e or 'Ctrl-C'}); peers stopped, namespaces removed", file=sys.stderr)
+        return 130
+
+
+def _run_all(args: argparse.Namespace, failed: list[str]) -> int:
     for name in args.scenarios:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"ipss-{name}-") as tmp:
