@@ -315,3 +315,26 @@ def test_derive_pending_without_sk_d_keeps_waiting() -> None:
     out = list(derive_pending(tr, Store(ike)))
     assert [(k.spi, k.src) for k in out] == [(0x2, "198.18.0.1"), (0x1, "198.18.0.2")]
     assert tr.done and tr.done[0][0] == 1
+
+
+@pytest.mark.parametrize("scenario", ["dh-retry", "healthy-gcm"])
+def test_session_decrypts_esp_with_only_ike_keys(scenario: str) -> None:
+    """Through Session: IKE SA keys (with SK_d) from the charon log, every ESP key dropped."""
+    from ipsecscope.keys import KeyStore, load_keys
+    from ipsecscope.session import Session
+
+    d = SAMPLES / scenario
+    if not (d / "capture.pcapng").exists():
+        pytest.skip(f"samples/{scenario} not generated")
+    full = load_keys([d / "charon-left.log"])
+    assert full.esp  # the log has them, we do not use them
+    only_ike = KeyStore()
+    for k in full.ike:
+        only_ike.add_ike(k)
+    s = Session(keys=only_ike)
+    s.load(d / "capture.pcapng")
+    assert s.stats.derived_child_keys >= 2 and s.stats.icv_failed == 0
+    if scenario == "dh-retry":  # one non-PFS CHILD SA carries all the ESP
+        assert s.stats.decrypted == s.stats.esp > 0
+    else:  # the rekeyed CHILD SA used PFS (ECP_256): its g^ir is secret, its packets stay opaque
+        assert 0 < s.stats.decrypted < s.stats.esp
