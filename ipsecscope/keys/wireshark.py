@@ -299,6 +299,8 @@ def _ipproto(addr: str) -> str:
 
 def esp_sa_line(k: EspSaKeys, show_keys: bool, wireshark_40: bool = True) -> str:
     """One esp_sa record, or a ``#`` comment line saying why Wireshark cannot take this SA."""
+    if k.protocol == 2:
+        return f"# SPI 0x{k.spi:08x} {k.src} -> {k.dst}: AH SA; Wireshark's esp_sa table is for ESP only"
     enc = names.ws_esp_encr_name(k.encr)
     if names.is_aead(k.encr):
         auth = "NULL"

@@ -1,0 +1,136 @@
+"""``ipsecscope keys list|convert KEYS...``: inspect and convert key files.
+
+* ``keys list KEYS... [--show-keys] [--json]`` — one row per SA: SPI(s), addresses, algorithms,
+  the file:line it came from; keys shown only with ``--show-keys``.
+* ``keys convert KEYS... --to esp_sa|ikev2_table|ikev1_table|json|dsb [-o OUT]`` — write the keys in
+  another format. To a file (``-o``) keys are written; to the terminal they are redacted unless
+  ``--show-keys``. ``dsb`` is a pcapng holding only a Section Header Block and one Decryption
+  Secrets Block (merge it with ``mergecap``); it needs ``-o``.
+
+Any mix of key formats is accepted (detected by content): Wireshark tables, ``ip xfrm state``,
+charon logs, tcpdump -E secrets, ipsecscope JSON, pcapng with DSBs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import ExportError
+from ..keys import load_keys
+from ..keys import names as N
+from ..keys.convert import FORMATS, WIRESHARK_FILE, dump
+from ..keys.store import KeyStore
+from ..model.keys import redact
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("keys", help="list or convert key files (esp_sa, ip xfrm, charon logs, ...)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="keys_command", metavar="ACTION")
+    lp = sub.add_parser("list", help="show the SAs and keys in key files (keys hidden unless --show-keys)")
+    lp.add_argument("files", nargs="+", metavar="KEYS", help="key files, any supported format")
+    lp.add_argument("--show-keys", action="store_true", help="print key material (it is secret!)")
+    lp.add_argument("--json", action="store_true", help="machine-readable output (ipsecscope.keys/1)")
+    cp = sub.add_parser("convert", help="convert key files to another format")
+    cp.add_argument("files", nargs="+", metavar="KEYS", help="key files, any supported format")
+    cp.add_argument("--to", required=True, choices=FORMATS, help="output format")
+    cp.add_argument("-o", "--output", metavar="OUT",
+                    help="output file (keys written); a directory gets the Wireshark profile file name")
+    cp.add_argument("--show-keys", action="store_true", help="print keys when writing to the terminal")
+    p.set_defaults(keys_parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not getattr(args, "keys_command", None):
+        args.keys_parser.print_help()
+        return 2
+    store = load_keys(args.files)
+    for w in store.warnings:
+        print(f"ipsecscope: warning: {w}", file=sys.stderr)
+    if args.keys_command == "list":
+        return _list(store, args)
+    return _convert(store, args)
+
+
+def _convert(store: KeyStore, args: argparse.Namespace) -> int:
+    out = args.output
+    if out is None:
+        if args.to == "dsb":
+            raise ExportError("--to dsb writes a binary pcapng: give -o FILE")
+        text = dump(store, args.to, args.show_keys)
+        sys.stdout.write(text if isinstance(text, str) else text.decode())
+        return 0
+    path = Path(out)
+    if path.is_dir():
+        path = path / WIRESHARK_FILE.get(args.to, {"json": "keys.json", "dsb": "keys.pcapng"}.get(args.to, "keys"))
+    data = dump(store, args.to, True)
+    try:
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+        path.chmod(0o600)  # keys are secrets
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    n = {"esp_sa": len(store.esp), "ikev2_table": len(store.ike), "ikev1_table": len(store.ikev1)}.get(
+        args.to, len(store))
+    print(f"wrote {n} entries to {path}", file=sys.stderr)
+    return 0
+
+
+def _list(store: KeyStore, args: argparse.Namespace) -> int:
+    if args.json:
+        from ..keys.jsonkeys import to_doc
+
+        print(json.dumps(to_doc(store, args.show_keys), indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    show = args.show_keys
+    if store.esp:
+        t = Table(title=f"ESP/AH SAs ({len(store.esp)})", title_justify="left")
+        for col in ("SPI", "Proto", "Source", "Destination", "Encryption", "Integrity", "ESN", "From"):
+            t.add_column(col, overflow="fold")
+        if show:
+            t.add_column("Encryption key", overflow="fold")
+            t.add_column("Integrity key", overflow="fold")
+        for k in store.esp:
+            row = [k.spi_pattern or f"0x{k.spi:08x}", "AH" if k.protocol == 2 else "ESP", k.src, k.dst,
+                   N.encr_label(k.encr, k.enc_key), N.integ_label(k.integ, k.icv_len, k.check_integrity)
+                   if not N.is_aead(k.encr) else "(AEAD)",
+                   {None: "infer", True: "yes", False: "no"}[k.esn], k.source]
+            if show:
+                row += [redact(k.enc_key, True), redact(k.auth_key, True)]
+            t.add_row(*row)
+        console.print(t)
+    if store.ike:
+        t = Table(title=f"IKEv2 SAs ({len(store.ike)})", title_justify="left")
+        for col in ("SPIi", "SPIr", "Encryption", "Integrity", "PRF", "From"):
+            t.add_column(col, overflow="fold")
+        if show:
+            for col in ("SK_ei", "SK_er", "SK_ai", "SK_ar", "SK_d"):
+                t.add_column(col, overflow="fold")
+        for k in store.ike:
+            prf = "-" if k.prf is None else N.P(k.prf).name if k.prf in N.P._value2member_map_ else str(k.prf)
+            row = [k.spi_i.hex(), k.spi_r.hex(), N.encr_label(k.encr, k.sk_ei),
+                   "(AEAD)" if N.is_aead(k.encr) else N.integ_label(k.integ, k.icv_len, k.check_integrity),
+                   prf, k.source]
+            if show:
+                row += [redact(x, True) for x in (k.sk_ei, k.sk_er, k.sk_ai, k.sk_ar, k.sk_d)]
+            t.add_row(*row)
+        console.print(t)
+    if store.ikev1:
+        t = Table(title=f"IKEv1 SAs ({len(store.ikev1)})", title_justify="left")
+        for col in ("Initiator cookie", "Key", "From"):
+            t.add_column(col, overflow="fold")
+        for k in store.ikev1:
+            t.add_row(k.cookie_i.hex(), redact(k.enc_key, show), k.source)
+        console.print(t)
+    if not show and len(store):
+        console.print("[dim]keys hidden; pass --show-keys to print them[/dim]")
+    return 0
