@@ -1,0 +1,135 @@
+"""``ipsecscope findings FILE... [-k KEYS...] [--json] [--min-severity LEVEL]``: what is wrong.
+
+Runs the diagnosis rules (:mod:`ipsecscope.analysis.rules`, plus installed plugins) over the
+correlated SAs and prints each finding: severity, stable code, one-line title, a plain-language
+explanation naming both peers, the evidence frames (Wireshark numbering) and a hint.
+
+Exit status (for scripts and CI):
+
+- 0 — no finding is a warning or an error (info findings may be present)
+- 1 — at least one warning or error
+- 2 — usage or input error (unreadable capture or key file; one line on stderr)
+
+JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added within /1)::
+
+    {
+      "schema": "ipsecscope.findings/1",
+      "files": [str],
+      "counts": {"error": int, "warning": int, "info": int},
+      "findings": [{
+        "code": str,                 # stable, e.g. "IKE-NO-PROPOSAL", "ESP-SEQ-GAP"
+        "severity": "error" | "warning" | "info",
+        "title": str, "explanation": str, "hint": str,
+        "frames": [int],             # evidence, Wireshark frame numbers
+        "sa": str | null,            # IKE SA key "spii_spir", "child:<id>" or "esp:<src>><dst>:0x<spi>"
+        "time": float | null
+      }],
+      "rules": [{"name": str, "codes": [str], "doc": str}]   # with --list-rules only
+    }
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+
+from ..errors import IpsecscopeError
+from ..model.sa import Finding, Severity
+
+SCHEMA = "ipsecscope.findings/1"
+_LEVELS = {"info": Severity.INFO, "warning": Severity.WARNING, "error": Severity.ERROR}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "findings", help="diagnose: proposal/auth/selector mismatches, dead peers, NAT, ESP loss/replay ...",
+        description="Explain what is wrong with the IPsec tunnels in a capture. Exit status: 0 when no "
+                    "finding is a warning or an error, 1 otherwise, 2 on unreadable input.")
+    p.add_argument("files", nargs="*", metavar="FILE", help="capture file(s), read into one session in order")
+    p.add_argument("-k", "--keys", action="append", default=[], metavar="KEYS",
+                   help="key file (repeatable): esp_sa / ikev2 table, charon log, ip xfrm state, JSON ...")
+    p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
+    p.add_argument("--min-severity", choices=list(_LEVELS), default="info",
+                   help="hide findings below this level (the exit status still counts all)")
+    p.add_argument("--list-rules", action="store_true", help="list the diagnosis rules and their codes")
+
+
+def finding_to_dict(f: Finding) -> dict:
+    return {
+        "code": f.code, "severity": f.severity.name.lower(), "title": f.title, "explanation": f.explanation,
+        "hint": f.hint, "frames": list(f.frames), "sa": f.sa, "time": f.ts,
+    }
+
+
+def exit_status(findings: list[Finding]) -> int:
+    return 1 if any(f.severity >= Severity.WARNING for f in findings) else 0
+
+
+def _list_rules(as_json: bool) -> int:
+    from ..analysis.rules import REGISTRY
+    from ..plugins import plugin_rules
+
+    rows = [{"name": f"R{r.number:02d}", "codes": list(r.codes), "doc": r.doc} for r in REGISTRY]
+    rows += [{"name": name, "codes": [], "doc": (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""}
+             for name, fn in plugin_rules()]
+    if as_json:
+        json.dump({"schema": SCHEMA, "rules": rows}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for r in rows:
+            print(f"{r['name']:<28} {', '.join(r['codes']):<48} {r['doc']}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_rules:
+        return _list_rules(args.json)
+    if not args.files:
+        print("ipsecscope findings: give a capture FILE (or --list-rules)", file=sys.stderr)
+        return 2
+    from .sas import load_session
+
+    try:
+        session = load_session(args.files, args.keys)
+        findings = session.findings
+    except (IpsecscopeError, OSError) as exc:
+        print(f"ipsecscope findings: {exc}", file=sys.stderr)
+        return 2
+    floor = _LEVELS[args.min_severity]
+    shown = [f for f in findings if f.severity >= floor]
+    counts = {k: sum(1 for f in findings if f.severity == v) for k, v in _LEVELS.items()}
+    if args.json:
+        json.dump({"schema": SCHEMA, "files": [str(f) for f in args.files],
+                   "counts": {k: counts[k] for k in ("error", "warning", "info")},
+                   "findings": [finding_to_dict(f) for f in shown]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render(shown, counts)
+    return exit_status(findings)
+
+
+_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+
+
+def render(findings: list[Finding], counts: dict[str, int], console=None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = console or Console()
+    if not findings:
+        console.print("[green]No findings.[/]" if not any(counts.values()) else "No findings at this level.")
+        return
+    for f in findings:
+        when = datetime.fromtimestamp(f.ts, UTC).strftime("%H:%M:%S") + " " if f.ts is not None else ""
+        style = _STYLE[f.severity]
+        console.print(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(f.title)}")
+        console.print(f"         {escape(f.explanation)}", soft_wrap=False)
+        if f.frames:
+            console.print(f"         [dim]frames {', '.join(map(str, f.frames))}"
+                          + (f"  SA {escape(f.sa)}" if f.sa else "") + "[/]")
+        if f.hint:
+            console.print(f"         [green]hint:[/] {escape(f.hint)}")
+        console.print()
+    console.print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")
