@@ -54,14 +54,29 @@ class ByteSource:
         sets ``gzip_truncated`` (the frames before the damage are still delivered)."""
         if self.gzip_truncated is not None:
             return b""
-        try:
+        if not self.compressed:
             data = self._f.read(n)
-        except EOFError:
-            self.gzip_truncated = "gzip stream ends early (file cut off while being copied?)"
-            return b""
-        except (zlib.error, gzip.BadGzipFile, OSError) as exc:
-            self.gzip_truncated = f"gzip data corrupt ({exc})"
-            return b""
+            self.position += len(data)
+            return data
+        # read1() in a loop: GzipFile.read(n) drops the bytes it already decompressed when the
+        # stream turns out to be cut off, and those are the frames we want to deliver.
+        parts = []
+        got = 0
+        read1 = self._f.read1  # type: ignore[attr-defined]
+        while got < n:
+            try:
+                b = read1(n - got)
+            except EOFError:
+                self.gzip_truncated = "gzip stream ends early (file cut off while being copied?)"
+                break
+            except (zlib.error, gzip.BadGzipFile, OSError) as exc:
+                self.gzip_truncated = f"gzip data corrupt ({exc})"
+                break
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+        data = b"".join(parts)
         self.position += len(data)
         return data
 
