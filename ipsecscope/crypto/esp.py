@@ -109,7 +109,9 @@ class Opener:
             self.verifies = True
         else:
             self.icv_len = keys.icv_len if keys.icv_len is not None else self.integ.icv_len
-            self.verifies = self.integ.kind != "none"
+            # check_integrity False: Wireshark's "ANY n bit authentication [no checking]" — strip
+            # icv_len bytes unverified.
+            self.verifies = self.integ.kind != "none" and getattr(keys, "check_integrity", True)
         self.open: OpenFn = _BUILDERS[self.encr.kind](self)
 
 
@@ -214,7 +216,7 @@ def _icv_checker(o: Opener) -> Callable[[bytes, int | None], None] | None:
     """Returns check(data, hi) raising IntegrityError, or None when there is nothing to check."""
     integ = o.integ
     icv = o.icv_len
-    if integ.kind == "none":
+    if not o.verifies:
         return None
     akey = bytes(o.keys.auth_key)
     if integ.key_len and len(akey) != integ.key_len:

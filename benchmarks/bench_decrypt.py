@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""ESP decryption benchmark: ``ipsecscope decrypt`` vs tshark with decryption vs a bare loop of
+`cryptography` AESGCM.decrypt calls over the same payloads.
+
+Generates (once, cached in --workdir) two tunnel-mode captures of --packets packets each (default
+200 000) over 8 SAs with IMIX inner sizes (7:4:1 of 64/576/1500 bytes): AES-GCM-256 and
+AES-CBC-256 + HMAC-SHA2-256-128. Prints packets/s and peak RSS of each contender.
+
+    python3 benchmarks/bench_decrypt.py [--packets N] [--workdir DIR] [--no-tshark] [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "samples" / "synthetic"))
+
+from espgen import PcapWriter, Sa, esp_encrypt, ether, ipv4, udp  # noqa: E402
+
+IMIX = (64,) * 7 + (576,) * 4 + (1500,)
+SUITES = {
+    "aes-gcm-256": ("aes-gcm16", 256, "none"),
+    "aes-cbc-256-sha256": ("aes-cbc", 256, "sha256"),
+}
+
+
+def generate(path: Path, suite: str, n: int, seed: int = 7) -> list[Sa]:
+    """A capture of ``n`` ESP packets (raw ESP over IPv4/Ethernet, tunnel mode) on 8 SAs."""
+    encr, bits, integ = SUITES[suite]
+    rng = random.Random(f"{seed}-{suite}")
+    sas = []
+    from espgen import integ_key_len, key_sizes
+
+    for i in range(8):
+        src, dst = (f"198.18.{i}.1", f"198.19.{i}.1") if i % 2 == 0 else (f"198.19.{i}.1", f"198.18.{i}.1")
+        sas.append(Sa(0xB0000000 + i, src, dst, encr, rng.randbytes(key_sizes(encr, bits)), integ,
+                      rng.randbytes(integ_key_len(integ))))
+    seqs = [0] * 8
+    payloads = {size: bytes(rng.randbytes(size)) for size in set(IMIX)}
+    ts = 1_764_000_000 * 10**9
+    with PcapWriter(path) as w:
+        for k in range(n):
+            i = k % 8
+            sa = sas[i]
+            seqs[i] += 1
+            size = IMIX[(k * 7 + k // 8) % len(IMIX)]
+            inner = ipv4(f"10.{i}.0.1", f"10.{i + 100}.0.1", 17,
+                         udp(f"10.{i}.0.1", f"10.{i + 100}.0.1", 4000 + i, 5001, payloads[size][:size - 28],
+                             checksum=False), ident=k)
+            esp = esp_encrypt(sa, seqs[i], inner, 4, struct.pack("!QQ", k, k))
+            ts += 5000
+            w.write(ts, ether(ipv4(sa.src, sa.dst, 50, esp, ident=k)))
+    return sas
+
+
+def write_keys(sas: list[Sa], workdir: Path, suite: str) -> tuple[Path, Path]:
+    keys = workdir / f"{suite}.keys.json"
+    keys.write_text(json.dumps({"schema": "ipsecscope.keys/1", "esp": [s.json_entry() for s in sas]}))
+    prof = workdir / f"wsprofile-{suite}"
+    prof.mkdir(exist_ok=True)
+    (prof / "esp_sa").write_text("".join(s.esp_sa_line() + "\n" for s in sas))
+    return keys, prof
+
+
+def _run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """(seconds, peak RSS of the child in KiB) — RSS via wait4."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{cmd[0]} failed: {p.stderr.read().decode()[-2000:]}")
+    return dt, ru.ru_maxrss
+
+
+def bare_loop(path: Path, sas: list[Sa]) -> float:
+    """Seconds for a bare loop of AESGCM.decrypt over the ESP payloads of ``path`` (payloads are
+    extracted first and not timed)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    keyed = {s.spi: (AESGCM(s.enc_key[:-4]), s.enc_key[-4:]) for s in sas}
+    items = []
+    with open(path, "rb") as f:
+        data = f.read()
+    off = 24
+    while off < len(data):
+        incl = struct.unpack_from("<I", data, off + 8)[0]
+        frame = data[off + 16: off + 16 + incl]
+        off += 16 + incl
+        esp = frame[14 + 20:]
+        g, salt = keyed[struct.unpack_from("!I", esp)[0]]
+        items.append((g.decrypt, salt + esp[8:16], esp[16:], esp[:8]))
+    t = time.perf_counter()
+    for dec, nonce, ct, aad in items:
+        dec(nonce, ct, aad)
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--packets", type=int, default=200_000)
+    ap.add_argument("--workdir", default="/tmp/ipsecscope-bench")
+    ap.add_argument("--no-tshark", action="store_true")
+    ap.add_argument("--jobs", type=int, default=0, help="ipsecscope decrypt --jobs (0 = auto)")
+    ap.add_argument("--suite", choices=list(SUITES), action="append")
+    args = ap.parse_args()
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tshark = shutil.which("tshark") if not args.no_tshark else None
+    results = []
+    for suite in args.suite or list(SUITES):
+        cap = workdir / f"{suite}-{args.packets}.pcap"
+        t = time.perf_counter()
+        sas = generate(cap, suite, args.packets) if not cap.exists() else generate(workdir / "scratch.pcap", suite, 8)
+        if not cap.exists():
+            print(f"generated {cap} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        keys, prof = write_keys(sas, workdir, suite)
+        n = args.packets
+        out = workdir / f"{suite}.decrypted.pcapng"
+        cmd = [sys.executable, "-c", "import sys; from ipsecscope.cli import main; sys.exit(main())", "decrypt", str(cap), "-k", str(keys), "-o", str(out)]
+        if args.jobs:
+            cmd += ["--jobs", str(args.jobs)]
+        dt, rss = _run(cmd)
+        row = {"suite": suite, "packets": n, "ipsecscope_s": round(dt, 3), "ipsecscope_pps": round(n / dt),
+               "ipsecscope_rss_mib": round(rss / 1024, 1)}
+        dt1, rss1 = _run(cmd[:-2] + ["-o", str(out), "--jobs", "1"])
+        row.update(ipsecscope_1proc_pps=round(n / dt1), ipsecscope_1proc_rss_mib=round(rss1 / 1024, 1))
+        if suite.startswith("aes-gcm"):
+            bl = bare_loop(cap, sas)
+            row.update(bare_aesgcm_pps=round(n / bl), ratio_vs_bare=round(bl / dt, 2))
+        if tshark:
+            env = dict(os.environ, WIRESHARK_CONFIG_DIR=str(prof))
+            dtt, rsst = _run([tshark, "-n", "-r", str(cap), "-o", "esp.enable_encryption_decode:TRUE",
+                              "-T", "fields", "-e", "frame.number", "-e", "ip.src"], env)
+            row.update(tshark_s=round(dtt, 2), tshark_pps=round(n / dtt), tshark_rss_mib=round(rsst / 1024, 1),
+                       speedup_vs_tshark=round(dtt / dt, 1))
+        results.append(row)
+        print(json.dumps(row))
+    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"(benchmark driver peak RSS {self_rss / 1024:.0f} MiB; cores: {os.cpu_count()})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Generate the synthetic ESP captures in this directory (deterministic: fixed seed).
+
+They cover what two strongSwan peers with kernel-libipsec cannot produce (see README.md here):
+ESN with a sequence wrap past 2^32, AES-GMAC, ChaCha20-Poly1305, AES-CCM, AES-CTR, 3DES/DES,
+NULL encryption, every HMAC and AES-XCBC, raw ESP (IP proto 50) and UDP-encapsulated ESP, IPv6
+outer and inner, transport mode, NAT keepalives, a corrupted ICV and an SPI without a key.
+
+Every capture comes with its keys as a Wireshark ``esp_sa`` table (rows for the algorithms
+Wireshark 4.0 has) and as ipsecscope's native JSON (``ipsecscope.keys/1``, all rows).
+Outer addresses are 198.18.0.0/15 and 2001:db8::/32; inner ones 10.0.0.0/8 and fd00::/8.
+
+    python3 samples/synthetic/make_synthetic.py [OUTDIR]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from espgen import (  # noqa: E402
+    PcapWriter,
+    Sa,
+    esp_encrypt,
+    esp_frame,
+    ether,
+    icmp_echo,
+    icmpv6_echo,
+    integ_key_len,
+    ip_packet,
+    ipv4,
+    key_sizes,
+    tcp,
+    udp,
+)
+
+SEED = 4303
+T0 = 1_764_000_000 * 1_000_000_000  # ns
+
+
+class Capture:
+    """Frames, SAs and the ground truth (frame -> inner packet) of one synthetic capture."""
+
+    def __init__(self, name: str, rng: random.Random) -> None:
+        self.name = name
+        self.rng = rng
+        self.frames: list[tuple[int, bytes]] = []
+        self.sas: list[Sa] = []
+        self.truth: dict[int, dict] = {}  # frame number -> expectation, for tests
+        self.ts = T0 + len(name) * 1_000_003
+
+    def sa(self, spi: int, src: str, dst: str, encr: str, integ: str = "none", bits: int = 128,
+           esn: bool = False, key_in_files: bool = True) -> Sa:
+        rb = self.rng.randbytes
+        s = Sa(spi, src, dst, encr, rb(key_sizes(encr, bits)), integ, rb(integ_key_len(integ)), esn,
+               key_in_files)
+        self.sas.append(s)
+        return s
+
+    def add(self, frame: bytes, truth: dict | None = None) -> int:
+        self.ts += self.rng.randrange(100_000, 5_000_000)
+        self.frames.append((self.ts, frame))
+        n = len(self.frames)
+        if truth is not None:
+            self.truth[n] = truth
+        return n
+
+    def esp(self, sa: Sa, seq: int, inner: bytes, nh: int, udp_encap: bool = False, corrupt: bool = False,
+            tfc: int = 0) -> int:
+        esp = esp_encrypt(sa, seq, inner, nh, self.rng.randbytes(16), tfc)
+        status = "ok" if sa.key_in_files else "no_key"
+        if corrupt:
+            esp = esp[:-1] + bytes((esp[-1] ^ 0x5A,))
+            status = "icv_failed"
+        return self.add(esp_frame(sa, esp, udp_encap, ident=seq & 0xFFFF), {
+            "spi": sa.spi, "seq": seq, "inner": inner.hex(), "next_header": nh, "status": status,
+            "esn_hi": seq >> 32 if sa.esn else 0, "udp_encap": udp_encap,
+        })
+
+    def write(self, outdir: Path) -> None:
+        with PcapWriter(outdir / f"{self.name}.pcap") as w:
+            for ts, frame in self.frames:
+                w.write(ts, frame)
+        rows = [s.esp_sa_line() for s in self.sas if s.key_in_files]
+        (outdir / f"{self.name}.esp_sa").write_text("".join(r + "\n" for r in rows if r))
+        doc = {
+            "schema": "ipsecscope.keys/1",
+            "generator": "samples/synthetic/make_synthetic.py",
+            "esp": [s.json_entry() for s in self.sas if s.key_in_files],
+        }
+        (outdir / f"{self.name}.keys.json").write_text(json.dumps(doc, indent=1) + "\n")
+        truth = {
+            "capture": f"{self.name}.pcap",
+            "sas": [{"spi": f"0x{s.spi:08x}", "src": s.src, "dst": s.dst, "encr": s.encr, "integ": s.integ,
+                     "esn": s.esn, "key_in_files": s.key_in_files, "wireshark": s.esp_sa_line() is not None}
+                    for s in self.sas],
+            "frames": {str(k): v for k, v in sorted(self.truth.items())},
+        }
+        (outdir / f"{self.name}.truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+
+
+def ping(c: Capture, src: str, dst: str, ident: int, seq: int, size: int = 32, reply: bool = False) -> bytes:
+    data = bytes((i + seq) & 0xFF for i in range(size))
+    if ":" in src:
+        return ip_packet(src, dst, 58, icmpv6_echo(src, dst, ident, seq, data))
+    return ipv4(src, dst, 1, icmp_echo(ident, seq, data, reply), ident=c.rng.randrange(65536))
+
+
+def esn_wrap(rng: random.Random) -> Capture:
+    """ESN SAs whose 32-bit counter wraps inside the capture; the high bits must be inferred."""
+    c = Capture("esn-wrap", rng)
+    a, b = "198.18.10.1", "198.18.10.2"
+    gcm = c.sa(0xE5000001, a, b, "aes-gcm16", bits=256, esn=True)
+    cbc = c.sa(0xE5000002, b, a, "aes-cbc", "sha256", bits=128, esn=True)
+    plain = c.sa(0xE5000003, a, b, "aes-gcm16", bits=128, esn=False)
+    late_hi = c.sa(0xE5000004, b, a, "aes-gcm16", bits=128, esn=True)
+    wrap = 1 << 32
+    seqs_gcm = [wrap - 4, wrap - 3, wrap - 2, wrap - 1, wrap, wrap + 1, wrap - 1 + 0, wrap + 2, wrap + 3]
+    seqs_gcm[6] = wrap - 5  # a late packet from before the wrap, after it
+    seqs_cbc = [2 * wrap - 3, 2 * wrap - 2, 2 * wrap - 1, 2 * wrap, 2 * wrap + 1, 2 * wrap + 2]  # starts at hi=1
+    for i in range(max(len(seqs_gcm), len(seqs_cbc))):
+        if i < len(seqs_gcm):
+            c.esp(gcm, seqs_gcm[i], ping(c, "10.1.0.1", "10.2.0.1", 7, i), 4)
+        if i < len(seqs_cbc):
+            c.esp(cbc, seqs_cbc[i], ping(c, "10.2.0.1", "10.1.0.1", 7, i, reply=True), 4)
+        if i < 3:
+            c.esp(plain, i + 1, ping(c, "10.1.0.1", "10.2.0.9", 8, i), 4)
+    for i, s in enumerate((5 * wrap + 10, 5 * wrap + 11, 6 * wrap - 1)):  # high bits 5 from the start
+        c.esp(late_hi, s, ping(c, "10.2.0.7", "10.1.0.1", 9, i), 4)
+    return c
+
+
+def aead(rng: random.Random) -> Capture:
+    """One tunnel-mode SA per AEAD transform, raw ESP over IPv4."""
+    c = Capture("aead", rng)
+    spi = 0xAE000001
+    for encr, bits in (("aes-gcm8", 128), ("aes-gcm12", 192), ("aes-gcm16", 256), ("aes-ccm8", 128),
+                       ("aes-ccm12", 192), ("aes-ccm16", 256), ("chacha20poly1305", 256), ("aes-gmac", 128),
+                       ("aes-gmac", 256)):
+        n = spi & 0xFF
+        sa = c.sa(spi, f"198.18.20.{n}", "198.18.21.1", encr, bits=bits)
+        for i in range(3):
+            c.esp(sa, i + 1, ping(c, f"10.20.{n}.1", "10.21.0.1", n, i, size=16 + 37 * i), 4, tfc=8 * (i == 2))
+        spi += 1
+    return c
+
+
+def cbc_ctr_hmac(rng: random.Random) -> Capture:
+    """Every non-AEAD cipher with every integrity transform it is commonly paired with, in UDP 4500."""
+    c = Capture("cbc-ctr-hmac", rng)
+    combos = [
+        ("aes-cbc", 128, "md5"), ("aes-cbc", 192, "sha1"), ("aes-cbc", 256, "sha256"), ("aes-cbc", 256, "sha384"),
+        ("aes-cbc", 256, "sha512"), ("aes-cbc", 128, "aesxcbc"), ("aes-ctr", 128, "sha1"),
+        ("aes-ctr", 256, "sha256"), ("aes-ctr", 192, "aesxcbc"), ("3des", 192, "sha1"), ("3des", 192, "md5"),
+        ("des", 64, "sha1"), ("null", 0, "sha1"), ("null", 0, "sha256"), ("null", 0, "aesxcbc"),
+        ("aes-cbc", 128, "none"),
+    ]
+    for i, (encr, bits, integ) in enumerate(combos, 1):
+        sa = c.sa(0xCB000000 + i, "198.18.30.1", f"198.18.31.{i}", encr, integ, bits=bits)
+        for j in range(2):
+            inner = ipv4("10.30.0.1", f"10.31.{i}.1", 17,
+                         udp("10.30.0.1", f"10.31.{i}.1", 5000 + j, 53, bytes(range(20 + 50 * j))))
+            c.esp(sa, j + 1, inner, 4, udp_encap=True)
+    return c
+
+
+def ipv6_transport_natt(rng: random.Random) -> Capture:
+    """IPv6 outer/inner, transport mode, NAT keepalives, a corrupted ICV, an SPI without a key and
+    frames that are not IPsec at all."""
+    c = Capture("ipv6-transport-natt", rng)
+    a6, b6 = "2001:db8:40::1", "2001:db8:40::2"
+    a4, b4 = "198.18.40.1", "198.18.40.2"
+    six6 = c.sa(0x60000001, a6, b6, "aes-gcm16", bits=256)
+    four6 = c.sa(0x60000002, b6, a6, "aes-cbc", "sha256", bits=256)
+    six4 = c.sa(0x60000003, a4, b4, "chacha20poly1305")
+    trans4 = c.sa(0x60000004, a4, b4, "aes-cbc", "sha1")
+    trans6 = c.sa(0x60000005, a6, b6, "aes-gcm16")
+    natt = c.sa(0x60000006, b4, a4, "aes-gcm16", bits=128)
+    nokey = c.sa(0x60000007, a4, b4, "aes-gcm16", key_in_files=False)
+    for i in range(3):
+        c.esp(six6, i + 1, ping(c, "fd00:1::1", "fd00:2::1", 61, i, size=40), 41)
+        c.esp(four6, i + 1, ping(c, "10.40.2.1", "10.40.1.1", 62, i, reply=True), 4)
+        c.esp(six4, i + 1, ping(c, "fd00:3::1", "fd00:4::1", 63, i, size=24), 41)
+        c.esp(trans4, i + 1, udp(a4, b4, 1701, 1701, b"l2tp-ish payload %d" % i), 17)
+        c.esp(trans4, i + 4, tcp(a4, b4, 40000, 179, 1000 + i * 19, b"BGP-ish update %d" % i), 6)
+        c.esp(trans6, i + 1, icmpv6_echo(a6, b6, 65, i, b"transport v6 %d" % i), 58)
+        c.esp(natt, i + 1, ping(c, "10.40.9.1", "10.40.8.1", 66, i), 4, udp_encap=True)
+        # RFC 3948 §2.3 NAT-keepalive: one 0xFF byte in UDP 4500
+        c.add(ether(ipv4(b4, a4, 17, udp(b4, a4, 4500, 4500, b"\xff", checksum=False))),
+              {"kind": "keepalive"})
+        c.esp(nokey, i + 1, ping(c, "10.40.1.7", "10.40.2.7", 67, i), 4)
+        c.add(ether(ipv4("198.18.40.9", "198.18.40.10", 17, udp("198.18.40.9", "198.18.40.10", 33333, 53,
+                                                                 b"not ipsec %d" % i))), {"kind": "other"})
+    c.esp(natt, 4, ping(c, "10.40.9.1", "10.40.8.1", 66, 3), 4, udp_encap=True, corrupt=True)
+    c.esp(six6, 4, ping(c, "fd00:1::1", "fd00:2::1", 61, 3), 41, corrupt=True)
+    return c
+
+
+BUILDERS = (esn_wrap, aead, cbc_ctr_hmac, ipv6_transport_natt)
+
+
+def main(argv: list[str]) -> int:
+    outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
+    outdir.mkdir(parents=True, exist_ok=True)
+    for build in BUILDERS:
+        cap = build(random.Random(f"{SEED}-{build.__name__}"))
+        cap.write(outdir)
+        print(f"{cap.name}.pcap: {len(cap.frames)} frames, {len(cap.sas)} SAs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
