@@ -42,6 +42,7 @@ CHARON = Path("/usr/lib/ipsec/charon")
 SWANCTL = shutil.which("swanctl") or "/usr/sbin/swanctl"
 LIBIPSEC_PLUGIN = Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so")
 
+IFACE = "veth0"  # the veth end's name inside each namespace (capture here)
 LEFT_OUTER = "198.18.0.1"
 RIGHT_OUTER = "198.18.0.2"
 LEFT_INNER = "10.1.0.1"
@@ -160,6 +161,16 @@ def _run(cmd: Sequence[str], *, check: bool = True, timeout: float = 30,
     return p
 
 
+def to_pcapng(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Convert tcpdump's pcap to pcapng with editcap (timestamps and packet bytes unchanged)."""
+    editcap = shutil.which("editcap")
+    if editcap is None:
+        raise PeerError("editcap (Debian package wireshark-common, comes with tshark) is "
+                        "needed to write pcapng")
+    _run([editcap, "-F", "pcapng", str(src), str(dest)])
+    return Path(dest)
+
+
 class StrongswanPair:
     """Context manager: two charons in namespaces ``<tag>-l`` / ``<tag>-r``, optional capture.
 
@@ -172,13 +183,14 @@ class StrongswanPair:
             pair.terminate_ike("gcm")
         # pair.capture_path, pair.left.log, pair.right.log now hold the results
 
-    ``capture`` starts tcpdump on the left veth before the charons (file ``capture.pcapng`` in
-    ``workdir``) and stops it with SIGINT after they are gone, so the file ends cleanly.
+    ``capture`` starts tcpdump on the left veth before the charons (file ``capture.pcap`` in
+    ``workdir``; tcpdump only writes pcap, whatever the name) and stops it with SIGINT after
+    they are gone, so the file ends cleanly. ``to_pcapng()`` converts it with editcap.
     """
 
     def __init__(self, workdir: str | os.PathLike[str], left_conf: str, right_conf: str, *,
                  tag: str | None = None, capture: bool = True,
-                 capture_name: str = "capture.pcapng") -> None:
+                 capture_name: str = "capture.pcap") -> None:
         why = preflight()
         if why:
             raise PeerError(why)
@@ -253,8 +265,8 @@ class StrongswanPair:
             _run(["ip", "netns", "add", s.netns])
             self._netns_made.append(s.netns)
         L, R = self.left, self.right
-        _run(["ip", "-n", L.netns, "link", "add", "veth0", "address", L.mac, "type", "veth",
-              "peer", "name", "veth0", "address", R.mac, "netns", R.netns])
+        _run(["ip", "-n", L.netns, "link", "add", IFACE, "address", L.mac, "type", "veth",
+              "peer", "name", IFACE, "address", R.mac, "netns", R.netns])
         for s, peer in ((L, R), (R, L)):
             ns = ["ip", "netns", "exec", s.netns]
             # No IPv6 chatter (router solicitations, MLD) in the captures.
@@ -262,10 +274,10 @@ class StrongswanPair:
             _run([*ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])
             _run(["ip", "-n", s.netns, "link", "set", "lo", "up"])
             _run(["ip", "-n", s.netns, "addr", "add", f"{s.inner}/24", "dev", "lo"])
-            _run(["ip", "-n", s.netns, "addr", "add", f"{s.outer}/24", "dev", "veth0"])
-            _run(["ip", "-n", s.netns, "link", "set", "veth0", "up"])
+            _run(["ip", "-n", s.netns, "addr", "add", f"{s.outer}/24", "dev", IFACE])
+            _run(["ip", "-n", s.netns, "link", "set", IFACE, "up"])
             _run(["ip", "-n", s.netns, "neigh", "replace", peer.outer, "lladdr", peer.mac,
-                  "dev", "veth0", "nud", "permanent"])
+                  "dev", IFACE, "nud", "permanent"])
             s.dir.mkdir(parents=True, exist_ok=True)
             s.run.mkdir(exist_ok=True)
             (s.dir / "strongswan.conf").write_text(STRONGSWAN_CONF.format(
@@ -277,7 +289,7 @@ class StrongswanPair:
         self.capture_path.unlink(missing_ok=True)
         err = open(self.workdir / "tcpdump.stderr", "wb")  # noqa: SIM115 - lives with the process
         self._tcpdump = subprocess.Popen(
-            ["ip", "netns", "exec", self.left.netns, "tcpdump", "-i", "veth0", "-n",
+            ["ip", "netns", "exec", self.left.netns, "tcpdump", "-i", IFACE, "-n",
              "--immediate-mode", "-U", "-s", "0", "--time-stamp-precision=micro",
              "-w", str(self.capture_path)],
             stdout=subprocess.DEVNULL, stderr=err)
@@ -368,6 +380,20 @@ class StrongswanPair:
                             f"replies {p.stderr.strip()}")
         return got
 
+    def exec(self, side: str, *cmd: str, check: bool = True,
+             timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a peer's namespace and wait for it."""
+        return _run(["ip", "netns", "exec", self.side(side).netns, *cmd], check=check,
+                    timeout=timeout)
+
+    def popen(self, side: str, *cmd: str, **kw: object) -> subprocess.Popen[bytes]:
+        """Start a command inside a peer's namespace (e.g. ``ipsecscope live -i veth0``).
+
+        The caller owns the process; stop it before leaving the ``with`` block.
+        """
+        return subprocess.Popen(["ip", "netns", "exec", self.side(side).netns, *cmd],
+                                **kw)  # type: ignore[call-overload]
+
     def add_inner(self, side: str, cidr: str) -> None:
         """Add another inner address (e.g. a second subnet for a second CHILD_SA)."""
         _run(["ip", "-n", self.side(side).netns, "addr", "add", cidr, "dev", "lo"])
@@ -383,7 +409,11 @@ class StrongswanPair:
         if s.proc is not None and s.proc.poll() is None:
             s.proc.kill()
             s.proc.wait(timeout=5)
-        _run(["ip", "-n", s.netns, "addr", "del", f"{s.outer}/24", "dev", "veth0"])
+        _run(["ip", "-n", s.netns, "addr", "del", f"{s.outer}/24", "dev", IFACE])
+
+    def to_pcapng(self, dest: str | os.PathLike[str]) -> Path:
+        """Write the capture as pcapng (see ``to_pcapng``)."""
+        return to_pcapng(self.capture_path, dest)
 
     def wait_log(self, side: str, text: str, timeout: float = 30) -> bool:
         """Wait until ``text`` appears in a peer's charon log; False on timeout."""

@@ -91,6 +91,7 @@ def test_sample_files_present():
                   "keys/ikev2_decryption_table"):
             assert (d / f).is_file(), f"{name}/{f} missing; run samples/make_samples.sh"
         assert (d / "capture.pcapng").stat().st_size < 64 * 1024, "samples must stay small"
+        assert (d / "capture.pcapng").read_bytes()[:4] == b"\x0a\x0d\x0d\x0a", "pcapng SHB"
 
 
 @needs_tshark
@@ -258,3 +259,25 @@ def test_fresh_pair_captures_and_decrypts(tmp_path):
     assert len(esp_rows) == 4 and all(r["udp.dstport"] == ["4500"] for r in esp_rows)
     assert all(r["esp.icv_good"] == ["1"] and r["icmp.type"] for r in esp_rows)
     assert all(r["isakmp.enc.decrypted"] for r in ike(rows) if SK in r["isakmp.typepayload"])
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(_netns_skip() is not None, reason=str(_netns_skip()))
+def test_pair_tears_down_after_an_error(tmp_path):
+    from netns_peers import StrongswanPair
+
+    conf = SAMPLES / "conf" / "healthy-gcm"
+    pair = StrongswanPair(tmp_path, (conf / "left.conf").read_text(),
+                          (conf / "right.conf").read_text())
+    with pytest.raises(RuntimeError, match="boom"), pair:
+        assert pair.left.netns in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                 text=True).stdout
+        running = pair.pids()
+        assert len(running) == 3  # two charons and tcpdump
+        raise RuntimeError("boom")
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert pair.left.netns not in listed and pair.right.netns not in listed
+    assert not pair.pids()
+    assert all(not Path(f"/proc/{pid}").exists() for pid in running)
+    # tcpdump was stopped cleanly: the capture is a pcap (µs, little-endian) with a header.
+    assert pair.capture_path.read_bytes()[:4] == b"\xd4\xc3\xb2\xa1"

@@ -4,7 +4,8 @@ Called by samples/make_samples.sh (as root). For each scenario it brings up the 
 (tests/netns_peers.py: namespaces, veth, tcpdump on the veth), drives the exchange with
 swanctl, then copies into samples/<scenario>/:
 
-    capture.pcapng          what tcpdump saw on the veth (left side)
+    capture.pcapng          what tcpdump saw on the veth (left side), converted to pcapng
+                            with editcap (tcpdump writes pcap)
     charon-left.log         left (initiator) charon log, ike 4 / chd 4: the keys are in here
     charon-right.log        right (responder) charon log
     keys/esp_sa             ESP keys as a Wireshark UAT table  } extracted from both logs by
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import charon_keys  # noqa: E402
-from netns_peers import PeerError, StrongswanPair  # noqa: E402
+from netns_peers import PeerError, StrongswanPair, to_pcapng  # noqa: E402
 
 CONF = ROOT / "samples" / "conf"
 
@@ -126,7 +127,7 @@ SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
 
 def run_scenario(name: str, work: Path, *, pids: Path | None = None,
                  tag: str | None = None) -> Path:
-    """Run one scenario in ``work``; return the work dir holding capture.pcapng and logs."""
+    """Run one scenario in ``work``; return the work dir holding capture.pcap and logs."""
     conf = CONF / name
     pair = StrongswanPair(work, (conf / "left.conf").read_text(),
                           (conf / "right.conf").read_text(), tag=tag)
@@ -146,7 +147,7 @@ def store(name: str, work: Path, out: Path) -> list[Path]:
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "keys").mkdir(parents=True)
-    shutil.copyfile(work / "capture.pcapng", dest / "capture.pcapng")
+    to_pcapng(work / "capture.pcap", dest / "capture.pcapng")
     shutil.copyfile(work / "left" / "charon.log", dest / "charon-left.log")
     shutil.copyfile(work / "right" / "charon.log", dest / "charon-right.log")
     charon_keys.write_tables(dest / "keys", [dest / "charon-left.log", dest / "charon-right.log"])
