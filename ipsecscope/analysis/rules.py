@@ -331,6 +331,8 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
         for i, x in enumerate(sa.exchanges):
             if x.response_frames or not x.request_frames:
                 continue
+            if sa.version == 1 and x.exchange in (N.V1_INFORMATIONAL, N.V1_TRANSACTION) and not x.retransmits:
+                continue  # IKEv1 notifications are one-way (RFC 2408 §4.8): no answer expected
             last = i == len(sa.exchanges) - 1 or all(not y.response_frames for y in sa.exchanges[i + 1:])
             if not last:
                 continue
@@ -529,9 +531,9 @@ def r_invalid_spi(table: SaTable, ctx: RuleContext):
             ob.ts)
 
 
-@rule(13, "IKE-OUTCOME-UNKNOWN")
+@rule(13, "IKE-CHILD-LIKELY-REFUSED")
 def r_unknown_without_keys(table: SaTable, ctx: RuleContext):
-    """Encrypted IKE we could not read, with a suspicious outcome (no traffic, quick teardown)."""
+    """Without keys: an IKE_AUTH response too small to hold a CHILD SA, and no ESP: CHILD SA refused."""
     for sa in table.ike_sas.values():
         if sa.decrypted or sa.state == SaState.FAILED or sa.version != 2:
             continue
@@ -541,17 +543,18 @@ def r_unknown_without_keys(table: SaTable, ctx: RuleContext):
                           if {k[0], k[1]} == {sa.initiator, sa.responder})
         if has_traffic:
             continue
-        quick = sa.deleted_ts is not None and sa.established_ts is not None and sa.deleted_ts - sa.established_ts < 10
-        any_delete = any(x.exchange == 37 for x in sa.exchanges)
-        if not (quick or any_delete):
+        auth = next(x for x in sa.exchanges if x.exchange == 35 and x.response_frames)
+        # A CHILD SA refused in IKE_AUTH leaves out SA, TSi and TSr (about 90-140 bytes) from the
+        # response; an accepted one makes the response about as large as the request.
+        if not (auth.request_size - auth.response_size >= 100 or auth.response_size < 0.55 * auth.request_size):
             continue
-        auth = next(x for x in sa.exchanges if x.exchange == 35)
         yield Finding(
-            "IKE-OUTCOME-UNKNOWN", Severity.WARNING,
-            f"IKE SA {sa.initiator} <-> {sa.responder} came up but carried no traffic (encrypted, no keys)",
-            f"IKE_AUTH between {sa.initiator} and {sa.responder} was answered, but no ESP followed and the "
-            "peers exchanged an INFORMATIONAL right after: typically the CHILD SA was refused "
-            "(NO_PROPOSAL_CHOSEN or TS_UNACCEPTABLE) and the IKE SA torn down. The payloads are encrypted.",
+            "IKE-CHILD-LIKELY-REFUSED", Severity.WARNING,
+            f"CHILD SA between {sa.initiator} and {sa.responder} probably refused (encrypted IKE_AUTH, no keys)",
+            f"IKE_AUTH between {sa.initiator} and {sa.responder} was answered, but the response "
+            f"({auth.response_size} bytes) is much smaller than the request ({auth.request_size} bytes) and no "
+            "ESP followed: the response most likely lacks the SA and traffic selector payloads, i.e. the CHILD "
+            "SA was refused (NO_PROPOSAL_CHOSEN or TS_UNACCEPTABLE). The payloads are encrypted.",
             _frames(auth.request_frames[:1], auth.response_frames[:1]), sa.key,
             "Load the IKE keys (-k charon log with 'ike 4'/'chd 4' loglevel, or an ikev2_decryption_table) "
             "to see the exact notify.", auth.request_ts)

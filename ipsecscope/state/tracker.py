@@ -280,6 +280,7 @@ class Tracker:
         if is_response:
             if x.response_ts is None:
                 x.response_ts = msg.ts
+                x.response_size = len(msg.raw)
             x.response_frames.append(msg.frame)
         else:
             if x.request_ts is None:
