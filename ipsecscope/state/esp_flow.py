@@ -31,7 +31,9 @@ class SeqTracker:
         self.hi = 0
 
     def full_seq(self, seq: int, seq_hi: int | None) -> int:
-        if seq_hi:
+        """The 64-bit sequence number. ``seq_hi`` from a verified decryption is authoritative
+        (RFC 4303 §3.3.3: the ICV covers it); otherwise infer it from the highest number seen."""
+        if seq_hi is not None:
             self.hi = max(self.hi, seq_hi)
             return (seq_hi << 32) | seq
         if self.top is not None:
@@ -39,6 +41,8 @@ class SeqTracker:
             hi = self.top >> 32
             if top_lo >= 0xC0000000 and seq < 0x40000000:
                 return ((hi + 1) << 32) | seq  # wrapped (ESN in use)
+            if top_lo < 0x40000000 and seq >= 0xC0000000 and hi > 0:
+                return ((hi - 1) << 32) | seq  # a late packet from before the wrap
             return (hi << 32) | seq
         return seq
 
