@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,12 +102,22 @@ class SaDetail(Static):
         self.keys: Any = None  # keys.KeyStore (read-only lookups) or None
         self.ref: SaRef | None = None
         self.show_keys = False
+        self.content: Any = Text("")
 
     def show(self, table: SaTable | None, ref: SaRef | None, keys: Any = None, show_keys: bool | None = None) -> None:
         self.table, self.ref, self.keys = table, ref, keys
         if show_keys is not None:
             self.show_keys = show_keys
-        self.update(self._render_ref())
+        self.content = self._render_ref()
+        self.update(self.content)
+
+    def as_text(self, width: int = 160) -> str:
+        """What the pane shows, as plain text (for tests and copy/paste)."""
+        from rich.console import Console
+
+        console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+        console.print(self.content)
+        return console.export_text()
 
     def _render_ref(self) -> Any:
         from rich.console import Group

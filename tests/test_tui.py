@@ -1,0 +1,310 @@
+"""Pilot tests of the Textual app on real captures: loading, navigation, filtering, detail, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS, SAMPLES, needs_tshark
+from textual.widgets import DataTable, Input, TabbedContent, Tree
+
+from ipsecscope.tui.app import IpsecscopeApp, create_app
+from ipsecscope.tui.screens.modals import HelpScreen, KeyFileScreen
+from ipsecscope.tui.widgets.packet_table import PacketTable
+from ipsecscope.tui.widgets.sa_detail import SaDetail
+from ipsecscope.tui.widgets.sa_tree import SaTree
+
+HEALTHY = SAMPLES / "healthy-gcm"
+CAPTURE = HEALTHY / "capture.pcapng"
+KEYS = [HEALTHY / "keys" / "esp_sa", HEALTHY / "keys" / "ikev2_decryption_table"]
+SIZE = (120, 40)
+
+
+def tshark_fields(capture: Path, display_filter: str, *fields: str) -> list[list[str]]:
+    cmd = ["tshark", "-r", str(capture), "-Y", display_filter, "-T", "fields"]
+    for f in fields:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+def sync(fn):
+    """Run an async pilot test with asyncio (no pytest-asyncio needed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+async def loaded(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def tree_labels(tree: Tree) -> list[str]:
+    out = []
+
+    def walk(node) -> None:
+        for child in node.children:
+            out.append(str(child.label))
+            walk(child)
+
+    walk(tree.root)
+    return out
+
+
+def frames_in_view(table: PacketTable) -> list[int]:
+    return [table.rows[i].frame for i in table.view]
+
+
+@needs_tshark
+@sync
+async def test_tree_lists_every_esp_spi_tshark_sees() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        labels = " ".join(tree_labels(app.query_one(SaTree)))
+        spis = {row[0].removeprefix("0x") for row in tshark_fields(CAPTURE, "esp", "esp.spi")}
+        assert spis, "the sample has ESP traffic"
+        for spi in spis:
+            assert spi in labels, f"SPI {spi} not in the SA tree: {labels}"
+        ispis = {row[0].replace(":", "")[:8] for row in tshark_fields(CAPTURE, "isakmp", "isakmp.ispi")}
+        for ispi in ispis:
+            assert ispi in labels
+        assert "198.18.0.1 ⇄ 198.18.0.2" in labels
+
+
+@needs_tshark
+@sync
+async def test_packet_table_has_every_frame_and_filters_like_tshark() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        all_frames = [int(r[0]) for r in tshark_fields(CAPTURE, "frame", "frame.number")]
+        assert frames_in_view(table) == all_frames
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        spi = tshark_fields(CAPTURE, "esp", "esp.spi")[0][0]
+        await pilot.press(*f"esp spi={spi}", "enter")
+        await loaded(pilot)
+        expected = [int(r[0]) for r in tshark_fields(CAPTURE, f"esp.spi == {spi}", "frame.number")]
+        assert frames_in_view(table) == expected
+        assert app.focused is table
+        status = str(app.query_one("#status").render())
+        assert f"filter: {len(expected)}/{len(all_frames)}" in status
+        # Escape clears the filter and keeps the cursor on the frame it was on.
+        current = table.current_row.frame
+        await pilot.press("escape")
+        await loaded(pilot)
+        assert frames_in_view(table) == all_frames
+        assert table.current_row.frame == current
+
+
+@sync
+async def test_bad_filter_is_reported_and_keeps_the_view() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        before = frames_in_view(table)
+        await pilot.press("slash", *"spi=nothex", "enter")
+        await loaded(pilot)
+        inp = app.query_one("#filter", Input)
+        assert inp.has_class("invalid")
+        assert frames_in_view(table) == before
+        assert any("is not a number" in n.message for n in app._notifications)
+
+
+@needs_tshark
+@sync
+async def test_cursor_moves_and_detail_follows() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        first_esp = int(tshark_fields(CAPTURE, "esp", "frame.number")[0][0])
+        spi = tshark_fields(CAPTURE, f"frame.number == {first_esp}", "esp.spi")[0][0]
+        for _ in range(first_esp - 1):
+            await pilot.press("down")
+        await pilot.pause()
+        assert table.current_row.frame == first_esp
+        detail_labels = " ".join(tree_labels(app.query_one("#detail-tree", Tree)))
+        assert f"ESP SPI {spi}" in detail_labels
+        assert "Decryption: ok" in detail_labels
+        assert "Inner packet" in detail_labels
+        await pilot.press("end")
+        assert table.current_row.frame == table.rows[-1].frame
+        await pilot.press("home")
+        assert table.cursor == 0
+        # Frame 1 is IKE_SA_INIT: the payload tree names its payloads.
+        labels = " ".join(tree_labels(app.query_one("#detail-tree", Tree)))
+        assert "IKE_SA_INIT request" in labels and "KE ECP_256" in labels
+        await pilot.press("enter")
+        assert app.focused.id == "detail-tree"
+
+
+@sync
+async def test_mouse_click_selects_a_row() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        await pilot.click(PacketTable, offset=(10, 3))
+        await pilot.pause()
+        assert table.cursor == 3
+        assert app._detail_frame == table.rows[3].frame
+
+
+@sync
+async def test_tabs_help_and_tree_navigation() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        tabs = app.query_one(TabbedContent)
+        for key, tab in (("1", "timeline"), ("3", "findings"), ("4", "sa-detail"), ("2", "packets")):
+            await pilot.press(key)
+            assert tabs.active == tab
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        # Tree: go to the first CHILD SA and open its detail.
+        tree = app.query_one(SaTree)
+        tree.focus()
+        while tree.current_ref is None or tree.current_ref.kind != "child":
+            await pilot.press("down")
+        ref = tree.current_ref
+        await pilot.press("enter")
+        assert tabs.active == "sa-detail"
+        child = app.session.table.child_sas[ref.key]
+        detail = app.query_one(SaDetail).as_text()
+        assert f"CHILD SA #{child.id}" in detail
+        assert child.proposal in detail
+        assert "10.1.0.0-10.1.0.255" in detail  # the sample's traffic selectors
+        assert "hidden" in detail and child.proposal  # keys redacted by default
+        # s: the packets of that SA, both directions.
+        await pilot.press("s")
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        spis = {child.spi_i, child.spi_r}
+        got = [table.rows[i] for i in table.view]
+        assert got and all(r.spi in spis for r in got)
+        assert len(got) == sum(f.packets for f in child.flows(app.session.table))
+
+
+@sync
+async def test_keys_are_redacted_until_toggled() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        tree.focus()
+        while tree.current_ref is None or tree.current_ref.kind != "child":
+            await pilot.press("down")
+        await pilot.press("enter")
+        child = app.session.table.child_sas[tree.current_ref.key]
+        flow = child.flows(app.session.table)[0]
+        key = app.session.keys.esp_lookup(flow.src, flow.dst, flow.spi)
+        assert key is not None
+        assert key.enc_key.hex() not in app.query_one(SaDetail).as_text()
+        await pilot.press("K")
+        assert key.enc_key.hex() in app.query_one(SaDetail).as_text()
+        await pilot.press("K")
+        assert key.enc_key.hex() not in app.query_one(SaDetail).as_text()
+
+
+@sync
+async def test_adding_keys_in_the_app_decrypts_again() -> None:
+    app = create_app(CAPTURE)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        rows = app.session.rows
+        assert all(r.status != "decrypted" for r in rows if r.kind == "ESP")
+        await pilot.press("a")
+        assert isinstance(app.screen, KeyFileScreen)
+        await pilot.press(*" ".join(str(k) for k in KEYS), "enter")
+        await pilot.pause()
+        await loaded(pilot)
+        esp = [r for r in app.session.rows if r.kind == "ESP"]
+        assert esp and all(r.status == "decrypted" for r in esp)
+        assert f"decrypted {len(esp)}/{len(esp)}" in str(app.query_one("#status").render())
+
+
+@sync
+async def test_bad_key_file_is_reported_not_raised(tmp_path: Path) -> None:
+    bad = tmp_path / "keys.txt"
+    bad.write_text("this is not a key file\n")
+    app = create_app(CAPTURE)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("a", *str(bad), "enter")
+        await pilot.pause()
+        assert any(n.severity == "error" for n in app._notifications)
+        assert app.key_files == []
+
+
+@sync
+async def test_not_a_capture_is_reported(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pcap"
+    junk.write_bytes(b"definitely not a capture file" * 10)
+    app = create_app(junk)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert app.session is None
+        assert "Could not load" in str(app.query_one("#status").render())
+
+
+@pytest.mark.parametrize("capture", sorted(p.name for p in CORPUS.iterdir() if p.name.endswith(
+    (".pcap", ".pcapng", ".pcapng.gz"))))
+@sync
+async def test_every_corpus_capture_opens(capture: str) -> None:
+    """No traceback on any Wireshark corpus capture; every frame has a row; each row shows detail."""
+    app = create_app(CORPUS / capture)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        assert app.session is not None, str(app.query_one("#status").render())
+        table = app.query_one(PacketTable)
+        assert len(table.view) == app.session.stats.frames > 0
+        for _ in range(len(table.view)):
+            await pilot.press("down")
+        await pilot.pause()
+        assert table.current_row.frame == table.rows[-1].frame
+        assert len(tree_labels(app.query_one("#detail-tree", Tree))) > 1
+        await pilot.press("1", "3", "4")
+
+
+@sync
+async def test_findings_table_lists_session_findings() -> None:
+    pytest.importorskip("ipsecscope.analysis.rules", reason="the findings engine is not in this checkout yet")
+    app = create_app(SAMPLES / "proposal-mismatch" / "capture.pcapng")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        findings = app.session.findings
+        assert findings, "a proposal mismatch must produce a finding"
+        await pilot.press("3")
+        table = app.query_one("#findings-table", DataTable)
+        assert table.row_count == len(findings)
+        shown = app.query_one("FindingsView").findings
+        codes = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        assert codes == [f.code for f in shown]
+        severities = [int(f.severity) for f in shown]
+        assert severities == sorted(severities, reverse=True)
+        f0 = shown[0]
+        await pilot.press("enter")
+        await loaded(pilot)
+        assert app.query_one(TabbedContent).active == "packets"
+        assert app.query_one("#filter", Input).value == f"finding={f0.code}"
+        evidence = {fr for f in findings if f.code == f0.code for fr in f.frames}
+        assert frames_in_view(app.query_one(PacketTable)) == sorted(evidence)
+
+
+def test_create_app_is_the_cli_entry(tmp_path: Path) -> None:
+    app = create_app(CAPTURE, KEYS)
+    assert isinstance(app, IpsecscopeApp)
+    assert app.path == CAPTURE and app.key_files == KEYS
