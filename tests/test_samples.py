@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,10 +23,13 @@ from conftest import ROOT, SAMPLES, needs_tshark
 
 sys.path.insert(0, str(SAMPLES / "lib"))
 import charon_keys  # noqa: E402
+import truth  # noqa: E402
 
 SAMPLE_NAMES = ["healthy-gcm", "cbc-sha2-pfs", "proposal-mismatch", "ts-mismatch",
                 "psk-mismatch", "dh-retry", "dead-peer"]
 SK = "46"  # IKEv2 Encrypted and Authenticated payload
+NOTIFY_CODES = {"NO_PROPOSAL_CHOSEN": "14", "TS_UNACCEPTABLE": "38",
+                "AUTHENTICATION_FAILED": "24", "INVALID_KE_PAYLOAD": "17"}
 EXCH = {34: "IKE_SA_INIT", 35: "IKE_AUTH", 36: "CREATE_CHILD_SA", 37: "INFORMATIONAL"}
 
 FIELDS = ["frame.number", "ip.src", "isakmp.exchangetype", "isakmp.messageid", "isakmp.flags",
@@ -226,6 +230,39 @@ def test_ipsecscope_reads_the_same_keys_from_logs_and_tables(name):
 
     assert esp_set(from_logs) == esp_set(from_tables)
     assert ike_set(from_logs) == ike_set(from_tables)
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_truth_json_is_current(name):
+    """truth.json is what samples/lib/truth.py reads from the committed logs."""
+    committed = json.loads((SAMPLES / name / "truth.json").read_text())
+    assert committed == json.loads(json.dumps(truth.build(SAMPLES / name)))
+    assert committed["expected"]["summary"]
+
+
+@needs_tshark
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_truth_agrees_with_tshark(name, decoded):
+    """Two independent oracles: strongSwan's logs (truth.json) and tshark on the capture."""
+    t = json.loads((SAMPLES / name / "truth.json").read_text())
+    rows, _ = decoded[name]
+    seen_ike = {(r["isakmp.ispi"][0], r["isakmp.rspi"][0]) for r in ike(rows)
+                if r["isakmp.rspi"] != ["0000000000000000"]}
+    assert {(k["spi_i"], k["spi_r"]) for k in t["ike_sas"]} == seen_ike
+    seen_esp = {r["esp.spi"][0] for r in esp(rows)}
+    logged = {c[k] for c in t["child_sas"] for k in ("spi_in", "spi_out")}
+    # Every SPI carrying traffic was installed by strongSwan; a CHILD_SA may carry none.
+    assert seen_esp <= logged
+    if name != "dead-peer":
+        assert seen_esp == logged
+    exp = t["expected"]
+    if "esp_packets" in exp:
+        assert len(esp(rows)) == exp["esp_packets"]
+        assert sum(r["esp.icv_good"] == ["1"] for r in esp(rows)) == exp["esp_decrypted"]
+    for problem in exp["problems"]:
+        if "notify" in problem:
+            code = NOTIFY_CODES[problem["notify"]]
+            assert any(code in r["isakmp.notify.msgtype"] for r in ike(rows))
 
 
 def _netns_skip() -> str | None:

@@ -10,6 +10,7 @@ swanctl, then copies into samples/<scenario>/:
     charon-right.log        right (responder) charon log
     keys/esp_sa             ESP keys as a Wireshark UAT table  } extracted from both logs by
     keys/ikev2_decryption_table   IKEv2 SK_* keys, same         } samples/lib/charon_keys.py
+    truth.json              strongSwan's own account (SAs, SPIs, timeline) + expected findings
 
 ``keys/`` works as a Wireshark profile directory: WIRESHARK_CONFIG_DIR=samples/x/keys tshark ...
 
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import charon_keys  # noqa: E402
+import truth  # noqa: E402
 from netns_peers import PeerError, StrongswanPair, to_pcapng  # noqa: E402
 
 CONF = ROOT / "samples" / "conf"
@@ -151,6 +153,7 @@ def store(name: str, work: Path, out: Path) -> list[Path]:
     shutil.copyfile(work / "left" / "charon.log", dest / "charon-left.log")
     shutil.copyfile(work / "right" / "charon.log", dest / "charon-right.log")
     charon_keys.write_tables(dest / "keys", [dest / "charon-left.log", dest / "charon-right.log"])
+    truth.write(dest)
     return sorted(p for p in dest.rglob("*") if p.is_file())
 
 

@@ -1,0 +1,171 @@
+"""samples/<scenario>/truth.json: what strongSwan itself says happened, plus what we expect found.
+
+An oracle independent of tshark and of ipsecscope: it is read from the two charon logs.
+
+* ``ike_sas``: SPIs and the negotiated IKE proposal (strongSwan's names) of every IKE SA that
+  derived keys, in order.
+* ``child_sas``: every CHILD_SA installed, from the initiator's (left) log: name, SPIs seen from
+  left (``spi_in`` = sent by right, ``spi_out`` = sent by left), traffic selectors, ESP proposal
+  (a DH group in it means PFS), and whether it replaced an older one (rekey).
+* ``events``: a timeline of the significant log lines of both peers (established, rekeyed,
+  deleted, error notifies received, rejected proposals/TS/auth, DPD, retransmits, giving up).
+* ``expected``: what ipsecscope should report, written by hand per scenario (plain words and
+  the facts to match), see samples/README.md.
+
+Usage: ``python3 truth.py SAMPLE_DIR...`` (re-reads the logs and rewrites truth.json).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import charon_keys  # noqa: E402
+
+LINE = re.compile(r"^(?P<time>\S+) \d+\[(?P<grp>[A-Z]+)\] (?:<(?P<ike>[^>]*)> )?(?P<msg>.*)$")
+CHILD = re.compile(r"^(?P<dir>inbound |outbound )?CHILD_SA (?P<name>[^{]+)\{(?P<n>\d+)\} established "
+                   r"with SPIs (?P<i>[0-9a-f]{8})_i (?P<o>[0-9a-f]{8})_o and TS (?P<l>.+?) === (?P<r>.+)$")
+PROPOSAL = re.compile(r"^selected proposal: ESP:(?P<p>\S+)")
+EVENTS = re.compile(
+    r"^(IKE_SA \S+ (established|rekeyed) between .*"
+    r"|(inbound )?CHILD_SA \S+ established with .*"
+    r"|closing CHILD_SA .*|sending DELETE for .*|received DELETE for .*|IKE_SA deleted"
+    r"|received \S+ notify(, no CHILD_SA built| error).*"
+    r"|no acceptable proposal found|received proposals: .*"
+    r"|configured proposals: .*|traffic selectors .* unacceptable"
+    r"|tried \d+ shared key.*|.*MAC mismatched.*|DH group \S+ unacceptable.*"
+    r"|peer didn't accept DH group.*|sending DPD request|retransmit \d+ of request.*"
+    r"|giving up after .*|failed to establish CHILD_SA.*)$")
+
+# Hand-written: what the analysis should conclude for each scenario (see samples/README.md).
+EXPECTED: dict[str, dict[str, Any]] = {
+    "healthy-gcm": {
+        "summary": "one healthy tunnel: AES-GCM-16-256 IKE and ESP, CHILD_SA rekeyed with PFS "
+                   "(ECP-256), IKE_SA rekeyed, then orderly CHILD and IKE deletes",
+        "problems": [],
+        "ike_sa_count": 2, "child_sa_generations": 2, "esp_packets": 18, "esp_decrypted": 18,
+    },
+    "cbc-sha2-pfs": {
+        "summary": "two CHILD_SAs (different traffic selectors) under one IKE_SA, AES-CBC-256 + "
+                   "HMAC-SHA2-256-128, PFS with MODP-2048 on every CREATE_CHILD_SA",
+        "problems": [],
+        "ike_sa_count": 1, "esp_spis": 6, "esp_packets": 20, "esp_decrypted": 20,
+    },
+    "proposal-mismatch": {
+        "summary": "ESP proposal mismatch in IKE_AUTH: the IKE_SA is up but no CHILD_SA",
+        "problems": [{"kind": "proposal mismatch", "exchange": "IKE_AUTH", "protocol": "ESP",
+                      "notify": "NO_PROPOSAL_CHOSEN", "offered": "AES_CBC_128/HMAC_SHA1_96",
+                      "responder_accepts": "AES_GCM_16_256 (only in the responder's log)",
+                      "text": "proposal mismatch: offered ESP AES_CBC_128/HMAC_SHA1_96, the "
+                              "responder answered NO_PROPOSAL_CHOSEN (it wants AES_GCM_16_256)"}],
+        "needs_keys": True,
+    },
+    "ts-mismatch": {
+        "summary": "traffic selector mismatch in IKE_AUTH: the IKE_SA is up but no CHILD_SA",
+        "problems": [{"kind": "traffic selector mismatch", "exchange": "IKE_AUTH",
+                      "notify": "TS_UNACCEPTABLE", "tsi": "10.1.0.0/24", "tsr": "10.9.0.0/24",
+                      "text": "traffic selectors 10.1.0.0/24 === 10.9.0.0/24 refused by the "
+                              "responder (TS_UNACCEPTABLE); it has 10.2.0.0/24 === 10.1.0.0/24"}],
+        "needs_keys": True,
+    },
+    "psk-mismatch": {
+        "summary": "authentication failure: the responder rejects the initiator's PSK AUTH",
+        "problems": [{"kind": "authentication failed", "exchange": "IKE_AUTH",
+                      "notify": "AUTHENTICATION_FAILED", "auth_method": "shared key",
+                      "idi": "left.ipsecscope.test",
+                      "text": "the responder rejected the initiator's pre-shared-key AUTH "
+                              "(AUTHENTICATION_FAILED): the PSKs differ"}],
+        "needs_keys": True,
+    },
+    "dh-retry": {
+        "summary": "DH group retry: INVALID_KE_PAYLOAD (ECP-256 -> MODP-2048), then a healthy "
+                   "tunnel",
+        "problems": [{"kind": "DH group retry", "exchange": "IKE_SA_INIT",
+                      "notify": "INVALID_KE_PAYLOAD", "first_group": 19, "requested_group": 14,
+                      "text": "the initiator's KE group ECP_256 (19) was refused, the responder "
+                              "asked for MODP_2048 (14); the retry succeeded (one extra round "
+                              "trip)"}],
+        "needs_keys": False, "esp_packets": 6, "esp_decrypted": 6,
+    },
+    "dead-peer": {
+        "summary": "the responder vanished after the tunnel came up: outbound ESP unanswered, "
+                   "DPD retransmitted 3 times, then silence",
+        "problems": [{"kind": "dead peer", "exchange": "INFORMATIONAL",
+                      "text": "peer 198.18.0.2 stopped answering: ESP only outbound after frame "
+                              "10, an empty INFORMATIONAL (DPD) request sent 4 times with the "
+                              "same Message ID and never answered",
+                      "unanswered_request_transmissions": 4}],
+        "needs_keys": False,
+    },
+}
+
+
+def _lines(path: Path) -> list[tuple[str, str | None, str]]:
+    out = []
+    for raw in path.read_text(errors="replace").splitlines():
+        m = LINE.match(raw)
+        if m and not re.match(r"^\s*\d+: ", m["msg"]):
+            out.append((m["time"], m["ike"], m["msg"]))
+    return out
+
+
+def build(sample: Path) -> dict[str, Any]:
+    name = sample.name
+    logs = {"left": sample / "charon-left.log", "right": sample / "charon-right.log"}
+    ikes, _ = charon_keys.merge([p.read_text(errors="replace") for p in logs.values()])
+    ike_sas = [{"spi_i": k.spi_i, "spi_r": k.spi_r,
+                "encr": k.encr, "integ": k.integ} for k in ikes]
+
+    child_sas: list[dict[str, Any]] = []
+    proposal = None
+    for _t, _ike, msg in _lines(logs["left"]):
+        if (p := PROPOSAL.match(msg)) is not None:
+            proposal = p["p"]
+        elif (c := CHILD.match(msg)) is not None and c["dir"] != "outbound ":
+            child_sas.append({"name": c["name"], "unique_id": int(c["n"]),
+                              "spi_in": "0x" + c["i"], "spi_out": "0x" + c["o"],
+                              "local_ts": c["l"], "remote_ts": c["r"],
+                              "esp_proposal": proposal,
+                              "pfs": bool(proposal and re.search(r"/(MODP|ECP|CURVE)_", proposal)),
+                              "rekey": c["dir"] == "inbound "})
+
+    events = []
+    for side, path in logs.items():
+        for t, ike, msg in _lines(path):
+            if EVENTS.match(msg):
+                events.append({"time": t, "side": side, "ike_sa": ike, "log": msg})
+    events.sort(key=lambda e: (e["time"], e["side"]))
+
+    return {
+        "scenario": name,
+        "source": "strongSwan 5.9.8 charon logs in this directory (samples/lib/truth.py)",
+        "peers": {"left": {"outer": "198.18.0.1", "role": "initiator", "inner": "10.1.0.0/24"},
+                  "right": {"outer": "198.18.0.2", "role": "responder", "inner": "10.2.0.0/24"}},
+        "expected": EXPECTED.get(name, {}),
+        "ike_sas": ike_sas,
+        "child_sas": child_sas,
+        "events": events,
+    }
+
+
+def write(sample: Path) -> Path:
+    dest = sample / "truth.json"
+    dest.write_text(json.dumps(build(sample), indent=1) + "\n")
+    return dest
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: truth.py SAMPLE_DIR...", file=sys.stderr)
+        return 2
+    for a in argv:
+        print(write(Path(a)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
