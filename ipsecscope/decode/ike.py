@@ -175,16 +175,15 @@ def _chain_v2(first: int, data: bytes, base: int) -> tuple[tuple[AnyPayload, ...
     while ptype != 0:
         idx += 1
         left = n - off
-        pname = payload_name(ptype)
         if left < 4:
             return tuple(out), bad or (
-                f"payload {idx} ({pname}) header truncated ({left} bytes left)" if left else
-                f"payload {idx} ({pname}) missing: message ends after payload {idx - 1}")
+                f"payload {idx} ({payload_name(ptype)}) header truncated ({left} bytes left)" if left else
+                f"payload {idx} ({payload_name(ptype)}) missing: message ends after payload {idx - 1}")
         nxt, flags, plen = GEN_HDR.unpack_from(data, off)
         if plen < 4:
-            return tuple(out), bad or f"payload {idx} ({pname}) length {plen} is below the 4-byte header"
+            return tuple(out), bad or f"payload {idx} ({payload_name(ptype)}) length {plen} is below the 4-byte header"
         if plen > left:
-            return tuple(out), bad or f"payload {idx} ({pname}) length {plen} exceeds message ({left} bytes left)"
+            return tuple(out), bad or f"payload {idx} ({payload_name(ptype)}) length {plen} exceeds message ({left} bytes left)"
         critical = bool(flags & 0x80)
         body = data[off + 4: off + plen]
         if ptype in (iana.PayloadType.SK, iana.PayloadType.SKF):
@@ -193,9 +192,9 @@ def _chain_v2(first: int, data: bytes, base: int) -> tuple[tuple[AnyPayload, ...
             p, why = _sk(ptype, critical, nxt, body, base + off)
             out.append(p)
             if why:
-                bad = bad or f"payload {idx} ({pname}): {why}"
+                bad = bad or f"payload {idx} ({payload_name(ptype)}): {why}"
             elif off + plen != n:
-                bad = bad or f"{n - off - plen} bytes after the {pname} payload"
+                bad = bad or f"{n - off - plen} bytes after the {payload_name(ptype)} payload"
             return tuple(out), bad
         dec = _DECODERS_V2.get(ptype)
         if dec is None:
@@ -205,7 +204,7 @@ def _chain_v2(first: int, data: bytes, base: int) -> tuple[tuple[AnyPayload, ...
                 out.append(dec(ptype, critical, body))
             except _Bad as e:
                 out.append(Payload(ptype, critical, body))
-                bad = bad or f"payload {idx} ({pname}): {e}"
+                bad = bad or f"payload {idx} ({payload_name(ptype)}): {e}"
         off += plen
         ptype = nxt
     if off != n:

@@ -71,16 +71,15 @@ def parse_chain(first: int, data: bytes, base: int = 0) -> tuple[tuple[AnyPayloa
     while ptype != 0:
         idx += 1
         left = n - off
-        pname = payload_name(ptype, 1)
         if left < 4:
             return tuple(out), bad or (
-                f"payload {idx} ({pname}) header truncated ({left} bytes left)" if left else
-                f"payload {idx} ({pname}) missing: message ends after payload {idx - 1}")
+                f"payload {idx} ({payload_name(ptype, 1)}) header truncated ({left} bytes left)" if left else
+                f"payload {idx} ({payload_name(ptype, 1)}) missing: message ends after payload {idx - 1}")
         nxt, _res, plen = GEN_HDR.unpack_from(data, off)
         if plen < 4:
-            return tuple(out), bad or f"payload {idx} ({pname}) length {plen} is below the 4-byte header"
+            return tuple(out), bad or f"payload {idx} ({payload_name(ptype, 1)}) length {plen} is below the 4-byte header"
         if plen > left:
-            return tuple(out), bad or f"payload {idx} ({pname}) length {plen} exceeds message ({left} bytes left)"
+            return tuple(out), bad or f"payload {idx} ({payload_name(ptype, 1)}) length {plen} exceeds message ({left} bytes left)"
         body = data[off + 4: off + plen]
         dec = _DECODERS.get(ptype)
         if dec is None:
@@ -90,7 +89,7 @@ def parse_chain(first: int, data: bytes, base: int = 0) -> tuple[tuple[AnyPayloa
                 out.append(dec(ptype, body))
             except _Bad as e:
                 out.append(Payload(ptype, False, body))
-                bad = bad or f"payload {idx} ({pname}): {e}"
+                bad = bad or f"payload {idx} ({payload_name(ptype, 1)}): {e}"
         off += plen
         ptype = nxt
     return tuple(out), bad
