@@ -1,0 +1,252 @@
+"""`ipsecscope summary`: JSON against the tshark oracles of the corpus, fast path == generic path,
+the 2-process split == 1 process, error handling at the command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS, ROOT, corpus_captures, needs_tshark
+from scapy.layers.inet import IP, TCP, UDP, fragment
+from scapy.layers.ipsec import AH
+from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.packet import Raw
+from test_capture_builders import epb, esp, eth, gz, idb, ike_v2, shb, tshark_fields, v4, v6, write_pcap
+
+from ipsecscope.cli import main
+from ipsecscope.cli.summary import SCHEMA, summarize
+from ipsecscope.decode import fastpath
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gen_esp_pcap  # noqa: E402
+
+CAPTURES = corpus_captures()
+
+
+def run_json(capsys, path: Path, *extra: str) -> tuple[int, dict]:
+    rc = main(["summary", str(path), "--json", *extra])
+    return rc, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: p.name)
+def test_corpus_summary_matches_oracle(capsys, cap: Path) -> None:
+    exp = json.loads((CORPUS / (cap.name + ".expected.json")).read_text())["passes"]["no_keys"]
+    rc, doc = run_json(capsys, cap)
+    assert rc == 0 and doc["schema"] == SCHEMA and doc["frames"] == exp["frames"]
+    assert doc["truncated"] is None and doc["counts"]["malformed"] == 0
+    assert len(doc["ike"]) == exp["ike"]["messages"]
+    assert Counter(f"{m['version']}.0" for m in doc["ike"]) == Counter(exp["ike"]["by_version"])
+    for m, e in zip(doc["ike"], exp["ike"]["message_list"], strict=True):
+        assert (m["frame"], m["spi_i"], m["spi_r"]) == (e["frame"], e["ispi"], e["rspi"])
+        assert f"0x{m['msg_id']:08x}" == e["message_id"] and m["exchange_type"] == e["exchange_type"]
+        assert (m["src"], m["dst"]) == (e["src"], e["dst"])
+        if m["version"] == 2:
+            assert (m["is_initiator"], m["is_response"]) == (e["initiator"], e["response"])
+            assert m["exchange"] == e["exchange"]
+        cleartext_notifies = [n["name"] for n in e["notify"] if not n["encrypted_part"]]
+        assert m["notifies"] == cleartext_notifies
+    spis = {f["spi"]: f for f in doc["esp"]}
+    assert set(spis) == set(exp["esp"]["spis"])
+    for spi, e in exp["esp"]["spis"].items():
+        f = spis[spi]
+        assert (f["packets"], f["src"], f["dst"]) == (e["packets"], e["src"], e["dst"])
+        assert (f["seq_min"], f["seq_max"]) == (e["first_seq"], e["last_seq"])
+    assert doc["counts"]["esp"] == exp["esp"]["packets"]
+
+
+def test_text_output_lists_messages_and_flows(capsys) -> None:
+    assert main(["summary", str(CORPUS / "ikev2-decrypt-aes256gcm16.pcap")]) == 0
+    out = capsys.readouterr().out
+    assert "IKE_SA_INIT" in out and "INFORMATIONAL" in out and "NAT_DETECTION_SOURCE_IP" in out
+    assert "0158b8fb90b7623d" in out
+    assert main(["summary", str(CORPUS / "esp-bug-12671.pcapng.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "0xc254fe64" in out and "0x070883c2" in out and "ESP flows (2)" in out
+
+
+# ---- a mixed capture: fast path vs generic path ------------------------------------------------
+
+
+def mixed_frames(n: int = 3000) -> list[bytes]:
+    """Everything the fast path must either account exactly or hand to the generic decoder."""
+    big = ike_v2(spi_i=b"\x21" * 8, spi_r=b"\x43" * 8, exch=35, msg_id=1, body_len=2500)
+    frags = [eth(f) for f in fragment(IP(src="198.18.0.1", dst="198.18.0.2", id=77) / UDP(sport=4500, dport=4500)
+                                       / Raw(b"\0\0\0\0" + big), fragsize=1000)]
+    frames = []
+    seqs = Counter()
+    for i in range(n):
+        k = i % 12
+        spi = 0xA0000000 + i % 3
+        seqs[k, spi] += 1
+        s = seqs[k, spi]
+        if k in (0, 1, 2, 3):
+            frames.append(eth(v4(src=f"198.18.1.{i % 3}", proto=50) / Raw(esp(spi, s, 40 + i % 300))))
+        elif k == 4:
+            frames.append(eth(v4() / UDP(sport=4500, dport=4500) / Raw(esp(spi, s, 60))))
+        elif k == 5:
+            frames.append(bytes(Ether() / Dot1Q(vlan=5) / v4(proto=50) / Raw(esp(spi, s, 30))))
+        elif k == 6:
+            frames.append(eth(v6(nh=50) / Raw(esp(spi, s, 50))))
+        elif k == 7:
+            frames.append(eth(v4() / UDP(sport=4500, dport=4500) / Raw(b"\xff")))
+        elif k == 8:
+            frames.append(eth(v4() / UDP(sport=500, dport=500) / Raw(ike_v2(msg_id=i))))
+        elif k == 9:
+            frames.append(eth(v4() / TCP(sport=443, dport=5555) / Raw(b"x" * 20)) if i % 2 else bytes(Ether() / ARP()))
+        elif k == 10:
+            frames.append(eth(v4() / AH(spi=0x99, seq=s, icv=b"\x01" * 12, nh=4, payloadlen=4)
+                              / IP(src="10.0.0.1", dst="10.0.0.2")))
+        else:
+            frames.append(eth(v4(proto=50) / Raw(b"\x01\x02")))  # malformed ESP
+    frames[1000:1000] = frags  # fragmented IKE in the middle
+    frames.append(eth(v4(proto=50) / Raw(esp(0xA0000000, 1, 40))))  # seq going back: seq_min stays 1
+    return frames
+
+
+def _pcapng_of(frames: list[bytes], path: Path) -> Path:
+    path.write_bytes(shb() + idb("<", 1) + b"".join(epb("<", 0, 1_700_000_000_000_000 + i * 1000 + 123, f)
+                                                    for i, f in enumerate(frames)))
+    return path
+
+
+def _norm(doc: dict) -> dict:
+    doc = dict(doc)
+    for k in ("file", "format", "compressed"):
+        doc.pop(k)
+    for f in doc["esp"] + doc["ah"]:  # float sums may differ in the last bit between paths
+        f["first_time"] = round(f["first_time"], 6)
+        f["last_time"] = round(f["last_time"], 6)
+    doc["esp"] = sorted(doc["esp"], key=lambda f: (f["src"], f["dst"], f["spi"], f["transport"]))
+    doc["first_time"] = round(doc["first_time"], 6)
+    doc["last_time"] = round(doc["last_time"], 6)
+    for m in doc["ike"]:
+        m["time"] = round(m["time"], 6)
+    for k in doc["keepalives"]:
+        k["first_time"] = round(k["first_time"], 6)
+        k["last_time"] = round(k["last_time"], 6)
+    return doc
+
+
+def test_fast_path_equals_generic_path(tmp_path: Path, monkeypatch) -> None:
+    frames = mixed_frames()
+    pcap = write_pcap(tmp_path / "m.pcap", frames, ts0=1_700_000_000)
+    # the same frames in pcapng take the generic per-frame path
+    ng = tmp_path / "m.pcapng"
+    ng.write_bytes(shb() + idb("<", 1) + b"".join(
+        epb("<", 0, (1_700_000_000 + i) * 1_000_000 + (i * 123_457 % 1_000_000), f) for i, f in enumerate(frames)))
+    fast = summarize(str(pcap), workers=1)
+    generic = summarize(str(ng))
+    assert fast["counts"]["esp"] > 1000 and fast["counts"]["malformed"] > 100
+    assert len(fast["ike"]) == 251 and any(m["ip_fragmented"] for m in fast["ike"])
+    assert _norm(fast) == _norm(generic)
+    # gzip of the pcap: fast scanner over a gzip stream, one process
+    assert _norm(summarize(str(gz(pcap)), workers=2)) == _norm(fast)
+    # two processes (force the split on this small file)
+    monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(fastpath, "READ_CHUNK", 4096)  # many chunk boundaries too
+    res = fastpath.scan_pcap(str(pcap), lambda p: None, workers=2)
+    assert res.workers == 2
+    assert _norm(summarize(str(pcap), workers=2)) == _norm(fast)
+
+
+def test_split_with_false_boundary_falls_back(tmp_path: Path, monkeypatch) -> None:
+    frames = mixed_frames(600)
+    pcap = write_pcap(tmp_path / "m.pcap", frames)
+    one = summarize(str(pcap), workers=1)
+    monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
+    # a boundary finder that lies (an offset inside a record): the first scanner must notice
+    monkeypatch.setattr(fastpath, "find_boundary", lambda f, off, *a, **k: off + 3)
+    res = fastpath.scan_pcap(str(pcap), lambda p: None, workers=2)
+    assert res.workers == 1
+    assert _norm(summarize(str(pcap), workers=2)) == _norm(one)
+
+
+def test_generated_benchmark_capture_matches_ground_truth(tmp_path: Path, monkeypatch) -> None:
+    p = tmp_path / "g.pcap"
+    truth = gen_esp_pcap.build(30_000, str(p), sas=6)
+    monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
+    doc = summarize(str(p), workers=2)
+    got = {f"{f['src']}>{f['dst']}/{f['spi']}": f for f in doc["esp"]}
+    assert set(got) == set(truth["flows"])
+    for key, t in truth["flows"].items():
+        g = got[key]
+        assert (g["packets"], g["bytes"], g["seq_min"], g["seq_max"], g["udp_encap"]) == (
+            t["packets"], t["bytes"], 1, t["seq_max"], t["udp"])
+        assert abs(g["first_time"] - t["first"]) < 1e-6 and abs(g["last_time"] - t["last"]) < 1e-6
+    assert doc["counts"]["keepalive"] == truth["keepalive"] and doc["counts"]["ike"] == truth["ike"]
+
+
+@needs_tshark
+def test_esp_counts_agree_with_tshark_on_mixed_capture(tmp_path: Path) -> None:
+    frames = mixed_frames(1200)
+    pcap = write_pcap(tmp_path / "m.pcap", frames)
+    doc = summarize(str(pcap), workers=1)
+    rows = tshark_fields(pcap, "esp.spi", "esp.sequence", "ip.src", "ipv6.src", "udp.srcport")
+    tsh = Counter()
+    for spi, _seq, src4, src6, _sp in rows:
+        if spi:
+            tsh[spi, src4 or src6] += 1
+    ours = Counter()
+    for f in doc["esp"]:
+        ours[f["spi"], f["src"]] += f["packets"]
+    assert ours == tsh
+    ike_rows = [r for r in tshark_fields(pcap, "isakmp.ispi") if r[0]]
+    assert len(ike_rows) == len(doc["ike"])
+
+
+# ---- command line behaviour ---------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("ipsecscope")
+    cmd = [exe, *args] if exe else [sys.executable, "-c", "import sys; from ipsecscope.cli import main; "
+                                    "sys.exit(main(sys.argv[1:]))", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_not_a_capture_one_line_error(tmp_path: Path) -> None:
+    p = tmp_path / "notes.txt"
+    p.write_text("these are not packets\n")
+    r = _cli("summary", str(p))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not a pcap or pcapng file" in lines[0]
+
+
+def test_missing_file_one_line_error(tmp_path: Path) -> None:
+    r = _cli("summary", str(tmp_path / "nope.pcap"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_truncated_file_prints_summary_and_fails(tmp_path: Path, kind: str) -> None:
+    frames = mixed_frames(120)
+    if kind == "pcap":
+        raw = write_pcap(tmp_path / "a.pcap", frames).read_bytes()
+    else:
+        raw = _pcapng_of(frames, tmp_path / "a.pcapng").read_bytes()
+    p = tmp_path / f"cut.{kind}"
+    p.write_bytes(raw[:-7])
+    r = _cli("summary", str(p), "--json")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "cut off" in line
+    doc = json.loads(r.stdout)
+    assert doc["frames"] == len(frames) - 1 and doc["truncated"]
+    assert doc["malformed"]["by_layer"].get("capture") == 1
+
+
+def test_damaged_record_stops_with_error(tmp_path: Path, capsys) -> None:
+    raw = bytearray(write_pcap(tmp_path / "a.pcap", mixed_frames(50)).read_bytes())
+    raw[24 + 8:24 + 12] = (10**9).to_bytes(4, "little")  # first record claims 1 GB
+    p = tmp_path / "bad.pcap"
+    p.write_bytes(bytes(raw))
+    rc = main(["summary", str(p), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "damaged" in captured.err
+    assert json.loads(captured.out)["frames"] == 0
