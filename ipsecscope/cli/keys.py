@@ -96,41 +96,44 @@ def _list(store: KeyStore, args: argparse.Namespace) -> int:
         t = Table(title=f"ESP/AH SAs ({len(store.esp)})", title_justify="left")
         for col in ("SPI", "Proto", "Source", "Destination", "Encryption", "Integrity", "ESN", "From"):
             t.add_column(col, overflow="fold")
-        if show:
-            t.add_column("Encryption key", overflow="fold")
-            t.add_column("Integrity key", overflow="fold")
         for k in store.esp:
             row = [k.spi_pattern or f"0x{k.spi:08x}", "AH" if k.protocol == 2 else "ESP", k.src, k.dst,
                    N.encr_label(k.encr, k.enc_key), N.integ_label(k.integ, k.icv_len, k.check_integrity)
                    if not N.is_aead(k.encr) else "(AEAD)",
                    {None: "infer", True: "yes", False: "no"}[k.esn], k.source]
-            if show:
-                row += [redact(k.enc_key, True), redact(k.auth_key, True)]
             t.add_row(*row)
         console.print(t)
+        if show:  # plain lines, never wrapped, so keys can be copied
+            for k in store.esp:
+                print(f"{k.spi_pattern or f'0x{k.spi:08x}'} {k.src} -> {k.dst}  enc={redact(k.enc_key, True) or '-'}"
+                      f"  auth={redact(k.auth_key, True) or '-'}")
     if store.ike:
         t = Table(title=f"IKEv2 SAs ({len(store.ike)})", title_justify="left")
         for col in ("SPIi", "SPIr", "Encryption", "Integrity", "PRF", "From"):
             t.add_column(col, overflow="fold")
-        if show:
-            for col in ("SK_ei", "SK_er", "SK_ai", "SK_ar", "SK_d"):
-                t.add_column(col, overflow="fold")
         for k in store.ike:
             prf = "-" if k.prf is None else N.P(k.prf).name if k.prf in N.P._value2member_map_ else str(k.prf)
             row = [k.spi_i.hex(), k.spi_r.hex(), N.encr_label(k.encr, k.sk_ei),
                    "(AEAD)" if N.is_aead(k.encr) else N.integ_label(k.integ, k.icv_len, k.check_integrity),
                    prf, k.source]
-            if show:
-                row += [redact(x, True) for x in (k.sk_ei, k.sk_er, k.sk_ai, k.sk_ar, k.sk_d)]
             t.add_row(*row)
         console.print(t)
+        if show:
+            for k in store.ike:
+                keys = "  ".join(f"{n}={redact(x, True) or '-'}" for n, x in
+                                 (("SK_ei", k.sk_ei), ("SK_er", k.sk_er), ("SK_ai", k.sk_ai), ("SK_ar", k.sk_ar),
+                                  ("SK_d", k.sk_d)))
+                print(f"{k.spi_i.hex()}/{k.spi_r.hex()}  {keys}")
     if store.ikev1:
         t = Table(title=f"IKEv1 SAs ({len(store.ikev1)})", title_justify="left")
         for col in ("Initiator cookie", "Key", "From"):
             t.add_column(col, overflow="fold")
         for k in store.ikev1:
-            t.add_row(k.cookie_i.hex(), redact(k.enc_key, show), k.source)
+            t.add_row(k.cookie_i.hex(), redact(k.enc_key, False), k.source)
         console.print(t)
+        if show:
+            for k in store.ikev1:
+                print(f"{k.cookie_i.hex()}  key={redact(k.enc_key, True)}")
     if not show and len(store):
         console.print("[dim]keys hidden; pass --show-keys to print them[/dim]")
     return 0

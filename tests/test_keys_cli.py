@@ -1,0 +1,61 @@
+"""`ipsecscope keys list|convert`: keys hidden unless --show-keys, errors are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import CORPUS, DATA
+
+KEYS = DATA / "keys"
+ESP_KEY = "88e1dad7140af03b8d4f3d734d21be4b"  # in esp_sa.tmpl
+IKE_KEY = "647075bf167447a1c8683e8dbe4794b4"  # SK_ei prefix in ikev2_decryption_table.tmpl
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ipsecscope", "keys", *args], capture_output=True, text=True, timeout=60,
+                          env={"COLUMNS": "250", "PATH": "/usr/local/bin:/usr/bin:/bin:" + _bindir()})
+
+
+def _bindir() -> str:
+    import shutil
+    from pathlib import Path
+
+    return str(Path(shutil.which("ipsecscope") or "/usr/local/bin/ipsecscope").parent)
+
+
+def test_list_hides_keys_unless_asked():
+    files = [str(CORPUS / "esp_sa.tmpl"), str(CORPUS / "ikev2_decryption_table.tmpl"), str(KEYS / "keys.json")]
+    r = run("list", *files)
+    assert r.returncode == 0, r.stderr
+    assert "0xc254fe64" in r.stdout and "AES_CBC-128" in r.stdout and "HMAC_SHA1_96" in r.stdout
+    assert "esp_sa.tmpl:2" in r.stdout and "0158b8fb90b7623d" in r.stdout
+    assert ESP_KEY not in r.stdout and IKE_KEY not in r.stdout and "--show-keys" in r.stdout
+    r = run("list", "--show-keys", *files)
+    assert ESP_KEY in r.stdout and IKE_KEY in r.stdout
+    j = json.loads(run("list", "--json", *files).stdout)
+    assert j["schema"] == "ipsecscope.keys/1" and j["esp"][1]["enc_key"] is None
+    assert json.loads(run("list", "--json", "--show-keys", *files).stdout)["esp"][1]["enc_key"] == ESP_KEY
+
+
+def test_convert_to_terminal_redacts_to_file_writes(tmp_path):
+    src = str(CORPUS / "esp_sa.tmpl")
+    r = run("convert", src, "--to", "esp_sa")
+    assert r.returncode == 0 and ESP_KEY not in r.stdout and "key hidden" in r.stdout
+    assert ESP_KEY in run("convert", src, "--to", "esp_sa", "--show-keys").stdout
+    out = tmp_path / "esp_sa"
+    r = run("convert", src, "--to", "esp_sa", "-o", str(out))
+    assert r.returncode == 0 and ESP_KEY in out.read_text() and (out.stat().st_mode & 0o777) == 0o600
+    r = run("convert", src, "--to", "dsb")
+    assert r.returncode == 1 and "give -o FILE" in r.stderr
+
+
+def test_bad_key_file_is_one_line_error(tmp_path):
+    bad = tmp_path / "esp_sa"
+    bad.write_text('"IPv4","198.18.0.1","198.18.0.2","0x00000001","AES-CBC [RFC3602]","0x0011","NULL",""\n')
+    r = run("list", str(bad))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"ipsecscope: error: {bad}:1: Encryption Key: ENCR_AES_CBC needs a "
+                                             "16 or 24 or 32-byte key, got 2 bytes"]
+    r = run("list", str(tmp_path / "missing"))
+    assert r.returncode == 1 and "no such file" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,323 @@
+"""Key formats other than the Wireshark tables: ip xfrm state, charon logs (real strongSwan
+peers), tcpdump -E, native JSON, pcapng DSB; plus conversions between them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from conftest import CORPUS, DATA, SAMPLES, needs_tshark
+
+from ipsecscope.errors import KeyFileError
+from ipsecscope.keys import detect_format, load_keys
+from ipsecscope.keys import names as N
+from ipsecscope.keys.convert import dump
+from ipsecscope.keys.dsb import SECRETS_TYPE_IPSEC, dsb_block, pcapng_with_secrets
+from ipsecscope.keys.store import KeyStore
+from ipsecscope.model.iana import EncrTransform as E
+from ipsecscope.model.iana import IntegTransform as I
+from ipsecscope.model.iana import PrfTransform as P
+
+KEYS = DATA / "keys"
+K16 = bytes.fromhex("0102030405060708090a0b0c0d0e0f10")
+
+
+def esp_tuple(k):
+    return (k.spi, k.src, k.dst, k.encr, k.enc_key, k.integ, k.auth_key, k.icv_len, k.esn, k.protocol,
+            k.check_integrity, k.spi_pattern)
+
+
+def ike_tuple(k):
+    return (k.spi_i, k.spi_r, k.encr, k.sk_ei, k.sk_er, k.integ, k.sk_ai, k.sk_ar, k.check_integrity)
+
+
+# --- ip xfrm state ------------------------------------------------------------------------------
+
+
+def test_xfrm_state_every_algorithm():
+    store = load_keys([KEYS / "ip-xfrm-state.txt"])
+    sa = {k.spi: k for k in store.esp}
+    assert len(sa) == 11  # the IPComp SA carries no keys
+    assert (sa[0x1001].encr, sa[0x1001].integ, sa[0x1001].icv_len) == (E.ENCR_AES_CBC, I.AUTH_HMAC_SHA2_256_128, None)
+    assert sa[0x1001].auth_key == K16 * 2
+    gcm = sa[0x1002]
+    assert (gcm.encr, gcm.esn, len(gcm.enc_key)) == (E.ENCR_AES_GCM_16, True, 36)  # key + 4-byte salt
+    assert gcm.src == "198.18.10.2" and gcm.integ == I.NONE
+    assert sa[0x1003].encr == E.ENCR_AES_CCM_12 and len(sa[0x1003].enc_key) == 19
+    assert sa[0x1004].encr == E.ENCR_CHACHA20_POLY1305
+    assert sa[0x1005].encr == E.ENCR_NULL_AUTH_AES_GMAC
+    assert sa[0x1006].encr == E.ENCR_AES_CTR and sa[0x1006].integ == I.AUTH_HMAC_SHA1_96
+    assert sa[0x1007].encr == E.ENCR_3DES and sa[0x1007].integ == I.AUTH_HMAC_MD5_96
+    assert sa[0x1008].encr == E.ENCR_NULL and sa[0x1008].integ == I.AUTH_HMAC_SHA2_512_256
+    assert "espinudp" in sa[0x1008].source
+    # hmac(sha256) truncated to 96 bits (the kernel's pre-RFC 4868 default) stays visible
+    assert sa[0x1009].integ == I.AUTH_HMAC_SHA2_256_128 and sa[0x1009].icv_len == 12
+    assert sa[0x1009].dst == "2001:db8::2" and len(sa[0x1009].enc_key) == 24
+    assert sa[0x100A].protocol == 2 and sa[0x100A].encr == E.ENCR_NULL  # AH
+    assert sa[0x100B].integ == I.AUTH_AES_XCBC_96
+    assert store.esp_lookup("2001:db8::1", "2001:db8::2", 0x1009) is sa[0x1009]
+    assert store.esp_lookup("2001:0db8:0::1", "2001:db8::2", 0x1009) is sa[0x1009]  # non-canonical text
+
+
+def test_ip_s_xfrm_state_with_stats():
+    store = load_keys([KEYS / "ip-s-xfrm-state.txt"])
+    assert [hex(k.spi) for k in store.esp] == ["0xc8a5b9e1", "0xcf01a7d2"]
+    assert all(k.esn and k.encr == E.ENCR_AES_GCM_16 for k in store.esp)
+    assert store.esp[1].enc_key[-4:] == bytes.fromhex("d4c3b2a1")
+
+
+@pytest.mark.parametrize("mutate, line, words", [
+    (lambda t: t.replace("enc cbc(aes) 0x0102030405060708090a0b0c0d0e0f10\n", "enc cbc(foo) 0x01\n", 1), 5,
+     "unknown enc algorithm 'cbc(foo)'"),
+    (lambda t: t.replace("auth-trunc hmac(sha256) 0x0102030405060708090a0b0c0d0e0f100102030405060708090a0b0c0d0e0f10 128",
+                         "auth-trunc hmac(sha256) <<Keys hidden>> 128", 1), 4, "nokeys"),
+    (lambda t: t.replace("0x0102030405060708090a0b0c0d0e0f10\n", "0x01020304\n", 1), 1, "AES_CBC needs"),
+])
+def test_xfrm_errors_name_line(tmp_path, mutate, line, words):
+    f = tmp_path / "xfrm.txt"
+    f.write_text(mutate((KEYS / "ip-xfrm-state.txt").read_text()))
+    with pytest.raises(KeyFileError) as ei:
+        load_keys([f])
+    assert (ei.value.path, ei.value.line) == (str(f), line), str(ei.value)
+    assert words in str(ei.value)
+
+
+# --- strongSwan charon logs ----------------------------------------------------------------------
+
+
+def test_charon_initiator_log_gcm_with_rekeys():
+    """healthy-gcm left = initiator of IKE_AUTH and of both rekeys (CHILD and IKE)."""
+    store = load_keys([KEYS / "charon-healthy-gcm-left.log"])
+    assert len(store.esp) == 4 and len(store.ike) == 2
+    ref = load_keys([KEYS / "esp_sa-healthy-gcm"])  # samples/lib/charon_keys.py's extraction
+    assert {esp_tuple(k)[:7] for k in store.esp} == {esp_tuple(k)[:7] for k in ref.esp}
+    first, rekeyed = store.ike
+    assert (first.spi_i.hex(), first.spi_r.hex()) == ("b1b8da23a004d038", "fdaf22f6f7559b04")
+    assert (rekeyed.spi_i.hex(), rekeyed.spi_r.hex()) == ("3264aae345f03644", "e03e6cfc0739cb77")
+    assert first.encr == E.ENCR_AES_GCM_16 and first.prf == P.PRF_HMAC_SHA2_256 and len(first.sk_d) == 32
+    assert first.sk_ei.hex().startswith("7a7a5ee91452ea49") and len(first.sk_ei) == 36
+    out = store.esp_lookup("198.18.0.1", "198.18.0.2", 0x15B69DC5)
+    assert out.esn is False and out.source.endswith("charon-healthy-gcm-left.log:226")
+
+
+def test_charon_responder_log_cbc_integrity_and_two_children():
+    """cbc-sha2-pfs right = responder: inbound SAs use the *initiator* keys."""
+    store = load_keys([KEYS / "charon-cbc-sha2-pfs-right.log"])
+    assert len(store.esp) == 6 and len(store.ike) == 1
+    for k in store.esp:
+        assert (k.encr, k.integ, len(k.enc_key), len(k.auth_key)) == (
+            E.ENCR_AES_CBC, I.AUTH_HMAC_SHA2_256_128, 32, 32)
+    ike = store.ike[0]
+    assert ike.integ == I.AUTH_HMAC_SHA2_256_128 and len(ike.sk_ai) == 32
+    # the responder derived the IKE keys on another thread than the one that selected the proposal
+    assert ike.encr == E.ENCR_AES_CBC and ike.prf == P.PRF_HMAC_SHA2_256
+
+
+SAMPLE_DIRS = sorted(p.parent for p in SAMPLES.glob("*/charon-left.log"))
+
+
+@pytest.mark.parametrize("sample", SAMPLE_DIRS, ids=lambda p: p.name)
+def test_charon_either_peer_gives_the_same_keys(sample):
+    left = load_keys([sample / "charon-left.log"])
+    right = load_keys([sample / "charon-right.log"])
+    assert {esp_tuple(k) for k in left.esp} == {esp_tuple(k) for k in right.esp}
+    assert {ike_tuple(k) for k in left.ike} == {ike_tuple(k) for k in right.ike}
+    assert left.ike, "every sample reaches IKE_AUTH"
+    both = load_keys([sample / "charon-left.log", sample / "charon-right.log"])
+    assert len(both) == len(left)  # the same SA from two files is one entry
+
+
+def _tshark(capture, profile):
+    fields = ["esp.spi", "esp.icv_good", "isakmp.enc.decrypted", "isakmp.ikev2.integrity_checksum", "icmp.type"]
+    cmd = ["tshark", "-n", "-r", str(capture), "-o", "esp.enable_encryption_decode:TRUE",
+           "-o", "esp.enable_authentication_check:TRUE", "-T", "fields", "-E", "occurrence=f"]
+    for f in fields:
+        cmd += ["-e", f]
+    env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(profile)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=True).stdout
+    return [dict(zip(fields, line.split("\t"), strict=True)) for line in out.splitlines()]
+
+
+@needs_tshark
+@pytest.mark.parametrize("log", ["charon-left.log", "charon-right.log"])
+@pytest.mark.parametrize("sample", SAMPLE_DIRS, ids=lambda p: p.name)
+def test_tshark_decrypts_samples_with_keys_converted_from_one_charon_log(tmp_path, sample, log):
+    """The real oracle: `ipsecscope keys convert` on one peer's log -> a Wireshark profile that
+    decrypts every ESP packet (ICV good) and every IKE SK payload (ICD correct)."""
+    prof = tmp_path / "profile"
+    prof.mkdir()
+    for fmt in ("esp_sa", "ikev2_table"):
+        r = subprocess.run(["ipsecscope", "keys", "convert", str(sample / log), "--to", fmt, "-o", str(prof)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    assert (prof / "esp_sa").stat().st_mode & 0o077 == 0  # secrets written private
+    rows = _tshark(sample / "capture.pcapng", prof)
+    esp_rows = [r for r in rows if r["esp.spi"]]
+    sk_rows = [r for r in rows if r["isakmp.enc.decrypted"]]
+    for r in esp_rows:
+        assert r["esp.icv_good"] == "1" and r["icmp.type"], r
+    assert sk_rows and not any(r["isakmp.ikev2.integrity_checksum"] for r in sk_rows)
+
+
+def test_charon_log_without_key_levels(tmp_path):
+    f = tmp_path / "charon.log"
+    lines = [line for line in (KEYS / "charon-healthy-gcm-left.log").read_text().splitlines()
+             if " => " not in line and not line.split("> ", 1)[-1].lstrip()[:3].rstrip(":").isdigit()]
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(KeyFileError, match="ike = 4, chd = 4"):
+        load_keys([f])
+
+
+def test_charon_log_with_a_broken_hexdump(tmp_path):
+    text = (KEYS / "charon-healthy-gcm-left.log").read_text().splitlines()
+    i = next(n for n, line in enumerate(text) if "Sk_ei secret =>" in line)
+    del text[i + 2]  # drop the second row of the Sk_ei dump
+    f = tmp_path / "charon.log"
+    f.write_text("\n".join(text) + "\n")
+    with pytest.raises(KeyFileError) as ei:
+        load_keys([f])
+    assert ei.value.line == i + 1 and "Sk_ei" in str(ei.value)
+
+
+# --- tcpdump -E ----------------------------------------------------------------------------------
+
+
+def test_tcpdump_secrets():
+    store = load_keys([KEYS / "tcpdump-secrets.txt"])
+    assert detect_format((KEYS / "tcpdump-secrets.txt").read_bytes()) == "tcpdump"
+    k = store.esp_lookup("192.168.0.100", "192.168.0.1", 0xC254FE64)
+    assert k.encr == E.ENCR_AES_CBC and k.icv_len == 12 and not k.check_integrity
+    assert k.enc_key.hex() == "88e1dad7140af03b8d4f3d734d21be4b"
+    assert store.esp_lookup("198.18.10.1", "198.18.10.2", 0x1007).encr == E.ENCR_3DES
+    # the line without spi@dst applies to everything else
+    assert store.esp_lookup("203.0.113.1", "203.0.113.2", 0x99).encr == E.ENCR_BLOWFISH
+
+
+@pytest.mark.parametrize("line, words", [
+    ("0x1@198.18.0.1 rc3-cbc:0x0102", "rc3-cbc"),
+    ("0x1@198.18.0.1 aes128-cbc:0x0102", "16-byte secret"),
+    ("0x1@198.18.0.1 aes128-cbc:0xzz", "not hex"),
+])
+def test_tcpdump_errors(tmp_path, line, words):
+    f = tmp_path / "esp-secrets"
+    f.write_text("0x2@198.18.0.1 des-cbc:0x0102030405060708\n" + line + "\n")
+    with pytest.raises(KeyFileError) as ei:
+        load_keys([f])
+    assert ei.value.line == 2 and words in str(ei.value)
+
+
+# --- native JSON, DSB ----------------------------------------------------------------------------
+
+
+def test_json_file():
+    store = load_keys([KEYS / "keys.json"])
+    wire = load_keys([CORPUS / "esp_sa.tmpl"])
+    assert [esp_tuple(k)[:7] for k in store.esp[:2]] == [esp_tuple(k)[:7] for k in wire.esp]
+    wild = store.esp_lookup("198.19.7.7", "10.0.0.1", 0x4042)
+    assert wild.encr == E.ENCR_NULL and wild.icv_len == 12 and not wild.check_integrity
+    assert store.esp_lookup("198.20.0.1", "10.0.0.1", 0x4042) is None  # outside 198.18.0.0/15
+    assert store.ike[0].prf == P.PRF_HMAC_SHA2_256
+    assert store.ikev1_lookup(bytes.fromhex("fafaeb49382a763c")) is not None
+
+
+def test_json_errors_point_at_the_entry(tmp_path):
+    doc = json.loads((KEYS / "keys.json").read_text())
+    doc["esp"][1]["encr"] = "ENCR_AES_FOO"
+    f = tmp_path / "k.json"
+    f.write_text(json.dumps(doc, indent=2))
+    with pytest.raises(KeyFileError) as ei:
+        load_keys([f])
+    text = f.read_text().splitlines()
+    assert text[ei.value.line - 1].strip() == "{" and "esp[1]" in str(ei.value)
+    assert '"spi": "0xc254fe64"' in text[ei.value.line]
+    f.write_text('{"schema": "ipsecscope.keys/1",\n "esp": [,]}')
+    with pytest.raises(KeyFileError, match="invalid JSON") as ei:
+        load_keys([f])
+    assert ei.value.line == 2
+
+
+ALL_SOURCES = [KEYS / "ip-xfrm-state.txt", KEYS / "charon-healthy-gcm-left.log", KEYS / "tcpdump-secrets.txt",
+               KEYS / "keys.json", CORPUS / "esp_sa.tmpl", CORPUS / "ikev2_decryption_table.tmpl",
+               CORPUS / "ikev1_decryption_table.tmpl", KEYS / "charon-cbc-sha2-pfs-right.log"]
+
+
+def test_json_and_dsb_round_trip_everything(tmp_path):
+    store = load_keys(ALL_SOURCES)
+    j = tmp_path / "all.json"
+    j.write_text(dump(store, "json", True))
+    p = tmp_path / "all.pcapng"
+    p.write_bytes(dump(store, "dsb", True))
+    for again in (load_keys([j]), load_keys([p])):
+        assert [esp_tuple(k) for k in again.esp] == [esp_tuple(k) for k in store.esp]
+        assert [ike_tuple(k) + (k.prf, k.sk_d) for k in again.ike] == [
+            ike_tuple(k) + (k.prf, k.sk_d) for k in store.ike]
+        assert [(k.cookie_i, k.enc_key) for k in again.ikev1] == [(k.cookie_i, k.enc_key) for k in store.ikev1]
+        # lookups agree too (wildcards and SPI patterns survive)
+        for src, dst, spi in [("198.19.7.7", "10.0.0.1", 0x4042), ("203.0.113.1", "203.0.113.2", 0x99),
+                              ("192.168.0.1", "192.168.0.100", 0x070883C2)]:
+            assert esp_tuple(again.esp_lookup(src, dst, spi)) == esp_tuple(store.esp_lookup(src, dst, spi))
+
+
+def test_ikev2_table_round_trip(tmp_path):
+    store = load_keys([CORPUS / "ikev2_decryption_table.tmpl", KEYS / "charon-cbc-sha2-pfs-right.log"])
+    f = tmp_path / "ikev2_decryption_table"
+    f.write_text(dump(store, "ikev2_table", True))
+    again = load_keys([f])
+    assert [ike_tuple(k) for k in again.ike] == [ike_tuple(k) for k in store.ike]
+
+
+def test_redacted_json_holds_no_key(tmp_path):
+    store = load_keys(ALL_SOURCES)
+    text = dump(store, "json", False) + dump(store, "esp_sa", False) + dump(store, "ikev2_table", False)
+    for k in store.esp:
+        if len(k.enc_key) >= 8:
+            assert k.enc_key.hex() not in text
+    for k in store.ike:
+        assert k.sk_ei.hex() not in text or not k.sk_ei
+
+
+def test_dsb_of_other_types_and_multi_section(tmp_path):
+    shb = pcapng_with_secrets("")  # SHB + an empty IPSK DSB; keep the SHB, add a TLS DSB
+    shb = shb[: len(shb) - len(dsb_block(SECRETS_TYPE_IPSEC, b""))]
+    tls_only = shb + dsb_block(0x544C534B, b"CLIENT_RANDOM 00 11\n")
+    f = tmp_path / "tls.pcapng"
+    f.write_bytes(tls_only)
+    with pytest.raises(KeyFileError, match="TLS key log"):
+        load_keys([f])
+    s = KeyStore()
+    assert s.add_secrets_block(0x544C534B, b"CLIENT_RANDOM 00 11\n") == 0 and s.ignored_secrets
+    # keys shipped with a capture: a second pcapng section appended with `cat`
+    cap = tmp_path / "cap.pcapng"
+    cap.write_bytes(tls_only + pcapng_with_secrets((CORPUS / "esp_sa.tmpl").read_text()))
+    store = load_keys([cap])
+    assert len(store.esp) == 2 and store.ignored_secrets == [(0x544C534B, 20)]
+    truncated = tmp_path / "trunc.pcapng"
+    truncated.write_bytes(cap.read_bytes()[:-10])
+    with pytest.raises(KeyFileError, match="bad length"):
+        load_keys([truncated])
+
+
+@needs_tshark
+def test_tshark_reads_capture_with_appended_key_section(tmp_path):
+    if not shutil.which("editcap"):
+        pytest.skip("editcap not installed")
+    real = tmp_path / "real.pcapng"
+    subprocess.run(["editcap", "-F", "pcapng", str(CORPUS / "esp-bug-12671.pcapng.gz"), str(real)], check=True,
+                   capture_output=True)
+    both = tmp_path / "both.pcapng"
+    both.write_bytes(real.read_bytes() + dump(load_keys([CORPUS / "esp_sa.tmpl"]), "dsb", True))
+    out = subprocess.run(["tshark", "-r", str(both), "-T", "fields", "-e", "esp.spi"], capture_output=True,
+                         text=True, check=True, timeout=60)
+    assert len(out.stdout.split()) == 6
+    assert len(load_keys([both]).esp) == 2
+
+
+def test_names_tables_are_consistent():
+    for name, spec in N.WS_ESP_ENCR.items():
+        if not spec.gcm_icv_from_auth:
+            assert N.ws_esp_encr_name(spec.encr) == name
+    for name, (encr, klen) in N.WS_IKEV2_ENCR.items():
+        assert N.ws_ikev2_encr_name(encr, klen) == name
