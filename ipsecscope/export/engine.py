@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 from ..crypto import esp as _esp
 from ..crypto.esp import EspDecryptor, SaStats, trim_tfc
+from cryptography.exceptions import InvalidTag
+
 from ..errors import CaptureError, DecryptError, IntegrityError
 from . import jsonl as _jsonl
 from .pcapng import LINKTYPE_RAW, PcapngWriter, epb_header
@@ -43,6 +45,8 @@ _ESPH = struct.Struct("!II")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6_NH = struct.Struct("!H B B 16s 16s")  # payload len, next header, hop limit, src, dst (from byte 4)
 _UDP = struct.Struct("!HHH")
+# Ethernet type, IPv4 version/IHL, total length, flags/fragment offset, protocol
+_ETH_IP4 = struct.Struct("!12xHBxH2xHxB")
 
 PARALLEL_MIN_BYTES = 24 << 20  # below this, forking costs more than it saves
 
@@ -211,8 +215,7 @@ def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int) -> Layout | N
 # --- the hot loop -------------------------------------------------------------------------------
 
 def _records(mm, lay: Layout, start: int, end: int):
-    """(iface, ts_ns, frame memoryview, orig_len, offset) for records in [start, end)."""
-    mv = memoryview(mm)
+    """(iface, ts_ns, frame bytes, orig_len, offset) for records in [start, end)."""
     if lay.fmt == "pcap":
         rec = struct.Struct(lay.order + "IIII")
         unpack = rec.unpack_from
@@ -223,7 +226,7 @@ def _records(mm, lay: Layout, start: int, end: int):
             o2 = off + 16 + incl
             if o2 > end:
                 return
-            yield 0, sec * 1_000_000_000 + frac * mul, mv[off + 16:o2], orig, off
+            yield 0, sec * 1_000_000_000 + frac * mul, mm[off + 16:o2], orig, off
             off = o2
         return
     blk = struct.Struct(lay.order + "II")
@@ -239,17 +242,17 @@ def _records(mm, lay: Layout, start: int, end: int):
             iface, hi, lo, incl, orig = epb.unpack_from(mm, off + 8)
             i = ifaces[iface] if iface < len(ifaces) else None
             ts = ((hi << 32) | lo) * i.mul // i.div + i.offset_s * 1_000_000_000 if i else 0
-            yield iface, ts, mv[off + 28:off + 28 + incl], orig, off
+            yield iface, ts, mm[off + 28:off + 28 + incl], orig, off
         elif btype == 3:
             orig = u32.unpack_from(mm, off + 8)[0]
             n = min(orig, blen - 16)
-            yield 0, 0, mv[off + 12:off + 12 + n], orig, off
+            yield 0, 0, mm[off + 12:off + 12 + n], orig, off
         elif btype == 2:
             iface = struct.unpack_from(lay.order + "H", mm, off + 8)[0]
             hi, lo, incl, orig = struct.unpack_from(lay.order + "IIII", mm, off + 12)
             i = ifaces[iface] if iface < len(ifaces) else None
             ts = ((hi << 32) | lo) * i.mul // i.div if i else 0
-            yield iface, ts, mv[off + 28:off + 28 + incl], orig, off
+            yield iface, ts, mm[off + 28:off + 28 + incl], orig, off
         off += blen
 
 
@@ -265,7 +268,12 @@ def _ip_header(src: bytes, dst: bytes, nh: int, payload_len: int) -> bytes:
 
 
 class _Worker:
-    """Runs the loop over one byte range; writes EPBs (and/or JSON lines) to its own files."""
+    """Runs the loop over one byte range; writes EPBs (and/or JSON lines) to its own files.
+
+    ``run`` holds the fast path (Ethernet/raw IPv4 → ESP or UDP-4500 ESP of an SA already known
+    to be non-ESN, tunnel mode, written straight out); every other frame goes through ``_frame``,
+    which handles all cases (IPv6, transport mode, ESN inference, failures, keep-other, JSONL).
+    """
 
     def __init__(self, lay: Layout, keys, opts: Options, progress: Callable[[int], None] | None = None) -> None:
         self.lay = lay
@@ -273,7 +281,13 @@ class _Worker:
         self.opts = opts
         self.progress = progress
         self.early_fail: set = set()
-        self.ok_seen: set = set()
+        # bytes key (addresses + SPI as on the wire) -> [SaState, fast open_at or None, count]
+        self.sas: dict[bytes, list] = {}
+        self.buf: list = []
+        self.jbuf: list = []
+        self.n_esp = self.n_other = self.n_dummy = 0
+        self.decoder = None
+        self.linktypes = [i.linktype for i in lay.ifaces] or [1]
 
     def seed(self, states: dict[tuple[str, str, int], tuple[bool | None, int, int]]) -> None:
         for k, (mode, top, searches) in states.items():
@@ -285,210 +299,264 @@ class _Worker:
                 st.searches = searches
             st.stats.__init__(esn=st.mode, keys_source=st.stats.keys_source)  # counters start at 0
 
+    def _entry(self, key: bytes, src: bytes, dst: bytes, spi: int) -> list:
+        af = socket.AF_INET if len(src) == 4 else socket.AF_INET6
+        st = self.dec.state(socket.inet_ntop(af, src), socket.inet_ntop(af, dst), spi)
+        e = self.sas[key] = [st, None, 0, None, b""]
+        self._refresh(e)
+        return e
+
+    @staticmethod
+    def _refresh(e: list) -> None:
+        st = e[0]
+        e[1] = st.opener.open_at if st.opener is not None and st.mode is False else None
+        g = getattr(st.opener.open, "gcm16", None) if e[1] is not None else None
+        e[3], e[4] = g if g is not None else (None, b"")
+
     def run(self, start: int, end: int, first_index: int, out_f, jsonl_f) -> ChunkResult:  # noqa: C901
         lay = self.lay
         opts = self.opts
-        dec = self.dec
-        state = dec.state
-        open_raw = dec.open_raw
-        sas: dict = {}
-        ntop = socket.inet_ntop
-        AF4, AF6 = socket.AF_INET, socket.AF_INET6
-        keep_other = opts.keep_other and out_f is not None
-        write_pcapng = opts.pcapng and out_f is not None
-        buf: list = []
+        self.out_f, self.jsonl_f = out_f, jsonl_f
+        fast_ok = opts.pcapng and out_f is not None and jsonl_f is None
+        sas = self.sas
+        buf = self.buf
         app = buf.append
-        jbuf: list = []
-        iface_out = 0  # IDB 0 = LINKTYPE_RAW; input iface i -> 1 + i
-        ESPH = _ESPH.unpack_from
-        U16 = _U16.unpack_from
         epb = struct.Struct("<IIIIIII").pack
-        pads = (b"", b"\0\0\0", b"\0\0", b"\0")
-        u32 = struct.Struct("<I").pack
-        early_fail = self.early_fail
-        ok_seen = self.ok_seen
-        decoder = None
-        from ..decode.link import ip_offset
-
-        res = ChunkResult(None, dec.stats, {}, early_fail, first_frame=first_index)
-        linktypes = [i.linktype for i in lay.ifaces] or [1]
+        trail = [struct.Struct("<I").pack, (b"", b"\0\0\0", b"\0\0", b"\0")]
+        u32, pads = trail
+        linktypes = self.linktypes
+        frame_slow = self._frame
+        eth_ip4 = _ETH_IP4.unpack_from
+        res = ChunkResult(None, self.dec.stats, {}, self.early_fail, first_frame=first_index)
         idx = first_index - 1
-        n_esp = n_other = n_dummy = 0
         with open(lay.path, "rb") as f:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
-            for iface, ts, frame, orig, off in _records(mm, lay, start, end):
+            is_pcap = lay.fmt == "pcap"
+            gen = None if is_pcap else _records(mm, lay, start, end)
+            rec = struct.Struct(lay.order + "IIII").unpack_from
+            mul = lay.ifaces[0].mul
+            iface = 0
+            roff = start
+            while True:
+                # the pcap record loop is inlined: a generator step costs as much as the parsing
+                if is_pcap:
+                    if roff + 16 > end:
+                        break
+                    sec, frac, incl, orig = rec(mm, roff)
+                    off = roff
+                    roff += 16 + incl
+                    if roff > end:
+                        break
+                    frame = mm[off + 16:roff]
+                    ts = sec * 1_000_000_000 + frac * mul
+                else:
+                    try:
+                        iface, ts, frame, orig, off = next(gen)  # type: ignore[arg-type]
+                    except StopIteration:
+                        break
                 idx += 1
                 if not idx & 0x3FFF:
-                    if buf:
+                    if buf and out_f is not None:
                         out_f.writelines(buf)
                         buf.clear()
                     if self.progress is not None:
                         self.progress(off - start)
-                # -- link + IP ---------------------------------------------------------------
-                lt = linktypes[iface] if iface < len(linktypes) else -1
-                esp = None
-                n = len(frame)
-                if lt == 1 and n >= 34 and frame[12] == 8 and frame[13] == 0:
-                    l3 = 14
-                    ver = 4
-                elif lt == 1 and n >= 54 and frame[12] == 0x86 and frame[13] == 0xDD:
-                    l3 = 14
-                    ver = 6
-                else:
-                    ver, l3 = ip_offset(lt, bytes(frame[:64])) if lt >= 0 else (0, 0)
-                if ver == 4 and n >= l3 + 20:
-                    vihl = frame[l3]
-                    hl = (vihl & 15) * 4
-                    fl = U16(frame, l3 + 6)[0]
-                    proto = frame[l3 + 9]
-                    if (fl & 0x3FFF) or hl < 20 or vihl >> 4 != 4:
-                        ver = -1  # fragment or odd header: general decoder
-                    else:
-                        tl = U16(frame, l3 + 2)[0]
-                        end_ip = l3 + tl if l3 + tl <= n else n
-                        p = l3 + hl
-                        src = bytes(frame[l3 + 12:l3 + 16])
-                        dst = bytes(frame[l3 + 16:l3 + 20])
-                elif ver == 6 and n >= l3 + 40:
-                    proto = frame[l3 + 6]
-                    plen = U16(frame, l3 + 4)[0]
-                    end_ip = l3 + 40 + plen if l3 + 40 + plen <= n else n
-                    p = l3 + 40
-                    src = bytes(frame[l3 + 8:l3 + 24])
-                    dst = bytes(frame[l3 + 24:l3 + 40])
-                    if proto not in (50, 17, 6, 1, 58):
-                        ver = -1  # extension headers: general decoder
-                elif ver in (4, 6):
-                    ver = -1
-                udp_encap = False
-                if ver > 0:
+                # -- fast path: Ethernet + IPv4 (20-byte header, not a fragment) + ESP -------------
+                if fast_ok and len(frame) >= 46 and linktypes[iface] == 1:
+                    etype, vihl, tl, fragw, proto = eth_ip4(frame, 0)
+                    end_ip = 14 + tl
+                    if etype != 0x0800 or vihl != 0x45 or fragw & 0x3FFF:
+                        proto = 0  # not IPv4 with a plain 20-byte header, or a fragment
                     if proto == 50:
-                        esp = frame[p:end_ip]
-                    elif proto == 17 and end_ip - p >= 8:
-                        sport, dport, _ulen = _UDP.unpack_from(frame, p)
-                        if sport == 4500 or dport == 4500:
-                            pay = frame[p + 8:end_ip]
-                            # RFC 3948 §2.2-2.3: 0xFF = keepalive, 4 zero bytes = IKE, else ESP
-                            if len(pay) >= 8 and pay[:4] != b"\0\0\0\0":
-                                esp = pay
-                                udp_encap = True
-                elif ver == -1:
-                    # the general decoder handles fragments, extension headers, TCP (RFC 8229)
-                    if decoder is None:
-                        from ..decode.demux import Decoder
-                        from ..model.packets import RawFrame
-
-                        decoder = Decoder()
-                    pkt = decoder.decode(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off))
-                    if pkt is not None and type(pkt).__name__ == "EspPacket":
-                        esp = memoryview(pkt.data)
-                        src = socket.inet_pton(AF6 if ":" in pkt.src else AF4, pkt.src)
-                        dst = socket.inet_pton(AF6 if ":" in pkt.dst else AF4, pkt.dst)
-                        udp_encap = pkt.udp_encap
-                if esp is None or len(esp) < 8:
-                    n_other += 1
-                    if keep_other:
-                        h, t = epb_header(1 + iface, ts, n, orig)
-                        app(h)
-                        app(frame)
-                        app(t)
-                    continue
-                # -- ESP ---------------------------------------------------------------------
-                n_esp += 1
-                spi, seq = ESPH(esp, 0)
-                k = (src, dst, spi)
-                st = sas.get(k)
-                if st is None:
-                    st = sas[k] = state(ntop(AF4 if len(src) == 4 else AF6, src),
-                                        ntop(AF4 if len(dst) == 4 else AF6, dst), spi)
-                data = bytes(esp)
-                fn = st.opener.open if st.opener is not None and st.mode is False else None
-                if fn is not None:
-                    # the common case, inlined: SA known to be non-ESN, one open call
-                    try:
-                        plain = fn(data, None)
-                        code = 0
-                        st.stats.decrypted += 1
-                        hi = 0
-                    except IntegrityError as exc:
-                        code, plain, hi = 1, str(exc), 0
-                        st.stats.icv_failed += 1
-                        st.stats.last_reason = plain
-                    except DecryptError as exc:
-                        code, plain, hi = 3, str(exc), 0
-                        st.stats.malformed += 1
-                        st.stats.last_reason = plain
-                else:
-                    code, plain, hi = open_raw(st, seq, data)
-                if code == 0:
-                    ok_seen.add(k)
-                    pl = len(plain)
-                    pad = plain[-2] if pl >= 2 else 255
-                    if pad + 2 > pl:
-                        code, plain = 3, f"pad length {pad} exceeds the {max(pl - 2, 0)}-byte payload"
-                        st.stats.decrypted -= 1
-                        st.stats.malformed += 1
+                        key = frame[26:38]
+                        p = 34
+                    elif proto == 17 and (frame[36:38] == b"\x11\x94" or frame[34:36] == b"\x11\x94") \
+                            and frame[42:46] != b"\0\0\0\0" and end_ip - 42 >= 8:
+                        key = frame[26:34] + frame[42:46]
+                        p = 42
                     else:
-                        nh = plain[-1]
-                        ilen = pl - 2 - pad
-                elif code == 1 and k not in ok_seen:
-                    early_fail.add(k)
-                if code != 0:
-                    if keep_other:
-                        c = f"ipsecscope: {_esp.STATUS[code]}: {plain}".encode()
-                        cl = len(c)
-                        optb = struct.pack("<HH", 1, cl) + c + pads[cl & 3] + b"\0\0\0\0"
-                        h, t = epb_header(1 + iface, ts, n, orig, len(optb))
-                        app(h)
-                        app(frame)
-                        app(t[:-4])
-                        app(optb)
-                        app(t[-4:])
-                    if jsonl_f is not None:
-                        jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, _esp.STATUS[code], None,
-                                                  None, len(esp), opts.hex, reason=plain, udp_encap=udp_encap))
-                    continue
-                if nh == 59:  # dummy packet (RFC 4303 §2.6): nothing to export
-                    n_dummy += 1
-                    continue
-                if nh == 4 or nh == 41:
-                    inner = trim_tfc(plain[:ilen], nh) if ilen != pl else plain
-                    il = len(inner)
-                    if write_pcapng:
-                        tot = 32 + il + ((-il) & 3)
-                        app(epb(6, tot, iface_out, ts >> 32, ts & 0xFFFFFFFF, il, il))
-                        app(inner)
-                        app(pads[il & 3] + u32(tot))
-                else:
-                    inner = plain[:ilen]
-                    if write_pcapng:
-                        pkt_bytes = _ip_header(src, dst, nh, ilen) + inner
-                        il = len(pkt_bytes)
-                        tot = 32 + il + ((-il) & 3)
-                        app(epb(6, tot, iface_out, ts >> 32, ts & 0xFFFFFFFF, il, il))
-                        app(pkt_bytes)
-                        app(pads[il & 3] + u32(tot))
-                if jsonl_f is not None:
-                    jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, "ok", nh, inner, len(esp),
-                                              opts.hex, udp_encap=udp_encap))
-                    if len(jbuf) >= 4096:
-                        jsonl_f.write("".join(jbuf))
-                        jbuf.clear()
+                        key = None
+                    if key is not None:
+                        e = sas.get(key)
+                        if e is not None and e[1] is not None:
+                            g = e[3]
+                            try:
+                                if g is not None:  # AES-GCM-16 inlined (RFC 4106: nonce salt|IV, AAD SPI|seq)
+                                    plain = g(e[4] + frame[p + 8:p + 16], frame[p + 16:end_ip], frame[p:p + 8]) \
+                                        if end_ip - p >= 36 and end_ip <= len(frame) else None
+                                else:
+                                    plain = e[1](frame, p, end_ip, None)
+                            except (DecryptError, InvalidTag):  # the slow path counts failures
+                                plain = None
+                            if plain is not None:
+                                pl = len(plain)
+                                pad = plain[-2] if pl > 1 else 255
+                                nh = plain[-1]
+                                if pad + 2 <= pl and (nh == 4 or nh == 41):
+                                    ilen = pl - 2 - pad
+                                    if nh == 4 and ilen >= 20:
+                                        tl = (plain[2] << 8) | plain[3]
+                                        if 20 <= tl < ilen:  # TFC padding (RFC 4303 §2.7)
+                                            ilen = tl
+                                    tot = 32 + ilen + ((-ilen) & 3)
+                                    app(epb(6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))
+                                    app(plain[:ilen])
+                                    app(pads[ilen & 3] + u32(tot))
+                                    e[2] += 1
+                                    continue
+                frame_slow(idx, iface, ts, frame, orig, off)
             if buf and out_f is not None:
                 out_f.writelines(buf)
-            if jbuf:
-                jsonl_f.write("".join(jbuf))
+                buf.clear()
+            if self.jbuf:
+                jsonl_f.write("".join(self.jbuf))
+                self.jbuf.clear()
         finally:
-            del frame, esp  # release memoryviews before closing the map
-            try:
-                mm.close()
-            except BufferError:  # a view still alive (an exception above): let GC close it
-                pass
+            mm.close()
+        n_fast = 0
+        for e in sas.values():  # fold the fast path's counts into the per-SA statistics
+            e[0].stats.decrypted += e[2]
+            n_fast += e[2]
+            e[2] = 0
         res.frames = idx - first_index + 1
-        res.esp, res.other, res.dummy = n_esp, n_other, n_dummy
-        res.states = {k: (s.mode, s.top, s.searches) for k, s in dec._sas.items()}
+        res.esp, res.other, res.dummy = self.n_esp + n_fast, self.n_other, self.n_dummy
+        res.states = {k: (s.mode, s.top, s.searches) for k, s in self.dec._sas.items()}
         return res
+
+    def _frame(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, off: int) -> None:  # noqa: C901
+        """Everything about one frame, for every case the fast path leaves out."""
+        opts = self.opts
+        out_f, jsonl_f = self.out_f, self.jsonl_f
+        keep_other = opts.keep_other and out_f is not None
+        app = self.buf.append
+        lt = self.linktypes[iface] if iface < len(self.linktypes) else -1
+        n = len(frame)
+        esp = None
+        src = dst = b""
+        from ..decode.link import ip_offset
+
+        ver, l3 = ip_offset(lt, frame) if lt >= 0 else (0, 0)
+        proto = 0
+        if ver == 4 and n >= l3 + 20:
+            vihl = frame[l3]
+            hl = (vihl & 15) * 4
+            fl = (frame[l3 + 6] << 8) | frame[l3 + 7]
+            proto = frame[l3 + 9]
+            if (fl & 0x3FFF) or hl < 20 or vihl >> 4 != 4:
+                ver = -1  # fragment or odd header: general decoder
+            else:
+                tl = (frame[l3 + 2] << 8) | frame[l3 + 3]
+                end_ip = min(l3 + tl, n)
+                p = l3 + hl
+                src, dst = frame[l3 + 12:l3 + 16], frame[l3 + 16:l3 + 20]
+        elif ver == 6 and n >= l3 + 40:
+            proto = frame[l3 + 6]
+            end_ip = min(l3 + 40 + ((frame[l3 + 4] << 8) | frame[l3 + 5]), n)
+            p = l3 + 40
+            src, dst = frame[l3 + 8:l3 + 24], frame[l3 + 24:l3 + 40]
+            if proto not in (50, 17, 6, 1, 58):
+                ver = -1  # extension headers: general decoder
+        elif ver in (4, 6):
+            ver = -1
+        udp_encap = False
+        if ver > 0:
+            if proto == 50:
+                esp = frame[p:end_ip]
+            elif proto == 17 and end_ip - p >= 8:
+                sport, dport, _ulen = _UDP.unpack_from(frame, p)
+                if sport == 4500 or dport == 4500:
+                    pay = frame[p + 8:end_ip]
+                    # RFC 3948 §2.2-2.3: 0xFF = keepalive, 4 zero bytes = IKE, else ESP
+                    if len(pay) >= 8 and pay[:4] != b"\0\0\0\0":
+                        esp = pay
+                        udp_encap = True
+            elif proto == 6:
+                ver = -1  # RFC 8229 TCP encapsulation needs stream reassembly
+        if ver == -1:
+            if self.decoder is None:
+                from ..decode.demux import Decoder
+
+                self.decoder = Decoder()
+            from ..model.packets import EspPacket, RawFrame
+
+            pkt = self.decoder.decode(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off))
+            if type(pkt) is EspPacket:
+                esp = pkt.data
+                af = socket.AF_INET6 if ":" in pkt.src else socket.AF_INET
+                src, dst = socket.inet_pton(af, pkt.src), socket.inet_pton(af, pkt.dst)
+                udp_encap = pkt.udp_encap
+        if esp is None or len(esp) < 8:
+            self.n_other += 1
+            if keep_other:
+                h, t = epb_header(1 + iface, ts, n, orig)
+                app(h)
+                app(frame)
+                app(t)
+            return
+        # -- ESP ---------------------------------------------------------------------------------
+        self.n_esp += 1
+        spi, seq = _ESPH.unpack_from(esp, 0)
+        key = src + dst + esp[:4]
+        e = self.sas.get(key)
+        if e is None:
+            e = self._entry(key, src, dst, spi)
+        st = e[0]
+        if e[2]:
+            st.stats.decrypted += e[2]  # fold fast-path counts before open_raw touches them
+            e[2] = 0
+        code, plain, hi = self.dec.open_raw(st, seq, bytes(esp))
+        if e[1] is None:
+            self._refresh(e)
+        nh = None
+        if code == 0:
+            pl = len(plain)
+            pad = plain[-2] if pl >= 2 else 255
+            if pad + 2 > pl:
+                code, plain = 3, f"pad length {pad} exceeds the {max(pl - 2, 0)}-byte payload"
+                st.stats.decrypted -= 1
+                st.stats.malformed += 1
+            else:
+                nh = plain[-1]
+                ilen = pl - 2 - pad
+        elif code == 1 and st.stats.decrypted == 0:
+            af = socket.AF_INET if len(src) == 4 else socket.AF_INET6
+            self.early_fail.add((socket.inet_ntop(af, src), socket.inet_ntop(af, dst), spi))
+        if code != 0:
+            if keep_other:
+                c = f"ipsecscope: {_esp.STATUS[code]}: {plain}".encode()
+                cl = len(c)
+                optb = struct.pack("<HH", 1, cl) + c + b"\0" * ((-cl) & 3) + b"\0\0\0\0"
+                h, t = epb_header(1 + iface, ts, n, orig, len(optb))
+                app(h)
+                app(frame)
+                app(t[:-4])
+                app(optb)
+                app(t[-4:])
+            if jsonl_f is not None:
+                self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, _esp.STATUS[code], None, None,
+                                               len(esp), opts.hex, reason=plain, udp_encap=udp_encap))
+            return
+        if nh == 59:  # dummy packet (RFC 4303 §2.6): nothing to export
+            self.n_dummy += 1
+            return
+        if nh == 4 or nh == 41:
+            inner = trim_tfc(plain[:ilen], nh)
+            pkt_bytes = inner
+        else:
+            inner = plain[:ilen]
+            pkt_bytes = _ip_header(src, dst, nh, ilen) + inner if out_f is not None else b""
+        if opts.pcapng and out_f is not None:
+            h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes))
+            app(h)
+            app(pkt_bytes)
+            app(t)
+        if jsonl_f is not None:
+            self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, "ok", nh, inner, len(esp),
+                                           opts.hex, udp_encap=udp_encap))
+            if len(self.jbuf) >= 4096:
+                jsonl_f.write("".join(self.jbuf))
+                self.jbuf.clear()
 
 
 # --- orchestration ------------------------------------------------------------------------------
