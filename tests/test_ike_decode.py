@@ -401,3 +401,45 @@ def test_samples_match_tshark_with_keys(sample: str) -> None:
         ps = ([] if m.header.encrypted_v1 else list(x.payloads)) + list(x.inner)
         for field, fn in FIELDS.items():
             assert fn(ps) == _hexnorm(field, rows[m.frame][field]), (sample, m.frame, field)
+
+
+# ---- expected.json with_keys: what is inside the encryption -----------------------------------
+
+
+def _decrypted(name: str) -> list[IkeMessage]:
+    from ipsecscope.crypto.ike_sk import IkeDecryptor
+    from ipsecscope.keys import load_keys
+
+    dec = IkeDecryptor(load_keys([CORPUS / "ikev2_decryption_table.tmpl", CORPUS / "ikev1_decryption_table.tmpl"]))
+    return [dec.decrypt(m) for m in messages(name)]
+
+
+@pytest.mark.parametrize("name", IKE_CAPTURES)
+def test_inner_payloads_match_with_keys_oracle(name: str) -> None:
+    o = json.loads((CORPUS / f"{name}.expected.json").read_text())["passes"]["with_keys"]["ike"]
+    garbled = set(o["ikev1_decrypt_garbled_frames"])
+    msgs = [m for m in _decrypted(name) if m.frame not in garbled]
+    expected = Counter({_num(k): v for k, v in o["encrypted_payload_types"].items()})
+    for om in o["message_list"]:  # the totals include what tshark read from a garbled decryption
+        if om["frame"] in garbled:
+            expected.subtract(_num(x) for x in om["ikev1_encrypted"]["inner_payloads"])
+    assert Counter(t for m in msgs for t in _types(m.inner)) == +expected
+    notify_names = Counter(
+        f"{iana.name(iana.NotifyType if m.version == 2 else iana.Ikev1NotifyType, p.notify_type)} ({p.notify_type})"
+        for m in msgs for p in (m.inner if m.header.encrypted_v1 else m.all_payloads()) if isinstance(p, NotifyPayload))
+    assert notify_names == Counter({k.replace("-", "_"): v for k, v in o["notify_types"].items()})
+    proposed = [(m.frame, pr.spi.hex()) for m in msgs for p in m.inner if isinstance(p, SaPayload)
+                for pr in p.proposals if pr.protocol in (2, 3)]
+    assert proposed == [(s["frame"], s["spi"]) for s in o["child_sa_spis_proposed"] if s["frame"] not in garbled]
+    by_frame = {m.frame: m for m in msgs}
+    for om in o["message_list"]:
+        if om["frame"] in garbled:
+            continue
+        m = by_frame[om["frame"]]
+        sels = [(p.type, s) for p in m.inner if isinstance(p, TsPayload) for s in p.selectors]
+        assert [{"side": iana.PayloadType(t).name, "type": iana.TsType(s.ts_type).name, "protoid": str(s.ip_proto),
+                 "start_port": str(s.start_port), "end_port": str(s.end_port), "start_ipv4": s.start_addr,
+                 "end_ipv4": s.end_addr} for t, s in sels] == om.get("traffic_selectors", [])
+        dels = [{"protocol": iana.name(iana.ProtocolId, p.protocol), "spis": [x.hex() for x in p.spis]}
+                for p in m.inner if isinstance(p, DeletePayload)]
+        assert dels == om.get("delete", [])
