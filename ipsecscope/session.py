@@ -217,6 +217,8 @@ class Session:
             st.ike += 1
             msg = self._decrypt_ike(parse_ike(pkt))
             self.ike_messages[raw.index] = msg
+            if self.max_rows and len(self.ike_messages) > self.max_rows:
+                del self.ike_messages[next(iter(self.ike_messages))]  # live mode: a ring, like rows
             self.tracker.on_ike(msg)
             self._derive_child_keys()
             status = "malformed" if msg.malformed else ("icv-bad" if msg.icv_ok is False else (

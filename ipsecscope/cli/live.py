@@ -1,0 +1,89 @@
+"""``ipsecscope live -i IFACE``: watch IPsec on an interface, in the TUI or as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from ..errors import IpsecscopeError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "live",
+        help="capture IKE/ESP/AH live from an interface (TUI, or --headless JSON lines)",
+        description="Capture IKE (UDP 500/4500, TCP 4500), ESP and AH live and correlate as it "
+        "arrives. Needs root or CAP_NET_RAW. Keys may be given up front (-k) or picked up while it "
+        "runs from a charon log being written (--keys-from-log) or from `ip xfrm state`.",
+    )
+    p.add_argument("-i", "--interface", required=True, metavar="IFACE")
+    p.add_argument("-k", "--keys", nargs="+", action="extend", default=[], metavar="KEYS",
+                   help="key files (any supported format)")
+    p.add_argument("--keys-from-log", action="append", default=[], metavar="PATH",
+                   help="strongSwan charon log at ike 4/chd 4, re-read whenever it grows")
+    p.add_argument("--keys-from-xfrm", action="store_true",
+                   help="poll `ip xfrm state` of this network namespace for SA keys")
+    p.add_argument("-w", "--write", metavar="FILE", help="also save what is captured to a pcapng file")
+    p.add_argument("-f", "--filter", metavar="BPF", default=None,
+                   help="BPF capture filter (default: IKE, ESP, AH and IP fragments)")
+    p.add_argument("--headless", action="store_true",
+                   help="no UI: print SA, key, finding and stats events as JSON lines on stdout")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N captured frames")
+    p.add_argument("--stats-interval", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--max-rows", type=int, default=200_000,
+                   help="frames kept for the packet list (older ones are only counted)")
+
+
+def build_runner(args: argparse.Namespace, emit=None):
+    from ..capture.live import DEFAULT_BPF
+    from ..live import CharonLogTail, LiveRunner, XfrmPoll
+    from ..session import Session
+
+    session = Session(max_rows=args.max_rows)
+    if args.keys:
+        session.add_key_files(args.keys)
+    sources = [CharonLogTail(Path(p)) for p in args.keys_from_log]
+    if args.keys_from_xfrm:
+        sources.append(XfrmPoll())
+    return LiveRunner(
+        args.interface, session=session, key_sources=sources, bpf=args.filter or DEFAULT_BPF,
+        write=args.write, emit=emit, stats_interval=args.stats_interval,
+    )
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, bytes):
+        return o.hex()
+    return str(o)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.headless:
+        from .tui import run_live
+
+        return run_live(args)
+
+    def emit(ev: dict) -> None:
+        sys.stdout.write(json.dumps(ev, default=_json_default, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    runner = build_runner(args, emit)
+    # SIGTERM (systemd, timeout, a test harness) ends the run like Ctrl-C: final stats, clean file.
+    signal.signal(signal.SIGTERM, lambda *_: runner._stop.set())
+    emit({"event": "started", "interface": args.interface, "linktype": runner.capture.linktype,
+          "keys": len(runner.session.keys)})
+    try:
+        runner.run_for(args.duration, args.count)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+    if runner.error is not None:
+        if isinstance(runner.error, IpsecscopeError):
+            raise runner.error
+        raise IpsecscopeError(f"live capture stopped: {runner.error}") from runner.error
+    return 0
