@@ -95,6 +95,14 @@ def scenarios() -> dict[str, dict[str, str]]:
         "right": conf("proposal-mismatch: responder accepts ESP AES-GCM-16-256 only",
                       "right", gcm_ike, {"net": net("right", "aes256gcm16")}, conn="mismatch"),
     }
+    out["ike-proposal-mismatch"] = {
+        "left": conf("ike-proposal-mismatch: initiator offers IKE AES-CBC-128/HMAC-SHA1/MODP-2048",
+                     "left", "aes128-sha1-modp2048", {"net": net("left", "aes256gcm16")},
+                     conn="ikemismatch"),
+        "right": conf("ike-proposal-mismatch: responder accepts IKE AES-GCM-16-256/ECP-256 only",
+                      "right", gcm_ike, {"net": net("right", "aes256gcm16")},
+                      conn="ikemismatch"),
+    }
     out["ts-mismatch"] = {
         "left": conf("ts-mismatch: initiator asks for 10.1.0.0/24 <-> 10.9.0.0/24",
                      "left", gcm_ike,

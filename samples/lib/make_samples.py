@@ -82,6 +82,13 @@ def proposal_mismatch(pair: StrongswanPair) -> None:
     pair.terminate_ike("mismatch")
 
 
+def ike_proposal_mismatch(pair: StrongswanPair) -> None:
+    r = pair.initiate("net", ike="ikemismatch", check=False, timeout=5)
+    if r.returncode == 0:
+        raise PeerError("ike-proposal-mismatch: the IKE SA was established, expected a failure")
+    settle(pair)
+
+
 def ts_mismatch(pair: StrongswanPair) -> None:
     r = pair.initiate("net", ike="ts", check=False)
     if r.returncode == 0:
@@ -120,6 +127,7 @@ SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "healthy-gcm": healthy_gcm,
     "cbc-sha2-pfs": cbc_sha2_pfs,
     "proposal-mismatch": proposal_mismatch,
+    "ike-proposal-mismatch": ike_proposal_mismatch,
     "ts-mismatch": ts_mismatch,
     "psk-mismatch": psk_mismatch,
     "dh-retry": dh_retry,

@@ -35,7 +35,7 @@ EVENTS = re.compile(
     r"|(inbound )?CHILD_SA \S+ established with .*"
     r"|closing CHILD_SA .*|sending DELETE for .*|received DELETE for .*|IKE_SA deleted"
     r"|received \S+ notify(, no CHILD_SA built| error).*"
-    r"|no acceptable proposal found|received proposals: .*"
+    r"|no acceptable proposal found|received proposals: .*|received proposals unacceptable"
     r"|configured proposals: .*|traffic selectors .* unacceptable"
     r"|tried \d+ shared key.*|.*MAC mismatched.*|DH group \S+ unacceptable.*"
     r"|peer didn't accept DH group.*|sending DPD request|retransmit \d+ of request.*"
@@ -63,6 +63,19 @@ EXPECTED: dict[str, dict[str, Any]] = {
                       "text": "proposal mismatch: offered ESP AES_CBC_128/HMAC_SHA1_96, the "
                               "responder answered NO_PROPOSAL_CHOSEN (it wants AES_GCM_16_256)"}],
         "needs_keys": True,
+    },
+    "ike-proposal-mismatch": {
+        "summary": "IKE proposal mismatch in IKE_SA_INIT: no IKE_SA at all",
+        "problems": [{"kind": "proposal mismatch", "exchange": "IKE_SA_INIT", "protocol": "IKE",
+                      "notify": "NO_PROPOSAL_CHOSEN",
+                      "offered": "AES_CBC_128/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_2048",
+                      "responder_accepts": "AES_GCM_16_256/PRF_HMAC_SHA2_256/ECP_256 (only in "
+                                           "the responder's log)",
+                      "text": "proposal mismatch: offered IKE AES_CBC_128/HMAC_SHA1_96/"
+                              "PRF_HMAC_SHA1/MODP_2048, the responder answered "
+                              "NO_PROPOSAL_CHOSEN (it wants AES_GCM_16_256/PRF_HMAC_SHA2_256/"
+                              "ECP_256)"}],
+        "needs_keys": False,
     },
     "ts-mismatch": {
         "summary": "traffic selector mismatch in IKE_AUTH: the IKE_SA is up but no CHILD_SA",
