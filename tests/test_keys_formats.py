@@ -321,3 +321,38 @@ def test_names_tables_are_consistent():
             assert N.ws_esp_encr_name(spec.encr) == name
     for name, (encr, klen) in N.WS_IKEV2_ENCR.items():
         assert N.ws_ikev2_encr_name(encr, klen) == name
+
+
+# --- strongSwan save-keys plugin output -------------------------------------------------------------
+
+
+def test_save_keys_plugin_tables_load_and_match_the_log():
+    d = KEYS / "save-keys-healthy-gcm"
+    saved = load_keys([d / "esp_sa", d / "ikev2_decryption_table"])
+    log = load_keys([KEYS / "charon-healthy-gcm-left.log"])
+    assert {esp_tuple(k) for k in saved.esp} == {esp_tuple(k)[:8] + (None,) + esp_tuple(k)[9:] for k in log.esp}
+    assert {ike_tuple(k) for k in saved.ike} == {ike_tuple(k) for k in log.ike}
+
+
+def test_save_keys_spelling_of_3des(tmp_path):
+    # save_keys_listener.c writes "TripleDes-CBC", Wireshark's table says "TripleDES-CBC"
+    f = tmp_path / "esp_sa"
+    f.write_text('"IPv4","198.18.0.1","198.18.0.2","0x00000001","TripleDes-CBC [RFC2451]",'
+                 '"0x0102030405060708090a0b0c0d0e0f101112131415161718","HMAC-SHA-1-96 [RFC2404]",'
+                 '"0x0102030405060708090a0b0c0d0e0f1011121314"\n')
+    k = load_keys([f]).esp[0]
+    assert k.encr == E.ENCR_3DES
+    assert "TripleDES-CBC [RFC2451]" in dump(load_keys([f]), "esp_sa", True)
+
+
+@needs_tshark
+def test_tshark_decrypts_with_converted_save_keys_tables(tmp_path):
+    d = KEYS / "save-keys-healthy-gcm"
+    store = load_keys([d / "esp_sa", d / "ikev2_decryption_table"])
+    prof = tmp_path / "p"
+    prof.mkdir()
+    (prof / "esp_sa").write_text(dump(store, "esp_sa", True))
+    (prof / "ikev2_decryption_table").write_text(dump(store, "ikev2_table", True))
+    rows = _tshark(KEYS / "healthy-gcm-capture.pcapng", prof)
+    esp_rows = [r for r in rows if r["esp.spi"]]
+    assert len(esp_rows) == 18 and all(r["esp.icv_good"] == "1" for r in esp_rows)

@@ -18,6 +18,7 @@ Sources of the strings:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..model.iana import EncrTransform as E
 from ..model.iana import IntegTransform as I  # noqa: E741
@@ -28,6 +29,8 @@ from ..model.iana import PrfTransform as P
 ENCR_TWOFISH_CBC = 1027  # strongSwan ENCR_TWOFISH_CBC
 ENCR_SERPENT_CBC = 1026  # strongSwan ENCR_SERPENT_CBC
 INTEG_HMAC_RIPEMD160_96 = 1100  # ipsecscope private: Wireshark "MAC-RIPEMD-160-96 [RFC2857]"
+
+_T = TypeVar("_T")
 
 PRIVATE_ENCR_NAMES = {ENCR_TWOFISH_CBC: "ENCR_TWOFISH_CBC", ENCR_SERPENT_CBC: "ENCR_SERPENT_CBC"}
 PRIVATE_INTEG_NAMES = {INTEG_HMAC_RIPEMD160_96: "AUTH_HMAC_RIPEMD160_96"}
@@ -209,7 +212,9 @@ WS_ESP_ENCR: dict[str, EspEncrName] = {
     "BLOWFISH-CBC [RFC2451]": EspEncrName(E.ENCR_BLOWFISH),
     "TWOFISH-CBC": EspEncrName(ENCR_TWOFISH_CBC),
     # Deprecated (no ICV length in the name): the ICV length is in the paired
-    # "ANY n bit authentication [no checking]" name. strongSwan's save-keys plugin writes this.
+    # "ANY n bit authentication [no checking]" name. strongSwan's save-keys plugin writes this
+    # for every AES-GCM ESP SA -- and pairs GCM-12 with "ANY 64 bit" (save_keys_listener.c maps
+    # ENCR_AES_GCM_ICV12 to 64), so such a row reads as GCM-8: ICV checks then fail, visibly.
     "AES-GCM [RFC4106]": EspEncrName(E.ENCR_AES_GCM_16, gcm_icv_from_auth=True),
     "AES-GCM with 8 octet ICV [RFC4106]": EspEncrName(E.ENCR_AES_GCM_8),
     "AES-GCM with 12 octet ICV [RFC4106]": EspEncrName(E.ENCR_AES_GCM_12),
@@ -246,6 +251,18 @@ WS_ESP_AUTH: dict[str, EspAuthName] = {
     # ipsecscope extension (commented out in Wireshark's table: no implementation there).
     "AES-XCBC-MAC-96 [RFC3566]": EspAuthName(I.AUTH_AES_XCBC_96, wireshark_40=False),
 }
+
+
+def lookup_name(table: dict[str, _T], name: str) -> _T | None:
+    """Exact match first, then case-insensitive: strongSwan's save-keys plugin writes
+    "TripleDes-CBC [RFC2451]" where Wireshark's table says "TripleDES-CBC [RFC2451]"."""
+    hit = table.get(name)
+    if hit is None:
+        folded = name.strip().casefold()
+        for key, value in table.items():
+            if key.casefold() == folded:
+                return value
+    return hit
 
 
 def ws_esp_encr_name(encr: int) -> str | None:

@@ -186,11 +186,11 @@ def esp_sa_record(f: list[UatField], source: str) -> EspSaKeys:
         spi_pat = parse_spi_pattern(spi_text)
     except ValueError as exc:
         raise ValueError(f"SPI: {exc}") from None
-    enc = names.WS_ESP_ENCR.get(enc_name)
+    enc = names.lookup_name(names.WS_ESP_ENCR, enc_name)
     if enc is None:
         raise ValueError(f"unknown esp_sa encryption algorithm {enc_name!r}; known: " + ", ".join(
             repr(n) for n in names.WS_ESP_ENCR))
-    auth = names.WS_ESP_AUTH.get(auth_name)
+    auth = names.lookup_name(names.WS_ESP_AUTH, auth_name)
     if auth is None:
         raise ValueError(f"unknown esp_sa authentication algorithm {auth_name!r}; known: " + ", ".join(
             repr(n) for n in names.WS_ESP_AUTH))
@@ -256,11 +256,11 @@ def ikev2_record(f: list[UatField], source: str) -> IkeSaKeys:
         raise ValueError("SPIi and SPIr must be 8 bytes (16 hex digits) each")
     sk_ei, sk_er = _hex_bytes(f[2], "SK_ei"), _hex_bytes(f[3], "SK_er")
     sk_ai, sk_ar = _hex_bytes(f[5], "SK_ai"), _hex_bytes(f[6], "SK_ar")
-    enc = names.WS_IKEV2_ENCR.get(f[4])
+    enc = names.lookup_name(names.WS_IKEV2_ENCR, f[4])
     if enc is None:
         raise ValueError(f"unknown IKEv2 encryption algorithm {str(f[4])!r}; known: " + ", ".join(
             repr(n) for n in names.WS_IKEV2_ENCR))
-    integ = names.WS_IKEV2_INTEG.get(f[7])
+    integ = names.lookup_name(names.WS_IKEV2_INTEG, f[7])
     if integ is None:
         raise ValueError(f"unknown IKEv2 integrity algorithm {str(f[7])!r}; known: " + ", ".join(
             repr(n) for n in names.WS_IKEV2_INTEG))
