@@ -61,7 +61,7 @@ class IpsecscopeApp(App[int]):
         Binding("1", "tab('timeline')", "Timeline", show=False),
         Binding("2", "tab('packets')", "Packets", show=False),
         Binding("3", "tab('findings')", "Findings", show=False),
-        Binding("4", "tab('sa-detail')", "SA", show=False),
+        Binding("4", "tab('sa-detail')", "SA detail", show=False),
         Binding("a", "add_keys", "Add keys"),
         Binding("s", "sa_packets", "SA packets"),
         Binding("K", "toggle_keys", "Show keys", show=False),
@@ -71,6 +71,21 @@ class IpsecscopeApp(App[int]):
         Binding("x", "toggle_hex", "Hex wire/inner", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("q", "quit", "Quit"),
+    ]
+    # What the help screen says about each key (the footer keeps the short names).
+    HELP = [
+        ("?", "this help"),
+        ("/", "filter the packet list (Enter applies, Esc clears)"),
+        ("1 2 3 4", "tabs: Timeline, Packets, Findings, SA detail"),
+        ("a", "add key files, then decrypt and correlate again"),
+        ("s", "show the packets of the SA under the tree cursor"),
+        ("K", "show / hide key material in SA detail"),
+        ("t", "hide / show the SA tree (more room on 80 columns)"),
+        ("d", "hide / show the packet detail pane"),
+        ("h", "narrow screens: detail pane shows hex / decoded tree"),
+        ("x", "hex view: frame as captured / decrypted inner packet"),
+        ("Tab", "move focus between panes"),
+        ("q", "quit"),
     ]
 
     def __init__(self, path: str | Path | None, key_files: Sequence[str | Path] = ()) -> None:
@@ -350,8 +365,7 @@ class IpsecscopeApp(App[int]):
 
     # ---- actions -----------------------------------------------------------------------------
     def action_help(self) -> None:
-        rows = [(b.key_display or b.key, b.description) for b in self.BINDINGS if isinstance(b, Binding)]
-        self.push_screen(HelpScreen(rows))
+        self.push_screen(HelpScreen(self.HELP))
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

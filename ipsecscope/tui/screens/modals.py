@@ -39,8 +39,8 @@ class HelpScreen(ModalScreen[None]):
         keys.add_column("Action")
         for k, desc in self.key_rows:
             keys.add_row(k, desc)
-        for k, desc in (("↑ ↓ PgUp PgDn Home End", "move in lists and the packet table"),
-                        ("Enter", "open: SA detail / jump to evidence / frame detail"),
+        for k, desc in (("↑↓ PgUp PgDn", "move in lists and the packet table (also j k g G)"),
+                        ("Enter", "open: SA detail / evidence frames / frame detail"),
                         ("ctrl+p", "command palette: every action by name")):
             keys.add_row(k, desc)
         fl = Table(title="Packet filter (/)", title_justify="left", title_style="bold", box=None, padding=(0, 2))

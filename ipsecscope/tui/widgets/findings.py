@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Static
 
 from ...model.sa import Finding, Severity
 
+SEVERITY_LABEL = {Severity.ERROR: "✗ ERR", Severity.WARNING: "⚠ WARN", Severity.INFO: "· info"}
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
@@ -41,7 +42,7 @@ class FindingsView(Vertical):
 
     def compose(self) -> ComposeResult:
         table: DataTable[Text | str] = DataTable(id="findings-table", cursor_type="row", zebra_stripes=True)
-        table.add_column("Sev", key="sev", width=5)
+        table.add_column("Sev", key="sev", width=6)
         table.add_column("Code", key="code")
         table.add_column("Title", key="title")
         table.add_column("Frames", key="frames")
@@ -54,7 +55,7 @@ class FindingsView(Vertical):
         table = self.query_one(DataTable)
         table.clear()
         for i, f in enumerate(self.findings):
-            sev = Text(f.severity.name[:4], SEVERITY_STYLE.get(f.severity, ""))
+            sev = Text(SEVERITY_LABEL.get(f.severity, f.severity.name), SEVERITY_STYLE.get(f.severity, ""))
             table.add_row(sev, Text(f.code, "bold"), f.title, frames_text(f.frames), key=str(i))
         if not self.findings:
             self.query_one("#finding-explain", Static).update(Text("No findings: nothing looks wrong.", "green"))

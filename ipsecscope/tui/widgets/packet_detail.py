@@ -22,6 +22,7 @@ from textual.widgets.tree import TreeNode
 
 from ...model import iana
 from ...model import ike as m
+from .sa_detail import integ_name, short_source
 
 # Which enum names an int field, per payload class (v2 / v1).
 _FIELD_ENUMS_V2: dict[str, type[IntEnum]] = {
@@ -197,8 +198,8 @@ def fill_esp(root: TreeNode, detail: Any) -> None:
         sn = top.add(Text(f"Decryption: {status}" + (f" — {res.reason}" if res.reason else ""), style), expand=True)
         if res.keys is not None:
             sn.add_leaf(f"cipher {iana.name(iana.EncrTransform, res.keys.encr)}, "
-                        f"integrity {iana.name(iana.IntegTransform, res.keys.integ)}")
-            sn.add_leaf(f"keys from {res.keys.source or '?'}")
+                        f"integrity {integ_name(res.keys.integ, res.keys.encr)}")
+            sn.add_leaf(f"keys from {short_source(res.keys.source)}")
         if res.seq_hi:
             sn.add_leaf(f"ESN high bits {res.seq_hi} (RFC 4303 §3.3.3)")
         if res.next_header is not None:

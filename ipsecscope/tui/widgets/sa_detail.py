@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,21 @@ from ...model import iana
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable
 from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, spi_text
+
+_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s:\\/]+[\\/])*([^\s:\\/]+)")
+
+
+def short_source(source: str | None) -> str:
+    """Key origins name files by absolute path; the file name (and line) is what a reader needs."""
+    if not source:
+        return "?"
+    return _PATH.sub(lambda m: m.group(1), source)
+
+
+def integ_name(integ: int, encr: int) -> str:
+    if integ == 0 and iana.name(iana.EncrTransform, encr).startswith(("ENCR_AES_GCM", "ENCR_AES_CCM", "ENCR_CHACHA")):
+        return "AEAD (integrity in the cipher)"
+    return _enum_name(iana.IntegTransform, integ)
 
 
 def fmt_ts(ts: float | None, first: float | None) -> str:
@@ -219,18 +235,19 @@ class SaDetail(Static):
                 Text(f"#{c.id}", "bold reverse" if c is child else STATE_STYLE.get(c.state, "")) for c in chain))
         flows = child.flows(table)
         g.add_row("Rate", fmt_rate(flows_rate(flows)))
-        g.add_row("Keys from", child.keys_source or "—")
+        if child.keys_source:
+            g.add_row("Keys from", short_source(child.keys_source))
         return [g, Text(""), flow_table(flows, first), *self._esp_keys(flows)]
 
     def _ike_keys(self, sa: IkeSa) -> str:
         if self.keys is None:
-            return sa.keys_source or "none loaded (press a to add a key file)"
+            return short_source(sa.keys_source) if sa.keys_source else "none loaded (press a to add a key file)"
         k = self.keys.ike_lookup(sa.ike_spi_i, sa.ike_spi_r)
         if k is None:
             return "no IKE keys for this SA"
         show = self.show_keys
         return (f"SK_ei {redact(k.sk_ei, show)}\nSK_er {redact(k.sk_er, show)}\n"
-                f"SK_ai {redact(k.sk_ai, show)}\nSK_ar {redact(k.sk_ar, show)}\n({k.source or 'key file'})")
+                f"SK_ai {redact(k.sk_ai, show)}\nSK_ar {redact(k.sk_ar, show)}\n(from {short_source(k.source)})")
 
     def _esp_keys(self, flows: list[EspFlow]) -> list[Any]:
         if self.keys is None:
@@ -244,7 +261,7 @@ class SaDetail(Static):
             g.add_row(
                 f"0x{f.spi:08x}",
                 f"{_enum_name(iana.EncrTransform, k.encr)} {redact(k.enc_key, self.show_keys)}\n"
-                f"{_enum_name(iana.IntegTransform, k.integ)} {redact(k.auth_key, self.show_keys)}\n"
-                f"from {k.source or '?'}",
+                f"{integ_name(k.integ, k.encr)} {redact(k.auth_key, self.show_keys)}\n"
+                f"from {short_source(k.source)}",
             )
         return [Text(""), g]

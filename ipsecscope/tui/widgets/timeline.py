@@ -132,6 +132,31 @@ class LifeBar(Widget):
         return Text.assemble(*cells)
 
 
+class Axis(Widget):
+    """Time ticks above the lanes, aligned with :class:`LifeBar` columns."""
+
+    DEFAULT_CSS = "Axis { height: 1; }"
+
+    def __init__(self, t0: float, t1: float) -> None:
+        super().__init__()
+        self.t0, self.t1 = t0, t1
+
+    def render(self) -> Text:
+        width = self.size.width - LABEL_W
+        span = self.t1 - self.t0
+        line = [" "] * max(0, width)
+        ticks = 4 if width >= 40 else 2
+        for i in range(ticks + 1):
+            x = int(i * (width - 1) / ticks) if width > 1 else 0
+            label = f"{span * i / ticks:.3g}s"
+            start = x if i == 0 else max(0, min(x - len(label) // 2, width - len(label)))
+            if i == ticks:
+                start = max(0, width - len(label))
+            if all(c == " " for c in line[max(0, start - 1):start + len(label) + 1]):
+                line[start:start + len(label)] = list(label)
+        return Text(" " * LABEL_W + "".join(line), "dim")
+
+
 class Lane(Horizontal):
     DEFAULT_CSS = """
     Lane { height: 2; }
@@ -153,7 +178,8 @@ class Timeline(Vertical):
         self.events: list[Event] = []
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="timeline-axis")
+        yield Static("", id="timeline-legend")
+        yield Axis(0.0, 0.0)
         yield VerticalScroll(id="timeline-lanes")
         yield OptionList(id="timeline-events")
 
@@ -186,10 +212,11 @@ class Timeline(Vertical):
             lanes.mount_all(widgets)
         else:
             lanes.mount(Static(Text("No SA in this capture.", "dim")))
-        span = t1 - t0
-        axis = Text(" " * LABEL_W + "0s", "dim")
-        axis.append(f"  capture span {span:.3f}s  (▶ created  ↻ rekeyed  ✕ deleted  ▁▃▅ ESP packets)", "dim")
-        self.query_one("#timeline-axis", Static).update(axis)
+        axis = self.query_one(Axis)
+        axis.t0, axis.t1 = t0, t1
+        axis.refresh()
+        legend = Text(f"capture span {t1 - t0:.3f}s   ▶ created  ↻ rekeyed  ✕ deleted  ▁▃▅ ESP packets", "dim")
+        self.query_one("#timeline-legend", Static).update(legend)
 
         events: list[Event] = []
         for sa in table.ike_sas.values():

@@ -1,0 +1,81 @@
+"""Snapshot tests (pytest-textual-snapshot) of the TUI on the bundled strongSwan samples.
+
+At 80×24 (an SSH session) and 160×48 (a large screen). Review a changed snapshot by eye before
+accepting it with ``pytest tests/test_tui_snapshots.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import SAMPLES
+
+from ipsecscope.tui.app import create_app
+
+HEALTHY = SAMPLES / "healthy-gcm"
+HEALTHY_KEYS = [HEALTHY / "keys" / "esp_sa", HEALTHY / "keys" / "ikev2_decryption_table"]
+SMALL, LARGE = (80, 24), (160, 48)
+
+
+def steps(*keys: str):
+    """A run_before that waits for the capture to load, presses ``keys``, and waits for workers."""
+
+    async def run(pilot) -> None:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        for key in keys:
+            await pilot.press(key)
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+
+    return run
+
+
+def healthy():
+    return create_app(HEALTHY / "capture.pcapng", HEALTHY_KEYS)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_packets_healthy(snap_compare, size) -> None:
+    # Cursor on the first ESP frame: the detail pane shows the decrypted ESP fields.
+    assert snap_compare(healthy(), terminal_size=size, run_before=steps("down", "down", "down", "down"))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_timeline_healthy_rekeys(snap_compare, size) -> None:
+    assert snap_compare(healthy(), terminal_size=size, run_before=steps("1"))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_findings_dead_peer(snap_compare, size) -> None:
+    app = create_app(SAMPLES / "dead-peer" / "capture.pcapng")
+    assert snap_compare(app, terminal_size=size, run_before=steps("3"))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_sa_detail_rekeyed_child(snap_compare, size) -> None:
+    # Tree: the first CHILD SA (rekeyed into #2) -> Enter opens SA detail.
+    async def run(pilot) -> None:
+        await steps()(pilot)
+        tree = pilot.app.query_one("#sa-tree")
+        tree.focus()
+        while tree.current_ref is None or tree.current_ref.kind != "child":
+            await pilot.press("down")
+        await pilot.press("enter")
+        await pilot.pause()
+
+    assert snap_compare(healthy(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_filter_esp_one_spi(snap_compare, size) -> None:
+    assert snap_compare(healthy(), terminal_size=size,
+                        run_before=steps("slash", *"esp src=198.18.0.2", "enter"))
+
+
+def test_help_screen(snap_compare) -> None:
+    assert snap_compare(healthy(), terminal_size=SMALL, run_before=steps("question_mark"))
+
+
+def test_narrow_hex_view(snap_compare) -> None:
+    # 80 columns: the detail pane shows the decoded tree or (h) the hex view.
+    assert snap_compare(healthy(), terminal_size=SMALL, run_before=steps("down", "down", "down", "down", "h"))
