@@ -443,3 +443,21 @@ def test_inner_payloads_match_with_keys_oracle(name: str) -> None:
         dels = [{"protocol": iana.name(iana.ProtocolId, p.protocol), "spis": [x.hex() for x in p.spis]}
                 for p in m.inner if isinstance(p, DeletePayload)]
         assert dels == om.get("delete", [])
+
+
+def test_config_mode_attributes_in_words() -> None:
+    """ikev1-bug-12610 Config Mode after decryption; tshark with keys shows the same values
+    (isakmp.cfg.attr.xauth.user_name "mpa", internal_ip4_address 10.1.1.1, XAUTH_STATUS 1/0)."""
+    from ipsecscope.decode.ike import cp_attribute_text
+
+    by = {m.frame: m for m in _decrypted("ikev1-bug-12610.pcapng.gz")}
+
+    def attrs(frame: int) -> list[tuple[int, str]]:
+        (cp,) = [p for p in by[frame].inner if isinstance(p, CpPayload)]
+        return [(t, cp_attribute_text(t, v, 1)) for t, v in cp.attributes]
+
+    assert attrs(9) == [(16521, "mpa"), (16522, "<4 bytes hidden>")]  # the password stays hidden
+    assert attrs(10) == [(16527, "1")] and attrs(11) == [(16527, "0")]
+    assert attrs(13)[0] == (1, "10.1.1.1")
+    assert [t for t, _v in attrs(12)] == [1, 2, 3, 4, 28672, 28674, 28675, 28676, 28678, 7]
+    assert {v for _t, v in attrs(12)} == {""}  # a request carries empty values

@@ -47,7 +47,8 @@ from ipsecscope.model.ike import (
 )
 from ipsecscope.model.packets import IkeDatagram
 
-__all__ = ["parse_ike", "parse_payload_chain", "parse_header", "payload_name", "HEADER_LEN"]
+__all__ = ["parse_ike", "parse_payload_chain", "parse_header", "payload_name", "render_id", "dn_to_text",
+           "cp_attribute_text", "HEADER_LEN"]
 
 HEADER_LEN = 28
 IKE_HDR = struct.Struct("!8s8sBBBBII")  # SPIi, SPIr, next payload, version, exchange, flags, msg id, length
@@ -562,6 +563,44 @@ def _eap(ptype: int, critical: bool, body: bytes) -> EapPayload:
     if code in (1, 2) and elen >= 5:
         return EapPayload(ptype, critical, code, ident, body[4], body[5:elen])
     return EapPayload(ptype, critical, code, ident, None, body[4:elen])
+
+
+def _v4(b: bytes) -> str:
+    return str(ipaddress.IPv4Address(b))
+
+
+def _v6(b: bytes) -> str:
+    return str(ipaddress.IPv6Address(b))
+
+
+def cp_attribute_text(atype: int, value: bytes, version: int = 2) -> str:
+    """A CP (IKEv2, RFC 7296 §3.15.1) or Config Mode (IKEv1) attribute value in words.
+
+    Addresses as text, "addr/prefix" for IPv6 address+prefix, subnets as "addr/mask", strings
+    as text. An empty value (a request) is "". XAUTH passwords are never shown.
+    """
+    n = len(value)
+    if n == 0:
+        return ""
+    if atype in (1, 2, 3, 4, 6, 20) and n == 4:
+        return _v4(value)
+    if atype == 13 and n == 8:
+        return f"{_v4(value[:4])}/{_v4(value[4:])}"
+    if atype in (8, 15, 18, 21) and n == 17:
+        return f"{_v6(value[:16])}/{value[16]}"
+    if atype in (10, 12, 21) and n == 16:
+        return _v6(value)
+    if atype == 14 and n % 2 == 0:
+        enum = iana.ConfigAttribute if version == 2 else iana.Ikev1ConfigAttribute
+        return " ".join(iana.name(enum, _U16.unpack_from(value, i)[0]) for i in range(0, n, 2))
+    if version == 1 and atype == 16522:  # XAUTH_USER_PASSWORD: a secret
+        return f"<{n} bytes hidden>"
+    texts = (7, 25) if version == 2 else (7, 16521, 16524, 16526, 28672, 28674, 28675)
+    if atype in texts and all(32 <= c < 127 or c in (9, 10, 13) for c in value):
+        return value.decode("ascii")
+    if n <= 4:
+        return str(int.from_bytes(value, "big"))
+    return value.hex()
 
 
 _DECODERS_V2: dict[int, Callable[[int, bool, bytes], AnyPayload]] = {

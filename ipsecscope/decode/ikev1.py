@@ -13,11 +13,10 @@ IKEv1 payloads have no critical bit (the byte is RESERVED), so ``critical`` is a
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections.abc import Callable
 
-from ipsecscope.decode.ike import _Bad, parse_attributes, payload_name, render_id
+from ipsecscope.decode.ike import _Bad, cp_attribute_text, parse_attributes, payload_name, render_id
 from ipsecscope.decode.vendor_ids import vendor_name
 from ipsecscope.model import iana
 from ipsecscope.model.ike import (
@@ -38,7 +37,7 @@ from ipsecscope.model.ike import (
     VendorPayload,
 )
 
-__all__ = ["parse_body", "parse_chain", "attribute_name", "attribute_value_name"]
+__all__ = ["parse_body", "parse_chain", "attribute_name", "attribute_value_name", "config_attribute_text"]
 
 GEN_HDR = struct.Struct("!BBH")
 _U16 = struct.Struct("!H")
@@ -284,19 +283,5 @@ _DECODERS: dict[int, Callable[[int, bytes], AnyPayload]] = {
 }
 
 
-def config_attribute_text(atype: int, value: bytes) -> str:
-    """A Config Mode / CP attribute value in words: addresses as text, XAUTH strings as text."""
-    if atype in (1, 2, 3, 4, 6) and len(value) == 4:
-        return str(ipaddress.IPv4Address(value))
-    if atype == 13 and len(value) == 8:
-        return f"{ipaddress.IPv4Address(value[:4])}/{ipaddress.IPv4Address(value[4:])}"
-    if atype in (8, 10, 12) and len(value) in (16, 17):
-        a = str(ipaddress.IPv6Address(value[:16]))
-        return a + (f"/{value[16]}" if len(value) == 17 else "")
-    if atype in (7, 16521, 16524, 16526, 28672, 28674) and all(32 <= c < 127 or c in (9, 10, 13) for c in value):
-        return value.decode("ascii")
-    if atype == 16522:  # XAUTH_USER_PASSWORD: a secret, never shown
-        return f"<{len(value)} bytes hidden>"
-    if len(value) <= 4:
-        return str(int.from_bytes(value, "big")) if value else ""
-    return value.hex()
+# Kept here for callers that found it in this module first.
+config_attribute_text = cp_attribute_text

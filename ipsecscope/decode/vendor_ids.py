@@ -98,4 +98,9 @@ def vendor_name(vid: bytes) -> str | None:
     # Openswan/Libreswan send 12 printable bytes starting with "OE" (a truncated, base64 hash).
     if len(vid) == 12 and vid[:2] == b"OE" and all(0x20 < c < 0x7F for c in vid):
         return "Openswan/Libreswan (OE)"
+    # Some vendors send readable text (Cisco IKEv2: "CISCO(COPYRIGHT)&Copyright (c) 2009 Cisco
+    # Systems, Inc.", "FLEXVPN-SUPPORTED"); show it as it is. A hash is never all printable.
+    if len(vid) >= 6 and all(0x20 <= c < 0x7F for c in vid):
+        text = bytes(vid).decode("ascii")
+        return f'"{text[:60]}…"' if len(text) > 60 else f'"{text}"'
     return None
