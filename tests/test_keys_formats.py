@@ -119,10 +119,23 @@ def test_charon_responder_log_cbc_integrity_and_two_children():
 SAMPLE_DIRS = sorted(p.parent for p in SAMPLES.glob("*/charon-left.log"))
 
 
+def _sample_keys(sample, log):
+    """Keys from one sample log, or None for a scenario that never derived keys (then the error
+    must say so rather than blame the log levels)."""
+    try:
+        return load_keys([sample / log])
+    except KeyFileError as exc:
+        assert "no IKE SA got as far as deriving keys" in str(exc)
+        return None
+
+
 @pytest.mark.parametrize("sample", SAMPLE_DIRS, ids=lambda p: p.name)
 def test_charon_either_peer_gives_the_same_keys(sample):
-    left = load_keys([sample / "charon-left.log"])
-    right = load_keys([sample / "charon-right.log"])
+    left = _sample_keys(sample, "charon-left.log")
+    right = _sample_keys(sample, "charon-right.log")
+    if left is None or right is None:
+        assert left is right, "one peer derived keys, the other did not"
+        return
     assert {esp_tuple(k) for k in left.esp} == {esp_tuple(k) for k in right.esp}
     assert {ike_tuple(k) for k in left.ike} == {ike_tuple(k) for k in right.ike}
     assert left.ike, "every sample reaches IKE_AUTH"
@@ -147,6 +160,8 @@ def _tshark(capture, profile):
 def test_tshark_decrypts_samples_with_keys_converted_from_one_charon_log(tmp_path, sample, log):
     """The real oracle: `ipsecscope keys convert` on one peer's log -> a Wireshark profile that
     decrypts every ESP packet (ICV good) and every IKE SK payload (ICD correct)."""
+    if _sample_keys(sample, log) is None:
+        pytest.skip(f"{sample.name}: no keys were ever derived in this scenario")
     prof = tmp_path / "profile"
     prof.mkdir()
     for fmt in ("esp_sa", "ikev2_table"):

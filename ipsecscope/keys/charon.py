@@ -125,6 +125,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
     uid_child_prop: dict[str, _Proposal] = {}
     unresolved: list[_PendingIke] = []
     n_ike = n_child = 0
+    saw_dumps = False
     warnings: list[str] = []
 
     def finish_ike(pend: _PendingIke, spis: tuple[bytes, bytes] | None) -> None:
@@ -236,6 +237,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                                    "out or interleaved?)", path=path, line=line0)
         h = _DUMP_HEAD.match(msg)
         if h:
+            saw_dumps = True
             n = int(h.group("n"))
             label = h.group("label")
             if n == 0:
@@ -306,10 +308,14 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         warnings.append(f"{path}:{pend.line}: IKE SA keys whose SPIs are never logged (enable 'mgr 2' or "
                         "'ike 3'); skipped")
     if n_ike == 0 and n_child == 0:
-        hint = warnings[0] if warnings else (
-            "no key material found: charon logs keys only with 'ike 4' (IKE SA) and 'chd 4' (CHILD SA) "
-            "in charon.filelog / charon.syslog, e.g. 'default = 1, ike = 4, chd = 4, mgr = 2'"
-        )
+        if warnings:
+            hint = warnings[0]
+        elif saw_dumps:
+            hint = ("no keys in this log although it has hex dumps (ike 3+): no IKE SA got as far as "
+                    "deriving keys (did IKE_SA_INIT fail?)")
+        else:
+            hint = ("no key material found: charon logs keys only with 'ike 4' (IKE SA) and 'chd 4' (CHILD SA) "
+                    "in charon.filelog / charon.syslog, e.g. 'default = 1, ike = 4, chd = 4, mgr = 2'")
         raise KeyFileError(hint, path=path)
     store.warnings.extend(warnings)
     return store
