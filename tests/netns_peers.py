@@ -316,7 +316,7 @@ class StrongswanPair:
             env=env, stdout=err, stderr=subprocess.STDOUT)
         err.close()
 
-    def _wait_vici(self, s: Side, timeout: float = 10) -> None:
+    def _wait_vici(self, s: Side, timeout: float = 20) -> None:
         sock = s.run / "charon.vici"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -373,7 +373,7 @@ class StrongswanPair:
         other = self.right if s is self.left else self.left
         p = _run(["ip", "netns", "exec", s.netns, sys.executable, __file__, "ping",
                   src or s.inner, dst or other.inner, str(count), str(interval)],
-                 check=False, timeout=count * (interval + 1) + 10)
+                 check=False, timeout=count * (interval + 2) + 10)
         got = int(p.stdout.strip() or 0) if p.returncode in (0, 1) else 0
         if check and got != count:
             raise PeerError(f"ping {src or s.inner} -> {dst or other.inner}: {got}/{count} "
@@ -435,7 +435,7 @@ def _icmp_checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def icmp_ping(src: str, dst: str, count: int, interval: float, wait: float = 1.0) -> int:
+def icmp_ping(src: str, dst: str, count: int, interval: float, wait: float = 2.0) -> int:
     """Send ``count`` ICMP echo requests from ``src`` to ``dst``; return how many were answered.
 
     Payload bytes 0x08..0x37 as iputils ping uses, so decrypted samples look familiar.
