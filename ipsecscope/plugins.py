@@ -82,8 +82,14 @@ def discover(refresh: bool = False) -> list[PluginInfo]:
 
 
 def register(obj: object, name: str | None = None) -> PluginInfo:
-    """Register a plugin object directly (scripts, tests of a plugin without installing it)."""
-    info = PluginInfo(name or type(obj).__name__, f"<object {type(obj).__name__}>", None, None, obj, loaded=True)
+    """Register a plugin without installing a package (scripts, tests): either the object itself,
+    or a ``"module:attr"`` string that is imported lazily like an entry point."""
+    if isinstance(obj, str):
+        ep = EntryPoint(name=name or obj, value=obj, group=GROUP)
+        info = PluginInfo(name or obj, obj, None, ep)
+    else:
+        info = PluginInfo(name or type(obj).__name__, f"<object {type(obj).__name__}>", None, None, obj,
+                          loaded=True)
     _EXTRA.append(info)
     return info
 
