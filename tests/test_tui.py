@@ -308,3 +308,68 @@ def test_create_app_is_the_cli_entry(tmp_path: Path) -> None:
     app = create_app(CAPTURE, KEYS)
     assert isinstance(app, IpsecscopeApp)
     assert app.path == CAPTURE and app.key_files == KEYS
+
+
+async def _export(pilot, app, kind_index: int, path: Path) -> None:
+    await pilot.press("e")
+    from ipsecscope.tui.screens.export import ExportScreen
+
+    assert isinstance(app.screen, ExportScreen)
+    from textual.widgets import RadioButton
+
+    app.screen.query(RadioButton)[kind_index].value = True
+    await pilot.pause()
+    app.screen.query_one("#export-path", Input).value = str(path)
+    await pilot.click("#export-go")
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@needs_tshark
+@sync
+async def test_export_decrypted_pcapng_from_the_app(tmp_path: Path) -> None:
+    out = tmp_path / "inner.pcapng"
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await _export(pilot, app, 0, out)
+        assert any("decrypted" in n.message and n.title == "Exported" for n in app._notifications)
+    esp = tshark_fields(CAPTURE, "esp", "frame.number")
+    # Every ESP packet of the healthy sample carries an ICMP echo; the export holds them as plain IP.
+    assert len(tshark_fields(out, "icmp", "frame.number")) == len(esp)
+    assert tshark_fields(out, "esp", "frame.number") == []
+
+
+@sync
+async def test_export_key_table_round_trips(tmp_path: Path) -> None:
+    out = tmp_path / "keys.esp_sa"
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await _export(pilot, app, 4, out)
+    from ipsecscope.session import Session
+
+    s = Session()
+    s.add_key_files([out])  # only the exported ESP table
+    s.load(CAPTURE)
+    esp = [r for r in s.rows if r.kind == "ESP"]
+    assert esp and all(r.status == "decrypted" for r in esp)
+
+
+@sync
+async def test_export_sas_and_findings_json(tmp_path: Path) -> None:
+    import json
+
+    app = create_app(SAMPLES / "dead-peer" / "capture.pcapng")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await _export(pilot, app, 2, tmp_path / "sas.json")
+        await _export(pilot, app, 3, tmp_path / "findings.json")
+        session = app.session
+    sas = json.loads((tmp_path / "sas.json").read_text())
+    assert sas["schema"] == "ipsecscope.sas/1"
+    assert len(sas["ike_sas"]) == len(session.table.ike_sas)
+    findings = json.loads((tmp_path / "findings.json").read_text())
+    assert [f["code"] for f in findings["findings"]] == [f.code for f in session.findings]
+    assert findings["counts"]["error"] >= 1  # the peer stopped answering

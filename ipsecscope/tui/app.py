@@ -25,6 +25,7 @@ from ..errors import IpsecscopeError
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
 from ..model.sa import Finding, Severity
 from ..session import Session
+from .screens.export import ExportRequest, ExportScreen
 from .screens.modals import HelpScreen, KeyFileScreen
 from .widgets.findings import FindingsView
 from .widgets.packet_detail import PacketDetail
@@ -64,6 +65,7 @@ class IpsecscopeApp(App[int]):
         Binding("4", "tab('sa-detail')", "SA detail", show=False),
         Binding("a", "add_keys", "Add keys"),
         Binding("s", "sa_packets", "SA packets"),
+        Binding("e", "export", "Export"),
         Binding("K", "toggle_keys", "Show keys", show=False),
         Binding("t", "toggle_tree", "Tree", show=False),
         Binding("d", "toggle_detail", "Detail", show=False),
@@ -79,6 +81,7 @@ class IpsecscopeApp(App[int]):
         ("1 2 3 4", "tabs: Timeline, Packets, Findings, SA detail"),
         ("a", "add key files, then decrypt and correlate again"),
         ("s", "show the packets of the SA under the tree cursor"),
+        ("e", "export: decrypted pcapng / JSON lines, SAs, findings, key tables"),
         ("K", "show / hide key material in SA detail"),
         ("t", "hide / show the SA tree (more room on 80 columns)"),
         ("d", "hide / show the packet detail pane"),
@@ -452,6 +455,33 @@ class IpsecscopeApp(App[int]):
         if self.path is not None:
             self.load_capture()
 
+    def action_export(self) -> None:
+        if self.session is None or self.path is None:
+            self.notify("Nothing loaded to export yet.", severity="warning")
+            return
+        self.push_screen(ExportScreen(self.path), self._export_chosen)
+
+    def _export_chosen(self, req: ExportRequest | None) -> None:
+        if req is not None:
+            self.notify(f"Writing {req.path.name} …")
+            self.export_worker(req)
+
+    @work(thread=True, exclusive=True, group="export", name="export")
+    def export_worker(self, req: ExportRequest) -> None:
+        """Calls the same functions as `ipsecscope decrypt / sas --json / findings --json / keys convert`."""
+        session = self.session
+        assert session is not None and self.path is not None
+        try:
+            message = export(req, self.path, session)
+        except IpsecscopeError as exc:
+            self.call_from_thread(self.notify, str(exc), title="Export failed", severity="error", timeout=10)
+            return
+        except OSError as exc:
+            self.call_from_thread(self.notify, f"cannot write {req.path}: {exc.strerror or exc}",
+                                  title="Export failed", severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, message, title="Exported", timeout=8)
+
     # ---- command palette ---------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -465,6 +495,8 @@ class IpsecscopeApp(App[int]):
         yield SystemCommand("SA detail", "Proposal, selectors, keys, counters of the chosen SA",
                             lambda: self.action_tab("sa-detail"))
         yield SystemCommand("Add key files", "Load keys and decrypt/correlate again", self.action_add_keys)
+        yield SystemCommand("Export", "Decrypted pcapng or JSON lines, SAs/findings JSON, key tables",
+                            self.action_export)
         yield SystemCommand("Packets of this SA", "Filter packets to the SA under the tree cursor",
                             self.action_sa_packets)
         yield SystemCommand("Show/hide keys", "Toggle key redaction in SA detail", self.action_toggle_keys)
@@ -475,6 +507,48 @@ class IpsecscopeApp(App[int]):
                             self.action_toggle_hex_pane)
         yield SystemCommand("Hex: wire / decrypted", "Switch the hex view between the frame and the inner packet",
                             self.action_toggle_hex)
+
+
+def export(req: ExportRequest, capture: Path, session: Session) -> str:
+    """Write one export; returns the line to show the user. Runs in a worker thread."""
+    import json
+
+    if req.kind in ("pcapng", "jsonl"):
+        from ..api import decrypt_capture
+
+        # jobs=1: no worker processes forked from inside a UI thread.
+        stats = decrypt_capture(capture, session.keys, out=req.path, fmt=req.kind, jobs=1)
+        return (f"{req.path}: {stats.decrypted:,} of {stats.esp:,} ESP packets decrypted"
+                + (f", {stats.icv_failed:,} ICV failures" if stats.icv_failed else "")
+                + (f", {stats.no_key:,} without keys" if stats.no_key else ""))
+    if req.kind == "sas":
+        from ..cli.sas import SCHEMA, table_to_dict
+
+        doc = {"schema": SCHEMA, "files": [str(capture)], **table_to_dict(session.table)}
+        req.path.write_text(json.dumps(doc, indent=2) + "\n")
+        return f"{req.path}: {len(session.table.ike_sas)} IKE SAs, {len(session.table.child_sas)} CHILD SAs"
+    if req.kind == "findings":
+        from ..cli.findings import SCHEMA as FSCHEMA
+        from ..cli.findings import finding_to_dict
+
+        findings = findings_of(session)
+        counts = {name: sum(1 for f in findings if f.severity == sev)
+                  for name, sev in (("error", Severity.ERROR), ("warning", Severity.WARNING),
+                                    ("info", Severity.INFO))}
+        doc = {"schema": FSCHEMA, "files": [str(capture)], "counts": counts,
+               "findings": [finding_to_dict(f) for f in findings]}
+        req.path.write_text(json.dumps(doc, indent=2) + "\n")
+        return f"{req.path}: {len(findings)} findings"
+    from ..keys.convert import dump
+
+    fmt = "json" if req.kind == "keys_json" else req.kind
+    # A file the user asked for gets the keys (as `keys convert -o FILE` does); the screen never shows them.
+    text = dump(session.keys, fmt, True)
+    if isinstance(text, bytes):
+        req.path.write_bytes(text)
+    else:
+        req.path.write_text(text)
+    return f"{req.path}: {len(session.keys)} keys written"
 
 
 def create_app(path: str | Path | None, key_files: Sequence[str | Path] = ()) -> IpsecscopeApp:
