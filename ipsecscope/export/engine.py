@@ -27,11 +27,11 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..crypto import esp as _esp
-from ..crypto.esp import EspDecryptor, SaStats, trim_tfc
 from cryptography.exceptions import InvalidTag
 
-from ..errors import CaptureError, DecryptError, IntegrityError
+from ..crypto import esp as _esp
+from ..crypto.esp import EspDecryptor, SaStats, trim_tfc
+from ..errors import CaptureError, DecryptError
 from . import jsonl as _jsonl
 from .pcapng import LINKTYPE_RAW, PcapngWriter, epb_header
 
@@ -118,7 +118,7 @@ class RunStats:
 
 # --- layout -----------------------------------------------------------------------------------
 
-def scan(path: str | os.PathLike[str], chunks: int = 1) -> Layout | None:
+def scan(path: str | os.PathLike[str], chunks: int = 1, mark_every: int = 512) -> Layout | None:
     """Record layout of an uncompressed pcap/pcapng file, or None when the fast path cannot read
     it (gzip, several pcapng sections, damage): the caller then uses the general reader."""
     path = str(path)
@@ -132,9 +132,9 @@ def scan(path: str | os.PathLike[str], chunks: int = 1) -> Layout | None:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         if head[:4] in _PCAP_MAGIC:
-            return _scan_pcap(path, mm, size, chunks)
+            return _scan_pcap(path, mm, size, chunks, mark_every)
         if head[:4] == _SHB:
-            return _scan_pcapng(path, mm, size, chunks)
+            return _scan_pcapng(path, mm, size, chunks, mark_every)
         return None
     finally:
         mm.close()
@@ -153,16 +153,15 @@ def _bounds(offsets_every: list[tuple[int, int]], size: int, chunks: int) -> lis
     return out
 
 
-def _scan_pcap(path: str, mm: mmap.mmap, size: int, chunks: int) -> Layout:
+def _scan_pcap(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -> Layout:
     order, mul = _PCAP_MAGIC[mm[:4]]
     linktype = struct.unpack_from(order + "I", mm, 20)[0] & 0xFFFF
     lay = Layout(path, "pcap", order, 24, size, [Iface(linktype, mul)])
     rec = struct.Struct(order + "I")
     off, idx = 24, 1
     marks = []
-    every = 512
     while off + 16 <= size:
-        if idx % every == 1:
+        if idx % every == 1 or every == 1:
             marks.append((off, idx))
         incl = rec.unpack_from(mm, off + 8)[0]
         if off + 16 + incl > size:
@@ -176,7 +175,7 @@ def _scan_pcap(path: str, mm: mmap.mmap, size: int, chunks: int) -> Layout:
     return lay
 
 
-def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int) -> Layout | None:
+def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -> Layout | None:
     from ..capture.pcapng import _parse_idb  # the capture stage's IDB option parser
 
     bom = mm[8:12]
@@ -194,7 +193,7 @@ def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int) -> Layout | N
             lay.truncated = f"block at offset {off} truncated or damaged"
             break
         if btype in (6, 3, 2):
-            if idx % 512 == 1:
+            if idx % every == 1 or every == 1:
                 marks.append((off, idx))
             idx += 1
         elif btype == 1:
@@ -598,7 +597,8 @@ def _chunk_main(i: int) -> ChunkResult:
 
 
 def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, opts: Options,
-        jobs: int = 0, progress: Callable[[int, int], None] | None = None, dsb: bool = False) -> RunStats:
+        jobs: int = 0, progress: Callable[[int, int], None] | None = None, dsb: bool = False,
+        parallel_min_bytes: int = PARALLEL_MIN_BYTES, mark_every: int = 512) -> RunStats:
     """Decrypt ``path`` into ``out`` (pcapng) and/or ``jsonl_out`` (path, or a text stream)."""
     path = str(path)
     if jobs <= 0:
@@ -607,7 +607,7 @@ def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, 
         size = os.path.getsize(path)
     except OSError as exc:
         raise CaptureError(f"cannot read {path}: {exc.strerror}") from None
-    lay = scan(path, jobs if size >= PARALLEL_MIN_BYTES else 1)
+    lay = scan(path, jobs if size >= parallel_min_bytes else 1, mark_every)
     if lay is None:
         lay = _decompress_or_general(path)
     if lay is not None and lay.secrets:
