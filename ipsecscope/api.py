@@ -1,13 +1,16 @@
 """Python API for scripts: decrypt ESP in a capture with whatever keys you have.
 
-    from ipsecscope.api import iter_decrypted, decrypt_capture
+Example (run by tests/test_api.py from the repository root)::
 
-    for p in iter_decrypted("trace.pcapng", ["esp_sa", "charon.log"]):
-        if p.status == "ok":
-            print(p.frame, p.src, "->", p.dst, hex(p.spi), p.seq, p.next_header, len(p.inner))
+    from ipsecscope.api import decrypt_capture, iter_decrypted
 
-    stats = decrypt_capture("trace.pcapng", ["esp_sa"], out="plain.pcapng")              # pcapng
-    stats = decrypt_capture("trace.pcapng", ["esp_sa"], out="plain.jsonl", fmt="jsonl")  # JSON lines
+    cap = "samples/synthetic/esn-wrap.pcap"
+    for p in iter_decrypted(cap, ["samples/synthetic/esn-wrap.keys.json"]):
+        print(p.frame, p.src, "->", p.dst, f"SPI 0x{p.spi:08x}", "seq", p.seq, p.status,
+              p.next_header, len(p.inner or b""))
+
+    stats = decrypt_capture(cap, "samples/synthetic/esn-wrap.esp_sa", out="/tmp/esn-plain.pcapng")
+    print(stats.decrypted, "decrypted,", stats.icv_failed, "ICV failures")
 
 ``keys`` is a :class:`~ipsecscope.keys.KeyStore`, one key file path, or several (any format
 ``ipsecscope.keys.load_keys`` reads). Errors are typed (:mod:`ipsecscope.errors`); packets that
