@@ -371,3 +371,39 @@ def test_tshark_decrypts_with_converted_save_keys_tables(tmp_path):
     rows = _tshark(KEYS / "healthy-gcm-capture.pcapng", prof)
     esp_rows = [r for r in rows if r["esp.spi"]]
     assert len(esp_rows) == 18 and all(r["esp.icv_good"] == "1" for r in esp_rows)
+
+
+# --- IKEv1 from charon logs (real peers, tests/data/keys/make_ikev1_sample.py) ---------------------
+
+
+def test_charon_ikev1_logs():
+    left = load_keys([KEYS / "charon-ikev1-left.log"])
+    right = load_keys([KEYS / "charon-ikev1-right.log"])
+    assert [(k.cookie_i.hex(), k.enc_key.hex()) for k in left.ikev1] == [
+        ("a664cdbac71b9b00", "ef54f1114ca22c24c5fac7d64929d53f")]
+    assert {esp_tuple(k) for k in left.esp} == {esp_tuple(k) for k in right.esp}
+    assert [(k.cookie_i, k.enc_key) for k in right.ikev1] == [(k.cookie_i, k.enc_key) for k in left.ikev1]
+    out = left.esp_lookup("198.18.0.1", "198.18.0.2", 0xEDA04943)
+    assert (out.encr, out.integ, len(out.auth_key)) == (E.ENCR_AES_CBC, I.AUTH_HMAC_SHA1_96, 20)
+
+
+@needs_tshark
+@pytest.mark.parametrize("log", ["charon-ikev1-left.log", "charon-ikev1-right.log"])
+def test_tshark_decrypts_ikev1_with_converted_keys(tmp_path, log):
+    store = load_keys([KEYS / log])
+    prof = tmp_path / "p"
+    prof.mkdir()
+    (prof / "esp_sa").write_text(dump(store, "esp_sa", True))
+    (prof / "ikev1_decryption_table").write_text(dump(store, "ikev1_table", True))
+    fields = ["isakmp.hash", "esp.icv_good", "icmp.type"]
+    cmd = ["tshark", "-n", "-r", str(KEYS / "ikev1-capture.pcapng"), "-o", "esp.enable_encryption_decode:TRUE",
+           "-o", "esp.enable_authentication_check:TRUE", "-T", "fields"]
+    for f in fields:
+        cmd += ["-e", f]
+    env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(prof)}
+    rows = [line.split("\t") for line in
+            subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=60).stdout.splitlines()]
+    # Main Mode 5-6, Quick Mode 7-9, Informational 16-17 are encrypted: their HASH payloads
+    # are only visible when the phase-1 key is right.
+    assert [i + 1 for i, r in enumerate(rows) if r[0]] == [5, 6, 7, 8, 9, 16, 17]
+    assert [r[1] for r in rows[9:15]] == ["1"] * 6 and all(r[2] for r in rows[9:15])

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from ..errors import KeyFileError
 from ..model.iana import EncrTransform, IntegTransform
-from ..model.keys import EspSaKeys, IkeSaKeys
+from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys
 from . import names
 from .store import KeyStore
 
@@ -44,8 +44,10 @@ _DUMP_HEAD = re.compile(r"^(?P<label>.+?) => (?P<n>\d+) bytes @ (?:0x)?[0-9a-fA-
 _DUMP_ROW = re.compile(r"^\s*\d+: ((?:[0-9A-Fa-f]{2} ){1,16})")
 _PROPOSAL = re.compile(r"^selected proposal: (?P<proto>IKE|ESP|AH):(?P<algs>\S+)")
 _PARSED = re.compile(r"^parsed (?P<xchg>[A-Z_]+) (?P<kind>request|response) \d+")
-_CHECKIN = re.compile(r"checkin IKEv2 SA .*\[(?P<uid>\d+)\] with SPIs (?P<i>[0-9a-f]{16})_i (?P<r>[0-9a-f]{16})_r")
-_CHECKOUT = re.compile(r"checkout IKEv2 SA (?:by message )?with SPIs (?P<i>[0-9a-f]{16})_i (?P<r>[0-9a-f]{16})_r")
+_CHECKIN = re.compile(
+    r"checkin IKEv(?P<v>[12]) SA .*\[(?P<uid>\d+)\] with SPIs (?P<i>[0-9a-f]{16})_i (?P<r>[0-9a-f]{16})_r"
+)
+_CHECKOUT = re.compile(r"checkout IKEv[12] SA (?:by message )?with SPIs (?P<i>[0-9a-f]{16})_i (?P<r>[0-9a-f]{16})_r")
 _CHECKED_OUT = re.compile(r"IKE_SA .*\[(?P<uid>\d+)\] successfully checked out")
 _ADDING = re.compile(r"^(?:adding|registering) (?P<dir>inbound|outbound) (?P<proto>ESP|AH) SA")
 _SPI_LINE = re.compile(r"^\s+SPI 0x(?P<spi>[0-9a-fA-F]{1,8}), src (?P<src>\S+) dst (?P<dst>\S+)")
@@ -100,6 +102,7 @@ class _Thread:
     ike_line: int = 0
     ike_uid: str | None = None
     ike_pending: list[_PendingIke] = field(default_factory=list)
+    v1_pending: list[tuple[bytes, int, str | None]] = field(default_factory=list)  # Ka, line, uid
     child_keys: dict[str, bytes] = field(default_factory=dict)
     child_line: int = 0
     child_role: bool | None = None
@@ -164,6 +167,9 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             if label == "Sk_pr secret":
                 t.ike_pending.append(_PendingIke(t.ike_keys, t.ike_prop, t.ike_line, t.ike_uid))
                 t.ike_keys = {}
+        elif label == "encryption key Ka":
+            # IKEv1 phase-1 encryption key (keymat_v1.c), what Wireshark's ikev1_decryption_table wants
+            t.v1_pending.append((data, line, uid))
         elif label in CHILD_LABELS:
             if label == "encryption initiator key" or not t.child_keys:
                 t.child_keys = {}
@@ -251,6 +257,12 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             if c:
                 spis = (bytes.fromhex(c.group("i")), bytes.fromhex(c.group("r")))
                 uid_spis[c.group("uid")] = spis
+                for ka, kline, _kuid in t.v1_pending:
+                    store.add_ikev1(Ikev1Keys(cookie_i=spis[0], enc_key=ka, source=f"{path}:{kline}"))
+                    n_ike += 1
+                t.v1_pending = []
+                if c.group("v") == "1":
+                    continue
                 if t.ike_pending:
                     first, rest = t.ike_pending[0], t.ike_pending[1:]
                     finish_ike(first, spis)
@@ -295,6 +307,10 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
 
     # IKE key sets never followed by a checkin on their thread: use what we know about their uid.
     for t in threads.values():
+        for ka, kline, kuid in t.v1_pending:
+            if kuid in uid_spis:
+                store.add_ikev1(Ikev1Keys(cookie_i=uid_spis[kuid][0], enc_key=ka, source=f"{path}:{kline}"))
+                n_ike += 1
         for pend in t.ike_pending:
             unresolved.append(pend)
     still = []
