@@ -10,6 +10,7 @@ file when a view asks for it.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -174,20 +175,29 @@ class Session:
             self.load(p, progress)
         return self.stats
 
-    def feed(self, raw: RawFrame) -> Packet | None:
-        """Process one frame: decode, decrypt, correlate. Returns the decoded packet."""
+    def feed(self, raw: RawFrame) -> list[Packet]:
+        """Process one frame: decode, decrypt, correlate. Returns the decoded packets (usually
+        one; none for non-IPsec frames; several for a TCP segment carrying many RFC 8229 records)."""
         st = self.stats
         st.frames += 1
         tbl = self.tracker.table
         if tbl.first_ts is None:
             tbl.first_ts = raw.ts
         tbl.last_ts = raw.ts
-        pkt = self.decoder.decode(raw)
-        intern = self._addr
-        if pkt is None:
+        pkts = self.decoder.decode_all(raw)
+        if not pkts:
             st.other += 1
             self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len))
-        elif type(pkt) is EspPacket:
+        for pkt in pkts:
+            self._process(raw, pkt)
+        self._findings = None
+        return pkts
+
+    def _process(self, raw: RawFrame, pkt: Packet) -> None:
+        st = self.stats
+        tbl = self.tracker.table
+        intern = self._addr
+        if type(pkt) is EspPacket:
             st.esp += 1
             res = self.esp_decryptor.decrypt(pkt)
             status = res.status
@@ -253,8 +263,6 @@ class Session:
                 raw.index, raw.ts, "MALFORMED", "", "", 0, 0, raw.orig_len,
                 info=f"{pkt.layer}: {pkt.reason}", status="malformed",
             ))
-        self._findings = None
-        return pkt
 
     def _add_row(self, row: FrameRow) -> None:
         self.rows.append(row)
@@ -312,11 +320,10 @@ class Session:
     def row(self, frame: int) -> FrameRow | None:
         rows = self.rows
         if isinstance(rows, list) and 0 < frame <= len(rows) and rows[frame - 1].frame == frame:
-            return rows[frame - 1]
-        for r in rows:
-            if r.frame == frame:
-                return r
-        return None
+            return rows[frame - 1]  # one row per frame: the common case
+        # Rows are in frame order (a frame may have several rows, a live ring drops old ones).
+        i = bisect.bisect_left(rows, frame, key=lambda r: r.frame)
+        return rows[i] if i < len(rows) and rows[i].frame == frame else None
 
     def detail(self, frame: int) -> FrameDetail | None:
         """Decode one frame again, fully, for a detail view."""
@@ -329,8 +336,8 @@ class Session:
         malformed = None
         inner = inner_summary = None
         if raw is not None and row.kind == "ESP":
-            pkt = Decoder().decode(raw)
-            if isinstance(pkt, EspPacket):
+            pkt = next((p for p in Decoder().decode_all(raw) if isinstance(p, EspPacket)), None)
+            if pkt is not None:
                 esp = pkt
                 res = self.esp_decryptor.peek(pkt, seq_hi=(row.seq or 0) >> 32)
                 inner = res.inner
