@@ -26,6 +26,7 @@ done
 
 TAG="ipss$$"
 PIDS="$(mktemp /tmp/ipss-pids.XXXXXX)"
+WORK="$(mktemp -d /tmp/ipss-work.XXXXXX)"
 
 PY=""
 cleanup() {
@@ -52,12 +53,13 @@ cleanup() {
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -f "$PIDS"
+    rm -rf "$WORK"
     exit "$rc"
 }
 trap cleanup EXIT INT TERM
 
 # In the background + wait, so a signal to this script is handled at once (bash defers traps
 # while a foreground child runs).
-python3 samples/lib/make_samples.py --tag "$TAG" --pids "$PIDS" "$@" &
+python3 samples/lib/make_samples.py --tag "$TAG" --pids "$PIDS" --work-root "$WORK" "$@" &
 PY=$!
 wait "$PY"

@@ -171,6 +171,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "samples")
     ap.add_argument("--pids", type=Path, help="write pids of started processes here")
     ap.add_argument("--tag", default=None, help="namespace name prefix (default: random)")
+    ap.add_argument("--work-root", type=Path, default=None,
+                    help="make the per-scenario work directories under this one")
     args = ap.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
@@ -195,7 +197,7 @@ def main(argv: list[str]) -> int:
 def _run_all(args: argparse.Namespace, failed: list[str]) -> int:
     for name in args.scenarios:
         t0 = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix=f"ipss-{name}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"ipss-{name}-", dir=args.work_root) as tmp:
             try:
                 run_scenario(name, Path(tmp), pids=args.pids, tag=args.tag)
                 files = store(name, Path(tmp), args.out)
