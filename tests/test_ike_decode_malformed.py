@@ -91,8 +91,7 @@ def test_every_truncation_keeps_a_prefix(src: tuple[str, int]) -> None:
             assert m.payloads == ()
         else:
             assert m.payloads == full.payloads[: len(m.payloads)], n
-            assert m.malformed.startswith(f"IKE header length {len(raw)} exceeds datagram ({n} bytes)") or \
-                "payload" in m.malformed
+            assert m.malformed == f"IKE header length {len(raw)} exceeds datagram ({n} bytes)"
 
 
 def test_truncation_reason_names_the_payload() -> None:

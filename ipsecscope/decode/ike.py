@@ -139,8 +139,10 @@ def _parse_ike(dgram: IkeDatagram, data: bytes) -> IkeMessage:
         payloads, bad = ikev1.parse_body(hdr, body)
     else:
         return _message(dgram, hdr, (), data, f"unsupported IKE major version {hdr.major}")
+    # A short datagram (snaplen, lost IP fragment) is the root cause of any payload fault after
+    # it, so its reason wins.
     return _message(dgram, hdr, payloads, data[: min(n, hdr.length)] if reason is None else data,
-                    bad or reason)
+                    reason or bad)
 
 
 def parse_payload_chain(first_type: int, data: bytes, version: int, base_offset: int = 0,

@@ -218,7 +218,7 @@ class NotifyType(IntEnum):
     CHILD_SA_NOT_FOUND = 44  # RFC 7296
     INVALID_GROUP_ID = 45  # RFC 9838 (G-IKEv2)
     AUTHORIZATION_FAILED = 46  # RFC 9838 (G-IKEv2)
-    STATE_NOT_FOUND = 47
+    # 47 is assigned too but could not be checked here; it prints as "NotifyType 47".
     TS_MAX_QUEUE = 48  # RFC 9611
     # ---- status types ----
     INITIAL_CONTACT = 16384
