@@ -277,15 +277,18 @@ class Tracker:
                 x.requester_port = msg.sport
                 x.responder_port = msg.dport
         priv.last_raw[rkey] = msg.raw
+        # Sizes add up over SKF fragments: the message is what the peer sent, not one datagram.
         if is_response:
             if x.response_ts is None:
                 x.response_ts = msg.ts
-                x.response_size = len(msg.raw)
+            if frag or len(x.response_frames) == 0:
+                x.response_size += len(msg.raw)
             x.response_frames.append(msg.frame)
         else:
             if x.request_ts is None:
                 x.request_ts = msg.ts
-                x.request_size = len(msg.raw)
+            if frag or len(x.request_frames) == 0:
+                x.request_size += len(msg.raw)
             x.request_frames.append(msg.frame)
             if frag:
                 x.fragments = max(x.fragments, frag)
@@ -314,6 +317,13 @@ class Tracker:
         x, retrans = self._exchange(sa, msg, from_init, is_response)
         if retrans:
             return
+        skf = next((p for p in msg.payloads if isinstance(p, SkPayload) and p.type == iana.PayloadType.SKF), None)
+        if skf is not None and skf.total_fragments > 1:
+            # RFC 7383: act on the message once, when it is complete. With keys the decryptor
+            # fills `inner` on the frame that completes it; without, take the last fragment.
+            complete = bool(msg.inner) if msg.decrypted else skf.fragment_number == skf.total_fragments
+            if not complete:
+                return
         if msg.decrypted and msg.icv_ok is not False:
             sa.decrypted = True
         visible = not msg.encrypted or (msg.decrypted and msg.icv_ok is not False)
