@@ -88,6 +88,9 @@ def test_without_keys_child_sas_are_inferred_and_paired():
     first = next(iter(t.ike_sas.values()))
     assert all(c.ike_sa == first.key for c in kids)  # grouped under the IKE SA of the same peers
     assert not first.decrypted and first.proposal == "aes256gcm16-prfsha256-ecp256"
+    # The IKE SA rekey is encrypted, but new SPIs right after an answered CREATE_CHILD_SA link up.
+    second = list(t.ike_sas.values())[1]
+    assert first.rekeyed_into == second.key and second.rekeyed_from == first.key and second.state_inferred
 
 
 def test_cbc_pfs_three_children():

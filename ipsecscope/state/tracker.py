@@ -219,11 +219,32 @@ class Tracker:
             # Capture started after IKE_SA_INIT: the SA exists, we just did not see it begin.
             sa.state = SaState.ESTABLISHED
             sa.state_inferred = True
+            self._infer_ike_rekey(sa, msg.ts)
         else:
             self._link_retry(sa, msg.ts)
         self._emit("ike_sa_created", msg.ts, ike_sa=sa.key, initiator=initiator, responder=responder,
                    version=2)
         return sa
+
+    def _infer_ike_rekey(self, sa: IkeSa, ts: float) -> None:
+        """Without keys an IKE SA rekey (RFC 7296 §1.3.2) is an encrypted CREATE_CHILD_SA on the
+        old SA followed by traffic under new SPIs between the same peers: link the two."""
+        for old in reversed(list(self.table.ike_sas.values())):
+            if old is sa or old.rekeyed_into or old.decrypted or {old.initiator, old.responder} != {
+                    sa.initiator, sa.responder}:
+                continue
+            last = next((x for x in reversed(old.exchanges) if x.exchange == iana.ExchangeType.CREATE_CHILD_SA
+                         and x.response_ts is not None), None)
+            if last is None or not 0 <= ts - last.response_ts <= 10.0:
+                continue
+            sa.rekeyed_from = old.key
+            old.rekeyed_into = sa.key
+            if old.state == SaState.ESTABLISHED:
+                old.state = SaState.REKEYED
+            last.rekey_ike = True
+            last.summary = f"CREATE_CHILD_SA (encrypted; IKE SA rekey inferred -> {sa.key})"
+            self._emit("ike_sa_rekeyed", ts, ike_sa=old.key, into=sa.key, inferred=True)
+            return
 
     def _link_retry(self, sa: IkeSa, ts: float) -> None:
         """An IKE_SA_INIT with fresh SPIs right after one refused with INVALID_KE/COOKIE is its retry."""
