@@ -241,21 +241,26 @@ def _icv_checker(o: Opener) -> Callable[[bytes, int | None], None] | None:
             "Check the authentication key in the key file.")
     if integ.kind == "hmac":
         base = hmac.new(akey, digestmod=getattr(hashlib, integ.hash))  # type: ignore[arg-type]
-        copy = base.copy
+        # the OpenSSL-backed object under hmac.HMAC: copying it skips two Python-level wrappers
+        copy = getattr(base, "_hmac", base).copy
 
-        def check_hmac(data: bytes, hi: int | None) -> None:
+        def check_hmac(data: bytes, hi: int | None, s: int = 0, e: int | None = None) -> None:
+            if e is None:
+                e = len(data)
             m = copy()
-            m.update(data[:-icv])
+            m.update(data[s:e - icv])
             if hi is not None:
                 m.update(_pack32(hi))  # RFC 4303 §3.3.3: ESN high bits follow the payload
-            if not _compare(m.digest()[:icv], data[-icv:]):
+            if not _compare(m.digest()[:icv], data[e - icv:e]):
                 raise IntegrityError(f"{integ.label} ICV mismatch")
         return check_hmac
     xcbc = _XcbcMac(akey)
 
-    def check_xcbc(data: bytes, hi: int | None) -> None:
-        body = data[:-icv] if hi is None else data[:-icv] + _pack32(hi)
-        if not _compare(xcbc.mac(body)[:icv], data[-icv:]):
+    def check_xcbc(data: bytes, hi: int | None, s: int = 0, e: int | None = None) -> None:
+        if e is None:
+            e = len(data)
+        body = data[s:e - icv] if hi is None else data[s:e - icv] + _pack32(hi)
+        if not _compare(xcbc.mac(body)[:icv], data[e - icv:e]):
             raise IntegrityError("AES-XCBC-MAC-96 ICV mismatch")
     return check_xcbc
 
@@ -270,17 +275,22 @@ def _build_cbc(o: Opener) -> OpenFn:
     check = _icv_checker(o)
     start = 8 + ivl
 
-    def open_cbc(data: bytes, hi: int | None) -> bytes:
-        n = len(data) - start - icv
+    def open_cbc_at(buf: bytes, s: int, e: int, hi: int | None) -> bytes:
+        if e > len(buf):
+            e = len(buf)
+        n = e - s - start - icv
         if n < bs or n % bs:
             raise DecryptError(
                 f"ESP ciphertext is {max(n, 0)} bytes, not a positive multiple of the {bs}-byte block "
                 "(wrong algorithm or ICV length?)")
         if check is not None:
-            check(data, hi)  # RFC 4303 §3.4.4: verify before decrypting
-        ct = data[start:len(data) - icv]
+            check(buf, hi, s, e)  # RFC 4303 §3.4.4: verify before decrypting
         # CBC: P_i = D_K(C_i) xor C_{i-1}, C_0 = IV. One ECB pass and one big-int XOR.
-        return (_from(upd(ct), "big") ^ _from(data[8:len(data) - icv - bs], "big")).to_bytes(n, "big")
+        return (_from(upd(buf[s + start:e - icv]), "big") ^ _from(buf[s + 8:e - icv - bs], "big")).to_bytes(n, "big")
+
+    def open_cbc(data: bytes, hi: int | None) -> bytes:
+        return open_cbc_at(data, 0, len(data), hi)
+    open_cbc.at = open_cbc_at  # type: ignore[attr-defined]
     return open_cbc
 
 

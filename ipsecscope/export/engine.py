@@ -676,13 +676,27 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
     _JOB.clear()
     _JOB.update(layout=lay, keys=keys, opts=opts, tmp=tmp, progress=arr)
     try:
-        with ctx.Pool(min(jobs, nchunks)) as pool:
-            async_res = pool.map_async(_chunk_main, range(nchunks), chunksize=1)
+        # jobs - 1 children take chunks 1..n-1; this process does chunk 0 itself, straight into
+        # the output (no part file to copy for it).
+        with ctx.Pool(max(min(jobs, nchunks) - 1, 1)) as pool:
+            async_res = pool.map_async(_chunk_main, range(1, nchunks), chunksize=1)
+
+            def progress0(done: int) -> None:
+                arr[0] = done
+                if progress:
+                    progress(sum(arr), lay.size)
+
+            w0 = _Worker(lay, keys, opts, progress0)
+            start0, first0 = lay.bounds[0]
+            if writer is not None:
+                writer.f.flush()
+            r0 = w0.run(start0, lay.bounds[1][0], first0, writer.f if writer is not None else None, jf)
+            arr[0] = lay.bounds[1][0] - start0
             while not async_res.ready():
                 async_res.wait(0.1)
                 if progress:
                     progress(sum(arr), lay.size)
-            results: list[ChunkResult] = async_res.get()
+            results: list[ChunkResult] = [r0] + async_res.get()
         # Reconcile ESN state across chunks (see module docstring).
         seeds: dict = {}
         final = _Worker(lay, keys, opts)
