@@ -218,3 +218,17 @@ def test_tshark_decrypts_with_converted_esp_sa(tmp_path):
     (prof / "esp_sa").write_text(dump(again, "esp_sa", False))
     out = _tshark_data(CORPUS / "esp-bug-12671.pcapng.gz", prof)
     assert "08090a0b0c0d0e0f1011121314151617" not in out
+
+
+def test_ten_column_esp_sa_with_sequence_number_length(tmp_path):
+    """Newer Wireshark esp_sa rows carry two more fields: SN length (32-bit / 64-bit = ESN) and
+    the ESN high bits."""
+    f = tmp_path / "esp_sa"
+    f.write_text(
+        '"IPv4","198.18.0.1","198.18.0.2","0x00000001","AES-CBC [RFC3602]","0x0102030405060708090a0b0c0d0e0f10",'
+        '"HMAC-SHA-1-96 [RFC2404]","0x0102030405060708090a0b0c0d0e0f1011121314","64-bit","0x00000001"\n'
+        '"IPv4","198.18.0.2","198.18.0.1","0x00000002","AES-CBC [RFC3602]","0x0102030405060708090a0b0c0d0e0f10",'
+        '"HMAC-SHA-1-96 [RFC2404]","0x0102030405060708090a0b0c0d0e0f1011121314","32-bit",""\n'
+    )
+    a, b = load_keys([f]).esp
+    assert a.esn is True and b.esn is False

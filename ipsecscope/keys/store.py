@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys
 
+_CACHE_MAX = 1 << 16
+
 
 def _norm_addr(addr: str) -> str:
     """Canonical text of an address (``::1``, ``198.18.0.1``), or the input if not an address."""
@@ -274,6 +276,8 @@ class KeyStore:
         except KeyError:
             pass
         res = self._lookup_slow(src, dst, spi)
+        if len(self._cache) >= _CACHE_MAX:  # random SPIs (scans, garbage) must not grow memory
+            self._cache = {}
         self._cache[key] = res
         return res
 
