@@ -1,5 +1,5 @@
-"""IKEv2 fragmentation (RFC 7383) from real strongSwan peers: SKF decrypted fragment by fragment
-and reassembled.
+"""IKEv2 fragmentation (RFC 7383) and eight IKE/ESP suites from real strongSwan peers: SKF decrypted
+fragment by fragment and reassembled.
 
 tests/data/ikev2-skf/<name>/ holds a capture made by two charons (tests/netns_peers.py) with
 ``fragmentation = force`` and ``charon.fragment_size = 180``, so the IKE_AUTH request and response
@@ -25,6 +25,15 @@ DATA = Path(__file__).parent / "data" / "ikev2-skf"
 SCENARIOS = {
     "gcm": ("aes256gcm16-prfsha256-ecp256", "aes256gcm16"),
     "cbc-sha256": ("aes128-sha256-prfsha256-modp2048", "aes128-sha256"),
+    # Suites the Wireshark corpus does not have, from a real peer: ChaCha20-Poly1305 (RFC 7634),
+    # AES-CCM with the AES-XCBC PRF (RFC 4434), 3DES/HMAC-MD5, AES-CBC-192 with AES-XCBC-96,
+    # SHA2-384/512, AES-CTR (RFC 5930) with HMAC-SHA1-96.
+    "chacha20": ("chacha20poly1305-prfsha512-x25519", "chacha20poly1305"),
+    "ccm-prfxcbc": ("aes128ccm12-prfaesxcbc-ecp256", "aes192ccm16"),
+    "3des-md5": ("3des-md5-prfmd5-modp2048", "3des-md5"),
+    "cbc-xcbc": ("aes192-aesxcbc-prfaesxcbc-ecp256", "aes128-aesxcbc"),
+    "cbc-sha384": ("aes256-sha384-prfsha384-ecp384", "aes256-sha512"),
+    "ctr-sha1": ("aes128ctr-sha1-prfsha1-ecp256", "aes128ctr-sha1"),
 }
 
 _CONF = """connections {{
@@ -74,6 +83,7 @@ def regenerate() -> None:
     # Small fragments force RFC 7383 fragmentation of IKE_AUTH (a PSK IKE_AUTH is ~270 bytes).
     np.STRONGSWAN_CONF = np.STRONGSWAN_CONF.replace(
         "    load_modular = no\n", "    load_modular = no\n    fragment_size = 180\n")
+    np.PLUGINS = np.PLUGINS.replace(" hmac ", " hmac md5 xcbc ")  # HMAC-MD5, AES-XCBC MAC and PRF
     for name, (ike, esp) in SCENARIOS.items():
         left = _CONF.format(me=np.LEFT_OUTER, peer=np.RIGHT_OUTER, ike=ike, esp=esp, myid="left.ipsecscope.test",
                             peerid="right.ipsecscope.test", mynet="10.1.0.0/24", peernet="10.2.0.0/24")

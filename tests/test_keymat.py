@@ -24,7 +24,8 @@ from ipsecscope.model.iana import PrfTransform as P
 from ipsecscope.model.keys import IkeSaKeys
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-LOGS = sorted(SAMPLES.glob("*/charon-*.log"))
+SKF = Path(__file__).resolve().parent / "data" / "ikev2-skf"  # eight suites, see test_ike_sk_skf.py
+LOGS = sorted(SAMPLES.glob("*/charon-*.log")) + sorted(SKF.glob("*/charon-left.log"))
 
 # strongSwan proposal tokens -> IANA (only what the samples use, plus the common ones)
 _ENCR = {"AES_CBC": E.ENCR_AES_CBC, "AES_CTR": E.ENCR_AES_CTR, "AES_GCM_8": E.ENCR_AES_GCM_8,
@@ -34,7 +35,7 @@ _ENCR = {"AES_CBC": E.ENCR_AES_CBC, "AES_CTR": E.ENCR_AES_CTR, "AES_GCM_8": E.EN
 _INTEG = {"HMAC_SHA1_96": I.AUTH_HMAC_SHA1_96, "HMAC_SHA2_256_128": I.AUTH_HMAC_SHA2_256_128,
           "HMAC_SHA2_384_192": I.AUTH_HMAC_SHA2_384_192, "HMAC_SHA2_512_256": I.AUTH_HMAC_SHA2_512_256,
           "AES_XCBC_96": I.AUTH_AES_XCBC_96, "HMAC_MD5_96": I.AUTH_HMAC_MD5_96}
-_PRF = {"PRF_HMAC_SHA1": P.PRF_HMAC_SHA1, "PRF_HMAC_SHA2_256": P.PRF_HMAC_SHA2_256,
+_PRF = {"PRF_HMAC_MD5": P.PRF_HMAC_MD5, "PRF_HMAC_SHA1": P.PRF_HMAC_SHA1, "PRF_HMAC_SHA2_256": P.PRF_HMAC_SHA2_256,
         "PRF_HMAC_SHA2_384": P.PRF_HMAC_SHA2_384, "PRF_HMAC_SHA2_512": P.PRF_HMAC_SHA2_512,
         "PRF_AES128_XCBC": P.PRF_AES128_XCBC, "PRF_AES128_CMAC": P.PRF_AES128_CMAC}
 
@@ -138,7 +139,7 @@ def _derive(d: Derivation, sk_d: bytes):
 
 
 @pytest.mark.skipif(not LOGS, reason="no samples/*/charon-*.log (made by samples/make_samples.sh)")
-@pytest.mark.parametrize("log", LOGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("log", LOGS, ids=lambda p: f"{p.parents[1].name}/{p.parent.name}/{p.name}")
 def test_keymat_matches_strongswan(log: Path) -> None:
     derivs, _ = parse_log(log)
     for d in derivs:
@@ -159,12 +160,18 @@ def test_keymat_matches_strongswan(log: Path) -> None:
             assert no_pfs[0].enc_key != want_ei
 
 
-def test_samples_cover_pfs_and_non_pfs() -> None:
+def test_logs_cover_pfs_every_prf_and_suite() -> None:
     if not LOGS:
         pytest.skip("no samples yet")
     derivs = [d for log in LOGS for d in parse_log(log)[0]]
     assert any(d.dh for d in derivs) and any(not d.dh for d in derivs)
     assert any("integrity initiator key" in d.keys for d in derivs)  # a non-AEAD suite too
+    if SKF.exists():
+        assert {d.prf for d in derivs} >= {P.PRF_HMAC_MD5, P.PRF_HMAC_SHA1, P.PRF_HMAC_SHA2_256,
+                                           P.PRF_HMAC_SHA2_384, P.PRF_HMAC_SHA2_512, P.PRF_AES128_XCBC}
+        assert {esp_proposal(d.esp[4:])[0] for d in derivs} >= {
+            E.ENCR_AES_GCM_16, E.ENCR_AES_CBC, E.ENCR_CHACHA20_POLY1305, E.ENCR_AES_CCM_16, E.ENCR_3DES,
+            E.ENCR_AES_CTR}
 
 
 def test_key_lengths() -> None:
@@ -317,13 +324,16 @@ def test_derive_pending_without_sk_d_keeps_waiting() -> None:
     assert tr.done and tr.done[0][0] == 1
 
 
-@pytest.mark.parametrize("scenario", ["dh-retry", "healthy-gcm"])
+SESSION_CASES = ["dh-retry", "healthy-gcm"] + [f"skf/{p.name}" for p in sorted(SKF.glob("*"))]
+
+
+@pytest.mark.parametrize("scenario", SESSION_CASES)
 def test_session_decrypts_esp_with_only_ike_keys(scenario: str) -> None:
     """Through Session: IKE SA keys (with SK_d) from the charon log, every ESP key dropped."""
     from ipsecscope.keys import KeyStore, load_keys
     from ipsecscope.session import Session
 
-    d = SAMPLES / scenario
+    d = SKF / scenario[4:] if scenario.startswith("skf/") else SAMPLES / scenario
     if not (d / "capture.pcapng").exists():
         pytest.skip(f"samples/{scenario} not generated")
     full = load_keys([d / "charon-left.log"])
@@ -333,8 +343,8 @@ def test_session_decrypts_esp_with_only_ike_keys(scenario: str) -> None:
         only_ike.add_ike(k)
     s = Session(keys=only_ike)
     s.load(d / "capture.pcapng")
-    assert s.stats.derived_child_keys >= 2 and s.stats.icv_failed == 0
-    if scenario == "dh-retry":  # one non-PFS CHILD SA carries all the ESP
+    assert s.stats.derived_child_keys >= 2 and s.stats.icv_failed == 0 and s.stats.ike_icv_failed == 0
+    if scenario != "healthy-gcm":  # one non-PFS CHILD SA carries all the ESP
         assert s.stats.decrypted == s.stats.esp > 0
     else:  # the rekeyed CHILD SA used PFS (ECP_256): its g^ir is secret, its packets stay opaque
         assert 0 < s.stats.decrypted < s.stats.esp
