@@ -23,7 +23,9 @@ state is sound even when threads interleave):
   protect initiator->responder traffic. child_create.c installs, on the exchange initiator,
   inbound with the responder keys and outbound with the initiator keys, and the reverse on the
   responder. We know our role from the last ``parsed <EXCHANGE> request|response`` on the thread
-  (keys derived after parsing a *response* = we initiated).
+  (keys derived after parsing a *response* = we initiated). IKEv1 Quick Mode logs the same lines.
+* IKEv1 phase-1 key (keymat_v1.c, IKE level 4): ``encryption key Ka => 16 bytes``, bound to the
+  initiator cookie by the next ``checkin IKEv1 SA ... with SPIs <cookie_i>_i <cookie_r>_r``.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def keys_from_secrets(secrets_type: int, data: bytes, source: str) -> KeyStore |
     """Parse one DSB's data; None if the type is not one we read."""
     if secrets_type != SECRETS_TYPE_IPSEC:
         return None
-    from . import charon, detect_format, jsonkeys, libreswan, tcpdump, wireshark, xfrm  # noqa: F401  (late: avoid import cycle)
+    # imported here, not at the top: the package __init__ imports this module
+    from . import charon, detect_format, jsonkeys, libreswan, tcpdump, wireshark, xfrm
 
     text = data.decode("utf-8", "replace")
     fmt = detect_format(data)
