@@ -1,0 +1,105 @@
+"""The real app in a real terminal (tmux): what a person sees after typing at it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLES, needs_tshark
+from tmux_driver import Tmux, have_tmux
+
+pytestmark = [pytest.mark.skipif(not have_tmux(), reason="tmux not installed"), needs_tshark]
+
+HEALTHY = SAMPLES / "healthy-gcm"
+TREE_W = 34  # the SA tree's columns at 120 wide (30%, border excluded)
+
+
+def tshark(capture: Path, display_filter: str, field: str) -> list[str]:
+    out = subprocess.run(["tshark", "-r", str(capture), "-Y", display_filter, "-T", "fields", "-e", field],
+                         check=True, capture_output=True, text=True).stdout
+    return out.split()
+
+
+def app(capture: Path, *keys: Path) -> Tmux:
+    args = " ".join(str(a) for a in (capture, *(("-k", *keys) if keys else ())))
+    return Tmux(f"{sys.executable} -m ipsecscope {args}", width=120, height=40, cwd=str(ROOT))
+
+
+def table_rows(screen: str) -> list[str]:
+    """Packet-table lines: the part right of the tree that starts with a frame number."""
+    rows = []
+    for line in screen.splitlines():
+        right = line[TREE_W + 1:].lstrip("▕ ")
+        if re.match(r"^\d+ [✓✗?! …R] ", right):
+            rows.append(right)
+    return rows
+
+
+def test_tree_shows_the_sas_and_filter_works() -> None:
+    capture = HEALTHY / "capture.pcapng"
+    esp_frames = tshark(capture, "esp", "frame.number")
+    with app(capture, HEALTHY / "keys" / "esp_sa", HEALTHY / "keys" / "ikev2_decryption_table") as t:
+        screen = t.wait_for(f"decrypted {len(esp_frames)}/{len(esp_frames)}")
+        tree = "\n".join(line[:TREE_W] for line in screen.splitlines())
+        assert "198.18.0.1 ⇄ 198.18.0.2" in tree
+        for spi in set(tshark(capture, "esp", "esp.spi")):
+            assert spi.removeprefix("0x") in tree, f"SPI {spi} not in the tree:\n{tree}"
+        for ispi in set(tshark(capture, "isakmp", "isakmp.ispi")):
+            assert ispi.replace(":", "")[:8] in tree
+
+        t.send("/")
+        t.type("esp src=198.18.0.2")
+        t.send("Enter")
+        expected = tshark(capture, "esp && ip.src == 198.18.0.2", "frame.number")
+        screen = t.wait_for(f"filter: {len(expected)}/")
+        rows = table_rows(screen)
+        assert rows, screen
+        assert [r.split()[0] for r in rows] == expected[: len(rows)]
+        assert all(" ESP " in r and "198.18.0.2" in r.split()[4] for r in rows), rows
+
+        # Escape brings every frame back; q quits cleanly.
+        t.send("Escape")
+        screen = t.wait_for(lambda s: not re.search(r"filter: \d", s))
+        assert table_rows(screen)[0].split()[0] == "1"
+        t.send("q")
+        t.wait_for("[exited 0]")
+
+
+def test_findings_tab_lists_the_finding_and_enter_shows_the_evidence() -> None:
+    capture = SAMPLES / "dead-peer" / "capture.pcapng"
+    with app(capture) as t:
+        t.wait_for("frames")
+        t.send("3")
+        screen = t.wait_for("IKE-DEAD-PEER")
+        assert "stopped" in screen  # the title says what happened
+        t.send("Enter")
+        screen = t.wait_for(lambda s: re.search(r"filter: \d", s))
+        rows = table_rows(screen)
+        # The evidence: the INFORMATIONAL requests nobody answered.
+        assert rows and all("INFORMATIONAL request" in r for r in rows), screen
+        requests = tshark(capture, "isakmp.exchangetype == 37 && isakmp.flag_r == 0", "frame.number")
+        shown = [r.split()[0] for r in rows]
+        assert set(shown) <= set(requests) and len(shown) >= 2
+        t.send("q")
+        t.wait_for("[exited 0]")
+
+
+def test_help_and_command_palette() -> None:
+    with app(HEALTHY / "capture.pcapng") as t:
+        t.wait_for("frames")
+        t.send("?")
+        screen = t.wait_for("ipsecscope — help")
+        assert "spi=0xc254fe64" in screen and "finding=" in screen
+        t.send("Escape")
+        t.wait_for(lambda s: "ipsecscope — help" not in s)
+        t.send("C-p")
+        t.wait_for("Search for commands")
+        t.type("export")
+        screen = t.wait_for("Decrypted pcapng")
+        t.send("Escape")
+        t.wait_for(lambda s: "Decrypted pcapng" not in s)
+        t.send("q")
+        t.wait_for("[exited 0]")

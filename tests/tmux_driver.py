@@ -1,0 +1,83 @@
+"""Drive a real terminal program in tmux: start it, type, and read the screen as a person sees it.
+
+Used by tests/test_tui_tmux.py; also handy by hand::
+
+    python3 tests/tmux_driver.py 'ipsecscope samples/healthy-gcm/capture.pcapng'
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+
+def have_tmux() -> bool:
+    return shutil.which("tmux") is not None
+
+
+class Tmux:
+    """One detached tmux session running ``command`` in a ``width``×``height`` terminal."""
+
+    def __init__(self, command: str, width: int = 120, height: int = 40, cwd: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = f"ipsecscope-test-{uuid.uuid4().hex[:8]}"
+        self.command = command
+        self.width, self.height = width, height
+        self.cwd = cwd
+        self.env = env or {}
+
+    def __enter__(self) -> Tmux:
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        # Keep the pane open after the program exits so a crash stays readable.
+        cmd = f"env TERM=xterm-256color {exports} {self.command}; echo '[exited '$?']'; sleep 600"
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(self.width), "-y", str(self.height),
+             *(["-c", self.cwd] if self.cwd else []), cmd],
+            check=True,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+    def send(self, *keys: str, literal: bool = False) -> None:
+        """tmux key names ("Down", "Enter", "Escape", "C-p") or, with ``literal``, text to type."""
+        args = ["tmux", "send-keys", "-t", self.name]
+        if literal:
+            args.append("-l")
+        subprocess.run([*args, *keys], check=True)
+        if not literal and keys and keys[-1] == "Escape":
+            # A bare ESC is told apart from the start of an escape sequence (Alt+key) only by
+            # the pause after it; without one, the next key would arrive as Alt+key.
+            time.sleep(0.3)
+
+    def type(self, text: str) -> None:
+        self.send(text, literal=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], check=True,
+                              capture_output=True, text=True).stdout
+
+    def wait_for(self, predicate: Callable[[str], bool] | str, timeout: float = 20.0) -> str:
+        """Poll the screen until ``predicate`` (or the text) holds; returns that screen."""
+        check = (lambda s: predicate in s) if isinstance(predicate, str) else predicate
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if check(screen):
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {predicate!r}; the screen was:\n{screen}")
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    with Tmux(" ".join(sys.argv[1:]) or "ipsecscope --help", cwd=os.getcwd()) as t:
+        time.sleep(3)
+        print(t.screen())
