@@ -24,8 +24,8 @@ from ipsecscope.model.sa import Severity
 from ipsecscope.session import Session
 
 GOLDEN = ROOT / "tests" / "golden"
-SAMPLE_NAMES = ["healthy-gcm", "cbc-sha2-pfs", "proposal-mismatch", "ts-mismatch", "psk-mismatch",
-                "dh-retry", "dead-peer"]
+SAMPLE_NAMES = ["healthy-gcm", "cbc-sha2-pfs", "proposal-mismatch", "ike-proposal-mismatch", "ts-mismatch",
+                "psk-mismatch", "dh-retry", "dead-peer"]
 
 
 def sample_keys(name: str) -> list[Path]:
@@ -56,7 +56,9 @@ EXPECTED = {
     ("ts-mismatch", False): {"IKE-CHILD-LIKELY-REFUSED"},
     ("psk-mismatch", True): {"IKE-AUTH-FAILED"}, ("psk-mismatch", False): {"IKE-AUTH-FAILED"},
     ("dh-retry", True): {"IKE-INVALID-KE"}, ("dh-retry", False): {"IKE-INVALID-KE"},
-    ("dead-peer", True): {"IKE-DEAD-PEER"}, ("dead-peer", False): {"IKE-DEAD-PEER"},
+    ("dead-peer", True): {"IKE-DEAD-PEER", "ESP-RETURN-STOPPED"},
+    ("dead-peer", False): {"IKE-DEAD-PEER", "ESP-RETURN-STOPPED"},
+    ("ike-proposal-mismatch", True): {"IKE-NO-PROPOSAL"}, ("ike-proposal-mismatch", False): {"IKE-NO-PROPOSAL"},
 }
 
 
@@ -75,6 +77,17 @@ def test_proposal_mismatch_side_by_side():
     (f,) = [f for f in findings("proposal-mismatch", True) if f.code == "IKE-NO-PROPOSAL"]
     assert f.severity == Severity.ERROR and f.sa == "child:1" and f.frames == (3, 4)
     assert "198.18.0.1 offered aes128-sha1" in f.explanation and "198.18.0.2" in f.title
+
+
+def test_ike_proposal_mismatch_in_clear():
+    (f,) = [f for f in findings("ike-proposal-mismatch", False) if f.code == "IKE-NO-PROPOSAL"]
+    assert f.title.startswith("IKE SA:") and "aes128-sha1-modp2048" in f.explanation
+    assert "proposals (swanctl.conf connection)" in f.hint
+
+
+def test_dead_peer_return_traffic_stopped_after_frame_10():
+    (f,) = [f for f in findings("dead-peer", False) if f.code == "ESP-RETURN-STOPPED"]
+    assert f.frames[0] == 10 and f.sa == "esp:198.18.0.1>198.18.0.2:0x9b458aa1"
 
 
 def test_dh_retry_names_group_and_success():

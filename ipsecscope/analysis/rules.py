@@ -631,6 +631,31 @@ def r_one_way(table: SaTable, ctx: RuleContext):
             "and a route back to the sender's subnet.", f.first_ts)
 
 
+@rule(27, "ESP-RETURN-STOPPED")
+def r_return_stopped(table: SaTable, ctx: RuleContext):
+    """Two-way ESP whose return direction went silent while the other side kept sending."""
+    for c in table.child_sas.values():
+        flows = c.flows(table)
+        for f in flows:
+            rev = [r for r in flows if (r.src, r.dst) == (f.dst, f.src)]
+            if not rev or f.unanswered_tail < 3 or f.after_rekey or f.after_delete:
+                continue
+            last_back = max((r.last_ts or 0.0) for r in rev)
+            if (f.last_ts or 0.0) - last_back < 1.0:
+                continue
+            back = max(rev, key=lambda r: r.last_ts or 0.0)
+            yield Finding(
+                "ESP-RETURN-STOPPED", Severity.WARNING,
+                f"ESP from {f.dst} stopped: {f.src} sent {f.unanswered_tail} more packet(s) with no reply",
+                f"{_child_label(c)} carried traffic both ways until frame {back.last_frame} ({_t(back.last_ts)}); "
+                f"after that {f.src} sent {f.unanswered_tail} ESP packet(s) to {f.dst} on SPI 0x{f.spi:08x} over "
+                f"{_dur((f.last_ts or 0.0) - (f.unanswered_since_ts or 0.0))} and nothing came back: {f.dst} went "
+                "away, lost its SA, or the return path broke.",
+                (back.last_frame, f.unanswered_since_frame, f.last_frame), _flow_ref(f),
+                f"Check whether {f.dst} still has the SA (swanctl --list-sas) and is reachable; DPD will "
+                "tear the tunnel down if the peer is gone.", back.last_ts)
+
+
 @rule(22, "ESP-SEQ-GAP", "ESP-REPLAY", "ESP-REORDER")
 def r_seq(table: SaTable, ctx: RuleContext):
     """Sequence-number analysis per flow: loss (gaps), replays (duplicates), reordering beyond 64."""

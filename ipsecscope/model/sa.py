@@ -67,6 +67,9 @@ class EspFlow:
     outside_ts: int = 0  # decrypted inner packets whose addresses/ports are outside the CHILD SA's TS
     outside_ts_frames: list[int] = field(default_factory=list)
     outside_ts_example: str | None = None  # "10.9.9.9 -> 10.2.0.5 proto 1"
+    unanswered_tail: int = 0  # packets since the last one in the opposite direction of its CHILD SA
+    unanswered_since_frame: int = 0
+    unanswered_since_ts: float | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -908,6 +908,17 @@ class Tracker:
         child = self.table.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
         if child is None:
             return
+        # Return-traffic bookkeeping: a run of packets one way with nothing coming back.
+        if flow.unanswered_tail == 0:
+            flow.unanswered_since_frame = pkt.frame
+            flow.unanswered_since_ts = ts
+        flow.unanswered_tail += 1
+        flows = self.table.flows
+        for other_spi in (child.spi_i, child.spi_r):
+            if other_spi is not None and other_spi != pkt.spi:
+                rev = flows.get((pkt.dst, pkt.src, other_spi))
+                if rev is not None:
+                    rev.unanswered_tail = 0
         if child.deleted_ts is not None and ts > child.deleted_ts:
             flow.after_delete += 1
             if len(flow.after_delete_frames) < EVIDENCE:
