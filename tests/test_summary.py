@@ -16,11 +16,25 @@ from scapy.layers.inet import IP, TCP, UDP, fragment
 from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
-from test_capture_builders import epb, esp, eth, gz, idb, ike_v2, shb, tshark_fields, v4, v6, write_pcap
+from test_capture_builders import (
+    epb,
+    esp,
+    eth,
+    gz,
+    idb,
+    ike_v2,
+    pb,
+    shb,
+    spb,
+    tshark_fields,
+    v4,
+    v6,
+    write_pcap,
+)
 
 from ipsecscope.cli import main
 from ipsecscope.cli.summary import SCHEMA, summarize
-from ipsecscope.decode import fastpath
+from ipsecscope.decode import fastpath, fastpath_ng
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gen_esp_pcap  # noqa: E402
@@ -135,35 +149,69 @@ def _norm(doc: dict) -> dict:
 def test_fast_path_equals_generic_path(tmp_path: Path, monkeypatch) -> None:
     frames = mixed_frames()
     pcap = write_pcap(tmp_path / "m.pcap", frames, ts0=1_700_000_000)
-    # the same frames in pcapng take the generic per-frame path
     ng = tmp_path / "m.pcapng"
     ng.write_bytes(shb() + idb("<", 1) + b"".join(
         epb("<", 0, (1_700_000_000 + i) * 1_000_000 + (i * 123_457 % 1_000_000), f) for i, f in enumerate(frames)))
-    fast = summarize(str(pcap), workers=1)
-    generic = summarize(str(ng))
-    assert fast["counts"]["esp"] > 1000 and fast["counts"]["malformed"] > 100
-    assert len(fast["ike"]) == 251 and any(m["ip_fragmented"] for m in fast["ike"])
-    assert _norm(fast) == _norm(generic)
-    # gzip of the pcap: fast scanner over a gzip stream, one process
-    assert _norm(summarize(str(gz(pcap)), workers=2)) == _norm(fast)
-    # two processes (force the split on this small file)
+    generic = summarize(str(pcap), fast=False)
+    assert generic["counts"]["esp"] > 1000 and generic["counts"]["malformed"] > 100
+    assert len(generic["ike"]) == 251 and any(m["ip_fragmented"] for m in generic["ike"])
+    assert _norm(summarize(str(ng), fast=False)) == _norm(generic)
+    assert _norm(summarize(str(pcap), workers=1)) == _norm(generic)
+    assert _norm(summarize(str(ng), workers=1)) == _norm(generic)
+    # gzip: fast scanners over a gzip stream, one process
+    assert _norm(summarize(str(gz(pcap)), workers=2)) == _norm(generic)
+    assert _norm(summarize(str(gz(ng)), workers=2)) == _norm(generic)
+    # two processes (force the split on these small files), many chunk boundaries too
     monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
-    monkeypatch.setattr(fastpath, "READ_CHUNK", 4096)  # many chunk boundaries too
-    res = fastpath.scan_pcap(str(pcap), lambda p: None, workers=2)
-    assert res.workers == 2
-    assert _norm(summarize(str(pcap), workers=2)) == _norm(fast)
+    monkeypatch.setattr(fastpath, "READ_CHUNK", 4096)
+    for path in (pcap, ng):
+        res = fastpath.scan_capture(str(path), lambda p: None, workers=2)
+        assert res.workers == 2 and res.fast > 1000, path  # the fast path really ran, in 2 processes
+        assert _norm(summarize(str(path), workers=2)) == _norm(generic), path
+
+
+def test_pcapng_fast_path_multi_interface_and_sections(tmp_path: Path, monkeypatch) -> None:
+    """Interfaces with other link types / clocks, SPB and PB blocks, a second section with the
+    other byte order: all must come out exactly as the generic reader sees them."""
+    frames = mixed_frames(400)
+    raw6 = [bytes(v6(nh=50) / Raw(esp(0xB1, i + 1))) for i in range(30)]
+    blocks = [shb("<"), idb("<", 1), idb("<", 229, tsresol=9), idb("<", 1, tsresol=9)]
+    for i, f in enumerate(frames):
+        if i % 50 == 7:
+            blocks.append(spb("<", f))
+        elif i % 50 == 9:
+            blocks.append(pb("<", 0, 1_700_000_000_000_000 + i, f))
+        elif i % 3 == 2:
+            blocks.append(epb("<", 2, 1_700_000_000_000_000_000 + i * 1001, f))  # Ethernet, ns clock
+        else:
+            blocks.append(epb("<", 0, 1_700_000_000_000_000 + i * 1000, f))
+        if i % 13 == 0 and raw6:
+            blocks.append(epb("<", 1, 1_700_000_000_000_000_000 + i * 999, raw6.pop()))
+    blocks += [shb(">"), idb(">", 1)] + [epb(">", 0, 1_700_000_100_000_000 + i, f) for i, f in enumerate(frames[:80])]
+    p = tmp_path / "multi.pcapng"
+    p.write_bytes(b"".join(blocks))
+    generic = summarize(str(p), fast=False)
+    assert generic["frames"] == len(frames) + 30 + 80
+    assert _norm(summarize(str(p), workers=1)) == _norm(generic)
+    monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(fastpath, "READ_CHUNK", 2048)
+    assert _norm(summarize(str(p), workers=2)) == _norm(generic)
 
 
 def test_split_with_false_boundary_falls_back(tmp_path: Path, monkeypatch) -> None:
     frames = mixed_frames(600)
     pcap = write_pcap(tmp_path / "m.pcap", frames)
-    one = summarize(str(pcap), workers=1)
+    one = summarize(str(pcap), fast=False)
+    ng = _pcapng_of(frames, tmp_path / "m.pcapng")
+    one_ng = summarize(str(ng), fast=False)
     monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
-    # a boundary finder that lies (an offset inside a record): the first scanner must notice
+    # boundary finders that lie (an offset inside a record): the first scanner must notice
     monkeypatch.setattr(fastpath, "find_boundary", lambda f, off, *a, **k: off + 3)
-    res = fastpath.scan_pcap(str(pcap), lambda p: None, workers=2)
-    assert res.workers == 1
-    assert _norm(summarize(str(pcap), workers=2)) == _norm(one)
+    monkeypatch.setattr(fastpath_ng, "find_boundary_ng", lambda f, off, *a, **k: (off & ~3) + 8)
+    for path, ref in ((pcap, one), (ng, one_ng)):
+        res = fastpath.scan_capture(str(path), lambda p: None, workers=2)
+        assert res.workers == 1
+        assert _norm(summarize(str(path), workers=2)) == _norm(ref)
 
 
 def test_generated_benchmark_capture_matches_ground_truth(tmp_path: Path, monkeypatch) -> None:

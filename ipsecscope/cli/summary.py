@@ -49,9 +49,9 @@ import sys
 import time
 from collections import Counter
 
-from ..capture import _source, pcap, sniff_format
+from ..capture import _source, sniff_format
 from ..decode.demux import Decoder
-from ..decode.fastpath import FlowStat, FlowTable, scan_pcap
+from ..decode.fastpath import FlowStat, FlowTable, scan_capture
 from ..errors import CaptureError
 from ..model import iana
 from ..model.ike import IkeMessage, NotifyPayload, SkPayload
@@ -70,6 +70,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
     p.add_argument("--ike-limit", type=int, default=500, metavar="N",
                    help="show at most N IKE messages in the text table (default 500; --json lists all)")
+    p.add_argument("--generic", action="store_true",
+                   help="decode every frame with the generic decoder instead of the ESP fast path "
+                        "(slower; same result — for cross-checking)")
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="processes for large uncompressed pcap files (default 2; 1 disables splitting)")
 
@@ -151,8 +154,11 @@ class Collector:
             self.malformed_examples.append({"frame": frame, "layer": layer, "reason": reason})
 
 
-def summarize(path: str, *, workers: int = 2) -> dict:
+def summarize(path: str, *, workers: int = 2, fast: bool = True) -> dict:
     """Build the ``ipsecscope.summary/1`` document for ``path`` (see module docstring).
+
+    ``fast=False`` decodes every frame with the generic decoder (same result, slower): the
+    cross-check for the fast path.
 
     Raises :class:`~ipsecscope.errors.CaptureFormatError` when the file is not a capture.
     """
@@ -166,8 +172,8 @@ def summarize(path: str, *, workers: int = 2) -> dict:
     decoder = Decoder()
     truncated = None
     damaged = None
-    if fmt == "pcap" and len(head) >= pcap.FILE_HEADER_LEN:
-        res = scan_pcap(path, col, decoder, workers=workers, flows=col.flows)
+    if fast and fmt in ("pcap", "pcapng") and len(head) >= 12:
+        res = scan_capture(path, col, decoder, workers=workers, flows=col.flows)
         frames, fast, first_ts, last_ts = res.frames, res.fast, res.first_ts, res.last_ts
         truncated, damaged = res.truncated, res.error
         compressed = src.compressed
@@ -336,7 +342,7 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    doc = summarize(args.file, workers=max(1, args.workers))
+    doc = summarize(args.file, workers=max(1, args.workers), fast=not args.generic)
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -82,11 +82,13 @@ class FlowStat:
         if self.packets == 0:
             self.first_ts, self.seq_min, self.seq_max, self.first_frame = o.first_ts, o.seq_min, o.seq_max, o.first_frame
         else:
-            if o.first_ts < self.first_ts:
+            # "first"/"last" follow capture order (frame numbers), as the per-packet path does,
+            # even when interfaces' clocks disagree.
+            if o.first_frame < self.first_frame:
                 self.first_ts, self.first_frame = o.first_ts, o.first_frame
             self.seq_min = min(self.seq_min, o.seq_min)
             self.seq_max = max(self.seq_max, o.seq_max)
-        if o.last_ts >= self.last_ts:
+        if self.packets == 0 or o.last_frame > self.last_frame:
             self.last_ts, self.last_frame = o.last_ts, o.last_frame
         self.packets += o.packets
         self.bytes += o.bytes
@@ -138,7 +140,9 @@ class _Part:
     first: tuple[int, int] | None = None  # (sec, frac) of the first record
     last: tuple[int, int] | None = None
     error: str | None = None  # damaged record header: scanning stopped there
-    gave_up: bool = False  # child only: too many slow frames to ship back
+    gave_up: bool = False  # child only: too many slow frames to ship back (or pcapng IDB/SHB seen)
+    section_break: bool = False  # pcapng: a further SHB; ``rest`` holds the unread bytes from it
+    rest: bytes = b""
 
 
 def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str, linktype: int, limit: int,
@@ -307,30 +311,31 @@ class ScanResult:
     truncated: str | None = None
     error: str | None = None
     workers: int = 1
+    format: str = "pcap"
 
 
-def _to_flows(part: _Part, frame_offset: int, unit: float) -> FlowTable:
+def _to_flows(part: _Part, frame_offset: int, conv: Callable[[int, int], float]) -> FlowTable:
     table = FlowTable()
     ntoa = socket.inet_ntoa
     for key, r in part.esp.items():
         s, d, spi = ntoa(key[:4]), ntoa(key[4:8]), int.from_bytes(key[8:12], "big")
         table.flows[("ESP", s, d, spi, 0, 0, "ip")] = FlowStat(
-            "ESP", s, d, spi, r[0], r[1], r[2] + r[3] * unit, r[4] + r[5] * unit, r[6], r[7],
+            "ESP", s, d, spi, r[0], r[1], conv(r[2], r[3]), conv(r[4], r[5]), r[6], r[7],
             first_frame=r[8] + frame_offset, last_frame=r[9] + frame_offset)
     for (key, spi), r in part.udp.items():
         s, d = ntoa(key[:4]), ntoa(key[4:8])
         sp, dp = int.from_bytes(key[8:10], "big"), int.from_bytes(key[10:12], "big")
         table.flows[("ESP", s, d, spi, sp, dp, "udp")] = FlowStat(
-            "ESP", s, d, spi, r[0], r[1], r[2] + r[3] * unit, r[4] + r[5] * unit, r[6], r[7], sp, dp, True, "udp",
+            "ESP", s, d, spi, r[0], r[1], conv(r[2], r[3]), conv(r[4], r[5]), r[6], r[7], sp, dp, True, "udp",
             first_frame=r[8] + frame_offset, last_frame=r[9] + frame_offset)
     return table
 
 
-def _child(path: str, start: int, order: str, linktype: int, limit: int, conn, max_slow_bytes: int) -> None:
+def _child(scan: Callable[..., _Part], path: str, start: int, args: tuple, conn) -> None:
     try:
         with open(path, "rb", buffering=0) as f:
             f.seek(start)
-            part = _scan(f.read, start, None, order, linktype, limit, None, max_slow_bytes)
+            part = scan(f.read, start, None, *args)
         conn.send(part)
     except BaseException as exc:  # report, never hang the parent
         conn.send(exc)
@@ -338,16 +343,67 @@ def _child(path: str, start: int, order: str, linktype: int, limit: int, conn, m
         conn.close()
 
 
-def scan_pcap(path: str | os.PathLike[str], on_packet: Callable[[Packet], None], decoder: Decoder | None = None,
-              *, workers: int = 2, flows: FlowTable | None = None) -> ScanResult:
-    """Account every frame of a classic pcap file (plain or gzip).
+def _fork(scan: Callable[..., _Part], path: str, start: int, args: tuple):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    conn, child_conn = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(scan, path, start, args, child_conn), daemon=True)
+    child.start()
+    child_conn.close()
+    return child, conn
+
+
+def _finish(res: ScanResult, parts: list[tuple[_Part, int]], conv: Callable[[int, int], float],
+            gzip_note: str | None) -> ScanResult:
+    for part, off in parts:
+        res.flows.merge(_to_flows(part, off, conv))
+        res.frames += part.frames
+        res.fast += part.fast
+        res.other += part.other
+    if parts[0][0].first:
+        res.first_ts = conv(*parts[0][0].first)
+    lasts = [p.last for p, _ in parts if p.last]
+    if lasts:
+        res.last_ts = conv(*lasts[-1])
+    err = next((p.error for p, _ in parts if p.error), None)
+    last_part = parts[-1][0]
+    if err:
+        res.error = f"{err}: the file is damaged after frame {res.frames}"
+    elif last_part.leftover:
+        res.truncated = f"frame {res.frames + 1}: record cut off at end of file ({last_part.leftover} bytes left)"
+    if gzip_note:
+        res.truncated = (res.truncated + f" ({gzip_note})") if res.truncated else gzip_note
+    return res
+
+
+def scan_capture(path: str | os.PathLike[str], on_packet: Callable[[Packet], None], decoder: Decoder | None = None,
+                 *, workers: int = 2, flows: FlowTable | None = None) -> ScanResult:
+    """Account every frame of a pcap or pcapng file (plain or gzip), fast path first.
 
     ESP frames on the fast path are aggregated in the result's ``flows``; every other frame is
-    decoded with ``decoder`` (one is made if not given) and the resulting packet is passed to
+    decoded with ``decoder`` (one is made if not given) and each resulting packet is passed to
     ``on_packet`` in capture order (ESP/AH ones there are *not* added to ``flows``: the caller
-    sees them, so it decides). Raises :class:`~ipsecscope.errors.CaptureFormatError` for files
-    that are not pcap; a damaged record is reported in ``error``, a cut-off one in ``truncated``.
+    decides). Raises :class:`~ipsecscope.errors.CaptureFormatError` for a file that is neither;
+    a damaged record is reported in ``error``, a cut-off one in ``truncated``.
     """
+    from ..capture import _source, sniff_format
+
+    src = _source.ByteSource(os.fspath(path))
+    try:
+        head = src.read(pcap.FILE_HEADER_LEN)
+    finally:
+        src.close()
+    if sniff_format(head) == "pcapng":
+        from . import fastpath_ng
+
+        return fastpath_ng.scan_pcapng(path, on_packet, decoder, workers=workers, flows=flows)
+    return scan_pcap(path, on_packet, decoder, workers=workers, flows=flows)
+
+
+def scan_pcap(path: str | os.PathLike[str], on_packet: Callable[[Packet], None], decoder: Decoder | None = None,
+              *, workers: int = 2, flows: FlowTable | None = None) -> ScanResult:
+    """:func:`scan_capture` for classic pcap."""
     from ..capture import _source
     from ..errors import CaptureFormatError
 
@@ -362,10 +418,12 @@ def scan_pcap(path: str | os.PathLike[str], on_packet: Callable[[Packet], None],
         order, ns = sn
         rdr = pcap.PcapReader(src, head)
         linktype, limit = rdr.linktype, rdr.limit
-        unit = 1e-9 if ns else 1e-6
         mult = 1 if ns else 1000
         res = ScanResult()
         res.flows = flows if flows is not None else FlowTable()
+
+        def conv(sec: int, frac: int) -> float:  # same arithmetic as the generic reader
+            return (sec * 1_000_000_000 + frac * mult) / 1e9
 
         base = [0]  # frame number of the record before the range being decoded
 
@@ -381,55 +439,27 @@ def scan_pcap(path: str | os.PathLike[str], on_packet: Callable[[Packet], None],
             with open(path, "rb") as fb:
                 boundary = find_boundary(fb, size // 2, order, limit, ns)
             if boundary is not None:
-                import multiprocessing as mp
-
-                ctx = mp.get_context("fork")
-                conn, child_conn = ctx.Pipe(duplex=False)
-                child = ctx.Process(target=_child, args=(path, boundary, order, linktype, limit, child_conn,
-                                                         256 << 20), daemon=True)
-                child.start()
-                child_conn.close()
+                child, conn = _fork(_scan, path, boundary, (order, linktype, limit, None, 256 << 20))
         # src is positioned right after the file header; its read() turns a cut-off gzip into EOF
         part1 = _scan(src.read, pcap.FILE_HEADER_LEN, boundary, order, linktype, limit, slow)
         parts = [(part1, 0)]
-        second = None
         if child is not None:
             second = conn.recv()
             child.join()
             ok = (isinstance(second, _Part) and not second.gave_up and part1.end == boundary
                   and part1.leftover == 0 and not part1.error)
+            base[0] = part1.frames
             if ok:
                 res.workers = 2
                 # the child's slow frames, decoded in order after ours, numbered after ours
-                base[0] = part1.frames
                 for idx, sec, frac, olen, data in second.slow:
                     slow(idx, sec, frac, olen, data)
                 parts.append((second, part1.frames))
             elif not part1.error:
                 # False resync or the child gave up: read on from where we stopped.
-                base[0] = part1.frames
                 src._f.seek(part1.end)  # uncompressed (we only split plain files)
                 more = _scan(src.read, part1.end, None, order, linktype, limit, slow)
                 parts.append((more, part1.frames))
-        for part, off in parts:
-            res.flows.merge(_to_flows(part, off, unit))
-            res.frames += part.frames
-            res.fast += part.fast
-            res.other += part.other
-        last_part = parts[-1][0]
-        if parts[0][0].first:
-            s0, f0 = parts[0][0].first
-            res.first_ts = s0 + f0 * unit
-        lasts = [p.last for p, _ in parts if p.last]
-        if lasts:
-            res.last_ts = lasts[-1][0] + lasts[-1][1] * unit
-        err = next((p.error for p, _ in parts if p.error), None)
-        if err:
-            res.error = f"{err}: the file is damaged after frame {res.frames}"
-        elif last_part.leftover:
-            res.truncated = f"frame {res.frames + 1}: record cut off at end of file ({last_part.leftover} bytes left)"
-        if src.gzip_truncated:
-            res.truncated = (res.truncated + f" ({src.gzip_truncated})") if res.truncated else src.gzip_truncated
-        return res
+        return _finish(res, parts, conv, src.gzip_truncated)
     finally:
         src.close()
