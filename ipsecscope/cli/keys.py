@@ -5,7 +5,9 @@
 * ``keys convert KEYS... --to esp_sa|ikev2_table|ikev1_table|json|dsb [-o OUT]`` — write the keys in
   another format. To a file (``-o``) keys are written; to the terminal they are redacted unless
   ``--show-keys``. ``dsb`` is a pcapng holding only a Section Header Block and one Decryption
-  Secrets Block (merge it with ``mergecap``); it needs ``-o``.
+  Secrets Block (private type "IPSK", see docs/keys-json.md); it needs ``-o``. Append it to a
+  pcapng capture as a second section (``cat cap.pcapng keys.pcapng > both.pcapng``) to ship the
+  keys with the capture (mergecap/editcap 4.0 drop DSBs of types they do not know).
 
 Any mix of key formats is accepted (detected by content): Wireshark tables, ``ip xfrm state``,
 charon logs, tcpdump -E secrets, ipsecscope JSON, pcapng with DSBs.
