@@ -73,15 +73,28 @@ def write_keys(sas: list[Sa], workdir: Path, suite: str) -> tuple[Path, Path]:
     return keys, prof
 
 
-def _run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
-    """(seconds, peak RSS of the child in KiB) — RSS via wait4."""
+def _run(cmd: list[str], env: dict | None = None) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS in KiB, CPU seconds user+system) of a child and its descendants."""
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, ru = os.wait4(p.pid, 0)
     dt = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{cmd[0]} failed: {p.stderr.read().decode()[-2000:]}")
-    return dt, ru.ru_maxrss
+    return dt, ru.ru_maxrss, ru.ru_utime + ru.ru_stime
+
+
+def loop_rate(cap: Path, keys: Path, jobs: int) -> tuple[float, float]:
+    """(wall, CPU of this process) seconds of the decrypt loop alone, in process: engine.run on
+    the capture with the output going to /dev/null (no interpreter start-up, no key parsing)."""
+    from ipsecscope.api import load_keystore
+    from ipsecscope.export import engine
+
+    store = load_keystore(keys)
+    c = time.process_time()
+    t = time.perf_counter()
+    engine.run(cap, store, out="/dev/null", opts=engine.Options(), jobs=jobs)
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def bare_loop(path: Path, sas: list[Sa]) -> float:
@@ -131,20 +144,29 @@ def main() -> int:
         cmd = [sys.executable, "-c", "import sys; from ipsecscope.cli import main; sys.exit(main())", "decrypt", str(cap), "-k", str(keys), "-o", str(out)]
         if args.jobs:
             cmd += ["--jobs", str(args.jobs)]
-        dt, rss = _run(cmd)
-        row = {"suite": suite, "packets": n, "ipsecscope_s": round(dt, 3), "ipsecscope_pps": round(n / dt),
-               "ipsecscope_rss_mib": round(rss / 1024, 1)}
-        dt1, rss1 = _run(cmd[:-2] + ["-o", str(out), "--jobs", "1"])
-        row.update(ipsecscope_1proc_pps=round(n / dt1), ipsecscope_1proc_rss_mib=round(rss1 / 1024, 1))
+        cmd.append("-q")
+        dt, rss, cpu = _run(cmd)
+        row = {"suite": suite, "packets": n, "cli_s": round(dt, 2), "cli_pps": round(n / dt),
+               "cli_cpu_s": round(cpu, 2), "cli_rss_mib": round(rss / 1024, 1)}
+        dt1, rss1, cpu1 = _run(cmd + ["--jobs", "1"])
+        row.update(cli_1proc_s=round(dt1, 2), cli_1proc_pps=round(n / dt1), cli_1proc_cpu_s=round(cpu1, 2),
+                   cli_1proc_rss_mib=round(rss1 / 1024, 1))
+        lw1, lc1 = loop_rate(cap, keys, 1)
+        lw2, _ = loop_rate(cap, keys, args.jobs or 0)
+        row.update(loop_1proc_pps=round(n / lw1), loop_1proc_cpu_pps=round(n / lc1), loop_parallel_pps=round(n / lw2))
         if suite.startswith("aes-gcm"):
-            bl = bare_loop(cap, sas)
-            row.update(bare_aesgcm_pps=round(n / bl), ratio_vs_bare=round(bl / dt, 2))
+            bl = min(bare_loop(cap, sas) for _ in range(3))
+            row.update(bare_aesgcm_pps=round(n / bl), loop_parallel_vs_bare=round(bl / lw2, 2),
+                       loop_1proc_vs_bare=round(bl / lw1, 2))
         if tshark:
             env = dict(os.environ, WIRESHARK_CONFIG_DIR=str(prof))
-            dtt, rsst = _run([tshark, "-n", "-r", str(cap), "-o", "esp.enable_encryption_decode:TRUE",
-                              "-T", "fields", "-e", "frame.number", "-e", "ip.src"], env)
-            row.update(tshark_s=round(dtt, 2), tshark_pps=round(n / dtt), tshark_rss_mib=round(rsst / 1024, 1),
-                       speedup_vs_tshark=round(dtt / dt, 1))
+            dtt, rsst, cput = _run([tshark, "-n", "-r", str(cap), "-o", "esp.enable_encryption_decode:TRUE",
+                                    "-T", "fields", "-e", "frame.number", "-e", "ip.src"], env)
+            row.update(tshark_s=round(dtt, 2), tshark_pps=round(n / dtt), tshark_cpu_s=round(cput, 2),
+                       tshark_rss_mib=round(rsst / 1024, 1), cli_speedup_vs_tshark=round(dtt / dt, 1),
+                       cli_cpu_speedup_vs_tshark=round(cput / cpu, 1))
+        load = os.getloadavg()[0]
+        row["loadavg_1min"] = round(load, 2)
         results.append(row)
         print(json.dumps(row))
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

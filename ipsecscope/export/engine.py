@@ -160,9 +160,14 @@ def _scan_pcap(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -> 
     rec = struct.Struct(order + "I")
     off, idx = 24, 1
     marks = []
+    released = 0
     while off + 16 <= size:
         if idx % every == 1 or every == 1:
             marks.append((off, idx))
+        if not idx & 0xFFF:  # touching every record header would make the whole file resident
+            page = off & ~(mmap.PAGESIZE - 1)
+            mm.madvise(mmap.MADV_DONTNEED, released, page - released)
+            released = page
         incl = rec.unpack_from(mm, off + 8)[0]
         if off + 16 + incl > size:
             lay.truncated = f"last record (frame {idx}) truncated: {size - off - 16} of {incl} bytes"
@@ -186,6 +191,7 @@ def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -
     shb_len = blk.unpack_from(mm, 0)[1]
     lay = Layout(path, "pcapng", order, shb_len, size, [])
     off, idx = shb_len, 1
+    released = 0
     marks = []
     while off + 12 <= size:
         btype, blen = blk.unpack_from(mm, off)
@@ -195,6 +201,10 @@ def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -
         if btype in (6, 3, 2):
             if idx % every == 1 or every == 1:
                 marks.append((off, idx))
+            if not idx & 0xFFF:
+                page = off & ~(mmap.PAGESIZE - 1)
+                mm.madvise(mmap.MADV_DONTNEED, released, page - released)
+                released = page
             idx += 1
         elif btype == 1:
             i = _parse_idb(mm[off + 8:off + blen - 4], order)
@@ -337,6 +347,7 @@ class _Worker:
             mul = lay.ifaces[0].mul
             iface = 0
             roff = start
+            released = start & ~(mmap.PAGESIZE - 1)
             while True:
                 # the pcap record loop is inlined: a generator step costs as much as the parsing
                 if is_pcap:
@@ -361,6 +372,12 @@ class _Worker:
                         buf.clear()
                     if self.progress is not None:
                         self.progress(off - start)
+                    # Keep memory flat on huge files: drop the mapped pages already processed
+                    # from our resident set (they stay in the page cache).
+                    page_end = off & ~(mmap.PAGESIZE - 1)
+                    if page_end > released:
+                        mm.madvise(mmap.MADV_DONTNEED, released, page_end - released)
+                        released = page_end
                 # -- fast path: Ethernet + IPv4 (20-byte header, not a fragment) + ESP -------------
                 if fast_ok and len(frame) >= 46 and linktypes[iface] == 1:
                     etype, vihl, tl, fragw, proto = eth_ip4(frame, 0)
@@ -770,10 +787,15 @@ def _text_keys(keys: set, states: dict) -> list:
 
 
 def _tmp_dir(writer) -> str | None:
+    """Part files go next to the output (same filesystem, no copy across devices), unless the
+    output is not a regular file (/dev/null, a pipe)."""
     try:
-        return os.path.dirname(os.path.abspath(writer.f.name)) if writer is not None else None
-    except (AttributeError, TypeError):
-        return None
+        name = os.path.abspath(writer.f.name)
+        if os.path.isfile(name):
+            return os.path.dirname(name)
+    except (AttributeError, TypeError, OSError):
+        pass
+    return None
 
 
 def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats) -> None:
