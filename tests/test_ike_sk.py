@@ -260,3 +260,21 @@ def test_skf_fragment_fields_are_in_the_aad() -> None:
     assert decrypt_sk(msg, off, k, True, skf=True) == (42, INNER)
     with pytest.raises(IntegrityError):
         decrypt_sk(_flip(msg, 33), off, k, True)  # total fragments field
+
+
+def test_decrypt_message_finds_sk_and_direction(keys) -> None:
+    from ipsecscope.crypto.ike_sk import decrypt_message
+
+    n = 0
+    for capture in V2_CAPTURES:
+        for _frame, msg in ike_datagrams(CORPUS / capture):
+            k = keys.get((msg[:8], msg[8:16]))
+            if find_sk(msg) is None:
+                if k is not None:
+                    with pytest.raises(DecryptError, match="no SK"):
+                        decrypt_message(msg, k)
+                continue
+            off = find_sk(msg)[0]
+            assert decrypt_message(msg, k) == decrypt_sk(msg, off, k, bool(msg[19] & 0x08))
+            n += 1
+    assert n == 28

@@ -217,6 +217,16 @@ def decrypt_sk(message: bytes, sk_offset: int, keys: IkeSaKeys, from_initiator: 
     return first, plain[:len(plain) - 1 - pad]
 
 
+def decrypt_message(message: bytes, keys: IkeSaKeys) -> tuple[int, bytes]:
+    """Decrypt a whole IKEv2 message given as bytes: finds the SK/SKF payload and takes the
+    direction from the header's I flag. Same return value and errors as :func:`decrypt_sk`."""
+    message = bytes(message)
+    found = find_sk(message)
+    if found is None:
+        raise DecryptError("no SK or SKF payload in this message (not encrypted, or its payload chain is broken)")
+    return decrypt_sk(message, found[0], keys, bool(message[19] & 0x08), skf=found[1] == SKF)
+
+
 def _aead_decrypt(c: IkeCipher, key: bytes, nonce: bytes, ct: bytes, tag: bytes, aad: bytes) -> bytes:
     try:
         if c.mode == "gcm":
