@@ -1,0 +1,135 @@
+"""Real strongSwan captures for findings the main samples do not show (root, strongSwan, tcpdump).
+
+    python3 tests/data/findings/make_captures.py [ip-fragmented] [udp4500-unanswered]
+
+- ``ip-fragmented``: IKE_SA_INIT with a MODP-8192 KE (about 1.3 kB) over a 576-byte MTU link and
+  ``fragmentation = no``: the IKE_SA_INIT messages travel as IP fragments (RFC 7383 cannot help
+  IKE_SA_INIT), the tunnel still comes up.
+- ``udp4500-unanswered``: the responder's charon listens for NAT-T on 4501 instead of 4500, so
+  after IKE_SA_INIT (answered on 500) the initiator's IKE_AUTH to UDP 4500 is never answered —
+  on the wire exactly what a firewall dropping UDP 4500 produces (plus ICMP port unreachable).
+
+Uses the project's netns harness (tests/netns_peers.py) and key extractor
+(samples/lib/charon_keys.py). Writes <scenario>/{capture.pcapng, keys/, charon-*.log} here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "samples" / "lib"))
+
+import charon_keys  # noqa: E402
+from netns_peers import IFACE, StrongswanPair, to_pcapng  # noqa: E402
+
+CONF = """connections {{
+    t {{
+        version = 2
+        local_addrs = {me}
+        remote_addrs = {peer}
+        encap = yes
+        proposals = {ike}
+        fragmentation = no
+        rekey_time = 0
+        mobike = no
+        local {{
+            auth = psk
+            id = {me_id}
+        }}
+        remote {{
+            auth = psk
+            id = {peer_id}
+        }}
+        children {{
+            net {{
+                local_ts = {lts}
+                remote_ts = {rts}
+                esp_proposals = aes256gcm16
+                rekey_time = 0
+                start_action = none
+            }}
+        }}
+    }}
+}}
+secrets {{
+    ike-t {{
+        id-1 = left.ipsecscope.test
+        id-2 = right.ipsecscope.test
+        secret = "ipsecscope-findings-psk"
+    }}
+}}
+"""
+
+
+def confs(ike: str) -> tuple[str, str]:
+    left = CONF.format(me="198.18.0.1", peer="198.18.0.2", me_id="left.ipsecscope.test",
+                       peer_id="right.ipsecscope.test", lts="10.1.0.0/24", rts="10.2.0.0/24", ike=ike)
+    right = CONF.format(me="198.18.0.2", peer="198.18.0.1", me_id="right.ipsecscope.test",
+                        peer_id="left.ipsecscope.test", lts="10.2.0.0/24", rts="10.1.0.0/24", ike=ike)
+    return left, right
+
+
+class _Pair(StrongswanPair):
+    """StrongswanPair with extra strongswan.conf lines for one side (before charon starts)."""
+
+    extra: dict[str, str] = {}
+
+    def _setup_net(self) -> None:
+        super()._setup_net()
+        for side, text in self.extra.items():
+            conf = self.side(side).dir / "strongswan.conf"
+            conf.write_text(conf.read_text().replace("charon {\n", "charon {\n" + text, 1))
+
+
+def ip_fragmented(work: Path) -> None:
+    left, right = confs("aes256-sha256-modp8192")
+    with StrongswanPair(work, left, right) as pair:
+        for side in ("left", "right"):
+            pair.exec(side, "ip", "link", "set", IFACE, "mtu", "576")
+        pair.initiate("net", ike="t", timeout=30)
+        pair.ping(3)
+        pair.terminate_ike("t")
+
+
+def udp4500_unanswered(work: Path) -> None:
+    left, right = confs("aes256gcm16-prfsha256-ecp256")
+    pair = _Pair(work, left, right)
+    pair.extra = {"right": "    port_nat_t = 4501\n"}
+    with pair:
+        r = pair.initiate("net", ike="t", check=False, timeout=15)
+        if r.returncode == 0:
+            raise RuntimeError("udp4500-unanswered: IKE_AUTH was answered")
+        pair.wait_log("left", "giving up after", timeout=20)
+
+
+SCENARIOS = {"ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered}
+
+
+def main(argv: list[str]) -> int:
+    for name in argv or list(SCENARIOS):
+        out = HERE / name
+        with tempfile.TemporaryDirectory(prefix=f"ipss-{name}-") as tmp:
+            work = Path(tmp)
+            SCENARIOS[name](work)
+            if out.exists():
+                shutil.rmtree(out)
+            (out / "keys").mkdir(parents=True)
+            to_pcapng(work / "capture.pcap", out / "capture.pcapng")
+            shutil.copyfile(work / "left" / "charon.log", out / "charon-left.log")
+            shutil.copyfile(work / "right" / "charon.log", out / "charon-right.log")
+            try:
+                charon_keys.write_tables(out / "keys", [out / "charon-left.log", out / "charon-right.log"])
+            except charon_keys.KeyLogError as exc:  # no IKE SA keys when IKE_AUTH never finished
+                print(f"{name}: keys: {exc}")
+        print(f"{name}: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,68 @@
+"""Findings from real strongSwan captures of network faults (tests/data/findings/make_captures.py):
+IKE_SA_INIT in IP fragments over a 576-byte MTU, and IKE_AUTH to UDP 4500 never answered."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+
+from conftest import DATA, needs_tshark
+
+from ipsecscope.capture import open_capture
+from ipsecscope.model.sa import SaState, Severity
+from ipsecscope.session import Session
+
+FAULTS = DATA / "findings"
+
+
+def session(name: str, keys: bool = True) -> Session:
+    s = Session()
+    if keys:
+        s.add_key_files([FAULTS / name / "keys" / "ikev2_decryption_table"])
+    s.load(FAULTS / name / "capture.pcapng")
+    return s
+
+
+@needs_tshark
+def test_ip_fragmented_ike_sa_init():
+    cap = FAULTS / "ip-fragmented" / "capture.pcapng"
+    out = subprocess.run(["tshark", "-r", str(cap), "-Y", "ip.flags.mf == 1", "-T", "fields", "-e",
+                          "frame.number"], capture_output=True, text=True, check=True).stdout.split()
+    assert out  # tshark sees IP fragments with More Fragments set
+    s = session("ip-fragmented")
+    (sa,) = s.table.ike_sas.values()
+    init = sa.exchanges[0]
+    assert init.exchange == 34 and init.ip_fragmented and sa.state == SaState.DELETED
+    assert sa.ike_fragmentation == (False, False)  # fragmentation = no on both peers
+    (f,) = [f for f in s.findings if f.code == "IKE-IP-FRAGMENTED"]
+    assert f.severity == Severity.WARNING and "RFC 7383" in f.explanation
+    assert "modp8192" in sa.proposal
+
+
+def test_ip_fragmented_response_lost():
+    """Same capture, the responder's fragments dropped on the way (first fragment only arrives),
+    the initiator retransmits: the fragmented exchange goes unanswered."""
+    with open_capture(FAULTS / "ip-fragmented" / "capture.pcapng") as r:
+        fr = {raw.index: raw for raw in r}
+    s = Session()
+    for n in (1, 2, 3, 4):
+        s.feed(fr[n])
+    for i, delay in enumerate((1.0, 2.4)):
+        for n in (1, 2, 3):
+            ts = fr[n].ts + delay
+            s.feed(dataclasses.replace(fr[n], index=10 + 3 * i + n, ts=ts, ts_ns=int(ts * 1e9)))
+    codes = {f.code: f for f in s.findings}
+    assert codes["IKE-IP-FRAGMENTED"].severity == Severity.ERROR
+    assert "unanswered" in codes["IKE-IP-FRAGMENTED"].title
+    assert codes["IKE-NO-RESPONSE"].severity == Severity.ERROR
+
+
+def test_udp_4500_unanswered_real():
+    for keys in (True, False):
+        s = session("udp4500-unanswered", keys)
+        (sa,) = s.table.ike_sas.values()
+        auth = next(x for x in sa.exchanges if x.exchange == 35)
+        assert auth.responder_port == 4500 and auth.retransmits == 3 and not auth.response_frames
+        (f,) = [f for f in s.findings if f.code == "IKE-UDP4500-BLOCKED"]
+        assert f.severity == Severity.ERROR and f.frames == (3, 5, 7, 9)
+        assert not [f for f in s.findings if f.code in ("IKE-DEAD-PEER", "IKE-NO-RESPONSE")]
