@@ -407,3 +407,21 @@ def test_tshark_decrypts_ikev1_with_converted_keys(tmp_path, log):
     # are only visible when the phase-1 key is right.
     assert [i + 1 for i, r in enumerate(rows) if r[0]] == [5, 6, 7, 8, 9, 16, 17]
     assert [r[1] for r in rows[9:15]] == ["1"] * 6 and all(r[2] for r in rows[9:15])
+
+
+@pytest.mark.parametrize("variant", ["syslog", "no-thread"])
+def test_charon_log_line_formats(tmp_path, variant):
+    """charon.syslog lines ("Nov 25 20:09:03 host charon: 13[IKE] ...") and swanctl --log /
+    --initiate output without thread numbers ("[IKE] ...") carry the same keys."""
+    import re
+
+    src = (KEYS / "charon-healthy-gcm-left.log").read_text()
+    if variant == "syslog":
+        text = re.sub(r"(?m)^\S+ (\d{2}\[)", r"Nov 25 20:09:03 left charon: \1", src)
+    else:
+        text = re.sub(r"(?m)^\S+ \d{2}\[", "[", src)
+    f = tmp_path / "log"
+    f.write_text(text)
+    got, ref = load_keys([f]), load_keys([KEYS / "charon-healthy-gcm-left.log"])
+    assert [esp_tuple(k) for k in got.esp] == [esp_tuple(k) for k in ref.esp]
+    assert [ike_tuple(k) for k in got.ike] == [ike_tuple(k) for k in ref.ike]

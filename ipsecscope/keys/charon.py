@@ -39,8 +39,10 @@ from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys
 from . import names
 from .store import KeyStore
 
+# "13[IKE] <conn|1> msg" (filelog, syslog); without the thread number ("[IKE] msg") in
+# swanctl --log / --initiate output, which we treat as one thread.
 _LINE = re.compile(
-    r"(?P<thread>\d{2,})\[(?P<grp>[A-Z]{3})\] (?:<(?:(?P<conn>[^|>]*)\|)?(?P<uid>\d+)> )?(?P<msg>.*)$"
+    r"(?:^|[\s:])(?P<thread>\d{2,})?\[(?P<grp>[A-Z]{3})\] (?:<(?:(?P<conn>[^|>]*)\|)?(?P<uid>\d+)> )?(?P<msg>.*)$"
 )
 _DUMP_HEAD = re.compile(r"^(?P<label>.+?) => (?P<n>\d+) bytes @ (?:0x)?[0-9a-fA-F]+$")
 _DUMP_ROW = re.compile(r"^\s*\d+: ((?:[0-9A-Fa-f]{2} ){1,16})")
@@ -225,7 +227,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         m = _LINE.search(raw)
         if not m:
             continue
-        tid, msg, uid = m.group("thread"), m.group("msg"), m.group("uid")
+        tid, msg, uid = m.group("thread") or "-", m.group("msg"), m.group("uid")
         t = threads.get(tid)
         if t is None:
             t = threads[tid] = _Thread()
