@@ -333,6 +333,8 @@ class _Worker:
         epb = struct.Struct("<IIIIIII").pack
         trail = [struct.Struct("<I").pack, (b"", b"\0\0\0", b"\0\0", b"\0")]
         u32, pads = trail
+        # EPB trailer: data padding to 4 bytes, then the block length again
+        trailers = [struct.Struct(f"<{(-k) & 3}xI").pack for k in range(4)]
         linktypes = self.linktypes
         frame_slow = self._frame
         eth_ip4 = _ETH_IP4.unpack_from
@@ -379,7 +381,8 @@ class _Worker:
                         mm.madvise(mmap.MADV_DONTNEED, released, page_end - released)
                         released = page_end
                 # -- fast path: Ethernet + IPv4 (20-byte header, not a fragment) + ESP -------------
-                if fast_ok and len(frame) >= 46 and linktypes[iface] == 1:
+                flen = len(frame)
+                if fast_ok and flen >= 46 and linktypes[iface] == 1:
                     etype, vihl, tl, fragw, proto = eth_ip4(frame, 0)
                     end_ip = 14 + tl
                     if etype != 0x0800 or vihl != 0x45 or fragw & 0x3FFF:
@@ -400,7 +403,7 @@ class _Worker:
                             try:
                                 if g is not None:  # AES-GCM-16 inlined (RFC 4106: nonce salt|IV, AAD SPI|seq)
                                     plain = g(e[4] + frame[p + 8:p + 16], frame[p + 16:end_ip], frame[p:p + 8]) \
-                                        if end_ip - p >= 36 and end_ip <= len(frame) else None
+                                        if end_ip - p >= 36 and end_ip <= flen else None
                                 else:
                                     plain = e[1](frame, p, end_ip, None)
                             except (DecryptError, InvalidTag):  # the slow path counts failures
@@ -418,7 +421,7 @@ class _Worker:
                                     tot = 32 + ilen + ((-ilen) & 3)
                                     app(epb(6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))
                                     app(plain[:ilen])
-                                    app(pads[ilen & 3] + u32(tot))
+                                    app(trailers[ilen & 3](tot))
                                     e[2] += 1
                                     continue
                 frame_slow(idx, iface, ts, frame, orig, off)
