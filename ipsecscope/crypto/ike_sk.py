@@ -26,6 +26,7 @@ Wire layout (RFC 7296 §3.14)::
 
 from __future__ import annotations
 
+import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -190,7 +191,7 @@ def decrypt_sk(message: bytes, sk_offset: int, keys: IkeSaKeys, from_initiator: 
         else:
             if integrity_checked(keys):
                 want = mac(keys.integ, auth_key, message[:end - icv_len])
-                if want != icv:
+                if not hmac.compare_digest(want, icv):
                     raise IntegrityError(
                         f"ICV mismatch ({name(IntegTransform, keys.integ)} with SK_a"
                         f"{'i' if from_initiator else 'r'}): wrong key, wrong algorithm or corrupted message")
