@@ -15,7 +15,8 @@ from __future__ import annotations
 from ..model.sa import EspFlow
 
 REPLAY_WINDOW = 64  # RFC 4303 §3.4.3 default window, also strongSwan's replay_window default (32 pkts in older)
-TRACK = 4096  # how far below the highest number we still remember which ones arrived
+TRACK = 2048  # how far below the highest number we still remember which ones arrived
+_MASK = (1 << TRACK) - 1
 EVIDENCE = 5  # frames kept per counter as evidence
 
 
@@ -56,10 +57,15 @@ class SeqTracker:
             return "new"
         if full > top:
             shift = full - top
-            self.missing += shift - 1
-            self.bits = ((self.bits << shift) | 1) & ((1 << TRACK) - 1) if shift < TRACK else 1
             self.top = full
-            return "gap" if shift > 1 else "new"
+            if shift == 1:  # the common case: next in order
+                bits = (self.bits << 1) | 1
+                # Trim only now and then: one big-int AND per packet costs more than the bits.
+                self.bits = bits & _MASK if bits >> (TRACK + 256) else bits
+                return "new"
+            self.missing += shift - 1
+            self.bits = ((self.bits << shift) | 1) & _MASK if shift < TRACK else 1
+            return "gap"
         k = top - full
         if k >= TRACK:
             return "reordered"  # too old to know: count it as late, not as loss recovered

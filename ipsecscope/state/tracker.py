@@ -877,7 +877,9 @@ class Tracker:
 
     def _on_sa_packet(self, pkt, res, proto: str, length: int, encap: bool, sport: int, dport: int) -> None:
         ts = pkt.ts
-        self._touch(ts)
+        t = self.table
+        if t.last_ts is None or ts > t.last_ts or t.first_ts is None or ts < t.first_ts:
+            self._touch(ts)
         key = (pkt.src, pkt.dst, pkt.spi)
         flow = self.table.flows.get(key)
         if flow is None:
