@@ -276,8 +276,10 @@ def test_derive_pending_with_the_real_tracker() -> None:
 
     from ipsecscope.keys import KeyStore
 
-    # what a charon log or JSON key file gives: the IKE SA keys with prf and SK_d
+    # the Wireshark table row (no SK_d) first, then what a charon log or JSON key file gives: the
+    # same IKE SA with prf and SK_d; the row must not hide the SK_d
     keys = KeyStore()
+    keys.add_ike(ike_keys.ike[0])
     keys.add_ike(dataclasses.replace(ike_keys.ike[0], prf=int(P.PRF_HMAC_SHA2_256), sk_d=sk_ds[0][1]))
     tr = Tracker()
     for m in ike:

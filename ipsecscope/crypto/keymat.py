@@ -107,6 +107,10 @@ def derive_pending(tracker: _Tracker, keystore: _Keys) -> Iterator[EspSaKeys]:
         if req.pfs_group:
             continue
         ike = keystore.ike_lookup(req.ike_spi_i, req.ike_spi_r)
+        if ike is not None and (not ike.sk_d or ike.prf is None):
+            # A key table row (no SK_d) may shadow a charon-log entry for the same SPIs.
+            ike = next((k for k in getattr(keystore, "ike", ()) if k.spi_i == req.ike_spi_i
+                        and k.spi_r == req.ike_spi_r and k.sk_d and k.prf is not None), None)
         if ike is None or not ike.sk_d or ike.prf is None:
             continue
         source = (f"derived: KEYMAT from IKE SA {req.ike_spi_i.hex()}_{req.ike_spi_r.hex()} SK_d "
