@@ -101,3 +101,26 @@ def test_esp_sa_table_and_json_give_the_same_result() -> None:
         from_table = {p.frame: p.inner for p in iter_decrypted(cap, [SYN / f"{name}.esp_sa"]) if p.status == "ok"}
         from_json = {p.frame: p.inner for p in iter_decrypted(cap, [SYN / f"{name}.keys.json"]) if p.status == "ok"}
         assert from_table and all(from_json[f] == i for f, i in from_table.items())
+
+
+REAL = sorted(d for d in SAMPLES.iterdir() if (d / "keys" / "esp_sa").exists() and (d / "capture.pcapng").exists())
+
+
+@needs_tshark
+@pytest.mark.parametrize("sample", REAL, ids=lambda d: d.name)
+def test_real_strongswan_samples(sample: Path, tmp_path: Path) -> None:
+    """Captures from real strongSwan peers: with the keys taken from the charon logs, every ESP
+    packet decrypts, and the inner packets equal what tshark decrypts with the esp_sa table."""
+    cap = sample / "capture.pcapng"
+    rows = [ln for ln in (sample / "keys" / "esp_sa").read_text().splitlines() if ln and not ln.startswith("#")]
+    if not rows:
+        pytest.skip(f"{sample.name}: no CHILD SA was established (no ESP keys)")
+    logs = sorted(sample.glob("charon-*.log"))
+    packets = list(iter_decrypted(cap, logs))
+    assert all(p.status == "ok" for p in packets), [(p.frame, p.status, p.reason) for p in packets if p.status != "ok"]
+    if not packets:
+        pytest.skip(f"{sample.name}: no ESP in this scenario")
+    theirs = tshark_decrypted(cap, sample / "keys" / "esp_sa", tmp_path)
+    assert set(theirs) == {p.frame for p in packets}
+    for p in packets:
+        assert theirs[p.frame][:len(p.inner)] == p.inner and theirs[p.frame][-1] == p.next_header
