@@ -134,3 +134,26 @@ def test_ike_fragments_act_once_on_the_complete_message():
     (c,) = s.table.child_sas.values()
     assert c.failure is None and c.proposal == "aes256gcm16" and c.deleted_by == "198.18.0.1"
     assert all(fl.child_sa == c.id and fl.decrypted == fl.packets for fl in s.table.flows.values())
+
+
+def test_esp_on_spi_no_exchange_created():
+    """After healthy-gcm's (decrypted) IKE, ESP between the same peers on SPIs from another run
+    (cbc-sha2-pfs, whose IKE is left out): the receiver has no such SA."""
+    s = keyed_session()
+    f = frames()
+    for n in sorted(f):
+        s.feed(f[n])
+    end = f[max(f)].ts
+    other = frames(SAMPLES / "cbc-sha2-pfs" / "capture.pcapng")
+    t0 = min(r.ts for r in other.values())
+    fed = 0
+    for n in sorted(other):
+        if s.decoder.decode(other[n]).__class__.__name__ == "EspPacket":
+            r = other[n]
+            ts = end + 1 + (r.ts - t0)
+            s.feed(dataclasses.replace(r, index=1000 + n, ts=ts, ts_ns=int(ts * 1e9)))
+            fed += 1
+    assert fed == 20
+    fs = [x for x in s.findings if x.code == "ESP-UNKNOWN-SPI"]
+    assert len(fs) == 6 and all(x.severity == Severity.WARNING for x in fs)
+    assert all(c.state == SaState.INFERRED for c in s.table.child_sas.values() if c.id > 2)

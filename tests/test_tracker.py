@@ -316,3 +316,11 @@ def test_pending_keymat_lists_non_pfs_children_with_nonces():
     s.tracker.keymat_done(1, "test")
     assert 1 not in {r.child_id for r in s.tracker.pending_keymat()}
     assert s.table.child_sas[1].keys_source == "test"
+
+
+def test_finding_events_announced_once():
+    s = load("dead-peer", keys=False)
+    assert s.tracker.note_findings(s.findings) == len(s.findings)
+    assert s.tracker.note_findings(s.findings) == 0
+    evs = [e for e in s.tracker.events if e["event"] == "finding"]
+    assert {e["code"] for e in evs} >= {"IKE-DEAD-PEER"} and all(e["severity"] for e in evs)

@@ -106,6 +106,7 @@ class Tracker:
         self._next_child = 1
         self._keepalives: dict[tuple[str, str], Observation] = {}
         self._malformed_seen = 0
+        self._announced: set[tuple] = set()
 
     # ------------------------------------------------------------------ small helpers
 
@@ -994,6 +995,23 @@ class Tracker:
         flow.child_sa = child.id
         self._emit("child_sa_created", ts, child_sa=child.id, ike_sa=child.ike_sa, spi_r=flow.spi,
                    inferred=True)
+
+    # ------------------------------------------------------------------ findings as events
+
+    def note_findings(self, findings) -> int:
+        """Emit a ``finding`` event for each finding not announced before (live mode evaluates
+        the rules now and then and calls this). Returns how many were new."""
+        seen = self._announced
+        new = 0
+        for f in findings:
+            key = (f.code, f.sa, f.title)
+            if key in seen:
+                continue
+            seen.add(key)
+            new += 1
+            self._emit("finding", f.ts, code=f.code, severity=f.severity.name.lower(), title=f.title,
+                       sa=f.sa, frames=list(f.frames))
+        return new
 
     # ------------------------------------------------------------------ KEYMAT hand-off
 
