@@ -91,7 +91,9 @@ def _ike_info(msg: IkeMessage) -> str:
         exch = iana.name(iana.Ikev1Exchange, h.exchange) if hasattr(iana, "Ikev1Exchange") else str(h.exchange)
         role = "v1"
     names = []
-    for p in msg.payloads + msg.inner:
+    # A decrypted IKEv1 message keeps its encrypted body as one opaque payload: show the inside.
+    shown = msg.inner if (h.encrypted_v1 and msg.decrypted) else msg.payloads + msg.inner
+    for p in shown:
         if isinstance(p, NotifyPayload):
             enum = iana.NotifyType if h.major == 2 else getattr(iana, "Ikev1NotifyType", iana.NotifyType)
             names.append(f"N({iana.name(enum, p.notify_type)})")
