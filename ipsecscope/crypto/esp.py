@@ -9,7 +9,7 @@ Two layers, like `cryptography`'s recipes over hazmat:
 
 Speed: the per-SA work (key split, cipher objects, HMAC inner/outer pads) is done once in
 :class:`Opener`; a packet costs a dict lookup, a few slices and one cipher call. CBC is decrypted
-with a long-lived ECB context and one XOR (P_i = D(C_i) ^ C_{i-1}), which avoids building a
+with one long-lived CBC context per SA fed IV | ciphertext (see _build_cbc), which avoids building a
 cipher context per packet (3× faster in CPython).
 """
 
@@ -270,10 +270,14 @@ def _build_cbc(o: Opener) -> OpenFn:
     bs = o.encr.block
     ivl = o.iv_len
     icv = o.icv_len
-    ecb = Cipher(_block_cipher(o.encr, key), modes.ECB()).decryptor()
-    upd = ecb.update
+    # One CBC context for the whole SA. Decrypting IV | C_1..C_n in it yields
+    # D(IV) ^ <previous packet's last block> (garbage, dropped) followed by exactly P_1..P_n, since
+    # P_i = D(C_i) ^ C_{i-1} with C_0 = IV (RFC 3602 §2): no per-packet context, no XOR in Python.
+    upd = Cipher(_block_cipher(o.encr, key), modes.CBC(bytes(bs))).decryptor().update
     check = _icv_checker(o)
     start = 8 + ivl
+    if ivl != bs:  # pragma: no cover - every CBC suite we list has IV length == block size
+        raise UnknownAlgorithmError(f"{o.encr.label}: IV length {ivl} differs from the block size {bs}")
 
     def open_cbc_at(buf: bytes, s: int, e: int, hi: int | None) -> bytes:
         if e > len(buf):
@@ -285,8 +289,7 @@ def _build_cbc(o: Opener) -> OpenFn:
                 "(wrong algorithm or ICV length?)")
         if check is not None:
             check(buf, hi, s, e)  # RFC 4303 §3.4.4: verify before decrypting
-        # CBC: P_i = D_K(C_i) xor C_{i-1}, C_0 = IV. One ECB pass and one big-int XOR.
-        return (_from(upd(buf[s + start:e - icv]), "big") ^ _from(buf[s + 8:e - icv - bs], "big")).to_bytes(n, "big")
+        return upd(buf[s + 8:e - icv])[bs:]
 
     def open_cbc(data: bytes, hi: int | None) -> bytes:
         return open_cbc_at(data, 0, len(data), hi)
