@@ -12,7 +12,10 @@ from collections.abc import Iterator
 
 from ..errors import CaptureError
 from ..model.packets import RawFrame
+from ._fastnew import fast_constructor
 from ._source import CHUNK, ByteSource
+
+_RawFrame = fast_constructor(RawFrame)  # per-record constructor without the frozen-init cost
 
 MAGIC_US = 0xA1B2C3D4
 MAGIC_NS = 0xA1B23C4D
@@ -103,7 +106,7 @@ class PcapReader:
                 index += 1
                 ts_ns = sec * 1_000_000_000 + frac * mult
                 self.frames = index
-                yield RawFrame(index, ts_ns / 1e9, ts_ns, linktype, buf[pos + 16:end], origlen, 0,
+                yield _RawFrame(index, ts_ns / 1e9, ts_ns, linktype, buf[pos + 16:end], origlen, 0,
                                base + pos if keep_offset else -1)
                 pos = end
                 need = 16

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 from ..errors import CaptureError
 from ..model.packets import RawFrame
+from ._fastnew import fast_constructor
 from ._source import CHUNK, ByteSource
+
+_RawFrame = fast_constructor(RawFrame)  # per-record constructor without the frozen-init cost
 
 SHB = 0x0A0D0D0A
 IDB = 0x00000001
@@ -174,7 +177,7 @@ class PcapngReader:
                         lt = ifc.linktype
                     else:  # the decoder reports this frame as malformed (layer "capture")
                         ts_ns, lt = 0, -1
-                    yield RawFrame(index, ts_ns / 1e9, ts_ns, lt, buf[pos + 28:data_end], origlen, iface_id,
+                    yield _RawFrame(index, ts_ns / 1e9, ts_ns, lt, buf[pos + 28:data_end], origlen, iface_id,
                                    base + pos if keep_offset else -1)
                 elif btype == SPB:
                     (origlen,) = U32[order].unpack_from(buf, pos + 8)
@@ -184,7 +187,7 @@ class PcapngReader:
                     index += 1
                     self.frames = index
                     lt = ifaces[0].linktype if ifaces else -1
-                    yield RawFrame(index, 0.0, 0, lt, buf[pos + 12:pos + 12 + max(caplen, 0)], origlen, 0,
+                    yield _RawFrame(index, 0.0, 0, lt, buf[pos + 12:pos + 12 + max(caplen, 0)], origlen, 0,
                                    base + pos if keep_offset else -1)
                 elif btype == IDB:
                     if blen < 20:

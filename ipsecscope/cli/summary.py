@@ -260,7 +260,8 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
     from rich.table import Table
 
     out = file or sys.stdout
-    width = None if out.isatty() else int(os.environ.get("COLUMNS", "200"))
+    # Piped/redirected output is for grep and files: no wrapping at some inherited $COLUMNS.
+    width = None if out.isatty() else 250
     con = Console(file=out, width=width, highlight=False, soft_wrap=False)
     c = doc["counts"]
     span = ""

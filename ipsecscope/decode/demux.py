@@ -21,6 +21,7 @@ import socket
 import struct
 from collections import Counter
 
+from ..capture._fastnew import fast_constructor
 from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet, RawFrame
 from . import link
 from .esp import AH_HDR, ESP_HDR
@@ -42,6 +43,10 @@ MAX_TCP_BUFFER = 65535 + 2 + 6  # one maximal RFC 8229 record (+ prefix)
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
 
 _ADDR_CACHE_MAX = 1 << 16
+
+# Per-packet constructors without the frozen-dataclass __init__ cost (same objects).
+_Esp = fast_constructor(EspPacket)
+_Ike = fast_constructor(IkeDatagram)
 
 
 class _TcpStream:
@@ -121,7 +126,7 @@ class Decoder:
             if len(payload) < 8:
                 return [Malformed(raw.index, raw.ts, f"ESP header truncated ({len(payload)} of 8 bytes)", "esp")]
             spi, seq = ESP_HDR.unpack_from(payload, 0)
-            return [EspPacket(raw.index, raw.ts, self._text(src), self._text(dst), spi, seq, payload,
+            return [_Esp(raw.index, raw.ts, self._text(src), self._text(dst), spi, seq, payload,
                               ip_version=version)]
         if proto == 17:
             return self._udp(raw, version, src, dst, payload, frag)
@@ -155,7 +160,7 @@ class Decoder:
         if port == IKE_PORT:
             if len(body) < IKE_HEADER_LEN:
                 return [Malformed(raw.index, raw.ts, f"IKE header truncated ({len(body)} of 28 bytes)", "ike")]
-            return [IkeDatagram(raw.index, raw.ts, s, d, sport, dport, body, "udp", False, frag, version)]
+            return [_Ike(raw.index, raw.ts, s, d, sport, dport, body, "udp", False, frag, version)]
         # RFC 3948 §2: tell the three kinds of UDP-4500 payload apart.
         if len(body) == 1 and body[0] == 0xFF:
             return [NatKeepalive(raw.index, raw.ts, s, d, sport, dport)]
@@ -163,12 +168,12 @@ class Decoder:
             if len(body) < 4 + IKE_HEADER_LEN:
                 return [Malformed(raw.index, raw.ts,
                                   f"IKE header after non-ESP marker truncated ({len(body) - 4} of 28 bytes)", "ike")]
-            return [IkeDatagram(raw.index, raw.ts, s, d, sport, dport, body[4:], "udp", True, frag, version)]
+            return [_Ike(raw.index, raw.ts, s, d, sport, dport, body[4:], "udp", True, frag, version)]
         if len(body) < 8:
             return [Malformed(raw.index, raw.ts,
                               f"UDP-encapsulated ESP header truncated ({len(body)} of 8 bytes)", "esp")]
         spi, seq = ESP_HDR.unpack_from(body, 0)
-        return [EspPacket(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, True, version, "udp")]
+        return [_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, True, version, "udp")]
 
     def _ah(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> Packet:
         n = len(seg)
@@ -255,7 +260,7 @@ class Decoder:
                     out.append(Malformed(raw.index, raw.ts, f"IKE header in RFC 8229 record truncated "
                                          f"({len(body) - 4} of 28 bytes)", "ike"))
                 else:
-                    out.append(IkeDatagram(raw.index, raw.ts, s, d, sport, dport, body[4:], "tcp", True, False,
+                    out.append(_Ike(raw.index, raw.ts, s, d, sport, dport, body[4:], "tcp", True, False,
                                            version))
             elif len(body) == 1 and body[0] == 0xFF:
                 out.append(NatKeepalive(raw.index, raw.ts, s, d, sport, dport))
@@ -264,7 +269,7 @@ class Decoder:
                                      f"({len(body)} of 8 bytes)", "esp"))
             else:
                 spi, seq = ESP_HDR.unpack_from(body, 0)
-                out.append(EspPacket(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, False, version, "tcp"))
+                out.append(_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, False, version, "tcp"))
         if len(buf) > MAX_TCP_BUFFER:
             streams.pop(key, None)
             out.append(Malformed(raw.index, raw.ts, "RFC 8229 stream buffer overflow; stream reset", "tcp"))
