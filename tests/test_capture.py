@@ -244,3 +244,18 @@ def test_gz_helper_roundtrip(tmp_path: Path) -> None:
     p = write_pcap(tmp_path / "a.pcap", _ike_frames(2))
     frames, r = frames_of(gz(p))
     assert len(frames) == 2 and r.compressed
+
+
+def test_fast_constructor_builds_the_same_frozen_objects() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from ipsecscope.capture._fastnew import fast_constructor
+    from ipsecscope.model.packets import EspPacket, RawFrame
+
+    mk, mke = fast_constructor(RawFrame), fast_constructor(EspPacket)
+    a, b = mk(3, 1.5, 1_500_000_000, 1, b"x", 9), RawFrame(3, 1.5, 1_500_000_000, 1, b"x", 9)
+    assert a == b and hash(a) == hash(b) and repr(a) == repr(b) and (a.iface, a.offset) == (0, -1)
+    e = mke(1, 2.0, "198.18.0.1", "198.18.0.2", 5, 6, b"d", ip_version=6)
+    assert e == EspPacket(1, 2.0, "198.18.0.1", "198.18.0.2", 5, 6, b"d", ip_version=6)
+    with pytest.raises(FrozenInstanceError):
+        a.index = 4  # type: ignore[misc]
