@@ -98,12 +98,18 @@ def _addr(value: str, what: str) -> Callable[[str], bool]:
     try:
         if "/" in value:
             net = ipaddress.ip_network(value, strict=False)
+            # A capture has few distinct addresses and millions of rows: decide once per address.
+            memo: dict[str, bool] = {}
 
             def in_net(a: str) -> bool:
-                try:
-                    return ipaddress.ip_address(a) in net
-                except ValueError:
-                    return False
+                hit = memo.get(a)
+                if hit is None:
+                    try:
+                        hit = ipaddress.ip_address(a) in net
+                    except ValueError:
+                        hit = False
+                    memo[a] = hit
+                return hit
 
             return in_net
         want = str(ipaddress.ip_address(value))

@@ -32,7 +32,7 @@ from .widgets.packet_detail import PacketDetail
 from .widgets.packet_table import PacketHeader, PacketTable, view_from_indices
 from .widgets.sa_detail import SaDetail
 from .widgets.sa_tree import SaRef, SaTree
-from .widgets.timeline import Timeline
+from .widgets.timeline import Timeline, activity
 
 NARROW = 100  # columns
 FILTER_CHUNK = 65536  # rows between cancellation checks while filtering
@@ -158,13 +158,16 @@ class IpsecscopeApp(App[int]):
                 session.add_key_files(self.key_files)
             session.load(self.path, progress=progress)
             findings_of(session)  # evaluate the rules here, off the UI thread
+            table = session.table
+            t0 = table.first_ts or 0.0
+            act = activity(session.rows, t0, table.last_ts or t0)  # one pass over 1M rows: not on the UI
         except IpsecscopeError as exc:
             self.call_from_thread(self._load_failed, str(exc))
             return
         except OSError as exc:
             self.call_from_thread(self._load_failed, f"cannot read {self.path}: {exc.strerror or exc}")
             return
-        self.call_from_thread(self._loaded, session)
+        self.call_from_thread(self._loaded, session, act)
 
     def _loading(self, on: bool) -> None:
         bar = self.query_one("#progress", ProgressBar)
@@ -181,7 +184,7 @@ class IpsecscopeApp(App[int]):
         self._set_status(Text(f"Could not load: {message}", "bold red"))
         self.notify(message, title="Could not load the capture", severity="error", timeout=10)
 
-    def _loaded(self, session: Session) -> None:
+    def _loaded(self, session: Session, act: dict[object, list[float]]) -> None:
         self.session = session
         self._loading(False)
         table = session.table
@@ -192,7 +195,7 @@ class IpsecscopeApp(App[int]):
         header.max_frame, header.addr_w = ptable.max_frame, ptable.addr_w
         findings = findings_of(session)
         self.query_one(FindingsView).show_findings(findings)
-        self.query_one(Timeline).show(table, session.rows, findings)
+        self.query_one(Timeline).show(table, act, findings)
         self.query_one(SaDetail).show(table, self.current_ref, session.keys, self.show_keys)
         n_err = sum(1 for f in findings if f.severity is Severity.ERROR)
         tabs = self.query_one(TabbedContent)

@@ -183,12 +183,12 @@ class Timeline(Vertical):
         yield VerticalScroll(id="timeline-lanes")
         yield OptionList(id="timeline-events")
 
-    def show(self, table: SaTable, rows: Sequence[FrameRow], findings: Sequence[Finding]) -> None:
+    def show(self, table: SaTable, act: dict[object, list[float]], findings: Sequence[Finding]) -> None:
+        """``act`` is :func:`activity` over the rows (computed off the UI thread by the caller)."""
         t0 = table.first_ts or 0.0
         t1 = table.last_ts or t0
         lanes = self.query_one("#timeline-lanes", VerticalScroll)
         lanes.remove_children()
-        act = activity(rows, t0, t1)
         widgets: list[Widget] = []
         for sa in sorted(table.ike_sas.values(), key=lambda s: s.created_ts or t0):
             label = Text(f"IKE {sa.ike_spi_i.hex()[:8]}", STATE_STYLE.get(sa.state, ""))
