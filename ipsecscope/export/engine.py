@@ -95,6 +95,7 @@ class ChunkResult:
     dummy: int = 0
     jsonl_part: str | None = None
     first_frame: int = 0
+    truncated: str | None = None
 
 
 @dataclass
@@ -157,6 +158,10 @@ def _scan_pcap(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -> 
     order, mul = _PCAP_MAGIC[mm[:4]]
     linktype = struct.unpack_from(order + "I", mm, 20)[0] & 0xFFFF
     lay = Layout(path, "pcap", order, 24, size, [Iface(linktype, mul)])
+    if chunks <= 1:
+        # one process: no need to walk the records first; the loop notes a truncated last record
+        lay.bounds = [(24, 1)]
+        return lay
     rec = struct.Struct(order + "I")
     off, idx = 24, 1
     marks = []
@@ -297,6 +302,7 @@ class _Worker:
         self.n_esp = self.n_other = self.n_dummy = 0
         self.decoder = None
         self.linktypes = [i.linktype for i in lay.ifaces] or [1]
+        self.truncated: str | None = None
 
     def seed(self, states: dict[tuple[str, str, int], tuple[bool | None, int, int]]) -> None:
         for k, (mode, top, searches) in states.items():
@@ -363,6 +369,7 @@ class _Worker:
                     off = roff
                     roff += 16 + incl
                     if roff > end:
+                        self.truncated = f"last record (frame {idx + 1}) truncated: {end - off - 16} of {incl} bytes"
                         break
                     frame = mm[off + 16:roff]
                     ts = sec * 1_000_000_000 + frac * mul
@@ -443,6 +450,7 @@ class _Worker:
             n_fast += e[2]
             e[2] = 0
         res.frames = idx - first_index + 1
+        res.truncated = self.truncated
         res.esp, res.other, res.dummy = self.n_esp + n_fast, self.n_other, self.n_dummy
         res.states = {k: (s.mode, s.top, s.searches) for k, s in self.dec._sas.items()}
         return res
@@ -474,6 +482,7 @@ class _Worker:
                 etype = 0
             nxt = off + 16 + incl
             if nxt > end:
+                self.truncated = f"last record (frame {idx + 1}) truncated: {end - off - 16} of {incl} bytes"
                 break
             idx += 1
             ts = sec * 1_000_000_000 + frac * mul
@@ -894,6 +903,7 @@ def _tmp_dir(writer) -> str | None:
 
 def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats) -> None:
     for r in results:
+        stats.truncated = stats.truncated or r.truncated
         stats.frames += r.frames
         stats.esp += r.esp
         stats.other += r.other
