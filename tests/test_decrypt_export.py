@@ -229,3 +229,32 @@ def test_samples_regenerate_identically(tmp_path: Path) -> None:
         for suffix in (".pcap", ".esp_sa", ".keys.json", ".truth.json"):
             assert (tmp_path / f"{name}{suffix}").read_bytes() == (SYN / f"{name}{suffix}").read_bytes(), name + suffix
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pcapng_input_with_keys_inside(name: str, tmp_path: Path) -> None:
+    """The same capture as pcapng (two interfaces, keys in a Decryption Secrets Block, an odd
+    block in between) gives the same output as the pcap with a key file."""
+    from ipsecscope.export.pcapng import IDB, PcapngWriter, block
+
+    src = tmp_path / "in.pcapng"
+    inputs, _ = _read(SYN / f"{name}.pcap")
+    with PcapngWriter(str(src)) as w:
+        w.write_secrets((SYN / f"{name}.keys.json").read_bytes())
+        a = w.add_interface(1)
+        b = w.add_interface(1)
+        for i, f in enumerate(inputs):
+            if i == 5:
+                w.write_raw(block(0x00000005, b"\0" * 12))  # an Interface Statistics Block: skipped
+            w.write_packet(a if i % 2 else b, f.ts_ns, f.data, f.orig_len)
+    assert IDB == 1
+    out_pcap, out_ng = tmp_path / "a.pcapng", tmp_path / "b.pcapng"
+    s1 = decrypt_capture(SYN / f"{name}.pcap", SYN / f"{name}.keys.json", out=out_pcap)
+    s2 = decrypt_capture(src, None, out=out_ng)
+    assert (s1.decrypted, s1.icv_failed, s1.no_key) == (s2.decrypted, s2.icv_failed, s2.no_key)
+    assert [f.data for f in _read(out_pcap)[0]] == [f.data for f in _read(out_ng)[0]]
+    # keep-other: frames of both interfaces come back on their own IDBs, unchanged
+    out_k = tmp_path / "k.pcapng"
+    decrypt_capture(src, None, out=out_k, keep_other=True)
+    kept = [f for f in _read(out_k)[0] if f.linktype == 1]
+    assert len(kept) == s2.frames - s2.decrypted

@@ -354,6 +354,9 @@ class _Worker:
                 # the common big-file case gets its own loop (little-endian pcap of Ethernet)
                 idx = self._loop_pcap_eth(mm, start, end, idx)
                 start = end  # nothing left for the general loop below
+            elif not is_pcap and fast_ok and lay.order == "<":
+                idx = self._loop_pcap_eth(mm, start, end, idx, pcapng=True)
+                start = end
             gen = None if is_pcap else _records(mm, lay, start, end)
             rec = struct.Struct(lay.order + "IIII").unpack_from
             mul = lay.ifaces[0].mul
@@ -455,14 +458,20 @@ class _Worker:
         res.states = {k: (s.mode, s.top, s.searches) for k, s in self.dec._sas.items()}
         return res
 
-    def _loop_pcap_eth(self, mm, start: int, end: int, idx: int) -> int:  # noqa: C901
-        """The hot loop for a little-endian pcap of Ethernet frames: one struct call reads the
+    def _loop_pcap_eth(self, mm, start: int, end: int, idx: int, pcapng: bool = False) -> int:  # noqa: C901
+        """The hot loop for little-endian pcap (or pcapng EPBs) of Ethernet frames: one struct call reads the
         record header, the Ethernet type, the IPv4 header fields and the SA key (addresses + SPI)
         straight from the map, and the ESP bytes are sliced from the map too (the frame itself is
         only copied when the general path needs it). Returns the last frame index."""
         # record header | 12x MACs | ethertype (LE view of BE 0x0800 = 0x0008) | IPv4 header up to
         # the addresses | 12 bytes = src, dst, SPI (raw ESP) or src, dst, ports (UDP)
         hdr = struct.Struct("<IIII12xHBxBB2xHxB2x12s").unpack_from
+        # pcapng: EPB = type, length, interface, ts high, ts low, caplen, origlen, then the frame
+        ehdr = struct.Struct("<IIIIIII12xHBxBB2xHxB2x12s").unpack_from
+        blk = struct.Struct("<II").unpack_from
+        # per interface: (Ethernet?, mul, div, offset ns) for ts = units * mul // div + offset
+        ifs = [(i.linktype == 1, i.mul, i.div, i.offset_s * 1_000_000_000) for i in self.lay.ifaces]
+        rh = 28 if pcapng else 16  # record header length: where the frame starts
         sas = self.sas
         buf = self.buf
         out_f = self.out_f
@@ -473,19 +482,53 @@ class _Worker:
         mul = self.lay.ifaces[0].mul
         released = start & ~(mmap.PAGESIZE - 1)
         off = start
-        last = end - 54
-        while off + 16 <= end:
-            if off <= last:
-                sec, frac, incl, orig, etype, vihl, tlh, tll, fragw, proto, k12 = hdr(mm, off)
-            else:  # a short record at the very end: the general path
-                sec, frac, incl, orig = struct.unpack_from("<IIII", mm, off)
-                etype = 0
-            nxt = off + 16 + incl
-            if nxt > end:
-                self.truncated = f"last record (frame {idx + 1}) truncated: {end - off - 16} of {incl} bytes"
-                break
+        last = end - 38 - rh
+        iface = 0
+        while off + 12 <= end:
+            if pcapng:
+                btype, blen = blk(mm, off)
+                if btype != 6 or off > last or blen < 32:
+                    if blen < 12 or off + blen > end:
+                        break
+                    if btype in (2, 3):  # obsolete / simple packet blocks: the general reader's way
+                        for iface, ts, frame, orig, roff in _records(mm, self.lay, off, off + blen):
+                            idx += 1
+                            frame_slow(idx, iface, ts, frame, orig, roff)
+                        if buf:
+                            out_f.writelines(buf)
+                            buf.clear()
+                    elif btype == 6:
+                        idx += 1
+                        for iface, ts, frame, orig, roff in _records(mm, self.lay, off, off + blen):
+                            frame_slow(idx, iface, ts, frame, orig, roff)
+                        if buf:
+                            out_f.writelines(buf)
+                            buf.clear()
+                    off += blen
+                    continue
+                _t, _l, iface, hi, lo, incl, orig, etype, vihl, tlh, tll, fragw, proto, k12 = ehdr(mm, off)
+                nxt = off + blen
+                if 28 + incl > blen - 4:
+                    break  # damaged block: stop as the scan did
+                eth, imul, idiv, ioff = ifs[iface] if iface < len(ifs) else (False, 1, 1, 0)
+                ts = ((hi << 32) | lo) * imul // idiv + ioff
+                if not eth:
+                    etype = 0
+                fend = off + 28 + incl
+            else:
+                if off + 16 > end:
+                    break
+                if off <= last:
+                    sec, frac, incl, orig, etype, vihl, tlh, tll, fragw, proto, k12 = hdr(mm, off)
+                else:  # a short record at the very end: the general path
+                    sec, frac, incl, orig = struct.unpack_from("<IIII", mm, off)
+                    etype = 0
+                nxt = fend = off + 16 + incl
+                if nxt > end:
+                    self.truncated = f"last record (frame {idx + 1}) truncated: {end - off - 16} of {incl} bytes"
+                    break
+                ts = sec * 1_000_000_000 + frac * mul
             idx += 1
-            ts = sec * 1_000_000_000 + frac * mul
             if not idx & 0x3FFF:
                 if self.progress is not None:
                     self.progress(off - start)
@@ -495,16 +538,17 @@ class _Worker:
                     released = page
             # IPv4 with a 20-byte header, not a fragment (BE 0x3FFF seen little-endian: 0xFF3F)
             if etype == 8 and vihl == 0x45 and not fragw & 0xFF3F and incl >= 38:
-                end_ip = off + 30 + ((tlh << 8) | tll)
-                if end_ip > nxt:
+                ip = off + rh + 14
+                end_ip = ip + ((tlh << 8) | tll)
+                if end_ip > fend:
                     end_ip = 0  # claims more than was captured: general path
                 if proto == 50:
                     key = k12
-                    q = off + 50
+                    q = ip + 20
                 elif proto == 17 and (k12[8:10] == b"\x11\x94" or k12[10:12] == b"\x11\x94") and incl >= 54:
-                    spi4 = mm[off + 58:off + 62]
+                    spi4 = mm[ip + 28:ip + 32]
                     key = k12[:8] + spi4 if spi4 != b"\0\0\0\0" else None  # 4 zero bytes: IKE
-                    q = off + 58
+                    q = ip + 28
                 else:
                     key = None
                 if key is not None and end_ip - q >= 24:
@@ -536,7 +580,7 @@ class _Worker:
                                 e[2] += 1
                                 off = nxt
                                 continue
-            frame_slow(idx, 0, ts, mm[off + 16:nxt], orig, off)
+            frame_slow(idx, iface, ts, mm[off + rh:fend], orig, off)
             if buf:  # what the general path produced, in order
                 out_f.writelines(buf)
                 buf.clear()
