@@ -170,6 +170,36 @@ def test_fast_path_equals_generic_path(tmp_path: Path, monkeypatch) -> None:
         assert _norm(summarize(str(path), workers=2)) == _norm(generic), path
 
 
+def _relink(frames: list[bytes], linktype: int) -> list[bytes]:
+    """The same packets behind a Linux cooked v1 / v2 header instead of Ethernet."""
+    out = []
+    for f in frames:
+        proto, payload = f[12:14], f[14:]
+        if linktype == 113:
+            out.append(b"\x00\x00\x00\x01\x00\x06" + b"\x02" * 6 + b"\0\0" + proto + payload)
+        else:
+            out.append(proto + b"\0\0" + b"\0\0\0\x02" + b"\x00\x01\x00\x06" + b"\x02" * 6 + b"\0\0" + payload)
+    return out
+
+
+@pytest.mark.parametrize("linktype", [113, 276], ids=["sll", "sll2"])
+def test_fast_path_linux_cooked(tmp_path: Path, monkeypatch, linktype: int) -> None:
+    frames = _relink(mixed_frames(1200), linktype)
+    pcap = write_pcap(tmp_path / "c.pcap", frames, linktype=linktype)
+    ng = tmp_path / "c.pcapng"
+    ng.write_bytes(shb() + idb("<", linktype) + b"".join(epb("<", 0, i * 1000, f) for i, f in enumerate(frames)))
+    generic = summarize(str(pcap), fast=False)
+    assert generic["counts"]["esp"] > 400
+    for path in (pcap, ng):
+        res = fastpath.scan_capture(str(path), lambda p: None, workers=1)
+        assert res.fast > 400, path
+        ref = generic if path == pcap else summarize(str(ng), fast=False)
+        assert _norm(summarize(str(path), workers=1)) == _norm(ref)
+        monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
+        assert _norm(summarize(str(path), workers=2)) == _norm(ref)
+        monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 64 << 20)
+
+
 def test_pcapng_fast_path_multi_interface_and_sections(tmp_path: Path, monkeypatch) -> None:
     """Interfaces with other link types / clocks, SPB and PB blocks, a second section with the
     other byte order: all must come out exactly as the generic reader sees them."""

@@ -1,7 +1,7 @@
 """Fast ESP accounting for large classic-pcap files (the hot path behind ``ipsecscope summary``).
 
-Most frames in a big IPsec capture are Ethernet / IPv4 (no options, not fragmented) / ESP or
-UDP-4500 ESP. For those this module reads the fields it needs at fixed offsets with one
+Most frames in a big IPsec capture are Ethernet (maybe one 802.1Q tag) or Linux cooked (SLL,
+SLL2) / IPv4 (no options, not fragmented) / ESP or UDP-4500 ESP. For those this module reads the fields it needs at fixed offsets with one
 precompiled struct call, and aggregates per (src, dst, SPI) in a dict keyed by the raw address
 and SPI bytes, without building any per-packet object. Every other frame (IKE, AH, keepalives,
 VLANs, IPv6, fragments, anything odd) falls back to the generic :class:`~ipsecscope.decode.demux.Decoder`,
@@ -38,6 +38,14 @@ _FRAME_LEN = _FRAME.size  # 42
 # UDP-encapsulated ESP, from the UDP header (frame offset 34): ports, length, checksum, SPI, seq
 _UDP_ESP = struct.Struct("!HHH2xII")
 _ETH_IPV4 = 0x0800
+# Link layers the fast path reads: link type -> (struct reading the same fields as _FRAME with the
+# link header in front, offset of the IP header, 802.1Q TPID to step over once, or -1).
+# Linux cooked v1 has the protocol at 14 and IP at 16; v2 the protocol at 0 and IP at 20.
+LAYOUTS = {
+    1: (_FRAME, 14, 0x8100),
+    113: (struct.Struct("!14xHBxH2xHxB2x12sI"), 16, -1),
+    276: (struct.Struct("!H18xBxH2xHxB2x12sI"), 20, -1),
+}
 
 # Flow record layout (a list, mutated in place: cheaper than an object per flow update)
 PKTS, BYTES, FIRST_S, FIRST_F, LAST_S, LAST_F, SEQ_MIN, SEQ_MAX = range(8)
@@ -156,12 +164,15 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
     """
     part = _Part()
     hdr = struct.Struct(order + "IIII").unpack_from
-    fr = _FRAME.unpack_from
+    layout = LAYOUTS.get(linktype)
+    fast = layout is not None
+    fr_s, ipo, vlan = layout if layout else (_FRAME, 14, -1)
+    fr = fr_s.unpack_from
+    need = fr_s.size
     uesp = _UDP_ESP.unpack_from
     esp = part.esp
     udp = part.udp
     slow = part.slow
-    fast = linktype == 1
     idx = 0
     nfast = 0
     nother = 0
@@ -197,9 +208,13 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
                 break
             idx += 1
             p = e
-            if fast and caplen >= 42:
+            if fast and caplen >= need:
+                o = q
                 et, vihl, tot, ff, proto, key, seq = fr(buf, q)
-                if et == 0x0800 and vihl == 0x45 and not ff & 0x3FFF and 28 <= tot <= caplen - 14:
+                if et == vlan and caplen >= need + 4:  # one 802.1Q tag
+                    o = q + 4
+                    et, vihl, tot, ff, proto, key, seq = fr(buf, o)
+                if et == 0x0800 and vihl == 0x45 and not ff & 0x3FFF and 28 <= tot <= e - o - ipo:
                     if proto == 50:
                         rec = esp.get(key)
                         if rec is None:
@@ -220,7 +235,7 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
                         if tot < 36:
                             pass  # short UDP: let the generic decoder judge it
                         else:
-                            sport, dport, ulen, spi, seq = uesp(buf, q + 34)
+                            sport, dport, ulen, spi, seq = uesp(buf, o + ipo + 20)
                             if sport == 4500 or dport == 4500:
                                 # RFC 3948 §2: SPI 0 is the non-ESP marker (IKE) and a 1-byte payload
                                 # may be a keepalive; those, and odd lengths, go to the generic decoder.

@@ -1,6 +1,7 @@
 """The :mod:`ipsecscope.decode.fastpath` ESP accounting for pcapng (what dumpcap and Wireshark write).
 
-Enhanced Packet Blocks on Ethernet interfaces that share one timestamp resolution take the same
+Enhanced Packet Blocks on interfaces that share one link type (Ethernet, Linux cooked v1/v2) and
+one timestamp resolution take the same
 fixed-offset fast path as pcap records (the classification block below is a copy of the pcap
 one: a function call per packet would cost a third of the loop). Everything else — other link
 types or resolutions, Simple/obsolete Packet Blocks, packets on undeclared interfaces, non-ESP
@@ -37,13 +38,14 @@ class NgState:
     ifaces: list[pcapng.Interface] = field(default_factory=list)
     fast: list[bool] = field(default_factory=list)  # per interface: Ethernet with the reference clock
     ref: tuple[int, int, int] | None = None  # (mul, div, offset_s) shared by all fast interfaces
+    ref_lt: int = -1  # the one link type the fast loop reads (first interface with a fast layout)
 
     def add_iface(self, ifc: pcapng.Interface) -> None:
         self.ifaces.append(ifc)
         clock = (ifc.mul, ifc.div, ifc.offset_s)
-        if ifc.linktype == 1 and self.ref is None:
-            self.ref = clock
-        self.fast.append(ifc.linktype == 1 and clock == self.ref)
+        if ifc.linktype in _fp.LAYOUTS and self.ref is None:
+            self.ref, self.ref_lt = clock, ifc.linktype
+        self.fast.append(ifc.linktype == self.ref_lt and clock == self.ref)
 
     def ts_ns(self, hi: int, lo: int) -> int:
         mul, div, off = self.ref or (1000, 1, 0)
@@ -63,7 +65,9 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
     order = st.order
     blk = struct.Struct(order + "II").unpack_from
     epbh = struct.Struct(order + "IIIIIII").unpack_from
-    fr = _FRAME.unpack_from
+    fr_s, ipo, vlan = _fp.LAYOUTS.get(st.ref_lt, (_FRAME, 14, -1))
+    fr = fr_s.unpack_from
+    need = fr_s.size
     uesp = _UDP_ESP.unpack_from
     esp = part.esp
     udp = part.udp
@@ -122,9 +126,13 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
                 if first is None:
                     first = last
                 if iface < len(fastif) and fastif[iface]:
-                    if caplen >= 42:
+                    if caplen >= need:
+                        o = q
                         et, vihl, tot, ff, proto, key, seq = fr(buf, q)
-                        if et == 0x0800 and vihl == 0x45 and not ff & 0x3FFF and 28 <= tot <= caplen - 14:
+                        if et == vlan and caplen >= need + 4:  # one 802.1Q tag
+                            o = q + 4
+                            et, vihl, tot, ff, proto, key, seq = fr(buf, o)
+                        if et == 0x0800 and vihl == 0x45 and not ff & 0x3FFF and 28 <= tot <= q + caplen - o - ipo:
                             if proto == 50:
                                 rec = esp.get(key)
                                 if rec is None:
@@ -143,7 +151,7 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
                                 continue
                             if proto == 17:
                                 if tot >= 36:
-                                    sport, dport, ulen, spi, seq = uesp(buf, q + 34)
+                                    sport, dport, ulen, spi, seq = uesp(buf, o + ipo + 20)
                                     if sport == 4500 or dport == 4500:
                                         if spi and ulen >= 16 and ulen == tot - 20 and sport != 500 and dport != 500:
                                             k2 = (key, spi)
@@ -199,6 +207,9 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
                     seen_shb = True
                 elif blen >= 20:
                     st.add_iface(pcapng._parse_idb(buf[p + 8:e - 4], order))
+                    fr_s, ipo, vlan = _fp.LAYOUTS.get(st.ref_lt, (_FRAME, 14, -1))  # the first IDB sets it
+                    fr = fr_s.unpack_from
+                    need = fr_s.size
                 else:
                     part.error = f"interface description block too short ({blen} bytes) at offset {pos_base + p}"
                     break
