@@ -142,7 +142,7 @@ def decrypt_capture(capture: str | os.PathLike[str], keys=None, out: str | os.Pa
     if fmt not in ("pcapng", "jsonl"):
         raise ExportError(f"unknown output format {fmt!r}; use 'pcapng' or 'jsonl'")
     store = load_keystore(keys)
-    pcapng_out = str(out) if out is not None and fmt == "pcapng" else None
+    pcapng_out = (out if hasattr(out, "write") else str(out)) if out is not None and fmt == "pcapng" else None
     jsonl_out = jsonl if jsonl is not None else (out if fmt == "jsonl" else None)
     if isinstance(jsonl_out, os.PathLike):
         jsonl_out = str(jsonl_out)

@@ -258,3 +258,15 @@ def test_pcapng_input_with_keys_inside(name: str, tmp_path: Path) -> None:
     decrypt_capture(src, None, out=out_k, keep_other=True)
     kept = [f for f in _read(out_k)[0] if f.linktype == 1]
     assert len(kept) == s2.frames - s2.decrypted
+
+
+def test_pcapng_to_stdout(tmp_path: Path) -> None:
+    """-o - streams pcapng to stdout (for `| tshark -r -`), same bytes as a file."""
+    import sys
+
+    args = ["decrypt", str(SYN / "aead.pcap"), "-k", str(SYN / "aead.keys.json"), "-q"]
+    piped = subprocess.run([sys.executable, "-c", "import sys; from ipsecscope.cli import main; sys.exit(main())",
+                            *args, "-o", "-"], capture_output=True, check=True).stdout
+    f = tmp_path / "f.pcapng"
+    assert cli_main([*args, "-o", str(f)]) == 0
+    assert piped == f.read_bytes() and len(_read(f)[0]) == 27

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("file", metavar="FILE", help="pcap / pcapng (optionally gzip'd)")
     p.add_argument("-k", "--keys", metavar="KEYS", nargs="+", action="extend", default=[],
                    help="key files: Wireshark esp_sa, ip xfrm state, charon log, JSON, ... (repeatable)")
-    p.add_argument("-o", "--output", metavar="OUT.pcapng", help="pcapng file for the decrypted packets")
+    p.add_argument("-o", "--output", metavar="OUT.pcapng", help="pcapng file for the decrypted packets ('-': stdout)")
     p.add_argument("--keep-other", action="store_true",
                    help="also copy non-ESP frames (and ESP we could not decrypt, with a comment) unchanged")
     p.add_argument("--dsb", action="store_true",
@@ -55,16 +55,21 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.output and not args.jsonl:
         raise ExportError("nothing to write: give -o OUT.pcapng and/or --jsonl OUT.jsonl (or --jsonl -)")
-    if args.output and args.jsonl and Path(args.output).resolve() == Path(args.jsonl).resolve():
+    if args.output and args.jsonl and args.output != "-" and Path(args.output).resolve() == Path(args.jsonl).resolve():
         raise ExportError("-o and --jsonl name the same file; use two files")
     store = load_keystore(args.keys)
     jsonl = sys.stdout if args.jsonl == "-" else args.jsonl
+    output = args.output
+    if output == "-":  # pcapng on stdout, e.g. `ipsecscope decrypt F -k K -o - | tshark -r -`
+        if jsonl is sys.stdout:
+            raise ExportError("-o - and --jsonl - would both write to stdout; send one of them to a file")
+        output = sys.stdout.buffer
     prog, update = (None, None) if args.quiet else _progress_bar(Path(args.file).name)
     t0 = time.perf_counter()
     try:
         if prog is not None:
             prog.start()
-        stats = decrypt_capture(args.file, store, out=args.output, fmt="pcapng", keep_other=args.keep_other,
+        stats = decrypt_capture(args.file, store, out=output, fmt="pcapng", keep_other=args.keep_other,
                                 dsb=args.dsb, with_hex=args.hex, jsonl=jsonl, jobs=args.jobs, progress=update)
     finally:
         if prog is not None:

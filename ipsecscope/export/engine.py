@@ -888,8 +888,7 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
         for r in results:
             if writer is not None and r.part:
                 writer.f.flush()
-                with open(r.part, "rb") as pf:
-                    shutil.copyfileobj(pf, writer.f, 1 << 22)
+                _append_file(r.part, writer.f)
             if jf is not None and r.jsonl_part:
                 with open(r.jsonl_part) as pf:
                     shutil.copyfileobj(pf, jf, 1 << 22)
@@ -911,6 +910,27 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         _JOB.clear()
+
+
+def _append_file(part: str, f) -> None:
+    """Append a worker's part to the output: in the kernel (sendfile) when the output is a
+    regular file, else through Python."""
+    import shutil
+
+    f.flush()
+    with open(part, "rb") as pf:
+        done = 0
+        try:
+            out_fd = f.fileno()
+            size = os.fstat(pf.fileno()).st_size
+            while done < size:
+                n = os.sendfile(out_fd, pf.fileno(), done, size - done)
+                if n <= 0:
+                    raise OSError("sendfile made no progress")
+                done += n
+        except (OSError, AttributeError, ValueError):
+            pf.seek(done)
+            shutil.copyfileobj(pf, f, 1 << 22)
 
 
 class _null:
