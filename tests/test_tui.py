@@ -373,3 +373,23 @@ async def test_export_sas_and_findings_json(tmp_path: Path) -> None:
     findings = json.loads((tmp_path / "findings.json").read_text())
     assert [f["code"] for f in findings["findings"]] == [f.code for f in session.findings]
     assert findings["counts"]["error"] >= 1  # the peer stopped answering
+
+
+@sync
+async def test_timeline_event_jumps_to_its_frame() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("slash", *"esp", "enter")  # the IKE frames are filtered out
+        await loaded(pilot)
+        await pilot.press("1")
+        timeline = app.query_one("Timeline")
+        rekey = next(i for i, e in enumerate(timeline.events) if "rekey CHILD_SA" in e.text)
+        for _ in range(rekey):
+            await pilot.press("down")
+        await pilot.press("enter")
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        assert app.query_one(TabbedContent).active == "packets"
+        assert table.current_row.frame == timeline.events[rekey].frame
+        assert table.current_row.kind == "IKE" and "CREATE_CHILD_SA" in table.current_row.info

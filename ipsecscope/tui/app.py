@@ -357,11 +357,12 @@ class IpsecscopeApp(App[int]):
     @on(Timeline.JumpToFrame)
     def _jump_to_frame(self, event: Timeline.JumpToFrame) -> None:
         ptable = self.query_one(PacketTable)
-        if self.filter.text and not any(r.frame == event.frame for r in (ptable.current_row,) if r):
-            self.apply_filter("", focus_frame=event.frame)
-        else:
-            ptable.go_to_frame(event.frame)
         self.query_one(TabbedContent).active = "packets"
+        pos = ptable.position_of(event.frame)
+        if pos is not None and ptable.rows[ptable.view[pos]].frame == event.frame:
+            ptable.cursor = pos
+        else:  # hidden by the filter: show everything, cursor on that frame
+            self.apply_filter("", focus_frame=event.frame)
         ptable.focus()
 
     def _show_packets(self, filter_text: str, frame: int | None) -> None:

@@ -89,24 +89,43 @@ def rekey_chain_ike(table: SaTable, sa: IkeSa) -> list[IkeSa]:
     return chain
 
 
-def flow_table(flows: list[EspFlow], first: float | None) -> Table:
-    t = Table(title="Traffic (per direction)", title_justify="left", title_style="bold underline",
-              box=None, padding=(0, 1), show_edge=False)
-    for col, just in (("SPI", "left"), ("From → To", "left"), ("Pkts", "right"), ("Bytes", "right"),
-                      ("Decr", "right"), ("ICV✗", "right"), ("NoKey", "right"), ("Lost", "right"),
-                      ("Dup", "right"), ("Seq", "left"), ("Active", "left")):
-        t.add_column(col, justify=just, no_wrap=col != "From → To")  # type: ignore[arg-type]
-    for f in flows:
-        seq = f"{f.seq_min}–{f.seq_max}" if f.seq_min is not None else "—"
-        active = ""
-        if f.first_ts is not None and f.last_ts is not None and first is not None:
-            active = f"+{f.first_ts - first:.1f}s…+{f.last_ts - first:.1f}s"
-        t.add_row(
-            f"0x{f.spi:08x}", f"{f.src} → {f.dst}", str(f.packets), str(f.bytes), str(f.decrypted),
-            Text(str(f.icv_failed), "bold red" if f.icv_failed else ""),
-            Text(str(f.no_key), "yellow" if f.no_key else ""), str(f.lost), str(f.duplicates), seq, active,
-        )
-    return t
+FLOW_COLUMNS = (("SPI", "left"), ("From → To", "left"), ("Pkts", "right"), ("Bytes", "right"),
+                ("Decr", "right"), ("ICV✗", "right"), ("NoKey", "right"), ("Lost", "right"),
+                ("Dup", "right"), ("Seq", "left"), ("Active", "left"))
+NARROW_FLOW_COLUMNS = ("SPI", "From → To", "Pkts", "Decr", "ICV✗", "NoKey", "Lost")
+
+
+class FlowTable:
+    """Per-direction counters; drops the less telling columns when the pane is narrow (80 columns)."""
+
+    def __init__(self, flows: list[EspFlow], first: float | None) -> None:
+        self.flows, self.first = flows, first
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        keep = NARROW_FLOW_COLUMNS if options.max_width < 110 else tuple(c for c, _ in FLOW_COLUMNS)
+        t = Table(title="Traffic (per direction)", title_justify="left", title_style="bold underline",
+                  box=None, padding=(0, 1), show_edge=False)
+        for col, just in FLOW_COLUMNS:
+            if col in keep:
+                t.add_column(col, justify=just, no_wrap=col != "From → To")  # type: ignore[arg-type]
+        for f in self.flows:
+            seq = f"{f.seq_min}–{f.seq_max}" if f.seq_min is not None else "—"
+            active = ""
+            if f.first_ts is not None and f.last_ts is not None and self.first is not None:
+                active = f"+{f.first_ts - self.first:.1f}s…+{f.last_ts - self.first:.1f}s"
+            cells = {
+                "SPI": f"0x{f.spi:08x}", "From → To": f"{f.src} → {f.dst}", "Pkts": str(f.packets),
+                "Bytes": str(f.bytes), "Decr": str(f.decrypted),
+                "ICV✗": Text(str(f.icv_failed), "bold red" if f.icv_failed else ""),
+                "NoKey": Text(str(f.no_key), "yellow" if f.no_key else ""), "Lost": str(f.lost),
+                "Dup": str(f.duplicates), "Seq": seq, "Active": active,
+            }
+            t.add_row(*(cells[c] for c, _ in FLOW_COLUMNS if c in keep))
+        yield t
+
+
+def flow_table(flows: list[EspFlow], first: float | None) -> FlowTable:
+    return FlowTable(flows, first)
 
 
 class SaDetail(Static):

@@ -237,6 +237,7 @@ class Timeline(Vertical):
             opts.append(Option(t, id=str(i)))
         if opts:
             ol.add_options(opts)
+            ol.highlighted = 0
         else:
             ol.add_option(Option(Text("No IKE exchanges or SA events in this capture.", "dim"), disabled=True))
 
