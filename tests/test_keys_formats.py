@@ -425,3 +425,17 @@ def test_charon_log_line_formats(tmp_path, variant):
     got, ref = load_keys([f]), load_keys([KEYS / "charon-healthy-gcm-left.log"])
     assert [esp_tuple(k) for k in got.esp] == [esp_tuple(k) for k in ref.esp]
     assert [ike_tuple(k) for k in got.ike] == [ike_tuple(k) for k in ref.ike]
+
+
+def test_charon_log_without_mgr_lines(tmp_path):
+    """Without 'mgr 2' the SPIs of the first IKE SA still come from the NAT-D dump (SPIi|SPIr|IP|port);
+    a rekeyed IKE SA's new SPIs appear nowhere, so its keys are skipped with a warning -- never bound
+    to the old SA's SPIs."""
+    f = tmp_path / "log"
+    f.write_text("".join(line for line in (KEYS / "charon-healthy-gcm-left.log").read_text().splitlines(True)
+                         if "[MGR]" not in line))
+    store = load_keys([f])
+    ref = load_keys([KEYS / "charon-healthy-gcm-left.log"])
+    assert [ike_tuple(k) for k in store.ike] == [ike_tuple(ref.ike[0])]
+    assert len(store.esp) == 4
+    assert len(store.warnings) == 1 and "rekeyed IKE SA" in store.warnings[0]

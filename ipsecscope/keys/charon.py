@@ -112,6 +112,7 @@ class _Thread:
     child_role: bool | None = None
     adding: tuple[str, str, int] | None = None  # (direction, proto, line)
     last_checkout: tuple[bytes, bytes] | None = None
+    last_xchg: str = ""
 
 
 @dataclass
@@ -120,6 +121,9 @@ class _PendingIke:
     prop: _Proposal | None
     line: int
     uid: str | None
+    # derived in a CREATE_CHILD_SA (IKE rekey): the keys belong to a *new* IKE SA, so the SPIs
+    # known for the uid they were logged under (the old SA) must not be used for them
+    rekey: bool = False
 
 
 def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
@@ -130,6 +134,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
     # later, on another thread (IKE_AUTH): remember it per IKE_SA unique id too.
     uid_ike_prop: dict[str, _Proposal] = {}
     uid_child_prop: dict[str, _Proposal] = {}
+    dump_spis: dict[str, tuple[bytes, bytes]] = {}
     unresolved: list[_PendingIke] = []
     n_ike = n_child = 0
     saw_dumps = False
@@ -169,7 +174,8 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                     t.ike_prop = uid_ike_prop[uid]
             t.ike_keys[IKE_LABELS[label]] = data
             if label == "Sk_pr secret":
-                t.ike_pending.append(_PendingIke(t.ike_keys, t.ike_prop, t.ike_line, t.ike_uid))
+                t.ike_pending.append(_PendingIke(t.ike_keys, t.ike_prop, t.ike_line, t.ike_uid,
+                                                 rekey=t.last_xchg == "CREATE_CHILD_SA"))
                 t.ike_keys = {}
         elif label == "encryption key Ka":
             # IKEv1 phase-1 encryption key (keymat_v1.c), what Wireshark's ikev1_decryption_table wants
@@ -183,15 +189,10 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                     t.child_prop = uid_child_prop[uid]
             t.child_keys[CHILD_LABELS[label]] = data
         elif label.startswith("octets = message") or label == "natd_chunk":
-            # IKE header / NAT-D input: SPIi | SPIr at the start (RFC 7296 §3.1, §2.23)
-            if len(data) >= 16 and any(data[8:16]) and t.ike_pending:
-                spis = (data[:8], data[8:16])
-                for pend in t.ike_pending:
-                    if pend.uid is not None and pend.uid in uid_spis:
-                        finish_ike(pend, uid_spis[pend.uid])
-                    else:
-                        finish_ike(pend, spis)
-                t.ike_pending = []
+            # IKE header / NAT-D hash input start with SPIi | SPIr (RFC 7296 §3.1, §2.23): the
+            # SPIs of the IKE SA this uid names, for logs without MGR lines.
+            if len(data) >= 16 and any(data[8:16]) and uid is not None:
+                dump_spis.setdefault(uid, (data[:8], data[8:16]))
 
     def child_sa(t: _Thread, direction: str, proto: str, spi: int, src: str, dst: str, line: int) -> None:
         nonlocal n_child
@@ -268,10 +269,11 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                 if c.group("v") == "1":
                     continue
                 if t.ike_pending:
+                    # the first checkin after the keys is their SA (for an IKE rekey the new SA
+                    # is checked in before the old one)
                     first, rest = t.ike_pending[0], t.ike_pending[1:]
                     finish_ike(first, spis)
-                    for pend in rest:
-                        finish_ike(pend, uid_spis.get(pend.uid or ""))
+                    unresolved.extend(rest)
                     t.ike_pending = []
                 continue
             c = _CHECKOUT.search(msg)
@@ -285,6 +287,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         p = _PARSED.match(msg)
         if p:
             t.role_initiator = p.group("kind") == "response"
+            t.last_xchg = p.group("xchg")
             continue
         p = _PROPOSAL.match(msg)
         if p:
@@ -319,14 +322,15 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             unresolved.append(pend)
     still = []
     for pend in unresolved:
-        spis = uid_spis.get(pend.uid or "")
+        spis = None if pend.rekey else uid_spis.get(pend.uid or "") or dump_spis.get(pend.uid or "")
         if spis is not None:
             finish_ike(pend, spis)
         else:
             still.append(pend)
     for pend in still:
-        warnings.append(f"{path}:{pend.line}: IKE SA keys whose SPIs are never logged (enable 'mgr 2' or "
-                        "'ike 3'); skipped")
+        why = ("keys of a rekeyed IKE SA: its new SPIs are only logged at 'mgr 2'" if pend.rekey else
+               "IKE SA keys whose SPIs are never logged (enable 'mgr 2', or 'ike 3' for NAT-D dumps)")
+        warnings.append(f"{path}:{pend.line}: {why}; skipped")
     if n_ike == 0 and n_child == 0:
         if warnings:
             hint = warnings[0]
