@@ -232,3 +232,10 @@ def test_ten_column_esp_sa_with_sequence_number_length(tmp_path):
     )
     a, b = load_keys([f]).esp
     assert a.esn is True and b.esn is False
+
+
+def test_windows_editor_artifacts(tmp_path):
+    """A table saved by a Windows editor: UTF-8 BOM and CRLF line ends."""
+    f = tmp_path / "esp_sa"
+    f.write_bytes(b"\xef\xbb\xbf" + (CORPUS / "esp_sa.tmpl").read_bytes().replace(b"\n", b"\r\n"))
+    assert [k.spi for k in load_keys([f]).esp] == [0x070883C2, 0xC254FE64]

@@ -62,7 +62,7 @@ def detect_format(data: bytes) -> str | None:
 
     if dsb.looks_like(data):
         return "dsb"
-    text = data.decode("utf-8", "replace")
+    text = data.decode("utf-8-sig", "replace")
     checks: list[tuple[str, Callable[[str], bool]]] = [
         ("json", jsonkeys.looks_like),
         ("wireshark", wireshark.looks_like),
@@ -98,7 +98,7 @@ def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | No
     if fmt == "dsb":
         store.merge(dsb.parse_pcapng(data, name, KeyStore()))
         return store
-    text = data.decode("utf-8", "replace")
+    text = data.decode("utf-8-sig", "replace")
     parser = {
         "json": jsonkeys.parse,
         "wireshark": wireshark.parse,

@@ -44,7 +44,7 @@ def keys_from_secrets(secrets_type: int, data: bytes, source: str) -> KeyStore |
     # imported here, not at the top: the package __init__ imports this module
     from . import charon, detect_format, jsonkeys, libreswan, tcpdump, wireshark, xfrm
 
-    text = data.decode("utf-8", "replace")
+    text = data.decode("utf-8-sig", "replace")
     fmt = detect_format(data)
     parsers = {"json": jsonkeys.parse, "wireshark": wireshark.parse, "xfrm": xfrm.parse,
                "charon": charon.parse, "libreswan": libreswan.parse, "tcpdump": tcpdump.parse}
