@@ -501,3 +501,27 @@ def test_config_mode_attributes_in_words() -> None:
     assert attrs(13)[0] == (1, "10.1.1.1")
     assert [t for t, _v in attrs(12)] == [1, 2, 3, 4, 28672, 28674, 28675, 28676, 28678, 7]
     assert {v for _t, v in attrs(12)} == {""}  # a request carries empty values
+
+
+def test_ikev1_attribute_names() -> None:
+    """Phase-1 vs IPsec DOI attribute names on real transforms (tshark -V shows the same words:
+    Life-Type Seconds, Life-Duration 28800, Encryption-Algorithm AES-CBC, XAUTHInitPreShared...)."""
+    from ipsecscope.decode.ikev1 import attribute_name, attribute_value_name
+
+    def words(proto: int, t) -> list[tuple[str, str]]:
+        return [(attribute_name(proto, a), attribute_value_name(proto, a, v)) for a, v in t.attrs]
+
+    sa = next(p for p in messages("ikev1-bug-12620.pcapng.gz")[0].payloads if isinstance(p, SaPayload))
+    assert (sa.doi, sa.situation) == (1, 1)
+    assert words(1, sa.proposals[0].transforms[0]) == [
+        ("LIFE_TYPE", "SECONDS"), ("LIFE_DURATION", "28800"), ("ENCRYPTION_ALGORITHM", "AES_CBC"),
+        ("KEY_LENGTH", "256"), ("AUTHENTICATION_METHOD", "XAUTH_INIT_PRESHARED"), ("HASH_ALGORITHM", "SHA2_256"),
+        ("GROUP_DESCRIPTION", "MODP_1024")]
+    qm = next(m for m in _decrypted("ikev1-bug-12610.pcapng.gz") if m.frame == 15)
+    (sa2,) = [p for p in qm.inner if isinstance(p, SaPayload)]
+    (prop,) = sa2.proposals
+    assert (prop.protocol, prop.spi.hex(), prop.transforms[0].id) == (3, "c254fe64", iana.Ikev1IpsecTransformId.ESP_AES)
+    assert dict(words(3, prop.transforms[0])) == {
+        "SA_LIFE_TYPE": "SECONDS", "SA_LIFE_DURATION": "28800", "ENCAPSULATION_MODE": "TUNNEL",
+        "AUTHENTICATION_ALGORITHM": "HMAC_SHA", "KEY_LENGTH": "128"}  # tshark: 28800, 128, 1, 2
+    assert proposal_string(prop, 1) == "aes128-sha1"
