@@ -66,3 +66,14 @@ def test_udp_4500_unanswered_real():
         (f,) = [f for f in s.findings if f.code == "IKE-UDP4500-BLOCKED"]
         assert f.severity == Severity.ERROR and f.frames == (3, 5, 7, 9)
         assert not [f for f in s.findings if f.code in ("IKE-DEAD-PEER", "IKE-NO-RESPONSE")]
+
+
+def test_finish_marks_unanswered_ike_sa_failed():
+    s = session("udp4500-unanswered", keys=False)
+    (sa,) = s.table.ike_sas.values()
+    assert sa.state == SaState.INITIATING
+    s.tracker.finish()
+    assert sa.state == SaState.FAILED and sa.failure == "no response" and sa.failure_frame == 9
+    assert any(e["event"] == "ike_sa_failed" and e["reason"] == "no response" for e in s.tracker.events)
+    s.tracker.finish()  # idempotent
+    assert [e["event"] for e in s.tracker.events].count("ike_sa_failed") == 1

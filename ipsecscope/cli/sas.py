@@ -87,6 +87,8 @@ def load_session(files: list[str], keys: list[str]):
         s.add_key_files(keys)
     for f in files:
         s.load(f)
+    s.tracker.finish()  # end-of-input conclusions (unanswered = failed, inferred rekeys)
+    s._findings = None
     return s
 
 

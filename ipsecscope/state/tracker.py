@@ -328,6 +328,8 @@ class Tracker:
         sa = self._ike_sa_for_v2(msg)
         sa.frames.append(msg.frame)
         is_response = h.is_response
+        if sa.failure == "no response" and is_response:  # finish() gave up too early (live mode)
+            sa.state, sa.failure, sa.failed_ts = SaState.INITIATING, None, None
         # Which side asked: a request's I flag says whether it came from the original initiator;
         # a response carries the responder's I flag, so the requester is the other side.
         from_init = h.is_initiator if not is_response else not h.is_initiator
@@ -995,6 +997,31 @@ class Tracker:
         flow.child_sa = child.id
         self._emit("child_sa_created", ts, child_sa=child.id, ike_sa=child.ike_sa, spi_r=flow.spi,
                    inferred=True)
+
+    # ------------------------------------------------------------------ end of input
+
+    def finish(self, now: float | None = None, timeout: float = 10.0) -> None:
+        """Conclusions only the end of the input allows. Call after a file is read (the CLI does;
+        live mode may call it now and then with the current time). Idempotent; a message that
+        arrives later still updates the SAs.
+
+        An IKE SA still INITIATING whose last request went unanswered for ``timeout`` seconds (or
+        was retransmitted 3+ times) becomes FAILED with failure "no response".
+
+        (Linking INFERRED CHILD SAs into rekey chains from ESP timing alone was tried and dropped:
+        on real captures a second CHILD SA used one after the other looks exactly like a rekey.)
+        """
+        end = now if now is not None else self.table.last_ts
+        if end is None:
+            return
+        for sa in self.table.ike_sas.values():
+            if sa.state != SaState.INITIATING or not sa.exchanges:
+                continue
+            x = sa.exchanges[-1]
+            if x.response_frames or x.request_ts is None:
+                continue
+            if end - x.request_ts >= timeout or x.retransmits >= 3:
+                self._fail_ike(sa, "no response", x.request_ts, x.request_frames[-1])
 
     # ------------------------------------------------------------------ findings as events
 
