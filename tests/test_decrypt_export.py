@@ -167,14 +167,15 @@ def _esn_capture(path: Path) -> tuple[Path, int]:
     return keys, 600
 
 
-def test_parallel_equals_sequential_with_esn_reconcile(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mark_every", [1, 512], ids=["walked-bounds", "lazy-bounds"])
+def test_parallel_equals_sequential_with_esn_reconcile(tmp_path: Path, mark_every: int) -> None:
     cap = tmp_path / "esn.pcap"
     keys, good = _esn_capture(cap)
     seq_out, par_out = tmp_path / "seq.pcapng", tmp_path / "par.pcapng"
     store = load_keystore(keys)
     s1 = engine.run(cap, store, out=str(seq_out), opts=engine.Options(), jobs=1)
     s2 = engine.run(cap, load_keystore(keys), out=str(par_out), opts=engine.Options(), jobs=2,
-                    parallel_min_bytes=0, mark_every=1)
+                    parallel_min_bytes=0, mark_every=mark_every)
     assert s2.jobs == 2
     assert (s1.decrypted, s1.icv_failed) == (good, 40)
     assert (s2.decrypted, s2.icv_failed) == (good, 40)

@@ -158,10 +158,18 @@ def _scan_pcap(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -> 
     order, mul = _PCAP_MAGIC[mm[:4]]
     linktype = struct.unpack_from(order + "I", mm, 20)[0] & 0xFFFF
     lay = Layout(path, "pcap", order, 24, size, [Iface(linktype, mul)])
-    if chunks <= 1:
-        # one process: no need to walk the records first; the loop notes a truncated last record
-        lay.bounds = [(24, 1)]
-        return lay
+    # No walk over the records here: a worker finds its first record itself (_resolve), in
+    # parallel with the others, as the first record starting at or after its byte target. The
+    # loops note a truncated last record.
+    lay.bounds = [(24, 1)] + [(size * i // chunks, 0) for i in range(1, max(chunks, 1))]
+    if every == 1 or os.environ.get("IPSECSCOPE_EXACT_BOUNDS"):
+        return _walk_pcap(lay, mm, size, chunks, every)
+    return lay
+
+
+def _walk_pcap(lay: Layout, mm: mmap.mmap, size: int, chunks: int, every: int) -> Layout:
+    """Exact chunk bounds by walking every record header (tests use it to place bounds finely)."""
+    order = lay.order
     rec = struct.Struct(order + "I")
     off, idx = 24, 1
     marks = []
@@ -224,6 +232,23 @@ def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -
     lay.size = off
     lay.bounds = _bounds(marks, off, chunks)
     return lay
+
+
+def _resolve(mm, lay: Layout, target: int) -> tuple[int, int]:
+    """(offset, frame index) of the first pcap record that starts at or after ``target``."""
+    rec = struct.Struct(lay.order + "I").unpack_from
+    off, idx = lay.start, 1
+    size = lay.size
+    released = 0
+    while off < target and off + 16 <= size:
+        off += 16 + rec(mm, off + 8)[0]
+        idx += 1
+        if not idx & 0xFFF:  # walking touches every page: keep them out of our resident set
+            page = off & ~(mmap.PAGESIZE - 1)
+            if page > released and page <= size:
+                mm.madvise(mmap.MADV_DONTNEED, released, page - released)
+                released = page
+    return min(off, size), idx
 
 
 # --- the hot loop -------------------------------------------------------------------------------
@@ -349,7 +374,12 @@ class _Worker:
         with open(lay.path, "rb") as f:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
+            if first_index == 0:  # a lazy bound: find the first record of this chunk
+                start, first_index = _resolve(mm, lay, start)
+                idx = first_index - 1
+                res.first_frame = first_index
             is_pcap = lay.fmt == "pcap"
+            hard = lay.size
             if is_pcap and fast_ok and lay.order == "<" and linktypes == [1]:
                 # the common big-file case gets its own loop (little-endian pcap of Ethernet)
                 idx = self._loop_pcap_eth(mm, start, end, idx)
@@ -366,12 +396,14 @@ class _Worker:
             while True:
                 # the pcap record loop is inlined: a generator step costs as much as the parsing
                 if is_pcap:
-                    if roff + 16 > end:
+                    # ``end`` bounds where records may *start* (a chunk's last record may run past
+                    # it); the file size bounds where they may end
+                    if roff >= end or roff + 16 > hard:
                         break
                     sec, frac, incl, orig = rec(mm, roff)
                     off = roff
                     roff += 16 + incl
-                    if roff > end:
+                    if roff > hard:
                         self.truncated = f"last record (frame {idx + 1}) truncated: {end - off - 16} of {incl} bytes"
                         break
                     frame = mm[off + 16:roff]
@@ -482,13 +514,14 @@ class _Worker:
         mul = self.lay.ifaces[0].mul
         released = start & ~(mmap.PAGESIZE - 1)
         off = start
-        last = end - 38 - rh
+        hard = self.lay.size  # records end before this; ``end`` only bounds where they start
+        last = hard - 38 - rh
         iface = 0
-        while off + 12 <= end:
+        while off < end and off + 12 <= hard:
             if pcapng:
                 btype, blen = blk(mm, off)
                 if btype != 6 or off > last or blen < 32:
-                    if blen < 12 or off + blen > end:
+                    if blen < 12 or off + blen > hard:
                         break
                     if btype in (2, 3):  # obsolete / simple packet blocks: the general reader's way
                         for iface, ts, frame, orig, roff in _records(mm, self.lay, off, off + blen):
@@ -516,7 +549,7 @@ class _Worker:
                     etype = 0
                 fend = off + 28 + incl
             else:
-                if off + 16 > end:
+                if off + 16 > hard:
                     break
                 if off <= last:
                     sec, frac, incl, orig, etype, vihl, tlh, tll, fragw, proto, k12 = hdr(mm, off)
@@ -524,7 +557,7 @@ class _Worker:
                     sec, frac, incl, orig = struct.unpack_from("<IIII", mm, off)
                     etype = 0
                 nxt = fend = off + 16 + incl
-                if nxt > end:
+                if nxt > hard:
                     self.truncated = f"last record (frame {idx + 1}) truncated: {end - off - 16} of {incl} bytes"
                     break
                 ts = sec * 1_000_000_000 + frac * mul
