@@ -89,7 +89,7 @@ def test_pcap_variants_match_tshark(tmp_path: Path, order: str, ns: bool) -> Non
         assert f.ts_ns == int(sec) * 10**9 + int(frac.ljust(9, "0")[:9])
         assert f.orig_len == int(ln)
         assert f.linktype == 1
-    assert r.byte_order if hasattr(r, "byte_order") else True
+    assert (r.impl.byte_order, r.impl.nanosecond) == (order, ns)
 
 
 @needs_tshark
