@@ -18,7 +18,8 @@ FAULTS = DATA / "findings"
 def session(name: str, keys: bool = True) -> Session:
     s = Session()
     if keys:
-        s.add_key_files([FAULTS / name / "keys" / "ikev2_decryption_table"])
+        s.add_key_files([p for p in sorted((FAULTS / name / "keys").iterdir())
+                         if any(ln.strip() and not ln.startswith("#") for ln in p.read_text().splitlines())])
     s.load(FAULTS / name / "capture.pcapng")
     return s
 
@@ -77,3 +78,16 @@ def test_finish_marks_unanswered_ike_sa_failed():
     assert any(e["event"] == "ike_sa_failed" and e["reason"] == "no response" for e in s.tracker.events)
     s.tracker.finish()  # idempotent
     assert [e["event"] for e in s.tracker.events].count("ike_sa_failed") == 1
+
+
+def test_pfs_group_refused_then_retried():
+    s = session("pfs-retry")
+    t = s.table
+    c1, c2, c3 = t.child_sas.values()
+    assert c2.state == SaState.FAILED and c2.failure == "INVALID_KE_PAYLOAD" and c2.pfs_group == 19
+    assert c3.rekeyed_from == 1 and c1.rekeyed_into == 3 and c3.pfs_group == 14
+    (f,) = [f for f in s.findings if f.code == "IKE-INVALID-KE"]
+    assert f.severity == Severity.WARNING and f.frames == (9, 10)
+    assert f.title == "PFS group mismatch: 198.18.0.2 asked for MODP_2048, the retry succeeded"
+    assert "ECP_256" in f.explanation
+    assert not [f for f in s.findings if f.code == "IKE-CHILD-REFUSED"]

@@ -203,13 +203,21 @@ def r_invalid_ke(table: SaTable, ctx: RuleContext):
                                if y.exchange == 36 and (y.request_ts or 0) > (x.request_ts or 0))
             req = x.requester
             resp = _other(sa, req)
-            wanted = [N.dh_name(g) for g in sa.invalid_ke_requested] or ["(not visible)"]
-            sent = N.dh_name(sa.ke_groups[0]) if sa.ke_groups else "?"
-            what = "PFS group of a CHILD SA" if x.exchange == 36 else "key exchange (DH) group"
+            if x.exchange == 36:  # CREATE_CHILD_SA with KE: PFS group mismatch
+                child = table.child_sas.get(x.new_child) if x.new_child else None
+                wanted = [N.dh_name(x.ke_requested)] if x.ke_requested is not None else ["(not visible)"]
+                sent = N.dh_name(child.pfs_group) if child and child.pfs_group else "?"
+                what = "PFS group of a CHILD SA"
+                label = "PFS group mismatch"
+            else:
+                wanted = [N.dh_name(g) for g in sa.invalid_ke_requested] or ["(not visible)"]
+                sent = N.dh_name(sa.ke_groups[0]) if sa.ke_groups else "?"
+                what = "key exchange (DH) group"
+                label = "DH group mismatch"
             if ok:
                 yield Finding(
                     "IKE-INVALID-KE", Severity.WARNING,
-                    f"DH group mismatch: {resp} asked for {wanted[0]}, the retry succeeded",
+                    f"{label}: {resp} asked for {wanted[0]}, the retry succeeded",
                     f"{req} sent its {what} as {sent}; {resp} answered INVALID_KE_PAYLOAD asking for "
                     f"{', '.join(wanted)}. {req} retried with that group and the negotiation went on. "
                     "Every new SA costs one extra round trip.",
@@ -219,7 +227,7 @@ def r_invalid_ke(table: SaTable, ctx: RuleContext):
             else:
                 yield Finding(
                     "IKE-INVALID-KE", Severity.ERROR,
-                    f"DH group mismatch: {resp} asked for {wanted[0]}, no successful retry",
+                    f"{label}: {resp} asked for {wanted[0]}, no successful retry",
                     f"{req} sent its {what} as {sent}; {resp} answered INVALID_KE_PAYLOAD asking for "
                     f"{', '.join(wanted)}, and no retry with that group succeeded in this capture.",
                     _frames(x.request_frames[:1], x.response_frames[:1]), sa.key,
@@ -300,7 +308,6 @@ _CHILD_FAIL_HINT = {
     "NO_ADDITIONAL_SAS": "the responder accepts no more CHILD SAs on this IKE SA",
     "TEMPORARY_FAILURE": "the responder is busy (often a rekey collision); the initiator should retry",
     "CHILD_SA_NOT_FOUND": "the CHILD SA to rekey no longer exists on the responder",
-    "INVALID_KE_PAYLOAD": "the PFS group differs: align the DH group in esp_proposals",
 }
 
 
@@ -309,7 +316,8 @@ def r_child_refused(table: SaTable, ctx: RuleContext):
     """A CHILD SA refused for a reason other than proposals or selectors."""
     for c in table.child_sas.values():
         if c.state != SaState.FAILED or c.failure in (None, "NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE",
-                                                      "INVALID_SELECTORS", "AUTHENTICATION_FAILED"):
+                                                      "INVALID_SELECTORS", "AUTHENTICATION_FAILED",
+                                                      "INVALID_KE_PAYLOAD"):
             continue
         sev = Severity.WARNING if c.failure in ("TEMPORARY_FAILURE", "CHILD_SA_NOT_FOUND") else Severity.ERROR
         yield Finding(

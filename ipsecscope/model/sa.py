@@ -146,6 +146,7 @@ class IkeExchange:
     deletes: list[str] = field(default_factory=list)  # "IKE" / "ESP 0x1234abcd" from Delete payloads
     requester_port: int = 0  # UDP source port of the (first) request
     responder_port: int = 0
+    ke_requested: int | None = None  # DH group an INVALID_KE_PAYLOAD response asks for
     request_size: int = 0  # IKE message length of the first request / response (bytes)
     response_size: int = 0
 

@@ -376,6 +376,13 @@ class Tracker:
                 if x.error is None:
                     x.error = n.notify_type
                     x.error_name = N.notify_name(n.notify_type, msg.version)
+                if n.notify_type == N.INVALID_KE_PAYLOAD:
+                    # RFC 7296 §3.10.1: the notification data is the accepted group (2 octets).
+                    group = n.decoded.get("group") if n.decoded else None
+                    if group is None and len(n.data) >= 2:
+                        group = struct.unpack_from("!H", n.data)[0]
+                    if isinstance(group, int):
+                        x.ke_requested = group
                 return n
         return None
 

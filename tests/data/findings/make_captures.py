@@ -1,6 +1,6 @@
 """Real strongSwan captures for findings the main samples do not show (root, strongSwan, tcpdump).
 
-    python3 tests/data/findings/make_captures.py [ip-fragmented] [udp4500-unanswered]
+    python3 tests/data/findings/make_captures.py [ip-fragmented] [udp4500-unanswered] [pfs-retry]
 
 - ``ip-fragmented``: IKE_SA_INIT with a MODP-8192 KE (about 1.3 kB) over a 576-byte MTU link and
   ``fragmentation = no``: the IKE_SA_INIT messages travel as IP fragments (RFC 7383 cannot help
@@ -8,6 +8,8 @@
 - ``udp4500-unanswered``: the responder's charon listens for NAT-T on 4501 instead of 4500, so
   after IKE_SA_INIT (answered on 500) the initiator's IKE_AUTH to UDP 4500 is never answered —
   on the wire exactly what a firewall dropping UDP 4500 produces (plus ICMP port unreachable).
+- ``pfs-retry``: a CHILD SA rekey whose PFS group the responder refuses with INVALID_KE_PAYLOAD,
+  retried with the group it asks for.
 
 Uses the project's netns harness (tests/netns_peers.py) and key extractor
 (samples/lib/charon_keys.py). Writes <scenario>/{capture.pcapng, keys/, charon-*.log} here.
@@ -50,7 +52,7 @@ CONF = """connections {{
             net {{
                 local_ts = {lts}
                 remote_ts = {rts}
-                esp_proposals = aes256gcm16
+                esp_proposals = {esp}
                 rekey_time = 0
                 start_action = none
             }}
@@ -67,11 +69,13 @@ secrets {{
 """
 
 
-def confs(ike: str) -> tuple[str, str]:
+def confs(ike: str, esp_left: str = "aes256gcm16", esp_right: str = "aes256gcm16") -> tuple[str, str]:
     left = CONF.format(me="198.18.0.1", peer="198.18.0.2", me_id="left.ipsecscope.test",
-                       peer_id="right.ipsecscope.test", lts="10.1.0.0/24", rts="10.2.0.0/24", ike=ike)
+                       peer_id="right.ipsecscope.test", lts="10.1.0.0/24", rts="10.2.0.0/24", ike=ike,
+                       esp=esp_left)
     right = CONF.format(me="198.18.0.2", peer="198.18.0.1", me_id="right.ipsecscope.test",
-                        peer_id="left.ipsecscope.test", lts="10.2.0.0/24", rts="10.1.0.0/24", ike=ike)
+                        peer_id="left.ipsecscope.test", lts="10.2.0.0/24", rts="10.1.0.0/24", ike=ike,
+                        esp=esp_right)
     return left, right
 
 
@@ -108,7 +112,20 @@ def udp4500_unanswered(work: Path) -> None:
         pair.wait_log("left", "giving up after", timeout=20)
 
 
-SCENARIOS = {"ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered}
+def pfs_retry(work: Path) -> None:
+    # The initiator offers PFS ECP-256 or MODP-2048 and sends its KE for ECP-256; the responder
+    # takes only MODP-2048: the CHILD SA rekey gets INVALID_KE_PAYLOAD(14), then succeeds.
+    left, right = confs("aes256gcm16-prfsha256-ecp256", "aes256gcm16-ecp256-modp2048", "aes256gcm16-modp2048")
+    with StrongswanPair(work, left, right) as pair:
+        pair.initiate("net", ike="t")
+        pair.ping(2)
+        pair.rekey_child("net")
+        pair.wait_log("left", "CHILD_SA net{2} established", timeout=10)
+        pair.ping(2)
+        pair.terminate_ike("t")
+
+
+SCENARIOS = {"ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry}
 
 
 def main(argv: list[str]) -> int:
