@@ -30,6 +30,7 @@ state is sound even when threads interleave):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -212,6 +213,11 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         if prop.encr is None and proto == "ESP":
             warnings.append(f"{path}:{line}: CHILD SA without a 'selected proposal: ESP:...' line; skipped")
             return
+        for addr in (src, dst):
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise KeyFileError(f"{addr!r} is not an IP address", path=path, line=line) from None
         encr = prop.encr if prop.encr is not None else EncrTransform.ENCR_NULL
         problem = names.check_key_length(encr, enc)
         if problem:

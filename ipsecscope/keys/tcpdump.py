@@ -86,7 +86,9 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         except ValueError:
             raise KeyFileError(f"{dst!r} is not an IP address", path=path, line=lineno) from None
         spi_t = m.group("spi")
-        spi = int(spi_t, 0) if spi_t else 0
+        spi = (int(spi_t, 16) if spi_t[:2].lower() == "0x" else int(spi_t, 10)) if spi_t else 0
+        if spi > 0xFFFFFFFF:
+            raise KeyFileError(f"SPI {spi_t} does not fit in 32 bits", path=path, line=lineno)
         store.add_esp(EspSaKeys(
             spi=spi, encr=encr, enc_key=key, integ=IntegTransform.NONE, auth_key=b"", src="*", dst=dst,
             spi_pattern=None if spi_t else "*", icv_len=icv, check_integrity=False,

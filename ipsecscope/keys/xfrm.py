@@ -19,6 +19,7 @@ with plain ``auth``, whose default truncation is 96 bits (also for hmac(sha256):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from ..errors import KeyFileError
@@ -58,7 +59,12 @@ def _key(m: re.Match[str], path: str, line: int) -> bytes:
     if key == "<<Keys hidden>>":
         raise KeyFileError("keys are hidden (the output came from 'ip xfrm state list nokeys'); "
                            "run 'ip xfrm state' without nokeys", path=path, line=line)
-    return bytes.fromhex(key[2:]) if key.startswith("0x") else b""
+    if not key.startswith("0x"):
+        return b""
+    try:
+        return bytes.fromhex(key[2:])
+    except ValueError:
+        raise KeyFileError(f"key {key[:10]}... is not whole bytes of hex", path=path, line=line) from None
 
 
 def _finish(sa: _Sa, path: str, store: KeyStore) -> None:
@@ -96,6 +102,11 @@ def _finish(sa: _Sa, path: str, store: KeyStore) -> None:
             integ = exact
         elif integ != IntegTransform.NONE and bits // 8 != names.INTEG_ICV.get(integ):
             icv_len = bits // 8
+    for what, addr in (("src", sa.src), ("dst", sa.dst)):
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise KeyFileError(f"{what} {addr!r} is not an IP address", path=path, line=sa.line) from None
     if sa.proto == "esp" and sa.enc is None and sa.aead is None:
         raise KeyFileError("ESP SA without an enc or aead line", path=path, line=sa.line)
     problem = names.check_key_length(encr, enc_key)
