@@ -328,3 +328,11 @@ def test_damaged_record_stops_with_error(tmp_path: Path, capsys) -> None:
     captured = capsys.readouterr()
     assert rc == 1 and "damaged" in captured.err
     assert json.loads(captured.out)["frames"] == 0
+
+
+def test_cut_file_header_says_so(tmp_path: Path) -> None:
+    p = write_pcap(tmp_path / "a.pcap", [])
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(p.read_bytes()[:20])
+    r = _cli("summary", str(cut))
+    assert r.returncode == 1 and "file header truncated" in r.stderr and "Traceback" not in r.stderr

@@ -428,10 +428,10 @@ def scan_pcap(path: str | os.PathLike[str], on_packet: Callable[[Packet], None],
     try:
         head = src.read(pcap.FILE_HEADER_LEN)
         sn = pcap.sniff(head)
-        if sn is None or len(head) < pcap.FILE_HEADER_LEN:
+        if sn is None:
             raise CaptureFormatError(f"{path} is not a pcap file")
         order, ns = sn
-        rdr = pcap.PcapReader(src, head)
+        rdr = pcap.PcapReader(src, head)  # raises CaptureError for a cut-off file header
         linktype, limit = rdr.linktype, rdr.limit
         mult = 1 if ns else 1000
         res = ScanResult()
