@@ -7,6 +7,20 @@ Generates (once, cached in --workdir) two tunnel-mode captures of --packets pack
 AES-CBC-256 + HMAC-SHA2-256-128. Prints packets/s and peak RSS of each contender.
 
     python3 benchmarks/bench_decrypt.py [--packets N] [--workdir DIR] [--no-tshark] [--jobs N]
+
+One JSON line per suite:
+  cli_*            `ipsecscope decrypt FILE -k KEYS -o OUT.pcapng` as a user runs it (interpreter start,
+                   key loading, all processes), wall seconds / packets per second / CPU seconds / peak RSS;
+                   cli_1proc_* the same with --jobs 1
+  loop_*           the decrypt loop alone, in this process (engine.run, output to /dev/null):
+                   loop_1proc_pps wall, loop_1proc_cpu_pps per CPU-second, loop_parallel_pps all cores
+  bare_aesgcm_*    a bare `for ...: aesgcm.decrypt(nonce, ct, aad)` over the same payloads (extracted
+                   beforehand, untimed); *_vs_bare are the ratios the project targets (>= 0.5)
+  tshark_*         tshark 4.0 with the esp_sa table, -o esp.enable_encryption_decode:TRUE,
+                   -T fields -e frame.number -e ip.src (so the inner IP is dissected);
+                   cli_speedup_vs_tshark = tshark wall / cli wall (target >= 10)
+  loadavg_1min     the machine's load when the row was measured: wall-clock numbers on a shared
+                   machine are only meaningful next to it; CPU-second rates much less affected
 """
 
 from __future__ import annotations
