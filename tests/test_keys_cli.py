@@ -59,3 +59,17 @@ def test_bad_key_file_is_one_line_error(tmp_path):
                                              "16 or 24 or 32-byte key, got 2 bytes"]
     r = run("list", str(tmp_path / "missing"))
     assert r.returncode == 1 and "no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_keys_from_decrypt_dsb_output(tmp_path):
+    """`ipsecscope decrypt --dsb` embeds the used SAs' keys; `keys list` reads them back."""
+    out = tmp_path / "dec.pcapng"
+    r = subprocess.run(["ipsecscope", "decrypt", str(KEYS / "healthy-gcm-capture.pcapng"), "-k",
+                        str(KEYS / "charon-healthy-gcm-left.log"), "-o", str(out), "--dsb", "-q"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    from ipsecscope.keys import load_keys
+
+    got = load_keys([out])
+    ref = load_keys([KEYS / "charon-healthy-gcm-left.log"])
+    assert {(k.spi, k.enc_key) for k in got.esp} == {(k.spi, k.enc_key) for k in ref.esp}
