@@ -96,8 +96,8 @@ async def test_packet_table_has_every_frame_and_filters_like_tshark() -> None:
         expected = [int(r[0]) for r in tshark_fields(CAPTURE, f"esp.spi == {spi}", "frame.number")]
         assert frames_in_view(table) == expected
         assert app.focused is table
-        status = str(app.query_one("#status").render())
-        assert f"filter: {len(expected)}/{len(all_frames)}" in status
+        count = str(app.query_one("#filter-count").render())
+        assert f"filter: {len(expected)}/{len(all_frames)}" in count
         # Escape clears the filter and keeps the cursor on the frame it was on.
         current = table.current_row.frame
         await pilot.press("escape")

@@ -113,8 +113,10 @@ class IpsecscopeApp(App[int]):
                 with TabPane("Timeline", id="timeline"):
                     yield Timeline(id="timeline-view")
                 with TabPane("Packets", id="packets"):
-                    yield Input(placeholder="filter: esp spi=0x… src=… finding=CODE icv=bad   (? help)",
-                                id="filter")
+                    with Horizontal(id="filter-bar"):
+                        yield Input(placeholder="filter: esp spi=0x… src=… finding=CODE icv=bad   (? help)",
+                                    id="filter")
+                        yield Static("", id="filter-count")
                     yield PacketHeader(id="packet-header")
                     yield PacketTable(id="packet-table")
                     yield PacketDetail(id="packet-detail")
@@ -236,10 +238,11 @@ class IpsecscopeApp(App[int]):
             t.append(f"  decrypted {st.decrypted:,}/{st.esp:,}", "green" if st.decrypted else "dim")
         if st.icv_failed:
             t.append(f" ICV✗ {st.icv_failed:,}", "bold red")
-        ptable = self.query_one(PacketTable)
-        if self.filter.text:
-            t.append(f"  filter: {len(ptable.view):,}/{len(ptable.rows):,}", "bold magenta")
         self._set_status(t)
+        ptable = self.query_one(PacketTable)
+        count = self.query_one("#filter-count", Static)
+        count.update(Text(f"filter: {len(ptable.view):,}/{len(ptable.rows):,}", "bold magenta")
+                     if self.filter.text else "")
 
     # ---- filtering (worker thread) -----------------------------------------------------------
     @on(Input.Submitted, "#filter")
