@@ -91,3 +91,13 @@ def test_pfs_group_refused_then_retried():
     assert f.title == "PFS group mismatch: 198.18.0.2 asked for MODP_2048, the retry succeeded"
     assert "ECP_256" in f.explanation
     assert not [f for f in s.findings if f.code == "IKE-CHILD-REFUSED"]
+
+
+def test_ikev1_main_mode_refused_in_clear():
+    s = session("ikev1-proposal-mismatch", keys=False)
+    (sa,) = s.table.ike_sas.values()
+    assert sa.version == 1 and sa.state == SaState.FAILED and sa.offered == ["aes128-sha1-modp2048"]
+    (x,) = sa.exchanges
+    assert x.response_frames == [2] and x.summary == "Main Mode refused: NO_PROPOSAL_CHOSEN"
+    (f,) = [f for f in s.findings if f.severity >= Severity.WARNING]
+    assert f.code == "IKE-NO-PROPOSAL" and f.frames == (1, 2) and f.title.startswith("IKE SA")

@@ -61,7 +61,13 @@ def _exchange(tr: Tracker, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, boo
     """(exchange, is_response, is_retransmission)."""
     h = msg.header
     # Phase 1 shares Message ID 0 across its 4-6 messages: one exchange, requester = initiator.
-    xkey = (id(sa), h.msg_id, True)
+    msg_id = h.msg_id
+    if (h.exchange == N.V1_INFORMATIONAL and not h.encrypted_v1 and sa.state == SaState.INITIATING
+            and msg.src == sa.responder):
+        # A responder refusing phase 1 (e.g. NO-PROPOSAL-CHOSEN to MM1) answers with a cleartext
+        # Informational under its own Message ID: it is the answer to the phase-1 exchange.
+        msg_id = 0
+    xkey = (id(sa), msg_id, True)
     x = tr._xchg.get(xkey)
     priv = tr._priv(sa)
     if x is None:
@@ -71,7 +77,7 @@ def _exchange(tr: Tracker, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, boo
         tr._xchg[xkey] = x
         sa.exchanges.append(x)
     is_response = msg.src != x.requester
-    rkey = (h.msg_id, True, is_response, hash(msg.raw))
+    rkey = (msg_id, True, is_response, hash(msg.raw))
     if rkey in priv.last_raw:
         if is_response:
             x.response_retransmits += 1
@@ -299,7 +305,10 @@ def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> N
             x.error_name = x.error_name or name
             if sa.state == SaState.INITIATING:
                 tr._fail_ike(sa, name, msg.ts, msg.frame)
-    x.summary = "Informational " + ", ".join(parts) if parts else "Informational"
+    if x.exchange in _MODES and x.error is not None:
+        x.summary = f"{_MODES[x.exchange]} Mode refused: {x.error_name}"
+    else:
+        x.summary = "Informational " + ", ".join(parts) if parts else "Informational"
 
 
 _V1_AUTH = {1: "PSK", 2: "DSS signature", 3: "RSA signature", 4: "RSA encryption", 5: "revised RSA encryption",

@@ -10,6 +10,7 @@
   on the wire exactly what a firewall dropping UDP 4500 produces (plus ICMP port unreachable).
 - ``pfs-retry``: a CHILD SA rekey whose PFS group the responder refuses with INVALID_KE_PAYLOAD,
   retried with the group it asks for.
+- ``ikev1-proposal-mismatch``: IKEv1 Main Mode refused with an unencrypted NO-PROPOSAL-CHOSEN.
 
 Uses the project's netns harness (tests/netns_peers.py) and key extractor
 (samples/lib/charon_keys.py). Writes <scenario>/{capture.pcapng, keys/, charon-*.log} here.
@@ -125,7 +126,20 @@ def pfs_retry(work: Path) -> None:
         pair.terminate_ike("t")
 
 
-SCENARIOS = {"ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry}
+def ikev1_proposal_mismatch(work: Path) -> None:
+    # IKEv1 Main Mode: the initiator offers only AES-128/SHA-1/MODP-2048, the responder takes
+    # only AES-256/SHA-256/MODP-2048 and answers MM1 with an (unencrypted) NO-PROPOSAL-CHOSEN.
+    left, right = confs("aes128-sha1-modp2048")
+    right = right.replace("aes128-sha1-modp2048", "aes256-sha256-modp2048")
+    left, right = (c.replace("version = 2", "version = 1") for c in (left, right))
+    with StrongswanPair(work, left, right) as pair:
+        r = pair.initiate("net", ike="t", check=False, timeout=8)
+        if r.returncode == 0:
+            raise RuntimeError("ikev1-proposal-mismatch: Main Mode succeeded")
+
+
+SCENARIOS = {"ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
+             "ikev1-proposal-mismatch": ikev1_proposal_mismatch}
 
 
 def main(argv: list[str]) -> int:
