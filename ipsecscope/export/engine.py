@@ -804,9 +804,20 @@ def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, 
         size = os.path.getsize(path)
     except OSError as exc:
         raise CaptureError(f"cannot read {path}: {exc.strerror}") from None
-    lay = scan(path, jobs if size >= parallel_min_bytes else 1, mark_every)
+    chunks = jobs if size >= parallel_min_bytes else 1
+    lay = scan(path, chunks, mark_every)
+    tmp = gz_note = None
     if lay is None:
-        lay = _decompress_or_general(path)
+        lay, tmp, gz_note = _decompress(path, jobs, mark_every)
+    try:
+        return _run_layout(path, lay, keys, out, jsonl_out, opts, jobs, progress, dsb, gz_note)
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
+
+
+def _run_layout(path: str, lay: Layout | None, keys, out, jsonl_out, opts: Options, jobs: int, progress,
+                dsb: bool, gz_note: str | None) -> RunStats:
     if lay is not None and lay.secrets:
         for stype, data in lay.secrets:
             keys.add_secrets_block(stype, data)
@@ -815,7 +826,7 @@ def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, 
     stats = RunStats()
     if lay is None:
         return _run_general(path, keys, out, jsonl_out, opts, progress, dsb, stats)
-    stats.truncated = lay.truncated
+    stats.truncated = lay.truncated or gz_note
     writer = PcapngWriter(out) if out is not None else None
     if writer is not None:
         writer.add_interface(LINKTYPE_RAW, name="ipsecscope decrypted ESP inner packets")
@@ -1032,8 +1043,35 @@ def _write_dsb(writer: PcapngWriter, used) -> None:
         "native JSON). As Wireshark esp_sa rows:\n" + str(convert.dump(store, "esp_sa", True))))
 
 
-def _decompress_or_general(path: str) -> Layout | None:
-    return None
+GZIP_FAST_MIN_BYTES = 4 << 20
+
+
+def _decompress(path: str, chunks: int, mark_every: int) -> tuple[Layout | None, str | None, str | None]:
+    """A big gzip'd capture is inflated to a temporary file so the fast path (and several
+    processes) can read it: (layout, temporary path to delete, note about a cut-off gzip)."""
+    import gzip
+    import shutil
+    import zlib
+
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b" or os.fstat(f.fileno()).st_size < GZIP_FAST_MIN_BYTES:
+            return None, None, None
+    fd, tmp = tempfile.mkstemp(prefix="ipsecscope-", suffix=".cap")
+    note = None
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as gz:
+            try:
+                shutil.copyfileobj(gz, out, 1 << 22)
+            except (EOFError, zlib.error, OSError) as exc:  # cut-off or damaged: keep what inflated
+                note = f"{path}: gzip stream ends early ({exc}); frames up to there were read"
+        lay = scan(tmp, chunks, mark_every)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    if lay is None:
+        os.unlink(tmp)
+        return None, None, None
+    return lay, tmp, note
 
 
 def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool, stats: RunStats) -> RunStats:
