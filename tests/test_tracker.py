@@ -324,3 +324,27 @@ def test_finding_events_announced_once():
     assert s.tracker.note_findings(s.findings) == 0
     evs = [e for e in s.tracker.events if e["event"] == "finding"]
     assert {e["code"] for e in evs} >= {"IKE-DEAD-PEER"} and all(e["severity"] for e in evs)
+
+
+ALL_CAPTURES = sorted(
+    [p for p in CORPUS.iterdir() if p.name.endswith((".pcap", ".pcapng", ".pcapng.gz"))]
+    + list(SAMPLES.glob("*/capture.pcapng")) + list(SAMPLES.glob("synthetic/*.pcap"))
+    + list((CORPUS.parent / "findings").glob("*/capture.pcapng"))
+    + list((CORPUS.parent / "ikev2-skf").glob("*/capture.pcapng")))
+
+
+@pytest.mark.parametrize("cap", ALL_CAPTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_capture_correlates_without_engine_errors(cap):
+    s = Session()
+    s.load(cap)
+    s.tracker.finish()
+    assert [o for o in s.table.observations if o.kind == "tracker_error"] == []
+    assert all(f.code != "ENGINE-RULE-ERROR" for f in s.findings)
+    t = s.table
+    for f in t.flows.values():  # every flow is bound, every child's IKE SA exists
+        assert f.child_sa in t.child_sas
+        assert f.lost >= 0 and f.packets >= f.decrypted + f.icv_failed
+    for c in t.child_sas.values():
+        assert c.ike_sa is None or c.ike_sa in t.ike_sas
+    for sa in t.ike_sas.values():
+        assert all(cid in t.child_sas for cid in sa.children)
