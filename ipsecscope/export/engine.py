@@ -3,18 +3,26 @@
 
 Why not ``open_capture`` + ``Decoder`` + ``EspDecryptor.decrypt`` per frame? Those build three
 objects per frame (RawFrame, EspPacket, EspResult), which costs more than the AES-GCM call
-itself. Here an uncompressed pcap/pcapng file is memory-mapped and each record goes through one
-loop of ``struct.unpack_from`` calls: link → IPv4/IPv6 → (UDP 4500) → ESP → per-SA opener →
-EPB into the output. Frames this loop does not handle itself (IP fragments, IPv6 extension
-headers, TCP-encapsulated ESP, unusual link types) go to the general :class:`Decoder`, so the
-result is the same, only slower for those frames.
+itself. Here an uncompressed pcap/pcapng file is memory-mapped and, for the common case
+(little-endian pcap or pcapng, Ethernet, IPv4 without options or fragments, raw ESP or ESP in UDP
+4500, an SA already known not to use ESN, tunnel mode), one ``struct.unpack_from`` reads the
+record header, Ethernet type, IPv4 fields and SA key at once; the ESP bytes go from the map to the
+per-SA opener and the inner packet straight into the buffered output (``_loop_pcap_eth``).
+Everything else goes through ``_Worker._frame``, which handles every case (IPv6, transport mode,
+ESN inference, failures, --keep-other, JSON lines) and hands frames it cannot parse itself (IP
+fragments, IPv6 extension headers, RFC 8229 TCP, other link types) to the general
+:class:`~ipsecscope.decode.demux.Decoder`. Same result, only slower for those frames. gzip'd
+captures are inflated to a temporary file first when big, else read by the general reader.
 
-Large files are split by record offset over worker processes (fork), each writing its part of the
-output; the parts are concatenated in order. ESN state per SA: every chunk infers high bits on its
-own (``crypto.esn`` searches 0..16 when an SA has no history, which covers a chunk that starts
-after a wrap); if a chunk still had ICV failures on an SA *before* its first success there while
-an earlier chunk had verified packets of that SA, the chunk is processed again in order with the
-state the earlier chunks ended with (reconcile step), so the output equals a sequential run.
+Large files are split over processes (fork): worker *i* starts at the first record at or after
+byte ``i * size / jobs`` (it walks the record headers to find it while the others already work;
+pcapng block boundaries come from a scan that also collects IDBs and DSBs). This process does
+chunk 0 straight into the output; the others write part files appended in order (sendfile).
+ESN state per SA: every chunk infers high bits on its own (``crypto.esn`` searches 0..16 when an
+SA has no history, which covers a chunk that starts after a wrap); if a chunk still had ICV
+failures on an SA *before* its first success there while an earlier chunk had verified packets
+of that SA, the chunk is processed again with the state the earlier chunks ended with (reconcile
+step), so the output equals a sequential run (tests/test_decrypt_export.py checks both).
 """
 
 from __future__ import annotations
