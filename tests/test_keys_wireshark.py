@@ -4,6 +4,7 @@ round-trips, and tshark decrypts with what `keys convert` writes."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import CORPUS, needs_tshark
@@ -239,3 +240,16 @@ def test_windows_editor_artifacts(tmp_path):
     f = tmp_path / "esp_sa"
     f.write_bytes(b"\xef\xbb\xbf" + (CORPUS / "esp_sa.tmpl").read_bytes().replace(b"\n", b"\r\n"))
     assert [k.spi for k in load_keys([f]).esp] == [0x070883C2, 0xC254FE64]
+
+
+def test_directory_of_tables_and_comment_only_tables(tmp_path):
+    """A Wireshark profile directory loads as its tables; a table with only its header comment is an
+    empty table (Wireshark loads it so), while a directory with no key file at all is an error."""
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    store = load_keys([samples / "healthy-gcm" / "keys"])
+    assert len(store.esp) >= 4 and len(store.ike) >= 2
+    empty = load_keys([samples / "ike-proposal-mismatch" / "keys"])
+    assert len(empty) == 0 and any("only comments" in w for w in empty.warnings)
+    (tmp_path / "notes.txt").write_text("not keys\n")
+    with pytest.raises(KeyFileError, match="no key file in this directory"):
+        load_keys([tmp_path])

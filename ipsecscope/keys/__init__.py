@@ -89,6 +89,11 @@ def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | No
     if fmt is None:
         if not data.strip():
             raise KeyFileError("the file is empty", path=name)
+        if _only_comments(data):
+            # Wireshark writes a header comment even for an empty table and loads it as empty
+            # (strongSwan's save-keys does the same when no SA was negotiated).
+            store.warnings.append(f"{name}: only comments, no keys (an empty key table)")
+            return store
         raise KeyFileError(
             "not a key file format ipsecscope knows (Wireshark esp_sa / ikev2_decryption_table / "
             "ikev1_decryption_table, `ip xfrm state` output, strongSwan charon log with ike/chd 4, "
@@ -118,9 +123,34 @@ def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | No
     return store
 
 
+def _only_comments(data: bytes) -> bool:
+    lines = [ln.strip() for ln in data.decode("utf-8-sig", "replace").splitlines()]
+    return all(not ln or ln.startswith("#") for ln in lines)
+
+
 def load_keys(paths: Iterable[str | Path], store: KeyStore | None = None) -> KeyStore:
-    """Load several key files (any mix of formats) into one :class:`KeyStore`."""
+    """Load several key files (any mix of formats) into one :class:`KeyStore`.
+
+    A directory stands for the key files in it (e.g. a Wireshark profile holding ``esp_sa`` and
+    ``ikev2_decryption_table``); files in it that hold no keys are skipped with a warning, and
+    it is an error only when none of them is a key file (empty tables count as key files).
+    """
     store = store if store is not None else KeyStore()
     for p in paths:
-        load_key_file(p, store)
+        p = Path(p)
+        if not p.is_dir():
+            load_key_file(p, store)
+            continue
+        read = 0
+        skipped = []
+        for f in sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")):
+            try:
+                load_key_file(f, store)
+                read += 1
+            except KeyFileError as exc:
+                skipped.append(str(exc))
+        store.warnings.extend(f"skipped {msg}" for msg in skipped)
+        if not read:
+            why = f" ({skipped[0]})" if skipped else ""
+            raise KeyFileError(f"no key file in this directory holds keys{why}", path=str(p))
     return store
