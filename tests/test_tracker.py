@@ -348,3 +348,23 @@ def test_every_capture_correlates_without_engine_errors(cap):
         assert c.ike_sa is None or c.ike_sa in t.ike_sas
     for sa in t.ike_sas.values():
         assert all(cid in t.child_sas for cid in sa.children)
+
+
+def test_rekey_collisions_chain_follows_the_survivors():
+    """Real capture: both peers rekey on the same 6 s timer (plugins/ipsecscope-rekeytiming data).
+    RFC 7296 §2.8.1: per round two successors, the redundant one deleted; the chain goes on."""
+    d = CORPUS.parents[2] / "plugins" / "ipsecscope-rekeytiming" / "tests" / "data" / "rekey-timers"
+    s = Session()
+    s.add_key_files([d / "keys" / "ikev2_decryption_table", d / "keys" / "esp_sa"])
+    s.load(d / "capture.pcapng")
+    t = s.table
+    chain, c = [], t.child_sas[1]
+    while c is not None:
+        chain.append(c.id)
+        c = t.child_sas.get(c.rekeyed_into) if c.rekeyed_into else None
+    assert chain == [1, 2, 4, 6]
+    assert all(t.child_sas[i].rekey_collision for i in (1, 2, 4))
+    redundant = [c for c in t.child_sas.values() if c.id in (3, 5, 7)]
+    for c in redundant:  # deleted right after creation by the peer that lost the nonce comparison
+        assert c.state == SaState.DELETED and c.lifetime_s < 1.0
+    assert all(f.decrypted == f.packets for f in t.flows.values())

@@ -802,6 +802,14 @@ class Tracker:
         child.frames.append(frame)
         if child.lifetime_s is None and child.created_ts is not None:
             child.lifetime_s = ts - child.created_ts
+        # Rekey collision (RFC 7296 §2.8.1): of two successors, the redundant one is deleted;
+        # the rekey chain continues through the survivor.
+        prev = self.table.child_sas.get(child.rekeyed_from) if child.rekeyed_from else None
+        if prev is not None and prev.rekeyed_into == child.id:
+            for other in self.table.child_sas.values():
+                if other.rekeyed_from == prev.id and other.id != child.id and other.state == SaState.ESTABLISHED:
+                    prev.rekeyed_into = other.id
+                    break
         self._emit("child_sa_deleted", ts, child_sa=child.id, ike_sa=child.ike_sa, by=by, frame=frame)
 
     # ------------------------------------------------------------------ SPI index
