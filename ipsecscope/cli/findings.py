@@ -97,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope findings: {exc}", file=sys.stderr)
         return 2
+    from ..plugins import plugin_errors
+
+    for name, err in plugin_errors():  # a broken plugin is skipped, but the user should know
+        print(f"ipsecscope findings: plugin {name!r} skipped: {err}", file=sys.stderr)
     floor = _LEVELS[args.min_severity]
     shown = [f for f in findings if f.severity >= floor]
     counts = {k: sum(1 for f in findings if f.severity == v) for k, v in _LEVELS.items()}
