@@ -7,9 +7,18 @@ in capture order::
     tracker.on_esp(pkt, result)  # ESP packet with the decryptor's EspResult (or None)
     tracker.on_ah(pkt) / tracker.on_keepalive(pkt) / tracker.on_malformed(m)
 
-and reads ``tracker.table``. ``tracker.events`` collects dicts for live mode (consumers pop them):
-``{"event": "ike_sa_established", "ts": ..., "ike_sa": key, ...}``. ``pending_keymat()`` lists
-CHILD SAs whose ESP keys can be derived from their IKE SA's SK_d (see
+and reads ``tracker.table``; ``tracker.finish()`` after the last frame of a file draws the
+end-of-input conclusions (an IKE SA whose last request was never answered becomes FAILED).
+
+``tracker.events`` collects dicts for live mode (consumers pop them), each with ``event`` and
+``ts``: ``ike_sa_created / ike_sa_established / ike_sa_rekeyed / ike_sa_deleted / ike_sa_failed``
+(``ike_sa`` key, peers, reason, ``into``), ``child_sa_created / child_sa_rekeyed /
+child_sa_deleted / child_sa_failed`` (``child_sa`` id, ``ike_sa``, SPIs, ``by``),
+``esp_flow_started`` (src, dst, spi, child_sa) and ``finding`` (code, severity, title, sa, frames;
+emitted by ``note_findings(findings)`` once per finding). ``tracker.listeners`` are called with
+each event as it happens (plugins' ``on_event``).
+
+``pending_keymat()`` lists CHILD SAs whose ESP keys can be derived from their IKE SA's SK_d (see
 :class:`~ipsecscope.model.sa.KeymatRequest`); call ``keymat_done(child_id, source)`` once derived.
 
 Partial data is the normal case: captures start mid-tunnel, keys are missing, packets are lost.
