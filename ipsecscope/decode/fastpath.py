@@ -174,7 +174,6 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
     udp = part.udp
     slow = part.slow
     idx = 0
-    nfast = 0
     nother = 0
     slow_bytes = 0
     pos_base = start
@@ -229,7 +228,6 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
                             elif seq < rec[6]:
                                 rec[6] = seq
                             rec[9] = idx
-                        nfast += 1
                         continue
                     if proto == 17:
                         if tot < 36:
@@ -254,7 +252,6 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
                                         elif seq < rec[6]:
                                             rec[6] = seq
                                         rec[9] = idx
-                                    nfast += 1
                                     continue
                             elif sport != 500 and dport != 500:
                                 nother += 1
@@ -275,7 +272,8 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
         if part.error:
             break
     part.frames = idx
-    part.fast = nfast
+    # every fast-path packet is counted in exactly one flow record: no per-packet counter needed
+    part.fast = sum(r[0] for r in esp.values()) + sum(r[0] for r in udp.values())
     part.other = nother
     part.end = pos_base + p
     part.leftover = len(buf) - p

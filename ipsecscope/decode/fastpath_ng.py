@@ -74,7 +74,6 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
     slow = part.slow
     fastif = st.fast
     idx = 0
-    nfast = 0
     nother = 0
     slow_bytes = 0
     pos_base = start
@@ -147,7 +146,6 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
                                     elif seq < rec[6]:
                                         rec[6] = seq
                                     rec[9] = idx
-                                nfast += 1
                                 continue
                             if proto == 17:
                                 if tot >= 36:
@@ -168,7 +166,6 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
                                                 elif seq < rec[6]:
                                                     rec[6] = seq
                                                 rec[9] = idx
-                                            nfast += 1
                                             continue
                                     elif sport != 500 and dport != 500:
                                         nother += 1
@@ -232,7 +229,8 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
         if part.error or part.section_break:
             break
     part.frames = idx
-    part.fast = nfast
+    # every fast-path packet is counted in exactly one flow record: no per-packet counter needed
+    part.fast = sum(r[0] for r in esp.values()) + sum(r[0] for r in udp.values())
     part.other = nother
     part.end = pos_base + p
     part.leftover = 0 if part.section_break else len(buf) - p
