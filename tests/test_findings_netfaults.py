@@ -101,3 +101,30 @@ def test_ikev1_main_mode_refused_in_clear():
     assert x.response_frames == [2] and x.summary == "Main Mode refused: NO_PROPOSAL_CHOSEN"
     (f,) = [f for f in s.findings if f.severity >= Severity.WARNING]
     assert f.code == "IKE-NO-PROPOSAL" and f.frames == (1, 2) and f.title.startswith("IKE SA")
+
+
+def test_ikev1_quick_mode_rekey_and_deletes():
+    """Real IKEv1 strongSwan tunnel: Main Mode, Quick Mode, ESP, a Quick Mode rekey, Deletes.
+    Keys straight from the initiator's charon log (phase-1 Ka and the CHILD keys)."""
+    d = FAULTS / "ikev1-rekey"
+    s = Session()
+    s.add_key_files([d / "charon-left.log"])
+    s.load(d / "capture.pcapng")
+    t = s.table
+    (sa,) = t.ike_sas.values()
+    assert (sa.version, sa.mode, sa.state, sa.deleted_by) == (1, "Main", SaState.DELETED, "198.18.0.1")
+    assert sa.proposal == "aes256-sha256-modp2048" and sa.id_i == "left.ipsecscope.test"
+    c1, c2 = t.child_sas.values()
+    assert c1.rekeyed_into == 2 and c2.rekeyed_from == 1 and c1.proposal == "aes256gcm16"
+    assert c1.state == c2.state == SaState.DELETED
+    assert [str(x) for x in c2.ts_i] == ["10.1.0.0-10.1.0.255"]
+    assert {(f.src, f.spi) for f in t.flows.values()} == {
+        ("198.18.0.1", c1.spi_r), ("198.18.0.2", c1.spi_i), ("198.18.0.1", c2.spi_r), ("198.18.0.2", c2.spi_i)}
+    assert all(f.decrypted == f.packets == 2 for f in t.flows.values())
+    assert [f for f in s.findings if f.severity >= Severity.WARNING] == []
+    # Without keys: phase 1 seen, Quick Mode invisible, CHILD SAs inferred from ESP.
+    s = Session()
+    s.load(d / "capture.pcapng")
+    (sa,) = s.table.ike_sas.values()
+    assert sa.state == SaState.ESTABLISHED and sa.state_inferred
+    assert [c.state for c in s.table.child_sas.values()] == [SaState.INFERRED, SaState.INFERRED]

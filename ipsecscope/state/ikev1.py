@@ -270,6 +270,30 @@ def _quick(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
     tr._register_spi(child, child.spi_r)
     tr._emit("child_sa_created", msg.ts, child_sa=child.id, ike_sa=sa.key, spi_i=child.spi_i,
              spi_r=child.spi_r, proposal=child.proposal, created_by="Quick Mode")
+    _link_qm_rekey(tr, sa, child, msg.ts)
+
+
+def _link_qm_rekey(tr: Tracker, sa: IkeSa, new, ts: float) -> None:
+    """IKEv1 has no REKEY_SA: a rekey is a new Quick Mode for the same selectors while the old
+    SA still lives (RFC 2409 §5.5; strongSwan, Libreswan and others do this). Link the two."""
+    if not (new.ts_i and new.ts_r):
+        return
+    for cid in reversed(sa.children):
+        old = tr.table.child_sas.get(cid)
+        if old is None or old.id == new.id or old.state != SaState.ESTABLISHED or old.rekeyed_into:
+            continue
+        same = (old.initiator == new.initiator and (old.ts_i, old.ts_r) == (new.ts_i, new.ts_r)) or (
+            old.initiator == new.responder and (old.ts_i, old.ts_r) == (new.ts_r, new.ts_i))
+        if not same:
+            continue
+        old.rekeyed_into = new.id
+        old.rekeyed_ts = ts
+        old.state = SaState.REKEYED
+        if old.created_ts is not None:
+            old.lifetime_s = ts - old.created_ts
+        new.rekeyed_from = old.id
+        tr._emit("child_sa_rekeyed", ts, child_sa=old.id, into=new.id, ike_sa=sa.key)
+        return
 
 
 def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> None:

@@ -10,6 +10,7 @@
   on the wire exactly what a firewall dropping UDP 4500 produces (plus ICMP port unreachable).
 - ``pfs-retry``: a CHILD SA rekey whose PFS group the responder refuses with INVALID_KE_PAYLOAD,
   retried with the group it asks for.
+- ``ikev1-rekey``: IKEv1 Main Mode and Quick Mode, ESP, a Quick Mode rekey, Delete payloads.
 - ``ikev1-proposal-mismatch``: IKEv1 Main Mode refused with an unencrypted NO-PROPOSAL-CHOSEN.
 
 Uses the project's netns harness (tests/netns_peers.py) and key extractor
@@ -138,7 +139,19 @@ def ikev1_proposal_mismatch(work: Path) -> None:
             raise RuntimeError("ikev1-proposal-mismatch: Main Mode succeeded")
 
 
-SCENARIOS = {"ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
+def ikev1_rekey(work: Path) -> None:
+    # IKEv1 Main Mode + Quick Mode, pings, a Quick Mode rekey of the CHILD SA, pings, deletes.
+    left, right = (c.replace("version = 2", "version = 1") for c in confs("aes256-sha256-modp2048"))
+    with StrongswanPair(work, left, right) as pair:
+        pair.initiate("net", ike="t")
+        pair.ping(2)
+        pair.rekey_child("net")
+        pair.wait_log("left", "CHILD_SA net{2} established", timeout=10)
+        pair.ping(2)
+        pair.terminate_ike("t")
+
+
+SCENARIOS = {"ikev1-rekey": ikev1_rekey, "ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
              "ikev1-proposal-mismatch": ikev1_proposal_mismatch}
 
 
@@ -156,8 +169,9 @@ def main(argv: list[str]) -> int:
             shutil.copyfile(work / "right" / "charon.log", out / "charon-right.log")
             try:
                 charon_keys.write_tables(out / "keys", [out / "charon-left.log", out / "charon-right.log"])
-            except charon_keys.KeyLogError as exc:  # no IKE SA keys when IKE_AUTH never finished
+            except charon_keys.KeyLogError as exc:  # IKEv1, or no IKE SA keys: use -k charon-left.log
                 print(f"{name}: keys: {exc}")
+                shutil.rmtree(out / "keys")
         print(f"{name}: wrote {out}")
     return 0
 
