@@ -366,3 +366,19 @@ def test_snaplen_truncated_esp_still_counts() -> None:
 def test_undeclared_interface_is_capture_malformed() -> None:
     p = Decoder().decode(RawFrame(1, 0.0, 0, -1, b"x", 1, iface=4))
     assert isinstance(p, Malformed) and p.layer == "capture"
+
+
+@needs_tshark
+def test_ipv4_options(tmp_path: Path) -> None:
+    from scapy.layers.inet import IPOption_Router_Alert, IPOption_RR
+
+    frames = [
+        eth(v4(proto=50, options=[IPOption_Router_Alert()]) / Raw(esp(ESP_SPI, 11))),
+        eth(v4(options=[IPOption_RR(routers=["10.0.0.1", "10.0.0.2"])]) / UDP(sport=500, dport=500) / Raw(IKE)),
+    ]
+    dec = Decoder()
+    a, b = one(frames[0], dec=dec), one(frames[1], dec=dec, index=2)
+    assert isinstance(a, EspPacket) and a.seq == 11 and a.data == esp(ESP_SPI, 11)
+    assert isinstance(b, IkeDatagram) and b.data == IKE
+    rows = tshark_fields(write_pcap(tmp_path / "opt.pcap", frames), "ip.hdr_len", "esp.sequence", "isakmp.ispi")
+    assert rows[0][0] == "24" and rows[0][1] == "11" and rows[1][2] == IKE[:8].hex()
