@@ -1,1 +1,7 @@
-"""export stage; see docs/ARCHITECTURE.md."""
+"""export stage; see docs/ARCHITECTURE.md.
+
+* :mod:`.pcapng` — streaming pcapng writer (:class:`~.pcapng.PcapngWriter`).
+* :mod:`.jsonl` — one JSON object per ESP packet, schema ``ipsecscope.decrypt/1``.
+* :mod:`.engine` — decrypt-and-export over a whole capture (``ipsecscope decrypt``,
+  :func:`ipsecscope.api.decrypt_capture`): mmap fast path, several processes for big files.
+"""
