@@ -27,3 +27,24 @@ def run(args: argparse.Namespace) -> int:
     from ..tui.app import create_app  # Textual is imported only when the UI is really opened
 
     return create_app(path, args.keys).run() or 0
+
+
+def run_live(args: argparse.Namespace) -> int:
+    """``ipsecscope live -i IFACE`` without ``--headless``: the same UI over a live capture."""
+    from ..errors import IpsecscopeError
+    from .live import build_runner
+
+    runner = build_runner(args)  # raises LiveCaptureError (no permission, no such interface) up front
+    from ..tui.app import create_live_app
+
+    app = create_live_app(runner, args.interface)
+    runner.start()
+    try:
+        app.run()
+    finally:
+        runner.stop()
+    if runner.error is not None:
+        if isinstance(runner.error, IpsecscopeError):
+            raise runner.error
+        raise IpsecscopeError(f"live capture stopped: {runner.error}") from runner.error
+    return 0

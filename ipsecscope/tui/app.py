@@ -8,9 +8,11 @@ on a million-frame capture.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 from textual import events, on, work
@@ -35,6 +37,7 @@ from .widgets.sa_tree import SaRef, SaTree
 from .widgets.timeline import Timeline, activity
 
 NARROW = 100  # columns
+LIVE_REFRESH = 1.0  # seconds between looks at a live session
 FILTER_CHUNK = 65536  # rows between cancellation checks while filtering
 
 
@@ -91,9 +94,17 @@ class IpsecscopeApp(App[int]):
         ("q", "quit"),
     ]
 
-    def __init__(self, path: str | Path | None, key_files: Sequence[str | Path] = ()) -> None:
+    def __init__(self, path: str | Path | None, key_files: Sequence[str | Path] = (), *,
+                 runner: Any = None, live_name: str = "live") -> None:
         super().__init__()
         self.path = Path(path) if path is not None else None
+        # Live mode: a live.LiveRunner feeds runner.session from its own thread; we poll it under
+        # runner.lock. File mode: the session is ours alone once loaded, so the lock is a no-op.
+        self.runner = runner
+        self.live_name = live_name
+        self.data_lock: Any = runner.lock if runner is not None else contextlib.nullcontext()
+        self._live_frames = -1
+        self._timeline_dirty = False
         self.key_files: list[Path] = [Path(p) for p in key_files]
         self.session: Session | None = None
         self.filter: Filter = compile_filter("")
@@ -132,6 +143,10 @@ class IpsecscopeApp(App[int]):
         self.query_one(PacketTable).focus()
         if self.path is not None:
             self.load_capture()
+        elif self.runner is not None:
+            self._loading(False)
+            self._set_status(Text(f"live {self.live_name}: waiting for IKE/ESP traffic …", "bold yellow"))
+            self.set_interval(LIVE_REFRESH, self._poll_live)
 
     def on_resize(self, event: events.Resize) -> None:
         self._set_narrow(event.size.width)
@@ -199,14 +214,70 @@ class IpsecscopeApp(App[int]):
         self.query_one(FindingsView).show_findings(findings)
         self.query_one(Timeline).show(table, act, findings)
         self.query_one(SaDetail).show(table, self.current_ref, session.keys, self.show_keys)
-        n_err = sum(1 for f in findings if f.severity is Severity.ERROR)
-        tabs = self.query_one(TabbedContent)
-        tabs.get_tab("findings").label = f"Findings ({len(findings)})" if findings else "Findings"
-        if n_err:
-            tabs.get_tab("findings").add_class("has-errors")
+        self._label_findings(findings)
         if self.filter.text:
             self.apply_filter(self.filter.text)
         self._update_status()
+
+    # ---- live mode -----------------------------------------------------------------------------
+    def _poll_live(self) -> None:
+        """Take what the capture thread added since the last look (under its lock)."""
+        runner = self.runner
+        if runner.error is not None and not getattr(self, "_live_error_shown", False):
+            self._live_error_shown = True
+            self.notify(str(runner.error), title="Live capture stopped", severity="error", timeout=30)
+        with runner.lock:
+            session = runner.session
+            if session.stats.frames == self._live_frames:
+                return
+            self._live_frames = session.stats.frames
+            self.session = session
+            table = session.table
+            rows = list(session.rows)  # a snapshot: the deque keeps moving
+            findings = findings_of(session)
+            tree = self.query_one(SaTree)
+            ref = tree.current_ref
+            tree.show_table(table)
+            if ref is not None:
+                tree.select_ref(ref)
+            if self.query_one(TabbedContent).active == "timeline":
+                t0 = table.first_ts or 0.0
+                self.query_one(Timeline).show(table, activity(rows, t0, table.last_ts or t0), findings)
+            else:
+                self._timeline_dirty = True
+            self.query_one(SaDetail).show(table, self.current_ref, session.keys, self.show_keys)
+        ptable = self.query_one(PacketTable)
+        current = ptable.current_row
+        follow = current is None or ptable.cursor >= len(ptable.view) - 1
+        ptable.set_rows(rows, table.first_ts, keep_frame=None if follow else current.frame)
+        if follow:
+            ptable.action_last()
+        header = self.query_one(PacketHeader)
+        header.max_frame, header.addr_w = ptable.max_frame, ptable.addr_w
+        fv = self.query_one(FindingsView)
+        if [f.code for f in fv.findings] != [f.code for f in findings]:
+            fv.show_findings(findings)
+            self._label_findings(findings)
+        if self.filter.text:
+            self.apply_filter(self.filter.text)
+        self._update_status()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if self._timeline_dirty and event.pane.id == "timeline" and self.session is not None:
+            self._timeline_dirty = False
+            with self.data_lock:
+                table = self.session.table
+                rows = list(self.session.rows)
+                t0 = table.first_ts or 0.0
+                self.query_one(Timeline).show(table, activity(rows, t0, table.last_ts or t0),
+                                              findings_of(self.session))
+
+    def _label_findings(self, findings: Sequence[Finding]) -> None:
+        tabs = self.query_one(TabbedContent)
+        tab = tabs.get_tab("findings")
+        tab.label = f"Findings ({len(findings)})" if findings else "Findings"
+        tab.set_class(any(f.severity is Severity.ERROR for f in findings), "has-errors")
 
     # ---- status ------------------------------------------------------------------------------
     def _set_status(self, text: Text) -> None:
@@ -218,7 +289,7 @@ class IpsecscopeApp(App[int]):
             return
         st = s.stats
         t = Text()
-        t.append(self.path.name if self.path else "live", "bold")
+        t.append(self.path.name if self.path else f"live {self.live_name}", "bold")
         t.append(f"  {st.frames:,} frames", "")
         t.append(f" (IKE {st.ike:,} ESP {st.esp:,}", "dim")
         if st.ah:
@@ -330,7 +401,8 @@ class IpsecscopeApp(App[int]):
             return
         self._detail_frame = frame
         try:
-            detail = self.session.detail(frame) if frame is not None else None
+            with self.data_lock:
+                detail = self.session.detail(frame) if frame is not None else None
         except IpsecscopeError as exc:
             self.notify(str(exc), title=f"Frame {frame}", severity="error")
             detail = None
@@ -340,13 +412,15 @@ class IpsecscopeApp(App[int]):
     def _sa_highlighted(self, event: SaTree.SaHighlighted) -> None:
         self.current_ref = event.ref
         if self.session is not None:
-            self.query_one(SaDetail).show(self.session.table, event.ref, self.session.keys)
+            with self.data_lock:
+                self.query_one(SaDetail).show(self.session.table, event.ref, self.session.keys)
 
     @on(SaTree.SaChosen)
     def _sa_chosen(self, event: SaTree.SaChosen) -> None:
         self.current_ref = event.ref
         if self.session is not None:
-            self.query_one(SaDetail).show(self.session.table, event.ref, self.session.keys)
+            with self.data_lock:
+                self.query_one(SaDetail).show(self.session.table, event.ref, self.session.keys)
         self.query_one(TabbedContent).active = "sa-detail"
 
     @on(FindingsView.JumpToEvidence)
@@ -416,8 +490,9 @@ class IpsecscopeApp(App[int]):
     def action_toggle_keys(self) -> None:
         self.show_keys = not self.show_keys
         if self.session is not None:
-            self.query_one(SaDetail).show(self.session.table, self.current_ref, self.session.keys,
-                                          self.show_keys)
+            with self.data_lock:
+                self.query_one(SaDetail).show(self.session.table, self.current_ref, self.session.keys,
+                                              self.show_keys)
         self.notify("Keys are " + ("SHOWN in SA detail" if self.show_keys else "hidden"),
                     severity="warning" if self.show_keys else "information")
 
@@ -458,11 +533,21 @@ class IpsecscopeApp(App[int]):
             self.notify(str(exc), title="Key file not loaded", severity="error", timeout=10)
             return
         self.key_files.extend(Path(p) for p in paths)
+        if self.runner is not None:
+            # Live traffic cannot be read again: the keys apply to the packets still to come.
+            with self.data_lock:
+                self.runner.session.add_key_files(paths)
+            self.notify(f"{added} key{'s' if added != 1 else ''} added; packets from now on are decrypted")
+            return
         self.notify(f"{added} key{'s' if added != 1 else ''} added; decrypting and correlating again …")
         if self.path is not None:
             self.load_capture()
 
     def action_export(self) -> None:
+        if self.runner is not None:
+            self.notify("Export works on capture files: save live traffic with `ipsecscope live -w FILE`, "
+                        "then open that file.", severity="warning", timeout=8)
+            return
         if self.session is None or self.path is None:
             self.notify("Nothing loaded to export yet.", severity="warning")
             return
@@ -556,6 +641,11 @@ def export(req: ExportRequest, capture: Path, session: Session) -> str:
     else:
         req.path.write_text(text)
     return f"{req.path}: {len(session.keys)} keys written"
+
+
+def create_live_app(runner: Any, name: str = "live") -> IpsecscopeApp:
+    """The app over a running :class:`ipsecscope.live.LiveRunner` (``ipsecscope live -i IFACE``)."""
+    return IpsecscopeApp(None, runner=runner, live_name=name)
 
 
 def create_app(path: str | Path | None, key_files: Sequence[str | Path] = ()) -> IpsecscopeApp:

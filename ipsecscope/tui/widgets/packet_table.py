@@ -7,6 +7,7 @@ filter nor a scroll copies row objects. Each visible line is formatted on demand
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ def columns_for(width: int, max_frame: int = 999_999, addr_w: int = 15) -> list[
 def address_width(rows: Sequence[FrameRow], sample: int = 50_000) -> int:
     """Longest source/destination address among the first ``sample`` rows."""
     seen: set[str] = set()
-    for r in rows[:sample] if isinstance(rows, list) else list(rows)[:sample]:
+    for r in itertools.islice(rows, sample):
         seen.add(r.src)
         seen.add(r.dst)
     return max((len(a) for a in seen), default=15)
@@ -185,12 +186,13 @@ class PacketTable(ScrollView, can_focus=True):
         self._cache: LRUCache[tuple[int, int, bool], Strip] = LRUCache(512)
 
     # ---- data in ---------------------------------------------------------------------------
-    def set_rows(self, rows: Sequence[FrameRow], first_ts: float | None = None) -> None:
+    def set_rows(self, rows: Sequence[FrameRow], first_ts: float | None = None,
+                 keep_frame: int | None = None) -> None:
         self.rows = rows
         self.first_ts = first_ts if first_ts is not None else (rows[0].ts if rows else 0.0)
         self.addr_w = address_width(rows)
         self.max_frame = rows[-1].frame if rows else 999
-        self.set_view(range(len(rows)))
+        self.set_view(range(len(rows)), keep_frame=keep_frame)
 
     def set_view(self, view: Sequence[int], keep_frame: int | None = None) -> None:
         """Show ``rows[i] for i in view``; keep the cursor on ``keep_frame`` when it is still shown."""

@@ -157,6 +157,15 @@ class SaTree(Tree[SaRef]):
         if event.node.data is not None:
             self.post_message(self.SaChosen(event.node.data))
 
+    def select_ref(self, ref: SaRef) -> bool:
+        """Put the cursor back on ``ref`` after a rebuild (live mode refreshes the tree)."""
+        for line in range(self.last_line + 1):
+            node = self.get_node_at_line(line)
+            if node is not None and node.data == ref:
+                self.cursor_line = line
+                return True
+        return False
+
     @property
     def current_ref(self) -> SaRef | None:
         node = self.cursor_node
