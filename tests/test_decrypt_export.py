@@ -173,9 +173,11 @@ def test_parallel_equals_sequential_with_esn_reconcile(tmp_path: Path, mark_ever
     keys, good = _esn_capture(cap)
     seq_out, par_out = tmp_path / "seq.pcapng", tmp_path / "par.pcapng"
     store = load_keystore(keys)
-    s1 = engine.run(cap, store, out=str(seq_out), opts=engine.Options(), jobs=1)
-    s2 = engine.run(cap, load_keystore(keys), out=str(par_out), opts=engine.Options(), jobs=2,
-                    parallel_min_bytes=0, mark_every=mark_every)
+    s1 = engine.run(cap, store, out=str(seq_out), jsonl_out=str(tmp_path / "seq.jsonl"), opts=engine.Options(),
+                    jobs=1)
+    s2 = engine.run(cap, load_keystore(keys), out=str(par_out), jsonl_out=str(tmp_path / "par.jsonl"),
+                    opts=engine.Options(), jobs=2, parallel_min_bytes=0, mark_every=mark_every)
+    assert (tmp_path / "seq.jsonl").read_bytes() == (tmp_path / "par.jsonl").read_bytes()
     assert s2.jobs == 2
     assert (s1.decrypted, s1.icv_failed) == (good, 40)
     assert (s2.decrypted, s2.icv_failed) == (good, 40)
