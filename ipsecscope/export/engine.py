@@ -835,6 +835,8 @@ def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, 
         jobs = min(os.cpu_count() or 1, 8)
     try:
         size = os.path.getsize(path)
+        with open(path, "rb"):  # a directory or an unreadable file: one line here, not a traceback in scan()
+            pass
     except OSError as exc:
         raise CaptureError(f"cannot read {path}: {exc.strerror}") from None
     chunks = jobs if size >= parallel_min_bytes else 1
