@@ -358,9 +358,9 @@ def trim_tfc(inner: bytes, nh: int) -> bytes:
         if 20 <= tl < len(inner):
             return inner[:tl]
     elif nh == 41 and len(inner) >= 40:
-        tl = ((inner[4] << 8) | inner[5]) + 40
-        if tl < len(inner):
-            return inner[:tl]
+        plen = (inner[4] << 8) | inner[5]
+        if plen and plen + 40 < len(inner):  # payload length 0: a jumbogram (RFC 2675), leave it
+            return inner[:plen + 40]
     return inner
 
 
