@@ -393,3 +393,58 @@ async def test_timeline_event_jumps_to_its_frame() -> None:
         assert app.query_one(TabbedContent).active == "packets"
         assert table.current_row.frame == timeline.events[rekey].frame
         assert table.current_row.kind == "IKE" and "CREATE_CHILD_SA" in table.current_row.info
+
+
+@sync
+async def test_packet_table_renders_only_visible_rows_of_a_million() -> None:
+    """1M rows (the sample's real rows, renumbered): moving anywhere formats only what is on screen."""
+    import dataclasses
+
+    from textual.app import App
+
+    from ipsecscope.model.filter import compile_filter
+    from ipsecscope.session import Session
+    from ipsecscope.tui.widgets import packet_table as pt
+
+    s = Session()
+    s.add_key_files(KEYS)
+    s.load(CAPTURE)
+    base = s.rows
+    n = 1_000_000
+    rows = [dataclasses.replace(base[i % len(base)], frame=i + 1) for i in range(n)]
+
+    class One(App):
+        def compose(self):
+            yield pt.PacketTable(id="t")
+
+    calls = 0
+    original = pt.PacketTable._render_row
+
+    def counting(self, row, width, selected):
+        nonlocal calls
+        calls += 1
+        return original(self, row, width, selected)
+
+    pt.PacketTable._render_row = counting
+    try:
+        app = One()
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.query_one(pt.PacketTable)
+            table.set_rows(rows, rows[0].ts)
+            table.focus()
+            await pilot.pause()
+            for keys in (["end"], ["pageup"] * 3, ["home"], ["pagedown"] * 2, ["down"] * 5):
+                await pilot.press(*keys)
+            await pilot.pause()
+            assert table.current_row.frame == 2 * (30 - 1) + 5 + 1
+            assert calls < 30 * 20, f"{calls} rows formatted for ~13 screens of 30 lines"
+            # A filter over the million rows gives a compact view, and the cursor lands in it.
+            flt = compile_filter("esp spi=0x15b69dc5")
+            view = pt.view_from_indices(flt.indices(rows))
+            table.set_view(view)
+            await pilot.press("end")
+            assert table.current_row.spi == 0x15B69DC5
+            assert view.itemsize == 4 and len(view) == sum(1 for r in base if r.spi == 0x15B69DC5) * (n // len(base)) + sum(
+                1 for r in base[: n % len(base)] if r.spi == 0x15B69DC5)
+    finally:
+        pt.PacketTable._render_row = original

@@ -306,7 +306,8 @@ class PacketTable(ScrollView, can_focus=True):
         if selected:
             cursor_style = self.get_component_rich_style("packet-table--cursor")
             if not self.has_focus:
-                cursor_style = Style(reverse=True, dim=True)
+                # Where the cursor is, without competing with the focused pane.
+                cursor_style = Style(bgcolor="grey27")
             # post_style: the cursor background must win over each cell's own background.
             strip = Strip(Segment.apply_style(list(strip), post_style=cursor_style), strip.cell_length)
         return strip
