@@ -476,6 +476,10 @@ class _Worker:
                                         tl = (plain[2] << 8) | plain[3]
                                         if 20 <= tl < ilen:  # TFC padding (RFC 4303 §2.7)
                                             ilen = tl
+                                    elif nh == 41 and ilen >= 40:
+                                        tl = ((plain[4] << 8) | plain[5]) + 40
+                                        if 40 < tl < ilen:
+                                            ilen = tl
                                     tot = 32 + ilen + ((-ilen) & 3)
                                     app(epb(6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))
                                     app(plain[:ilen])
@@ -638,6 +642,10 @@ class _Worker:
                             if nh == 4 and ilen >= 20:
                                 tl = (plain[2] << 8) | plain[3]
                                 if 20 <= tl < ilen:  # TFC padding (RFC 4303 §2.7)
+                                    ilen = tl
+                            elif nh == 41 and ilen >= 40:
+                                tl = ((plain[4] << 8) | plain[5]) + 40
+                                if 40 < tl < ilen:
                                     ilen = tl
                             tot = 32 + ilen + ((-ilen) & 3)
                             write(epb(6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))

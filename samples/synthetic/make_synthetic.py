@@ -182,7 +182,7 @@ def ipv6_transport_natt(rng: random.Random) -> Capture:
     natt = c.sa(0x60000006, b4, a4, "aes-gcm16", bits=128)
     nokey = c.sa(0x60000007, a4, b4, "aes-gcm16", key_in_files=False)
     for i in range(3):
-        c.esp(six6, i + 1, ping(c, "fd00:1::1", "fd00:2::1", 61, i, size=40), 41)
+        c.esp(six6, i + 1, ping(c, "fd00:1::1", "fd00:2::1", 61, i, size=40), 41, tfc=12 * (i == 1))
         c.esp(four6, i + 1, ping(c, "10.40.2.1", "10.40.1.1", 62, i, reply=True), 4)
         c.esp(six4, i + 1, ping(c, "fd00:3::1", "fd00:4::1", 63, i, size=24), 41)
         c.esp(trans4, i + 1, udp(a4, b4, 1701, 1701, b"l2tp-ish payload %d" % i), 17)
