@@ -34,6 +34,8 @@ NON_ESP_MARKER = b"\x00\x00\x00\x00"
 IKETCP_PREFIX = b"IKETCP"  # RFC 8229 §3.1
 
 UDP_HDR = struct.Struct("!HHHH")
+# Ethernet | IPv4 fields at fixed offsets: ethertype, ver/ihl, total length, flags+offset, protocol
+_ETH_IP4 = struct.Struct("!12xHBxH2xHxB2x12sI")
 TCP_HDR = struct.Struct("!HHIIBB")
 U16 = struct.Struct("!H")
 
@@ -100,6 +102,15 @@ class Decoder:
     def _decode(self, raw: RawFrame) -> list[Packet]:
         data = raw.data
         lt = raw.linktype
+        if lt == 1 and len(data) >= 42:
+            # Shortcut for the bulk of a big capture: Ethernet / IPv4 without options or
+            # fragmentation / ESP, read with one struct call (same checks as parse_ipv4).
+            et, vihl, tot, ff, proto, _key, _seq = _ETH_IP4.unpack_from(data, 0)
+            if et == 0x0800 and vihl == 0x45 and proto == 50 and not ff & 0x3FFF and 28 <= tot <= len(data) - 14:
+                payload = data[34:14 + tot]
+                spi, seq = ESP_HDR.unpack_from(payload, 0)
+                return [_Esp(raw.index, raw.ts, self._text(data[26:30]), self._text(data[30:34]), spi, seq, payload,
+                             0, 0, False, 4, "ip")]
         if lt < 0:
             return [Malformed(raw.index, raw.ts, f"packet refers to undeclared interface {raw.iface}", "capture")]
         ver, off = link.ip_offset(lt, data)
