@@ -35,7 +35,8 @@ def _examples() -> list[str]:
 
 
 @pytest.mark.parametrize("code", _examples())
-def test_documented_example_runs(code: str) -> None:
+def test_documented_example_runs(code: str, tmp_path: Path) -> None:
+    code = code.replace("/tmp/", f"{tmp_path}/")  # parallel test runs must not share an output file
     buf = io.StringIO()
     cwd = os.getcwd()
     os.chdir(ROOT)
