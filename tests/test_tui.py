@@ -448,3 +448,24 @@ async def test_packet_table_renders_only_visible_rows_of_a_million() -> None:
                 1 for r in base[: n % len(base)] if r.spi == 0x15B69DC5)
     finally:
         pt.PacketTable._render_row = original
+
+
+@sync
+async def test_key_directory_picked_in_the_file_picker() -> None:
+    from textual.widgets import DirectoryTree
+
+    app = create_app(CAPTURE)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("a")
+        screen = app.screen
+        assert isinstance(screen, KeyFileScreen)
+        screen.post_message(DirectoryTree.DirectorySelected(screen.query_one(DirectoryTree).root,
+                                                            HEALTHY / "keys"))
+        await pilot.pause()
+        assert screen.query_one("#keys-path", Input).value == str(HEALTHY / "keys")
+        await pilot.click("#keys-load")
+        await pilot.pause()
+        await loaded(pilot)
+        esp = [r for r in app.session.rows if r.kind == "ESP"]
+        assert esp and all(r.status == "decrypted" for r in esp)

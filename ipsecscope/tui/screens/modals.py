@@ -83,7 +83,7 @@ class KeyFileScreen(ModalScreen[list[str] | None]):
     def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
         event.stop()
         inp = self.query_one("#keys-path", Input)
-        inp.value = (inp.value + " " + str(event.path)).strip() if inp.value else str(event.path)
+        inp.value = str(event.path)
         inp.focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -97,14 +97,19 @@ class KeyFileScreen(ModalScreen[list[str] | None]):
         else:
             self.dismiss(None)
 
+    def on_directory_tree_directory_selected(self, event: DirectoryTree.DirectorySelected) -> None:
+        # A key directory (e.g. samples/<scenario>/keys) can be loaded whole: Load takes it.
+        event.stop()
+        self.query_one("#keys-path", Input).value = str(event.path)
+
     def _done(self) -> None:
-        paths = self.query_one("#keys-path", Input).value.split()
+        paths = [str(Path(p).expanduser()) for p in self.query_one("#keys-path", Input).value.split()]
         if not paths:
             self.notify("Type or choose a key file first.", severity="warning")
             return
-        missing = [p for p in paths if not Path(p).is_file()]
+        missing = [p for p in paths if not Path(p).expanduser().exists()]
         if missing:
-            self.notify(f"No such file: {missing[0]}", severity="error")
+            self.notify(f"No such file or directory: {missing[0]}", severity="error")
             return
         self.dismiss(paths)
 
