@@ -118,3 +118,24 @@ def test_decoder_random_frames_every_linktype(data: bytes, linktype: int) -> Non
     dec = Decoder()
     for i in range(3):  # the same bytes thrice: reassembly / TCP state paths
         dec._decode(RawFrame(i + 1, float(i), i, linktype, data, len(data)))
+
+
+@FUZZ
+@given(st.data())
+def test_ethernet_esp_shortcut_equals_full_ip_parse(data) -> None:
+    """The Decoder's Ethernet/IPv4/ESP shortcut must agree with the general IPv4 parser, which
+    the same bytes reach when presented as raw IPv4 (link type 228)."""
+    from scapy.packet import Raw
+    from test_capture_builders import esp, eth, v4
+
+    seq = data.draw(st.integers(0, 2**32 - 1))
+    base = bytearray(eth(v4(proto=50) / Raw(esp(0xC0DE, seq, data.draw(st.integers(0, 80))))))
+    for _ in range(data.draw(st.integers(0, 3))):
+        i = data.draw(st.integers(14, len(base) - 1))
+        base[i] ^= 1 << data.draw(st.integers(0, 7))
+    cut = data.draw(st.integers(14, len(base)))
+    frame = bytes(base[:cut])
+    orig = data.draw(st.sampled_from([len(frame), len(base)]))
+    a = Decoder()._decode(RawFrame(1, 1.0, 1, 1, frame, orig))
+    b = Decoder()._decode(RawFrame(1, 1.0, 1, 228, frame[14:], orig - 14))
+    assert a == b
