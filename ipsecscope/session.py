@@ -163,6 +163,9 @@ class Session:
             if reader.truncated:
                 self.stats.truncated = reader.truncated
                 self.stats.malformed["capture"] = self.stats.malformed.get("capture", 0) + 1
+                # Through the tracker too, so `findings` (CAPTURE-MALFORMED) says the file was cut off.
+                self.tracker.on_malformed(Malformed(self.stats.frames + 1, self.tracker.table.last_ts or 0.0,
+                                                    f"capture cut off: {reader.truncated}", "capture"))
             if progress is not None:
                 progress(reader.total_bytes, reader.total_bytes)
         self._findings = None
@@ -237,6 +240,7 @@ class Session:
                 "decrypted" if msg.decrypted else ""))
             if msg.malformed:
                 st.malformed["ike"] = st.malformed.get("ike", 0) + 1
+                self.tracker.on_malformed(Malformed(raw.index, raw.ts, f"IKE: {msg.malformed}", "ike"))
             key = f"{msg.header.spi_i.hex()}_{msg.header.spi_r.hex()}"
             ike_key = key if key in tbl.ike_sas else self._ike_key_for(msg)
             info = _ike_info(msg) + (f" — malformed: {msg.malformed}" if msg.malformed else "")
