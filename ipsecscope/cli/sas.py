@@ -47,7 +47,8 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "seq_max": int|null, "lost": int, "duplicates": int, "reordered": int, "icv_failed": int,
         "no_key": int, "decrypted": int, "malformed": int, "after_delete": int, "after_rekey": int,
         "after_rekey_last_time": float|null, "outside_ts": int, "udp_encap": bool, "sport": int, "dport": int
-      }]
+      }],
+      "capture": {"frames": int, "malformed": {layer: int}, "truncated": str|null}   # what could not be read
     }
 
 Exit status: 0; 2 when a file or key file cannot be read (one line on stderr says why).
@@ -98,13 +99,21 @@ def run(args: argparse.Namespace) -> int:
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope sas: {exc}", file=sys.stderr)
         return 2
+    st = session.stats
     if args.json:
         doc = table_to_dict(session.table)
-        doc = {"schema": SCHEMA, "files": [str(f) for f in args.files], **doc}
+        doc = {"schema": SCHEMA, "files": [str(f) for f in args.files], **doc,
+               "capture": {"frames": st.frames, "malformed": dict(st.malformed), "truncated": st.truncated}}
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         render(session.table)
+        # Bad input is never silent: say what could not be read (details: `ipsecscope summary`).
+        if st.malformed:
+            by = ", ".join(f"{k} {v}" for k, v in sorted(st.malformed.items()))
+            print(f"malformed: {st.malformed_total} ({by}) of {st.frames} frames")
+        if st.truncated:
+            print(f"capture cut off: {st.truncated}")
     return 0
 
 
