@@ -23,7 +23,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .crypto.esp import EspDecryptor
@@ -55,7 +55,7 @@ class DecryptedPacket:
     status: str
     inner: bytes | None = None
     next_header: int | None = None
-    keys: EspSaKeys | None = None
+    keys: EspSaKeys | None = field(default=None, repr=False)  # never in a repr: it holds secrets
     reason: str = ""
     udp_encap: bool = False
     esn: bool | None = None

@@ -91,3 +91,14 @@ def test_keystore_paths_and_errors(tmp_path: Path) -> None:
         list(iter_decrypted(SYN / "aead.pcap", bad))
     # no keys at all: every ESP packet is no_key, nothing raised
     assert {p.status for p in iter_decrypted(SYN / "aead.pcap")} == {"no_key"}
+
+
+def test_reprs_never_show_keys() -> None:
+    """Printing a result in a script must not print key material (keys only with --show-keys)."""
+    from ipsecscope.crypto.esp import EspDecryptor  # noqa: F401  (EspResult comes from a real run)
+
+    keys = json.loads((SYN / "aead.keys.json").read_text())["esp"]
+    secrets = [k["enc_key"] for k in keys]
+    for p in iter_decrypted(SYN / "aead.pcap", SYN / "aead.keys.json"):
+        text = repr(p)
+        assert p.keys is not None and not any(s in text or bytes.fromhex(s).__repr__()[2:-1] in text for s in secrets)

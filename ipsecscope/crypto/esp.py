@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -406,7 +406,7 @@ class EspResult:
     next_header: int | None = None
     pad_len: int = 0
     seq_hi: int = 0
-    keys: EspSaKeys | None = None
+    keys: EspSaKeys | None = field(default=None, repr=False)  # never in a repr: it holds secrets
     reason: str = ""
     esn: bool | None = None
 
