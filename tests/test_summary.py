@@ -111,7 +111,18 @@ def mixed_frames(n: int = 3000) -> list[bytes]:
         elif k == 8:
             frames.append(eth(v4() / UDP(sport=500, dport=500) / Raw(ike_v2(msg_id=i))))
         elif k == 9:
-            frames.append(eth(v4() / TCP(sport=443, dport=5555) / Raw(b"x" * 20)) if i % 2 else bytes(Ether() / ARP()))
+            other = (
+                eth(v4() / TCP(sport=443, dport=5555) / Raw(b"x" * 20)),
+                bytes(Ether() / ARP()),
+                eth(v6() / UDP(sport=53, dport=53) / Raw(b"q" * 12)),
+                eth(v6() / TCP(sport=4500, dport=80) / Raw(b"t" * 12)),  # RFC 8229 port: generic path
+                eth(v6(nh=58) / Raw(b"\x80\x00" + b"\0" * 10)),  # ICMPv6
+                eth(v6() / UDP(sport=500, dport=500) / Raw(ike_v2(msg_id=i))),  # IKE over IPv6
+                eth(v6(plen=999) / UDP(sport=53, dport=53) / Raw(b"q" * 12)),  # bad length: malformed
+                eth(v4() / TCP(sport=1, dport=2)),  # TCP header only
+                bytes(Ether(type=0x0842) / Raw(b"wol" * 20)),
+            )
+            frames.append(other[(i // 12) % len(other)])
         elif k == 10:
             frames.append(eth(v4() / AH(spi=0x99, seq=s, icv=b"\x01" * 12, nh=4, payloadlen=4)
                               / IP(src="10.0.0.1", dst="10.0.0.2")))
@@ -154,7 +165,7 @@ def test_fast_path_equals_generic_path(tmp_path: Path, monkeypatch) -> None:
         epb("<", 0, (1_700_000_000 + i) * 1_000_000 + (i * 123_457 % 1_000_000), f) for i, f in enumerate(frames)))
     generic = summarize(str(pcap), fast=False)
     assert generic["counts"]["esp"] > 1000 and generic["counts"]["malformed"] > 100
-    assert len(generic["ike"]) == 251 and any(m["ip_fragmented"] for m in generic["ike"])
+    assert len(generic["ike"]) > 251 and any(m["ip_fragmented"] for m in generic["ike"])
     assert _norm(summarize(str(ng), fast=False)) == _norm(generic)
     assert _norm(summarize(str(pcap), workers=1)) == _norm(generic)
     assert _norm(summarize(str(ng), workers=1)) == _norm(generic)

@@ -38,6 +38,12 @@ _FRAME_LEN = _FRAME.size  # 42
 # UDP-encapsulated ESP, from the UDP header (frame offset 34): ports, length, checksum, SPI, seq
 _UDP_ESP = struct.Struct("!HHH2xII")
 _ETH_IPV4 = 0x0800
+_PORTS = struct.Struct("!HH")
+# Ethertypes the generic decoder treats as IP or steps over (VLAN tags); any other is "not IP".
+_IP_OR_TAG = frozenset((0x0800, 0x86DD, 0x8100, 0x88A8, 0x9100, 0x9200))
+# IPv6 next headers that may lead to IPsec: ESP, AH, TCP/UDP (checked by port) and the extension
+# headers the generic decoder walks (hop-by-hop, routing, fragment, destination options, mobility).
+_V6_MAYBE_IPSEC = frozenset((50, 51, 6, 17, 0, 43, 44, 60, 135))
 # Link layers the fast path reads: link type -> (struct reading the same fields as _FRAME with the
 # link header in front, offset of the IP header, 802.1Q TPID to step over once, or -1).
 # Linux cooked v1 has the protocol at 14 and IP at 16; v2 the protocol at 0 and IP at 20.
@@ -170,6 +176,7 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
     fr = fr_s.unpack_from
     need = fr_s.size
     uesp = _UDP_ESP.unpack_from
+    ports = _PORTS.unpack_from
     esp = part.esp
     udp = part.udp
     slow = part.slow
@@ -256,9 +263,42 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
                             elif sport != 500 and dport != 500:
                                 nother += 1
                                 continue
-                    elif proto != 51 and proto != 6:
+                    elif proto == 6:
+                        # TCP: only port 4500 can be RFC 8229; the rest is not ours (the generic decoder
+                        # checks the same: a 20-byte header, then the ports).
+                        if tot >= 40:
+                            sport, dport = ports(buf, o + ipo + 20)
+                            if sport != 4500 and dport != 4500:
+                                nother += 1
+                                continue
+                    elif proto != 51:
                         nother += 1
                         continue
+                elif et == 0x86DD:
+                    # IPv6 that is plainly not IPsec (no extension headers, consistent payload length):
+                    # counted as other here, as the generic decoder would; anything else goes there.
+                    b = o + ipo
+                    if e - b >= 48 and buf[b] >> 4 == 6:
+                        plen = (buf[b + 4] << 8) | buf[b + 5]
+                        nh = buf[b + 6]
+                        if 8 <= plen <= e - b - 40:
+                            if nh == 17:
+                                sport, dport = ports(buf, b + 40)
+                                if sport != 500 and sport != 4500 and dport != 500 and dport != 4500:
+                                    nother += 1
+                                    continue
+                            elif nh == 6:
+                                if plen >= 20:
+                                    sport, dport = ports(buf, b + 40)
+                                    if sport != 4500 and dport != 4500:
+                                        nother += 1
+                                        continue
+                            elif nh not in _V6_MAYBE_IPSEC:
+                                nother += 1
+                                continue
+                elif et not in _IP_OR_TAG and et != vlan:
+                    nother += 1  # ARP, LLDP, ...: not IP at all
+                    continue
             # Everything else: the generic decoder.
             data = buf[q:e]
             if slow_cb is not None:

@@ -25,7 +25,18 @@ from ..errors import CaptureFormatError
 from ..model.packets import Packet, RawFrame
 from . import fastpath as _fp
 from .demux import Decoder
-from .fastpath import _FRAME, _UDP_ESP, FlowTable, ScanResult, _finish, _fork, _Part
+from .fastpath import (
+    _FRAME,
+    _IP_OR_TAG,
+    _PORTS,
+    _UDP_ESP,
+    _V6_MAYBE_IPSEC,
+    FlowTable,
+    ScanResult,
+    _finish,
+    _fork,
+    _Part,
+)
 
 _KNOWN_BLOCKS = frozenset((pcapng.PB, pcapng.SPB, pcapng.EPB, 4, 5, pcapng.DSB))  # + NRB(4), ISB(5)
 
@@ -69,6 +80,7 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
     fr = fr_s.unpack_from
     need = fr_s.size
     uesp = _UDP_ESP.unpack_from
+    ports = _PORTS.unpack_from
     esp = part.esp
     udp = part.udp
     slow = part.slow
@@ -170,9 +182,42 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
                                     elif sport != 500 and dport != 500:
                                         nother += 1
                                         continue
-                            elif proto != 51 and proto != 6:
+                            elif proto == 6:
+                                # TCP: only port 4500 can be RFC 8229; the rest is not ours (the generic decoder
+                                # checks the same: a 20-byte header, then the ports).
+                                if tot >= 40:
+                                    sport, dport = ports(buf, o + ipo + 20)
+                                    if sport != 4500 and dport != 4500:
+                                        nother += 1
+                                        continue
+                            elif proto != 51:
                                 nother += 1
                                 continue
+                        elif et == 0x86DD:
+                            # IPv6 that is plainly not IPsec (no extension headers, consistent payload length):
+                            # counted as other here, as the generic decoder would; anything else goes there.
+                            b = o + ipo
+                            if q + caplen - b >= 48 and buf[b] >> 4 == 6:
+                                plen = (buf[b + 4] << 8) | buf[b + 5]
+                                nh = buf[b + 6]
+                                if 8 <= plen <= q + caplen - b - 40:
+                                    if nh == 17:
+                                        sport, dport = ports(buf, b + 40)
+                                        if sport != 500 and sport != 4500 and dport != 500 and dport != 4500:
+                                            nother += 1
+                                            continue
+                                    elif nh == 6:
+                                        if plen >= 20:
+                                            sport, dport = ports(buf, b + 40)
+                                            if sport != 4500 and dport != 4500:
+                                                nother += 1
+                                                continue
+                                    elif nh not in _V6_MAYBE_IPSEC:
+                                        nother += 1
+                                        continue
+                        elif et not in _IP_OR_TAG and et != vlan:
+                            nother += 1  # ARP, LLDP, ...: not IP at all
+                            continue
                 data = buf[q:q + caplen]
             elif btype == pcapng.SPB and blen >= 16:
                 (olen,) = struct.unpack_from(order + "I", buf, p + 8)
