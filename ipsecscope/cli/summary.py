@@ -1,8 +1,9 @@
 """``ipsecscope summary FILE [--json]``: what IPsec is in a capture, without keys.
 
-Lists every IKE message and aggregates ESP/AH per flow. Big classic-pcap files take the fast
-path in :mod:`ipsecscope.decode.fastpath` (offset-based ESP accounting, two processes); other
-formats go frame by frame through the generic decoder. Both give the same numbers.
+Lists every IKE message and aggregates ESP/AH per flow. pcap and pcapng files take the fast path
+in :mod:`ipsecscope.decode.fastpath` (offset-based ESP accounting, two processes for big plain
+files, everything unusual handed to the generic decoder in order); ``--generic`` decodes every
+frame with the generic decoder instead. Both give the same numbers (the tests check it).
 
 JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added within /1)::
 
@@ -31,7 +32,7 @@ JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added w
         "seq_min": int, "seq_max": int,
         "udp_encap": bool, "transport": "ip" | "udp" | "tcp", "sport": int, "dport": int
       }, ...],
-      "ah": [ same fields as "esp" (transport always "ip") ],
+      "ah": [ same fields as "esp"; transport always "ip"; bytes from the AH header to the end ],
       "keepalives": [{"src", "dst", "sport", "dport", "count", "first_time", "last_time"}],
       "malformed": {"by_layer": {layer: int}, "examples": [{"frame", "layer", "reason"}]}  # first 50
     }
@@ -74,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="decode every frame with the generic decoder instead of the ESP fast path "
                         "(slower; same result — for cross-checking)")
     p.add_argument("--workers", type=int, default=2, metavar="N",
-                   help="processes for large uncompressed pcap files (default 2; 1 disables splitting)")
+                   help="processes for large uncompressed pcap/pcapng files (default 2; 1 disables splitting)")
 
 
 # ---- collection ---------------------------------------------------------------------------------
