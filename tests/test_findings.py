@@ -169,6 +169,17 @@ def test_findings_exit_codes():
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
 
 
+def test_damaged_capture_is_analysed_up_to_the_damage():
+    bad = ROOT / "tests" / "data" / "bad" / "pcapng-bad-block-length.pcapng"
+    if not bad.exists():
+        pytest.skip("tests/data/bad not generated")
+    r = cli("findings", str(bad), "--json")
+    assert r.returncode == 2 and "damaged" in r.stderr and "Traceback" not in r.stderr
+    assert json.loads(r.stdout)["schema"] == "ipsecscope.findings/1"
+    r = cli("sas", str(bad))
+    assert r.returncode == 2 and "IKEv2 SA" in r.stdout
+
+
 def test_sas_text_output():
     r = cli("sas", "samples/healthy-gcm/capture.pcapng", "-k", "samples/healthy-gcm/keys/ikev2_decryption_table",
             "-k", "samples/healthy-gcm/keys/esp_sa")

@@ -8,7 +8,8 @@ Exit status (for scripts and CI):
 
 - 0 — no finding is a warning or an error (info findings may be present)
 - 1 — at least one warning or error
-- 2 — usage or input error (unreadable capture or key file; one line on stderr)
+- 2 — usage or input error (unreadable capture or key file; one line on stderr). A capture
+  damaged part-way is analysed up to the damage (findings printed) and also exits 2.
 
 JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added within /1)::
 
@@ -92,11 +93,13 @@ def run(args: argparse.Namespace) -> int:
     from .sas import load_session
 
     try:
-        session = load_session(args.files, args.keys)
+        session, damage = load_session(args.files, args.keys)
         findings = session.findings
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope findings: {exc}", file=sys.stderr)
         return 2
+    if damage:
+        print(f"ipsecscope findings: {damage}", file=sys.stderr)
     from ..plugins import plugin_errors
 
     for name, err in plugin_errors():  # a broken plugin is skipped, but the user should know
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         render(shown, counts)
-    return exit_status(findings)
+    return 2 if damage else exit_status(findings)
 
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}

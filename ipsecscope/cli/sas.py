@@ -45,13 +45,14 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "child_sa": int|null, "packets": int, "bytes": int, "first_time": float|null,
         "last_time": float|null, "first_frame": int, "last_frame": int, "seq_min": int|null,
         "seq_max": int|null, "lost": int, "duplicates": int, "reordered": int, "icv_failed": int,
-        "no_key": int, "decrypted": int, "malformed": int, "after_delete": int, "after_rekey": int,
+        "no_key": int, "decrypted": int, "malformed": int, "unsupported": int, "after_delete": int, "after_rekey": int,
         "after_rekey_last_time": float|null, "outside_ts": int, "udp_encap": bool, "sport": int, "dport": int
       }],
       "capture": {"frames": int, "malformed": {layer: int}, "truncated": str|null}   # what could not be read
     }
 
-Exit status: 0; 2 when a file or key file cannot be read (one line on stderr says why).
+Exit status: 0; 2 when a file or key file cannot be read (one line on stderr says why) — a
+capture damaged part-way is still shown up to the damage, with exit status 2.
 """
 
 from __future__ import annotations
@@ -80,25 +81,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_session(files: list[str], keys: list[str]):
-    """Build a session over the files with the keys. Shared by ``sas`` and ``findings``."""
+    """Build a session over the files with the keys. Shared by ``sas`` and ``findings``.
+
+    Returns ``(session, damage)``: a capture damaged part-way (CaptureError after sound frames)
+    is analysed up to the damage and ``damage`` says what was wrong; a file that is not a capture
+    at all, or an unreadable key file, raises.
+    """
+    from ..errors import CaptureError, CaptureFormatError
     from ..session import Session
 
     s = Session()
     if keys:
         s.add_key_files(keys)
+    damage = None
     for f in files:
-        s.load(f)
-    s.tracker.finish()  # end-of-input conclusions (unanswered = failed, inferred rekeys)
+        before = s.stats.frames
+        try:
+            s.load(f)
+        except CaptureFormatError:
+            raise
+        except CaptureError as exc:
+            if s.stats.frames == before:
+                raise
+            damage = f"{exc} (analysed the {s.stats.frames - before} frame(s) before the damage)"
+    s.tracker.finish()  # end-of-input conclusions (an unanswered IKE SA becomes FAILED)
     s._findings = None
-    return s
+    return s, damage
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        session = load_session(args.files, args.keys)
+        session, damage = load_session(args.files, args.keys)
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope sas: {exc}", file=sys.stderr)
         return 2
+    if damage:
+        print(f"ipsecscope sas: {damage}", file=sys.stderr)
     st = session.stats
     if args.json:
         doc = table_to_dict(session.table)
@@ -114,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"malformed: {st.malformed_total} ({by}) of {st.frames} frames")
         if st.truncated:
             print(f"capture cut off: {st.truncated}")
-    return 0
+    return 2 if damage else 0
 
 
 # ---------------------------------------------------------------------------------- JSON
@@ -177,7 +195,7 @@ def flow_to_dict(f: EspFlow) -> dict:
         "last_time": f.last_ts, "first_frame": f.first_frame, "last_frame": f.last_frame,
         "seq_min": f.seq_min, "seq_max": f.seq_max, "lost": f.lost, "duplicates": f.duplicates,
         "reordered": f.reordered, "icv_failed": f.icv_failed, "no_key": f.no_key, "decrypted": f.decrypted,
-        "malformed": f.malformed, "after_delete": f.after_delete, "after_rekey": f.after_rekey,
+        "malformed": f.malformed, "unsupported": f.unsupported, "after_delete": f.after_delete, "after_rekey": f.after_rekey,
         "after_rekey_last_time": f.after_rekey_last_ts, "outside_ts": f.outside_ts,
         "udp_encap": f.udp_encap, "sport": f.sport, "dport": f.dport,
     }
@@ -218,7 +236,8 @@ def _flow_line(f: EspFlow) -> str:
     for label, n, style in (("lost", f.lost, "yellow"), ("replayed", f.duplicates, "red"),
                             ("reordered", f.reordered, "yellow"), ("ICV failed", f.icv_failed, "red"),
                             ("after delete", f.after_delete, "red"), ("after rekey", f.after_rekey, "cyan"),
-                            ("outside TS", f.outside_ts, "red")):
+                            ("outside TS", f.outside_ts, "red"), ("malformed", f.malformed, "red"),
+                            ("with an unsupported algorithm", f.unsupported, "red")):
         if n:
             parts.append(f"[{style}]{n} {label}[/]")
     if f.udp_encap:
