@@ -469,3 +469,15 @@ async def test_key_directory_picked_in_the_file_picker() -> None:
         await loaded(pilot)
         esp = [r for r in app.session.rows if r.kind == "ESP"]
         assert esp and all(r.status == "decrypted" for r in esp)
+
+
+@sync
+async def test_missing_key_file_is_reported_and_the_capture_still_opens(tmp_path: Path) -> None:
+    app = create_app(CAPTURE, [tmp_path / "no-such-keys", *KEYS])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert app.session is not None
+        assert any(n.severity == "error" and "no-such-keys" in n.message for n in app._notifications)
+        esp = [r for r in app.session.rows if r.kind == "ESP"]
+        assert esp and all(r.status == "decrypted" for r in esp)  # the good key files still count
+        assert app.key_files == KEYS

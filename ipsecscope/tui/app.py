@@ -171,8 +171,14 @@ class IpsecscopeApp(App[int]):
 
         try:
             session = Session()
-            if self.key_files:
-                session.add_key_files(self.key_files)
+            for key_file in list(self.key_files):
+                # A bad key file is reported and left out; the capture is still worth seeing.
+                try:
+                    session.add_key_files([key_file])
+                except (IpsecscopeError, OSError) as exc:
+                    self.key_files.remove(key_file)
+                    self.call_from_thread(self.notify, f"{exc}; continuing without it",
+                                          title="Key file not loaded", severity="error", timeout=15)
             session.load(self.path, progress=progress)
             findings_of(session)  # evaluate the rules here, off the UI thread
             table = session.table

@@ -59,7 +59,7 @@ def ike_events(sa: IkeSa) -> list[Event]:
             continue
         name = iana.name(iana.ExchangeType, ex.exchange) if sa.version == 2 else iana.name(
             iana.Ikev1Exchange, ex.exchange)
-        failed = not ex.response_frames or any(iana.notify_is_error(n) for n in ex.notifies) and sa.version == 2
+        failed = not ex.response_frames or (sa.version == 2 and any(iana.notify_is_error(n) for n in ex.notifies))
         summary = ex.summary.removeprefix(name).strip()
         text = f"{name} #{ex.msg_id} from {ex.requester}"
         if summary:
@@ -73,6 +73,17 @@ def ike_events(sa: IkeSa) -> list[Event]:
     if sa.deleted_ts is not None:
         out.append(Event(sa.deleted_ts, None, "delete", f"IKE SA {sa.ike_spi_i.hex()[:8]} deleted", "dim"))
     return out
+
+
+def exchange_marks(sa: IkeSa) -> list[tuple[float, str, str]]:
+    """◆ an exchange that got its answer, ✗ one that failed or got none (drawn on the IKE lane)."""
+    marks = []
+    for ex in sa.exchanges:
+        if ex.request_ts is None:
+            continue
+        failed = not ex.response_frames or (sa.version == 2 and any(iana.notify_is_error(n) for n in ex.notifies))
+        marks.append((ex.request_ts, "✗" if failed else "◆", "bold red" if failed else "cyan"))
+    return marks
 
 
 def child_events(c: ChildSa) -> list[Event]:
@@ -104,9 +115,10 @@ class LifeBar(Widget):
     DEFAULT_CSS = "LifeBar { height: 1; }"
 
     def __init__(self, t0: float, t1: float, start: float | None, rekey: float | None, end: float | None,
-                 style: str) -> None:
+                 style: str, marks: Sequence[tuple[float, str, str]] = ()) -> None:
         super().__init__()
         self.t0, self.t1, self.start, self.rekey, self.end, self.bar_style = t0, t1, start, rekey, end, style
+        self.marks = marks  # (ts, glyph, style): IKE exchanges on the IKE SA's lane
 
     def _col(self, ts: float, width: int) -> int:
         span = (self.t1 - self.t0) or 1.0
@@ -123,6 +135,8 @@ class LifeBar(Widget):
         for x in range(start, end + 1):
             after = rekey is not None and x > rekey
             cells[x] = ("╌", "dim") if after else ("━", self.bar_style)
+        for ts, glyph, style in self.marks:
+            cells[self._col(ts, width)] = (glyph, style)
         if self.start is not None:
             cells[start] = ("▶", self.bar_style)
         if rekey is not None:
@@ -140,8 +154,11 @@ class Axis(Widget):
     def __init__(self, t0: float, t1: float) -> None:
         super().__init__()
         self.t0, self.t1 = t0, t1
+        self.shown = False  # nothing to scale before a capture is loaded
 
     def render(self) -> Text:
+        if not self.shown:
+            return Text("")
         width = self.size.width - LABEL_W
         span = self.t1 - self.t0
         line = [" "] * max(0, width)
@@ -192,7 +209,7 @@ class Timeline(Vertical):
         widgets: list[Widget] = []
         for sa in sorted(table.ike_sas.values(), key=lambda s: s.created_ts or t0):
             label = Text(f"IKE {sa.ike_spi_i.hex()[:8]}", STATE_STYLE.get(sa.state, ""))
-            bar = LifeBar(t0, t1, sa.created_ts, None, sa.deleted_ts, "cyan")
+            bar = LifeBar(t0, t1, sa.created_ts, None, sa.deleted_ts, "cyan", exchange_marks(sa))
             widgets.append(Horizontal(Label(label), bar, classes="ike-lane"))
         children = sorted(table.child_sas.values(), key=lambda c: (c.created_ts or t0, c.id))
         for c in children:
@@ -213,9 +230,9 @@ class Timeline(Vertical):
         else:
             lanes.mount(Static(Text("No SA in this capture.", "dim")))
         axis = self.query_one(Axis)
-        axis.t0, axis.t1 = t0, t1
+        axis.t0, axis.t1, axis.shown = t0, t1, True
         axis.refresh()
-        legend = Text(f"capture span {t1 - t0:.3f}s   ▶ created  ↻ rekeyed  ✕ deleted  ▁▃▅ ESP packets", "dim")
+        legend = Text(f"span {t1 - t0:.3f}s  ▶ created ◆ exchange ✗ failed ↻ rekeyed ✕ deleted ▁▃▅ ESP", "dim")
         self.query_one("#timeline-legend", Static).update(legend)
 
         events: list[Event] = []
