@@ -237,7 +237,7 @@ def _flow_line(f: EspFlow) -> str:
                             ("reordered", f.reordered, "yellow"), ("ICV failed", f.icv_failed, "red"),
                             ("after delete", f.after_delete, "red"), ("after rekey", f.after_rekey, "cyan"),
                             ("outside TS", f.outside_ts, "red"), ("malformed", f.malformed, "red"),
-                            ("with an unsupported algorithm", f.unsupported, "red")):
+                            ("unsupported algorithm", f.unsupported, "red")):
         if n:
             parts.append(f"[{style}]{n} {label}[/]")
     if f.udp_encap:

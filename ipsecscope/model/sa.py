@@ -50,6 +50,7 @@ class EspFlow:
     no_key: int = 0
     decrypted: int = 0
     malformed: int = 0
+    unsupported: int = 0  # packets whose keys name an algorithm ipsecscope does not implement
     udp_encap: bool = False
     sport: int = 0
     dport: int = 0

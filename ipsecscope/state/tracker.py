@@ -933,6 +933,8 @@ class Tracker:
             flow.no_key += 1
         elif status == "malformed":
             flow.malformed += 1
+        elif status == "unsupported":
+            flow.unsupported += 1
         account(flow, self._seq[key], pkt.seq, seq_hi, pkt.frame)
         child = self.table.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
         if child is None:
