@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd += ["summary", path, "--json", "--workers", str(args.workers)]
     best = None
     for _ in range(args.repeat):
-        dt, rss, out = timed(cmd, subprocess.PIPE)
+        dt, rss, out, cpu = timed(cmd, subprocess.PIPE)
         if best is None or dt < best[0]:
-            best = (dt, rss, out)
+            best = (dt, rss, out, cpu)
     dt, rss, out, cpu = best
     doc = json.loads(out)
     frames = doc["frames"]
@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         tcmd = ["tshark", "-r", path, "-T", "fields", "-e", "esp.spi", "-e", "esp.sequence"]
         tbest = None
         for _ in range(args.repeat):
-            tdt, trss, tout = timed(tcmd, subprocess.PIPE)
+            tdt, trss, tout, tcpu = timed(tcmd, subprocess.PIPE)
             if tbest is None or tdt < tbest[0]:
-                tbest = (tdt, trss, tout)
+                tbest = (tdt, trss, tout, tcpu)
         tdt, trss, tout, tcpu = tbest
         tesp = sum(1 for line in tout.splitlines() if line.strip())
         print(f"tshark -T fields:   {frames} frames ({tesp} ESP) in {tdt:.3f} s = {frames / tdt:,.0f} packets/s, "
