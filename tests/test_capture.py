@@ -259,3 +259,20 @@ def test_fast_constructor_builds_the_same_frozen_objects() -> None:
     assert e == EspPacket(1, 2.0, "198.18.0.1", "198.18.0.2", 5, 6, b"d", ip_version=6)
     with pytest.raises(FrozenInstanceError):
         a.index = 4  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_offsets_stay_right_across_read_chunks(tmp_path: Path, kind: str) -> None:
+    import random
+
+    frames_in = [eth(v4() / UDP(sport=500, dport=500) / Raw(ike_v2(msg_id=i, body_len=i % 700))) for i in range(6000)]
+    if kind == "pcap":
+        p = write_pcap(tmp_path / "big.pcap", frames_in)
+    else:
+        p = tmp_path / "big.pcapng"
+        p.write_bytes(shb() + idb("<", 1) + b"".join(epb("<", 0, i, f) for i, f in enumerate(frames_in)))
+    assert p.stat().st_size > 3 << 20  # several 1 MiB read chunks
+    frames, r = frames_of(p)
+    assert [f.data for f in frames] == frames_in
+    for f in random.Random(1).sample(frames, 200):
+        assert read_frame_at(p, f.offset, f.index, f.linktype) == f
