@@ -271,7 +271,7 @@ def test_offsets_stay_right_across_read_chunks(tmp_path: Path, kind: str) -> Non
     else:
         p = tmp_path / "big.pcapng"
         p.write_bytes(shb() + idb("<", 1) + b"".join(epb("<", 0, i, f) for i, f in enumerate(frames_in)))
-    assert p.stat().st_size > 3 << 20  # several 1 MiB read chunks
+    assert p.stat().st_size > 2 << 20  # several 1 MiB read chunks
     frames, r = frames_of(p)
     assert [f.data for f in frames] == frames_in
     for f in random.Random(1).sample(frames, 200):
