@@ -22,8 +22,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    if not path.is_file():
+    if not path.exists():  # a directory or an unreadable file: open_capture below says which
         raise CaptureError(f"{path}: no such file; give the path of a pcap or pcapng capture")
+    from ..capture import open_capture
+
+    # Not a capture at all (a text file, a PNG, gzip of garbage): one line on stderr, like every
+    # other sub-command, rather than a full-screen UI that only shows "Could not load".
+    with open_capture(path):
+        pass
     from ..tui.app import create_app  # Textual is imported only when the UI is really opened
 
     return create_app(path, args.keys).run() or 0
