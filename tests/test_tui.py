@@ -481,3 +481,28 @@ async def test_missing_key_file_is_reported_and_the_capture_still_opens(tmp_path
         esp = [r for r in app.session.rows if r.kind == "ESP"]
         assert esp and all(r.status == "decrypted" for r in esp)  # the good key files still count
         assert app.key_files == KEYS
+
+
+@sync
+async def test_every_key_binding_has_a_command_palette_entry() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        by_action = {
+            "help": "Help", "focus_filter": "Filter packets", "tab('timeline')": "Timeline",
+            "tab('packets')": "Packets", "tab('findings')": "Findings", "tab('sa-detail')": "SA detail",
+            "add_keys": "Add key files", "sa_packets": "Packets of this SA", "export": "Export",
+            "toggle_keys": "Show/hide keys", "toggle_tree": "Toggle SA tree",
+            "toggle_detail": "Toggle packet detail", "toggle_hex_pane": "Hex view / decoded tree",
+            "toggle_hex": "Hex: wire / decrypted", "clear_filter": "Clear filter", "quit": "Quit",
+        }
+        for binding in app.BINDINGS:
+            assert by_action[binding.action] in titles, binding.action
+        # And the palette runs them: "Findings" switches the tab.
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Findings")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "findings"

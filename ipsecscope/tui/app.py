@@ -294,27 +294,27 @@ class IpsecscopeApp(App[int]):
         if s is None:
             return
         st = s.stats
+        findings = findings_of(s)
+        n_err = sum(1 for f in findings if f.severity is Severity.ERROR)
+        n_warn = sum(1 for f in findings if f.severity is Severity.WARNING)
+        # Most telling first: an 80-column terminal cuts the end of this line.
         t = Text()
         t.append(self.path.name if self.path else f"live {self.live_name}", "bold")
-        t.append(f"  {st.frames:,} frames", "")
-        t.append(f" (IKE {st.ike:,} ESP {st.esp:,}", "dim")
-        if st.ah:
-            t.append(f" AH {st.ah:,}", "dim")
-        t.append(")", "dim")
-        t.append(f"  {len(s.table.ike_sas)} IKE/{len(s.table.child_sas)} CHILD SA")
-        n_err = sum(1 for f in findings_of(s) if f.severity is Severity.ERROR)
-        n_warn = sum(1 for f in findings_of(s) if f.severity is Severity.WARNING)
+        t.append(f"  {st.frames:,} frames")
         if n_err:
             t.append(f"  ✗{n_err} error{'s' if n_err > 1 else ''}", "bold red")
         if n_warn:
             t.append(f"  ⚠{n_warn} warning{'s' if n_warn > 1 else ''}", "yellow")
         if not n_err and not n_warn:
             t.append("  ✓ no problems", "green")
-        t.append(f"  keys {len(s.keys)}", "cyan" if len(s.keys) else "dim")
         if st.esp:
             t.append(f"  decrypted {st.decrypted:,}/{st.esp:,}", "green" if st.decrypted else "dim")
         if st.icv_failed:
             t.append(f" ICV✗ {st.icv_failed:,}", "bold red")
+        t.append(f"  {len(s.table.ike_sas)} IKE/{len(s.table.child_sas)} CHILD SA")
+        t.append(f"  keys {len(s.keys)}", "cyan" if len(s.keys) else "dim")
+        t.append(f"  (IKE {st.ike:,} ESP {st.esp:,}" + (f" AH {st.ah:,}" if st.ah else "")
+                 + (f" malformed {st.malformed_total:,}" if st.malformed_total else "") + ")", "dim")
         self._set_status(t)
         ptable = self.query_one(PacketTable)
         count = self.query_one("#filter-count", Static)
