@@ -128,3 +128,17 @@ def test_ikev1_quick_mode_rekey_and_deletes():
     (sa,) = s.table.ike_sas.values()
     assert sa.state == SaState.ESTABLISHED and sa.state_inferred
     assert [c.state for c in s.table.child_sas.values()] == [SaState.INFERRED, SaState.INFERRED]
+
+
+def test_ikev1_psk_mismatch_main_mode():
+    """Real IKEv1 Main Mode with different PSKs: MM5 answered by encrypted Informationals only."""
+    for keys in ([FAULTS / "ikev1-psk-mismatch" / "charon-left.log"], []):
+        s = Session()
+        s.add_key_files(keys)
+        s.load(FAULTS / "ikev1-psk-mismatch" / "capture.pcapng")
+        (sa,) = s.table.ike_sas.values()
+        assert sa.state == SaState.FAILED and sa.state_inferred and "PSK" in sa.failure
+        assert sa.exchanges[0].retransmits == 3
+        bad = [f for f in s.findings if f.severity >= Severity.WARNING]
+        assert [f.code for f in bad] == ["IKE-AUTH-FAILED"]
+        assert bad[0].frames == (5, 6) and "PSK mismatch" in bad[0].title

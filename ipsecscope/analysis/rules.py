@@ -251,7 +251,22 @@ def r_auth_failed(table: SaTable, ctx: RuleContext):
         rejecter = sender or sa.responder
         rejected = _other(sa, rejecter)
         ids = f" (IDs: {sa.id_i or '?'} -> {sa.id_r or '?'})" if sa.id_i or sa.id_r else ""
-        if sa.state_inferred:
+        if sa.state_inferred and sa.version == 1:
+            p1 = sa.exchanges[0].request_frames if sa.exchanges else []
+            frames = _frames(p1[2:3], [sa.failure_frame] if sa.failure_frame else ())
+            yield Finding(
+                "IKE-AUTH-FAILED", Severity.ERROR,
+                f"Main Mode refused by {rejecter} after {rejected}'s MM5 (most likely a PSK mismatch)",
+                f"{rejected} sent its encrypted identity and HASH (MM5) and {rejecter} answered with an "
+                "encrypted Informational instead of MM6, every time it was retransmitted: it could not "
+                "verify MM5. In IKEv1 the phase-1 keys derive from the pre-shared key (RFC 2409 §5.4), "
+                "so different PSKs make MM5 unreadable to the responder and its error notify unreadable "
+                "to anyone without its keys.",
+                frames, sa.key,
+                f"Check that {sa.initiator} and {sa.responder} use the same pre-shared key for these "
+                "identities (or that certificates are trusted); the responder's log says 'invalid HASH' "
+                "or similar.", sa.failed_ts)
+        elif sa.state_inferred:
             yield Finding(
                 "IKE-AUTH-FAILED", Severity.ERROR,
                 f"IKE_AUTH refused by {rejecter} (encrypted; most likely authentication failed)",
@@ -391,7 +406,7 @@ def r_retransmits(table: SaTable, ctx: RuleContext):
     """Requests that needed retransmission before being answered (loss or a slow peer)."""
     for sa in table.ike_sas.values():
         xs = [x for x in sa.exchanges if x.retransmits and x.response_frames]
-        if not xs:
+        if not xs or sa.state == SaState.FAILED:  # retransmissions of a refused exchange say nothing more
             continue
         total = sum(x.retransmits for x in xs)
         x = xs[0]

@@ -297,7 +297,18 @@ def _link_qm_rekey(tr: Tracker, sa: IkeSa, new, ts: float) -> None:
 
 
 def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> None:
-    if msg.header.encrypted_v1 and not msg.decrypted:
+    readable = not msg.header.encrypted_v1 or (msg.decrypted and not msg.malformed and bool(msg.inner))
+    priv = tr._priv(sa)
+    if (not readable and sa.state == SaState.INITIATING and sa.mode == "Main" and msg.src == sa.responder
+            and priv.initiator_msgs >= 3):
+        # The responder answers MM5 (the initiator's encrypted ID + HASH) with an encrypted
+        # Informational instead of MM6: it could not verify MM5. Main Mode keys derive from the
+        # PSK (RFC 2409 §5.4, SKEYID = prf(pre-shared-key, Ni_b | Nr_b)), so with different PSKs
+        # neither side can even read the other's error notify.
+        tr._fail_ike(sa, "Main Mode AUTH refused (encrypted Informational after MM5; probably a PSK mismatch)",
+                     msg.ts, msg.frame)
+        sa.state_inferred = True
+    if not readable:
         x.summary = x.summary or "Informational (encrypted)"
         return
     parts = []

@@ -11,6 +11,7 @@
 - ``pfs-retry``: a CHILD SA rekey whose PFS group the responder refuses with INVALID_KE_PAYLOAD,
   retried with the group it asks for.
 - ``ikev1-rekey``: IKEv1 Main Mode and Quick Mode, ESP, a Quick Mode rekey, Delete payloads.
+- ``ikev1-psk-mismatch``: IKEv1 Main Mode with different pre-shared keys.
 - ``ikev1-proposal-mismatch``: IKEv1 Main Mode refused with an unencrypted NO-PROPOSAL-CHOSEN.
 
 Uses the project's netns harness (tests/netns_peers.py) and key extractor
@@ -151,7 +152,18 @@ def ikev1_rekey(work: Path) -> None:
         pair.terminate_ike("t")
 
 
-SCENARIOS = {"ikev1-rekey": ikev1_rekey, "ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
+def ikev1_psk_mismatch(work: Path) -> None:
+    # IKEv1 Main Mode with different pre-shared keys: MM5 cannot be verified by the responder.
+    left, right = (c.replace("version = 2", "version = 1") for c in confs("aes256-sha256-modp2048"))
+    right = right.replace("ipsecscope-findings-psk", "another-psk-entirely")
+    with StrongswanPair(work, left, right) as pair:
+        r = pair.initiate("net", ike="t", check=False, timeout=10)
+        if r.returncode == 0:
+            raise RuntimeError("ikev1-psk-mismatch: Main Mode succeeded")
+        pair.wait_log("left", "giving up after", timeout=15)
+
+
+SCENARIOS = {"ikev1-rekey": ikev1_rekey, "ikev1-psk-mismatch": ikev1_psk_mismatch, "ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
              "ikev1-proposal-mismatch": ikev1_proposal_mismatch}
 
 
