@@ -321,7 +321,8 @@ def render(table: SaTable, console=None) -> None:
         xs = tree.add(f"{len(sa.exchanges)} exchange(s)")
         for x in sa.exchanges:
             fr = ",".join(map(str, x.request_frames[:4])) + ("…" if len(x.request_frames) > 4 else "")
-            rf = ",".join(map(str, x.response_frames[:4])) or "[red]no response[/]"
+            one_way = sa.version == 1 and x.exchange in (N.V1_INFORMATIONAL, N.V1_TRANSACTION)
+            rf = ",".join(map(str, x.response_frames[:4])) or ("—" if one_way else "[red]no response[/]")
             extra = f" [yellow]{x.retransmits} retransmit(s)[/]" if x.retransmits else ""
             err = f" [red]{x.error_name}[/]" if x.error_name else ""
             xs.add(f"#{x.msg_id} {N.exchange_name(x.exchange, sa.version)} from {x.requester} "
