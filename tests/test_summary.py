@@ -3,6 +3,7 @@ the 2-process split == 1 process, error handling at the command line."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -88,6 +89,11 @@ def test_text_output_lists_messages_and_flows(capsys) -> None:
 
 def mixed_frames(n: int = 3000) -> list[bytes]:
     """Everything the fast path must either account exactly or hand to the generic decoder."""
+    return list(_mixed_frames(n))
+
+
+@functools.lru_cache(maxsize=8)
+def _mixed_frames(n: int) -> tuple[bytes, ...]:
     big = ike_v2(spi_i=b"\x21" * 8, spi_r=b"\x43" * 8, exch=35, msg_id=1, body_len=2500)
     frags = [eth(f) for f in fragment(IP(src="198.18.0.1", dst="198.18.0.2", id=77) / UDP(sport=4500, dport=4500)
                                        / Raw(b"\0\0\0\0" + big), fragsize=1000)]
@@ -130,7 +136,7 @@ def mixed_frames(n: int = 3000) -> list[bytes]:
             frames.append(eth(v4(proto=50) / Raw(b"\x01\x02")))  # malformed ESP
     frames[1000:1000] = frags  # fragmented IKE in the middle
     frames.append(eth(v4(proto=50) / Raw(esp(0xA0000000, 1, 40))))  # seq going back: seq_min stays 1
-    return frames
+    return tuple(frames)
 
 
 def _pcapng_of(frames: list[bytes], path: Path) -> Path:
