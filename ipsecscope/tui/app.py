@@ -42,13 +42,8 @@ FILTER_CHUNK = 65536  # rows between cancellation checks while filtering
 
 
 def findings_of(session: Session) -> list[Finding]:
-    """``session.findings``; empty (not a crash) in a checkout built without the rules engine."""
-    try:
-        return session.findings
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("ipsecscope.analysis"):
-            return []
-        raise
+    """The session's findings, most severe first (evaluated once and cached by the session)."""
+    return session.findings
 
 
 class StatusLine(Static):
