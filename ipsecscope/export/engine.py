@@ -374,8 +374,6 @@ class _Worker:
         buf = self.buf
         app = buf.append
         epb = struct.Struct("<IIIIIII").pack
-        trail = [struct.Struct("<I").pack, (b"", b"\0\0\0", b"\0\0", b"\0")]
-        u32, pads = trail
         # EPB trailer: data padding to 4 bytes, then the block length again
         trailers = [struct.Struct(f"<{(-k) & 3}xI").pack for k in range(4)]
         linktypes = self.linktypes
@@ -1125,6 +1123,8 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
 
     dec = EspDecryptor(keys)
     decoder = Decoder()
+    with open_capture(path):  # not a capture: fail before creating (and truncating) the output files
+        pass
     writer = PcapngWriter(out) if out is not None else None
     jf, own_jf = _open_jsonl(jsonl_out)
     iface_map: dict[int, int] = {}
