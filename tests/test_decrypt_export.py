@@ -294,3 +294,22 @@ def test_big_gzip_is_inflated_for_the_fast_path(tmp_path: Path, monkeypatch) -> 
     cut.write_bytes(gz.read_bytes()[: len(gz.read_bytes()) * 2 // 3])
     s3 = decrypt_capture(cut, SYN / f"{name}.keys.json", out=tmp_path / "x.pcapng")
     assert s3.truncated and 0 < s3.decrypted < 21
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_big_endian_raw_ip_pcap(name: str, tmp_path: Path) -> None:
+    """A big-endian pcap of raw IP frames (the general loop, not the Ethernet fast loop) decrypts
+    to the same inner packets as the little-endian Ethernet original."""
+    import struct
+
+    inputs, _ = _read(SYN / f"{name}.pcap")
+    be = tmp_path / "be.pcap"
+    with open(be, "wb") as f:
+        f.write(struct.pack(">IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 101))
+        for fr in inputs:
+            d = fr.data[14:]
+            f.write(struct.pack(">IIII", fr.ts_ns // 10**9, fr.ts_ns % 10**9, len(d), len(d)) + d)
+    a, b = tmp_path / "a.pcapng", tmp_path / "b.pcapng"
+    decrypt_capture(SYN / f"{name}.pcap", SYN / f"{name}.keys.json", out=a)
+    decrypt_capture(be, SYN / f"{name}.keys.json", out=b)
+    assert [(f.data, f.ts_ns) for f in _read(a)[0]] == [(f.data, f.ts_ns) for f in _read(b)[0]]
