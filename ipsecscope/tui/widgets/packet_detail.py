@@ -58,6 +58,16 @@ _TRANSFORM_ID_ENUM: dict[int, type[IntEnum]] = {
     iana.TransformType.ESN: iana.EsnTransform,
 }
 _SKIP = {"type", "critical", "raw"}
+# IKEv1 transform attributes: (attribute enum, value enums by attribute) for phase 1 and the IPsec DOI.
+_V1_ATTRS = (iana.Ikev1Attribute, {
+    1: iana.Ikev1EncrAlgorithm, 2: iana.Ikev1HashAlgorithm, 3: iana.Ikev1AuthMethod, 4: iana.DhGroup,
+    5: iana.Ikev1GroupType, 11: iana.Ikev1LifeType,
+})
+_V1_IPSEC_ATTRS = (iana.Ikev1IpsecAttribute, {
+    1: iana.Ikev1LifeType, 3: iana.DhGroup, 4: iana.Ikev1EncapsulationMode, 5: iana.Ikev1AuthAlgorithm,
+})
+_V1_TRANSFORM_IDS = {1: iana.Ikev1IsakmpTransformId, 2: iana.Ikev1AhTransformId, 3: iana.Ikev1IpsecTransformId,
+                     4: iana.Ikev1IpcompTransformId}
 
 
 def _bytes(b: bytes, limit: int = 24) -> str:
@@ -99,22 +109,30 @@ def _add_payload(node: TreeNode, p: Any, version: int) -> None:
     pn = node.add(Text(payload_name(p, version), "bold"), expand=False)
     if isinstance(p, m.SaPayload):
         for prop in p.proposals:
-            prn = pn.add(f"Proposal #{prop.num} {iana.name(iana.ProtocolId, prop.protocol)}"
-                         + (f" SPI {prop.spi.hex()}" if prop.spi else ""), expand=True)
+            pname = iana.name(iana.ProtocolId if version == 2 else iana.Ikev1ProtocolId, prop.protocol)
+            prn = pn.add(f"Proposal #{prop.num} {pname}" + (f" SPI {prop.spi.hex()}" if prop.spi else ""),
+                         expand=True)
+            attr_enum, value_enums = _V1_ATTRS if prop.protocol == 1 else _V1_IPSEC_ATTRS
             for t in prop.transforms:
                 if version == 2:
                     enum = _TRANSFORM_ID_ENUM.get(t.type)
                     label = f"{iana.name(iana.TransformType, t.type)}: " + (
                         iana.name(enum, t.id) if enum else str(t.id))
                 else:
-                    label = f"Transform {t.id}"
+                    id_enum = _V1_TRANSFORM_IDS.get(prop.protocol)
+                    label = f"Transform {iana.name(id_enum, t.id) if id_enum else t.id}"
                 if t.key_length:
                     label += f" {t.key_length}-bit"
                 tn = prn.add_leaf(label) if version == 2 or not t.attrs else prn.add(label)
                 if version == 1:
                     for a_type, a_val in t.attrs:
-                        val = a_val.hex() if isinstance(a_val, bytes) else str(a_val)
-                        tn.add_leaf(f"{iana.name(iana.Ikev1Attribute, a_type)} = {val}")
+                        if isinstance(a_val, bytes):
+                            val = a_val.hex()
+                        elif a_type in value_enums:
+                            val = f"{iana.name(value_enums[a_type], a_val)} ({a_val})"
+                        else:
+                            val = str(a_val)
+                        tn.add_leaf(f"{iana.name(attr_enum, a_type)} = {val}")
         return
     if isinstance(p, m.TsPayload):
         for ts in p.selectors:
@@ -125,7 +143,7 @@ def _add_payload(node: TreeNode, p: Any, version: int) -> None:
             pn.add_leaf(f"SPI {spi.hex()}")
         return
     for f in dataclasses.fields(p):
-        if f.name in _SKIP:
+        if f.name in _SKIP or (version == 1 and f.name == "group"):  # v1: the group is in the SA
             continue
         value = getattr(p, f.name)
         if f.name == "decoded" and isinstance(value, dict):
