@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import subprocess
 from pathlib import Path
 
@@ -506,3 +507,21 @@ async def test_every_key_binding_has_a_command_palette_entry() -> None:
         await pilot.press("enter")
         await pilot.pause()
         assert app.query_one(TabbedContent).active == "findings"
+
+
+@needs_tshark
+@sync
+async def test_ikev1_proposal_attributes_in_the_detail_tree_match_tshark() -> None:
+    capture = CORPUS / "ikev1-certs.pcap"
+    fields = ["isakmp.ike.attr.encryption_algorithm", "isakmp.ike.attr.hash_algorithm",
+              "isakmp.ike.attr.authentication_method", "isakmp.ike.attr.group_description"]
+    expected = tshark_fields(capture, "frame.number == 1", *fields)[0]
+    app = create_app(capture)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        labels = tree_labels(app.query_one("#detail-tree", Tree))
+        for attr, value in zip(("ENCRYPTION_ALGORITHM", "HASH_ALGORITHM", "AUTHENTICATION_METHOD",
+                                "GROUP_DESCRIPTION"), expected, strict=True):
+            line = next(x for x in labels if x.startswith(attr + " = "))
+            assert line.endswith(f"({value})"), line
+            assert re.match(rf"{attr} = [A-Z][A-Z0-9_]+ \(", line), f"value not named: {line}"
