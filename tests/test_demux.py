@@ -221,11 +221,31 @@ def test_fragment_duplicates_and_overlap() -> None:
 
 def test_reassembly_is_bounded() -> None:
     dec = Decoder(max_fragments=16, fragment_timeout=30.0)
+    reported = []
     for i in range(1000):  # first fragments of 1000 datagrams that never complete
         f = bytes(Ether() / IP(src="198.18.0.1", dst="198.18.0.2", id=i, flags="MF", proto=17) / Raw(b"x" * 64))
-        assert dec.decode(RawFrame(i + 1, float(i), i * 10**9, 1, f, len(f))) is None
-    assert len(dec.reassembler.pending) <= 16
+        out = dec.decode_all(RawFrame(i + 1, float(i), i * 10**9, 1, f, len(f)))
+        assert all(isinstance(m, Malformed) and m.layer == "ip" and m.frame < i + 1 for m in out)
+        reported += out
+        assert len(dec.reassembler.pending) <= 16
     assert dec.reassembler.expired >= 1000 - 16
+    reported += dec.flush()
+    # every abandoned datagram is reported once, on its own first frame: nothing silently vanishes
+    assert sorted(m.frame for m in reported) == list(range(1, 1001))
+    assert "never completed" in reported[0].reason and "had 64 bytes in 1 fragment(s), the last fragment never came" in reported[0].reason
+    assert dec.flush() == []
+
+
+def test_fragment_timeout_reports_on_first_frame() -> None:
+    dec = Decoder(fragment_timeout=30.0)
+    lone = bytes(Ether() / IP(src="198.18.0.1", dst="198.18.0.2", id=1, frag=100, proto=17) / Raw(b"y" * 40))
+    assert dec.decode_all(RawFrame(1, 0.0, 0, 1, lone, len(lone))) == []
+    later = bytes(Ether() / IP(src="198.18.0.1", dst="198.18.0.2", id=2, flags="MF", proto=17) / Raw(b"z" * 40))
+    out = dec.decode_all(RawFrame(2, 100.0, 0, 1, later, len(later)))
+    assert len(out) == 1 and out[0].frame == 1 and "no fragment for 30 s" in out[0].reason
+    assert "had 40 of 840 bytes in 1 fragment(s)" in out[0].reason
+    (m,) = dec.flush()
+    assert m.frame == 2 and "capture ended" in m.reason
 
 
 def test_fragment_past_64k_is_malformed() -> None:

@@ -34,7 +34,8 @@ JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added w
       }, ...],
       "ah": [ same fields as "esp"; transport always "ip"; bytes from the AH header to the end ],
       "keepalives": [{"src", "dst", "sport", "dport", "count", "first_time", "last_time"}],
-      "malformed": {"by_layer": {layer: int}, "examples": [{"frame", "layer", "reason"}]}  # first 50
+      "malformed": {"by_layer": {layer: int},
+                    "examples": [{"frame", "layer", "reason"}]}  # first 50 reported, by frame
     }
 
 Exit status: 0, or 1 with one line on stderr when the file is not a capture or is cut off /
@@ -175,6 +176,8 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True) -> dict:
     damaged = None
     if fast and fmt in ("pcap", "pcapng") and len(head) >= 12:
         res = scan_capture(path, col, decoder, workers=workers, flows=col.flows)
+        for pkt in decoder.flush():  # IP datagrams whose fragments never all arrived
+            col(pkt)
         frames, fast, first_ts, last_ts = res.frames, res.fast, res.first_ts, res.last_ts
         truncated, damaged = res.truncated, res.error
         compressed = src.compressed
@@ -197,6 +200,8 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True) -> dict:
             except CaptureError as exc:
                 damaged = str(exc).removeprefix(f"{os.fspath(path)}: ")
             truncated = reader.truncated
+            for pkt in decoder.flush():
+                col(pkt)
     if truncated:
         col.add_malformed(frames + 1, "capture", truncated)
     flows = sorted(col.flows.flows.values(), key=lambda f: (f.first_frame, f.proto))
@@ -227,7 +232,8 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True) -> dict:
             {"src": k[0], "sport": k[1], "dst": k[2], "dport": k[3], "count": v[0], "first_time": v[1],
              "last_time": v[2]} for k, v in col.keepalives.items()
         ],
-        "malformed": {"by_layer": dict(col.malformed), "examples": col.malformed_examples},
+        "malformed": {"by_layer": dict(col.malformed),
+                      "examples": sorted(col.malformed_examples, key=lambda m: m["frame"])},
     }
 
 

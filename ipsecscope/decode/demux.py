@@ -63,8 +63,10 @@ class _TcpStream:
 class Decoder:
     """Stateful decoder; one per capture (fragment reassembly and TCP streams span frames).
 
-    ``decode(raw)`` returns one packet; a TCP segment may complete several RFC 8229 records, use
-    ``decode_all(raw)`` to get every one of them. ``stats`` counts what was not IPsec
+    ``decode(raw)`` returns one packet; a TCP segment may complete several RFC 8229 records, and
+    a fragment may make the reassembler give up an older datagram (reported as :class:`Malformed`
+    on that datagram's first frame), so use ``decode_all(raw)`` to get every one of them, and
+    ``flush()`` after the last frame for datagrams still incomplete. ``stats`` counts what was not IPsec
     ("not_ip", "other_ip", "ip_fragment_pending", "unsupported_linktype:<n>", ...).
     """
 
@@ -88,9 +90,15 @@ class Decoder:
     # -- entry points -----------------------------------------------------------------------------
 
     def decode(self, raw: RawFrame) -> Packet | None:
-        """At most one packet for ``raw`` (the first, if a TCP segment completes several)."""
+        """At most one packet for ``raw``: the first one of this frame when a TCP segment completes
+        several, else a report about an earlier frame (an abandoned IP datagram), else None."""
         out = self.decode_all(raw)
-        return out[0] if out else None
+        if not out:
+            return None
+        for pkt in out:
+            if pkt.frame == raw.index:
+                return pkt
+        return out[0]
 
     def decode_all(self, raw: RawFrame) -> list[Packet]:
         """Every packet ``raw`` yields: usually 0 or 1; several for a TCP segment holding many records."""
@@ -114,6 +122,7 @@ class Decoder:
         if lt < 0:
             return [Malformed(raw.index, raw.ts, f"packet refers to undeclared interface {raw.iface}", "capture")]
         ver, off = link.ip_offset(lt, data)
+        self.reassembler.frame = raw.index
         if ver == 4:
             ip = parse_ipv4(data, off, self.reassembler, raw.ts, raw.orig_len > len(data))
         elif ver == 6:
@@ -127,6 +136,24 @@ class Decoder:
         else:
             self.stats["not_ip"] += 1
             return []
+        if self.reassembler.dropped:
+            return self._with_dropped(self._after_ip(raw, ip))
+        return self._after_ip(raw, ip)
+
+    def _with_dropped(self, out: list[Packet]) -> list[Packet]:
+        dropped = [Malformed(f, ts, why, "ip") for f, ts, why in self.reassembler.dropped]
+        self.reassembler.dropped.clear()
+        return dropped + out
+
+    def flush(self) -> list[Packet]:
+        """End of capture: a Malformed (layer "ip", on the first fragment's frame) for every
+        datagram whose fragments never all arrived. Call once after the last frame."""
+        from .ip import flush_pending
+
+        self.tcp.clear()
+        return self._with_dropped([]) + [Malformed(f, ts, why, "ip") for f, ts, why in flush_pending(self.reassembler)]
+
+    def _after_ip(self, raw: RawFrame, ip) -> list[Packet]:
         if ip is None:
             self.stats["ip_fragment_pending"] += 1
             return []

@@ -35,6 +35,7 @@ MAX_DATAGRAM = 65535 + 40  # IPv4 total length max; IPv6 payload max plus fixed 
 @dataclass(slots=True)
 class _Pending:
     first_ts: float
+    first_frame: int = 0
     parts: dict[int, bytes] = field(default_factory=dict)
     total: int | None = None  # known once the last fragment (MF=0) is seen
     next_header: int = -1  # IPv6: upper-layer header of the fragmentable part (from offset 0)
@@ -55,6 +56,10 @@ class Reassembler:
         self.pending: dict[tuple, _Pending] = {}
         self.expired = 0  # datagrams given up (timeout or eviction)
         self.completed = 0
+        # Given-up datagrams not yet reported: (first fragment's frame, its ts, one-line reason).
+        # The decoder turns them into Malformed so a lost fragment is never silently "other".
+        self.dropped: list[tuple[int, float, str]] = []
+        self.frame = 0  # frame number of the fragment being added (set by the caller)
 
     def add(self, key: tuple, ts: float, offset: int, more: bool, payload: bytes,
             next_header: int = -1) -> tuple[bytes, int] | str | None:
@@ -69,13 +74,18 @@ class Reassembler:
             limit = ts - self.timeout
             while pend:
                 k0 = next(iter(pend))
-                if pend[k0].first_ts >= limit and len(pend) < self.max_datagrams:
+                old = pend[k0]
+                if old.first_ts >= limit and len(pend) < self.max_datagrams:
                     break
                 del pend[k0]
                 self.expired += 1
+                why = (f"no fragment for {self.timeout:g} s" if old.first_ts < limit
+                       else f"more than {self.max_datagrams} incomplete datagrams pending")
+                self.dropped.append((old.first_frame, old.first_ts, f"IP fragments never completed ({why}); "
+                                     f"{_progress(old)}"))
         p = pend.get(key)
         if p is None:
-            p = pend[key] = _Pending(ts)
+            p = pend[key] = _Pending(ts, self.frame)
         if offset not in p.parts:
             p.size += len(payload)
         p.parts[offset] = payload  # a retransmitted/overlapping fragment: the newest copy wins
@@ -99,6 +109,21 @@ class Reassembler:
         del pend[key]
         self.completed += 1
         return bytes(buf[:p.total]), p.next_header
+
+
+def _progress(p: _Pending) -> str:
+    if p.total is None:
+        return f"had {p.size} bytes in {len(p.parts)} fragment(s), the last fragment never came"
+    return f"had {p.size} of {p.total} bytes in {len(p.parts)} fragment(s)"
+
+
+def flush_pending(reasm: Reassembler) -> list[tuple[int, float, str]]:
+    """Give up every incomplete datagram (end of capture): (first frame, ts, reason) each."""
+    out = [(p.first_frame, p.first_ts, f"IP fragments never completed (capture ended); {_progress(p)}")
+           for p in reasm.pending.values()]
+    reasm.expired += len(out)
+    reasm.pending.clear()
+    return out
 
 
 def parse_ipv4(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: bool) -> IpResult | str | None:
