@@ -236,6 +236,8 @@ def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -
         elif btype == 0x0A0D0D0A:
             return None  # a second section: leave it to the general reader
         off += blen
+    if off < size and lay.truncated is None:  # 1..11 bytes left: a block header cut off
+        lay.truncated = f"block at offset {off} truncated: {size - off} of at least 12 header bytes"
     lay.frames = idx - 1
     lay.size = off
     lay.bounds = _bounds(marks, off, chunks)
@@ -409,6 +411,8 @@ class _Worker:
                     # ``end`` bounds where records may *start* (a chunk's last record may run past
                     # it); the file size bounds where they may end
                     if roff >= end or roff + 16 > hard:
+                        if roff < end and roff < hard:  # 1..15 bytes left: a record header cut off
+                            self.truncated = f"last record (frame {idx + 1}) header truncated: {hard - roff} of 16 bytes"
                         break
                     sec, frac, incl, orig = rec(mm, roff)
                     off = roff
@@ -657,6 +661,8 @@ class _Worker:
                 out_f.writelines(buf)
                 buf.clear()
             off = nxt
+        if not pcapng and off < end and off < hard and self.truncated is None:  # 1..15 bytes left
+            self.truncated = f"last record (frame {idx + 1}) header truncated: {hard - off} of 16 bytes"
         return idx
 
     def _frame(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, off: int) -> None:  # noqa: C901
