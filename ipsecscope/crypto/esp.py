@@ -43,8 +43,15 @@ OpenFn = Callable[[bytes, "int | None"], bytes]
 
 
 def _triple_des(key: bytes):
-    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-
+    try:  # cryptography >= 43 keeps 3DES in its "decrepit" corner
+        from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    except ImportError:
+        try:
+            from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES  # type: ignore[attr-defined,no-redef]
+        except ImportError:
+            raise UnknownAlgorithmError(
+                "this version of the 'cryptography' package has no 3DES/DES any more; install one "
+                "that has cryptography.hazmat.decrepit (>= 43) to decrypt these SAs") from None
     return TripleDES(key)
 
 
