@@ -30,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
     # other sub-command, rather than a full-screen UI that only shows "Could not load".
     with open_capture(path):
         pass
+    if args.keys:  # same for a key file that cannot be read (parsed again in the app: they are small)
+        from ..keys import load_keys
+
+        load_keys(args.keys)
     from ..tui.app import create_app  # Textual is imported only when the UI is really opened
 
     return create_app(path, args.keys).run() or 0
