@@ -213,6 +213,7 @@ class LiveRunner:
         if not force and now - self._findings_checked < 1.0:
             return  # evaluating every rule per 100 ms batch would cost more than the capture
         self._findings_checked = now
+        self.session.finish(now=time.time())  # e.g. an IKE request unanswered for 10 s
         for f in self.session.findings:
             key = (f.code, f.sa, f.frames[:1])
             if key in self._seen_findings:

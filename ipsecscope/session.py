@@ -124,6 +124,9 @@ class Session:
         self.ikev1_decryptor = Ikev1Decryptor(self.keys)
         self.esp_decryptor = EspDecryptor(self.keys)
         self.tracker = Tracker()
+        from .plugins import event_listeners
+
+        self.tracker.listeners.extend(event_listeners())  # plugins' on_event hooks
         self.stats = SessionStats()
         self.rows: list[FrameRow] | deque[FrameRow] = deque(maxlen=self.max_rows) if self.max_rows else []
         self.ike_messages: dict[int, IkeMessage] = {}
@@ -160,6 +163,8 @@ class Session:
                 self.feed(raw)
                 if progress is not None and n % every == 0:
                     progress(reader.bytes_read, reader.total_bytes)
+            for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
+                self._late_malformed(m)  # type: ignore[arg-type]
             if reader.truncated:
                 self.stats.truncated = reader.truncated
                 self.stats.malformed["capture"] = self.stats.malformed.get("capture", 0) + 1
@@ -168,8 +173,14 @@ class Session:
                                                     f"capture cut off: {reader.truncated}", "capture"))
             if progress is not None:
                 progress(reader.total_bytes, reader.total_bytes)
-        self._findings = None
+        self.finish()
         return self.stats
+
+    def finish(self, now: float | None = None) -> None:
+        """Conclusions that need the end of the input (or, live, the current time ``now``): an IKE
+        request unanswered for long enough makes its SA FAILED."""
+        self.tracker.finish(now=now)
+        self._findings = None
 
     def reload(self, progress: Progress | None = None) -> SessionStats:
         """Decode everything again (after keys were added): every stage re-runs from the files."""
@@ -190,6 +201,10 @@ class Session:
             tbl.first_ts = raw.ts
         tbl.last_ts = raw.ts
         pkts = self.decoder.decode_all(raw)
+        if pkts and pkts[0].frame != raw.index:  # reports about earlier frames (abandoned IP datagrams)
+            for m in [p for p in pkts if p.frame != raw.index]:
+                self._late_malformed(m)  # type: ignore[arg-type]
+            pkts = [p for p in pkts if p.frame == raw.index]
         if not pkts:
             st.other += 1
             self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len))
@@ -272,6 +287,20 @@ class Session:
 
     def _add_row(self, row: FrameRow) -> None:
         self.rows.append(row)
+
+    def _late_malformed(self, m: Malformed) -> None:
+        """A Malformed about an earlier frame (the first fragment of an IP datagram that never
+        completed): counted like any other, and that frame's OTHER row becomes a MALFORMED one."""
+        st = self.stats
+        st.malformed[m.layer] = st.malformed.get(m.layer, 0) + 1
+        self.tracker.on_malformed(m)
+        rows = self.rows
+        i = bisect.bisect_left(rows, m.frame, key=lambda r: r.frame)
+        if i < len(rows) and rows[i].frame == m.frame and rows[i].kind == "OTHER":
+            st.other -= 1
+            old = rows[i]
+            rows[i] = FrameRow(old.frame, old.ts, "MALFORMED", "", "", 0, 0, old.length,
+                               info=f"{m.layer}: {m.reason}", status="malformed")
 
     def _ike_key_for(self, msg: IkeMessage) -> str | None:
         # IKE_SA_INIT requests carry SPIr = 0; after the response the SA is keyed by both SPIs.
