@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import ExportError
+from .common import add_keys_argument
 
 
 def add_parser(subparsers) -> None:
@@ -21,8 +22,7 @@ def add_parser(subparsers) -> None:
                     "packets as pcapng (LINKTYPE_RAW, original timestamps) and/or JSON lines "
                     "(schema ipsecscope.decrypt/1).")
     p.add_argument("file", metavar="FILE", help="pcap / pcapng (optionally gzip'd)")
-    p.add_argument("-k", "--keys", metavar="KEYS", nargs="+", action="extend", default=[],
-                   help="key files: Wireshark esp_sa, ip xfrm state, charon log, JSON, ... (repeatable)")
+    add_keys_argument(p)
     p.add_argument("-o", "--output", metavar="OUT.pcapng", help="pcapng file for the decrypted packets ('-': stdout)")
     p.add_argument("--keep-other", action="store_true",
                    help="also copy non-ESP frames (and ESP we could not decrypt, with a comment) unchanged")

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 
 from ..errors import IpsecscopeError
 from ..model.sa import Finding, Severity
+from .common import add_keys_argument
 
 SCHEMA = "ipsecscope.findings/1"
 _LEVELS = {"info": Severity.INFO, "warning": Severity.WARNING, "error": Severity.ERROR}
@@ -49,8 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Explain what is wrong with the IPsec tunnels in a capture. Exit status: 0 when no "
                     "finding is a warning or an error, 1 otherwise, 2 on unreadable input.")
     p.add_argument("files", nargs="*", metavar="FILE", help="capture file(s), read into one session in order")
-    p.add_argument("-k", "--keys", action="append", default=[], metavar="KEYS",
-                   help="key file (repeatable): esp_sa / ikev2 table, charon log, ip xfrm state, JSON ...")
+    add_keys_argument(p)
     p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
     p.add_argument("--min-severity", choices=list(_LEVELS), default="info",
                    help="hide findings below this level (the exit status still counts all)")

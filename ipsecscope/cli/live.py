@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import IpsecscopeError
+from .common import add_keys_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "runs from a charon log being written (--keys-from-log) or from `ip xfrm state`.",
     )
     p.add_argument("-i", "--interface", required=True, metavar="IFACE")
-    p.add_argument("-k", "--keys", nargs="+", action="extend", default=[], metavar="KEYS",
-                   help="key files (any supported format)")
+    add_keys_argument(p)
     p.add_argument("--keys-from-log", action="append", default=[], metavar="PATH",
                    help="strongSwan charon log at ike 4/chd 4, re-read whenever it grows")
     p.add_argument("--keys-from-xfrm", action="store_true",

@@ -65,6 +65,7 @@ from datetime import UTC, datetime
 from ..errors import IpsecscopeError
 from ..model.sa import ChildSa, EspFlow, IkeSa, SaState, SaTable
 from ..state import names as N
+from .common import add_keys_argument
 
 SCHEMA = "ipsecscope.sas/1"
 
@@ -75,8 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Correlate a capture into security associations: IKE SAs with their CHILD SAs, "
                     "ESP flows bound to them, rekey chains and per-direction counters.")
     p.add_argument("files", nargs="+", metavar="FILE", help="capture file(s), read into one session in order")
-    p.add_argument("-k", "--keys", action="append", default=[], metavar="KEYS",
-                   help="key file (repeatable): esp_sa / ikev2 table, charon log, ip xfrm state, JSON ...")
+    add_keys_argument(p)
     p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import CaptureError
+from .common import add_keys_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,8 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Browse SAs, packets, findings and the timeline of a capture. Press ? inside for keys.",
     )
     p.add_argument("file", help="pcap / pcapng capture (gzip accepted)")
-    p.add_argument("-k", "--keys", nargs="+", action="extend", default=[], metavar="KEYS",
-                   help="key files (esp_sa, ikev2_decryption_table, charon log, ip xfrm, JSON); more with `a`")
+    add_keys_argument(p, ', more from inside the app with `a`')
     p.set_defaults(command="tui")
 
 
