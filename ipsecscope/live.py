@@ -7,6 +7,16 @@ Keys often arrive *after* the packets they decrypt would have been seen: charon 
 while it builds IKE_AUTH, and the log line reaches the file a moment later. So when key sources
 are active, frames wait ``key_delay`` seconds in a queue and every key source is polled before
 a batch is processed; by then the keys for those frames are almost always in.
+
+Events (``--headless`` prints one JSON object per line; every one has ``event`` and ``ts``):
+
+- ``started``: ``interface``, ``linktype``, ``keys`` (how many keys were loaded up front)
+- ``keys``: ``source`` (which key source), ``added`` (how many new keys)
+- tracker events: ``ike_sa_created|established|rekeyed|deleted|failed``,
+  ``child_sa_created|rekeyed|deleted|failed``, ``esp_flow_started`` (fields: see state/tracker.py)
+- ``finding``: ``code``, ``severity``, ``title``, ``explanation``, ``frames``, ``sa``, ``hint``
+- ``stats``: ``frames``, ``ike``, ``esp``, ``decrypted``, ``icv_failed``, ``no_key``, ``malformed``,
+  ``kernel_received``, ``kernel_drops``
 """
 
 from __future__ import annotations
