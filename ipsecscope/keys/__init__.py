@@ -117,7 +117,7 @@ def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | No
     except (ValueError, IndexError, KeyError, UnicodeError) as exc:
         # A parser bug or an input we did not foresee: still one line, never a traceback.
         raise KeyFileError(f"cannot read this {fmt} key file: {exc}", path=name) from None
-    if len(mine) == 0 and fmt != "json":
+    if len(mine) == 0 and not mine.peer_notes and fmt != "json":
         raise KeyFileError(f"looks like a {fmt} key file but holds no usable keys", path=name)
     store.merge(mine)
     return store

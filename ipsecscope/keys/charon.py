@@ -26,6 +26,17 @@ state is sound even when threads interleave):
   (keys derived after parsing a *response* = we initiated). IKEv1 Quick Mode logs the same lines.
 * IKEv1 phase-1 key (keymat_v1.c, IKE level 4): ``encryption key Ka => 16 bytes``, bound to the
   initiator cookie by the next ``checkin IKEv1 SA ... with SPIs <cookie_i>_i <cookie_r>_r``.
+
+Besides keys, the log holds *peer configuration evidence* the wire never carries, kept as
+:class:`~ipsecscope.model.keys.PeerLogNote` in ``KeyStore.peer_notes`` (see :class:`_Notes`):
+``received proposals:`` / ``configured proposals:`` (CFG 1, logged when no proposal matched),
+traffic selector lines (``traffic selectors A === B unacceptable``, CFG 2 ``looking for a child
+config for``, ``proposing|selecting traffic selectors for us|other:`` plus their indented rows,
+``no matching CHILD_SA config found``), authentication failures (``tried N shared key for 'a' -
+'b', but MAC mismatched``, ``no shared key found for``), DH groups (``DH group ECP_256
+unacceptable, requesting MODP_2048``) and error notifies the logging peer received. Each note is
+bound to its IKE SA (SPIs from MGR lines) and to the logging host's address (``received packet:
+from R[port] to L[port]``, ``IKE_SA n[uid] established between L[id]...R[id]``).
 """
 
 from __future__ import annotations
@@ -35,8 +46,11 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import KeyFileError
+from ..model import iana
 from ..model.iana import EncrTransform, IntegTransform
-from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys
+from ..model.ike import Proposal, Transform
+from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys, PeerLogNote
+from ..model.proposals import proposal_string
 from . import names
 from .store import KeyStore
 
@@ -127,6 +141,168 @@ class _PendingIke:
     rekey: bool = False
 
 
+# --- peer configuration evidence -------------------------------------------------------------
+
+# charon's DH group names (diffie_hellman_group_names) that differ from iana.DhGroup's
+_SWAN_DH_EXTRA = {"MODP_1024_160": 22, "MODP_2048_224": 23, "MODP_2048_256": 24, "ECP_224_BP": 27,
+                  "ECP_256_BP": 28, "ECP_384_BP": 29, "ECP_512_BP": 30, "CURVE_25519": 31,
+                  "CURVE_448": 32, "MODP_NONE": 0, "MODP_CUSTOM": None}
+_PROTO_ID = {"IKE": iana.ProtocolId.IKE, "AH": iana.ProtocolId.AH, "ESP": iana.ProtocolId.ESP}
+
+
+def swan_dh(name: str) -> int | None:
+    """``ECP_256`` -> 19 (iana.DhGroup), None if unknown."""
+    if name in _SWAN_DH_EXTRA:
+        return _SWAN_DH_EXTRA[name]
+    try:
+        return int(iana.DhGroup[name])
+    except KeyError:
+        return None
+
+
+def swan_proposal_keyword(text: str) -> str:
+    """A charon proposal as logged (``ESP:AES_GCM_16_256/NO_EXT_SEQ``) in the swanctl.conf keyword
+    form the wire-side findings use (``aes256gcm16``); ``IKE:AES_CBC_128/HMAC_SHA1_96/PRF_HMAC_SHA1/
+    MODP_2048`` -> ``aes128-sha1-modp2048``. Unknown tokens are kept in lower case."""
+    proto, _, algs = text.partition(":")
+    if not algs:
+        proto, algs = "", proto
+    T = iana.TransformType
+    transforms: list[Transform] = []
+    unknown: list[str] = []
+    for tok in algs.split("/"):
+        enc = names.parse_swan_encr(tok)
+        if enc is not None:
+            transforms.append(Transform(T.ENCR, int(enc[0]), enc[1] * 8 if enc[1] else None))
+        elif tok in names.SWAN_INTEG:
+            transforms.append(Transform(T.INTEG, int(names.SWAN_INTEG[tok][0])))
+        elif tok in names.SWAN_PRF:
+            transforms.append(Transform(T.PRF, int(names.SWAN_PRF[tok])))
+        elif tok in ("EXT_SEQ", "NO_EXT_SEQ"):
+            transforms.append(Transform(T.ESN, 1 if tok == "EXT_SEQ" else 0))
+        elif (g := swan_dh(tok)) is not None:
+            transforms.append(Transform(T.KE, g))
+        elif tok:
+            unknown.append(tok.lower())
+    out = proposal_string(Proposal(1, int(_PROTO_ID.get(proto, iana.ProtocolId.ESP)), b"", tuple(transforms)))
+    return "-".join(x for x in [out, *unknown] if x)
+
+
+_N_PROPOSALS = re.compile(r"^(?P<which>received|configured) proposals: (?P<list>.+)$")
+_N_TS_UNACC = re.compile(r"^traffic selectors (?P<a>.+?) === (?P<b>.+?) unacceptable$")
+_N_TS_LOOK = re.compile(r"^looking for a child config for (?P<a>.+?) === (?P<b>.+?)$")
+_N_TS_HEAD = re.compile(r"^(?P<ev>proposing|selecting) traffic selectors for (?P<side>us|other):$")
+_N_TS_ROW = re.compile(r"^\s+(?:config: (?P<cfg>\S+), received: (?P<rcv>\S+) => (?P<res>.+)|(?P<ts>[0-9a-fA-F.:]+/\d+\S*))$")
+_N_NO_CHILD = re.compile(r"^no matching CHILD_SA config found")
+_N_PSK_MAC = re.compile(r"^tried (?P<n>\d+) shared keys? for '(?P<me>[^']*)' - '(?P<other>[^']*)', but MAC mismatched")
+_N_NO_PSK = re.compile(r"^no shared key found for '(?P<me>[^']*)' - '(?P<other>[^']*)'")
+_N_NO_TRUST = re.compile(r"^no trusted (?P<type>\S+) public key found for '(?P<other>[^']*)'")
+_N_NO_PEER = re.compile(r"^no matching peer config found")
+_N_DH_RESP = re.compile(r"^DH group (?P<got>\S+) unacceptable, requesting (?P<want>\S+)")
+_N_DH_INIT = re.compile(r"^peer didn't accept DH group (?P<got>\S+), it requested (?P<want>\S+)")
+_N_NOTIFY = re.compile(r"^received (?P<n>[A-Z][A-Z0-9_]+) (?:notify error|error notify|notify, no CHILD_SA built)")
+_N_RECV = re.compile(r"^received packet: from (?P<r>\S+?)\[\d+\] to (?P<l>\S+?)\[\d+\]")
+_N_SEND = re.compile(r"^sending packet: from (?P<l>\S+?)\[\d+\] to (?P<r>\S+?)\[\d+\]")
+_N_BETWEEN = re.compile(r"(?:established between|looking for peer configs matching) (?P<l>[^\s\[]+)\[.*?\]\.\.\.(?P<r>[^\s\[]+)\[")
+_N_CREATED = re.compile(r"^created IKE_SA .*\[(?P<uid>\d+)\]$")
+
+
+class _Notes:
+    """Collects :class:`PeerLogNote` records while :func:`parse` walks the log (one per line it
+    recognises), and binds them to SPIs and addresses once the whole log has been read."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.raw: list[dict] = []  # kind, text, uid, conn, ts, line, data
+        self.addr: dict[str, tuple[str, str]] = {}  # uid -> (local, remote)
+        self.created_spis: dict[str, tuple[bytes, bytes]] = {}  # uid -> SPIs (responder SPI maybe 0)
+        self.ts_block: dict[str, dict] = {}  # thread -> open "proposing traffic selectors" record
+
+    def _add(self, kind: str, msg: str, uid: str | None, conn: str | None, ts: str, line: int,
+             data: dict) -> dict:
+        rec = {"kind": kind, "text": msg.strip(), "uid": uid, "conn": conn or None, "ts": ts, "line": line,
+               "data": data}
+        self.raw.append(rec)
+        return rec
+
+    def feed(self, tid: str, uid: str | None, conn: str | None, msg: str, ts: str, line: int,
+             last_checkout: tuple[bytes, bytes] | None) -> None:
+        blk = self.ts_block.get(tid)
+        if blk is not None:
+            row = _N_TS_ROW.match(msg)
+            if row:
+                d = blk["data"]
+                if row.group("ts"):
+                    d["ts"].append(row.group("ts"))
+                else:
+                    d["ts"].append(row.group("cfg"))
+                    d.setdefault("received", []).append(row.group("rcv"))
+                    d.setdefault("result", []).append(row.group("res"))
+                blk["text"] += "; " + msg.strip()
+                return
+            del self.ts_block[tid]
+        if uid is not None:
+            a = _N_RECV.match(msg) or _N_SEND.match(msg) or _N_BETWEEN.search(msg)
+            if a:
+                self.addr[uid] = (a.group("l"), a.group("r"))
+                return
+        c = _N_CREATED.match(msg)
+        if c and last_checkout is not None:
+            self.created_spis.setdefault(c.group("uid"), last_checkout)
+            return
+        if (p := _N_PROPOSALS.match(msg)) is not None:
+            props = [x.strip() for x in p.group("list").split(", ") if x.strip()]
+            proto = props[0].partition(":")[0] if props and ":" in props[0] else ""
+            self._add(f"{p.group('which')}_proposals", msg, uid, conn, ts, line,
+                      {"proto": proto, "proposals": props, "swan": [swan_proposal_keyword(x) for x in props]})
+        elif (p := _N_TS_UNACC.match(msg)) is not None:
+            # child_create.c logs the selectors as "<logging peer's side> === <other side>"
+            self._add("ts_config", msg, uid, conn, ts, line,
+                      {"event": "unacceptable", "local": p.group("a").split(" "), "remote": p.group("b").split(" ")})
+        elif (p := _N_TS_LOOK.match(msg)) is not None:
+            self._add("ts_config", msg, uid, conn, ts, line,
+                      {"event": "looking", "local": p.group("a").split(" "), "remote": p.group("b").split(" ")})
+        elif (p := _N_TS_HEAD.match(msg)) is not None:
+            # the configured local_ts ("us") / remote_ts ("other"), one indented row each follows
+            self.ts_block[tid] = self._add("ts_config", msg, uid, conn, ts, line,
+                                           {"event": p.group("ev"), "side": p.group("side"), "ts": []})
+        elif _N_NO_CHILD.match(msg):
+            self._add("ts_config", msg, uid, conn, ts, line, {"event": "no_config"})
+        elif (p := _N_PSK_MAC.match(msg)) is not None:
+            self._add("auth", msg, uid, conn, ts, line, {"reason": "psk_mismatch", "local_id": p.group("me"),
+                                                         "remote_id": p.group("other"), "tried": int(p.group("n"))})
+        elif (p := _N_NO_PSK.match(msg)) is not None:
+            self._add("auth", msg, uid, conn, ts, line, {"reason": "no_psk", "local_id": p.group("me"),
+                                                         "remote_id": p.group("other")})
+        elif (p := _N_NO_TRUST.match(msg)) is not None:
+            self._add("auth", msg, uid, conn, ts, line, {"reason": "untrusted_key", "key_type": p.group("type"),
+                                                         "remote_id": p.group("other")})
+        elif _N_NO_PEER.match(msg):
+            self._add("auth", msg, uid, conn, ts, line, {"reason": "no_peer_config"})
+        elif (p := _N_DH_RESP.match(msg)) is not None:
+            self._add("dh", msg, uid, conn, ts, line, {
+                "received": p.group("got"), "configured": p.group("want"),
+                "received_id": swan_dh(p.group("got")), "configured_id": swan_dh(p.group("want"))})
+        elif (p := _N_DH_INIT.match(msg)) is not None:
+            self._add("dh", msg, uid, conn, ts, line, {
+                "sent": p.group("got"), "requested": p.group("want"),
+                "sent_id": swan_dh(p.group("got")), "requested_id": swan_dh(p.group("want"))})
+        elif (p := _N_NOTIFY.match(msg)) is not None:
+            self._add("peer_notify", msg, uid, conn, ts, line, {"notify": p.group("n")})
+
+    def finish(self, uid_spis: dict[str, tuple[bytes, bytes]]) -> list[PeerLogNote]:
+        out = []
+        for r in self.raw:
+            uid = r["uid"]
+            spis = (uid_spis.get(uid) or self.created_spis.get(uid)) if uid is not None else None
+            local, remote = self.addr.get(uid, (None, None)) if uid is not None else (None, None)
+            out.append(PeerLogNote(
+                kind=r["kind"], text=r["text"], ike_sa=f"{spis[0].hex()}_{spis[1].hex()}" if spis else uid,
+                ts=r["ts"], source=f"{self.path}:{r['line']}", data=r["data"], local=local, remote=remote,
+                conn=r["conn"]))
+        return out
+
+
 def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
     store = store if store is not None else KeyStore()
     threads: dict[str, _Thread] = {}
@@ -140,6 +316,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
     n_ike = n_child = 0
     saw_dumps = False
     warnings: list[str] = []
+    notes = _Notes(path)
 
     def finish_ike(pend: _PendingIke, spis: tuple[bytes, bytes] | None) -> None:
         nonlocal n_ike
@@ -263,6 +440,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             else:
                 t.dump = (label, n, bytearray(), lineno)
             continue
+        notes.feed(tid, uid, m.group("conn"), msg, raw[:m.start()].strip(), lineno, t.last_checkout)
         if m.group("grp") == "MGR":
             c = _CHECKIN.search(msg)
             if c:
@@ -337,7 +515,15 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         why = ("keys of a rekeyed IKE SA: its new SPIs are only logged at 'mgr 2'" if pend.rekey else
                "IKE SA keys whose SPIs are never logged (enable 'mgr 2', or 'ike 3' for NAT-D dumps)")
         warnings.append(f"{path}:{pend.line}: {why}; skipped")
-    if n_ike == 0 and n_child == 0:
+    peer_notes = notes.finish(uid_spis)
+    for note in peer_notes:
+        store.add_peer_note(note)
+    if n_ike == 0 and n_child == 0 and peer_notes:
+        # A log without keys can still say what this peer is configured with (e.g. the responder
+        # of a proposal mismatch, where no SA ever got keys): keep it for the findings.
+        warnings.append(f"{path}: no keys in this log, only {len(peer_notes)} line(s) of peer configuration "
+                        "evidence (proposals, selectors, authentication) for the findings")
+    elif n_ike == 0 and n_child == 0:
         if warnings:
             hint = warnings[0]
         elif saw_dumps:

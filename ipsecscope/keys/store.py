@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys
+from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys, PeerLogNote
 
 _CACHE_MAX = 1 << 16
 
@@ -177,6 +177,11 @@ class KeyStore:
         self.ignored_secrets: list[tuple[int, int]] = []
         # Things a parser skipped but the user should hear about ("file:line: why").
         self.warnings: list[str] = []
+        # What the peers' own logs say about their configuration (charon "configured proposals:",
+        # selectors, auth failures, DH groups): evidence for the findings, not key material, so it
+        # counts neither in len() nor in ``version``.
+        self.peer_notes: list[PeerLogNote] = []
+        self._note_keys: set[tuple[str, str]] = set()
 
     # -- adding -------------------------------------------------------------------------------
 
@@ -237,6 +242,15 @@ class KeyStore:
         self._bump()
         return True
 
+    def add_peer_note(self, note: PeerLogNote) -> bool:
+        """Add one note from a peer's log. Returns False for a note already known (same line)."""
+        key = (note.source, note.text)
+        if key in self._note_keys:
+            return False
+        self._note_keys.add(key)
+        self.peer_notes.append(note)
+        return True
+
     def add_secrets_block(self, secrets_type: int, data: bytes, source: str = "pcapng DSB") -> int:
         """Add the keys in one pcapng Decryption Secrets Block. Returns how many keys were added.
 
@@ -259,6 +273,8 @@ class KeyStore:
             n += self.add_ike(k)
         for k in other.ikev1:
             n += self.add_ikev1(k)
+        for note in other.peer_notes:
+            self.add_peer_note(note)
         self.ignored_secrets.extend(other.ignored_secrets)
         self.warnings.extend(other.warnings)
         return n

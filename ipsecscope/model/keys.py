@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def redact(key: bytes | None, show: bool = False) -> str:
@@ -65,3 +65,29 @@ class Ikev1Keys:
     cookie_i: bytes
     enc_key: bytes
     source: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class PeerLogNote:
+    """One piece of *peer configuration evidence* from an IKE daemon's own log (strongSwan charon).
+
+    The wire never says what a responder would have accepted; its log often does
+    (``configured proposals: ESP:AES_GCM_16_256/NO_EXT_SEQ``, ``traffic selectors ... unacceptable``,
+    ``tried 1 shared key ... but MAC mismatched``, ``DH group ECP_256 unacceptable, requesting
+    MODP_2048``). Rules bind a note to an IKE SA by ``ike_sa`` and to a peer by ``local`` (the
+    address of the host that wrote the log) so a finding can say what that peer is configured with.
+
+    ``kind``: "configured_proposals" | "received_proposals" | "ts_config" | "auth" | "dh" |
+    "peer_notify" (an error notify the logging peer received). ``data`` holds the parsed values
+    (see :mod:`ipsecscope.keys.charon`); it holds no secrets.
+    """
+
+    kind: str
+    text: str  # the log message after the "NN[GRP] <conn|uid>" prefix
+    ike_sa: str | None = None  # "<spi_i>_<spi_r>" hex like IkeSa.key when logged, else the charon unique id
+    ts: str = ""  # the log line's own timestamp text, as written ("" if none)
+    source: str = ""  # "file:line"
+    data: dict = field(default_factory=dict, compare=False, hash=False)
+    local: str | None = None  # address of the peer that wrote the log, when the log says
+    remote: str | None = None  # the other peer's address, when the log says
+    conn: str | None = None  # the connection name in "<conn|uid>", when given
