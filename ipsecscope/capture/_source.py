@@ -24,6 +24,11 @@ class ByteSource:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        if os.path.exists(self.path) and not os.path.isfile(self.path) and not os.path.isdir(self.path):
+            # A FIFO, /dev/stdin on a pipe, <(zcat ...): the readers seek and re-open the file, so a
+            # pipe would fail half-way or block forever. Say so before open() blocks on a FIFO.
+            raise CaptureError(f"{self.path} is not a regular file (a pipe or device): save the capture to a "
+                               "file first (tcpdump -w FILE), or capture live with `ipsecscope live -i IFACE`")
         try:
             self._raw: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed in close()
         except IsADirectoryError:

@@ -847,6 +847,8 @@ def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, 
         jobs = min(os.cpu_count() or 1, 8)
     try:
         size = os.path.getsize(path)
+        if not os.path.isfile(path) and not os.path.isdir(path):  # FIFO, pipe: open() would block
+            raise CaptureError(f"{path} is not a regular file (a pipe or device): save the capture to a file first")
         with open(path, "rb"):  # a directory or an unreadable file: one line here, not a traceback in scan()
             pass
     except OSError as exc:
