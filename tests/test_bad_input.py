@@ -56,7 +56,7 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
 # ---------------------------------------------------------------------------------- not a capture
 
 NOT_CAPTURES = ["empty.pcap", "three-bytes.pcap", "text.pcap", "picture.png", "garbage.pcap.gz",
-                "gzip-header-only.pcap.gz", "<directory>", "<missing>", "<unreadable>"]
+                "gzip-header-only.pcap.gz", "<directory>", "<missing>", "<unreadable>", "<fifo>"]
 
 
 def _not_capture_path(name: str, tmp_path: Path) -> Path:
@@ -66,6 +66,10 @@ def _not_capture_path(name: str, tmp_path: Path) -> Path:
         return d
     if name == "<missing>":
         return tmp_path / "no-such-capture.pcap"
+    if name == "<fifo>":  # no writer: a reader that open()s it before checking would block forever
+        f = tmp_path / "capture.pcap"
+        os.mkfifo(f)
+        return f
     if name == "<unreadable>":
         try:
             UNREADABLE.open("rb").close()
@@ -92,7 +96,7 @@ def _commands(cap: Path, tmp_path: Path) -> dict[str, list]:
 # fastest and the most fragile command (summary, decrypt) on every input. Keeps the run short.
 ALL_COMMANDS = ["summary", "summary-json", "sas-json", "findings", "decrypt", "tui"]
 NOT_CAPTURE_CASES = [(n, c) for n in NOT_CAPTURES for c in ALL_COMMANDS if c in ("summary", "decrypt") or n in (
-    "text.pcap", "gzip-header-only.pcap.gz", "<directory>", "<unreadable>")]
+    "text.pcap", "gzip-header-only.pcap.gz", "<directory>", "<unreadable>", "<fifo>")]
 
 
 @pytest.mark.parametrize("name,command", NOT_CAPTURE_CASES)
