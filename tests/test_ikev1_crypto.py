@@ -196,3 +196,114 @@ def test_single_des_known_answer() -> None:
     # zero IV, so CBC = ECB). IKEv1 DES-CBC (attribute value 1) still shows up in old captures.
     assert cbc_decrypt(1, bytes.fromhex("0123456789abcdef"), bytes(8), bytes.fromhex("3fa40e8a984d4815")) \
         == b"Now is t"
+
+
+# ---- several keys per cookie: a pre-shared-key mismatch between two real strongSwan peers ------
+#
+# tests/data/findings/ikev1-psk-mismatch (made by tests/data/findings/make_captures.py): the peers
+# hold different PSKs, so each derives its own SKEYID_e. The initiator (198.18.0.1) sends Main Mode
+# message 5 (frames 5, 7, 9, 11: retransmissions) under its key; the responder (198.18.0.2) cannot
+# read it and answers each with an Informational N(PAYLOAD_MALFORMED) (frames 6, 8, 10, 12) under
+# *its* key, with the phase-2 IV derived from the initial phase-1 IV (it never accepted message 5).
+
+PSK = Path(__file__).resolve().parent / "data" / "findings" / "ikev1-psk-mismatch"
+LEFT, RIGHT = "198.18.0.1", "198.18.0.2"
+
+
+def _psk_store(*peers: str):
+    from ipsecscope.keys import load_keys
+    from ipsecscope.keys.store import KeyStore
+
+    store = KeyStore()
+    for peer in peers:
+        store.merge(load_keys([PSK / f"charon-{peer}.log"]))
+    return store
+
+
+def _psk_decrypted(*peers: str):
+    from test_ike_decode import ike_messages
+
+    from ipsecscope.crypto.ike_sk import IkeDecryptor
+
+    dec = IkeDecryptor(_psk_store(*peers))
+    return [dec.decrypt(m) for m in ike_messages(PSK / "capture.pcapng")]
+
+
+def test_keystore_keeps_every_distinct_ikev1_key() -> None:
+    store = _psk_store("left", "right", "left", "right")  # each log twice: duplicates dropped
+    cookie = bytes.fromhex("c0b3991d048da969")
+    cands = store.ikev1_candidates(cookie)
+    assert len(cands) == 2 and len(store.ikev1) == 2
+    assert cands[0].enc_key != cands[1].enc_key
+    assert "charon-left.log" in cands[0].source and "charon-right.log" in cands[1].source
+    assert store.ikev1_lookup(cookie) == cands[0]  # the first one, as before
+    assert store.ikev1_candidates(bytes(8)) == [] and store.ikev1_lookup(bytes(8)) is None
+
+
+def _types(m) -> list[int]:
+    return [int(p.type) for p in m.inner]
+
+
+def test_psk_mismatch_both_keys_decrypt_every_message() -> None:
+    out = _psk_decrypted("left", "right")
+    enc = [m for m in out if m.header.encrypted_v1]
+    assert [m.frame for m in enc] == list(range(5, 13))
+    for m in enc:
+        assert m.decrypted and m.malformed is None and m.icv_ok is None, (m.frame, m.crypto_note)
+        assert _types(m) == ([5, 8, 11] if m.src == LEFT else [8, 11]), m.frame
+    informational = [m for m in enc if m.src == RIGHT]
+    assert all(p.notify_type == 16 for m in informational for p in m.inner if p.type == 11)  # PAYLOAD_MALFORMED
+    assert "pre-shared-key mismatch" in (informational[0].crypto_note or "")
+    assert "initial phase-1" in (informational[0].crypto_note or "")
+    # Loading order does not matter: the key is chosen per message, not by table position.
+    again = _psk_decrypted("right", "left")
+    assert [m.inner for m in again] == [m.inner for m in out]
+
+
+@pytest.mark.parametrize(("peer", "sender"), [("left", LEFT), ("right", RIGHT)])
+def test_psk_mismatch_one_key_decrypts_only_its_peer(peer: str, sender: str) -> None:
+    both = {m.frame: m for m in _psk_decrypted("left", "right")}
+    for m in _psk_decrypted(peer):
+        if not m.header.encrypted_v1:
+            continue
+        if m.src == sender:
+            assert m.decrypted and m.inner == both[m.frame].inner, m.frame
+        else:  # reported as not decrypted, not shown as garbage payloads
+            assert not m.decrypted and m.inner == () and m.icv_ok is None, m.frame
+            assert m.malformed is None
+            assert "not a payload chain" in (m.crypto_note or ""), m.frame
+
+
+@needs_tshark
+def test_psk_mismatch_each_message_matches_tshark(tmp_path: Path) -> None:
+    """Each encrypted message against tshark, one at a time.
+
+    tshark keeps one key per cookie and one IV chain, so on the whole capture it garbles every
+    message but frame 5. Given the sender's key only and the phase-1 messages that sender had
+    processed (cleartext frames 1-4 plus the message itself: the responder never accepted frame
+    5, and retransmissions do not move the initiator's chain), it decrypts each one.
+    """
+    from test_ike_decode import FIELDS, _hexnorm, tshark_fields
+
+    from ipsecscope.keys import wireshark
+
+    if shutil.which("editcap") is None:
+        pytest.skip("editcap (comes with tshark) not installed")
+    ours = {m.frame: m for m in _psk_decrypted("left", "right")}
+    key = {LEFT: _psk_store("left").ikev1[0], RIGHT: _psk_store("right").ikev1[0]}
+    for who, k in key.items():
+        (tmp_path / who).mkdir()
+        (tmp_path / who / "ikev1_decryption_table").write_text(wireshark.ikev1_line(k, True) + "\n")
+    checked = 0
+    for frame, m in ours.items():
+        if not m.header.encrypted_v1:
+            continue
+        one = tmp_path / f"frame{frame}.pcapng"
+        subprocess.run(["editcap", "-r", str(PSK / "capture.pcapng"), str(one), "1-4", str(frame)],
+                       check=True, capture_output=True)
+        row = tshark_fields(one, tmp_path / m.src)[5]
+        assert row["isakmp.typepayload"], frame
+        for field, fn in FIELDS.items():
+            assert fn(list(m.inner)) == _hexnorm(field, row[field]), (frame, field)
+        checked += 1
+    assert checked == 8

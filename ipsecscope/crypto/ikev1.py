@@ -19,6 +19,17 @@ IVs (RFC 2409 Appendix B):
 * A byte-identical retransmission is decrypted with the IV its original used and does not move the
   chain (Wireshark 4.0 gets ikev1-certs frame 8 wrong here).
 
+Several keys for one cookie: with a pre-shared-key mismatch both peers run the same exchange but
+derive different SKEYID_e, so each peer's log yields its own key and each peer's encrypted messages
+decrypt only under that key (Wireshark keeps one key per cookie: the table's last row). We try every
+key the store has and keep, per sender, the one whose plaintext is a sound payload chain. The IV
+chain needs no per-key state: it is made of ciphertext blocks and hashes of g^xi|g^xr, which do not
+depend on the key. What differs between the peers is *which* blocks they chained: a peer that could
+not decrypt a phase-1 message (the mismatch case) does not move its phase-1 IV (strongSwan confirms
+an IV only after processing a message), so its Informational reports use
+``hash(initial phase-1 IV | M-ID)``. For the first message of a Message ID we therefore also try the
+IVs of every earlier phase-1 state, newest first, and take the one that yields a sound chain.
+
 Decryption needs the KE payloads of phase 1 (g^xi, g^xr), so :class:`Ikev1Decryptor` has to see
 every IKEv1 message in capture order, cleartext ones included. Everything here works on the raw
 message bytes; the decoded payloads only come back through ``decode.ike.parse_payload_chain``.
@@ -34,12 +45,16 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ipsecscope.crypto.prf import hash_digest
+from ipsecscope.decode.ike import parse_payload_chain
 from ipsecscope.errors import DecryptError, UnknownAlgorithmError
+from ipsecscope.model import iana
 from ipsecscope.model.ike import IkeMessage
 from ipsecscope.model.keys import Ikev1Keys
 
 IKE_HDR_LEN = 28
 MAX_REMEMBERED = 64  # encrypted messages per ISAKMP SA remembered to recognise retransmissions
+MAX_P1_STATES = 8  # phase-1 IV states kept as fall-back IVs (a sound exchange has at most 3)
+_KNOWN_V1_PAYLOADS = frozenset(int(t) for t in iana.Ikev1Payload if t)
 _HDR = struct.Struct("!8s8sBBBBII")
 _GEN = struct.Struct("!BBH")
 
@@ -78,14 +93,14 @@ def cbc_decrypt(cipher: int, key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
         raise UnknownAlgorithmError(f"IKEv1 encryption algorithm {cipher} is not implemented; supported: "
                                     "DES-CBC (1), 3DES-CBC (5), AES-CBC (7)") from None
     usable = len(ciphertext) - len(ciphertext) % block
-    if cipher == 1:
-        # Single DES = 3DES-EDE with K1 = K2 = K3 (cryptography has no plain DES).
-        algo = TripleDES(key[:8] * 3)
-    elif cipher == 5:
-        algo = TripleDES(key[:24])
-    else:
-        algo = algorithms.AES(key)
-    try:
+    try:  # a damaged Key Length attribute can cut the key to a size the cipher refuses
+        if cipher == 1:
+            # Single DES = 3DES-EDE with K1 = K2 = K3 (cryptography has no plain DES).
+            algo = TripleDES(key[:8] * 3)
+        elif cipher == 5:
+            algo = TripleDES(key[:24])
+        else:
+            algo = algorithms.AES(key)
         d = Cipher(algo, modes.CBC(iv)).decryptor()
     except ValueError as e:
         raise DecryptError(f"IKEv1 key of {len(key)} bytes does not fit {V1_CIPHERS[cipher][0]}: {e}") from None
@@ -140,7 +155,12 @@ class _V1Sa:
     p1_iv: bytes | None = None  # IV for the next encrypted phase-1 message
     last_p1_block: bytes | None = None  # RFC 2409 App. B "last phase 1 CBC output block"
     p2_iv: dict[int, bytes] = field(default_factory=dict)  # Message ID -> IV of its next message
-    seen: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)  # raw -> (plaintext, frame)
+    # raw -> (plaintext, frame, sound): retransmissions reuse the first decryption
+    seen: dict[bytes, tuple[bytes, int, bool]] = field(default_factory=dict)
+    # Every phase-1 IV state so far (initial IV, then the last block of each encrypted phase-1
+    # message), oldest first: a peer that rejected a phase-1 message derives from an earlier one.
+    p1_states: list[bytes] = field(default_factory=list)
+    key_for: dict[object, bytes] = field(default_factory=dict)  # sender -> enc_key that worked
 
     def cipher(self, key: bytes) -> tuple[int, int, bytes]:
         """(cipher id, block size, key cut to the negotiated length)."""
@@ -174,10 +194,42 @@ class V1Result:
     plaintext: bytes
     iv: bytes
     note: str | None = None
+    # The plaintext is a sound payload chain (known types, zero RESERVED, plausible padding).
+    # False: no key/IV tried gave one; ``plaintext`` is then what the first key and the chained IV
+    # gave (a wrong key, a missing message, or a message its receiver could not read either).
+    sound: bool = True
 
 
 class _KeyLookup(Protocol):
     def ikev1_lookup(self, cookie_i: bytes) -> Ikev1Keys | None: ...
+
+
+def sound_chain(first: int, plain: bytes, phase1: bool) -> bool:
+    """Whether a decrypted IKEv1 body looks like what a peer encrypted, not like a wrong key's noise.
+
+    Every payload must have a known type and RESERVED = 0 (RFC 2408 §3.2), the lengths must
+    chain exactly, ``decode.ike.parse_payload_chain`` must find nothing malformed, and what is left
+    is CBC padding: empty, all zero (strongSwan, Openswan), or ending in its own length minus one
+    (Cisco-style, RFC 2409 §5.3 leaves the format open). A phase-1 message must start with a
+    phase-1 payload (ID, HASH, SIG, CERT, CR, N, VID, NAT-D) rather than anything known.
+    """
+    if not first or first not in _KNOWN_V1_PAYLOADS:
+        return False
+    if phase1 and first not in (5, 6, 7, 8, 9, 11, 13, 20, 130):
+        return False
+    nxt, off, n = first, 0, len(plain)
+    while nxt:
+        if nxt not in _KNOWN_V1_PAYLOADS or off + 4 > n:
+            return False
+        nnxt, reserved, ln = _GEN.unpack_from(plain, off)
+        if reserved or ln < 4 or off + ln > n:
+            return False
+        nxt, off = nnxt, off + ln
+    pad = plain[off:]
+    if pad and any(pad) and pad[-1] != len(pad) - 1:
+        return False
+    _inner, err = parse_payload_chain(first, plain, 1, IKE_HDR_LEN)
+    return err is None
 
 
 @dataclass(slots=True)
@@ -205,17 +257,19 @@ class Ikev1Decryptor:
 
     # -- raw-bytes core -----------------------------------------------------------------------
 
-    def feed(self, raw: bytes, frame: int = 0) -> V1Result | None:
+    def feed(self, raw: bytes, frame: int = 0, sender: object = None) -> V1Result | None:
         """Track or decrypt one IKEv1 message given as bytes (IKE header first).
 
-        Returns None for a cleartext message, a :class:`V1Result` for an encrypted one. Raises
-        :class:`DecryptError` (no key, phase 1 not seen, bad key) — :meth:`decrypt` turns that
-        into a note.
+        ``sender`` names the peer that sent it (the source address): the key that decrypted a
+        sender's last message is tried first for its next one. Returns None for a cleartext
+        message, a :class:`V1Result` for an encrypted one (``sound`` says whether any key and IV
+        gave a sound payload chain). Raises :class:`DecryptError` (no key, phase 1 not seen, bad
+        key) — :meth:`decrypt` turns that into a note.
         """
         raw = bytes(raw)
         if len(raw) < IKE_HDR_LEN:
             raise DecryptError(f"IKEv1 message of {len(raw)} bytes is shorter than its header")
-        cookie_i, _cookie_r, _np, _ver, exch, flags, msg_id, length = _HDR.unpack_from(raw)
+        cookie_i, _cookie_r, first, _ver, exch, flags, msg_id, length = _HDR.unpack_from(raw)
         sa = self._sas.setdefault(cookie_i, _V1Sa())
         if not flags & 0x01:
             if msg_id == 0:
@@ -224,35 +278,107 @@ class Ikev1Decryptor:
         prev = sa.seen.get(raw)
         if prev is not None:
             self.stats.retransmissions += 1
-            return V1Result(prev[0], b"", f"retransmission of frame {prev[1]}: decrypted with its IV")
-        keys = self.keys.ikev1_lookup(cookie_i)
-        if keys is None:
+            return V1Result(prev[0], b"", f"retransmission of frame {prev[1]}: decrypted with its IV", prev[2])
+        keys = self._candidates(cookie_i)
+        if not keys:
             self.stats.no_key += 1
             raise DecryptError(f"no IKEv1 key for initiator cookie {cookie_i.hex()}")
-        encr, block, key = sa.cipher(keys.enc_key)
+        mine = sa.key_for.get(sender)
+        if mine is not None:  # this sender's key first, the others in the order loaded
+            keys.sort(key=lambda k: k.enc_key != mine)
+        # The block size, hence the IVs, depend on the negotiated cipher only, not on the key.
+        block = self._block(sa, keys)
         body = raw[IKE_HDR_LEN:max(IKE_HDR_LEN, min(length, len(raw)))]
         if len(body) < block:
             raise DecryptError(f"encrypted IKEv1 body of {len(body)} bytes is shorter than one block")
+        if not sa.p1_states:
+            sa.p1_states.append(self._initial_iv(sa, block))
+        # IVs to try, the RFC 2409 chain first; then the earlier phase-1 states (see module doc).
+        older = [st for st in reversed(sa.p1_states) if st != sa.last_p1_block]
         if msg_id == 0:
-            if sa.p1_iv is None:
-                sa.p1_iv = self._initial_iv(sa, block)
-            iv = sa.p1_iv
+            chained = sa.p1_iv if sa.p1_iv is not None else sa.p1_states[0]
+            ivs = [(chained, None)] + [(st, "an earlier phase-1 IV") for st in older if st != chained]
+        elif msg_id in sa.p2_iv:
+            ivs = [(sa.p2_iv[msg_id], None)]
         else:
-            iv = sa.p2_iv.get(msg_id)
-            if iv is None:
-                if sa.last_p1_block is None:
-                    sa.last_p1_block = self._initial_iv(sa, block)
-                iv = phase2_iv(sa.hash_name(), sa.last_p1_block, msg_id, block)
-        plain = cbc_decrypt(encr, key, iv, body)
-        last = body[len(body) - len(body) % block - block:len(body) - len(body) % block]
+            if sa.last_p1_block is None:
+                sa.last_p1_block = sa.p1_states[0]
+            h = sa.hash_name()
+            ivs = [(phase2_iv(h, sa.last_p1_block, msg_id, block), None)]
+            ivs += [(phase2_iv(h, st, msg_id, block),
+                     "IV from the initial phase-1 state: its sender never accepted an encrypted "
+                     "phase-1 message" if st == sa.p1_states[0] else "IV from an earlier phase-1 state")
+                    for st in older]
+        first_try: tuple[bytes, bytes] | None = None
+        chosen: tuple[bytes, bytes, Ikev1Keys, str | None] | None = None
+        error: DecryptError | UnknownAlgorithmError | None = None
+        for k in keys:
+            try:
+                encr, _block, key = sa.cipher(k.enc_key)
+            except (DecryptError, UnknownAlgorithmError) as e:
+                error = error or e
+                continue
+            for iv, why in ivs:
+                try:
+                    plain = cbc_decrypt(encr, key, iv, body)
+                except (DecryptError, UnknownAlgorithmError) as e:
+                    error = error or e
+                    break
+                if first_try is None:
+                    first_try = (plain, iv)
+                if sound_chain(first, plain, msg_id == 0):
+                    chosen = (plain, iv, k, why)
+                    break
+            if chosen is not None:
+                break
+        if first_try is None:
+            assert error is not None
+            raise error
+        usable = len(body) - len(body) % block
+        last = body[usable - block:usable]  # key-independent: the chain is ciphertext
         if msg_id == 0:
             sa.p1_iv = sa.last_p1_block = last
+            sa.p1_states.append(last)
+            del sa.p1_states[1:-MAX_P1_STATES]  # keep the initial IV and the recent states
         else:
             sa.p2_iv[msg_id] = last
+        if chosen is None:
+            res = V1Result(first_try[0], first_try[1], None, False)
+        else:
+            plain, iv, k, why = chosen
+            sa.key_for[sender] = k.enc_key
+            notes = [why] if why else []
+            if len(keys) > 1:
+                notes.append(f"decrypted with IKEv1 key {self._candidates(cookie_i).index(k) + 1} of "
+                             f"{len(keys)} for this cookie ({k.source or 'no source'})")
+                if any(s != sender and ek != k.enc_key for s, ek in sa.key_for.items()):
+                    notes.append("the peers encrypt with different phase-1 keys (different SKEYID_e): "
+                                 "a pre-shared-key mismatch")
+            res = V1Result(plain, iv, "; ".join(notes) or None, True)
         if len(sa.seen) >= MAX_REMEMBERED:
             del sa.seen[next(iter(sa.seen))]  # only recent messages get retransmitted
-        sa.seen[raw] = (plain, frame)
-        return V1Result(plain, iv)
+        sa.seen[raw] = (res.plaintext, frame, res.sound)
+        return res
+
+    @staticmethod
+    def _block(sa: _V1Sa, keys: list[Ikev1Keys]) -> int:
+        """Cipher block size; raises the first key's error when no key fits the cipher."""
+        error: DecryptError | UnknownAlgorithmError | None = None
+        for k in keys:
+            try:
+                return sa.cipher(k.enc_key)[1]
+            except (DecryptError, UnknownAlgorithmError) as e:
+                error = error or e
+        assert error is not None
+        raise error
+
+    def _candidates(self, cookie_i: bytes) -> list[Ikev1Keys]:
+        """Every key for the cookie: ``ikev1_candidates`` when the store has it, else the one lookup."""
+        many = getattr(self.keys, "ikev1_candidates", None)
+        if many is not None:
+            return list(many(cookie_i))
+        one = self.keys.ikev1_lookup(cookie_i)
+        return [one] if one is not None else []
 
     def _initial_iv(self, sa: _V1Sa, block: int) -> bytes:
         if sa.gxi is None or sa.gxr is None:
@@ -282,21 +408,25 @@ class Ikev1Decryptor:
         if msg.header.major != 1 or msg.decrypted:
             return msg
         try:
-            res = self.feed(msg.raw, msg.frame)
+            res = self.feed(msg.raw, msg.frame, msg.src)
         except (DecryptError, UnknownAlgorithmError) as e:
             if "no IKEv1 key" not in str(e):
                 self.stats.errors += 1
             return replace(msg, crypto_note=str(e))
         if res is None:
             return msg
-        from ipsecscope.decode.ike import parse_payload_chain
-
         inner, err = parse_payload_chain(msg.header.next_payload, res.plaintext, 1, IKE_HDR_LEN)
         if err and not inner:
             self.stats.errors += 1
-            return replace(msg, crypto_note=f"decrypted bytes are not a payload chain ({err}): wrong key, "
+            n = len(self._candidates(msg.header.spi_i))
+            tried = f"none of the {n} keys for this cookie fits" if n > 1 else "wrong key"
+            return replace(msg, crypto_note=f"decrypted bytes are not a payload chain ({err}): {tried}, "
                                             "or a message of this exchange is missing from the capture")
         self.stats.decrypted += 1
         malformed = msg.malformed or (f"encrypted payloads: {err}" if err else None)
+        note = res.note
+        if not res.sound and not err:
+            note = "; ".join(x for x in (note, "unusual payload chain (unknown type, RESERVED not zero "
+                                               "or odd padding): check the key") if x)
         return replace(msg, inner=tuple(inner), decrypted=True, icv_ok=None, malformed=malformed,
-                       crypto_note=res.note)
+                       crypto_note=note)

@@ -172,7 +172,10 @@ class KeyStore:
         self._cache: dict[tuple[str, str, int], EspSaKeys | None] = {}
         self._ike: dict[tuple[bytes, bytes], IkeSaKeys] = {}
         self._ike_by_i: dict[bytes, IkeSaKeys] = {}
-        self._ikev1: dict[bytes, Ikev1Keys] = {}
+        # Every distinct key per initiator cookie, in the order added: with a pre-shared-key
+        # mismatch the two peers derive different SKEYID_e, so each peer's log gives its own key
+        # and each peer's messages decrypt only under that key.
+        self._ikev1: dict[bytes, list[Ikev1Keys]] = {}
         # pcapng DSBs whose secrets type we do not read: (type, length), for explanations.
         self.ignored_secrets: list[tuple[int, int]] = []
         # Things a parser skipped but the user should hear about ("file:line: why").
@@ -232,13 +235,16 @@ class KeyStore:
         return True
 
     def add_ikev1(self, k: Ikev1Keys) -> bool:
-        key = bytes(k.cookie_i)
-        old = self._ikev1.get(key)
-        if old is not None and replace(old, source="") == replace(k, source=""):
+        """Add one IKEv1 phase-1 key. Returns False for a key already known for that cookie.
+
+        A *different* key for a cookie already known is kept too (see ``ikev1_candidates``).
+        """
+        cands = self._ikev1.setdefault(bytes(k.cookie_i), [])
+        bare = replace(k, source="")
+        if any(replace(old, source="") == bare for old in cands):
             return False
+        cands.append(k)
         self.ikev1.append(k)
-        if old is None:
-            self._ikev1[key] = k
         self._bump()
         return True
 
@@ -322,7 +328,17 @@ class KeyStore:
         return k
 
     def ikev1_lookup(self, cookie_i: bytes) -> Ikev1Keys | None:
-        return self._ikev1.get(bytes(cookie_i))
+        """The first key added for an initiator cookie (see ``ikev1_candidates`` for all of them)."""
+        cands = self._ikev1.get(bytes(cookie_i))
+        return cands[0] if cands else None
+
+    def ikev1_candidates(self, cookie_i: bytes) -> list[Ikev1Keys]:
+        """Every distinct key known for an initiator cookie, in the order added (maybe empty).
+
+        More than one means the peers derived different phase-1 keys (typically a pre-shared-key
+        mismatch) or a key file holds a stale row; ``Ikev1Decryptor`` tries each.
+        """
+        return list(self._ikev1.get(bytes(cookie_i), ()))
 
     # -- misc ---------------------------------------------------------------------------------
 
