@@ -303,6 +303,7 @@ class Ikev1Decryptor:
         else:
             if sa.last_p1_block is None:
                 sa.last_p1_block = sa.p1_states[0]
+                older = older[:-1]  # the initial state is now the chained one
             h = sa.hash_name()
             ivs = [(phase2_iv(h, sa.last_p1_block, msg_id, block), None)]
             ivs += [(phase2_iv(h, st, msg_id, block),
