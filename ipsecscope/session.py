@@ -11,6 +11,7 @@ file when a view asks for it.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from .model.packets import (
     RawFrame,
 )
 from .model.sa import Finding, SaTable, Severity
+from .rowstore import STATUS_CODES, RowStore
 from .state.tracker import Tracker
 
 Progress = Callable[[int, int], None]
@@ -128,9 +130,12 @@ class Session:
 
         self.tracker.listeners.extend(event_listeners())  # plugins' on_event hooks
         self.stats = SessionStats()
-        self.rows: list[FrameRow] | deque[FrameRow] = deque(maxlen=self.max_rows) if self.max_rows else []
+        # A file's rows go to a packed RowStore (~60 bytes a row instead of ~380 as FrameRow objects);
+        # live mode keeps a ring of the last max_rows FrameRow objects.
+        self.rows: RowStore | deque[FrameRow] = deque(maxlen=self.max_rows) if self.max_rows else RowStore()
         self.ike_messages: dict[int, IkeMessage] = {}
-        self._frame_offsets: dict[int, tuple[int, int, int]] = {}  # frame -> (path index, offset, linktype)
+        self._frame_offsets = _FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
+        self._no_key_result: EspResult | None = None
         self._addr: dict[str, str] = {}
         self._findings: list[Finding] | None = None
         self._secrets_seen = 0
@@ -153,14 +158,19 @@ class Session:
         path_index = len(self.paths) - 1
         with open_capture(path) as reader:
             every = 4096
-            for n, raw in enumerate(reader, 1):
-                if len(reader.secrets) != self._secrets_seen:
-                    for stype, data in reader.secrets[self._secrets_seen:]:
+            secrets = reader.secrets  # the reader appends to this list as it meets pcapng DSBs
+            offsets = self._frame_offsets
+            feed = self.feed
+            n = 0
+            for raw in reader:
+                n += 1
+                if len(secrets) != self._secrets_seen:
+                    for stype, data in secrets[self._secrets_seen:]:
                         self.keys.add_secrets_block(stype, data)
-                    self._secrets_seen = len(reader.secrets)
+                    self._secrets_seen = len(secrets)
                 if raw.offset >= 0:
-                    self._frame_offsets[raw.index] = (path_index, raw.offset, raw.linktype)
-                self.feed(raw)
+                    offsets.set(raw.index, path_index, raw.offset, raw.linktype)
+                feed(raw)
                 if progress is not None and n % every == 0:
                     progress(reader.bytes_read, reader.total_bytes)
             for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
@@ -200,8 +210,18 @@ class Session:
         if tbl.first_ts is None:
             tbl.first_ts = raw.ts
         tbl.last_ts = raw.ts
+        self._findings = None
         pkts = self.decoder.decode_all(raw)
-        if pkts and pkts[0].frame != raw.index:  # reports about earlier frames (abandoned IP datagrams)
+        if len(pkts) == 1:
+            pkt = pkts[0]
+            if type(pkt) is EspPacket and pkt.frame == raw.index:  # the bulk of a big capture
+                self._esp(raw, pkt)
+                return pkts
+        elif not pkts:
+            st.other += 1
+            self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len))
+            return pkts
+        if pkts[0].frame != raw.index:  # reports about earlier frames (abandoned IP datagrams)
             for m in [p for p in pkts if p.frame != raw.index]:
                 self._late_malformed(m)  # type: ignore[arg-type]
             pkts = [p for p in pkts if p.frame == raw.index]
@@ -210,39 +230,60 @@ class Session:
             self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len))
         for pkt in pkts:
             self._process(raw, pkt)
-        self._findings = None
         return pkts
+
+    def _esp(self, raw: RawFrame, pkt: EspPacket) -> None:
+        st = self.stats
+        st.esp += 1
+        dec = self.esp_decryptor
+        sa = dec.state(pkt.src, pkt.dst, pkt.spi)
+        if sa.keys is None and self._no_key_result is not None:
+            # No key for this SA: what decrypt() would say, without building a new result each time.
+            sa.stats.no_key += 1
+            res = self._no_key_result
+        else:
+            res = dec.decrypt(pkt)
+        status = res.status
+        if status == "ok":
+            st.decrypted += 1
+            row_status = "decrypted"
+        elif status == "no_key":
+            st.no_key += 1
+            row_status = "no-key"
+            if res.keys is None and res.seq_hi == 0 and res.inner is None:
+                self._no_key_result = res
+        elif status == "icv_failed":
+            st.icv_failed += 1
+            row_status = "icv-bad"
+        else:
+            row_status = status.replace("_", "-")
+        flow = self.tracker.on_esp(pkt, res)
+        if flow is None:  # the tracker reported an internal error instead
+            flow = self.tracker.table.flows.get((pkt.src, pkt.dst, pkt.spi))
+        seq = (res.seq_hi << 32) | pkt.seq if res.seq_hi else pkt.seq
+        rows = self.rows
+        if type(rows) is RowStore:
+            addr = rows.addr
+            rows.add_esp(raw.index, raw.ts, addr(pkt.src), addr(pkt.dst), pkt.sport, pkt.dport, raw.orig_len,
+                         pkt.spi, seq, STATUS_CODES.get(row_status) or rows.status_code(row_status),
+                         flow.child_sa if flow is not None else None, res.next_header)
+        else:
+            intern = self._addr
+            info = f"ESP seq {seq}"
+            if res.next_header is not None:
+                info += f" next {iana_proto(res.next_header)}"
+            rows.append(FrameRow(
+                raw.index, raw.ts, "ESP", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
+                pkt.dport, raw.orig_len, pkt.spi, seq, info, row_status,
+                None, flow.child_sa if flow is not None else None,
+            ))
 
     def _process(self, raw: RawFrame, pkt: Packet) -> None:
         st = self.stats
         tbl = self.tracker.table
         intern = self._addr
         if type(pkt) is EspPacket:
-            st.esp += 1
-            res = self.esp_decryptor.decrypt(pkt)
-            status = res.status
-            if status == "ok":
-                st.decrypted += 1
-                row_status = "decrypted"
-            elif status == "icv_failed":
-                st.icv_failed += 1
-                row_status = "icv-bad"
-            elif status == "no_key":
-                st.no_key += 1
-                row_status = "no-key"
-            else:
-                row_status = status.replace("_", "-")
-            self.tracker.on_esp(pkt, res)
-            seq = (res.seq_hi << 32) | pkt.seq if res.seq_hi else pkt.seq
-            info = f"ESP seq {seq}"
-            if res.next_header is not None:
-                info += f" next {iana_proto(res.next_header)}"
-            flow = tbl.flows.get((pkt.src, pkt.dst, pkt.spi))
-            self._add_row(FrameRow(
-                raw.index, raw.ts, "ESP", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
-                pkt.dport, raw.orig_len, pkt.spi, seq, info, row_status,
-                None, flow.child_sa if flow is not None else None,
-            ))
+            self._esp(raw, pkt)
         elif type(pkt) is IkeDatagram:
             st.ike += 1
             msg = self._decrypt_ike(parse_ike(pkt))
@@ -354,7 +395,7 @@ class Session:
 
     def row(self, frame: int) -> FrameRow | None:
         rows = self.rows
-        if isinstance(rows, list) and 0 < frame <= len(rows) and rows[frame - 1].frame == frame:
+        if type(rows) is RowStore and 0 < frame <= len(rows) and rows.frame_at(frame - 1) == frame:
             return rows[frame - 1]  # one row per frame: the common case
         # Rows are in frame order (a frame may have several rows, a live ring drops old ones).
         i = bisect.bisect_left(rows, frame, key=lambda r: r.frame)
@@ -393,6 +434,40 @@ class Session:
 
         path_index, offset, linktype = loc
         return read_frame_at(self.paths[path_index], offset, frame, linktype)
+
+
+class _FrameOffsets:
+    """frame number -> (path index, byte offset, link type), packed in arrays (a dict of tuples
+    costs ~200 bytes a frame). Frame numbers come in order from a reader; a second file restarts
+    at 1 and overwrites, as the dict it replaces did."""
+
+    __slots__ = ("offset", "path", "linktype")
+
+    def __init__(self) -> None:
+        self.offset = array("q")
+        self.path = array("H")
+        self.linktype = array("i")
+
+    def set(self, frame: int, path_index: int, offset: int, linktype: int) -> None:
+        n = len(self.offset)
+        if frame == n:  # the common case (index 0 is unused: frames are 1-based)
+            self.offset.append(offset)
+            self.path.append(path_index)
+            self.linktype.append(linktype)
+            return
+        while n <= frame:
+            self.offset.append(-1)
+            self.path.append(0)
+            self.linktype.append(0)
+            n += 1
+        self.offset[frame] = offset
+        self.path[frame] = path_index
+        self.linktype[frame] = linktype
+
+    def get(self, frame: int) -> tuple[int, int, int] | None:
+        if 0 <= frame < len(self.offset) and self.offset[frame] >= 0:
+            return self.path[frame], self.offset[frame], self.linktype[frame]
+        return None
 
 
 _PROTO_NAMES = {1: "ICMP", 4: "IPv4", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP", 58: "ICMPv6", 59: "none"}

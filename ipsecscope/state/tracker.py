@@ -61,7 +61,9 @@ from ..model.sa import (
 )
 from . import names as N
 from .child_sa import any_contains, flow_direction, inner_5tuple
+from .esp_flow import _MASK as _SEQ_MASK
 from .esp_flow import EVIDENCE, SeqTracker, account
+from .esp_flow import TRACK as _SEQ_TRACK
 from .proposals import proposal_algorithms, proposal_string
 
 ZERO_SPI = b"\x00" * 8
@@ -869,12 +871,15 @@ class Tracker:
 
     # ------------------------------------------------------------------ ESP / AH
 
-    def on_esp(self, pkt: EspPacket, res: object | None = None) -> None:
+    def on_esp(self, pkt: EspPacket, res: object | None = None) -> EspFlow | None:
+        """Account one ESP packet (``res``: its EspResult, or None). Returns its flow (None only
+        when the tracker hit an internal error, reported as a ``tracker_error`` observation)."""
         try:
-            self._on_sa_packet(pkt, res, "ESP", pkt.length, pkt.udp_encap, pkt.sport, pkt.dport)
+            return self._on_sa_packet(pkt, res, "ESP", len(pkt.data), pkt.udp_encap, pkt.sport, pkt.dport)
         except Exception as exc:  # noqa: BLE001
             self._observe("tracker_error", pkt.ts, (pkt.frame,), pkt.src, pkt.dst,
                           reason=f"{type(exc).__name__}: {exc}")
+            return None
 
     def on_ah(self, pkt: AhPacket) -> None:
         try:
@@ -902,13 +907,14 @@ class Tracker:
         if self._malformed_seen <= 20:
             self._observe("malformed", m.ts, (m.frame,), layer=m.layer, reason=m.reason)
 
-    def _on_sa_packet(self, pkt, res, proto: str, length: int, encap: bool, sport: int, dport: int) -> None:
+    def _on_sa_packet(self, pkt, res, proto: str, length: int, encap: bool, sport: int,
+                      dport: int) -> EspFlow:
         ts = pkt.ts
         t = self.table
         if t.last_ts is None or ts > t.last_ts or t.first_ts is None or ts < t.first_ts:
             self._touch(ts)
         key = (pkt.src, pkt.dst, pkt.spi)
-        flow = self.table.flows.get(key)
+        flow = t.flows.get(key)
         if flow is None:
             flow = EspFlow(src=pkt.src, dst=pkt.dst, spi=pkt.spi, protocol=proto, first_ts=ts,
                            first_frame=pkt.frame, udp_encap=encap, sport=sport, dport=dport)
@@ -920,25 +926,38 @@ class Tracker:
         flow.packets += 1
         flow.bytes += length
         flow.last_ts = ts
-        flow.last_frame = pkt.frame
+        frame = flow.last_frame = pkt.frame
         status = getattr(res, "status", None) if res is not None else None
-        seq_hi = getattr(res, "seq_hi", None) if status == "ok" else None
-        if status == "ok":
+        seq_hi = res.seq_hi if status == "ok" else None  # type: ignore[union-attr]
+        if status == "no_key":  # the bulk of a capture without keys
+            flow.no_key += 1
+        elif status == "ok":
             flow.decrypted += 1
         elif status == "icv_failed":
             flow.icv_failed += 1
             if len(flow.icv_failed_frames) < EVIDENCE:
                 flow.icv_failed_frames.append(pkt.frame)
-        elif status == "no_key":
-            flow.no_key += 1
         elif status == "malformed":
             flow.malformed += 1
         elif status == "unsupported":
             flow.unsupported += 1
-        account(flow, self._seq[key], pkt.seq, seq_hi, pkt.frame)
-        child = self.table.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
+        sq = self._seq[key]
+        top = sq.top
+        if seq_hi is None and top is not None and (top & 0xFFFFFFFF) + 1 == pkt.seq and flow.seq_max == top:
+            # The common case, inlined from esp_flow.account: the next number in order and no ESN
+            # high bits from a decryption, so no wrap is possible and account() would find
+            # verdict "new", one more bit in the window, and nothing else changed.
+            sq.top = full = top + 1
+            bits = (sq.bits << 1) | 1
+            sq.bits = bits & _SEQ_MASK if bits >> (_SEQ_TRACK + 256) else bits
+            flow.seq_max = full
+            flow.esn_hi = full >> 32
+            flow.lost = sq.missing
+        else:
+            account(flow, sq, pkt.seq, seq_hi, frame)
+        child = t.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
         if child is None:
-            return
+            return flow
         # Return-traffic bookkeeping: a run of packets one way with nothing coming back.
         if flow.unanswered_tail == 0:
             flow.unanswered_since_frame = pkt.frame
@@ -973,6 +992,7 @@ class Tracker:
                     if flow.outside_ts_example is None:
                         ports = f" ports {sp}->{dp}" if sp is not None else ""
                         flow.outside_ts_example = f"{src} -> {dst} proto {ip_proto}{ports}"
+        return flow
 
     def _bind_flow(self, flow: EspFlow) -> None:
         cands = self._spi_children.get(flow.spi, [])

@@ -1,0 +1,198 @@
+"""A compact, append-only store of :class:`~ipsecscope.model.packets.FrameRow` for big captures.
+
+A million ``FrameRow`` objects cost ~380 bytes each (the object, its boxed ints and float, an
+``info`` string per row). Here each row is one fixed-size record in a ``bytearray`` (61 bytes):
+addresses are indexes into a table of distinct strings, kind and status are small codes, and the
+``info`` line of ESP/AH/NAT-keepalive rows — almost all rows of a big capture — is not stored at
+all: it is rebuilt from the sequence number and next header when a row is read. Other rows (IKE,
+malformed) keep their ``info`` and ``ike_sa`` in small side dicts.
+
+Reading gives ordinary ``FrameRow`` objects (equal to the ones that were stored), so consumers
+index, slice, iterate and bisect it like the list it replaces. Rows are only appended (or one
+replaced in place, see ``__setitem__``); a row becomes visible with one ``bytearray`` extend, so a
+reader in another thread never sees half a row.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from typing import overload
+
+from .capture._fastnew import fast_constructor
+from .model.packets import FrameRow
+
+# frame, ts, kind, src, dst, sport, dport, length, spi, seq, status, child_sa, next_header
+_REC = struct.Struct("<qdBIIHHIqQBqh")
+REC_SIZE = _REC.size
+_NONE64 = (1 << 64) - 1  # "no sequence number" (seq is unsigned: 64-bit ESN values fit)
+
+KIND_IKE, KIND_ESP, KIND_AH, KIND_NATKA, KIND_MALFORMED, KIND_OTHER = range(6)
+_KINDS = ["IKE", "ESP", "AH", "NAT-KA", "MALFORMED", "OTHER"]
+STATUS_CODES = {"": 0, "decrypted": 1, "icv-bad": 2, "no-key": 3, "malformed": 4}
+_KA_INFO = "NAT-keepalive (RFC 3948 §2.3)"
+_CHUNK = 4096  # rows decoded per slice while iterating (no buffer export outlives a step)
+
+_make_row = fast_constructor(FrameRow)
+
+_PROTO_NAMES = {1: "ICMP", 4: "IPv4", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP", 58: "ICMPv6",
+                59: "none"}
+
+
+def proto_name(n: int) -> str:
+    return _PROTO_NAMES.get(n, str(n))
+
+
+def esp_info(seq: int, next_header: int | None) -> str:
+    """The Info column of an ESP row."""
+    return f"ESP seq {seq}" if next_header is None else f"ESP seq {seq} next {proto_name(next_header)}"
+
+
+def ah_info(seq: int, next_header: int) -> str:
+    return f"AH seq {seq} next {proto_name(next_header)}"
+
+
+class RowStore(Sequence[FrameRow]):
+    """``Sequence[FrameRow]`` kept as packed records; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._n = 0
+        self._addrs: list[str] = [""]
+        self._addr_ix: dict[str, int] = {"": 0}
+        self._kinds = list(_KINDS)
+        self._kind_ix = {k: i for i, k in enumerate(_KINDS)}
+        self._statuses = list(STATUS_CODES)
+        self._status_ix = dict(STATUS_CODES)
+        self._info: dict[int, str] = {}  # row position -> info, where it is not derived
+        self._ike_sa: dict[int, str] = {}  # row position -> IkeSa.key
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def addr(self, s: str) -> int:
+        """Index of address ``s`` in the address table (added when new)."""
+        i = self._addr_ix.get(s)
+        if i is None:
+            i = self._addr_ix[s] = len(self._addrs)
+            self._addrs.append(s)
+        return i
+
+    def status_code(self, status: str) -> int:
+        i = self._status_ix.get(status)
+        if i is None:
+            i = self._status_ix[status] = len(self._statuses)
+            self._statuses.append(status)
+        return i
+
+    def add_esp(self, frame: int, ts: float, src: int, dst: int, sport: int, dport: int, length: int,
+                spi: int, seq: int, status: int, child_sa: int | None, next_header: int | None) -> None:
+        """The hot path: one ESP row (``src``/``dst`` from :meth:`addr`, ``status`` from
+        :meth:`status_code`); its info line is derived, not stored."""
+        self._buf += _REC.pack(frame, ts, KIND_ESP, src, dst, sport, dport, length, spi, seq, status,
+                               -1 if child_sa is None else child_sa, -1 if next_header is None else next_header)
+        self._n += 1
+
+    def _encode(self, row: FrameRow, pos: int) -> bytes:
+        kind = self._kind_ix.get(row.kind)
+        if kind is None:
+            kind = self._kind_ix[row.kind] = len(self._kinds)
+            self._kinds.append(row.kind)
+        nh = -1
+        if row.kind in ("ESP", "AH") and row.seq is not None:
+            info = row.info
+            if info.startswith(_KINDS[kind] + f" seq {row.seq}"):
+                tail = info[len(f"{row.kind} seq {row.seq}"):]
+                if tail.startswith(" next "):
+                    name = tail[6:]
+                    nh = next((n for n, v in _PROTO_NAMES.items() if v == name), -1)
+                    if nh < 0 and name.isdigit() and int(name) < 256:
+                        nh = int(name)
+        self._info.pop(pos, None)
+        self._ike_sa.pop(pos, None)
+        enc = _REC.pack(
+            row.frame, row.ts, kind, self.addr(row.src), self.addr(row.dst), row.sport, row.dport, row.length,
+            -1 if row.spi is None else row.spi, _NONE64 if row.seq is None else row.seq,
+            self.status_code(row.status), -1 if row.child_sa is None else row.child_sa, nh)
+        if self._derived_info(kind, row.seq, nh) != row.info:
+            self._info[pos] = row.info
+        if row.ike_sa is not None:
+            self._ike_sa[pos] = row.ike_sa
+        return enc
+
+    def append(self, row: FrameRow) -> None:
+        enc = self._encode(row, self._n)  # side dicts first: a reader sees the row complete
+        self._buf += enc
+        self._n += 1
+
+    def __setitem__(self, i: int, row: FrameRow) -> None:
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("row index out of range")
+        self._buf[i * REC_SIZE:(i + 1) * REC_SIZE] = self._encode(row, i)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _derived_info(self, kind: int, seq: int | None, nh: int) -> str:
+        if kind == KIND_ESP and seq is not None:
+            return esp_info(seq, None if nh < 0 else nh)
+        if kind == KIND_AH and seq is not None and nh >= 0:
+            return ah_info(seq, nh)
+        if kind == KIND_NATKA:
+            return _KA_INFO
+        return ""
+
+    def _row(self, i: int, rec: tuple) -> FrameRow:
+        frame, ts, kind, src, dst, sport, dport, length, spi, seq, status, child, nh = rec
+        if seq == _NONE64:
+            seq = None
+        info = self._info.get(i)
+        if info is None:
+            if kind == KIND_ESP:
+                info = f"ESP seq {seq}" if nh < 0 else f"ESP seq {seq} next {_PROTO_NAMES.get(nh) or nh}"
+            else:
+                info = self._derived_info(kind, seq, nh)
+        addrs = self._addrs
+        return _make_row(frame, ts, self._kinds[kind], addrs[src], addrs[dst], sport, dport, length,
+                         None if spi < 0 else spi, seq, info, self._statuses[status], self._ike_sa.get(i),
+                         None if child < 0 else child)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> FrameRow: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[FrameRow]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        n = self._n
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("row index out of range")
+        return self._row(i, _REC.unpack_from(self._buf, i * REC_SIZE))
+
+    def frame_at(self, i: int) -> int:
+        """Frame number of row ``i`` without building the row."""
+        return struct.unpack_from("<q", self._buf, i * REC_SIZE)[0]
+
+    def __iter__(self) -> Iterator[FrameRow]:
+        i = 0
+        row = self._row
+        while i < self._n:
+            stop = min(self._n, i + _CHUNK)
+            # A copy of the slice: no export of the growing buffer outlives this step.
+            for rec in _REC.iter_unpack(bytes(self._buf[i * REC_SIZE:stop * REC_SIZE])):
+                yield row(i, rec)
+                i += 1
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def nbytes(self) -> int:
+        """Approximate memory held (records + side tables), for benchmarks."""
+        return len(self._buf) + 100 * (len(self._info) + len(self._ike_sa)) + 60 * len(self._addrs)
