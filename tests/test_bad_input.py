@@ -356,16 +356,20 @@ def test_malformed_frames_are_malformed_rows_in_tui() -> None:
 def test_bad_file_in_tui_says_so_without_crashing() -> None:
     """Inside the app (as after `a`/reload or a file given to the API), a damaged file is a message."""
     from ipsecscope.tui.app import create_app
+    from ipsecscope.tui.widgets.packet_table import PacketTable
 
-    async def go(path: Path) -> str:
+    async def go(path: Path) -> tuple[str, int]:
         app = create_app(path)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
-            return " ".join(str(n.message) for n in app._notifications)
+            return " ".join(str(n.message) for n in app._notifications), len(app.query_one(PacketTable).view)
 
-    assert "not a pcap or pcapng" in asyncio.run(go(BAD / "text.pcap"))
-    assert "damaged" in asyncio.run(go(BAD / "huge-caplen.pcap"))
+    note, rows = asyncio.run(go(BAD / "text.pcap"))
+    assert "not a pcap or pcapng" in note and rows == 0
+    for damaged in ("huge-caplen.pcap", "pcapng-bad-block-length.pcapng"):
+        note, rows = asyncio.run(go(BAD / damaged))
+        assert "damaged" in note and rows == 1  # the sound frame before the damage is shown
 
 
 # ---------------------------------------------------------------------------------- keys

@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..errors import IpsecscopeError
+from ..errors import CaptureError, CaptureFormatError, IpsecscopeError
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
 from ..model.sa import Finding, Severity
 from ..session import Session
@@ -174,7 +174,18 @@ class IpsecscopeApp(App[int]):
                     self.key_files.remove(key_file)
                     self.call_from_thread(self.notify, f"{exc}; continuing without it",
                                           title="Key file not loaded", severity="error", timeout=15)
-            session.load(self.path, progress=progress)
+            try:
+                session.load(self.path, progress=progress)
+            except CaptureError as exc:
+                # Damaged part-way (a bogus record length, a broken block): show what came before,
+                # as `sas`/`findings` do, and say where it stopped. Nothing read: a plain failure.
+                if not session.stats.frames or isinstance(exc, CaptureFormatError):
+                    raise
+                session.stats.truncated = session.stats.truncated or str(exc)
+                session.stats.malformed["capture"] = session.stats.malformed.get("capture", 0) + 1
+                session.tracker.finish()
+                self.call_from_thread(self.notify, f"{exc}; showing the {session.stats.frames:,} frames before it",
+                                      title="Capture damaged", severity="warning", timeout=15)
             findings_of(session)  # evaluate the rules here, off the UI thread
             table = session.table
             t0 = table.first_ts or 0.0
