@@ -106,7 +106,10 @@ def evaluate(table: SaTable, ctx: object | None = None) -> list[Finding]:
 def _t(ts: float | None) -> str:
     if ts is None:
         return "?"
-    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
+    except (ValueError, OverflowError, OSError):  # a corrupted frame timestamp (year > 9999)
+        return f"{ts:.0f}"
 
 
 def _dur(s: float) -> str:

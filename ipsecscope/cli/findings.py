@@ -129,7 +129,10 @@ def render(findings: list[Finding], counts: dict[str, int], console=None) -> Non
         console.print("[green]No findings.[/]" if not any(counts.values()) else "No findings at this level.")
         return
     for f in findings:
-        when = datetime.fromtimestamp(f.ts, UTC).strftime("%H:%M:%S") + " " if f.ts is not None else ""
+        try:
+            when = datetime.fromtimestamp(f.ts, UTC).strftime("%H:%M:%S") + " " if f.ts is not None else ""
+        except (ValueError, OverflowError, OSError):  # a corrupted frame timestamp (year > 9999)
+            when = f"{f.ts:.0f} "
         style = _STYLE[f.severity]
         console.print(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(f.title)}")
         console.print(f"         {escape(f.explanation)}", soft_wrap=False)

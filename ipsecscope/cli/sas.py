@@ -219,7 +219,12 @@ _STATE_STYLE = {
 
 
 def _clock(ts: float | None) -> str:
-    return "?" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
+    if ts is None:
+        return "?"
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
+    except (ValueError, OverflowError, OSError):  # a corrupted frame timestamp (year > 9999)
+        return f"{ts:.3f}"
 
 
 def _state(state: SaState, inferred: bool = False) -> str:

@@ -650,7 +650,7 @@ class _Worker:
                                 if 40 < tl < ilen:
                                     ilen = tl
                             tot = 32 + ilen + ((-ilen) & 3)
-                            write(epb(6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))
+                            write(epb(6, tot, 0, (ts >> 32) & 0xFFFFFFFF, ts & 0xFFFFFFFF, ilen, ilen))
                             write(plain[:ilen])
                             write(trailers[ilen & 3](tot))
                             e[2] += 1

@@ -58,7 +58,8 @@ def epb_header(iface: int, ts_ns: int, caplen: int, orig_len: int, opts_len: int
     write the data itself from a memoryview."""
     pad = (-caplen) & 3
     total = 32 + caplen + pad + opts_len
-    return (_EPB_HDR.pack(EPB, total, iface, ts_ns >> 32, ts_ns & 0xFFFFFFFF, caplen, orig_len),
+    # & 0xFFFFFFFF: a corrupted input timestamp past 2^64 ns (year 2554) wraps instead of raising
+    return (_EPB_HDR.pack(EPB, total, iface, (ts_ns >> 32) & 0xFFFFFFFF, ts_ns & 0xFFFFFFFF, caplen, orig_len),
             _PAD[caplen & 3] + _U32.pack(total))
 
 

@@ -35,7 +35,10 @@ def integ_name(integ: int, encr: int) -> str:
 def fmt_ts(ts: float | None, first: float | None) -> str:
     if ts is None:
         return "—"
-    wall = datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
+    try:
+        wall = datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
+    except (ValueError, OverflowError, OSError):  # a corrupted frame timestamp (year > 9999)
+        wall = f"{ts:.3f}"
     return f"{wall} (+{ts - first:.3f}s)" if first is not None else wall
 
 
