@@ -277,8 +277,21 @@ def test_odd_but_valid_files(name: str, frames: int) -> None:
     assert r.returncode == 0 and json.loads(r.stdout)["capture"]["frames"] == frames
 
 
+def test_corrupted_timestamp_every_command(tmp_path: Path) -> None:
+    """Frame 5 claims a time in the year ~294000: shown as it is, never a crash."""
+    path = BAD / "bad-timestamp.pcapng"
+    r = ipsecscope("summary", path)
+    assert r.returncode == 0 and "34 frames" in r.stdout
+    for cmd in (["sas", path], ["sas", path, "--json"], ["findings", path, "-k", ESP_SA]):
+        r = ipsecscope(*cmd)
+        assert r.returncode in (0, 1) and not r.stderr.strip(), r.stderr
+    r = ipsecscope("decrypt", path, "-k", ESP_SA, "-o", tmp_path / "o.pcapng")
+    assert r.returncode == 0 and "18 decrypted" in r.stderr
+
+
 @needs_tshark
-@pytest.mark.parametrize("name", ["pcapng-unknown-block.pcapng", "header-only.pcap", "malformed.pcap"])
+@pytest.mark.parametrize("name", ["pcapng-unknown-block.pcapng", "header-only.pcap", "malformed.pcap",
+                                  "bad-timestamp.pcapng"])
 def test_frame_count_equals_tshark(name: str) -> None:
     out = subprocess.run(["tshark", "-r", str(BAD / name), "-T", "fields", "-e", "frame.number"],
                          capture_output=True, text=True, timeout=TIMEOUT).stdout.split()

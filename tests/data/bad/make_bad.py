@@ -57,6 +57,18 @@ def capture_files() -> None:
     past = bytearray(epb)
     struct.pack_into("<I", past, 4, 0x00100000)  # 1 MiB: past the end of the file
     w("pcapng-block-past-eof.pcapng", head + epb + bytes(past))
+    # Frame 5's timestamp (high 32 bits of the µs count) overwritten: year ~290000 — a bit flip or
+    # a writer bug; every front end must still print times (or '?') rather than crash.
+    epbs = []
+    off = len(head)
+    while off < len(healthy):
+        btype, blen = struct.unpack_from("<II", healthy, off)
+        if btype == 6:
+            epbs.append(off)
+        off += blen
+    bad_ts = bytearray(healthy)
+    struct.pack_into("<I", bad_ts, epbs[4] + 12, 0x7FFFFFFF)
+    w("bad-timestamp.pcapng", bytes(bad_ts))
     unknown = struct.pack("<II", 0x0BADB10C, 16) + b"abcd" + struct.pack("<I", 16)
     w("pcapng-unknown-block.pcapng", head + epb + unknown + epb)
     w("truncated.pcapng.gz", gz(healthy)[: len(gz(healthy)) // 2])
