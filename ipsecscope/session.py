@@ -160,6 +160,7 @@ class Session:
             every = 4096
             secrets = reader.secrets  # the reader appends to this list as it meets pcapng DSBs
             offsets = self._frame_offsets
+            off_arr, off_append, loc_append = offsets.offset, offsets.offset.append, offsets.loc.append
             feed = self.feed
             n = 0
             for raw in reader:
@@ -169,7 +170,11 @@ class Session:
                         self.keys.add_secrets_block(stype, data)
                     self._secrets_seen = len(secrets)
                 if raw.offset >= 0:
-                    offsets.set(raw.index, path_index, raw.offset, raw.linktype)
+                    if raw.index == len(off_arr):  # the common case, inlined from _FrameOffsets.set
+                        off_append(raw.offset)
+                        loc_append(path_index << 32 | (raw.linktype & 0xFFFFFFFF))
+                    else:
+                        offsets.set(raw.index, path_index, raw.offset, raw.linktype)
                 feed(raw)
                 if progress is not None and n % every == 0:
                     progress(reader.bytes_read, reader.total_bytes)
@@ -242,7 +247,9 @@ class Session:
             sa.stats.no_key += 1
             res = self._no_key_result
         else:
-            res = dec.decrypt(pkt)
+            # decrypt(pkt) without its second SA lookup: open_raw is the decryptor's hot path.
+            code, val, hi = dec.open_raw(sa, pkt.seq, pkt.data)
+            res = dec._result(sa, code, val, hi)
         status = res.status
         if status == "ok":
             st.decrypted += 1
@@ -263,8 +270,14 @@ class Session:
         seq = (res.seq_hi << 32) | pkt.seq if res.seq_hi else pkt.seq
         rows = self.rows
         if type(rows) is RowStore:
-            addr = rows.addr
-            rows.add_esp(raw.index, raw.ts, addr(pkt.src), addr(pkt.dst), pkt.sport, pkt.dport, raw.orig_len,
+            ix = rows._addr_ix
+            src = ix.get(pkt.src)
+            if src is None:
+                src = rows.addr(pkt.src)
+            dst = ix.get(pkt.dst)
+            if dst is None:
+                dst = rows.addr(pkt.dst)
+            rows.add_esp(raw.index, raw.ts, src, dst, pkt.sport, pkt.dport, raw.orig_len,
                          pkt.spi, seq, STATUS_CODES.get(row_status) or rows.status_code(row_status),
                          flow.child_sa if flow is not None else None, res.next_header)
         else:
@@ -437,36 +450,29 @@ class Session:
 
 
 class _FrameOffsets:
-    """frame number -> (path index, byte offset, link type), packed in arrays (a dict of tuples
-    costs ~200 bytes a frame). Frame numbers come in order from a reader; a second file restarts
-    at 1 and overwrites, as the dict it replaces did."""
+    """frame number -> (path index, byte offset, link type), packed in two arrays (a dict of
+    tuples costs ~200 bytes a frame). Frame numbers come in order from a reader; a second file
+    restarts at 1 and overwrites, as the dict it replaces did."""
 
-    __slots__ = ("offset", "path", "linktype")
+    __slots__ = ("offset", "loc")
 
     def __init__(self) -> None:
-        self.offset = array("q")
-        self.path = array("H")
-        self.linktype = array("i")
+        self.offset = array("q")  # index 0 unused: frames are 1-based
+        self.loc = array("q")  # path index << 32 | link type (as 32 bits: a reader marks an undeclared
+        # pcapng interface with a negative one)
 
     def set(self, frame: int, path_index: int, offset: int, linktype: int) -> None:
-        n = len(self.offset)
-        if frame == n:  # the common case (index 0 is unused: frames are 1-based)
-            self.offset.append(offset)
-            self.path.append(path_index)
-            self.linktype.append(linktype)
-            return
-        while n <= frame:
+        while len(self.offset) <= frame:
             self.offset.append(-1)
-            self.path.append(0)
-            self.linktype.append(0)
-            n += 1
+            self.loc.append(0)
         self.offset[frame] = offset
-        self.path[frame] = path_index
-        self.linktype[frame] = linktype
+        self.loc[frame] = path_index << 32 | (linktype & 0xFFFFFFFF)
 
     def get(self, frame: int) -> tuple[int, int, int] | None:
         if 0 <= frame < len(self.offset) and self.offset[frame] >= 0:
-            return self.path[frame], self.offset[frame], self.linktype[frame]
+            loc = self.loc[frame]
+            lt = loc & 0xFFFFFFFF
+            return loc >> 32, self.offset[frame], lt - (1 << 32) if lt >> 31 else lt
         return None
 
 

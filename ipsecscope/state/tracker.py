@@ -943,11 +943,21 @@ class Tracker:
             flow.unsupported += 1
         sq = self._seq[key]
         top = sq.top
-        if seq_hi is None and top is not None and (top & 0xFFFFFFFF) + 1 == pkt.seq and flow.seq_max == top:
-            # The common case, inlined from esp_flow.account: the next number in order and no ESN
-            # high bits from a decryption, so no wrap is possible and account() would find
-            # verdict "new", one more bit in the window, and nothing else changed.
-            sq.top = full = top + 1
+        full = -1
+        if top is not None and flow.seq_max == top:
+            # The common case, inlined from esp_flow.account: the next number in order. Without
+            # ESN high bits from a decryption no wrap is possible then; with them, the full number
+            # must be top + 1. account() would find verdict "new", add one bit to the window and
+            # change nothing else.
+            if seq_hi is None:
+                if (top & 0xFFFFFFFF) + 1 == pkt.seq:
+                    full = top + 1
+            elif (seq_hi << 32 | pkt.seq) == top + 1:
+                full = top + 1
+                if seq_hi > sq.hi:
+                    sq.hi = seq_hi
+        if full >= 0:
+            sq.top = full
             bits = (sq.bits << 1) | 1
             sq.bits = bits & _SEQ_MASK if bits >> (_SEQ_TRACK + 256) else bits
             flow.seq_max = full
