@@ -24,9 +24,9 @@ class EspSaKeys:
 
     spi: int
     encr: int  # iana.EncrTransform
-    enc_key: bytes
+    enc_key: bytes = field(repr=False)
     integ: int  # iana.IntegTransform (NONE for AEAD)
-    auth_key: bytes
+    auth_key: bytes = field(repr=False)
     src: str = "*"
     dst: str = "*"
     spi_pattern: str | None = None
@@ -46,13 +46,13 @@ class IkeSaKeys:
     spi_i: bytes
     spi_r: bytes
     encr: int  # iana.EncrTransform
-    sk_ei: bytes  # with trailing salt for AEAD/CTR, like Wireshark's table
-    sk_er: bytes
+    sk_ei: bytes = field(repr=False)  # with trailing salt for AEAD/CTR, like Wireshark's table
+    sk_er: bytes = field(repr=False)
     integ: int  # iana.IntegTransform (NONE for AEAD or "no checking")
-    sk_ai: bytes = b""
-    sk_ar: bytes = b""
+    sk_ai: bytes = field(default=b"", repr=False)
+    sk_ar: bytes = field(default=b"", repr=False)
     prf: int | None = None  # iana.PrfTransform, needed for KEYMAT derivation
-    sk_d: bytes | None = None
+    sk_d: bytes | None = field(default=None, repr=False)
     check_integrity: bool = True  # False for Wireshark's "ANY n-bits [No Checking]"
     icv_len: int | None = None  # with check_integrity False: how many bytes to strip
     source: str = ""
@@ -63,7 +63,7 @@ class Ikev1Keys:
     """IKEv1 phase-1 encryption key (derived from SKEYID_e), bound by initiator cookie."""
 
     cookie_i: bytes
-    enc_key: bytes
+    enc_key: bytes = field(repr=False)
     source: str = ""
 
 
