@@ -181,13 +181,26 @@ class RowStore(Sequence[FrameRow]):
         return struct.unpack_from("<q", self._buf, i * REC_SIZE)[0]
 
     def __iter__(self) -> Iterator[FrameRow]:
+        # _row() inlined with everything bound locally: consumers (timeline, filters) walk all rows.
+        make, addrs, kinds, statuses = _make_row, self._addrs, self._kinds, self._statuses
+        info_get, ike_get = self._info.get, self._ike_sa.get
+        derived = self._derived_info
+        esp_tail = [f" next {_PROTO_NAMES.get(nh) or nh}" for nh in range(256)]
         i = 0
-        row = self._row
         while i < self._n:
             stop = min(self._n, i + _CHUNK)
             # A copy of the slice: no export of the growing buffer outlives this step.
-            for rec in _REC.iter_unpack(bytes(self._buf[i * REC_SIZE:stop * REC_SIZE])):
-                yield row(i, rec)
+            for frame, ts, kind, src, dst, sport, dport, length, spi, seq, status, child, nh in _REC.iter_unpack(
+                    bytes(self._buf[i * REC_SIZE:stop * REC_SIZE])):
+                info = info_get(i)
+                if info is None:
+                    if kind == KIND_ESP:
+                        info = f"ESP seq {seq}{esp_tail[nh]}" if nh >= 0 else f"ESP seq {seq}"
+                    else:
+                        info = derived(kind, None if seq == _NONE64 else seq, nh)
+                yield make(frame, ts, kinds[kind], addrs[src], addrs[dst], sport, dport, length,
+                           None if spi < 0 else spi, None if seq == _NONE64 else seq, info, statuses[status],
+                           ike_get(i), None if child < 0 else child)
                 i += 1
 
     def __bool__(self) -> bool:

@@ -236,6 +236,8 @@ def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -
         elif btype == 0x0A0D0D0A:
             return None  # a second section: leave it to the general reader
         off += blen
+    if not lay.ifaces:  # no usable IDB (damaged?): the general reader marks each packet's interface
+        return None
     if off < size and lay.truncated is None:  # 1..11 bytes left: a block header cut off
         lay.truncated = f"block at offset {off} truncated: {size - off} of at least 12 header bytes"
     lay.frames = idx - 1
@@ -483,7 +485,7 @@ class _Worker:
                                         if 40 < tl < ilen:
                                             ilen = tl
                                     tot = 32 + ilen + ((-ilen) & 3)
-                                    app(epb(6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))
+                                    app(epb(6, tot, 0, (ts >> 32) & 0xFFFFFFFF, ts & 0xFFFFFFFF, ilen, ilen))
                                     app(plain[:ilen])
                                     app(trailers[ilen & 3](tot))
                                     e[2] += 1
