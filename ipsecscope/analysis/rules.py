@@ -11,11 +11,13 @@ never rename one; add new ones.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..model.keys import PeerLogNote
 from ..model.sa import ChildSa, EspFlow, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
 from ..state import names as N
 from ..state.child_sa import ts_text
@@ -33,6 +35,8 @@ class RuleContext:
     rekey_overlap_warn_s: float = 10.0
     after_delete_grace_s: float = 1.0  # in-flight packets right after a Delete are normal
     extra: dict = field(default_factory=dict)
+    # What the peers' own logs say (KeyStore.peer_notes from charon logs given with -k).
+    peer_notes: list[PeerLogNote] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True)
@@ -66,7 +70,7 @@ def make_context(ctx: object | None) -> RuleContext:
         given = keys is not None and len(keys) > 0
     except TypeError:
         given = bool(keys)
-    return RuleContext(keys_given=given, session=ctx)
+    return RuleContext(keys_given=given, session=ctx, peer_notes=list(getattr(keys, "peer_notes", None) or ()))
 
 
 def all_rules() -> list[tuple[str, RuleFn]]:
@@ -141,6 +145,50 @@ def _flow_ref(f: EspFlow) -> str:
     return f"esp:{f.src}>{f.dst}:0x{f.spi:08x}"
 
 
+def _addr_eq(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return ipaddress.ip_address(a.strip("[]")) == ipaddress.ip_address(b.strip("[]"))
+    except ValueError:
+        return a == b
+
+
+def _notes(ctx: RuleContext, sa: IkeSa | None, by: str, kinds: Iterable[str]) -> list[PeerLogNote]:
+    """Notes from the log of the peer at address ``by`` about IKE SA ``sa``.
+
+    A note counts only when its log says which host wrote it (``local``) and that host is ``by``:
+    we never attribute a line to a peer on a guess. When the log named the IKE SA's SPIs, the
+    initiator SPI must match (the responder SPI may still be zero in its log, e.g. for an
+    IKE_SA_INIT it refused); otherwise the other address must be this SA's other peer.
+    """
+    if sa is None or not ctx.peer_notes:
+        return []
+    kinds = set(kinds)
+    other = _other(sa, by)
+    out = []
+    for n in ctx.peer_notes:
+        if n.kind not in kinds or not _addr_eq(n.local, by):
+            continue
+        if n.ike_sa and "_" in n.ike_sa:
+            if n.ike_sa.split("_", 1)[0] != sa.ike_spi_i.hex():
+                continue
+        elif not _addr_eq(n.remote, other):
+            continue
+        out.append(n)
+    return out
+
+
+def _src(n: PeerLogNote) -> str:
+    """``charon-right.log:177`` (the file name without its directories) for explanations."""
+    path, _, line = n.source.rpartition(":")
+    return f"{path.replace(chr(92), '/').rsplit('/', 1)[-1]}:{line}" if path else n.source
+
+
+def _uniq(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
 def _exchange_of_child(sa: IkeSa | None, c: ChildSa) -> IkeExchange | None:
     if sa is None:
         return None
@@ -166,23 +214,47 @@ def r_no_proposal(table: SaTable, ctx: RuleContext):
             child = table.child_sas.get(x.new_child) if x.new_child else None
             if child is not None or x.exchange in (35, 36) and not x.rekey_ike:
                 what = f"CHILD SA #{child.id}" if child else "CHILD SA"
-                offered = ", ".join(child.offered) if child and child.offered else "(not visible)"
+                wire = list(child.offered) if child and child.offered else []
                 ref = f"child:{child.id}" if child else sa.key
                 knob = "esp_proposals (swanctl.conf children section)"
+                short_knob, protos, where = "esp_proposals", ("ESP", "AH"), "swanctl.conf children section"
             else:
                 what = "IKE SA"
-                offered = ", ".join(sa.offered) or "(not visible)"
+                wire = list(sa.offered)
                 ref = sa.key
                 knob = "proposals (swanctl.conf connection)"
+                short_knob, protos, where = "proposals", ("IKE",), "swanctl.conf connection"
+            offered = ", ".join(wire) or "(not visible)"
             other = sorted(accepted_by.get(resp, set()) - set(sa.offered))
             accepts = (f"; in this capture {resp} accepted {', '.join(other)} for other IKE SAs" if other
                        else "; the responder does not say which proposals it would accept")
+            frames = _frames(x.request_frames[:1], x.response_frames[:1])
+            title = f"{what}: no proposal chosen — {resp} rejected every proposal {req} offered"
+            # The responder's own log ("configured proposals: ESP:AES_GCM_16_256/NO_EXT_SEQ") says
+            # what it wanted; the wire never does (RFC 7296 §3.10.1: the notify carries no data).
+            notes = [n for n in _notes(ctx, sa, resp, ("configured_proposals", "received_proposals"))
+                     if n.data.get("proto") in protos]
+            conf = [n for n in notes if n.kind == "configured_proposals"]
+            if conf:
+                configured = _uniq(k for n in conf for k in n.data.get("swan", ()))
+                if not wire:
+                    wire = _uniq(k for n in notes if n.kind == "received_proposals" for k in n.data.get("swan", ()))
+                    offered = f"{', '.join(wire)} (per {resp}'s log)" if wire else offered
+                yield Finding(
+                    "IKE-NO-PROPOSAL", Severity.ERROR, title,
+                    f"Responder {resp} rejected the {what} proposal in {_ex(x, sa.version)} (NO_PROPOSAL_CHOSEN). "
+                    f"{req} offered {offered}; {resp} is configured with {', '.join(configured)} "
+                    f"(its log, {_src(conf[0])}: \"{conf[0].text}\"). No proposal is configured on both peers.",
+                    frames, ref,
+                    f"Add {configured[0]} to {short_knob} on {req}"
+                    + (f", or {wire[0]} to {resp}'s" if wire else f", or {req}'s proposal to {resp}'s")
+                    + f" ({where}).", x.response_ts, tuple(notes))
+                continue
             yield Finding(
-                "IKE-NO-PROPOSAL", Severity.ERROR,
-                f"{what}: no proposal chosen — {resp} rejected every proposal {req} offered",
+                "IKE-NO-PROPOSAL", Severity.ERROR, title,
                 f"Responder {resp} rejected the {what} proposal in {_ex(x, sa.version)} (NO_PROPOSAL_CHOSEN): "
                 f"{req} offered {offered}{accepts}. No algorithm set is configured on both peers.",
-                _frames(x.request_frames[:1], x.response_frames[:1]), ref,
+                frames, ref,
                 f"Make {knob} on {req} and {resp} share at least one proposal, e.g. add the responder's "
                 "proposal to the initiator's list (check the responder's log for what it has configured).",
                 x.response_ts)
@@ -217,25 +289,62 @@ def r_invalid_ke(table: SaTable, ctx: RuleContext):
                 sent = N.dh_name(sa.ke_groups[0]) if sa.ke_groups else "?"
                 what = "key exchange (DH) group"
                 label = "DH group mismatch"
+            # The responder's log: "DH group ECP_256 unacceptable, requesting MODP_2048".
+            notes = [n for n in _notes(ctx, sa, resp, ("dh",)) if n.data.get("configured")]
+            log = ""
+            if notes and x.exchange != 36:
+                n = notes[0]
+                log = (f" {resp}'s log ({_src(n)}: \"{n.text}\") confirms it: the proposal {resp} selected "
+                       f"from its configuration uses {n.data['configured']}, not {n.data['received']}.")
             if ok:
                 yield Finding(
                     "IKE-INVALID-KE", Severity.WARNING,
                     f"{label}: {resp} asked for {wanted[0]}, the retry succeeded",
                     f"{req} sent its {what} as {sent}; {resp} answered INVALID_KE_PAYLOAD asking for "
                     f"{', '.join(wanted)}. {req} retried with that group and the negotiation went on. "
-                    "Every new SA costs one extra round trip.",
+                    "Every new SA costs one extra round trip." + log,
                     _frames(x.request_frames[:1], x.response_frames[:1]), sa.key,
                     f"Put {wanted[0]} first in {req}'s proposal (swanctl.conf proposals/esp_proposals) so the "
-                    "first KE payload already uses it.", x.response_ts)
+                    "first KE payload already uses it.", x.response_ts, tuple(notes) if log else ())
             else:
                 yield Finding(
                     "IKE-INVALID-KE", Severity.ERROR,
                     f"{label}: {resp} asked for {wanted[0]}, no successful retry",
                     f"{req} sent its {what} as {sent}; {resp} answered INVALID_KE_PAYLOAD asking for "
-                    f"{', '.join(wanted)}, and no retry with that group succeeded in this capture.",
+                    f"{', '.join(wanted)}, and no retry with that group succeeded in this capture." + log,
                     _frames(x.request_frames[:1], x.response_frames[:1]), sa.key,
                     f"Configure a common DH group on both peers (add {wanted[0]} to {req}'s proposals).",
-                    x.response_ts)
+                    x.response_ts, tuple(notes) if log else ())
+
+
+def _auth_log(ctx: RuleContext, sa: IkeSa, rejecter: str, rejected: str) -> tuple[str, str, tuple]:
+    """(explanation suffix, hint, notes) from the rejecting peer's log, or ("", "", ())."""
+    notes = _notes(ctx, sa, rejecter, ("auth",))
+    if not notes:
+        return "", "", ()
+    n = notes[0]
+    d = n.data
+    quote = f" {rejecter}'s log ({_src(n)}): \"{n.text}\""
+    reason = d.get("reason")
+    ids = f"'{d.get('local_id', '?')}' - '{d.get('remote_id', '?')}'"
+    if reason == "psk_mismatch":
+        # charon found a PSK for the identity pair but the AUTH MAC (RFC 7296 §2.15) computed with
+        # it differs from the one received: the peers hold different secrets.
+        return (quote + f": it has a pre-shared key for {ids}, but the AUTH payload {rejected} sent was "
+                "computed with a different one, so the two peers' PSKs differ.",
+                f"Set the same pre-shared key for {ids} on {rejected} and {rejecter} (swanctl.conf secrets, "
+                "ike-... with both ids).", (n,))
+    if reason == "no_psk":
+        return (quote + f": it has no pre-shared key at all for {ids}.",
+                f"Add a shared key for {ids} to {rejecter}'s secrets, or fix the identities (local.id on "
+                f"{rejected}, remote.id on {rejecter}).", (n,))
+    if reason == "untrusted_key":
+        return (quote + f": it does not trust the {d.get('key_type', '')} key of '{d.get('remote_id', '?')}'.",
+                f"Install the CA (or the peer certificate) of '{d.get('remote_id', '?')}' on {rejecter}.", (n,))
+    if reason == "no_peer_config":
+        return (quote + f": no connection on {rejecter} matches {rejected}'s identities and addresses.",
+                f"Check local.id/remote.id and local_addrs/remote_addrs of {rejecter}'s connection.", (n,))
+    return quote + ".", "", (n,)
 
 
 @rule(3, "IKE-AUTH-FAILED")
@@ -254,6 +363,7 @@ def r_auth_failed(table: SaTable, ctx: RuleContext):
         rejecter = sender or sa.responder
         rejected = _other(sa, rejecter)
         ids = f" (IDs: {sa.id_i or '?'} -> {sa.id_r or '?'})" if sa.id_i or sa.id_r else ""
+        log, log_hint, notes = _auth_log(ctx, sa, rejecter, rejected)
         if sa.state_inferred and sa.version == 1:
             p1 = sa.exchanges[0].request_frames if sa.exchanges else []
             frames = _frames(p1[2:3], [sa.failure_frame] if sa.failure_frame else ())
@@ -264,11 +374,11 @@ def r_auth_failed(table: SaTable, ctx: RuleContext):
                 "encrypted Informational instead of MM6, every time it was retransmitted: it could not "
                 "verify MM5. In IKEv1 the phase-1 keys derive from the pre-shared key (RFC 2409 §5.4), "
                 "so different PSKs make MM5 unreadable to the responder and its error notify unreadable "
-                "to anyone without its keys.",
+                "to anyone without its keys." + log,
                 frames, sa.key,
-                f"Check that {sa.initiator} and {sa.responder} use the same pre-shared key for these "
-                "identities (or that certificates are trusted); the responder's log says 'invalid HASH' "
-                "or similar.", sa.failed_ts)
+                log_hint or f"Check that {sa.initiator} and {sa.responder} use the same pre-shared key for "
+                "these identities (or that certificates are trusted); the responder's log says 'invalid HASH' "
+                "or similar.", sa.failed_ts, notes)
         elif sa.state_inferred:
             yield Finding(
                 "IKE-AUTH-FAILED", Severity.ERROR,
@@ -276,20 +386,57 @@ def r_auth_failed(table: SaTable, ctx: RuleContext):
                 f"{rejecter} answered {rejected}'s IKE_AUTH with a message too small to carry an AUTH "
                 "payload, and the IKE SA was not used afterwards: an error notify, almost always "
                 "AUTHENTICATION_FAILED (wrong PSK, certificate or identity). Without the IKE keys the "
-                "notify itself cannot be read.",
+                "notify itself cannot be read." + log,
                 frames, sa.key,
-                "Give the IKE SA keys (-k charon log / ikev2_decryption_table) to confirm; check that both "
-                "peers use the same PSK for these identities, or that the certificate chain is trusted.",
-                sa.failed_ts)
+                log_hint or "Give the IKE SA keys (-k charon log / ikev2_decryption_table) to confirm; check "
+                "that both peers use the same PSK for these identities, or that the certificate chain is trusted.",
+                sa.failed_ts, notes)
         else:
             yield Finding(
                 "IKE-AUTH-FAILED", Severity.ERROR,
                 f"Authentication failed: {rejecter} rejected {rejected}'s AUTH",
                 f"{rejecter} sent AUTHENTICATION_FAILED: it could not verify the AUTH payload of {rejected}"
-                f"{ids} ({sa.auth_method or 'method not visible'}). The IKE SA and its CHILD SAs are not set up.",
-                frames, sa.key,
-                "Check the pre-shared key / certificates and the identities (local.id, remote.id) on both "
-                "peers; the rejecting peer's log names the reason.", sa.failed_ts)
+                f"{ids} ({sa.auth_method or 'method not visible'}). The IKE SA and its CHILD SAs are not set up."
+                + log, frames, sa.key,
+                log_hint or "Check the pre-shared key / certificates and the identities (local.id, remote.id) on "
+                "both peers; the rejecting peer's log names the reason.", sa.failed_ts, notes)
+
+
+def _ts_log(ctx: RuleContext, table: SaTable, c: ChildSa) -> tuple[str, str, tuple]:
+    """(explanation suffix, hint, notes) from the responder's log about a refused CHILD SA."""
+    sa = _child_ike(table, c)
+    notes = _notes(ctx, sa, c.responder, ("ts_config",))
+    if not notes:
+        return "", "", ()
+    parts: list[str] = []
+    configured: dict[str, list[str]] = {}
+    for n in notes:
+        ev = n.data.get("event")
+        if ev in ("proposing", "selecting") and n.data.get("ts"):
+            # charon's CFG 2 lines list what the child config holds: "us" = local_ts, "other" = remote_ts
+            side = "local_ts" if n.data.get("side") == "us" else "remote_ts"
+            configured.setdefault(side, [])
+            configured[side] = _uniq([*configured[side], *n.data["ts"]])
+        else:
+            parts.append(f"{_src(n)}: \"{n.text}\"")
+    text = f" {c.responder}'s log ({'; '.join(parts)})" if parts else f" {c.responder}'s log"
+    unacc = next((n for n in notes if n.data.get("event") in ("unacceptable", "looking")), None)
+    if configured:
+        cfg = ", ".join(f"{k} {' '.join(v)}" for k, v in sorted(configured.items()))
+        text += f": it is configured with {cfg}."
+        hint = (f"Make {c.initiator}'s selectors mirror {c.responder}'s ({cfg} there): the initiator's local_ts "
+                "inside the responder's remote_ts and its remote_ts inside the responder's local_ts.")
+    elif unacc is not None:
+        # "traffic selectors A === B unacceptable": A is the responder's side as the initiator asked for it
+        mine, theirs = " ".join(unacc.data.get("local", [])), " ".join(unacc.data.get("remote", []))
+        text += f": it has no child config whose local_ts covers {mine} and whose remote_ts covers {theirs}."
+        hint = (f"Either {c.initiator}'s remote_ts ({mine}) is not the subnet behind {c.responder}, or "
+                f"{c.responder} lacks local_ts {mine} / remote_ts {theirs}: make the two peers' local_ts/remote_ts "
+                "mirror each other.")
+    else:
+        text += "."
+        hint = ""
+    return text, hint, tuple(notes)
 
 
 @rule(4, "IKE-TS-UNACCEPTABLE", "IKE-TS-NARROWED")
@@ -297,16 +444,17 @@ def r_ts(table: SaTable, ctx: RuleContext):
     """Traffic selector mismatch (TS_UNACCEPTABLE) and narrowing, with both selector sets."""
     for c in table.child_sas.values():
         if c.failure in ("TS_UNACCEPTABLE", "INVALID_SELECTORS"):
+            log, log_hint, notes = _ts_log(ctx, table, c)
             yield Finding(
                 "IKE-TS-UNACCEPTABLE", Severity.ERROR,
                 f"CHILD SA #{c.id}: {c.responder} refused the traffic selectors (TS_UNACCEPTABLE)",
                 f"{c.initiator} proposed TSi {ts_text(c.ts_i_offered)} (its side) and TSr "
                 f"{ts_text(c.ts_r_offered)} (the responder's side); {c.responder} has no policy that "
-                "overlaps them and answered TS_UNACCEPTABLE, so no CHILD SA was created.",
+                "overlaps them and answered TS_UNACCEPTABLE, so no CHILD SA was created." + log,
                 _frames([c.created_frame] if c.created_frame else (), [c.failure_frame] if c.failure_frame else ()),
                 f"child:{c.id}",
-                "Make local_ts/remote_ts mirror each other: the initiator's local_ts must fall inside the "
-                "responder's remote_ts and vice versa.", c.created_ts)
+                log_hint or "Make local_ts/remote_ts mirror each other: the initiator's local_ts must fall inside "
+                "the responder's remote_ts and vice versa.", c.created_ts, notes)
         elif c.state in (SaState.ESTABLISHED, SaState.REKEYED, SaState.DELETED) and c.ts_i_offered and (
                 tuple(c.ts_i) != tuple(c.ts_i_offered) or tuple(c.ts_r) != tuple(c.ts_r_offered)) and c.ts_i:
             yield Finding(

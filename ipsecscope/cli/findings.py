@@ -23,7 +23,19 @@ JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added 
         "title": str, "explanation": str, "hint": str,
         "frames": [int],             # evidence, Wireshark frame numbers
         "sa": str | null,            # IKE SA key "spii_spir", "child:<id>" or "esp:<src>><dst>:0x<spi>"
-        "time": float | null
+        "time": float | null,
+        "evidence_log": [{           # lines of the peers' own logs (-k charon.log) the finding uses;
+          "kind": str,               #   "configured_proposals" | "received_proposals" | "ts_config" |
+                                     #   "auth" | "dh" | "peer_notify"
+          "text": str,               #   the log message, e.g. "configured proposals: ESP:AES_GCM_16_256/NO_EXT_SEQ"
+          "source": str,             #   "file:line"
+          "time": str,               #   the log line's timestamp as written ("" if none)
+          "ike_sa": str | null,      #   "spii_spir" when the log names the SPIs, else charon's IKE_SA unique id
+          "conn": str | null,        #   the connection name charon logged ("<conn|uid>")
+          "local": str | null,       #   address of the peer that wrote the log
+          "remote": str | null,      #   the other peer
+          "data": {}                 #   parsed values, e.g. {"proto": "ESP", "swan": ["aes256gcm16"], ...}
+        }]                           #   (empty without such logs)
       }],
       "rules": [{"name": str, "codes": [str], "doc": str}]   # with --list-rules only
     }
@@ -61,6 +73,9 @@ def finding_to_dict(f: Finding) -> dict:
     return {
         "code": f.code, "severity": f.severity.name.lower(), "title": f.title, "explanation": f.explanation,
         "hint": f.hint, "frames": list(f.frames), "sa": f.sa, "time": f.ts,
+        "evidence_log": [{"kind": n.kind, "text": n.text, "source": n.source, "time": n.ts, "ike_sa": n.ike_sa,
+                          "conn": n.conn, "local": n.local, "remote": n.remote, "data": n.data}
+                         for n in getattr(f, "evidence", ())],
     }
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
 from .ike import TrafficSelector
+from .keys import PeerLogNote
 
 
 class SaState(str, Enum):  # noqa: UP042 - str() behaviour other stages may rely on
@@ -212,6 +213,9 @@ class Finding:
     sa: str | None = None  # IkeSa.key or "child:<id>" or "esp:<src>><dst>:0x<spi>"
     hint: str = ""
     ts: float | None = None
+    # Lines of the peers' own logs the finding relies on (keys.PeerLogNote), e.g. the responder's
+    # "configured proposals:"; empty when no log was given or none applies.
+    evidence: tuple[PeerLogNote, ...] = ()
 
 
 @dataclass(slots=True)
