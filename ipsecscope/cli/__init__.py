@@ -64,8 +64,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # `ipsecscope summary F | head`
+        _stdout_to_devnull()
         return 0
+    except OSError as exc:  # stdout on a full disk (`> /dev/full`) and the like: one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else "output: "
+        print(f"ipsecscope: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        _stdout_to_devnull()
+        return 1
+
+
+def _stdout_to_devnull() -> None:
+    """The interpreter flushes stdout again at exit; after a failed write that would print an
+    'Exception ignored' traceback, so what is left goes nowhere."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
             prog.start()
         stats = decrypt_capture(args.file, store, out=output, fmt="pcapng", keep_other=args.keep_other,
                                 dsb=args.dsb, with_hex=args.hex, jsonl=jsonl, jobs=args.jobs, progress=update)
+    except BrokenPipeError:  # `-o - | tshark -r - -c 5`: the reader stopped; not an error
+        raise
     except OSError as exc:  # disk full (-o /dev/full), an unwritable --jsonl path: one line, not a traceback
         raise ExportError(f"I/O error on {exc.filename or args.output or args.jsonl}: {exc.strerror or exc}") from None
     finally:
