@@ -228,6 +228,8 @@ def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -
                 released = page
             idx += 1
         elif btype == 1:
+            if blen < 20:  # no room for link type and snaplen: the general reader reports the damage
+                return None
             i = _parse_idb(mm[off + 8:off + blen - 4], order)
             lay.ifaces.append(Iface(i.linktype, i.mul, i.div, i.offset_s))
         elif btype == 0x0A:
@@ -1152,7 +1154,8 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                 pkt = decoder.decode(raw)
                 if type(pkt) is not EspPacket:
                     stats.other += 1
-                    if opts.keep_other and writer is not None:
+                    # linktype < 0: an interface no IDB declared (damaged file) cannot be written out
+                    if opts.keep_other and writer is not None and raw.linktype >= 0:
                         i = iface_map.get(raw.iface)
                         if i is None:
                             i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
@@ -1164,7 +1167,7 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                 src = socket.inet_pton(socket.AF_INET6 if ":" in pkt.src else socket.AF_INET, pkt.src)
                 dst = socket.inet_pton(socket.AF_INET6 if ":" in pkt.dst else socket.AF_INET, pkt.dst)
                 if r.status != "ok":
-                    if opts.keep_other and writer is not None:
+                    if opts.keep_other and writer is not None and raw.linktype >= 0:
                         i = iface_map.get(raw.iface)
                         if i is None:
                             i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
