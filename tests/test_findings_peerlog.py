@@ -101,3 +101,18 @@ def test_a_log_of_another_capture_is_not_attributed():
     s.load(SAMPLES / "proposal-mismatch" / "capture.pcapng")
     (f,) = [f for f in s.findings if f.code == "IKE-NO-PROPOSAL"]
     assert f.evidence == () and "configured with" not in f.explanation
+
+
+def test_ts_mismatch_with_the_responders_configured_selectors():
+    """cfg 2 logs (tests/data/peerlog/ts-mismatch-cfg2): the finding names the responder's
+    configured local_ts/remote_ts and the one setting that differs."""
+    d = SAMPLES.parent / "tests" / "data" / "peerlog" / "ts-mismatch-cfg2"
+    r = subprocess.run([sys.executable, "-m", "ipsecscope", "findings", str(d / "capture.pcapng"), "-k",
+                        str(d / "charon-left.log"), str(d / "charon-right.log"), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    f = one(json.loads(r.stdout)["findings"], "IKE-TS-UNACCEPTABLE")
+    assert "it is configured with local_ts 10.2.0.0/24, remote_ts 10.1.0.0/24 (connection ts, child net" \
+        in f["explanation"]
+    assert f["hint"] == ("Set remote_ts = 10.2.0.0/24 on 198.18.0.1 (it asks for 10.9.0.0/24) or add 10.9.0.0/24 "
+                         "to local_ts on 198.18.0.2.")
+    assert "conn_config" in [e["kind"] for e in f["evidence_log"]]

@@ -124,3 +124,24 @@ def test_merge_keeps_one_note_per_log_line():
 ])
 def test_swan_proposal_keyword(text, want):
     assert swan_proposal_keyword(text) == want
+
+
+CFG2 = SAMPLES.parent / "tests" / "data" / "peerlog" / "ts-mismatch-cfg2"
+
+
+def test_cfg2_log_gives_the_connection_as_loaded():
+    """At cfg 2 charon dumps each connection vici loads: the responder's selectors and proposals
+    as configured (tests/data/peerlog/make_peerlog.py, real charon 5.9.8)."""
+    store = load_keys([CFG2 / "charon-right.log"])
+    (conn,) = [n for n in store.peer_notes if n.kind == "conn_config"]
+    assert conn.conn == "ts" and (conn.local, conn.remote) == ("198.18.0.2", "198.18.0.1")
+    assert conn.data["children"] == {"net": {"local_ts": ["10.2.0.0/24"], "remote_ts": ["10.1.0.0/24"],
+                                             "proposals": ["ESP:AES_GCM_16_256/NO_EXT_SEQ"], "swan": ["aes256gcm16"]}}
+    assert conn.data["swan"] == ["aes256gcm16-prfsha256-ecp256"]
+    assert conn.data["ids"] == {"local": "right.ipsecscope.test", "remote": "left.ipsecscope.test"}
+    ts = [n.data for n in store.peer_notes if n.kind == "ts_config"]
+    assert {"event": "proposing", "side": "us", "ts": ["10.2.0.0/24"]} in ts
+    assert {"event": "looking", "local": ["10.9.0.0/24"], "remote": ["10.1.0.0/24"]} in ts
+    # the initiator's dump holds its own (mismatched) selectors
+    (left,) = [n for n in load_keys([CFG2 / "charon-left.log"]).peer_notes if n.kind == "conn_config"]
+    assert left.data["children"]["net"]["remote_ts"] == ["10.9.0.0/24"]

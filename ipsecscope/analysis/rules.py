@@ -402,12 +402,29 @@ def r_auth_failed(table: SaTable, ctx: RuleContext):
                 "both peers; the rejecting peer's log names the reason.", sa.failed_ts, notes)
 
 
+def _covered(want: list[str], have: list[str]) -> bool:
+    """Every selector in ``want`` (CIDR text) lies inside one of ``have``."""
+    try:
+        nets = [ipaddress.ip_network(h.split("[")[0], strict=False) for h in have]
+        return all(any(ipaddress.ip_network(w.split("[")[0], strict=False).subnet_of(n) for n in nets
+                       if n.version == ipaddress.ip_network(w.split("[")[0], strict=False).version)
+                   for w in want)
+    except ValueError:
+        return False
+
+
 def _ts_log(ctx: RuleContext, table: SaTable, c: ChildSa) -> tuple[str, str, tuple]:
     """(explanation suffix, hint, notes) from the responder's log about a refused CHILD SA."""
     sa = _child_ike(table, c)
     notes = _notes(ctx, sa, c.responder, ("ts_config",))
     if not notes:
         return "", "", ()
+    # The connection's own definition (vici load-conn dump, CFG 2) in the same log, found by the
+    # connection name charon logged for this IKE SA: the configured local_ts/remote_ts.
+    files = {n.source.rpartition(":")[0] for n in notes}
+    conns = {n.conn for n in notes if n.conn}
+    defs = [n for n in ctx.peer_notes if n.kind == "conn_config" and n.conn in conns
+            and n.source.rpartition(":")[0] in files]
     parts: list[str] = []
     configured: dict[str, list[str]] = {}
     for n in notes:
@@ -415,28 +432,47 @@ def _ts_log(ctx: RuleContext, table: SaTable, c: ChildSa) -> tuple[str, str, tup
         if ev in ("proposing", "selecting") and n.data.get("ts"):
             # charon's CFG 2 lines list what the child config holds: "us" = local_ts, "other" = remote_ts
             side = "local_ts" if n.data.get("side") == "us" else "remote_ts"
-            configured.setdefault(side, [])
-            configured[side] = _uniq([*configured[side], *n.data["ts"]])
-        else:
+            configured[side] = _uniq([*configured.get(side, []), *n.data["ts"]])
+        elif ev != "looking":
             parts.append(f"{_src(n)}: \"{n.text}\"")
+    where = ""
+    for d in defs:
+        for child, cfg in d.data.get("children", {}).items():
+            for side in ("local_ts", "remote_ts"):
+                if cfg.get(side):
+                    configured[side] = _uniq([*configured.get(side, []), *cfg[side]])
+            where = f" (connection {d.conn}, child {child}; {_src(d)})"
     text = f" {c.responder}'s log ({'; '.join(parts)})" if parts else f" {c.responder}'s log"
     unacc = next((n for n in notes if n.data.get("event") in ("unacceptable", "looking")), None)
+    mine = unacc.data.get("local", []) if unacc else []
+    theirs = unacc.data.get("remote", []) if unacc else []
+    hint = ""
     if configured:
         cfg = ", ".join(f"{k} {' '.join(v)}" for k, v in sorted(configured.items()))
-        text += f": it is configured with {cfg}."
-        hint = (f"Make {c.initiator}'s selectors mirror {c.responder}'s ({cfg} there): the initiator's local_ts "
-                "inside the responder's remote_ts and its remote_ts inside the responder's local_ts.")
+        text += f": it is configured with {cfg}{where}."
+        fixes = []
+        if mine and configured.get("local_ts") and not _covered(mine, configured["local_ts"]):
+            fixes.append(f"set remote_ts = {', '.join(configured['local_ts'])} on {c.initiator} (it asks for "
+                         f"{' '.join(mine)}) or add {' '.join(mine)} to local_ts on {c.responder}")
+        if theirs and configured.get("remote_ts") and not _covered(theirs, configured["remote_ts"]):
+            fixes.append(f"set local_ts = {', '.join(configured['remote_ts'])} on {c.initiator} (it asks for "
+                         f"{' '.join(theirs)}) or add {' '.join(theirs)} to remote_ts on {c.responder}")
+        if fixes:
+            hint = "; ".join(fixes)
+            hint = hint[0].upper() + hint[1:] + "."
+        else:
+            hint = (f"Make {c.initiator}'s selectors mirror {c.responder}'s ({cfg} there): the initiator's "
+                    "local_ts inside the responder's remote_ts and its remote_ts inside the responder's local_ts.")
     elif unacc is not None:
         # "traffic selectors A === B unacceptable": A is the responder's side as the initiator asked for it
-        mine, theirs = " ".join(unacc.data.get("local", [])), " ".join(unacc.data.get("remote", []))
-        text += f": it has no child config whose local_ts covers {mine} and whose remote_ts covers {theirs}."
-        hint = (f"Either {c.initiator}'s remote_ts ({mine}) is not the subnet behind {c.responder}, or "
-                f"{c.responder} lacks local_ts {mine} / remote_ts {theirs}: make the two peers' local_ts/remote_ts "
-                "mirror each other.")
+        text += (f": it has no child config whose local_ts covers {' '.join(mine)} and whose remote_ts covers "
+                 f"{' '.join(theirs)}.")
+        hint = (f"Either {c.initiator}'s remote_ts ({' '.join(mine)}) is not the subnet behind {c.responder}, or "
+                f"{c.responder} lacks local_ts {' '.join(mine)} / remote_ts {' '.join(theirs)}: make the two "
+                "peers' local_ts/remote_ts mirror each other.")
     else:
         text += "."
-        hint = ""
-    return text, hint, tuple(notes)
+    return text, hint, tuple(notes) + tuple(defs)
 
 
 @rule(4, "IKE-TS-UNACCEPTABLE", "IKE-TS-NARROWED")

@@ -26,7 +26,7 @@ JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added 
         "time": float | null,
         "evidence_log": [{           # lines of the peers' own logs (-k charon.log) the finding uses;
           "kind": str,               #   "configured_proposals" | "received_proposals" | "ts_config" |
-                                     #   "auth" | "dh" | "peer_notify"
+                                     #   "auth" | "dh" | "peer_notify" | "conn_config"
           "text": str,               #   the log message, e.g. "configured proposals: ESP:AES_GCM_16_256/NO_EXT_SEQ"
           "source": str,             #   "file:line"
           "time": str,               #   the log line's timestamp as written ("" if none)

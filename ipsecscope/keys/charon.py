@@ -34,7 +34,8 @@ traffic selector lines (``traffic selectors A === B unacceptable``, CFG 2 ``look
 config for``, ``proposing|selecting traffic selectors for us|other:`` plus their indented rows,
 ``no matching CHILD_SA config found``), authentication failures (``tried N shared key for 'a' -
 'b', but MAC mismatched``, ``no shared key found for``), DH groups (``DH group ECP_256
-unacceptable, requesting MODP_2048``) and error notifies the logging peer received. Each note is
+unacceptable, requesting MODP_2048``), error notifies the logging peer received, and at CFG 2 the
+vici ``load-conn`` dump of each connection (`` conn NAME:`` ... ``local_ts = 10.2.0.0/24``). Each note is
 bound to its IKE SA (SPIs from MGR lines) and to the logging host's address (``received packet:
 from R[port] to L[port]``, ``IKE_SA n[uid] established between L[id]...R[id]``).
 """
@@ -205,6 +206,19 @@ _N_RECV = re.compile(r"^received packet: from (?P<r>\S+?)\[\d+\] to (?P<l>\S+?)\
 _N_SEND = re.compile(r"^sending packet: from (?P<l>\S+?)\[\d+\] to (?P<r>\S+?)\[\d+\]")
 _N_BETWEEN = re.compile(r"(?:established between|looking for peer configs matching) (?P<l>[^\s\[]+)\[.*?\]\.\.\.(?P<r>[^\s\[]+)\[")
 _N_CREATED = re.compile(r"^created IKE_SA .*\[(?P<uid>\d+)\]$")
+# vici "load-conn" dump (CFG 2): " conn NAME:", "  child NAME:" / "  local:" / "  remote:", then
+# "key = value" rows indented one level deeper than their section.
+_N_CONN = re.compile(r"^ conn (?P<name>\S+):$")
+_N_SECTION = re.compile(r"^  (?:child (?P<child>\S+)|(?P<sec>[a-z_0-9-]+)):$")
+_N_KV = re.compile(r"^(?P<ind> {2,})(?P<k>[a-z_0-9]+) = (?P<v>.*)$")
+
+
+def _is_addr(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _Notes:
@@ -217,6 +231,7 @@ class _Notes:
         self.addr: dict[str, tuple[str, str]] = {}  # uid -> (local, remote)
         self.created_spis: dict[str, tuple[bytes, bytes]] = {}  # uid -> SPIs (responder SPI maybe 0)
         self.ts_block: dict[str, dict] = {}  # thread -> open "proposing traffic selectors" record
+        self.conn_block: dict[str, tuple[dict, list[str | None]]] = {}  # thread -> (record, [section])
 
     def _add(self, kind: str, msg: str, uid: str | None, conn: str | None, ts: str, line: int,
              data: dict) -> dict:
@@ -225,8 +240,51 @@ class _Notes:
         self.raw.append(rec)
         return rec
 
+    def _conn_row(self, tid: str, msg: str) -> bool:
+        """One row of a vici load-conn dump on thread ``tid``; False when the dump has ended."""
+        rec, sec = self.conn_block[tid]
+        d = rec["data"]
+        m = _N_SECTION.match(msg)
+        if m:
+            sec[0] = f"child {m.group('child')}" if m.group("child") else m.group("sec")
+            if m.group("child"):
+                d["children"].setdefault(m.group("child"), {})
+            return True
+        m = _N_KV.match(msg)
+        if not m:
+            return False
+        key, val = m.group("k"), m.group("v").strip()
+        if len(m.group("ind")) == 2:  # connection level
+            sec[0] = None
+            if key in ("local_addrs", "remote_addrs"):
+                d[key] = [x.strip() for x in val.split(",") if x.strip()]
+            elif key == "proposals":
+                d["proposals"] = [x.strip() for x in val.split(", ") if x.strip()]
+                d["swan"] = [swan_proposal_keyword(x) for x in d["proposals"]]
+            return True
+        if sec[0] and sec[0].startswith("child "):
+            child = d["children"].setdefault(sec[0][6:], {})
+            if key in ("local_ts", "remote_ts"):
+                child[key] = [x.strip() for x in val.split(",") if x.strip()]
+            elif key == "proposals":
+                child["proposals"] = [x.strip() for x in val.split(", ") if x.strip()]
+                child["swan"] = [swan_proposal_keyword(x) for x in child["proposals"]]
+        elif sec[0] in ("local", "remote") and key == "id":
+            d.setdefault("ids", {})[sec[0]] = val
+        return True
+
     def feed(self, tid: str, uid: str | None, conn: str | None, msg: str, ts: str, line: int,
              last_checkout: tuple[bytes, bytes] | None) -> None:
+        if tid in self.conn_block:
+            if uid is None and self._conn_row(tid, msg):
+                return
+            del self.conn_block[tid]
+        if uid is None and (c := _N_CONN.match(msg)) is not None:
+            # what the connection was loaded with: proposals, addresses, each child's selectors
+            rec = self._add("conn_config", msg, None, c.group("name"), ts, line,
+                            {"conn": c.group("name"), "children": {}})
+            self.conn_block[tid] = (rec, [None])
+            return
         blk = self.ts_block.get(tid)
         if blk is not None:
             row = _N_TS_ROW.match(msg)
@@ -296,6 +354,11 @@ class _Notes:
             uid = r["uid"]
             spis = (uid_spis.get(uid) or self.created_spis.get(uid)) if uid is not None else None
             local, remote = self.addr.get(uid, (None, None)) if uid is not None else (None, None)
+            if r["kind"] == "conn_config":
+                # a connection loaded for exactly one local / remote address names both peers
+                la, ra = r["data"].get("local_addrs", []), r["data"].get("remote_addrs", [])
+                local = la[0] if len(la) == 1 and _is_addr(la[0]) else None
+                remote = ra[0] if len(ra) == 1 and _is_addr(ra[0]) else None
             out.append(PeerLogNote(
                 kind=r["kind"], text=r["text"], ike_sa=f"{spis[0].hex()}_{spis[1].hex()}" if spis else uid,
                 ts=r["ts"], source=f"{self.path}:{r['line']}", data=r["data"], local=local, remote=remote,

@@ -78,8 +78,10 @@ class PeerLogNote:
     address of the host that wrote the log) so a finding can say what that peer is configured with.
 
     ``kind``: "configured_proposals" | "received_proposals" | "ts_config" | "auth" | "dh" |
-    "peer_notify" (an error notify the logging peer received). ``data`` holds the parsed values
-    (see :mod:`ipsecscope.keys.charon`); it holds no secrets.
+    "peer_notify" (an error notify the logging peer received) | "conn_config" (a connection as
+    loaded, from charon's CFG 2 dump: addresses, proposals, each child's local_ts/remote_ts; bound
+    by ``conn`` rather than by an IKE SA). ``data`` holds the parsed values (see
+    :mod:`ipsecscope.keys.charon`); it holds no secrets.
     """
 
     kind: str
