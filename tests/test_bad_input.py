@@ -277,6 +277,20 @@ def test_odd_but_valid_files(name: str, frames: int) -> None:
     assert r.returncode == 0 and json.loads(r.stdout)["capture"]["frames"] == frames
 
 
+def test_damaged_interfaces(tmp_path: Path) -> None:
+    """pcapng interface damage (found by fuzzing decrypt): a too-short IDB, a frame on an
+    undeclared interface — one line or a counted mark, also with --keep-other."""
+    short, undeclared = BAD / "pcapng-short-idb.pcapng", BAD / "pcapng-undeclared-interface.pcapng"
+    for cmd in (["summary", short], ["sas", short],
+                ["decrypt", short, "-k", ESP_SA, "--keep-other", "-o", tmp_path / "o.pcapng"]):
+        assert "interface description block" in one_line_error(ipsecscope(*cmd))
+    doc = json.loads(ipsecscope("summary", undeclared, "--json").stdout)
+    assert doc["frames"] == 34 and [e["frame"] for e in doc["malformed"]["examples"]] == [2]
+    assert json.loads(ipsecscope("sas", undeclared, "--json").stdout)["capture"]["malformed"] == {"capture": 1}
+    r = ipsecscope("decrypt", undeclared, "-k", ESP_SA, "--keep-other", "-o", tmp_path / "o.pcapng")
+    assert r.returncode == 0 and "34 frames" in r.stderr and "18 decrypted" in r.stderr
+
+
 def test_corrupted_timestamp_every_command(tmp_path: Path) -> None:
     """Frame 5 claims a time in the year ~294000: shown as it is, never a crash."""
     path = BAD / "bad-timestamp.pcapng"

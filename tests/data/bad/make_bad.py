@@ -69,6 +69,12 @@ def capture_files() -> None:
     bad_ts = bytearray(healthy)
     struct.pack_into("<I", bad_ts, epbs[4] + 12, 0x7FFFFFFF)
     w("bad-timestamp.pcapng", bytes(bad_ts))
+    # An IDB cut to its 12-byte block frame (no link type): the file is damaged from there.
+    w("pcapng-short-idb.pcapng", healthy[:shb_len] + struct.pack("<III", 1, 12, 12) + healthy[shb_len + idb_len:])
+    # Frame 2 names interface 7, which no IDB declared: that frame is malformed, the rest are fine.
+    undeclared = bytearray(healthy)
+    struct.pack_into("<I", undeclared, epbs[1] + 8, 7)
+    w("pcapng-undeclared-interface.pcapng", bytes(undeclared))
     unknown = struct.pack("<II", 0x0BADB10C, 16) + b"abcd" + struct.pack("<I", 16)
     w("pcapng-unknown-block.pcapng", head + epb + unknown + epb)
     w("truncated.pcapng.gz", gz(healthy)[: len(gz(healthy)) // 2])
