@@ -161,7 +161,9 @@ class Session:
             secrets = reader.secrets  # the reader appends to this list as it meets pcapng DSBs
             offsets = self._frame_offsets
             off_arr, off_append, loc_append = offsets.offset, offsets.offset.append, offsets.loc.append
-            feed = self.feed
+            # feed(raw), inlined for the common one-ESP-packet frame (a Python call less per frame).
+            st, tbl = self.stats, self.tracker.table
+            decode_all, esp, dispatch = self.decoder.decode_all, self._esp, self._dispatch
             n = 0
             for raw in reader:
                 n += 1
@@ -175,7 +177,15 @@ class Session:
                         loc_append(path_index << 32 | (raw.linktype & 0xFFFFFFFF))
                     else:
                         offsets.set(raw.index, path_index, raw.offset, raw.linktype)
-                feed(raw)
+                st.frames += 1
+                if tbl.first_ts is None:
+                    tbl.first_ts = raw.ts
+                tbl.last_ts = raw.ts
+                pkts = decode_all(raw)
+                if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index:
+                    esp(raw, pkts[0])
+                else:
+                    dispatch(raw, pkts)
                 if progress is not None and n % every == 0:
                     progress(reader.bytes_read, reader.total_bytes)
             for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
@@ -215,14 +225,17 @@ class Session:
         if tbl.first_ts is None:
             tbl.first_ts = raw.ts
         tbl.last_ts = raw.ts
-        self._findings = None
         pkts = self.decoder.decode_all(raw)
-        if len(pkts) == 1:
-            pkt = pkts[0]
-            if type(pkt) is EspPacket and pkt.frame == raw.index:  # the bulk of a big capture
-                self._esp(raw, pkt)
-                return pkts
-        elif not pkts:
+        if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index:
+            self._esp(raw, pkts[0])  # the bulk of a big capture
+            return pkts
+        return self._dispatch(raw, pkts)
+
+    def _dispatch(self, raw: RawFrame, pkts: list[Packet]) -> list[Packet]:
+        """The rest of :meth:`feed` once ``raw`` is decoded (counted, time-stamped)."""
+        self._findings = None
+        st = self.stats
+        if not pkts:
             st.other += 1
             self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len))
             return pkts
@@ -238,6 +251,7 @@ class Session:
         return pkts
 
     def _esp(self, raw: RawFrame, pkt: EspPacket) -> None:
+        self._findings = None
         st = self.stats
         st.esp += 1
         dec = self.esp_decryptor
