@@ -116,3 +116,14 @@ def test_ts_mismatch_with_the_responders_configured_selectors():
     assert f["hint"] == ("Set remote_ts = 10.2.0.0/24 on 198.18.0.1 (it asks for 10.9.0.0/24) or add 10.9.0.0/24 "
                          "to local_ts on 198.18.0.2.")
     assert "conn_config" in [e["kind"] for e in f["evidence_log"]]
+
+
+def test_ikev1_main_mode_proposal_mismatch_uses_the_responders_log():
+    d = SAMPLES.parent / "tests" / "data" / "findings" / "ikev1-proposal-mismatch"
+    s = Session()
+    s.add_key_files([d / "charon-left.log", d / "charon-right.log"])
+    s.load(d / "capture.pcapng")
+    (f,) = [f for f in s.findings if f.code == "IKE-NO-PROPOSAL"]
+    assert "198.18.0.1 offered aes128-sha1-modp2048; 198.18.0.2 is configured with aes256-sha256-modp2048" \
+        in f.explanation
+    assert [n.kind for n in f.evidence] == ["received_proposals", "configured_proposals"]
