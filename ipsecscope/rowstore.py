@@ -168,7 +168,10 @@ class RowStore(Sequence[FrameRow]):
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(self._n))]
+            start, stop, step = i.indices(self._n)
+            if step == 1:
+                return list(self._range(start, max(start, stop)))
+            return [self[k] for k in range(start, stop, step)]
         n = self._n
         if i < 0:
             i += n
@@ -181,17 +184,20 @@ class RowStore(Sequence[FrameRow]):
         return struct.unpack_from("<q", self._buf, i * REC_SIZE)[0]
 
     def __iter__(self) -> Iterator[FrameRow]:
+        return self._range(0, None)
+
+    def _range(self, i: int, stop: int | None) -> Iterator[FrameRow]:
+        """Rows ``i`` up to ``stop`` (None: to the end, including rows appended meanwhile)."""
         # _row() inlined with everything bound locally: consumers (timeline, filters) walk all rows.
         make, addrs, kinds, statuses = _make_row, self._addrs, self._kinds, self._statuses
         info_get, ike_get = self._info.get, self._ike_sa.get
         derived = self._derived_info
         esp_tail = [f" next {_PROTO_NAMES.get(nh) or nh}" for nh in range(256)]
-        i = 0
-        while i < self._n:
-            stop = min(self._n, i + _CHUNK)
+        while i < (self._n if stop is None else stop):
+            end = min(self._n if stop is None else stop, i + _CHUNK)
             # A copy of the slice: no export of the growing buffer outlives this step.
             for frame, ts, kind, src, dst, sport, dport, length, spi, seq, status, child, nh in _REC.iter_unpack(
-                    bytes(self._buf[i * REC_SIZE:stop * REC_SIZE])):
+                    bytes(self._buf[i * REC_SIZE:end * REC_SIZE])):
                 info = info_get(i)
                 if info is None:
                     if kind == KIND_ESP:

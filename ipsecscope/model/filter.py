@@ -77,8 +77,11 @@ class Filter:
         terms = self.terms
         out: list[int] = []
         append = out.append
-        for i in range(start, stop):
-            row = rows[i]
+        try:
+            chunk = rows[start:stop]  # one bulk read: a session's RowStore decodes a slice at once
+        except TypeError:  # a deque (live mode) has no slices
+            chunk = [rows[i] for i in range(start, stop)]
+        for i, row in enumerate(chunk, start):
             for term in terms:
                 if not term(row):
                     break
