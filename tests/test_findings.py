@@ -243,3 +243,15 @@ def test_golden_ikev1_merge():
             "-k", str((CORPUS / "esp_sa.tmpl").relative_to(ROOT)), "--json")
     assert r.returncode == 0, r.stderr
     _golden("ikev1-12610+esp-12671", "sas", json.loads(r.stdout))
+
+
+def test_sas_text_shows_a_child_under_the_ike_sa_it_moved_to(capsys):
+    """RFC 7296 §2.18: after an IKE rekey the CHILD SA belongs to the new IKE SA; the text tree
+    says so under the old one and shows the CHILD SA in full under the new one."""
+    from ipsecscope.cli import main
+
+    main(["sas", str(SAMPLES / "healthy-gcm" / "capture.pcapng"), "-k", str(SAMPLES / "healthy-gcm" / "keys")])
+    out = capsys.readouterr().out
+    old, new = out.split("IKEv2 SA 3264aae345f03644_e03e6cfc0739cb77")
+    assert "CHILD_SA #2 moved to IKE SA 3264aae345f03644_e03e6cfc0739cb77" in old
+    assert "CHILD_SA #2 DELETED" in new and "CHILD_SA #2 DELETED" not in old

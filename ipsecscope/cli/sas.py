@@ -334,7 +334,10 @@ def render(table: SaTable, console=None) -> None:
                    f"(frames {fr} → {rf}){extra}{err}  {x.summary}")
         for cid in sa.children:
             c = table.child_sas.get(cid)
-            if c is not None and cid not in shown:
+            if c is not None and c.ike_sa not in (None, sa.key) and c.ike_sa in table.ike_sas:
+                # RFC 7296 §2.18: an IKE rekey moves the CHILD SAs; show each under its current SA.
+                tree.add(f"CHILD_SA #{cid} moved to IKE SA {c.ike_sa} (IKE rekey)")
+            elif c is not None and cid not in shown:
                 shown.add(cid)
                 _child_node(tree, c, table)
         console.print(tree)
