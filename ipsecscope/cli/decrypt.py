@@ -94,6 +94,6 @@ def run(args: argparse.Namespace) -> int:
               + (f", {stats.other} other frames kept" if args.keep_other else "")
               + f" in {dt:.2f}s ({rate:,.0f} frames/s, {stats.jobs} process{'es' if stats.jobs > 1 else ''})",
               file=err)
-        if stats.truncated:
-            print(f"warning: {stats.truncated}", file=err)
+    if stats.truncated:  # even with -q: a cut-off or damaged capture is never silent
+        print(f"warning: {stats.truncated}", file=sys.stderr)
     return 0
