@@ -212,6 +212,11 @@ def test_cut_capture_decrypt_writes_sound_frames_and_warns(cut, tmp_path: Path) 
     assert "warning:" in r.stderr and ("cut" in r.stderr or "truncated" in r.stderr), r.stderr
 
 
+def test_decrypt_quiet_still_warns_about_a_cut_capture(tmp_path: Path) -> None:
+    r = ipsecscope("decrypt", BAD / "cut-in-record-body.pcap", "-k", ESP_SA, "-q", "-o", tmp_path / "o.pcapng")
+    assert r.returncode == 0 and r.stderr.startswith("warning:") and "truncated" in r.stderr
+
+
 def test_cut_at_every_offset_in_process() -> None:
     """The healthy sample cut at many offsets through the Session (what sas/findings/TUI use):
     only CaptureError may escape, and every cut that is not at a block boundary is counted."""
