@@ -103,7 +103,7 @@ def _ike_info(msg: IkeMessage) -> str:
             enum = iana.PayloadType if h.major == 2 else getattr(iana, "Ikev1Payload", iana.PayloadType)
             names.append(iana.name(enum, p.type))
     flag = ""
-    if msg.decrypted:
+    if msg.decrypted or msg.icv_ok is False:
         flag = " (decrypted)" if msg.icv_ok is not False else " (ICV BAD)"
     return f"{exch} {role} #{h.msg_id} [ {' '.join(names)} ]{flag}"
 
@@ -386,11 +386,10 @@ class Session:
                 msg = self.ike_decryptor.decrypt(msg)
         else:
             msg = self.ikev1_decryptor.decrypt(msg)
-        if msg.decrypted:
-            if msg.icv_ok is False:
-                self.stats.ike_icv_failed += 1
-            else:
-                self.stats.ike_decrypted += 1
+        if msg.icv_ok is False:  # the decryptor reports a failed ICV with decrypted=False
+            self.stats.ike_icv_failed += 1
+        elif msg.decrypted:
+            self.stats.ike_decrypted += 1
         return msg
 
     def _derive_child_keys(self) -> None:

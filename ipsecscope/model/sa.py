@@ -181,6 +181,7 @@ class IkeSa:
     exchanges: list[IkeExchange] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)
     decrypted: bool = False  # SK payloads could be read
+    icv_failed: int = 0  # encrypted messages (or SKF fragments) whose ICV failed with the keys given
     keys_source: str | None = None
     # Added by the correlation engine:
     failure: str | None = None  # notify name or "no response"

@@ -352,6 +352,8 @@ class Tracker:
         x, retrans = self._exchange(sa, msg, from_init, is_response)
         if retrans:
             return
+        if msg.icv_ok is False:  # keys were found for this SA, but they do not authenticate it
+            sa.icv_failed += 1
         skf = next((p for p in msg.payloads if isinstance(p, SkPayload) and p.type == iana.PayloadType.SKF), None)
         if skf is not None and skf.total_fragments > 1:
             # RFC 7383: act on the message once, when it is complete. With keys the decryptor
