@@ -422,6 +422,25 @@ def test_wrong_key_every_esp_packet_icv_failed(tmp_path: Path) -> None:
     assert r.returncode == 0 and "0 decrypted" in r.stderr and f"{sum(f['packets'] for f in flows)} icv_failed" in r.stderr
 
 
+def test_wrong_ike_key_icv_failures_visible() -> None:
+    key = BAD / "wrong-ike-key.ikev2_decryption_table"
+    r = ipsecscope("sas", HEALTHY_CAP, "-k", key, "--json")
+    assert r.returncode == 0, r.stderr
+    sas = json.loads(r.stdout)["ike_sas"]
+    assert sas and all(sa["icv_failed"] > 0 and not sa["decrypted"] for sa in sas), sas
+    text = ipsecscope("sas", HEALTHY_CAP, "-k", key).stdout
+    assert "failed the ICV check" in text and "no IKE keys" not in text
+
+    from ipsecscope.session import Session
+
+    s = Session()
+    s.add_key_files([key])
+    s.load(HEALTHY_CAP)
+    assert s.stats.ike_icv_failed == sum(sa["icv_failed"] for sa in sas) and s.stats.ike_decrypted == 0
+    bad = [r for r in s.rows if r.kind == "IKE" and r.status == "icv-bad"]
+    assert len(bad) == s.stats.ike_icv_failed and all("ICV BAD" in r.info for r in bad)
+
+
 KEY_COMMANDS = {
     "keys-list": lambda k, t: ["keys", "list", k],
     "keys-convert": lambda k, t: ["keys", "convert", k, "--to", "json"],
