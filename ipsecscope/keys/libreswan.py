@@ -1,28 +1,333 @@
-"""Libreswan pluto debug logs (``plutodebug=private``): recognised, not parsed yet.
+"""Libreswan pluto debug logs (``plutodebug="base crypt private"``).
 
-Libreswan keeps keys in NSS and its debug output of them changed across 3.x/4.x/5.x; we have no
-real log to test a parser against, so instead of guessing we recognise such a log and tell the
-user how to get keys we do read (``ip xfrm state`` on the Libreswan host shows every SA key).
+Read from real Libreswan 4.10 logs (tests/data/keys/libreswan/, made by two pluto peers; see its
+README). Libreswan keeps keys inside NSS, so what a log holds depends on the debug flags:
+``private`` alone prints no key; ``crypt`` + ``private`` makes pluto extract and dump them.
+What we read (every debug line starts with ``| `` after an optional time/syslog prefix):
+
+* IKEv2 SA keys, one line per direction, written when the IKE SA is established
+  (``ikev2_log_parentSA``; meant for Wireshark's ikev2_decryption_table)::
+
+      | ikev2 I 0xafbbea7cd6abb979 0x99fbeb6db44fb91f sha256:0x328e...49b8 aes256:0x1fd4...342b
+      | ikev2 R 0xafbbea7cd6abb979 0x99fbeb6db44fb91f sha256:0x3904...e3bd aes256:0xbe5f...1c8f
+
+  ``I`` = SK_ai/SK_ei (initiator->responder), ``R`` = SK_ar/SK_er. Names are Libreswan's
+  ``*_tcpdump_name`` with the key size in bits glued to the cipher (``aes_gcm_16256`` =
+  AES_GCM_16 with a 256-bit key); an AEAD has ``none:`` (no key) as integrity.
+  For AEAD/CTR ciphers the line carries the cipher key *without* its salt (RFC 5282 §7.1: the
+  last 4 bytes of SK_e* are the salt). The salts are in the key derivation that precedes it::
+
+      | calculating skeyseed using prf=HMAC_SHA2_256 integ=NONE cipherkey-size=32 salt-size=4
+      | initiator salt extracting all 4 bytes of key@0x559bea7d68a0
+      | unwrapped:
+      |   51 07 5f aa  00 00 00 00  00 00 00 00  00 00 00 00   Q._.............
+
+  (the unwrapped buffer is padded to the NSS block size; the first N bytes are the salt). We take
+  the salts (and the PRF) of the most recent ``calculating skeyseed`` before the ``ikev2 I|R``
+  line. SK_d is not logged, so ipsecscope cannot derive CHILD keys from these IKE SAs.
+* CHILD SA keys, dumped by the kernel code just before each SA is installed (so only on a host
+  that got as far as installing; the log has them even when the install then fails)::
+
+      | ESP enckey:
+      |   59 11 02 99  31 1b 9b 61  29 fd 7a 18  d2 50 a2 92   Y...1..a).z..P..
+      |   ...
+      | ESP authkey:
+      | kernel: add_sa() level=0 outbound tunnel 198.18.1.2/32-ALL->198.18.1.2[99a07782]==>198.18.1.1-ALL->198.18.1.1/32 +esn replay_window=128 NONE:0 AES_GCM_16:36
+
+  The ``add_sa()`` line names the SA exactly as it appears on the wire (outer src, SPI, outer
+  dst), the algorithms (Libreswan's fqn names, as strongSwan's) and key sizes in bytes; the
+  encryption key includes the salt. IKEv1 Quick Mode SAs are logged the same way.
+
+Not in a 4.10 log at all: IKEv1 phase-1 keys (SKEYID_e stays inside NSS), so IKEv1 Main/Aggressive
+Mode payloads cannot be decrypted from it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass, field
 
 from ..errors import KeyFileError
+from ..model.iana import EncrTransform as E
+from ..model.iana import IntegTransform as I  # noqa: E741
+from ..model.keys import EspSaKeys, IkeSaKeys
+from . import names
 from .store import KeyStore
 
-_PLUTO = re.compile(r"^(?:\S+ \S+ \S+ \S+ pluto\[\d+\]: |)\| ", re.MULTILINE)
+# What precedes "| " on a debug line: pluto's own logfile time ("Nov 25 21:19:54.801687: "),
+# syslog/journal ("Nov 25 21:19:54 host pluto[512]: "), ISO time, or nothing (--log-no-time).
+_PREFIX = (r"(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?:? (?:\S+ pluto\[\d+\]: )?"
+           r"|\d{4}-\d\d-\d\dT\S+ (?:\S+ pluto\[\d+\]: )?|\S+ pluto\[\d+\]: |)")
+_PLUTO = re.compile(r"^" + _PREFIX + r"\| ", re.MULTILINE)
+_DEBUG = re.compile(r"^" + _PREFIX + r"\| (?P<msg>.*)$")
+_IKE_LINE = re.compile(
+    r"^ikev2 (?P<dir>[IR]) 0x(?P<spi_i>[0-9a-fA-F]{16}) 0x(?P<spi_r>[0-9a-fA-F]{16}) "
+    r"(?P<integ>[A-Za-z0-9_]+):(?:0x(?P<ak>[0-9a-fA-F]*))? (?P<encr>[A-Za-z0-9_]+):0x(?P<ek>[0-9a-fA-F]*)\s*$"
+)
+_SKEYSEED = re.compile(r"^calculating skeyseed using prf=(?P<prf>\S+) integ=\S+ cipherkey-size=\d+ salt-size=(?P<salt>\d+)")
+_SALT = re.compile(r"^(?P<who>initiator|responder) salt extracting all (?P<n>\d+) bytes of key")
+_ADD_SA = re.compile(
+    r"add_sa\(\) level=\d+ (?P<dir>inbound|outbound) \S+ \S*?(?:->)?(?P<src>[^\s>\[]+)\[(?P<spi>[0-9a-fA-F]{1,8})\]"
+    r"==>(?P<dst>[^\s\-\[]+)\S* (?P<flags>(?:\S+ )*?)(?P<integ>[A-Z0-9_]+):(?P<ilen>\d+) "
+    r"(?P<encr>[A-Z0-9_]+):(?P<elen>\d+)\s*$"
+)
+_ROW = re.compile(r"^  [0-9a-f]{2}(?: |$)")
+_HEX = re.compile(r"^[0-9a-f]{2}$")
+
+# Libreswan's encrypt_tcpdump_name / integ_tcpdump_name (lib/libswan/ike_alg_*.c), as used in
+# the "ikev2 I|R" lines. Longest first so "aes_gcm_16256" is AES_GCM_16 + 256 bits.
+LSW_TCPDUMP_ENCR: dict[str, int] = {
+    "aes": E.ENCR_AES_CBC,
+    "aes_ctr": E.ENCR_AES_CTR,
+    "aes_gcm": E.ENCR_AES_GCM_8,  # sic: Libreswan gives AES_GCM_8 the bare name
+    "aes_gcm_12": E.ENCR_AES_GCM_12,
+    "aes_gcm_16": E.ENCR_AES_GCM_16,
+    "aes_ccm_8": E.ENCR_AES_CCM_8,
+    "aes_ccm_12": E.ENCR_AES_CCM_12,
+    "aes_ccm_16": E.ENCR_AES_CCM_16,
+    "3des": E.ENCR_3DES,
+    "camellia": E.ENCR_CAMELLIA_CBC,
+    "camellia_ctr": E.ENCR_CAMELLIA_CTR,
+    "chacha20_poly1305": E.ENCR_CHACHA20_POLY1305,
+    "null": E.ENCR_NULL,
+    "NULL_AUTH_AES_GMAC": E.ENCR_NULL_AUTH_AES_GMAC,
+    "cast": E.ENCR_CAST,
+    "twofish": names.ENCR_TWOFISH_CBC,
+    "serpent": names.ENCR_SERPENT_CBC,
+}
+_ENCR_BY_LEN = sorted(LSW_TCPDUMP_ENCR, key=len, reverse=True)
+LSW_TCPDUMP_INTEG: dict[str, int] = {
+    "none": I.NONE,
+    "md5": I.AUTH_HMAC_MD5_96,
+    "sha1": I.AUTH_HMAC_SHA1_96,
+    "sha256": I.AUTH_HMAC_SHA2_256_128,
+    "sha384": I.AUTH_HMAC_SHA2_384_192,
+    "sha512": I.AUTH_HMAC_SHA2_512_256,
+    "aes_xcbc": I.AUTH_AES_XCBC_96,
+    "aes_cmac": I.AUTH_AES_CMAC_96,
+}
+# Libreswan fqn names in add_sa() lines that strongSwan spells differently.
+_LSW_FQN_ENCR = {"NULL_AUTH_AES_GMAC": E.ENCR_NULL_AUTH_AES_GMAC, "CAMELLIA_CBC": E.ENCR_CAMELLIA_CBC}
+_LSW_FQN_INTEG = {"NONE": I.NONE}
+# "prf=HMAC_SHA2_256" in the skeyseed line
+_LSW_PRF = {k.removeprefix("PRF_"): v for k, v in names.SWAN_PRF.items()} | {"AES_XCBC": names.SWAN_PRF["PRF_AES128_XCBC"]}
 
 
 def looks_like(text: str) -> bool:
     head = text[:200_000]
-    return len(_PLUTO.findall(head)) >= 3 and ("pluto" in head or "libreswan" in head.lower())
+    low = head.lower()
+    return len(_PLUTO.findall(head)) >= 3 and ("pluto" in low or "libreswan" in low)
+
+
+def _hex(text: str, what: str, path: str, line: int) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise KeyFileError(f"{what} is not hex", path=path, line=line) from None
+
+
+def _tcpdump_encr(token: str) -> tuple[int, int | None] | None:
+    """``aes_gcm_16256`` -> (ENCR_AES_GCM_16, 32); ``3des`` -> (ENCR_3DES, None)."""
+    for name in _ENCR_BY_LEN:
+        if token.startswith(name):
+            rest = token[len(name):]
+            if rest == "":
+                return LSW_TCPDUMP_ENCR[name], None
+            if rest.isdigit() and int(rest) % 8 == 0:
+                return LSW_TCPDUMP_ENCR[name], int(rest) // 8
+    return None
+
+
+@dataclass
+class _Derivation:
+    """The last "calculating skeyseed": PRF and the salts dumped while deriving the SK_* keys."""
+
+    prf: int | None = None
+    salt_size: int = 0
+    salts: dict[str, bytes] = field(default_factory=dict)  # "initiator"/"responder" -> salt
+    line: int = 0
+
+
+@dataclass
+class _Dump:
+    """A hex dump being read: ``want`` bytes (None = until the rows end)."""
+
+    label: str
+    line: int
+    want: int | None
+    started: bool = False  # for salts: rows begin after "unwrapped:"
+    buf: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class _HalfIke:
+    integ: int
+    encr: int
+    enc_key: bytes
+    auth_key: bytes
+    prf: int | None
+    line: int
 
 
 def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
-    raise KeyFileError(
-        "this is a Libreswan pluto debug log; ipsecscope cannot read keys from it yet. On the Libreswan "
-        "host run 'ip xfrm state > keys.txt' (or 'ip -s xfrm state') and pass that file instead",
-        path=path,
-    )
+    store = store if store is not None else KeyStore()
+    deriv = _Derivation()
+    dump: _Dump | None = None
+    esp_keys: dict[str, tuple[bytes, int]] = {}  # "enc"/"auth" -> (key, line of its dump)
+    halves: dict[tuple[bytes, bytes], dict[str, _HalfIke]] = {}
+    saw_debug = saw_private = saw_ikev1 = False
+    n_ike = n_esp = 0
+    warnings: list[str] = []
+
+    def end_dump() -> None:
+        nonlocal dump
+        assert dump is not None
+        if dump.label in ("initiator", "responder"):
+            if dump.want is not None and len(dump.buf) < dump.want:
+                raise KeyFileError(f"{dump.label} salt dump has {len(dump.buf)} of {dump.want} bytes "
+                                   "(log cut or lines filtered out?)", path=path, line=dump.line)
+            deriv.salts[dump.label] = bytes(dump.buf[: dump.want])
+        else:
+            esp_keys[dump.label] = (bytes(dump.buf), dump.line)
+        dump = None
+
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        m = _DEBUG.match(raw)
+        if not m:
+            continue
+        saw_debug = True
+        msg = m.group("msg")
+        if not saw_ikev1 and "IKEv1" in msg:
+            saw_ikev1 = True
+        if dump is not None:
+            if dump.label in ("initiator", "responder") and not dump.started:
+                if msg.startswith("unwrapped:"):
+                    dump.started = True
+                continue  # "... salt: symkey-key@", "sizeof bytes", "wrapper: ..." lines
+            if _ROW.match(msg) or (dump.label in ("enc", "auth") and not msg.strip()):
+                hexpart = re.split(r" {3,}", msg.strip(), maxsplit=1)[0]
+                for tok in hexpart.split():
+                    if not _HEX.match(tok):
+                        break
+                    if dump.want is None or len(dump.buf) < dump.want:
+                        dump.buf.append(int(tok, 16))
+                if dump.want is not None and len(dump.buf) >= dump.want and dump.label in ("initiator", "responder"):
+                    end_dump()
+                continue
+            end_dump()
+
+        if msg.startswith("ikev2 ") and (im := _IKE_LINE.match(msg)):
+            saw_private = True
+            integ_name, encr_token = im.group("integ"), im.group("encr")
+            integ = LSW_TCPDUMP_INTEG.get(integ_name)
+            enc = _tcpdump_encr(encr_token)
+            if integ is None or enc is None:
+                bad = integ_name if integ is None else encr_token
+                raise KeyFileError(f"unknown Libreswan algorithm name {bad!r} in 'ikev2 {im.group('dir')}' line",
+                                   path=path, line=lineno)
+            encr, key_len = enc
+            ek = _hex(im.group("ek"), "the encryption key", path, lineno)
+            ak = _hex(im.group("ak") or "", "the integrity key", path, lineno)
+            if key_len is not None and len(ek) != key_len:
+                raise KeyFileError(f"{encr_token} needs a {key_len}-byte key, got {len(ek)} bytes", path=path,
+                                   line=lineno)
+            salt_len = names.SALT_LEN.get(encr, 0)
+            if salt_len:
+                who = "initiator" if im.group("dir") == "I" else "responder"
+                salt = deriv.salts.get(who)
+                if salt is None or len(salt) != salt_len:
+                    raise KeyFileError(
+                        f"{encr_token} needs the {salt_len}-byte {who} salt, which pluto logs while deriving the "
+                        "keys ('initiator|responder salt extracting all N bytes', debug 'crypt' + 'private'); "
+                        "none before this line", path=path, line=lineno)
+                ek += salt
+            problem = names.check_key_length(encr, ek)
+            if problem:
+                raise KeyFileError(problem, path=path, line=lineno)
+            spis = (bytes.fromhex(im.group("spi_i")), bytes.fromhex(im.group("spi_r")))
+            halves.setdefault(spis, {})[im.group("dir")] = _HalfIke(integ, encr, ek, ak, deriv.prf, lineno)
+            pair = halves[spis]
+            if "I" in pair and "R" in pair:
+                i, r = pair.pop("I"), pair.pop("R")
+                if (i.encr, i.integ) != (r.encr, r.integ):
+                    raise KeyFileError("'ikev2 I' and 'ikev2 R' lines of this IKE SA name different algorithms",
+                                       path=path, line=lineno)
+                store.add_ike(IkeSaKeys(
+                    spi_i=spis[0], spi_r=spis[1], encr=i.encr, sk_ei=i.enc_key, sk_er=r.enc_key, integ=i.integ,
+                    sk_ai=i.auth_key, sk_ar=r.auth_key, prf=i.prf, source=f"{path}:{min(i.line, r.line)}"))
+                n_ike += 1
+            continue
+        if msg.startswith("calculating skeyseed"):
+            sm = _SKEYSEED.match(msg)
+            if sm:
+                deriv = _Derivation(prf=_LSW_PRF.get(sm.group("prf")), salt_size=int(sm.group("salt")), line=lineno)
+            continue
+        sm = _SALT.match(msg)
+        if sm:
+            dump = _Dump(sm.group("who"), lineno, int(sm.group("n")))
+            continue
+        if msg == "ESP enckey:" or msg == "ESP authkey:":
+            saw_private = True
+            dump = _Dump("enc" if "enckey" in msg else "auth", lineno, None, started=True)
+            continue
+        if "add_sa() level=" in msg:
+            am = _ADD_SA.search(msg)
+            if not am:
+                raise KeyFileError("cannot read this add_sa() line (expected '...->SRC[SPI]==>DST... INTEG:N "
+                                   "ENCR:N')", path=path, line=lineno)
+            if "enc" not in esp_keys:
+                continue  # without 'private' pluto dumps no keys before add_sa
+            enc, enc_line = esp_keys.pop("enc")
+            auth, _ = esp_keys.pop("auth", (b"", lineno))
+            encr_name, integ_name = am.group("encr"), am.group("integ")
+            sw = names.parse_swan_encr(encr_name)
+            encr = _LSW_FQN_ENCR.get(encr_name, sw[0] if sw else None)
+            integ_t = names.SWAN_INTEG.get(integ_name)
+            integ = _LSW_FQN_INTEG.get(integ_name, integ_t[0] if integ_t else None)
+            if encr is None or integ is None:
+                bad = encr_name if encr is None else integ_name
+                raise KeyFileError(f"unknown Libreswan algorithm name {bad!r} in add_sa() line", path=path,
+                                   line=lineno)
+            if len(enc) != int(am.group("elen")) or len(auth) != int(am.group("ilen")):
+                raise KeyFileError(
+                    f"the ESP key dumps before this line have {len(enc)}+{len(auth)} bytes, add_sa() says "
+                    f"{am.group('elen')}+{am.group('ilen')} (log cut or lines filtered out?)", path=path, line=lineno)
+            problem = names.check_key_length(encr, enc)
+            if problem:
+                raise KeyFileError(problem, path=path, line=lineno)
+            for addr in (am.group("src"), am.group("dst")):
+                try:
+                    ipaddress.ip_address(addr)
+                except ValueError:
+                    raise KeyFileError(f"{addr!r} in add_sa() is not an IP address", path=path, line=lineno) from None
+            flags = am.group("flags").split()
+            store.add_esp(EspSaKeys(
+                spi=int(am.group("spi"), 16), encr=encr, enc_key=enc, integ=integ, auth_key=auth,
+                src=am.group("src"), dst=am.group("dst"), esn="+esn" in flags,
+                icv_len=integ_t[1] if integ_t else None, source=f"{path}:{enc_line}"))
+            n_esp += 1
+            continue
+
+    for spis, pair in halves.items():
+        for d, half in pair.items():
+            other = "R" if d == "I" else "I"
+            warnings.append(f"{path}:{half.line}: IKE SA {spis[0].hex()}_{spis[1].hex()} has an 'ikev2 {d}' line "
+                            f"but no 'ikev2 {other}' line (log cut short?); skipped")
+    if n_ike == 0 and n_esp == 0:
+        if warnings:
+            hint = warnings[0]
+        elif not saw_debug:
+            hint = "a Libreswan log without debug lines"
+        elif not saw_private:
+            hint = ("no key material in this pluto log: pluto prints keys only with plutodebug=\"base crypt "
+                    "private\" in ipsec.conf (or 'ipsec whack --debug crypt --debug private'), and only for SAs "
+                    "established after that; 'ip xfrm state' on the Libreswan host also shows the ESP keys")
+            if saw_ikev1:
+                hint += (". Libreswan never logs IKEv1 phase-1 keys; an IKEv1 SA's ESP keys are in the log of the "
+                         "host that installed it")
+        else:
+            hint = "no complete key record in this pluto log (log cut short?)"
+        raise KeyFileError(hint, path=path)
+    store.warnings.extend(warnings)
+    return store
