@@ -8,7 +8,9 @@ format                 what it looks like                                       
 Wireshark UATs         ``"IPv4","198.18.0.1",...`` / ``<spi_i>,<spi_r>,...``        wireshark
 ip xfrm state          ``src A dst B`` / ``proto esp spi 0x... reqid N mode ...``   xfrm
 strongSwan charon log  ``[IKE] ... Sk_ei secret => 32 bytes @ 0x...``               charon
-Libreswan pluto debug  ``| ... key ... :`` hex dumps from ``plutodebug=private``     libreswan
+Libreswan pluto debug  ``| ikev2 I 0x.. 0x.. sha256:0x.. aes256:0x..``, ``| ESP        libreswan
+                       enckey:`` dumps + ``add_sa()`` (``plutodebug="base crypt
+                       private"``)
 tcpdump -E secrets     ``0x12345678@198.18.0.2 aes128-cbc:0x...``                  tcpdump
 native JSON            ``{"schema": "ipsecscope.keys/1", ...}``                    jsonkeys
 pcapng with DSBs       pcapng magic; Decryption Secrets Blocks                      dsb
