@@ -95,5 +95,9 @@ def run(args: argparse.Namespace) -> int:
               + f" in {dt:.2f}s ({rate:,.0f} frames/s, {stats.jobs} process{'es' if stats.jobs > 1 else ''})",
               file=err)
     if stats.truncated:  # even with -q: a cut-off or damaged capture is never silent
-        print(f"warning: {stats.truncated}", file=sys.stderr)
+        # The output holds every sound frame, but the exit status tells a pipeline the input was
+        # damaged (like `summary`): 1, the same as for an input that is not a capture at all.
+        print(f"ipsecscope decrypt: warning: {stats.truncated} (everything before it was written)",
+              file=sys.stderr)
+        return 1
     return 0

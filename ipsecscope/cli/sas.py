@@ -105,8 +105,10 @@ def load_session(files: list[str], keys: list[str]):
             if s.stats.frames == before:
                 raise
             damage = f"{exc} (analysed the {s.stats.frames - before} frame(s) before the damage)"
-    s.tracker.finish()  # end-of-input conclusions (an unanswered IKE SA becomes FAILED)
-    s._findings = None
+        if s.stats.truncated and damage is None:
+            # A capture cut off in its last record (tcpdump killed, disk full) is still input
+            # damage: the answer is about less than the file claims, so the exit status says so.
+            damage = f"{f}: {s.stats.truncated} (analysed the {s.stats.frames - before} frame(s) before it)"
     return s, damage
 
 
