@@ -201,6 +201,7 @@ def test_parallel_many_chunks_per_process_equals_sequential(tmp_path: Path, monk
     seq_out, par_out = tmp_path / "seq.pcapng", tmp_path / "par.pcapng"
     j1, j2 = tmp_path / "seq.jsonl", tmp_path / "par.jsonl"
     monkeypatch.setattr(engine, "CHUNK_MIN_BYTES", 1)
+    monkeypatch.setattr(engine, "MAX_CHUNKS_PER_JOB", 4)
     assert engine.chunk_count(cap.stat().st_size, 3) == 12
     s1 = engine.run(cap, load_keystore(keys), out=str(seq_out), jsonl_out=str(j1), opts=engine.Options(), jobs=1)
     s2 = engine.run(cap, load_keystore(keys), out=str(par_out), jsonl_out=str(j2), opts=engine.Options(), jobs=3,

@@ -58,6 +58,11 @@ _ETH_IP4 = struct.Struct("!12xHBxH2xHxB")
 
 PARALLEL_MIN_BYTES = 24 << 20  # below this, forking costs more than it saves
 CHUNK_MIN_BYTES = 8 << 20  # a chunk costs a fork-free but not free set-up (new worker, part file)
+# Chunks per process. More than one lets a process that gets less CPU (a shared machine) do fewer
+# chunks, but every chunk taken while its neighbour is still in progress walks the record
+# headers from the nearest known bound: with 4 per process the walks add up to the whole file
+# (~0.28 us per record, +5 % CPU on the 200k-packet benchmark) instead of half of it.
+MAX_CHUNKS_PER_JOB = 1
 
 
 @dataclass(slots=True)
@@ -1002,12 +1007,12 @@ def _open_jsonl(jsonl_out):
 
 
 def chunk_count(size: int, jobs: int) -> int:
-    """How many chunks to split ``size`` bytes into for ``jobs`` processes: up to 4 per process
-    (each at least CHUNK_MIN_BYTES) so that a process that got less CPU than the others (a
-    shared machine) does fewer chunks instead of holding up the end of the run."""
+    """How many chunks to split ``size`` bytes into for ``jobs`` processes: up to
+    MAX_CHUNKS_PER_JOB per process (each at least CHUNK_MIN_BYTES); whichever process is free
+    takes the next one, so a process that got less CPU than the others does fewer."""
     if jobs <= 1:
         return 1
-    return jobs * max(1, min(4, size // (jobs * CHUNK_MIN_BYTES)))
+    return jobs * max(1, min(MAX_CHUNKS_PER_JOB, size // (jobs * CHUNK_MIN_BYTES)))
 
 
 def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progress, stats: RunStats):
