@@ -36,7 +36,8 @@ What we read (every debug line starts with ``| `` after an optional time/syslog 
 
   The ``add_sa()`` line names the SA exactly as it appears on the wire (outer src, SPI, outer
   dst), the algorithms (Libreswan's fqn names, as strongSwan's) and key sizes in bytes; the
-  encryption key includes the salt. IKEv1 Quick Mode SAs are logged the same way.
+  encryption key includes the salt; UDP encapsulation (RFC 3948) shows as ``[SPI]=espinudp==>``.
+  IKEv1 Quick Mode SAs are logged the same way.
 
 Not in a 4.10 log at all: IKEv1 phase-1 keys (SKEYID_e stays inside NSS), so IKEv1 Main/Aggressive
 Mode payloads cannot be decrypted from it.
@@ -69,7 +70,7 @@ _SKEYSEED = re.compile(r"^calculating skeyseed using prf=(?P<prf>\S+) integ=\S+ 
 _SALT = re.compile(r"^(?P<who>initiator|responder) salt extracting all (?P<n>\d+) bytes of key")
 _ADD_SA = re.compile(
     r"add_sa\(\) level=\d+ (?P<dir>inbound|outbound) \S+ \S*?(?:->)?(?P<src>[^\s>\[]+)\[(?P<spi>[0-9a-fA-F]{1,8})\]"
-    r"==>(?P<dst>[^\s\-\[]+)\S* (?P<flags>(?:\S+ )*?)(?P<integ>[A-Z0-9_]+):(?P<ilen>\d+) "
+    r"(?:=(?P<encap>[a-z]+))?==>(?P<dst>[^\s\-\[]+)\S* (?P<flags>(?:\S+ )*?)(?P<integ>[A-Z0-9_]+):(?P<ilen>\d+) "
     r"(?P<encr>[A-Z0-9_]+):(?P<elen>\d+)\s*$"
 )
 _ROW = re.compile(r"^  [0-9a-f]{2}(?: |$)")

@@ -56,7 +56,7 @@ declare -A SCEN
 SCEN[ikev2_gcm]="aes_gcm256-sha2_256-modp2048|aes_gcm256|yes"
 SCEN[ikev2_cbc]="aes256-sha2_256-modp2048|aes256-sha2_256|yes"
 SCEN[ikev1_cbc]="aes256-sha2_256-modp2048|aes256-sha2_256|no"
-ORDER=(ikev2_gcm ikev2_cbc ikev1_cbc)
+ORDER=(ikev2_gcm ikev2_cbc ikev1_cbc ikev2_charon)
 [ $# -gt 0 ] && ORDER=("$@")
 
 setup_ns() {
@@ -90,8 +90,8 @@ conn sample
 	ike=$2
 	esp=$3
 	type=tunnel
-	leftsubnet=$5/32
-	rightsubnet=$6/32
+	leftsubnet=${7:-$5/32}
+	rightsubnet=${8:-$6/32}
 	auto=add
 CONF
     printf '%s %s : PSK "%s"\n' "$5" "$6" "$PSK" > "$d/ipsec.secrets"
@@ -111,7 +111,115 @@ start_pluto() {  # ns name
     PIDS+=($!)
 }
 
+# ikev2_charon: pluto initiates to a strongSwan charon responder (kernel-libipsec: ESP in user
+# space, so charon installs its CHILD SA and answers IKE_AUTH with it). pluto then derives the
+# CHILD SA keys, dumps the outbound one and fails to install it. charon's own log (ike 4, chd 4,
+# mgr 2) is an independent record of the same keys.
+run_charon_scenario() {
+    local name=ikev2_charon cdir="$WORK/charon"
+    setup_ns
+    ip -n "$NS_I" addr add 10.1.0.1/32 dev lo
+    ip -n "$NS_R" addr add 10.2.0.1/32 dev lo
+    peer_dir init "aes_gcm256-sha2_256-modp2048" "aes_gcm256" yes "$IP_I" "$IP_R" 10.1.0.1/32 10.2.0.1/32
+    mkdir -p "$cdir/run"
+    cat >"$cdir/strongswan.conf" <<CONF
+charon {
+    load_modular = no
+    load = random nonce openssl pem pkcs1 x509 pubkey aes sha1 sha2 hmac gcm kdf kernel-libipsec kernel-netlink socket-default vici updown
+    install_virtual_ip = no
+    plugins {
+        vici {
+            socket = unix://$cdir/run/charon.vici
+        }
+    }
+    filelog {
+        charon {
+            path = $cdir/charon.log
+            append = no
+            flush_line = yes
+            time_format = %Y-%m-%dT%H:%M:%S
+            time_add_ms = yes
+            ike_name = yes
+            default = 1
+            ike = 4
+            chd = 4
+            mgr = 2
+            knl = 2
+            cfg = 1
+        }
+    }
+}
+CONF
+    printf 'swanctl {\n    load = random openssl pem pkcs1 x509 pubkey\n}\n' >"$cdir/swanctl-strongswan.conf"
+    cat >"$cdir/swanctl.conf" <<CONF
+connections {
+    lsw {
+        version = 2
+        local_addrs = $IP_R
+        remote_addrs = $IP_I
+        proposals = aes256gcm16-prfsha256-modp2048
+        encap = yes
+        local {
+            auth = psk
+            id = $IP_R
+        }
+        remote {
+            auth = psk
+            id = $IP_I
+        }
+        children {
+            lsw {
+                local_ts = 10.2.0.1/32
+                remote_ts = 10.1.0.1/32
+                esp_proposals = aes256gcm16-noesn  # kernel-libipsec has no ESN
+            }
+        }
+    }
+}
+secrets {
+    ike-lsw {
+        id-1 = $IP_I
+        id-2 = $IP_R
+        secret = "$PSK"
+    }
+}
+CONF
+    ip netns exec "$NS_I" tcpdump -i veth0 -s 0 -U -w "$WORK/$name.pcap" udp >/dev/null 2>&1 &
+    PIDS+=($!)
+    sleep 1
+    # charon hard-codes its pid file under /run: give it its own /run (private mount namespace).
+    STRONGSWAN_CONF="$cdir/strongswan.conf" ip netns exec "$NS_R" sh -c \
+        'mount --bind "$0" /run && exec /usr/lib/ipsec/charon' "$cdir/run" >"$cdir/charon.stderr" 2>&1 &
+    PIDS+=($!)
+    local swanctl=(env STRONGSWAN_CONF="$cdir/swanctl-strongswan.conf" swanctl)
+    local uri=(--uri "unix://$cdir/run/charon.vici")
+    for _ in $(seq 100); do "${swanctl[@]}" --stats "${uri[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
+    "${swanctl[@]}" --load-all "${uri[@]}" --file "$cdir/swanctl.conf"
+    start_pluto "$NS_I" init
+    for _ in $(seq 50); do [ -S "$WORK/init/run/pluto.ctl" ] && break; sleep 0.1; done
+    "$WHACK" --ctlsocket "$WORK/init/run/pluto.ctl" --listen >/dev/null || true
+    sleep 1
+    timeout 20 "$WHACK" --ctlsocket "$WORK/init/run/pluto.ctl" --name sample --initiate || true
+    sleep 3
+    "${swanctl[@]}" --list-sas "${uri[@]}" || true
+    "$WHACK" --ctlsocket "$WORK/init/run/pluto.ctl" --shutdown || true
+    sleep 1
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+    gzip -9n <"$WORK/init/pluto.log" >"$HERE/$name.initiator.log.gz"
+    gzip -9n <"$cdir/charon.log" >"$HERE/$name.charon.log.gz"
+    cp "$WORK/$name.pcap" "$HERE/$name.pcap"
+    ip netns del "$NS_I"
+    ip netns del "$NS_R"
+    rm -rf "${WORK:?}/init" "$cdir"
+}
+
 for name in "${ORDER[@]}"; do
+    if [ "$name" = ikev2_charon ]; then
+        run_charon_scenario
+        continue
+    fi
     IFS='|' read -r IKE ESP V2 <<<"${SCEN[$name]}"
     setup_ns
     peer_dir init "$IKE" "$ESP" "$V2" "$IP_I" "$IP_R"
