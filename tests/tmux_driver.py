@@ -35,7 +35,10 @@ class Tmux:
     def __enter__(self) -> Tmux:
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
         # Keep the pane open after the program exits so a crash stays readable.
-        cmd = f"env TERM=xterm-256color {exports} {self.command}; echo '[exited '$?']'; sleep 600"
+        # COLUMNS/LINES leak in from the test process (pytest plugins set them to 80×24) and
+        # would override the pane's real size for Textual and rich.
+        cmd = (f"env -u COLUMNS -u LINES TERM=xterm-256color {exports} {self.command}; "
+               "echo '[exited '$?']'; sleep 600")
         subprocess.run(
             ["tmux", "new-session", "-d", "-s", self.name, "-x", str(self.width), "-y", str(self.height),
              *(["-c", self.cwd] if self.cwd else []), cmd],
