@@ -206,7 +206,9 @@ def test_parallel_many_chunks_per_process_equals_sequential(tmp_path: Path, monk
     s1 = engine.run(cap, load_keystore(keys), out=str(seq_out), jsonl_out=str(j1), opts=engine.Options(), jobs=1)
     s2 = engine.run(cap, load_keystore(keys), out=str(par_out), jsonl_out=str(j2), opts=engine.Options(), jobs=3,
                     parallel_min_bytes=0, mark_every=mark_every)
-    assert s2.jobs == 3 and s2.reconciled_chunks >= 1
+    assert s2.jobs == 3
+    if mark_every == 1:  # equal parts by frame count: chunk 6 starts inside the corrupted run
+        assert s2.reconciled_chunks >= 1
     assert (s2.frames, s2.decrypted, s2.icv_failed) == (s1.frames, s1.decrypted, s1.icv_failed) == (640, good, 40)
     assert par_out.read_bytes() == seq_out.read_bytes()
     assert j2.read_bytes() == j1.read_bytes()

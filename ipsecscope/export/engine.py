@@ -175,10 +175,25 @@ def _scan_pcap(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -> 
     # No walk over the records here: a worker finds its first record itself (_resolve), in
     # parallel with the others, as the first record starting at or after its byte target. The
     # loops note a truncated last record.
-    lay.bounds = [(24, 1)] + [(size * i // chunks, 0) for i in range(1, max(chunks, 1))]
+    lay.bounds = [(24, 1)] + [(24 + t, 0) for t in _lazy_targets(size - 24, max(chunks, 1))]
     if every == 1 or os.environ.get("IPSECSCOPE_EXACT_BOUNDS"):
         return _walk_pcap(lay, mm, size, chunks, every)
     return lay
+
+
+WALK_COST = 0.09  # walking a record header vs decrypting the record, per byte (measured, GCM ~0.1, CBC ~0.07)
+
+
+def _lazy_targets(size: int, chunks: int) -> list[int]:
+    """Byte targets of chunks 1.. of a pcap: all chunks start together and chunk k first walks
+    the record headers before its target, so chunk k + 1 starts where the k processes before it
+    are equally busy: t_1 = c, t_(k+1) = t_k (1 - r) + c with r = WALK_COST, c chosen so that
+    t_chunks = size (plain equal parts when r = 0; chunk 0 gets 52 % of 2)."""
+    if chunks <= 1:
+        return []
+    q = 1 - WALK_COST
+    c = size * WALK_COST / (1 - q ** chunks)
+    return [int(c * (1 - q ** k) / WALK_COST) for k in range(1, chunks)]
 
 
 def _walk_pcap(lay: Layout, mm: mmap.mmap, size: int, chunks: int, every: int) -> Layout:
@@ -532,10 +547,13 @@ class _Worker:
         only copied when the general path needs it). Returns the last frame index."""
         # record header | 12x MACs | ethertype (LE view of BE 0x0800 = 0x0008) | IPv4 header up to
         # the addresses | 12 bytes = src, dst, SPI (raw ESP) or src, dst, ports (UDP)
-        hdr = struct.Struct("<IIII12xHBxBB2xHxB2x12s").unpack_from
+        # (the Ethernet type and the IPv4 version/IHL byte come as one 3-byte string: one comparison;
+        # the original length is only read again for the general path)
+        hdr = struct.Struct("<III4x12x3sxBB2xHxB2x12s").unpack_from
+        u32le = struct.Struct("<I").unpack_from
         u32be = struct.Struct("!I").unpack_from
         # pcapng: EPB = type, length, interface, ts high, ts low, caplen, origlen, then the frame
-        ehdr = struct.Struct("<IIIIIII12xHBxBB2xHxB2x12s").unpack_from
+        ehdr = struct.Struct("<IIIIIII12x3sxBB2xHxB2x12s").unpack_from
         blk = struct.Struct("<II").unpack_from
         # per interface: (Ethernet?, mul, div, offset ns) for ts = units * mul // div + offset
         ifs = [(i.linktype == 1, i.mul, i.div, i.offset_s * 1_000_000_000) for i in self.lay.ifaces]
@@ -543,7 +561,9 @@ class _Worker:
         sas = self.sas
         buf = self.buf
         out_f = self.out_f
-        write = out_f.write  # straight into the buffered file: cheaper than collecting a list
+        write = out_f.write  # straight into the buffered file (measured: as fast as collecting a
+        # list or a bytearray)
+        psec, base = -1, 0  # pcap: ns of the last record's second (one multiplication per second)
         epb = struct.Struct("<IIIIIII").pack
         trailers = [struct.Struct(f"<{(-k) & 3}xI").pack for k in range(4)]
         frame_slow = self._frame
@@ -575,28 +595,30 @@ class _Worker:
                             buf.clear()
                     off += blen
                     continue
-                _t, _l, iface, hi, lo, incl, orig, etype, vihl, tlh, tll, fragw, proto, k12 = ehdr(mm, off)
+                _t, _l, iface, hi, lo, incl, orig, ev, tlh, tll, fragw, proto, k12 = ehdr(mm, off)
                 nxt = off + blen
                 if 28 + incl > blen - 4:
                     break  # damaged block: stop as the scan did
                 eth, imul, idiv, ioff = ifs[iface] if iface < len(ifs) else (False, 1, 1, 0)
                 ts = ((hi << 32) | lo) * imul // idiv + ioff
                 if not eth:
-                    etype = 0
+                    ev = b""
                 fend = off + 28 + incl
             else:
                 if off + 16 > hard:
                     break
                 if off <= last:
-                    sec, frac, incl, orig, etype, vihl, tlh, tll, fragw, proto, k12 = hdr(mm, off)
+                    sec, frac, incl, ev, tlh, tll, fragw, proto, k12 = hdr(mm, off)
                 else:  # a short record at the very end: the general path
-                    sec, frac, incl, orig = struct.unpack_from("<IIII", mm, off)
-                    etype = 0
+                    sec, frac, incl = struct.unpack_from("<III", mm, off)
+                    ev = b""
                 nxt = fend = off + 16 + incl
                 if nxt > hard:
                     self.truncated = f"last record (frame {idx + 1}) truncated: {end - off - 16} of {incl} bytes"
                     break
-                ts = sec * 1_000_000_000 + frac * mul
+                if sec != psec:
+                    psec, base = sec, sec * 1_000_000_000
+                ts = base + frac * mul
             idx += 1
             if not idx & 0x3FFF:
                 if self.progress is not None:
@@ -606,7 +628,7 @@ class _Worker:
                     mm.madvise(mmap.MADV_DONTNEED, released, page - released)
                     released = page
             # IPv4 with a 20-byte header, not a fragment (BE 0x3FFF seen little-endian: 0xFF3F)
-            if etype == 8 and vihl == 0x45 and not fragw & 0xFF3F and incl >= 38:
+            if ev == b"\x08\x00\x45" and not fragw & 0xFF3F and incl >= 38:
                 ip = off + rh + 14
                 end_ip = ip + ((tlh << 8) | tll)
                 if end_ip > fend:
@@ -673,6 +695,8 @@ class _Worker:
                             e[2] += 1
                             off = nxt
                             continue
+            if not pcapng:
+                orig = u32le(mm, off + 12)[0]
             frame_slow(idx, iface, ts, mm[off + rh:fend], orig, off)
             if buf:  # what the general path produced, in order
                 out_f.writelines(buf)
