@@ -770,6 +770,109 @@ def r_unknown_without_keys(table: SaTable, ctx: RuleContext):
             "to see the exact notify.", auth.request_ts)
 
 
+def _ike_key_source(ctx: RuleContext, sa: IkeSa) -> str:
+    """Where the IKE keys tried on ``sa`` came from ("charon-left.log:12"), from the session's
+    key store; "the loaded keys" when the rules run without a session."""
+    keys = getattr(ctx.session, "keys", None)
+    srcs: list[str] = []
+    try:
+        if sa.version == 1:
+            srcs = [k.source for k in keys.ikev1_candidates(sa.ike_spi_i) if k.source]
+        else:
+            k = keys.ike_lookup(sa.ike_spi_i, sa.ike_spi_r)
+            srcs = [k.source] if k is not None and k.source else []
+    except (AttributeError, TypeError):  # no session, or a key store without these lookups
+        pass
+    srcs = _uniq(_src_path(x) for x in srcs)
+    return " and ".join(srcs) if srcs else "the loaded keys"
+
+
+def _src_path(source: str) -> str:
+    """``tests/x/charon-left.log:177`` -> ``charon-left.log:177`` (keys' "file:line" sources)."""
+    return source.replace(chr(92), "/").rsplit("/", 1)[-1]
+
+
+def _role(sa: IkeSa, addr: str) -> str:
+    return f"initiator {addr}" if addr == sa.initiator else f"responder {addr}"
+
+
+@rule(14, "IKE-ICV-FAILED", "IKE-KEY-MISMATCH")
+def r_ike_keys(table: SaTable, ctx: RuleContext):
+    """IKE keys were loaded for an IKE SA but do not fit it: ICV failures (IKEv2) or no payload chain."""
+    for sa in table.ike_sas.values():
+        bad = sa.icv_failed + sa.undecryptable
+        if not bad:
+            continue
+        short = f"{sa.ike_spi_i.hex()[:8]}…"
+        source = _ike_key_source(ctx, sa)
+        note = f" The decryptor said: {sa.key_failed_note}." if sa.key_failed_note else ""
+        # Which peers' messages the key reads: a key that reads one peer and not the other points
+        # at one direction's key (IKEv2: one column of the row; IKEv1: one shared SKEYID_e, so the
+        # peers derived different keys).
+        good = [a for a in sa.decrypted_from if a not in sa.key_failed_from]
+        failing = [a for a in sa.key_failed_from if a not in sa.decrypted_from]
+        split = bool(good) and bool(failing) and len(sa.key_failed_from) == len(failing)
+        frames = tuple(sa.key_failed_frames)
+        ts = sa.created_ts
+        if sa.version == 2:
+            code = "IKE-ICV-FAILED" if sa.icv_failed else "IKE-KEY-MISMATCH"
+            what = ("failed the integrity check" if sa.icv_failed else "could not be decrypted")
+            extra = (f" ({sa.icv_failed} ICV failure(s), {sa.undecryptable} not a payload chain)"
+                     if sa.icv_failed and sa.undecryptable else "")
+            if split:
+                sender = failing[0]
+                d = "i" if sender == sa.initiator else "r"
+                why = (f"Messages from {_role(sa, good[0])} decrypt and verify, those from "
+                       f"{_role(sa, sender)} do not: the SK_e{d}/SK_a{d} columns of the row are wrong "
+                       "(a damaged or truncated key), the other direction's keys are right.")
+            else:
+                why = ("No encrypted message of this IKE SA verifies with them: wrong SK_ei/SK_ai (and "
+                       "SK_er/SK_ar), initiator and responder columns mixed up, or a table row for another "
+                       "IKE SA with the same SPIs (e.g. from an earlier run).")
+            yield Finding(
+                code, Severity.WARNING,
+                f"IKE SA {short}: {bad} encrypted message(s) {what}{extra} — wrong IKE keys",
+                f"The keys from {source} do not match IKE SA {sa.key} between {sa.initiator} and "
+                f"{sa.responder}. {why}{note} Until the keys fit, its IDs, CHILD SAs and selectors are "
+                "unknown.",
+                frames, sa.key,
+                "Reload the keys from the charon log of this very run (-k charon.log with 'ike 4'), or check "
+                "the ikev2_decryption_table column order: SPIi, SPIr, SK_ei, SK_er, encryption, SK_ai, "
+                "SK_ar, integrity.", ts)
+            continue
+        # IKEv1: no ICV (RFC 2409 §5); a wrong key only shows as plaintext that is no payload chain.
+        if split:
+            sender = failing[0]
+            # The tracker already reports the failed negotiation (IKE-AUTH-FAILED): this is its
+            # key-side evidence, not a second problem.
+            sev = Severity.INFO if sa.failure else Severity.WARNING
+            yield Finding(
+                "IKE-KEY-MISMATCH", sev,
+                f"IKE SA {short}: {sa.undecryptable} encrypted message(s) from {sender} do not decrypt with "
+                f"the key that decrypts {good[0]}'s — the peers derived different keys (PSK mismatch?)",
+                f"IKEv1 peers encrypt both directions with the same key derived from SKEYID_e (RFC 2409 §5). "
+                f"The key from {source} turns {good[0]}'s messages into sound payloads but not those of "
+                f"{sender}, so {sender} derived a different key: with pre-shared-key authentication the "
+                "two peers hold different PSKs (or a message of the exchange is missing from the capture, "
+                f"which breaks the IV chain).{note}",
+                frames, sa.key,
+                f"Make the pre-shared keys equal on both peers; add {sender}'s charon log with -k to read "
+                "its messages too.", ts)
+            continue
+        yield Finding(
+            "IKE-KEY-MISMATCH", Severity.WARNING,
+            f"IKE SA {short}: {sa.undecryptable} encrypted message(s) could not be decrypted with the loaded "
+            "key — wrong IKE key",
+            f"A key from {source} was applied to {sa.undecryptable} encrypted message(s) of IKE SA {sa.key} "
+            f"between {sa.initiator} and {sa.responder}, but none gave a sound payload chain. IKEv1 has no "
+            "ICV, so a wrong key shows only this way: the key is not this run's phase-1 encryption key "
+            f"(a row for another SA with the same initiator cookie, a damaged key), or a message of the "
+            f"exchange is missing from the capture (the IV chain, RFC 2409 Appendix B).{note}",
+            frames, sa.key,
+            "Reload the keys from the charon log of this run (-k charon.log with 'ike 4'), or check the "
+            "ikev1_decryption_table row: initiator cookie, then the encryption key.", ts)
+
+
 # ---------------------------------------------------------------------------------- ESP
 
 
@@ -991,6 +1094,27 @@ def r_no_key(table: SaTable, ctx: RuleContext):
         tuple(f.first_frame for f in flows[:6]), _flow_ref(flows[0]),
         "Add the ESP keys (esp_sa table, ip xfrm state output, charon log with chd 4) or the IKE SA's SK_d "
         "so CHILD keys can be derived.", flows[0].first_ts)
+
+
+@rule(28, "ESP-UNSUPPORTED-ALGO")
+def r_unsupported(table: SaTable, ctx: RuleContext):
+    """ESP keys that name an algorithm (or key size) ipsecscope does not implement."""
+    for f in table.flows.values():
+        if not f.unsupported:
+            continue
+        reason, _, supported = f.unsupported_reason.partition("; supported:")
+        reason = reason.strip() or "the algorithm of its keys is not implemented"
+        source = _src_path(f.unsupported_keys_source) if f.unsupported_keys_source else "the loaded keys"
+        can = f" ipsecscope implements:{supported.rstrip('.')}." if supported else ""
+        yield Finding(
+            "ESP-UNSUPPORTED-ALGO", Severity.WARNING,
+            f"{f.unsupported} ESP packet(s) {f.src} -> {f.dst} on SPI 0x{f.spi:08x} not decrypted: {reason}",
+            f"The key for SPI 0x{f.spi:08x} from {source} was found, but ipsecscope cannot use it: "
+            f"{reason}.{can} Its packets are counted, not decrypted, and their ICVs are not checked.",
+            tuple(f.unsupported_frames), _flow_ref(f),
+            "If the key file names the wrong algorithm, fix that row; otherwise open the capture in a tool "
+            "that implements it (Wireshark decrypts CAST5-CBC, Blowfish-CBC and Twofish-CBC: `ipsecscope keys "
+            "convert KEYS --to esp_sa -o ~/.config/wireshark/esp_sa`).", f.first_ts)
 
 
 @rule(30, "CAPTURE-MALFORMED")

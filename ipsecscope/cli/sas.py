@@ -22,6 +22,7 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "nat": {"initiator": bool|null, "responder": bool|null, "nat_t": bool},
         "ike_fragmentation": [bool, bool], "vendor_ids": [str], "decrypted": bool,
         "icv_failed": int,                 # encrypted messages the given IKE keys failed to authenticate
+        "undecryptable": int,              # encrypted messages a loaded key gave no payload chain for (IKEv1: wrong key)
         "created": float|null, "established": float|null, "deleted": float|null, "deleted_by": str|null,
         "rekeyed_from": key|null, "rekeyed_into": key|null, "retry_of": key|null, "retried_by": key|null,
         "children": [int],
@@ -161,7 +162,8 @@ def ike_to_dict(sa: IkeSa) -> dict:
         "id_i": sa.id_i, "id_r": sa.id_r, "auth_method": sa.auth_method, "mode": sa.mode,
         "nat": {"initiator": sa.nat_initiator, "responder": sa.nat_responder, "nat_t": sa.nat_t},
         "ike_fragmentation": list(sa.ike_fragmentation), "vendor_ids": list(sa.vendor_ids),
-        "decrypted": sa.decrypted, "icv_failed": sa.icv_failed, "created": sa.created_ts, "established": sa.established_ts,
+        "decrypted": sa.decrypted, "icv_failed": sa.icv_failed,
+        "undecryptable": sa.undecryptable, "created": sa.created_ts, "established": sa.established_ts,
         "deleted": sa.deleted_ts, "deleted_by": sa.deleted_by, "rekeyed_from": sa.rekeyed_from,
         "rekeyed_into": sa.rekeyed_into, "retry_of": sa.retry_of, "retried_by": sa.retried_by,
         "children": list(sa.children),
@@ -327,7 +329,12 @@ def render(table: SaTable, console=None) -> None:
         if sa.icv_failed:
             tree.add(f"[bold red]{sa.icv_failed} encrypted message(s) failed the ICV check with the IKE keys given: "
                      "wrong SK_e/SK_a, or the wrong algorithm for this SA[/]")
-        elif not sa.decrypted and any(x.encrypted for x in sa.exchanges):
+        if sa.undecryptable:
+            good = [a for a in sa.decrypted_from if a not in sa.key_failed_from]
+            split = f" — all sent by {', '.join(sa.key_failed_from)}, while {', '.join(good)}'s decrypt" if good else ""
+            tree.add(f"[bold red]{sa.undecryptable} encrypted message(s) could not be decrypted with the loaded key "
+                     f"(wrong key?){split}[/]")
+        elif not sa.decrypted and not sa.icv_failed and any(x.encrypted for x in sa.exchanges):
             tree.add("[dim]encrypted payloads not readable (no IKE keys): give -k to see IDs, CHILD SAs, selectors[/]")
         xs = tree.add(f"{len(sa.exchanges)} exchange(s)")
         for x in sa.exchanges:

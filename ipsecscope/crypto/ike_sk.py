@@ -304,10 +304,13 @@ class IkeDecryptor:
             first, plain = decrypt_sk(msg.raw, sk.offset, keys, h.is_initiator, skf=sk.type == SKF)
         except IntegrityError as e:
             self.stats.icv_failed += 1
-            return replace(msg, icv_ok=False, crypto_note=str(e))
-        except (DecryptError, UnknownAlgorithmError) as e:
+            return replace(msg, icv_ok=False, crypto_note=str(e), key_tried=True)
+        except UnknownAlgorithmError as e:  # the key was never applied
             self.stats.errors += 1
             return replace(msg, crypto_note=str(e))
+        except DecryptError as e:  # impossible padding/length with this key
+            self.stats.errors += 1
+            return replace(msg, crypto_note=str(e), key_tried=True)
         checked = True if integrity_checked(keys) else None
         self.stats.decrypted += 1
         if sk.type == SKF:
@@ -324,12 +327,12 @@ class IkeDecryptor:
             self.stats.decrypted -= 1
             self.stats.errors += 1
             return replace(msg, crypto_note=f"decrypted bytes are not a payload chain ({err}) and integrity "
-                                            "was not checked: wrong key or algorithm?")
+                                            "was not checked: wrong key or algorithm?", key_tried=True)
         malformed = msg.malformed
         if err and not malformed:
             malformed = f"encrypted payloads: {err}"
         return replace(msg, inner=tuple(inner), decrypted=True, icv_ok=checked, malformed=malformed,
-                       crypto_note=note)
+                       crypto_note=note, key_tried=True)
 
     def _fragment(self, msg: IkeMessage, sk: SkPayload, first: int, plain: bytes,
                   checked: bool | None) -> IkeMessage:
@@ -340,7 +343,7 @@ class IkeDecryptor:
         num, total = sk.fragment_number, sk.total_fragments
         if not 1 <= num <= total:
             self.stats.errors += 1
-            return replace(msg, decrypted=True, icv_ok=checked,
+            return replace(msg, key_tried=True, decrypted=True, icv_ok=checked,
                            crypto_note=f"SKF fragment number {num} outside 1..{total}: ignored")
         key = (h.spi_i, h.spi_r, h.msg_id, h.is_initiator)
         buf = self._frags.get(key)
@@ -356,7 +359,7 @@ class IkeDecryptor:
         buf.parts[num] = plain
         buf.frames.append(msg.frame)
         if len(buf.parts) < total:
-            return replace(msg, decrypted=True, icv_ok=checked,
+            return replace(msg, key_tried=True, decrypted=True, icv_ok=checked,
                            crypto_note=f"SKF fragment {num} of {total}; payloads decoded on the frame "
                                        "that completes the message")
         del self._frags[key]

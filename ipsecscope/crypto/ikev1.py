@@ -422,7 +422,8 @@ class Ikev1Decryptor:
             n = len(self._candidates(msg.header.spi_i))
             tried = f"none of the {n} keys for this cookie fits" if n > 1 else "wrong key"
             return replace(msg, crypto_note=f"decrypted bytes are not a payload chain ({err}): {tried}, "
-                                            "or a message of this exchange is missing from the capture")
+                                            "or a message of this exchange is missing from the capture",
+                           key_tried=True)
         self.stats.decrypted += 1
         malformed = msg.malformed or (f"encrypted payloads: {err}" if err else None)
         note = res.note
@@ -430,4 +431,4 @@ class Ikev1Decryptor:
             note = "; ".join(x for x in (note, "unusual payload chain (unknown type, RESERVED not zero "
                                                "or odd padding): check the key") if x)
         return replace(msg, inner=tuple(inner), decrypted=True, icv_ok=None, malformed=malformed,
-                       crypto_note=note)
+                       crypto_note=note, key_tried=True)

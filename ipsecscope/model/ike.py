@@ -257,6 +257,9 @@ class IkeMessage:
     # Why decryption did not happen or what it did (no key, ICV mismatch, "SKF fragment 2 of 3",
     # "reassembled from 3 SKF fragments", IKEv1 "retransmission: decrypted with the IV of frame 7").
     crypto_note: str | None = None
+    # A key for this message was found and applied (set by the decryptors): a message that is
+    # encrypted, key_tried and not decrypted failed with a loaded key — a wrong key, not a missing one.
+    key_tried: bool = False
 
     @property
     def version(self) -> int:

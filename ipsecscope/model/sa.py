@@ -72,6 +72,9 @@ class EspFlow:
     unanswered_tail: int = 0  # packets since the last one in the opposite direction of its CHILD SA
     unanswered_since_frame: int = 0
     unanswered_since_ts: float | None = None
+    unsupported_reason: str = ""  # why the keys could not be used ("ESP encryption ENCR_CAST is not ...")
+    unsupported_keys_source: str = ""  # EspSaKeys.source of those keys ("file:line")
+    unsupported_frames: list[int] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -198,6 +201,14 @@ class IkeSa:
     vendor_ids: list[str] = field(default_factory=list)
     state_inferred: bool = False  # state guessed from encrypted traffic we could not read
     mode: str | None = None  # IKEv1: "Main" | "Aggressive"
+    # Encrypted messages a loaded key was applied to but that did not decrypt, without an ICV
+    # failure (IKEv1 has no ICV: the plaintext was not a payload chain; IKEv2 keys without
+    # integrity checking, bad padding). ICV failures are in ``icv_failed``.
+    undecryptable: int = 0
+    key_failed_frames: list[int] = field(default_factory=list)  # first few of icv_failed + undecryptable
+    key_failed_note: str | None = None  # the decryptor's crypto_note for the first of them
+    key_failed_from: list[str] = field(default_factory=list)  # addresses that sent them
+    decrypted_from: list[str] = field(default_factory=list)  # addresses whose encrypted messages decrypted
 
     @property
     def key(self) -> str:

@@ -114,6 +114,7 @@ def on_ikev1(tr: Tracker, msg: IkeMessage) -> None:
     x, is_response, retrans = _exchange(tr, sa, msg)
     if retrans:
         return
+    tr._note_key(sa, msg)
     if msg.decrypted:
         sa.decrypted = True
     for v in msg.find(VendorPayload):

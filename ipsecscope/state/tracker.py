@@ -354,6 +354,7 @@ class Tracker:
             return
         if msg.icv_ok is False:  # keys were found for this SA, but they do not authenticate it
             sa.icv_failed += 1
+        self._note_key(sa, msg)
         skf = next((p for p in msg.payloads if isinstance(p, SkPayload) and p.type == iana.PayloadType.SKF), None)
         if skf is not None and skf.total_fragments > 1:
             # RFC 7383: act on the message once, when it is complete. With keys the decryptor
@@ -381,6 +382,29 @@ class Tracker:
             self._informational(sa, msg, x, is_response, visible)
         if is_response and visible:
             self._note_error(x, msg)
+
+    @staticmethod
+    def _note_key(sa: IkeSa, msg: IkeMessage) -> None:
+        """Record what the loaded key did to an encrypted message (IKEv1 and IKEv2, once per
+        distinct message): decrypted, failed its ICV (counted by the caller in ``icv_failed``), or
+        applied without yielding a payload chain (``undecryptable``: IKEv1 has no ICV, RFC 2409
+        §5, so a wrong key shows only as garbage). A message no key was found for is neither."""
+        if not msg.encrypted:
+            return
+        if msg.decrypted and msg.icv_ok is not False:
+            if msg.src not in sa.decrypted_from:
+                sa.decrypted_from.append(msg.src)
+            return
+        if msg.icv_ok is not False:
+            if not msg.key_tried:
+                return
+            sa.undecryptable += 1
+        if len(sa.key_failed_frames) < EVIDENCE:
+            sa.key_failed_frames.append(msg.frame)
+        if sa.key_failed_note is None:
+            sa.key_failed_note = msg.crypto_note
+        if msg.src not in sa.key_failed_from:
+            sa.key_failed_from.append(msg.src)
 
     @staticmethod
     def _note_error(x: IkeExchange, msg: IkeMessage) -> NotifyPayload | None:
@@ -943,6 +967,12 @@ class Tracker:
             flow.malformed += 1
         elif status == "unsupported":
             flow.unsupported += 1
+            if len(flow.unsupported_frames) < EVIDENCE:
+                flow.unsupported_frames.append(pkt.frame)
+            if not flow.unsupported_reason:
+                flow.unsupported_reason = getattr(res, "reason", "") or ""
+                keys = getattr(res, "keys", None)
+                flow.unsupported_keys_source = getattr(keys, "source", "") or ""
         sq = self._seq[key]
         top = sq.top
         full = -1
