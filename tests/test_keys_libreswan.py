@@ -48,6 +48,9 @@ COUNTS = {
     ("ikev2_cbc", "initiator"): (1, 0),
     ("ikev2_cbc", "responder"): (1, 1),
     ("ikev1_cbc", "responder"): (0, 1),
+    # IKE SA rekeyed once (CREATE_CHILD_SA): the new IKE SA's keys, salts and SPIs are logged too
+    ("ikev2_rekey", "initiator"): (2, 0),
+    ("ikev2_rekey", "responder"): (2, 1),
     # pluto initiator <-> charon responder: charon installs the CHILD SA, pluto derives its keys
     # and fails to install; then pluto revives the connection once more (2 IKE SAs, 2 CHILD SAs).
     ("ikev2_charon", "initiator"): (2, 2),
@@ -64,7 +67,7 @@ def test_real_log_parses_into_the_right_sas(scenario, side):
     for k in store.ike:
         assert k.source.startswith(f"{path}:")
         assert k.prf == P.PRF_HMAC_SHA2_256
-        if scenario in ("ikev2_gcm", "ikev2_charon"):
+        if scenario in ("ikev2_gcm", "ikev2_charon", "ikev2_rekey"):
             assert (k.encr, k.integ) == (E.ENCR_AES_GCM_16, I.NONE)
             assert len(k.sk_ei) == len(k.sk_er) == 36 and not k.sk_ai  # 32-byte key + 4-byte salt
         else:
@@ -76,7 +79,7 @@ def test_real_log_parses_into_the_right_sas(scenario, side):
         assert k.source.startswith(f"{path}:")
         if scenario == "ikev2_charon":
             assert (k.encr, k.integ, len(k.enc_key), k.auth_key, k.esn) == (E.ENCR_AES_GCM_16, I.NONE, 36, b"", False)
-        elif scenario == "ikev2_gcm":
+        elif scenario in ("ikev2_gcm", "ikev2_rekey"):
             assert (k.encr, k.integ, len(k.enc_key), k.auth_key, k.esn) == (E.ENCR_AES_GCM_16, I.NONE, 36, b"", True)
         else:
             assert (k.encr, k.integ, len(k.enc_key), len(k.auth_key)) == (
@@ -84,16 +87,19 @@ def test_real_log_parses_into_the_right_sas(scenario, side):
             assert k.esn is (scenario == "ikev2_cbc")  # IKEv2 offers ESN; IKEv1 QM did not
 
 
-@pytest.mark.parametrize("scenario", ["ikev2_gcm", "ikev2_cbc"])
+@pytest.mark.parametrize("scenario", ["ikev2_gcm", "ikev2_cbc", "ikev2_rekey"])
 def test_both_peers_log_the_same_ike_keys_and_spis_from_the_capture(scenario):
     """The two logs are independent (two plutos): their IKE SA keys must agree, and the SPIs
     must be the ones on the wire."""
     a, b = (load_keys([_log(scenario, s)]) for s in ("initiator", "responder"))
-    (ka,), (kb,) = a.ike, b.ike
-    assert (ka.spi_i, ka.spi_r, ka.sk_ei, ka.sk_er, ka.sk_ai, ka.sk_ar) == (
-        kb.spi_i, kb.spi_r, kb.sk_ei, kb.sk_er, kb.sk_ai, kb.sk_ar)
+
+    def keyset(store):
+        return {(k.spi_i, k.spi_r, k.sk_ei, k.sk_er, k.sk_ai, k.sk_ar) for k in store.ike}
+
+    assert keyset(a) == keyset(b) and len(keyset(a)) == len(a.ike)
     raw = (LSW / f"{scenario}.pcap").read_bytes()
-    assert ka.spi_i + ka.spi_r in raw
+    for k in a.ike:
+        assert k.spi_i + k.spi_r in raw
 
 
 def test_pluto_and_charon_logs_agree_on_every_key():
@@ -116,9 +122,10 @@ def test_pluto_and_charon_logs_agree_on_every_key():
 
 
 # scenario -> (IKE messages in the capture, of them with an SK payload)
-CAPTURED = {"ikev2_gcm": (6, 4), "ikev2_cbc": (6, 4), "ikev2_charon": (8, 4)}
+CAPTURED = {"ikev2_gcm": (6, 4), "ikev2_cbc": (6, 4), "ikev2_charon": (8, 4), "ikev2_rekey": (10, 8)}
 DECRYPT_CASES = [("ikev2_gcm", "initiator"), ("ikev2_gcm", "responder"), ("ikev2_cbc", "initiator"),
-                 ("ikev2_cbc", "responder"), ("ikev2_charon", "initiator")]
+                 ("ikev2_cbc", "responder"), ("ikev2_charon", "initiator"), ("ikev2_rekey", "initiator"),
+                 ("ikev2_rekey", "responder")]
 
 
 @pytest.mark.parametrize(("scenario", "side"), DECRYPT_CASES)

@@ -55,8 +55,9 @@ PSK="ipsecscope-libreswan-sample-psk"
 declare -A SCEN
 SCEN[ikev2_gcm]="aes_gcm256-sha2_256-modp2048|aes_gcm256|yes"
 SCEN[ikev2_cbc]="aes256-sha2_256-modp2048|aes256-sha2_256|yes"
+SCEN[ikev2_rekey]="aes_gcm256-sha2_256-modp2048|aes_gcm256|yes"
 SCEN[ikev1_cbc]="aes256-sha2_256-modp2048|aes256-sha2_256|no"
-ORDER=(ikev2_gcm ikev2_cbc ikev1_cbc ikev2_charon)
+ORDER=(ikev2_gcm ikev2_cbc ikev2_rekey ikev1_cbc ikev2_charon)
 [ $# -gt 0 ] && ORDER=("$@")
 
 setup_ns() {
@@ -236,7 +237,13 @@ for name in "${ORDER[@]}"; do
     "$WHACK" --ctlsocket "$WORK/init/run/pluto.ctl" --listen >/dev/null || true
     sleep 1
     timeout 20 "$WHACK" --ctlsocket "$WORK/init/run/pluto.ctl" --name sample --initiate || true
-    sleep 3
+    sleep 1
+    if [ "$name" = ikev2_rekey ]; then
+        # rekey the IKE SA (CREATE_CHILD_SA): a second set of IKE keys under new SPIs
+        timeout 20 "$WHACK" --ctlsocket "$WORK/init/run/pluto.ctl" --name sample --rekey-ike || true
+        sleep 1
+    fi
+    sleep 2
     "$WHACK" --ctlsocket "$WORK/init/run/pluto.ctl" --shutdown || true
     "$WHACK" --ctlsocket "$WORK/resp/run/pluto.ctl" --shutdown || true
     sleep 1
