@@ -15,8 +15,6 @@ cipher context per packet (3× faster in CPython).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from .suites import EncrSuite, IntegSuite, encr_suite, integ_suite, split_key
 _U32 = struct.Struct("!I")
 _pack32 = _U32.pack
 _ESP_HDR = struct.Struct("!II")
-_compare = hmac.compare_digest
+# hashlib/hmac are imported by _icv_checker: AEAD-only runs never need them (start-up)
 _from = int.from_bytes
 
 # An open function: (esp bytes from the SPI to the end, seq_hi or None for a non-ESN SA) -> the
@@ -246,7 +244,12 @@ def _icv_checker(o: Opener) -> Callable[[bytes, int | None], None] | None:
         raise UnknownAlgorithmError(
             f"{integ.label} integrity key is {len(akey) * 8} bits; expected {integ.key_len * 8}. "
             "Check the authentication key in the key file.")
+    import hmac
+
+    _compare = hmac.compare_digest
     if integ.kind == "hmac":
+        import hashlib
+
         base = hmac.new(akey, digestmod=getattr(hashlib, integ.hash))  # type: ignore[arg-type]
         # the OpenSSL-backed object under hmac.HMAC: copying it skips two Python-level wrappers
         copy = getattr(base, "_hmac", base).copy

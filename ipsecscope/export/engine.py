@@ -31,7 +31,6 @@ import mmap
 import os
 import socket
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -1052,6 +1051,8 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
 
     nchunks = len(lay.bounds)
     nproc = min(jobs, nchunks)
+    import tempfile
+
     tmp = tempfile.mkdtemp(prefix="ipsecscope-decrypt-", dir=_tmp_dir(writer))
     shared = _Shared(nchunks)
     _JOB.clear()
@@ -1284,6 +1285,8 @@ def _decompress(path: str, chunks: int, mark_every: int) -> tuple[Layout | None,
     with open(path, "rb") as f:
         if f.read(2) != b"\x1f\x8b" or os.fstat(f.fileno()).st_size < GZIP_FAST_MIN_BYTES:
             return None, None, None
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix="ipsecscope-", suffix=".cap")
     note = None
     try:
