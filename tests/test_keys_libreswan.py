@@ -279,3 +279,23 @@ def test_truncated_and_mutated_logs_only_raise_key_file_error(tmp_path, scenario
                 mutant.insert(n, line)
             mutant[n] = line
         _load_mutant(tmp_path, "".join(mutant).encode())
+
+
+def test_salts_follow_the_state_number_when_derivations_interleave(tmp_path):
+    """pluto derives an IKE SA's keys a round trip before it logs its 'ikev2 I|R' lines; another
+    SA can be keyed in between (many tunnels at once). Simulate that with the real rekey log:
+    move the rekeyed SA's derivation (state #3) before the first SA's (#1) 'established' lines.
+    Each SA must still get its own salts: every SK payload of the capture still decrypts."""
+    lines = _text("ikev2_rekey", "initiator").splitlines()
+    start = next(n for n, line in enumerate(lines) if "| completing DH shared secret for #1/#3" in line)
+    end = next(n for n in range(start, len(lines)) if "finished computing individual keys" in lines[n]) + 1
+    block = lines[start:end]
+    del lines[start:end]
+    at = next(n for n, line in enumerate(lines) if "| pstats #1 ikev2.ike established" in line)
+    lines[at:at] = block
+    f = tmp_path / "pluto.log"
+    f.write_text("\n".join(lines) + "\n")
+    s = Session()
+    s.add_key_files([f])
+    s.load(LSW / "ikev2_rekey.pcap")
+    assert (s.stats.ike_decrypted, s.stats.ike_icv_failed) == (8, 0)

@@ -22,9 +22,13 @@ What we read (every debug line starts with ``| `` after an optional time/syslog 
       | unwrapped:
       |   51 07 5f aa  00 00 00 00  00 00 00 00  00 00 00 00   Q._.............
 
-  (the unwrapped buffer is padded to the NSS block size; the first N bytes are the salt). We take
-  the salts (and the PRF) of the most recent ``calculating skeyseed`` before the ``ikev2 I|R``
-  line. SK_d is not logged, so ipsecscope cannot derive CHILD keys from these IKE SAs.
+  (the unwrapped buffer is padded to the NSS block size; the first N bytes are the salt).
+  Derivation and ``ikev2 I|R`` line are a round trip apart, and other SAs can be keyed in
+  between, so both are tied to pluto's state number: ``completing DH shared secret for #1/#3``
+  starts the derivation for state #3 (also for an IKE SA rekey), ``pstats #3 ikev2.ike
+  established`` comes just before its ``ikev2 I|R`` lines. Without those lines (a filtered log)
+  the most recent derivation is used. SK_d is not logged, so ipsecscope cannot derive CHILD keys
+  from these IKE SAs.
 * CHILD SA keys, dumped by the kernel code just before each SA is installed (so only on a host
   that got as far as installing; the log has them even when the install then fails)::
 
@@ -67,6 +71,8 @@ _IKE_LINE = re.compile(
     r"(?P<integ>[A-Za-z0-9_]+):(?:0x(?P<ak>[0-9a-fA-F]*))? (?P<encr>[A-Za-z0-9_]+):0x(?P<ek>[0-9a-fA-F]*)\s*$"
 )
 _SKEYSEED = re.compile(r"^calculating skeyseed using prf=(?P<prf>\S+) integ=\S+ cipherkey-size=\d+ salt-size=(?P<salt>\d+)")
+_KEYING = re.compile(r"^completing DH shared secret for #\d+/#(?P<st>\d+)")
+_ESTABLISHED = re.compile(r"^pstats #(?P<st>\d+) ikev2\.ike established")
 _SALT = re.compile(r"^(?P<who>initiator|responder) salt extracting all (?P<n>\d+) bytes of key")
 _ADD_SA = re.compile(
     r"add_sa\(\) level=\d+ (?P<dir>inbound|outbound) \S+ \S*?(?:->)?(?P<src>[^\s>\[]+)\[(?P<spi>[0-9a-fA-F]{1,8})\]"
@@ -174,6 +180,9 @@ class _HalfIke:
 def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
     store = store if store is not None else KeyStore()
     deriv = _Derivation()
+    derivs: dict[str, _Derivation] = {}  # pluto state number -> its key derivation
+    keying: str | None = None  # state whose keys are being derived ("completing DH ... #P/#N")
+    established: str | None = None  # state of the last "pstats #N ikev2.ike established"
     dump: _Dump | None = None
     esp_keys: dict[str, tuple[bytes, int]] = {}  # "enc"/"auth" -> (key, line of its dump)
     halves: dict[tuple[bytes, bytes], dict[str, _HalfIke]] = {}
@@ -233,10 +242,11 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             if key_len is not None and len(ek) != key_len:
                 raise KeyFileError(f"{encr_token} needs a {key_len}-byte key, got {len(ek)} bytes", path=path,
                                    line=lineno)
+            d = derivs.get(established, deriv) if established is not None else deriv
             salt_len = names.SALT_LEN.get(encr, 0)
             if salt_len:
                 who = "initiator" if im.group("dir") == "I" else "responder"
-                salt = deriv.salts.get(who)
+                salt = d.salts.get(who)
                 if salt is None or len(salt) != salt_len:
                     raise KeyFileError(
                         f"{encr_token} needs the {salt_len}-byte {who} salt, which pluto logs while deriving the "
@@ -247,7 +257,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             if problem:
                 raise KeyFileError(problem, path=path, line=lineno)
             spis = (bytes.fromhex(im.group("spi_i")), bytes.fromhex(im.group("spi_r")))
-            halves.setdefault(spis, {})[im.group("dir")] = _HalfIke(integ, encr, ek, ak, deriv.prf, lineno)
+            halves.setdefault(spis, {})[im.group("dir")] = _HalfIke(integ, encr, ek, ak, d.prf, lineno)
             pair = halves[spis]
             if "I" in pair and "R" in pair:
                 i, r = pair.pop("I"), pair.pop("R")
@@ -263,6 +273,15 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             sm = _SKEYSEED.match(msg)
             if sm:
                 deriv = _Derivation(prf=_LSW_PRF.get(sm.group("prf")), salt_size=int(sm.group("salt")), line=lineno)
+                if keying is not None:
+                    derivs[keying] = deriv
+                    keying = None
+            continue
+        if msg.startswith("completing DH shared secret") and (km := _KEYING.match(msg)):
+            keying = km.group("st")
+            continue
+        if msg.startswith("pstats #") and (em := _ESTABLISHED.match(msg)):
+            established = em.group("st")
             continue
         sm = _SALT.match(msg)
         if sm:
