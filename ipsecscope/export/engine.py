@@ -380,7 +380,7 @@ class _Worker:
     def _entry(self, key: bytes, src: bytes, dst: bytes, spi: int) -> list:
         af = socket.AF_INET if len(src) == 4 else socket.AF_INET6
         st = self.dec.state(socket.inet_ntop(af, src), socket.inet_ntop(af, dst), spi)
-        e = self.sas[key] = [st, None, 0, None, b"", None]
+        e = self.sas[key] = [st, None, 0, None, b"", None, None]
         self._refresh(e)
         return e
 
@@ -390,6 +390,8 @@ class _Worker:
         e[1] = st.opener.open_at if st.opener is not None and st.mode is False else None
         g = getattr(st.opener.open, "gcm16", None) if e[1] is not None else None
         e[3], e[4] = g if g is not None else (None, b"")
+        # CBC + HMAC inlined the same way: (CBC update, block, HMAC template copy, ICV length, compare)
+        e[6] = getattr(st.opener.open, "cbc_hmac", None) if e[1] is not None else None
         # an SA known to use ESN, with history and an ICV to check: the fast loop guesses the high
         # bits (RFC 4303 App. A) and lets the general path sort out anything that fails
         esn_ok = st.opener is not None and st.mode is True and st.opener.verifies and st.top >= 0
@@ -650,6 +652,15 @@ class _Worker:
                             if g is not None:  # AES-GCM-16 inlined (RFC 4106: nonce salt|IV, AAD SPI|seq)
                                 plain = g(e[4] + mm[q + 8:q + 16], mm[q + 16:end_ip], mm[q:q + 8]) \
                                     if end_ip - q >= 36 else None
+                            elif e[6] is not None:  # CBC + HMAC inlined (crypto.esp._build_cbc)
+                                upd, bs, hcopy, icv, same = e[6]
+                                n = end_ip - q - 8 - bs - icv  # ciphertext after the IV
+                                ie = end_ip - icv
+                                if n >= bs and not n % bs:
+                                    m = hcopy()
+                                    m.update(mm[q:ie])  # RFC 4303 §3.4.4: verify, then decrypt
+                                    if same(m.digest()[:icv], mm[ie:end_ip]):
+                                        plain = upd(mm[q + 8:ie])[bs:]
                             else:
                                 plain = e[1](mm, q, end_ip, None)
                         except (DecryptError, InvalidTag):  # the general path counts failures
