@@ -843,9 +843,15 @@ def r_ike_keys(table: SaTable, ctx: RuleContext):
         # IKEv1: no ICV (RFC 2409 §5); a wrong key only shows as plaintext that is no payload chain.
         if split:
             sender = failing[0]
-            # The tracker already reports the failed negotiation (IKE-AUTH-FAILED): this is its
-            # key-side evidence, not a second problem.
-            sev = Severity.INFO if sa.failure else Severity.WARNING
+            # When IKE-AUTH-FAILED already reports the failed negotiation this is its key-side
+            # evidence (INFO); otherwise (e.g. the only readable answer is a PAYLOAD_MALFORMED
+            # notify) it is the explanation of the failure.
+            if any(f.sa == sa.key for f in r_auth_failed(table, ctx)):
+                sev = Severity.INFO
+            else:
+                sev = Severity.ERROR if sa.state == SaState.FAILED else Severity.WARNING
+            failed = (f" That is why the negotiation failed ({sa.failure})."
+                      if sa.failure and sev == Severity.ERROR else "")
             yield Finding(
                 "IKE-KEY-MISMATCH", sev,
                 f"IKE SA {short}: {sa.undecryptable} encrypted message(s) from {sender} do not decrypt with "
@@ -854,7 +860,7 @@ def r_ike_keys(table: SaTable, ctx: RuleContext):
                 f"The key from {source} turns {good[0]}'s messages into sound payloads but not those of "
                 f"{sender}, so {sender} derived a different key: with pre-shared-key authentication the "
                 "two peers hold different PSKs (or a message of the exchange is missing from the capture, "
-                f"which breaks the IV chain).{note}",
+                f"which breaks the IV chain).{failed}{note}",
                 frames, sa.key,
                 f"Make the pre-shared keys equal on both peers; add {sender}'s charon log with -k to read "
                 "its messages too.", ts)
