@@ -168,6 +168,26 @@ def parse_payload_chain(first_type: int, data: bytes, version: int, base_offset:
 # ---- IKEv2 payload chain -----------------------------------------------------------------------
 
 
+def chain_fault(data: bytes, off: int, idx: int, ptype: int, version: int = 2) -> str:
+    """Reason why the generic payload header of payload ``idx`` at ``off`` does not frame it.
+
+    Shared by the IKEv2 and ISAKMP chain walks (RFC 7296 §3.2 / RFC 2408 §3.2: next, flags,
+    length). Only called once a walk has seen that the header is short, or its length is below
+    the 4-byte header or past the end of ``data``; the walks keep those checks inline because they
+    run for every payload and this (naming the payload, formatting) only on a fault.
+    """
+    left = len(data) - off
+    name = payload_name(ptype, version)
+    if left <= 0:
+        return f"payload {idx} ({name}) missing: message ends after payload {idx - 1}"
+    if left < 4:
+        return f"payload {idx} ({name}) header truncated ({left} bytes left)"
+    plen = _U16.unpack_from(data, off + 2)[0]
+    if plen < 4:
+        return f"payload {idx} ({name}) length {plen} is below the 4-byte header"
+    return f"payload {idx} ({name}) length {plen} exceeds message ({left} bytes left)"
+
+
 def _chain_v2(first: int, data: bytes, base: int) -> tuple[tuple[AnyPayload, ...], str | None]:
     out: list[AnyPayload] = []
     bad: str | None = None
@@ -178,16 +198,10 @@ def _chain_v2(first: int, data: bytes, base: int) -> tuple[tuple[AnyPayload, ...
     while ptype != 0:
         idx += 1
         left = n - off
-        if left < 4:
-            return tuple(out), bad or (
-                f"payload {idx} ({payload_name(ptype)}) header truncated ({left} bytes left)" if left else
-                f"payload {idx} ({payload_name(ptype)}) missing: message ends after payload {idx - 1}")
-        nxt, flags, plen = GEN_HDR.unpack_from(data, off)
-        if plen < 4:
-            return tuple(out), bad or f"payload {idx} ({payload_name(ptype)}) length {plen} is below the 4-byte header"
-        if plen > left:
-            return tuple(out), bad or f"payload {idx} ({payload_name(ptype)}) length {plen} exceeds message ({left} bytes left)"
-        critical = bool(flags & 0x80)
+        if left < 4 or not 4 <= (plen := _U16.unpack_from(data, off + 2)[0]) <= left:
+            return tuple(out), bad or chain_fault(data, off, idx, ptype)
+        nxt = data[off]
+        critical = bool(data[off + 1] & 0x80)
         body = data[off + 4: off + plen]
         if ptype in (iana.PayloadType.SK, iana.PayloadType.SKF):
             # SK must be the last payload; its next-payload field names the first inner payload

@@ -16,7 +16,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from ipsecscope.decode.ike import _Bad, cp_attribute_text, parse_attributes, payload_name, render_id
+from ipsecscope.decode.ike import (
+    _Bad,
+    chain_fault,
+    cp_attribute_text,
+    parse_attributes,
+    payload_name,
+    render_id,
+)
 from ipsecscope.decode.vendor_ids import vendor_name
 from ipsecscope.model import iana
 from ipsecscope.model.ike import (
@@ -39,7 +46,6 @@ from ipsecscope.model.ike import (
 
 __all__ = ["parse_body", "parse_chain", "attribute_name", "attribute_value_name", "config_attribute_text"]
 
-GEN_HDR = struct.Struct("!BBH")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _SA_HDR = struct.Struct("!II")  # DOI, situation
@@ -70,15 +76,9 @@ def parse_chain(first: int, data: bytes, base: int = 0) -> tuple[tuple[AnyPayloa
     while ptype != 0:
         idx += 1
         left = n - off
-        if left < 4:
-            return tuple(out), bad or (
-                f"payload {idx} ({payload_name(ptype, 1)}) header truncated ({left} bytes left)" if left else
-                f"payload {idx} ({payload_name(ptype, 1)}) missing: message ends after payload {idx - 1}")
-        nxt, _res, plen = GEN_HDR.unpack_from(data, off)
-        if plen < 4:
-            return tuple(out), bad or f"payload {idx} ({payload_name(ptype, 1)}) length {plen} is below the 4-byte header"
-        if plen > left:
-            return tuple(out), bad or f"payload {idx} ({payload_name(ptype, 1)}) length {plen} exceeds message ({left} bytes left)"
+        if left < 4 or not 4 <= (plen := _U16.unpack_from(data, off + 2)[0]) <= left:
+            return tuple(out), bad or chain_fault(data, off, idx, ptype, 1)
+        nxt = data[off]
         body = data[off + 4: off + plen]
         dec = _DECODERS.get(ptype)
         if dec is None:
