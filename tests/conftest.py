@@ -26,4 +26,21 @@ def have_tshark() -> bool:
     return shutil.which("tshark") is not None
 
 
+def ike_messages(path: Path) -> list:
+    """Every IKE message of a capture, through our own capture reader, demux and IKE decoder."""
+    from ipsecscope.capture import open_capture
+    from ipsecscope.decode.demux import Decoder
+    from ipsecscope.decode.ike import parse_ike
+    from ipsecscope.model.packets import IkeDatagram
+
+    dec = Decoder()
+    out = []
+    with open_capture(path) as reader:
+        for raw in reader:
+            pkt = dec.decode(raw)
+            if isinstance(pkt, IkeDatagram):
+                out.append(parse_ike(pkt))
+    return out
+
+
 needs_tshark = pytest.mark.skipif(not have_tshark(), reason="tshark not installed (./dev test installs it)")

@@ -21,11 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, ROOT, corpus_captures, needs_tshark
+from conftest import CORPUS, ROOT, corpus_captures, ike_messages, needs_tshark
 
-from ipsecscope.capture import open_capture
-from ipsecscope.decode.demux import Decoder
-from ipsecscope.decode.ike import parse_ike
 from ipsecscope.model import iana
 from ipsecscope.model.ike import (
     AnyPayload,
@@ -44,23 +41,10 @@ from ipsecscope.model.ike import (
     TsPayload,
     VendorPayload,
 )
-from ipsecscope.model.packets import IkeDatagram
 from ipsecscope.model.proposals import proposal_string
 
 CAPTURES = [p.name for p in corpus_captures()]
 IKE_CAPTURES = [n for n in CAPTURES if n.startswith("ike")]
-
-
-def ike_messages(path: Path) -> list[IkeMessage]:
-    """Every IKE message of a capture, through our own capture reader and demux."""
-    dec = Decoder()
-    out = []
-    with open_capture(path) as reader:
-        for raw in reader:
-            pkt = dec.decode(raw)
-            if isinstance(pkt, IkeDatagram):
-                out.append(parse_ike(pkt))
-    return out
 
 
 _CACHE: dict[str, list[IkeMessage]] = {}

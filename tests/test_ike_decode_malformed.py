@@ -17,10 +17,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, needs_tshark
+from conftest import CORPUS, ike_messages, needs_tshark
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_ike_decode import FIELDS, _hexnorm, ike_messages, messages, tshark_fields
+from test_ike_decode import FIELDS, _hexnorm, messages, tshark_fields
 
 from ipsecscope.decode.ike import parse_ike, parse_payload_chain
 from ipsecscope.model import iana

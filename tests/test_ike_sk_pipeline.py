@@ -9,13 +9,11 @@ import json
 from dataclasses import replace
 
 import pytest
-from conftest import needs_tshark
+from conftest import ike_messages, needs_tshark
 from test_ike_sk import CORPUS, V2_CAPTURES, table_keys
 from test_ikev1_crypto import V1_CAPTURES, table
 
-from ipsecscope.capture import open_capture
 from ipsecscope.crypto.ike_sk import IkeDecryptor
-from ipsecscope.decode.demux import Decoder
 from ipsecscope.decode.ike import parse_ike
 from ipsecscope.keys import load_keys
 from ipsecscope.model.ike import AuthPayload, CertPayload, HashPayload, IkeMessage, SaPayload
@@ -43,14 +41,7 @@ def store():
 
 
 def messages(capture: str) -> list[IkeMessage]:
-    dec = Decoder()
-    out = []
-    with open_capture(CORPUS / capture) as r:
-        for raw in r:
-            pkt = dec.decode(raw)
-            if isinstance(pkt, IkeDatagram):
-                out.append(parse_ike(pkt))
-    return out
+    return ike_messages(CORPUS / capture)
 
 
 def tshark_types(names: list[str]) -> list[int]:

@@ -103,18 +103,9 @@ def regenerate() -> None:
 
 
 def _messages(name: str):
-    from ipsecscope.capture import open_capture
-    from ipsecscope.decode.demux import Decoder
-    from ipsecscope.decode.ike import parse_ike
-    from ipsecscope.model.packets import IkeDatagram
+    from conftest import ike_messages
 
-    dec, out = Decoder(), []
-    with open_capture(DATA / name / "capture.pcapng") as r:
-        for raw in r:
-            pkt = dec.decode(raw)
-            if isinstance(pkt, IkeDatagram):
-                out.append(parse_ike(pkt))
-    return out
+    return ike_messages(DATA / name / "capture.pcapng")
 
 
 _ABBR = {"IDi": 35, "IDr": 36, "AUTH": 39, "SA": 33, "TSi": 44, "TSr": 45, "No": 40, "KE": 34, "D": 42, "CPRQ": 47,

@@ -221,7 +221,7 @@ def _psk_store(*peers: str):
 
 
 def _psk_decrypted(*peers: str):
-    from test_ike_decode import ike_messages
+    from conftest import ike_messages
 
     from ipsecscope.crypto.ike_sk import IkeDecryptor
 
