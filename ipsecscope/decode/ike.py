@@ -258,6 +258,36 @@ def parse_attributes(data: bytes, off: int, end: int) -> tuple[tuple[int, int | 
     return tuple(attrs)
 
 
+def parse_transforms(body: bytes, toff: int, tend: int, pnum: int, klen_attr: int,
+                     v1: bool = False) -> tuple[Transform, ...]:
+    """The transforms of proposal ``pnum``, in ``body[toff:tend]``. Shared with IKEv1.
+
+    Both versions frame a transform alike (RFC 7296 §3.3.2 / RFC 2408 §3.6: 8-byte header with
+    its length, then attributes); the header's last four bytes differ: IKEv2 has type, reserved,
+    16-bit ID; IKEv1 (``v1``) has transform number, 8-bit ID, reserved, and the number is kept in
+    ``Transform.type``. ``klen_attr`` is the attribute type that carries the key length.
+    Raises _Bad naming the proposal and transform.
+    """
+    transforms: list[Transform] = []
+    while toff < tend:
+        tn = len(transforms) + 1
+        if tend - toff < 8:
+            raise _Bad(f"proposal {pnum} transform {tn} header truncated ({tend - toff} bytes left)")
+        _m, _r2, tlen, ttype, b6, tid = _XFORM_HDR.unpack_from(body, toff)
+        if v1:
+            tid = b6
+        if tlen < 8 or tlen > tend - toff:
+            raise _Bad(f"proposal {pnum} transform {tn} length {tlen} invalid ({tend - toff} bytes left)")
+        try:
+            attrs = parse_attributes(body, toff + 8, toff + tlen)
+        except _Bad as e:
+            raise _Bad(f"proposal {pnum} transform {tn}: {e}") from None
+        klen = next((v for t, v in attrs if t == klen_attr and isinstance(v, int)), None)
+        transforms.append(Transform(ttype, tid, klen, attrs))
+        toff += tlen
+    return tuple(transforms)
+
+
 def _sa(ptype: int, critical: bool, body: bytes) -> SaPayload:
     proposals: list[Proposal] = []
     off, n = 0, len(body)
@@ -269,25 +299,11 @@ def _sa(ptype: int, critical: bool, body: bytes) -> SaPayload:
         if plen < 8 + spisize or plen > n - off:
             raise _Bad(f"proposal {pnum} length {plen} invalid ({n - off} bytes left, SPI size {spisize})")
         spi = body[off + 8: off + 8 + spisize]
-        toff, tend = off + 8 + spisize, off + plen
-        transforms: list[Transform] = []
-        while toff < tend:
-            tn = len(transforms) + 1
-            if tend - toff < 8:
-                raise _Bad(f"proposal {pnum} transform {tn} header truncated ({tend - toff} bytes left)")
-            _m, _r2, tlen, ttype, _r3, tid = _XFORM_HDR.unpack_from(body, toff)
-            if tlen < 8 or tlen > tend - toff:
-                raise _Bad(f"proposal {pnum} transform {tn} length {tlen} invalid ({tend - toff} bytes left)")
-            try:
-                attrs = parse_attributes(body, toff + 8, toff + tlen)
-            except _Bad as e:
-                raise _Bad(f"proposal {pnum} transform {tn}: {e}") from None
-            klen = next((v for t, v in attrs if t == iana.TransformAttribute.KEY_LENGTH and isinstance(v, int)), None)
-            transforms.append(Transform(ttype, tid, klen, attrs))
-            toff += tlen
+        transforms = parse_transforms(body, off + 8 + spisize, off + plen, pnum,
+                                      iana.TransformAttribute.KEY_LENGTH)
         if len(transforms) != ntrans:
             raise _Bad(f"proposal {pnum} declares {ntrans} transforms, has {len(transforms)}")
-        proposals.append(Proposal(num, proto, spi, tuple(transforms)))
+        proposals.append(Proposal(num, proto, spi, transforms))
         off += plen
         if more == 0 and off < n:
             raise _Bad(f"{n - off} bytes after the last proposal")

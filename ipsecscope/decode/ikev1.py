@@ -21,6 +21,7 @@ from ipsecscope.decode.ike import (
     chain_fault,
     cp_attribute_text,
     parse_attributes,
+    parse_transforms,
     payload_name,
     render_id,
 )
@@ -40,7 +41,6 @@ from ipsecscope.model.ike import (
     Payload,
     Proposal,
     SaPayload,
-    Transform,
     VendorPayload,
 )
 
@@ -50,7 +50,6 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _SA_HDR = struct.Struct("!II")  # DOI, situation
 _PROP_HDR = struct.Struct("!BBHBBBB")  # next, reserved, length, number, protocol, SPI size, #transforms
-_XFORM_HDR = struct.Struct("!BBHBBH")  # next, reserved, length, number, transform ID, reserved2
 _NOTIFY_HDR = struct.Struct("!IBBH")  # DOI, protocol, SPI size, type
 _DELETE_HDR = struct.Struct("!IBBH")  # DOI, protocol, SPI size, #SPIs
 P = iana.Ikev1Payload
@@ -154,28 +153,13 @@ def _sa(ptype: int, body: bytes) -> SaPayload:
         if plen < 8 + spisize or plen > n - off:
             raise _Bad(f"proposal {pnum} length {plen} invalid ({n - off} bytes left, SPI size {spisize})")
         spi = body[off + 8: off + 8 + spisize]
-        toff, tend = off + 8 + spisize, off + plen
-        transforms: list[Transform] = []
         klen_attr = (iana.Ikev1Attribute.KEY_LENGTH if proto == iana.Ikev1ProtocolId.PROTO_ISAKMP
                      else iana.Ikev1IpsecAttribute.KEY_LENGTH)
-        while toff < tend:
-            tn = len(transforms) + 1
-            if tend - toff < 8:
-                raise _Bad(f"proposal {pnum} transform {tn} header truncated ({tend - toff} bytes left)")
-            _tnext, _r2, tlen, tnum, tid, _r3 = _XFORM_HDR.unpack_from(body, toff)
-            if tlen < 8 or tlen > tend - toff:
-                raise _Bad(f"proposal {pnum} transform {tn} length {tlen} invalid ({tend - toff} bytes left)")
-            try:
-                attrs = parse_attributes(body, toff + 8, toff + tlen)
-            except _Bad as e:
-                raise _Bad(f"proposal {pnum} transform {tn}: {e}") from None
-            klen = next((v for t, v in attrs if t == klen_attr and isinstance(v, int)), None)
-            # v1 transforms carry a number, not a type: keep it in Transform.type.
-            transforms.append(Transform(tnum, tid, klen, attrs))
-            toff += tlen
+        # v1 transforms carry a number, not a type: parse_transforms keeps it in Transform.type.
+        transforms = parse_transforms(body, off + 8 + spisize, off + plen, pnum, klen_attr, v1=True)
         if len(transforms) != ntrans:
             raise _Bad(f"proposal {pnum} declares {ntrans} transforms, has {len(transforms)}")
-        proposals.append(Proposal(num, proto, spi, tuple(transforms)))
+        proposals.append(Proposal(num, proto, spi, transforms))
         off += plen
     return SaPayload(ptype, False, tuple(proposals), doi, situation)
 
