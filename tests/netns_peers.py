@@ -104,6 +104,61 @@ charon {{
 """
 
 
+def psk_confs(conn: str, ike: str, esp: str | tuple[str, str], psk: str, *, version: int = 2,
+              conn_opts: dict[str, str] | None = None,
+              child_opts: dict[str, str] | None = None) -> tuple[str, str]:
+    """swanctl.conf texts (left, right) for the usual pair: one PSK connection ``conn``.
+
+    Outer addresses and ``left|right.ipsecscope.test`` identities of this module, ESP in UDP
+    (``encap = yes``, see the module docstring), no IKE rekey, and one CHILD SA ``net`` between
+    the inner subnets 10.1.0.0/24 and 10.2.0.0/24. ``esp`` is one proposal for both sides or a
+    (left, right) pair. ``conn_opts`` / ``child_opts`` add ``key = value`` lines to the connection
+    and to ``net``, in order (e.g. ``{"mobike": "no"}``, ``{"rekey_time": "0", "start_action":
+    "none"}``). The generators in tests/data and plugins/*/tests/data build their configs here.
+    """
+    esp_l, esp_r = (esp, esp) if isinstance(esp, str) else esp
+    conn_lines = "".join(f"        {k} = {v}\n" for k, v in (conn_opts or {}).items())
+    child_lines = "".join(f"                {k} = {v}\n" for k, v in (child_opts or {}).items())
+    out = []
+    for me, peer, me_id, peer_id, lts, rts, esp_p in (
+            (LEFT_OUTER, RIGHT_OUTER, "left", "right", "10.1.0.0/24", "10.2.0.0/24", esp_l),
+            (RIGHT_OUTER, LEFT_OUTER, "right", "left", "10.2.0.0/24", "10.1.0.0/24", esp_r)):
+        out.append(f"""connections {{
+    {conn} {{
+        version = {version}
+        local_addrs = {me}
+        remote_addrs = {peer}
+        encap = yes
+        proposals = {ike}
+        rekey_time = 0
+{conn_lines}        local {{
+            auth = psk
+            id = {me_id}.ipsecscope.test
+        }}
+        remote {{
+            auth = psk
+            id = {peer_id}.ipsecscope.test
+        }}
+        children {{
+            net {{
+                local_ts = {lts}
+                remote_ts = {rts}
+                esp_proposals = {esp_p}
+{child_lines}            }}
+        }}
+    }}
+}}
+secrets {{
+    ike-{conn} {{
+        id-1 = left.ipsecscope.test
+        id-2 = right.ipsecscope.test
+        secret = "{psk}"
+    }}
+}}
+""")
+    return out[0], out[1]
+
+
 class PeerError(RuntimeError):
     """A namespace, charon or swanctl step failed; the message says which and why."""
 

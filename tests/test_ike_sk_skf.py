@@ -36,46 +36,6 @@ SCENARIOS = {
     "ctr-sha1": ("aes128ctr-sha1-prfsha1-ecp256", "aes128ctr-sha1"),
 }
 
-_CONF = """connections {{
-    skf {{
-        version = 2
-        local_addrs = {me}
-        remote_addrs = {peer}
-        encap = yes
-        fragmentation = force
-        proposals = {ike}
-        rekey_time = 0
-        mobike = no
-        local {{
-            auth = psk
-            id = {myid}
-        }}
-        remote {{
-            auth = psk
-            id = {peerid}
-        }}
-        children {{
-            net {{
-                local_ts = {mynet}
-                remote_ts = {peernet}
-                esp_proposals = {esp}
-                rekey_time = 0
-                life_time = 0
-                start_action = none
-            }}
-        }}
-    }}
-}}
-secrets {{
-    ike-skf {{
-        id-1 = left.ipsecscope.test
-        id-2 = right.ipsecscope.test
-        secret = "ipsecscope-skf-test-psk"
-    }}
-}}
-"""
-
-
 def regenerate() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import netns_peers as np
@@ -85,11 +45,9 @@ def regenerate() -> None:
         "    load_modular = no\n", "    load_modular = no\n    fragment_size = 180\n")
     np.PLUGINS = np.PLUGINS.replace(" hmac ", " hmac md5 xcbc ")  # HMAC-MD5, AES-XCBC MAC and PRF
     for name, (ike, esp) in SCENARIOS.items():
-        left = _CONF.format(me=np.LEFT_OUTER, peer=np.RIGHT_OUTER, ike=ike, esp=esp, myid="left.ipsecscope.test",
-                            peerid="right.ipsecscope.test", mynet="10.1.0.0/24", peernet="10.2.0.0/24")
-        right = _CONF.format(me=np.RIGHT_OUTER, peer=np.LEFT_OUTER, ike=ike, esp=esp,
-                             myid="right.ipsecscope.test", peerid="left.ipsecscope.test",
-                             mynet="10.2.0.0/24", peernet="10.1.0.0/24")
+        left, right = np.psk_confs("skf", ike, esp, "ipsecscope-skf-test-psk",
+                                   conn_opts={"fragmentation": "force", "mobike": "no"},
+                                   child_opts={"rekey_time": "0", "life_time": "0", "start_action": "none"})
         with tempfile.TemporaryDirectory() as tmp:
             with np.StrongswanPair(tmp, left, right) as pair:
                 pair.initiate("net")

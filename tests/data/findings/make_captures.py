@@ -31,55 +31,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "samples" / "lib"))
 
 import charon_keys  # noqa: E402
-from netns_peers import IFACE, StrongswanPair, to_pcapng  # noqa: E402
-
-CONF = """connections {{
-    t {{
-        version = 2
-        local_addrs = {me}
-        remote_addrs = {peer}
-        encap = yes
-        proposals = {ike}
-        fragmentation = no
-        rekey_time = 0
-        mobike = no
-        local {{
-            auth = psk
-            id = {me_id}
-        }}
-        remote {{
-            auth = psk
-            id = {peer_id}
-        }}
-        children {{
-            net {{
-                local_ts = {lts}
-                remote_ts = {rts}
-                esp_proposals = {esp}
-                rekey_time = 0
-                start_action = none
-            }}
-        }}
-    }}
-}}
-secrets {{
-    ike-t {{
-        id-1 = left.ipsecscope.test
-        id-2 = right.ipsecscope.test
-        secret = "ipsecscope-findings-psk"
-    }}
-}}
-"""
+from netns_peers import IFACE, StrongswanPair, psk_confs, to_pcapng  # noqa: E402
 
 
 def confs(ike: str, esp_left: str = "aes256gcm16", esp_right: str = "aes256gcm16") -> tuple[str, str]:
-    left = CONF.format(me="198.18.0.1", peer="198.18.0.2", me_id="left.ipsecscope.test",
-                       peer_id="right.ipsecscope.test", lts="10.1.0.0/24", rts="10.2.0.0/24", ike=ike,
-                       esp=esp_left)
-    right = CONF.format(me="198.18.0.2", peer="198.18.0.1", me_id="right.ipsecscope.test",
-                        peer_id="left.ipsecscope.test", lts="10.2.0.0/24", rts="10.1.0.0/24", ike=ike,
-                        esp=esp_right)
-    return left, right
+    return psk_confs("t", ike, (esp_left, esp_right), "ipsecscope-findings-psk",
+                     conn_opts={"fragmentation": "no", "mobike": "no"},
+                     child_opts={"rekey_time": "0", "start_action": "none"})
 
 
 class _Pair(StrongswanPair):

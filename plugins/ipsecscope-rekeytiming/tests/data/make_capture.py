@@ -22,53 +22,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "samples" / "lib"))
 
 import charon_keys  # noqa: E402
-from netns_peers import StrongswanPair, to_pcapng  # noqa: E402
-
-CONF = """connections {{
-    rk {{
-        version = 2
-        local_addrs = {me}
-        remote_addrs = {peer}
-        encap = yes
-        proposals = aes128gcm16-prfsha256-ecp256
-        rekey_time = 0
-        mobike = no
-        local {{
-            auth = psk
-            id = {me_id}
-        }}
-        remote {{
-            auth = psk
-            id = {peer_id}
-        }}
-        children {{
-            net {{
-                local_ts = {lts}
-                remote_ts = {rts}
-                esp_proposals = aes128gcm16
-                rekey_time = 6s
-                life_time = 30s
-                rand_time = 0
-                start_action = {start}
-            }}
-        }}
-    }}
-}}
-secrets {{
-    ike-rk {{
-        id-1 = left.ipsecscope.test
-        id-2 = right.ipsecscope.test
-        secret = "ipsecscope-rekeytiming-psk"
-    }}
-}}
-"""
+from netns_peers import StrongswanPair, psk_confs, to_pcapng  # noqa: E402
 
 
 def main() -> int:
-    left = CONF.format(me="198.18.0.1", peer="198.18.0.2", me_id="left.ipsecscope.test",
-                       peer_id="right.ipsecscope.test", lts="10.1.0.0/24", rts="10.2.0.0/24", start="none")
-    right = CONF.format(me="198.18.0.2", peer="198.18.0.1", me_id="right.ipsecscope.test",
-                        peer_id="left.ipsecscope.test", lts="10.2.0.0/24", rts="10.1.0.0/24", start="none")
+    left, right = psk_confs(
+        "rk", "aes128gcm16-prfsha256-ecp256", "aes128gcm16", "ipsecscope-rekeytiming-psk",
+        conn_opts={"mobike": "no"},
+        child_opts={"rekey_time": "6s", "life_time": "30s", "rand_time": "0", "start_action": "none"})
     out = HERE / "rekey-timers"
     with tempfile.TemporaryDirectory(prefix="ipss-rekeytiming-") as tmp:
         work = Path(tmp)
