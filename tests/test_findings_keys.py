@@ -217,7 +217,7 @@ def test_ikev1_psk_mismatch_one_log_says_different_keys(peer: str, sender: str, 
 
 
 def _messages(s: Session) -> list:
-    from test_ike_decode import ike_messages
+    from conftest import ike_messages
 
     from ipsecscope.crypto.ike_sk import IkeDecryptor
 
@@ -236,7 +236,7 @@ def test_ikev1_psk_mismatch_both_logs_no_key_finding() -> None:
 
 def test_key_tried_flag_from_both_decryptors(bad_v1_key: Path, bad_sk_ei: Path) -> None:
     """IkeMessage.key_tried: set when a key was applied (right or wrong), never without a key."""
-    from test_ike_decode import ike_messages
+    from conftest import ike_messages
 
     from ipsecscope.crypto.ike_sk import IkeDecryptor
     from ipsecscope.keys import load_keys
@@ -316,3 +316,28 @@ def test_list_rules_names_the_new_codes() -> None:
     out = ipsecscope("findings", "--list-rules").stdout
     for code in NEW_CODES:
         assert code in out
+
+
+def test_ikev2_no_checking_keys_wrong_is_key_mismatch(tmp_path: Path) -> None:
+    """Wireshark's ikev2-decrypt-aes128ccm12-2 row is AES-CTR with "[No Checking]" integrity: no
+    ICV is verified, so wrong SK_ei/SK_er show only as plaintext that is no payload chain."""
+    cap = CORPUS / "ikev2-decrypt-aes128ccm12-2.pcap"
+    rows = V1_KEYS.with_name("ikev2_decryption_table.tmpl").read_text().splitlines()
+    i = next(n for n, ln in enumerate(rows) if ln.startswith("a2926ae833c6f138,"))
+    assert "No Checking" in rows[i]
+    cols = rows[i].split(",")
+    for c in (2, 3):  # SK_ei, SK_er
+        cols[c] = f"{int(cols[c][:2], 16) ^ 1:02x}" + cols[c][2:]
+    rows[i] = ",".join(cols)
+    key = tmp_path / "ikev2_decryption_table"
+    key.write_text("\n".join(rows) + "\n")
+    (sa,) = [x for x in sas_json(cap, key)["ike_sas"] if x["spi_i"] == "a2926ae833c6f138"]
+    (good,) = [x for x in sas_json(cap, V1_KEYS.with_name("ikev2_decryption_table.tmpl"))["ike_sas"]
+               if x["spi_i"] == "a2926ae833c6f138"]
+    assert good["decrypted"] and good["undecryptable"] == 0
+    assert sa["undecryptable"] > 0 and sa["icv_failed"] == 0 and not sa["decrypted"]
+    _code, fs = findings_json(cap, key)
+    (f,) = [f for f in fs if f["code"] == "IKE-KEY-MISMATCH"]
+    assert f"{sa['undecryptable']} encrypted message(s) could not be decrypted" in f["title"]
+    assert "No encrypted message of this IKE SA decrypts" in f["explanation"]
+    assert "integrity was not checked" in f["explanation"]

@@ -805,7 +805,8 @@ def r_ike_keys(table: SaTable, ctx: RuleContext):
             continue
         short = f"{sa.ike_spi_i.hex()[:8]}…"
         source = _ike_key_source(ctx, sa)
-        note = f" The decryptor said: {sa.key_failed_note}." if sa.key_failed_note else ""
+        said = (sa.key_failed_note or "").strip()
+        note = f" The decryptor said: {said}{'' if said.endswith(('.', '?', '!')) else '.'}" if said else ""
         # Which peers' messages the key reads: a key that reads one peer and not the other points
         # at one direction's key (IKEv2: one column of the row; IKEv1: one shared SKEYID_e, so the
         # peers derived different keys).
@@ -826,7 +827,8 @@ def r_ike_keys(table: SaTable, ctx: RuleContext):
                        f"{_role(sa, sender)} do not: the SK_e{d}/SK_a{d} columns of the row are wrong "
                        "(a damaged or truncated key), the other direction's keys are right.")
             else:
-                why = ("No encrypted message of this IKE SA verifies with them: wrong SK_ei/SK_ai (and "
+                why = (f"No encrypted message of this IKE SA {'verifies' if sa.icv_failed else 'decrypts'} with "
+                       "them: wrong SK_ei/SK_ai (and "
                        "SK_er/SK_ar), initiator and responder columns mixed up, or a table row for another "
                        "IKE SA with the same SPIs (e.g. from an earlier run).")
             yield Finding(
