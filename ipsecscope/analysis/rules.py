@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..model.iana import Ikev1Exchange, NotifyType
 from ..model.keys import PeerLogNote
 from ..model.sa import ChildSa, EspFlow, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
 from ..state import names as N
@@ -207,7 +208,7 @@ def r_no_proposal(table: SaTable, ctx: RuleContext):
             accepted_by.setdefault(sa.responder, set()).add(sa.proposal)
     for sa in table.ike_sas.values():
         for x in sa.exchanges:
-            if x.error not in (N.NO_PROPOSAL_CHOSEN,) or not x.response_frames:
+            if x.error not in (NotifyType.NO_PROPOSAL_CHOSEN,) or not x.response_frames:
                 continue
             req = x.requester
             resp = _other(sa, req)
@@ -265,7 +266,7 @@ def r_invalid_ke(table: SaTable, ctx: RuleContext):
     """DH group mismatch: INVALID_KE_PAYLOAD, and whether the retry with the requested group worked."""
     for sa in table.ike_sas.values():
         for x in sa.exchanges:
-            if x.error != N.INVALID_KE_PAYLOAD:
+            if x.error != NotifyType.INVALID_KE_PAYLOAD:
                 continue
             # The retry is either a later IKE_SA_INIT on this SA or a linked SA (new SPIs).
             later = [y for y in sa.exchanges if y.exchange == x.exchange and y.request_ts is not None
@@ -541,7 +542,7 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
         for i, x in enumerate(sa.exchanges):
             if x.response_frames or not x.request_frames:
                 continue
-            if sa.version == 1 and x.exchange in (N.V1_INFORMATIONAL, N.V1_TRANSACTION) and not x.retransmits:
+            if sa.version == 1 and x.exchange in (Ikev1Exchange.INFORMATIONAL, Ikev1Exchange.TRANSACTION) and not x.retransmits:
                 continue  # IKEv1 notifications are one-way (RFC 2408 §4.8): no answer expected
             last = i == len(sa.exchanges) - 1 or all(not y.response_frames for y in sa.exchanges[i + 1:])
             if not last:

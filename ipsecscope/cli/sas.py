@@ -65,6 +65,7 @@ import sys
 from datetime import UTC, datetime
 
 from ..errors import IpsecscopeError
+from ..model.iana import Ikev1Exchange
 from ..model.sa import ChildSa, EspFlow, IkeSa, SaState, SaTable
 from ..state import names as N
 from .common import add_keys_argument
@@ -339,7 +340,7 @@ def render(table: SaTable, console=None) -> None:
         xs = tree.add(f"{len(sa.exchanges)} exchange(s)")
         for x in sa.exchanges:
             fr = ",".join(map(str, x.request_frames[:4])) + ("…" if len(x.request_frames) > 4 else "")
-            one_way = sa.version == 1 and x.exchange in (N.V1_INFORMATIONAL, N.V1_TRANSACTION)
+            one_way = sa.version == 1 and x.exchange in (Ikev1Exchange.INFORMATIONAL, Ikev1Exchange.TRANSACTION)
             rf = ",".join(map(str, x.response_frames[:4])) or ("—" if one_way else "[red]no response[/]")
             extra = f" [yellow]{x.retransmits} retransmit(s)[/]" if x.retransmits else ""
             err = f" [red]{x.error_name}[/]" if x.error_name else ""

@@ -19,6 +19,7 @@ import ipaddress
 import struct
 from typing import TYPE_CHECKING
 
+from ..model.iana import Ikev1Exchange, Ikev1NotifyType, Ikev1Payload, Ikev1ProtocolId, notify_is_error
 from ..model.ike import (
     DeletePayload,
     HashPayload,
@@ -33,11 +34,15 @@ from . import names as N
 from .child_sa import v1_id_selector
 from .proposals import proposal_string
 
+# notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
+# errors, 16384 and up status (RFC 2408 §3.14.1).
+
 if TYPE_CHECKING:
     from .tracker import Tracker
 
 ZERO = b"\x00" * 8
-_MODES = {N.V1_MAIN: "Main", N.V1_AGGRESSIVE: "Aggressive", N.V1_BASE: "Base"}
+_MODES = {Ikev1Exchange.IDENTITY_PROTECTION: "Main", Ikev1Exchange.AGGRESSIVE: "Aggressive",
+          Ikev1Exchange.BASE: "Base"}
 
 
 def _ike_sa(tr: Tracker, msg: IkeMessage) -> IkeSa:
@@ -62,7 +67,7 @@ def _exchange(tr: Tracker, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, boo
     h = msg.header
     # Phase 1 shares Message ID 0 across its 4-6 messages: one exchange, requester = initiator.
     msg_id = h.msg_id
-    if (h.exchange == N.V1_INFORMATIONAL and not h.encrypted_v1 and sa.state == SaState.INITIATING
+    if (h.exchange == Ikev1Exchange.INFORMATIONAL and not h.encrypted_v1 and sa.state == SaState.INITIATING
             and msg.src == sa.responder):
         # A responder refusing phase 1 (e.g. NO-PROPOSAL-CHOSEN to MM1) answers with a cleartext
         # Informational under its own Message ID: it is the answer to the phase-1 exchange.
@@ -124,11 +129,11 @@ def on_ikev1(tr: Tracker, msg: IkeMessage) -> None:
     ex = h.exchange
     if ex in _MODES:
         _phase1(tr, sa, msg, x, is_response)
-    elif ex == N.V1_QUICK:
+    elif ex == Ikev1Exchange.QUICK_MODE:
         _quick(tr, sa, msg, x, is_response)
-    elif ex == N.V1_INFORMATIONAL:
+    elif ex == Ikev1Exchange.INFORMATIONAL:
         _informational(tr, sa, msg, x)
-    elif ex == N.V1_TRANSACTION:
+    elif ex == Ikev1Exchange.TRANSACTION:
         x.summary = x.summary or "Transaction (Mode Config / XAUTH)"
 
 
@@ -160,7 +165,7 @@ def _phase1(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response
                 sa.id_i = i.value
     _nat_d(sa, msg, is_response)
     for n in msg.find(NotifyPayload):
-        if N.is_error_notify(n.notify_type):
+        if notify_is_error(n.notify_type):
             tr._fail_ike(sa, N.notify_name(n.notify_type, 1), msg.ts, msg.frame)
             x.error = x.error or n.notify_type
             x.error_name = x.error_name or N.notify_name(n.notify_type, 1)
@@ -181,7 +186,7 @@ def _phase1(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response
 def _nat_d(sa: IkeSa, msg: IkeMessage, is_response: bool) -> None:
     """RFC 3947 §3.2: NAT-D = HASH(CKY-I | CKY-R | IP | Port) with the negotiated hash; the first
     NAT-D is the receiver's address, the following ones the sender's."""
-    hashes = [p.data for p in msg.find(HashPayload) if p.type in (N.V1_NAT_D, N.V1_NAT_D_DRAFT)]
+    hashes = [p.data for p in msg.find(HashPayload) if p.type in (Ikev1Payload.NAT_D, Ikev1Payload.NAT_D_DRAFT)]
     if len(hashes) < 2:
         return
     algo = {16: hashlib.md5, 20: hashlib.sha1, 32: hashlib.sha256, 48: hashlib.sha384, 64: hashlib.sha512}.get(
@@ -247,7 +252,7 @@ def _quick(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
     if child is None:
         return
     child.frames.append(msg.frame)
-    err = next((n for n in msg.find(NotifyPayload) if N.is_error_notify(n.notify_type)), None)
+    err = next((n for n in msg.find(NotifyPayload) if notify_is_error(n.notify_type)), None)
     if err is not None or not props:
         child.state = SaState.FAILED
         child.failure = N.notify_name(err.notify_type, 1) if err else "no SA in response"
@@ -320,21 +325,21 @@ def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> N
         else:
             for spi_b in d.spis:
                 spi = int.from_bytes(spi_b[-4:], "big")
-                parts.append(f"delete {'AH' if d.protocol == 2 else 'ESP'} 0x{spi:08x}")
+                parts.append(f"delete {'AH' if d.protocol == Ikev1ProtocolId.PROTO_IPSEC_AH else 'ESP'} 0x{spi:08x}")
                 child = tr._child_by_spi(spi, sender=msg.src, inbound_of_sender=True, ike=sa)
                 if child is not None:
                     tr._delete_child(child, msg.src, msg.ts, msg.frame)
     for n in msg.find(NotifyPayload):
         t = n.notify_type
-        if t == N.V1_R_U_THERE:
+        if t == Ikev1NotifyType.R_U_THERE:
             parts.append("DPD R-U-THERE")
-        elif t == N.V1_R_U_THERE_ACK:
+        elif t == Ikev1NotifyType.R_U_THERE_ACK:
             parts.append("DPD R-U-THERE-ACK")
-        elif t == N.INVALID_SPI:
+        elif t == Ikev1NotifyType.INVALID_SPI:
             spi = n.decoded.get("spi") if n.decoded else None
             tr._observe("invalid_spi_notify", msg.ts, (msg.frame,), msg.src, msg.dst, spi=spi, ike_sa=sa.key)
             parts.append("INVALID-SPI")
-        elif N.is_error_notify(t):
+        elif notify_is_error(t):
             name = N.notify_name(t, 1)
             parts.append(name)
             x.error = x.error or t

@@ -1,121 +1,42 @@
-"""Registry numbers the correlation engine reasons about, with their names.
+"""Display helpers over the registry enums in :mod:`ipsecscope.model.iana`.
 
-The notify values are RFC 7296 §3.10.1 (IKEv2) and RFC 2408 §3.14.1 / RFC 3706 (IKEv1). Names
-come from ``iana.NotifyType`` / ``iana.Ikev1NotifyType`` when the model has them, else from the
-small tables here, so a finding always prints a registry name.
+The registry numbers themselves live only in ``iana`` (``NotifyType``, ``Ikev1NotifyType``,
+``ExchangeType``, ``Ikev1Exchange``, ``Ikev1Payload``, ``DhGroup``); callers compare wire values
+with those members directly (they are IntEnums). What stays here is how the correlation engine
+*prints* them: version-aware lookups with the fallback texts findings and ``sas`` output use.
 """
 
 from __future__ import annotations
 
 from ..model import iana
 
-# -- IKEv2 notify types (RFC 7296 §3.10.1) -------------------------------------------------------
-UNSUPPORTED_CRITICAL_PAYLOAD = 1
-INVALID_IKE_SPI = 4
-INVALID_MAJOR_VERSION = 5
-INVALID_SYNTAX = 7
-INVALID_MESSAGE_ID = 9
-INVALID_SPI = 11
-NO_PROPOSAL_CHOSEN = 14
-INVALID_KE_PAYLOAD = 17
-AUTHENTICATION_FAILED = 24
-SINGLE_PAIR_REQUIRED = 34
-NO_ADDITIONAL_SAS = 35
-INTERNAL_ADDRESS_FAILURE = 36
-FAILED_CP_REQUIRED = 37
-TS_UNACCEPTABLE = 38
-INVALID_SELECTORS = 39
-TEMPORARY_FAILURE = 43
-CHILD_SA_NOT_FOUND = 44
-INITIAL_CONTACT = 16384
-NAT_DETECTION_SOURCE_IP = 16388
-NAT_DETECTION_DESTINATION_IP = 16389
-COOKIE = 16390
-USE_TRANSPORT_MODE = 16391
-REKEY_SA = 16393
-ESP_TFC_PADDING_NOT_SUPPORTED = 16394
-MOBIKE_SUPPORTED = 16396
-UPDATE_SA_ADDRESSES = 16400
-IKEV2_FRAGMENTATION_SUPPORTED = 16430
+# iana.NotifyType notes IKEv2 notify 47 as assigned but leaves it out because its name could
+# not be checked there; findings have always printed it under this name, so keep that.
+_V2_UNCHECKED = {47: "STATE_NOT_FOUND"}
 
-_V2_NAMES = {
-    1: "UNSUPPORTED_CRITICAL_PAYLOAD", 4: "INVALID_IKE_SPI", 5: "INVALID_MAJOR_VERSION",
-    7: "INVALID_SYNTAX", 9: "INVALID_MESSAGE_ID", 11: "INVALID_SPI", 14: "NO_PROPOSAL_CHOSEN",
-    17: "INVALID_KE_PAYLOAD", 24: "AUTHENTICATION_FAILED", 34: "SINGLE_PAIR_REQUIRED",
-    35: "NO_ADDITIONAL_SAS", 36: "INTERNAL_ADDRESS_FAILURE", 37: "FAILED_CP_REQUIRED",
-    38: "TS_UNACCEPTABLE", 39: "INVALID_SELECTORS", 40: "UNACCEPTABLE_ADDRESSES",
-    41: "UNEXPECTED_NAT_DETECTED", 42: "USE_ASSIGNED_HoA", 43: "TEMPORARY_FAILURE",
-    44: "CHILD_SA_NOT_FOUND", 45: "INVALID_GROUP_ID", 46: "AUTHORIZATION_FAILED",
-    47: "STATE_NOT_FOUND",
-    16384: "INITIAL_CONTACT", 16385: "SET_WINDOW_SIZE", 16386: "ADDITIONAL_TS_POSSIBLE",
-    16387: "IPCOMP_SUPPORTED", 16388: "NAT_DETECTION_SOURCE_IP", 16389: "NAT_DETECTION_DESTINATION_IP",
-    16390: "COOKIE", 16391: "USE_TRANSPORT_MODE", 16392: "HTTP_CERT_LOOKUP_SUPPORTED", 16393: "REKEY_SA",
-    16394: "ESP_TFC_PADDING_NOT_SUPPORTED", 16395: "NON_FIRST_FRAGMENTS_ALSO", 16396: "MOBIKE_SUPPORTED",
-    16397: "ADDITIONAL_IP4_ADDRESS", 16398: "ADDITIONAL_IP6_ADDRESS", 16399: "NO_ADDITIONAL_ADDRESSES",
-    16400: "UPDATE_SA_ADDRESSES", 16401: "COOKIE2", 16402: "NO_NATS_ALLOWED", 16403: "AUTH_LIFETIME",
-    16404: "MULTIPLE_AUTH_SUPPORTED", 16405: "ANOTHER_AUTH_FOLLOWS", 16406: "REDIRECT_SUPPORTED",
-    16407: "REDIRECT", 16408: "REDIRECTED_FROM", 16417: "EAP_ONLY_AUTHENTICATION",
-    16418: "CHILDLESS_IKEV2_SUPPORTED", 16419: "QUICK_CRASH_DETECTION", 16426: "ERX_SUPPORTED",
-    16430: "IKEV2_FRAGMENTATION_SUPPORTED", 16431: "SIGNATURE_HASH_ALGORITHMS",
-    16435: "USE_PPK", 16441: "INTERMEDIATE_EXCHANGE_SUPPORTED",
-}
-
-# -- IKEv1 (RFC 2408 §3.14.1, RFC 2409, RFC 3706 DPD) --------------------------------------------
-V1_BASE = 1
-V1_MAIN = 2  # Identity Protection
-V1_AUTH_ONLY = 3
-V1_AGGRESSIVE = 4
-V1_INFORMATIONAL = 5
-V1_TRANSACTION = 6  # Mode Config / XAUTH
-V1_QUICK = 32
-V1_NEW_GROUP = 33
-V1_EXCHANGE_NAMES = {1: "Base", 2: "Main Mode", 3: "Authentication Only", 4: "Aggressive Mode",
-                     5: "Informational", 6: "Transaction", 32: "Quick Mode", 33: "New Group Mode"}
-
-V1_INVALID_ID_INFORMATION = 18
-V1_INVALID_HASH_INFORMATION = 23
-V1_R_U_THERE = 36136
-V1_R_U_THERE_ACK = 36137
-_V1_NAMES = {
-    1: "INVALID-PAYLOAD-TYPE", 2: "DOI-NOT-SUPPORTED", 3: "SITUATION-NOT-SUPPORTED", 4: "INVALID-COOKIE",
-    5: "INVALID-MAJOR-VERSION", 6: "INVALID-MINOR-VERSION", 7: "INVALID-EXCHANGE-TYPE", 8: "INVALID-FLAGS",
-    9: "INVALID-MESSAGE-ID", 10: "INVALID-PROTOCOL-ID", 11: "INVALID-SPI", 12: "INVALID-TRANSFORM-ID",
-    13: "ATTRIBUTES-NOT-SUPPORTED", 14: "NO-PROPOSAL-CHOSEN", 15: "BAD-PROPOSAL-SYNTAX",
-    16: "PAYLOAD-MALFORMED", 17: "INVALID-KEY-INFORMATION", 18: "INVALID-ID-INFORMATION",
-    19: "INVALID-CERT-ENCODING", 20: "INVALID-CERTIFICATE", 21: "CERT-TYPE-UNSUPPORTED",
-    22: "INVALID-CERT-AUTHORITY", 23: "INVALID-HASH-INFORMATION", 24: "AUTHENTICATION-FAILED",
-    25: "INVALID-SIGNATURE", 26: "ADDRESS-NOTIFICATION", 27: "NOTIFY-SA-LIFETIME",
-    28: "CERTIFICATE-UNAVAILABLE", 29: "UNSUPPORTED-EXCHANGE-TYPE", 30: "UNEQUAL-PAYLOAD-LENGTHS",
-    24576: "RESPONDER-LIFETIME", 24577: "REPLAY-STATUS", 24578: "INITIAL-CONTACT",
-    36136: "R-U-THERE", 36137: "R-U-THERE-ACK",
-}
-
-# IKEv1 payload types (RFC 2408 §3.1, RFC 3947 NAT-D 20 / draft 130)
-V1_SA = 1
-V1_NAT_D = 20
-V1_NAT_D_DRAFT = 130
+# Human labels for IKEv1 exchanges (RFC 2408 §4, RFC 2409 §5) as findings and `sas` print them;
+# the registry names are the iana.Ikev1Exchange member names.
+_X1 = iana.Ikev1Exchange
+V1_EXCHANGE_NAMES = {_X1.BASE: "Base", _X1.IDENTITY_PROTECTION: "Main Mode",
+                     _X1.AUTHENTICATION_ONLY: "Authentication Only", _X1.AGGRESSIVE: "Aggressive Mode",
+                     _X1.INFORMATIONAL: "Informational", _X1.TRANSACTION: "Transaction",
+                     _X1.QUICK_MODE: "Quick Mode", _X1.NEW_GROUP_MODE: "New Group Mode"}
 
 
 def notify_name(value: int, version: int = 2) -> str:
     """Registry name of a notify type, e.g. ``notify_name(14) == "NO_PROPOSAL_CHOSEN"``."""
-    enum_name = "NotifyType" if version == 2 else "Ikev1NotifyType"
-    enum = getattr(iana, enum_name, None)
-    if enum is not None:
-        try:
-            return enum(value).name
-        except ValueError:
-            pass
-    table = _V2_NAMES if version == 2 else _V1_NAMES
-    return table.get(value, f"NOTIFY {value}")
-
-
-def is_error_notify(value: int) -> bool:
-    # RFC 7296 §3.10.1: types below 16384 are errors, 16384 and up are status.
-    # IKEv1 (RFC 2408 §3.14.1) uses the same split (1-8191 errors, 16384+ status).
-    return 0 < value < 16384
+    enum = iana.NotifyType if version == 2 else iana.Ikev1NotifyType
+    try:
+        return enum(value).name
+    except ValueError:
+        pass
+    if version == 2 and value in _V2_UNCHECKED:
+        return _V2_UNCHECKED[value]
+    return f"NOTIFY {value}"
 
 
 def exchange_name(value: int, version: int = 2) -> str:
+    """``"Main Mode"``-style label for IKEv1, registry name (``IKE_SA_INIT``) for IKEv2."""
     if version == 1:
         return V1_EXCHANGE_NAMES.get(value, f"exchange {value}")
     return iana.name(iana.ExchangeType, value)

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..model import iana
+from ..model.iana import NotifyType
 from ..model.ike import (
     AuthPayload,
     DeletePayload,
@@ -409,11 +410,11 @@ class Tracker:
     @staticmethod
     def _note_error(x: IkeExchange, msg: IkeMessage) -> NotifyPayload | None:
         for n in msg.find(NotifyPayload):
-            if N.is_error_notify(n.notify_type):
+            if iana.notify_is_error(n.notify_type):
                 if x.error is None:
                     x.error = n.notify_type
                     x.error_name = N.notify_name(n.notify_type, msg.version)
-                if n.notify_type == N.INVALID_KE_PAYLOAD:
+                if n.notify_type == NotifyType.INVALID_KE_PAYLOAD:
                     # RFC 7296 §3.10.1: the notification data is the accepted group (2 octets).
                     group = n.decoded.get("group") if n.decoded else None
                     if group is None and len(n.data) >= 2:
@@ -462,10 +463,10 @@ class Tracker:
                 sa.ke_groups.append(kes[0].group)
             if nonces:
                 priv.ni = nonces[0].data
-            priv.nat_src = [n.data for n in notifies if n.notify_type == N.NAT_DETECTION_SOURCE_IP]
-            priv.nat_dst = [n.data for n in notifies if n.notify_type == N.NAT_DETECTION_DESTINATION_IP]
+            priv.nat_src = [n.data for n in notifies if n.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
+            priv.nat_dst = [n.data for n in notifies if n.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP]
             priv.nat_checked = False
-            if any(n.notify_type == N.IKEV2_FRAGMENTATION_SUPPORTED for n in notifies):
+            if any(n.notify_type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED for n in notifies):
                 sa.ike_fragmentation = (True, sa.ike_fragmentation[1])
             self._nat_check(sa, msg, request=True)
             x.summary = "IKE_SA_INIT" + (f" KE {N.dh_name(kes[0].group)}" if kes else "")
@@ -473,7 +474,7 @@ class Tracker:
         err = self._note_error(x, msg)
         if err is not None:
             name = N.notify_name(err.notify_type)
-            if err.notify_type == N.INVALID_KE_PAYLOAD:
+            if err.notify_type == NotifyType.INVALID_KE_PAYLOAD:
                 group = err.decoded.get("group") if err.decoded else None
                 if group is None and len(err.data) >= 2:
                     group = struct.unpack_from("!H", err.data)[0]
@@ -484,7 +485,7 @@ class Tracker:
                 x.summary = f"IKE_SA_INIT refused: {name}"
             self._fail_ike(sa, name, msg.ts, msg.frame)
             return
-        if any(n.notify_type == N.COOKIE for n in notifies) and not sas:
+        if any(n.notify_type == NotifyType.COOKIE for n in notifies) and not sas:
             sa.cookie_requested = True  # RFC 7296 §2.6: retry with the cookie, not a failure
             sa.failed_ts = msg.ts
             x.summary = "IKE_SA_INIT: responder asks for a COOKIE (DoS protection)"
@@ -499,7 +500,7 @@ class Tracker:
             sa.dh_group = kes[0].group
         if nonces:
             priv.nr = nonces[0].data
-        if any(n.notify_type == N.IKEV2_FRAGMENTATION_SUPPORTED for n in notifies):
+        if any(n.notify_type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED for n in notifies):
             sa.ike_fragmentation = (sa.ike_fragmentation[0], True)
         self._nat_check(sa, msg, request=False)
         x.summary = f"IKE_SA_INIT {sa.proposal or ''}".rstrip()
@@ -514,8 +515,8 @@ class Tracker:
         hash fails. Either way it is the initiator that is behind the NAT.
         """
         h = msg.header
-        src_h = [n.data for n in msg.find(NotifyPayload) if n.notify_type == N.NAT_DETECTION_SOURCE_IP]
-        dst_h = [n.data for n in msg.find(NotifyPayload) if n.notify_type == N.NAT_DETECTION_DESTINATION_IP]
+        src_h = [n.data for n in msg.find(NotifyPayload) if n.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
+        dst_h = [n.data for n in msg.find(NotifyPayload) if n.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP]
         if not src_h and not dst_h:
             return
 
@@ -579,7 +580,7 @@ class Tracker:
         for i in ids:
             if i.type == iana.PayloadType.IDr:
                 sa.id_r = i.value
-        if err is not None and err.notify_type == N.AUTHENTICATION_FAILED:
+        if err is not None and err.notify_type == NotifyType.AUTHENTICATION_FAILED:
             self._fail_ike(sa, "AUTHENTICATION_FAILED", msg.ts, msg.frame)
             x.summary = "IKE_AUTH refused: AUTHENTICATION_FAILED"
             self._child_response(sa, msg, x, err)
@@ -607,7 +608,7 @@ class Tracker:
         tsi = msg.find(TsPayload)
         ts_i = next((t.selectors for t in tsi if t.type == iana.PayloadType.TSi), ())
         ts_r = next((t.selectors for t in tsi if t.type == iana.PayloadType.TSr), ())
-        transport = any(n.notify_type == N.USE_TRANSPORT_MODE for n in msg.find(NotifyPayload))
+        transport = any(n.notify_type == NotifyType.USE_TRANSPORT_MODE for n in msg.find(NotifyPayload))
         kes = msg.find(KePayload)
         requester, responder = msg.src, msg.dst
         child = self._new_child(
@@ -660,7 +661,7 @@ class Tracker:
         tsi = msg.find(TsPayload)
         child.ts_i = next((t.selectors for t in tsi if t.type == iana.PayloadType.TSi), child.ts_i_offered)
         child.ts_r = next((t.selectors for t in tsi if t.type == iana.PayloadType.TSr), child.ts_r_offered)
-        if any(n.notify_type == N.USE_TRANSPORT_MODE for n in msg.find(NotifyPayload)):
+        if any(n.notify_type == NotifyType.USE_TRANSPORT_MODE for n in msg.find(NotifyPayload)):
             child.mode = "transport"
         elif child.mode == "transport":
             child.mode = "tunnel"  # the responder did not agree to transport mode (RFC 7296 §1.3.1)
@@ -711,7 +712,7 @@ class Tracker:
                                       tuple(other.request_frames[:1] + x.request_frames[:1]),
                                       sa.initiator, sa.responder, ike_sa=sa.key)
                 return
-            rekey = next((n for n in msg.find(NotifyPayload) if n.notify_type == N.REKEY_SA), None)
+            rekey = next((n for n in msg.find(NotifyPayload) if n.notify_type == NotifyType.REKEY_SA), None)
             old = None
             if rekey is not None:
                 old = self._child_by_spi(_spi_int(rekey.spi), sender=msg.src, inbound_of_sender=True)
@@ -798,18 +799,18 @@ class Tracker:
                                       spi=spi, ike_sa=sa.key)
         for n in msg.find(NotifyPayload):
             t = n.notify_type
-            if t == N.INVALID_SPI:
+            if t == NotifyType.INVALID_SPI:
                 spi = _spi_int(n.data[:4]) if len(n.data) >= 4 else _spi_int(n.spi)
                 self._observe("invalid_spi_notify", msg.ts, (msg.frame,), msg.src, msg.dst, spi=spi,
                               ike_sa=sa.key)
                 parts.append(f"INVALID_SPI 0x{spi:08x}")
-            elif t == N.AUTHENTICATION_FAILED:
+            elif t == NotifyType.AUTHENTICATION_FAILED:
                 # The initiator rejects the responder's AUTH (RFC 7296 §2.21.2) in an INFORMATIONAL.
                 self._fail_ike(sa, "AUTHENTICATION_FAILED", msg.ts, msg.frame)
                 parts.append("AUTHENTICATION_FAILED")
-            elif N.is_error_notify(t):
+            elif iana.notify_is_error(t):
                 parts.append(N.notify_name(t))
-            elif t == N.UPDATE_SA_ADDRESSES:
+            elif t == NotifyType.UPDATE_SA_ADDRESSES:
                 parts.append("MOBIKE address update")
         if not parts and not is_response and not msg.inner:
             parts.append("liveness check (empty)")  # RFC 7296 §2.4 dead peer detection
@@ -1158,9 +1159,10 @@ class Tracker:
             c.keys_source = source
 
 
-_CHILD_ERRORS = {N.NO_PROPOSAL_CHOSEN, N.TS_UNACCEPTABLE, N.SINGLE_PAIR_REQUIRED, N.INTERNAL_ADDRESS_FAILURE,
-                 N.FAILED_CP_REQUIRED, N.INVALID_SELECTORS, N.NO_ADDITIONAL_SAS, N.INVALID_KE_PAYLOAD,
-                 N.TEMPORARY_FAILURE, N.CHILD_SA_NOT_FOUND}
+_NT = NotifyType
+_CHILD_ERRORS = {_NT.NO_PROPOSAL_CHOSEN, _NT.TS_UNACCEPTABLE, _NT.SINGLE_PAIR_REQUIRED, _NT.INTERNAL_ADDRESS_FAILURE,
+                 _NT.FAILED_CP_REQUIRED, _NT.INVALID_SELECTORS, _NT.NO_ADDITIONAL_SAS, _NT.INVALID_KE_PAYLOAD,
+                 _NT.TEMPORARY_FAILURE, _NT.CHILD_SA_NOT_FOUND}
 
 _AUTH = {1: "RSA signature", 2: "PSK", 3: "DSS signature", 9: "ECDSA-256", 10: "ECDSA-384", 11: "ECDSA-521",
          12: "generic secure password", 13: "NULL", 14: "digital signature"}
