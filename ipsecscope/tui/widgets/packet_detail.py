@@ -70,6 +70,41 @@ _V1_TRANSFORM_IDS = {1: iana.Ikev1IsakmpTransformId, 2: iana.Ikev1AhTransformId,
                      4: iana.Ikev1IpcompTransformId}
 
 
+_IKE_HEADER_LEN = 28  # RFC 7296 §3.1 / RFC 2408 §3.1: the same 28 bytes in IKEv1 and IKEv2
+
+
+def payload_spans(raw: bytes, types: list[int]) -> list[tuple[int, int] | None]:
+    """Where each cleartext payload lies in an IKE message: ``(start, end)`` offsets into ``raw``.
+
+    Walks the generic payload headers (RFC 7296 §3.2: next payload, flags, 2-byte length) from the
+    first-payload field of the IKE header. ``types`` are the decoded payloads' types in wire order;
+    a payload whose walked type or length does not agree gets None, and so does everything after it
+    (a malformed chain highlights nothing rather than the wrong bytes).
+    """
+    spans: list[tuple[int, int] | None] = [None] * len(types)
+    if len(raw) < _IKE_HEADER_LEN:
+        return spans
+    nxt, pos = raw[16], _IKE_HEADER_LEN
+    for i, want in enumerate(types):
+        if nxt != want or pos + 4 > len(raw):
+            break
+        length = int.from_bytes(raw[pos + 2:pos + 4], "big")
+        if length < 4 or pos + length > len(raw):
+            break
+        spans[i] = (pos, pos + length)
+        nxt, pos = raw[pos], pos + length
+    return spans
+
+
+def frame_spans(frame: bytes, msg: m.IkeMessage) -> list[tuple[int, int] | None]:
+    """:func:`payload_spans` moved to offsets in the captured frame (None where unknown)."""
+    spans = payload_spans(msg.raw, [p.type for p in msg.payloads])
+    start = frame.find(msg.raw) if msg.raw else -1  # after any UDP 4500 non-ESP marker (RFC 3948 §2.2)
+    if start < 0:
+        return [None] * len(spans)
+    return [None if sp is None else (start + sp[0], start + sp[1]) for sp in spans]
+
+
 def _bytes(b: bytes, limit: int = 24) -> str:
     if not b:
         return "(empty)"
@@ -105,8 +140,8 @@ def payload_name(p: Any, version: int) -> str:
     return n + (" (critical)" if p.critical else "")
 
 
-def _add_payload(node: TreeNode, p: Any, version: int) -> None:
-    pn = node.add(Text(payload_name(p, version), "bold"), expand=False)
+def _add_payload(node: TreeNode, p: Any, version: int, span: tuple[int, int] | None = None) -> None:
+    pn = node.add(Text(payload_name(p, version), "bold"), expand=False, data=span)
     if isinstance(p, m.SaPayload):
         for prop in p.proposals:
             pname = iana.name(iana.ProtocolId if version == 2 else iana.Ikev1ProtocolId, prop.protocol)
@@ -158,7 +193,7 @@ def _add_payload(node: TreeNode, p: Any, version: int) -> None:
         pn.add_leaf(f"{f.name}: {_value(f.name, value, version)}")
 
 
-def fill_ike(root: TreeNode, msg: m.IkeMessage) -> None:
+def fill_ike(root: TreeNode, msg: m.IkeMessage, frame: bytes = b"") -> None:
     h = msg.header
     v = h.major
     title = f"IKEv{v} {iana.name(iana.ExchangeType if v == 2 else iana.Ikev1Exchange, h.exchange)}"
@@ -180,8 +215,9 @@ def fill_ike(root: TreeNode, msg: m.IkeMessage) -> None:
     hn.add_leaf(f"{msg.src}:{msg.sport} → {msg.dst}:{msg.dport} ({msg.transport}"
                 + (", non-ESP marker" if msg.non_esp_marker else "")
                 + (", IP fragmented" if msg.ip_fragmented else "") + ")")
-    for p in msg.payloads:
-        _add_payload(top, p, v)
+    spans = frame_spans(frame, msg) if frame else [None] * len(msg.payloads)
+    for p, span in zip(msg.payloads, spans, strict=True):
+        _add_payload(top, p, v, span)
     if msg.encrypted:
         if msg.decrypted:
             label = Text("Decrypted payloads", "bold green")
@@ -236,6 +272,21 @@ class HexView(ScrollView):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.data = b""
+        self.highlight: tuple[int, int] | None = None  # [start, end) byte range shown in reverse
+
+    def set_highlight(self, span: tuple[int, int] | None) -> None:
+        """Mark bytes ``span`` (e.g. the payload chosen in the tree) and scroll them into view."""
+        if span is not None and not (0 <= span[0] < span[1] <= len(self.data)):
+            span = None
+        self.highlight = span
+        if span is not None:
+            n = self.per_line
+            first, last = span[0] // n, (span[1] - 1) // n
+            top = round(self.scroll_y)
+            height = self.scrollable_content_region.height or self.size.height
+            if first < top or last >= top + height:
+                self.scroll_to(y=first, animate=False)
+        self.refresh()
 
     @property
     def per_line(self) -> int:
@@ -244,6 +295,7 @@ class HexView(ScrollView):
 
     def set_data(self, data: bytes) -> None:
         self.data = data
+        self.highlight = None
         self.scroll_to(y=0, animate=False)
         self._resize()
 
@@ -263,11 +315,31 @@ class HexView(ScrollView):
         if not chunk:
             return Strip.blank(width, self.rich_style)
         base = self.rich_style
-        hexes = " ".join(f"{b:02x}" for b in chunk).ljust(n * 3 - 1)
-        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        segs = [Segment(f"{line * n:04x} ", base + Style(dim=True)), Segment(hexes, base),
-                Segment("  " + text, base + Style(color="cyan"))]
+        start = line * n
+        lo, hi = self.highlight or (0, 0)
+        lo, hi = max(lo - start, 0), min(hi - start, len(chunk))
+        if lo >= hi:  # nothing marked on this line: one segment per column, as before
+            hexes = " ".join(f"{b:02x}" for b in chunk).ljust(n * 3 - 1)
+            text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+            segs = [Segment(f"{start:04x} ", base + Style(dim=True)), Segment(hexes, base),
+                    Segment("  " + text, base + Style(color="cyan"))]
+            return Strip(segs).crop_extend(0, width, base)
+        mark = base + Style(reverse=True, bold=True)
+        cyan = base + Style(color="cyan")
+        segs = [Segment(f"{start:04x} ", base + Style(dim=True))]
+        for i, x in enumerate(chunk):  # byte by byte; the gap between two marked bytes is marked too
+            segs.append(Segment(f"{x:02x}", mark if lo <= i < hi else base))
+            if i + 1 < len(chunk):
+                segs.append(Segment(" ", mark if lo <= i and i + 1 < hi else base))
+        segs.append(Segment(" " * (3 * (n - len(chunk))) + "  ", base))
+        for i, x in enumerate(chunk):
+            segs.append(Segment(chr(x) if 32 <= x < 127 else ".", cyan + Style(reverse=True, bold=True)
+                                if lo <= i < hi else cyan))
         return Strip(segs).crop_extend(0, width, base)
+
+    def highlighted_bytes(self) -> bytes:
+        """The marked bytes (for tests and copy/paste)."""
+        return self.data[self.highlight[0]:self.highlight[1]] if self.highlight else b""
 
 
 class PacketDetail(Horizontal):
@@ -290,7 +362,7 @@ class PacketDetail(Horizontal):
         row = detail.row
         tree.root.add_leaf(Text(f"Frame {row.frame}: {row.length} bytes, {row.kind}", "bold"))
         if detail.ike is not None:
-            fill_ike(tree.root, detail.ike)
+            fill_ike(tree.root, detail.ike, b"" if detail.inner and self.show_inner else detail.raw)
         elif detail.esp is not None:
             fill_esp(tree.root, detail)
         elif detail.malformed:
@@ -302,3 +374,10 @@ class PacketDetail(Horizontal):
         hexv.set_data(detail.inner if detail.inner and self.show_inner else detail.raw)
 
     show_inner = False
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        # The payload under the cursor, or the payload a field row belongs to, is marked in hex.
+        node: TreeNode | None = event.node
+        while node is not None and node.data is None:
+            node = node.parent
+        self.query_one(HexView).set_highlight(node.data if node is not None else None)

@@ -131,6 +131,42 @@ def flow_table(flows: list[EspFlow], first: float | None) -> FlowTable:
     return FlowTable(flows, first)
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def ike_key_problems(sa: IkeSa) -> Text:
+    """Loaded IKE keys that did not work (icv_failed / undecryptable), told apart from missing keys."""
+    out = Text()
+    if sa.icv_failed:
+        out.append(_count(sa.icv_failed, "encrypted message", "encrypted messages")
+                   + " failed the integrity check (wrong keys?)", "bold red")
+    if sa.undecryptable:
+        if out:
+            out.append("\n")
+        out.append(_count(sa.undecryptable, "encrypted message", "encrypted messages")
+                   + " did not decrypt with the loaded keys (wrong keys?)", "bold red")
+    if sa.key_failed_from:
+        out.append(f"\nsent by {', '.join(sa.key_failed_from)}")
+    if sa.key_failed_frames:
+        out.append(f"\nframes {', '.join(map(str, sa.key_failed_frames))}"
+                   + (" …" if len(sa.key_failed_frames) < sa.icv_failed + sa.undecryptable else ""))
+    if sa.decrypted_from:
+        # One direction decrypting and the other not points at one wrong key column (SK_ei vs SK_er).
+        out.append(f"\nmessages from {', '.join(sa.decrypted_from)} decrypted", "green")
+    if sa.key_failed_note:
+        out.append(f"\n{sa.key_failed_note}", "dim")
+    return out
+
+
+def flow_notes(flows: list[EspFlow]) -> list[Any]:
+    """Per-direction problems the counters alone do not explain (unsupported algorithms)."""
+    lines = [Text(f"0x{f.spi:08x}: {_count(f.unsupported, 'packet', 'packets')} not decrypted: "
+                  + (f.unsupported_reason or "algorithm not supported"), "yellow")
+             for f in flows if f.unsupported]
+    return [Text(""), *lines] if lines else []
+
+
 class SaDetail(Static):
     """Renders the SA named by :attr:`ref` from :attr:`table` (attributes down)."""
 
@@ -173,7 +209,7 @@ class SaDetail(Static):
         if ref.kind == "flow" and ref.key in table.flows:
             flow = table.flows[ref.key]  # type: ignore[index]
             return Group(Text("ESP flow without a known SA (no IKE seen for it)", "bold magenta"),
-                         flow_table([flow], first), *self._esp_keys([flow]))
+                         flow_table([flow], first), *flow_notes([flow]), *self._esp_keys([flow]))
         if ref.kind == "pair":
             a, b = ref.key  # type: ignore[misc]
             sas = [s for s in table.ike_sas.values() if {s.initiator, s.responder} == {a, b}]
@@ -204,7 +240,13 @@ class SaDetail(Static):
         g.add_row("Established", fmt_ts(sa.established_ts, first))
         if sa.deleted_ts is not None:
             g.add_row("Deleted", f"{fmt_ts(sa.deleted_ts, first)} by {sa.deleted_by or '?'}")
-        g.add_row("Decrypted", "yes" if sa.decrypted else "no (no IKE keys)")
+        key_failed = sa.icv_failed + sa.undecryptable
+        if sa.decrypted:
+            g.add_row("Decrypted", "partly (see Key check)" if key_failed else "yes")
+        else:
+            g.add_row("Decrypted", "no (the loaded IKE keys did not work)" if key_failed else "no (no IKE keys)")
+        if key_failed:
+            g.add_row("Key check", ike_key_problems(sa))
         g.add_row("Keys", self._ike_keys(sa))
         g.add_row("Frames", ", ".join(map(str, sa.frames[:20])) + (" …" if len(sa.frames) > 20 else ""))
         chain = rekey_chain_ike(table, sa)
@@ -259,7 +301,7 @@ class SaDetail(Static):
         g.add_row("Rate", fmt_rate(flows_rate(flows)))
         if child.keys_source:
             g.add_row("Keys from", short_source(child.keys_source))
-        return [g, Text(""), flow_table(flows, first), *self._esp_keys(flows)]
+        return [g, Text(""), flow_table(flows, first), *flow_notes(flows), *self._esp_keys(flows)]
 
     def _ike_keys(self, sa: IkeSa) -> str:
         if self.keys is None:

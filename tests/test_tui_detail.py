@@ -1,0 +1,125 @@
+"""Pilot tests of the detail panes on real data: key counters in SA detail, payload bytes in the hex view.
+
+Data: the strongSwan sample healthy-gcm, once with a copy of its IKE key table in which one hex digit
+of every SK_ei is changed (so the initiator's encrypted messages fail their ICV), once as is; tshark
+is the oracle for the KE payload bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import DATA, needs_tshark
+from test_findings_keys import flip_first_key_byte, tshark
+from test_tui import CAPTURE, HEALTHY, SIZE, loaded, sync, tshark_fields
+from textual.widgets import Tree
+
+from ipsecscope.tui.app import create_app
+from ipsecscope.tui.widgets.packet_detail import HexView, payload_spans
+from ipsecscope.tui.widgets.sa_detail import SaDetail
+from ipsecscope.tui.widgets.sa_tree import SaTree
+
+
+@needs_tshark
+@sync
+async def test_sa_detail_shows_icv_failures_of_a_wrong_sk_ei(tmp_path: Path) -> None:
+    bad = tmp_path / "ikev2_decryption_table"
+    flip_first_key_byte(HEALTHY / "keys" / "ikev2_decryption_table", bad, 2)
+    assert bad.read_text() != (HEALTHY / "keys" / "ikev2_decryption_table").read_text()
+    app = create_app(CAPTURE, [HEALTHY / "keys" / "esp_sa", bad])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        tree.focus()
+        while tree.current_ref is None or tree.current_ref.kind != "ike":
+            await pilot.press("down")
+        await pilot.press("enter")
+        sa = app.session.table.ike_sas[tree.current_ref.key]
+        assert sa.icv_failed > 0, "a wrong SK_ei must fail the initiator's ICVs"
+        text = app.query_one(SaDetail).as_text()
+        assert f"{sa.icv_failed} encrypted messages failed the integrity check (wrong keys?)" in text
+        assert "Decrypted   partly" in text
+        for addr in sa.decrypted_from:  # the responder's messages still decrypt with the right SK_er
+            assert f"messages from {addr} decrypted" in text
+        # Oracle: tshark with the same damaged table names the frames whose ICV fails.
+        ispi = ":".join(f"{b:02x}" for b in sa.ike_spi_i)
+        failed = [int(frame) for frame, spi, expert in tshark(
+            CAPTURE, ["frame.number", "isakmp.ispi", "_ws.expert.message"], "isakmp", profile=tmp_path)
+            if "Integrity Checksum Data is incorrect" in expert and spi in (ispi, sa.ike_spi_i.hex())]
+        assert len(failed) == sa.icv_failed
+        assert "frames " + ", ".join(map(str, failed[:len(sa.key_failed_frames)])) in text
+    # The same SA with the right keys: no counter line.
+    app = create_app(CAPTURE, [HEALTHY / "keys" / "esp_sa", HEALTHY / "keys" / "ikev2_decryption_table"])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        tree.focus()
+        while tree.current_ref is None or tree.current_ref.kind != "ike":
+            await pilot.press("down")
+        await pilot.press("enter")
+        text = app.query_one(SaDetail).as_text()
+        assert "integrity check" not in text and "Key check" not in text
+
+
+
+@needs_tshark
+@sync
+async def test_sa_detail_names_the_unsupported_esp_algorithm() -> None:
+    # tests/data/bad/unimplemented-alg.esp_sa: CAST5 for 0x15b69dc5, Blowfish for 0x427e7d84.
+    app = create_app(CAPTURE, [DATA / "bad" / "unimplemented-alg.esp_sa"])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        tree.focus()
+        while tree.current_ref is None or tree.current_ref.kind != "child":
+            await pilot.press("down")
+        await pilot.press("enter")
+        child = app.session.table.child_sas[tree.current_ref.key]
+        text = app.query_one(SaDetail).as_text()
+        for spi, alg in ((0x15b69dc5, "ENCR_CAST"), (0x427e7d84, "ENCR_BLOWFISH")):
+            assert spi in (child.spi_i, child.spi_r)
+            n = len(tshark_fields(CAPTURE, f"esp.spi == {spi:#x}", "frame.number"))
+            line = next(ln for ln in text.splitlines() if ln.startswith(f"0x{spi:08x}: "))
+            assert f"{n} packets not decrypted" in line and alg in line, line
+
+
+@needs_tshark
+@sync
+async def test_choosing_the_ke_payload_marks_its_bytes_in_the_hex_view() -> None:
+    ke_data = bytes.fromhex(tshark_fields(CAPTURE, "frame.number == 1", "isakmp.key_exchange.data")[0][0])
+    assert ke_data
+    app = create_app(CAPTURE)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert app._detail_frame == 1
+        tree = app.query_one("#detail-tree", Tree)
+        hexv = app.query_one(HexView)
+        tree.focus()
+        await pilot.pause()
+        while tree.cursor_node is None or not str(tree.cursor_node.label).startswith("KE "):
+            before = tree.cursor_line
+            await pilot.press("down")
+            assert tree.cursor_line != before, "no KE payload in frame 1's tree"
+        await pilot.pause()
+        marked = hexv.highlighted_bytes()
+        # The KE payload: 4-byte generic header, DH group (2) + reserved (2), then the KE data.
+        assert ke_data in marked and len(marked) == 8 + len(ke_data)
+        assert hexv.data[hexv.highlight[0]:hexv.highlight[1]] == marked
+        # A field row inside the payload keeps its payload marked; the frame line marks nothing.
+        await pilot.press("space", "down")  # open the payload, step onto its first field
+        await pilot.pause()
+        assert tree.cursor_node.parent is not None and str(tree.cursor_node.parent.label).startswith("KE ")
+        assert hexv.highlighted_bytes() == marked
+        await pilot.press("home")
+        await pilot.pause()
+        assert hexv.highlight is None
+
+
+def test_payload_spans_stop_at_a_broken_chain() -> None:
+    # Header says the first payload is SA (33); one 8-byte SA payload then a Nonce (40) cut short.
+    raw = bytearray(28)
+    raw[16] = 33
+    raw += bytes([40, 0, 0, 8, 1, 2, 3, 4]) + bytes([0, 0, 0, 200, 9])
+    assert payload_spans(bytes(raw), [33, 40]) == [(28, 36), None]
+    assert payload_spans(bytes(raw), [34, 40]) == [None, None]  # the types disagree: mark nothing
+    assert payload_spans(b"short", [33]) == [None]
