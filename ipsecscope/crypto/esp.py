@@ -182,36 +182,30 @@ def _build_gcm(o: Opener) -> OpenFn:
     return open_gcm_short
 
 
-def _build_ccm(o: Opener) -> OpenFn:
-    key, salt = split_key(o.encr, o.keys.enc_key)
-    dec = AESCCM(key, tag_length=o.icv_len).decrypt
-    need = 8 + 8 + o.icv_len + 2
+def _salt_iv_aead(dec, salt: bytes, icv: int, label: str) -> OpenFn:
+    """An AEAD whose nonce is salt | the packet's 8-byte IV and whose AAD is RFC 4106's."""
+    need = 8 + 8 + icv + 2
 
-    def open_ccm(data: bytes, hi: int | None) -> bytes:
-        # RFC 4309 §4: nonce = 3-byte salt | 8-byte IV (L = 4).
+    def open_aead(data: bytes, hi: int | None) -> bytes:
         if len(data) < need:
             raise _short(len(data), need)
         try:
             return dec(salt + data[8:16], data[16:], _aead_aad(data, hi))
         except InvalidTag:
-            raise IntegrityError("AES-CCM tag mismatch") from None
-    return open_ccm
+            raise IntegrityError(f"{label} tag mismatch") from None
+    return open_aead
+
+
+def _build_ccm(o: Opener) -> OpenFn:
+    # RFC 4309 §4: nonce = 3-byte salt | 8-byte IV (L = 4).
+    key, salt = split_key(o.encr, o.keys.enc_key)
+    return _salt_iv_aead(AESCCM(key, tag_length=o.icv_len).decrypt, salt, o.icv_len, "AES-CCM")
 
 
 def _build_chacha(o: Opener) -> OpenFn:
+    # RFC 7634 §2: nonce = 4-byte salt | 8-byte IV; AAD as RFC 4106 (§2.1).
     key, salt = split_key(o.encr, o.keys.enc_key)
-    dec = ChaCha20Poly1305(key).decrypt
-    need = 8 + 8 + 16 + 2
-
-    def open_chacha(data: bytes, hi: int | None) -> bytes:
-        # RFC 7634 §2: nonce = 4-byte salt | 8-byte IV; AAD as RFC 4106 (§2.1).
-        if len(data) < need:
-            raise _short(len(data), need)
-        try:
-            return dec(salt + data[8:16], data[16:], _aead_aad(data, hi))
-        except InvalidTag:
-            raise IntegrityError("ChaCha20-Poly1305 tag mismatch") from None
-    return open_chacha
+    return _salt_iv_aead(ChaCha20Poly1305(key).decrypt, salt, 16, "ChaCha20-Poly1305")
 
 
 def _build_gmac(o: Opener) -> OpenFn:
