@@ -15,10 +15,8 @@ The integrity transforms of the SK payload reuse the same MACs truncated (:func:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
-from cryptography.hazmat.primitives import cmac
+from cryptography.hazmat.primitives import cmac, hashes
+from cryptography.hazmat.primitives import hmac as _hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ipsecscope.errors import UnknownAlgorithmError
@@ -45,6 +43,25 @@ PRF_KEY_LEN: dict[int, int] = {
 }
 
 _ZERO16 = bytes(16)
+
+# hash name (as the suites and INTEG tables spell it) -> `cryptography` hash class
+HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "md5": hashes.MD5, "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+
+def hmac_keyed(hash_name: str, key: bytes) -> _hmac.HMAC:
+    """An HMAC context keyed once: callers ``copy()`` it per message, which skips the key
+    set-up (the ESP hot loop does this per packet)."""
+    return _hmac.HMAC(key, HASHES[hash_name]())
+
+
+def hmac_digest(hash_name: str, key: bytes, data: bytes) -> bytes:
+    """HMAC (RFC 2104) of ``data`` under ``key``, full output."""
+    h = _hmac.HMAC(key, HASHES[hash_name]())
+    h.update(data)
+    return h.finalize()
 
 
 def _aes_ecb(key: bytes):
@@ -86,7 +103,7 @@ def prf(prf_id: int, key: bytes, data: bytes) -> bytes:
     """One invocation of the negotiated PRF."""
     h = _HMAC_PRF.get(prf_id)
     if h is not None:
-        return hmac.new(key, data, h).digest()
+        return hmac_digest(h, key, data)
     if prf_id == PrfTransform.PRF_AES128_XCBC:
         if len(key) < 16:
             key = key + bytes(16 - len(key))
@@ -144,7 +161,7 @@ def mac(integ_id: int, key: bytes, data: bytes) -> bytes:
             f"integrity algorithm {name(IntegTransform, integ_id)} is not implemented; supported: "
             + ", ".join(name(IntegTransform, i) for i in INTEG)) from None
     if kind == "hmac":
-        return hmac.new(key, data, h).digest()[:icv]
+        return hmac_digest(h, key, data)[:icv]
     if kind == "xcbc":
         return aes_xcbc_mac(key, data)[:icv]
     return aes_cmac(key, data)[:icv]
@@ -152,4 +169,6 @@ def mac(integ_id: int, key: bytes, data: bytes) -> bytes:
 
 def hash_digest(hash_name: str, data: bytes) -> bytes:
     """Plain hash (IKEv1 IV derivation, RFC 2409 Appendix B)."""
-    return hashlib.new(hash_name, data).digest()
+    h = hashes.Hash(HASHES[hash_name]())
+    h.update(data)
+    return h.finalize()

@@ -659,7 +659,7 @@ class _Worker:
                                 if n >= bs and not n % bs:
                                     m = hcopy()
                                     m.update(mm[q:ie])  # RFC 4303 §3.4.4: verify, then decrypt
-                                    if same(m.digest()[:icv], mm[ie:end_ip]):
+                                    if same(m.finalize()[:icv], mm[ie:end_ip]):
                                         plain = upd(mm[q + 8:ie])[bs:]
                             else:
                                 plain = e[1](mm, q, end_ip, None)

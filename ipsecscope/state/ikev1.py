@@ -14,11 +14,11 @@ the other side are answers, byte-identical copies are retransmissions.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import struct
 from typing import TYPE_CHECKING
 
+from ..crypto.prf import hash_digest
 from ..model.iana import Ikev1Exchange, Ikev1NotifyType, Ikev1Payload, Ikev1ProtocolId, notify_is_error
 from ..model.ike import (
     DeletePayload,
@@ -189,15 +189,14 @@ def _nat_d(sa: IkeSa, msg: IkeMessage, is_response: bool) -> None:
     hashes = [p.data for p in msg.find(HashPayload) if p.type in (Ikev1Payload.NAT_D, Ikev1Payload.NAT_D_DRAFT)]
     if len(hashes) < 2:
         return
-    algo = {16: hashlib.md5, 20: hashlib.sha1, 32: hashlib.sha256, 48: hashlib.sha384, 64: hashlib.sha512}.get(
-        len(hashes[0]))
+    algo = {16: "md5", 20: "sha1", 32: "sha256", 48: "sha384", 64: "sha512"}.get(len(hashes[0]))
     if algo is None:
         return
     h = msg.header
 
     def d(addr: str, port: int) -> bytes | None:
         try:
-            return algo(h.spi_i + h.spi_r + ipaddress.ip_address(addr).packed + struct.pack("!H", port)).digest()
+            return hash_digest(algo, h.spi_i + h.spi_r + ipaddress.ip_address(addr).packed + struct.pack("!H", port))
         except ValueError:
             return None
 

@@ -27,12 +27,12 @@ Every handler works with what is visible and never raises on odd input.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..crypto.prf import hash_digest
 from ..model import iana
 from ..model.iana import NotifyType
 from ..model.ike import (
@@ -525,7 +525,7 @@ class Tracker:
                 ip = ipaddress.ip_address(addr).packed
             except ValueError:
                 return None
-            return hashlib.sha1(h.spi_i + h.spi_r + ip + struct.pack("!H", port)).digest()
+            return hash_digest("sha1", h.spi_i + h.spi_r + ip + struct.pack("!H", port))
 
         src_ok = digest(msg.src, msg.sport) in src_h if src_h else True
         dst_ok = digest(msg.dst, msg.dport) in dst_h if dst_h else True
