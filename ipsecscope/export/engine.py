@@ -567,6 +567,10 @@ class _Worker:
         psec, base = -1, 0  # pcap: ns of the last record's second (one multiplication per second)
         epb = struct.Struct("<IIIIIII").pack
         trailers = [struct.Struct(f"<{(-k) & 3}xI").pack for k in range(4)]
+        # An EPB's trailer (data padding, block length) goes out with the next EPB's header, in one
+        # pack and one write: ``ptot`` is the pending block length (0: none), ``plen`` its data length.
+        trail_epb = [struct.Struct(f"<{(-k) & 3}xIIIIIIII").pack for k in range(4)]
+        ptot = plen = 0
         frame_slow = self._frame
         mul = self.lay.ifaces[0].mul
         released = start & ~(mmap.PAGESIZE - 1)
@@ -580,6 +584,9 @@ class _Worker:
                 if btype != 6 or off > last or blen < 32:
                     if blen < 12 or off + blen > hard:
                         break
+                    if ptot:
+                        write(trailers[plen & 3](ptot))
+                        ptot = 0
                     if btype in (2, 3):  # obsolete / simple packet blocks: the general reader's way
                         for iface, ts, frame, orig, roff in _records(mm, self.lay, off, off + blen):
                             idx += 1
@@ -601,7 +608,7 @@ class _Worker:
                 if 28 + incl > blen - 4:
                     break  # damaged block: stop as the scan did
                 eth, imul, idiv, ioff = ifs[iface] if iface < len(ifs) else (False, 1, 1, 0)
-                ts = ((hi << 32) | lo) * imul // idiv + ioff
+                ts = (((hi << 32) | lo) * imul // idiv + ioff) & 0xFFFFFFFFFFFFFFFF  # EPB keeps 64 bits
                 if not eth:
                     ev = b""
                 fend = off + 28 + incl
@@ -699,19 +706,27 @@ class _Worker:
                                 if 40 < tl < ilen:
                                     ilen = tl
                             tot = 32 + ilen + ((-ilen) & 3)
-                            write(epb(6, tot, 0, (ts >> 32) & 0xFFFFFFFF, ts & 0xFFFFFFFF, ilen, ilen))
+                            if ptot:
+                                write(trail_epb[plen & 3](ptot, 6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))
+                            else:
+                                write(epb(6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))
                             write(plain[:ilen])
-                            write(trailers[ilen & 3](tot))
+                            ptot, plen = tot, ilen
                             e[2] += 1
                             off = nxt
                             continue
             if not pcapng:
                 orig = u32le(mm, off + 12)[0]
+            if ptot:
+                write(trailers[plen & 3](ptot))
+                ptot = 0
             frame_slow(idx, iface, ts, mm[off + rh:fend], orig, off)
             if buf:  # what the general path produced, in order
                 out_f.writelines(buf)
                 buf.clear()
             off = nxt
+        if ptot:
+            write(trailers[plen & 3](ptot))
         if not pcapng and off < end and off < hard and self.truncated is None:  # 1..15 bytes left
             self.truncated = f"last record (frame {idx + 1}) header truncated: {hard - off} of 16 bytes"
         return idx
