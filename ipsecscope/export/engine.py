@@ -62,6 +62,7 @@ CHUNK_MIN_BYTES = 8 << 20  # a chunk costs a fork-free but not free set-up (new 
 # headers from the nearest known bound: with 4 per process the walks add up to the whole file
 # (~0.28 us per record, +5 % CPU on the 200k-packet benchmark) instead of half of it.
 MAX_CHUNKS_PER_JOB = 1
+WINDOW = 1 << 21  # bytes the hot loop reads at a time (_Worker._loop_pcap_eth)
 
 
 @dataclass(slots=True)
@@ -413,8 +414,13 @@ class _Worker:
         eth_ip4 = _ETH_IP4.unpack_from
         res = ChunkResult(None, self.dec.stats, {}, self.early_fail, first_frame=first_index)
         idx = first_index - 1
-        with open(lay.path, "rb") as f:
+        f = open(lay.path, "rb")  # noqa: SIM115 - closed in the finally below, after the map
+        try:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except BaseException:
+            f.close()
+            raise
+        self.fd = f.fileno()  # the hot loop reads windows with os.pread
         try:
             if first_index == 0:  # a lazy bound: find the first record of this chunk
                 hint = self.resolve_hint() if self.resolve_hint is not None else None
@@ -530,6 +536,7 @@ class _Worker:
                 self.jbuf.clear()
         finally:
             mm.close()
+            f.close()
         n_fast = 0
         for e in sas.values():  # fold the fast path's counts into the per-SA statistics
             e[0].stats.decrypted += e[2]
@@ -543,9 +550,14 @@ class _Worker:
 
     def _loop_pcap_eth(self, mm, start: int, end: int, idx: int, pcapng: bool = False) -> int:  # noqa: C901
         """The hot loop for little-endian pcap (or pcapng EPBs) of Ethernet frames: one struct call reads the
-        record header, the Ethernet type, the IPv4 header fields and the SA key (addresses + SPI)
-        straight from the map, and the ESP bytes are sliced from the map too (the frame itself is
-        only copied when the general path needs it). Returns the last frame index."""
+        record header, the Ethernet type, the IPv4 header fields and the SA key (addresses + SPI),
+        and the ESP bytes are sliced straight from the window (the frame itself is only copied
+        when the general path needs it). Returns the last frame index.
+
+        The file is read in windows of ``WINDOW`` bytes (``os.pread`` into a bytes object) rather
+        than through the map: unpacking and slicing a bytes object is ~25 ns cheaper per call than
+        the same on an mmap (buffer export per call), four calls per packet, and memory stays flat
+        without madvise. A record that runs past the window starts the next one."""
         # record header | 12x MACs | ethertype (LE view of BE 0x0800 = 0x0008) | IPv4 header up to
         # the addresses | 12 bytes = src, dst, SPI (raw ESP) or src, dst, ports (UDP)
         # (the Ethernet type and the IPv4 version/IHL byte come as one 3-byte string: one comparison;
@@ -564,7 +576,7 @@ class _Worker:
         out_f = self.out_f
         write = out_f.write  # straight into the buffered file (measured: as fast as collecting a
         # list or a bytearray)
-        psec, base = -1, 0  # pcap: ns of the last record's second (one multiplication per second)
+        psec, sbase = -1, 0  # pcap: ns of the last record's second (one multiplication per second)
         epb = struct.Struct("<IIIIIII").pack
         trailers = [struct.Struct(f"<{(-k) & 3}xI").pack for k in range(4)]
         # An EPB's trailer (data padding, block length) goes out with the next EPB's header, in one
@@ -573,17 +585,35 @@ class _Worker:
         ptot = plen = 0
         frame_slow = self._frame
         mul = self.lay.ifaces[0].mul
-        released = start & ~(mmap.PAGESIZE - 1)
-        off = start
         hard = self.lay.size  # records end before this; ``end`` only bounds where they start
-        last = hard - 38 - rh
+        hs = 38 + rh  # bytes the one-struct header read takes
+        # the window: w holds the file from byte ``base``; ``o`` is the record's offset in it
+        fd = self.fd
+        pread = os.pread
+        window = max(WINDOW, hs)  # every window holds at least one whole header
+        base, w, wl, o = start, b"", 0, 0
+        lim = -hs  # the last offset in w where a whole header can be read
+        stop = min(end, hard - 11) - base  # records start before this (and have 12 bytes for a block header)
         iface = 0
-        while off < end and off + 12 <= hard:
+        while o < stop:
+            if o > lim and base + wl < hard:  # next window (also the first)
+                base += o
+                w = pread(fd, window, base)
+                wl, o = len(w), 0
+                lim, stop = wl - hs, min(end, hard - 11) - base
+                continue
             if pcapng:
-                btype, blen = blk(mm, off)
-                if btype != 6 or off > last or blen < 32:
-                    if blen < 12 or off + blen > hard:
+                btype, blen = blk(w, o)
+                if o + blen > wl and base + wl < hard and base + o + blen <= hard:  # runs past the window
+                    base += o
+                    w = pread(fd, max(window, blen), base)
+                    wl, o = len(w), 0
+                    lim, stop = wl - hs, min(end, hard - 11) - base
+                    continue
+                if btype != 6 or o > lim or blen < 32:
+                    if blen < 12 or o + blen > wl:
                         break
+                    off = base + o
                     if ptot:
                         write(trailers[plen & 3](ptot))
                         ptot = 0
@@ -601,43 +631,45 @@ class _Worker:
                         if buf:
                             out_f.writelines(buf)
                             buf.clear()
-                    off += blen
+                    o += blen
                     continue
-                _t, _l, iface, hi, lo, incl, orig, ev, tlh, tll, fragw, proto, k12 = ehdr(mm, off)
-                nxt = off + blen
+                _t, _l, iface, hi, lo, incl, orig, ev, tlh, tll, fragw, proto, k12 = ehdr(w, o)
+                nxt = o + blen
                 if 28 + incl > blen - 4:
                     break  # damaged block: stop as the scan did
                 eth, imul, idiv, ioff = ifs[iface] if iface < len(ifs) else (False, 1, 1, 0)
                 ts = (((hi << 32) | lo) * imul // idiv + ioff) & 0xFFFFFFFFFFFFFFFF  # EPB keeps 64 bits
                 if not eth:
                     ev = b""
-                fend = off + 28 + incl
+                fend = o + 28 + incl
             else:
-                if off + 16 > hard:
-                    break
-                if off <= last:
-                    sec, frac, incl, ev, tlh, tll, fragw, proto, k12 = hdr(mm, off)
-                else:  # a short record at the very end: the general path
-                    sec, frac, incl = struct.unpack_from("<III", mm, off)
+                if o <= lim:
+                    sec, frac, incl, ev, tlh, tll, fragw, proto, k12 = hdr(w, o)
+                else:  # a short record at the very end of the file: the general path
+                    if o + 16 > wl:
+                        break
+                    sec, frac, incl = struct.unpack_from("<III", w, o)
                     ev = b""
-                nxt = fend = off + 16 + incl
-                if nxt > hard:
-                    self.truncated = f"last record (frame {idx + 1}) truncated: {end - off - 16} of {incl} bytes"
+                nxt = fend = o + 16 + incl
+                if nxt > wl:
+                    if base + wl < hard:  # the record runs past the window: the next one starts with it
+                        base += o
+                        w = pread(fd, max(window, min(16 + incl, hard - base)), base)
+                        wl, o = len(w), 0
+                        lim, stop = wl - hs, min(end, hard - 11) - base
+                        continue
+                    self.truncated = (f"last record (frame {idx + 1}) truncated: {hard - base - o - 16} of {incl} "
+                                      "bytes")
                     break
                 if sec != psec:
-                    psec, base = sec, sec * 1_000_000_000
-                ts = base + frac * mul
+                    psec, sbase = sec, sec * 1_000_000_000
+                ts = sbase + frac * mul
             idx += 1
-            if not idx & 0x3FFF:
-                if self.progress is not None:
-                    self.progress(off - start)
-                page = off & ~(mmap.PAGESIZE - 1)
-                if page > released:  # keep memory flat: drop processed pages from our RSS
-                    mm.madvise(mmap.MADV_DONTNEED, released, page - released)
-                    released = page
+            if not idx & 0x3FFF and self.progress is not None:
+                self.progress(base + o - start)
             # IPv4 with a 20-byte header, not a fragment (BE 0x3FFF seen little-endian: 0xFF3F)
             if ev == b"\x08\x00\x45" and not fragw & 0xFF3F and incl >= 38:
-                ip = off + rh + 14
+                ip = o + rh + 14
                 end_ip = ip + ((tlh << 8) | tll)
                 if end_ip > fend:
                     end_ip = 0  # claims more than was captured: general path
@@ -645,7 +677,7 @@ class _Worker:
                     key = k12
                     q = ip + 20
                 elif proto == 17 and (k12[8:10] == b"\x11\x94" or k12[10:12] == b"\x11\x94") and incl >= 54:
-                    spi4 = mm[ip + 28:ip + 32]
+                    spi4 = w[ip + 28:ip + 32]
                     key = k12[:8] + spi4 if spi4 != b"\0\0\0\0" else None  # 4 zero bytes: IKE
                     q = ip + 28
                 else:
@@ -657,7 +689,7 @@ class _Worker:
                         g = e[3]
                         try:
                             if g is not None:  # AES-GCM-16 inlined (RFC 4106: nonce salt|IV, AAD SPI|seq)
-                                plain = g(e[4] + mm[q + 8:q + 16], mm[q + 16:end_ip], mm[q:q + 8]) \
+                                plain = g(e[4] + w[q + 8:q + 16], w[q + 16:end_ip], w[q:q + 8]) \
                                     if end_ip - q >= 36 else None
                             elif e[6] is not None:  # CBC + HMAC inlined (crypto.esp._build_cbc)
                                 upd, bs, hcopy, icv, same = e[6]
@@ -665,17 +697,17 @@ class _Worker:
                                 ie = end_ip - icv
                                 if n >= bs and not n % bs:
                                     m = hcopy()
-                                    m.update(mm[q:ie])  # RFC 4303 §3.4.4: verify, then decrypt
-                                    if same(m.finalize()[:icv], mm[ie:end_ip]):
-                                        plain = upd(mm[q + 8:ie])[bs:]
+                                    m.update(w[q:ie])  # RFC 4303 §3.4.4: verify, then decrypt
+                                    if same(m.finalize()[:icv], w[ie:end_ip]):
+                                        plain = upd(w[q + 8:ie])[bs:]
                             else:
-                                plain = e[1](mm, q, end_ip, None)
+                                plain = e[1](w, q, end_ip, None)
                         except (DecryptError, InvalidTag):  # the general path counts failures
                             plain = None
                     elif e is not None and e[5] is not None:
                         st = e[0]
                         top = st.top
-                        seq = u32be(mm, q + 4)[0]
+                        seq = u32be(w, q + 4)[0]
                         th, tl = top >> 32, top & 0xFFFFFFFF
                         if tl >= seq:  # the closest candidate (crypto.esn.candidates' first)
                             hi = th + 1 if tl - seq > 0x80000000 else th
@@ -683,7 +715,7 @@ class _Worker:
                             hi = th - 1 if seq - tl > 0x80000000 else th
                         if 0 <= hi <= 0xFFFFFFFF:
                             try:
-                                plain = e[5](mm, q, end_ip, hi)
+                                plain = e[5](w, q, end_ip, hi)
                             except DecryptError:
                                 plain = None
                             if plain is not None:
@@ -713,20 +745,21 @@ class _Worker:
                             write(plain[:ilen])
                             ptot, plen = tot, ilen
                             e[2] += 1
-                            off = nxt
+                            o = nxt
                             continue
             if not pcapng:
-                orig = u32le(mm, off + 12)[0]
+                orig = u32le(w, o + 12)[0]
             if ptot:
                 write(trailers[plen & 3](ptot))
                 ptot = 0
-            frame_slow(idx, iface, ts, mm[off + rh:fend], orig, off)
+            frame_slow(idx, iface, ts, w[o + rh:fend], orig, base + o)
             if buf:  # what the general path produced, in order
                 out_f.writelines(buf)
                 buf.clear()
-            off = nxt
+            o = nxt
         if ptot:
             write(trailers[plen & 3](ptot))
+        off = base + o
         if not pcapng and off < end and off < hard and self.truncated is None:  # 1..15 bytes left
             self.truncated = f"last record (frame {idx + 1}) header truncated: {hard - off} of 16 bytes"
         return idx
