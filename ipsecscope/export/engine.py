@@ -181,7 +181,7 @@ def _scan_pcap(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -> 
     return lay
 
 
-WALK_COST = 0.09  # walking a record header vs decrypting the record, per byte (measured, GCM ~0.1, CBC ~0.07)
+WALK_COST = 0.06  # walking a record header vs decrypting the record, per byte (measured, GCM 0.065, CBC 0.045)
 
 
 def _lazy_targets(size: int, chunks: int) -> list[int]:
@@ -271,19 +271,29 @@ def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -
 
 def _resolve(mm, lay: Layout, target: int, hint: tuple[int, int] | None = None) -> tuple[int, int]:
     """(offset, frame index) of the first pcap record that starts at or after ``target``,
-    walking from ``hint`` (a known record start at or before ``target``) or the first record."""
+    walking from ``hint`` (a known record start at or before ``target``) or the first record.
+
+    The walk reads 1 MiB windows into bytes and counts records with the for loop's own counter:
+    half the time of unpacking from the map with a Python counter (it is the head start every
+    later chunk pays, see WALK_COST)."""
+    import itertools
+
     rec = struct.Struct(lay.order + "I").unpack_from
     off, idx = hint if hint is not None else (lay.start, 1)
     size = lay.size
-    released = 0
-    while off < target and off + 16 <= size:
-        off += 16 + rec(mm, off + 8)[0]
-        idx += 1
-        if not idx & 0xFFF:  # walking touches every page: keep them out of our resident set
-            page = off & ~(mmap.PAGESIZE - 1)
-            if page > released and page <= size:
-                mm.madvise(mmap.MADV_DONTNEED, released, page - released)
-                released = page
+    with open(lay.path, "rb", buffering=0) as f:
+        fd = f.fileno()
+        while off < target and off + 16 <= size:
+            w = os.pread(fd, 1 << 20, off)
+            t = min(target - off, len(w) - 15)  # walk records starting before t (whole length field in w)
+            if t <= 0:
+                break
+            o = n = 0
+            for n in itertools.count(idx):  # noqa: B007 - the loop always ends in the break: n is the count
+                if o >= t:
+                    break
+                o += 16 + rec(w, o + 8)[0]
+            off, idx = off + o, n
     return min(off, size), idx
 
 
