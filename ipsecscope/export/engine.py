@@ -695,13 +695,17 @@ class _Worker:
                 if key is not None and end_ip - q >= 24:
                     e = sas.get(key)
                     plain = None
-                    if e is not None and e[1] is not None:
-                        g = e[3]
+                    if e is None:
+                        pass
+                    elif e[3] is not None:  # AES-GCM-16 inlined (RFC 4106: nonce salt|IV, AAD SPI|seq); set only with e[1]
+                        if end_ip - q >= 36:
+                            try:
+                                plain = e[3](e[4] + w[q + 8:q + 16], w[q + 16:end_ip], w[q:q + 8])
+                            except InvalidTag:  # the general path counts failures
+                                pass
+                    elif e[1] is not None:
                         try:
-                            if g is not None:  # AES-GCM-16 inlined (RFC 4106: nonce salt|IV, AAD SPI|seq)
-                                plain = g(e[4] + w[q + 8:q + 16], w[q + 16:end_ip], w[q:q + 8]) \
-                                    if end_ip - q >= 36 else None
-                            elif e[6] is not None:  # CBC + HMAC inlined (crypto.esp._build_cbc)
+                            if e[6] is not None:  # CBC + HMAC inlined (crypto.esp._build_cbc)
                                 upd, bs, hcopy, icv, same = e[6]
                                 n = end_ip - q - 8 - bs - icv  # ciphertext after the IV
                                 ie = end_ip - icv
@@ -714,7 +718,7 @@ class _Worker:
                                 plain = e[1](w, q, end_ip, None)
                         except (DecryptError, InvalidTag):  # the general path counts failures
                             plain = None
-                    elif e is not None and e[5] is not None:
+                    elif e[5] is not None:
                         st = e[0]
                         top = st.top
                         seq = u32be(w, q + 4)[0]
