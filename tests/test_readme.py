@@ -58,3 +58,12 @@ def test_setup_commands_and_ci_agree():
     setup = re.findall(r"^(\./dev \w+)", first_screen, re.M)
     assert setup == ["./dev demo", "./dev test"]
     assert "./dev test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_version_flag_matches_the_package_metadata():
+    import tomllib
+
+    want = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    out = subprocess.run([sys.executable, "-c", "import sys; from ipsecscope.cli import main; sys.exit(main())",
+                          "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == f"ipsecscope {want}" == f"ipsecscope {ipsecscope.__version__}"

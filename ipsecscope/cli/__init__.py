@@ -35,6 +35,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="ipsecscope",
         description="Explain IPsec tunnels: IKE/ESP decode, decryption, SA correlation and findings.",
     )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"ipsecscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in [only] if only in COMMANDS else COMMANDS:
         try:
