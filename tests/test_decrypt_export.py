@@ -416,3 +416,19 @@ def test_read_window_boundaries_change_nothing(name: str, fmt: str, tmp_path: Pa
         assert runs[0][2] > 0 if label == "whole" else True
         if label != "whole":
             assert runs[0][5], label  # the cut is reported
+
+
+def test_progress_reports_climb_to_the_file_size(tmp_path: Path, monkeypatch) -> None:
+    """The progress bar's feed: (done, total) byte counts that never go back and end at the size,
+    sequential and parallel."""
+    cap = tmp_path / "esn.pcap"
+    keys, _ = _esn_capture(cap)
+    size = cap.stat().st_size
+    monkeypatch.setattr(engine, "WINDOW", 4096)  # several windows: several reports
+    for jobs in (1, 2):
+        seen: list[tuple[int, int]] = []
+        engine.run(cap, load_keystore(keys), out=str(tmp_path / "o.pcapng"), opts=engine.Options(), jobs=jobs,
+                   parallel_min_bytes=0, progress=lambda d, t, seen=seen: seen.append((d, t)))
+        assert len(seen) >= 5, seen
+        assert all(t == size for _, t in seen) and seen[-1][0] == size
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen)

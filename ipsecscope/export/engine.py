@@ -601,12 +601,15 @@ class _Worker:
         fd = self.fd
         pread = os.pread
         window = max(WINDOW, hs)  # every window holds at least one whole header
+        progress = self.progress
         base, w, wl, o = start, b"", 0, 0
         lim = -hs  # the last offset in w where a whole header can be read
         stop = min(end, hard - 11) - base  # records start before this (and have 12 bytes for a block header)
         iface = 0
         while o < stop:
             if o > lim and base + wl < hard:  # next window (also the first)
+                if progress is not None:  # (per window, not per packet: one test fewer in the loop)
+                    progress(base + o - start)
                 base += o
                 w = pread(fd, window, base)
                 wl, o = len(w), 0
@@ -615,6 +618,8 @@ class _Worker:
             if pcapng:
                 btype, blen = blk(w, o)
                 if o + blen > wl and base + wl < hard and base + o + blen <= hard:  # runs past the window
+                    if progress is not None:
+                        progress(base + o - start)
                     base += o
                     w = pread(fd, max(window, blen), base)
                     wl, o = len(w), 0
@@ -663,6 +668,8 @@ class _Worker:
                 nxt = fend = o + 16 + incl
                 if nxt > wl:
                     if base + wl < hard:  # the record runs past the window: the next one starts with it
+                        if progress is not None:
+                            progress(base + o - start)
                         base += o
                         w = pread(fd, max(window, min(16 + incl, hard - base)), base)
                         wl, o = len(w), 0
@@ -675,8 +682,6 @@ class _Worker:
                     psec, sbase = sec, sec * 1_000_000_000
                 ts = sbase + frac * mul
             idx += 1
-            if not idx & 0x3FFF and self.progress is not None:
-                self.progress(base + o - start)
             # IPv4 with a 20-byte header, not a fragment (BE 0x3FFF seen little-endian: 0xFF3F)
             if ev == b"\x08\x00\x45" and not fragw & 0xFF3F and incl >= 38:
                 ip = o + rh + 14
