@@ -698,7 +698,10 @@ class _Worker:
                 else:
                     key = None
                 if key is not None and end_ip - q >= 24:
-                    e = sas.get(key)
+                    try:
+                        e = sas[key]  # (a subscript is cheaper than .get; unknown SAs are rare and slow anyway)
+                    except KeyError:
+                        e = None
                     plain = None
                     if e is None:
                         pass
