@@ -73,3 +73,17 @@ def test_keys_from_decrypt_dsb_output(tmp_path):
     got = load_keys([out])
     ref = load_keys([KEYS / "charon-healthy-gcm-left.log"])
     assert {(k.spi, k.enc_key) for k in got.esp} == {(k.spi, k.enc_key) for k in ref.esp}
+
+
+def test_variable_length_cipher_keys_are_checked_against_their_range(tmp_path):
+    """CAST5 takes 40 to 128-bit keys (RFC 2144 §2.2): a 288-bit one is a typo'd key file, said as such."""
+    ok = tmp_path / "ok_sa"
+    ok.write_text('"IPv4","198.18.0.1","198.18.0.2","0x00000001","CAST5-CBC [RFC2144]","0x' + "11" * 16
+                  + '","NULL",""\n')
+    assert run("list", str(ok)).returncode == 0
+    bad = tmp_path / "esp_sa"
+    bad.write_text('"IPv4","198.18.0.1","198.18.0.2","0x00000001","CAST5-CBC [RFC2144]","0x' + "11" * 36
+                   + '","NULL",""\n')
+    r = run("list", str(bad))
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"ipsecscope: error: {bad}:1: Encryption Key: ENCR_CAST needs a 5 to 16-byte key, got 36 bytes"]

@@ -60,16 +60,17 @@ SALT_LEN: dict[int, int] = {
     E.ENCR_CHACHA20_POLY1305_IIV: 4,
 }
 
-# Allowed cipher key lengths in bytes (without salt). None = any (variable-key ciphers).
+# Allowed cipher key lengths in bytes (without salt): a tuple, or a range for the variable-key
+# ciphers. None = not checked.
 _AES = (16, 24, 32)
-KEY_LENGTHS: dict[int, tuple[int, ...] | None] = {
+KEY_LENGTHS: dict[int, tuple[int, ...] | range | None] = {
     E.ENCR_NULL: (0,),
     E.ENCR_DES: (8,),
     E.ENCR_DES_IV64: (8,),
     E.ENCR_DES_IV32: (8,),
     E.ENCR_3DES: (24,),
-    E.ENCR_CAST: None,  # 40..128 bits (RFC 2144)
-    E.ENCR_BLOWFISH: None,  # 40..448 bits
+    E.ENCR_CAST: range(5, 17),  # 40..128 bits (RFC 2144 §2.2; RFC 2451 §2.2 for ESP)
+    E.ENCR_BLOWFISH: range(5, 57),  # 40..448 bits (RFC 2451 §2.2)
     E.ENCR_IDEA: (16,),
     ENCR_TWOFISH_CBC: (16, 24, 32),
     ENCR_SERPENT_CBC: (16, 24, 32),
@@ -145,7 +146,10 @@ def check_key_length(encr: int, enc_key: bytes) -> str | None:
     salt = SALT_LEN.get(encr, 0)
     if len(enc_key) - salt in allowed:
         return None
-    want = " or ".join(str(n + salt) for n in allowed)
+    if isinstance(allowed, range):
+        want = f"{allowed.start + salt} to {allowed.stop - 1 + salt}"
+    else:
+        want = " or ".join(str(n + salt) for n in allowed)
     extra = f" (cipher key + {salt}-byte salt)" if salt else ""
     return f"{encr_name(encr)} needs a {want}-byte key{extra}, got {len(enc_key)} bytes"
 
