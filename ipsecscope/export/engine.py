@@ -592,13 +592,16 @@ class _Worker:
         epb = struct.Struct("<IIIIIII").pack
         trailers = [struct.Struct(f"<{(-k) & 3}xI").pack for k in range(4)]
         # An EPB's trailer (data padding, block length) goes out with the next EPB's header, in one
-        # pack and one write: ``ptot`` is the pending block length (0: none), ``plen`` its data length.
+        # pack and one write: ``ptot`` is the pending block length (0: none), ``pk`` its data length & 3.
+        # (Every integer operation here allocates: constants are folded ahead where they can be.)
+        blk_len = (32, 35, 34, 33)  # EPB length - data length, by data length & 3 (32 + padding)
         trail_epb = [struct.Struct(f"<{(-k) & 3}xIIIIIIII").pack for k in range(4)]
-        ptot = plen = 0
+        ptot = pk = 0
         frame_slow = self._frame
         mul = self.lay.ifaces[0].mul
         hard = self.lay.size  # records end before this; ``end`` only bounds where they start
         hs = 50 + rh  # bytes the one-struct header read takes
+        iph = rh + 14  # the IP header's offset in a record
         # the window: w holds the file from byte ``base``; ``o`` is the record's offset in it
         fd = self.fd
         pread = os.pread
@@ -632,7 +635,7 @@ class _Worker:
                         break
                     off = base + o
                     if ptot:
-                        write(trailers[plen & 3](ptot))
+                        write(trailers[pk](ptot))
                         ptot = 0
                     if btype in (2, 3):  # obsolete / simple packet blocks: the general reader's way
                         for iface, ts, frame, orig, roff in _records(mm, self.lay, off, off + blen):
@@ -686,7 +689,7 @@ class _Worker:
             idx += 1
             # IPv4 with a 20-byte header, not a fragment (BE 0x3FFF seen little-endian: 0xFF3F)
             if ev == b"\x08\x00\x45" and not fragw & 0xFF3F and incl >= 38:
-                ip = o + rh + 14
+                ip = o + iph
                 end_ip = ip + ((tlh << 8) | tll)
                 if end_ip > fend:
                     end_ip = 0  # claims more than was captured: general path
@@ -699,7 +702,7 @@ class _Worker:
                     q = ip + 28
                 else:
                     key = None
-                if key is not None and end_ip - q >= 24:
+                if key is not None and (esp_n := end_ip - q) >= 24:
                     try:
                         e = sas[key]  # (a subscript is cheaper than .get; unknown SAs are rare and slow anyway)
                     except KeyError:
@@ -708,7 +711,7 @@ class _Worker:
                     if e is None:
                         pass
                     elif e[3] is not None:  # AES-GCM-16 inlined (RFC 4106: nonce salt|IV, AAD SPI|seq); set only with e[1]
-                        if end_ip - q >= 36:
+                        if esp_n >= 36:
                             try:
                                 if proto == 50:  # x8: the IV
                                     plain = e[3](e[4] + x8, w[q + 16:end_ip], w[q:q + 8])
@@ -720,7 +723,7 @@ class _Worker:
                         try:
                             if e[6] is not None:  # CBC + HMAC inlined (crypto.esp._build_cbc)
                                 upd, bs, hcopy, icv, same = e[6]
-                                n = end_ip - q - 8 - bs - icv  # ciphertext after the IV
+                                n = esp_n - 8 - bs - icv  # ciphertext after the IV
                                 ie = end_ip - icv
                                 if n >= bs and not n % bs:
                                     m = hcopy()
@@ -764,20 +767,21 @@ class _Worker:
                                 tl = ((plain[4] << 8) | plain[5]) + 40
                                 if 40 < tl < ilen:
                                     ilen = tl
-                            tot = 32 + ilen + ((-ilen) & 3)
+                            k = ilen & 3
+                            tot = ilen + blk_len[k]
                             if ptot:
-                                write(trail_epb[plen & 3](ptot, 6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))
+                                write(trail_epb[pk](ptot, 6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))
                             else:
                                 write(epb(6, tot, 0, ts >> 32, ts & 0xFFFFFFFF, ilen, ilen))
                             write(plain[:ilen])
-                            ptot, plen = tot, ilen
+                            ptot, pk = tot, k
                             e[2] += 1
                             o = nxt
                             continue
             if not pcapng:
                 orig = u32le(w, o + 12)[0]
             if ptot:
-                write(trailers[plen & 3](ptot))
+                write(trailers[pk](ptot))
                 ptot = 0
             frame_slow(idx, iface, ts, w[o + rh:fend], orig, base + o)
             if buf:  # what the general path produced, in order
@@ -785,7 +789,7 @@ class _Worker:
                 buf.clear()
             o = nxt
         if ptot:
-            write(trailers[plen & 3](ptot))
+            write(trailers[pk](ptot))
         off = base + o
         if not pcapng and off < end and off < hard and self.truncated is None:  # 1..15 bytes left
             self.truncated = f"last record (frame {idx + 1}) header truncated: {hard - off} of 16 bytes"
