@@ -3,11 +3,12 @@
 
 Why not ``open_capture`` + ``Decoder`` + ``EspDecryptor.decrypt`` per frame? Those build three
 objects per frame (RawFrame, EspPacket, EspResult), which costs more than the AES-GCM call
-itself. Here an uncompressed pcap/pcapng file is memory-mapped and, for the common case
+itself. Here an uncompressed pcap/pcapng file is read in 2 MiB windows and, for the common case
 (little-endian pcap or pcapng, Ethernet, IPv4 without options or fragments, raw ESP or ESP in UDP
 4500, an SA already known not to use ESN, tunnel mode), one ``struct.unpack_from`` reads the
-record header, Ethernet type, IPv4 fields and SA key at once; the ESP bytes go from the map to the
-per-SA opener and the inner packet straight into the buffered output (``_loop_pcap_eth``).
+record header, Ethernet type, IPv4 fields, SA key and IV (or AAD) at once; the ESP bytes go from
+the window to the per-SA opener and the inner packet straight into the buffered output
+(``_loop_pcap_eth``). The rarer block types and the chunk-bound walk still use a memory map.
 Everything else goes through ``_Worker._frame``, which handles every case (IPv6, transport mode,
 ESN inference, failures, --keep-other, JSON lines) and hands frames it cannot parse itself (IP
 fragments, IPv6 extension headers, RFC 8229 TCP, other link types) to the general
