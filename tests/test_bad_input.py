@@ -297,6 +297,18 @@ def test_damaged_interfaces(tmp_path: Path) -> None:
     assert json.loads(ipsecscope("sas", undeclared, "--json").stdout)["capture"]["malformed"] == {"capture": 1}
     r = ipsecscope("decrypt", undeclared, "-k", ESP_SA, "--keep-other", "-o", tmp_path / "o.pcapng")
     assert r.returncode == 0 and "34 frames" in r.stderr and "18 decrypted" in r.stderr
+    # frame 2 has no interface to be written on: counted and said, and the output stays a valid pcapng
+    assert "15 other frames kept unchanged" in r.stderr
+    assert "warning: 1 frame(s) not kept: their interface has no Interface Description Block" in r.stderr
+    from ipsecscope.capture import open_capture
+
+    with open_capture(tmp_path / "o.pcapng") as rd:
+        out = list(rd)
+    assert len(out) == 33 and all(f.linktype >= 0 for f in out)
+    gz = tmp_path / "undeclared.pcapng.gz"  # the general (non-mmap) reader's path says the same
+    gz.write_bytes(gzip.compress(undeclared.read_bytes()))
+    r = ipsecscope("decrypt", gz, "-k", ESP_SA, "--keep-other", "-o", tmp_path / "g.pcapng")
+    assert r.returncode == 0 and "15 other frames kept unchanged" in r.stderr and "1 frame(s) not kept" in r.stderr
 
 
 def test_corrupted_timestamp_every_command(tmp_path: Path) -> None:

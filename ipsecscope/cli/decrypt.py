@@ -91,9 +91,12 @@ def run(args: argparse.Namespace) -> int:
         rate = stats.frames / dt if dt > 0 else 0.0
         print(f"{stats.frames} frames, {stats.esp} ESP: {stats.decrypted} decrypted, {stats.icv_failed} icv_failed, "
               f"{stats.no_key} no_key; {stats.written} inner packets written"
-              + (f", {stats.other} other frames kept" if args.keep_other else "")
+              + (f", {stats.kept} other frames kept unchanged" if args.keep_other else "")
               + f" in {dt:.2f}s ({rate:,.0f} frames/s, {stats.jobs} process{'es' if stats.jobs > 1 else ''})",
               file=err)
+    if stats.unkept:  # even with -q: frames missing from a --keep-other output are never silent
+        print(f"ipsecscope decrypt: warning: {stats.unkept} frame(s) not kept: their interface has no "
+              "Interface Description Block in the capture (damaged file)", file=sys.stderr)
     if stats.truncated:  # even with -q: a cut-off or damaged capture is never silent
         # The output holds every sound frame, but the exit status tells a pipeline the input was
         # damaged (like `summary`): 1, the same as for an input that is not a capture at all.

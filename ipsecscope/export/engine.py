@@ -108,6 +108,8 @@ class ChunkResult:
     esp: int = 0
     other: int = 0
     dummy: int = 0
+    kept: int = 0
+    unkept: int = 0
     jsonl_part: str | None = None
     first_frame: int = 0
     truncated: str | None = None
@@ -125,6 +127,8 @@ class RunStats:
     other: int = 0
     dummy: int = 0  # next header 59 (RFC 4303 §2.6 dummy packets), not written
     written: int = 0
+    kept: int = 0  # --keep-other: frames written unchanged (not ESP, or ESP that did not decrypt)
+    unkept: int = 0  # --keep-other: frames that could not be written, on an interface no IDB declares
     jobs: int = 1
     reconciled_chunks: int = 0
     truncated: str | None = None
@@ -371,7 +375,7 @@ class _Worker:
         self.sas: dict[bytes, list] = {}
         self.buf: list = []
         self.jbuf: list = []
-        self.n_esp = self.n_other = self.n_dummy = 0
+        self.n_esp = self.n_other = self.n_dummy = self.n_kept = self.n_unkept = 0
         self.decoder = None
         self.linktypes = [i.linktype for i in lay.ifaces] or [1]
         self.truncated: str | None = None
@@ -556,6 +560,7 @@ class _Worker:
         res.frames = idx - first_index + 1
         res.truncated = self.truncated
         res.esp, res.other, res.dummy = self.n_esp + n_fast, self.n_other, self.n_dummy
+        res.kept, res.unkept = self.n_kept, self.n_unkept
         res.states = {k: (s.mode, s.top, s.searches) for k, s in self.dec._sas.items()}
         return res
 
@@ -803,6 +808,9 @@ class _Worker:
         keep_other = opts.keep_other and out_f is not None
         app = self.buf.append
         lt = self.linktypes[iface] if iface < len(self.linktypes) else -1
+        if keep_other and lt < 0:  # an interface no IDB declares (damaged file): nothing to write it on
+            keep_other = False
+            self.n_unkept += 1
         n = len(frame)
         esp = None
         src = dst = b""
@@ -861,6 +869,7 @@ class _Worker:
         if esp is None or len(esp) < 8:
             self.n_other += 1
             if keep_other:
+                self.n_kept += 1
                 h, t = epb_header(1 + iface, ts, n, orig)
                 app(h)
                 app(frame)
@@ -896,6 +905,7 @@ class _Worker:
             self.early_fail.add((socket.inet_ntop(af, src), socket.inet_ntop(af, dst), spi))
         if code != 0:
             if keep_other:
+                self.n_kept += 1
                 c = f"ipsecscope: {_esp.STATUS[code]}: {plain}".encode()
                 cl = len(c)
                 optb = struct.pack("<HH", 1, cl) + c + b"\0" * ((-cl) & 3) + b"\0\0\0\0"
@@ -1336,6 +1346,8 @@ def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats) -> 
         stats.esp += r.esp
         stats.other += r.other
         stats.dummy += r.dummy
+        stats.kept += r.kept
+        stats.unkept += r.unkept
     used = []
     for k, s in dec.summary():
         stats.decrypted += s.decrypted
@@ -1421,10 +1433,15 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                     seen = len(reader.secrets)
                 stats.frames += 1
                 pkt = decoder.decode(raw)
+                # linktype < 0: an interface no IDB declared (damaged file) cannot be written out
+                keep = opts.keep_other and writer is not None
+                if keep and raw.linktype < 0:
+                    keep = False
+                    stats.unkept += 1
                 if type(pkt) is not EspPacket:
                     stats.other += 1
-                    # linktype < 0: an interface no IDB declared (damaged file) cannot be written out
-                    if opts.keep_other and writer is not None and raw.linktype >= 0:
+                    if keep:
+                        stats.kept += 1
                         i = iface_map.get(raw.iface)
                         if i is None:
                             i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
@@ -1436,7 +1453,8 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                 src = socket.inet_pton(socket.AF_INET6 if ":" in pkt.src else socket.AF_INET, pkt.src)
                 dst = socket.inet_pton(socket.AF_INET6 if ":" in pkt.dst else socket.AF_INET, pkt.dst)
                 if r.status != "ok":
-                    if opts.keep_other and writer is not None and raw.linktype >= 0:
+                    if keep:
+                        stats.kept += 1
                         i = iface_map.get(raw.iface)
                         if i is None:
                             i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
