@@ -42,7 +42,9 @@ def test_tree_shows_the_sas_and_filter_works() -> None:
     capture = HEALTHY / "capture.pcapng"
     esp_frames = tshark(capture, "esp", "frame.number")
     with app(capture, HEALTHY / "keys" / "esp_sa", HEALTHY / "keys" / "ikev2_decryption_table") as t:
-        screen = t.wait_for(f"decrypted {len(esp_frames)}/{len(esp_frames)}")
+        # the status bar and the tree are painted in separate refreshes: wait for both
+        done = f"decrypted {len(esp_frames)}/{len(esp_frames)}"
+        screen = t.wait_for(lambda s: done in s and "198.18.0.1 ⇄ 198.18.0.2" in s)
         tree = "\n".join(line[:TREE_W] for line in screen.splitlines())
         assert "198.18.0.1 ⇄ 198.18.0.2" in tree
         for spi in set(tshark(capture, "esp", "esp.spi")):
@@ -54,7 +56,7 @@ def test_tree_shows_the_sas_and_filter_works() -> None:
         t.type("esp src=198.18.0.2")
         t.send("Enter")
         expected = tshark(capture, "esp && ip.src == 198.18.0.2", "frame.number")
-        screen = t.wait_for(f"filter: {len(expected)}/")
+        screen = t.wait_for(lambda s: f"filter: {len(expected)}/" in s and table_rows(s))
         rows = table_rows(screen)
         assert rows, screen
         assert [r.split()[0] for r in rows] == expected[: len(rows)]
@@ -62,7 +64,7 @@ def test_tree_shows_the_sas_and_filter_works() -> None:
 
         # Escape brings every frame back; q quits cleanly.
         t.send("Escape")
-        screen = t.wait_for(lambda s: not re.search(r"filter: \d", s))
+        screen = t.wait_for(lambda s: not re.search(r"filter: \d", s) and table_rows(s))
         assert table_rows(screen)[0].split()[0] == "1"
         t.send("q")
         t.wait_for("[exited 0]")
@@ -146,7 +148,7 @@ def test_live_mode_shows_traffic_as_it_arrives() -> None:
                  "sendp(rdpcap(sys.argv[1]), iface='tuib', verbose=False)", str(capture)],
                 check=True, capture_output=True, timeout=60,
             )
-            screen = t.wait_for(f"decrypted {esp}/{esp}")
+            screen = t.wait_for(lambda s: f"decrypted {esp}/{esp}" in s and "198.18.0.1 ⇄ 198.18.0.2" in s)
             assert "live tuia" in screen
             tree = "\n".join(line[:TREE_W] for line in screen.splitlines())
             assert "198.18.0.1 ⇄ 198.18.0.2" in tree
