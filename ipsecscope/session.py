@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,10 @@ from .model.packets import (
 from .model.sa import Finding, SaTable, Severity
 from .rowstore import STATUS_CODES, RowStore
 from .state.tracker import Tracker
+
+# Live mode has no file to re-read a frame from: the raw bytes of the most recent frames are kept
+# (up to this many bytes, and never more frames than rows) for the detail pane's decode and hex view.
+LIVE_BYTES_KEPT = 32 << 20
 
 Progress = Callable[[int, int], None]
 
@@ -139,6 +143,8 @@ class Session:
         self._addr: dict[str, str] = {}
         self._findings: list[Finding] | None = None
         self._secrets_seen = 0
+        self._live_raw: OrderedDict[int, RawFrame] = OrderedDict()  # frame -> raw (live mode only)
+        self._live_raw_bytes = 0
 
     def add_key_files(self, paths: Iterable[str | Path]) -> int:
         """Load key files into this session's store; returns how many keys they added."""
@@ -221,6 +227,8 @@ class Session:
         one; none for non-IPsec frames; several for a TCP segment carrying many RFC 8229 records)."""
         st = self.stats
         st.frames += 1
+        if self.max_rows:  # live: keep the recent frames' bytes (no file to re-read them from)
+            self._keep_live(raw)
         tbl = self.tracker.table
         if tbl.first_ts is None:
             tbl.first_ts = raw.ts
@@ -230,6 +238,14 @@ class Session:
             self._esp(raw, pkts[0])  # the bulk of a big capture
             return pkts
         return self._dispatch(raw, pkts)
+
+    def _keep_live(self, raw: RawFrame) -> None:
+        ring = self._live_raw
+        ring[raw.index] = raw
+        self._live_raw_bytes += len(raw.data)
+        while ring and (self._live_raw_bytes > LIVE_BYTES_KEPT or len(ring) > self.max_rows):
+            _, old = ring.popitem(last=False)
+            self._live_raw_bytes -= len(old.data)
 
     def _dispatch(self, raw: RawFrame, pkts: list[Packet]) -> list[Packet]:
         """The rest of :meth:`feed` once ``raw`` is decoded (counted, time-stamped)."""
@@ -455,7 +471,7 @@ class Session:
     def _reread(self, frame: int) -> RawFrame | None:
         loc = self._frame_offsets.get(frame)
         if loc is None:
-            return None
+            return self._live_raw.get(frame)
         from .capture import read_frame_at
 
         path_index, offset, linktype = loc

@@ -86,3 +86,31 @@ def test_rowstore_sequence_behaviour() -> None:
     store[6] = malformed
     store[3] = rows[0]
     assert store[6] == malformed and store[3] == rows[0] and store[4] == rows[4]
+
+
+def test_live_mode_keeps_recent_frames_bytes_for_the_detail_pane(monkeypatch) -> None:
+    """Live frames have no file to be re-read from: the detail pane's decode and hex view work
+    from the bytes kept of the most recent frames (fed as LiveRunner feeds them), within a byte
+    budget; older frames say they have none instead of failing."""
+    import ipsecscope.session as session_mod
+    from ipsecscope.capture import open_capture
+
+    cap = SAMPLES / "healthy-gcm" / "capture.pcapng"
+    with open_capture(cap) as r:
+        frames = list(r)
+    budget = sum(len(f.data) for f in frames[-10:])
+    monkeypatch.setattr(session_mod, "LIVE_BYTES_KEPT", budget)
+    s = Session(max_rows=1000)
+    s.add_key_files(sorted((SAMPLES / "healthy-gcm" / "keys").iterdir()))
+    for f in frames:
+        s.feed(f)
+    kept = [f for f in frames if s.detail(f.index) is not None and s.detail(f.index).raw]
+    assert kept and kept == frames[-len(kept):] and sum(len(f.data) for f in kept) <= budget
+    assert all(s.detail(f.index).raw == f.data for f in kept)
+    esp = [f for f in kept if s.row(f.index).kind == "ESP"]
+    assert esp and all(s.detail(f.index).inner for f in esp)  # decrypted again for the pane
+    assert s.detail(frames[0].index).raw == b""  # older than the budget: none, and no error
+    # a file session never keeps them (it re-reads the file)
+    f2 = Session()
+    f2.load(cap)
+    assert not f2._live_raw and f2.detail(frames[0].index).raw == frames[0].data

@@ -370,7 +370,8 @@ class PacketDetail(Horizontal):
         else:
             tree.root.add_leaf(row.info or f"{row.src} → {row.dst}")
         if not detail.raw:
-            tree.root.add_leaf(Text("(raw bytes not available: the frame could not be re-read)", "dim"))
+            tree.root.add_leaf(Text("(raw bytes not available: the file could not be re-read, or a live frame is "
+                                    "older than the bytes live mode keeps)", "dim"))
         hexv.set_data(detail.inner if detail.inner and self.show_inner else detail.raw)
 
     show_inner = False
