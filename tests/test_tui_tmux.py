@@ -154,6 +154,21 @@ def test_live_mode_shows_traffic_as_it_arrives() -> None:
             assert "198.18.0.1 ⇄ 198.18.0.2" in tree
             for spi in set(tshark(capture, "esp", "esp.spi")):
                 assert spi.removeprefix("0x") in tree
+            # the packet detail of a live frame: decoded, decrypted, and its bytes in the hex view
+            # (kept in memory: there is no file to re-read them from)
+            t.send("2")
+            last = len(tshark(capture, "frame", "frame.number"))
+            target = int(tshark(capture, "esp", "frame.number")[-1])  # the last ESP frame
+            t.wait_for(f"Frame {last}:")  # live mode follows the newest frame
+            for _ in range(last - target):
+                t.send("Up")
+            screen = t.wait_for(lambda s: f"Frame {target}:" in s and "Inner packet" in s)
+            assert "Decryption: ok" in screen and "raw bytes not available" not in screen
+            from ipsecscope.capture import open_capture
+
+            with open_capture(capture) as r:
+                first8 = next(f for f in r if f.index == target).data[:8]
+            assert "0000 " + " ".join(f"{b:02x}" for b in first8) in screen, screen
             t.send("q")
             t.wait_for("[exited 0]")
     finally:
