@@ -149,7 +149,8 @@ def test_live_mode_shows_traffic_as_it_arrives() -> None:
                 check=True, capture_output=True, timeout=60,
             )
             screen = t.wait_for(lambda s: f"decrypted {esp}/{esp}" in s and "198.18.0.1 ⇄ 198.18.0.2" in s)
-            assert "live tuia" in screen
+            # exactly the replayed frames: nothing the veth sent before the filter was attached
+            assert f"live tuia  {len(tshark(capture, 'frame', 'frame.number'))} frames" in screen, screen
             tree = "\n".join(line[:TREE_W] for line in screen.splitlines())
             assert "198.18.0.1 ⇄ 198.18.0.2" in tree
             for spi in set(tshark(capture, "esp", "esp.spi")):

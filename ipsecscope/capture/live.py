@@ -62,7 +62,10 @@ class LiveCapture:
         self.linktype = int(_ARPHRD_LINKTYPE.get(arphrd, LinkType.ETHERNET))
         self.snaplen = snaplen
         try:
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            # Protocol 0: the socket receives nothing until bind() names one, so no frame from any
+            # interface is queued before the filter is attached (packet(7)); libpcap drains such
+            # frames instead, here there are none to drain.
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         except PermissionError:
             raise LiveCaptureError(
                 "live capture needs root or CAP_NET_RAW: run it with sudo, or capture with "
@@ -71,7 +74,7 @@ class LiveCapture:
         try:
             if bpf:
                 self._attach(bpf)
-            self.sock.bind((iface, 0))
+            self.sock.bind((iface, ETH_P_ALL))
             self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         except BaseException:
