@@ -162,6 +162,7 @@ def parse_log(text: str) -> tuple[list[IkeKeys], list[EspKeys]]:
     esps: list[EspKeys] = []
     dump: tuple[str, str, str, int, bytearray] | None = None  # thread, kind, slot, len, data
     global_ike_prop: str | None = None
+    global_esp_prop: str | None = None
 
     def finish_dump() -> None:
         nonlocal dump
@@ -200,7 +201,7 @@ def parse_log(text: str) -> tuple[list[IkeKeys], list[EspKeys]]:
             if pr["proto"] == "IKE":
                 t.ike_proposal = global_ike_prop = pr["algs"]
             else:
-                t.esp_proposal = pr["algs"]
+                t.esp_proposal = global_esp_prop = pr["algs"]
         elif (sa := SPI_ADDR.match(msg)) is not None:
             t.spi_addr[sa["spi"]] = (sa["src"], sa["dst"])
         elif (co := CHECKOUT.match(msg)) is not None:
@@ -224,9 +225,12 @@ def parse_log(text: str) -> tuple[list[IkeKeys], list[EspKeys]]:
             ikes.append(IkeKeys(ci["i"], ci["r"], encr, integ, t.ike))
             t.ike = {}
         elif (es := ESTABLISHED.match(msg)) is not None and t.child:
-            if t.esp_proposal is None:
+            # (an IKEv1 responder selects the Quick Mode proposal in another thread than the one
+            # that establishes the CHILD_SA: as for IKE, the latest in the log is the one in force)
+            esp_prop = t.esp_proposal or global_esp_prop
+            if esp_prop is None:
                 raise KeyLogError("CHILD keys without a 'selected proposal: ESP:' line")
-            encr, integ = _split_proposal(t.esp_proposal, esp=True)
+            encr, integ = _split_proposal(esp_prop, esp=True)
             spi_in, spi_out = es["i"], es["o"]
             # RFC 7296 §2.17: "initiator" keys protect initiator->responder traffic.
             we_initiated = t.last_parsed == "response"

@@ -123,6 +123,24 @@ def dead_peer(pair: StrongswanPair) -> None:
     settle(pair, 0.5)
 
 
+def ikev1_dead_peer(pair: StrongswanPair) -> None:
+    pair.initiate("net", ike="dpd1")
+    pair.ping(3)
+    # idle: after 2 s a DPD R-U-THERE that the live peer acknowledges (RFC 3706)
+    if not pair.wait_log("left", "sending DPD request", timeout=10):
+        raise PeerError("ikev1-dead-peer: no DPD exchange while both peers were up")
+    time.sleep(0.5)
+    pair.ping(3)
+    time.sleep(1.0)
+    pair.crash("right")
+    pair.ping(3, check=False)
+    # Now the R-U-THEREs go unanswered (strongSwan sends one every dpd_delay, same sequence
+    # number) until the DPD timeout, when the initiator enforces dpd_action and drops the SAs.
+    if not pair.wait_log("left", "DPD check timed out", timeout=40):
+        raise PeerError("ikev1-dead-peer: the initiator did not time the peer out within 40 s")
+    settle(pair, 0.5)
+
+
 SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "healthy-gcm": healthy_gcm,
     "cbc-sha2-pfs": cbc_sha2_pfs,
@@ -132,6 +150,7 @@ SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "psk-mismatch": psk_mismatch,
     "dh-retry": dh_retry,
     "dead-peer": dead_peer,
+    "ikev1-dead-peer": ikev1_dead_peer,
 }
 
 

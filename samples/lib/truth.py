@@ -114,6 +114,16 @@ EXPECTED: dict[str, dict[str, Any]] = {
                       "unanswered_request_transmissions": 4}],
         "needs_keys": False,
     },
+    "ikev1-dead-peer": {
+        "summary": "IKEv1 tunnel up, DPD R-U-THEREs answered by both peers, then the responder "
+                   "vanished: R-U-THEREs unacknowledged until the DPD timeout",
+        "problems": [{"kind": "dead peer", "exchange": "INFORMATIONAL (IKEv1, RFC 3706 DPD)",
+                      "text": "peer 198.18.0.2 stopped answering: ESP only outbound after frame 25, "
+                              "R-U-THERE sent 3 times after its last R-U-THERE-ACK (frames 27, 29, "
+                              "31), each a new Informational with its own message ID",
+                      "unanswered_request_transmissions": 3}],
+        "needs_keys": True,
+    },
 }
 
 
