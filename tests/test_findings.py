@@ -59,6 +59,9 @@ EXPECTED = {
     ("dead-peer", True): {"IKE-DEAD-PEER", "ESP-RETURN-STOPPED"},
     ("dead-peer", False): {"IKE-DEAD-PEER", "ESP-RETURN-STOPPED"},
     ("ike-proposal-mismatch", True): {"IKE-NO-PROPOSAL"}, ("ike-proposal-mismatch", False): {"IKE-NO-PROPOSAL"},
+    # IKEv1 DPD is inside encrypted Informationals: without the phase-1 key only the ESP side shows
+    ("ikev1-dead-peer", True): {"IKE-DEAD-PEER", "ESP-RETURN-STOPPED"},
+    ("ikev1-dead-peer", False): {"ESP-RETURN-STOPPED"},
 }
 
 
@@ -103,6 +106,42 @@ def test_ts_unacceptable_shows_both_selector_sets():
 def test_dead_peer_evidence_is_the_retransmissions():
     (f,) = [f for f in findings("dead-peer", True) if f.code == "IKE-DEAD-PEER"]
     assert f.frames == (12, 14, 16, 17) and "4×" in f.title
+
+
+def test_ikev1_dead_peer_is_the_unacknowledged_r_u_theres():
+    """IKEv1 DPD (RFC 3706): every R-U-THERE is its own Informational, answered (or not) by a
+    separate R-U-THERE-ACK. Oracles: tshark decrypting with the sample's ikev1_decryption_table
+    (which notifies are in which frame) and the initiator's charon log (how many it sent after the
+    peer's last ACK before "DPD check timed out")."""
+    import re
+
+    d = SAMPLES / "ikev1-dead-peer"
+    env = dict(os.environ, WIRESHARK_CONFIG_DIR=str(d / "keys"))
+    out = subprocess.run(["tshark", "-r", str(d / "capture.pcapng"), "-Y", "isakmp.notify.msgtype == 36136 || isakmp.notify.msgtype == 36137",
+                          "-T", "fields", "-e", "frame.number", "-e", "ip.src", "-e", "isakmp.notify.msgtype"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    dpd = [(int(f), src, int(t)) for f, src, t in (ln.split("\t") for ln in out.splitlines())]
+    last_ack = max(f for f, src, t in dpd if t == 36137 and src == "198.18.0.2")
+    unanswered = tuple(f for f, src, t in dpd if t == 36136 and src == "198.18.0.1" and f > last_ack)
+    log = (d / "charon-left.log").read_text().splitlines()
+    after = log[max(i for i, ln in enumerate(log) if "parsed INFORMATIONAL_V1 request" in ln and "N(DPD_ACK)" in ln):]
+    sent = [ln for ln in after if re.search(r"generating INFORMATIONAL_V1 request \d+ \[ HASH N\(DPD\) \]", ln)]
+    assert any("DPD check timed out" in ln for ln in after) and len(sent) == len(unanswered) >= 2
+
+    fs = findings("ikev1-dead-peer", True)
+    (f,) = [f for f in fs if f.code == "IKE-DEAD-PEER"]
+    assert f.frames == unanswered and f"R-U-THERE sent {len(unanswered)}×" in f.title
+    assert f.title.startswith("Dead peer: 198.18.0.2 stopped answering 198.18.0.1's DPD")
+    # the DPDs both peers answered while the tunnel was up are paired with their ACKs, not findings
+    s = Session()
+    s.add_key_files(sample_keys("ikev1-dead-peer"))
+    s.load(d / "capture.pcapng")
+    (sa,) = s.table.ike_sas.values()
+    paired = {x.request_frames[0]: x.response_frames for x in sa.exchanges if x.dpd_seq is not None}
+    acks = [f for f, _, t in dpd if t == 36137]
+    answered = [f for f, _, t in dpd if t == 36136 and f < last_ack]
+    assert sorted(r for f in answered for r in paired[f]) == acks
+    assert all(not paired[f] for f in unanswered)
 
 
 def test_weak_algorithms_in_ikev1_corpus():

@@ -532,6 +532,48 @@ def r_child_refused(table: SaTable, ctx: RuleContext):
             c.created_ts)
 
 
+def _v1_dpd_dead(sa: IkeSa, end: float | None) -> Finding | None:
+    """IKEv1 dead peer detection (RFC 3706): each R-U-THERE is a one-way Informational with a new
+    message ID, answered by a separate R-U-THERE-ACK (the tracker files it as the response). The
+    trailing run of one side's unanswered R-U-THEREs, with nothing from the peer since, is a dead
+    peer once it is more than one try or has waited 5 s (one unanswered probe at the very end of
+    a capture is not evidence)."""
+    if sa.state not in (SaState.ESTABLISHED, SaState.REKEYED):
+        return None
+    asks = [y for y in sa.exchanges if y.dpd_seq is not None and y.request_frames]
+    if not asks:
+        return None
+    req = asks[-1].requester
+    run: list[IkeExchange] = []
+    for y in reversed(asks):
+        if y.requester != req:
+            continue
+        if y.response_frames:
+            break
+        run.append(y)
+    run.reverse()
+    if not run:
+        return None
+    first = run[0]
+    peer = _other(sa, req)
+    later = [y for y in sa.exchanges if y.requester == peer and (y.request_ts or 0) > (first.request_ts or 0)]
+    waited = (end - first.request_ts) if end is not None and first.request_ts is not None else 0.0
+    if later or (len(run) < 2 and waited < 5):
+        return None
+    tries = sum(1 + y.retransmits for y in run)
+    seqs = list(dict.fromkeys(str(y.dpd_seq) for y in run if y.dpd_seq is not None and y.dpd_seq >= 0))
+    return Finding(
+        "IKE-DEAD-PEER", Severity.ERROR,
+        f"Dead peer: {peer} stopped answering {req}'s DPD (R-U-THERE sent {tries}×, no R-U-THERE-ACK)",
+        f"After the ISAKMP SA was up, {req} probed {peer} with IKEv1 dead peer detection (RFC 3706): "
+        f"{tries} R-U-THERE notification(s) over {_dur(waited)} (DPD sequence number{'s' if len(seqs) > 1 else ''} "
+        f"{', '.join(seqs) or 'not given'}), and {peer} acknowledged none of them. Either {peer} is down/rebooted, or the path between "
+        "them drops IKE now.",
+        _frames([f for y in run for f in y.request_frames][:6]), sa.key,
+        f"Check that {peer} is running and reachable (UDP {first.responder_port or 500}); "
+        "dpd_delay/dpd_timeout decide how fast the peer is declared dead.", first.request_ts)
+
+
 @rule(6, "IKE-NO-RESPONSE", "IKE-DEAD-PEER", "IKE-UDP4500-BLOCKED")
 def r_unanswered(table: SaTable, ctx: RuleContext):
     """Unanswered IKE requests: peer unreachable, dead peer, or UDP 4500 blocked after NAT-T."""
@@ -539,11 +581,14 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
     for sa in table.ike_sas.values():
         if not sa.exchanges:
             continue
+        dpd = _v1_dpd_dead(sa, end) if sa.version == 1 else None
+        if dpd is not None:
+            yield dpd
         for i, x in enumerate(sa.exchanges):
             if x.response_frames or not x.request_frames:
                 continue
             if sa.version == 1 and x.exchange in (Ikev1Exchange.INFORMATIONAL, Ikev1Exchange.TRANSACTION) and not x.retransmits:
-                continue  # IKEv1 notifications are one-way (RFC 2408 §4.8): no answer expected
+                continue  # IKEv1 notifications are one-way (RFC 2408 §4.8); DPD is paired above
             last = i == len(sa.exchanges) - 1 or all(not y.response_frames for y in sa.exchanges[i + 1:])
             if not last:
                 continue

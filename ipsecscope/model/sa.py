@@ -154,6 +154,9 @@ class IkeExchange:
     ke_requested: int | None = None  # DH group an INVALID_KE_PAYLOAD response asks for
     request_size: int = 0  # IKE message length of the first request / response (bytes)
     response_size: int = 0
+    # IKEv1 DPD (RFC 3706 §5): the R-U-THERE sequence number this one-way Informational carries;
+    # the peer's R-U-THERE-ACK with the same number is filed as its response
+    dpd_seq: int | None = None
 
 
 @dataclass(slots=True)

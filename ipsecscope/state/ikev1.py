@@ -301,6 +301,20 @@ def _link_qm_rekey(tr: Tracker, sa: IkeSa, new, ts: float) -> None:
         return
 
 
+def _dpd_ack(sa: IkeSa, msg: IkeMessage, seq: int | None) -> None:
+    """File an R-U-THERE-ACK as the response of the peer's R-U-THERE it acknowledges: same
+    sequence number (RFC 3706 §5), else the latest one still unanswered. Each is its own one-way
+    Informational with its own message ID, so nothing else pairs them."""
+    asks = [y for y in sa.exchanges if y.dpd_seq is not None and y.requester != msg.src]
+    match = next((y for y in reversed(asks) if seq is not None and y.dpd_seq == seq), None)
+    if match is None:
+        match = next((y for y in reversed(asks) if not y.response_frames), None)
+    if match is not None:
+        match.response_frames.append(msg.frame)
+        if match.response_ts is None:
+            match.response_ts = msg.ts
+
+
 def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> None:
     readable = not msg.header.encrypted_v1 or (msg.decrypted and not msg.malformed and bool(msg.inner))
     priv = tr._priv(sa)
@@ -332,8 +346,10 @@ def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> N
         t = n.notify_type
         if t == Ikev1NotifyType.R_U_THERE:
             parts.append("DPD R-U-THERE")
+            x.dpd_seq = (n.decoded or {}).get("seq", -1)
         elif t == Ikev1NotifyType.R_U_THERE_ACK:
             parts.append("DPD R-U-THERE-ACK")
+            _dpd_ack(sa, msg, (n.decoded or {}).get("seq"))
         elif t == Ikev1NotifyType.INVALID_SPI:
             spi = n.decoded.get("spi") if n.decoded else None
             tr._observe("invalid_spi_notify", msg.ts, (msg.frame,), msg.src, msg.dst, spi=spi, ike_sa=sa.key)
