@@ -576,7 +576,7 @@ def _v1_dpd_dead(sa: IkeSa, end: float | None) -> Finding | None:
 
 @rule(6, "IKE-NO-RESPONSE", "IKE-DEAD-PEER", "IKE-UDP4500-BLOCKED")
 def r_unanswered(table: SaTable, ctx: RuleContext):
-    """Unanswered IKE requests: peer unreachable, dead peer, or UDP 4500 blocked after NAT-T."""
+    """Unanswered IKE requests: peer unreachable, dead peer (IKEv1: DPD R-U-THEREs never acknowledged), or UDP 4500 blocked after NAT-T."""
     end = table.last_ts
     for sa in table.ike_sas.values():
         if not sa.exchanges:
