@@ -144,13 +144,15 @@ def test_charon_either_peer_gives_the_same_keys(sample):
         return
     assert {esp_tuple(k) for k in left.esp} == {esp_tuple(k) for k in right.esp}
     assert {ike_tuple(k) for k in left.ike} == {ike_tuple(k) for k in right.ike}
-    assert left.ike, "every sample reaches IKE_AUTH"
+    assert {(k.cookie_i, k.enc_key) for k in left.ikev1} == {(k.cookie_i, k.enc_key) for k in right.ikev1}
+    assert left.ike or left.ikev1, "every sample reaches IKE_AUTH (IKEv2) or Main Mode's keys (IKEv1)"
     both = load_keys([sample / "charon-left.log", sample / "charon-right.log"])
     assert len(both) == len(left)  # the same SA from two files is one entry
 
 
 def _tshark(capture, profile):
-    fields = ["esp.spi", "esp.icv_good", "isakmp.enc.decrypted", "isakmp.ikev2.integrity_checksum", "icmp.type"]
+    fields = ["esp.spi", "esp.icv_good", "isakmp.enc.decrypted", "isakmp.ikev2.integrity_checksum", "icmp.type",
+              "isakmp.flag_e", "isakmp.hash"]
     cmd = ["tshark", "-n", "-r", str(capture), "-o", "esp.enable_encryption_decode:TRUE",
            "-o", "esp.enable_authentication_check:TRUE", "-T", "fields", "-E", "occurrence=f"]
     for f in fields:
@@ -165,12 +167,14 @@ def _tshark(capture, profile):
 @pytest.mark.parametrize("sample", SAMPLE_DIRS, ids=lambda p: p.name)
 def test_tshark_decrypts_samples_with_keys_converted_from_one_charon_log(tmp_path, sample, log):
     """The real oracle: `ipsecscope keys convert` on one peer's log -> a Wireshark profile that
-    decrypts every ESP packet (ICV good) and every IKE SK payload (ICD correct)."""
-    if _sample_keys(sample, log) is None:
+    decrypts every ESP packet (ICV good), every IKEv2 SK payload (ICD correct) and every
+    encrypted IKEv1 message (its HASH payload readable)."""
+    store = _sample_keys(sample, log)
+    if store is None:
         pytest.skip(f"{sample.name}: no keys were ever derived in this scenario")
     prof = tmp_path / "profile"
     prof.mkdir()
-    for fmt in ("esp_sa", "ikev2_table"):
+    for fmt in ("esp_sa", "ikev2_table", *(("ikev1_table",) if store.ikev1 else ())):
         r = subprocess.run(["ipsecscope", "keys", "convert", str(sample / log), "--to", fmt, "-o", str(prof)],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
@@ -180,7 +184,11 @@ def test_tshark_decrypts_samples_with_keys_converted_from_one_charon_log(tmp_pat
     sk_rows = [r for r in rows if r["isakmp.enc.decrypted"]]
     for r in esp_rows:
         assert r["esp.icv_good"] == "1" and r["icmp.type"], r
-    assert sk_rows and not any(r["isakmp.ikev2.integrity_checksum"] for r in sk_rows)
+    if store.ike:
+        assert sk_rows and not any(r["isakmp.ikev2.integrity_checksum"] for r in sk_rows)
+    if store.ikev1:
+        v1 = [r for r in rows if r["isakmp.flag_e"] == "1"]
+        assert v1 and all(r["isakmp.hash"] for r in v1), v1
 
 
 def test_charon_log_without_key_levels(tmp_path):
