@@ -26,8 +26,9 @@ import charon_keys  # noqa: E402
 import truth  # noqa: E402
 
 SAMPLE_NAMES = ["healthy-gcm", "cbc-sha2-pfs", "proposal-mismatch", "ike-proposal-mismatch",
-                "ts-mismatch", "psk-mismatch", "dh-retry", "dead-peer"]
+                "ts-mismatch", "psk-mismatch", "dh-retry", "dead-peer", "ikev1-dead-peer"]
 NO_IKE_SA = {"ike-proposal-mismatch"}  # fails in IKE_SA_INIT: no keys, nothing encrypted
+IKEV1 = {"ikev1-dead-peer"}  # no SK payloads: encrypted IKEv1 messages, keys in ikev1_decryption_table
 SK = "46"  # IKEv2 Encrypted and Authenticated payload
 NOTIFY_CODES = {"NO_PROPOSAL_CHOSEN": "14", "TS_UNACCEPTABLE": "38",
                 "AUTHENTICATION_FAILED": "24", "INVALID_KE_PAYLOAD": "17"}
@@ -37,7 +38,7 @@ FIELDS = ["frame.number", "ip.src", "isakmp.exchangetype", "isakmp.messageid", "
           "isakmp.ispi", "isakmp.rspi", "isakmp.typepayload", "isakmp.enc.decrypted",
           "isakmp.ikev2.integrity_checksum", "isakmp.notify.msgtype",
           "isakmp.key_exchange.dh_group", "isakmp.delete.spi", "esp.spi", "esp.icv_good",
-          "icmp.type", "udp.dstport"]
+          "icmp.type", "udp.dstport", "isakmp.hash"]
 
 
 def tshark(capture: Path, keys: Path | None, tmp: Path) -> list[dict[str, list[str]]]:
@@ -45,8 +46,9 @@ def tshark(capture: Path, keys: Path | None, tmp: Path) -> list[dict[str, list[s
     profile = tmp / ("keys" if keys else "nokeys")
     profile.mkdir(exist_ok=True)
     if keys:
-        for f in ("esp_sa", "ikev2_decryption_table"):
-            shutil.copyfile(keys / f, profile / f)
+        for f in ("esp_sa", "ikev2_decryption_table", "ikev1_decryption_table"):
+            if (keys / f).exists():
+                shutil.copyfile(keys / f, profile / f)
     env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(profile)}
     cmd = ["tshark", "-n", "-r", str(capture), "-o", "esp.enable_encryption_decode:TRUE",
            "-o", "esp.enable_authentication_check:TRUE", "-T", "fields",
@@ -104,7 +106,11 @@ def test_sample_files_present():
 def test_sample_decrypts_with_extracted_keys(name, decoded):
     with_keys, no_keys = decoded[name]
     sk = [r for r in ike(with_keys) if SK in r["isakmp.typepayload"]]
-    assert bool(sk) == (name not in NO_IKE_SA), "every other scenario reaches IKE_AUTH"
+    assert bool(sk) == (name not in NO_IKE_SA | IKEV1), "every other scenario reaches IKE_AUTH"
+    if name in IKEV1:  # every encrypted IKEv1 message (flags bit E) decrypts: its HASH payload is read
+        v1 = [r for r in ike(with_keys) if int(r["isakmp.flags"][0], 16) & 0x01]
+        assert v1 and all(r["isakmp.hash"] for r in v1)
+        assert not any(r["isakmp.hash"] for r in ike(no_keys) if int(r["isakmp.flags"][0], 16) & 0x01)
     for r in sk:
         frame = r["frame.number"][0]
         assert r["isakmp.enc.decrypted"], f"frame {frame}: SK payload not decrypted"
@@ -208,7 +214,8 @@ def test_both_peers_logs_give_the_same_keys(name):
     right = charon_keys.parse_log((SAMPLES / name / "charon-right.log").read_text())
     assert sorted(k.row() for k in left[0]) == sorted(k.row() for k in right[0])
     assert sorted(e.row() for e in left[1]) == sorted(e.row() for e in right[1])
-    assert bool(left[0]) == (name not in NO_IKE_SA), "IKE SAs that got past IKE_SA_INIT"
+    # (samples/lib/charon_keys.py reads IKEv2 keys only; IKEv1 phase-1 keys: test_keys_formats.py)
+    assert bool(left[0]) == (name not in NO_IKE_SA | IKEV1), "IKE SAs that got past IKE_SA_INIT"
 
 
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
