@@ -616,25 +616,23 @@ class _Worker:
         base, w, wl, o = start, b"", 0, 0
         lim = -hs  # the last offset in w where a whole header can be read
         stop = min(end, hard - 11) - base  # records start before this (and have 12 bytes for a block header)
+        need = 0  # a record longer than the window: the next window holds at least this much
         iface = 0
         while o < stop:
-            if o > lim and base + wl < hard:  # next window (also the first)
+            # The next window: the first, when fewer than ``hs`` bytes are left, or when a record
+            # runs past this one (the branches below set ``need`` and ``lim = -1`` to come here).
+            if o > lim and base + wl < hard:
                 if progress is not None:  # (per window, not per packet: one test fewer in the loop)
                     progress(base + o - start)
                 base += o
-                w = pread(fd, window, base)
-                wl, o = len(w), 0
+                w = pread(fd, max(window, need), base)
+                wl, o, need = len(w), 0, 0
                 lim, stop = wl - hs, min(end, hard - 11) - base
                 continue
             if pcapng:
                 btype, blen = blk(w, o)
                 if o + blen > wl and base + wl < hard and base + o + blen <= hard:  # runs past the window
-                    if progress is not None:
-                        progress(base + o - start)
-                    base += o
-                    w = pread(fd, max(window, blen), base)
-                    wl, o = len(w), 0
-                    lim, stop = wl - hs, min(end, hard - 11) - base
+                    need, lim = blen, -1
                     continue
                 if btype != 6 or o > lim or blen < 32:
                     if blen < 12 or o + blen > wl:
@@ -679,12 +677,7 @@ class _Worker:
                 nxt = fend = o + 16 + incl
                 if nxt > wl:
                     if base + wl < hard:  # the record runs past the window: the next one starts with it
-                        if progress is not None:
-                            progress(base + o - start)
-                        base += o
-                        w = pread(fd, max(window, min(16 + incl, hard - base)), base)
-                        wl, o = len(w), 0
-                        lim, stop = wl - hs, min(end, hard - 11) - base
+                        need, lim = min(16 + incl, hard - base - o), -1
                         continue
                     self.truncated = (f"last record (frame {idx + 1}) truncated: {hard - base - o - 16} of {incl} "
                                       "bytes")
