@@ -28,6 +28,7 @@ step), so the output equals a sequential run (tests/test_decrypt_export.py check
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import socket
@@ -274,15 +275,13 @@ def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -
     return lay
 
 
-def _resolve(mm, lay: Layout, target: int, hint: tuple[int, int] | None = None) -> tuple[int, int]:
+def _resolve(lay: Layout, target: int, hint: tuple[int, int] | None = None) -> tuple[int, int]:
     """(offset, frame index) of the first pcap record that starts at or after ``target``,
     walking from ``hint`` (a known record start at or before ``target``) or the first record.
 
     The walk reads 1 MiB windows into bytes and counts records with the for loop's own counter:
     half the time of unpacking from the map with a Python counter (it is the head start every
     later chunk pays, see WALK_COST)."""
-    import itertools
-
     rec = struct.Struct(lay.order + "I").unpack_from
     off, idx = hint if hint is not None else (lay.start, 1)
     size = lay.size
@@ -439,7 +438,7 @@ class _Worker:
         try:
             if first_index == 0:  # a lazy bound: find the first record of this chunk
                 hint = self.resolve_hint() if self.resolve_hint is not None else None
-                start, first_index = _resolve(mm, lay, start, hint)
+                start, first_index = _resolve(lay, start, hint)
                 if self.resolved is not None:
                     self.resolved(start, first_index)
                 idx = first_index - 1
