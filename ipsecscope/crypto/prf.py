@@ -15,6 +15,9 @@ The integrity transforms of the SK payload reuse the same MACs truncated (:func:
 
 from __future__ import annotations
 
+import ipaddress
+import struct
+
 from cryptography.hazmat.primitives import cmac, hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -59,7 +62,7 @@ def hmac_keyed(hash_name: str, key: bytes) -> _hmac.HMAC:
 
 def hmac_digest(hash_name: str, key: bytes, data: bytes) -> bytes:
     """HMAC (RFC 2104) of ``data`` under ``key``, full output."""
-    h = _hmac.HMAC(key, HASHES[hash_name]())
+    h = hmac_keyed(hash_name, key)
     h.update(data)
     return h.finalize()
 
@@ -172,3 +175,14 @@ def hash_digest(hash_name: str, data: bytes) -> bytes:
     h = hashes.Hash(HASHES[hash_name]())
     h.update(data)
     return h.finalize()
+
+
+def nat_detection_hash(hash_name: str, spi_i: bytes, spi_r: bytes, addr: str, port: int) -> bytes | None:
+    """HASH(SPIi | SPIr | IP | port): IKEv2's NAT_DETECTION_*_IP with SHA-1 (RFC 7296 §2.23) and
+    IKEv1's NAT-D with the negotiated hash (RFC 3947 §3.2, cookies for SPIs). None for an
+    address that is not one."""
+    try:
+        ip = ipaddress.ip_address(addr).packed
+    except ValueError:
+        return None
+    return hash_digest(hash_name, spi_i + spi_r + ip + struct.pack("!H", port))

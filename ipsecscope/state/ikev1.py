@@ -14,11 +14,9 @@ the other side are answers, byte-identical copies are retransmissions.
 
 from __future__ import annotations
 
-import ipaddress
-import struct
 from typing import TYPE_CHECKING
 
-from ..crypto.prf import hash_digest
+from ..crypto.prf import nat_detection_hash
 from ..model.iana import Ikev1Exchange, Ikev1NotifyType, Ikev1Payload, Ikev1ProtocolId, notify_is_error
 from ..model.ike import (
     DeletePayload,
@@ -193,15 +191,8 @@ def _nat_d(sa: IkeSa, msg: IkeMessage, is_response: bool) -> None:
     if algo is None:
         return
     h = msg.header
-
-    def d(addr: str, port: int) -> bytes | None:
-        try:
-            return hash_digest(algo, h.spi_i + h.spi_r + ipaddress.ip_address(addr).packed + struct.pack("!H", port))
-        except ValueError:
-            return None
-
-    dst_ok = d(msg.dst, msg.dport) == hashes[0]
-    src_ok = d(msg.src, msg.sport) in hashes[1:]
+    dst_ok = nat_detection_hash(algo, h.spi_i, h.spi_r, msg.dst, msg.dport) == hashes[0]
+    src_ok = nat_detection_hash(algo, h.spi_i, h.spi_r, msg.src, msg.sport) in hashes[1:]
     sa.nat_initiator = bool(sa.nat_initiator)
     sa.nat_responder = bool(sa.nat_responder)
     sender_init = not is_response

@@ -27,12 +27,11 @@ Every handler works with what is visible and never raises on odd input.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..crypto.prf import hash_digest
+from ..crypto.prf import nat_detection_hash
 from ..model import iana
 from ..model.iana import NotifyType
 from ..model.ike import (
@@ -519,16 +518,8 @@ class Tracker:
         dst_h = [n.data for n in msg.find(NotifyPayload) if n.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP]
         if not src_h and not dst_h:
             return
-
-        def digest(addr: str, port: int) -> bytes | None:
-            try:
-                ip = ipaddress.ip_address(addr).packed
-            except ValueError:
-                return None
-            return hash_digest("sha1", h.spi_i + h.spi_r + ip + struct.pack("!H", port))
-
-        src_ok = digest(msg.src, msg.sport) in src_h if src_h else True
-        dst_ok = digest(msg.dst, msg.dport) in dst_h if dst_h else True
+        src_ok = nat_detection_hash("sha1", h.spi_i, h.spi_r, msg.src, msg.sport) in src_h if src_h else True
+        dst_ok = nat_detection_hash("sha1", h.spi_i, h.spi_r, msg.dst, msg.dport) in dst_h if dst_h else True
         sender_is_init = request
         if sa.nat_initiator is None:
             sa.nat_initiator = False
