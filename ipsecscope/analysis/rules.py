@@ -556,7 +556,7 @@ def _v1_dpd_dead(sa: IkeSa, end: float | None) -> Finding | None:
         return None
     first = run[0]
     peer = _other(sa, req)
-    later = [y for y in sa.exchanges if y.requester == peer and (y.request_ts or 0) > (first.request_ts or 0)]
+    later = any(y.requester == peer and (y.request_ts or 0) > (first.request_ts or 0) for y in sa.exchanges)
     waited = (end - first.request_ts) if end is not None and first.request_ts is not None else 0.0
     if later or (len(run) < 2 and waited < 5):
         return None
