@@ -361,17 +361,19 @@ def test_big_gzip_is_inflated_for_the_fast_path(tmp_path: Path, monkeypatch) -> 
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_big_endian_raw_ip_pcap(name: str, tmp_path: Path) -> None:
-    """A big-endian pcap of raw IP frames (the general loop, not the Ethernet fast loop) decrypts
-    to the same inner packets as the little-endian Ethernet original."""
+@pytest.mark.parametrize("eth", [False, True], ids=["raw-ip", "ethernet"])
+def test_big_endian_raw_ip_pcap(name: str, eth: bool, tmp_path: Path) -> None:
+    """A big-endian pcap of raw IP frames (the general loop, not the Ethernet fast loop), or of
+    Ethernet frames (the general loop's own inlined ESP case), decrypts to the same inner packets
+    as the little-endian Ethernet original."""
     import struct
 
     inputs, _ = _read(SYN / f"{name}.pcap")
     be = tmp_path / "be.pcap"
     with open(be, "wb") as f:
-        f.write(struct.pack(">IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 101))
+        f.write(struct.pack(">IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1 if eth else 101))
         for fr in inputs:
-            d = fr.data[14:]
+            d = fr.data if eth else fr.data[14:]
             f.write(struct.pack(">IIII", fr.ts_ns // 10**9, fr.ts_ns % 10**9, len(d), len(d)) + d)
     a, b = tmp_path / "a.pcapng", tmp_path / "b.pcapng"
     decrypt_capture(SYN / f"{name}.pcap", SYN / f"{name}.keys.json", out=a)
