@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ DATA = ROOT / "tests" / "data"
 # ../shared/corpus/wireshark with their MANIFEST.md (provenance, sha256, what each exercises).
 CORPUS = DATA / "wireshark"
 SAMPLES = ROOT / "samples"
+# How tests run the CLI: the interpreter running the suite, never a bare `ipsecscope` from PATH
+# (a global install would hide a missing install step; tests/test_lint.py enforces this).
+IPSECSCOPE = (sys.executable, "-m", "ipsecscope")
 
 
 @pytest.fixture(scope="session")

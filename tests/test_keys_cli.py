@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import CORPUS, DATA
+from conftest import CORPUS, DATA, IPSECSCOPE
 
 KEYS = DATA / "keys"
 ESP_KEY = "88e1dad7140af03b8d4f3d734d21be4b"  # in esp_sa.tmpl
@@ -13,15 +13,8 @@ IKE_KEY = "647075bf167447a1c8683e8dbe4794b4"  # SK_ei prefix in ikev2_decryption
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ipsecscope", "keys", *args], capture_output=True, text=True, timeout=60,
-                          env={"COLUMNS": "250", "PATH": "/usr/local/bin:/usr/bin:/bin:" + _bindir()})
-
-
-def _bindir() -> str:
-    import shutil
-    from pathlib import Path
-
-    return str(Path(shutil.which("ipsecscope") or "/usr/local/bin/ipsecscope").parent)
+    return subprocess.run([*IPSECSCOPE, "keys", *args], capture_output=True, text=True, timeout=60,
+                          env={"COLUMNS": "250", "PATH": "/usr/local/bin:/usr/bin:/bin"})
 
 
 def test_list_hides_keys_unless_asked():
@@ -64,7 +57,7 @@ def test_bad_key_file_is_one_line_error(tmp_path):
 def test_keys_from_decrypt_dsb_output(tmp_path):
     """`ipsecscope decrypt --dsb` embeds the used SAs' keys; `keys list` reads them back."""
     out = tmp_path / "dec.pcapng"
-    r = subprocess.run(["ipsecscope", "decrypt", str(KEYS / "healthy-gcm-capture.pcapng"), "-k",
+    r = subprocess.run([*IPSECSCOPE, "decrypt", str(KEYS / "healthy-gcm-capture.pcapng"), "-k",
                         str(KEYS / "charon-healthy-gcm-left.log"), "-o", str(out), "--dsb", "-q"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

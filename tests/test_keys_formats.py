@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import CORPUS, DATA, SAMPLES, needs_tshark
+from conftest import CORPUS, DATA, SAMPLES, IPSECSCOPE, needs_tshark
 
 from ipsecscope.errors import KeyFileError
 from ipsecscope.keys import detect_format, load_keys
@@ -175,7 +175,7 @@ def test_tshark_decrypts_samples_with_keys_converted_from_one_charon_log(tmp_pat
     prof = tmp_path / "profile"
     prof.mkdir()
     for fmt in ("esp_sa", "ikev2_table", *(("ikev1_table",) if store.ikev1 else ())):
-        r = subprocess.run(["ipsecscope", "keys", "convert", str(sample / log), "--to", fmt, "-o", str(prof)],
+        r = subprocess.run([*IPSECSCOPE, "keys", "convert", str(sample / log), "--to", fmt, "-o", str(prof)],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
     assert (prof / "esp_sa").stat().st_mode & 0o077 == 0  # secrets written private

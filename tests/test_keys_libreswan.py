@@ -14,7 +14,7 @@ import random
 import subprocess
 
 import pytest
-from conftest import DATA, needs_tshark
+from conftest import DATA, IPSECSCOPE, needs_tshark
 
 from ipsecscope.errors import KeyFileError
 from ipsecscope.keys import detect_format, load_keys
@@ -144,7 +144,7 @@ def test_tshark_decrypts_with_keys_converted_from_one_log(tmp_path, scenario, si
     prof = tmp_path / "profile"
     prof.mkdir()
     for fmt in ("esp_sa", "ikev2_table"):
-        r = subprocess.run(["ipsecscope", "keys", "convert", str(log), "--to", fmt, "-o", str(prof)],
+        r = subprocess.run([*IPSECSCOPE, "keys", "convert", str(log), "--to", fmt, "-o", str(prof)],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
     n_esp = sum(1 for line in (prof / "esp_sa").read_text().splitlines() if line and not line.startswith("#"))
