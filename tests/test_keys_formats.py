@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import CORPUS, DATA, SAMPLES, IPSECSCOPE, needs_tshark
+from conftest import CORPUS, DATA, IPSECSCOPE, SAMPLES, needs_tshark
 
 from ipsecscope.errors import KeyFileError
 from ipsecscope.keys import detect_format, load_keys

@@ -60,7 +60,9 @@ def _bare_cli_calls(tree: ast.AST) -> list[int]:
             lines.append(node.lineno)
         elif isinstance(node, ast.Call) and _callee(node) in _STARTERS:
             args = [*node.args, *(k.value for k in node.keywords)]
-            if any(bare(a) or shell(a) for a in args):
+            after_m = [i > 0 and isinstance(args[i - 1], ast.Constant) and args[i - 1].value == "-m"
+                       for i in range(len(args))]
+            if any((bare(a) and not m) or shell(a) for a, m in zip(args, after_m, strict=True)):
                 lines.append(node.lineno)
     return sorted(set(lines))
 
@@ -87,5 +89,6 @@ def test_bare_cli_detector_catches_each_shape():
            'Tmux(f"ipsecscope {args}")\n'
            'subprocess.run([sys.executable, "-m", "ipsecscope"])\n'
            'assert "ipsecscope" in text\n'
-           'pytest.fail(f"ipsecscope {args} hung")\n')
+           'pytest.fail(f"ipsecscope {args} hung")\n'
+           'pair.popen("left", sys.executable, "-m", "ipsecscope", "live")\n')
     assert _bare_cli_calls(ast.parse(src)) == [1, 2, 3]
