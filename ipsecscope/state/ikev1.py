@@ -14,8 +14,6 @@ the other side are answers, byte-identical copies are retransmissions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..crypto.prf import nat_detection_hash
 from ..model.iana import Ikev1Exchange, Ikev1NotifyType, Ikev1Payload, Ikev1ProtocolId, notify_is_error
 from ..model.ike import (
@@ -25,42 +23,39 @@ from ..model.ike import (
     IkeMessage,
     NotifyPayload,
     SaPayload,
-    VendorPayload,
 )
 from ..model.sa import IkeExchange, IkeSa, SaState
 from . import names as N
+from .book import Book
 from .child_sa import v1_id_selector
 from .proposals import proposal_string
 
 # notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
 # errors, 16384 and up status (RFC 2408 §3.14.1).
 
-if TYPE_CHECKING:
-    from .tracker import Tracker
-
 ZERO = b"\x00" * 8
 _MODES = {Ikev1Exchange.IDENTITY_PROTECTION: "Main", Ikev1Exchange.AGGRESSIVE: "Aggressive",
           Ikev1Exchange.BASE: "Base"}
 
 
-def _ike_sa(tr: Tracker, msg: IkeMessage) -> IkeSa:
+def _ike_sa(book: Book, msg: IkeMessage) -> IkeSa:
     h = msg.header
-    sa = tr.lookup_ike(1, h.spi_i, h.spi_r)
+    sa = book.lookup_ike(1, h.spi_i, h.spi_r)
     if sa is not None:
         if sa.ike_spi_r == ZERO and h.spi_r != ZERO:
-            tr._rekey_ike_key(sa, h.spi_r)
+            book.bind_responder_spi(sa, h.spi_r)
         return sa
     # The first message of phase 1 has a zero responder cookie and comes from the initiator. A
     # capture starting later cannot tell: take the sender of the first message seen.
-    sa = tr.create_ike_sa(1, h.spi_i, h.spi_r, msg.src, msg.dst, msg.sport, msg.dport, msg.ts)
+    sa = book.create_ike_sa(1, h.spi_i, h.spi_r, msg.src, msg.dst, msg.sport, msg.dport, msg.ts)
     if h.spi_r != ZERO:
         sa.state_inferred = True
-        sa.state = SaState.ESTABLISHED
-    tr._emit("ike_sa_created", msg.ts, ike_sa=sa.key, initiator=sa.initiator, responder=sa.responder, version=1)
+        book.transition(sa, SaState.ESTABLISHED)
+    book.emit("ike_sa_created", msg.ts, ike_sa=sa.key, initiator=sa.initiator, responder=sa.responder, version=1)
     return sa
 
 
-def _exchange(tr: Tracker, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, bool, bool]:
+def _exchange(book: Book, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, bool, bool]:
     """(exchange, is_response, is_retransmission)."""
     h = msg.header
     # Phase 1 shares Message ID 0 across its 4-6 messages: one exchange, requester = initiator.
@@ -71,13 +66,13 @@ def _exchange(tr: Tracker, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, boo
         # Informational under its own Message ID: it is the answer to the phase-1 exchange.
         msg_id = 0
     xkey = (id(sa), msg_id, True)
-    x = tr._xchg.get(xkey)
-    priv = tr._priv(sa)
+    x = book.exchanges.get(xkey)
+    priv = book.ike_scratch(sa)
     if x is None:
         x = IkeExchange(exchange=h.exchange, msg_id=h.msg_id, requester=msg.src)
         x.encrypted = h.encrypted_v1
         x.requester_port, x.responder_port = msg.sport, msg.dport
-        tr._xchg[xkey] = x
+        book.exchanges[xkey] = x
         sa.exchanges.append(x)
     is_response = msg.src != x.requester
     rkey = (msg_id, True, is_response, hash(msg.raw))
@@ -102,42 +97,37 @@ def _exchange(tr: Tracker, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, boo
         x.ip_fragmented = True
     if msg.decrypted:
         x.decrypted = True
-    for n in msg.find(NotifyPayload):
-        if n.notify_type not in x.notifies:
-            x.notifies.append(n.notify_type)
+    book.note_notifies(x, msg)
     return x, is_response, False
 
 
-def on_ikev1(tr: Tracker, msg: IkeMessage) -> None:
-    sa = _ike_sa(tr, msg)
+def on_ikev1(book: Book, msg: IkeMessage) -> None:
+    sa = _ike_sa(book, msg)
     sa.frames.append(msg.frame)
     h = msg.header
     if 4500 in (msg.sport, msg.dport):
         sa.nat_t = True
-    x, is_response, retrans = _exchange(tr, sa, msg)
+    x, is_response, retrans = _exchange(book, sa, msg)
     if retrans:
         return
-    tr._note_key(sa, msg)
+    book.note_key(sa, msg)
     if msg.decrypted:
         sa.decrypted = True
-    for v in msg.find(VendorPayload):
-        label = v.name or v.data[:8].hex()
-        if label not in sa.vendor_ids:
-            sa.vendor_ids.append(label)
+    book.note_vendor_ids(sa, msg)
     ex = h.exchange
     if ex in _MODES:
-        _phase1(tr, sa, msg, x, is_response)
+        _phase1(book, sa, msg, x, is_response)
     elif ex == Ikev1Exchange.QUICK_MODE:
-        _quick(tr, sa, msg, x, is_response)
+        _quick(book, sa, msg, x, is_response)
     elif ex == Ikev1Exchange.INFORMATIONAL:
-        _informational(tr, sa, msg, x)
+        _informational(book, sa, msg, x)
     elif ex == Ikev1Exchange.TRANSACTION:
         x.summary = x.summary or "Transaction (Mode Config / XAUTH)"
 
 
-def _phase1(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: bool) -> None:
+def _phase1(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: bool) -> None:
     sa.mode = _MODES.get(msg.header.exchange)
-    priv = tr._priv(sa)
+    priv = book.ike_scratch(sa)
     sas = msg.find(SaPayload)
     if sas and sas[0].proposals:
         props = sas[0].proposals
@@ -164,7 +154,7 @@ def _phase1(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response
     _nat_d(sa, msg, is_response)
     for n in msg.find(NotifyPayload):
         if notify_is_error(n.notify_type):
-            tr._fail_ike(sa, N.notify_name(n.notify_type, 1), msg.ts, msg.frame)
+            book.fail_ike(sa, N.notify_name(n.notify_type, 1), msg.ts, msg.frame)
             x.error = x.error or n.notify_type
             x.error_name = x.error_name or N.notify_name(n.notify_type, 1)
             return
@@ -177,7 +167,7 @@ def _phase1(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response
     done = (sa.mode == "Main" and priv.responder_msgs >= 3) or (
         sa.mode == "Aggressive" and priv.initiator_msgs >= 2)
     if done:
-        tr._establish_ike(sa, msg.ts, inferred=not msg.decrypted and msg.header.encrypted_v1)
+        book.establish_ike(sa, msg.ts, inferred=not msg.decrypted and msg.header.encrypted_v1)
     x.summary = f"{sa.mode} Mode" + (f" {sa.proposal}" if sa.proposal else "")
 
 
@@ -209,7 +199,7 @@ def _nat_d(sa: IkeSa, msg: IkeMessage, is_response: bool) -> None:
     sa.nat_detected = sa.nat_initiator or sa.nat_responder
 
 
-def _quick(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: bool) -> None:
+def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: bool) -> None:
     if msg.header.encrypted_v1 and not msg.decrypted:
         x.summary = x.summary or "Quick Mode (encrypted)"
         return
@@ -219,7 +209,7 @@ def _quick(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
     if not is_response:
         if x.new_child is None and props:
             ts = [v1_id_selector(i) for i in ids[:2]]
-            child = tr._new_child(
+            child = book.new_child(
                 sa, protocol="AH" if props[0].protocol == 2 else "ESP",
                 spi_i=int.from_bytes(props[0].spi[-4:], "big"), initiator=msg.src, responder=msg.dst,
                 offered=list(dict.fromkeys(a for p in props for a in proposal_string(p, 1).split(", "))),
@@ -230,21 +220,21 @@ def _quick(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
                 child.ts_r_offered = child.ts_r = (ts[1],)
             child.frames.append(msg.frame)
             x.new_child = child.id
-            tr._register_spi(child, child.spi_i)
+            book.register_spi(child, child.spi_i)
             x.summary = f"Quick Mode CHILD_SA #{child.id}"
         else:
             # Third message (the initiator's HASH(3)): the SA is in place on both sides.
-            child = tr.table.child_sas.get(x.new_child) if x.new_child else None
+            child = book.table.child_sas.get(x.new_child) if x.new_child else None
             if child is not None:
                 child.frames.append(msg.frame)
         return
-    child = tr.table.child_sas.get(x.new_child) if x.new_child else None
+    child = book.table.child_sas.get(x.new_child) if x.new_child else None
     if child is None:
         return
     child.frames.append(msg.frame)
     err = next((n for n in msg.find(NotifyPayload) if notify_is_error(n.notify_type)), None)
     if err is not None or not props:
-        child.state = SaState.FAILED
+        book.transition(child, SaState.FAILED)
         child.failure = N.notify_name(err.notify_type, 1) if err else "no SA in response"
         child.failure_frame = msg.frame
         return
@@ -262,33 +252,27 @@ def _quick(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
         a, b = v1_id_selector(ids[0]), v1_id_selector(ids[1])
         if a and b:
             child.ts_i, child.ts_r = (a,), (b,)
-    child.state = SaState.ESTABLISHED
-    tr._register_spi(child, child.spi_r)
-    tr._emit("child_sa_created", msg.ts, child_sa=child.id, ike_sa=sa.key, spi_i=child.spi_i,
+    book.transition(child, SaState.ESTABLISHED)
+    book.register_spi(child, child.spi_r)
+    book.emit("child_sa_created", msg.ts, child_sa=child.id, ike_sa=sa.key, spi_i=child.spi_i,
              spi_r=child.spi_r, proposal=child.proposal, created_by="Quick Mode")
-    _link_qm_rekey(tr, sa, child, msg.ts)
+    _link_qm_rekey(book, sa, child, msg.ts)
 
 
-def _link_qm_rekey(tr: Tracker, sa: IkeSa, new, ts: float) -> None:
+def _link_qm_rekey(book: Book, sa: IkeSa, new, ts: float) -> None:
     """IKEv1 has no REKEY_SA: a rekey is a new Quick Mode for the same selectors while the old
     SA still lives (RFC 2409 §5.5; strongSwan, Libreswan and others do this). Link the two."""
     if not (new.ts_i and new.ts_r):
         return
     for cid in reversed(sa.children):
-        old = tr.table.child_sas.get(cid)
+        old = book.table.child_sas.get(cid)
         if old is None or old.id == new.id or old.state != SaState.ESTABLISHED or old.rekeyed_into:
             continue
         same = (old.initiator == new.initiator and (old.ts_i, old.ts_r) == (new.ts_i, new.ts_r)) or (
             old.initiator == new.responder and (old.ts_i, old.ts_r) == (new.ts_r, new.ts_i))
         if not same:
             continue
-        old.rekeyed_into = new.id
-        old.rekeyed_ts = ts
-        old.state = SaState.REKEYED
-        if old.created_ts is not None:
-            old.lifetime_s = ts - old.created_ts
-        new.rekeyed_from = old.id
-        tr._emit("child_sa_rekeyed", ts, child_sa=old.id, into=new.id, ike_sa=sa.key)
+        book.rekey_child_done(old, new, ts, sa.key)
         return
 
 
@@ -306,16 +290,16 @@ def _dpd_ack(sa: IkeSa, msg: IkeMessage, seq: int | None) -> None:
             match.response_ts = msg.ts
 
 
-def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> None:
+def _informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> None:
     readable = not msg.header.encrypted_v1 or (msg.decrypted and not msg.malformed and bool(msg.inner))
-    priv = tr._priv(sa)
+    priv = book.ike_scratch(sa)
     if (not readable and sa.state == SaState.INITIATING and sa.mode == "Main" and msg.src == sa.responder
             and priv.initiator_msgs >= 3):
         # The responder answers MM5 (the initiator's encrypted ID + HASH) with an encrypted
         # Informational instead of MM6: it could not verify MM5. Main Mode keys derive from the
         # PSK (RFC 2409 §5.4, SKEYID = prf(pre-shared-key, Ni_b | Nr_b)), so with different PSKs
         # neither side can even read the other's error notify.
-        tr._fail_ike(sa, "Main Mode AUTH refused (encrypted Informational after MM5; probably a PSK mismatch)",
+        book.fail_ike(sa, "Main Mode AUTH refused (encrypted Informational after MM5; probably a PSK mismatch)",
                      msg.ts, msg.frame)
         sa.state_inferred = True
     if not readable:
@@ -325,14 +309,14 @@ def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> N
     for d in msg.find(DeletePayload):
         if d.protocol == 1:
             parts.append("delete ISAKMP SA")
-            tr._delete_ike(sa, msg.src, msg.ts, msg.frame)
+            book.delete_ike(sa, msg.src, msg.ts, msg.frame)
         else:
             for spi_b in d.spis:
                 spi = int.from_bytes(spi_b[-4:], "big")
                 parts.append(f"delete {'AH' if d.protocol == Ikev1ProtocolId.PROTO_IPSEC_AH else 'ESP'} 0x{spi:08x}")
-                child = tr._child_by_spi(spi, sender=msg.src, inbound_of_sender=True, ike=sa)
+                child = book.child_by_spi(spi, sender=msg.src, ike=sa)
                 if child is not None:
-                    tr._delete_child(child, msg.src, msg.ts, msg.frame)
+                    book.delete_child(child, msg.src, msg.ts, msg.frame)
     for n in msg.find(NotifyPayload):
         t = n.notify_type
         if t == Ikev1NotifyType.R_U_THERE:
@@ -343,7 +327,7 @@ def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> N
             _dpd_ack(sa, msg, (n.decoded or {}).get("seq"))
         elif t == Ikev1NotifyType.INVALID_SPI:
             spi = n.decoded.get("spi") if n.decoded else None
-            tr._observe("invalid_spi_notify", msg.ts, (msg.frame,), msg.src, msg.dst, spi=spi, ike_sa=sa.key)
+            book.observe("invalid_spi_notify", msg.ts, (msg.frame,), msg.src, msg.dst, spi=spi, ike_sa=sa.key)
             parts.append("INVALID-SPI")
         elif notify_is_error(t):
             name = N.notify_name(t, 1)
@@ -351,7 +335,7 @@ def _informational(tr: Tracker, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> N
             x.error = x.error or t
             x.error_name = x.error_name or name
             if sa.state == SaState.INITIATING:
-                tr._fail_ike(sa, name, msg.ts, msg.frame)
+                book.fail_ike(sa, name, msg.ts, msg.frame)
     if x.exchange in _MODES and x.error is not None:
         x.summary = f"{_MODES[x.exchange]} Mode refused: {x.error_name}"
     else:
