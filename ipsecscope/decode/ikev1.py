@@ -16,8 +16,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from ipsecscope.decode.ike import (
-    _Bad,
+from ipsecscope.decode.isakmp import (
+    HEADER_LEN,
+    BadPayload,
     chain_fault,
     cp_attribute_text,
     parse_attributes,
@@ -56,15 +57,15 @@ P = iana.Ikev1Payload
 
 
 def parse_body(hdr: IkeHeader, body: bytes) -> tuple[tuple[AnyPayload, ...], str | None]:
-    """Payloads of one IKEv1 message body (after the 28-byte header)."""
+    """Payloads of one IKEv1 message body (after the 28-byte header, isakmp.HEADER_LEN)."""
     if hdr.flags & 0x01:
         # Encrypted with the phase-1 key; the crypto stage decrypts from msg.raw.
         return (Payload(hdr.next_payload, False, body),), None
-    return parse_chain(hdr.next_payload, body, 28)
+    return parse_chain(hdr.next_payload, body, HEADER_LEN)
 
 
 def parse_chain(first: int, data: bytes, base: int = 0) -> tuple[tuple[AnyPayload, ...], str | None]:
-    """Walk an ISAKMP payload chain. Never raises (see ike.py for the malformed rules).
+    """Walk an ISAKMP payload chain. Never raises (see decode.ike for the malformed rules).
 
     Bytes after the last payload are accepted: decrypted bodies end with CBC padding
     (RFC 2409 §5.3 does not frame it), and cleartext ones never carry any in practice.
@@ -85,7 +86,7 @@ def parse_chain(first: int, data: bytes, base: int = 0) -> tuple[tuple[AnyPayloa
         else:
             try:
                 out.append(dec(ptype, body))
-            except _Bad as e:
+            except BadPayload as e:
                 out.append(Payload(ptype, False, body))
                 bad = bad or f"payload {idx} ({payload_name(ptype, 1)}): {e}"
         off += plen
@@ -136,7 +137,7 @@ def attribute_value_name(protocol: int, atype: int, value: int | bytes) -> str:
 
 def _sa(ptype: int, body: bytes) -> SaPayload:
     if len(body) < 8:
-        raise _Bad(f"SA header needs 8 bytes (DOI, situation), payload has {len(body)}")
+        raise BadPayload(f"SA header needs 8 bytes (DOI, situation), payload has {len(body)}")
     doi, situation = _SA_HDR.unpack_from(body, 0)
     # RFC 2407 §4.6.1: SIT_SECRECY / SIT_INTEGRITY add labelled-domain data we do not decode; the
     # proposals then start later. Those situations are unseen outside military networks.
@@ -148,17 +149,17 @@ def _sa(ptype: int, body: bytes) -> SaPayload:
     while pnext == P.P and off < n:
         pnum = len(proposals) + 1
         if n - off < 8:
-            raise _Bad(f"proposal {pnum} header truncated ({n - off} bytes left)")
+            raise BadPayload(f"proposal {pnum} header truncated ({n - off} bytes left)")
         pnext, _r, plen, num, proto, spisize, ntrans = _PROP_HDR.unpack_from(body, off)
         if plen < 8 + spisize or plen > n - off:
-            raise _Bad(f"proposal {pnum} length {plen} invalid ({n - off} bytes left, SPI size {spisize})")
+            raise BadPayload(f"proposal {pnum} length {plen} invalid ({n - off} bytes left, SPI size {spisize})")
         spi = body[off + 8: off + 8 + spisize]
         klen_attr = (iana.Ikev1Attribute.KEY_LENGTH if proto == iana.Ikev1ProtocolId.PROTO_ISAKMP
                      else iana.Ikev1IpsecAttribute.KEY_LENGTH)
         # v1 transforms carry a number, not a type: parse_transforms keeps it in Transform.type.
         transforms = parse_transforms(body, off + 8 + spisize, off + plen, pnum, klen_attr, v1=True)
         if len(transforms) != ntrans:
-            raise _Bad(f"proposal {pnum} declares {ntrans} transforms, has {len(transforms)}")
+            raise BadPayload(f"proposal {pnum} declares {ntrans} transforms, has {len(transforms)}")
         proposals.append(Proposal(num, proto, spi, transforms))
         off += plen
     return SaPayload(ptype, False, tuple(proposals), doi, situation)
@@ -175,7 +176,7 @@ def _nonce(ptype: int, body: bytes) -> NoncePayload:
 def _id(ptype: int, body: bytes) -> IdPayload:
     # RFC 2407 §4.6.2: ID type | protocol ID | port | identification data
     if len(body) < 4:
-        raise _Bad(f"ID header needs 4 bytes, payload has {len(body)}")
+        raise BadPayload(f"ID header needs 4 bytes, payload has {len(body)}")
     data = body[4:]
     return IdPayload(ptype, False, body[0], data, render_id(body[0], data, 1), body[1], _U16.unpack_from(body, 2)[0])
 
@@ -183,7 +184,7 @@ def _id(ptype: int, body: bytes) -> IdPayload:
 def _nat_oa(ptype: int, body: bytes) -> IdPayload:
     # RFC 3947 §5.2: ID type | reserved(3) | address
     if len(body) < 4:
-        raise _Bad(f"NAT-OA header needs 4 bytes, payload has {len(body)}")
+        raise BadPayload(f"NAT-OA header needs 4 bytes, payload has {len(body)}")
     data = body[4:]
     return IdPayload(ptype, False, body[0], data, render_id(body[0], data, 1))
 
@@ -194,16 +195,16 @@ def _hash(ptype: int, body: bytes) -> HashPayload:
 
 def _cert(ptype: int, body: bytes) -> CertPayload:
     if len(body) < 1:
-        raise _Bad("certificate encoding missing")
+        raise BadPayload("certificate encoding missing")
     return CertPayload(ptype, False, body[0], body[1:])
 
 
 def _notify(ptype: int, body: bytes) -> NotifyPayload:
     if len(body) < 8:
-        raise _Bad(f"Notification header needs 8 bytes, payload has {len(body)}")
+        raise BadPayload(f"Notification header needs 8 bytes, payload has {len(body)}")
     _doi, proto, spisize, nt = _NOTIFY_HDR.unpack_from(body, 0)
     if spisize > len(body) - 8:
-        raise _Bad(f"SPI size {spisize} exceeds payload ({len(body) - 8} bytes left)")
+        raise BadPayload(f"SPI size {spisize} exceeds payload ({len(body) - 8} bytes left)")
     spi = body[8: 8 + spisize]
     data = body[8 + spisize:]
     decoded: dict[str, object] = {}
@@ -214,7 +215,7 @@ def _notify(ptype: int, body: bytes) -> NotifyPayload:
             decoded["attributes"] = [
                 (attribute_name(proto, t), attribute_value_name(proto, t, v))
                 for t, v in parse_attributes(data, 0, len(data))]
-        except _Bad:
+        except BadPayload:
             pass
     elif nt == iana.Ikev1NotifyType.REPLAY_STATUS and len(data) >= 4:
         decoded["replay_detection"] = bool(_U32.unpack_from(data)[0])
@@ -225,10 +226,10 @@ def _notify(ptype: int, body: bytes) -> NotifyPayload:
 
 def _delete(ptype: int, body: bytes) -> DeletePayload:
     if len(body) < 8:
-        raise _Bad(f"Delete header needs 8 bytes, payload has {len(body)}")
+        raise BadPayload(f"Delete header needs 8 bytes, payload has {len(body)}")
     _doi, proto, spisize, count = _DELETE_HDR.unpack_from(body, 0)
     if spisize * count > len(body) - 8:
-        raise _Bad(f"{count} SPIs of {spisize} bytes exceed payload ({len(body) - 8} bytes left)")
+        raise BadPayload(f"{count} SPIs of {spisize} bytes exceed payload ({len(body) - 8} bytes left)")
     spis = tuple(body[8 + i * spisize: 8 + (i + 1) * spisize] for i in range(count)) if spisize else ()
     return DeletePayload(ptype, False, proto, spis)
 
@@ -241,7 +242,7 @@ def _attr(ptype: int, body: bytes) -> CpPayload:
     # draft-dukes-ike-mode-cfg §3.2: type | reserved | identifier(2) | attributes (basic or TLV).
     # Basic (AF=1) values are returned as their 2 bytes so CpPayload keeps one value type.
     if len(body) < 4:
-        raise _Bad(f"Attributes header needs 4 bytes, payload has {len(body)}")
+        raise BadPayload(f"Attributes header needs 4 bytes, payload has {len(body)}")
     attrs = parse_attributes(body, 4, len(body))
     return CpPayload(ptype, False, body[0],
                      tuple((t, v if isinstance(v, bytes) else _U16.pack(v)) for t, v in attrs))
