@@ -58,7 +58,7 @@ class _Counter:
     def rules(self):
         def one_finding_per_ike_sa(table, ctx):
             for sa in table.ike_sas.values():
-                yield Finding("TEST-PLUGIN", Severity.INFO, f"saw {sa.key}", "from a plugin", sa=sa.key)
+                yield Finding(code="TEST-PLUGIN", severity=Severity.INFO, title=f"saw {sa.key}", explanation="from a plugin", sa=sa.key)
 
         def broken(table, ctx):
             raise RuntimeError("plugin bug")

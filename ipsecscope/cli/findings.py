@@ -37,7 +37,9 @@ JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added 
           "data": {}                 #   parsed values, e.g. {"proto": "ESP", "swan": ["aes256gcm16"], ...}
         }]                           #   (empty without such logs)
       }],
-      "rules": [{"name": str, "codes": [str], "doc": str}]   # with --list-rules only
+      "rules": [{"name": str, "codes": [str], "severity": [str], "ref": str,   # with --list-rules only:
+                 "family": str, "doc": str}],  # severity: the levels the rule may give; family "plugin"
+      "families": [{"family": str, "title": str, "numbers": str}]             # for plugin rules
     }
 """
 
@@ -84,18 +86,32 @@ def exit_status(findings: list[Finding]) -> int:
 
 
 def _list_rules(as_json: bool) -> int:
-    from ..analysis.rules import REGISTRY
-    from ..plugins import plugin_rules
+    from ..analysis.rules import FAMILIES, REGISTRY, plugin_rule_meta
 
-    rows = [{"name": f"R{r.number:02d}", "codes": list(r.codes), "doc": r.doc} for r in REGISTRY]
-    rows += [{"name": name, "codes": [], "doc": (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""}
-             for name, fn in plugin_rules()]
+    rules = [*REGISTRY, *plugin_rule_meta()]
+    rows = [{"name": r.name if r.number is not None else r.family, "codes": list(r.codes),
+             "severity": [s.name.lower() for s in sorted(set(r.severities))], "ref": r.ref,
+             "family": r.family if r.number is not None else "plugin", "doc": r.doc} for r in rules]
     if as_json:
-        json.dump({"schema": SCHEMA, "rules": rows}, sys.stdout, indent=2)
+        json.dump({"schema": SCHEMA, "rules": rows,
+                   "families": [{"family": f.module, "title": f.title, "numbers": f.span()} for f in FAMILIES]},
+                  sys.stdout, indent=2)
         sys.stdout.write("\n")
-    else:
-        for r in rows:
-            print(f"{r['name']:<28} {', '.join(r['codes']):<48} {r['doc']}")
+        return 0
+    # Columns sized to their widest cell (a plugin rule's name is "plugin:function"); the
+    # description is last so that a long one never shifts the columns.
+    table = [("RULE", "FAMILY", "SEVERITY", "CODES", "REFERENCE", "DESCRIPTION")]
+    table += [(r["name"], r["family"], "/".join(r["severity"]) or "-", ", ".join(r["codes"]) or "-",
+               r["ref"] or "-", r["doc"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+    print()
+    print("Rule numbers by family (a new rule takes the next free number of its family):")
+    fw = max(len(f.module) for f in FAMILIES)
+    sw = max(len(f.span()) for f in FAMILIES)
+    for f in FAMILIES:
+        print(f"  {f.module.ljust(fw)}  {f.span().ljust(sw)}  {f.title}")
     return 0
 
 

@@ -218,7 +218,9 @@ class IkeSa:
         return f"{self.ike_spi_i.hex()}_{self.ike_spi_r.hex()}"
 
 
-@dataclass(slots=True, frozen=True)
+# kw_only: a finding has eight fields of which several are strings; keywords keep a rule from
+# swapping title and explanation or frames and sa without anyone noticing.
+@dataclass(slots=True, frozen=True, kw_only=True)
 class Finding:
     code: str  # stable, e.g. "IKE-NO-PROPOSAL", "ESP-SEQ-GAP"
     severity: Severity

@@ -20,6 +20,7 @@ import os
 import statistics
 from collections.abc import Iterable
 
+from ipsecscope.analysis.rules import describe
 from ipsecscope.model.sa import Finding, IkeExchange, SaTable, Severity
 
 __version__ = "0.1.0"
@@ -97,6 +98,7 @@ def _start_ts(table: SaTable, key: tuple[str, str]) -> float | None:
     return sa.established_ts or sa.created_ts
 
 
+@describe("REKEY-SHORT-LIFETIME", Severity.WARNING, ref="RFC 7296 §2.8")
 def short_lifetime(table: SaTable, ctx: object) -> Iterable[Finding]:
     """CHILD/IKE SAs rekeyed repeatedly at short intervals (lifetimes configured too short)."""
     limit = _min_interval()
@@ -114,18 +116,19 @@ def short_lifetime(table: SaTable, ctx: object) -> Iterable[Finding]:
         what, ref, a, b = _label(table, key)
         frames = tuple(r[0].request_frames[0] for r in rounds[:6] if r[0].request_frames)
         yield Finding(
-            "REKEY-SHORT-LIFETIME", Severity.WARNING,
-            f"{what.split(' (')[0]} rekeyed every {every:.0f} s — lifetimes too short",
-            f"Between {a} and {b}, {what} was rekeyed {len(rounds)} times, about every {every:.1f} s "
+            code="REKEY-SHORT-LIFETIME", severity=Severity.WARNING,
+            title=f"{what.split(' (')[0]} rekeyed every {every:.0f} s — lifetimes too short",
+            explanation=f"Between {a} and {b}, {what} was rekeyed {len(rounds)} times, about every {every:.1f} s "
             f"(intervals {', '.join(f'{i:.1f}' for i in intervals[:8])} s). Each rekey is a CREATE_CHILD_SA "
             "exchange (with a DH computation when PFS is on) and a moment where both SAs overlap; at this "
             f"rate it costs CPU and invites collisions. Below {limit:.0f} s is unusual outside tests.",
-            frames, ref,
-            "Raise rekey_time (CHILD SA default 1 h, IKE SA 4 h in strongSwan) or the peer's lifetime "
+            frames=frames, sa=ref,
+            hint="Raise rekey_time (CHILD SA default 1 h, IKE SA 4 h in strongSwan) or the peer's lifetime "
             "(the shorter of the two peers' lifetimes wins).",
-            times[1] if len(times) > 1 else None)
+            ts=times[1] if len(times) > 1 else None)
 
 
+@describe("REKEY-TIMER-COLLISION", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.8.1")
 def timer_collision(table: SaTable, ctx: object) -> Iterable[Finding]:
     """Both peers start rekeying the same SA together, round after round (aligned timers)."""
     for key, rounds in _rekey_rounds(table).items():
@@ -137,19 +140,20 @@ def timer_collision(table: SaTable, ctx: object) -> Iterable[Finding]:
         frames = tuple(f for r in both[:4] for x in r[:2] for f in x.request_frames[:1])
         sev = Severity.WARNING if len(both) >= 2 else Severity.INFO
         yield Finding(
-            "REKEY-TIMER-COLLISION", sev,
-            f"Peers' rekey timers collide: {a} and {b} both rekeyed {what.split(' (')[0]} in "
+            code="REKEY-TIMER-COLLISION", severity=sev,
+            title=f"Peers' rekey timers collide: {a} and {b} both rekeyed {what.split(' (')[0]} in "
             f"{len(both)} of {len(rounds)} round(s)",
-            f"In {len(both)} rekey round(s) of {what}, both {a} and {b} sent a CREATE_CHILD_SA rekey "
+            explanation=f"In {len(both)} rekey round(s) of {what}, both {a} and {b} sent a CREATE_CHILD_SA rekey "
             f"request within {max(gaps):.2f} s of each other. Their rekey timers expire together (same "
             "rekey_time, no random jitter), so each round rekeys twice; one of the new SAs is redundant "
             "and gets deleted (RFC 7296 §2.8.1), and traffic may briefly use an SA about to disappear.",
-            frames, ref,
-            "Give one peer a clearly shorter rekey_time than the other (the responder's timer then never "
+            frames=frames, sa=ref,
+            hint="Give one peer a clearly shorter rekey_time than the other (the responder's timer then never "
             "fires first), and keep rand_time > 0 on both.",
-            both[0][0].request_ts)
+            ts=both[0][0].request_ts)
 
 
+@describe("REKEY-NO-JITTER", Severity.INFO, ref="RFC 7296 §2.8")
 def no_jitter(table: SaTable, ctx: object) -> Iterable[Finding]:
     """Rekeys spaced identically: no random jitter (strongSwan rand_time = 0)."""
     for key, rounds in _rekey_rounds(table).items():
@@ -163,13 +167,13 @@ def no_jitter(table: SaTable, ctx: object) -> Iterable[Finding]:
                 continue
             what, ref, a, b = _label(table, key)
             yield Finding(
-                "REKEY-NO-JITTER", Severity.INFO,
-                f"{peer} rekeys {what.split(' (')[0]} on a fixed {statistics.mean(iv):.1f} s timer (no jitter)",
-                f"{peer}'s rekey requests for {what} (peers {a} and {b}) are spaced "
+                code="REKEY-NO-JITTER", severity=Severity.INFO,
+                title=f"{peer} rekeys {what.split(' (')[0]} on a fixed {statistics.mean(iv):.1f} s timer (no jitter)",
+                explanation=f"{peer}'s rekey requests for {what} (peers {a} and {b}) are spaced "
                 f"{', '.join(f'{i:.2f}' for i in iv[:6])} s apart: no random jitter. With many tunnels "
                 "configured alike, all rekey in the same instant.",
-                (), ref, "Set rand_time (strongSwan default: 10% of rekey_time) so rekeys spread out.",
-                ts[0])
+                frames=(), sa=ref, hint="Set rand_time (strongSwan default: 10% of rekey_time) so rekeys spread out.",
+                ts=ts[0])
 
 
 class RekeyTimingPlugin:

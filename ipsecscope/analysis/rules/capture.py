@@ -1,0 +1,150 @@
+"""Capture and keys rules: malformed packets, keys that do not fit the capture or are missing."""
+
+from __future__ import annotations
+
+from ...model.sa import Finding, SaState, SaTable, Severity
+from .authentication import r_auth_failed
+from .common import flow_ref, frames_of, ike_key_source, role, src_path
+from .core import RuleContext, rule
+
+
+@rule(14, ("IKE-ICV-FAILED", "IKE-KEY-MISMATCH"), (Severity.INFO, Severity.WARNING, Severity.ERROR), ref="RFC 7296 §3.14; RFC 2409 §5")
+def r_ike_keys(table: SaTable, ctx: RuleContext):
+    """IKE keys were loaded for an IKE SA but do not fit it: ICV failures (IKEv2) or no payload chain."""
+    for sa in table.ike_sas.values():
+        bad = sa.icv_failed + sa.undecryptable
+        if not bad:
+            continue
+        short = f"{sa.ike_spi_i.hex()[:8]}…"
+        source = ike_key_source(ctx, sa)
+        said = (sa.key_failed_note or "").strip()
+        note = f" The decryptor said: {said}{'' if said.endswith(('.', '?', '!')) else '.'}" if said else ""
+        # Which peers' messages the key reads: a key that reads one peer and not the other points
+        # at one direction's key (IKEv2: one column of the row; IKEv1: one shared SKEYID_e, so the
+        # peers derived different keys).
+        good = [a for a in sa.decrypted_from if a not in sa.key_failed_from]
+        failing = [a for a in sa.key_failed_from if a not in sa.decrypted_from]
+        split = bool(good) and bool(failing) and len(sa.key_failed_from) == len(failing)
+        frames = tuple(sa.key_failed_frames)
+        ts = sa.created_ts
+        if sa.version == 2:
+            code = "IKE-ICV-FAILED" if sa.icv_failed else "IKE-KEY-MISMATCH"
+            what = ("failed the integrity check" if sa.icv_failed else "could not be decrypted")
+            extra = (f" ({sa.icv_failed} ICV failure(s), {sa.undecryptable} not a payload chain)"
+                     if sa.icv_failed and sa.undecryptable else "")
+            if split:
+                sender = failing[0]
+                d = "i" if sender == sa.initiator else "r"
+                why = (f"Messages from {role(sa, good[0])} decrypt and verify, those from "
+                       f"{role(sa, sender)} do not: the SK_e{d}/SK_a{d} columns of the row are wrong "
+                       "(a damaged or truncated key), the other direction's keys are right.")
+            else:
+                why = (f"No encrypted message of this IKE SA {'verifies' if sa.icv_failed else 'decrypts'} with "
+                       "them: wrong SK_ei/SK_ai (and "
+                       "SK_er/SK_ar), initiator and responder columns mixed up, or a table row for another "
+                       "IKE SA with the same SPIs (e.g. from an earlier run).")
+            yield Finding(
+                code=code, severity=Severity.WARNING,
+                title=f"IKE SA {short}: {bad} encrypted message(s) {what}{extra} — wrong IKE keys",
+                explanation=f"The keys from {source} do not match IKE SA {sa.key} between {sa.initiator} and "
+                f"{sa.responder}. {why}{note} Until the keys fit, its IDs, CHILD SAs and selectors are "
+                "unknown.",
+                frames=frames, sa=sa.key,
+                hint="Reload the keys from the charon log of this very run (-k charon.log with 'ike 4'), or check "
+                "the ikev2_decryption_table column order: SPIi, SPIr, SK_ei, SK_er, encryption, SK_ai, "
+                "SK_ar, integrity.", ts=ts)
+            continue
+        # IKEv1: no ICV (RFC 2409 §5); a wrong key only shows as plaintext that is no payload chain.
+        if split:
+            sender = failing[0]
+            # When IKE-AUTH-FAILED already reports the failed negotiation this is its key-side
+            # evidence (INFO); otherwise (e.g. the only readable answer is a PAYLOAD_MALFORMED
+            # notify) it is the explanation of the failure.
+            if any(f.sa == sa.key for f in r_auth_failed(table, ctx)):
+                sev = Severity.INFO
+            else:
+                sev = Severity.ERROR if sa.state == SaState.FAILED else Severity.WARNING
+            failed = (f" That is why the negotiation failed ({sa.failure})."
+                      if sa.failure and sev == Severity.ERROR else "")
+            yield Finding(
+                code="IKE-KEY-MISMATCH", severity=sev,
+                title=f"IKE SA {short}: {sa.undecryptable} encrypted message(s) from {sender} do not decrypt with "
+                f"the key that decrypts {good[0]}'s — the peers derived different keys (PSK mismatch?)",
+                explanation=f"IKEv1 peers encrypt both directions with the same key derived from SKEYID_e (RFC 2409 §5). "
+                f"The key from {source} turns {good[0]}'s messages into sound payloads but not those of "
+                f"{sender}, so {sender} derived a different key: with pre-shared-key authentication the "
+                "two peers hold different PSKs (or a message of the exchange is missing from the capture, "
+                f"which breaks the IV chain).{failed}{note}",
+                frames=frames, sa=sa.key,
+                hint=f"Make the pre-shared keys equal on both peers; add {sender}'s charon log with -k to read "
+                "its messages too.", ts=ts)
+            continue
+        yield Finding(
+            code="IKE-KEY-MISMATCH", severity=Severity.WARNING,
+            title=f"IKE SA {short}: {sa.undecryptable} encrypted message(s) could not be decrypted with the loaded "
+            "key — wrong IKE key",
+            explanation=f"A key from {source} was applied to {sa.undecryptable} encrypted message(s) of IKE SA {sa.key} "
+            f"between {sa.initiator} and {sa.responder}, but none gave a sound payload chain. IKEv1 has no "
+            "ICV, so a wrong key shows only this way: the key is not this run's phase-1 encryption key "
+            f"(a row for another SA with the same initiator cookie, a damaged key), or a message of the "
+            f"exchange is missing from the capture (the IV chain, RFC 2409 Appendix B).{note}",
+            frames=frames, sa=sa.key,
+            hint="Reload the keys from the charon log of this run (-k charon.log with 'ike 4'), or check the "
+            "ikev1_decryption_table row: initiator cookie, then the encryption key.", ts=ts)
+
+
+@rule(26, "ESP-NO-KEY", Severity.INFO)
+def r_no_key(table: SaTable, ctx: RuleContext):
+    """Keys were given, but some ESP flows have none (their CHILD SA's keys are missing)."""
+    if not ctx.keys_given:
+        return
+    flows = [f for f in table.flows.values() if f.no_key and not f.decrypted and f.protocol == "ESP"]
+    if not flows:
+        return
+    listed = ", ".join(f"0x{f.spi:08x}" for f in flows[:6])
+    yield Finding(
+        code="ESP-NO-KEY", severity=Severity.INFO,
+        title=f"No key for {len(flows)} ESP flow(s) ({listed}{'…' if len(flows) > 6 else ''})",
+        explanation=f"Keys were loaded, but none matches {len(flows)} ESP flow(s) (src, dst, SPI), so their contents and "
+        "ICVs could not be checked.",
+        frames=tuple(f.first_frame for f in flows[:6]), sa=flow_ref(flows[0]),
+        hint="Add the ESP keys (esp_sa table, ip xfrm state output, charon log with chd 4) or the IKE SA's SK_d "
+        "so CHILD keys can be derived.", ts=flows[0].first_ts)
+
+
+@rule(28, "ESP-UNSUPPORTED-ALGO", Severity.WARNING, ref="RFC 8221")
+def r_unsupported(table: SaTable, ctx: RuleContext):
+    """ESP keys that name an algorithm (or key size) ipsecscope does not implement."""
+    for f in table.flows.values():
+        if not f.unsupported:
+            continue
+        reason, _, supported = f.unsupported_reason.partition("; supported:")
+        reason = reason.strip() or "the algorithm of its keys is not implemented"
+        source = src_path(f.unsupported_keys_source) if f.unsupported_keys_source else "the loaded keys"
+        can = f" ipsecscope implements:{supported.rstrip('.')}." if supported else ""
+        yield Finding(
+            code="ESP-UNSUPPORTED-ALGO", severity=Severity.WARNING,
+            title=f"{f.unsupported} ESP packet(s) {f.src} -> {f.dst} on SPI 0x{f.spi:08x} not decrypted: {reason}",
+            explanation=f"The key for SPI 0x{f.spi:08x} from {source} was found, but ipsecscope cannot use it: "
+            f"{reason}.{can} Its packets are counted, not decrypted, and their ICVs are not checked.",
+            frames=tuple(f.unsupported_frames), sa=flow_ref(f),
+            hint="If the key file names the wrong algorithm, fix that row; otherwise open the capture in a tool "
+            "that implements it (Wireshark decrypts CAST5-CBC, Blowfish-CBC and Twofish-CBC: `ipsecscope keys "
+            "convert KEYS --to esp_sa -o ~/.config/wireshark/esp_sa`).", ts=f.first_ts)
+
+
+@rule(30, "CAPTURE-MALFORMED", Severity.INFO)
+def r_malformed(table: SaTable, ctx: RuleContext):
+    """Malformed packets in the capture (decoders marked them and went on)."""
+    obs = [o for o in table.observations if o.kind in ("malformed", "tracker_error")]
+    if not obs:
+        return
+    first = obs[0]
+    layers = sorted({str(o.detail.get("layer", "ike")) for o in obs})
+    yield Finding(
+        code="CAPTURE-MALFORMED", severity=Severity.INFO,
+        title=f"{len(obs)}{'+' if len(obs) >= 20 else ''} malformed packet(s) ({', '.join(layers)})",
+        explanation=f"Some packets could not be fully decoded, e.g. frame {first.frames[0] if first.frames else '?'}: "
+        f"{first.detail.get('reason', '')}. The rest of the analysis uses what was readable.",
+        frames=frames_of(*(o.frames for o in obs[:6])), sa=None,
+        hint="A truncated capture (snaplen) or a damaged file; re-capture with -s 0 if details matter.", ts=first.ts)

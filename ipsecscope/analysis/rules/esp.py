@@ -1,0 +1,96 @@
+"""ESP integrity and sequence rules: loss, replay, reordering (RFC 4303 §3.4.3), ICV, rekey overlap."""
+
+from __future__ import annotations
+
+from ...model.sa import Finding, SaTable, Severity
+from .common import clock, dur, flow_ref
+from .core import RuleContext, rule
+
+
+@rule(22, ("ESP-SEQ-GAP", "ESP-REPLAY", "ESP-REORDER"), (Severity.INFO, Severity.WARNING), ref="RFC 4303 §3.3.3, §3.4.3")
+def r_seq(table: SaTable, ctx: RuleContext):
+    """Sequence-number analysis per flow: loss (gaps), replays (duplicates), reordering beyond 64."""
+    for f in table.flows.values():
+        ref = flow_ref(f)
+        span = (f.seq_max - f.seq_min + 1) if f.seq_max is not None and f.seq_min is not None else f.packets
+        if f.lost:
+            ratio = f.lost / max(span, 1)
+            yield Finding(
+                code="ESP-SEQ-GAP", severity=Severity.WARNING if ratio >= ctx.loss_warn_ratio else Severity.INFO,
+                title=f"ESP loss {f.src} -> {f.dst}: {f.lost} of {span} sequence numbers missing ({ratio:.1%})",
+                explanation=f"On SPI 0x{f.spi:08x} from {f.src} to {f.dst}, {f.lost} sequence number(s) between "
+                f"{f.seq_min} and {f.seq_max} never appeared in the capture: packets lost before the capture "
+                "point (or the capture dropped them).",
+                frames=tuple(f.gap_frames), sa=ref,
+                hint="Compare with a capture on the other side to locate the loss; check interface drops and MTU.",
+                ts=f.first_ts)
+        if f.duplicates:
+            yield Finding(
+                code="ESP-REPLAY", severity=Severity.WARNING,
+                title=f"ESP replay {f.src} -> {f.dst}: {f.duplicates} duplicate sequence number(s)",
+                explanation=f"{f.duplicates} packet(s) on SPI 0x{f.spi:08x} from {f.src} to {f.dst} repeated a sequence "
+                "number already seen. The receiver's anti-replay check (RFC 4303 §3.4.3) drops them; "
+                "duplication on the path, a capture on several interfaces, or a replay attack.",
+                frames=tuple(f.duplicate_frames), sa=ref,
+                hint="If the capture was taken on one interface, look for a device duplicating packets.",
+                ts=f.first_ts)
+        if f.reordered:
+            yield Finding(
+                code="ESP-REORDER", severity=Severity.WARNING if f.reordered > 10 else Severity.INFO,
+                title=f"ESP reordering {f.src} -> {f.dst}: {f.reordered} packet(s) later than the 64-packet window",
+                explanation=f"{f.reordered} packet(s) on SPI 0x{f.spi:08x} arrived more than 64 sequence numbers after "
+                "newer ones; a receiver with the default replay window drops them as too old.",
+                frames=tuple(f.reordered_frames), sa=ref,
+                hint="Increase replay_window on the receiver, or find the path that reorders (load balancing "
+                "over links).", ts=f.first_ts)
+
+
+@rule(23, "ESP-ICV-FAILED", (Severity.WARNING, Severity.ERROR), ref="RFC 4303 §3.4.4")
+def r_icv(table: SaTable, ctx: RuleContext):
+    """ICV failures: every packet (wrong key / algorithm) or a few (corruption on the path)."""
+    for f in table.flows.values():
+        if not f.icv_failed:
+            continue
+        checked = f.icv_failed + f.decrypted
+        if f.decrypted == 0:
+            yield Finding(
+                code="ESP-ICV-FAILED", severity=Severity.ERROR,
+                title=f"Every ESP packet {f.src} -> {f.dst} on SPI 0x{f.spi:08x} fails its ICV check: wrong key",
+                explanation=f"All {f.icv_failed} packet(s) failed integrity verification. With every packet failing, the "
+                "key (or algorithm, or ICV length) used for SPI "
+                f"0x{f.spi:08x} does not match what {f.src} uses, not a transmission problem.",
+                frames=tuple(f.icv_failed_frames), sa=flow_ref(f),
+                hint="Check the key file entry for this SPI (algorithm, key, salt for GCM) — or, if the keys came "
+                "from the peer, the peers disagree on the keys.", ts=f.first_ts)
+        else:
+            yield Finding(
+                code="ESP-ICV-FAILED", severity=Severity.WARNING,
+                title=f"{f.icv_failed} of {checked} ESP packets {f.src} -> {f.dst} fail their ICV: corruption",
+                explanation=f"Most packets on SPI 0x{f.spi:08x} verify, {f.icv_failed} do not: the key is right, those "
+                "packets were altered on the path (bad link, middlebox) or truncated in the capture.",
+                frames=tuple(f.icv_failed_frames), sa=flow_ref(f),
+                hint="Check for errors on the links between the peers; a capture with a snap length shorter than "
+                "the packets also causes this.", ts=f.first_ts)
+
+
+@rule(24, "ESP-REKEY-OVERLAP", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.8")
+def r_rekey_overlap(table: SaTable, ctx: RuleContext):
+    """Traffic that stayed on the old SA after a CHILD SA rekey, and for how long."""
+    for c in table.child_sas.values():
+        if c.rekeyed_ts is None:
+            continue
+        for f in c.flows(table):
+            if not f.after_rekey or f.after_rekey_last_ts is None:
+                continue
+            span = f.after_rekey_last_ts - c.rekeyed_ts
+            sev = Severity.WARNING if span > ctx.rekey_overlap_warn_s else Severity.INFO
+            yield Finding(
+                code="ESP-REKEY-OVERLAP", severity=sev,
+                title=f"CHILD SA #{c.id} rekeyed at {clock(c.rekeyed_ts)}, {f.src} kept sending on the old SPI "
+                f"0x{f.spi:08x} for {dur(span)}",
+                explanation=f"After the rekey of CHILD SA #{c.id} into #{c.rekeyed_into}, {f.src} sent {f.after_rekey} "
+                f"more packet(s) to {f.dst} on the old SPI 0x{f.spi:08x}, the last {dur(span)} later. A short "
+                "overlap is normal (RFC 7296 §2.8); a long one means the outbound SA was switched late.",
+                frames=(f.last_frame,), sa=flow_ref(f),
+                hint="If the old SA is deleted before the sender switches, those packets are lost; check the "
+                "sender's kernel/IPsec stack for late outbound SA updates.", ts=c.rekeyed_ts)

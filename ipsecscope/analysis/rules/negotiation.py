@@ -1,0 +1,250 @@
+"""IKE negotiation rules: proposals, DH groups, CHILD SA creation, rekeying, algorithms."""
+
+from __future__ import annotations
+
+import re
+
+from ...model.iana import NotifyType
+from ...model.sa import Finding, SaState, SaTable, Severity
+from ...state import names as N
+from .common import child_ike, exchange_label, frames_of, note_src, other_peer, peer_notes_about, uniq
+from .core import RuleContext, rule
+
+
+@rule(1, "IKE-NO-PROPOSAL", Severity.ERROR, ref="RFC 7296 §2.7, §3.10.1")
+def r_no_proposal(table: SaTable, ctx: RuleContext):
+    """Proposal mismatch: the responder answered NO_PROPOSAL_CHOSEN (IKE or CHILD SA)."""
+    accepted_by: dict[str, set[str]] = {}
+    for sa in table.ike_sas.values():
+        if sa.proposal:
+            accepted_by.setdefault(sa.responder, set()).add(sa.proposal)
+    for sa in table.ike_sas.values():
+        for x in sa.exchanges:
+            if x.error not in (NotifyType.NO_PROPOSAL_CHOSEN,) or not x.response_frames:
+                continue
+            req = x.requester
+            resp = other_peer(sa, req)
+            child = table.child_sas.get(x.new_child) if x.new_child else None
+            if child is not None or x.exchange in (35, 36) and not x.rekey_ike:
+                what = f"CHILD SA #{child.id}" if child else "CHILD SA"
+                wire = list(child.offered) if child and child.offered else []
+                ref = f"child:{child.id}" if child else sa.key
+                knob = "esp_proposals (swanctl.conf children section)"
+                short_knob, protos, where = "esp_proposals", ("ESP", "AH"), "swanctl.conf children section"
+            else:
+                what = "IKE SA"
+                wire = list(sa.offered)
+                ref = sa.key
+                knob = "proposals (swanctl.conf connection)"
+                short_knob, protos, where = "proposals", ("IKE",), "swanctl.conf connection"
+            offered = ", ".join(wire) or "(not visible)"
+            other = sorted(accepted_by.get(resp, set()) - set(sa.offered))
+            accepts = (f"; in this capture {resp} accepted {', '.join(other)} for other IKE SAs" if other
+                       else "; the responder does not say which proposals it would accept")
+            frames = frames_of(x.request_frames[:1], x.response_frames[:1])
+            title = f"{what}: no proposal chosen — {resp} rejected every proposal {req} offered"
+            # The responder's own log ("configured proposals: ESP:AES_GCM_16_256/NO_EXT_SEQ") says
+            # what it wanted; the wire never does (RFC 7296 §3.10.1: the notify carries no data).
+            notes = [n for n in peer_notes_about(ctx, sa, resp, ("configured_proposals", "received_proposals"))
+                     if n.data.get("proto") in protos]
+            conf = [n for n in notes if n.kind == "configured_proposals"]
+            if conf:
+                configured = uniq(k for n in conf for k in n.data.get("swan", ()))
+                if not wire:
+                    wire = uniq(k for n in notes if n.kind == "received_proposals" for k in n.data.get("swan", ()))
+                    offered = f"{', '.join(wire)} (per {resp}'s log)" if wire else offered
+                yield Finding(
+                    code="IKE-NO-PROPOSAL", severity=Severity.ERROR, title=title,
+                    explanation=f"Responder {resp} rejected the {what} proposal in {exchange_label(x, sa.version)} (NO_PROPOSAL_CHOSEN). "
+                    f"{req} offered {offered}; {resp} is configured with {', '.join(configured)} "
+                    f"(its log, {note_src(conf[0])}: \"{conf[0].text}\"). No proposal is configured on both peers.",
+                    frames=frames, sa=ref,
+                    hint=f"Add {configured[0]} to {short_knob} on {req}"
+                    + (f", or {wire[0]} to {resp}'s" if wire else f", or {req}'s proposal to {resp}'s")
+                    + f" ({where}).", ts=x.response_ts, evidence=tuple(notes))
+                continue
+            yield Finding(
+                code="IKE-NO-PROPOSAL", severity=Severity.ERROR, title=title,
+                explanation=f"Responder {resp} rejected the {what} proposal in {exchange_label(x, sa.version)} (NO_PROPOSAL_CHOSEN): "
+                f"{req} offered {offered}{accepts}. No algorithm set is configured on both peers.",
+                frames=frames, sa=ref,
+                hint=f"Make {knob} on {req} and {resp} share at least one proposal, e.g. add the responder's "
+                "proposal to the initiator's list (check the responder's log for what it has configured).",
+                ts=x.response_ts)
+
+
+@rule(2, "IKE-INVALID-KE", (Severity.WARNING, Severity.ERROR), ref="RFC 7296 §1.2, §1.3")
+def r_invalid_ke(table: SaTable, ctx: RuleContext):
+    """DH group mismatch: INVALID_KE_PAYLOAD, and whether the retry with the requested group worked."""
+    for sa in table.ike_sas.values():
+        for x in sa.exchanges:
+            if x.error != NotifyType.INVALID_KE_PAYLOAD:
+                continue
+            # The retry is either a later IKE_SA_INIT on this SA or a linked SA (new SPIs).
+            later = [y for y in sa.exchanges if y.exchange == x.exchange and y.request_ts is not None
+                     and x.request_ts is not None and y.request_ts > x.request_ts]
+            retry_sa = table.ike_sas.get(sa.retried_by) if sa.retried_by else None
+            ok = any(y.response_frames and y.error is None for y in later) or (
+                retry_sa is not None and retry_sa.state not in (SaState.FAILED, SaState.INITIATING))
+            if x.exchange == 36:  # CREATE_CHILD_SA: PFS group mismatch
+                ok = ok or any(y.response_frames and y.error is None for y in sa.exchanges
+                               if y.exchange == 36 and (y.request_ts or 0) > (x.request_ts or 0))
+            req = x.requester
+            resp = other_peer(sa, req)
+            if x.exchange == 36:  # CREATE_CHILD_SA with KE: PFS group mismatch
+                child = table.child_sas.get(x.new_child) if x.new_child else None
+                wanted = [N.dh_name(x.ke_requested)] if x.ke_requested is not None else ["(not visible)"]
+                sent = N.dh_name(child.pfs_group) if child and child.pfs_group else "?"
+                what = "PFS group of a CHILD SA"
+                label = "PFS group mismatch"
+            else:
+                wanted = [N.dh_name(g) for g in sa.invalid_ke_requested] or ["(not visible)"]
+                sent = N.dh_name(sa.ke_groups[0]) if sa.ke_groups else "?"
+                what = "key exchange (DH) group"
+                label = "DH group mismatch"
+            # The responder's log: "DH group ECP_256 unacceptable, requesting MODP_2048".
+            notes = [n for n in peer_notes_about(ctx, sa, resp, ("dh",)) if n.data.get("configured")]
+            log = ""
+            if notes and x.exchange != 36:
+                n = notes[0]
+                log = (f" {resp}'s log ({note_src(n)}: \"{n.text}\") confirms it: the proposal {resp} selected "
+                       f"from its configuration uses {n.data['configured']}, not {n.data['received']}.")
+            if ok:
+                yield Finding(
+                    code="IKE-INVALID-KE", severity=Severity.WARNING,
+                    title=f"{label}: {resp} asked for {wanted[0]}, the retry succeeded",
+                    explanation=f"{req} sent its {what} as {sent}; {resp} answered INVALID_KE_PAYLOAD asking for "
+                    f"{', '.join(wanted)}. {req} retried with that group and the negotiation went on. "
+                    "Every new SA costs one extra round trip." + log,
+                    frames=frames_of(x.request_frames[:1], x.response_frames[:1]), sa=sa.key,
+                    hint=f"Put {wanted[0]} first in {req}'s proposal (swanctl.conf proposals/esp_proposals) so the "
+                    "first KE payload already uses it.", ts=x.response_ts, evidence=tuple(notes) if log else ())
+            else:
+                yield Finding(
+                    code="IKE-INVALID-KE", severity=Severity.ERROR,
+                    title=f"{label}: {resp} asked for {wanted[0]}, no successful retry",
+                    explanation=f"{req} sent its {what} as {sent}; {resp} answered INVALID_KE_PAYLOAD asking for "
+                    f"{', '.join(wanted)}, and no retry with that group succeeded in this capture." + log,
+                    frames=frames_of(x.request_frames[:1], x.response_frames[:1]), sa=sa.key,
+                    hint=f"Configure a common DH group on both peers (add {wanted[0]} to {req}'s proposals).",
+                    ts=x.response_ts, evidence=tuple(notes) if log else ())
+
+
+_CHILD_FAIL_HINT = {
+    "SINGLE_PAIR_REQUIRED": "the responder accepts only one address pair: narrow the initiator's selectors",
+    "INTERNAL_ADDRESS_FAILURE": "the responder could not assign a virtual IP: check its address pool",
+    "FAILED_CP_REQUIRED": "the responder requires a configuration payload: set vips on the initiator",
+    "NO_ADDITIONAL_SAS": "the responder accepts no more CHILD SAs on this IKE SA",
+    "TEMPORARY_FAILURE": "the responder is busy (often a rekey collision); the initiator should retry",
+    "CHILD_SA_NOT_FOUND": "the CHILD SA to rekey no longer exists on the responder",
+}
+
+
+@rule(5, "IKE-CHILD-REFUSED", (Severity.WARNING, Severity.ERROR), ref="RFC 7296 §1.3, §3.10.1")
+def r_child_refused(table: SaTable, ctx: RuleContext):
+    """A CHILD SA refused for a reason other than proposals or selectors."""
+    for c in table.child_sas.values():
+        if c.state != SaState.FAILED or c.failure in (None, "NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE",
+                                                      "INVALID_SELECTORS", "AUTHENTICATION_FAILED",
+                                                      "INVALID_KE_PAYLOAD"):
+            continue
+        sev = Severity.WARNING if c.failure in ("TEMPORARY_FAILURE", "CHILD_SA_NOT_FOUND") else Severity.ERROR
+        yield Finding(
+            code="IKE-CHILD-REFUSED", severity=sev, title=f"CHILD SA #{c.id} refused by {c.responder}: {c.failure}",
+            explanation=f"{c.initiator} asked {c.responder} for a CHILD SA ({c.created_by}); {c.responder} refused "
+            f"with {c.failure}.", frames=frames_of([c.created_frame] if c.created_frame else (),
+                                          [c.failure_frame] if c.failure_frame else ()),
+            sa=f"child:{c.id}", hint=_CHILD_FAIL_HINT.get(c.failure, "See the responder's log for the reason."),
+            ts=c.created_ts)
+
+
+@rule(8, "IKE-REKEY-COLLISION", Severity.WARNING, ref="RFC 7296 §2.8.1, §2.8.2")
+def r_rekey_collision(table: SaTable, ctx: RuleContext):
+    """Rekey collisions: both peers started rekeying the same SA at once (crossing CREATE_CHILD_SA)."""
+    for c in table.child_sas.values():
+        if not c.rekey_collision:
+            continue
+        sa = child_ike(table, c)
+        xs = [x for x in (sa.exchanges if sa else []) if x.rekey_child == c.id]
+        yield Finding(
+            code="IKE-REKEY-COLLISION", severity=Severity.WARNING,
+            title=f"Rekey collision on CHILD SA #{c.id}: both {c.initiator} and {c.responder} rekeyed it at once",
+            explanation=f"{c.initiator} and {c.responder} each sent a CREATE_CHILD_SA request rekeying CHILD SA #{c.id} "
+            "before the other's finished (RFC 7296 §2.8.1). One of the new SAs is redundant and is "
+            "deleted; traffic may briefly use an SA that is about to go.",
+            frames=frames_of(*(x.request_frames[:1] for x in xs)), sa=f"child:{c.id}",
+            hint="Rekey timers that expire together: give the peers different rekey_time, or keep the default "
+            "rand_time jitter.", ts=c.rekeyed_ts)
+    for ob in table.observations:
+        if ob.kind == "ike_rekey_collision":
+            yield Finding(
+                code="IKE-REKEY-COLLISION", severity=Severity.WARNING,
+                title=f"IKE SA rekey collision between {ob.src} and {ob.dst}",
+                explanation=f"{ob.src} and {ob.dst} both started rekeying the IKE SA at the same time (RFC 7296 §2.8.2); "
+                "the one with the lower nonce is deleted.", frames=ob.frames, sa=str(ob.detail.get("ike_sa")),
+                hint="Stagger rekey_time / keep rand_time on the peers.", ts=ob.ts)
+
+
+_WEAK = [
+    (re.compile(r"(^|-)des(-|$)"), "DES"), (re.compile(r"(^|-)3des(-|$)"), "3DES"),
+    (re.compile(r"(^|-)(prf)?md5(_128)?(-|$)"), "MD5"), (re.compile(r"(^|-)(prf)?sha1(_160)?(-|$)"), "SHA-1"),
+    (re.compile(r"(^|-)modp(768|1024)(s160)?(-|$)"), "MODP ≤ 1024"), (re.compile(r"(^|-)null(-|$)"), "NULL encryption"),
+    (re.compile(r"(^|-)blowfish"), "Blowfish"),
+]
+
+
+def weak_parts(proposal: str) -> list[str]:
+    return [label for rx, label in _WEAK if rx.search(proposal)]
+
+
+@rule(11, "IKE-WEAK-ALGO", Severity.WARNING, ref="RFC 8247; RFC 8221")
+def r_weak(table: SaTable, ctx: RuleContext):
+    """Weak algorithms negotiated (DES, 3DES, MD5, SHA-1, MODP ≤ 1024, NULL)."""
+    for sa in table.ike_sas.values():
+        if sa.proposal and (weak := weak_parts(sa.proposal)):
+            yield Finding(
+                code="IKE-WEAK-ALGO", severity=Severity.WARNING,
+                title=f"IKE SA uses weak algorithms: {', '.join(weak)} ({sa.proposal})",
+                explanation=f"{sa.initiator} and {sa.responder} agreed on {sa.proposal} for the IKE SA; {', '.join(weak)} "
+                "no longer gives adequate security (RFC 8247).",
+                frames=tuple(sa.frames[:2]), sa=sa.key,
+                hint="Prefer aes256gcm16-prfsha256-ecp256 or aes256-sha256-modp3072 (or stronger) on both peers.",
+                ts=sa.created_ts)
+    for c in table.child_sas.values():
+        if c.proposal and (weak := weak_parts(c.proposal)):
+            yield Finding(
+                code="IKE-WEAK-ALGO", severity=Severity.WARNING,
+                title=f"CHILD SA #{c.id} uses weak algorithms: {', '.join(weak)} ({c.proposal})",
+                explanation=f"{c.initiator} and {c.responder} protect traffic with {c.proposal}; {', '.join(weak)} "
+                "no longer gives adequate security (RFC 8221).",
+                frames=tuple(c.frames[:2]), sa=f"child:{c.id}",
+                hint="Use aes256gcm16 or aes256-sha256 in esp_proposals on both peers.", ts=c.created_ts)
+
+
+@rule(13, "IKE-CHILD-LIKELY-REFUSED", Severity.WARNING, ref="RFC 7296 §1.2")
+def r_unknown_without_keys(table: SaTable, ctx: RuleContext):
+    """Without keys: an IKE_AUTH response too small to hold a CHILD SA, and no ESP: CHILD SA refused."""
+    for sa in table.ike_sas.values():
+        if sa.decrypted or sa.state == SaState.FAILED or sa.version != 2:
+            continue
+        if not any(x.exchange == 35 and x.response_frames for x in sa.exchanges):
+            continue
+        has_traffic = any(table.flows.get(k) for k in table.flows
+                          if {k[0], k[1]} == {sa.initiator, sa.responder})
+        if has_traffic:
+            continue
+        auth = next(x for x in sa.exchanges if x.exchange == 35 and x.response_frames)
+        # A CHILD SA refused in IKE_AUTH leaves out SA, TSi and TSr (about 90-140 bytes) from the
+        # response; an accepted one makes the response about as large as the request.
+        if not (auth.request_size - auth.response_size >= 100 or auth.response_size < 0.55 * auth.request_size):
+            continue
+        yield Finding(
+            code="IKE-CHILD-LIKELY-REFUSED", severity=Severity.WARNING,
+            title=f"CHILD SA between {sa.initiator} and {sa.responder} probably refused (encrypted IKE_AUTH, no keys)",
+            explanation=f"IKE_AUTH between {sa.initiator} and {sa.responder} was answered, but the response "
+            f"({auth.response_size} bytes) is much smaller than the request ({auth.request_size} bytes) and no "
+            "ESP followed: the response most likely lacks the SA and traffic selector payloads, i.e. the CHILD "
+            "SA was refused (NO_PROPOSAL_CHOSEN or TS_UNACCEPTABLE). The payloads are encrypted.",
+            frames=frames_of(auth.request_frames[:1], auth.response_frames[:1]), sa=sa.key,
+            hint="Load the IKE keys (-k charon log with 'ike 4'/'chd 4' loglevel, or an ikev2_decryption_table) "
+            "to see the exact notify.", ts=auth.request_ts)
