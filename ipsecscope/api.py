@@ -103,6 +103,7 @@ def iter_decrypted(capture: str | os.PathLike[str], keys=None) -> Iterator[Decry
     """Every ESP packet of ``capture`` in order, decrypted where keys allow (ESN inferred)."""
     from .capture import open_capture
     from .decode.demux import Decoder
+    from .keys import add_secrets_block
     from .model.packets import EspPacket
 
     store = load_keystore(keys)
@@ -113,7 +114,7 @@ def iter_decrypted(capture: str | os.PathLike[str], keys=None) -> Iterator[Decry
         for raw in reader:
             if len(reader.secrets) != seen:  # keys carried in the capture (pcapng DSB)
                 for stype, data in reader.secrets[seen:]:
-                    store.add_secrets_block(stype, data)
+                    add_secrets_block(store, stype, data)
                 seen = len(reader.secrets)
             for pkt in decoder.decode_all(raw):
                 if type(pkt) is not EspPacket:

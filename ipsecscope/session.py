@@ -23,7 +23,7 @@ from .crypto.ike_sk import IkeDecryptor
 from .crypto.ikev1 import Ikev1Decryptor
 from .decode.demux import Decoder
 from .decode.ike import parse_ike
-from .keys import KeyStore, load_keys
+from .keys import KeyStore, add_secrets_block, load_keys
 from .model import iana
 from .model.ike import IkeMessage, NotifyPayload
 from .model.packets import (
@@ -175,7 +175,7 @@ class Session:
                 n += 1
                 if len(secrets) != self._secrets_seen:
                     for stype, data in secrets[self._secrets_seen:]:
-                        self.keys.add_secrets_block(stype, data)
+                        add_secrets_block(self.keys, stype, data)
                     self._secrets_seen = len(secrets)
                 if raw.offset >= 0:
                     if raw.index == len(off_arr):  # the common case, inlined from _FrameOffsets.set

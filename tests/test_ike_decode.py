@@ -390,11 +390,11 @@ def test_project_captures_match_tshark_with_keys(rel: str, tmp_path: Path) -> No
     """Every IKE payload (outer, and decrypted where tshark can decrypt too) of a real capture.
 
     Keys come from the files next to the capture (Wireshark tables or charon logs) through our
-    own loader, and are written back as Wireshark tables for tshark with keys.convert.
+    own loader, and are written back as Wireshark tables for tshark with keys.formats.dump.
     """
     from ipsecscope.crypto.ike_sk import IkeDecryptor
     from ipsecscope.errors import KeyFileError
-    from ipsecscope.keys import convert, load_keys
+    from ipsecscope.keys import formats, load_keys
     from ipsecscope.keys.store import KeyStore
 
     cap = ROOT / rel
@@ -409,7 +409,8 @@ def test_project_captures_match_tshark_with_keys(rel: str, tmp_path: Path) -> No
     msgs = ike_messages(cap)
     runs = []  # (rows, frames tshark flags malformed) per profile
     for profile in _ikev1_profiles(store, tmp_path):
-        (profile / convert.WIRESHARK_FILE["ikev2_table"]).write_text(str(convert.dump(store, "ikev2_table", True)))
+        fmt = formats.BY_NAME["ikev2_table"]
+        (profile / str(fmt.out_file)).write_text(str(formats.dump(store, fmt.name, True)))
         rows = tshark_fields(cap, profile)
         assert sorted(rows) == [m.frame for m in msgs]
         runs.append((rows, tshark_malformed(cap, profile) if any(m.header.encrypted_v1 for m in msgs) else set()))
@@ -428,7 +429,7 @@ def test_project_captures_match_tshark_with_keys(rel: str, tmp_path: Path) -> No
             # have decrypted it; test_ikev1_crypto checks such messages with tshark one by one.
             assert x.decrypted, (rel, m.frame, x.crypto_note)
             continue
-        # tshark 4.0 cannot decrypt some suites we can (see keys.convert); compare what it saw.
+        # tshark 4.0 cannot decrypt some suites we can (see keys.formats); compare what it saw.
         ps = full if FIELDS["isakmp.typepayload"](full) == row["isakmp.typepayload"] else outer
         n_inner += len(ps) - len(outer)
         for field, fn in FIELDS.items():

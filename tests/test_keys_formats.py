@@ -12,10 +12,10 @@ import pytest
 from conftest import CORPUS, DATA, IPSECSCOPE, SAMPLES, needs_tshark
 
 from ipsecscope.errors import KeyFileError
-from ipsecscope.keys import detect_format, load_keys
+from ipsecscope.keys import add_secrets_block, detect_format, load_keys
 from ipsecscope.keys import names as N
-from ipsecscope.keys.convert import dump
 from ipsecscope.keys.dsb import SECRETS_TYPE_IPSEC, dsb_block, pcapng_with_secrets
+from ipsecscope.keys.formats import dump
 from ipsecscope.keys.store import KeyStore
 from ipsecscope.model.iana import EncrTransform as E
 from ipsecscope.model.iana import IntegTransform as I
@@ -309,7 +309,7 @@ def test_redacted_json_holds_no_key(tmp_path):
 
 
 def test_dsb_of_other_types_and_multi_section(tmp_path):
-    shb = pcapng_with_secrets("")  # SHB + an empty IPSK DSB; keep the SHB, add a TLS DSB
+    shb = pcapng_with_secrets([(SECRETS_TYPE_IPSEC, b"")])  # SHB + an empty IPSK DSB; keep the SHB, add a TLS DSB
     shb = shb[: len(shb) - len(dsb_block(SECRETS_TYPE_IPSEC, b""))]
     tls_only = shb + dsb_block(0x544C534B, b"CLIENT_RANDOM 00 11\n")
     f = tmp_path / "tls.pcapng"
@@ -317,10 +317,10 @@ def test_dsb_of_other_types_and_multi_section(tmp_path):
     with pytest.raises(KeyFileError, match="TLS key log"):
         load_keys([f])
     s = KeyStore()
-    assert s.add_secrets_block(0x544C534B, b"CLIENT_RANDOM 00 11\n") == 0 and s.ignored_secrets
+    assert add_secrets_block(s, 0x544C534B, b"CLIENT_RANDOM 00 11\n") == 0 and s.ignored_secrets
     # keys shipped with a capture: a second pcapng section appended with `cat`
     cap = tmp_path / "cap.pcapng"
-    cap.write_bytes(tls_only + pcapng_with_secrets((CORPUS / "esp_sa.tmpl").read_text()))
+    cap.write_bytes(tls_only + pcapng_with_secrets([(SECRETS_TYPE_IPSEC, (CORPUS / "esp_sa.tmpl").read_bytes())]))
     store = load_keys([cap])
     assert len(store.esp) == 2 and store.ignored_secrets == [(0x544C534B, 20)]
     truncated = tmp_path / "trunc.pcapng"

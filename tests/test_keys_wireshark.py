@@ -11,7 +11,7 @@ from conftest import CORPUS, needs_tshark
 
 from ipsecscope.errors import KeyFileError
 from ipsecscope.keys import detect_format, load_keys
-from ipsecscope.keys.convert import dump
+from ipsecscope.keys.formats import dump
 from ipsecscope.keys.store import KeyStore
 from ipsecscope.model.iana import EncrTransform as E
 from ipsecscope.model.iana import IntegTransform as I
@@ -48,7 +48,7 @@ def test_ikev2_table_algorithms():
 
 
 def test_detect_formats():
-    for p, fmt in zip(TABLES, ["wireshark"] * 3, strict=True):
+    for p, fmt in zip(TABLES, ["esp_sa", "ikev2_table", "ikev1_table"], strict=True):
         assert detect_format(p.read_bytes()) == fmt
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-KEYS_HELP = (
-    "key files or directories, any mix of formats (detected by content): Wireshark esp_sa / "
-    "ikev2_decryption_table / ikev1_decryption_table, strongSwan charon log (ike 4, chd 4), "
-    "`ip xfrm state` output, tcpdump -E secrets, ipsecscope JSON, pcapng with secrets; repeatable"
-)
+from ..keys.formats import input_summary
+
+# The format list comes from the one key-format table (ipsecscope.keys.formats.FORMATS).
+KEYS_HELP = ("key files or directories, any mix of formats (detected by content): "
+             f"{input_summary()}; repeatable")
 
 
 def add_keys_argument(p: argparse.ArgumentParser, extra_help: str = "") -> None:

@@ -1,16 +1,6 @@
 """``ipsecscope keys list|convert KEYS...``: inspect and convert key files.
 
-* ``keys list KEYS... [--show-keys] [--json]`` — one row per SA: SPI(s), addresses, algorithms,
-  the file:line it came from; keys shown only with ``--show-keys``.
-* ``keys convert KEYS... --to esp_sa|ikev2_table|ikev1_table|json|dsb [-o OUT]`` — write the keys in
-  another format. To a file (``-o``) keys are written; to the terminal they are redacted unless
-  ``--show-keys``. ``dsb`` is a pcapng holding only a Section Header Block and one Decryption
-  Secrets Block (private type "IPSK", see docs/keys-json.md); it needs ``-o``. Append it to a
-  pcapng capture as a second section (``cat cap.pcapng keys.pcapng > both.pcapng``) to ship the
-  keys with the capture (mergecap/editcap 4.0 drop DSBs of types they do not know).
-
-Any mix of key formats is accepted (detected by content): Wireshark tables, ``ip xfrm state``,
-charon logs, tcpdump -E secrets, ipsecscope JSON, pcapng with DSBs.
+The formats (and the ``--help`` text listing them) come from :data:`ipsecscope.keys.formats.FORMATS`.
 """
 
 from __future__ import annotations
@@ -21,16 +11,30 @@ import sys
 from pathlib import Path
 
 from ..errors import ExportError
-from ..keys import load_keys
+from ..keys import formats, load_keys
 from ..keys import names as N
-from ..keys.convert import FORMATS, WIRESHARK_FILE, dump
 from ..keys.store import KeyStore
 from ..model.keys import redact
+
+DESCRIPTION = f"""\
+  keys list KEYS... [--show-keys] [--json]
+      one row per SA: SPI(s), addresses, algorithms, the file:line it came from;
+      keys are shown only with --show-keys.
+  keys convert KEYS... --to FORMAT [-o OUT]
+      write the keys in another format. To a file (-o) keys are written (mode 600);
+      to the terminal they are redacted unless --show-keys. -o DIR/ writes the file
+      name a Wireshark profile uses. dsb is a pcapng holding only Decryption Secrets
+      Blocks; it needs -o. Append it to a pcapng capture as a second section
+      (cat cap.pcapng keys.pcapng > both.pcapng) to ship the keys with the capture.
+
+Key formats (any mix, detected by content):
+{formats.help_text()}
+"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("keys", help="list or convert key files (esp_sa, ip xfrm, charon logs, ...)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="keys_command", metavar="ACTION")
     lp = sub.add_parser("list", help="show the SAs and keys in key files (keys hidden unless --show-keys)")
     lp.add_argument("files", nargs="+", metavar="KEYS", help="key files, any supported format")
@@ -38,7 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lp.add_argument("--json", action="store_true", help="machine-readable output (ipsecscope.keys/1)")
     cp = sub.add_parser("convert", help="convert key files to another format")
     cp.add_argument("files", nargs="+", metavar="KEYS", help="key files, any supported format")
-    cp.add_argument("--to", required=True, choices=FORMATS, help="output format")
+    cp.add_argument("--to", required=True, choices=[f.name for f in formats.output_formats()],
+                    help="output format")
     cp.add_argument("-o", "--output", metavar="OUT",
                     help="output file (keys written); a directory gets the Wireshark profile file name")
     cp.add_argument("--show-keys", action="store_true", help="print keys when writing to the terminal")
@@ -59,16 +64,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _convert(store: KeyStore, args: argparse.Namespace) -> int:
     out = args.output
+    fmt = formats.BY_NAME[args.to]
     if out is None:
         if args.to == "dsb":
             raise ExportError("--to dsb writes a binary pcapng: give -o FILE")
-        text = dump(store, args.to, args.show_keys)
+        text = formats.dump(store, args.to, args.show_keys)
         sys.stdout.write(text if isinstance(text, str) else text.decode())
         return 0
     path = Path(out)
     if path.is_dir():
-        path = path / WIRESHARK_FILE.get(args.to, {"json": "keys.json", "dsb": "keys.pcapng"}.get(args.to, "keys"))
-    data = dump(store, args.to, True)
+        path = path / (fmt.out_file or "keys")
+    data = fmt.dump(store, True) if fmt.dump else b""
     try:
         if isinstance(data, bytes):
             path.write_bytes(data)
@@ -77,8 +83,7 @@ def _convert(store: KeyStore, args: argparse.Namespace) -> int:
         path.chmod(0o600)  # keys are secrets
     except OSError as exc:
         raise ExportError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    n = {"esp_sa": len(store.esp), "ikev2_table": len(store.ike), "ikev1_table": len(store.ikev1)}.get(
-        args.to, len(store))
+    n = fmt.count(store)
     print(f"wrote {n} entries to {path}", file=sys.stderr)
     return 0
 

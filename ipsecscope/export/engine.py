@@ -41,6 +41,8 @@ from cryptography.exceptions import InvalidTag
 from ..crypto import esp as _esp
 from ..crypto.esp import EspDecryptor, SaStats, trim_tfc
 from ..errors import CaptureError, DecryptError
+from ..keys.formats import add_secrets_block
+from ..keys.formats import dump as dump_keys
 from . import jsonl as _jsonl
 from .pcapng import LINKTYPE_RAW, PcapngWriter, epb_header
 
@@ -1064,7 +1066,7 @@ def _run_layout(path: str, lay: Layout | None, keys, out, jsonl_out, opts: Optio
                 dsb: bool, gz_note: str | None) -> RunStats:
     if lay is not None and lay.secrets:
         for stype, data in lay.secrets:
-            keys.add_secrets_block(stype, data)
+            add_secrets_block(keys, stype, data)
     opts.pcapng = out is not None
     opts.jsonl = jsonl_out is not None
     stats = RunStats()
@@ -1352,14 +1354,14 @@ def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats) -> 
 
 
 def _write_dsb(writer: PcapngWriter, used) -> None:
-    from ..keys import KeyStore, convert, jsonkeys
+    from ..keys import KeyStore, jsonkeys
 
     store = KeyStore()
     for k in used:
         store.add_esp(k)
     writer.write_secrets(jsonkeys.dumps(store, True).encode(), comment=(
         "ipsecscope: keys of the SAs decrypted into this file (private secrets type 0x4950534b, "
-        "native JSON). As Wireshark esp_sa rows:\n" + str(convert.dump(store, "esp_sa", True))))
+        "native JSON). As Wireshark esp_sa rows:\n" + str(dump_keys(store, "esp_sa", True))))
 
 
 GZIP_FAST_MIN_BYTES = 4 << 20
@@ -1416,7 +1418,7 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
             for n, raw in enumerate(reader, 1):
                 if len(reader.secrets) != seen:  # keys shipped inside the capture (pcapng DSB)
                     for stype, sdata in reader.secrets[seen:]:
-                        keys.add_secrets_block(stype, sdata)
+                        add_secrets_block(keys, stype, sdata)
                     seen = len(reader.secrets)
                 stats.frames += 1
                 pkt = decoder.decode(raw)

@@ -1,24 +1,26 @@
-"""pcapng Decryption Secrets Blocks (DSB, block type 0x0000000A) carrying IPsec keys.
+"""pcapng Decryption Secrets Blocks (DSB, block type 0x0000000A): the block layer only.
 
-The pcapng spec and Wireshark (``wsutil/secrets-types.h``) define secrets types for TLS
-(0x544c534b), SSH (0x5353484b), WireGuard (0x57474b4c), ZigBee NWK/APS and OPC UA keys, but
-**none for IPsec or IKE**: Wireshark keeps ESP/IKE keys only in its UAT preference files.
-So ipsecscope defines a private secrets type, ``0x4950534b`` ("IPSK"), whose data is UTF-8 text
-in any key format :func:`ipsecscope.keys.load_keys` reads; we write the native JSON
-(``ipsecscope.keys/1``). Wireshark skips DSBs whose type it does not know, so a capture
-carrying one still opens everywhere, and ``mergecap`` keeps the block.
+This module walks and writes pcapng blocks; what the secrets *mean* is decided by the
+:data:`ipsecscope.keys.formats.FORMATS` table (each format names the DSB secrets type it travels
+in), so this module imports no key parser and the keys package has no import cycle.
 
-DSBs of other types are ignored (counted in ``KeyStore.ignored_secrets``).
+The pcapng spec and Wireshark (``wiretap/secrets-types.h``) define secrets types for TLS
+(0x544c534b), SSH (0x5353484b), WireGuard (0x57474b4c), ZigBee NWK/APS, OPC UA keys and, since
+Wireshark 4.6, ESP SAs (0x45535053, "ESPS"); none for IKE. ipsecscope also defines a private
+secrets type, ``0x4950534b`` ("IPSK"), whose data is UTF-8 text in any key format ipsecscope
+reads (it writes the native JSON there). Wireshark skips DSBs whose type it does not know, so a
+capture carrying one still opens everywhere.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 from ..errors import KeyFileError
-from .store import KeyStore
 
 SECRETS_TYPE_IPSEC = 0x4950534B  # "IPSK": ipsecscope key text (native JSON or any format we read)
+SECRETS_TYPE_ESP = 0x45535053  # "ESPS": Wireshark's ESP SA secrets (wiretap/secrets-types.h)
 KNOWN_OTHER_TYPES = {
     0x544C534B: "TLS key log",
     0x5353484B: "SSH key log",
@@ -37,26 +39,12 @@ def looks_like(data: bytes) -> bool:
     return len(data) >= 12 and data[:4] == b"\x0a\x0d\x0d\x0a"
 
 
-def keys_from_secrets(secrets_type: int, data: bytes, source: str) -> KeyStore | None:
-    """Parse one DSB's data; None if the type is not one we read."""
-    if secrets_type != SECRETS_TYPE_IPSEC:
-        return None
-    # imported here, not at the top: the package __init__ imports this module
-    from . import charon, detect_format, jsonkeys, libreswan, tcpdump, wireshark, xfrm
+def iter_secrets(data: bytes, path: str) -> Iterator[tuple[int, int, bytes]]:
+    """``(offset, secrets_type, secrets)`` for every DSB of a pcapng file, in file order.
 
-    text = data.decode("utf-8-sig", "replace")
-    fmt = detect_format(data)
-    parsers = {"json": jsonkeys.parse, "wireshark": wireshark.parse, "xfrm": xfrm.parse,
-               "charon": charon.parse, "libreswan": libreswan.parse, "tcpdump": tcpdump.parse}
-    if fmt not in parsers:
-        raise KeyFileError("Decryption Secrets Block of type IPSK holds no key format ipsecscope reads",
-                           path=source)
-    return parsers[fmt](text, source, KeyStore())
-
-
-def parse_pcapng(data: bytes, path: str, store: KeyStore) -> KeyStore:
-    """Walk a pcapng file's blocks and add the keys of every IPsec DSB to ``store``."""
-    off, n, endian, found = 0, len(data), "<", 0
+    A broken block structure raises KeyFileError naming the offset (never the secrets).
+    """
+    off, n, endian = 0, len(data), "<"
     while off + 12 <= n:
         if data[off : off + 4] == b"\x0a\x0d\x0d\x0a":
             bom = data[off + 8 : off + 12]
@@ -77,17 +65,12 @@ def parse_pcapng(data: bytes, path: str, store: KeyStore) -> KeyStore:
             if 16 + slen > blen - 4:
                 raise KeyFileError(f"Decryption Secrets Block at offset {off}: secrets length {slen} "
                                    "overruns the block", path=path)
-            secret = data[off + 16 : off + 16 + slen]
-            found += 1
-            store.add_secrets_block(stype, secret, source=f"{path}@DSB+{off}")
+            yield off, stype, data[off + 16 : off + 16 + slen]
         off += blen
-    if not found:
-        raise KeyFileError("pcapng file has no Decryption Secrets Block", path=path)
-    if len(store) == 0 and store.ignored_secrets:
-        kinds = sorted({KNOWN_OTHER_TYPES.get(t, f"type 0x{t:08x}") for t, _ in store.ignored_secrets})
-        raise KeyFileError("its Decryption Secrets Blocks hold no IPsec keys (only " + ", ".join(kinds) + ")",
-                           path=path)
-    return store
+
+
+def type_name(secrets_type: int) -> str:
+    return KNOWN_OTHER_TYPES.get(secrets_type, f"type 0x{secrets_type:08x}")
 
 
 def _block(btype: int, body: bytes) -> bytes:
@@ -105,12 +88,12 @@ def dsb_block(secrets_type: int, data: bytes) -> bytes:
     return _block(BT_DSB, struct.pack("<II", secrets_type, len(data)) + data)
 
 
-def pcapng_with_secrets(text: str) -> bytes:
-    """A pcapng file holding only a Section Header Block and one IPsec DSB with ``text``.
+def pcapng_with_secrets(blocks: list[tuple[int, bytes]]) -> bytes:
+    """A pcapng file holding only a Section Header Block and one DSB per ``(type, data)``.
 
     Merge it into a capture with ``mergecap -w out.pcapng capture.pcapng keys.pcapng``, or pass
     it straight to ipsecscope as a key file.
     """
     shb_opts = _option(4, b"ipsecscope") + _option(0, b"")  # shb_userappl, opt_endofopt
     shb = _block(BT_SHB, struct.pack("<IHHq", BOM, 1, 0, -1) + shb_opts)
-    return shb + dsb_block(SECRETS_TYPE_IPSEC, text.encode())
+    return shb + b"".join(dsb_block(t, d) for t, d in blocks)

@@ -257,20 +257,6 @@ class KeyStore:
         self.peer_notes.append(note)
         return True
 
-    def add_secrets_block(self, secrets_type: int, data: bytes, source: str = "pcapng DSB") -> int:
-        """Add the keys in one pcapng Decryption Secrets Block. Returns how many keys were added.
-
-        Unknown secrets types (TLS, SSH, WireGuard...) are remembered in ``ignored_secrets`` and
-        otherwise ignored; a block of a type we read but cannot parse raises KeyFileError.
-        """
-        from .dsb import keys_from_secrets  # local: dsb imports the parsers, which import us
-
-        parsed = keys_from_secrets(secrets_type, data, source)
-        if parsed is None:
-            self.ignored_secrets.append((secrets_type, len(data)))
-            return 0
-        return self.merge(parsed)
-
     def merge(self, other: KeyStore) -> int:
         n = 0
         for k in other.esp:

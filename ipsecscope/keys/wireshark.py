@@ -132,14 +132,24 @@ _IKEV1_RE = re.compile(r"^\s*[0-9A-Fa-f]{16}\s*,\s*[0-9A-Fa-f]*\s*$")
 _ESP_RE = re.compile(r'^\s*"(IPv4|IPv6)"\s*,', re.IGNORECASE)
 
 
-def looks_like(text: str) -> bool:
-    """True if the first record line of ``text`` is one of the three Wireshark tables."""
+def table_of(text: str) -> str | None:
+    """Which Wireshark table the first record line of ``text`` belongs to: ``esp_sa``,
+    ``ikev2_table``, ``ikev1_table``, or None. (:func:`parse` reads any mix of them.)"""
     for line in text.splitlines():
         s = line.strip()
         if not s or s.startswith("#"):
             continue
-        return bool(_ESP_RE.match(s) or _IKEV2_RE.match(s) or _IKEV1_RE.match(s))
-    return False
+        if _ESP_RE.match(s):
+            return "esp_sa"
+        if _IKEV2_RE.match(s):
+            return "ikev2_table"
+        return "ikev1_table" if _IKEV1_RE.match(s) else None
+    return None
+
+
+def looks_like(text: str) -> bool:
+    """True if the first record line of ``text`` is one of the three Wireshark tables."""
+    return table_of(text) is not None
 
 
 def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:

@@ -643,7 +643,7 @@ def export(req: ExportRequest, capture: Path, session: Session) -> str:
                "findings": [finding_to_dict(f) for f in findings]}
         req.path.write_text(json.dumps(doc, indent=2) + "\n")
         return f"{req.path}: {len(findings)} findings"
-    from ..keys.convert import dump
+    from ..keys.formats import dump
 
     fmt = "json" if req.kind == "keys_json" else req.kind
     # A file the user asked for gets the keys (as `keys convert -o FILE` does); the screen never shows them.
