@@ -5,8 +5,8 @@ This module walks and writes pcapng blocks; what the secrets *mean* is decided b
 in), so this module imports no key parser and the keys package has no import cycle.
 
 The pcapng spec and Wireshark (``wiretap/secrets-types.h``) define secrets types for TLS
-(0x544c534b), SSH (0x5353484b), WireGuard (0x57474b4c), ZigBee NWK/APS, OPC UA keys and, since
-Wireshark 4.6, ESP SAs (0x45535053, "ESPS"); none for IKE. ipsecscope also defines a private
+(0x544c534b), SSH (0x5353484b), WireGuard (0x57474b4c), ZigBee NWK/APS, OPC UA keys and ESP SAs
+(0x45535053, "ESPS"); none for IKE. ipsecscope also defines a private
 secrets type, ``0x4950534b`` ("IPSK"), whose data is UTF-8 text in any key format ipsecscope
 reads (it writes the native JSON there). Wireshark skips DSBs whose type it does not know, so a
 capture carrying one still opens everywhere.
