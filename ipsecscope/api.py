@@ -128,7 +128,7 @@ def iter_decrypted(capture: str | os.PathLike[str], keys=None) -> Iterator[Decry
 def decrypt_capture(capture: str | os.PathLike[str], keys=None, out: str | os.PathLike[str] | None = None,
                     fmt: str = "pcapng", *, keep_other: bool = False, dsb: bool = False, with_hex: bool = False,
                     jsonl: str | os.PathLike[str] | None = None, jobs: int = 0,
-                    progress: Callable[[int, int], None] | None = None):
+                    progress: Callable[[int, int], None] | None = None, inputs=()):
     """Decrypt every ESP packet of ``capture`` into ``out``.
 
     ``fmt`` "pcapng": inner packets as LINKTYPE_RAW with the original timestamps (``keep_other``
@@ -137,6 +137,10 @@ def decrypt_capture(capture: str | os.PathLike[str], keys=None, out: str | os.Pa
     per ESP packet (schema ``ipsecscope.decrypt/1``; ``with_hex`` adds the inner bytes). ``jsonl``
     writes JSON lines *as well as* a pcapng ``out``. Large files use ``jobs`` processes (0 = all
     cores). Returns :class:`ipsecscope.export.engine.RunStats` (totals and ``per_sa``).
+
+    Output paths are created 0600 and renamed into place only when the run succeeds; an output
+    that is the capture, a key file given as ``keys`` or one of ``inputs`` is refused
+    (:class:`~ipsecscope.errors.ExportError`).
     """
     from .export import engine
 
@@ -151,4 +155,13 @@ def decrypt_capture(capture: str | os.PathLike[str], keys=None, out: str | os.Pa
         raise ExportError("nothing to write: pass out= (and fmt=) or jsonl=")
     opts = engine.Options(keep_other=keep_other, hex=with_hex)
     return engine.run(capture, store, out=pcapng_out, jsonl_out=jsonl_out, opts=opts, jobs=jobs,
-                      progress=progress, dsb=dsb)
+                      progress=progress, dsb=dsb, inputs=[*_key_paths(keys), *inputs])
+
+
+def _key_paths(keys) -> list:
+    """The key files behind ``keys`` (outputs must never overwrite them)."""
+    if isinstance(keys, (str, os.PathLike)):
+        return [keys]
+    if isinstance(keys, (list, tuple)):
+        return [k for k in keys if isinstance(k, (str, os.PathLike))]
+    return []

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import ExportError
+from ..outfile import sigterm_unwinds
 from .common import add_keys_argument
 
 
@@ -20,7 +21,9 @@ def add_parser(subparsers) -> None:
         "decrypt", help="write decrypted ESP inner packets to pcapng and/or JSON lines",
         description="Decrypt the ESP packets of a capture (ESN high bits inferred) and write the inner "
                     "packets as pcapng (LINKTYPE_RAW, original timestamps) and/or JSON lines "
-                    "(schema ipsecscope.decrypt/1).")
+                    "(schema ipsecscope.decrypt/1). Output files are created mode 0600 under a temporary "
+                    "name and renamed into place only when the run succeeds; an output that is an "
+                    "input (the capture or a key file, also through a symlink) is refused.")
     p.add_argument("file", metavar="FILE", help="pcap / pcapng (optionally gzip'd)")
     add_keys_argument(p)
     p.add_argument("-o", "--output", metavar="OUT.pcapng", help="pcapng file for the decrypted packets ('-': stdout)")
@@ -55,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.output and not args.jsonl:
         raise ExportError("nothing to write: give -o OUT.pcapng and/or --jsonl OUT.jsonl (or --jsonl -)")
-    if args.output and args.jsonl and args.output != "-" and Path(args.output).resolve() == Path(args.jsonl).resolve():
-        raise ExportError("-o and --jsonl name the same file; use two files")
     store = load_keystore(args.keys)
     jsonl = sys.stdout if args.jsonl == "-" else args.jsonl
     output = args.output
@@ -69,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if prog is not None:
             prog.start()
-        stats = decrypt_capture(args.file, store, out=output, fmt="pcapng", keep_other=args.keep_other,
-                                dsb=args.dsb, with_hex=args.hex, jsonl=jsonl, jobs=args.jobs, progress=update)
+        with sigterm_unwinds():  # `kill PID` removes the temporary output, like Ctrl-C
+            stats = decrypt_capture(args.file, store, out=output, fmt="pcapng", keep_other=args.keep_other,
+                                    dsb=args.dsb, with_hex=args.hex, jsonl=jsonl, jobs=args.jobs,
+                                    progress=update, inputs=args.keys)
     except BrokenPipeError:  # `-o - | tshark -r - -c 5`: the reader stopped; not an error
         raise
     except OSError as exc:  # disk full (-o /dev/full), an unwritable --jsonl path: one line, not a traceback

@@ -40,9 +40,10 @@ from cryptography.exceptions import InvalidTag
 
 from ..crypto import esp as _esp
 from ..crypto.esp import EspDecryptor, SaStats, trim_tfc
-from ..errors import CaptureError, DecryptError
+from ..errors import CaptureError, DecryptError, ExportError
 from ..keys.formats import add_secrets_block
 from ..keys.formats import dump as dump_keys
+from ..outfile import atomic_output, create_private, refuse_inputs, same_file
 from . import jsonl as _jsonl
 from .pcapng import LINKTYPE_RAW, PcapngWriter, epb_header
 
@@ -988,10 +989,10 @@ def _chunk_main(i: int) -> ChunkResult:
     out_f = jf = None
     if job["opts"].pcapng:
         part = f"{job['tmp']}/part{i:04d}"
-        out_f = open(part, "wb", buffering=1 << 20)
+        out_f = create_private(part, "wb", buffering=1 << 20)  # cleartext: 0600 like the output
     if job["opts"].jsonl:
         jpart = f"{job['tmp']}/part{i:04d}.jsonl"
-        jf = open(jpart, "w", buffering=1 << 20)
+        jf = create_private(jpart, "w", buffering=1 << 20, encoding="utf-8")
     try:
         res = w.run(start, end, first, out_f, jf)
     finally:
@@ -1037,9 +1038,32 @@ def _child(queue_fd: int, result_fd: int) -> None:
 
 def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, opts: Options,
         jobs: int = 0, progress: Callable[[int, int], None] | None = None, dsb: bool = False,
-        parallel_min_bytes: int = PARALLEL_MIN_BYTES, mark_every: int = 512) -> RunStats:
-    """Decrypt ``path`` into ``out`` (pcapng) and/or ``jsonl_out`` (path, or a text stream)."""
+        parallel_min_bytes: int = PARALLEL_MIN_BYTES, mark_every: int = 512, inputs=()) -> RunStats:
+    """Decrypt ``path`` into ``out`` (pcapng) and/or ``jsonl_out`` (path, or a text stream).
+
+    Output paths are written through :func:`ipsecscope.outfile.atomic_output` (0600, temporary
+    file renamed into place only when the run succeeds); an output that is ``path`` or one of
+    ``inputs`` (key files) is refused before anything is read."""
     path = str(path)
+    inputs = [path, *inputs]
+    paths = [o for o in (out, jsonl_out) if isinstance(o, (str, os.PathLike))]
+    for o in paths:
+        refuse_inputs(o, inputs)
+    if len(paths) == 2 and (os.path.abspath(paths[0]) == os.path.abspath(paths[1])
+                            or same_file(paths[0], paths[1])):
+        raise ExportError("the pcapng and the JSON lines output name the same file; use two files")
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:  # outputs committed (renamed into place) only if the run succeeds
+        if isinstance(out, (str, os.PathLike)):
+            out = stack.enter_context(atomic_output(out, "wb", inputs=inputs))
+        if isinstance(jsonl_out, (str, os.PathLike)):
+            jsonl_out = stack.enter_context(atomic_output(jsonl_out, "w", inputs=inputs))
+        return _run(path, keys, out, jsonl_out, opts, jobs, progress, dsb, parallel_min_bytes, mark_every)
+
+
+def _run(path: str, keys, out, jsonl_out, opts: Options, jobs: int, progress, dsb: bool,
+         parallel_min_bytes: int, mark_every: int) -> RunStats:
     if jobs <= 0:
         jobs = min(os.cpu_count() or 1, 8)
     try:

@@ -1,0 +1,149 @@
+"""Output files (issue 12 items 1 and 2): never the input, 0600 from the first byte, all or nothing.
+
+Through the real CLI in a subprocess (``python -m ipsecscope decrypt``) on a real synthetic
+capture, and through :mod:`ipsecscope.outfile` directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ipsecscope.errors import ExportError
+from ipsecscope.outfile import atomic_output, write_private
+from tests.conftest import SAMPLES
+
+SYN = SAMPLES / "synthetic"
+CAP = SYN / "aead.pcap"
+KEYS = SYN / "aead.keys.json"
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ipsecscope", *args], capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+def _digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _copy_input(tmp_path: Path) -> tuple[Path, Path, str]:
+    cap, keys = tmp_path / "in.pcap", tmp_path / "in.keys.json"
+    cap.write_bytes(CAP.read_bytes())
+    keys.write_bytes(KEYS.read_bytes())
+    return cap, keys, _digest(cap)
+
+
+def _leftovers(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("how", ["-o IN", "-o link-to-IN", "--jsonl IN", "-o KEYS", "--jsonl link-to-KEYS"])
+def test_an_output_that_is_an_input_is_refused(tmp_path: Path, how: str) -> None:
+    cap, keys, before = _copy_input(tmp_path)
+    keys_before = _digest(keys)
+    opt, what = how.split()
+    target = {"IN": cap, "KEYS": keys}[what.replace("link-to-", "")]
+    if what.startswith("link-to-"):
+        link = tmp_path / "link"
+        link.symlink_to(target)
+        target = link
+    r = _cli("decrypt", str(cap), "-k", str(keys), opt, str(target))
+    assert r.returncode == 1
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "is the input" in err and "Traceback" not in r.stderr, err
+    assert _digest(cap) == before and _digest(keys) == keys_before
+    assert _leftovers(tmp_path) == []
+
+
+def test_outputs_are_0600_even_over_a_0666_file(tmp_path: Path) -> None:
+    out, jl = tmp_path / "out.pcapng", tmp_path / "out.jsonl"
+    for p in (out, jl):
+        p.write_bytes(b"old")
+        os.chmod(p, 0o666)
+    r = _cli("decrypt", str(CAP), "-k", str(KEYS), "-o", str(out), "--dsb", "--jsonl", str(jl), "-q")
+    assert r.returncode == 0, r.stderr
+    for p in (out, jl):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+        assert p.read_bytes() != b"old"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    link = tmp_path / "out.pcapng"
+    link.symlink_to(victim)
+    r = _cli("decrypt", str(CAP), "-k", str(KEYS), "-o", str(link), "-q")
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "not yours"
+    assert not link.is_symlink() and stat.S_IMODE(link.stat().st_mode) == 0o600
+
+
+def test_a_failed_run_leaves_the_old_file(tmp_path: Path) -> None:
+    """--jsonl /dev/full fails (no space) after the pcapng was written in full: the run failed,
+    so the old -o file stays as it was and no temporary file is left behind."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    out = tmp_path / "out.pcapng"
+    out.write_bytes(b"previous result")
+    r = _cli("decrypt", str(CAP), "-k", str(KEYS), "-o", str(out), "--jsonl", "/dev/full", "-q")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert out.read_bytes() == b"previous result"
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_leaves_the_old_file(tmp_path: Path, sig: int) -> None:
+    """The run is held mid-way on purpose: its --jsonl is a FIFO nobody reads yet, so it blocks
+    opening it after the pcapng's temporary file exists. Interrupted there, it must remove that
+    file and leave the old output alone."""
+    out, fifo = tmp_path / "out.pcapng", tmp_path / "fifo"
+    out.write_bytes(b"previous result")
+    os.mkfifo(fifo)
+    p = subprocess.Popen([sys.executable, "-m", "ipsecscope", "decrypt", str(CAP), "-k", str(KEYS), "-o", str(out),
+                          "--jsonl", str(fifo), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not [n for n in _leftovers(tmp_path) if n.startswith(".out.pcapng.")]:
+            assert p.poll() is None, p.communicate()
+            time.sleep(0.05)
+        # the temporary file is private already
+        tmp = next(tmp_path.glob(".out.pcapng.*"))
+        assert stat.S_IMODE(tmp.stat().st_mode) == 0o600
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0 and "Traceback" not in err, err
+    assert out.read_bytes() == b"previous result"
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_output_api(tmp_path: Path) -> None:
+    target = tmp_path / "k.json"
+    target.write_text("old")
+    os.chmod(target, 0o644)
+    with pytest.raises(RuntimeError), atomic_output(target, "w") as f:
+        f.write("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old" and _leftovers(tmp_path) == []
+    write_private(target, "new")
+    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    with pytest.raises(ExportError, match="is the input"):
+        write_private(target, "x", inputs=[tmp_path / "k.json"])
+    with pytest.raises(ExportError, match="is the input"):  # a directory input stands for its files (-k DIR)
+        write_private(target, "x", inputs=[tmp_path])
+    with pytest.raises(ExportError, match="directory"):
+        write_private(tmp_path, "x")
+    write_private("/dev/null", b"discarded")  # a device is written in place, never replaced
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
