@@ -11,7 +11,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from ipsecscope.errors import ExportError
 from ipsecscope.outfile import atomic_output, write_private
-from tests.conftest import SAMPLES
+from tests.conftest import IPSECSCOPE, SAMPLES
 
 SYN = SAMPLES / "synthetic"
 CAP = SYN / "aead.pcap"
@@ -27,7 +26,7 @@ KEYS = SYN / "aead.keys.json"
 
 
 def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ipsecscope", *args], capture_output=True, text=True,
+    return subprocess.run([*IPSECSCOPE, *args], capture_output=True, text=True,
                           timeout=120, **kw)
 
 
@@ -109,7 +108,7 @@ def test_an_interrupted_run_leaves_the_old_file(tmp_path: Path, sig: int) -> Non
     out, fifo = tmp_path / "out.pcapng", tmp_path / "fifo"
     out.write_bytes(b"previous result")
     os.mkfifo(fifo)
-    p = subprocess.Popen([sys.executable, "-m", "ipsecscope", "decrypt", str(CAP), "-k", str(KEYS), "-o", str(out),
+    p = subprocess.Popen([*IPSECSCOPE, "decrypt", str(CAP), "-k", str(KEYS), "-o", str(out),
                           "--jsonl", str(fifo), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         while not [n for n in _leftovers(tmp_path) if n.startswith(".out.pcapng.")]:
