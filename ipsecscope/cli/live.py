@@ -63,9 +63,7 @@ def _json_default(o: object) -> object:
 
 def run(args: argparse.Namespace) -> int:
     if not args.headless:
-        from .tui import run_live
-
-        return run_live(args)
+        return _run_tui(args)
 
     def emit(ev: dict) -> None:
         sys.stdout.write(json.dumps(ev, default=_json_default, separators=(",", ":")) + "\n")
@@ -82,8 +80,28 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         runner.stop()
+    _raise_runner_error(runner)
+    return 0
+
+
+def _run_tui(args: argparse.Namespace) -> int:
+    """Without ``--headless``: the capture TUI over the live session (``cli/tui.py`` opens files;
+    the live command owns its own front-end wiring, so neither CLI module imports the other)."""
+    runner = build_runner(args)  # raises LiveCaptureError (no permission, no such interface) up front
+    from ..tui.app import create_live_app  # Textual is imported only when the UI is really opened
+
+    app = create_live_app(runner, args.interface)
+    runner.start()
+    try:
+        app.run()
+    finally:
+        runner.stop()
+    _raise_runner_error(runner)
+    return 0
+
+
+def _raise_runner_error(runner) -> None:
     if runner.error is not None:
         if isinstance(runner.error, IpsecscopeError):
             raise runner.error
         raise IpsecscopeError(f"live capture stopped: {runner.error}") from runner.error
-    return 0

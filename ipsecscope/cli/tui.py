@@ -38,23 +38,3 @@ def run(args: argparse.Namespace) -> int:
 
     return create_app(path, args.keys).run() or 0
 
-
-def run_live(args: argparse.Namespace) -> int:
-    """``ipsecscope live -i IFACE`` without ``--headless``: the same UI over a live capture."""
-    from ..errors import IpsecscopeError
-    from .live import build_runner
-
-    runner = build_runner(args)  # raises LiveCaptureError (no permission, no such interface) up front
-    from ..tui.app import create_live_app
-
-    app = create_live_app(runner, args.interface)
-    runner.start()
-    try:
-        app.run()
-    finally:
-        runner.stop()
-    if runner.error is not None:
-        if isinstance(runner.error, IpsecscopeError):
-            raise runner.error
-        raise IpsecscopeError(f"live capture stopped: {runner.error}") from runner.error
-    return 0
