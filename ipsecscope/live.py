@@ -3,10 +3,16 @@
 Front-end neutral: ``ipsecscope live --headless`` prints the runner's events as JSON lines, the
 TUI polls ``runner.session`` under ``runner.lock``.
 
+Privileges are split (see :mod:`ipsecscope.capture.privsep`): a small privileged helper owns the
+packet socket, tails the charon logs and polls ``ip xfrm state``; this runner, after
+:func:`~ipsecscope.capture.privsep.drop_privileges`, decodes, decrypts, correlates, writes ``-w``
+and prints — as an unprivileged user with no capabilities.
+
 Keys often arrive *after* the packets they decrypt would have been seen: charon logs the IKE keys
 while it builds IKE_AUTH, and the log line reaches the file a moment later. So when key sources
-are active, frames wait ``key_delay`` seconds in a queue and every key source is polled before
-a batch is processed; by then the keys for those frames are almost always in.
+are active, frames wait ``key_delay`` seconds in a queue. The helper sends every source's new text
+before a *tick* carrying the time it looked; a frame is processed once a tick ``key_delay`` later
+than the frame has arrived, so the keys logged by then are in the store first.
 
 Events (``--headless`` prints one JSON object per line; every one has ``event`` and ``ts``):
 
@@ -21,7 +27,7 @@ Events (``--headless`` prints one JSON object per line; every one has ``event`` 
 
 from __future__ import annotations
 
-import subprocess
+import os
 import threading
 import time
 from collections import deque
@@ -29,82 +35,110 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .capture.live import DEFAULT_BPF, LiveCapture
-from .errors import IpsecscopeError, KeyFileError
+from .capture import privsep
+from .capture.live import DEFAULT_BPF, HelperStream, LiveCapture
+from .errors import ExportError, KeyFileError, LiveCaptureError
 from .keys import KeyStore
 from .model.packets import RawFrame
 from .session import Session
 
-
-class KeySource:
-    """Something that may hold new keys each time it is polled."""
-
-    name: str = ""
-
-    def poll(self, store: KeyStore) -> int:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-@dataclass
-class CharonLogTail(KeySource):
-    """A strongSwan charon log at ``ike 4``/``chd 4`` that charon keeps appending to."""
-
-    path: Path
-    _size: int = -1
-    _mtime: float = -1.0
-    name: str = field(default="", init=False)
-
-    def __post_init__(self) -> None:
-        self.name = f"charon log {self.path}"
-
-    def poll(self, store: KeyStore) -> int:
-        from .keys import charon
-
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return 0
-        if (st.st_size, st.st_mtime) == (self._size, self._mtime):
-            return 0
-        self._size, self._mtime = st.st_size, st.st_mtime
-        # The parser binds keys to SPIs through context lines that may be far apart, so it reads
-        # the whole log; it runs only when the file changed.
-        text = self.path.read_text(errors="replace")
-        try:
-            return store.merge(charon.parse(text, str(self.path), KeyStore()))
-        except KeyFileError:
-            return 0  # no keys logged yet (charon just started): not an error while it runs
-
-
-@dataclass
-class XfrmPoll(KeySource):
-    """``ip xfrm state`` of this network namespace (the kernel's SAs, with keys)."""
-
-    command: tuple[str, ...] = ("ip", "xfrm", "state")
-    name: str = field(default="ip xfrm state", init=False)
-    _last: str = ""
-
-    def poll(self, store: KeyStore) -> int:
-        from .keys import xfrm
-
-        try:
-            out = subprocess.run(self.command, capture_output=True, text=True, timeout=5).stdout
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise IpsecscopeError(f"cannot run {' '.join(self.command)}: {exc}") from None
-        if out == self._last or not out.strip():
-            return 0
-        self._last = out
-        try:
-            return store.merge(xfrm.parse(out, "ip xfrm state", KeyStore()))
-        except KeyFileError:
-            return 0
-
-
 Emit = Callable[[dict], None]
+FLUSH_EVERY = 0.5  # seconds: -w is a valid pcapng on disk at least this often (tcpdump -U style)
+
+
+@dataclass(slots=True)
+class KeyText:
+    """Key text the helper reads for us (a charon log it tails, ``ip xfrm state`` output),
+    parsed here, unprivileged. ``parser`` is a keys module's ``parse(text, path, store)``."""
+
+    name: str
+    parser: Callable[..., KeyStore]
+    text: bytearray = field(default_factory=bytearray)
+    dirty: bool = False
+
+    def add_to(self, store: KeyStore) -> int:
+        self.dirty = False
+        # The charon parser binds keys to SPIs through context lines that may be far apart, so it
+        # reads the whole text (since the last rotation); it runs only when the text grew.
+        try:
+            return store.merge(self.parser(self.text.decode(errors="replace"), self.name, KeyStore()))
+        except (KeyFileError, ValueError, IndexError, KeyError):
+            return 0  # no keys logged yet (charon just started), or a line cut mid-write
+
+
+class LiveFile:
+    """``-w``: the pcapng written in place, whole blocks at a time, at least every FLUSH_EVERY s.
+
+    In place rather than to a temporary file renamed at the end (what every other output of
+    ipsecscope does): Wireshark/tshark must be able to open it while the capture runs, and a
+    crash or kill -9 must leave what was captured so far. So it is created 0600, never through a
+    symlink (O_NOFOLLOW), owned by the unprivileged user, and only ever holds complete blocks:
+    a reader sees a valid pcapng that ends at the last flush.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              0o600)
+        except OSError as exc:
+            who = _user_name()
+            raise ExportError(f"cannot write {self.path} as user {who}: {exc.strerror}; give a file in a "
+                              f"directory {who} can write (live drops root, see --user)") from None
+        os.fchmod(self.fd, 0o600)  # an existing file kept its mode through O_TRUNC
+        self._buf = bytearray()
+        self._flushed = time.monotonic()
+
+    def write(self, block: bytes) -> None:
+        self._buf += block
+
+    def flush(self) -> None:
+        buf, self._buf = self._buf, bytearray()
+        view = memoryview(buf)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self._flushed = time.monotonic()
+
+    def tick(self) -> None:
+        if self._buf and time.monotonic() - self._flushed >= FLUSH_EVERY:
+            self.flush()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.flush()
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _check_readable(user: str) -> None:
+    """After the drop the analyser still imports modules lazily (codecs, Textual widgets, rules):
+    a Python installed where ``user`` cannot read (e.g. under /root) must fail here, in one line,
+    rather than with an ImportError in the middle of a capture."""
+    import ipsecscope
+
+    for d in (os.path.dirname(os.__file__), os.path.dirname(ipsecscope.__file__)):
+        if not os.access(d, os.R_OK | os.X_OK):
+            raise LiveCaptureError(
+                f"user {user} cannot read {d}, where Python and ipsecscope are installed; the analyser "
+                f"runs as that user: install where {user} can read, pick another --user, or --no-drop")
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 class LiveRunner:
-    """Capture → (key-delay queue) → Session, in a background thread.
+    """Capture → (key-delay queue) → Session, in a background thread or the calling one.
+
+    Opens the capture on ``iface`` (needs root or CAP_NET_RAW), hands it to the privileged helper
+    together with the key sources (``key_logs``: charon logs; ``keys_from_xfrm``), then, when
+    ``user`` is given, drops to that user for good (:func:`privsep.drop_privileges`) before it
+    reads ``key_files``, creates ``write`` and parses anything.
 
     ``events`` receives dicts: every tracker event, ``{"event": "keys", ...}`` when a key source
     added keys, ``{"event": "finding", ...}`` for each new finding and ``{"event": "stats", ...}``
@@ -116,18 +150,52 @@ class LiveRunner:
         iface: str,
         *,
         session: Session | None = None,
-        key_sources: list[KeySource] | None = None,
+        key_files: list[str] | None = None,
+        key_logs: list[str | Path] | None = None,
+        keys_from_xfrm: bool = False,
         bpf: str | None = DEFAULT_BPF,
         key_delay: float | None = None,
         write: str | Path | None = None,
         max_rows: int = 200_000,
         emit: Emit | None = None,
         stats_interval: float = 5.0,
+        user: str | None = None,
     ) -> None:
-        self.capture = LiveCapture(iface, bpf=bpf)
-        self.session = session if session is not None else Session(max_rows=max_rows)
-        self.key_sources = key_sources or []
-        self.key_delay = key_delay if key_delay is not None else (0.5 if self.key_sources else 0.0)
+        from .keys import charon, xfrm
+
+        capture = LiveCapture(iface, bpf=bpf)
+        self.iface = iface
+        self.linktype = capture.linktype
+        self.stream: HelperStream = capture.start_helper([str(p) for p in key_logs or []], keys_from_xfrm)
+        try:
+            if user is not None:
+                try:
+                    privsep.drop_privileges(user)
+                except KeyError:
+                    raise LiveCaptureError(f"no user named {user!r} to run the analyser as: give --user "
+                                           "NAME (or --no-drop to keep root)") from None
+                except OSError as exc:
+                    raise LiveCaptureError(f"cannot drop privileges to {user!r}: {exc}") from None
+                _check_readable(user)
+            self.key_texts = [KeyText(f"charon log {p}", charon.parse) for p in key_logs or []]
+            if keys_from_xfrm:
+                self.key_texts.append(KeyText("ip xfrm state", xfrm.parse))
+            self.session = session if session is not None else Session(max_rows=max_rows)
+            if key_files:
+                self.session.add_key_files(key_files)
+            self._file: LiveFile | None = None
+            self._writer = None
+            if write is not None:
+                from .export.pcapng import PcapngWriter
+
+                self._file = LiveFile(write)
+                self._writer = PcapngWriter(self._file, comment=f"ipsecscope live capture on {iface}")
+                self._wiface = self._writer.add_interface(self.linktype, name=iface)
+                self._file.flush()  # a valid (empty) pcapng from the start
+        except BaseException:
+            self.stream.close()
+            raise
+        self.key_delay = key_delay if key_delay is not None else (0.5 if self.key_texts else 0.0)
         self.emit = emit or (lambda ev: None)
         self.stats_interval = stats_interval
         self.lock = threading.RLock()
@@ -136,14 +204,9 @@ class LiveRunner:
         self._thread: threading.Thread | None = None
         self._seen_findings: set[tuple] = set()
         self._findings_checked = 0.0
+        self._index = 0
+        self._taken = 0
         self.error: BaseException | None = None
-        self._writer = None
-        self._wiface = 0
-        if write is not None:
-            from .export.pcapng import PcapngWriter
-
-            self._writer = PcapngWriter(str(write), comment=f"ipsecscope live capture on {iface}")
-            self._wiface = self._writer.add_interface(self.capture.linktype, name=iface)
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -151,13 +214,11 @@ class LiveRunner:
         self._thread = threading.Thread(target=self._run, name="ipsecscope-live", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop capturing (both parts); safe to call more than once, from any thread."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.capture.close()
-        if self._writer is not None:
-            self._writer.close()
 
     def run_for(self, seconds: float | None = None, count: int | None = None) -> None:
         """Run in the calling thread until ``seconds`` passed, ``count`` frames or stop()."""
@@ -171,44 +232,67 @@ class LiveRunner:
         except BaseException as exc:  # surfaced to the front end, which prints one line
             self.error = exc
         finally:
-            self._drain(force=True)
-            self._report_stats()
+            try:
+                self._take(self.stream.stop(), None)  # the helper's last key text and counters
+                self._drain(force=True)
+                self._report_stats()
+            finally:
+                if self._file is not None:
+                    self._file.close()
 
     def _loop(self, seconds: float | None, count: int | None) -> None:
         end = time.monotonic() + seconds if seconds else None
         next_stats = time.monotonic() + self.stats_interval
-        self._poll_keys()
-        taken = 0
         while not self._stop.is_set():
             now = time.monotonic()
             if end is not None and now >= end:
                 break
-            frame = self.capture.next_frame(timeout=0.1)
-            if frame is not None:
-                taken += 1
-                if self._writer is not None:
-                    self._writer.write_packet(self._wiface, frame.ts_ns, frame.data, frame.orig_len)
-                self._queue.append(frame)
+            self._take(self.stream.read(0.1), count)
+            if self._file is not None:
+                self._file.tick()
             self._drain()
             if now >= next_stats:
                 self._report_stats()
                 next_stats = now + self.stats_interval
-            if count is not None and taken >= count:
+            if count is not None and self._taken >= count:
                 break
 
+    def _take(self, msgs: list, count: int | None) -> None:
+        q, writer, texts = self._queue, self._writer, self.key_texts
+        for msg in msgs:
+            kind = msg[0]
+            if kind == privsep.MSG_FRAME:
+                if count is not None and self._taken >= count:
+                    continue  # read by the helper after the count was reached: not ours
+                self._taken += 1
+                self._index += 1
+                _, ts_ns, orig_len, data = msg
+                frame = RawFrame(self._index, ts_ns / 1e9, ts_ns, self.linktype, data, orig_len, 0)
+                if writer is not None:
+                    writer.write_packet(self._wiface, ts_ns, data, orig_len)
+                q.append(frame)
+            elif kind == privsep.MSG_KEYS:
+                t = texts[msg[1]]
+                t.text += msg[2]
+                t.dirty = True
+            elif kind == privsep.MSG_RESET:
+                texts[msg[1]].text.clear()
+
     def _poll_keys(self) -> None:
-        for src in self.key_sources:
-            added = src.poll(self.session.keys)
-            if added:
-                self.emit({"event": "keys", "ts": time.time(), "source": src.name, "added": added})
+        for src in self.key_texts:
+            if src.dirty:
+                added = src.add_to(self.session.keys)
+                if added:
+                    self.emit({"event": "keys", "ts": time.time(), "source": src.name, "added": added})
 
     def _drain(self, force: bool = False) -> None:
         q = self._queue
+        self._poll_keys()
         if not q:
             return
-        if self.key_sources:
-            self._poll_keys()
-        horizon = time.time() - self.key_delay
+        # The latest tick says which key text the helper had sent when it looked at the sources;
+        # frames older than it by key_delay have had their keys' chance (module docstring).
+        horizon = self.stream.tick_ns / 1e9 - self.key_delay if self.key_texts else float("inf")
         with self.lock:
             while q and (force or q[0].ts <= horizon):
                 self.session.feed(q.popleft())
@@ -236,13 +320,13 @@ class LiveRunner:
             })
 
     def _report_stats(self) -> None:
-        try:
-            received, drops = self.capture.update_stats()
-        except OSError:
-            received, drops = self.capture.received, self.capture.drops
         st = self.session.stats
         self.emit({
             "event": "stats", "ts": time.time(), "frames": st.frames, "ike": st.ike, "esp": st.esp,
             "decrypted": st.decrypted, "icv_failed": st.icv_failed, "no_key": st.no_key,
-            "malformed": st.malformed_total, "kernel_received": received, "kernel_drops": drops,
+            "malformed": st.malformed_total, "kernel_received": self.stream.received,
+            "kernel_drops": self.stream.drops,
         })
+
+
+__all__ = ["KeyText", "LiveFile", "LiveRunner"]

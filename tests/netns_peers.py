@@ -226,6 +226,36 @@ def to_pcapng(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path
     return Path(dest)
 
 
+def readable_python() -> str:
+    """Shell commands letting every user read this interpreter's files, for a command run with
+    ``ip netns exec ... sh -c '<these>; exec python ...'`` (a private mount namespace, so nothing
+    changes outside it).
+
+    ``ipsecscope live`` drops to an unprivileged user (``nobody``) that still imports modules; a
+    Python installed under a root-only directory (pyenv in /root) is unreadable to it. A real
+    install (/usr, /usr/local, a user's pipx) is readable, so tests recreate that: the first
+    ancestor without o+x gets a world-traversable directory mounted over it, holding the same
+    subdirectory bind-mounted. Empty when nothing needs it.
+    """
+    import ipsecscope
+
+    cmds: list[str] = []
+    done: set[str] = set()
+    for path in (Path(sys.base_prefix).resolve(), Path(ipsecscope.__file__).resolve().parent,
+                 Path(sys.prefix).resolve()):
+        parts = path.parts
+        for i in range(1, len(parts) - 1):
+            anc = Path(*parts[: i + 1])
+            if anc.stat().st_mode & 0o001 or str(anc) in done:
+                continue
+            done.add(str(anc))
+            child = parts[i + 1]
+            cmds.append(f'd=$(mktemp -d) && chmod 711 "$d" && mkdir "$d/{child}" && '
+                        f'mount --bind "{anc / child}" "$d/{child}" && mount --rbind "$d" "{anc}"')
+            break
+    return " && ".join(cmds)
+
+
 class StrongswanPair:
     """Context manager: two charons in namespaces ``<tag>-l`` / ``<tag>-r``, optional capture.
 

@@ -1,14 +1,20 @@
 """Live capture on a real interface: two real strongSwan peers in network namespaces, and
 `ipsecscope live --headless` sniffing the veth while the tunnel comes up, carries traffic, is
-rekeyed and torn down. Keys arrive while it runs, from the charon log being written."""
+rekeyed and torn down. Keys arrive while it runs, from the charon log being written.
+
+Live mode is split like dumpcap/tcpdump -Z: a privileged capture helper and an unprivileged
+analyser (ipsecscope.capture.privsep); the tests read /proc to see who holds what."""
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +24,7 @@ from ipsecscope.cli import main
 from ipsecscope.errors import LiveCaptureError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from netns_peers import IFACE, StrongswanPair, preflight  # noqa: E402
+from netns_peers import IFACE, StrongswanPair, preflight, readable_python  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "samples" / "conf" / "healthy-gcm"
 
@@ -55,53 +61,184 @@ def test_without_cap_net_raw_says_so():
     assert "needs root or CAP_NET_RAW" in r.stderr and "Traceback" not in r.stderr
 
 
+def _status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    out = [pid]
+    for p in out:
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        out += [int(k) for k in kids]
+    return out
+
+
+def _privileged(pid: int) -> bool:
+    st = _status(pid)
+    return "0" in st["Uid"].split() or int(st["CapEff"], 16) != 0
+
+
+def _running(pid: int) -> bool:
+    try:
+        return _status(pid)["State"][0] not in "ZX"
+    except OSError:
+        return False
+
+
+def _live_cmd(*args: str) -> list[str]:
+    """`ipsecscope live ARGS` as root in a namespace, with this interpreter readable by the
+    unprivileged analyser (see netns_peers.readable_python)."""
+    prefix = readable_python()
+    argv = " ".join([sys.executable, "-m", "ipsecscope", "live", *args])
+    return ["sh", "-c", f"{prefix} && exec {argv}" if prefix else f"exec {argv}"]
+
+
+def _nobody_dir() -> Path:
+    """A directory the analyser (user nobody) can write -w into; removed by the caller."""
+    d = Path(tempfile.mkdtemp(prefix="ipss-live-"))
+    nobody = pwd.getpwnam("nobody")
+    os.chown(d, nobody.pw_uid, nobody.pw_gid)
+    return d
+
+
 @pytest.mark.netns
 @needs_peers
 def test_live_headless_follows_a_real_tunnel(tmp_path):
+    """The whole live path, privilege-separated: events, keys from the growing (root-only) charon
+    log, decryption and -w, with the analyser running as nobody with no capability."""
     pair = StrongswanPair(tmp_path, (CONF / "left.conf").read_text(), (CONF / "right.conf").read_text(),
                           capture=False)
-    with pair:
-        out = tmp_path / "events.jsonl"
-        saved = tmp_path / "live.pcapng"
-        with open(out, "w") as fh:
-            live = pair.popen(
-                "left", sys.executable, "-m", "ipsecscope", "live", "-i", IFACE, "--headless",
-                "--keys-from-log", str(pair.left.log), "-w", str(saved), "--stats-interval", "1",
-                stdout=fh, stderr=subprocess.PIPE,
-            )
-            try:
-                deadline = time.monotonic() + 20
-                while '"started"' not in out.read_text() and time.monotonic() < deadline:
-                    assert live.poll() is None, live.stderr.read().decode()
-                    time.sleep(0.1)
-                pair.initiate("net", ike="gcm")
-                pair.ping(3)
-                pair.rekey_child("net")
-                time.sleep(1.0)
-                pair.ping(3)
-                pair.terminate_ike("gcm")
-                time.sleep(1.5)  # past the key delay, so every frame is processed
-            finally:
-                live.send_signal(signal.SIGTERM)
-                _, err = live.communicate(timeout=20)
-        assert live.returncode == 0, err.decode()
-    events = [json.loads(line) for line in out.read_text().splitlines()]
-    kinds = [e["event"] for e in events]
-    for expected in ("started", "keys", "ike_sa_established", "child_sa_created", "child_sa_rekeyed",
-                     "esp_flow_started", "ike_sa_deleted", "stats"):
-        assert expected in kinds, (expected, kinds)
-    final = [e for e in events if e["event"] == "stats"][-1]
-    # Every ESP packet of the tunnel decrypted with keys read from the log while it ran.
-    assert final["esp"] >= 12 and final["decrypted"] == final["esp"], final
-    assert final["no_key"] == 0 and final["icv_failed"] == 0
-    assert final["kernel_drops"] == 0
-    # -w kept a capture that tshark-compatible readers (and we) can open again.
-    from ipsecscope.session import Session
+    wdir = _nobody_dir()
+    env = {k: v for k, v in os.environ.items() if k != "SUDO_USER"}  # so the analyser is nobody
+    try:
+        with pair:
+            out = tmp_path / "events.jsonl"
+            saved = wdir / "live.pcapng"
+            with open(out, "w") as fh:
+                live = pair.popen(
+                    "left", *_live_cmd("-i", IFACE, "--headless", "--keys-from-log", str(pair.left.log),
+                                       "-w", str(saved), "--stats-interval", "1"),
+                    stdout=fh, stderr=subprocess.PIPE, env=env,
+                )
+                try:
+                    deadline = time.monotonic() + 20
+                    while '"started"' not in out.read_text() and time.monotonic() < deadline:
+                        assert live.poll() is None, live.stderr.read().decode()
+                        time.sleep(0.1)
+                    # Who holds what, while it runs: the process printing the events (live.pid:
+                    # `ip netns exec` and `sh -c exec` keep the pid) is nobody with CapEff 0, and
+                    # only its one child, the capture helper, is privileged.
+                    procs = _tree(live.pid)
+                    analyser = _status(live.pid)
+                    nobody = str(pwd.getpwnam("nobody").pw_uid)
+                    assert analyser["Uid"].split() == [nobody] * 4, analyser["Uid"]
+                    assert int(analyser["CapEff"], 16) == 0 and int(analyser["CapPrm"], 16) == 0
+                    assert len(procs) == 2, procs
+                    assert [_privileged(p) for p in procs] == [False, True]
+                    helper = procs[1]
+                    # the helper has no terminal: its stdio is /dev/null
+                    assert all(os.readlink(f"/proc/{helper}/fd/{n}") == "/dev/null" for n in (0, 1, 2))
+                    pair.initiate("net", ike="gcm")
+                    pair.ping(3)
+                    # -w is a valid pcapng on disk while the capture runs (flushed every 0.5 s):
+                    # tshark reads it, ESP frames included, and it is nobody's, mode 600.
+                    time.sleep(1.5)
+                    mid = subprocess.run(["tshark", "-r", str(saved), "-Y", "esp", "-T", "fields",
+                                          "-e", "frame.number"], capture_output=True, text=True, timeout=60)
+                    assert mid.returncode == 0, mid.stderr
+                    assert len(mid.stdout.split()) >= 6, mid.stdout
+                    assert live.poll() is None
+                    st = saved.stat()
+                    assert (st.st_mode & 0o777, st.st_uid) == (0o600, int(nobody))
+                    pair.rekey_child("net")
+                    time.sleep(1.0)
+                    pair.ping(3)
+                    pair.terminate_ike("gcm")
+                    time.sleep(1.5)  # past the key delay, so every frame is processed
+                finally:
+                    live.send_signal(signal.SIGTERM)
+                    _, err = live.communicate(timeout=20)
+            assert live.returncode == 0, err.decode()
+            assert not _running(helper), "SIGTERM to the analyser must end the helper too"
+        events = [json.loads(line) for line in out.read_text().splitlines()]
+        kinds = [e["event"] for e in events]
+        for expected in ("started", "keys", "ike_sa_established", "child_sa_created", "child_sa_rekeyed",
+                         "esp_flow_started", "ike_sa_deleted", "stats"):
+            assert expected in kinds, (expected, kinds)
+        # SPIs are "0x…" strings, as in every other output (grep 0xb977b8b3 finds them)
+        created = next(e for e in events if e["event"] == "child_sa_created")
+        flow = next(e for e in events if e["event"] == "esp_flow_started")
+        for spi in (created["spi_i"], created["spi_r"], flow["spi"]):
+            assert isinstance(spi, str) and spi.startswith("0x") and len(spi) == 10, spi
+        final = [e for e in events if e["event"] == "stats"][-1]
+        # Every ESP packet of the tunnel decrypted with keys read from the log while it ran.
+        assert final["esp"] >= 12 and final["decrypted"] == final["esp"], final
+        assert final["no_key"] == 0 and final["icv_failed"] == 0
+        assert final["kernel_drops"] == 0 and final["kernel_received"] >= final["frames"]
+        # -w kept a capture that tshark-compatible readers (and we) can open again.
+        from ipsecscope.session import Session
 
-    s = Session()
-    s.add_key_files([pair.left.log])
-    s.load(saved)
-    assert s.stats.esp == final["esp"] and s.stats.decrypted == s.stats.esp
+        s = Session()
+        s.add_key_files([pair.left.log])
+        s.load(saved)
+        assert s.stats.esp == final["esp"] and s.stats.decrypted == s.stats.esp
+    finally:
+        shutil.rmtree(wdir, ignore_errors=True)
+
+
+def _netns(tag: str) -> str:
+    ns = f"live-{tag}-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, capture_output=True)
+    return ns
+
+
+def _wait_gone(pid: int, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _running(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+@pytest.mark.parametrize("victim", ["helper", "analyser"])
+def test_kill_9_of_either_part_ends_the_other(victim):
+    ns = _netns("k")
+    try:
+        live = subprocess.Popen(["ip", "netns", "exec", ns, *_live_cmd("-i", "lo", "--headless")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert b'"started"' in live.stdout.readline()
+            procs = _tree(live.pid)
+            assert len(procs) == 2 and _privileged(procs[1]) and not _privileged(procs[0]), procs
+            helper = procs[1]
+            if victim == "helper":
+                os.kill(helper, signal.SIGKILL)
+                _, err = live.communicate(timeout=20)
+                assert live.returncode == 1
+                lines = err.decode().strip().splitlines()
+                assert len(lines) == 1 and "capture helper" in lines[0] and "killed by signal 9" in lines[0], lines
+            else:
+                os.kill(live.pid, signal.SIGKILL)
+                live.wait(timeout=20)
+                assert _wait_gone(helper), "the helper outlived the analyser"
+        finally:
+            if live.poll() is None:
+                live.kill()
+                live.wait()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def test_runner_rejects_missing_interface():
@@ -111,3 +248,65 @@ def test_runner_rejects_missing_interface():
         pytest.skip("needs root")
     with pytest.raises(LiveCaptureError):
         LiveRunner("no-such-if0")
+
+
+def _records(buf: bytes) -> list[tuple[str, bytes]]:
+    from ipsecscope.capture import privsep
+
+    out, off = [], 0
+    while off < len(buf):
+        kind, n = privsep.HEADER.unpack_from(buf, off)
+        off += privsep.HEADER.size
+        out.append((chr(kind), bytes(buf[off:off + n])))
+        off += n
+    return out
+
+
+def _text(records: list[tuple[str, bytes]]) -> bytes:
+    """What the analyser's copy of the log holds after these records (Z resets it)."""
+    text = b""
+    for kind, payload in records:
+        if kind == "Z":
+            text = b""
+        elif kind == "K":
+            text += payload[1:]
+    return text
+
+
+@pytest.mark.parametrize("style", ["rename", "copytruncate"])
+def test_log_tail_follows_logrotate(tmp_path, style):
+    """The helper's charon log tail across both logrotate styles: with `create` (rename, new
+    file) the old file is read to its end first — charon may write its last lines there — then the
+    new one from its start; with `copytruncate` the same file starts again. Each time the analyser
+    is told to reset its copy, and no line is lost or sent twice."""
+    from ipsecscope.capture.privsep import LogTail
+
+    log = tmp_path / "charon.log"
+    log.write_bytes(b"line 1\n")
+    tail = LogTail(str(log), 0)
+    out = bytearray()
+    tail.poll(out)
+    assert _text(_records(out)) == b"line 1\n"
+    with open(log, "ab") as fh:
+        fh.write(b"line 2\n")
+    out = bytearray()
+    tail.poll(out)
+    assert _records(out) == [("K", b"\0line 2\n")]
+    if style == "rename":
+        with open(log, "ab") as old:
+            log.rename(tmp_path / "charon.log.1")
+            log.write_bytes(b"new 1\n")
+            old.write(b"line 3 (written to the rotated file)\n")
+    else:
+        log.write_bytes(b"")
+        with open(log, "ab") as fh:
+            fh.write(b"new 1\n")
+    out = bytearray()
+    tail.poll(out)
+    recs = _records(out)
+    if style == "rename":
+        assert recs[0] == ("K", b"\0line 3 (written to the rotated file)\n")
+    assert _text(recs) == b"new 1\n" and recs.count(("Z", b"\0")) == 1
+    out = bytearray()
+    tail.poll(out)
+    assert out == b""  # nothing new: nothing sent

@@ -138,7 +138,12 @@ def test_live_mode_shows_traffic_as_it_arrives() -> None:
         ip("-n", ns, "link", "set", "tuia", "up")
         ip("-n", ns, "link", "set", "tuib", "up")
         keys = f"{HEALTHY / 'keys' / 'esp_sa'} {HEALTHY / 'keys' / 'ikev2_decryption_table'}"
-        cmd = f"ip netns exec {ns} {sys.executable} -m ipsecscope live -i tuia -k {keys}"
+        # live drops to user nobody once the capture is open: let it read this interpreter
+        from netns_peers import readable_python
+
+        prefix = readable_python()
+        live = f"exec {sys.executable} -m ipsecscope live -i tuia -k {keys}"
+        cmd = f"ip netns exec {ns} sh -c '{prefix + ' && ' if prefix else ''}{live}'"
         with Tmux(cmd, width=120, height=40, cwd=str(ROOT)) as t:
             t.wait_for("waiting for IKE/ESP traffic")
             # Frames go out of tuib and are seen arriving on tuia; nothing leaves the namespace.

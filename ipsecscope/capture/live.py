@@ -1,9 +1,11 @@
 """Live capture from an interface: an AF_PACKET socket with a kernel BPF filter.
 
-Scapy compiles the filter and attaches it (``scapy.arch.linux.attach_filter``); the receive loop
-itself is a plain ``recvmsg`` so the hot path stays free of per-packet scapy objects. Kernel
-timestamps come from ``SO_TIMESTAMPNS`` and capture drops from ``PACKET_STATISTICS``
-(packet(7)), which an engineer needs to know before trusting a "packet loss" finding.
+Opened while privileged: scapy compiles the filter and attaches it
+(``scapy.arch.linux.attach_filter``). Then the socket goes to the privileged helper
+(:mod:`.privsep`), whose receive loop is a plain ``recvmsg``; kernel timestamps come from
+``SO_TIMESTAMPNS`` and capture drops from ``PACKET_STATISTICS`` (packet(7)), which an engineer
+needs to know before trusting a "packet loss" finding. :class:`HelperStream` is the unprivileged
+analyser's end of the helper's stream.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import os
 import select
 import socket
-import struct
+import subprocess
 import time
 from pathlib import Path
 
 from ..errors import LiveCaptureError
-from ..model.packets import LinkType, RawFrame
+from ..model.packets import LinkType
+from . import privsep
 
 # IKE (500, 4500 incl. RFC 8229 TCP), ESP/AH in IPv4/IPv6, and IP fragments (the non-first
 # fragments of a large IKE_AUTH carry no UDP header, so a port filter alone would lose them).
@@ -26,12 +29,6 @@ DEFAULT_BPF = (
 )
 
 ETH_P_ALL = 0x0003
-SOL_PACKET = 263
-PACKET_STATISTICS = 6
-PACKET_OUTGOING = 4
-SO_TIMESTAMPNS = 35
-_TIMESPEC = struct.Struct("@qq")
-_STATS = struct.Struct("@II")
 
 # ARPHRD_* (if_arp.h) → how frames from that device look on an AF_PACKET SOCK_RAW socket.
 _ARPHRD_LINKTYPE = {1: LinkType.ETHERNET, 772: LinkType.ETHERNET, 65534: LinkType.RAW, 776: LinkType.RAW}
@@ -42,10 +39,11 @@ def interfaces() -> list[str]:
 
 
 class LiveCapture:
-    """Iterate RawFrames from ``iface``; ``next_frame(timeout)`` returns None on timeout.
+    """An AF_PACKET socket on ``iface`` with the BPF filter attached, opened while privileged.
 
-    ``received``/``drops`` are the kernel's counters since open (drops = the socket buffer was
-    full: we were too slow, and what we report is incomplete).
+    Nothing here reads a frame: :meth:`start_helper` gives the socket to the privileged helper,
+    which forwards frames and the kernel's counters (``drops``: the socket buffer was full, we were
+    too slow, and what we report is incomplete) to a :class:`HelperStream`.
     """
 
     def __init__(self, iface: str, bpf: str | None = DEFAULT_BPF, snaplen: int = 262144) -> None:
@@ -75,15 +73,12 @@ class LiveCapture:
             if bpf:
                 self._attach(bpf)
             self.sock.bind((iface, ETH_P_ALL))
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.sock.setsockopt(socket.SOL_SOCKET, privsep.SO_TIMESTAMPNS, 1)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         except BaseException:
             self.sock.close()
             raise
-        self.index = 0
-        self.received = 0
-        self.drops = 0
-        self._skip_outgoing = arphrd == 772  # loopback shows every packet twice
+        self.skip_outgoing = arphrd == 772  # loopback shows every packet twice
 
     def _attach(self, bpf: str) -> None:
         try:
@@ -93,38 +88,17 @@ class LiveCapture:
         except Exception as exc:  # scapy raises Scapy_Exception/OSError for a bad expression
             raise LiveCaptureError(f"BPF filter {bpf!r} was rejected: {exc}") from None
 
-    def update_stats(self) -> tuple[int, int]:
-        # Reading PACKET_STATISTICS resets the kernel's counters, so accumulate.
-        raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS.size)
-        packets, drops = _STATS.unpack(raw)
-        self.received += packets
-        self.drops += drops
-        return self.received, self.drops
-
-    def next_frame(self, timeout: float | None = None) -> RawFrame | None:
-        while True:
-            if timeout is not None:
-                ready, _, _ = select.select([self.sock], [], [], timeout)
-                if not ready:
-                    return None
-            data, anc, _flags, addr = self.sock.recvmsg(self.snaplen, 64)
-            if self._skip_outgoing and addr[2] == PACKET_OUTGOING:
-                continue
-            ts_ns = 0
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = _TIMESPEC.unpack_from(payload)
-                    ts_ns = sec * 1_000_000_000 + nsec
-            if not ts_ns:
-                ts_ns = time.time_ns()
-            self.index += 1
-            return RawFrame(self.index, ts_ns / 1e9, ts_ns, self.linktype, data, len(data), 0)
-
-    def __iter__(self):
-        while True:
-            frame = self.next_frame()
-            if frame is not None:
-                yield frame
+    def start_helper(self, logs: list[str], xfrm: bool) -> HelperStream:
+        """Hand the socket to the privileged helper (:mod:`.privsep`) and return the stream of
+        frames and key text it sends; this process keeps no copy of the socket."""
+        try:
+            chan, proc = privsep.spawn(self.sock, logs, xfrm, snaplen=self.snaplen,
+                                       skip_outgoing=self.skip_outgoing)
+        except OSError as exc:
+            raise LiveCaptureError(f"cannot start the capture helper: {exc.strerror or exc}") from None
+        finally:
+            self.close()
+        return HelperStream(chan, proc)
 
     def close(self) -> None:
         self.sock.close()
@@ -134,6 +108,105 @@ class LiveCapture:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+Message = tuple  # (MSG_FRAME, ts_ns, orig_len, data) | (MSG_KEYS, source, data) | (MSG_RESET, source)
+
+
+class HelperStream:
+    """The analyser's end of the helper's stream: frames and key text in the order the helper
+    read them, plus its latest tick (``tick_ns``) and kernel counters (``received``, ``drops``).
+
+    ``read`` raises LiveCaptureError when the helper ends unasked (killed, or an error it sent).
+    """
+
+    READ = 1 << 20
+
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen) -> None:
+        self.sock = sock
+        self.proc = proc
+        self.pid = proc.pid
+        self._buf = bytearray()
+        self.tick_ns = 0
+        self.received = 0
+        self.drops = 0
+        self.done = False  # the helper said bye, or its end closed
+
+    def read(self, timeout: float) -> list[Message]:
+        if self.done:
+            return []
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return []
+        try:
+            chunk = self.sock.recv(self.READ)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.done = True
+            raise LiveCaptureError(self._ended())
+        buf = self._buf
+        buf += chunk
+        out: list[Message] = []
+        hdr, frame = privsep.HEADER, privsep.FRAME
+        off, n = 0, len(buf)
+        while n - off >= hdr.size:
+            kind, length = hdr.unpack_from(buf, off)
+            start = off + hdr.size
+            if n - start < length:
+                break
+            off = start + length
+            if kind == privsep.MSG_FRAME:
+                ts_ns, orig_len = frame.unpack_from(buf, start)
+                out.append((kind, ts_ns, orig_len, bytes(buf[start + frame.size:off])))
+            elif kind == privsep.MSG_TICK:
+                self.tick_ns = privsep.TICK.unpack_from(buf, start)[0]
+            elif kind == privsep.MSG_STATS:
+                self.received, self.drops = privsep.STATS.unpack_from(buf, start)
+            elif kind == privsep.MSG_KEYS:
+                out.append((kind, buf[start], bytes(buf[start + 1:off])))
+            elif kind == privsep.MSG_RESET:
+                out.append((kind, buf[start]))
+            elif kind == privsep.MSG_ERROR:
+                self.done = True
+                raise LiveCaptureError(bytes(buf[start:off]).decode(errors="replace"))
+            elif kind == privsep.MSG_BYE:
+                self.done = True
+                break
+        del buf[:off]
+        return out
+
+    def _ended(self) -> str:
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        return f"the privileged capture helper (pid {self.pid}) ended unexpectedly ({how}); capture stopped"
+
+    def stop(self, timeout: float = 5.0) -> list[Message]:
+        """Ask the helper to stop; returns what it sent until then (its last key text, with
+        the final tick and counters applied). The helper is reaped either way."""
+        out: list[Message] = []
+        if not self.done:
+            try:
+                self.sock.sendall(b"Q")
+                deadline = time.monotonic() + timeout
+                while not self.done and time.monotonic() < deadline:
+                    out += self.read(0.1)
+            except (OSError, LiveCaptureError):
+                pass
+        self.close()
+        return out
+
+    def close(self) -> None:
+        self.done = True
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def require_root() -> None:

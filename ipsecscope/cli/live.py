@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
-from pathlib import Path
 
 from ..errors import IpsecscopeError
 from .common import add_keys_argument
@@ -17,42 +17,68 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "live",
         help="capture IKE/ESP/AH live from an interface (TUI, or --headless JSON lines)",
         description="Capture IKE (UDP 500/4500, TCP 4500), ESP and AH live and correlate as it "
-        "arrives. Needs root or CAP_NET_RAW. Keys may be given up front (-k) or picked up while it "
-        "runs from a charon log being written (--keys-from-log) or from `ip xfrm state`.",
+        "arrives. Needs root or CAP_NET_RAW, which only a small capture helper keeps: everything "
+        "that parses runs as --user. Keys may be given up front (-k) or picked up while it runs "
+        "from a charon log being written (--keys-from-log) or from `ip xfrm state`.",
     )
-    p.add_argument("-i", "--interface", required=True, metavar="IFACE")
+    p.add_argument("-i", "--interface", required=True, metavar="IFACE",
+                   help="interface to capture on, e.g. eth0 (required; no default)")
     add_keys_argument(p)
     p.add_argument("--keys-from-log", action="append", default=[], metavar="PATH",
-                   help="strongSwan charon log at ike 4/chd 4, re-read whenever it grows")
+                   help="strongSwan charon log at ike 4/chd 4, re-read whenever it grows (follows logrotate)")
     p.add_argument("--keys-from-xfrm", action="store_true",
                    help="poll `ip xfrm state` of this network namespace for SA keys")
-    p.add_argument("-w", "--write", metavar="FILE", help="also save what is captured to a pcapng file")
+    p.add_argument("-w", "--write", metavar="FILE",
+                   help="also save what is captured to a pcapng file (mode 600, owned by --user, "
+                   "readable by Wireshark while the capture runs)")
     p.add_argument("-f", "--filter", metavar="BPF", default=None,
                    help="BPF capture filter (default: IKE, ESP, AH and IP fragments)")
     p.add_argument("--headless", action="store_true",
                    help="no UI: print SA, key, finding and stats events as JSON lines on stdout")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
     p.add_argument("--count", type=int, metavar="N", help="stop after N captured frames")
-    p.add_argument("--stats-interval", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--stats-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between --headless stats events (default: %(default)s)")
     p.add_argument("--max-rows", type=int, default=200_000,
-                   help="frames kept for the packet list (older ones are only counted)")
+                   help="frames kept for the packet list (older ones are only counted; default: %(default)s)")
+    p.add_argument("--user", metavar="NAME",
+                   help="user that decodes, decrypts, shows and writes -w once the capture is open "
+                   "(default: SUDO_USER under sudo, else nobody); only the capture helper keeps root")
+    p.add_argument("--no-drop", action="store_true",
+                   help="keep root in the analyser too (not recommended: it parses untrusted traffic)")
+
+
+def analyser_user(args: argparse.Namespace) -> str | None:
+    """Who parses: --user, else the sudo caller, else nobody; None with --no-drop."""
+    if args.no_drop:
+        return None
+    if args.user:
+        if args.user == "root":
+            raise IpsecscopeError("--user root keeps root in the analyser: say --no-drop if that is meant")
+        return args.user
+    sudo_user = os.environ.get("SUDO_USER")
+    return sudo_user if os.geteuid() == 0 and sudo_user and sudo_user != "root" else "nobody"
 
 
 def build_runner(args: argparse.Namespace, emit=None):
     from ..capture.live import DEFAULT_BPF
-    from ..live import CharonLogTail, LiveRunner, XfrmPoll
-    from ..session import Session
+    from ..live import LiveRunner
 
-    session = Session(max_rows=args.max_rows)
-    if args.keys:
-        session.add_key_files(args.keys)
-    sources = [CharonLogTail(Path(p)) for p in args.keys_from_log]
-    if args.keys_from_xfrm:
-        sources.append(XfrmPoll())
     return LiveRunner(
-        args.interface, session=session, key_sources=sources, bpf=args.filter or DEFAULT_BPF,
-        write=args.write, emit=emit, stats_interval=args.stats_interval,
+        args.interface, key_files=args.keys, key_logs=args.keys_from_log,
+        keys_from_xfrm=args.keys_from_xfrm, bpf=args.filter or DEFAULT_BPF, write=args.write,
+        emit=emit, stats_interval=args.stats_interval, max_rows=args.max_rows, user=analyser_user(args),
     )
+
+
+# Every other output writes SPIs as "0x…" strings (sas, findings, summary, decrypt --jsonl).
+_SPI_FIELDS = frozenset({"spi", "spi_i", "spi_r"})
+
+
+def event_json(ev: dict) -> str:
+    """One event as a JSON line, SPIs as ``"0x%08x"`` strings like every other output."""
+    ev = {k: f"0x{v:08x}" if k in _SPI_FIELDS and isinstance(v, int) else v for k, v in ev.items()}
+    return json.dumps(ev, default=_json_default, separators=(",", ":"))
 
 
 def _json_default(o: object) -> object:
@@ -66,20 +92,19 @@ def run(args: argparse.Namespace) -> int:
         return _run_tui(args)
 
     def emit(ev: dict) -> None:
-        sys.stdout.write(json.dumps(ev, default=_json_default, separators=(",", ":")) + "\n")
+        sys.stdout.write(event_json(ev) + "\n")
         sys.stdout.flush()
 
     runner = build_runner(args, emit)
-    # SIGTERM (systemd, timeout, a test harness) ends the run like Ctrl-C: final stats, clean file.
-    signal.signal(signal.SIGTERM, lambda *_: runner._stop.set())
-    emit({"event": "started", "interface": args.interface, "linktype": runner.capture.linktype,
+    # SIGTERM (systemd, timeout, a test harness) ends the run like Ctrl-C: final stats, clean file,
+    # and the capture helper told to stop.
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop(timeout=0))
+    emit({"event": "started", "interface": args.interface, "linktype": runner.linktype,
           "keys": len(runner.session.keys)})
     try:
         runner.run_for(args.duration, args.count)
     except KeyboardInterrupt:
         pass
-    finally:
-        runner.stop()
     _raise_runner_error(runner)
     return 0
 
