@@ -248,6 +248,8 @@ class LiveRunner:
             if end is not None and now >= end:
                 break
             self._take(self.stream.read(0.1), count)
+            if self.stream.done:
+                break  # the helper got SIGTERM and said bye: a normal end
             if self._file is not None:
                 self._file.tick()
             self._drain()

@@ -212,8 +212,10 @@ def _wait_gone(pid: int, timeout: float = 20) -> bool:
 
 @pytest.mark.netns
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
-@pytest.mark.parametrize("victim", ["helper", "analyser"])
+@pytest.mark.parametrize("victim", ["helper", "analyser", "helper-sigterm"])
 def test_kill_9_of_either_part_ends_the_other(victim):
+    """kill -9 of either part ends the other (the analyser in one line, exit 1); SIGTERM to the
+    helper (systemd stopping a whole unit) ends both cleanly, final stats included."""
     ns = _netns("k")
     try:
         live = subprocess.Popen(["ip", "netns", "exec", ns, *_live_cmd("-i", "lo", "--headless")],
@@ -229,6 +231,11 @@ def test_kill_9_of_either_part_ends_the_other(victim):
                 assert live.returncode == 1
                 lines = err.decode().strip().splitlines()
                 assert len(lines) == 1 and "capture helper" in lines[0] and "killed by signal 9" in lines[0], lines
+            elif victim == "helper-sigterm":
+                os.kill(helper, signal.SIGTERM)
+                out, err = live.communicate(timeout=20)
+                assert live.returncode == 0 and not err, err
+                assert b'"stats"' in out.splitlines()[-1]
             else:
                 os.kill(live.pid, signal.SIGKILL)
                 live.wait(timeout=20)

@@ -27,7 +27,8 @@ Wire format, helper → analyser: records ``<B type><I length><payload>``:
   frame captured ``key_delay`` before it can be processed (keys before the frames they decrypt)
 - ``S`` stats: ``<Q received><Q drops>`` — the kernel's PACKET_STATISTICS, accumulated
 - ``E`` error: UTF-8 text, one line; the helper stops after it
-- ``B`` bye: answer to a quit request, after a last key poll, tick and stats
+- ``B`` bye: after a last key poll, tick and stats; the answer to a quit request, or sent
+  unasked when the helper got SIGTERM (the analyser then ends normally)
 
 Analyser → helper: ``Q`` asks it to stop. EOF means the same.
 
@@ -192,7 +193,7 @@ def serve(pkt: socket.socket, chan: socket.socket, logs: list[str], xfrm: bool, 
     received = drops = 0
     next_keys = next_xfrm = next_stats = 0.0
     ready = [pkt, chan]
-    while True:
+    while not _terminated:
         out = bytearray()
         now = time.monotonic()
         if now >= next_keys:
@@ -222,26 +223,36 @@ def serve(pkt: socket.socket, chan: socket.socket, logs: list[str], xfrm: bool, 
         wait = max(0.0, min(next_keys, next_stats) - time.monotonic())
         r, _, _ = select.select(ready, [], [], wait)
         if chan in r:
-            msg = chan.recv(64)
-            # Quit (or EOF: the analyser is gone). Last keys, tick and stats, then bye.
-            if msg:
-                out = bytearray()
-                tick = time.time_ns()
-                for src in sources:
-                    src.poll(out)
-                if xfrm_src is not None:
-                    xfrm_src.poll(out)
-                out += record(MSG_TICK, TICK.pack(tick))
-                p, d = kernel_stats(pkt)
-                out += record(MSG_STATS, STATS.pack(received + p, drops + d))
-                out += record(MSG_BYE, b"")
-                chan.sendall(out)
-            return
+            if not chan.recv(64):
+                return  # EOF: the analyser is gone
+            break  # asked to quit
+    # Asked to quit, or SIGTERM (systemd stopping the whole unit): last keys, tick and stats,
+    # then bye — the analyser ends as cleanly as when it asked.
+    out = bytearray()
+    tick = time.time_ns()
+    for src in sources:
+        src.poll(out)
+    if xfrm_src is not None:
+        xfrm_src.poll(out)
+    out += record(MSG_TICK, TICK.pack(tick))
+    p, d = kernel_stats(pkt)
+    out += record(MSG_STATS, STATS.pack(received + p, drops + d))
+    out += record(MSG_BYE, b"")
+    chan.sendall(out)
+
+
+_terminated = False
+
+
+def _on_sigterm(_sig: int, _frame: object) -> None:
+    global _terminated
+    _terminated = True  # a flag, not an exception: a record half-written to the stream would garble it
 
 
 def main(argv: list[str]) -> int:
     """``privsep.py PACKET_FD CHANNEL_FD PARENT_PID SNAPLEN SKIP_OUTGOING XFRM [LOG...]``"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the analyser's to handle
+    signal.signal(signal.SIGTERM, _on_sigterm)
     pkt_fd, chan_fd, parent, snaplen, skip, xfrm = (int(a) for a in argv[:6])
     _set_parent_death_signal(parent)
     pkt = socket.socket(fileno=pkt_fd)
