@@ -69,23 +69,27 @@ class KeyText:
 class LiveFile:
     """``-w``: the pcapng written in place, whole blocks at a time, at least every FLUSH_EVERY s.
 
-    In place rather than to a temporary file renamed at the end (what every other output of
-    ipsecscope does): Wireshark/tshark must be able to open it while the capture runs, and a
-    crash or kill -9 must leave what was captured so far. So it is created 0600, never through a
-    symlink (O_NOFOLLOW), owned by the unprivileged user, and only ever holds complete blocks:
-    a reader sees a valid pcapng that ends at the last flush.
+    In place rather than to a temporary file renamed at the end (``outfile.atomic_output``, what
+    every other output of ipsecscope does): Wireshark/tshark must be able to open it while the
+    capture runs, and a crash or kill -9 must leave what was captured so far. So it is a new file
+    (``outfile.create_private``: O_EXCL, 0600, never through a symlink; an existing file is
+    refused, not clobbered), owned by the unprivileged user, and it only ever holds complete
+    blocks: a reader sees a valid pcapng that ends at the last flush.
     """
 
     def __init__(self, path: str | Path) -> None:
+        from .outfile import create_private
+
         self.path = str(path)
         try:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                              0o600)
+            self.fh = create_private(self.path, "wb", buffering=0)
+        except FileExistsError:
+            raise ExportError(f"{self.path} exists: live -w writes the capture in place as it runs and never "
+                              "overwrites a file; remove it or choose another name") from None
         except OSError as exc:
             who = _user_name()
             raise ExportError(f"cannot write {self.path} as user {who}: {exc.strerror}; give a file in a "
                               f"directory {who} can write (live drops root, see --user)") from None
-        os.fchmod(self.fd, 0o600)  # an existing file kept its mode through O_TRUNC
         self._buf = bytearray()
         self._flushed = time.monotonic()
 
@@ -96,7 +100,7 @@ class LiveFile:
         buf, self._buf = self._buf, bytearray()
         view = memoryview(buf)
         while view:
-            view = view[os.write(self.fd, view):]
+            view = view[self.fh.write(view):]
         self._flushed = time.monotonic()
 
     def tick(self) -> None:
@@ -104,10 +108,9 @@ class LiveFile:
             self.flush()
 
     def close(self) -> None:
-        if self.fd >= 0:
+        if not self.fh.closed:
             self.flush()
-            os.close(self.fd)
-            self.fd = -1
+            self.fh.close()
 
 
 def _check_readable(user: str) -> None:
@@ -163,6 +166,11 @@ class LiveRunner:
     ) -> None:
         from .keys import charon, xfrm
 
+        if write is not None:
+            from .outfile import refuse_inputs
+
+            # Still privileged here: a root-only charon log can be compared with the output.
+            refuse_inputs(write, [*(key_files or []), *(key_logs or [])], what="-w file")
         capture = LiveCapture(iface, bpf=bpf)
         self.iface = iface
         self.linktype = capture.linktype

@@ -257,6 +257,30 @@ def test_runner_rejects_missing_interface():
         LiveRunner("no-such-if0")
 
 
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+@pytest.mark.parametrize("case", ["exists", "is-the-log"])
+def test_write_never_clobbers(case):
+    """-w writes in place, so it must be a new file: an existing one (a capture from yesterday) or
+    the charon log being read is refused in one line and left as it was."""
+    ns = _netns("w")
+    wdir = _nobody_dir()
+    try:
+        target = wdir / "old.pcapng"
+        target.write_bytes(b"precious")
+        args = ["-i", "lo", "--headless", "--duration", "5", "-w", str(target)]
+        if case == "is-the-log":
+            args += ["--keys-from-log", str(target)]
+        r = subprocess.run(["ip", "netns", "exec", ns, *_live_cmd(*args)], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert ("exists" if case == "exists" else "is the input") in r.stderr, r.stderr
+        assert target.read_bytes() == b"precious"
+    finally:
+        shutil.rmtree(wdir, ignore_errors=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 def _records(buf: bytes) -> list[tuple[str, bytes]]:
     from ipsecscope.capture import privsep
 
