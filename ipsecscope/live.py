@@ -21,6 +21,8 @@ Events (``--headless`` prints one JSON object per line; every one has ``event`` 
 - tracker events: ``ike_sa_created|established|rekeyed|deleted|failed``,
   ``child_sa_created|rekeyed|deleted|failed``, ``esp_flow_started`` (fields: see state/tracker.py)
 - ``finding``: ``code``, ``severity``, ``title``, ``explanation``, ``frames``, ``sa``, ``hint``
+- ``suppressed``: ``count``, ``events`` (per kind) — SA and finding events refused by the
+  :class:`EventBudget` in the last second (a flood of random SPIs must not flood the stream)
 - ``stats``: ``frames``, ``ike``, ``esp``, ``decrypted``, ``icv_failed``, ``no_key``, ``malformed``,
   ``kernel_received``, ``kernel_drops``
 """
@@ -44,6 +46,39 @@ from .session import Session
 
 Emit = Callable[[dict], None]
 FLUSH_EVERY = 0.5  # seconds: -w is a valid pcapng on disk at least this often (tcpdump -U style)
+# SA and finding events share one budget (token bucket): a real gateway's tunnels make a few per
+# second, while random-SPI garbage makes two per frame and would flood the JSON stream (issue 12).
+# What the budget refuses is counted and reported once a second in a ``suppressed`` event.
+EVENT_RATE = 200.0  # events per second, sustained
+EVENT_BURST = 1000.0
+
+
+class EventBudget:
+    """A token bucket: ``take()`` is True while events may still go out."""
+
+    __slots__ = ("rate", "burst", "tokens", "at", "refused")
+
+    def __init__(self, rate: float = EVENT_RATE, burst: float = EVENT_BURST) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, time.monotonic()
+        self.refused: dict[str, int] = {}
+
+    def take(self, kind: str) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.refused[kind] = self.refused.get(kind, 0) + 1
+        return False
+
+    def report(self) -> dict | None:
+        """The ``suppressed`` event for what was refused since the last report, if anything."""
+        if not self.refused:
+            return None
+        refused, self.refused = self.refused, {}
+        return {"event": "suppressed", "ts": time.time(), "count": sum(refused.values()), "events": refused}
 
 
 @dataclass(slots=True)
@@ -211,6 +246,7 @@ class LiveRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seen_findings: set[tuple] = set()
+        self.budget = EventBudget()
         self._findings_checked = 0.0
         self._index = 0
         self._taken = 0
@@ -311,23 +347,34 @@ class LiveRunner:
     def _flush_events(self, force: bool = False) -> None:
         tracker = self.session.tracker
         events, tracker.events = tracker.events, []
+        take = self.budget.take
         for ev in events:
-            self.emit(ev)
+            if take(ev["event"]):
+                self.emit(ev)
         now = time.monotonic()
         if not force and now - self._findings_checked < 1.0:
             return  # evaluating every rule per 100 ms batch would cost more than the capture
         self._findings_checked = now
         self.session.finish(now=time.time())  # e.g. an IKE request unanswered for 10 s
+        seen, current = self._seen_findings, set()
         for f in self.session.findings:
             key = (f.code, f.sa, f.frames[:1])
-            if key in self._seen_findings:
+            current.add(key)
+            if key in seen:
                 continue
-            self._seen_findings.add(key)
+            if not take("finding"):
+                continue
             self.emit({
                 "event": "finding", "ts": f.ts, "code": f.code, "severity": f.severity.name.lower(),
                 "title": f.title, "explanation": f.explanation, "frames": list(f.frames), "sa": f.sa,
                 "hint": f.hint,
             })
+        # Only what the table still shows is remembered: findings about SAs that expire() forgot
+        # leave the set with them, so it stays as small as the (capped) table.
+        self._seen_findings = current
+        refused = self.budget.report()
+        if refused is not None:
+            self.emit(refused)
 
     def _report_stats(self) -> None:
         st = self.session.stats

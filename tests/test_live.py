@@ -341,3 +341,17 @@ def test_log_tail_follows_logrotate(tmp_path, style):
     out = bytearray()
     tail.poll(out)
     assert out == b""  # nothing new: nothing sent
+
+
+def test_event_budget_refuses_past_the_burst_and_counts():
+    """With no refill, exactly ``burst`` events go out; the rest are counted per kind and
+    reported once, in one ``suppressed`` event."""
+    from ipsecscope.live import EventBudget
+
+    b = EventBudget(rate=0.0, burst=3)
+    assert [b.take(k) for k in ("esp_flow_started", "child_sa_created", "finding", "esp_flow_started",
+                                "esp_flow_started", "finding")] == [True, True, True, False, False, False]
+    ev = b.report()
+    assert ev is not None and ev["event"] == "suppressed" and ev["count"] == 3
+    assert ev["events"] == {"esp_flow_started": 2, "finding": 1}
+    assert b.report() is None

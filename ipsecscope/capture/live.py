@@ -29,6 +29,7 @@ DEFAULT_BPF = (
 )
 
 ETH_P_ALL = 0x0003
+SO_RCVBUFFORCE = 33
 
 # ARPHRD_* (if_arp.h) → how frames from that device look on an AF_PACKET SOCK_RAW socket.
 _ARPHRD_LINKTYPE = {1: LinkType.ETHERNET, 772: LinkType.ETHERNET, 65534: LinkType.RAW, 776: LinkType.RAW}
@@ -74,7 +75,13 @@ class LiveCapture:
                 self._attach(bpf)
             self.sock.bind((iface, ETH_P_ALL))
             self.sock.setsockopt(socket.SOL_SOCKET, privsep.SO_TIMESTAMPNS, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            # 8 MiB of kernel buffer, like dumpcap's default ring, so a burst waits there while the
+            # analyser catches up. SO_RCVBUF is silently capped at net.core.rmem_max (~208 KiB by
+            # default: a few hundred frames); root may exceed it with SO_RCVBUFFORCE.
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+            except PermissionError:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         except BaseException:
             self.sock.close()
             raise
