@@ -161,6 +161,19 @@ def _check_readable(user: str) -> None:
                 f"runs as that user: install where {user} can read, pick another --user, or --no-drop")
 
 
+def _check_key_readable(path: str | Path) -> None:
+    try:
+        readable = os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0))
+        os.stat(path)
+    except PermissionError:
+        readable = False
+    except OSError:
+        return  # missing and the like: load_keys says it in its own words
+    if not readable:
+        raise KeyFileError(f"not readable by user {_user_name()}, who runs the analyser: make it readable "
+                           "to that user, or pick --user", path=str(path))
+
+
 def _user_name() -> str:
     import pwd
 
@@ -225,6 +238,8 @@ class LiveRunner:
                 self.key_texts.append(KeyText("ip xfrm state", xfrm.parse))
             self.session = session if session is not None else Session(max_rows=max_rows)
             if key_files:
+                for k in key_files:  # read as the analyser's user: say so, rather than "try sudo"
+                    _check_key_readable(k)
                 self.session.add_key_files(key_files)
             self._file: LiveFile | None = None
             self._writer = None

@@ -259,10 +259,11 @@ def test_runner_rejects_missing_interface():
 
 @pytest.mark.netns
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
-@pytest.mark.parametrize("case", ["exists", "is-the-log"])
-def test_write_never_clobbers(case):
+@pytest.mark.parametrize("case", ["exists", "is-the-log", "key-unreadable"])
+def test_write_never_clobbers(case, tmp_path):
     """-w writes in place, so it must be a new file: an existing one (a capture from yesterday) or
-    the charon log being read is refused in one line and left as it was."""
+    the charon log being read is refused in one line and left as it was. A -k file the analyser's
+    user cannot read is named in one line too (not "try sudo": this already runs under sudo)."""
     ns = _netns("w")
     wdir = _nobody_dir()
     try:
@@ -271,10 +272,15 @@ def test_write_never_clobbers(case):
         args = ["-i", "lo", "--headless", "--duration", "5", "-w", str(target)]
         if case == "is-the-log":
             args += ["--keys-from-log", str(target)]
+        elif case == "key-unreadable":
+            key = tmp_path / "esp_sa"  # pytest's tmp dirs are root-only
+            key.write_bytes((CONF.parents[1] / "healthy-gcm" / "keys" / "esp_sa").read_bytes())
+            args = ["-i", "lo", "--headless", "--duration", "5", "-k", str(key)]
         r = subprocess.run(["ip", "netns", "exec", ns, *_live_cmd(*args)], capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
-        assert ("exists" if case == "exists" else "is the input") in r.stderr, r.stderr
+        expected = {"exists": "exists", "is-the-log": "is the input", "key-unreadable": "not readable by user nobody"}
+        assert expected[case] in r.stderr, r.stderr
         assert target.read_bytes() == b"precious"
     finally:
         shutil.rmtree(wdir, ignore_errors=True)
