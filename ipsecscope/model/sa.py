@@ -120,7 +120,12 @@ class ChildSa:
     inferred_reason: str = ""  # for INFERRED SAs: why these flows were grouped
 
     def flows(self, table: SaTable) -> list[EspFlow]:
-        return [f for f in table.flows.values() if f.child_sa == self.id]
+        """Its flows, in the order they started (from the table's index: no walk over all flows)."""
+        return sorted(table.child_flows.get(self.id, ()), key=_first_frame)
+
+
+def _first_frame(f: EspFlow) -> int:
+    return f.first_frame
 
 
 @dataclass(slots=True)
@@ -246,6 +251,8 @@ class SaTable:
     last_ts: float | None = None
     # Added by the correlation engine: facts outside any SA that rules still want.
     observations: list[Observation] = field(default_factory=list)
+    # ChildSa.id -> its flows; kept by the tracker with EspFlow.child_sa (ChildSa.flows reads it)
+    child_flows: dict[int, list[EspFlow]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -8,17 +8,19 @@ that dispatches events to them. :meth:`Book.transition` is the one place that se
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..model.ike import IkeMessage, NotifyPayload, VendorPayload
-from ..model.sa import ChildSa, IkeExchange, IkeSa, Observation, SaState, SaTable
-from .esp_flow import EVIDENCE
+from ..model.sa import ChildSa, EspFlow, IkeExchange, IkeSa, Observation, SaState, SaTable
+from .esp_flow import EVIDENCE, SeqTracker
 
 ZERO_SPI = b"\x00" * 8
 MAX_OBSERVATIONS = 200
 
 Listener = Callable[[dict], None]
+SaId = tuple[str, str, int]  # (destination, "ESP" | "AH", SPI): an SA's identity, RFC 4301 §4.1
 
 
 @dataclass(slots=True)
@@ -62,8 +64,31 @@ class Book:
         self._half_open: dict[tuple[int, bytes], IkeSa] = {}  # (version, spi_i) while spi_r unknown
         self._by_spi_i: dict[tuple[int, bytes], list[IkeSa]] = {}
         self._ike_scratch: dict[int, IkeScratch] = {}
-        self._spi_children: dict[int, list[int]] = {}
+        self._spi_children: dict[int, list[int]] = {}  # SPI -> CHILD SA ids (Delete / REKEY_SA look-ups)
         self._next_child = 1
+        # Indexes that keep correlation linear in the number of SAs and flows (no walk over the
+        # whole table per new flow or per new IKE SA):
+        self._sa_children: dict[SaId, list[int]] = {}  # SA identity -> CHILD SA ids using it
+        self._sa_flows: dict[SaId, list[EspFlow]] = {}  # SA identity -> flows carrying it
+        self._pair_ike: dict[frozenset[str], dict[int, IkeSa]] = {}  # peer pair -> IKE SAs, filing order
+        self.seq_trackers: dict[tuple[str, str, int], SeqTracker] = {}  # per flow key
+        # INFERRED CHILD SAs with one flow, waiting for the opposite one: (initiator, responder,
+        # protocol) -> oldest first
+        self._half_inferred: dict[tuple[str, str, str], deque[ChildSa]] = {}
+        # IKE SAs refused with INVALID_KE / COOKIE, (version, initiator, responder) -> oldest first
+        self._refused: dict[tuple[int, str, str], deque[IkeSa]] = {}
+        # IKE SAs whose CREATE_CHILD_SA got an answer: peer pair -> (answer time, SA), oldest first
+        self._ccsa_answered: dict[frozenset[str], deque[tuple[float, IkeSa]]] = {}
+        self._successors: dict[int, list[int]] = {}  # CHILD SA id -> ids that rekey it
+        # Live mode's bound on INFERRED CHILD SAs (a flood of random SPIs must not grow the table
+        # without limit): at most ``max_inferred`` of them; past that the oldest idle one (no
+        # packet for ``inferred_idle`` s) is forgotten, else the oldest. None = no bound (files).
+        self.max_inferred: int | None = None
+        self.inferred_idle = 60.0
+        self.inferred_forgotten = 0
+        self._inferred_ids: set[int] = set()
+        self._inferred_fifo: deque[ChildSa] = deque()
+        self._counters: dict[str, Observation] = {}  # "inferred_forgotten" / "half_open_forgotten"
 
     # ------------------------------------------------------------------ events and facts
 
@@ -90,9 +115,10 @@ class Book:
 
     # ------------------------------------------------------------------ state
 
-    @staticmethod
-    def transition(sa: IkeSa | ChildSa, state: SaState) -> None:
+    def transition(self, sa: IkeSa | ChildSa, state: SaState) -> None:
         """Move an IKE or CHILD SA to ``state``. The only code that assigns ``.state``."""
+        if sa.state == SaState.INFERRED and state != SaState.INFERRED and isinstance(sa, ChildSa):
+            self._inferred_ids.discard(sa.id)  # negotiated or closed now: outside the inferred cap
         sa.state = state
 
     def fail_ike(self, sa: IkeSa, reason: str, ts: float, frame: int | None) -> None:
@@ -102,6 +128,8 @@ class Book:
         sa.failure = reason
         sa.failure_frame = frame
         sa.failed_ts = ts
+        if reason in ("INVALID_KE_PAYLOAD", "COOKIE"):
+            self.note_refused(sa)
         self.emit("ike_sa_failed", ts, ike_sa=sa.key, reason=reason, frame=frame)
 
     def establish_ike(self, sa: IkeSa, ts: float, inferred: bool) -> None:
@@ -141,8 +169,9 @@ class Book:
         # the rekey chain continues through the survivor.
         prev = self.table.child_sas.get(child.rekeyed_from) if child.rekeyed_from else None
         if prev is not None and prev.rekeyed_into == child.id:
-            for other in self.table.child_sas.values():
-                if other.rekeyed_from == prev.id and other.id != child.id and other.state == SaState.ESTABLISHED:
+            for oid in self._successors.get(prev.id, ()):
+                other = self.table.child_sas.get(oid)
+                if other is not None and other.id != child.id and other.state == SaState.ESTABLISHED:
                     prev.rekeyed_into = other.id
                     break
         self.emit("child_sa_deleted", ts, child_sa=child.id, ike_sa=child.ike_sa, by=by, frame=frame)
@@ -156,10 +185,50 @@ class Book:
             self.transition(old, SaState.REKEYED)
         if old.created_ts is not None:
             old.lifetime_s = ts - old.created_ts
-        new.rekeyed_from = old.id
+        self.mark_rekey_of(new, old)
         self.emit("child_sa_rekeyed", ts, child_sa=old.id, into=new.id, ike_sa=ike_key)
 
+    def mark_rekey_of(self, new: ChildSa, old: ChildSa) -> None:
+        """``new`` is (being) negotiated to replace ``old``."""
+        new.rekeyed_from = old.id
+        lst = self._successors.setdefault(old.id, [])
+        if new.id not in lst:
+            lst.append(new.id)
+            lst.sort()
+
     # ------------------------------------------------------------------ IKE SAs
+
+    def note_refused(self, sa: IkeSa) -> None:
+        """``sa``'s IKE_SA_INIT was refused with INVALID_KE_PAYLOAD or a COOKIE request: the next
+        IKE_SA_INIT between the same peers may be its retry (RFC 7296 §1.3, §2.6)."""
+        dq = self._refused.setdefault((sa.version, sa.initiator, sa.responder), deque())
+        if not dq or dq[-1] is not sa:
+            dq.append(sa)
+
+    def refused_between(self, version: int, initiator: str, responder: str, since: float) -> list[IkeSa]:
+        """Refused IKE SAs (see :meth:`note_refused`) from ``initiator`` to ``responder`` that failed
+        at or after ``since``, oldest first. Older ones are dropped from the index."""
+        dq = self._refused.get((version, initiator, responder))
+        if not dq:
+            return []
+        while dq and (dq[0].failed_ts is None or dq[0].failed_ts < since):
+            dq.popleft()
+        return list(dq)
+
+    def note_child_exchange_answered(self, sa: IkeSa, ts: float) -> None:
+        """A CREATE_CHILD_SA on ``sa`` was answered at ``ts``: a new IKE SA between the same peers
+        soon after may be its (encrypted) IKE SA rekey."""
+        self._ccsa_answered.setdefault(frozenset((sa.initiator, sa.responder)), deque()).append((ts, sa))
+
+    def child_exchanges_answered_between(self, a: str, b: str, since: float) -> list[IkeSa]:
+        """IKE SAs between ``a`` and ``b`` with a CREATE_CHILD_SA answered at or after ``since``,
+        oldest answer first (an SA may appear more than once). Older ones leave the index."""
+        dq = self._ccsa_answered.get(frozenset((a, b)))
+        if not dq:
+            return []
+        while dq and dq[0][0] < since:
+            dq.popleft()
+        return [sa for _, sa in dq]
 
     def ike_scratch(self, sa: IkeSa) -> IkeScratch:
         p = self._ike_scratch.get(id(sa))
@@ -183,6 +252,10 @@ class Book:
         old = sa.key
         sa.ike_spi_r = spi_r
         self.table.ike_sas[sa.key] = sa
+        pair = self._pair_ike.get(frozenset((sa.initiator, sa.responder)))
+        if pair is not None:  # keep the peer-pair index in the table's (re-)filing order
+            pair.pop(id(sa), None)
+            pair[id(sa)] = sa
         self._half_open.pop((sa.version, sa.ike_spi_i), None)
         for cid in sa.children:
             c = self.table.child_sas.get(cid)
@@ -202,7 +275,22 @@ class Book:
         if spi_r == ZERO_SPI:
             self._half_open[(version, spi_i)] = sa
         self._by_spi_i.setdefault((version, spi_i), []).append(sa)
+        self._pair_ike.setdefault(frozenset((initiator, responder)), {})[id(sa)] = sa
         return sa
+
+    def ike_sas_between(self, a: str, b: str) -> list[IkeSa]:
+        """IKE SAs between two peers (either role), newest filed last."""
+        pair = self._pair_ike.get(frozenset((a, b)))
+        return list(pair.values()) if pair else []
+
+    def latest_ike_between(self, a: str, b: str) -> IkeSa | None:
+        """The most recently filed IKE SA between two peers that did not fail."""
+        pair = self._pair_ike.get(frozenset((a, b)))
+        if pair:
+            for sa in reversed(pair.values()):
+                if sa.state != SaState.FAILED:
+                    return sa
+        return None
 
     def ike_sa_of(self, child: ChildSa) -> IkeSa | None:
         return self.table.ike_sas.get(child.ike_sa) if child.ike_sa else None
@@ -255,40 +343,229 @@ class Book:
             ike.children.append(cid)
         return child
 
+    @staticmethod
+    def sa_ids(child: ChildSa, spi: int) -> list[SaId]:
+        """The SA identities ``spi`` names on ``child``: spi_i is the initiator's inbound SPI (its
+        SA's destination is the initiator), spi_r the responder's (RFC 7296 §2.17 naming)."""
+        out = []
+        if spi == child.spi_i:
+            out.append((child.initiator, child.protocol, spi))
+        if spi == child.spi_r:
+            out.append((child.responder, child.protocol, spi))
+        return out
+
     def index_spi(self, child: ChildSa, spi: int) -> None:
         """File ``child`` under ``spi`` without re-binding any flow."""
         lst = self._spi_children.setdefault(spi, [])
         if child.id not in lst:
             lst.append(child.id)
+        for sid in self.sa_ids(child, spi):
+            lst = self._sa_children.setdefault(sid, [])
+            if child.id not in lst:
+                lst.append(child.id)
 
     def register_spi(self, child: ChildSa, spi: int | None) -> None:
-        """File ``child`` under ``spi`` and move the flows with that SPI that no negotiated CHILD
-        SA owns yet onto it."""
+        """File ``child`` under ``spi`` and move the flows of that SA (same SPI, destination and
+        protocol) that no negotiated CHILD SA owns yet onto it."""
         if spi is None:
             return
         self.index_spi(child, spi)
         # Flows seen before the IKE exchange (or grouped by inference) move to the negotiated SA.
-        for flow in self.table.flows.values():
-            if flow.spi != spi or flow.child_sa == child.id:
+        for sid in self.sa_ids(child, spi):
+            for flow in list(self._sa_flows.get(sid, ())):
+                if flow.child_sa == child.id:
+                    continue
+                cur = self.table.child_sas.get(flow.child_sa) if flow.child_sa else None
+                if cur is None or cur.state == SaState.INFERRED:
+                    self.attach_flow(flow, child)
+                    if cur is not None and not self.table.child_flows.get(cur.id):
+                        self.drop_inferred(cur)
+
+    def add_flow(self, flow: EspFlow) -> None:
+        """File a new flow under its SA identity (destination, protocol, SPI)."""
+        self.table.flows[flow.key] = flow
+        self.seq_trackers[flow.key] = SeqTracker()
+        self._sa_flows.setdefault((flow.dst, flow.protocol, flow.spi), []).append(flow)
+
+    def attach_flow(self, flow: EspFlow, child: ChildSa) -> None:
+        """Bind ``flow`` to ``child`` (and off the CHILD SA it was on)."""
+        cf = self.table.child_flows
+        if flow.child_sa is not None:
+            old = cf.get(flow.child_sa)
+            if old is not None and flow in old:
+                old.remove(flow)
+                if not old:
+                    del cf[flow.child_sa]
+        flow.child_sa = child.id
+        cf.setdefault(child.id, []).append(flow)
+
+    def take_half_inferred(self, initiator: str, responder: str, protocol: str, ts: float,
+                           window: float) -> ChildSa | None:
+        """The newest INFERRED CHILD SA from ``initiator`` to ``responder`` with only one flow so
+        far, created within ``window`` s of ``ts``; it leaves the waiting list."""
+        dq = self._half_inferred.get((initiator, responder, protocol))
+        if not dq:
+            return None
+        sas = self.table.child_sas
+
+        def waiting(c: ChildSa) -> bool:
+            return c.state == SaState.INFERRED and c.spi_i is None and sas.get(c.id) is c
+
+        # Flows arrive in capture order, so the head holds the oldest: drop what can no longer pair.
+        while dq and (not waiting(dq[0]) or (dq[0].created_ts or 0.0) < ts - window):
+            dq.popleft()
+        for c in reversed(dq):
+            if c.created_ts is None or not waiting(c):
                 continue
-            cur = self.table.child_sas.get(flow.child_sa) if flow.child_sa else None
-            if cur is None or cur.state == SaState.INFERRED:
-                flow.child_sa = child.id
-                if cur is not None and not cur.flows(self.table):
-                    self.drop_inferred(cur)
+            if c.created_ts < ts - window:
+                break
+            if abs(ts - c.created_ts) <= window:
+                dq.remove(c)
+                return c
+        return None
+
+    def add_inferred(self, child: ChildSa, ts: float) -> None:
+        """File a new INFERRED CHILD SA (one flow so far), then apply the cap on inferred SAs."""
+        self._half_inferred.setdefault((child.initiator, child.responder, child.protocol), deque()).append(child)
+        self._inferred_ids.add(child.id)
+        self._inferred_fifo.append(child)
+        if self.max_inferred is not None:
+            while len(self._inferred_ids) > self.max_inferred and self._forget_one_inferred(ts, child):
+                pass
+
+    def _forget_one_inferred(self, ts: float, keep: ChildSa) -> bool:
+        """Forget the oldest idle INFERRED CHILD SA (or, when the few oldest are all busy, the oldest
+        of them). Looks at no more than 8 entries, so the cost per new SA stays constant."""
+        fifo, ids = self._inferred_fifo, self._inferred_ids
+        busy: list[ChildSa] = []
+        victim = None
+        while fifo and len(busy) < 8:
+            c = fifo.popleft()
+            if c.id not in ids or self.table.child_sas.get(c.id) is not c:
+                continue  # no longer inferred (negotiated, deleted) or already dropped
+            if c is keep:
+                busy.append(c)
+                continue
+            last = max((f.last_ts or f.first_ts or 0.0 for f in self.table.child_flows.get(c.id, ())), default=0.0)
+            if last < ts - self.inferred_idle:
+                victim = c
+                break
+            busy.append(c)
+        if victim is None:
+            victim = next((c for c in busy if c is not keep), None)
+            if victim is not None:
+                busy.remove(victim)
+        fifo.extend(busy)  # spared ones go to the back (second chance)
+        if victim is None:
+            return False
+        self._forget_inferred_counted(victim, ts)
+        return True
+
+    def expire(self, now: float, *, max_age: float = 60.0, max_inferred: int | None = 2000) -> int:
+        """Live mode's housekeeping (call it now and then, e.g. once a second): forget INFERRED
+        CHILD SAs (with their flows) that carried nothing for ``max_age`` s and, past
+        ``max_inferred``, the oldest ones; forget half-open IKE SAs (an IKE_SA_INIT never answered)
+        idle for ``max_age`` s and, past ``max_inferred``, the oldest. Returns how many SAs were
+        forgotten; they are counted in the ``inferred_forgotten`` / ``half_open_forgotten``
+        observations. Costs one pass over those SAs, never over the whole table."""
+        gone = 0
+        keep: deque[ChildSa] = deque()
+        for c in self._inferred_fifo:
+            if c.id not in self._inferred_ids or self.table.child_sas.get(c.id) is not c:
+                continue
+            flows = self.table.child_flows.get(c.id, ())
+            last = max((f.last_ts or f.first_ts or 0.0 for f in flows), default=c.created_ts or 0.0)
+            if now - last > max_age:
+                self._forget_inferred_counted(c, now)
+                gone += 1
+            else:
+                keep.append(c)
+        self._inferred_fifo = keep
+        while max_inferred is not None and len(self._inferred_ids) > max_inferred and keep:
+            self._forget_inferred_counted(keep.popleft(), now)
+            gone += 1
+        half = [sa for sa in self._half_open.values() if not sa.children and sa.ike_spi_r == ZERO_SPI]
+        old = [sa for sa in half if now - _last_activity(sa) > max_age]
+        if max_inferred is not None and len(half) - len(old) > max_inferred:
+            fresh = [sa for sa in half if now - _last_activity(sa) <= max_age]
+            old += fresh[:len(fresh) - max_inferred]
+        for sa in old:
+            self._forget_ike(sa)
+        if old:
+            self._count("half_open_forgotten", len(old), now)
+        return gone + len(old)
+
+    def _forget_ike(self, sa: IkeSa) -> None:
+        if self.table.ike_sas.get(sa.key) is sa:
+            del self.table.ike_sas[sa.key]
+        if self._half_open.get((sa.version, sa.ike_spi_i)) is sa:
+            del self._half_open[(sa.version, sa.ike_spi_i)]
+        lst = self._by_spi_i.get((sa.version, sa.ike_spi_i))
+        if lst is not None and sa in lst:
+            lst.remove(sa)
+            if not lst:
+                del self._by_spi_i[(sa.version, sa.ike_spi_i)]
+        pair = self._pair_ike.get(frozenset((sa.initiator, sa.responder)))
+        if pair is not None:
+            pair.pop(id(sa), None)
+            if not pair:
+                del self._pair_ike[frozenset((sa.initiator, sa.responder))]
+        for x in sa.exchanges:  # keyed by id(sa): a later object may reuse the id
+            self.exchanges.pop((id(sa), x.msg_id, True), None)
+            self.exchanges.pop((id(sa), x.msg_id, False), None)
+        self._ike_scratch.pop(id(sa), None)
+
+    def _forget_inferred_counted(self, c: ChildSa, now: float) -> None:
+        self._inferred_ids.discard(c.id)
+        self.forget_inferred(c)
+        self.inferred_forgotten += 1
+        self._count("inferred_forgotten", self.inferred_forgotten, now, total=True)
+
+    def _count(self, kind: str, n: int, ts: float, total: bool = False) -> None:
+        """One observation per kind of forgetting, its ``count`` kept current."""
+        ob = self._counters.get(kind)
+        if ob is None:
+            if len(self.table.observations) >= MAX_OBSERVATIONS:
+                return
+            ob = self._counters[kind] = Observation(kind, ts, (), detail={"count": 0})
+            self.table.observations.append(ob)
+        ob.detail["count"] = n if total else int(ob.detail["count"]) + n  # type: ignore[call-overload]
+        ob.detail["last_ts"] = ts
+
+    def children_of_sa(self, dst: str, protocol: str, spi: int) -> list[int]:
+        """CHILD SA ids that negotiated (or were inferred for) this SA, oldest first."""
+        return self._sa_children.get((dst, protocol, spi), [])
 
     def drop_inferred(self, child: ChildSa) -> None:
         self.table.child_sas.pop(child.id, None)
+        self._inferred_ids.discard(child.id)
         ike = self.ike_sa_of(child)
         if ike is not None and child.id in ike.children:
             ike.children.remove(child.id)
         for spi in (child.spi_i, child.spi_r):
-            if spi is not None and child.id in self._spi_children.get(spi, []):
+            if spi is None:
+                continue
+            if child.id in self._spi_children.get(spi, []):
                 self._spi_children[spi].remove(child.id)
+            for sid in self.sa_ids(child, spi):
+                lst = self._sa_children.get(sid)
+                if lst and child.id in lst:
+                    lst.remove(child.id)
+                    if not lst:
+                        del self._sa_children[sid]
 
-    def children_with_spi(self, spi: int) -> list[int]:
-        """CHILD SA ids that use ``spi`` in either direction, oldest first."""
-        return self._spi_children.get(spi, [])
+    def forget_inferred(self, child: ChildSa) -> None:
+        """Drop an INFERRED CHILD SA and its flows entirely (live mode's cap on inferred SAs)."""
+        for flow in self.table.child_flows.pop(child.id, []):
+            self.table.flows.pop(flow.key, None)
+            self.seq_trackers.pop(flow.key, None)
+            sid = (flow.dst, flow.protocol, flow.spi)
+            lst = self._sa_flows.get(sid)
+            if lst is not None and flow in lst:
+                lst.remove(flow)
+                if not lst:
+                    del self._sa_flows[sid]
+        self.drop_inferred(child)
 
     def child_by_spi(self, spi: int, sender: str | None = None, ike: IkeSa | None = None) -> ChildSa | None:
         """The CHILD SA an SPI belongs to. Delete and REKEY_SA name the SPI the *sender* receives on
@@ -307,3 +584,9 @@ class Book:
             if best is None:
                 best = c
         return best
+
+
+def _last_activity(sa: IkeSa) -> float:
+    x = sa.exchanges[-1] if sa.exchanges else None
+    ts = [t for t in (sa.created_ts, x.request_ts if x else None, x.response_ts if x else None) if t is not None]
+    return max(ts, default=0.0)

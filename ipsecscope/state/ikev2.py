@@ -38,6 +38,7 @@ from .book import ZERO_SPI, Book, ChildScratch
 from .proposals import proposal_algorithms, proposal_string
 
 RETRY_WINDOW = 30.0  # s: a new IKE_SA_INIT this soon after INVALID_KE/COOKIE is the retry
+REKEY_WINDOW = 10.0  # s: a new IKE SA this soon after an encrypted CREATE_CHILD_SA may be its rekey
 
 _NT = NotifyType
 _CHILD_ERRORS = {_NT.NO_PROPOSAL_CHOSEN, _NT.TS_UNACCEPTABLE, _NT.SINGLE_PAIR_REQUIRED, _NT.INTERNAL_ADDRESS_FAILURE,
@@ -142,13 +143,16 @@ def ike_sa_for_v2(book: Book, msg: IkeMessage) -> IkeSa:
 def infer_ike_rekey(book: Book, sa: IkeSa, ts: float) -> None:
     """Without keys an IKE SA rekey (RFC 7296 §1.3.2) is an encrypted CREATE_CHILD_SA on the
     old SA followed by traffic under new SPIs between the same peers: link the two."""
-    for old in reversed(list(book.table.ike_sas.values())):
-        if old is sa or old.rekeyed_into or old.decrypted or {old.initiator, old.responder} != {
-                sa.initiator, sa.responder}:
+    seen: set[int] = set()
+    for old in reversed(book.child_exchanges_answered_between(sa.initiator, sa.responder, ts - REKEY_WINDOW)):
+        if id(old) in seen:
+            continue
+        seen.add(id(old))
+        if old is sa or old.rekeyed_into or old.decrypted:
             continue
         last = next((x for x in reversed(old.exchanges) if x.exchange == iana.ExchangeType.CREATE_CHILD_SA
                      and x.response_ts is not None), None)
-        if last is None or not 0 <= ts - last.response_ts <= 10.0:
+        if last is None or not 0 <= ts - last.response_ts <= REKEY_WINDOW:
             continue
         sa.rekeyed_from = old.key
         old.rekeyed_into = sa.key
@@ -162,10 +166,8 @@ def infer_ike_rekey(book: Book, sa: IkeSa, ts: float) -> None:
 
 def link_retry(book: Book, sa: IkeSa, ts: float) -> None:
     """An IKE_SA_INIT with fresh SPIs right after one refused with INVALID_KE/COOKIE is its retry."""
-    for other in reversed(list(book.table.ike_sas.values())):
-        if other is sa or other.retried_by or other.version != sa.version:
-            continue
-        if (other.initiator, other.responder) != (sa.initiator, sa.responder):
+    for other in reversed(book.refused_between(sa.version, sa.initiator, sa.responder, ts - RETRY_WINDOW)):
+        if other is sa or other.retried_by:
             continue
         if other.failure not in ("INVALID_KE_PAYLOAD", "COOKIE") and not other.cookie_requested:
             continue
@@ -217,6 +219,8 @@ def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_respons
     if is_response:
         if x.response_ts is None:
             x.response_ts = msg.ts
+            if x.exchange == iana.ExchangeType.CREATE_CHILD_SA:
+                book.note_child_exchange_answered(sa, msg.ts)
         if frag or len(x.response_frames) == 0:
             x.response_size += len(msg.raw)
         x.response_frames.append(msg.frame)
@@ -299,6 +303,7 @@ def ike_sa_init(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_respo
     if any(n.notify_type == NotifyType.COOKIE for n in notifies) and not sas:
         sa.cookie_requested = True  # RFC 7296 §2.6: retry with the cookie, not a failure
         sa.failed_ts = msg.ts
+        book.note_refused(sa)
         x.summary = "IKE_SA_INIT: responder asks for a COOKIE (DoS protection)"
         return
     if sas and sas[0].proposals:
@@ -441,7 +446,7 @@ def child_request(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, create
     cp.ni = priv.ni if priv_nonces else (nonces[0].data if nonces else None)
     book.child_scratch[child.id] = cp
     if rekey_of is not None:
-        child.rekeyed_from = rekey_of.id
+        book.mark_rekey_of(child, rekey_of)
         x.rekey_child = rekey_of.id
     x.new_child = child.id
     book.register_spi(child, child.spi_i)

@@ -32,7 +32,6 @@ from ..model.ike import IkeMessage
 from ..model.packets import AhPacket, EspPacket, Malformed, NatKeepalive
 from ..model.sa import EspFlow, KeymatRequest, Observation, SaState
 from .book import MAX_OBSERVATIONS, Book
-from .esp_flow import SeqTracker
 from .ikev1 import on_ikev1
 from .ikev2 import on_ikev2
 from .traffic import on_sa_packet
@@ -41,9 +40,14 @@ from .traffic import on_sa_packet
 class Tracker(Book):
     """Builds the SA table from IKE, ESP and AH events. See the module docstring for the API."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_inferred: int | None = None, inferred_idle: float = 60.0) -> None:
+        """``max_inferred``: live mode's bound on INFERRED CHILD SAs (CHILD SAs known only from ESP
+        traffic). Past it the oldest one idle for ``inferred_idle`` s (else the oldest) is forgotten
+        with its flows, so a flood of random SPIs cannot grow the table without limit; they are
+        counted in an ``inferred_forgotten`` observation. None (the default, for files) keeps all."""
         super().__init__()
-        self._seq: dict[tuple[str, str, int], SeqTracker] = {}
+        self.max_inferred = max_inferred
+        self.inferred_idle = inferred_idle
         self._keepalives: dict[tuple[str, str], Observation] = {}
         self._malformed_seen = 0
         self._announced: set[tuple] = set()
@@ -70,7 +74,7 @@ class Tracker(Book):
         """Account one ESP packet (``res``: its EspResult, or None). Returns its flow (None only
         when the tracker hit an internal error, reported as a ``tracker_error`` observation)."""
         try:
-            return on_sa_packet(self, self._seq, pkt, res, "ESP", len(pkt.data), pkt.udp_encap, pkt.sport,
+            return on_sa_packet(self, pkt, res, "ESP", len(pkt.data), pkt.udp_encap, pkt.sport,
                                 pkt.dport)
         except Exception as exc:  # noqa: BLE001
             self.observe("tracker_error", pkt.ts, (pkt.frame,), pkt.src, pkt.dst,
@@ -79,7 +83,7 @@ class Tracker(Book):
 
     def on_ah(self, pkt: AhPacket) -> None:
         try:
-            on_sa_packet(self, self._seq, pkt, None, "AH", len(pkt.data), False, 0, 0)
+            on_sa_packet(self, pkt, None, "AH", len(pkt.data), False, 0, 0)
         except Exception as exc:  # noqa: BLE001
             self.observe("tracker_error", pkt.ts, (pkt.frame,), pkt.src, pkt.dst,
                          reason=f"{type(exc).__name__}: {exc}")

@@ -12,14 +12,14 @@ from ..model.sa import EspFlow, SaState
 from .book import Book
 from .child_sa import any_contains, flow_direction, inner_5tuple
 from .esp_flow import _MASK as _SEQ_MASK
-from .esp_flow import EVIDENCE, SeqTracker, account
+from .esp_flow import EVIDENCE, account
 from .esp_flow import TRACK as _SEQ_TRACK
 
 INFER_PAIR_WINDOW = 10.0  # s: two opposite ESP flows starting this close belong to one CHILD SA
 
 
-def on_sa_packet(book: Book, seqs: dict[tuple[str, str, int], SeqTracker], pkt, res, proto: str,
-                 length: int, encap: bool, sport: int, dport: int) -> EspFlow:
+def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, sport: int,
+                 dport: int) -> EspFlow:
     """Account one ESP or AH packet on its flow (creating and binding the flow if new)."""
     ts = pkt.ts
     t = book.table
@@ -30,8 +30,7 @@ def on_sa_packet(book: Book, seqs: dict[tuple[str, str, int], SeqTracker], pkt, 
     if flow is None:
         flow = EspFlow(src=pkt.src, dst=pkt.dst, spi=pkt.spi, protocol=proto, first_ts=ts,
                        first_frame=pkt.frame, udp_encap=encap, sport=sport, dport=dport)
-        book.table.flows[key] = flow
-        seqs[key] = SeqTracker()
+        book.add_flow(flow)
         bind_flow(book, flow)
         book.emit("esp_flow_started", ts, src=pkt.src, dst=pkt.dst, spi=pkt.spi, protocol=proto,
                    child_sa=flow.child_sa, frame=pkt.frame)
@@ -59,7 +58,7 @@ def on_sa_packet(book: Book, seqs: dict[tuple[str, str, int], SeqTracker], pkt, 
             flow.unsupported_reason = getattr(res, "reason", "") or ""
             keys = getattr(res, "keys", None)
             flow.unsupported_keys_source = getattr(keys, "source", "") or ""
-    sq = seqs[key]
+    sq = book.seq_trackers[key]
     top = sq.top
     full = -1
     if top is not None and flow.seq_max == top:
@@ -124,9 +123,10 @@ def on_sa_packet(book: Book, seqs: dict[tuple[str, str, int], SeqTracker], pkt, 
 
 
 def bind_flow(book: Book, flow: EspFlow) -> None:
-    cands = book.children_with_spi(flow.spi)
+    """Bind a new flow to the CHILD SA that negotiated its SA, identified as RFC 4301 §4.1 says by
+    SPI, destination and protocol: one SPI to two destinations (or over IPv4 and IPv6) is two SAs."""
     best = None
-    for cid in reversed(cands):
+    for cid in reversed(book.children_of_sa(flow.dst, flow.protocol, flow.spi)):
         c = book.table.child_sas.get(cid)
         if c is None:
             continue
@@ -137,39 +137,32 @@ def bind_flow(book: Book, flow: EspFlow) -> None:
         if best is None:
             best = c
     if best is not None:
-        flow.child_sa = best.id
+        book.attach_flow(flow, best)
         return
     infer(book, flow)
 
 
 def infer(book: Book, flow: EspFlow) -> None:
-    """No IKE told us about this SPI: group it with the opposite flow between the same peers
+    """No IKE told us about this SA: group it with the opposite flow between the same peers
     that started at about the same time (the two halves of one CHILD SA), else start an
     INFERRED CHILD SA of its own."""
     ts = flow.first_ts or 0.0
-    for c in reversed(list(book.table.child_sas.values())):
-        if c.state != SaState.INFERRED or c.spi_i is not None:
-            continue
-        if (c.initiator, c.responder) != (flow.dst, flow.src) or c.protocol != flow.protocol:
-            continue
-        if c.created_ts is not None and abs(ts - c.created_ts) <= INFER_PAIR_WINDOW:
-            c.spi_i = flow.spi
-            c.inferred_reason = (f"two ESP flows in opposite directions between {c.initiator} and "
-                                 f"{c.responder} started {abs(ts - c.created_ts):.1f} s apart")
-            flow.child_sa = c.id
-            book.register_spi(c, flow.spi)
-            return
-    ike = None
-    for sa in reversed(list(book.table.ike_sas.values())):
-        if {sa.initiator, sa.responder} == {flow.src, flow.dst} and sa.state != SaState.FAILED:
-            ike = sa
-            break
+    c = book.take_half_inferred(flow.dst, flow.src, flow.protocol, ts, INFER_PAIR_WINDOW)
+    if c is not None:
+        c.spi_i = flow.spi
+        c.inferred_reason = (f"two ESP flows in opposite directions between {c.initiator} and "
+                             f"{c.responder} started {abs(ts - (c.created_ts or 0.0)):.1f} s apart")
+        book.attach_flow(flow, c)
+        book.register_spi(c, flow.spi)
+        return
+    ike = book.latest_ike_between(flow.src, flow.dst)
     child = book.new_child(ike, protocol=flow.protocol, spi_r=flow.spi, initiator=flow.src,
-                            responder=flow.dst, state=SaState.INFERRED, created_ts=ts,
-                            created_frame=flow.first_frame, created_by="ESP traffic")
+                           responder=flow.dst, state=SaState.INFERRED, created_ts=ts,
+                           created_frame=flow.first_frame, created_by="ESP traffic")
     child.mode = "unknown"
     child.inferred_reason = f"ESP flow {flow.src} -> {flow.dst} SPI 0x{flow.spi:08x} with no IKE exchange seen for it"
     book.index_spi(child, flow.spi)
-    flow.child_sa = child.id
+    book.attach_flow(flow, child)
     book.emit("child_sa_created", ts, child_sa=child.id, ike_sa=child.ike_sa, spi_r=flow.spi,
-               inferred=True)
+              inferred=True)
+    book.add_inferred(child, ts)
