@@ -144,6 +144,11 @@ def test_live_headless_follows_a_real_tunnel(tmp_path):
                     assert len(procs) == 2, procs
                     assert [_privileged(p) for p in procs] == [False, True]
                     helper = procs[1]
+                    # ... and keeps only what its one source needs: CAP_DAC_READ_SEARCH to read the
+                    # log, in the bounding set too, with no_new_privs
+                    hs = _status(helper)
+                    assert int(hs["CapEff"], 16) == int(hs["CapBnd"], 16) == 1 << 2, hs
+                    assert hs["NoNewPrivs"] == "1"
                     # the helper has no terminal: its stdio is /dev/null
                     assert all(os.readlink(f"/proc/{helper}/fd/{n}") == "/dev/null" for n in (0, 1, 2))
                     pair.initiate("net", ike="gcm")

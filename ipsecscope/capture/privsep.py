@@ -5,7 +5,9 @@ privileges in ``dumpcap`` and tcpdump drops them with ``-Z``, only this module's
 root: it owns the packet socket (opened and filtered before it starts), tails the charon logs
 (following logrotate), runs ``ip xfrm state``, and writes what it reads to one stream socket. It
 never decodes a frame or a key: log and xfrm text go over as bytes and are parsed by the analyser,
-which runs as an unprivileged user with no capabilities (:func:`drop_privileges`).
+which runs as an unprivileged user with no capabilities (:func:`drop_privileges`). Even the helper
+keeps only the capabilities its sources need (:func:`keep_only_capabilities`): reading any log,
+and the XFRM dump; the open socket needs none.
 
 The helper is started as a fresh interpreter on this file (``python -I -S privsep.py``), so the
 privileged process holds the standard library and this file only, nothing that parses packets.
@@ -183,6 +185,37 @@ def _set_parent_death_signal(parent: int) -> None:
         os._exit(0)
 
 
+CAP_DAC_READ_SEARCH = 2  # read a log whatever its owner and mode
+CAP_NET_ADMIN = 12  # the netlink XFRM dump behind `ip xfrm state`
+
+
+def keep_only_capabilities(wanted: set[int]) -> None:
+    """The helper's own diet, once the socket is open: of all root can do, keep only ``wanted``
+    (nothing when neither logs nor xfrm are asked for), in the bounding set too, so the `ip`
+    it runs gets no more; then PR_SET_NO_NEW_PRIVS. It stays uid 0, so root-owned logs still
+    read. Best effort where the kernel refuses (started with ambient capabilities, not as root)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(64):
+        if cap not in wanted and libc.prctl(24, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:
+            break  # PR_CAPBSET_DROP; EINVAL: past the last capability this kernel has
+    mask = sum(1 << c for c in wanted) & _cap_permitted()
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    # two __user_cap_data_struct {effective, permitted, inheritable}: low and high 32 bits
+    data = (ctypes.c_uint32 * 6)(mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, 0, mask >> 32, mask >> 32, 0)
+    libc.capset(header, data)
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+
+
+def _cap_permitted() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("CapPrm:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
 def serve(pkt: socket.socket, chan: socket.socket, logs: list[str], xfrm: bool, *,
           snaplen: int = 262144, skip_outgoing: bool = False) -> None:
     """The helper's loop: frames, key text, ticks and stats onto ``chan`` until told to stop."""
@@ -255,10 +288,17 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     pkt_fd, chan_fd, parent, snaplen, skip, xfrm = (int(a) for a in argv[:6])
     _set_parent_death_signal(parent)
+    logs = argv[6:]
+    wanted = set()
+    if logs:
+        wanted.add(CAP_DAC_READ_SEARCH)
+    if xfrm:
+        wanted.add(CAP_NET_ADMIN)
+    keep_only_capabilities(wanted)
     pkt = socket.socket(fileno=pkt_fd)
     chan = socket.socket(fileno=chan_fd)
     try:
-        serve(pkt, chan, argv[6:], bool(xfrm), snaplen=snaplen, skip_outgoing=bool(skip))
+        serve(pkt, chan, logs, bool(xfrm), snaplen=snaplen, skip_outgoing=bool(skip))
     except HelperError as exc:
         try:
             chan.sendall(record(MSG_ERROR, str(exc).encode()))
