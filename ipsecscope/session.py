@@ -120,7 +120,39 @@ class Session:
         self.key_files: list[Path] = []
         self.max_rows = max_rows
         self.paths: list[Path] = []
+        self.damage: str | None = None  # set by from_files: why the answer covers less than the files
         self._reset()
+
+    @classmethod
+    def from_files(cls, files: Iterable[str | Path], keys: Iterable[str | Path] = (), *,
+                   progress: Progress | None = None) -> Session:
+        """A session over ``files`` (read in order, into one model) with ``keys`` loaded first.
+
+        A capture damaged part-way (:class:`~ipsecscope.errors.CaptureError` after sound frames)
+        is analysed up to the damage and :attr:`damage` says what was wrong; a file that is not a
+        capture at all, or an unreadable key file, raises.
+        """
+        from .errors import CaptureError, CaptureFormatError
+
+        s = cls()
+        keys = list(keys)
+        if keys:
+            s.add_key_files(keys)
+        for f in files:
+            before = s.stats.frames
+            try:
+                s.load(f, progress)
+            except CaptureFormatError:
+                raise
+            except CaptureError as exc:
+                if s.stats.frames == before:
+                    raise
+                s.damage = f"{exc} (analysed the {s.stats.frames - before} frame(s) before the damage)"
+            if s.stats.truncated and s.damage is None:
+                # A capture cut off in its last record (tcpdump killed, disk full) is still input
+                # damage: the answer is about less than the file claims, so the exit status says so.
+                s.damage = f"{f}: {s.stats.truncated} (analysed the {s.stats.frames - before} frame(s) before it)"
+        return s
 
     # -- set-up ---------------------------------------------------------------------------------
 

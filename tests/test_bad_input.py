@@ -223,9 +223,8 @@ def test_decrypt_quiet_still_warns_about_a_cut_capture(tmp_path: Path) -> None:
 def test_cut_at_every_offset_in_process() -> None:
     """The healthy sample cut at many offsets through the Session (what sas/findings/TUI use):
     only CaptureError may escape, and every cut that is not at a block boundary is counted."""
-    from ipsecscope.cli.findings import finding_to_dict
-    from ipsecscope.cli.sas import table_to_dict
     from ipsecscope.errors import CaptureError
+    from ipsecscope.export.documents import finding_to_dict, table_to_dict
     from ipsecscope.session import Session
 
     data = HEALTHY_CAP.read_bytes()

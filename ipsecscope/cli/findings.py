@@ -11,36 +11,7 @@ Exit status (for scripts and CI):
 - 2 — usage or input error (unreadable capture or key file; one line on stderr). A capture
   damaged part-way is analysed up to the damage (findings printed) and also exits 2.
 
-JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added within /1)::
-
-    {
-      "schema": "ipsecscope.findings/1",
-      "files": [str],
-      "counts": {"error": int, "warning": int, "info": int},
-      "findings": [{
-        "code": str,                 # stable, e.g. "IKE-NO-PROPOSAL", "ESP-SEQ-GAP"
-        "severity": "error" | "warning" | "info",
-        "title": str, "explanation": str, "hint": str,
-        "frames": [int],             # evidence, Wireshark frame numbers
-        "sa": str | null,            # IKE SA key "spii_spir", "child:<id>" or "esp:<src>><dst>:0x<spi>"
-        "time": float | null,
-        "evidence_log": [{           # lines of the peers' own logs (-k charon.log) the finding uses;
-          "kind": str,               #   "configured_proposals" | "received_proposals" | "ts_config" |
-                                     #   "auth" | "dh" | "peer_notify" | "conn_config"
-          "text": str,               #   the log message, e.g. "configured proposals: ESP:AES_GCM_16_256/NO_EXT_SEQ"
-          "source": str,             #   "file:line"
-          "time": str,               #   the log line's timestamp as written ("" if none)
-          "ike_sa": str | null,      #   "spii_spir" when the log names the SPIs, else charon's IKE_SA unique id
-          "conn": str | null,        #   the connection name charon logged ("<conn|uid>")
-          "local": str | null,       #   address of the peer that wrote the log
-          "remote": str | null,      #   the other peer
-          "data": {}                 #   parsed values, e.g. {"proto": "ESP", "swan": ["aes256gcm16"], ...}
-        }]                           #   (empty without such logs)
-      }],
-      "rules": [{"name": str, "codes": [str], "severity": [str], "ref": str,   # with --list-rules only:
-                 "family": str, "doc": str}],  # severity: the levels the rule may give; family "plugin"
-      "families": [{"family": str, "title": str, "numbers": str}]             # for plugin rules
-    }
+JSON (``--json``): the ``ipsecscope.findings/1`` document of :mod:`ipsecscope.export.documents`.
 """
 
 from __future__ import annotations
@@ -51,11 +22,11 @@ import sys
 from datetime import UTC, datetime
 
 from ..errors import IpsecscopeError
+from ..export.documents import FINDINGS_SCHEMA as SCHEMA
+from ..export.documents import SEVERITIES as _LEVELS
+from ..export.documents import findings_document, severity_counts
 from ..model.sa import Finding, Severity
 from .common import add_keys_argument
-
-SCHEMA = "ipsecscope.findings/1"
-_LEVELS = {"info": Severity.INFO, "warning": Severity.WARNING, "error": Severity.ERROR}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -66,19 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="capture file(s), read into one session in order")
     add_keys_argument(p)
     p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
-    p.add_argument("--min-severity", choices=list(_LEVELS), default="info",
+    p.add_argument("--min-severity", choices=["info", "warning", "error"], default="info",
                    help="hide findings below this level (the exit status still counts all)")
     p.add_argument("--list-rules", action="store_true", help="list the diagnosis rules and their codes")
-
-
-def finding_to_dict(f: Finding) -> dict:
-    return {
-        "code": f.code, "severity": f.severity.name.lower(), "title": f.title, "explanation": f.explanation,
-        "hint": f.hint, "frames": list(f.frames), "sa": f.sa, "time": f.ts,
-        "evidence_log": [{"kind": n.kind, "text": n.text, "source": n.source, "time": n.ts, "ike_sa": n.ike_sa,
-                          "conn": n.conn, "local": n.local, "remote": n.remote, "data": n.data}
-                         for n in getattr(f, "evidence", ())],
-    }
 
 
 def exit_status(findings: list[Finding]) -> int:
@@ -121,14 +82,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.files:
         print("ipsecscope findings: give a capture FILE (or --list-rules)", file=sys.stderr)
         return 2
-    from .sas import load_session
+    from ..session import Session
 
     try:
-        session, damage = load_session(args.files, args.keys)
+        session = Session.from_files(args.files, args.keys)
         findings = session.findings
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope findings: {exc}", file=sys.stderr)
         return 2
+    damage = session.damage
     if damage:
         print(f"ipsecscope findings: {damage}", file=sys.stderr)
     from ..plugins import plugin_errors
@@ -137,11 +99,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"ipsecscope findings: plugin {name!r} skipped: {err}", file=sys.stderr)
     floor = _LEVELS[args.min_severity]
     shown = [f for f in findings if f.severity >= floor]
-    counts = {k: sum(1 for f in findings if f.severity == v) for k, v in _LEVELS.items()}
+    counts = severity_counts(findings)
     if args.json:
-        json.dump({"schema": SCHEMA, "files": [str(f) for f in args.files],
-                   "counts": {k: counts[k] for k in ("error", "warning", "info")},
-                   "findings": [finding_to_dict(f) for f in shown]}, sys.stdout, indent=2)
+        json.dump(findings_document(findings, args.files, shown), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         render(shown, counts)

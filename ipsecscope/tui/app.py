@@ -11,24 +11,27 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.text import Text
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from ..errors import CaptureError, CaptureFormatError, IpsecscopeError
+from ..export.documents import findings_document, sas_document
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
 from ..model.sa import Finding, Severity
 from ..session import Session
+from .panes import SessionPane, SessionView
 from .screens.export import ExportRequest, ExportScreen
 from .screens.modals import HelpScreen, KeyFileScreen
+from .tabs import COMMANDS, TABS, bindings, help_rows
 from .widgets.findings import FindingsView
 from .widgets.packet_detail import PacketDetail
 from .widgets.packet_table import PacketHeader, PacketTable, view_from_indices
@@ -54,40 +57,8 @@ class IpsecscopeApp(App[int]):
     CSS_PATH = Path(__file__).with_name("ipsecscope.tcss")  # absolute: subclasses live elsewhere
     TITLE = "ipsecscope"
 
-    BINDINGS = [
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("slash", "focus_filter", "Filter", key_display="/"),
-        Binding("1", "tab('timeline')", "Timeline", show=False),
-        Binding("2", "tab('packets')", "Packets", show=False),
-        Binding("3", "tab('findings')", "Findings", show=False),
-        Binding("4", "tab('sa-detail')", "SA detail", show=False),
-        Binding("a", "add_keys", "Add keys"),
-        Binding("s", "sa_packets", "SA packets"),
-        Binding("e", "export", "Export"),
-        Binding("K", "toggle_keys", "Show keys", show=False),
-        Binding("t", "toggle_tree", "Tree", show=False),
-        Binding("d", "toggle_detail", "Detail", show=False),
-        Binding("h", "toggle_hex_pane", "Hex", show=False),
-        Binding("x", "toggle_hex", "Hex wire/inner", show=False),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
-        Binding("q", "quit", "Quit"),
-    ]
-    # What the help screen says about each key (the footer keeps the short names).
-    HELP = [
-        ("?", "this help"),
-        ("/", "filter the packet list (Enter applies, Esc clears)"),
-        ("1 2 3 4", "tabs: Timeline, Packets, Findings, SA detail"),
-        ("a", "add key files, then decrypt and correlate again"),
-        ("s", "show the packets of the SA under the tree cursor"),
-        ("e", "export: decrypted pcapng / JSON lines, SAs, findings, key tables"),
-        ("K", "show / hide key material in SA detail"),
-        ("t", "hide / show the SA tree (more room on 80 columns)"),
-        ("d", "hide / show the packet detail pane"),
-        ("h", "narrow screens: detail pane shows hex / decoded tree"),
-        ("x", "hex view: frame as captured / decrypted inner packet"),
-        ("Tab", "move focus between panes"),
-        ("q", "quit"),
-    ]
+    BINDINGS = bindings()
+    HELP = help_rows()  # what the help screen says about each key (the footer keeps the short names)
 
     def __init__(self, path: str | Path | None, key_files: Sequence[str | Path] = (), *,
                  runner: Any = None, live_name: str = "live") -> None:
@@ -99,7 +70,6 @@ class IpsecscopeApp(App[int]):
         self.live_name = live_name
         self.data_lock: Any = runner.lock if runner is not None else contextlib.nullcontext()
         self._live_frames = -1
-        self._timeline_dirty = False
         self.key_files: list[Path] = [Path(p) for p in key_files]
         self.session: Session | None = None
         self.filter: Filter = compile_filter("")
@@ -116,21 +86,8 @@ class IpsecscopeApp(App[int]):
         with Horizontal(id="body"):
             yield SaTree(id="sa-tree")
             with TabbedContent(initial="packets", id="tabs"):
-                with TabPane("Timeline", id="timeline"):
-                    yield Timeline(id="timeline-view")
-                with TabPane("Packets", id="packets"):
-                    with Horizontal(id="filter-bar"):
-                        yield Input(placeholder="filter: esp spi=0x… src=… finding=CODE icv=bad   (? help)",
-                                    id="filter")
-                        yield Static("", id="filter-count")
-                    yield PacketHeader(id="packet-header")
-                    yield PacketTable(id="packet-table")
-                    yield PacketDetail(id="packet-detail")
-                with TabPane("Findings", id="findings"):
-                    yield FindingsView(id="findings-view")
-                with TabPane("SA detail", id="sa-detail"):
-                    with VerticalScroll(id="sa-detail-scroll"):
-                        yield SaDetail(id="sa-detail-view")
+                for tab in TABS:
+                    yield TabPane(tab.title, *tab.content(), id=tab.id)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -214,19 +171,20 @@ class IpsecscopeApp(App[int]):
         self.notify(message, title="Could not load the capture", severity="error", timeout=10)
 
     def _loaded(self, session: Session, act: dict[object, list[float]]) -> None:
-        self.session = session
         self._loading(False)
-        table = session.table
-        self.query_one(SaTree).show_table(table)
+        self._show_session(SessionView(session, session.rows, findings_of(session), _activity=act))
+
+    def _show_session(self, view: SessionView) -> None:
+        """Hand one look at the session to every pane (the one path for loading and live)."""
+        self.session = view.session
+        with view.lock:
+            for pane in self.query("*"):
+                if isinstance(pane, SessionPane):
+                    pane.show_session(view)
         ptable = self.query_one(PacketTable)
-        ptable.set_rows(session.rows, table.first_ts)
         header = self.query_one(PacketHeader)
         header.max_frame, header.addr_w = ptable.max_frame, ptable.addr_w
-        findings = findings_of(session)
-        self.query_one(FindingsView).show_findings(findings)
-        self.query_one(Timeline).show(table, act, findings)
-        self.query_one(SaDetail).show(table, self.current_ref, session.keys, self.show_keys)
-        self._label_findings(findings)
+        self._label_findings(view.findings)
         if self.filter.text:
             self.apply_filter(self.filter.text)
         self._update_status()
@@ -243,47 +201,9 @@ class IpsecscopeApp(App[int]):
             if session.stats.frames == self._live_frames:
                 return
             self._live_frames = session.stats.frames
-            self.session = session
-            table = session.table
-            rows = list(session.rows)  # a snapshot: the deque keeps moving
-            findings = findings_of(session)
-            tree = self.query_one(SaTree)
-            ref = tree.current_ref
-            tree.show_table(table)
-            if ref is not None:
-                tree.select_ref(ref)
-            if self.query_one(TabbedContent).active == "timeline":
-                t0 = table.first_ts or 0.0
-                self.query_one(Timeline).show(table, activity(rows, t0, table.last_ts or t0), findings)
-            else:
-                self._timeline_dirty = True
-            self.query_one(SaDetail).show(table, self.current_ref, session.keys, self.show_keys)
-        ptable = self.query_one(PacketTable)
-        current = ptable.current_row
-        follow = current is None or ptable.cursor >= len(ptable.view) - 1
-        ptable.set_rows(rows, table.first_ts, keep_frame=None if follow else current.frame)
-        if follow:
-            ptable.action_last()
-        header = self.query_one(PacketHeader)
-        header.max_frame, header.addr_w = ptable.max_frame, ptable.addr_w
-        fv = self.query_one(FindingsView)
-        if [f.code for f in fv.findings] != [f.code for f in findings]:
-            fv.show_findings(findings)
-            self._label_findings(findings)
-        if self.filter.text:
-            self.apply_filter(self.filter.text)
-        self._update_status()
-
-    @on(TabbedContent.TabActivated)
-    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        if self._timeline_dirty and event.pane.id == "timeline" and self.session is not None:
-            self._timeline_dirty = False
-            with self.data_lock:
-                table = self.session.table
-                rows = list(self.session.rows)
-                t0 = table.first_ts or 0.0
-                self.query_one(Timeline).show(table, activity(rows, t0, table.last_ts or t0),
-                                              findings_of(self.session))
+            # rows: a snapshot, the deque keeps moving
+            self._show_session(SessionView(session, list(session.rows), findings_of(session), live=True,
+                                           lock=runner.lock))
 
     def _label_findings(self, findings: Sequence[Finding]) -> None:
         tabs = self.query_one(TabbedContent)
@@ -465,9 +385,7 @@ class IpsecscopeApp(App[int]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        focus = {"packets": "#packet-table", "findings": "#findings-table", "timeline": "#timeline-events",
-                 "sa-detail": "#sa-detail-scroll"}[tab]
-        self.query_one(focus).focus()
+        self.query_one(next(t.focus for t in TABS if t.id == tab)).focus()
 
     def action_focus_filter(self) -> None:
         self.query_one(TabbedContent).active = "packets"
@@ -589,29 +507,13 @@ class IpsecscopeApp(App[int]):
     # ---- command palette ---------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Help", "Keys and the packet filter language", self.action_help)
-        yield SystemCommand("Filter packets", "Focus the packet filter bar", self.action_focus_filter)
-        yield SystemCommand("Clear filter", "Show every frame again", self.action_clear_filter)
-        yield SystemCommand("Timeline", "IKE exchanges, rekeys, deletes, ESP activity",
-                            lambda: self.action_tab("timeline"))
-        yield SystemCommand("Packets", "The packet list", lambda: self.action_tab("packets"))
-        yield SystemCommand("Findings", "What looks wrong, most severe first", lambda: self.action_tab("findings"))
-        yield SystemCommand("SA detail", "Proposal, selectors, keys, counters of the chosen SA",
-                            lambda: self.action_tab("sa-detail"))
-        yield SystemCommand("Add key files", "Load keys and decrypt/correlate again", self.action_add_keys)
-        yield SystemCommand("Export", "Decrypted pcapng or JSON lines, SAs/findings JSON, key tables",
-                            self.action_export)
-        yield SystemCommand("Packets of this SA", "Filter packets to the SA under the tree cursor",
-                            self.action_sa_packets)
-        yield SystemCommand("Show/hide keys", "Toggle key redaction in SA detail", self.action_toggle_keys)
-        yield SystemCommand("Toggle SA tree", "Hide or show the left pane", self.action_toggle_tree)
-        yield SystemCommand("Toggle packet detail", "Hide or show the packet detail pane",
-                            self.action_toggle_detail)
-        yield SystemCommand("Hex view / decoded tree", "Narrow screens: switch the packet detail pane",
-                            self.action_toggle_hex_pane)
-        yield SystemCommand("Hex: wire / decrypted", "Switch the hex view between the frame and the inner packet",
-                            self.action_toggle_hex)
-
+        for c in COMMANDS[:2]:  # help and filter first, then the tabs, as in the help screen
+            yield SystemCommand(c.palette, c.palette_help, getattr(self, f"action_{c.action}"))
+        for tab in TABS:
+            yield SystemCommand(tab.title, tab.palette_help, partial(self.action_tab, tab.id))
+        for c in COMMANDS[2:]:
+            if c.palette and c.action != "quit":  # Textual's own commands include Quit
+                yield SystemCommand(c.palette, c.palette_help, getattr(self, f"action_{c.action}"))
 
 def export(req: ExportRequest, capture: Path, session: Session) -> str:
     """Write one export; returns the line to show the user. Runs in a worker thread."""
@@ -626,22 +528,12 @@ def export(req: ExportRequest, capture: Path, session: Session) -> str:
                 + (f", {stats.icv_failed:,} ICV failures" if stats.icv_failed else "")
                 + (f", {stats.no_key:,} without keys" if stats.no_key else ""))
     if req.kind == "sas":
-        from ..cli.sas import SCHEMA, table_to_dict
-
-        doc = {"schema": SCHEMA, "files": [str(capture)], **table_to_dict(session.table)}
+        doc = sas_document(session.table, [capture])
         req.path.write_text(json.dumps(doc, indent=2) + "\n")
         return f"{req.path}: {len(session.table.ike_sas)} IKE SAs, {len(session.table.child_sas)} CHILD SAs"
     if req.kind == "findings":
-        from ..cli.findings import SCHEMA as FSCHEMA
-        from ..cli.findings import finding_to_dict
-
         findings = findings_of(session)
-        counts = {name: sum(1 for f in findings if f.severity == sev)
-                  for name, sev in (("error", Severity.ERROR), ("warning", Severity.WARNING),
-                                    ("info", Severity.INFO))}
-        doc = {"schema": FSCHEMA, "files": [str(capture)], "counts": counts,
-               "findings": [finding_to_dict(f) for f in findings]}
-        req.path.write_text(json.dumps(doc, indent=2) + "\n")
+        req.path.write_text(json.dumps(findings_document(findings, [capture]), indent=2) + "\n")
         return f"{req.path}: {len(findings)} findings"
     from ..keys.formats import dump
 

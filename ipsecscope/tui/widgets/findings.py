@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,6 +12,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from ...model.sa import Finding, Severity
+
+if TYPE_CHECKING:
+    from ..panes import SessionView
 
 SEVERITY_LABEL = {Severity.ERROR: "✗ ERR", Severity.WARNING: "⚠ WARN", Severity.INFO: "· info"}
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
@@ -49,6 +53,12 @@ class FindingsView(Vertical):
         yield table
         with VerticalScroll(id="finding-explain-box"):
             yield Static("", id="finding-explain")
+
+    def show_session(self, view: SessionView) -> None:
+        # Live refreshes come every second: keep the cursor unless the findings really changed.
+        if view.live and [f.code for f in self.findings] == [f.code for f in view.findings]:
+            return
+        self.show_findings(view.findings)
 
     def show_findings(self, findings: Sequence[Finding]) -> None:
         self.findings = sort_findings(findings)

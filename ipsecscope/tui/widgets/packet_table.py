@@ -11,6 +11,7 @@ import itertools
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.segment import Segment
 from rich.style import Style
@@ -25,6 +26,9 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from ...model.packets import FrameRow
+
+if TYPE_CHECKING:
+    from ..panes import SessionView
 
 STATUS_GLYPH = {
     "decrypted": ("✓", "green"),
@@ -186,6 +190,17 @@ class PacketTable(ScrollView, can_focus=True):
         self._cache: LRUCache[tuple[int, int, bool], Strip] = LRUCache(512)
 
     # ---- data in ---------------------------------------------------------------------------
+    def show_session(self, view: SessionView) -> None:
+        """Every row of the session; live, the cursor follows new frames when it was on the last one."""
+        if not view.live:
+            self.set_rows(view.rows, view.table.first_ts)
+            return
+        current = self.current_row
+        follow = current is None or self.cursor >= len(self.view) - 1
+        self.set_rows(view.rows, view.table.first_ts, keep_frame=None if follow else current.frame)
+        if follow:
+            self.action_last()
+
     def set_rows(self, rows: Sequence[FrameRow], first_ts: float | None = None,
                  keep_frame: int | None = None) -> None:
         self.rows = rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
@@ -15,6 +15,9 @@ from ...model import iana
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable
 from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, spi_text
+
+if TYPE_CHECKING:
+    from ..panes import SessionView
 
 _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s:\\/]+[\\/])*([^\s:\\/]+)")
 
@@ -177,6 +180,9 @@ class SaDetail(Static):
         self.ref: SaRef | None = None
         self.show_keys = False
         self.content: Any = Text("")
+
+    def show_session(self, view: SessionView) -> None:
+        self.show(view.table, self.ref, view.session.keys)
 
     def show(self, table: SaTable | None, ref: SaRef | None, keys: Any = None, show_keys: bool | None = None) -> None:
         self.table, self.ref, self.keys = table, ref, keys

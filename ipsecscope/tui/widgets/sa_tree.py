@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import Tree
 
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaState, SaTable
+
+if TYPE_CHECKING:
+    from ..panes import SessionView
 
 STATE_STYLE = {
     SaState.INITIATING: "yellow",
@@ -108,6 +112,13 @@ class SaTree(Tree[SaRef]):
         super().__init__("Security associations", id=id)
         self.show_root = False
         self.guide_depth = 2
+
+    def show_session(self, view: SessionView) -> None:
+        """Rebuild from the session's table, the cursor staying on the SA it was on."""
+        ref = self.current_ref
+        self.show_table(view.table)
+        if ref is not None:
+            self.select_ref(ref)
 
     def show_table(self, table: SaTable) -> None:
         self.clear()

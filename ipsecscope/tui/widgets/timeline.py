@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -22,6 +23,9 @@ from ...model import iana
 from ...model.packets import FrameRow
 from ...model.sa import ChildSa, Finding, IkeSa, SaState, SaTable, Severity
 from .sa_tree import STATE_STYLE, spi_text
+
+if TYPE_CHECKING:
+    from ..panes import SessionView
 
 BUCKETS = 240
 LABEL_W = 14
@@ -193,12 +197,27 @@ class Timeline(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.events: list[Event] = []
+        self._pending: SessionView | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="timeline-legend")
         yield Axis(0.0, 0.0)
         yield VerticalScroll(id="timeline-lanes")
         yield OptionList(id="timeline-events")
+
+    def show_session(self, view: SessionView) -> None:
+        # Live, a hidden timeline would be rebuilt every second for nobody: draw it when shown.
+        if view.live and not all(n.display for n in self.ancestors_with_self if isinstance(n, Widget)):
+            self._pending = view
+            return
+        self._pending = None
+        self.show(view.table, view.activity, view.findings)
+
+    def on_show(self) -> None:
+        view, self._pending = self._pending, None
+        if view is not None:
+            with view.lock:
+                self.show(view.table, view.activity, view.findings)
 
     def show(self, table: SaTable, act: dict[object, list[float]], findings: Sequence[Finding]) -> None:
         """``act`` is :func:`activity` over the rows (computed off the UI thread by the caller)."""

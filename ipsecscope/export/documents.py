@@ -1,0 +1,205 @@
+"""The JSON documents every front end writes: ``sas --json``, ``findings --json`` and the TUI's
+exports build them here, so the shapes are declared once and the front ends never import each other.
+
+JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added within /1)::
+
+    {
+      "schema": "ipsecscope.sas/1",
+      "files": [str], "first_time": float|null, "last_time": float|null,
+      "ike_sas": [{
+        "key": "spii_spir" (16+16 hex), "version": 1|2, "spi_i": hex, "spi_r": hex,
+        "initiator": str, "responder": str, "initiator_port": int, "responder_port": int,
+        "state": "initiating"|"established"|"rekeyed"|"deleted"|"failed"|"inferred",
+        "state_inferred": bool,            # guessed from encrypted traffic we could not read
+        "failure": str|null, "proposal": str|null, "offered": [str], "dh_group": str|null,
+        "ke_groups": [str], "invalid_ke_requested": [str], "id_i": str|null, "id_r": str|null,
+        "auth_method": str|null, "mode": str|null (IKEv1 Main/Aggressive),
+        "nat": {"initiator": bool|null, "responder": bool|null, "nat_t": bool},
+        "ike_fragmentation": [bool, bool], "vendor_ids": [str], "decrypted": bool,
+        "icv_failed": int,                 # encrypted messages the given IKE keys failed to authenticate
+        "undecryptable": int,              # encrypted messages a loaded key gave no payload chain for (IKEv1: wrong key)
+        "created": float|null, "established": float|null, "deleted": float|null, "deleted_by": str|null,
+        "rekeyed_from": key|null, "rekeyed_into": key|null, "retry_of": key|null, "retried_by": key|null,
+        "children": [int],
+        "exchanges": [{"exchange": str, "msg_id": int, "requester": str, "request_frames": [int],
+                       "response_frames": [int], "request_time": float|null, "response_time": float|null,
+                       "retransmits": int, "fragments": int, "ip_fragmented": bool, "encrypted": bool,
+                       "decrypted": bool, "error": str|null, "notifies": [str], "summary": str}]
+      }],
+      "child_sas": [{
+        "id": int, "ike_sa": key|null, "state": str, "protocol": "ESP"|"AH", "mode": str,
+        "spi_i": "0x%08x"|null, "spi_r": "0x%08x"|null,   # inbound SPI of the initiator / responder
+        "initiator": str, "responder": str, "created_by": str, "created": float|null,
+        "proposal": str|null, "offered": [str], "pfs_group": str|null, "esn": bool|null,
+        "ts_i": [str], "ts_r": [str], "ts_i_offered": [str], "ts_r_offered": [str],
+        "rekeyed_from": int|null, "rekeyed_into": int|null, "rekeyed": float|null,
+        "rekey_collision": bool, "deleted": float|null, "deleted_by": str|null, "failure": str|null,
+        "lifetime": float|null, "keys_source": str|null, "inferred_reason": str,
+        "flows": [flow keys "src>dst:0xspi"]
+      }],
+      "flows": [{
+        "key": "src>dst:0xspi", "src": str, "dst": str, "spi": "0x%08x", "protocol": str,
+        "child_sa": int|null, "packets": int, "bytes": int, "first_time": float|null,
+        "last_time": float|null, "first_frame": int, "last_frame": int, "seq_min": int|null,
+        "seq_max": int|null, "lost": int, "duplicates": int, "reordered": int, "icv_failed": int,
+        "no_key": int, "decrypted": int, "malformed": int, "unsupported": int, "after_delete": int, "after_rekey": int,
+        "after_rekey_last_time": float|null, "outside_ts": int, "udp_encap": bool, "sport": int, "dport": int
+      }],
+      "capture": {"frames": int, "malformed": {layer: int}, "truncated": str|null}   # what could not be read
+    }
+
+JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added within /1)::
+
+    {
+      "schema": "ipsecscope.findings/1",
+      "files": [str],
+      "counts": {"error": int, "warning": int, "info": int},
+      "findings": [{
+        "code": str,                 # stable, e.g. "IKE-NO-PROPOSAL", "ESP-SEQ-GAP"
+        "severity": "error" | "warning" | "info",
+        "title": str, "explanation": str, "hint": str,
+        "frames": [int],             # evidence, Wireshark frame numbers
+        "sa": str | null,            # IKE SA key "spii_spir", "child:<id>" or "esp:<src>><dst>:0x<spi>"
+        "time": float | null,
+        "evidence_log": [{           # lines of the peers' own logs (-k charon.log) the finding uses;
+          "kind": str,               #   "configured_proposals" | "received_proposals" | "ts_config" |
+                                     #   "auth" | "dh" | "peer_notify" | "conn_config"
+          "text": str,               #   the log message, e.g. "configured proposals: ESP:AES_GCM_16_256/NO_EXT_SEQ"
+          "source": str,             #   "file:line"
+          "time": str,               #   the log line's timestamp as written ("" if none)
+          "ike_sa": str | null,      #   "spii_spir" when the log names the SPIs, else charon's IKE_SA unique id
+          "conn": str | null,        #   the connection name charon logged ("<conn|uid>")
+          "local": str | null,       #   address of the peer that wrote the log
+          "remote": str | null,      #   the other peer
+          "data": {}                 #   parsed values, e.g. {"proto": "ESP", "swan": ["aes256gcm16"], ...}
+        }]                           #   (empty without such logs)
+      }],
+      "rules": [{"name": str, "codes": [str], "severity": [str], "ref": str,   # with --list-rules only:
+                 "family": str, "doc": str}],  # severity: the levels the rule may give; family "plugin"
+      "families": [{"family": str, "title": str, "numbers": str}]             # for plugin rules
+    }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..model.sa import ChildSa, EspFlow, Finding, IkeSa, SaTable, Severity
+from ..state import names as N
+
+SAS_SCHEMA = "ipsecscope.sas/1"
+FINDINGS_SCHEMA = "ipsecscope.findings/1"
+SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO}
+
+
+def spi_hex(v: int | None) -> str | None:
+    """An SPI as every output writes it: ``"0x%08x"`` (or None)."""
+    return None if v is None else f"0x{v:08x}"
+
+
+def flow_key(f: EspFlow) -> str:
+    return f"{f.src}>{f.dst}:0x{f.spi:08x}"
+
+
+def ike_to_dict(sa: IkeSa) -> dict:
+    return {
+        "key": sa.key, "version": sa.version, "spi_i": sa.ike_spi_i.hex(), "spi_r": sa.ike_spi_r.hex(),
+        "initiator": sa.initiator, "responder": sa.responder, "initiator_port": sa.initiator_port,
+        "responder_port": sa.responder_port, "state": sa.state.value, "state_inferred": sa.state_inferred,
+        "failure": sa.failure, "proposal": sa.proposal, "offered": list(sa.offered),
+        "dh_group": N.dh_name(sa.dh_group) if sa.dh_group is not None else None,
+        "ke_groups": [N.dh_name(g) for g in sa.ke_groups],
+        "invalid_ke_requested": [N.dh_name(g) for g in sa.invalid_ke_requested],
+        "id_i": sa.id_i, "id_r": sa.id_r, "auth_method": sa.auth_method, "mode": sa.mode,
+        "nat": {"initiator": sa.nat_initiator, "responder": sa.nat_responder, "nat_t": sa.nat_t},
+        "ike_fragmentation": list(sa.ike_fragmentation), "vendor_ids": list(sa.vendor_ids),
+        "decrypted": sa.decrypted, "icv_failed": sa.icv_failed,
+        "undecryptable": sa.undecryptable, "created": sa.created_ts, "established": sa.established_ts,
+        "deleted": sa.deleted_ts, "deleted_by": sa.deleted_by, "rekeyed_from": sa.rekeyed_from,
+        "rekeyed_into": sa.rekeyed_into, "retry_of": sa.retry_of, "retried_by": sa.retried_by,
+        "children": list(sa.children),
+        "exchanges": [{
+            "exchange": N.exchange_name(x.exchange, sa.version), "msg_id": x.msg_id, "requester": x.requester,
+            "request_frames": list(x.request_frames), "response_frames": list(x.response_frames),
+            "request_time": x.request_ts, "response_time": x.response_ts, "retransmits": x.retransmits,
+            "fragments": x.fragments, "ip_fragmented": x.ip_fragmented, "encrypted": x.encrypted,
+            "decrypted": x.decrypted, "error": x.error_name,
+            "notifies": [N.notify_name(n, sa.version) for n in x.notifies], "summary": x.summary,
+        } for x in sa.exchanges],
+    }
+
+
+def child_to_dict(c: ChildSa, table: SaTable) -> dict:
+    return {
+        "id": c.id, "ike_sa": c.ike_sa, "state": c.state.value, "protocol": c.protocol, "mode": c.mode,
+        "spi_i": spi_hex(c.spi_i), "spi_r": spi_hex(c.spi_r), "initiator": c.initiator, "responder": c.responder,
+        "created_by": c.created_by, "created": c.created_ts, "proposal": c.proposal, "offered": list(c.offered),
+        "pfs_group": N.dh_name(c.pfs_group) if c.pfs_group else None, "esn": c.esn,
+        "ts_i": [str(t) for t in c.ts_i], "ts_r": [str(t) for t in c.ts_r],
+        "ts_i_offered": [str(t) for t in c.ts_i_offered], "ts_r_offered": [str(t) for t in c.ts_r_offered],
+        "rekeyed_from": c.rekeyed_from, "rekeyed_into": c.rekeyed_into, "rekeyed": c.rekeyed_ts,
+        "rekey_collision": c.rekey_collision, "deleted": c.deleted_ts, "deleted_by": c.deleted_by,
+        "failure": c.failure, "lifetime": c.lifetime_s, "keys_source": c.keys_source,
+        "inferred_reason": c.inferred_reason, "flows": [flow_key(f) for f in c.flows(table)],
+    }
+
+
+def flow_to_dict(f: EspFlow) -> dict:
+    return {
+        "key": flow_key(f), "src": f.src, "dst": f.dst, "spi": spi_hex(f.spi), "protocol": f.protocol,
+        "child_sa": f.child_sa, "packets": f.packets, "bytes": f.bytes, "first_time": f.first_ts,
+        "last_time": f.last_ts, "first_frame": f.first_frame, "last_frame": f.last_frame,
+        "seq_min": f.seq_min, "seq_max": f.seq_max, "lost": f.lost, "duplicates": f.duplicates,
+        "reordered": f.reordered, "icv_failed": f.icv_failed, "no_key": f.no_key, "decrypted": f.decrypted,
+        "malformed": f.malformed, "unsupported": f.unsupported, "after_delete": f.after_delete, "after_rekey": f.after_rekey,
+        "after_rekey_last_time": f.after_rekey_last_ts, "outside_ts": f.outside_ts,
+        "udp_encap": f.udp_encap, "sport": f.sport, "dport": f.dport,
+    }
+
+
+def table_to_dict(table: SaTable) -> dict:
+    return {
+        "first_time": table.first_ts, "last_time": table.last_ts,
+        "ike_sas": [ike_to_dict(sa) for sa in table.ike_sas.values()],
+        "child_sas": [child_to_dict(c, table) for c in table.child_sas.values()],
+        "flows": [flow_to_dict(f) for f in table.flows.values()],
+    }
+
+
+def finding_to_dict(f: Finding) -> dict:
+    return {
+        "code": f.code, "severity": f.severity.name.lower(), "title": f.title, "explanation": f.explanation,
+        "hint": f.hint, "frames": list(f.frames), "sa": f.sa, "time": f.ts,
+        "evidence_log": [{"kind": n.kind, "text": n.text, "source": n.source, "time": n.ts, "ike_sa": n.ike_sa,
+                          "conn": n.conn, "local": n.local, "remote": n.remote, "data": n.data}
+                         for n in getattr(f, "evidence", ())],
+    }
+
+
+def capture_info(session: Any) -> dict[str, Any]:
+    """What of a session's input could not be read: the ``capture`` member of ``sas/1``."""
+    st = session.stats
+    return {"frames": st.frames, "malformed": dict(st.malformed), "truncated": st.truncated}
+
+
+def severity_counts(findings: Iterable[Finding]) -> dict[str, int]:
+    """``{"error": n, "warning": n, "info": n}`` over every finding (a level filter never hides a count)."""
+    findings = list(findings)
+    return {name: sum(1 for f in findings if f.severity == sev) for name, sev in SEVERITIES.items()}
+
+
+def sas_document(table: SaTable, files: Sequence[object], capture: dict[str, Any] | None = None) -> dict:
+    """The whole ``ipsecscope.sas/1`` document; ``capture`` is what could not be read (frames, malformed, truncated)."""
+    doc = {"schema": SAS_SCHEMA, "files": [str(f) for f in files], **table_to_dict(table)}
+    if capture is not None:
+        doc["capture"] = capture
+    return doc
+
+
+def findings_document(findings: Sequence[Finding], files: Sequence[object],
+                      shown: Sequence[Finding] | None = None) -> dict:
+    """The whole ``ipsecscope.findings/1`` document: counts over ``findings``, entries for ``shown``
+    (all of them unless a severity floor hides some)."""
+    return {"schema": FINDINGS_SCHEMA, "files": [str(f) for f in files], "counts": severity_counts(findings),
+            "findings": [finding_to_dict(f) for f in (findings if shown is None else shown)]}

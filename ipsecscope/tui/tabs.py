@@ -1,0 +1,110 @@
+"""What the app offers, declared once: the tabs (:data:`TABS`) and the other commands
+(:data:`COMMANDS`). The key bindings, the help screen, ``compose`` and the command palette are all
+generated from these two tables, so a new tab or command is one row here (and its widget or
+``action_*`` method), nothing else.
+
+A tab's content is a list of widgets; each widget that shows the session implements
+:class:`~ipsecscope.tui.panes.SessionPane` and is handed every new look at it, loading or live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widget import Widget
+from textual.widgets import Input, Static
+
+from .widgets.findings import FindingsView
+from .widgets.packet_detail import PacketDetail
+from .widgets.packet_table import PacketHeader, PacketTable
+from .widgets.sa_detail import SaDetail
+from .widgets.timeline import Timeline
+
+
+@dataclass(frozen=True, slots=True)
+class Tab:
+    id: str  # the TabPane id and the argument of the ``tab('…')`` action
+    title: str  # tab label, command palette entry
+    key: str  # the key that switches to it
+    palette_help: str  # what the command palette says about it
+    focus: str  # selector focused when the tab is chosen
+    content: Callable[[], list[Widget]]  # the tab's widgets (built fresh for each app)
+
+
+def _packets() -> list[Widget]:
+    return [
+        Horizontal(
+            Input(placeholder="filter: esp spi=0x… src=… finding=CODE icv=bad   (? help)", id="filter"),
+            Static("", id="filter-count"),
+            id="filter-bar",
+        ),
+        PacketHeader(id="packet-header"),
+        PacketTable(id="packet-table"),
+        PacketDetail(id="packet-detail"),
+    ]
+
+
+TABS: tuple[Tab, ...] = (
+    Tab("timeline", "Timeline", "1", "IKE exchanges, rekeys, deletes, ESP activity", "#timeline-events",
+        lambda: [Timeline(id="timeline-view")]),
+    Tab("packets", "Packets", "2", "The packet list", "#packet-table", _packets),
+    Tab("findings", "Findings", "3", "What looks wrong, most severe first", "#findings-table",
+        lambda: [FindingsView(id="findings-view")]),
+    Tab("sa-detail", "SA detail", "4", "Proposal, selectors, keys, counters of the chosen SA", "#sa-detail-scroll",
+        lambda: [VerticalScroll(SaDetail(id="sa-detail-view"), id="sa-detail-scroll")]),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    key: str  # Textual key name(s) for the binding
+    action: str  # the app's action_* (without the prefix)
+    label: str  # footer label
+    help: str  # the help screen's line
+    palette: str  # command palette title ("" = not in the palette)
+    palette_help: str = ""
+    show: bool = True  # in the footer
+    key_display: str | None = None
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("question_mark", "help", "Help", "this help", "Help", "Keys and the packet filter language",
+            key_display="?"),
+    Command("slash", "focus_filter", "Filter", "filter the packet list (Enter applies, Esc clears)",
+            "Filter packets", "Focus the packet filter bar", key_display="/"),
+    Command("a", "add_keys", "Add keys", "add key files, then decrypt and correlate again",
+            "Add key files", "Load keys and decrypt/correlate again"),
+    Command("s", "sa_packets", "SA packets", "show the packets of the SA under the tree cursor",
+            "Packets of this SA", "Filter packets to the SA under the tree cursor"),
+    Command("e", "export", "Export", "export: decrypted pcapng / JSON lines, SAs, findings, key tables",
+            "Export", "Decrypted pcapng or JSON lines, SAs/findings JSON, key tables"),
+    Command("K", "toggle_keys", "Show keys", "show / hide key material in SA detail",
+            "Show/hide keys", "Toggle key redaction in SA detail", show=False),
+    Command("t", "toggle_tree", "Tree", "hide / show the SA tree (more room on 80 columns)",
+            "Toggle SA tree", "Hide or show the left pane", show=False),
+    Command("d", "toggle_detail", "Detail", "hide / show the packet detail pane",
+            "Toggle packet detail", "Hide or show the packet detail pane", show=False),
+    Command("h", "toggle_hex_pane", "Hex", "narrow screens: detail pane shows hex / decoded tree",
+            "Hex view / decoded tree", "Narrow screens: switch the packet detail pane", show=False),
+    Command("x", "toggle_hex", "Hex wire/inner", "hex view: frame as captured / decrypted inner packet",
+            "Hex: wire / decrypted", "Switch the hex view between the frame and the inner packet", show=False),
+    Command("escape", "clear_filter", "Clear filter", "", "Clear filter", "Show every frame again", show=False),
+    Command("q", "quit", "Quit", "quit", "Quit", "Quit the application"),
+)
+
+
+def bindings() -> list[Binding]:
+    """Every key binding of the app: the commands, and one (hidden) key per tab."""
+    return ([Binding(c.key, c.action, c.label, show=c.show, key_display=c.key_display) for c in COMMANDS]
+            + [Binding(t.key, f"tab('{t.id}')", t.title, show=False) for t in TABS])
+
+
+def help_rows() -> list[tuple[str, str]]:
+    """The help screen's key table: filter first, then the tabs, the commands, quit last."""
+    rows = [(c.key_display or c.key, c.help) for c in COMMANDS if c.help]
+    rows.insert(2, (" ".join(t.key for t in TABS), "tabs: " + ", ".join(t.title for t in TABS)))
+    rows.insert(len(rows) - 1, ("Tab", "move focus between panes"))
+    return rows
