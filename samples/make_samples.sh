@@ -44,12 +44,12 @@ cleanup() {
     if [ -s "$PIDS" ]; then
         for pid in $(cat "$PIDS"); do
             # Only our charon/tcpdump: a recorded pid may have been reused meanwhile.
-            if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qE 'charon|tcpdump'; then
+            if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qE 'charon|tcpdump|bridge.py'; then
                 kill -TERM "$pid" 2>/dev/null || true
             fi
         done
     fi
-    for ns in "$TAG-l" "$TAG-r"; do
+    for ns in "$TAG-l" "$TAG-m" "$TAG-r"; do
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -f "$PIDS"

@@ -73,7 +73,7 @@ charon {{
     # Make charon's nonces and SPIs its own business; nothing below changes the protocol.
     install_routes = yes
     install_virtual_ip = no
-    plugins {{
+{extra}    plugins {{
         vici {{
             socket = unix://{run}/charon.vici
         }}
@@ -275,7 +275,7 @@ class StrongswanPair:
 
     def __init__(self, workdir: str | os.PathLike[str], left_conf: str, right_conf: str, *,
                  tag: str | None = None, capture: bool = True,
-                 capture_name: str = "capture.pcap") -> None:
+                 capture_name: str = "capture.pcap", charon_extra: str = "") -> None:
         why = preflight()
         if why:
             raise PeerError(why)
@@ -287,6 +287,8 @@ class StrongswanPair:
                           self.workdir / "right")
         self.confs = {"left": left_conf, "right": right_conf}
         self.capture = capture
+        # Extra strongswan.conf lines inside ``charon { }`` for both peers (e.g. keep_alive).
+        self.charon_extra = charon_extra
         self.capture_path = self.workdir / capture_name
         self._tcpdump: subprocess.Popen[bytes] | None = None
         self._netns_made: list[str] = []
@@ -365,16 +367,24 @@ class StrongswanPair:
                   "dev", IFACE, "nud", "permanent"])
             s.dir.mkdir(parents=True, exist_ok=True)
             s.run.mkdir(exist_ok=True)
-            (s.dir / "strongswan.conf").write_text(STRONGSWAN_CONF.format(
-                side=s.name, plugins=PLUGINS, run=s.run, log=s.log))
+            (s.dir / "strongswan.conf").write_text(self._strongswan_conf(s))
             (s.dir / "swanctl.conf").write_text(self.confs[s.name])
             s.log.unlink(missing_ok=True)
+
+    def _strongswan_conf(self, s: Side) -> str:
+        extra = "".join(f"    {ln.strip()}\n" for ln in self.charon_extra.splitlines() if ln.strip())
+        return STRONGSWAN_CONF.format(side=s.name, plugins=PLUGINS, run=s.run, log=s.log,
+                                      extra=extra)
+
+    def _capture_point(self) -> list[str]:
+        """``[netns, "tcpdump", "-i", iface]``: where the capture is taken (the left veth)."""
+        return [self.left.netns, "tcpdump", "-i", IFACE]
 
     def _start_tcpdump(self) -> None:
         self.capture_path.unlink(missing_ok=True)
         err = open(self.workdir / "tcpdump.stderr", "wb")  # noqa: SIM115 - lives with the process
         self._tcpdump = subprocess.Popen(
-            ["ip", "netns", "exec", self.left.netns, "tcpdump", "-i", IFACE, "-n",
+            ["ip", "netns", "exec", *self._capture_point(), "-n",
              "--immediate-mode", "-U", "-s", "0", "--time-stamp-precision=micro",
              "-w", str(self.capture_path)],
             stdout=subprocess.DEVNULL, stderr=err)
@@ -447,8 +457,12 @@ class StrongswanPair:
         return self.swanctl(side, "--list-sas").stdout
 
     def ping(self, count: int = 3, *, side: str = "left", dst: str | None = None,
-             src: str | None = None, interval: float = 0.2, check: bool = True) -> int:
+             src: str | None = None, interval: float = 0.2, check: bool = True,
+             size: int = 56) -> int:
         """Ping between the inner subnets, through the tunnel (never leaves the namespaces).
+
+        ``size`` is the ICMP payload length (56 as iputils ping; 1400 makes the outer ESP packet
+        bigger than a 1280-byte link).
 
         iputils ping is not always installed, so this runs our own ICMP echo client
         (``icmp_ping`` below) inside the namespace. Returns the number of replies; with
@@ -457,7 +471,7 @@ class StrongswanPair:
         s = self.side(side)
         other = self.right if s is self.left else self.left
         p = _run(["ip", "netns", "exec", s.netns, sys.executable, __file__, "ping",
-                  src or s.inner, dst or other.inner, str(count), str(interval)],
+                  src or s.inner, dst or other.inner, str(count), str(interval), str(size)],
                  check=False, timeout=count * (interval + 2) + 10)
         got = int(p.stdout.strip() or 0) if p.returncode in (0, 1) else 0
         if check and got != count:
@@ -496,6 +510,22 @@ class StrongswanPair:
             s.proc.wait(timeout=5)
         _run(["ip", "-n", s.netns, "addr", "del", f"{s.outer}/24", "dev", IFACE])
 
+    def restart(self, side: str = "right") -> None:
+        """Kill a peer's charon (SIGKILL: it forgets every SA) and start a fresh one with the
+        same configuration; its log goes on in the same file (``append``), so the daemon start
+        and what the new charon says about stale SPIs follow the old lines."""
+        s = self.side(side)
+        if s.proc is not None and s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait(timeout=5)
+        (s.dir / "strongswan.conf").write_text(
+            self._strongswan_conf(s).replace("append = no", "append = yes"))
+        (s.run / "charon.vici").unlink(missing_ok=True)
+        (s.run / "charon.pid").unlink(missing_ok=True)
+        self._start_charon(s)
+        self._wait_vici(s)
+        self.swanctl(s.name, "--load-all", "--file", str(s.dir / "swanctl.conf"))
+
     def to_pcapng(self, dest: str | os.PathLike[str]) -> Path:
         """Write the capture as pcapng (see ``to_pcapng``)."""
         return to_pcapng(self.capture_path, dest)
@@ -510,6 +540,166 @@ class StrongswanPair:
             time.sleep(0.1)
         return False
 
+ROUTER_LAN_MAC = "02:00:c6:12:01:01"   # router's interface towards left
+ROUTER_WAN_MAC = "02:00:c6:12:01:02"   # router's interface towards right (the public side)
+NAT_LEFT_OUTER = "10.0.0.1"            # left's private address behind the NAPT
+NAT_ROUTER_LAN = "10.0.0.254"
+
+
+class RoutedPair(StrongswanPair):
+    """Two peers with a third namespace ``<tag>-m`` between them (the path: router, NAT, bridge).
+
+    ::
+
+        <tag>-l veth0 ---- lan  <tag>-m  wan ---- veth0 <tag>-r
+
+    ``mode``:
+
+    * ``"route"``: an IP router. Left 198.18.0.1/32, right 198.18.0.2/32, the router has
+      198.18.1.1 (lan) and 198.18.2.1 (wan); every link has permanent neighbour entries (no
+      ARP). Per-link MTU (``mtu_wan``) and nft rules (``nft()``) act on forwarded packets.
+    * ``"nat"``: the router is a NAPT (nft masquerade with translated source ports): left has
+      the private 10.0.0.1/24 behind 10.0.0.254, the router's public address is 198.18.0.1,
+      right 198.18.0.2 sees only that.
+    * ``"bridge"``: no IP in the middle; left 198.18.0.1/24 and right 198.18.0.2/24 share a
+      link, and a user-space bridge (``samples/lib/bridge.py``, started with ``start_bridge``)
+      copies frames between lan and wan, impairing some on the way and logging what it did.
+
+    The capture is taken in the middle namespace, on ``capture_at`` ("wan" = public side, or
+    "lan").
+    """
+
+    def __init__(self, workdir: str | os.PathLike[str], left_conf: str, right_conf: str, *,
+                 mode: str = "route", capture_at: str = "wan", mtu_wan: int | None = None,
+                 **kw: object) -> None:
+        super().__init__(workdir, left_conf, right_conf, **kw)  # type: ignore[arg-type]
+        if mode not in ("route", "nat", "bridge"):
+            raise PeerError(f"unknown router mode {mode!r}")
+        self.mode = mode
+        self.capture_at = capture_at
+        self.mtu_wan = mtu_wan
+        self.router_ns = f"{self.tag}-m"
+        if mode == "nat":
+            self.left.outer = NAT_LEFT_OUTER
+        self._bridge: subprocess.Popen[bytes] | None = None
+        self.bridge_log = self.workdir / "bridge.log"
+
+    def _capture_point(self) -> list[str]:
+        return [self.router_ns, "tcpdump", "-i", self.capture_at]
+
+    def pids(self) -> list[int]:
+        extra = [self._bridge.pid] if self._bridge is not None and self._bridge.poll() is None else []
+        return super().pids() + extra
+
+    def close(self) -> None:
+        self._stop(self._bridge, signal.SIGTERM, 5)
+        self._bridge = None
+        super().close()
+
+    def nft(self, *rules: str) -> None:
+        """Load nft commands (one per line, ``nft -f`` syntax) in the middle namespace."""
+        p = subprocess.run(["ip", "netns", "exec", self.router_ns, "nft", "-f", "-"],
+                           input="\n".join(rules) + "\n", capture_output=True, text=True,
+                           timeout=30)
+        if p.returncode != 0:
+            raise PeerError(f"nft in {self.router_ns} failed: {p.stderr.strip()}")
+
+    def start_bridge(self, *args: str) -> None:
+        """Run samples/lib/bridge.py lan<->wan in the middle namespace (mode "bridge")."""
+        bridge = Path(__file__).resolve().parents[1] / "samples" / "lib" / "bridge.py"
+        err = open(self.workdir / "bridge.stderr", "wb")  # noqa: SIM115 - lives with the process
+        self._bridge = subprocess.Popen(
+            ["ip", "netns", "exec", self.router_ns, sys.executable, str(bridge),
+             "--log", str(self.bridge_log), *args], stdout=err, stderr=subprocess.STDOUT)
+        err.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.bridge_log.exists() and self.bridge_log.read_text().startswith("#"):
+                return
+            if self._bridge.poll() is not None:
+                raise PeerError("bridge exited: "
+                                + (self.workdir / "bridge.stderr").read_text(errors="replace"))
+            time.sleep(0.05)
+        raise PeerError("bridge did not start within 5 s")
+
+    def _setup_net(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "swanctl-strongswan.conf").write_text(SWANCTL_CONF)
+        L, R, M = self.left, self.right, self.router_ns
+        for ns in (L.netns, M, R.netns):
+            _run(["ip", "netns", "add", ns])
+            self._netns_made.append(ns)
+        _run(["ip", "-n", L.netns, "link", "add", IFACE, "address", L.mac, "type", "veth",
+              "peer", "name", "lan", "address", ROUTER_LAN_MAC, "netns", M])
+        _run(["ip", "-n", R.netns, "link", "add", IFACE, "address", R.mac, "type", "veth",
+              "peer", "name", "wan", "address", ROUTER_WAN_MAC, "netns", M])
+        for ns in (L.netns, M, R.netns):
+            x = ["ip", "netns", "exec", ns]
+            _run([*x, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            _run([*x, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])
+            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        for ifc in ("lan", "wan"):
+            _run(["ip", "-n", M, "link", "set", ifc, "up"])
+        if self.mtu_wan:
+            # Both ends of the wan link: a veth drops frames above the receiver's MTU.
+            _run(["ip", "-n", M, "link", "set", "wan", "mtu", str(self.mtu_wan)])
+            _run(["ip", "-n", R.netns, "link", "set", IFACE, "mtu", str(self.mtu_wan)])
+        rx = ["ip", "netns", "exec", M, "sysctl", "-qw"]
+        if self.mode == "bridge":
+            # No addresses in the middle: the bridge process moves the frames (no forwarding).
+            _run([*rx, "net.ipv4.ip_forward=0"])
+            addrs = {L.name: (f"{L.outer}/24", None), R.name: (f"{R.outer}/24", None)}
+            neigh = {L.name: (R.outer, R.mac), R.name: (L.outer, L.mac)}
+        else:
+            _run([*rx, "net.ipv4.ip_forward=1"])
+            _run([*rx, "net.ipv4.conf.all.rp_filter=0"])
+            wan_ip = LEFT_OUTER if self.mode == "nat" else "198.18.2.1"
+            lan_ip = NAT_ROUTER_LAN if self.mode == "nat" else "198.18.1.1"
+            if self.mode == "nat":
+                _run(["ip", "-n", M, "addr", "add", f"{lan_ip}/24", "dev", "lan"])
+                addrs = {L.name: (f"{L.outer}/24", f"default via {lan_ip} dev {IFACE}"),
+                         R.name: (f"{R.outer}/32", f"{wan_ip}/32 dev {IFACE}")}
+            else:
+                _run(["ip", "-n", M, "addr", "add", f"{lan_ip}/32", "dev", "lan"])
+                _run(["ip", "-n", M, "route", "add", f"{L.outer}/32", "dev", "lan"])
+                addrs = {L.name: (f"{L.outer}/32", f"default via {lan_ip} dev {IFACE} onlink"),
+                         R.name: (f"{R.outer}/32", f"default via {wan_ip} dev {IFACE} onlink")}
+            _run(["ip", "-n", M, "addr", "add", f"{wan_ip}/32", "dev", "wan"])
+            _run(["ip", "-n", M, "route", "add", f"{R.outer}/32", "dev", "wan"])
+            _run(["ip", "-n", M, "neigh", "replace", L.outer, "lladdr", L.mac, "dev", "lan",
+                  "nud", "permanent"])
+            _run(["ip", "-n", M, "neigh", "replace", R.outer, "lladdr", R.mac, "dev", "wan",
+                  "nud", "permanent"])
+            neigh = {L.name: (lan_ip, ROUTER_LAN_MAC), R.name: (wan_ip, ROUTER_WAN_MAC)}
+            if self.mode == "nat":
+                # NAPT: the source address becomes the router's public one and the source port
+                # is translated too (a port range forces it), as home routers and CGNs do.
+                self.nft("table ip nat {",
+                         " chain postrouting {",
+                         "  type nat hook postrouting priority srcnat; policy accept;",
+                         "  oifname \"wan\" ip saddr 10.0.0.0/24 meta l4proto udp "
+                         "masquerade to :40000-40999",
+                         "  oifname \"wan\" ip saddr 10.0.0.0/24 masquerade",
+                         " }",
+                         "}")
+        for s in (L, R):
+            addr, route = addrs[s.name]
+            _run(["ip", "-n", s.netns, "addr", "add", f"{s.inner}/24", "dev", "lo"])
+            _run(["ip", "-n", s.netns, "addr", "add", addr, "dev", IFACE])
+            _run(["ip", "-n", s.netns, "link", "set", IFACE, "up"])
+            if route:
+                _run(["ip", "-n", s.netns, "route", "add", *route.split()])
+            _run(["ip", "-n", s.netns, "neigh", "replace", neigh[s.name][0], "lladdr",
+                  neigh[s.name][1], "dev", IFACE, "nud", "permanent"])
+            s.dir.mkdir(parents=True, exist_ok=True)
+            s.run.mkdir(exist_ok=True)
+            (s.dir / "strongswan.conf").write_text(self._strongswan_conf(s))
+            (s.dir / "swanctl.conf").write_text(self.confs[s.name])
+            s.log.unlink(missing_ok=True)
+
+    def crash(self, side: str = "right") -> None:
+        raise PeerError("RoutedPair.crash: use restart() or nft rules on the path")
+
 
 def _icmp_checksum(data: bytes) -> int:
     if len(data) % 2:
@@ -520,7 +710,8 @@ def _icmp_checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def icmp_ping(src: str, dst: str, count: int, interval: float, wait: float = 2.0) -> int:
+def icmp_ping(src: str, dst: str, count: int, interval: float, wait: float = 2.0,
+              size: int = 56) -> int:
     """Send ``count`` ICMP echo requests from ``src`` to ``dst``; return how many were answered.
 
     Payload bytes 0x08..0x37 as iputils ping uses, so decrypted samples look familiar.
@@ -534,13 +725,14 @@ def icmp_ping(src: str, dst: str, count: int, interval: float, wait: float = 2.0
         sk.settimeout(wait)
         for seq in range(1, count + 1):
             payload = struct.pack("!d", time.time()) + bytes(range(0x08, 0x38))
+            payload = (payload * (size // len(payload) + 1))[:size] if size != 56 else payload
             hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
             csum = _icmp_checksum(hdr + payload)
             sk.sendto(struct.pack("!BBHHH", 8, 0, csum, ident, seq) + payload, (dst, 0))
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 try:
-                    pkt, addr = sk.recvfrom(2048)
+                    pkt, addr = sk.recvfrom(65535)
                 except TimeoutError:
                     break
                 ihl = (pkt[0] & 0x0F) * 4
@@ -556,9 +748,10 @@ def icmp_ping(src: str, dst: str, count: int, interval: float, wait: float = 2.0
 if __name__ == "__main__":
     # Entry point used by StrongswanPair.ping inside a namespace:
     #   python3 netns_peers.py ping SRC DST COUNT INTERVAL
-    if len(sys.argv) == 6 and sys.argv[1] == "ping":
-        n = icmp_ping(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "ping":
+        n = icmp_ping(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
+                      size=int(sys.argv[6]) if len(sys.argv) == 7 else 56)
         print(n)
         sys.exit(0 if n == int(sys.argv[4]) else 1)
-    print("usage: netns_peers.py ping SRC DST COUNT INTERVAL", file=sys.stderr)
+    print("usage: netns_peers.py ping SRC DST COUNT INTERVAL [SIZE]", file=sys.stderr)
     sys.exit(2)

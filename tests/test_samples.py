@@ -26,7 +26,8 @@ import charon_keys  # noqa: E402
 import truth  # noqa: E402
 
 SAMPLE_NAMES = ["healthy-gcm", "cbc-sha2-pfs", "proposal-mismatch", "ike-proposal-mismatch",
-                "ts-mismatch", "psk-mismatch", "dh-retry", "dead-peer", "ikev1-dead-peer"]
+                "ts-mismatch", "psk-mismatch", "dh-retry", "dead-peer", "ikev1-dead-peer",
+                "nat-napt"]
 NO_IKE_SA = {"ike-proposal-mismatch"}  # fails in IKE_SA_INIT: no keys, nothing encrypted
 IKEV1 = {"ikev1-dead-peer"}  # no SK payloads: encrypted IKEv1 messages, keys in ikev1_decryption_table
 SK = "46"  # IKEv2 Encrypted and Authenticated payload
@@ -34,11 +35,15 @@ NOTIFY_CODES = {"NO_PROPOSAL_CHOSEN": "14", "TS_UNACCEPTABLE": "38",
                 "AUTHENTICATION_FAILED": "24", "INVALID_KE_PAYLOAD": "17"}
 EXCH = {34: "IKE_SA_INIT", 35: "IKE_AUTH", 36: "CREATE_CHILD_SA", 37: "INFORMATIONAL"}
 
+# Peers whose logs name a private address the capture never shows (the NAPT rewrote it).
+NATED = {"nat-napt"}
+
 FIELDS = ["frame.number", "ip.src", "isakmp.exchangetype", "isakmp.messageid", "isakmp.flags",
           "isakmp.ispi", "isakmp.rspi", "isakmp.typepayload", "isakmp.enc.decrypted",
           "isakmp.ikev2.integrity_checksum", "isakmp.notify.msgtype",
           "isakmp.key_exchange.dh_group", "isakmp.delete.spi", "esp.spi", "esp.icv_good",
-          "icmp.type", "udp.dstport", "isakmp.hash"]
+          "icmp.type", "udp.dstport", "isakmp.hash", "udp.srcport", "isakmp.notify.data",
+          "udpencap.nat_keepalive", "ip.dst"]
 
 
 def tshark(capture: Path, keys: Path | None, tmp: Path) -> list[dict[str, list[str]]]:
@@ -213,6 +218,15 @@ def test_both_peers_logs_give_the_same_keys(name):
     left = charon_keys.parse_log((SAMPLES / name / "charon-left.log").read_text())
     right = charon_keys.parse_log((SAMPLES / name / "charon-right.log").read_text())
     assert sorted(k.row() for k in left[0]) == sorted(k.row() for k in right[0])
+    if name in NATED:
+        # Each peer logs the addresses it knows: left its private one, right the NAPT's. The
+        # SPIs and keys are the same (the NAPT rewrote addresses and ports, nothing else).
+        def esp_keys(rows):
+            return sorted((e.spi, e.encr, e.ekey, e.akey) for e in rows)
+        assert esp_keys(left[1]) == esp_keys(right[1])
+        assert {e.src for e in left[1]} | {e.dst for e in left[1]} == {"10.0.0.1", "198.18.0.2"}
+        assert {e.src for e in right[1]} | {e.dst for e in right[1]} == {"198.18.0.1", "198.18.0.2"}
+        return
     assert sorted(e.row() for e in left[1]) == sorted(e.row() for e in right[1])
     # (samples/lib/charon_keys.py reads IKEv2 keys only; IKEv1 phase-1 keys: test_keys_formats.py)
     assert bool(left[0]) == (name not in NO_IKE_SA | IKEV1), "IKE SAs that got past IKE_SA_INIT"
@@ -346,3 +360,48 @@ def test_pair_tears_down_after_an_error(tmp_path):
     assert all(not Path(f"/proc/{pid}").exists() for pid in running)
     # tcpdump was stopped cleanly: the capture is a pcap (µs, little-endian) with a header.
     assert pair.capture_path.read_bytes()[:4] == b"\xd4\xc3\xb2\xa1"
+
+
+def _natd_hash(spi_i: str, spi_r: str, addr: str, port: int) -> str:
+    """RFC 7296 §2.23: SHA-1(SPIi | SPIr | IP | port), as hex."""
+    import hashlib
+    import ipaddress
+
+    data = (bytes.fromhex(spi_i) + bytes.fromhex(spi_r) + ipaddress.ip_address(addr).packed
+            + port.to_bytes(2, "big"))
+    return hashlib.sha1(data).hexdigest()  # noqa: S324 - the protocol's hash
+
+
+@needs_tshark
+def test_nat_napt_story(decoded):
+    """The capture is on the NAPT's public side: the private 10.0.0.1 never shows, the
+    translated ports are those the responder logged, NAT-D says the initiator is translated,
+    and only the NATed peer sends keepalives."""
+    rows, _ = decoded["nat-napt"]
+    t = json.loads((SAMPLES / "nat-napt" / "truth.json").read_text())
+    nat = t["expected"]["findings"][0]
+    assert {a for r in rows for a in r["ip.src"][:1] + r["ip.dst"][:1]} == {"198.18.0.1", "198.18.0.2"}
+    ike_rows = ike(rows)
+    port500 = int(nat["translated"].split(":")[1])
+    port4500 = int(nat["translated_natt"].split(":")[1])
+    assert port500 not in (500, 4500) and port4500 not in (500, 4500, port500)
+    init_req, init_resp = ike_rows[0], ike_rows[1]
+    assert init_req["udp.srcport"] == [str(port500)] and init_req["udp.dstport"] == ["500"]
+    # After IKE_SA_INIT everything (IKE and ESP) is on the translated 4500 mapping.
+    for r in [*ike_rows[2:], *esp(rows)]:
+        ports = {r["ip.src"][0]: r["udp.srcport"][0], r["ip.dst"][0]: r["udp.dstport"][0]}
+        assert ports == {"198.18.0.1": str(port4500), "198.18.0.2": "4500"}
+    spi_i, spi_r = init_resp["isakmp.ispi"][0], init_resp["isakmp.rspi"][0]
+    notify = dict(zip(init_resp["isakmp.notify.msgtype"], init_resp["isakmp.notify.data"], strict=False))
+    # The responder's NATD_D_IP hashes what it saw: the translated address, not 10.0.0.1:500.
+    assert notify["16389"] == _natd_hash(spi_i, spi_r, "198.18.0.1", port500)
+    req = dict(zip(init_req["isakmp.notify.msgtype"], init_req["isakmp.notify.data"], strict=False))
+    # The initiator's NATD_D_IP matches the responder's real address: it is not translated
+    # (its NATD_S_IP mismatch is strongSwan forcing encapsulation, see truth.json's note).
+    assert req["16389"] == _natd_hash(spi_i, "0" * 16, "198.18.0.2", 500)
+    assert notify["16388"] != _natd_hash(spi_i, spi_r, "198.18.0.2", 500)
+    keepalives = [r for r in rows if r["udpencap.nat_keepalive"] or (
+        r["udp.dstport"] == ["4500"] and not r["esp.spi"] and not r["isakmp.exchangetype"])]
+    assert len(keepalives) == nat["keepalives"] >= 1
+    assert {r["ip.src"][0] for r in keepalives} == {"198.18.0.1"}
+    assert len({r["esp.spi"][0] for r in esp(rows)}) == t["expected"]["esp_spis"]

@@ -20,8 +20,17 @@ SIDES = {
 
 
 def conf(title: str, side: str, ike: str, children: dict[str, dict[str, str]], *,
-         conn: str, psk: str = PSK, extra: str = "", version: int = 2) -> str:
+         conn: str, psk: str = PSK, extra: str = "", version: int = 2,
+         local_addrs: str | None = None, remote_addrs: str | None = None,
+         encap: bool = True) -> str:
     s = SIDES[side]
+    me = local_addrs or s["me"]
+    peer = remote_addrs or s["peer"]
+    encap_lines = ('''        # ESP in UDP 4500 even without NAT: kernel-libipsec does ESP in user space over UDP.
+        encap = yes
+''' if encap else '''        # No forced encapsulation: NAT detection (RFC 7296 2.23) is real on this path.
+        encap = no
+''')
     role = "initiator" if side == "left" else "responder"
     kids = ""
     for name, c in children.items():
@@ -39,11 +48,9 @@ def conf(title: str, side: str, ike: str, children: dict[str, dict[str, str]], *
 connections {{
     {conn} {{
         version = {version}
-        local_addrs = {s['me']}
-        remote_addrs = {s['peer']}
-        # ESP in UDP 4500 even without NAT: kernel-libipsec does ESP in user space over UDP.
-        encap = yes
-        proposals = {ike}
+        local_addrs = {me}
+        remote_addrs = {peer}
+{encap_lines}        proposals = {ike}
         rekey_time = 0
         mobike = no
 {extra}        local {{
@@ -139,6 +146,14 @@ def scenarios() -> dict[str, dict[str, str]]:
                                               extra="                dpd_action = clear\n")},
                    conn="dpd1", extra=dpd, version=1)
         for side in SIDES}
+    out["nat-napt"] = {
+        "left": conf("nat-napt: initiator behind a NAPT (10.0.0.1 inside, 198.18.0.1 outside)",
+                     "left", gcm_ike, {"net": net("left", "aes256gcm16")}, conn="nat",
+                     local_addrs="10.0.0.1", encap=False),
+        "right": conf("nat-napt: responder on the public side; it sees the NAPT's address",
+                      "right", gcm_ike, {"net": net("right", "aes256gcm16")}, conn="nat",
+                      remote_addrs="%any", encap=False),
+    }
     return out
 
 

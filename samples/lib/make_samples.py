@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import charon_keys  # noqa: E402
 import truth  # noqa: E402
-from netns_peers import PeerError, StrongswanPair, to_pcapng  # noqa: E402
+from netns_peers import PeerError, RoutedPair, StrongswanPair, to_pcapng  # noqa: E402
 
 CONF = ROOT / "samples" / "conf"
 
@@ -143,6 +143,24 @@ def ikev1_dead_peer(pair: StrongswanPair) -> None:
     _responder_dies(pair, "ikev1-dead-peer", "DPD check timed out", 40)
 
 
+def nat_napt(pair: StrongswanPair) -> None:
+    pair.initiate("net", ike="nat")       # IKE_SA_INIT on 500 (NAT-D), IKE_AUTH floats to 4500
+    pair.ping(3)
+    # Idle longer than keep_alive (1 s): the peer behind the NAT sends NAT-T keepalives
+    # (RFC 3948 §2.3, one 0xff byte on UDP 4500) to hold its mapping open.
+    time.sleep(2.5)
+    pair.ping(3)
+    pair.rekey_child("net")
+    settle(pair)
+    pair.ping(2)
+    pair.terminate_ike("nat")
+
+
+# Scenarios with a middle namespace (router, NAT or bridge): RoutedPair keyword arguments.
+PATHS: dict[str, dict[str, object]] = {
+    "nat-napt": {"mode": "nat", "capture_at": "wan", "charon_extra": "keep_alive = 1s"},
+}
+
 SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "healthy-gcm": healthy_gcm,
     "cbc-sha2-pfs": cbc_sha2_pfs,
@@ -153,6 +171,7 @@ SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "dh-retry": dh_retry,
     "dead-peer": dead_peer,
     "ikev1-dead-peer": ikev1_dead_peer,
+    "nat-napt": nat_napt,
 }
 
 
@@ -160,8 +179,9 @@ def run_scenario(name: str, work: Path, *, pids: Path | None = None,
                  tag: str | None = None) -> Path:
     """Run one scenario in ``work``; return the work dir holding capture.pcap and logs."""
     conf = CONF / name
-    pair = StrongswanPair(work, (conf / "left.conf").read_text(),
-                          (conf / "right.conf").read_text(), tag=tag)
+    texts = ((conf / "left.conf").read_text(), (conf / "right.conf").read_text())
+    pair = (RoutedPair(work, *texts, tag=tag, **PATHS[name]) if name in PATHS  # type: ignore[arg-type]
+            else StrongswanPair(work, *texts, tag=tag))
     try:
         with pair:
             if pids is not None:

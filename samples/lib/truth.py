@@ -124,7 +124,55 @@ EXPECTED: dict[str, dict[str, Any]] = {
                       "unanswered_request_transmissions": 3}],
         "needs_keys": True,
     },
+    "nat-napt": {
+        "summary": "a healthy tunnel through a real NAPT: the initiator (10.0.0.1) is behind "
+                   "it, the capture is on the public side (198.18.0.1 <-> 198.18.0.2); NAT-T "
+                   "float to 4500, keepalives from the NATed peer, a CHILD_SA rekey",
+        "problems": [],
+        "ike_sa_count": 1, "child_sa_generations": 2, "esp_spis": 4,
+        "esp_packets": 16, "esp_decrypted": 16,
+        "decrypts_with_each_log": True,
+        "keys_across_nat": {"log": "charon-left.log", "logged": "10.0.0.1", "wire": "198.18.0.1"},
+    },
 }
+
+
+# Peers that are not the plain 198.18.0.1 <-> 198.18.0.2 pair (a router or NAT on the path).
+PEERS: dict[str, dict[str, dict[str, str]]] = {
+    "nat-napt": {"left": {"outer": "10.0.0.1", "public": "198.18.0.1", "role": "initiator",
+                          "inner": "10.1.0.0/24", "behind": "NAPT 10.0.0.254 / 198.18.0.1"},
+                 "right": {"outer": "198.18.0.2", "role": "responder", "inner": "10.2.0.0/24"}},
+}
+DEFAULT_PEERS = {"left": {"outer": "198.18.0.1", "role": "initiator", "inner": "10.1.0.0/24"},
+                 "right": {"outer": "198.18.0.2", "role": "responder", "inner": "10.2.0.0/24"}}
+RECEIVED = re.compile(r"received packet: from (?P<src>[\d.]+)\[(?P<sport>\d+)\] to "
+                      r"(?P<dst>[\d.]+)\[(?P<dport>\d+)\]")
+
+
+def _nat_napt(lines: dict[str, list[tuple[str, str | None, str]]]) -> dict[str, Any]:
+    """What the NAPT did, from the responder's log (the translated source it received) and the
+    initiator's (the keepalives it sent)."""
+    ports: dict[int, int] = {}
+    for _t, _ike, msg in lines["right"]:
+        if (m := RECEIVED.search(msg)) and m["src"] == "198.18.0.1":
+            ports.setdefault(int(m["dport"]), int(m["sport"]))
+    keepalives = sum(msg.startswith("sending keep alive") for _t, _i, msg in lines["left"])
+    return {"findings": [{
+        "code": "IKE-NAT-DETECTED", "severity": "info", "side": "initiator",
+        "behind_nat": "198.18.0.1",
+        "private": "10.0.0.1:500", "private_natt": "10.0.0.1:4500",
+        "translated": f"198.18.0.1:{ports[500]}", "translated_natt": f"198.18.0.1:{ports[4500]}",
+        "float": "500 -> 4500 in IKE_AUTH",
+        "keepalives": keepalives, "keepalives_from": "198.18.0.1",
+        "responder_behind_nat": False,
+        "note": "the responder's NATD_S_IP also mismatches: strongSwan with kernel-libipsec "
+                "fakes it to force UDP encapsulation; the initiator's NATD_D_IP matches "
+                "198.18.0.2:500, so the responder's address is not translated"}],
+        "max_severity": "info"}
+
+
+# Facts derived from the logs (ports, counts that change on every regeneration).
+DERIVED = {"nat-napt": _nat_napt}
 
 
 def _lines(path: Path) -> list[tuple[str, str | None, str]]:
@@ -163,12 +211,14 @@ def build(sample: Path) -> dict[str, Any]:
                 events.append({"time": t, "side": side, "ike_sa": ike, "log": msg})
     events.sort(key=lambda e: (e["time"], e["side"]))
 
+    expected = dict(EXPECTED.get(name, {}))
+    if name in DERIVED:
+        expected.update(DERIVED[name]({side: _lines(path) for side, path in logs.items()}))
     return {
         "scenario": name,
         "source": "strongSwan 5.9.8 charon logs in this directory (samples/lib/truth.py)",
-        "peers": {"left": {"outer": "198.18.0.1", "role": "initiator", "inner": "10.1.0.0/24"},
-                  "right": {"outer": "198.18.0.2", "role": "responder", "inner": "10.2.0.0/24"}},
-        "expected": EXPECTED.get(name, {}),
+        "peers": PEERS.get(name, DEFAULT_PEERS),
+        "expected": expected,
         "ike_sas": ike_sas,
         "child_sas": child_sas,
         "events": events,
