@@ -497,6 +497,15 @@ class StrongswanPair:
         """Add another inner address (e.g. a second subnet for a second CHILD_SA)."""
         _run(["ip", "-n", self.side(side).netns, "addr", "add", cidr, "dev", "lo"])
 
+    def add_outer(self, side: str, addr: str) -> None:
+        """Give a peer a second outer address on its veth (the other side reaches it without
+        ARP: a permanent neighbour entry like the first one's)."""
+        s = self.side(side)
+        other = self.right if s is self.left else self.left
+        _run(["ip", "-n", s.netns, "addr", "add", f"{addr}/24", "dev", IFACE])
+        _run(["ip", "-n", other.netns, "neigh", "replace", addr, "lladdr", s.mac, "dev", IFACE,
+              "nud", "permanent"])
+
     def crash(self, side: str = "right") -> None:
         """Make a peer vanish without a word: SIGKILL its charon, then drop its outer address.
 
@@ -603,6 +612,10 @@ class RoutedPair(StrongswanPair):
                            timeout=30)
         if p.returncode != 0:
             raise PeerError(f"nft in {self.router_ns} failed: {p.stderr.strip()}")
+
+    def exec_router(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command in the middle namespace and wait for it."""
+        return _run(["ip", "netns", "exec", self.router_ns, *cmd], check=check)
 
     def start_bridge(self, *args: str) -> None:
         """Run samples/lib/bridge.py lan<->wan in the middle namespace (mode "bridge")."""

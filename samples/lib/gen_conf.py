@@ -154,6 +154,30 @@ def scenarios() -> dict[str, dict[str, str]]:
                       "right", gcm_ike, {"net": net("right", "aes256gcm16")}, conn="nat",
                       remote_addrs="%any", encap=False),
     }
+    out["mtu-small-link"] = {
+        side: conf("mtu-small-link: a 1280-byte link on the routed path, large pings",
+                   side, gcm_ike, {"net": net(side, "aes256gcm16")}, conn="mtu")
+        for side in SIDES}
+    out["esp-oneway-drop"] = {
+        side: conf("esp-oneway-drop: the router drops ESP-in-UDP from right; IKE passes; DPD 2 s",
+                   side, gcm_ike, {"net": net(side, "aes256gcm16")}, conn="oneway",
+                   extra=dpd if side == "left" else "")
+        for side in SIDES}
+    out["peer-restart"] = {
+        side: conf("peer-restart: the responder's charon is killed and restarted; "
+                   "DPD 2 s, dpd_action = restart on the initiator",
+                   side, gcm_ike, {"net": net(side, "aes256gcm16", extra=(
+                       "                dpd_action = restart\n" if side == "left" else ""))},
+                   conn="restart", extra=dpd if side == "left" else "")
+        for side in SIDES}
+    out["redirect"] = {
+        "left": conf("redirect: the initiator follows a REDIRECT (RFC 5685) to 198.18.0.3",
+                     "left", gcm_ike, {"net": net("left", "aes256gcm16")}, conn="redir"),
+        "right": conf("redirect: the responder (198.18.0.2 and 198.18.0.3) redirects the "
+                      "established IKE SA with swanctl --redirect",
+                      "right", gcm_ike, {"net": net("right", "aes256gcm16")}, conn="redir",
+                      local_addrs="198.18.0.2,198.18.0.3"),
+    }
     return out
 
 

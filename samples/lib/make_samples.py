@@ -156,9 +156,80 @@ def nat_napt(pair: StrongswanPair) -> None:
     pair.terminate_ike("nat")
 
 
+def mtu_small_link(pair: StrongswanPair) -> None:
+    pair.initiate("net", ike="mtu")
+    pair.ping(2)
+    # 1400-byte echoes: ~1460-byte ESP-in-UDP packets for a 1280-byte wan link. The router
+    # answers the first with ICMP fragmentation needed (it quotes the ESP header and SPI);
+    # after that the sender fragments the outer packets itself.
+    pair.ping(3, size=1400, check=False)
+    settle(pair)
+    pair.ping(2)
+    pair.terminate_ike("mtu")
+
+
+ONEWAY_DROP = ("table ip path {",
+               " chain forward {",
+               "  type filter hook forward priority filter; policy accept;",
+               # UDP 4500 with a non-zero first payload word: ESP (a zero word is the non-ESP
+               # marker of IKE, RFC 3948 §2.2); a keepalive (one 0xff byte) is too short.
+               "  ip saddr 198.18.0.2 udp sport 4500 @th,64,32 != 0 counter drop",
+               " }",
+               "}")
+
+
+def esp_oneway_drop(pair: StrongswanPair) -> None:
+    assert isinstance(pair, RoutedPair)
+    pair.initiate("net", ike="oneway")
+    pair.ping(3)
+    pair.nft(*ONEWAY_DROP)
+    pair.ping(4, check=False)          # left's ESP arrives, right's answers are dropped
+    # No inbound ESP for 2 s: left sends DPD (empty INFORMATIONAL), which right answers.
+    if not pair.wait_log("left", "sending DPD request", timeout=10):
+        raise PeerError("esp-oneway-drop: no DPD while ESP was dropped")
+    time.sleep(2.5)
+    pair.ping(2, check=False)
+    settle(pair)
+    counters = pair.exec_router("nft", "list", "chain", "ip", "path", "forward").stdout
+    (pair.workdir / "path.log").write_text(counters)
+    pair.terminate_ike("oneway")
+
+
+def peer_restart(pair: StrongswanPair) -> None:
+    pair.initiate("net", ike="restart")
+    pair.ping(3)
+    pair.restart("right")             # SIGKILL + a fresh charon: every SA forgotten
+    pair.ping(3, check=False)         # ESP to the stale SPIs
+    # DPD to an IKE SA the new charon does not know, retransmitted until left gives up, then
+    # dpd_action = restart: a fresh IKE_SA_INIT, answered at once.
+    if not pair.wait_log("left", "restarting CHILD_SA", timeout=30):
+        raise PeerError("peer-restart: the initiator never restarted the CHILD_SA")
+    deadline = time.monotonic() + 15
+    while "INSTALLED" not in pair.list_sas("left") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pair.ping(3)
+    pair.terminate_ike("restart")
+
+
+def redirect(pair: StrongswanPair) -> None:
+    pair.add_outer("right", "198.18.0.3")
+    pair.initiate("net", ike="redir")
+    pair.ping(2)
+    pair.swanctl("right", "--redirect", "--ike", "redir", "--gateway", "198.18.0.3")
+    if not pair.wait_log("left", "...198.18.0.3[right.ipsecscope.test]", timeout=15):
+        raise PeerError("redirect: the initiator did not connect to 198.18.0.3")
+    deadline = time.monotonic() + 15
+    while "INSTALLED" not in pair.list_sas("left") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pair.ping(2)
+    pair.terminate_ike("redir")
+
+
 # Scenarios with a middle namespace (router, NAT or bridge): RoutedPair keyword arguments.
 PATHS: dict[str, dict[str, object]] = {
     "nat-napt": {"mode": "nat", "capture_at": "wan", "charon_extra": "keep_alive = 1s"},
+    "mtu-small-link": {"mode": "route", "capture_at": "lan", "mtu_wan": 1280},
+    "esp-oneway-drop": {"mode": "route", "capture_at": "lan"},
 }
 
 SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
@@ -172,6 +243,10 @@ SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "dead-peer": dead_peer,
     "ikev1-dead-peer": ikev1_dead_peer,
     "nat-napt": nat_napt,
+    "mtu-small-link": mtu_small_link,
+    "esp-oneway-drop": esp_oneway_drop,
+    "peer-restart": peer_restart,
+    "redirect": redirect,
 }
 
 
@@ -201,6 +276,9 @@ def store(name: str, work: Path, out: Path) -> list[Path]:
     to_pcapng(work / "capture.pcap", dest / "capture.pcapng")
     shutil.copyfile(work / "left" / "charon.log", dest / "charon-left.log")
     shutil.copyfile(work / "right" / "charon.log", dest / "charon-right.log")
+    for extra in ("path.log", "bridge.log"):   # what the middle namespace did (ground truth)
+        if (work / extra).exists():
+            shutil.copyfile(work / extra, dest / extra)
     charon_keys.write_tables(dest / "keys", [dest / "charon-left.log", dest / "charon-right.log"])
     if "version = 1" in (CONF / name / "left.conf").read_text():
         # IKEv1 phase-1 keys: samples/lib/charon_keys.py extracts IKEv2 and ESP keys only, so the

@@ -124,6 +124,38 @@ EXPECTED: dict[str, dict[str, Any]] = {
                       "unanswered_request_transmissions": 3}],
         "needs_keys": True,
     },
+    "mtu-small-link": {
+        "summary": "a 1280-byte link on the routed path: the first large ESP packet is dropped "
+                   "with ICMP fragmentation needed (quoting its SPI), later ones travel as "
+                   "outer IP fragments",
+        "problems": [{"kind": "path MTU", "text": "ESP packets of 1460 bytes on SPI "
+                      "left->right exceed the 1280-byte path MTU the router 198.18.1.1 reported; "
+                      "one was dropped, the rest are fragmented"}],
+        "ike_sa_count": 1, "esp_spis": 2, "lost_echoes": 1,
+    },
+    "esp-oneway-drop": {
+        "summary": "the router drops ESP-in-UDP from the responder (nft, first payload word "
+                   "non-zero) while IKE passes: ESP one way, every DPD answered",
+        "problems": [{"kind": "one-way ESP with IKE alive",
+                      "text": "ESP from 198.18.0.2 stopped while 198.18.0.2 kept answering DPD "
+                              "in the same IKE SA: ESP is filtered on the path"}],
+        "ike_sa_count": 1, "esp_spis": 2, "capture_at": "lan (left's side of the router)",
+    },
+    "peer-restart": {
+        "summary": "the responder's charon is killed and restarted: stale ESP and DPD into "
+                   "silence, then the initiator re-establishes (dpd_action = restart)",
+        "problems": [{"kind": "peer restarted",
+                      "text": "198.18.0.2 lost its state: ESP to the stale SPI and DPD on the "
+                              "old IKE SA went unanswered, then a fresh IKE_SA_INIT was "
+                              "answered at once"}],
+        "ike_sa_count": 2, "esp_spis": 4,
+    },
+    "redirect": {
+        "summary": "the responder redirects an established IKE SA to 198.18.0.3 (RFC 5685); "
+                   "the initiator follows, the old IKE SA is deleted",
+        "problems": [],
+        "ike_sa_count": 2, "esp_spis": 4, "esp_packets": 8, "esp_decrypted": 8,
+    },
     "nat-napt": {
         "summary": "a healthy tunnel through a real NAPT: the initiator (10.0.0.1) is behind "
                    "it, the capture is on the public side (198.18.0.1 <-> 198.18.0.2); NAT-T "
@@ -149,7 +181,10 @@ RECEIVED = re.compile(r"received packet: from (?P<src>[\d.]+)\[(?P<sport>\d+)\] 
                       r"(?P<dst>[\d.]+)\[(?P<dport>\d+)\]")
 
 
-def _nat_napt(lines: dict[str, list[tuple[str, str | None, str]]]) -> dict[str, Any]:
+Lines = dict[str, list[tuple[str, str | None, str]]]
+
+
+def _nat_napt(lines: Lines, _ike: list[dict[str, Any]], _child: list[dict[str, Any]]) -> dict[str, Any]:
     """What the NAPT did, from the responder's log (the translated source it received) and the
     initiator's (the keepalives it sent)."""
     ports: dict[int, int] = {}
@@ -171,8 +206,62 @@ def _nat_napt(lines: dict[str, list[tuple[str, str | None, str]]]) -> dict[str, 
         "max_severity": "info"}
 
 
-# Facts derived from the logs (ports, counts that change on every regeneration).
-DERIVED = {"nat-napt": _nat_napt}
+def _mtu(_lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"findings": [{
+        "class": "mtu", "severity": "warning", "spi": child[0]["spi_out"],
+        "sa_direction": "198.18.0.1>198.18.0.2", "outer_size": 1460, "path_mtu": 1280,
+        "icmp_from": "198.18.1.1", "icmp_frames": 1, "dropped": 1,
+        "fragmented": {"198.18.0.1>198.18.0.2": 2, "198.18.0.2>198.18.0.1": 2},
+        "fix": "lower the tunnel MTU (kernel-libipsec mtu) or clamp the TCP MSS"}],
+        "max_severity": "warning"}
+
+
+def _oneway(lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]]) -> dict[str, Any]:
+    dpd = sum(msg == "sending DPD request" for _t, _i, msg in lines["left"])
+    return {"findings": [{
+        "class": "esp one-way, IKE alive", "codes": ["ESP-RETURN-STOPPED", "ESP-ONE-WAY"],
+        "severity": "warning", "silent_spi": child[0]["spi_in"],
+        "silent_direction": "198.18.0.2>198.18.0.1", "still_sending_spi": child[0]["spi_out"],
+        "esp_after_stop": 6, "dropped_on_path": 6, "dpd_requests_answered": dpd,
+        "cause": "ESP from 198.18.0.2 is filtered on the path (or its outbound SA/policy is "
+                 "broken): the peer is alive, it answers every DPD in the same IKE SA"}],
+        "not_reported": ["IKE-DEAD-PEER", "IKE-NO-RESPONSE"], "max_severity": "warning"}
+
+
+def _restart(lines: Lines, ike: list[dict[str, Any]], child: list[dict[str, Any]]) -> dict[str, Any]:
+    right = [msg for _t, _i, msg in lines["right"]]
+    starts = [i for i, m in enumerate(right) if m.startswith("Starting IKE charon daemon")]
+    stale = sum(m == "IKE_SA checkout not successful" for m in right)
+    return {"findings": [{
+        "class": "peer restarted", "side": "responder", "peer": "198.18.0.2",
+        "severity": "error",
+        "stale_ike_sa": f"{ike[0]['spi_i']}_{ike[0]['spi_r']}",
+        "stale_spis": [child[0]["spi_out"]], "stale_esp_packets": 3,
+        "unanswered_dpd_transmissions": 4, "invalid_spi_notifies": 0,
+        "recovered_ike_sa": f"{ike[1]['spi_i']}_{ike[1]['spi_r']}",
+        "recovery": "fresh IKE_SA_INIT answered at once (dpd_action = restart)",
+        "peer_log": {"daemon_starts": len(starts),
+                     "stale_ike_sa_checkouts_failed": stale},
+        "note": "strongSwan 5.9.8 answers neither the stale IKE SA (no INVALID_IKE_SPI) nor the "
+                "stale ESP (no INVALID_SPI): the restart is visible as silence followed by an "
+                "immediately answered IKE_SA_INIT, and in the responder's log"}],
+        "not_reported": ["IKE-DEAD-PEER"], "max_severity": "error"}
+
+
+def _redirect(_lines: Lines, ike: list[dict[str, Any]], _child: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"findings": [{
+        "class": "redirect", "notify": "REDIRECT", "severity": "info",
+        "ike_sa": f"{ike[0]['spi_i']}_{ike[0]['spi_r']}", "from": "198.18.0.2",
+        "to": "198.18.0.3", "exchange": "INFORMATIONAL (responder's request, RFC 5685 §6)",
+        "new_ike_sa": f"{ike[1]['spi_i']}_{ike[1]['spi_r']}",
+        "redirected_from_in_new_init": True,
+        "state": "the first IKE SA ends REDIRECTED (then deleted), never INITIATING"}],
+        "max_severity": "info"}
+
+
+# Facts derived from the logs (ports, SPIs, counts that change on every regeneration).
+DERIVED = {"nat-napt": _nat_napt, "mtu-small-link": _mtu, "esp-oneway-drop": _oneway,
+           "peer-restart": _restart, "redirect": _redirect}
 
 
 def _lines(path: Path) -> list[tuple[str, str | None, str]]:
@@ -213,7 +302,8 @@ def build(sample: Path) -> dict[str, Any]:
 
     expected = dict(EXPECTED.get(name, {}))
     if name in DERIVED:
-        expected.update(DERIVED[name]({side: _lines(path) for side, path in logs.items()}))
+        expected.update(DERIVED[name]({side: _lines(path) for side, path in logs.items()},
+                                      ike_sas, child_sas))
     return {
         "scenario": name,
         "source": "strongSwan 5.9.8 charon logs in this directory (samples/lib/truth.py)",
