@@ -121,6 +121,12 @@ def test_real_strongswan_samples(sample: Path, tmp_path: Path) -> None:
     if not packets:
         pytest.skip(f"{sample.name}: no ESP in this scenario")
     theirs = tshark_decrypted(cap, sample / "keys" / "esp_sa", tmp_path)
+    # tshark also "decrypts" the cut-off ESP packet an ICMP error quotes (samples/mtu-small-link):
+    # that is not an ESP packet on the wire, and ipsecscope rightly leaves it alone.
+    quoted = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "icmp.type == 3", "-T", "fields",
+                             "-e", "frame.number"], capture_output=True, text=True, check=True).stdout
+    for f in map(int, quoted.split()):
+        theirs.pop(f, None)
     assert set(theirs) == {p.frame for p in packets}
     for p in packets:
         assert theirs[p.frame][:len(p.inner)] == p.inner and theirs[p.frame][-1] == p.next_header

@@ -156,7 +156,7 @@ def test_charon_either_peer_gives_the_same_keys(sample):
 
 def _tshark(capture, profile):
     fields = ["esp.spi", "esp.icv_good", "isakmp.enc.decrypted", "isakmp.ikev2.integrity_checksum", "icmp.type",
-              "isakmp.flag_e", "isakmp.hash"]
+              "isakmp.flag_e", "isakmp.hash", "icmp.mtu", "esp.protocol"]
     cmd = ["tshark", "-n", "-r", str(capture), "-o", "esp.enable_encryption_decode:TRUE",
            "-o", "esp.enable_authentication_check:TRUE", "-T", "fields", "-E", "occurrence=f"]
     for f in fields:
@@ -186,10 +186,11 @@ def test_tshark_decrypts_samples_with_keys_converted_from_one_charon_log(tmp_pat
         assert r.returncode == 0, r.stderr
     assert (prof / "esp_sa").stat().st_mode & 0o077 == 0  # secrets written private
     rows = _tshark(sample / "capture.pcapng", prof)
-    esp_rows = [r for r in rows if r["esp.spi"]]
+    # (an ICMP error quoting the start of an ESP packet is not one: samples/mtu-small-link)
+    esp_rows = [r for r in rows if r["esp.spi"] and not r["icmp.mtu"]]
     sk_rows = [r for r in rows if r["isakmp.enc.decrypted"]]
-    for r in esp_rows:
-        assert r["esp.icv_good"] == "1" and r["icmp.type"], r
+    for r in esp_rows:  # an inner IPv4 fragment (next header 4) holds no whole ICMP message
+        assert r["esp.icv_good"] == "1" and (r["icmp.type"] or r["esp.protocol"] == "0x04"), r
     if store.ike:
         assert sk_rows and not any(r["isakmp.ikev2.integrity_checksum"] for r in sk_rows)
     if store.ikev1:
