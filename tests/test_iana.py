@@ -173,3 +173,32 @@ def test_name_helper_for_unknown_values() -> None:
     assert iana.name(iana.NotifyType, 12345) == "NotifyType 12345"
     assert iana.name(iana.Ikev1Exchange, 2) == "IDENTITY_PROTECTION"  # primary name, not the alias
     assert iana.Ikev1Exchange.MAIN_MODE is iana.Ikev1Exchange.IDENTITY_PROTECTION
+
+
+def test_private_use_transforms_have_names():
+    """Twofish, Serpent (strongSwan's private IDs) and RIPEMD-160 are named wherever a
+    transform is printed, not "EncrTransform 1027" (issue 11, public captures)."""
+    from ipsecscope.model import iana
+
+    assert iana.name(iana.EncrTransform, iana.ENCR_TWOFISH_CBC) == "ENCR_TWOFISH_CBC" == iana.name(
+        iana.EncrTransform, 1027)
+    assert iana.name(iana.EncrTransform, 1026) == "ENCR_SERPENT_CBC"
+    assert iana.name(iana.IntegTransform, 1100) == "AUTH_HMAC_RIPEMD160_96"
+    assert iana.name(iana.EncrTransform, 1030) == "EncrTransform 1030"  # still says what it is
+
+
+def test_twofish_key_is_named_in_findings(tmp_path):
+    """A Twofish key for a real sample's SPI: the finding that it cannot be used names it."""
+    import subprocess
+
+    from conftest import IPSECSCOPE, ROOT, SAMPLES
+
+    row = next(ln for ln in (SAMPLES / "healthy-gcm" / "keys" / "esp_sa").read_text().splitlines()
+               if not ln.startswith("#")).split(",")
+    row[4:8] = ['"TWOFISH-CBC"', '"0x0102030405060708090a0b0c0d0e0f10"', '"HMAC-SHA-256-128 [RFC4868]"',
+                '"0x' + "11" * 32 + '"']
+    (tmp_path / "esp_sa").write_text(",".join(row) + "\n")
+    r = subprocess.run([*IPSECSCOPE, "findings", str(SAMPLES / "healthy-gcm" / "capture.pcapng"), "-k",
+                        str(tmp_path / "esp_sa"), "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    text = r.stdout
+    assert "ENCR_TWOFISH_CBC" in text and "EncrTransform 1027" not in text

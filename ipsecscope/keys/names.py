@@ -20,20 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
+# Private-use transform IDs (IANA 1024-65535) are defined with their names in model/iana.py.
+from ..model.iana import ENCR_SERPENT_CBC, ENCR_TWOFISH_CBC, INTEG_HMAC_RIPEMD160_96, PRIVATE_NAMES
 from ..model.iana import EncrTransform as E
 from ..model.iana import IntegTransform as I  # noqa: E741
 from ..model.iana import PrfTransform as P
 
-# IANA reserves 1024-65535 for private use in the ENCR and INTEG registries. We use strongSwan's
-# private IDs where it has one, so a strongSwan user recognises them.
-ENCR_TWOFISH_CBC = 1027  # strongSwan ENCR_TWOFISH_CBC
-ENCR_SERPENT_CBC = 1026  # strongSwan ENCR_SERPENT_CBC
-INTEG_HMAC_RIPEMD160_96 = 1100  # ipsecscope private: Wireshark "MAC-RIPEMD-160-96 [RFC2857]"
-
 _T = TypeVar("_T")
 
-PRIVATE_ENCR_NAMES = {ENCR_TWOFISH_CBC: "ENCR_TWOFISH_CBC", ENCR_SERPENT_CBC: "ENCR_SERPENT_CBC"}
-PRIVATE_INTEG_NAMES = {INTEG_HMAC_RIPEMD160_96: "AUTH_HMAC_RIPEMD160_96"}
+PRIVATE_ENCR_NAMES = PRIVATE_NAMES[E]
+PRIVATE_INTEG_NAMES = PRIVATE_NAMES[I]
 
 # ---------------------------------------------------------------------------------------------
 # Suite facts needed to validate key lengths and to name things. Salt = trailing bytes of the

@@ -11,11 +11,12 @@ from enum import IntEnum
 
 
 def name(enum: type[IntEnum], value: int) -> str:
-    """Registry name for ``value``, or ``"<ENUMNAME> <value>"`` when unassigned/unknown."""
+    """Registry name for ``value``, the private-use name we give it (PRIVATE_NAMES), or
+    ``"<ENUMNAME> <value>"`` when unassigned/unknown."""
     try:
         return enum(value).name
     except ValueError:
-        return f"{enum.__name__} {value}"
+        return PRIVATE_NAMES.get(enum, {}).get(value) or f"{enum.__name__} {value}"
 
 
 class ExchangeType(IntEnum):
@@ -834,3 +835,16 @@ class Ikev1Doi(IntEnum):
     ISAKMP = 0
     IPSEC = 1  # RFC 2407
     GDOI = 2  # RFC 6407
+
+
+# IANA leaves 1024-65535 of the ENCR and INTEG registries to private use (RFC 7296 §3.3.2). Key
+# files name ciphers that have no IANA number there (Wireshark "TWOFISH-CBC", `ip xfrm`
+# cbc(twofish)); we use strongSwan's private IDs, so a strongSwan user recognises them, and
+# ipsecscope's own one for RIPEMD-160. Everything that prints a transform goes through name().
+ENCR_SERPENT_CBC = 1026  # strongSwan ENCR_SERPENT_CBC
+ENCR_TWOFISH_CBC = 1027  # strongSwan ENCR_TWOFISH_CBC
+INTEG_HMAC_RIPEMD160_96 = 1100  # ipsecscope private: Wireshark "MAC-RIPEMD-160-96 [RFC2857]"
+PRIVATE_NAMES: dict[type[IntEnum], dict[int, str]] = {
+    EncrTransform: {ENCR_TWOFISH_CBC: "ENCR_TWOFISH_CBC", ENCR_SERPENT_CBC: "ENCR_SERPENT_CBC"},
+    IntegTransform: {INTEG_HMAC_RIPEMD160_96: "AUTH_HMAC_RIPEMD160_96"},
+}
