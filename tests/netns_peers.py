@@ -275,7 +275,8 @@ class StrongswanPair:
 
     def __init__(self, workdir: str | os.PathLike[str], left_conf: str, right_conf: str, *,
                  tag: str | None = None, capture: bool = True,
-                 capture_name: str = "capture.pcap", charon_extra: str = "") -> None:
+                 capture_name: str = "capture.pcap", charon_extra: str = "",
+                 creds: dict[str, dict[str, Path]] | None = None) -> None:
         why = preflight()
         if why:
             raise PeerError(why)
@@ -289,6 +290,9 @@ class StrongswanPair:
         self.capture = capture
         # Extra strongswan.conf lines inside ``charon { }`` for both peers (e.g. keep_alive).
         self.charon_extra = charon_extra
+        # Per side, files for swanctl's credential directories ({"x509/left.pem": path, ...}):
+        # swanctl --load-all --file <side>/swanctl.conf reads them from <side>/x509/ etc.
+        self.creds = creds or {}
         self.capture_path = self.workdir / capture_name
         self._tcpdump: subprocess.Popen[bytes] | None = None
         self._netns_made: list[str] = []
@@ -369,7 +373,16 @@ class StrongswanPair:
             s.run.mkdir(exist_ok=True)
             (s.dir / "strongswan.conf").write_text(self._strongswan_conf(s))
             (s.dir / "swanctl.conf").write_text(self.confs[s.name])
+            self._write_creds(s)
             s.log.unlink(missing_ok=True)
+
+    def _write_creds(self, s: Side) -> None:
+        for rel, src in self.creds.get(s.name, {}).items():
+            dest = s.dir / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+            if rel.startswith("private/"):
+                dest.chmod(0o600)
 
     def _strongswan_conf(self, s: Side) -> str:
         extra = "".join(f"    {ln.strip()}\n" for ln in self.charon_extra.splitlines() if ln.strip())
@@ -708,6 +721,7 @@ class RoutedPair(StrongswanPair):
             s.run.mkdir(exist_ok=True)
             (s.dir / "strongswan.conf").write_text(self._strongswan_conf(s))
             (s.dir / "swanctl.conf").write_text(self.confs[s.name])
+            self._write_creds(s)
             s.log.unlink(missing_ok=True)
 
     def crash(self, side: str = "right") -> None:

@@ -27,7 +27,8 @@ import truth  # noqa: E402
 
 SAMPLE_NAMES = ["healthy-gcm", "cbc-sha2-pfs", "proposal-mismatch", "ike-proposal-mismatch",
                 "ts-mismatch", "psk-mismatch", "dh-retry", "dead-peer", "ikev1-dead-peer",
-                "nat-napt", "mtu-small-link", "esp-oneway-drop", "peer-restart", "redirect"]
+                "nat-napt", "mtu-small-link", "esp-oneway-drop", "peer-restart", "redirect",
+                "ike-frag-cert", "ike-frag-untrusted"]
 NO_IKE_SA = {"ike-proposal-mismatch"}  # fails in IKE_SA_INIT: no keys, nothing encrypted
 IKEV1 = {"ikev1-dead-peer"}  # no SK payloads: encrypted IKEv1 messages, keys in ikev1_decryption_table
 SK = "46"  # IKEv2 Encrypted and Authenticated payload
@@ -47,7 +48,7 @@ FIELDS = ["frame.number", "ip.src", "isakmp.exchangetype", "isakmp.messageid", "
           "isakmp.key_exchange.dh_group", "isakmp.delete.spi", "esp.spi", "esp.icv_good",
           "icmp.type", "udp.dstport", "isakmp.hash", "udp.srcport", "isakmp.notify.data",
           "udpencap.nat_keepalive", "ip.dst", "icmp.mtu", "ip.len", "ip.flags.mf",
-          "ip.frag_offset"]
+          "ip.frag_offset", "isakmp.frag.number", "isakmp.frag.total", "x509sat.printableString"]
 
 
 def tshark(capture: Path, keys: Path | None, tmp: Path) -> list[dict[str, list[str]]]:
@@ -176,7 +177,8 @@ def test_cbc_sha2_pfs_story(decoded):
 @needs_tshark
 @pytest.mark.parametrize(("name", "notify"), [("proposal-mismatch", "14"),  # NO_PROPOSAL_CHOSEN
                                               ("ts-mismatch", "38"),        # TS_UNACCEPTABLE
-                                              ("psk-mismatch", "24")])      # AUTHENTICATION_FAILED
+                                              ("psk-mismatch", "24"),       # AUTHENTICATION_FAILED
+                                              ("ike-frag-untrusted", "24")])
 def test_failure_notify_is_inside_ike_auth_response(name, notify, decoded):
     with_keys, no_keys = decoded[name]
     auth_resp = [r for r in ike(with_keys) if r["isakmp.exchangetype"] == ["35"] and is_response(r)]
@@ -523,3 +525,30 @@ def test_healthy_samples_have_no_warnings(name):
                        timeout=120, cwd=ROOT)
     out = json.loads(r.stdout)
     assert out["counts"].get("error", 0) == 0 and out["counts"].get("warning", 0) == 0, out["findings"]
+
+
+@needs_tshark
+@pytest.mark.parametrize("name", ["ike-frag-cert", "ike-frag-untrusted"])
+def test_ike_fragmentation_story(name, decoded):
+    """IKE_AUTH travels in RFC 7383 fragments (SKF, payload 53) that tshark reassembles and
+    decrypts with the sample keys; no IP fragmentation; the certificate is inside."""
+    rows, no_keys = decoded[name]
+    t = _truth(name)["expected"]
+    skf = [r for r in ike(rows) if "53" in r["isakmp.typepayload"]]
+    assert not any(r["ip.flags.mf"][:1] == ["1"] or r["ip.frag_offset"][:1] not in ([], ["0"]) for r in rows)
+    req = [r for r in skf if not is_response(r)]
+    resp = [r for r in skf if is_response(r)]
+    exp = t["findings"][0] if name == "ike-frag-cert" else t["problems"][0]
+    assert len(req) == exp["request_fragments"] and [r["isakmp.frag.number"] for r in req] == [["1"], ["2"]]
+    assert all(r["isakmp.frag.total"] == ["2"] for r in req)
+    # The last fragment carries the reassembled, decrypted message: IDi, CERT (37), AUTH (39).
+    assert req[-1]["isakmp.enc.decrypted"] and {"37", "39"} <= set(req[-1]["isakmp.typepayload"])
+    assert not any(r["isakmp.enc.decrypted"] for r in no_keys)
+    issuers = set(req[-1]["x509sat.printableString"])
+    if name == "ike-frag-cert":
+        assert len(resp) == exp["response_fragments"] and "ipsecscope sample CA" in issuers
+        assert len(esp(rows)) == t["esp_packets"]
+    else:
+        assert not resp and "a CA the responder does not trust" in issuers
+        log = (SAMPLES / name / "charon-right.log").read_text()
+        assert all(line in log for line in exp["responder_log"])

@@ -75,6 +75,36 @@ secrets {{
 """
 
 
+def cert_conf(title: str, side: str, ike: str, children: dict[str, dict[str, str]], *, conn: str,
+              cert: str | None = None, trust: str = "ca.pem") -> str:
+    """A certificate-authenticated (RSA 3072) connection: IKE_AUTH carries CERT and CERTREQ and
+    outgrows the 1280-byte IKE fragment size, so it is sent in RFC 7383 fragments."""
+    s = SIDES[side]
+    text = conf(title, side, ike, children, conn=conn)
+    text = text.replace(f"""        local {{
+            auth = psk
+            id = {s['id']}
+        }}
+        remote {{
+            auth = psk
+            id = {s['peer_id']}
+        }}""", f"""        # RFC 7383 IKE fragmentation (strongSwan's default when the peer supports it).
+        fragmentation = yes
+        local {{
+            auth = pubkey
+            certs = {cert or side + '.pem'}
+            id = {s['id']}
+        }}
+        remote {{
+            auth = pubkey
+            id = {s['peer_id']}
+            cacerts = {trust}
+        }}""")
+    # No secrets section: swanctl loads the private key from its private/ directory
+    # (samples/lib/make_samples.py fills x509/, x509ca/ and private/ from samples/conf/pki).
+    return text.partition("secrets {")[0]
+
+
 def net(side: str, esp: str, l_net: str = "10.1.0.0/24", r_net: str = "10.2.0.0/24",
         extra: str = "") -> dict[str, str]:
     a, b = (l_net, r_net) if side == "left" else (r_net, l_net)
@@ -177,6 +207,19 @@ def scenarios() -> dict[str, dict[str, str]]:
                       "established IKE SA with swanctl --redirect",
                       "right", gcm_ike, {"net": net("right", "aes256gcm16")}, conn="redir",
                       local_addrs="198.18.0.2,198.18.0.3"),
+    }
+    out["ike-frag-cert"] = {
+        side: cert_conf("ike-frag-cert: certificate auth (RSA 3072), IKE_AUTH in RFC 7383 fragments",
+                        side, gcm_ike, {"net": net(side, "aes256gcm16")}, conn="frag")
+        for side in SIDES}
+    out["ike-frag-untrusted"] = {
+        "left": cert_conf("ike-frag-untrusted: the initiator's certificate is issued by a CA the "
+                          "responder does not trust", "left", gcm_ike,
+                          {"net": net("left", "aes256gcm16")}, conn="untrusted",
+                          cert="left-rogue.pem"),
+        "right": cert_conf("ike-frag-untrusted: the responder trusts only the sample CA",
+                           "right", gcm_ike, {"net": net("right", "aes256gcm16")},
+                           conn="untrusted"),
     }
     return out
 

@@ -225,6 +225,32 @@ def redirect(pair: StrongswanPair) -> None:
     pair.terminate_ike("redir")
 
 
+def ike_frag_cert(pair: StrongswanPair) -> None:
+    pair.initiate("net", ike="frag")      # IKE_AUTH both ways in SKF fragments (RFC 7383)
+    pair.ping(3)
+    pair.terminate_ike("frag")
+
+
+def ike_frag_untrusted(pair: StrongswanPair) -> None:
+    r = pair.initiate("net", ike="untrusted", check=False)
+    if r.returncode == 0:
+        raise PeerError("ike-frag-untrusted: authentication succeeded, expected AUTHENTICATION_FAILED")
+    settle(pair)
+
+
+PKI = CONF / "pki"
+# Certificate scenarios: what each peer's swanctl directory holds (samples/conf/pki).
+CREDS: dict[str, dict[str, dict[str, Path]]] = {
+    "ike-frag-cert": {side: {f"x509/{side}.pem": PKI / f"{side}.pem", "x509ca/ca.pem": PKI / "ca.pem",
+                             f"private/{side}.key": PKI / f"{side}.key"} for side in ("left", "right")},
+    "ike-frag-untrusted": {
+        "left": {"x509/left-rogue.pem": PKI / "left-rogue.pem", "x509ca/ca.pem": PKI / "ca.pem",
+                 "private/left.key": PKI / "left.key"},
+        "right": {"x509/right.pem": PKI / "right.pem", "x509ca/ca.pem": PKI / "ca.pem",
+                  "private/right.key": PKI / "right.key"}},
+}
+
+
 # Scenarios with a middle namespace (router, NAT or bridge): RoutedPair keyword arguments.
 PATHS: dict[str, dict[str, object]] = {
     "nat-napt": {"mode": "nat", "capture_at": "wan", "charon_extra": "keep_alive = 1s"},
@@ -247,6 +273,8 @@ SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "esp-oneway-drop": esp_oneway_drop,
     "peer-restart": peer_restart,
     "redirect": redirect,
+    "ike-frag-cert": ike_frag_cert,
+    "ike-frag-untrusted": ike_frag_untrusted,
 }
 
 
@@ -256,7 +284,7 @@ def run_scenario(name: str, work: Path, *, pids: Path | None = None,
     conf = CONF / name
     texts = ((conf / "left.conf").read_text(), (conf / "right.conf").read_text())
     pair = (RoutedPair(work, *texts, tag=tag, **PATHS[name]) if name in PATHS  # type: ignore[arg-type]
-            else StrongswanPair(work, *texts, tag=tag))
+            else StrongswanPair(work, *texts, tag=tag, creds=CREDS.get(name)))
     try:
         with pair:
             if pids is not None:

@@ -39,7 +39,10 @@ EVENTS = re.compile(
     r"|configured proposals: .*|traffic selectors .* unacceptable"
     r"|tried \d+ shared key.*|.*MAC mismatched.*|DH group \S+ unacceptable.*"
     r"|peer didn't accept DH group.*|sending DPD request|retransmit \d+ of request.*"
-    r"|giving up after .*|failed to establish CHILD_SA.*)$")
+    r"|giving up after .*|failed to establish CHILD_SA.*"
+    r"|no issuer certificate found for .*|\s*issuer is .*|no trusted \S+ public key found for .*"
+    r"|received end entity cert .*|redirected to .*|client got redirected from .*"
+    r"|IKE_SA checkout not successful|Starting IKE charon daemon.*)$")
 
 # Hand-written: what the analysis should conclude for each scenario (see samples/README.md).
 EXPECTED: dict[str, dict[str, Any]] = {
@@ -155,6 +158,34 @@ EXPECTED: dict[str, dict[str, Any]] = {
                    "the initiator follows, the old IKE SA is deleted",
         "problems": [],
         "ike_sa_count": 2, "esp_spis": 4, "esp_packets": 8, "esp_decrypted": 8,
+    },
+    "ike-frag-cert": {
+        "summary": "certificate authentication (RSA 3072, CERT + CERTREQ): both IKE_AUTH "
+                   "messages are sent as 2 RFC 7383 fragments (SKF), then a healthy tunnel",
+        "problems": [],
+        "findings": [{"class": "IKE fragmentation (RFC 7383)", "severity": "info",
+                      "exchange": "IKE_AUTH", "request_fragments": 2, "response_fragments": 2,
+                      "auth": "RSA certificates"}],
+        "not_reported": ["IKE-IP-FRAGMENTED", "IKE-CHILD-LIKELY-REFUSED"],
+        "max_severity": "info",
+        "ike_sa_count": 1, "esp_spis": 2, "esp_packets": 6, "esp_decrypted": 6,
+    },
+    "ike-frag-untrusted": {
+        "summary": "the initiator's certificate is issued by a CA the responder does not trust: "
+                   "the fragmented IKE_AUTH request is answered with AUTHENTICATION_FAILED",
+        "problems": [{"kind": "authentication failed", "exchange": "IKE_AUTH",
+                      "notify": "AUTHENTICATION_FAILED", "auth_method": "RSA signature",
+                      "idi": "left.ipsecscope.test",
+                      "issuer": "C=ZZ, O=elsewhere, CN=a CA the responder does not trust",
+                      "request_fragments": 2,
+                      "responder_log": ["no issuer certificate found for \"C=ZZ, O=elsewhere, "
+                                        "CN=left.ipsecscope.test\"",
+                                        "no trusted RSA public key found for "
+                                        "'left.ipsecscope.test'"],
+                      "text": "the responder rejected the initiator's certificate: its issuer "
+                              "\"a CA the responder does not trust\" is not a trusted CA"}],
+        "findings": [{"code": "IKE-AUTH-FAILED", "severity": "error", "side": "responder rejected initiator"}],
+        "needs_keys": True,
     },
     "nat-napt": {
         "summary": "a healthy tunnel through a real NAPT: the initiator (10.0.0.1) is behind "
