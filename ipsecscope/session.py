@@ -194,6 +194,25 @@ class Session:
         path = Path(path)
         self.paths.append(path)
         path_index = len(self.paths) - 1
+        from . import session_fast
+
+        self._truncated = None
+        if session_fast.eligible(self, str(path)):
+            session_fast.load(self, str(path), path_index, progress)
+        else:
+            self._load_general(path, path_index, progress)
+        for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
+            self._late_malformed(m)  # type: ignore[arg-type]
+        if self._truncated:
+            self.stats.truncated = self._truncated
+            self.stats.malformed["capture"] = self.stats.malformed.get("capture", 0) + 1
+            # Through the tracker too, so `findings` (CAPTURE-MALFORMED) says the file was cut off.
+            self.tracker.on_malformed(Malformed(self.stats.frames + 1, self.tracker.table.last_ts or 0.0,
+                                                f"capture cut off: {self._truncated}", "capture"))
+        self.finish()
+        return self.stats
+
+    def _load_general(self, path: Path, path_index: int, progress: Progress | None) -> None:
         with open_capture(path) as reader:
             every = 4096
             secrets = reader.secrets  # the reader appends to this list as it meets pcapng DSBs
@@ -226,18 +245,18 @@ class Session:
                     dispatch(raw, pkts)
                 if progress is not None and n % every == 0:
                     progress(reader.bytes_read, reader.total_bytes)
-            for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
-                self._late_malformed(m)  # type: ignore[arg-type]
-            if reader.truncated:
-                self.stats.truncated = reader.truncated
-                self.stats.malformed["capture"] = self.stats.malformed.get("capture", 0) + 1
-                # Through the tracker too, so `findings` (CAPTURE-MALFORMED) says the file was cut off.
-                self.tracker.on_malformed(Malformed(self.stats.frames + 1, self.tracker.table.last_ts or 0.0,
-                                                    f"capture cut off: {reader.truncated}", "capture"))
+            self._truncated = reader.truncated
             if progress is not None:
                 progress(reader.total_bytes, reader.total_bytes)
-        self.finish()
-        return self.stats
+
+    def _general_frame(self, raw: RawFrame) -> None:
+        """One frame the fast loop (session_fast) leaves to the general path; it has already
+        counted the frame, its time and its offset."""
+        pkts = self.decoder.decode_all(raw)
+        if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index:
+            self._esp(raw, pkts[0])
+        else:
+            self._dispatch(raw, pkts)
 
     def finish(self, now: float | None = None) -> None:
         """Conclusions that need the end of the input (or, live, the current time ``now``): an IKE
