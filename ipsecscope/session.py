@@ -196,9 +196,9 @@ class Session:
         path_index = len(self.paths) - 1
         from . import session_fast
 
-        self._truncated = None
-        if session_fast.eligible(self, str(path)):
-            session_fast.load(self, str(path), path_index, progress)
+        fmt = session_fast.eligible(self, str(path))
+        if fmt is not None:
+            self._truncated = session_fast.load(self, str(path), path_index, fmt, progress)
         else:
             self._load_general(path, path_index, progress)
         for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
