@@ -67,10 +67,10 @@ def eligible(session, path: str) -> str | None:
     if type(session.rows) is not RowStore:
         return None
     try:
+        if not os.path.isfile(path):  # a FIFO would block open(): the general reader explains it
+            return None
         with open(path, "rb") as f:
             head = f.read(FILE_HEADER_LEN)
-        if not os.path.isfile(path):
-            return None
     except OSError:
         return None
     if len(head) >= 12 and head[:4] == b"\x0a\x0d\x0d\x0a":
