@@ -15,7 +15,7 @@ import pytest
 from conftest import DATA, ROOT, SAMPLES
 
 from ipsecscope import session_fast
-from ipsecscope.cli.sas import table_to_dict
+from ipsecscope.export.documents import table_to_dict
 from ipsecscope.session import Session
 
 ROW_FIELDS = ("frame", "ts", "kind", "src", "dst", "sport", "dport", "length", "spi", "seq", "info", "status",
