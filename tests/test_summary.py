@@ -36,7 +36,7 @@ from test_capture_builders import (
 
 from ipsecscope.cli import main
 from ipsecscope.cli.summary import SCHEMA, summarize
-from ipsecscope.decode import fastpath, fastpath_ng
+from ipsecscope.decode import fastpath, fastpath_base, fastpath_ng
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gen_esp_pcap  # noqa: E402
@@ -172,8 +172,8 @@ def test_fast_path_equals_generic_path(tmp_path: Path, monkeypatch) -> None:
     assert _norm(summarize(str(gz(pcap)), workers=2)) == _norm(generic)
     assert _norm(summarize(str(gz(ng)), workers=2)) == _norm(generic)
     # two processes (force the split on these small files), many chunk boundaries too
-    monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
-    monkeypatch.setattr(fastpath, "READ_CHUNK", 4096)
+    monkeypatch.setattr(fastpath_base, "SPLIT_MIN_BYTES", 0)  # both scanners read them from there
+    monkeypatch.setattr(fastpath_base, "READ_CHUNK", 4096)
     for path in (pcap, ng):
         res = fastpath.scan_capture(str(path), lambda p: None, workers=2)
         assert res.workers == 2 and res.fast > 1000, path  # the fast path really ran, in 2 processes
@@ -205,9 +205,9 @@ def test_fast_path_linux_cooked(tmp_path: Path, monkeypatch, linktype: int) -> N
         assert res.fast > 400, path
         ref = generic if path == pcap else summarize(str(ng), fast=False)
         assert _norm(summarize(str(path), workers=1)) == _norm(ref)
-        monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
+        monkeypatch.setattr(fastpath_base, "SPLIT_MIN_BYTES", 0)
         assert _norm(summarize(str(path), workers=2)) == _norm(ref)
-        monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 64 << 20)
+        monkeypatch.setattr(fastpath_base, "SPLIT_MIN_BYTES", 64 << 20)
 
 
 def test_pcapng_fast_path_multi_interface_and_sections(tmp_path: Path, monkeypatch) -> None:
@@ -233,8 +233,8 @@ def test_pcapng_fast_path_multi_interface_and_sections(tmp_path: Path, monkeypat
     generic = summarize(str(p), fast=False)
     assert generic["frames"] == len(frames) + 30 + 80
     assert _norm(summarize(str(p), workers=1)) == _norm(generic)
-    monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
-    monkeypatch.setattr(fastpath, "READ_CHUNK", 2048)
+    monkeypatch.setattr(fastpath_base, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(fastpath_base, "READ_CHUNK", 2048)
     assert _norm(summarize(str(p), workers=2)) == _norm(generic)
 
 
@@ -244,7 +244,7 @@ def test_split_with_false_boundary_falls_back(tmp_path: Path, monkeypatch) -> No
     one = summarize(str(pcap), fast=False)
     ng = _pcapng_of(frames, tmp_path / "m.pcapng")
     one_ng = summarize(str(ng), fast=False)
-    monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(fastpath_base, "SPLIT_MIN_BYTES", 0)
     # boundary finders that lie (an offset inside a record): the first scanner must notice
     monkeypatch.setattr(fastpath, "find_boundary", lambda f, off, *a, **k: off + 3)
     monkeypatch.setattr(fastpath_ng, "find_boundary_ng", lambda f, off, *a, **k: (off & ~3) + 8)
@@ -257,7 +257,7 @@ def test_split_with_false_boundary_falls_back(tmp_path: Path, monkeypatch) -> No
 def test_generated_benchmark_capture_matches_ground_truth(tmp_path: Path, monkeypatch) -> None:
     p = tmp_path / "g.pcap"
     truth = gen_esp_pcap.build(30_000, str(p), sas=6)
-    monkeypatch.setattr(fastpath, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(fastpath_base, "SPLIT_MIN_BYTES", 0)
     doc = summarize(str(p), workers=2)
     got = {f"{f['src']}>{f['dst']}/{f['spi']}": f for f in doc["esp"]}
     assert set(got) == set(truth["flows"])

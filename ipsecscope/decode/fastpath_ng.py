@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from ..capture import _source, pcapng
 from ..errors import CaptureFormatError
 from ..model.packets import Packet, RawFrame
-from . import fastpath as _fp
+from . import fastpath_base as _fp
 from .demux import Decoder
-from .fastpath import (
+from .fastpath_base import (
     _FRAME,
     _IP_OR_TAG,
     _PORTS,
