@@ -80,7 +80,7 @@ class DecryptedPacket:
             return struct.pack("!IHBB16s16s", 0x60000000, len(self.inner), self.next_header, 64,
                                socket.inet_pton(socket.AF_INET6, self.src),
                                socket.inet_pton(socket.AF_INET6, self.dst)) + self.inner
-        from .export.engine import _ip_header
+        from .export.hotloop import ip_header as _ip_header
 
         return _ip_header(socket.inet_aton(self.src), socket.inet_aton(self.dst), self.next_header,
                           len(self.inner)) + self.inner

@@ -19,8 +19,8 @@ import pytest
 from ipsecscope.api import decrypt_capture, load_keystore
 from ipsecscope.capture import open_capture
 from ipsecscope.cli import main as cli_main
-from ipsecscope.export import engine
-from ipsecscope.export.engine import _ip_header
+from ipsecscope.export import engine, hotloop
+from ipsecscope.export.hotloop import ip_header as _ip_header
 from tests.conftest import CORPUS, SAMPLES, needs_tshark
 
 SYN = SAMPLES / "synthetic"
@@ -202,7 +202,7 @@ def test_parallel_many_chunks_per_process_equals_sequential(tmp_path: Path, monk
     j1, j2 = tmp_path / "seq.jsonl", tmp_path / "par.jsonl"
     monkeypatch.setattr(engine, "CHUNK_MIN_BYTES", 1)
     monkeypatch.setattr(engine, "MAX_CHUNKS_PER_JOB", 4)
-    monkeypatch.setattr(engine, "WINDOW", 333)  # and records straddling read windows in every chunk
+    monkeypatch.setattr(hotloop, "WINDOW", 333)  # and records straddling read windows in every chunk
     assert engine.chunk_count(cap.stat().st_size, 3) == 12
     s1 = engine.run(cap, load_keystore(keys), out=str(seq_out), jsonl_out=str(j1), opts=engine.Options(), jobs=1)
     s2 = engine.run(cap, load_keystore(keys), out=str(par_out), jsonl_out=str(j2), opts=engine.Options(), jobs=3,
@@ -410,7 +410,7 @@ def test_read_window_boundaries_change_nothing(name: str, fmt: str, tmp_path: Pa
         cap.write_bytes(blob)
         runs = []
         for window in (1 << 21, 61, 200, 1500):
-            monkeypatch.setattr(engine, "WINDOW", window)
+            monkeypatch.setattr(hotloop, "WINDOW", window)
             out = tmp_path / f"{label}-{window}.pcapng"
             s = engine.run(cap, load_keystore(keys), out=str(out), opts=engine.Options(), jobs=1)
             runs.append((out.read_bytes(), s.frames, s.decrypted, s.icv_failed, s.no_key, s.truncated))
@@ -426,7 +426,7 @@ def test_progress_reports_climb_to_the_file_size(tmp_path: Path, monkeypatch) ->
     cap = tmp_path / "esn.pcap"
     keys, _ = _esn_capture(cap)
     size = cap.stat().st_size
-    monkeypatch.setattr(engine, "WINDOW", 4096)  # several windows: several reports
+    monkeypatch.setattr(hotloop, "WINDOW", 4096)  # several windows: several reports
     for jobs in (1, 2):
         seen: list[tuple[int, int]] = []
         engine.run(cap, load_keystore(keys), out=str(tmp_path / "o.pcapng"), opts=engine.Options(), jobs=jobs,
