@@ -86,8 +86,9 @@ class DecryptedPacket:
                           len(self.inner)) + self.inner
 
 
-def load_keystore(keys):
-    """A KeyStore from a KeyStore, a path, or paths."""
+def load_keystore(keys, strict: bool = False):
+    """A KeyStore from a KeyStore, a path, or paths. Unusable key rows are skipped (listed in
+    ``.warnings``) unless ``strict``."""
     from .keys import KeyStore, load_keys
 
     if keys is None:
@@ -96,7 +97,7 @@ def load_keystore(keys):
         return keys
     if isinstance(keys, (str, os.PathLike)):
         keys = [keys]
-    return load_keys([Path(k) for k in keys])
+    return load_keys([Path(k) for k in keys], strict=strict)
 
 
 def iter_decrypted(capture: str | os.PathLike[str], keys=None) -> Iterator[DecryptedPacket]:

@@ -15,6 +15,8 @@ Exception tree::
 
 from __future__ import annotations
 
+import re
+
 
 class IpsecscopeError(Exception):
     """Base of every error ipsecscope raises on purpose."""
@@ -32,14 +34,25 @@ class LiveCaptureError(IpsecscopeError):
     pass
 
 
+# Longer than any SPI (an IKE SPI is 16 hex digits): in a key-file error message such a run can
+# only be key material that slipped into a message, so it is replaced by its length.
+_HEX_RUN = re.compile(r"(?:0[xX])?[0-9A-Fa-f]{17,}")
+
+
 class KeyFileError(IpsecscopeError):
+    """A key file (or one row of it) could not be used. The message names the file, the line and
+    what is wrong, never key bytes: parsers describe values by length and position, and any long
+    hex run left in the text is replaced by its length as a last line of defence."""
+
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
         where = ""
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "
+        message = _HEX_RUN.sub(lambda m: f"<{len(m.group())} hex digits>", message)
         super().__init__(where + message)
         self.path = path
         self.line = line
+        self.reason = message
 
 
 class UnknownAlgorithmError(IpsecscopeError):

@@ -125,7 +125,7 @@ class Session:
 
     @classmethod
     def from_files(cls, files: Iterable[str | Path], keys: Iterable[str | Path] = (), *,
-                   progress: Progress | None = None) -> Session:
+                   progress: Progress | None = None, strict_keys: bool = False) -> Session:
         """A session over ``files`` (read in order, into one model) with ``keys`` loaded first.
 
         A capture damaged part-way (:class:`~ipsecscope.errors.CaptureError` after sound frames)
@@ -137,7 +137,7 @@ class Session:
         s = cls()
         keys = list(keys)
         if keys:
-            s.add_key_files(keys)
+            s.add_key_files(keys, strict=strict_keys)  # skipped rows: s.key_warnings
         for f in files:
             before = s.stats.frames
             try:
@@ -178,13 +178,21 @@ class Session:
         self._live_raw: OrderedDict[int, RawFrame] = OrderedDict()  # frame -> raw (live mode only)
         self._live_raw_bytes = 0
 
-    def add_key_files(self, paths: Iterable[str | Path]) -> int:
-        """Load key files into this session's store; returns how many keys they added."""
+    def add_key_files(self, paths: Iterable[str | Path], strict: bool = False) -> int:
+        """Load key files into this session's store; returns how many keys they added.
+
+        Unusable rows are skipped and listed in :attr:`key_warnings` (``strict``: raise instead).
+        """
         paths = [Path(p) for p in paths]
         before = len(self.keys)
-        self.keys.merge(load_keys(paths))
+        self.keys.merge(load_keys(paths, strict=strict))
         self.key_files.extend(paths)
         return len(self.keys) - before
+
+    @property
+    def key_warnings(self) -> list[str]:
+        """What key loading skipped or noticed, ``file:line: reason`` each (for a TUI notice)."""
+        return list(dict.fromkeys(self.keys.warnings))
 
     # -- feeding --------------------------------------------------------------------------------
 

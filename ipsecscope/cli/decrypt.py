@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import ExportError
 from ..outfile import sigterm_unwinds
-from .common import add_keys_argument
+from .common import add_keys_argument, warn_keys
 
 
 def add_parser(subparsers) -> None:
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.output and not args.jsonl:
         raise ExportError("nothing to write: give -o OUT.pcapng and/or --jsonl OUT.jsonl (or --jsonl -)")
-    store = load_keystore(args.keys)
+    store = load_keystore(args.keys, strict=args.strict_keys)
+    warn_keys(store)
     jsonl = sys.stdout if args.jsonl == "-" else args.jsonl
     output = args.output
     if output == "-":  # pcapng on stdout, e.g. `ipsecscope decrypt F -k K -o - | tshark -r -`

@@ -26,7 +26,7 @@ from ..export.documents import FINDINGS_SCHEMA as SCHEMA
 from ..export.documents import SEVERITIES as _LEVELS
 from ..export.documents import findings_document, severity_counts
 from ..model.sa import Finding, Severity
-from .common import add_keys_argument
+from .common import add_keys_argument, warn_keys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -85,11 +85,12 @@ def run(args: argparse.Namespace) -> int:
     from ..session import Session
 
     try:
-        session = Session.from_files(args.files, args.keys)
+        session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys)
         findings = session.findings
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope findings: {exc}", file=sys.stderr)
         return 2
+    warn_keys(session.keys)
     damage = session.damage
     if damage:
         print(f"ipsecscope findings: {damage}", file=sys.stderr)

@@ -15,6 +15,7 @@ from ..keys import formats, load_keys
 from ..keys import names as N
 from ..keys.store import KeyStore
 from ..model.keys import redact
+from .common import add_strict_keys_argument, warn_keys
 
 DESCRIPTION = f"""\
   keys list KEYS... [--show-keys] [--json]
@@ -40,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lp.add_argument("files", nargs="+", metavar="KEYS", help="key files, any supported format")
     lp.add_argument("--show-keys", action="store_true", help="print key material (it is secret!)")
     lp.add_argument("--json", action="store_true", help="machine-readable output (ipsecscope.keys/1)")
+    add_strict_keys_argument(lp)
     cp = sub.add_parser("convert", help="convert key files to another format")
     cp.add_argument("files", nargs="+", metavar="KEYS", help="key files, any supported format")
     cp.add_argument("--to", required=True, choices=[f.name for f in formats.output_formats()],
@@ -47,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     cp.add_argument("-o", "--output", metavar="OUT",
                     help="output file (keys written); a directory gets the Wireshark profile file name")
     cp.add_argument("--show-keys", action="store_true", help="print keys when writing to the terminal")
+    add_strict_keys_argument(cp)
     p.set_defaults(keys_parser=p)
 
 
@@ -54,9 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if not getattr(args, "keys_command", None):
         args.keys_parser.print_help()
         return 2
-    store = load_keys(args.files)
-    for w in store.warnings:
-        print(f"ipsecscope: warning: {w}", file=sys.stderr)
+    store = load_keys(args.files, strict=args.strict_keys)
+    warn_keys(store)
     if args.keys_command == "list":
         return _list(store, args)
     return _convert(store, args)

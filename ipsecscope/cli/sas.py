@@ -25,7 +25,7 @@ from ..export.documents import capture_info, sas_document, spi_hex
 from ..model.iana import Ikev1Exchange
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable
 from ..state import names as N
-from .common import add_keys_argument
+from .common import add_keys_argument, warn_keys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from ..session import Session
 
     try:
-        session = Session.from_files(args.files, args.keys)
+        session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys)
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope sas: {exc}", file=sys.stderr)
         return 2
+    warn_keys(session.keys)
     damage = session.damage
     if damage:
         print(f"ipsecscope sas: {damage}", file=sys.stderr)

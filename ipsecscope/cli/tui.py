@@ -32,8 +32,9 @@ def run(args: argparse.Namespace) -> int:
         pass
     if args.keys:  # same for a key file that cannot be read (parsed again in the app: they are small)
         from ..keys import load_keys
+        from .common import warn_keys
 
-        load_keys(args.keys)
+        warn_keys(load_keys(args.keys, strict=args.strict_keys))
     from ..tui.app import create_app  # Textual is imported only when the UI is really opened
 
     return create_app(path, args.keys).run() or 0

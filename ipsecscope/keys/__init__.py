@@ -9,7 +9,9 @@ Bad input raises :class:`~ipsecscope.errors.KeyFileError` naming the file and li
 
 from __future__ import annotations
 
-import gzip
+import os
+import stat
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,29 +26,67 @@ MAX_KEY_FILE = 512 * 1024 * 1024  # a charon log can be big; a key file larger t
 
 
 def _read(path: Path) -> bytes:
+    """The file's bytes (gunzipped), at most MAX_KEY_FILE of them, or a one-line KeyFileError.
+
+    A device (``/dev/zero``, ``/dev/urandom``) is refused: its size says nothing (``st_size`` is 0)
+    and it never ends. A pipe (``-k <(ssh gw ip xfrm state)``) is read up to the limit.
+    """
+    name = str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_KEY_FILE:
-            raise KeyFileError(f"{size} bytes is too large for a key file", path=str(path))
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        raise KeyFileError("no such file", path=str(path)) from None
+        raise KeyFileError("no such file", path=name) from None
     except IsADirectoryError:
-        raise KeyFileError("is a directory, not a key file", path=str(path)) from None
+        raise KeyFileError("is a directory, not a key file", path=name) from None
     except PermissionError:
-        raise KeyFileError("permission denied (key files are often root-only: try sudo)", path=str(path)) from None
+        raise KeyFileError("permission denied (key files are often root-only: try sudo)", path=name) from None
     except OSError as exc:
-        raise KeyFileError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
-    if data[:2] == b"\x1f\x8b":
+        raise KeyFileError(f"cannot read: {exc.strerror or exc}", path=name) from None
+    with os.fdopen(fd, "rb") as fh:
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise KeyFileError(f"gzip data is corrupt: {exc}", path=str(path)) from None
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise KeyFileError("is a directory, not a key file", path=name)
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                raise KeyFileError("is a device, not a key file (give a file with keys)", path=name)
+            if st.st_size > MAX_KEY_FILE:
+                raise KeyFileError(f"{st.st_size} bytes is too large for a key file "
+                                   f"(the limit is {MAX_KEY_FILE >> 20} MiB)", path=name)
+            data = fh.read(MAX_KEY_FILE + 1)
+        except OSError as exc:
+            raise KeyFileError(f"cannot read: {exc.strerror or exc}", path=name) from None
+    if len(data) > MAX_KEY_FILE:
+        raise KeyFileError(f"more than {MAX_KEY_FILE >> 20} MiB: too large for a key file", path=name)
+    if data[:2] == b"\x1f\x8b":
+        data = _gunzip(data, name)
     return data
 
 
-def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | None = None) -> KeyStore:
-    """Parse one key file into ``store`` (a new one if None) and return the store."""
+def _gunzip(data: bytes, name: str) -> bytes:
+    """Decompress at most MAX_KEY_FILE bytes (a small gzip bomb must not exhaust memory)."""
+    out = bytearray()
+    try:
+        while data:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # one gzip member
+            out += d.decompress(data, MAX_KEY_FILE + 1 - len(out))
+            if len(out) > MAX_KEY_FILE or d.unconsumed_tail:
+                raise KeyFileError(f"decompresses to more than {MAX_KEY_FILE >> 20} MiB: too large for a "
+                                   "key file", path=name)
+            if not d.eof:
+                raise KeyFileError("gzip data is truncated", path=name)
+            data = d.unused_data  # concatenated members (``cat a.gz b.gz``), as gzip(1) reads them
+    except zlib.error as exc:
+        raise KeyFileError(f"gzip data is corrupt: {exc}", path=name) from None
+    return bytes(out)
+
+
+def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | None = None, *,
+                  strict: bool = False) -> KeyStore:
+    """Parse one key file into ``store`` (a new one if None) and return the store.
+
+    An unusable row, dump or SA is left out with a ``file:line: reason`` warning (in
+    ``store.warnings`` / ``store.skipped``) and the rest is used; ``strict`` raises it instead.
+    """
     p = Path(path)
     data = _read(p)
     store = store if store is not None else KeyStore()
@@ -63,6 +103,8 @@ def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | No
             return store
         raise KeyFileError(f"not a key file format ipsecscope knows ({input_summary()})", path=name)
     mine = parse_format(fmt, data, name, KeyStore(), text)
+    if mine.skipped and (strict or len(mine) == 0):
+        raise mine.skipped[0]  # --strict-keys, or nothing in the file was usable
     if len(mine) == 0 and not mine.peer_notes and fmt != "json":
         raise KeyFileError(f"looks like a {fmt} key file but holds no usable keys", path=name)
     store.merge(mine)
@@ -74,29 +116,34 @@ def _only_comments(text: str) -> bool:
     return all(not ln or ln.startswith("#") for ln in lines)
 
 
-def load_keys(paths: Iterable[str | Path], store: KeyStore | None = None) -> KeyStore:
+def load_keys(paths: Iterable[str | Path], store: KeyStore | None = None, *, strict: bool = False) -> KeyStore:
     """Load several key files (any mix of formats) into one :class:`KeyStore`.
 
     A directory stands for the key files in it (e.g. a Wireshark profile holding ``esp_sa`` and
     ``ikev2_decryption_table``); files in it that hold no keys are skipped with a warning, and
     it is an error only when none of them is a key file (empty tables count as key files).
+    Unusable rows are skipped with a warning (``store.warnings``); ``strict`` (--strict-keys)
+    raises the first instead, for a file or a directory alike.
     """
     store = store if store is not None else KeyStore()
     for p in paths:
         p = Path(p)
         if not p.is_dir():
-            load_key_file(p, store)
+            load_key_file(p, store, strict=strict)
             continue
         read = 0
-        skipped = []
+        skipped: list[KeyFileError] = []
         for f in sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")):
             try:
-                load_key_file(f, store)
+                load_key_file(f, store, strict=strict)
                 read += 1
             except KeyFileError as exc:
-                skipped.append(str(exc))
-        store.warnings.extend(f"skipped {msg}" for msg in skipped)
+                if strict:
+                    raise
+                skipped.append(exc)
         if not read:
             why = f" ({skipped[0]})" if skipped else ""
             raise KeyFileError(f"no key file in this directory holds keys{why}", path=str(p))
+        for exc in skipped:  # nothing inside a directory is dropped silently
+            store.skip(exc, "file skipped")
     return store

@@ -53,6 +53,7 @@ from ..model.ike import Proposal, Transform
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys, PeerLogNote
 from ..model.proposals import proposal_string
 from . import names
+from .names import shown
 from .store import KeyStore
 
 # "13[IKE] <conn|1> msg" (filelog, syslog); without the thread number ("[IKE] msg") in
@@ -76,6 +77,11 @@ IKE_LABELS = {"Sk_d secret": "sk_d", "Sk_ai secret": "sk_ai", "Sk_ar secret": "s
               "Sk_er secret": "sk_er", "Sk_pi secret": "sk_pi", "Sk_pr secret": "sk_pr"}
 CHILD_LABELS = {"encryption initiator key": "enc_i", "encryption responder key": "enc_r",
                 "integrity initiator key": "int_i", "integrity responder key": "int_r"}
+
+
+# The value a key takes when its hex dump was cut short: the SA it belongs to is skipped.
+_DAMAGED = b"\x00damaged"
+_DAMAGED_BUF = bytearray()
 
 
 def looks_like(text: str) -> bool:
@@ -392,9 +398,13 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         if encr is None:
             warnings.append(f"{path}:{pend.line}: IKE keys without a 'selected proposal: IKE:...' line; skipped")
             return
+        if any(v is _DAMAGED for v in k.values()):
+            return  # a damaged hex dump: already warned where it was cut
         problem = names.check_key_length(encr, k.get("sk_ei", b""))
         if problem:
-            raise KeyFileError(f"Sk_ei does not fit the selected proposal: {problem}", path=path, line=pend.line)
+            store.skip(KeyFileError(f"Sk_ei does not fit the selected proposal: {problem}", path=path,
+                                    line=pend.line))
+            return
         store.add_ike(IkeSaKeys(
             spi_i=spis[0], spi_r=spis[1], encr=encr, sk_ei=k.get("sk_ei", b""), sk_er=k.get("sk_er", b""),
             integ=prop.integ, sk_ai=k.get("sk_ai", b""), sk_ar=k.get("sk_ar", b""), prf=prop.prf,
@@ -405,7 +415,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
     def finish_dump(t: _Thread, tid: str, uid: str | None) -> None:
         label, _n, buf, line = t.dump  # type: ignore[misc]
         t.dump = None
-        data = bytes(buf)
+        data = _DAMAGED if buf is _DAMAGED_BUF else bytes(buf)
         if label in IKE_LABELS:
             if label == "Sk_d secret" or not t.ike_keys:
                 t.ike_keys = {}
@@ -453,16 +463,20 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         if prop.encr is None and proto == "ESP":
             warnings.append(f"{path}:{line}: CHILD SA without a 'selected proposal: ESP:...' line; skipped")
             return
+        if any(v is _DAMAGED for v in keys.values()):
+            return  # a damaged hex dump: already warned where it was cut
         for addr in (src, dst):
             try:
                 ipaddress.ip_address(addr)
             except ValueError:
-                raise KeyFileError(f"{addr!r} is not an IP address", path=path, line=line) from None
+                store.skip(KeyFileError(f"{shown(addr)} is not an IP address", path=path, line=line))
+                return
         encr = prop.encr if prop.encr is not None else EncrTransform.ENCR_NULL
         problem = names.check_key_length(encr, enc)
         if problem:
-            raise KeyFileError(f"CHILD SA key does not fit the selected proposal: {problem}", path=path,
-                               line=t.child_line)
+            store.skip(KeyFileError(f"CHILD SA key does not fit the selected proposal: {problem}", path=path,
+                                    line=t.child_line))
+            return
         store.add_esp(EspSaKeys(
             spi=spi, encr=encr, enc_key=enc, integ=prop.integ, auth_key=integ_key, src=src, dst=dst,
             icv_len=prop.icv_len, esn=prop.esn, protocol=3 if proto == "ESP" else 2,
@@ -488,10 +502,15 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                     finish_dump(t, tid, uid)
                 continue
             label, n, buf, line0 = t.dump
-            t.dump = None
             if label in IKE_LABELS or label in CHILD_LABELS:
-                raise KeyFileError(f"hex dump of {label!r} has {len(buf)} of {n} bytes (log lines filtered "
-                                   "out or interleaved?)", path=path, line=line0)
+                # A cut dump costs only the SA whose key it is: mark that key set damaged, so the
+                # SA is left out while the log's other SAs are read.
+                store.skip(KeyFileError(f"hex dump of {label!r} has {len(buf)} of {n} bytes (log lines "
+                                        "filtered out or interleaved?)", path=path, line=line0),
+                           "the SA it belongs to is skipped")
+                t.dump = (label, n, _DAMAGED_BUF, line0)
+                finish_dump(t, tid, uid)
+            t.dump = None
         h = _DUMP_HEAD.match(msg)
         if h:
             saw_dumps = True
@@ -587,6 +606,8 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         warnings.append(f"{path}: no keys in this log, only {len(peer_notes)} line(s) of peer configuration "
                         "evidence (proposals, selectors, authentication) for the findings")
     elif n_ike == 0 and n_child == 0:
+        if store.skipped:
+            raise store.skipped[0]
         if warnings:
             hint = warnings[0]
         elif saw_dumps:

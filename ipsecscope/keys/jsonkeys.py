@@ -15,6 +15,7 @@ from ..errors import KeyFileError
 from ..model.iana import EncrTransform, IntegTransform, PrfTransform
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys
 from . import names
+from .names import shown
 from .store import KeyStore, parse_addr_pattern, parse_spi_pattern
 
 SCHEMA = "ipsecscope.keys/1"
@@ -51,7 +52,7 @@ def _array_offsets(text: str, key: str) -> list[int]:
 
 def _enum(value: Any, enum: type, private: dict[int, str], what: str) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"{what} must be an IANA name or number, not {value!r}")
+        raise ValueError(f"{what} must be an IANA name or number, not {shown(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -66,7 +67,7 @@ def _enum(value: Any, enum: type, private: dict[int, str], what: str) -> int:
             if n == v:
                 return num
     known = ", ".join(e.name for e in enum)
-    raise ValueError(f"{what} {value!r} is not a known name or number (known: {known})")
+    raise ValueError(f"{what} {shown(value)} is not a known name or number (known: {known})")
 
 
 def _hex(d: dict[str, Any], key: str, required: bool = True) -> bytes:
@@ -180,7 +181,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         raise KeyFileError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=path, line=exc.lineno) from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         got = doc.get("schema") if isinstance(doc, dict) else None
-        raise KeyFileError(f'expected "schema": "{SCHEMA}", got {got!r}', path=path, line=1)
+        raise KeyFileError(f'expected "schema": "{SCHEMA}", got {shown(got)}', path=path, line=1)
     unknown = set(doc) - {"schema", "esp", "ike", "ikev1", "comment", "generator"}
     if unknown:
         raise KeyFileError(f"unknown top-level keys {sorted(unknown)}; expected esp, ike, ikev1", path=path, line=1)
@@ -194,8 +195,8 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             line = _line_of(text, offsets[i]) if i < len(offsets) else None
             try:
                 add(build(entry, f"{path}:{line or 1}"))  # type: ignore[operator]
-            except ValueError as exc:
-                raise KeyFileError(f"{key}[{i}]: {exc}", path=path, line=line) from None
+            except ValueError as exc:  # one bad entry costs only itself
+                store.skip(KeyFileError(f"{key}[{i}]: {exc}", path=path, line=line))
     return store
 
 

@@ -58,6 +58,7 @@ from ..model.iana import EncrTransform as E
 from ..model.iana import IntegTransform as I  # noqa: E741
 from ..model.keys import EspSaKeys, IkeSaKeys
 from . import names
+from .names import shown
 from .store import KeyStore
 
 # What precedes "| " on a debug line: pluto's own logfile time ("Nov 25 21:19:54.801687: "),
@@ -195,9 +196,11 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         assert dump is not None
         if dump.label in ("initiator", "responder"):
             if dump.want is not None and len(dump.buf) < dump.want:
-                raise KeyFileError(f"{dump.label} salt dump has {len(dump.buf)} of {dump.want} bytes "
-                                   "(log cut or lines filtered out?)", path=path, line=dump.line)
-            deriv.salts[dump.label] = bytes(dump.buf[: dump.want])
+                # a damaged dump costs only the IKE SA that needs this salt (its 'ikev2' line says so)
+                warnings.append(f"{path}:{dump.line}: {dump.label} salt dump has {len(dump.buf)} of {dump.want} "
+                                "bytes (log cut or lines filtered out?); skipped")
+            else:
+                deriv.salts[dump.label] = bytes(dump.buf[: dump.want])
         else:
             esp_keys[dump.label] = (bytes(dump.buf), dump.line)
         dump = None
@@ -229,45 +232,48 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
 
         if msg.startswith("ikev2 ") and (im := _IKE_LINE.match(msg)):
             saw_private = True
-            integ_name, encr_token = im.group("integ"), im.group("encr")
-            integ = LSW_TCPDUMP_INTEG.get(integ_name)
-            enc = _tcpdump_encr(encr_token)
-            if integ is None or enc is None:
-                bad = integ_name if integ is None else encr_token
-                raise KeyFileError(f"unknown Libreswan algorithm name {bad!r} in 'ikev2 {im.group('dir')}' line",
-                                   path=path, line=lineno)
-            encr, key_len = enc
-            ek = _hex(im.group("ek"), "the encryption key", path, lineno)
-            ak = _hex(im.group("ak") or "", "the integrity key", path, lineno)
-            if key_len is not None and len(ek) != key_len:
-                raise KeyFileError(f"{encr_token} needs a {key_len}-byte key, got {len(ek)} bytes", path=path,
-                                   line=lineno)
-            d = derivs.get(established, deriv) if established is not None else deriv
-            salt_len = names.SALT_LEN.get(encr, 0)
-            if salt_len:
-                who = "initiator" if im.group("dir") == "I" else "responder"
-                salt = d.salts.get(who)
-                if salt is None or len(salt) != salt_len:
-                    raise KeyFileError(
-                        f"{encr_token} needs the {salt_len}-byte {who} salt, which pluto logs while deriving the "
-                        "keys ('initiator|responder salt extracting all N bytes', debug 'crypt' + 'private'); "
-                        "none before this line", path=path, line=lineno)
-                ek += salt
-            problem = names.check_key_length(encr, ek)
-            if problem:
-                raise KeyFileError(problem, path=path, line=lineno)
-            spis = (bytes.fromhex(im.group("spi_i")), bytes.fromhex(im.group("spi_r")))
-            halves.setdefault(spis, {})[im.group("dir")] = _HalfIke(integ, encr, ek, ak, d.prf, lineno)
-            pair = halves[spis]
-            if "I" in pair and "R" in pair:
-                i, r = pair.pop("I"), pair.pop("R")
-                if (i.encr, i.integ) != (r.encr, r.integ):
-                    raise KeyFileError("'ikev2 I' and 'ikev2 R' lines of this IKE SA name different algorithms",
+            try:
+                integ_name, encr_token = im.group("integ"), im.group("encr")
+                integ = LSW_TCPDUMP_INTEG.get(integ_name)
+                enc = _tcpdump_encr(encr_token)
+                if integ is None or enc is None:
+                    bad = integ_name if integ is None else encr_token
+                    raise KeyFileError(f"unknown Libreswan algorithm name {shown(bad)} in 'ikev2 {im.group('dir')}' line",
                                        path=path, line=lineno)
-                store.add_ike(IkeSaKeys(
-                    spi_i=spis[0], spi_r=spis[1], encr=i.encr, sk_ei=i.enc_key, sk_er=r.enc_key, integ=i.integ,
-                    sk_ai=i.auth_key, sk_ar=r.auth_key, prf=i.prf, source=f"{path}:{min(i.line, r.line)}"))
-                n_ike += 1
+                encr, key_len = enc
+                ek = _hex(im.group("ek"), "the encryption key", path, lineno)
+                ak = _hex(im.group("ak") or "", "the integrity key", path, lineno)
+                if key_len is not None and len(ek) != key_len:
+                    raise KeyFileError(f"{encr_token} needs a {key_len}-byte key, got {len(ek)} bytes", path=path,
+                                       line=lineno)
+                d = derivs.get(established, deriv) if established is not None else deriv
+                salt_len = names.SALT_LEN.get(encr, 0)
+                if salt_len:
+                    who = "initiator" if im.group("dir") == "I" else "responder"
+                    salt = d.salts.get(who)
+                    if salt is None or len(salt) != salt_len:
+                        raise KeyFileError(
+                            f"{encr_token} needs the {salt_len}-byte {who} salt, which pluto logs while deriving the "
+                            "keys ('initiator|responder salt extracting all N bytes', debug 'crypt' + 'private'); "
+                            "none before this line", path=path, line=lineno)
+                    ek += salt
+                problem = names.check_key_length(encr, ek)
+                if problem:
+                    raise KeyFileError(problem, path=path, line=lineno)
+                spis = (bytes.fromhex(im.group("spi_i")), bytes.fromhex(im.group("spi_r")))
+                halves.setdefault(spis, {})[im.group("dir")] = _HalfIke(integ, encr, ek, ak, d.prf, lineno)
+                pair = halves[spis]
+                if "I" in pair and "R" in pair:
+                    i, r = pair.pop("I"), pair.pop("R")
+                    if (i.encr, i.integ) != (r.encr, r.integ):
+                        raise KeyFileError("'ikev2 I' and 'ikev2 R' lines of this IKE SA name different algorithms",
+                                           path=path, line=lineno)
+                    store.add_ike(IkeSaKeys(
+                        spi_i=spis[0], spi_r=spis[1], encr=i.encr, sk_ei=i.enc_key, sk_er=r.enc_key, integ=i.integ,
+                        sk_ai=i.auth_key, sk_ar=r.auth_key, prf=i.prf, source=f"{path}:{min(i.line, r.line)}"))
+                    n_ike += 1
+            except KeyFileError as exc:  # one bad record costs only itself
+                store.skip(exc)
             continue
         if msg.startswith("calculating skeyseed"):
             sm = _SKEYSEED.match(msg)
@@ -300,33 +306,36 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                 continue  # without 'private' pluto dumps no keys before add_sa
             enc, enc_line = esp_keys.pop("enc")
             auth, _ = esp_keys.pop("auth", (b"", lineno))
-            encr_name, integ_name = am.group("encr"), am.group("integ")
-            sw = names.parse_swan_encr(encr_name)
-            encr = _LSW_FQN_ENCR.get(encr_name, sw[0] if sw else None)
-            integ_t = names.SWAN_INTEG.get(integ_name)
-            integ = _LSW_FQN_INTEG.get(integ_name, integ_t[0] if integ_t else None)
-            if encr is None or integ is None:
-                bad = encr_name if encr is None else integ_name
-                raise KeyFileError(f"unknown Libreswan algorithm name {bad!r} in add_sa() line", path=path,
-                                   line=lineno)
-            if len(enc) != int(am.group("elen")) or len(auth) != int(am.group("ilen")):
-                raise KeyFileError(
-                    f"the ESP key dumps before this line have {len(enc)}+{len(auth)} bytes, add_sa() says "
-                    f"{am.group('elen')}+{am.group('ilen')} (log cut or lines filtered out?)", path=path, line=lineno)
-            problem = names.check_key_length(encr, enc)
-            if problem:
-                raise KeyFileError(problem, path=path, line=lineno)
-            for addr in (am.group("src"), am.group("dst")):
-                try:
-                    ipaddress.ip_address(addr)
-                except ValueError:
-                    raise KeyFileError(f"{addr!r} in add_sa() is not an IP address", path=path, line=lineno) from None
-            flags = am.group("flags").split()
-            store.add_esp(EspSaKeys(
-                spi=int(am.group("spi"), 16), encr=encr, enc_key=enc, integ=integ, auth_key=auth,
-                src=am.group("src"), dst=am.group("dst"), esn="+esn" in flags,
-                icv_len=integ_t[1] if integ_t else None, source=f"{path}:{enc_line}"))
-            n_esp += 1
+            try:
+                encr_name, integ_name = am.group("encr"), am.group("integ")
+                sw = names.parse_swan_encr(encr_name)
+                encr = _LSW_FQN_ENCR.get(encr_name, sw[0] if sw else None)
+                integ_t = names.SWAN_INTEG.get(integ_name)
+                integ = _LSW_FQN_INTEG.get(integ_name, integ_t[0] if integ_t else None)
+                if encr is None or integ is None:
+                    bad = encr_name if encr is None else integ_name
+                    raise KeyFileError(f"unknown Libreswan algorithm name {shown(bad)} in add_sa() line", path=path,
+                                       line=lineno)
+                if len(enc) != int(am.group("elen")) or len(auth) != int(am.group("ilen")):
+                    raise KeyFileError(
+                        f"the ESP key dumps before this line have {len(enc)}+{len(auth)} bytes, add_sa() says "
+                        f"{am.group('elen')}+{am.group('ilen')} (log cut or lines filtered out?)", path=path, line=lineno)
+                problem = names.check_key_length(encr, enc)
+                if problem:
+                    raise KeyFileError(problem, path=path, line=lineno)
+                for addr in (am.group("src"), am.group("dst")):
+                    try:
+                        ipaddress.ip_address(addr)
+                    except ValueError:
+                        raise KeyFileError(f"{shown(addr)} in add_sa() is not an IP address", path=path, line=lineno) from None
+                flags = am.group("flags").split()
+                store.add_esp(EspSaKeys(
+                    spi=int(am.group("spi"), 16), encr=encr, enc_key=enc, integ=integ, auth_key=auth,
+                    src=am.group("src"), dst=am.group("dst"), esn="+esn" in flags,
+                    icv_len=integ_t[1] if integ_t else None, source=f"{path}:{enc_line}"))
+                n_esp += 1
+            except KeyFileError as exc:  # one bad record costs only itself
+                store.skip(exc)
             continue
 
     for spis, pair in halves.items():
@@ -335,6 +344,8 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             warnings.append(f"{path}:{half.line}: IKE SA {spis[0].hex()}_{spis[1].hex()} has an 'ikev2 {d}' line "
                             f"but no 'ikev2 {other}' line (log cut short?); skipped")
     if n_ike == 0 and n_esp == 0:
+        if store.skipped:
+            raise store.skipped[0]
         if warnings:
             hint = warnings[0]
         elif not saw_debug:

@@ -17,6 +17,7 @@ Sources of the strings:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -123,6 +124,21 @@ INTEG_ICV: dict[int, int] = {
     I.AUTH_HMAC_SHA2_512_256: 32,
     INTEG_HMAC_RIPEMD160_96: 12,
 }
+
+
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{8,}")
+
+
+def shown(value: object) -> str:
+    """``value`` quoted for an error message, or only its length if it could be key material.
+
+    A field in the wrong column (a missing algorithm name, a shifted CSV row) puts a key where a
+    name or an address belongs; error messages must not echo it (issue: secrets in messages).
+    """
+    text = str(value)
+    if len(text) <= 40 and not _HEX_RUN.search(text):
+        return repr(text)
+    return f"a {len(text)}-character value (not shown: it may be a key)"
 
 
 def is_aead(encr: int) -> bool:

@@ -15,7 +15,9 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from ..errors import KeyFileError
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys, PeerLogNote
+from .names import shown
 
 _CACHE_MAX = 1 << 16
 
@@ -47,7 +49,16 @@ ANY_ADDR = AddrPattern(0, 0, 0, 0)
 
 
 def parse_addr_pattern(text: str) -> AddrPattern:
-    """``*`` | address | ``a.b.*.*`` | ``2001:db8:*::1``-style groups | ``net/len``. Raises ValueError."""
+    """``*`` | address | ``a.b.*.*`` | ``2001:db8:*::1``-style groups | ``net/len``. Raises ValueError
+    (whose text never echoes a value that could be a key: see ``names.shown``)."""
+    try:
+        return _parse_addr_pattern(text)
+    except ValueError:  # ipaddress's own messages quote the text whatever it is
+        raise ValueError(f"{shown(text.strip())} is not an IP address, prefix or wildcard "
+                         "(e.g. 198.18.0.1, 198.18.0.0/15, 198.18.*.*)") from None
+
+
+def _parse_addr_pattern(text: str) -> AddrPattern:
     text = text.strip().strip("[]")
     if text in ("*", "", "any", "0.0.0.0/0", "::/0"):
         return ANY_ADDR
@@ -62,7 +73,7 @@ def parse_addr_pattern(text: str) -> AddrPattern:
     if ":" not in text:  # IPv4 with * octets
         parts = text.split(".")
         if len(parts) != 4:
-            raise ValueError(f"{text!r}: an IPv4 pattern needs 4 octets, e.g. 198.18.*.*")
+            raise ValueError(f"{shown(text)}: an IPv4 pattern needs 4 octets, e.g. 198.18.*.*")
         net = mask = bits = 0
         for p in parts:
             net <<= 8
@@ -71,7 +82,7 @@ def parse_addr_pattern(text: str) -> AddrPattern:
                 continue
             v = int(p)
             if not 0 <= v <= 255:
-                raise ValueError(f"{text!r}: octet {p} out of range")
+                raise ValueError(f"{shown(text)}: octet {p} out of range")
             net |= v
             mask |= 0xFF
             bits += 8
@@ -85,7 +96,7 @@ def parse_addr_pattern(text: str) -> AddrPattern:
     else:
         groups = text.split(":")
     if len(groups) != 8:
-        raise ValueError(f"{text!r}: an IPv6 pattern needs 8 groups")
+        raise ValueError(f"{shown(text)}: an IPv6 pattern needs 8 groups")
     net = mask = bits = 0
     for g in groups:
         net <<= 16
@@ -117,7 +128,7 @@ def parse_spi_pattern(text: str) -> SpiPattern:
     if body is not None and "*" in body:
         if len(body) != 8:
             raise ValueError(
-                f"SPI pattern {text!r} must keep the 10-character 0x%08x form, e.g. 0x000040** "
+                f"SPI pattern {shown(text)} must keep the 10-character 0x%08x form, e.g. 0x000040** "
                 "(Wireshark silently matches nothing otherwise)"
             )
         value = mask = bits = 0
@@ -132,7 +143,7 @@ def parse_spi_pattern(text: str) -> SpiPattern:
         return SpiPattern(value, mask, bits)
     v = int(text, 16) if body is not None else int(text, 0)
     if not 0 <= v <= 0xFFFFFFFF:
-        raise ValueError(f"SPI {text!r} does not fit in 32 bits")
+        raise ValueError(f"SPI {shown(text)} does not fit in 32 bits")
     return SpiPattern(v, 0xFFFFFFFF, 32)
 
 
@@ -178,8 +189,12 @@ class KeyStore:
         self._ikev1: dict[bytes, list[Ikev1Keys]] = {}
         # pcapng DSBs whose secrets type we do not read: (type, length), for explanations.
         self.ignored_secrets: list[tuple[int, int]] = []
-        # Things a parser skipped but the user should hear about ("file:line: why").
+        # Things a parser skipped but the user should hear about ("file:line: why"). Every front
+        # end shows them (CLI: stderr; TUI: a notice), so nothing is dropped silently.
         self.warnings: list[str] = []
+        # Rows, dumps or files that were unusable and left out (each also in ``warnings``): one bad
+        # row costs only itself; ``load_keys(strict=True)`` (--strict-keys) raises the first instead.
+        self.skipped: list[KeyFileError] = []
         # What the peers' own logs say about their configuration (charon "configured proposals:",
         # selectors, auth failures, DH groups): evidence for the findings, not key material, so it
         # counts neither in len() nor in ``version``.
@@ -257,6 +272,11 @@ class KeyStore:
         self.peer_notes.append(note)
         return True
 
+    def skip(self, exc: KeyFileError, what: str = "skipped") -> None:
+        """Leave out one unusable row / dump / file, and say so (``file:line: reason; skipped``)."""
+        self.skipped.append(exc)
+        self.warnings.append(f"{exc}; {what}")
+
     def merge(self, other: KeyStore) -> int:
         n = 0
         for k in other.esp:
@@ -269,6 +289,7 @@ class KeyStore:
             self.add_peer_note(note)
         self.ignored_secrets.extend(other.ignored_secrets)
         self.warnings.extend(other.warnings)
+        self.skipped.extend(other.skipped)
         return n
 
     # -- lookups ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ..errors import KeyFileError
 from ..model.iana import IntegTransform
 from ..model.keys import EspSaKeys
 from . import names
+from .names import shown
 from .store import KeyStore, parse_addr_pattern
 
 _LINE = re.compile(
@@ -55,43 +56,50 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         s = line.strip()
         if not s or s.startswith("#") or s.split()[0] in ("ikev1", "ikev2"):
             continue
-        m = _LINE.match(s)
-        if not m:
-            raise KeyFileError("expected '[spi@ipdst] algo:secret', e.g. "
-                               "'0x12345678@198.18.0.2 aes128-cbc-hmac96:0x0011...'", path=path, line=lineno)
-        algo = m.group("algo").lower()
-        icv = 0
-        if algo.endswith("-hmac96"):
-            algo, icv = algo.removesuffix("-hmac96"), 12
-        algo = algo.removesuffix("-cbc")
-        if algo == "rc3":
-            raise KeyFileError("rc3-cbc (listed in tcpdump's manual) is not a cipher OpenSSL or ipsecscope "
-                               "knows", path=path, line=lineno)
-        spec = names.TCPDUMP_ENC.get(algo)
-        if spec is None:
-            raise KeyFileError(f"unknown tcpdump algorithm {m.group('algo')!r}; known: "
-                               + ", ".join(f"{a}-cbc" for a in names.TCPDUMP_ENC if a != "none") + ", none "
-                               "(optionally with -hmac96)", path=path, line=lineno)
-        encr, klen = spec
         try:
-            key = _secret(m.group("secret"))
-        except ValueError as exc:
-            raise KeyFileError(str(exc), path=path, line=lineno) from None
-        if klen is not None and len(key) != klen:
-            raise KeyFileError(f"{m.group('algo')} needs a {klen}-byte secret, got {len(key)} bytes",
-                               path=path, line=lineno)
-        dst = m.group("dst") or "*"
-        try:
-            parse_addr_pattern(dst)
-        except ValueError:
-            raise KeyFileError(f"{dst!r} is not an IP address", path=path, line=lineno) from None
-        spi_t = m.group("spi")
-        spi = (int(spi_t, 16) if spi_t[:2].lower() == "0x" else int(spi_t, 10)) if spi_t else 0
-        if spi > 0xFFFFFFFF:
-            raise KeyFileError(f"SPI {spi_t} does not fit in 32 bits", path=path, line=lineno)
-        store.add_esp(EspSaKeys(
-            spi=spi, encr=encr, enc_key=key, integ=IntegTransform.NONE, auth_key=b"", src="*", dst=dst,
-            spi_pattern=None if spi_t else "*", icv_len=icv, check_integrity=False,
-            source=f"{path}:{lineno}",
-        ))
+            store.add_esp(_esp_line(s, path, lineno))
+        except KeyFileError as exc:  # one bad line costs only itself
+            store.skip(exc)
     return store
+
+
+def _esp_line(s: str, path: str, lineno: int) -> EspSaKeys:
+    m = _LINE.match(s)
+    if not m:
+        raise KeyFileError("expected '[spi@ipdst] algo:secret', e.g. "
+                           "'0x12345678@198.18.0.2 aes128-cbc-hmac96:0x0011...'", path=path, line=lineno)
+    algo = m.group("algo").lower()
+    icv = 0
+    if algo.endswith("-hmac96"):
+        algo, icv = algo.removesuffix("-hmac96"), 12
+    algo = algo.removesuffix("-cbc")
+    if algo == "rc3":
+        raise KeyFileError("rc3-cbc (listed in tcpdump's manual) is not a cipher OpenSSL or ipsecscope "
+                           "knows", path=path, line=lineno)
+    spec = names.TCPDUMP_ENC.get(algo)
+    if spec is None:
+        raise KeyFileError(f"unknown tcpdump algorithm {shown(m.group('algo'))}; known: "
+                           + ", ".join(f"{a}-cbc" for a in names.TCPDUMP_ENC if a != "none") + ", none "
+                           "(optionally with -hmac96)", path=path, line=lineno)
+    encr, klen = spec
+    try:
+        key = _secret(m.group("secret"))
+    except ValueError as exc:
+        raise KeyFileError(str(exc), path=path, line=lineno) from None
+    if klen is not None and len(key) != klen:
+        raise KeyFileError(f"{shown(m.group('algo'))} needs a {klen}-byte secret, got {len(key)} bytes",
+                           path=path, line=lineno)
+    dst = m.group("dst") or "*"
+    try:
+        parse_addr_pattern(dst)
+    except ValueError:
+        raise KeyFileError(f"{shown(dst)} is not an IP address", path=path, line=lineno) from None
+    spi_t = m.group("spi")
+    spi = (int(spi_t, 16) if spi_t[:2].lower() == "0x" else int(spi_t, 10)) if spi_t else 0
+    if spi > 0xFFFFFFFF:
+        raise KeyFileError(f"SPI {spi_t} does not fit in 32 bits", path=path, line=lineno)
+    return EspSaKeys(
+        spi=spi, encr=encr, enc_key=key, integ=IntegTransform.NONE, auth_key=b"", src="*", dst=dst,
+        spi_pattern=None if spi_t else "*", icv_len=icv, check_integrity=False,
+        source=f"{path}:{lineno}",
+    )

@@ -21,6 +21,7 @@ from ..errors import KeyFileError
 from ..model.iana import EncrTransform, IntegTransform
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys, redact
 from . import names
+from .names import shown
 from .store import KeyStore, parse_addr_pattern, parse_spi_pattern
 
 _HEX_RE = re.compile(r"^[0-9A-Fa-f]*$")
@@ -106,8 +107,8 @@ def ws_key(text: str) -> bytes:
     if len(text) > 2 and text[:2].lower() == "0x":
         body = text[2:]
         if not _HEX_RE.match(body):
-            bad = next(c for c in body if c not in "0123456789abcdefABCDEF")
-            raise ValueError(f"key {text[:8]}… has an invalid hex character {bad!r}")
+            pos = next(i for i, c in enumerate(body) if c not in "0123456789abcdefABCDEF")
+            raise ValueError(f"a {len(text)}-character 0x key has a non-hex character at position {pos + 3}")
         if len(body) % 2:
             body = "0" + body
         return bytes.fromhex(body)
@@ -120,8 +121,12 @@ def _hex_bytes(text: str, what: str) -> bytes:
     t = text.strip()
     if t[:2].lower() == "0x":
         t = t[2:]
-    if not _HEX_RE.match(t) or len(t) % 2:
-        raise ValueError(f"{what} must be hex digits (even count), got {text[:20]!r}")
+    if not _HEX_RE.match(t):
+        pos = next(i for i, c in enumerate(t) if c not in "0123456789abcdefABCDEF")
+        raise ValueError(f"{what} must be hex digits: character {pos + 1 + len(text) - len(t)} of "
+                         f"{len(text)} is not")
+    if len(t) % 2:
+        raise ValueError(f"{what} must be whole bytes of hex: {len(t)} digits is an odd count")
     return bytes.fromhex(t)
 
 
@@ -174,7 +179,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                     '(esp_sa lines start with "IPv4" or "IPv6", IKE table lines with a 16-hex-digit SPI/cookie)'
                 )
         except ValueError as exc:
-            raise KeyFileError(str(exc), path=path, line=lineno) from None
+            store.skip(KeyFileError(str(exc), path=path, line=lineno))
     return store
 
 
@@ -186,23 +191,23 @@ def esp_sa_record(f: list[UatField], source: str) -> EspSaKeys:
         )
     proto, src, dst, spi_text, enc_name, enc_key_t, auth_name, auth_key_t = f[:8]
     if proto.lower() not in ("ipv4", "ipv6"):
-        raise ValueError(f'Protocol must be "IPv4" or "IPv6", got {proto!r}')
+        raise ValueError(f'Protocol must be "IPv4" or "IPv6", got {shown(proto)}')
     for what, a in (("Src IP", src), ("Dest IP", dst)):
         try:
             parse_addr_pattern(a)
-        except ValueError as exc:
-            raise ValueError(f"{what} {a!r} is not an address, wildcard or prefix: {exc}") from None
+        except ValueError:
+            raise ValueError(f"{what} {shown(a)} is not an address, wildcard or prefix") from None
     try:
         spi_pat = parse_spi_pattern(spi_text)
     except ValueError as exc:
         raise ValueError(f"SPI: {exc}") from None
     enc = names.lookup_name(names.WS_ESP_ENCR, enc_name)
     if enc is None:
-        raise ValueError(f"unknown esp_sa encryption algorithm {enc_name!r}; known: " + ", ".join(
+        raise ValueError(f"unknown esp_sa encryption algorithm {shown(enc_name)}; known: " + ", ".join(
             repr(n) for n in names.WS_ESP_ENCR))
     auth = names.lookup_name(names.WS_ESP_AUTH, auth_name)
     if auth is None:
-        raise ValueError(f"unknown esp_sa authentication algorithm {auth_name!r}; known: " + ", ".join(
+        raise ValueError(f"unknown esp_sa authentication algorithm {shown(auth_name)}; known: " + ", ".join(
             repr(n) for n in names.WS_ESP_AUTH))
     enc_key = ws_key(enc_key_t)
     auth_key = ws_key(auth_key_t)
@@ -214,12 +219,12 @@ def esp_sa_record(f: list[UatField], source: str) -> EspSaKeys:
         gcm = {8: EncrTransform.ENCR_AES_GCM_8, 12: EncrTransform.ENCR_AES_GCM_12,
                16: EncrTransform.ENCR_AES_GCM_16}.get(icv)
         if gcm is None:
-            raise ValueError(f"AES-GCM [RFC4106] needs an 8, 12 or 16 byte ICV; {auth_name!r} gives {icv}")
+            raise ValueError(f"AES-GCM [RFC4106] needs an 8, 12 or 16 byte ICV; {shown(auth_name)} gives {icv}")
         encr, integ, icv_len, check, auth_key = gcm, IntegTransform.NONE, None, True, b""
     elif names.is_aead(encr):
         if integ != IntegTransform.NONE or not check:
             # Wireshark only accepts NULL authentication with the AEAD ciphers.
-            raise ValueError(f"{enc_name!r} is an AEAD cipher; its Authentication must be \"NULL\", not {auth_name!r}")
+            raise ValueError(f"{shown(enc_name)} is an AEAD cipher; its Authentication must be \"NULL\", not {shown(auth_name)}")
     problem = names.check_key_length(encr, enc_key)
     if problem:
         raise ValueError(f"Encryption Key: {problem}")
@@ -251,7 +256,7 @@ def _parse_sn_field(text: str) -> bool | None:
         return True
     if "32" in t:
         return False
-    raise ValueError(f"SN field {text!r}: expected a 32-bit or 64-bit (ESN) sequence number length")
+    raise ValueError(f"SN field {shown(text)}: expected a 32-bit or 64-bit (ESN) sequence number length")
 
 
 def ikev2_record(f: list[UatField], source: str) -> IkeSaKeys:
@@ -268,11 +273,11 @@ def ikev2_record(f: list[UatField], source: str) -> IkeSaKeys:
     sk_ai, sk_ar = _hex_bytes(f[5], "SK_ai"), _hex_bytes(f[6], "SK_ar")
     enc = names.lookup_name(names.WS_IKEV2_ENCR, f[4])
     if enc is None:
-        raise ValueError(f"unknown IKEv2 encryption algorithm {str(f[4])!r}; known: " + ", ".join(
+        raise ValueError(f"unknown IKEv2 encryption algorithm {shown(str(f[4]))}; known: " + ", ".join(
             repr(n) for n in names.WS_IKEV2_ENCR))
     integ = names.lookup_name(names.WS_IKEV2_INTEG, f[7])
     if integ is None:
-        raise ValueError(f"unknown IKEv2 integrity algorithm {str(f[7])!r}; known: " + ", ".join(
+        raise ValueError(f"unknown IKEv2 integrity algorithm {shown(str(f[7]))}; known: " + ", ".join(
             repr(n) for n in names.WS_IKEV2_INTEG))
     encr, klen = enc
     salt = names.SALT_LEN.get(encr, 0)

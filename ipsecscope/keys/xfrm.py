@@ -26,6 +26,7 @@ from ..errors import KeyFileError
 from ..model.iana import EncrTransform, IntegTransform
 from ..model.keys import EspSaKeys
 from . import names
+from .names import shown
 from .store import KeyStore
 
 _SA_HEAD = re.compile(r"^src (?P<src>\S+) dst (?P<dst>\S+)\s*$")
@@ -52,6 +53,7 @@ class _Sa:
         self.aead: tuple[str, bytes, int, int] | None = None
         self.esn = False
         self.encap = ""
+        self.error: KeyFileError | None = None  # a line of this SA was unusable: skip the SA
 
 
 def _key(m: re.Match[str], path: str, line: int) -> bytes:
@@ -64,12 +66,36 @@ def _key(m: re.Match[str], path: str, line: int) -> bytes:
     try:
         return bytes.fromhex(key[2:])
     except ValueError:
-        raise KeyFileError(f"key {key[:10]}... is not whole bytes of hex", path=path, line=line) from None
+        raise KeyFileError(f"the {m.group('kind')} key ({len(key) - 2} characters after 0x) is not whole bytes "
+                           "of hex", path=path, line=line) from None
+
+
+def _alg_line(sa: _Sa, m: re.Match[str], path: str, lineno: int) -> None:
+    kind, name = m.group("kind"), m.group("name")
+    bits = int(m.group("bits")) if m.group("bits") else None
+    if kind == "enc":
+        sa.enc = (name, _key(m, path, lineno), lineno)
+    elif kind in ("auth", "auth-trunc"):
+        sa.auth = (name, _key(m, path, lineno), bits if kind == "auth-trunc" else None, lineno)
+    elif kind == "aead":
+        if bits is None:
+            raise KeyFileError("aead line without the ICV length in bits", path=path, line=lineno)
+        sa.aead = (name, _key(m, path, lineno), bits, lineno)
 
 
 def _finish(sa: _Sa, path: str, store: KeyStore) -> None:
+    """Add one SA's keys, or leave it out with a ``file:line: reason`` warning (it costs only itself)."""
+    try:
+        _finish_sa(sa, path, store)
+    except KeyFileError as exc:
+        store.skip(exc)
+
+
+def _finish_sa(sa: _Sa, path: str, store: KeyStore) -> None:
     if sa.proto not in ("esp", "ah"):
         return  # comp (IPComp), route2, hao: no keys for us
+    if sa.error is not None:
+        raise sa.error
     where = f"{path}:{sa.line}"
     note = f"{where} (reqid {sa.reqid}, {sa.mode or '?'} mode{', ' + sa.encap if sa.encap else ''})"
     encr: int = EncrTransform.ENCR_NULL
@@ -81,19 +107,19 @@ def _finish(sa: _Sa, path: str, store: KeyStore) -> None:
         name, enc_key, bits, line = sa.aead
         by_icv = names.XFRM_AEAD.get(name)
         if by_icv is None or bits not in by_icv:
-            raise KeyFileError(f"unknown aead algorithm {name!r} with {bits}-bit ICV; known: "
+            raise KeyFileError(f"unknown aead algorithm {shown(name)} with {bits}-bit ICV; known: "
                                + ", ".join(names.XFRM_AEAD), path=path, line=line)
         encr = by_icv[bits]
     if sa.enc is not None:
         name, enc_key, line = sa.enc
         if name not in names.XFRM_ENC:
-            raise KeyFileError(f"unknown enc algorithm {name!r}; known: " + ", ".join(names.XFRM_ENC),
+            raise KeyFileError(f"unknown enc algorithm {shown(name)}; known: " + ", ".join(names.XFRM_ENC),
                                path=path, line=line)
         encr = names.XFRM_ENC[name]
     if sa.auth is not None:
         name, auth_key, bits, line = sa.auth
         if name not in names.XFRM_AUTH:
-            raise KeyFileError(f"unknown auth algorithm {name!r}; known: " + ", ".join(names.XFRM_AUTH),
+            raise KeyFileError(f"unknown auth algorithm {shown(name)}; known: " + ", ".join(names.XFRM_AUTH),
                                path=path, line=line)
         integ, default_bits = names.XFRM_AUTH[name]
         bits = default_bits if bits is None else bits
@@ -106,7 +132,7 @@ def _finish(sa: _Sa, path: str, store: KeyStore) -> None:
         try:
             ipaddress.ip_address(addr)
         except ValueError:
-            raise KeyFileError(f"{what} {addr!r} is not an IP address", path=path, line=sa.line) from None
+            raise KeyFileError(f"{what} {shown(addr)} is not an IP address", path=path, line=sa.line) from None
     if sa.proto == "esp" and sa.enc is None and sa.aead is None:
         raise KeyFileError("ESP SA without an enc or aead line", path=path, line=sa.line)
     problem = names.check_key_length(encr, enc_key)
@@ -145,16 +171,10 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             continue
         m = _ALG.match(line)
         if m:
-            kind, name = m.group("kind"), m.group("name")
-            bits = int(m.group("bits")) if m.group("bits") else None
-            if kind == "enc":
-                sa.enc = (name, _key(m, path, lineno), lineno)
-            elif kind in ("auth", "auth-trunc"):
-                sa.auth = (name, _key(m, path, lineno), bits if kind == "auth-trunc" else None, lineno)
-            elif kind == "aead":
-                if bits is None:
-                    raise KeyFileError("aead line without the ICV length in bits", path=path, line=lineno)
-                sa.aead = (name, _key(m, path, lineno), bits, lineno)
+            try:
+                _alg_line(sa, m, path, lineno)
+            except KeyFileError as exc:
+                sa.error = sa.error or exc
             continue
         m = _FLAGS.match(line)
         if m:
