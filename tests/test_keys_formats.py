@@ -79,8 +79,10 @@ def test_ip_s_xfrm_state_with_stats():
 def test_xfrm_errors_name_line(tmp_path, mutate, line, words):
     f = tmp_path / "xfrm.txt"
     f.write_text(mutate((KEYS / "ip-xfrm-state.txt").read_text()))
+    skipped = load_keys([f])  # by default the bad row is skipped with a warning naming it
+    assert any(w.startswith(f"{f}:{line}: ") and words in w for w in skipped.warnings), skipped.warnings
     with pytest.raises(KeyFileError) as ei:
-        load_keys([f])
+        load_keys([f], strict=True)
     assert (ei.value.path, ei.value.line) == (str(f), line), str(ei.value)
     assert words in str(ei.value)
 
@@ -213,8 +215,11 @@ def test_charon_log_with_a_broken_hexdump(tmp_path):
     del text[i + 2]  # drop the second row of the Sk_ei dump
     f = tmp_path / "charon.log"
     f.write_text("\n".join(text) + "\n")
+    skipped = load_keys([f])  # by default the bad row is skipped with a warning naming it
+    assert any(w.startswith(f"{f}:{i + 1}: ") and "Sk_ei" in w for w in skipped.warnings), skipped.warnings
+    assert len(skipped.ike) == 1  # the other IKE SA of the log is kept
     with pytest.raises(KeyFileError) as ei:
-        load_keys([f])
+        load_keys([f], strict=True)
     assert ei.value.line == i + 1 and "Sk_ei" in str(ei.value)
 
 
@@ -240,8 +245,10 @@ def test_tcpdump_secrets():
 def test_tcpdump_errors(tmp_path, line, words):
     f = tmp_path / "esp-secrets"
     f.write_text("0x2@198.18.0.1 des-cbc:0x0102030405060708\n" + line + "\n")
+    skipped = load_keys([f])  # by default the bad row is skipped with a warning naming it
+    assert any(w.startswith(f"{f}:{2}: ") and words in w for w in skipped.warnings), skipped.warnings
     with pytest.raises(KeyFileError) as ei:
-        load_keys([f])
+        load_keys([f], strict=True)
     assert ei.value.line == 2 and words in str(ei.value)
 
 
@@ -264,8 +271,9 @@ def test_json_errors_point_at_the_entry(tmp_path):
     doc["esp"][1]["encr"] = "ENCR_AES_FOO"
     f = tmp_path / "k.json"
     f.write_text(json.dumps(doc, indent=2))
+    assert len(load_keys([f]).esp) == len(doc["esp"]) - 1  # the other entries are used
     with pytest.raises(KeyFileError) as ei:
-        load_keys([f])
+        load_keys([f], strict=True)
     text = f.read_text().splitlines()
     assert text[ei.value.line - 1].strip() == "{" and "esp[1]" in str(ei.value)
     assert '"spi": "0xc254fe64"' in text[ei.value.line]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CORPUS, DATA, ROOT
+from conftest import CORPUS, DATA, IPSECSCOPE, ROOT
 
 from ipsecscope.keys import add_secrets_block, detect_format, formats, load_keys
 from ipsecscope.keys.dsb import SECRETS_TYPE_IPSEC, pcapng_with_secrets
@@ -67,15 +67,15 @@ def test_every_format_detected_is_read_inside_an_ipsk_dsb(tmp_path, name):
 
 
 def test_convert_choices_and_help_come_from_the_table():
-    out = subprocess.run([sys.executable, "-m", "ipsecscope", "keys", "--help"], capture_output=True, text=True,
+    out = subprocess.run([*IPSECSCOPE, "keys", "--help"], capture_output=True, text=True,
                          check=True).stdout
     assert "``" not in out and "* ``" not in out  # plain text, not reStructuredText
     for f in formats.FORMATS:
         assert f.name in out
-    conv = subprocess.run([sys.executable, "-m", "ipsecscope", "keys", "convert", "--help"], capture_output=True,
+    conv = subprocess.run([*IPSECSCOPE, "keys", "convert", "--help"], capture_output=True,
                           text=True, check=True).stdout
     assert "{" + ",".join(f.name for f in formats.output_formats()) + "}" in conv.replace("\n", "").replace(" ", "")
-    k = subprocess.run([sys.executable, "-m", "ipsecscope", "sas", "--help"], capture_output=True, text=True,
+    k = subprocess.run([*IPSECSCOPE, "sas", "--help"], capture_output=True, text=True,
                        check=True).stdout
     assert "Libreswan" in k
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 import random
 import re
 import subprocess
-import sys
 
 import pytest
-from conftest import CORPUS, DATA
+from conftest import CORPUS, DATA, IPSECSCOPE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -86,7 +85,7 @@ def test_mutated_key_files_through_the_cli(tmp_path, src):
     for n in range(6):
         f = tmp_path / f"k{n}"
         f.write_bytes(_mutate(rng, data))
-        r = subprocess.run([sys.executable, "-m", "ipsecscope", "keys", "list", str(f)], capture_output=True,
+        r = subprocess.run([*IPSECSCOPE, "keys", "list", str(f)], capture_output=True,
                            text=True, timeout=120)
         assert r.returncode in (0, 1), r.stderr
         assert "Traceback" not in r.stderr and not _leaked(r.stdout + r.stderr, keys), r.stderr

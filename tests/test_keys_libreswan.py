@@ -216,7 +216,10 @@ def test_esp_dump_cut_short_is_an_error(tmp_path):
     f = tmp_path / "pluto.log"
     f.write_text("\n".join(lines) + "\n")
     with pytest.raises(KeyFileError, match=r"add_sa\(\) says 32\+32"):
-        load_keys([f])
+        load_keys([f], strict=True)
+    store = load_keys([f])  # by default only that CHILD SA is left out
+    assert len(store.esp) == len(load_keys([_log("ikev2_cbc", "responder")]).esp) - 1
+    assert any("add_sa() says 32+32" in w for w in store.warnings)
 
 
 def test_half_an_ike_sa_is_a_warning_not_a_key(tmp_path):

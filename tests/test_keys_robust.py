@@ -8,10 +8,9 @@ import gzip
 import os
 import re
 import subprocess
-import sys
 
 import pytest
-from conftest import DATA, SAMPLES
+from conftest import DATA, IPSECSCOPE, SAMPLES
 
 import ipsecscope.keys as keys_pkg
 from ipsecscope.errors import KeyFileError
@@ -23,7 +22,7 @@ CAPTURE = SAMPLES / "healthy-gcm" / "capture.pcapng"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ipsecscope", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([*IPSECSCOPE, *args], capture_output=True, text=True, timeout=120)
 
 
 def key_hex(path) -> list[str]:

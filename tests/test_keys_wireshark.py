@@ -172,7 +172,7 @@ def test_bad_tables_name_file_and_line(tmp_path, content, line, words):
     f = tmp_path / "bad_table"
     f.write_text(content)
     with pytest.raises(KeyFileError) as ei:
-        load_keys([f])
+        load_keys([f], strict=True)
     assert ei.value.path == str(f) and ei.value.line == line
     assert str(ei.value).startswith(f"{f}:{line}: ")
     assert words in str(ei.value)
