@@ -241,3 +241,22 @@ def test_expire_forgets_idle_inferred_and_half_open_sas():
     assert kinds["inferred_forgotten"] == 29 and kinds["half_open_forgotten"] == 30
     # The cap alone: the oldest go first.
     assert tr.expire(t0 + 100, max_age=60.0, max_inferred=0) == 1
+
+
+def test_forgotten_inferred_sas_are_freed():
+    """A one-way flood (random SPIs, random sources) under the cap: the forgotten CHILD SAs and
+    flows must not stay referenced by any index (live RSS must stay flat)."""
+    from ipsecscope.model.sa import ChildSa, EspFlow
+
+    def alive(cls) -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o) is cls)
+
+    base_c, base_f = alive(ChildSa), alive(EspFlow)
+    tr = Tracker(max_inferred=50)
+    for i in range(3000):
+        tr.on_esp(EspPacket(i, i * 0.5, f"198.19.{i >> 8 & 255}.{i & 255}", "198.18.0.2", 0x30000 + i, 1, bytes(32)))
+        if i % 100 == 99:
+            tr.expire(i * 0.5, max_age=20.0, max_inferred=50)
+    assert alive(ChildSa) - base_c <= 50 and alive(EspFlow) - base_f <= 50
+    assert len(tr.table.child_sas) <= 50 and len(tr.table.flows) <= 50

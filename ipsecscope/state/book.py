@@ -424,9 +424,15 @@ class Book:
                 return c
         return None
 
-    def add_inferred(self, child: ChildSa, ts: float) -> None:
-        """File a new INFERRED CHILD SA (one flow so far), then apply the cap on inferred SAs."""
-        self._half_inferred.setdefault((child.initiator, child.responder, child.protocol), deque()).append(child)
+    def add_inferred(self, child: ChildSa, ts: float, window: float) -> None:
+        """File a new INFERRED CHILD SA (one flow so far) as waiting ``window`` s for its opposite
+        flow, then apply the cap on inferred SAs."""
+        dq = self._half_inferred.setdefault((child.initiator, child.responder, child.protocol), deque())
+        # A one-way stream never asks for its reverse: trim here too, or the list only grows.
+        while dq and (dq[0].spi_i is not None or (dq[0].created_ts or 0.0) < ts - window
+                      or self.table.child_sas.get(dq[0].id) is not dq[0]):
+            dq.popleft()
+        dq.append(child)
         self._inferred_ids.add(child.id)
         self._inferred_fifo.append(child)
         if self.max_inferred is not None:
@@ -556,6 +562,13 @@ class Book:
 
     def forget_inferred(self, child: ChildSa) -> None:
         """Drop an INFERRED CHILD SA and its flows entirely (live mode's cap on inferred SAs)."""
+        hkey = (child.initiator, child.responder, child.protocol)
+        dq = self._half_inferred.get(hkey)
+        if dq is not None:
+            if child in dq:
+                dq.remove(child)
+            if not dq:
+                del self._half_inferred[hkey]
         for flow in self.table.child_flows.pop(child.id, []):
             self.table.flows.pop(flow.key, None)
             self.seq_trackers.pop(flow.key, None)

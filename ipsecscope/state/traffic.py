@@ -165,4 +165,4 @@ def infer(book: Book, flow: EspFlow) -> None:
     book.attach_flow(flow, child)
     book.emit("child_sa_created", ts, child_sa=child.id, ike_sa=child.ike_sa, spi_r=flow.spi,
               inferred=True)
-    book.add_inferred(child, ts)
+    book.add_inferred(child, ts, INFER_PAIR_WINDOW)
