@@ -188,7 +188,9 @@ class IkeSa:
     deleted_by: str | None = None
     rekeyed_from: str | None = None  # IkeSa.key
     rekeyed_into: str | None = None
-    children: list[int] = field(default_factory=list)  # ChildSa.id
+    # ChildSa.id of every CHILD SA it negotiated or was handed by an IKE SA rekey (RFC 7296 §2.18);
+    # a rekeyed IKE SA keeps the ones it handed on, ChildSa.ike_sa names the current manager
+    children: list[int] = field(default_factory=list)
     exchanges: list[IkeExchange] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)
     decrypted: bool = False  # SK payloads could be read

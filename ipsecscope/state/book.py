@@ -364,6 +364,15 @@ class Book:
             if child.id not in lst:
                 lst.append(child.id)
 
+    def move_child(self, child: ChildSa, old: IkeSa, new: IkeSa, ts: float) -> None:
+        """An IKE SA rekey hands its CHILD SAs to the new IKE SA (RFC 7296 §2.18). The old one keeps
+        it in ``children`` (its history: `sas` shows "moved to"); ``child.ike_sa`` names the one
+        that manages it now, so a count over IKE SAs counts distinct ids."""
+        if child.id not in new.children:
+            new.children.append(child.id)
+        child.ike_sa = new.key
+        self.emit("child_sa_moved", ts, child_sa=child.id, from_ike_sa=old.key, ike_sa=new.key)
+
     def register_spi(self, child: ChildSa, spi: int | None) -> None:
         """File ``child`` under ``spi`` and move the flows of that SA (same SPI, destination and
         protocol) that no negotiated CHILD SA owns yet onto it."""

@@ -566,12 +566,13 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
         sa.rekeyed_into = new.key
         if sa.state == SaState.ESTABLISHED:
             book.transition(sa, SaState.REKEYED)
+        book.emit("ike_sa_created", msg.ts, ike_sa=new.key, initiator=new.initiator, responder=new.responder,
+                  version=2, rekeyed_from=sa.key)
         # RFC 7296 §2.18: the CHILD SAs move to the new IKE SA.
-        for cid in sa.children:
+        for cid in list(sa.children):
             c = book.table.child_sas.get(cid)
             if c is not None and c.state not in (SaState.DELETED, SaState.FAILED):
-                c.ike_sa = new.key
-                new.children.append(cid)
+                book.move_child(c, sa, new, msg.ts)
         x.summary = f"CREATE_CHILD_SA rekey IKE SA -> {new.key}"
         book.emit("ike_sa_rekeyed", msg.ts, ike_sa=sa.key, into=new.key)
         book.emit("ike_sa_established", msg.ts, ike_sa=new.key, initiator=new.initiator,

@@ -8,7 +8,7 @@ the same peers into an INFERRED CHILD SA.
 
 from __future__ import annotations
 
-from ..model.sa import EspFlow, SaState
+from ..model.sa import ChildSa, EspFlow, SaState
 from .book import Book
 from .child_sa import any_contains, flow_direction, inner_5tuple
 from .esp_flow import _MASK as _SEQ_MASK
@@ -85,6 +85,8 @@ def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, spo
     child = t.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
     if child is None:
         return flow
+    if status == "ok" and child.state == SaState.INFERRED and (child.mode == "unknown" or not child.keys_source):
+        _learn_from_keys(child, res)
     # Return-traffic bookkeeping: a run of packets one way with nothing coming back.
     if flow.unanswered_tail == 0:
         flow.unanswered_since_frame = pkt.frame
@@ -166,3 +168,16 @@ def infer(book: Book, flow: EspFlow) -> None:
     book.emit("child_sa_created", ts, child_sa=child.id, ike_sa=child.ike_sa, spi_r=flow.spi,
               inferred=True)
     book.add_inferred(child, ts, INFER_PAIR_WINDOW)
+
+
+def _learn_from_keys(child: ChildSa, res) -> None:
+    """A packet of an INFERRED CHILD SA decrypted: the keys name their source, and the inner
+    packet tells the mode. RFC 4303 §2.6: Next Header 4 (IPv4) or 41 (IPv6) is a whole IP packet,
+    tunnel mode; a transport protocol (TCP, UDP, ICMP...) is transport mode. 59 (no next header)
+    is a dummy packet (§2.6, TFC) and says nothing."""
+    keys = getattr(res, "keys", None)
+    if not child.keys_source and keys is not None and getattr(keys, "source", ""):
+        child.keys_source = keys.source
+    nh = getattr(res, "next_header", None)
+    if child.mode == "unknown" and nh is not None and nh != 59:
+        child.mode = "tunnel" if nh in (4, 41) else "transport"

@@ -221,7 +221,8 @@ class SaDetail(Static):
             sas = [s for s in table.ike_sas.values() if {s.initiator, s.responder} == {a, b}]
             g = _kv(f"Peers {a} ⇄ {b}")
             g.add_row("IKE SAs", str(len(sas)))
-            g.add_row("CHILD SAs", str(sum(len(s.children) for s in sas)))
+            # An IKE rekey hands CHILD SAs on and both IKE SAs list them: count each once.
+            g.add_row("CHILD SAs", str(len({cid for s in sas for cid in s.children})))
             flows = [f for f in table.flows.values() if {f.src, f.dst} == {a, b}]
             return Group(g, Text(""), flow_table(flows, first))
         return Text("That SA is no longer in the table.", "dim")
