@@ -36,13 +36,12 @@ from .capture.pcapng import (
 )
 from .crypto.esp import EspResult, _trailer
 from .errors import CaptureError, DecryptError
-from .model.packets import EspPacket, RawFrame
+from .model.packets import RawFrame
 from .rowstore import STATUS_CODES
 
 _BLK = {k: v.unpack_from for k, v in BLK.items()}
 
 _RawFrame = fast_constructor(RawFrame)
-_Esp = fast_constructor(EspPacket)
 _Result = fast_constructor(EspResult)
 
 WINDOW = 2 << 20
@@ -97,7 +96,7 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
         tbl = session.tracker.table
         dec = session.esp_decryptor
         keys = session.keys
-        on_esp = session.tracker.on_esp
+        on_esp = session.tracker.on_esp_fields
         general = session._general_frame
         offsets = session._frame_offsets
         off_arr = offsets.offset
@@ -281,7 +280,6 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
             sa = e[0]
             spi = _U32BE(spi_b)[0]
             seq = _U32BE(seq_b)[0]
-            data = w[q:end_ip]
             st.esp += 1
             plain = None
             if e[1] is not None and end_ip - q >= 36:
@@ -307,7 +305,7 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
                     res = _Result("malformed", None, None, 0, 0, sa.keys, str(exc), sa.mode)
                     rs = None
             else:
-                code, val, hi = dec.open_raw(sa, seq, data)
+                code, val, hi = dec.open_raw(sa, seq, w[q:end_ip])
                 res = dec._result(sa, code, val, hi)
                 rs = None
                 if e[1] is None and sa.mode is False and sa.opener is not None:
@@ -316,8 +314,7 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
                         e[1], e[2] = g
             if rs is None:
                 rs = _row_status(st, res.status, rows)
-            pkt = _Esp(index, ts, e[4], e[5], spi, seq, data, sport, dport, encap, 4, "udp" if encap else "ip")
-            flow = on_esp(pkt, res)
+            flow = on_esp(index, ts, e[4], e[5], spi, seq, res, end_ip - q, encap, sport, dport)
             if flow is None:  # the tracker reported an internal error instead
                 flow = tbl.flows.get((e[4], e[5], spi))
             hi = res.seq_hi

@@ -37,7 +37,7 @@ from ..model.sa import EspFlow, KeymatRequest, Observation, SaState
 from .book import MAX_OBSERVATIONS, Book
 from .ikev1 import on_ikev1
 from .ikev2 import on_ikev2
-from .traffic import on_sa_packet
+from .traffic import on_sa_fields, on_sa_packet
 
 
 class Tracker(Book):
@@ -82,6 +82,15 @@ class Tracker(Book):
         except Exception as exc:  # noqa: BLE001
             self.observe("tracker_error", pkt.ts, (pkt.frame,), pkt.src, pkt.dst,
                          reason=f"{type(exc).__name__}: {exc}")
+            return None
+
+    def on_esp_fields(self, frame: int, ts: float, src: str, dst: str, spi: int, seq: int, res: object,
+                      length: int, encap: bool, sport: int, dport: int) -> EspFlow | None:
+        """:meth:`on_esp` from the packet's fields (``session_fast`` builds no packet object)."""
+        try:
+            return on_sa_fields(self, frame, ts, src, dst, spi, seq, res, "ESP", length, encap, sport, dport)
+        except Exception as exc:  # noqa: BLE001
+            self.observe("tracker_error", ts, (frame,), src, dst, reason=f"{type(exc).__name__}: {exc}")
             return None
 
     def on_ah(self, pkt: AhPacket) -> None:

@@ -21,23 +21,30 @@ INFER_PAIR_WINDOW = 10.0  # s: two opposite ESP flows starting this close belong
 def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, sport: int,
                  dport: int) -> EspFlow:
     """Account one ESP or AH packet on its flow (creating and binding the flow if new)."""
-    ts = pkt.ts
+    return on_sa_fields(book, pkt.frame, pkt.ts, pkt.src, pkt.dst, pkt.spi, pkt.seq, res, proto, length,
+                        encap, sport, dport)
+
+
+def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int, seq: int, res,
+                 proto: str, length: int, encap: bool, sport: int, dport: int) -> EspFlow:
+    """:func:`on_sa_packet` from the packet's fields: the analysis path's hot loop
+    (``session_fast``) has them at hand and builds no packet object."""
     t = book.table
     if t.last_ts is None or ts > t.last_ts or t.first_ts is None or ts < t.first_ts:
         book.touch(ts)
-    key = (pkt.src, pkt.dst, pkt.spi)
+    key = (src, dst, spi)
     flow = t.flows.get(key)
     if flow is None:
-        flow = EspFlow(src=pkt.src, dst=pkt.dst, spi=pkt.spi, protocol=proto, first_ts=ts,
-                       first_frame=pkt.frame, udp_encap=encap, sport=sport, dport=dport)
+        flow = EspFlow(src=src, dst=dst, spi=spi, protocol=proto, first_ts=ts,
+                       first_frame=frame, udp_encap=encap, sport=sport, dport=dport)
         book.add_flow(flow)
         bind_flow(book, flow)
-        book.emit("esp_flow_started", ts, src=pkt.src, dst=pkt.dst, spi=pkt.spi, protocol=proto,
-                   child_sa=flow.child_sa, frame=pkt.frame)
+        book.emit("esp_flow_started", ts, src=src, dst=dst, spi=spi, protocol=proto,
+                   child_sa=flow.child_sa, frame=frame)
     flow.packets += 1
     flow.bytes += length
     flow.last_ts = ts
-    frame = flow.last_frame = pkt.frame
+    flow.last_frame = frame
     status = getattr(res, "status", None) if res is not None else None
     seq_hi = res.seq_hi if status == "ok" else None  # type: ignore[union-attr]
     if status == "no_key":  # the bulk of a capture without keys
@@ -47,13 +54,13 @@ def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, spo
     elif status == "icv_failed":
         flow.icv_failed += 1
         if len(flow.icv_failed_frames) < EVIDENCE:
-            flow.icv_failed_frames.append(pkt.frame)
+            flow.icv_failed_frames.append(frame)
     elif status == "malformed":
         flow.malformed += 1
     elif status == "unsupported":
         flow.unsupported += 1
         if len(flow.unsupported_frames) < EVIDENCE:
-            flow.unsupported_frames.append(pkt.frame)
+            flow.unsupported_frames.append(frame)
         if not flow.unsupported_reason:
             flow.unsupported_reason = getattr(res, "reason", "") or ""
             keys = getattr(res, "keys", None)
@@ -67,9 +74,9 @@ def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, spo
         # must be top + 1. account() would find verdict "new", add one bit to the window and
         # change nothing else.
         if seq_hi is None:
-            if (top & 0xFFFFFFFF) + 1 == pkt.seq:
+            if (top & 0xFFFFFFFF) + 1 == seq:
                 full = top + 1
-        elif (seq_hi << 32 | pkt.seq) == top + 1:
+        elif (seq_hi << 32 | seq) == top + 1:
             full = top + 1
             if seq_hi > sq.hi:
                 sq.hi = seq_hi
@@ -81,7 +88,7 @@ def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, spo
         flow.esn_hi = full >> 32
         flow.lost = sq.missing
     else:
-        account(flow, sq, pkt.seq, seq_hi, frame)
+        account(flow, sq, seq, seq_hi, frame)
     child = t.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
     if child is None:
         return flow
@@ -89,19 +96,19 @@ def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, spo
         _learn_from_keys(child, res)
     # Return-traffic bookkeeping: a run of packets one way with nothing coming back.
     if flow.unanswered_tail == 0:
-        flow.unanswered_since_frame = pkt.frame
+        flow.unanswered_since_frame = frame
         flow.unanswered_since_ts = ts
     flow.unanswered_tail += 1
     flows = book.table.flows
     for other_spi in (child.spi_i, child.spi_r):
-        if other_spi is not None and other_spi != pkt.spi:
-            rev = flows.get((pkt.dst, pkt.src, other_spi))
+        if other_spi is not None and other_spi != spi:
+            rev = flows.get((dst, src, other_spi))
             if rev is not None:
                 rev.unanswered_tail = 0
     if child.deleted_ts is not None and ts > child.deleted_ts:
         flow.after_delete += 1
         if len(flow.after_delete_frames) < EVIDENCE:
-            flow.after_delete_frames.append(pkt.frame)
+            flow.after_delete_frames.append(frame)
     elif child.rekeyed_ts is not None and ts > child.rekeyed_ts:
         flow.after_rekey += 1
         flow.after_rekey_last_ts = ts
@@ -109,18 +116,18 @@ def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, spo
         inner = getattr(res, "inner", None)
         t = inner_5tuple(inner or b"", getattr(res, "next_header", None))
         if t is not None:
-            src, dst, ip_proto, sp, dp = t
-            i2r = flow_direction(child, pkt.src, pkt.dst, pkt.spi) == "i2r"
+            isrc, idst, ip_proto, sp, dp = t
+            i2r = flow_direction(child, src, dst, spi) == "i2r"
             src_ts, dst_ts = (child.ts_i, child.ts_r) if i2r else (child.ts_r, child.ts_i)
-            ok = (not src_ts or any_contains(src_ts, src, ip_proto, sp)) and (
-                not dst_ts or any_contains(dst_ts, dst, ip_proto, dp))
+            ok = (not src_ts or any_contains(src_ts, isrc, ip_proto, sp)) and (
+                not dst_ts or any_contains(dst_ts, idst, ip_proto, dp))
             if not ok:
                 flow.outside_ts += 1
                 if len(flow.outside_ts_frames) < EVIDENCE:
-                    flow.outside_ts_frames.append(pkt.frame)
+                    flow.outside_ts_frames.append(frame)
                 if flow.outside_ts_example is None:
                     ports = f" ports {sp}->{dp}" if sp is not None else ""
-                    flow.outside_ts_example = f"{src} -> {dst} proto {ip_proto}{ports}"
+                    flow.outside_ts_example = f"{isrc} -> {idst} proto {ip_proto}{ports}"
     return flow
 
 
