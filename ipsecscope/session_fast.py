@@ -34,7 +34,7 @@ from .capture.pcapng import (
     _parse_idb,
     frame_from_block,
 )
-from .crypto.esp import EspResult, _trailer
+from .crypto.esp import NO_KEY, EspResult, _trailer
 from .errors import CaptureError, DecryptError
 from .model.packets import RawFrame
 from .rowstore import STATUS_CODES
@@ -104,6 +104,8 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
         rows = session.rows
         add_row = rows.add_esp
         code_ok = STATUS_CODES["decrypted"]
+        code_no_key = STATUS_CODES["no-key"]
+        no_key = None  # the (immutable) result of every packet of an SA without keys
         text: dict[bytes, str] = {}
         # SA key (src | dst | SPI bytes) -> [decryptor state, AES-GCM-16 decrypt, salt, key-store
         # version, src, dst, src row index, dst row index]
@@ -304,10 +306,18 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
                     sa.stats.malformed += 1
                     res = _Result("malformed", None, None, 0, 0, sa.keys, str(exc), sa.mode)
                     rs = None
+            elif sa.keys is None and no_key is not None:
+                # No key for this SA: what open_raw would say, without a new result each time.
+                sa.stats.no_key += 1
+                st.no_key += 1
+                res = no_key
+                rs = code_no_key
             else:
                 code, val, hi = dec.open_raw(sa, seq, w[q:end_ip])
                 res = dec._result(sa, code, val, hi)
                 rs = None
+                if code == NO_KEY:
+                    no_key = res
                 if e[1] is None and sa.mode is False and sa.opener is not None:
                     g = getattr(sa.opener.open, "gcm16", None)  # now known not to use ESN: inline it
                     if g is not None:
