@@ -115,26 +115,33 @@ def _ike_info(msg: IkeMessage) -> str:
 class Session:
     """One capture (or live source) with its keys, decoded, decrypted and correlated."""
 
-    def __init__(self, keys: KeyStore | None = None, *, max_rows: int | None = None) -> None:
+    def __init__(self, keys: KeyStore | None = None, *, max_rows: int | None = None,
+                 keep_rows: bool = True) -> None:
+        """``max_rows``: live mode, keep a ring of the last rows. ``keep_rows=False``: keep no
+        packet rows at all (nor where each frame sits in the file) — for answers about SAs and
+        findings (``sas``, ``findings``), whose memory then grows with SAs and flows, not frames."""
         self.keys = keys if keys is not None else KeyStore()
         self.key_files: list[Path] = []
         self.max_rows = max_rows
+        self.keep_rows = keep_rows
         self.paths: list[Path] = []
         self.damage: str | None = None  # set by from_files: why the answer covers less than the files
         self._reset()
 
     @classmethod
     def from_files(cls, files: Iterable[str | Path], keys: Iterable[str | Path] = (), *,
-                   progress: Progress | None = None, strict_keys: bool = False) -> Session:
+                   progress: Progress | None = None, strict_keys: bool = False,
+                   keep_rows: bool = True) -> Session:
         """A session over ``files`` (read in order, into one model) with ``keys`` loaded first.
 
         A capture damaged part-way (:class:`~ipsecscope.errors.CaptureError` after sound frames)
         is analysed up to the damage and :attr:`damage` says what was wrong; a file that is not a
-        capture at all, or an unreadable key file, raises.
+        capture at all, or an unreadable key file, raises. ``keep_rows=False``: no packet rows
+        (see :class:`Session`).
         """
         from .errors import CaptureError, CaptureFormatError
 
-        s = cls()
+        s = cls(keep_rows=keep_rows)
         keys = list(keys)
         if keys:
             s.add_key_files(keys, strict=strict_keys)  # skipped rows: s.key_warnings
@@ -168,7 +175,8 @@ class Session:
         self.stats = SessionStats()
         # A file's rows go to a packed RowStore (~60 bytes a row instead of ~380 as FrameRow objects);
         # live mode keeps a ring of the last max_rows FrameRow objects.
-        self.rows: RowStore | deque[FrameRow] = deque(maxlen=self.max_rows) if self.max_rows else RowStore()
+        self.rows: RowStore | deque[FrameRow] | _NoRows = (
+            deque(maxlen=self.max_rows) if self.max_rows else RowStore() if self.keep_rows else _NoRows())
         self.ike_messages: dict[int, IkeMessage] = {}
         self._frame_offsets = _FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._no_key_result: EspResult | None = None
@@ -229,6 +237,7 @@ class Session:
             # feed(raw), inlined for the common one-ESP-packet frame (a Python call less per frame).
             st, tbl = self.stats, self.tracker.table
             decode_all, esp, dispatch = self.decoder.decode_all, self._esp, self._dispatch
+            keep = self.keep_rows
             n = 0
             for raw in reader:
                 n += 1
@@ -236,7 +245,7 @@ class Session:
                     for stype, data in secrets[self._secrets_seen:]:
                         add_secrets_block(self.keys, stype, data)
                     self._secrets_seen = len(secrets)
-                if raw.offset >= 0:
+                if raw.offset >= 0 and keep:
                     if raw.index == len(off_arr):  # the common case, inlined from _FrameOffsets.set
                         off_append(raw.offset)
                         loc_append(path_index << 32 | (raw.linktype & 0xFFFFFFFF))
@@ -433,14 +442,17 @@ class Session:
 
     def _late_malformed(self, m: Malformed) -> None:
         """A Malformed about an earlier frame (the first fragment of an IP datagram that never
-        completed): counted like any other, and that frame's OTHER row becomes a MALFORMED one."""
+        completed): counted like any other, and that frame's OTHER row becomes a MALFORMED one.
+
+        That frame decoded to nothing when it came (its datagram was pending) and was counted as
+        OTHER then, whether or not a row for it is still kept (``keep_rows=False``, a live ring)."""
         st = self.stats
         st.malformed[m.layer] = st.malformed.get(m.layer, 0) + 1
+        st.other -= 1
         self.tracker.on_malformed(m)
         rows = self.rows
         i = bisect.bisect_left(rows, m.frame, key=lambda r: r.frame)
         if i < len(rows) and rows[i].frame == m.frame and rows[i].kind == "OTHER":
-            st.other -= 1
             old = rows[i]
             rows[i] = FrameRow(old.frame, old.ts, "MALFORMED", "", "", 0, 0, old.length,
                                info=f"{m.layer}: {m.reason}", status="malformed")
@@ -535,6 +547,34 @@ class Session:
 
         path_index, offset, linktype = loc
         return read_frame_at(self.paths[path_index], offset, frame, linktype)
+
+
+class _NoRows:
+    """The rows of a session that keeps none (``keep_rows=False``): adding is a no-op."""
+
+    __slots__ = ()
+    _addr_ix: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, i: int) -> FrameRow:
+        raise IndexError("this session keeps no packet rows (keep_rows=False)")
+
+    def __iter__(self):
+        return iter(())
+
+    def append(self, row: FrameRow) -> None:
+        pass
+
+    def add_esp(self, *fields: object) -> None:
+        pass
+
+    def addr(self, a: str) -> int:
+        return 0
+
+    def status_code(self, name: str) -> int:
+        return 0
 
 
 class _FrameOffsets:

@@ -61,9 +61,7 @@ def eligible(session, path: str) -> str | None:
     """"pcap" or "pcapng" for an uncompressed capture the loop reads (a little-endian pcap of
     Ethernet frames, or any pcapng), when ``session`` keeps a file's rows (a RowStore, not a live
     ring); None otherwise."""
-    from .rowstore import RowStore
-
-    if type(session.rows) is not RowStore:
+    if session.max_rows:  # live mode's ring of rows: frames come from a socket, not a file
         return None
     try:
         if not os.path.isfile(path):  # a FIFO would block open(): the general reader explains it
@@ -103,6 +101,7 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
         off_append, loc_append = off_arr.append, offsets.loc.append
         rows = session.rows
         add_row = rows.add_esp
+        keep = session.keep_rows  # False: no rows, and no offsets to re-read frames from
         code_ok = STATUS_CODES["decrypted"]
         code_no_key = STATUS_CODES["no-key"]
         no_key = None  # the (immutable) result of every packet of an SA without keys
@@ -179,7 +178,7 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
                             raise _damaged(path, index, f"{what} too short ({blen} bytes)", base + o)
                         index += 1
                         raw = frame_from_block(w[o:nxt], section, base + o, index)
-                        _count(offsets, off_arr, st, tbl, raw, path_index)
+                        _count(offsets if keep else None, off_arr, st, tbl, raw, path_index)
                         if first:
                             tbl.first_ts = raw.ts
                             first = False
@@ -240,7 +239,9 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
                 index += 1
                 ts_ns = sec * 1_000_000_000 + frac * mult
             ts = ts_ns / 1e9
-            if index == len(off_arr):
+            if not keep:
+                pass
+            elif index == len(off_arr):
                 off_append(base + o)
                 loc_append(loc)
             else:
@@ -340,7 +341,9 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
 
 def _count(offsets, off_arr, st, tbl, raw: RawFrame, path_index: int) -> None:
     """A frame handed to the general path whole: its offset, count and time, as the loop does."""
-    if raw.index == len(off_arr):
+    if offsets is None:
+        pass
+    elif raw.index == len(off_arr):
         off_arr.append(raw.offset)
         offsets.loc.append(path_index << 32 | (raw.linktype & 0xFFFFFFFF))
     else:

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from ..session import Session
 
     try:
-        session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys)
+        session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys, keep_rows=False)
         findings = session.findings
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope findings: {exc}", file=sys.stderr)

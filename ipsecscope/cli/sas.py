@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..session import Session
 
     try:
-        session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys)
+        session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys, keep_rows=False)
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope sas: {exc}", file=sys.stderr)
         return 2
