@@ -117,6 +117,13 @@ def test_real_strongswan_samples(sample: Path, tmp_path: Path) -> None:
         pytest.skip(f"{sample.name}: no CHILD SA was established (no ESP keys)")
     logs = sorted(sample.glob("charon-*.log"))
     packets = list(iter_decrypted(cap, logs))
+    # samples/path-impairments: the bridge corrupted one packet on purpose (bridge.log); that one
+    # must fail its ICV, every other one decrypt.
+    bridge = sample / "bridge.log"
+    corrupted = {(int(e["spi"], 16), e["seq"]) for e in map(json.loads, bridge.read_text().splitlines()[1:])
+                 if e["action"] == "corrupt"} if bridge.exists() else set()
+    assert {(p.spi, p.seq) for p in packets if p.status == "icv_failed"} == corrupted
+    all_packets, packets = packets, [p for p in packets if (p.spi, p.seq) not in corrupted]
     assert all(p.status == "ok" for p in packets), [(p.frame, p.status, p.reason) for p in packets if p.status != "ok"]
     if not packets:
         pytest.skip(f"{sample.name}: no ESP in this scenario")
@@ -126,6 +133,8 @@ def test_real_strongswan_samples(sample: Path, tmp_path: Path) -> None:
     quoted = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "icmp.type == 3", "-T", "fields",
                              "-e", "frame.number"], capture_output=True, text=True, check=True).stdout
     for f in map(int, quoted.split()):
+        theirs.pop(f, None)
+    for f in {p.frame for p in all_packets if (p.spi, p.seq) in corrupted}:
         theirs.pop(f, None)
     assert set(theirs) == {p.frame for p in packets}
     for p in packets:

@@ -28,7 +28,7 @@ import truth  # noqa: E402
 SAMPLE_NAMES = ["healthy-gcm", "cbc-sha2-pfs", "proposal-mismatch", "ike-proposal-mismatch",
                 "ts-mismatch", "psk-mismatch", "dh-retry", "dead-peer", "ikev1-dead-peer",
                 "nat-napt", "mtu-small-link", "esp-oneway-drop", "peer-restart", "redirect",
-                "ike-frag-cert", "ike-frag-untrusted"]
+                "ike-frag-cert", "ike-frag-untrusted", "path-impairments"]
 NO_IKE_SA = {"ike-proposal-mismatch"}  # fails in IKE_SA_INIT: no keys, nothing encrypted
 IKEV1 = {"ikev1-dead-peer"}  # no SK payloads: encrypted IKEv1 messages, keys in ikev1_decryption_table
 SK = "46"  # IKEv2 Encrypted and Authenticated payload
@@ -48,7 +48,8 @@ FIELDS = ["frame.number", "ip.src", "isakmp.exchangetype", "isakmp.messageid", "
           "isakmp.key_exchange.dh_group", "isakmp.delete.spi", "esp.spi", "esp.icv_good",
           "icmp.type", "udp.dstport", "isakmp.hash", "udp.srcport", "isakmp.notify.data",
           "udpencap.nat_keepalive", "ip.dst", "icmp.mtu", "ip.len", "ip.flags.mf",
-          "ip.frag_offset", "isakmp.frag.number", "isakmp.frag.total", "x509sat.printableString"]
+          "ip.frag_offset", "isakmp.frag.number", "isakmp.frag.total", "x509sat.printableString",
+          "esp.sequence"]
 
 
 def tshark(capture: Path, keys: Path | None, tmp: Path) -> list[dict[str, list[str]]]:
@@ -80,6 +81,15 @@ def ike(rows: list[dict[str, list[str]]]) -> list[dict[str, list[str]]]:
 def esp(rows: list[dict[str, list[str]]]) -> list[dict[str, list[str]]]:
     """ESP packets (not an ICMP error quoting the start of one: its ICV is cut off)."""
     return [r for r in rows if r["esp.spi"] and not r["icmp.mtu"]]
+
+
+def _bridge_log(name: str) -> list[dict]:
+    f = SAMPLES / name / "bridge.log"
+    return [json.loads(ln) for ln in f.read_text().splitlines() if not ln.startswith("#")] if f.exists() else []
+
+
+def _seq(r: dict[str, list[str]]) -> int:
+    return int(r["esp.sequence"][0])
 
 
 def is_response(r: dict[str, list[str]]) -> bool:
@@ -126,8 +136,11 @@ def test_sample_decrypts_with_extracted_keys(name, decoded):
         frame = r["frame.number"][0]
         assert r["isakmp.enc.decrypted"], f"frame {frame}: SK payload not decrypted"
         assert not r["isakmp.ikev2.integrity_checksum"], f"frame {frame}: ICD incorrect"
+    corrupted = {e["seq"] for e in _bridge_log(name) if e["action"] == "corrupt"}
     for r in esp(with_keys):
         frame = r["frame.number"][0]
+        if corrupted and r["esp.spi"] and _seq(r) in corrupted:
+            continue  # corrupted on purpose by the bridge (path-impairments): checked below
         assert r["esp.icv_good"] == ["1"], f"frame {frame}: ESP ICV not good"
         if name in INNER_FRAGMENTS:
             assert len(r["ip.src"]) >= 2, f"frame {frame}: no inner IP header after decryption"
@@ -552,3 +565,52 @@ def test_ike_fragmentation_story(name, decoded):
         assert not resp and "a CA the responder does not trust" in issuers
         log = (SAMPLES / name / "charon-right.log").read_text()
         assert all(line in log for line in exp["responder_log"])
+
+
+def test_path_impairments_bridge_log_matches_the_capture():
+    """The bridge's log is the ground truth: the frames it says it sent are in the capture (taken
+    after it, on wan) byte for byte, the duplicate twice in a row, the reordered packet after the
+    one it names, and the corrupted one differs from what the sender encrypted only in the byte
+    it flipped -- which is why tshark (below) finds exactly one bad ICV."""
+    import hashlib
+
+    from ipsecscope.capture import open_capture
+
+    d = SAMPLES / "path-impairments"
+    log = [json.loads(ln) for ln in (d / "bridge.log").read_text().splitlines() if not ln.startswith("#")]
+    with open_capture(d / "capture.pcapng") as reader:
+        frames = [bytes(raw.data) for raw in reader]
+    digests = [hashlib.sha256(f).hexdigest()[:16] for f in frames]
+    esp_seq = []  # (frame index, spi, seq) of left -> right ESP-in-UDP
+    for i, f in enumerate(frames):
+        if f[12:14] == b"\x08\x00" and f[23] == 17 and f[26:30] == bytes([198, 18, 0, 1]):
+            udp = 14 + (f[14] & 0x0F) * 4
+            if f[udp + 2:udp + 4] == (4500).to_bytes(2, "big") and f[udp + 8:udp + 12] != b"\0" * 4:
+                esp_seq.append((i, "0x" + f[udp + 8:udp + 12].hex(), int.from_bytes(f[udp + 12:udp + 16], "big")))
+    by_action = {e["action"]: e for e in log}
+    assert set(by_action) == {"dup", "corrupt", "reorder"}
+    for e in log:
+        for h in e["sha256"]:
+            assert h in digests, (e["action"], h)
+    dup = by_action["dup"]
+    copies = [i for i, spi, seq in esp_seq if (spi, seq) == (dup["spi"], dup["seq"])]
+    assert len(copies) == 2 and digests[copies[0]] == digests[copies[1]] == dup["sha256"][0]
+    assert [seq for _i, _s, seq in esp_seq].count(dup["seq"]) == 2
+    seqs = [seq for _i, _s, seq in esp_seq]
+    r = by_action["reorder"]
+    assert seqs.index(r["seq"]) == seqs.index(r["sent_after_seq"]) + 1
+    t = _truth("path-impairments")["expected"]["findings"]
+    assert (t[0]["seq"], t[1]["seq"], t[2]["seq"]) == (dup["seq"], by_action["corrupt"]["seq"], r["seq"])
+
+
+@needs_tshark
+def test_path_impairments_story(decoded):
+    """With the keys, tshark finds exactly one bad ICV (the corrupted packet's sequence number),
+    the duplicate decrypts both times, and the reordered one decrypts too."""
+    rows, _ = decoded["path-impairments"]
+    f = _truth("path-impairments")["expected"]["findings"]
+    mine = [r for r in esp(rows) if r["esp.spi"] == [f[0]["spi"]]]
+    assert len(mine) == f[1]["of_packets_on_spi"]
+    bad = [r for r in mine if r["esp.icv_good"] != ["1"]]
+    assert len(bad) == 1 == f[1]["packets"]
+    assert all(r["icmp.type"] for r in mine if r not in bad)

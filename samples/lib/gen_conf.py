@@ -208,6 +208,10 @@ def scenarios() -> dict[str, dict[str, str]]:
                       "right", gcm_ike, {"net": net("right", "aes256gcm16")}, conn="redir",
                       local_addrs="198.18.0.2,198.18.0.3"),
     }
+    out["path-impairments"] = {
+        side: conf("path-impairments: a user-space bridge duplicates, corrupts and reorders ESP",
+                   side, gcm_ike, {"net": net(side, "aes256gcm16")}, conn="impair")
+        for side in SIDES}
     out["ike-frag-cert"] = {
         side: cert_conf("ike-frag-cert: certificate auth (RSA 3072), IKE_AUTH in RFC 7383 fragments",
                         side, gcm_ike, {"net": net(side, "aes256gcm16")}, conn="frag")

@@ -238,6 +238,21 @@ def ike_frag_untrusted(pair: StrongswanPair) -> None:
     settle(pair)
 
 
+# The ESP packets (left -> right, counted from 1) the bridge impairs in path-impairments.
+IMPAIR = {"dup": 3, "corrupt": 5, "reorder": 7}
+
+
+def path_impairments(pair: StrongswanPair) -> None:
+    assert isinstance(pair, RoutedPair)
+    pair.start_bridge(*(a for k, v in IMPAIR.items() for a in (f"--{k}", str(v))))
+    pair.initiate("net", ike="impair")
+    # 10 echoes: the 3rd ESP packet arrives twice (the receiver's replay window drops the copy),
+    # the 5th corrupted (ICV failure: that echo is lost), the 7th after the 8th (inside the window).
+    pair.ping(10, check=False)
+    settle(pair)
+    pair.terminate_ike("impair")
+
+
 PKI = CONF / "pki"
 # Certificate scenarios: what each peer's swanctl directory holds (samples/conf/pki).
 CREDS: dict[str, dict[str, dict[str, Path]]] = {
@@ -256,6 +271,7 @@ PATHS: dict[str, dict[str, object]] = {
     "nat-napt": {"mode": "nat", "capture_at": "wan", "charon_extra": "keep_alive = 1s"},
     "mtu-small-link": {"mode": "route", "capture_at": "lan", "mtu_wan": 1280},
     "esp-oneway-drop": {"mode": "route", "capture_at": "lan"},
+    "path-impairments": {"mode": "bridge", "capture_at": "wan"},
 }
 
 SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
@@ -273,6 +289,7 @@ SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "esp-oneway-drop": esp_oneway_drop,
     "peer-restart": peer_restart,
     "redirect": redirect,
+    "path-impairments": path_impairments,
     "ike-frag-cert": ike_frag_cert,
     "ike-frag-untrusted": ike_frag_untrusted,
 }

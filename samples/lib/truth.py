@@ -159,6 +159,13 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "problems": [],
         "ike_sa_count": 2, "esp_spis": 4, "esp_packets": 8, "esp_decrypted": 8,
     },
+    "path-impairments": {
+        "summary": "a user-space bridge on the path duplicates the 3rd, corrupts the 5th and "
+                   "delays the 7th left->right ESP packet past the 8th (bridge.log says which)",
+        "problems": [{"kind": "path impairments", "text": "one ESP packet duplicated, one "
+                      "corrupted (ICV failure at the receiver, its echo lost), one reordered"}],
+        "ike_sa_count": 1, "esp_spis": 2, "capture_at": "wan (after the bridge)",
+    },
     "ike-frag-cert": {
         "summary": "certificate authentication (RSA 3072, CERT + CERTREQ): both IKE_AUTH "
                    "messages are sent as 2 RFC 7383 fragments (SKF), then a healthy tunnel",
@@ -215,7 +222,7 @@ RECEIVED = re.compile(r"received packet: from (?P<src>[\d.]+)\[(?P<sport>\d+)\] 
 Lines = dict[str, list[tuple[str, str | None, str]]]
 
 
-def _nat_napt(lines: Lines, _ike: list[dict[str, Any]], _child: list[dict[str, Any]]) -> dict[str, Any]:
+def _nat_napt(lines: Lines, _ike: list[dict[str, Any]], _child: list[dict[str, Any]], _sample: Path) -> dict[str, Any]:
     """What the NAPT did, from the responder's log (the translated source it received) and the
     initiator's (the keepalives it sent)."""
     ports: dict[int, int] = {}
@@ -237,7 +244,7 @@ def _nat_napt(lines: Lines, _ike: list[dict[str, Any]], _child: list[dict[str, A
         "max_severity": "info"}
 
 
-def _mtu(_lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]]) -> dict[str, Any]:
+def _mtu(_lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]], _sample: Path) -> dict[str, Any]:
     return {"findings": [{
         "class": "mtu", "severity": "warning", "spi": child[0]["spi_out"],
         "sa_direction": "198.18.0.1>198.18.0.2", "outer_size": 1460, "path_mtu": 1280,
@@ -247,7 +254,7 @@ def _mtu(_lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]])
         "max_severity": "warning"}
 
 
-def _oneway(lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]]) -> dict[str, Any]:
+def _oneway(lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]], _sample: Path) -> dict[str, Any]:
     dpd = sum(msg == "sending DPD request" for _t, _i, msg in lines["left"])
     return {"findings": [{
         "class": "esp one-way, IKE alive", "codes": ["ESP-RETURN-STOPPED", "ESP-ONE-WAY"],
@@ -259,7 +266,7 @@ def _oneway(lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]
         "not_reported": ["IKE-DEAD-PEER", "IKE-NO-RESPONSE"], "max_severity": "warning"}
 
 
-def _restart(lines: Lines, ike: list[dict[str, Any]], child: list[dict[str, Any]]) -> dict[str, Any]:
+def _restart(lines: Lines, ike: list[dict[str, Any]], child: list[dict[str, Any]], _sample: Path) -> dict[str, Any]:
     right = [msg for _t, _i, msg in lines["right"]]
     starts = [i for i, m in enumerate(right) if m.startswith("Starting IKE charon daemon")]
     stale = sum(m == "IKE_SA checkout not successful" for m in right)
@@ -279,7 +286,7 @@ def _restart(lines: Lines, ike: list[dict[str, Any]], child: list[dict[str, Any]
         "not_reported": ["IKE-DEAD-PEER"], "max_severity": "error"}
 
 
-def _redirect(_lines: Lines, ike: list[dict[str, Any]], _child: list[dict[str, Any]]) -> dict[str, Any]:
+def _redirect(_lines: Lines, ike: list[dict[str, Any]], _child: list[dict[str, Any]], _sample: Path) -> dict[str, Any]:
     return {"findings": [{
         "class": "redirect", "notify": "REDIRECT", "severity": "info",
         "ike_sa": f"{ike[0]['spi_i']}_{ike[0]['spi_r']}", "from": "198.18.0.2",
@@ -290,8 +297,27 @@ def _redirect(_lines: Lines, ike: list[dict[str, Any]], _child: list[dict[str, A
         "max_severity": "info"}
 
 
+def _impair(_lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]],
+            sample: Path) -> dict[str, Any]:
+    """The bridge's log (bridge.log) is the truth of what the path did to which packet."""
+    acts = {e["action"]: e for e in (json.loads(ln) for ln in (sample / "bridge.log").read_text().splitlines()
+                                     if ln and not ln.startswith("#"))}
+    spi = child[0]["spi_out"]
+    assert {a["spi"] for a in acts.values()} == {spi}, "the bridge impairs left->right ESP"
+    return {"findings": [
+        {"code": "ESP-REPLAY", "severity": "warning", "spi": spi, "seq": acts["dup"]["seq"],
+         "duplicates": 1, "cause": "duplicated on the path (the receiver's replay window drops the copy)"},
+        {"code": "ESP-ICV-FAILED", "severity": "warning", "spi": spi, "seq": acts["corrupt"]["seq"],
+         "packets": 1, "of_packets_on_spi": 11, "cause": "corruption on the path: one packet, the "
+         "others on the same SA authenticate"},
+        {"class": "reorder", "spi": spi, "seq": acts["reorder"]["seq"],
+         "arrived_after_seq": acts["reorder"]["sent_after_seq"], "within_replay_window": True,
+         "note": "reordering by one packet is accepted by the receiver (RFC 4303 §3.4.3); at most info"}],
+        "not_reported": ["ESP-SEQ-GAP"], "max_severity": "warning"}
+
+
 # Facts derived from the logs (ports, SPIs, counts that change on every regeneration).
-DERIVED = {"nat-napt": _nat_napt, "mtu-small-link": _mtu, "esp-oneway-drop": _oneway,
+DERIVED = {"path-impairments": _impair, "nat-napt": _nat_napt, "mtu-small-link": _mtu, "esp-oneway-drop": _oneway,
            "peer-restart": _restart, "redirect": _redirect}
 
 
@@ -334,7 +360,7 @@ def build(sample: Path) -> dict[str, Any]:
     expected = dict(EXPECTED.get(name, {}))
     if name in DERIVED:
         expected.update(DERIVED[name]({side: _lines(path) for side, path in logs.items()},
-                                      ike_sas, child_sas))
+                                      ike_sas, child_sas, sample))
     return {
         "scenario": name,
         "source": "strongSwan 5.9.8 charon logs in this directory (samples/lib/truth.py)",

@@ -1,0 +1,168 @@
+"""A user-space Ethernet bridge between two interfaces that impairs chosen ESP packets and logs it.
+
+The kernel here has no netem, so duplication, corruption and reordering on the path are done by
+this process in the middle namespace (tests/netns_peers.py RoutedPair, mode "bridge"). It copies
+every frame between ``lan`` and ``wan`` unchanged, except ESP-in-UDP packets (UDP port 4500 with
+a non-zero first payload word, RFC 3948 §2.2) going lan -> wan whose position among those
+packets is named on the command line:
+
+    --dup N        send the N-th one twice
+    --corrupt N    flip one ciphertext byte of the N-th one (its ICV then fails at the receiver)
+    --reorder N    hold the N-th one and send it after the next one
+
+Each action is one JSON line in ``--log`` (the ground truth of samples/path-impairments): the
+action, the ESP packet's position, SPI and sequence number, the byte flipped, and a SHA-256 of
+every frame sent for it. UDP checksums are recomputed for every UDP/IPv4 frame: the peers' veths
+hand over frames with a partial (offloaded) checksum, which the far side would otherwise drop.
+
+Usage: bridge.py --log FILE [--dup N] [--corrupt N] [--reorder N] [--lan lan] [--wan wan]
+Stops on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def fix_udp_checksum(frame: bytearray) -> None:
+    """Recompute the UDP checksum of an Ethernet/IPv4/UDP frame in place (RFC 768)."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return
+    ihl = (frame[14] & 0x0F) * 4
+    if (struct.unpack_from("!H", frame, 20)[0] & 0x3FFF) != 0:  # a fragment: leave it alone
+        return
+    udp = 14 + ihl
+    ulen = struct.unpack_from("!H", frame, udp + 4)[0]
+    if udp + ulen > len(frame) or ulen < 8:
+        return
+    struct.pack_into("!H", frame, udp + 6, 0)
+    pseudo = bytes(frame[26:34]) + struct.pack("!BBH", 0, 17, ulen)
+    c = _csum(pseudo + bytes(frame[udp:udp + ulen])) or 0xFFFF
+    struct.pack_into("!H", frame, udp + 6, c)
+
+
+def esp_in_udp(frame: bytes) -> tuple[int, int, int] | None:
+    """(offset of the ESP header, SPI, sequence number) for an ESP-in-UDP/IPv4 frame."""
+    if len(frame) < 14 + 20 + 8 + 8 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    udp = 14 + ihl
+    sport, dport = struct.unpack_from("!HH", frame, udp)
+    if 4500 not in (sport, dport):
+        return None
+    spi, seq = struct.unpack_from("!II", frame, udp + 8)
+    if spi == 0:  # non-ESP marker: IKE
+        return None
+    return udp + 8, spi, seq
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--lan", default="lan")
+    ap.add_argument("--wan", default="wan")
+    ap.add_argument("--dup", type=int, action="append", default=[])
+    ap.add_argument("--corrupt", type=int, action="append", default=[])
+    ap.add_argument("--reorder", type=int, action="append", default=[])
+    args = ap.parse_args(argv)
+
+    socks = {}
+    for name in (args.lan, args.wan):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s.bind((name, 0))
+        socks[name] = s
+    other = {args.lan: socks[args.wan], args.wan: socks[args.lan]}
+    log = open(args.log, "w", buffering=1)  # noqa: SIM115 - open for the process's life
+    log.write("# " + json.dumps({"bridge": f"{args.lan}<->{args.wan}", "dup": args.dup,
+                                 "corrupt": args.corrupt, "reorder": args.reorder}) + "\n")
+
+    running = True
+
+    def stop(_sig: int, _frame: object) -> None:
+        nonlocal running
+        running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    n = 0                      # ESP packets seen lan -> wan
+    held: tuple[dict, bytearray] | None = None
+    by_fd = {s.fileno(): name for name, s in socks.items()}
+
+    def record(entry: dict, *frames: bytes) -> None:
+        entry["time"] = round(time.time(), 6)
+        entry["sha256"] = [hashlib.sha256(f).hexdigest()[:16] for f in frames]
+        log.write(json.dumps(entry) + "\n")
+
+    while running:
+        try:
+            ready, _, _ = select.select(list(by_fd), [], [], 0.2)
+        except InterruptedError:
+            continue
+        for fd in ready:
+            name = by_fd[fd]
+            data, addr = socks[name].recvfrom(65535)
+            if addr[2] == PACKET_OUTGOING:  # our own transmissions on this interface
+                continue
+            frame = bytearray(data)
+            out = other[name]
+            esp = esp_in_udp(frame) if name == args.lan else None
+            if esp is None:
+                fix_udp_checksum(frame)
+                out.send(frame)
+                continue
+            n += 1
+            off, spi, seq = esp
+            entry = {"esp_index": n, "spi": f"0x{spi:08x}", "seq": seq, "dir": f"{args.lan}>{args.wan}"}
+            if n in args.corrupt:
+                # A byte in the middle of the ciphertext (past SPI, sequence number and IV).
+                pos = off + 8 + (len(frame) - off - 8) // 2
+                frame[pos] ^= 0xFF
+                entry.update(action="corrupt", byte_offset_in_esp=pos - off)
+            fix_udp_checksum(frame)
+            if n in args.reorder:
+                entry["action"] = "reorder"
+                held = (entry, frame)
+                continue
+            out.send(frame)
+            if n in args.dup:
+                out.send(frame)
+                entry["action"] = "dup"
+                record(entry, bytes(frame), bytes(frame))
+            elif "action" in entry:
+                record(entry, bytes(frame))
+            if held is not None:
+                h_entry, h_frame = held
+                out.send(h_frame)
+                h_entry["sent_after_seq"] = seq
+                record(h_entry, bytes(h_frame))
+                held = None
+    if held is not None:  # never followed: send it now rather than lose it
+        other[args.lan].send(held[1])
+        record(held[0], bytes(held[1]))
+    log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
