@@ -293,9 +293,6 @@ def test_tcpdump_isakmp_messages_agree(out):
 
 # ---- suricata-verify ---------------------------------------------------------------------------
 
-STATE_IDENTITY = pytest.mark.xfail(strict=True, reason="state: SA identity = SPI + destination (issue 11 item 1)")
-
-
 def test_suricata_eve_flow_esp_flows():
     """eve-flow-esp: four ESP flows (SPI 123 to two destinations and over IPv6, SPI 321), two
     packets each, all one way -- as Suricata's flow records say."""
@@ -305,7 +302,6 @@ def test_suricata_eve_flow_esp_flows():
                      ("0x0000007b", "190.0.0.1", "190.0.0.3"): 2, ("0x0000007b", "::1", "::2"): 2}
 
 
-@STATE_IDENTITY
 def test_suricata_eve_flow_esp_one_sa_per_flow():
     """Each of those flows is its own SA (RFC 4301 §4.1): one inferred CHILD SA per flow."""
     r = cli("sas", SURICATA / "eve-flow-esp" / "input.pcap", "--json")
