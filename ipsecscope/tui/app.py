@@ -28,7 +28,7 @@ from ..export.documents import findings_document, sas_document
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
 from ..model.sa import Finding, Severity
 from ..session import Session
-from .panes import SessionPane, SessionView
+from .panes import SessionPane, SessionView, activity
 from .screens.export import ExportRequest, ExportScreen
 from .screens.modals import HelpScreen, KeyFileScreen
 from .tabs import COMMANDS, TABS, bindings, help_rows
@@ -37,7 +37,7 @@ from .widgets.packet_detail import PacketDetail
 from .widgets.packet_table import PacketHeader, PacketTable, view_from_indices
 from .widgets.sa_detail import SaDetail
 from .widgets.sa_tree import SaRef, SaTree
-from .widgets.timeline import Timeline, activity
+from .widgets.timeline import Timeline
 
 NARROW = 100  # columns
 LIVE_REFRESH = 1.0  # seconds between looks at a live session

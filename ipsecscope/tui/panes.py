@@ -16,6 +16,25 @@ from ..model.packets import FrameRow
 from ..model.sa import Finding, SaTable
 from ..session import Session
 
+BUCKETS = 240  # time buckets of the timeline's ESP sparklines
+
+
+def activity(rows: Sequence[FrameRow], t0: float, t1: float, buckets: int = BUCKETS) -> dict[object, list[float]]:
+    """ESP/AH packets per time bucket, per CHILD SA id (or per SPI when no SA is bound)."""
+    span = (t1 - t0) or 1.0
+    out: dict[object, list[float]] = {}
+    for r in rows:
+        if r.spi is None:
+            continue
+        key: object = r.child_sa if r.child_sa is not None else ("spi", r.spi)
+        series = out.get(key)
+        if series is None:
+            series = out[key] = [0.0] * buckets
+        b = int((r.ts - t0) / span * (buckets - 1))
+        series[min(max(b, 0), buckets - 1)] += 1
+    return out
+
+
 
 @dataclass(slots=True)
 class SessionView:
@@ -40,8 +59,6 @@ class SessionView:
     def activity(self) -> dict[object, list[float]]:
         """ESP activity per CHILD SA / SPI for the timeline's sparklines (one pass over the rows)."""
         if self._activity is None:
-            from .widgets.timeline import activity
-
             t0 = self.table.first_ts or 0.0
             self._activity = activity(self.rows, t0, self.table.last_ts or t0)
         return self._activity

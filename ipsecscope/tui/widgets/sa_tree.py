@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import Tree
 
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaState, SaTable
-
-if TYPE_CHECKING:
-    from ..panes import SessionView
+from ..panes import SessionView
 
 STATE_STYLE = {
     SaState.INITIATING: "yellow",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -20,14 +19,10 @@ from textual.widgets import Label, OptionList, Sparkline, Static
 from textual.widgets.option_list import Option
 
 from ...model import iana
-from ...model.packets import FrameRow
 from ...model.sa import ChildSa, Finding, IkeSa, SaState, SaTable, Severity
+from ..panes import SessionView
 from .sa_tree import STATE_STYLE, spi_text
 
-if TYPE_CHECKING:
-    from ..panes import SessionView
-
-BUCKETS = 240
 LABEL_W = 14
 
 
@@ -38,22 +33,6 @@ class Event:
     kind: str  # "ike" | "child" | "rekey" | "delete" | "fail" | "finding"
     text: str
     style: str = ""
-
-
-def activity(rows: Sequence[FrameRow], t0: float, t1: float, buckets: int = BUCKETS) -> dict[object, list[float]]:
-    """ESP/AH packets per time bucket, per CHILD SA id (or per SPI when no SA is bound)."""
-    span = (t1 - t0) or 1.0
-    out: dict[object, list[float]] = {}
-    for r in rows:
-        if r.spi is None:
-            continue
-        key: object = r.child_sa if r.child_sa is not None else ("spi", r.spi)
-        series = out.get(key)
-        if series is None:
-            series = out[key] = [0.0] * buckets
-        b = int((r.ts - t0) / span * (buckets - 1))
-        series[min(max(b, 0), buckets - 1)] += 1
-    return out
 
 
 def ike_events(sa: IkeSa) -> list[Event]:
