@@ -1,0 +1,147 @@
+"""The house's shape, checked: no import cycles, front ends stay apart, modules stay readable.
+
+docs/ARCHITECTURE.md draws data flowing one way. A cycle hidden behind a function-level or
+`TYPE_CHECKING` import still ties two modules together (neither can change or be tested alone),
+so every import counts here, wherever it stands. The CLI may start the TUI (that is its `tui`
+command), but the TUI never imports the CLI, and nothing below the front ends imports either.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+PKG = ROOT / "ipsecscope"
+FRONT_ENDS = ("ipsecscope.cli", "ipsecscope.tui")
+ENTRY_POINTS = {"ipsecscope.__main__"}  # `python -m ipsecscope` is the CLI's door
+MAX_LINES = 900
+# The decrypt hot loop is one function on purpose (locals, no calls per packet); it may be longer.
+MAX_LINES_EXCEPT = {"ipsecscope.export.hotloop": 1100}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PKG.rglob("*.py")) if ".venv" not in p.parts}
+
+
+def _resolve(importer: str, is_pkg: bool, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = importer.split(".")
+    base = base if is_pkg else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the ipsecscope modules it imports (all imports, at any depth of the file)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, path in mods.items():
+        is_pkg = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(name, is_pkg, node)
+                # `from pkg import mod` imports the submodule; `from mod import name` the module.
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            for t in targets:
+                while t and t not in mods:  # `import a.b.c` where c is an attribute
+                    t = t.rpartition(".")[0]
+                if t.startswith("ipsecscope") and t != name:
+                    graph[name].add(t)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            for w in it:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        out.append(sorted(comp))
+    return out
+
+
+def _in(mod: str, pkg: str) -> bool:
+    return mod == pkg or mod.startswith(pkg + ".")
+
+
+def test_no_import_cycles():
+    found = cycles(import_graph())
+    assert not found, "import cycles (break them; see docs/ARCHITECTURE.md): " + "; ".join(
+        " <-> ".join(c) for c in found)
+
+
+def test_front_ends_stay_apart():
+    bad = []
+    for mod, deps in import_graph().items():
+        for dep in deps:
+            if _in(mod, "ipsecscope.tui") and _in(dep, "ipsecscope.cli"):
+                bad.append(f"{mod} -> {dep} (the TUI reads the model, not the CLI)")
+            elif (mod not in ENTRY_POINTS and not any(_in(mod, f) for f in FRONT_ENDS)
+                  and any(_in(dep, f) for f in FRONT_ENDS)):
+                bad.append(f"{mod} -> {dep} (the core never imports a front end)")
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_modules_stay_short():
+    long = []
+    for mod, path in _modules().items():
+        n = len(path.read_text().splitlines())
+        if n > MAX_LINES_EXCEPT.get(mod, MAX_LINES):
+            long.append(f"{mod}: {n} lines")
+    assert not long, f"split by responsibility (limit {MAX_LINES}): " + ", ".join(long)
+
+
+def test_the_checks_can_fail():
+    """The cycle finder finds a hidden cycle, and the resolver follows relative imports."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    node = ast.parse("from ..state import tracker").body[0]
+    assert _resolve("ipsecscope.cli.sas", False, node) == "ipsecscope.state"
+    node = ast.parse("from . import dsb").body[0]
+    assert _resolve("ipsecscope.keys", True, node) == "ipsecscope.keys"
