@@ -57,7 +57,7 @@ def r_no_proposal(table: SaTable, ctx: RuleContext):
                     code="IKE-NO-PROPOSAL", severity=Severity.ERROR, title=title,
                     explanation=f"Responder {resp} rejected the {what} proposal in {exchange_label(x, sa.version)} (NO_PROPOSAL_CHOSEN). "
                     f"{req} offered {offered}; {resp} is configured with {', '.join(configured)} "
-                    f"(its log, {note_src(conf[0])}: \"{conf[0].text}\"). No proposal is configured on both peers.",
+                    f"(its log, {note_src(conf[0])}: \"{conf[0].text}\"). No proposal is common to both peers.",
                     frames=frames, sa=ref,
                     hint=f"Add {configured[0]} to {short_knob} on {req}"
                     + (f", or {wire[0]} to {resp}'s" if wire else f", or {req}'s proposal to {resp}'s")
@@ -66,7 +66,7 @@ def r_no_proposal(table: SaTable, ctx: RuleContext):
             yield Finding(
                 code="IKE-NO-PROPOSAL", severity=Severity.ERROR, title=title,
                 explanation=f"Responder {resp} rejected the {what} proposal in {exchange_label(x, sa.version)} (NO_PROPOSAL_CHOSEN): "
-                f"{req} offered {offered}{accepts}. No algorithm set is configured on both peers.",
+                f"{req} offered {offered}{accepts}. No proposal is common to both peers.",
                 frames=frames, sa=ref,
                 hint=f"Make {knob} on {req} and {resp} share at least one proposal, e.g. add the responder's "
                 "proposal to the initiator's list (check the responder's log for what it has configured).",
