@@ -42,6 +42,7 @@ from .capture.live import DEFAULT_BPF, HelperStream, LiveCapture
 from .errors import ExportError, KeyFileError, LiveCaptureError
 from .keys import KeyStore
 from .model.packets import RawFrame
+from .model.sa import Finding
 from .session import Session
 
 Emit = Callable[[dict], None]
@@ -183,6 +184,40 @@ def _user_name() -> str:
         return str(os.geteuid())
 
 
+def finding_events(seen: dict[tuple, tuple], findings: list[Finding],
+                   take: Callable[[str], bool] | None = None) -> list[dict]:
+    """Events for findings not announced before (``finding``) and for announced ones whose title,
+    severity or evidence changed since (``finding_updated``).
+
+    A finding is the same one while its code, SA and first evidence frame stay; its counts may
+    still grow as packets arrive (a return path that stays silent, a loss that goes on), and a
+    live reader must see the new numbers, not only the first. ``take(kind)`` is the event budget
+    (an event it refuses is counted there, not sent, and not tried again). ``seen`` is updated in
+    place and keeps only the findings the table still shows: those about SAs that expire() forgot
+    leave with them, so it stays as small as the (capped) table.
+    """
+    out = []
+    current: dict[tuple, tuple] = {}
+    for f in findings:
+        key = (f.code, f.sa, f.frames[:1])
+        state = (f.title, f.severity, f.frames)
+        before = seen.get(key)
+        current[key] = state
+        if before == state:
+            continue
+        kind = "finding" if before is None else "finding_updated"
+        if take is not None and not take(kind):
+            continue
+        out.append({
+            "event": kind, "ts": f.ts, "code": f.code,
+            "severity": f.severity.name.lower(), "title": f.title, "explanation": f.explanation,
+            "frames": list(f.frames), "sa": f.sa, "hint": f.hint,
+        })
+    seen.clear()
+    seen.update(current)
+    return out
+
+
 class LiveRunner:
     """Capture → (key-delay queue) → Session, in a background thread or the calling one.
 
@@ -192,7 +227,8 @@ class LiveRunner:
     reads ``key_files``, creates ``write`` and parses anything.
 
     ``events`` receives dicts: every tracker event, ``{"event": "keys", ...}`` when a key source
-    added keys, ``{"event": "finding", ...}`` for each new finding and ``{"event": "stats", ...}``
+    added keys, ``{"event": "finding", ...}`` for each new finding, ``{"event": "finding_updated", ...}`` when
+    one's evidence grew (e.g. ESP-RETURN-STOPPED counting more unanswered packets), and ``{"event": "stats", ...}``
     every ``stats_interval`` seconds.
     """
 
@@ -260,7 +296,7 @@ class LiveRunner:
         self._queue: deque[RawFrame] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._seen_findings: set[tuple] = set()
+        self._seen_findings: dict[tuple, tuple] = {}
         self.budget = EventBudget()
         self._findings_checked = 0.0
         self._index = 0
@@ -371,22 +407,8 @@ class LiveRunner:
             return  # evaluating every rule per 100 ms batch would cost more than the capture
         self._findings_checked = now
         self.session.finish(now=time.time())  # e.g. an IKE request unanswered for 10 s
-        seen, current = self._seen_findings, set()
-        for f in self.session.findings:
-            key = (f.code, f.sa, f.frames[:1])
-            current.add(key)
-            if key in seen:
-                continue
-            if not take("finding"):
-                continue
-            self.emit({
-                "event": "finding", "ts": f.ts, "code": f.code, "severity": f.severity.name.lower(),
-                "title": f.title, "explanation": f.explanation, "frames": list(f.frames), "sa": f.sa,
-                "hint": f.hint,
-            })
-        # Only what the table still shows is remembered: findings about SAs that expire() forgot
-        # leave the set with them, so it stays as small as the (capped) table.
-        self._seen_findings = current
+        for ev in finding_events(self._seen_findings, self.session.findings, take):
+            self.emit(ev)
         refused = self.budget.report()
         if refused is not None:
             self.emit(refused)

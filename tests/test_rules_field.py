@@ -14,6 +14,8 @@ from conftest import ROOT, SAMPLES
 from ipsecscope.model.sa import Severity
 from ipsecscope.session import Session
 
+FINDINGS = ROOT / "tests" / "data" / "findings"
+
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ipsecscope", *args], capture_output=True, text=True, cwd=ROOT)
@@ -38,3 +40,80 @@ def test_no_proposal_wording_says_common_to_both_peers():
     assert fs and all("No proposal is common to both peers." in f.explanation for f in fs)
     assert not any("configured on both" in f.explanation for f in fs)
     assert fs[0].severity == Severity.ERROR
+
+
+def test_return_stopped_count_grows_in_live_events():
+    """Issue 14 #6: while packets keep going unanswered, ESP-RETURN-STOPPED's count grows, and a
+    live reader gets a finding_updated event with the new count (not only the first one)."""
+    from ipsecscope.capture import open_capture
+    from ipsecscope.live import finding_events
+
+    s = Session()
+    seen: dict = {}
+    events: list[dict] = []
+    with open_capture(FINDINGS / "esp-one-way-ike-alive" / "capture.pcapng") as reader:
+        for raw in reader:
+            s.feed(raw)
+            events += finding_events(seen, s.findings)
+    stopped = [e for e in events if e["code"] == "ESP-RETURN-STOPPED"]
+    assert stopped[0]["event"] == "finding" and all(e["event"] == "finding_updated" for e in stopped[1:])
+    counts = [int(e["title"].split(" sent ")[1].split()[0]) for e in stopped]
+    assert counts == sorted(counts) and counts[0] == 3 and counts[-1] == 12 and len(set(counts)) == 10
+    final = next(f for f in s.findings if f.code == "ESP-RETURN-STOPPED")
+    assert final.title == stopped[-1]["title"]
+    assert finding_events(seen, s.findings) == []  # nothing new: nothing announced twice
+
+
+def load(path, *keys) -> Session:
+    s = Session()
+    if keys:
+        s.add_key_files(list(keys))
+    s.load(path)
+    return s
+
+
+def test_one_way_esp_while_ike_is_alive_says_the_peer_is_up():
+    """Issue 11 #4 (tests/data/findings/esp-one-way-ike-alive: nftables on the responder drops its
+    outgoing ESP-in-UDP, IKE passes): the finding uses the DPD exchanges the silent peer keeps
+    answering in the same IKE SA to rule out a dead peer or lost state, and since its ESP rides
+    the same UDP ports as the IKE that passes, points at its outbound SA/policy or a payload filter."""
+    d = FINDINGS / "esp-one-way-ike-alive"
+    for s in (load(d / "capture.pcapng"), load(d / "capture.pcapng", d / "charon-left.log")):
+        f = next(f for f in s.findings if f.code == "ESP-RETURN-STOPPED")
+        assert f.title.endswith("sent 12 more packet(s) with no reply, while 198.18.0.2 still answers IKE")
+        assert "0x1d35fa27" in f.explanation and "neither went away nor lost its state" in f.explanation
+        assert "answered 11 IKE request(s) from 198.18.0.1" in f.explanation
+        assert "a port filter is not it" in f.explanation and "outbound SA or policy" in f.explanation
+        assert "went away, lost its SA" not in f.explanation
+        # evidence: last ESP back (10), first unanswered (11), last unanswered (56), then the answered DPDs
+        assert f.frames[:4] == (10, 11, 56, 13)
+        assert not any(x.code in ("IKE-DEAD-PEER", "IKE-PEER-RESTARTED", "IKE-NO-RESPONSE") for x in s.findings)
+
+
+def test_restarted_peer_is_not_a_dead_peer():
+    """Issue 11 #5 (tests/data/findings/peer-restarted: the responder's charon killed and started
+    again): stale SPIs, the window and the recovery; with its log, the daemon start and the
+    "IKE_SA checkout not successful" lines for the old SA."""
+    d = FINDINGS / "peer-restarted"
+    bare = load(d / "capture.pcapng")
+    assert "IKE-DEAD-PEER" not in {f.code for f in bare.findings}
+    f = next(f for f in bare.findings if f.code == "IKE-PEER-RESTARTED")
+    assert f.title.startswith("198.18.0.2 lost its state (most likely restarted): old SAs unanswered from")
+    assert f.sa == "6088c78b1a14ec01_cb6ae482ea36479a"
+    assert "4 ESP packet(s) to the stale SPI(s) 0x5f1e3124" in f.explanation
+    assert "4 transmission(s)" in f.explanation and "IKE_SA_INIT (frame 19)" in f.explanation
+    assert "ESP resumed both ways on new SPIs (0xa9d1f0ea, 0x24ac025a, 6 packets)" in f.explanation
+    assert f.frames[0] == 10 and 19 in f.frames and 20 in f.frames and 18 in f.frames
+    stopped = next(x for x in bare.findings if x.code == "ESP-RETURN-STOPPED")
+    assert "had lost its state" in stopped.explanation
+    logged = load(d / "capture.pcapng", d / "charon-right.log")
+    f = next(f for f in logged.findings if f.code == "IKE-PEER-RESTARTED")
+    assert "(restarted)" in f.title and "charon-right.log:205" in f.explanation
+    assert "charon-right.log:224" in f.explanation and "for 4 incoming message(s)" in f.explanation
+    assert [n.kind for n in f.evidence][:2] == ["daemon_start", "unknown_sa"]
+
+
+def test_dead_peer_stays_a_dead_peer():
+    """The dead-peer sample (the responder vanishes for good) is not a restart."""
+    fs = session("dead-peer", keys=False).findings
+    assert "IKE-DEAD-PEER" in {f.code for f in fs} and "IKE-PEER-RESTARTED" not in {f.code for f in fs}

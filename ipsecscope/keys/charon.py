@@ -211,6 +211,7 @@ _N_NOTIFY = re.compile(r"^received (?P<n>[A-Z][A-Z0-9_]+) (?:notify error|error 
 _N_RECV = re.compile(r"^received packet: from (?P<r>\S+?)\[\d+\] to (?P<l>\S+?)\[\d+\]")
 _N_SEND = re.compile(r"^sending packet: from (?P<l>\S+?)\[\d+\] to (?P<r>\S+?)\[\d+\]")
 _N_BETWEEN = re.compile(r"(?:established between|looking for peer configs matching) (?P<l>[^\s\[]+)\[.*?\]\.\.\.(?P<r>[^\s\[]+)\[")
+_N_CHECKOUT_MSG = re.compile(r"^checkout IKEv[12] SA by message with SPIs (?P<i>[0-9a-f]{16})_i (?P<r>[0-9a-f]{16})_r")
 _N_CREATED = re.compile(r"^created IKE_SA .*\[(?P<uid>\d+)\]$")
 # vici "load-conn" dump (CFG 2): " conn NAME:", "  child NAME:" / "  local:" / "  remote:", then
 # "key = value" rows indented one level deeper than their section.
@@ -238,6 +239,8 @@ class _Notes:
         self.created_spis: dict[str, tuple[bytes, bytes]] = {}  # uid -> SPIs (responder SPI maybe 0)
         self.ts_block: dict[str, dict] = {}  # thread -> open "proposing traffic selectors" record
         self.conn_block: dict[str, tuple[dict, list[str | None]]] = {}  # thread -> (record, [section])
+        self.starts = 0  # "Starting IKE charon daemon" lines so far
+        self.by_message: dict[str, str] = {}  # thread -> SPIs of its last "checkout ... by message"
 
     def _add(self, kind: str, msg: str, uid: str | None, conn: str | None, ts: str, line: int,
              data: dict) -> dict:
@@ -285,6 +288,29 @@ class _Notes:
             if uid is None and self._conn_row(tid, msg):
                 return
             del self.conn_block[tid]
+        if uid is None and msg.startswith("Starting IKE charon daemon"):
+            # A second start in one log is a restart: the daemon forgot every SA it had. The
+            # first one is every log's first line and no evidence of anything.
+            self.starts += 1
+            if self.starts > 1:
+                self._add("daemon_start", msg, None, None, ts, line, {"restart": self.starts - 1})
+            return
+        if uid is None and (c := _N_CHECKOUT_MSG.match(msg)) is not None:
+            self.by_message[tid] = f"{c.group('i')}_{c.group('r')}"
+            return
+        if uid is None and msg == "IKE_SA checkout not successful":
+            # A received message for an established IKE SA (responder SPI set) that this daemon
+            # does not know: after a restart, the peer's DPD and INFORMATIONALs for the old SA
+            # end here. (Internal jobs for an SA just deleted fail the same way, but their
+            # checkout is not "by message".)
+            spis = self.by_message.pop(tid, None)
+            if spis and not spis.endswith("_" + "0" * 16):
+                self._add("unknown_sa", msg, None, None, ts, line, {"ike_sa": spis})
+            return
+        self.by_message.pop(tid, None)
+        if "does not belong to an installed SA" in msg:  # libipsec: ESP for an SPI it does not have
+            self._add("unknown_sa", msg, uid, conn, ts, line, {"esp": True})
+            return
         if uid is None and (c := _N_CONN.match(msg)) is not None:
             # what the connection was loaded with: proposals, addresses, each child's selectors
             rec = self._add("conn_config", msg, None, c.group("name"), ts, line,
@@ -366,7 +392,8 @@ class _Notes:
                 local = la[0] if len(la) == 1 and _is_addr(la[0]) else None
                 remote = ra[0] if len(ra) == 1 and _is_addr(ra[0]) else None
             out.append(PeerLogNote(
-                kind=r["kind"], text=r["text"], ike_sa=f"{spis[0].hex()}_{spis[1].hex()}" if spis else uid,
+                kind=r["kind"], text=r["text"],
+                ike_sa=f"{spis[0].hex()}_{spis[1].hex()}" if spis else (r["data"].get("ike_sa") or uid),
                 ts=r["ts"], source=f"{self.path}:{r['line']}", data=r["data"], local=local, remote=remote,
                 conn=r["conn"]))
         return out

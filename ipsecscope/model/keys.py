@@ -80,7 +80,9 @@ class PeerLogNote:
     ``kind``: "configured_proposals" | "received_proposals" | "ts_config" | "auth" | "dh" |
     "peer_notify" (an error notify the logging peer received) | "conn_config" (a connection as
     loaded, from charon's CFG 2 dump: addresses, proposals, each child's local_ts/remote_ts; bound
-    by ``conn`` rather than by an IKE SA). ``data`` holds the parsed values (see
+    by ``conn`` rather than by an IKE SA) | "daemon_start" (charon started again in the same log: a
+    restart; the first start of a log is not recorded) | "unknown_sa" (a message for an IKE SA, ``ike_sa``, or ESP for an SA the daemon does
+    not have). ``data`` holds the parsed values (see
     :mod:`ipsecscope.keys.charon`); it holds no secrets.
     """
 

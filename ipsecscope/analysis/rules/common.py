@@ -122,3 +122,92 @@ def ike_key_source(ctx: RuleContext, sa: IkeSa) -> str:
         pass
     srcs = uniq(src_path(x) for x in srcs)
     return " and ".join(srcs) if srcs else "the loaded keys"
+
+
+def ike_family(table: SaTable, sa: IkeSa | None) -> list[IkeSa]:
+    """``sa`` and the IKE SAs it was rekeyed from or into: one peer relationship (RFC 7296 §2.8:
+    CHILD SAs move to the new IKE SA, and DPD then runs there)."""
+    if sa is None:
+        return []
+    out, seen = [], set()
+    todo = [sa.key]
+    while todo:
+        k = todo.pop()
+        s = table.ike_sas.get(k) if k else None
+        if s is None or k in seen:
+            continue
+        seen.add(k)
+        out.append(s)
+        todo += [s.rekeyed_from, s.rekeyed_into]
+    return out
+
+
+def ike_answers_from(table: SaTable, c: ChildSa, peer: str, since: float | None) -> list[IkeExchange]:
+    """Exchanges of ``c``'s IKE SA (and its rekeyed successors) after ``since`` in which ``peer``
+    took part and that completed: ``peer`` answered a request, or sent one that was answered.
+
+    Each needs ``peer``'s keys for that IKE SA (RFC 7296 §2.4: an INFORMATIONAL is SK-protected,
+    a peer that forgot the SA cannot answer it), so they prove ``peer`` is up and still holds
+    the IKE SA at that time.
+    """
+    out = []
+    for sa in ike_family(table, child_ike(table, c)):
+        for x in sa.exchanges:
+            if not x.request_frames or not x.response_frames or x.response_ts is None:
+                continue
+            if since is not None and x.response_ts < since:
+                continue
+            if peer in (x.requester, other_peer(sa, x.requester)):
+                out.append(x)
+    out.sort(key=lambda x: x.response_ts or 0.0)
+    return out
+
+
+def esp_silence_cause(table: SaTable, c: ChildSa, sender: EspFlow, silent: str, since: float | None,
+                      ) -> tuple[str, str, tuple[int, ...]]:
+    """(explanation, hint, evidence frames) for ESP from ``silent`` that is missing (never came,
+    or stopped at ``since``) while ``sender`` kept sending: what the IKE traffic in the same
+    capture says about ``silent``.
+
+    IKE exchanges ``silent`` completed in the same IKE SA after ESP stopped show it is up and
+    holds the IKE SA (not a dead peer, not a restart). What is left is the path dropping its ESP,
+    or its own outbound SA/policy. Which one the capture tells apart: raw ESP (IP protocol 50)
+    while IKE on UDP passes is what a firewall passing UDP 500/4500 but not ESP does; ESP in UDP
+    on the very ports IKE uses would pass a port filter, so then the peer's outbound side (or a
+    filter looking into the payload) is the cause.
+    """
+    xs = ike_answers_from(table, c, silent, since)
+    if not xs:
+        return "", "", ()
+    sa = child_ike(table, c)
+    answered = [x for x in xs if x.requester != silent]
+    asked = [x for x in xs if x.requester == silent]
+    parts = []
+    if answered:
+        parts.append(f"answered {len(answered)} IKE request(s) from {sender.src}")
+    if asked:
+        parts.append(f"sent {len(asked)} of its own that were answered")
+    last = xs[-1]
+    alive = (f"Yet {silent} is up and still holds the IKE SA: after its ESP "
+             f"{'stopped' if since is not None else 'failed to appear'} it {' and '.join(parts)} in the same IKE SA "
+             f"({', '.join(sorted({exchange_label(x, sa.version if sa else 2) for x in xs}))}, the last at "
+             f"{clock(last.response_ts)}, frame {last.response_frames[0]}), which needs its keys for that SA "
+             "(RFC 7296 §2.4). So it neither went away nor lost its state.")
+    ike_ports = {x.responder_port for x in xs} | {x.requester_port for x in xs}
+    if not sender.udp_encap:
+        why = (f" Its ESP is IP protocol 50 while its IKE (UDP {'/'.join(str(p) for p in sorted(ike_ports) if p)}) "
+               f"gets through: a firewall or NAT on the path that passes IKE but drops ESP from {silent} is the "
+               f"usual cause; otherwise {silent}'s outbound SA or policy for this CHILD SA is missing.")
+        hint = (f"Allow ESP (IP protocol 50) from {silent} to {sender.src} on every firewall between them, or "
+                f"force UDP encapsulation (encap = yes); if the path is clean, check {silent}'s outbound SA and "
+                "policy (ip xfrm state/policy, swanctl --list-sas).")
+    else:
+        why = (f" Its ESP travels in UDP on the same ports as the IKE messages that do get through (RFC 3948), "
+               f"so a port filter is not it: {silent}'s outbound SA or policy for this CHILD SA is broken (it "
+               f"does not send, or sends on another SA), nothing behind {silent} answers, or a middlebox that "
+               "looks into UDP 4500 payloads (non-zero first 4 bytes = ESP) drops its ESP.")
+        hint = (f"On {silent}: check the outbound SA and policy for this CHILD SA (ip xfrm state/policy, "
+                "swanctl --list-sas: bytes out should grow) and that the inner hosts answer; then look for a "
+                "device filtering ESP-in-UDP on the path.")
+    frames = tuple(x.response_frames[0] for x in xs[:3])
+    return " " + alive + why, hint, frames

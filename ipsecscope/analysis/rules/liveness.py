@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from ...model.iana import Ikev1Exchange
-from ...model.sa import Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
-from .common import child_ike, child_label, clock, dur, exchange_label, flow_ref, frames_of, other_peer
+from dataclasses import dataclass
+
+from ...model.iana import Ikev1Exchange, NotifyType
+from ...model.keys import PeerLogNote
+from ...model.sa import EspFlow, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
+from .common import (
+    child_ike,
+    child_label,
+    clock,
+    dur,
+    esp_silence_cause,
+    exchange_label,
+    flow_ref,
+    frames_of,
+    note_src,
+    other_peer,
+)
 from .core import RuleContext, rule
 
 
@@ -54,8 +68,11 @@ def _v1_dpd_dead(sa: IkeSa, end: float | None) -> Finding | None:
 def r_unanswered(table: SaTable, ctx: RuleContext):
     """Unanswered IKE requests: peer unreachable, dead peer (IKEv1: DPD R-U-THEREs never acknowledged), or UDP 4500 blocked after NAT-T."""
     end = table.last_ts
+    # A peer that answered a fresh IKE_SA_INIT right after is not dead: IKE-PEER-RESTARTED
+    # explains those unanswered requests.
+    restarted = {r.old.key for r in restarts(table)}
     for sa in table.ike_sas.values():
-        if not sa.exchanges:
+        if not sa.exchanges or sa.key in restarted:
             continue
         dpd = _v1_dpd_dead(sa, end) if sa.version == 1 else None
         if dpd is not None:
@@ -200,16 +217,19 @@ def r_one_way(table: SaTable, ctx: RuleContext):
         # A rekeyed SA's return traffic may already be on the new SPIs: not one-way.
         if c.rekeyed_into is not None or c.rekeyed_from is not None:
             continue
+        why, why_hint, ike_frames = esp_silence_cause(table, c, f, f.dst, f.first_ts)
         yield Finding(
             code="ESP-ONE-WAY", severity=Severity.WARNING,
-            title=f"One-way ESP: {f.src} -> {f.dst} ({pk} packets), nothing back",
+            title=f"One-way ESP: {f.src} -> {f.dst} ({pk} packets), nothing back"
+            + (f" while {f.dst} still answers IKE" if why else ""),
             explanation=f"{child_label(c)} carries {pk} ESP packet(s) from {f.src} to {f.dst} on SPI 0x{f.spi:08x} but "
-            f"none in the other direction. {f.dst} either does not receive them (filtered), cannot decrypt "
-            "them (key or SA missing), has no route/policy for the replies, or the capture sees only one "
-            "direction.",
-            frames=(f.first_frame, f.last_frame), sa=flow_ref(f),
-            hint=f"Check on {f.dst}: SA and policy installed (ip xfrm state/policy), ESP (or UDP 4500) allowed in, "
-            "and a route back to the sender's subnet.", ts=f.first_ts)
+            + (f"none in the other direction.{why}" if why else
+               f"none in the other direction. {f.dst} either does not receive them (filtered), cannot decrypt "
+               "them (key or SA missing), has no route/policy for the replies, or the capture sees only one "
+               "direction."),
+            frames=frames_of((f.first_frame, f.last_frame), ike_frames), sa=flow_ref(f),
+            hint=why_hint or f"Check on {f.dst}: SA and policy installed (ip xfrm state/policy), ESP (or UDP 4500) "
+            "allowed in, and a route back to the sender's subnet.", ts=f.first_ts)
 
 
 @rule(27, "ESP-RETURN-STOPPED", Severity.WARNING, ref="RFC 4303 §3.4")
@@ -225,13 +245,167 @@ def r_return_stopped(table: SaTable, ctx: RuleContext):
             if (f.last_ts or 0.0) - last_back < 1.0:
                 continue
             back = max(rev, key=lambda r: r.last_ts or 0.0)
+            why, why_hint, ike_frames = esp_silence_cause(table, c, f, f.dst, back.last_ts)
+            alive = bool(why)
+            lost = next((r for r in restarts(table) if r.peer == f.dst and f in r.stale), None)
+            if lost is not None and not why:
+                why = (f" {f.dst} had lost its state: it answered a fresh IKE_SA_INIT at "
+                       f"{clock(lost.recovered.response_ts)} (IKE-PEER-RESTARTED), so these went to SAs it no "
+                       "longer had.")
+                why_hint = "See IKE-PEER-RESTARTED: the old SAs died with the peer's restart."
             yield Finding(
                 code="ESP-RETURN-STOPPED", severity=Severity.WARNING,
-                title=f"ESP from {f.dst} stopped: {f.src} sent {f.unanswered_tail} more packet(s) with no reply",
+                title=f"ESP from {f.dst} stopped: {f.src} sent {f.unanswered_tail} more packet(s) with no reply"
+                + (f", while {f.dst} still answers IKE" if alive else ""),
                 explanation=f"{child_label(c)} carried traffic both ways until frame {back.last_frame} ({clock(back.last_ts)}); "
                 f"after that {f.src} sent {f.unanswered_tail} ESP packet(s) to {f.dst} on SPI 0x{f.spi:08x} over "
-                f"{dur((f.last_ts or 0.0) - (f.unanswered_since_ts or 0.0))} and nothing came back: {f.dst} went "
-                "away, lost its SA, or the return path broke.",
-                frames=(back.last_frame, f.unanswered_since_frame, f.last_frame), sa=flow_ref(f),
-                hint=f"Check whether {f.dst} still has the SA (swanctl --list-sas) and is reachable; DPD will "
-                "tear the tunnel down if the peer is gone.", ts=back.last_ts)
+                f"{dur((f.last_ts or 0.0) - (f.unanswered_since_ts or 0.0))} and nothing came back"
+                + (f".{why}" if why else f": {f.dst} went away, lost its SA, or the return path broke."),
+                # The first frame stays the same while the run grows (live mode tells a finding
+                # apart by it); the IKE evidence follows.
+                frames=frames_of((back.last_frame, f.unanswered_since_frame, f.last_frame), ike_frames),
+                sa=flow_ref(f),
+                hint=why_hint or f"Check whether {f.dst} still has the SA (swanctl --list-sas) and is reachable; DPD "
+                "will tear the tunnel down if the peer is gone.", ts=back.last_ts)
+
+
+# ---------------------------------------------------------------------------------- restarted peer
+
+
+@dataclass(slots=True)
+class Restart:
+    """A peer that lost its state: ``other`` kept using the old IKE SA and its CHILD SAs, ``peer``
+    answered none of it, then answered a fresh IKE_SA_INIT from the same addresses at once."""
+
+    peer: str
+    other: str
+    old: IkeSa
+    new: IkeSa
+    last_alive_ts: float | None  # the last thing ``peer`` sent in the old SA (IKE or ESP)
+    last_alive_frame: int | None
+    unanswered: list[IkeExchange]  # old-SA requests from ``other`` left unanswered (or refused)
+    refused: list[IkeExchange]  # ... answered with INVALID_IKE_SPI (RFC 7296 §2.21.4)
+    stale: list[EspFlow]  # ESP from ``other`` to ``peer`` on the old CHILD SAs after that
+    recovered: IkeExchange  # the new IKE SA's IKE_SA_INIT
+
+
+_INIT_EXCHANGES = (34, 2, 4)  # IKE_SA_INIT; IKEv1 Main / Aggressive Mode
+_AT_ONCE_S = 2.0  # an IKE_SA_INIT answered within this is "at once": the peer is up and reachable
+
+
+def restarts(table: SaTable) -> list[Restart]:
+    """Restarted peers, from the capture alone (see :class:`Restart`).
+
+    Why this is a restart and not a dead peer or a broken path: the same peer, on the same
+    addresses, answers a new IKE_SA_INIT at once right after ignoring every request of the old
+    IKE SA. A live peer that still held the old SA would have answered those (RFC 7296 §2.4).
+    """
+    out = []
+    sas = sorted(table.ike_sas.values(), key=lambda s: s.created_ts or 0.0)
+    for old in sas:
+        if old.established_ts is None:
+            continue
+        for peer in (old.initiator, old.responder):
+            other = other_peer(old, peer)
+            alive: list[tuple[float, int]] = []
+            for x in old.exchanges:
+                if x.requester == peer and x.request_ts is not None and x.request_frames:
+                    alive.append((x.request_ts, x.request_frames[0]))
+                if x.requester == other and x.response_ts is not None and x.response_frames and \
+                        x.error != NotifyType.INVALID_IKE_SPI:
+                    alive.append((x.response_ts, x.response_frames[0]))
+            children = [table.child_sas[i] for i in old.children if i in table.child_sas]
+            flows = [f for c in children for f in c.flows(table)]
+            alive += [(f.last_ts, f.last_frame) for f in flows if f.src == peer and f.last_ts is not None]
+            last_ts, last_frame = max(alive) if alive else (None, None)
+            unanswered = [x for x in old.exchanges if x.requester == other and x.request_ts is not None
+                          and (last_ts is None or x.request_ts > last_ts)
+                          and (not x.response_frames or x.error == NotifyType.INVALID_IKE_SPI)]
+            if not unanswered:
+                continue
+            since = unanswered[0].request_ts or 0.0
+            new = next((s for s in sas if s is not old and s.rekeyed_from != old.key
+                        and {s.initiator, s.responder} == {peer, other} and (s.created_ts or 0.0) > since), None)
+            init = next((x for x in new.exchanges if x.exchange in _INIT_EXCHANGES), None) if new else None
+            if new is None or init is None or init.requester != other or not init.response_frames:
+                continue
+            if init.response_ts is None or init.request_ts is None or init.response_ts - init.request_ts > _AT_ONCE_S:
+                continue
+            stale = [f for f in flows if f.src == other and f.last_ts is not None
+                     and (last_ts is None or f.last_ts > last_ts)]
+            refused = [x for x in unanswered if x.error == NotifyType.INVALID_IKE_SPI]
+            out.append(Restart(peer, other, old, new, last_ts, last_frame, unanswered, refused, stale, init))
+            break
+    return out
+
+
+def _restart_log(ctx: RuleContext, r: Restart) -> tuple[str, tuple[PeerLogNote, ...]]:
+    """The restarted peer's own log: its "IKE_SA checkout not successful" (or libipsec's
+    "does not belong to an installed SA") for the old SA, and the daemon start before them.
+
+    Those lines carry no address; a log that cannot find the old IKE SA by its SPIs while the
+    other peer is sending on it is the log of the peer that lost it."""
+    unknown = [n for n in ctx.peer_notes if n.kind == "unknown_sa" and n.ike_sa == r.old.key]
+    if not unknown:
+        return "", ()
+    path = unknown[0].source.rpartition(":")[0]
+    first_line = min(int(n.source.rpartition(":")[2] or 0) for n in unknown if n.source.startswith(path))
+    starts = [n for n in ctx.peer_notes if n.kind == "daemon_start" and n.source.rpartition(":")[0] == path
+              and int(n.source.rpartition(":")[2] or 0) < first_line]
+    start = starts[-1] if starts else None  # keys.charon records only restarts (a log's 2nd+ start)
+    text = f" {r.peer}'s log confirms it:"
+    if start is not None:
+        text += f" its daemon started again at {start.ts} ({note_src(start)}: \"{start.text}\"), and"
+    text += (f" it could not find the old IKE SA {r.old.key} for {len(unknown)} incoming message(s) "
+             f"({note_src(unknown[0])}: \"{unknown[0].text}\").")
+    return text, ((start,) if start else ()) + tuple(unknown[:4])
+
+
+@rule(70, "IKE-PEER-RESTARTED", Severity.WARNING, ref="RFC 7296 §2.4, §2.21.4")
+def r_peer_restarted(table: SaTable, ctx: RuleContext):
+    """A peer that restarted and lost its SAs: old SPIs unanswered, then a fresh IKE_SA_INIT answered at once."""
+    for r in restarts(table):
+        tries = sum(1 + x.retransmits for x in r.unanswered)
+        kinds = ", ".join(sorted({exchange_label(x, r.old.version) for x in r.unanswered}))
+        stale_pk = sum(f.unanswered_tail for f in r.stale)
+        spis = ", ".join(f"0x{f.spi:08x}" for f in r.stale)
+        refused = (f"; {len(r.refused)} came back with INVALID_IKE_SPI (RFC 7296 §2.21.4): it no longer knows "
+                   "that IKE SA" if r.refused else "")
+        esp = (f" {r.other} also sent {stale_pk} ESP packet(s) to the stale SPI(s) {spis} (the old CHILD SAs), "
+               "none answered." if r.stale else "")
+        window_end = r.recovered.response_ts
+        window = (f"from {clock(r.last_alive_ts)} (frame {r.last_alive_frame}, the last message from {r.peer} in "
+                  f"the old SAs) to {clock(window_end)}" if r.last_alive_ts is not None else f"until {clock(window_end)}")
+        new_children = [table.child_sas[i] for i in r.new.children if i in table.child_sas]
+        up = [c for c in new_children if c.state in (SaState.ESTABLISHED, SaState.REKEYED, SaState.DELETED)]
+        recovery = (f"IKE SA {r.new.key} came up" + (f" with CHILD SA #{up[0].id} (SPIs 0x{up[0].spi_i or 0:08x}/"
+                    f"0x{up[0].spi_r or 0:08x})" if up else "") if r.new.established_ts is not None
+                    else f"IKE SA {r.new.key} was started")
+        t0 = r.recovered.response_ts or 0.0
+        resumed = [f for f in table.flows.values() if {f.src, f.dst} == {r.peer, r.other}
+                   and (f.first_ts or 0.0) >= t0 and f not in r.stale]
+        if resumed and len({f.src for f in resumed}) == 2:
+            recovery += (f"; ESP resumed both ways on new SPIs ({', '.join(f'0x{f.spi:08x}' for f in resumed[:4])}, "
+                         f"{sum(f.packets for f in resumed)} packets)")
+        log, notes = _restart_log(ctx, r)
+        certain = bool(r.refused or log)
+        lead = f"{r.peer} lost its state" + (" (restarted)" if certain else " (most likely restarted)")
+        yield Finding(
+            code="IKE-PEER-RESTARTED", severity=Severity.WARNING,
+            title=f"{lead}: old SAs unanswered {window}, then a fresh IKE_SA_INIT answered at once",
+            explanation=f"{r.other} kept using IKE SA {r.old.key}: it sent {len(r.unanswered)} request(s) ({kinds}, "
+            f"{tries} transmission(s) with retries) to {r.peer}, none answered{refused}.{esp} Then {r.other} started over with IKE_SA_INIT (frame "
+            f"{r.recovered.request_frames[0]}) and {r.peer} answered it in "
+            f"{((r.recovered.response_ts or 0.0) - (r.recovered.request_ts or 0.0)) * 1000:.0f} ms, from the same "
+            f"address: {r.peer} is up and reachable but no longer knows the old SAs, as after a restart or reboot "
+            f"— not a dead peer. Recovery: {recovery} at {clock(r.new.established_ts or r.new.created_ts)}."
+            + ("" if certain else f" (If the path was down only while {r.other} retried, the same pattern shows; "
+               f"{r.peer}'s log tells.)") + log,
+            frames=frames_of([r.last_alive_frame] if r.last_alive_frame else (),
+                             [f for x in r.unanswered for f in x.request_frames[:2]][:4],
+                             [f.last_frame for f in r.stale][:2], r.recovered.request_frames[:1],
+                             r.recovered.response_frames[:1]),
+            sa=r.old.key,
+            hint=f"Nothing to fix if it was a planned restart. Otherwise find why {r.peer}'s IKE daemon restarted "
+            "(crash, reboot, HA failover). Shorter dpd_delay on "
+            f"{r.other} (with dpd_action = restart) shortens the outage.", ts=r.last_alive_ts, evidence=notes)

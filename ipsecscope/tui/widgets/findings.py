@@ -56,7 +56,9 @@ class FindingsView(Vertical):
 
     def show_session(self, view: SessionView) -> None:
         # Live refreshes come every second: keep the cursor unless the findings really changed.
-        if view.live and [f.code for f in self.findings] == [f.code for f in view.findings]:
+        # Titles carry the counts (e.g. ESP-RETURN-STOPPED's unanswered packets), which grow
+        # while the codes stay: compare both so the live view shows the new numbers.
+        if view.live and [(f.code, f.title) for f in self.findings] == [(f.code, f.title) for f in view.findings]:
             return
         self.show_findings(view.findings)
 

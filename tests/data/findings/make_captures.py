@@ -13,6 +13,13 @@
 - ``ikev1-rekey``: IKEv1 Main Mode and Quick Mode, ESP, a Quick Mode rekey, Delete payloads.
 - ``ikev1-psk-mismatch``: IKEv1 Main Mode with different pre-shared keys.
 - ``ikev1-proposal-mismatch``: IKEv1 Main Mode refused with an unencrypted NO-PROPOSAL-CHOSEN.
+- ``esp-one-way-ike-alive``: the responder's outgoing ESP-in-UDP is dropped by nftables (UDP
+  source port 4500, non-zero first 4 payload bytes = not IKE, RFC 3948 §2.2) while IKE goes
+  through: the initiator's pings get no ESP back, its DPD INFORMATIONALs are answered.
+- ``peer-restarted``: the responder's charon is killed and started again with no state (ESP is
+  processed by charon's libipsec here, so its SAs are gone with it); the initiator keeps sending
+  ESP to the stale SPIs and DPD to the forgotten IKE SA, gives up, and re-establishes
+  (dpd_action = restart) with a fresh IKE_SA_INIT. charon-right.log holds both runs.
 
 Uses the project's netns harness (tests/netns_peers.py) and key extractor
 (samples/lib/charon_keys.py). Writes <scenario>/{capture.pcapng, keys/, charon-*.log} here.
@@ -23,6 +30,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -121,7 +129,38 @@ def ikev1_psk_mismatch(work: Path) -> None:
         pair.wait_log("left", "giving up after", timeout=15)
 
 
-SCENARIOS = {"ikev1-rekey": ikev1_rekey, "ikev1-psk-mismatch": ikev1_psk_mismatch, "ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
+def esp_one_way_ike_alive(work: Path) -> None:
+    left, right = psk_confs("t", "aes256gcm16-prfsha256-ecp256", "aes256gcm16", "ipsecscope-findings-psk",
+                            conn_opts={"fragmentation": "no", "mobike": "no", "dpd_delay": "2s"},
+                            child_opts={"rekey_time": "0", "start_action": "none"})
+    with StrongswanPair(work, left, right) as pair:
+        pair.initiate("net", ike="t")
+        pair.ping(3)
+        for cmd in (("add", "table", "inet", "ipss"),
+                    ("add", "chain", "inet", "ipss", "out", "{ type filter hook output priority 0 ; }"),
+                    ("add", "rule", "inet", "ipss", "out", "udp", "sport", "4500", "@th,64,32", "!=", "0", "drop")):
+            pair.exec("right", "nft", *cmd)
+        pair.ping(8, check=False, interval=0.5)
+        time.sleep(5)  # DPD (dpd_delay 2 s, nothing inbound) runs and is answered
+        pair.ping(4, check=False, interval=0.5)
+        pair.terminate_ike("t")
+
+
+def peer_restarted(work: Path) -> None:
+    left, right = psk_confs("t", "aes256gcm16-prfsha256-ecp256", "aes256gcm16", "ipsecscope-findings-psk",
+                            conn_opts={"fragmentation": "no", "mobike": "no", "dpd_delay": "2s"},
+                            child_opts={"rekey_time": "0", "start_action": "none", "dpd_action": "restart"})
+    with StrongswanPair(work, left, right) as pair:
+        pair.initiate("net", ike="t")
+        pair.ping(3)
+        pair.restart("right")  # its log goes on in the same file
+        pair.ping(4, check=False, interval=0.5)
+        pair.wait_log("left", "CHILD_SA net{2} established", timeout=30)
+        pair.ping(3)
+        pair.terminate_ike("t")
+
+
+SCENARIOS = {"esp-one-way-ike-alive": esp_one_way_ike_alive, "peer-restarted": peer_restarted, "ikev1-rekey": ikev1_rekey, "ikev1-psk-mismatch": ikev1_psk_mismatch, "ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
              "ikev1-proposal-mismatch": ikev1_proposal_mismatch}
 
 
