@@ -117,3 +117,20 @@ def test_dead_peer_stays_a_dead_peer():
     """The dead-peer sample (the responder vanishes for good) is not a restart."""
     fs = session("dead-peer", keys=False).findings
     assert "IKE-DEAD-PEER" in {f.code for f in fs} and "IKE-PEER-RESTARTED" not in {f.code for f in fs}
+
+
+def test_child_likely_refused_needs_evidence_that_holds():
+    """Issue 11 #12: with certificate authentication the IKE_AUTH response is often much smaller
+    than the request although the CHILD SA was accepted (tests/data/findings/cert-auth-idle: RSA-3072
+    initiator certificate, ECDSA responder one, tunnel up and idle, no ESP). Size says nothing
+    there; a teardown right after IKE_AUTH, or the size without certificates, does."""
+    s = load(FINDINGS / "cert-auth-idle" / "capture.pcapng")
+    sa = next(iter(s.table.ike_sas.values()))
+    auth = next(x for x in sa.exchanges if x.exchange == 35)
+    assert sa.cert_requested and auth.request_size - auth.response_size >= 600  # what fooled the old rule
+    assert "IKE-CHILD-LIKELY-REFUSED" not in {f.code for f in s.findings}
+    assert not [f for f in s.findings if f.severity >= Severity.WARNING]
+    for name in ("proposal-mismatch", "ts-mismatch"):  # PSK, refused, torn down at once: still found
+        f = next(f for f in session(name, keys=False).findings if f.code == "IKE-CHILD-LIKELY-REFUSED")
+        assert "deleted the IKE SA 0.3 s after IKE_AUTH (INFORMATIONAL, frame 5)" in f.explanation
+        assert "with no certificates requested" in f.explanation and f.frames == (3, 4, 5)

@@ -208,6 +208,9 @@ class IkeSa:
     nat_t: bool = False  # moved to UDP 4500 (RFC 7296 §2.23)
     nat_detected: bool | None = None  # NAT_DETECTION_* notifies present and compared
     ike_fragmentation: tuple[bool, bool] = (False, False)  # IKEV2_FRAGMENTATION_SUPPORTED (I, R)
+    # A CERTREQ in the IKE_SA_INIT response (RFC 7296 §1.2): the responder asks for certificates,
+    # so IKE_AUTH messages carry CERT payloads and their sizes say little about the rest.
+    cert_requested: bool = False
     vendor_ids: list[str] = field(default_factory=list)
     state_inferred: bool = False  # state guessed from encrypted traffic we could not read
     mode: str | None = None  # IKEv1: "Main" | "Aggressive"

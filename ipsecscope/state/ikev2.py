@@ -19,9 +19,10 @@ import struct
 
 from ..crypto.prf import nat_detection_hash
 from ..model import iana
-from ..model.iana import NotifyType
+from ..model.iana import NotifyType, PayloadType
 from ..model.ike import (
     AuthPayload,
+    CertPayload,
     DeletePayload,
     IdPayload,
     IkeMessage,
@@ -318,6 +319,8 @@ def ike_sa_init(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_respo
         priv.nr = nonces[0].data
     if any(n.notify_type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED for n in notifies):
         sa.ike_fragmentation = (sa.ike_fragmentation[0], True)
+    if any(p.type == PayloadType.CERTREQ for p in msg.find(CertPayload)):
+        sa.cert_requested = True
     nat_check(book, sa, msg, request=False)
     x.summary = f"IKE_SA_INIT {sa.proposal or ''}".rstrip()
 

@@ -13,6 +13,10 @@
 - ``ikev1-rekey``: IKEv1 Main Mode and Quick Mode, ESP, a Quick Mode rekey, Delete payloads.
 - ``ikev1-psk-mismatch``: IKEv1 Main Mode with different pre-shared keys.
 - ``ikev1-proposal-mismatch``: IKEv1 Main Mode refused with an unencrypted NO-PROPOSAL-CHOSEN.
+- ``cert-auth-idle``: certificate authentication (a CA from strongswan-pki; the initiator has an
+  RSA-3072 certificate, the responder an ECDSA-256 one), the tunnel comes up and stays idle (no
+  ESP) for 6 s: the IKE_AUTH response is much smaller than the request although nothing was
+  refused — what made IKE-CHILD-LIKELY-REFUSED cry wolf on public captures.
 - ``esp-one-way-ike-alive``: the responder's outgoing ESP-in-UDP is dropped by nftables (UDP
   source port 4500, non-zero first 4 payload bytes = not IKE, RFC 3948 §2.2) while IKE goes
   through: the initiator's pings get no ESP back, its DPD INFORMATIONALs are answered.
@@ -28,6 +32,7 @@ Uses the project's netns harness (tests/netns_peers.py) and key extractor
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,6 +134,43 @@ def ikev1_psk_mismatch(work: Path) -> None:
         pair.wait_log("left", "giving up after", timeout=15)
 
 
+def _pki(*args: str, stdin: bytes | None = None) -> bytes:
+    return subprocess.run(["pki", *args], input=stdin, capture_output=True, check=True).stdout
+
+
+def cert_auth_idle(work: Path) -> None:
+    pkidir = work / "pki"
+    pkidir.mkdir(parents=True)
+    ca_key = _pki("--gen", "--type", "ecdsa", "--size", "256", "--outform", "pem")
+    (pkidir / "ca.key").write_bytes(ca_key)
+    (pkidir / "ca.pem").write_bytes(_pki("--self", "--ca", "--lifetime", "3650", "--in", str(pkidir / "ca.key"),
+                                         "--type", "ecdsa", "--dn", "CN=ipsecscope test CA", "--outform", "pem"))
+    for side, ktype, size in (("left", "rsa", "3072"), ("right", "ecdsa", "256")):
+        key = _pki("--gen", "--type", ktype, "--size", size, "--outform", "pem")
+        (pkidir / f"{side}.key").write_bytes(key)
+        pub = _pki("--pub", "--in", str(pkidir / f"{side}.key"), "--type", ktype)
+        (pkidir / f"{side}.pem").write_bytes(_pki(
+            "--issue", "--cacert", str(pkidir / "ca.pem"), "--cakey", str(pkidir / "ca.key"), "--type", "pub",
+            "--dn", f"CN={side}.ipsecscope.test", "--san", f"{side}.ipsecscope.test", "--outform", "pem", stdin=pub))
+    # swanctl --load-all --file DIR/swanctl.conf loads credentials from DIR's x509/, x509ca/, private/.
+    confs_ = []
+    for me, peer, conf in zip(("left", "right"), ("right", "left"), confs("aes256gcm16-prfsha256-ecp256"), strict=True):
+        for sub, name in (("x509", f"{me}.pem"), ("x509ca", "ca.pem"), ("private", f"{me}.key")):
+            (work / me / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pkidir / name, work / me / sub / name)
+        for who in (me, peer):
+            conf = conf.replace(f"""            auth = psk
+            id = {who}.ipsecscope.test""", f"""            auth = pubkey
+            id = {who}.ipsecscope.test""")
+        confs_.append(conf[:conf.index("secrets {")])
+    with StrongswanPair(work, *confs_) as pair:
+        r = pair.initiate("net", ike="t", check=False)
+        if r.returncode:
+            raise RuntimeError("cert-auth-idle: " + pair.left.log.read_text()[-3000:] + pair.right.log.read_text()[-3000:])
+        time.sleep(6)  # up and idle: no ESP, and no teardown right after IKE_AUTH
+        pair.terminate_ike("t")
+
+
 def esp_one_way_ike_alive(work: Path) -> None:
     left, right = psk_confs("t", "aes256gcm16-prfsha256-ecp256", "aes256gcm16", "ipsecscope-findings-psk",
                             conn_opts={"fragmentation": "no", "mobike": "no", "dpd_delay": "2s"},
@@ -160,7 +202,7 @@ def peer_restarted(work: Path) -> None:
         pair.terminate_ike("t")
 
 
-SCENARIOS = {"esp-one-way-ike-alive": esp_one_way_ike_alive, "peer-restarted": peer_restarted, "ikev1-rekey": ikev1_rekey, "ikev1-psk-mismatch": ikev1_psk_mismatch, "ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
+SCENARIOS = {"cert-auth-idle": cert_auth_idle, "esp-one-way-ike-alive": esp_one_way_ike_alive, "peer-restarted": peer_restarted, "ikev1-rekey": ikev1_rekey, "ikev1-psk-mismatch": ikev1_psk_mismatch, "ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
              "ikev1-proposal-mismatch": ikev1_proposal_mismatch}
 
 
