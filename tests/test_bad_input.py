@@ -340,6 +340,8 @@ EXPECTED = {int(i): (n, k) for i, n, k in
 # whose header parses but whose body is broken: listed as IKE with a 'malformed' reason.
 DECODER_MALFORMED = {f: k for f, (n, k) in EXPECTED.items() if n not in (
     "ike-payload-past-end", "ike-header-length-lies", "ike-header-length-short", "nat-keepalive")}
+# summary counts those IKE messages as malformed too (issue 11 #13), layer "ike".
+SUMMARY_MALFORMED = {f: k for f, (n, k) in EXPECTED.items() if n != "nat-keepalive"}
 # The fragment that never completes is reported at the end of the capture, on its own frame.
 assert DECODER_MALFORMED[12] == "ip" and EXPECTED[12][0] == "ip-fragment-never-completes"
 IKE_MALFORMED = [f for f, (n, _k) in EXPECTED.items() if n.startswith("ike-header-length") or n == "ike-payload-past-end"]
@@ -353,13 +355,14 @@ def test_malformed_frames_counted_in_summary() -> None:
     assert doc["frames"] == len(EXPECTED)
     assert sum(c.values()) == doc["frames"]  # every frame lands in exactly one bucket
     marked = {e["frame"]: e["layer"] for e in doc["malformed"]["examples"]}
-    assert marked == DECODER_MALFORMED
-    assert c["malformed"] == len(DECODER_MALFORMED)
+    assert marked == SUMMARY_MALFORMED
+    assert c["malformed"] == len(SUMMARY_MALFORMED) and c["ike"] == 0
+    assert doc["malformed"]["by_layer"]["ike"] == len(IKE_MALFORMED) + 1  # + the NAT-T runt
     assert c["keepalive"] == 1
     ike = {m["frame"]: m["malformed"] for m in doc["ike"]}
     assert sorted(ike) == IKE_MALFORMED and all(ike.values()), ike
     text = ipsecscope("summary", MALFORMED).stdout
-    assert f"malformed {len(DECODER_MALFORMED)}" in text
+    assert f"malformed {len(SUMMARY_MALFORMED)}" in text
     for f in IKE_MALFORMED:
         assert ike[f] in text  # the reason is shown next to the message
 

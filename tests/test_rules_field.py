@@ -134,3 +134,30 @@ def test_child_likely_refused_needs_evidence_that_holds():
         f = next(f for f in session(name, keys=False).findings if f.code == "IKE-CHILD-LIKELY-REFUSED")
         assert "deleted the IKE SA 0.3 s after IKE_AUTH (INFORMATIONAL, frame 5)" in f.explanation
         assert "with no certificates requested" in f.explanation and f.frames == (3, 4, 5)
+
+
+DATA = ROOT / "tests" / "data"
+
+
+def test_weak_dh_group_offered_is_info():
+    """Issue 11 #13: a weak group offered but never negotiated (suricata-verify ikev2-weak-dh: an
+    IKE_SA_INIT offering MODP-1024, unanswered) is reported as info, naming the offer."""
+    fs = load(DATA / "suricata-verify" / "ikev2-weak-dh" / "IKEv2_SA_INIT_2-8-weak.pcap").findings
+    f = next(f for f in fs if f.code == "IKE-WEAK-OFFERED")
+    assert f.severity == Severity.INFO and "MODP ≤ 1024" in f.title and f.frames == (1,)
+    assert "offered aes256-sha256-modp1024 to 212.158.157.8" in f.explanation
+    assert "IKE-WEAK-ALGO" not in {x.code for x in fs}  # nothing was negotiated
+    for name in ("healthy-gcm", "cbc-sha2-pfs"):
+        assert "IKE-WEAK-OFFERED" not in {x.code for x in session(name).findings}
+
+
+def test_summary_counts_malformed_ike_messages():
+    """Issue 11 #13: summary --json counts.malformed includes IKE messages whose payloads do
+    not parse (tests/data/bad/malformed.pcap frames 1-3: payload past the end, header length lies)."""
+    import json
+
+    doc = json.loads(cli("summary", "--json", str(DATA / "bad" / "malformed.pcap")).stdout)
+    bad_ike = [r["frame"] for r in doc["ike"] if r["malformed"]]
+    assert bad_ike == [1, 2, 3]
+    assert {e["frame"] for e in doc["malformed"]["examples"] if e["layer"] == "ike"} >= set(bad_ike)
+    assert doc["counts"]["malformed"] == 13 and doc["counts"]["ike"] == 0

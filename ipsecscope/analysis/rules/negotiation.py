@@ -221,6 +221,50 @@ def r_weak(table: SaTable, ctx: RuleContext):
                 hint="Use aes256gcm16 or aes256-sha256 in esp_proposals on both peers.", ts=c.created_ts)
 
 
+@rule(40, "IKE-WEAK-OFFERED", Severity.INFO, ref="RFC 8247 §2.1, §2.4; RFC 8221 §5")
+def r_weak_offered(table: SaTable, ctx: RuleContext):
+    """Weak algorithms or DH groups offered (not negotiated): a downgrade an attacker or a misconfigured peer can pick."""
+    # One finding per offering peer, peer pair and SA kind: rekeys repeat the same offer.
+    groups: dict[tuple[str, str, str], dict] = {}
+    for sa in table.ike_sas.values():
+        chosen = set(weak_parts(sa.proposal)) if sa.proposal else set()
+        for prop in sa.offered:
+            extra = [w for w in weak_parts(prop) if w not in chosen]
+            if extra:
+                g = groups.setdefault(("IKE", sa.initiator, sa.responder), {"weak": {}, "sas": [], "frames": [],
+                                                                             "ts": sa.created_ts, "ref": sa.key})
+                g["weak"].setdefault(prop, extra)
+                if sa.key not in g["sas"]:
+                    g["sas"].append(sa.key)
+                    g["frames"].extend(sa.frames[:1])
+    for c in table.child_sas.values():
+        chosen = set(weak_parts(c.proposal)) if c.proposal else set()
+        for prop in c.offered:
+            extra = [w for w in weak_parts(prop) if w not in chosen]
+            if extra:
+                g = groups.setdefault(("CHILD", c.initiator, c.responder), {"weak": {}, "sas": [], "frames": [],
+                                                                              "ts": c.created_ts, "ref": f"child:{c.id}"})
+                g["weak"].setdefault(prop, extra)
+                if c.id not in g["sas"]:
+                    g["sas"].append(c.id)
+                    g["frames"].extend(c.frames[:1])
+    for (kind, init, resp), g in groups.items():
+        labels = list(dict.fromkeys(w for ws in g["weak"].values() for w in ws))
+        props = ", ".join(g["weak"])
+        n = len(g["sas"])
+        what = "IKE SA" if kind == "IKE" else "CHILD SA"
+        yield Finding(
+            code="IKE-WEAK-OFFERED", severity=Severity.INFO,
+            title=f"{init} offers weak {what} algorithms: {', '.join(labels)}",
+            explanation=f"{init} offered {props} to {resp} in {n} {what} negotiation(s). "
+            f"{', '.join(labels)} no longer give adequate security (RFC 8247 for IKE, RFC 8221 for ESP); while "
+            f"they are offered, a responder configured (or tricked) to prefer them can pick them.",
+            frames=tuple(g["frames"][:4]), sa=g["ref"],
+            hint=f"Remove {', '.join(labels)} from {init}'s "
+            + ("proposals (swanctl.conf connection)" if kind == "IKE" else "esp_proposals (children section)")
+            + ", e.g. aes256gcm16-prfsha256-ecp256.", ts=g["ts"])
+
+
 @rule(13, "IKE-CHILD-LIKELY-REFUSED", Severity.WARNING, ref="RFC 7296 §1.2, §2.21.3")
 def r_unknown_without_keys(table: SaTable, ctx: RuleContext):
     """Without keys: IKE_AUTH answered, no ESP, and the IKE SA deleted at once (or, without certificates, a response too small for SA and TS payloads): CHILD SA refused."""
