@@ -99,6 +99,7 @@ def test_restarted_peer_is_not_a_dead_peer():
     assert "IKE-DEAD-PEER" not in {f.code for f in bare.findings}
     f = next(f for f in bare.findings if f.code == "IKE-PEER-RESTARTED")
     assert f.title.startswith("198.18.0.2 lost its state (most likely restarted): old SAs unanswered from")
+    assert f.severity == Severity.ERROR
     assert f.sa == "6088c78b1a14ec01_cb6ae482ea36479a"
     assert "4 ESP packet(s) to the stale SPI(s) 0x5f1e3124" in f.explanation
     assert "4 transmission(s)" in f.explanation and "IKE_SA_INIT (frame 19)" in f.explanation
@@ -161,3 +162,50 @@ def test_summary_counts_malformed_ike_messages():
     assert bad_ike == [1, 2, 3]
     assert {e["frame"] for e in doc["malformed"]["examples"] if e["layer"] == "ike"} >= set(bad_ike)
     assert doc["counts"]["malformed"] == 13 and doc["counts"]["ike"] == 0
+
+
+def _truth(name: str) -> dict:
+    import json
+
+    return json.loads((SAMPLES / name / "truth.json").read_text())["expected"]
+
+
+def _codes_ok(fs, t: dict) -> None:
+    codes = {f.code for f in fs}
+    assert not codes & set(t.get("not_reported") or ()), codes
+    worst = max((f.severity for f in fs), default=Severity.INFO)
+    assert worst.name.lower() == t["max_severity"], [(f.code, f.severity) for f in fs]
+
+
+def test_sample_esp_oneway_drop():
+    """samples/esp-oneway-drop (field): ESP from the responder dropped on the path, DPD answered."""
+    t = _truth("esp-oneway-drop")
+    exp = t["findings"][0]
+    for keys in (False, True):
+        fs = session("esp-oneway-drop", keys=keys).findings
+        _codes_ok(fs, t)
+        f = next(f for f in fs if f.code in exp["codes"])
+        assert f.severity.name.lower() == exp["severity"]
+        assert f"sent {exp['esp_after_stop']} more packet(s) with no reply, while 198.18.0.2 still answers IKE" in f.title
+        assert f"on SPI {exp['still_sending_spi']}" in f.explanation and f"SPI {exp['silent_spi']} stopped" in f.explanation
+        answered = int(f.explanation.split(" it answered ")[1].split()[0])
+        assert answered >= exp["dpd_requests_answered"]
+        assert "outbound SA or policy" in f.explanation and "neither went away nor lost its state" in f.explanation
+
+
+def test_sample_peer_restart():
+    """samples/peer-restart (field): the responder's charon restarted; with its log, the daemon start."""
+    t = _truth("peer-restart")
+    exp = t["findings"][0]
+    d = SAMPLES / "peer-restart"
+    for keys in ((), (d / "charon-right.log",)):
+        fs = load(d / "capture.pcapng", *keys).findings
+        _codes_ok(fs, t)
+        f = next(f for f in fs if f.code == "IKE-PEER-RESTARTED")
+        assert f.severity.name.lower() == exp["severity"] and f.sa == exp["stale_ike_sa"]
+        assert f.title.startswith(f"{exp['peer']} lost its state")
+        assert f"{exp['stale_esp_packets']} ESP packet(s) to the stale SPI(s) {', '.join(exp['stale_spis'])}" in f.explanation
+        assert f"{exp['unanswered_dpd_transmissions']} transmission(s)" in f.explanation
+        assert f"IKE SA {exp['recovered_ike_sa']} came up" in f.explanation
+    assert f"for {exp['peer_log']['stale_ike_sa_checkouts_failed']} incoming message(s)" in f.explanation
+    assert "its daemon started again" in f.explanation and "(restarted)" in f.title

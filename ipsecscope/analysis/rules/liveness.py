@@ -259,7 +259,8 @@ def r_return_stopped(table: SaTable, ctx: RuleContext):
                 + (f", while {f.dst} still answers IKE" if alive else ""),
                 explanation=f"{child_label(c)} carried traffic both ways until frame {back.last_frame} ({clock(back.last_ts)}); "
                 f"after that {f.src} sent {f.unanswered_tail} ESP packet(s) to {f.dst} on SPI 0x{f.spi:08x} over "
-                f"{dur((f.last_ts or 0.0) - (f.unanswered_since_ts or 0.0))} and nothing came back"
+                f"{dur((f.last_ts or 0.0) - (f.unanswered_since_ts or 0.0))} and nothing came back (its ESP on "
+                f"SPI 0x{back.spi:08x} stopped)"
                 + (f".{why}" if why else f": {f.dst} went away, lost its SA, or the return path broke."),
                 # The first frame stays the same while the run grows (live mode tells a finding
                 # apart by it); the IKE evidence follows.
@@ -361,7 +362,7 @@ def _restart_log(ctx: RuleContext, r: Restart) -> tuple[str, tuple[PeerLogNote, 
     return text, ((start,) if start else ()) + tuple(unknown[:4])
 
 
-@rule(70, "IKE-PEER-RESTARTED", Severity.WARNING, ref="RFC 7296 §2.4, §2.21.4")
+@rule(70, "IKE-PEER-RESTARTED", Severity.ERROR, ref="RFC 7296 §2.4, §2.21.4")
 def r_peer_restarted(table: SaTable, ctx: RuleContext):
     """A peer that restarted and lost its SAs: old SPIs unanswered, then a fresh IKE_SA_INIT answered at once."""
     for r in restarts(table):
@@ -378,9 +379,10 @@ def r_peer_restarted(table: SaTable, ctx: RuleContext):
                   f"the old SAs) to {clock(window_end)}" if r.last_alive_ts is not None else f"until {clock(window_end)}")
         new_children = [table.child_sas[i] for i in r.new.children if i in table.child_sas]
         up = [c for c in new_children if c.state in (SaState.ESTABLISHED, SaState.REKEYED, SaState.DELETED)]
-        recovery = (f"IKE SA {r.new.key} came up" + (f" with CHILD SA #{up[0].id} (SPIs 0x{up[0].spi_i or 0:08x}/"
-                    f"0x{up[0].spi_r or 0:08x})" if up else "") if r.new.established_ts is not None
-                    else f"IKE SA {r.new.key} was started")
+        recovery = (f"IKE SA {r.new.key} came up at {clock(r.new.established_ts or r.new.created_ts)}"
+                    + (f" with CHILD SA #{up[0].id} (SPIs 0x{up[0].spi_i or 0:08x}/0x{up[0].spi_r or 0:08x})"
+                       if up else "") if r.new.established_ts is not None
+                    else f"IKE SA {r.new.key} was started at {clock(r.new.created_ts)}")
         t0 = r.recovered.response_ts or 0.0
         resumed = [f for f in table.flows.values() if {f.src, f.dst} == {r.peer, r.other}
                    and (f.first_ts or 0.0) >= t0 and f not in r.stale]
@@ -391,14 +393,16 @@ def r_peer_restarted(table: SaTable, ctx: RuleContext):
         certain = bool(r.refused or log)
         lead = f"{r.peer} lost its state" + (" (restarted)" if certain else " (most likely restarted)")
         yield Finding(
-            code="IKE-PEER-RESTARTED", severity=Severity.WARNING,
+            # ERROR like the dead peer it was taken for: traffic into the old SAs was lost for
+            # the whole window, even though the tunnel recovered.
+            code="IKE-PEER-RESTARTED", severity=Severity.ERROR,
             title=f"{lead}: old SAs unanswered {window}, then a fresh IKE_SA_INIT answered at once",
             explanation=f"{r.other} kept using IKE SA {r.old.key}: it sent {len(r.unanswered)} request(s) ({kinds}, "
             f"{tries} transmission(s) with retries) to {r.peer}, none answered{refused}.{esp} Then {r.other} started over with IKE_SA_INIT (frame "
             f"{r.recovered.request_frames[0]}) and {r.peer} answered it in "
             f"{((r.recovered.response_ts or 0.0) - (r.recovered.request_ts or 0.0)) * 1000:.0f} ms, from the same "
             f"address: {r.peer} is up and reachable but no longer knows the old SAs, as after a restart or reboot "
-            f"— not a dead peer. Recovery: {recovery} at {clock(r.new.established_ts or r.new.created_ts)}."
+            f"— not a dead peer. Recovery: {recovery}."
             + ("" if certain else f" (If the path was down only while {r.other} retried, the same pattern shows; "
                f"{r.peer}'s log tells.)") + log,
             frames=frames_of([r.last_alive_frame] if r.last_alive_frame else (),
