@@ -15,8 +15,8 @@ JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added w
       "last_time": float | null,
       "truncated": str | null,             # why reading stopped early (cut-off / damaged file)
       "counts": {"ike": int, "esp": int, "ah": int, "keepalive": int, "malformed": int, "other": int},
-                                           # each frame in one bucket: an IKE message whose payloads
-                                           # do not parse counts as malformed (layer "ike"), not as ike
+                                           # an IKE message whose payloads do not parse counts in ike
+                                           # and in malformed (layer "ike"); every other frame in one
       "ike": [{
         "frame": int, "time": float, "src": str, "dst": str, "sport": int, "dport": int,
         "transport": "udp" | "tcp", "non_esp_marker": bool, "ip_fragmented": bool,
@@ -137,15 +137,14 @@ class Collector:
         if t is EspPacket or t is AhPacket:
             self.flows.add_packet(pkt)  # type: ignore[arg-type]
         elif t is IkeDatagram:
+            self.counts["ike"] += 1
             msg = self._parse_ike(pkt)  # type: ignore[arg-type]
             self.ike.append(_ike_row(msg))
             if msg.malformed:
-                # An IKE message whose payloads do not add up (RFC 7296 §3.2) is malformed like a
-                # bad frame: it lands in that bucket (layer "ike"; every frame stays in exactly one
-                # bucket) and is still listed under "ike" with its reason.
+                # An IKE message whose payloads do not add up (RFC 7296 §3.2) is an IKE message
+                # (tshark counts it as ISAKMP too) and malformed: counted in both (layer "ike"),
+                # listed under "ike" with its reason.
                 self.add_malformed(msg.frame, "ike", msg.malformed)
-            else:
-                self.counts["ike"] += 1
         elif t is NatKeepalive:
             self.counts["keepalive"] += 1
             key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)  # type: ignore[union-attr]

@@ -257,8 +257,9 @@ def r_weak_offered(table: SaTable, ctx: RuleContext):
             code="IKE-WEAK-OFFERED", severity=Severity.INFO,
             title=f"{init} offers weak {what} algorithms: {', '.join(labels)}",
             explanation=f"{init} offered {props} to {resp} in {n} {what} negotiation(s). "
-            f"{', '.join(labels)} no longer give adequate security (RFC 8247 for IKE, RFC 8221 for ESP); while "
-            f"they are offered, a responder configured (or tricked) to prefer them can pick them.",
+            f"{', '.join(labels)} no longer {'gives' if len(labels) == 1 else 'give'} adequate security (RFC 8247 "
+            f"for IKE, RFC 8221 for ESP); while {'it is' if len(labels) == 1 else 'they are'} offered, a responder "
+            f"configured (or tricked) to prefer {'it' if len(labels) == 1 else 'them'} can pick {'it' if len(labels) == 1 else 'them'}.",
             frames=tuple(g["frames"][:4]), sa=g["ref"],
             hint=f"Remove {', '.join(labels)} from {init}'s "
             + ("proposals (swanctl.conf connection)" if kind == "IKE" else "esp_proposals (children section)")
