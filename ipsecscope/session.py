@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import session_fast
 from .capture import open_capture
 from .crypto.esp import EspDecryptor, EspResult
 from .crypto.ike_sk import IkeDecryptor
@@ -38,6 +39,7 @@ from .model.packets import (
 )
 from .model.sa import Finding, SaTable, Severity
 from .rowstore import STATUS_CODES, RowStore
+from .session_fast import count_outcome
 from .state.tracker import Tracker
 
 # Live mode has no file to re-read a frame from: the raw bytes of the most recent frames are kept
@@ -210,8 +212,6 @@ class Session:
         path = Path(path)
         self.paths.append(path)
         path_index = len(self.paths) - 1
-        from . import session_fast
-
         fmt = session_fast.eligible(self, str(path))
         if fmt is not None:
             self._truncated = session_fast.load(self, str(path), path_index, fmt, progress)
@@ -348,20 +348,9 @@ class Session:
             # decrypt(pkt) without its second SA lookup: open_raw is the decryptor's hot path.
             code, val, hi = dec.open_raw(sa, pkt.seq, pkt.data)
             res = dec._result(sa, code, val, hi)
-        status = res.status
-        if status == "ok":
-            st.decrypted += 1
-            row_status = "decrypted"
-        elif status == "no_key":
-            st.no_key += 1
-            row_status = "no-key"
-            if res.keys is None and res.seq_hi == 0 and res.inner is None:
-                self._no_key_result = res
-        elif status == "icv_failed":
-            st.icv_failed += 1
-            row_status = "icv-bad"
-        else:
-            row_status = status.replace("_", "-")
+        row_status = count_outcome(st, res.status)
+        if row_status == "no-key" and res.keys is None and res.seq_hi == 0 and res.inner is None:
+            self._no_key_result = res
         flow = self.tracker.on_esp(pkt, res)
         if flow is None:  # the tracker reported an internal error instead
             flow = self.tracker.table.flows.get((pkt.src, pkt.dst, pkt.spi))

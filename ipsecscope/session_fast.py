@@ -324,7 +324,8 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
                     if g is not None:
                         e[1], e[2] = g
             if rs is None:
-                rs = _row_status(st, res.status, rows)
+                name = count_outcome(st, res.status)
+                rs = STATUS_CODES.get(name) or rows.status_code(name)
             flow = on_esp(index, ts, e[4], e[5], spi, seq, res, end_ip - q, encap, sport, dport)
             if flow is None:  # the tracker reported an internal error instead
                 flow = tbl.flows.get((e[4], e[5], spi))
@@ -352,20 +353,19 @@ def _count(offsets, off_arr, st, tbl, raw: RawFrame, path_index: int) -> None:
     tbl.last_ts = raw.ts
 
 
-def _row_status(st, status: str, rows) -> int:
-    """Count one ESP packet's outcome in the session's stats; its row status code."""
+def count_outcome(st, status: str) -> str:
+    """Count one ESP packet's decryption outcome in the session's stats; its row status name
+    (the general path, ``Session._esp``, and this loop share it)."""
     if status == "ok":
         st.decrypted += 1
-        name = "decrypted"
-    elif status == "no_key":
+        return "decrypted"
+    if status == "no_key":
         st.no_key += 1
-        name = "no-key"
-    elif status == "icv_failed":
+        return "no-key"
+    if status == "icv_failed":
         st.icv_failed += 1
-        name = "icv-bad"
-    else:
-        name = status.replace("_", "-")
-    return STATUS_CODES.get(name) or rows.status_code(name)
+        return "icv-bad"
+    return status.replace("_", "-")
 
 
 def _damaged(path: str, frames: int, what: str, offset: int) -> CaptureError:
