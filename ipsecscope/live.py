@@ -50,6 +50,8 @@ FLUSH_EVERY = 0.5  # seconds: -w is a valid pcapng on disk at least this often (
 # SA and finding events share one budget (token bucket): a real gateway's tunnels make a few per
 # second, while random-SPI garbage makes two per frame and would flood the JSON stream (issue 12).
 # What the budget refuses is counted and reported once a second in a ``suppressed`` event.
+INFERRED_MAX_AGE = 60.0  # seconds an SA known only from traffic (or a half-open IKE SA) may idle
+INFERRED_MAX = 2000  # and how many of each live mode keeps at most
 EVENT_RATE = 200.0  # events per second, sustained
 EVENT_BURST = 1000.0
 
@@ -273,6 +275,7 @@ class LiveRunner:
             if keys_from_xfrm:
                 self.key_texts.append(KeyText("ip xfrm state", xfrm.parse))
             self.session = session if session is not None else Session(max_rows=max_rows)
+            self.session.esp_decryptor.max_keyless = INFERRED_MAX  # garbage SPIs: see expire() below
             if key_files:
                 for k in key_files:  # read as the analyser's user: say so, rather than "try sudo"
                     _check_key_readable(k)
@@ -406,7 +409,12 @@ class LiveRunner:
         if not force and now - self._findings_checked < 1.0:
             return  # evaluating every rule per 100 ms batch would cost more than the capture
         self._findings_checked = now
-        self.session.finish(now=time.time())  # e.g. an IKE request unanswered for 10 s
+        wall = time.time()
+        # Forget garbage: INFERRED CHILD SAs (ESP seen, no IKE) and half-open IKE SAs idle for a
+        # minute, and the oldest past 2000 of each, so random SPIs cannot grow the table (and the
+        # cost of everything that walks it, finish() included) without limit (issue 12).
+        self.session.tracker.expire(wall, max_age=INFERRED_MAX_AGE, max_inferred=INFERRED_MAX)
+        self.session.finish(now=wall)  # e.g. an IKE request unanswered for 10 s
         for ev in finding_events(self._seen_findings, self.session.findings, take):
             self.emit(ev)
         refused = self.budget.report()

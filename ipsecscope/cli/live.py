@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 from ..errors import IpsecscopeError
 from .common import add_keys_argument
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM (systemd, timeout, a test harness) ends the run like Ctrl-C: final stats, clean file,
     # and the capture helper told to stop.
     signal.signal(signal.SIGTERM, lambda *_: runner.stop(timeout=0))
-    emit({"event": "started", "interface": args.interface, "linktype": runner.linktype,
+    emit({"event": "started", "ts": time.time(), "interface": args.interface, "linktype": runner.linktype,
           "keys": len(runner.session.keys)})
     try:
         runner.run_for(args.duration, args.count)

@@ -16,6 +16,7 @@ cipher context per packet (3× faster in CPython).
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -478,10 +479,15 @@ class EspDecryptor:
     ``stats`` maps (src, dst, spi) to :class:`SaStats`. Never raises for packet content.
     """
 
-    def __init__(self, keys) -> None:  # keys: ipsecscope.keys.KeyStore (any .esp_lookup/.version)
+    def __init__(self, keys, max_keyless: int | None = None) -> None:
+        """``keys``: an ipsecscope.keys.KeyStore (any .esp_lookup/.version). ``max_keyless``: live
+        mode's bound on SAs with no key (random-SPI garbage makes one per packet): past it the
+        oldest keyless SA's state and per-SA counters are forgotten. None keeps all (files)."""
         self.keys = keys
         self.stats: dict[tuple[str, str, int], SaStats] = {}
         self._sas: dict[tuple[str, str, int], SaState] = {}
+        self.max_keyless = max_keyless
+        self._keyless: deque[tuple[str, str, int]] = deque()
 
     # -- SA lookup ------------------------------------------------------------------------------
 
@@ -498,7 +504,19 @@ class EspDecryptor:
             if stats is None:
                 stats = self.stats[k] = SaStats()
             st = self._sas[k] = SaState(keys, version, stats)
+            if keys is None and self.max_keyless is not None:
+                self._forget_keyless(k)
         return st
+
+    def _forget_keyless(self, new: tuple[str, str, int]) -> None:
+        q = self._keyless
+        q.append(new)
+        while len(q) > self.max_keyless:  # type: ignore[operator]
+            old = q.popleft()
+            st = self._sas.get(old)
+            if st is not None and st.keys is None:  # a key that arrived since keeps it
+                del self._sas[old]
+                self.stats.pop(old, None)
 
     # -- the hot path ---------------------------------------------------------------------------
 
