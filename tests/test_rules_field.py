@@ -209,3 +209,27 @@ def test_sample_peer_restart():
         assert f"IKE SA {exp['recovered_ike_sa']} came up" in f.explanation
     assert f"for {exp['peer_log']['stale_ike_sa_checkouts_failed']} incoming message(s)" in f.explanation
     assert "its daemon started again" in f.explanation and "(restarted)" in f.title
+
+
+def test_sample_nat_napt_names_the_side_translation_float_and_keepalives():
+    """Issue 11 #3 on samples/nat-napt (field: a real NAPT in a router namespace, the initiator
+    10.0.0.1 behind it, the capture on the public side): only the initiator is behind the NAT —
+    the responder's failing source hash is strongSwan forcing encapsulation, not a NAT."""
+    exp = _truth("nat-napt")["findings"][0]
+    for keys in (False, True):
+        fs = session("nat-napt", keys=keys).findings
+        assert not [f for f in fs if f.severity >= Severity.WARNING]
+        f = next(f for f in fs if f.code == exp["code"])
+        assert f.title == f"NAT detected: {exp['side']} {exp['behind_nat']} is behind a NAT (seen as {exp['translated']})"
+        assert f"sees it as {exp['translated']}, then {exp['translated_natt']} on UDP 4500" in f.explanation
+        assert f"NAT keepalives ({exp['keepalives']})" in f.explanation
+        assert "floated from UDP 500 to 4500 in IKE_AUTH" in f.explanation
+        assert "responder 198.18.0.2's NAT_DETECTION_SOURCE_IP does not match the capture" in f.explanation
+        assert "responder 198.18.0.2 is behind" not in f.explanation and "both peers" not in f.title
+
+
+def test_forced_encapsulation_without_nat_is_not_called_a_nat():
+    """Both peers with encap = yes and no NAT (the healthy samples): the failing source hashes are
+    strongSwan's fake ones; nothing corroborates a NAT, and the finding says so."""
+    f = next(f for f in session("healthy-gcm").findings if f.code == "IKE-NAT-DETECTED")
+    assert f.title == "UDP encapsulation forced by initiator 198.18.0.1 and responder 198.18.0.2 (no NAT seen)"

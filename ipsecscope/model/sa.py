@@ -207,6 +207,10 @@ class IkeSa:
     retried_by: str | None = None
     nat_t: bool = False  # moved to UDP 4500 (RFC 7296 §2.23)
     nat_detected: bool | None = None  # NAT_DETECTION_* notifies present and compared
+    # Each NAT detection hash that did not match the capture: ("source" | "destination", the address
+    # of the peer that sent it). Which hash failed, and whose, tells the NAT's side from a peer
+    # that fakes its source hash to force UDP encapsulation (analysis.rules.nat_mtu).
+    nat_mismatch: list[tuple[str, str]] = field(default_factory=list)
     ike_fragmentation: tuple[bool, bool] = (False, False)  # IKEV2_FRAGMENTATION_SUPPORTED (I, R)
     # A CERTREQ in the IKE_SA_INIT response (RFC 7296 §1.2): the responder asks for certificates,
     # so IKE_AUTH messages carry CERT payloads and their sizes say little about the rest.

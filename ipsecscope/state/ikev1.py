@@ -186,6 +186,10 @@ def _nat_d(sa: IkeSa, msg: IkeMessage, is_response: bool) -> None:
     sa.nat_initiator = bool(sa.nat_initiator)
     sa.nat_responder = bool(sa.nat_responder)
     sender_init = not is_response
+    if not src_ok and ("source", msg.src) not in sa.nat_mismatch:
+        sa.nat_mismatch.append(("source", msg.src))
+    if not dst_ok and ("destination", msg.src) not in sa.nat_mismatch:
+        sa.nat_mismatch.append(("destination", msg.src))
     if not src_ok:
         if sender_init:
             sa.nat_initiator = True

@@ -349,6 +349,10 @@ def nat_check(book: Book, sa: IkeSa, msg: IkeMessage, request: bool) -> None:
         sa.nat_initiator = False
     if sa.nat_responder is None:
         sa.nat_responder = False
+    if not src_ok and ("source", msg.src) not in sa.nat_mismatch:
+        sa.nat_mismatch.append(("source", msg.src))
+    if not dst_ok and ("destination", msg.src) not in sa.nat_mismatch:
+        sa.nat_mismatch.append(("destination", msg.src))
     if not src_ok:
         if sender_is_init:
             sa.nat_initiator = True
@@ -561,6 +565,7 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
         new.rekeyed_from = sa.key
         new.decrypted = sa.decrypted
         new.nat_t = sa.nat_t
+        new.nat_mismatch = list(sa.nat_mismatch)
         new.nat_initiator, new.nat_responder, new.nat_detected = (
             sa.nat_initiator, sa.nat_responder, sa.nat_detected)
         new.id_i, new.id_r, new.auth_method = sa.id_i, sa.id_r, sa.auth_method

@@ -2,37 +2,127 @@
 
 from __future__ import annotations
 
-from ...model.sa import Finding, SaTable, Severity
-from .common import exchange_label, frames_of
+from dataclasses import dataclass, field
+
+from ...model.sa import Finding, IkeExchange, IkeSa, SaTable, Severity
+from .common import exchange_label, frames_of, other_peer
 from .core import RuleContext, rule
 
 
-@rule(9, "IKE-NAT-DETECTED", Severity.INFO, ref="RFC 7296 §2.23; RFC 3947")
+def _port_of(x: IkeExchange, addr: str) -> int:
+    """The UDP port ``addr`` used in exchange ``x`` as the capture shows it."""
+    return x.requester_port if x.requester == addr else x.responder_port
+
+
+@dataclass(slots=True)
+class NatSide:
+    """What the capture says about one peer and NAT (RFC 7296 §2.23, RFC 3947, RFC 3948)."""
+
+    addr: str
+    role: str  # "initiator" | "responder"
+    own_source_fails: bool = False  # its NAT_DETECTION_SOURCE_IP does not match what the capture shows
+    other_destination_fails: bool = False  # the other peer's DESTINATION hash for it does not match
+    first_port: int = 0  # its UDP port in the first exchange, as seen here
+    natt_port: int = 0  # its port once IKE floated to 4500 (0: no float)
+    keepalives: int = 0
+    ports: list[tuple[int, int]] = field(default_factory=list)  # (port, frame) after the float, in order
+    evidence: list[str] = field(default_factory=list)
+
+    @property
+    def confirmed(self) -> bool:
+        return bool(self.evidence)
+
+
+def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
+    """Both peers of ``sa``: which hash failed for each, and what corroborates a NAT.
+
+    A failed NAT_DETECTION_SOURCE_IP alone does not prove a NAT: strongSwan sends a deliberately
+    wrong one to force UDP encapsulation (encap = yes, kernel-libipsec). A NAT shows more: a
+    NAPT rewrites the source port away from 500/4500, the peer behind it sends NAT keepalives
+    (RFC 3948 §4), and a capture taken behind the NAT sees the other peer's DESTINATION hash fail
+    (nobody fakes that one).
+    """
+    mism = set(sa.nat_mismatch)
+    out = []
+    xs = [x for x in sa.exchanges if x.request_frames]
+    for addr, role in ((sa.initiator, "initiator"), (sa.responder, "responder")):
+        other = other_peer(sa, addr)
+        s = NatSide(addr, role, ("source", addr) in mism, ("destination", other) in mism)
+        if xs:
+            s.first_port = _port_of(xs[0], addr)
+        floated = [x for x in xs if 4500 in (x.requester_port, x.responder_port)]
+        if floated:
+            s.natt_port = _port_of(floated[0], addr)
+            for x in floated:
+                p = _port_of(x, addr)
+                if not s.ports or s.ports[-1][0] != p:
+                    s.ports.append((p, x.request_frames[0]))
+        s.keepalives = sum(int(o.detail.get("count", 0)) for o in table.observations
+                           if o.kind == "nat_keepalive" and o.src == addr and o.dst == other)
+        if s.other_destination_fails:
+            s.evidence.append(f"{other}'s NAT_DETECTION_DESTINATION_IP does not match {addr} as captured: the "
+                              "capture was taken behind that NAT")
+        if s.own_source_fails:
+            if s.first_port not in (500, 4500, 0):
+                s.evidence.append(f"its IKE_SA_INIT arrives from port {s.first_port}, not 500: a NAPT rewrote it")
+            elif s.natt_port not in (4500, 0):
+                s.evidence.append(f"after the float its port is {s.natt_port}, not 4500: a NAPT rewrote it")
+            if s.keepalives:
+                s.evidence.append(f"it sends NAT keepalives ({s.keepalives}), as the peer behind a NAT does "
+                                  "(RFC 3948 §4)")
+        out.append(s)
+    return out
+
+
+@rule(9, "IKE-NAT-DETECTED", Severity.INFO, ref="RFC 7296 §2.23; RFC 3947; RFC 3948")
 def r_nat(table: SaTable, ctx: RuleContext):
-    """NAT detected from NAT_DETECTION_* hashes (RFC 7296 §2.23, RFC 3947), and on which side."""
+    """NAT from NAT_DETECTION_* hashes (RFC 7296 §2.23, RFC 3947): which side, its translated address, float, keepalives, rebinding."""
     for sa in table.ike_sas.values():
         if not sa.nat_detected or sa.rekeyed_from:
             continue
         init = next((x for x in sa.exchanges if x.exchange in (34, 2, 4)), None)
         frames = frames_of(init.request_frames[:1] + init.response_frames[:1]) if init else ()
-        if sa.nat_initiator and sa.nat_responder:
-            where = "both peers"
-            expl = (f"The NAT detection hashes of {sa.initiator} and {sa.responder} both fail to match the "
-                    "addresses in the capture. Either both are behind NAT, or one peer forces UDP "
-                    "encapsulation (strongSwan encap=yes sends a deliberately wrong source hash).")
-        elif sa.nat_initiator:
-            where = f"initiator {sa.initiator}"
-            expl = (f"The NAT detection hashes show that {sa.initiator}'s address or port was translated on "
-                    f"the way to {sa.responder}: the initiator is behind a NAT.")
+        sides = nat_sides(table, sa)
+        natted = [s for s in sides if s.confirmed]
+        forced = [s for s in sides if s.own_source_fails and not s.confirmed]
+        parts = []
+        for s in natted:
+            if s.own_source_fails:  # the capture is on the public side: it shows the translation
+                seen = f"{s.addr}:{s.first_port}" + (f", then {s.addr}:{s.natt_port} on UDP 4500" if s.natt_port else "")
+                where = f"{other_peer(sa, s.addr)} sees it as {seen}"
+            else:
+                where = ("the capture was taken behind its NAT, so the address the other peer sees is not "
+                         "visible here")
+            parts.append(f"The {s.role} {s.addr} is behind a NAT: {'; '.join(s.evidence)}. {where[0].upper()}{where[1:]}.")
+            if len(s.ports) > 1:
+                moves = ", ".join(f"{a} -> {b} (frame {f})" for (a, _), (b, f) in zip(s.ports, s.ports[1:], strict=False))
+                parts.append(f"NAT rebinding: {s.addr}'s port changed in the middle of the SA ({moves}); the "
+                             "other peer must follow it (RFC 7296 §2.23), or its replies go to a stale mapping.")
+        for s in forced:
+            parts.append(f"The {s.role} {s.addr}'s NAT_DETECTION_SOURCE_IP does not match the capture, but nothing "
+                         f"else says it is translated (port {s.first_port}, no keepalives from it, "
+                         f"{other_peer(sa, s.addr)}'s destination hash for it matches): it forces UDP "
+                         "encapsulation (strongSwan encap = yes and kernel-libipsec send a deliberately wrong "
+                         "source hash) — or sits behind a NAT that keeps its ports.")
+        x4500 = next((x for x in sa.exchanges if 4500 in (x.requester_port, x.responder_port) and x.request_frames), None)
+        if x4500 is not None:
+            parts.append(f"IKE floated from UDP 500 to 4500 in {exchange_label(x4500, sa.version)} (frame "
+                         f"{x4500.request_frames[0]}) and ESP is UDP-encapsulated (RFC 3948).")
+        if natted:
+            title = "NAT detected: " + " and ".join(
+                f"{s.role} {s.addr} is behind a NAT" + (f" (seen as {s.addr}:{s.first_port})" if s.own_source_fails else "")
+                for s in natted)
+        elif forced:
+            title = ("UDP encapsulation forced by " + " and ".join(f"{s.role} {s.addr}" for s in forced)
+                     + " (no NAT seen)")
         else:
-            where = f"responder {sa.responder}"
-            expl = (f"The NAT detection hashes show that {sa.responder}'s address or port is translated as "
-                    f"seen by {sa.initiator}: the responder is behind a NAT (port forwarding).")
-        moved = " IKE moved to UDP 4500 and ESP is UDP-encapsulated (RFC 3948)." if sa.nat_t else ""
+            title = "NAT detected"
         yield Finding(
-            code="IKE-NAT-DETECTED", severity=Severity.INFO, title=f"NAT detected: {where}", explanation=expl + moved, frames=frames, sa=sa.key,
+            code="IKE-NAT-DETECTED", severity=Severity.INFO, title=title, explanation=" ".join(parts),
+            frames=frames_of(frames, [x4500.request_frames[0]] if x4500 is not None else ()), sa=sa.key,
             hint="Nothing to fix if the tunnel works; UDP 4500 must stay open and NAT keepalives keep the "
-            "mapping alive.", ts=sa.created_ts)
+            "mapping alive." if natted else "Nothing to fix: UDP encapsulation was asked for, not needed.",
+            ts=sa.created_ts)
 
 
 @rule(10, "IKE-IP-FRAGMENTED", (Severity.WARNING, Severity.ERROR), ref="RFC 7383")
