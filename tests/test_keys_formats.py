@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import CORPUS, DATA, IPSECSCOPE, SAMPLES, needs_tshark
+from conftest import CORPUS, DATA, IPSECSCOPE, SAMPLES, ike_messages, needs_tshark
 
 from ipsecscope.errors import KeyFileError
 from ipsecscope.keys import add_secrets_block, detect_format, load_keys
@@ -473,3 +473,69 @@ def test_charon_log_without_mgr_lines(tmp_path):
     assert [ike_tuple(k) for k in store.ike] == [ike_tuple(ref.ike[0])]
     assert len(store.esp) == 4
     assert len(store.warnings) == 1 and "rekeyed IKE SA" in store.warnings[0]
+
+
+# --- tcpdump `ikev2 I|R` lines (issue 11 item 10) -------------------------------------------------
+
+TCPDUMP_IKE = DATA / "keys" / "tcpdump-ikev2pI2"
+
+
+def test_tcpdump_ikev2_lines_are_ike_sa_keys():
+    """tcpdump's own ikev2pI2 secrets: the I and R lines make one IKE SA (I = what the initiator sends)."""
+    f = TCPDUMP_IKE / "ikev2pI2-secrets.txt"
+    assert detect_format(f.read_bytes()) == "tcpdump"
+    store = load_keys([f])
+    assert len(store) == len(store.ike) == 1 and not store.warnings
+    k = store.ike[0]
+    assert (k.spi_i.hex(), k.spi_r.hex()) == ("0001020304050607", "c02e7a3031a03188")
+    assert (k.encr, k.integ) == (E.ENCR_AES_CBC, I.AUTH_HMAC_SHA1_96)
+    assert k.sk_ei.hex() == "3f44bf47cafd8150591deb088199fcbf" and k.sk_er.hex() == "bedb67ec7dc3d00cccac42e70cd63bde"
+    assert k.sk_ai.hex().startswith("4ea8e662") and k.sk_ar.hex().startswith("515b0bd2")
+    # the same keys as the Wireshark table written by hand from them
+    table = load_keys([TCPDUMP_IKE / "wsprofile" / "ikev2_decryption_table"]).ike[0]
+    assert (table.sk_ei, table.sk_er, table.sk_ai, table.sk_ar) == (k.sk_ei, k.sk_er, k.sk_ai, k.sk_ar)
+
+
+@needs_tshark
+def test_tcpdump_ikev2_secrets_decrypt_what_tshark_decrypts():
+    """ikev2pI2.pcap with only tcpdump's secrets file. The test capture's IKE_AUTH carries a wrong
+    ICV (tshark: "incorrect, should be 579ae74a…"; tcpdump never checks it), so with integrity
+    checked we refuse it exactly as tshark flags it; without the check (tshark decrypts anyway)
+    the inner payloads are the ones tshark shows with the same keys and tcpdump prints
+    (IDi fqdn:west, AUTH rsasig)."""
+    from dataclasses import replace
+
+    from test_ike_decode import FIELDS, _hexnorm, tshark_fields
+
+    from ipsecscope.crypto.ike_sk import IkeDecryptor
+    from ipsecscope.keys.store import KeyStore
+
+    cap = TCPDUMP_IKE / "ikev2pI2.pcap"
+    store = load_keys([TCPDUMP_IKE / "ikev2pI2-secrets.txt"])
+    unchecked = KeyStore()
+    unchecked.add_ike(replace(store.ike[0], check_integrity=False, icv_len=12))
+    rows = tshark_fields(cap, TCPDUMP_IKE / "wsprofile")
+    verdict = subprocess.run(["tshark", "-r", str(cap), "-V"], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, WIRESHARK_CONFIG_DIR=str(TCPDUMP_IKE / "wsprofile"))).stdout
+    encrypted = [m for m in ike_messages(cap) if any(p.type == 46 for p in m.payloads)]
+    assert [m.frame for m in encrypted] == [2]
+    for m in encrypted:
+        checked = IkeDecryptor(store).decrypt(m)
+        assert checked.key_tried and checked.icv_ok is not True and not checked.inner
+        assert "IKEv2 Integrity Checksum Data is incorrect" in verdict
+        x = IkeDecryptor(unchecked).decrypt(m)
+        assert x.decrypted and x.malformed is None, x.crypto_note
+        full = list(x.payloads) + list(x.inner)
+        for field, fn in FIELDS.items():
+            assert fn(full) == _hexnorm(field, rows[m.frame][field]), (m.frame, field)
+        assert [p.type for p in x.inner] == [35, 39]  # IDi, AUTH as tcpdump prints them
+    assert "(v2IDi: len=8 0200000077657374 fqdn:west)" in (TCPDUMP_IKE / "ikev2pI2.out").read_text()
+
+
+def test_tcpdump_ikev2_half_pair_is_skipped_with_a_warning(tmp_path):
+    f = tmp_path / "secrets"
+    f.write_text((TCPDUMP_IKE / "ikev2pI2-secrets.txt").read_text().splitlines()[0] + "\n"
+                 "0x12345678@198.18.0.2 aes128-cbc:0x0102030405060708090a0b0c0d0e0f10\n")
+    store = load_keys([f])
+    assert len(store.esp) == 1 and not store.ike
+    assert any(w.startswith(f"{f}:1: ") and "no 'ikev2 R' line" in w for w in store.warnings)

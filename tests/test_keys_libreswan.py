@@ -18,7 +18,7 @@ from conftest import DATA, IPSECSCOPE, needs_tshark
 
 from ipsecscope.errors import KeyFileError
 from ipsecscope.keys import detect_format, load_keys
-from ipsecscope.keys import libreswan as lsw
+from ipsecscope.keys import names as N
 from ipsecscope.model.iana import EncrTransform as E
 from ipsecscope.model.iana import IntegTransform as I  # noqa: E741
 from ipsecscope.model.iana import PrfTransform as P
@@ -232,11 +232,11 @@ def test_half_an_ike_sa_is_a_warning_not_a_key(tmp_path):
 
 
 def test_tcpdump_names():
-    assert lsw._tcpdump_encr("aes_gcm_16256") == (E.ENCR_AES_GCM_16, 32)
-    assert lsw._tcpdump_encr("aes128") == (E.ENCR_AES_CBC, 16)
-    assert lsw._tcpdump_encr("aes_ctr192") == (E.ENCR_AES_CTR, 24)
-    assert lsw._tcpdump_encr("3des") == (E.ENCR_3DES, None)
-    assert lsw._tcpdump_encr("rot13") is None
+    assert N.ike_line_encr("aes_gcm_16256") == (E.ENCR_AES_GCM_16, 32)
+    assert N.ike_line_encr("aes128") == (E.ENCR_AES_CBC, 16)
+    assert N.ike_line_encr("aes_ctr192") == (E.ENCR_AES_CTR, 24)
+    assert N.ike_line_encr("3des") == (E.ENCR_3DES, None)
+    assert N.ike_line_encr("rot13") is None
 
 
 def _load_mutant(tmp_path, data: bytes) -> None:

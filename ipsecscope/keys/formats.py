@@ -141,7 +141,8 @@ FORMATS: tuple[KeyFormat, ...] = (
               "IKEv2 SA keys (SK_e/SK_a, GCM salts included; no SK_d) and the CHILD SA keys pluto installs; "
               "no IKEv1 phase-1 keys (Libreswan never logs them)",
               _text_detect("libreswan"), _text_parse("libreswan"), None, None),
-    KeyFormat("tcpdump", "tcpdump `-E` secrets", "`0x12345678@198.18.0.2 aes128-cbc:0x…`",
+    KeyFormat("tcpdump", "tcpdump `-E` secrets", "`0x12345678@198.18.0.2 aes128-cbc:0x…` (ESP); "
+              "`ikev2 I 0xSPIi 0xSPIr sha1:0x… aes128:0x…` and its `ikev2 R` line (IKEv2 SA keys)",
               _text_detect("tcpdump"), _text_parse("tcpdump"), None, None),
 )
 BY_NAME = {f.name: f for f in FORMATS}

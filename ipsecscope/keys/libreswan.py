@@ -67,10 +67,6 @@ _PREFIX = (r"(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?:? (?:\S+ pluto\[
            r"|\d{4}-\d\d-\d\dT\S+ (?:\S+ pluto\[\d+\]: )?|\S+ pluto\[\d+\]: |)")
 _PLUTO = re.compile(r"^" + _PREFIX + r"\| ", re.MULTILINE)
 _DEBUG = re.compile(r"^" + _PREFIX + r"\| (?P<msg>.*)$")
-_IKE_LINE = re.compile(
-    r"^ikev2 (?P<dir>[IR]) 0x(?P<spi_i>[0-9a-fA-F]{16}) 0x(?P<spi_r>[0-9a-fA-F]{16}) "
-    r"(?P<integ>[A-Za-z0-9_]+):(?:0x(?P<ak>[0-9a-fA-F]*))? (?P<encr>[A-Za-z0-9_]+):0x(?P<ek>[0-9a-fA-F]*)\s*$"
-)
 _SKEYSEED = re.compile(r"^calculating skeyseed using prf=(?P<prf>\S+) integ=\S+ cipherkey-size=\d+ salt-size=(?P<salt>\d+)")
 _KEYING = re.compile(r"^completing DH shared secret for #\d+/#(?P<st>\d+)")
 _ESTABLISHED = re.compile(r"^pstats #(?P<st>\d+) ikev2\.ike established")
@@ -83,38 +79,6 @@ _ADD_SA = re.compile(
 _ROW = re.compile(r"^  [0-9a-f]{2}(?: |$)")
 _HEX = re.compile(r"^[0-9a-f]{2}$")
 
-# Libreswan's encrypt_tcpdump_name / integ_tcpdump_name (lib/libswan/ike_alg_*.c), as used in
-# the "ikev2 I|R" lines. Longest first so "aes_gcm_16256" is AES_GCM_16 + 256 bits.
-LSW_TCPDUMP_ENCR: dict[str, int] = {
-    "aes": E.ENCR_AES_CBC,
-    "aes_ctr": E.ENCR_AES_CTR,
-    "aes_gcm": E.ENCR_AES_GCM_8,  # sic: Libreswan gives AES_GCM_8 the bare name
-    "aes_gcm_12": E.ENCR_AES_GCM_12,
-    "aes_gcm_16": E.ENCR_AES_GCM_16,
-    "aes_ccm_8": E.ENCR_AES_CCM_8,
-    "aes_ccm_12": E.ENCR_AES_CCM_12,
-    "aes_ccm_16": E.ENCR_AES_CCM_16,
-    "3des": E.ENCR_3DES,
-    "camellia": E.ENCR_CAMELLIA_CBC,
-    "camellia_ctr": E.ENCR_CAMELLIA_CTR,
-    "chacha20_poly1305": E.ENCR_CHACHA20_POLY1305,
-    "null": E.ENCR_NULL,
-    "NULL_AUTH_AES_GMAC": E.ENCR_NULL_AUTH_AES_GMAC,
-    "cast": E.ENCR_CAST,
-    "twofish": names.ENCR_TWOFISH_CBC,
-    "serpent": names.ENCR_SERPENT_CBC,
-}
-_ENCR_BY_LEN = sorted(LSW_TCPDUMP_ENCR, key=len, reverse=True)
-LSW_TCPDUMP_INTEG: dict[str, int] = {
-    "none": I.NONE,
-    "md5": I.AUTH_HMAC_MD5_96,
-    "sha1": I.AUTH_HMAC_SHA1_96,
-    "sha256": I.AUTH_HMAC_SHA2_256_128,
-    "sha384": I.AUTH_HMAC_SHA2_384_192,
-    "sha512": I.AUTH_HMAC_SHA2_512_256,
-    "aes_xcbc": I.AUTH_AES_XCBC_96,
-    "aes_cmac": I.AUTH_AES_CMAC_96,
-}
 # Libreswan fqn names in add_sa() lines that strongSwan spells differently.
 _LSW_FQN_ENCR = {"NULL_AUTH_AES_GMAC": E.ENCR_NULL_AUTH_AES_GMAC, "CAMELLIA_CBC": E.ENCR_CAMELLIA_CBC}
 _LSW_FQN_INTEG = {"NONE": I.NONE}
@@ -133,18 +97,6 @@ def _hex(text: str, what: str, path: str, line: int) -> bytes:
         return bytes.fromhex(text)
     except ValueError:
         raise KeyFileError(f"{what} is not hex", path=path, line=line) from None
-
-
-def _tcpdump_encr(token: str) -> tuple[int, int | None] | None:
-    """``aes_gcm_16256`` -> (ENCR_AES_GCM_16, 32); ``3des`` -> (ENCR_3DES, None)."""
-    for name in _ENCR_BY_LEN:
-        if token.startswith(name):
-            rest = token[len(name):]
-            if rest == "":
-                return LSW_TCPDUMP_ENCR[name], None
-            if rest.isdigit() and int(rest) % 8 == 0:
-                return LSW_TCPDUMP_ENCR[name], int(rest) // 8
-    return None
 
 
 @dataclass
@@ -230,12 +182,12 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                 continue
             end_dump()
 
-        if msg.startswith("ikev2 ") and (im := _IKE_LINE.match(msg)):
+        if msg.startswith("ikev2 ") and (im := names.IKE_LINE.match(msg)):
             saw_private = True
             try:
                 integ_name, encr_token = im.group("integ"), im.group("encr")
-                integ = LSW_TCPDUMP_INTEG.get(integ_name)
-                enc = _tcpdump_encr(encr_token)
+                integ = names.IKE_LINE_INTEG.get(integ_name)
+                enc = names.ike_line_encr(encr_token)
                 if integ is None or enc is None:
                     bad = integ_name if integ is None else encr_token
                     raise KeyFileError(f"unknown Libreswan algorithm name {shown(bad)} in 'ikev2 {im.group('dir')}' line",

@@ -552,3 +552,56 @@ TCPDUMP_ENC: dict[str, tuple[int, int | None]] = {  # name without -cbc -> (encr
     "camellia192": (E.ENCR_CAMELLIA_CBC, 24),
     "camellia256": (E.ENCR_CAMELLIA_CBC, 32),
 }
+
+
+# --- "ikev2 I|R SPIi SPIr integ:0xKEY encr:0xKEY" lines -------------------------------------------
+# tcpdump's -E secrets syntax for IKEv2 SA keys (print-esp.c esp_print_decode_ikeline), which
+# Libreswan's pluto also logs at plutodebug "private": the I line holds the keys of what the
+# initiator sends (SK_ai, SK_ei), the R line the responder's (SK_ar, SK_er).
+IKE_LINE = re.compile(
+    r"^ikev2 (?P<dir>[IR]) 0x(?P<spi_i>[0-9a-fA-F]{16}) 0x(?P<spi_r>[0-9a-fA-F]{16}) "
+    r"(?P<integ>[A-Za-z0-9_]+):(?:0x(?P<ak>[0-9a-fA-F]*))? (?P<encr>[A-Za-z0-9_]+):0x(?P<ek>[0-9a-fA-F]*)\s*$"
+)
+# Libreswan's encrypt_tcpdump_name / integ_tcpdump_name (lib/libswan/ike_alg_*.c), as used in
+# the "ikev2 I|R" lines. Longest first so "aes_gcm_16256" is AES_GCM_16 + 256 bits.
+IKE_LINE_ENCR: dict[str, int] = {
+    "aes": E.ENCR_AES_CBC,
+    "aes_ctr": E.ENCR_AES_CTR,
+    "aes_gcm": E.ENCR_AES_GCM_8,  # sic: Libreswan gives AES_GCM_8 the bare name
+    "aes_gcm_12": E.ENCR_AES_GCM_12,
+    "aes_gcm_16": E.ENCR_AES_GCM_16,
+    "aes_ccm_8": E.ENCR_AES_CCM_8,
+    "aes_ccm_12": E.ENCR_AES_CCM_12,
+    "aes_ccm_16": E.ENCR_AES_CCM_16,
+    "3des": E.ENCR_3DES,
+    "camellia": E.ENCR_CAMELLIA_CBC,
+    "camellia_ctr": E.ENCR_CAMELLIA_CTR,
+    "chacha20_poly1305": E.ENCR_CHACHA20_POLY1305,
+    "null": E.ENCR_NULL,
+    "NULL_AUTH_AES_GMAC": E.ENCR_NULL_AUTH_AES_GMAC,
+    "cast": E.ENCR_CAST,
+    "twofish": ENCR_TWOFISH_CBC,
+    "serpent": ENCR_SERPENT_CBC,
+}
+_IKE_LINE_ENCR_BY_LEN = sorted(IKE_LINE_ENCR, key=len, reverse=True)
+IKE_LINE_INTEG: dict[str, int] = {
+    "none": I.NONE,
+    "md5": I.AUTH_HMAC_MD5_96,
+    "sha1": I.AUTH_HMAC_SHA1_96,
+    "sha256": I.AUTH_HMAC_SHA2_256_128,
+    "sha384": I.AUTH_HMAC_SHA2_384_192,
+    "sha512": I.AUTH_HMAC_SHA2_512_256,
+    "aes_xcbc": I.AUTH_AES_XCBC_96,
+    "aes_cmac": I.AUTH_AES_CMAC_96,
+}
+
+def ike_line_encr(token: str) -> tuple[int, int | None] | None:
+    """``aes_gcm_16256`` -> (ENCR_AES_GCM_16, 32); ``3des`` -> (ENCR_3DES, None)."""
+    for name in _IKE_LINE_ENCR_BY_LEN:
+        if token.startswith(name):
+            rest = token[len(name):]
+            if rest == "":
+                return IKE_LINE_ENCR[name], None
+            if rest.isdigit() and int(rest) % 8 == 0:
+                return IKE_LINE_ENCR[name], int(rest) // 8
+    return None
