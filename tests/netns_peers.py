@@ -276,7 +276,7 @@ class StrongswanPair:
     def __init__(self, workdir: str | os.PathLike[str], left_conf: str, right_conf: str, *,
                  tag: str | None = None, capture: bool = True,
                  capture_name: str = "capture.pcap", charon_extra: str = "",
-                 creds: dict[str, dict[str, Path]] | None = None) -> None:
+                 creds: dict[str, dict[str, Path]] | None = None, plugins: str = PLUGINS) -> None:
         why = preflight()
         if why:
             raise PeerError(why)
@@ -287,6 +287,7 @@ class StrongswanPair:
         self.right = Side("right", f"{self.tag}-r", RIGHT_OUTER, RIGHT_INNER, RIGHT_MAC,
                           self.workdir / "right")
         self.confs = {"left": left_conf, "right": right_conf}
+        self.plugins = plugins  # e.g. PLUGINS + " md5 xcbc" for HMAC-MD5 / AES-XCBC proposals
         self.capture = capture
         # Extra strongswan.conf lines inside ``charon { }`` for both peers (e.g. keep_alive).
         self.charon_extra = charon_extra
@@ -386,7 +387,7 @@ class StrongswanPair:
 
     def _strongswan_conf(self, s: Side) -> str:
         extra = "".join(f"    {ln.strip()}\n" for ln in self.charon_extra.splitlines() if ln.strip())
-        return STRONGSWAN_CONF.format(side=s.name, plugins=PLUGINS, run=s.run, log=s.log,
+        return STRONGSWAN_CONF.format(side=s.name, plugins=self.plugins, run=s.run, log=s.log,
                                       extra=extra)
 
     def _capture_point(self) -> list[str]:

@@ -71,6 +71,8 @@ _CHECKIN = re.compile(
 _CHECKOUT = re.compile(r"checkout IKEv[12] SA (?:by message )?with SPIs (?P<i>[0-9a-f]{16})_i (?P<r>[0-9a-f]{16})_r")
 _CHECKED_OUT = re.compile(r"IKE_SA .*\[(?P<uid>\d+)\] successfully checked out")
 _ADDING = re.compile(r"^(?:adding|registering) (?P<dir>inbound|outbound) (?P<proto>ESP|AH) SA")
+_CHILD_INSTALLING = re.compile(r"^CHILD_SA (?P<name>\S+\{\d+\}) state change: \S+ => INSTALLING")
+_CHILD_ESTABLISHED = re.compile(r"^CHILD_SA (?P<name>\S+\{\d+\}) established")
 _SPI_LINE = re.compile(r"^\s+SPI 0x(?P<spi>[0-9a-fA-F]{1,8}), src (?P<src>\S+) dst (?P<dst>\S+)")
 
 IKE_LABELS = {"Sk_d secret": "sk_d", "Sk_ai secret": "sk_ai", "Sk_ar secret": "sk_ar", "Sk_ei secret": "sk_ei",
@@ -132,6 +134,13 @@ class _Thread:
     child_keys: dict[str, bytes] = field(default_factory=dict)
     child_line: int = 0
     child_role: bool | None = None
+    # The CHILD SA whose keys this thread is deriving ("CHILD_SA net{3} state change: CREATED =>
+    # INSTALLING" opens it, "... established" closes it): keys, proposal and SPIs bind to it, so
+    # a thread that created another CHILD SA before (charon reuses its worker threads) can never
+    # lend that one's keys or proposal to this one.
+    child_name: str | None = None
+    child_prop_line: int = 0  # line of this thread's last "selected proposal: ESP|AH"
+    parsed_line: int = 0  # line of this thread's last "parsed X request|response"
     adding: tuple[str, str, int] | None = None  # (direction, proto, line)
     last_checkout: tuple[bytes, bytes] | None = None
     last_xchg: str = ""
@@ -459,7 +468,8 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             # IKEv1 phase-1 encryption key (keymat_v1.c), what Wireshark's ikev1_decryption_table wants
             t.v1_pending.append((data, line, uid))
         elif label in CHILD_LABELS:
-            if label == "encryption initiator key" or not t.child_keys:
+            if t.child_name is None and (label == "encryption initiator key" or not t.child_keys):
+                # no INSTALLING line to open the key set (older logs): the first key opens it
                 t.child_keys = {}
                 t.child_line = line
                 t.child_role = t.role_initiator
@@ -580,7 +590,24 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
         p = _PARSED.match(msg)
         if p:
             t.role_initiator = p.group("kind") == "response"
+            t.parsed_line = lineno
             t.last_xchg = p.group("xchg")
+            continue
+        c = _CHILD_INSTALLING.match(msg)
+        if c:
+            # a new CHILD SA on this thread: its keys follow, under the proposal just selected in
+            # this exchange (on this thread; else the IKE SA's latest, for the IKE_AUTH responder)
+            t.child_name = c.group("name")
+            t.child_keys = {}
+            t.child_line = lineno
+            t.child_role = t.role_initiator
+            if (t.child_prop is None or t.child_prop_line < t.parsed_line) and uid in uid_child_prop:
+                t.child_prop = uid_child_prop[uid]  # not selected in this exchange on this thread
+            continue
+        c = _CHILD_ESTABLISHED.match(msg)
+        if c and c.group("name") == t.child_name:
+            t.child_name = None
+            t.child_keys = {}  # spent: the next CHILD SA on this thread starts from nothing
             continue
         p = _PROPOSAL.match(msg)
         if p:
@@ -591,6 +618,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                     uid_ike_prop[uid] = prop
             else:
                 t.child_prop = prop
+                t.child_prop_line = lineno
                 if uid is not None:
                     uid_child_prop[uid] = prop
             continue
