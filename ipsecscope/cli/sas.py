@@ -103,6 +103,8 @@ def _flow_line(f: EspFlow) -> str:
             parts.append(f"[{style}]{n} {label}[/]")
     if f.udp_encap:
         parts.append(f"UDP {f.sport}→{f.dport}")
+    if f.keys_nat:
+        parts.append(f"keys matched across NAT ({f.keys_nat.replace(' -> ', ' → ')})")
     return ", ".join(parts)
 
 

@@ -541,6 +541,13 @@ class EspDecryptor:
             else:
                 plain, hi = self._search(fn, data, st, seq_lo)
         except IntegrityError as exc:
+            if st.keys.nat and not stats.decrypted:  # type: ignore[union-attr]
+                # keys matched across NAT by SPI alone: the ICV says they are not this SA's
+                # (issue 17), so they are not applied at all — this SA has no key
+                st.keys, st.opener = None, None
+                stats.keys_source = ""
+                stats.no_key += 1
+                return NO_KEY, "no key for this SA (a key with this SPI logged behind NAT failed its ICV)", 0
             stats.icv_failed += 1
             stats.last_reason = str(exc)
             return ICV_FAILED, stats.last_reason, 0

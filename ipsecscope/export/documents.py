@@ -43,7 +43,8 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "last_time": float|null, "first_frame": int, "last_frame": int, "seq_min": int|null,
         "seq_max": int|null, "lost": int, "duplicates": int, "reordered": int, "icv_failed": int,
         "no_key": int, "decrypted": int, "malformed": int, "unsupported": int, "after_delete": int, "after_rekey": int,
-        "after_rekey_last_time": float|null, "outside_ts": int, "udp_encap": bool, "sport": int, "dport": int
+        "after_rekey_last_time": float|null, "outside_ts": int, "udp_encap": bool, "sport": int, "dport": int,
+        "keys_nat": str|null          # the keys were matched across NAT: "logged -> wire" address
       }],
       "capture": {"frames": int, "malformed": {layer: int}, "truncated": str|null}   # what could not be read
     }
@@ -154,7 +155,7 @@ def flow_to_dict(f: EspFlow) -> dict:
         "reordered": f.reordered, "icv_failed": f.icv_failed, "no_key": f.no_key, "decrypted": f.decrypted,
         "malformed": f.malformed, "unsupported": f.unsupported, "after_delete": f.after_delete, "after_rekey": f.after_rekey,
         "after_rekey_last_time": f.after_rekey_last_ts, "outside_ts": f.outside_ts,
-        "udp_encap": f.udp_encap, "sport": f.sport, "dport": f.dport,
+        "udp_encap": f.udp_encap, "sport": f.sport, "dport": f.dport, "keys_nat": f.keys_nat or None,
     }
 
 

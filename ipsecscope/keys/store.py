@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from ..errors import KeyFileError
+from ..model.iana import IntegTransform
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys, PeerLogNote
-from .names import shown
+from .names import is_aead, shown
 
 _CACHE_MAX = 1 << 16
 
@@ -179,6 +180,8 @@ class KeyStore:
         self.ikev1: list[Ikev1Keys] = []
         self.version = 0
         self._exact: dict[tuple[str, str, int], EspSaKeys] = {}
+        # exact entries by SPI, for matching across NAT (see esp_lookup)
+        self._by_spi: dict[int, list[tuple[str, str, EspSaKeys]]] = {}
         self._wild: list[_Wild] = []
         self._cache: dict[tuple[str, str, int], EspSaKeys | None] = {}
         self._ike: dict[tuple[bytes, bytes], IkeSaKeys] = {}
@@ -225,6 +228,7 @@ class KeyStore:
                 self._bump()
                 return True
             self._exact[key] = k
+            self._by_spi.setdefault(k.spi, []).append((key[0], key[1], k))
         else:
             src = parse_addr_pattern(k.src)
             dst = parse_addr_pattern(k.dst)
@@ -295,7 +299,14 @@ class KeyStore:
     # -- lookups ------------------------------------------------------------------------------
 
     def esp_lookup(self, src: str, dst: str, spi: int) -> EspSaKeys | None:
-        """Keys for an ESP/AH packet, the most specific matching entry, or None."""
+        """Keys for an ESP/AH packet, the most specific matching entry, or None.
+
+        When no entry matches, keys logged on a peer behind NAT are matched across it: an exact
+        entry with this SPI whose one address equals the packet's and whose other differs (NAT
+        rewrote it: the log names 10.0.0.1, the wire 198.18.0.1). Only if that SPI names exactly
+        one such key, and only for SAs whose ICV can say whether the key belongs (AEAD or
+        checked integrity): the answer carries ``nat`` and crypto.esp drops it on an ICV failure.
+        """
         key = (src, dst, spi)
         hit = self._exact.get(key)
         if hit is not None:
@@ -315,16 +326,28 @@ class KeyStore:
         hit = self._exact.get((nsrc, ndst, spi))
         if hit is not None:
             return hit
-        if not self._wild:
-            return None
-        sv, si = _addr_value(nsrc)
-        dv, di = _addr_value(ndst)
-        best: _Wild | None = None
-        for w in self._wild:
-            if w.spi.match(spi) and w.src.match(sv, si) and w.dst.match(dv, di):
-                if best is None or w.score > best.score:
-                    best = w
-        return best.keys if best else None
+        if self._wild:
+            sv, si = _addr_value(nsrc)
+            dv, di = _addr_value(ndst)
+            best: _Wild | None = None
+            for w in self._wild:
+                if w.spi.match(spi) and w.src.match(sv, si) and w.dst.match(dv, di):
+                    if best is None or w.score > best.score:
+                        best = w
+            if best is not None:
+                return best.keys
+        return self._across_nat(nsrc, ndst, spi)
+
+    def _across_nat(self, src: str, dst: str, spi: int) -> EspSaKeys | None:
+        cands = {}
+        for s, d, k in self._by_spi.get(spi, ()):
+            if (s == src) != (d == dst) and _verifiable(k):  # exactly one address rewritten
+                cands[(k.encr, k.enc_key, k.integ, k.auth_key)] = (s, d, k)
+        if len(cands) != 1:
+            return None  # none, or the SPI is ambiguous: never guess
+        s, d, k = next(iter(cands.values()))
+        moved = f"{s} -> {src}" if s != src else f"{d} -> {dst}"
+        return replace(k, src=src, dst=dst, nat=moved)
 
     def ike_lookup(self, spi_i: bytes, spi_r: bytes) -> IkeSaKeys | None:
         k = self._ike.get((bytes(spi_i), bytes(spi_r)))
@@ -362,6 +385,11 @@ class KeyStore:
 
     def __repr__(self) -> str:
         return f"<KeyStore esp={len(self.esp)} ike={len(self.ike)} ikev1={len(self.ikev1)} v{self.version}>"
+
+
+def _verifiable(k: EspSaKeys) -> bool:
+    """Whether a wrong key would show as an ICV failure (AEAD tag, or integrity checked)."""
+    return is_aead(k.encr) or (k.integ != IntegTransform.NONE and k.check_integrity)
 
 
 def _same_esp(a: EspSaKeys, b: EspSaKeys) -> bool:

@@ -37,6 +37,10 @@ class EspSaKeys:
     # False for Wireshark's "ANY n bit authentication [no checking]": integ is NONE and icv_len
     # says how many trailing bytes to strip without verifying them (AEAD tags are always checked).
     check_integrity: bool = True
+    # Set by the key lookup when these keys were matched across NAT: the key file names the
+    # peer's private address, the wire its translated one ("10.0.0.1 -> 198.18.0.1"). The ICV
+    # decides: a NAT-matched key that fails it is not this SA's key (crypto.esp drops it).
+    nat: str = ""
 
 
 @dataclass(slots=True, frozen=True)

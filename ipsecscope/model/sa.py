@@ -42,6 +42,7 @@ class EspFlow:
     last_ts: float | None = None
     first_frame: int = 0
     last_frame: int = 0
+    keys_nat: str = ""  # the loaded keys were matched across NAT: "logged -> wire" address
     seq_min: int | None = None
     seq_max: int | None = None  # highest full (ESN-extended when known) sequence number
     lost: int = 0  # sequence numbers never seen below seq_max (gaps)

@@ -51,6 +51,8 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
         flow.no_key += 1
     elif status == "ok":
         flow.decrypted += 1
+        if not flow.keys_nat:
+            flow.keys_nat = getattr(getattr(res, "keys", None), "nat", "") or ""
     elif status == "icv_failed":
         flow.icv_failed += 1
         if len(flow.icv_failed_frames) < EVIDENCE:

@@ -163,10 +163,13 @@ def ike_key_problems(sa: IkeSa) -> Text:
 
 
 def flow_notes(flows: list[EspFlow]) -> list[Any]:
-    """Per-direction problems the counters alone do not explain (unsupported algorithms)."""
+    """Per-direction notes the counters alone do not explain (unsupported algorithms, NAT-matched keys)."""
     lines = [Text(f"0x{f.spi:08x}: {_count(f.unsupported, 'packet', 'packets')} not decrypted: "
                   + (f.unsupported_reason or "algorithm not supported"), "yellow")
              for f in flows if f.unsupported]
+    # keys logged on a peer behind NAT, matched by SPI and the address NAT left alone (issue 17)
+    lines += [Text(f"0x{f.spi:08x}: keys matched across NAT ({f.keys_nat.replace(' -> ', ' → ')})", "cyan")
+              for f in flows if f.keys_nat]
     return [Text(""), *lines] if lines else []
 
 
