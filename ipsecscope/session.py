@@ -25,6 +25,7 @@ from .crypto.ikev1 import Ikev1Decryptor
 from .decode.demux import Decoder
 from .decode.ike import parse_ike
 from .keys import KeyStore, add_secrets_block, load_keys
+from .keys.match import FileMatch, match_keys
 from .model import iana
 from .model.ike import IkeMessage, NotifyPayload
 from .model.packets import (
@@ -198,6 +199,13 @@ class Session:
         self.keys.merge(load_keys(paths, strict=strict))
         self.key_files.extend(paths)
         return len(self.keys) - before
+
+    def key_matches(self) -> list[FileMatch]:
+        """Per key file: how many of its IKE / ESP SAs this capture used, and which ESP keys were
+        matched across NAT (``FileMatch.matches_nothing``: keys for another tunnel or host)."""
+        esp = [(f.src, f.dst, f.spi) for f in self.table.flows.values()]
+        ike = [(sa.ike_spi_i, sa.ike_spi_r) for sa in self.table.ike_sas.values()]
+        return match_keys(self.keys, esp, ike)
 
     @property
     def key_warnings(self) -> list[str]:

@@ -119,3 +119,28 @@ def test_spi_alone_never_matches_when_ambiguous_or_unverifiable():
     far = KeyStore()
     far.add_esp(replace(k, src="10.7.7.7", dst="10.8.8.8"))
     assert far.esp_lookup(wire_src, wire_dst, k.spi) is None  # both addresses differ: not one NAT
+
+
+def test_keys_list_says_which_keys_the_capture_uses_and_across_which_nat(tmp_path):
+    f = _esp_sa_from_natted_peer(tmp_path)
+    r = subprocess.run([*IPSECSCOPE, "keys", "list", str(f), "--capture", str(CAPTURE)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    rows = [ln for ln in r.stdout.splitlines() if "0x" in ln and "ESP" in ln]
+    assert len(rows) == 4 and all(f"across NAT {PRIVATE} → {PUBLIC}" in ln for ln in rows), r.stdout
+
+
+def test_keys_for_another_tunnel_are_called_so(tmp_path):
+    """Issue 14: a log from another tunnel is not success. sas warns with the counts, and no
+    longer says "give -k" when -k was given."""
+    other = DATA / "keys" / "charon-cbc-sha2-pfs-right.log"
+    r = subprocess.run([*IPSECSCOPE, "sas", str(CAPTURE), "-k", str(other)], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "COLUMNS": "250"})
+    assert (f"ipsecscope: warning: keys from {other} (1 IKE SA, 6 ESP SAs) match no SPI in this capture: "
+            "another tunnel, host or rotated log?") in r.stderr
+    assert "give -k" not in r.stdout and "the keys given hold none for this IKE SA" in r.stdout
+    s = session([other])
+    [m] = s.key_matches()
+    assert m.matches_nothing and (m.ike, m.esp, m.ike_matched, m.esp_matched) == (1, 6, 0, 0)
+    good = session([NAT / "charon-left.log"]).key_matches()
+    assert [(m.ike_matched, m.esp_matched, m.matches_nothing) for m in good] == [(1, 4, False)]

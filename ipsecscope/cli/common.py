@@ -25,7 +25,12 @@ def add_strict_keys_argument(p: argparse.ArgumentParser) -> None:
                         "warning (the default uses every other key)")
 
 
-def warn_keys(store) -> None:  # store: ipsecscope.keys.KeyStore
-    """Print what key loading skipped or noticed (``file:line: reason``), once each, on stderr."""
+def warn_keys(store, session=None) -> None:  # store: KeyStore; session: a loaded Session
+    """Print what key loading skipped or noticed (``file:line: reason``), once each, on stderr;
+    with a loaded ``session`` also each key file that matches nothing in its capture (issue 14:
+    keys for another tunnel must not look like success)."""
     for w in dict.fromkeys(store.warnings):
         print(f"ipsecscope: warning: {w}", file=sys.stderr)
+    for m in session.key_matches() if session is not None else ():
+        if m.matches_nothing:
+            print(f"ipsecscope: warning: {m.sentence()}", file=sys.stderr)

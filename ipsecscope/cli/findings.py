@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope findings: {exc}", file=sys.stderr)
         return 2
-    warn_keys(session.keys)
+    warn_keys(session.keys, session)
     damage = session.damage
     if damage:
         print(f"ipsecscope findings: {damage}", file=sys.stderr)

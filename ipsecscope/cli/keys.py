@@ -41,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lp.add_argument("files", nargs="+", metavar="KEYS", help="key files, any supported format")
     lp.add_argument("--show-keys", action="store_true", help="print key material (it is secret!)")
     lp.add_argument("--json", action="store_true", help="machine-readable output (ipsecscope.keys/1)")
+    lp.add_argument("--capture", metavar="FILE",
+                    help="also say which of the keys this capture uses: exactly, matched across NAT (from which "
+                         "address to which), or not at all")
     add_strict_keys_argument(lp)
     cp = sub.add_parser("convert", help="convert key files to another format")
     cp.add_argument("files", nargs="+", metavar="KEYS", help="key files, any supported format")
@@ -90,7 +93,30 @@ def _convert(store: KeyStore, args: argparse.Namespace) -> int:
     return 0
 
 
+def _capture_use(store: KeyStore, capture: str) -> dict[tuple[str, int], str]:
+    """(source, spi) of each ESP key -> "yes" | "across NAT a → b", for the ESP SAs ``capture`` holds;
+    warns (stderr) for key files that match nothing in it."""
+    from ..keys.match import match_keys
+    from ..session import Session
+
+    probe = KeyStore()
+    probe.merge(store)
+    s = Session(probe)  # its store grows with derived keys; ``store`` answers for the files alone
+    s.load(capture)
+    used: dict[tuple[str, int], str] = {}
+    for f in s.table.flows.values():
+        k = store.esp_lookup(f.src, f.dst, f.spi)
+        if k is not None:
+            used[(k.source, k.spi)] = f"across NAT {k.nat.replace(' -> ', ' → ')}" if k.nat else "yes"
+    ike = [(sa.ike_spi_i, sa.ike_spi_r) for sa in s.table.ike_sas.values()]
+    for m in match_keys(store, [(f.src, f.dst, f.spi) for f in s.table.flows.values()], ike):
+        if m.matches_nothing:
+            print(f"ipsecscope: warning: {m.sentence()}", file=sys.stderr)
+    return used
+
+
 def _list(store: KeyStore, args: argparse.Namespace) -> int:
+    use = _capture_use(store, args.capture) if args.capture else None
     if args.json:
         from ..keys.jsonkeys import to_doc
 
@@ -103,13 +129,16 @@ def _list(store: KeyStore, args: argparse.Namespace) -> int:
     show = args.show_keys
     if store.esp:
         t = Table(title=f"ESP/AH SAs ({len(store.esp)})", title_justify="left")
-        for col in ("SPI", "Proto", "Source", "Destination", "Encryption", "Integrity", "ESN", "From"):
+        for col in ("SPI", "Proto", "Source", "Destination", "Encryption", "Integrity", "ESN", "From",
+                    *(("In capture",) if use is not None else ())):
             t.add_column(col, overflow="fold")
         for k in store.esp:
             row = [k.spi_pattern or f"0x{k.spi:08x}", "AH" if k.protocol == 2 else "ESP", k.src, k.dst,
                    N.encr_label(k.encr, k.enc_key), N.integ_label(k.integ, k.icv_len, k.check_integrity)
                    if not N.is_aead(k.encr) else "(AEAD)",
                    {None: "infer", True: "yes", False: "no"}[k.esn], k.source]
+            if use is not None:
+                row.append(use.get((k.source, k.spi), "no"))
             t.add_row(*row)
         console.print(t)
         if show:  # plain lines, never wrapped, so keys can be copied

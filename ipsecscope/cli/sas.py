@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope sas: {exc}", file=sys.stderr)
         return 2
-    warn_keys(session.keys)
+    warn_keys(session.keys, session)
     damage = session.damage
     if damage:
         print(f"ipsecscope sas: {damage}", file=sys.stderr)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        render(session.table)
+        render(session.table, keys_given=bool(args.keys))
         # Bad input is never silent: say what could not be read (details: `ipsecscope summary`).
         if st.malformed:
             by = ", ".join(f"{k} {v}" for k, v in sorted(st.malformed.items()))
@@ -143,7 +143,7 @@ def _child_node(parent, c: ChildSa, table: SaTable) -> None:
         node.add(_flow_line(f))
 
 
-def render(table: SaTable, console=None) -> None:
+def render(table: SaTable, console=None, keys_given: bool = False) -> None:
     from rich.console import Console
     from rich.tree import Tree
 
@@ -188,7 +188,9 @@ def render(table: SaTable, console=None) -> None:
             tree.add(f"[bold red]{sa.undecryptable} encrypted message(s) could not be decrypted with the loaded key "
                      f"(wrong key?){split}[/]")
         elif not sa.decrypted and not sa.icv_failed and any(x.encrypted for x in sa.exchanges):
-            tree.add("[dim]encrypted payloads not readable (no IKE keys): give -k to see IDs, CHILD SAs, selectors[/]")
+            tree.add("[dim]encrypted payloads not readable: the keys given hold none for this IKE SA "
+                     f"(SPIs {sa.ike_spi_i.hex()}_{sa.ike_spi_r.hex()})[/]" if keys_given else
+                     "[dim]encrypted payloads not readable (no IKE keys): give -k to see IDs, CHILD SAs, selectors[/]")
         xs = tree.add(f"{len(sa.exchanges)} exchange(s)")
         for x in sa.exchanges:
             fr = ",".join(map(str, x.request_frames[:4])) + ("…" if len(x.request_frames) > 4 else "")
