@@ -91,3 +91,57 @@ def test_every_output_format_reads_back(tmp_path, fmt):
         return
     back = load_keys([f])
     assert formats.BY_NAME[fmt].count(back) == want
+
+
+# draft-ietf-opsawg-pcapng §"Decryption Secrets Block", secrets type 0x45535053 (ESP SA keys),
+# added with Wireshark merge request 20256: the exact algorithm strings a reader accepts.
+DRAFT_ESP_ENCR = {
+    "NULL", "TripleDES-CBC [RFC2451]", "AES-CBC [RFC3602]", "AES-CTR [RFC3686]", "DES-CBC [RFC2405]",
+    "CAST5-CBC [RFC2144]", "BLOWFISH-CBC [RFC2451]", "TWOFISH-CBC", "AES-GCM [RFC4106]",
+    "AES-GCM with 8 octet ICV [RFC4106]", "AES-GCM with 12 octet ICV [RFC4106]",
+    "AES-GCM with 16 octet ICV [RFC4106]", "AES-GCM with IIV and 16 octet ICV [RFC4106 & RFC8750]",
+    "ChaCha20 with Poly1305 [RFC7634]", "ChaCha20 with Poly1305 and IIV [RFC7634 & RFC8750]"}
+DRAFT_ESP_AUTH = {
+    "NULL", "HMAC-SHA-1-96 [RFC2404]", "HMAC-SHA-256-96 [draft-ietf-ipsec-ciph-sha-256-00]",
+    "HMAC-SHA-256-128 [RFC4868]", "HMAC-SHA-384-192 [RFC4868]", "HMAC-SHA-512-256 [RFC4868]",
+    "HMAC-MD5-96 [RFC2403]", "MAC-RIPEMD-160-96 [RFC2857]", *(f"ANY {n} bit authentication [no checking]"
+                                                             for n in (64, 96, 128, 192, 256))}
+
+
+@pytest.mark.parametrize("log", [DATA / "keys" / "multi-child" / "charon-left.log",
+                                 DATA / "keys" / "charon-healthy-gcm-left.log"], ids=lambda p: p.parent.name)
+def test_dsb_writes_wiresharks_esp_sa_secrets_type(tmp_path, log):
+    """`keys convert --to dsb` (and `decrypt --dsb`) put ESP SAs in Wireshark's own type 0x45535053,
+    10-column CSV exactly as the pcapng draft specifies (tshark 4.0 here predates the type, so the
+    format is checked against the specification); only what no Wireshark type can carry (IKE SA
+    keys, AES-CCM / AES-XCBC ESP SAs) goes to ipsecscope's own JSON block. ipsecscope reads both."""
+    import csv
+    import re
+
+    from ipsecscope.keys import dsb
+
+    store = load_keys([log])
+    out = tmp_path / "keys.pcapng"
+    out.write_bytes(formats.dump(store, "dsb", True))
+    blocks = list(dsb.iter_secrets(out.read_bytes(), str(out)))
+    esp = [data for _, t, data in blocks if t == dsb.SECRETS_TYPE_ESP]
+    own = [data for _, t, data in blocks if t == dsb.SECRETS_TYPE_IPSEC]
+    assert len(esp) == 1 and len(own) == (1 if store.ike or store.ikev1 else 0) + 0
+    rows = list(csv.reader(esp[0].decode().splitlines()))
+    for r in rows:
+        assert len(r) == 10, r
+        assert r[0] in ("IPv4", "IPv6", "Any") and re.fullmatch(r"0x[0-9a-f]{8}", r[3])
+        assert r[4] in DRAFT_ESP_ENCR and r[6] in DRAFT_ESP_AUTH, r[4:7]
+        assert (r[5] == "" and r[4] == "NULL") or re.fullmatch(r"0x[0-9a-f]+", r[5])
+        assert r[7] == "" or re.fullmatch(r"0x[0-9a-f]+", r[7])
+        assert r[8] in ("32-bit", "64-bit") and re.fullmatch(r"0x[0-9a-f]{8}", r[9])
+    back = load_keys([out])
+    assert sorted((k.spi, k.encr, k.enc_key, k.auth_key) for k in back.esp) == sorted(
+        (k.spi, k.encr, k.enc_key, k.auth_key) for k in store.esp)
+    assert len(back.ike) == len(store.ike)
+    only_ours = [k for k in store.esp if k.spi not in {int(r[3], 16) for r in rows}]
+    from ipsecscope.model.iana import EncrTransform as E
+    from ipsecscope.model.iana import IntegTransform as I  # noqa: E741
+
+    ccm = {E.ENCR_AES_CCM_8, E.ENCR_AES_CCM_12, E.ENCR_AES_CCM_16}
+    assert all(k.encr in ccm or k.integ == I.AUTH_AES_XCBC_96 for k in only_ours)  # no name in the draft

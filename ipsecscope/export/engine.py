@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from ..capture.layout import Layout, scan
 from ..crypto.esp import EspDecryptor, SaStats
 from ..errors import CaptureError, DecryptError, ExportError
-from ..keys.formats import add_secrets_block
+from ..keys.formats import add_secrets_block, dsb_blocks
 from ..keys.formats import dump as dump_keys
 from ..outfile import atomic_output, create_private, refuse_inputs, same_file
 from . import jsonl as _jsonl
 from .hotloop import ChunkResult, Options, _Worker
 from .hotloop import ip_header as _ip_header
-from .pcapng import LINKTYPE_RAW, PcapngWriter
+from .pcapng import LINKTYPE_RAW, SECRETS_TYPE_IPSEC, PcapngWriter
 
 PARALLEL_MIN_BYTES = 24 << 20  # below this, forking costs more than it saves
 CHUNK_MIN_BYTES = 8 << 20  # a chunk costs a fork-free but not free set-up (new worker, part file)
@@ -522,14 +522,19 @@ def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats) -> 
 
 
 def _write_dsb(writer: PcapngWriter, used) -> None:
-    from ..keys import KeyStore, jsonkeys
+    from ..keys import KeyStore
 
     store = KeyStore()
     for k in used:
         store.add_esp(k)
-    writer.write_secrets(jsonkeys.dumps(store, True).encode(), comment=(
-        "ipsecscope: keys of the SAs decrypted into this file (private secrets type 0x4950534b, "
-        "native JSON). As Wireshark esp_sa rows:\n" + str(dump_keys(store, "esp_sa", True))))
+    # Wireshark's own ESP SA secrets type where it has names for the algorithms (Wireshark 4.6+
+    # decrypts with it, no esp_sa file needed), ipsecscope's JSON block for the rest.
+    for stype, data in dsb_blocks(store):
+        writer.write_secrets(data, secrets_type=stype, comment=(
+            "ipsecscope: keys of the SAs decrypted into this file (Wireshark ESP SA secrets, 10-column esp_sa "
+            "CSV)" if stype != SECRETS_TYPE_IPSEC else
+            "ipsecscope: keys of the SAs decrypted into this file that no Wireshark secrets type carries "
+            "(private type 0x4950534b, native JSON). As Wireshark esp_sa rows:\n" + str(dump_keys(store, "esp_sa", True))))
 
 
 GZIP_FAST_MIN_BYTES = 4 << 20

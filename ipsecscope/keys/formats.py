@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import KeyFileError
-from . import dsb
+from . import dsb, names
 from .store import KeyStore
 
 # (data, text, source, store) -> store. ``text`` is ``data`` decoded once (UTF-8, BOM dropped).
@@ -86,9 +86,35 @@ def _dump_json(store: KeyStore, show_keys: bool) -> str:
     return str(_module("jsonkeys").dumps(store, show_keys))
 
 
+def dsb_blocks(store: KeyStore) -> list[tuple[int, bytes]]:
+    """The Decryption Secrets Blocks that carry ``store``: ESP SAs in Wireshark's own ESP SA type
+    (0x45535053, 10-column esp_sa CSV: draft-ietf-opsawg-pcapng; Wireshark 4.6+ reads it), and
+    what no Wireshark type can carry (IKE SA keys, ESP SAs with no Wireshark algorithm name such as
+    AES-CCM or AES-XCBC) in ipsecscope's own type as native JSON. Always the real keys."""
+    ws = _module("wireshark")
+    rows, rest = [], KeyStore()
+    for k in store.esp:
+        line = ws.esp_sa_line(k, True, wireshark_40=False, sn_fields=True)
+        cols = ws.split_uat_line(line) if not line.startswith("#") else []
+        if not cols or cols[4] not in names.DSB_ESP_ENCR or cols[6] not in names.DSB_ESP_AUTH:
+            rest.add_esp(k)
+        else:
+            rows.append(line)
+    for k in store.ike:
+        rest.add_ike(k)
+    for k1 in store.ikev1:
+        rest.add_ikev1(k1)
+    out = []
+    if rows:
+        out.append((dsb.SECRETS_TYPE_ESP, ("\n".join(rows) + "\n").encode()))
+    if len(rest) or not rows:
+        out.append((dsb.SECRETS_TYPE_IPSEC, _dump_json(rest, True).encode()))
+    return out
+
+
 def _dump_dsb(store: KeyStore, show_keys: bool) -> bytes:
     # A DSB without keys is useless, and bytes are never "printed": always the real keys.
-    return dsb.pcapng_with_secrets([(dsb.SECRETS_TYPE_IPSEC, _dump_json(store, True).encode())])
+    return dsb.pcapng_with_secrets(dsb_blocks(store))
 
 
 def _parse_pcapng(data: bytes, text: str, source: str, store: KeyStore) -> KeyStore:
@@ -120,7 +146,7 @@ FORMATS: tuple[KeyFormat, ...] = (
               '"HMAC-SHA-1-96 [RFC2404]","0x…"`; wildcards `*`, `198.18.*.*`, `198.18.0.0/15`, '
               "SPI `0x000040**` (the most specific row wins)",
               _wireshark_detect("esp_sa"), _text_parse("wireshark"),
-              _dump_lines("Wireshark esp_sa", "esp", "esp_sa_line"), None,
+              _dump_lines("Wireshark esp_sa", "esp", "esp_sa_line"), dsb.SECRETS_TYPE_ESP,
               out_file="esp_sa", count=lambda s: len(s.esp)),
     KeyFormat("ikev2_table", _WS.format("ikev2_decryption_table"),
               "`SPIi,SPIr,SK_ei,SK_er,\"AES-CBC-256 [RFC3602]\",SK_ai,SK_ar,\"HMAC_SHA2_256_128 [RFC4868]\"`",

@@ -605,3 +605,18 @@ def ike_line_encr(token: str) -> tuple[int, int | None] | None:
             if rest.isdigit() and int(rest) % 8 == 0:
                 return IKE_LINE_ENCR[name], int(rest) // 8
     return None
+
+
+# The algorithm strings of the pcapng ESP SA secrets block (type 0x45535053, draft-ietf-opsawg-pcapng
+# "Decryption Secrets Block"; Wireshark merge request 20256): a reader skips any other row.
+DSB_ESP_ENCR = frozenset({
+    "NULL", "TripleDES-CBC [RFC2451]", "AES-CBC [RFC3602]", "AES-CTR [RFC3686]", "DES-CBC [RFC2405]",
+    "CAST5-CBC [RFC2144]", "BLOWFISH-CBC [RFC2451]", "TWOFISH-CBC", "AES-GCM [RFC4106]",
+    "AES-GCM with 8 octet ICV [RFC4106]", "AES-GCM with 12 octet ICV [RFC4106]",
+    "AES-GCM with 16 octet ICV [RFC4106]", "AES-GCM with IIV and 16 octet ICV [RFC4106 & RFC8750]",
+    "ChaCha20 with Poly1305 [RFC7634]", "ChaCha20 with Poly1305 and IIV [RFC7634 & RFC8750]"})
+DSB_ESP_AUTH = frozenset({
+    "NULL", "HMAC-SHA-1-96 [RFC2404]", "HMAC-SHA-256-96 [draft-ietf-ipsec-ciph-sha-256-00]",
+    "HMAC-SHA-256-128 [RFC4868]", "HMAC-SHA-384-192 [RFC4868]", "HMAC-SHA-512-256 [RFC4868]",
+    "HMAC-MD5-96 [RFC2403]", "MAC-RIPEMD-160-96 [RFC2857]",
+    *(f"ANY {n} bit authentication [no checking]" for n in (64, 96, 128, 192, 256))})

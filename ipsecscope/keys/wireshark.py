@@ -162,8 +162,8 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
     store = store if store is not None else KeyStore()
     for lineno, line in enumerate(text.splitlines(), 1):
         s = line.strip()
-        if not s or s.startswith("#"):
-            continue
+        if not s or s.startswith("#") or s.startswith('"Protocol",'):
+            continue  # (the CSV header line a pcapng ESP SA secrets block may start with)
         src = f"{path}:{lineno}"
         try:
             fields = split_uat_line(s)
@@ -190,8 +190,8 @@ def esp_sa_record(f: list[UatField], source: str) -> EspSaKeys:
             "Encryption Key, Authentication, Authentication Key) or 10 (newer Wireshark: + SN, ESN high bits)"
         )
     proto, src, dst, spi_text, enc_name, enc_key_t, auth_name, auth_key_t = f[:8]
-    if proto.lower() not in ("ipv4", "ipv6"):
-        raise ValueError(f'Protocol must be "IPv4" or "IPv6", got {shown(proto)}')
+    if proto.lower() not in ("ipv4", "ipv6", "any"):  # "Any": the pcapng ESP SA DSB's records
+        raise ValueError(f'Protocol must be "IPv4", "IPv6" or "Any", got {shown(proto)}')
     for what, a in (("Src IP", src), ("Dest IP", dst)):
         try:
             parse_addr_pattern(a)
@@ -312,8 +312,13 @@ def _ipproto(addr: str) -> str:
     return "IPv6" if ":" in addr else "IPv4"
 
 
-def esp_sa_line(k: EspSaKeys, show_keys: bool, wireshark_40: bool = True) -> str:
-    """One esp_sa record, or a ``#`` comment line saying why Wireshark cannot take this SA."""
+def esp_sa_line(k: EspSaKeys, show_keys: bool, wireshark_40: bool = True, sn_fields: bool = False) -> str:
+    """One esp_sa record, or a ``#`` comment line saying why Wireshark cannot take this SA.
+
+    ``sn_fields`` adds the two columns of Wireshark 4.4+ and of the pcapng ESP SA secrets block
+    (draft-ietf-opsawg-pcapng, type 0x45535053): "SN" ("32-bit"/"64-bit" = ESN) and "ESN High
+    Bits" (0x00000000: the first packets' high bits; ESN inference finds the rest).
+    """
     if k.protocol == 2:
         return f"# SPI 0x{k.spi:08x} {k.src} -> {k.dst}: AH SA; Wireshark's esp_sa table is for ESP only"
     enc = names.ws_esp_encr_name(k.encr)
@@ -327,12 +332,16 @@ def esp_sa_line(k: EspSaKeys, show_keys: bool, wireshark_40: bool = True) -> str
     proto = _ipproto(k.dst if k.dst != "*" else k.src)
     if enc is None or auth is None or (wireshark_40 and not (names.ws_name_is_40(enc) and names.ws_name_is_40(auth))):
         what = names.encr_label(k.encr, k.enc_key) + "/" + names.integ_label(k.integ, k.icv_len, k.check_integrity)
-        return f"# SPI {spi} {k.src} -> {k.dst}: {what} has no Wireshark 4.0 esp_sa name; not written"
+        return (f"# SPI {spi} {k.src} -> {k.dst}: {what} has no Wireshark{' 4.0' if wireshark_40 else ''} "
+                "esp_sa name; not written")
     ek = "0x" + k.enc_key.hex() if k.enc_key else ""
     ak = "0x" + k.auth_key.hex() if k.auth_key else ""
     if not show_keys:
         ek, ak = redact(k.enc_key), redact(k.auth_key)
-    return ",".join(uat_quote(x) for x in (proto, k.src, k.dst, spi, enc, ek, auth, ak))
+    cols = [proto, k.src, k.dst, spi, enc, ek, auth, ak]
+    if sn_fields:
+        cols += ["64-bit" if k.esn else "32-bit", "0x00000000"]
+    return ",".join(uat_quote(x) for x in cols)
 
 
 def ikev2_line(k: IkeSaKeys, show_keys: bool) -> str:
