@@ -1,6 +1,6 @@
 """Keys from the peer behind NAT decrypt a capture taken on the public side (issue 17).
 
-tests/data/keys/nat-napt is a real run (the field helper's samples/nat-napt): the initiator sits
+samples/nat-napt is a real run (two strongSwan peers and a NAPT router): the initiator sits
 at 10.0.0.1 behind a NAPT that shows it as 198.18.0.1; the capture is on the public side. Its own
 log binds every CHILD SA to 10.0.0.1, the wire says 198.18.0.1 — same SPIs. IKE keys bind by
 IKE SPIs, CHILD keys by SPI plus the address NAT did not change, and only where the ICV agrees.
@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import replace
 
 import pytest
-from conftest import DATA, IPSECSCOPE
+from conftest import DATA, IPSECSCOPE, SAMPLES
 
 from ipsecscope.api import iter_decrypted
 from ipsecscope.keys import load_keys
@@ -21,7 +21,7 @@ from ipsecscope.keys.formats import dump
 from ipsecscope.keys.store import KeyStore
 from ipsecscope.session import Session
 
-NAT = DATA / "keys" / "nat-napt"
+NAT = SAMPLES / "nat-napt"
 CAPTURE = NAT / "capture.pcapng"
 PRIVATE, PUBLIC = "10.0.0.1", "198.18.0.1"
 

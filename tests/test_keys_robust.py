@@ -170,3 +170,26 @@ def test_no_key_bytes_in_key_file_errors(tmp_path, name):
     assert msg.startswith(f"{f}:") and not leaks(msg, [k.lower() for k in keys]), msg
     r = run("keys", "list", str(f))
     assert r.returncode == 1 and not leaks(r.stdout + r.stderr, [k.lower() for k in keys]), r.stderr
+
+
+def test_keys_convert_refuses_an_empty_output_and_makes_the_profile_directory(tmp_path):
+    """Issue 14 item 12: an IKEv2-only log to ikev1_table is an error naming what the keys hold;
+    `-o NEWDIR/` makes the directory the README shows, the file inside is 0600, a symlink at the
+    target is replaced, never followed (ipsecscope.outfile)."""
+    ikev2_only = DATA / "keys" / "save-keys-healthy-gcm" / "ikev2_decryption_table"
+    r = run("keys", "convert", str(ikev2_only), "--to", "ikev1_table", "-o", str(tmp_path / "t"))
+    assert r.returncode == 1 and "hold nothing ikev1_table can carry" in r.stderr and "--to" in r.stderr
+    assert not (tmp_path / "t").exists()
+    prof = tmp_path / "new" / "profile"
+    r = run("keys", "convert", str(CHARON), "--to", "esp_sa", "-o", f"{prof}/")
+    assert r.returncode == 0, r.stderr
+    f = prof / "esp_sa"
+    assert f.is_file() and f.stat().st_mode & 0o777 == 0o600 and prof.stat().st_mode & 0o077 == 0
+    victim = tmp_path / "victim"
+    victim.write_text("not keys\n")
+    link = tmp_path / "ikev2_decryption_table"
+    link.symlink_to(victim)
+    r = run("keys", "convert", str(CHARON), "--to", "ikev2_table", "-o", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "not keys\n" and not link.is_symlink()
+    assert link.stat().st_mode & 0o777 == 0o600 and load_keys([link]).ike

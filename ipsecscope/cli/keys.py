@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ..keys import formats, load_keys
 from ..keys import names as N
 from ..keys.store import KeyStore
 from ..model.keys import redact
+from ..outfile import write_private
 from .common import add_strict_keys_argument, warn_keys
 
 DESCRIPTION = f"""\
@@ -52,6 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     cp.add_argument("-o", "--output", metavar="OUT",
                     help="output file (keys written); a directory gets the Wireshark profile file name")
     cp.add_argument("--show-keys", action="store_true", help="print keys when writing to the terminal")
+    cp.add_argument("--capture", metavar="FILE",
+                    help="write ESP keys logged behind NAT for the addresses this capture shows (Wireshark "
+                         "matches esp_sa rows by address)")
     add_strict_keys_argument(cp)
     p.set_defaults(keys_parser=p)
 
@@ -68,8 +73,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _convert(store: KeyStore, args: argparse.Namespace) -> int:
-    out = args.output
     fmt = formats.BY_NAME[args.to]
+    if args.capture:
+        store = _as_on_the_wire(store, args.capture)
+    n = fmt.count(store)
+    if n == 0:  # "wrote 0 entries" and exit 0 would look like success
+        have = [f"{x} {w}" for x, w in ((len(store.ike), "IKEv2 SA(s)"), (len(store.ikev1), "IKEv1 SA(s)"),
+                                        (len(store.esp), "ESP/AH SA(s)")) if x]
+        fits = [f.name for f in formats.output_formats() if f.count(store)]
+        raise ExportError(f"the keys given hold nothing {fmt.name} can carry (they hold "
+                          f"{', '.join(have) or 'no keys'}); nothing written"
+                          + (f": try --to {' or '.join(fits)}" if fits else ""))
+    out = args.output
     if out is None:
         if args.to == "dsb":
             raise ExportError("--to dsb writes a binary pcapng: give -o FILE")
@@ -77,20 +92,45 @@ def _convert(store: KeyStore, args: argparse.Namespace) -> int:
         sys.stdout.write(text if isinstance(text, str) else text.decode())
         return 0
     path = Path(out)
-    if path.is_dir():
+    if out.endswith(("/", os.sep)) or path.is_dir():
+        # a profile directory (README: -o ~/.config/wireshark/): made if missing, private
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExportError(f"{path}: cannot create the directory: {exc.strerror or exc}") from None
         path = path / (fmt.out_file or "keys")
-    data = fmt.dump(store, True) if fmt.dump else b""
-    try:
-        if isinstance(data, bytes):
-            path.write_bytes(data)
-        else:
-            path.write_text(data)
-        path.chmod(0o600)  # keys are secrets
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    n = fmt.count(store)
+    # keys are secrets: 0600 from the first byte, atomically, never over a key file given as input
+    # and never through a symlink at the target (ipsecscope.outfile)
+    write_private(path, fmt.dump(store, True) if fmt.dump else b"", inputs=args.files, what="keys output")
     print(f"wrote {n} entries to {path}", file=sys.stderr)
     return 0
+
+
+def _as_on_the_wire(store: KeyStore, capture: str) -> KeyStore:
+    """The keys with the addresses ``capture`` shows: an ESP key matched across NAT is written
+    for the translated address, so Wireshark (which matches esp_sa rows by address) can use it."""
+    from ..session import Session
+
+    probe = KeyStore()
+    probe.merge(store)
+    s = Session(probe)
+    s.load(capture)
+    out = KeyStore()
+    moved = {}
+    for f in s.table.flows.values():
+        k = store.esp_lookup(f.src, f.dst, f.spi)
+        if k is not None and k.nat:
+            moved[(k.source, k.spi)] = k
+    for k in store.esp:
+        out.add_esp(moved.get((k.source, k.spi), k))
+    for k2 in store.ike:
+        out.add_ike(k2)
+    for k1 in store.ikev1:
+        out.add_ikev1(k1)
+    for line in {f"{k.source}: SPI 0x{k.spi:08x} written for the address on the wire (across NAT {k.nat})"
+                 for k in moved.values()}:
+        print(f"ipsecscope: note: {line}", file=sys.stderr)
+    return out
 
 
 def _capture_use(store: KeyStore, capture: str) -> dict[tuple[str, int], str]:
