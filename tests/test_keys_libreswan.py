@@ -146,8 +146,12 @@ def test_tshark_decrypts_with_keys_converted_from_one_log(tmp_path, scenario, si
     for fmt in ("esp_sa", "ikev2_table"):
         r = subprocess.run([*IPSECSCOPE, "keys", "convert", str(log), "--to", fmt, "-o", str(prof)],
                            capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-    n_esp = sum(1 for line in (prof / "esp_sa").read_text().splitlines() if line and not line.startswith("#"))
+        # a log without ESP keys (initiator: pluto dumps them only where it installs the SA) has
+        # nothing for esp_sa: an error, not an empty table (issue 14)
+        assert r.returncode == 0 or (fmt == "esp_sa" and "hold nothing esp_sa can carry" in r.stderr), r.stderr
+    esp_sa = prof / "esp_sa"
+    n_esp = sum(1 for line in esp_sa.read_text().splitlines() if line and not line.startswith("#")) \
+        if esp_sa.exists() else 0
     assert n_esp == COUNTS[(scenario, side)][1]
     fields = ["isakmp.enc.decrypted", "isakmp.ikev2.integrity_checksum", "esp.spi"]
     cmd = ["tshark", "-n", "-r", str(LSW / f"{scenario}.pcap"), "-T", "fields", "-E", "occurrence=f"]

@@ -228,11 +228,10 @@ def test_tcpdump_espudp1_is_a_wrong_key():
     assert statuses and "ok" not in statuses
 
 
-TCPDUMP_IKE_KEYS = pytest.mark.xfail(strict=True, reason="keys: tcpdump `ikev2 I|R` secrets lines (issue 11 item 10)")
 
 
 @pytest.mark.parametrize("keys", [
-    pytest.param("ikev2pI2-secrets.txt", id="tcpdump-secrets", marks=TCPDUMP_IKE_KEYS),
+    pytest.param("ikev2pI2-secrets.txt", id="tcpdump-secrets"),
     pytest.param("derived/ikev2pI2-wsprofile/ikev2_decryption_table", id="wireshark-table")])
 def test_tcpdump_ikev2pI2_keys_are_read_and_match_the_sa(keys):
     """The ikev2pI2 IKE keys load and are bound to the capture's IKE SA. The capture's IKE_AUTH

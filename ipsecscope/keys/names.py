@@ -595,6 +595,7 @@ IKE_LINE_INTEG: dict[str, int] = {
     "aes_cmac": I.AUTH_AES_CMAC_96,
 }
 
+
 def ike_line_encr(token: str) -> tuple[int, int | None] | None:
     """``aes_gcm_16256`` -> (ENCR_AES_GCM_16, 32); ``3des`` -> (ENCR_3DES, None)."""
     for name in _IKE_LINE_ENCR_BY_LEN:
