@@ -437,7 +437,9 @@ def test_wrong_key_every_esp_packet_icv_failed(tmp_path: Path) -> None:
     icv = [f for f in json.loads(r.stdout)["findings"] if f["code"] == "ESP-ICV-FAILED"]
     assert len(icv) == len(flows)
     r = ipsecscope("decrypt", HEALTHY_CAP, "-k", key, "-o", tmp_path / "o.pcapng")
-    assert r.returncode == 0 and "0 decrypted" in r.stderr and f"{sum(f['packets'] for f in flows)} icv_failed" in r.stderr
+    # exit 3: nothing decrypted, and the last line says why (README "Decrypt and export")
+    assert r.returncode == 3 and "0 decrypted" in r.stderr and f"{sum(f['packets'] for f in flows)} icv_failed" in r.stderr
+    assert "nothing decrypted: every ESP packet with keys failed its ICV check" in r.stderr
 
 
 def test_wrong_ike_key_icv_failures_visible() -> None:
@@ -509,7 +511,8 @@ def test_unimplemented_algorithm_counted_unsupported(tmp_path: Path) -> None:
         assert flows[spi]["unsupported"] == flows[spi]["packets"] > 0, flows[spi]
     assert "unsupported algorithm" in ipsecscope("sas", HEALTHY_CAP, "-k", key).stdout
     r = ipsecscope("decrypt", HEALTHY_CAP, "-k", key, "-o", tmp_path / "o.pcapng")
-    assert r.returncode == 0 and "3 unsupported" in r.stderr, r.stderr
+    assert r.returncode == 3 and "3 unsupported" in r.stderr, r.stderr  # nothing decrypted
+    assert "algorithms ipsecscope cannot decrypt" in r.stderr
 
 
 # ---------------------------------------------------------------------------------- corpus sanity

@@ -34,7 +34,8 @@ def _packets(key: bytes, salt: bytes, seqs: list[int], use_esn: bool, spi: int =
     out = []
     for i, s in enumerate(seqs):
         iv = struct.pack("!Q", i + 1)
-        plain = bytes(20 + i % 7) + bytes((0, 4))  # pad 0, next header 4
+        n = 20 + i % 7  # an IPv4 header (tunnel mode: the payload must hold the packet it names)
+        plain = bytes((0x45, 0)) + n.to_bytes(2, "big") + bytes(n - 4) + bytes((0, 4))  # pad 0, next header 4
         aad = struct.pack("!III", spi, s >> 32, s & 0xFFFFFFFF) if use_esn else struct.pack("!II", spi, s)
         data = struct.pack("!II", spi, s & 0xFFFFFFFF) + iv + g.encrypt(salt + iv, plain, aad)
         out.append(EspPacket(i + 1, 0.0, "198.18.0.1", "198.18.0.2", spi, s & 0xFFFFFFFF, data))

@@ -70,3 +70,43 @@ def test_random_frames_through_the_engine(tmp_path: Path) -> None:
     stats = engine.run(cap, STORE, out=str(tmp_path / "o.pcapng"), jsonl_out=str(tmp_path / "o.jsonl"),
                        opts=engine.Options(keep_other=True))
     assert stats.frames == 400 and stats.esp + stats.other == 400
+
+
+def _gcm_sa():
+    import sys
+
+    from tests.conftest import SAMPLES
+
+    sys.path.insert(0, str(SAMPLES / "synthetic"))
+    from espgen import Sa
+
+    return Sa(0xF0F0F0F0, "198.18.9.1", "198.18.9.2", "aes-gcm16", random.Random(5).randbytes(36))
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.binary(max_size=80), nh=st.sampled_from([4, 41, 59, 6, 17, 50, 200]))
+def test_valid_icv_random_plaintext_is_ok_only_when_it_holds_its_packet(payload: bytes, nh: int) -> None:
+    """Issue 16 #2 as a fuzz test: any plaintext under a valid ICV (the empty one with next header
+    4 included) is "ok" only if the payload holds the packet its next header names."""
+    sa = _gcm_sa()
+    from espgen import esp_encrypt
+
+    from ipsecscope.crypto.esp import check_payload
+    from ipsecscope.errors import DecryptError
+
+    store = KeyStore()
+    store.add_esp(EspSaKeys(sa.spi, ENCR[20].id, sa.enc_key, I.NONE, b"", src=sa.src, dst=sa.dst))
+    esp = esp_encrypt(sa, 1, payload, nh, bytes(8))
+    r = EspDecryptor(store).decrypt(EspPacket(1, 0.0, sa.src, sa.dst, sa.spi, 1, esp))
+    pad = (-(len(payload) + 2)) % 4
+    plain = payload + bytes(range(1, pad + 1)) + bytes((pad, nh))
+    try:
+        check_payload(plain)
+        accepted = True
+    except DecryptError:
+        accepted = False
+    assert r.status == ("ok" if accepted else "malformed"), (r.status, r.reason)
+    if r.status == "ok" and nh in (4, 41):
+        assert len(r.inner) >= (20 if nh == 4 else 40)
+    if not payload and nh == 4:
+        assert r.status == "malformed" and "cannot hold" in r.reason

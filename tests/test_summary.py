@@ -357,3 +357,47 @@ def test_fast_path_byte_orders_and_resolutions(tmp_path: Path, order: str, ns: b
     assert _norm(summarize(str(p), workers=1)) == _norm(generic)
     # nanosecond fractions survive into the flow times exactly as the generic reader computes them
     assert summarize(str(p), workers=1)["esp"] == generic["esp"]
+
+
+def _esp_frames(n: int, spis: int = 3) -> list[bytes]:
+    return [eth(v4(proto=50) / Raw(esp(0x1000 + i % spis, i + 1, 40))) for i in range(n)]
+
+
+def test_fast_and_generic_paths_agree_on_damaged_files(tmp_path: Path, monkeypatch) -> None:
+    """Issue 12 #8: a record cut off at the end is not counted, so its time is not last_time; an
+    EPB before its IDB is read with the default resolution on both paths (not 1970 on one)."""
+    import struct
+
+    frames = _esp_frames(40)
+    good = write_pcap(tmp_path / "g.pcap", frames, ts0=1_700_000_000).read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(good + struct.pack("<IIII", 1_000, 0, 100, 100) + bytes(10))  # earlier time, cut off
+    pre = tmp_path / "pre.pcapng"
+    pre.write_bytes(shb() + epb("<", 0, 1_700_000_000 * 1_000_000, frames[0]) + idb("<", 1) + b"".join(
+        epb("<", 0, (1_700_000_001 + i) * 1_000_000, f) for i, f in enumerate(frames)))
+    cutng = tmp_path / "cut.pcapng"
+    cutng.write_bytes(shb() + idb("<", 1) + b"".join(epb("<", 0, (1_700_000_001 + i) * 1_000_000, f)
+                                                     for i, f in enumerate(frames)) + epb("<", 0, 10**9, frames[0])[:40])
+    monkeypatch.setattr(fastpath_base, "SPLIT_MIN_BYTES", 0)  # and with the split into two processes
+    for path in (cut, pre, cutng):
+        generic = summarize(str(path), fast=False)
+        assert generic["first_time"] >= 1_700_000_000 and generic["last_time"] >= generic["first_time"], path
+        for workers in (1, 2):
+            assert _norm(summarize(str(path), workers=workers)) == _norm(generic), (path, workers)
+
+
+def test_per_flow_state_is_bounded(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Issue 12 #7: past MAX_FLOWS flows, further flows' packets are counted but not listed, on
+    both paths, and the output says so (a warning line, flows_limit in the JSON)."""
+    monkeypatch.setattr(fastpath_base, "MAX_FLOWS", 25)
+    frames = _esp_frames(300, spis=100)  # 100 distinct SPIs, 3 packets each
+    pcap = write_pcap(tmp_path / "many.pcap", frames, ts0=1_700_000_000)
+    ng = _pcapng_of(frames, tmp_path / "many.pcapng")
+    for path in (pcap, ng):
+        for fast in (True, False):
+            doc = summarize(str(path), fast=fast, workers=1)
+            assert doc["counts"]["esp"] == 300, (path, fast)
+            assert len(doc["esp"]) == 25 and sum(f["packets"] for f in doc["esp"]) == 75
+            assert doc["flows_limit"] == {"max_flows": 25, "packets": 225}
+    rc = main(["summary", str(pcap), "--json"])
+    assert rc == 0 and "more than 25 ESP/AH flows" in capsys.readouterr().err

@@ -19,6 +19,10 @@ from .common import add_keys_argument, warn_keys
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "decrypt", help="write decrypted ESP inner packets to pcapng and/or JSON lines",
+        epilog="exit status: 0 every ESP packet with keys decrypted; 1 error, or a damaged/cut-off capture "
+               "(everything before the damage is written); 3 nothing decrypted (no keys, keys that match "
+               "no SPI, or every packet failed); 4 some ESP packets failed their ICV check (the others are "
+               "written)",
         description="Decrypt the ESP packets of a capture (ESN high bits inferred) and write the inner "
                     "packets as pcapng (LINKTYPE_RAW, original timestamps) and/or JSON lines "
                     "(schema ipsecscope.decrypt/1). Output files are created mode 0600 under a temporary "
@@ -96,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{stats.frames} frames, {stats.esp} ESP: {stats.decrypted} decrypted, {stats.icv_failed} icv_failed, "
               f"{stats.no_key} no_key; {stats.written} inner packets written"
               + (f", {stats.kept} other frames kept unchanged" if args.keep_other else "")
+              + (f"; nested ESP: {stats.nested_decrypted} inner layers decrypted, {stats.nested_failed} failed"
+                 if stats.nested_decrypted or stats.nested_failed else "")
               + f" in {dt:.2f}s ({rate:,.0f} frames/s, {stats.jobs} process{'es' if stats.jobs > 1 else ''})",
               file=err)
     if stats.unkept:  # even with -q: frames missing from a --keep-other output are never silent
@@ -107,4 +113,45 @@ def run(args: argparse.Namespace) -> int:
         print(f"ipsecscope decrypt: warning: {stats.truncated} (everything before it was written)",
               file=sys.stderr)
         return 1
+    return _outcome(stats, store, args.keys)
+
+
+# Exit statuses (also in --help and the README): 0 all ESP with keys decrypted; 1 error or damaged
+# input; 3 nothing decrypted; 4 some ESP packets failed their ICV (or, with no integrity check,
+# their plaintext checks).
+EXIT_NOTHING_DECRYPTED = 3
+EXIT_ICV_FAILED = 4
+
+
+def _outcome(stats, store, key_args: list[str]) -> int:
+    """The exit status for a run that read its input, with one line on stderr saying what did not
+    decrypt (even with -q: a script must not take an empty output for success)."""
+    err = sys.stderr
+    if stats.decrypted == 0:
+        spis = sorted({spi for (_s, _d, spi), _st in stats.per_sa})
+        seen = ", ".join(f"0x{x:08x}" for x in spis[:6]) + (", ..." if len(spis) > 6 else "")
+        n_keys = len(getattr(store, "esp", ()))
+        if stats.esp == 0:
+            why = "the capture has no ESP packets"
+        elif not key_args and n_keys == 0:
+            why = (f"no keys: give the ESP keys with -k (the capture has {stats.esp} ESP packets on "
+                   f"{len(stats.per_sa)} SA(s), SPIs {seen})")
+        elif stats.no_key == stats.esp:
+            src = ", ".join(key_args) if key_args else "the capture's Decryption Secrets Block"
+            why = (f"keys from {src} ({n_keys} ESP SA(s)) match no SPI in this capture (SPIs {seen}): "
+                   "another tunnel, host or rotated log?")
+        elif stats.unsupported and not stats.icv_failed:
+            why = (f"the keys of the SAs seen use algorithms ipsecscope cannot decrypt ({stats.unsupported} "
+                   "packets; see the per-SA lines)")
+        elif stats.icv_failed:
+            why = (f"every ESP packet with keys failed its ICV check ({stats.icv_failed}): wrong key or algorithm "
+                   "for those SPIs (see the per-SA lines)")
+        else:
+            why = "no ESP packet could be decrypted (see the per-SA lines)"
+        print(f"ipsecscope decrypt: nothing decrypted: {why}", file=err)
+        return EXIT_NOTHING_DECRYPTED
+    if stats.icv_failed:
+        print(f"ipsecscope decrypt: {stats.icv_failed} ESP packet(s) failed their ICV check (wrong key, or "
+              "altered on the path); the others were written", file=err)
+        return EXIT_ICV_FAILED
     return 0

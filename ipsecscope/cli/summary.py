@@ -35,6 +35,8 @@ JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added w
         "udp_encap": bool, "transport": "ip" | "udp" | "tcp", "sport": int, "dport": int
       }, ...],
       "ah": [ same fields as "esp"; transport always "ip"; bytes from the AH header to the end ],
+      "flows_limit": null | {"max_flows": int, "packets": int},   # per-flow state is bounded: past
+                                           # max_flows flows, further flows' packets are only in counts
       "keepalives": [{"src", "dst", "sport", "dport", "count", "first_time", "last_time"}],
       "malformed": {"by_layer": {layer: int},
                     "examples": [{"frame", "layer", "reason"}]}  # first 50 reported, by frame
@@ -217,8 +219,8 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True) -> dict:
     ah = [_flow_json(f) for f in flows if f.proto == "AH"]
     counts = {
         "ike": col.counts["ike"],
-        "esp": sum(f.packets for f in flows if f.proto == "ESP"),
-        "ah": sum(f.packets for f in flows if f.proto == "AH"),
+        "esp": sum(f.packets for f in flows if f.proto == "ESP") + col.flows.overflow.get("ESP", [0])[0],
+        "ah": sum(f.packets for f in flows if f.proto == "AH") + col.flows.overflow.get("AH", [0])[0],
         "keepalive": col.counts["keepalive"],
         "malformed": col.counts["malformed"],
         "other": max(frames - fast - col.frames_with_packets, 0),
@@ -236,6 +238,8 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True) -> dict:
         "ike": col.ike,
         "esp": esp,
         "ah": ah,
+        "flows_limit": ({"max_flows": col.flows.max_flows, "packets": col.flows.overflow_packets}
+                        if col.flows.overflow else None),
         "keepalives": [
             {"src": k[0], "sport": k[1], "dst": k[2], "dport": k[3], "count": v[0], "first_time": v[1],
              "last_time": v[2]} for k, v in col.keepalives.items()
@@ -364,6 +368,12 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         render_text(doc, args.ike_limit)
+    lim = doc["flows_limit"]
+    if lim:  # even with --json: the flow lists are incomplete, and that is never silent
+        sys.stdout.flush()
+        print(f"ipsecscope: warning: {args.file}: more than {lim['max_flows']} ESP/AH flows; the "
+              f"{lim['packets']} packets of the further ones are in the counts but not listed per flow",
+              file=sys.stderr)
     if doc["truncated"]:
         sys.stdout.flush()
         print(f"ipsecscope: error: {args.file}: {doc['truncated']}", file=sys.stderr)

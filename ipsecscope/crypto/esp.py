@@ -346,15 +346,75 @@ _BUILDERS: dict[str, Callable[[Opener], OpenFn]] = {
 }
 
 
-def _trailer(plain: bytes) -> tuple[bytes, int, int]:
-    """(inner, next header, pad length) from a decrypted payload (RFC 4303 §2.4-2.6)."""
+def _trailer(plain: bytes, strict: bool = False, holds: bool = True) -> tuple[bytes, int, int]:
+    """(inner, next header, pad length) from a decrypted payload (RFC 4303 §2.4-2.6), checked by
+    :func:`check_payload` (DecryptError when it is not a valid ESP payload)."""
+    ilen, nh, pad = check_payload(plain, strict, holds)
+    return trim_tfc(plain[:ilen], nh), nh, pad
+
+
+# The RFC 4303 §2.4 default padding: bytes 1, 2, 3, ... (sliced to the pad length)
+_PAD_SEQ = bytes(range(1, 256))
+# Next headers an ESP payload carries in practice, with the shortest header each needs: a
+# payload with one of these that cannot hold that header is malformed (issue: tshark calls an
+# all-padding "IPv4" payload Malformed). 59 = no next header (RFC 4303 §2.6 dummy packet).
+MIN_INNER = {4: 20, 41: 40, 6: 20, 17: 8, 1: 8, 58: 4, 50: 8, 51: 12, 47: 4, 132: 12, 2: 8, 59: 0,
+             97: 2, 115: 4, 137: 4, 0: 8, 43: 8, 44: 8, 60: 8, 103: 4, 112: 8}
+_PROTO_NAMES = {4: "IPv4", 41: "IPv6", 6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 50: "ESP", 51: "AH",
+                47: "GRE", 132: "SCTP"}
+
+
+def check_payload(plain: bytes, strict: bool = False, holds: bool = True) -> tuple[int, int, int]:
+    """Validate a decrypted ESP payload; (inner length before padding, next header, pad length).
+
+    Always (RFC 4303 §2.4-2.6): the pad length fits, and the payload can hold the packet its next
+    header names (an IPv4/IPv6 header with that version and a length within the payload; a TCP,
+    UDP, ICMP... header). ``strict`` — for SAs with no integrity check (NULL auth, tcpdump ``-E``
+    secrets), where a wrong key yields garbage instead of an ICV failure — also: the padding is the
+    default 1, 2, 3, ... (§2.4), and the next header is one an ESP payload carries in practice.
+    ``holds`` False checks the trailer only (the pure :func:`decrypt`, whose caller judges the
+    inner packet: published test vectors carry empty payloads). Raises DecryptError with one line
+    saying what does not fit."""
     n = len(plain)
     if n < 2:
         raise DecryptError("ESP payload shorter than its 2-byte trailer")
     pad = plain[-2]
     if pad + 2 > n:
         raise DecryptError(f"pad length {pad} exceeds the {n - 2}-byte payload (wrong key or algorithm?)")
-    return trim_tfc(plain[:n - 2 - pad], plain[-1]), plain[-1], pad
+    nh = plain[-1]
+    ilen = n - 2 - pad
+    if strict and plain[ilen:n - 2] != _PAD_SEQ[:pad]:
+        raise DecryptError("padding is not 1, 2, 3, ... (RFC 4303 §2.4): wrong key or algorithm (this SA has no "
+                           "integrity check to tell)")
+    if not holds:
+        return ilen, nh, pad
+    need = MIN_INNER.get(nh)
+    if need is None:
+        if strict:
+            raise DecryptError(f"next header {nh} is no protocol an ESP payload carries: wrong key or algorithm "
+                               "(this SA has no integrity check to tell)")
+        return ilen, nh, pad
+    name = _PROTO_NAMES.get(nh, f"protocol {nh}")
+    if ilen < need:
+        raise DecryptError(f"next header {nh} ({name}) but the {ilen}-byte payload cannot hold its "
+                           f"{need}-byte header")
+    if nh == 4:
+        tl = (plain[2] << 8) | plain[3]
+        if plain[0] >> 4 != 4 or (plain[0] & 15) < 5 or tl < 20 or tl > ilen:
+            raise DecryptError(f"next header 4 (IPv4) but the payload is no IPv4 packet (version {plain[0] >> 4}, "
+                               f"total length {tl} of {ilen} bytes)")
+    elif nh == 41:
+        plen = (plain[4] << 8) | plain[5]
+        if plain[0] >> 4 != 6 or plen + 40 > ilen:
+            raise DecryptError(f"next header 41 (IPv6) but the payload is no IPv6 packet (version {plain[0] >> 4}, "
+                               f"payload length {plen} of {ilen - 40} bytes)")
+    elif strict and nh == 17 and ((plain[4] << 8) | plain[5]) != ilen:
+        raise DecryptError(f"next header 17 (UDP) but the UDP length {(plain[4] << 8) | plain[5]} is not the "
+                           f"{ilen}-byte payload: wrong key or algorithm (this SA has no integrity check to tell)")
+    elif strict and nh == 6 and not 20 <= (plain[12] >> 4) * 4 <= ilen:
+        raise DecryptError("next header 6 (TCP) but the TCP data offset does not fit: wrong key or algorithm "
+                           "(this SA has no integrity check to tell)")
+    return ilen, nh, pad
 
 
 def trim_tfc(inner: bytes, nh: int) -> bytes:
@@ -394,7 +454,23 @@ def decrypt(keys: EspSaKeys, data: bytes, seq_hi: int = 0, esn: bool | None = No
     """
     if esn is None:
         esn = keys.esn if keys.esn is not None else bool(seq_hi)
-    return _trailer(opener(keys).open(bytes(data), seq_hi if esn else None))
+    o = opener(keys)
+    return _trailer(o.open(bytes(data), seq_hi if esn else None), not o.verifies, holds=False)
+
+
+def payload_failure(st: SaState, reason: str) -> str:
+    """Re-count a packet ``open_raw`` counted as decrypted whose payload :func:`check_payload`
+    rejected; its status. With an integrity check the packet is authentic but malformed; without
+    one (NULL auth, tcpdump -E), invalid plaintext is how a wrong key shows: a decryption failure,
+    counted with the ICV failures so findings name the key."""
+    stats = st.stats
+    stats.decrypted -= 1
+    stats.last_reason = reason
+    if st.opener is not None and not st.opener.verifies:
+        stats.icv_failed += 1
+        return "icv_failed"
+    stats.malformed += 1
+    return "malformed"
 
 
 # --- the stateful decryptor ------------------------------------------------------------------
@@ -631,12 +707,12 @@ class EspDecryptor:
     def _result(st: SaState, code: int, val, hi: int) -> EspResult:
         if code != OK:
             return EspResult(STATUS[code], seq_hi=hi, keys=st.keys, reason=val, esn=st.mode)
+        strict = not st.opener.verifies  # type: ignore[union-attr]
         try:
-            inner, nh, pad = _trailer(val)
+            inner, nh, pad = _trailer(val, strict)
         except DecryptError as exc:
-            st.stats.decrypted -= 1
-            st.stats.malformed += 1
-            return EspResult("malformed", seq_hi=hi, keys=st.keys, reason=str(exc), esn=st.mode)
+            status = payload_failure(st, str(exc))
+            return EspResult(status, seq_hi=hi, keys=st.keys, reason=str(exc), esn=st.mode)
         return EspResult("ok", inner, nh, pad, hi, st.keys, "", st.mode)
 
     def summary(self) -> list[tuple[tuple[str, str, int], SaStats]]:
@@ -644,5 +720,6 @@ class EspDecryptor:
 
 
 __all__ = [
-    "EspDecryptor", "EspResult", "Opener", "SaStats", "decrypt", "opener", "trim_tfc", "STATUS",
+    "EspDecryptor", "EspResult", "Opener", "SaStats", "check_payload", "decrypt", "opener", "payload_failure",
+    "trim_tfc", "STATUS",
 ]

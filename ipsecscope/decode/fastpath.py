@@ -63,6 +63,8 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
     ports = _PORTS.unpack_from
     esp = part.esp
     udp = part.udp
+    over = part.over
+    maxf = _base.MAX_FLOWS
     slow = part.slow
     idx = 0
     nother = 0
@@ -87,7 +89,9 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
         if first is None and n >= 16:
             first = hdr(buf, 0)[:2]
         while p + 16 <= n:
-            sec, frac, caplen, olen = hdr(buf, p)
+            # (a cut-off record is not counted, so its time must not become the last one: it is
+            # read into s2/f2 and taken as sec/frac only once the whole record is there)
+            s2, f2, caplen, olen = hdr(buf, p)
             if caplen > limit:
                 part.error = (f"record {idx + 1} at offset {pos_base + p} claims {caplen} bytes "
                               f"(more than the {limit}-byte maximum)")
@@ -95,7 +99,10 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
             q = p + 16
             e = q + caplen
             if e > n:
+                part.cut_need = 16 + caplen  # (only read when the file ends here: the message names it)
                 break
+            sec = s2
+            frac = f2
             idx += 1
             p = e
             if fast and caplen >= need:
@@ -108,7 +115,11 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
                     if proto == 50:
                         rec = esp.get(key)
                         if rec is None:
-                            esp[key] = [1, tot - 20, sec, frac, sec, frac, seq, seq, idx, idx]
+                            if len(esp) + len(udp) < maxf:  # bounded per-flow state (fastpath_base.MAX_FLOWS)
+                                esp[key] = [1, tot - 20, sec, frac, sec, frac, seq, seq, idx, idx]
+                            else:
+                                over[0] += 1
+                                over[1] += tot - 20
                         else:
                             rec[0] += 1
                             rec[1] += tot - 20
@@ -132,7 +143,11 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
                                     k2 = (key, spi)
                                     rec = udp.get(k2)
                                     if rec is None:
-                                        udp[k2] = [1, ulen - 8, sec, frac, sec, frac, seq, seq, idx, idx]
+                                        if len(esp) + len(udp) < maxf:  # bounded per-flow state (fastpath_base.MAX_FLOWS)
+                                            udp[k2] = [1, ulen - 8, sec, frac, sec, frac, seq, seq, idx, idx]
+                                        else:
+                                            over[0] += 1
+                                            over[1] += ulen - 8
                                     else:
                                         rec[0] += 1
                                         rec[1] += ulen - 8
@@ -197,7 +212,7 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
             break
     part.frames = idx
     # every fast-path packet is counted in exactly one flow record: no per-packet counter needed
-    part.fast = sum(r[0] for r in esp.values()) + sum(r[0] for r in udp.values())
+    part.fast = sum(r[0] for r in esp.values()) + sum(r[0] for r in udp.values()) + over[0]
     part.other = nother
     part.end = pos_base + p
     part.leftover = len(buf) - p

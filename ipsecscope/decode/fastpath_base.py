@@ -39,6 +39,11 @@ LAYOUTS = {
     276: (struct.Struct("!H18xBxH2xHxB2x12sI"), 20, -1),
 }
 
+# Per-flow state is bounded: a capture with a million distinct SPIs (random garbage, an attack)
+# keeps this many flows and counts the packets of the rest in totals only (FlowTable.overflow,
+# _Part.over). 100k flows take ~60 MB in the scanners and the table together.
+MAX_FLOWS = 100_000
+
 # A flow record in a scanner is a list mutated in place (cheaper than an object per update):
 # packets, bytes, first (sec, frac), last (sec, frac), seq min, seq max, first and last frame.
 
@@ -96,15 +101,29 @@ class FlowStat:
 
 @dataclass
 class FlowTable:
-    """ESP/AH flows keyed by (proto, src, dst, spi, sport, dport, transport)."""
+    """ESP/AH flows keyed by (proto, src, dst, spi, sport, dport, transport).
+
+    At most ``max_flows`` flows are kept (a capture of random SPIs must not take memory without
+    bound, issue 12 #7): the packets of further flows are counted in ``overflow`` (per protocol:
+    [packets, bytes]) and nowhere else, and ``summary`` says the bound was hit."""
 
     flows: dict[tuple, FlowStat] = field(default_factory=dict)
+    max_flows: int = field(default_factory=lambda: MAX_FLOWS)
+    overflow: dict[str, list[int]] = field(default_factory=dict)
+
+    def _over(self, proto: str, packets: int, nbytes: int) -> None:
+        o = self.overflow.setdefault(proto, [0, 0])
+        o[0] += packets
+        o[1] += nbytes
 
     def add_packet(self, pkt: EspPacket | AhPacket) -> None:
         if type(pkt) is EspPacket:
             key = ("ESP", pkt.src, pkt.dst, pkt.spi, pkt.sport, pkt.dport, pkt.transport)
             f = self.flows.get(key)
             if f is None:
+                if len(self.flows) >= self.max_flows:
+                    self._over("ESP", 1, len(pkt.data))
+                    return
                 f = self.flows[key] = FlowStat("ESP", pkt.src, pkt.dst, pkt.spi, sport=pkt.sport, dport=pkt.dport,
                                                udp_encap=pkt.udp_encap, transport=pkt.transport)
             f.add(pkt.ts, pkt.seq, len(pkt.data), pkt.frame)
@@ -112,16 +131,28 @@ class FlowTable:
             key = ("AH", pkt.src, pkt.dst, pkt.spi, 0, 0, "ip")
             f = self.flows.get(key)
             if f is None:
+                if len(self.flows) >= self.max_flows:
+                    self._over("AH", 1, len(pkt.data))
+                    return
                 f = self.flows[key] = FlowStat("AH", pkt.src, pkt.dst, pkt.spi)
             f.add(pkt.ts, pkt.seq, len(pkt.data), pkt.frame)
 
     def merge(self, other: FlowTable) -> None:
+        for proto, (p, b) in other.overflow.items():
+            self._over(proto, p, b)
         for key, f in other.flows.items():
             mine = self.flows.get(key)
             if mine is None:
+                if len(self.flows) >= self.max_flows:
+                    self._over(f.proto, f.packets, f.bytes)
+                    continue
                 self.flows[key] = f
             else:
                 mine.merge(f)
+
+    @property
+    def overflow_packets(self) -> int:
+        return sum(p for p, _ in self.overflow.values())
 
 
 @dataclass
@@ -129,6 +160,7 @@ class _Part:
     """What one scanner (process) found in its byte range."""
 
     frames: int = 0
+    over: list = field(default_factory=lambda: [0, 0])  # ESP packets, bytes of flows past MAX_FLOWS
     fast: int = 0  # frames accounted on the fast path
     other: int = 0  # frames recognised as not IPsec on the fast path
     esp: dict = field(default_factory=dict)  # 12-byte src|dst|spi -> flow record
@@ -137,6 +169,7 @@ class _Part:
     slow_bytes: int = 0
     end: int = 0  # stream offset where scanning stopped
     leftover: int = 0  # bytes of an incomplete record at ``end``
+    cut_need: int = 0  # the whole length of that record (header included), when its header was read
     first: tuple[int, int] | None = None  # (sec, frac) of the first record
     last: tuple[int, int] | None = None
     error: str | None = None  # damaged record header: scanning stopped there
@@ -160,7 +193,9 @@ class ScanResult:
 
 
 def _to_flows(part: _Part, frame_offset: int, conv: Callable[[int, int], float]) -> FlowTable:
-    table = FlowTable()
+    table = FlowTable(max_flows=1 << 62)  # bounded already by the scanner; merged into a bounded table
+    if part.over[0]:
+        table.overflow["ESP"] = list(part.over)
     ntoa = socket.inet_ntoa
     for key, r in part.esp.items():
         s, d, spi = ntoa(key[:4]), ntoa(key[4:8]), int.from_bytes(key[8:12], "big")
@@ -215,8 +250,14 @@ def _finish(res: ScanResult, parts: list[tuple[_Part, int]], conv: Callable[[int
     last_part = parts[-1][0]
     if err:
         res.error = f"{err}: the file is damaged after frame {res.frames}"
-    elif last_part.leftover:
-        res.truncated = f"frame {res.frames + 1}: record cut off at end of file ({last_part.leftover} bytes left)"
+    elif last_part.leftover:  # worded as the generic readers (capture.pcap / capture.pcapng) word it
+        left, need = last_part.leftover, last_part.cut_need
+        if res.format == "pcapng":
+            res.truncated = (f"after frame {res.frames}: last block cut off at end of file "
+                             f"({left} of {need if need > 12 and left >= 12 else 'at least 12'} bytes)")
+        else:
+            what = "record header" if left < 16 else f"record data ({left - 16} of {need - 16} bytes)"
+            res.truncated = f"frame {res.frames + 1}: {what} cut off at end of file"
     if gzip_note:
         res.truncated = (res.truncated + f" ({gzip_note})") if res.truncated else gzip_note
     return res

@@ -83,6 +83,8 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
     ports = _PORTS.unpack_from
     esp = part.esp
     udp = part.udp
+    over = part.over
+    maxf = _fp.MAX_FLOWS
     slow = part.slow
     fastif = st.fast
     idx = 0
@@ -125,6 +127,7 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
                 break
             e = p + blen
             if e > n:
+                part.cut_need = blen  # (only read when the file ends here: the message names it)
                 break
             if btype == 6 and blen >= 32:
                 _t, _l, iface, hi, lo, caplen, olen = epbh(buf, p)
@@ -147,7 +150,11 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
                             if proto == 50:
                                 rec = esp.get(key)
                                 if rec is None:
-                                    esp[key] = [1, tot - 20, hi, lo, hi, lo, seq, seq, idx, idx]
+                                    if len(esp) + len(udp) < maxf:  # bounded per-flow state (fastpath_base.MAX_FLOWS)
+                                        esp[key] = [1, tot - 20, hi, lo, hi, lo, seq, seq, idx, idx]
+                                    else:
+                                        over[0] += 1
+                                        over[1] += tot - 20
                                 else:
                                     rec[0] += 1
                                     rec[1] += tot - 20
@@ -167,7 +174,11 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
                                             k2 = (key, spi)
                                             rec = udp.get(k2)
                                             if rec is None:
-                                                udp[k2] = [1, ulen - 8, hi, lo, hi, lo, seq, seq, idx, idx]
+                                                if len(esp) + len(udp) < maxf:  # bounded per-flow state (fastpath_base.MAX_FLOWS)
+                                                    udp[k2] = [1, ulen - 8, hi, lo, hi, lo, seq, seq, idx, idx]
+                                                else:
+                                                    over[0] += 1
+                                                    over[1] += ulen - 8
                                             else:
                                                 rec[0] += 1
                                                 rec[1] += ulen - 8
@@ -275,7 +286,7 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
             break
     part.frames = idx
     # every fast-path packet is counted in exactly one flow record: no per-packet counter needed
-    part.fast = sum(r[0] for r in esp.values()) + sum(r[0] for r in udp.values())
+    part.fast = sum(r[0] for r in esp.values()) + sum(r[0] for r in udp.values()) + over[0]
     part.other = nother
     part.end = pos_base + p
     part.leftover = 0 if part.section_break else len(buf) - p

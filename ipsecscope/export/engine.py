@@ -41,7 +41,7 @@ from ..keys.formats import add_secrets_block, dsb_blocks
 from ..keys.formats import dump as dump_keys
 from ..outfile import atomic_output, create_private, refuse_inputs, same_file
 from . import jsonl as _jsonl
-from .hotloop import ChunkResult, Options, _Worker
+from .hotloop import _CARRIES_ESP, ChunkResult, Options, _Worker, decrypt_nested
 from .hotloop import ip_header as _ip_header
 from .pcapng import LINKTYPE_RAW, SECRETS_TYPE_IPSEC, PcapngWriter
 
@@ -71,6 +71,8 @@ class RunStats:
     jobs: int = 1
     reconciled_chunks: int = 0
     truncated: str | None = None
+    nested_decrypted: int = 0  # inner ESP layers (ESP in ESP) decrypted too, and those that failed
+    nested_failed: int = 0
     per_sa: list[tuple[tuple[str, str, int], SaStats]] = field(default_factory=list)
     used_keys: list = field(default_factory=list)
 
@@ -496,7 +498,8 @@ def _tmp_dir(writer) -> str | None:
     return None
 
 
-def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats) -> None:
+def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats, nested: set | None = None) -> None:
+    nested = set(nested or ())
     for r in results:
         stats.truncated = stats.truncated or r.truncated
         stats.frames += r.frames
@@ -505,17 +508,22 @@ def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats) -> 
         stats.dummy += r.dummy
         stats.kept += r.kept
         stats.unkept += r.unkept
+        nested |= r.nested_sas
     used = []
     for k, s in dec.summary():
+        if s.decrypted:
+            st = dec.state(*k)
+            if st.keys is not None and st.keys not in used:
+                used.append(st.keys)
+        if k in nested:  # inner layers of ESP-in-ESP: not frames of the capture, counted apart
+            stats.nested_decrypted += s.decrypted
+            stats.nested_failed += s.icv_failed + s.malformed + s.unsupported
+            continue
         stats.decrypted += s.decrypted
         stats.icv_failed += s.icv_failed
         stats.no_key += s.no_key
         stats.malformed += s.malformed
         stats.unsupported += s.unsupported
-        if s.decrypted:
-            st = dec.state(*k)
-            if st.keys is not None and st.keys not in used:
-                used.append(st.keys)
     stats.per_sa = dec.summary()
     stats.used_keys = used
     stats.written = stats.decrypted - stats.dummy
@@ -578,6 +586,7 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
 
     dec = EspDecryptor(keys)
     decoder = Decoder()
+    nested: set = set()
     with open_capture(path):  # not a capture: fail before creating (and truncating) the output files
         pass
     writer = PcapngWriter(out) if out is not None else None
@@ -627,19 +636,23 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                                                r.status, None, None, len(pkt.data), opts.hex, reason=r.reason,
                                                udp_encap=pkt.udp_encap))
                     continue
-                if r.next_header == 59:
+                inner, nh, isrc, idst, layers = r.inner, r.next_header, src, dst, None
+                if nh in _CARRIES_ESP:  # ESP in ESP: the layers there are keys for (as _Worker._frame)
+                    inner, nh, isrc, idst, layers = decrypt_nested(dec, nested, inner, nh, src, dst)
+                if nh == 59:
                     stats.dummy += 1
                     continue
                 if writer is not None:
-                    data = r.inner if r.next_header in (4, 41) else _ip_header(src, dst, r.next_header, len(r.inner)) + r.inner
+                    data = inner if nh in (4, 41) else _ip_header(isrc, idst, nh, len(inner)) + inner
                     writer.write_packet(0, raw.ts_ns, data)
                 if jf is not None:
                     jf.write(_jsonl.record(raw.index, raw.ts_ns, st, src, dst, pkt.spi, pkt.seq, r.seq_hi, "ok",
-                                           r.next_header, r.inner, len(pkt.data), opts.hex, udp_encap=pkt.udp_encap))
+                                           nh, inner, len(pkt.data), opts.hex, udp_encap=pkt.udp_encap,
+                                           nested=layers, inner_src=isrc, inner_dst=idst))
                 if progress is not None and n % 4096 == 0:
                     progress(reader.bytes_read, reader.total_bytes)
             stats.truncated = reader.truncated
-        _collect([], dec, stats)
+        _collect([], dec, stats, nested)
         if writer is not None and dsb:
             _write_dsb(writer, stats.used_keys)
     finally:

@@ -15,13 +15,13 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 
 from ..capture.layout import Layout, records, resolve
 from ..crypto import esp as _esp
-from ..crypto.esp import EspDecryptor, SaStats, trim_tfc
+from ..crypto.esp import EspDecryptor, SaStats, check_payload, payload_failure, trim_tfc
 from ..decode.fused import EPB_ETH_IPV4, EPB_OUT, ETH_IPV4_END, ETH_IPV4_NET, PCAP_ETH_IPV4
 from ..errors import DecryptError
 from . import jsonl as _jsonl
@@ -58,6 +58,7 @@ class ChunkResult:
     jsonl_part: str | None = None
     first_frame: int = 0
     truncated: str | None = None
+    nested_sas: set = field(default_factory=set)  # inner SAs of ESP-in-ESP (decrypt_nested)
 
 
 class SaSlot:
@@ -76,6 +77,83 @@ class SaSlot:
         self.salt = b""  # ... and its 4-byte salt (RFC 4106 nonce = salt | IV)
         self.esn_open = None  # an ESN SA with history and an ICV: open_at guessing the high bits
         self.cbc = None  # CBC + HMAC inlined: (CBC update, block size, HMAC copy, ICV length, compare)
+
+
+def tunnel_len(plain: bytes, ilen: int, nh: int) -> int:
+    """The length of the tunnelled IP packet (next header 4 or 41) at the start of a decrypted
+    payload whose padding ends at ``ilen``, without TFC padding (RFC 4303 §2.7); -1 when the fast
+    loops must leave it to the general path: the payload cannot hold the packet
+    (crypto.esp.check_payload then says why) or the packet is ESP again (nested ESP)."""
+    if nh == 4:
+        if ilen < 20 or not 0x45 <= plain[0] <= 0x4F or plain[9] == 50:
+            return -1
+        tl = (plain[2] << 8) | plain[3]
+        return tl if 20 <= tl <= ilen else -1
+    if ilen < 40 or plain[0] >> 4 != 6 or plain[6] == 50:
+        return -1
+    tl = ((plain[4] << 8) | plain[5]) + 40
+    if tl > ilen:
+        return -1
+    return tl if tl > 40 else ilen
+
+
+MAX_NESTED = 4  # ESP layers inside ESP decrypted at most (a loop guard; 2 is what one meets)
+_CARRIES_ESP = frozenset((4, 41, 50))  # next headers that can carry ESP: IPv4, IPv6, ESP itself
+
+
+def _esp_in(inner: bytes, nh: int, src: bytes, dst: bytes) -> tuple:
+    """(ESP bytes, src, dst) when a decrypted payload is (or tunnels) ESP, else (None, src, dst).
+    Tunnel: an IPv4 packet (not a fragment) or an IPv6 packet whose next header is 50; transport:
+    next header 50 itself, between the outer addresses."""
+    if nh == 50:
+        return inner, src, dst
+    if nh == 4 and len(inner) >= 20 and inner[9] == 50 and not ((inner[6] << 8) | inner[7]) & 0x3FFF:
+        hl = (inner[0] & 15) * 4
+        tl = (inner[2] << 8) | inner[3]
+        return inner[hl:tl], inner[12:16], inner[16:20]
+    if nh == 41 and len(inner) >= 40 and inner[6] == 50:
+        return inner[40:], inner[8:24], inner[24:40]
+    return None, src, dst
+
+
+def decrypt_nested(dec: EspDecryptor, seen: set, inner: bytes, nh: int, src: bytes, dst: bytes) -> tuple:
+    """ESP inside ESP (a tunnel through a tunnel, or transport-mode ESP of ESP): decrypt the
+    inner layers there are keys for, as tcpdump and tshark do. Returns the innermost packet
+    that decrypted, its next header, the addresses around it, and one dict per inner layer
+    tried (for JSON lines); a layer without keys, or one that fails, ends the descent with
+    the packet that carries it (its failure counted on the inner SA). ``seen`` collects the
+    inner SAs (their packets are no frames of the capture: the totals leave them out)."""
+    layers: list[dict] = []
+    for _depth in range(MAX_NESTED):
+        esp, isrc, idst = _esp_in(inner, nh, src, dst)
+        if esp is None or len(esp) < 8:
+            break
+        spi, seq = _ESPH.unpack_from(esp, 0)
+        af = socket.AF_INET if len(isrc) == 4 else socket.AF_INET6
+        s_txt, d_txt = socket.inet_ntop(af, isrc), socket.inet_ntop(af, idst)
+        if dec.keys.esp_lookup(s_txt, d_txt, spi) is None:
+            break  # no keys for the inner SA: the once-decrypted packet is the answer
+        st = dec.state(s_txt, d_txt, spi)
+        seen.add((s_txt, d_txt, spi))
+        code, plain, hi = dec.open_raw(st, seq, bytes(esp))
+        layer = {"spi": f"0x{spi:08x}", "src": s_txt, "dst": d_txt, "seq": (hi << 32) | seq}
+        layers.append(layer)
+        if code == 0:
+            try:
+                ilen, nh2, _pad = check_payload(plain, not st.opener.verifies)
+            except DecryptError as exc:
+                code, plain = _esp.STATUS.index(payload_failure(st, str(exc))), str(exc)
+        layer["status"] = _esp.STATUS[code]
+        if code != 0:
+            layer["reason"] = plain
+            break
+        nh = nh2
+        inner = trim_tfc(plain[:ilen], nh) if nh == 4 or nh == 41 else plain[:ilen]
+        src, dst = isrc, idst
+        if nh not in _CARRIES_ESP:
+            break
+    return inner, nh, src, dst, layers
+
 
 
 # --- the hot loop -------------------------------------------------------------------------------
@@ -105,6 +183,7 @@ class _Worker:
         self.opts = opts
         self.progress = progress
         self.early_fail: set = set()
+        self.nested_sas: set = set()  # inner SAs of nested ESP (their packets are not frames)
         # bytes key (addresses + SPI as on the wire) -> SaSlot
         self.sas: dict[bytes, SaSlot] = {}
         self.buf: list = []
@@ -137,7 +216,10 @@ class _Worker:
     @staticmethod
     def _refresh(e: SaSlot) -> None:
         st = e.st
-        e.open_at = st.opener.open_at if st.opener is not None and st.mode is False else None
+        # only SAs with an integrity check: the plaintext of the others needs crypto.esp's strict
+        # checks (RFC 4303 §2.4 padding, next header), which the general path makes
+        fast = st.opener is not None and st.mode is False and st.opener.verifies
+        e.open_at = st.opener.open_at if fast else None
         g = getattr(st.opener.open, "gcm16", None) if e.open_at is not None else None
         e.gcm, e.salt = g if g is not None else (None, b"")
         # CBC + HMAC inlined the same way: (CBC update, block, HMAC template copy, ICV length, compare)
@@ -260,11 +342,11 @@ class _Worker:
                                 pl = len(plain)
                                 pad = plain[-2] if pl > 1 else 255
                                 nh = plain[-1]
-                                if pad + 2 <= pl and (nh == 4 or nh == 41):
-                                    # (only big-endian captures of Ethernet come here: the call to
-                                    # trim_tfc is affordable, unlike in _loop_pcap_eth)
-                                    inner = trim_tfc(plain[:pl - 2 - pad], nh)
-                                    ilen = len(inner)
+                                if pad + 2 <= pl and (nh == 4 or nh == 41) and \
+                                        (ilen := tunnel_len(plain, pl - 2 - pad, nh)) >= 0:
+                                    # (only big-endian captures of Ethernet come here: a call is
+                                    # affordable, unlike in _loop_pcap_eth)
+                                    inner = plain[:ilen]
                                     tot = 32 + ilen + ((-ilen) & 3)
                                     app(epb(6, tot, 0, (ts >> 32) & 0xFFFFFFFF, ts & 0xFFFFFFFF, ilen, ilen))
                                     app(inner)
@@ -290,6 +372,7 @@ class _Worker:
         res.truncated = self.truncated
         res.esp, res.other, res.dummy = self.n_esp + n_fast, self.n_other, self.n_dummy
         res.kept, res.unkept = self.n_kept, self.n_unkept
+        res.nested_sas = self.nested_sas
         res.states = {k: (s.mode, s.top, s.searches) for k, s in self.dec._sas.items()}
         return res
 
@@ -484,16 +567,28 @@ class _Worker:
                         pl = len(plain)
                         pad = plain[-2] if pl > 1 else 255
                         nh = plain[-1]
+                        # tunnel_len() inlined: the inner IP packet must fit the payload (else the
+                        # general path counts it malformed); TFC padding after it is dropped
+                        # (RFC 4303 §2.7); ESP inside (nested) goes to the general path too
                         if pad + 2 <= pl and (nh == 4 or nh == 41):
                             ilen = pl - 2 - pad
-                            if nh == 4 and ilen >= 20:
-                                tl = (plain[2] << 8) | plain[3]
-                                if 20 <= tl < ilen:  # TFC padding (RFC 4303 §2.7)
-                                    ilen = tl
-                            elif nh == 41 and ilen >= 40:
+                            if nh == 4:
+                                if ilen >= 20 and 0x45 <= plain[0] <= 0x4F and plain[9] != 50:
+                                    tl = (plain[2] << 8) | plain[3]
+                                    ilen = tl if 20 <= tl <= ilen else -1
+                                else:
+                                    ilen = -1
+                            elif ilen >= 40 and plain[0] >> 4 == 6 and plain[6] != 50:
                                 tl = ((plain[4] << 8) | plain[5]) + 40
-                                if 40 < tl < ilen:
+                                if tl > ilen:
+                                    ilen = -1
+                                elif tl > 40:  # payload length 0: a jumbogram (RFC 2675), keep it all
                                     ilen = tl
+                            else:
+                                ilen = -1
+                        else:
+                            ilen = -1
+                        if ilen >= 0:
                             k = ilen & 3
                             tot = ilen + blk_len[k]
                             if ptot:
@@ -612,15 +707,11 @@ class _Worker:
             self._refresh(e)
         nh = None
         if code == 0:
-            pl = len(plain)
-            pad = plain[-2] if pl >= 2 else 255
-            if pad + 2 > pl:
-                code, plain = 3, f"pad length {pad} exceeds the {max(pl - 2, 0)}-byte payload"
-                st.stats.decrypted -= 1
-                st.stats.malformed += 1
-            else:
-                nh = plain[-1]
-                ilen = pl - 2 - pad
+            try:
+                ilen, nh, _pad = check_payload(plain, not st.opener.verifies)
+            except DecryptError as exc:  # RFC 4303 §2.4-2.6: not a payload that holds its packet
+                code = _esp.STATUS.index(payload_failure(st, str(exc)))
+                plain = str(exc)
         elif code == 1 and st.stats.decrypted == 0:
             af = socket.AF_INET if len(src) == 4 else socket.AF_INET6
             self.early_fail.add((socket.inet_ntop(af, src), socket.inet_ntop(af, dst), spi))
@@ -643,12 +734,19 @@ class _Worker:
         if nh == 59:  # dummy packet (RFC 4303 §2.6): nothing to export
             self.n_dummy += 1
             return
+        inner = trim_tfc(plain[:ilen], nh) if nh == 4 or nh == 41 else plain[:ilen]
+        layers = None
+        if nh in _CARRIES_ESP and self.dec.keys is not None:
+            inner, nh, isrc, idst, layers = decrypt_nested(self.dec, self.nested_sas, inner, nh, src, dst)
+        else:
+            isrc, idst = src, dst
+        if nh == 59:  # an inner dummy packet: nothing to export
+            self.n_dummy += 1
+            return
         if nh == 4 or nh == 41:
-            inner = trim_tfc(plain[:ilen], nh)
             pkt_bytes = inner
         else:
-            inner = plain[:ilen]
-            pkt_bytes = ip_header(src, dst, nh, ilen) + inner if out_f is not None else b""
+            pkt_bytes = ip_header(isrc, idst, nh, len(inner)) + inner if out_f is not None else b""
         if opts.pcapng and out_f is not None:
             h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes))
             app(h)
@@ -656,7 +754,8 @@ class _Worker:
             app(t)
         if jsonl_f is not None:
             self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, "ok", nh, inner, len(esp),
-                                           opts.hex, udp_encap=udp_encap))
+                                           opts.hex, udp_encap=udp_encap, nested=layers, inner_src=isrc,
+                                           inner_dst=idst))
             if len(self.jbuf) >= 4096:
                 jsonl_f.write("".join(self.jbuf))
                 self.jbuf.clear()

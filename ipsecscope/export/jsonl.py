@@ -77,9 +77,12 @@ def summarize(inner: bytes, next_header: int, src: bytes, dst: bytes) -> dict:
 
 def record(frame: int, ts_ns: int, st, src: bytes, dst: bytes, spi: int, seq_lo: int, seq_hi: int, status: str,
            next_header: int | None, inner: bytes | None, esp_len: int, with_hex: bool = False, *,
-           reason: str = "", udp_encap: bool = False) -> str:
+           reason: str = "", udp_encap: bool = False, nested: list | None = None, inner_src: bytes | None = None,
+           inner_dst: bytes | None = None) -> str:
     """One JSON line (with the trailing newline). ``st`` is the SA's decryptor state (for the keys'
-    source and ESN mode)."""
+    source and ESN mode). ``nested``: the inner ESP layers of ESP-in-ESP (spi, src, dst, seq,
+    status, reason), outermost first; then ``next_header``/``inner`` describe the innermost
+    packet, whose transport-mode addresses are ``inner_src``/``inner_dst``."""
     esn = getattr(st, "mode", None)
     d = {
         "schema": SCHEMA, "frame": frame, "time": ts_ns / 1e9, "time_ns": ts_ns, "src": _text(src),
@@ -91,8 +94,10 @@ def record(frame: int, ts_ns: int, st, src: bytes, dst: bytes, spi: int, seq_lo:
     else:
         d["next_header"] = next_header
         d["inner_len"] = len(inner) if inner is not None else 0
+        if nested:
+            d["nested"] = nested
         if inner is not None and next_header != 59:
-            d["inner"] = summarize(inner, next_header, src, dst)
+            d["inner"] = summarize(inner, next_header, inner_src or src, inner_dst or dst)
         if with_hex and inner is not None:
             d["inner_hex"] = bytes(inner).hex()
     keys = getattr(st, "keys", None)
