@@ -355,7 +355,7 @@ class _Worker:
                                     continue
                 frame_slow(idx, iface, ts, frame, orig, off)
             if buf and out_f is not None:
-                out_f.writelines(buf)
+                out_f.write(b"".join(buf))
                 buf.clear()
             if self.jbuf:
                 jsonl_f.write("".join(self.jbuf))
@@ -403,8 +403,10 @@ class _Worker:
         sas = self.sas
         buf = self.buf
         out_f = self.out_f
-        write = out_f.write  # straight into the buffered file (measured: as fast as collecting a
-        # list or a bytearray)
+        # Output is collected for a whole read window and written with one call when the next
+        # window is read (issue 15: one write per window, not two per packet). The general path
+        # (_frame) appends to the same list, so the order stays the capture's.
+        write = buf.append
         psec, sbase = -1, 0  # pcap: ns of the last record's second (one multiplication per second)
         epb = EPB_OUT.struct.pack
         trailers = [struct.Struct(f"<{(-k) & 3}xI").pack for k in range(4)]
@@ -435,6 +437,9 @@ class _Worker:
             if o > lim and base + wl < hard:
                 if progress is not None:  # (per window, not per packet: one test fewer in the loop)
                     progress(base + o - start)
+                if buf:
+                    out_f.write(b"".join(buf))
+                    buf.clear()
                 base += o
                 w = pread(fd, max(window, need), base)
                 wl, o, need = len(w), 0, 0
@@ -605,10 +610,7 @@ class _Worker:
             if ptot:
                 write(trailers[pk](ptot))
                 ptot = 0
-            frame_slow(idx, iface, ts, w[o + rh:fend], orig, base + o)
-            if buf:  # what the general path produced, in order
-                out_f.writelines(buf)
-                buf.clear()
+            frame_slow(idx, iface, ts, w[o + rh:fend], orig, base + o)  # appends to buf, in order
             o = nxt
         if ptot:
             write(trailers[pk](ptot))
