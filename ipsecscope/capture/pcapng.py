@@ -176,7 +176,7 @@ class PcapngReader:
                         ts_ns = ifc.ts_ns((hi << 32) | lo)
                         lt = ifc.linktype
                     else:  # the decoder reports this frame as malformed (layer "capture")
-                        ts_ns, lt = ((hi << 32) | lo) * 1000, -1  # no IDB (yet): the default 10^-6 s resolution
+                        ts_ns, lt = 0, -1
                     yield _RawFrame(index, ts_ns / 1e9, ts_ns, lt, buf[pos + 28:data_end], origlen, iface_id,
                                    base + pos if keep_offset else -1)
                 elif btype == SPB:
@@ -241,8 +241,8 @@ def frame_from_block(block: bytes, section: Section, offset: int, index: int = 0
         if iface_id < len(ifaces):
             ts_ns = ifaces[iface_id].ts_ns((hi << 32) | lo)
             lt = ifaces[iface_id].linktype
-        else:  # no IDB (yet): the default resolution, 10^-6 s, as the fast scanners read it too
-            ts_ns, lt = ((hi << 32) | lo) * 1000, -1
+        else:
+            ts_ns, lt = 0, -1
         data = bytes(block[28:min(28 + caplen, blen - 4)])
         return RawFrame(index, ts_ns / 1e9, ts_ns, lt, data, origlen, iface_id, offset)
     if btype == SPB:

@@ -136,7 +136,9 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
                 idx += 1
                 if caplen > blen - 32:
                     caplen = blen - 32
-                last = (hi, lo, iface)
+                # an interface not declared yet has no clock: time 0, as the generic reader says
+                # (not the clock of an IDB that comes later, which the summary would use otherwise)
+                last = (hi, lo, iface) if iface < len(st.ifaces) else (0, 0, -1)
                 if first is None:
                     first = last
                 if iface < len(fastif) and fastif[iface]:
