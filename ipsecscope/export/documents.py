@@ -9,7 +9,7 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
       "ike_sas": [{
         "key": "spii_spir" (16+16 hex), "version": 1|2, "spi_i": hex, "spi_r": hex,
         "initiator": str, "responder": str, "initiator_port": int, "responder_port": int,
-        "state": "initiating"|"established"|"rekeyed"|"deleted"|"failed"|"inferred",
+        "state": "initiating"|"established"|"rekeyed"|"redirected"|"deleted"|"failed"|"inferred",
         "state_inferred": bool,            # guessed from encrypted traffic we could not read
         "failure": str|null, "proposal": str|null, "offered": [str], "dh_group": str|null,
         "ke_groups": [str], "invalid_ke_requested": [str], "id_i": str|null, "id_r": str|null,

@@ -20,6 +20,7 @@ class SaState(str, Enum):  # noqa: UP042 - str() behaviour other stages may rely
     DELETED = "deleted"
     FAILED = "failed"  # negotiation failed (error notify, no answer)
     INFERRED = "inferred"  # seen only from ESP traffic (no IKE in the capture)
+    REDIRECTED = "redirected"  # the responder sent the initiator to another gateway (RFC 5685)
 
 
 class Severity(IntEnum):
@@ -206,6 +207,14 @@ class IkeSa:
     cookie_requested: bool = False
     retry_of: str | None = None  # IkeSa.key of an earlier attempt (INVALID_KE / COOKIE with new SPIs)
     retried_by: str | None = None
+    # RFC 5685: the gateway this SA's responder redirected the initiator to (REDIRECT notify), where
+    # and when; the IKE SA the initiator then made with it (its IKE_SA_INIT carries REDIRECTED_FROM)
+    redirect_to: str | None = None
+    redirect_frame: int | None = None
+    redirect_ts: float | None = None
+    redirect_exchange: str | None = None  # "IKE_SA_INIT" | "IKE_AUTH" | "INFORMATIONAL"
+    redirected_into: str | None = None  # IkeSa.key
+    redirected_from: str | None = None  # IkeSa.key of the SA that redirected the initiator here
     nat_t: bool = False  # moved to UDP 4500 (RFC 7296 §2.23)
     nat_detected: bool | None = None  # NAT_DETECTION_* notifies present and compared
     # Each NAT detection hash that did not match the capture: ("source" | "destination", the address

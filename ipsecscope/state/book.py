@@ -34,6 +34,7 @@ class IkeScratch:
     nat_checked: bool = False
     rekey_new_spi_i: dict[int, bytes] = field(default_factory=dict)  # msg key -> new IKE SPIi proposed
     last_raw: dict[tuple[int, bool, bool, int], bytes] = field(default_factory=dict)
+    init_raw: bytes | None = None  # the initiator's latest first message (zero responder SPI)
     responder_msgs: int = 0  # IKEv1 phase 1: distinct messages per side
     initiator_msgs: int = 0
 
@@ -80,6 +81,7 @@ class Book:
         # IKE SAs whose CREATE_CHILD_SA got an answer: peer pair -> (answer time, SA), oldest first
         self._ccsa_answered: dict[frozenset[str], deque[tuple[float, IkeSa]]] = {}
         self._successors: dict[int, list[int]] = {}  # CHILD SA id -> ids that rekey it
+        self._redirects: dict[tuple[str, str], IkeSa] = {}  # (initiator, new gateway) -> redirected SA
         # Live mode's bound on INFERRED CHILD SAs (a flood of random SPIs must not grow the table
         # without limit): at most ``max_inferred`` of them; past that the oldest idle one (no
         # packet for ``inferred_idle`` s) is forgotten, else the oldest. None = no bound (files).
@@ -133,7 +135,7 @@ class Book:
         self.emit("ike_sa_failed", ts, ike_sa=sa.key, reason=reason, frame=frame)
 
     def establish_ike(self, sa: IkeSa, ts: float, inferred: bool) -> None:
-        if sa.state in (SaState.ESTABLISHED, SaState.REKEYED, SaState.DELETED):
+        if sa.state in (SaState.ESTABLISHED, SaState.REKEYED, SaState.DELETED, SaState.REDIRECTED):
             return
         self.transition(sa, SaState.ESTABLISHED)
         sa.state_inferred = inferred
@@ -143,9 +145,10 @@ class Book:
                   proposal=sa.proposal, inferred=inferred)
 
     def delete_ike(self, sa: IkeSa, by: str, ts: float, frame: int) -> None:
-        if sa.state == SaState.DELETED:
+        if sa.state == SaState.DELETED or sa.deleted_ts is not None:
             return
-        self.transition(sa, SaState.DELETED)
+        if sa.state != SaState.REDIRECTED:  # a redirected SA's Delete only ends it: keep why it ended
+            self.transition(sa, SaState.DELETED)
         sa.deleted_ts = ts
         sa.deleted_by = by
         self.emit("ike_sa_deleted", ts, ike_sa=sa.key, by=by, frame=frame)
@@ -230,6 +233,34 @@ class Book:
             dq.popleft()
         return [sa for _, sa in dq]
 
+    def redirect_ike(self, sa: IkeSa, gateway: str, exchange: str, ts: float, frame: int) -> None:
+        """The responder sent the initiator to ``gateway`` (RFC 5685 §4 in IKE_SA_INIT, §5 in
+        IKE_AUTH, §6 in an INFORMATIONAL of an established SA): the SA gets its own state instead of
+        waiting (INITIATING) or failing."""
+        if sa.state == SaState.REDIRECTED:
+            return
+        self.transition(sa, SaState.REDIRECTED)
+        sa.redirect_to, sa.redirect_exchange, sa.redirect_ts, sa.redirect_frame = gateway, exchange, ts, frame
+        sa.failure, sa.failed_ts = None, None
+        self._redirects[(sa.initiator, gateway)] = sa
+        self.emit("ike_sa_redirected", ts, ike_sa=sa.key, to=gateway, exchange=exchange, frame=frame)
+
+    def redirected_here(self, sa: IkeSa, from_gateway: str, ts: float, frame: int) -> None:
+        """``sa`` is a new IKE SA whose IKE_SA_INIT names the gateway that redirected its initiator
+        here (REDIRECTED_FROM, RFC 5685 §4, §6): link the two. When the REDIRECT itself was
+        encrypted (IKE_AUTH or INFORMATIONAL without keys), this notify is how we learn of it."""
+        old = self._redirects.pop((sa.initiator, sa.responder), None)
+        if old is None or old is sa or old.responder != from_gateway:
+            old = next((o for o in reversed(self.ike_sas_between(sa.initiator, from_gateway))
+                        if o is not sa and o.initiator == sa.initiator and o.redirect_to is None
+                        and o.state != SaState.FAILED), None)
+            if old is None:
+                return
+            self.redirect_ike(old, sa.responder, "encrypted", ts, frame)
+            self._redirects.pop((sa.initiator, sa.responder), None)
+        old.redirected_into = sa.key
+        sa.redirected_from = old.key
+
     def ike_scratch(self, sa: IkeSa) -> IkeScratch:
         p = self._ike_scratch.get(id(sa))
         if p is None:
@@ -252,6 +283,9 @@ class Book:
         old = sa.key
         sa.ike_spi_r = spi_r
         self.table.ike_sas[sa.key] = sa
+        src = self.table.ike_sas.get(sa.redirected_from) if sa.redirected_from else None
+        if src is not None and src.redirected_into == old:
+            src.redirected_into = sa.key
         pair = self._pair_ike.get(frozenset((sa.initiator, sa.responder)))
         if pair is not None:  # keep the peer-pair index in the table's (re-)filing order
             pair.pop(id(sa), None)
@@ -277,6 +311,15 @@ class Book:
         self._by_spi_i.setdefault((version, spi_i), []).append(sa)
         self._pair_ike.setdefault(frozenset((initiator, responder)), {})[id(sa)] = sa
         return sa
+
+    def answered_init_copy(self, version: int, spi_i: bytes, src: str, raw: bytes) -> IkeSa | None:
+        """The IKE SA a byte-identical copy of its first request belongs to, sent again (zero
+        responder SPI) after the responder's answer had already bound SPIr: a retransmission
+        (RFC 7296 §2.1, RFC 2408 §3.1 for IKEv1), not a new IKE SA that nobody answers."""
+        for sa in reversed(self._by_spi_i.get((version, spi_i), ())):
+            if sa.ike_spi_r != ZERO_SPI and sa.initiator == src and self.ike_scratch(sa).init_raw == raw:
+                return sa
+        return None
 
     def ike_sas_between(self, a: str, b: str) -> list[IkeSa]:
         """IKE SAs between two peers (either role), newest filed last."""

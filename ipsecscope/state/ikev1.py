@@ -45,12 +45,19 @@ def _ike_sa(book: Book, msg: IkeMessage) -> IkeSa:
         if sa.ike_spi_r == ZERO and h.spi_r != ZERO:
             book.bind_responder_spi(sa, h.spi_r)
         return sa
+    if h.spi_r == ZERO:
+        # The initiator did not get the answer in time and sent its first message again.
+        prev = book.answered_init_copy(1, h.spi_i, msg.src, msg.raw)
+        if prev is not None:
+            return prev
     # The first message of phase 1 has a zero responder cookie and comes from the initiator. A
     # capture starting later cannot tell: take the sender of the first message seen.
     sa = book.create_ike_sa(1, h.spi_i, h.spi_r, msg.src, msg.dst, msg.sport, msg.dport, msg.ts)
     if h.spi_r != ZERO:
         sa.state_inferred = True
         book.transition(sa, SaState.ESTABLISHED)
+    else:
+        book.ike_scratch(sa).init_raw = msg.raw
     book.emit("ike_sa_created", msg.ts, ike_sa=sa.key, initiator=sa.initiator, responder=sa.responder, version=1)
     return sa
 

@@ -63,6 +63,15 @@ def spi_int(b: bytes | int | None) -> int:
     return int.from_bytes(b[-4:], "big") if b else 0
 
 
+def redirect_gateway(msg: IkeMessage, kind: int = NotifyType.REDIRECT) -> str | None:
+    """The gateway a REDIRECT (or REDIRECTED_FROM) notify names (RFC 5685 §8), or None."""
+    for n in msg.find(NotifyPayload):
+        if n.notify_type == kind:
+            gw = (n.decoded or {}).get("gateway")
+            return str(gw) if gw else "(gateway not readable)"
+    return None
+
+
 # -- dispatch, IKE SA lookup and exchange pairing
 
 def on_ikev2(book: Book, msg: IkeMessage) -> None:
@@ -124,6 +133,11 @@ def ike_sa_for_v2(book: Book, msg: IkeMessage) -> IkeSa:
         if h.spi_r != ZERO_SPI:  # the IKE_SA_INIT response binds SPIr
             book.bind_responder_spi(half, h.spi_r)
         return half
+    if is_init_req and h.spi_r == ZERO_SPI:
+        # The initiator did not get the answer in time and sent the same request again.
+        prev = book.answered_init_copy(2, h.spi_i, msg.src, msg.raw)
+        if prev is not None:
+            return prev
     # New: the original initiator sets the I flag (RFC 7296 §3.1).
     from_init = h.is_initiator
     initiator, responder = (msg.src, msg.dst) if from_init else (msg.dst, msg.src)
@@ -270,6 +284,11 @@ def ike_sa_init(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_respo
     if not is_response:
         if sa.state == SaState.FAILED:  # the retry after INVALID_KE / COOKIE on the same SPIi
             book.transition(sa, SaState.INITIATING)
+        if msg.header.spi_r == ZERO_SPI:
+            priv.init_raw = msg.raw
+        came_from = redirect_gateway(msg, NotifyType.REDIRECTED_FROM)
+        if came_from is not None:
+            book.redirected_here(sa, came_from, msg.ts, msg.frame)
         if sas:
             for p in sas[0].proposals:
                 s = proposal_string(p, 2)
@@ -286,6 +305,11 @@ def ike_sa_init(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_respo
             sa.ike_fragmentation = (True, sa.ike_fragmentation[1])
         nat_check(book, sa, msg, request=True)
         x.summary = "IKE_SA_INIT" + (f" KE {N.dh_name(kes[0].group)}" if kes else "")
+        return
+    gw = redirect_gateway(msg)
+    if gw is not None:  # RFC 5685 §4: go to another gateway, instead of an answer
+        book.redirect_ike(sa, gw, "IKE_SA_INIT", msg.ts, msg.frame)
+        x.summary = f"IKE_SA_INIT answered with REDIRECT to {gw}"
         return
     err = note_error(x, msg)
     if err is not None:
@@ -417,6 +441,10 @@ def ike_auth(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response
     x.summary = "IKE_AUTH" + (f" CHILD_SA #{child.id} {child.state.value}" if child else "")
     if err is not None:
         x.summary += f" ({N.notify_name(err.notify_type)})"
+    gw = redirect_gateway(msg)
+    if gw is not None:  # RFC 5685 §5: redirected after authentication
+        book.redirect_ike(sa, gw, "IKE_AUTH", msg.ts, msg.frame)
+        x.summary += f", REDIRECT to {gw}"
 
 # -- CHILD SA creation and rekey (IKE_AUTH and CREATE_CHILD_SA, RFC 7296 §1.3)
 
@@ -632,6 +660,11 @@ def informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_res
             parts.append(N.notify_name(t))
         elif t == NotifyType.UPDATE_SA_ADDRESSES:
             parts.append("MOBIKE address update")
+        elif t == NotifyType.REDIRECT and not is_response and msg.src == sa.responder:
+            # RFC 5685 §6: the gateway sends the client of an established SA elsewhere.
+            gw = redirect_gateway(msg) or "?"
+            book.redirect_ike(sa, gw, "INFORMATIONAL", msg.ts, msg.frame)
+            parts.append(f"REDIRECT to {gw}")
     if not parts and not is_response and not msg.inner:
         parts.append("liveness check (empty)")  # RFC 7296 §2.4 dead peer detection
     if parts and not x.summary:

@@ -13,7 +13,8 @@ end-of-input conclusions (an IKE SA whose last request was never answered become
 ``tracker.events`` collects dicts for live mode (consumers pop them), each with ``event`` and
 ``ts``: ``ike_sa_created / ike_sa_established / ike_sa_rekeyed / ike_sa_deleted / ike_sa_failed``
 (``ike_sa`` key, peers, reason, ``into``; an IKE SA made by an IKE SA rekey has its
-``ike_sa_created`` too, with ``rekeyed_from``), ``child_sa_created / child_sa_rekeyed /
+``ike_sa_created`` too, with ``rekeyed_from``), ``ike_sa_redirected`` (``ike_sa``, ``to``: the
+gateway a REDIRECT notify names, ``exchange``; RFC 5685), ``child_sa_created / child_sa_rekeyed /
 child_sa_deleted / child_sa_failed`` (``child_sa`` id, ``ike_sa``, SPIs, ``by``), ``child_sa_moved``
 (``child_sa``, ``from_ike_sa``, ``ike_sa``: an IKE SA rekey handed it to the new IKE SA, RFC 7296
 §2.18),

@@ -413,3 +413,41 @@ def r_peer_restarted(table: SaTable, ctx: RuleContext):
             hint=f"Nothing to fix if it was a planned restart. Otherwise find why {r.peer}'s IKE daemon restarted "
             "(crash, reboot, HA failover). Shorter dpd_delay on "
             f"{r.other} (with dpd_action = restart) shortens the outage.", ts=r.last_alive_ts, evidence=notes)
+
+
+_REDIRECT_WHEN = {
+    "IKE_SA_INIT": "answered its IKE_SA_INIT with a REDIRECT notify instead of setting up the IKE SA (RFC 5685 §4)",
+    "IKE_AUTH": "answered IKE_AUTH with a REDIRECT notify: the IKE SA is not to be used (RFC 5685 §5)",
+    "INFORMATIONAL": "sent a REDIRECT notify in an INFORMATIONAL request on the established IKE SA "
+                     "(gateway-initiated redirect, RFC 5685 §6)",
+    "encrypted": "sent its REDIRECT in an encrypted message (no keys for it); the initiator's next "
+                 "IKE_SA_INIT says so in its REDIRECTED_FROM notify (RFC 5685 §6)",
+}
+
+
+@rule(71, "IKE-REDIRECTED", (Severity.INFO, Severity.WARNING), ref="RFC 5685 §4, §5, §6")
+def r_redirected(table: SaTable, ctx: RuleContext):
+    """A gateway redirected the initiator to another gateway; whether it followed."""
+    for sa in table.ike_sas.values():
+        gw = sa.redirect_to
+        if gw is None:
+            continue
+        new = table.ike_sas.get(sa.redirected_into) if sa.redirected_into else None
+        when = _REDIRECT_WHEN.get(sa.redirect_exchange or "", "sent a REDIRECT notify (RFC 5685)")
+        if new is not None:
+            follow = (f"{sa.initiator} followed: it set up IKE SA {new.key} with {gw} at {clock(new.created_ts)} "
+                      f"(now {new.state.value})" + (f", then deleted the old one at {clock(sa.deleted_ts)}"
+                                                    if sa.deleted_ts is not None else "") + ".")
+            hint = "Nothing to fix if the redirect was intended (load balancing, maintenance of the old gateway)."
+        else:
+            follow = (f"No IKE SA from {sa.initiator} to {gw} follows in the capture: the new gateway may be "
+                      "unreachable, refuse the client, or be outside what this capture sees.")
+            hint = (f"Check that {sa.initiator} can reach {gw} on UDP 500/4500 and that {gw} has a connection "
+                    "for it (and, for strongSwan, the redirect plugin/config on the old gateway).")
+        yield Finding(
+            code="IKE-REDIRECTED", severity=Severity.INFO if new is not None else Severity.WARNING,
+            title=f"{sa.responder} redirected {sa.initiator} to gateway {gw}",
+            explanation=f"{sa.responder} {when}, naming {gw} as the gateway to use. {follow}",
+            frames=frames_of([sa.redirect_frame] if sa.redirect_frame is not None else [],
+                             new.frames[:1] if new is not None else []),
+            sa=sa.key, hint=hint, ts=sa.redirect_ts)
