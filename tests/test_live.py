@@ -32,6 +32,18 @@ why = preflight()
 needs_peers = pytest.mark.skipif(why is not None, reason=why or "")
 
 
+def test_help_says_what_each_option_takes():
+    """`live -i` and `--stats-interval` say what they are and their default (issue 14 #12)."""
+    from conftest import IPSECSCOPE
+
+    r = subprocess.run([*IPSECSCOPE, "live", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())  # argparse wraps at the terminal width
+    assert "--interface IFACE interface to capture on, e.g. eth0 (required; no default)" in text
+    assert "--stats-interval SECONDS seconds between --headless stats events (default: 5.0)" in text
+    assert "(default: SUDO_USER under sudo, else nobody)" in text
+
+
 def test_missing_interface_is_one_clear_line(capsys):
     if os.geteuid() != 0:
         pytest.skip("the root check comes first without root")
