@@ -52,11 +52,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `ipsecscope FILE ...` is the TUI: the main job gets the shortest command.
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+    # `ipsecscope FILE ...` is the TUI: the main job gets the shortest command, options first too
+    # (`ipsecscope -k keys.log FILE`).
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "tui")
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
+    from .common import settle_captures
+
+    settle_captures(args)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -1,21 +1,45 @@
-"""Arguments every sub-command spells the same way."""
+"""Arguments every sub-command spells the same way, and how ``-k`` and the captures share argv.
+
+``-k`` takes several values (``-k left.log right.log``), so in ``findings -k charon.log
+capture.pcapng`` argparse hands the capture to ``-k`` too. tshark users type options first, so
+both orders must work: after parsing, :func:`settle_captures` gives back to the captures every
+value after the first of a ``-k`` group that opens as a capture with no Decryption Secrets Block
+before its first packet (a plain pcap is never a key file). When the command then still has no
+capture, the last such value (a pcapng carrying secrets) is the capture — its secrets are read
+from it as it loads. ``--`` ends ``-k`` explicitly: ``findings -k a.log b.log -- capture.pcapng``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
+from ..errors import IpsecscopeError
 from ..keys.formats import input_summary
 
 # The format list comes from the one key-format table (ipsecscope.keys.formats.FORMATS).
 KEYS_HELP = ("key files or directories, any mix of formats (detected by content): "
-             f"{input_summary()}; repeatable")
+             f"{input_summary()}; repeatable (`-k A B -k C`); before or after the capture, `--` ends the list")
+
+
+class _KeysAction(argparse.Action):
+    """``-k A B``: extend ``keys`` and remember the group, so the first value after each ``-k``
+    always stays a key and only the ones after it can be captures swallowed by ``nargs='+'``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        getattr(namespace, self.dest).extend(values)
+        groups = getattr(namespace, "_key_groups", None) or []
+        groups.append(list(values))
+        namespace._key_groups = groups
 
 
 def add_keys_argument(p: argparse.ArgumentParser, extra_help: str = "") -> None:
-    # `-k a b -k c` and `-k a -k b` both work; put the capture first (`CMD FILE -k KEYS...`).
-    p.add_argument("-k", "--keys", metavar="KEYS", nargs="+", action="extend", default=[],
+    p.add_argument("-k", "--keys", metavar="KEYS", nargs="+", action=_KeysAction, default=[],
                    help=KEYS_HELP + extra_help)
+    # argparse keeps the list given as default and extends it in place: one list per parse.
+    p.set_defaults(_key_groups=None)
     add_strict_keys_argument(p)
 
 
@@ -34,3 +58,78 @@ def warn_keys(store, session=None) -> None:  # store: KeyStore; session: a loade
     for m in session.key_matches() if session is not None else ():
         if m.matches_nothing:
             print(f"ipsecscope: warning: {m.sentence()}", file=sys.stderr)
+
+
+
+
+def add_captures_argument(p: argparse.ArgumentParser, *, many: bool = True, required: bool = True,
+                          help: str = "") -> None:
+    """The capture positional(s) of a command that also takes ``-k``. Declared optional to
+    argparse (``-k`` may have swallowed them); :func:`settle_captures` checks it after parsing."""
+    if many:
+        p.add_argument("files", nargs="*", metavar="FILE",
+                       help=help or "capture file(s) (pcap / pcapng, gzip accepted; '-' reads standard input), "
+                                    "read into one session in order")
+    else:
+        p.add_argument("file", nargs="?", metavar="FILE",
+                       help=help or "capture file (pcap / pcapng, gzip accepted)")
+    p.set_defaults(_captures=("files" if many else "file", required), _parser=p)
+
+
+def is_plain_capture(path: str) -> bool:
+    """Does ``path`` open as a capture with no Decryption Secrets Block before its first packet?
+    (Reads the header and at most one packet: cheap even for a 10 GB file.)"""
+    if path == "-":
+        return True
+    from ..capture import open_capture
+
+    try:
+        with open_capture(path) as reader:
+            next(iter(reader), None)
+            return not reader.secrets
+    except (IpsecscopeError, OSError):  # not a capture, a directory: the key loader will say what it is
+        return False
+
+
+def settle_captures(args: argparse.Namespace) -> None:
+    """Give the captures ``-k`` swallowed back to the command; a usage error when none is left."""
+    spec = getattr(args, "_captures", None)
+    if spec is None:
+        return
+    dest, required = spec
+    many = dest == "files"
+    current = getattr(args, dest)
+    files: list[str] = list(current or []) if many else ([current] if current else [])
+    groups: list[list[str]] = getattr(args, "_key_groups", None) or []
+    moved: list[str] = []
+    for group in groups:
+        for value in group[1:]:
+            if is_plain_capture(value):
+                moved.append(value)
+    if not files and not moved:
+        # `-k keys.log capture-with-secrets.pcapng`: the capture is the last value of the last group.
+        last = next((g for g in reversed(groups) if len(g) > 1), None)
+        if last is not None and _opens_as_capture(last[-1]):
+            moved.append(last[-1])
+    if moved:
+        keys = list(args.keys)
+        for value in moved:
+            keys.remove(value)
+        args.keys = keys
+        files += moved
+    if not many and len(files) > 1:
+        args._parser.error(f"one capture FILE, got {len(files)}: {' '.join(files)}")
+    if required and not files:
+        args._parser.error("give a capture FILE (after the options, or before them; "
+                           "`-k KEYS... -- FILE` ends the key list)")
+    setattr(args, dest, files if many else (files[0] if files else None))
+
+
+def _opens_as_capture(path: str) -> bool:
+    from ..capture import open_capture
+
+    try:
+        with open_capture(path):
+            return True
+    except (IpsecscopeError, OSError):
+        return False

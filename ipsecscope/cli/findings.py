@@ -26,7 +26,7 @@ from ..export.documents import FINDINGS_SCHEMA as SCHEMA
 from ..export.documents import SEVERITIES as _LEVELS
 from ..export.documents import findings_document, severity_counts
 from ..model.sa import Finding, Severity
-from .common import add_keys_argument, warn_keys
+from .common import add_captures_argument, add_keys_argument, warn_keys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "findings", help="diagnose: proposal/auth/selector mismatches, dead peers, NAT, ESP loss/replay ...",
         description="Explain what is wrong with the IPsec tunnels in a capture. Exit status: 0 when no "
                     "finding is a warning or an error, 1 otherwise, 2 on unreadable input.")
-    p.add_argument("files", nargs="*", metavar="FILE", help="capture file(s), read into one session in order")
+    add_captures_argument(p, required=False)  # not with --list-rules
     add_keys_argument(p)
     p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
     p.add_argument("--min-severity", choices=["info", "warning", "error"], default="info",

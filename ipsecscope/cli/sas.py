@@ -25,7 +25,7 @@ from ..export.documents import capture_info, sas_document, spi_hex
 from ..model.iana import Ikev1Exchange
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable
 from ..state import names as N
-from .common import add_keys_argument, warn_keys
+from .common import add_captures_argument, add_keys_argument, warn_keys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "sas", help="IKE and CHILD SAs with SPIs, algorithms, selectors, states, rekeys, counters",
         description="Correlate a capture into security associations: IKE SAs with their CHILD SAs, "
                     "ESP flows bound to them, rekey chains and per-direction counters.")
-    p.add_argument("files", nargs="+", metavar="FILE", help="capture file(s), read into one session in order")
+    add_captures_argument(p)
     add_keys_argument(p)
     p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
 

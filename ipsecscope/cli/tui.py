@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import CaptureError
-from .common import add_keys_argument
+from .common import add_captures_argument, add_keys_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="open the terminal UI on a capture (the default: `ipsecscope FILE`)",
         description="Browse SAs, packets, findings and the timeline of a capture. Press ? inside for keys.",
     )
-    p.add_argument("file", help="pcap / pcapng capture (gzip accepted)")
+    add_captures_argument(p, many=False)
     add_keys_argument(p, ', more from inside the app with `a`')
     p.set_defaults(command="tui")
 

@@ -1,0 +1,85 @@
+"""Argument order: options first (as tshark users type) or last, on every command; `-k` never
+swallows the capture, and `--` ends the key list."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES
+from tmux_driver import Tmux, have_tmux
+
+HEALTHY = SAMPLES / "healthy-gcm"
+CAP = HEALTHY / "capture.pcapng"
+ESP_SA = HEALTHY / "keys" / "esp_sa"
+IKE_TABLE = HEALTHY / "keys" / "ikev2_decryption_table"
+LOG = HEALTHY / "charon-left.log"
+
+
+def run(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ipsecscope", *map(str, args)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def sas_json(*args: object) -> dict:
+    r = run("sas", "--json", *args)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    doc.pop("files")
+    return doc
+
+
+def test_sas_options_first_and_last_agree_and_decrypt() -> None:
+    last = sas_json(CAP, "-k", ESP_SA, IKE_TABLE)
+    assert all(f["decrypted"] == f["packets"] for f in last["flows"])  # the keys were really used
+    assert sas_json("-k", ESP_SA, IKE_TABLE, CAP) == last
+    assert sas_json("-k", ESP_SA, "-k", IKE_TABLE, CAP) == last
+    assert sas_json("-k", ESP_SA, IKE_TABLE, "--", CAP) == last
+
+
+@pytest.mark.parametrize("order", ["first", "last"])
+def test_findings_with_a_charon_log_either_order(order: str) -> None:
+    # The report's case: `findings -k charon-left.log capture.pcapng` said "give a capture FILE".
+    args = ("-k", LOG, CAP) if order == "first" else (CAP, "-k", LOG)
+    r = run("findings", *args, "--json")
+    assert r.returncode in (0, 1), r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["files"] == [str(CAP)]
+    assert not any(f["code"].startswith("ESP-NO-KEY") for f in doc["findings"])
+
+
+def test_two_captures_after_keys_are_both_read(tmp_path: Path) -> None:
+    one = run("sas", CAP, CAP, "-k", ESP_SA, "--json")
+    two = run("sas", "-k", ESP_SA, CAP, CAP, "--json")
+    assert one.returncode == two.returncode == 0
+    assert json.loads(one.stdout)["files"] == json.loads(two.stdout)["files"] == [str(CAP)] * 2
+
+
+def test_decrypt_options_first(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.pcapng", tmp_path / "b.pcapng"
+    r1 = run("decrypt", CAP, "-k", ESP_SA, "-q", "-o", a)
+    r2 = run("decrypt", "-k", ESP_SA, CAP, "-q", "-o", b)
+    assert r1.returncode == r2.returncode == 0, r2.stderr
+    assert a.read_bytes() == b.read_bytes() and a.stat().st_size > 1000
+
+
+def test_no_capture_left_is_a_usage_error_naming_the_fix() -> None:
+    r = run("sas", "-k", ESP_SA, IKE_TABLE)  # two key files and no capture
+    assert r.returncode == 2
+    assert "give a capture FILE" in r.stderr and "--" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_tui_takes_options_first(tmp_path: Path) -> None:
+    # `ipsecscope -k KEYS FILE` was "invalid choice": the TUI is the command when none is named.
+    text = tmp_path / "notes.txt"
+    text.write_text("not a capture\n")
+    r = run("-k", ESP_SA, "--", text)  # reaches the TUI command, which checks the file before drawing
+    assert r.returncode == 1 and "notes.txt is not a pcap or pcapng file" in r.stderr, r.stderr
+    if not have_tmux():
+        pytest.skip("tmux not installed")
+    with Tmux(f"{sys.executable} -m ipsecscope -k {ESP_SA} {IKE_TABLE} {CAP}", width=120, height=40) as t:
+        t.wait_for(lambda s: "decrypted" in s and "198.18.0.1 ⇄ 198.18.0.2" in s)
