@@ -11,6 +11,7 @@ file when a view asks for it.
 from __future__ import annotations
 
 import bisect
+import threading
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -134,8 +135,9 @@ class Session:
     @classmethod
     def from_files(cls, files: Iterable[str | Path], keys: Iterable[str | Path] = (), *,
                    progress: Progress | None = None, strict_keys: bool = False,
-                   keep_rows: bool = True) -> Session:
+                   keep_rows: bool = True, follow: threading.Event | None = None) -> Session:
         """A session over ``files`` (read in order, into one model) with ``keys`` loaded first.
+        With ``follow``, the last file is read as ``tail -f`` would until the event is set.
 
         A capture damaged part-way (:class:`~ipsecscope.errors.CaptureError` after sound frames)
         is analysed up to the damage and :attr:`damage` says what was wrong; a file that is not a
@@ -148,10 +150,11 @@ class Session:
         keys = list(keys)
         if keys:
             s.add_key_files(keys, strict=strict_keys)  # skipped rows: s.key_warnings
-        for f in files:
+        files = list(files)
+        for i, f in enumerate(files):
             before = s.stats.frames
             try:
-                s.load(f, progress)
+                s.load(f, progress, follow if i == len(files) - 1 else None)
             except CaptureFormatError:
                 raise
             except CaptureError as exc:
@@ -214,30 +217,50 @@ class Session:
 
     # -- feeding --------------------------------------------------------------------------------
 
-    def load(self, path: str | Path, progress: Progress | None = None) -> SessionStats:
-        """Read a whole capture file. Raises :class:`~ipsecscope.errors.CaptureError` for a file
-        that is not a capture; a truncated last record is counted, not raised."""
+    def load(self, path: str | Path, progress: Progress | None = None,
+             follow: threading.Event | None = None) -> SessionStats:
+        """Read a whole capture file (``"-"``: standard input). Raises
+        :class:`~ipsecscope.errors.CaptureError` for a file that is not a capture; a truncated last
+        record is counted, not raised. With ``follow``, the end of the file waits for more frames
+        (``tail -f``) until the event is set."""
         path = Path(path)
         self.paths.append(path)
         path_index = len(self.paths) - 1
-        fmt = session_fast.eligible(self, str(path))
+        # The fast loop maps a whole, finished file: not standard input, not a file still growing.
+        fmt = None if follow is not None or str(path) == "-" else session_fast.eligible(self, str(path))
         if fmt is not None:
             self._truncated = session_fast.load(self, str(path), path_index, fmt, progress)
         else:
-            self._load_general(path, path_index, progress)
-        for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
-            self._late_malformed(m)  # type: ignore[arg-type]
-        if self._truncated:
-            self.stats.truncated = self._truncated
-            self.stats.malformed["capture"] = self.stats.malformed.get("capture", 0) + 1
-            # Through the tracker too, so `findings` (CAPTURE-MALFORMED) says the file was cut off.
-            self.tracker.on_malformed(Malformed(self.stats.frames + 1, self.tracker.table.last_ts or 0.0,
-                                                f"capture cut off: {self._truncated}", "capture"))
+            self._load_general(path, path_index, progress, follow)
+        self.end_of_input(self._truncated)
         self.finish()
         return self.stats
 
-    def _load_general(self, path: Path, path_index: int, progress: Progress | None) -> None:
-        with open_capture(path) as reader:
+    def take_secrets(self, secrets: list[tuple[int, bytes]]) -> None:
+        """Keys from the pcapng Decryption Secrets Blocks a reader has met since the last call."""
+        if len(secrets) == self._secrets_seen:
+            return
+        for stype, data in secrets[self._secrets_seen:]:
+            add_secrets_block(self.keys, stype, data)
+        self._secrets_seen = len(secrets)
+
+    def end_of_input(self, truncated: str | None) -> None:
+        """A capture has ended (``truncated``: why it was cut off): datagrams whose fragments
+        never all arrived become malformed, and a cut-off file is a finding."""
+        for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
+            self._late_malformed(m)  # type: ignore[arg-type]
+        if truncated:
+            self.stats.truncated = truncated
+            self.stats.malformed["capture"] = self.stats.malformed.get("capture", 0) + 1
+            # Through the tracker too, so `findings` (CAPTURE-MALFORMED) says the file was cut off.
+            self.tracker.on_malformed(Malformed(self.stats.frames + 1, self.tracker.table.last_ts or 0.0,
+                                                f"capture cut off: {truncated}", "capture"))
+
+    def _load_general(self, path: Path, path_index: int, progress: Progress | None,
+                      follow: threading.Event | None = None) -> None:
+        with open_capture(path, follow) as reader:
+            # A pipe or gzip stream cannot be re-read by offset: keep the recent frames' bytes instead.
+            keep_raw = None if reader.rereadable or not self.keep_rows else self._keep_live
             every = 4096
             secrets = reader.secrets  # the reader appends to this list as it meets pcapng DSBs
             offsets = self._frame_offsets
@@ -250,10 +273,10 @@ class Session:
             for raw in reader:
                 n += 1
                 if len(secrets) != self._secrets_seen:
-                    for stype, data in secrets[self._secrets_seen:]:
-                        add_secrets_block(self.keys, stype, data)
-                    self._secrets_seen = len(secrets)
-                if raw.offset >= 0 and keep:
+                    self.take_secrets(secrets)
+                if keep_raw is not None:
+                    keep_raw(raw)
+                elif raw.offset >= 0 and keep:
                     if raw.index == len(off_arr):  # the common case, inlined from _FrameOffsets.set
                         off_append(raw.offset)
                         loc_append(path_index << 32 | (raw.linktype & 0xFFFFFFFF))
@@ -319,7 +342,7 @@ class Session:
         ring = self._live_raw
         ring[raw.index] = raw
         self._live_raw_bytes += len(raw.data)
-        while ring and (self._live_raw_bytes > LIVE_BYTES_KEPT or len(ring) > self.max_rows):
+        while ring and (self._live_raw_bytes > LIVE_BYTES_KEPT or len(ring) > (self.max_rows or len(ring))):
             _, old = ring.popitem(last=False)
             self._live_raw_bytes -= len(old.data)
 

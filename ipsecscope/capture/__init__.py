@@ -17,6 +17,7 @@ frame from there without scanning the file again.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -73,9 +74,9 @@ class CaptureReader:
     ``linktypes`` (interface -> link type).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], follow: threading.Event | None = None) -> None:
         self.path = os.fspath(path)
-        src = ByteSource(self.path)
+        src = ByteSource(self.path, follow)
         try:
             head = src.read(4096)
             if src.gzip_truncated and not head:
@@ -103,6 +104,7 @@ class CaptureReader:
             raise
         self.format = self._impl.format
         self.compressed = src.compressed
+        self.rereadable = src.rereadable  # False for stdin, a pipe, gzip: frames cannot be re-read by offset
         self._iter: Iterator[RawFrame] | None = None
 
     # ---- passthrough state ------------------------------------------------------------------
@@ -186,13 +188,14 @@ class CaptureReader:
             return pcapng.frame_from_block(hdr + f.read(blen - 8), section, offset, index)
 
 
-def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
-    """Open a pcap / pcapng / gzipped capture, detected by content.
+def open_capture(path: str | os.PathLike[str], follow: threading.Event | None = None) -> CaptureReader:
+    """Open a pcap / pcapng / gzipped capture, detected by content. ``"-"`` is standard input;
+    with ``follow``, the end of the file waits for more data until the event is set (``tail -f``).
 
     Raises :class:`~ipsecscope.errors.CaptureFormatError` for something that is not a capture and
     :class:`~ipsecscope.errors.CaptureError` when the file cannot be opened.
     """
-    return CaptureReader(path)
+    return CaptureReader(path, follow)
 
 
 _READERS: dict[tuple[str, int, int], CaptureReader] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from typing import Any
 
 from ..errors import IpsecscopeError
@@ -63,9 +64,13 @@ def warn_keys(store, session=None) -> None:  # store: KeyStore; session: a loade
 
 
 def add_captures_argument(p: argparse.ArgumentParser, *, many: bool = True, required: bool = True,
-                          help: str = "") -> None:
+                          help: str = "", follow: bool = True) -> None:
     """The capture positional(s) of a command that also takes ``-k``. Declared optional to
     argparse (``-k`` may have swallowed them); :func:`settle_captures` checks it after parsing."""
+    if follow:
+        p.add_argument("--follow", action="store_true",
+                       help="keep reading a capture file that is still being written, as `tail -f` does "
+                            "(tcpdump -U -w FILE); Ctrl-C ends it and reports what was read")
     if many:
         p.add_argument("files", nargs="*", metavar="FILE",
                        help=help or "capture file(s) (pcap / pcapng, gzip accepted; '-' reads standard input), "
@@ -74,6 +79,19 @@ def add_captures_argument(p: argparse.ArgumentParser, *, many: bool = True, requ
         p.add_argument("file", nargs="?", metavar="FILE",
                        help=help or "capture file (pcap / pcapng, gzip accepted)")
     p.set_defaults(_captures=("files" if many else "file", required), _parser=p)
+
+
+def stop_event(args: argparse.Namespace) -> threading.Event | None:
+    """For ``--follow``: an event that Ctrl-C (or SIGTERM) sets, so following ends there and the
+    command still reports what it read. None otherwise."""
+    if not getattr(args, "follow", False):
+        return None
+    import signal
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 def is_plain_capture(path: str) -> bool:

@@ -26,7 +26,7 @@ from ..export.documents import FINDINGS_SCHEMA as SCHEMA
 from ..export.documents import SEVERITIES as _LEVELS
 from ..export.documents import findings_document, severity_counts
 from ..model.sa import Finding, Severity
-from .common import add_captures_argument, add_keys_argument, warn_keys
+from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from ..session import Session
 
     try:
-        session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys, keep_rows=False)
+        session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys, keep_rows=False,
+                                     follow=stop_event(args))
         findings = session.findings
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope findings: {exc}", file=sys.stderr)

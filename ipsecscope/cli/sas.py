@@ -25,7 +25,7 @@ from ..export.documents import capture_info, sas_document, spi_hex
 from ..model.iana import Ikev1Exchange
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable
 from ..state import names as N
-from .common import add_captures_argument, add_keys_argument, warn_keys
+from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ..session import Session
 
     try:
-        session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys, keep_rows=False)
+        session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys, keep_rows=False,
+                                     follow=stop_event(args))
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope sas: {exc}", file=sys.stderr)
         return 2

@@ -52,6 +52,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -72,7 +73,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "summary", help="list IKE messages and ESP/AH flows in a capture (no keys needed)",
         description="Summarise the IPsec traffic in a pcap/pcapng file (optionally gzipped): every IKE "
                     "message, and ESP/AH flows per (src, dst, SPI) with counts, times and sequence ranges.")
-    p.add_argument("file", help="capture file (pcap, pcapng, or either gzipped)")
+    p.add_argument("file", help="capture file (pcap, pcapng, or either gzipped); '-' reads standard input")
+    p.add_argument("--follow", action="store_true",
+                   help="keep reading a capture file that is still being written, as `tail -f` does; "
+                        "Ctrl-C ends it and prints the summary")
     p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
     p.add_argument("--ike-limit", type=int, default=500, metavar="N",
                    help="show at most N IKE messages in the text table (default 500; --json lists all)")
@@ -166,20 +170,25 @@ class Collector:
             self.malformed_examples.append({"frame": frame, "layer": layer, "reason": reason})
 
 
-def summarize(path: str, *, workers: int = 2, fast: bool = True) -> dict:
+def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threading.Event | None = None) -> dict:
     """Build the ``ipsecscope.summary/1`` document for ``path`` (see module docstring).
 
     ``fast=False`` decodes every frame with the generic decoder (same result, slower): the
     cross-check for the fast path.
 
+    ``path`` ``"-"`` (standard input) or a pipe is read once, front to back; with ``follow``, the end
+    of the file waits for more until the event is set.
+
     Raises :class:`~ipsecscope.errors.CaptureFormatError` when the file is not a capture.
     """
-    src = _source.ByteSource(path)
-    try:
-        head = src.read(64)
-    finally:
-        src.close()
-    fmt = sniff_format(head)
+    fmt, head = None, b""
+    if path != "-" and follow is None and os.path.isfile(path):  # a pipe has no second reading
+        src = _source.ByteSource(path)
+        try:
+            head = src.read(64)
+        finally:
+            src.close()
+        fmt = sniff_format(head)
     col = Collector()
     decoder = Decoder()
     truncated = None
@@ -196,7 +205,7 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True) -> dict:
 
         frames = fast = 0
         first_ts = last_ts = None
-        with open_capture(path) as reader:  # raises CaptureFormatError with a helpful message
+        with open_capture(path, follow) as reader:  # raises CaptureFormatError with a helpful message
             fmt = reader.format
             compressed = reader.compressed
             try:
@@ -362,7 +371,9 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    doc = summarize(args.file, workers=max(1, args.workers), fast=not args.generic)
+    from .common import stop_event
+
+    doc = summarize(args.file, workers=max(1, args.workers), fast=not args.generic, follow=stop_event(args))
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")

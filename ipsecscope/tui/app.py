@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..errors import CaptureError, CaptureFormatError, IpsecscopeError
+from ..errors import CaptureError, CaptureFormatError, ExportError, IpsecscopeError
 from ..export.documents import findings_document, sas_document
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
 from ..model.sa import Finding, Severity
@@ -60,16 +60,19 @@ class IpsecscopeApp(App[int]):
     BINDINGS = bindings()
     HELP = help_rows()  # what the help screen says about each key (the footer keeps the short names)
 
-    def __init__(self, path: str | Path | None, key_files: Sequence[str | Path] = (), *,
+    def __init__(self, path: str | Path | Sequence[str | Path] | None, key_files: Sequence[str | Path] = (), *,
                  runner: Any = None, live_name: str = "live") -> None:
         super().__init__()
-        self.path = Path(path) if path is not None else None
+        # Several captures are read into one session in order, as `sas` and `findings` do.
+        self.paths: list[Path] = ([Path(path)] if isinstance(path, (str, Path)) else
+                                  [Path(p) for p in path] if path is not None else [])
+        self.path = self.paths[0] if self.paths else None
         # Live mode: a live.LiveRunner feeds runner.session from its own thread; we poll it under
         # runner.lock. File mode: the session is ours alone once loaded, so the lock is a no-op.
         self.runner = runner
         self.live_name = live_name
         self.data_lock: Any = runner.lock if runner is not None else contextlib.nullcontext()
-        self._live_frames = -1
+        self._live_frames: tuple[int, bool] | None = None
         self.key_files: list[Path] = [Path(p) for p in key_files]
         self.session: Session | None = None
         self.filter: Filter = compile_filter("")
@@ -97,7 +100,10 @@ class IpsecscopeApp(App[int]):
             self.load_capture()
         elif self.runner is not None:
             self._loading(False)
-            self._set_status(Text(f"live {self.live_name}: waiting for IKE/ESP traffic …", "bold yellow"))
+            self._set_status(Text(f"{self._input_name()}: waiting for IKE/ESP traffic …", "bold yellow"))
+            for message in getattr(self.runner, "key_errors", ()):
+                self.notify(f"{message}; continuing without it", title="Key file not loaded", severity="error",
+                            timeout=15)
             self.set_interval(LIVE_REFRESH, self._poll_live)
 
     def on_resize(self, event: events.Resize) -> None:
@@ -132,7 +138,8 @@ class IpsecscopeApp(App[int]):
                     self.call_from_thread(self.notify, f"{exc}; continuing without it",
                                           title="Key file not loaded", severity="error", timeout=15)
             try:
-                session.load(self.path, progress=progress)
+                for path in self.paths:
+                    session.load(path, progress=progress)
             except CaptureError as exc:
                 # Damaged part-way (a bogus record length, a broken block): show what came before,
                 # as `sas`/`findings` do, and say where it stopped. Nothing read: a plain failure.
@@ -160,7 +167,7 @@ class IpsecscopeApp(App[int]):
         bar.display = on
         if on:
             bar.update(total=None, progress=0)
-            self._set_status(Text(f"Loading {self.path.name if self.path else ''} …", "bold yellow"))
+            self._set_status(Text(f"Loading {self._input_name()} …", "bold yellow"))
 
     def _progress(self, done: int, total: int) -> None:
         self.query_one("#progress", ProgressBar).update(total=max(total, 1), progress=done)
@@ -198,9 +205,11 @@ class IpsecscopeApp(App[int]):
             self.notify(str(runner.error), title="Live capture stopped", severity="error", timeout=30)
         with runner.lock:
             session = runner.session
-            if session.stats.frames == self._live_frames:
+            # A followed capture's end (finished) can change the findings without a new frame.
+            marker = (session.stats.frames, getattr(runner, "finished", False))
+            if marker == self._live_frames:
                 return
-            self._live_frames = session.stats.frames
+            self._live_frames = marker
             # rows: a snapshot, the deque keeps moving
             self._show_session(SessionView(session, list(session.rows), findings_of(session), live=True,
                                            lock=runner.lock))
@@ -215,6 +224,12 @@ class IpsecscopeApp(App[int]):
     def _set_status(self, text: Text) -> None:
         self.query_one(StatusLine).update(text)
 
+    def _input_name(self) -> str:
+        """What the status line calls the input."""
+        if not self.paths:
+            return self.live_name if hasattr(self.runner, "follow") else f"live {self.live_name}"
+        return self.paths[0].name + (f" +{len(self.paths) - 1}" if len(self.paths) > 1 else "")
+
     def _update_status(self) -> None:
         s = self.session
         if s is None:
@@ -225,7 +240,7 @@ class IpsecscopeApp(App[int]):
         n_warn = sum(1 for f in findings if f.severity is Severity.WARNING)
         # Most telling first: an 80-column terminal cuts the end of this line.
         t = Text()
-        t.append(self.path.name if self.path else f"live {self.live_name}", "bold")
+        t.append(self._input_name(), "bold")
         t.append(f"  {st.frames:,} frames")
         if n_err:
             t.append(f"  ✗{n_err} error{'s' if n_err > 1 else ''}", "bold red")
@@ -475,8 +490,8 @@ class IpsecscopeApp(App[int]):
 
     def action_export(self) -> None:
         if self.runner is not None:
-            self.notify("Export works on capture files: save live traffic with `ipsecscope live -w FILE`, "
-                        "then open that file.", severity="warning", timeout=8)
+            self.notify("Export works on a complete capture file: save live traffic with `ipsecscope live -w "
+                        "FILE` (or the pipe with tcpdump -w FILE), then open that file.", severity="warning", timeout=8)
             return
         if self.session is None or self.path is None:
             self.notify("Nothing loaded to export yet.", severity="warning")
@@ -494,7 +509,7 @@ class IpsecscopeApp(App[int]):
         session = self.session
         assert session is not None and self.path is not None
         try:
-            message = export(req, self.path, session)
+            message = export(req, self.paths, session)
         except IpsecscopeError as exc:
             self.call_from_thread(self.notify, str(exc), title="Export failed", severity="error", timeout=10)
             return
@@ -515,11 +530,15 @@ class IpsecscopeApp(App[int]):
             if c.palette and c.action != "quit":  # Textual's own commands include Quit
                 yield SystemCommand(c.palette, c.palette_help, getattr(self, f"action_{c.action}"))
 
-def export(req: ExportRequest, capture: Path, session: Session) -> str:
+def export(req: ExportRequest, captures: Sequence[Path], session: Session) -> str:
     """Write one export; returns the line to show the user. Runs in a worker thread."""
     import json
 
+    capture = captures[0]
     if req.kind in ("pcapng", "jsonl"):
+        if len(captures) > 1:
+            raise ExportError(f"decrypted packets are written one capture at a time: run "
+                              f"`ipsecscope decrypt FILE -k KEYS -o OUT` for each of the {len(captures)} files")
         from ..api import decrypt_capture
 
         # jobs=1: no worker processes forked from inside a UI thread.
@@ -528,12 +547,12 @@ def export(req: ExportRequest, capture: Path, session: Session) -> str:
                 + (f", {stats.icv_failed:,} ICV failures" if stats.icv_failed else "")
                 + (f", {stats.no_key:,} without keys" if stats.no_key else ""))
     if req.kind == "sas":
-        doc = sas_document(session.table, [capture])
+        doc = sas_document(session.table, captures)
         req.path.write_text(json.dumps(doc, indent=2) + "\n")
         return f"{req.path}: {len(session.table.ike_sas)} IKE SAs, {len(session.table.child_sas)} CHILD SAs"
     if req.kind == "findings":
         findings = findings_of(session)
-        req.path.write_text(json.dumps(findings_document(findings, [capture]), indent=2) + "\n")
+        req.path.write_text(json.dumps(findings_document(findings, captures), indent=2) + "\n")
         return f"{req.path}: {len(findings)} findings"
     from ..keys.formats import dump
 
@@ -552,6 +571,13 @@ def create_live_app(runner: Any, name: str = "live") -> IpsecscopeApp:
     return IpsecscopeApp(None, runner=runner, live_name=name)
 
 
-def create_app(path: str | Path | None, key_files: Sequence[str | Path] = ()) -> IpsecscopeApp:
-    """The app for ``path`` with ``key_files`` loaded first. Used by ``ipsecscope FILE`` and the tests."""
+def create_app(path: str | Path | Sequence[str | Path] | None, key_files: Sequence[str | Path] = ()) -> IpsecscopeApp:
+    """The app for ``path`` (or several captures, read in order into one session) with ``key_files``
+    loaded first. Used by ``ipsecscope FILE...`` and the tests."""
     return IpsecscopeApp(path, key_files)
+
+
+def create_stream_app(runner: Any, name: str) -> IpsecscopeApp:
+    """The app over a :class:`~ipsecscope.tui.stream.CaptureFollower` (standard input, a pipe,
+    ``--follow``): shown as it arrives, like a live capture."""
+    return IpsecscopeApp(None, runner=runner, live_name=name)
