@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES
+from conftest import IPSECSCOPE, SAMPLES
 from tmux_driver import Tmux, have_tmux
 
 HEALTHY = SAMPLES / "healthy-gcm"
@@ -20,7 +20,7 @@ LOG = HEALTHY / "charon-left.log"
 
 
 def run(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ipsecscope", *map(str, args)], capture_output=True,
+    return subprocess.run([*IPSECSCOPE, *map(str, args)], capture_output=True,
                           text=True, timeout=120)
 
 

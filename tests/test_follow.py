@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES
+from conftest import IPSECSCOPE, SAMPLES
 from tmux_driver import Tmux, have_tmux
 
 HEALTHY = SAMPLES / "healthy-gcm"
 CAP = HEALTHY / "capture.pcapng"
 ESP_SA = HEALTHY / "keys" / "esp_sa"
 IKE_TABLE = HEALTHY / "keys" / "ikev2_decryption_table"
-CLI = (sys.executable, "-m", "ipsecscope")
 
 
 def sas_doc(stdout: str) -> dict:
@@ -28,13 +27,13 @@ def sas_doc(stdout: str) -> dict:
 
 
 def file_result() -> dict:
-    r = subprocess.run([*CLI, "sas", "--json", CAP, "-k", ESP_SA], capture_output=True, text=True, check=True)
+    r = subprocess.run([*IPSECSCOPE, "sas", "--json", CAP, "-k", ESP_SA], capture_output=True, text=True, check=True)
     return sas_doc(r.stdout)
 
 
 def test_sas_reads_a_capture_from_a_real_pipe() -> None:
     data = CAP.read_bytes()
-    p = subprocess.Popen([*CLI, "sas", "--json", "-", "-k", ESP_SA], stdin=subprocess.PIPE,
+    p = subprocess.Popen([*IPSECSCOPE, "sas", "--json", "-", "-k", ESP_SA], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdin is not None
     # In small pieces, cut inside blocks: a pipe hands over whatever has arrived.
@@ -52,10 +51,10 @@ def test_summary_and_findings_read_gzip_from_stdin() -> None:
     import gzip
 
     gz = gzip.compress(CAP.read_bytes())
-    r = subprocess.run([*CLI, "summary", "--json", "-"], input=gz, capture_output=True, timeout=120)
+    r = subprocess.run([*IPSECSCOPE, "summary", "--json", "-"], input=gz, capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["frames"] == 34
-    r = subprocess.run([*CLI, "findings", "--json", "-"], input=gz, capture_output=True, timeout=120)
+    r = subprocess.run([*IPSECSCOPE, "findings", "--json", "-"], input=gz, capture_output=True, timeout=120)
     assert r.returncode in (0, 1) and json.loads(r.stdout)["counts"], r.stderr
 
 
@@ -88,7 +87,7 @@ def test_follow_reads_a_file_while_it_grows(tmp_path: Path, cmd: str) -> None:
     cut = len(data) // 2 + 7  # inside a block: the reader must wait for the rest of it
     growing = tmp_path / "growing.pcapng"
     growing.write_bytes(data[:cut])
-    args = [*CLI, cmd, "--json", "--follow", growing] + (["-k", ESP_SA] if cmd == "sas" else [])
+    args = [*IPSECSCOPE, cmd, "--json", "--follow", growing] + (["-k", ESP_SA] if cmd == "sas" else [])
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_read(p, growing, cut)
     with growing.open("ab") as f:  # tcpdump -U appends the rest

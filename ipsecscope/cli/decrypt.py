@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
                     "(schema ipsecscope.decrypt/1). Output files are created mode 0600 under a temporary "
                     "name and renamed into place only when the run succeeds; an output that is an "
                     "input (the capture or a key file, also through a symlink) is refused.")
-    add_captures_argument(p, many=False, help="pcap / pcapng (optionally gzip'd)")
+    add_captures_argument(p, many=False, follow=False, help="pcap / pcapng (optionally gzip'd)")
     add_keys_argument(p)
     p.add_argument("-o", "--output", metavar="OUT.pcapng", help="pcapng file for the decrypted packets ('-': stdout)")
     p.add_argument("--keep-other", action="store_true",
