@@ -525,3 +525,43 @@ async def test_ikev1_proposal_attributes_in_the_detail_tree_match_tshark() -> No
             line = next(x for x in labels if x.startswith(attr + " = "))
             assert line.endswith(f"({value})"), line
             assert re.match(rf"{attr} = [A-Z][A-Z0-9_]+ \(", line), f"value not named: {line}"
+
+
+@sync
+async def test_escape_always_leaves_the_filter_input() -> None:
+    # With no filter applied, Esc used to do nothing: focus stayed in the input and `q` was typed in.
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        inp = app.query_one("#filter", Input)
+        await pilot.press("slash")
+        assert inp.has_focus
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not inp.has_focus and app.query_one(PacketTable).has_focus
+        await pilot.press("slash", *"esp src=1")  # typed, not applied
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not inp.has_focus and inp.value == ""
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code is not None or not app.is_running  # q quit the app, it was not typed
+
+
+@sync
+async def test_an_invalid_filter_leaves_no_stale_rows_or_count() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        await pilot.press("slash", *"esp", "enter")
+        await loaded(pilot)
+        assert 0 < len(table.view) < len(table.rows)
+        await pilot.press("slash", "ctrl+a", *"spi=zz", "enter")  # not a hex SPI
+        await loaded(pilot)
+        count = str(app.query_one("#filter-count").render())
+        assert "invalid" in count and "filter:" not in count
+        assert len(table.view) == 0  # not the previous filter's rows
+        await pilot.press("escape")
+        await loaded(pilot)
+        assert len(table.view) == len(table.rows) and "invalid" not in str(app.query_one("#filter-count").render())

@@ -77,6 +77,7 @@ class IpsecscopeApp(App[int]):
         self.session: Session | None = None
         self.filter: Filter = compile_filter("")
         self.show_keys = False
+        self.filter_error: str | None = None  # the last filter typed did not compile
         self.current_ref: SaRef | None = None
         self._pending_frame: int | None = None
         self._detail_frame: int | None = None
@@ -259,8 +260,11 @@ class IpsecscopeApp(App[int]):
         self._set_status(t)
         ptable = self.query_one(PacketTable)
         count = self.query_one("#filter-count", Static)
-        count.update(Text(f"filter: {len(ptable.view):,}/{len(ptable.rows):,}", "bold magenta")
-                     if self.filter.text else "")
+        if self.filter_error:
+            count.update(Text("invalid filter (Esc clears)", "bold red"))
+        else:
+            count.update(Text(f"filter: {len(ptable.view):,}/{len(ptable.rows):,}", "bold magenta")
+                         if self.filter.text else "")
 
     # ---- filtering (worker thread) -----------------------------------------------------------
     @on(Input.Submitted, "#filter")
@@ -287,8 +291,17 @@ class IpsecscopeApp(App[int]):
         try:
             compiled = compile_filter(text, findings_index(findings))
         except FilterError as exc:
+            # The table must not keep the previous filter's rows under an input that says otherwise:
+            # show nothing, and say why in the count.
             self.notify(str(exc), title="Filter", severity="error")
+            self.filter = compile_filter("")
+            self.filter_error = str(exc)
+            self.query_one("#filter", Input).add_class("invalid")
+            if self.session is not None:
+                self.query_one(PacketTable).set_view(range(0))
+            self._update_status()
             return False
+        self.filter_error = None
         self.filter = compiled
         inp = self.query_one("#filter", Input)
         if inp.value != text:
@@ -407,8 +420,11 @@ class IpsecscopeApp(App[int]):
         self.query_one("#filter", Input).focus()
 
     def action_clear_filter(self) -> None:
-        if self.filter.text:
+        """Esc: clear the filter and always leave the filter input (so `q` quits again)."""
+        inp = self.query_one("#filter", Input)
+        if self.filter.text or inp.value or inp.has_class("invalid"):
             self.apply_filter("")
+        if inp.has_focus or self.query_one(TabbedContent).active == "packets":
             self.query_one(PacketTable).focus()
 
     def action_toggle_tree(self) -> None:
