@@ -552,12 +552,27 @@ class Session:
                 inner = res.inner
                 if inner:
                     inner_summary = describe_inner(inner, res.next_header)
+        elif ike is not None and ike.decrypted and ike.header.major == 2:
+            inner = self._ike_plaintext(ike)
         elif row.kind == "MALFORMED":
             malformed = row.info
         return FrameDetail(
             row=row, raw=raw.data if raw is not None else b"", ike=ike, esp=esp, esp_result=res,
             malformed=malformed, inner=inner, inner_summary=inner_summary,
         )
+
+    def _ike_plaintext(self, msg: IkeMessage) -> bytes | None:
+        """The decrypted body of an IKEv2 SK payload (RFC 7296 §3.14: payloads, padding removed),
+        for the hex view's "decrypted" side; decrypted again on demand rather than kept per message."""
+        from .crypto.ike_sk import decrypt_message
+
+        keys = self.keys.ike_lookup(msg.header.spi_i, msg.header.spi_r)
+        if keys is None:
+            return None
+        try:
+            return decrypt_message(msg.raw, keys)[1]
+        except Exception:  # noqa: BLE001 - a view must not die on a message it decrypted once already
+            return None
 
     def _reread(self, frame: int) -> RawFrame | None:
         loc = self._frame_offsets.get(frame)

@@ -108,17 +108,16 @@ async def test_packet_table_has_every_frame_and_filters_like_tshark() -> None:
 
 
 @sync
-async def test_bad_filter_is_reported_and_keeps_the_view() -> None:
+async def test_bad_filter_is_reported() -> None:
     app = create_app(CAPTURE, KEYS)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         table = app.query_one(PacketTable)
-        before = frames_in_view(table)
         await pilot.press("slash", *"spi=nothex", "enter")
         await loaded(pilot)
         inp = app.query_one("#filter", Input)
         assert inp.has_class("invalid")
-        assert frames_in_view(table) == before
+        assert frames_in_view(table) == []  # no rows that the input does not describe
         assert any("is not a number" in n.message for n in app._notifications)
 
 
@@ -270,6 +269,7 @@ async def test_every_corpus_capture_opens(capture: str) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot)
         assert app.session is not None, str(app.query_one("#status").render())
+        await pilot.press("2")  # it may have opened on Findings
         table = app.query_one(PacketTable)
         assert len(table.view) == app.session.stats.frames > 0
         for _ in range(len(table.view)):
@@ -565,3 +565,83 @@ async def test_an_invalid_filter_leaves_no_stale_rows_or_count() -> None:
         await pilot.press("escape")
         await loaded(pilot)
         assert len(table.view) == len(table.rows) and "invalid" not in str(app.query_one("#filter-count").render())
+
+
+@sync
+async def test_opens_on_findings_when_something_is_wrong() -> None:
+    app = create_app(SAMPLES / "dead-peer" / "capture.pcapng")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert any(f.severity.name in ("ERROR", "WARNING") for f in app.session.findings)
+        assert app.query_one(TabbedContent).active == "findings"
+    app = create_app(CAPTURE, KEYS)  # info only: the packets, as before
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert app.query_one(TabbedContent).active == "packets"
+        status = str(app.query_one("#status").render())
+        # The counts are frames, and the status line says so (it read as a breakdown of the keys).
+        assert re.search(r"\b6 keys\b.*frames: IKE 16 ESP 18", status), status
+
+
+@sync
+async def test_several_captures_and_enter_keeps_the_ike_sa_open() -> None:
+    app = create_app([CAPTURE, CAPTURE], KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert app.session.stats.frames == 68 and "+1" in str(app.query_one("#status").render())
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        tree.focus()
+        while tree.current_ref is None or tree.current_ref.kind != "ike":
+            await pilot.press("down")
+        node = tree.cursor_node
+        assert node.is_expanded
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "sa-detail"
+        assert node.is_expanded  # opened, not collapsed
+
+
+@sync
+async def test_whole_keys_with_the_tree_hidden() -> None:
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        tree.focus()
+        while tree.current_ref is None or tree.current_ref.kind != "child":
+            await pilot.press("down")
+        child = app.session.table.child_sas[tree.current_ref.key]
+        await pilot.press("enter", "t", "K")
+        await pilot.pause()
+        detail = app.query_one(SaDetail)
+        shown = "".join(detail.as_text(width=detail.size.width).split())  # folded lines joined
+        for flow in child.flows(app.session.table):
+            k = app.session.keys.esp_lookup(flow.src, flow.dst, flow.spi)
+            assert k.enc_key.hex() in shown, "a key was cut"
+        assert len(list(app._notifications)) <= 2  # toasts replace each other
+
+
+@sync
+async def test_x_on_an_ike_frame_shows_the_decrypted_sk_payload() -> None:
+    from ipsecscope.decode.ike import parse_payload_chain
+    from ipsecscope.tui.widgets.packet_detail import HexView
+
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        table.focus()
+        msg = next(m for m in app.session.ike_messages.values() if m.decrypted and m.inner)
+        table.cursor = table.position_of(msg.frame)
+        await pilot.pause()
+        await pilot.press("x")
+        await pilot.pause()
+        data = app.query_one(HexView).data
+        detail = app.session.detail(msg.frame)
+        assert data and data not in detail.raw  # not the wire bytes
+        sk = next(p for p in msg.payloads if p.type in (46, 53))
+        inner, err = parse_payload_chain(sk.first_payload, data, 2, 0)
+        assert err is None and [p.type for p in inner] == [p.type for p in msg.inner]

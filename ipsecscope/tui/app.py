@@ -179,8 +179,13 @@ class IpsecscopeApp(App[int]):
         self.notify(message, title="Could not load the capture", severity="error", timeout=10)
 
     def _loaded(self, session: Session, act: dict[object, list[float]]) -> None:
+        first = self.session is None
         self._loading(False)
-        self._show_session(SessionView(session, session.rows, findings_of(session), _activity=act))
+        findings = findings_of(session)
+        self._show_session(SessionView(session, session.rows, findings, _activity=act))
+        if first and any(f.severity >= Severity.WARNING for f in findings):
+            # Something is wrong: that is what the user came for (the status line alone is easy to miss).
+            self.action_tab("findings")
 
     def _show_session(self, view: SessionView) -> None:
         """Hand one look at the session to every pane (the one path for loading and live)."""
@@ -254,9 +259,9 @@ class IpsecscopeApp(App[int]):
         if st.icv_failed:
             t.append(f" ICV✗ {st.icv_failed:,}", "bold red")
         t.append(f"  {len(s.table.ike_sas)} IKE/{len(s.table.child_sas)} CHILD SA")
-        t.append(f"  keys {len(s.keys)}", "cyan" if len(s.keys) else "dim")
-        t.append(f"  (IKE {st.ike:,} ESP {st.esp:,}" + (f" AH {st.ah:,}" if st.ah else "")
-                 + (f" malformed {st.malformed_total:,}" if st.malformed_total else "") + ")", "dim")
+        t.append(f"  {len(s.keys)} key{'s' if len(s.keys) != 1 else ''}", "cyan" if len(s.keys) else "dim")
+        t.append(f"  frames: IKE {st.ike:,} ESP {st.esp:,}" + (f" AH {st.ah:,}" if st.ah else "")
+                 + (f" malformed {st.malformed_total:,}" if st.malformed_total else ""), "dim")
         self._set_status(t)
         ptable = self.query_one(PacketTable)
         count = self.query_one("#filter-count", Static)
@@ -408,6 +413,15 @@ class IpsecscopeApp(App[int]):
         self.query_one(PacketTable).focus()
 
     # ---- actions -----------------------------------------------------------------------------
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        # A new toast replaces the older ones (an error stays until the next error): a pile of
+        # them covers the rows they are about.
+        for old in list(self._notifications):
+            if old.severity != "error" or severity == "error":
+                self._unnotify(old, refresh=False)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.HELP))
 

@@ -48,7 +48,7 @@ def fmt_ts(ts: float | None, first: float | None) -> str:
 def _kv(title: str) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
-    grid.add_column()
+    grid.add_column(overflow="fold")  # a key shown with K must be whole (copyable), never cut with …
     grid.title = title
     grid.title_justify = "left"
     grid.title_style = "bold underline"

@@ -109,6 +109,8 @@ class SaTree(Tree[SaRef]):
         super().__init__("Security associations", id=id)
         self.show_root = False
         self.guide_depth = 2
+        # Enter opens an SA's detail; it must not also collapse the node (space still toggles).
+        self.auto_expand = False
 
     def show_session(self, view: SessionView) -> None:
         """Rebuild from the session's table, the cursor staying on the SA it was on."""
