@@ -645,3 +645,18 @@ async def test_x_on_an_ike_frame_shows_the_decrypted_sk_payload() -> None:
         sk = next(p for p in msg.payloads if p.type in (46, 53))
         inner, err = parse_payload_chain(sk.first_payload, data, 2, 0)
         assert err is None and [p.type for p in inner] == [p.type for p in msg.inner]
+
+
+@sync
+async def test_skipped_key_rows_are_a_notice(tmp_path: Path) -> None:
+    good = (HEALTHY / "keys" / "esp_sa").read_text()
+    bad_row = '"IPv4","198.18.9.9","198.18.9.8","0x0badbad0","AES-CBC [RFC3602]","0x0102","NULL",""\n'
+    keys = tmp_path / "esp_sa"
+    keys.write_text(good + bad_row)
+    app = create_app(CAPTURE, [keys])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        notes = [n for n in app._notifications if n.title == "Key rows skipped"]
+        assert notes and "esp_sa:" in notes[0].message and "0102" not in notes[0].message
+        esp = [r for r in app.session.rows if r.kind == "ESP"]
+        assert esp and all(r.status == "decrypted" for r in esp)  # the good rows are used

@@ -183,6 +183,11 @@ class IpsecscopeApp(App[int]):
         self._loading(False)
         findings = findings_of(session)
         self._show_session(SessionView(session, session.rows, findings, _activity=act))
+        warnings = session.key_warnings
+        if first and warnings:  # rows of key files that were skipped: the rest is in use
+            more = f"\n… and {len(warnings) - 5} more" if len(warnings) > 5 else ""
+            self.notify("\n".join(warnings[:5]) + more, title="Key rows skipped", severity="warning",
+                        timeout=20, markup=False)
         if first and any(f.severity >= Severity.WARNING for f in findings):
             # Something is wrong: that is what the user came for (the status line alone is easy to miss).
             self.action_tab("findings")
