@@ -16,6 +16,7 @@ reader in another thread never sees half a row.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterator, Sequence
 from typing import overload
 
@@ -55,9 +56,13 @@ def ah_info(seq: int, next_header: int) -> str:
 class RowStore(Sequence[FrameRow]):
     """``Sequence[FrameRow]`` kept as packed records; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._buf = bytearray()
         self._n = 0
+        # Rows past ``limit`` are only counted (``dropped``): memory stays bounded on any input, and
+        # a front end that shows no packet list (``sas``, ``findings``) keeps none (limit 0).
+        self.limit = sys.maxsize if limit is None else limit
+        self.dropped = 0
         self._addrs: list[str] = [""]
         self._addr_ix: dict[str, int] = {"": 0}
         self._kinds = list(_KINDS)
@@ -88,6 +93,9 @@ class RowStore(Sequence[FrameRow]):
                 spi: int, seq: int, status: int, child_sa: int | None, next_header: int | None) -> None:
         """The hot path: one ESP row (``src``/``dst`` from :meth:`addr`, ``status`` from
         :meth:`status_code`); its info line is derived, not stored."""
+        if self._n >= self.limit:
+            self.dropped += 1
+            return
         self._buf += _REC.pack(frame, ts, KIND_ESP, src, dst, sport, dport, length, spi, seq, status,
                                -1 if child_sa is None else child_sa, -1 if next_header is None else next_header)
         self._n += 1
@@ -120,6 +128,9 @@ class RowStore(Sequence[FrameRow]):
         return enc
 
     def append(self, row: FrameRow) -> None:
+        if self._n >= self.limit:
+            self.dropped += 1
+            return
         enc = self._encode(row, self._n)  # side dicts first: a reader sees the row complete
         self._buf += enc
         self._n += 1

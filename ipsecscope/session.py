@@ -120,7 +120,7 @@ class Session:
     """One capture (or live source) with its keys, decoded, decrypted and correlated."""
 
     def __init__(self, keys: KeyStore | None = None, *, max_rows: int | None = None,
-                 keep_rows: bool = True) -> None:
+                 keep_rows: bool = True, row_limit: int | None = None) -> None:
         """``max_rows``: live mode, keep a ring of the last rows. ``keep_rows=False``: keep no
         packet rows at all (nor where each frame sits in the file) — for answers about SAs and
         findings (``sas``, ``findings``), whose memory then grows with SAs and flows, not frames."""
@@ -128,6 +128,9 @@ class Session:
         self.key_files: list[Path] = []
         self.max_rows = max_rows
         self.keep_rows = keep_rows
+        # A file's rows: at most row_limit (the TUI's --max-rows; the rest counted in rows.dropped).
+        self.row_limit = row_limit
+        self.warnings: list[str] = []  # one line each about the input (a gzip bomb's ratio)
         self.paths: list[Path] = []
         self.damage: str | None = None  # set by from_files: why the answer covers less than the files
         self._reset()
@@ -182,7 +185,7 @@ class Session:
         # A file's rows go to a packed RowStore (~60 bytes a row instead of ~380 as FrameRow objects);
         # live mode keeps a ring of the last max_rows FrameRow objects.
         self.rows: RowStore | deque[FrameRow] | _NoRows = (
-            deque(maxlen=self.max_rows) if self.max_rows else RowStore() if self.keep_rows else _NoRows())
+            deque(maxlen=self.max_rows) if self.max_rows else RowStore(self.row_limit) if self.keep_rows else _NoRows())
         self.ike_messages: dict[int, IkeMessage] = {}
         self._frame_offsets = _FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._no_key_result: EspResult | None = None
@@ -294,6 +297,8 @@ class Session:
                 if progress is not None and n % every == 0:
                     progress(reader.bytes_read, reader.total_bytes)
             self._truncated = reader.truncated
+            if reader.warning:
+                self.warnings.append(reader.warning)
             if progress is not None:
                 progress(reader.total_bytes, reader.total_bytes)
 

@@ -104,6 +104,7 @@ class CaptureReader:
             raise
         self.format = self._impl.format
         self.compressed = src.compressed
+        self._src = src
         self.rereadable = src.rereadable  # False for stdin, a pipe, gzip: frames cannot be re-read by offset
         self._iter: Iterator[RawFrame] | None = None
 
@@ -111,6 +112,11 @@ class CaptureReader:
     @property
     def secrets(self) -> list[tuple[int, bytes]]:
         return self._impl.secrets
+
+    @property
+    def warning(self) -> str | None:
+        """A one-line warning about the input (a decompression ratio no capture has), or None."""
+        return self._src.warning
 
     @property
     def truncated(self) -> str | None:

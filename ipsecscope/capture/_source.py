@@ -21,6 +21,9 @@ CHUNK = 1 << 20  # 1 MiB: large enough to amortise read() calls, small enough to
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+# Captures compress a few to one (ESP is random); 100:1 over 16 MiB is a file built to explode.
+BOMB_RATIO = 100
+BOMB_MIN_BYTES = 16 << 20
 FOLLOW_POLL = 0.2  # seconds between looks at a followed file that has not grown
 
 
@@ -79,6 +82,7 @@ class ByteSource:
         # Bytes of the decompressed stream handed out so far (= file offset when not compressed).
         self.position = 0
         self.gzip_truncated: str | None = None
+        self.warning: str | None = None  # e.g. a decompression ratio no capture has (a gzip bomb)
 
     @property
     def rereadable(self) -> bool:
@@ -132,6 +136,10 @@ class ByteSource:
                 break
         data = b"".join(parts)
         self.position += len(data)
+        if self.warning is None and self.position > BOMB_MIN_BYTES and self.position > BOMB_RATIO * max(self.consumed, 1):
+            self.warning = (f"{self.path}: decompresses {self.position // max(self.consumed, 1):,}:1 so far — far beyond "
+                            f"what captures compress to (a few to 1); a gzip bomb or a padded file? Reading on "
+                            f"with bounded memory")
         return data
 
     def close(self) -> None:

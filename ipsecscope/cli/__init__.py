@@ -71,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except MemoryError:
+        # Never a traceback: say which input, and what to do.
+        files = getattr(args, "files", None) or [getattr(args, "file", None) or "the input"]
+        print(f"ipsecscope: error: {', '.join(map(str, files))}: out of memory while reading; the input is "
+              "larger than this machine can hold (try `ipsecscope summary`, which keeps no per-frame state)",
+              file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `ipsecscope summary F | head`
         _stdout_to_devnull()
         return 0

@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     damage = session.damage
     if damage:
         print(f"ipsecscope findings: {damage}", file=sys.stderr)
+    for warning in session.warnings:
+        print(f"ipsecscope findings: warning: {warning}", file=sys.stderr)
     from ..plugins import plugin_errors
 
     for name, err in plugin_errors():  # a broken plugin is skipped, but the user should know

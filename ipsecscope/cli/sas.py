@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     damage = session.damage
     if damage:
         print(f"ipsecscope sas: {damage}", file=sys.stderr)
+    for warning in session.warnings:
+        print(f"ipsecscope sas: warning: {warning}", file=sys.stderr)
     st = session.stats
     if args.json:
         doc = sas_document(session.table, args.files, capture_info(session))

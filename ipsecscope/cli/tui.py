@@ -10,6 +10,9 @@ from pathlib import Path
 from ..errors import CaptureError
 from .common import add_captures_argument, add_keys_argument
 
+FILE_ROWS = 5_000_000  # ~300 MB of packed rows: a gzip bomb of empty records cannot take the machine
+STREAM_ROWS = 200_000  # a ring of FrameRow objects, as live mode keeps
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -21,9 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_captures_argument(p)
     add_keys_argument(p, ', more from inside the app with `a`')
-    p.add_argument("--max-rows", type=int, default=200_000, metavar="N",
-                   help="with - or --follow: frames kept for the packet list (older ones are only counted; "
-                        "default 200000)")
+    p.add_argument("--max-rows", type=int, default=None, metavar="N",
+                   help="frames kept for the packet list; the rest are analysed and counted, not listed "
+                        f"(default {FILE_ROWS:,} for a file: the first ones; {STREAM_ROWS:,} for - or --follow: "
+                        "the latest ones)")
     p.set_defaults(command="tui")
 
 
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         warn_keys(load_keys(args.keys, strict=args.strict_keys))
     from ..tui.app import create_app  # Textual is imported only when the UI is really opened
 
-    return create_app([Path(f) for f in files], args.keys).run() or 0
+    return create_app([Path(f) for f in files], args.keys, row_limit=args.max_rows or FILE_ROWS).run() or 0
 
 
 def _is_stream(name: str) -> bool:
@@ -83,7 +87,7 @@ def _run_stream(args: argparse.Namespace) -> int:
     from ..tui.app import create_stream_app
     from ..tui.stream import CaptureFollower
 
-    runner = CaptureFollower(files, args.keys, follow=args.follow, max_rows=args.max_rows)
+    runner = CaptureFollower(files, args.keys, follow=args.follow, max_rows=args.max_rows or STREAM_ROWS)
     runner.open()  # not a capture at all: one line on stderr, no screen
     app = create_stream_app(runner, name)
     runner.start()

@@ -61,8 +61,9 @@ class IpsecscopeApp(App[int]):
     HELP = help_rows()  # what the help screen says about each key (the footer keeps the short names)
 
     def __init__(self, path: str | Path | Sequence[str | Path] | None, key_files: Sequence[str | Path] = (), *,
-                 runner: Any = None, live_name: str = "live") -> None:
+                 runner: Any = None, live_name: str = "live", row_limit: int | None = None) -> None:
         super().__init__()
+        self.row_limit = row_limit  # packet-list rows kept for a file (the rest only counted)
         # Several captures are read into one session in order, as `sas` and `findings` do.
         self.paths: list[Path] = ([Path(path)] if isinstance(path, (str, Path)) else
                                   [Path(p) for p in path] if path is not None else [])
@@ -129,7 +130,7 @@ class IpsecscopeApp(App[int]):
                 self.call_from_thread(self._progress, done, total)
 
         try:
-            session = Session()
+            session = Session(row_limit=self.row_limit)
             for key_file in list(self.key_files):
                 # A bad key file is reported and left out; the capture is still worth seeing.
                 try:
@@ -253,6 +254,9 @@ class IpsecscopeApp(App[int]):
         t = Text()
         t.append(self._input_name(), "bold")
         t.append(f"  {st.frames:,} frames")
+        dropped = getattr(s.rows, "dropped", 0)
+        if dropped:  # past --max-rows: counted and analysed, not listed
+            t.append(f" (list: first {len(s.rows):,})", "yellow")
         if n_err:
             t.append(f"  ✗{n_err} error{'s' if n_err > 1 else ''}", "bold red")
         if n_warn:
@@ -606,10 +610,11 @@ def create_live_app(runner: Any, name: str = "live") -> IpsecscopeApp:
     return IpsecscopeApp(None, runner=runner, live_name=name)
 
 
-def create_app(path: str | Path | Sequence[str | Path] | None, key_files: Sequence[str | Path] = ()) -> IpsecscopeApp:
+def create_app(path: str | Path | Sequence[str | Path] | None, key_files: Sequence[str | Path] = (), *,
+               row_limit: int | None = None) -> IpsecscopeApp:
     """The app for ``path`` (or several captures, read in order into one session) with ``key_files``
     loaded first. Used by ``ipsecscope FILE...`` and the tests."""
-    return IpsecscopeApp(path, key_files)
+    return IpsecscopeApp(path, key_files, row_limit=row_limit)
 
 
 def create_stream_app(runner: Any, name: str) -> IpsecscopeApp:
