@@ -83,3 +83,18 @@ def test_tui_takes_options_first(tmp_path: Path) -> None:
         pytest.skip("tmux not installed")
     with Tmux(f"{sys.executable} -m ipsecscope -k {ESP_SA} {IKE_TABLE} {CAP}", width=120, height=40) as t:
         t.wait_for(lambda s: "decrypted" in s and "198.18.0.1 ⇄ 198.18.0.2" in s)
+
+
+def test_piped_text_never_wraps() -> None:
+    # `findings`/`sas` wrapped at 80 columns when piped and split SPIs and addresses across lines.
+    mismatch = SAMPLES / "proposal-mismatch"
+    args = (mismatch / "capture.pcapng", "-k", mismatch / "charon-left.log", mismatch / "charon-right.log")
+    doc = json.loads(run("findings", "--json", *args).stdout)
+    lines = run("findings", *args).stdout.splitlines()
+    for f in doc["findings"]:
+        assert any(f["explanation"] in line for line in lines), f["code"]  # whole, on one line
+    sas = json.loads(run("sas", "--json", CAP).stdout)
+    text = run("sas", CAP).stdout
+    for c in sas["child_sas"]:
+        assert f"SPIs {c['spi_i']} (i) / {c['spi_r']} (r)" in text
+    assert max(map(len, lines)) > 100  # not cut at 80 either

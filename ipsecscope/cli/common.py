@@ -81,6 +81,17 @@ def add_captures_argument(p: argparse.ArgumentParser, *, many: bool = True, requ
     p.set_defaults(_captures=("files" if many else "file", required), _parser=p)
 
 
+def text_console():
+    """The console text commands print to. Piped or redirected, lines are never wrapped (a script
+    or grep gets one record per line, an SPI or address never split); in a terminal, rich wraps at
+    word boundaries at the terminal's width."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=1 << 16, soft_wrap=True)
+
+
 def stop_event(args: argparse.Namespace) -> threading.Event | None:
     """For ``--follow``: an event that Ctrl-C (or SIGTERM) sets, so following ends there and the
     command still reports what it read. None otherwise."""

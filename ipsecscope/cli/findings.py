@@ -26,7 +26,7 @@ from ..export.documents import FINDINGS_SCHEMA as SCHEMA
 from ..export.documents import SEVERITIES as _LEVELS
 from ..export.documents import findings_document, severity_counts
 from ..model.sa import Finding, Severity
-from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
+from .common import add_captures_argument, add_keys_argument, stop_event, text_console, warn_keys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -116,10 +116,9 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 
 
 def render(findings: list[Finding], counts: dict[str, int], console=None) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
-    console = console or Console()
+    console = console or text_console()
     if not findings:
         console.print("[green]No findings.[/]" if not any(counts.values()) else "No findings at this level.")
         return

@@ -25,7 +25,7 @@ from ..export.documents import capture_info, sas_document, spi_hex
 from ..model.iana import Ikev1Exchange
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable
 from ..state import names as N
-from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
+from .common import add_captures_argument, add_keys_argument, stop_event, text_console, warn_keys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -147,10 +147,9 @@ def _child_node(parent, c: ChildSa, table: SaTable) -> None:
 
 
 def render(table: SaTable, console=None, keys_given: bool = False) -> None:
-    from rich.console import Console
     from rich.tree import Tree
 
-    console = console or Console()
+    console = console or text_console()
     if not table.ike_sas and not table.child_sas:
         console.print("No IKE or ESP security associations in this capture.")
         return
