@@ -47,6 +47,15 @@ async def loaded(pilot) -> None:
     await pilot.pause()
 
 
+async def tree_cursor_to(pilot, kind: str) -> SaTree:
+    """Focus the SA tree and move its cursor down to the first node of ``kind`` (pair/ike/child/flow)."""
+    tree = pilot.app.query_one(SaTree)
+    tree.focus()
+    while tree.current_ref is None or tree.current_ref.kind != kind:
+        await pilot.press("down")
+    return tree
+
+
 def tree_labels(tree: Tree) -> list[str]:
     out = []
 
@@ -175,10 +184,7 @@ async def test_tabs_help_and_tree_navigation() -> None:
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         # Tree: go to the first CHILD SA and open its detail.
-        tree = app.query_one(SaTree)
-        tree.focus()
-        while tree.current_ref is None or tree.current_ref.kind != "child":
-            await pilot.press("down")
+        tree = await tree_cursor_to(pilot, "child")
         ref = tree.current_ref
         await pilot.press("enter")
         assert tabs.active == "sa-detail"
@@ -203,10 +209,7 @@ async def test_keys_are_redacted_until_toggled() -> None:
     app = create_app(CAPTURE, KEYS)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        tree = app.query_one(SaTree)
-        tree.focus()
-        while tree.current_ref is None or tree.current_ref.kind != "child":
-            await pilot.press("down")
+        tree = await tree_cursor_to(pilot, "child")
         await pilot.press("enter")
         child = app.session.table.child_sas[tree.current_ref.key]
         flow = child.flows(app.session.table)[0]
@@ -592,10 +595,7 @@ async def test_several_captures_and_enter_keeps_the_ike_sa_open() -> None:
     app = create_app(CAPTURE, KEYS)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        tree = app.query_one(SaTree)
-        tree.focus()
-        while tree.current_ref is None or tree.current_ref.kind != "ike":
-            await pilot.press("down")
+        tree = await tree_cursor_to(pilot, "ike")
         node = tree.cursor_node
         assert node.is_expanded
         await pilot.press("enter")
@@ -609,10 +609,7 @@ async def test_whole_keys_with_the_tree_hidden() -> None:
     app = create_app(CAPTURE, KEYS)
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot)
-        tree = app.query_one(SaTree)
-        tree.focus()
-        while tree.current_ref is None or tree.current_ref.kind != "child":
-            await pilot.press("down")
+        tree = await tree_cursor_to(pilot, "child")
         child = app.session.table.child_sas[tree.current_ref.key]
         await pilot.press("enter", "t", "K")
         await pilot.pause()
