@@ -380,6 +380,34 @@ async def test_export_sas_and_findings_json(tmp_path: Path) -> None:
 
 
 @sync
+async def test_exports_are_private_and_never_overwrite_an_input(tmp_path: Path) -> None:
+    """Key tables and JSON documents from the TUI are created 0600 (a pre-existing 0666 file
+    included), and a path that is the capture itself is refused with the capture intact."""
+    import os
+
+    from ipsecscope.errors import ExportError
+    from ipsecscope.tui.app import export
+    from ipsecscope.tui.screens.export import ExportRequest
+
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        session = app.session
+    old = tmp_path / "old.json"
+    old.write_text("{}")
+    os.chmod(old, 0o666)
+    for kind, path in (("esp_sa", tmp_path / "esp_sa"), ("keys_json", tmp_path / "k.json"), ("sas", old),
+                       ("findings", tmp_path / "f.json")):
+        export(ExportRequest(kind, path), [CAPTURE], session)
+        assert path.stat().st_mode & 0o777 == 0o600, kind
+    capture = tmp_path / "copy.pcapng"
+    capture.write_bytes(CAPTURE.read_bytes())
+    with pytest.raises(ExportError):
+        export(ExportRequest("esp_sa", capture), [capture], session)
+    assert capture.read_bytes() == CAPTURE.read_bytes()
+
+
+@sync
 async def test_timeline_event_jumps_to_its_frame() -> None:
     app = create_app(CAPTURE, KEYS)
     async with app.run_test(size=SIZE) as pilot:

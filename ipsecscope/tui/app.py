@@ -573,7 +573,12 @@ def export(req: ExportRequest, captures: Sequence[Path], session: Session) -> st
     """Write one export; returns the line to show the user. Runs in a worker thread."""
     import json
 
+    from ..outfile import write_private
+
     capture = captures[0]
+    # Every file goes through write_private: 0600 from its creation, written to a temporary file
+    # and renamed into place, never over a capture or key file this session read.
+    inputs = [*captures, *session.key_files]
     if req.kind in ("pcapng", "jsonl"):
         if len(captures) > 1:
             raise ExportError(f"decrypted packets are written one capture at a time: run "
@@ -587,21 +592,17 @@ def export(req: ExportRequest, captures: Sequence[Path], session: Session) -> st
                 + (f", {stats.no_key:,} without keys" if stats.no_key else ""))
     if req.kind == "sas":
         doc = sas_document(session.table, captures)
-        req.path.write_text(json.dumps(doc, indent=2) + "\n")
+        write_private(req.path, json.dumps(doc, indent=2) + "\n", inputs=inputs)
         return f"{req.path}: {len(session.table.ike_sas)} IKE SAs, {len(session.table.child_sas)} CHILD SAs"
     if req.kind == "findings":
         findings = findings_of(session)
-        req.path.write_text(json.dumps(findings_document(findings, captures), indent=2) + "\n")
+        write_private(req.path, json.dumps(findings_document(findings, captures), indent=2) + "\n", inputs=inputs)
         return f"{req.path}: {len(findings)} findings"
     from ..keys.formats import dump
 
     fmt = "json" if req.kind == "keys_json" else req.kind
     # A file the user asked for gets the keys (as `keys convert -o FILE` does); the screen never shows them.
-    text = dump(session.keys, fmt, True)
-    if isinstance(text, bytes):
-        req.path.write_bytes(text)
-    else:
-        req.path.write_text(text)
+    write_private(req.path, dump(session.keys, fmt, True), inputs=inputs)
     return f"{req.path}: {len(session.keys)} keys written"
 
 
