@@ -29,12 +29,15 @@ def gzip_bomb(path: Path, records: int) -> Path:
     return path
 
 
-# Runs the command in-process and reports its own peak RSS (KiB on Linux) on the last stderr line.
+# Runs the command in-process and reports its own peak RSS (KiB) on the last stderr line. VmHWM,
+# not getrusage's ru_maxrss: Linux keeps ru_maxrss across execve, so a child of a big pytest
+# worker would report the worker's size (seen: 491 MiB for a 39 MiB run).
 RSS_PROBE = (
-    "import resource, sys\n"
+    "import sys\n"
     "from ipsecscope.cli import main\n"
     "rc = main(sys.argv[1:])\n"
-    "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+    "print('maxrss', hwm, file=sys.stderr)\n"
     "sys.exit(rc)\n"
 )
 
