@@ -71,6 +71,9 @@ class RowStore(Sequence[FrameRow]):
         self._status_ix = dict(STATUS_CODES)
         self._info: dict[int, str] = {}  # row position -> info, where it is not derived
         self._ike_sa: dict[int, str] = {}  # row position -> IkeSa.key
+        # frame -> Info of its decrypted inner packet (a decode.inner.InnerStore): a decrypted ESP
+        # row's Info is "ESP seq N ▸ <inner packet>", formatted only when the row is read.
+        self.inner = None
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -159,8 +162,13 @@ class RowStore(Sequence[FrameRow]):
             seq = None
         info = self._info.get(i)
         if info is None:
-            if kind == KIND_ESP:
+            inner = self.inner.info(frame) if kind == KIND_ESP and status == 1 and self.inner is not None else None
+            if inner:
+                info = f"ESP seq {seq} ▸ {inner}"
+            elif kind == KIND_ESP:
                 info = f"ESP seq {seq}" if nh < 0 else f"ESP seq {seq} next {_PROTO_NAMES.get(nh) or nh}"
+            elif kind == KIND_OTHER and self.inner is not None:
+                info = self.inner.info(frame) or ""
             else:
                 info = self._derived_info(kind, seq, nh)
         addrs = self._addrs
@@ -204,6 +212,7 @@ class RowStore(Sequence[FrameRow]):
         info_get, ike_get = self._info.get, self._ike_sa.get
         derived = self._derived_info
         esp_tail = [f" next {_PROTO_NAMES.get(nh) or nh}" for nh in range(256)]
+        inner_info = self.inner.info if self.inner is not None else None
         while i < (self._n if stop is None else stop):
             end = min(self._n if stop is None else stop, i + _CHUNK)
             # A copy of the slice: no export of the growing buffer outlives this step.
@@ -211,8 +220,12 @@ class RowStore(Sequence[FrameRow]):
                     bytes(self._buf[i * REC_SIZE:end * REC_SIZE])):
                 info = info_get(i)
                 if info is None:
-                    if kind == KIND_ESP:
+                    if kind == KIND_ESP and status == 1 and inner_info is not None and (ii := inner_info(frame)):
+                        info = f"ESP seq {seq} ▸ {ii}"
+                    elif kind == KIND_ESP:
                         info = f"ESP seq {seq}{esp_tail[nh]}" if nh >= 0 else f"ESP seq {seq}"
+                    elif kind == KIND_OTHER and inner_info is not None:
+                        info = inner_info(frame) or ""
                     else:
                         info = derived(kind, None if seq == _NONE64 else seq, nh)
                 yield make(frame, ts, kinds[kind], addrs[src], addrs[dst], sport, dport, length,

@@ -25,6 +25,7 @@ from .crypto.ike_sk import IkeDecryptor
 from .crypto.ikev1 import Ikev1Decryptor
 from .decode.demux import Decoder
 from .decode.ike import parse_ike
+from .decode.inner import InnerStore
 from .keys import KeyStore, add_secrets_block, load_keys
 from .keys.match import FileMatch, match_keys
 from .model import iana
@@ -186,6 +187,11 @@ class Session:
         # live mode keeps a ring of the last max_rows FrameRow objects.
         self.rows: RowStore | deque[FrameRow] | _NoRows = (
             deque(maxlen=self.max_rows) if self.max_rows else RowStore(self.row_limit) if self.keep_rows else _NoRows())
+        # The decrypted inner packets (and plain IP frames), summarised for the Info column and
+        # the display filter's inner fields (decode.inner).
+        self.inner = InnerStore()
+        if type(self.rows) is RowStore:
+            self.rows.inner = self.inner
         self.ike_messages: dict[int, IkeMessage] = {}
         self._frame_offsets = _FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._no_key_result: EspResult | None = None
@@ -357,7 +363,12 @@ class Session:
         st = self.stats
         if not pkts:
             st.other += 1
-            self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len))
+            if self.keep_rows:
+                self.inner.add_ip_frame(raw.index, raw.data, raw.linktype)  # its IP layer, for filters
+            # A RowStore formats an OTHER row's Info from the inner store when read; a live ring
+            # holds FrameRow objects, so theirs is formatted now.
+            info = "" if type(self.rows) is RowStore else self.inner.info(raw.index) or ""
+            self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len, info=info))
             return pkts
         if pkts[0].frame != raw.index:  # reports about earlier frames (abandoned IP datagrams)
             for m in [p for p in pkts if p.frame != raw.index]:
@@ -387,6 +398,8 @@ class Session:
         row_status = count_outcome(st, res.status)
         if row_status == "no-key" and res.keys is None and res.seq_hi == 0 and res.inner is None:
             self._no_key_result = res
+        if res.inner is not None and self.keep_rows:  # rows' inner packets (none without rows)
+            self.inner.add(raw.index, res.inner, res.next_header)
         flow = self.tracker.on_esp(pkt, res)
         if flow is None:  # the tracker reported an internal error instead
             flow = self.tracker.table.flows.get((pkt.src, pkt.dst, pkt.spi))
@@ -406,8 +419,13 @@ class Session:
         else:
             intern = self._addr
             info = f"ESP seq {seq}"
-            if res.next_header is not None:
+            inner_info = self.inner.info(raw.index) if res.inner is not None else None
+            if inner_info:
+                info += f" ▸ {inner_info}"
+            elif res.next_header is not None:
                 info += f" next {iana_proto(res.next_header)}"
+            if len(self.inner) > 2 * self.max_rows and rows:  # live: forget what left the ring
+                self.inner.prune(rows[0].frame)
             rows.append(FrameRow(
                 raw.index, raw.ts, "ESP", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
                 pkt.dport, raw.orig_len, pkt.spi, seq, info, row_status,

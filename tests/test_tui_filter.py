@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, SAMPLES, needs_tshark
 
+from ipsecscope.filtering import select, source_of
 from ipsecscope.model.filter import FilterError, compile_filter, findings_index
 from ipsecscope.model.packets import FrameRow
 from ipsecscope.session import Session
@@ -41,8 +42,8 @@ def esp_bug() -> Session:
 
 
 def frames(session: Session, text: str) -> list[int]:
-    flt = compile_filter(text)
-    return [session.rows[i].frame for i in flt.indices(session.rows)]
+    flt = compile_filter(text, findings_index(session.findings))
+    return [session.rows[i].frame for i in select(flt, source_of(session))]
 
 
 @needs_tshark
@@ -95,34 +96,51 @@ def test_finding_term_uses_evidence_frames() -> None:
             self.code, self.frames = code, fr
 
     idx = findings_index([F("ESP-SEQ-GAP", (3, 4)), F("ESP-ICV-FAIL", (7,)), F("ESP-SEQ-GAP", (9,))])
-    got = [rows[i].frame for i in compile_filter("finding=esp-seq-gap", idx).indices(rows)]
+    got = [rows[i].frame for i in select(compile_filter("finding=esp-seq-gap", idx), rows)]
     assert got == [3, 4, 9]
-    got = [rows[i].frame for i in compile_filter("finding=ESP-*", idx).indices(rows)]
+    got = [rows[i].frame for i in select(compile_filter("finding=ESP-*", idx), rows)]
     assert got == [3, 4, 7, 9]
-    assert compile_filter("finding=NOPE", idx).indices(rows) == []
+    assert select(compile_filter("finding=NOPE", idx), rows) == []
+    # the same as a display filter field
+    got = [rows[i].frame for i in select(compile_filter('ipsecscope.finding == "ESP-ICV-FAIL"', idx), rows)]
+    assert got == [7]
 
 
 @pytest.mark.parametrize(
-    ("text", "says"),
+    ("text", "says", "pos"),
     [
-        ("bogus", "unknown filter term 'bogus'"),
-        ("spi=zz", "is not a number"),
-        ("src=300.1.1.1", "not an IP address"),
-        ("icv=maybe", "icv=bad or icv=ok"),
-        ("status=weird", "use one of"),
-        ("color=red", "unknown filter key 'color'"),
-        ("spi=", "needs a value"),
-        ("!", "must be followed"),
-        ("frame=1-x", "is not a number"),
+        ("bogus", "'bogus' is neither a field nor a protocol", 0),
+        ("esp && bogus.field == 1", "'bogus.field' is neither a field", 7),
+        ("spi=zz", "is not a number", 4),
+        ("src=300.1.1.1", "not an IP address", 4),
+        ("ip.src == 300.1.1.1", "not a valid IPv4 address", 10),
+        ("ip.src == 2001:db8::1", "is an IPv6 address", 10),
+        ("icv=maybe", "icv=bad or icv=ok", 4),
+        ("status=weird", "use one of", 7),
+        ("color=red", "unknown filter key 'color'", 0),
+        ("spi=", "needs a value", 0),
+        ("!", "must be followed", 0),
+        ("frame=1-x", "is not a number", 6),
+        ("esp.spi ==", "a value was expected", 10),
+        ("(esp || ah", "')' is missing", 0),
+        ("esp )", "')' was unexpected", 4),
+        ("esp == 1", "is a protocol", 4),
+        ("ip.src == ip.dst", "comparing two fields", 10),
+        ("isakmp.ispi > 1", "does not apply", 12),
+        ("udp.port in {500", "'}' is missing", 12),
+        ('dns.qry.name == "x', "closing \" is missing", 16),
+        ("esp.spi == 0x1 # x", "'#' is not part of the filter language", 15),
     ],
 )
-def test_bad_filters_say_what_is_wrong(text: str, says: str) -> None:
-    with pytest.raises(FilterError, match=None) as exc:
+def test_bad_filters_say_what_is_wrong_and_where(text: str, says: str, pos: int) -> None:
+    with pytest.raises(FilterError) as exc:
         compile_filter(text)
     assert says in str(exc.value)
+    assert exc.value.pos == pos, exc.value
+    assert exc.value.caret(text).splitlines()[1] == " " * pos + "^"
 
 
 def test_empty_filter_matches_everything(healthy: Session) -> None:
     flt = compile_filter("   ")
     assert flt.empty
-    assert flt.indices(healthy.rows) == list(range(len(healthy.rows)))
+    assert select(flt, source_of(healthy)) == list(range(len(healthy.rows)))

@@ -19,6 +19,7 @@ COMMANDS = {
     "keys": "keys",
     "sas": "sas",
     "findings": "findings",
+    "packets": "packets",
     "live": "live",
     "tui": "tui",
 }

@@ -25,6 +25,7 @@ from textual.worker import get_current_worker
 
 from ..errors import CaptureError, CaptureFormatError, ExportError, IpsecscopeError
 from ..export.documents import findings_document, sas_document
+from ..filtering import select, source_of
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
 from ..model.sa import Finding, Severity
 from ..session import Session
@@ -41,7 +42,6 @@ from .widgets.timeline import Timeline
 
 NARROW = 100  # columns
 LIVE_REFRESH = 1.0  # seconds between looks at a live session
-FILTER_CHUNK = 65536  # rows between cancellation checks while filtering
 
 
 def findings_of(session: Session) -> list[Finding]:
@@ -294,7 +294,7 @@ class IpsecscopeApp(App[int]):
             compile_filter(event.value)
         except FilterError as exc:
             event.input.add_class("invalid")
-            event.input.tooltip = str(exc)
+            event.input.tooltip = exc.caret(event.value) + "\n" + exc.reason
             return
         event.input.remove_class("invalid")
         event.input.tooltip = None
@@ -338,11 +338,11 @@ class IpsecscopeApp(App[int]):
     def _run_filter(self, compiled: Filter, keep: int | None) -> None:
         worker = get_current_worker()
         rows = self.query_one(PacketTable).rows
-        out: list[int] = []
-        for start in range(0, len(rows), FILTER_CHUNK):
-            if worker.is_cancelled:
-                return
-            out += compiled.indices(rows, start, min(len(rows), start + FILTER_CHUNK))
+        src = source_of(self.session)
+        src.rows = rows  # the table's rows (live: the snapshot it shows)
+        out = select(compiled, src, cancelled=lambda: worker.is_cancelled)
+        if worker.is_cancelled:
+            return
         view = view_from_indices(out)
         self.call_from_thread(self._filtered, compiled, view, keep)
 

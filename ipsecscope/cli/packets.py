@@ -1,0 +1,173 @@
+"""``ipsecscope packets FILE... [-k KEYS...] [-Y FILTER] [--json] [-c N]``: the packet list.
+
+The TUI's Packets table as text: one line per frame with its outer addresses, SPI and sequence
+number, and an Info column that shows the decrypted inner packet the way Wireshark does
+(``ESP seq 5 ▸ ICMP 10.1.0.1 → 10.2.0.1 Echo (ping) request id=0x0001, seq=1/256, ttl=64``).
+``-Y`` takes a Wireshark display filter (``ipsecscope packets --fields`` lists the fields).
+
+JSON lines (``--json``), schema ``"ipsecscope.packets/1"``, one object per frame (fields are only
+ever added within /1)::
+
+    {"schema": "ipsecscope.packets/1", "frame": int, "time": float (epoch), "time_relative": float,
+     "kind": "IKE"|"ESP"|"AH"|"NAT-KA"|"MALFORMED"|"OTHER", "src": str, "dst": str,
+     "sport": int, "dport": int, "length": int,
+     "spi": "0x%08x"|null, "seq": int|null,          # ESP/AH; seq with inferred ESN high bits
+     "status": ""|"decrypted"|"icv-bad"|"no-key"|"malformed", "child_sa": int|null,
+     "ike_sa": str|null, "info": str,
+     "inner": null | {                               # decrypted ESP payload, or a plain IP frame
+        "ip_version": 4|6|null (null: transport mode), "src": str|null, "dst": str|null,
+        "protocol": str ("ICMP", "TCP", "DNS", ...), "ip_proto": int, "ttl": int|null,
+        "sport": int|null, "dport": int|null,        # UDP/TCP
+        "icmp_type": int|null, "icmp_code": int|null, "tcp_flags": int|null,
+        "dns_query": str|null, "dns_response": bool|null, "fragment": bool, "info": str}}
+
+Exit status: 0; 2 for a bad filter (the message points at the character), an unreadable file
+or key file, or a capture damaged part-way (shown up to the damage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import IpsecscopeError
+from .common import add_keys_argument
+
+SCHEMA = "ipsecscope.packets/1"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "packets", help="the packet list (decrypted inner packets too), filtered with Wireshark display filters",
+        description="List the frames of a capture like the TUI's Packets table: outer addresses, SPI, "
+                    "sequence number, and the decrypted inner packet in the Info column. -Y takes a "
+                    "Wireshark display filter over outer and inner fields.")
+    p.add_argument("files", metavar="FILE", nargs="*", help="pcap / pcapng (optionally gzip'd)")
+    add_keys_argument(p)
+    add_filter_argument(p)
+    p.add_argument("--json", action="store_true", help=f"JSON lines, one object per frame (schema {SCHEMA})")
+    p.add_argument("-c", "--count", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--fields", action="store_true", help="list the display filter fields and exit")
+
+
+def add_filter_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-Y", "--display-filter", metavar="FILTER", dest="display_filter",
+                   help="Wireshark display filter, e.g. 'esp.spi == 0xc254fe64 && icmp.type == 8' "
+                        "(`ipsecscope packets --fields` lists the fields)")
+
+
+def compile_or_exit(text: str, command: str):
+    """Compile ``text`` or print the error with a caret under the offending character and return
+    None (the caller exits 2)."""
+    from ..model.filter import FilterError, compile_filter
+
+    try:
+        return compile_filter(text)
+    except FilterError as exc:
+        print(f"ipsecscope {command}: bad display filter: {exc.reason}\n  {exc.caret(text).replace(chr(10), chr(10) + '  ')}",
+              file=sys.stderr)
+        return None
+
+
+def filtered_frames(session, flt) -> list[int]:
+    """Frame numbers of ``session`` that ``flt`` selects (findings evidence included)."""
+    from ..filtering import matches, source_of
+    from ..model.filter import findings_index
+
+    if any(f == "ipsecscope.finding" for f in flt.fields()):
+        flt.findings = findings_index(session.findings)
+    return matches(flt, source_of(session))
+
+
+def print_fields(out=None) -> None:
+    from ..model.filter import FIELD_ALIASES, FIELDS
+
+    out = out or sys.stdout
+    for f in FIELDS.values():
+        print(f"{f.name:24} {f.type:18} {f.doc}", file=out)
+    for a, target in FIELD_ALIASES.items():
+        print(f"{a:24} {'(alias)':18} same as {target}", file=out)
+
+
+def inner_json(s) -> dict | None:
+    from ..decode.inner import DNS, DNS_RESPONSE, FRAGMENT, L4
+
+    if s is None:
+        return None
+    l4 = bool(s.flags & L4)
+    icmp = l4 and s.proto in (1, 58)
+    ports = l4 and s.proto in (6, 17)
+    dns = bool(s.flags & DNS)
+    return {
+        "ip_version": s.ver or None, "src": s.src or None, "dst": s.dst or None, "protocol": s.protocol,
+        "ip_proto": s.proto, "ttl": s.ttl if s.ver else None,
+        "sport": s.sport if ports else None, "dport": s.dport if ports else None,
+        "icmp_type": s.itype if icmp else None, "icmp_code": s.icode if icmp else None,
+        "tcp_flags": s.tcpflags if l4 and s.proto == 6 else None,
+        "dns_query": s.dns_name if dns else None, "dns_response": bool(s.flags & DNS_RESPONSE) if dns else None,
+        "fragment": bool(s.flags & FRAGMENT), "info": s.info(),
+    }
+
+
+def row_json(row, session, t0: float) -> dict:
+    inner = session.inner.get(row.frame) if row.kind in ("ESP", "OTHER") else None
+    return {
+        "schema": SCHEMA, "frame": row.frame, "time": row.ts, "time_relative": round(row.ts - t0, 9),
+        "kind": row.kind, "src": row.src or (inner.src if inner else ""), "dst": row.dst or (inner.dst if inner else ""),
+        "sport": row.sport, "dport": row.dport, "length": row.length,
+        "spi": None if row.spi is None else f"0x{row.spi:08x}", "seq": row.seq, "status": row.status,
+        "child_sa": row.child_sa, "ike_sa": row.ike_sa, "info": row.info, "inner": inner_json(inner),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fields:
+        print_fields()
+        return 0
+    if not args.files:
+        print("ipsecscope packets: give a capture file (or --fields)", file=sys.stderr)
+        return 2
+    flt = compile_or_exit(args.display_filter or "", "packets")
+    if flt is None:
+        return 2
+    from .sas import load_session
+
+    try:
+        session, damage = load_session(args.files, args.keys)
+    except (IpsecscopeError, OSError) as exc:
+        print(f"ipsecscope packets: {exc}", file=sys.stderr)
+        return 2
+    rows = session.rows
+    if flt.empty:
+        positions = range(len(rows))
+    else:
+        wanted = set(filtered_frames(session, flt))
+        positions = [i for i in range(len(rows)) if rows[i].frame in wanted]  # type: ignore[assignment]
+    t0 = session.table.first_ts or 0.0
+    out = sys.stdout
+    shown = 0
+    last = None
+    for i in positions:
+        row = rows[i]
+        if row.frame == last:  # one line per frame (a TCP segment may carry several IKE/ESP records)
+            continue
+        last = row.frame
+        if args.count is not None and shown >= args.count:
+            break
+        shown += 1
+        if args.json:
+            out.write(json.dumps(row_json(row, session, t0), ensure_ascii=False) + "\n")
+        else:
+            spi = f"{row.spi:08x}" if row.spi is not None else ""
+            src = f"{row.src}:{row.sport}" if row.sport else row.src
+            dst = f"{row.dst}:{row.dport}" if row.dport else row.dst
+            if row.kind == "OTHER" and not src:  # a plain IP frame: its addresses are the inner store's
+                s = session.inner.get(row.frame)
+                src, dst = (s.src, s.dst) if s is not None else ("", "")
+            out.write(f"{row.frame:>6} {row.ts - t0:10.6f} {src:>22} → {dst:<22} {row.kind:<6} {spi:8} "
+                      f"{row.info}\n")
+    if damage:
+        print(f"ipsecscope packets: {damage}", file=sys.stderr)
+        return 2
+    return 0

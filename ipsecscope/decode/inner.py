@@ -1,0 +1,409 @@
+"""The packet inside the tunnel (and any plain IP frame), summarised the way Wireshark's packet
+list shows it: protocol, inner source → destination, ports, ICMP type, TCP flags, DNS query name.
+
+A decrypted ESP payload (RFC 4303 §2.6: the inner IP datagram in tunnel mode, the transport
+header in transport mode, told apart by the Next Header field) is parsed once, when it is
+decrypted, into one fixed-size record of an :class:`InnerStore` (~50 bytes a frame): the display
+filter reads these records as columns and the packet list formats an Info line from one record
+when the row is on screen. Plain Python over ``struct``: this runs once per decrypted packet.
+
+Layers are the ones tshark shows for the same bytes, so a display filter sees the same fields:
+the inner IPv4/IPv6 header, then UDP, TCP, ICMP or ICMPv6, DNS on UDP port 53, and for ICMP error
+messages (RFC 792, RFC 4443 §2.4) the quoted IP header and the first 8 octets of what it carried.
+An IP fragment's transport header is dissected from the reassembled datagram (as tshark does with
+its default ip.defragment): a fragment alone records only its IP layer.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from array import array
+from dataclasses import dataclass
+
+# frame, ver, proto, ttl, flags, src, dst, iplen, sport, dport, itype, icode, tcpflags, l4len,
+# dns_id, dns_qtype, qver, qproto, qflags, qsrc, qdst, qsport, qdport, qitype, qicode
+REC = struct.Struct("<qBBBBIIHHHBBHHHHBBBIIHHBB")
+REC_SIZE = REC.size
+FIELDS = ("frame", "ver", "proto", "ttl", "flags", "src", "dst", "iplen", "sport", "dport", "itype",
+          "icode", "tcpflags", "l4len", "dns_id", "dns_qtype", "qver", "qproto", "qflags", "qsrc", "qdst",
+          "qsport", "qdport", "qitype", "qicode")
+
+# flags / qflags bits
+L4 = 1  # the transport header (UDP/TCP/ICMP/ICMPv6) was there and is in the record
+FRAGMENT = 2  # an IP fragment: its transport header is read from the reassembled datagram only
+DNS = 4  # UDP port 53 carrying a DNS header
+DNS_RESPONSE = 8  # DNS QR bit (RFC 1035 §4.1.1)
+TRUNCATED = 16  # shorter than its headers say
+
+_V4 = struct.Struct("!BBHHHBBH4s4s")
+_V6 = struct.Struct("!IHBB16s16s")
+_PORTS = struct.Struct("!HH")
+_PORTS_SEQ = struct.Struct("!II")
+_UDP = struct.Struct("!HHH")
+_TCP = struct.Struct("!HHIIBB")
+_ICMP = struct.Struct("!BBHHH")
+
+# RFC 8200 §4: extension headers a transport header can follow (hop-by-hop, routing, destination
+# options; fragment handled on its own).
+_V6_EXT = frozenset((0, 43, 60))
+
+PROTO_NAMES = {1: "ICMP", 2: "IGMP", 4: "IPv4", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP",
+               51: "AH", 58: "ICMPv6", 59: "none", 89: "OSPF", 132: "SCTP"}
+
+ICMP_TYPES = {0: "Echo (ping) reply", 3: "Destination unreachable", 4: "Source quench", 5: "Redirect",
+              8: "Echo (ping) request", 11: "Time-to-live exceeded", 12: "Parameter problem",
+              13: "Timestamp request", 14: "Timestamp reply"}
+ICMP_UNREACH = {0: "Network unreachable", 1: "Host unreachable", 2: "Protocol unreachable",
+                3: "Port unreachable", 4: "Fragmentation needed", 13: "Communication administratively filtered"}
+ICMPV6_TYPES = {1: "Destination Unreachable", 2: "Packet Too Big", 3: "Time Exceeded", 4: "Parameter Problem",
+                128: "Echo (ping) request", 129: "Echo (ping) reply", 133: "Router Solicitation",
+                134: "Router Advertisement", 135: "Neighbor Solicitation", 136: "Neighbor Advertisement"}
+# ICMP messages that quote the offending datagram (RFC 792; RFC 4443 §3.1-3.4).
+ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
+ICMPV6_ERRORS = frozenset((1, 2, 3, 4))
+DNS_TYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
+             65: "HTTPS", 255: "ANY"}
+TCP_FLAG_NAMES = ((0x100, "NS"), (0x80, "CWR"), (0x40, "ECE"), (0x20, "URG"), (0x10, "ACK"), (0x08, "PSH"),
+                  (0x04, "RST"), (0x02, "SYN"), (0x01, "FIN"))
+
+
+def _addr4(b: bytes) -> str:
+    return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
+
+
+def _addr6(b: bytes) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv6Address(b))
+
+
+def _dns_name(data: bytes, off: int, end: int) -> str | None:
+    """The first question's QNAME (RFC 1035 §4.1.2), uncompressed as questions are."""
+    labels: list[str] = []
+    for _ in range(128):
+        if off >= end:
+            return None
+        n = data[off]
+        if n == 0:
+            return ".".join(labels) if labels else "<Root>"
+        if n & 0xC0:  # a pointer in a question: not something a resolver sends; stop here
+            return None
+        labels.append(data[off + 1:off + 1 + n].decode("ascii", "replace"))
+        off += 1 + n
+    return None
+
+
+class InnerStore:
+    """One packed record per frame that has an IP layer ipsecscope did not otherwise decode: the
+    decrypted inner packet of an ESP frame, or a plain (non-IPsec) IP frame. Frames are added in
+    increasing order; a frame added twice keeps its first record (one TCP segment carrying several
+    RFC 8229 records is one frame)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.frames = array("q")
+        self._addrs: list[str] = [""]
+        self._addr_ix: dict[str, int] = {"": 0}
+        self.dns_names: dict[int, str] = {}  # frame -> first question's QNAME
+        # frame -> what an ICMP error quotes beyond ports: ("isakmp", 28-octet IKE header) or
+        # ("esp", spi, seq) -- tshark dissects the quoted datagram that far, so filters see it.
+        self.quoted: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def _addr(self, s: str) -> int:
+        i = self._addr_ix.get(s)
+        if i is None:
+            i = self._addr_ix[s] = len(self._addrs)
+            self._addrs.append(s)
+        return i
+
+    @property
+    def addrs(self) -> list[str]:
+        """Address table: records hold indexes into it (0 = no address)."""
+        return self._addrs
+
+    def add(self, frame: int, data: bytes | memoryview, next_header: int | None) -> None:
+        """Record the inner packet ``data``; ``next_header`` as ESP's trailer says (4 IPv4, 41 IPv6,
+        else a transport header in transport mode; None: look at the version nibble)."""
+        frames = self.frames
+        if frames and frames[-1] >= frame:
+            return
+        rec, extra = parse(bytes(data), next_header, self._addr)
+        if isinstance(extra, str):
+            self.dns_names[frame] = extra
+        elif extra is not None:
+            self.quoted[frame] = extra
+        self._buf += REC.pack(frame, *rec)
+        frames.append(frame)
+
+    def add_ip_frame(self, frame: int, data: bytes, linktype: int) -> None:
+        """A frame that is not IPsec: record its IP layer (if it has one) like an inner packet."""
+        from .link import ip_offset
+
+        ver, off = ip_offset(linktype, data)
+        if ver == 4:
+            self.add(frame, memoryview(data)[off:], 4)
+        elif ver == 6:
+            self.add(frame, memoryview(data)[off:], 41)
+
+    def prune(self, first_frame: int) -> None:
+        """Forget records of frames before ``first_frame`` (live mode's ring of rows moved on)."""
+        i = bisect.bisect_left(self.frames, first_frame)
+        if i:
+            del self._buf[:i * REC_SIZE]
+            del self.frames[:i]
+            for side in (self.dns_names, self.quoted):
+                for f in [f for f in side if f < first_frame]:
+                    del side[f]
+
+    def snapshot(self) -> tuple[bytes, int]:
+        """(records, count) as of now: a copy, so readers in other threads never see half a record."""
+        n = len(self.frames)
+        return bytes(self._buf[:n * REC_SIZE]), n
+
+    def record(self, frame: int) -> tuple | None:
+        frames = self.frames
+        i = bisect.bisect_left(frames, frame)
+        if i < len(frames) and frames[i] == frame:
+            return REC.unpack_from(self._buf, i * REC_SIZE)
+        return None
+
+    def get(self, frame: int) -> InnerSummary | None:
+        rec = self.record(frame)
+        if rec is None:
+            return None
+        a = self._addrs
+        r = list(rec)
+        for k in (5, 6, 19, 20):  # src, dst, qsrc, qdst (frame is 0)
+            r[k] = a[r[k]]
+        return InnerSummary(*r, dns_name=self.dns_names.get(frame))
+
+    def info(self, frame: int) -> str | None:
+        s = self.get(frame)
+        return None if s is None else s.info()
+
+
+def parse(data: bytes, nh: int | None, addr) -> tuple[tuple, str | None]:
+    """The record fields (after ``frame``) for ``data`` and the DNS query name, if any.
+
+    ``addr`` maps an address string to its table index. Never raises on short or odd input: what
+    is missing is left out and TRUNCATED is set."""
+    n = len(data)
+    if nh is None:
+        nh = 4 if n and data[0] >> 4 == 4 else 41 if n and data[0] >> 4 == 6 else 0
+    ver = proto = ttl = flags = src = dst = iplen = 0
+    off, end = 0, n
+    if nh == 4:
+        if n < 20 or data[0] >> 4 != 4:
+            return (0, 4, 0, TRUNCATED, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), None
+        vihl, _tos, iplen, _id, frag, ttl, proto, _ck, s, d = _V4.unpack_from(data)
+        ver = 4
+        src, dst = addr(_addr4(s)), addr(_addr4(d))
+        off = (vihl & 15) * 4
+        end = min(n, iplen) if iplen >= off else n
+        if iplen > n:
+            flags |= TRUNCATED
+        if frag & 0x3FFF:  # MF or an offset: tshark reassembles, and dissects UDP/TCP only then
+            flags |= FRAGMENT
+    elif nh == 41:
+        if n < 40:
+            return (0, 41, 0, TRUNCATED, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), None
+        _vtf, iplen, proto, ttl, s, d = _V6.unpack_from(data)
+        ver = 6
+        src, dst = addr(_addr6(s)), addr(_addr6(d))
+        off = 40
+        end = min(n, 40 + iplen) if iplen else n
+        if 40 + iplen > n:
+            flags |= TRUNCATED
+        for _ in range(8):  # RFC 8200 §4.1: a handful of extension headers at most
+            if proto in _V6_EXT and off + 2 <= end:
+                proto, off = data[off], off + (data[off + 1] + 1) * 8
+            elif proto == 44 and off + 8 <= end:  # fragment header (RFC 8200 §4.5)
+                if (data[off + 2] << 8 | data[off + 3]) & 0xFFF9:  # offset or M flag
+                    flags |= FRAGMENT
+                proto, off = data[off], off + 8
+            else:
+                break
+    else:
+        proto = nh  # transport mode: the payload starts with the transport header
+    l4 = _l4(data, off, end, proto, flags, addr)
+    return (ver, proto, ttl, flags | l4[0], src, dst, iplen) + l4[1:-1], l4[-1]
+
+
+_NO_L4 = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None)
+
+
+def _l4(data: bytes, off: int, end: int, proto: int, flags: int, addr) -> tuple:
+    """(flags, sport, dport, itype, icode, tcpflags, l4len, dns_id, dns_qtype, qver, qproto, qflags,
+    qsrc, qdst, qsport, qdport, qitype, qicode, dns_name)."""
+    if flags & FRAGMENT:
+        return _NO_L4
+    if proto == 17 and off + 8 <= end:
+        sport, dport, ulen = _UDP.unpack_from(data, off)
+        if (sport == 53 or dport == 53) and off + 8 < end:
+            # tshark calls anything on port 53 DNS, even a header cut short (then marked malformed)
+            p = off + 8
+            dns_id = data[p] << 8 | data[p + 1] if p + 2 <= end else 0
+            dflags = data[p + 2] << 8 | data[p + 3] if p + 4 <= end else 0
+            qd = data[p + 4] << 8 | data[p + 5] if p + 6 <= end else 0
+            fl = L4 | DNS | (DNS_RESPONSE if dflags & 0x8000 else 0)
+            name = None
+            qtype = 0
+            if qd and p + 12 < end:
+                name = _dns_name(data, p + 12, end)
+                if name is not None:
+                    q = p + 12 + (len(name.encode()) + 2 if name != "<Root>" else 1)
+                    if q + 2 <= end:
+                        qtype = data[q] << 8 | data[q + 1]
+            return (fl, sport, dport, 0, 0, 0, ulen, dns_id, qtype, 0, 0, 0, 0, 0, 0, 0, 0, 0, name)
+        return (L4, sport, dport, 0, 0, 0, ulen, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None)
+    if proto == 6 and off + 14 <= end:
+        sport, dport, _seq, _ack, hl, tfl = _TCP.unpack_from(data, off)
+        tcpflags = (hl & 1) << 8 | tfl
+        return (L4, sport, dport, 0, 0, tcpflags, max(0, end - off - (hl >> 4) * 4),
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None)
+    if (proto == 1 or proto == 58) and off + 4 <= end:
+        itype, icode = data[off], data[off + 1]
+        ident = seq = 0
+        if off + 8 <= end:
+            _t, _c, _ck, ident, seq = _ICMP.unpack_from(data, off)
+        q: tuple = (0, 0, 0, 0, 0, 0, 0, 0, 0)
+        extra = None
+        if itype in (ICMP_ERRORS if proto == 1 else ICMPV6_ERRORS) and off + 8 < end:
+            q, extra = _quoted(data[off + 8:end], 4 if proto == 1 else 41, addr)
+        return (L4, ident, seq, itype, icode, 0, end - off, 0, 0) + q + (extra,)
+    return _NO_L4
+
+
+def _quoted(data: bytes, nh: int, addr) -> tuple[tuple, tuple | None]:
+    """The datagram an ICMP error quotes (RFC 792: its IP header and at least 8 octets; Linux
+    quotes up to 576 octets in all): ((qver, qproto, qflags, qsrc, qdst, qsport, qdport, qitype,
+    qicode), the quoted IKE header or ESP SPI/sequence when UDP 500/4500 carried one)."""
+    n = len(data)
+    if nh == 4 and n >= 20 and data[0] >> 4 == 4:
+        vihl, _tos, _len, _id, frag, _ttl, proto, _ck, s, d = _V4.unpack_from(data)
+        off, ver = (vihl & 15) * 4, 4
+        fl = FRAGMENT if frag & 0x1FFF else 0
+        src, dst = addr(_addr4(s)), addr(_addr4(d))
+    elif nh == 41 and n >= 40 and data[0] >> 4 == 6:
+        _vtf, _plen, proto, _hl, s, d = _V6.unpack_from(data)
+        off, ver, fl = 40, 6, 0
+        src, dst = addr(_addr6(s)), addr(_addr6(d))
+    else:
+        return (0, 0, 0, 0, 0, 0, 0, 0, 0), None
+    sport = dport = itype = icode = 0
+    extra = None
+    if not fl and off + 4 <= n:
+        if proto in (6, 17):
+            sport, dport = _PORTS.unpack_from(data, off)
+            fl |= L4
+            if proto == 17:
+                extra = _quoted_ipsec(data[off + 8:], sport, dport)
+        elif proto in (1, 58):
+            itype, icode = data[off], data[off + 1]
+            fl |= L4
+    return (ver, proto, fl, src, dst, sport, dport, itype, icode), extra
+
+
+def _quoted_ipsec(p: bytes, sport: int, dport: int) -> tuple | None:
+    """IKE on UDP 500; on 4500 IKE after the four-zero non-ESP marker, else ESP (RFC 3948 §2)."""
+    if 500 in (sport, dport) and 4500 not in (sport, dport):
+        return ("isakmp", p[:28]) if len(p) >= 28 else None
+    if 4500 in (sport, dport):
+        if len(p) >= 32 and p[:4] == b"\0\0\0\0":
+            return ("isakmp", p[4:32])
+        if len(p) >= 8 and p[:4] != b"\0\0\0\0":
+            spi, seq = _PORTS_SEQ.unpack_from(p)
+            return ("esp", spi, seq)
+    return None
+
+
+@dataclass(slots=True, frozen=True)
+class InnerSummary:
+    """One inner packet's record with its addresses as text; ``info()`` is the Info column."""
+
+    frame: int
+    ver: int  # 4, 6, or 0 (transport mode: the outer header is the IP layer)
+    proto: int  # IANA protocol number of the transport header
+    ttl: int
+    flags: int
+    src: str
+    dst: str
+    iplen: int
+    sport: int  # UDP/TCP source port; ICMP identifier
+    dport: int  # UDP/TCP destination port; ICMP sequence number
+    itype: int
+    icode: int
+    tcpflags: int
+    l4len: int
+    dns_id: int
+    dns_qtype: int
+    qver: int
+    qproto: int
+    qflags: int
+    qsrc: str
+    qdst: str
+    qsport: int
+    qdport: int
+    qitype: int
+    qicode: int
+    dns_name: str | None = None
+
+    @property
+    def protocol(self) -> str:
+        """The Protocol column: the highest layer recorded."""
+        if self.flags & DNS:
+            return "DNS"
+        if self.flags & FRAGMENT:
+            return "IPv6" if self.ver == 6 else "IPv4"
+        return PROTO_NAMES.get(self.proto, str(self.proto))
+
+    def info(self) -> str:
+        """Like Wireshark's Info column, led by protocol and inner addresses (the outer ones are
+        the row's Source and Destination)."""
+        proto = self.protocol
+        head = f"{proto} {self.src} → {self.dst}" if self.ver else proto
+        fl = self.flags
+        if fl & FRAGMENT:
+            return f"{head} Fragmented IP protocol (proto={PROTO_NAMES.get(self.proto, self.proto)})"
+        if not fl & L4:
+            tail = " [truncated]" if fl & TRUNCATED else ""
+            return f"{head}{tail}"
+        if fl & DNS:
+            kind = "Standard query response" if fl & DNS_RESPONSE else "Standard query"
+            qtype = DNS_TYPES.get(self.dns_qtype, str(self.dns_qtype)) if self.dns_qtype else ""
+            return f"{head} {kind} 0x{self.dns_id:04x} {qtype} {self.dns_name or ''}".rstrip()
+        if self.proto == 17:
+            return f"{head} {self.sport} → {self.dport} Len={max(0, self.l4len - 8)}"
+        if self.proto == 6:
+            names = [n for bit, n in TCP_FLAG_NAMES if self.tcpflags & bit]
+            return f"{head} {self.sport} → {self.dport} [{', '.join(reversed(names))}] Len={self.l4len}"
+        if self.proto == 1:
+            name = ICMP_TYPES.get(self.itype, f"type {self.itype}")
+            if self.itype in (0, 8):
+                ttl = f", ttl={self.ttl}" if self.ver else ""
+                return f"{head} {name} id=0x{self.sport:04x}, seq={self.dport}/{_swap16(self.dport)}{ttl}"
+            if self.itype == 3:
+                name += f" ({ICMP_UNREACH.get(self.icode, f'code {self.icode}')})"
+            return f"{head} {name}{self._quoted()}"
+        if self.proto == 58:
+            name = ICMPV6_TYPES.get(self.itype, f"type {self.itype}")
+            if self.itype in (128, 129):
+                hlim = f", hlim={self.ttl}" if self.ver else ""
+                return f"{head} {name} id=0x{self.sport:04x}, seq={self.dport}{hlim}"
+            return f"{head} {name}{self._quoted()}"
+        return head
+
+    def _quoted(self) -> str:
+        if not self.qver:
+            return ""
+        q = PROTO_NAMES.get(self.qproto, str(self.qproto))
+        ports = f" {self.qsport} → {self.qdport}" if self.qflags & L4 and self.qproto in (6, 17) else ""
+        return f" [{q} {self.qsrc} → {self.qdst}{ports}]"
+
+
+def _swap16(v: int) -> int:
+    return ((v & 0xFF) << 8) | (v >> 8)

@@ -1,0 +1,596 @@
+"""Evaluate a display filter (:mod:`ipsecscope.model.filter`) over a session's frames.
+
+The rows (``rowstore.RowStore`` records, or ``FrameRow`` objects in live mode) and the inner
+packets (``decode.inner.InnerStore`` records) are read as numpy columns, a window of rows at a
+time, and the filter's tree becomes whole-column operations: a million rows take tens of
+milliseconds, not a Python call per row. Fields that only a few frames have (IKE header fields,
+DNS names, finding codes) are kept per frame and tested in Python, then joined by frame number.
+
+tshark semantics: a field has one *occurrence* per layer that carries it (``ip.src``: the outer
+header, the decrypted inner one, the header quoted in an ICMP error); ``==``, ``<``, ``in``... hold
+when any occurrence matches; ``!=`` when the field is present and no occurrence equals; a bare
+field when any occurrence is present.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .decode import inner as inner_mod
+from .decode.inner import InnerStore
+from .model.filter import (
+    BOOL,
+    BYTES,
+    FIELDS,
+    IPV4,
+    IPV6,
+    STRING,
+    TIME,
+    And,
+    Filter,
+    Node,
+    Not,
+    Or,
+    Test,
+)
+from .model.ike import IkeMessage, NotifyPayload, SkPayload
+from .model.packets import FrameRow
+from .rowstore import RowStore
+
+ROW_DTYPE = np.dtype([("frame", "<i8"), ("ts", "<f8"), ("kind", "u1"), ("src", "<u4"), ("dst", "<u4"),
+                      ("sport", "<u2"), ("dport", "<u2"), ("length", "<u4"), ("spi", "<i8"), ("seq", "<u8"),
+                      ("status", "u1"), ("child", "<i8"), ("nh", "<i2")])
+_INNER_CODES = {"q": "<i8", "B": "u1", "H": "<u2", "I": "<u4"}
+INNER_DTYPE = np.dtype([(name, _INNER_CODES[code]) for name, code in
+                        zip(inner_mod.FIELDS, inner_mod.REC.format.lstrip("<"), strict=True)])
+assert INNER_DTYPE.itemsize == inner_mod.REC_SIZE
+NONE64 = (1 << 64) - 1
+WINDOW = 1 << 18  # rows per numpy pass (bounds the memory a filter takes on a huge capture)
+ECHO_TYPES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))  # ICMP messages with identifier/sequence
+
+
+@dataclass(slots=True)
+class Source:
+    """What a filter reads: the rows, and what the session knows beyond them."""
+
+    rows: Sequence[FrameRow]
+    inner: InnerStore | None = None
+    ike: Mapping[int, IkeMessage] | None = None  # frame -> decoded (and decrypted) IKE message
+    first_ts: float | None = None
+
+
+def source_of(session) -> Source:
+    """The :class:`Source` of a :class:`~ipsecscope.session.Session`."""
+    return Source(session.rows, getattr(session, "inner", None), session.ike_messages,
+                  session.table.first_ts)
+
+
+def select(flt: Filter, src: Source | Sequence[FrameRow], start: int = 0, stop: int | None = None, *,
+           cancelled: Callable[[], bool] | None = None) -> list[int]:
+    """Positions in ``src.rows`` (not frame numbers), from ``start`` to ``stop``, that match.
+    ``cancelled`` is asked between windows (a TUI worker stops early when a newer filter came)."""
+    if not isinstance(src, Source):
+        src = Source(src)
+    stop = len(src.rows) if stop is None else min(stop, len(src.rows))
+    if flt.tree is None:
+        return list(range(start, stop))
+    out: list[int] = []
+    inner = _InnerCols(src.inner) if src.inner is not None and len(src.inner) else None
+    for lo in range(start, stop, WINDOW):
+        if cancelled is not None and cancelled():
+            break
+        hi = min(stop, lo + WINDOW)
+        cols = _Cols(src, lo, hi, inner, flt)
+        mask = cols.eval(flt.tree)
+        out.extend((np.flatnonzero(mask) + lo).tolist())
+    return out
+
+
+def matches(flt: Filter, src: Source | Sequence[FrameRow]) -> list[int]:
+    """Frame numbers (not positions) that match, each once, in order."""
+    if not isinstance(src, Source):
+        src = Source(src)
+    rows = src.rows
+    seen: list[int] = []
+    for i in select(flt, src):
+        f = rows[i].frame
+        if not seen or seen[-1] != f:
+            seen.append(f)
+    return seen
+
+
+class _InnerCols:
+    def __init__(self, store: InnerStore) -> None:
+        buf, n = store.snapshot()
+        self.arr = np.frombuffer(buf, dtype=INNER_DTYPE, count=n)
+        self.addrs = list(store.addrs)
+        self.dns_names = dict(store.dns_names)
+        self.quoted = dict(store.quoted)
+
+
+# An occurrence of a field: values (or table indexes) and where they are present.
+@dataclass(slots=True)
+class _Occ:
+    values: np.ndarray
+    present: np.ndarray
+    table: list | None = None  # values index this table (addresses, strings)
+
+
+class _Cols:
+    """The columns of rows [lo, hi) and the fields over them (computed when first asked for)."""
+
+    def __init__(self, src: Source, lo: int, hi: int, inner: _InnerCols | None, flt: Filter) -> None:
+        self.src, self.lo, self.hi, self.flt = src, lo, hi, flt
+        rows = src.rows
+        self.n = hi - lo
+        self.ike_sa: dict[int, str] = {}  # row offset -> IkeSa.key
+        if type(rows) is RowStore:
+            size = ROW_DTYPE.itemsize
+            self.arr = np.frombuffer(bytes(rows._buf[lo * size:hi * size]), dtype=ROW_DTYPE)
+            self.addrs = list(rows._addrs)
+            kinds, statuses = list(rows._kinds), list(rows._statuses)
+            self.ike_sa = {i - lo: k for i, k in list(rows._ike_sa.items()) if lo <= i < hi}
+        else:
+            self.arr, self.addrs, kinds, statuses = self._from_rows(rows, lo, hi)
+        self.kinds, self.statuses = kinds, statuses
+        k = self.arr["kind"]
+        code = {name: i for i, name in enumerate(kinds)}
+        none = np.zeros(self.n, dtype=bool)
+        self.is_esp = k == code["ESP"] if "ESP" in code else none
+        self.is_ah = k == code["AH"] if "AH" in code else none
+        self.is_ike = k == code["IKE"] if "IKE" in code else none
+        self.is_ka = k == code["NAT-KA"] if "NAT-KA" in code else none
+        self.true = np.ones(self.n, dtype=bool)
+        self.none = none
+        # Outer IP: IPsec rows carry their addresses; which family, from the address table.
+        fam = np.array([0] + [6 if ":" in a else 4 for a in self.addrs[1:]], dtype=np.uint8)
+        has_ip = (self.is_esp | self.is_ah | self.is_ike | self.is_ka) & (self.arr["src"] != 0)
+        f = fam[self.arr["src"]]
+        self.out_v4 = has_ip & (f == 4)
+        self.out_v6 = has_ip & (f == 6)
+        self.out_udp = self.is_ike | self.is_ka | (self.is_esp & ((self.arr["sport"] != 0) | (self.arr["dport"] != 0)))
+        self.out_proto = np.where(self.is_ah, 51, np.where(self.is_esp & ~self.out_udp, 50, 17)).astype(np.int64)
+        self.frames = self.arr["frame"]
+        self.inner = inner
+        self._join()
+        self._cache: dict[str, list[_Occ]] = {}
+        self._layer_masks: dict[str, np.ndarray] | None = None
+
+    @staticmethod
+    def _from_rows(rows: Sequence[FrameRow], lo: int, hi: int):
+        """Columns from FrameRow objects (live mode's ring; plain lists in tests)."""
+        addrs, addr_ix = [""], {"": 0}
+        kinds, kind_ix = ["IKE", "ESP", "AH", "NAT-KA", "MALFORMED", "OTHER"], {}
+        statuses, status_ix = [""], {"": 0}
+        kind_ix = {k: i for i, k in enumerate(kinds)}
+        n = hi - lo
+        arr = np.zeros(n, dtype=ROW_DTYPE)
+        recs = []
+        for i in range(lo, hi):
+            r = rows[i]
+            s = addr_ix.get(r.src)
+            if s is None:
+                s = addr_ix[r.src] = len(addrs)
+                addrs.append(r.src)
+            d = addr_ix.get(r.dst)
+            if d is None:
+                d = addr_ix[r.dst] = len(addrs)
+                addrs.append(r.dst)
+            k = kind_ix.get(r.kind)
+            if k is None:
+                k = kind_ix[r.kind] = len(kinds)
+                kinds.append(r.kind)
+            st = status_ix.get(r.status)
+            if st is None:
+                st = status_ix[r.status] = len(statuses)
+                statuses.append(r.status)
+            recs.append((r.frame, r.ts, k, s, d, r.sport, r.dport, r.length, -1 if r.spi is None else r.spi,
+                         NONE64 if r.seq is None else r.seq, st, -1 if r.child_sa is None else r.child_sa,
+                         _nh_of(r)))
+        if recs:
+            arr[:] = np.array(recs, dtype=ROW_DTYPE)
+        return arr, addrs, kinds, statuses
+
+    def _join(self) -> None:
+        """For each row, its inner record (by frame number), if any."""
+        inner = self.inner
+        if inner is None or not len(inner.arr):
+            self.has_inner = self.none
+            self.iarr = None
+            return
+        ifr = inner.arr["frame"]
+        pos = np.searchsorted(ifr, self.frames)
+        pos_c = np.minimum(pos, len(ifr) - 1)
+        self.has_inner = (pos < len(ifr)) & (ifr[pos_c] == self.frames)
+        self.ipos = pos_c
+        self.iarr = inner.arr
+
+    def icol(self, name: str) -> np.ndarray:
+        return self.iarr[name][self.ipos]
+
+    # -- fields -----------------------------------------------------------------------------------
+
+    def occ(self, name: str) -> list[_Occ]:
+        hit = self._cache.get(name)
+        if hit is None:
+            hit = self._cache[name] = self._occ(name)
+        return hit
+
+    def _layers(self):
+        """Presence masks of the inner layers: (v4, v6, l4, udp, tcp, icmp, icmpv6, q_v4, q_v6, q_l4)."""
+        if self.iarr is None:
+            z = self.none
+            return dict(v4=z, v6=z, udp=z, tcp=z, icmp=z, icmpv6=z, q_v4=z, q_v6=z, q_udp=z, q_tcp=z, q_icmp=z,
+                        q_icmpv6=z, dns=z)
+        hi = self.has_inner
+        ver, proto, fl = self.icol("ver"), self.icol("proto"), self.icol("flags")
+        qver, qproto, qfl = self.icol("qver"), self.icol("qproto"), self.icol("qflags")
+        l4 = hi & ((fl & inner_mod.L4) != 0)
+        ql4 = hi & (qver != 0) & ((qfl & inner_mod.L4) != 0)
+        return dict(v4=hi & (ver == 4), v6=hi & (ver == 6), udp=l4 & (proto == 17), tcp=l4 & (proto == 6),
+                    icmp=l4 & (proto == 1), icmpv6=l4 & (proto == 58),
+                    q_v4=hi & (qver == 4), q_v6=hi & (qver == 6), q_udp=ql4 & (qproto == 17),
+                    q_tcp=ql4 & (qproto == 6), q_icmp=ql4 & (qproto == 1), q_icmpv6=ql4 & (qproto == 58),
+                    dns=hi & ((fl & inner_mod.DNS) != 0))
+
+    def _occ(self, name: str) -> list[_Occ]:  # noqa: C901 - one branch per field family
+        a = self.arr
+        if self._layer_masks is None:
+            self._layer_masks = self._layers()
+        L = self._layer_masks
+        ia = self.icol if self.iarr is not None else (lambda _n: np.zeros(self.n, dtype=np.int64))
+        iaddrs = self.inner.addrs if self.inner is not None else [""]
+        Oc = _Occ
+        if name == "frame":
+            return [Oc(self.true, self.true)]
+        if name == "frame.number":
+            return [Oc(a["frame"], self.true)]
+        if name == "frame.len":
+            return [Oc(a["length"], self.true)]
+        if name == "frame.time_epoch":
+            return [Oc(a["ts"], self.true)]
+        if name == "frame.time_relative":
+            t0 = self.src.first_ts
+            if t0 is None:
+                t0 = float(a["ts"][0]) if self.n else 0.0
+            return [Oc(a["ts"] - t0, self.true)]
+        fam, _, sub = name.partition(".")
+        if fam in ("ip", "ipv6"):
+            v = "v4" if fam == "ip" else "v6"
+            out_p = self.out_v4 if fam == "ip" else self.out_v6
+            in_p, q_p = L[v], L["q_" + v]
+            if not sub:
+                return [Oc(self.true, out_p | in_p | q_p)]
+            if sub in ("src", "dst", "addr"):
+                occ = []
+                for s in (("src", "dst") if sub == "addr" else (sub,)):
+                    occ += [Oc(a[s], out_p, self.addrs), Oc(ia(s), in_p, iaddrs), Oc(ia("q" + s), q_p, iaddrs)]
+                return occ
+            if sub in ("proto", "nxt"):
+                return [Oc(self.out_proto, out_p), Oc(ia("proto"), in_p), Oc(ia("qproto"), q_p)]
+            if sub == "version":
+                return [Oc(np.full(self.n, 4 if fam == "ip" else 6), out_p | in_p | q_p)]
+        if fam in ("udp", "tcp"):
+            in_p, q_p = L[fam], L["q_" + fam]
+            out_p = self.out_udp if fam == "udp" else self.none
+            if not sub:
+                return [Oc(self.true, out_p | in_p | q_p)]
+            if sub in ("srcport", "dstport", "port"):
+                occ = []
+                for s in (("sport", "dport") if sub == "port" else ("sport" if sub == "srcport" else "dport",)):
+                    occ += [Oc(a[s], out_p), Oc(ia(s), in_p), Oc(ia("q" + s), q_p)]
+                return occ
+            if fam == "tcp":
+                flags = ia("tcpflags")
+                if sub == "flags":
+                    return [Oc(flags, in_p)]
+                bit = {"flags.syn": 0x02, "flags.ack": 0x10, "flags.fin": 0x01, "flags.reset": 0x04,
+                       "flags.push": 0x08}.get(sub)
+                if bit is not None:
+                    return [Oc((flags & bit) != 0, in_p)]
+        if fam in ("icmp", "icmpv6"):
+            in_p, q_p = L[fam], L["q_" + fam]
+            if not sub:
+                return [Oc(self.true, in_p | q_p)]
+            if sub == "type":
+                return [Oc(ia("itype"), in_p), Oc(ia("qitype"), q_p)]
+            if sub == "code":
+                return [Oc(ia("icode"), in_p), Oc(ia("qicode"), q_p)]
+            if sub in ("ident", "seq"):
+                echo = in_p & np.isin(ia("itype"), list(ECHO_TYPES))
+                return [Oc(ia("sport" if sub == "ident" else "dport"), echo)]
+        if fam == "dns":
+            p = L["dns"]
+            if not sub:
+                return [Oc(self.true, p)]
+            if sub == "id":
+                return [Oc(ia("dns_id"), p)]
+            if sub == "flags.response":
+                return [Oc((ia("flags") & inner_mod.DNS_RESPONSE) != 0, p)]
+            if sub == "qry.type":
+                return [Oc(ia("dns_qtype"), p & (ia("dns_qtype") != 0))]
+            if sub == "qry.name":
+                names = self.inner.dns_names if self.inner is not None else {}
+                return self._sparse_frames({f: [n] for f, n in names.items()})
+        if fam == "esp":
+            p = self.is_esp
+            q = {f: v for f, v in (self.inner.quoted.items() if self.inner is not None else ()) if v[0] == "esp"}
+            if not sub:
+                return [Oc(self.true, p), *self._sparse_frames({f: [True] for f in q})]
+            if sub == "spi":
+                return [Oc(a["spi"], p), *self._sparse_frames({f: [v[1]] for f, v in q.items()})]
+            if sub == "sequence":
+                return [Oc(a["seq"] & 0xFFFFFFFF, p), *self._sparse_frames({f: [v[2]] for f, v in q.items()})]
+            if sub == "protocol":
+                return [Oc(a["nh"], p & (a["nh"] >= 0))]
+        if fam == "ah":
+            p = self.is_ah
+            if not sub:
+                return [Oc(self.true, p)]
+            if sub == "spi":
+                return [Oc(a["spi"], p)]
+            if sub == "sequence":
+                return [Oc(a["seq"] & 0xFFFFFFFF, p)]
+        if fam == "udpencap":
+            if sub == "nat_keepalive":
+                return [Oc(self.true, self.is_ka)]
+            out = self.out_udp & ((a["sport"] == 4500) | (a["dport"] == 4500))
+            inn = L["udp"] & ((ia("sport") == 4500) | (ia("dport") == 4500))
+            quoted = L["q_udp"] & ((ia("qsport") == 4500) | (ia("qdport") == 4500))
+            return [Oc(self.true, out | inn | quoted)]
+        if fam == "isakmp":
+            if not sub:
+                return [Oc(self.true, self.is_ike), *self._sparse_frames({f: [True] for f in self._ike_values("ispi")})]
+            return self._sparse_frames(self._ike_values(sub))
+        if fam == "ipsecscope":
+            if sub == "kind":
+                return [Oc(a["kind"], self.true, self.kinds)]
+            if sub == "status":
+                return [Oc(a["status"], a["status"] != 0, self.statuses)]
+            if sub == "decrypted":
+                return [Oc(self.true, self.is_esp & self.has_inner)]
+            if sub == "child":
+                return [Oc(a["child"], a["child"] >= 0)]
+            if sub == "seq":
+                return [Oc(a["seq"], a["seq"] != NONE64)]
+            if sub == "ike_sa":
+                return self._sparse_rows({i: [k] for i, k in self._ike_sa_map().items()})
+            if sub == "finding":
+                by_frame: dict[int, list[str]] = {}
+                for code, frames in self.flt.findings.items():
+                    for f in frames:
+                        by_frame.setdefault(f, []).append(code)
+                return self._sparse_frames(by_frame)
+            if sub == "info":
+                rows = self.src.rows
+                return self._sparse_rows({i: [r.info] for i, r in enumerate(rows[self.lo:self.hi])})
+        raise AssertionError(f"field {name} has no columns")  # model.filter.FIELDS and this must agree
+
+    def _ike_sa_map(self) -> dict[int, str]:
+        if type(self.src.rows) is RowStore:
+            return self.ike_sa
+        rows = self.src.rows
+        return {i - self.lo: rows[i].ike_sa for i in range(self.lo, self.hi) if rows[i].ike_sa is not None}
+
+    def _ike_values(self, sub: str) -> dict[int, list]:
+        ike = self.src.ike or {}
+        lo_f = int(self.frames[0]) if self.n else 0
+        hi_f = int(self.frames[-1]) if self.n else -1
+        out: dict[int, list] = {}
+        for frame, msg in ike.items():
+            if lo_f <= frame <= hi_f:
+                vals = ike_field(msg, sub)
+                if vals:
+                    out[frame] = vals
+        # IKE headers quoted in ICMP errors (tshark dissects them as isakmp too)
+        for frame, q in (self.inner.quoted.items() if self.inner is not None else ()):
+            if q[0] == "isakmp" and lo_f <= frame <= hi_f:
+                vals = quoted_ike_field(q[1], sub)
+                if vals:
+                    out.setdefault(frame, []).extend(vals)
+        return out
+
+    # Sparse fields: a dict of values per frame (or per row offset) becomes an occurrence list
+    # evaluated in Python (few frames have them).
+    def _sparse_frames(self, by_frame: dict[int, list]) -> list[_Occ]:
+        return [_Sparse(by_frame, None, self)]  # type: ignore[list-item]
+
+    def _sparse_rows(self, by_row: dict[int, list]) -> list[_Occ]:
+        return [_Sparse(None, by_row, self)]  # type: ignore[list-item]
+
+    # -- evaluation -------------------------------------------------------------------------------
+
+    def eval(self, node: Node) -> np.ndarray:
+        if isinstance(node, And):
+            return self.eval(node.left) & self.eval(node.right)
+        if isinstance(node, Or):
+            return self.eval(node.left) | self.eval(node.right)
+        if isinstance(node, Not):
+            return ~self.eval(node.expr)
+        return self.test(node)
+
+    def test(self, t: Test) -> np.ndarray:
+        occs = self.occ(t.field)
+        present = self.none.copy()
+        for o in occs:
+            present |= o.present if not isinstance(o, _Sparse) else o.mask(lambda _v: True)
+        if t.op is None:
+            return present
+        ftype = FIELDS[t.field].type
+        op = t.op
+        if op == "!=":
+            return present & ~self._any(occs, ftype, "==", t.value)
+        if op == "===":
+            return present & ~self._any(occs, ftype, "!=", t.value)
+        if op == "~=":
+            return self._any(occs, ftype, "!=", t.value)
+        return self._any(occs, ftype, op, t.value)
+
+    def _any(self, occs: list[_Occ], ftype: str, op: str, value) -> np.ndarray:
+        out = self.none.copy()
+        pred = _scalar_pred(ftype, op, value)
+        for o in occs:
+            if isinstance(o, _Sparse):
+                out |= o.mask(pred)
+            elif o.table is not None:
+                lut = np.fromiter((x is not None and x != "" and pred(x) for x in _typed(o.table, ftype)), dtype=bool,
+                                  count=len(o.table))
+                out |= o.present & lut[o.values]
+            else:
+                out |= o.present & _vector(o.values, ftype, op, value)
+        return out
+
+
+class _Sparse:
+    """Values per frame (or per row offset) for fields few frames have."""
+
+    def __init__(self, by_frame: dict[int, list] | None, by_row: dict[int, list] | None, cols: _Cols) -> None:
+        self.by_frame, self.by_row, self.cols = by_frame, by_row, cols
+
+    def mask(self, pred: Callable[[object], bool]) -> np.ndarray:
+        m = np.zeros(self.cols.n, dtype=bool)
+        if self.by_row is not None:
+            hits = [i for i, vals in self.by_row.items() if any(pred(v) for v in vals)]
+            if hits:
+                m[np.array(hits, dtype=np.int64)] = True
+            return m
+        hits = [f for f, vals in self.by_frame.items() if any(pred(v) for v in vals)]
+        if hits:
+            m |= np.isin(self.cols.frames, np.array(hits, dtype=np.int64))
+        return m
+
+
+def _typed(table: list, ftype: str) -> list:
+    """Table entries as values of the field's type (addresses parsed once per distinct address)."""
+    if ftype in (IPV4, IPV6):
+        out = []
+        for s in table:
+            try:
+                out.append(ipaddress.ip_address(s) if s else None)
+            except ValueError:
+                out.append(None)
+        return out
+    return table
+
+
+def _vector(values: np.ndarray, ftype: str, op: str, v) -> np.ndarray:
+    if op == "in":
+        m = np.zeros(len(values), dtype=bool)
+        for lo, hi in v:
+            m |= (values >= lo) & (values <= hi)
+        return m
+    if ftype == BOOL:
+        values = values.astype(np.int64)
+    if op == "==":
+        return values == v
+    if op == "!=":
+        return values != v
+    if op == "<":
+        return values < v
+    if op == ">":
+        return values > v
+    if op == "<=":
+        return values <= v
+    if op == ">=":
+        return values >= v
+    raise AssertionError(op)
+
+
+def _scalar_pred(ftype: str, op: str, v) -> Callable[[object], bool]:
+    """A predicate over one Python value of the field's type (table entries, sparse values)."""
+    if ftype in (IPV4, IPV6):
+        def addr_pred(a) -> bool:
+            if a is None or a.version != (4 if ftype == IPV4 else 6):
+                return False
+            if op == "in":
+                return any(_addr_cmp(a, lo, ">=") and _addr_cmp(a, hi, "<=") for lo, hi in v)
+            return _addr_cmp(a, v, op)
+        return addr_pred
+    if op == "contains":
+        if ftype == BYTES:
+            return lambda x: isinstance(x, bytes) and v in x
+        return lambda x: isinstance(x, str) and v in x
+    if op == "matches":
+        return lambda x: isinstance(x, str) and v.search(x) is not None
+    if op == "in":
+        return lambda x: any(lo <= x <= hi for lo, hi in v)
+    if ftype == STRING or ftype == BYTES:
+        return {"==": lambda x: x == v, "!=": lambda x: x != v}[op]
+    if ftype == TIME:
+        v = float(v)
+    return {"==": lambda x: x == v, "!=": lambda x: x != v, "<": lambda x: x < v, ">": lambda x: x > v,
+            "<=": lambda x: x <= v, ">=": lambda x: x >= v}[op]
+
+
+def _addr_cmp(a, net, op: str) -> bool:
+    """Wireshark compares an address with a prefix by membership for ==/!= and by value
+    (network address; broadcast address for the upper bound of a range) otherwise."""
+    if op == "==":
+        return a in net
+    if op == "!=":
+        return a not in net
+    lo, hi = int(net.network_address), int(net.broadcast_address)
+    x = int(a)
+    return {"<": x < lo, ">": x > hi, "<=": x <= hi, ">=": x >= lo}[op]
+
+
+def _nh_of(r: FrameRow) -> int:
+    """ESP next header from a FrameRow's Info ("ESP seq 5 next IPv4"): live rows are objects."""
+    if r.kind != "ESP" or " next " not in r.info:
+        return -1
+    name = r.info.split(" next ", 1)[1].split()[0]
+    for n, v in inner_mod.PROTO_NAMES.items():
+        if v == name:
+            return n
+    return int(name) if name.isdigit() else -1
+
+
+_IKE_HDR = struct.Struct("!8s8sBBBBII")
+
+
+def quoted_ike_field(hdr: bytes, sub: str) -> list:
+    """Values of ``isakmp.<sub>`` in a bare 28-octet IKE header (RFC 7296 §3.1)."""
+    spi_i, spi_r, np_, ver, exch, flags, msg_id, length = _IKE_HDR.unpack(hdr)
+    return {"ispi": [spi_i], "rspi": [spi_r], "exchangetype": [exch], "messageid": [msg_id], "version": [ver],
+            "flags": [flags], "length": [length], "nextpayload": [np_]}.get(sub, [])
+
+
+def ike_field(msg: IkeMessage, sub: str) -> list:
+    """Values of ``isakmp.<sub>`` in one message, as tshark shows them (decrypted payloads too)."""
+    h = msg.header
+    if sub == "ispi":
+        return [h.spi_i]
+    if sub == "rspi":
+        return [h.spi_r]
+    if sub == "exchangetype":
+        return [h.exchange]
+    if sub == "messageid":
+        return [h.msg_id]
+    if sub == "version":
+        return [h.major << 4 | h.minor]
+    if sub == "flags":
+        return [h.flags]
+    if sub == "length":
+        return [h.length]
+    if sub == "nextpayload":
+        # The header's and every payload's Next Payload field: the types of all payloads that
+        # follow (RFC 7296 §3.2), inside a decrypted SK payload too, and 0 ending each chain.
+        vals = [h.next_payload]
+        chain = list(msg.payloads)
+        for i, p in enumerate(chain):
+            if isinstance(p, SkPayload):
+                vals.append(p.first_payload)
+            else:
+                vals.append(chain[i + 1].type if i + 1 < len(chain) else 0)
+        inner = list(msg.inner)
+        for i, _p in enumerate(inner):
+            vals.append(inner[i + 1].type if i + 1 < len(inner) else 0)
+        return vals
+    if sub == "notify.msgtype":
+        return [p.notify_type for p in (*msg.payloads, *msg.inner) if isinstance(p, NotifyPayload)]
+    return []

@@ -1,0 +1,131 @@
+"""The correctness oracle for display filters: for every sample and every filter below,
+``ipsecscope packets CAP -k KEYS -Y FILTER --json`` selects exactly the frames that
+``tshark -r CAP -o esp.enable_encryption_decode:TRUE -Y FILTER`` selects, with the sample's keys
+as WIRESHARK_CONFIG_DIR — over outer fields, decrypted inner fields, and both at once.
+
+One difference is by design and is taken out of the comparison, frame by frame: tshark (4.0, no
+authentication check by default) dissects the plaintext of ESP whose ICV fails, and cannot
+decrypt some algorithms ipsecscope can; ipsecscope shows no inner fields for a packet that failed
+its integrity check. Those frames are listed, and each must be one of the two cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DATA, SAMPLES, needs_tshark
+
+from ipsecscope.cli import main
+
+FILTERS = [
+    # the issue's list
+    "icmp.type == 0",
+    "ip.dst == 10.2.1.0/24",
+    "esp && !icmp",
+    "frame.number >= 5 && frame.number <= 15 && esp",
+    "isakmp.exchtype == 36",
+    "(icmp.type == 8 || isakmp) && ip.src == 198.18.0.1",
+    "esp.sequence > 2",
+    "not ip.src == 10.1.0.0/16 and icmp",
+    "esp.spi == {spi} && icmp.type == 8",
+    # more, over outer and inner fields
+    "ip.src != 198.18.0.1",
+    "ip.addr == 10.0.0.0/8 && udp",
+    "udp.port == 4500 && !esp",
+    "udp.dstport in {{53, 1701}}",
+    "tcp.flags.ack == 1 || tcp.port == 179",
+    "icmpv6.type == 128 || ipv6.src == fd00::/8",
+    "ip.proto == 1 and frame.len > 130",
+    "dns && !esp",
+    "udpencap && isakmp",
+    "isakmp.nextpayload == 41 || isakmp.notify.msgtype == 16393",
+    "isakmp.ispi && isakmp.messageid >= 2",
+    "esp.sequence in {{1..3}} and not icmp.type == 0",
+    "frame.time_relative > 1.0 && (esp || isakmp)",
+    "icmp.seq ~= 1 && esp.spi != {spi}",
+    "icmp.type == 3 && udp.dstport == 4500",
+    "isakmp && icmp",
+    "udp && !isakmp && !esp",
+]
+
+
+def _cases():
+    for d in sorted(SAMPLES.iterdir()):
+        if (d / "capture.pcapng").exists() and (d / "keys").is_dir():
+            yield pytest.param(d / "capture.pcapng", d / "keys", None, id=d.name)
+    # IP fragments, ICMP errors quoting IKE, IKEv1 rekeys (tests/data/findings)
+    for d in sorted((DATA / "findings").iterdir()):
+        if (d / "capture.pcapng").exists() and (d / "keys").is_dir():
+            yield pytest.param(d / "capture.pcapng", d / "keys", None, id=f"findings/{d.name}")
+    for p in sorted((SAMPLES / "synthetic").glob("*.pcap")):
+        # the esp_sa table: what both tools can be given (the JSON keys hold algorithms tshark lacks)
+        yield pytest.param(p, None, p.with_suffix(".esp_sa"), id=f"synthetic/{p.stem}")
+
+
+def _tshark(cap: Path, prof: Path, flt: str, *fields: str) -> list[list[str]]:
+    out = subprocess.run(
+        ["tshark", "-n", "-r", str(cap), "-o", "esp.enable_encryption_decode:TRUE", "-Y", flt, "-T", "fields",
+         *[x for f in (fields or ("frame.number",)) for x in ("-e", f)]],
+        env=dict(os.environ, WIRESHARK_CONFIG_DIR=str(prof)), capture_output=True, text=True, check=True).stdout
+    return [ln.split("\t") for ln in out.splitlines() if ln]
+
+
+def _ours(cap: Path, keys: Path, flt: str, capsys) -> list[int]:
+    assert main(["packets", str(cap), "-k", str(keys), "-Y", flt, "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    docs = [json.loads(x) for x in lines]
+    assert all(d["schema"] == "ipsecscope.packets/1" for d in docs)
+    return [d["frame"] for d in docs]
+
+
+@needs_tshark
+@pytest.mark.parametrize(("cap", "keydir", "esp_sa"), list(_cases()))
+def test_packets_select_what_tshark_selects(cap: Path, keydir: Path | None, esp_sa: Path | None, tmp_path: Path,
+                                            capsys) -> None:
+    if keydir is None:
+        keydir = tmp_path / "profile"
+        keydir.mkdir()
+        shutil.copy(esp_sa, keydir / "esp_sa")
+    keys = keydir if esp_sa is None else esp_sa
+    # Frames whose inner packet one tool sees and the other does not (see the module docstring).
+    theirs_inner = {int(n) for n, protos in _tshark(cap, keydir, "esp", "frame.number", "frame.protocols")
+                    if protos.split(":esp:", 1)[-1] != protos and protos.split(":esp:", 1)[1]}
+    assert main(["packets", str(cap), "-k", str(keys), "--json"]) == 0
+    rows = {d["frame"]: d for d in map(json.loads, capsys.readouterr().out.splitlines())}
+    ours_inner = {f for f, d in rows.items() if d["kind"] == "ESP" and d["inner"] is not None}
+    differ = theirs_inner ^ ours_inner
+    for f in differ:
+        assert rows[f]["status"] == "icv-bad" or f not in theirs_inner, (
+            f"frame {f}: tshark {'sees' if f in theirs_inner else 'does not see'} an inner packet, "
+            f"ipsecscope's status is {rows[f]['status']!r}")
+    assert len(differ) <= len(rows) // 3, f"too few frames comparable: {sorted(differ)}"
+    spi = next((d["spi"] for d in rows.values() if d["kind"] == "ESP" and d["inner"]), "0x00000001")
+    compared = 0
+    # A capture of IKE alone (a failed negotiation) gets the issue's filters; traffic gets them all.
+    for template in FILTERS if ours_inner else FILTERS[:9] + FILTERS[-3:]:
+        flt = template.format(spi=spi)
+        # Wireshark 4.0 spells the exchange type field isakmp.exchangetype (isakmp.exchtype later).
+        expected = [int(x[0]) for x in _tshark(cap, keydir, flt.replace("isakmp.exchtype", "isakmp.exchangetype"))]
+        got = _ours(cap, keys, flt, capsys)
+        expected = [f for f in expected if f not in differ]
+        got = [f for f in got if f not in differ]
+        assert got == expected, f"{flt!r}: only tshark {sorted(set(expected) - set(got))}, " \
+                                f"only ipsecscope {sorted(set(got) - set(expected))}"
+        compared += bool(expected)
+    # The filters must select something on a sample with traffic, or they prove nothing there.
+    assert compared >= (5 if ours_inner else 1), f"only {compared} filters selected any frame"
+
+
+def test_cli_runs_as_a_module_with_a_filter_error_pointing_at_it(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "ipsecscope", "packets", str(SAMPLES / "healthy-gcm" / "capture.pcapng"),
+                        "-Y", "esp && ip.src = 10.1.0.1"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "bad display filter" in r.stderr
+    line, caret = r.stderr.splitlines()[1:3]
+    assert caret.index("^") == line.index("=")  # the caret stands under the offending '='
