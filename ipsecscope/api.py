@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,7 +129,8 @@ def iter_decrypted(capture: str | os.PathLike[str], keys=None) -> Iterator[Decry
 def decrypt_capture(capture: str | os.PathLike[str], keys=None, out: str | os.PathLike[str] | None = None,
                     fmt: str = "pcapng", *, keep_other: bool = False, dsb: bool = False, with_hex: bool = False,
                     jsonl: str | os.PathLike[str] | None = None, jobs: int = 0,
-                    progress: Callable[[int, int], None] | None = None, inputs=()):
+                    progress: Callable[[int, int], None] | None = None, inputs=(),
+                    frames: Iterable[int] | None = None):
     """Decrypt every ESP packet of ``capture`` into ``out``.
 
     ``fmt`` "pcapng": inner packets as LINKTYPE_RAW with the original timestamps (``keep_other``
@@ -137,7 +138,8 @@ def decrypt_capture(capture: str | os.PathLike[str], keys=None, out: str | os.Pa
     a Decryption Secrets Block with the keys of the SAs used). ``fmt`` "jsonl": one JSON object
     per ESP packet (schema ``ipsecscope.decrypt/1``; ``with_hex`` adds the inner bytes). ``jsonl``
     writes JSON lines *as well as* a pcapng ``out``. Large files use ``jobs`` processes (0 = all
-    cores). Returns :class:`ipsecscope.export.engine.RunStats` (totals and ``per_sa``).
+    cores). ``frames``: write only these frame numbers (e.g. what a display filter selected).
+    Returns :class:`ipsecscope.export.engine.RunStats` (totals and ``per_sa``).
 
     Output paths are created 0600 and renamed into place only when the run succeeds; an output
     that is the capture, a key file given as ``keys`` or one of ``inputs`` is refused
@@ -154,9 +156,11 @@ def decrypt_capture(capture: str | os.PathLike[str], keys=None, out: str | os.Pa
         jsonl_out = str(jsonl_out)
     if pcapng_out is None and jsonl_out is None:
         raise ExportError("nothing to write: pass out= (and fmt=) or jsonl=")
-    opts = engine.Options(keep_other=keep_other, hex=with_hex)
-    return engine.run(capture, store, out=pcapng_out, jsonl_out=jsonl_out, opts=opts, jobs=jobs,
-                      progress=progress, dsb=dsb, inputs=[*_key_paths(keys), *inputs])
+    opts = engine.Options(keep_other=keep_other, hex=with_hex,
+                          frames=None if frames is None else frozenset(frames))
+    return engine.run(capture, store, out=pcapng_out, jsonl_out=jsonl_out, opts=opts,
+                      jobs=jobs if frames is None else 1, progress=progress, dsb=dsb,
+                      inputs=[*_key_paths(keys), *inputs])
 
 
 def _key_paths(keys) -> list:

@@ -106,8 +106,7 @@ def matches(flt: Filter, src: Source | Sequence[FrameRow]) -> list[int]:
 
 class _InnerCols:
     def __init__(self, store: InnerStore) -> None:
-        buf, n = store.snapshot()
-        self.arr = np.frombuffer(buf, dtype=INNER_DTYPE, count=n)
+        self.store = store
         self.addrs = list(store.addrs)
         self.dns_names = dict(store.dns_names)
         self.quoted = dict(store.quoted)
@@ -131,7 +130,8 @@ class _Cols:
         self.ike_sa: dict[int, str] = {}  # row offset -> IkeSa.key
         if type(rows) is RowStore:
             size = ROW_DTYPE.itemsize
-            self.arr = np.frombuffer(bytes(rows._buf[lo * size:hi * size]), dtype=ROW_DTYPE)
+            # A bytearray slice is a copy: numpy views the copy, never the store's growing buffer.
+            self.arr = np.frombuffer(rows._buf[lo * size:hi * size], dtype=ROW_DTYPE)
             self.addrs = list(rows._addrs)
             kinds, statuses = list(rows._kinds), list(rows._statuses)
             self.ike_sa = {i - lo: k for i, k in list(rows._ike_sa.items()) if lo <= i < hi}
@@ -157,7 +157,9 @@ class _Cols:
         self.out_proto = np.where(self.is_ah, 51, np.where(self.is_esp & ~self.out_udp, 50, 17)).astype(np.int64)
         self.frames = self.arr["frame"]
         self.inner = inner
-        self._join()
+        self._joined = False
+        self.has_inner = none
+        self.iarr: np.ndarray | None = None
         self._cache: dict[str, list[_Occ]] = {}
         self._layer_masks: dict[str, np.ndarray] | None = None
 
@@ -197,18 +199,24 @@ class _Cols:
         return arr, addrs, kinds, statuses
 
     def _join(self) -> None:
-        """For each row, its inner record (by frame number), if any."""
-        inner = self.inner
-        if inner is None or not len(inner.arr):
-            self.has_inner = self.none
-            self.iarr = None
+        """For each row, its inner record (by frame number), if any: done once a filter asks for
+        an inner field, over the records of this window's frames only."""
+        if self._joined:
             return
-        ifr = inner.arr["frame"]
+        self._joined = True
+        inner = self.inner
+        if inner is None or not self.n:
+            return
+        arr = inner.store.window(int(self.frames[0]), int(self.frames[-1]))
+        if not len(arr):
+            return
+        arr = np.frombuffer(arr, dtype=INNER_DTYPE)
+        ifr = arr["frame"]
         pos = np.searchsorted(ifr, self.frames)
         pos_c = np.minimum(pos, len(ifr) - 1)
         self.has_inner = (pos < len(ifr)) & (ifr[pos_c] == self.frames)
         self.ipos = pos_c
-        self.iarr = inner.arr
+        self.iarr = arr
 
     def icol(self, name: str) -> np.ndarray:
         return self.iarr[name][self.ipos]
@@ -223,6 +231,7 @@ class _Cols:
 
     def _layers(self):
         """Presence masks of the inner layers: (v4, v6, l4, udp, tcp, icmp, icmpv6, q_v4, q_v6, q_l4)."""
+        self._join()
         if self.iarr is None:
             z = self.none
             return dict(v4=z, v6=z, udp=z, tcp=z, icmp=z, icmpv6=z, q_v4=z, q_v6=z, q_udp=z, q_tcp=z, q_icmp=z,
@@ -240,9 +249,11 @@ class _Cols:
 
     def _occ(self, name: str) -> list[_Occ]:  # noqa: C901 - one branch per field family
         a = self.arr
-        if self._layer_masks is None:
-            self._layer_masks = self._layers()
-        L = self._layer_masks
+        fam, _, sub = name.partition(".")
+        if fam in ("ip", "ipv6", "udp", "tcp", "icmp", "icmpv6", "dns", "udpencap") or name == "ipsecscope.decrypted":
+            if self._layer_masks is None:
+                self._layer_masks = self._layers()
+        L = self._layer_masks or {}
         ia = self.icol if self.iarr is not None else (lambda _n: np.zeros(self.n, dtype=np.int64))
         iaddrs = self.inner.addrs if self.inner is not None else [""]
         Oc = _Occ
@@ -259,7 +270,6 @@ class _Cols:
             if t0 is None:
                 t0 = float(a["ts"][0]) if self.n else 0.0
             return [Oc(a["ts"] - t0, self.true)]
-        fam, _, sub = name.partition(".")
         if fam in ("ip", "ipv6"):
             v = "v4" if fam == "ip" else "v6"
             out_p = self.out_v4 if fam == "ip" else self.out_v6
@@ -327,7 +337,14 @@ class _Cols:
             if sub == "sequence":
                 return [Oc(a["seq"] & 0xFFFFFFFF, p), *self._sparse_frames({f: [v[2]] for f, v in q.items()})]
             if sub == "protocol":
-                return [Oc(a["nh"], p & (a["nh"] >= 0))]
+                # live rows keep no next header once Info shows the inner packet: read it from there
+                self._join()
+                nh = a["nh"].astype(np.int64)
+                if self.iarr is not None:
+                    ver, proto = self.icol("ver"), self.icol("proto").astype(np.int64)
+                    derived = np.where(ver == 4, 4, np.where(ver == 6, 41, proto))
+                    nh = np.where((nh < 0) & self.has_inner & p, derived, nh)
+                return [Oc(nh, p & (nh >= 0))]
         if fam == "ah":
             p = self.is_ah
             if not sub:

@@ -1,7 +1,8 @@
-"""``ipsecscope decrypt FILE -k KEYS... -o OUT.pcapng [--keep-other] [--dsb] [--jsonl OUT.jsonl|-]``
+"""``ipsecscope decrypt FILE -k KEYS... -o OUT.pcapng [--keep-other] [--dsb] [--jsonl OUT.jsonl|-] [-Y FILTER]``
 
 Writes the decrypted inner packets of every ESP SA we have keys for, with the original
-timestamps; prints one summary line per SA (decrypted / icv_failed / no_key) on stderr.
+timestamps; prints one summary line per SA (decrypted / icv_failed / no_key) on stderr. ``-Y``
+writes only the frames a Wireshark display filter selects (over outer and inner fields).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--hex", action="store_true", help="with --jsonl: include the inner bytes as hex")
     p.add_argument("-j", "--jobs", type=int, default=0, help="worker processes for large files (0 = all cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-SA summary")
+    from .packets import add_filter_argument
+
+    add_filter_argument(p)
 
 
 def _progress_bar(total_hint: str):
@@ -70,6 +74,16 @@ def run(args: argparse.Namespace) -> int:
         if jsonl is sys.stdout:
             raise ExportError("-o - and --jsonl - would both write to stdout; send one of them to a file")
         output = sys.stdout.buffer
+    frames = None
+    if args.display_filter:  # only the frames a display filter selects (read once more, as a session)
+        from .packets import compile_or_exit, filtered_frames
+        from .sas import load_session
+
+        flt = compile_or_exit(args.display_filter, "decrypt")
+        if flt is None:
+            return 2
+        session, _damage = load_session([args.file], args.keys)
+        frames = filtered_frames(session, flt)
     prog, update = (None, None) if args.quiet else _progress_bar(Path(args.file).name)
     t0 = time.perf_counter()
     try:
@@ -78,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         with sigterm_unwinds():  # `kill PID` removes the temporary output, like Ctrl-C
             stats = decrypt_capture(args.file, store, out=output, fmt="pcapng", keep_other=args.keep_other,
                                     dsb=args.dsb, with_hex=args.hex, jsonl=jsonl, jobs=args.jobs,
-                                    progress=update, inputs=args.keys)
+                                    progress=update, inputs=args.keys,
+                                    frames=frames)
     except BrokenPipeError:  # `-o - | tshark -r - -c 5`: the reader stopped; not an error
         raise
     except OSError as exc:  # disk full (-o /dev/full), an unwritable --jsonl path: one line, not a traceback

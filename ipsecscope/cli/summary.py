@@ -14,6 +14,7 @@ JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added w
       "first_time": float | null,          # epoch seconds of the first / last frame
       "last_time": float | null,
       "truncated": str | null,             # why reading stopped early (cut-off / damaged file)
+      "filter": str | null,                # the -Y display filter the document is restricted to
       "counts": {"ike": int, "esp": int, "ah": int, "keepalive": int, "malformed": int, "other": int},
                                            # an IKE message whose payloads do not parse counts in ike
                                            # and in malformed (layer "ike"); every other frame in one
@@ -85,6 +86,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(slower; same result — for cross-checking)")
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="processes for large uncompressed pcap/pcapng files (default 2; 1 disables splitting)")
+    from .common import add_keys_argument
+    from .packets import add_filter_argument
+
+    add_filter_argument(p)
+    add_keys_argument(p, " (with -Y: to filter on decrypted inner fields)")
 
 
 # ---- collection ---------------------------------------------------------------------------------
@@ -170,11 +176,13 @@ class Collector:
             self.malformed_examples.append({"frame": frame, "layer": layer, "reason": reason})
 
 
-def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threading.Event | None = None) -> dict:
+def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threading.Event | None = None,
+              only: set[int] | None = None) -> dict:
     """Build the ``ipsecscope.summary/1`` document for ``path`` (see module docstring).
 
     ``fast=False`` decodes every frame with the generic decoder (same result, slower): the
-    cross-check for the fast path.
+    cross-check for the fast path. ``only``: summarise just these frame numbers (``-Y``; the
+    generic decoder then reads the file).
 
     ``path`` ``"-"`` (standard input) or a pipe is read once, front to back; with ``follow``, the end
     of the file waits for more until the event is set.
@@ -193,7 +201,7 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
     decoder = Decoder()
     truncated = None
     damaged = None
-    if fast and fmt in ("pcap", "pcapng") and len(head) >= 12:
+    if fast and only is None and fmt in ("pcap", "pcapng") and len(head) >= 12:
         res = scan_capture(path, col, decoder, workers=workers, flows=col.flows)
         for pkt in decoder.flush():  # IP datagrams whose fragments never all arrived
             col(pkt)
@@ -210,6 +218,8 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
             compressed = reader.compressed
             try:
                 for raw in reader:
+                    if only is not None and raw.index not in only:
+                        continue
                     frames += 1
                     if first_ts is None:
                         first_ts = raw.ts
@@ -373,7 +383,18 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
 def run(args: argparse.Namespace) -> int:
     from .common import stop_event
 
-    doc = summarize(args.file, workers=max(1, args.workers), fast=not args.generic, follow=stop_event(args))
+    only = None
+    if args.display_filter:  # the frames a display filter selects (the file is read as a session first)
+        from .packets import compile_or_exit, filtered_frames
+        from .sas import load_session
+
+        flt = compile_or_exit(args.display_filter, "summary")
+        if flt is None:
+            return 2
+        only = set(filtered_frames(load_session([args.file], args.keys)[0], flt))
+    doc = summarize(args.file, workers=max(1, args.workers), fast=not args.generic, follow=stop_event(args),
+                    only=only)
+    doc["filter"] = args.display_filter or None
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -159,10 +159,12 @@ class InnerStore:
                 for f in [f for f in side if f < first_frame]:
                     del side[f]
 
-    def snapshot(self) -> tuple[bytes, int]:
-        """(records, count) as of now: a copy, so readers in other threads never see half a record."""
-        n = len(self.frames)
-        return bytes(self._buf[:n * REC_SIZE]), n
+    def window(self, first: int, last: int) -> bytearray:
+        """The records of frames ``first``..``last`` as a copy (a reader in another thread never
+        holds the growing buffer, nor sees half a record: ``add`` extends it before ``frames``)."""
+        i = bisect.bisect_left(self.frames, first)
+        j = bisect.bisect_right(self.frames, last)
+        return self._buf[i * REC_SIZE:j * REC_SIZE]
 
     def record(self, frame: int) -> tuple | None:
         frames = self.frames

@@ -41,6 +41,9 @@ class Options:
     jsonl: bool = False
     pcapng: bool = True
     hex: bool = False
+    # Only these frame numbers (a display filter's selection, `decrypt -Y`): every frame then takes
+    # the general path, where _frame skips the others (the hot loops know nothing of filters).
+    frames: frozenset[int] | None = None
 
 
 @dataclass
@@ -233,7 +236,7 @@ class _Worker:
         lay = self.lay
         opts = self.opts
         self.out_f, self.jsonl_f = out_f, jsonl_f
-        fast_ok = opts.pcapng and out_f is not None and jsonl_f is None
+        fast_ok = opts.pcapng and out_f is not None and jsonl_f is None and opts.frames is None
         sas = self.sas
         buf = self.buf
         app = buf.append
@@ -622,6 +625,8 @@ class _Worker:
     def _frame(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, off: int) -> None:  # noqa: C901
         """Everything about one frame, for every case the fast path leaves out."""
         opts = self.opts
+        if opts.frames is not None and idx not in opts.frames:
+            return
         out_f, jsonl_f = self.out_f, self.jsonl_f
         keep_other = opts.keep_other and out_f is not None
         app = self.buf.append
