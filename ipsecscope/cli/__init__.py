@@ -20,6 +20,7 @@ COMMANDS = {
     "sas": "sas",
     "findings": "findings",
     "packets": "packets",
+    "stats": "stats",
     "live": "live",
     "tui": "tui",
 }

@@ -1,0 +1,128 @@
+"""``ipsecscope stats FILE... [-k KEYS...] [--interval S] [--json]``: conversations and
+statistics — per CHILD SA, per ESP/AH flow (with an IO graph of packets per interval), and per
+inner conversation of the decrypted traffic (5-tuple, both directions).
+
+JSON schema ``"ipsecscope.stats/1"`` (``--json``; fields are only ever added within /1)::
+
+    {
+      "schema": "ipsecscope.stats/1", "files": [str], "first_time": float|null, "last_time": float|null,
+      "interval": float,                      # seconds per IO graph bin, from first_time
+      "child_sas": [{"id": int, "ike_sa": str|null, "state": str, "spi_i": "0x%08x"|null,
+                     "spi_r": "0x%08x"|null, "packets": int, "bytes": int, "first_time": float|null,
+                     "last_time": float|null, "rate_pps": float, "lost": int, "flows": [flow key]}],
+      "flows": [{"key": "src>dst:0xspi", "src": str, "dst": str, "spi": "0x%08x", "protocol": "ESP"|"AH",
+                 "child_sa": int|null, "packets": int, "bytes": int, "first_time": float|null,
+                 "last_time": float|null, "rate_pps": float, "lost": int,
+                 "io": [int]}],                  # packets per interval (the IO graph)
+      "conversations": [{"protocol": str, "a": str, "a_port": int|null, "b": str, "b_port": int|null,
+                         "child_sas": [int], "packets": int, "packets_ab": int, "packets_ba": int,
+                         "bytes": int, "first_time": float, "last_time": float, "rate_pps": float,
+                         "lost": int|null,        # ICMP echo requests never answered
+                         "filter": str}]          # display filter selecting it ("follow")
+    }
+
+Exit status: 0; 2 for an unreadable file or key file or a capture damaged part-way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import IpsecscopeError
+from .common import add_keys_argument
+
+SCHEMA = "ipsecscope.stats/1"
+SPARK = " ▁▂▃▄▅▆▇█"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "stats", help="per CHILD SA, per flow (IO graph) and per inner conversation statistics",
+        description="Packets, bytes, rate, first/last seen and loss per CHILD SA and ESP/AH flow, an IO graph "
+                    "of packets per interval per flow, and the decrypted traffic's conversations.")
+    p.add_argument("files", metavar="FILE", nargs="+", help="pcap / pcapng (optionally gzip'd)")
+    add_keys_argument(p)
+    p.add_argument("--interval", type=float, metavar="S", help="IO graph interval in seconds (default: ~60 bins)")
+    p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
+
+
+def _spi(v: int | None) -> str | None:
+    return None if v is None else f"0x{v:08x}"
+
+
+def to_dict(st, files: list[str]) -> dict:
+    return {
+        "schema": SCHEMA, "files": files, "first_time": st.first_ts, "last_time": st.last_ts,
+        "interval": st.interval,
+        "child_sas": [{"id": c.id, "ike_sa": c.ike_sa, "state": c.state, "spi_i": _spi(c.spi_i),
+                       "spi_r": _spi(c.spi_r), "packets": c.packets, "bytes": c.bytes, "first_time": c.first_ts,
+                       "last_time": c.last_ts, "rate_pps": round(c.rate, 3), "lost": c.lost, "flows": c.flows}
+                      for c in st.child_sas],
+        "flows": [{"key": f.key, "src": f.src, "dst": f.dst, "spi": _spi(f.spi), "protocol": f.protocol,
+                   "child_sa": f.child_sa, "packets": f.packets, "bytes": f.bytes, "first_time": f.first_ts,
+                   "last_time": f.last_ts, "rate_pps": round(f.rate, 3), "lost": f.lost, "io": f.io}
+                  for f in st.flows],
+        "conversations": [{"protocol": c.protocol, "a": c.a, "a_port": c.a_port, "b": c.b, "b_port": c.b_port,
+                           "child_sas": c.child_sas, "packets": c.packets, "packets_ab": c.packets_ab,
+                           "packets_ba": c.packets_ba, "bytes": c.bytes, "first_time": c.first_ts,
+                           "last_time": c.last_ts, "rate_pps": round(c.rate, 3), "lost": c.lost,
+                           "filter": c.filter} for c in st.conversations],
+    }
+
+
+def sparkline(counts: list[int]) -> str:
+    top = max(counts, default=0)
+    if not top:
+        return SPARK[0] * len(counts)
+    return "".join(SPARK[min(8, -(-c * 8 // top))] for c in counts)
+
+
+def render(st, out=None) -> None:
+    out = out or sys.stdout
+    t0 = st.first_ts or 0.0
+
+    def rel(t: float | None) -> str:
+        return "-" if t is None else f"{t - t0:.3f}s"
+
+    print(f"CHILD SAs ({len(st.child_sas)})", file=out)
+    for c in st.child_sas:
+        print(f"  #{c.id:<3} {c.state:<11} {_spi(c.spi_i) or '-'}/{_spi(c.spi_r) or '-'}  {c.packets} pkts "
+              f"{c.bytes} B  {c.rate:.1f} pkt/s  {rel(c.first_ts)} → {rel(c.last_ts)}  lost {c.lost}", file=out)
+    print(f"\nESP/AH flows ({len(st.flows)}), IO graph: packets per {st.interval:g}s", file=out)
+    for f in st.flows:
+        child = f"#{f.child_sa}" if f.child_sa is not None else "-"
+        print(f"  {f.key:<44} {child:>4} {f.packets:>7} pkts {f.bytes:>9} B {f.rate:8.1f} pkt/s  lost {f.lost}",
+              file=out)
+        print(f"  {'':44} {sparkline(f.io)}  max {max(f.io, default=0)}", file=out)
+    print(f"\nConversations ({len(st.conversations)})", file=out)
+    for c in st.conversations:
+        a = f"{c.a}:{c.a_port}" if c.a_port is not None else c.a
+        b = f"{c.b}:{c.b_port}" if c.b_port is not None else c.b
+        lost = "" if c.lost is None else f"  unanswered {c.lost}"
+        sas = ",".join(f"#{i}" for i in c.child_sas) or "-"
+        print(f"  {c.protocol:<6} {a:>22} ⇄ {b:<22} {c.packets_ab:>5}→ {c.packets_ba:>5}← {c.bytes:>8} B "
+              f"{c.rate:7.1f} pkt/s  {rel(c.first_ts)} → {rel(c.last_ts)}  SA {sas}{lost}", file=out)
+        print(f"         follow: {c.filter}", file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..conversations import compute
+    from .sas import load_session
+
+    try:
+        session, damage = load_session(args.files, args.keys)
+    except (IpsecscopeError, OSError) as exc:
+        print(f"ipsecscope stats: {exc}", file=sys.stderr)
+        return 2
+    st = compute(session, interval=args.interval)
+    if args.json:
+        json.dump(to_dict(st, [str(f) for f in args.files]), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        render(st)
+    if damage:
+        print(f"ipsecscope stats: {damage}", file=sys.stderr)
+        return 2
+    return 0
