@@ -102,6 +102,7 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
         rows = session.rows
         add_row = rows.add_esp
         keep = session.keep_rows  # False: no rows, and no offsets to re-read frames from
+        inner_add = session.inner.add  # the decrypted inner packet's summary (decode.inner)
         code_ok = STATUS_CODES["decrypted"]
         code_no_key = STATUS_CODES["no-key"]
         no_key = None  # the (immutable) result of every packet of an SA without keys
@@ -330,6 +331,8 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
             if flow is None:  # the tracker reported an internal error instead
                 flow = tbl.flows.get((e[4], e[5], spi))
             hi = res.seq_hi
+            if res.inner is not None and keep:
+                inner_add(index, res.inner, res.next_header)
             add_row(index, ts, e[6], e[7], sport, dport, orig, spi, (hi << 32) | seq if hi else seq,
                     rs, flow.child_sa if flow is not None else None, res.next_header)
             o = nxt

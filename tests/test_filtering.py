@@ -101,3 +101,18 @@ def test_fields_table_lists_every_field_the_engine_reads(packed: Session) -> Non
 
     for name in FIELDS:
         select(compile_filter(name), source_of(packed))  # every field has columns (no AssertionError)
+
+
+def test_readme_documents_every_field_and_its_examples_compile() -> None:
+    from ipsecscope.model.filter import FIELDS
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [n for n in FIELDS if f"`{n}`" not in readme]
+    assert not missing, f"README's field table lacks {missing}"
+    block = readme[readme.index("      esp spi=0xc254fe64"):].split("\n\n")[0]
+    for line in block.splitlines():
+        for term in line.split():
+            compile_filter(term)  # every short form the README shows is accepted
+        compile_filter(line)  # and a line of them, side by side
+    compile_filter("ike,esp")
+    compile_filter("seq=40-60")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -129,6 +130,26 @@ async def test_bad_filter_is_reported() -> None:
         assert inp.has_class("invalid")
         assert frames_in_view(table) == []  # no rows that the input does not describe
         assert any("is not a number" in n.message for n in app._notifications)
+        # shown inline too, with its position, while typing a display filter
+        await pilot.press("slash", "ctrl+u", *"esp && ip.src = 1")
+        await pilot.pause()
+        assert "✗ col 15:" in str(app.query_one("#filter-count").render())
+
+
+@needs_tshark
+@sync
+async def test_display_filter_on_inner_fields_selects_what_tshark_selects() -> None:
+    app = create_app(CAPTURE, KEYS)
+    flt = "ip.src == 10.1.0.0/16 && icmp.type == 8 && esp.sequence > 1"
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("2", "slash", *flt, "enter")
+        await loaded(pilot)
+        out = subprocess.run(["tshark", "-r", str(CAPTURE), "-o", "esp.enable_encryption_decode:TRUE", "-Y", flt,
+                              "-T", "fields", "-e", "frame.number"], capture_output=True, text=True, check=True,
+                             env={**os.environ, "WIRESHARK_CONFIG_DIR": str(HEALTHY / "keys")}).stdout
+        want = [int(x) for x in out.split()]
+        assert want and frames_in_view(app.query_one(PacketTable)) == want
 
 
 @needs_tshark

@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
         output = sys.stdout.buffer
     frames = None
     if args.display_filter:  # only the frames a display filter selects (read once more, as a session)
-        from .packets import compile_or_exit, filtered_frames
-        from .sas import load_session
+        from .packets import compile_or_exit, filtered_frames, load_session
 
         flt = compile_or_exit(args.display_filter, "decrypt")
         if flt is None:

@@ -80,6 +80,16 @@ def filtered_frames(session, flt) -> list[int]:
     return matches(flt, source_of(session))
 
 
+def load_session(files: list[str], keys: list[str], strict_keys: bool = False):
+    """(session, damage) over ``files`` with ``keys``; key-file warnings printed once on stderr."""
+    from ..session import Session
+    from .common import warn_keys
+
+    session = Session.from_files(files, keys, strict_keys=strict_keys)
+    warn_keys(session.keys)
+    return session, session.damage
+
+
 def print_fields(out=None) -> None:
     from ..model.filter import FIELD_ALIASES, FIELDS
 
@@ -131,10 +141,8 @@ def run(args: argparse.Namespace) -> int:
     flt = compile_or_exit(args.display_filter or "", "packets")
     if flt is None:
         return 2
-    from .sas import load_session
-
     try:
-        session, damage = load_session(args.files, args.keys)
+        session, damage = load_session(args.files, args.keys, getattr(args, "strict_keys", False))
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope packets: {exc}", file=sys.stderr)
         return 2

@@ -109,7 +109,7 @@ def render(st, out=None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..conversations import compute
-    from .sas import load_session
+    from .packets import load_session
 
     try:
         session, damage = load_session(args.files, args.keys)

@@ -385,8 +385,7 @@ def run(args: argparse.Namespace) -> int:
 
     only = None
     if args.display_filter:  # the frames a display filter selects (the file is read as a session first)
-        from .packets import compile_or_exit, filtered_frames
-        from .sas import load_session
+        from .packets import compile_or_exit, filtered_frames, load_session
 
         flt = compile_or_exit(args.display_filter, "summary")
         if flt is None:

@@ -293,11 +293,19 @@ class IpsecscopeApp(App[int]):
         try:
             compile_filter(event.value)
         except FilterError as exc:
-            event.input.add_class("invalid")
-            event.input.tooltip = exc.caret(event.value) + "\n" + exc.reason
+            self._show_filter_error(event.input, event.value, exc)
             return
         event.input.remove_class("invalid")
         event.input.tooltip = None
+        self._update_status()
+
+    def _show_filter_error(self, inp: Input, text: str, exc: FilterError) -> None:
+        """Inline, beside the filter bar: where the filter goes wrong and why (also as a tooltip
+        with a caret under the character)."""
+        inp.add_class("invalid")
+        inp.tooltip = exc.caret(text) + "\n" + exc.reason
+        where = f"col {exc.pos + 1}: " if exc.pos is not None else ""
+        self.query_one("#filter-count", Static).update(Text(f"✗ {where}{exc.reason}", "bold red"))
 
     def apply_filter(self, text: str, focus_frame: int | None = None) -> bool:
         """Compile ``text`` and start the filter worker; False (and a notification) when invalid."""
@@ -306,14 +314,14 @@ class IpsecscopeApp(App[int]):
             compiled = compile_filter(text, findings_index(findings))
         except FilterError as exc:
             # The table must not keep the previous filter's rows under an input that says otherwise:
-            # show nothing, and say why in the count.
+            # show nothing, and say why beside the filter bar (with the column).
             self.notify(str(exc), title="Filter", severity="error")
             self.filter = compile_filter("")
             self.filter_error = str(exc)
-            self.query_one("#filter", Input).add_class("invalid")
             if self.session is not None:
                 self.query_one(PacketTable).set_view(range(0))
             self._update_status()
+            self._show_filter_error(self.query_one("#filter", Input), text, exc)
             return False
         self.filter_error = None
         self.filter = compiled

@@ -37,7 +37,8 @@ class Tab:
 def _packets() -> list[Widget]:
     return [
         Horizontal(
-            Input(placeholder="filter: esp spi=0x… src=… finding=CODE icv=bad   (? help)", id="filter"),
+            Input(placeholder="display filter: esp.spi == 0x… && icmp.type == 8   ip.addr == 10.2.0.0/24   (? help)",
+              id="filter"),
             Static("", id="filter-count"),
             id="filter-bar",
         ),

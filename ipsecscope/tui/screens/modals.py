@@ -12,17 +12,14 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Label, Static
 
-FILTER_HELP = [
-    ("ike esp ah nat-ka malformed", "frame kind"),
-    ("spi=0xc254fe64", "ESP/AH SPI (16 hex digits: IKE SPI)"),
-    ("src=ADDR dst=ADDR host=ADDR", "address or CIDR (host = either)"),
-    ("port=4500 sport= dport=", "UDP/TCP port"),
-    ("frame=10-20 seq=42 child=3", "frame range, sequence, CHILD SA id"),
-    ("finding=ESP-SEQ-GAP", "evidence frames of a finding (CODE* = prefix)"),
-    ("icv=bad icv=ok", "integrity failed / decrypted"),
-    ("status=no-key", "decrypted icv-bad no-key malformed replay gap"),
-    ("info=TEXT", "substring of the Info column"),
-    ("!term", "negate a term; terms separated by spaces are ANDed"),
+FILTER_HELP = [  # Wireshark display filters (model/filter.py); README "Packets and display filters"
+    ("esp.spi == 0xc254fe64", "fields as in Wireshark, any layer: outer or decrypted inner"),
+    ("ip.addr == 10.2.0.0/24", "addresses with CIDR; ip.src ip.dst ipv6.addr ..."),
+    ("icmp.type == 8  udp.port in {53, 500}", "inner and outer ports, ICMP, TCP flags, DNS"),
+    ("isakmp.exchangetype == 36", "IKE: ispi rspi messageid nextpayload notify.msgtype"),
+    ("&& || ! ( )  and or not", "combine; != contains matches < > <= >="),
+    ("ipsecscope.finding == \"ESP-SEQ-GAP\"", "status, child, ike_sa, seq, info, decrypted"),
+    ("esp spi=0x… src=… frame=1-9 icv=bad", "short forms (side by side = AND; a,b = either)"),
 ]
 
 
