@@ -424,7 +424,7 @@ class Session:
                 info += f" ▸ {inner_info}"
             elif res.next_header is not None:
                 info += f" next {iana_proto(res.next_header)}"
-            if len(self.inner) > 2 * self.max_rows and rows:  # live: forget what left the ring
+            if self.max_rows and len(self.inner) > 2 * self.max_rows and rows:  # live: forget what left the ring
                 self.inner.prune(rows[0].frame)
             rows.append(FrameRow(
                 raw.index, raw.ts, "ESP", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
