@@ -58,7 +58,13 @@ FILTERS = [
 def _cases():
     for d in sorted(SAMPLES.iterdir()):
         if (d / "capture.pcapng").exists() and (d / "keys").is_dir():
-            yield pytest.param(d / "capture.pcapng", d / "keys", None, id=d.name)
+            marks = ()
+            if d.name == "mtu-small-link":
+                # Frame 10 is an ICMP "fragmentation needed" quoting the start of an ESP packet:
+                # tshark decrypts what the quote holds and shows an inner packet there; ipsecscope
+                # reads the quote (SPI, sequence number) but does not decrypt a cut-off ESP packet.
+                marks = (pytest.mark.xfail(strict=True, reason="tshark decrypts ESP quoted in an ICMP error"),)
+            yield pytest.param(d / "capture.pcapng", d / "keys", None, id=d.name, marks=marks)
     # IP fragments, ICMP errors quoting IKE, IKEv1 rekeys (tests/data/findings)
     for d in sorted((DATA / "findings").iterdir()):
         if (d / "capture.pcapng").exists() and (d / "keys").is_dir():
