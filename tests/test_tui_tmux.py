@@ -94,7 +94,7 @@ def test_help_and_command_palette() -> None:
         t.wait_for("frames")
         t.send("?")
         screen = t.wait_for("ipsecscope — help")
-        assert "spi=0xc254fe64" in screen and "finding=" in screen
+        assert "esp.spi == 0xc254fe64" in screen and "ipsecscope.finding" in screen  # Wireshark syntax
         t.send("Escape")
         t.wait_for(lambda s: "ipsecscope — help" not in s)
         t.send("C-p")

@@ -305,7 +305,7 @@ class IpsecscopeApp(App[int]):
         inp.add_class("invalid")
         inp.tooltip = exc.caret(text) + "\n" + exc.reason
         where = f"col {exc.pos + 1}: " if exc.pos is not None else ""
-        self.query_one("#filter-count", Static).update(Text(f"✗ invalid filter, {where}{exc.reason}", "bold red"))
+        self.query_one("#filter-count", Static).update(Text(f"✗ {where}{exc.reason} (invalid filter)", "bold red"))
 
     def apply_filter(self, text: str, focus_frame: int | None = None) -> bool:
         """Compile ``text`` and start the filter worker; False (and a notification) when invalid."""
