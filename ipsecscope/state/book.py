@@ -651,6 +651,29 @@ class Book:
         return best
 
 
+def note_nat_detection(sa: IkeSa, sender: str, sender_is_initiator: bool, src_ok: bool, dst_ok: bool) -> None:
+    """Record one message's NAT detection verdict (both IKE versions). RFC 7296 §2.23 / RFC 3947
+    §3.2: a NAT_DETECTION_SOURCE_IP hash that does not match means the sender is behind a NAT; a
+    DESTINATION hash that does not match means the receiver is."""
+    sa.nat_initiator = bool(sa.nat_initiator)
+    sa.nat_responder = bool(sa.nat_responder)
+    if not src_ok and ("source", sender) not in sa.nat_mismatch:
+        sa.nat_mismatch.append(("source", sender))
+    if not dst_ok and ("destination", sender) not in sa.nat_mismatch:
+        sa.nat_mismatch.append(("destination", sender))
+    if not src_ok:
+        if sender_is_initiator:
+            sa.nat_initiator = True
+        else:
+            sa.nat_responder = True
+    if not dst_ok:
+        if sender_is_initiator:
+            sa.nat_responder = True
+        else:
+            sa.nat_initiator = True
+    sa.nat_detected = sa.nat_initiator or sa.nat_responder
+
+
 def _last_activity(sa: IkeSa) -> float:
     x = sa.exchanges[-1] if sa.exchanges else None
     ts = [t for t in (sa.created_ts, x.request_ts if x else None, x.response_ts if x else None) if t is not None]

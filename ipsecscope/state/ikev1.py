@@ -26,7 +26,7 @@ from ..model.ike import (
 )
 from ..model.sa import IkeExchange, IkeSa, SaState
 from . import names as N
-from .book import Book
+from .book import Book, note_nat_detection
 from .child_sa import v1_id_selector
 from .proposals import proposal_string
 
@@ -190,24 +190,7 @@ def _nat_d(sa: IkeSa, msg: IkeMessage, is_response: bool) -> None:
     h = msg.header
     dst_ok = nat_detection_hash(algo, h.spi_i, h.spi_r, msg.dst, msg.dport) == hashes[0]
     src_ok = nat_detection_hash(algo, h.spi_i, h.spi_r, msg.src, msg.sport) in hashes[1:]
-    sa.nat_initiator = bool(sa.nat_initiator)
-    sa.nat_responder = bool(sa.nat_responder)
-    sender_init = not is_response
-    if not src_ok and ("source", msg.src) not in sa.nat_mismatch:
-        sa.nat_mismatch.append(("source", msg.src))
-    if not dst_ok and ("destination", msg.src) not in sa.nat_mismatch:
-        sa.nat_mismatch.append(("destination", msg.src))
-    if not src_ok:
-        if sender_init:
-            sa.nat_initiator = True
-        else:
-            sa.nat_responder = True
-    if not dst_ok:
-        if sender_init:
-            sa.nat_responder = True
-        else:
-            sa.nat_initiator = True
-    sa.nat_detected = sa.nat_initiator or sa.nat_responder
+    note_nat_detection(sa, msg.src, not is_response, src_ok, dst_ok)
 
 
 def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: bool) -> None:

@@ -35,7 +35,7 @@ from ..model.ike import (
 )
 from ..model.sa import ChildSa, IkeExchange, IkeSa, SaState
 from . import names as N
-from .book import ZERO_SPI, Book, ChildScratch
+from .book import ZERO_SPI, Book, ChildScratch, note_nat_detection
 from .proposals import proposal_algorithms, proposal_string
 
 RETRY_WINDOW = 30.0  # s: a new IKE_SA_INIT this soon after INVALID_KE/COOKIE is the retry
@@ -368,26 +368,7 @@ def nat_check(book: Book, sa: IkeSa, msg: IkeMessage, request: bool) -> None:
         return
     src_ok = nat_detection_hash("sha1", h.spi_i, h.spi_r, msg.src, msg.sport) in src_h if src_h else True
     dst_ok = nat_detection_hash("sha1", h.spi_i, h.spi_r, msg.dst, msg.dport) in dst_h if dst_h else True
-    sender_is_init = request
-    if sa.nat_initiator is None:
-        sa.nat_initiator = False
-    if sa.nat_responder is None:
-        sa.nat_responder = False
-    if not src_ok and ("source", msg.src) not in sa.nat_mismatch:
-        sa.nat_mismatch.append(("source", msg.src))
-    if not dst_ok and ("destination", msg.src) not in sa.nat_mismatch:
-        sa.nat_mismatch.append(("destination", msg.src))
-    if not src_ok:
-        if sender_is_init:
-            sa.nat_initiator = True
-        else:
-            sa.nat_responder = True
-    if not dst_ok:
-        if sender_is_init:
-            sa.nat_responder = True
-        else:
-            sa.nat_initiator = True
-    sa.nat_detected = bool(sa.nat_initiator or sa.nat_responder)
+    note_nat_detection(sa, msg.src, request, src_ok, dst_ok)
 
 
 # -- IKE_AUTH (RFC 7296 §1.2, §2.15)
