@@ -313,6 +313,9 @@ def main(argv: list[str]) -> int:
 # ---------------------------------------------------------------------------- the analyser's end
 
 
+HELPER_START_WAIT = 10.0  # s: the helper's interpreter start, on a loaded machine
+
+
 def spawn(pkt: socket.socket, logs: list[str], xfrm: bool, *, snaplen: int,
           skip_outgoing: bool) -> tuple[socket.socket, subprocess.Popen]:
     """Start the helper on an open, filtered packet socket; the caller closes its own copy of
@@ -332,6 +335,11 @@ def spawn(pkt: socket.socket, logs: list[str], xfrm: bool, *, snaplen: int,
         raise
     finally:
         theirs.close()
+    # Until the helper's interpreter has run main() it has no SIGTERM handler, and a SIGTERM then
+    # (systemd stopping the unit just after start) would kill it instead of ending the run
+    # cleanly. Its first records (a tick and the counters) come right after the handler is in
+    # place: wait for them to be readable (select does not consume them) before going on.
+    select.select([mine], [], [], HELPER_START_WAIT)
     return mine, proc
 
 
