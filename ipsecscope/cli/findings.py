@@ -26,7 +26,8 @@ from ..export.documents import FINDINGS_SCHEMA as SCHEMA
 from ..export.documents import SEVERITIES as _LEVELS
 from ..export.documents import findings_document, severity_counts
 from ..model.sa import Finding, Severity
-from .common import add_captures_argument, add_keys_argument, stop_event, text_console, warn_keys
+from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
+from .text import Hanging, text_console
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -128,12 +129,13 @@ def render(findings: list[Finding], counts: dict[str, int], console=None) -> Non
         except (ValueError, OverflowError, OSError):  # a corrupted frame timestamp (year > 9999)
             when = f"{f.ts:.0f} "
         style = _STYLE[f.severity]
-        console.print(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(f.title)}")
-        console.print(f"         {escape(f.explanation)}", soft_wrap=False)
+        # Wrapped lines continue under their text (a hanging indent), split at spaces only.
+        console.print(Hanging(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(f.title)}", 9))
+        console.print(Hanging(f"         {escape(f.explanation)}", 9))
         if f.frames:
-            console.print(f"         [dim]frames {', '.join(map(str, f.frames))}"
-                          + (f"  SA {escape(f.sa)}" if f.sa else "") + "[/]")
+            console.print(Hanging(f"         [dim]frames {', '.join(map(str, f.frames))}"
+                                  + (f"  SA {escape(f.sa)}" if f.sa else "") + "[/]", 16))
         if f.hint:
-            console.print(f"         [green]hint:[/] {escape(f.hint)}")
+            console.print(Hanging(f"         [green]hint:[/] {escape(f.hint)}", 15))
         console.print()
     console.print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")

@@ -162,16 +162,21 @@ def _list(store: KeyStore, args: argparse.Namespace) -> int:
 
         print(json.dumps(to_doc(store, args.show_keys), indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
+    from .text import table_or_records, text_console
+
+    # Piped: one row per line at any width. In a terminal narrower than a table, each SA is a
+    # record wrapped at spaces (an SPI, address or file:line is never split across lines).
+    console = text_console()
     show = args.show_keys
     if store.esp:
         t = Table(title=f"ESP/AH SAs ({len(store.esp)})", title_justify="left")
         for col in ("SPI", "Proto", "Source", "Destination", "Encryption", "Integrity", "ESN", "From",
                     *(("In capture",) if use is not None else ())):
-            t.add_column(col, overflow="fold")
+            t.add_column(col, no_wrap=True)
+        records = []
         for k in store.esp:
             row = [k.spi_pattern or f"0x{k.spi:08x}", "AH" if k.protocol == 2 else "ESP", k.src, k.dst,
                    N.encr_label(k.encr, k.enc_key), N.integ_label(k.integ, k.icv_len, k.check_integrity)
@@ -180,7 +185,9 @@ def _list(store: KeyStore, args: argparse.Namespace) -> int:
             if use is not None:
                 row.append(use.get((k.source, k.spi), "no"))
             t.add_row(*row)
-        console.print(t)
+            records.append(Text(f"{row[0]} {row[1]} {row[2]} → {row[3]}  {row[4]} {row[5]}  ESN {row[6]}  "
+                                f"from {row[7]}" + (f"  in capture: {row[8]}" if use is not None else "")))
+        table_or_records(console, t, records)
         if show:  # plain lines, never wrapped, so keys can be copied
             for k in store.esp:
                 print(f"{k.spi_pattern or f'0x{k.spi:08x}'} {k.src} -> {k.dst}  enc={redact(k.enc_key, True) or '-'}"
@@ -188,14 +195,16 @@ def _list(store: KeyStore, args: argparse.Namespace) -> int:
     if store.ike:
         t = Table(title=f"IKEv2 SAs ({len(store.ike)})", title_justify="left")
         for col in ("SPIi", "SPIr", "Encryption", "Integrity", "PRF", "From"):
-            t.add_column(col, overflow="fold")
+            t.add_column(col, no_wrap=True)
+        records = []
         for k in store.ike:
             prf = "-" if k.prf is None else N.P(k.prf).name if k.prf in N.P._value2member_map_ else str(k.prf)
             row = [k.spi_i.hex(), k.spi_r.hex(), N.encr_label(k.encr, k.sk_ei),
                    "(AEAD)" if N.is_aead(k.encr) else N.integ_label(k.integ, k.icv_len, k.check_integrity),
                    prf, k.source]
             t.add_row(*row)
-        console.print(t)
+            records.append(Text(f"SPIi {row[0]} SPIr {row[1]}  {row[2]} {row[3]} {row[4]}  from {row[5]}"))
+        table_or_records(console, t, records)
         if show:
             for k in store.ike:
                 keys = "  ".join(f"{n}={redact(x, True) or '-'}" for n, x in
@@ -205,10 +214,12 @@ def _list(store: KeyStore, args: argparse.Namespace) -> int:
     if store.ikev1:
         t = Table(title=f"IKEv1 SAs ({len(store.ikev1)})", title_justify="left")
         for col in ("Initiator cookie", "Key", "From"):
-            t.add_column(col, overflow="fold")
+            t.add_column(col, no_wrap=True)
+        records = []
         for k in store.ikev1:
             t.add_row(k.cookie_i.hex(), redact(k.enc_key, False), k.source)
-        console.print(t)
+            records.append(Text(f"initiator cookie {k.cookie_i.hex()}  key {redact(k.enc_key, False)}  from {k.source}"))
+        table_or_records(console, t, records)
         if show:
             for k in store.ikev1:
                 print(f"{k.cookie_i.hex()}  key={redact(k.enc_key, True)}")

@@ -25,7 +25,8 @@ from ..export.documents import capture_info, sas_document, spi_hex
 from ..model.iana import Ikev1Exchange
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable
 from ..state import names as N
-from .common import add_captures_argument, add_keys_argument, stop_event, text_console, warn_keys
+from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
+from .text import Hanging, text_console
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 _STATE_STYLE = {
     SaState.ESTABLISHED: "bold green", SaState.REKEYED: "cyan", SaState.DELETED: "dim",
     SaState.FAILED: "bold red", SaState.INITIATING: "yellow", SaState.INFERRED: "magenta",
+    SaState.REDIRECTED: "yellow",
 }
 
 
@@ -87,8 +89,8 @@ def _clock(ts: float | None) -> str:
 
 
 def _state(state: SaState, inferred: bool = False) -> str:
-    style = _STATE_STYLE.get(state, "")
-    return f"[{style}]{state.value.upper()}{'?' if inferred else ''}[/]"
+    # every state has a style: an empty "[]" tag would leave "[/]" closing nothing (a MarkupError)
+    return f"[{_STATE_STYLE.get(state, 'bold')}]{state.value.upper()}{'?' if inferred else ''}[/]"
 
 
 def _flow_line(f: EspFlow) -> str:
@@ -157,7 +159,7 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
     for sa in table.ike_sas.values():
         head = (f"IKEv{sa.version} SA [bold]{sa.key}[/] {_state(sa.state, sa.state_inferred)}  "
                 f"{sa.initiator}:{sa.initiator_port} → {sa.responder}:{sa.responder_port}")
-        tree = Tree(head)
+        tree = Tree(Hanging(head, 4))  # a wrapped head line continues indented, split at spaces only
         if sa.id_i or sa.id_r:
             tree.add(f"IDs {sa.id_i or '?'} → {sa.id_r or '?'}" + (f" ({sa.auth_method})" if sa.auth_method else ""))
         line = f"proposal [bold]{sa.proposal or '—'}[/]"

@@ -294,20 +294,22 @@ def _endpoint(addr: str, port: int) -> str:
 
 
 def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    out = file or sys.stdout
-    # Piped/redirected output is for grep and files: no wrapping at some inherited $COLUMNS.
-    width = None if out.isatty() else 250
-    con = Console(file=out, width=width, highlight=False, soft_wrap=False)
+    from .text import Hanging, table_or_records, text_console
+
+    # Piped/redirected output is for grep and files: never wrapped. In a terminal, a table wider
+    # than it becomes one record per row, wrapped at spaces (ipsecscope.cli.text).
+    con = text_console(file)
+    con.highlight = False
     c = doc["counts"]
     span = ""
     if doc["first_time"] is not None:
         start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(doc["first_time"]))
         span = f", {start} UTC + {doc['last_time'] - doc['first_time']:.3f} s"
-    con.print(f"[bold]{doc['file']}[/]: {doc['format']}{' (gzip)' if doc['compressed'] else ''}, "
-              f"{doc['frames']} frames{span}")
+    con.print(Hanging(f"[bold]{doc['file']}[/]: {doc['format']}{' (gzip)' if doc['compressed'] else ''}, "
+                      f"{doc['frames']} frames{span}"))
     con.print(f"IKE {c['ike']}  ESP {c['esp']}  AH {c['ah']}  NAT-keepalive {c['keepalive']}  "
               f"malformed {c['malformed']}  other {c['other']}")
 
@@ -316,7 +318,8 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
         for col in ("frame", "time (UTC)", "src", "dst", "v", "exchange", "role", "msg ID", "SPIi", "SPIr",
                     "payloads"):
             t.add_column(col, justify="right" if col in ("frame", "msg ID") else "left",
-                         overflow="fold", no_wrap=col not in ("payloads",))
+                         no_wrap=True)
+        records: list[str] = []
         for r in doc["ike"][:ike_limit]:
             if r["version"] == 2:
                 role = ("I" if r["is_initiator"] else "R") + (" resp" if r["is_response"] else " req")
@@ -338,10 +341,13 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
                 pl += "  {" + ", ".join(flags) + "}"
             if r["malformed"]:
                 pl += f"  [red]malformed: {r['malformed']}[/]"
-            t.add_row(str(r["frame"]), _clock(r["time"]), _endpoint(r["src"], r["sport"]),
-                      _endpoint(r["dst"], r["dport"]), str(r["version"]), r["exchange"], role, mid, r["spi_i"],
-                      r["spi_r"], pl)
-        con.print(t)
+            cells = (str(r["frame"]), _clock(r["time"]), _endpoint(r["src"], r["sport"]),
+                     _endpoint(r["dst"], r["dport"]), str(r["version"]), r["exchange"], role, mid, r["spi_i"],
+                     r["spi_r"], pl)
+            t.add_row(*cells)
+            records.append(f"{cells[0]} {cells[1]} {escape(cells[2])} → {escape(cells[3])} v{cells[4]} {cells[5]} "
+                           f"{role} msgid {mid}  SPIs {cells[8]} {cells[9]}  {pl}")
+        table_or_records(con, t, records)
         if len(doc["ike"]) > ike_limit:
             con.print(f"... {len(doc['ike']) - ike_limit} more IKE messages (raise --ike-limit or use --json)")
 
@@ -353,21 +359,28 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
         for col in ("src", "dst", "SPI", "packets", "bytes", "first", "last", "seq min", "seq max", "encap"):
             t.add_column(col, justify="right" if col in ("packets", "bytes", "seq min", "seq max") else "left",
                          no_wrap=True)
+        records = []
         for f in rows:
             encap = {"udp": "UDP (NAT-T)", "tcp": "TCP (RFC 8229)"}.get(f["transport"], "-")
-            t.add_row(_endpoint(f["src"], f["sport"]), _endpoint(f["dst"], f["dport"]), f["spi"], str(f["packets"]),
-                      str(f["bytes"]), _clock(f["first_time"]), _clock(f["last_time"]), str(f["seq_min"]),
-                      str(f["seq_max"]), encap)
-        con.print(t)
+            cells = (_endpoint(f["src"], f["sport"]), _endpoint(f["dst"], f["dport"]), f["spi"], str(f["packets"]),
+                     str(f["bytes"]), _clock(f["first_time"]), _clock(f["last_time"]), str(f["seq_min"]),
+                     str(f["seq_max"]), encap)
+            t.add_row(*cells)
+            records.append(f"{escape(cells[0])} → {escape(cells[1])} {cells[2]}  {cells[3]} packets, {cells[4]} bytes  "
+                           f"{cells[5]} – {cells[6]}  seq {cells[7]}–{cells[8]}  encap {encap}")
+        table_or_records(con, t, records)
 
     if doc["keepalives"]:
         t = Table(title="NAT-keepalives (RFC 3948 §2.3)", title_justify="left")
         for col in ("src", "dst", "count", "first", "last"):
             t.add_column(col, no_wrap=True)
+        records = []
         for k in doc["keepalives"]:
-            t.add_row(_endpoint(k["src"], k["sport"]), _endpoint(k["dst"], k["dport"]), str(k["count"]),
-                      _clock(k["first_time"]), _clock(k["last_time"]))
-        con.print(t)
+            cells = (_endpoint(k["src"], k["sport"]), _endpoint(k["dst"], k["dport"]), str(k["count"]),
+                     _clock(k["first_time"]), _clock(k["last_time"]))
+            t.add_row(*cells)
+            records.append(f"{escape(cells[0])} → {escape(cells[1])}  {cells[2]} keepalive(s)  {cells[3]} – {cells[4]}")
+        table_or_records(con, t, records)
 
     m = doc["malformed"]
     if m["by_layer"]:
