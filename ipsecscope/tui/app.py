@@ -38,6 +38,7 @@ from .widgets.packet_detail import PacketDetail
 from .widgets.packet_table import PacketHeader, PacketTable, view_from_indices
 from .widgets.sa_detail import SaDetail
 from .widgets.sa_tree import SaRef, SaTree
+from .widgets.status import StatusLine
 from .widgets.timeline import Timeline
 
 NARROW = 100  # columns
@@ -47,10 +48,6 @@ LIVE_REFRESH = 1.0  # seconds between looks at a live session
 def findings_of(session: Session) -> list[Finding]:
     """The session's findings, most severe first (evaluated once and cached by the session)."""
     return session.findings
-
-
-class StatusLine(Static):
-    """One line at the top: file, counts, findings, keys, filter result."""
 
 
 class IpsecscopeApp(App[int]):
@@ -233,7 +230,7 @@ class IpsecscopeApp(App[int]):
         tab.set_class(any(f.severity is Severity.ERROR for f in findings), "has-errors")
 
     # ---- status ------------------------------------------------------------------------------
-    def _set_status(self, text: Text) -> None:
+    def _set_status(self, text: Text | list[Text]) -> None:
         self.query_one(StatusLine).update(text)
 
     def _input_name(self) -> str:
@@ -250,28 +247,29 @@ class IpsecscopeApp(App[int]):
         findings = findings_of(s)
         n_err = sum(1 for f in findings if f.severity is Severity.ERROR)
         n_warn = sum(1 for f in findings if f.severity is Severity.WARNING)
-        # Most telling first: an 80-column terminal cuts the end of this line.
-        t = Text()
-        t.append(self._input_name(), "bold")
-        t.append(f"  {st.frames:,} frames")
+        # Most telling first: at 80 columns the StatusLine leaves out the segments that do not fit.
+        seg: list[Text] = [Text(self._input_name(), "bold")]
+        frames = Text(f"{st.frames:,} frames")
         dropped = getattr(s.rows, "dropped", 0)
         if dropped:  # past --max-rows: counted and analysed, not listed
-            t.append(f" (list: first {len(s.rows):,})", "yellow")
+            frames.append(f" (list: first {len(s.rows):,})", "yellow")
+        seg.append(frames)
         if n_err:
-            t.append(f"  ✗{n_err} error{'s' if n_err > 1 else ''}", "bold red")
+            seg.append(Text(f"✗{n_err} error{'s' if n_err > 1 else ''}", "bold red"))
         if n_warn:
-            t.append(f"  ⚠{n_warn} warning{'s' if n_warn > 1 else ''}", "yellow")
+            seg.append(Text(f"⚠{n_warn} warning{'s' if n_warn > 1 else ''}", "yellow"))
         if not n_err and not n_warn:
-            t.append("  ✓ no problems", "green")
+            seg.append(Text("✓ no problems", "green"))
         if st.esp:
-            t.append(f"  decrypted {st.decrypted:,}/{st.esp:,}", "green" if st.decrypted else "dim")
-        if st.icv_failed:
-            t.append(f" ICV✗ {st.icv_failed:,}", "bold red")
-        t.append(f"  {len(s.table.ike_sas)} IKE/{len(s.table.child_sas)} CHILD SA")
-        t.append(f"  {len(s.keys)} key{'s' if len(s.keys) != 1 else ''}", "cyan" if len(s.keys) else "dim")
-        t.append(f"  frames: IKE {st.ike:,} ESP {st.esp:,}" + (f" AH {st.ah:,}" if st.ah else "")
-                 + (f" malformed {st.malformed_total:,}" if st.malformed_total else ""), "dim")
-        self._set_status(t)
+            dec = Text(f"decrypted {st.decrypted:,}/{st.esp:,}", "green" if st.decrypted else "dim")
+            if st.icv_failed:
+                dec.append(f" ICV✗ {st.icv_failed:,}", "bold red")
+            seg.append(dec)
+        seg.append(Text(f"{len(s.table.ike_sas)} IKE/{len(s.table.child_sas)} CHILD SA"))
+        seg.append(Text(f"{len(s.keys)} key{'s' if len(s.keys) != 1 else ''}", "cyan" if len(s.keys) else "dim"))
+        seg.append(Text(f"frames: IKE {st.ike:,} ESP {st.esp:,}" + (f" AH {st.ah:,}" if st.ah else "")
+                        + (f" malformed {st.malformed_total:,}" if st.malformed_total else ""), "dim"))
+        self._set_status(seg)
         ptable = self.query_one(PacketTable)
         count = self.query_one("#filter-count", Static)
         if self.filter_error:

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Label, OptionList, Sparkline, Static
+from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...model import iana
@@ -92,76 +92,136 @@ def finding_events(findings: Sequence[Finding]) -> list[Event]:
     ]
 
 
+@dataclass(slots=True)
+class TimeScale:
+    """The one mapping time → column that the axis and every lane use.
+
+    Each lane is a label column of :data:`LABEL_W` and a strip; all strips have the same width (the
+    lanes' scrollbar gutter is kept whether or not it is needed, and the axis row pads the same), so
+    a time lands in the same screen column on the axis, an IKE lane and a CHILD lane. Times outside
+    the capture (an end after the last frame) are clamped into the strip, never cut off.
+    """
+
+    t0: float = 0.0
+    t1: float = 0.0
+
+    def col(self, ts: float, width: int) -> int:
+        """Column 0..width-1 of ``ts`` in a strip ``width`` columns wide (nearest column)."""
+        span = self.t1 - self.t0
+        if width <= 1 or span <= 0:
+            return 0
+        return min(width - 1, max(0, round((ts - self.t0) / span * (width - 1))))
+
+
 class LifeBar(Widget):
     """One SA's life along the capture's time axis: ▶ created, ━ alive, ╌ after rekey, ✕ deleted."""
 
-    DEFAULT_CSS = "LifeBar { height: 1; }"
+    DEFAULT_CSS = "LifeBar { height: 1; width: 1fr; }"
 
-    def __init__(self, t0: float, t1: float, start: float | None, rekey: float | None, end: float | None,
+    def __init__(self, scale: TimeScale, start: float | None, rekey: float | None, end: float | None,
                  style: str, marks: Sequence[tuple[float, str, str]] = ()) -> None:
         super().__init__()
-        self.t0, self.t1, self.start, self.rekey, self.end, self.bar_style = t0, t1, start, rekey, end, style
+        self.scale, self.start, self.rekey, self.end, self.bar_style = scale, start, rekey, end, style
         self.marks = marks  # (ts, glyph, style): IKE exchanges on the IKE SA's lane
 
-    def _col(self, ts: float, width: int) -> int:
-        span = (self.t1 - self.t0) or 1.0
-        return min(width - 1, max(0, int((ts - self.t0) / span * (width - 1))))
-
-    def render(self) -> Text:
-        width = self.size.width
-        if width <= 0:
-            return Text("")
+    def glyphs(self, width: int) -> list[tuple[str, str]]:
+        """The strip's cells: the bar, then the markers, each at the column of its own time."""
+        col = self.scale.col
         cells: list[tuple[str, str]] = [(" ", "")] * width
-        start = self._col(self.start if self.start is not None else self.t0, width)
-        end = self._col(self.end if self.end is not None else self.t1, width)
-        rekey = self._col(self.rekey, width) if self.rekey is not None else None
+        if width <= 0:
+            return cells
+        start = col(self.start if self.start is not None else self.scale.t0, width)
+        end = col(self.end if self.end is not None else self.scale.t1, width)
+        rekey = col(self.rekey, width) if self.rekey is not None else None
         for x in range(start, end + 1):
             after = rekey is not None and x > rekey
             cells[x] = ("╌", "dim") if after else ("━", self.bar_style)
+        # Later wins a shared column: answered exchanges < created < rekeyed < deleted < failed
+        # (a failure is what the user is looking for; the DELETE exchange itself sits under ✕).
         for ts, glyph, style in self.marks:
-            cells[self._col(ts, width)] = (glyph, style)
+            if glyph != "✗":
+                cells[col(ts, width)] = (glyph, style)
         if self.start is not None:
             cells[start] = ("▶", self.bar_style)
         if rekey is not None:
             cells[rekey] = ("↻", "bold blue")
         if self.end is not None:
             cells[end] = ("✕", "bold")
-        return Text.assemble(*cells)
+        for ts, glyph, style in self.marks:
+            if glyph == "✗":
+                cells[col(ts, width)] = (glyph, style)
+        return cells
+
+    def render(self) -> Text:
+        return Text.assemble(*self.glyphs(self.size.width))
+
+
+class Activity(Widget):
+    """ESP packets per column, from :func:`panes.activity`'s time buckets put through the lane's
+    :class:`TimeScale` (a stock Sparkline would split the buckets its own way, a column off)."""
+
+    DEFAULT_CSS = "Activity { height: 1; width: 1fr; }"
+    BARS = "▁▂▃▄▅▆▇█"
+
+    def __init__(self, scale: TimeScale, buckets: Sequence[float], style: str) -> None:
+        super().__init__()
+        self.scale, self.buckets, self.bar_style = scale, buckets, style
+
+    def columns(self, width: int) -> list[float]:
+        out = [0.0] * max(0, width)
+        n = len(self.buckets)
+        if not out or n == 0:
+            return out
+        t0, span = self.scale.t0, self.scale.t1 - self.scale.t0
+        for b, v in enumerate(self.buckets):
+            if v:  # bucket b holds the packets at fraction b/(n-1) of the span (panes.activity)
+                out[self.scale.col(t0 + span * b / max(1, n - 1), width)] += v
+        return out
+
+    def render(self) -> Text:
+        cols = self.columns(self.size.width)
+        top = max(cols, default=0.0) or 1.0
+        last = len(self.BARS) - 1
+        # any packet at all is at least ▂, so a single packet is not lost among the empty ▁
+        return Text.assemble(*((self.BARS[max(1, round(v / top * last))], self.bar_style) if v else ("▁", "dim")
+                               for v in cols))
 
 
 class Axis(Widget):
-    """Time ticks above the lanes, aligned with :class:`LifeBar` columns."""
+    """Time ticks above the lanes, through the same :class:`TimeScale` as every :class:`LifeBar`."""
 
-    DEFAULT_CSS = "Axis { height: 1; }"
+    DEFAULT_CSS = "Axis { height: 1; width: 1fr; }"
 
-    def __init__(self, t0: float, t1: float) -> None:
+    def __init__(self, scale: TimeScale) -> None:
         super().__init__()
-        self.t0, self.t1 = t0, t1
+        self.scale = scale
         self.shown = False  # nothing to scale before a capture is loaded
 
     def render(self) -> Text:
-        if not self.shown:
+        width = self.size.width
+        if not self.shown or width <= 0:
             return Text("")
-        width = self.size.width - LABEL_W
-        span = self.t1 - self.t0
-        line = [" "] * max(0, width)
+        t0, span = self.scale.t0, self.scale.t1 - self.scale.t0
+        line = [" "] * width
         ticks = 4 if width >= 40 else 2
         for i in range(ticks + 1):
-            x = int(i * (width - 1) / ticks) if width > 1 else 0
+            x = self.scale.col(t0 + span * i / ticks, width)
             label = f"{span * i / ticks:.3g}s"
-            start = x if i == 0 else max(0, min(x - len(label) // 2, width - len(label)))
-            if i == ticks:
-                start = max(0, width - len(label))
+            # the first label starts at its tick, the last ends at it, the others are centred
+            start = x if i == 0 else x - len(label) + 1 if i == ticks else x - len(label) // 2
+            start = max(0, min(start, width - len(label)))
             if all(c == " " for c in line[max(0, start - 1):start + len(label) + 1]):
                 line[start:start + len(label)] = list(label)
-        return Text(" " * LABEL_W + "".join(line), "dim")
+        return Text("".join(line), "dim")
 
 
 class Lane(Horizontal):
-    DEFAULT_CSS = """
-    Lane { height: 2; }
-    Lane > Label { width: 14; }
-    Lane > Vertical { height: 2; }
+    """A label column of :data:`LABEL_W`, then the time strip(s): the only place the label width is taken off."""
+
+    DEFAULT_CSS = f"""
+    Lane {{ height: auto; }}
+    Lane > Label {{ width: {LABEL_W}; }}
+    Lane > Vertical {{ height: auto; width: 1fr; }}
     """
 
 
@@ -176,11 +236,12 @@ class Timeline(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.events: list[Event] = []
+        self.scale = TimeScale()  # shared by the axis and every lane; show() sets its span
         self._pending: SessionView | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="timeline-legend")
-        yield Axis(0.0, 0.0)
+        yield Lane(Label(""), Axis(self.scale), id="timeline-axis")
         yield VerticalScroll(id="timeline-lanes")
         yield OptionList(id="timeline-events")
 
@@ -202,33 +263,34 @@ class Timeline(Vertical):
         """``act`` is :func:`activity` over the rows (computed off the UI thread by the caller)."""
         t0 = table.first_ts or 0.0
         t1 = table.last_ts or t0
+        self.scale.t0, self.scale.t1 = t0, t1
         lanes = self.query_one("#timeline-lanes", VerticalScroll)
         lanes.remove_children()
         widgets: list[Widget] = []
         for sa in sorted(table.ike_sas.values(), key=lambda s: s.created_ts or t0):
             label = Text(f"IKE {sa.ike_spi_i.hex()[:8]}", STATE_STYLE.get(sa.state, ""))
-            bar = LifeBar(t0, t1, sa.created_ts, None, sa.deleted_ts, "cyan", exchange_marks(sa))
-            widgets.append(Horizontal(Label(label), bar, classes="ike-lane"))
+            bar = LifeBar(self.scale, sa.created_ts, None, sa.deleted_ts, "cyan", exchange_marks(sa))
+            widgets.append(Lane(Label(label), bar, classes="ike-lane"))
         children = sorted(table.child_sas.values(), key=lambda c: (c.created_ts or t0, c.id))
         for c in children:
             label = Text.assemble((f"#{c.id} ", "bold"), (f"{spi_text(c.spi_i)[:8]}", STATE_STYLE.get(c.state, "")))
             flows = c.flows(table)
             start = c.created_ts if c.created_ts is not None else min(
                 (f.first_ts for f in flows if f.first_ts is not None), default=None)
-            bar = LifeBar(t0, t1, start, c.rekeyed_ts, c.deleted_ts, "green")
-            spark = Sparkline(act.get(c.id, []))
+            bar = LifeBar(self.scale, start, c.rekeyed_ts, c.deleted_ts, "green")
+            spark = Activity(self.scale, act.get(c.id, []), "green")
             widgets.append(Lane(Label(label), Vertical(bar, spark)))
         for key, series in act.items():
             if isinstance(key, tuple):
                 label = Text(f"SPI {key[1]:08x}", "magenta")
-                widgets.append(Lane(Label(label), Vertical(LifeBar(t0, t1, None, None, None, "magenta"),
-                                                           Sparkline(series))))
+                widgets.append(Lane(Label(label), Vertical(LifeBar(self.scale, None, None, None, "magenta"),
+                                                           Activity(self.scale, series, "magenta"))))
         if widgets:
             lanes.mount_all(widgets)
         else:
             lanes.mount(Static(Text("No SA in this capture.", "dim")))
         axis = self.query_one(Axis)
-        axis.t0, axis.t1, axis.shown = t0, t1, True
+        axis.shown = True
         axis.refresh()
         legend = Text(f"span {t1 - t0:.3f}s  ▶ created ◆ exchange ✗ failed ↻ rekeyed ✕ deleted ▁▃▅ ESP", "dim")
         self.query_one("#timeline-legend", Static).update(legend)

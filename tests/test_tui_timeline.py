@@ -1,0 +1,139 @@
+"""The timeline's lanes, read off the rendered screen: every marker sits at the column of its event's
+time, on one scale for the axis, the IKE lanes and the CHILD lanes (issue 14 item 5).
+
+The expected columns are computed here from the model's times and the screen geometry, not through
+the widget's own TimeScale: a lane on another scale, a bar wider than its strip, or a marker cut off
+at the right edge all move a glyph away from where this test looks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+
+import pytest
+from conftest import SAMPLES
+from rich.console import Console
+from textual.containers import VerticalScroll
+
+from ipsecscope.model import iana
+from ipsecscope.model.sa import IkeSa, SaTable
+from ipsecscope.tui.app import create_app
+from ipsecscope.tui.widgets.sa_tree import spi_text
+from ipsecscope.tui.widgets.timeline import LABEL_W
+
+SIZES = [(80, 24), (120, 40), (200, 50)]
+# (sample, key files): dead peer (failed exchange ✗), rekeys + deletes (↻, ✕ on IKE and CHILD lanes),
+# a restarted peer (several IKE SAs, the last one deleted near the end of the capture).
+CASES = {
+    "dead-peer": [],
+    "cbc-sha2-pfs": ["esp_sa", "ikev2_decryption_table"],
+    "healthy-gcm": ["esp_sa", "ikev2_decryption_table"],
+    "peer-restart": [],
+}
+# When two markers share a column, the later one in this list is drawn (timeline.LifeBar.glyphs).
+PRIORITY = ["◆", "▶", "↻", "✕", "✗"]
+MARKERS = set(PRIORITY)
+
+
+def screen_lines(app) -> list[str]:
+    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True,
+                      force_terminal=True, legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(full=True))
+    return console.export_text().splitlines()
+
+
+def col(ts: float, t0: float, t1: float, width: int) -> int:
+    """Nearest column of ``ts`` on a strip ``width`` wide spanning t0..t1."""
+    return min(width - 1, max(0, round((ts - t0) / (t1 - t0) * (width - 1))))
+
+
+def failed(sa: IkeSa, ex) -> bool:
+    return not ex.response_frames or (sa.version == 2 and any(iana.notify_is_error(n) for n in ex.notifies))
+
+
+def expected_lanes(table: SaTable) -> dict[str, list[tuple[float, str]]]:
+    """Lane label -> [(time, glyph)] for every marker the lane must show."""
+    lanes: dict[str, list[tuple[float, str]]] = {}
+    for sa in table.ike_sas.values():
+        marks = [(ex.request_ts, "✗" if failed(sa, ex) else "◆") for ex in sa.exchanges if ex.request_ts is not None]
+        if sa.created_ts is not None:
+            marks.append((sa.created_ts, "▶"))
+        if sa.deleted_ts is not None:
+            marks.append((sa.deleted_ts, "✕"))
+        lanes[f"IKE {sa.ike_spi_i.hex()[:8]}"] = marks
+    for c in table.child_sas.values():
+        marks = []
+        if c.created_ts is not None:
+            marks.append((c.created_ts, "▶"))
+        if c.rekeyed_ts is not None:
+            marks.append((c.rekeyed_ts, "↻"))
+        if c.deleted_ts is not None:
+            marks.append((c.deleted_ts, "✕"))
+        lanes[f"#{c.id} {spi_text(c.spi_i)[:8]}"] = marks
+    return lanes
+
+
+async def check(sample: str, size: tuple[int, int]) -> int:
+    """Returns how many markers were checked (the caller asserts some were)."""
+    base = SAMPLES / sample
+    app = create_app(base / "capture.pcapng", [base / "keys" / k for k in CASES[sample]])
+    checked = 0
+    async with app.run_test(size=size) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("1")
+        await pilot.pause()
+        table = app.session.table
+        t0, t1 = table.first_ts, table.last_ts
+        lanes_box = app.query_one("#timeline-lanes", VerticalScroll)
+        region = lanes_box.region
+        x0 = region.x + LABEL_W  # strips start after the label column ...
+        width = region.width - LABEL_W - 1  # ... and end before the lanes' scrollbar column
+        assert width > 20, region
+
+        # The axis: "0s" starts at the strips' first column, the span's label ends at their last.
+        lines = screen_lines(app)
+        axis_y = app.query_one("#timeline-axis").region.y
+        axis = lines[axis_y]
+        assert axis[x0:x0 + 2] == "0s", axis
+        last = re.search(r"(\S+)s\s*$", axis[:x0 + width])
+        assert last and last.end(1) + 1 == x0 + width, (axis, x0 + width)
+        assert axis[x0 + width:].strip() == "", axis  # nothing in the scrollbar column or beyond
+
+        expected = expected_lanes(table)
+        seen: set[str] = set()
+        # The lanes box scrolls (at most half the screen): look at every lane, page by page.
+        for _ in range(40):
+            lines = screen_lines(app)
+            for y in range(region.y, region.y + region.height):
+                line = lines[y].ljust(x0 + width + 1)
+                label = line[region.x:x0].strip()
+                if label not in expected or label in seen:
+                    continue
+                seen.add(label)
+                strip = line[x0:x0 + width]
+                want: dict[int, set[str]] = {}
+                for ts, glyph in expected[label]:
+                    want.setdefault(col(ts, t0, t1, width), set()).add(glyph)
+                for c, glyphs in want.items():
+                    top = max(glyphs, key=PRIORITY.index)
+                    assert strip[c] == top, (sample, size, label, c, top, strip)
+                    checked += len(glyphs)
+                for c, ch in enumerate(strip):
+                    if ch in MARKERS:
+                        assert c in want, (sample, size, label, f"unexpected {ch} at {c}", strip)
+                assert line[x0 + width] not in "━╌" + "".join(MARKERS), line  # the bar stays in its strip
+            if lanes_box.scroll_y >= lanes_box.max_scroll_y:
+                break
+            lanes_box.scroll_to(y=lanes_box.scroll_y + region.height, animate=False)
+            await pilot.pause()
+        assert seen == set(expected), (sample, size, set(expected) - seen)
+    return checked
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+@pytest.mark.parametrize("sample", list(CASES))
+def test_timeline_markers_sit_at_their_event_times(sample: str, size: tuple[int, int]) -> None:
+    assert asyncio.run(check(sample, size)) >= 2
