@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from .. import timefmt
 from ..errors import IpsecscopeError
 
 # name -> module (relative to ipsecscope.cli). Imported lazily so `summary` never loads Textual.
@@ -49,7 +50,26 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 continue
             raise
         mod.add_parser(sub)
+    for command in sub.choices.values():
+        _add_tz(command)
     return parser
+
+
+def _tz(spec: str) -> str:
+    try:
+        timefmt.parse_zone(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
+
+
+def _add_tz(p: argparse.ArgumentParser) -> None:
+    """``--tz`` on every command and sub-command (``keys list --tz local``): one place, one meaning."""
+    p.add_argument("--tz", type=_tz, default=timefmt.default_spec(), metavar="ZONE", help=timefmt.HELP)
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_tz(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    # JSON keeps UTC (epoch numbers, and UTC in the texts it carries): machines get one stable form.
+    machine = getattr(args, "json", False) or getattr(args, "headless", False)
+    timefmt.set_zone(timefmt.DEFAULT if machine else getattr(args, "tz", timefmt.DEFAULT))  # argparse checked it
     try:
         return int(_load(args.command).run(args) or 0)
     except IpsecscopeError as exc:

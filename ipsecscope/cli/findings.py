@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 
+from .. import timefmt
 from ..errors import IpsecscopeError
 from ..export.documents import FINDINGS_SCHEMA as SCHEMA
 from ..export.documents import SEVERITIES as _LEVELS
@@ -124,10 +124,7 @@ def render(findings: list[Finding], counts: dict[str, int], console=None) -> Non
         console.print("[green]No findings.[/]" if not any(counts.values()) else "No findings at this level.")
         return
     for f in findings:
-        try:
-            when = datetime.fromtimestamp(f.ts, UTC).strftime("%H:%M:%S") + " " if f.ts is not None else ""
-        except (ValueError, OverflowError, OSError):  # a corrupted frame timestamp (year > 9999)
-            when = f"{f.ts:.0f} "
+        when = timefmt.at(f.ts) + " " if f.ts is not None else ""  # 20:09:15 UTC, or --tz with its offset
         style = _STYLE[f.severity]
         # Wrapped lines continue under their text (a hanging indent), split at spaces only.
         console.print(Hanging(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(f.title)}", 9))

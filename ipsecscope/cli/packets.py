@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 
+from .. import timefmt
 from ..errors import IpsecscopeError
 from .common import add_keys_argument
 
@@ -48,6 +49,9 @@ def add_parser(subparsers) -> None:
     add_filter_argument(p)
     p.add_argument("--json", action="store_true", help=f"JSON lines, one object per frame (schema {SCHEMA})")
     p.add_argument("-c", "--count", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("-t", dest="time_format", choices=("r", "a", "ad"), default="r",
+                   help="time column as tshark -t: r seconds since the first frame (default), a time of day, "
+                        "ad date and time; a/ad in the --tz zone, labelled with it")
     p.add_argument("--fields", action="store_true", help="list the display filter fields and exit")
 
 
@@ -173,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
             if row.kind == "OTHER" and not src:  # a plain IP frame: its addresses are the inner store's
                 s = session.inner.get(row.frame)
                 src, dst = (s.src, s.dst) if s is not None else ("", "")
-            out.write(f"{row.frame:>6} {row.ts - t0:10.6f} {src:>22} → {dst:<22} {row.kind:<6} {spi:8} "
+            when = (f"{row.ts - t0:10.6f}" if args.time_format == "r" else
+                    timefmt.at(row.ts, 6) if args.time_format == "a" else timefmt.stamp(row.ts, 6))
+            out.write(f"{row.frame:>6} {when} {src:>22} → {dst:<22} {row.kind:<6} {spi:8} "
                       f"{row.info}\n")
     if damage:
         print(f"ipsecscope packets: {damage}", file=sys.stderr)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 
+from .. import timefmt
 from ..errors import IpsecscopeError
 from ..export.documents import SAS_SCHEMA as SCHEMA
 from ..export.documents import capture_info, sas_document, spi_hex
@@ -80,12 +80,7 @@ _STATE_STYLE = {
 
 
 def _clock(ts: float | None) -> str:
-    if ts is None:
-        return "?"
-    try:
-        return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
-    except (ValueError, OverflowError, OSError):  # a corrupted frame timestamp (year > 9999)
-        return f"{ts:.3f}"
+    return timefmt.at(ts, 3)  # 20:09:15.691 UTC, or in the --tz zone with its offset
 
 
 def _state(state: SaState, inferred: bool = False) -> str:

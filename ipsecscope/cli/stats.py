@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 
+from .. import timefmt
 from ..errors import IpsecscopeError
 from .common import add_keys_argument
 
@@ -86,6 +87,8 @@ def render(st, out=None) -> None:
     def rel(t: float | None) -> str:
         return "-" if t is None else f"{t - t0:.3f}s"
 
+    if st.first_ts is not None:  # the times below are relative: say to what, in which zone (--tz)
+        print(f"times: seconds after the first frame, {timefmt.stamp(st.first_ts, 3)}\n", file=out)
     print(f"CHILD SAs ({len(st.child_sas)})", file=out)
     for c in st.child_sas:
         print(f"  #{c.id:<3} {c.state:<11} {_spi(c.spi_i) or '-'}/{_spi(c.spi_r) or '-'}  {c.packets} pkts "

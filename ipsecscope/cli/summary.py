@@ -54,9 +54,9 @@ import json
 import os
 import sys
 import threading
-import time
 from collections import Counter
 
+from .. import timefmt
 from ..capture import _source, sniff_format
 from ..decode.demux import Decoder
 from ..decode.fastpath import FlowStat, FlowTable, scan_capture
@@ -281,10 +281,7 @@ def _flow_json(f: FlowStat) -> dict:
 
 
 def _clock(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    us = round(ts * 1_000_000)  # round once, so 0.0999999 prints as .100000
-    return time.strftime("%H:%M:%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}"
+    return timefmt.clock(ts, 6) if ts is not None else "-"
 
 
 def _endpoint(addr: str, port: int) -> str:
@@ -305,9 +302,9 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
     con.highlight = False
     c = doc["counts"]
     span = ""
+    zone = timefmt.label(doc["first_time"])  # the tables' times are in this zone (--tz)
     if doc["first_time"] is not None:
-        start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(doc["first_time"]))
-        span = f", {start} UTC + {doc['last_time'] - doc['first_time']:.3f} s"
+        span = f", {timefmt.stamp(doc['first_time'])} + {doc['last_time'] - doc['first_time']:.3f} s"
     con.print(Hanging(f"[bold]{doc['file']}[/]: {doc['format']}{' (gzip)' if doc['compressed'] else ''}, "
                       f"{doc['frames']} frames{span}"))
     con.print(f"IKE {c['ike']}  ESP {c['esp']}  AH {c['ah']}  NAT-keepalive {c['keepalive']}  "
@@ -315,7 +312,7 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
 
     if doc["ike"]:
         t = Table(title=f"IKE messages ({len(doc['ike'])})", title_justify="left", show_lines=False)
-        for col in ("frame", "time (UTC)", "src", "dst", "v", "exchange", "role", "msg ID", "SPIi", "SPIr",
+        for col in ("frame", f"time ({zone})", "src", "dst", "v", "exchange", "role", "msg ID", "SPIi", "SPIr",
                     "payloads"):
             t.add_column(col, justify="right" if col in ("frame", "msg ID") else "left",
                          no_wrap=True)
@@ -356,7 +353,8 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
         if not rows:
             continue
         t = Table(title=f"{proto.upper()} flows ({len(rows)})", title_justify="left")
-        for col in ("src", "dst", "SPI", "packets", "bytes", "first", "last", "seq min", "seq max", "encap"):
+        for col in ("src", "dst", "SPI", "packets", "bytes", f"first ({zone})", f"last ({zone})", "seq min", "seq max",
+                    "encap"):
             t.add_column(col, justify="right" if col in ("packets", "bytes", "seq min", "seq max") else "left",
                          no_wrap=True)
         records = []
@@ -367,19 +365,19 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
                      str(f["seq_max"]), encap)
             t.add_row(*cells)
             records.append(f"{escape(cells[0])} → {escape(cells[1])} {cells[2]}  {cells[3]} packets, {cells[4]} bytes  "
-                           f"{cells[5]} – {cells[6]}  seq {cells[7]}–{cells[8]}  encap {encap}")
+                           f"{cells[5]} – {cells[6]} {zone}  seq {cells[7]}–{cells[8]}  encap {encap}")
         table_or_records(con, t, records)
 
     if doc["keepalives"]:
         t = Table(title="NAT-keepalives (RFC 3948 §2.3)", title_justify="left")
-        for col in ("src", "dst", "count", "first", "last"):
+        for col in ("src", "dst", "count", f"first ({zone})", f"last ({zone})"):
             t.add_column(col, no_wrap=True)
         records = []
         for k in doc["keepalives"]:
             cells = (_endpoint(k["src"], k["sport"]), _endpoint(k["dst"], k["dport"]), str(k["count"]),
                      _clock(k["first_time"]), _clock(k["last_time"]))
             t.add_row(*cells)
-            records.append(f"{escape(cells[0])} → {escape(cells[1])}  {cells[2]} keepalive(s)  {cells[3]} – {cells[4]}")
+            records.append(f"{escape(cells[0])} → {escape(cells[1])}  {cells[2]} keepalive(s)  {cells[3]} – {cells[4]} {zone}")
         table_or_records(con, t, records)
 
     m = doc["malformed"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
+from ... import timefmt
 from ...model.keys import PeerLogNote
 from ...model.sa import ChildSa, EspFlow, IkeExchange, IkeSa, SaTable
 from ...state import names as N
@@ -13,12 +13,8 @@ from .core import RuleContext
 
 
 def clock(ts: float | None) -> str:
-    if ts is None:
-        return "?"
-    try:
-        return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
-    except (ValueError, OverflowError, OSError):  # a corrupted frame timestamp (year > 9999)
-        return f"{ts:.0f}"
+    """A time in a finding's text, with its zone (``20:09:22 UTC``; ``--tz`` sets the zone)."""
+    return timefmt.at(ts)
 
 
 def dur(s: float) -> str:

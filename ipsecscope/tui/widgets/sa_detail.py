@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from ... import timefmt
 from ...model import iana
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable
@@ -38,10 +38,7 @@ def integ_name(integ: int, encr: int) -> str:
 def fmt_ts(ts: float | None, first: float | None) -> str:
     if ts is None:
         return "—"
-    try:
-        wall = datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
-    except (ValueError, OverflowError, OSError):  # a corrupted frame timestamp (year > 9999)
-        wall = f"{ts:.3f}"
+    wall = timefmt.at(ts, 3)  # 20:09:15.691 UTC, or in the --tz zone with its offset
     return f"{wall} (+{ts - first:.3f}s)" if first is not None else wall
 
 

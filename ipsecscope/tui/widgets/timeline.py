@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from ... import timefmt
 from ...model import iana
 from ...model.sa import ChildSa, Finding, IkeSa, SaState, SaTable, Severity
 from ..panes import SessionView
@@ -292,7 +293,9 @@ class Timeline(Vertical):
         axis = self.query_one(Axis)
         axis.shown = True
         axis.refresh()
-        legend = Text(f"span {t1 - t0:.3f}s  ▶ created ◆ exchange ✗ failed ↻ rekeyed ✕ deleted ▁▃▅ ESP", "dim")
+        # 0s on the axis and in the events is the first frame: say when, in the --tz zone, labelled
+        legend = Text(f"0s = {timefmt.stamp(t0, 3)}, span {t1 - t0:.3f}s  "
+                      "▶ created ◆ exchange ✗ failed ↻ rekeyed ✕ deleted ▁▃▅ ESP", "dim")
         self.query_one("#timeline-legend", Static).update(legend)
 
         events: list[Event] = []
