@@ -86,6 +86,7 @@ class FrameDetail:
     malformed: str | None = None
     inner_summary: str | None = None  # one line per layer of the decrypted inner packet
     inner: bytes | None = None
+    linktype: int = -1  # of ``raw`` (LINKTYPE_*), for a dissector that reads the frame as captured
 
 
 def _intern(cache: dict[str, str], s: str) -> str:
@@ -582,6 +583,7 @@ class Session:
         return FrameDetail(
             row=row, raw=raw.data if raw is not None else b"", ike=ike, esp=esp, esp_result=res,
             malformed=malformed, inner=inner, inner_summary=inner_summary,
+            linktype=raw.linktype if raw is not None else -1,
         )
 
     def _ike_plaintext(self, msg: IkeMessage) -> bytes | None:

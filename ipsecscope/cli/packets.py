@@ -53,6 +53,10 @@ def add_parser(subparsers) -> None:
                    help="time column as tshark -t: r seconds since the first frame (default), a time of day, "
                         "ad date and time; a/ad in the --tz zone, labelled with it")
     p.add_argument("--fields", action="store_true", help="list the display filter fields and exit")
+    p.add_argument("-V", "--verbose", action="store_true",
+                   help="under each frame, Wireshark's full protocol tree (as tshark -V prints it) of the decrypted "
+                        "inner packet, or of the frame itself; one tshark run over the capture; without tshark, "
+                        "scapy's dissection")
 
 
 def add_filter_argument(p: argparse.ArgumentParser) -> None:
@@ -135,6 +139,28 @@ def row_json(row, session, t0: float) -> dict:
     }
 
 
+def deep_trees(files: list[str], session, frames: list[int]) -> dict:
+    """frame -> protocol tree for ``-V``: tshark's (one run over the decrypted capture), else scapy's
+    for each frame with a one-line note on stderr saying why."""
+    from .. import dissect
+
+    if frames and len(files) == 1:
+        try:
+            return dissect.capture_trees(files[0], session.keys, frames)
+        except (dissect.DissectError, OSError) as exc:
+            print(f"ipsecscope packets: -V: {exc}; scapy's dissection instead", file=sys.stderr)
+    elif frames:
+        print("ipsecscope packets: -V with several captures: scapy's dissection (tshark numbers each file's frames "
+              "from 1)", file=sys.stderr)
+    trees = {}
+    for frame in frames:  # the frames asked for, once each: a view, not the analysis path
+        detail = session.detail(frame)
+        target = dissect.target(detail) if detail is not None else None
+        if target is not None:
+            trees[frame] = dissect.scapy_layers(target[0], target[1])
+    return trees
+
+
 def run(args: argparse.Namespace) -> int:
     if args.fields:
         print_fields()
@@ -158,16 +184,19 @@ def run(args: argparse.Namespace) -> int:
         positions = [i for i in range(len(rows)) if rows[i].frame in wanted]  # type: ignore[assignment]
     t0 = session.table.first_ts or 0.0
     out = sys.stdout
-    shown = 0
-    last = None
+    chosen: list = []
     for i in positions:
         row = rows[i]
-        if row.frame == last:  # one line per frame (a TCP segment may carry several IKE/ESP records)
-            continue
-        last = row.frame
-        if args.count is not None and shown >= args.count:
+        if chosen and row.frame == chosen[-1].frame:  # one line per frame (a TCP segment may carry several
+            continue  # IKE/ESP records)
+        if args.count is not None and len(chosen) >= args.count:
             break
-        shown += 1
+        chosen.append(row)
+    if args.verbose and args.json:
+        print("ipsecscope packets: -V prints trees as text; leave out --json", file=sys.stderr)
+        return 2
+    trees = deep_trees(args.files, session, [r.frame for r in chosen]) if args.verbose else {}
+    for row in chosen:
         if args.json:
             out.write(json.dumps(row_json(row, session, t0), ensure_ascii=False) + "\n")
         else:
@@ -181,6 +210,11 @@ def run(args: argparse.Namespace) -> int:
                     timefmt.at(row.ts, 6) if args.time_format == "a" else timefmt.stamp(row.ts, 6))
             out.write(f"{row.frame:>6} {when} {src:>22} → {dst:<22} {row.kind:<6} {spi:8} "
                       f"{row.info}\n")
+        if args.verbose:
+            from ..dissect import format_tree
+
+            layers = [n for n in trees.get(row.frame, []) if n.name != "frame"]
+            out.write(format_tree(layers, indent="    ") + "\n\n" if layers else "\n")
     if damage:
         print(f"ipsecscope packets: {damage}", file=sys.stderr)
         return 2

@@ -1,0 +1,358 @@
+"""Deep dissection of one frame or one decrypted inner packet: Wireshark's protocol tree through
+tshark (driven by pyshark), with scapy's dissection as the fallback when tshark is missing or fails.
+
+This is a *view* helper for the few frames a person looks at (the TUI's packet detail, ``packets -V``),
+never for the analysis path: every call starts tshark. :func:`dissect` takes the one packet on
+screen; :func:`dissect_file` takes a capture file and the frames wanted, in one tshark run.
+
+:func:`dissect` hands the bytes to tshark through a pipe (pyshark's in-memory capture: a pcap header
+and one record on tshark's stdin), so decrypted cleartext never lands in a file. A decrypted tunnel-mode
+packet is an IP datagram and goes as LINKTYPE_RAW (101); a frame as captured keeps its own link type.
+
+pyshark's own packet objects flatten each layer into a dict of fields, which loses the nesting
+(``ip.flags`` → ``ip.flags.df``) and the order of repeated fields; the tree here is built from the
+same PDML tshark sends pyshark, keeping what ``tshark -V`` prints: every protocol, every field that is
+not hidden, nested as Wireshark nests them, with the byte span each one covers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .errors import IpsecscopeError
+from .model.packets import LinkType
+
+TIMEOUT = 20.0  # seconds for one tshark run; its start-up alone takes ~2 s on a loaded machine
+
+
+class DissectError(IpsecscopeError):
+    """tshark could not dissect the bytes (not installed, failed, or too slow); one line."""
+
+
+class TsharkNotFound(DissectError):
+    pass
+
+
+@dataclass(slots=True)
+class Node:
+    """One line of the protocol tree: a protocol (``name`` "ip") or a field ("icmp.type"), or a text
+    line (``name`` ""), as ``tshark -V`` prints it in ``label``."""
+
+    label: str
+    children: list[Node] = field(default_factory=list)
+    name: str = ""
+    show: str = ""  # the value as tshark shows it (PDML "show"), e.g. "8" for icmp.type
+    span: tuple[int, int] | None = None  # bytes [start, end) of the dissected data it covers
+
+    def walk(self) -> Iterable[Node]:
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+    def find(self, name: str) -> Node | None:
+        """The first node (depth first) with this protocol or field name."""
+        return next((n for n in self.walk() if n.name == name), None)
+
+
+def format_tree(nodes: Sequence[Node], indent: str = "") -> str:
+    """The tree as ``tshark -V`` prints it: four spaces per level."""
+    lines: list[str] = []
+
+    def add(n: Node, depth: int) -> None:
+        lines.append(indent + "    " * depth + n.label)
+        for c in n.children:
+            add(c, depth + 1)
+
+    for n in nodes:
+        add(n, 0)
+    return "\n".join(lines)
+
+
+# ---- tshark via pyshark ---------------------------------------------------------------------------
+
+def tshark_path() -> str:
+    """Where tshark is (PATH first, as pyshark searches it), or :class:`TsharkNotFound`."""
+    from pyshark.tshark.tshark import TSharkNotFoundException, get_process_path
+
+    try:
+        return get_process_path()
+    except TSharkNotFoundException:
+        raise TsharkNotFound("tshark not found on PATH: install Wireshark's tshark for the full protocol tree") \
+            from None
+
+
+def _pdml_layers(xml: bytes) -> list[Node]:
+    from lxml import etree
+    from pyshark.tshark.output_parser.tshark_xml import DEL_BAD_XML_CHARS
+
+    parser = etree.XMLParser(huge_tree=True, recover=True, encoding="utf-8")
+    text = xml.decode(errors="replace").translate(DEL_BAD_XML_CHARS)
+    root = etree.fromstring(text.encode(), parser)
+    layers: list[Node] = []
+    for el in root:
+        name = el.get("name", "")
+        if name == "geninfo":  # pyshark's summary of the record; tshark -V does not print it
+            continue
+        if name == "fake-field-wrapper":  # fields tshark put at the top level (e.g. trailing data)
+            layers.extend(_children(el))
+            continue
+        node = _node(el)
+        if node is not None:
+            layers.append(node)
+    return layers
+
+
+def _node(el) -> Node | None:
+    if el.tag not in ("proto", "field") or el.get("hide") == "yes":
+        return None  # hidden fields (ip.addr, ip.src_host...) exist for filters, not for the tree
+    name = el.get("name", "")
+    label = el.get("showname") or el.get("show") or name
+    span = None
+    try:
+        pos, size = int(el.get("pos", "")), int(el.get("size", ""))
+        if size > 0:
+            span = (pos, pos + size)
+    except ValueError:
+        pass
+    children = _children(el)
+    if not el.get("showname") and not el.get("show") and name == "data":
+        # PDML writes the data protocol as a bare field holding the hex; tshark -V says "Data (N bytes)".
+        label = f"Data ({len(el.get('value', '')) // 2} bytes)"
+        spans = [c.span for c in children if c.span]
+        span = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
+    return Node(label, children, name, el.get("show", ""), span)
+
+
+def _children(el) -> list[Node]:
+    return [n for n in (_node(c) for c in el) if n is not None]
+
+
+def _capture_classes():
+    from pyshark.capture.capture import Capture
+    from pyshark.capture.file_capture import FileCapture
+    from pyshark.capture.inmem_capture import InMemCapture
+    from pyshark.tshark.output_parser.tshark_xml import TsharkXmlParser
+
+    class _TreeParser(TsharkXmlParser):
+        # pyshark splits tshark's PDML stream into packets; we keep each packet's tree.
+        def _parse_single_packet(self, packet: bytes) -> tuple[int, list[Node]]:
+            return _pdml_packet(packet)
+
+    class _Trees:
+        async def trees(self, feed=None) -> list[tuple[int, list[Node]]]:
+            """Start tshark, ``feed`` it (a coroutine function taking the process), collect every
+            packet's tree until tshark ends; tshark is killed on any way out (timeout, cancel)."""
+            proc = await self._get_tshark_process()
+            out: list[tuple[int, list[Node]]] = []
+            feeder = asyncio.ensure_future(feed(proc)) if feed else None
+            try:
+                await self._go_through_packets_from_fd(proc.stdout, out.append)
+                if feeder is not None:
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        await feeder
+                rc = await proc.wait()
+                self._running_processes.discard(proc)  # ended: nothing for close_async to kill or judge
+            finally:
+                if feeder is not None:
+                    feeder.cancel()
+                if proc.stdin is not None and not proc.stdin.is_closing():
+                    proc.stdin.close()
+                try:
+                    await self.close_async()  # kills tshark if it still runs (timeout, cancelled worker)
+                finally:
+                    self._running_processes.clear()  # else pyshark's __del__ retries on a closed loop
+            if rc != 0:
+                raise DissectError(f"tshark failed: {self._last_error_line or f'exit status {rc}'}")
+            return out
+
+        def _setup_tshark_output_parser(self) -> _TreeParser:
+            return _TreeParser()
+
+    class _PipeCapture(_Trees, InMemCapture):
+        """pyshark's in-memory capture, reading with ``-r -`` (a file on stdin) rather than
+        ``-i -`` (a live pipe through dumpcap, which an unprivileged user may not run)."""
+
+        def get_parameters(self, packet_count: int | None = None) -> list[str]:
+            return Capture.get_parameters(self, packet_count=packet_count) + ["-r", "-"]
+
+    class _FileTrees(_Trees, FileCapture):
+        pass
+
+    return _PipeCapture, _FileTrees
+
+
+def _pdml_packet(xml: bytes) -> tuple[int, list[Node]]:
+    """(frame number, layers) of one PDML <packet>."""
+    layers = _pdml_layers(xml)
+    number = layers[0].find("frame.number") if layers else None
+    return (int(number.show) if number is not None and number.show.isdigit() else 0), layers
+
+
+_SNAPLEN = 0x7FFF  # what pyshark's in-memory capture writes in its pcap header
+
+
+async def dissect_async(data: bytes, linktype: int, *, ts: float | None = None,
+                        timeout: float = TIMEOUT) -> list[Node]:
+    """tshark's protocol tree of one packet (its layers, ``frame`` first), in the running event loop.
+
+    One tshark run for one packet, on purpose: a packet dissected alone has no cross-packet fields
+    (request/response links, TCP analysis) that would point at frames of some other numbering.
+    Cancelling the awaiting task (a TUI worker whose frame is no longer on screen) kills tshark.
+    """
+    if len(data) > _SNAPLEN:
+        raise DissectError(f"the packet is {len(data)} bytes, more than the {_SNAPLEN} tshark reads through a pipe")
+    pipe, _ = _capture_classes()
+    cap = pipe(linktype=linktype, tshark_path=tshark_path(), eventloop=asyncio.get_running_loop())
+
+    async def feed(proc) -> None:
+        cap._write_packet(data, ts)
+        await proc.stdin.drain()
+        proc.stdin.close()  # end of the capture: tshark prints the packet and exits
+
+    packets = await _guard(cap.trees(feed), timeout)
+    if len(packets) != 1:
+        raise DissectError(f"tshark returned {len(packets)} packets for one")
+    return packets[0][1]
+
+
+def dissect(data: bytes, linktype: int, *, ts: float | None = None, timeout: float = TIMEOUT) -> list[Node]:
+    """:func:`dissect_async` for code without an event loop (the CLI, tests)."""
+    return asyncio.run(dissect_async(data, linktype, ts=ts, timeout=timeout))
+
+
+def dissect_file(path: str | os.PathLike[str], frames: Iterable[int] | None = None, *,
+                 timeout: float | None = None) -> dict[int, list[Node]]:
+    """Trees of ``frames`` (all when None) of a capture file, by frame number: one tshark run over
+    the whole file, so cross-packet fields are Wireshark's own (``tshark -r FILE -Y ... -V``)."""
+    wanted = sorted(set(frames)) if frames is not None else None
+    if wanted == []:
+        return {}
+    flt = None if wanted is None else "frame.number in {" + ", ".join(map(str, wanted)) + "}"  # commas: 4.0
+
+    async def run() -> dict[int, list[Node]]:
+        _, file_trees = _capture_classes()
+        cap = file_trees(str(path), display_filter=flt, tshark_path=tshark_path(),
+                         eventloop=asyncio.get_running_loop())
+        return dict(await _guard(cap.trees(), timeout))
+
+    return asyncio.run(run())
+
+
+async def _guard(coro, timeout: float | None):
+    try:
+        return await asyncio.wait_for(coro, timeout)
+    except TimeoutError:
+        raise DissectError(f"tshark took longer than {timeout:g} s") from None
+    except DissectError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyshark/tshark failures of many kinds: one line each
+        raise DissectError(f"tshark failed: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def capture_trees(capture: str | os.PathLike[str], keys, frames: Iterable[int]) -> dict[int, list[Node]]:
+    """tshark's trees of ``frames`` of ``capture`` with ESP frames decrypted (their inner packets),
+    in one tshark run over the capture decrypted with ``keys`` (a KeyStore or key files).
+
+    The decrypted copy (``decrypt --keep-other``: one record per frame, so frame numbers are the
+    capture's) holds cleartext: it is written 0600 inside a private temporary directory and
+    removed before this returns, whatever happens.
+    """
+    import tempfile
+
+    from .api import decrypt_capture
+
+    with tempfile.TemporaryDirectory(prefix="ipsecscope-dissect-") as tmp:  # mode 0700
+        out = os.path.join(tmp, "decrypted.pcapng")
+        stats = decrypt_capture(capture, keys, out, keep_other=True, jobs=1)
+        if stats.written + stats.kept + stats.unkept != stats.frames:
+            raise DissectError(f"the decrypted copy has {stats.written + stats.kept + stats.unkept} records for "
+                               f"{stats.frames} frames, so its frame numbers are not the capture's")
+        return dissect_file(out, frames)
+
+
+# ---- what to dissect for a frame, and the scapy fallback ------------------------------------------
+
+def target(detail) -> tuple[bytes, int, str] | None:
+    """What the deep dissection of a frame's detail looks at: ``(bytes, link type, what)``.
+
+    ``what`` "inner": a decrypted tunnel-mode ESP packet, its inner IP datagram (RFC 4303 §2.6 next
+    header 4 or 41) as LINKTYPE_RAW. "transport": a decrypted transport-mode payload behind an IP
+    header rebuilt from the outer addresses, as ``decrypt`` writes it. "frame": any other frame as
+    captured, with its capture's link type. None when the bytes could not be re-read.
+    """
+    res = getattr(detail, "esp_result", None)
+    if detail.esp is not None and detail.inner:
+        nh = res.next_header if res is not None else None
+        if nh in (4, 41) or (nh is None and detail.inner[0] >> 4 in (4, 6)):
+            return detail.inner, int(LinkType.RAW), "inner"
+        if nh is not None:
+            import socket
+
+            from .export.hotloop import ip_header
+
+            esp = detail.esp
+            family = socket.AF_INET6 if ":" in esp.src else socket.AF_INET
+            head = ip_header(socket.inet_pton(family, esp.src), socket.inet_pton(family, esp.dst), nh,
+                             len(detail.inner))
+            return head + detail.inner, int(LinkType.RAW), "transport"
+    if detail.raw and getattr(detail, "linktype", -1) >= 0:
+        return detail.raw, detail.linktype, "frame"
+    return None
+
+
+def scapy_layers(data: bytes, linktype: int) -> list[Node]:
+    """scapy's dissection of one packet as the same kind of tree (no byte spans): the fallback."""
+    from scapy.fields import ConditionalField
+
+    try:
+        pkt = _scapy_packet(data, linktype)
+        nodes: list[Node] = []
+        layer = pkt
+        while layer is not None and getattr(layer, "fields_desc", None) is not None:
+            fields = []
+            for f in layer.fields_desc:
+                try:
+                    if isinstance(f, ConditionalField) and not f._evalcond(layer):
+                        continue  # e.g. ICMP's timestamp fields on an echo request
+                    shown = str(f.i2repr(layer, layer.getfieldval(f.name)))
+                except Exception:  # noqa: BLE001 - a field scapy cannot render is skipped, not fatal
+                    continue
+                if len(shown) > 80:
+                    shown = shown[:79] + "…"
+                fields.append(Node(f"{f.name}: {shown}", name=f"{layer.name}.{f.name}"))
+            nodes.append(Node(layer.name, fields, layer.name))
+            layer = layer.payload if layer.payload else None
+        return nodes
+    except Exception as exc:  # noqa: BLE001 - scapy's dissectors raise many things on odd bytes
+        return [Node(f"{len(data)} bytes (scapy could not dissect them: {_one_line(exc)})")]
+
+
+def _scapy_packet(data: bytes, linktype: int):
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Ether, Loopback
+    from scapy.packet import Raw
+
+    if linktype in (LinkType.RAW, LinkType.IPV4, LinkType.IPV6):
+        return IPv6(data) if data[:1] and data[0] >> 4 == 6 else IP(data)
+    cls = {LinkType.ETHERNET: Ether, LinkType.LINUX_SLL: CookedLinux, LinkType.LINUX_SLL2: CookedLinuxV2,
+           LinkType.NULL: Loopback, LinkType.LOOP: Loopback}.get(linktype, Raw)
+    return cls(data)
+
+
+def available() -> bool:
+    """Whether tshark can be found (PATH first)."""
+    try:
+        tshark_path()
+    except TsharkNotFound:
+        return False
+    return os.access(tshark_path(), os.X_OK)
