@@ -6,12 +6,15 @@ Only reads :class:`~ipsecscope.session.FrameDetail` and model objects; nothing i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections import OrderedDict
 from enum import IntEnum
 from typing import Any
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.geometry import Size
@@ -20,6 +23,8 @@ from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from ... import dissect
+from ...dissect import Node
 from ...model import iana
 from ...model import ike as m
 from .sa_detail import integ_name, short_source
@@ -235,7 +240,8 @@ def fill_ike(root: TreeNode, msg: m.IkeMessage, frame: bytes = b"") -> None:
         top.add_leaf(Text(f"Malformed: {msg.malformed}", "bold magenta"))
 
 
-def fill_esp(root: TreeNode, detail: Any) -> None:
+def fill_esp(root: TreeNode, detail: Any) -> TreeNode | None:
+    """The ESP fields and decryption result; returns the "Inner packet" node (None: nothing decrypted)."""
     esp = detail.esp
     res = detail.esp_result
     row = detail.row
@@ -249,7 +255,9 @@ def fill_esp(root: TreeNode, detail: Any) -> None:
     if res is not None:
         status = res.status
         style = {"ok": "bold green", "icv_failed": "bold red", "no_key": "yellow"}.get(status, "magenta")
-        sn = top.add(Text(f"Decryption: {status}" + (f" — {res.reason}" if res.reason else ""), style), expand=True)
+        # Closed when it worked: on a 24-line terminal the inner packet's tree is what comes next.
+        sn = top.add(Text(f"Decryption: {status}" + (f" — {res.reason}" if res.reason else ""), style),
+                     expand=status != "ok")
         if res.keys is not None:
             sn.add_leaf(f"cipher {iana.name(iana.EncrTransform, res.keys.encr)}, "
                         f"integrity {integ_name(res.keys.integ, res.keys.encr)}")
@@ -259,9 +267,35 @@ def fill_esp(root: TreeNode, detail: Any) -> None:
         if res.next_header is not None:
             sn.add_leaf(f"next header {res.next_header}, pad length {res.pad_len}")
     if detail.inner_summary:
-        inn = top.add(Text("Inner packet", "bold"), expand=True)
-        for line in detail.inner_summary.splitlines():
-            inn.add_leaf(line)
+        label = Text("Inner packet ", "bold")
+        label.append(" / ".join(detail.inner_summary.splitlines()), "not bold")
+        return top.add(label, expand=True)
+    return None
+
+
+def fill_layers(anchor: TreeNode, layers: list[Node], note: str | None, spans: bool) -> None:
+    """Put a protocol tree (tshark's, or scapy's with ``note`` saying why) under ``anchor``.
+
+    ``spans``: the hex view shows the dissected bytes, so a node marks its bytes there when chosen.
+    The innermost protocol (the one the packet is about: ICMP, DNS...) opens; the others stay closed.
+    """
+    anchor.remove_children()
+    if note:
+        anchor.add_leaf(Text(note, "yellow"))
+    shown = [n for n in layers if n.name != "frame"]  # the record we wrote for tshark, not the capture's
+    opened = next((n for n in reversed(shown) if n.name not in ("data", "raw", "") and n.children), None)
+
+    def add(parent: TreeNode, n: Node) -> None:
+        data = n.span if spans else None
+        if not n.children:
+            parent.add_leaf(Text(n.label), data=data)
+            return
+        child = parent.add(Text(n.label, "bold" if parent is anchor else ""), expand=n is opened, data=data)
+        for c in n.children:
+            add(child, c)
+
+    for n in shown:
+        add(anchor, n)
 
 
 class HexView(ScrollView):
@@ -343,7 +377,22 @@ class HexView(ScrollView):
 
 
 class PacketDetail(Horizontal):
-    """Shows one FrameDetail: a tree on the left, the raw bytes on the right."""
+    """Shows one FrameDetail: a tree on the left, the raw bytes on the right.
+
+    Below the fields ipsecscope decodes, the frame gets Wireshark's full protocol tree (tshark through
+    pyshark): of the decrypted inner packet for ESP, of the frame itself otherwise. tshark runs in a
+    worker, one frame at a time (the worker is cancelled, and tshark killed, when the selection moves
+    on), and trees are cached by content. Without tshark, or when it fails, scapy's dissection is
+    shown under a one-line note saying why.
+    """
+
+    CACHE = 64  # trees kept (by bytes + link type): going back and forth costs no tshark run
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trees: OrderedDict[tuple[int, bytes], tuple[str | None, list[Node]]] = OrderedDict()
+        self._pending: tuple[int, bytes] | None = None
+        self._deferred: tuple | None = None  # a dissection waiting for the pane to be shown
 
     def compose(self) -> ComposeResult:
         tree: Tree[None] = Tree("frame", id="detail-tree")
@@ -361,10 +410,11 @@ class PacketDetail(Horizontal):
             return
         row = detail.row
         tree.root.add_leaf(Text(f"Frame {row.frame}: {row.length} bytes, {row.kind}", "bold"))
+        inner_node = None
         if detail.ike is not None:
             fill_ike(tree.root, detail.ike, b"" if detail.inner and self.show_inner else detail.raw)
         elif detail.esp is not None:
-            fill_esp(tree.root, detail)
+            inner_node = fill_esp(tree.root, detail)
         elif detail.malformed:
             tree.root.add_leaf(Text(f"Malformed: {detail.malformed}", "bold magenta"))
         else:
@@ -372,9 +422,60 @@ class PacketDetail(Horizontal):
         if not detail.raw:
             tree.root.add_leaf(Text("(raw bytes not available: the file could not be re-read, or a live frame is "
                                     "older than the bytes live mode keeps)", "dim"))
-        hexv.set_data(detail.inner if detail.inner and self.show_inner else detail.raw)
+        shown = detail.inner if detail.inner and self.show_inner else detail.raw
+        hexv.set_data(shown)
+        self._deep(tree, detail, inner_node, shown)
 
     show_inner = False
+
+    def _deep(self, tree: Tree, detail: Any, inner_node: TreeNode | None, shown: bytes) -> None:
+        self.workers.cancel_group(self, "dissect")
+        self._pending = self._deferred = None
+        target = dissect.target(detail)
+        if target is None:
+            return
+        data, linktype, what = target
+        if what in ("inner", "transport") and inner_node is not None:
+            anchor = inner_node
+        else:  # the frame itself: closed under an IKE tree (ipsecscope's own decode comes first)
+            anchor = tree.root.add(Text("Wireshark dissection", "bold"), expand=detail.ike is None)
+        key = (linktype, hashlib.blake2b(data, digest_size=16).digest())
+        spans = shown == data
+        lead = "transport mode: IP header rebuilt from the outer addresses" if what == "transport" else None
+        if key in self._trees:
+            self._trees.move_to_end(key)
+            fill_layers(anchor, self._trees[key][1], _join(lead, self._trees[key][0]), spans)
+            return
+        if not dissect.available():  # no worker, no wait: scapy's tree at once
+            fill_layers(anchor, dissect.scapy_layers(data, linktype), _join(
+                lead, "tshark not found: scapy's dissection (install tshark for Wireshark's full tree)"), spans)
+            return
+        anchor.add_leaf(Text("dissecting with tshark…", "dim italic"))
+        self._pending = key
+        job = (key, data, linktype, detail.row.ts, anchor, spans, lead)
+        if self.is_on_screen:
+            self._dissect(*job)
+        else:  # e.g. the app opened on Findings: no tshark until the pane is shown
+            self._deferred = job
+
+    def on_show(self) -> None:
+        job, self._deferred = self._deferred, None
+        if job is not None and self._pending == job[0]:
+            self._dissect(*job)
+
+    @work(exclusive=True, group="dissect", exit_on_error=False)
+    async def _dissect(self, key: tuple[int, bytes], data: bytes, linktype: int, ts: float,
+                       anchor: TreeNode, spans: bool, lead: str | None) -> None:
+        try:
+            result: tuple[str | None, list[Node]] = (None, await dissect.dissect_async(data, linktype, ts=ts))
+        except dissect.DissectError as exc:
+            result = (f"{exc}; scapy's dissection below", dissect.scapy_layers(data, linktype))
+        self._trees[key] = result
+        while len(self._trees) > self.CACHE:
+            self._trees.popitem(last=False)
+        if self._pending == key:  # still the frame on screen
+            self._pending = None
+            fill_layers(anchor, result[1], _join(lead, result[0]), spans)
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
         # The payload under the cursor, or the payload a field row belongs to, is marked in hex.
@@ -382,3 +483,7 @@ class PacketDetail(Horizontal):
         while node is not None and node.data is None:
             node = node.parent
         self.query_one(HexView).set_highlight(node.data if node is not None else None)
+
+
+def _join(*notes: str | None) -> str | None:
+    return "; ".join(n for n in notes if n) or None

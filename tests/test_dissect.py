@@ -1,0 +1,324 @@
+"""Deep dissection (ipsecscope.dissect): tshark's protocol tree through pyshark, scapy as the fallback.
+
+Data: decrypted inner packets of the strongSwan samples (keys from their charon logs) and plain frames
+of the same captures. Oracle: ``tshark -V`` on the same bytes (a one-packet pcap, LINKTYPE_RAW for an
+inner packet) or on the capture itself (``-Y frame.number == N``) for a frame as captured.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import IPSECSCOPE, SAMPLES, needs_tshark
+from test_tui import SIZE, loaded, sync, tree_labels
+from textual.widgets import Tree
+
+from ipsecscope import dissect
+from ipsecscope.outfile import write_private
+from ipsecscope.session import Session
+from ipsecscope.tui.app import create_app
+from ipsecscope.tui.widgets.packet_detail import HexView
+from ipsecscope.tui.widgets.packet_table import PacketTable
+
+# (sample, key files): keys from the charon logs, as a user would give them.
+SAMPLE_KEYS = [
+    ("healthy-gcm", ["charon-left.log"]),
+    ("cbc-sha2-pfs", ["charon-left.log"]),
+    ("nat-napt", ["charon-right.log"]),
+    ("mtu-small-link", ["charon-left.log"]),
+]
+
+
+def _session(sample: str, keys: list[str]) -> Session:
+    d = SAMPLES / sample
+    return Session.from_files([str(d / "capture.pcapng")], [str(d / k) for k in keys])
+
+
+def _decrypted(session: Session, limit: int = 4) -> list:
+    """Details of up to ``limit`` decrypted ESP frames, spread over the SPIs (both directions)."""
+    out, per_spi = [], {}
+    for row in session.rows:
+        if row.kind == "ESP" and row.status == "decrypted" and per_spi.get(row.spi, 0) < 2:
+            detail = session.detail(row.frame)
+            if detail is not None and detail.inner:
+                per_spi[row.spi] = per_spi.get(row.spi, 0) + 1
+                out.append(detail)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _pcap(path: Path, data: bytes, linktype: int) -> Path:
+    # Cleartext: 0600 from the first byte (outfile), removed with tmp_path.
+    write_private(path, struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
+                  + struct.pack("<IIII", 0, 0, len(data), len(data)) + data)
+    assert path.stat().st_mode & 0o777 == 0o600
+    return path
+
+
+def _tshark_v(*args: str, env_keys: Path | None = None) -> list[str]:
+    """``tshark -V`` lines of the protocols after the frame: generated fields lose tshark's
+    [brackets] (PDML does not mark them), data hex dumps and blank lines go."""
+    env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(env_keys)} if env_keys else None
+    out = subprocess.run(["tshark", "-n", "-V", *args], check=True, capture_output=True, text=True, env=env).stdout
+    lines, in_frame = [], False
+    for line in out.splitlines():
+        if line.startswith("Frame "):
+            in_frame = True
+            continue
+        if in_frame and line.startswith(" "):
+            continue
+        in_frame = False
+        if not line.strip() or re.match(r"^[0-9a-f]{4}  ", line):
+            continue
+        lines.append(_unbracket(line))
+    return lines
+
+
+def _unbracket(line: str) -> str:
+    body = line.lstrip(" ")
+    if body.startswith("[") and body.endswith("]"):
+        body = body[1:-1]
+    return line[:len(line) - len(line.lstrip(" "))] + body
+
+
+def _ours(layers: list[dissect.Node]) -> list[str]:
+    return [_unbracket(x) for x in dissect.format_tree([n for n in layers if n.name != "frame"]).splitlines()]
+
+
+@needs_tshark
+@pytest.mark.parametrize("sample,keys", SAMPLE_KEYS, ids=[s for s, _ in SAMPLE_KEYS])
+def test_inner_packet_tree_is_tshark_v(sample: str, keys: list[str], tmp_path: Path) -> None:
+    session = _session(sample, keys)
+    details = _decrypted(session)
+    assert details, f"{sample}: nothing decrypted with {keys}"
+    targets = [dissect.target(d) for d in details]
+    assert all(t is not None and t[1] == 101 and t[2] == "inner" for t in targets)
+    for i, (detail, (data, linktype, _)) in enumerate(zip(details, targets, strict=True)):
+        layers = dissect.dissect(data, linktype)  # the one packet alone, as the TUI asks for it
+        ref = _tshark_v("-r", str(_pcap(tmp_path / f"{i}.pcap", data, linktype)))
+        assert _ours(layers) == ref, f"{sample} frame {detail.row.frame}"
+        # A few fields by name, against tshark's own field output on the same file.
+        names = ["ip.src", "ip.dst", "ip.proto", "icmp.type", "tcp.srcport", "tcp.dstport", "udp.dstport"]
+        want = subprocess.run(["tshark", "-n", "-r", str(tmp_path / f"{i}.pcap"), "-T", "fields",
+                               *[a for n in names for a in ("-e", n)]],
+                              check=True, capture_output=True, text=True).stdout.rstrip("\n").split("\t")
+        top = dissect.Node("", layers)
+        for name, value in zip(names, want, strict=True):
+            node = top.find(name)
+            assert (node.show if node else "") == value, f"{sample} frame {detail.row.frame} {name}"
+        assert [n.name for n in layers if n.name != "frame"][:2] == ["raw", "ip"]
+
+
+@needs_tshark
+def test_frame_tree_is_tshark_v_of_the_same_bytes(tmp_path: Path) -> None:
+    # Frames as captured (IKE, and ESP without keys), dissected alone: tshark -V of the same record.
+    session = _session("healthy-gcm", [])
+    frames = [r.frame for r in session.rows if r.kind == "IKE"][:2] + [
+        next(r.frame for r in session.rows if r.kind == "ESP")]
+    for frame in frames:
+        detail = session.detail(frame)
+        data, linktype, what = dissect.target(detail)
+        assert what == "frame" and linktype == 1
+        layers = dissect.dissect(data, linktype, ts=detail.row.ts)
+        assert _ours(layers) == _tshark_v("-r", str(_pcap(tmp_path / f"{frame}.pcap", data, linktype)))
+        assert layers[0].name == "frame" and layers[1].name == "eth"
+
+
+def _split_v(text: str) -> dict[int, list[str]]:
+    """``packets -V`` output: frame -> its tree lines (dedented by the 4 spaces -V adds)."""
+    trees: dict[int, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        if re.match(r"^ *\d+ +-?\d+\.\d{6} ", line):  # "     5   0.095057  198.18.0.1:4500 → ..."
+            current = trees.setdefault(int(line.split()[0]), [])
+        elif line.strip():
+            current.append(_unbracket(line[4:]))
+    return trees
+
+
+@needs_tshark
+@pytest.mark.parametrize("sample,keys", SAMPLE_KEYS, ids=[s for s, _ in SAMPLE_KEYS])
+def test_packets_v_is_tsharks_own_decryption(sample: str, keys: list[str]) -> None:
+    # Oracle: tshark decrypting the capture itself with the sample's keys (esp_sa UAT): its layers
+    # after "Encapsulating Security Payload" are the inner packet's, with the capture's frame numbers
+    # in cross-packet fields ("Request frame: 5").
+    d = SAMPLES / sample
+    run = subprocess.run([*IPSECSCOPE, "packets", str(d / "capture.pcapng"), "-k", *[str(d / k) for k in keys],
+                          "-Y", "esp && icmp", "-V"], capture_output=True, text=True)
+    assert run.returncode == 0 and not run.stderr, run.stderr
+    ours = _split_v(run.stdout)
+    assert ours
+    for frame, lines in ours.items():
+        ref = _tshark_v("-r", str(d / "capture.pcapng"), "-o", "esp.enable_encryption_decode:TRUE",
+                        "-Y", f"frame.number == {frame}", env_keys=d / "keys")
+        esp = ref.index("Encapsulating Security Payload")
+        if lines[0] != "Raw packet data":
+            # Not decrypted by us: the frame itself (mtu-small-link's ICMP error quoting ESP), the
+            # same up to the quoted ESP, which tshark decrypts as far as it goes and we do not.
+            assert lines[:esp] == ref[:esp], f"{sample} frame {frame}"
+            continue
+        inner = esp + 1 + next(i for i, x in enumerate(ref[esp + 1:]) if not x.startswith(" "))
+        assert lines[1:] == ref[inner:], f"{sample} frame {frame}"
+
+
+@needs_tshark
+def test_spans_are_the_bytes_of_each_field() -> None:
+    detail = _decrypted(_session("healthy-gcm", ["charon-left.log"]), 1)[0]
+    top = dissect.Node("", dissect.dissect(detail.inner, 101))
+    src = top.find("ip.src")
+    assert detail.inner[src.span[0]:src.span[1]] == bytes(int(x) for x in src.show.split("."))
+    icmp = top.find("icmp")
+    assert icmp.span == (20, len(detail.inner))
+
+
+def _path_without_tshark(tmp_path: Path) -> str:
+    # Only the interpreter's directory: no tshark on PATH (pyshark searches PATH alone on Linux).
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python").symlink_to(sys.executable)
+    return str(bindir)
+
+
+def test_missing_tshark_is_a_one_line_error_and_scapy_dissects(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", _path_without_tshark(tmp_path))
+    assert not dissect.available()
+    detail = _decrypted(_session("healthy-gcm", ["charon-left.log"]), 1)[0]
+    with pytest.raises(dissect.TsharkNotFound) as exc:
+        dissect.dissect(detail.inner, 101)
+    assert "\n" not in str(exc.value) and "tshark" in str(exc.value)
+    layers = dissect.scapy_layers(detail.inner, 101)
+    assert [n.name for n in layers][:2] == ["IP", "ICMP"]
+    assert "type: echo-request" in [c.label for c in layers[1].children]
+
+
+@needs_tshark
+def test_failing_and_slow_tshark_are_one_line_errors(tmp_path: Path, monkeypatch) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    real = subprocess.run(["sh", "-c", "command -v tshark"], capture_output=True, text=True).stdout.strip()
+    fake = bindir / "tshark"
+    # The real tshark with a preference it does not know: it fails on its own, with its own message.
+    fake.write_text(f"#!/bin/sh\nexec {real} -o no.such.preference:1 \"$@\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir))
+    detail = _decrypted(_session("healthy-gcm", ["charon-left.log"]), 1)[0]
+    with pytest.raises(dissect.DissectError) as exc:
+        dissect.dissect(detail.inner, 101)
+    assert "\n" not in str(exc.value) and "tshark" in str(exc.value)
+    # A tshark that never answers: the timeout ends it (and the process is killed, not left behind).
+    fake.write_text("#!/bin/sh\nexec /bin/sleep 60\n")
+    with pytest.raises(dissect.DissectError, match="longer than 0.5 s"):
+        dissect.dissect(detail.inner, 101, timeout=0.5)
+
+
+def _nodes(node):
+    for c in node.children:
+        yield c
+        yield from _nodes(c)
+
+
+@needs_tshark
+@sync
+async def test_tui_detail_shows_tsharks_tree_of_the_inner_packet() -> None:
+    sample = SAMPLES / "healthy-gcm"
+    app = create_app(sample / "capture.pcapng", [sample / "charon-left.log"])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        table.focus()
+        while table.current_row.kind != "ESP" or table.current_row.status != "decrypted":
+            await pilot.press("down")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        labels = tree_labels(app.query_one("#detail-tree", Tree))
+        assert "Internet Control Message Protocol" in labels
+        assert "Type: 8 (Echo (ping) request)" in labels or "Type: 0 (Echo (ping) reply)" in labels
+        assert any(x.startswith("Internet Protocol Version 4, Src: 10.") for x in labels)
+        assert not any("dissecting with tshark" in x for x in labels)
+        # x: the hex view shows the decrypted bytes; choosing a line of tshark's tree marks its bytes.
+        await pilot.press("x")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        tree = app.query_one("#detail-tree", Tree)
+        node = next(n for n in _nodes(tree.root) if str(n.label).startswith("Type: "))
+        tree.move_cursor(node)
+        await pilot.pause()
+        hexv = app.query_one(HexView)
+        assert hexv.data == app.session.detail(table.current_row.frame).inner
+        assert hexv.highlight == (20, 21) and hexv.highlighted_bytes() in (b"\x08", b"\x00")
+        # Back to an IKE frame: tshark's tree of the frame itself, under ipsecscope's own decode.
+        await pilot.press("home")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        labels = tree_labels(app.query_one("#detail-tree", Tree))
+        assert "Wireshark dissection" in labels
+        assert "Internet Security Association and Key Management Protocol" in labels
+
+
+@sync
+async def test_tui_detail_falls_back_to_scapy_without_tshark(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", _path_without_tshark(tmp_path))
+    sample = SAMPLES / "healthy-gcm"
+    app = create_app(sample / "capture.pcapng", [sample / "charon-left.log"])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        table.focus()
+        while table.current_row.kind != "ESP" or table.current_row.status != "decrypted":
+            await pilot.press("down")
+        await pilot.pause()
+        labels = tree_labels(app.query_one("#detail-tree", Tree))
+        assert any(x.startswith("tshark not found") for x in labels)
+        assert "ICMP" in labels and ("type: echo-request" in labels or "type: echo-reply" in labels)
+
+
+def test_packets_v_without_tshark_prints_scapys_tree(tmp_path: Path) -> None:
+    sample = SAMPLES / "healthy-gcm"
+    run = subprocess.run([*IPSECSCOPE, "packets", str(sample / "capture.pcapng"), "-k", str(sample / "charon-left.log"),
+                          "-Y", "icmp.type == 8", "-V", "-c", "1"], capture_output=True, text=True,
+                         env={**os.environ, "PATH": _path_without_tshark(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("\n") == 1 and "tshark not found" in run.stderr and "scapy" in run.stderr
+    assert "\n    ICMP\n        type: echo-request\n" in run.stdout
+
+
+@needs_tshark
+def test_packets_v_prints_tsharks_tree_per_frame() -> None:
+    sample = SAMPLES / "healthy-gcm"
+    out = subprocess.run([*IPSECSCOPE, "packets", str(sample / "capture.pcapng"), "-k", str(sample / "charon-left.log"),
+                          "-Y", "icmp.type == 8", "-V"], check=True, capture_output=True, text=True).stdout
+    frames = subprocess.run(["tshark", "-r", str(sample / "capture.pcapng"), "-o", "esp.enable_encryption_decode:TRUE",
+                             "-Y", "icmp.type == 8", "-T", "fields", "-e", "frame.number"],
+                            env={**os.environ, "WIRESHARK_CONFIG_DIR": str(sample / "keys")},
+                            check=True, capture_output=True, text=True).stdout.split()
+    assert frames
+    assert out.count("\n    Internet Control Message Protocol\n") == len(frames)
+    assert out.count("        Type: 8 (Echo (ping) request)\n") == len(frames)
+
+
+@needs_tshark
+@sync
+async def test_tui_hidden_detail_waits_for_its_tab() -> None:
+    # dead-peer opens on Findings (it has an error): no tshark for the hidden packet detail until
+    # the Packets tab shows it.
+    app = create_app(SAMPLES / "dead-peer" / "capture.pcapng")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert app.query_one("TabbedContent").active == "findings"
+        labels = tree_labels(app.query_one("#detail-tree", Tree))
+        assert "dissecting with tshark…" in labels
+        await pilot.press("2")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        labels = tree_labels(app.query_one("#detail-tree", Tree))
+        assert "Internet Security Association and Key Management Protocol" in labels
+        assert "dissecting with tshark…" not in labels
