@@ -110,6 +110,7 @@ class _InnerCols:
         self.addrs = list(store.addrs)
         self.dns_names = dict(store.dns_names)
         self.quoted = dict(store.quoted)
+        self.nested = dict(store.nested)
 
 
 # An occurrence of a field: values (or table indexes) and where they are present.
@@ -274,17 +275,23 @@ class _Cols:
             v = "v4" if fam == "ip" else "v6"
             out_p = self.out_v4 if fam == "ip" else self.out_v6
             in_p, q_p = L[v], L["q_" + v]
+            # the IP headers of nested ESP layers (tunnel mode), between the outer and the innermost
+            ver = 4 if fam == "ip" else 6
+            nested = self._nested(lambda x: x if x.ver == ver else None)
             if not sub:
-                return [Oc(self.true, out_p | in_p | q_p)]
+                return [Oc(self.true, out_p | in_p | q_p), *self._sparse_frames(_values(nested, lambda x: True))]
             if sub in ("src", "dst", "addr"):
                 occ = []
                 for s in (("src", "dst") if sub == "addr" else (sub,)):
-                    occ += [Oc(a[s], out_p, self.addrs), Oc(ia(s), in_p, iaddrs), Oc(ia("q" + s), q_p, iaddrs)]
+                    occ += [Oc(a[s], out_p, self.addrs), Oc(ia(s), in_p, iaddrs), Oc(ia("q" + s), q_p, iaddrs),
+                            *self._sparse_frames(_values(nested, lambda x, s=s: ipaddress.ip_address(getattr(x, s))))]
                 return occ
             if sub in ("proto", "nxt"):
-                return [Oc(self.out_proto, out_p), Oc(ia("proto"), in_p), Oc(ia("qproto"), q_p)]
+                return [Oc(self.out_proto, out_p), Oc(ia("proto"), in_p), Oc(ia("qproto"), q_p),
+                        *self._sparse_frames(_values(nested, lambda x: 50))]
             if sub == "version":
-                return [Oc(np.full(self.n, 4 if fam == "ip" else 6), out_p | in_p | q_p)]
+                return [Oc(np.full(self.n, ver), out_p | in_p | q_p),
+                        *self._sparse_frames(_values(nested, lambda x: ver))]
         if fam in ("udp", "tcp"):
             in_p, q_p = L[fam], L["q_" + fam]
             out_p = self.out_udp if fam == "udp" else self.none
@@ -330,12 +337,15 @@ class _Cols:
         if fam == "esp":
             p = self.is_esp
             q = {f: v for f, v in (self.inner.quoted.items() if self.inner is not None else ()) if v[0] == "esp"}
+            nested = self._nested(lambda x: x)  # ESP layers inside the outer one
             if not sub:
                 return [Oc(self.true, p), *self._sparse_frames({f: [True] for f in q})]
             if sub == "spi":
-                return [Oc(a["spi"], p), *self._sparse_frames({f: [v[1]] for f, v in q.items()})]
+                return [Oc(a["spi"], p), *self._sparse_frames({f: [v[1]] for f, v in q.items()}),
+                        *self._sparse_frames(_values(nested, lambda x: x.spi))]
             if sub == "sequence":
-                return [Oc(a["seq"] & 0xFFFFFFFF, p), *self._sparse_frames({f: [v[2]] for f, v in q.items()})]
+                return [Oc(a["seq"] & 0xFFFFFFFF, p), *self._sparse_frames({f: [v[2]] for f, v in q.items()}),
+                        *self._sparse_frames(_values(nested, lambda x: x.seq & 0xFFFFFFFF))]
             if sub == "protocol":
                 # live rows keep no next header once Info shows the inner packet: read it from there
                 self._join()
@@ -344,7 +354,7 @@ class _Cols:
                     ver, proto = self.icol("ver"), self.icol("proto").astype(np.int64)
                     derived = np.where(ver == 4, 4, np.where(ver == 6, 41, proto))
                     nh = np.where((nh < 0) & self.has_inner & p, derived, nh)
-                return [Oc(nh, p & (nh >= 0))]
+                return [Oc(nh, p & (nh >= 0)), *self._sparse_frames(_values(nested, lambda x: x.next_header))]
         if fam == "ah":
             p = self.is_ah
             if not sub:
@@ -372,7 +382,8 @@ class _Cols:
             if sub == "decrypted":
                 return [Oc(self.true, self.is_esp & self.has_inner)]
             if sub == "child":
-                return [Oc(a["child"], a["child"] >= 0)]
+                return [Oc(a["child"], a["child"] >= 0),
+                        *self._sparse_frames(_values(self._nested(lambda x: x), lambda x: x.child_sa))]
             if sub == "seq":
                 return [Oc(a["seq"], a["seq"] != NONE64)]
             if sub == "ike_sa":
@@ -387,6 +398,19 @@ class _Cols:
                 rows = self.src.rows
                 return self._sparse_rows({i: [r.info] for i, r in enumerate(rows[self.lo:self.hi])})
         raise AssertionError(f"field {name} has no columns")  # model.filter.FIELDS and this must agree
+
+    def _nested(self, pick: Callable) -> dict[int, list]:
+        """Per frame of this window, the nested ESP layers ``pick`` keeps (it returns None to skip)."""
+        if self.inner is None or not self.inner.nested or not self.n:
+            return {}
+        lo_f, hi_f = int(self.frames[0]), int(self.frames[-1])
+        out: dict[int, list] = {}
+        for frame, layers in self.inner.nested.items():
+            if lo_f <= frame <= hi_f:
+                kept = [y for y in map(pick, layers) if y is not None]
+                if kept:
+                    out[frame] = kept
+        return out
 
     def _ike_sa_map(self) -> dict[int, str]:
         if type(self.src.rows) is RowStore:
@@ -480,6 +504,16 @@ class _Sparse:
         if hits:
             m |= np.isin(self.cols.frames, np.array(hits, dtype=np.int64))
         return m
+
+
+def _values(by_frame: dict[int, list], get: Callable) -> dict[int, list]:
+    """``get`` of each item per frame, items for which it is None left out (a field a layer lacks)."""
+    out: dict[int, list] = {}
+    for f, items in by_frame.items():
+        vals = [v for v in map(get, items) if v is not None]
+        if vals:
+            out[f] = vals
+    return out
 
 
 def _typed(table: list, ftype: str) -> list:

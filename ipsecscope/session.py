@@ -11,6 +11,8 @@ file when a view asks for it.
 from __future__ import annotations
 
 import bisect
+import socket
+import struct
 import threading
 from array import array
 from collections import OrderedDict, deque
@@ -20,12 +22,12 @@ from pathlib import Path
 
 from . import session_fast
 from .capture import open_capture
-from .crypto.esp import EspDecryptor, EspResult
+from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
 from .crypto.ike_sk import IkeDecryptor
 from .crypto.ikev1 import Ikev1Decryptor
 from .decode.demux import Decoder
 from .decode.ike import parse_ike
-from .decode.inner import InnerStore
+from .decode.inner import EspLayer, InnerStore
 from .keys import KeyStore, add_secrets_block, load_keys
 from .keys.match import FileMatch, match_keys
 from .model import iana
@@ -44,6 +46,10 @@ from .model.sa import Finding, SaTable, Severity
 from .rowstore import STATUS_CODES, RowStore
 from .session_fast import count_outcome
 from .state.tracker import Tracker
+
+_ESP_HDR = struct.Struct("!II")
+# EspResult.status -> the row status a Packets table shows
+_ROW_STATUS = {"ok": "decrypted", "no_key": "no-key", "icv_failed": "icv-bad"}
 
 # Live mode has no file to re-read a frame from: the raw bytes of the most recent frames are kept
 # (up to this many bytes, and never more frames than rows) for the detail pane's decode and hex view.
@@ -67,6 +73,7 @@ class SessionStats:
     ike_decrypted: int = 0
     ike_icv_failed: int = 0
     derived_child_keys: int = 0
+    nested_esp: int = 0  # ESP layers found inside decrypted ESP (each its own SA; not frames)
     truncated: str | None = None  # the capture ended inside a record
 
     @property
@@ -87,6 +94,8 @@ class FrameDetail:
     inner_summary: str | None = None  # one line per layer of the decrypted inner packet
     inner: bytes | None = None
     linktype: int = -1  # of ``raw`` (LINKTYPE_*), for a dissector that reads the frame as captured
+    # ESP inside the outer ESP (nested), outermost first: each layer's packet and its decryption
+    esp_layers: tuple[tuple[EspPacket, EspResult], ...] = ()
 
 
 def _intern(cache: dict[str, str], s: str) -> str:
@@ -399,11 +408,18 @@ class Session:
         row_status = count_outcome(st, res.status)
         if row_status == "no-key" and res.keys is None and res.seq_hi == 0 and res.inner is None:
             self._no_key_result = res
-        if res.inner is not None and self.keep_rows:  # rows' inner packets (none without rows)
-            self.inner.add(raw.index, res.inner, res.next_header)
         flow = self.tracker.on_esp(pkt, res)
         if flow is None:  # the tracker reported an internal error instead
             flow = self.tracker.table.flows.get((pkt.src, pkt.dst, pkt.spi))
+        inner = res.inner
+        if inner is not None:
+            nh = res.next_header
+            # the same test as session_fast's: ESP in it (nested) or not
+            if nh == 50 or (nh == 4 and len(inner) > 9 and inner[9] == 50) or (
+                    nh == 41 and len(inner) > 6 and inner[6] == 50):
+                self._nested(raw.index, raw.ts, inner, nh, pkt.src, pkt.dst)
+            elif self.keep_rows:  # rows' inner packets (none without rows)
+                self.inner.add(raw.index, inner, nh)
         seq = (res.seq_hi << 32) | pkt.seq if res.seq_hi else pkt.seq
         rows = self.rows
         if type(rows) is RowStore:
@@ -432,6 +448,52 @@ class Session:
                 pkt.dport, raw.orig_len, pkt.spi, seq, info, row_status,
                 None, flow.child_sa if flow is not None else None,
             ))
+
+    def _nested(self, frame: int, ts: float, inner: bytes, nh: int, src: str, dst: str) -> None:
+        """ESP inside a decrypted ESP payload (a tunnel through a tunnel, or transport-mode ESP of
+        ESP): each inner layer is its own SA (SPI + destination + protocol, RFC 4301 §4.1), so it is
+        decrypted with its own keys and given to the tracker like any ESP packet of that SA (its
+        CHILD SA, counts and sequence analysis), then the innermost packet and the layers above it
+        are recorded for the Info column and the display filter. A layer without keys, or one that
+        fails, ends the descent; more than MAX_NESTED layers is malformed. The outer ESP stays the
+        frame's packet: the session's per-frame counters do not count inner layers."""
+        dec, tracker = self.esp_decryptor, self.tracker
+        layers: list[EspLayer] = []
+        for _depth in range(MAX_NESTED):
+            found = esp_inside(inner, nh)
+            if found is None:
+                break
+            esp, isrc, idst = found
+            ver = 0
+            if isrc:  # tunnel mode: the inner IP header's addresses; transport: the carrier's
+                ver = 4 if len(isrc) == 4 else 6
+                af = socket.AF_INET if ver == 4 else socket.AF_INET6
+                src, dst = socket.inet_ntop(af, isrc), socket.inet_ntop(af, idst)
+            if len(esp) < 8:
+                self._nested_malformed(frame, ts, f"ESP inside ESP with a truncated header ({len(esp)} of 8 bytes)")
+                break
+            spi, seq = _ESP_HDR.unpack_from(esp)
+            pkt = EspPacket(frame, ts, src, dst, spi, seq, bytes(esp), ip_version=6 if ":" in src else 4)
+            res = dec.decrypt(pkt)
+            flow = tracker.on_esp(pkt, res)
+            self.stats.nested_esp += 1
+            layers.append(EspLayer(ver, src, dst, spi, (res.seq_hi << 32) | seq,
+                                   _ROW_STATUS.get(res.status) or res.status.replace("_", "-"),
+                                   res.next_header, flow.child_sa if flow is not None else None))
+            if res.inner is None:
+                break
+            inner, nh = res.inner, res.next_header  # type: ignore[assignment]
+        else:
+            if esp_inside(inner, nh) is not None:
+                self._nested_malformed(frame, ts, f"ESP nested more than {MAX_NESTED} layers deep: the "
+                                                  "innermost layers were not decrypted")
+        if self.keep_rows:
+            self.inner.add(frame, inner, nh, tuple(layers))
+
+    def _nested_malformed(self, frame: int, ts: float, reason: str) -> None:
+        st = self.stats
+        st.malformed["esp"] = st.malformed.get("esp", 0) + 1
+        self.tracker.on_malformed(Malformed(frame, ts, reason, "esp"))
 
     def _process(self, raw: RawFrame, pkt: Packet) -> None:
         st = self.stats
@@ -568,23 +630,57 @@ class Session:
         esp = res = None
         malformed = None
         inner = inner_summary = None
+        layers: tuple[tuple[EspPacket, EspResult], ...] = ()
         if raw is not None and row.kind == "ESP":
             pkt = next((p for p in Decoder().decode_all(raw) if isinstance(p, EspPacket)), None)
             if pkt is not None:
                 esp = pkt
                 res = self.esp_decryptor.peek(pkt, seq_hi=(row.seq or 0) >> 32)
                 inner = res.inner
+                if inner and res.next_header is not None:
+                    layers = self._peek_nested(frame, pkt, inner, res.next_header)
+                    if layers and layers[-1][1].inner is not None:
+                        inner = layers[-1][1].inner
                 if inner:
-                    inner_summary = describe_inner(inner, res.next_header)
+                    lines = [describe_inner(res.inner, res.next_header)] if layers else []
+                    lines += [f"ESP SPI 0x{p.spi:08x} seq {p.seq} {p.src} → {p.dst}: "
+                              + ("decrypted" if r.ok else f"{r.status} — {r.reason}") for p, r in layers]
+                    last = layers[-1][1] if layers else res
+                    if last.inner is not None:
+                        lines.append(describe_inner(last.inner, last.next_header))
+                    inner_summary = "\n".join(lines)
         elif ike is not None and ike.decrypted and ike.header.major == 2:
             inner = self._ike_plaintext(ike)
         elif row.kind == "MALFORMED":
             malformed = row.info
         return FrameDetail(
             row=row, raw=raw.data if raw is not None else b"", ike=ike, esp=esp, esp_result=res,
-            malformed=malformed, inner=inner, inner_summary=inner_summary,
+            malformed=malformed, inner=inner, inner_summary=inner_summary, esp_layers=layers,
             linktype=raw.linktype if raw is not None else -1,
         )
+
+    def _peek_nested(self, frame: int, outer: EspPacket, inner: bytes, nh: int) -> tuple[tuple[EspPacket, EspResult], ...]:
+        """The nested ESP layers of one frame decrypted again (as :meth:`_nested` did while loading,
+        with the high sequence bits it inferred then), without touching any counter."""
+        known = {(x.spi, x.dst): x.seq >> 32 for x in self.inner.nested.get(frame, ())}
+        src, dst = outer.src, outer.dst
+        out: list[tuple[EspPacket, EspResult]] = []
+        for _depth in range(MAX_NESTED):
+            found = esp_inside(inner, nh)
+            if found is None or len(found[0]) < 8:
+                break
+            esp, isrc, idst = found
+            if isrc:
+                af = socket.AF_INET if len(isrc) == 4 else socket.AF_INET6
+                src, dst = socket.inet_ntop(af, isrc), socket.inet_ntop(af, idst)
+            spi, seq = _ESP_HDR.unpack_from(esp)
+            pkt = EspPacket(frame, outer.ts, src, dst, spi, seq, bytes(esp), ip_version=6 if ":" in src else 4)
+            res = self.esp_decryptor.peek(pkt, seq_hi=known.get((spi, dst), 0))
+            out.append((pkt, res))
+            if res.inner is None or res.next_header is None:
+                break
+            inner, nh = res.inner, res.next_header
+        return tuple(out)
 
     def _ike_plaintext(self, msg: IkeMessage) -> bytes | None:
         """The decrypted body of an IKEv2 SK payload (RFC 7296 §3.14: payloads, padding removed),

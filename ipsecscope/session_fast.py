@@ -103,6 +103,7 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
         add_row = rows.add_esp
         keep = session.keep_rows  # False: no rows, and no offsets to re-read frames from
         inner_add = session.inner.add  # the decrypted inner packet's summary (decode.inner)
+        nested = session._nested  # ESP inside ESP: Session's general code (rare; not inlined)
         code_ok = STATUS_CODES["decrypted"]
         code_no_key = STATUS_CODES["no-key"]
         no_key = None  # the (immutable) result of every packet of an SA without keys
@@ -331,8 +332,15 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
             if flow is None:  # the tracker reported an internal error instead
                 flow = tbl.flows.get((e[4], e[5], spi))
             hi = res.seq_hi
-            if res.inner is not None and keep:
-                inner_add(index, res.inner, res.next_header)
+            inner = res.inner
+            if inner is not None:
+                nh = res.next_header
+                # ESP inside (nested ESP): the session decrypts and tracks the inner layers
+                if nh == 50 or (nh == 4 and len(inner) > 9 and inner[9] == 50) or (
+                        nh == 41 and len(inner) > 6 and inner[6] == 50):
+                    nested(index, ts, inner, nh, e[4], e[5])
+                elif keep:
+                    inner_add(index, inner, nh)
             add_row(index, ts, e[6], e[7], sport, dport, orig, spi, (hi << 32) | seq if hi else seq,
                     rs, flow.child_sa if flow is not None else None, res.next_header)
             o = nxt

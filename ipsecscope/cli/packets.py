@@ -19,7 +19,10 @@ ever added within /1)::
         "protocol": str ("ICMP", "TCP", "DNS", ...), "ip_proto": int, "ttl": int|null,
         "sport": int|null, "dport": int|null,        # UDP/TCP
         "icmp_type": int|null, "icmp_code": int|null, "tcp_flags": int|null,
-        "dns_query": str|null, "dns_response": bool|null, "fragment": bool, "info": str}}
+        "dns_query": str|null, "dns_response": bool|null, "fragment": bool, "info": str,
+        "nested_esp": [                              # ESP inside the outer ESP, outermost first
+           {"ip_version": 4|6|null, "src": str, "dst": str, "spi": "0x%08x", "seq": int,
+            "status": "decrypted"|"no-key"|"icv-bad"|..., "next_header": int|null, "child_sa": int|null}]}}
 
 Exit status: 0; 2 for a bad filter (the message points at the character), an unreadable file
 or key file, or a capture damaged part-way (shown up to the damage).
@@ -125,6 +128,9 @@ def inner_json(s) -> dict | None:
         "tcp_flags": s.tcpflags if l4 and s.proto == 6 else None,
         "dns_query": s.dns_name if dns else None, "dns_response": bool(s.flags & DNS_RESPONSE) if dns else None,
         "fragment": bool(s.flags & FRAGMENT), "info": s.info(),
+        "nested_esp": [{"ip_version": x.ver or None, "src": x.src, "dst": x.dst, "spi": f"0x{x.spi:08x}",
+                        "seq": x.seq, "status": x.status, "next_header": x.next_header, "child_sa": x.child_sa}
+                       for x in s.layers],
     }
 
 

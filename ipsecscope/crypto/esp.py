@@ -431,6 +431,28 @@ def trim_tfc(inner: bytes, nh: int) -> bytes:
     return inner
 
 
+# ESP carried in ESP (a tunnel through a tunnel, or transport-mode ESP of ESP) is decrypted at
+# most this deep; a packet nested deeper is malformed (a loop guard: 2 layers is what one meets).
+MAX_NESTED = 4
+
+
+def esp_inside(inner: bytes, nh: int) -> tuple[bytes, bytes, bytes] | None:
+    """(ESP bytes, src, dst) when a decrypted payload is ESP or tunnels ESP, else None.
+
+    Tunnel mode: an IPv4 packet that is not a fragment, or an IPv6 packet, whose (next) header is
+    50, between that packet's addresses (raw bytes). Transport mode: next header 50 itself, between
+    the addresses of the packet that carried it (``b""`` for both: the caller's)."""
+    if nh == 50:
+        return inner, b"", b""
+    if nh == 4 and len(inner) >= 20 and inner[9] == 50 and not ((inner[6] << 8) | inner[7]) & 0x3FFF:
+        hl = (inner[0] & 15) * 4
+        tl = (inner[2] << 8) | inner[3]
+        return inner[hl:tl], inner[12:16], inner[16:20]
+    if nh == 41 and len(inner) >= 40 and inner[6] == 50:
+        return inner[40:], inner[8:24], inner[24:40]
+    return None
+
+
 _openers: dict[EspSaKeys, Opener] = {}
 
 

@@ -12,6 +12,10 @@ the inner IPv4/IPv6 header, then UDP, TCP, ICMP or ICMPv6, DNS on UDP port 53, a
 messages (RFC 792, RFC 4443 §2.4) the quoted IP header and the first 8 octets of what it carried.
 An IP fragment's transport header is dissected from the reassembled datagram (as tshark does with
 its default ip.defragment): a fragment alone records only its IP layer.
+
+ESP inside ESP (decrypted by the session, up to ``crypto.esp.MAX_NESTED`` layers) records the
+innermost packet, and one :class:`EspLayer` per inner ESP layer above it (its IP header and ESP
+header), so the Info column shows every layer and a filter matches fields of each, as tshark does.
 """
 
 from __future__ import annotations
@@ -109,6 +113,8 @@ class InnerStore:
         # frame -> what an ICMP error quotes beyond ports: ("isakmp", 28-octet IKE header) or
         # ("esp", spi, seq) -- tshark dissects the quoted datagram that far, so filters see it.
         self.quoted: dict[int, tuple] = {}
+        # frame -> the ESP layers inside the outer one (nested ESP), outermost first
+        self.nested: dict[int, tuple[EspLayer, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -125,12 +131,16 @@ class InnerStore:
         """Address table: records hold indexes into it (0 = no address)."""
         return self._addrs
 
-    def add(self, frame: int, data: bytes | memoryview, next_header: int | None) -> None:
+    def add(self, frame: int, data: bytes | memoryview, next_header: int | None,
+            layers: tuple[EspLayer, ...] = ()) -> None:
         """Record the inner packet ``data``; ``next_header`` as ESP's trailer says (4 IPv4, 41 IPv6,
-        else a transport header in transport mode; None: look at the version nibble)."""
+        else a transport header in transport mode; None: look at the version nibble). ``layers``:
+        the ESP layers between the outer ESP and ``data`` (nested ESP), outermost first."""
         frames = self.frames
         if frames and frames[-1] >= frame:
             return
+        if layers:
+            self.nested[frame] = layers
         rec, extra = parse(bytes(data), next_header, self._addr)
         if isinstance(extra, str):
             self.dns_names[frame] = extra
@@ -155,7 +165,7 @@ class InnerStore:
         if i:
             del self._buf[:i * REC_SIZE]
             del self.frames[:i]
-            for side in (self.dns_names, self.quoted):
+            for side in (self.dns_names, self.quoted, self.nested):
                 for f in [f for f in side if f < first_frame]:
                     del side[f]
 
@@ -181,11 +191,21 @@ class InnerStore:
         r = list(rec)
         for k in (5, 6, 19, 20):  # src, dst, qsrc, qdst (frame is 0)
             r[k] = a[r[k]]
-        return InnerSummary(*r, dns_name=self.dns_names.get(frame))
+        return InnerSummary(*r, dns_name=self.dns_names.get(frame), layers=self.nested.get(frame, ()))
 
     def info(self, frame: int) -> str | None:
+        """The Info text after the outer ESP's: every nested ESP layer, then the inner packet."""
         s = self.get(frame)
-        return None if s is None else s.info()
+        if s is None:
+            return None
+        text = s.info()
+        if not s.layers:
+            return text
+        last = s.layers[-1]
+        if last.status != "decrypted":
+            # the record is the packet carrying that layer: say which SA did not open, and why
+            text = f"{text} 0x{last.spi:08x} seq {last.seq} ({last.status})"
+        return "".join(f"{x.info()} ▸ " for x in s.layers if x.status == "decrypted") + text
 
 
 def parse(data: bytes, nh: int | None, addr) -> tuple[tuple, str | None]:
@@ -324,6 +344,25 @@ def _quoted_ipsec(p: bytes, sport: int, dport: int) -> tuple | None:
 
 
 @dataclass(slots=True, frozen=True)
+class EspLayer:
+    """One ESP layer inside the outer ESP (RFC 4303 in a tunnel through a tunnel, or transport-mode
+    ESP of ESP), its own SA (SPI + destination + protocol, RFC 4301 §4.1)."""
+
+    ver: int  # 4/6: the IP header in front of it (tunnel mode); 0: none of its own (transport mode)
+    src: str
+    dst: str
+    spi: int
+    seq: int  # with the inferred ESN high bits
+    status: str  # as a row's: decrypted, no-key, icv-bad, malformed, unsupported
+    next_header: int | None  # from its trailer, once decrypted
+    child_sa: int | None = None
+
+    def info(self) -> str:
+        where = f" {self.src} → {self.dst}" if self.ver else ""
+        return f"ESP{where} 0x{self.spi:08x} seq {self.seq}"
+
+
+@dataclass(slots=True, frozen=True)
 class InnerSummary:
     """One inner packet's record with its addresses as text; ``info()`` is the Info column."""
 
@@ -353,6 +392,7 @@ class InnerSummary:
     qitype: int
     qicode: int
     dns_name: str | None = None
+    layers: tuple[EspLayer, ...] = ()  # nested ESP layers above this packet, outermost first
 
     @property
     def protocol(self) -> str:

@@ -21,7 +21,15 @@ from cryptography.exceptions import InvalidTag
 
 from ..capture.layout import Layout, records, resolve
 from ..crypto import esp as _esp
-from ..crypto.esp import EspDecryptor, SaStats, check_payload, payload_failure, trim_tfc
+from ..crypto.esp import (
+    MAX_NESTED,
+    EspDecryptor,
+    SaStats,
+    check_payload,
+    esp_inside,
+    payload_failure,
+    trim_tfc,
+)
 from ..decode.fused import EPB_ETH_IPV4, EPB_OUT, ETH_IPV4_END, ETH_IPV4_NET, PCAP_ETH_IPV4
 from ..errors import DecryptError
 from . import jsonl as _jsonl
@@ -100,23 +108,16 @@ def tunnel_len(plain: bytes, ilen: int, nh: int) -> int:
     return tl if tl > 40 else ilen
 
 
-MAX_NESTED = 4  # ESP layers inside ESP decrypted at most (a loop guard; 2 is what one meets)
 _CARRIES_ESP = frozenset((4, 41, 50))  # next headers that can carry ESP: IPv4, IPv6, ESP itself
 
 
 def _esp_in(inner: bytes, nh: int, src: bytes, dst: bytes) -> tuple:
-    """(ESP bytes, src, dst) when a decrypted payload is (or tunnels) ESP, else (None, src, dst).
-    Tunnel: an IPv4 packet (not a fragment) or an IPv6 packet whose next header is 50; transport:
-    next header 50 itself, between the outer addresses."""
-    if nh == 50:
-        return inner, src, dst
-    if nh == 4 and len(inner) >= 20 and inner[9] == 50 and not ((inner[6] << 8) | inner[7]) & 0x3FFF:
-        hl = (inner[0] & 15) * 4
-        tl = (inner[2] << 8) | inner[3]
-        return inner[hl:tl], inner[12:16], inner[16:20]
-    if nh == 41 and len(inner) >= 40 and inner[6] == 50:
-        return inner[40:], inner[8:24], inner[24:40]
-    return None, src, dst
+    """(ESP bytes, src, dst) when a decrypted payload is (or tunnels) ESP, else (None, src, dst)."""
+    found = esp_inside(inner, nh)
+    if found is None:
+        return None, src, dst
+    esp, isrc, idst = found
+    return (esp, isrc, idst) if isrc else (esp, src, dst)
 
 
 def decrypt_nested(dec: EspDecryptor, seen: set, inner: bytes, nh: int, src: bytes, dst: bytes) -> tuple:

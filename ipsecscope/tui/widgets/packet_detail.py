@@ -266,6 +266,14 @@ def fill_esp(root: TreeNode, detail: Any) -> TreeNode | None:
             sn.add_leaf(f"ESN high bits {res.seq_hi} (RFC 4303 §3.3.3)")
         if res.next_header is not None:
             sn.add_leaf(f"next header {res.next_header}, pad length {res.pad_len}")
+    for pkt, lres in getattr(detail, "esp_layers", ()):
+        # ESP inside the outer ESP (nested): each layer is its own SA with its own keys
+        style = {"ok": "bold green", "icv_failed": "bold red", "no_key": "yellow"}.get(lres.status, "magenta")
+        ln = top.add(Text(f"Nested ESP SPI 0x{pkt.spi:08x} seq {pkt.seq}", "bold green"), expand=True)
+        ln.add_leaf(f"{pkt.src} → {pkt.dst}, {pkt.length} bytes")
+        ln.add_leaf(Text(f"Decryption: {lres.status}" + (f" — {lres.reason}" if lres.reason else ""), style))
+        if lres.keys is not None:
+            ln.add_leaf(f"keys from {short_source(lres.keys.source)}")
     if detail.inner_summary:
         label = Text("Inner packet ", "bold")
         label.append(" / ".join(detail.inner_summary.splitlines()), "not bold")
