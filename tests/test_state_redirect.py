@@ -71,3 +71,22 @@ def test_redirect_not_followed_is_a_warning():
     assert sa.state == SaState.REDIRECTED and sa.redirected_into is None
     f = next(x for x in evaluate(tr.table) if x.code == "IKE-REDIRECTED")
     assert f.severity == Severity.WARNING and TRUTH["to"] in f.title
+
+
+@pytest.mark.parametrize("keys", [True, False], ids=["keys", "nokeys"])
+def test_sas_json_carries_the_redirect(keys):
+    """`sas --json` (schema ipsecscope.sas/1) names where each IKE SA was redirected, and links the
+    old SA and the new one both ways, as the model does."""
+    from conftest import IPSECSCOPE
+
+    d = SAMPLES / "redirect"
+    args = [str(d / "capture.pcapng")] + (["-k", str(d / "keys")] if keys else [])
+    r = subprocess.run([*IPSECSCOPE, "sas", *args, "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    sas = {sa["key"]: sa for sa in json.loads(r.stdout)["ike_sas"]}
+    old, new = sas[TRUTH["ike_sa"]], sas[TRUTH["new_ike_sa"]]
+    assert old["state"] == "redirected" and old["redirect_to"] == TRUTH["to"]
+    assert old["redirect_exchange"] == ("INFORMATIONAL" if keys else "encrypted")
+    assert isinstance(old["redirect_frame"], int) and isinstance(old["redirect_time"], float)
+    assert (old["redirected_into"], new["redirected_from"]) == (new["key"], old["key"])
+    assert new["redirect_to"] is None and new["redirected_into"] is None and old["redirected_from"] is None

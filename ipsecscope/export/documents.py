@@ -20,6 +20,12 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "undecryptable": int,              # encrypted messages a loaded key gave no payload chain for (IKEv1: wrong key)
         "created": float|null, "established": float|null, "deleted": float|null, "deleted_by": str|null,
         "rekeyed_from": key|null, "rekeyed_into": key|null, "retry_of": key|null, "retried_by": key|null,
+        "redirect_to": str|null,           # RFC 5685: the gateway this SA's responder sent the initiator to
+        "redirect_exchange": "IKE_SA_INIT"|"IKE_AUTH"|"INFORMATIONAL"|"encrypted"|null,  # where the REDIRECT was
+                                           #   ("encrypted": learnt from the new SA's REDIRECTED_FROM)
+        "redirect_frame": int|null, "redirect_time": float|null,
+        "redirected_into": key|null,       # the IKE SA the initiator then made with that gateway
+        "redirected_from": key|null,       # the IKE SA whose responder redirected the initiator here
         "children": [int],
         "exchanges": [{"exchange": str, "msg_id": int, "requester": str, "request_frames": [int],
                        "response_frames": [int], "request_time": float|null, "response_time": float|null,
@@ -119,6 +125,9 @@ def ike_to_dict(sa: IkeSa) -> dict:
         "undecryptable": sa.undecryptable, "created": sa.created_ts, "established": sa.established_ts,
         "deleted": sa.deleted_ts, "deleted_by": sa.deleted_by, "rekeyed_from": sa.rekeyed_from,
         "rekeyed_into": sa.rekeyed_into, "retry_of": sa.retry_of, "retried_by": sa.retried_by,
+        "redirect_to": sa.redirect_to, "redirect_exchange": sa.redirect_exchange,
+        "redirect_frame": sa.redirect_frame, "redirect_time": sa.redirect_ts,
+        "redirected_into": sa.redirected_into, "redirected_from": sa.redirected_from,
         "children": list(sa.children),
         "exchanges": [{
             "exchange": N.exchange_name(x.exchange, sa.version), "msg_id": x.msg_id, "requester": x.requester,
