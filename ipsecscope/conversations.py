@@ -151,7 +151,8 @@ def compute(session, interval: float | None = None, bins: int = 60) -> Stats:
         for (s, d, spi), row in zip(uniq.tolist(), counts.tolist(), strict=True):
             io[(cols.addrs[s], cols.addrs[d], spi)] = row
     flows = []
-    for (fsrc, fdst, spi), f in sorted(table.flows.items(), key=lambda kv: (kv[1].first_frame, kv[0])):
+    for f in sorted(table.flows.values(), key=lambda f: (f.first_frame, f.key)):
+        fsrc, fdst, spi = f.src, f.dst, f.spi
         flows.append(FlowStats(f"{fsrc}>{fdst}:0x{spi:08x}", fsrc, fdst, spi, f.protocol, f.child_sa, f.packets,
                                f.bytes, f.first_ts, f.last_ts, f.lost, io.get((fsrc, fdst, spi), [0] * nbins)))
     children = []

@@ -410,7 +410,7 @@ class Session:
             self._no_key_result = res
         flow = self.tracker.on_esp(pkt, res)
         if flow is None:  # the tracker reported an internal error instead
-            flow = self.tracker.table.flows.get((pkt.src, pkt.dst, pkt.spi))
+            flow = self.tracker.table.flows.get((pkt.src, pkt.dst, pkt.spi, "ESP"))
         inner = res.inner
         if inner is not None:
             nh = res.next_header

@@ -330,7 +330,7 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
                 rs = STATUS_CODES.get(name) or rows.status_code(name)
             flow = on_esp(index, ts, e[4], e[5], spi, seq, res, end_ip - q, encap, sport, dport)
             if flow is None:  # the tracker reported an internal error instead
-                flow = tbl.flows.get((e[4], e[5], spi))
+                flow = tbl.flows.get((e[4], e[5], spi, "ESP"))
             hi = res.seq_hi
             inner = res.inner
             if inner is not None:

@@ -107,7 +107,7 @@ def test_same_spi_to_another_destination_is_not_the_negotiated_sa():
     SPI: a different SA (RFC 4301 §4.1), so it must not be counted on the negotiated one."""
     s, pkt = _first_esp("healthy-gcm")
     tr = s.tracker
-    neg = tr.table.child_sas[tr.table.flows[(pkt.src, pkt.dst, pkt.spi)].child_sa]
+    neg = tr.table.child_sas[tr.table.flows[(pkt.src, pkt.dst, pkt.spi, "ESP")].child_sa]
     before = sum(f.packets for f in neg.flows(tr.table))
     for dst in ("198.18.0.99", "2001:db8::2"):
         flow = tr.on_esp(dataclasses.replace(pkt, dst=dst, frame=10**6, ts=pkt.ts + 1))
@@ -205,7 +205,7 @@ def test_inferred_cap_forgets_idle_sas_first():
         tr.on_esp(EspPacket(2 * i + 1, i * 0.1, "198.18.0.7", "198.18.0.2", 0x20000 + i, 1, data))
         assert sum(1 for c in tr.table.child_sas.values() if c.state == SaState.INFERRED) <= 100
         assert len(tr.table.flows) <= 101
-    busy = tr.table.flows[("198.18.0.1", "198.18.0.2", 0xAAAA)]
+    busy = tr.table.flows[("198.18.0.1", "198.18.0.2", 0xAAAA, "ESP")]
     assert busy.packets == 1000  # never forgotten: it was never idle
     assert tr.inferred_forgotten == 1000 + 1 - 100
     ob = next(o for o in tr.table.observations if o.kind == "inferred_forgotten")
@@ -236,7 +236,7 @@ def test_expire_forgets_idle_inferred_and_half_open_sas():
     # SAs started at t0 .. t0+29 are idle for more than 60 s at t0+100, except SPI 0x50000.
     assert gone == 30 + 29
     assert (len(tr.table.ike_sas), len(tr.table.child_sas)) == (negotiated[0], negotiated[1] + 1)
-    assert [k for k in tr.table.flows if k[0] == "198.18.0.8"] == [("198.18.0.8", "198.18.0.2", 0x50000)]
+    assert [k for k in tr.table.flows if k[0] == "198.18.0.8"] == [("198.18.0.8", "198.18.0.2", 0x50000, "ESP")]
     kinds = {o.kind: o.detail["count"] for o in tr.table.observations}
     assert kinds["inferred_forgotten"] == 29 and kinds["half_open_forgotten"] == 30
     # The cap alone: the oldest go first.
@@ -260,3 +260,60 @@ def test_forgotten_inferred_sas_are_freed():
             tr.expire(i * 0.5, max_age=20.0, max_inferred=50)
     assert alive(ChildSa) - base_c <= 50 and alive(EspFlow) - base_f <= 50
     assert len(tr.table.child_sas) <= 50 and len(tr.table.flows) <= 50
+
+
+def _esp_ah_same_spi(path: Path) -> None:
+    """Two hosts talking ESP and AH at once with the SAME SPIs (an SPI is chosen per protocol,
+    RFC 4301 §4.1): 0x1000 inbound at B, 0x2000 inbound at A, for both protocols."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.ipsec import AH, ESP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    a, b = "198.18.5.1", "198.18.5.2"
+    pkts = []
+    t = 1_700_000_000.0
+    for i in range(1, 5):
+        for src, dst, spi in ((a, b, 0x1000), (b, a, 0x2000)):
+            e = Ether() / IP(src=src, dst=dst) / ESP(spi=spi, seq=i, data=bytes(range(32)))
+            e.time = t
+            h = Ether() / IP(src=src, dst=dst) / AH(spi=spi, seq=i, icv=bytes(12), nh=1, payloadlen=4) / ICMP()
+            h.time = t + 0.01
+            pkts += [e, h]
+            t += 0.1
+    wrpcap(str(path), pkts)
+
+
+@needs_tshark
+def test_esp_and_ah_with_one_spi_and_destination_are_two_sas(tmp_path):
+    """RFC 4301 §4.1: SPI + destination + protocol name an SA. ESP and AH on the same SPI towards
+    the same host are two SAs: two flows each with their own counters and sequence numbers, and
+    two CHILD SAs (one per protocol) rather than one flow with doubled packets and replays."""
+    cap = tmp_path / "esp-ah.pcap"
+    _esp_ah_same_spi(cap)
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-T", "fields", "-e", "ip.dst",
+                          "-e", "esp.spi", "-e", "ah.spi"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    want = Counter()
+    for ln in out.splitlines():
+        dst, esp, ah = ln.split("\t")
+        want[(dst, int(esp or ah, 16), "ESP" if esp else "AH")] += 1
+    assert len(want) == 4 and set(want.values()) == {4}
+    s = Session()
+    s.load(cap)
+    assert (s.stats.esp, s.stats.ah, s.stats.malformed) == (8, 8, {})
+    t = s.table
+    assert Counter({(f.dst, f.spi, f.protocol): f.packets for f in t.flows.values()}) == want
+    assert set(t.flows) == {f.key for f in t.flows.values()} and all(len(k) == 4 for k in t.flows)
+    for f in t.flows.values():  # in order, once each: no replay from the other protocol's numbers
+        assert (f.seq_min, f.seq_max, f.duplicates, f.lost) == (1, 4, 0, 0), f
+    by_proto = {c.protocol: c for c in t.child_sas.values()}
+    assert len(t.child_sas) == 2 and set(by_proto) == {"ESP", "AH"}
+    for proto, c in by_proto.items():
+        assert {f.protocol for f in c.flows(t)} == {proto} and len(c.flows(t)) == 2
+        assert {c.spi_i, c.spi_r} == {0x1000, 0x2000}
+    assert not [x for x in s.findings if x.code in ("ESP-REPLAY", "ESP-ONE-WAY")]
+    # JSON keys stay distinct: AH's carries its protocol.
+    from ipsecscope.export.documents import flow_key
+
+    assert len({flow_key(f) for f in t.flows.values()}) == 4

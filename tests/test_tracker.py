@@ -256,7 +256,7 @@ def test_replay_loss_reorder_from_real_packets():
     assert (b.seq, c.seq) == (a.seq + 1, a.seq + 2)
     for p in (a, a, c):  # a twice (replay), b missing (gap)
         tr.on_esp(p, None)
-    f = tr.table.flows[(a.src, a.dst, spi)]
+    f = tr.table.flows[(a.src, a.dst, spi, "ESP")]
     assert (f.duplicates, f.lost, f.packets) == (1, 1, 3)
     tr.on_esp(b, None)  # arrives late, inside the 64-packet window: fills the gap, not "reordered"
     assert f.lost == 0 and f.reordered == 0 and f.packets == 4

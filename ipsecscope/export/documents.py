@@ -41,10 +41,10 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "rekeyed_from": int|null, "rekeyed_into": int|null, "rekeyed": float|null,
         "rekey_collision": bool, "deleted": float|null, "deleted_by": str|null, "failure": str|null,
         "lifetime": float|null, "keys_source": str|null, "inferred_reason": str,
-        "flows": [flow keys "src>dst:0xspi"]
+        "flows": [flow keys "src>dst:0xspi" (AH: "src>dst:0xspi/AH")]
       }],
       "flows": [{
-        "key": "src>dst:0xspi", "src": str, "dst": str, "spi": "0x%08x", "protocol": str,
+        "key": "src>dst:0xspi" (AH: +"/AH"), "src": str, "dst": str, "spi": "0x%08x", "protocol": str,
         "child_sa": int|null, "packets": int, "bytes": int, "first_time": float|null,
         "last_time": float|null, "first_frame": int, "last_frame": int, "seq_min": int|null,
         "seq_max": int|null, "lost": int, "duplicates": int, "reordered": int, "icv_failed": int,
@@ -66,7 +66,7 @@ JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added 
         "severity": "error" | "warning" | "info",
         "title": str, "explanation": str, "hint": str,
         "frames": [int],             # evidence, Wireshark frame numbers
-        "sa": str | null,            # IKE SA key "spii_spir", "child:<id>" or "esp:<src>><dst>:0x<spi>"
+        "sa": str | null,            # IKE SA key "spii_spir", "child:<id>" or "esp:<src>><dst>:0x<spi>" ("ah:" for AH)
         "time": float | null,
         "evidence_log": [{           # lines of the peers' own logs (-k charon.log) the finding uses;
           "kind": str,               #   "configured_proposals" | "received_proposals" | "ts_config" |
@@ -106,7 +106,9 @@ def spi_hex(v: int | None) -> str | None:
 
 
 def flow_key(f: EspFlow) -> str:
-    return f"{f.src}>{f.dst}:0x{f.spi:08x}"
+    """``"src>dst:0xspi"`` for ESP, ``"src>dst:0xspi/AH"`` for AH: an AH SA may share SPI and
+    destination with an ESP SA (RFC 4301 §4.1) and is still another flow."""
+    return f"{f.src}>{f.dst}:0x{f.spi:08x}" + ("" if f.protocol == "ESP" else f"/{f.protocol}")
 
 
 def ike_to_dict(sa: IkeSa) -> dict:

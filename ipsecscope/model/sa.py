@@ -12,6 +12,9 @@ from enum import Enum, IntEnum
 from .ike import TrafficSelector
 from .keys import PeerLogNote
 
+# (src, dst, SPI, "ESP" | "AH"): one direction of one SA (EspFlow.key, SaTable.flows)
+FlowKey = tuple[str, str, int, str]
+
 
 class SaState(str, Enum):  # noqa: UP042 - str() behaviour other stages may rely on
     INITIATING = "initiating"  # IKE_SA_INIT / CREATE_CHILD_SA request seen, no answer yet
@@ -31,7 +34,9 @@ class Severity(IntEnum):
 
 @dataclass(slots=True)
 class EspFlow:
-    """One direction of ESP/AH traffic: (src, dst, spi)."""
+    """One direction of one SA on the wire: (src, dst, spi, protocol). RFC 4301 §4.1 identifies an SA
+    by SPI, destination and protocol, so ESP and AH with the same SPI between the same hosts are
+    two flows of two SAs."""
 
     src: str
     dst: str
@@ -79,8 +84,8 @@ class EspFlow:
     unsupported_frames: list[int] = field(default_factory=list)
 
     @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.src, self.dst, self.spi)
+    def key(self) -> FlowKey:
+        return (self.src, self.dst, self.spi, self.protocol)
 
 
 @dataclass(slots=True)
@@ -251,7 +256,7 @@ class Finding:
     title: str  # one line
     explanation: str  # plain language, names both peers
     frames: tuple[int, ...] = ()  # evidence
-    sa: str | None = None  # IkeSa.key or "child:<id>" or "esp:<src>><dst>:0x<spi>"
+    sa: str | None = None  # IkeSa.key or "child:<id>" or "esp:<src>><dst>:0x<spi>" ("ah:..." for AH)
     hint: str = ""
     ts: float | None = None
     # Lines of the peers' own logs the finding relies on (keys.PeerLogNote), e.g. the responder's
@@ -265,7 +270,7 @@ class SaTable:
 
     ike_sas: dict[str, IkeSa] = field(default_factory=dict)
     child_sas: dict[int, ChildSa] = field(default_factory=dict)
-    flows: dict[tuple[str, str, int], EspFlow] = field(default_factory=dict)
+    flows: dict[FlowKey, EspFlow] = field(default_factory=dict)  # EspFlow.key -> flow
     first_ts: float | None = None
     last_ts: float | None = None
     # Added by the correlation engine: facts outside any SA that rules still want.

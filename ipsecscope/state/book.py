@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..model.ike import IkeMessage, NotifyPayload, VendorPayload
-from ..model.sa import ChildSa, EspFlow, IkeExchange, IkeSa, Observation, SaState, SaTable
+from ..model.sa import ChildSa, EspFlow, FlowKey, IkeExchange, IkeSa, Observation, SaState, SaTable
 from .esp_flow import EVIDENCE, SeqTracker
 
 ZERO_SPI = b"\x00" * 8
@@ -72,7 +72,7 @@ class Book:
         self._sa_children: dict[SaId, list[int]] = {}  # SA identity -> CHILD SA ids using it
         self._sa_flows: dict[SaId, list[EspFlow]] = {}  # SA identity -> flows carrying it
         self._pair_ike: dict[frozenset[str], dict[int, IkeSa]] = {}  # peer pair -> IKE SAs, filing order
-        self.seq_trackers: dict[tuple[str, str, int], SeqTracker] = {}  # per flow key
+        self.seq_trackers: dict[FlowKey, SeqTracker] = {}  # per flow key
         # INFERRED CHILD SAs with one flow, waiting for the opposite one: (initiator, responder,
         # protocol) -> oldest first
         self._half_inferred: dict[tuple[str, str, str], deque[ChildSa]] = {}

@@ -32,7 +32,7 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
     t = book.table
     if t.last_ts is None or ts > t.last_ts or t.first_ts is None or ts < t.first_ts:
         book.touch(ts)
-    key = (src, dst, spi)
+    key = (src, dst, spi, proto)  # EspFlow.key: RFC 4301 §4.1, the protocol is part of the SA's name
     flow = t.flows.get(key)
     if flow is None:
         flow = EspFlow(src=src, dst=dst, spi=spi, protocol=proto, first_ts=ts,
@@ -104,7 +104,7 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
     flows = book.table.flows
     for other_spi in (child.spi_i, child.spi_r):
         if other_spi is not None and other_spi != spi:
-            rev = flows.get((dst, src, other_spi))
+            rev = flows.get((dst, src, other_spi, proto))
             if rev is not None:
                 rev.unanswered_tail = 0
     if child.deleted_ts is not None and ts > child.deleted_ts:

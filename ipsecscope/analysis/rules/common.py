@@ -43,7 +43,7 @@ def frames_of(*lists: Iterable[int]) -> tuple[int, ...]:
 
 
 def flow_ref(f: EspFlow) -> str:
-    return f"esp:{f.src}>{f.dst}:0x{f.spi:08x}"
+    return f"{f.protocol.lower()}:{f.src}>{f.dst}:0x{f.spi:08x}"  # "ah:..." for AH: another SA
 
 
 def addr_eq(a: str | None, b: str | None) -> bool:
