@@ -28,7 +28,7 @@ import truth  # noqa: E402
 SAMPLE_NAMES = ["healthy-gcm", "cbc-sha2-pfs", "proposal-mismatch", "ike-proposal-mismatch",
                 "ts-mismatch", "psk-mismatch", "dh-retry", "dead-peer", "ikev1-dead-peer",
                 "nat-napt", "mtu-small-link", "esp-oneway-drop", "peer-restart", "redirect",
-                "ike-frag-cert", "ike-frag-untrusted", "path-impairments"]
+                "ike-frag-cert", "ike-frag-untrusted", "path-impairments", "nat-rebind"]
 NO_IKE_SA = {"ike-proposal-mismatch"}  # fails in IKE_SA_INIT: no keys, nothing encrypted
 IKEV1 = {"ikev1-dead-peer"}  # no SK payloads: encrypted IKEv1 messages, keys in ikev1_decryption_table
 SK = "46"  # IKEv2 Encrypted and Authenticated payload
@@ -37,7 +37,7 @@ NOTIFY_CODES = {"NO_PROPOSAL_CHOSEN": "14", "TS_UNACCEPTABLE": "38",
 EXCH = {34: "IKE_SA_INIT", 35: "IKE_AUTH", 36: "CREATE_CHILD_SA", 37: "INFORMATIONAL"}
 
 # Peers whose logs name a private address the capture never shows (the NAPT rewrote it).
-NATED = {"nat-napt"}
+NATED = {"nat-napt", "nat-rebind"}
 # Inner packets bigger than the TUN MTU travel as inner IP fragments: not every ESP packet holds
 # a whole ICMP message (tshark reassembles the inner fragments at the last one).
 INNER_FRAGMENTS = {"mtu-small-link"}
@@ -49,7 +49,7 @@ FIELDS = ["frame.number", "ip.src", "isakmp.exchangetype", "isakmp.messageid", "
           "icmp.type", "udp.dstport", "isakmp.hash", "udp.srcport", "isakmp.notify.data",
           "udpencap.nat_keepalive", "ip.dst", "icmp.mtu", "ip.len", "ip.flags.mf",
           "ip.frag_offset", "isakmp.frag.number", "isakmp.frag.total", "x509sat.printableString",
-          "esp.sequence"]
+          "esp.sequence", "ip.proto"]
 
 
 def tshark(capture: Path, keys: Path | None, tmp: Path) -> list[dict[str, list[str]]]:
@@ -79,8 +79,9 @@ def ike(rows: list[dict[str, list[str]]]) -> list[dict[str, list[str]]]:
 
 
 def esp(rows: list[dict[str, list[str]]]) -> list[dict[str, list[str]]]:
-    """ESP packets (not an ICMP error quoting the start of one: its ICV is cut off)."""
-    return [r for r in rows if r["esp.spi"] and not r["icmp.mtu"]]
+    """ESP packets (not an ICMP error quoting the start of one: its ICV is cut off; the outer
+    protocol of such a frame is ICMP, 1)."""
+    return [r for r in rows if r["esp.spi"] and not r["icmp.mtu"] and r["ip.proto"][:1] != ["1"]]
 
 
 def _bridge_log(name: str) -> list[dict]:

@@ -184,6 +184,14 @@ def scenarios() -> dict[str, dict[str, str]]:
                       "right", gcm_ike, {"net": net("right", "aes256gcm16")}, conn="nat",
                       remote_addrs="%any", encap=False),
     }
+    out["nat-rebind"] = {
+        "left": conf("nat-rebind: initiator behind a NAPT whose mapping is dropped mid-tunnel (new source port); "
+                     "DPD 2 s", "left", gcm_ike, {"net": net("left", "aes256gcm16")}, conn="rebind",
+                     local_addrs="10.0.0.1", encap=False, extra=dpd),
+        "right": conf("nat-rebind: responder on the public side; it must follow the new port (RFC 7296 2.23)",
+                      "right", gcm_ike, {"net": net("right", "aes256gcm16")}, conn="rebind",
+                      remote_addrs="%any", encap=False),
+    }
     out["mtu-small-link"] = {
         side: conf("mtu-small-link: a 1280-byte link on the routed path, large pings",
                    side, gcm_ike, {"net": net(side, "aes256gcm16")}, conn="mtu")

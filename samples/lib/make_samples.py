@@ -156,6 +156,39 @@ def nat_napt(pair: StrongswanPair) -> None:
     pair.terminate_ike("nat")
 
 
+# The NAPT's UDP rule after the rebinding: another port range, so the new mapping cannot reuse the
+# old port (nf_nat would pick a random port in the range anyway; this makes the change certain).
+REBIND_NAT = ("flush chain ip nat postrouting",
+              "add rule ip nat postrouting oifname \"wan\" ip saddr 10.0.0.0/24 meta l4proto udp "
+              "masquerade to :41000-41999",
+              "add rule ip nat postrouting oifname \"wan\" ip saddr 10.0.0.0/24 masquerade")
+
+
+def nat_rebind(pair: StrongswanPair) -> None:
+    assert isinstance(pair, RoutedPair)
+    pair.initiate("net", ike="rebind")    # IKE_SA_INIT on 500, IKE_AUTH and ESP on 4500 via the NAPT
+    pair.ping(3)
+    log = ["# conntrack -L -p udp before the rebinding (router namespace)",
+           pair.exec_router("conntrack", "-L", "-p", "udp").stdout.strip()]
+    # The NAT forgets its mappings (a reboot, a timeout, a CGN re-balancing): new port range, UDP
+    # conntrack entries deleted. The initiator's next packet gets a new public port; the responder
+    # keeps sending to the old one until an authenticated IKE message from the new one tells it
+    # (RFC 7296 §2.23): here the initiator's DPD, sent because nothing comes back.
+    pair.nft(*REBIND_NAT)
+    flushed = pair.exec_router("conntrack", "-D", "-p", "udp", check=False)
+    log += [f"# {time.time():.6f} nft: masquerade UDP to :41000-41999; conntrack -D -p udp",
+            (flushed.stdout + flushed.stderr).strip()]
+    pair.ping(3, check=False)             # out via the new port; replies go to the stale mapping
+    if not pair.wait_log("left", "sending DPD request", timeout=15):
+        raise PeerError("nat-rebind: no DPD after the NAT mapping changed")
+    settle(pair, 1.0)
+    pair.ping(3)                          # the responder follows the new port: answered again
+    log += ["# conntrack -L -p udp after the rebinding",
+            pair.exec_router("conntrack", "-L", "-p", "udp").stdout.strip()]
+    (pair.workdir / "path.log").write_text("\n".join(log) + "\n")
+    pair.terminate_ike("rebind")
+
+
 def mtu_small_link(pair: StrongswanPair) -> None:
     pair.initiate("net", ike="mtu")
     pair.ping(2)
@@ -269,6 +302,7 @@ CREDS: dict[str, dict[str, dict[str, Path]]] = {
 # Scenarios with a middle namespace (router, NAT or bridge): RoutedPair keyword arguments.
 PATHS: dict[str, dict[str, object]] = {
     "nat-napt": {"mode": "nat", "capture_at": "wan", "charon_extra": "keep_alive = 1s"},
+    "nat-rebind": {"mode": "nat", "capture_at": "wan"},
     "mtu-small-link": {"mode": "route", "capture_at": "lan", "mtu_wan": 1280},
     "esp-oneway-drop": {"mode": "route", "capture_at": "lan"},
     "path-impairments": {"mode": "bridge", "capture_at": "wan"},
@@ -285,6 +319,7 @@ SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "dead-peer": dead_peer,
     "ikev1-dead-peer": ikev1_dead_peer,
     "nat-napt": nat_napt,
+    "nat-rebind": nat_rebind,
     "mtu-small-link": mtu_small_link,
     "esp-oneway-drop": esp_oneway_drop,
     "peer-restart": peer_restart,

@@ -194,6 +194,13 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "findings": [{"code": "IKE-AUTH-FAILED", "severity": "error", "side": "responder rejected initiator"}],
         "needs_keys": True,
     },
+    "nat-rebind": {
+        "summary": "the NAPT in front of the initiator drops its mappings mid-tunnel (new port range, "
+                   "conntrack -D): the initiator's UDP 4500 traffic leaves from a new public port with "
+                   "the same SPIs; the responder's next ESP goes to the old port (ICMP port unreachable "
+                   "from the NAT) until the initiator's DPD from the new port tells it (RFC 7296 §2.23)",
+        "problems": [],
+    },
     "nat-napt": {
         "summary": "a healthy tunnel through a real NAPT: the initiator (10.0.0.1) is behind "
                    "it, the capture is on the public side (198.18.0.1 <-> 198.18.0.2); NAT-T "
@@ -213,6 +220,7 @@ PEERS: dict[str, dict[str, dict[str, str]]] = {
                           "inner": "10.1.0.0/24", "behind": "NAPT 10.0.0.254 / 198.18.0.1"},
                  "right": {"outer": "198.18.0.2", "role": "responder", "inner": "10.2.0.0/24"}},
 }
+PEERS["nat-rebind"] = PEERS["nat-napt"]
 DEFAULT_PEERS = {"left": {"outer": "198.18.0.1", "role": "initiator", "inner": "10.1.0.0/24"},
                  "right": {"outer": "198.18.0.2", "role": "responder", "inner": "10.2.0.0/24"}}
 RECEIVED = re.compile(r"received packet: from (?P<src>[\d.]+)\[(?P<sport>\d+)\] to "
@@ -241,6 +249,38 @@ def _nat_napt(lines: Lines, _ike: list[dict[str, Any]], _child: list[dict[str, A
         "note": "the responder's NATD_S_IP also mismatches: strongSwan with kernel-libipsec "
                 "fakes it to force UDP encapsulation; the initiator's NATD_D_IP matches "
                 "198.18.0.2:500, so the responder's address is not translated"}],
+        "max_severity": "info"}
+
+
+CONNTRACK_4500 = re.compile(r"src=10\.0\.0\.1 dst=198\.18\.0\.2 sport=4500 dport=4500 src=198\.18\.0\.2 "
+                            r"dst=198\.18\.0\.1 sport=4500 dport=(?P<port>\d+)")
+ENDPOINT_CHANGED = re.compile(r"remote endpoint changed from (?P<old>[\d.]+\[\d+\]) to (?P<new>[\d.]+\[\d+\])")
+
+
+def _nat_rebind(lines: Lines, ike: list[dict[str, Any]], child: list[dict[str, Any]], sample: Path) -> dict[str, Any]:
+    """The router's view (path.log: conntrack before and after the mapping was dropped) gives the
+    old and new public port of the initiator's UDP 4500 flow; the responder's log says when it
+    followed ("remote endpoint changed" on an authenticated message, RFC 7296 §2.23)."""
+    text = (sample / "path.log").read_text()
+    before, _, after = text.partition("# conntrack -L -p udp after")
+    old = CONNTRACK_4500.search(before.split("nft:")[0])
+    new = CONNTRACK_4500.search(after)
+    assert old and new and old["port"] != new["port"], "path.log must show the 4500 mapping before and after"
+    flushed = float(re.search(r"^# (\d+\.\d+) nft:", text, re.M)[1])  # type: ignore[index]
+    moves = [(t, m["old"], m["new"]) for t, _i, msg in lines["right"]
+             if (m := ENDPOINT_CHANGED.search(msg)) and m["old"].endswith(f"[{old['port']}]")]
+    assert len(moves) == 1, "the responder logs one move of the initiator's NAT-T endpoint"
+    rekeyed = [c for c in child if c["rekey"]]
+    return {"findings": [{
+        "code": "IKE-NAT-DETECTED", "severity": "info", "side": "initiator", "behind_nat": "198.18.0.1",
+        "rebinding": {"peer": "initiator", "old": f"198.18.0.1:{old['port']}", "new": f"198.18.0.1:{new['port']}",
+                      "spi_unchanged": child[0]["spi_out"], "mapping_dropped_at": flushed,
+                      "responder_followed_log": {"time": moves[0][0], "old": moves[0][1], "new": moves[0][2]},
+                      "source": "path.log (conntrack in the router namespace) and charon-right.log"},
+        "note": "kernel-libipsec cannot move an installed SA to a new port: after following the "
+                "new endpoint the responder rekeys the CHILD SA (CREATE_CHILD_SA from the responder)"}],
+        "ike_sa_count": len(ike), "child_sa_generations": len(child), "responder_rekeyed_child": bool(rekeyed),
+        "not_reported": ["ESP-ONE-WAY", "ESP-RETURN-STOPPED", "IKE-DEAD-PEER", "IKE-PEER-RESTARTED"],
         "max_severity": "info"}
 
 
@@ -317,7 +357,7 @@ def _impair(_lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any
 
 
 # Facts derived from the logs (ports, SPIs, counts that change on every regeneration).
-DERIVED = {"path-impairments": _impair, "nat-napt": _nat_napt, "mtu-small-link": _mtu, "esp-oneway-drop": _oneway,
+DERIVED = {"path-impairments": _impair, "nat-napt": _nat_napt, "nat-rebind": _nat_rebind, "mtu-small-link": _mtu, "esp-oneway-drop": _oneway,
            "peer-restart": _restart, "redirect": _redirect}
 
 
