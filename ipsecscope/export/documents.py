@@ -14,7 +14,8 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "failure": str|null, "proposal": str|null, "offered": [str], "dh_group": str|null,
         "ke_groups": [str], "invalid_ke_requested": [str], "id_i": str|null, "id_r": str|null,
         "auth_method": str|null, "mode": str|null (IKEv1 Main/Aggressive),
-        "nat": {"initiator": bool|null, "responder": bool|null, "nat_t": bool},
+        "nat": {"initiator": bool|null, "responder": bool|null, "nat_t": bool,
+                "rebindings": [REBINDING]},  # a peer's NAT-T address:port changed mid-SA (NAT rebinding)
         "ike_fragmentation": [bool, bool], "vendor_ids": [str], "decrypted": bool,
         "icv_failed": int,                 # encrypted messages the given IKE keys failed to authenticate
         "undecryptable": int,              # encrypted messages a loaded key gave no payload chain for (IKEv1: wrong key)
@@ -41,6 +42,7 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "rekeyed_from": int|null, "rekeyed_into": int|null, "rekeyed": float|null,
         "rekey_collision": bool, "deleted": float|null, "deleted_by": str|null, "failure": str|null,
         "lifetime": float|null, "keys_source": str|null, "inferred_reason": str,
+        "nat_rebindings": [REBINDING],     # only for a CHILD SA without an IKE SA (else on the IKE SA)
         "flows": [flow keys "src>dst:0xspi" (AH: "src>dst:0xspi/AH")]
       }],
       "flows": [{
@@ -50,9 +52,19 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "seq_max": int|null, "lost": int, "duplicates": int, "reordered": int, "icv_failed": int,
         "no_key": int, "decrypted": int, "malformed": int, "unsupported": int, "after_delete": int, "after_rekey": int,
         "after_rekey_last_time": float|null, "outside_ts": int, "udp_encap": bool, "sport": int, "dport": int,
-        "keys_nat": str|null          # the keys were matched across NAT: "logged -> wire" address
+        "keys_nat": str|null,         # the keys were matched across NAT: "logged -> wire" address
+        "sport_last": int, "dport_last": int   # ports of its latest packet (differ after a NAT rebinding)
       }],
       "capture": {"frames": int, "malformed": {layer: int}, "truncated": str|null}   # what could not be read
+    }
+
+    REBINDING (RFC 7296 §2.23; RFC 3948) = {
+      "peer": "initiator"|"responder",   # whose endpoint moved
+      "old": "addr:port", "new": "addr:port",   # as the capture shows them ("[v6]:port")
+      "time": float, "frame": int, "seen_in": str,   # first packet from the new endpoint: "ESP 0x..." | "IKE <exchange>"
+      "followed_time": float|null, "followed_frame": int|null, "followed_in": str,  # the other peer's first
+                                         #   ESP or IKE request to the new endpoint (null: never, in the capture)
+      "to_old": int, "to_old_frames": [int]   # what it still sent to the old endpoint meanwhile
     }
 
 JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added within /1)::
@@ -92,8 +104,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..model.sa import ChildSa, EspFlow, Finding, IkeSa, SaTable, Severity
+from ..model.sa import ChildSa, EspFlow, Finding, IkeSa, NatRebinding, SaTable, Severity
 from ..state import names as N
+from ..state.nat import endpoint_text
 
 SAS_SCHEMA = "ipsecscope.sas/1"
 FINDINGS_SCHEMA = "ipsecscope.findings/1"
@@ -121,7 +134,8 @@ def ike_to_dict(sa: IkeSa) -> dict:
         "ke_groups": [N.dh_name(g) for g in sa.ke_groups],
         "invalid_ke_requested": [N.dh_name(g) for g in sa.invalid_ke_requested],
         "id_i": sa.id_i, "id_r": sa.id_r, "auth_method": sa.auth_method, "mode": sa.mode,
-        "nat": {"initiator": sa.nat_initiator, "responder": sa.nat_responder, "nat_t": sa.nat_t},
+        "nat": {"initiator": sa.nat_initiator, "responder": sa.nat_responder, "nat_t": sa.nat_t,
+                "rebindings": [rebinding_to_dict(r) for r in sa.nat_rebindings]},
         "ike_fragmentation": list(sa.ike_fragmentation), "vendor_ids": list(sa.vendor_ids),
         "decrypted": sa.decrypted, "icv_failed": sa.icv_failed,
         "undecryptable": sa.undecryptable, "created": sa.created_ts, "established": sa.established_ts,
@@ -153,7 +167,8 @@ def child_to_dict(c: ChildSa, table: SaTable) -> dict:
         "rekeyed_from": c.rekeyed_from, "rekeyed_into": c.rekeyed_into, "rekeyed": c.rekeyed_ts,
         "rekey_collision": c.rekey_collision, "deleted": c.deleted_ts, "deleted_by": c.deleted_by,
         "failure": c.failure, "lifetime": c.lifetime_s, "keys_source": c.keys_source,
-        "inferred_reason": c.inferred_reason, "flows": [flow_key(f) for f in c.flows(table)],
+        "inferred_reason": c.inferred_reason, "nat_rebindings": [rebinding_to_dict(r) for r in c.nat_rebindings],
+        "flows": [flow_key(f) for f in c.flows(table)],
     }
 
 
@@ -167,6 +182,16 @@ def flow_to_dict(f: EspFlow) -> dict:
         "malformed": f.malformed, "unsupported": f.unsupported, "after_delete": f.after_delete, "after_rekey": f.after_rekey,
         "after_rekey_last_time": f.after_rekey_last_ts, "outside_ts": f.outside_ts,
         "udp_encap": f.udp_encap, "sport": f.sport, "dport": f.dport, "keys_nat": f.keys_nat or None,
+        "sport_last": f.sport_last, "dport_last": f.dport_last,
+    }
+
+
+def rebinding_to_dict(r: NatRebinding) -> dict:
+    return {
+        "peer": r.peer, "old": endpoint_text(r.old_addr, r.old_port), "new": endpoint_text(r.new_addr, r.new_port),
+        "time": r.ts, "frame": r.frame, "seen_in": r.seen_in, "followed_time": r.followed_ts,
+        "followed_frame": r.followed_frame, "followed_in": r.followed_in, "to_old": r.to_old,
+        "to_old_frames": list(r.to_old_frames),
     }
 
 

@@ -33,6 +33,28 @@ class Severity(IntEnum):
 
 
 @dataclass(slots=True)
+class NatRebinding:
+    """A peer's public address or UDP port changed in the middle of an SA while the SPIs stayed: its
+    NAT dropped the mapping and made a new one (RFC 3948 §2.3 keepalives exist to prevent it). RFC
+    7296 §2.23: the other peer must move to the new address:port when an authenticated packet comes
+    from it; until then what it sends goes to the old mapping and is lost."""
+
+    peer: str  # "initiator" | "responder": whose endpoint moved (roles of the IKE SA, else of the CHILD SA)
+    old_addr: str
+    old_port: int
+    new_addr: str
+    new_port: int
+    ts: float  # first packet from the new endpoint
+    frame: int
+    seen_in: str  # what that packet was: "ESP 0x1b89f47f" | "IKE INFORMATIONAL"
+    followed_ts: float | None = None  # the other peer's first packet to the new endpoint (ESP or IKE request)
+    followed_frame: int | None = None
+    followed_in: str = ""
+    to_old: int = 0  # packets the other peer still sent to the old endpoint after ``ts`` (until it followed)
+    to_old_frames: list[int] = field(default_factory=list)  # the first few
+
+
+@dataclass(slots=True)
 class EspFlow:
     """One direction of one SA on the wire: (src, dst, spi, protocol). RFC 4301 §4.1 identifies an SA
     by SPI, destination and protocol, so ESP and AH with the same SPI between the same hosts are
@@ -82,6 +104,9 @@ class EspFlow:
     unsupported_reason: str = ""  # why the keys could not be used ("ESP encryption ENCR_CAST is not ...")
     unsupported_keys_source: str = ""  # EspSaKeys.source of those keys ("file:line")
     unsupported_frames: list[int] = field(default_factory=list)
+    # UDP ports of the latest packet (ESP in UDP): differ from sport/dport after a NAT rebinding
+    sport_last: int = 0
+    dport_last: int = 0
 
     @property
     def key(self) -> FlowKey:
@@ -125,6 +150,8 @@ class ChildSa:
     rekey_collision: bool = False  # both peers started rekeying it at the same time (RFC 7296 §2.8.1)
     lifetime_s: float | None = None  # created -> rekeyed/deleted, when both are in the capture
     inferred_reason: str = ""  # for INFERRED SAs: why these flows were grouped
+    # NAT rebindings seen on its ESP-in-UDP flows when no IKE SA is known for it (else on the IKE SA)
+    nat_rebindings: list[NatRebinding] = field(default_factory=list)
 
     def flows(self, table: SaTable) -> list[EspFlow]:
         """Its flows, in the order they started (from the table's index: no walk over all flows)."""
@@ -226,6 +253,9 @@ class IkeSa:
     # of the peer that sent it). Which hash failed, and whose, tells the NAT's side from a peer
     # that fakes its source hash to force UDP encapsulation (analysis.rules.nat_mtu).
     nat_mismatch: list[tuple[str, str]] = field(default_factory=list)
+    # A peer's NAT-T address:port changed mid-SA (its IKE messages on 4500 or its CHILD SAs' ESP in
+    # UDP came from a new one): in order, state/nat.py
+    nat_rebindings: list[NatRebinding] = field(default_factory=list)
     ike_fragmentation: tuple[bool, bool] = (False, False)  # IKEV2_FRAGMENTATION_SUPPORTED (I, R)
     # A CERTREQ in the IKE_SA_INIT response (RFC 7296 §1.2): the responder asks for certificates,
     # so IKE_AUTH messages carry CERT payloads and their sizes say little about the rest.

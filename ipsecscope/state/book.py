@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..model.ike import IkeMessage, NotifyPayload, VendorPayload
 from ..model.sa import ChildSa, EspFlow, FlowKey, IkeExchange, IkeSa, Observation, SaState, SaTable
 from .esp_flow import EVIDENCE, SeqTracker
+from .nat import Rebinds
 
 ZERO_SPI = b"\x00" * 8
 MAX_OBSERVATIONS = 200
@@ -91,6 +92,7 @@ class Book:
         self._inferred_ids: set[int] = set()
         self._inferred_fifo: deque[ChildSa] = deque()
         self._counters: dict[str, Observation] = {}  # "inferred_forgotten" / "half_open_forgotten"
+        self.nat = Rebinds()  # NAT-T endpoints per SA and peer: NAT rebinding (state/nat.py)
 
     # ------------------------------------------------------------------ events and facts
 
@@ -614,6 +616,7 @@ class Book:
 
     def forget_inferred(self, child: ChildSa) -> None:
         """Drop an INFERRED CHILD SA and its flows entirely (live mode's cap on inferred SAs)."""
+        self.nat.forget(f"child:{child.id}")
         hkey = (child.initiator, child.responder, child.protocol)
         dq = self._half_inferred.get(hkey)
         if dq is not None:

@@ -87,6 +87,12 @@ def on_ikev2(book: Book, msg: IkeMessage) -> None:
     from_init = h.is_initiator if not is_response else not h.is_initiator
     if 4500 in (msg.sport, msg.dport) and h.exchange != iana.ExchangeType.IKE_SA_INIT:
         sa.nat_t = True
+        # NAT-T endpoints: the I flag names the sender whatever address it comes from now (§3.1).
+        name = f"IKE {iana.name(iana.ExchangeType, h.exchange)}"
+        book.nat.source(sa, sa.key, "initiator" if h.is_initiator else "responder", msg.src, msg.sport, msg.ts,
+                        msg.frame, name)
+        if not is_response and book.nat.watching:  # a response goes back to its request's source
+            book.nat.destination(msg.dst, msg.dport, msg.ts, msg.frame, name)
     if msg.src == sa.initiator and not is_response and msg.sport:
         sa.initiator_port = msg.sport
         sa.responder_port = msg.dport

@@ -67,6 +67,11 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
             flow.unsupported_reason = getattr(res, "reason", "") or ""
             keys = getattr(res, "keys", None)
             flow.unsupported_keys_source = getattr(keys, "source", "") or ""
+    if encap:
+        if sport != flow.sport_last or dport != flow.dport_last:  # a new flow, or a NAT moved a port
+            _ports_changed(book, flow, sport, dport, ts, frame)
+        if book.nat.watching:  # a rebinding waits for the other peer: is this packet to the old port?
+            book.nat.destination(dst, dport, ts, frame, f"{proto} 0x{spi:08x}")
     sq = book.seq_trackers[key]
     top = sq.top
     full = -1
@@ -131,6 +136,26 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
                     ports = f" ports {sp}->{dp}" if sp is not None else ""
                     flow.outside_ts_example = f"{isrc} -> {idst} proto {ip_proto}{ports}"
     return flow
+
+
+def _ports_changed(book: Book, flow: EspFlow, sport: int, dport: int, ts: float, frame: int) -> None:
+    """The first packet of an ESP-in-UDP flow, or one whose ports differ from the flow's last:
+    note its sender's NAT-T endpoint on the IKE SA (else the CHILD SA), where a change of it is a
+    NAT rebinding (state/nat.py). Same SPI and destination from a new address is a new flow of the
+    same SA (RFC 4301 §4.1), so an address change arrives here too, as that flow's first packet."""
+    flow.sport_last, flow.dport_last = sport, dport
+    child = book.table.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
+    if child is None:
+        return
+    i2r = flow_direction(child, flow.src, flow.dst, flow.spi) == "i2r"
+    ike = book.ike_sa_of(child)
+    if ike is not None:
+        # The CHILD SA's roles are its creating exchange's; CREATE_CHILD_SA from the IKE responder swaps them.
+        role = "initiator" if i2r == (child.initiator == ike.initiator) else "responder"
+        book.nat.source(ike, ike.key, role, flow.src, sport, ts, frame, f"{flow.protocol} 0x{flow.spi:08x}")
+    else:
+        book.nat.source(child, f"child:{child.id}", "initiator" if i2r else "responder", flow.src, sport, ts,
+                        frame, f"{flow.protocol} 0x{flow.spi:08x}")
 
 
 def bind_flow(book: Book, flow: EspFlow) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...model.sa import Finding, IkeExchange, IkeSa, SaTable, Severity
-from .common import exchange_label, frames_of, other_peer
+from ...model.sa import Finding, IkeExchange, IkeSa, NatRebinding, SaTable, Severity
+from ...state.nat import endpoint_text
+from .common import clock, exchange_label, frames_of, other_peer
 from .core import RuleContext, rule
 
 
@@ -74,11 +75,33 @@ def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
     return out
 
 
-@rule(9, "IKE-NAT-DETECTED", Severity.INFO, ref="RFC 7296 §2.23; RFC 3947; RFC 3948")
+def _rebinding_text(rb: NatRebinding, ctx: RuleContext) -> str:
+    """One NAT rebinding (state/nat.py) in words: who moved where, when, and whether the other peer followed."""
+    old, new = endpoint_text(rb.old_addr, rb.old_port), endpoint_text(rb.new_addr, rb.new_port)
+    what = "address and port" if rb.old_addr != rb.new_addr else "port"
+    text = (f"NAT rebinding: the {rb.peer}'s {what} changed in the middle of the SA, {old} -> {new}, first seen at "
+            f"{clock(rb.ts)} (frame {rb.frame}, {rb.seen_in}) with the same SPIs: its NAT dropped the "
+            "mapping and made a new one.")
+    stale = (f" {rb.to_old} packet(s) still went to the old {old} meanwhile (frames "
+             f"{', '.join(map(str, rb.to_old_frames))}), lost in the NAT." if rb.to_old else "")
+    if rb.followed_ts is not None:
+        return (text + f" The other peer followed (RFC 7296 §2.23) {rb.followed_ts - rb.ts:.1f} s later: its first "
+                f"packet to {new} was frame {rb.followed_frame} ({rb.followed_in})." + stale)
+    return (text + f" The other peer never sent to {new} in the capture: it must move there on the next "
+            "authenticated message from it (RFC 7296 §2.23), or its traffic keeps going to the stale mapping." + stale)
+
+
+def _unfollowed(rbs: list[NatRebinding]) -> bool:
+    """A rebinding the other peer never followed while it kept sending to the old endpoint: one-way loss."""
+    return any(rb.followed_ts is None and rb.to_old for rb in rbs)
+
+
+@rule(9, "IKE-NAT-DETECTED", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.23; RFC 3947; RFC 3948")
 def r_nat(table: SaTable, ctx: RuleContext):
     """NAT from NAT_DETECTION_* hashes (RFC 7296 §2.23, RFC 3947): which side, its translated address, float, keepalives, rebinding."""
+    yield from _inferred_rebindings(table, ctx)
     for sa in table.ike_sas.values():
-        if not sa.nat_detected or sa.rekeyed_from:
+        if not (sa.nat_detected or sa.nat_rebindings) or sa.rekeyed_from:
             continue
         init = next((x for x in sa.exchanges if x.exchange in (34, 2, 4)), None)
         frames = frames_of(init.request_frames[:1] + init.response_frames[:1]) if init else ()
@@ -94,10 +117,6 @@ def r_nat(table: SaTable, ctx: RuleContext):
                 where = ("the capture was taken behind its NAT, so the address the other peer sees is not "
                          "visible here")
             parts.append(f"The {s.role} {s.addr} is behind a NAT: {'; '.join(s.evidence)}. {where[0].upper()}{where[1:]}.")
-            if len(s.ports) > 1:
-                moves = ", ".join(f"{a} -> {b} (frame {f})" for (a, _), (b, f) in zip(s.ports, s.ports[1:], strict=False))
-                parts.append(f"NAT rebinding: {s.addr}'s port changed in the middle of the SA ({moves}); the "
-                             "other peer must follow it (RFC 7296 §2.23), or its replies go to a stale mapping.")
         for s in forced:
             parts.append(f"The {s.role} {s.addr}'s NAT_DETECTION_SOURCE_IP does not match the capture, but nothing "
                          f"else says it is translated (port {s.first_port}, no keepalives from it, "
@@ -108,6 +127,7 @@ def r_nat(table: SaTable, ctx: RuleContext):
         if x4500 is not None:
             parts.append(f"IKE floated from UDP 500 to 4500 in {exchange_label(x4500, sa.version)} (frame "
                          f"{x4500.request_frames[0]}) and ESP is UDP-encapsulated (RFC 3948).")
+        parts += [_rebinding_text(rb, ctx) for rb in sa.nat_rebindings]
         if natted:
             title = "NAT detected: " + " and ".join(
                 f"{s.role} {s.addr} is behind a NAT" + (f" (seen as {s.addr}:{s.first_port})" if s.own_source_fails else "")
@@ -117,12 +137,48 @@ def r_nat(table: SaTable, ctx: RuleContext):
                      + " (no NAT seen)")
         else:
             title = "NAT detected"
+        if sa.nat_rebindings:
+            rb = sa.nat_rebindings[0]
+            title += (f"; NAT rebinding of the {rb.peer} {endpoint_text(rb.old_addr, rb.old_port)} -> "
+                      f"{endpoint_text(rb.new_addr, rb.new_port)}"
+                      + (f" ({len(sa.nat_rebindings)} in all)" if len(sa.nat_rebindings) > 1 else ""))
+        bad = _unfollowed(sa.nat_rebindings)
         yield Finding(
-            code="IKE-NAT-DETECTED", severity=Severity.INFO, title=title, explanation=" ".join(parts),
-            frames=frames_of(frames, [x4500.request_frames[0]] if x4500 is not None else ()), sa=sa.key,
-            hint="Nothing to fix if the tunnel works; UDP 4500 must stay open and NAT keepalives keep the "
-            "mapping alive." if natted else "Nothing to fix: UDP encapsulation was asked for, not needed.",
+            code="IKE-NAT-DETECTED", severity=Severity.WARNING if bad else Severity.INFO, title=title,
+            explanation=" ".join(parts),
+            frames=frames_of(frames, [x4500.request_frames[0]] if x4500 is not None else (),
+                             *_rebinding_frames(sa.nat_rebindings)), sa=sa.key,
+            hint=_REBIND_HINT if bad else "Nothing to fix if the tunnel works; UDP 4500 must stay open and NAT "
+            "keepalives keep the mapping alive." if natted or sa.nat_rebindings else
+            "Nothing to fix: UDP encapsulation was asked for, not needed.",
             ts=sa.created_ts)
+
+
+_REBIND_HINT = ("The NAT in front of the peer that moved dropped its mapping: send NAT keepalives more often than the "
+                "NAT's UDP timeout (strongSwan keep_alive, default 20 s) and let the other peer follow a new "
+                "address (it must, RFC 7296 §2.23; with MOBIKE, RFC 4555, the moving peer announces it).")
+
+
+def _rebinding_frames(rbs: list[NatRebinding]) -> list[list[int]]:
+    return [[rb.frame, *rb.to_old_frames[:1]] + ([rb.followed_frame] if rb.followed_frame is not None else [])
+            for rb in rbs[:3]]
+
+
+def _inferred_rebindings(table: SaTable, ctx: RuleContext):
+    """NAT rebinding on CHILD SAs inferred from ESP alone (no IKE SA in the capture)."""
+    for c in table.child_sas.values():
+        if not c.nat_rebindings or c.ike_sa is not None:
+            continue
+        rb = c.nat_rebindings[0]
+        bad = _unfollowed(c.nat_rebindings)
+        yield Finding(
+            code="IKE-NAT-DETECTED", severity=Severity.WARNING if bad else Severity.INFO,
+            title=f"NAT rebinding of the {rb.peer} {endpoint_text(rb.old_addr, rb.old_port)} -> "
+            f"{endpoint_text(rb.new_addr, rb.new_port)} (CHILD SA #{c.id}, no IKE seen)",
+            explanation=" ".join(_rebinding_text(r, ctx) for r in c.nat_rebindings),
+            frames=frames_of(*_rebinding_frames(c.nat_rebindings)), sa=f"child:{c.id}",
+            hint=_REBIND_HINT if bad else "Nothing to fix if the tunnel works; NAT keepalives keep the mapping alive.",
+            ts=rb.ts)
 
 
 @rule(10, "IKE-IP-FRAGMENTED", (Severity.WARNING, Severity.ERROR), ref="RFC 7383")
