@@ -200,6 +200,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                    "the same SPIs; the responder's next ESP goes to the old port (ICMP port unreachable "
                    "from the NAT) until the initiator's DPD from the new port tells it (RFC 7296 §2.23)",
         "problems": [],
+        "keys_across_nat": {"log": "charon-left.log", "logged": "10.0.0.1", "wire": "198.18.0.1"},
     },
     "nat-napt": {
         "summary": "a healthy tunnel through a real NAPT: the initiator (10.0.0.1) is behind "
