@@ -109,8 +109,10 @@ class IpsecscopeApp(App[int]):
         self._set_narrow(event.size.width)
 
     def _set_narrow(self, width: int) -> None:
-        # Below 100 columns the packet detail shows the tree or the hex view, not both side by side.
+        # Below 100 columns the packet detail shows the tree or the hex view, not both side by side,
+        # and the SA tree is narrower with short labels (whole peers and SPIs, not cut ones).
         self.screen.set_class(width < NARROW, "narrow")
+        self.query_one(SaTree).set_compact(width < NARROW)
 
     # ---- loading (worker thread) ------------------------------------------------------------
     @work(thread=True, exclusive=True, group="load", name="load capture")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
@@ -43,14 +45,10 @@ class FindingsView(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.findings: list[Finding] = []
+        self._filled_width = 0
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Text | str] = DataTable(id="findings-table", cursor_type="row", zebra_stripes=True)
-        table.add_column("Sev", key="sev", width=6)
-        table.add_column("Code", key="code")
-        table.add_column("Title", key="title")
-        table.add_column("Frames", key="frames")
-        yield table
+        yield DataTable(id="findings-table", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="finding-explain-box"):
             yield Static("", id="finding-explain")
 
@@ -64,16 +62,48 @@ class FindingsView(Vertical):
 
     def show_findings(self, findings: Sequence[Finding]) -> None:
         self.findings = sort_findings(findings)
-        table = self.query_one(DataTable)
-        table.clear()
-        for i, f in enumerate(self.findings):
-            sev = Text(SEVERITY_LABEL.get(f.severity, f.severity.name), SEVERITY_STYLE.get(f.severity, ""))
-            table.add_row(sev, Text(f.code, "bold"), f.title, frames_text(f.frames), key=str(i))
+        self._fill(0)
         if not self.findings:
             self.query_one("#finding-explain", Static).update(Text("No findings: nothing looks wrong.", "green"))
         else:
-            table.move_cursor(row=0)
             self._explain(0)
+
+    def on_resize(self, event: events.Resize) -> None:
+        table = self.query_one(DataTable)
+        if self.findings and table.size.width != self._filled_width:  # titles wrap to the new width
+            self._fill(table.cursor_row)
+
+    def _fill(self, cursor: int) -> None:
+        """The table at the pane's width: code and frames whole, the title wrapped under itself at
+        spaces; on a narrow pane (80 columns) the frames column gives way to the title (the
+        evidence frames are in the explanation below)."""
+        table: DataTable[Text | str] = self.query_one(DataTable)
+        # Not laid out yet (a hidden tab): 80 columns for now, the first resize fills it again.
+        self._filled_width = table.size.width
+        width = (table.size.width or 80) - 2  # the vertical scrollbar
+        code_w = max((len(f.code) for f in self.findings), default=4)
+        frames = [frames_text(f.frames, 3) for f in self.findings]
+        frames_w = max((len(x) for x in frames), default=0)
+        title_w = width - 2 * 4 - 6 - code_w - max(frames_w, 6)  # 4 columns, 1 cell of padding each side
+        with_frames = title_w >= 30
+        if not with_frames:
+            title_w = width - 2 * 3 - 6 - code_w
+        title_w = max(title_w, 16)
+        table.clear(columns=True)
+        table.add_column("Sev", key="sev", width=6)
+        table.add_column("Code", key="code", width=code_w)
+        table.add_column("Title", key="title", width=title_w)
+        if with_frames:
+            table.add_column("Frames", key="frames", width=max(frames_w, 6))
+        for i, f in enumerate(self.findings):
+            sev = Text(SEVERITY_LABEL.get(f.severity, f.severity.name), SEVERITY_STYLE.get(f.severity, ""))
+            lines = textwrap.wrap(f.title, title_w, break_long_words=False, break_on_hyphens=False) or [""]
+            cells: list[Text | str] = [sev, Text(f.code, "bold"), "\n".join(lines)]
+            if with_frames:
+                cells.append(frames[i])
+            table.add_row(*cells, key=str(i), height=len(lines))
+        if self.findings:
+            table.move_cursor(row=min(max(cursor, 0), len(self.findings) - 1))
 
     def _explain(self, index: int) -> None:
         if not 0 <= index < len(self.findings):

@@ -56,31 +56,36 @@ class Column:
     right: bool = False
 
 
+INFO_MIN = 36  # Info keeps at least this much before any optional column is shown
+
+
 def columns_for(width: int, max_frame: int = 999_999, addr_w: int = 15) -> list[Column]:
     """The column layout for a table ``width`` cells wide.
 
     ``addr_w`` is the longest address in the capture (IPv4 captures need far less than IPv6 ones).
-    Narrow panes (80-column terminal with the SA tree open) drop time, SPI and length first, so
-    the Info column keeps enough room to say what the frame is.
+    Number, status, source and destination are always there and Info takes the rest; time,
+    protocol, SPI and length follow in that order only while Info keeps :data:`INFO_MIN` cells, so
+    at 80 columns (with the SA tree open) Info says what the frame is instead of the SPI column
+    repeating it. Without a protocol column the Info text carries the protocol's colour.
     """
     num_w = max(3, len(str(max_frame)))
     wide = width >= 110
-    medium = width >= 78
-    narrow = width < 64
-    cols = [Column("frame", "No.", num_w, True), Column("st", "", 1)]
-    if not narrow:
-        cols.append(Column("time", "Time", 10 if wide else 8, True))
-    cols.append(Column("kind", "Proto" if medium else "Type", 6 if medium else 4))
     aw = min(max(addr_w, 7), 21 if wide else 15)
     if wide:
         aw += 6  # room for ":4500" when ESP/IKE is UDP-encapsulated
-    cols.append(Column("src", "Source", aw))
-    cols.append(Column("dst", "Destination" if aw >= 11 else "Dest", aw))
-    if medium:
-        cols.append(Column("spi", "SPI", 10))
-    if wide:
-        cols.append(Column("len", "Len", 5, True))
-    used = sum(c.width + 1 for c in cols)
+    fixed = [Column("frame", "No.", num_w, True), Column("st", "", 1)]
+    addrs = [Column("src", "Source", aw), Column("dst", "Destination" if aw >= 11 else "Dest", aw)]
+    optional = {c.key: c for c in (Column("time", "Time", 10 if wide else 8, True), Column("kind", "Proto", 6),
+                                   Column("spi", "SPI", 10), Column("len", "Len", 5, True))}
+    used = sum(c.width + 1 for c in fixed + addrs)
+    shown: set[str] = set()
+    for key, col in optional.items():
+        if width - used - (col.width + 1) < INFO_MIN:
+            break  # in priority order: a later column never takes a more useful one's place
+        shown.add(key)
+        used += col.width + 1
+    cols = fixed + [optional[k] for k in ("time", "kind") if k in shown] + addrs
+    cols += [optional[k] for k in ("spi", "len") if k in shown]
     cols.append(Column("info", "Info", max(4, width - used)))
     return cols
 
@@ -306,7 +311,9 @@ class PacketTable(ScrollView, can_focus=True):
     def _render_row(self, row: FrameRow, width: int, selected: bool) -> Strip:
         base = self.rich_style
         segments: list[Segment] = []
-        for col in columns_for(width, self.max_frame, self.addr_w):
+        cols = columns_for(width, self.max_frame, self.addr_w)
+        has_kind = any(c.key == "kind" for c in cols)
+        for col in cols:
             text = _fit(cell_text(row, col, self.first_ts), col.width, col.right)
             style = base
             if col.key == "kind":
@@ -315,6 +322,8 @@ class PacketTable(ScrollView, can_focus=True):
                 style = base + Style.parse(STATUS_GLYPH[row.status][1])
             elif col.key == "info" and row.status in ("icv-bad", "malformed", "replay"):
                 style = base + Style.parse(STATUS_GLYPH[row.status][1])
+            elif col.key == "info" and not has_kind:
+                style = base + Style.parse(KIND_STYLE.get(row.kind, ""))
             segments.append(Segment(text, style))
             segments.append(Segment(" ", base))
         strip = Strip(segments[:-1]).crop_extend(0, width, base)

@@ -14,7 +14,7 @@ from ... import timefmt
 from ...model import iana
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable
-from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, spi_text
+from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, short_pair, spi_text
 
 if TYPE_CHECKING:
     from ..panes import SessionView
@@ -95,35 +95,64 @@ def rekey_chain_ike(table: SaTable, sa: IkeSa) -> list[IkeSa]:
 FLOW_COLUMNS = (("SPI", "left"), ("From → To", "left"), ("Pkts", "right"), ("Bytes", "right"),
                 ("Decr", "right"), ("ICV✗", "right"), ("NoKey", "right"), ("Lost", "right"),
                 ("Dup", "right"), ("Seq", "left"), ("Active", "left"))
-NARROW_FLOW_COLUMNS = ("SPI", "From → To", "Pkts", "Decr", "ICV✗", "NoKey", "Lost")
+PROBLEM_COLUMNS = ("ICV✗", "NoKey", "Lost", "Dup")
 
 
 class FlowTable:
-    """Per-direction counters; drops the less telling columns when the pane is narrow (80 columns)."""
+    """Per-direction counters, one line per flow at any width: columns are added in order of
+    use while they fit (a counter that is not zero before one that is), and when the full
+    addresses do not fit the pair is shortened ("198.18.0.1 → .2"), never wrapped or cut."""
 
     def __init__(self, flows: list[EspFlow], first: float | None) -> None:
         self.flows, self.first = flows, first
 
+    def _cells(self, f: EspFlow, compact: bool) -> dict[str, Any]:
+        seq = f"{f.seq_min}–{f.seq_max}" if f.seq_min is not None else "—"
+        active = ""
+        if f.first_ts is not None and f.last_ts is not None and self.first is not None:
+            active = f"+{f.first_ts - self.first:.1f}s…+{f.last_ts - self.first:.1f}s"
+        return {
+            "SPI": f"0x{f.spi:08x}",
+            "From → To": short_pair(f.src, f.dst, 19, "→") if compact else f"{f.src} → {f.dst}",
+            "Pkts": str(f.packets), "Bytes": str(f.bytes), "Decr": str(f.decrypted),
+            "ICV✗": Text(str(f.icv_failed), "bold red" if f.icv_failed else ""),
+            "NoKey": Text(str(f.no_key), "yellow" if f.no_key else ""), "Lost": str(f.lost),
+            "Dup": str(f.duplicates), "Seq": seq, "Active": active,
+        }
+
+    def _columns(self, rows: list[dict[str, Any]], width: int) -> list[str] | None:
+        """The columns that fit in ``width`` (None when not even SPI, addresses and packets do)."""
+        cw = {c: max([len(c), *(len(str(r[c])) for r in rows)]) + 2 for c, _ in FLOW_COLUMNS}
+        busy = [c for c in PROBLEM_COLUMNS if any(str(r[c]) != "0" for r in rows)]
+        order = ["SPI", "From → To", "Pkts", *busy, "Decr", *(c for c in PROBLEM_COLUMNS if c not in busy),
+                 "Bytes", "Seq", "Active"]
+        keep, used = [], 0
+        for c in order:
+            if used + cw[c] > width:
+                if len(keep) < 3:
+                    return None
+                break
+            keep.append(c)
+            used += cw[c]
+        return keep
+
     def __rich_console__(self, console: Any, options: Any) -> Any:
-        keep = NARROW_FLOW_COLUMNS if options.max_width < 110 else tuple(c for c, _ in FLOW_COLUMNS)
+        width = options.max_width
+        rows = [self._cells(f, False) for f in self.flows]
+        keep = self._columns(rows, width)
+        if keep is None or len(keep) < len(FLOW_COLUMNS):
+            short = [self._cells(f, True) for f in self.flows]
+            keep_short = self._columns(short, width)
+            if keep_short is not None and (keep is None or len(keep_short) > len(keep)):
+                rows, keep = short, keep_short
+        keep = keep or ["SPI", "From → To", "Pkts"]
         t = Table(title="Traffic (per direction)", title_justify="left", title_style="bold underline",
                   box=None, padding=(0, 1), show_edge=False)
         for col, just in FLOW_COLUMNS:
             if col in keep:
-                t.add_column(col, justify=just, no_wrap=col != "From → To")  # type: ignore[arg-type]
-        for f in self.flows:
-            seq = f"{f.seq_min}–{f.seq_max}" if f.seq_min is not None else "—"
-            active = ""
-            if f.first_ts is not None and f.last_ts is not None and self.first is not None:
-                active = f"+{f.first_ts - self.first:.1f}s…+{f.last_ts - self.first:.1f}s"
-            cells = {
-                "SPI": f"0x{f.spi:08x}", "From → To": f"{f.src} → {f.dst}", "Pkts": str(f.packets),
-                "Bytes": str(f.bytes), "Decr": str(f.decrypted),
-                "ICV✗": Text(str(f.icv_failed), "bold red" if f.icv_failed else ""),
-                "NoKey": Text(str(f.no_key), "yellow" if f.no_key else ""), "Lost": str(f.lost),
-                "Dup": str(f.duplicates), "Seq": seq, "Active": active,
-            }
-            t.add_row(*(cells[c] for c, _ in FLOW_COLUMNS if c in keep))
+                t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+        for r in rows:
+            t.add_row(*(r[c] for c, _ in FLOW_COLUMNS if c in keep))
         yield t
 
 

@@ -66,8 +66,9 @@ def ike_label(sa: IkeSa) -> Text:
     text.append("●", STATE_STYLE.get(sa.state, ""))
     text.append(f" IKEv{sa.version} ")
     text.append(f"{sa.ike_spi_i.hex()[:8]}…", "cyan")
-    text.append(f" {sa.proposal or '(no proposal)'}", "dim" if not sa.proposal else "")
+    # the state before the proposal: a pane too narrow for the label cuts the proposal
     text.append(f" {sa.state.value}", STATE_STYLE.get(sa.state, ""))
+    text.append(f" {sa.proposal or '(no proposal)'}", "dim" if not sa.proposal else "")
     return text
 
 
@@ -76,10 +77,59 @@ def child_label(child: ChildSa, table: SaTable) -> Text:
     text.append("●", STATE_STYLE.get(child.state, ""))
     text.append(f" #{child.id} {child.protocol} ")
     text.append(f"{spi_text(child.spi_i)}/{spi_text(child.spi_r)}", "cyan")
+    text.append(f" {child.state.value}", STATE_STYLE.get(child.state, ""))
+    text.append(f" {fmt_rate(child_rate(child, table))}", "dim")
     if child.proposal:
         text.append(f" {child.proposal}")
-    text.append(f" {fmt_rate(child_rate(child, table))}", "dim")
-    text.append(f" {child.state.value}", STATE_STYLE.get(child.state, ""))
+    return text
+
+
+def short_pair(a: str, b: str, width: int = 19, arrow: str = "⇄") -> str:
+    """``a ⇄ b`` in at most ``width`` cells for a narrow tree: ``b`` loses the groups it shares
+    with ``a`` ("198.18.0.1 ⇄ .2", "2001:db8::1 ⇄ ::2"); if that is still too long, the longer
+    side keeps its end — the part that tells hosts of one network apart ("10.0.0.1 ⇄ …18.0.2")."""
+    full = f"{a} {arrow} {b}"
+    if len(full) <= width:
+        return full
+    sep = ":" if ":" in a else "."
+    ga, gb = a.split(sep), b.split(sep)
+    same = 0
+    while same < min(len(ga), len(gb)) - 1 and ga[same] == gb[same]:
+        same += 1
+    tail = b
+    if same:
+        tail = sep + sep.join(gb[same:])
+        if sep == ":" and ga[same - 1] == "":  # the shared part ended in "::"
+            tail = ":" + tail
+    while len(a) + 3 + len(tail) > width:  # " ⇄ " between them
+        if len(a) >= len(tail):
+            a = _drop_group(a, sep)
+        else:
+            tail = _drop_group(tail, sep)
+    return f"{a} {arrow} {tail}"
+
+
+def _drop_group(text: str, sep: str) -> str:
+    """``text`` without its first group (or, with none left to drop, its first character), as "…rest"."""
+    body = text.removeprefix("…")
+    cut = body.find(sep, 1)
+    return "…" + (body[cut + 1:] if 0 < cut < len(body) - 1 else body[1:])
+
+
+def compact_ike_label(sa: IkeSa) -> Text:
+    """The IKE SA in a narrow tree: its state colour, version and SPIi (SA detail has the rest)."""
+    text = Text()
+    text.append("●", STATE_STYLE.get(sa.state, ""))
+    text.append(f" v{sa.version} ")
+    text.append(sa.ike_spi_i.hex()[:8], "cyan")
+    return text
+
+
+def compact_child_label(child: ChildSa) -> Text:
+    text = Text()
+    text.append("●", STATE_STYLE.get(child.state, ""))
+    text.append(f" #{child.id} ")
+    text.append(spi_text(child.spi_i), "cyan")
     return text
 
 
@@ -111,6 +161,18 @@ class SaTree(Tree[SaRef]):
         self.guide_depth = 2
         # Enter opens an SA's detail; it must not also collapse the node (space still toggles).
         self.auto_expand = False
+        # Narrow screens (80 columns): short labels so a 22-column tree shows whole peers and SPIs.
+        self.compact = False
+        self._table: SaTable | None = None
+
+    def set_compact(self, compact: bool) -> None:
+        if compact != self.compact:
+            self.compact = compact
+            if self._table is not None:
+                ref = self.current_ref
+                self.show_table(self._table)
+                if ref is not None:
+                    self.select_ref(ref)
 
     def show_session(self, view: SessionView) -> None:
         """Rebuild from the session's table, the cursor staying on the SA it was on."""
@@ -120,7 +182,9 @@ class SaTree(Tree[SaRef]):
             self.select_ref(ref)
 
     def show_table(self, table: SaTable) -> None:
+        self._table = table
         self.clear()
+        compact = self.compact
         pairs: dict[tuple[str, str], list[object]] = {}
         for sa in sorted(table.ike_sas.values(), key=lambda s: (s.created_ts or 0.0)):
             pairs.setdefault(pair_key(sa.initiator, sa.responder), []).append(sa)
@@ -139,19 +203,23 @@ class SaTree(Tree[SaRef]):
                 loose.setdefault(pair_key(flow.src, flow.dst), []).append(flow)
                 pairs.setdefault(pair_key(flow.src, flow.dst), [])
         for (a, b), sas in pairs.items():
-            label = Text.assemble((a, "bold"), " ⇄ ", (b, "bold"))
+            label = (Text(short_pair(a, b), "bold") if compact else
+                     Text.assemble((a, "bold"), " ⇄ ", (b, "bold")))
             pnode = self.root.add(label, data=SaRef("pair", (a, b)), expand=True)
             for sa in sas:
                 assert isinstance(sa, IkeSa)
-                inode = pnode.add(ike_label(sa), data=SaRef("ike", sa.key), expand=True)
+                inode = pnode.add(compact_ike_label(sa) if compact else ike_label(sa), data=SaRef("ike", sa.key),
+                                  expand=True)
                 for cid in sa.children:
                     child = table.child_sas.get(cid)
                     # After an IKE rekey its CHILD SAs move to the new IKE SA (RFC 7296 §2.18):
                     # list each under its current owner only.
                     if child is not None and (child.ike_sa == sa.key or child.ike_sa not in table.ike_sas):
-                        inode.add_leaf(child_label(child, table), data=SaRef("child", child.id))
+                        inode.add_leaf(compact_child_label(child) if compact else child_label(child, table),
+                                       data=SaRef("child", child.id))
             for child in orphans.get((a, b), []):
-                pnode.add_leaf(child_label(child, table), data=SaRef("child", child.id))
+                pnode.add_leaf(compact_child_label(child) if compact else child_label(child, table),
+                               data=SaRef("child", child.id))
             for flow in loose.get((a, b), []):
                 pnode.add_leaf(flow_label(flow), data=SaRef("flow", flow.key))
         if not pairs:

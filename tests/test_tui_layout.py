@@ -1,0 +1,153 @@
+"""The TUI at 80×24 (an SSH session) and wider (issue 14 #10): the SA tree shows whole peers and
+SPIs, the Packets Info column takes the width the other columns leave, the SA detail's traffic
+table is one line per direction, and a finding's title wraps under itself with nothing cut.
+
+Pilot tests read what is on screen (the compositor's lines), as a person would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import pytest
+from conftest import SAMPLES
+from textual.geometry import Size
+from textual.widgets import DataTable, TabbedContent
+
+from ipsecscope.tui.app import create_app
+from ipsecscope.tui.widgets.packet_table import PacketTable
+from ipsecscope.tui.widgets.sa_detail import SaDetail
+from ipsecscope.tui.widgets.sa_tree import SaTree, short_pair
+
+SMALL, MEDIUM, LARGE = (80, 24), (120, 40), (200, 50)
+
+
+def sync(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def app_for(sample: str):
+    d = SAMPLES / sample
+    return create_app(d / "capture.pcapng", [d / "charon-left.log"])
+
+
+async def loaded(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def screen_lines(app) -> list[str]:
+    strips = app.screen._compositor.render_strips(Size(*app.size))
+    return ["".join(seg.text for seg in strip) for strip in strips]
+
+
+def test_short_pair_keeps_whole_groups() -> None:
+    assert short_pair("198.18.0.1", "198.18.0.2") == "198.18.0.1 ⇄ .2"
+    assert short_pair("2001:db8:1::1", "2001:db8:1::2") == "2001:db8:1::1 ⇄ ::2"
+    assert short_pair("10.0.0.1", "198.18.0.2") == "10.0.0.1 ⇄ …18.0.2"  # the host end stays
+    assert short_pair("10.0.0.1", "10.0.0.2", 40) == "10.0.0.1 ⇄ 10.0.0.2"  # room: both whole
+    for a, b in (("192.168.100.200", "192.168.101.201"), ("a" * 40, "b" * 40)):
+        assert len(short_pair(a, b)) <= 19
+
+
+@pytest.mark.parametrize("sample", ["nat-napt", "dead-peer", "cbc-sha2-pfs"])
+@sync
+async def test_tree_at_80_columns_shows_whole_peers_and_spis(sample: str) -> None:
+    app = app_for(sample)
+    async with app.run_test(size=SMALL) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        width = tree.region.width
+        assert width <= 24  # the panes get the rest
+        left = [line[:width] for line in screen_lines(app)]
+        table = app.session.table
+        shown = "\n".join(left)
+        pairs = {tuple(sorted((sa.initiator, sa.responder))) for sa in table.ike_sas.values()}
+        for a, b in pairs:
+            assert short_pair(a, b) in shown, shown
+        for c in table.child_sas.values():
+            assert f"{c.spi_i:08x}" in shown, shown
+        for sa in table.ike_sas.values():
+            assert sa.ike_spi_i.hex()[:8] in shown, shown
+        assert "…" not in shown.replace("⇄ …", "")  # nothing cut at the pane's edge
+        await pilot.press("t")  # hidden: the packet list takes the whole width
+        await pilot.pause()
+        assert not tree.display and app.query_one("#tabs").region.width == SMALL[0]
+    app = app_for(sample)
+    async with app.run_test(size=MEDIUM) as pilot:
+        await loaded(pilot)
+        shown = "\n".join(screen_lines(app))
+        for a, b in pairs:  # wide enough: the full pair
+            assert f"{a} ⇄ {b}" in shown
+
+
+@pytest.mark.parametrize(("size", "with_tree", "at_least"), [(SMALL, True, 28), (SMALL, False, 36),
+                                                             (MEDIUM, True, 36), (LARGE, True, 36)])
+@sync
+async def test_packets_info_takes_the_remaining_width(size, with_tree: bool, at_least: int) -> None:
+    app = app_for("nat-napt")
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        if not with_tree:
+            await pilot.press("t")
+            await pilot.pause()
+        lines = screen_lines(app)
+        table = app.query_one(PacketTable)
+        rows = [table.rows[i] for i in table.view][:5]
+        for row in rows:
+            want = row.info[:at_least]
+            assert len(want) == at_least  # the sample's Info texts are longer than that
+            assert any(want in line for line in lines), f"frame {row.frame}: {want!r} not on screen\n" + "\n".join(lines)
+
+
+@pytest.mark.parametrize("size", [SMALL, MEDIUM, LARGE])
+@sync
+async def test_sa_detail_traffic_is_one_line_per_direction(size) -> None:
+    app = app_for("nat-napt")
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        tree.focus()
+        while tree.current_ref is None or tree.current_ref.kind != "child":
+            await pilot.press("down")
+        await pilot.press("enter")
+        await pilot.pause()
+        detail = app.query_one(SaDetail)
+        text = detail.as_text(width=detail.size.width).splitlines()
+        child = app.session.table.child_sas[tree.current_ref.key]
+        start = next(i for i, line in enumerate(text) if line.startswith("Traffic (per direction)"))
+        flows = child.flows(app.session.table)
+        block = text[start + 2:start + 2 + len(flows)]  # title, header, one line per flow
+        for f, line in zip(flows, block, strict=True):
+            assert f"0x{f.spi:08x}" in line and f.src in line, "\n".join(text[start:start + 6])
+            assert line.split()[-1] != "→" and f" {f.packets} " in f"{line} "
+
+
+@pytest.mark.parametrize("size", [SMALL, MEDIUM, LARGE])
+@sync
+async def test_findings_titles_wrap_under_themselves_and_nothing_is_cut(size) -> None:
+    app = app_for("dead-peer")
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        assert app.query_one(TabbedContent).active == "findings"
+        table = app.query_one("#findings-table", DataTable)
+        assert table.virtual_size.width <= table.size.width  # no column off to the right
+        view = app.query_one("#findings-view")
+        cols = [c.label.plain for c in table.columns.values()]
+        title_w = next(c.width for c in table.columns.values() if c.label.plain == "Title")
+        for i, f in enumerate(view.findings):
+            cell = str(table.get_row_at(i)[2])
+            assert " ".join(cell.split("\n")) == f.title  # whole, only wrapped at spaces
+            assert all(len(line) <= title_w for line in cell.split("\n"))
+            if "Frames" in cols:
+                assert str(table.get_row_at(i)[3]).startswith(str(f.frames[0]))
+        lines = "\n".join(screen_lines(app))
+        for f in view.findings:
+            assert f.code in lines
+        if size != SMALL:
+            assert "Frames" in cols  # there is room for them beside the title
