@@ -103,6 +103,11 @@ async def check(sample: str, size: tuple[int, int]) -> int:
         assert axis[x0 + width:].strip() == "", axis  # nothing in the scrollbar column or beyond
 
         expected = expected_lanes(table)
+        labels = {c.id: f"#{c.id} {spi_text(c.spi_i)[:8]}" for c in table.child_sas.values()}
+        packets: dict[str, list[float]] = {}
+        for r in app.session.rows:
+            if r.spi is not None and r.child_sa in labels:
+                packets.setdefault(labels[r.child_sa], []).append(r.ts)
         seen: set[str] = set()
         # The lanes box scrolls (at most half the screen): look at every lane, page by page.
         for _ in range(40):
@@ -125,6 +130,14 @@ async def check(sample: str, size: tuple[int, int]) -> int:
                     if ch in MARKERS:
                         assert c in want, (sample, size, label, f"unexpected {ch} at {c}", strip)
                 assert line[x0 + width] not in "━╌" + "".join(MARKERS), line  # the bar stays in its strip
+                if label in packets:  # a CHILD lane: the ESP activity row under it, on the same scale
+                    spark = lines[y + 1][x0:x0 + width]
+                    busy = {c for c, ch in enumerate(spark) if ch in "▂▃▄▅▆▇█"}
+                    sent = {col(ts, t0, t1, width) for ts in packets[label]}
+                    # the activity is bucketed (panes.BUCKETS over the span): within one column
+                    assert all(any(abs(b - s) <= 1 for s in sent) for b in busy), (label, busy, sent, spark)
+                    assert all(any(abs(b - s) <= 1 for b in busy) for s in sent), (label, busy, sent, spark)
+                    checked += len(sent)
             if lanes_box.scroll_y >= lanes_box.max_scroll_y:
                 break
             lanes_box.scroll_to(y=lanes_box.scroll_y + region.height, animate=False)
