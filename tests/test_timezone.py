@@ -208,3 +208,39 @@ def test_tui_from_the_command_line_with_tz_local() -> None:
         assert f"0s = 2026-11-25 {wall(first, NY, 3)} UTC-05:00" in screen, screen
         t.send("q")
         t.wait_for("[exited 0]")
+
+
+def test_summary_across_a_dst_change_labels_each_time() -> None:
+    """One offset cannot head a column that crosses a DST change: then every cell carries its own."""
+    import io
+
+    from ipsecscope.cli.summary import render_text
+
+    doc = json.loads(run("summary", "--json", str(DEAD)).stdout)
+    # US DST ended 2026-11-01 06:00:00 UTC (02:00 EDT -> 01:00 EST): move the capture across it.
+    shift = datetime(2026, 11, 1, 5, 59, 58, tzinfo=UTC).timestamp() - doc["first_time"]
+
+    def moved(node):
+        if isinstance(node, dict):
+            return {k: (v + shift if k in ("time", "first_time", "last_time") and isinstance(v, float) else moved(v))
+                    for k, v in node.items()}
+        return [moved(v) for v in node] if isinstance(node, list) else node
+
+    timefmt.set_zone(NY)
+    try:
+        out = io.StringIO()
+        render_text(moved(doc), file=out)
+        text = out.getvalue()
+        plain = io.StringIO()
+        render_text(doc, file=plain)
+    finally:
+        timefmt.set_zone("UTC")
+    assert "time (UTC-0" not in text and "┃ time " in text, text
+    offsets = set()
+    for r in doc["ike"]:
+        ts = r["time"] + shift
+        off = datetime.fromtimestamp(ts, UTC).astimezone(ZoneInfo(NY)).strftime("%z")
+        offsets.add(off)
+        assert f"{wall(ts, NY, 6)} UTC{off[:3]}:{off[3:]}" in text, (ts, text)
+    assert offsets == {"-0400", "-0500"}  # the frames really are on both sides of the change
+    assert "time (UTC-05:00)" in plain.getvalue()  # an ordinary capture: the zone once, in the header

@@ -280,8 +280,16 @@ def _flow_json(f: FlowStat) -> dict:
 # ---- text output --------------------------------------------------------------------------------
 
 
-def _clock(ts: float | None) -> str:
-    return timefmt.clock(ts, 6) if ts is not None else "-"
+def _clock(ts: float | None, zone: str) -> str:
+    """A table cell: the time of day under a header naming ``zone``; with no zone (a DST change
+    inside the capture: no one offset for the column) each time carries its own."""
+    if ts is None:
+        return "-"
+    return timefmt.clock(ts, 6) if zone else timefmt.at(ts, 6)
+
+
+def _header(name: str, zone: str) -> str:
+    return f"{name} ({zone})" if zone else name
 
 
 def _endpoint(addr: str, port: int) -> str:
@@ -303,6 +311,8 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
     c = doc["counts"]
     span = ""
     zone = timefmt.label(doc["first_time"])  # the tables' times are in this zone (--tz)
+    if doc["last_time"] is not None and timefmt.label(doc["last_time"]) != zone:
+        zone = ""  # the offset changes inside the capture (DST): every time is labelled instead
     if doc["first_time"] is not None:
         span = f", {timefmt.stamp(doc['first_time'])} + {doc['last_time'] - doc['first_time']:.3f} s"
     con.print(Hanging(f"[bold]{doc['file']}[/]: {doc['format']}{' (gzip)' if doc['compressed'] else ''}, "
@@ -312,7 +322,7 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
 
     if doc["ike"]:
         t = Table(title=f"IKE messages ({len(doc['ike'])})", title_justify="left", show_lines=False)
-        for col in ("frame", f"time ({zone})", "src", "dst", "v", "exchange", "role", "msg ID", "SPIi", "SPIr",
+        for col in ("frame", _header("time", zone), "src", "dst", "v", "exchange", "role", "msg ID", "SPIi", "SPIr",
                     "payloads"):
             t.add_column(col, justify="right" if col in ("frame", "msg ID") else "left",
                          no_wrap=True)
@@ -338,7 +348,7 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
                 pl += "  {" + ", ".join(flags) + "}"
             if r["malformed"]:
                 pl += f"  [red]malformed: {r['malformed']}[/]"
-            cells = (str(r["frame"]), _clock(r["time"]), _endpoint(r["src"], r["sport"]),
+            cells = (str(r["frame"]), _clock(r["time"], zone), _endpoint(r["src"], r["sport"]),
                      _endpoint(r["dst"], r["dport"]), str(r["version"]), r["exchange"], role, mid, r["spi_i"],
                      r["spi_r"], pl)
             t.add_row(*cells)
@@ -353,7 +363,7 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
         if not rows:
             continue
         t = Table(title=f"{proto.upper()} flows ({len(rows)})", title_justify="left")
-        for col in ("src", "dst", "SPI", "packets", "bytes", f"first ({zone})", f"last ({zone})", "seq min", "seq max",
+        for col in ("src", "dst", "SPI", "packets", "bytes", _header("first", zone), _header("last", zone), "seq min", "seq max",
                     "encap"):
             t.add_column(col, justify="right" if col in ("packets", "bytes", "seq min", "seq max") else "left",
                          no_wrap=True)
@@ -361,23 +371,23 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
         for f in rows:
             encap = {"udp": "UDP (NAT-T)", "tcp": "TCP (RFC 8229)"}.get(f["transport"], "-")
             cells = (_endpoint(f["src"], f["sport"]), _endpoint(f["dst"], f["dport"]), f["spi"], str(f["packets"]),
-                     str(f["bytes"]), _clock(f["first_time"]), _clock(f["last_time"]), str(f["seq_min"]),
+                     str(f["bytes"]), _clock(f["first_time"], zone), _clock(f["last_time"], zone), str(f["seq_min"]),
                      str(f["seq_max"]), encap)
             t.add_row(*cells)
             records.append(f"{escape(cells[0])} → {escape(cells[1])} {cells[2]}  {cells[3]} packets, {cells[4]} bytes  "
-                           f"{cells[5]} – {cells[6]} {zone}  seq {cells[7]}–{cells[8]}  encap {encap}")
+                           f"{cells[5]} – {cells[6]}{' ' + zone if zone else ''}  seq {cells[7]}–{cells[8]}  encap {encap}")
         table_or_records(con, t, records)
 
     if doc["keepalives"]:
         t = Table(title="NAT-keepalives (RFC 3948 §2.3)", title_justify="left")
-        for col in ("src", "dst", "count", f"first ({zone})", f"last ({zone})"):
+        for col in ("src", "dst", "count", _header("first", zone), _header("last", zone)):
             t.add_column(col, no_wrap=True)
         records = []
         for k in doc["keepalives"]:
             cells = (_endpoint(k["src"], k["sport"]), _endpoint(k["dst"], k["dport"]), str(k["count"]),
-                     _clock(k["first_time"]), _clock(k["last_time"]))
+                     _clock(k["first_time"], zone), _clock(k["last_time"], zone))
             t.add_row(*cells)
-            records.append(f"{escape(cells[0])} → {escape(cells[1])}  {cells[2]} keepalive(s)  {cells[3]} – {cells[4]} {zone}")
+            records.append(f"{escape(cells[0])} → {escape(cells[1])}  {cells[2]} keepalive(s)  {cells[3]} – {cells[4]}{' ' + zone if zone else ''}")
         table_or_records(con, t, records)
 
     m = doc["malformed"]
