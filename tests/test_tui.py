@@ -546,6 +546,7 @@ async def test_every_key_binding_has_a_command_palette_entry() -> None:
         by_action = {
             "help": "Help", "focus_filter": "Filter packets", "tab('timeline')": "Timeline",
             "tab('packets')": "Packets", "tab('findings')": "Findings", "tab('sa-detail')": "SA detail",
+            "tab('stats')": "Stats", "follow": "Follow this conversation",
             "add_keys": "Add key files", "sa_packets": "Packets of this SA", "export": "Export",
             "toggle_keys": "Show/hide keys", "toggle_tree": "Toggle SA tree",
             "toggle_detail": "Toggle packet detail", "toggle_hex_pane": "Hex view / decoded tree",

@@ -79,3 +79,14 @@ def test_help_screen(snap_compare) -> None:
 def test_narrow_hex_view(snap_compare) -> None:
     # 80 columns: the detail pane shows the decoded tree or (h) the hex view.
     assert snap_compare(healthy(), terminal_size=SMALL, run_before=steps("down", "down", "down", "down", "h"))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_stats_healthy(snap_compare, size) -> None:
+    # IO graph of the four SAs (the rekey hands the traffic from #1 to #2), CHILD SAs, conversation.
+    assert snap_compare(healthy(), terminal_size=size, run_before=steps("5"))
+
+
+def test_stats_follow_conversation(snap_compare) -> None:
+    # f on the conversation: the Packets tab filtered to it, the filter bar saying how.
+    assert snap_compare(healthy(), terminal_size=SMALL, run_before=steps("5", "f"))

@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
+from ..conversations import follow_filter
 from ..errors import CaptureError, CaptureFormatError, ExportError, IpsecscopeError
 from ..export.documents import findings_document, sas_document
 from ..filtering import select, source_of
@@ -38,6 +39,7 @@ from .widgets.packet_detail import PacketDetail
 from .widgets.packet_table import PacketHeader, PacketTable, view_from_indices
 from .widgets.sa_detail import SaDetail
 from .widgets.sa_tree import SaRef, SaTree
+from .widgets.stats import StatsView
 from .widgets.status import StatusLine
 from .widgets.timeline import Timeline
 
@@ -424,6 +426,10 @@ class IpsecscopeApp(App[int]):
             self.apply_filter("", focus_frame=event.frame)
         ptable.focus()
 
+    @on(StatsView.Follow)
+    def _follow(self, event: StatsView.Follow) -> None:
+        self._show_packets(event.filter_text, None)
+
     def _show_packets(self, filter_text: str, frame: int | None) -> None:
         self.query_one(TabbedContent).active = "packets"
         self.apply_filter(filter_text, focus_frame=frame)
@@ -509,6 +515,24 @@ class IpsecscopeApp(App[int]):
             text = f"host={a} host={b}"
         if text:
             self._show_packets(text, None)
+
+    def action_follow(self) -> None:
+        """Follow this conversation: the Stats row's, else the selected packet's (its inner 5-tuple,
+        or its SA), as a display filter, and the Packets tab showing just those frames."""
+        if self.session is None:
+            return
+        frame = None
+        if self.query_one(TabbedContent).active == "stats":
+            text = self.query_one(StatsView).follow_filter()
+        else:
+            row = self.query_one(PacketTable).current_row
+            frame = row.frame if row is not None else None
+            with self.data_lock:
+                text = follow_filter(self.session, row) if row is not None else None
+        if not text:
+            self.notify("Choose a packet or a Stats row to follow first.", severity="warning")
+            return
+        self._show_packets(text, frame)
 
     def action_add_keys(self) -> None:
         start = self.path.parent if self.path is not None else Path.cwd()

@@ -21,6 +21,7 @@ from .widgets.findings import FindingsView
 from .widgets.packet_detail import PacketDetail
 from .widgets.packet_table import PacketHeader, PacketTable
 from .widgets.sa_detail import SaDetail
+from .widgets.stats import StatsView
 from .widgets.timeline import Timeline
 
 
@@ -56,6 +57,8 @@ TABS: tuple[Tab, ...] = (
         lambda: [FindingsView(id="findings-view")]),
     Tab("sa-detail", "SA detail", "4", "Proposal, selectors, keys, counters of the chosen SA", "#sa-detail-scroll",
         lambda: [VerticalScroll(SaDetail(id="sa-detail-view"), id="sa-detail-scroll")]),
+    Tab("stats", "Stats", "5", "IO graph per SA; packets, bytes, rate, loss per CHILD SA and conversation",
+        "#stats-convs", lambda: [StatsView(id="stats-view")]),
 )
 
 
@@ -80,6 +83,8 @@ COMMANDS: tuple[Command, ...] = (
             "Add key files", "Load keys and decrypt/correlate again"),
     Command("s", "sa_packets", "SA packets", "show the packets of the SA under the tree cursor",
             "Packets of this SA", "Filter packets to the SA under the tree cursor"),
+    Command("f", "follow", "Follow", "follow the selected conversation or SA", "Follow this conversation",
+            "Filter packets to the selected packet's or Stats row's conversation"),
     Command("e", "export", "Export", "export: decrypted pcapng / JSON lines, SAs, findings, key tables",
             "Export", "Decrypted pcapng or JSON lines, SAs/findings JSON, key tables"),
     Command("K", "toggle_keys", "Show keys", "show / hide key material in SA detail",

@@ -1,0 +1,289 @@
+"""Stats tab: an IO graph of packets/s per SA on one time axis, then per CHILD SA (and each of its
+SAs, one per direction) and per inner conversation: packets, bytes, rate, first/last seen, loss.
+
+Every number comes from :mod:`ipsecscope.conversations`, the code behind ``ipsecscope stats``:
+a file is read once through :func:`~ipsecscope.conversations.compute` (in a worker), a live
+session feeds an :class:`~ipsecscope.conversations.Accumulator` the rows that arrived since the
+last refresh. Enter (or ``f``) on a row asks the app to follow it: the display filter that
+selects its packets, in Wireshark syntax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import DataTable
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+
+from ...conversations import Accumulator, Stats, compute, sa_filter
+from ...filtering import source_of
+
+if TYPE_CHECKING:
+    from ..panes import SessionView
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+LABEL_W = 12  # "#12 15b69dc5"
+PEAK_W = 8  # " 12.3k/s"
+MAX_ROWS = 2000  # conversations listed (a flood's tail is in `ipsecscope stats --json`)
+
+
+def fmt_rate(pps: float) -> str:
+    """Packets per second, short: 0.4, 12, 3.1k."""
+    if pps >= 1000:
+        return f"{pps / 1000:.1f}k"
+    return f"{pps:.1f}" if pps < 10 else f"{pps:.0f}"
+
+
+def rebin(io: Sequence[int], interval: float, width: int) -> tuple[list[float], float, float]:
+    """``io`` (packets per ``interval``) as at most ``width`` columns of packets/s, the seconds
+    one column spans and the seconds one value is counted over: ``k`` adjacent bins summed per
+    column when there are more bins than columns, else each bin drawn over one or more columns
+    (column ``x`` shows bin ``x * n // width``, so the graph fills the width)."""
+    n = len(io)
+    if n == 0 or width <= 0:
+        return [], interval, interval
+    if n > width:
+        k = -(-n // width)
+        cols = [sum(io[i:i + k]) / (len(io[i:i + k]) * interval) for i in range(0, n, k)]
+        return cols, interval * k, interval * k
+    return [io[x * n // width] / interval for x in range(width)], interval * n / width, interval
+
+
+def bars(values: Sequence[float]) -> str:
+    """One block character per value, scaled to the row's peak (any packet shows at least ▁)."""
+    top = max(values, default=0.0)
+    if top <= 0:
+        return " " * len(values)
+    return "".join(BLOCKS[0 if v <= 0 else max(1, min(8, round(v * 8 / top)))] for v in values)
+
+
+def _rel(t: float | None, t0: float) -> str:
+    return "-" if t is None else f"{t - t0:.3f}"
+
+
+def _ep(addr: str, port: int | None) -> str:
+    if port is None:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+class IoGraph(Widget):
+    """Packets/s per SA (one ESP/AH direction) on the capture's time axis: a row of block
+    characters per SA, scaled to its own peak (written at the right), and the axis below."""
+
+    DEFAULT_CSS = "IoGraph { height: auto; }"
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.stats: Stats | None = None
+
+    def set_stats(self, st: Stats) -> None:
+        self.stats = st
+        self.refresh(layout=True)
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self.stats.flows) + 2 if self.stats is not None and self.stats.flows else 1
+
+    def lines(self, width: int) -> list[Text]:
+        st = self.stats
+        if st is None:
+            return [Text("")]
+        if not st.flows:
+            return [Text("IO graph: no ESP or AH traffic in this capture.", "dim")]
+        graph_w = max(1, width - LABEL_W - 1 - PEAK_W)
+        out = [Text()]
+        step = resolution = st.interval
+        for f in st.flows:
+            cols, step, resolution = rebin(f.io, st.interval, graph_w)
+            child = f"#{f.child_sa}" if f.child_sa is not None else "-"
+            line = Text(f"{child:<3} {f.spi:08x}"[:LABEL_W].ljust(LABEL_W) + " ", "bold" if f.packets else "dim")
+            line.append(bars(cols).ljust(graph_w), "green" if f.protocol == "ESP" else "magenta")
+            line.append(f"{fmt_rate(max(cols, default=0.0)):>{PEAK_W - 2}}/s", "dim")
+            out.append(line)
+        out[0] = Text.assemble(("IO graph", "bold"), f": packets/s per SA over {resolution:.3g}s, peak at right",
+                               ("   Enter/f on a row: follow it", "dim"))
+        out.append(self._axis(len(cols), graph_w, step))
+        return out
+
+    @staticmethod
+    def _axis(ncols: int, graph_w: int, step: float) -> Text:
+        """Seconds from the capture's start under the columns (0, the middle, the end)."""
+        axis = [" "] * graph_w
+        marks = (0, ncols // 2, ncols) if ncols >= 24 else (0, ncols)
+        for x in marks:
+            label = f"{x * step:.3g}s" if x else "0s"
+            start = max(0, min(x - len(label) // 2, graph_w - len(label))) if x else 0
+            if all(c == " " for c in axis[max(0, start - 1):start + len(label) + 1]):
+                axis[start:start + len(label)] = list(label)
+        return Text(f"{'':<{LABEL_W}} " + "".join(axis), "dim")
+
+    def render(self) -> Text:
+        width = self.size.width
+        lines = self.lines(width)
+        for line in lines:  # one screen line each: a row per SA, the axis right under them
+            line.truncate(width, overflow="ellipsis")
+        return Text("\n").join(lines)
+
+
+class StatsView(Vertical):
+    """Posts :class:`Follow` with a display filter when a row is chosen (Enter or click)."""
+
+    class Follow(Message):
+        def __init__(self, filter_text: str) -> None:
+            super().__init__()
+            self.filter_text = filter_text
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.stats: Stats | None = None
+        self._session: object = None
+        self._acc: Accumulator | None = None
+        self._pending = False  # live: new numbers arrived while the tab was hidden
+        self._sa_filters: dict[str, str] = {}
+        self._conv_filters: dict[str, str] = {}
+        self._last_table = "#stats-convs"
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="stats-io-box"):
+            yield IoGraph(id="stats-io")
+        sas: DataTable[Text | str] = DataTable(id="stats-sas", cursor_type="row", zebra_stripes=True)
+        for label, key in (("CHILD SA / SA", "sa"), ("Pkts", "packets"), ("Bytes", "bytes"), ("pkt/s", "rate"),
+                           ("First s", "first"), ("Last s", "last"), ("Lost", "lost"), ("To", "dst")):
+            sas.add_column(label, key=key)
+        yield sas
+        convs: DataTable[Text | str] = DataTable(id="stats-convs", cursor_type="row", zebra_stripes=True)
+        for label, key in (("Conversation", "conv"), ("A→B", "ab"), ("B→A", "ba"), ("Bytes", "bytes"),
+                           ("pkt/s", "rate"), ("First s", "first"), ("Last s", "last"), ("Lost", "lost"),
+                           ("SA", "sa")):
+            convs.add_column(label, key=key)
+        yield convs
+
+    # ---- data in -------------------------------------------------------------------------------
+    def show_session(self, view: SessionView) -> None:
+        if not view.live:
+            if view.session is not self._session:  # a new load (or keys added): count it once
+                self._session = view.session
+                self._compute(view.session)
+            return
+        # Live: count only the rows that came since the last refresh (under the runner's lock,
+        # which the app holds while it hands out the view).
+        if self._acc is None or view.session is not self._session:
+            self._session = view.session
+            self._acc = Accumulator(view.table.first_ts or (view.rows[0].ts if view.rows else 0.0))
+        src = source_of(view.session)
+        src.rows = view.rows
+        self._acc.feed(src)
+        st = self._acc.stats(view.table)
+        if all(n.display for n in self.ancestors_with_self if isinstance(n, Widget)):
+            self.show_stats(st)
+        else:  # hidden: draw when shown, not every second for nobody
+            self.stats, self._pending = st, True
+
+    @work(thread=True, exclusive=True, group="stats", name="stats")
+    def _compute(self, session) -> None:
+        st = compute(session)  # what `ipsecscope stats` prints, off the UI thread
+        self.app.call_from_thread(self.show_stats, st)
+
+    def on_show(self) -> None:
+        if self._pending and self.stats is not None:
+            self._pending = False
+            self.show_stats(self.stats)
+
+    def show_stats(self, st: Stats) -> None:
+        self.stats = st
+        self._pending = False
+        t0 = st.first_ts or 0.0
+        self.query_one(IoGraph).set_stats(st)
+
+        sas = self.query_one("#stats-sas", DataTable)
+        keep = _cursor_key(sas)
+        sas.clear()
+        self._sa_filters = {}
+        for c in st.child_sas:
+            key = f"child:{c.id}"
+            spis = [s for s in (c.spi_i, c.spi_r) if s is not None]
+            proto = next((f.protocol for f in st.flows if f.child_sa == c.id), "ESP")
+            self._sa_filters[key] = sa_filter(spis, proto) if spis else f"ipsecscope.child == {c.id}"
+            sas.add_row(Text(f"#{c.id} {c.state}", "bold"), str(c.packets), str(c.bytes), fmt_rate(c.rate),
+                        _rel(c.first_ts, t0), _rel(c.last_ts, t0), _lost(c.lost), "", key=key)
+            for f in st.flows:
+                if f.child_sa == c.id:
+                    self._add_flow(sas, f, t0)
+        for f in st.flows:
+            if f.child_sa is None or f.child_sa not in {c.id for c in st.child_sas}:
+                self._add_flow(sas, f, t0)
+        _restore_cursor(sas, keep)
+
+        convs = self.query_one("#stats-convs", DataTable)
+        keep = _cursor_key(convs)
+        convs.clear()
+        self._conv_filters = {}
+        for c in st.conversations[:MAX_ROWS]:
+            key = f"conv:{c.protocol}:{c.a}:{c.a_port}:{c.b}:{c.b_port}"
+            self._conv_filters[key] = c.filter
+            sa = ",".join(f"#{n}" for n in c.child_sas) or "-"
+            lost = "-" if c.lost is None else _lost(c.lost)
+            convs.add_row(f"{c.protocol} {_ep(c.a, c.a_port)} ⇄ {_ep(c.b, c.b_port)}", str(c.packets_ab),
+                          str(c.packets_ba), str(c.bytes), fmt_rate(c.rate), _rel(c.first_ts, t0),
+                          _rel(c.last_ts, t0), lost, sa, key=key)
+        if len(st.conversations) > MAX_ROWS:
+            convs.add_row(Text(f"… {len(st.conversations) - MAX_ROWS} more: ipsecscope stats --json", "dim"),
+                          *[""] * 8, key="more")
+        _restore_cursor(convs, keep)
+
+    def _add_flow(self, sas: DataTable, f, t0: float) -> None:
+        key = f"flow:{f.key}"
+        self._sa_filters[key] = sa_filter([f.spi], f.protocol)
+        label = f"  ↳ {f.spi:08x}" + (" AH" if f.protocol == "AH" else "")
+        sas.add_row(label, str(f.packets), str(f.bytes), fmt_rate(f.rate), _rel(f.first_ts, t0), _rel(f.last_ts, t0),
+                    _lost(f.lost), f.dst, key=key)
+
+    # ---- follow --------------------------------------------------------------------------------
+    def follow_filter(self) -> str | None:
+        """The display filter of the row under the cursor of the table used last."""
+        table = self.query_one(self._last_table, DataTable)
+        key = _cursor_key(table)
+        if key is None:
+            return None
+        return (self._sa_filters if table.id == "stats-sas" else self._conv_filters).get(key)
+
+    def on_descendant_focus(self, event) -> None:
+        if isinstance(event.widget, DataTable):
+            self._last_table = f"#{event.widget.id}"
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self._last_table = f"#{event.data_table.id}"
+        text = self.follow_filter()
+        if text:
+            self.post_message(self.Follow(text))
+
+
+def _lost(n: int) -> Text | str:
+    return Text(str(n), "bold red") if n else "0"
+
+
+def _cursor_key(table: DataTable) -> str | None:
+    if not table.row_count:
+        return None
+    try:
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except CellDoesNotExist:  # a cursor past the rows (table being rebuilt)
+        return None
+
+
+def _restore_cursor(table: DataTable, key: str | None) -> None:
+    """Live refreshes rebuild the table: the cursor stays on the same SA or conversation."""
+    if key is None or not table.row_count:
+        return
+    try:
+        table.move_cursor(row=table.get_row_index(key), animate=False)
+    except RowDoesNotExist:  # that SA or conversation is gone
+        pass

@@ -1,0 +1,279 @@
+"""The Stats tab on real samples: the numbers it shows are `ipsecscope stats --json`'s, its IO graph
+draws the same per-interval counts, "follow" sets the display filter that selects exactly what
+`ipsecscope packets -Y` selects, and a live (followed) capture is counted incrementally."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import IPSECSCOPE, ROOT, SAMPLES, needs_tshark
+from test_tui import frames_in_view, loaded, sync, tshark_fields
+from textual.widgets import DataTable, Input, TabbedContent
+from tmux_driver import Tmux, have_tmux
+
+from ipsecscope.tui.app import create_app, create_stream_app
+from ipsecscope.tui.stream import CaptureFollower
+from ipsecscope.tui.widgets.packet_table import PacketTable
+from ipsecscope.tui.widgets.stats import LABEL_W, PEAK_W, IoGraph, StatsView, bars, rebin
+
+SIZE = (200, 50)  # wide enough for every IO graph bin to get its own column
+SAMPLE_NAMES = ["healthy-gcm", "path-impairments", "cbc-sha2-pfs", "nat-napt"]
+
+
+def stats_json(cap: Path, keys: Path) -> dict:
+    r = subprocess.run([*IPSECSCOPE, "stats", str(cap), "-k", str(keys), "--json"], capture_output=True, text=True,
+                       check=True)
+    return json.loads(r.stdout)
+
+
+def packets_frames(cap: Path, keys: Path, flt: str) -> list[int]:
+    r = subprocess.run([*IPSECSCOPE, "packets", str(cap), "-k", str(keys), "-Y", flt, "--json"], capture_output=True,
+                       text=True, check=True)
+    return [json.loads(line)["frame"] for line in r.stdout.splitlines()]
+
+
+def cells(table: DataTable, key: str) -> list[str]:
+    return [str(c) for c in table.get_row(key)]
+
+
+def rel(t: float | None, t0: float) -> str:
+    return "-" if t is None else f"{t - t0:.3f}"
+
+
+def check_numbers(view: StatsView, doc: dict, *, io: bool = True) -> None:
+    """Every row the tab shows against the `stats --json` document."""
+    t0 = doc["first_time"]
+    sas = view.query_one("#stats-sas", DataTable)
+    convs = view.query_one("#stats-convs", DataTable)
+    assert sas.row_count == len(doc["child_sas"]) + len(doc["flows"])
+    for c in doc["child_sas"]:
+        row = cells(sas, f"child:{c['id']}")
+        assert row[0] == f"#{c['id']} {c['state']}"
+        assert row[1:3] + row[4:7] == [str(c["packets"]), str(c["bytes"]), rel(c["first_time"], t0),
+                                       rel(c["last_time"], t0), str(c["lost"])]
+        assert_rate(row[3], c["rate_pps"])
+    for f in doc["flows"]:
+        row = cells(sas, f"flow:{f['key']}")
+        assert row[0].strip() == f"↳ {f['spi'][2:]}"
+        assert row[1:3] + row[4:8] == [str(f["packets"]), str(f["bytes"]), rel(f["first_time"], t0),
+                                       rel(f["last_time"], t0), str(f["lost"]), f["dst"]]
+        assert_rate(row[3], f["rate_pps"])
+    assert convs.row_count == len(doc["conversations"])
+    for c in doc["conversations"]:
+        key = f"conv:{c['protocol']}:{c['a']}:{c['a_port']}:{c['b']}:{c['b_port']}"
+        row = cells(convs, key)
+        assert row[0] == f"{c['protocol']} {c['a']} ⇄ {c['b']}" if c["a_port"] is None else c["protocol"] in row[0]
+        assert row[1:4] == [str(c["packets_ab"]), str(c["packets_ba"]), str(c["bytes"])]
+        assert_rate(row[4], c["rate_pps"])
+        assert row[5:9] == [rel(c["first_time"], t0), rel(c["last_time"], t0),
+                            "-" if c["lost"] is None else str(c["lost"]),
+                            ",".join(f"#{i}" for i in c["child_sas"]) or "-"]
+    if io:
+        graph = view.query_one(IoGraph)
+        assert graph.stats is not None and graph.stats.interval == doc["interval"]
+        lines = [str(line) for line in graph.lines(graph.size.width)]
+        width = graph.size.width - LABEL_W - 1 - PEAK_W
+        assert len(lines) == len(doc["flows"]) + 2  # the legend, a row per SA, the time axis
+        assert f"packets/s per SA over {doc['interval']:.3g}s" in lines[0]
+        for f, line in zip(doc["flows"], lines[1:], strict=False):
+            n = len(f["io"])
+            assert n <= width, "the test's terminal gives each bin a column"
+            cols, _, _ = rebin(f["io"], doc["interval"], width)
+            assert line[LABEL_W + 1:LABEL_W + 1 + len(cols)] == bars(cols), f["key"]
+            # column x draws bin x*n//width: the first column of each bin gives the JSON's counts back
+            assert [round(cols[-(-i * width // n)] * doc["interval"]) for i in range(n)] == f["io"]
+
+
+def assert_rate(shown: str, pps: float) -> None:
+    """pkt/s as shown (1 decimal below 10, 3.1k above 1000) against the JSON's (3 decimals)."""
+    value = float(shown.removesuffix("k")) * (1000 if shown.endswith("k") else 1)
+    assert abs(value - pps) <= 0.05 * pps + 0.05, (shown, pps)
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+@sync
+async def test_stats_tab_shows_the_numbers_of_stats_json(name: str) -> None:
+    cap, keys = SAMPLES / name / "capture.pcapng", SAMPLES / name / "keys"
+    doc = stats_json(cap, keys)
+    assert doc["flows"] and doc["conversations"]
+    app = create_app(cap, [keys])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("5")
+        await loaded(pilot)
+        assert app.query_one(TabbedContent).active == "stats"
+        assert app.focused is app.query_one("#stats-convs")
+        check_numbers(app.query_one(StatsView), doc)
+
+
+@pytest.mark.parametrize("name", ["healthy-gcm", "path-impairments"])
+@sync
+async def test_follow_a_conversation_and_an_sa_from_the_stats_tab(name: str) -> None:
+    cap, keys = SAMPLES / name / "capture.pcapng", SAMPLES / name / "keys"
+    doc = stats_json(cap, keys)
+    app = create_app(cap, [keys])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("5")
+        await loaded(pilot)
+        conv = doc["conversations"][0]
+        await pilot.press("f")
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        assert app.query_one(TabbedContent).active == "packets"
+        assert app.query_one("#filter", Input).value == conv["filter"]
+        shown = frames_in_view(table)
+        assert shown == packets_frames(cap, keys, conv["filter"])
+        assert len(shown) == conv["packets"]  # the samples carry no cleartext copy of the tunnel traffic
+
+        # An SA (one direction): Enter on its row in the SA table, from the command palette's tab.
+        flow = doc["flows"][-1]
+        await pilot.press("5")
+        await loaded(pilot)
+        sas = app.query_one("#stats-sas", DataTable)
+        sas.focus()
+        sas.move_cursor(row=sas.get_row_index(f"flow:{flow['key']}"))
+        await pilot.press("enter")
+        await loaded(pilot)
+        assert app.query_one(TabbedContent).active == "packets"
+        want = f"esp.spi == {flow['spi']}"
+        assert app.query_one("#filter", Input).value == want
+        assert frames_in_view(table) == packets_frames(cap, keys, want)
+        assert len(frames_in_view(table)) == flow["packets"]
+
+        # A CHILD SA: both its SPIs.
+        child = doc["child_sas"][0]
+        await pilot.press("5")
+        await loaded(pilot)
+        sas.focus()
+        sas.move_cursor(row=sas.get_row_index(f"child:{child['id']}"))
+        await pilot.press("f")
+        await loaded(pilot)
+        want = f"esp.spi in {{{child['spi_i']}, {child['spi_r']}}}"
+        assert app.query_one("#filter", Input).value == want
+        assert frames_in_view(table) == packets_frames(cap, keys, want)
+        assert len(frames_in_view(table)) == child["packets"]
+
+
+@needs_tshark
+@sync
+async def test_follow_a_packet_from_the_packet_list() -> None:
+    name = "healthy-gcm"
+    cap, keys = SAMPLES / name / "capture.pcapng", SAMPLES / name / "keys"
+    doc = stats_json(cap, keys)
+    app = create_app(cap, [keys])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        esp = int(tshark_fields(cap, "esp", "frame.number")[0][0])
+        ike = int(tshark_fields(cap, "isakmp", "frame.number")[-1][0])
+        ispi = tshark_fields(cap, f"frame.number == {ike}", "isakmp.ispi")[0][0].replace(":", "")
+        # a decrypted ESP packet: its inner conversation, written as the Stats tab writes it
+        table.go_to_frame(esp)
+        await pilot.press("f")
+        await loaded(pilot)
+        flt = app.query_one("#filter", Input).value
+        assert flt == doc["conversations"][0]["filter"]
+        assert frames_in_view(table) == packets_frames(cap, keys, flt)
+        assert table.current_row.frame == esp  # the cursor stays on the packet followed
+        # an IKE packet: its IKE SA, as tshark selects it
+        await pilot.press("escape")
+        await loaded(pilot)
+        table.go_to_frame(ike)
+        await pilot.press("f")
+        await loaded(pilot)
+        flt = app.query_one("#filter", Input).value
+        assert flt == f"isakmp.ispi == {ispi}"
+        assert frames_in_view(table) == [int(r[0]) for r in tshark_fields(cap, flt, "frame.number")]
+        assert frames_in_view(table) == packets_frames(cap, keys, flt)
+
+
+@sync
+async def test_live_stats_count_only_the_new_frames(tmp_path: Path) -> None:
+    name = "healthy-gcm"
+    cap, keys = SAMPLES / name / "capture.pcapng", SAMPLES / name / "keys"
+    doc = stats_json(cap, keys)
+    data = cap.read_bytes()
+    growing = tmp_path / "growing.pcapng"
+    growing.write_bytes(data[: len(data) // 2])
+    runner = CaptureFollower([growing], [keys], follow=True)
+    runner.open()
+    runner.start()
+    app = create_stream_app(runner, growing.name)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            view = app.query_one(StatsView)
+
+            async def settle() -> int:
+                """Wait until the tab has counted every frame the reader has read; returns that count."""
+                for _ in range(600):  # up to a minute on a loaded machine
+                    await pilot.pause(0.1)
+                    with runner.lock:
+                        frames = runner.session.stats.frames
+                    if frames and view._acc is not None and view._acc.last_frame == frames:
+                        return frames
+                raise AssertionError(f"live view stuck at {view._acc and view._acc.last_frame}")
+
+            await pilot.press("5")
+            half = await settle()
+            assert view._acc.counted == half < 34
+            with growing.open("ab") as f:
+                f.write(data[len(data) // 2:])
+            while await settle() < 34:
+                pass
+            # every frame counted once: the refreshes added the new frames, never a recount
+            assert view._acc.counted == 34
+            check_numbers(view, doc, io=False)
+            assert [sum(f.io) for f in view.stats.flows] == [f["packets"] for f in doc["flows"]]
+            runner.stop()
+            await pilot.pause(0.5)  # the last refresh's messages, before the screen goes away
+    finally:
+        runner.stop()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.skipif(not have_tmux(), reason="tmux not installed")
+def test_stats_tab_and_follow_in_a_real_80x24_terminal() -> None:
+    name = "healthy-gcm"
+    cap, keys = SAMPLES / name / "capture.pcapng", SAMPLES / name / "keys"
+    doc = stats_json(cap, keys)
+    conv = doc["conversations"][0]
+    want = len(packets_frames(cap, keys, conv["filter"]))
+    with Tmux(f"{sys.executable} -m ipsecscope {cap} -k {keys}", width=80, height=24, cwd=str(ROOT)) as t:
+        t.wait_for("decrypted 18/18")
+        t.send("5")
+        screen = t.wait_for(lambda s: "IO graph" in s and "icmp 10.1.0.1 ⇄ 10.2.0.1" in s)
+        lines = screen.splitlines()
+        assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
+        tab = [line.partition("▕")[2] for line in lines]  # right of the SA tree
+        # one graph row per SA (ESP direction), with bars, and the time axis under them
+        for f in doc["flows"]:
+            row = next(line for line in tab if line.startswith(f" #{f['child_sa']}  {f['spi'][2:]} "))
+            assert "█" in row, row
+        assert re.search(r"\b0s\b.*\d\.\ds", screen)
+        c1 = doc["child_sas"][0]
+        assert re.search(rf"#{c1['id']} deleted\s+{c1['packets']}\s+{c1['bytes']}\s", screen), screen
+        assert re.search(rf"⇄ 10\.2\.0\.1\s+{conv['packets_ab']}\s+{conv['packets_ba']}\s+{conv['bytes']}\s", screen)
+        t.send("f")
+        screen = t.wait_for(lambda s: f"filter: {want}/34" in s)
+        assert "ip.addr == 10.1.0.1 && ip.addr == 10.2." in screen  # the filter bar (cut at 80 columns)
+        # the same from the command palette
+        t.send("Escape")
+        t.wait_for(lambda s: f"filter: {want}/34" not in s)
+        t.send("5")
+        t.wait_for("IO graph")
+        t.send("C-p")
+        t.wait_for("Search for commands")
+        t.type("follow this conv")
+        # the list narrowed to it (before the search runs it lists every command, Help first)
+        t.wait_for(lambda s: "Follow this conversation" in s and "Keys and the packet filter language" not in s)
+        t.send("Enter")
+        t.wait_for(lambda s: f"filter: {want}/34" in s)
+        t.send("q")
+        t.wait_for("[exited 0]")
