@@ -17,6 +17,7 @@ from test_tui import frames_in_view, loaded, sync, tshark_fields
 from textual.widgets import DataTable, Input, TabbedContent
 from tmux_driver import Tmux, have_tmux
 
+from ipsecscope import timefmt
 from ipsecscope.tui.app import create_app, create_stream_app
 from ipsecscope.tui.stream import CaptureFollower
 from ipsecscope.tui.widgets.packet_table import PacketTable
@@ -80,7 +81,7 @@ def check_numbers(view: StatsView, doc: dict, *, io: bool = True) -> None:
         lines = [str(line) for line in graph.lines(graph.size.width)]
         width = graph.size.width - LABEL_W - 1 - PEAK_W
         assert len(lines) == len(doc["flows"]) + 2  # the legend, a row per SA, the time axis
-        assert f"packets/s per SA over {doc['interval']:.3g}s" in lines[0]
+        assert f"IO graph ({doc['interval']:.3g}s bins) · 0s = {timefmt.at(t0, 3)} · pkt/s per SA" in lines[0]
         for f, line in zip(doc["flows"], lines[1:], strict=False):
             n = len(f["io"])
             assert n <= width, "the test's terminal gives each bin a column"

@@ -212,6 +212,8 @@ class IpsecscopeApp(App[int]):
     # ---- live mode -----------------------------------------------------------------------------
     def _poll_live(self) -> None:
         """Take what the capture thread added since the last look (under its lock)."""
+        if not self.is_running:  # quitting: the timer can still fire after the screen went away
+            return
         runner = self.runner
         if runner.error is not None and not getattr(self, "_live_error_shown", False):
             self._live_error_shown = True
@@ -378,6 +380,8 @@ class IpsecscopeApp(App[int]):
         self.query_one("#detail-tree").focus()
 
     def _show_detail(self, frame: int | None, force: bool = False) -> None:
+        if not self.is_running:  # a live refresh's highlight, handled while quitting
+            return
         panel = self.query_one(PacketDetail)
         if self.session is None or not panel.display:
             return

@@ -22,6 +22,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
+from ... import timefmt
 from ...conversations import Accumulator, Stats, compute, sa_filter
 from ...filtering import source_of
 
@@ -107,8 +108,9 @@ class IoGraph(Widget):
             line.append(bars(cols).ljust(graph_w), "green" if f.protocol == "ESP" else "magenta")
             line.append(f"{fmt_rate(max(cols, default=0.0)):>{PEAK_W - 2}}/s", "dim")
             out.append(line)
-        out[0] = Text.assemble(("IO graph", "bold"), f": packets/s per SA over {resolution:.3g}s, peak at right",
-                               ("   Enter/f on a row: follow it", "dim"))
+        # The tables' first/last seen are seconds after the same 0s (in the --tz zone, as everywhere).
+        out[0] = Text.assemble(("IO graph", "bold"), f" ({resolution:.3g}s bins) · 0s = {timefmt.at(st.first_ts, 3)}"
+                               " · pkt/s per SA, peak at right", ("   Enter/f on a row: follow it", "dim"))
         out.append(self._axis(len(cols), graph_w, step))
         return out
 
