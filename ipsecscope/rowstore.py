@@ -103,6 +103,17 @@ class RowStore(Sequence[FrameRow]):
                                -1 if child_sa is None else child_sa, -1 if next_header is None else next_header)
         self._n += 1
 
+    def add_packed(self, records: bytes | memoryview, n: int) -> None:
+        """``n`` rows already packed as this store's records (``session_fast`` packs a run of ESP
+        rows at once); past ``limit`` they are only counted, as :meth:`add_esp` does."""
+        room = max(self.limit - self._n, 0)
+        if n > room:
+            self.dropped += n - room
+            n = room
+            records = records[:n * REC_SIZE]
+        self._buf += records
+        self._n += n
+
     def _encode(self, row: FrameRow, pos: int) -> bytes:
         kind = self._kind_ix.get(row.kind)
         if kind is None:

@@ -2,12 +2,22 @@
 
 A capture of a busy tunnel is almost all ESP over Ethernet/IPv4. For those frames this loop does
 what ``Session.load`` does frame by frame — read the record, demultiplex, decrypt, correlate, keep
-a row — without the per-frame objects of the general path (``RawFrame``, ``EspPacket``,
-``EspResult``), the way ``export``'s decrypt loop does: the file is read in windows, one ``struct``
-call takes the record header, the Ethernet type, the IPv4 header fields and the SA key, and the
-ESP bytes are sliced straight from the window. Every other frame (IKE, fragments, VLANs, IPv6,
-AH, anything odd) is handed to the session's general path, in order, so the result is the same
-whichever path a frame took (``tests/test_session_fast.py`` compares both on every sample).
+a row — a window at a time and without per-frame objects, the way ``export``'s decrypt loop does:
+
+1. the file is read in 4 MiB windows; a tight loop finds each record's offset (one ``struct``
+   call a record);
+2. numpy reads every record's header fields at once (timestamps, lengths, Ethernet type, IPv4
+   header, UDP ports, SPI, sequence number) and sorts the records into ESP (raw, RFC 4303, or
+   UDP-encapsulated, RFC 3948), plain non-IPsec IP (counted only, when no rows are kept), and
+   everything else;
+3. everything else (IKE, fragments, VLANs, IPv6, AH, ICMP, anything odd) goes to the session's
+   general path, ``Session._general_frame``, in frame order; the ESP frames between two such
+   frames are one *run*: grouped by SA (source, destination, SPI), decrypted (AES-GCM-16 inline,
+   one call a packet; other algorithms through the decryptor), their payloads checked in bulk,
+   and accounted per flow (``state.bulk``), rows packed at once.
+
+So the answer is the same whichever path a frame took (``tests/test_session_fast.py`` compares
+both on every capture).
 """
 
 from __future__ import annotations
@@ -15,7 +25,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from typing import NamedTuple
 
+import numpy as np
 from cryptography.exceptions import InvalidTag
 
 from .capture._fastnew import fast_constructor
@@ -34,27 +46,41 @@ from .capture.pcapng import (
     _parse_idb,
     frame_from_block,
 )
-from .crypto.esp import NO_KEY, EspResult, _trailer
-from .errors import CaptureError, DecryptError
+from .crypto.esp import MIN_INNER, STATUS, EspResult, check_payload, payload_failure, trim_tfc
+from .errors import CaptureError
 from .model.packets import RawFrame
-from .rowstore import STATUS_CODES
+from .rowstore import KIND_ESP, REC_SIZE, STATUS_CODES
+from .state.bulk import ICV_FAILED, NO_KEY, OK, EspRun, on_esp_run
 
 _BLK = {k: v.unpack_from for k, v in BLK.items()}
 
 _RawFrame = fast_constructor(RawFrame)
 _Result = fast_constructor(EspResult)
 
-WINDOW = 2 << 20
-# After the record header: dst/src MACs | Ethernet type + IPv4 version/IHL | total length |
-# flags+fragment | protocol | (checksum) | src | dst | 4 bytes (raw ESP: SPI; UDP: ports) | 4 bytes
-# (ESP: sequence number; UDP: length + checksum) | 4 bytes (UDP: SPI) | 4 bytes (UDP: sequence number)
-_FRAME = "12x3sxH2xHxB2x4s4s4s4s4s4s"
-_PCAP_REC = struct.Struct("<IIII" + _FRAME).unpack_from  # ts sec, ts frac, caplen, origlen
-_EPB = struct.Struct("<IIIIIII" + _FRAME).unpack_from  # type, length, iface, ts hi, ts lo, caplen, origlen
-_FRAME_LEN = 58  # bytes of the frame the one struct call reads
-_U16BE = struct.Struct("!H").unpack_from
-_U32BE = struct.Struct("!I").unpack_from
+WINDOW = 4 << 20
+_U32LE = struct.Struct("<I").unpack_from
+_BLK_LE = BLK["<"].unpack_from
+_KEY = struct.Struct("!III").pack
 _BOM_LE = b"\x4d\x3c\x2b\x1a"
+_CODE = {name: i for i, name in enumerate(STATUS)}
+_NO_KEY_RESULT = EspResult("no_key", reason="no key for this SA (add its keys with -k)")
+# The frame bytes numpy reads of each record: Ethernet type + IPv4 version/IHL (12-14), total
+# length (16-17), flags/fragment offset (20-21), protocol (23), addresses (26-33), then raw ESP's
+# SPI and sequence number or UDP's ports, length, SPI, sequence number (34-49).
+_F0, _F1 = 12, 50
+_AR16 = np.arange(16)
+# RowStore's record ("<qdBIIHHIqQBqh"), to pack a run's rows at once.
+ROW_DTYPE = np.dtype([("frame", "<i8"), ("ts", "<f8"), ("kind", "u1"), ("src", "<u4"), ("dst", "<u4"),
+                      ("sport", "<u2"), ("dport", "<u2"), ("length", "<u4"), ("spi", "<i8"), ("seq", "<u8"),
+                      ("status", "u1"), ("child", "<i8"), ("nh", "<i2")])
+assert ROW_DTYPE.itemsize == REC_SIZE
+# next header -> the shortest header the payload must hold (crypto.esp.MIN_INNER), -1: anything
+_NEED = np.full(256, -1, np.int64)
+for _nh, _need in MIN_INNER.items():
+    _NEED[_nh] = _need
+# A run is accounted per flow in bulk when its flows have this many packets each on average;
+# below that (many SAs with a packet or two each) packet by packet, as the general path does.
+BULK_MIN = 4
 
 
 def eligible(session, path: str) -> str | None:
@@ -78,7 +104,7 @@ def eligible(session, path: str) -> str | None:
     return "pcap" if magic in (MAGIC_US, MAGIC_NS) and network & 0xFFFF == 1 else None
 
 
-def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | None:  # noqa: C901
+def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | None:
     """Feed every frame of ``path`` (``fmt`` from :func:`eligible`) to ``session``; returns what
     was cut off at the end of the file (None when it ended cleanly).
 
@@ -86,264 +112,11 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
     imports this module); the loop calls its general path, ``_general_frame``, for every frame
     it does not take itself.
     """
-    pcapng = fmt == "pcapng"
     size = os.path.getsize(path)
     fd = os.open(path, os.O_RDONLY)
     try:
-        st = session.stats
-        tbl = session.tracker.table
-        dec = session.esp_decryptor
-        keys = session.keys
-        on_esp = session.tracker.on_esp_fields
-        general = session._general_frame
-        offsets = session._frame_offsets
-        off_arr = offsets.offset
-        off_append, loc_append = off_arr.append, offsets.loc.append
-        rows = session.rows
-        add_row = rows.add_esp
-        keep = session.keep_rows  # False: no rows, and no offsets to re-read frames from
-        inner_add = session.inner.add  # the decrypted inner packet's summary (decode.inner)
-        nested = session._nested  # ESP inside ESP: Session's general code (rare; not inlined)
-        code_ok = STATUS_CODES["decrypted"]
-        code_no_key = STATUS_CODES["no-key"]
-        no_key = None  # the (immutable) result of every packet of an SA without keys
-        text: dict[bytes, str] = {}
-        # SA key (src | dst | SPI bytes) -> [decryptor state, AES-GCM-16 decrypt, salt, key-store
-        # version, src, dst, src row index, dst row index]
-        sas: dict[bytes, list] = {}
-        index = 0
-        mult = 1000
-        limit = MAX_RECORD
-        ifaces: list[Interface] = []
-        section: Section | None = None
-        order = "<"
-        lt = 1
-        if pcapng:
-            base = 0
-        else:
-            head = os.pread(fd, FILE_HEADER_LEN, 0)
-            magic, _vmaj, _vmin, _zone, _sig, snaplen, network = struct.unpack("<IHHiIII", head)
-            mult = 1 if magic == MAGIC_NS else 1000
-            limit = min(max(MAX_RECORD, snaplen), MAX_RECORD_HARD)
-            lt = network & 0xFFFF
-            base = FILE_HEADER_LEN
-        loc = path_index << 32 | lt
-        rh = 28 if pcapng else 16  # where the frame starts in its record
-        hs = rh + _FRAME_LEN
-        w, wl, o = b"", 0, 0
-        first = tbl.first_ts is None
-        truncated = None
-        while True:
-            if o + hs > wl:  # the next window (or the end of the file)
-                if base + o >= size:
-                    break
-                base += o
-                w = os.pread(fd, WINDOW, base)
-                wl, o = len(w), 0
-                if progress is not None:
-                    progress(base, size)
-            if pcapng:
-                if o + 12 > wl:
-                    left = wl - o
-                    truncated = (f"after frame {index}: last block cut off at end of file "
-                                 f"({left} of at least 12 bytes)")
-                    break
-                btype, blen = _BLK[order](w, o)
-                if btype == SHB:
-                    bom = w[o + 8:o + 12]
-                    if bom == _BOM_LE:
-                        order = "<"
-                    elif bom == b"\x1a\x2b\x3c\x4d":
-                        order = ">"
-                    else:
-                        raise _damaged(path, index, "section header with a bad byte-order magic", base + o)
-                    btype, blen = _BLK[order](w, o)
-                if blen < 12 or blen & 3 or blen > MAX_BLOCK:
-                    raise _damaged(path, index, f"block of type 0x{btype:08x} with impossible length {blen}",
-                                   base + o)
-                nxt = o + blen
-                if nxt > wl:
-                    if base + wl < size:  # runs past the window: the next one starts with it
-                        base += o
-                        w = os.pread(fd, max(WINDOW, blen), base)
-                        wl, o = len(w), 0
-                        continue
-                    truncated = (f"after frame {index}: last block cut off at end of file "
-                                 f"({wl - o} of {blen} bytes)")
-                    break
-                if section is None and btype != SHB:
-                    raise _damaged(path, index, "block before the first section header", base + o)
-                if btype != EPB or order != "<" or o + hs > wl:
-                    if btype == EPB or btype == PB or btype == SPB:
-                        if btype != SPB and blen < 32:
-                            what = "enhanced packet block" if btype == EPB else "packet block"
-                            raise _damaged(path, index, f"{what} too short ({blen} bytes)", base + o)
-                        index += 1
-                        raw = frame_from_block(w[o:nxt], section, base + o, index)
-                        _count(offsets if keep else None, off_arr, st, tbl, raw, path_index)
-                        if first:
-                            tbl.first_ts = raw.ts
-                            first = False
-                        general(raw)
-                    elif btype == IDB:
-                        if blen < 20:
-                            raise _damaged(path, index, f"interface description block too short ({blen} bytes)",
-                                           base + o)
-                        ifaces.append(_parse_idb(w[o + 8:nxt - 4], order))
-                    elif btype == SHB:
-                        ifaces = []
-                        section = Section(base + o, order, ifaces)
-                    elif btype == DSB and blen >= 20:
-                        stype, slen = _BLK[order](w, o + 8)
-                        keys.add_secrets_block(stype, bytes(w[o + 16:min(o + 16 + slen, nxt - 4)]))
-                    o = nxt
-                    continue
-                (_t, _l, iface, hi, lo, incl, orig, ev, tot, ff, proto, a4, b4, c4, d4, e4, f4) = _EPB(w, o)
-                if blen < 32:
-                    raise _damaged(path, index, f"enhanced packet block too short ({blen} bytes)", base + o)
-                index += 1
-                if iface < len(ifaces):
-                    ifc = ifaces[iface]
-                    ts_ns = ((hi << 32) | lo) * ifc.mul // ifc.div + ifc.offset_s * 1_000_000_000
-                    lt = ifc.linktype
-                    if lt != 1:
-                        ev = b""
-                else:
-                    ts_ns, lt, ev = 0, -1, b""
-                fend = o + 28 + incl
-                if fend > nxt - 4:
-                    fend = nxt - 4
-                    ev = b""  # a caplen beyond the block: the general path's business
-                loc = path_index << 32 | (lt & 0xFFFFFFFF)
-            else:
-                if o + 16 > wl:
-                    truncated = f"frame {index + 1}: record header cut off at end of file"
-                    break
-                if o + hs <= wl:
-                    sec, frac, incl, orig, ev, tot, ff, proto, a4, b4, c4, d4, e4, f4 = _PCAP_REC(w, o)
-                else:  # a short record at the very end: the general path reads it
-                    sec, frac, incl, orig = struct.unpack_from("<IIII", w, o)
-                    ev = b""
-                if incl > limit:
-                    raise CaptureError(
-                        f"{path}: record {index + 1} at offset {base + o} claims {incl} bytes "
-                        f"(more than the {limit}-byte maximum): the file is damaged after frame {index}")
-                nxt = fend = o + 16 + incl
-                if nxt > wl:
-                    if base + wl < size:  # the record runs past the window: read from its start
-                        base += o
-                        w = os.pread(fd, max(WINDOW, 16 + incl), base)
-                        wl, o = len(w), 0
-                        continue
-                    truncated = (f"frame {index + 1}: record data ({wl - o - 16} of {incl} bytes) "
-                                 "cut off at end of file")
-                    break
-                index += 1
-                ts_ns = sec * 1_000_000_000 + frac * mult
-            ts = ts_ns / 1e9
-            if not keep:
-                pass
-            elif index == len(off_arr):
-                off_append(base + o)
-                loc_append(loc)
-            else:
-                offsets.set(index, path_index, base + o, lt)
-            st.frames += 1
-            if first:
-                tbl.first_ts = ts
-                first = False
-            tbl.last_ts = ts
-            # Ethernet, IPv4 with a 20-byte header, not a fragment (the flags/offset word read
-            # little-endian: 0xFF3F is BE 0x3FFF), the IP length within what was captured
-            key = None
-            if ev == b"\x08\x00\x45" and not ff & 0xFF3F:
-                tot = ((tot & 0xFF) << 8) | (tot >> 8)
-                q = o + rh + 34
-                if 28 <= tot <= fend - o - rh - 14:
-                    if proto == 50:  # RFC 4303 straight over IP
-                        key = a4 + b4 + c4
-                        spi_b, seq_b = c4, d4
-                        sport = dport = 0
-                        encap = False
-                    # RFC 3948: UDP 4500 whose first 4 bytes are not zero (the non-ESP marker) and
-                    # that is longer than a keepalive; the UDP length must be the IP payload's
-                    elif proto == 17 and (c4[:2] == b"\x11\x94" or c4[2:] == b"\x11\x94") and e4 != b"\0\0\0\0":
-                        if _U16BE(d4)[0] == tot - 20 >= 16:
-                            key = a4 + b4 + e4
-                            spi_b, seq_b = e4, f4
-                            sport, dport = _U16BE(c4)[0], _U16BE(c4, 2)[0]
-                            encap = True
-                            q += 8
-            if key is None:
-                general(_RawFrame(index, ts, ts_ns, lt, w[o + rh:fend], orig, iface if pcapng else 0, base + o))
-                o = nxt
-                continue
-            end_ip = o + rh + 14 + tot
-            e = sas.get(key)
-            if e is None or e[3] != keys.version:
-                e = sas[key] = _entry(dec, keys, text, key, rows)
-            sa = e[0]
-            spi = _U32BE(spi_b)[0]
-            seq = _U32BE(seq_b)[0]
-            st.esp += 1
-            plain = None
-            if e[1] is not None and end_ip - q >= 36:
-                # AES-GCM-16 inlined (RFC 4106: nonce = salt | IV, AAD = SPI | sequence number)
-                try:
-                    plain = e[1](e[2] + w[q + 8:q + 16], w[q + 16:end_ip], w[q:q + 8])
-                except InvalidTag:  # the general call below counts it
-                    plain = None
-                if plain is not None:
-                    sa.stats.decrypted += 1
-                    if seq > sa.top:
-                        sa.top = sa.stats.top = seq
-                        sa.stats.seq_hi = 0
-            if plain is not None:
-                try:
-                    inner, nh, pad = _trailer(plain)
-                    res = _Result("ok", inner, nh, pad, 0, sa.keys, "", sa.mode)
-                    st.decrypted += 1
-                    rs = code_ok
-                except DecryptError as exc:
-                    sa.stats.decrypted -= 1
-                    sa.stats.malformed += 1
-                    res = _Result("malformed", None, None, 0, 0, sa.keys, str(exc), sa.mode)
-                    rs = None
-            elif sa.keys is None and no_key is not None:
-                # No key for this SA: what open_raw would say, without a new result each time.
-                sa.stats.no_key += 1
-                st.no_key += 1
-                res = no_key
-                rs = code_no_key
-            else:
-                code, val, hi = dec.open_raw(sa, seq, w[q:end_ip])
-                res = dec._result(sa, code, val, hi)
-                rs = None
-                if code == NO_KEY:
-                    no_key = res
-                if e[1] is None and sa.mode is False and sa.opener is not None:
-                    g = getattr(sa.opener.open, "gcm16", None)  # now known not to use ESN: inline it
-                    if g is not None:
-                        e[1], e[2] = g
-            if rs is None:
-                name = count_outcome(st, res.status)
-                rs = STATUS_CODES.get(name) or rows.status_code(name)
-            flow = on_esp(index, ts, e[4], e[5], spi, seq, res, end_ip - q, encap, sport, dport)
-            if flow is None:  # the tracker reported an internal error instead
-                flow = tbl.flows.get((e[4], e[5], spi, "ESP"))
-            hi = res.seq_hi
-            inner = res.inner
-            if inner is not None:
-                nh = res.next_header
-                # ESP inside (nested ESP): the session decrypts and tracks the inner layers
-                if nh == 50 or (nh == 4 and len(inner) > 9 and inner[9] == 50) or (
-                        nh == 41 and len(inner) > 6 and inner[6] == 50):
-                    nested(index, ts, inner, nh, e[4], e[5])
-                elif keep:
-                    inner_add(index, inner, nh)
-            add_row(index, ts, e[6], e[7], sport, dport, orig, spi, (hi << 32) | seq if hi else seq,
-                    rs, flow.child_sa if flow is not None else None, res.next_header)
-            o = nxt
+        lp = _Loop(session, path, path_index, fmt == "pcapng")
+        truncated = lp.run_pcapng(fd, size, progress) if lp.pcapng else lp.run_pcap(fd, size, progress)
         if progress is not None:
             progress(size, size)
         return truncated
@@ -351,17 +124,674 @@ def load(session, path: str, path_index: int, fmt: str, progress=None) -> str | 
         os.close(fd)
 
 
-def _count(offsets, off_arr, st, tbl, raw: RawFrame, path_index: int) -> None:
-    """A frame handed to the general path whole: its offset, count and time, as the loop does."""
-    if offsets is None:
-        pass
-    elif raw.index == len(off_arr):
-        off_arr.append(raw.offset)
-        offsets.loc.append(path_index << 32 | (raw.linktype & 0xFFFFFFFF))
-    else:
-        offsets.set(raw.index, path_index, raw.offset, raw.linktype)
-    st.frames += 1
-    tbl.last_ts = raw.ts
+class _Loop:
+    """One file's pass: the windows, the batches of records in them, the runs of ESP."""
+
+    def __init__(self, session, path: str, path_index: int, pcapng: bool) -> None:
+        self.s = session
+        self.path = path
+        self.path_index = path_index
+        self.pcapng = pcapng
+        self.rh = 28 if pcapng else 16  # where the frame starts in its record
+        self.index = 0  # frames so far
+        self.mult = 1000
+        self.lt = 1
+        self.ifaces: list[Interface] = []
+        self.section: Section | None = None
+        self.keep = session.keep_rows  # False: no rows, and no offsets to re-read frames from
+        self.text: dict[int, str] = {}
+        # SA key (src | dst | SPI bytes) -> [decryptor state, AES-GCM-16 decrypt, salt, key-store
+        # version, src, dst, src row index, dst row index]
+        self.sas: dict[bytes, list] = {}
+        self.cols = np.concatenate([np.arange(self.rh), np.arange(self.rh + _F0, self.rh + _F1)])
+
+    # -- pcap -----------------------------------------------------------------------------------
+
+    def run_pcap(self, fd: int, size: int, progress) -> str | None:
+        path = self.path
+        head = os.pread(fd, FILE_HEADER_LEN, 0)
+        magic, _vmaj, _vmin, _zone, _sig, snaplen, network = struct.unpack("<IHHiIII", head)
+        self.mult = 1 if magic == MAGIC_NS else 1000
+        limit = min(max(MAX_RECORD, snaplen), MAX_RECORD_HARD)
+        self.lt = network & 0xFFFF
+        base = FILE_HEADER_LEN
+        w, wl, o = b"", 0, 0
+        u32 = _U32LE
+        while True:
+            if o + 16 > wl:  # the next window (or the end of the file)
+                if base + o >= size:
+                    return None
+                base += o
+                w = os.pread(fd, WINDOW, base)
+                wl, o = len(w), 0
+                if progress is not None:
+                    progress(base, size)
+                if wl < 16:
+                    return f"frame {self.index + 1}: record header cut off at end of file"
+            offs: list[int] = []
+            ap = offs.append
+            incl = 0
+            while o + 16 <= wl:
+                incl = u32(w, o + 8)[0]
+                nxt = o + 16 + incl
+                if nxt > wl or incl > limit:
+                    break
+                ap(o)
+                o = nxt
+            if offs:
+                self.batch(w, wl, base, offs)
+            if o + 16 > wl:
+                continue
+            if incl > limit:
+                raise CaptureError(
+                    f"{path}: record {self.index + 1} at offset {base + o} claims {incl} bytes "
+                    f"(more than the {limit}-byte maximum): the file is damaged after frame {self.index}")
+            # the record runs past the window: read from its start, or it is cut off
+            if base + wl < size:
+                base += o
+                w = os.pread(fd, max(WINDOW, 16 + incl), base)
+                wl, o = len(w), 0
+                if progress is not None:
+                    progress(base, size)
+                continue
+            return (f"frame {self.index + 1}: record data ({wl - o - 16} of {incl} bytes) "
+                    "cut off at end of file")
+
+    # -- pcapng ---------------------------------------------------------------------------------
+
+    def run_pcapng(self, fd: int, size: int, progress) -> str | None:  # noqa: C901
+        path = self.path
+        s = self.s
+        keys = s.keys
+        section: Section | None = None
+        order = "<"
+        base = 0
+        w, wl, o = b"", 0, 0
+        blk_le = _BLK_LE
+        while True:
+            if o + 12 > wl:  # the next window (or the end of the file)
+                if base + o >= size:
+                    return None
+                base += o
+                w = os.pread(fd, WINDOW, base)
+                wl, o = len(w), 0
+                if progress is not None:
+                    progress(base, size)
+            if order == "<" and section is not None:
+                offs: list[int] = []
+                ap = offs.append
+                while o + 12 <= wl:
+                    bt, bl = blk_le(w, o)
+                    if bt != EPB or bl < 32 or bl & 3 or bl > MAX_BLOCK or o + bl > wl:
+                        break
+                    ap(o)
+                    o += bl
+                if offs:
+                    self.batch(w, wl, base, offs)
+            if o + 12 > wl:
+                if base + wl >= size and o < wl:
+                    return (f"after frame {self.index}: last block cut off at end of file "
+                            f"({wl - o} of at least 12 bytes)")
+                continue
+            btype, blen = _BLK[order](w, o)
+            if btype == SHB:
+                bom = w[o + 8:o + 12]
+                if bom == _BOM_LE:
+                    order = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    order = ">"
+                else:
+                    raise _damaged(path, self.index, "section header with a bad byte-order magic", base + o)
+                btype, blen = _BLK[order](w, o)
+            if blen < 12 or blen & 3 or blen > MAX_BLOCK:
+                raise _damaged(path, self.index, f"block of type 0x{btype:08x} with impossible length {blen}",
+                               base + o)
+            nxt = o + blen
+            if nxt > wl:
+                if base + wl < size:  # runs past the window: the next one starts with it
+                    base += o
+                    w = os.pread(fd, max(WINDOW, blen), base)
+                    wl, o = len(w), 0
+                    if progress is not None:
+                        progress(base, size)
+                    continue
+                return (f"after frame {self.index}: last block cut off at end of file "
+                        f"({wl - o} of {blen} bytes)")
+            if section is None and btype != SHB:
+                raise _damaged(path, self.index, "block before the first section header", base + o)
+            if btype == EPB or btype == PB or btype == SPB:
+                if btype != SPB and blen < 32:
+                    what = "enhanced packet block" if btype == EPB else "packet block"
+                    raise _damaged(path, self.index, f"{what} too short ({blen} bytes)", base + o)
+                self.index += 1
+                raw = frame_from_block(w[o:nxt], section, base + o, self.index)
+                self._general(raw)
+            elif btype == IDB:
+                if blen < 20:
+                    raise _damaged(path, self.index, f"interface description block too short ({blen} bytes)",
+                                   base + o)
+                self.ifaces.append(_parse_idb(w[o + 8:nxt - 4], order))
+            elif btype == SHB:
+                self.ifaces = []
+                section = self.section = Section(base + o, order, self.ifaces)
+            elif btype == DSB and blen >= 20:
+                stype, slen = _BLK[order](w, o + 8)
+                keys.add_secrets_block(stype, bytes(w[o + 16:min(o + 16 + slen, nxt - 4)]))
+            o = nxt
+
+    # -- a batch of records in one window ---------------------------------------------------------
+
+    def _general(self, raw: RawFrame) -> None:
+        """A frame for the general path: counted, time-stamped and located first, as the loop
+        does for its own."""
+        s = self.s
+        tbl = s.tracker.table
+        if self.keep:
+            offsets = s._frame_offsets
+            if raw.index == len(offsets.offset):
+                offsets.offset.append(raw.offset)
+                offsets.loc.append(self.path_index << 32 | (raw.linktype & 0xFFFFFFFF))
+            else:
+                offsets.set(raw.index, self.path_index, raw.offset, raw.linktype)
+        s.stats.frames += 1
+        if tbl.first_ts is None:
+            tbl.first_ts = raw.ts
+        tbl.last_ts = raw.ts
+        s._general_frame(raw)
+
+    def batch(self, w: bytes, wl: int, base: int, offs: list[int]) -> None:  # noqa: C901
+        """The records at ``offs`` (each whole in ``w``): sorted into ESP, plain IP and the rest,
+        then fed in frame order."""
+        s = self.s
+        n = len(offs)
+        rh = self.rh
+        RO = np.array(offs, np.int64)
+        W = np.frombuffer(w, np.uint8)
+        idx = RO[:, None] + self.cols
+        if int(RO[-1]) + rh + _F1 > wl:
+            np.minimum(idx, wl - 1, out=idx)
+        A = W[idx]  # n x (rh + 38) bytes
+        frames = np.arange(self.index + 1, self.index + n + 1, dtype=np.int64)
+        first = self.index + 1
+        self.index += n
+        if self.pcapng:
+            blen = _u32(A, 4, "<")
+            iface = _u32(A, 8, "<").astype(np.int64)
+            incl = _u32(A, 20, "<").astype(np.int64)
+            orig = _u32(A, 24, "<")
+            tsraw = (_u32(A, 12, "<").astype(np.uint64) << np.uint64(32)) | _u32(A, 16, "<").astype(np.uint64)
+            ts_ns, lt = self._pcapng_times(iface, tsraw)
+            if ts_ns is None:
+                for k, o in enumerate(offs):
+                    bl = _U32LE(w, o + 4)[0]
+                    self._general(frame_from_block(w[o:o + bl], self.section, base + o, first + k))
+                return
+            cap_in = incl <= blen.astype(np.int64) - 32
+            fend = RO + np.where(cap_in, rh + incl, blen.astype(np.int64) - 4)
+            eth = cap_in & (lt == 1)
+        else:
+            incl = _u32(A, 8, "<").astype(np.int64)
+            orig = _u32(A, 12, "<")
+            ts_ns = _u32(A, 0, "<").astype(np.int64) * 1_000_000_000 + _u32(A, 4, "<").astype(np.int64) * self.mult
+            fend = RO + rh + incl
+            lt = None
+            eth = None
+        ts = ts_ns / 1e9
+        F = rh - _F0  # column of frame byte k is F + k
+        ip4 = (A[:, F + 12] == 8) & (A[:, F + 13] == 0) & (A[:, F + 14] == 0x45)
+        ip4 &= ((A[:, F + 20] & 0x3F) == 0) & (A[:, F + 21] == 0)
+        if eth is not None:
+            ip4 &= eth
+        tot = (A[:, F + 16].astype(np.int64) << 8) | A[:, F + 17]
+        ip4 &= (tot >= 28) & (tot <= fend - RO - rh - 14)
+        proto = A[:, F + 23]
+        sport = _u16(A, F + 34)
+        dport = _u16(A, F + 36)
+        ulen = _u16(A, F + 38)
+        uspi = _u32(A, F + 42, ">")
+        fld = _Fields(tot, sport, dport, _u32(A, F + 26, ">"), _u32(A, F + 30, ">"), _u32(A, F + 34, ">"),
+                      _u32(A, F + 38, ">"), uspi, _u32(A, F + 46, ">"))
+        raw_esp = ip4 & (proto == 50)
+        udp = ip4 & (proto == 17)
+        natt = (sport == 4500) | (dport == 4500)
+        udp_esp = udp & natt & (uspi != 0) & (ulen == tot - 20) & (tot - 20 >= 16)
+        cls = np.where(raw_esp, 1, np.where(udp_esp, 2, 0)).astype(np.int8)
+        if not self.keep:
+            # Plain IP that is no IPsec (RFC 3948 / 7296 ports aside): the general path would
+            # count it "other" and keep nothing. (ICMP stays general: it may quote IPsec.)
+            tcp = ip4 & (proto == 6) & (tot >= 40) & ~natt
+            plain_udp = udp & ~natt & (sport != 500) & (dport != 500)
+            cls[tcp] = 3
+            cls[plain_udp] = 4
+        tbl = s.tracker.table
+        if tbl.first_ts is None:
+            tbl.first_ts = float(ts[0])
+        st = s.stats
+        path_index = self.path_index
+        keep = self.keep
+        if keep:
+            offsets = s._frame_offsets
+            loc = (path_index << 32) | ((lt if lt is not None else self.lt) & 0xFFFFFFFF)
+            locs = np.broadcast_to(np.asarray(loc, np.int64), (n,))
+        general = np.flatnonzero(cls == 0).tolist()
+        start = 0
+        for g in [*general, n]:
+            if g > start:  # the run of frames before general frame g
+                sl = slice(start, g)
+                if keep:
+                    fi = first + start
+                    if fi == len(offsets.offset):
+                        offsets.offset.frombytes((RO[sl] + base).astype("<i8").tobytes())
+                        offsets.loc.frombytes(np.ascontiguousarray(locs[sl]).astype("<i8").tobytes())
+                    else:
+                        for k in range(start, g):
+                            lk = int(locs[k]) & 0xFFFFFFFF
+                            offsets.set(first + k, path_index, base + int(RO[k]), lk - (1 << 32) if lk >> 31 else lk)
+                st.frames += g - start
+                tbl.last_ts = float(ts[g - 1])
+                c = cls[sl]
+                e = np.flatnonzero(c <= 2) + start
+                if len(e):
+                    self._esp(w, base, e, RO, frames, ts, orig, cls, fld)
+                if not keep:
+                    k3 = int(np.count_nonzero(c == 3))
+                    k4 = g - start - len(e) - k3
+                    if k3 or k4:
+                        st.other += k3 + k4
+                        ds = s.decoder.stats
+                        ds["other_tcp"] += k3
+                        ds["other_udp"] += k4
+            if g < n:
+                o = int(RO[g])
+                if self.pcapng:
+                    ifc = int(iface[g])
+                    glt = int(lt[g])
+                    ifc_ix = ifc
+                else:
+                    glt, ifc_ix = self.lt, 0
+                self._general(_RawFrame(first + g, float(ts[g]), int(ts_ns[g]), glt, w[o + rh:int(fend[g])],
+                                        int(orig[g]), ifc_ix, base + o))
+            start = g + 1
+
+    def _pcapng_times(self, iface: np.ndarray, tsraw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each block's time in ns and link type from its interface (pcapng.Interface.ts_ns);
+        link type -1 for an undeclared interface (the general path reports it)."""
+        n = len(iface)
+        ts_ns = np.zeros(n, np.int64)
+        lt = np.full(n, -1, np.int64)
+        for k in np.unique(iface).tolist():
+            if k >= len(self.ifaces):
+                continue
+            ifc = self.ifaces[k]
+            m = iface == k
+            raw = tsraw[m]
+            lt[m] = ifc.linktype
+            if int(raw.max()) <= ((1 << 62) // max(ifc.mul, 1)) and abs(ifc.offset_s) < (1 << 30):
+                ts_ns[m] = (raw.astype(np.int64) * ifc.mul) // ifc.div + ifc.offset_s * 1_000_000_000
+            else:  # beyond int64 (a damaged or odd clock): the caller reads these blocks one by one
+                return None, None
+        return ts_ns, lt
+
+    # -- a run of ESP frames --------------------------------------------------------------------------
+
+    def _esp(self, w: bytes, base: int, e: np.ndarray, RO, frames, ts, orig, cls, fld) -> None:  # noqa: C901
+        """The ESP frames at batch positions ``e`` (no other frame of interest between them):
+        decrypt, check, account, keep rows."""
+        s = self.s
+        st = s.stats
+        keys = s.keys
+        rh = self.rh
+        n = len(e)
+        udp = cls[e] == 2
+        src = fld.src[e]
+        dst = fld.dst[e]
+        spi = np.where(udp, fld.uspi[e], fld.rspi[e])
+        seq = np.where(udp, fld.useq[e], fld.rseq[e]).astype(np.int64)
+        q = RO[e] + rh + 34 + 8 * udp
+        end = RO[e] + rh + 14 + fld.tot[e]
+        sp = np.where(udp, fld.sport[e], 0)
+        dp = np.where(udp, fld.dport[e], 0)
+        order, bounds, gid = _group(src, dst, spi)
+        n_groups = len(bounds) - 1
+        ufirst = order[bounds[:-1]]
+        status = np.full(n, NO_KEY, np.int8)
+        hi = np.full(n, -1, np.int64)
+        rowhi = np.zeros(n, np.int64)
+        nh = np.full(n, -1, np.int16)
+        nested = np.zeros(n, bool)  # decrypted, with ESP inside (Session._nested takes it)
+        results: dict[int, EspResult] = {}
+        plains: list[tuple] = []
+        version = getattr(keys, "version", 0)
+        groups = []
+        entries = []
+        poss: list[np.ndarray] = []
+        for g in range(n_groups):
+            i0 = int(ufirst[g])
+            kb = _KEY(int(src[i0]), int(dst[i0]), int(spi[i0]))
+            ent = self.sas.get(kb)
+            if ent is None or ent[3] != version:
+                ent = self.sas[kb] = self._entry(kb, version)
+            entries.append(ent)
+            sa = ent[0]
+            groups.append((ent[4], ent[5], int(spi[i0]), bool(udp[i0]), int(sp[i0]), int(dp[i0]), sa.keys))
+            pos = order[bounds[g]:bounds[g + 1]]
+            poss.append(pos)
+            if ent[1] is not None:
+                self._gcm(w, ent, sa, pos, q, end, seq, status, hi, rowhi, nh, nested, results, plains)
+            elif sa.opener is None and sa.keys is None:
+                sa.stats.no_key += len(pos)
+            else:
+                pl = pos.tolist()
+                k = 0
+                while k < len(pl):  # until the decryptor knows the SA uses no ESN, then inline
+                    self._slow(w, sa, pl[k:k + 1], q, end, seq, status, hi, rowhi, nh, results, nested)
+                    k += 1
+                    if sa.mode is False and sa.opener is not None and not sa.keys.nat:
+                        gcm = getattr(sa.opener.open, "gcm16", None)
+                        if gcm is not None:
+                            ent[1], ent[2] = gcm
+                            if k < len(pl):
+                                self._gcm(w, ent, sa, pos[k:], q, end, seq, status, hi, rowhi, nh, nested, results, plains)
+                            break
+        counts = np.bincount(status, minlength=5)
+        st.esp += n
+        st.decrypted += int(counts[OK])
+        st.no_key += int(counts[NO_KEY])
+        st.icv_failed += int(counts[ICV_FAILED])
+        frame_e = frames[e]
+        ts_e = ts[e]
+
+        where: dict[int, tuple] = {}
+
+        def inner(i: int) -> bytes | None:
+            res = results.get(i)
+            if res is not None:
+                return res.inner
+            if not where:  # built on first use: only rows and traffic selector checks need it
+                for lp, out, ilen in plains:
+                    for k, j in enumerate(lp.tolist()):
+                        where[j] = (out, ilen, k)
+            w_ = where.get(i)
+            if w_ is None:
+                return None
+            out, ilen, k = w_
+            return trim_tfc(out[k][:int(ilen[k])], int(nh[i]))
+
+        tracker = s.tracker
+        inner_done = False
+        if n >= BULK_MIN * n_groups and not self._packetwise(groups, poss, sp, dp, nested):
+            run = EspRun(frame_e, ts_e, gid, seq, hi, status, end - q, nh, groups, results, inner, poss)
+            try:
+                flows = on_esp_run(tracker, run)
+            except Exception as exc:  # noqa: BLE001 - as Tracker.on_esp_fields: report, go on
+                tracker.observe("tracker_error", float(ts_e[0]), (int(frame_e[0]),), reason=f"{type(exc).__name__}: {exc}")
+                flows = [tracker.table.flows.get((gr[0], gr[1], gr[2], "ESP")) for gr in groups]
+            child = [-1 if f is None or f.child_sa is None else f.child_sa for f in flows]
+            child_g = np.array(child, np.int64)[gid]
+        else:
+            child_g = self._per_packet(e, gid, groups, entries, frame_e, ts_e, seq.tolist(), status, results, inner,
+                                       nh, end - q, sp, dp, nested)
+            inner_done = True
+        if not self.keep:
+            return
+        rows = s.rows
+        status_code = np.array([STATUS_CODES["decrypted"], STATUS_CODES["icv-bad"], STATUS_CODES["no-key"],
+                                STATUS_CODES["malformed"], rows.status_code("unsupported")], np.uint8)
+        rec = np.empty(n, ROW_DTYPE)
+        rec["frame"] = frame_e
+        rec["ts"] = ts_e
+        rec["kind"] = KIND_ESP
+        rec["src"] = np.array([ent[6] for ent in entries], np.uint32)[gid]
+        rec["dst"] = np.array([ent[7] for ent in entries], np.uint32)[gid]
+        rec["sport"] = sp
+        rec["dport"] = dp
+        rec["length"] = orig[e]
+        rec["spi"] = spi
+        rec["seq"] = (rowhi.astype(np.uint64) << np.uint64(32)) | seq.astype(np.uint64)
+        rec["status"] = status_code[status]
+        rec["child"] = child_g
+        rec["nh"] = nh
+        if not inner_done:
+            inner_add = s.inner.add
+            for i in np.flatnonzero(status == OK).tolist():
+                data = inner(i)
+                if data is not None:
+                    inner_add(int(frame_e[i]), data, int(nh[i]))
+        rows.add_packed(rec.tobytes(), n)
+
+    def _gcm(self, w: bytes, ent: list, sa, pos: np.ndarray, q: np.ndarray, end: np.ndarray, seq: np.ndarray,
+             status, hi, rowhi, nh, nested, results, plains: list) -> None:
+        """AES-GCM-16 without ESN, inline (RFC 4106: nonce = salt | IV, AAD = SPI | sequence
+        number); payloads checked in bulk; anything that fails goes through the decryptor."""
+        aead, salt = ent[1], ent[2]
+        qa, ea = q[pos], end[pos]
+        longm = (ea - qa) >= 36
+        lp = pos[longm]
+        Q, E = qa[longm], ea[longm]
+        # nonces (salt | IV) and AADs (SPI | sequence number) of the whole group at once
+        W = np.frombuffer(w, np.uint8)
+        hdr = W[Q[:, None] + _AR16]
+        nonce = np.empty((len(Q), 12), np.uint8)
+        nonce[:, :4] = np.frombuffer(salt, np.uint8)
+        nonce[:, 4:] = hdr[:, 8:]
+        N = nonce.view("V12").ravel().tolist()
+        D = np.ascontiguousarray(hdr[:, :8]).view("V8").ravel().tolist()
+        try:
+            out = [aead(nn, w[a:b], ad) for nn, a, b, ad in zip(N, (Q + 16).tolist(), E.tolist(), D, strict=True)]
+            failed = None
+        except InvalidTag:
+            out = [_open_or_none(aead, salt, w, a, b) for a, b in zip(Q.tolist(), E.tolist(), strict=True)]
+            failed = np.array([p is None for p in out], bool)
+        slow = pos[~longm].tolist()
+        if failed is not None:
+            slow += lp[failed].tolist()
+            lp, Q, E = lp[~failed], Q[~failed], E[~failed]
+            out = [p for p in out if p is not None]
+        if len(lp):
+            stats = sa.stats
+            stats.decrypted += len(lp)
+            top = int(seq[lp].max())
+            if top > sa.top:
+                sa.top = stats.top = top
+                stats.seq_hi = 0
+            lens = E - Q - 32  # plaintext = ciphertext less the 16-byte tag
+            J = np.frombuffer(b"".join(out), np.uint8)
+            ends = np.cumsum(lens)
+            starts = ends - lens
+            pad = J[ends - 2].astype(np.int64)
+            last = J[ends - 1]
+            ilen = lens - 2 - pad
+            need = _NEED[last]
+            ok = (pad + 2 <= lens) & ((need < 0) | (ilen >= need))
+            top_ix = len(J) - 1
+            v4 = last == 4
+            if v4.any():
+                b0 = J[np.minimum(starts, top_ix)]
+                tl = (J[np.minimum(starts + 2, top_ix)].astype(np.int64) << 8) | J[np.minimum(starts + 3, top_ix)]
+                ok &= ~v4 | (((b0 >> 4) == 4) & ((b0 & 15) >= 5) & (tl >= 20) & (tl <= ilen))
+            v6 = last == 41
+            if v6.any():
+                b0 = J[np.minimum(starts, top_ix)]
+                plen = (J[np.minimum(starts + 4, top_ix)].astype(np.int64) << 8) | J[np.minimum(starts + 5, top_ix)]
+                ok &= ~v6 | (((b0 >> 4) == 6) & (plen + 40 <= ilen))
+            gok = lp[ok]
+            status[gok] = OK
+            hi[gok] = 0
+            nh[gok] = last[ok]
+            # ESP inside: next header 50, or an IPv4/IPv6 packet of protocol 50 (Session._nested's test)
+            b9 = J[np.minimum(starts + 9, top_ix)]
+            b6 = J[np.minimum(starts + 6, top_ix)]
+            nested[gok] = ((last == 50) | ((last == 4) & (ilen > 9) & (b9 == 50)) | ((last == 41) & (ilen > 6) & (b6 == 50)))[ok]
+            plains.append((lp, out, ilen))
+            if not ok.all():  # decrypted, but no valid payload: in frame order with the rest below
+                slow += [(int(lp[k]), out[k]) for k in np.flatnonzero(~ok).tolist()]
+        for i in sorted(slow, key=lambda x: x if type(x) is int else x[0]):
+            if type(i) is int:
+                self._slow(w, sa, [i], q, end, seq, status, hi, rowhi, nh, results, nested)
+                continue
+            i, plain = i
+            try:
+                check_payload(plain)
+                reason = "ESP payload check failed"  # pragma: no cover - the bulk check agrees
+            except Exception as exc:  # noqa: BLE001 - DecryptError: its one line is the reason
+                reason = str(exc)
+            res = EspResult(payload_failure(sa, reason), seq_hi=0, keys=sa.keys, reason=reason, esn=sa.mode)
+            status[i] = _CODE[res.status]
+            results[i] = res
+
+    def _slow(self, w: bytes, sa, pl: list[int], q, end, seq, status, hi, rowhi, nh, results, nested=None) -> None:
+        """Packets through the decryptor one by one (EspDecryptor.open_raw: ESN inference, other
+        algorithms, failures), in frame order."""
+        dec = self.s.esp_decryptor
+        for i in pl:
+            code, val, h = dec.open_raw(sa, int(seq[i]), w[int(q[i]):int(end[i])])
+            res = dec._result(sa, code, val, h)
+            c = _CODE[res.status]
+            status[i] = c
+            if rowhi is not None:
+                rowhi[i] = res.seq_hi
+            if c == OK:
+                hi[i] = res.seq_hi
+                if res.next_header is not None:
+                    nh[i] = res.next_header
+            results[i] = res
+            if nested is not None and c == OK and res.inner is not None and _esp_inside(res.inner, res.next_header):
+                nested[i] = True
+
+    def _packetwise(self, groups: list[tuple], poss: list[np.ndarray], sp: np.ndarray, dp: np.ndarray,
+                    nested: np.ndarray) -> bool:
+        """Whether a run needs the tracker packet by packet: ESP inside ESP (Session._nested
+        interleaves the inner SAs' packets), a UDP-encapsulated flow that is new or whose ports
+        change (its NAT-T endpoint is noted, a change may be a NAT rebinding), or a rebinding
+        being watched (every packet's destination is checked)."""
+        tracker = self.s.tracker
+        if nested.any() or tracker.nat.watching:
+            return True
+        flows = tracker.table.flows
+        for gr, pos in zip(groups, poss, strict=True):
+            if gr[3]:  # ESP in UDP
+                flow = flows.get((gr[0], gr[1], gr[2], "ESP"))
+                if flow is None or (sp[pos] != flow.sport_last).any() or (dp[pos] != flow.dport_last).any():
+                    return True
+        return False
+
+    def _per_packet(self, e, gid, groups, entries, frame_e, ts_e, seql, status, results, inner, nh, lengths,
+                    sp, dp, nested) -> np.ndarray:
+        """Many SAs with few packets each: the tracker packet by packet (Tracker.on_esp_fields),
+        as the general path does; returns each packet's CHILD SA id (-1: none)."""
+        s = self.s
+        tracker = s.tracker
+        on_esp = tracker.on_esp_fields
+        flows = tracker.table.flows
+        inner_add = s.inner.add if self.keep else None
+        nested_l = nested.tolist()
+        child = np.full(len(e), -1, np.int64)
+        for i, g, f, t, sq, c, ln, a, b in zip(range(len(e)), gid.tolist(), frame_e.tolist(), ts_e.tolist(), seql,
+                                             status.tolist(), lengths.tolist(), sp.tolist(), dp.tolist(), strict=True):
+            gr = groups[g]
+            if c == OK:
+                res = results.get(i)
+                if res is None:
+                    res = _Result("ok", inner(i), int(nh[i]), 0, 0, gr[6], "", entries[g][0].mode)
+            elif c == NO_KEY:
+                res = results.get(i) or _NO_KEY_RESULT
+            else:
+                res = results[i]
+            flow = on_esp(f, t, gr[0], gr[1], gr[2], sq, res, ln, gr[3], a, b)
+            if flow is None:
+                flow = flows.get((gr[0], gr[1], gr[2], "ESP"))
+            if flow is not None and flow.child_sa is not None:
+                child[i] = flow.child_sa
+            if c == OK and res.inner is not None:  # as Session._esp: nested ESP, else the inner summary
+                if nested_l[i]:
+                    s._nested(f, t, res.inner, res.next_header, gr[0], gr[1])
+                elif inner_add is not None:
+                    inner_add(f, res.inner, res.next_header)
+        return child
+
+    def _entry(self, key: bytes, version: int) -> list:
+        s = self.s
+        text = self.text
+        a, b = _U32LE(key, 0)[0], _U32LE(key, 4)[0]
+        src = text.get(a) or text.setdefault(a, socket.inet_ntop(socket.AF_INET, key[:4]))
+        dst = text.get(b) or text.setdefault(b, socket.inet_ntop(socket.AF_INET, key[4:8]))
+        spi = int.from_bytes(key[8:12], "big")
+        sa = s.esp_decryptor.state(src, dst, spi)
+        aead = salt = None
+        # (keys matched across NAT are dropped by their first ICV failure: packet by packet)
+        if sa.opener is not None and sa.mode is False and not getattr(sa.keys, "nat", ""):
+            g = getattr(sa.opener.open, "gcm16", None)
+            if g is not None:
+                aead, salt = g
+        rows = s.rows
+        srcix = rows._addr_ix.get(src)
+        if srcix is None:
+            srcix = rows.addr(src)
+        dstix = rows._addr_ix.get(dst)
+        if dstix is None:
+            dstix = rows.addr(dst)
+        return [sa, aead, salt or b"", version, src, dst, srcix, dstix]
+
+
+class _Fields(NamedTuple):
+    """A batch's header fields, one array each (from the gathered bytes)."""
+
+    tot: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    rspi: np.ndarray  # raw ESP: SPI, sequence number
+    rseq: np.ndarray
+    uspi: np.ndarray  # ESP in UDP
+    useq: np.ndarray
+
+
+def _group(src: np.ndarray, dst: np.ndarray, spi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Packets grouped by SA (source, destination, SPI) with one stable sort: (positions in group
+    order, group bounds in it, each packet's group). Groups are numbered in key order; within a
+    group, positions stay in frame order."""
+    n = len(spi)
+    k = spi.astype(np.int64)
+    order = np.argsort(k, kind="stable")
+    ks = k[order]
+    new = np.empty(n, bool)
+    new[0] = True
+    np.not_equal(ks[1:], ks[:-1], out=new[1:])
+    a = (src.astype(np.uint64) << np.uint64(32)) | dst
+    sa_ = a[order]
+    if ((sa_[1:] != sa_[:-1]) & ~new[1:]).any():  # one SPI from several address pairs: the full key
+        _u, ai = np.unique(a, return_inverse=True)
+        k = (ai.reshape(-1).astype(np.int64) << 32) | k
+        order = np.argsort(k, kind="stable")
+        ks = k[order]
+        np.not_equal(ks[1:], ks[:-1], out=new[1:])
+    bounds = np.append(np.flatnonzero(new), n)
+    gid = np.empty(n, np.int64)
+    gid[order] = np.cumsum(new) - 1
+    return order, bounds, gid
+
+
+def _esp_inside(inner: bytes, nh: int | None) -> bool:
+    """Session._esp's test for ESP inside a decrypted payload (nested ESP)."""
+    return nh == 50 or (nh == 4 and len(inner) > 9 and inner[9] == 50) or (
+        nh == 41 and len(inner) > 6 and inner[6] == 50)
+
+
+def _open_or_none(aead, salt: bytes, w: bytes, a: int, b: int) -> bytes | None:
+    try:
+        return aead(salt + w[a + 8:a + 16], w[a + 16:b], w[a:a + 8])
+    except InvalidTag:  # the decryptor counts it
+        return None
+
+
+def _u32(A: np.ndarray, j: int, order: str) -> np.ndarray:
+    """Column j..j+3 of a byte matrix as 32-bit integers (``order`` "<" or ">")."""
+    return np.ascontiguousarray(A[:, j:j + 4]).view(order + "u4")[:, 0]
+
+
+def _u16(A: np.ndarray, j: int) -> np.ndarray:
+    return (A[:, j].astype(np.int64) << 8) | A[:, j + 1]
 
 
 def count_outcome(st, status: str) -> str:
@@ -382,27 +812,6 @@ def count_outcome(st, status: str) -> str:
 def _damaged(path: str, frames: int, what: str, offset: int) -> CaptureError:
     return CaptureError(f"{path}: {what} at offset {offset}: the file is damaged after frame {frames} "
                         "(frames before it were read)")
-
-
-def _entry(dec, keys, text: dict[bytes, str], key: bytes, rows) -> list:
-    src = text.get(key[:4]) or text.setdefault(key[:4], socket.inet_ntop(socket.AF_INET, key[:4]))
-    dst = text.get(key[4:8]) or text.setdefault(key[4:8], socket.inet_ntop(socket.AF_INET, key[4:8]))
-    spi = int.from_bytes(key[8:12], "big")
-    sa = dec.state(src, dst, spi)
-    aead = salt = None
-    if sa.opener is not None and sa.mode is False:
-        g = getattr(sa.opener.open, "gcm16", None)
-        if g is not None:
-            aead, salt = g
-    srcix = rows._addr_ix.get(src)
-    if srcix is None:
-        srcix = rows.addr(src)
-    dstix = rows._addr_ix.get(dst)
-    if dstix is None:
-        dstix = rows.addr(dst)
-    return [sa, aead, salt or b"", getattr(keys, "version", 0), src, dst, srcix, dstix]
-
-
 
 
 __all__ = ["eligible", "load"]

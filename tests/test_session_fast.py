@@ -47,7 +47,9 @@ def _load(path: str, keys: list[str], fast: bool, monkeypatch, keep_rows: bool =
         out = (json.dumps(table_to_dict(s.table), sort_keys=True, default=str),
                [repr(f) for f in s.findings],
                [tuple(getattr(s.rows[i], f) for f in ROW_FIELDS) for i in range(len(s.rows))] if keep_rows else [],
-               repr(s.stats), repr(s.esp_decryptor.summary()))
+               repr(s.stats), repr(s.esp_decryptor.summary()),
+               # every field of every flow and CHILD SA, also those no output shows (yet)
+               sorted(repr(f) for f in s.table.flows.values()), [repr(c) for c in s.table.child_sas.values()])
     monkeypatch.undo()
     return out
 
@@ -154,3 +156,196 @@ def test_the_loop_takes_the_esp_frames_itself(monkeypatch):
     assert esp_frames and s.stats.decrypted == len(esp_frames)
     assert not esp_frames & set(handed)
     assert set(handed) == {s.rows[i].frame for i in range(len(s.rows))} - esp_frames
+
+
+# -- the bulk path (state/bulk.py, session_fast's runs) against the general path -------------------
+
+def _keys_of(path: str) -> list[str]:
+    """A sample's keys: its directory's `keys`, or samples/synthetic's NAME.keys.json."""
+    keys = _keys_for(path)
+    side = path.rsplit(".", 1)[0] + ".keys.json"
+    return keys or ([side] if os.path.exists(side) else [])
+
+
+def _impaired(path, pcapng: bool = False) -> list[str]:
+    """A capture with everything the bulk path must get right, interleaved in one file: an
+    AES-GCM SA (inline) with a gap, a duplicate, a late and a very late (beyond the 64-packet
+    window) packet, a corrupted packet (ICV failure), a packet whose payload is no IPv4 packet
+    (malformed), a truncated one; its reverse direction answering now and then (unanswered
+    runs); a CBC+HMAC SA in UDP 4500 whose source port changes (NAT rebinding); an ESN SA
+    crossing 2^32; a keyless SA with a gap and a replay; bursts of many SAs with one packet
+    each; plain TCP/UDP/ICMP frames between them. Returns its key files."""
+    import random
+    import struct
+    import sys
+
+    sys.path.insert(0, str(SAMPLES / "synthetic"))
+    from espgen import Sa, esp_encrypt, ether, ipv4, tcp, udp
+
+    rnd = random.Random(15)
+    gcm = Sa(0xA0000001, "198.18.1.1", "198.18.2.2", "aes-gcm16", rnd.randbytes(36))
+    back = Sa(0xA0000002, "198.18.2.2", "198.18.1.1", "aes-gcm16", rnd.randbytes(36))
+    cbc = Sa(0xB0000001, "198.18.3.3", "198.18.4.4", "aes-cbc", rnd.randbytes(16), "sha256", rnd.randbytes(32))
+    esn = Sa(0xC0000001, "198.18.5.5", "198.18.6.6", "aes-gcm16", rnd.randbytes(36), esn=True)
+    nokey = Sa(0xD0000001, "198.18.7.7", "198.18.8.8", "aes-gcm16", rnd.randbytes(36))
+    inner = ipv4("10.1.0.1", "10.2.0.1", 17, udp("10.1.0.1", "10.2.0.1", 4000, 53, b"q" * 40))
+    frames: list[bytes] = []
+
+    def esp(sa, seq, payload=inner, nh=4, encap=False, sport=4500, corrupt=False, cut=0):
+        e = esp_encrypt(sa, seq, payload, nh, struct.pack("!Q", seq) * 2)
+        if corrupt:
+            e = e[:-5] + bytes([e[-5] ^ 1]) + e[-4:]
+        if cut:
+            e = e[:cut]
+        if encap:
+            return ether(ipv4(sa.src, sa.dst, 17, struct.pack("!HHHH", sport, 4500, 8 + len(e), 0) + e))
+        return ether(ipv4(sa.src, sa.dst, 50, e))
+
+    late = []
+    for k in range(1, 401):
+        seq = k
+        if seq in (10, 11, 12):  # a gap
+            continue
+        if seq == 31:
+            late.append((33, seq))
+            continue
+        if seq == 40:
+            late.append((140, seq))
+            continue
+        frames.append(esp(gcm, seq, corrupt=seq == 50, cut=30 if seq == 60 else 0,
+                          payload=b"\x45garbage" if seq == 70 else inner))
+        if seq == 20:
+            frames.append(esp(gcm, 20))  # a replay
+        for _at, s in [x for x in late if x[0] == seq]:
+            frames.append(esp(gcm, s))
+        if seq % 37 == 0:
+            frames.append(esp(back, seq // 37))
+        if seq % 3 == 0:
+            frames.append(esp(cbc, seq // 3 + (5 if seq > 200 else 0), encap=True, sport=4500 if seq < 150 else 61000))
+        if seq % 4 == 0:
+            frames.append(esp(esn, 0xFFFFFFC0 + seq // 4))  # crosses 2^32
+        if seq % 5 == 0:
+            frames.append(esp(nokey, seq // 5 + (3 if seq > 100 else 0)))
+            if seq == 250:
+                frames.append(esp(nokey, seq // 5 + 3))
+        if seq % 50 == 25:
+            frames.append(ether(ipv4("198.18.9.9", "198.18.9.10", 6, tcp("198.18.9.9", "198.18.9.10", 443, 5555, 1, b"x"))))
+            frames.append(ether(ipv4("198.18.9.9", "198.18.9.10", 17, udp("198.18.9.9", "198.18.9.10", 53, 5353, b"y"))))
+            frames.append(ether(ipv4("198.18.9.9", "198.18.9.10", 1, b"\x08\0\0\0\0\1\0\1")))
+        if seq % 100 == 90:
+            for j in range(40):  # many SAs, one packet each
+                sa = Sa(0xE0000000 + seq * 100 + j, f"198.18.10.{j + 1}", "198.18.11.1", "aes-gcm16", rnd.randbytes(36))
+                frames.append(esp(sa, 1))
+    ts = 1_700_000_000 * 10**9
+    if pcapng:
+        def block(t, body):
+            return struct.pack("<II", t, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+        out = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)),
+               block(1, struct.pack("<HHI", 1, 0, 65535))]
+        for i, f in enumerate(frames):
+            t = (ts + i * 1000) // 1000  # microseconds
+            body = struct.pack("<IIIII", 0, t >> 32, t & 0xFFFFFFFF, len(f), len(f)) + f + bytes(-len(f) % 4)
+            out.append(block(6, body))
+        path.write_bytes(b"".join(out))
+    else:
+        out = [struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1)]
+        for i, f in enumerate(frames):
+            t = ts + i * 1000
+            out.append(struct.pack("<IIII", t // 10**9, t % 10**9, len(f), len(f)) + f)
+        path.write_bytes(b"".join(out))
+    keys = path.parent / "keys.json"
+    keys.write_text(json.dumps({"schema": "ipsecscope.keys/1",
+                                "esp": [gcm.json_entry(), back.json_entry(), cbc.json_entry(),
+                                        esn.json_entry(with_esn=True)]}))
+    return [str(keys)]
+
+
+@pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
+@pytest.mark.parametrize("bulk_min", [1, 10**9], ids=["bulk", "per-packet"])
+@pytest.mark.parametrize("window", [None, 1 << 12], ids=["window", "4KiB"])
+def test_impairments_fast_equals_general(tmp_path, monkeypatch, pcapng, bulk_min, window):
+    """Gaps, replays, late and very late packets, ICV failures, malformed and truncated payloads,
+    ESN, NAT rebinding, a keyless SA, many one-packet SAs and plain IP between them: the same
+    answer through the bulk runs (flows accounted per run), packet by packet, with windows that
+    cut runs anywhere, and through the general path."""
+    cap = tmp_path / ("imp.pcapng" if pcapng else "imp.pcap")
+    keys = _impaired(cap, pcapng)
+
+    def fast_cfg():
+        monkeypatch.setattr(session_fast, "BULK_MIN", bulk_min)
+        if window:
+            monkeypatch.setattr(session_fast, "WINDOW", window)
+
+    fast_cfg()
+    fast = _load(str(cap), keys, True, monkeypatch)
+    assert fast[0] != "error", fast
+    general = _load(str(cap), keys, False, monkeypatch)
+    assert fast == general
+    fast_cfg()
+    assert _load(str(cap), keys, True, monkeypatch, keep_rows=False) == (*general[:2], [], *general[3:])
+    s = Session(keep_rows=False)
+    s.add_key_files(keys)
+    s.load(cap)
+    flows = {f.spi: f for f in s.table.flows.values()}
+    g = flows[0xA0000001]
+    # what the capture holds, counted by hand: 397 sent + 1 replay; gap 10-12; 31 late, 40 very late
+    assert (g.packets, g.duplicates, g.reordered, g.icv_failed, g.malformed) == (398, 1, 1, 1, 2)
+    assert g.lost == 3 and g.seq_max == 400
+    assert flows[0xC0000001].esn_hi == 1 and flows[0xC0000001].decrypted == 98
+    assert flows[0xD0000001].no_key == 79 and flows[0xD0000001].duplicates == 1
+    assert s.stats.other == 24 and len([f for f in flows if f >> 28 == 0xE]) == 160
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_bulk_runs_equal_general(path, monkeypatch):
+    """Every capture again with every run of ESP accounted in bulk (state/bulk.py), whatever its
+    size, keys loaded where the sample has them, windows small enough to cut runs."""
+    keys = _keys_of(path)
+    monkeypatch.setattr(session_fast, "BULK_MIN", 1)
+    monkeypatch.setattr(session_fast, "WINDOW", 1 << 13)
+    fast = _load(path, keys, True, monkeypatch)
+    assert fast == _load(path, keys, False, monkeypatch)
+
+
+def test_cost_grows_linearly_with_sas(tmp_path):
+    """Issue 15: loading costs the same per packet with 4x the SAs (it was quadratic in distinct
+    SPIs: 4x the SPIs cost 16x). The same 2 packets per SA, SAs interleaved (every run holds as
+    many SAs as packets, the per-packet path); a ratio of CPU times, with room for a busy machine."""
+    import sys
+    import time
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_many_sas import build
+
+    cpu = []
+    for n in (2_000, 8_000):
+        cap = tmp_path / f"{n}.pcap"
+        build(cap, n, 2)
+        best = None
+        for _ in range(2):
+            s = Session(keep_rows=False)
+            t = time.process_time()
+            s.load(cap)
+            _ = s.findings
+            dt = time.process_time() - t
+            best = dt if best is None else min(best, dt)
+        assert len(s.table.flows) == n and s.stats.esp == 2 * n
+        cpu.append(best)
+    assert cpu[1] < 8 * cpu[0], cpu  # linear: ~4x; quadratic: ~16x
+
+
+@pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
+def test_progress_moves_window_by_window(tmp_path, monkeypatch, pcapng):
+    """The TUI's progress bar: one report per window read (windows end inside a record almost
+    always), never backwards, ending at (size, size)."""
+    cap = tmp_path / ("p.pcapng" if pcapng else "p.pcap")
+    keys = _impaired(cap, pcapng)
+    monkeypatch.setattr(session_fast, "WINDOW", 1 << 12)
+    calls: list[tuple[int, int]] = []
+    s = Session()
+    s.add_key_files(keys)
+    s.load(cap, progress=lambda done, total: calls.append((done, total)))
+    size = cap.stat().st_size
+    assert len(calls) > size // (1 << 12) // 2
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert calls[-1] == (size, size) and {t for _, t in calls} == {size}

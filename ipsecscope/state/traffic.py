@@ -35,12 +35,7 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
     key = (src, dst, spi, proto)  # EspFlow.key: RFC 4301 §4.1, the protocol is part of the SA's name
     flow = t.flows.get(key)
     if flow is None:
-        flow = EspFlow(src=src, dst=dst, spi=spi, protocol=proto, first_ts=ts,
-                       first_frame=frame, udp_encap=encap, sport=sport, dport=dport)
-        book.add_flow(flow)
-        bind_flow(book, flow)
-        book.emit("esp_flow_started", ts, src=src, dst=dst, spi=spi, protocol=proto,
-                   child_sa=flow.child_sa, frame=frame)
+        flow = new_flow(book, frame, ts, src, dst, spi, proto, encap, sport, dport)
     flow.packets += 1
     flow.bytes += length
     flow.last_ts = ts
@@ -120,21 +115,40 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
         flow.after_rekey += 1
         flow.after_rekey_last_ts = ts
     if status == "ok" and (child.ts_i or child.ts_r):
-        inner = getattr(res, "inner", None)
-        t = inner_5tuple(inner or b"", getattr(res, "next_header", None))
-        if t is not None:
-            isrc, idst, ip_proto, sp, dp = t
-            i2r = flow_direction(child, src, dst, spi) == "i2r"
-            src_ts, dst_ts = (child.ts_i, child.ts_r) if i2r else (child.ts_r, child.ts_i)
-            ok = (not src_ts or any_contains(src_ts, isrc, ip_proto, sp)) and (
-                not dst_ts or any_contains(dst_ts, idst, ip_proto, dp))
-            if not ok:
-                flow.outside_ts += 1
-                if len(flow.outside_ts_frames) < EVIDENCE:
-                    flow.outside_ts_frames.append(frame)
-                if flow.outside_ts_example is None:
-                    ports = f" ports {sp}->{dp}" if sp is not None else ""
-                    flow.outside_ts_example = f"{isrc} -> {idst} proto {ip_proto}{ports}"
+        check_selectors(flow, child, frame, getattr(res, "inner", None), getattr(res, "next_header", None))
+    return flow
+
+
+def check_selectors(flow: EspFlow, child: ChildSa, frame: int, inner: bytes | None, nh: int | None) -> None:
+    """Count a decrypted inner packet outside ``child``'s traffic selectors on ``flow``
+    (RFC 4301 §5.2: a receiver drops what its SA's selectors do not cover)."""
+    t = inner_5tuple(inner or b"", nh)
+    if t is None:
+        return
+    isrc, idst, ip_proto, sp, dp = t
+    i2r = flow_direction(child, flow.src, flow.dst, flow.spi) == "i2r"
+    src_ts, dst_ts = (child.ts_i, child.ts_r) if i2r else (child.ts_r, child.ts_i)
+    ok = (not src_ts or any_contains(src_ts, isrc, ip_proto, sp)) and (
+        not dst_ts or any_contains(dst_ts, idst, ip_proto, dp))
+    if not ok:
+        flow.outside_ts += 1
+        if len(flow.outside_ts_frames) < EVIDENCE:
+            flow.outside_ts_frames.append(frame)
+        if flow.outside_ts_example is None:
+            ports = f" ports {sp}->{dp}" if sp is not None else ""
+            flow.outside_ts_example = f"{isrc} -> {idst} proto {ip_proto}{ports}"
+
+
+def new_flow(book: Book, frame: int, ts: float, src: str, dst: str, spi: int, proto: str, encap: bool,
+             sport: int, dport: int) -> EspFlow:
+    """File the flow a first packet (``frame``) opens, bound to its CHILD SA (negotiated or
+    inferred); counts nothing yet (``on_sa_fields`` and ``state.bulk`` count its packets)."""
+    flow = EspFlow(src=src, dst=dst, spi=spi, protocol=proto, first_ts=ts,
+                   first_frame=frame, udp_encap=encap, sport=sport, dport=dport)
+    book.add_flow(flow)
+    bind_flow(book, flow)
+    book.emit("esp_flow_started", ts, src=src, dst=dst, spi=spi, protocol=proto,
+              child_sa=flow.child_sa, frame=frame)
     return flow
 
 
