@@ -4,7 +4,10 @@
 
 Each case runs in a fresh child process (so peak RSS is that load's alone, from getrusage in the
 child), ``--repeat`` times, best wall time kept; CPU seconds (user+sys) are printed too because
-wall time on a shared machine depends on its load (printed at the end).
+wall time on a shared machine depends on its load (printed at the end). Each capture is loaded
+with rows (the TUI), without (``sas``/``findings``: ``Session(keep_rows=False)``), and through
+``ipsecscope sas [-k KEYS] --json`` as a user runs it (interpreter start included: the figure
+issue 15 compares with tshark's CPU time).
 
 Cases:
   no keys     benchmarks/out/esp-1000000.pcap (1M ESP/IKE/NAT-keepalive frames, 373 MB; generated
@@ -37,8 +40,8 @@ sys.path.insert(0, str(HERE))
 CHILD = r"""
 import json, resource, sys, time
 from ipsecscope.session import Session
-path, keys = sys.argv[1], sys.argv[2:]
-s = Session()
+path, rows, keys = sys.argv[1], sys.argv[2] == "rows", sys.argv[3:]
+s = Session(keep_rows=rows)
 if keys:
     s.add_key_files(keys)
 c = time.process_time()
@@ -54,15 +57,42 @@ print(json.dumps({"frames": st.frames, "esp": st.esp, "decrypted": st.decrypted,
 """
 
 
-def load_case(path: Path, keys: list[Path], repeat: int) -> dict:
+def load_case(path: Path, keys: list[Path], repeat: int, rows: bool = True) -> dict:
     best = None
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", CHILD, str(path), *map(str, keys)], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, "-c", CHILD, str(path), "rows" if rows else "norows",
+                              *map(str, keys)], check=True, capture_output=True, text=True).stdout
         r = json.loads(out.splitlines()[-1])
         if best is None or r["wall"] < best["wall"]:
             best = r
     return best
+
+
+def cli_case(path: Path, keys: list[Path], repeat: int) -> tuple[float, float, int]:
+    """(best wall s, its CPU s, its peak RSS KiB) of ``ipsecscope sas FILE [-k KEYS] --json`` as a
+    user runs it (interpreter start included), measured by /usr/bin/time."""
+    best = None
+    timer = shutil.which("time") or "/usr/bin/time"
+    cmd = [sys.executable, "-m", "ipsecscope", "sas", str(path), *(a for k in keys for a in ("-k", str(k))), "--json"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # import from .pyc
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # warm-up, writes .pyc
+    for _ in range(repeat):
+        t = time.perf_counter()
+        p = subprocess.run([timer, "-f", "@@%M %U %S", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, env=env)
+        dt = time.perf_counter() - t
+        if p.returncode != 0:
+            raise SystemExit(f"ipsecscope sas failed: {p.stderr[-2000:]}")
+        rss, user, sys_ = p.stderr.rsplit("@@", 1)[1].split()
+        r = (dt, float(user) + float(sys_), int(rss))
+        if best is None or r[1] < best[1]:
+            best = r
+    return best
+
+
+def cli_line(name: str, n: int, r: tuple[float, float, int]) -> str:
+    return (f"{name:<28} {n:>9,} frames  {r[0]:6.2f} s wall, CPU {r[1]:6.2f} s = {r[1] / n * 1e6:5.2f} µs/frame, "
+            f"peak RSS {r[2] / 1024:5.0f} MiB")
 
 
 def tshark_case(path: Path, repeat: int, env: dict | None = None, extra: tuple[str, ...] = ()) -> tuple[float, float, int]:
@@ -114,13 +144,18 @@ def main() -> int:
 
     r = load_case(path, [], args.repeat)
     print(line("Session.load (no keys)", r))
+    rn = load_case(path, [], args.repeat, rows=False)
+    print(line("  without rows (sas)", rn))
+    cn = cli_case(path, [], args.repeat)
+    print(cli_line("ipsecscope sas --json", r["frames"], cn))
     if tshark:
         tw, tc, trss = tshark_case(path, args.repeat)
         n = r["frames"]
         print(f"{'tshark -T fields':<28} {n:>9,} frames  {tw:6.2f} s wall = {n / tw:>9,.0f} frames/s "
               f"({tw / n * 1e6:5.1f} µs/frame), CPU {tc:6.2f} s = {n / tc:>9,.0f} frames/CPU-s, "
               f"peak RSS {trss / 1024:5.0f} MiB")
-        print(f"  Session.load vs tshark: {tw / r['wall']:.2f}x wall, {tc / r['cpu']:.2f}x CPU")
+        print(f"  Session.load vs tshark: {tw / r['wall']:.2f}x wall, {tc / r['cpu']:.2f}x CPU; "
+              f"sas --json vs tshark: {tc / cn[1]:.2f}x CPU")
 
     if not args.no_keys_case:
         sys.path.insert(0, str(HERE))
@@ -137,6 +172,10 @@ def main() -> int:
         print(line("Session.load (AES-GCM, keys)", rk) + f"  [{rk['decrypted']:,} decrypted]")
         if rk["decrypted"] != rk["esp"]:
             print(f"  WARNING: only {rk['decrypted']} of {rk['esp']} ESP packets decrypted")
+        rkn = load_case(cap, [keys], args.repeat, rows=False)
+        print(line("  without rows (sas)", rkn))
+        ck = cli_case(cap, [keys], args.repeat)
+        print(cli_line("ipsecscope sas -k --json", rk["frames"], ck))
         if tshark:
             env = dict(os.environ, WIRESHARK_CONFIG_DIR=str(prof))
             tw, tc, trss = tshark_case(cap, args.repeat, env, ("-o", "esp.enable_encryption_decode:TRUE"))
@@ -144,7 +183,8 @@ def main() -> int:
             print(f"{'tshark (decrypting)':<28} {n:>9,} frames  {tw:6.2f} s wall = {n / tw:>9,.0f} frames/s "
                   f"({tw / n * 1e6:5.1f} µs/frame), CPU {tc:6.2f} s = {n / tc:>9,.0f} frames/CPU-s, "
                   f"peak RSS {trss / 1024:5.0f} MiB")
-            print(f"  Session.load vs tshark: {tw / rk['wall']:.2f}x wall, {tc / rk['cpu']:.2f}x CPU")
+            print(f"  Session.load vs tshark: {tw / rk['wall']:.2f}x wall, {tc / rk['cpu']:.2f}x CPU; "
+                  f"sas -k --json vs tshark: {tc / ck[1]:.2f}x CPU (the issue-15 figure; target >= 10)")
     load = os.getloadavg()
     print(f"load average: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs "
           f"(driver RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
