@@ -70,24 +70,15 @@ def load_case(path: Path, keys: list[Path], repeat: int, rows: bool = True) -> d
 
 def cli_case(path: Path, keys: list[Path], repeat: int) -> tuple[float, float, int]:
     """(best wall s, its CPU s, its peak RSS KiB) of ``ipsecscope sas FILE [-k KEYS] --json`` as a
-    user runs it (interpreter start included), measured by /usr/bin/time."""
-    best = None
-    timer = shutil.which("time") or "/usr/bin/time"
+    user runs it (interpreter start included), measured by /usr/bin/time (bench_decrypt._run)."""
+    from bench_decrypt import _run
+
     cmd = [sys.executable, "-m", "ipsecscope", "sas", str(path), *(a for k in keys for a in ("-k", str(k))), "--json"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # import from .pyc
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # warm-up, writes .pyc
-    for _ in range(repeat):
-        t = time.perf_counter()
-        p = subprocess.run([timer, "-f", "@@%M %U %S", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True, env=env)
-        dt = time.perf_counter() - t
-        if p.returncode != 0:
-            raise SystemExit(f"ipsecscope sas failed: {p.stderr[-2000:]}")
-        rss, user, sys_ = p.stderr.rsplit("@@", 1)[1].split()
-        r = (dt, float(user) + float(sys_), int(rss))
-        if best is None or r[1] < best[1]:
-            best = r
-    return best
+    runs = [_run(cmd, env) for _ in range(repeat)]
+    dt, rss, cpu = min(runs, key=lambda r: r[2])
+    return dt, cpu, rss
 
 
 def cli_line(name: str, n: int, r: tuple[float, float, int]) -> str:

@@ -162,10 +162,7 @@ class _Loop:
                 if base + o >= size:
                     return None
                 base += o
-                w = os.pread(fd, WINDOW, base)
-                wl, o = len(w), 0
-                if progress is not None:
-                    progress(base, size)
+                w, wl, o = _window(fd, WINDOW, base, size, progress)
                 if wl < 16:
                     return f"frame {self.index + 1}: record header cut off at end of file"
             offs: list[int] = []
@@ -189,10 +186,7 @@ class _Loop:
             # the record runs past the window: read from its start, or it is cut off
             if base + wl < size:
                 base += o
-                w = os.pread(fd, max(WINDOW, 16 + incl), base)
-                wl, o = len(w), 0
-                if progress is not None:
-                    progress(base, size)
+                w, wl, o = _window(fd, max(WINDOW, 16 + incl), base, size, progress)
                 continue
             return (f"frame {self.index + 1}: record data ({wl - o - 16} of {incl} bytes) "
                     "cut off at end of file")
@@ -213,10 +207,7 @@ class _Loop:
                 if base + o >= size:
                     return None
                 base += o
-                w = os.pread(fd, WINDOW, base)
-                wl, o = len(w), 0
-                if progress is not None:
-                    progress(base, size)
+                w, wl, o = _window(fd, WINDOW, base, size, progress)
             if order == "<" and section is not None:
                 offs: list[int] = []
                 ap = offs.append
@@ -250,10 +241,7 @@ class _Loop:
             if nxt > wl:
                 if base + wl < size:  # runs past the window: the next one starts with it
                     base += o
-                    w = os.pread(fd, max(WINDOW, blen), base)
-                    wl, o = len(w), 0
-                    if progress is not None:
-                        progress(base, size)
+                    w, wl, o = _window(fd, max(WINDOW, blen), base, size, progress)
                     continue
                 return (f"after frame {self.index}: last block cut off at end of file "
                         f"({wl - o} of {blen} bytes)")
@@ -770,6 +758,15 @@ def _group(src: np.ndarray, dst: np.ndarray, spi: np.ndarray) -> tuple[np.ndarra
     gid = np.empty(n, np.int64)
     gid[order] = np.cumsum(new) - 1
     return order, bounds, gid
+
+
+def _window(fd: int, n: int, base: int, size: int, progress) -> tuple[bytes, int, int]:
+    """The next window (``n`` bytes from ``base``) as (bytes, length, position 0); reports
+    progress, as each window read is one step of the TUI's bar."""
+    w = os.pread(fd, n, base)
+    if progress is not None:
+        progress(base, size)
+    return w, len(w), 0
 
 
 def _esp_inside(inner: bytes, nh: int | None) -> bool:
