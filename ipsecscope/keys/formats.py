@@ -88,7 +88,8 @@ def _dump_json(store: KeyStore, show_keys: bool) -> str:
 
 def dsb_blocks(store: KeyStore) -> list[tuple[int, bytes]]:
     """The Decryption Secrets Blocks that carry ``store``: ESP SAs in Wireshark's own ESP SA type
-    (0x45535053, 10-column esp_sa CSV: draft-ietf-opsawg-pcapng; Wireshark 4.6+ reads it), and
+    (0x45535053, 10-column esp_sa CSV: draft-ietf-opsawg-pcapng; read by a Wireshark whose
+    secrets-types.h has SECRETS_TYPE_ESP, ignored by 4.0), and
     what no Wireshark type can carry (IKE SA keys, ESP SAs with no Wireshark algorithm name such as
     AES-CCM or AES-XCBC) in ipsecscope's own type as native JSON. Always the real keys."""
     ws = _module("wireshark")
