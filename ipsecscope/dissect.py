@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import struct
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -179,6 +181,15 @@ def _capture_classes():
         def get_parameters(self, packet_count: int | None = None) -> list[str]:
             return Capture.get_parameters(self, packet_count=packet_count) + ["-r", "-"]
 
+        async def _get_tshark_process(self, packet_count: int | None = None):
+            # As pyshark's, but the pcap header says a snapshot length of 256 KiB (pyshark writes
+            # 32767, shorter than an IPv4 datagram may be).
+            if self._current_tshark is None:
+                proc = await Capture._get_tshark_process(self, packet_count=packet_count, stdin=subprocess.PIPE)
+                proc.stdin.write(struct.pack("IHHIIII", 0xA1B2C3D4, 2, 4, 0, 0, _SNAPLEN, self._current_linktype))
+                self._current_tshark = proc
+            return self._current_tshark
+
     class _FileTrees(_Trees, FileCapture):
         pass
 
@@ -192,7 +203,10 @@ def _pdml_packet(xml: bytes) -> tuple[int, list[Node]]:
     return (int(number.show) if number is not None and number.show.isdigit() else 0), layers
 
 
-_SNAPLEN = 0x7FFF  # what pyshark's in-memory capture writes in its pcap header
+_SNAPLEN = 262144  # wiretap's largest standard record
+# A packet dissected alone has no stream around it: TCP's relative sequence numbers would start at
+# this packet and say 1, which is not what Wireshark shows for the capture; the raw ones are true.
+ALONE_PREFS = {"tcp.relative_sequence_numbers": "FALSE"}
 
 
 async def dissect_async(data: bytes, linktype: int, *, ts: float | None = None,
@@ -200,13 +214,15 @@ async def dissect_async(data: bytes, linktype: int, *, ts: float | None = None,
     """tshark's protocol tree of one packet (its layers, ``frame`` first), in the running event loop.
 
     One tshark run for one packet, on purpose: a packet dissected alone has no cross-packet fields
-    (request/response links, TCP analysis) that would point at frames of some other numbering.
+    (request/response links, TCP analysis) that would point at frames of some other numbering, and
+    TCP shows its raw sequence numbers (:data:`ALONE_PREFS`). :func:`capture_trees` has the rest.
     Cancelling the awaiting task (a TUI worker whose frame is no longer on screen) kills tshark.
     """
     if len(data) > _SNAPLEN:
-        raise DissectError(f"the packet is {len(data)} bytes, more than the {_SNAPLEN} tshark reads through a pipe")
+        raise DissectError(f"the packet is {len(data)} bytes, more than the {_SNAPLEN} tshark reads in one record")
     pipe, _ = _capture_classes()
-    cap = pipe(linktype=linktype, tshark_path=tshark_path(), eventloop=asyncio.get_running_loop())
+    cap = pipe(linktype=linktype, tshark_path=tshark_path(), eventloop=asyncio.get_running_loop(),
+               override_prefs=ALONE_PREFS)
 
     async def feed(proc) -> None:
         cap._write_packet(data, ts)

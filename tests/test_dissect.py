@@ -291,10 +291,12 @@ def test_packets_v_without_tshark_prints_scapys_tree(tmp_path: Path) -> None:
 
 
 @needs_tshark
-def test_packets_v_prints_tsharks_tree_per_frame() -> None:
+def test_packets_v_prints_tsharks_tree_per_frame(tmp_path: Path) -> None:
     sample = SAMPLES / "healthy-gcm"
     out = subprocess.run([*IPSECSCOPE, "packets", str(sample / "capture.pcapng"), "-k", str(sample / "charon-left.log"),
-                          "-Y", "icmp.type == 8", "-V"], check=True, capture_output=True, text=True).stdout
+                          "-Y", "icmp.type == 8", "-V"], check=True, capture_output=True, text=True,
+                         env={**os.environ, "TMPDIR": str(tmp_path)}).stdout
+    assert list(tmp_path.iterdir()) == []  # the decrypted copy tshark read is gone
     frames = subprocess.run(["tshark", "-r", str(sample / "capture.pcapng"), "-o", "esp.enable_encryption_decode:TRUE",
                              "-Y", "icmp.type == 8", "-T", "fields", "-e", "frame.number"],
                             env={**os.environ, "WIRESHARK_CONFIG_DIR": str(sample / "keys")},
@@ -322,3 +324,93 @@ async def test_tui_hidden_detail_waits_for_its_tab() -> None:
         labels = tree_labels(app.query_one("#detail-tree", Tree))
         assert "Internet Security Association and Key Management Protocol" in labels
         assert "dissecting with tshark…" not in labels
+
+
+SYN = SAMPLES / "synthetic"
+
+
+@needs_tshark
+def test_transport_mode_payload_is_tsharks_own_decryption(tmp_path: Path) -> None:
+    # Transport mode (RFC 4303 §3.1.1): the payload is no IP datagram; it is dissected behind the IP
+    # header decrypt rebuilds from the outer addresses. Oracle: tshark decrypting the capture with
+    # the same esp_sa table, whose layers after ESP are the payload's (TCP/UDP/ICMPv6 here).
+    cap, esp_sa = SYN / "ipv6-transport-natt.pcap", SYN / "ipv6-transport-natt.esp_sa"
+    prof = tmp_path / "profile"
+    prof.mkdir()
+    (prof / "esp_sa").write_text(esp_sa.read_text())
+    session = Session.from_files([str(cap)], [str(esp_sa)])
+    details = [session.detail(r.frame) for r in session.rows if r.kind == "ESP" and r.status == "decrypted"]
+    transport = [(d, dissect.target(d)) for d in details if dissect.target(d)[2] == "transport"]
+    assert len(transport) >= 3
+    run = subprocess.run([*IPSECSCOPE, "packets", str(cap), "-k", str(esp_sa), "-V", "-Y",
+                          "frame.number in {" + ", ".join(str(d.row.frame) for d, _ in transport) + "}"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and not run.stderr, run.stderr
+    cli = _split_v(run.stdout)
+    names = ["tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.flags", "udp.srcport", "udp.dstport", "udp.length",
+             "icmpv6.type", "icmpv6.echo.sequence_number"]
+    for detail, (data, linktype, _) in transport:
+        frame = detail.row.frame
+        ref = _tshark_v("-r", str(cap), "-o", "esp.enable_encryption_decode:TRUE", "-Y", f"frame.number == {frame}",
+                        env_keys=prof)
+        esp = ref.index("Encapsulating Security Payload")
+        payload = ref[esp + 1 + next(i for i, x in enumerate(ref[esp + 1:]) if not x.startswith(" ")):]
+        # packets -V (one tshark run over the decrypted capture): line for line what tshark shows.
+        lines = cli[frame]
+        assert lines[0] == "Raw packet data" and lines[1].startswith("Internet Protocol Version")
+        after_ip = 2 + next(i for i, x in enumerate(lines[2:]) if not x.startswith(" "))
+        assert lines[after_ip:] == payload, f"frame {frame}"
+        # The TUI's way (the packet alone, relative TCP numbers off): the same protocols, and the same
+        # values for every field that does not depend on other packets.
+        layers = dissect.dissect(data, linktype)
+        assert [n.label.split(",")[0] for n in layers if n.name not in ("frame", "raw")][1:] == \
+            [x.split(",")[0] for x in payload if not x.startswith(" ")], f"frame {frame}"
+        want = subprocess.run(["tshark", "-n", "-r", str(cap), "-o", "esp.enable_encryption_decode:TRUE",
+                               "-Y", f"frame.number == {frame}", "-T", "fields", "-E", "occurrence=l",
+                               *[a for n in names for a in ("-e", n)]],
+                              env={**os.environ, "WIRESHARK_CONFIG_DIR": str(prof)},
+                              check=True, capture_output=True, text=True).stdout.rstrip("\n").split("\t")
+        top = dissect.Node("", layers)
+        for name, value in zip(names, want, strict=True):
+            # Relative numbers off: the packet's tcp.seq is the capture's tcp.seq_raw.
+            node = top.find("tcp.seq" if name == "tcp.seq_raw" else name)
+            assert (node.show if node else "") == value, f"frame {frame} {name}"
+
+
+def _tshark_children() -> list[str]:
+    """Processes (zombies too) whose parent is this test process and whose name is tshark."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if name == "tshark" and int(rest[1]) == os.getpid():
+            found.append(f"{stat.parent.name} {rest[0]}")
+    return found
+
+
+@needs_tshark
+@sync
+async def test_tui_moving_on_cancels_the_dissection_and_kills_tshark() -> None:
+    sample = SAMPLES / "healthy-gcm"
+    app = create_app(sample / "capture.pcapng", [sample / "charon-left.log"])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        table.focus()
+        for _ in range(12):  # through the ESP frames without waiting for any tree
+            await pilot.press("down")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert _tshark_children() == []  # every run ended: finished, or killed when the cursor moved
+        labels = tree_labels(app.query_one("#detail-tree", Tree))
+        frame = table.current_row.frame
+        assert f"Frame {frame}: {table.current_row.length} bytes, {table.current_row.kind}" in labels
+        assert not any("dissecting with tshark" in x for x in labels)
+        # The tree on screen is the current frame's: the same as dissecting that frame now.
+        detail = app.session.detail(frame)
+        data, linktype, _ = dissect.target(detail)
+        want = [n.label for n in await dissect.dissect_async(data, linktype, ts=detail.row.ts) if n.name != "frame"]
+        assert all(label in labels for label in want)

@@ -151,8 +151,11 @@ def deep_trees(files: list[str], session, frames: list[int]) -> dict:
     from .. import dissect
 
     if frames and len(files) == 1:
+        from ..outfile import sigterm_unwinds
+
         try:
-            return dissect.capture_trees(files[0], session.keys, frames)
+            with sigterm_unwinds():  # SIGTERM unwinds too: the decrypted copy never outlives the run
+                return dissect.capture_trees(files[0], session.keys, frames)
         except (dissect.DissectError, OSError) as exc:
             print(f"ipsecscope packets: -V: {exc}; scapy's dissection instead", file=sys.stderr)
     elif frames:
