@@ -224,20 +224,34 @@ def _nodes(node):
         yield from _nodes(c)
 
 
+def _healthy_app():
+    sample = SAMPLES / "healthy-gcm"
+    return create_app(sample / "capture.pcapng", [sample / "charon-left.log"])
+
+
+async def _settle(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def _to_decrypted_esp(pilot) -> PacketTable:
+    """Load, focus the packet list and move down to the first decrypted ESP frame."""
+    await loaded(pilot)
+    table = pilot.app.query_one(PacketTable)
+    table.focus()
+    while table.current_row.kind != "ESP" or table.current_row.status != "decrypted":
+        await pilot.press("down")
+    return table
+
+
 @needs_tshark
 @sync
 async def test_tui_detail_shows_tsharks_tree_of_the_inner_packet() -> None:
-    sample = SAMPLES / "healthy-gcm"
-    app = create_app(sample / "capture.pcapng", [sample / "charon-left.log"])
+    app = _healthy_app()
     async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot)
-        table = app.query_one(PacketTable)
-        table.focus()
-        while table.current_row.kind != "ESP" or table.current_row.status != "decrypted":
-            await pilot.press("down")
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        table = await _to_decrypted_esp(pilot)
+        await _settle(pilot)
         labels = tree_labels(app.query_one("#detail-tree", Tree))
         assert "Internet Control Message Protocol" in labels
         assert "Type: 8 (Echo (ping) request)" in labels or "Type: 0 (Echo (ping) reply)" in labels
@@ -245,8 +259,7 @@ async def test_tui_detail_shows_tsharks_tree_of_the_inner_packet() -> None:
         assert not any("dissecting with tshark" in x for x in labels)
         # x: the hex view shows the decrypted bytes; choosing a line of tshark's tree marks its bytes.
         await pilot.press("x")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await _settle(pilot)
         tree = app.query_one("#detail-tree", Tree)
         node = next(n for n in _nodes(tree.root) if str(n.label).startswith("Type: "))
         tree.move_cursor(node)
@@ -256,8 +269,7 @@ async def test_tui_detail_shows_tsharks_tree_of_the_inner_packet() -> None:
         assert hexv.highlight == (20, 21) and hexv.highlighted_bytes() in (b"\x08", b"\x00")
         # Back to an IKE frame: tshark's tree of the frame itself, under ipsecscope's own decode.
         await pilot.press("home")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await _settle(pilot)
         labels = tree_labels(app.query_one("#detail-tree", Tree))
         assert "Wireshark dissection" in labels
         assert "Internet Security Association and Key Management Protocol" in labels
@@ -266,14 +278,9 @@ async def test_tui_detail_shows_tsharks_tree_of_the_inner_packet() -> None:
 @sync
 async def test_tui_detail_falls_back_to_scapy_without_tshark(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", _path_without_tshark(tmp_path))
-    sample = SAMPLES / "healthy-gcm"
-    app = create_app(sample / "capture.pcapng", [sample / "charon-left.log"])
+    app = _healthy_app()
     async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot)
-        table = app.query_one(PacketTable)
-        table.focus()
-        while table.current_row.kind != "ESP" or table.current_row.status != "decrypted":
-            await pilot.press("down")
+        await _to_decrypted_esp(pilot)
         await pilot.pause()
         labels = tree_labels(app.query_one("#detail-tree", Tree))
         assert any(x.startswith("tshark not found") for x in labels)
@@ -318,9 +325,7 @@ async def test_tui_hidden_detail_waits_for_its_tab() -> None:
         labels = tree_labels(app.query_one("#detail-tree", Tree))
         assert "dissecting with tshark…" in labels
         await pilot.press("2")
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await _settle(pilot)
         labels = tree_labels(app.query_one("#detail-tree", Tree))
         assert "Internet Security Association and Key Management Protocol" in labels
         assert "dissecting with tshark…" not in labels
@@ -394,16 +399,12 @@ def _tshark_children() -> list[str]:
 @needs_tshark
 @sync
 async def test_tui_moving_on_cancels_the_dissection_and_kills_tshark() -> None:
-    sample = SAMPLES / "healthy-gcm"
-    app = create_app(sample / "capture.pcapng", [sample / "charon-left.log"])
+    app = _healthy_app()
     async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot)
-        table = app.query_one(PacketTable)
-        table.focus()
-        for _ in range(12):  # through the ESP frames without waiting for any tree
+        table = await _to_decrypted_esp(pilot)
+        for _ in range(12):  # on through the ESP frames without waiting for any tree
             await pilot.press("down")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await _settle(pilot)
         assert _tshark_children() == []  # every run ended: finished, or killed when the cursor moved
         labels = tree_labels(app.query_one("#detail-tree", Tree))
         frame = table.current_row.frame
