@@ -1,9 +1,11 @@
-"""``ipsecscope packets FILE... [-k KEYS...] [-Y FILTER] [--json] [-c N]``: the packet list.
+"""``ipsecscope packets FILE... [-k KEYS...] [-Y FILTER] [--json] [-c N] [-V]``: the packet list.
 
 The TUI's Packets table as text: one line per frame with its outer addresses, SPI and sequence
 number, and an Info column that shows the decrypted inner packet the way Wireshark does
 (``ESP seq 5 ▸ ICMP 10.1.0.1 → 10.2.0.1 Echo (ping) request id=0x0001, seq=1/256, ttl=64``).
 ``-Y`` takes a Wireshark display filter (``ipsecscope packets --fields`` lists the fields).
+``-V`` adds, under each frame, tshark's protocol tree of its decrypted inner packet or of the frame
+(``ipsecscope.dissect.capture_trees``: one tshark run over a private decrypted copy).
 
 JSON lines (``--json``), schema ``"ipsecscope.packets/1"``, one object per frame (fields are only
 ever added within /1)::
@@ -156,7 +158,7 @@ def deep_trees(files: list[str], session, frames: list[int]) -> dict:
         try:
             with sigterm_unwinds():  # SIGTERM unwinds too: the decrypted copy never outlives the run
                 return dissect.capture_trees(files[0], session.keys, frames)
-        except (dissect.DissectError, OSError) as exc:
+        except (IpsecscopeError, OSError) as exc:  # tshark, or decrypting the copy it reads
             print(f"ipsecscope packets: -V: {exc}; scapy's dissection instead", file=sys.stderr)
     elif frames:
         print("ipsecscope packets: -V with several captures: scapy's dissection (tshark numbers each file's frames "
