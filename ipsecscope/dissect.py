@@ -167,6 +167,11 @@ def _capture_classes():
                     await self.close_async()  # kills tshark if it still runs (timeout, cancelled worker)
                 finally:
                     self._running_processes.clear()  # else pyshark's __del__ retries on a closed loop
+                    # Cancelled again while closing (the app quitting): close the pipes now, while the
+                    # loop runs, not in a destructor after it has closed.
+                    transport = getattr(proc, "_transport", None)
+                    if transport is not None:
+                        transport.close()
             if rc != 0:
                 raise DissectError(f"tshark failed: {self._last_error_line or f'exit status {rc}'}")
             return out
