@@ -193,3 +193,15 @@ def test_four_nested_layers_agree_with_tshark(tmp_path):
     for flt in ["icmp.type == 8", "esp.spi == 0x00001005", "ip.src == 198.18.3.1", "ip.dst == 198.18.0.2",
                 "esp.sequence == 2 && icmp", "ip.proto == 50 && ip.proto == 1", "esp.protocol == 4"]:
         assert _ours(session, flt) == _tshark(cap, keys.parent, flt), flt
+
+
+def test_looking_at_a_frame_again_counts_nothing():
+    """detail() decrypts again with peek(): a payload that fails its checks (espudp1 with a key
+    that is not its own, no ICV to tell) must not be counted a second time."""
+    s = Session.from_files([TCPDUMP / "espudp1.pcap"], [TCPDUMP / "esp-secrets.txt"])
+    before = repr(s.esp_decryptor.summary())
+    frames = [r.frame for r in s.rows if r.kind == "ESP"]
+    assert frames
+    for f in frames * 2:
+        s.detail(f)
+    assert repr(s.esp_decryptor.summary()) == before

@@ -722,18 +722,23 @@ class EspDecryptor:
                 continue
             except DecryptError as exc:
                 return self._result(st, MALFORMED, str(exc), 0)
-            return self._result(st, OK, plain, hi or 0)
+            return self._result(st, OK, plain, hi or 0, count=False)
         return self._result(st, ICV_FAILED, reason, 0)
 
     @staticmethod
-    def _result(st: SaState, code: int, val, hi: int) -> EspResult:
+    def _result(st: SaState, code: int, val, hi: int, count: bool = True) -> EspResult:
+        """The EspResult of ``open_raw``'s outcome; ``count`` False (``peek``): a payload that
+        fails its checks changes no counter (a detail view looking again must not recount)."""
         if code != OK:
             return EspResult(STATUS[code], seq_hi=hi, keys=st.keys, reason=val, esn=st.mode)
         strict = not st.opener.verifies  # type: ignore[union-attr]
         try:
             inner, nh, pad = _trailer(val, strict)
         except DecryptError as exc:
-            status = payload_failure(st, str(exc))
+            if count:
+                status = payload_failure(st, str(exc))
+            else:
+                status = "malformed" if st.opener.verifies else "icv_failed"  # type: ignore[union-attr]
             return EspResult(status, seq_hi=hi, keys=st.keys, reason=str(exc), esn=st.mode)
         return EspResult("ok", inner, nh, pad, hi, st.keys, "", st.mode)
 
