@@ -11,7 +11,9 @@ Layers are the ones tshark shows for the same bytes, so a display filter sees th
 the inner IPv4/IPv6 header, then UDP, TCP, ICMP or ICMPv6, DNS on UDP port 53, and for ICMP error
 messages (RFC 792, RFC 4443 §2.4) the quoted IP header and the first 8 octets of what it carried.
 An IP fragment's transport header is dissected from the reassembled datagram (as tshark does with
-its default ip.defragment): a fragment alone records only its IP layer.
+its default ip.defragment): a fragment alone records only its IP layer, and the frame whose
+fragment completes the datagram records the whole datagram's (inner fragments carried by separate
+ESP packets included; bounded like the decoder's outer reassembly).
 
 ESP inside ESP (decrypted by the session, up to ``crypto.esp.MAX_NESTED`` layers) records the
 innermost packet, and one :class:`EspLayer` per inner ESP layer above it (its IP header and ESP
@@ -24,6 +26,8 @@ import bisect
 import struct
 from array import array
 from dataclasses import dataclass
+
+from .ip import Reassembler
 
 # frame, ver, proto, ttl, flags, src, dst, iplen, sport, dport, itype, icode, tcpflags, l4len,
 # dns_id, dns_qtype, qver, qproto, qflags, qsrc, qdst, qsport, qdport, qitype, qicode
@@ -51,6 +55,7 @@ _ICMP = struct.Struct("!BBHHH")
 # RFC 8200 §4: extension headers a transport header can follow (hop-by-hop, routing, destination
 # options; fragment handled on its own).
 _V6_EXT = frozenset((0, 43, 60))
+MAX_PENDING = 64  # inner IP datagrams waiting for fragments at once (the oldest is given up)
 
 PROTO_NAMES = {1: "ICMP", 2: "IGMP", 4: "IPv4", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP",
                51: "AH", 58: "ICMPv6", 59: "none", 89: "OSPF", 132: "SCTP"}
@@ -115,6 +120,9 @@ class InnerStore:
         self.quoted: dict[int, tuple] = {}
         # frame -> the ESP layers inside the outer one (nested ESP), outermost first
         self.nested: dict[int, tuple[EspLayer, ...]] = {}
+        # IP fragments of inner packets (and plain frames) until their datagram is whole; capture
+        # time plays no part (a record has none), the count bound does
+        self._reasm = Reassembler(max_datagrams=MAX_PENDING, timeout=float("inf"))
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -141,13 +149,54 @@ class InnerStore:
             return
         if layers:
             self.nested[frame] = layers
-        rec, extra = parse(bytes(data), next_header, self._addr)
+        data = bytes(data)
+        whole = self._defragment(data, next_header)
+        rec, extra = parse(data, next_header, self._addr) if whole is None else parse(whole, next_header, self._addr)
         if isinstance(extra, str):
             self.dns_names[frame] = extra
         elif extra is not None:
             self.quoted[frame] = extra
         self._buf += REC.pack(frame, *rec)
         frames.append(frame)
+
+    def _defragment(self, data: bytes, nh: int | None) -> bytes | None:
+        """The whole datagram when ``data`` is the IP fragment that completes one (RFC 791 §3.2,
+        RFC 8200 §4.5), with its fragmentation fields cleared; None otherwise (a fragment still
+        waiting is recorded as the fragment it is)."""
+        n = len(data)
+        if (nh == 4 or (nh is None and n and data[0] >> 4 == 4)) and n >= 20 and data[0] >> 4 == 4:
+            frag = (data[6] << 8) | data[7]
+            if not frag & 0x3FFF:
+                return None
+            hl = (data[0] & 15) * 4
+            tl = (data[2] << 8) | data[3]
+            if not 20 <= hl <= tl <= n:
+                return None
+            got = self._reasm.add((4, data[12:20], data[4:6], data[9]), 0.0, (frag & 0x1FFF) * 8,
+                                  bool(frag & 0x2000), data[hl:tl])
+            self._reasm.dropped.clear()  # an abandoned inner datagram is no frame's damage here
+            if type(got) is not tuple:
+                return None
+            body = got[0]
+            head = bytearray(data[:hl])
+            head[2:4] = (hl + len(body)).to_bytes(2, "big")
+            head[6:8] = b"\0\0"
+            return bytes(head) + body
+        if (nh == 41 or (nh is None and n and data[0] >> 4 == 6)) and n >= 48 and data[0] >> 4 == 6 and data[6] == 44:
+            # a fragment header right after the fixed header (the common case; others stay fragments)
+            off = (data[42] << 8 | data[43])
+            end = min(n, 40 + ((data[4] << 8) | data[5]))
+            got = self._reasm.add((6, data[8:40], data[44:48]), 0.0, off & 0xFFF8, bool(off & 1),
+                                  data[48:end], data[40])
+            self._reasm.dropped.clear()
+            if type(got) is not tuple:
+                return None
+            body, inner_nh = got
+            head = bytearray(data[:40])
+            head[4:6] = len(body).to_bytes(2, "big")
+            head[6] = inner_nh
+            return bytes(head) + body
+        return None
 
     def add_ip_frame(self, frame: int, data: bytes, linktype: int) -> None:
         """A frame that is not IPsec: record its IP layer (if it has one) like an inner packet."""
