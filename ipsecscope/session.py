@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import session_fast
 from .capture import open_capture
-from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
+from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, decrypt_prefix, esp_inside
 from .crypto.ike_sk import IkeDecryptor
 from .crypto.ikev1 import Ikev1Decryptor
 from .decode.demux import Decoder
@@ -82,6 +82,23 @@ class SessionStats:
 
 
 @dataclass(slots=True, frozen=True)
+class QuotedEsp:
+    """The ESP packet an ICMP error quotes (path MTU, unreachable), decrypted as far as the quote
+    goes — for the packet detail only. The quote ends before the ICV and the trailer, so nothing
+    authenticates this plaintext and its next header is unknown: it is shown marked "not
+    verified", and counted for no SA (tshark, too, decrypts such a quote without checking it)."""
+
+    src: str  # the quoted packet's addresses (its SA: SPI + destination, RFC 4301 §4.1)
+    dst: str
+    spi: int
+    seq: int
+    quoted: int  # bytes of the ESP packet the quote holds (from the SPI on)
+    plain: bytes | None  # the decrypted prefix; None: no key, or nothing whole to decrypt
+    note: str  # one line: "not verified: ..." or why it was not decrypted
+    summary: str | None = None  # what the prefix shows (tunnel mode: the inner IP header)
+
+
+@dataclass(slots=True, frozen=True)
 class FrameDetail:
     """Everything a view shows about one frame; computed on demand."""
 
@@ -96,6 +113,7 @@ class FrameDetail:
     linktype: int = -1  # of ``raw`` (LINKTYPE_*), for a dissector that reads the frame as captured
     # ESP inside the outer ESP (nested), outermost first: each layer's packet and its decryption
     esp_layers: tuple[tuple[EspPacket, EspResult], ...] = ()
+    quoted_esp: QuotedEsp | None = None  # an ICMP error's quote of an ESP packet, decrypted for display
 
 
 def _intern(cache: dict[str, str], s: str) -> str:
@@ -653,11 +671,46 @@ class Session:
             inner = self._ike_plaintext(ike)
         elif row.kind == "MALFORMED":
             malformed = row.info
+        quoted = self._quoted_esp(frame, raw) if raw is not None and row.kind == "OTHER" else None
         return FrameDetail(
             row=row, raw=raw.data if raw is not None else b"", ike=ike, esp=esp, esp_result=res,
             malformed=malformed, inner=inner, inner_summary=inner_summary, esp_layers=layers,
-            linktype=raw.linktype if raw is not None else -1,
+            linktype=raw.linktype if raw is not None else -1, quoted_esp=quoted,
         )
+
+    def _quoted_esp(self, frame: int, raw: RawFrame) -> QuotedEsp | None:
+        """The ESP packet the ICMP error in ``raw`` quotes, with its available blocks decrypted by
+        its SA's keys (display only: see :class:`QuotedEsp`)."""
+        from .decode.inner import parse
+        from .decode.link import ip_offset
+
+        summ = self.inner.get(frame)
+        if summ is None or not summ.qver:
+            return None
+        ver, off = ip_offset(raw.linktype, raw.data)
+        if ver not in (4, 6):
+            return None
+        data = bytes(raw.data[off:])
+        _rec, extra = parse(data, 4 if ver == 4 else 41, lambda _a: 0)
+        if not (isinstance(extra, tuple) and extra[0] == "esp"):
+            return None
+        _esp, spi, seq, at = extra
+        esp = data[at:]
+        keys = self.keys.esp_lookup(summ.qsrc, summ.qdst, spi)
+        plain = None
+        summary = None
+        if keys is None:
+            note = "no key for this SA"
+        else:
+            try:
+                plain = decrypt_prefix(keys, esp)
+            except Exception as exc:  # noqa: BLE001 - a view must not die on a quote it cannot open
+                note = f"not decrypted: {exc}"
+            else:
+                note = (f"decrypted {len(plain)} bytes, not verified: the quote ends before the ICV "
+                        "(anyone on the path can forge an ICMP error)")
+                summary = describe_inner(plain, None)
+        return QuotedEsp(summ.qsrc, summ.qdst, spi, seq, len(esp), plain, note, summary)
 
     def _peek_nested(self, frame: int, outer: EspPacket, inner: bytes, nh: int) -> tuple[tuple[EspPacket, EspResult], ...]:
         """The nested ESP layers of one frame decrypted again (as :meth:`_nested` did while loading,

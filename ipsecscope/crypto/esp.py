@@ -453,6 +453,42 @@ def esp_inside(inner: bytes, nh: int) -> tuple[bytes, bytes, bytes] | None:
     return None
 
 
+def decrypt_prefix(keys: EspSaKeys, data: bytes) -> bytes:
+    """The plaintext of the start of an ESP packet cut off before its end, as an ICMP error quotes
+    one (RFC 792: the IP header and 8 octets at least; Linux quotes up to 576 octets, RFC 1812
+    §4.3.2.3). ``data`` runs from the SPI to the end of the quote.
+
+    The modes ESP uses decrypt a prefix on their own: CBC block by block from the IV (RFC 3602
+    §2), counter modes from the counter the packet starts at (RFC 3686 §4: 1; GCM's first data
+    block is counter 2, RFC 4106 §3 + NIST SP 800-38D §7.1; CCM's is 1, RFC 4309 §4 + RFC 3610
+    §2.3; ChaCha20's is 1, RFC 7634 §2 + RFC 8439 §2.8). The ICV and the trailer are cut off with
+    the end: nothing here is authenticated and the next header is unknown, so the caller shows
+    it marked as such and counts it for no SA. Raises DecryptError when the quote ends before the
+    first whole block, UnknownAlgorithmError for a suite with no such decryption."""
+    o = opener(keys)
+    e = o.encr
+    ivl = o.iv_len
+    iv, body = bytes(data[8:8 + ivl]), bytes(data[8 + ivl:])
+    if len(iv) < ivl or not body:
+        raise DecryptError(f"the quote ends before the first encrypted byte ({len(data)} bytes of ESP)")
+    if e.kind in ("null", "gmac"):  # nothing encrypted (RFC 4543 §3: GMAC only authenticates)
+        return body
+    key, salt = split_key(e, keys.enc_key)
+    if e.kind == "cbc":
+        n = len(body) - len(body) % e.block
+        if not n:
+            raise DecryptError(f"the quote holds no whole {e.block}-byte cipher block")
+        return Cipher(_block_cipher(e, key), modes.CBC(iv)).decryptor().update(body[:n])
+    if e.kind == "chacha":
+        nonce = (1).to_bytes(4, "little") + salt + iv  # `cryptography` takes counter | nonce
+        return Cipher(algorithms.ChaCha20(key, nonce), None).decryptor().update(body)
+    first = {"ctr": salt + iv + b"\0\0\0\x01", "gcm": salt + iv + b"\0\0\0\x02",
+             "ccm": b"\x03" + salt + iv + b"\0\0\0\x01"}.get(e.kind)
+    if first is None:
+        raise UnknownAlgorithmError(f"{e.label}: no prefix decryption for this construction")
+    return Cipher(algorithms.AES(key), modes.CTR(first)).decryptor().update(body)
+
+
 _openers: dict[EspSaKeys, Opener] = {}
 
 
@@ -747,6 +783,7 @@ class EspDecryptor:
 
 
 __all__ = [
-    "EspDecryptor", "EspResult", "Opener", "SaStats", "check_payload", "decrypt", "opener", "payload_failure",
+    "EspDecryptor", "EspResult", "Opener", "SaStats", "check_payload", "decrypt", "decrypt_prefix", "opener",
+    "payload_failure",
     "trim_tfc", "STATUS",
 ]

@@ -345,6 +345,8 @@ def _l4(data: bytes, off: int, end: int, proto: int, flags: int, addr) -> tuple:
         extra = None
         if itype in (ICMP_ERRORS if proto == 1 else ICMPV6_ERRORS) and off + 8 < end:
             q, extra = _quoted(data[off + 8:end], 4 if proto == 1 else 41, addr)
+            if extra is not None and extra[0] == "esp":
+                extra = extra[:3] + (extra[3] + off + 8,)  # where the quoted ESP starts in ``data``
         return (L4, ident, seq, itype, icode, 0, end - off, 0, 0) + q + (extra,)
     return _NO_L4
 
@@ -352,7 +354,8 @@ def _l4(data: bytes, off: int, end: int, proto: int, flags: int, addr) -> tuple:
 def _quoted(data: bytes, nh: int, addr) -> tuple[tuple, tuple | None]:
     """The datagram an ICMP error quotes (RFC 792: its IP header and at least 8 octets; Linux
     quotes up to 576 octets in all): ((qver, qproto, qflags, qsrc, qdst, qsport, qdport, qitype,
-    qicode), the quoted IKE header or ESP SPI/sequence when UDP 500/4500 carried one)."""
+    qicode), the quoted IKE header, or ("esp", SPI, sequence number, offset of the ESP in
+    ``data``) for ESP over IP or in UDP 4500)."""
     n = len(data)
     if nh == 4 and n >= 20 and data[0] >> 4 == 4:
         vihl, _tos, _len, _id, frag, _ttl, proto, _ck, s, d = _V4.unpack_from(data)
@@ -368,11 +371,16 @@ def _quoted(data: bytes, nh: int, addr) -> tuple[tuple, tuple | None]:
     sport = dport = itype = icode = 0
     extra = None
     if not fl and off + 4 <= n:
-        if proto in (6, 17):
+        if proto == 50 and off + 8 <= n:  # ESP straight over IP (RFC 4303 §2.1: SPI, sequence)
+            spi, seq = _PORTS_SEQ.unpack_from(data, off)
+            extra = ("esp", spi, seq, off)
+        elif proto in (6, 17):
             sport, dport = _PORTS.unpack_from(data, off)
             fl |= L4
             if proto == 17:
                 extra = _quoted_ipsec(data[off + 8:], sport, dport)
+                if extra is not None and extra[0] == "esp":
+                    extra = extra[:3] + (off + 8,)
         elif proto in (1, 58):
             itype, icode = data[off], data[off + 1]
             fl |= L4
@@ -388,7 +396,7 @@ def _quoted_ipsec(p: bytes, sport: int, dport: int) -> tuple | None:
             return ("isakmp", p[4:32])
         if len(p) >= 8 and p[:4] != b"\0\0\0\0":
             spi, seq = _PORTS_SEQ.unpack_from(p)
-            return ("esp", spi, seq)
+            return ("esp", spi, seq, 0)
     return None
 
 

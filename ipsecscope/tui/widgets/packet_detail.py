@@ -306,6 +306,15 @@ def fill_layers(anchor: TreeNode, layers: list[Node], note: str | None, spans: b
         add(anchor, n)
 
 
+def fill_quoted_esp(root: TreeNode, q: Any) -> None:
+    """The ESP packet an ICMP error quotes, decrypted as far as the quote goes (never verified)."""
+    top = root.add(Text(f"Quoted ESP SPI 0x{q.spi:08x} seq {q.seq} (in the ICMP error)", "bold"), expand=True)
+    top.add_leaf(f"{q.src} → {q.dst}, {q.quoted} bytes of the packet quoted")
+    top.add_leaf(Text(q.note, "yellow" if q.plain is not None else "dim"))
+    if q.summary:
+        top.add_leaf(Text(q.summary, "yellow"))
+
+
 class HexView(ScrollView):
     """Offset | hex | ASCII, 16 bytes a line (8 on narrow panes); only visible lines rendered."""
 
@@ -427,6 +436,9 @@ class PacketDetail(Horizontal):
             tree.root.add_leaf(Text(f"Malformed: {detail.malformed}", "bold magenta"))
         else:
             tree.root.add_leaf(row.info or f"{row.src} → {row.dst}")
+        quoted = getattr(detail, "quoted_esp", None)
+        if quoted is not None:
+            fill_quoted_esp(tree.root, quoted)
         if not detail.raw:
             tree.root.add_leaf(Text("(raw bytes not available: the file could not be re-read, or a live frame is "
                                     "older than the bytes live mode keeps)", "dim"))

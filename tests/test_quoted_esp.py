@@ -1,0 +1,97 @@
+"""ESP quoted in an ICMP error: decrypted as far as the quote goes, for display only.
+
+A router that drops a packet for its size quotes the start of it in an ICMP "fragmentation
+needed" (RFC 792, RFC 1191): for ESP, the SPI, the sequence number, the IV and the first cipher
+blocks, but not the ICV. tshark decrypts such a quote unchecked (and, reading a "trailer" from
+the middle of the payload, shows the rest as data). ipsecscope decrypts the whole blocks the
+quote holds with the SA's keys for the packet detail, marked not verified, and counts it for
+no SA; the display filter sees only what tshark's sees there (the quoted headers).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SAMPLES
+
+from ipsecscope.capture import open_capture
+from ipsecscope.crypto.esp import decrypt_prefix, opener
+from ipsecscope.decode.demux import Decoder
+from ipsecscope.errors import DecryptError
+from ipsecscope.keys import load_keys
+from ipsecscope.model.packets import EspPacket
+from ipsecscope.session import Session
+
+MTU = SAMPLES / "mtu-small-link"
+
+
+def test_the_quote_in_mtu_small_link_decrypts_to_the_packet_that_was_dropped():
+    s = Session.from_files([MTU / "capture.pcapng"], [MTU / "keys"])
+    d = s.detail(10)  # ICMP fragmentation needed, quoting ESP seq 3 of SPI 0x92649c9b (frame 9)
+    q = d.quoted_esp
+    assert q is not None and (q.spi, q.seq, q.src, q.dst) == (0x92649c9B, 3, "198.18.0.1", "198.18.0.2")
+    assert q.plain is not None and "not verified" in q.note
+    # the sender's own copy of that packet is frame 9: the quote's plaintext is its beginning
+    sent = s.detail(9)
+    assert sent.esp is not None and sent.esp.seq == 3 and sent.inner is not None
+    assert len(q.plain) >= 400 and sent.inner.startswith(q.plain[:min(len(q.plain), len(sent.inner))])
+    assert q.plain[12:20] == bytes([10, 1, 0, 1, 10, 2, 0, 1])  # the inner packet that was too big
+    assert "10.1.0.1" in (q.summary or "")
+    # never counted: the SA has exactly the ESP frames the capture carries for it
+    flow = next(f for f in s.table.flows.values() if f.spi == 0x92649C9B)
+    esp_frames = sum(1 for r in s.rows if r.kind == "ESP" and r.spi == 0x92649C9B)
+    assert flow.packets == esp_frames and s.esp_decryptor.stats[(flow.src, flow.dst, flow.spi)].decrypted == esp_frames
+
+
+def _esp_packets(cap):
+    dec = Decoder()
+    with open_capture(cap) as reader:
+        for raw in reader:
+            for p in dec.decode_all(raw):
+                if isinstance(p, EspPacket):
+                    yield p
+
+
+@pytest.mark.parametrize("name", ["aead", "cbc-ctr-hmac"])
+def test_a_prefix_decrypts_to_the_start_of_the_full_plaintext(name):
+    """Every construction ESP uses (GCM, CCM, ChaCha20, GMAC, CBC, CTR, NULL): the blocks a cut-off
+    packet holds decrypt to exactly what the whole packet decrypts to."""
+    store = load_keys([SAMPLES / "synthetic" / f"{name}.keys.json"])
+    kinds = set()
+    for pkt in _esp_packets(SAMPLES / "synthetic" / f"{name}.pcap"):
+        keys = store.esp_lookup(pkt.src, pkt.dst, pkt.spi)
+        if keys is None:
+            continue
+        o = opener(keys)
+        full = o.open(pkt.data, None)  # authenticated: the reference
+        kinds.add(o.encr.kind)
+        block = o.encr.block if o.encr.kind == "cbc" else 1
+        for cut in (8 + o.iv_len + block, 8 + o.iv_len + 17, len(pkt.data) // 2, len(pkt.data) - o.icv_len - 1):
+            if cut > len(pkt.data):
+                continue
+            got = decrypt_prefix(keys, pkt.data[:cut])
+            assert full.startswith(got), (o.encr.label, cut)
+            assert len(got) >= min(len(full), cut - 8 - o.iv_len - (block - 1)), (o.encr.label, cut)
+    assert kinds >= ({"gcm", "ccm", "chacha", "gmac"} if name == "aead" else {"cbc", "ctr", "null"})
+
+
+def test_a_quote_without_a_whole_block_is_a_one_line_error():
+    store = load_keys([SAMPLES / "synthetic" / "cbc-ctr-hmac.keys.json"])
+    pkt = next(p for p in _esp_packets(SAMPLES / "synthetic" / "cbc-ctr-hmac.pcap") if p.spi == 0xCB000001)
+    keys = store.esp_lookup(pkt.src, pkt.dst, pkt.spi)
+    with pytest.raises(DecryptError) as exc:
+        decrypt_prefix(keys, pkt.data[:8 + 16 + 15])
+    assert "\n" not in str(exc.value) and keys.enc_key.hex() not in str(exc.value)
+
+
+def test_packets_json_shows_no_fields_of_the_quoted_plaintext(capsys):
+    """The filter agrees with tshark: the quote's SPI and sequence match, its plaintext does not."""
+    from ipsecscope.cli import main
+
+    assert main(["packets", str(MTU / "capture.pcapng"), "-k", str(MTU / "keys"), "-Y",
+                 "esp.spi == 0x92649c9b && icmp.type == 3", "--json"]) == 0
+    assert [json.loads(x)["frame"] for x in capsys.readouterr().out.splitlines()] == [10]
+    assert main(["packets", str(MTU / "capture.pcapng"), "-k", str(MTU / "keys"), "-Y",
+                 "icmp.type == 8 && frame.number == 10", "--json"]) == 0
+    assert capsys.readouterr().out == ""
