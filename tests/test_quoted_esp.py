@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, needs_tshark
 
 from ipsecscope.capture import open_capture
 from ipsecscope.crypto.esp import decrypt_prefix, opener
@@ -95,3 +95,35 @@ def test_packets_json_shows_no_fields_of_the_quoted_plaintext(capsys):
     assert main(["packets", str(MTU / "capture.pcapng"), "-k", str(MTU / "keys"), "-Y",
                  "icmp.type == 8 && frame.number == 10", "--json"]) == 0
     assert capsys.readouterr().out == ""
+
+
+@needs_tshark
+def test_esp_quoted_straight_over_ip_matches_as_in_tshark(tmp_path):
+    """An ICMP error quoting ESP over IP (protocol 50, not UDP 4500): esp.spi / esp.sequence of
+    the quote match, as tshark dissects it (..:icmp:ip:esp)."""
+    import os
+    import struct
+    import subprocess
+
+    from ipsecscope.cli.packets import filtered_frames
+    from ipsecscope.model.filter import compile_filter
+
+    def ip(src, dst, proto, payload, tot=None):
+        return struct.pack("!BBHHHBBH4s4s", 0x45, 0, tot or 20 + len(payload), 0, 0x4000, 64, proto, 0,
+                           bytes(src), bytes(dst)) + payload
+
+    esp = struct.pack("!II", 0xC0FFEE01, 7) + bytes(range(256))
+    quoted = ip([198, 18, 0, 1], [198, 18, 0, 2], 50, esp[:100], tot=1460)  # cut off, as routers do
+    frame = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip([198, 18, 1, 1], [198, 18, 0, 1], 1,
+                                                         struct.pack("!BBHHH", 3, 4, 0, 0, 1280) + quoted)
+    cap = tmp_path / "icmp-quotes-esp.pcap"
+    cap.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+                    + struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame)
+    s = Session.from_files([cap])
+    for flt in ("esp.spi == 0xc0ffee01 && esp.sequence == 7", "esp && icmp.type == 3", "esp.spi != 0xc0ffee01",
+                "ip.proto == 50"):
+        out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", flt, "-T", "fields", "-e", "frame.number"],
+                             env=dict(os.environ, WIRESHARK_CONFIG_DIR=str(tmp_path)), capture_output=True,
+                             text=True, check=True).stdout
+        assert filtered_frames(s, compile_filter(flt)) == [int(x) for x in out.split()], flt
+    assert s.detail(1).quoted_esp.note == "no key for this SA"
