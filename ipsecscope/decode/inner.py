@@ -150,8 +150,11 @@ class InnerStore:
         if layers:
             self.nested[frame] = layers
         data = bytes(data)
-        whole = self._defragment(data, next_header)
-        rec, extra = parse(data, next_header, self._addr) if whole is None else parse(whole, next_header, self._addr)
+        rec, extra = parse(data, next_header, self._addr)
+        if rec[3] & FRAGMENT:  # parse saw an IP fragment: it may complete a datagram
+            whole = self._defragment(data, next_header)
+            if whole is not None:
+                rec, extra = parse(whole, next_header, self._addr)
         if isinstance(extra, str):
             self.dns_names[frame] = extra
         elif extra is not None:
