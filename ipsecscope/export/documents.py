@@ -41,7 +41,8 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "ts_i": [str], "ts_r": [str], "ts_i_offered": [str], "ts_r_offered": [str],
         "rekeyed_from": int|null, "rekeyed_into": int|null, "rekeyed": float|null,
         "rekey_collision": bool, "deleted": float|null, "deleted_by": str|null, "failure": str|null,
-        "lifetime": float|null, "keys_source": str|null, "inferred_reason": str,
+        "lifetime": float|null, "keys_source": str|null,
+        "inferred_reason": str,            # INFERRED: "paired: <evidence>" | "unpaired: <why not>"
         "nat_rebindings": [REBINDING],     # only for a CHILD SA without an IKE SA (else on the IKE SA)
         "flows": [flow keys "src>dst:0xspi" (AH: "src>dst:0xspi/AH")]
       }],

@@ -93,6 +93,7 @@ class Book:
         self._inferred_fifo: deque[ChildSa] = deque()
         self._counters: dict[str, Observation] = {}  # "inferred_forgotten" / "half_open_forgotten"
         self.nat = Rebinds()  # NAT-T endpoints per SA and peer: NAT rebinding (state/nat.py)
+        self.inferred_suites: dict[int, dict[int, tuple]] = {}  # paired INFERRED CHILD SA -> SPI -> (encr, integ)
 
     # ------------------------------------------------------------------ events and facts
 
@@ -453,13 +454,13 @@ class Book:
         flow.child_sa = child.id
         cf.setdefault(child.id, []).append(flow)
 
-    def take_half_inferred(self, initiator: str, responder: str, protocol: str, ts: float,
-                           window: float) -> ChildSa | None:
-        """The newest INFERRED CHILD SA from ``initiator`` to ``responder`` with only one flow so
-        far, created within ``window`` s of ``ts``; it leaves the waiting list."""
+    def half_inferred(self, initiator: str, responder: str, protocol: str, ts: float,
+                      window: float) -> list[ChildSa]:
+        """INFERRED CHILD SAs from ``initiator`` to ``responder`` with only one flow so far, created
+        within ``window`` s of ``ts``, oldest first: the candidates to pair a reverse flow with."""
         dq = self._half_inferred.get((initiator, responder, protocol))
         if not dq:
-            return None
+            return []
         sas = self.table.child_sas
 
         def waiting(c: ChildSa) -> bool:
@@ -468,15 +469,52 @@ class Book:
         # Flows arrive in capture order, so the head holds the oldest: drop what can no longer pair.
         while dq and (not waiting(dq[0]) or (dq[0].created_ts or 0.0) < ts - window):
             dq.popleft()
-        for c in reversed(dq):
-            if c.created_ts is None or not waiting(c):
-                continue
-            if c.created_ts < ts - window:
-                break
-            if abs(ts - c.created_ts) <= window:
-                dq.remove(c)
-                return c
-        return None
+        return [c for c in dq if c.created_ts is not None and waiting(c) and abs(ts - c.created_ts) <= window]
+
+    def take_half_inferred(self, child: ChildSa) -> None:
+        """``child`` got its reverse flow: it leaves the waiting list."""
+        dq = self._half_inferred.get((child.initiator, child.responder, child.protocol))
+        if dq is not None and child in dq:
+            dq.remove(child)
+
+    def split_inferred(self, child: ChildSa, flow: EspFlow, reason: str) -> ChildSa:
+        """Undo an inference pairing: ``flow`` leaves the paired INFERRED ``child`` for an INFERRED
+        CHILD SA of its own (both "unpaired" with ``reason``). Returns the new CHILD SA."""
+        spi = flow.spi
+        if spi == child.spi_i:  # the pair's second flow leaves; its SPI comes off the child's index
+            for sid in self.sa_ids(child, spi):
+                lst = self._sa_children.get(sid)
+                if lst and child.id in lst:
+                    lst.remove(child.id)
+                    if not lst:
+                        del self._sa_children[sid]
+            if child.spi_r != spi and child.id in self._spi_children.get(spi, []):
+                self._spi_children[spi].remove(child.id)
+            child.spi_i = None
+        else:  # the first one leaves: the other flow's SPI becomes the child's spi_r, roles turn
+            stay = next(f for f in self.table.child_flows.get(child.id, ()) if f is not flow)
+            self.drop_inferred(child)
+            self.table.child_sas[child.id] = child
+            self._inferred_ids.add(child.id)
+            child.spi_i, child.spi_r = None, stay.spi
+            child.initiator, child.responder = stay.src, stay.dst
+            child.created_ts, child.created_frame = stay.first_ts, stay.first_frame
+            self.index_spi(child, stay.spi)
+            ike = self.ike_sa_of(child)
+            if ike is not None and child.id not in ike.children:
+                ike.children.append(child.id)
+        child.inferred_reason = reason
+        self.inferred_suites.pop(child.id, None)
+        new = self.new_child(self.ike_sa_of(child), protocol=flow.protocol, spi_r=spi, initiator=flow.src,
+                             responder=flow.dst, state=SaState.INFERRED, created_ts=flow.first_ts,
+                             created_frame=flow.first_frame, created_by="ESP traffic")
+        new.mode, new.inferred_reason = "unknown", reason
+        self.index_spi(new, spi)
+        self.attach_flow(flow, new)
+        self._inferred_ids.add(new.id)
+        self._inferred_fifo.append(new)
+        self.emit("child_sa_created", flow.first_ts, child_sa=new.id, ike_sa=new.ike_sa, spi_r=spi, inferred=True)
+        return new
 
     def add_inferred(self, child: ChildSa, ts: float, window: float) -> None:
         """File a new INFERRED CHILD SA (one flow so far) as waiting ``window`` s for its opposite

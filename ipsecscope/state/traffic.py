@@ -94,8 +94,11 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
     child = t.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
     if child is None:
         return flow
-    if status == "ok" and child.state == SaState.INFERRED and (child.mode == "unknown" or not child.keys_source):
-        _learn_from_keys(child, res)
+    if status == "ok" and child.state == SaState.INFERRED:
+        if flow.decrypted == 1:  # a flow's first decryption: the suite must match its pair's
+            child = _check_suite(book, child, flow, res)
+        if child.mode == "unknown" or not child.keys_source:
+            _learn_from_keys(child, res)
     # Return-traffic bookkeeping: a run of packets one way with nothing coming back.
     if flow.unanswered_tail == 0:
         flow.unanswered_since_frame = frame
@@ -193,15 +196,31 @@ def bind_flow(book: Book, flow: EspFlow) -> None:
 
 
 def infer(book: Book, flow: EspFlow) -> None:
-    """No IKE told us about this SA: group it with the opposite flow between the same peers
-    that started at about the same time (the two halves of one CHILD SA), else start an
-    INFERRED CHILD SA of its own."""
+    """No IKE told us about this SA. A CHILD SA is a pair of SAs, one each way (RFC 4301 §4.1,
+    RFC 7296 §2.17), but nothing on the wire links the two SPIs: pair this flow with a waiting
+    flow in the opposite direction only when the evidence holds (:func:`pair_misfit`) and exactly
+    one such flow fits; otherwise it is an INFERRED CHILD SA of its own, "unpaired", saying why."""
     ts = flow.first_ts or 0.0
-    c = book.take_half_inferred(flow.dst, flow.src, flow.protocol, ts, INFER_PAIR_WINDOW)
-    if c is not None:
+    fits: list[tuple[ChildSa, EspFlow]] = []
+    misfits: list[str] = []
+    for c in book.half_inferred(flow.dst, flow.src, flow.protocol, ts, INFER_PAIR_WINDOW):
+        other = book.table.child_flows.get(c.id, [None])[0]
+        if other is None:
+            continue
+        why = pair_misfit(other, flow, ts)
+        if why:
+            misfits.append(why)
+        else:
+            fits.append((c, other))
+    if len(fits) == 1:
+        c, other = fits[0]
+        book.take_half_inferred(c)
         c.spi_i = flow.spi
-        c.inferred_reason = (f"two ESP flows in opposite directions between {c.initiator} and "
-                             f"{c.responder} started {abs(ts - (c.created_ts or 0.0)):.1f} s apart")
+        c.inferred_reason = (f"paired: ESP flows in opposite directions between {c.initiator} and {c.responder}, "
+                             f"0x{other.spi:08x} and 0x{flow.spi:08x}, started {abs(ts - (c.created_ts or 0.0)):.1f} s "
+                             "apart, both active, same encapsulation" + (
+                                 f" (UDP {other.sport} <-> {other.dport})" if flow.udp_encap else "")
+                             + "; no other flow fits")
         book.attach_flow(flow, c)
         book.register_spi(c, flow.spi)
         return
@@ -210,12 +229,78 @@ def infer(book: Book, flow: EspFlow) -> None:
                            responder=flow.dst, state=SaState.INFERRED, created_ts=ts,
                            created_frame=flow.first_frame, created_by="ESP traffic")
     child.mode = "unknown"
-    child.inferred_reason = f"ESP flow {flow.src} -> {flow.dst} SPI 0x{flow.spi:08x} with no IKE exchange seen for it"
+    child.inferred_reason = (f"unpaired: ESP flow {flow.src} -> {flow.dst} SPI 0x{flow.spi:08x} with no IKE exchange "
+                             "seen for it" + _unpaired_why(fits, misfits))
+    if len(fits) > 1:  # the waiting ones stay unpaired as well: tell them why
+        for c, _ in fits:
+            c.inferred_reason += f"; 0x{flow.spi:08x} in the opposite direction fits it and {len(fits) - 1} other(s)"
     book.index_spi(child, flow.spi)
     book.attach_flow(flow, child)
     book.emit("child_sa_created", ts, child_sa=child.id, ike_sa=child.ike_sa, spi_r=flow.spi,
               inferred=True)
     book.add_inferred(child, ts, INFER_PAIR_WINDOW)
+
+
+def pair_misfit(w: EspFlow, r: EspFlow, ts: float) -> str:
+    """Why ``r`` (starting at ``ts``) cannot be the reverse half of the CHILD SA whose other half is
+    ``w``, or "" when it can. The two SAs of one CHILD SA share the path and the encapsulation (RFC
+    3948: both directions of a UDP-encapsulated SA use one port pair, mirrored), and both directions
+    are in use at once: the reverse starts while ``w`` is still active, within twice ``w``'s own
+    packet interval of its last packet (a reply to its traffic), or within the pairing window when
+    ``w`` has sent one packet so far and has no rhythm yet."""
+    if w.udp_encap != r.udp_encap:
+        enc = "UDP-encapsulated" if w.udp_encap else "plain ESP"
+        return f"0x{w.spi:08x} in the opposite direction is {enc}, this one is not"
+    if r.udp_encap and (r.sport, r.dport) != (w.dport, w.sport):
+        return (f"0x{w.spi:08x} in the opposite direction uses UDP {w.sport} -> {w.dport}, this one "
+                f"{r.sport} -> {r.dport} (not the mirrored port pair)")
+    last = w.last_ts if w.last_ts is not None else (w.first_ts or 0.0)
+    if w.packets >= 2 and w.first_ts is not None:
+        rhythm = (last - w.first_ts) / (w.packets - 1)
+        allow = max(2 * rhythm, 1e-3)
+    else:
+        rhythm, allow = 0.0, INFER_PAIR_WINDOW
+    if ts - last > allow:
+        return (f"0x{w.spi:08x} in the opposite direction had gone quiet: this one starts {ts - last:.3f} s after its "
+                f"last packet" + (f" (it sent one every {rhythm:.3f} s)" if rhythm else ""))
+    return ""
+
+
+def _unpaired_why(fits: list, misfits: list[str]) -> str:
+    if len(fits) > 1:
+        return (f"; {len(fits)} flows in the opposite direction fit it equally "
+                f"({', '.join(f'0x{o.spi:08x}' for _, o in fits[:4])}): which one is its pair is not known")
+    if misfits:
+        return "; " + "; ".join(misfits[:3])
+    return "; no flow in the opposite direction started near it"
+
+
+def _check_suite(book: Book, child: ChildSa, flow: EspFlow, res) -> ChildSa:
+    """Both SAs of a CHILD SA use the one proposal IKE chose (RFC 7296 §2.7, §3.3): two flows paired
+    by inference whose keys name different algorithms are two unrelated SAs. Split them; returns
+    the CHILD SA ``flow`` is on afterwards."""
+    keys = getattr(res, "keys", None)
+    if keys is None:
+        return child
+    suite = (getattr(keys, "encr", None), getattr(keys, "integ", None))
+    seen = book.inferred_suites.setdefault(child.id, {})
+    seen[flow.spi] = suite
+    other = next((s for spi, s in seen.items() if spi != flow.spi), None)
+    if other is None or other == suite:
+        return child
+    spi = next(s for s in seen if s != flow.spi)
+    return book.split_inferred(child, flow, f"unpaired: the keys of 0x{spi:08x} ({_suite_text(other)}) and of 0x"
+                               f"{flow.spi:08x} ({_suite_text(suite)}), in opposite directions, name different "
+                               "algorithms; one CHILD SA has one proposal for both (RFC 7296 §3.3)")
+
+
+def _suite_text(suite: tuple) -> str:
+    from ..model import iana
+
+    encr, integ = suite
+    e = iana.name(iana.EncrTransform, encr) if isinstance(encr, int) else str(encr)
+    i = iana.name(iana.IntegTransform, integ) if isinstance(integ, int) else str(integ)
+    return e if i in ("NONE", "0", "None") else f"{e}/{i}"
 
 
 def _learn_from_keys(child: ChildSa, res) -> None:
