@@ -151,3 +151,16 @@ def test_two_candidates_for_one_reverse_flow_pair_neither(tmp_path):
     assert sorted(map(sorted, _groups(s).values())) == [[0x100], [0x200], [0x300]]
     c = next(c for c in s.table.child_sas.values() if c.spi_r == 0x300)
     assert "2 flows in the opposite direction fit it equally" in c.inferred_reason
+
+
+@pytest.mark.parametrize("name", ["ipv6-transport-natt", "esn-wrap"])
+def test_split_pairs_are_the_same_on_the_fast_loop(name, monkeypatch):
+    """The split happens in state, under both analysis paths (session_fast and the general one)."""
+    from ipsecscope import session_fast
+    from ipsecscope.export.documents import table_to_dict
+
+    cap, keys = SYN / f"{name}.pcap", SYN / f"{name}.keys.json"
+    assert session_fast.eligible(Session(), cap) is not None
+    fast = table_to_dict(_load(cap, keys).table)
+    monkeypatch.setattr(session_fast, "eligible", lambda *a: None)
+    assert table_to_dict(_load(cap, keys).table) == fast

@@ -482,14 +482,12 @@ class Book:
         CHILD SA of its own (both "unpaired" with ``reason``). Returns the new CHILD SA."""
         spi = flow.spi
         if spi == child.spi_i:  # the pair's second flow leaves; its SPI comes off the child's index
-            for sid in self.sa_ids(child, spi):
-                lst = self._sa_children.get(sid)
+            if child.spi_r != spi:
+                self._unindex_spi(child, spi)
+            else:  # one SPI both ways: only the SA towards the initiator leaves
+                lst = self._sa_children.get((child.initiator, child.protocol, spi))
                 if lst and child.id in lst:
                     lst.remove(child.id)
-                    if not lst:
-                        del self._sa_children[sid]
-            if child.spi_r != spi and child.id in self._spi_children.get(spi, []):
-                self._spi_children[spi].remove(child.id)
             child.spi_i = None
         else:  # the first one leaves: the other flow's SPI becomes the child's spi_r, roles turn
             stay = next(f for f in self.table.child_flows.get(child.id, ()) if f is not flow)
@@ -641,16 +639,19 @@ class Book:
         if ike is not None and child.id in ike.children:
             ike.children.remove(child.id)
         for spi in (child.spi_i, child.spi_r):
-            if spi is None:
-                continue
-            if child.id in self._spi_children.get(spi, []):
-                self._spi_children[spi].remove(child.id)
-            for sid in self.sa_ids(child, spi):
-                lst = self._sa_children.get(sid)
-                if lst and child.id in lst:
-                    lst.remove(child.id)
-                    if not lst:
-                        del self._sa_children[sid]
+            if spi is not None:
+                self._unindex_spi(child, spi)
+
+    def _unindex_spi(self, child: ChildSa, spi: int) -> None:
+        """Take ``child`` off the indexes of ``spi`` (the reverse of :meth:`index_spi`)."""
+        if child.id in self._spi_children.get(spi, []):
+            self._spi_children[spi].remove(child.id)
+        for sid in self.sa_ids(child, spi):
+            lst = self._sa_children.get(sid)
+            if lst and child.id in lst:
+                lst.remove(child.id)
+                if not lst:
+                    del self._sa_children[sid]
 
     def forget_inferred(self, child: ChildSa) -> None:
         """Drop an INFERRED CHILD SA and its flows entirely (live mode's cap on inferred SAs)."""
