@@ -317,3 +317,21 @@ def test_esp_and_ah_with_one_spi_and_destination_are_two_sas(tmp_path):
     from ipsecscope.export.documents import flow_key
 
     assert len({flow_key(f) for f in t.flows.values()}) == 4
+
+
+def _two_way_burst(n: int) -> None:
+    """n one-packet SPIs one way, then n the other way, all inside the pairing window: every
+    reverse flow has a crowd of candidates (a random-SPI flood both ways)."""
+    tr = Tracker()
+    data = bytes(range(64))
+    for i in range(n):
+        tr.on_esp(EspPacket(i + 1, i * 1e-4, "198.18.0.1", "198.18.0.2", 0x10000 + i, 1, data))
+    for i in range(n):
+        tr.on_esp(EspPacket(n + i + 1, 1.0 + i * 1e-4, "198.18.0.2", "198.18.0.1", 0x90000000 + i, 1, data))
+    assert len(tr.table.child_sas) == 2 * n  # all unpaired: no reverse flow is the only one that fits
+
+
+def test_inference_pairing_cpu_stays_linear_with_many_candidates():
+    small, big = 2000, 8000
+    ratio = _cpu(_two_way_burst, big) / max(_cpu(_two_way_burst, small), 1e-3)
+    assert ratio < 6, f"4x the SPIs cost {ratio:.1f}x the CPU (linear is ~4, quadratic ~16)"

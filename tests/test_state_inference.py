@@ -150,7 +150,7 @@ def test_two_candidates_for_one_reverse_flow_pair_neither(tmp_path):
     s = _load(cap)
     assert sorted(map(sorted, _groups(s).values())) == [[0x100], [0x200], [0x300]]
     c = next(c for c in s.table.child_sas.values() if c.spi_r == 0x300)
-    assert "2 flows in the opposite direction fit it equally" in c.inferred_reason
+    assert "more than one flow in the opposite direction fits it (0x00000200, 0x00000100)" in c.inferred_reason
 
 
 @pytest.mark.parametrize("name", ["ipv6-transport-natt", "esn-wrap"])

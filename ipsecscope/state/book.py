@@ -455,12 +455,14 @@ class Book:
         cf.setdefault(child.id, []).append(flow)
 
     def half_inferred(self, initiator: str, responder: str, protocol: str, ts: float,
-                      window: float) -> list[ChildSa]:
+                      window: float, limit: int = 32) -> tuple[list[ChildSa], bool]:
         """INFERRED CHILD SAs from ``initiator`` to ``responder`` with only one flow so far, created
-        within ``window`` s of ``ts``, oldest first: the candidates to pair a reverse flow with."""
+        within ``window`` s of ``ts``, newest first: the candidates to pair a reverse flow with. At
+        most ``limit`` (a flood of random SPIs both ways must not make each new flow cost the whole
+        list); the flag says more were left out."""
         dq = self._half_inferred.get((initiator, responder, protocol))
         if not dq:
-            return []
+            return [], False
         sas = self.table.child_sas
 
         def waiting(c: ChildSa) -> bool:
@@ -469,7 +471,17 @@ class Book:
         # Flows arrive in capture order, so the head holds the oldest: drop what can no longer pair.
         while dq and (not waiting(dq[0]) or (dq[0].created_ts or 0.0) < ts - window):
             dq.popleft()
-        return [c for c in dq if c.created_ts is not None and waiting(c) and abs(ts - c.created_ts) <= window]
+        out: list[ChildSa] = []
+        for c in reversed(dq):
+            if c.created_ts is None or not waiting(c):
+                continue
+            if c.created_ts < ts - window:
+                break
+            if len(out) == limit:
+                return out, True
+            if abs(ts - c.created_ts) <= window:
+                out.append(c)
+        return out, False
 
     def take_half_inferred(self, child: ChildSa) -> None:
         """``child`` got its reverse flow: it leaves the waiting list."""

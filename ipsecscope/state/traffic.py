@@ -203,7 +203,8 @@ def infer(book: Book, flow: EspFlow) -> None:
     ts = flow.first_ts or 0.0
     fits: list[tuple[ChildSa, EspFlow]] = []
     misfits: list[str] = []
-    for c in book.half_inferred(flow.dst, flow.src, flow.protocol, ts, INFER_PAIR_WINDOW):
+    cands, more = book.half_inferred(flow.dst, flow.src, flow.protocol, ts, INFER_PAIR_WINDOW)
+    for c in cands:
         other = book.table.child_flows.get(c.id, [None])[0]
         if other is None:
             continue
@@ -212,7 +213,9 @@ def infer(book: Book, flow: EspFlow) -> None:
             misfits.append(why)
         else:
             fits.append((c, other))
-    if len(fits) == 1:
+            if len(fits) == 2:  # not unique: which one is its pair is not known
+                break
+    if len(fits) == 1 and not more:
         c, other = fits[0]
         book.take_half_inferred(c)
         c.spi_i = flow.spi
@@ -230,10 +233,10 @@ def infer(book: Book, flow: EspFlow) -> None:
                            created_frame=flow.first_frame, created_by="ESP traffic")
     child.mode = "unknown"
     child.inferred_reason = (f"unpaired: ESP flow {flow.src} -> {flow.dst} SPI 0x{flow.spi:08x} with no IKE exchange "
-                             "seen for it" + _unpaired_why(fits, misfits))
-    if len(fits) > 1:  # the waiting ones stay unpaired as well: tell them why
+                             "seen for it" + _unpaired_why(fits, misfits, more))
+    if len(fits) > 1 or (fits and more):  # the waiting ones stay unpaired as well: tell them why
         for c, _ in fits:
-            c.inferred_reason += f"; 0x{flow.spi:08x} in the opposite direction fits it and {len(fits) - 1} other(s)"
+            c.inferred_reason += f"; 0x{flow.spi:08x} in the opposite direction fits it and other flows do too"
     book.index_spi(child, flow.spi)
     book.attach_flow(flow, child)
     book.emit("child_sa_created", ts, child_sa=child.id, ike_sa=child.ike_sa, spi_r=flow.spi,
@@ -266,10 +269,11 @@ def pair_misfit(w: EspFlow, r: EspFlow, ts: float) -> str:
     return ""
 
 
-def _unpaired_why(fits: list, misfits: list[str]) -> str:
-    if len(fits) > 1:
-        return (f"; {len(fits)} flows in the opposite direction fit it equally "
-                f"({', '.join(f'0x{o.spi:08x}' for _, o in fits[:4])}): which one is its pair is not known")
+def _unpaired_why(fits: list, misfits: list[str], more: bool) -> str:
+    if len(fits) > 1 or (fits and more):
+        return (f"; more than one flow in the opposite direction fits it "
+                f"({', '.join(f'0x{o.spi:08x}' for _, o in fits)}{', ...' if more else ''}): which one is its pair "
+                "is not known")
     if misfits:
         return "; " + "; ".join(misfits[:3])
     return "; no flow in the opposite direction started near it"
