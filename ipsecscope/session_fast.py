@@ -49,6 +49,7 @@ from .capture.pcapng import (
 from .crypto.esp import MIN_INNER, STATUS, EspResult, check_payload, payload_failure, trim_tfc
 from .errors import CaptureError
 from .model.packets import RawFrame
+from .model.sa import SaState
 from .rowstore import KIND_ESP, REC_SIZE, STATUS_CODES
 from .state.bulk import ICV_FAILED, NO_KEY, OK, EspRun, on_esp_run
 
@@ -507,7 +508,7 @@ class _Loop:
 
         tracker = s.tracker
         inner_done = False
-        if n >= BULK_MIN * n_groups and not self._packetwise(groups, poss, sp, dp, nested):
+        if n >= BULK_MIN * n_groups and not self._packetwise(groups, poss, sp, dp, nested, status):
             run = EspRun(frame_e, ts_e, gid, seq, hi, status, end - q, nh, groups, results, inner, poss)
             try:
                 flows = on_esp_run(tracker, run)
@@ -647,19 +648,27 @@ class _Loop:
                 nested[i] = True
 
     def _packetwise(self, groups: list[tuple], poss: list[np.ndarray], sp: np.ndarray, dp: np.ndarray,
-                    nested: np.ndarray) -> bool:
+                    nested: np.ndarray, status: np.ndarray) -> bool:
         """Whether a run needs the tracker packet by packet: ESP inside ESP (Session._nested
-        interleaves the inner SAs' packets), a UDP-encapsulated flow that is new or whose ports
+        interleaves the inner SAs' packets), a new flow (inference pairing, traffic.pair_misfit, reads
+        the other flows' counters as they were at its first packet), a UDP-encapsulated flow whose ports
         change (its NAT-T endpoint is noted, a change may be a NAT rebinding), or a rebinding
-        being watched (every packet's destination is checked)."""
+        being watched (every packet's destination is checked), or a flow of an INFERRED CHILD SA
+        decrypting for the first time (traffic._check_suite may split an inference pair there)."""
         tracker = self.s.tracker
         if nested.any() or tracker.nat.watching:
             return True
         flows = tracker.table.flows
+        children = tracker.table.child_sas
         for gr, pos in zip(groups, poss, strict=True):
-            if gr[3]:  # ESP in UDP
-                flow = flows.get((gr[0], gr[1], gr[2], "ESP"))
-                if flow is None or (sp[pos] != flow.sport_last).any() or (dp[pos] != flow.dport_last).any():
+            flow = flows.get((gr[0], gr[1], gr[2], "ESP"))
+            if flow is None:  # a new flow: its inference pairing reads the counters of the others so far
+                return True
+            if gr[3] and ((sp[pos] != flow.sport_last).any() or (dp[pos] != flow.dport_last).any()):
+                return True
+            if flow.decrypted == 0 and (status[pos] == OK).any():
+                child = children.get(flow.child_sa) if flow.child_sa is not None else None
+                if child is None or child.state == SaState.INFERRED:
                     return True
         return False
 
