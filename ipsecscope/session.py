@@ -36,6 +36,7 @@ from .model.packets import (
     AhPacket,
     EspPacket,
     FrameRow,
+    IcmpError,
     IkeDatagram,
     Malformed,
     NatKeepalive,
@@ -202,7 +203,7 @@ class Session:
     # -- set-up ---------------------------------------------------------------------------------
 
     def _reset(self) -> None:
-        self.decoder = Decoder()
+        self.decoder = Decoder(icmp_errors=True)  # ICMP errors quoting IPsec are evidence (tracker)
         self.ike_decryptor = IkeDecryptor(self.keys)
         self.ikev1_decryptor = Ikev1Decryptor(self.keys)
         self.esp_decryptor = EspDecryptor(self.keys)
@@ -389,6 +390,11 @@ class Session:
         """The rest of :meth:`feed` once ``raw`` is decoded (counted, time-stamped)."""
         self._findings = None
         st = self.stats
+        if pkts and type(pkts[-1]) is IcmpError:
+            # Evidence for the SA it quotes; the frame itself stays an OTHER row as any plain IP
+            # frame (its Info and filter fields come from the inner store).
+            self.tracker.on_icmp_error(pkts[-1])
+            pkts = pkts[:-1]
         if not pkts:
             st.other += 1
             if self.keep_rows:

@@ -1,4 +1,4 @@
-"""Frame demultiplexer: RawFrame -> IkeDatagram | EspPacket | AhPacket | NatKeepalive | Malformed | None.
+"""Frame demultiplexer: RawFrame -> IkeDatagram | EspPacket | AhPacket | NatKeepalive | IcmpError | Malformed | None.
 
 Rules (see docs/ARCHITECTURE.md):
 
@@ -10,6 +10,8 @@ Rules (see docs/ARCHITECTURE.md):
   Length(2, counting itself) | non-ESP marker + IKE, or ESP. Streams are reassembled in order
   only; a gap resets the stream (reported as malformed, layer "tcp").
 * IKE on other ports is out of scope (None).
+* ICMP / ICMPv6 errors quoting ESP, AH or IKE become :class:`IcmpError` (decode/icmp.py), when
+  the decoder is made with ``icmp_errors=True`` (the analysis path); other consumers see "other".
 
 The decoder is stateful (IP reassembly, TCP streams) and never raises: anything unusable comes
 back as :class:`Malformed` with a one-line reason and the layer where decoding stopped.
@@ -25,6 +27,7 @@ from ..capture._fastnew import fast_constructor
 from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet, RawFrame
 from . import link
 from .esp import AH_HDR, ESP_HDR
+from .icmp import decode_error as decode_icmp_error
 from .ip import Reassembler, parse_ipv4, parse_ipv6
 
 IKE_PORT = 500
@@ -70,8 +73,12 @@ class Decoder:
     ("not_ip", "other_ip", "ip_fragment_pending", "unsupported_linktype:<n>", ...).
     """
 
-    def __init__(self, *, max_fragments: int = 256, fragment_timeout: float = 60.0) -> None:
+    def __init__(self, *, max_fragments: int = 256, fragment_timeout: float = 60.0,
+                 icmp_errors: bool = False) -> None:
+        """``icmp_errors``: return an :class:`IcmpError` for ICMP/ICMPv6 errors quoting IPsec
+        (the analysis path wants them as evidence; counters and exports leave them "other")."""
         self.reassembler = Reassembler(max_fragments, fragment_timeout)
+        self.icmp_errors = icmp_errors
         self.tcp: dict[tuple, _TcpStream] = {}
         self.stats: Counter[str] = Counter()
         self._addr: dict[bytes, str] = {}
@@ -165,13 +172,17 @@ class Decoder:
                 return [Malformed(raw.index, raw.ts, f"ESP header truncated ({len(payload)} of 8 bytes)", "esp")]
             spi, seq = ESP_HDR.unpack_from(payload, 0)
             return [_Esp(raw.index, raw.ts, self._text(src), self._text(dst), spi, seq, payload,
-                              ip_version=version)]
+                         ip_version=version, ip_fragmented=frag)]
         if proto == 17:
             return self._udp(raw, version, src, dst, payload, frag)
         if proto == 51:
-            return [self._ah(raw, version, src, dst, payload)]
+            return [self._ah(raw, version, src, dst, payload, frag)]
         if proto == 6:
             return self._tcp(raw, version, src, dst, payload)
+        if (proto == 1 or proto == 58) and self.icmp_errors:
+            err = decode_icmp_error(raw.index, raw.ts, version, src, dst, payload)
+            if err is not None:
+                return [err]
         self.stats["other_ip"] += 1
         return []
 
@@ -211,9 +222,9 @@ class Decoder:
             return [Malformed(raw.index, raw.ts,
                               f"UDP-encapsulated ESP header truncated ({len(body)} of 8 bytes)", "esp")]
         spi, seq = ESP_HDR.unpack_from(body, 0)
-        return [_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, True, version, "udp")]
+        return [_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, True, version, "udp", frag)]
 
-    def _ah(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> Packet:
+    def _ah(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes, frag: bool = False) -> Packet:
         n = len(seg)
         if n < 12:
             return Malformed(raw.index, raw.ts, f"AH header truncated ({n} of 12 bytes)", "ah")
@@ -224,7 +235,7 @@ class Decoder:
         if total > n:
             return Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah")
         return AhPacket(raw.index, raw.ts, self._text(src), self._text(dst), spi, seq, nh, seg[12:total], seg,
-                        version)
+                        version, frag)
 
     def _tcp(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> list[Packet]:
         n = len(seg)

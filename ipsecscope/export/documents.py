@@ -54,7 +54,8 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "no_key": int, "decrypted": int, "malformed": int, "unsupported": int, "after_delete": int, "after_rekey": int,
         "after_rekey_last_time": float|null, "outside_ts": int, "udp_encap": bool, "sport": int, "dport": int,
         "keys_nat": str|null,         # the keys were matched across NAT: "logged -> wire" address
-        "sport_last": int, "dport_last": int   # ports of its latest packet (differ after a NAT rebinding)
+        "sport_last": int, "dport_last": int,  # ports of its latest packet (differ after a NAT rebinding)
+        "ip_fragmented": int          # packets that arrived as outer IP fragments (path MTU trouble)
       }],
       "capture": {"frames": int, "malformed": {layer: int}, "truncated": str|null}   # what could not be read
     }
@@ -93,6 +94,9 @@ JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added 
           "remote": str | null,      #   the other peer
           "data": {}                 #   parsed values, e.g. {"proto": "ESP", "swan": ["aes256gcm16"], ...}
         }]                           #   (empty without such logs)
+        "facts": {str: value}        # the finding's numbers by name (SPI, sizes, counts), as its text
+                                     #   gives them; which names depends on the code, e.g. ESP-PATH-MTU:
+                                     #   {"spi", "outer_size", "path_mtu", "icmp_from", "dropped", ...}
       }],
       "rules": [{"name": str, "codes": [str], "severity": [str], "ref": str,   # with --list-rules only:
                  "family": str, "doc": str}],  # severity: the levels the rule may give; family "plugin"
@@ -183,7 +187,7 @@ def flow_to_dict(f: EspFlow) -> dict:
         "malformed": f.malformed, "unsupported": f.unsupported, "after_delete": f.after_delete, "after_rekey": f.after_rekey,
         "after_rekey_last_time": f.after_rekey_last_ts, "outside_ts": f.outside_ts,
         "udp_encap": f.udp_encap, "sport": f.sport, "dport": f.dport, "keys_nat": f.keys_nat or None,
-        "sport_last": f.sport_last, "dport_last": f.dport_last,
+        "sport_last": f.sport_last, "dport_last": f.dport_last, "ip_fragmented": f.ip_fragmented,
     }
 
 
@@ -212,6 +216,7 @@ def finding_to_dict(f: Finding) -> dict:
         "evidence_log": [{"kind": n.kind, "text": n.text, "source": n.source, "time": n.ts, "ike_sa": n.ike_sa,
                           "conn": n.conn, "local": n.local, "remote": n.remote, "data": n.data}
                          for n in getattr(f, "evidence", ())],
+        "facts": dict(getattr(f, "facts", None) or {}),
     }
 
 

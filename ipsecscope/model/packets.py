@@ -77,6 +77,7 @@ class EspPacket:
     udp_encap: bool = False  # RFC 3948 UDP encapsulation
     ip_version: int = 4
     transport: str = "ip"  # "ip" | "udp" | "tcp"
+    ip_fragmented: bool = False  # reassembled from outer IP fragments (larger than the path MTU)
 
     @property
     def length(self) -> int:
@@ -95,6 +96,7 @@ class AhPacket:
     icv: bytes
     data: bytes  # AH header onwards
     ip_version: int = 4
+    ip_fragmented: bool = False  # reassembled from outer IP fragments
 
 
 @dataclass(slots=True, frozen=True)
@@ -109,7 +111,123 @@ class NatKeepalive:
     dport: int
 
 
-Packet = IkeDatagram | EspPacket | AhPacket | NatKeepalive | Malformed
+class IcmpType(IntEnum):
+    """ICMP error types that quote the offending datagram (RFC 792; IANA "ICMP Type Numbers")."""
+
+    DESTINATION_UNREACHABLE = 3
+    SOURCE_QUENCH = 4
+    REDIRECT = 5
+    TIME_EXCEEDED = 11
+    PARAMETER_PROBLEM = 12
+
+
+class IcmpUnreachable(IntEnum):
+    """ICMP Destination Unreachable codes (RFC 792, RFC 1122 §3.2.2.1, RFC 1812 §5.2.7.1)."""
+
+    NET = 0
+    HOST = 1
+    PROTOCOL = 2
+    PORT = 3
+    FRAGMENTATION_NEEDED = 4  # DF set and the next hop's MTU is smaller (RFC 1191 §4)
+    SOURCE_ROUTE_FAILED = 5
+    NET_UNKNOWN = 6
+    HOST_UNKNOWN = 7
+    NET_PROHIBITED = 9
+    HOST_PROHIBITED = 10
+    ADMIN_PROHIBITED = 13  # "communication administratively prohibited": a filter rejects it
+
+
+class Icmp6Type(IntEnum):
+    """ICMPv6 error types (RFC 4443 §3; IANA "ICMPv6 Type Numbers")."""
+
+    DESTINATION_UNREACHABLE = 1
+    PACKET_TOO_BIG = 2
+    TIME_EXCEEDED = 3
+    PARAMETER_PROBLEM = 4
+
+
+class Icmp6Unreachable(IntEnum):
+    """ICMPv6 Destination Unreachable codes (RFC 4443 §3.1)."""
+
+    NO_ROUTE = 0
+    ADMIN_PROHIBITED = 1
+    BEYOND_SCOPE = 2
+    ADDRESS = 3
+    PORT = 4
+    SOURCE_POLICY = 5
+    REJECT_ROUTE = 6
+
+
+@dataclass(slots=True, frozen=True)
+class IcmpError:
+    """An ICMP (RFC 792) or ICMPv6 (RFC 4443) error quoting an IPsec packet: ESP, AH, ESP in UDP
+    4500 (RFC 3948) or IKE. The quote is the original IP header and at least its first 8 octets
+    (Linux sends up to 576 / 1280 octets), which is where the SPI and sequence number sit.
+
+    ``src`` sent the error (a router on the path, or the destination host itself); it goes back
+    to the quoted packet's sender. The quoted packet's SA is (``spi``, ``quoted_dst``,
+    ``protocol``), as RFC 4301 §4.1 identifies an SA.
+    """
+
+    frame: int
+    ts: float
+    src: str  # who reports: a router (path MTU) or the quoted destination (port unreachable)
+    dst: str
+    ip_version: int  # 4: ICMP, 6: ICMPv6
+    type: int  # IcmpType / Icmp6Type
+    code: int
+    mtu: int  # the next hop's MTU (RFC 1191 §4) or Packet Too Big's MTU (RFC 4443 §3.2); else 0
+    quoted_src: str
+    quoted_dst: str
+    quoted_length: int  # the quoted packet's size as its IP header gives it (not what was quoted)
+    protocol: str  # "ESP" | "AH" | "IKE"
+    udp_encap: bool = False  # the quoted packet was UDP (port 4500 ESP, or IKE on 500/4500)
+    sport: int = 0
+    dport: int = 0
+    spi: int | None = None  # ESP/AH SPI; None for IKE
+    seq: int | None = None  # ESP/AH sequence number, when the quote holds it
+    ike_spi_i: bytes = b""  # IKE: the quoted header's initiator SPI
+
+    @property
+    def too_big(self) -> bool:
+        """The packet was dropped for its size: fragmentation needed / packet too big."""
+        if self.ip_version == 4:
+            return self.type == IcmpType.DESTINATION_UNREACHABLE and self.code == IcmpUnreachable.FRAGMENTATION_NEEDED
+        return self.type == Icmp6Type.PACKET_TOO_BIG
+
+    @property
+    def unreachable(self) -> bool:
+        """A Destination Unreachable other than for size: the packet was not delivered."""
+        t = IcmpType.DESTINATION_UNREACHABLE if self.ip_version == 4 else Icmp6Type.DESTINATION_UNREACHABLE
+        return self.type == t and not self.too_big
+
+    @property
+    def what(self) -> str:
+        """Plain words, e.g. "port unreachable", "fragmentation needed (MTU 1280)"."""
+        if self.too_big:
+            word = "fragmentation needed" if self.ip_version == 4 else "packet too big"
+            return f"{word} (MTU {self.mtu})" if self.mtu else word
+        if self.ip_version == 4:
+            if self.type == IcmpType.DESTINATION_UNREACHABLE:
+                names = {IcmpUnreachable.NET: "network unreachable", IcmpUnreachable.HOST: "host unreachable",
+                         IcmpUnreachable.PROTOCOL: "protocol unreachable", IcmpUnreachable.PORT: "port unreachable",
+                         IcmpUnreachable.ADMIN_PROHIBITED: "administratively prohibited",
+                         IcmpUnreachable.HOST_PROHIBITED: "host prohibited",
+                         IcmpUnreachable.NET_PROHIBITED: "network prohibited"}
+                return names.get(self.code, f"destination unreachable (code {self.code})")  # type: ignore[call-overload]
+            return {IcmpType.TIME_EXCEEDED: "time exceeded", IcmpType.PARAMETER_PROBLEM: "parameter problem",
+                    IcmpType.SOURCE_QUENCH: "source quench", IcmpType.REDIRECT: "redirect"}.get(
+                        self.type, f"ICMP type {self.type}")  # type: ignore[call-overload]
+        if self.type == Icmp6Type.DESTINATION_UNREACHABLE:
+            names6 = {Icmp6Unreachable.NO_ROUTE: "no route", Icmp6Unreachable.ADMIN_PROHIBITED:
+                      "administratively prohibited", Icmp6Unreachable.ADDRESS: "address unreachable",
+                      Icmp6Unreachable.PORT: "port unreachable", Icmp6Unreachable.REJECT_ROUTE: "reject route"}
+            return names6.get(self.code, f"destination unreachable (code {self.code})")  # type: ignore[call-overload]
+        return {Icmp6Type.TIME_EXCEEDED: "time exceeded", Icmp6Type.PARAMETER_PROBLEM: "parameter problem"}.get(
+            self.type, f"ICMPv6 type {self.type}")  # type: ignore[call-overload]
+
+
+Packet = IkeDatagram | EspPacket | AhPacket | NatKeepalive | Malformed | IcmpError
 
 
 @dataclass(slots=True, frozen=True)

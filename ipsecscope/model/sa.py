@@ -107,6 +107,10 @@ class EspFlow:
     # UDP ports of the latest packet (ESP in UDP): differ from sport/dport after a NAT rebinding
     sport_last: int = 0
     dport_last: int = 0
+    # Packets that arrived as outer IP fragments (RFC 791 / RFC 8200 §4.5): larger than the path
+    # MTU, so the sender (or a router) split them; the receiver reassembles before ESP.
+    ip_fragmented: int = 0
+    ip_fragmented_frames: list[int] = field(default_factory=list)  # first few (the last fragment's frame)
 
     @property
     def key(self) -> FlowKey:
@@ -292,6 +296,9 @@ class Finding:
     # Lines of the peers' own logs the finding relies on (keys.PeerLogNote), e.g. the responder's
     # "configured proposals:"; empty when no log was given or none applies.
     evidence: tuple[PeerLogNote, ...] = ()
+    # The finding's numbers by name (SPI, sizes, counts) for scripts: ``findings --json`` writes
+    # them as "facts", so nobody has to parse a title. Not part of its hash (a dict is not hashable).
+    facts: dict[str, object] = field(default_factory=dict, hash=False)
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ in capture order::
     tracker.on_ike(msg)          # parsed (and, when keys allow, decrypted) IKE message
     tracker.on_esp(pkt, result)  # ESP packet with the decryptor's EspResult (or None)
     tracker.on_ah(pkt) / tracker.on_keepalive(pkt) / tracker.on_malformed(m)
+    tracker.on_icmp_error(err)   # ICMP error quoting ESP/AH/IKE: an ``icmp_error`` observation
 
 and reads ``tracker.table``; ``tracker.finish()`` after the last frame of a file draws the
 end-of-input conclusions (an IKE SA whose last request was never answered becomes FAILED).
@@ -33,7 +34,7 @@ Every handler works with what is visible and never raises on odd input.
 from __future__ import annotations
 
 from ..model.ike import IkeMessage
-from ..model.packets import AhPacket, EspPacket, Malformed, NatKeepalive
+from ..model.packets import AhPacket, EspPacket, IcmpError, Malformed, NatKeepalive
 from ..model.sa import EspFlow, KeymatRequest, Observation, SaState
 from .book import MAX_OBSERVATIONS, Book
 from .ikev1 import on_ikev1
@@ -53,6 +54,7 @@ class Tracker(Book):
         self.max_inferred = max_inferred
         self.inferred_idle = inferred_idle
         self._keepalives: dict[tuple[str, str], Observation] = {}
+        self._icmp: dict[tuple, Observation] = {}  # on_icmp_error's observation per SA, reporter, kind
         self._malformed_seen = 0
         self._announced: set[tuple] = set()
 
@@ -113,6 +115,47 @@ class Tracker(Book):
             self.table.observations.append(ob)
         ob.detail["count"] = int(ob.detail["count"]) + 1  # type: ignore[call-overload]
         ob.detail["last_ts"] = pkt.ts
+
+    def on_icmp_error(self, err: IcmpError) -> None:
+        """An ICMP error quoting an IPsec packet: one ``icmp_error`` observation per SA, reporter
+        and kind of error, its ``count`` kept current (a router may answer every packet).
+
+        The SA is the one RFC 4301 §4.1 names: SPI, destination and protocol of the quoted
+        packet (``sa``: (quoted_dst, protocol, spi)); ``child_sa`` is the CHILD SA that uses it,
+        if one is known yet, ``flow`` the quoted packet's (src, dst, spi) flow key."""
+        self.touch(err.ts)
+        ident = err.spi if err.spi is not None else err.ike_spi_i
+        key = (err.protocol, err.quoted_dst, ident, err.quoted_src, err.src, err.ip_version, err.type, err.code)
+        ob = self._icmp.get(key)
+        if ob is None:
+            if len(self.table.observations) >= MAX_OBSERVATIONS:
+                return
+            child = None
+            if err.spi is not None:
+                ids = self.children_of_sa(err.quoted_dst, err.protocol, err.spi)
+                child = ids[-1] if ids else None
+            ob = self._icmp[key] = Observation("icmp_error", err.ts, (), err.src, err.dst, {
+                "count": 0, "protocol": err.protocol, "spi": err.spi, "ike_spi_i": err.ike_spi_i.hex() or None,
+                "sa": (err.quoted_dst, err.protocol, err.spi) if err.spi is not None else None,
+                "flow": (err.quoted_src, err.quoted_dst, err.spi) if err.spi is not None else None,
+                "child_sa": child, "quoted_src": err.quoted_src, "quoted_dst": err.quoted_dst,
+                "udp_encap": err.udp_encap, "sport": err.sport, "dport": err.dport,
+                "icmp_version": err.ip_version, "type": err.type, "code": err.code, "what": err.what,
+                "too_big": err.too_big, "unreachable": err.unreachable,
+                "mtu": 0, "quoted_length": 0, "seqs": [], "last_ts": err.ts})
+            self.table.observations.append(ob)
+        d = ob.detail
+        d["count"] = int(d["count"]) + 1  # type: ignore[call-overload]
+        d["last_ts"] = err.ts
+        if err.mtu and (not d["mtu"] or err.mtu < d["mtu"]):  # type: ignore[operator]
+            d["mtu"] = err.mtu
+        if err.quoted_length > d["quoted_length"]:  # type: ignore[operator]
+            d["quoted_length"] = err.quoted_length
+        seqs = d["seqs"]
+        if err.seq is not None and err.seq not in seqs and len(seqs) < 64:  # type: ignore[operator, arg-type]
+            seqs.append(err.seq)  # type: ignore[union-attr]
+        if len(ob.frames) < 6:
+            ob.frames = (*ob.frames, err.frame)
 
     def on_malformed(self, m: Malformed) -> None:
         self.touch(m.ts)

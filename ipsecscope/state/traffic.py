@@ -21,8 +21,15 @@ INFER_PAIR_WINDOW = 10.0  # s: two opposite ESP flows starting this close belong
 def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, sport: int,
                  dport: int) -> EspFlow:
     """Account one ESP or AH packet on its flow (creating and binding the flow if new)."""
-    return on_sa_fields(book, pkt.frame, pkt.ts, pkt.src, pkt.dst, pkt.spi, pkt.seq, res, proto, length,
+    flow = on_sa_fields(book, pkt.frame, pkt.ts, pkt.src, pkt.dst, pkt.spi, pkt.seq, res, proto, length,
                         encap, sport, dport)
+    # Fragments never take the fast loop (session_fast hands them to the general path), so the
+    # count lives here only.
+    if pkt.ip_fragmented:
+        flow.ip_fragmented += 1
+        if len(flow.ip_fragmented_frames) < EVIDENCE:
+            flow.ip_fragmented_frames.append(pkt.frame)
+    return flow
 
 
 def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int, seq: int, res,
