@@ -148,3 +148,25 @@ def r_malformed(table: SaTable, ctx: RuleContext):
         f"{first.detail.get('reason', '')}. The rest of the analysis uses what was readable.",
         frames=frames_of(*(o.frames for o in obs[:6])), sa=None,
         hint="A truncated capture (snaplen) or a damaged file; re-capture with -s 0 if details matter.", ts=first.ts)
+
+
+@rule(100, "CAPTURE-KEYS-UNMATCHED", Severity.WARNING)
+def r_keys_unmatched(table: SaTable, ctx: RuleContext):
+    """A key file none of whose IKE or ESP SAs appears in the capture: keys for another tunnel or host, or an old log."""
+    matches = getattr(ctx.session, "key_matches", None)
+    if matches is None:
+        return
+    for m in matches():
+        if not m.matches_nothing:
+            continue
+        sentence = m.sentence()
+        yield Finding(
+            code="CAPTURE-KEYS-UNMATCHED", severity=Severity.WARNING, title=sentence[0].upper() + sentence[1:],
+            explanation=f"{m.path} holds keys for {m.ike} IKE SA(s) and {m.esp} ESP SA(s), and none of their SPIs "
+            f"is in this capture ({len(table.ike_sas)} IKE SA(s), {len(table.flows)} ESP flow(s)): nothing here "
+            "could be decrypted with them. They belong to another tunnel or host, or to an earlier run "
+            "(a rotated charon log, SAs rekeyed since).",
+            frames=(), sa=None,
+            hint="Give the keys of this very run: the charon log (with 'ike 4'/'chd 4' logging) or 'ip xfrm "
+            "state' output taken while this capture ran, on one of these peers.", ts=table.first_ts,
+            facts={"file": m.path, "ike_sas": m.ike, "esp_sas": m.esp})

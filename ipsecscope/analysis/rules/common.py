@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from ... import timefmt
 from ...model.keys import PeerLogNote
-from ...model.sa import ChildSa, EspFlow, IkeExchange, IkeSa, SaTable
+from ...model.sa import ChildSa, EspFlow, IkeExchange, IkeSa, Observation, SaTable
 from ...state import names as N
 from .core import RuleContext
 
@@ -207,3 +207,72 @@ def esp_silence_cause(table: SaTable, c: ChildSa, sender: EspFlow, silent: str, 
                 "device filtering ESP-in-UDP on the path.")
     frames = tuple(x.response_frames[0] for x in xs[:3])
     return " " + alive + why, hint, frames
+
+
+def icmp_errors(table: SaTable, *, too_big: bool | None = None) -> list[Observation]:
+    """The tracker's ``icmp_error`` observations (one per SA, reporter and kind of error);
+    ``too_big``: only fragmentation-needed / packet-too-big (True) or only the others (False)."""
+    return [o for o in table.observations if o.kind == "icmp_error"
+            and (too_big is None or bool(o.detail.get("too_big")) == too_big)]
+
+
+def quoted_flow(table: SaTable, ob: Observation) -> EspFlow | None:
+    """The flow (src, dst, SPI) of the packet an ICMP error quotes, if the capture has it."""
+    key = ob.detail.get("flow")
+    return table.flows.get(key) if isinstance(key, tuple) else None  # type: ignore[arg-type]
+
+
+def icmp_refusal(table: SaTable, f: EspFlow) -> tuple[str, str, tuple[int, ...]]:
+    """(explanation, hint, evidence frames) from ICMP errors other than for size that quote
+    ``f``'s packets: the peer (or a router) saying it will not take them (RFC 792, RFC 4443 §3.1).
+
+    The receiving host itself answering port unreachable (ESP in UDP 4500) or protocol
+    unreachable (ESP, IP protocol 50) means nothing there takes ESP: no IKE daemon socket on
+    the port, no ESP in its kernel, or a firewall reject rule; administratively prohibited is a
+    filter's reject. A router answering means the path does not deliver them.
+    """
+    obs = [o for o in icmp_errors(table, too_big=False) if o.detail.get("flow") == f.key]
+    if not obs:
+        return "", "", ()
+    parts = []
+    hint = ""
+    for o in obs:
+        n = int(o.detail.get("count") or 0)  # type: ignore[call-overload]
+        what = str(o.detail.get("what"))
+        port = o.detail.get("dport") if o.detail.get("udp_encap") else None
+        if o.src == f.dst:
+            kind = f"ESP in UDP {port}" if port else "ESP (IP protocol 50)"
+            if "port unreachable" in what or "protocol unreachable" in what:
+                cause = (f"nothing on {f.dst} takes {kind}: no socket on UDP {port} (its IKE daemon is down or "
+                         "listens elsewhere) or a firewall rule rejecting it" if port else
+                         f"{f.dst}'s kernel does not take ESP (no ESP support, or a firewall rule rejecting it)")
+            else:
+                cause = f"{f.dst} refuses them (a firewall reject rule)"
+            parts.append(f"{f.dst} itself answered {n} of them with ICMP {what} (frame {o.frames[0]}): {cause}.")
+            hint = hint or (f"On {f.dst}: check that charon listens on UDP {port} (ss -ulnp) and that no firewall "
+                            f"rule rejects {kind} from {f.src} (nft list ruleset / iptables -S)." if port else
+                            f"On {f.dst}: allow ESP (IP protocol 50) from {f.src} in its firewall and check that "
+                            "its kernel has the SA (ip xfrm state).")
+        else:
+            parts.append(f"The router {o.src} answered {n} of them with ICMP {what} (frame {o.frames[0]}): the path "
+                         f"does not deliver them to {f.dst}.")
+            hint = hint or f"Check routing and filtering at {o.src} for traffic from {f.src} to {f.dst}."
+    return " " + " ".join(parts), hint, frames_of(*(o.frames[:2] for o in obs))
+
+
+def refusal_first(why: str, why_hint: str, ike_frames: tuple[int, ...], refused: str, icmp_hint: str,
+                  silent: str, udp: bool) -> tuple[str, str]:
+    """Explanation and hint for missing ESP from ``silent`` when ICMP errors (:func:`icmp_refusal`)
+    say why: they replace the guesses of :func:`esp_silence_cause`; what IKE shows stays as a
+    short fact (``silent`` is up, so only ESP is refused)."""
+    if not refused:
+        return why, why_hint
+    alive = ""
+    if why and ike_frames:
+        alive = (f" {silent} itself is up: it still completes IKE exchanges in the same IKE SA (frame "
+                 f"{ike_frames[-1]}), so only ESP is refused")
+        # ESP in UDP shares IKE's port (RFC 3948 §2): IKE answered there means a socket listens,
+        # so what refuses ESP looks past the port, at the first payload word.
+        alive += (": a firewall rule that tells ESP from IKE on the port (a non-zero first payload word is "
+                  "ESP) rejects it." if udp else ".")
+    return refused + alive, icmp_hint

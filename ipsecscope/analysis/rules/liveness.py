@@ -16,8 +16,12 @@ from .common import (
     exchange_label,
     flow_ref,
     frames_of,
+    icmp_errors,
+    icmp_refusal,
     note_src,
     other_peer,
+    quoted_flow,
+    refusal_first,
 )
 from .core import RuleContext, rule
 
@@ -174,13 +178,14 @@ def r_esp_spi(table: SaTable, ctx: RuleContext):
             ike = child_ike(table, c)
             if ike is not None and ike.decrypted and ike.created_ts is not None and f.first_ts is not None \
                     and f.first_ts > ike.created_ts and not ike.state_inferred:
+                refused, _hint, icmp_frames = icmp_refusal(table, f)
                 yield Finding(
                     code="ESP-UNKNOWN-SPI", severity=Severity.WARNING,
                     title=f"ESP {f.src} -> {f.dst} on SPI 0x{f.spi:08x} that no IKE exchange created",
                     explanation=f"The IKE SA between {ike.initiator} and {ike.responder} was readable, yet none of its "
                     f"exchanges negotiated SPI 0x{f.spi:08x}; {f.packets} packet(s) used it. The receiver will "
-                    "drop them (and may answer INVALID_SPI).",
-                    frames=(f.first_frame, f.last_frame) if f.first_frame != f.last_frame else (f.first_frame,),
+                    "drop them (and may answer INVALID_SPI)." + refused,
+                    frames=frames_of((f.first_frame, f.last_frame), icmp_frames),
                     sa=flow_ref(f),
                     hint=f"A stale SA on {f.src} (e.g. after {f.dst} restarted): reset the tunnel on {f.src}.",
                     ts=f.first_ts)
@@ -218,16 +223,21 @@ def r_one_way(table: SaTable, ctx: RuleContext):
         if c.rekeyed_into is not None or c.rekeyed_from is not None:
             continue
         why, why_hint, ike_frames = esp_silence_cause(table, c, f, f.dst, f.first_ts)
+        # ICMP errors quoting these packets: the peer or a router says it cannot deliver them.
+        refused, icmp_hint, icmp_frames = icmp_refusal(table, f)
+        alive = bool(why)
+        why, why_hint = refusal_first(why, why_hint, ike_frames, refused, icmp_hint, f.dst, f.udp_encap)
         yield Finding(
             code="ESP-ONE-WAY", severity=Severity.WARNING,
             title=f"One-way ESP: {f.src} -> {f.dst} ({pk} packets), nothing back"
-            + (f" while {f.dst} still answers IKE" if why else ""),
+            + (f" while {f.dst} still answers IKE" if alive else "")
+            + (", refused with ICMP" if refused else ""),
             explanation=f"{child_label(c)} carries {pk} ESP packet(s) from {f.src} to {f.dst} on SPI 0x{f.spi:08x} but "
             + (f"none in the other direction.{why}" if why else
                f"none in the other direction. {f.dst} either does not receive them (filtered), cannot decrypt "
                "them (key or SA missing), has no route/policy for the replies, or the capture sees only one "
                "direction."),
-            frames=frames_of((f.first_frame, f.last_frame), ike_frames), sa=flow_ref(f),
+            frames=frames_of((f.first_frame, f.last_frame), icmp_frames, ike_frames), sa=flow_ref(f),
             hint=why_hint or f"Check on {f.dst}: SA and policy installed (ip xfrm state/policy), ESP (or UDP 4500) "
             "allowed in, and a route back to the sender's subnet.", ts=f.first_ts)
 
@@ -247,6 +257,8 @@ def r_return_stopped(table: SaTable, ctx: RuleContext):
             back = max(rev, key=lambda r: r.last_ts or 0.0)
             why, why_hint, ike_frames = esp_silence_cause(table, c, f, f.dst, back.last_ts)
             alive = bool(why)
+            refused, icmp_hint, icmp_frames = icmp_refusal(table, f)
+            why, why_hint = refusal_first(why, why_hint, ike_frames, refused, icmp_hint, f.dst, f.udp_encap)
             lost = next((r for r in restarts(table) if r.peer == f.dst and f in r.stale), None)
             if lost is not None and not why:
                 why = (f" {f.dst} had lost its state: it answered a fresh IKE_SA_INIT at "
@@ -256,7 +268,7 @@ def r_return_stopped(table: SaTable, ctx: RuleContext):
             yield Finding(
                 code="ESP-RETURN-STOPPED", severity=Severity.WARNING,
                 title=f"ESP from {f.dst} stopped: {f.src} sent {f.unanswered_tail} more packet(s) with no reply"
-                + (f", while {f.dst} still answers IKE" if alive else ""),
+                + (f", while {f.dst} still answers IKE" if alive else "") + (", refused with ICMP" if refused else ""),
                 explanation=f"{child_label(c)} carried traffic both ways until frame {back.last_frame} ({clock(back.last_ts)}); "
                 f"after that {f.src} sent {f.unanswered_tail} ESP packet(s) to {f.dst} on SPI 0x{f.spi:08x} over "
                 f"{dur((f.last_ts or 0.0) - (f.unanswered_since_ts or 0.0))} and nothing came back (its ESP on "
@@ -264,7 +276,7 @@ def r_return_stopped(table: SaTable, ctx: RuleContext):
                 + (f".{why}" if why else f": {f.dst} went away, lost its SA, or the return path broke."),
                 # The first frame stays the same while the run grows (live mode tells a finding
                 # apart by it); the IKE evidence follows.
-                frames=frames_of((back.last_frame, f.unanswered_since_frame, f.last_frame), ike_frames),
+                frames=frames_of((back.last_frame, f.unanswered_since_frame, f.last_frame), icmp_frames, ike_frames),
                 sa=flow_ref(f),
                 hint=why_hint or f"Check whether {f.dst} still has the SA (swanctl --list-sas) and is reachable; DPD "
                 "will tear the tunnel down if the peer is gone.", ts=back.last_ts)
@@ -451,3 +463,35 @@ def r_redirected(table: SaTable, ctx: RuleContext):
             frames=frames_of([sa.redirect_frame] if sa.redirect_frame is not None else [],
                              new.frames[:1] if new is not None else []),
             sa=sa.key, hint=hint, ts=sa.redirect_ts)
+
+
+@rule(72, "ESP-ICMP-UNREACHABLE", Severity.WARNING, ref="RFC 792; RFC 4443 §3.1; RFC 3948 §2")
+def r_icmp_unreachable(table: SaTable, ctx: RuleContext):
+    """ICMP errors (unreachable, prohibited) quoting ESP that no one-way or unknown-SPI finding already cites."""
+    cited = {f.sa for rule_fn in (r_one_way, r_return_stopped, r_esp_spi) for f in rule_fn(table, ctx)
+             if f.code != "ESP-AFTER-DELETE"}
+    for ob in icmp_errors(table, too_big=False):
+        if ob.detail.get("protocol") not in ("ESP", "AH"):
+            continue
+        f = quoted_flow(table, ob)
+        if f is not None and flow_ref(f) in cited:
+            continue
+        spi = ob.detail.get("spi")
+        spi_s = f"0x{spi:08x}" if isinstance(spi, int) else "?"
+        qsrc, qdst = ob.detail.get("quoted_src"), ob.detail.get("quoted_dst")
+        n = int(ob.detail.get("count") or 0)  # type: ignore[call-overload]
+        if f is not None:
+            text, hint, frames = icmp_refusal(table, f)
+        else:
+            text = (f" The capture does not hold the quoted packets themselves ({qsrc} -> {qdst} on SPI {spi_s}); "
+                    f"{ob.src} answered {n} of them with ICMP {ob.detail.get('what')}.")
+            hint, frames = f"Check what {ob.src} does with ESP from {qsrc} to {qdst}.", ob.frames
+        yield Finding(
+            code="ESP-ICMP-UNREACHABLE", severity=Severity.WARNING,
+            title=f"{ob.src} answered {n} ESP packet(s) {qsrc} -> {qdst} on SPI {spi_s} with ICMP {ob.detail.get('what')}",
+            explanation=f"An ICMP error quotes the ESP packet it could not deliver (its SPI says which SA): "
+            f"{ob.src} {'is the receiver itself' if ob.src == qdst else 'is on the path'}.{text} "
+            "Packets refused this way are lost, whatever the tunnel's state says.",
+            frames=tuple(frames), sa=flow_ref(f) if f is not None else None, hint=hint, ts=ob.ts,
+            facts={"spi": spi_s, "sa_direction": f"{qsrc}>{qdst}", "icmp_from": ob.src,
+                   "icmp": ob.detail.get("what"), "icmp_frames": n})

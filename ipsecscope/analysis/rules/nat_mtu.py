@@ -1,12 +1,13 @@
-"""NAT and MTU rules: NAT detection and its side (RFC 7296 §2.23), IP fragmentation."""
+"""NAT and MTU rules: NAT detection and its side (RFC 7296 §2.23), IP fragmentation of IKE and ESP,
+ICMP path-MTU errors quoting ESP (RFC 1191, RFC 8201)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...model.sa import Finding, IkeExchange, IkeSa, NatRebinding, SaTable, Severity
+from ...model.sa import EspFlow, Finding, IkeExchange, IkeSa, NatRebinding, Observation, SaTable, Severity
 from ...state.nat import endpoint_text
-from .common import clock, exchange_label, frames_of, other_peer
+from .common import child_label, clock, exchange_label, flow_ref, frames_of, icmp_errors, other_peer, quoted_flow
 from .core import RuleContext, rule
 
 
@@ -203,3 +204,96 @@ def r_ip_fragmented(table: SaTable, ctx: RuleContext):
             frames=frames_of(*(y.request_frames[:2] for y in xs[:3])), sa=sa.key,
             hint="Enable IKE fragmentation on both peers (strongSwan: fragmentation = yes, the default) or "
             "reduce message size (fewer certificates, smaller CERTREQ lists).", ts=x.request_ts)
+
+
+# ---------------------------------------------------------------------------------- path MTU
+
+
+def _direction(src: str, dst: str) -> str:
+    return f"{src}>{dst}"
+
+
+def _overhead(ipv6: bool, udp: bool) -> int:
+    """Worst-case bytes ESP tunnel mode adds to an inner packet: outer IP header, UDP (RFC 3948),
+    ESP header (8), IV (up to 16, AES-CBC), padding and trailer (up to 15 + 2), ICV (up to 16)
+    (RFC 4303 §2)."""
+    return (40 if ipv6 else 20) + (8 if udp else 0) + 8 + 16 + 17 + 16
+
+
+@rule(80, "ESP-PATH-MTU", (Severity.INFO, Severity.WARNING), ref="RFC 1191 §4; RFC 8201; RFC 4459")
+def r_path_mtu(table: SaTable, ctx: RuleContext):
+    """ESP larger than the path MTU: ICMP fragmentation-needed / packet-too-big quoting its SPI, outer IP fragments."""
+    groups: dict[object, dict] = {}  # CHILD SA id (else flow key) -> what we know
+
+    def group(f: EspFlow | None, fallback: object) -> dict:
+        k = ("child", f.child_sa) if f is not None and f.child_sa is not None else (
+            ("flow", f.key) if f is not None else fallback)
+        return groups.setdefault(k, {"flows": [], "icmp": []})
+
+    for f in table.flows.values():
+        if f.ip_fragmented:
+            group(f, None)["flows"].append(f)
+    for ob in icmp_errors(table, too_big=True):
+        f = quoted_flow(table, ob)
+        group(f, ("sa", ob.detail.get("sa")))["icmp"].append(ob)
+    for (kind, ident), g in groups.items():
+        c = table.child_sas.get(ident) if kind == "child" else None
+        flows = c.flows(table) if c is not None else list(g["flows"])
+        icmp: list[Observation] = g["icmp"]
+        first = icmp[0] if icmp else None
+        quoted = quoted_flow(table, first) if first is not None else None
+        main = quoted or max(flows, key=lambda x: x.ip_fragmented, default=None)
+        spi = main.spi if main is not None else first.detail.get("spi") if first is not None else None
+        src = main.src if main is not None else str(first.detail.get("quoted_src")) if first else "?"
+        dst = main.dst if main is not None else str(first.detail.get("quoted_dst")) if first else "?"
+        frag = {_direction(x.src, x.dst): x.ip_fragmented for x in flows}
+        for x in g["flows"]:
+            frag.setdefault(_direction(x.src, x.dst), x.ip_fragmented)
+        mtus = [int(o.detail["mtu"]) for o in icmp if o.detail.get("mtu")]  # type: ignore[call-overload]
+        mtu = min(mtus) if mtus else None
+        size = max((int(o.detail.get("quoted_length") or 0) for o in icmp), default=0) or None  # type: ignore[call-overload]
+        reporters = list(dict.fromkeys(o.src for o in icmp))
+        n_icmp = sum(int(o.detail.get("count") or 0) for o in icmp)  # type: ignore[call-overload]
+        dropped = sum(max(len(o.detail.get("seqs") or ()), 1) for o in icmp)  # type: ignore[arg-type]
+        nfrag = sum(frag.values())
+        spi_s = f"0x{spi:08x}" if isinstance(spi, int) else "?"
+        udp = bool(main.udp_encap) if main is not None else bool(first and first.detail.get("udp_encap"))
+        ipv6 = ":" in dst
+        parts = []
+        if icmp:
+            parts.append(
+                f"{', '.join(reporters)} answered {n_icmp} ESP packet(s) {src} -> {dst} on SPI {spi_s} with ICMP "
+                f"{first.detail.get('what')}" if first else "")
+            parts[-1] += (f": the packet was {size} bytes, the next link takes {mtu}, and DF was set, so the router "
+                          f"dropped it (RFC 1191 §4; ICMPv6 Packet Too Big, RFC 8201). At least {dropped} packet(s) "
+                          "were lost this way; a sender that never gets or ignores the ICMP keeps losing them "
+                          "(a PMTU black hole)." if size and mtu else f" ({dropped} packet(s) dropped).")
+        if nfrag:
+            per = ", ".join(f"{d.replace('>', ' -> ')}: {n}" for d, n in frag.items())
+            parts.append(f"{nfrag} ESP packet(s) arrived as outer IP fragments ({per}): larger than the path "
+                         "MTU, split after encryption, so the receiver must reassemble them before ESP can be "
+                         "checked; firewalls and NATs often drop fragments, and one lost fragment loses the "
+                         "whole packet (RFC 4459 §2).")
+        inner = (mtu - _overhead(ipv6, udp)) // 8 * 8 if mtu else None
+        fix = ("lower the tunnel MTU (kernel-libipsec mtu) or clamp the TCP MSS")
+        hint = ("Lower the tunnel MTU" + (f" to {inner} or less" if inner else "") + " (strongSwan "
+                "kernel-libipsec: charon.plugins.kernel-libipsec.mtu; an XFRM/VTI interface: ip link set DEV mtu N) "
+                "or clamp the TCP MSS" + (f" to {inner - 40}" if inner else "") + " (iptables -t mangle -A FORWARD "
+                "-p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu); and let ICMP "
+                "fragmentation-needed / packet-too-big through to the gateways.")
+        yield Finding(
+            code="ESP-PATH-MTU", severity=Severity.WARNING if icmp else Severity.INFO,
+            title=(f"ESP {src} -> {dst} on SPI {spi_s}: {size}-byte packets exceed the {mtu}-byte path MTU "
+                   f"({', '.join(reporters)} said so)" if size and mtu else
+                   f"ESP {src} -> {dst} on SPI {spi_s} dropped for its size (ICMP from {', '.join(reporters)})"
+                   if icmp else f"{nfrag} ESP packet(s) arrived as outer IP fragments ({child_label(c)})")
+            + (f"; {nfrag} more travelled as IP fragments" if icmp and nfrag else ""),
+            explanation=" ".join(p for p in parts if p),
+            frames=tuple(sorted(frames_of(*(o.frames for o in icmp), *(x.ip_fragmented_frames[:2] for x in flows)))),
+            sa=flow_ref(main) if main is not None else None, hint=hint,
+            ts=min([o.ts for o in icmp if o.ts is not None] + [x.first_ts for x in flows if x.first_ts is not None],
+                   default=None),
+            facts={"spi": spi_s, "sa_direction": _direction(src, dst), "child_sa": c.id if c is not None else None,
+                   "outer_size": size, "path_mtu": mtu, "icmp_from": reporters[0] if reporters else None,
+                   "icmp_frames": n_icmp, "dropped": dropped if icmp else 0, "fragmented": frag,
+                   "inner_mtu": inner, "fix": fix})
