@@ -28,7 +28,8 @@ import truth  # noqa: E402
 SAMPLE_NAMES = ["healthy-gcm", "cbc-sha2-pfs", "proposal-mismatch", "ike-proposal-mismatch",
                 "ts-mismatch", "psk-mismatch", "dh-retry", "dead-peer", "ikev1-dead-peer",
                 "nat-napt", "mtu-small-link", "esp-oneway-drop", "peer-restart", "redirect",
-                "ike-frag-cert", "ike-frag-untrusted", "path-impairments", "nat-rebind"]
+                "ike-frag-cert", "ike-frag-untrusted", "path-impairments", "nat-rebind",
+                "esp-rejected"]
 NO_IKE_SA = {"ike-proposal-mismatch"}  # fails in IKE_SA_INIT: no keys, nothing encrypted
 IKEV1 = {"ikev1-dead-peer"}  # no SK payloads: encrypted IKEv1 messages, keys in ikev1_decryption_table
 SK = "46"  # IKEv2 Encrypted and Authenticated payload
@@ -76,6 +77,11 @@ def tshark(capture: Path, keys: Path | None, tmp: Path) -> list[dict[str, list[s
 
 def ike(rows: list[dict[str, list[str]]]) -> list[dict[str, list[str]]]:
     return [r for r in rows if r["isakmp.exchangetype"]]
+
+
+def icmp_error(r: dict[str, list[str]]) -> bool:
+    """An ICMP message on the outside (outer protocol 1): here, errors quoting an IPsec packet."""
+    return r["ip.proto"][:1] == ["1"]
 
 
 def esp(rows: list[dict[str, list[str]]]) -> list[dict[str, list[str]]]:
@@ -524,6 +530,28 @@ def test_redirect_story(decoded):
     assert _outer(init) == ("198.18.0.1", f["to"]) and "16408" in init["isakmp.notify.msgtype"]
     assert {_outer(r) for r in esp(rows) if int(r["frame.number"][0]) > int(init["frame.number"][0])} == {
         ("198.18.0.1", "198.18.0.3"), ("198.18.0.3", "198.18.0.1")}
+
+
+@needs_tshark
+def test_esp_rejected_story(decoded):
+    """After the nft reject rule on the responder: every ESP packet from left gets an ICMP port
+    unreachable from 198.18.0.2 quoting its SPI and sequence number (as many as the rule counted),
+    nothing comes back as ESP, and IKE on the same port still gets its answer."""
+    rows, _ = decoded["esp-rejected"]
+    f = _truth("esp-rejected")["expected"]["findings"][0]
+    errs = [r for r in rows if icmp_error(r)]
+    assert len(errs) == f["rejected_by_host"] == 4
+    assert all(r["ip.src"][0] == f["icmp_from"] and r["icmp.type"][:1] == ["3"] for r in errs)
+    by_frame = {r["frame.number"][0]: r for r in rows}
+    for r in errs:  # each quotes the ESP packet just before it, SPI and sequence number
+        sent = by_frame[str(int(r["frame.number"][0]) - 1)]
+        assert r["esp.spi"] == sent["esp.spi"] == [f["refused_spi"]] and r["esp.sequence"] == sent["esp.sequence"]
+    first = int(errs[0]["frame.number"][0])
+    assert {_outer(r) for r in esp(rows) if int(r["frame.number"][0]) >= first} == {("198.18.0.1", "198.18.0.2")}
+    late_ike = [r for r in ike(rows) if int(r["frame.number"][0]) > first]
+    assert [is_response(r) for r in late_ike] == [False, True] and late_ike[1]["udp.srcport"] == ["4500"]
+    log = (SAMPLES / "esp-rejected" / "path.log").read_text()
+    assert f"counter packets {f['rejected_by_host']} " in log and "reject" in log
 
 
 HEALTHY = [n for n in SAMPLE_NAMES

@@ -201,6 +201,11 @@ def scenarios() -> dict[str, dict[str, str]]:
                    side, gcm_ike, {"net": net(side, "aes256gcm16")}, conn="oneway",
                    extra=dpd if side == "left" else "")
         for side in SIDES}
+    out["esp-rejected"] = {
+        side: conf("esp-rejected: the responder's host firewall rejects ESP-in-UDP with ICMP port "
+                   "unreachable; IKE passes",
+                   side, gcm_ike, {"net": net(side, "aes256gcm16")}, conn="reject")
+        for side in SIDES}
     out["peer-restart"] = {
         side: conf("peer-restart: the responder's charon is killed and restarted; "
                    "DPD 2 s, dpd_action = restart on the initiator",

@@ -228,6 +228,29 @@ def esp_oneway_drop(pair: StrongswanPair) -> None:
     pair.terminate_ike("oneway")
 
 
+HOST_REJECT = ("table ip host {",
+               " chain input {",
+               "  type filter hook input priority filter; policy accept;",
+               # ESP in UDP 4500 (non-zero first payload word, RFC 3948 §2) is refused the way a
+               # host without a listener would: ICMP port unreachable quoting the packet.
+               "  udp dport 4500 @th,64,32 != 0 counter reject with icmp type port-unreachable",
+               " }",
+               "}")
+
+
+def esp_rejected(pair: StrongswanPair) -> None:
+    pair.initiate("net", ike="reject")
+    pair.ping(3)
+    rules = pair.workdir / "host-reject.nft"
+    rules.write_text("\n".join(HOST_REJECT) + "\n")
+    pair.exec("right", "nft", "-f", str(rules))
+    pair.ping(4, check=False, interval=1.2)  # > 1 s apart: Linux rate-limits ICMP errors per peer
+    settle(pair)
+    counters = pair.exec("right", "nft", "list", "chain", "ip", "host", "input").stdout
+    (pair.workdir / "path.log").write_text(counters)
+    pair.terminate_ike("reject")
+
+
 def peer_restart(pair: StrongswanPair) -> None:
     pair.initiate("net", ike="restart")
     pair.ping(3)
@@ -322,6 +345,7 @@ SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "nat-rebind": nat_rebind,
     "mtu-small-link": mtu_small_link,
     "esp-oneway-drop": esp_oneway_drop,
+    "esp-rejected": esp_rejected,
     "peer-restart": peer_restart,
     "redirect": redirect,
     "path-impairments": path_impairments,

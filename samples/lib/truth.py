@@ -144,6 +144,14 @@ EXPECTED: dict[str, dict[str, Any]] = {
                               "in the same IKE SA: ESP is filtered on the path"}],
         "ike_sa_count": 1, "esp_spis": 2, "capture_at": "lan (left's side of the router)",
     },
+    "esp-rejected": {
+        "summary": "the responder's host firewall rejects ESP-in-UDP (nft reject, ICMP port "
+                   "unreachable) while IKE on the same port passes",
+        "problems": [{"kind": "ESP refused with ICMP",
+                      "text": "198.18.0.2 answers ESP from 198.18.0.1 with ICMP port unreachable "
+                              "quoting its SPI: its host does not take ESP in UDP 4500"}],
+        "ike_sa_count": 1, "esp_spis": 2,
+    },
     "peer-restart": {
         "summary": "the responder's charon is killed and restarted: stale ESP and DPD into "
                    "silence, then the initiator re-establishes (dpd_action = restart)",
@@ -307,6 +315,16 @@ def _oneway(lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]
         "not_reported": ["IKE-DEAD-PEER", "IKE-NO-RESPONSE"], "max_severity": "warning"}
 
 
+def _rejected(_lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]], sample: Path) -> dict[str, Any]:
+    m = re.search(r"counter packets (\d+) ", (sample / "path.log").read_text())
+    return {"findings": [{
+        "class": "esp refused with ICMP", "codes": ["ESP-RETURN-STOPPED"], "severity": "warning",
+        "refused_spi": child[0]["spi_out"], "refused_direction": "198.18.0.1>198.18.0.2",
+        "icmp_from": "198.18.0.2", "icmp": "port unreachable", "rejected_by_host": int(m[1]) if m else None,
+        "cause": "the receiver's host refuses ESP in UDP 4500 (firewall reject or no listener)"}],
+        "not_reported": ["IKE-DEAD-PEER", "IKE-NO-RESPONSE"], "max_severity": "warning"}
+
+
 def _restart(lines: Lines, ike: list[dict[str, Any]], child: list[dict[str, Any]], _sample: Path) -> dict[str, Any]:
     right = [msg for _t, _i, msg in lines["right"]]
     starts = [i for i, m in enumerate(right) if m.startswith("Starting IKE charon daemon")]
@@ -358,8 +376,8 @@ def _impair(_lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any
 
 
 # Facts derived from the logs (ports, SPIs, counts that change on every regeneration).
-DERIVED = {"path-impairments": _impair, "nat-napt": _nat_napt, "nat-rebind": _nat_rebind, "mtu-small-link": _mtu, "esp-oneway-drop": _oneway,
-           "peer-restart": _restart, "redirect": _redirect}
+DERIVED = {"path-impairments": _impair, "nat-napt": _nat_napt, "nat-rebind": _nat_rebind, "mtu-small-link": _mtu,
+           "esp-oneway-drop": _oneway, "esp-rejected": _rejected, "peer-restart": _restart, "redirect": _redirect}
 
 
 def _lines(path: Path) -> list[tuple[str, str | None, str]]:
