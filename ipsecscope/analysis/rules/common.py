@@ -217,9 +217,15 @@ def icmp_errors(table: SaTable, *, too_big: bool | None = None) -> list[Observat
 
 
 def quoted_flow(table: SaTable, ob: Observation) -> EspFlow | None:
-    """The flow (src, dst, SPI) of the packet an ICMP error quotes, if the capture has it."""
+    """The flow of the packet an ICMP error quotes (its src, dst, SPI and protocol), if the
+    capture has it."""
     key = ob.detail.get("flow")
-    return table.flows.get(key) if isinstance(key, tuple) else None  # type: ignore[arg-type]
+    if not isinstance(key, tuple):
+        return None
+    flows: dict = table.flows
+    # Flows are keyed (src, dst, spi) or, with the protocol as RFC 4301 §4.1 says, (src, dst, spi, protocol).
+    f = flows.get((*key, ob.detail.get("protocol"))) or flows.get(key)
+    return f if f is not None and f.protocol == ob.detail.get("protocol") else None
 
 
 def icmp_refusal(table: SaTable, f: EspFlow) -> tuple[str, str, tuple[int, ...]]:
@@ -231,7 +237,8 @@ def icmp_refusal(table: SaTable, f: EspFlow) -> tuple[str, str, tuple[int, ...]]
     the port, no ESP in its kernel, or a firewall reject rule; administratively prohibited is a
     filter's reject. A router answering means the path does not deliver them.
     """
-    obs = [o for o in icmp_errors(table, too_big=False) if o.detail.get("flow") == f.key]
+    obs = [o for o in icmp_errors(table, too_big=False)
+           if o.detail.get("flow") == (f.src, f.dst, f.spi) and o.detail.get("protocol") == f.protocol]
     if not obs:
         return "", "", ()
     parts = []
