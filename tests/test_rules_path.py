@@ -190,3 +190,55 @@ def test_icmp_unreachable_alone_is_its_own_finding(tmp_path):
     assert hit[0]["facts"] == {"spi": want["refused_spi"], "sa_direction": want["refused_direction"],
                                "icmp_from": want["icmp_from"], "icmp": want["icmp"], "icmp_frames": 1}
     assert hit[0]["frames"] == [12]
+
+
+def _write_icmp_variants(path) -> None:
+    """ICMP errors the samples do not hold, built with scapy: an ICMPv6 Packet Too Big quoting an
+    IPv6 ESP-in-UDP packet, an ICMPv4 fragmentation-needed quoting raw ESP (IP protocol 50), an
+    ICMPv6 port unreachable quoting raw ESP behind a destination-options header, an ICMP error
+    quoting only 4 octets past UDP (no SPI: not an SA), and an echo reply (no error)."""
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, IPv6, IPv6ExtHdrDestOpt
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+
+    esp = bytes.fromhex("c0ffee01") + (7).to_bytes(4, "big") + bytes(64)
+    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    pkts = [
+        e / IPv6(src="2001:db8:1::1", dst="2001:db8::a") / ICMPv6PacketTooBig(mtu=1280)
+        / IPv6(src="2001:db8::a", dst="2001:db8::b", plen=1452) / UDP(sport=4500, dport=4500, len=1452) / Raw(esp),
+        e / IP(src="198.18.1.1", dst="198.18.0.1") / ICMP(type=3, code=4, nexthopmtu=1400)
+        / IP(src="198.18.0.1", dst="198.18.0.2", proto=50, len=1480, flags="DF") / Raw(esp[:8]),
+        e / IPv6(src="2001:db8::b", dst="2001:db8::a") / ICMPv6DestUnreach(code=4)
+        / IPv6(src="2001:db8::a", dst="2001:db8::b", plen=80) / IPv6ExtHdrDestOpt(nh=50) / Raw(esp),
+        e / IP(src="198.18.0.2", dst="198.18.0.1") / ICMP(type=3, code=3)
+        / IP(src="198.18.0.1", dst="198.18.0.2", proto=17, len=200) / UDP(sport=4500, dport=4500) / Raw(esp[:2]),
+        e / IP(src="198.18.0.2", dst="198.18.0.1") / ICMP(type=0) / Raw(esp),
+    ]
+    wrpcap(str(path), pkts)
+
+
+def test_icmp_variants_agree_with_tshark(tmp_path):
+    """decode/icmp on IPv6, raw ESP, extension headers and short quotes, against tshark's reading."""
+    pytest.importorskip("scapy")
+    cap = tmp_path / "icmp-variants.pcap"
+    _write_icmp_variants(cap)
+    out = subprocess.run(
+        ["tshark", "-r", str(cap), "-T", "fields", "-E", "separator=|", "-E", "occurrence=f", "-e", "frame.number",
+         "-e", "icmp.mtu", "-e", "icmpv6.mtu", "-e", "esp.spi", "-e", "esp.sequence"],
+        capture_output=True, text=True, check=True).stdout
+    oracle = {int(r[0]): r[1:] for r in (ln.split("|") for ln in out.splitlines())}
+    dec = Decoder(icmp_errors=True)
+    with open_capture(cap) as reader:
+        got = {raw.index: [p for p in dec.decode_all(raw) if isinstance(p, IcmpError)] for raw in reader}
+    (v6,), (v4,), (unreach,) = got[1], got[2], got[3]
+    assert not got[4] and not got[5]  # no SPI in the quote; not an error
+    for frame, e in ((1, v6), (2, v4), (3, unreach)):
+        mtu4, mtu6, spi, seq = oracle[frame]
+        assert f"0x{e.spi:08x}" == spi and e.seq == int(seq) and e.protocol == "ESP"
+        assert e.mtu == int(mtu4 or mtu6 or 0)
+    assert v6.too_big and v6.ip_version == 6 and v6.udp_encap and v6.quoted_length == 1492
+    assert (v6.src, v6.quoted_src, v6.quoted_dst) == ("2001:db8:1::1", "2001:db8::a", "2001:db8::b")
+    assert v4.too_big and not v4.udp_encap and v4.quoted_length == 1480 and v4.what == "fragmentation needed (MTU 1400)"
+    assert unreach.unreachable and unreach.what == "port unreachable" and not unreach.udp_encap

@@ -283,3 +283,23 @@ def refusal_first(why: str, why_hint: str, ike_frames: tuple[int, ...], refused:
         alive += (": a firewall rule that tells ESP from IKE on the port (a non-zero first payload word is "
                   "ESP) rejects it." if udp else ".")
     return refused + alive, icmp_hint
+
+
+def icmp_ike_refusal(table: SaTable, sa: IkeSa, requester: str) -> tuple[str, tuple[int, ...]]:
+    """(explanation, evidence frames) from ICMP errors quoting ``requester``'s IKE messages of
+    ``sa`` (matched by the initiator SPI in the quoted IKE header): who refused them and how."""
+    spi = sa.ike_spi_i.hex()
+    obs = [o for o in icmp_errors(table) if o.detail.get("protocol") == "IKE"
+           and o.detail.get("ike_spi_i") == spi and o.detail.get("quoted_src") == requester]
+    if not obs:
+        return "", ()
+    parts = []
+    for o in obs:
+        n = int(o.detail.get("count") or 0)  # type: ignore[call-overload]
+        port = o.detail.get("dport")
+        who = (f"{o.src} itself" if o.src == o.detail.get("quoted_dst") else f"The router {o.src}")
+        parts.append(f"{who} answered {n} of them with ICMP {o.detail.get('what')} (frame {o.frames[0]})"
+                     + (f": nothing takes UDP {port} there (no IKE daemon socket on that port) or a firewall "
+                        "rule rejects it." if o.src == o.detail.get("quoted_dst") and "unreachable" in str(
+                            o.detail.get("what")) else "."))
+    return " " + " ".join(parts), frames_of(*(o.frames[:2] for o in obs))

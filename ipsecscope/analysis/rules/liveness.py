@@ -17,6 +17,7 @@ from .common import (
     flow_ref,
     frames_of,
     icmp_errors,
+    icmp_ike_refusal,
     icmp_refusal,
     note_src,
     other_peer,
@@ -93,7 +94,8 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
             peer = other_peer(sa, req)
             waited = (end - x.request_ts) if end is not None and x.request_ts is not None else 0.0
             tries = 1 + x.retransmits
-            frames = frames_of(x.request_frames[:6])
+            refused, icmp_frames = icmp_ike_refusal(table, sa, req)
+            frames = frames_of(x.request_frames[:6], icmp_frames)
             exn = exchange_label(x, sa.version)
             init_answered = any(y.exchange == 34 and y.response_frames for y in sa.exchanges)
             if (x.exchange == 35 and init_answered and x.responder_port == 4500
@@ -103,17 +105,19 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
                     title=f"UDP 4500 to {peer} looks blocked: IKE_SA_INIT answered on 500, IKE_AUTH on 4500 never",
                     explanation=f"{req} and {peer} completed IKE_SA_INIT on UDP 500 and moved to UDP 4500 (NAT "
                     f"traversal, RFC 7296 §2.23), but {peer} never answered the IKE_AUTH request sent "
-                    f"{tries} time(s) over {dur(waited)}. A firewall or NAT between them drops UDP 4500.",
+                    f"{tries} time(s) over {dur(waited)}." + (refused or " A firewall or NAT between them drops UDP 4500."),
                     frames=frames, sa=sa.key,
-                    hint="Allow UDP 4500 in both directions between the peers (and ESP-in-UDP after it).",
+                    hint=(f"On {peer}: check that its IKE daemon listens on UDP 4500 (ss -ulnp) and that no "
+                          "firewall rule rejects it (nft list ruleset / iptables -S)." if refused else
+                          "Allow UDP 4500 in both directions between the peers (and ESP-in-UDP after it)."),
                     ts=x.request_ts)
             elif sa.state in (SaState.ESTABLISHED, SaState.REKEYED) and x.exchange != 34:
                 yield Finding(
                     code="IKE-DEAD-PEER", severity=Severity.ERROR,
                     title=f"Dead peer: {peer} stopped answering {req} ({exn} sent {tries}×, no reply)",
                     explanation=f"After the IKE SA was up, {req} sent an {exn} request (message ID {x.msg_id}) "
-                    f"{tries} time(s) over {dur(waited)} and {peer} never answered. Either {peer} is "
-                    "down/rebooted, or the path between them drops IKE now.",
+                    f"{tries} time(s) over {dur(waited)} and {peer} never answered."
+                    + (refused or f" Either {peer} is down/rebooted, or the path between them drops IKE now."),
                     frames=frames, sa=sa.key,
                     hint=f"Check that {peer} is running and reachable (UDP {x.responder_port or 500}); "
                     "dpd_delay/dpd_timeout decide how fast the peer is declared dead.", ts=x.request_ts)
@@ -123,8 +127,9 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
                     code="IKE-NO-RESPONSE", severity=sev,
                     title=f"{peer} never answered {req}'s {exn} request ({tries}×)",
                     explanation=f"{req} sent {exn} (message ID {x.msg_id}) to {peer} {tries} time(s) over "
-                    f"{dur(waited)} and got no response in this capture: {peer} is unreachable, not "
-                    "running IKE, or a firewall drops UDP 500/4500.",
+                    f"{dur(waited)} and got no response in this capture"
+                    + (f".{refused}" if refused else f": {peer} is unreachable, not running IKE, or a firewall "
+                       "drops UDP 500/4500."),
                     frames=frames, sa=sa.key,
                     hint=f"Check reachability of {peer} on UDP {x.responder_port or 500} and that its IKE daemon "
                     "listens; if the capture was taken on the responder, check that the request arrives.",
