@@ -123,6 +123,13 @@ class Tracker(Book):
         The SA is the one RFC 4301 §4.1 names: SPI, destination and protocol of the quoted
         packet (``sa``: (quoted_dst, protocol, spi)); ``child_sa`` is the CHILD SA that uses it,
         if one is known yet, ``flow`` the quoted packet's (src, dst, spi) flow key."""
+        try:
+            self._icmp_error(err)
+        except Exception as exc:  # noqa: BLE001 - odd input must never stop a capture being read
+            self.observe("tracker_error", err.ts, (err.frame,), err.src, err.dst,
+                         reason=f"{type(exc).__name__}: {exc}")
+
+    def _icmp_error(self, err: IcmpError) -> None:
         self.touch(err.ts)
         ident = err.spi if err.spi is not None else err.ike_spi_i
         key = (err.protocol, err.quoted_dst, ident, err.quoted_src, err.src, err.ip_version, err.type, err.code)
