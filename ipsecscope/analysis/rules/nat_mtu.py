@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 
 from ...model.sa import EspFlow, Finding, IkeExchange, IkeSa, NatRebinding, Observation, SaTable, Severity
 from ...state.nat import endpoint_text
-from .common import child_label, clock, exchange_label, flow_ref, frames_of, icmp_errors, other_peer, quoted_flow
+from .common import (
+    child_label,
+    clock,
+    exchange_label,
+    flow_ref,
+    frames_of,
+    icmp_errors,
+    other_peer,
+    quoted_flow,
+)
 from .core import RuleContext, rule
 
 
