@@ -94,7 +94,7 @@ def test_icmp_errors_stay_other_for_the_counters():
     assert s.row(10).kind == "OTHER" and "Fragmentation needed" in s.row(10).info
     ob = [o for o in s.table.observations if o.kind == "icmp_error"]
     assert len(ob) == 1 and ob[0].detail["sa"] == ("198.18.0.2", "ESP", 0x92649C9B)
-    assert ob[0].detail["child_sa"] == s.table.flows[("198.18.0.1", "198.18.0.2", 0x92649C9B)].child_sa
+    assert ob[0].detail["child_sa"] == s.table.flows[("198.18.0.1", "198.18.0.2", 0x92649C9B, "ESP")].child_sa
 
 
 def test_fragmented_esp_counted_per_flow_as_tshark_sees_it():
