@@ -19,6 +19,7 @@ import json
 import sys
 
 from .. import timefmt
+from ..analysis.rules.nat_mtu import nat_phrase
 from ..errors import IpsecscopeError
 from ..export.documents import SAS_SCHEMA as SCHEMA
 from ..export.documents import capture_info, sas_document, spi_hex
@@ -164,8 +165,7 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
         if sa.invalid_ke_requested:
             tree.add(f"INVALID_KE_PAYLOAD: responder asked for {', '.join(N.dh_name(g) for g in sa.invalid_ke_requested)}")
         if sa.nat_detected is not None:
-            who = [w for w, v in (("initiator", sa.nat_initiator), ("responder", sa.nat_responder)) if v]
-            tree.add(f"NAT: {', '.join(who) or 'none'}" + ("; NAT-T on UDP 4500" if sa.nat_t else ""))
+            tree.add(f"NAT: {nat_phrase(table, sa)}" + ("; NAT-T on UDP 4500" if sa.nat_t else ""))
         times = f"created {_clock(sa.created_ts)}"
         if sa.established_ts:
             times += f", established {_clock(sa.established_ts)}"

@@ -14,7 +14,10 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "failure": str|null, "proposal": str|null, "offered": [str], "dh_group": str|null,
         "ke_groups": [str], "invalid_ke_requested": [str], "id_i": str|null, "id_r": str|null,
         "auth_method": str|null, "mode": str|null (IKEv1 Main/Aggressive),
-        "nat": {"initiator": bool|null, "responder": bool|null, "nat_t": bool,
+        "nat": {"initiator": bool|null, "responder": bool|null,  # raw NAT_DETECTION_* hash verdicts
+                "behind_nat": [str],           # roles a NAT is shown to translate ("initiator"/"responder")
+                "encapsulation_forced": [str], # roles whose source hash fails with no NAT seen (encap = yes)
+                "nat_t": bool,
                 "rebindings": [REBINDING]},  # a peer's NAT-T address:port changed mid-SA (NAT rebinding)
         "ike_fragmentation": [bool, bool], "vendor_ids": [str], "decrypted": bool,
         "icv_failed": int,                 # encrypted messages the given IKE keys failed to authenticate
@@ -109,6 +112,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..analysis.rules.nat_mtu import nat_verdict
 from ..model.sa import ChildSa, EspFlow, Finding, IkeSa, NatRebinding, SaTable, Severity
 from ..state import names as N
 from ..state.nat import endpoint_text
@@ -129,7 +133,8 @@ def flow_key(f: EspFlow) -> str:
     return f"{f.src}>{f.dst}:0x{f.spi:08x}" + ("" if f.protocol == "ESP" else f"/{f.protocol}")
 
 
-def ike_to_dict(sa: IkeSa) -> dict:
+def ike_to_dict(sa: IkeSa, table: SaTable) -> dict:
+    natted, forced = nat_verdict(table, sa) if sa.nat_detected else ([], [])
     return {
         "key": sa.key, "version": sa.version, "spi_i": sa.ike_spi_i.hex(), "spi_r": sa.ike_spi_r.hex(),
         "initiator": sa.initiator, "responder": sa.responder, "initiator_port": sa.initiator_port,
@@ -139,7 +144,9 @@ def ike_to_dict(sa: IkeSa) -> dict:
         "ke_groups": [N.dh_name(g) for g in sa.ke_groups],
         "invalid_ke_requested": [N.dh_name(g) for g in sa.invalid_ke_requested],
         "id_i": sa.id_i, "id_r": sa.id_r, "auth_method": sa.auth_method, "mode": sa.mode,
-        "nat": {"initiator": sa.nat_initiator, "responder": sa.nat_responder, "nat_t": sa.nat_t,
+        "nat": {"initiator": sa.nat_initiator, "responder": sa.nat_responder,
+                "behind_nat": [x.role for x in natted], "encapsulation_forced": [x.role for x in forced],
+                "nat_t": sa.nat_t,
                 "rebindings": [rebinding_to_dict(r) for r in sa.nat_rebindings]},
         "ike_fragmentation": list(sa.ike_fragmentation), "vendor_ids": list(sa.vendor_ids),
         "decrypted": sa.decrypted, "icv_failed": sa.icv_failed,
@@ -203,7 +210,7 @@ def rebinding_to_dict(r: NatRebinding) -> dict:
 def table_to_dict(table: SaTable) -> dict:
     return {
         "first_time": table.first_ts, "last_time": table.last_ts,
-        "ike_sas": [ike_to_dict(sa) for sa in table.ike_sas.values()],
+        "ike_sas": [ike_to_dict(sa, table) for sa in table.ike_sas.values()],
         "child_sas": [child_to_dict(c, table) for c in table.child_sas.values()],
         "flows": [flow_to_dict(f) for f in table.flows.values()],
     }

@@ -85,6 +85,25 @@ def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
     return out
 
 
+def nat_verdict(table: SaTable, sa: IkeSa) -> tuple[list[NatSide], list[NatSide]]:
+    """(peers behind a NAT, peers whose source hash fails with nothing else showing a NAT).
+
+    The raw hash verdicts (``IkeSa.nat_initiator`` / ``nat_responder``) cannot tell the two apart:
+    a peer that forces UDP encapsulation sends a wrong NAT_DETECTION_SOURCE_IP on purpose, so every
+    view that names a side asks this instead (RFC 7296 §2.23)."""
+    sides = nat_sides(table, sa)
+    return [s for s in sides if s.confirmed], [s for s in sides if s.own_source_fails and not s.confirmed]
+
+
+def nat_phrase(table: SaTable, sa: IkeSa) -> str:
+    """One line for the SA views: who is behind a NAT, who only forces encapsulation ('none' if nobody)."""
+    natted, forced = nat_verdict(table, sa)
+    parts = [f"{s.role} behind a NAT" + (f" (seen as {s.addr}:{s.first_port})" if s.own_source_fails else "")
+             for s in natted]
+    parts += [f"{s.role} forces UDP encapsulation (no NAT seen)" for s in forced]
+    return "; ".join(parts) or "none"
+
+
 def _rebinding_text(rb: NatRebinding, ctx: RuleContext) -> str:
     """One NAT rebinding (state/nat.py) in words: who moved where, when, and whether the other peer followed."""
     old, new = endpoint_text(rb.old_addr, rb.old_port), endpoint_text(rb.new_addr, rb.new_port)
@@ -115,9 +134,7 @@ def r_nat(table: SaTable, ctx: RuleContext):
             continue
         init = next((x for x in sa.exchanges if x.exchange in (34, 2, 4)), None)
         frames = frames_of(init.request_frames[:1] + init.response_frames[:1]) if init else ()
-        sides = nat_sides(table, sa)
-        natted = [s for s in sides if s.confirmed]
-        forced = [s for s in sides if s.own_source_fails and not s.confirmed]
+        natted, forced = nat_verdict(table, sa)
         parts = []
         for s in natted:
             if s.own_source_fails:  # the capture is on the public side: it shows the translation
