@@ -33,6 +33,7 @@ does (PYTHONDONTWRITEBYTECODE in the environment would otherwise compile every m
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -47,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "samples" / "synthetic"))
 
-from espgen import PcapWriter, Sa, esp_encrypt, ether, ipv4, udp  # noqa: E402
+from espgen import PcapWriter, Sa, esp_encrypt, esp_frame, ipv4, udp  # noqa: E402
 
 IMIX = (64,) * 7 + (576,) * 4 + (1500,)
 SUITES = {
@@ -56,8 +57,12 @@ SUITES = {
 }
 
 
-def generate(path: Path, suite: str, n: int, seed: int = 7) -> list[Sa]:
-    """A capture of ``n`` ESP packets (raw ESP over IPv4/Ethernet, tunnel mode) on 8 SAs."""
+def generate(path: Path, suite: str, n: int, seed: int = 7, udp_encap: bool = False,
+             truth: dict | None = None) -> list[Sa]:
+    """A capture of ``n`` ESP packets (raw ESP over IPv4/Ethernet, or in UDP 4500 with
+    ``udp_encap``, tunnel mode) on 8 SAs. ``truth``, if given, receives the ground truth: frames,
+    per-SPI packet counts (= highest sequence number) and the SHA-256 of the inner packets in order
+    (what ``decrypt -o`` must write)."""
     encr, bits, integ = SUITES[suite]
     rng = random.Random(f"{seed}-{suite}")
     sas = []
@@ -70,6 +75,7 @@ def generate(path: Path, suite: str, n: int, seed: int = 7) -> list[Sa]:
     seqs = [0] * 8
     payloads = {size: bytes(rng.randbytes(size)) for size in set(IMIX)}
     ts = 1_764_000_000 * 10**9
+    digest = hashlib.sha256()
     with PcapWriter(path) as w:
         for k in range(n):
             i = k % 8
@@ -79,9 +85,13 @@ def generate(path: Path, suite: str, n: int, seed: int = 7) -> list[Sa]:
             inner = ipv4(f"10.{i}.0.1", f"10.{i + 100}.0.1", 17,
                          udp(f"10.{i}.0.1", f"10.{i + 100}.0.1", 4000 + i, 5001, payloads[size][:size - 28],
                              checksum=False), ident=k)
+            digest.update(inner)
             esp = esp_encrypt(sa, seqs[i], inner, 4, struct.pack("!QQ", k, k))
             ts += 5000
-            w.write(ts, ether(ipv4(sa.src, sa.dst, 50, esp, ident=k)))
+            w.write(ts, esp_frame(sa, esp, udp_encap, ident=k))
+    if truth is not None:
+        truth.update(frames=n, inner_sha256=digest.hexdigest(), udp_encap=udp_encap,
+                     spis={f"{sa.spi:#010x}": seq for sa, seq in zip(sas, seqs, strict=True)})
     return sas
 
 

@@ -39,6 +39,21 @@ def timed(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, int, bytes,
     return dt, ru.ru_maxrss, out, ru.ru_utime + ru.ru_stime
 
 
+def check(doc: dict, truth: dict) -> list[str]:
+    """What in a ``summary --json`` document disagrees with gen_esp_pcap's ground truth (empty: all
+    per-SPI packet counts, bytes, sequence ranges and the IKE and keepalive counts match)."""
+    problems = []
+    got = {f"{f['src']}>{f['dst']}/{f['spi']}": f for f in doc["esp"]}
+    for key, t in truth["flows"].items():
+        g = got.get(key)
+        if g is None or (g["packets"], g["bytes"], g["seq_min"], g["seq_max"]) != (
+                t["packets"], t["bytes"], 1, t["seq_max"]):
+            problems.append(f"{key}: expected {t}, got {g}")
+    if doc["counts"]["keepalive"] != truth["keepalive"] or doc["counts"]["ike"] != truth["ike"]:
+        problems.append(f"keepalive/ike counts: {doc['counts']} vs {truth['keepalive']}/{truth['ike']}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=1_000_000)
@@ -82,15 +97,8 @@ def main(argv: list[str] | None = None) -> int:
           f"peak RSS {rss / 1024:.0f} MiB, CPU {cpu:.2f} s (best of {args.repeat}, workers={args.workers})")
     ok = True
     if truth is not None:
-        got = {f"{f['src']}>{f['dst']}/{f['spi']}": f for f in doc["esp"]}
-        for key, t in truth["flows"].items():
-            g = got.get(key)
-            if g is None or (g["packets"], g["bytes"], g["seq_min"], g["seq_max"]) != (
-                    t["packets"], t["bytes"], 1, t["seq_max"]):
-                print(f"  MISMATCH {key}: expected {t}, got {g}")
-                ok = False
-        if doc["counts"]["keepalive"] != truth["keepalive"] or doc["counts"]["ike"] != truth["ike"]:
-            print(f"  MISMATCH keepalive/ike counts: {doc['counts']} vs {truth}")
+        for problem in check(doc, truth):
+            print(f"  MISMATCH {problem}")
             ok = False
         print("  per-SPI counts, bytes, sequence ranges, IKE and keepalive counts match the generator: "
               + ("yes" if ok else "NO"))

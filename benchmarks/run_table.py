@@ -1,0 +1,566 @@
+#!/usr/bin/env python3
+"""The README's performance table in one run: every job against tshark 4.0.17, back to back.
+
+Generates each capture once under benchmarks/out/ (gitignored) with the existing generators
+(bench_decrypt.generate for keyed AES-GCM-256 / AES-CBC-256+HMAC-SHA-256 captures, raw ESP or
+ESP-in-UDP; gen_esp_pcap.build for the no-key IMIX capture with IKE and NAT keepalives), writes
+their ground truth next to them (``*.truth.json``), then for each job and size:
+
+  * runs the ipsecscope command as a user runs it (interpreter start included) and tshark on the
+    same file right after it, each under /usr/bin/time: CPU = user+sys of the process and its
+    children, wall, peak RSS (the largest process of the tree);
+  * checks both answers against the ground truth (a fast wrong answer is an error, not a row);
+  * records os.getloadavg() at the start and the end of every measurement: on a shared machine a
+    wall time means little without it, CPU time much less so (so the ratios are CPU ratios).
+
+Jobs (``--jobs``, comma separated; default all):
+  decrypt   ``decrypt FILE -k KEYS -o OUT.pcapng`` for each --ciphers x --encaps; the output's
+            packets must hash to the generator's inner packets. tshark: esp_sa table +
+            esp.enable_encryption_decode, -T fields (frame.number, esp.spi, esp.sequence, ip.src),
+            every frame must show its inner source address. On AES-GCM raw ESP also the bare-loop
+            ratio per core: the decrypt loop alone (engine.run, 1 process) in packets per
+            CPU-second against a bare loop of `cryptography` AESGCM.decrypt calls over the same
+            payloads (bench_decrypt.loop_rate / bare_loop).
+  summary   ``summary FILE --json`` on the no-key capture (bench_summary.check); tshark -T fields
+            esp.spi esp.sequence, ESP line count must match.
+  sas-k     ``sas FILE -k KEYS --json`` on the AES-GCM capture (the analysis path: read, decode,
+            decrypt, correlate); every SA's packets decrypted, sequence ranges right. tshark as
+            for decrypt (measured once per capture and shared).
+  sas       ``sas FILE --json`` without keys on the no-key capture; tshark as for summary.
+  tui       benchmarks/bench_tui.py on the AES-GCM capture with its keys: first screen, whole load,
+            one filter (its own CPU and wall lines) and the process's CPU and peak RSS.
+  filter    benchmarks/bench_filter.py N: display filters over N rows (it asserts the counts).
+  many-sas  bench_many_sas.build + its child (Session(keep_rows=False)) at --sa-counts SAs x 4.
+  memory    the mostly-TCP capture benchmark, when benchmarks/bench_memory.py exists.
+
+Sizes (``--sizes``): 200k, 1M, 3M (frames). Every result is merged into --results (JSON, keyed by
+job/variant/size, so runs of subsets add up) and the Markdown rows of everything in it are
+printed; --before FILE adds the CPU ratio of an earlier results file as a "before" column.
+
+    python3 benchmarks/run_table.py --jobs decrypt,sas-k --sizes 200k,1M
+    python3 benchmarks/run_table.py --table-only --before benchmarks/out/before.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+sys.path.insert(0, str(HERE))
+
+import bench_decrypt  # noqa: E402
+import bench_many_sas  # noqa: E402
+import bench_summary  # noqa: E402
+import gen_esp_pcap  # noqa: E402
+
+SIZES = ("200k", "1M", "3M")
+CIPHERS = {"gcm": "aes-gcm-256", "cbc": "aes-cbc-256-sha256"}
+ENCAPS = ("esp", "udp")
+JOBS = ("decrypt", "summary", "sas-k", "sas", "tui", "filter", "many-sas", "memory")
+TIME = shutil.which("time") or "/usr/bin/time"
+PY = sys.executable
+# Import from .pyc as an installed tool does (PYTHONDONTWRITEBYTECODE would recompile every run).
+WARM, WARM_KEYS = OUT / "warm.pcap", OUT / f"{CIPHERS['gcm']}.keys.json"
+CLI_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+class WrongAnswer(Exception):
+    """A contender's output disagrees with the generator's ground truth."""
+
+
+def frames(size: str) -> int:
+    """'200k' -> 200 000, '3M' -> 3 000 000."""
+    return int(size[:-1]) * (1000 if size[-1] == "k" else 1_000_000)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def timed(cmd: list[str], env: dict | None = None, stdout: Path | None = None) -> dict:
+    """Run ``cmd`` under /usr/bin/time: CPU seconds (user+sys of it and its children), wall
+    seconds, peak RSS (MiB, largest process), the load average at start and end, exit status."""
+    l0 = loadavg()
+    t = time.perf_counter()
+    with open(stdout or os.devnull, "wb") as out:
+        p = subprocess.run([TIME, "-f", "@@%M %U %S %x", *cmd], stdout=out, stderr=subprocess.PIPE, env=env)
+    wall = time.perf_counter() - t
+    l1 = loadavg()
+    err = p.stderr.decode(errors="replace")
+    rss, user, sys_, rc = err.rsplit("@@", 1)[1].split()
+    return {"cpu_s": round(float(user) + float(sys_), 3), "wall_s": round(wall, 2), "rss_mib": round(int(rss) / 1024, 1),
+            "load_start": l0, "load_end": l1, "rc": int(rc), "stderr": err.rsplit("@@", 1)[0][-1500:]}
+
+
+def best_of(repeat: int, cmd: list[str], env: dict | None, stdout: Path | None, check) -> dict:
+    """The run with the least CPU time among ``repeat`` (a shared machine only adds time); every
+    run's answer is checked by ``check(result, stdout)`` (raises WrongAnswer)."""
+    runs = []
+    for _ in range(max(1, repeat)):
+        r = timed(cmd, env, stdout)
+        check(r, stdout)
+        r.pop("stderr")
+        runs.append(r)
+    best = min(runs, key=lambda r: r["cpu_s"])
+    best["runs"] = len(runs)
+    return best
+
+
+def _expect_rc(r: dict, what: str, ok=(0,)) -> None:
+    if r["rc"] not in ok:
+        raise WrongAnswer(f"{what} exited {r['rc']}: {r['stderr'].strip()[-600:]}")
+
+
+# --- captures ------------------------------------------------------------------------------------
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def keyed_capture(cipher: str, encap: str, n: int) -> dict:
+    """The keyed capture (bench_decrypt's generator, seeded), its keys, tshark profile and truth."""
+    suite = CIPHERS[cipher]
+    cap = OUT / f"{suite}-{encap}-{n}.pcap"
+    truth_path = Path(f"{cap}.truth.json")
+    if cap.exists() and truth_path.exists():
+        # Seeded: 8 packets give the same SAs (keys) as the big run did.
+        sas = bench_decrypt.generate(OUT / "scratch.pcap", suite, 8, udp_encap=encap == "udp")
+        truth = _json(truth_path)
+    else:
+        t = time.perf_counter()
+        truth: dict = {}
+        tmp = cap.with_suffix(".tmp")
+        sas = bench_decrypt.generate(tmp, suite, n, udp_encap=encap == "udp", truth=truth)
+        truth_path.write_text(json.dumps(truth))
+        os.replace(tmp, cap)
+        print(f"generated {cap.name} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    keys, prof = bench_decrypt.write_keys(sas, OUT, suite)
+    return {"cap": cap, "keys": keys, "prof": prof, "truth": truth, "sas": sas, "suite": suite}
+
+
+def plain_capture(n: int) -> dict:
+    """gen_esp_pcap's no-key capture (the one bench_summary and bench_session use) and its truth."""
+    cap = OUT / f"esp-{n}.pcap"
+    truth_path = Path(f"{cap}.truth.json")
+    if not (cap.exists() and truth_path.exists()):
+        t = time.perf_counter()
+        tmp = cap.with_suffix(".tmp")
+        truth = gen_esp_pcap.build(n, str(tmp))
+        truth_path.write_text(json.dumps(truth))
+        os.replace(tmp, cap)
+        print(f"generated {cap.name} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return {"cap": cap, "truth": _json(truth_path)}
+
+
+# --- answers -------------------------------------------------------------------------------------
+
+def pcapng_packets(path: Path):
+    """The packet data of every Enhanced Packet Block of a (little- or big-endian) pcapng file."""
+    data = path.read_bytes()
+    off, end = 0, "<"
+    while off + 12 <= len(data):
+        btype = struct.unpack_from(end + "I", data, off)[0]
+        if btype == 0x0A0D0D0A:
+            end = "<" if data[off + 8:off + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+        blen = struct.unpack_from(end + "I", data, off + 4)[0]
+        if btype == 6:
+            cap_len = struct.unpack_from(end + "I", data, off + 20)[0]
+            yield data[off + 28:off + 28 + cap_len]
+        off += blen
+
+
+def check_decrypted(out: Path, truth: dict) -> None:
+    h = hashlib.sha256()
+    count = 0
+    for pkt in pcapng_packets(out):
+        h.update(pkt)
+        count += 1
+    if count != truth["frames"] or h.hexdigest() != truth["inner_sha256"]:
+        raise WrongAnswer(f"decrypt wrote {count} packets (want {truth['frames']}); inner hash "
+                          f"{'matches' if h.hexdigest() == truth['inner_sha256'] else 'differs'}")
+
+
+def check_sas_keyed(doc: dict, truth: dict) -> None:
+    flows = {f["spi"]: f for f in doc["flows"]}
+    for spi, count in truth["spis"].items():
+        f = flows.get(spi)
+        if f is None or (f["packets"], f["decrypted"], f["seq_min"], f["seq_max"], f["icv_failed"], f["lost"]) != (
+                count, count, 1, count, 0, 0):
+            raise WrongAnswer(f"sas -k: SPI {spi} expected {count} packets all decrypted, got {f}")
+
+
+def check_sas_plain(doc: dict, truth: dict) -> None:
+    flows = {f["key"].replace(":0x", "/0x"): f for f in doc["flows"]}
+    for key, t in truth["flows"].items():
+        f = flows.get(key)
+        if f is None or (f["packets"], f["seq_min"], f["seq_max"]) != (t["packets"], 1, t["seq_max"]):
+            raise WrongAnswer(f"sas: flow {key} expected {t}, got {f}")
+
+
+def check_tshark_lines(out: Path, want: int, inner: bool) -> None:
+    """tshark -T fields output: ``want`` ESP lines; with ``inner``, each shows the decrypted
+    inner source (10.x) after the outer one (so tshark really decrypted every packet)."""
+    esp = dec = 0
+    with open(out, "rb") as fh:
+        for line in fh:
+            parts = line.rstrip(b"\n").split(b"\t")
+            if len(parts) > 1 and parts[1]:
+                esp += 1
+                if inner and b",10." in parts[-1]:
+                    dec += 1
+    if esp != want or (inner and dec != want):
+        raise WrongAnswer(f"tshark: {esp} ESP lines, {dec} decrypted (want {want})")
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+class Runner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.results = _json(args.results) if args.results.exists() else {}
+        self.previous = dict(self.results)
+        self.commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "ipsecscope"],
+                               capture_output=True, text=True).stdout.strip()
+        if dirty:
+            self.commit += "+dirty"
+        self.tshark_cache: dict[str, dict] = {}
+        self.warmed: set[str] = set()
+        self.failures: list[str] = []
+
+    def record(self, key: str, row: dict) -> None:
+        row.update(key=key, commit=self.commit, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        self.results[key] = row
+        tmp = self.args.results.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=1, sort_keys=True))
+        os.replace(tmp, self.args.results)
+        print(json.dumps(row), flush=True)
+
+    def warm(self, *args: str) -> None:
+        """One untimed run of the command on a tiny keyed capture (WARM, WARM_KEYS), so the timed
+        runs import from .pyc files as an installed tool does."""
+        if args[0] in self.warmed:
+            return
+        if not WARM.exists():
+            bench_decrypt.write_keys(bench_decrypt.generate(WARM, CIPHERS["gcm"], 64), OUT, CIPHERS["gcm"])
+        cmd = [PY, "-m", "ipsecscope", args[0], str(WARM), "-k", str(WARM_KEYS), *args[1:]]
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=CLI_ENV)
+        self.warmed.add(args[0])
+
+    def tshark(self, cap: Path, want: int, prof: Path | None) -> dict | None:
+        """tshark on ``cap`` (decrypting when ``prof`` holds an esp_sa table), measured now, or
+        taken from the results file with --tshark reuse (its own date and load kept)."""
+        mode = self.args.tshark
+        if mode == "skip" or not shutil.which("tshark"):
+            return None
+        key = f"{cap.name}:{'decrypt' if prof else 'plain'}"
+        if key in self.tshark_cache:
+            return self.tshark_cache[key]
+        if mode == "reuse":
+            for row in self.previous.values():
+                t = row.get("tshark")
+                if t and t.get("key") == key and t.get("bytes") == cap.stat().st_size:
+                    self.tshark_cache[key] = t
+                    return t
+        out = OUT / "tshark.out"
+        cmd = ["tshark", "-n", "-r", str(cap)]
+        env = None
+        if prof:
+            cmd += ["-o", "esp.enable_encryption_decode:TRUE"]
+            env = dict(os.environ, WIRESHARK_CONFIG_DIR=str(prof))
+        cmd += ["-T", "fields", "-e", "frame.number", "-e", "esp.spi", "-e", "esp.sequence"]
+        if prof:
+            cmd += ["-e", "ip.src"]
+
+        def check(r: dict, _out: Path | None) -> None:
+            _expect_rc(r, "tshark")
+            check_tshark_lines(out, want, inner=prof is not None)
+
+        r = best_of(self.args.tshark_repeat, cmd, env, out, check)
+        out.unlink(missing_ok=True)
+        r.update(key=key, bytes=cap.stat().st_size, measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                 version="4.0.17")
+        self.tshark_cache[key] = r
+        return r
+
+    def ipsecscope(self, args: list[str], stdout: Path | None, check) -> dict:
+        cmd = [PY, "-m", "ipsecscope", *args]
+        return best_of(self.args.repeat, cmd, CLI_ENV, stdout, check)
+
+    def row(self, frames: int, ours: dict, theirs: dict | None, **extra) -> dict:
+        row = {"frames": frames, "ipsecscope": ours, "tshark": theirs, **extra}
+        ours["us_per_frame"] = round(ours["cpu_s"] / frames * 1e6, 3)
+        if theirs:
+            row["cpu_ratio"] = round(theirs["cpu_s"] / ours["cpu_s"], 2)
+            theirs["us_per_frame"] = round(theirs["cpu_s"] / frames * 1e6, 3)
+        return row
+
+    # each job: one or more rows
+
+    def decrypt(self, size: str, n: int) -> None:
+        for cipher in self.args.ciphers:
+            for encap in self.args.encaps:
+                c = keyed_capture(cipher, encap, n)
+                out = OUT / "decrypted.pcapng"
+                self.warm("decrypt", "-o", str(OUT / "warm.pcapng"), "-q")
+
+                def check(r: dict, _o, c=c, out=out) -> None:
+                    _expect_rc(r, "decrypt")
+                    check_decrypted(out, c["truth"])
+
+                ours = self.ipsecscope(["decrypt", str(c["cap"]), "-k", str(c["keys"]), "-o", str(out), "-q"], None, check)
+                out.unlink(missing_ok=True)
+                theirs = self.tshark(c["cap"], n, c["prof"])
+                extra = {}
+                if cipher == "gcm" and encap == "esp" and n <= self.args.bare_max:
+                    extra["bare"] = self.bare(c)
+                self.record(f"decrypt/{cipher}-{encap}/{size}", self.row(n, ours, theirs, **extra))
+
+    def bare(self, c: dict) -> dict:
+        """The decrypt loop alone (1 process) vs a bare AESGCM loop, CPU per packet, in a child."""
+        code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import bench_decrypt as b; from pathlib import Path;"
+                "cap, keys = Path(sys.argv[2]), Path(sys.argv[3]);"
+                "sas = b.generate(Path(sys.argv[4]), 'aes-gcm-256', 8);"
+                "lw, lc = min((b.loop_rate(cap, keys, 1) for _ in range(int(sys.argv[5]))), key=lambda r: r[1]);"
+                "bw, bc = min((b.bare_loop(cap, sas) for _ in range(int(sys.argv[5]))), key=lambda r: r[1]);"
+                "print(json.dumps({'loop_cpu_s': lc, 'bare_cpu_s': bc}))")
+        l0 = loadavg()
+        p = subprocess.run([PY, "-c", code, str(HERE), str(c["cap"]), str(c["keys"]), str(OUT / "scratch.pcap"),
+                            str(self.args.repeat)], capture_output=True, text=True, env=CLI_ENV)
+        if p.returncode:
+            raise WrongAnswer(f"bare loop: {p.stderr[-800:]}")
+        r = json.loads(p.stdout.splitlines()[-1])
+        n = c["truth"]["frames"]
+        return {"loop_pkt_per_cpu_s": round(n / r["loop_cpu_s"]), "bare_pkt_per_cpu_s": round(n / r["bare_cpu_s"]),
+                "loop_vs_bare": round(r["bare_cpu_s"] / r["loop_cpu_s"], 3), "load_start": l0, "load_end": loadavg()}
+
+    def summary(self, size: str, n: int) -> None:
+        c = plain_capture(n)
+        out = OUT / "summary.json"
+        self.warm("summary", "--json")
+
+        def check(r: dict, o: Path) -> None:
+            _expect_rc(r, "summary")
+            problems = bench_summary.check(_json(o), c["truth"])
+            if problems:
+                raise WrongAnswer("summary: " + "; ".join(problems[:3]))
+
+        ours = self.ipsecscope(["summary", str(c["cap"]), "--json"], out, check)
+        esp = sum(f["packets"] for f in c["truth"]["flows"].values())
+        self.record(f"summary/plain/{size}", self.row(n, ours, self.tshark(c["cap"], esp, None)))
+
+    def sas_k(self, size: str, n: int) -> None:
+        c = keyed_capture("gcm", "esp", n)
+        out = OUT / "sas.json"
+        self.warm("sas", "--json")
+
+        def check(r: dict, o: Path) -> None:
+            _expect_rc(r, "sas -k")
+            check_sas_keyed(_json(o), c["truth"])
+
+        ours = self.ipsecscope(["sas", str(c["cap"]), "-k", str(c["keys"]), "--json"], out, check)
+        self.record(f"sas-k/gcm-esp/{size}", self.row(n, ours, self.tshark(c["cap"], n, c["prof"])))
+
+    def sas(self, size: str, n: int) -> None:
+        c = plain_capture(n)
+        out = OUT / "sas.json"
+        self.warm("sas", "--json")
+
+        def check(r: dict, o: Path) -> None:
+            _expect_rc(r, "sas")
+            check_sas_plain(_json(o), c["truth"])
+
+        ours = self.ipsecscope(["sas", str(c["cap"]), "--json"], out, check)
+        esp = sum(f["packets"] for f in c["truth"]["flows"].values())
+        self.record(f"sas/plain/{size}", self.row(n, ours, self.tshark(c["cap"], esp, None)))
+
+    TUI_LOAD = re.compile(r"first screen\s+([\d.]+) s wall \(([\d.]+) s CPU\); loaded ([\d,]+) rows in\s+([\d.]+) s wall "
+                          r"\(([\d.]+) s CPU")
+    TUI_FILTER = re.compile(r"filter '([^']*)' over ([\d,]+) rows: ([\d,]+) rows in ([\d.]+) s wall \(([\d.]+) s CPU\)")
+
+    def tui(self, size: str, n: int) -> None:
+        c = keyed_capture("gcm", "esp", n)
+        out = OUT / "tui.out"
+
+        def check(r: dict, o: Path) -> None:
+            _expect_rc(r, "bench_tui")
+            m = self.TUI_LOAD.search(o.read_text())
+            if not m or int(m[3].replace(",", "")) != n:
+                raise WrongAnswer(f"bench_tui: no 'loaded {n:,} rows' line in {o.read_text()[-500:]!r}")
+
+        ours = best_of(self.args.repeat, [PY, str(HERE / "bench_tui.py"), str(c["cap"]), str(c["keys"])], CLI_ENV, out, check)
+        text = out.read_text()
+        m = self.TUI_LOAD.search(text)
+        ours.update(first_wall_s=float(m[1]), first_cpu_s=float(m[2]), loaded_wall_s=float(m[4]), loaded_cpu_s=float(m[5]))
+        f = self.TUI_FILTER.search(text)
+        if f:
+            ours.update(filter=f[1], filter_wall_s=float(f[4]), filter_cpu_s=float(f[5]))
+        self.record(f"tui/gcm-esp/{size}", self.row(n, ours, None))
+
+    FILTER_LINE = re.compile(r"^\s*([\d.]+) ms CPU\s+([\d,]+) rows\s+(.+)$", re.M)
+
+    def filter(self, size: str, n: int) -> None:
+        out = OUT / "filter.out"
+
+        def check(r: dict, o: Path) -> None:
+            _expect_rc(r, "bench_filter (it asserts each filter's row count)")
+
+        ours = best_of(self.args.repeat, [PY, str(HERE / "bench_filter.py"), str(n)], CLI_ENV, out, check)
+        cases = {m[3]: float(m[1]) / 1000 for m in self.FILTER_LINE.finditer(out.read_text())}
+        if not cases:
+            raise WrongAnswer("bench_filter printed no filter lines")
+        ours.update(filters=cases, slowest_filter_cpu_s=max(cases.values()))
+        self.record(f"filter/rows/{size}", self.row(n, ours, None))
+
+    def many_sas(self) -> None:
+        for sas in self.args.sa_counts:
+            cap = OUT / f"many-sas-{sas}x4.pcap"
+            frames = bench_many_sas.build(cap, sas, 4) if not cap.exists() else sas * 4
+            out = OUT / "many-sas.out"
+
+            def check(r: dict, o: Path, sas=sas, frames=frames) -> None:
+                _expect_rc(r, "bench_many_sas child")
+                got = json.loads(o.read_text().splitlines()[-1])
+                if got["frames"] != frames or got["flows"] != sas:
+                    raise WrongAnswer(f"many SAs: {got} (want {frames} frames, {sas} flows)")
+
+            ours = best_of(self.args.repeat, [PY, "-c", bench_many_sas.CHILD, str(cap)], CLI_ENV, out, check)
+            got = json.loads(out.read_text().splitlines()[-1])
+            ours.update(load_cpu_s=round(got["cpu"], 3), child_sas=got["child_sas"], findings=got["findings"])
+            row = self.row(frames, ours, None, sas=sas)
+            row["load_us_per_frame"] = round(got["cpu"] / frames * 1e6, 2)
+            self.record(f"many-sas/x4/{sas}", row)
+
+    def memory(self) -> None:
+        script = HERE / "bench_memory.py"
+        if not script.exists():
+            print("memory: benchmarks/bench_memory.py is not there yet; skipped", file=sys.stderr)
+            return
+        out = OUT / "memory.out"
+
+        def check(r: dict, _o) -> None:
+            _expect_rc(r, "bench_memory")
+
+        ours = best_of(1, [PY, str(script)], CLI_ENV, out, check)
+        ours["output"] = out.read_text()[-3000:]
+        self.record("memory/tcp/default", {"frames": 0, "ipsecscope": ours, "tshark": None})
+
+    def run(self) -> int:
+        for job in self.args.jobs:
+            try:
+                if job == "many-sas":
+                    self.many_sas()
+                elif job == "memory":
+                    self.memory()
+                else:
+                    for size in self.args.sizes:
+                        getattr(self, job.replace("-", "_"))(size, frames(size))
+            except WrongAnswer as e:
+                self.failures.append(f"{job}: {e}")
+                print(f"WRONG ANSWER {job}: {e}", file=sys.stderr, flush=True)
+        return 1 if self.failures else 0
+
+
+# --- Markdown ------------------------------------------------------------------------------------
+
+def _load(r: dict) -> str:
+    return f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}"
+
+
+def _size(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def markdown(results: dict, before: dict) -> str:
+    head = ("| job | frames | ipsecscope CPU | peak RSS | tshark 4.0.17 CPU | tshark RSS | CPU ratio | before | "
+            "wall ipsecscope / tshark (load 1-min, start→end) | commit, date |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    order = {j: i for i, j in enumerate(JOBS)}
+    for key in sorted(results, key=lambda k: (order.get(k.split("/")[0], 99), k.split("/")[1], results[k]["frames"])):
+        r = results[key]
+        job, variant, _ = key.split("/")
+        o, t = r["ipsecscope"], r.get("tshark")
+        size_cell = _size(r["frames"]) if r["frames"] else ""
+        ours = f"{o['cpu_s']:.2f} s = {o['us_per_frame']:.2f} µs/frame" if r["frames"] else f"{o['cpu_s']:.2f} s"
+        if job == "tui":
+            ours = (f"first screen {o['first_cpu_s']:.2f} s, loaded {o['loaded_cpu_s']:.2f} s "
+                    f"(process {o['cpu_s']:.2f} s)")
+        elif job == "filter":
+            ours = f"slowest filter {o['slowest_filter_cpu_s'] * 1000:.0f} ms (of {len(o['filters'])})"
+        elif job == "many-sas":
+            size_cell = f"{r['sas']:,} SAs × 4"
+            ours = f"load {o['load_cpu_s']:.2f} s = {r['load_us_per_frame']:.1f} µs/frame"
+        theirs = f"{t['cpu_s']:.2f} s = {t['us_per_frame']:.1f} µs/frame" if t else ""
+        ratio = f"**{r['cpu_ratio']:.1f}×**" if t else ""
+        if "bare" in r:
+            b = r["bare"]
+            ratio += f"; loop {b['loop_pkt_per_cpu_s'] / 1e6:.2f}M pkt/CPU-s = {b['loop_vs_bare']:.2f} of bare AESGCM"
+        prev = before.get(key)
+        was = f"{prev['cpu_ratio']:.1f}×" if prev and prev.get("cpu_ratio") else (
+            f"{prev['ipsecscope']['cpu_s']:.2f} s" if prev else "")
+        wall = f"{o['wall_s']:.1f} s ({_load(o)})"
+        if t:
+            wall += f" / {t['wall_s']:.1f} s ({_load(t)})"
+        name = {"decrypt": f"`decrypt -o` {variant}", "summary": "`summary --json`", "sas-k": "`sas -k --json`",
+                "sas": "`sas --json` (no keys)", "tui": "TUI load (keys)", "filter": "display filters",
+                "many-sas": "many SAs (`Session`)", "memory": "mostly-TCP capture"}.get(job, key)
+        trss = f"{t['rss_mib']:.0f} MiB" if t else ""
+        lines.append(f"| {name} | {size_cell} | {ours} | {o['rss_mib']:.0f} MiB | {theirs} | {trss} | {ratio} | {was} | "
+                     f"{wall} | {r['commit']}, {r['date']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", default=",".join(JOBS), help=f"comma separated, of {', '.join(JOBS)}")
+    ap.add_argument("--sizes", default=",".join(SIZES), help="comma separated frame counts: 200k, 1M, 3M (any Nk, NM)")
+    ap.add_argument("--ciphers", default="gcm,cbc", help="decrypt: gcm, cbc")
+    ap.add_argument("--encaps", default="esp,udp", help="decrypt: esp (raw), udp (ESP-in-UDP 4500)")
+    ap.add_argument("--sa-counts", default="1000,10000,100000", help="many-sas: SA counts (x 4 packets)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs of each ipsecscope job; least CPU kept")
+    ap.add_argument("--tshark", choices=("run", "reuse", "skip"), default="run",
+                    help="reuse: take tshark's figures for the same file from --results when there")
+    ap.add_argument("--tshark-repeat", type=int, default=1)
+    ap.add_argument("--bare-max", type=int, default=1_000_000, help="bare-loop ratio up to this many packets")
+    ap.add_argument("--results", type=Path, default=OUT / "results.json")
+    ap.add_argument("--before", type=Path, help="an earlier results file: its CPU ratios become the 'before' column")
+    ap.add_argument("--table-only", action="store_true", help="print the Markdown of --results, run nothing")
+    args = ap.parse_args(argv)
+    args.jobs = [j for j in args.jobs.split(",") if j]
+    args.sizes = [s for s in args.sizes.split(",") if s]
+    args.ciphers = [c for c in args.ciphers.split(",") if c]
+    args.encaps = [e for e in args.encaps.split(",") if e]
+    args.sa_counts = [int(x) for x in args.sa_counts.split(",") if x]
+    bad = ([j for j in args.jobs if j not in JOBS] + [s for s in args.sizes if not re.fullmatch(r"\d+[kM]", s)]
+           + [c for c in args.ciphers if c not in CIPHERS] + [e for e in args.encaps if e not in ENCAPS])
+    if bad:
+        ap.error(f"unknown: {', '.join(bad)}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    rc = 0
+    if not args.table_only:
+        runner = Runner(args)
+        rc = runner.run()
+        for f in runner.failures:
+            print(f"WRONG ANSWER {f}", file=sys.stderr)
+    results = _json(args.results) if args.results.exists() else {}
+    before = _json(args.before) if args.before else {}
+    print(markdown(results, before))
+    print(f"\n(results: {args.results}; load average now {' '.join(map(str, loadavg()))} on {os.cpu_count()} CPUs)")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
