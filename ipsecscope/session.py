@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import session_fast
-from .capture import open_capture
+from .capture import open_capture, renumbered
 from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, decrypt_prefix, esp_inside
 from .crypto.ike_sk import IkeDecryptor
 from .crypto.ikev1 import Ikev1Decryptor
@@ -223,6 +223,7 @@ class Session:
             self.rows.inner = self.inner
         self.ike_messages: dict[int, IkeMessage] = {}
         self._frame_offsets = _FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
+        self._frame_bases: list[int] = []  # per loaded file: the frames before it (load())
         self._no_key_result: EspResult | None = None
         self._addr: dict[str, str] = {}
         self._findings: list[Finding] | None = None
@@ -262,7 +263,7 @@ class Session:
         record is counted, not raised. With ``follow``, the end of the file waits for more frames
         (``tail -f``) until the event is set."""
         path = Path(path)
-        self.paths.append(path)
+        self.begin_file(path)
         path_index = len(self.paths) - 1
         # The fast loop maps a whole, finished file: not standard input, not a file still growing.
         fmt = None if follow is not None or str(path) == "-" else session_fast.eligible(self, str(path))
@@ -294,9 +295,28 @@ class Session:
             self.tracker.on_malformed(Malformed(self.stats.frames + 1, self.tracker.table.last_ts or 0.0,
                                                 f"capture cut off: {truncated}", "capture"))
 
+    def begin_file(self, path: str | Path) -> int:
+        """A capture starts (load(), or a reader that feeds frames itself); returns how many frames
+        came before it. Several captures read into one session are numbered as one, as
+        `mergecap -a` joins them: a later file's frames continue after the earlier ones', so a
+        frame number (rows, filters, findings, detail) names one frame; :meth:`frame_origin` maps
+        it back to the file and the number tshark gives it there."""
+        self.paths.append(Path(path))
+        self._frame_bases.append(self.stats.frames)
+        return self.stats.frames
+
+    def frame_origin(self, frame: int) -> tuple[Path, int] | None:
+        """Which loaded file a session frame number came from, and its number in that file (what
+        tshark calls it when it reads that file alone); None for a number outside every file."""
+        i = bisect.bisect_left(self._frame_bases, frame) - 1
+        if i < 0 or frame > self.stats.frames:
+            return None
+        return self.paths[i], frame - self._frame_bases[i]
+
     def _load_general(self, path: Path, path_index: int, progress: Progress | None,
                       follow: threading.Event | None = None) -> None:
         with open_capture(path, follow) as reader:
+            frames = renumbered(reader, self._frame_bases[path_index]) if self._frame_bases[path_index] else reader
             # A pipe or gzip stream cannot be re-read by offset: keep the recent frames' bytes instead.
             keep_raw = None if reader.rereadable or not self.keep_rows else self._keep_live
             every = 4096
@@ -308,7 +328,7 @@ class Session:
             decode_all, esp, dispatch = self.decoder.decode_all, self._esp, self._dispatch
             keep = self.keep_rows
             n = 0
-            for raw in reader:
+            for raw in frames:
                 n += 1
                 if len(secrets) != self._secrets_seen:
                     self.take_secrets(secrets)
@@ -794,8 +814,8 @@ class _NoRows:
 
 class _FrameOffsets:
     """frame number -> (path index, byte offset, link type), packed in two arrays (a dict of
-    tuples costs ~200 bytes a frame). Frame numbers come in order from a reader; a second file
-    restarts at 1 and overwrites, as the dict it replaces did."""
+    tuples costs ~200 bytes a frame). Frame numbers come in order (a second file's continue
+    after the first's: Session.load)."""
 
     __slots__ = ("offset", "loc")
 

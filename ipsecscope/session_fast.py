@@ -134,7 +134,10 @@ class _Loop:
         self.path_index = path_index
         self.pcapng = pcapng
         self.rh = 28 if pcapng else 16  # where the frame starts in its record
-        self.index = 0  # frames so far
+        # Frame numbers continue the session's (a second file's after the first's: Session.load);
+        # messages about the file count its own records (infile).
+        self.base = session._frame_bases[path_index] if path_index < len(session._frame_bases) else 0
+        self.index = self.base  # the session's frame number of the last frame read
         self.mult = 1000
         self.lt = 1
         self.ifaces: list[Interface] = []
@@ -165,7 +168,7 @@ class _Loop:
                 base += o
                 w, wl, o = _window(fd, WINDOW, base, size, progress)
                 if wl < 16:
-                    return f"frame {self.index + 1}: record header cut off at end of file"
+                    return f"frame {self.infile + 1}: record header cut off at end of file"
             offs: list[int] = []
             ap = offs.append
             incl = 0
@@ -182,14 +185,14 @@ class _Loop:
                 continue
             if incl > limit:
                 raise CaptureError(
-                    f"{path}: record {self.index + 1} at offset {base + o} claims {incl} bytes "
-                    f"(more than the {limit}-byte maximum): the file is damaged after frame {self.index}")
+                    f"{path}: record {self.infile + 1} at offset {base + o} claims {incl} bytes "
+                    f"(more than the {limit}-byte maximum): the file is damaged after frame {self.infile}")
             # the record runs past the window: read from its start, or it is cut off
             if base + wl < size:
                 base += o
                 w, wl, o = _window(fd, max(WINDOW, 16 + incl), base, size, progress)
                 continue
-            return (f"frame {self.index + 1}: record data ({wl - o - 16} of {incl} bytes) "
+            return (f"frame {self.infile + 1}: record data ({wl - o - 16} of {incl} bytes) "
                     "cut off at end of file")
 
     # -- pcapng ---------------------------------------------------------------------------------
@@ -222,7 +225,7 @@ class _Loop:
                     self.batch(w, wl, base, offs)
             if o + 12 > wl:
                 if base + wl >= size and o < wl:
-                    return (f"after frame {self.index}: last block cut off at end of file "
+                    return (f"after frame {self.infile}: last block cut off at end of file "
                             f"({wl - o} of at least 12 bytes)")
                 continue
             btype, blen = _BLK[order](w, o)
@@ -233,10 +236,10 @@ class _Loop:
                 elif bom == b"\x1a\x2b\x3c\x4d":
                     order = ">"
                 else:
-                    raise _damaged(path, self.index, "section header with a bad byte-order magic", base + o)
+                    raise _damaged(path, self.infile, "section header with a bad byte-order magic", base + o)
                 btype, blen = _BLK[order](w, o)
             if blen < 12 or blen & 3 or blen > MAX_BLOCK:
-                raise _damaged(path, self.index, f"block of type 0x{btype:08x} with impossible length {blen}",
+                raise _damaged(path, self.infile, f"block of type 0x{btype:08x} with impossible length {blen}",
                                base + o)
             nxt = o + blen
             if nxt > wl:
@@ -244,20 +247,20 @@ class _Loop:
                     base += o
                     w, wl, o = _window(fd, max(WINDOW, blen), base, size, progress)
                     continue
-                return (f"after frame {self.index}: last block cut off at end of file "
+                return (f"after frame {self.infile}: last block cut off at end of file "
                         f"({wl - o} of {blen} bytes)")
             if section is None and btype != SHB:
-                raise _damaged(path, self.index, "block before the first section header", base + o)
+                raise _damaged(path, self.infile, "block before the first section header", base + o)
             if btype == EPB or btype == PB or btype == SPB:
                 if btype != SPB and blen < 32:
                     what = "enhanced packet block" if btype == EPB else "packet block"
-                    raise _damaged(path, self.index, f"{what} too short ({blen} bytes)", base + o)
+                    raise _damaged(path, self.infile, f"{what} too short ({blen} bytes)", base + o)
                 self.index += 1
                 raw = frame_from_block(w[o:nxt], section, base + o, self.index)
                 self._general(raw)
             elif btype == IDB:
                 if blen < 20:
-                    raise _damaged(path, self.index, f"interface description block too short ({blen} bytes)",
+                    raise _damaged(path, self.infile, f"interface description block too short ({blen} bytes)",
                                    base + o)
                 self.ifaces.append(_parse_idb(w[o + 8:nxt - 4], order))
             elif btype == SHB:
@@ -267,6 +270,11 @@ class _Loop:
                 stype, slen = _BLK[order](w, o + 8)
                 keys.add_secrets_block(stype, bytes(w[o + 16:min(o + 16 + slen, nxt - 4)]))
             o = nxt
+
+    @property
+    def infile(self) -> int:
+        """Frames read from this file so far (what its damage messages count)."""
+        return self.index - self.base
 
     # -- a batch of records in one window ---------------------------------------------------------
 

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 
 from ..errors import CaptureError, CaptureFormatError
 from ..model.packets import RawFrame
 from . import pcap, pcapng
+from ._fastnew import fast_constructor
 from ._source import ByteSource
 
-__all__ = ["CaptureReader", "open_capture", "read_frame_at", "sniff_format"]
+__all__ = ["CaptureReader", "open_capture", "read_frame_at", "renumbered", "sniff_format"]
 
 _KNOWN_OTHER = {
     b"\x50\x4b\x03\x04": "a zip archive (unzip it first)",
@@ -192,6 +193,16 @@ class CaptureReader:
             if blen < 12 or blen > pcapng.MAX_BLOCK:
                 raise CaptureError(f"{self.path}: no pcapng block at offset {offset}")
             return pcapng.frame_from_block(hdr + f.read(blen - 8), section, offset, index)
+
+
+_RawFrame = fast_constructor(RawFrame)
+
+
+def renumbered(frames: Iterable[RawFrame], base: int) -> Iterator[RawFrame]:
+    """``frames`` numbered after ``base`` earlier ones: a capture read after others into one
+    session continues their numbering, as `mergecap -a` would (Session.load)."""
+    for r in frames:
+        yield _RawFrame(r.index + base, r.ts, r.ts_ns, r.linktype, r.data, r.orig_len, r.iface, r.offset)
 
 
 def open_capture(path: str | os.PathLike[str], follow: threading.Event | None = None) -> CaptureReader:

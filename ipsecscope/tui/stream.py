@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..capture import CaptureReader, open_capture
+from ..capture import CaptureReader, open_capture, renumbered
 from ..errors import IpsecscopeError
 from ..session import Session
 
@@ -59,7 +59,9 @@ class CaptureFollower:
                 first, self._first = self._first, None
                 with first or self._open(i) as reader:
                     secrets = reader.secrets
-                    for raw in reader:
+                    with self.lock:
+                        base = session.begin_file(self.paths[i])  # numbered after the files before
+                    for raw in renumbered(reader, base) if base else reader:
                         with self.lock:
                             session.take_secrets(secrets)
                             session.feed(raw)
