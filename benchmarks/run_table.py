@@ -31,6 +31,9 @@ Jobs (``--jobs``, comma separated; default all):
             one filter (its own CPU and wall lines) and the process's CPU and peak RSS.
   filter    benchmarks/bench_filter.py N: display filters over N rows (it asserts the counts).
   many-sas  bench_many_sas.build + its child (Session(keep_rows=False)) at --sa-counts SAs x 4.
+  spis      ``summary --json`` on 1M ESP packets with 1M distinct SPIs (bench_many_sas.build, one
+            packet per SA): memory must stay bounded (per-flow state for the first flows only,
+            the rest counted); tshark -T fields on the same file.
   memory    the mostly-TCP capture benchmark, when benchmarks/bench_memory.py exists.
 
 Sizes (``--sizes``): 200k, 1M, 3M (frames). Every result is merged into --results (JSON, keyed by
@@ -68,7 +71,7 @@ import gen_esp_pcap  # noqa: E402
 SIZES = ("200k", "1M", "3M")
 CIPHERS = {"gcm": "aes-gcm-256", "cbc": "aes-cbc-256-sha256"}
 ENCAPS = ("esp", "udp")
-JOBS = ("decrypt", "summary", "sas-k", "sas", "tui", "filter", "many-sas", "memory")
+JOBS = ("decrypt", "summary", "sas-k", "sas", "tui", "filter", "many-sas", "spis", "memory")
 TIME = shutil.which("time") or "/usr/bin/time"
 PY = sys.executable
 # Import from .pyc as an installed tool does (PYTHONDONTWRITEBYTECODE would recompile every run).
@@ -444,6 +447,26 @@ class Runner:
             row["load_us_per_frame"] = round(got["cpu"] / frames * 1e6, 2)
             self.record(f"many-sas/x4/{sas}", row)
 
+    def spis(self) -> None:
+        n = self.args.spis
+        cap = OUT / f"many-sas-{n}x1.pcap"
+        if not cap.exists():
+            bench_many_sas.build(cap, n, 1)
+        out = OUT / "summary.json"
+        self.warm("summary", "--json")
+
+        def check(r: dict, o: Path) -> None:
+            _expect_rc(r, "summary")
+            doc = _json(o)
+            listed = sum(f["packets"] for f in doc["esp"])
+            lim = doc.get("flows_limit") or {"packets": 0}
+            if doc["counts"]["esp"] != n or listed + lim["packets"] != n:
+                raise WrongAnswer(f"summary on {n} SPIs: counts {doc['counts']}, {listed} listed + {lim} over the limit")
+
+        ours = self.ipsecscope(["summary", str(cap), "--json"], out, check)
+        ours["flows_listed"] = len(_json(out)["esp"])
+        self.record(f"spis/x1/{_size(n)}", self.row(n, ours, self.tshark(cap, n, None)))
+
     def memory(self) -> None:
         script = HERE / "bench_memory.py"
         if not script.exists():
@@ -463,6 +486,8 @@ class Runner:
             try:
                 if job == "many-sas":
                     self.many_sas()
+                elif job == "spis":
+                    self.spis()
                 elif job == "memory":
                     self.memory()
                 else:
@@ -487,7 +512,8 @@ def _size(n: int) -> str:
 
 NAMES = {"decrypt": "`decrypt -o`", "summary": "`summary --json`", "sas-k": "`sas -k --json`",
          "sas": "`sas --json`, no keys", "tui": "TUI (`bench_tui.py`), keys", "filter": "display filters (`bench_filter.py`)",
-         "many-sas": "many SAs (`bench_many_sas.py`)", "memory": "mostly-TCP capture"}
+         "many-sas": "many SAs (`bench_many_sas.py`)",
+         "spis": "`summary --json`, 1 packet per SPI", "memory": "mostly-TCP capture"}
 VARIANTS = {"gcm-esp": "AES-GCM-256", "gcm-udp": "AES-GCM-256, ESP-in-UDP", "cbc-esp": "AES-CBC+HMAC-SHA-256",
             "cbc-udp": "AES-CBC+HMAC-SHA-256, ESP-in-UDP"}
 
@@ -513,6 +539,8 @@ def target(job: str, variant: str, r: dict, results: dict) -> str:
                 if r["frames"] >= 1_000_000 else "")
     if job == "filter" and r["frames"] >= 1_000_000:
         return f"< 0.5 s: {_ok(o['slowest_filter_cpu_s'] < 0.5)}"
+    if job == "spis":
+        return f"bounded (issue: 1.1 GiB): {o['flows_listed']:,} flows kept, {_ok(o['rss_mib'] < 256)}"
     if job == "many-sas":
         first = min((x for k, x in results.items() if k.startswith("many-sas/")), key=lambda x: x["sas"])
         if r["sas"] > first["sas"]:
@@ -607,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ciphers", default="gcm,cbc", help="decrypt: gcm, cbc")
     ap.add_argument("--encaps", default="esp,udp", help="decrypt: esp (raw), udp (ESP-in-UDP 4500)")
     ap.add_argument("--sa-counts", default="1000,10000,100000", help="many-sas: SA counts (x 4 packets)")
+    ap.add_argument("--spis", type=int, default=1_000_000, help="spis: distinct SPIs (one packet each)")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs of each ipsecscope job; least CPU kept")
     ap.add_argument("--tshark", choices=("run", "reuse", "skip"), default="run",
                     help="reuse: take tshark's figures for the same file from --results when there")
