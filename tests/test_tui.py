@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CORPUS, SAMPLES, needs_tshark
+from textual.geometry import Size
 from textual.widgets import DataTable, Input, TabbedContent, Tree
 
 from ipsecscope.filtering import select
@@ -47,6 +48,12 @@ def sync(fn):
 async def loaded(pilot) -> None:
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
+
+
+def screen_lines(app) -> list[str]:
+    """What the terminal shows, a string per line (the compositor's strips, as a person reads them)."""
+    strips = app.screen._compositor.render_strips(Size(*app.size))
+    return ["".join(seg.text for seg in strip) for strip in strips]
 
 
 async def tree_cursor_to(pilot, kind: str) -> SaTree:

@@ -11,13 +11,12 @@ from pathlib import Path
 
 from conftest import DATA, needs_tshark
 from test_findings_keys import flip_first_key_byte, tshark
-from test_tui import CAPTURE, HEALTHY, SIZE, loaded, sync, tshark_fields
+from test_tui import CAPTURE, HEALTHY, SIZE, loaded, sync, tree_cursor_to, tshark_fields
 from textual.widgets import Tree
 
 from ipsecscope.tui.app import create_app
 from ipsecscope.tui.widgets.packet_detail import HexView, payload_spans
 from ipsecscope.tui.widgets.sa_detail import SaDetail
-from ipsecscope.tui.widgets.sa_tree import SaTree
 
 
 @needs_tshark
@@ -29,10 +28,7 @@ async def test_sa_detail_shows_icv_failures_of_a_wrong_sk_ei(tmp_path: Path) -> 
     app = create_app(CAPTURE, [HEALTHY / "keys" / "esp_sa", bad])
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        tree = app.query_one(SaTree)
-        tree.focus()
-        while tree.current_ref is None or tree.current_ref.kind != "ike":
-            await pilot.press("down")
+        tree = await tree_cursor_to(pilot, "ike")
         await pilot.press("enter")
         sa = app.session.table.ike_sas[tree.current_ref.key]
         assert sa.icv_failed > 0, "a wrong SK_ei must fail the initiator's ICVs"
@@ -52,10 +48,7 @@ async def test_sa_detail_shows_icv_failures_of_a_wrong_sk_ei(tmp_path: Path) -> 
     app = create_app(CAPTURE, [HEALTHY / "keys" / "esp_sa", HEALTHY / "keys" / "ikev2_decryption_table"])
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        tree = app.query_one(SaTree)
-        tree.focus()
-        while tree.current_ref is None or tree.current_ref.kind != "ike":
-            await pilot.press("down")
+        tree = await tree_cursor_to(pilot, "ike")
         await pilot.press("enter")
         text = app.query_one(SaDetail).as_text()
         assert "integrity check" not in text and "Key check" not in text
@@ -69,10 +62,7 @@ async def test_sa_detail_names_the_unsupported_esp_algorithm() -> None:
     app = create_app(CAPTURE, [DATA / "bad" / "unimplemented-alg.esp_sa"])
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        tree = app.query_one(SaTree)
-        tree.focus()
-        while tree.current_ref is None or tree.current_ref.kind != "child":
-            await pilot.press("down")
+        tree = await tree_cursor_to(pilot, "child")
         await pilot.press("enter")
         child = app.session.table.child_sas[tree.current_ref.key]
         text = app.query_one(SaDetail).as_text()

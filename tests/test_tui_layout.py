@@ -7,12 +7,9 @@ Pilot tests read what is on screen (the compositor's lines), as a person would.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-
 import pytest
 from conftest import SAMPLES
-from textual.geometry import Size
+from test_tui import loaded, screen_lines, sync, tree_cursor_to
 from textual.widgets import DataTable, TabbedContent
 
 from ipsecscope.tui.app import create_app
@@ -23,27 +20,9 @@ from ipsecscope.tui.widgets.sa_tree import SaTree, short_pair
 SMALL, MEDIUM, LARGE = (80, 24), (120, 40), (200, 50)
 
 
-def sync(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
-
-
 def app_for(sample: str):
     d = SAMPLES / sample
     return create_app(d / "capture.pcapng", [d / "charon-left.log"])
-
-
-async def loaded(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-def screen_lines(app) -> list[str]:
-    strips = app.screen._compositor.render_strips(Size(*app.size))
-    return ["".join(seg.text for seg in strip) for strip in strips]
 
 
 def test_short_pair_keeps_whole_groups() -> None:
@@ -111,10 +90,7 @@ async def test_sa_detail_traffic_is_one_line_per_direction(size) -> None:
     app = app_for("nat-napt")
     async with app.run_test(size=size) as pilot:
         await loaded(pilot)
-        tree = app.query_one(SaTree)
-        tree.focus()
-        while tree.current_ref is None or tree.current_ref.kind != "child":
-            await pilot.press("down")
+        tree = await tree_cursor_to(pilot, "child")
         await pilot.press("enter")
         await pilot.pause()
         detail = app.query_one(SaDetail)
