@@ -22,8 +22,9 @@ import contextlib
 import os
 import struct
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from .errors import IpsecscopeError
 from .model.packets import LinkType
@@ -198,7 +199,21 @@ def _capture_classes():
     class _FileTrees(_Trees, FileCapture):
         pass
 
-    return _PipeCapture, _FileTrees
+    class _FdTrees(_Trees, Capture):
+        """tshark reading a whole capture (pcap or pcapng) from the read end of a pipe, ``-r -``:
+        whatever writes the other end (a thread) never puts the bytes in a file."""
+
+        def __init__(self, fd: int, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self._fd = fd
+
+        def get_parameters(self, packet_count: int | None = None) -> list[str]:
+            return Capture.get_parameters(self, packet_count=packet_count) + ["-r", "-"]
+
+        async def _get_tshark_process(self, packet_count: int | None = None):
+            return await Capture._get_tshark_process(self, packet_count=packet_count, stdin=self._fd)
+
+    return _PipeCapture, _FileTrees, _FdTrees
 
 
 def _pdml_packet(xml: bytes) -> tuple[int, list[Node]]:
@@ -225,7 +240,7 @@ async def dissect_async(data: bytes, linktype: int, *, ts: float | None = None,
     """
     if len(data) > _SNAPLEN:
         raise DissectError(f"the packet is {len(data)} bytes, more than the {_SNAPLEN} tshark reads in one record")
-    pipe, _ = _capture_classes()
+    pipe, _, _ = _capture_classes()
     cap = pipe(linktype=linktype, tshark_path=tshark_path(), eventloop=asyncio.get_running_loop(),
                override_prefs=ALONE_PREFS)
 
@@ -249,13 +264,12 @@ def dissect_file(path: str | os.PathLike[str], frames: Iterable[int] | None = No
                  timeout: float | None = None) -> dict[int, list[Node]]:
     """Trees of ``frames`` (all when None) of a capture file, by frame number: one tshark run over
     the whole file, so cross-packet fields are Wireshark's own (``tshark -r FILE -Y ... -V``)."""
-    wanted = sorted(set(frames)) if frames is not None else None
+    wanted, flt = _frame_filter(frames)
     if wanted == []:
         return {}
-    flt = None if wanted is None else "frame.number in {" + ", ".join(map(str, wanted)) + "}"  # commas: 4.0
 
     async def run() -> dict[int, list[Node]]:
-        _, file_trees = _capture_classes()
+        _, file_trees, _ = _capture_classes()
         cap = file_trees(str(path), display_filter=flt, tshark_path=tshark_path(),
                          eventloop=asyncio.get_running_loop())
         return dict(await _guard(cap.trees(), timeout))
@@ -268,7 +282,7 @@ async def _guard(coro, timeout: float | None):
         return await asyncio.wait_for(coro, timeout)
     except TimeoutError:
         raise DissectError(f"tshark took longer than {timeout:g} s") from None
-    except DissectError:
+    except IpsecscopeError:  # DissectError, or the writer's own (a capture that cannot be decrypted)
         raise
     except Exception as exc:  # noqa: BLE001 - pyshark/tshark failures of many kinds: one line each
         raise DissectError(f"tshark failed: {_one_line(exc)}") from None
@@ -279,25 +293,90 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _frame_filter(frames: Iterable[int] | None) -> tuple[list[int] | None, str | None]:
+    wanted = sorted(set(frames)) if frames is not None else None
+    flt = None if wanted is None else "frame.number in {" + ", ".join(map(str, wanted)) + "}"  # commas: 4.0
+    return wanted, flt
+
+
+def pipe_trees(write: Callable[[BinaryIO], object], frames: Iterable[int] | None, *,
+               timeout: float | None = None) -> dict[int, list[Node]]:
+    """Trees of ``frames`` (all when None) of the capture ``write(pipe)`` writes, by tshark's frame
+    number (its position in that capture): one tshark run reading the pipe (``-r -``) while
+    ``write`` runs in a thread, so cleartext goes from memory to tshark and never to a file.
+    An error ``write`` raises (other than tshark going away) is raised here."""
+    wanted, flt = _frame_filter(frames)
+    if wanted == []:
+        return {}
+
+    async def run() -> dict[int, list[Node]]:
+        *_, fd_trees = _capture_classes()
+        r, w = os.pipe()
+        unowned = {r, w}  # fds nobody closes yet (closing one twice could close a reused number)
+        try:
+            cap = fd_trees(r, display_filter=flt, tshark_path=tshark_path(), eventloop=asyncio.get_running_loop())
+
+            def writer() -> None:
+                out = open(w, "wb", buffering=1 << 16)  # noqa: SIM115 - closed below, whatever happens
+                try:
+                    write(out)
+                    out.flush()
+                except BrokenPipeError:  # tshark ended first (failed, or killed on a timeout)
+                    pass
+                finally:
+                    with contextlib.suppress(BrokenPipeError):
+                        out.close()  # closes the fd even when the last flush fails
+
+            async def feed(proc) -> None:
+                os.close(r)  # tshark has its own copy: the pipe ends with it
+                unowned.clear()  # w: the writer's file object closes it
+                await asyncio.to_thread(writer)
+
+            return dict(await _guard(cap.trees(feed), timeout))
+        finally:
+            for fd in unowned:
+                os.close(fd)
+
+    return asyncio.run(run())
+
+
 def capture_trees(capture: str | os.PathLike[str], keys, frames: Iterable[int]) -> dict[int, list[Node]]:
     """tshark's trees of ``frames`` of ``capture`` with ESP frames decrypted (their inner packets),
     in one tshark run over the capture decrypted with ``keys`` (a KeyStore or key files).
 
     The decrypted copy (``decrypt --keep-other``: one record per frame, so frame numbers are the
-    capture's) holds cleartext: it is written 0600 inside a private temporary directory and
-    removed before this returns, whatever happens.
+    capture's) is written into a pipe tshark reads: the cleartext never lands in a file.
     """
-    import tempfile
-
     from .api import decrypt_capture
 
-    with tempfile.TemporaryDirectory(prefix="ipsecscope-dissect-") as tmp:  # mode 0700
-        out = os.path.join(tmp, "decrypted.pcapng")
+    def write(out: BinaryIO) -> None:
         stats = decrypt_capture(capture, keys, out, keep_other=True, jobs=1)
         if stats.written + stats.kept + stats.unkept != stats.frames:
             raise DissectError(f"the decrypted copy has {stats.written + stats.kept + stats.unkept} records for "
                                f"{stats.frames} frames, so its frame numbers are not the capture's")
-        return dissect_file(out, frames)
+
+    return pipe_trees(write, frames)
+
+
+def records_trees(records: Iterable[tuple[bytes, int, float]], frames: Iterable[int]) -> dict[int, list[Node]]:
+    """tshark's trees of ``frames`` (1-based positions) of ``records`` (``(bytes, link type, time)``,
+    one per frame in frame order, as :func:`target` gives them), in one tshark run over a pcapng
+    written into a pipe (an interface per link type), so cross-packet fields ("Response in") count
+    frames as the capture does."""
+    from .export.pcapng import PcapngWriter
+
+    def write(out: BinaryIO) -> None:
+        w = PcapngWriter(out)
+        ifaces: dict[int, int] = {}
+        for data, linktype, ts in records:
+            if linktype not in ifaces:
+                ifaces[linktype] = w.add_interface(linktype)
+            # A float epoch time holds about 0.2 us: whole microseconds (tcpdump's resolution) give
+            # tshark the capture's own times back, so "Response time" reads as in the capture.
+            w.write_packet(ifaces[linktype], round(ts * 1e6) * 1000, data)
+        w.close()
+
+    return pipe_trees(write, frames)
 
 
 # ---- what to dissect for a frame, and the scapy fallback ------------------------------------------

@@ -415,3 +415,74 @@ async def test_tui_moving_on_cancels_the_dissection_and_kills_tshark() -> None:
         data, linktype, _ = dissect.target(detail)
         want = [n.label for n in await dissect.dissect_async(data, linktype, ts=detail.row.ts) if n.name != "frame"]
         assert all(label in labels for label in want)
+
+
+def _trees_in_order(text: str) -> list[tuple[int, list[str]]]:
+    """``packets -V`` output as (frame, tree lines) in the order printed (several captures repeat numbers)."""
+    out: list[tuple[int, list[str]]] = []
+    for line in text.splitlines():
+        if re.match(r"^ *\d+ +-?\d+\.\d{6} ", line):
+            out.append((int(line.split()[0]), []))
+        elif line.strip():
+            out[-1][1].append(line)
+    return out
+
+
+def _packets_v(*args: str, stdin: Path | None = None) -> str:
+    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as f:
+        run = subprocess.run([*IPSECSCOPE, "packets", *args, "-V"], stdin=f, capture_output=True, text=True)
+    assert run.returncode == 0 and not run.stderr, run.stderr
+    return run.stdout
+
+
+@needs_tshark
+def test_packets_v_over_stdin_is_the_same_tshark_tree(tmp_path: Path) -> None:
+    # stdin is read once: the trees come from the frames the session kept, written into a pipe tshark
+    # reads (pcapng, one interface per link type); the file's trees (tshark's own decryption, above)
+    # are the oracle, cross-packet fields ("Request frame: 5") included. Nothing is written to TMPDIR.
+    d = SAMPLES / "healthy-gcm"
+    cap, keys = d / "capture.pcapng", str(d / "charon-left.log")
+    env_tmp = {**os.environ, "TMPDIR": str(tmp_path)}
+    piped = subprocess.run([*IPSECSCOPE, "packets", "-", "-k", keys, "-V"], stdin=cap.open("rb"),
+                           capture_output=True, text=True, env=env_tmp)
+    assert piped.returncode == 0 and not piped.stderr, piped.stderr
+    assert list(tmp_path.iterdir()) == []
+    trees = _trees_in_order(piped.stdout)
+    assert [f for f, _ in trees] == list(range(1, 35))
+    assert piped.stdout == _packets_v(str(cap), "-k", keys)
+    assert any("Request frame: 5" in line for _, lines in trees for line in lines)
+    # and against tshark -V of the capture for a frame as captured (IKE_SA_INIT)
+    assert [_unbracket(x[4:]) for x in trees[0][1]] == _tshark_v("-r", str(cap), "-Y", "frame.number == 1")
+
+
+@needs_tshark
+def test_packets_v_over_several_captures_gives_each_its_own_tree() -> None:
+    # Each capture numbers its frames from 1 (as tshark does) and gets its own tshark run over its
+    # decrypted copy: the trees are the ones `packets -V` gives each capture alone, which
+    # test_packets_v_is_tsharks_own_decryption checks against tshark's own decryption.
+    names = ["healthy-gcm", "cbc-sha2-pfs"]
+    caps = [str(SAMPLES / n / "capture.pcapng") for n in names]
+    keys = [str(SAMPLES / n / "charon-left.log") for n in names]
+    both = _trees_in_order(_packets_v(*caps, "-k", *keys))
+    alone = [_trees_in_order(_packets_v(c, "-k", *keys)) for c in caps]
+    assert both == alone[0] + alone[1]
+    assert all(lines for _, lines in both)
+    inner = [lines for _, lines in both if lines[0] == "    Raw packet data"]
+    assert len(inner) >= 20  # decrypted ESP of both captures, not scapy's fallback
+
+
+@needs_tshark
+def test_packets_v_over_stdin_with_a_failing_tshark_is_one_line(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    real = subprocess.run(["sh", "-c", "command -v tshark"], capture_output=True, text=True).stdout.strip()
+    fake = bindir / "tshark"
+    fake.write_text(f"#!/bin/sh\nexec {real} -o no.such.preference:1 \"$@\"\n")
+    fake.chmod(0o755)
+    d = SAMPLES / "healthy-gcm"
+    run = subprocess.run([*IPSECSCOPE, "packets", "-", "-k", str(d / "charon-left.log"), "-V", "-Y", "icmp.type == 8",
+                          "-c", "1"], stdin=(d / "capture.pcapng").open("rb"), capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"})
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("\n") == 1 and "tshark failed" in run.stderr and "scapy" in run.stderr, run.stderr
+    assert "\n    ICMP\n        type: echo-request\n" in run.stdout
