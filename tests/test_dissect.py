@@ -198,15 +198,22 @@ def test_missing_tshark_is_a_one_line_error_and_scapy_dissects(tmp_path: Path, m
     assert "type: echo-request" in [c.label for c in layers[1].children]
 
 
-@needs_tshark
-def test_failing_and_slow_tshark_are_one_line_errors(tmp_path: Path, monkeypatch) -> None:
+def _failing_tshark(tmp_path: Path) -> Path:
+    """A bin directory whose tshark is the real one with a preference it does not know: it fails on
+    its own, with its own message."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     real = subprocess.run(["sh", "-c", "command -v tshark"], capture_output=True, text=True).stdout.strip()
     fake = bindir / "tshark"
-    # The real tshark with a preference it does not know: it fails on its own, with its own message.
     fake.write_text(f"#!/bin/sh\nexec {real} -o no.such.preference:1 \"$@\"\n")
     fake.chmod(0o755)
+    return bindir
+
+
+@needs_tshark
+def test_failing_and_slow_tshark_are_one_line_errors(tmp_path: Path, monkeypatch) -> None:
+    bindir = _failing_tshark(tmp_path)
+    fake = bindir / "tshark"
     monkeypatch.setenv("PATH", str(bindir))
     detail = _decrypted(_session("healthy-gcm", ["charon-left.log"]), 1)[0]
     with pytest.raises(dissect.DissectError) as exc:
@@ -473,12 +480,7 @@ def test_packets_v_over_several_captures_gives_each_its_own_tree() -> None:
 
 @needs_tshark
 def test_packets_v_over_stdin_with_a_failing_tshark_is_one_line(tmp_path: Path) -> None:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    real = subprocess.run(["sh", "-c", "command -v tshark"], capture_output=True, text=True).stdout.strip()
-    fake = bindir / "tshark"
-    fake.write_text(f"#!/bin/sh\nexec {real} -o no.such.preference:1 \"$@\"\n")
-    fake.chmod(0o755)
+    bindir = _failing_tshark(tmp_path)
     d = SAMPLES / "healthy-gcm"
     run = subprocess.run([*IPSECSCOPE, "packets", "-", "-k", str(d / "charon-left.log"), "-V", "-Y", "icmp.type == 8",
                           "-c", "1"], stdin=(d / "capture.pcapng").open("rb"), capture_output=True, text=True,

@@ -179,7 +179,14 @@ def deep_trees(files: list[str], session, chosen: list[tuple[int, int]]) -> dict
                 if os.path.isfile(path):  # read again by the decrypt engine, frame numbers as tshark's
                     got = dissect.capture_trees(path, session.keys, frames)
                 elif len(files) == 1:  # stdin or a pipe: read once; the session kept the recent frames
-                    got = dissect.records_trees(_kept_records(session, max(frames)), frames)
+                    gone: list[int] = []
+                    got = dissect.records_trees(_kept_records(session, max(frames), gone), frames)
+                    lost = [f for f in frames if f in set(gone)]
+                    if lost:
+                        print(f"ipsecscope packets: -V: {len(lost)} frame(s) from {lost[0]} on read from {path} are no "
+                              "longer held in memory (it keeps the last 32 MiB): no tree for them; save the capture "
+                              "to a file for all", file=sys.stderr)
+                        got = {f: t for f, t in got.items() if f not in set(lost)}
                 else:
                     raise IpsecscopeError(f"{path} is not a file and came with other captures, so its frame "
                                           "numbers are not unique: give it alone for its trees")
@@ -197,17 +204,22 @@ def deep_trees(files: list[str], session, chosen: list[tuple[int, int]]) -> dict
     return trees
 
 
-def _kept_records(session, last: int):
+def _kept_records(session, last: int, gone: list[int]):
     """Frames 1..``last`` of a one-capture session as ``(bytes, link type, time)``: the decrypted
     inner packet of an ESP frame, else the frame as captured; a frame whose bytes the session no
-    longer keeps (stdin past its memory bound) is an empty record, so the numbering still holds."""
+    longer keeps (stdin past its memory bound) is an empty record, so the numbering still holds,
+    and its number goes to ``gone``."""
     from .. import dissect
 
     for frame in range(1, last + 1):
         detail = session.detail(frame)
-        target = dissect.target(detail) if detail is not None else None
+        target = dissect.target(detail) if detail is not None and detail.raw else None
         ts = detail.row.ts if detail is not None else 0.0
-        yield (target[0], target[1], ts) if target is not None else (b"", 101, ts)
+        if target is None:
+            gone.append(frame)
+            yield b"", 101, ts
+        else:
+            yield target[0], target[1], ts
 
 
 def run(args: argparse.Namespace) -> int:
