@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import IPSECSCOPE, ROOT, SAMPLES, needs_tshark
-from test_tui import frames_in_view, loaded, sync, tshark_fields
+from test_tui import frames_in_view, loaded, screen_lines, sync, tshark_fields
 from textual.widgets import DataTable, Input, TabbedContent
 from tmux_driver import Tmux, have_tmux
 
@@ -21,7 +21,7 @@ from ipsecscope import timefmt
 from ipsecscope.tui.app import create_app, create_stream_app
 from ipsecscope.tui.stream import CaptureFollower
 from ipsecscope.tui.widgets.packet_table import PacketTable
-from ipsecscope.tui.widgets.stats import LABEL_W, PEAK_W, IoGraph, StatsView, bars, rebin
+from ipsecscope.tui.widgets.stats import LABEL_W, PEAK_W, IoGraph, StatsTable, StatsView, bars, rebin
 
 SIZE = (200, 50)  # wide enough for every IO graph bin to get its own column
 SAMPLE_NAMES = ["healthy-gcm", "path-impairments", "cbc-sha2-pfs", "nat-napt"]
@@ -47,35 +47,54 @@ def rel(t: float | None, t0: float) -> str:
     return "-" if t is None else f"{t - t0:.3f}"
 
 
-def check_numbers(view: StatsView, doc: dict, *, io: bool = True) -> None:
-    """Every row the tab shows against the `stats --json` document."""
+def _ep(addr: str, port: int | None) -> str:
+    return addr if port is None else (f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}")
+
+
+def expected(doc: dict) -> dict[str, dict[str, dict[str, str | float]]]:
+    """Every value of a `stats --json` document as the Stats tab writes it: table id -> row key ->
+    column key -> text (a float for pkt/s, compared within rounding by :func:`assert_rate`)."""
     t0 = doc["first_time"]
-    sas = view.query_one("#stats-sas", DataTable)
-    convs = view.query_one("#stats-convs", DataTable)
-    assert sas.row_count == len(doc["child_sas"]) + len(doc["flows"])
+    sas: dict[str, dict[str, str | float]] = {}
     for c in doc["child_sas"]:
-        row = cells(sas, f"child:{c['id']}")
-        assert row[0] == f"#{c['id']} {c['state']}"
-        assert row[1:3] + row[4:7] == [str(c["packets"]), str(c["bytes"]), rel(c["first_time"], t0),
-                                       rel(c["last_time"], t0), str(c["lost"])]
-        assert_rate(row[3], c["rate_pps"])
+        sas[f"child:{c['id']}"] = {"sa": f"#{c['id']} {c['state']}", "packets": str(c["packets"]),
+                                   "bytes": str(c["bytes"]), "rate": c["rate_pps"], "first": rel(c["first_time"], t0),
+                                   "last": rel(c["last_time"], t0), "lost": str(c["lost"]), "dst": ""}
     for f in doc["flows"]:
-        row = cells(sas, f"flow:{f['key']}")
-        assert row[0].strip() == f"↳ {f['spi'][2:]}"
-        assert row[1:3] + row[4:8] == [str(f["packets"]), str(f["bytes"]), rel(f["first_time"], t0),
-                                       rel(f["last_time"], t0), str(f["lost"]), f["dst"]]
-        assert_rate(row[3], f["rate_pps"])
-    assert convs.row_count == len(doc["conversations"])
+        sas[f"flow:{f['key']}"] = {"sa": f"↳ {f['spi'][2:]}" + (" AH" if f["protocol"] == "AH" else ""),
+                                   "packets": str(f["packets"]), "bytes": str(f["bytes"]), "rate": f["rate_pps"],
+                                   "first": rel(f["first_time"], t0), "last": rel(f["last_time"], t0),
+                                   "lost": str(f["lost"]), "dst": f["dst"]}
+    convs: dict[str, dict[str, str | float]] = {}
     for c in doc["conversations"]:
-        key = f"conv:{c['protocol']}:{c['a']}:{c['a_port']}:{c['b']}:{c['b_port']}"
-        row = cells(convs, key)
-        assert row[0] == f"{c['protocol']} {c['a']} ⇄ {c['b']}" if c["a_port"] is None else c["protocol"] in row[0]
-        assert row[1:4] == [str(c["packets_ab"]), str(c["packets_ba"]), str(c["bytes"])]
-        assert_rate(row[4], c["rate_pps"])
-        assert row[5:9] == [rel(c["first_time"], t0), rel(c["last_time"], t0),
-                            "-" if c["lost"] is None else str(c["lost"]),
-                            ",".join(f"#{i}" for i in c["child_sas"]) or "-"]
+        convs[f"conv:{c['protocol']}:{c['a']}:{c['a_port']}:{c['b']}:{c['b_port']}"] = {
+            "conv": f"{c['protocol']} {_ep(c['a'], c['a_port'])} ⇄ {_ep(c['b'], c['b_port'])}",
+            "ab": str(c["packets_ab"]), "ba": str(c["packets_ba"]), "bytes": str(c["bytes"]), "rate": c["rate_pps"],
+            "first": rel(c["first_time"], t0), "last": rel(c["last_time"], t0),
+            "lost": "-" if c["lost"] is None else str(c["lost"]), "sa": ",".join(f"#{i}" for i in c["child_sas"]) or "-"}
+    return {"stats-sas": sas, "stats-convs": convs}
+
+
+def same_row(got: dict[str, str], want: dict[str, str | float], where: str) -> None:
+    assert set(got) == set(want), where
+    for col, value in want.items():
+        if isinstance(value, float):
+            assert_rate(got[col], value)
+        else:
+            assert got[col].strip() == value, f"{where} {col}: {got[col]!r} != {value!r}"
+
+
+def check_numbers(view: StatsView, doc: dict, *, io: bool = True) -> None:
+    """Every row the tab holds against the `stats --json` document (what is on screen: see
+    test_every_stats_value_is_on_screen_at_any_size)."""
+    for table_id, rows in expected(doc).items():
+        table = view.query_one(f"#{table_id}", StatsTable)
+        keys = [k for k, _ in table.data]
+        assert sorted(keys) == sorted(rows) and len(keys) == len(rows), table_id  # each once, nothing more
+        for key, want in rows.items():
+            same_row(table.cells(key), want, key)
     if io:
+        t0 = doc["first_time"]
         graph = view.query_one(IoGraph)
         assert graph.stats is not None and graph.stats.interval == doc["interval"]
         lines = [str(line) for line in graph.lines(graph.size.width)]
@@ -111,6 +130,89 @@ async def test_stats_tab_shows_the_numbers_of_stats_json(name: str) -> None:
         assert app.query_one(TabbedContent).active == "stats"
         assert app.focused is app.query_one("#stats-convs")
         check_numbers(app.query_one(StatsView), doc)
+
+
+def on_screen(app, table: StatsTable) -> dict[int, dict[str, str]]:
+    """The cells of the table's rows on screen as a person reads them, by row index and column key:
+    each column whose whole header is on screen, from its header's first cell to the next header
+    (the table's visible width at most: a value cut at the edge reads short)."""
+    lines = screen_lines(app)
+    box = table.scrollable_content_region
+    header = lines[box.y][box.x:box.right]
+    starts = []
+    for key, label, short in table.spec:
+        m = re.search(rf"(?<!\S){re.escape(short if table.compact else label)}(?!\S)", header)
+        if m:
+            starts.append((m.start(), key))
+    starts.sort()
+    top = round(table.scroll_y)
+    out = {}
+    for y in range(box.y + 1, box.bottom):  # the header, then the rows from the scroll position
+        row = top + y - box.y - 1
+        if row >= table.row_count:
+            break
+        line = lines[y][box.x:box.right]
+        out[row] = {key: line[x:(starts[i + 1][0] if i + 1 < len(starts) else len(line))]
+                    for i, (x, key) in enumerate(starts)}
+    return out
+
+
+SIZES = [(80, 24), (120, 40), (200, 50)]
+SCREEN_SAMPLES = [("nat-napt", "samples/nat-napt/capture.pcapng", "samples/nat-napt/charon-right.log"),
+                  ("multi-child", "tests/data/keys/multi-child/capture.pcapng",
+                   "tests/data/keys/multi-child/charon-left.log"),
+                  ("ipv6-transport-natt", "samples/synthetic/ipv6-transport-natt.pcap",
+                   "samples/synthetic/ipv6-transport-natt.esp_sa")]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+@pytest.mark.parametrize(("name", "cap", "keys"), SCREEN_SAMPLES, ids=[s[0] for s in SCREEN_SAMPLES])
+@sync
+async def test_every_stats_value_is_on_screen_at_any_size(name: str, cap: str, keys: str, size) -> None:
+    # A person with the SA tree open reaches every number of `stats --json` (each CHILD SA and SA
+    # row, each conversation) on screen, whole: the footer's ←→ moves the columns, the first one
+    # stays. A column cut at the table's edge, or one the keys cannot reach, fails here.
+    doc = stats_json(ROOT / cap, ROOT / keys)
+    want = expected(doc)
+    app = create_app(ROOT / cap, [ROOT / keys])
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        await pilot.press("5")
+        await loaded(pilot)
+        assert app.query_one("#sa-tree").display  # the tree stays open
+        footer_keys = set()
+        for table_id in ("stats-convs", "stats-sas"):
+            table = app.query_one(f"#{table_id}", StatsTable)
+            if table_id == "stats-sas":
+                await pilot.press("shift+tab")  # from the conversations (focused first) to the SA table
+                await pilot.pause()
+            assert app.focused is table
+            got: dict[int, dict[str, str]] = {}
+            row = 0
+            while row < table.row_count:  # a page of rows at a time, each swept left to right
+                table.move_cursor(row=row, animate=False)
+                for _ in range(len(table.spec)):  # back to the first columns
+                    await pilot.press("left")
+                await pilot.pause()
+                for _ in range(len(table.spec)):
+                    page = on_screen(app, table)
+                    for r, cells in page.items():
+                        got.setdefault(r, {}).update(cells)
+                    footer_keys |= {b.binding.key_display for b in app.screen.active_bindings.values()
+                                    if b.binding.show}
+                    if all(len(got[r]) == len(table.spec) for r in page):
+                        break
+                    await pilot.press("right")
+                    await pilot.pause()
+                row = max(page) + 1
+            keys = [k for k, _ in table.data]
+            assert sorted(keys) == sorted(want[table_id])
+            for r, key in enumerate(keys):
+                same_row(got[r], want[table_id][key], f"{size} {table_id} {key}")
+        if size[0] < 120:
+            assert "←→" in footer_keys  # the keys that reach the hidden columns are shown
+        if size == (200, 50):
+            assert "←→" not in footer_keys  # everything fits: nothing to scroll, nothing said
 
 
 @pytest.mark.parametrize("name", ["healthy-gcm", "path-impairments"])

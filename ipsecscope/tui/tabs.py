@@ -113,4 +113,5 @@ def help_rows() -> list[tuple[str, str]]:
     rows = [(c.key_display or c.key, c.help) for c in COMMANDS if c.help]
     rows.insert(2, (" ".join(t.key for t in TABS), "tabs: " + ", ".join(t.title for t in TABS)))
     rows.insert(len(rows) - 1, ("Tab", "move focus between panes"))
+    rows.insert(len(rows) - 1, ("← →", "Stats tables: scroll their columns sideways (the first one stays)"))
     return rows

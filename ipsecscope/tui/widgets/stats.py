@@ -6,6 +6,12 @@ a file is read once through :func:`~ipsecscope.conversations.compute` (in a work
 session feeds an :class:`~ipsecscope.conversations.Accumulator` the rows that arrived since the
 last refresh. Enter (or ``f``) on a row asks the app to follow it: the display filter that
 selects its packets, in Wireshark syntax.
+
+At 80 columns (an SSH session, the SA tree open) the tables are wider than the tab: they take
+short headers below :data:`COMPACT_BELOW` cells and show whole columns only, the first (which SA,
+which conversation) always; ←/→ move the others a column at a time, the first header's ◂ ▸ say
+which way more are, and the footer shows "←→ Columns" while any is hidden. The IO graph's
+legend wraps in whole pieces instead of being cut.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
@@ -33,6 +40,15 @@ BLOCKS = " ▁▂▃▄▅▆▇█"
 LABEL_W = 12  # "#12 15b69dc5"
 PEAK_W = 8  # " 12.3k/s"
 MAX_ROWS = 2000  # conversations listed (a flood's tail is in `ipsecscope stats --json`)
+COMPACT_BELOW = 100  # table width (cells) under which the headers are the short ones
+
+# (key, header, short header) of each table, in order; the first column stays when scrolling.
+SA_COLUMNS = (("sa", "CHILD SA / SA", "SA"), ("packets", "Pkts", "Pkts"), ("bytes", "Bytes", "Bytes"),
+              ("rate", "pkt/s", "pkt/s"), ("first", "First s", "First"), ("last", "Last s", "Last"),
+              ("lost", "Lost", "Lost"), ("dst", "To", "To"))
+CONV_COLUMNS = (("conv", "Conversation", "Conversation"), ("ab", "A→B", "A→B"), ("ba", "B→A", "B→A"),
+                ("bytes", "Bytes", "Bytes"), ("rate", "pkt/s", "pkt/s"), ("first", "First s", "First"),
+                ("last", "Last s", "Last"), ("lost", "Lost", "Lost"), ("sa", "SA", "SA"))
 
 
 def fmt_rate(pps: float) -> str:
@@ -90,27 +106,48 @@ class IoGraph(Widget):
         self.refresh(layout=True)
 
     def get_content_height(self, container, viewport, width: int) -> int:
-        return len(self.stats.flows) + 2 if self.stats is not None and self.stats.flows else 1
+        if self.stats is None or not self.stats.flows:
+            return 1
+        return len(self.stats.flows) + len(self.legend(width)) + 1
+
+    def legend(self, width: int) -> list[Text]:
+        """What the graph shows, in whole pieces per line (a narrow screen gets two lines, none cut)."""
+        st = self.stats
+        if st is None or not st.flows:
+            return []
+        graph_w = max(1, width - LABEL_W - 1 - PEAK_W)
+        resolution = max((rebin(f.io, st.interval, graph_w)[2] for f in st.flows), default=st.interval)
+        parts = [Text.assemble(("IO graph", "bold"), f" ({resolution:.3g}s bins)"),
+                 Text(f" · 0s = {timefmt.at(st.first_ts, 3)}"), Text(" · pkt/s per SA, peak at right"),
+                 Text("   Enter/f: follow a row", "dim")]
+        lines = [parts[0]]
+        for p in parts[1:]:
+            if lines[-1].cell_len + p.cell_len <= width:
+                lines[-1] = lines[-1] + p
+            else:
+                p = p.copy()
+                p.plain = p.plain.lstrip(" ·")
+                lines.append(p)
+        return lines
 
     def lines(self, width: int) -> list[Text]:
+        """The legend (the tables' first/last seen are seconds after its 0s, in the --tz zone), a
+        row per SA, the time axis."""
         st = self.stats
         if st is None:
             return [Text("")]
         if not st.flows:
             return [Text("IO graph: no ESP or AH traffic in this capture.", "dim")]
         graph_w = max(1, width - LABEL_W - 1 - PEAK_W)
-        out = [Text()]
-        step = resolution = st.interval
+        out = self.legend(width)
+        step = st.interval
         for f in st.flows:
-            cols, step, resolution = rebin(f.io, st.interval, graph_w)
+            cols, step, _ = rebin(f.io, st.interval, graph_w)
             child = f"#{f.child_sa}" if f.child_sa is not None else "-"
             line = Text(f"{child:<3} {f.spi:08x}"[:LABEL_W].ljust(LABEL_W) + " ", "bold" if f.packets else "dim")
             line.append(bars(cols).ljust(graph_w), "green" if f.protocol == "ESP" else "magenta")
             line.append(f"{fmt_rate(max(cols, default=0.0)):>{PEAK_W - 2}}/s", "dim")
             out.append(line)
-        # The tables' first/last seen are seconds after the same 0s (in the --tz zone, as everywhere).
-        out[0] = Text.assemble(("IO graph", "bold"), f" ({resolution:.3g}s bins) · 0s = {timefmt.at(st.first_ts, 3)}"
-                               " · pkt/s per SA, peak at right", ("   Enter/f on a row: follow it", "dim"))
         out.append(self._axis(len(cols), graph_w, step))
         return out
 
@@ -134,6 +171,118 @@ class IoGraph(Widget):
         return Text("\n").join(lines)
 
 
+class StatsTable(DataTable):
+    """A Stats table that shows whole columns only: its first column (which SA, which
+    conversation) always, then as many of the others as fit; ←/→ move that window a column at a
+    time. The first column's header says which way more columns are (◂ ▸), the footer shows
+    "←→ Columns" while any is hidden. A first column too wide to leave room for any other
+    (a very long IPv6 conversation) falls back to scrolling every column sideways."""
+
+    BINDINGS = [
+        Binding("right", "columns(1)", "Columns", key_display="←→"),
+        Binding("left", "columns(-1)", "Columns", show=False),
+    ]
+
+    def __init__(self, columns: tuple[tuple[str, str, str], ...], *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.spec = columns
+        self.compact = False
+        self.data: list[tuple[str, list[Text | str]]] = []  # (row key, a cell per column of spec)
+        self.first = 1  # the first of the other columns shown
+        self.shown: list[int] = []  # indexes into spec of the columns on screen
+        self._more = False  # columns hidden to either side
+
+    def set_rows(self, rows: list[tuple[str, list[Text | str]]]) -> None:
+        self.data = rows
+        self.lay_out()
+
+    def cells(self, key: str) -> dict[str, str]:
+        """The row's cells by column key, shown or not (plain text)."""
+        row = next(r for k, r in self.data if k == key)
+        return {c[0]: str(v) for c, v in zip(self.spec, row, strict=True)}
+
+    def _widths(self) -> list[int]:
+        pad = 2 * self.cell_padding
+        out = []
+        for i, (_, label, short) in enumerate(self.spec):
+            w = Text(short if self.compact else label).cell_len
+            for _, row in self.data:
+                cell = row[i]
+                w = max(w, cell.cell_len if isinstance(cell, Text) else Text(cell).cell_len)
+            out.append(w + pad)
+        return out
+
+    def window(self, width: int) -> list[int]:
+        """The columns to show in ``width`` cells: all when they fit, else the first and the
+        others from :attr:`first` on while they fit whole (``first`` moved back if the window
+        would end with room to spare)."""
+        w = self._widths()
+        n = len(w)
+        if sum(w) <= width or n < 2:
+            self.first, self._more = 1, False
+            return list(range(n))
+        room = width - w[0] - 4  # " ◂▸" beside the first header
+        if room < max(w[1:]):
+            self.first, self._more = 1, False
+            return list(range(n))  # no room for whole columns: DataTable scrolls sideways
+        last_start = n - 1
+        used = w[-1]
+        while last_start > 1 and used + w[last_start - 1] <= room:
+            last_start -= 1
+            used += w[last_start]
+        self.first = max(1, min(self.first, last_start))
+        out, used = [0], 0
+        for i in range(self.first, n):
+            if used + w[i] > room:
+                break
+            out.append(i)
+            used += w[i]
+        self._more = True
+        return out
+
+    def lay_out(self) -> None:
+        """Columns and rows again for the width, the compactness and :attr:`first`; the cursor and
+        the vertical scroll stay where they were."""
+        width = self.scrollable_content_region.width or self.size.width
+        shown = self.window(width) if width else list(range(len(self.spec)))
+        keep_row = self.cursor_row if self.row_count else 0
+        keep_y = self.scroll_y
+        self.shown = shown
+        self.clear(columns=True)
+        for i in shown:
+            key, label, short = self.spec[i]
+            head = short if self.compact else label
+            if i == 0 and self._more:
+                head += " " + ("◂" if self.first > 1 else " ") + ("▸" if shown[-1] < len(self.spec) - 1 else " ")
+            self.add_column(head, key=key)
+        for key, row in self.data:
+            self.add_row(*[row[i] for i in shown], key=key)
+        if self.row_count:
+            self.move_cursor(row=min(keep_row, self.row_count - 1), animate=False, scroll=False)
+            self.scroll_to(y=keep_y, animate=False, immediate=True)
+        self.refresh_bindings()
+
+    def action_columns(self, step: int) -> None:
+        """Move the window of columns one to the right (step 1) or left (-1)."""
+        if not self._more:
+            self.scroll_to(x=self.scroll_x + step * 8, animate=False)  # the fallback: plain scrolling
+            return
+        before = self.shown
+        self.first = max(1, self.first + step)
+        self.lay_out()
+        if self.shown == before and step > 0:  # already at the end
+            self.first -= step
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "columns":
+            return self._more or self.max_scroll_x > 0  # False: not in the footer
+        return True
+
+    def on_resize(self) -> None:
+        if self.data:
+            self.lay_out()
+
+
 class StatsView(Vertical):
     """Posts :class:`Follow` with a display filter when a row is chosen (Enter or click)."""
 
@@ -155,17 +304,24 @@ class StatsView(Vertical):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="stats-io-box"):
             yield IoGraph(id="stats-io")
-        sas: DataTable[Text | str] = DataTable(id="stats-sas", cursor_type="row", zebra_stripes=True)
-        for label, key in (("CHILD SA / SA", "sa"), ("Pkts", "packets"), ("Bytes", "bytes"), ("pkt/s", "rate"),
-                           ("First s", "first"), ("Last s", "last"), ("Lost", "lost"), ("To", "dst")):
-            sas.add_column(label, key=key)
-        yield sas
-        convs: DataTable[Text | str] = DataTable(id="stats-convs", cursor_type="row", zebra_stripes=True)
-        for label, key in (("Conversation", "conv"), ("A→B", "ab"), ("B→A", "ba"), ("Bytes", "bytes"),
-                           ("pkt/s", "rate"), ("First s", "first"), ("Last s", "last"), ("Lost", "lost"),
-                           ("SA", "sa")):
-            convs.add_column(label, key=key)
-        yield convs
+        yield StatsTable(SA_COLUMNS, id="stats-sas")
+        yield StatsTable(CONV_COLUMNS, id="stats-convs")
+
+    def on_mount(self) -> None:
+        self._set_compact()
+
+    def on_resize(self) -> None:
+        if self._set_compact():
+            for t in self.query(StatsTable):
+                t.lay_out()
+
+    def _set_compact(self) -> bool:
+        compact = self.size.width < COMPACT_BELOW
+        changed = False
+        for t in self.query(StatsTable):
+            if t.compact != compact:
+                t.compact, changed = compact, True
+        return changed
 
     # ---- data in -------------------------------------------------------------------------------
     def show_session(self, view: SessionView) -> None:
@@ -204,48 +360,47 @@ class StatsView(Vertical):
         t0 = st.first_ts or 0.0
         self.query_one(IoGraph).set_stats(st)
 
-        sas = self.query_one("#stats-sas", DataTable)
+        sas = self.query_one("#stats-sas", StatsTable)
         keep = _cursor_key(sas)
-        sas.clear()
         self._sa_filters = {}
+        rows: list[tuple[str, list[Text | str]]] = []
         for c in st.child_sas:
             key = f"child:{c.id}"
             spis = [s for s in (c.spi_i, c.spi_r) if s is not None]
             proto = next((f.protocol for f in st.flows if f.child_sa == c.id), "ESP")
             self._sa_filters[key] = sa_filter(spis, proto) if spis else f"ipsecscope.child == {c.id}"
-            sas.add_row(Text(f"#{c.id} {c.state}", "bold"), str(c.packets), str(c.bytes), fmt_rate(c.rate),
-                        _rel(c.first_ts, t0), _rel(c.last_ts, t0), _lost(c.lost), "", key=key)
-            for f in st.flows:
-                if f.child_sa == c.id:
-                    self._add_flow(sas, f, t0)
-        for f in st.flows:
-            if f.child_sa is None or f.child_sa not in {c.id for c in st.child_sas}:
-                self._add_flow(sas, f, t0)
+            rows.append((key, [Text(f"#{c.id} {c.state}", "bold"), str(c.packets), str(c.bytes), fmt_rate(c.rate),
+                               _rel(c.first_ts, t0), _rel(c.last_ts, t0), _lost(c.lost), ""]))
+            rows += [self._flow_row(f, t0) for f in st.flows if f.child_sa == c.id]
+        children = {c.id for c in st.child_sas}
+        rows += [self._flow_row(f, t0) for f in st.flows if f.child_sa is None or f.child_sa not in children]
+        sas.set_rows(rows)
         _restore_cursor(sas, keep)
 
-        convs = self.query_one("#stats-convs", DataTable)
+        convs = self.query_one("#stats-convs", StatsTable)
         keep = _cursor_key(convs)
-        convs.clear()
         self._conv_filters = {}
+        rows = []
         for c in st.conversations[:MAX_ROWS]:
             key = f"conv:{c.protocol}:{c.a}:{c.a_port}:{c.b}:{c.b_port}"
             self._conv_filters[key] = c.filter
             sa = ",".join(f"#{n}" for n in c.child_sas) or "-"
             lost = "-" if c.lost is None else _lost(c.lost)
-            convs.add_row(f"{c.protocol} {_ep(c.a, c.a_port)} ⇄ {_ep(c.b, c.b_port)}", str(c.packets_ab),
-                          str(c.packets_ba), str(c.bytes), fmt_rate(c.rate), _rel(c.first_ts, t0),
-                          _rel(c.last_ts, t0), lost, sa, key=key)
+            rows.append((key, [f"{c.protocol} {_ep(c.a, c.a_port)} ⇄ {_ep(c.b, c.b_port)}", str(c.packets_ab),
+                               str(c.packets_ba), str(c.bytes), fmt_rate(c.rate), _rel(c.first_ts, t0),
+                               _rel(c.last_ts, t0), lost, sa]))
         if len(st.conversations) > MAX_ROWS:
-            convs.add_row(Text(f"… {len(st.conversations) - MAX_ROWS} more: ipsecscope stats --json", "dim"),
-                          *[""] * 8, key="more")
+            rows.append(("more", [Text(f"… {len(st.conversations) - MAX_ROWS} more: ipsecscope stats --json", "dim"),
+                                  *[""] * 8]))
+        convs.set_rows(rows)
         _restore_cursor(convs, keep)
 
-    def _add_flow(self, sas: DataTable, f, t0: float) -> None:
+    def _flow_row(self, f, t0: float) -> tuple[str, list[Text | str]]:
         key = f"flow:{f.key}"
         self._sa_filters[key] = sa_filter([f.spi], f.protocol)
         label = f"  ↳ {f.spi:08x}" + (" AH" if f.protocol == "AH" else "")
-        sas.add_row(label, str(f.packets), str(f.bytes), fmt_rate(f.rate), _rel(f.first_ts, t0), _rel(f.last_ts, t0),
-                    _lost(f.lost), f.dst, key=key)
+        return key, [label, str(f.packets), str(f.bytes), fmt_rate(f.rate), _rel(f.first_ts, t0), _rel(f.last_ts, t0),
+                     _lost(f.lost), f.dst]
 
     # ---- follow --------------------------------------------------------------------------------
     def follow_filter(self) -> str | None:
