@@ -347,36 +347,83 @@ def capture_trees(capture: str | os.PathLike[str], keys, frames: Iterable[int]) 
     The decrypted copy (``decrypt --keep-other``: one record per frame, so frame numbers are the
     capture's) is written into a pipe tshark reads: the cleartext never lands in a file.
     """
+    return pipe_trees(lambda out: _decrypted_section(out, capture, keys), frames)
+
+
+def session_trees(session, frames: Iterable[int], gone: list[int] | None = None) -> dict[int, list[Node]]:
+    """tshark's trees of ``frames`` of a loaded session over one or several captures, by session
+    frame number, ESP frames decrypted: one tshark run reading from a pipe each capture's frames in
+    turn, a pcapng section each, numbered on from one capture to the next as the session (and
+    ``mergecap -a``) number them, so cross-packet fields ("Request frame: 39") say those numbers.
+
+    A capture file is decrypted again by the decrypt engine (``decrypt --keep-other``); one that
+    cannot be read again (stdin, a pipe) gives the frames the session still holds (:func:`target`
+    of each), and a frame it no longer holds is an empty record whose number goes to ``gone``.
+    Nothing is written to a file.
+    """
+    wanted = sorted(set(frames))
+    if not wanted:
+        return {}
+    last = wanted[-1]
+
+    def write(out: BinaryIO) -> None:
+        total = 0
+        for path in session.paths:
+            if total >= last:
+                break
+            if os.path.isfile(path):
+                n = _decrypted_section(out, path, session.keys)
+            else:
+                n = _records_section(out, _held(session, path, total, gone))
+            if session.frame_origin(total + n) != (path, n):
+                raise DissectError(f"{path}: {n} records written where the session counts another number of "
+                                   "frames, so tshark's frame numbers would not be the session's")
+            total += n
+
+    return pipe_trees(write, wanted)
+
+
+def _decrypted_section(out: BinaryIO, capture, keys) -> int:
     from .api import decrypt_capture
 
-    def write(out: BinaryIO) -> None:
-        stats = decrypt_capture(capture, keys, out, keep_other=True, jobs=1)
-        if stats.written + stats.kept + stats.unkept != stats.frames:
-            raise DissectError(f"the decrypted copy has {stats.written + stats.kept + stats.unkept} records for "
-                               f"{stats.frames} frames, so its frame numbers are not the capture's")
-
-    return pipe_trees(write, frames)
+    stats = decrypt_capture(capture, keys, out, keep_other=True, jobs=1)
+    if stats.written + stats.kept + stats.unkept != stats.frames:
+        raise DissectError(f"the decrypted copy has {stats.written + stats.kept + stats.unkept} records for "
+                           f"{stats.frames} frames, so its frame numbers are not the capture's")
+    return stats.frames
 
 
-def records_trees(records: Iterable[tuple[bytes, int, float]], frames: Iterable[int]) -> dict[int, list[Node]]:
-    """tshark's trees of ``frames`` (1-based positions) of ``records`` (``(bytes, link type, time)``,
-    one per frame in frame order, as :func:`target` gives them), in one tshark run over a pcapng
-    written into a pipe (an interface per link type), so cross-packet fields ("Response in") count
-    frames as the capture does."""
+def _held(session, path, base: int, gone: list[int] | None):
+    """``(bytes, link type, time)`` of the frames of ``path`` (numbered from ``base`` + 1) as the
+    session holds them: the decrypted inner packet of an ESP frame, else the frame as captured."""
+    frame = base + 1
+    while session.frame_origin(frame) == (path, frame - base):
+        detail = session.detail(frame)
+        hit = target(detail) if detail is not None and detail.raw else None
+        ts = detail.row.ts if detail is not None else 0.0
+        if hit is None:
+            if gone is not None:
+                gone.append(frame)
+            yield b"", int(LinkType.RAW), ts
+        else:
+            yield hit[0], hit[1], ts
+        frame += 1
+
+
+def _records_section(out: BinaryIO, records: Iterable[tuple[bytes, int, float]]) -> int:
+    """A pcapng section of ``records`` (an interface per link type); returns how many."""
     from .export.pcapng import PcapngWriter
 
-    def write(out: BinaryIO) -> None:
-        w = PcapngWriter(out)
-        ifaces: dict[int, int] = {}
-        for data, linktype, ts in records:
-            if linktype not in ifaces:
-                ifaces[linktype] = w.add_interface(linktype)
-            # A float epoch time holds about 0.2 us: whole microseconds (tcpdump's resolution) give
-            # tshark the capture's own times back, so "Response time" reads as in the capture.
-            w.write_packet(ifaces[linktype], round(ts * 1e6) * 1000, data)
-        w.close()
-
-    return pipe_trees(write, frames)
+    w = PcapngWriter(out)
+    ifaces: dict[int, int] = {}
+    for data, linktype, ts in records:
+        if linktype not in ifaces:
+            ifaces[linktype] = w.add_interface(linktype)
+        # A float epoch time holds about 0.2 us: whole microseconds (tcpdump's resolution) give
+        # tshark the capture's own times back, so "Response time" reads as in the capture.
+        w.write_packet(ifaces[linktype], round(ts * 1e6) * 1000, data)
+    w.close()
+    return w.packets
 
 
 # ---- what to dissect for a frame, and the scapy fallback ------------------------------------------

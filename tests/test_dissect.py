@@ -153,19 +153,22 @@ def test_packets_v_is_tsharks_own_decryption(sample: str, keys: list[str]) -> No
     run = subprocess.run([*IPSECSCOPE, "packets", str(d / "capture.pcapng"), "-k", *[str(d / k) for k in keys],
                           "-Y", "esp && icmp", "-V"], capture_output=True, text=True)
     assert run.returncode == 0 and not run.stderr, run.stderr
-    ours = _split_v(run.stdout)
+    _same_as_tsharks_decryption(_split_v(run.stdout), d / "capture.pcapng", d / "keys", sample)
+
+
+def _same_as_tsharks_decryption(ours: dict[int, list[str]], capture: Path, keys_dir: Path, label: str) -> None:
     assert ours
     for frame, lines in ours.items():
-        ref = _tshark_v("-r", str(d / "capture.pcapng"), "-o", "esp.enable_encryption_decode:TRUE",
-                        "-Y", f"frame.number == {frame}", env_keys=d / "keys")
+        ref = _tshark_v("-r", str(capture), "-o", "esp.enable_encryption_decode:TRUE",
+                        "-Y", f"frame.number == {frame}", env_keys=keys_dir)
         esp = ref.index("Encapsulating Security Payload")
         if lines[0] != "Raw packet data":
             # Not decrypted by us: the frame itself (mtu-small-link's ICMP error quoting ESP), the
             # same up to the quoted ESP, which tshark decrypts as far as it goes and we do not.
-            assert lines[:esp] == ref[:esp], f"{sample} frame {frame}"
+            assert lines[:esp] == ref[:esp], f"{label} frame {frame}"
             continue
         inner = esp + 1 + next(i for i, x in enumerate(ref[esp + 1:]) if not x.startswith(" "))
-        assert lines[1:] == ref[inner:], f"{sample} frame {frame}"
+        assert lines[1:] == ref[inner:], f"{label} frame {frame}"
 
 
 @needs_tshark
@@ -463,19 +466,28 @@ def test_packets_v_over_stdin_is_the_same_tshark_tree(tmp_path: Path) -> None:
 
 
 @needs_tshark
-def test_packets_v_over_several_captures_gives_each_its_own_tree() -> None:
-    # Each capture numbers its frames from 1 (as tshark does) and gets its own tshark run over its
-    # decrypted copy: the trees are the ones `packets -V` gives each capture alone, which
-    # test_packets_v_is_tsharks_own_decryption checks against tshark's own decryption.
+def test_packets_v_over_several_captures_is_tsharks_own_decryption_of_them_joined(tmp_path: Path) -> None:
+    # The session numbers several captures on from one to the next (mergecap -a); -V gives tshark
+    # each capture's decrypted frames in turn through one pipe, so the frame numbers and the
+    # cross-packet fields ("Request frame: 39") are those of tshark reading the captures joined,
+    # with both samples' keys. The second capture's frames, one of them read from stdin.
     names = ["healthy-gcm", "cbc-sha2-pfs"]
-    caps = [str(SAMPLES / n / "capture.pcapng") for n in names]
+    caps = [SAMPLES / n / "capture.pcapng" for n in names]
     keys = [str(SAMPLES / n / "charon-left.log") for n in names]
-    both = _trees_in_order(_packets_v(*caps, "-k", *keys))
-    alone = [_trees_in_order(_packets_v(c, "-k", *keys)) for c in caps]
-    assert both == alone[0] + alone[1]
-    assert all(lines for _, lines in both)
-    inner = [lines for _, lines in both if lines[0] == "    Raw packet data"]
-    assert len(inner) >= 20  # decrypted ESP of both captures, not scapy's fallback
+    joined = tmp_path / "joined.pcapng"  # encrypted, as captured: no cleartext in the test's files
+    joined.write_bytes(b"".join(c.read_bytes() for c in caps))
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    for table in ("esp_sa", "ikev2_decryption_table"):
+        (conf / table).write_text("".join((SAMPLES / n / "keys" / table).read_text() for n in names))
+    first = len(_split_v(_packets_v(str(caps[0]), "-k", *keys)))  # frames of the first capture
+    assert first == 34
+    flt = f"esp && icmp && frame.number > {first}"
+    for args, stdin in (([str(caps[0]), str(caps[1])], None), ([str(caps[0]), "-"], caps[1])):
+        ours = _split_v(_packets_v(*args, "-k", *keys, "-Y", flt, stdin=stdin))
+        assert min(ours) > first and len(ours) >= 10, sorted(ours)
+        assert any(f"Request frame: {first + 7}" in line for lines in ours.values() for line in lines)
+        _same_as_tsharks_decryption(ours, joined, conf, " ".join(args))
 
 
 @needs_tshark

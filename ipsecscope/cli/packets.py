@@ -5,8 +5,8 @@ number, and an Info column that shows the decrypted inner packet the way Wiresha
 (``ESP seq 5 ▸ ICMP 10.1.0.1 → 10.2.0.1 Echo (ping) request id=0x0001, seq=1/256, ttl=64``).
 ``-Y`` takes a Wireshark display filter (``ipsecscope packets --fields`` lists the fields).
 ``-V`` adds, under each frame, tshark's protocol tree of its decrypted inner packet or of the frame:
-one tshark run per capture reading its decrypted copy from a pipe (``ipsecscope.dissect.capture_trees``;
-stdin: the frames the session kept, ``records_trees``), so cleartext never lands in a file.
+one tshark run reading every capture's decrypted frames from a pipe (``ipsecscope.dissect.session_trees``),
+so cleartext never lands in a file.
 
 JSON lines (``--json``), schema ``"ipsecscope.packets/1"``, one object per frame (fields are only
 ever added within /1)::
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from .. import timefmt
@@ -149,77 +148,33 @@ def row_json(row, session, t0: float) -> dict:
     }
 
 
-def file_of_rows(rows) -> list[int]:
-    """The index of the capture each row came from: a session over several captures numbers each
-    one's frames from 1 (as tshark does), so a frame number smaller than the one before starts the
-    next capture."""
-    out, i, last = [], 0, 0
-    for r in rows:
-        if r.frame < last:
-            i += 1
-        last = r.frame
-        out.append(i)
-    return out
-
-
-def deep_trees(files: list[str], session, chosen: list[tuple[int, int]]) -> dict:
-    """(capture index, frame) -> protocol tree for ``-V``: tshark's, one run per capture with its
-    decrypted frames written into a pipe tshark reads (never a file), else scapy's for each frame
-    with a one-line note on stderr saying why."""
+def deep_trees(session, frames: list[int]) -> dict:
+    """frame -> protocol tree for ``-V``: tshark's (one run reading every capture's decrypted frames
+    from a pipe, never a file), else scapy's for each frame with a one-line note on stderr saying why."""
     from .. import dissect
     from ..outfile import sigterm_unwinds
 
-    trees: dict[tuple[int, int], list] = {}
-    for i, path in enumerate(files):
-        frames = [f for j, f in chosen if j == i]
-        if not frames:
-            continue
-        try:
-            with sigterm_unwinds():  # SIGTERM ends tshark and the writer too
-                if os.path.isfile(path):  # read again by the decrypt engine, frame numbers as tshark's
-                    got = dissect.capture_trees(path, session.keys, frames)
-                elif len(files) == 1:  # stdin or a pipe: read once; the session kept the recent frames
-                    gone: list[int] = []
-                    got = dissect.records_trees(_kept_records(session, max(frames), gone), frames)
-                    lost = [f for f in frames if f in set(gone)]
-                    if lost:
-                        print(f"ipsecscope packets: -V: {len(lost)} frame(s) from {lost[0]} on read from {path} are no "
-                              "longer held in memory (it keeps the last 32 MiB): no tree for them; save the capture "
-                              "to a file for all", file=sys.stderr)
-                        got = {f: t for f, t in got.items() if f not in set(lost)}
-                else:
-                    raise IpsecscopeError(f"{path} is not a file and came with other captures, so its frame "
-                                          "numbers are not unique: give it alone for its trees")
-        except (IpsecscopeError, OSError) as exc:  # tshark, or decrypting the capture it reads
-            print(f"ipsecscope packets: -V: {exc}; scapy's dissection instead", file=sys.stderr)
-            if len(files) > 1 and not os.path.isfile(path):
-                continue  # session.detail() would give another capture's frame of that number
-            got = {}
-            for frame in frames:  # the frames asked for, once each: a view, not the analysis path
-                detail = session.detail(frame)
-                target = dissect.target(detail) if detail is not None else None
-                if target is not None:
-                    got[frame] = dissect.scapy_layers(target[0], target[1])
-        trees.update({(i, f): t for f, t in got.items()})
-    return trees
-
-
-def _kept_records(session, last: int, gone: list[int]):
-    """Frames 1..``last`` of a one-capture session as ``(bytes, link type, time)``: the decrypted
-    inner packet of an ESP frame, else the frame as captured; a frame whose bytes the session no
-    longer keeps (stdin past its memory bound) is an empty record, so the numbering still holds,
-    and its number goes to ``gone``."""
-    from .. import dissect
-
-    for frame in range(1, last + 1):
+    if not frames:
+        return {}
+    try:
+        gone: list[int] = []
+        with sigterm_unwinds():  # SIGTERM ends tshark and the writer too
+            trees = dissect.session_trees(session, frames, gone)
+        lost = sorted(set(frames) & set(gone))
+        if lost:
+            print(f"ipsecscope packets: -V: {len(lost)} frame(s) from {lost[0]} on are no longer held in memory "
+                  "(a capture read from stdin or a pipe keeps its last 32 MiB): no tree for them; save the capture "
+                  "to a file for all", file=sys.stderr)
+        return {f: t for f, t in trees.items() if f not in set(lost)}
+    except (IpsecscopeError, OSError) as exc:  # tshark, or decrypting the capture it reads
+        print(f"ipsecscope packets: -V: {exc}; scapy's dissection instead", file=sys.stderr)
+    trees = {}
+    for frame in frames:  # the frames asked for, once each: a view, not the analysis path
         detail = session.detail(frame)
-        target = dissect.target(detail) if detail is not None and detail.raw else None
-        ts = detail.row.ts if detail is not None else 0.0
-        if target is None:
-            gone.append(frame)
-            yield b"", 101, ts
-        else:
-            yield target[0], target[1], ts
+        target = dissect.target(detail) if detail is not None else None
+        if target is not None:
+            trees[frame] = dissect.scapy_layers(target[0], target[1])
+    return trees
 
 
 def run(args: argparse.Namespace) -> int:
@@ -246,7 +201,6 @@ def run(args: argparse.Namespace) -> int:
     t0 = session.table.first_ts or 0.0
     out = sys.stdout
     chosen: list = []
-    chosen_pos: list[int] = []
     for i in positions:
         row = rows[i]
         if chosen and row.frame == chosen[-1].frame:  # one line per frame (a TCP segment may carry several
@@ -254,18 +208,11 @@ def run(args: argparse.Namespace) -> int:
         if args.count is not None and len(chosen) >= args.count:
             break
         chosen.append(row)
-        chosen_pos.append(i)
     if args.verbose and args.json:
         print("ipsecscope packets: -V prints trees as text; leave out --json", file=sys.stderr)
         return 2
-    trees: dict = {}
-    chosen_at = [0] * len(chosen)  # which capture each printed frame is from
-    if args.verbose:
-        if len(args.files) > 1:
-            files_of = file_of_rows(rows)
-            chosen_at = [files_of[i] for i in chosen_pos]
-        trees = deep_trees(args.files, session, list(zip(chosen_at, [r.frame for r in chosen], strict=True)))
-    for n, row in enumerate(chosen):
+    trees = deep_trees(session, [r.frame for r in chosen]) if args.verbose else {}
+    for row in chosen:
         if args.json:
             out.write(json.dumps(row_json(row, session, t0), ensure_ascii=False) + "\n")
         else:
@@ -282,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         if args.verbose:
             from ..dissect import format_tree
 
-            layers = [x for x in trees.get((chosen_at[n], row.frame), []) if x.name != "frame"]
+            layers = [x for x in trees.get(row.frame, []) if x.name != "frame"]
             out.write(format_tree(layers, indent="    ") + "\n\n" if layers else "\n")
     if damage:
         print(f"ipsecscope packets: {damage}", file=sys.stderr)
