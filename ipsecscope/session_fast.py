@@ -47,6 +47,7 @@ from .capture.pcapng import (
     frame_from_block,
 )
 from .crypto.esp import MIN_INNER, STATUS, EspResult, check_payload, payload_failure, trim_tfc
+from .decode.inner_bulk import add_run
 from .errors import CaptureError
 from .model.packets import RawFrame
 from .model.sa import SaState
@@ -505,7 +506,7 @@ class _Loop:
             if res is not None:
                 return res.inner
             if not where:  # built on first use: only rows and traffic selector checks need it
-                for lp, out, ilen in plains:
+                for lp, out, ilen, _j, _s in plains:
                     for k, j in enumerate(lp.tolist()):
                         where[j] = (out, ilen, k)
             w_ = where.get(i)
@@ -549,11 +550,7 @@ class _Loop:
         rec["child"] = child_g
         rec["nh"] = nh
         if not inner_done:
-            inner_add = s.inner.add
-            for i in np.flatnonzero(status == OK).tolist():
-                data = inner(i)
-                if data is not None:
-                    inner_add(int(frame_e[i]), data, int(nh[i]))
+            _inner_run(s.inner, frame_e, status, nh, plains, results)
         rows.add_packed(rec.tobytes(), n)
 
     def _gcm(self, w: bytes, ent: list, sa, pos: np.ndarray, q: np.ndarray, end: np.ndarray, seq: np.ndarray,
@@ -619,7 +616,7 @@ class _Loop:
             b9 = J[np.minimum(starts + 9, top_ix)]
             b6 = J[np.minimum(starts + 6, top_ix)]
             nested[gok] = ((last == 50) | ((last == 4) & (ilen > 9) & (b9 == 50)) | ((last == 41) & (ilen > 6) & (b6 == 50)))[ok]
-            plains.append((lp, out, ilen))
+            plains.append((lp, out, ilen, J, starts))
             if not ok.all():  # decrypted, but no valid payload: in frame order with the rest below
                 slow += [(int(lp[k]), out[k]) for k in np.flatnonzero(~ok).tolist()]
         for i in sorted(slow, key=lambda x: x if type(x) is int else x[0]):
@@ -775,6 +772,35 @@ def _group(src: np.ndarray, dst: np.ndarray, spi: np.ndarray) -> tuple[np.ndarra
     gid = np.empty(n, np.int64)
     gid[order] = np.cumsum(new) - 1
     return order, bounds, gid
+
+
+def _inner_run(store, frame_e: np.ndarray, status: np.ndarray, nh: np.ndarray, plains: list, results: dict) -> None:
+    """The run's decrypted inner packets into the inner store at once (decode.inner_bulk): the
+    AES-GCM groups' payloads where they were decrypted, the others' from their results."""
+    bufs, pos, starts, lens = [], [], [], []
+    base = 0
+    for lp, _out, ilen, J, st in plains:
+        m = status[lp] == OK
+        if m.any():
+            bufs.append(J)
+            pos.append(lp[m])
+            starts.append(st[m] + base)
+            lens.append(ilen[m])
+        base += len(J)
+    extra = [(i, r.inner) for i, r in results.items() if status[i] == OK and r.inner is not None]
+    if extra:
+        ln = np.array([len(x) for _i, x in extra], np.int64)
+        bufs.append(np.frombuffer(b"".join(x for _i, x in extra), np.uint8))
+        pos.append(np.array([i for i, _x in extra], np.int64))
+        starts.append(np.cumsum(ln) - ln + base)
+        lens.append(ln)
+    if not pos:
+        return
+    P = np.concatenate(pos)
+    order = np.argsort(P, kind="stable")
+    P = P[order]
+    add_run(store, frame_e[P], np.concatenate(bufs) if len(bufs) > 1 else bufs[0], np.concatenate(starts)[order],
+            np.concatenate(lens)[order], nh[P])
 
 
 def _window(fd: int, n: int, base: int, size: int, progress) -> tuple[bytes, int, int]:

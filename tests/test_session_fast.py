@@ -46,12 +46,21 @@ def _load(path: str, keys: list[str], fast: bool, monkeypatch, keep_rows: bool =
     else:
         out = (json.dumps(table_to_dict(s.table), sort_keys=True, default=str),
                [repr(f) for f in s.findings],
-               [tuple(getattr(s.rows[i], f) for f in ROW_FIELDS) for i in range(len(s.rows))] if keep_rows else [],
+               ([tuple(getattr(s.rows[i], f) for f in ROW_FIELDS) for i in range(len(s.rows))], _inner_records(s))
+               if keep_rows else [],
                repr(s.stats), repr(s.esp_decryptor.summary()),
                # every field of every flow and CHILD SA, also those no output shows (yet)
                sorted(repr(f) for f in s.table.flows.values()), [repr(c) for c in s.table.child_sas.values()])
     monkeypatch.undo()
     return out
+
+
+def _inner_records(s: Session) -> tuple:
+    """Every inner record as stored (address indexes too: their order is the table's), the address
+    table and the side tables (DNS names, ICMP quotes, nested ESP layers)."""
+    inner = s.inner
+    return (inner.window(0, 1 << 62), list(inner.addrs), sorted(inner.dns_names.items()),
+            sorted(inner.quoted.items()), sorted((f, repr(v)) for f, v in inner.nested.items()))
 
 
 def _keys_for(path: str) -> list[str]:

@@ -26,6 +26,7 @@ import bisect
 import struct
 from array import array
 from dataclasses import dataclass
+from functools import cache
 
 from .ip import Reassembler
 
@@ -87,6 +88,11 @@ def _addr6(b: bytes) -> str:
     return str(ipaddress.IPv6Address(b))
 
 
+def _raw(vals) -> memoryview:
+    """A contiguous buffer (a numpy array) as bytes, for ``array.frombytes``, without a copy."""
+    return memoryview(vals).cast("B")
+
+
 def _dns_name(data: bytes, off: int, end: int) -> str | None:
     """The first question's QNAME (RFC 1035 §4.1.2), uncompressed as questions are."""
     labels: list[str] = []
@@ -103,17 +109,47 @@ def _dns_name(data: bytes, off: int, end: int) -> str | None:
     return None
 
 
+# The store keeps a record as columns (``array.array``, ``numpy`` appends a run at once): the
+# fields every record has (CORE: 32 bytes a record), and the rare ones (RARE: DNS header fields,
+# what an ICMP error quotes) only for the records that have them, beside their frame numbers.
+CORE = (("frame", "q"), ("ver", "B"), ("proto", "B"), ("ttl", "B"), ("flags", "B"), ("src", "I"), ("dst", "I"),
+        ("iplen", "H"), ("sport", "H"), ("dport", "H"), ("itype", "B"), ("icode", "B"), ("tcpflags", "H"),
+        ("l4len", "H"))
+RARE = (("dns_id", "H"), ("dns_qtype", "H"), ("qver", "B"), ("qproto", "B"), ("qflags", "B"), ("qsrc", "I"),
+        ("qdst", "I"), ("qsport", "H"), ("qdport", "H"), ("qitype", "B"), ("qicode", "B"))
+assert tuple(f for f, _c in CORE + RARE) == FIELDS and "".join(c for _f, c in CORE + RARE) == REC.format[1:]
+_N_CORE = len(CORE)
+_NO_RARE = (0,) * len(RARE)
+_NP_CODES = {"q": "<i8", "B": "u1", "H": "<u2", "I": "<u4"}
+
+
+@cache
+def record_dtype():
+    """The numpy dtype of a packed ``REC`` record (numpy is imported when a reader asks)."""
+    import numpy as np
+
+    return np.dtype([(f, _NP_CODES[c]) for f, c in CORE + RARE])
+
+
 class InnerStore:
-    """One packed record per frame that has an IP layer ipsecscope did not otherwise decode: the
+    """One record per frame that has an IP layer ipsecscope did not otherwise decode: the
     decrypted inner packet of an ESP frame, or a plain (non-IPsec) IP frame. Frames are added in
     increasing order; a frame added twice keeps its first record (one TCP segment carrying several
-    RFC 8229 records is one frame)."""
+    RFC 8229 records is one frame).
+
+    Records are kept as columns (see ``CORE``/``RARE``): :meth:`add` appends one packet's,
+    :meth:`extend` a run's (``decode.inner_bulk`` parses a run of decrypted payloads with numpy).
+    :meth:`window` gives them back as packed ``REC`` records, the layout the display filter reads."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self.frames = array("q")
+        self._core = [array(code) for _f, code in CORE[1:]]  # every field of CORE but the frame
+        self.frames = array("q")  # CORE's frame column: extended last, so a record is whole when seen
+        self._rare = [array(code) for _f, code in RARE]
+        self._rare_frames = array("q")
         self._addrs: list[str] = [""]
         self._addr_ix: dict[str, int] = {"": 0}
+        self._v4_ix: dict[int, int] = {}  # IPv4 address as an integer -> its index (the bulk path)
+        self._v6_ix: dict[bytes, int] = {}
         self.dns_names: dict[int, str] = {}  # frame -> first question's QNAME
         # frame -> what an ICMP error quotes beyond ports: ("isakmp", 28-octet IKE header) or
         # ("esp", spi, seq) -- tshark dissects the quoted datagram that far, so filters see it.
@@ -134,6 +170,20 @@ class InnerStore:
             self._addrs.append(s)
         return i
 
+    def addr4(self, a: int) -> int:
+        """Table index of the IPv4 address ``a`` (an integer, network order)."""
+        i = self._v4_ix.get(a)
+        if i is None:
+            i = self._v4_ix[a] = self._addr(_addr4(a.to_bytes(4, "big")))
+        return i
+
+    def addr6(self, a: bytes) -> int:
+        """Table index of the IPv6 address ``a`` (16 bytes)."""
+        i = self._v6_ix.get(a)
+        if i is None:
+            i = self._v6_ix[a] = self._addr(_addr6(a))
+        return i
+
     @property
     def addrs(self) -> list[str]:
         """Address table: records hold indexes into it (0 = no address)."""
@@ -149,7 +199,21 @@ class InnerStore:
             return
         if layers:
             self.nested[frame] = layers
-        data = bytes(data)
+        rec = self.summarise(frame, bytes(data), next_header)
+        for col, v in zip(self._core, rec, strict=False):
+            col.append(v)
+        rare = rec[_N_CORE - 1:]
+        if rare != _NO_RARE:
+            for col, v in zip(self._rare, rare, strict=True):
+                col.append(v)
+            self._rare_frames.append(frame)
+        frames.append(frame)
+
+    def summarise(self, frame: int, data: bytes, next_header: int | None) -> tuple:
+        """The record fields (after ``frame``) of ``data``: an IP fragment that completes a
+        datagram gives the whole datagram's; a DNS name or what an ICMP error quotes goes to the
+        side tables under ``frame``. (The one packet path: :meth:`add`, and the bulk parser for
+        what it leaves to it.)"""
         rec, extra = parse(data, next_header, self._addr)
         if rec[3] & FRAGMENT:  # parse saw an IP fragment: it may complete a datagram
             whole = self._defragment(data, next_header)
@@ -159,8 +223,19 @@ class InnerStore:
             self.dns_names[frame] = extra
         elif extra is not None:
             self.quoted[frame] = extra
-        self._buf += REC.pack(frame, *rec)
-        frames.append(frame)
+        return rec
+
+    def extend(self, frames, core: list, rare_frames=(), rare: list | None = None) -> None:
+        """Append a run's records: ``frames`` increasing and after every frame already here,
+        ``core`` the columns of CORE after the frame (buffers of its item types: numpy arrays),
+        ``rare_frames``/``rare`` the RARE columns of the records that have any."""
+        for col, vals in zip(self._core, core, strict=True):
+            col.frombytes(_raw(vals))
+        if len(rare_frames):
+            for col, vals in zip(self._rare, rare, strict=True):
+                col.frombytes(_raw(vals))
+            self._rare_frames.frombytes(_raw(rare_frames))
+        self.frames.frombytes(_raw(frames))
 
     def _defragment(self, data: bytes, nh: int | None) -> bytes | None:
         """The whole datagram when ``data`` is the IP fragment that completes one (RFC 791 §3.2,
@@ -215,24 +290,52 @@ class InnerStore:
         """Forget records of frames before ``first_frame`` (live mode's ring of rows moved on)."""
         i = bisect.bisect_left(self.frames, first_frame)
         if i:
-            del self._buf[:i * REC_SIZE]
             del self.frames[:i]
+            for col in self._core:
+                del col[:i]
             for side in (self.dns_names, self.quoted, self.nested):
                 for f in [f for f in side if f < first_frame]:
                     del side[f]
+        k = bisect.bisect_left(self._rare_frames, first_frame)
+        if k:
+            del self._rare_frames[:k]
+            for col in self._rare:
+                del col[:k]
 
-    def window(self, first: int, last: int) -> bytearray:
-        """The records of frames ``first``..``last`` as a copy (a reader in another thread never
-        holds the growing buffer, nor sees half a record: ``add`` extends it before ``frames``)."""
-        i = bisect.bisect_left(self.frames, first)
-        j = bisect.bisect_right(self.frames, last)
-        return self._buf[i * REC_SIZE:j * REC_SIZE]
+    def window(self, first: int, last: int) -> bytes:
+        """The records of frames ``first``..``last`` packed as ``REC`` records, a copy (a reader
+        in another thread never holds the growing columns, nor sees half a record: :meth:`add` and
+        :meth:`extend` extend ``frames`` last)."""
+        import numpy as np
+
+        frames = self.frames
+        i = bisect.bisect_left(frames, first)
+        j = bisect.bisect_right(frames, last, i, len(frames))
+        if j == i:
+            return b""
+        out = np.zeros(j - i, record_dtype())
+        fr = np.frombuffer(frames[i:j], np.int64)
+        out["frame"] = fr
+        for (name, _c), col in zip(CORE[1:], self._core, strict=True):
+            out[name] = np.frombuffer(col[i:j], out.dtype[name])
+        rf = self._rare_frames
+        a = bisect.bisect_left(rf, first)
+        b = bisect.bisect_right(rf, int(fr[-1]), a, len(rf))
+        if b > a:
+            at = np.searchsorted(fr, np.frombuffer(rf[a:b], np.int64))
+            for (name, _c), col in zip(RARE, self._rare, strict=True):
+                out[name][at] = np.frombuffer(col[a:b], out.dtype[name])
+        return out.tobytes()
 
     def record(self, frame: int) -> tuple | None:
+        """The record of ``frame`` as a ``REC`` tuple (``FIELDS``), or None."""
         frames = self.frames
         i = bisect.bisect_left(frames, frame)
         if i < len(frames) and frames[i] == frame:
-            return REC.unpack_from(self._buf, i * REC_SIZE)
+            rf = self._rare_frames
+            k = bisect.bisect_left(rf, frame)
+            rare = tuple(col[k] for col in self._rare) if k < len(rf) and rf[k] == frame else _NO_RARE
+            return (frame, *(col[i] for col in self._core), *rare)
         return None
 
     def get(self, frame: int) -> InnerSummary | None:
