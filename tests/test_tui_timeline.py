@@ -150,3 +150,23 @@ async def check(sample: str, size: tuple[int, int]) -> int:
 @pytest.mark.parametrize("sample", list(CASES))
 def test_timeline_markers_sit_at_their_event_times(sample: str, size: tuple[int, int]) -> None:
     assert asyncio.run(check(sample, size)) >= 2
+
+
+@pytest.mark.parametrize("capture, keys", [("healthy-gcm", ["keys"]), ("dead-peer", []), ("peer-restart", []),
+                                           ("esp-oneway-drop", []), ("nat-rebind", []),
+                                           ("../tests/data/tcpdump/OSPFv3_with_AH.pcap", [])])
+def test_activity_from_records_equals_rows(capture, keys):
+    """The sparklines' counts from the RowStore's records (numpy, no row built) are the ones the
+    rows themselves give, keys (CHILD SA ids, ("spi", SPI) for ESP/AH no SA claims) in the same order."""
+    from ipsecscope.rowstore import RowStore
+    from ipsecscope.session import Session
+    from ipsecscope.tui.panes import activity
+
+    s = Session()
+    s.add_key_files([SAMPLES / capture / k for k in keys])
+    s.load(SAMPLES / capture if capture.endswith(".pcap") else SAMPLES / capture / "capture.pcapng")
+    assert isinstance(s.rows, RowStore)
+    t0, t1 = s.table.first_ts, s.table.last_ts
+    for span in ((t0, t1), (t0 + (t1 - t0) / 3, t1 - (t1 - t0) / 3)):  # rows before and after the span too
+        fast = activity(s.rows, *span)
+        assert fast and list(fast.items()) == list(activity(list(s.rows), *span).items())
