@@ -160,7 +160,7 @@ class _Cols:
         self.inner = inner
         self._joined = False
         self.has_inner = none
-        self.iarr: np.ndarray | None = None
+        self.iarr: Mapping[str, np.ndarray] | None = None  # inner columns by name (InnerStore.columns)
         self._cache: dict[str, list[_Occ]] = {}
         self._layer_masks: dict[str, np.ndarray] | None = None
 
@@ -208,10 +208,9 @@ class _Cols:
         inner = self.inner
         if inner is None or not self.n:
             return
-        arr = inner.store.window(int(self.frames[0]), int(self.frames[-1]))
-        if not len(arr):
+        arr = inner.store.columns(int(self.frames[0]), int(self.frames[-1]))
+        if arr is None:
             return
-        arr = np.frombuffer(arr, dtype=INNER_DTYPE)
         ifr = arr["frame"]
         pos = np.searchsorted(ifr, self.frames)
         pos_c = np.minimum(pos, len(ifr) - 1)

@@ -3,9 +3,11 @@ list shows it: protocol, inner source → destination, ports, ICMP type, TCP fla
 
 A decrypted ESP payload (RFC 4303 §2.6: the inner IP datagram in tunnel mode, the transport
 header in transport mode, told apart by the Next Header field) is parsed once, when it is
-decrypted, into one fixed-size record of an :class:`InnerStore` (~50 bytes a frame): the display
-filter reads these records as columns and the packet list formats an Info line from one record
-when the row is on screen. Plain Python over ``struct``: this runs once per decrypted packet.
+decrypted, into one record of an :class:`InnerStore`, kept as columns (32 bytes a frame): the
+display filter and the statistics read them as numpy columns and the packet list formats an Info
+line from one record when the row is on screen. :func:`parse` (plain Python over ``struct``) is
+the one-packet path; the analysis path's hot loop summarises a run of payloads at once with
+``decode.inner_bulk``, which gives the same records and leaves the odd packets to :func:`parse`.
 
 Layers are the ones tshark shows for the same bytes, so a display filter sees the same fields:
 the inner IPv4/IPv6 header, then UDP, TCP, ICMP or ICMPv6, DNS on UDP port 53, and for ICMP error
@@ -308,24 +310,34 @@ class InnerStore:
         :meth:`extend` extend ``frames`` last)."""
         import numpy as np
 
+        cols = self.columns(first, last)
+        if cols is None:
+            return b""
+        out = np.zeros(len(cols["frame"]), record_dtype())
+        for name in FIELDS:
+            out[name] = cols[name]
+        return out.tobytes()
+
+    def columns(self, first: int, last: int) -> Columns | None:
+        """The records of frames ``first``..``last`` as numpy columns by ``FIELDS`` name (copies,
+        as :meth:`window`; the RARE ones built when first asked for), or None when there are none:
+        what the display filter and the statistics read."""
+        import numpy as np
+
         frames = self.frames
         i = bisect.bisect_left(frames, first)
         j = bisect.bisect_right(frames, last, i, len(frames))
         if j == i:
-            return b""
-        out = np.zeros(j - i, record_dtype())
-        fr = np.frombuffer(frames[i:j], np.int64)
-        out["frame"] = fr
+            return None
+        dt = record_dtype()
+        cols = Columns({"frame": np.frombuffer(frames[i:j], np.int64)})
         for (name, _c), col in zip(CORE[1:], self._core, strict=True):
-            out[name] = np.frombuffer(col[i:j], out.dtype[name])
+            cols[name] = np.frombuffer(col[i:j], dt[name])
         rf = self._rare_frames
         a = bisect.bisect_left(rf, first)
-        b = bisect.bisect_right(rf, int(fr[-1]), a, len(rf))
-        if b > a:
-            at = np.searchsorted(fr, np.frombuffer(rf[a:b], np.int64))
-            for (name, _c), col in zip(RARE, self._rare, strict=True):
-                out[name][at] = np.frombuffer(col[a:b], out.dtype[name])
-        return out.tobytes()
+        b = bisect.bisect_right(rf, frames[j - 1], a, len(rf))
+        cols.rare = (np.frombuffer(rf[a:b], np.int64), [col[a:b] for col in self._rare]) if b > a else None
+        return cols
 
     def record(self, frame: int) -> tuple | None:
         """The record of ``frame`` as a ``REC`` tuple (``FIELDS``), or None."""
@@ -361,6 +373,27 @@ class InnerStore:
             # the record is the packet carrying that layer: say which SA did not open, and why
             text = f"{text} 0x{last.spi:08x} seq {last.seq} ({last.status})"
         return "".join(f"{x.info()} ▸ " for x in s.layers if x.status == "decrypted") + text
+
+
+class Columns(dict):
+    """``FIELDS`` name -> numpy column of some records (:meth:`InnerStore.columns`); a RARE column
+    is built when first asked for: zeros but where a record has it."""
+
+    rare: tuple | None = None  # (frames, RARE columns as arrays) of the records that have them
+
+    def __missing__(self, name: str):
+        import numpy as np
+
+        names = [f for f, _c in RARE]
+        if name not in names:
+            raise KeyError(name)
+        dt = record_dtype()
+        col = np.zeros(len(self["frame"]), dt[name])
+        if self.rare is not None:
+            at = np.searchsorted(self["frame"], self.rare[0])
+            col[at] = np.frombuffer(self.rare[1][names.index(name)], dt[name])
+        self[name] = col
+        return col
 
 
 def parse(data: bytes, nh: int | None, addr) -> tuple[tuple, str | None]:
