@@ -260,7 +260,13 @@ class Accumulator:
         req = np.bincount(inv, weights=icmp & np.isin(pick["itype"], [8, 128]), minlength=k).astype(np.int64)
         rep = np.bincount(inv, weights=icmp & np.isin(pick["itype"], [0, 129]), minlength=k).astype(np.int64)
         child = cols.arr["child"][idx]
-        pairs = np.unique(np.stack([inv, child], axis=1)[child >= 0], axis=0).tolist()
+        bound = child >= 0
+        pairs: list = []
+        if bound.any():  # distinct (conversation, CHILD SA) pairs, as one integer each (a 1-D sort)
+            c = child[bound]
+            base = int(c.max()) + 1
+            u = np.unique(inv[bound].astype(np.int64) * base + c)
+            pairs = list(zip((u // base).tolist(), (u % base).tolist(), strict=True))
         addrs = cols.inner.addrs
         entries = []
         for proto, ia, pa, ib, pb in uniq.tolist():
