@@ -17,9 +17,12 @@ import numpy as np
 
 from .inner import CORE, ICMP_ERRORS, ICMPV6_ERRORS, L4, RARE, InnerStore
 
-_V6_EXT_OR_FRAG = np.array([0, 43, 44, 60])  # RFC 8200 §4: extension headers, fragment header (44)
-_ICMP_ERR = np.array(sorted(ICMP_ERRORS))
-_ICMPV6_ERR = np.array(sorted(ICMPV6_ERRORS))
+_V6_EXT_OR_FRAG = np.zeros(256, bool)  # RFC 8200 §4: extension headers, fragment header (44)
+_V6_EXT_OR_FRAG[[0, 43, 44, 60]] = True
+_ICMP_ERR = np.zeros(256, bool)
+_ICMP_ERR[sorted(ICMP_ERRORS)] = True
+_ICMPV6_ERR = np.zeros(256, bool)
+_ICMPV6_ERR[sorted(ICMPV6_ERRORS)] = True
 _NP = {"q": np.int64, "B": np.uint8, "H": np.uint16, "I": np.uint32}
 _AR16 = np.arange(16)
 
@@ -66,7 +69,7 @@ def add_run(store: InnerStore, frames: np.ndarray, buf: np.ndarray, starts: np.n
     # IPv4: whole, not cut short, no fragment (inner.parse: off = IHL, end = total length)
     ok4 = v4 & (n_ >= 20) & ((b0 >> 4) == 4) & (ihl >= 20) & (tl4 >= ihl) & (tl4 <= n_) & (frag == 0)
     # IPv6: a payload length that fits, a transport header right after the fixed header
-    ok6 = v6 & (n_ >= 40) & ((b0 >> 4) == 6) & (plen6 > 0) & (plen6 + 40 <= n_) & ~np.isin(nxt6, _V6_EXT_OR_FRAG)
+    ok6 = v6 & (n_ >= 40) & ((b0 >> 4) == 6) & (plen6 > 0) & (plen6 + 40 <= n_) & ~_V6_EXT_OR_FRAG[nxt6]
     trans = ~v4 & ~v6 & (nh >= 0) & (nh != 50)  # transport mode: the payload is the transport header
     off = np.where(v4, ihl, np.where(v6, 40, 0))
     end = np.where(v4, tl4, np.where(v6, plen6 + 40, n_))
@@ -83,7 +86,7 @@ def add_run(store: InnerStore, frames: np.ndarray, buf: np.ndarray, starts: np.n
     w67 = (at(p + 6) << 8) | at(p + 7)
     hl, tfl = at(p + 12), at(p + 13)
     has8 = room >= 8
-    err = icmp & (room > 8) & np.where(proto == 1, np.isin(s0, _ICMP_ERR), np.isin(s0, _ICMPV6_ERR))
+    err = icmp & (room > 8) & np.where(proto == 1, _ICMP_ERR[s0], _ICMPV6_ERR[s0])
     dns = udp & ((w01 == 53) | (w23 == 53))
     l4len = np.where(udp, w45, np.where(tcp, np.maximum(0, room - (hl >> 4) * 4), np.where(icmp, room, 0)))
     bulk = (ok4 | ok6 | trans) & ~err & ~dns & (l4len <= 0xFFFF)
