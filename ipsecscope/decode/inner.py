@@ -145,6 +145,7 @@ class InnerStore:
 
     def __init__(self) -> None:
         self._core = [array(code) for _f, code in CORE[1:]]  # every field of CORE but the frame
+        self._core_append = [col.append for col in self._core]
         self.frames = array("q")  # CORE's frame column: extended last, so a record is whole when seen
         self._rare = [array(code) for _f, code in RARE]
         self._rare_frames = array("q")
@@ -202,8 +203,8 @@ class InnerStore:
         if layers:
             self.nested[frame] = layers
         rec = self.summarise(frame, bytes(data), next_header)
-        for col, v in zip(self._core, rec, strict=False):
-            col.append(v)
+        for append, v in zip(self._core_append, rec, strict=False):
+            append(v)
         rare = rec[_N_CORE - 1:]
         if rare != _NO_RARE:
             for col, v in zip(self._rare, rare, strict=True):
