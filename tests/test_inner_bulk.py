@@ -213,3 +213,63 @@ def test_store_keeps_rare_fields_aside():
     st.prune(cut)
     assert all(f >= cut for f in st._rare_frames) and len(st._rare[0]) == len(st._rare_frames)
     assert {f: st.record(f) for f in st.frames} == {f: r for f, r in before.items() if f >= cut}
+
+
+@pytest.mark.parametrize("bulk_min", [1, 10**9], ids=["bulk", "per-packet"])
+def test_session_fast_equals_general_on_every_edge(tmp_path, monkeypatch, bulk_min):
+    """The edges as the decrypted inner packets of real ESP (an AES-GCM SA, taken inline by the
+    hot loop, and an AES-CBC+HMAC one, through the decryptor) in one capture: the hot loop's rows,
+    Info texts and inner records are the general path's, whether runs are accounted in bulk or
+    packet by packet; filters on inner fields select the same frames."""
+    import json
+
+    from espgen import Sa, esp_encrypt, ether
+    from test_session_fast import _load
+
+    from ipsecscope import session_fast
+    from ipsecscope.filtering import matches, source_of
+    from ipsecscope.model.filter import compile_filter
+    from ipsecscope.session import Session
+
+    rnd = random.Random(77)
+    gcm = Sa(0xA1000001, "198.18.1.1", "198.18.2.2", "aes-gcm16", rnd.randbytes(36))
+    cbc = Sa(0xB1000001, "198.18.3.3", "198.18.4.4", "aes-cbc", rnd.randbytes(16), "sha256", rnd.randbytes(32))
+    frames = []
+    for k, (data, nh) in enumerate(_cases() * 2):
+        if nh == 4 and len(data) >= 20 and data[0] >> 4 == 4 and 20 <= (data[2] << 8 | data[3]) <= len(data):
+            pass  # an IPv4 packet the payload check accepts
+        elif nh == 41 and len(data) >= 40 and data[0] >> 4 == 6 and (data[4] << 8 | data[5]) + 40 <= len(data):
+            pass
+        elif nh in (4, 41) or not data:
+            continue  # the ESP payload check calls these malformed: no inner record either way
+        sa = cbc if k % 5 == 0 else gcm
+        e = esp_encrypt(sa, k + 1, data, nh, struct.pack("!Q", k) * 2)
+        frames.append(ether(ipv4(sa.src, sa.dst, 50, e)))
+    out = [struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1)]
+    for i, f in enumerate(frames):
+        out.append(struct.pack("<IIII", 1_700_000_000 + i, 0, len(f), len(f)) + f)
+    cap = tmp_path / "edges.pcap"
+    cap.write_bytes(b"".join(out))
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"schema": "ipsecscope.keys/1", "esp": [gcm.json_entry(), cbc.json_entry()]}))
+    monkeypatch.setattr(session_fast, "BULK_MIN", bulk_min)
+    fast = _load(str(cap), [str(keys)], True, monkeypatch)
+    assert fast[0] != "error" and fast == _load(str(cap), [str(keys)], False, monkeypatch)
+    rows, (records, addrs, dns, quoted, _nested) = fast[2]
+    decrypted = sum(r[11] == "decrypted" for r in rows)  # (short transport headers are malformed ESP)
+    assert len(rows) == len(frames) and decrypted > 0.8 * len(frames)
+    assert len(records) // inner_mod.REC_SIZE == decrypted and dns and quoted
+    monkeypatch.setattr(session_fast, "BULK_MIN", bulk_min)
+    s = Session()
+    s.add_key_files([keys])
+    s.load(cap)
+    for text in ("ipv6 && udp.port == 8", "icmp.type == 3", "dns.qry.name == \"example.org\"", "tcp.flags.syn == 1",
+                 "icmp.seq == 1", "udp.dstport == 5001 && ip.proto == 17", "icmpv6.type == 128", "dns.flags.response == 1"):
+        got = matches(compile_filter(text), source_of(s))
+        monkeypatch.setattr(session_fast, "eligible", lambda *a: None)
+        g = Session()
+        g.add_key_files([keys])
+        g.load(cap)
+        monkeypatch.undo()
+        monkeypatch.setattr(session_fast, "BULK_MIN", bulk_min)
+        assert got and got == matches(compile_filter(text), source_of(g)), text
