@@ -18,7 +18,6 @@ from typing import Any
 
 from ..errors import IpsecscopeError
 from ..keys.formats import input_summary
-from .text import text_console  # noqa: F401  (sas, findings import it from here)
 
 # The format list comes from the one key-format table (ipsecscope.keys.formats.FORMATS).
 KEYS_HELP = ("key files or directories, any mix of formats (detected by content): "

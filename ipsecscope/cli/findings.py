@@ -27,7 +27,6 @@ from ..export.documents import SEVERITIES as _LEVELS
 from ..export.documents import findings_document, severity_counts
 from ..model.sa import Finding, Severity
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
-from .text import Hanging, text_console
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -118,6 +117,8 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 
 def render(findings: list[Finding], counts: dict[str, int], console=None) -> None:
     from rich.markup import escape
+
+    from .text import Hanging, text_console  # rich: only for text output (`--json` never loads it)
 
     console = console or text_console()
     if not findings:

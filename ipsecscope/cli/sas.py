@@ -27,7 +27,6 @@ from ..model.iana import Ikev1Exchange
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable
 from ..state import names as N
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
-from .text import Hanging, text_console
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -146,6 +145,8 @@ def _child_node(parent, c: ChildSa, table: SaTable) -> None:
 
 def render(table: SaTable, console=None, keys_given: bool = False) -> None:
     from rich.tree import Tree
+
+    from .text import Hanging, text_console  # rich: only for text output (`--json` never loads it)
 
     console = console or text_console()
     if not table.ike_sas and not table.child_sas:

@@ -1,0 +1,79 @@
+"""Start-up (issue 15): a command imports only what it uses. Each command runs in a fresh
+interpreter exactly as ``python -m ipsecscope ...`` does, and the test reads ``sys.modules`` at
+exit: the heavy packages (the TUI's Textual, the dissectors pyshark/scapy, rich's renderers,
+numpy, cryptography) must not be loaded by a command that never calls them. No timing: a module
+that is imported is a cost on every run, whatever the machine's load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import SAMPLES
+
+# Runs the CLI in-process, stdout to /dev/null, then prints the top-level packages and the
+# ipsecscope modules that were imported (one JSON line on stderr, after everything else).
+PROBE = (
+    "import atexit, json, os, sys\n"
+    "def _report():\n"
+    "    sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)) + '\\n')\n"
+    "atexit.register(_report)\n"
+    "sys.stdout = open(os.devnull, 'w')\n"
+    "import runpy\n"
+    "sys.argv = ['ipsecscope', *sys.argv[1:]]\n"
+    "runpy.run_module('ipsecscope', run_name='__main__', alter_sys=True)\n"
+)
+
+CAPTURE = SAMPLES / "healthy-gcm" / "capture.pcapng"
+KEYS = SAMPLES / "healthy-gcm" / "keys"
+NEVER = {"textual", "pyshark", "scapy", "lxml"}  # only the TUI, packets -V and the detail pane
+
+
+def imported(*argv: object) -> tuple[set[str], set[str]]:
+    """(top-level packages, ipsecscope modules) a command imported."""
+    r = subprocess.run([sys.executable, "-c", PROBE, *map(str, argv)], capture_output=True, text=True,
+                       timeout=300)
+    line = r.stderr.rsplit("MODULES ", 1)
+    assert len(line) == 2, r.stderr[-2000:]
+    assert "Traceback" not in line[0], line[0][-2000:]
+    mods = json.loads(line[1])
+    return {m.split(".")[0] for m in mods}, {m for m in mods if m.startswith("ipsecscope")}
+
+
+def test_version_imports_no_front_end() -> None:
+    tops, ours = imported("--version")
+    assert not tops & (NEVER | {"rich", "numpy", "cryptography"}), tops
+    assert not any(m.startswith("ipsecscope.cli.") for m in ours), sorted(ours)
+
+
+@pytest.mark.parametrize("argv", [("summary", "--json", CAPTURE), ("summary", CAPTURE)], ids=["json", "text"])
+def test_summary_loads_no_analysis_nor_tui(argv: tuple) -> None:
+    tops, ours = imported(*argv)
+    assert not tops & (NEVER | {"numpy", "cryptography"}), tops
+    if "--json" in argv:
+        assert "rich" not in tops
+    # summary is its own fast loop: it never builds a Session nor runs the rules
+    assert not {"ipsecscope.session", "ipsecscope.state.tracker", "ipsecscope.analysis.rules"} & ours
+
+
+@pytest.mark.parametrize("argv", [
+    ("sas", "--json", CAPTURE),
+    ("findings", "--json", CAPTURE),
+    ("sas", "--json", CAPTURE, "-k", KEYS),
+    ("sas", CAPTURE),
+    ("findings", CAPTURE),
+], ids=["sas-json", "findings-json", "sas-json-keys", "sas-text", "findings-text"])
+def test_analysis_commands_load_no_tui_nor_dissector(argv: tuple) -> None:
+    tops, ours = imported(*argv)
+    assert not tops & NEVER, tops
+    assert not any(m.startswith("ipsecscope.tui") for m in ours), sorted(ours)
+    if "--json" in argv:
+        assert "rich" not in tops  # rich renders text only
+
+
+def test_the_probe_sees_what_a_command_loads() -> None:
+    # the TUI's --help builds its parser only; `packets -V` pulls the dissector in when it runs
+    tops, ours = imported("sas", CAPTURE)
+    assert "rich" in tops and "ipsecscope.session" in ours
