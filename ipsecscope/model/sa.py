@@ -156,6 +156,9 @@ class ChildSa:
     inferred_reason: str = ""  # for INFERRED SAs: why these flows were grouped
     # NAT rebindings seen on its ESP-in-UDP flows when no IKE SA is known for it (else on the IKE SA)
     nat_rebindings: list[NatRebinding] = field(default_factory=list)
+    # state.child_sa.selector_ranges' cache: (ts_i, ts_r, their integer ranges), rebuilt when
+    # either tuple is replaced; not part of the SA's value.
+    ts_ranges: tuple | None = field(default=None, repr=False, compare=False)
 
     def flows(self, table: SaTable) -> list[EspFlow]:
         """Its flows, in the order they started (from the table's index: no walk over all flows)."""

@@ -8,61 +8,80 @@ import struct
 from ..model.ike import IdPayload, TrafficSelector
 from ..model.sa import ChildSa
 
-_IP4 = struct.Struct("!BBHHHBBH4s4s")
+_PORTS = struct.Struct("!HH")
 
 
-def ts_contains(ts: TrafficSelector, addr: str, proto: int, port: int | None) -> bool:
-    """Does one selector cover (addr, proto, port)? Port None = not known (non-TCP/UDP/SCTP)."""
-    try:
-        a = ipaddress.ip_address(addr)
-        lo = ipaddress.ip_address(ts.start_addr)
-        hi = ipaddress.ip_address(ts.end_addr)
-    except ValueError:
-        return True  # a selector we cannot read never produces a false alarm
-    if a.version != lo.version or not (lo <= a <= hi):
-        return False
-    if ts.ip_proto and proto != ts.ip_proto:
-        return False
-    if port is not None and not (ts.start_port <= port <= ts.end_port):
-        # RFC 4301 §4.4.1.1: OPAQUE (start > end) selectors match packets without ports.
-        return ts.start_port > ts.end_port
-    return True
+# A selector as integers (RFC 7296 §3.13.1: an address range, an IP protocol where 0 = any, a
+# port range where start > end = OPAQUE): (IP version, first, last address, protocol, first, last
+# port). The per-packet check compares ints; ``ipaddress`` parses each selector once per CHILD SA.
+Range = tuple[int, int, int, int, int, int]
 
 
-def any_contains(sels: tuple[TrafficSelector, ...], addr: str, proto: int, port: int | None) -> bool:
-    return any(ts_contains(t, addr, proto, port) for t in sels)
+def compile_selectors(sels: tuple[TrafficSelector, ...]) -> tuple[Range, ...] | None:
+    """``sels`` as integer ranges; None = covers every packet (one selector we cannot read
+    never produces a false alarm, so the list it is in covers everything)."""
+    out = []
+    for ts in sels:
+        try:
+            lo = ipaddress.ip_address(ts.start_addr)
+            hi = ipaddress.ip_address(ts.end_addr)
+        except ValueError:
+            return None
+        if lo.version != hi.version:
+            return None
+        out.append((lo.version, int(lo), int(hi), ts.ip_proto, ts.start_port, ts.end_port))
+    return tuple(out)
 
 
-def inner_5tuple(inner: bytes, next_header: int | None) -> tuple[str, str, int, int | None, int | None] | None:
-    """(src, dst, proto, sport, dport) of a decrypted tunnel-mode inner packet, or None.
+def selector_ranges(child: ChildSa) -> tuple[tuple[Range, ...] | None, tuple[Range, ...] | None]:
+    """(ts_i, ts_r) of ``child`` as integer ranges, compiled once per selector tuple."""
+    c = child.ts_ranges
+    if c is None or c[0] is not child.ts_i or c[1] is not child.ts_r:
+        c = child.ts_ranges = (child.ts_i, child.ts_r, compile_selectors(child.ts_i), compile_selectors(child.ts_r))
+    return c[2], c[3]
 
-    Transport mode (next header = TCP/UDP/...) has no inner addresses: the outer ones apply.
-    """
+
+def ranges_cover(ranges: tuple[Range, ...] | None, ver: int, addr: int, proto: int, port: int | None) -> bool:
+    """Does one of ``ranges`` cover (addr, proto, port)? Port None = not known (no TCP/UDP/SCTP
+    header: another protocol, or a non-first fragment)."""
+    if ranges is None:
+        return True
+    for v, lo, hi, p, sp, ep in ranges:
+        if v != ver or not lo <= addr <= hi or (p and proto != p):
+            continue
+        if port is not None and not sp <= port <= ep:
+            if sp > ep:  # RFC 4301 §4.4.1.1: OPAQUE selectors match packets without ports
+                return True
+            continue
+        return True
+    return False
+
+
+def inner_fields(inner: bytes, next_header: int | None) -> tuple[int, int, int, int, int | None, int | None] | None:
+    """(IP version, src, dst as ints, proto, sport, dport) of a decrypted tunnel-mode inner
+    packet, or None. Transport mode (next header = TCP/UDP/...) has no inner addresses."""
     if not inner:
         return None
     ver = inner[0] >> 4
-    try:
-        if ver == 4 and next_header in (None, 4) and len(inner) >= 20:
-            ihl = (inner[0] & 0x0F) * 4
-            proto = inner[9]
-            src = str(ipaddress.IPv4Address(inner[12:16]))
-            dst = str(ipaddress.IPv4Address(inner[16:20]))
-            frag_off = struct.unpack_from("!H", inner, 6)[0] & 0x1FFF
-            sport = dport = None
-            if proto in (6, 17, 132) and frag_off == 0 and len(inner) >= ihl + 4:
-                sport, dport = struct.unpack_from("!HH", inner, ihl)
-            return src, dst, proto, sport, dport
-        if ver == 6 and next_header in (None, 41) and len(inner) >= 40:
-            proto = inner[6]
-            src = str(ipaddress.IPv6Address(inner[8:24]))
-            dst = str(ipaddress.IPv6Address(inner[24:40]))
-            sport = dport = None
-            if proto in (6, 17, 132) and len(inner) >= 44:
-                sport, dport = struct.unpack_from("!HH", inner, 40)
-            return src, dst, proto, sport, dport
-    except (ValueError, struct.error):
-        return None
+    if ver == 4 and next_header in (None, 4) and len(inner) >= 20:
+        ihl = (inner[0] & 0x0F) * 4
+        proto = inner[9]
+        sport = dport = None
+        # ports only in a first fragment (fragment offset 0, RFC 791)
+        if proto in (6, 17, 132) and not (inner[6] & 0x1F or inner[7]) and len(inner) >= ihl + 4:
+            sport, dport = _PORTS.unpack_from(inner, ihl)
+        return 4, int.from_bytes(inner[12:16], "big"), int.from_bytes(inner[16:20], "big"), proto, sport, dport
+    if ver == 6 and next_header in (None, 41) and len(inner) >= 40:
+        proto = inner[6]
+        sport = dport = None
+        if proto in (6, 17, 132) and len(inner) >= 44:
+            sport, dport = _PORTS.unpack_from(inner, 40)
+        return 6, int.from_bytes(inner[8:24], "big"), int.from_bytes(inner[24:40], "big"), proto, sport, dport
     return None
+
+
+def address_text(ver: int, addr: int) -> str:
+    return str(ipaddress.IPv4Address(addr) if ver == 4 else ipaddress.IPv6Address(addr))
 
 
 def v1_id_selector(p: IdPayload) -> TrafficSelector | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..model.sa import ChildSa, EspFlow, SaState
 from .book import Book
-from .child_sa import any_contains, flow_direction, inner_5tuple
+from .child_sa import address_text, flow_direction, inner_fields, ranges_cover, selector_ranges
 from .esp_flow import _MASK as _SEQ_MASK
 from .esp_flow import EVIDENCE, account
 from .esp_flow import TRACK as _SEQ_TRACK
@@ -131,22 +131,26 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
 
 def check_selectors(flow: EspFlow, child: ChildSa, frame: int, inner: bytes | None, nh: int | None) -> None:
     """Count a decrypted inner packet outside ``child``'s traffic selectors on ``flow``
-    (RFC 4301 §5.2: a receiver drops what its SA's selectors do not cover)."""
-    t = inner_5tuple(inner or b"", nh)
+    (RFC 4301 §5.2: a receiver drops what its SA's selectors do not cover). Integers only: the
+    selectors are compiled once per CHILD SA (child_sa.selector_ranges)."""
+    t = inner_fields(inner or b"", nh)
     if t is None:
         return
-    isrc, idst, ip_proto, sp, dp = t
-    i2r = flow_direction(child, flow.src, flow.dst, flow.spi) == "i2r"
-    src_ts, dst_ts = (child.ts_i, child.ts_r) if i2r else (child.ts_r, child.ts_i)
-    ok = (not src_ts or any_contains(src_ts, isrc, ip_proto, sp)) and (
-        not dst_ts or any_contains(dst_ts, idst, ip_proto, dp))
-    if not ok:
-        flow.outside_ts += 1
-        if len(flow.outside_ts_frames) < EVIDENCE:
-            flow.outside_ts_frames.append(frame)
-        if flow.outside_ts_example is None:
-            ports = f" ports {sp}->{dp}" if sp is not None else ""
-            flow.outside_ts_example = f"{isrc} -> {idst} proto {ip_proto}{ports}"
+    ver, isrc, idst, ip_proto, sp, dp = t
+    ts_i, ts_r = selector_ranges(child)
+    if flow_direction(child, flow.src, flow.dst, flow.spi) == "i2r":
+        src_ts, dst_ts, src_sel, dst_sel = ts_i, ts_r, child.ts_i, child.ts_r
+    else:
+        src_ts, dst_ts, src_sel, dst_sel = ts_r, ts_i, child.ts_r, child.ts_i
+    if (not src_sel or ranges_cover(src_ts, ver, isrc, ip_proto, sp)) and (
+            not dst_sel or ranges_cover(dst_ts, ver, idst, ip_proto, dp)):
+        return
+    flow.outside_ts += 1
+    if len(flow.outside_ts_frames) < EVIDENCE:
+        flow.outside_ts_frames.append(frame)
+    if flow.outside_ts_example is None:
+        ports = f" ports {sp}->{dp}" if sp is not None else ""
+        flow.outside_ts_example = f"{address_text(ver, isrc)} -> {address_text(ver, idst)} proto {ip_proto}{ports}"
 
 
 def new_flow(book: Book, frame: int, ts: float, src: str, dst: str, spi: int, proto: str, encap: bool,
