@@ -317,6 +317,9 @@ class SaTable:
     observations: list[Observation] = field(default_factory=list)
     # ChildSa.id -> its flows; kept by the tracker with EspFlow.child_sa (ChildSa.flows reads it)
     child_flows: dict[int, list[EspFlow]] = field(default_factory=dict)
+    # (src, dst) -> NAT keepalives sent (RFC 3948 §2.3), counted by the tracker as they arrive,
+    # for every pair that has a ``nat_keepalive`` observation (views read it, no walk over those)
+    keepalives: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -113,7 +113,8 @@ class Tracker(Book):
             ob = self._keepalives[key] = Observation("nat_keepalive", pkt.ts, (pkt.frame,), pkt.src, pkt.dst,
                                                      {"count": 0, "sport": pkt.sport, "dport": pkt.dport})
             self.table.observations.append(ob)
-        ob.detail["count"] = int(ob.detail["count"]) + 1  # type: ignore[call-overload]
+        count = ob.detail["count"] = self.table.keepalives.get(key, 0) + 1
+        self.table.keepalives[key] = count
         ob.detail["last_ts"] = pkt.ts
 
     def on_icmp_error(self, err: IcmpError) -> None:

@@ -68,8 +68,7 @@ def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
                 p = _port_of(x, addr)
                 if not s.ports or s.ports[-1][0] != p:
                     s.ports.append((p, x.request_frames[0]))
-        s.keepalives = sum(int(o.detail.get("count", 0)) for o in table.observations
-                           if o.kind == "nat_keepalive" and o.src == addr and o.dst == other)
+        s.keepalives = table.keepalives.get((addr, other), 0)  # counted by the tracker (state/)
         if s.other_destination_fails:
             s.evidence.append(f"{other}'s NAT_DETECTION_DESTINATION_IP does not match {addr} as captured: the "
                               "capture was taken behind that NAT")
