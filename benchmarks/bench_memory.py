@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-PCAP_HDR = struct.Struct("<IHHiIII")
-REC = struct.Struct("<IIII")
-IMIX = (60, 60, 60, 60, 60, 60, 60, 590, 590, 590, 590, 1514)
+from gen_esp_pcap import IMIX, PCAP_HDR, REC, _ipv4  # noqa: E402  (one pcap writer's pieces)
+
 ETH = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
 
 # Runs the CLI in-process and prints its own peak RSS (VmHWM: ru_maxrss survives execve, so a
@@ -44,10 +44,6 @@ PROBE = (
     "print('probe', hwm, ru.ru_utime + ru.ru_stime, file=sys.stderr)\n"
     "sys.exit(rc)\n"
 )
-
-
-def _ipv4(src: bytes, dst: bytes, proto: int, payload_len: int, ident: int) -> bytes:
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident & 0xFFFF, 0x4000, 64, proto, 0, src, dst)
 
 
 def build_mix(n: int, path: str | os.PathLike, tcp_share: float = 0.95, seed: int = 1,
