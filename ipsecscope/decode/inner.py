@@ -121,6 +121,7 @@ RARE = (("dns_id", "H"), ("dns_qtype", "H"), ("qver", "B"), ("qproto", "B"), ("q
         ("qdst", "I"), ("qsport", "H"), ("qdport", "H"), ("qitype", "B"), ("qicode", "B"))
 assert tuple(f for f, _c in CORE + RARE) == FIELDS and "".join(c for _f, c in CORE + RARE) == REC.format[1:]
 _N_CORE = len(CORE)
+assert _N_CORE == 14  # InnerStore.add appends the 13 columns after the frame one by one
 _NO_RARE = (0,) * len(RARE)
 _NP_CODES = {"q": "<i8", "B": "u1", "H": "<u2", "I": "<u4"}
 
@@ -203,8 +204,12 @@ class InnerStore:
         if layers:
             self.nested[frame] = layers
         rec = self.summarise(frame, bytes(data), next_header)
-        for append, v in zip(self._core_append, rec, strict=False):
-            append(v)
+        # one append per CORE column, written out: this runs per packet on the general path (live
+        # mode), where a loop over the columns costs twice as much
+        a = self._core_append
+        a[0](rec[0]); a[1](rec[1]); a[2](rec[2]); a[3](rec[3]); a[4](rec[4]); a[5](rec[5])  # noqa: E702
+        a[6](rec[6]); a[7](rec[7]); a[8](rec[8]); a[9](rec[9]); a[10](rec[10]); a[11](rec[11])  # noqa: E702
+        a[12](rec[12])
         rare = rec[_N_CORE - 1:]
         if rare != _NO_RARE:
             for col, v in zip(self._rare, rare, strict=True):
