@@ -26,8 +26,30 @@ def steps(*keys: str):
             await pilot.press(key)
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
+        await underlines_settled(pilot)
 
     return run
+
+
+async def underlines_settled(pilot) -> None:
+    """Wait until each tab underline spans its active tab. A relabel ("Findings" -> "Findings (3)")
+    moves it two refreshes later (Tabs handles Relabelled after a refresh, then moves the bar
+    after another), so under load a snapshot could catch it still the old label's width."""
+    from textual.widgets import Tabs
+    from textual.widgets._tabs import Underline
+
+    for _ in range(200):
+        off = []
+        for tabs in pilot.app.screen.query(Tabs):
+            tab = tabs.active_tab
+            if tab is not None:
+                span = tab.virtual_region.shrink(tab.styles.gutter).column_span
+                bar = tabs.query_one(Underline)
+                off += [span] if (bar.highlight_start, bar.highlight_end) != span else []
+        if not off:
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"tab underline never reached its tab {off}")
 
 
 def still(app):
@@ -69,6 +91,7 @@ def test_sa_detail_rekeyed_child(snap_compare, size) -> None:
             await pilot.press("down")
         await pilot.press("enter")
         await pilot.pause()
+        await underlines_settled(pilot)
 
     assert snap_compare(healthy(), terminal_size=size, run_before=run)
 
