@@ -20,12 +20,25 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ..errors import CaptureError, CaptureFormatError
-from ..model.packets import RawFrame
-from . import pcap, pcapng
-from ._fastnew import fast_constructor
-from ._source import ByteSource
+
+if TYPE_CHECKING:
+    from ..model.packets import RawFrame
+    from . import pcap, pcapng
+
+# The readers (and the model they build) load on first use: ``capture.layout``, which the decrypt
+# loop and the analysis loop read files with, is imported through this package, and a command
+# that never opens a reader should not pay for them at start-up.
+
+
+def __getattr__(name: str):
+    if name in ("pcap", "pcapng", "_source"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["CaptureReader", "open_capture", "read_frame_at", "renumbered", "sniff_format"]
 
@@ -59,6 +72,8 @@ def _describe(head: bytes) -> str:
 
 def sniff_format(head: bytes) -> str | None:
     """'pcap' / 'pcapng' for (decompressed) leading bytes, else None."""
+    from . import pcap, pcapng
+
     if pcap.sniff(head):
         return "pcap"
     if pcapng.sniff(head):
@@ -76,6 +91,9 @@ class CaptureReader:
     """
 
     def __init__(self, path: str | os.PathLike[str], follow: threading.Event | None = None) -> None:
+        from . import pcap, pcapng
+        from ._source import ByteSource
+
         self.path = os.fspath(path)
         src = ByteSource(self.path, follow)
         try:
@@ -174,6 +192,8 @@ class CaptureReader:
         if self.compressed or offset < 0:
             raise CaptureError(f"{self.path}: frames of a compressed capture cannot be re-read by offset; "
                                "gunzip the file for lazy access")
+        from . import pcap, pcapng
+
         impl = self._impl
         with open(self.path, "rb") as f:
             f.seek(offset)
@@ -195,14 +215,15 @@ class CaptureReader:
             return pcapng.frame_from_block(hdr + f.read(blen - 8), section, offset, index)
 
 
-_RawFrame = fast_constructor(RawFrame)
-
-
 def renumbered(frames: Iterable[RawFrame], base: int) -> Iterator[RawFrame]:
     """``frames`` numbered after ``base`` earlier ones: a capture read after others into one
     session continues their numbering, as `mergecap -a` would (Session.load)."""
+    from ..model.packets import RawFrame
+    from ._fastnew import fast_constructor
+
+    new = fast_constructor(RawFrame)
     for r in frames:
-        yield _RawFrame(r.index + base, r.ts, r.ts_ns, r.linktype, r.data, r.orig_len, r.iface, r.offset)
+        yield new(r.index + base, r.ts, r.ts_ns, r.linktype, r.data, r.orig_len, r.iface, r.offset)
 
 
 def open_capture(path: str | os.PathLike[str], follow: threading.Event | None = None) -> CaptureReader:
@@ -239,6 +260,8 @@ def read_frame_at(path: str | os.PathLike[str], offset: int, index: int = 0,
     ``offset`` to learn byte order, interfaces and timestamp resolution (cached, so later calls
     read one block). ``linktype`` is accepted for callers that stored it; the file's own value wins.
     """
+    from . import pcapng
+
     path = os.fspath(path)
     reader = _layout_reader(path)
     impl = reader.impl
