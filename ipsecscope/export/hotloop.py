@@ -709,6 +709,7 @@ class _Worker:
         st = e.st
         if e.n:
             st.stats.decrypted += e.n  # fold fast-path counts before open_raw touches them
+            self.n_esp += e.n  # (ESP frames too: the summary line's "N ESP")
             e.n = 0
         code, plain, hi = self.dec.open_raw(st, seq, bytes(esp))
         if e.open_at is None:
