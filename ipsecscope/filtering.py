@@ -23,6 +23,7 @@ import numpy as np
 
 from .decode import inner as inner_mod
 from .decode.inner import InnerStore
+from .decode.quoted import QuotedPacket, QuotedStore
 from .model.filter import (
     BOOL,
     BYTES,
@@ -62,12 +63,13 @@ class Source:
     inner: InnerStore | None = None
     ike: Mapping[int, IkeMessage] | None = None  # frame -> decoded (and decrypted) IKE message
     first_ts: float | None = None
+    quoted: QuotedStore | None = None  # ICMP error frame -> the ESP packet it quotes (decode.quoted)
 
 
 def source_of(session) -> Source:
     """The :class:`Source` of a :class:`~ipsecscope.session.Session`."""
     return Source(session.rows, getattr(session, "inner", None), session.ike_messages,
-                  session.table.first_ts)
+                  session.table.first_ts, getattr(session, "quoted", None))
 
 
 def select(flt: Filter, src: Source | Sequence[FrameRow], start: int = 0, stop: int | None = None, *,
@@ -226,8 +228,21 @@ class _Cols:
     def occ(self, name: str) -> list[_Occ]:
         hit = self._cache.get(name)
         if hit is None:
-            hit = self._cache[name] = self._occ(name)
+            hit = self._cache[name] = self._occ(name) + self._quoted(name)
         return hit
+
+    def _quoted(self, name: str) -> list[_Occ]:
+        """The field's occurrences in the ESP packets ICMP errors of this window quote (rare
+        frames: per frame in Python, ``decode.quoted.quoted_values``)."""
+        store = self.src.quoted
+        if store is None or not len(store) or not self.n:
+            return []
+        by_frame = {}
+        for f, q in store.between(int(self.frames[0]), int(self.frames[-1])).items():
+            vals = quoted_values(q, name)
+            if vals:
+                by_frame[f] = vals
+        return self._sparse_frames(by_frame) if by_frame else []
 
     def _layers(self):
         """Presence masks of the inner layers: (v4, v6, l4, udp, tcp, icmp, icmpv6, q_v4, q_v6, q_l4)."""
@@ -598,6 +613,73 @@ def _nh_of(r: FrameRow) -> int:
         if v == name:
             return n
     return int(name) if name.isdigit() else -1
+
+
+def quoted_values(q: QuotedPacket, name: str) -> list:
+    """Values of field ``name`` in the ESP packet an ICMP error quotes, as tshark dissects it: the
+    ESP header, its next header once decrypted, and every layer of the decrypted packet (its
+    IP header, transport header, DNS, and what it quotes in turn if it is an ICMP error)."""
+    fam, _, sub = name.partition(".")
+    if fam == "esp":
+        if not sub:
+            return [True]
+        if sub == "spi":
+            return [q.spi]
+        if sub == "sequence":
+            return [q.seq]
+        if sub == "protocol":
+            return [q.next_header] if q.next_header is not None else []
+        return []
+    s = q.inner
+    if s is None:
+        return []
+    out: list = []
+    l4 = bool(s.flags & inner_mod.L4)
+    ql4 = bool(s.qver and s.qflags & inner_mod.L4)
+    if fam in ("ip", "ipv6"):
+        want = 4 if fam == "ip" else 6
+        for ver, src, dst, proto in ((s.ver, s.src, s.dst, s.proto), (s.qver, s.qsrc, s.qdst, s.qproto)):
+            if ver != want:
+                continue
+            if not sub:
+                out.append(True)
+            elif sub in ("src", "dst", "addr"):
+                out += [ipaddress.ip_address(a) for a in ((src, dst) if sub == "addr" else (src if sub == "src" else dst,))]
+            elif sub in ("proto", "nxt"):
+                out.append(proto)
+            elif sub == "version":
+                out.append(ver)
+        return out
+    if fam in ("udp", "tcp"):
+        pn = 17 if fam == "udp" else 6
+        for has, proto, sp, dp in ((l4, s.proto, s.sport, s.dport), (ql4, s.qproto, s.qsport, s.qdport)):
+            if has and proto == pn:
+                out += {"": [True], "srcport": [sp], "dstport": [dp], "port": [sp, dp]}.get(sub, [])
+        if fam == "tcp" and l4 and s.proto == 6 and sub.startswith("flags"):
+            bit = {"flags": None, "flags.syn": 0x02, "flags.ack": 0x10, "flags.fin": 0x01, "flags.reset": 0x04,
+                   "flags.push": 0x08}.get(sub, 0)
+            if bit is None:
+                out.append(s.tcpflags)
+            elif bit:
+                out.append(bool(s.tcpflags & bit))
+        return out
+    if fam in ("icmp", "icmpv6"):
+        pn = 1 if fam == "icmp" else 58
+        for has, proto, t, c in ((l4, s.proto, s.itype, s.icode), (ql4, s.qproto, s.qitype, s.qicode)):
+            if has and proto == pn:
+                out += {"": [True], "type": [t], "code": [c]}.get(sub, [])
+        if sub in ("ident", "seq") and l4 and s.proto == pn == 1 and s.itype in ECHO_TYPES:
+            out.append(s.sport if sub == "ident" else s.dport)
+        return out
+    if fam == "dns" and s.flags & inner_mod.DNS:
+        return {"": [True], "id": [s.dns_id], "flags.response": [bool(s.flags & inner_mod.DNS_RESPONSE)],
+                "qry.type": [s.dns_qtype] if s.dns_qtype else [],
+                "qry.name": [s.dns_name] if s.dns_name else []}.get(sub, [])
+    if fam == "udpencap" and not sub:
+        if (l4 and s.proto == 17 and 4500 in (s.sport, s.dport)) or (
+                ql4 and s.qproto == 17 and 4500 in (s.qsport, s.qdport)):
+            return [True]
+    return []
 
 
 _IKE_HDR = struct.Struct("!8s8sBBBBII")

@@ -20,14 +20,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import session_fast
+from . import session_fast, session_quoted
 from .capture import open_capture, renumbered
-from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, decrypt_prefix, esp_inside
+from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
 from .crypto.ike_sk import IkeDecryptor
 from .crypto.ikev1 import Ikev1Decryptor
 from .decode.demux import Decoder
 from .decode.ike import parse_ike
 from .decode.inner import EspLayer, InnerStore
+from .decode.quoted import QuotedStore
 from .keys import KeyStore, add_secrets_block, load_keys
 from .keys.match import FileMatch, match_keys
 from .model import iana
@@ -84,10 +85,10 @@ class SessionStats:
 
 @dataclass(slots=True, frozen=True)
 class QuotedEsp:
-    """The ESP packet an ICMP error quotes (path MTU, unreachable), decrypted as far as the quote
-    goes — for the packet detail only. The quote ends before the ICV and the trailer, so nothing
-    authenticates this plaintext and its next header is unknown: it is shown marked "not
-    verified", and counted for no SA (tshark, too, decrypts such a quote without checking it)."""
+    """The ESP packet an ICMP error quotes (path MTU, unreachable), for the packet detail. A whole
+    packet is decrypted with its ICV verified; a quote cut off before the ICV and the trailer is
+    decrypted as far as it goes, its next header unknown: shown marked "not verified". Either way
+    a copy of a packet already sent, counted for no SA (``decode.quoted``)."""
 
     src: str  # the quoted packet's addresses (its SA: SPI + destination, RFC 4301 §4.1)
     dst: str
@@ -97,6 +98,7 @@ class QuotedEsp:
     plain: bytes | None  # the decrypted prefix; None: no key, or nothing whole to decrypt
     note: str  # one line: "not verified: ..." or why it was not decrypted
     summary: str | None = None  # what the prefix shows (tunnel mode: the inner IP header)
+    verified: bool = False  # the whole packet was quoted and its ICV verified (decode.quoted)
 
 
 @dataclass(slots=True, frozen=True)
@@ -221,6 +223,9 @@ class Session:
         self.inner = InnerStore()
         if type(self.rows) is RowStore:
             self.rows.inner = self.inner
+        # The ESP packets ICMP errors quote: a second inner record of those (rare) frames, never
+        # counted for an SA (decode.quoted, session_quoted).
+        self.quoted = QuotedStore()
         self.ike_messages: dict[int, IkeMessage] = {}
         self._frame_offsets = _FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._frame_bases: list[int] = []  # per loaded file: the frames before it (load())
@@ -410,18 +415,28 @@ class Session:
         """The rest of :meth:`feed` once ``raw`` is decoded (counted, time-stamped)."""
         self._findings = None
         st = self.stats
+        err = None
         if pkts and type(pkts[-1]) is IcmpError:
             # Evidence for the SA it quotes; the frame itself stays an OTHER row as any plain IP
             # frame (its Info and filter fields come from the inner store).
-            self.tracker.on_icmp_error(pkts[-1])
+            err = pkts[-1]
+            self.tracker.on_icmp_error(err)
             pkts = pkts[:-1]
         if not pkts:
             st.other += 1
+            quoted = None
             if self.keep_rows:
                 self.inner.add_ip_frame(raw.index, raw.data, raw.linktype)  # its IP layer, for filters
+                if err is not None and err.protocol == "ESP":  # the quoted ESP: a second inner record
+                    got = session_quoted.open_quote(self.esp_decryptor, raw, err)
+                    if got is not None:
+                        quoted = got[0]
+                        self.quoted.add(quoted)
             # A RowStore formats an OTHER row's Info from the inner store when read; a live ring
-            # holds FrameRow objects, so theirs is formatted now.
-            info = "" if type(self.rows) is RowStore else self.inner.info(raw.index) or ""
+            # holds FrameRow objects, so theirs is formatted now (and a quoted packet's, always).
+            info = "" if type(self.rows) is RowStore and quoted is None else self.inner.info(raw.index) or ""
+            if quoted is not None:
+                info = f"{info} ▸ {quoted.info()}" if info else quoted.info()
             self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len, info=info))
             return pkts
         if pkts[0].frame != raw.index:  # reports about earlier frames (abandoned IP datagrams)
@@ -487,6 +502,7 @@ class Session:
                 info += f" next {iana_proto(res.next_header)}"
             if self.max_rows and len(self.inner) > 2 * self.max_rows and rows:  # live: forget what left the ring
                 self.inner.prune(rows[0].frame)
+                self.quoted.prune(rows[0].frame)
             rows.append(FrameRow(
                 raw.index, raw.ts, "ESP", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
                 pkt.dport, raw.orig_len, pkt.spi, seq, info, row_status,
@@ -705,38 +721,23 @@ class Session:
         )
 
     def _quoted_esp(self, frame: int, raw: RawFrame) -> QuotedEsp | None:
-        """The ESP packet the ICMP error in ``raw`` quotes, with its available blocks decrypted by
-        its SA's keys (display only: see :class:`QuotedEsp`)."""
-        from .decode.inner import parse
-        from .decode.link import ip_offset
-
-        summ = self.inner.get(frame)
-        if summ is None or not summ.qver:
+        """The ESP packet the ICMP error in ``raw`` quotes, opened again (see :class:`QuotedEsp`)."""
+        err = next((p for p in Decoder(icmp_errors=True).decode_all(raw) if type(p) is IcmpError), None)
+        got = session_quoted.open_quote(self.esp_decryptor, raw, err) if err is not None and err.protocol == "ESP" else None
+        if got is None:
             return None
-        ver, off = ip_offset(raw.linktype, raw.data)
-        if ver not in (4, 6):
-            return None
-        data = bytes(raw.data[off:])
-        _rec, extra = parse(data, 4 if ver == 4 else 41, lambda _a: 0)
-        if not (isinstance(extra, tuple) and extra[0] == "esp"):
-            return None
-        _esp, spi, seq, at = extra
-        esp = data[at:]
-        keys = self.keys.esp_lookup(summ.qsrc, summ.qdst, spi)
-        plain = None
+        q, plain, n = got
         summary = None
-        if keys is None:
-            note = "no key for this SA"
+        if q.verified:
+            note = (f"decrypted {q.plain_len} bytes, ICV verified: a copy of a packet already sent, "
+                    "counted for no SA")
+            summary = describe_inner(plain, q.next_header) if plain else None
+        elif plain is not None:
+            note = f"decrypted {len(plain)} bytes, not verified: {q.reason}"
+            summary = describe_inner(plain, None)
         else:
-            try:
-                plain = decrypt_prefix(keys, esp)
-            except Exception as exc:  # noqa: BLE001 - a view must not die on a quote it cannot open
-                note = f"not decrypted: {exc}"
-            else:
-                note = (f"decrypted {len(plain)} bytes, not verified: the quote ends before the ICV "
-                        "(anyone on the path can forge an ICMP error)")
-                summary = describe_inner(plain, None)
-        return QuotedEsp(summ.qsrc, summ.qdst, spi, seq, len(esp), plain, note, summary)
+            note = q.reason if q.status == "no-key" else f"{q.status}: {q.reason}"
+        return QuotedEsp(q.src, q.dst, q.spi, q.seq, n, plain, note, summary, q.verified)
 
     def _peek_nested(self, frame: int, outer: EspPacket, inner: bytes, nh: int) -> tuple[tuple[EspPacket, EspResult], ...]:
         """The nested ESP layers of one frame decrypted again (as :meth:`_nested` did while loading,

@@ -63,15 +63,7 @@ FILTERS = [
 def _cases():
     for d in sorted(SAMPLES.iterdir()):
         if (d / "capture.pcapng").exists() and (d / "keys").is_dir():
-            marks = ()
-            if d.name in ("nat-rebind", "esp-rejected"):
-                # nat-rebind frame 13 (the NAT's answer to ESP sent to a dropped mapping) and
-                # esp-rejected frames 12-18 (the responder's host rejecting ESP-in-UDP) are ICMP port
-                # unreachable quoting a whole ESP packet: tshark decrypts it and matches the inner
-                # fields of the quoted packet; ipsecscope decrypts a quote for the packet detail
-                # only, never as the frame's own traffic (README, Limits).
-                marks = (pytest.mark.xfail(strict=True, reason="tshark dissects ESP quoted whole in an ICMP error"),)
-            yield pytest.param(d / "capture.pcapng", d / "keys", None, id=d.name, marks=marks)
+            yield pytest.param(d / "capture.pcapng", d / "keys", None, id=d.name)
     # IP fragments, ICMP errors quoting IKE, IKEv1 rekeys (tests/data/findings)
     for d in sorted((DATA / "findings").iterdir()):
         if (d / "capture.pcapng").exists() and (d / "keys").is_dir():

@@ -489,6 +489,29 @@ def decrypt_prefix(keys: EspSaKeys, data: bytes) -> bytes:
     return Cipher(algorithms.AES(key), modes.CTR(first)).decryptor().update(body)
 
 
+# What tshark (4.0) decrypts: it has no CCM, ChaCha20-Poly1305 or GMAC (esp_sa UAT).
+_TSHARK_KINDS = frozenset(("null", "cbc", "ctr", "gcm"))
+
+
+def tshark_prefix(keys: EspSaKeys, data: bytes) -> bytes | None:
+    """The plaintext tshark (4.0) gets from an ESP packet it was given cut off, as an ICMP error
+    quotes one: it cannot tell, so it takes the last ICV-length bytes of the quote for the ICV and
+    decrypts the rest — when the ciphertext it sees is block- and 4-byte aligned (RFC 4303 §2.4),
+    else nothing. None also for a suite tshark does not decrypt. Display and filter emulation
+    only: nothing here is authenticated."""
+    o = opener(keys)
+    if o.encr.kind not in _TSHARK_KINDS:
+        return None
+    n = len(data) - 8 - o.iv_len - o.icv_len
+    block = o.encr.block
+    if n <= 0 or (block > 4 and n % block) or n % 4:
+        return None
+    try:
+        return decrypt_prefix(keys, data)[:n]
+    except DecryptError:
+        return None
+
+
 _openers: dict[EspSaKeys, Opener] = {}
 
 
@@ -761,6 +784,49 @@ class EspDecryptor:
             return self._result(st, OK, plain, hi or 0, count=False)
         return self._result(st, ICV_FAILED, reason, 0)
 
+    def copy_keys(self, src: str, dst: str, spi: int) -> EspSaKeys | None:
+        """The keys of an SA, without creating its state (a quoted copy of a packet asks)."""
+        st = self._sas.get((src, dst, spi))
+        if st is not None:
+            return st.keys
+        return self.keys.esp_lookup(src, dst, spi) if self.keys is not None else None
+
+    def open_copy(self, src: str, dst: str, spi: int, seq: int, data: bytes) -> EspResult:
+        """Decrypt a *copy* of an ESP packet — the whole packet an ICMP error quotes — with its ICV
+        verified, touching no SA state and no counter (it was counted, if captured, when it was
+        sent). The ESN high bits are the SA's as far as they are known, else searched."""
+        st = self._sas.get((src, dst, spi))
+        keys = self.copy_keys(src, dst, spi)
+        if keys is None:
+            return EspResult("no_key", reason="no key for this SA (add its keys with -k)")
+        try:
+            o = opener(keys)
+        except UnknownAlgorithmError as exc:
+            return EspResult("unsupported", keys=keys, reason=str(exc))
+        mode = st.mode if st is not None else keys.esn
+        his: tuple[int | None, ...]
+        if mode is False or not o.verifies:
+            his = (None,) if not mode else (st.stats.seq_hi if st is not None else 0,)
+        elif mode and st is not None and st.top >= 0:
+            his = _esn.candidates(st.top, seq)
+        else:
+            his = ((None,) if mode is None else ()) + _esn.search_order()
+        reason = "ICV check failed"
+        for hi in his:
+            try:
+                plain = o.open(bytes(data), hi)
+            except IntegrityError as exc:
+                reason = str(exc)
+                continue
+            except DecryptError as exc:
+                return EspResult("malformed", keys=keys, reason=str(exc))
+            try:
+                inner, nh, pad = _trailer(plain, not o.verifies)
+            except DecryptError as exc:
+                return EspResult("malformed", seq_hi=hi or 0, keys=keys, reason=str(exc))
+            return EspResult("ok", inner, nh, pad, hi or 0, keys, "", mode)
+        return EspResult("icv_failed", keys=keys, reason=reason)
+
     @staticmethod
     def _result(st: SaState, code: int, val, hi: int, count: bool = True) -> EspResult:
         """The EspResult of ``open_raw``'s outcome; ``count`` False (``peek``): a payload that
@@ -784,6 +850,6 @@ class EspDecryptor:
 
 __all__ = [
     "EspDecryptor", "EspResult", "Opener", "SaStats", "check_payload", "decrypt", "decrypt_prefix", "opener",
-    "payload_failure",
+    "payload_failure", "tshark_prefix",
     "trim_tfc", "STATUS",
 ]

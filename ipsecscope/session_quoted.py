@@ -1,0 +1,87 @@
+"""The ESP packet an ICMP/ICMPv6 error frame quotes, opened for the session (``decode.quoted``).
+
+``Session._dispatch`` calls :func:`open_quote` for every ICMP error the decoder found quoting ESP
+(``IcmpError.protocol == "ESP"``), and keeps the :class:`~ipsecscope.decode.quoted.QuotedPacket`
+as the frame's second inner record; ``Session.detail`` calls it again for the plaintext. ICMP
+errors are rare and take the general path; nothing here touches an SA's state or counters
+(``EspDecryptor.open_copy``: the quote is a copy of a packet already sent).
+"""
+
+from __future__ import annotations
+
+from .crypto.esp import EspDecryptor, decrypt_prefix, tshark_prefix
+from .decode.inner import parse
+from .decode.link import ip_offset
+from .decode.quoted import DECRYPTED, NOT_VERIFIED, QuotedPacket, summarise, tshark_trailer
+from .model.packets import IcmpError, RawFrame
+
+_STATUS = {"no_key": "no-key", "icv_failed": "icv-bad", "malformed": "malformed", "unsupported": "unsupported"}
+
+
+def quoted_esp_bytes(raw: RawFrame) -> tuple[bytes, bool] | None:
+    """(the quoted ESP packet from its SPI to the end of the quote, whether the quote holds the
+    whole packet) of the ICMP error in ``raw``; None when it quotes no ESP."""
+    ver, off = ip_offset(raw.linktype, raw.data)
+    if ver not in (4, 6):
+        return None
+    data = bytes(raw.data[off:])
+    if ver == 4:
+        if len(data) < 20:
+            return None
+        hl = (data[0] & 15) * 4
+        data = data[:max(hl, (data[2] << 8) | data[3])]  # the outer datagram only (no Ethernet padding)
+    else:
+        if len(data) < 40:
+            return None
+        hl = 40  # decode.inner reads a quote after the fixed IPv6 header only
+        data = data[:40 + ((data[4] << 8) | data[5])]
+    _rec, extra = parse(data, 4 if ver == 4 else 41, lambda _a: 0)
+    if not (isinstance(extra, tuple) and extra[0] == "esp"):
+        return None
+    at = extra[3]
+    q = hl + 8  # the quoted datagram starts after the ICMP header (RFC 792, RFC 4443 §2.1)
+    if len(data) < q + 20:
+        return None
+    if data[q] >> 4 == 4:
+        total = (data[q + 2] << 8) | data[q + 3]
+    elif len(data) >= q + 40:
+        total = 40 + ((data[q + 4] << 8) | data[q + 5])
+    else:
+        return None
+    whole = len(data) - q >= total > at - q
+    return data[at:q + total] if whole else data[at:], whole
+
+
+def open_quote(dec: EspDecryptor, raw: RawFrame, err: IcmpError) -> tuple[QuotedPacket, bytes | None, int] | None:
+    """The quoted packet of ``err`` (frame ``raw``): (record, plaintext — the inner packet of a
+    whole quote, the decrypted prefix of a cut-off one — or None, bytes of ESP quoted)."""
+    got = quoted_esp_bytes(raw)
+    if got is None or len(got[0]) < 8:
+        return None
+    esp, whole = got
+    spi, seq = int.from_bytes(esp[:4], "big"), int.from_bytes(esp[4:8], "big")
+    src, dst, frame = err.quoted_src, err.quoted_dst, raw.index
+    if whole:
+        res = dec.open_copy(src, dst, spi, seq, esp)
+        if res.ok and res.inner is not None:
+            inner = summarise(frame, res.inner, res.next_header)
+            return QuotedPacket(frame, src, dst, spi, seq, True, DECRYPTED, "", res.next_header, inner,
+                                len(res.inner)), res.inner, len(esp)
+        return QuotedPacket(frame, src, dst, spi, seq, True, _STATUS.get(res.status, res.status),
+                            res.reason), None, len(esp)
+    keys = dec.copy_keys(src, dst, spi)
+    if keys is None:
+        return QuotedPacket(frame, src, dst, spi, seq, False, "no-key", "no key for this SA"), None, len(esp)
+    try:
+        plain = decrypt_prefix(keys, esp)
+    except Exception as exc:  # noqa: BLE001 - a cut-off quote we cannot open is shown, never fatal
+        return QuotedPacket(frame, src, dst, spi, seq, False, "malformed", str(exc)), None, len(esp)
+    # What tshark makes of it: a "trailer" read from the end of what it takes for the ciphertext.
+    seen = tshark_prefix(keys, esp)
+    trailer = tshark_trailer(seen) if seen is not None else None
+    nh = inner = None
+    if trailer is not None:
+        nh = trailer[1]
+        inner = summarise(frame, trailer[0], nh)
+    reason = "the quote ends before the ICV (anyone on the path can forge an ICMP error)"
+    return QuotedPacket(frame, src, dst, spi, seq, False, NOT_VERIFIED, reason, nh, inner, len(plain)), plain, len(esp)
