@@ -1,11 +1,14 @@
-"""ESP quoted in an ICMP error: decrypted as far as the quote goes, for display only.
+"""ESP quoted in an ICMP error: a second inner record of the error's frame, never counted.
 
-A router that drops a packet for its size quotes the start of it in an ICMP "fragmentation
-needed" (RFC 792, RFC 1191): for ESP, the SPI, the sequence number, the IV and the first cipher
-blocks, but not the ICV. tshark decrypts such a quote unchecked (and, reading a "trailer" from
-the middle of the payload, shows the rest as data). ipsecscope decrypts the whole blocks the
-quote holds with the SA's keys for the packet detail, marked not verified, and counts it for
-no SA; the display filter sees only what tshark's sees there (the quoted headers).
+A NAT or host that will not take an ESP packet answers port unreachable quoting it *whole*
+(samples/nat-rebind frame 13, samples/esp-rejected 12-18): the quote decrypts with its ICV
+verified, and tshark dissects every layer of it, so display filters match them. A router that
+drops a packet for its size quotes only the start of it in "fragmentation needed" (RFC 792,
+RFC 1191): the SPI, the sequence number, the IV and the first cipher blocks, not the ICV.
+tshark decrypts such a quote unchecked and reads a "trailer" from the middle of the payload;
+ipsecscope decrypts the whole blocks the quote holds for the packet detail, marked not verified,
+and its filter sees what tshark's sees there. Either way the quote is a copy of a packet already
+sent: it is counted for no SA.
 """
 
 from __future__ import annotations
@@ -127,3 +130,99 @@ def test_esp_quoted_straight_over_ip_matches_as_in_tshark(tmp_path):
                              text=True, check=True).stdout
         assert filtered_frames(s, compile_filter(flt)) == [int(x) for x in out.split()], flt
     assert s.detail(1).quoted_esp.note == "no key for this SA"
+
+
+NAT = SAMPLES / "nat-rebind"
+
+
+def _only_frame(cap, index, tmp_path, corrupt_last: bool = False):
+    """A pcap holding frame ``index`` of ``cap`` alone (optionally with its last byte flipped)."""
+    import struct
+
+    with open_capture(cap) as reader:
+        raw = next(r for r in reader if r.index == index)
+    data = bytearray(raw.data)
+    if corrupt_last:
+        data[-1] ^= 0x5A
+    out = tmp_path / f"frame{index}.pcap"
+    out.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, raw.linktype)
+                    + struct.pack("<IIII", 1, 0, len(data), len(data)) + bytes(data))
+    return out
+
+
+def test_a_whole_quote_is_decrypted_verified_and_counted_for_no_sa():
+    s = Session.from_files([NAT / "capture.pcapng"], [NAT / "keys"])
+    q = s.quoted.get(13)  # port unreachable from the NAT, quoting ESP seq 4 of SPI 0xcb037080 (frame 12)
+    assert q is not None and q.whole and q.verified and q.status == "decrypted"
+    assert (q.spi, q.seq, q.src, q.dst, q.next_header) == (0xCB037080, 4, "198.18.0.2", "198.18.0.1", 4)
+    assert (q.inner.src, q.inner.dst, q.inner.proto, q.inner.itype) == ("10.2.0.1", "10.1.0.1", 1, 0)
+    assert s.row(13).info.endswith("▸ quoted ESP 0xcb037080 seq 4 ▸ ICMP 10.2.0.1 → 10.1.0.1 Echo (ping) reply "
+                                   "id=0x463d, seq=1/256, ttl=64")
+    d = s.detail(13).quoted_esp
+    assert d.verified and d.plain is not None and "ICV verified" in d.note and "10.2.0.1" in d.summary
+    # never counted: the flow has exactly the ESP frames the capture carries for it, and the
+    # sequence analysis saw seq 4 once (no replay, no duplicate)
+    flow = next(f for f in s.table.flows.values() if f.spi == 0xCB037080)
+    esp_frames = sum(1 for r in s.rows if r.kind == "ESP" and r.spi == 0xCB037080)
+    assert flow.packets == esp_frames and s.esp_decryptor.stats[(flow.src, flow.dst, flow.spi)].decrypted == esp_frames
+    assert not [f for f in s.findings if "REPLAY" in f.code]
+
+
+def test_a_lone_quote_opens_no_sa_and_still_matches_its_inner_fields(tmp_path):
+    from ipsecscope.cli.packets import filtered_frames
+    from ipsecscope.model.filter import compile_filter
+
+    s = Session.from_files([_only_frame(NAT / "capture.pcapng", 13, tmp_path)], [NAT / "keys"])
+    assert s.quoted.get(1).status == "decrypted"
+    assert s.esp_decryptor.stats == {} and not s.table.flows and s.stats.esp == 0
+    for flt, want in (("icmp.type == 0 && icmp.type == 3", [1]), ("ip.src == 10.2.0.1", [1]), ("esp.protocol == 4", [1]),
+                      ("icmp.seq == 1", [1]), ("icmp.type == 8", [])):
+        assert filtered_frames(s, compile_filter(flt)) == want, flt
+
+
+def test_a_whole_quote_whose_icv_fails_shows_only_its_headers(tmp_path):
+    from ipsecscope.cli.packets import filtered_frames
+    from ipsecscope.model.filter import compile_filter
+
+    s = Session.from_files([_only_frame(NAT / "capture.pcapng", 13, tmp_path, corrupt_last=True)], [NAT / "keys"])
+    q = s.quoted.get(1)
+    assert q.whole and q.status == "icv-bad" and q.inner is None and q.next_header is None
+    assert s.row(1).info.endswith("quoted ESP 0xcb037080 seq 4 (icv-bad)")
+    assert filtered_frames(s, compile_filter("icmp.type == 0")) == []
+    assert filtered_frames(s, compile_filter("esp.spi == 0xcb037080")) == [1]
+    assert s.esp_decryptor.stats == {}
+
+
+def test_a_cut_off_quote_stays_not_verified():
+    s = Session.from_files([MTU / "capture.pcapng"], [MTU / "keys"])
+    q = s.quoted.get(10)
+    assert not q.whole and q.status == "not-verified" and not q.verified
+    # tshark reads a next header from the would-be trailer; this one names no protocol it dissects
+    assert q.next_header is None and q.inner is None
+    assert s.row(10).info.endswith("quoted ESP 0x92649c9b seq 3 (cut off, not verified)")
+
+
+def test_packets_json_shows_the_quoted_packet(capsys):
+    from ipsecscope.cli import main
+
+    assert main(["packets", str(NAT / "capture.pcapng"), "-k", str(NAT / "keys"), "-Y", "frame.number in {12 13}",
+                 "--json"]) == 0
+    sent, err = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    assert sent["inner"]["quoted_esp"] is None
+    q = err["inner"]["quoted_esp"]
+    assert (q["spi"], q["seq"], q["status"], q["verified"], q["whole"], q["next_header"]) == (
+        "0xcb037080", 4, "decrypted", True, True, 4)
+    assert q["inner"]["info"] == sent["inner"]["info"]  # the copy of frame 12's packet
+
+
+@needs_tshark
+def test_the_protocols_tshark_dissects_after_esp_are_the_installed_tsharks():
+    """decode.quoted.WIRESHARK_IP_PROTOCOLS (what a cut-off quote's would-be next header must name
+    for tshark to dissect the rest) is tshark's "ip.proto" dissector table."""
+    import subprocess
+
+    from ipsecscope.decode.quoted import WIRESHARK_IP_PROTOCOLS
+
+    out = subprocess.run(["tshark", "-G", "decodes"], capture_output=True, text=True, check=True).stdout
+    table = {int(f[1]) for f in (ln.split("\t") for ln in out.splitlines()) if f[0] == "ip.proto"}
+    assert table == WIRESHARK_IP_PROTOCOLS

@@ -25,7 +25,15 @@ ever added within /1)::
         "dns_query": str|null, "dns_response": bool|null, "fragment": bool, "info": str,
         "nested_esp": [                              # ESP inside the outer ESP, outermost first
            {"ip_version": 4|6|null, "src": str, "dst": str, "spi": "0x%08x", "seq": int,
-            "status": "decrypted"|"no-key"|"icv-bad"|..., "next_header": int|null, "child_sa": int|null}]}}
+            "status": "decrypted"|"no-key"|"icv-bad"|..., "next_header": int|null, "child_sa": int|null}],
+        "quoted_esp": null | {                       # the ESP packet an ICMP/ICMPv6 error quotes
+           "src": str, "dst": str, "spi": "0x%08x", "seq": int, "whole": bool,
+           "status": "decrypted"|"not-verified"|"no-key"|"icv-bad"|"malformed"|"unsupported",
+           "verified": bool,                         # whole, ICV verified (else display only)
+           "next_header": int|null,                  # as tshark's esp.protocol
+           "inner": null | {...}}}}                  # the decrypted packet (decrypted only), as "inner"
+
+A quoted ESP packet is a copy of one already sent: it is never counted for its SA.
 
 Exit status: 0; 2 for a bad filter (the message points at the character), an unreadable file
 or key file, or a capture damaged part-way (shown up to the damage).
@@ -137,14 +145,26 @@ def inner_json(s) -> dict | None:
     }
 
 
+def quoted_json(q) -> dict | None:
+    if q is None:
+        return None
+    return {"src": q.src, "dst": q.dst, "spi": f"0x{q.spi:08x}", "seq": q.seq, "whole": q.whole, "status": q.status,
+            "verified": q.verified, "next_header": q.next_header,
+            "inner": inner_json(q.inner) if q.verified else None}
+
+
 def row_json(row, session, t0: float) -> dict:
     inner = session.inner.get(row.frame) if row.kind in ("ESP", "OTHER") else None
+    doc = inner_json(inner)
+    if doc is not None:
+        quoted = getattr(session, "quoted", None)
+        doc["quoted_esp"] = quoted_json(quoted.get(row.frame) if quoted is not None and row.kind == "OTHER" else None)
     return {
         "schema": SCHEMA, "frame": row.frame, "time": row.ts, "time_relative": round(row.ts - t0, 9),
         "kind": row.kind, "src": row.src or (inner.src if inner else ""), "dst": row.dst or (inner.dst if inner else ""),
         "sport": row.sport, "dport": row.dport, "length": row.length,
         "spi": None if row.spi is None else f"0x{row.spi:08x}", "seq": row.seq, "status": row.status,
-        "child_sa": row.child_sa, "ike_sa": row.ike_sa, "info": row.info, "inner": inner_json(inner),
+        "child_sa": row.child_sa, "ike_sa": row.ike_sa, "info": row.info, "inner": doc,
     }
 
 

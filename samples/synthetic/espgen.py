@@ -241,6 +241,15 @@ def icmpv6_echo(src: str, dst: str, ident: int, seq: int, payload: bytes) -> byt
     return m[:2] + struct.pack("!H", c) + m[4:]
 
 
+def icmp_error(src: str, dst: str, itype: int, code: int, quoted: bytes, mtu: int = 0) -> bytes:
+    """An ICMP (IPv4 ``src``) or ICMPv6 error message quoting ``quoted`` (RFC 792, RFC 4443 §3):
+    the 4 octets after the checksum hold the next-hop MTU (RFC 1191 §4, RFC 4443 §3.2) or zero."""
+    rest = struct.pack("!I", mtu) if ":" in src else struct.pack("!HH", 0, mtu)
+    m = struct.pack("!BBH", itype, code, 0) + rest + quoted
+    c = _csum(_pseudo(src, dst, 58, len(m)) + m) if ":" in src else _csum(m)
+    return m[:2] + struct.pack("!H", c) + m[4:]
+
+
 def ip_packet(src: str, dst: str, proto: int, payload: bytes, ident: int = 0) -> bytes:
     return ipv6(src, dst, proto, payload) if ":" in src else ipv4(src, dst, proto, payload, ident)
 

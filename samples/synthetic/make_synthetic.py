@@ -29,6 +29,7 @@ from espgen import (  # noqa: E402
     esp_frame,
     ether,
     icmp_echo,
+    icmp_error,
     icmpv6_echo,
     integ_key_len,
     ip_packet,
@@ -200,7 +201,61 @@ def ipv6_transport_natt(rng: random.Random) -> Capture:
     return c
 
 
-BUILDERS = (esn_wrap, aead, cbc_ctr_hmac, ipv6_transport_natt)
+def icmp_quoted(rng: random.Random) -> Capture:
+    """ICMP and ICMPv6 errors quoting ESP packets the capture also holds: quoted whole (port
+    unreachable, administratively prohibited: the quote decrypts, ICV and all) and cut off at
+    several lengths (fragmentation needed / packet too big quote only the start of a big packet),
+    over IPv4 and IPv6, raw ESP and ESP in UDP 4500, carrying ICMP, ICMPv6, DNS and TCP; one SA
+    without a key."""
+    c = Capture("icmp-quoted", rng)
+    a6, b6, r6 = "2001:db8:50::1", "2001:db8:50::2", "2001:db8:50::fe"
+    a4, b4, r4 = "198.18.50.1", "198.18.50.2", "198.18.50.254"
+    gcm6 = c.sa(0x70000001, a6, b6, "aes-gcm16")
+    cbc6 = c.sa(0x70000002, b6, a6, "aes-cbc", "sha256")
+    gcm4 = c.sa(0x70000003, a4, b4, "aes-gcm16", bits=256)
+    nokey = c.sa(0x70000004, a4, b4, "aes-gcm16", key_in_files=False)
+    ctr6 = c.sa(0x70000005, a6, b6, "aes-ctr", "sha1")
+
+    def sent(n: int) -> bytes:  # the IP datagram of frame n (what an ICMP error quotes)
+        return c.frames[n - 1][1][14:]
+
+    def error(src: str, dst: str, itype: int, code: int, quoted: bytes, mtu: int = 0) -> None:
+        v6 = ":" in src
+        c.add(ether(ip_packet(src, dst, 58 if v6 else 1, icmp_error(src, dst, itype, code, quoted, mtu)), v6),
+              {"kind": "icmp-error", "quoted": len(quoted)})
+
+    for i in range(2):
+        # ESP over IPv6 carrying IPv6 ping, answered by ICMPv6 administratively prohibited (1/1)
+        n = c.esp(gcm6, i + 1, ping(c, "fd00:50:1::1", "fd00:50:2::1", 71, i, size=40), 41)
+        error(b6, a6, 1, 1, sent(n))
+        # ESP over IPv6 carrying a DNS query over IPv4, answered by ICMPv6 port unreachable (1/4)
+        dns = bytes.fromhex("abcd01000001000000000000") + b"\x07example\x03net\x00\x00\x01\x00\x01"
+        n = c.esp(cbc6, i + 1, ipv4("10.50.2.1", "10.50.1.1", 17, udp("10.50.2.1", "10.50.1.1", 5353 + i, 53, dns)), 4)
+        error(a6, b6, 1, 4, sent(n))
+        # ESP in UDP 4500 over IPv4 carrying a TCP SYN, answered by ICMP port unreachable (3/3)
+        syn = tcp("10.50.1.1", "10.50.2.1", 40000 + i, 443, 1000, b"", flags=0x02)
+        n = c.esp(gcm4, i + 1, ipv4("10.50.1.1", "10.50.2.1", 6, syn), 4, udp_encap=True)
+        error(b4, a4, 3, 3, sent(n))
+        # an SA whose keys are not in the files: the quote shows its SPI and sequence only
+        n = c.esp(nokey, i + 1, ping(c, "10.50.1.7", "10.50.2.7", 74, i), 4, udp_encap=True)
+        error(b4, a4, 3, 3, sent(n))
+        # ESP in UDP 4500 over IPv6 (AES-CTR + HMAC-SHA1) carrying UDP over IPv6
+        inner = ip_packet("fd00:50:1::5", "fd00:50:2::5", 17,
+                          udp("fd00:50:1::5", "fd00:50:2::5", 7000 + i, 5001, b"udp in v6 %d" % i))
+        n = c.esp(ctr6, i + 1, inner, 41, udp_encap=True)
+        error(b6, a6, 1, 4, sent(n))
+    # Big packets a router cannot forward: routers quote different amounts (RFC 792's 8 octets
+    # at least, RFC 1812's 576 in all, RFC 4443's 1280): cut-off quotes, never verified.
+    big4 = sent(c.esp(gcm4, 3, ping(c, "10.50.1.1", "10.50.2.1", 75, 9, size=1372), 4, udp_encap=True))
+    for cut in range(64, 577, 44):
+        error(r4, a4, 3, 4, big4[:cut - 28], mtu=1280)
+    big6 = sent(c.esp(cbc6, 3, ipv4("10.50.2.1", "10.50.1.1", 1, icmp_echo(76, 9, bytes(1400))), 4))
+    for cut in range(120, 1281, 96):
+        error(r6, b6, 2, 0, big6[:cut - 48], mtu=1280)
+    return c
+
+
+BUILDERS = (esn_wrap, aead, cbc_ctr_hmac, ipv6_transport_natt, icmp_quoted)
 
 
 def main(argv: list[str]) -> int:

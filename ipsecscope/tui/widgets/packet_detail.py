@@ -307,12 +307,15 @@ def fill_layers(anchor: TreeNode, layers: list[Node], note: str | None, spans: b
 
 
 def fill_quoted_esp(root: TreeNode, q: Any) -> None:
-    """The ESP packet an ICMP error quotes, decrypted as far as the quote goes (never verified)."""
+    """The ESP packet an ICMP error quotes: whole and ICV-verified, or decrypted as far as a cut-off
+    quote goes (not verified); a copy of a packet already sent either way."""
+    verified = getattr(q, "verified", False)
     top = root.add(Text(f"Quoted ESP SPI 0x{q.spi:08x} seq {q.seq} (in the ICMP error)", "bold"), expand=True)
     top.add_leaf(f"{q.src} → {q.dst}, {q.quoted} bytes of the packet quoted")
-    top.add_leaf(Text(q.note, "yellow" if q.plain is not None else "dim"))
+    style = "green" if verified else "yellow" if q.plain is not None else "dim"
+    top.add_leaf(Text(q.note, style))
     if q.summary:
-        top.add_leaf(Text(q.summary, "yellow"))
+        top.add_leaf(Text(q.summary, style))
 
 
 class HexView(ScrollView):
