@@ -8,10 +8,11 @@ authentication check by default) dissects the plaintext of ESP whose ICV fails, 
 decrypt some algorithms ipsecscope can; ipsecscope shows no inner fields for a packet that failed
 its integrity check. Those frames are listed, and each must be one of the two cases.
 
-An ESP packet an ICMP error quotes is not the frame's own ESP: tshark decrypts such a cut-off
-quote unchecked and, reading its "trailer" from the middle of the payload, calls the rest data —
-no inner fields to compare (ipsecscope decrypts the quote for the packet detail only, marked not
-verified). Inner IP fragments carried by separate ESP packets are reassembled by both tools.
+An ESP packet an ICMP error quotes is the error frame's second inner packet: quoted whole, both
+tools decrypt it and match its inner fields; cut off, tshark reads a "trailer" from the cut and
+ipsecscope's filter matches what tshark makes of it (samples/synthetic/icmp-quoted, nat-rebind,
+esp-rejected, mtu-small-link). Inner IP fragments carried by separate ESP packets are reassembled
+by both tools.
 """
 
 from __future__ import annotations

@@ -226,3 +226,19 @@ def test_the_protocols_tshark_dissects_after_esp_are_the_installed_tsharks():
     out = subprocess.run(["tshark", "-G", "decodes"], capture_output=True, text=True, check=True).stdout
     table = {int(f[1]) for f in (ln.split("\t") for ln in out.splitlines()) if f[0] == "ip.proto"}
     assert table == WIRESHARK_IP_PROTOCOLS
+
+
+def test_decrypt_export_writes_the_icmp_error_as_captured(tmp_path):
+    """decrypt -o --keep-other: the error frame is written unchanged (its quote still encrypted) and
+    no decrypted copy of the quoted packet is added — as tshark's `-U IP` export."""
+    from ipsecscope.cli import main
+
+    out = tmp_path / "clear.pcapng"
+    assert main(["decrypt", str(NAT / "capture.pcapng"), "-k", str(NAT / "keys"), "-o", str(out), "--keep-other",
+                 "-q"]) == 0
+    with open_capture(NAT / "capture.pcapng") as reader:
+        frames = list(reader)
+    err = next(r for r in frames if r.index == 13).data
+    with open_capture(out) as reader:
+        written = [bytes(r.data) for r in reader]
+    assert len(written) == len(frames) and written.count(bytes(err)) == 1
