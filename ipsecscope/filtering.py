@@ -233,7 +233,7 @@ class _Cols:
 
     def _quoted(self, name: str) -> list[_Occ]:
         """The field's occurrences in the ESP packets ICMP errors of this window quote (rare
-        frames: per frame in Python, ``decode.quoted.quoted_values``)."""
+        frames: per frame in Python, :func:`quoted_values`)."""
         store = self.src.quoted
         if store is None or not len(store) or not self.n:
             return []
