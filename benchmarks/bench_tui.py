@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""The TUI on a big capture: how soon is the first screen interactive, how long until the
-capture is loaded (tree, findings, timeline filled in), and how long does a filter take?
+"""The TUI on a big capture: how soon is the first screen interactive, how soon does the SA tree
+show something, how long until the capture is loaded, and how long does a filter take?
 
 Runs the real app headless (Textual's ``run_test``, 120x40) on FILE with KEYS, in this process:
   first screen   wall time from App start until the first screen is mounted and answers a key
                  (status line "Loading …", progress bar moving; the loading runs in a worker thread)
+  first tree     wall time until the SA tree shows the first SAs (the first look at the loading
+                 session, after its first window: tui/loading.py)
   progress       how many progress-bar updates the UI got while loading
-  loaded         wall time until the session is on screen (packet list, SA tree, findings)
+  loaded         wall time until the whole session is on screen (packet list, SA tree, findings),
+                 with the number of looks taken meanwhile and what they cost the loader
   filter         wall time of a display filter over all rows (``esp.sequence > 10``)
 CPU time (user+sys) of the whole process is printed beside each, with the load average: wall
-time on a shared machine says little without it.
+time on a shared machine says little without it. ``--static`` loads without looks (nothing
+shown before the end), to measure what the looks cost.
 
-Run by hand (not a test):  python3 benchmarks/bench_tui.py FILE [KEYS...]
+Run by hand (not a test):  python3 benchmarks/bench_tui.py [--static] FILE [KEYS...]
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import sys
 import time
 
 
-async def main(path: str, keys: list[str]) -> None:
+async def main(path: str, keys: list[str], static: bool = False) -> None:
     from ipsecscope.tui.app import IpsecscopeApp
+    from ipsecscope.tui.widgets.sa_tree import SaTree
 
     app = IpsecscopeApp(path, keys)
+    app.incremental = not static
     updates = 0
     orig = app._progress
 
@@ -43,13 +49,22 @@ async def main(path: str, keys: list[str]) -> None:
         await pilot.pause()
         t_first, c_first = time.perf_counter() - t0, time.process_time() - c0
         await pilot.press("escape")
-        while app.session is None:
+        tree = app.query_one(SaTree)
+        while not any(n.data is not None for n in tree.root.children):
+            await asyncio.sleep(0.02)
+        t_tree, c_tree = time.perf_counter() - t0, time.process_time() - c0
+        partial = app.partial
+        while app.loading is not None or app.session is None:
             await asyncio.sleep(0.05)
         await pilot.pause()
         t_loaded, c_loaded = time.perf_counter() - t0, time.process_time() - c0
         n = len(app.session.rows)
-        print(f"first screen {t_first:6.2f} s wall ({c_first:.2f} s CPU); loaded {n:,} rows in {t_loaded:6.2f} s wall "
-              f"({c_loaded:.2f} s CPU, {updates} progress updates)")
+        load = app.last_load
+        print(f"first screen {t_first:6.2f} s wall ({c_first:.2f} s CPU)")
+        print(f"first tree   {t_tree:6.2f} s wall ({c_tree:.2f} s CPU)"
+              + (f" at {partial:.0%} read" if partial is not None else " (when loaded)"))
+        print(f"loaded {n:,} rows in {t_loaded:6.2f} s wall ({c_loaded:.2f} s CPU, {updates} progress updates, "
+              f"{load.looks} looks costing the loader {load.look_cost:.2f} s wall)")
         from ipsecscope.filtering import select, source_of
         from ipsecscope.model.filter import compile_filter
 
@@ -63,6 +78,9 @@ async def main(path: str, keys: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    static = "--static" in args
+    args = [a for a in args if a != "--static"]
+    if not args:
         raise SystemExit(__doc__)
-    asyncio.run(main(sys.argv[1], sys.argv[2:]))
+    asyncio.run(main(args[0], args[1:], static))

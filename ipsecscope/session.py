@@ -58,6 +58,11 @@ _ROW_STATUS = {"ok": "decrypted", "no_key": "no-key", "icv_failed": "icv-bad"}
 LIVE_BYTES_KEPT = 32 << 20
 
 Progress = Callable[[int, int], None]
+"""``progress(bytes_read, total)``, called by :meth:`Session.load` between frames, never inside
+one: at each window of the fast loop (``session_fast``, 4 MiB), every 4096 frames on the general
+path. There the session is consistent — stats, tracker (SA table) and rows agree on every frame so
+far, and :attr:`Session.findings` covers them — so the callback may let another thread look at the
+session before it returns (the TUI's incremental loading does: ``tui/loading.py``)."""
 
 
 @dataclass(slots=True)
@@ -232,6 +237,7 @@ class Session:
         self._no_key_result: EspResult | None = None
         self._addr: dict[str, str] = {}
         self._findings: list[Finding] | None = None
+        self._findings_at = 0  # stats.frames when _findings was evaluated (a look while loading)
         self._secrets_seen = 0
         self._live_raw: OrderedDict[int, RawFrame] = OrderedDict()  # frame -> raw (live mode only)
         self._live_raw_bytes = 0
@@ -661,9 +667,12 @@ class Session:
 
     @property
     def findings(self) -> list[Finding]:
-        if self._findings is None:
+        # The fast loop does not reset the cache frame by frame: a look between its windows (see
+        # Progress) finds the frame count moved on instead.
+        if self._findings is None or self._findings_at != self.stats.frames:
             from .analysis.rules import evaluate
 
+            self._findings_at = self.stats.frames
             self._findings = sorted(
                 evaluate(self.tracker.table, self), key=lambda f: (-int(f.severity), f.ts or 0.0, f.code)
             )

@@ -8,8 +8,11 @@ on a million-frame capture.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 import time
+from array import array
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -30,6 +33,7 @@ from ..filtering import select, source_of
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
 from ..model.sa import Finding, Severity
 from ..session import Session
+from .loading import Hold, LoadCancelled, Loading
 from .panes import SessionPane, SessionView, activity
 from .screens.export import ExportRequest, ExportScreen
 from .screens.modals import HelpScreen, KeyFileScreen
@@ -45,6 +49,8 @@ from .widgets.timeline import Timeline
 
 NARROW = 100  # columns
 LIVE_REFRESH = 1.0  # seconds between looks at a live session
+FIRST_PAINT_WAIT = 2.0  # seconds the loader waits at most for the first screen to be drawn
+LOAD_POLL = 0.2  # seconds between two moves of the progress bar (and asking for a look when due)
 
 
 def findings_of(session: Session) -> list[Finding]:
@@ -81,6 +87,20 @@ class IpsecscopeApp(App[int]):
         self.current_ref: SaRef | None = None
         self._pending_frame: int | None = None
         self._detail_frame: int | None = None
+        self.findings: list[Finding] = []  # the ones on screen (loading: so far)
+        # Loading a file: the panes fill in as it reads (tui.loading); incremental=False shows
+        # nothing before the end (benchmarks compare both). load_hold: the tests' hook.
+        self.incremental = True
+        self.load_hold: Hold | None = None
+        self.loading: Loading | None = None
+        self.last_load: Loading | None = None
+        self._panes: list[SessionPane] | None = None
+        self._painted = threading.Event()  # the first screen is drawn
+        self.partial: float | None = None  # the fraction read, while the screen shows a partial look
+        self._shown_loaded = False
+        self._load_timer: Any = None
+        self._loading_tab = "packets"
+        self._filter_upto = 0  # rows the current filter's view covers
 
     # ---- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -98,6 +118,7 @@ class IpsecscopeApp(App[int]):
         self._set_narrow(self.size.width)
         self.query_one(PacketTable).focus()
         if self.path is not None:
+            self.call_after_refresh(self._painted.set)
             self.load_capture()
         elif self.runner is not None:
             self._loading(False)
@@ -119,51 +140,114 @@ class IpsecscopeApp(App[int]):
     # ---- loading (worker thread) ------------------------------------------------------------
     @work(thread=True, exclusive=True, group="load", name="load capture")
     def load_capture(self) -> None:
+        """Read the capture(s) into a new session. The panes fill in while it reads: at each
+        consistent point between windows the loader can hand the app a look (tui.loading), which
+        the timer asks for; the session is the loader's meanwhile, shared under ``data_lock``."""
         assert self.path is not None
-        self.call_from_thread(self._loading, True)
-        last = 0.0
-
-        def progress(done: int, total: int) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if now - last >= 0.1 or done >= total:  # the UI needs ~10 updates a second, not 1M
-                last = now
-                self.call_from_thread(self._progress, done, total)
-
-        try:
-            session = Session(row_limit=self.row_limit)
-            for key_file in list(self.key_files):
-                # A bad key file is reported and left out; the capture is still worth seeing.
-                try:
-                    session.add_key_files([key_file])
-                except (IpsecscopeError, OSError) as exc:
-                    self.key_files.remove(key_file)
-                    self.call_from_thread(self.notify, f"{exc}; continuing without it",
-                                          title="Key file not loaded", severity="error", timeout=15)
+        # The first screen before the first frame: the loader would take the interpreter from the
+        # UI thread for most of the time it needs to draw it (the fallback: never wait long).
+        self._painted.wait(FIRST_PAINT_WAIT)
+        worker = get_current_worker()
+        loading = Loading(partial(self._from_loader, self._show_partial),
+                          cancelled=lambda: worker.is_cancelled, hold=self.load_hold, incremental=self.incremental)
+        self.load_hold = None  # one load only (adding keys reloads without it)
+        self.call_from_thread(self._start_loading, loading)
+        notes: list[tuple[str, str, str]] = []  # (message, title, severity), never sent holding the lock
+        session = Session(row_limit=self.row_limit)
+        for key_file in list(self.key_files):
+            # A bad key file is reported and left out; the capture is still worth seeing.
             try:
-                for path in self.paths:
-                    session.load(path, progress=progress)
-            except CaptureError as exc:
-                # Damaged part-way (a bogus record length, a broken block): show what came before,
-                # as `sas`/`findings` do, and say where it stopped. Nothing read: a plain failure.
-                if not session.stats.frames or isinstance(exc, CaptureFormatError):
-                    raise
-                session.stats.truncated = session.stats.truncated or str(exc)
-                session.stats.malformed["capture"] = session.stats.malformed.get("capture", 0) + 1
-                session.tracker.finish()
-                self.call_from_thread(self.notify, f"{exc}; showing the {session.stats.frames:,} frames before it",
-                                      title="Capture damaged", severity="warning", timeout=15)
-            findings_of(session)  # evaluate the rules here, off the UI thread
-            table = session.table
-            t0 = table.first_ts or 0.0
-            act = activity(session.rows, t0, table.last_ts or t0)  # one pass over 1M rows: not on the UI
+                session.add_key_files([key_file])
+            except (IpsecscopeError, OSError) as exc:
+                self.key_files.remove(key_file)
+                notes.append((f"{exc}; continuing without it", "Key file not loaded", "error"))
+        self._notes(notes)
+        notes.clear()
+        try:
+            sizes = [p.stat().st_size if p.is_file() else 0 for p in self.paths]
+        except OSError:
+            sizes = [0] * len(self.paths)
+        loading.total = sum(sizes)
+        try:
+            loading.lock.acquire()
+            try:
+                self._read(session, loading, sizes, notes)
+                findings_of(session)  # evaluate the rules here, off the UI thread
+                table = session.table
+                t0 = table.first_ts or 0.0
+                act = activity(session.rows, t0, table.last_ts or t0)  # over 1M rows: not on the UI
+            finally:
+                loading.lock.release()
+        except LoadCancelled:
+            return  # a newer load took over (keys added), or the app is quitting
         except IpsecscopeError as exc:
+            self._notes(notes)
             self.call_from_thread(self._load_failed, str(exc))
             return
         except OSError as exc:
+            self._notes(notes)
             self.call_from_thread(self._load_failed, f"cannot read {self.path}: {exc.strerror or exc}")
             return
-        self.call_from_thread(self._loaded, session, act)
+        if worker.is_cancelled:
+            return
+        self._notes(notes)
+        self.call_from_thread(self._loaded, session, act, loading)
+
+    def _read(self, session: Session, loading: Loading, sizes: list[int],
+              notes: list[tuple[str, str, str]]) -> None:
+        """Every capture into ``session`` (the loader thread, holding ``loading.lock``)."""
+        try:
+            for path, size in zip(self.paths, sizes, strict=True):
+                session.load(path, progress=lambda done, _total: loading.progress(session, done))
+                loading.base += size
+        except CaptureError as exc:
+            # Damaged part-way (a bogus record length, a broken block): show what came before,
+            # as `sas`/`findings` do, and say where it stopped. Nothing read: a plain failure.
+            if not session.stats.frames or isinstance(exc, CaptureFormatError):
+                raise
+            session.stats.truncated = session.stats.truncated or str(exc)
+            session.stats.malformed["capture"] = session.stats.malformed.get("capture", 0) + 1
+            session.tracker.finish()
+            notes.append((f"{exc}; showing the {session.stats.frames:,} frames before it", "Capture damaged",
+                          "warning"))
+
+    def _from_loader(self, fn: Any, *args: Any) -> Any:
+        """call_from_thread for the loader: the app quitting meanwhile ends the load quietly."""
+        try:
+            return self.call_from_thread(fn, *args)
+        except (RuntimeError, asyncio.CancelledError):
+            if self.is_running:
+                raise
+            raise LoadCancelled from None
+
+    def _notes(self, notes: list[tuple[str, str, str]]) -> None:
+        for message, title, severity in notes:
+            self.call_from_thread(self.notify, message, title=title, severity=severity, timeout=15)
+
+    def _start_loading(self, loading: Loading) -> None:
+        self.loading = loading
+        # The session is the loader's until it is done: every look at it from the UI takes this lock.
+        self.data_lock = loading.lock
+        self._loading(True)
+        self._loading_tab = self.query_one(TabbedContent).active
+        if self._load_timer is None:
+            self._load_timer = self.set_interval(LOAD_POLL, self._poll_loading)
+
+    def _poll_loading(self) -> None:
+        """The timer while a file loads: move the progress bar, ask the loader for a look when due."""
+        loading = self.loading
+        if loading is None or not self.is_running:
+            return
+        self._progress(loading.done, loading.total)
+        if loading.due(time.monotonic()):
+            loading.want.set()
+
+    def _show_partial(self, view: SessionView) -> None:
+        """A look at the session while it loads (UI thread; the loader waits at a consistent point)."""
+        if not self.is_running or self.loading is None or view.lock is not self.loading.lock:
+            return  # quitting, or the look of a load that was superseded
+        self._progress(self.loading.done, self.loading.total)
+        self._show_session(view)
 
     def _loading(self, on: bool) -> None:
         bar = self.query_one("#progress", ProgressBar)
@@ -175,37 +259,58 @@ class IpsecscopeApp(App[int]):
     def _progress(self, done: int, total: int) -> None:
         self.query_one("#progress", ProgressBar).update(total=max(total, 1), progress=done)
 
+    def _stop_load_timer(self) -> None:
+        if self._load_timer is not None:
+            self._load_timer.stop()
+            self._load_timer = None
+
     def _load_failed(self, message: str) -> None:
+        self.loading = None
+        self.partial = None
+        self._stop_load_timer()
         self._loading(False)
         self._set_status(Text(f"Could not load: {message}", "bold red"))
         self.notify(message, title="Could not load the capture", severity="error", timeout=10)
 
-    def _loaded(self, session: Session, act: dict[object, list[float]]) -> None:
-        first = self.session is None
+    def _loaded(self, session: Session, act: dict[object, list[float]], loading: Loading) -> None:
+        if loading is not self.loading:
+            return  # superseded while its last message was on its way
+        first = not self._shown_loaded
+        self._shown_loaded = True
+        self.loading = None
+        self.last_load = loading  # its looks and their cost, for benchmarks
+        self._stop_load_timer()
         self._loading(False)
         findings = findings_of(session)
-        self._show_session(SessionView(session, session.rows, findings, _activity=act))
+        self._show_session(SessionView(session, session.rows, findings, _activity=act, lock=loading.lock))
         warnings = session.key_warnings
         if first and warnings:  # rows of key files that were skipped: the rest is in use
             more = f"\n… and {len(warnings) - 5} more" if len(warnings) > 5 else ""
             self.notify("\n".join(warnings[:5]) + more, title="Key rows skipped", severity="warning",
                         timeout=20, markup=False)
-        if first and any(f.severity >= Severity.WARNING for f in findings):
-            # Something is wrong: that is what the user came for (the status line alone is easy to miss).
+        if (first and any(f.severity >= Severity.WARNING for f in findings)
+                and self.query_one(TabbedContent).active == self._loading_tab):
+            # Something is wrong: that is what the user came for (the status line alone is easy to
+            # miss) -- unless they went to another tab while it loaded.
             self.action_tab("findings")
 
     def _show_session(self, view: SessionView) -> None:
         """Hand one look at the session to every pane (the one path for loading and live)."""
         self.session = view.session
+        self.findings = view.findings
+        self.partial = view.partial
+        if self._panes is None:  # the panes are composed once (isinstance on a Protocol is slow)
+            self._panes = [w for w in self.query("*") if isinstance(w, SessionPane)]
         with view.lock:
-            for pane in self.query("*"):
-                if isinstance(pane, SessionPane):
-                    pane.show_session(view)
+            for pane in self._panes:
+                pane.show_session(view)
         ptable = self.query_one(PacketTable)
         header = self.query_one(PacketHeader)
         header.max_frame, header.addr_w = ptable.max_frame, ptable.addr_w
-        self._label_findings(view.findings)
-        if self.filter.text:
+        self._label_findings(view.findings, view.partial is not None)
+        if self.filter.text and view.partial is not None:
+            self._extend_filter(view.count)  # only the rows that came since the last look
+        elif self.filter.text:
             self.apply_filter(self.filter.text)
         self._update_status()
 
@@ -229,10 +334,11 @@ class IpsecscopeApp(App[int]):
             self._show_session(SessionView(session, list(session.rows), findings_of(session), live=True,
                                            lock=runner.lock))
 
-    def _label_findings(self, findings: Sequence[Finding]) -> None:
+    def _label_findings(self, findings: Sequence[Finding], partial: bool = False) -> None:
         tabs = self.query_one(TabbedContent)
         tab = tabs.get_tab("findings")
-        tab.label = f"Findings ({len(findings)})" if findings else "Findings"
+        more = "…" if partial else ""  # still loading: the count may grow
+        tab.label = f"Findings ({len(findings)}{more})" if findings else f"Findings{more}"
         tab.set_class(any(f.severity is Severity.ERROR for f in findings), "has-errors")
 
     # ---- status ------------------------------------------------------------------------------
@@ -250,11 +356,13 @@ class IpsecscopeApp(App[int]):
         if s is None:
             return
         st = s.stats
-        findings = findings_of(s)
+        findings = self.findings
         n_err = sum(1 for f in findings if f.severity is Severity.ERROR)
         n_warn = sum(1 for f in findings if f.severity is Severity.WARNING)
         # Most telling first: at 80 columns the StatusLine leaves out the segments that do not fit.
         seg: list[Text] = [Text(self._input_name(), "bold")]
+        if self.partial is not None:  # still loading: the counts below are the frames read so far
+            seg.append(Text(f"loading {self.partial:.0%}", "bold yellow"))
         frames = Text(f"{st.frames:,} frames")
         dropped = getattr(s.rows, "dropped", 0)
         if dropped:  # past --max-rows: counted and analysed, not listed
@@ -281,7 +389,7 @@ class IpsecscopeApp(App[int]):
         if self.filter_error:
             count.update(Text("invalid filter (Esc clears)", "bold red"))
         else:
-            count.update(Text(f"filter: {len(ptable.view):,}/{len(ptable.rows):,}", "bold magenta")
+            count.update(Text(f"filter: {len(ptable.view):,}/{ptable.count:,}", "bold magenta")
                          if self.filter.text else "")
 
     # ---- filtering (worker thread) -----------------------------------------------------------
@@ -313,9 +421,8 @@ class IpsecscopeApp(App[int]):
 
     def apply_filter(self, text: str, focus_frame: int | None = None) -> bool:
         """Compile ``text`` and start the filter worker; False (and a notification) when invalid."""
-        findings = findings_of(self.session) if self.session is not None else []
         try:
-            compiled = compile_filter(text, findings_index(findings))
+            compiled = compile_filter(text, findings_index(self.findings))
         except FilterError as exc:
             # The table must not keep the previous filter's rows under an input that says otherwise:
             # show nothing, and say why beside the filter bar (with the column).
@@ -323,7 +430,7 @@ class IpsecscopeApp(App[int]):
             self.filter = compile_filter("")
             self.filter_error = str(exc)
             if self.session is not None:
-                self.query_one(PacketTable).set_view(range(0))
+                self.query_one(PacketTable).set_view(range(0), filtered=True)
             self._update_status()
             self._show_filter_error(self.query_one("#filter", Input), text, exc)
             return False
@@ -340,28 +447,50 @@ class IpsecscopeApp(App[int]):
         current = ptable.current_row
         keep = focus_frame if focus_frame is not None else (current.frame if current else None)
         if compiled.empty:
-            ptable.set_view(range(len(ptable.rows)), keep_frame=keep)
+            ptable.set_view(range(ptable.count), keep_frame=keep, filtered=False)
             self._update_status()
         else:
-            self._run_filter(compiled, keep)
+            self._filter_upto = 0  # until the worker is done, the view is an older filter's
+            self._run_filter(compiled, keep, 0, ptable.count)
         return True
 
+    def _extend_filter(self, upto: int) -> None:
+        """A loading look brought rows up to ``upto``: filter just the new ones onto the view (or
+        all of them, when the filter's first run had not finished)."""
+        if self.filter.empty or self.filter_error is not None or self._filter_upto >= upto:
+            return
+        start = self._filter_upto
+        self._run_filter(self.filter, self._current_frame(), start, upto,
+                         self.query_one(PacketTable).view if start else ())
+
+    def _current_frame(self) -> int | None:
+        row = self.query_one(PacketTable).current_row
+        return row.frame if row is not None else None
+
     @work(thread=True, exclusive=True, group="filter", name="filter packets")
-    def _run_filter(self, compiled: Filter, keep: int | None) -> None:
+    def _run_filter(self, compiled: Filter, keep: int | None, start: int, stop: int,
+                    base: Sequence[int] = ()) -> None:
+        """Rows ``start``..``stop`` through ``compiled``; the view is ``base`` and those that match."""
         worker = get_current_worker()
         rows = self.query_one(PacketTable).rows
         src = source_of(self.session)
         src.rows = rows  # the table's rows (live: the snapshot it shows)
-        out = select(compiled, src, cancelled=lambda: worker.is_cancelled)
+        out = select(compiled, src, start, stop, cancelled=lambda: worker.is_cancelled)
         if worker.is_cancelled:
             return
         view = view_from_indices(out)
-        self.call_from_thread(self._filtered, compiled, view, keep)
+        if start:  # more rows of a loading capture: after the ones already filtered
+            view[:0] = base if isinstance(base, array) else view_from_indices(list(base))
+        self.call_from_thread(self._filtered, compiled, view, keep, stop, bool(start))
 
-    def _filtered(self, compiled: Filter, view: Sequence[int], keep: int | None) -> None:
+    def _filtered(self, compiled: Filter, view: Sequence[int], keep: int | None, upto: int,
+                  extended: bool = False) -> None:
         if compiled is not self.filter:
             return  # a newer filter was typed meanwhile
-        self.query_one(PacketTable).set_view(view, keep_frame=keep)
+        self._filter_upto = upto
+        if extended:  # new rows while loading: the cursor stays where the user has it now
+            keep = self._current_frame()
+        self.query_one(PacketTable).set_view(view, keep_frame=keep, filtered=True)
         self._update_status()
         if not view:
             self.notify(f"No frame matches '{compiled.text}'.", title="Filter", severity="warning")
@@ -564,6 +693,10 @@ class IpsecscopeApp(App[int]):
             self.load_capture()
 
     def action_export(self) -> None:
+        if self.loading is not None:
+            self.notify("Still loading: export when the capture is read (the progress bar at the top).",
+                        severity="warning")
+            return
         if self.runner is not None:
             self.notify("Export works on a complete capture file: save live traffic with `ipsecscope live -w "
                         "FILE` (or the pipe with tcpdump -w FILE), then open that file.", severity="warning", timeout=8)

@@ -48,25 +48,42 @@ class FindingsView(Vertical):
         self._filled_width = 0
 
     def compose(self) -> ComposeResult:
+        partial = Static("", id="findings-partial")
+        partial.display = False  # only while a capture loads
+        yield partial
         yield DataTable(id="findings-table", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="finding-explain-box"):
             yield Static("", id="finding-explain")
 
     def show_session(self, view: SessionView) -> None:
-        # Live refreshes come every second: keep the cursor unless the findings really changed.
+        notice = self.query_one("#findings-partial", Static)
+        notice.display = view.partial is not None
+        if view.partial is not None:
+            # The rules ran over what was read so far: a later frame may answer a request, close
+            # an SA or add packets, so these can still change (final when loading ends).
+            notice.update(Text(f"Partial: {view.partial:.0%} of the capture read; findings so far.",
+                               "bold yellow"))
+        # Refreshes come every second: keep the table unless the findings really changed.
         # Titles carry the counts (e.g. ESP-RETURN-STOPPED's unanswered packets), which grow
-        # while the codes stay: compare both so the live view shows the new numbers.
-        if view.live and [(f.code, f.title) for f in self.findings] == [(f.code, f.title) for f in view.findings]:
+        # while the codes stay: compare both so the view shows the new numbers.
+        if view.growing and [(f.code, f.title) for f in self.findings] == [(f.code, f.title) for f in view.findings]:
             return
         self.show_findings(view.findings)
 
     def show_findings(self, findings: Sequence[Finding]) -> None:
+        """Fill the table; the cursor stays on the finding it was on (same code and SA) if it is
+        still there (a refresh while loading or live)."""
+        table = self.query_one(DataTable)
+        old = self.findings[table.cursor_row] if 0 <= table.cursor_row < len(self.findings) else None
         self.findings = sort_findings(findings)
-        self._fill(0)
+        at = 0
+        if old is not None:
+            at = next((i for i, f in enumerate(self.findings) if (f.code, f.sa) == (old.code, old.sa)), 0)
+        self._fill(at)
         if not self.findings:
             self.query_one("#finding-explain", Static).update(Text("No findings: nothing looks wrong.", "green"))
         else:
-            self._explain(0)
+            self._explain(at)
 
     def on_resize(self, event: events.Resize) -> None:
         table = self.query_one(DataTable)

@@ -26,6 +26,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from ...model.packets import FrameRow
+from ...rowstore import RowStore
 
 if TYPE_CHECKING:
     from ..panes import SessionView
@@ -90,8 +91,14 @@ def columns_for(width: int, max_frame: int = 999_999, addr_w: int = 15) -> list[
     return cols
 
 
-def address_width(rows: Sequence[FrameRow], sample: int = 50_000) -> int:
-    """Longest source/destination address among the first ``sample`` rows."""
+ADDR_SAMPLE = 50_000  # rows whose addresses size the address columns
+
+
+def address_width(rows: Sequence[FrameRow], sample: int = ADDR_SAMPLE) -> int:
+    """Longest source/destination address among the first ``sample`` rows (a RowStore: among all
+    its rows, from its table of distinct addresses -- reading rows formats each one's Info)."""
+    if type(rows) is RowStore:
+        return max((len(a) for a in list(rows._addrs)), default=0) or 15
     seen: set[str] = set()
     for r in itertools.islice(rows, sample):
         seen.add(r.src)
@@ -188,7 +195,12 @@ class PacketTable(ScrollView, can_focus=True):
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.rows: Sequence[FrameRow] = []
+        self.count = 0  # rows[:count] are shown (a loading session's store grows past it)
+        self._addr_sampled = 0  # rows address_width has seen
         self.view: Sequence[int] = range(0)
+        # The view is a display filter's (set by the app): a look at a loading capture then adds
+        # rows to the store but leaves the view to the app, which filters just the new rows.
+        self.filtered = False
         self.first_ts = 0.0
         self.addr_w = 15
         self.max_frame = 999
@@ -196,9 +208,16 @@ class PacketTable(ScrollView, can_focus=True):
 
     # ---- data in ---------------------------------------------------------------------------
     def show_session(self, view: SessionView) -> None:
-        """Every row of the session; live, the cursor follows new frames when it was on the last one."""
+        """Every row of the session; live, the cursor follows new frames when it was on the last one;
+        while a file loads (and once it has), it stays on the frame it is on."""
         if not view.live:
-            self.set_rows(view.rows, view.table.first_ts)
+            current = self.current_row if self.rows is view.rows else None
+            if view.partial is not None and self.filtered and self.rows is view.rows:
+                self._take_rows(view.rows, view.table.first_ts, view.count)
+                self.refresh()
+                return
+            self.set_rows(view.rows, view.table.first_ts, keep_frame=current.frame if current else None,
+                          count=view.count)
             return
         current = self.current_row
         follow = current is None or self.cursor >= len(self.view) - 1
@@ -207,15 +226,28 @@ class PacketTable(ScrollView, can_focus=True):
             self.action_last()
 
     def set_rows(self, rows: Sequence[FrameRow], first_ts: float | None = None,
-                 keep_frame: int | None = None) -> None:
-        self.rows = rows
-        self.first_ts = first_ts if first_ts is not None else (rows[0].ts if rows else 0.0)
-        self.addr_w = address_width(rows)
-        self.max_frame = rows[-1].frame if rows else 999
-        self.set_view(range(len(rows)), keep_frame=keep_frame)
+                 keep_frame: int | None = None, count: int | None = None) -> None:
+        """Show ``rows[:count]`` (None: all of them), unfiltered."""
+        count = self._take_rows(rows, first_ts, count)
+        self.set_view(range(count), keep_frame=keep_frame, filtered=False)
 
-    def set_view(self, view: Sequence[int], keep_frame: int | None = None) -> None:
-        """Show ``rows[i] for i in view``; keep the cursor on ``keep_frame`` when it is still shown."""
+    def _take_rows(self, rows: Sequence[FrameRow], first_ts: float | None, count: int | None) -> int:
+        count = len(rows) if count is None else count
+        sample = min(count, ADDR_SAMPLE)
+        if rows is not self.rows or sample > self._addr_sampled:  # a loading store: its first rows once
+            self.addr_w = address_width(rows, sample)
+            self._addr_sampled = sample
+        self.rows = rows
+        self.count = count
+        self.first_ts = first_ts if first_ts is not None else (rows[0].ts if count else 0.0)
+        self.max_frame = rows[count - 1].frame if count else 999
+        return count
+
+    def set_view(self, view: Sequence[int], keep_frame: int | None = None, filtered: bool | None = None) -> None:
+        """Show ``rows[i] for i in view``; keep the cursor on ``keep_frame`` when it is still shown.
+        ``filtered``: whether ``view`` is a display filter's (None: as before)."""
+        if filtered is not None:
+            self.filtered = filtered
         self.view = view
         self._cache.clear()
         self.virtual_size = Size(self.size.width, len(view))

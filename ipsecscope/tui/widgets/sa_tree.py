@@ -129,7 +129,8 @@ def compact_child_label(child: ChildSa) -> Text:
     text = Text()
     text.append("●", STATE_STYLE.get(child.state, ""))
     text.append(f" #{child.id} ")
-    text.append(spi_text(child.spi_i), "cyan")
+    # an inferred CHILD SA seen one way only knows just one SPI: show that one, not "?"
+    text.append(spi_text(child.spi_i if child.spi_i is not None else child.spi_r), "cyan")
     return text
 
 

@@ -325,6 +325,8 @@ class StatsView(Vertical):
 
     # ---- data in -------------------------------------------------------------------------------
     def show_session(self, view: SessionView) -> None:
+        if view.partial is not None:
+            return  # a file still loading: counted once it is read (compute reads the whole session)
         if not view.live:
             if view.session is not self._session:  # a new load (or keys added): count it once
                 self._session = view.session

@@ -247,8 +247,8 @@ class Timeline(Vertical):
         yield OptionList(id="timeline-events")
 
     def show_session(self, view: SessionView) -> None:
-        # Live, a hidden timeline would be rebuilt every second for nobody: draw it when shown.
-        if view.live and not all(n.display for n in self.ancestors_with_self if isinstance(n, Widget)):
+        # Live or loading, a hidden timeline would be rebuilt every second for nobody: draw it when shown.
+        if view.growing and not all(n.display for n in self.ancestors_with_self if isinstance(n, Widget)):
             self._pending = view
             return
         self._pending = None
@@ -274,7 +274,8 @@ class Timeline(Vertical):
             widgets.append(Lane(Label(label), bar, classes="ike-lane"))
         children = sorted(table.child_sas.values(), key=lambda c: (c.created_ts or t0, c.id))
         for c in children:
-            label = Text.assemble((f"#{c.id} ", "bold"), (f"{spi_text(c.spi_i)[:8]}", STATE_STYLE.get(c.state, "")))
+            spi = c.spi_i if c.spi_i is not None else c.spi_r  # one way only: the SPI it has
+            label = Text.assemble((f"#{c.id} ", "bold"), (spi_text(spi), STATE_STYLE.get(c.state, "")))
             flows = c.flows(table)
             start = c.created_ts if c.created_ts is not None else min(
                 (f.first_ts for f in flows if f.first_ts is not None), default=None)
@@ -305,8 +306,10 @@ class Timeline(Vertical):
             events += child_events(c)
         events += finding_events(findings)
         events.sort(key=lambda e: e.ts)
-        self.events = events
         ol = self.query_one("#timeline-events", OptionList)
+        # a refresh (loading, live) keeps the highlighted event where it was
+        old = self.events[ol.highlighted] if ol.highlighted is not None and ol.highlighted < len(self.events) else None
+        self.events = events
         ol.clear_options()
         opts = []
         for i, e in enumerate(events):
@@ -317,7 +320,8 @@ class Timeline(Vertical):
             opts.append(Option(t, id=str(i)))
         if opts:
             ol.add_options(opts)
-            ol.highlighted = 0
+            ol.highlighted = next((i for i, e in enumerate(events) if old is not None and
+                                   (e.ts, e.text, e.frame) == (old.ts, old.text, old.frame)), 0)
         else:
             ol.add_option(Option(Text("No IKE exchanges or SA events in this capture.", "dim"), disabled=True))
 

@@ -1,0 +1,271 @@
+"""Incremental loading: the SA tree, findings, timeline and packet list fill in while a capture
+loads, and what is on screen when loading ends is what a load without looks shows.
+
+The capture is generated (benchmarks/gen_esp_pcap.py): four ESP SAs, then four others, read by the
+fast loop in 64 KiB windows. The loader stops at the end of its first window(s) through the app's
+test hook (tui.loading.Hold: events, no timing); what the app shows then is compared with a
+session fed exactly those frames through the general path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import struct
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLES
+from test_tui import frames_in_view, loaded, sync, tree_labels
+from textual.widgets import DataTable, Label, ProgressBar, Static, TabbedContent
+
+from ipsecscope import session_fast
+from ipsecscope.capture import open_capture
+from ipsecscope.filtering import select, source_of
+from ipsecscope.model.filter import compile_filter, findings_index
+from ipsecscope.rowstore import RowStore
+from ipsecscope.session import Session
+from ipsecscope.tui.app import create_app
+from ipsecscope.tui.loading import Hold, LoadLock
+from ipsecscope.tui.panes import activity
+from ipsecscope.tui.widgets.findings import FindingsView, sort_findings
+from ipsecscope.tui.widgets.packet_table import PacketTable
+from ipsecscope.tui.widgets.sa_tree import SaTree
+from ipsecscope.tui.widgets.status import StatusLine
+from ipsecscope.tui.widgets.timeline import Timeline
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gen_esp_pcap  # noqa: E402
+
+WINDOW = 1 << 16
+REC = struct.Struct("<IIII")
+SIZES = [(80, 24), (120, 40)]
+SPI_RE = re.compile(r"\b[0-9a-f]{8}\b")
+
+
+@pytest.fixture
+def capture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Four SAs (seed 1), then, 10 s later, four other SAs (seed 2): ~10 windows of 64 KiB."""
+    monkeypatch.setattr(session_fast, "WINDOW", WINDOW)
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    gen_esp_pcap.build(800, str(a), sas=4, seed=1)
+    gen_esp_pcap.build(800, str(b), sas=4, seed=2)
+    out = bytearray(a.read_bytes())
+    data = b.read_bytes()
+    o = 24
+    while o < len(data):
+        sec, usec, incl, orig = REC.unpack_from(data, o)
+        out += REC.pack(sec + 10, usec, incl, orig) + data[o + 16:o + 16 + incl]
+        o += 16 + incl
+    path = tmp_path / "two-parts.pcap"
+    path.write_bytes(out)
+    return path
+
+
+def frames_in_windows(path: Path, windows: int) -> int:
+    """How many frames the fast loop has read at the end of its first ``windows`` windows (records
+    are never split: a window ends before the first record that does not fit whole)."""
+    data = path.read_bytes()
+    base, n = 24, 0
+    for _ in range(windows):
+        o = base
+        while o + 16 <= len(data):
+            incl = struct.unpack_from("<I", data, o + 8)[0]
+            if o + 16 + incl > base + WINDOW:
+                break
+            n += 1
+            o += 16 + incl
+        base = o
+    return n
+
+
+def fed(path: Path, frames: int) -> Session:
+    """A session given the first ``frames`` frames through the general path (no end of input)."""
+    s = Session()
+    with open_capture(path) as reader:
+        for raw in reader:
+            if raw.index > frames:
+                break
+            s.feed(raw)
+    return s
+
+
+def spis_in_tree(app) -> set[str]:
+    return {m for label in tree_labels(app.query_one(SaTree)) for m in SPI_RE.findall(label)}
+
+
+def lanes_spis(app) -> set[str]:
+    """SPIs named by the timeline's lanes."""
+    return {m for lab in app.query_one("#timeline-lanes").query(Label) for m in SPI_RE.findall(str(lab.render()))}
+
+
+def shown_findings(app) -> list[tuple[str, str]]:
+    return [(f.code, f.title) for f in app.query_one(FindingsView).findings]
+
+
+async def stopped(hold: Hold, pilot, n: int = 1) -> None:
+    """Until the loader waits at stop ``n`` (the look it made there is on screen)."""
+    await asyncio.to_thread(hold.wait_stopped, n)
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@sync
+async def test_tree_and_findings_fill_in_while_loading(capture: Path, size: tuple[int, int]) -> None:
+    first = frames_in_windows(capture, 1)
+    ref = fed(capture, first)
+    part1 = {f"{f.spi:08x}" for f in ref.table.flows.values()}
+    full = Session()
+    full.load(capture)
+    assert first < full.stats.frames // 2 and len(part1) == 4 and len(full.table.flows) == 8
+
+    app = create_app(capture)
+    app.load_hold = hold = Hold()
+    async with app.run_test(size=size) as pilot:
+        await stopped(hold, pilot)
+        # After one window: that window's SAs and findings, nothing of the rest yet.
+        assert app.session is not None and app.session.stats.frames == first
+        assert spis_in_tree(app) == part1
+        assert shown_findings(app) == [(f.code, f.title) for f in sort_findings(ref.findings)]
+        assert shown_findings(app), "the first window already has findings"
+        notice = app.query_one("#findings-partial", Static)
+        assert notice.display and "% of the capture read" in str(notice.render())
+        assert str(app.query_one(TabbedContent).get_tab("findings").label).endswith("…)")
+        bar = app.query_one("#progress", ProgressBar)
+        assert bar.display and 0 < bar.progress < bar.total
+        assert "loading" in app.query_one(StatusLine).render().plain
+        assert len(app.query_one(PacketTable).view) == first
+        # The timeline draws the look it was given when it is shown.
+        await pilot.press("1")
+        await pilot.pause()
+        assert lanes_spis(app) and lanes_spis(app) <= part1
+
+        hold.release()
+        await loaded(pilot)
+        # The end: exactly what a load without looks gives.
+        assert app.loading is None and not app.query_one("#progress", ProgressBar).display
+        assert not app.query_one("#findings-partial", Static).display
+        assert list(app.session.rows) == list(full.rows)
+        assert [(f.code, f.title, f.frames) for f in app.findings] == [(f.code, f.title, f.frames) for f in full.findings]
+        assert spis_in_tree(app) == {f"{f.spi:08x}" for f in full.table.flows.values()}
+        assert lanes_spis(app) - part1, "the timeline has the second part's SAs too"
+        shown = (tree_labels(app.query_one(SaTree)), shown_findings(app),
+                 [(e.ts, e.text) for e in app.query_one(Timeline).events], app.query_one(StatusLine).render().plain)
+
+    plain = create_app(capture)
+    plain.incremental = False
+    async with plain.run_test(size=size) as pilot:
+        await loaded(pilot)
+        await pilot.press("1")
+        await pilot.pause()
+        assert (tree_labels(plain.query_one(SaTree)), shown_findings(plain),
+                [(e.ts, e.text) for e in plain.query_one(Timeline).events],
+                plain.query_one(StatusLine).render().plain) == shown
+
+
+async def filters_done(app) -> None:
+    await asyncio.gather(*(w.wait() for w in list(app.workers) if w.group == "filter"))
+    await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@sync
+async def test_cursor_selection_and_filter_survive_the_looks(capture: Path, size: tuple[int, int]) -> None:
+    full = Session()
+    full.load(capture)
+    app = create_app(capture)
+    app.load_hold = hold = Hold(windows=2)
+    async with app.run_test(size=size) as pilot:
+        await stopped(hold, pilot)
+        # A filter on one SA of the first part (both parts have an SA from 198.18.0.1).
+        text = "ip.src == 198.18.0.1"
+        flt = compile_filter(text)
+        await pilot.press("slash")
+        await pilot.press(*text, "enter")
+        await filters_done(app)
+        await pilot.pause()
+        table = app.query_one(PacketTable)
+        rows = app.session.rows
+        n1 = frames_in_windows(app.session.paths[0], 1)
+        assert list(table.view) == select(flt, source_of(app.session), 0, n1)
+        await pilot.press("down", "down", "down")
+        frame = table.current_row.frame
+        # The findings cursor on the third finding, the tree cursor on the second CHILD SA.
+        await pilot.press("3")
+        await pilot.press("down", "down")
+        chosen = app.query_one(FindingsView).findings[app.query_one(DataTable).cursor_row]
+        tree = app.query_one(SaTree)
+        tree.focus()
+        await pilot.pause()
+        kids = 0
+        while kids < 2:
+            await pilot.press("down")
+            kids += tree.current_ref is not None and tree.current_ref.kind == "child"
+        ref = tree.current_ref
+
+        hold.release()  # to the end of the second window: one more look, the filter extended
+        await stopped(hold, pilot, 2)
+        await filters_done(app)
+        await pilot.pause()
+        n2 = frames_in_windows(app.session.paths[0], 2)
+        assert app.session.stats.frames == n2 and table.count == n2
+        assert list(table.view) == select(flt, source_of(app.session), 0, n2)
+        assert table.current_row.frame == frame and tree.current_ref == ref
+        findings = app.query_one(FindingsView)
+        assert findings.findings[app.query_one(DataTable).cursor_row].code == chosen.code
+
+        hold.release()
+        await loaded(pilot)
+        await filters_done(app)
+        await pilot.pause()
+        assert app.query_one("#filter").value == text and app.filter.text == text
+        idx = findings_index(full.findings)
+        assert list(table.view) == select(compile_filter(text, idx), source_of(full))
+        assert [rows[i] for i in table.view][:5] == [full.rows[i] for i in table.view][:5]
+        assert table.current_row.frame == frame and tree.current_ref == ref
+        cur = findings.findings[app.query_one(DataTable).cursor_row]
+        assert (cur.code, cur.sa) == (chosen.code, chosen.sa)
+        assert frames_in_view(table) == [full.rows[i].frame for i in select(flt, source_of(full))]
+
+
+@pytest.mark.parametrize("name", ["two-parts", "healthy-gcm", "esp-oneway-drop"])
+def test_packed_activity_equals_the_row_by_row_count(capture: Path, name: str) -> None:
+    """The timeline's ESP activity, counted with numpy over the packed rows (fast enough to redraw
+    while loading), is the row-by-row count: same keys (CHILD SA ids, else SPIs) in the same order."""
+    s = Session()
+    if name == "two-parts":
+        s.load(capture)
+    else:
+        s.add_key_files(sorted((SAMPLES / name / "keys").iterdir()))
+        s.load(SAMPLES / name / "capture.pcapng")
+    t0, t1 = s.table.first_ts, s.table.last_ts
+    assert type(s.rows) is RowStore
+    packed = activity(s.rows, t0, t1)
+    assert packed and packed == activity(list(s.rows), t0, t1)
+    assert list(packed) == list(activity(list(s.rows), t0, t1))
+    half = len(s.rows) // 2
+    assert activity(s.rows, t0, t1, upto=half) == activity(list(s.rows)[:half], t0, t1)
+
+
+def test_load_lock_hands_over_to_a_waiting_reader() -> None:
+    """The loader holds the lock and lets it go only at its consistent points; a reader waiting
+    there gets it at the next one (a plain lock released and taken again at once starves it)."""
+    lock = LoadLock()
+    got: list[int] = []
+    lock.acquire()
+    window = 0
+
+    def read() -> None:
+        with lock:
+            got.append(window)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    while not got and window < 10_000_000:  # the loader: one window after another
+        window += 1
+        lock.hand_over()
+    lock.release()
+    reader.join()
+    assert got and got[0] < 10_000_000
