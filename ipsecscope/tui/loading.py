@@ -12,10 +12,12 @@ runs there:
   :class:`~ipsecscope.tui.panes.SessionView` marked ``partial`` to the UI thread, waiting while
   the panes draw it — that is the snapshot; then it reads on.
 
-A look costs what the panes take to draw plus the rules' evaluation: the next one is due after
-:data:`REFRESH_MIN` seconds or :data:`REFRESH_FACTOR` times what the last one cost, whichever is
-longer, so looking never takes more than about a tenth of the loading time. The findings, the
-dearest part on a capture of many SAs, are evaluated at most every :data:`FINDINGS_MIN` seconds.
+A look costs what the panes take to update and the screen to redraw, plus the rules' evaluation:
+the next one is due after :data:`REFRESH_MIN` seconds or :data:`REFRESH_FACTOR` times what the last
+one cost, whichever is longer, and only once the loader has spent :data:`REFRESH_CPU` seconds of
+CPU reading since (on a busy machine a second of wall time is little work: looks every wall second
+would cost a larger share there). The findings, the dearest part on a capture of many SAs, are
+evaluated at most every :data:`FINDINGS_MIN` seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .panes import SessionView
 
 REFRESH_MIN = 1.0  # seconds between two looks at a loading session (live mode refreshes as often)
 REFRESH_FACTOR = 9.0  # the next look waits this many times what the last one cost
+REFRESH_CPU = 1.0  # seconds of the loader's CPU time between two looks
 FINDINGS_MIN = 2.0  # seconds between two evaluations of the rules while loading
 
 
@@ -132,6 +135,7 @@ class Loading:
         self.want = threading.Event()
         self.want.set()
         self.next_due = 0.0  # time.monotonic() before which the timer asks for no look
+        self.cpu_due = 0.0  # the loader's time.thread_time() before which it takes no look
         self.looks = 0
         self.look_cost = 0.0  # seconds the looks took (loader side: rules + waiting for the draw)
         self._findings: list[Finding] = []
@@ -150,7 +154,7 @@ class Loading:
         if not session.stats.frames:
             return
         hold = self.hold if self.hold is not None and self.hold.stopped < self.hold.windows else None
-        if (self.incremental and self.want.is_set()) or hold is not None:
+        if (self.incremental and self.want.is_set() and time.thread_time() >= self.cpu_due) or hold is not None:
             self._look(session)
         if hold is not None:
             self.lock.release()
@@ -177,6 +181,7 @@ class Loading:
         self.looks += 1
         self.look_cost += cost
         self.next_due = time.monotonic() + max(REFRESH_MIN, REFRESH_FACTOR * cost)
+        self.cpu_due = time.thread_time() + REFRESH_CPU
 
     def due(self, now: float) -> bool:
         """The app's timer: is it time to ask for another look?"""
