@@ -59,12 +59,12 @@ def expected(doc: dict) -> dict[str, dict[str, dict[str, str | float]]]:
     for c in doc["child_sas"]:
         sas[f"child:{c['id']}"] = {"sa": f"#{c['id']} {c['state']}", "packets": str(c["packets"]),
                                    "bytes": str(c["bytes"]), "rate": c["rate_pps"], "first": rel(c["first_time"], t0),
-                                   "last": rel(c["last_time"], t0), "lost": str(c["lost"]), "dst": ""}
+                                   "last": rel(c["last_time"], t0), "lost": str(c["lost"]), "src": "", "dst": ""}
     for f in doc["flows"]:
         sas[f"flow:{f['key']}"] = {"sa": f"↳ {f['spi'][2:]}" + (" AH" if f["protocol"] == "AH" else ""),
                                    "packets": str(f["packets"]), "bytes": str(f["bytes"]), "rate": f["rate_pps"],
                                    "first": rel(f["first_time"], t0), "last": rel(f["last_time"], t0),
-                                   "lost": str(f["lost"]), "dst": f["dst"]}
+                                   "lost": str(f["lost"]), "src": f["src"], "dst": f["dst"]}
     convs: dict[str, dict[str, str | float]] = {}
     for c in doc["conversations"]:
         convs[f"conv:{c['protocol']}:{c['a']}:{c['a_port']}:{c['b']}:{c['b_port']}"] = {
@@ -209,6 +209,8 @@ async def test_every_stats_value_is_on_screen_at_any_size(name: str, cap: str, k
             assert sorted(keys) == sorted(want[table_id])
             for r, key in enumerate(keys):
                 same_row(got[r], want[table_id][key], f"{size} {table_id} {key}")
+        # the legend's 0s, which every first/last seen above counts from
+        assert f"0s = {timefmt.at(doc['first_time'], 3)}" in "\n".join(screen_lines(app))
         if size[0] < 120:
             assert "←→" in footer_keys  # the keys that reach the hidden columns are shown
         if size == (200, 50):

@@ -45,7 +45,7 @@ COMPACT_BELOW = 100  # table width (cells) under which the headers are the short
 # (key, header, short header) of each table, in order; the first column stays when scrolling.
 SA_COLUMNS = (("sa", "CHILD SA / SA", "SA"), ("packets", "Pkts", "Pkts"), ("bytes", "Bytes", "Bytes"),
               ("rate", "pkt/s", "pkt/s"), ("first", "First s", "First"), ("last", "Last s", "Last"),
-              ("lost", "Lost", "Lost"), ("dst", "To", "To"))
+              ("lost", "Lost", "Lost"), ("src", "From", "From"), ("dst", "To", "To"))
 CONV_COLUMNS = (("conv", "Conversation", "Conversation"), ("ab", "A→B", "A→B"), ("ba", "B→A", "B→A"),
                 ("bytes", "Bytes", "Bytes"), ("rate", "pkt/s", "pkt/s"), ("first", "First s", "First"),
                 ("last", "Last s", "Last"), ("lost", "Lost", "Lost"), ("sa", "SA", "SA"))
@@ -372,7 +372,7 @@ class StatsView(Vertical):
             proto = next((f.protocol for f in st.flows if f.child_sa == c.id), "ESP")
             self._sa_filters[key] = sa_filter(spis, proto) if spis else f"ipsecscope.child == {c.id}"
             rows.append((key, [Text(f"#{c.id} {c.state}", "bold"), str(c.packets), str(c.bytes), fmt_rate(c.rate),
-                               _rel(c.first_ts, t0), _rel(c.last_ts, t0), _lost(c.lost), ""]))
+                               _rel(c.first_ts, t0), _rel(c.last_ts, t0), _lost(c.lost), "", ""]))
             rows += [self._flow_row(f, t0) for f in st.flows if f.child_sa == c.id]
         children = {c.id for c in st.child_sas}
         rows += [self._flow_row(f, t0) for f in st.flows if f.child_sa is None or f.child_sa not in children]
@@ -402,7 +402,7 @@ class StatsView(Vertical):
         self._sa_filters[key] = sa_filter([f.spi], f.protocol)
         label = f"  ↳ {f.spi:08x}" + (" AH" if f.protocol == "AH" else "")
         return key, [label, str(f.packets), str(f.bytes), fmt_rate(f.rate), _rel(f.first_ts, t0), _rel(f.last_ts, t0),
-                     _lost(f.lost), f.dst]
+                     _lost(f.lost), f.src, f.dst]
 
     # ---- follow --------------------------------------------------------------------------------
     def follow_filter(self) -> str | None:
