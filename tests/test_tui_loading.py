@@ -269,3 +269,35 @@ def test_load_lock_hands_over_to_a_waiting_reader() -> None:
     lock.release()
     reader.join()
     assert got and got[0] < 10_000_000
+
+
+@sync
+async def test_packet_detail_holds_tsharks_tree_until_loading_ends(capture: Path) -> None:
+    """A tshark tree costs about what the loader spends on 100k frames: while the capture loads
+    the detail shows ipsecscope's own decode and "dissecting with tshark…", and no dissect worker
+    runs; once loading ends tshark's tree arrives for the pane on screen."""
+    from conftest import have_tshark
+
+    if not have_tshark():
+        pytest.skip("tshark not installed (./dev test installs it)")
+    from ipsecscope.tui.widgets.packet_detail import PacketDetail
+
+    app = create_app(capture)
+    app.load_hold = hold = Hold()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await stopped(hold, pilot)
+        await pilot.press("2")  # the Packets tab, detail on screen
+        await pilot.pause()
+        panel = app.query_one(PacketDetail)
+        assert panel.hold and panel._deferred is not None
+        assert "dissecting with tshark…" in tree_labels(app.query_one("#detail-tree"))
+        assert not [w for w in app.workers if w.group == "dissect"]
+        hold.release()
+        await loaded(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        labels = tree_labels(app.query_one("#detail-tree"))
+        assert not panel.hold and "dissecting with tshark…" not in labels
+        assert any(lab.startswith("Internet Protocol") for lab in labels), labels

@@ -230,6 +230,7 @@ class IpsecscopeApp(App[int]):
         self.data_lock = loading.lock
         self._loading(True)
         self._loading_tab = self.query_one(TabbedContent).active
+        self.query_one(PacketDetail).hold = True  # no tshark tree while the loader needs the CPU
         if self._load_timer is None:
             self._load_timer = self.set_interval(LOAD_POLL, self._poll_loading)
 
@@ -269,6 +270,7 @@ class IpsecscopeApp(App[int]):
         self.partial = None
         self._stop_load_timer()
         self._loading(False)
+        self.query_one(PacketDetail).release()
         self._set_status(Text(f"Could not load: {message}", "bold red"))
         self.notify(message, title="Could not load the capture", severity="error", timeout=10)
 
@@ -282,17 +284,19 @@ class IpsecscopeApp(App[int]):
         self._stop_load_timer()
         self._loading(False)
         findings = findings_of(session)
+        if (first and any(f.severity >= Severity.WARNING for f in findings)
+                and self.query_one(TabbedContent).active == self._loading_tab):
+            # Something is wrong: that is what the user came for (the status line alone is easy to
+            # miss) -- unless they went to another tab while it loaded. Before the panes get the
+            # session, so the hidden packet detail defers its tshark run.
+            self.action_tab("findings")
         self._show_session(SessionView(session, session.rows, findings, _activity=act, lock=loading.lock))
+        self.query_one(PacketDetail).release()
         warnings = session.key_warnings
         if first and warnings:  # rows of key files that were skipped: the rest is in use
             more = f"\n… and {len(warnings) - 5} more" if len(warnings) > 5 else ""
             self.notify("\n".join(warnings[:5]) + more, title="Key rows skipped", severity="warning",
                         timeout=20, markup=False)
-        if (first and any(f.severity >= Severity.WARNING for f in findings)
-                and self.query_one(TabbedContent).active == self._loading_tab):
-            # Something is wrong: that is what the user came for (the status line alone is easy to
-            # miss) -- unless they went to another tab while it loaded.
-            self.action_tab("findings")
 
     def _show_session(self, view: SessionView) -> None:
         """Hand one look at the session to every pane (the one path for loading and live)."""

@@ -413,6 +413,9 @@ class PacketDetail(Horizontal):
         self._trees: OrderedDict[tuple[int, bytes], tuple[str | None, list[Node]]] = OrderedDict()
         self._pending: tuple[int, bytes] | None = None
         self._deferred: tuple | None = None  # a dissection waiting for the pane to be shown
+        # While a capture loads the loader needs the CPU (a tshark tree costs about as much as
+        # reading 100k frames): the app holds deep dissection until the load ends (release()).
+        self.hold = False
 
     def compose(self) -> ComposeResult:
         tree: Tree[None] = Tree("frame", id="detail-tree")
@@ -476,12 +479,30 @@ class PacketDetail(Horizontal):
         anchor.add_leaf(Text("dissecting with tshark…", "dim italic"))
         self._pending = key
         job = (key, data, linktype, detail.row.ts, anchor, spans, lead)
-        if self.is_on_screen:
+        if self._shown() and not self.hold:
             self._dissect(*job)
         else:  # e.g. the app opened on Findings: no tshark until the pane is shown
             self._deferred = job
 
+    def release(self) -> None:
+        """The load has ended: run a held dissection if the pane is on screen (else on_show will)."""
+        self.hold = False
+        if self._shown():
+            self.on_show()
+
+    def _shown(self) -> bool:
+        """On screen in the active tab. ``is_on_screen`` alone lags a refresh behind a tab switch:
+        right after the app moved to Findings (a capture with errors has loaded) it still says yes,
+        and tshark would run for a pane nobody sees."""
+        from textual.widgets import TabbedContent, TabPane
+
+        pane = next((a for a in self.ancestors if isinstance(a, TabPane)), None)
+        tabs = next((a for a in pane.ancestors if isinstance(a, TabbedContent)), None) if pane else None
+        return (tabs is None or tabs.active == pane.id) and self.is_on_screen
+
     def on_show(self) -> None:
+        if self.hold:
+            return
         job, self._deferred = self._deferred, None
         if job is not None and self._pending == job[0]:
             self._dissect(*job)
