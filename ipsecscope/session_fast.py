@@ -137,7 +137,7 @@ class _Loop:
         self.rh = 28 if pcapng else 16  # where the frame starts in its record
         # Frame numbers continue the session's (a second file's after the first's: Session.load);
         # messages about the file count its own records (infile).
-        self.base = session._frame_bases[path_index] if path_index < len(session._frame_bases) else 0
+        self.base = session._frame_bases[path_index]  # Session.load registered the file first
         self.index = self.base  # the session's frame number of the last frame read
         self.mult = 1000
         self.lt = 1

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, needs_tshark
 from test_tui import frames_in_view, loaded, sync, tree_labels
 from textual.widgets import DataTable, Label, ProgressBar, Static, TabbedContent
 
@@ -271,15 +271,12 @@ def test_load_lock_hands_over_to_a_waiting_reader() -> None:
     assert got and got[0] < 10_000_000
 
 
+@needs_tshark
 @sync
 async def test_packet_detail_holds_tsharks_tree_until_loading_ends(capture: Path) -> None:
     """A tshark tree costs about what the loader spends on 100k frames: while the capture loads
     the detail shows ipsecscope's own decode and "dissecting with tshark…", and no dissect worker
     runs; once loading ends tshark's tree arrives for the pane on screen."""
-    from conftest import have_tshark
-
-    if not have_tshark():
-        pytest.skip("tshark not installed (./dev test installs it)")
     from ipsecscope.tui.widgets.packet_detail import PacketDetail
 
     app = create_app(capture)

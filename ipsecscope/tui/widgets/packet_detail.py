@@ -20,7 +20,7 @@ from textual.containers import Horizontal
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import Tree
+from textual.widgets import TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
 from ... import dissect
@@ -494,8 +494,6 @@ class PacketDetail(Horizontal):
         """On screen in the active tab. ``is_on_screen`` alone lags a refresh behind a tab switch:
         right after the app moved to Findings (a capture with errors has loaded) it still says yes,
         and tshark would run for a pane nobody sees."""
-        from textual.widgets import TabbedContent, TabPane
-
         pane = next((a for a in self.ancestors if isinstance(a, TabPane)), None)
         tabs = next((a for a in pane.ancestors if isinstance(a, TabbedContent)), None) if pane else None
         return (tabs is None or tabs.active == pane.id) and self.is_on_screen
