@@ -24,6 +24,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from pcapwriter import ETH, PcapWriter  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -42,24 +45,18 @@ print(json.dumps({"frames": st.frames, "esp": st.esp, "flows": len(s.table.flows
 def build(path: Path, sas: int, per_sa: int) -> int:
     """``sas`` SAs (one direction each, SPI 0x10000000 + i, distinct address pairs), ``per_sa``
     packets each, interleaved round-robin; sequence numbers count up per SA. Returns frames."""
-    eth = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
     body = bytes(64)
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
-    t = 0
     heads = []
     for i in range(sas):
         src = bytes((198, 18, (i >> 8) & 0xFF, i & 0xFF))
         dst = bytes((198, 19, (i >> 16) & 0xFF, 1))
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + len(body), 0, 0, 64, 50, 0, src, dst)
-        heads.append(eth + ip + struct.pack("!I", 0x10000000 + i))
-    for k in range(per_sa):
-        seq = struct.pack("!I", k + 1)
-        for h in heads:
-            frame = h + seq + body
-            t += 1
-            out.append(struct.pack("<IIII", 1_700_000_000 + t // 1_000_000, t % 1_000_000, len(frame), len(frame)))
-            out.append(frame)
-    path.write_bytes(b"".join(out))
+        heads.append(ETH + ip + struct.pack("!I", 0x10000000 + i))
+    with PcapWriter(path, 1, snaplen=65535) as w:
+        for k in range(per_sa):
+            seq = struct.pack("!I", k + 1)
+            for h in heads:
+                w.add(h + seq + body)
     return sas * per_sa
 
 

@@ -29,9 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from gen_esp_pcap import IMIX, PCAP_HDR, REC, _ipv4  # noqa: E402  (one pcap writer's pieces)
-
-ETH = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
+from gen_esp_pcap import IMIX  # noqa: E402
+from pcapwriter import ETH, PcapWriter, esp_head, ipv4  # noqa: E402
 
 # Runs the CLI in-process and prints its own peak RSS (VmHWM: ru_maxrss survives execve, so a
 # child of a big parent would report the parent's) and CPU time on the last stderr line.
@@ -56,16 +55,10 @@ def build_mix(n: int, path: str | os.PathLike, tcp_share: float = 0.95, seed: in
     for i in range(8):
         a, b = bytes((198, 18, 0, 1 + i % 4)), bytes((198, 19, 0, 1 + i // 2))
         src, dst = (a, b) if i % 2 == 0 else (b, a)
-        spi = 0xC0000000 | i
         t = {}
         for size in set(sizes):
-            if i % 5 == 4:
-                el = size - 14 - 20 - 8
-                pre = ETH + _ipv4(src, dst, 17, 8 + el, i) + struct.pack("!HHHH", 4500, 4500, 8 + el, 0)
-            else:
-                el = size - 14 - 20
-                pre = ETH + _ipv4(src, dst, 50, el, i)
-            t[size] = (pre + struct.pack("!I", spi), filler[:el - 8])
+            pre, el = esp_head(src, dst, 0xC0000000 | i, size, i % 5 == 4, i)
+            t[size] = (pre, filler[:el - 8])
         esp_t.append([t, 0])
     hosts = [bytes((10, 9, h >> 8, h & 0xFF)) for h in range(1, 400)]
     servers = [bytes((192, 0, 2, s)) for s in range(1, 50)]
@@ -73,14 +66,8 @@ def build_mix(n: int, path: str | os.PathLike, tcp_share: float = 0.95, seed: in
     for size in set(sizes):
         tcp_t[size] = filler[:size - 14 - 20 - 20]
     esp = other = 0
-    sec, usec = 1_700_000_000, 0
-    out = bytearray()
-    with open(path, "wb") as fh:
-        fh.write(PCAP_HDR.pack(0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+    with PcapWriter(path, 11) as w:
         for i in range(n):
-            usec += 11
-            if usec >= 1_000_000:
-                sec, usec = sec + 1, usec - 1_000_000
             size = sizes[rnd.randrange(len(sizes))]
             if rnd.random() >= tcp_share:
                 e = esp_t[rnd.randrange(8)]
@@ -95,21 +82,16 @@ def build_mix(n: int, path: str | os.PathLike, tcp_share: float = 0.95, seed: in
                 kind = rnd.random()
                 if kind < 0.01:  # an ICMP echo
                     body = struct.pack("!BBHHH", 8, 0, 0, i & 0xFFFF, 1) + filler[:56]
-                    frame = ETH + _ipv4(src, dst, 1, len(body), i) + body
+                    frame = ETH + ipv4(src, dst, 1, len(body), i) + body
                 elif kind < 0.02:  # DNS-like UDP
                     body = struct.pack("!HHHH", sp, 53, 8 + 40, 0) + filler[:40]
-                    frame = ETH + _ipv4(src, dst, 17, len(body), i) + body
+                    frame = ETH + ipv4(src, dst, 17, len(body), i) + body
                 else:
                     pl = tcp_t[size]
                     tcp = struct.pack("!HHIIBBHHH", sp, dp, i, 0, 0x50, 0x18, 65535, 0, 0) + pl
-                    frame = ETH + _ipv4(src, dst, 6, len(tcp), i) + tcp
+                    frame = ETH + ipv4(src, dst, 6, len(tcp), i) + tcp
                 other += 1
-            out += REC.pack(sec, usec, len(frame), len(frame))
-            out += frame
-            if len(out) > 1 << 22:
-                fh.write(out)
-                out.clear()
-        fh.write(out)
+            w.add(frame)
     return {"frames": n, "esp": esp, "other": other}
 
 

@@ -17,27 +17,14 @@ import random
 import struct
 import sys
 
-PCAP_HDR = struct.Struct("<IHHiIII")
-REC = struct.Struct("<IIII")
+from pcapwriter import ETH, PcapWriter, esp_head, ipv4
+
 IMIX = (60, 60, 60, 60, 60, 60, 60, 590, 590, 590, 590, 1514)  # frame sizes without FCS
-
-
-def _csum(hdr: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def _ipv4(src: bytes, dst: bytes, proto: int, payload_len: int, ident: int) -> bytes:
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident & 0xFFFF, 0x4000, 64, proto, 0, src, dst)
-    return h[:10] + struct.pack("!H", _csum(h)) + h[12:]
 
 
 def build(n: int, path: str, sas: int = 8, seed: int = 1) -> dict:
     """Write ``n`` frames to ``path``; returns the ground truth per (src, dst, spi)."""
     rnd = random.Random(seed)
-    eth = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
     flows = []
     for i in range(sas):
         a = bytes((198, 18, 0, 1 + i % 4))
@@ -50,30 +37,18 @@ def build(n: int, path: str, sas: int = 8, seed: int = 1) -> dict:
     templates = {}  # (flow, size) -> (prefix up to SPI, tail after seq)
     for fi, f in enumerate(flows):
         for size in set(IMIX):
-            if f["udp"]:
-                esp_len = size - 14 - 20 - 8
-                udp = struct.pack("!HHHH", 4500, 4500, 8 + esp_len, 0)
-                prefix = eth + _ipv4(f["src"], f["dst"], 17, 8 + esp_len, fi) + udp
-            else:
-                esp_len = size - 14 - 20
-                prefix = eth + _ipv4(f["src"], f["dst"], 50, esp_len, fi)
-            templates[fi, size] = (prefix + struct.pack("!I", f["spi"]), filler[:esp_len - 8], esp_len)
+            prefix, esp_len = esp_head(f["src"], f["dst"], f["spi"], size, f["udp"], fi)
+            templates[fi, size] = (prefix, filler[:esp_len - 8], esp_len)
     ike_src, ike_dst = b"\xc6\x12\x00\x01", b"\xc6\x13\x00\x01"
     ike = bytes(range(8)) + bytes(range(8, 16)) + struct.pack("!BBBBII", 46, 0x20, 37, 0x08, 7, 28 + 36)
     ike += struct.pack("!BBH", 0, 0, 36) + filler[:32]
-    ike_frame = eth + _ipv4(ike_src, ike_dst, 17, 8 + 4 + len(ike), 9) + struct.pack(
+    ike_frame = ETH + ipv4(ike_src, ike_dst, 17, 8 + 4 + len(ike), 9) + struct.pack(
         "!HHHH", 4500, 4500, 8 + 4 + len(ike), 0) + b"\0\0\0\0" + ike
-    ka_frame = eth + _ipv4(ike_src, ike_dst, 17, 9, 10) + struct.pack("!HHHH", 4500, 4500, 9, 0) + b"\xff"
-    sec, usec = 1_700_000_000, 0
+    ka_frame = ETH + ipv4(ike_src, ike_dst, 17, 9, 10) + struct.pack("!HHHH", 4500, 4500, 9, 0) + b"\xff"
     extra = {"ike": 0, "keepalive": 0}
-    out = bytearray()
-    with open(path, "wb") as fh:
-        fh.write(PCAP_HDR.pack(0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+    with PcapWriter(path, 7) as w:
         for i in range(n):
-            usec += 7
-            if usec >= 1_000_000:
-                sec += 1
-                usec -= 1_000_000
+            f = None
             if i % 100_000 == 99_999:
                 frame = ike_frame
                 extra["ike"] += 1
@@ -87,18 +62,13 @@ def build(n: int, path: str, sas: int = 8, seed: int = 1) -> dict:
                 prefix, tail, esp_len = templates[fi, size]
                 f["seq"] += 1
                 frame = prefix + struct.pack("!I", f["seq"]) + tail
+            ts = w.add(frame)
+            if f is not None:
                 f["packets"] += 1
                 f["bytes"] += esp_len
-                ts = sec + usec / 1e6
                 if f["first"] is None:
                     f["first"] = ts
                 f["last"] = ts
-            out += REC.pack(sec, usec, len(frame), len(frame))
-            out += frame
-            if len(out) > 1 << 22:
-                fh.write(out)
-                out.clear()
-        fh.write(out)
     truth = {f"{'.'.join(map(str, f['src']))}>{'.'.join(map(str, f['dst']))}/{f['spi']:#010x}":
              {k: f[k] for k in ("packets", "bytes", "first", "last", "udp")} | {"seq_max": f["seq"]}
              for f in flows}
