@@ -46,6 +46,8 @@ def check(doc: dict, truth: dict) -> list[str]:
     got = {f"{f['src']}>{f['dst']}/{f['spi']}": f for f in doc["esp"]}
     for key, t in truth["flows"].items():
         g = got.get(key)
+        if g is None and not t["packets"]:  # a tiny capture (run_table's start-up row) leaves SAs unused
+            continue
         if g is None or (g["packets"], g["bytes"], g["seq_min"], g["seq_max"]) != (
                 t["packets"], t["bytes"], 1, t["seq_max"]):
             problems.append(f"{key}: expected {t}, got {g}")
