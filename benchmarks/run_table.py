@@ -316,7 +316,9 @@ class Runner:
         if key in self.tshark_cache:
             return self.tshark_cache[key]
         if mode == "reuse":
-            earlier = [*self.previous.values(), *(_json(self.args.before).values() if self.args.before else ())]
+            # --results first (this series' own runs), then --tshark-from; never --before: that is
+            # another commit's series, measured at its own load.
+            earlier = [*self.previous.values(), *(_json(self.args.tshark_from).values() if self.args.tshark_from else ())]
             for row in earlier:
                 t = row.get("tshark")
                 if t and t.get("key") == key and t.get("bytes") == cap.stat().st_size:
@@ -792,7 +794,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spis", type=int, default=1_000_000, help="spis: distinct SPIs (one packet each)")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs of each ipsecscope job; least CPU kept")
     ap.add_argument("--tshark", choices=("run", "reuse", "skip"), default="run",
-                    help="reuse: take tshark's figures for the same file from --results or --before when there")
+                    help="reuse: take tshark's figure for the same file from --results (or --tshark-from) when there, "
+                    "else run it")
+    ap.add_argument("--tshark-from", type=Path, help="with --tshark reuse: another results file to take tshark's figures from")
     ap.add_argument("--tshark-repeat", type=int, default=1)
     ap.add_argument("--bare-max", type=int, default=1_000_000, help="bare-loop ratio up to this many packets")
     ap.add_argument("--results", type=Path, default=OUT / "results.json")
