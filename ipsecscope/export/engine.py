@@ -40,6 +40,7 @@ from ..errors import CaptureError, DecryptError, ExportError
 from ..keys.formats import add_secrets_block, dsb_blocks
 from ..keys.formats import dump as dump_keys
 from ..outfile import atomic_output, create_private, refuse_inputs, same_file
+from . import hotloop
 from . import jsonl as _jsonl
 from .hotloop import _CARRIES_ESP, ChunkResult, Options, _Worker, decrypt_nested
 from .hotloop import ip_header as _ip_header
@@ -265,6 +266,8 @@ def _run_layout(path: str, lay: Layout | None, keys, out, jsonl_out, opts: Optio
             results[-1].states = {k: v for k, v in results[-1].states.items()}
             final_dec = w.dec
         else:
+            if lay.size >= hotloop.BULK_MIN_BYTES:
+                from . import bulk  # noqa: F401  (imported once here, not in every forked worker)
             results, final_dec = _run_parallel(lay, keys, opts, jobs, writer, jf, progress, stats)
         if progress:
             progress(lay.size, lay.size)

@@ -1,0 +1,436 @@
+"""The decrypt loop's bulk step: the AES-GCM-16 and AES-CBC + HMAC ESP records of one read window,
+located, decrypted and written out with numpy around one crypto call per packet (issue 15).
+
+:mod:`ipsecscope.export.hotloop` reads a capture in windows and handles a record per loop
+iteration; with a big capture it first hands each window to :func:`plan`, which
+
+1. walks the window's record chain (one ``struct`` read a record: the one sequential step);
+2. reads every record's header fields at once (numpy over the window, offsets from
+   :mod:`ipsecscope.decode.fused`) and picks the records the per-record fast path would take
+   (Ethernet, IPv4 without options or fragments, raw ESP or ESP in UDP 4500, a non-ESN SA with an
+   integrity check: AES-GCM-16 or CBC + HMAC), in runs of at least ``MIN_RUN`` records;
+3. decrypts them straight into the window's output buffer, each plaintext where its output
+   block's data goes, 28 bytes behind room for the block header:
+   - AES-GCM-16: one ``AESGCM.decrypt_into`` per packet (RFC 4106 §4/§5: nonce = salt | IV,
+     AAD = SPI | sequence number; nonces and AADs cut from the window as numpy rows), which
+     verifies the tag;
+   - CBC + HMAC: the HMAC per packet (a copy of the SA's keyed HMAC, truncated to the ICV,
+     RFC 4868 §2.3), compared for all packets at once; then ONE ``update_into`` of the SA's CBC
+     context over all its packets' IV | ciphertext, 32 bytes apart: a packet's first block comes
+     out as D(C_1) ^ IV (RFC 3602 §2, NIST SP 800-38A §6.2) whatever precedes it, and the IV's own
+     block and the gap are junk where the next header goes;
+4. checks every payload at once the way ``hotloop.tunnel_len`` does (RFC 4303 §2.4-2.7: padding
+   that fits, next header 4 or 41, the tunnelled packet inside, TFC padding dropped), writes the
+   EPB headers and trailers around the plaintexts with two numpy scatters, and hands the loop
+   one memoryview per output block (the loop joins a window's output into one write).
+
+A record that fails (ICV, payload, nested ESP, transport mode, a dummy packet) splits its run and
+is left to the per-record loop, which decrypts it again on the general path and counts the
+failure: the output and the counters are those of the per-record loop, byte for byte
+(``tests/test_decrypt_bulk.py``). numpy is imported only for captures big enough to pay for it
+(``hotloop.BULK_MIN_BYTES``).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+
+from ..decode.fused import ETH_IPV4
+
+MIN_RUN = 8  # shorter runs of fast records stay on the per-record loop (numpy costs per call)
+GAP = 32  # bytes between two CBC packets' IV | ciphertext in the SA's joined input (a multiple of 8 and 16)
+EPB_HEAD = 28  # bytes of an EPB before its packet data
+
+# Frame byte offsets are ETH_IPV4's (decode/fused.py); the walk copies each record's first bytes,
+# up to the IV of ESP in UDP, into one row of a matrix: the fields are its columns
+_OFF = {name: off for name, _code, off in ETH_IPV4}
+_EV, _TL, _FRAG, _PROTO, _K12, _X8 = (_OFF[k] for k in ("ev", "tlh", "fragw", "proto", "k12", "x8"))
+ROW = _X8 + 16  # frame bytes per row: raw ESP's header and IV (34..50), ESP in UDP's (42..58)
+_AR = np.arange(8)
+_AR10 = np.arange(10)
+_ZGAP = bytes(GAP)
+_KEEP = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF], np.uint32)  # the data's bytes of a block's last word
+
+
+class OutBuf:
+    """The window's output buffer, kept from one window to the next (the loop writes a window's
+    blocks before it plans the next one) and grown when a window needs more."""
+
+    __slots__ = ("buf", "mv", "arr", "a32")
+
+    def __init__(self) -> None:
+        self.need(1 << 16)
+
+    def need(self, n: int) -> None:
+        if not hasattr(self, "buf") or len(self.buf) < n:
+            # a new object: blocks of the last window may still point at the old one
+            self.buf = bytearray((n + (n >> 2) + 7) & ~7)
+            self.mv = memoryview(self.buf)
+            self.arr = np.frombuffer(self.buf, np.uint8)
+            self.a32 = np.frombuffer(self.buf, "<u4")
+
+
+def walk(w: bytes, o: int, wl: int, lim: int, stop: int, pcapng: bool) -> tuple[list[bytes], int]:
+    """The first bytes (record header and ``ROW`` frame bytes) of the consecutive records from
+    ``o`` that lie whole in the window and that the per-record loop would read as plain records:
+    pcap records, or pcapng Enhanced Packet Blocks (the first other block, damaged block or record
+    past the window ends the walk); and the offset after the last."""
+    rows: list[bytes] = []
+    ap = rows.append
+    if pcapng:
+        hl = 28 + ROW
+        last = min(stop - 1, lim, wl - hl)
+        blk = _BLK
+        while o <= last:
+            h = w[o:o + hl]
+            btype, blen, _iface, _hi, _lo, incl = blk(h, 0)
+            nxt = o + blen
+            if btype != 6 or blen < 32 or nxt > wl or 28 + incl > blen - 4:
+                break
+            ap(h)
+            o = nxt
+    else:
+        hl = 16 + ROW
+        last = min(stop - 1, lim, wl - hl)
+        u32 = _U32
+        while o <= last:
+            h = w[o:o + hl]
+            nxt = o + 16 + u32(h, 8)[0]
+            if nxt > wl:
+                break
+            ap(h)
+            o = nxt
+    return rows, o
+
+
+_U32 = struct.Struct("<I").unpack_from
+_BLK = struct.Struct("<IIIIII").unpack_from
+
+
+def _le32(m: np.ndarray, c: int) -> np.ndarray:
+    """Column ``c .. c+3`` of a byte matrix as little-endian 32-bit numbers (int64)."""
+    return np.ascontiguousarray(m[:, c:c + 4]).view("<u4")[:, 0].astype(np.int64)
+
+
+def _runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """(start, stop) of the runs of True in ``mask`` at least ``min_len`` long."""
+    d = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
+    starts = np.flatnonzero(d == 1)
+    stops = np.flatnonzero(d == -1)
+    keep = stops - starts >= min_len
+    return list(zip(starts[keep].tolist(), stops[keep].tolist(), strict=True))
+
+
+def _kind(e) -> int:
+    """0: the per-record loop; 1: AES-GCM-16 with ``decrypt_into``; 2: CBC + HMAC."""
+    if e is None:
+        return 0
+    if e.gcm is not None:  # (gcm and cbc are set only on non-ESN SAs the fast path may take)
+        return 1 if hasattr(getattr(e.gcm, "__self__", None), "decrypt_into") else 0
+    if e.cbc is not None:
+        return 2 if hasattr(getattr(e.cbc[0], "__self__", None), "update_into") else 0
+    return 0
+
+
+def _gcm_each(fns, nonces, wmv, a, b, aads, omv, c, which) -> np.ndarray:
+    """The comprehension's fallback once a tag failed: which of the packets ``which`` fail."""
+    bad = np.zeros(len(which), bool)
+    for j, i in enumerate(which):
+        s, e = a[i], b[i]
+        try:
+            fns[i](nonces[i], wmv[s:e], aads[i], omv[c[i]:c[i] + e - s - 16])
+        except InvalidTag:
+            bad[j] = True
+    return bad
+
+
+def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int, sas: dict,  # noqa: C901
+         out: OutBuf, end_off: int) -> list[tuple]:
+    """The bulk runs of one window: ``[(offset of the run's first record, offset after its last,
+    records, output blocks, [(SaSlot, packets)])]`` in record order. ``rows`` and ``end_off`` come
+    from :func:`walk` started at ``o0``; ``ifs`` and ``mul`` are the hot loop's per-interface
+    timestamp units (pcapng) and pcap fraction unit; the blocks are memoryviews of ``out``, valid
+    until the next call."""
+    n = len(rows)
+    if n < MIN_RUN:
+        return []
+    rh = 28 if pcapng else 16
+    M = np.frombuffer(b"".join(rows), np.uint8).reshape(n, rh + ROW)
+    F = M[:, rh:]  # the frames' first bytes
+    # 1. every record: where it is, Ethernet type + IPv4 version/IHL, total length, fragment
+    #    field, protocol
+    if pcapng:
+        iface = _le32(M, 8)
+        ln = _le32(M, 4)
+        incl = _le32(M, 20)
+        eth = np.zeros(n, bool)
+        for k in np.unique(iface).tolist():
+            if k < len(ifs) and ifs[k][0]:
+                eth |= iface == k
+    else:
+        incl = _le32(M, 8)
+        ln = incl + 16
+        eth = True
+    RO = np.cumsum(ln) - ln + o0
+    fend = RO + rh + incl
+    ok = (F[:, _EV] == 8) & (F[:, _EV + 1] == 0) & (F[:, _EV + 2] == 0x45)
+    ok &= (F[:, _FRAG] & 0x3F == 0) & (F[:, _FRAG + 1] == 0)  # not a fragment
+    ok &= eth & (incl >= 38)
+    end_ip = RO + rh + _EV + 2 + ((F[:, _TL].astype(np.int64) << 8) | F[:, _TL + 1])
+    ok &= end_ip <= fend
+    proto = F[:, _PROTO]
+    raw = proto == 50
+    udp = (proto == 17) & (incl >= 54)
+    # ESP in UDP 4500 (either port), not IKE (RFC 3948 §2.2: a zero "SPI" is IKE)
+    udp &= ((F[:, _K12 + 8] == 0x11) & (F[:, _K12 + 9] == 0x94)) | ((F[:, _K12 + 10] == 0x11) & (F[:, _K12 + 11] == 0x94))
+    udp &= F[:, _X8:_X8 + 4].any(axis=1)
+    ok &= raw | udp
+    cand = np.flatnonzero(ok)
+    if len(cand) < MIN_RUN:
+        return []
+    Fc = F[cand]
+    rawc = raw[cand]
+    e0 = np.where(rawc, _K12 + 8, _X8)  # the ESP header in the frame
+    q = RO[cand] + rh + e0
+    esp_n = end_ip[cand] - q
+    # ESP header and the 8 bytes after it (AES-GCM's IV), per candidate
+    EH = np.where(rawc[:, None], Fc[:, _K12 + 8:_K12 + 24], Fc[:, _X8:_X8 + 16])
+    K = np.empty((len(cand), 12), np.uint8)
+    K[:, :8] = Fc[:, _K12:_K12 + 8]
+    K[:, 8:] = EH[:, :4]
+    # the SA of each candidate, by its wire key (source, destination, SPI) as hotloop's dict has
+    # it: unique over a 64-bit mix of the key, every member checked against its representative
+    sd = K[:, :8].copy().view(">u8").ravel()
+    spi = K[:, 8:].copy().view(">u4").ravel().astype(np.uint64)
+    _u, first, inv = np.unique((sd * np.uint64(0x9E3779B97F4A7C15)) ^ spi, return_index=True, return_inverse=True)
+    inv = inv.ravel()
+    good = (sd == sd[first][inv]) & (spi == spi[first][inv])
+    nsa = len(first)
+    slots = []
+    kinds = np.zeros(nsa, np.int8)
+    ivl = np.zeros(nsa, np.int64)  # bytes of IV
+    icvl = np.zeros(nsa, np.int64)  # bytes of ICV
+    blkl = np.ones(nsa, np.int64)  # the cipher's block (CBC)
+    for u, r in enumerate(first.tolist()):
+        e = sas.get(K[r].tobytes())
+        slots.append(e)
+        kd = kinds[u] = _kind(e)
+        if kd == 1:
+            ivl[u], icvl[u] = 8, 16
+        elif kd == 2:
+            _upd, bs, _hc, icv, _same = e.cbc
+            ivl[u], icvl[u], blkl[u] = bs, icv, bs
+    kc = kinds[inv]
+    good &= kc > 0
+    # the plaintext (padding and trailer included)
+    pln = esp_n - 8 - ivl[inv] - icvl[inv]
+    good &= np.where(kc == 1, esp_n >= 36, (pln >= blkl[inv]) & (pln % blkl[inv] == 0))
+    fast = np.zeros(n, bool)
+    fast[cand[good]] = True
+    runs = _runs(fast, MIN_RUN)
+    if not runs:
+        return []
+    # 2. the records of the runs
+    gid_all = np.full(n, -1, np.int64)
+    gid_all[cand] = inv
+    ci = np.full(n, -1, np.int64)  # record -> candidate
+    ci[cand] = np.arange(len(cand))
+    sel = np.concatenate([np.arange(a, b) for a, b in runs])
+    c_sel = ci[sel]
+    g = inv[c_sel]
+    Q = q[c_sel]
+    E = end_ip[sel]
+    pl = pln[c_sel]
+    kd = kinds[g]
+    ns = len(sel)
+    failed = np.zeros(ns, bool)
+    gcm = np.flatnonzero(kd == 1)
+    cbc = np.flatnonzero(kd == 2)
+    W = np.frombuffer(w, np.uint8)
+    wmv = memoryview(w)
+    # 3. what the output needs of each plaintext before it is decrypted: its first 10 bytes, the
+    # pad length and the next header (RFC 4303 §2.4-2.6)
+    head = np.empty((ns, 10), np.uint8)
+    tail = np.empty((ns, 2), np.uint8)
+    if len(gcm):
+        # AES-GCM is counter mode (NIST SP 800-38D §6.5, §7.2): plaintext block i = ciphertext
+        # block i ^ E(K, salt | IV | i + 2), so the keystream blocks of those bytes (one ECB call
+        # per SA over all of them) give them before decrypt_into verifies the tag; a packet whose
+        # tag then fails is taken out and the layout done again
+        cg = c_sel[gcm]
+        m = len(gcm)
+        nonce = np.empty((m, 12), np.uint8)
+        salt_rows = np.zeros((nsa, 4), np.uint8)
+        gg = g[gcm]
+        ug = np.unique(gg).tolist()
+        for u in ug:
+            salt_rows[u] = np.frombuffer(slots[u].salt, np.uint8)
+        nonce[:, :4] = salt_rows[gg]
+        nonce[:, 4:] = EH[cg, 8:16]
+        plg = pl[gcm]
+        ctr = np.empty((m, 3), ">u4")
+        ctr[:, 0] = 2
+        ctr[:, 1] = 2 + (plg - 2) // 16
+        ctr[:, 2] = 2 + (plg - 1) // 16
+        CB = np.empty((m, 3, 16), np.uint8)
+        CB[:, :, :12] = nonce[:, None, :]
+        CB[:, :, 12:] = ctr.view(np.uint8).reshape(m, 3, 4)
+        if len(ug) == 1:
+            KS = np.frombuffer(_keystream(slots[ug[0]])(CB.tobytes()), np.uint8).reshape(m, 3, 16)
+        else:  # one call per SA over its packets' blocks, in SA order, put back in packet order
+            order = np.argsort(gg, kind="stable")
+            cb = CB[order].tobytes()
+            cuts = (np.searchsorted(gg[order], ug + [nsa]) * 48).tolist()
+            KS = np.empty((m, 3, 16), np.uint8)
+            KS[order] = np.frombuffer(b"".join([_keystream(slots[u])(cb[cuts[i]:cuts[i + 1]]) for i, u in enumerate(ug)]),
+                                      np.uint8).reshape(m, 3, 16)
+        ct0 = Q[gcm] + 16
+        r = np.arange(m)
+        head[gcm] = W[ct0[:, None] + _AR10] ^ KS[:, 0, :10]
+        tail[gcm, 0] = W[ct0 + plg - 2] ^ KS[r, 1, (plg - 2) % 16]
+        tail[gcm, 1] = W[ct0 + plg - 1] ^ KS[r, 2, (plg - 1) % 16]
+        N = nonce.view("V12").ravel().tolist()
+        AD = np.ascontiguousarray(EH[cg, :8]).view("V8").ravel().tolist()
+        fn_of = {u: slots[u].gcm.__self__.decrypt_into for u in ug}
+        fns = [fn_of[u] for u in gg.tolist()] if len(ug) > 1 else [fn_of[ug[0]]] * m
+        a_all = ct0.tolist()
+        b_all = E[gcm].tolist()
+    scratch = []
+    for u in (np.unique(g[cbc]).tolist() if len(cbc) else ()):
+        # CBC: the HMAC per packet (RFC 4303 §3.4.4: checked before the payload is trusted;
+        # compared in bulk: an offline capture gives no timing oracle to protect), then the SA's
+        # packets decrypted at once into a scratch buffer (see the module docstring)
+        upd, bs, hcopy, icv, _same = slots[u].cbc
+        members = cbc[g[cbc] == u]
+        Qm = Q[members]
+        ie = E[members] - icv
+        tags = [(h := hcopy()).update(wmv[s:t]) or h.finalize() for s, t in zip(Qm.tolist(), ie.tolist(),
+                                                                               strict=True)]
+        T = np.frombuffer(b"".join(tags), np.uint8).reshape(len(members), -1)[:, :icv]
+        failed[members] = (T != W[ie[:, None] + np.arange(icv)]).any(axis=1)
+        lm = pl[members] + bs  # IV | ciphertext
+        step = lm + GAP
+        y = np.cumsum(step) - step  # each one's IV in the joined input
+        X = _ZGAP.join([wmv[s:t] for s, t in zip((Qm + 8).tolist(), ie.tolist(), strict=True)])
+        sb = bytearray(len(X) + bs)
+        upd.__self__.update_into(X, sb)
+        S = np.frombuffer(sb, np.uint8)
+        d = y + bs  # each plaintext in the scratch buffer
+        head[members] = S[np.minimum(d[:, None] + _AR10, len(S) - 1)]
+        tail[members, 0] = S[d + pl[members] - 2]
+        tail[members, 1] = S[d + pl[members] - 1]
+        scratch.append((members, memoryview(sb), d))
+    # 4. RFC 4303 §2.4-2.6 and hotloop.tunnel_len: padding that fits, next header 4 or 41, and the
+    # tunnelled IP packet inside the payload (TFC padding after it dropped, RFC 4303 §2.7); ESP
+    # inside (nested), transport mode and anything odd take the per-record path
+    pad = tail[:, 0].astype(np.int64)
+    nh = tail[:, 1]
+    avail = pl - 2 - pad
+    b0 = head[:, 0]
+    tl4 = (head[:, 2].astype(np.int64) << 8) | head[:, 3]
+    v4 = (nh == 4) & (avail >= 20) & (b0 >= 0x45) & (b0 <= 0x4F) & (head[:, 9] != 50) & (tl4 >= 20) & (tl4 <= avail)
+    tl6 = ((head[:, 4].astype(np.int64) << 8) | head[:, 5]) + 40
+    v6 = (nh == 41) & (avail >= 40) & ((b0 >> 4) == 6) & (head[:, 6] != 50) & (tl6 <= avail)
+    ilen = np.where(v4, tl4, np.where(tl6 > 40, tl6, avail))
+    okp = (pad + 2 <= pl) & (v4 | v6)
+    tot = 32 + ilen + ((-ilen) & 3)  # the output block's length
+    while True:
+        # 5. the output: the blocks of the packets that passed, back to back in record order; each
+        # AES-GCM plaintext decrypted where its block's data goes (in order: what one writes past
+        # its block, the next one's decryption or the headers below overwrite), each CBC one copied
+        keep = okp & ~failed
+        tk = np.where(keep, tot, 0)
+        P = np.cumsum(tk) - tk  # block starts (multiples of 4)
+        total = int(tk.sum())
+        if not total:
+            return []
+        out.need(total + int(pl.max()) + 64)
+        omv, O32 = out.mv, out.a32
+        D = P + EPB_HEAD
+        if len(gcm):
+            kg = np.flatnonzero(keep[gcm])
+            if len(kg) == m:
+                args = zip(fns, N, a_all, b_all, AD, D[gcm].tolist(), strict=True)
+            else:
+                ix = kg.tolist()
+                dg = D[gcm].tolist()
+                args = ((fns[i], N[i], a_all[i], b_all[i], AD[i], dg[i]) for i in ix)
+            try:
+                # (decrypt_into checks the tag and writes the plaintext where the output block wants it)
+                [f(nn, wmv[s:e], ad, omv[d:d + e - s - 16]) for f, nn, s, e, ad, d in args]
+            except InvalidTag:  # the per-record loop decrypts it again and counts the failure
+                failed[gcm[kg]] = _gcm_each(fns, N, wmv, a_all, b_all, AD, omv, D[gcm].tolist(), kg.tolist())
+                continue
+        for members, smv, d in scratch:
+            km = keep[members]
+            for s0, t0, il in zip(d[km].tolist(), D[members][km].tolist(), ilen[members][km].tolist(), strict=True):
+                omv[t0:t0 + il] = smv[s0:s0 + il]
+        break
+    kx = np.flatnonzero(keep)
+    rk = sel[kx]
+    ts = _timestamps(M[rk], pcapng, ifs, mul, iface[rk] if pcapng else None)
+    ik = ilen[kx]
+    tk = tot[kx]
+    Pk = P[kx]
+    hd = np.empty((len(kx), 7), "<u4")
+    hd[:, 0] = 6
+    hd[:, 1] = tk
+    hd[:, 2] = 0
+    hd[:, 3] = ts >> np.uint64(32)
+    hd[:, 4] = ts & np.uint64(0xFFFFFFFF)
+    hd[:, 5] = ik
+    hd[:, 6] = ik
+    O32[(Pk >> 2)[:, None] + _AR[:7]] = hd
+    te = (Pk + EPB_HEAD + ik) >> 2  # the data's last word: padded with zeros (plaintext bytes were there)
+    O32[te] &= _KEEP[ik & 3]
+    O32[(Pk + tk - 4) >> 2] = tk
+    # back to runs of records (a failed record splits its run), each run's blocks one slice
+    res = []
+    offs = RO.tolist()
+    okrec = np.zeros(n, bool)
+    okrec[rk] = True
+    bstart = np.zeros(n, np.int64)
+    bstart[rk] = Pk
+    bend = np.zeros(n, np.int64)
+    bend[rk] = Pk + tk
+    for r0, r1 in _runs(okrec, 1):
+        gids, cnt = np.unique(gid_all[r0:r1], return_counts=True)
+        res.append((offs[r0], offs[r1] if r1 < n else end_off, r1 - r0, omv[int(bstart[r0]):int(bend[r1 - 1])],
+                    [(slots[u], k) for u, k in zip(gids.tolist(), cnt.tolist(), strict=True)]))
+    return res
+
+
+def _keystream(e):
+    """The SA's AES block encryption (ECB), for AES-GCM's counter blocks; made once per SA."""
+    ks = e.ks
+    if ks is None:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        from ..crypto.suites import split_key
+
+        op = e.st.opener
+        key, _salt = split_key(op.encr, op.keys.enc_key)
+        ks = e.ks = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
+    return ks
+
+
+def _timestamps(M: np.ndarray, pcapng: bool, ifs: list, mul: int, iface) -> np.ndarray:
+    """The time in ns (uint64) of the records whose first bytes are the rows of ``M``, as the
+    per-record loop computes it."""
+    if not pcapng:
+        return (_le32(M, 0).astype(np.uint64) * np.uint64(1_000_000_000)
+                + _le32(M, 4).astype(np.uint64) * np.uint64(mul))
+    raw = (_le32(M, 12).astype(np.uint64) << np.uint64(32)) | _le32(M, 16).astype(np.uint64)
+    ts = np.zeros(len(raw), np.uint64)
+    for k in np.unique(iface).tolist():
+        m = iface == k
+        _eth, imul, idiv, ioff = ifs[k]
+        r = raw[m]
+        if idiv == 1 and 0 <= imul < 1 << 63:  # exact modulo 2**64, as `& 0xFFFF...` is
+            ts[m] = r * np.uint64(imul) + np.uint64(ioff & 0xFFFFFFFFFFFFFFFF)
+        else:
+            ts[m] = np.array([(x * imul // idiv + ioff) & 0xFFFFFFFFFFFFFFFF for x in r.tolist()], np.uint64)
+    return ts
