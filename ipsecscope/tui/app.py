@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events, on, work
@@ -26,15 +26,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..conversations import follow_filter
 from ..errors import CaptureError, CaptureFormatError, ExportError, IpsecscopeError
-from ..export.documents import findings_document, sas_document
-from ..filtering import select, source_of
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
 from ..model.sa import Finding, Severity
-from ..session import Session
+from . import panes
 from .loading import Hold, LoadCancelled, Loading
-from .panes import SessionPane, SessionView, activity
+from .panes import SessionPane, SessionView
 from .screens.export import ExportRequest, ExportScreen
 from .screens.modals import HelpScreen, KeyFileScreen
 from .tabs import COMMANDS, TABS, bindings, help_rows
@@ -46,6 +43,14 @@ from .widgets.sa_tree import SaRef, SaTree
 from .widgets.stats import StatsView
 from .widgets.status import StatusLine
 from .widgets.timeline import Timeline
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+# The first screen imports Textual, the widgets and the model's dataclasses only: the session
+# (numpy, decoders, crypto, state), the rules, the filter and Stats engines and the dissector are
+# imported where they are first used -- the loader thread, once that screen is drawn; a filter;
+# the Stats tab; a packet's detail (tests/test_tui_first_screen.py holds this).
 
 NARROW = 100  # columns
 LIVE_REFRESH = 1.0  # seconds between looks at a live session
@@ -118,7 +123,10 @@ class IpsecscopeApp(App[int]):
         self._set_narrow(self.size.width)
         self.query_one(PacketTable).focus()
         if self.path is not None:
-            self.call_after_refresh(self._painted.set)
+            self._loading(True)  # the first screen says what it is doing, before the loader starts
+            # The footer fills in its keys a refresh after the first one (when the screen's bindings
+            # are known): the first screen is drawn once that refresh is done.
+            self.screen.bindings_updated_signal.subscribe(self, self._footer_ready)
             self.load_capture()
         elif self.runner is not None:
             self._loading(False)
@@ -127,6 +135,16 @@ class IpsecscopeApp(App[int]):
                 self.notify(f"{message}; continuing without it", title="Key file not loaded", severity="error",
                             timeout=15)
             self.set_interval(LIVE_REFRESH, self._poll_live)
+
+    def _footer_ready(self, _screen: Screen, tries: int = 10) -> None:
+        """The screen's bindings are known: once the footer shows them and the screen is drawn
+        again, the first screen is complete and the loader may take the CPU."""
+        if self._painted.is_set():
+            return
+        if self.query_one(Footer).children or not tries:  # its keys mounted: laid out, then drawn
+            self.call_after_refresh(self.call_after_refresh, self._painted.set)
+        else:  # the footer recomposes after a refresh of its own
+            self.call_after_refresh(self._footer_ready, _screen, tries - 1)
 
     def on_resize(self, event: events.Resize) -> None:
         self._set_narrow(event.size.width)
@@ -148,11 +166,18 @@ class IpsecscopeApp(App[int]):
         # UI thread for most of the time it needs to draw it (the fallback: never wait long).
         self._painted.wait(FIRST_PAINT_WAIT)
         worker = get_current_worker()
+        hold, self.load_hold = self.load_hold, None  # one load only (adding keys reloads without it)
+        if hold is not None and hold.before:
+            try:
+                hold.stop(lambda: worker.is_cancelled)
+            except LoadCancelled:
+                return
         loading = Loading(partial(self._from_loader, self._show_partial),
-                          cancelled=lambda: worker.is_cancelled, hold=self.load_hold, incremental=self.incremental)
-        self.load_hold = None  # one load only (adding keys reloads without it)
+                          cancelled=lambda: worker.is_cancelled, hold=hold, incremental=self.incremental)
         self.call_from_thread(self._start_loading, loading)
         notes: list[tuple[str, str, str]] = []  # (message, title, severity), never sent holding the lock
+        from ..session import Session  # here, in this thread, after the first screen
+
         session = Session(row_limit=self.row_limit)
         for key_file in list(self.key_files):
             # A bad key file is reported and left out; the capture is still worth seeing.
@@ -175,7 +200,7 @@ class IpsecscopeApp(App[int]):
                 findings_of(session)  # evaluate the rules here, off the UI thread
                 table = session.table
                 t0 = table.first_ts or 0.0
-                act = activity(session.rows, t0, table.last_ts or t0)  # over 1M rows: not on the UI
+                act = panes.activity(session.rows, t0, table.last_ts or t0)  # over 1M rows: not on the UI
             finally:
                 loading.lock.release()
         except LoadCancelled:
@@ -475,6 +500,8 @@ class IpsecscopeApp(App[int]):
     def _run_filter(self, compiled: Filter, keep: int | None, start: int, stop: int,
                     base: Sequence[int] = ()) -> None:
         """Rows ``start``..``stop`` through ``compiled``; the view is ``base`` and those that match."""
+        from ..filtering import select, source_of
+
         worker = get_current_worker()
         rows = self.query_one(PacketTable).rows
         src = source_of(self.session)
@@ -664,6 +691,8 @@ class IpsecscopeApp(App[int]):
         else:
             row = self.query_one(PacketTable).current_row
             frame = row.frame if row is not None else None
+            from ..conversations import follow_filter
+
             with self.data_lock:
                 text = follow_filter(self.session, row) if row is not None else None
         if not text:
@@ -680,6 +709,8 @@ class IpsecscopeApp(App[int]):
             return
         try:
             # Parse now, on the UI thread, so a bad file is reported before anything reloads.
+            from ..session import Session
+
             probe = Session()
             added = probe.add_key_files(paths)
         except IpsecscopeError as exc:
@@ -746,6 +777,7 @@ def export(req: ExportRequest, captures: Sequence[Path], session: Session) -> st
     """Write one export; returns the line to show the user. Runs in a worker thread."""
     import json
 
+    from ..export.documents import findings_document, sas_document
     from ..outfile import write_private
 
     capture = captures[0]

@@ -25,10 +25,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..model.sa import Finding
-from ..session import Session
 from .panes import SessionView
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 REFRESH_MIN = 1.0  # seconds between two looks at a loading session (live mode refreshes as often)
 REFRESH_FACTOR = 9.0  # the next look waits this many times what the last one cost
@@ -87,10 +90,12 @@ class LoadLock:
 
 class Hold:
     """Test hook: the loader stops at the end of each of its first ``windows`` windows, once a
-    look at the session is on screen, until the test calls :meth:`release`. No timing involved."""
+    look at the session is on screen, until the test calls :meth:`release`; with ``before``, also
+    once before it reads anything (the first screen is drawn by then). No timing involved."""
 
-    def __init__(self, windows: int = 1) -> None:
+    def __init__(self, windows: int = 1, *, before: bool = False) -> None:
         self.windows = windows
+        self.before = before
         self.stopped = 0  # stops reached so far
         self._released = 0
         self._cv = threading.Condition()
@@ -153,7 +158,9 @@ class Loading:
         self.lock.hand_over()
         if not session.stats.frames:
             return
-        hold = self.hold if self.hold is not None and self.hold.stopped < self.hold.windows else None
+        hold = self.hold
+        if hold is not None and hold.stopped >= hold.windows + hold.before:
+            hold = None
         if (self.incremental and self.want.is_set() and time.thread_time() >= self.cpu_due) or hold is not None:
             self._look(session)
         if hold is not None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-
-from ..filtering import ROW_DTYPE
 from ..model.packets import FrameRow
 from ..model.sa import Finding, SaTable
 from ..rowstore import RowStore
-from ..session import Session
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 BUCKETS = 240  # time buckets of the timeline's ESP sparklines
 _CHUNK = 1 << 18  # rows read at once by the packed activity count
@@ -50,6 +49,9 @@ def _packed_activity(rows: RowStore, t0: float, t1: float, buckets: int, n: int)
     """:func:`activity` over a RowStore's records with numpy (a million rows in tens of
     milliseconds: the timeline is drawn while a capture loads, too). Same answer: the bucket is
     computed with the same float operations, and keys come in first-packet order."""
+    import numpy as np  # not on the first screen: the loader has imported it by the first look
+
+    from ..filtering import ROW_DTYPE
     span = (t1 - t0) or 1.0
     size = ROW_DTYPE.itemsize
     counts: dict[object, np.ndarray] = {}

@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 from collections import OrderedDict
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.segment import Segment
 from rich.style import Style
@@ -23,11 +23,12 @@ from textual.strip import Strip
 from textual.widgets import TabbedContent, TabPane, Tree
 from textual.widgets.tree import TreeNode
 
-from ... import dissect
-from ...dissect import Node
 from ...model import iana
 from ...model import ike as m
 from .sa_detail import integ_name, short_source
+
+if TYPE_CHECKING:
+    from ...dissect import Node
 
 # Which enum names an int field, per payload class (v2 / v1).
 _FIELD_ENUMS_V2: dict[str, type[IntEnum]] = {
@@ -457,6 +458,8 @@ class PacketDetail(Horizontal):
     def _deep(self, tree: Tree, detail: Any, inner_node: TreeNode | None, shown: bytes) -> None:
         self.workers.cancel_group(self, "dissect")
         self._pending = self._deferred = None
+        from ... import dissect  # the first packet's detail: tshark's tree, not the first screen
+
         target = dissect.target(detail)
         if target is None:
             return
@@ -508,6 +511,8 @@ class PacketDetail(Horizontal):
     @work(exclusive=True, group="dissect", exit_on_error=False)
     async def _dissect(self, key: tuple[int, bytes], data: bytes, linktype: int, ts: float,
                        anchor: TreeNode, spans: bool, lead: str | None) -> None:
+        from ... import dissect
+
         try:
             result: tuple[str | None, list[Node]] = (None, await dissect.dissect_async(data, linktype, ts=ts))
         except dissect.DissectError as exc:

@@ -11,7 +11,6 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ... import timefmt
-from ...analysis.rules.nat_mtu import nat_phrase
 from ...model import iana
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable
@@ -268,6 +267,8 @@ class SaDetail(Static):
         g.add_row("DH group", _enum_name(iana.DhGroup, sa.dh_group))
         g.add_row("Auth", sa.auth_method or "—")
         # the side as the analysis decides it: a raw hash verdict names a peer that only forces encapsulation
+        from ...analysis.rules.nat_mtu import nat_phrase  # the rules: not on the first screen
+
         g.add_row("NAT", nat_phrase(table, sa) if sa.nat_detected else ("none detected" if sa.nat_initiator is not None else "—"))
         g.add_row("Created", fmt_ts(sa.created_ts, first))
         g.add_row("Established", fmt_ts(sa.established_ts, first))

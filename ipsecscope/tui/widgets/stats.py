@@ -30,10 +30,9 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from ... import timefmt
-from ...conversations import Accumulator, Stats, compute, sa_filter
-from ...filtering import source_of
 
 if TYPE_CHECKING:
+    from ...conversations import Accumulator, Stats
     from ..panes import SessionView
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -296,7 +295,7 @@ class StatsView(Vertical):
         self.stats: Stats | None = None
         self._session: object = None
         self._acc: Accumulator | None = None
-        self._pending = False  # live: new numbers arrived while the tab was hidden
+        self._pending = False  # hidden meanwhile: new live numbers, or a loaded file not yet counted
         self._sa_filters: dict[str, str] = {}
         self._conv_filters: dict[str, str] = {}
         self._last_table = "#stats-convs"
@@ -328,10 +327,15 @@ class StatsView(Vertical):
         if view.partial is not None:
             return  # a file still loading: counted once it is read (compute reads the whole session)
         if not view.live:
-            if view.session is not self._session:  # a new load (or keys added): count it once
-                self._session = view.session
-                self._compute(view.session)
+            if view.session is not self._session:  # a new load (or keys added): count it once,
+                self._session = view.session  # when the tab is first shown (most runs never are)
+                self._pending = True
+                if self._shown():
+                    self.on_show()
             return
+        from ...conversations import Accumulator
+        from ...filtering import source_of
+
         # Live: count only the rows that came since the last refresh (under the runner's lock,
         # which the app holds while it hands out the view).
         if self._acc is None or view.session is not self._session:
@@ -341,22 +345,33 @@ class StatsView(Vertical):
         src.rows = view.rows
         self._acc.feed(src)
         st = self._acc.stats(view.table)
-        if all(n.display for n in self.ancestors_with_self if isinstance(n, Widget)):
+        if self._shown():
             self.show_stats(st)
         else:  # hidden: draw when shown, not every second for nobody
             self.stats, self._pending = st, True
 
+    def _shown(self) -> bool:
+        return all(n.display for n in self.ancestors_with_self if isinstance(n, Widget))
+
     @work(thread=True, exclusive=True, group="stats", name="stats")
     def _compute(self, session) -> None:
+        from ...conversations import compute
+
         st = compute(session)  # what `ipsecscope stats` prints, off the UI thread
         self.app.call_from_thread(self.show_stats, st)
 
     def on_show(self) -> None:
-        if self._pending and self.stats is not None:
-            self._pending = False
+        if not self._pending:
+            return
+        self._pending = False
+        if self.stats is not None and self._acc is not None:  # live: the last refresh's numbers
             self.show_stats(self.stats)
+        elif self._session is not None and self._acc is None:  # a file: count it now
+            self._compute(self._session)
 
     def show_stats(self, st: Stats) -> None:
+        from ...conversations import sa_filter
+
         self.stats = st
         self._pending = False
         t0 = st.first_ts or 0.0
@@ -398,6 +413,8 @@ class StatsView(Vertical):
         _restore_cursor(convs, keep)
 
     def _flow_row(self, f, t0: float) -> tuple[str, list[Text | str]]:
+        from ...conversations import sa_filter
+
         key = f"flow:{f.key}"
         self._sa_filters[key] = sa_filter([f.spi], f.protocol)
         label = f"  ↳ {f.spi:08x}" + (" AH" if f.protocol == "AH" else "")
