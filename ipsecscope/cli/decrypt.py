@@ -38,7 +38,9 @@ def add_parser(subparsers) -> None:
                    help="append a pcapng Decryption Secrets Block with the keys of the SAs used")
     p.add_argument("--jsonl", metavar="OUT.jsonl", help="one JSON object per ESP packet; '-' for stdout")
     p.add_argument("--hex", action="store_true", help="with --jsonl: include the inner bytes as hex")
-    p.add_argument("-j", "--jobs", type=int, default=0, help="worker processes for large files (0 = all cores)")
+    p.add_argument("-j", "--jobs", type=int, default=0,
+                   help="worker processes for large files (0 = the idle cores: CPU count less the load average, "
+                        "at least 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-SA summary")
     from .packets import add_filter_argument
 

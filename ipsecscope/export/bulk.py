@@ -191,7 +191,8 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
     cand = np.flatnonzero(ok)
     if len(cand) < MIN_RUN:
         return []
-    Fc = F[cand]
+    allc = len(cand) == n  # (the common case: every record a candidate, no gathers)
+    Fc = F if allc else F[cand]
     rawc = raw[cand]
     e0 = np.where(rawc, _K12 + 8, _X8)  # the ESP header in the frame
     q = RO[cand] + rh + e0
@@ -236,19 +237,24 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
     # 2. the records of the runs
     gid_all = np.full(n, -1, np.int64)
     gid_all[cand] = inv
-    ci = np.full(n, -1, np.int64)  # record -> candidate
-    ci[cand] = np.arange(len(cand))
-    sel = np.concatenate([np.arange(a, b) for a, b in runs])
-    c_sel = ci[sel]
-    g = inv[c_sel]
-    Q = q[c_sel]
-    E = end_ip[sel]
-    pl = pln[c_sel]
+    if allc and runs == [(0, n)]:  # every record in one run: the candidates' columns as they are
+        sel = c_sel = np.arange(n)
+        g, Q, E, pl = inv, q, end_ip, pln
+    else:
+        ci = np.full(n, -1, np.int64)  # record -> candidate
+        ci[cand] = np.arange(len(cand))
+        sel = np.concatenate([np.arange(a, b) for a, b in runs])
+        c_sel = ci[sel]
+        g = inv[c_sel]
+        Q = q[c_sel]
+        E = end_ip[sel]
+        pl = pln[c_sel]
     kd = kinds[g]
     ns = len(sel)
     failed = np.zeros(ns, bool)
     gcm = np.flatnonzero(kd == 1)
     cbc = np.flatnonzero(kd == 2)
+    gi = slice(None) if len(gcm) == ns else gcm  # (a slice when they all are: views, not gathers)
     W = np.frombuffer(w, np.uint8)
     wmv = memoryview(w)
     # 3. what the output needs of each plaintext before it is decrypted: its first 10 bytes, the
@@ -260,24 +266,24 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         # block i ^ E(K, salt | IV | i + 2), so the keystream blocks of those bytes (one ECB call
         # per SA over all of them) give them before decrypt_into verifies the tag; a packet whose
         # tag then fails is taken out and the layout done again
-        cg = c_sel[gcm]
+        cg = c_sel[gi]
         m = len(gcm)
         nonce = np.empty((m, 12), np.uint8)
         salt_rows = np.zeros((nsa, 4), np.uint8)
-        gg = g[gcm]
+        gg = g[gi]
         ug = np.unique(gg).tolist()
         for u in ug:
             salt_rows[u] = np.frombuffer(slots[u].salt, np.uint8)
         nonce[:, :4] = salt_rows[gg]
         nonce[:, 4:] = EH[cg, 8:16]
-        plg = pl[gcm]
+        plg = pl[gi]
         ctr = np.empty((m, 3), ">u4")
         ctr[:, 0] = 2
         ctr[:, 1] = 2 + (plg - 2) // 16
         ctr[:, 2] = 2 + (plg - 1) // 16
-        CB = np.empty((m, 3, 16), np.uint8)
-        CB[:, :, :12] = nonce[:, None, :]
-        CB[:, :, 12:] = ctr.view(np.uint8).reshape(m, 3, 4)
+        CB = np.empty((m, 3, 4), "<u4")  # counter blocks as 32-bit words: nonce (3), counter (1)
+        CB[:, :, :3] = nonce.view("<u4")[:, None, :]
+        CB[:, :, 3] = ctr.view("<u4")
         if len(ug) == 1:
             KS = np.frombuffer(_keystream(slots[ug[0]])(CB.tobytes()), np.uint8).reshape(m, 3, 16)
         else:  # one call per SA over its packets' blocks, in SA order, put back in packet order
@@ -287,17 +293,18 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
             KS = np.empty((m, 3, 16), np.uint8)
             KS[order] = np.frombuffer(b"".join([_keystream(slots[u])(cb[cuts[i]:cuts[i + 1]]) for i, u in enumerate(ug)]),
                                       np.uint8).reshape(m, 3, 16)
-        ct0 = Q[gcm] + 16
+        ct0 = Q[gi] + 16
         r = np.arange(m)
-        head[gcm] = W[ct0[:, None] + _AR10] ^ KS[:, 0, :10]
-        tail[gcm, 0] = W[ct0 + plg - 2] ^ KS[r, 1, (plg - 2) % 16]
-        tail[gcm, 1] = W[ct0 + plg - 1] ^ KS[r, 2, (plg - 1) % 16]
+        head[gi] = W[ct0[:, None] + _AR10] ^ KS[:, 0, :10]
+        tail[gi, 0] = W[ct0 + plg - 2] ^ KS[r, 1, (plg - 2) % 16]
+        tail[gi, 1] = W[ct0 + plg - 1] ^ KS[r, 2, (plg - 1) % 16]
         N = nonce.view("V12").ravel().tolist()
         AD = np.ascontiguousarray(EH[cg, :8]).view("V8").ravel().tolist()
         fn_of = {u: slots[u].gcm.__self__.decrypt_into for u in ug}
         fns = [fn_of[u] for u in gg.tolist()] if len(ug) > 1 else [fn_of[ug[0]]] * m
         a_all = ct0.tolist()
-        b_all = E[gcm].tolist()
+        b_all = E[gi].tolist()
+        one = fn_of[ug[0]] if len(ug) == 1 else None
     scratch = []
     for u in (np.unique(g[cbc]).tolist() if len(cbc) else ()):
         # CBC: the HMAC per packet (RFC 4303 §3.4.4: checked before the payload is trusted;
@@ -352,15 +359,19 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         D = P + EPB_HEAD
         if len(gcm):
             kg = np.flatnonzero(keep[gcm])
-            if len(kg) == m:
-                args = zip(fns, N, a_all, b_all, AD, D[gcm].tolist(), strict=True)
-            else:
-                ix = kg.tolist()
-                dg = D[gcm].tolist()
-                args = ((fns[i], N[i], a_all[i], b_all[i], AD[i], dg[i]) for i in ix)
+            dg = D[gi]
             try:
                 # (decrypt_into checks the tag and writes the plaintext where the output block wants it)
-                [f(nn, wmv[s:e], ad, omv[d:d + e - s - 16]) for f, nn, s, e, ad, d in args]
+                if len(kg) < m:
+                    ix = kg.tolist()
+                    dl, xl = dg.tolist(), (dg + plg).tolist()
+                    [fns[i](N[i], wmv[a_all[i]:b_all[i]], AD[i], omv[dl[i]:xl[i]]) for i in ix]
+                elif one is not None:
+                    [one(nn, wmv[s:e], ad, omv[d:x]) for nn, s, e, ad, d, x in
+                     zip(N, a_all, b_all, AD, dg.tolist(), (dg + plg).tolist(), strict=True)]
+                else:
+                    [f(nn, wmv[s:e], ad, omv[d:x]) for f, nn, s, e, ad, d, x in
+                     zip(fns, N, a_all, b_all, AD, dg.tolist(), (dg + plg).tolist(), strict=True)]
             except InvalidTag:  # the per-record loop decrypts it again and counts the failure
                 failed[gcm[kg]] = _gcm_each(fns, N, wmv, a_all, b_all, AD, omv, D[gcm].tolist(), kg.tolist())
                 continue
@@ -371,7 +382,7 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         break
     kx = np.flatnonzero(keep)
     rk = sel[kx]
-    ts = _timestamps(M[rk], pcapng, ifs, mul, iface[rk] if pcapng else None)
+    ts = _timestamps(M if len(rk) == n else M[rk], pcapng, ifs, mul, iface[rk] if pcapng else None)
     ik = ilen[kx]
     tk = tot[kx]
     Pk = P[kx]
