@@ -96,13 +96,12 @@ def walk(w: bytes, o: int, wl: int, lim: int, stop: int, pcapng: bool) -> tuple[
         hl = 16 + ROW
         last = min(stop - 1, lim, wl - hl)
         u32 = _U32
-        while o <= last:
+        while o <= last:  # (only the last record taken can run past the window: checked below)
             h = w[o:o + hl]
-            nxt = o + 16 + u32(h, 8)[0]
-            if nxt > wl:
-                break
             ap(h)
-            o = nxt
+            o += 16 + u32(h, 8)[0]
+        if o > wl:
+            o -= 16 + u32(rows.pop(), 8)[0]
     return rows, o
 
 
@@ -198,7 +197,13 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
     q = RO[cand] + rh + e0
     esp_n = end_ip[cand] - q
     # ESP header and the 8 bytes after it (AES-GCM's IV), per candidate
-    EH = np.where(rawc[:, None], Fc[:, _K12 + 8:_K12 + 24], Fc[:, _X8:_X8 + 16])
+    nraw = int(rawc.sum())
+    if nraw == len(cand):  # (one encapsulation throughout, the common case: a view)
+        EH = Fc[:, _K12 + 8:_K12 + 24]
+    elif not nraw:
+        EH = Fc[:, _X8:_X8 + 16]
+    else:
+        EH = np.where(rawc[:, None], Fc[:, _K12 + 8:_K12 + 24], Fc[:, _X8:_X8 + 16])
     K = np.empty((len(cand), 12), np.uint8)
     K[:, :8] = Fc[:, _K12:_K12 + 8]
     K[:, 8:] = EH[:, :4]
@@ -238,7 +243,7 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
     gid_all = np.full(n, -1, np.int64)
     gid_all[cand] = inv
     if allc and runs == [(0, n)]:  # every record in one run: the candidates' columns as they are
-        sel = c_sel = np.arange(n)
+        sel, c_sel = np.arange(n), slice(None)
         g, Q, E, pl = inv, q, end_ip, pln
     else:
         ci = np.full(n, -1, np.int64)  # record -> candidate
@@ -266,7 +271,7 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         # block i ^ E(K, salt | IV | i + 2), so the keystream blocks of those bytes (one ECB call
         # per SA over all of them) give them before decrypt_into verifies the tag; a packet whose
         # tag then fails is taken out and the layout done again
-        cg = c_sel[gi]
+        cg = gi if isinstance(c_sel, slice) else c_sel[gi]
         m = len(gcm)
         nonce = np.empty((m, 12), np.uint8)
         salt_rows = np.zeros((nsa, 4), np.uint8)
