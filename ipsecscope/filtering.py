@@ -23,7 +23,7 @@ import numpy as np
 
 from .decode import inner as inner_mod
 from .decode.inner import InnerStore
-from .decode.quoted import QuotedPacket, QuotedStore
+from .decode.quoted import QuotedPacket, QuotedStore, quoted_ike_dissected
 from .model.filter import (
     BOOL,
     BYTES,
@@ -39,7 +39,7 @@ from .model.filter import (
     Or,
     Test,
 )
-from .model.ike import IkeMessage, NotifyPayload, SkPayload
+from .model.ike import IkeMessage, NotifyPayload, SaPayload, SkPayload
 from .model.packets import FrameRow
 from .rowstore import RowStore
 
@@ -358,7 +358,8 @@ class _Cols:
                 return [Oc(a["spi"], p), *self._sparse_frames({f: [v[1]] for f, v in q.items()}),
                         *self._sparse_frames(_values(nested, lambda x: x.spi))]
             if sub == "sequence":
-                return [Oc(a["seq"] & 0xFFFFFFFF, p), *self._sparse_frames({f: [v[2]] for f, v in q.items()}),
+                return [Oc(a["seq"] & 0xFFFFFFFF, p),
+                        *self._sparse_frames({f: [v[2]] for f, v in q.items() if v[2] is not None}),
                         *self._sparse_frames(_values(nested, lambda x: x.seq & 0xFFFFFFFF))]
             if sub == "protocol":
                 # live rows keep no next header once Info shows the inner packet: read it from there
@@ -442,10 +443,12 @@ class _Cols:
                 vals = ike_field(msg, sub)
                 if vals:
                     out[frame] = vals
-        # IKE headers quoted in ICMP errors (tshark dissects them as isakmp too)
+        # IKE quoted in ICMP errors (tshark dissects it as isakmp too): a whole message as any
+        # other (the session decoded and decrypted it), a cut-off one's header
+        store = self.src.quoted
         for frame, q in (self.inner.quoted.items() if self.inner is not None else ()):
             if q[0] == "isakmp" and lo_f <= frame <= hi_f:
-                vals = quoted_ike_field(q[1], sub)
+                vals = quoted_ike_field(q[1], sub, store.ike(frame) if store is not None else None)
                 if vals:
                     out.setdefault(frame, []).extend(vals)
         return out
@@ -685,11 +688,47 @@ def quoted_values(q: QuotedPacket, name: str) -> list:
 _IKE_HDR = struct.Struct("!8s8sBBBBII")
 
 
-def quoted_ike_field(hdr: bytes, sub: str) -> list:
-    """Values of ``isakmp.<sub>`` in a bare 28-octet IKE header (RFC 7296 §3.1)."""
-    spi_i, spi_r, np_, ver, exch, flags, msg_id, length = _IKE_HDR.unpack(hdr)
+def quoted_ike_field(data: bytes, sub: str, msg: IkeMessage | None = None) -> list:
+    """Values of ``isakmp.<sub>`` in the IKE message an ICMP error quotes (``data`` from its
+    28-octet header, RFC 7296 §3.1, to the end of the quote; ``msg`` the session's decoding of it
+    when tshark dissects its payloads, :func:`~ipsecscope.decode.quoted.quoted_ike_dissected`).
+    tshark (4.0) shows a message cut off earlier by its header alone, without the Length field;
+    otherwise every payload header the quote holds and the payloads it holds whole."""
+    spi_i, spi_r, np_, ver, exch, flags, msg_id, length = _IKE_HDR.unpack_from(data)
+    full = quoted_ike_dissected(data)
+    if sub == "nextpayload":
+        if not full or msg is None:
+            return [np_]
+        # the next-payload field of every payload header the quote holds (a payload cut short
+        # shows its generic header only), then what the decoded payloads hold
+        vals = [np_]
+        ptype, off, n = np_, 28, min(len(data), length)
+        while ptype and off + 4 <= n:
+            vals.append(data[off])
+            plen = data[off + 2] << 8 | data[off + 3]
+            if plen < 4:
+                break
+            ptype, off = data[off], off + plen
+        for p in msg.payloads:
+            _sa_substructures(p, vals)
+        inner = list(msg.inner)
+        for i, p in enumerate(inner):
+            vals.append(inner[i + 1].type if i + 1 < len(inner) else 0)
+            _sa_substructures(p, vals)
+        return vals
+    if sub == "notify.msgtype":
+        return ike_field(msg, sub) if full and msg is not None else []
     return {"ispi": [spi_i], "rspi": [spi_r], "exchangetype": [exch], "messageid": [msg_id], "version": [ver],
-            "flags": [flags], "length": [length], "nextpayload": [np_]}.get(sub, [])
+            "flags": [flags], "length": [length] if full else []}.get(sub, [])
+
+
+def _sa_substructures(p, vals: list) -> None:
+    if isinstance(p, SaPayload):
+        props = p.proposals
+        for j, prop in enumerate(props):
+            vals.append(2 if j + 1 < len(props) else 0)
+            n = len(prop.transforms)
+            vals.extend([3] * (n - 1) + [0] if n else [])
 
 
 def ike_field(msg: IkeMessage, sub: str) -> list:
@@ -712,6 +751,8 @@ def ike_field(msg: IkeMessage, sub: str) -> list:
     if sub == "nextpayload":
         # The header's and every payload's Next Payload field: the types of all payloads that
         # follow (RFC 7296 §3.2), inside a decrypted SK payload too, and 0 ending each chain.
+        # An SA payload's proposal and transform substructures carry the field too (RFC 7296
+        # §3.3.1/§3.3.2, RFC 2408 §3.5/§3.6: 2 "more proposals" / 3 "more transforms", 0 last).
         vals = [h.next_payload]
         chain = list(msg.payloads)
         for i, p in enumerate(chain):
@@ -719,9 +760,11 @@ def ike_field(msg: IkeMessage, sub: str) -> list:
                 vals.append(p.first_payload)
             else:
                 vals.append(chain[i + 1].type if i + 1 < len(chain) else 0)
+                _sa_substructures(p, vals)
         inner = list(msg.inner)
-        for i, _p in enumerate(inner):
+        for i, p in enumerate(inner):
             vals.append(inner[i + 1].type if i + 1 < len(inner) else 0)
+            _sa_substructures(p, vals)
         return vals
     if sub == "notify.msgtype":
         return [p.notify_type for p in (*msg.payloads, *msg.inner) if isinstance(p, NotifyPayload)]

@@ -231,6 +231,7 @@ class Session:
         # The ESP packets ICMP errors quote: a second inner record of those (rare) frames, never
         # counted for an SA (decode.quoted, session_quoted).
         self.quoted = QuotedStore()
+        self._quote_ike_decryptor = IkeDecryptor(self.keys)  # its counters are not the capture's
         self.ike_messages: dict[int, IkeMessage] = {}
         self._frame_offsets = _FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._frame_bases: list[int] = []  # per loaded file: the frames before it (load())
@@ -438,6 +439,10 @@ class Session:
                     if got is not None:
                         quoted = got[0]
                         self.quoted.add(quoted)
+                elif err is not None and err.protocol == "IKE":  # a whole quoted IKE message, for filters
+                    msg = session_quoted.open_quoted_ike(self._quote_ike_decryptor, raw, err)
+                    if msg is not None:
+                        self.quoted.add_ike(raw.index, msg)
             # A RowStore formats an OTHER row's Info from the inner store when read; a live ring
             # holds FrameRow objects, so theirs is formatted now (and a quoted packet's, always).
             info = "" if type(self.rows) is RowStore and quoted is None else self.inner.info(raw.index) or ""

@@ -1,26 +1,41 @@
-"""The ESP packet an ICMP/ICMPv6 error frame quotes, opened for the session (``decode.quoted``).
+"""The ESP packet or IKE message an ICMP/ICMPv6 error frame quotes, opened for the session.
 
 ``Session._dispatch`` calls :func:`open_quote` for every ICMP error the decoder found quoting ESP
 (``IcmpError.protocol == "ESP"``), and keeps the :class:`~ipsecscope.decode.quoted.QuotedPacket`
-as the frame's second inner record; ``Session.detail`` calls it again for the plaintext. ICMP
-errors are rare and take the general path; nothing here touches an SA's state or counters
-(``EspDecryptor.open_copy``: the quote is a copy of a packet already sent).
+as the frame's second inner record; ``Session.detail`` calls it again for the plaintext. For an
+error quoting IKE it calls :func:`open_quoted_ike`: a whole quoted message is decoded (and
+decrypted) so that display filters see its payloads as tshark's do. ICMP errors are rare and take
+the general path; nothing here touches an SA's state or counters (``EspDecryptor.open_copy``,
+a decryptor of its own for IKE: the quote is a copy of a packet already sent).
 """
 
 from __future__ import annotations
 
 from .crypto.esp import EspDecryptor, decrypt_prefix, tshark_prefix
+from .crypto.ike_sk import SKF, IkeDecryptor
+from .decode.icmp import NATT_PORT
+from .decode.ike import parse_ike
 from .decode.inner import parse
+from .decode.ip import CHAIN_OK, walk_quoted_v6
+from .decode.isakmp import HEADER_LEN
 from .decode.link import ip_offset
-from .decode.quoted import DECRYPTED, NOT_VERIFIED, QuotedPacket, summarise, tshark_trailer
-from .model.packets import IcmpError, RawFrame
+from .decode.quoted import (
+    DECRYPTED,
+    NOT_VERIFIED,
+    QuotedPacket,
+    quoted_ike_dissected,
+    summarise,
+    tshark_trailer,
+)
+from .model.ike import IkeMessage
+from .model.packets import IcmpError, IkeDatagram, RawFrame
 
 _STATUS = {"no_key": "no-key", "icv_failed": "icv-bad", "malformed": "malformed", "unsupported": "unsupported"}
 
 
-def quoted_esp_bytes(raw: RawFrame) -> tuple[bytes, bool] | None:
-    """(the quoted ESP packet from its SPI to the end of the quote, whether the quote holds the
-    whole packet) of the ICMP error in ``raw``; None when it quotes no ESP."""
+def _error_ip(raw: RawFrame) -> tuple[bytes, int, tuple | None] | None:
+    """(the ICMP error's IP datagram, where its ICMP header starts, what its quote holds beyond
+    the ports as ``decode.inner.parse`` reads it: ("esp", ...) / ("isakmp", ...) / None)."""
     ver, off = ip_offset(raw.linktype, raw.data)
     if ver not in (4, 6):
         return None
@@ -33,11 +48,22 @@ def quoted_esp_bytes(raw: RawFrame) -> tuple[bytes, bool] | None:
     else:
         if len(data) < 40:
             return None
-        hl = 40  # decode.inner reads a quote after the fixed IPv6 header only
         data = data[:40 + ((data[4] << 8) | data[5])]
+        # the ICMPv6 header follows the error's own extension headers, if any (RFC 8200 §4)
+        proto, hl, chain = walk_quoted_v6(data, data[6], 40, len(data))
+        if proto != 58 or chain != CHAIN_OK:
+            return None
     _rec, extra = parse(data, 4 if ver == 4 else 41, lambda _a: 0)
-    if not (isinstance(extra, tuple) and extra[0] == "esp"):
+    return data, hl, extra if isinstance(extra, tuple) else None
+
+
+def quoted_esp_bytes(raw: RawFrame) -> tuple[bytes, bool] | None:
+    """(the quoted ESP packet from its SPI to the end of the quote, whether the quote holds the
+    whole packet) of the ICMP error in ``raw``; None when it quotes no ESP."""
+    got = _error_ip(raw)
+    if got is None or got[2] is None or got[2][0] != "esp":
         return None
+    data, hl, extra = got
     at = extra[3]
     q = hl + 8  # the quoted datagram starts after the ICMP header (RFC 792, RFC 4443 §2.1)
     if len(data) < q + 20:
@@ -85,3 +111,27 @@ def open_quote(dec: EspDecryptor, raw: RawFrame, err: IcmpError) -> tuple[Quoted
         inner = summarise(frame, trailer[0], nh)
     reason = "the quote ends before the ICV (anyone on the path can forge an ICMP error)"
     return QuotedPacket(frame, src, dst, spi, seq, False, NOT_VERIFIED, reason, nh, inner, len(plain)), plain, len(esp)
+
+
+def open_quoted_ike(dec: IkeDecryptor, raw: RawFrame, err: IcmpError) -> IkeMessage | None:
+    """The IKE message the ICMP error ``err`` (frame ``raw``) quotes, when tshark dissects its
+    payloads (:func:`~ipsecscope.decode.quoted.quoted_ike_dissected`): decoded, and when quoted
+    whole an IKEv2 SK payload decrypted with the IKE SA's keys, as tshark does with the same
+    keys. ``dec`` is the session's decryptor for quotes (its counters are not the capture's: the
+    quote is a copy of a message already sent, and never goes to the tracker). None for a quote
+    cut off earlier: tshark then shows its header only. IKEv1 and IKEv2 fragments (SKF) are not
+    decrypted: both need the exchange's state."""
+    got = _error_ip(raw)
+    if got is None or got[2] is None or got[2][0] != "isakmp":
+        return None
+    ike = got[2][1]
+    length = int.from_bytes(ike[24:28], "big")
+    if not (HEADER_LEN <= length and quoted_ike_dissected(ike)):
+        return None
+    msg = parse_ike(IkeDatagram(raw.index, raw.ts, err.quoted_src, err.quoted_dst, err.sport, err.dport,
+                                ike[:length], non_esp_marker=NATT_PORT in (err.sport, err.dport),
+                                ip_version=err.ip_version))
+    if (len(ike) >= length and msg.header.major == 2 and msg.encrypted
+            and not any(p.type == SKF for p in msg.payloads)):
+        msg = dec.decrypt(msg)
+    return msg

@@ -242,3 +242,121 @@ def test_decrypt_export_writes_the_icmp_error_as_captured(tmp_path):
     with open_capture(out) as reader:
         written = [bytes(r.data) for r in reader]
     assert len(written) == len(frames) and written.count(bytes(err)) == 1
+
+
+SYN_Q = SAMPLES / "synthetic" / "icmp-quoted"
+
+
+def _synthetic_quoted():
+    truth = json.loads(SYN_Q.with_suffix(".truth.json").read_text())["frames"]
+    s = Session.from_files([SYN_Q.with_suffix(".pcap")], [SYN_Q.with_suffix(".keys.json")])
+    return s, truth
+
+
+def test_a_quote_behind_ipv6_extension_headers_is_decrypted_and_verified():
+    """RFC 4443 §2.4(c): the error quotes the packet with its extension headers (hop-by-hop,
+    destination options, an atomic fragment header, RFC 8200 §4); the ESP (raw or in UDP 4500)
+    behind them is found, decrypted and its ICV verified, as without extension headers."""
+    s, truth = _synthetic_quoted()
+    sent = {int(f): t for f, t in truth.items() if "spi" in t}
+    behind = 0
+    # the whole quotes right after each ESP packet sent behind extension headers (frames 48, 54, 57, 63)
+    for esp_frame in (48, 54, 57, 63):
+        t = sent[esp_frame]
+        q = s.quoted.get(esp_frame + 1)
+        assert q is not None and q.whole and q.status == "decrypted", (esp_frame, q)
+        assert (q.spi, q.seq) == (t["spi"], t["seq"])
+        assert q.inner is not None and q.inner.info() == s.inner.get(esp_frame).info()
+        behind += 1
+    assert behind == 4
+    # the SA counts only the packets the capture carries (the quotes are copies)
+    for spi in (0x70000001, 0x70000005):
+        flow = next(f for f in s.table.flows.values() if f.spi == spi)
+        assert flow.packets == sum(1 for r in s.rows if r.kind == "ESP" and r.spi == spi)
+
+
+def test_a_cut_off_quote_behind_extension_headers():
+    """Packet too big quoting the chain cut inside it (no ESP), inside the ESP header (the SPI
+    only, as tshark shows it) and past it (decrypted as far as it goes, not verified)."""
+    from ipsecscope.decode.icmp import decode_error
+
+    s, _truth = _synthetic_quoted()
+    assert s.quoted.get(50) is None and "ESP" not in s.row(50).info  # cut in the fragment header
+    assert s.quoted.get(51) is None and s.inner.quoted[51][:3] == ("esp", 0x70000001, None)  # 6 octets of ESP
+    q = s.quoted.get(52)
+    assert q is not None and not q.whole and q.status == "not-verified" and (q.spi, q.seq) == (0x70000001, 4)
+    with open_capture(SYN_Q.with_suffix(".pcap")) as reader:
+        raw = {r.index: r for r in reader}
+    for frame, want in ((51, (0x70000001, None)), (52, (0x70000001, 4)), (56, (0x70000005, 4)), (50, None)):
+        data = bytes(raw[frame].data)[14:]
+        err = decode_error(frame, 0.0, 6, data[8:24], data[24:40], data[40:])
+        assert (err.spi, err.seq) == want if want else err is None, frame
+
+
+def test_the_extension_header_walk_is_bounded_and_truncation_safe():
+    from ipsecscope.decode.ip import (
+        CHAIN_CUT,
+        CHAIN_LATER_FRAGMENT,
+        CHAIN_OK,
+        MAX_QUOTED_EXT,
+        walk_quoted_v6,
+    )
+
+    dopt = bytes((60, 0, 1, 4, 0, 0, 0, 0))  # destination options naming another one next
+    long = dopt * (MAX_QUOTED_EXT + 4)
+    nh, off, st = walk_quoted_v6(long, 60, 0, len(long))
+    assert (nh, off, st) == (60, 8 * MAX_QUOTED_EXT, CHAIN_OK)  # stops, never loops on
+    chain = bytes((0, 0, 1, 4, 0, 0, 0, 0)) + bytes((50, 1)) + bytes(14)  # hop-by-hop, 16-octet dest opts
+    assert walk_quoted_v6(chain, 0, 0, len(chain)) == (50, 24, CHAIN_OK)
+    for cut in range(len(chain)):
+        nh, off, st = walk_quoted_v6(chain[:cut], 0, 0, cut)
+        assert st == CHAIN_CUT and off <= cut, cut
+    later = bytes((17, 0, 0x05, 0x01)) + bytes(4)  # fragment header, offset 160, M
+    assert walk_quoted_v6(later, 44, 0, 8) == (17, 8, CHAIN_LATER_FRAGMENT)
+
+
+@needs_tshark
+def test_quoted_ike_fields_are_tsharks_frame_by_frame(tmp_path):
+    """IKE an ICMP/ICMPv6 error quotes (UDP 500; 4500 after the non-ESP marker; IPv4, and IPv6
+    behind a destination options header), whole and cut off at 27, 28, 40 octets, one octet short
+    and, for the real capture, an IKE_AUTH decrypted with the IKE SA's keys: every isakmp field
+    a filter can name holds tshark's values, frame by frame (tshark dissects the payloads of a
+    quote at most 4 octets short of the message's Length, and shows a shorter one's header
+    without its Length)."""
+    import os
+    import shutil
+    import subprocess
+
+    from conftest import DATA
+
+    from ipsecscope.filtering import quoted_ike_field
+
+    fields = ("ispi", "rspi", "nextpayload", "version", "exchangetype", "flags", "messageid", "length",
+              "notify.msgtype")
+    cases = [(SYN_Q.with_suffix(".pcap"), SYN_Q.with_suffix(".keys.json"), SYN_Q.with_suffix(".esp_sa")),
+             (DATA / "findings" / "udp4500-unanswered" / "capture.pcapng",
+              DATA / "findings" / "udp4500-unanswered" / "keys", None)]
+    compared = 0
+    for cap, keys, esp_sa in cases:
+        prof = keys if esp_sa is None else tmp_path / cap.stem
+        if esp_sa is not None:
+            prof.mkdir()
+            shutil.copy(esp_sa, prof / "esp_sa")
+        out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "(icmp || icmpv6) && isakmp", "-T", "fields",
+                              "-E", "occurrence=a", "-E", "aggregator=,", "-e", "frame.number",
+                              *[x for f in fields for x in ("-e", f"isakmp.{f}")]],
+                             env=dict(os.environ, WIRESHARK_CONFIG_DIR=str(prof)), capture_output=True, text=True,
+                             check=True).stdout
+        s = Session.from_files([cap], [keys])
+        theirs = {int(r[0]): r[1:] for r in (ln.split("\t") for ln in out.splitlines())}
+        quoted = {f: q for f, q in s.inner.quoted.items() if q[0] == "isakmp"}
+        assert sorted(quoted) == sorted(theirs)
+        for frame, q in quoted.items():
+            for name, text in zip(fields, theirs[frame], strict=True):
+                want = [int(x, 16) if name in ("ispi", "rspi") or x.startswith("0x") else int(x)
+                        for x in text.split(",") if x]
+                got = quoted_ike_field(q[1], name, s.quoted.ike(frame))
+                got = [int.from_bytes(v, "big") if isinstance(v, bytes) else v for v in got]
+                assert sorted(got) == sorted(want), (cap.name, frame, name)
+            compared += 1
+    assert compared >= 25

@@ -21,6 +21,7 @@ import socket
 import struct
 
 from ..model.packets import Icmp6Type, IcmpError, IcmpType, IcmpUnreachable
+from .ip import CHAIN_OK, walk_quoted_v6
 
 _V4 = struct.Struct("!BBHHHBBH4s4s")
 _V6 = struct.Struct("!IHBB16s16s")
@@ -33,8 +34,6 @@ _U32 = struct.Struct("!I")
 ICMP_ERRORS = frozenset(int(t) for t in IcmpType)
 ICMP6_ERRORS = frozenset(int(t) for t in Icmp6Type)
 
-# IPv6 extension headers the quoted packet may carry before ESP/AH/UDP (RFC 8200 §4).
-_V6_EXT = frozenset((0, 43, 60, 135))
 NATT_PORT = 4500
 IKE_PORT = 500
 
@@ -103,17 +102,9 @@ def _quoted(q: bytes) -> tuple[bytes, bytes, int, int, int] | None:
         return s, d, tot, proto, (vihl & 15) * 4
     if n >= 40 and q[0] >> 4 == 6:
         _vtf, plen, nh, _hl, s, d = _V6.unpack_from(q)
-        off = 40
-        for _ in range(8):  # a short walk: a quote holds only the start of the packet
-            if nh not in _V6_EXT and nh != 44:
-                break
-            if off + 8 > n:
-                return None
-            if nh == 44:  # fragment header: only the first fragment holds the transport header
-                if _U16.unpack_from(q, off + 2)[0] & 0xFFF8:
-                    return None
-                nh, off = q[off], off + 8
-                continue
-            nh, off = q[off], off + (q[off + 1] + 1) * 8
+        # extension headers before ESP/AH/UDP (RFC 8200 §4), quoted with the packet (RFC 4443 §2.4(c))
+        nh, off, chain = walk_quoted_v6(q, nh, 40, n)
+        if chain != CHAIN_OK:
+            return None  # cut inside the chain, or a non-first fragment: no transport header
         return s, d, plen + 40, nh, off
     return None

@@ -30,7 +30,7 @@ from array import array
 from dataclasses import dataclass
 from functools import cache
 
-from .ip import Reassembler
+from .ip import CHAIN_CUT, CHAIN_LATER_FRAGMENT, Reassembler, walk_quoted_v6
 
 # frame, ver, proto, ttl, flags, src, dst, iplen, sport, dport, itype, icode, tcpflags, l4len,
 # dns_id, dns_qtype, qver, qproto, qflags, qsrc, qdst, qsport, qdport, qitype, qicode
@@ -50,7 +50,6 @@ TRUNCATED = 16  # shorter than its headers say
 _V4 = struct.Struct("!BBHHHBBH4s4s")
 _V6 = struct.Struct("!IHBB16s16s")
 _PORTS = struct.Struct("!HH")
-_PORTS_SEQ = struct.Struct("!II")
 _UDP = struct.Struct("!HHH")
 _TCP = struct.Struct("!HHIIBB")
 _ICMP = struct.Struct("!BBHHH")
@@ -155,8 +154,9 @@ class InnerStore:
         self._v4_ix: dict[int, int] = {}  # IPv4 address as an integer -> its index (the bulk path)
         self._v6_ix: dict[bytes, int] = {}
         self.dns_names: dict[int, str] = {}  # frame -> first question's QNAME
-        # frame -> what an ICMP error quotes beyond ports: ("isakmp", 28-octet IKE header) or
-        # ("esp", spi, seq) -- tshark dissects the quoted datagram that far, so filters see it.
+        # frame -> what an ICMP error quotes beyond ports: ("isakmp", the IKE message from its header) or
+        # ("esp", spi, seq or None, offset) -- tshark dissects the quoted datagram that far, so
+        # filters see it.
         self.quoted: dict[int, tuple] = {}
         # frame -> the ESP layers inside the outer one (nested ESP), outermost first
         self.nested: dict[int, tuple[EspLayer, ...]] = {}
@@ -509,16 +509,19 @@ def _quoted(data: bytes, nh: int, addr) -> tuple[tuple, tuple | None]:
         src, dst = addr(_addr4(s)), addr(_addr4(d))
     elif nh == 41 and n >= 40 and data[0] >> 4 == 6:
         _vtf, _plen, proto, _hl, s, d = _V6.unpack_from(data)
-        off, ver, fl = 40, 6, 0
+        # the quote's extension headers (RFC 4443 §2.4(c) quotes them too) before its ESP/UDP/...
+        proto, off, chain = walk_quoted_v6(data, proto, 40, n)
+        ver, fl = 6, FRAGMENT if chain == CHAIN_LATER_FRAGMENT else 0
         src, dst = addr(_addr6(s)), addr(_addr6(d))
+        if chain == CHAIN_CUT:
+            return (ver, proto, fl, src, dst, 0, 0, 0, 0), None
     else:
         return (0, 0, 0, 0, 0, 0, 0, 0, 0), None
     sport = dport = itype = icode = 0
     extra = None
     if not fl and off + 4 <= n:
-        if proto == 50 and off + 8 <= n:  # ESP straight over IP (RFC 4303 §2.1: SPI, sequence)
-            spi, seq = _PORTS_SEQ.unpack_from(data, off)
-            extra = ("esp", spi, seq, off)
+        if proto == 50:  # ESP straight over IP (RFC 4303 §2.1: SPI, sequence)
+            extra = _quoted_esp(data, off)
         elif proto in (6, 17):
             sport, dport = _PORTS.unpack_from(data, off)
             fl |= L4
@@ -533,16 +536,24 @@ def _quoted(data: bytes, nh: int, addr) -> tuple[tuple, tuple | None]:
 
 
 def _quoted_ipsec(p: bytes, sport: int, dport: int) -> tuple | None:
-    """IKE on UDP 500; on 4500 IKE after the four-zero non-ESP marker, else ESP (RFC 3948 §2)."""
+    """IKE on UDP 500; on 4500 IKE after the four-zero non-ESP marker, else ESP (RFC 3948 §2).
+    IKE: ("isakmp", the quoted message from its header to the end of the quote) -- a whole
+    message when the error quotes it all, else its start (tshark then shows the header only)."""
     if 500 in (sport, dport) and 4500 not in (sport, dport):
-        return ("isakmp", p[:28]) if len(p) >= 28 else None
+        return ("isakmp", bytes(p)) if len(p) >= 28 else None
     if 4500 in (sport, dport):
         if len(p) >= 32 and p[:4] == b"\0\0\0\0":
-            return ("isakmp", p[4:32])
-        if len(p) >= 8 and p[:4] != b"\0\0\0\0":
-            spi, seq = _PORTS_SEQ.unpack_from(p)
-            return ("esp", spi, seq, 0)
+            return ("isakmp", bytes(p[4:]))
+        if len(p) >= 4 and p[:4] != b"\0\0\0\0":
+            return _quoted_esp(p, 0)
     return None
+
+
+def _quoted_esp(p: bytes, off: int) -> tuple:
+    """("esp", SPI, sequence number or None when the quote ends before it, ``off``): as tshark,
+    a quote cut inside the ESP header still shows the SPI."""
+    spi = int.from_bytes(p[off:off + 4], "big")
+    return ("esp", spi, int.from_bytes(p[off + 4:off + 8], "big") if len(p) >= off + 8 else None, off)
 
 
 @dataclass(slots=True, frozen=True)

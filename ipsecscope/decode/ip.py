@@ -174,6 +174,40 @@ def _walk_v6(nh: int, buf: bytes, p: int, end: int) -> tuple[int, int] | str:
     return nh, p
 
 
+# What :func:`walk_quoted_v6` says besides the protocol and its offset.
+CHAIN_OK = 0
+CHAIN_CUT = 1  # the quote ends inside the chain: the returned protocol is the header it could not read
+CHAIN_LATER_FRAGMENT = 2  # a non-first fragment: no upper-layer header in it (RFC 8200 §4.5)
+MAX_QUOTED_EXT = 8  # headers walked at most: RFC 8200 §4.1 orders a handful, each at most once
+
+
+def walk_quoted_v6(data: bytes, nh: int, off: int, end: int) -> tuple[int, int, int]:
+    """The extension-header chain of a quoted (or any possibly cut-off) IPv6 packet: ``nh`` the
+    IPv6 header's next header, ``off`` where the chain starts, ``end`` where the bytes end.
+    Returns (upper-layer protocol, its offset, CHAIN_OK / CHAIN_CUT / CHAIN_LATER_FRAGMENT).
+
+    An ICMPv6 error quotes as much of the packet as fits (RFC 4443 §2.4(c)), extension headers
+    and all, so the ESP/AH/UDP header of the quote sits behind them. Bounded (MAX_QUOTED_EXT
+    headers; a longer chain stops at the header reached) and never reads past ``end``."""
+    for _ in range(MAX_QUOTED_EXT):
+        if nh == V6_FRAGMENT:
+            if end - off < 8:
+                return nh, off, CHAIN_CUT
+            if (data[off + 2] << 8 | data[off + 3]) & 0xFFF8:  # offset != 0 (RFC 8200 §4.5)
+                return data[off], off + 8, CHAIN_LATER_FRAGMENT
+            nh, off = data[off], off + 8
+        elif nh in V6_SKIP:
+            if end - off < 2:
+                return nh, off, CHAIN_CUT
+            hlen = (data[off + 1] + 1) * 8
+            if end - off < hlen:
+                return nh, off, CHAIN_CUT
+            nh, off = data[off], off + hlen
+        else:
+            break
+    return nh, off, CHAIN_OK
+
+
 def parse_ipv6(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: bool) -> IpResult | str | None:
     n = len(data) - off
     if n < 40:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from ..model.ike import IkeMessage
 from .inner import InnerSummary, parse
 
 # IP protocol numbers Wireshark 4.0's "ip.proto" dissector table has a dissector for
@@ -106,12 +107,26 @@ def tshark_trailer(plain: bytes) -> tuple[bytes, int] | None:
     return plain[:n], nh
 
 
+def quoted_ike_dissected(ike: bytes) -> bool:
+    """Whether tshark (4.0) dissects more than the header of the IKE message an ICMP error quotes
+    (``ike`` from its header to the end of the quote): it asks for the bytes from the Length field
+    to Length - 28 octets past it (``tvb_ensure_bytes_exist``), so a quote at most 4 octets short
+    of the message shows its Length and payloads, and an earlier cut the header alone."""
+    if len(ike) < 28:
+        return False
+    length = int.from_bytes(ike[24:28], "big")
+    return length >= 28 and len(ike) >= length - 4
+
+
 class QuotedStore:
     """Per ICMP error frame, the ESP packet it quotes (frames added in increasing order)."""
 
     def __init__(self) -> None:
         self._by_frame: dict[int, QuotedPacket] = {}
         self._frames: list[int] = []
+        # frame -> the IKE message an error quotes whole, decoded (and decrypted) as tshark shows
+        # it; a cut-off quote's header is in ``InnerStore.quoted`` (tshark shows nothing more)
+        self._ike: dict[int, IkeMessage] = {}
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -128,6 +143,13 @@ class QuotedStore:
     def get(self, frame: int) -> QuotedPacket | None:
         return self._by_frame.get(frame)
 
+    def add_ike(self, frame: int, msg: IkeMessage) -> None:
+        self._ike[frame] = msg
+
+    def ike(self, frame: int) -> IkeMessage | None:
+        """The IKE message the error in ``frame`` quotes whole, or None."""
+        return self._ike.get(frame)
+
     def between(self, first: int, last: int) -> dict[int, QuotedPacket]:
         """The records of frames ``first``..``last`` (a display filter's window)."""
         fr = self._frames
@@ -141,3 +163,5 @@ class QuotedStore:
         for f in self._frames[:i]:
             del self._by_frame[f]
         del self._frames[:i]
+        for f in [f for f in self._ike if f < first_frame]:
+            del self._ike[f]

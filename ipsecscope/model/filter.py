@@ -115,7 +115,7 @@ FIELDS: dict[str, FieldDef] = dict([
     _f("isakmp.exchangetype", UINT, "exchange type (34 IKE_SA_INIT, 35 IKE_AUTH, 36 CREATE_CHILD_SA, "
                                     "37 INFORMATIONAL; IKEv1 2 Main, 4 Aggressive, 32 Quick, 5 Informational)"),
     _f("isakmp.messageid", UINT, "message ID"),
-    _f("isakmp.nextpayload", UINT, "next-payload field of the header or any payload (decrypted ones too)"),
+    _f("isakmp.nextpayload", UINT, "next-payload field of the header, any payload or SA proposal/transform (decrypted ones too)"),
     _f("isakmp.notify.msgtype", UINT, "notify message type of any Notify payload (decrypted ones too)"),
     _f("isakmp.version", UINT, "version octet (0x20 IKEv2, 0x10 IKEv1)"),
     _f("isakmp.flags", UINT, "header flags"),

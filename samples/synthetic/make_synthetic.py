@@ -34,6 +34,7 @@ from espgen import (  # noqa: E402
     integ_key_len,
     ip_packet,
     ipv4,
+    ipv6,
     key_sizes,
     tcp,
     udp,
@@ -252,7 +253,120 @@ def icmp_quoted(rng: random.Random) -> Capture:
     big6 = sent(c.esp(cbc6, 3, ipv4("10.50.2.1", "10.50.1.1", 1, icmp_echo(76, 9, bytes(1400))), 4))
     for cut in range(120, 1281, 96):
         error(r6, b6, 2, 0, big6[:cut - 48], mtu=1280)
+    # IPv6 packets carrying extension headers before ESP or UDP (RFC 8200 §4: hop-by-hop first,
+    # destination options, an atomic fragment header, RFC 8200 §4.5 / RFC 6946): an error quotes
+    # the chain too (RFC 4443 §2.4(c)), so the quote's ESP or UDP header sits behind it.
+    chains = ((0, 60, 44), (60,))
+    for i, chain in enumerate(chains):
+        n = esp_v6_ext(c, gcm6, 4 + i, ping(c, "fd00:50:1::1", "fd00:50:2::1", 77, i, size=40), 41, chain)
+        error(b6, a6, 1, 1, sent(n))  # whole: administratively prohibited
+        ext_len = len(ext_headers(chain, 50)[1])
+        for cut in (40 + ext_len - 4, 40 + ext_len + 6, 40 + ext_len + 36, 200):
+            error(r6, a6, 2, 0, sent(n)[:cut], mtu=1280)  # cut off in the chain, the ESP header, after
+        inner = ip_packet("fd00:50:1::5", "fd00:50:2::5", 17,
+                          udp("fd00:50:1::5", "fd00:50:2::5", 7100 + i, 5001, b"behind extension headers"))
+        n = esp_v6_ext(c, ctr6, 4 + i, inner, 41, chain, udp_encap=True)
+        error(b6, a6, 1, 4, sent(n))  # whole: port unreachable
+        error(r6, a6, 2, 0, sent(n)[:40 + ext_len + 8 + 20], mtu=1280)  # UDP, SPI, sequence, part of the IV
+    # IKE an error quotes (not sent in this capture): on UDP 500, on 4500 after the non-ESP marker
+    # (RFC 3948 §2.2), over IPv4 and over IPv6 behind extension headers; whole (port unreachable)
+    # and cut off in and after the header (fragmentation needed / packet too big).
+    for k, (msg, port) in enumerate(((ikev2_sa_init(c), 500), (ikev2_sk(c), 4500), (ikev1_main_mode(c), 500),
+                                     (ikev1_notify(c), 4500))):
+        data = (b"\0\0\0\0" if port == 4500 else b"") + msg
+        d4 = ipv4(a4, b4, 17, udp(a4, b4, port, port, data, checksum=False), ident=0x1E00 + k)
+        error(b4, a4, 3, 3, d4)
+        for cut in (27, 28, 40, len(msg) - 1):
+            error(r4, a4, 3, 4, d4[:28 + (port == 4500) * 4 + cut], mtu=1280)
+        first, hdrs = ext_headers((60,), 17)
+        d6 = ipv6(a6, b6, first, hdrs + udp(a6, b6, port, port, data))
+        error(b6, a6, 1, 4, d6)
+        error(r6, a6, 2, 0, d6[:40 + len(hdrs) + 8 + (port == 4500) * 4 + 30], mtu=1280)
     return c
+
+
+def _ike(spi_r: bytes, version: int, exch: int, flags: int, msg_id: int, chain: list[tuple[int, bytes]],
+         rng: random.Random) -> bytes:
+    """An IKE message (RFC 7296 §3.1 / RFC 2408 §3.1): header, then the payloads ``chain`` names
+    (type, body), each with its generic header (next payload, flags, length)."""
+    body = b""
+    for i, (_t, b) in enumerate(chain):
+        nxt = chain[i + 1][0] if i + 1 < len(chain) else 0
+        body += bytes((nxt, 0)) + (4 + len(b)).to_bytes(2, "big") + b
+    return (rng.randbytes(8) + spi_r + bytes((chain[0][0], version, exch, flags)) + msg_id.to_bytes(4, "big")
+            + (28 + len(body)).to_bytes(4, "big") + body)
+
+
+def _substructures(items: list[bytes], more: int) -> bytes:
+    """Proposals (more=2) or transforms (more=3): 0 on the last, ``more`` before (RFC 7296 §3.3)."""
+    return b"".join(bytes((more if i + 1 < len(items) else 0, 0)) + (4 + len(x)).to_bytes(2, "big") + x
+                    for i, x in enumerate(items))
+
+
+def ikev2_sa_init(c: Capture) -> bytes:
+    """IKE_SA_INIT request: SA (two proposals of three and four transforms), KE, Ni, two NAT
+    detection notifies, a vendor ID."""
+    def tr(t: int, i: int, attrs: bytes = b"") -> bytes:
+        return bytes((t, 0)) + i.to_bytes(2, "big") + attrs
+
+    keylen = bytes.fromhex("800e0100")  # Key Length 256 (TV attribute)
+    p1 = bytes((1, 1, 0, 3)) + _substructures([tr(1, 20, keylen), tr(2, 7), tr(4, 19)], 3)
+    p2 = bytes((2, 1, 0, 4)) + _substructures([tr(1, 12, keylen), tr(2, 5), tr(3, 12), tr(4, 14)], 3)
+    sa = _substructures([p1, p2], 2)
+    ke = (19).to_bytes(2, "big") + bytes(2) + c.rng.randbytes(64)
+    nat = [bytes((0, 0)) + t.to_bytes(2, "big") + c.rng.randbytes(20) for t in (16388, 16389)]
+    return _ike(bytes(8), 0x20, 34, 0x08, 0, [(33, sa), (34, ke), (40, c.rng.randbytes(32)), (41, nat[0]),
+                                              (41, nat[1]), (43, b"synthetic vendor id")], c.rng)
+
+
+def ikev2_sk(c: Capture) -> bytes:
+    """IKE_AUTH request: one SK payload (RFC 7296 §3.14) naming IDi first, keys not in the files."""
+    msg = _ike(c.rng.randbytes(8), 0x20, 35, 0x08, 1, [(46, c.rng.randbytes(16 + 96 + 16))], c.rng)
+    return msg[:28] + bytes((35,)) + msg[29:]  # the SK payload's next payload: the first inner one
+
+
+def ikev1_main_mode(c: Capture) -> bytes:
+    """IKEv1 Main Mode first message: SA (DOI 1, SIT_IDENTITY_ONLY, one proposal, two transforms
+    with attributes, RFC 2409 App. A), two vendor IDs."""
+    attrs = bytes.fromhex("800100078002000480030001800400" "0e800b0001000c000400007080")
+    t1 = bytes((1, 1, 0, 0)) + attrs
+    t2 = bytes((2, 1, 0, 0)) + attrs
+    prop = bytes((1, 1, 0, 2)) + _substructures([t1, t2], 3)
+    sa = (1).to_bytes(4, "big") + (1).to_bytes(4, "big") + _substructures([prop], 2)
+    return _ike(bytes(8), 0x10, 2, 0, 0, [(1, sa), (13, c.rng.randbytes(16)), (13, c.rng.randbytes(16))], c.rng)
+
+
+def ikev1_notify(c: Capture) -> bytes:
+    """IKEv1 Informational in clear: a Notify INVALID-PAYLOAD-TYPE (RFC 2408 §3.14, type 1)."""
+    n = (1).to_bytes(4, "big") + bytes((1, 0)) + (1).to_bytes(2, "big")
+    return _ike(c.rng.randbytes(8), 0x10, 5, 0, 0x1234, [(11, n)], c.rng)
+
+
+def ext_headers(chain: tuple[int, ...], last: int) -> tuple[int, bytes]:
+    """(the IPv6 header's next header, the extension headers ``chain`` names in order, the last
+    one's next header ``last``): hop-by-hop/destination options of 8 and 16 octets of PadN
+    (RFC 8200 §4.2-4.6), an atomic fragment header (offset 0, M=0)."""
+    out = b""
+    for i, kind in enumerate(chain):
+        nxt = chain[i + 1] if i + 1 < len(chain) else last
+        if kind == 44:
+            out += bytes((nxt, 0, 0, 0)) + (0x5A5A0001 + i).to_bytes(4, "big")
+        elif kind == 0:
+            out += bytes((nxt, 0, 1, 4, 0, 0, 0, 0))
+        else:
+            out += bytes((nxt, 1, 1, 12)) + bytes(12)
+    return (chain[0] if chain else last), out
+
+
+def esp_v6_ext(c: Capture, sa: Sa, seq: int, inner: bytes, nh: int, chain: tuple[int, ...],
+               udp_encap: bool = False) -> int:
+    """An ESP packet over IPv6 (raw, or in UDP 4500) with extension headers ``chain`` before it."""
+    esp = esp_encrypt(sa, seq, inner, nh, c.rng.randbytes(16))
+    body = udp(sa.src, sa.dst, 4500, 4500, esp) if udp_encap else esp
+    first, hdrs = ext_headers(chain, 17 if udp_encap else 50)
+    return c.add(ether(ipv6(sa.src, sa.dst, first, hdrs + body), True), {
+        "spi": sa.spi, "seq": seq, "inner": inner.hex(), "next_header": nh, "status": "ok", "esn_hi": 0,
+        "udp_encap": udp_encap})
 
 
 BUILDERS = (esn_wrap, aead, cbc_ctr_hmac, ipv6_transport_natt, icmp_quoted)
