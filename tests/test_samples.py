@@ -29,16 +29,16 @@ SAMPLE_NAMES = ["healthy-gcm", "cbc-sha2-pfs", "proposal-mismatch", "ike-proposa
                 "ts-mismatch", "psk-mismatch", "dh-retry", "dead-peer", "ikev1-dead-peer",
                 "nat-napt", "mtu-small-link", "esp-oneway-drop", "peer-restart", "redirect",
                 "ike-frag-cert", "ike-frag-untrusted", "path-impairments", "nat-rebind",
-                "esp-rejected"]
+                "esp-rejected", "ikev1-nat-rebind"]
 NO_IKE_SA = {"ike-proposal-mismatch"}  # fails in IKE_SA_INIT: no keys, nothing encrypted
-IKEV1 = {"ikev1-dead-peer"}  # no SK payloads: encrypted IKEv1 messages, keys in ikev1_decryption_table
+IKEV1 = {"ikev1-dead-peer", "ikev1-nat-rebind"}  # no SK payloads: encrypted IKEv1 messages, keys in ikev1_decryption_table
 SK = "46"  # IKEv2 Encrypted and Authenticated payload
 NOTIFY_CODES = {"NO_PROPOSAL_CHOSEN": "14", "TS_UNACCEPTABLE": "38",
                 "AUTHENTICATION_FAILED": "24", "INVALID_KE_PAYLOAD": "17"}
 EXCH = {34: "IKE_SA_INIT", 35: "IKE_AUTH", 36: "CREATE_CHILD_SA", 37: "INFORMATIONAL"}
 
 # Peers whose logs name a private address the capture never shows (the NAPT rewrote it).
-NATED = {"nat-napt", "nat-rebind"}
+NATED = {"nat-napt", "nat-rebind", "ikev1-nat-rebind"}
 # Inner packets bigger than the TUN MTU travel as inner IP fragments: not every ESP packet holds
 # a whole ICMP message (tshark reassembles the inner fragments at the last one).
 INNER_FRAGMENTS = {"mtu-small-link"}

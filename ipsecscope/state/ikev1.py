@@ -112,9 +112,11 @@ def on_ikev1(book: Book, msg: IkeMessage) -> None:
     sa = _ike_sa(book, msg)
     sa.frames.append(msg.frame)
     h = msg.header
-    if 4500 in (msg.sport, msg.dport):
-        sa.nat_t = True
     x, is_response, retrans = _exchange(book, sa, msg)
+    if 4500 in (msg.sport, msg.dport):
+        if not sa.nat_t:
+            sa.nat_t, sa.natt_frame = True, msg.frame
+        _nat_t_endpoints(book, sa, msg, is_response)
     if retrans:
         return
     book.note_key(sa, msg)
@@ -130,6 +132,36 @@ def on_ikev1(book: Book, msg: IkeMessage) -> None:
         _informational(book, sa, msg, x)
     elif ex == Ikev1Exchange.TRANSACTION:
         x.summary = x.summary or "Transaction (Mode Config / XAUTH)"
+
+
+def _sender_role(sa: IkeSa, msg: IkeMessage) -> str | None:
+    """Which peer of ``sa`` sent ``msg``. IKEv1 headers have no I flag (RFC 2408 §3.1): by address,
+    and when a NAT gave the sender a new address, by the peer it was sent to (only one of the two
+    moves in a rebinding)."""
+    if msg.src == sa.initiator or msg.dst == sa.responder != msg.src:
+        return "initiator"
+    if msg.src == sa.responder or msg.dst == sa.initiator:
+        return "responder"
+    return None
+
+
+def _nat_t_endpoints(book: Book, sa: IkeSa, msg: IkeMessage, is_response: bool) -> None:
+    """IKEv1 NAT-T (RFC 3947): once on UDP 4500, the port each peer sends IKE from is its NAT-T
+    endpoint (with ESP in UDP from the same port, RFC 3948), and a change of it with the cookies
+    kept is a NAT rebinding (state/nat.py), as IKEv2's (RFC 7296 §2.23). A request sent to the
+    moved peer's new endpoint is the other peer following it; an answer goes back wherever its
+    request came from, so it does not count."""
+    ex = msg.header.exchange
+    name = "IKE " + (f"{_MODES[ex]} Mode" if ex in _MODES else _V1_NAMES.get(ex, f"exchange {ex}"))
+    role = _sender_role(sa, msg)
+    if role is not None:
+        book.nat.source(sa, sa.key, role, msg.src, msg.sport, msg.ts, msg.frame, name)
+    if not is_response and book.nat.watching:
+        book.nat.destination(msg.dst, msg.dport, msg.ts, msg.frame, name)
+
+
+_V1_NAMES = {Ikev1Exchange.QUICK_MODE: "Quick Mode", Ikev1Exchange.INFORMATIONAL: "Informational",
+             Ikev1Exchange.TRANSACTION: "Transaction"}
 
 
 def _phase1(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: bool) -> None:

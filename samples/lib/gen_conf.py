@@ -192,6 +192,16 @@ def scenarios() -> dict[str, dict[str, str]]:
                       "right", gcm_ike, {"net": net("right", "aes256gcm16")}, conn="rebind",
                       remote_addrs="%any", encap=False),
     }
+    out["ikev1-nat-rebind"] = {
+        "left": conf("ikev1-nat-rebind: IKEv1 initiator behind a NAPT (NAT-T, RFC 3947) whose mapping is "
+                     "dropped mid-tunnel (new source port); DPD 2 s", "left", cbc_ike,
+                     {"net": net("left", "aes256gcm16")}, conn="rebind1", local_addrs="10.0.0.1", encap=False,
+                     extra=dpd, version=1),
+        "right": conf("ikev1-nat-rebind: IKEv1 responder on the public side; it follows the new port "
+                      "(RFC 3947 §4: the latest authenticated source)", "right", cbc_ike,
+                      {"net": net("right", "aes256gcm16")}, conn="rebind1", remote_addrs="%any", encap=False,
+                      version=1),
+    }
     out["mtu-small-link"] = {
         side: conf("mtu-small-link: a 1280-byte link on the routed path, large pings",
                    side, gcm_ike, {"net": net(side, "aes256gcm16")}, conn="mtu")

@@ -189,6 +189,29 @@ def nat_rebind(pair: StrongswanPair) -> None:
     pair.terminate_ike("rebind")
 
 
+def ikev1_nat_rebind(pair: StrongswanPair) -> None:
+    """nat_rebind for IKEv1: Main Mode on 500 finds the NAPT (NAT-D, RFC 3947 §3.2) and floats to
+    4500; Quick Mode and ESP in UDP 4500 (RFC 3948) follow. Then the NAPT drops its mappings."""
+    assert isinstance(pair, RoutedPair)
+    pair.initiate("net", ike="rebind1")
+    pair.ping(3)
+    log = ["# conntrack -L -p udp before the rebinding (router namespace)",
+           pair.exec_router("conntrack", "-L", "-p", "udp").stdout.strip()]
+    pair.nft(*REBIND_NAT)
+    flushed = pair.exec_router("conntrack", "-D", "-p", "udp", check=False)
+    log += [f"# {time.time():.6f} nft: masquerade UDP to :41000-41999; conntrack -D -p udp",
+            (flushed.stdout + flushed.stderr).strip()]
+    pair.ping(3, check=False)             # out via the new port; replies go to the stale mapping
+    if not pair.wait_log("left", "sending DPD request", timeout=15):
+        raise PeerError("ikev1-nat-rebind: no DPD after the NAT mapping changed")
+    settle(pair, 1.5)
+    pair.ping(3, check=False)             # answered again once the responder follows the new port
+    log += ["# conntrack -L -p udp after the rebinding",
+            pair.exec_router("conntrack", "-L", "-p", "udp").stdout.strip()]
+    (pair.workdir / "path.log").write_text("\n".join(log) + "\n")
+    pair.terminate_ike("rebind1")
+
+
 def mtu_small_link(pair: StrongswanPair) -> None:
     pair.initiate("net", ike="mtu")
     pair.ping(2)
@@ -326,6 +349,7 @@ CREDS: dict[str, dict[str, dict[str, Path]]] = {
 PATHS: dict[str, dict[str, object]] = {
     "nat-napt": {"mode": "nat", "capture_at": "wan", "charon_extra": "keep_alive = 1s"},
     "nat-rebind": {"mode": "nat", "capture_at": "wan"},
+    "ikev1-nat-rebind": {"mode": "nat", "capture_at": "wan"},
     "mtu-small-link": {"mode": "route", "capture_at": "lan", "mtu_wan": 1280},
     "esp-oneway-drop": {"mode": "route", "capture_at": "lan"},
     "path-impairments": {"mode": "bridge", "capture_at": "wan"},
@@ -343,6 +367,7 @@ SCENARIOS: dict[str, Callable[[StrongswanPair], None]] = {
     "ikev1-dead-peer": ikev1_dead_peer,
     "nat-napt": nat_napt,
     "nat-rebind": nat_rebind,
+    "ikev1-nat-rebind": ikev1_nat_rebind,
     "mtu-small-link": mtu_small_link,
     "esp-oneway-drop": esp_oneway_drop,
     "esp-rejected": esp_rejected,

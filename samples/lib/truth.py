@@ -210,6 +210,15 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "problems": [],
         "keys_across_nat": {"log": "charon-left.log", "logged": "10.0.0.1", "wire": "198.18.0.1"},
     },
+    "ikev1-nat-rebind": {
+        "summary": "IKEv1 with NAT-T (RFC 3947): Main Mode finds the NAPT in front of the initiator (NAT-D) "
+                   "and floats to 4500 at its 5th message; mid-tunnel the NAPT drops its mappings (new "
+                   "port range, conntrack -D): the initiator's ESP in UDP and DPD leave from a new public "
+                   "port with the same SPIs and cookies; the responder's ESP goes to the old port (ICMP "
+                   "port unreachable from the NAT) until the DPD from the new port tells it",
+        "problems": [],
+        "keys_across_nat": {"log": "charon-left.log", "logged": "10.0.0.1", "wire": "198.18.0.1"},
+    },
     "nat-napt": {
         "summary": "a healthy tunnel through a real NAPT: the initiator (10.0.0.1) is behind "
                    "it, the capture is on the public side (198.18.0.1 <-> 198.18.0.2); NAT-T "
@@ -229,7 +238,7 @@ PEERS: dict[str, dict[str, dict[str, str]]] = {
                           "inner": "10.1.0.0/24", "behind": "NAPT 10.0.0.254 / 198.18.0.1"},
                  "right": {"outer": "198.18.0.2", "role": "responder", "inner": "10.2.0.0/24"}},
 }
-PEERS["nat-rebind"] = PEERS["nat-napt"]
+PEERS["nat-rebind"] = PEERS["ikev1-nat-rebind"] = PEERS["nat-napt"]
 DEFAULT_PEERS = {"left": {"outer": "198.18.0.1", "role": "initiator", "inner": "10.1.0.0/24"},
                  "right": {"outer": "198.18.0.2", "role": "responder", "inner": "10.2.0.0/24"}}
 RECEIVED = re.compile(r"received packet: from (?P<src>[\d.]+)\[(?P<sport>\d+)\] to "
@@ -291,6 +300,25 @@ def _nat_rebind(lines: Lines, ike: list[dict[str, Any]], child: list[dict[str, A
         "ike_sa_count": len(ike), "child_sa_generations": len(child), "responder_rekeyed_child": bool(rekeyed),
         "not_reported": ["ESP-ONE-WAY", "ESP-RETURN-STOPPED", "IKE-DEAD-PEER", "IKE-PEER-RESTARTED"],
         "max_severity": "info"}
+
+
+def _ikev1_nat_rebind(lines: Lines, ike: list[dict[str, Any]], child: list[dict[str, Any]],
+                      sample: Path) -> dict[str, Any]:
+    """As nat-rebind, for IKEv1: the same router and responder logs. strongSwan's IKEv1 responder,
+    once it follows the new endpoint, sets the CHILD SA up again with a Quick Mode of its own
+    (kernel-libipsec cannot move an installed SA to a new port)."""
+    out = _nat_rebind(lines, ike, child, sample)
+    f = out["findings"][0]
+    f["float"] = "500 -> 4500 in Main Mode (its 5th message, RFC 3947 §4)"
+    f["note"] = ("kernel-libipsec cannot move an installed SA to a new port: after following the new "
+                 "endpoint the responder sets the CHILD SA up again (a Quick Mode it initiates to the new port)")
+    out.pop("responder_rekeyed_child", None)
+    # charon_keys reads IKEv2 SAs only: the IKEv1 SAs are the initiator's "established" lines
+    out["ike_sa_count"] = sum("] established between" in msg for _t, _i, msg in lines["left"])
+    out["responder_quick_mode_after"] = any(
+        "generating QUICK_MODE request" in msg for t, _i, msg in lines["right"]
+        if t >= f["rebinding"]["responder_followed_log"]["time"])
+    return out
 
 
 def _mtu(_lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any]], _sample: Path) -> dict[str, Any]:
@@ -376,7 +404,8 @@ def _impair(_lines: Lines, _ike: list[dict[str, Any]], child: list[dict[str, Any
 
 
 # Facts derived from the logs (ports, SPIs, counts that change on every regeneration).
-DERIVED = {"path-impairments": _impair, "nat-napt": _nat_napt, "nat-rebind": _nat_rebind, "mtu-small-link": _mtu,
+DERIVED = {"path-impairments": _impair, "nat-napt": _nat_napt, "nat-rebind": _nat_rebind,
+           "ikev1-nat-rebind": _ikev1_nat_rebind, "mtu-small-link": _mtu,
            "esp-oneway-drop": _oneway, "esp-rejected": _rejected, "peer-restart": _restart, "redirect": _redirect}
 
 

@@ -56,6 +56,10 @@ def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
     mism = set(sa.nat_mismatch)
     out = []
     xs = [x for x in sa.exchanges if x.request_frames]
+    # IKEv1 NAT-D payloads (RFC 3947 §3.2) say the same as IKEv2's NAT_DETECTION_* notifies
+    src_hash, dst_hash = (("NAT_DETECTION_SOURCE_IP", "NAT_DETECTION_DESTINATION_IP") if sa.version == 2
+                          else ("NAT-D hash of its own address", "NAT-D hash"))
+    first_msg = "IKE_SA_INIT" if sa.version == 2 else f"first {sa.mode or 'phase 1'} Mode message"
     for addr, role in ((sa.initiator, "initiator"), (sa.responder, "responder")):
         other = other_peer(sa, addr)
         s = NatSide(addr, role, ("source", addr) in mism, ("destination", other) in mism)
@@ -70,11 +74,11 @@ def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
                     s.ports.append((p, x.request_frames[0]))
         s.keepalives = table.keepalives.get((addr, other), 0)  # counted by the tracker (state/)
         if s.other_destination_fails:
-            s.evidence.append(f"{other}'s NAT_DETECTION_DESTINATION_IP does not match {addr} as captured: the "
+            s.evidence.append(f"{other}'s {dst_hash} does not match {addr} as captured: the "
                               "capture was taken behind that NAT")
         if s.own_source_fails:
             if s.first_port not in (500, 4500, 0):
-                s.evidence.append(f"its IKE_SA_INIT arrives from port {s.first_port}, not 500: a NAPT rewrote it")
+                s.evidence.append(f"its {first_msg} arrives from port {s.first_port}, not 500: a NAPT rewrote it")
             elif s.natt_port not in (4500, 0):
                 s.evidence.append(f"after the float its port is {s.natt_port}, not 4500: a NAPT rewrote it")
             if s.keepalives:
@@ -103,8 +107,11 @@ def nat_phrase(table: SaTable, sa: IkeSa) -> str:
     return "; ".join(parts) or "none"
 
 
-def _rebinding_text(rb: NatRebinding, ctx: RuleContext) -> str:
-    """One NAT rebinding (state/nat.py) in words: who moved where, when, and whether the other peer followed."""
+def _rebinding_text(rb: NatRebinding, ctx: RuleContext, version: int = 2) -> str:
+    """One NAT rebinding (state/nat.py) in words: who moved where, when, and whether the other peer
+    followed. IKEv2 peers follow the latest authenticated source (RFC 7296 §2.23); IKEv1 NAT-T
+    peers the port the other's latest IKE/ESP comes from (RFC 3947 §4, RFC 3948)."""
+    ref = "RFC 7296 §2.23" if version == 2 else "IKEv1 NAT-T, RFC 3947 §4"
     old, new = endpoint_text(rb.old_addr, rb.old_port), endpoint_text(rb.new_addr, rb.new_port)
     what = "address and port" if rb.old_addr != rb.new_addr else "port"
     text = (f"NAT rebinding: the {rb.peer}'s {what} changed in the middle of the SA, {old} -> {new}, first seen at "
@@ -113,10 +120,10 @@ def _rebinding_text(rb: NatRebinding, ctx: RuleContext) -> str:
     stale = (f" {rb.to_old} packet(s) still went to the old {old} meanwhile (frames "
              f"{', '.join(map(str, rb.to_old_frames))}), lost in the NAT." if rb.to_old else "")
     if rb.followed_ts is not None:
-        return (text + f" The other peer followed (RFC 7296 §2.23) {rb.followed_ts - rb.ts:.1f} s later: its first "
+        return (text + f" The other peer followed ({ref}) {rb.followed_ts - rb.ts:.1f} s later: its first "
                 f"packet to {new} was frame {rb.followed_frame} ({rb.followed_in})." + stale)
     return (text + f" The other peer never sent to {new} in the capture: it must move there on the next "
-            "authenticated message from it (RFC 7296 §2.23), or its traffic keeps going to the stale mapping." + stale)
+            f"authenticated message from it ({ref}), or its traffic keeps going to the stale mapping." + stale)
 
 
 def _unfollowed(rbs: list[NatRebinding]) -> bool:
@@ -143,17 +150,24 @@ def r_nat(table: SaTable, ctx: RuleContext):
                 where = ("the capture was taken behind its NAT, so the address the other peer sees is not "
                          "visible here")
             parts.append(f"The {s.role} {s.addr} is behind a NAT: {'; '.join(s.evidence)}. {where[0].upper()}{where[1:]}.")
+        own_hash = "NAT_DETECTION_SOURCE_IP" if sa.version == 2 else "NAT-D hash of its own address (RFC 3947 §3.2)"
         for s in forced:
-            parts.append(f"The {s.role} {s.addr}'s NAT_DETECTION_SOURCE_IP does not match the capture, but nothing "
+            parts.append(f"The {s.role} {s.addr}'s {own_hash} does not match the capture, but nothing "
                          f"else says it is translated (port {s.first_port}, no keepalives from it, "
                          f"{other_peer(sa, s.addr)}'s destination hash for it matches): it forces UDP "
                          "encapsulation (strongSwan encap = yes and kernel-libipsec send a deliberately wrong "
                          "source hash) — or sits behind a NAT that keeps its ports.")
         x4500 = next((x for x in sa.exchanges if 4500 in (x.requester_port, x.responder_port) and x.request_frames), None)
+        float_frame = x4500.request_frames[0] if x4500 is not None else None
+        if sa.version == 1 and sa.natt_frame is not None:
+            # IKEv1 floats inside phase 1 (RFC 3947 §4: from Main Mode's 5th message, or Aggressive
+            # Mode's 3rd), not at an exchange boundary as IKEv2 does at IKE_AUTH
+            x4500 = next((x for x in sa.exchanges if sa.natt_frame in (*x.request_frames, *x.response_frames)), x4500)
+            float_frame = sa.natt_frame
         if x4500 is not None:
             parts.append(f"IKE floated from UDP 500 to 4500 in {exchange_label(x4500, sa.version)} (frame "
-                         f"{x4500.request_frames[0]}) and ESP is UDP-encapsulated (RFC 3948).")
-        parts += [_rebinding_text(rb, ctx) for rb in sa.nat_rebindings]
+                         f"{float_frame}) and ESP is UDP-encapsulated (RFC 3948).")
+        parts += [_rebinding_text(rb, ctx, sa.version) for rb in sa.nat_rebindings]
         if natted:
             title = "NAT detected: " + " and ".join(
                 f"{s.role} {s.addr} is behind a NAT" + (f" (seen as {s.addr}:{s.first_port})" if s.own_source_fails else "")
@@ -172,7 +186,7 @@ def r_nat(table: SaTable, ctx: RuleContext):
         yield Finding(
             code="IKE-NAT-DETECTED", severity=Severity.WARNING if bad else Severity.INFO, title=title,
             explanation=" ".join(parts),
-            frames=frames_of(frames, [x4500.request_frames[0]] if x4500 is not None else (),
+            frames=frames_of(frames, [float_frame] if float_frame is not None else (),
                              *_rebinding_frames(sa.nat_rebindings)), sa=sa.key,
             hint=_REBIND_HINT if bad else "Nothing to fix if the tunnel works; UDP 4500 must stay open and NAT "
             "keepalives keep the mapping alive." if natted or sa.nat_rebindings else
