@@ -382,3 +382,61 @@ def test_stats_tab_and_follow_in_a_real_80x24_terminal() -> None:
         t.wait_for(lambda s: f"filter: {want}/34" in s)
         t.send("q")
         t.wait_for("[exited 0]")
+
+
+BIN = re.compile(r"▲ (?P<t0>[\d.]+)–(?P<t1>[\d.]+)s \((?:bin (?P<a>\d+)|bins (?P<a2>\d+)–(?P<b>\d+)) of ")
+
+
+@pytest.mark.parametrize("name", ["healthy-gcm", "path-impairments", "nat-napt"])
+@sync
+async def test_io_graph_cursor_shows_each_bins_exact_counts_at_80x24(name: str) -> None:
+    """At 80x24 with the SA tree open the graph is narrower than its bins: adjacent bins share a
+    column, and a bar's height cannot be read as a number. A person tabs to the graph and walks
+    its columns with ←/→ (Home first): each SA row then ends with the exact packet count of the
+    column under the cursor, and the line under the axis says which bins (and seconds) that is.
+    Read off the screen, every column's numbers are the sums of `stats --json`'s io bins, and all
+    columns together count every packet once."""
+    cap, keys = SAMPLES / name / "capture.pcapng", SAMPLES / name / "keys"
+    doc = stats_json(cap, keys)
+    app = create_app(cap, [keys])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("5")
+        await loaded(pilot)
+        graph = app.query_one(IoGraph)
+        n = max(len(f["io"]) for f in doc["flows"])
+        assert n > graph.size.width - LABEL_W - 1 - PEAK_W, "bins are merged at this width (else nothing to read)"
+        while app.focused is not graph:  # the graph is a Tab stop before the tables
+            await pilot.press("shift+tab")
+        await pilot.press("home")
+        await pilot.pause()
+        footer = {b.binding.key_display for b in app.screen.active_bindings.values() if b.binding.show}
+        assert "←→" in footer
+        counted = {f["key"]: 0 for f in doc["flows"]}
+        seen_bins: list[tuple[int, int]] = []
+        while True:
+            lines = [line.partition("▕")[2] for line in screen_lines(app)]
+            m = next(BIN.search(line) for line in lines if BIN.search(line))
+            a = int(m["a"] if m["a"] is not None else m["a2"])
+            b = a + 1 if m["a"] is not None else int(m["b"]) + 1
+            if seen_bins and (a, b) == seen_bins[-1]:
+                break  # → at the last column changes nothing
+            assert not seen_bins or a == seen_bins[-1][1], "the columns cover the bins in order, none skipped"
+            seen_bins.append((a, b))
+            assert float(m["t0"]) == pytest.approx(a * doc["interval"]) and float(m["t1"]) == pytest.approx(
+                b * doc["interval"])
+            for f in doc["flows"]:
+                label = f"#{f['child_sa']}"
+                row = next(line for line in lines if line.startswith(f" {label:<3} {f['spi'][2:]} "))
+                shown = int(row.split()[-1])
+                assert shown == sum(f["io"][a:b]), (f["key"], a, b, row)
+                counted[f["key"]] += shown
+            await pilot.press("right")
+            await pilot.pause()
+        assert seen_bins[0][0] == 0 and seen_bins[-1][1] == n
+        assert counted == {f["key"]: sum(f["io"]) for f in doc["flows"]}
+        assert all(sum(f["io"]) == f["packets"] for f in doc["flows"])
+        # away from the graph, its rows show each SA's peak rate again and the bin line goes
+        await pilot.press("tab")
+        await pilot.pause()
+        assert not any(BIN.search(line) for line in screen_lines(app))

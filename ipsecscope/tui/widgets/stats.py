@@ -11,7 +11,8 @@ At 80 columns (an SSH session, the SA tree open) the tables are wider than the t
 short headers below :data:`COMPACT_BELOW` cells and show whole columns only, the first (which SA,
 which conversation) always; ←/→ move the others a column at a time, the first header's ◂ ▸ say
 which way more are, and the footer shows "←→ Columns" while any is hidden. The IO graph's
-legend wraps in whole pieces instead of being cut.
+legend wraps in whole pieces instead of being cut, and its bins, merged at that width, are read
+exactly with its cursor (Tab to the graph, ←/→: the packets of each SA in that column).
 """
 
 from __future__ import annotations
@@ -72,6 +73,17 @@ def rebin(io: Sequence[int], interval: float, width: int) -> tuple[list[float], 
     return [io[x * n // width] / interval for x in range(width)], interval * n / width, interval
 
 
+def column_bins(n: int, width: int) -> list[tuple[int, int]]:
+    """The bins ``[first, last)`` each column of :func:`rebin` covers (``n`` bins, ``width``
+    columns): ``k`` adjacent ones when they are merged, else the one bin the column draws."""
+    if n == 0 or width <= 0:
+        return []
+    if n > width:
+        k = -(-n // width)
+        return [(i, min(i + k, n)) for i in range(0, n, k)]
+    return [(x * n // width, x * n // width + 1) for x in range(width)]
+
+
 def bars(values: Sequence[float]) -> str:
     """One block character per value, scaled to the row's peak (any packet shows at least ▁)."""
     top = max(values, default=0.0)
@@ -92,13 +104,29 @@ def _ep(addr: str, port: int | None) -> str:
 
 class IoGraph(Widget):
     """Packets/s per SA (one ESP/AH direction) on the capture's time axis: a row of block
-    characters per SA, scaled to its own peak (written at the right), and the axis below."""
+    characters per SA, scaled to its own peak (written at the right), and the axis below.
 
-    DEFAULT_CSS = "IoGraph { height: auto; }"
+    Below ~120 columns adjacent bins share a column and a bar's height says little: focused
+    (Tab, or a click), a cursor column shows, ←/→ (Home/End) move it, and each SA row's number
+    at the right becomes the exact count of packets in that column, the line under the axis its
+    time span and which bins it sums."""
+
+    DEFAULT_CSS = """
+    IoGraph { height: auto; }
+    IoGraph:focus { background: $boost; }
+    """
+    can_focus = True
+    BINDINGS = [
+        Binding("right", "bin(1)", "Bin", key_display="←→"),
+        Binding("left", "bin(-1)", "Bin", show=False),
+        Binding("home", "bin_edge(0)", "First bin", show=False),
+        Binding("end", "bin_edge(1)", "Last bin", show=False),
+    ]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.stats: Stats | None = None
+        self.cursor: int | None = None  # the column the exact counts are shown for (while focused)
 
     def set_stats(self, st: Stats) -> None:
         self.stats = st
@@ -107,7 +135,61 @@ class IoGraph(Widget):
     def get_content_height(self, container, viewport, width: int) -> int:
         if self.stats is None or not self.stats.flows:
             return 1
-        return len(self.stats.flows) + len(self.legend(width)) + 1
+        return len(self.stats.flows) + len(self.legend(width)) + 1 + (self.cursor is not None and self.has_focus)
+
+    # ---- the cursor --------------------------------------------------------------------------------
+    def _graph_w(self, width: int) -> int:
+        return max(1, width - LABEL_W - 1 - PEAK_W)
+
+    def _spans(self, width: int) -> list[tuple[int, int]]:
+        """The bins under each column, for the longest IO series (all flows share the time axis)."""
+        st = self.stats
+        n = max((len(f.io) for f in st.flows), default=0) if st is not None else 0
+        return column_bins(n, self._graph_w(width))
+
+    def on_focus(self) -> None:
+        spans = self._spans(self.size.width)
+        if self.cursor is None and spans and self.stats is not None:
+            # start where the most packets are: the column a person looks at first
+            totals = [sum(sum(f.io[a:b]) for f in self.stats.flows) for a, b in spans]
+            self.cursor = max(range(len(spans)), key=totals.__getitem__)
+        self.refresh(layout=True)
+
+    def on_blur(self) -> None:
+        self.refresh(layout=True)
+
+    def on_resize(self) -> None:
+        if self.cursor is not None:  # another width merges the bins otherwise: keep it on the graph
+            self.cursor = min(self.cursor, max(0, len(self._spans(self.size.width)) - 1))
+
+    def action_bin(self, step: int) -> None:
+        ncols = len(self._spans(self.size.width))
+        if ncols:
+            self.cursor = max(0, min(ncols - 1, (self.cursor or 0) + step))
+            self.refresh()
+
+    def action_bin_edge(self, end: int) -> None:
+        ncols = len(self._spans(self.size.width))
+        if ncols:
+            self.cursor = ncols - 1 if end else 0
+            self.refresh()
+
+    def readout(self, width: int) -> Text | None:
+        """The cursor column's time span and the bins it sums (under the axis, while focused)."""
+        st = self.stats
+        spans = self._spans(width)
+        if st is None or self.cursor is None or not self.has_focus or not spans:
+            return None
+        a, b = spans[min(self.cursor, len(spans) - 1)]
+        bins = f"bin {a}" if b - a == 1 else f"bins {a}–{b - 1}"
+        parts = [Text.assemble(("▲ ", "bold"), (f"{a * st.interval:.3g}–{b * st.interval:.3g}s", "bold")),
+                 Text(f" ({bins} of {st.interval:.3g}s)"), Text(" · packets in it at right"),
+                 Text("   ←→ Home End", "dim")]
+        out = parts[0]
+        for p in parts[1:]:
+            if out.cell_len + p.cell_len <= width:
+                out = out + p
+        return out
 
     def legend(self, width: int) -> list[Text]:
         """What the graph shows, in whole pieces per line (a narrow screen gets two lines, none cut)."""
@@ -137,17 +219,31 @@ class IoGraph(Widget):
             return [Text("")]
         if not st.flows:
             return [Text("IO graph: no ESP or AH traffic in this capture.", "dim")]
-        graph_w = max(1, width - LABEL_W - 1 - PEAK_W)
+        graph_w = self._graph_w(width)
         out = self.legend(width)
         step = st.interval
+        at = self.cursor if self.has_focus else None
         for f in st.flows:
             cols, step, _ = rebin(f.io, st.interval, graph_w)
             child = f"#{f.child_sa}" if f.child_sa is not None else "-"
             line = Text(f"{child:<3} {f.spi:08x}"[:LABEL_W].ljust(LABEL_W) + " ", "bold" if f.packets else "dim")
-            line.append(bars(cols).ljust(graph_w), "green" if f.protocol == "ESP" else "magenta")
-            line.append(f"{fmt_rate(max(cols, default=0.0)):>{PEAK_W - 2}}/s", "dim")
+            style = "green" if f.protocol == "ESP" else "magenta"
+            drawn = bars(cols).ljust(graph_w)
+            if at is None or not cols:
+                line.append(drawn, style)
+                line.append(f"{fmt_rate(max(cols, default=0.0)):>{PEAK_W - 2}}/s", "dim")
+            else:
+                x = min(at, len(cols) - 1)
+                a, b = column_bins(len(f.io), graph_w)[x]
+                line.append(drawn[:x], style)
+                line.append(drawn[x] if drawn[x] != " " else "·", f"reverse {style}")
+                line.append(drawn[x + 1:], style)
+                line.append(f"{sum(f.io[a:b]):>{PEAK_W}}", "bold")
             out.append(line)
         out.append(self._axis(len(cols), graph_w, step))
+        readout = self.readout(width)
+        if readout is not None:
+            out.append(Text(" " * (LABEL_W + 1)) + readout if readout.cell_len + LABEL_W + 1 <= width else readout)
         return out
 
     @staticmethod
