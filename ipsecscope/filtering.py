@@ -711,15 +711,20 @@ def quoted_ike_field(data: bytes, sub: str, msg: IkeMessage | None = None) -> li
             ptype, off = data[off], off + plen
         for p in msg.payloads:
             _sa_substructures(p, vals)
-        inner = list(msg.inner)
-        for i, p in enumerate(inner):
-            vals.append(inner[i + 1].type if i + 1 < len(inner) else 0)
-            _sa_substructures(p, vals)
+        _inner_chain(msg, vals)
         return vals
     if sub == "notify.msgtype":
         return ike_field(msg, sub) if full and msg is not None else []
     return {"ispi": [spi_i], "rspi": [spi_r], "exchangetype": [exch], "messageid": [msg_id], "version": [ver],
             "flags": [flags], "length": [length] if full else []}.get(sub, [])
+
+
+def _inner_chain(msg: IkeMessage, vals: list) -> None:
+    """The next-payload fields of a decrypted SK payload's chain (0 ending it), SA substructures too."""
+    inner = list(msg.inner)
+    for i, p in enumerate(inner):
+        vals.append(inner[i + 1].type if i + 1 < len(inner) else 0)
+        _sa_substructures(p, vals)
 
 
 def _sa_substructures(p, vals: list) -> None:
@@ -761,10 +766,7 @@ def ike_field(msg: IkeMessage, sub: str) -> list:
             else:
                 vals.append(chain[i + 1].type if i + 1 < len(chain) else 0)
                 _sa_substructures(p, vals)
-        inner = list(msg.inner)
-        for i, p in enumerate(inner):
-            vals.append(inner[i + 1].type if i + 1 < len(inner) else 0)
-            _sa_substructures(p, vals)
+        _inner_chain(msg, vals)
         return vals
     if sub == "notify.msgtype":
         return [p.notify_type for p in (*msg.payloads, *msg.inner) if isinstance(p, NotifyPayload)]

@@ -164,52 +164,43 @@ REBIND_NAT = ("flush chain ip nat postrouting",
               "add rule ip nat postrouting oifname \"wan\" ip saddr 10.0.0.0/24 masquerade")
 
 
-def nat_rebind(pair: StrongswanPair) -> None:
-    assert isinstance(pair, RoutedPair)
-    pair.initiate("net", ike="rebind")    # IKE_SA_INIT on 500, IKE_AUTH and ESP on 4500 via the NAPT
+def _nat_drops_mappings(pair: RoutedPair, conn: str, scenario: str) -> None:
+    """Tunnel up, pings, then the NAT forgets its mappings (a reboot, a timeout, a CGN
+    re-balancing): new port range, UDP conntrack entries deleted. The initiator's next packet gets
+    a new public port; the responder keeps sending to the old one until an authenticated IKE
+    message from the new one tells it: here the initiator's DPD, sent because nothing comes back.
+    path.log keeps the router's conntrack view before and after."""
+    pair.initiate("net", ike=conn)
     pair.ping(3)
     log = ["# conntrack -L -p udp before the rebinding (router namespace)",
            pair.exec_router("conntrack", "-L", "-p", "udp").stdout.strip()]
-    # The NAT forgets its mappings (a reboot, a timeout, a CGN re-balancing): new port range, UDP
-    # conntrack entries deleted. The initiator's next packet gets a new public port; the responder
-    # keeps sending to the old one until an authenticated IKE message from the new one tells it
-    # (RFC 7296 §2.23): here the initiator's DPD, sent because nothing comes back.
     pair.nft(*REBIND_NAT)
     flushed = pair.exec_router("conntrack", "-D", "-p", "udp", check=False)
     log += [f"# {time.time():.6f} nft: masquerade UDP to :41000-41999; conntrack -D -p udp",
             (flushed.stdout + flushed.stderr).strip()]
     pair.ping(3, check=False)             # out via the new port; replies go to the stale mapping
     if not pair.wait_log("left", "sending DPD request", timeout=15):
-        raise PeerError("nat-rebind: no DPD after the NAT mapping changed")
+        raise PeerError(f"{scenario}: no DPD after the NAT mapping changed")
     settle(pair, 1.0)
     pair.ping(3)                          # the responder follows the new port: answered again
     log += ["# conntrack -L -p udp after the rebinding",
             pair.exec_router("conntrack", "-L", "-p", "udp").stdout.strip()]
     (pair.workdir / "path.log").write_text("\n".join(log) + "\n")
-    pair.terminate_ike("rebind")
+    pair.terminate_ike(conn)
+
+
+def nat_rebind(pair: StrongswanPair) -> None:
+    """IKE_SA_INIT on 500, IKE_AUTH and ESP on 4500 via the NAPT; the responder follows the new
+    port on the DPD (RFC 7296 §2.23)."""
+    assert isinstance(pair, RoutedPair)
+    _nat_drops_mappings(pair, "rebind", "nat-rebind")
 
 
 def ikev1_nat_rebind(pair: StrongswanPair) -> None:
     """nat_rebind for IKEv1: Main Mode on 500 finds the NAPT (NAT-D, RFC 3947 §3.2) and floats to
     4500; Quick Mode and ESP in UDP 4500 (RFC 3948) follow. Then the NAPT drops its mappings."""
     assert isinstance(pair, RoutedPair)
-    pair.initiate("net", ike="rebind1")
-    pair.ping(3)
-    log = ["# conntrack -L -p udp before the rebinding (router namespace)",
-           pair.exec_router("conntrack", "-L", "-p", "udp").stdout.strip()]
-    pair.nft(*REBIND_NAT)
-    flushed = pair.exec_router("conntrack", "-D", "-p", "udp", check=False)
-    log += [f"# {time.time():.6f} nft: masquerade UDP to :41000-41999; conntrack -D -p udp",
-            (flushed.stdout + flushed.stderr).strip()]
-    pair.ping(3, check=False)             # out via the new port; replies go to the stale mapping
-    if not pair.wait_log("left", "sending DPD request", timeout=15):
-        raise PeerError("ikev1-nat-rebind: no DPD after the NAT mapping changed")
-    settle(pair, 1.5)
-    pair.ping(3, check=False)             # answered again once the responder follows the new port
-    log += ["# conntrack -L -p udp after the rebinding",
-            pair.exec_router("conntrack", "-L", "-p", "udp").stdout.strip()]
-    (pair.workdir / "path.log").write_text("\n".join(log) + "\n")
-    pair.terminate_ike("rebind1")
+    _nat_drops_mappings(pair, "rebind1", "ikev1-nat-rebind")
 
 
 def mtu_small_link(pair: StrongswanPair) -> None:
