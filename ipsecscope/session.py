@@ -440,7 +440,8 @@ class Session:
                         quoted = got[0]
                         self.quoted.add(quoted)
                 elif err is not None and err.protocol == "IKE":  # a whole quoted IKE message, for filters
-                    msg = session_quoted.open_quoted_ike(self._quote_ike_decryptor, raw, err)
+                    msg = session_quoted.open_quoted_ike(self._quote_ike_decryptor, raw, err,
+                                                         self.inner.quoted.get(raw.index))
                     if msg is not None:
                         self.quoted.add_ike(raw.index, msg)
             # A RowStore formats an OTHER row's Info from the inner store when read; a live ring

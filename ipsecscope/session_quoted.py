@@ -113,18 +113,22 @@ def open_quote(dec: EspDecryptor, raw: RawFrame, err: IcmpError) -> tuple[Quoted
     return QuotedPacket(frame, src, dst, spi, seq, False, NOT_VERIFIED, reason, nh, inner, len(plain)), plain, len(esp)
 
 
-def open_quoted_ike(dec: IkeDecryptor, raw: RawFrame, err: IcmpError) -> IkeMessage | None:
+def open_quoted_ike(dec: IkeDecryptor, raw: RawFrame, err: IcmpError, quoted: tuple | None = None,
+                    ) -> IkeMessage | None:
     """The IKE message the ICMP error ``err`` (frame ``raw``) quotes, when tshark dissects its
     payloads (:func:`~ipsecscope.decode.quoted.quoted_ike_dissected`): decoded, and when quoted
     whole an IKEv2 SK payload decrypted with the IKE SA's keys, as tshark does with the same
-    keys. ``dec`` is the session's decryptor for quotes (its counters are not the capture's: the
-    quote is a copy of a message already sent, and never goes to the tracker). None for a quote
-    cut off earlier: tshark then shows its header only. IKEv1 and IKEv2 fragments (SKF) are not
-    decrypted: both need the exchange's state."""
-    got = _error_ip(raw)
-    if got is None or got[2] is None or got[2][0] != "isakmp":
+    keys. ``quoted``: the frame's ``InnerStore.quoted`` entry when the caller has it (else the
+    frame is read again). ``dec`` is the session's decryptor for quotes (its counters are not the
+    capture's: the quote is a copy of a message already sent, and never goes to the tracker).
+    None for a quote cut off earlier: tshark then shows its header only. IKEv1 and IKEv2
+    fragments (SKF) are not decrypted: both need the exchange's state."""
+    if quoted is None:  # what the frame's inner record holds already, when the caller has it
+        got = _error_ip(raw)
+        quoted = got[2] if got is not None else None
+    if quoted is None or quoted[0] != "isakmp":
         return None
-    ike = got[2][1]
+    ike = quoted[1]
     length = int.from_bytes(ike[24:28], "big")
     if not (HEADER_LEN <= length and quoted_ike_dissected(ike)):
         return None
