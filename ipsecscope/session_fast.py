@@ -460,6 +460,22 @@ class _Loop:
         order, bounds, gid = _group(src, dst, spi)
         n_groups = len(bounds) - 1
         ufirst = order[bounds[:-1]]
+        if n > 1 and n >= BULK_MIN * n_groups:
+            cuts = self._new_flows(src, dst, spi, ufirst)
+            if cuts:
+                # A new flow's first packet goes to the tracker on its own (inference pairing reads
+                # the other flows' counters as they are then: _packetwise); the packets between
+                # those stay one run each, so the first window of a capture is not taken packet
+                # by packet only because its flows are new.
+                start = 0
+                for c in cuts:
+                    for a, b in ((start, c), (c, c + 1)):
+                        if b > a:
+                            self._esp(w, base, e[a:b], RO, frames, ts, orig, cls, fld)
+                    start = c + 1
+                if start < n:
+                    self._esp(w, base, e[start:], RO, frames, ts, orig, cls, fld)
+                return
         status = np.full(n, NO_KEY, np.int8)
         hi = np.full(n, -1, np.int64)
         rowhi = np.zeros(n, np.int64)
@@ -659,6 +675,21 @@ class _Loop:
             results[i] = res
             if nested is not None and c == OK and res.inner is not None and _esp_inside(res.inner, res.next_header):
                 nested[i] = True
+
+    def _new_flows(self, src: np.ndarray, dst: np.ndarray, spi: np.ndarray, ufirst: np.ndarray) -> list[int]:
+        """Run positions of the first packet of each SA (group) that has no flow yet, in order."""
+        flows = self.s.tracker.table.flows
+        sas = self.sas
+        cuts = []
+        for i0 in ufirst.tolist():
+            kb = _KEY(int(src[i0]), int(dst[i0]), int(spi[i0]))
+            ent = sas.get(kb)
+            if ent is None:
+                ent = sas[kb] = self._entry(kb, getattr(self.s.keys, "version", 0))
+            if (ent[4], ent[5], int(spi[i0]), "ESP") not in flows:
+                cuts.append(i0)
+        cuts.sort()
+        return cuts
 
     def _packetwise(self, groups: list[tuple], poss: list[np.ndarray], sp: np.ndarray, dp: np.ndarray,
                     nested: np.ndarray, status: np.ndarray) -> bool:
