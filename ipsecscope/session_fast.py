@@ -425,7 +425,9 @@ class _Loop:
         n = len(iface)
         ts_ns = np.zeros(n, np.int64)
         lt = np.full(n, -1, np.int64)
-        for k in np.unique(iface).tolist():
+        # (with return_index: np.unique of a bare array imports numpy.ma, ~10 ms of start-up, to
+        # ask whether it is masked)
+        for k in np.unique(iface, return_index=True)[0].tolist():
             if k >= len(self.ifaces):
                 continue
             ifc = self.ifaces[k]

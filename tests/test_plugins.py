@@ -95,3 +95,24 @@ def test_broken_plugin_import_is_reported_not_raised():
         assert info.error.startswith("ModuleNotFoundError")
     finally:
         plugins.unregister(info)
+
+
+@pytest.mark.parametrize("group", [plugins.GROUP, "console_scripts", "pytest11"])
+def test_scan_finds_what_importlib_metadata_finds(group):
+    # discovery reads the dist-info directories itself (no importlib.metadata import at start-up):
+    # the same entry points, names, values and distributions, for our group and busier ones
+    from importlib.metadata import entry_points
+
+    want = sorted((ep.name, ep.value, ep.dist.name) for ep in entry_points(group=group))
+    got = plugins._scan(group)
+    assert got is not None and sorted(got) == want
+    assert want or group != plugins.GROUP or not _installed()
+
+
+def test_entry_point_references_resolve_like_importlib_metadata():
+    from importlib.metadata import EntryPoint
+
+    for value in ("os.path:join", "os.path", "ipsecscope.plugins:discover", "json:JSONDecoder.decode [extra]"):
+        assert plugins._resolve(value) is EntryPoint(name="x", value=value, group="g").load()
+    with pytest.raises(ValueError):
+        plugins._resolve("not a reference")

@@ -33,13 +33,24 @@ NEVER = {"textual", "pyshark", "scapy", "lxml"}  # only the TUI, packets -V and 
 
 def imported(*argv: object) -> tuple[set[str], set[str]]:
     """(top-level packages, ipsecscope modules) a command imported."""
+    mods = mods_of(argv)
+    return {m.split(".")[0] for m in mods}, {m for m in mods if m.startswith("ipsecscope")}
+
+
+_SEEN: dict[tuple, list[str]] = {}
+
+
+def mods_of(argv: tuple) -> list[str]:
+    """Every module a command imported (one run per command line)."""
+    if argv in _SEEN:
+        return _SEEN[argv]
     r = subprocess.run([sys.executable, "-c", PROBE, *map(str, argv)], capture_output=True, text=True,
                        timeout=300)
     line = r.stderr.rsplit("MODULES ", 1)
     assert len(line) == 2, r.stderr[-2000:]
     assert "Traceback" not in line[0], line[0][-2000:]
-    mods = json.loads(line[1])
-    return {m.split(".")[0] for m in mods}, {m for m in mods if m.startswith("ipsecscope")}
+    mods = _SEEN[argv] = json.loads(line[1])
+    return mods
 
 
 def test_version_imports_no_front_end() -> None:
@@ -71,6 +82,11 @@ def test_analysis_commands_load_no_tui_nor_dissector(argv: tuple) -> None:
     assert not any(m.startswith("ipsecscope.tui") for m in ours), sorted(ours)
     if "--json" in argv:
         assert "rich" not in tops  # rich renders text only
+    # plugin discovery reads the dist-info directories itself (plugins._scan)
+    assert "importlib.metadata" not in mods_of(argv)
+    assert "numpy.ma" not in mods_of(argv)  # np.unique of a bare array imports it
+    if argv[0] == "sas":  # the rule families load when findings are evaluated, not for describe()/nat_verdict
+        assert not {f"ipsecscope.analysis.rules.{m}" for m in ("negotiation", "liveness", "esp", "policy")} & ours
 
 
 def test_the_probe_sees_what_a_command_loads() -> None:

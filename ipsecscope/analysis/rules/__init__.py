@@ -32,12 +32,11 @@ never rename one; add new ones.
 
 from __future__ import annotations
 
-# The family modules register their rules on import; the order here does not matter (the
-# registry sorts by number).
-from . import authentication, capture, esp, liveness, nat_mtu, negotiation, policy  # noqa: F401
+# The family modules register their rules on import, which core.load_families() does the first
+# time the registry is read (evaluate, all_rules, REGISTRY here): importing this package for
+# describe() (plugins) or one family's helpers (export.documents: nat_verdict) costs no other family.
 from .core import (
     FAMILIES,
-    REGISTRY,
     Family,
     Rule,
     RuleContext,
@@ -45,11 +44,24 @@ from .core import (
     all_rules,
     describe,
     evaluate,
+    load_families,
     make_context,
     plugin_rule_meta,
     rule,
 )
-from .negotiation import weak_parts
 
 __all__ = ["FAMILIES", "REGISTRY", "Family", "Rule", "RuleContext", "RuleFn", "all_rules", "describe", "evaluate",
-           "make_context", "plugin_rule_meta", "rule", "weak_parts"]
+           "load_families", "make_context", "plugin_rule_meta", "rule", "weak_parts"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "REGISTRY":  # complete: every family registered
+        from . import core
+
+        load_families()
+        return core.REGISTRY
+    if name == "weak_parts":
+        from .negotiation import weak_parts
+
+        return weak_parts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

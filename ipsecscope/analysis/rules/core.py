@@ -1,7 +1,8 @@
 """The rule registry: ``@rule``, the families and their number ranges, and :func:`evaluate`.
 
-Family modules (:mod:`.negotiation`, :mod:`.nat_mtu`, ...) register their rules here when the
-package is imported; nothing in this module knows a rule by name.
+Family modules (:mod:`.negotiation`, :mod:`.nat_mtu`, ...) register their rules here when they
+are imported, which :func:`load_families` does the first time the whole registry is needed;
+nothing in this module knows a rule by name.
 """
 
 from __future__ import annotations
@@ -97,7 +98,19 @@ class Rule:
         return "/".join(s.name.lower() for s in sorted(set(self.severities)))
 
 
-REGISTRY: list[Rule] = []
+REGISTRY: list[Rule] = []  # complete once load_families() ran
+_loaded = False
+
+
+def load_families() -> None:
+    """Import every family module (each registers its rules with :func:`rule`), once."""
+    global _loaded
+    if not _loaded:
+        import importlib
+
+        for f in FAMILIES:
+            importlib.import_module(f"{__package__}.{f.module}")
+        _loaded = True
 
 
 def _doc(fn: RuleFn) -> str:
@@ -172,6 +185,7 @@ def plugin_rule_meta() -> list[Rule]:
 
 def all_rules() -> list[tuple[str, RuleFn]]:
     """(name, function) of built-in and plugin rules, built-ins first."""
+    load_families()
     out = [(r.name, r.fn) for r in REGISTRY]
     out.extend(plugin_rules())
     return out
