@@ -66,11 +66,10 @@ _KEY = struct.Struct("!III").pack
 _BOM_LE = b"\x4d\x3c\x2b\x1a"
 _CODE = {name: i for i, name in enumerate(STATUS)}
 _NO_KEY_RESULT = EspResult("no_key", reason="no key for this SA (add its keys with -k)")
-# The frame bytes numpy reads of each record: Ethernet type + IPv4 version/IHL (12-14), total
-# length (16-17), flags/fragment offset (20-21), protocol (23), addresses (26-33), then raw ESP's
-# SPI and sequence number or UDP's ports, length, SPI, sequence number (34-49).
-_F0, _F1 = 12, 50
-_AR16 = np.arange(16)
+# The frame bytes numpy reads of each record (the first _F1): Ethernet type + IPv4 version/IHL
+# (12-14), total length (16-17), flags/fragment offset (20-21), protocol (23), addresses (26-33),
+# then raw ESP's SPI and sequence number or UDP's ports, length, SPI, sequence number (34-49).
+_F1 = 50
 # RowStore's record ("<qdBIIHHIqQBqh"), to pack a run's rows at once.
 ROW_DTYPE = np.dtype([("frame", "<i8"), ("ts", "<f8"), ("kind", "u1"), ("src", "<u4"), ("dst", "<u4"),
                       ("sport", "<u2"), ("dport", "<u2"), ("length", "<u4"), ("spi", "<i8"), ("seq", "<u8"),
@@ -148,7 +147,6 @@ class _Loop:
         # SA key (src | dst | SPI bytes) -> [decryptor state, AES-GCM-16 decrypt, salt, key-store
         # version, src, dst, src row index, dst row index]
         self.sas: dict[bytes, list] = {}
-        self.cols = np.concatenate([np.arange(self.rh), np.arange(self.rh + _F0, self.rh + _F1)])
 
     # -- pcap -----------------------------------------------------------------------------------
 
@@ -305,18 +303,7 @@ class _Loop:
         rh = self.rh
         RO = np.array(offs, np.int64)
         W = np.frombuffer(w, np.uint8)
-        # A = the n x (rh + 38) header bytes, gathered a column at a time: one index matrix of
-        # n x (rh + 38) int64 was 8x the bytes it picks (~24 MiB a window of minimum-size frames),
-        # the largest allocation of the analysis path.
-        AT = np.empty((len(self.cols), n), np.uint8)
-        clip = int(RO[-1]) + rh + _F1 > wl
-        ix = np.empty(n, np.int64)
-        for j, c in enumerate(self.cols.tolist()):
-            np.add(RO, c, out=ix)
-            if clip:
-                np.minimum(ix, wl - 1, out=ix)
-            np.take(W, ix, out=AT[j])
-        A = AT.T
+        A = _rows(W, RO, rh + _F1, wl)  # record header + the frame's first _F1 bytes, a row each
         frames = np.arange(self.index + 1, self.index + n + 1, dtype=np.int64)
         first = self.index + 1
         self.index += n
@@ -343,7 +330,7 @@ class _Loop:
             lt = None
             eth = None
         ts = ts_ns / 1e9
-        F = rh - _F0  # column of frame byte k is F + k
+        F = rh  # column of frame byte k is F + k
         ip4 = (A[:, F + 12] == 8) & (A[:, F + 13] == 0) & (A[:, F + 14] == 0x45)
         ip4 &= ((A[:, F + 20] & 0x3F) == 0) & (A[:, F + 21] == 0)
         if eth is not None:
@@ -589,8 +576,7 @@ class _Loop:
         lp = pos[longm]
         Q, E = qa[longm], ea[longm]
         # nonces (salt | IV) and AADs (SPI | sequence number) of the whole group at once
-        W = np.frombuffer(w, np.uint8)
-        hdr = W[Q[:, None] + _AR16]
+        hdr = _rows(np.frombuffer(w, np.uint8), Q, 16, len(w))  # (whole: the payload is >= 36 bytes)
         nonce = np.empty((len(Q), 12), np.uint8)
         nonce[:, :4] = np.frombuffer(salt, np.uint8)
         nonce[:, 4:] = hdr[:, 8:]
@@ -866,9 +852,28 @@ def _open_or_none(aead, salt: bytes, w: bytes, a: int, b: int) -> bytes | None:
         return None
 
 
+def _rows(W: np.ndarray, RO: np.ndarray, width: int, wl: int) -> np.ndarray:
+    """The ``width`` bytes at each offset ``RO`` of the window ``W`` (``wl`` bytes), one row each
+    (n x width, C order). Rows are picked from a sliding-window view of ``W`` (no copy), one
+    contiguous row per offset: a byte at a time, through an n x width index matrix or a column
+    at a time, this gather was the largest cost of the loop after decryption. A row running past
+    the window's end repeats its last byte (those bytes are no part of the record: the callers
+    check lengths first)."""
+    last = wl - width  # the last offset with a whole row in the window
+    rows = np.lib.stride_tricks.as_strided(W, shape=(max(last + 1, 0), width), strides=(1, 1))
+    if len(RO) == 0 or int(RO.max()) <= last:
+        return rows[RO]
+    out = np.empty((len(RO), width), np.uint8)
+    whole = RO <= last
+    out[whole] = rows[RO[whole]]
+    out[~whole] = W[np.minimum(RO[~whole, None] + np.arange(width), wl - 1)]
+    return out
+
+
 def _u32(A: np.ndarray, j: int, order: str) -> np.ndarray:
-    """Column j..j+3 of a byte matrix as 32-bit integers (``order`` "<" or ">")."""
-    return np.ascontiguousarray(A[:, j:j + 4]).view(order + "u4")[:, 0]
+    """Column j..j+3 of a byte matrix (C order) as 32-bit integers (``order`` "<" or ">"): a
+    strided view, no copy."""
+    return np.ndarray((A.shape[0],), order + "u4", A, j, (A.strides[0],))
 
 
 def _u16(A: np.ndarray, j: int) -> np.ndarray:

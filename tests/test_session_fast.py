@@ -367,3 +367,20 @@ def test_progress_moves_window_by_window(tmp_path, monkeypatch, pcapng):
     assert len(calls) > size // (1 << 12) // 2
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert calls[-1] == (size, size) and {t for _, t in calls} == {size}
+
+
+def test_rows_gathers_each_offsets_bytes_up_to_the_window_end():
+    # session_fast._rows: the header bytes of every record, from a sliding-window view; a row
+    # that runs past the window repeats the window's last byte (what the old per-byte clamp gave)
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    W = rng.integers(0, 256, 1000, dtype=np.uint8)
+    for width in (1, 16, 78):
+        for RO in (np.array([0, 5, 500, 921, 922, 990, 999]), rng.integers(0, 1000, 50), np.array([], np.int64)):
+            RO = RO.astype(np.int64)
+            want = W[np.minimum(RO[:, None] + np.arange(width), len(W) - 1)]
+            got = session_fast._rows(W, RO, width, len(W))
+            assert got.shape == (len(RO), width) and (got == want).all()
+    assert session_fast._rows(W[:10], np.array([0, 3]), 16, 10).tolist() == \
+        W[np.minimum(np.array([[0], [3]]) + np.arange(16), 9)].tolist()
