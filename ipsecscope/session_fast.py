@@ -437,15 +437,17 @@ class _Loop:
         keys = s.keys
         rh = self.rh
         n = len(e)
-        udp = cls[e] == 2
-        src = fld.src[e]
-        dst = fld.dst[e]
-        spi = np.where(udp, fld.uspi[e], fld.rspi[e])
-        seq = np.where(udp, fld.useq[e], fld.rseq[e]).astype(np.int64)
-        q = RO[e] + rh + 34 + 8 * udp
-        end = RO[e] + rh + 14 + fld.tot[e]
-        sp = np.where(udp, fld.sport[e], 0)
-        dp = np.where(udp, fld.dport[e], 0)
+        # the usual run is every frame between two others: a slice (views) instead of fancy indexing
+        x = slice(int(e[0]), int(e[-1]) + 1) if n and int(e[-1]) - int(e[0]) + 1 == n else e
+        udp = cls[x] == 2
+        src = fld.src[x]
+        dst = fld.dst[x]
+        spi = np.where(udp, fld.uspi[x], fld.rspi[x])
+        seq = np.where(udp, fld.useq[x], fld.rseq[x]).astype(np.int64)
+        q = RO[x] + rh + 34 + 8 * udp
+        end = RO[x] + rh + 14 + fld.tot[x]
+        sp = np.where(udp, fld.sport[x], 0)
+        dp = np.where(udp, fld.dport[x], 0)
         order, bounds, gid = _group(src, dst, spi)
         n_groups = len(bounds) - 1
         ufirst = order[bounds[:-1]]
@@ -509,8 +511,8 @@ class _Loop:
         st.decrypted += int(counts[OK])
         st.no_key += int(counts[NO_KEY])
         st.icv_failed += int(counts[ICV_FAILED])
-        frame_e = frames[e]
-        ts_e = ts[e]
+        frame_e = frames[x]
+        ts_e = ts[x]
 
         where: dict[int, tuple] = {}
 
@@ -556,7 +558,7 @@ class _Loop:
         rec["dst"] = np.array([ent[7] for ent in entries], np.uint32)[gid]
         rec["sport"] = sp
         rec["dport"] = dp
-        rec["length"] = orig[e]
+        rec["length"] = orig[x]
         rec["spi"] = spi
         rec["seq"] = (rowhi.astype(np.uint64) << np.uint64(32)) | seq.astype(np.uint64)
         rec["status"] = status_code[status]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ENV = "IPSECSCOPE_TZ"
 DEFAULT = "UTC"
@@ -34,6 +33,8 @@ def parse_zone(spec: str) -> tzinfo | None:
         return UTC
     if s.lower() == "local":
         return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # (imports sysconfig: only for a named zone)
+
     try:
         return ZoneInfo(s)
     except (ZoneInfoNotFoundError, ValueError, OSError):

@@ -17,7 +17,6 @@ Thresholds: environment ``IPSECSCOPE_REKEY_MIN_INTERVAL`` (seconds, default 300)
 from __future__ import annotations
 
 import os
-import statistics
 from collections.abc import Iterable
 
 from ipsecscope.analysis.rules import describe
@@ -101,6 +100,8 @@ def _start_ts(table: SaTable, key: tuple[str, str]) -> float | None:
 @describe("REKEY-SHORT-LIFETIME", Severity.WARNING, ref="RFC 7296 §2.8")
 def short_lifetime(table: SaTable, ctx: object) -> Iterable[Finding]:
     """CHILD/IKE SAs rekeyed repeatedly at short intervals (lifetimes configured too short)."""
+    import statistics  # here: plugins are imported at every command's start-up (on_event)
+
     limit = _min_interval()
     for key, rounds in _rekey_rounds(table).items():
         times = [r[0].request_ts for r in rounds if r[0].request_ts is not None]
@@ -156,6 +157,8 @@ def timer_collision(table: SaTable, ctx: object) -> Iterable[Finding]:
 @describe("REKEY-NO-JITTER", Severity.INFO, ref="RFC 7296 §2.8")
 def no_jitter(table: SaTable, ctx: object) -> Iterable[Finding]:
     """Rekeys spaced identically: no random jitter (strongSwan rand_time = 0)."""
+    import statistics  # here: plugins are imported at every command's start-up (on_event)
+
     for key, rounds in _rekey_rounds(table).items():
         per_peer: dict[str, list[float]] = {}
         for r in rounds:
