@@ -54,9 +54,9 @@ def _list_rules(as_json: bool) -> int:
              "severity": [s.name.lower() for s in sorted(set(r.severities))], "ref": r.ref,
              "family": r.family if r.number is not None else "plugin", "doc": r.doc} for r in rules]
     if as_json:
-        json.dump({"schema": SCHEMA, "rules": rows,
-                   "families": [{"family": f.module, "title": f.title, "numbers": f.span()} for f in FAMILIES]},
-                  sys.stdout, indent=2)
+        # one write: json.dump writes token by token (a write(2) each under PYTHONUNBUFFERED)
+        sys.stdout.write(json.dumps({"schema": SCHEMA, "rules": rows, "families": [
+            {"family": f.module, "title": f.title, "numbers": f.span()} for f in FAMILIES]}, indent=2))
         sys.stdout.write("\n")
         return 0
     # Columns sized to their widest cell (a plugin rule's name is "plugin:function"); the
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     shown = [f for f in findings if f.severity >= floor]
     counts = severity_counts(findings)
     if args.json:
-        json.dump(findings_document(findings, args.files, shown), sys.stdout, indent=2)
+        sys.stdout.write(json.dumps(findings_document(findings, args.files, shown), indent=2))
         sys.stdout.write("\n")
     else:
         render(shown, counts)

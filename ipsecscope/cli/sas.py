@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     st = session.stats
     if args.json:
         doc = sas_document(session.table, args.files, capture_info(session))
-        json.dump(doc, sys.stdout, indent=2)
+        # one write: json.dump writes token by token (a write(2) each under PYTHONUNBUFFERED)
+        sys.stdout.write(json.dumps(doc, indent=2))
         sys.stdout.write("\n")
     else:
         render(session.table, keys_given=bool(args.keys))

@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     st = compute(session, interval=args.interval)
     if args.json:
-        json.dump(to_dict(st, [str(f) for f in args.files]), sys.stdout, indent=1)
+        # one write: json.dump writes token by token (a write(2) each under PYTHONUNBUFFERED)
+        sys.stdout.write(json.dumps(to_dict(st, [str(f) for f in args.files]), indent=1))
         sys.stdout.write("\n")
     else:
         render(st)

@@ -416,7 +416,8 @@ def run(args: argparse.Namespace) -> int:
                     only=only)
     doc["filter"] = args.display_filter or None
     if args.json:
-        json.dump(doc, sys.stdout, indent=1)
+        # one write: json.dump writes token by token (a write(2) each under PYTHONUNBUFFERED)
+        sys.stdout.write(json.dumps(doc, indent=1))
         sys.stdout.write("\n")
     else:
         render_text(doc, args.ike_limit)
