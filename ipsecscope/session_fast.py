@@ -454,10 +454,8 @@ class _Loop:
         if n > 1 and n >= BULK_MIN * n_groups:
             cuts = self._new_flows(src, dst, spi, ufirst)
             if cuts:
-                # A new flow's first packet goes to the tracker on its own (inference pairing reads
-                # the other flows' counters as they are then: _packetwise); the packets between
-                # those stay one run each, so the first window of a capture is not taken packet
-                # by packet only because its flows are new.
+                # A new flow's first packet alone goes packet by packet (_packetwise), the runs
+                # between stay bulk: a capture's first window is not all packet by packet.
                 start = 0
                 for c in cuts:
                     for a, b in ((start, c), (c, c + 1)):
@@ -855,12 +853,9 @@ def _open_or_none(aead, salt: bytes, w: bytes, a: int, b: int) -> bytes | None:
 
 
 def _rows(W: np.ndarray, RO: np.ndarray, width: int, wl: int) -> np.ndarray:
-    """The ``width`` bytes at each offset ``RO`` of the window ``W`` (``wl`` bytes), one row each
-    (n x width, C order). Rows are picked from a sliding-window view of ``W`` (no copy), one
-    contiguous row per offset: a byte at a time, through an n x width index matrix or a column
-    at a time, this gather was the largest cost of the loop after decryption. A row running past
-    the window's end repeats its last byte (those bytes are no part of the record: the callers
-    check lengths first)."""
+    """The ``width`` bytes at each offset ``RO`` of the window ``W`` (``wl`` bytes), a row each
+    (C order), picked as whole rows of a sliding-window view of ``W`` (a byte at a time, this was
+    the loop's largest cost after AES). A row past the window's end repeats its last byte."""
     last = wl - width  # the last offset with a whole row in the window
     rows = np.lib.stride_tricks.as_strided(W, shape=(max(last + 1, 0), width), strides=(1, 1))
     if len(RO) == 0 or int(RO.max()) <= last:
