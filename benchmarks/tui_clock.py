@@ -7,7 +7,8 @@ started: interpreter, imports, argument checks, key files, the app, the loader) 
 
   first screen   the screen drawn with the progress bar, the status line's "Loading …" and the footer
   key answered   the help screen drawn after a "?" sent right after that first screen
-  first tree     an update whose status line says "loading N%" (the first look at the session)
+  first tree     the first look at the session drawn: the status line counts frames ("loading N%"
+                 beside it while loading; a capture read in one window is loaded by then)
 
 then writes one JSON line to the file named by ``IPSECSCOPE_CLOCK_OUT`` and ends the process.
 """
@@ -16,10 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 from textual import events
 from textual.drivers.headless_driver import HeadlessDriver
+
+FRAMES = re.compile(r"\d frames")  # the status line's count, once the app has a look at the session
 
 
 class ClockDriver(HeadlessDriver):
@@ -51,7 +55,7 @@ class ClockDriver(HeadlessDriver):
         elif "first_screen" in self._marks and "ipsecscope — help" in data:
             self._mark("key_answered")
             self._key("escape", None)
-        elif "key_answered" in self._marks and "loading " in data and "%" in data:
+        elif "key_answered" in self._marks and FRAMES.search(data):
             self._mark("first_tree")
         if self._waits in self._marks:
             with open(os.environ["IPSECSCOPE_CLOCK_OUT"], "w") as out:
