@@ -28,12 +28,6 @@ from . import fastpath_base as _base  # tunables read at call time (tests patch 
 from . import fastpath_ng
 from .demux import Decoder
 from .fastpath_base import (
-    _FRAME,
-    _IP_OR_TAG,
-    _PORTS,
-    _UDP_ESP,
-    _V6_MAYBE_IPSEC,
-    LAYOUTS,
     FlowStat,  # noqa: F401 - re-exported: cli/summary imports it from here
     FlowTable,
     ScanResult,
@@ -41,185 +35,15 @@ from .fastpath_base import (
     _fork,
     _Part,
 )
+from .fastpath_loop import PcapHead, scan_records
 
 
 def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str, linktype: int, limit: int,
-          slow_cb: Callable[[int, int, int, int, bytes], None] | None, max_slow_bytes: int = 0) -> _Part:
-    """Walk pcap records from stream offset ``start`` until ``stop`` (or EOF).
-
-    Fast-path ESP frames are aggregated into ``part.esp`` / ``part.udp``; every other frame goes to
-    ``slow_cb(index, sec, frac, origlen, data)`` or, without a callback, into ``part.slow``.
-    Frame indexes are relative to ``start`` (the first record there is 1). ``read`` must be
-    positioned at ``start``.
-    """
-    part = _Part()
-    hdr = struct.Struct(order + "IIII").unpack_from
-    layout = LAYOUTS.get(linktype)
-    fast = layout is not None
-    fr_s, ipo, vlan = layout if layout else (_FRAME, 14, -1)
-    fr = fr_s.unpack_from
-    need = fr_s.size
-    uesp = _UDP_ESP.unpack_from
-    ports = _PORTS.unpack_from
-    esp = part.esp
-    udp = part.udp
-    over = part.over
-    maxf = _base.MAX_FLOWS
-    slow = part.slow
-    idx = 0
-    nother = 0
-    slow_bytes = 0
-    pos_base = start
-    buf = b""
-    p = 0
-    remaining = None if stop is None else stop - start
-    sec = frac = 0
-    first = None
-    while True:
-        want = _base.READ_CHUNK if remaining is None else min(_base.READ_CHUNK, remaining)
-        more = read(want) if want > 0 else b""
-        if not more:
-            break
-        if remaining is not None:
-            remaining -= len(more)
-        buf = buf[p:] + more
-        pos_base += p
-        p = 0
-        n = len(buf)
-        if first is None and n >= 16:
-            first = hdr(buf, 0)[:2]
-        while p + 16 <= n:
-            # (a cut-off record is not counted, so its time must not become the last one: it is
-            # read into s2/f2 and taken as sec/frac only once the whole record is there)
-            s2, f2, caplen, olen = hdr(buf, p)
-            if caplen > limit:
-                part.error = (f"record {idx + 1} at offset {pos_base + p} claims {caplen} bytes "
-                              f"(more than the {limit}-byte maximum)")
-                break
-            q = p + 16
-            e = q + caplen
-            if e > n:
-                part.cut_need = 16 + caplen  # (only read when the file ends here: the message names it)
-                break
-            sec = s2
-            frac = f2
-            idx += 1
-            p = e
-            if fast and caplen >= need:
-                o = q
-                et, vihl, tot, ff, proto, key, seq = fr(buf, q)
-                if et == vlan and caplen >= need + 4:  # one 802.1Q tag
-                    o = q + 4
-                    et, vihl, tot, ff, proto, key, seq = fr(buf, o)
-                if et == 0x0800 and vihl == 0x45 and not ff & 0x3FFF and 28 <= tot <= e - o - ipo:
-                    if proto == 50:
-                        rec = esp.get(key)
-                        if rec is None:
-                            if len(esp) + len(udp) < maxf:  # bounded per-flow state (fastpath_base.MAX_FLOWS)
-                                esp[key] = [1, tot - 20, sec, frac, sec, frac, seq, seq, idx, idx]
-                            else:
-                                over[0] += 1
-                                over[1] += tot - 20
-                        else:
-                            rec[0] += 1
-                            rec[1] += tot - 20
-                            rec[4] = sec
-                            rec[5] = frac
-                            if seq > rec[7]:
-                                rec[7] = seq
-                            elif seq < rec[6]:
-                                rec[6] = seq
-                            rec[9] = idx
-                        continue
-                    if proto == 17:
-                        if tot < 36:
-                            pass  # short UDP: let the generic decoder judge it
-                        else:
-                            sport, dport, ulen, spi, seq = uesp(buf, o + ipo + 20)
-                            if sport == 4500 or dport == 4500:
-                                # RFC 3948 §2: SPI 0 is the non-ESP marker (IKE) and a 1-byte payload
-                                # may be a keepalive; those, and odd lengths, go to the generic decoder.
-                                if spi and ulen >= 16 and ulen == tot - 20 and sport != 500 and dport != 500:
-                                    k2 = (key, spi)
-                                    rec = udp.get(k2)
-                                    if rec is None:
-                                        if len(esp) + len(udp) < maxf:  # bounded per-flow state (fastpath_base.MAX_FLOWS)
-                                            udp[k2] = [1, ulen - 8, sec, frac, sec, frac, seq, seq, idx, idx]
-                                        else:
-                                            over[0] += 1
-                                            over[1] += ulen - 8
-                                    else:
-                                        rec[0] += 1
-                                        rec[1] += ulen - 8
-                                        rec[4] = sec
-                                        rec[5] = frac
-                                        if seq > rec[7]:
-                                            rec[7] = seq
-                                        elif seq < rec[6]:
-                                            rec[6] = seq
-                                        rec[9] = idx
-                                    continue
-                            elif sport != 500 and dport != 500:
-                                nother += 1
-                                continue
-                    elif proto == 6:
-                        # TCP: only port 4500 can be RFC 8229; the rest is not ours (the generic decoder
-                        # checks the same: a 20-byte header, then the ports).
-                        if tot >= 40:
-                            sport, dport = ports(buf, o + ipo + 20)
-                            if sport != 4500 and dport != 4500:
-                                nother += 1
-                                continue
-                    elif proto != 51:
-                        nother += 1
-                        continue
-                elif et == 0x86DD:
-                    # IPv6 that is plainly not IPsec (no extension headers, consistent payload length):
-                    # counted as other here, as the generic decoder would; anything else goes there.
-                    b = o + ipo
-                    if e - b >= 48 and buf[b] >> 4 == 6:
-                        plen = (buf[b + 4] << 8) | buf[b + 5]
-                        nh = buf[b + 6]
-                        if 8 <= plen <= e - b - 40:
-                            if nh == 17:
-                                sport, dport = ports(buf, b + 40)
-                                if sport != 500 and sport != 4500 and dport != 500 and dport != 4500:
-                                    nother += 1
-                                    continue
-                            elif nh == 6:
-                                if plen >= 20:
-                                    sport, dport = ports(buf, b + 40)
-                                    if sport != 4500 and dport != 4500:
-                                        nother += 1
-                                        continue
-                            elif nh not in _V6_MAYBE_IPSEC:
-                                nother += 1
-                                continue
-                elif et not in _IP_OR_TAG and et != vlan:
-                    nother += 1  # ARP, LLDP, ...: not IP at all
-                    continue
-            # Everything else: the generic decoder.
-            data = buf[q:e]
-            if slow_cb is not None:
-                slow_cb(idx, sec, frac, olen, data)
-            else:
-                slow.append((idx, sec, frac, olen, data))
-                slow_bytes += caplen
-                if max_slow_bytes and slow_bytes > max_slow_bytes:
-                    part.gave_up = True
-                    return part
-        if part.error:
-            break
-    part.frames = idx
-    # every fast-path packet is counted in exactly one flow record: no per-packet counter needed
-    part.fast = sum(r[0] for r in esp.values()) + sum(r[0] for r in udp.values()) + over[0]
-    part.other = nother
-    part.end = pos_base + p
-    part.leftover = len(buf) - p
-    part.first = first if idx else None
-    part.last = (sec, frac) if idx else None
-    part.slow_bytes = slow_bytes
-    return part
+          slow_cb: Callable[[int, int, int, int, bytes, int], None] | None, max_slow_bytes: int = 0) -> _Part:
+    """Walk pcap records from stream offset ``start`` until ``stop`` (or EOF): the shared record
+    loop (:func:`~ipsecscope.decode.fastpath_loop.scan_records`). ``read`` must be positioned at
+    ``start``."""
+    return scan_records(read, start, stop, PcapHead(order, linktype, limit), slow_cb, max_slow_bytes)
 
 
 def find_boundary(f, offset: int, order: str, limit: int, nanosecond: bool, chain: int = 32,
@@ -300,7 +124,7 @@ def scan_pcap(path: str | os.PathLike[str], on_packet: Callable[[Packet], None],
 
         base = [0]  # frame number of the record before the range being decoded
 
-        def slow(idx: int, sec: int, frac: int, olen: int, data: bytes) -> None:
+        def slow(idx: int, sec: int, frac: int, olen: int, data: bytes, _iface: int = 0) -> None:
             ts_ns = sec * 1_000_000_000 + frac * mult
             for pkt in decoder.decode_all(RawFrame(idx + base[0], ts_ns / 1e9, ts_ns, linktype, data, olen)):
                 on_packet(pkt)
@@ -325,8 +149,8 @@ def scan_pcap(path: str | os.PathLike[str], on_packet: Callable[[Packet], None],
             if ok:
                 res.workers = 2
                 # the child's slow frames, decoded in order after ours, numbered after ours
-                for idx, sec, frac, olen, data in second.slow:
-                    slow(idx, sec, frac, olen, data)
+                for item in second.slow:
+                    slow(*item)
                 parts.append((second, part1.frames))
             elif not part1.error:
                 # False resync or the child gave up: read on from where we stopped.

@@ -1,8 +1,8 @@
 """What the fast ESP scanners share (:mod:`~ipsecscope.decode.fastpath` for classic pcap,
 :mod:`~ipsecscope.decode.fastpath_ng` for pcapng): the fixed-offset frame layouts, the per-flow
 aggregate (:class:`FlowTable`), what one scanner process found (``_Part``), the fork helper and
-the step that folds the parts into a :class:`ScanResult`. Both scanners import this module and
-never each other.
+the step that folds the parts into a :class:`ScanResult`. Their one record loop is
+:mod:`~ipsecscope.decode.fastpath_loop`.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class _Part:
     other: int = 0  # frames recognised as not IPsec on the fast path
     esp: dict = field(default_factory=dict)  # 12-byte src|dst|spi -> flow record
     udp: dict = field(default_factory=dict)  # (12-byte src|dst|sport|dport, spi) -> flow record
-    slow: list = field(default_factory=list)  # (rel index, sec, frac, origlen, data) for the parent
+    slow: list = field(default_factory=list)  # (rel index, t1, t2, origlen, data, iface) for the parent
     slow_bytes: int = 0
     end: int = 0  # stream offset where scanning stopped
     leftover: int = 0  # bytes of an incomplete record at ``end``

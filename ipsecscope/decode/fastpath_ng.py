@@ -2,8 +2,8 @@
 
 Enhanced Packet Blocks on interfaces that share one link type (Ethernet, Linux cooked v1/v2) and
 one timestamp resolution take the same
-fixed-offset fast path as pcap records (the classification block below is a copy of the pcap
-one: a function call per packet would cost a third of the loop). Everything else — other link
+fixed-offset fast path as pcap records: one loop walks both formats and classifies their frames
+(:mod:`~ipsecscope.decode.fastpath_loop`). Everything else — other link
 types or resolutions, Simple/obsolete Packet Blocks, packets on undeclared interfaces, non-ESP
 traffic — goes to the generic decoder in capture order. A second Section Header Block hands the
 rest of the file to the generic :class:`~ipsecscope.capture.pcapng.PcapngReader`.
@@ -18,284 +18,24 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ..capture import _source, pcapng
 from ..errors import CaptureFormatError
 from ..model.packets import Packet, RawFrame
 from . import fastpath_base as _fp
 from .demux import Decoder
-from .fastpath_base import (
-    _FRAME,
-    _IP_OR_TAG,
-    _PORTS,
-    _UDP_ESP,
-    _V6_MAYBE_IPSEC,
-    FlowTable,
-    ScanResult,
-    _finish,
-    _fork,
-    _Part,
-)
+from .fastpath_base import FlowTable, ScanResult, _finish, _fork, _Part
+from .fastpath_loop import NgState, scan_records
 
 _KNOWN_BLOCKS = frozenset((pcapng.PB, pcapng.SPB, pcapng.EPB, 4, 5, pcapng.DSB))  # + NRB(4), ISB(5)
-
-
-@dataclass
-class NgState:
-    """What the scanner knows about the current section: byte order and interfaces."""
-
-    order: str
-    ifaces: list[pcapng.Interface] = field(default_factory=list)
-    fast: list[bool] = field(default_factory=list)  # per interface: Ethernet with the reference clock
-    ref: tuple[int, int, int] | None = None  # (mul, div, offset_s) shared by all fast interfaces
-    ref_lt: int = -1  # the one link type the fast loop reads (first interface with a fast layout)
-
-    def add_iface(self, ifc: pcapng.Interface) -> None:
-        self.ifaces.append(ifc)
-        clock = (ifc.mul, ifc.div, ifc.offset_s)
-        if ifc.linktype in _fp.LAYOUTS and self.ref is None:
-            self.ref, self.ref_lt = clock, ifc.linktype
-        self.fast.append(ifc.linktype == self.ref_lt and clock == self.ref)
-
-    def ts_ns(self, hi: int, lo: int) -> int:
-        mul, div, off = self.ref or (1000, 1, 0)
-        return ((hi << 32) | lo) * mul // div + off * 1_000_000_000
 
 
 def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgState,
              slow_cb: Callable[[int, int, int, int, bytes, int], None] | None, max_slow_bytes: int = 0,
              child: bool = False, pre: bytes = b"") -> _Part:
-    """Walk pcapng blocks from ``start`` (``pre`` = bytes already read from there) to ``stop``/EOF.
-
-    ``slow_cb(index, ts_hi, ts_lo, origlen, data, iface)``; iface -1 = Simple Packet Block (no
-    timestamp), -2 - n = obsolete Packet Block on interface n. ``part.first``/``last`` are
-    (hi, lo, iface) of the first/last packet block. On a second SHB the scan stops with ``part.rest`` = the unread bytes.
-    """
-    part = _Part()
-    order = st.order
-    blk = struct.Struct(order + "II").unpack_from
-    epbh = struct.Struct(order + "IIIIIII").unpack_from
-    fr_s, ipo, vlan = _fp.LAYOUTS.get(st.ref_lt, (_FRAME, 14, -1))
-    fr = fr_s.unpack_from
-    need = fr_s.size
-    uesp = _UDP_ESP.unpack_from
-    ports = _PORTS.unpack_from
-    esp = part.esp
-    udp = part.udp
-    over = part.over
-    maxf = _fp.MAX_FLOWS
-    slow = part.slow
-    fastif = st.fast
-    idx = 0
-    nother = 0
-    slow_bytes = 0
-    pos_base = start
-    buf = b""
-    p = 0
-    remaining = None if stop is None else stop - start - len(pre)
-    first = None
-    last = None
-    pending = pre
-    seen_shb = start > 0
-    while True:
-        if pending:
-            more, pending = pending, b""
-        else:
-            want = _fp.READ_CHUNK if remaining is None else min(_fp.READ_CHUNK, remaining)
-            more = read(want) if want > 0 else b""
-            if not more:
-                break
-            if remaining is not None:
-                remaining -= len(more)
-        buf = buf[p:] + more
-        pos_base += p
-        p = 0
-        n = len(buf)
-        while p + 12 <= n:
-            btype, blen = blk(buf, p)
-            if btype == pcapng.SHB:  # the type reads the same in both byte orders
-                if child:  # a new section: our interface table would be stale
-                    part.gave_up = True
-                    return part
-                if seen_shb:
-                    part.rest = buf[p:]
-                    part.section_break = True
-                    break
-            if blen < 12 or blen & 3 or blen > pcapng.MAX_BLOCK:
-                part.error = f"block of type 0x{btype:08x} with impossible length {blen} at offset {pos_base + p}"
-                break
-            e = p + blen
-            if e > n:
-                part.cut_need = blen  # (only read when the file ends here: the message names it)
-                break
-            if btype == 6 and blen >= 32:
-                _t, _l, iface, hi, lo, caplen, olen = epbh(buf, p)
-                q = p + 28
-                p = e
-                idx += 1
-                if caplen > blen - 32:
-                    caplen = blen - 32
-                # an interface not declared yet has no clock: time 0, as the generic reader says
-                # (not the clock of an IDB that comes later, which the summary would use otherwise)
-                last = (hi, lo, iface) if iface < len(st.ifaces) else (0, 0, -1)
-                if first is None:
-                    first = last
-                if iface < len(fastif) and fastif[iface]:
-                    if caplen >= need:
-                        o = q
-                        et, vihl, tot, ff, proto, key, seq = fr(buf, q)
-                        if et == vlan and caplen >= need + 4:  # one 802.1Q tag
-                            o = q + 4
-                            et, vihl, tot, ff, proto, key, seq = fr(buf, o)
-                        if et == 0x0800 and vihl == 0x45 and not ff & 0x3FFF and 28 <= tot <= q + caplen - o - ipo:
-                            if proto == 50:
-                                rec = esp.get(key)
-                                if rec is None:
-                                    if len(esp) + len(udp) < maxf:  # bounded per-flow state (fastpath_base.MAX_FLOWS)
-                                        esp[key] = [1, tot - 20, hi, lo, hi, lo, seq, seq, idx, idx]
-                                    else:
-                                        over[0] += 1
-                                        over[1] += tot - 20
-                                else:
-                                    rec[0] += 1
-                                    rec[1] += tot - 20
-                                    rec[4] = hi
-                                    rec[5] = lo
-                                    if seq > rec[7]:
-                                        rec[7] = seq
-                                    elif seq < rec[6]:
-                                        rec[6] = seq
-                                    rec[9] = idx
-                                continue
-                            if proto == 17:
-                                if tot >= 36:
-                                    sport, dport, ulen, spi, seq = uesp(buf, o + ipo + 20)
-                                    if sport == 4500 or dport == 4500:
-                                        if spi and ulen >= 16 and ulen == tot - 20 and sport != 500 and dport != 500:
-                                            k2 = (key, spi)
-                                            rec = udp.get(k2)
-                                            if rec is None:
-                                                if len(esp) + len(udp) < maxf:  # bounded per-flow state (fastpath_base.MAX_FLOWS)
-                                                    udp[k2] = [1, ulen - 8, hi, lo, hi, lo, seq, seq, idx, idx]
-                                                else:
-                                                    over[0] += 1
-                                                    over[1] += ulen - 8
-                                            else:
-                                                rec[0] += 1
-                                                rec[1] += ulen - 8
-                                                rec[4] = hi
-                                                rec[5] = lo
-                                                if seq > rec[7]:
-                                                    rec[7] = seq
-                                                elif seq < rec[6]:
-                                                    rec[6] = seq
-                                                rec[9] = idx
-                                            continue
-                                    elif sport != 500 and dport != 500:
-                                        nother += 1
-                                        continue
-                            elif proto == 6:
-                                # TCP: only port 4500 can be RFC 8229; the rest is not ours (the generic decoder
-                                # checks the same: a 20-byte header, then the ports).
-                                if tot >= 40:
-                                    sport, dport = ports(buf, o + ipo + 20)
-                                    if sport != 4500 and dport != 4500:
-                                        nother += 1
-                                        continue
-                            elif proto != 51:
-                                nother += 1
-                                continue
-                        elif et == 0x86DD:
-                            # IPv6 that is plainly not IPsec (no extension headers, consistent payload length):
-                            # counted as other here, as the generic decoder would; anything else goes there.
-                            b = o + ipo
-                            if q + caplen - b >= 48 and buf[b] >> 4 == 6:
-                                plen = (buf[b + 4] << 8) | buf[b + 5]
-                                nh = buf[b + 6]
-                                if 8 <= plen <= q + caplen - b - 40:
-                                    if nh == 17:
-                                        sport, dport = ports(buf, b + 40)
-                                        if sport != 500 and sport != 4500 and dport != 500 and dport != 4500:
-                                            nother += 1
-                                            continue
-                                    elif nh == 6:
-                                        if plen >= 20:
-                                            sport, dport = ports(buf, b + 40)
-                                            if sport != 4500 and dport != 4500:
-                                                nother += 1
-                                                continue
-                                    elif nh not in _V6_MAYBE_IPSEC:
-                                        nother += 1
-                                        continue
-                        elif et not in _IP_OR_TAG and et != vlan:
-                            nother += 1  # ARP, LLDP, ...: not IP at all
-                            continue
-                data = buf[q:q + caplen]
-            elif btype == pcapng.SPB and blen >= 16:
-                (olen,) = struct.unpack_from(order + "I", buf, p + 8)
-                caplen = min(olen, blen - 16)
-                if st.ifaces and st.ifaces[0].snaplen:
-                    caplen = min(caplen, st.ifaces[0].snaplen)
-                data = buf[p + 12:p + 12 + max(caplen, 0)]
-                hi = lo = 0
-                iface = -1
-                p = e
-                idx += 1
-                last = (0, 0, -1)
-                if first is None:
-                    first = last
-            elif btype == pcapng.PB and blen >= 32:
-                iface, _d, hi, lo, caplen, olen = struct.unpack_from(order + "HHIIII", buf, p + 8)
-                data = buf[p + 28:min(p + 28 + caplen, e - 4)]
-                iface = -2 - iface
-                p = e
-                idx += 1
-                last = (hi, lo, iface)
-                if first is None:
-                    first = last
-            elif btype == pcapng.IDB or btype == pcapng.SHB:
-                if child:
-                    part.gave_up = True
-                    return part
-                if btype == pcapng.SHB:
-                    seen_shb = True
-                elif blen >= 20:
-                    st.add_iface(pcapng._parse_idb(buf[p + 8:e - 4], order))
-                    fr_s, ipo, vlan = _fp.LAYOUTS.get(st.ref_lt, (_FRAME, 14, -1))  # the first IDB sets it
-                    fr = fr_s.unpack_from
-                    need = fr_s.size
-                else:
-                    part.error = f"interface description block too short ({blen} bytes) at offset {pos_base + p}"
-                    break
-                p = e
-                continue
-            elif btype == 6 or btype == pcapng.SPB or btype == pcapng.PB:
-                part.error = f"packet block too short ({blen} bytes) at offset {pos_base + p}"
-                break
-            else:  # DSB, NRB, ISB, custom: nothing for the summary
-                p = e
-                continue
-            if slow_cb is not None:
-                slow_cb(idx, hi, lo, olen, data, iface)
-            else:
-                slow.append((idx, hi, lo, olen, data, iface))
-                slow_bytes += len(data)
-                if max_slow_bytes and slow_bytes > max_slow_bytes:
-                    part.gave_up = True
-                    return part
-        if part.error or part.section_break:
-            break
-    part.frames = idx
-    # every fast-path packet is counted in exactly one flow record: no per-packet counter needed
-    part.fast = sum(r[0] for r in esp.values()) + sum(r[0] for r in udp.values()) + over[0]
-    part.other = nother
-    part.end = pos_base + p
-    part.leftover = 0 if part.section_break else len(buf) - p
-    part.first = first
-    part.last = last
-    part.slow_bytes = slow_bytes
-    return part
+    """Walk pcapng blocks from ``start`` (``pre`` = bytes already read from there) to ``stop``/EOF:
+    the shared record loop (:func:`~ipsecscope.decode.fastpath_loop.scan_records`)."""
+    return scan_records(read, start, stop, st, slow_cb, max_slow_bytes, child, pre)
 
 
 def find_boundary_ng(f, offset: int, order: str, chain: int = 16, window: int = 1 << 20) -> int | None:
