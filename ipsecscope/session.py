@@ -19,20 +19,17 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import session_fast, session_quoted
+from . import session_fast
 from .capture import open_capture, renumbered
 from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
-from .crypto.ike_sk import IkeDecryptor
-from .crypto.ikev1 import Ikev1Decryptor
 from .decode.demux import Decoder
-from .decode.ike import parse_ike
 from .decode.inner import EspLayer, InnerStore
 from .decode.quoted import QuotedStore
 from .keys import KeyStore, add_secrets_block, load_keys
 from .keys.match import FileMatch, match_keys
 from .model import iana
-from .model.ike import IkeMessage, NotifyPayload
 from .model.packets import (
     AhPacket,
     EspPacket,
@@ -48,6 +45,13 @@ from .model.sa import Finding, SaTable, Severity
 from .rowstore import STATUS_CODES, RowStore
 from .session_fast import count_outcome
 from .state.tracker import Tracker
+
+if TYPE_CHECKING:
+    # The IKE stack (decoder, decryptors, the IKE model, session_quoted) is imported at the first
+    # IKE message or ICMP quote: a capture of ESP alone never needs it (start-up, issue 15).
+    from .crypto.ike_sk import IkeDecryptor
+    from .crypto.ikev1 import Ikev1Decryptor
+    from .model.ike import IkeMessage
 
 _ESP_HDR = struct.Struct("!II")
 # EspResult.status -> the row status a Packets table shows
@@ -140,6 +144,8 @@ def _ike_info(msg: IkeMessage) -> str:
     names = []
     # A decrypted IKEv1 message keeps its encrypted body as one opaque payload: show the inside.
     shown = msg.inner if (h.encrypted_v1 and msg.decrypted) else msg.payloads + msg.inner
+    from .model.ike import NotifyPayload
+
     for p in shown:
         if isinstance(p, NotifyPayload):
             enum = iana.NotifyType if h.major == 2 else getattr(iana, "Ikev1NotifyType", iana.NotifyType)
@@ -211,8 +217,7 @@ class Session:
 
     def _reset(self) -> None:
         self.decoder = Decoder(icmp_errors=True)  # ICMP errors quoting IPsec are evidence (tracker)
-        self.ike_decryptor = IkeDecryptor(self.keys)
-        self.ikev1_decryptor = Ikev1Decryptor(self.keys)
+        self._ike_dec: tuple[IkeDecryptor, Ikev1Decryptor, IkeDecryptor] | None = None  # _ike_decryptors()
         self.esp_decryptor = EspDecryptor(self.keys)
         self.tracker = Tracker()
         from .plugins import event_listeners
@@ -231,7 +236,6 @@ class Session:
         # The ESP packets ICMP errors quote: a second inner record of those (rare) frames, never
         # counted for an SA (decode.quoted, session_quoted).
         self.quoted = QuotedStore()
-        self._quote_ike_decryptor = IkeDecryptor(self.keys)  # its counters are not the capture's
         self.ike_messages: dict[int, IkeMessage] = {}
         self._frame_offsets = _FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._frame_bases: list[int] = []  # per loaded file: the frames before it (load())
@@ -242,6 +246,15 @@ class Session:
         self._secrets_seen = 0
         self._live_raw: OrderedDict[int, RawFrame] = OrderedDict()  # frame -> raw (live mode only)
         self._live_raw_bytes = 0
+
+    def _ike_decryptors(self) -> tuple[IkeDecryptor, Ikev1Decryptor, IkeDecryptor]:
+        """(IKEv2, IKEv1, quoted IKE: its counters are not the capture's) at the first IKE message."""
+        if self._ike_dec is None:
+            from .crypto.ike_sk import IkeDecryptor
+            from .crypto.ikev1 import Ikev1Decryptor
+
+            self._ike_dec = (IkeDecryptor(self.keys), Ikev1Decryptor(self.keys), IkeDecryptor(self.keys))
+        return self._ike_dec
 
     def add_key_files(self, paths: Iterable[str | Path], strict: bool = False) -> int:
         """Load key files into this session's store; returns how many keys they added.
@@ -435,12 +448,16 @@ class Session:
             if self.keep_rows:
                 self.inner.add_ip_frame(raw.index, raw.data, raw.linktype)  # its IP layer, for filters
                 if err is not None and err.protocol == "ESP":  # the quoted ESP: a second inner record
+                    from . import session_quoted
+
                     got = session_quoted.open_quote(self.esp_decryptor, raw, err)
                     if got is not None:
                         quoted = got[0]
                         self.quoted.add(quoted)
                 elif err is not None and err.protocol == "IKE":  # a whole quoted IKE message, for filters
-                    msg = session_quoted.open_quoted_ike(self._quote_ike_decryptor, raw, err,
+                    from . import session_quoted
+
+                    msg = session_quoted.open_quoted_ike(self._ike_decryptors()[2], raw, err,
                                                          self.inner.quoted.get(raw.index))
                     if msg is not None:
                         self.quoted.add_ike(raw.index, msg)
@@ -575,6 +592,8 @@ class Session:
             self._esp(raw, pkt)
         elif type(pkt) is IkeDatagram:
             st.ike += 1
+            from .decode.ike import parse_ike
+
             msg = self._decrypt_ike(parse_ike(pkt))
             self.ike_messages[raw.index] = msg
             if self.max_rows and len(self.ike_messages) > self.max_rows:
@@ -648,9 +667,9 @@ class Session:
             return msg
         if msg.header.major == 2:
             if msg.encrypted:
-                msg = self.ike_decryptor.decrypt(msg)
+                msg = self._ike_decryptors()[0].decrypt(msg)
         else:
-            msg = self.ikev1_decryptor.decrypt(msg)
+            msg = self._ike_decryptors()[1].decrypt(msg)
         if msg.icv_ok is False:  # the decryptor reports a failed ICV with decrypted=False
             self.stats.ike_icv_failed += 1
         elif msg.decrypted:
@@ -737,6 +756,8 @@ class Session:
 
     def _quoted_esp(self, frame: int, raw: RawFrame) -> QuotedEsp | None:
         """The ESP packet the ICMP error in ``raw`` quotes, opened again (see :class:`QuotedEsp`)."""
+        from . import session_quoted
+
         err = next((p for p in Decoder(icmp_errors=True).decode_all(raw) if type(p) is IcmpError), None)
         got = session_quoted.open_quote(self.esp_decryptor, raw, err) if err is not None and err.protocol == "ESP" else None
         if got is None:

@@ -94,3 +94,17 @@ def test_the_probe_sees_what_a_command_loads() -> None:
     # the TUI's --help builds its parser only; `packets -V` pulls the dissector in when it runs
     tops, ours = imported("sas", CAPTURE)
     assert "rich" in tops and "ipsecscope.session" in ours
+
+
+IKE_STACK = {"ipsecscope.model.ike", "ipsecscope.decode.ike", "ipsecscope.crypto.ike_sk", "ipsecscope.crypto.ikev1",
+             "ipsecscope.session_quoted", "ipsecscope.state.ikev1", "ipsecscope.state.ikev2"}
+
+
+def test_esp_only_capture_loads_no_ike_stack() -> None:
+    # A capture of ESP alone never needs the IKE decoder, decryptors, handlers nor model: they load
+    # with the first IKE message (or ICMP quote), as a capture with IKE shows.
+    synth = SAMPLES / "synthetic"
+    _, ours = imported("sas", "--json", synth / "aead.pcap", "-k", synth / "aead.keys.json")
+    assert not IKE_STACK & ours, sorted(IKE_STACK & ours)
+    _, with_ike = imported("sas", "--json", CAPTURE, "-k", KEYS)
+    assert IKE_STACK - {"ipsecscope.session_quoted"} <= with_ike  # (no ICMP error quotes IPsec there)

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..model.ike import IkeMessage
 from .inner import InnerSummary, parse
+
+if TYPE_CHECKING:  # (annotations only: the IKE model loads with the first IKE message)
+    from ..model.ike import IkeMessage
 
 # IP protocol numbers Wireshark 4.0's "ip.proto" dissector table has a dissector for
 # (`tshark -G decodes`; tests/test_quoted_esp.py compares them with the installed tshark). tshark

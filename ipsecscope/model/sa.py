@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
+from typing import TYPE_CHECKING
 
-from .ike import TrafficSelector
 from .keys import PeerLogNote
+
+if TYPE_CHECKING:  # (annotations only: the IKE model loads with the first IKE message)
+    from .ike import TrafficSelector
 
 # (src, dst, SPI, "ESP" | "AH"): one direction of one SA (EspFlow.key, SaTable.flows)
 FlowKey = tuple[str, str, int, str]

@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ..model.ike import IkeMessage, NotifyPayload, VendorPayload
 from ..model.sa import ChildSa, EspFlow, FlowKey, IkeExchange, IkeSa, Observation, SaState, SaTable
 from .esp_flow import EVIDENCE, SeqTracker
 from .nat import Rebinds
+
+if TYPE_CHECKING:  # (the IKE model loads with the first IKE message: state.tracker.on_ike)
+    from ..model.ike import IkeMessage
 
 ZERO_SPI = b"\x00" * 8
 MAX_OBSERVATIONS = 200
@@ -366,6 +369,8 @@ class Book:
 
     @staticmethod
     def note_vendor_ids(sa: IkeSa, msg: IkeMessage) -> None:
+        from ..model.ike import VendorPayload
+
         for v in msg.find(VendorPayload):
             label = v.name or v.data[:8].hex()
             if label not in sa.vendor_ids:
@@ -373,6 +378,8 @@ class Book:
 
     @staticmethod
     def note_notifies(x: IkeExchange, msg: IkeMessage) -> None:
+        from ..model.ike import NotifyPayload
+
         for n in msg.find(NotifyPayload):
             if n.notify_type not in x.notifies:
                 x.notifies.append(n.notify_type)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import TYPE_CHECKING
 
-from ..model.ike import IdPayload, TrafficSelector
 from ..model.sa import ChildSa
+
+if TYPE_CHECKING:  # (the IKE model loads with the first IKE message: state.tracker.on_ike)
+    from ..model.ike import IdPayload, TrafficSelector
 
 _PORTS = struct.Struct("!HH")
 
@@ -86,6 +89,8 @@ def address_text(ver: int, addr: int) -> str:
 
 def v1_id_selector(p: IdPayload) -> TrafficSelector | None:
     """IKEv1 Quick Mode IDci/IDcr (RFC 2407 §4.6.2) as a traffic selector."""
+    from ..model.ike import TrafficSelector
+
     d = p.data
     proto = p.protocol or 0
     port = p.port or 0

@@ -33,13 +33,15 @@ Every handler works with what is visible and never raises on odd input.
 
 from __future__ import annotations
 
-from ..model.ike import IkeMessage
+from typing import TYPE_CHECKING
+
 from ..model.packets import AhPacket, EspPacket, IcmpError, Malformed, NatKeepalive
 from ..model.sa import EspFlow, KeymatRequest, Observation, SaState
 from .book import MAX_OBSERVATIONS, Book
-from .ikev1 import on_ikev1
-from .ikev2 import on_ikev2
 from .traffic import on_sa_fields, on_sa_packet
+
+if TYPE_CHECKING:
+    from ..model.ike import IkeMessage
 
 
 class Tracker(Book):
@@ -61,6 +63,11 @@ class Tracker(Book):
     # ------------------------------------------------------------------ IKE
 
     def on_ike(self, msg: IkeMessage) -> None:
+        # (the IKE handlers and model load with the first IKE message: a capture of ESP alone
+        # never needs them, start-up, issue 15)
+        from .ikev1 import on_ikev1
+        from .ikev2 import on_ikev2
+
         self.touch(msg.ts)
         try:
             if msg.header.major == 1:
