@@ -7,6 +7,7 @@ that is imported is a cost on every run, whatever the machine's load."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -108,3 +109,30 @@ def test_esp_only_capture_loads_no_ike_stack() -> None:
     assert not IKE_STACK & ours, sorted(IKE_STACK & ours)
     _, with_ike = imported("sas", "--json", CAPTURE, "-k", KEYS)
     assert IKE_STACK - {"ipsecscope.session_quoted"} <= with_ike  # (no ICMP error quotes IPsec there)
+
+
+# As PROBE, reporting at exit whether numpy was loaded and how many threads the process has.
+THREADS_PROBE = PROBE.replace(
+    "sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)) + '\\n')",
+    "sys.stderr.write('\\nTHREADS ' + json.dumps(['numpy' in sys.modules, len(os.listdir('/proc/self/task'))]) + '\\n')")
+
+
+def _threads(blas: str | None) -> tuple[bool, int]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")}
+    if blas is not None:
+        env["OPENBLAS_NUM_THREADS"] = blas
+    r = subprocess.run([sys.executable, "-c", THREADS_PROBE, "sas", "--json", str(CAPTURE), "-k", str(KEYS)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    line = r.stderr.rsplit("THREADS ", 1)
+    assert len(line) == 2, r.stderr[-2000:]
+    numpy_loaded, threads = json.loads(line[1])
+    return numpy_loaded, threads
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2,
+                    reason="OpenBLAS starts worker threads only on a machine with more than one core")
+def test_cli_starts_no_blas_threads() -> None:
+    # numpy's OpenBLAS starts a worker per extra core, each busy-waiting ~0.1 s of CPU (issue 15):
+    # the CLI, which does no linear algebra, asks for one thread; a user's own setting wins.
+    assert _threads(None) == (True, 1)
+    assert _threads("2") == (True, 2)
