@@ -8,7 +8,7 @@ machine the minimum is the least disturbed run) and the load average is printed 
 prints which heavy third-party packages each command imported (``-X importtime``), so a regression
 shows its cause.
 
-Run by hand (not a test):  python3 benchmarks/bench_startup.py [--repeat 7] [--file F]
+Run by hand (not a test):  python3 benchmarks/bench_startup.py [--repeat 7] [--file F [--keys K]]
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--file", help="capture to read (default: a 2000-frame ESP pcap from gen_esp_pcap.py)")
+    ap.add_argument("--keys", help="its keys: adds a `sas -k --json` row (the analysis path issue 15 measures)")
     a = ap.parse_args()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # import from .pyc
     if a.file:
@@ -68,6 +69,8 @@ def main() -> int:
         "findings": [*py, "-m", "ipsecscope", "findings", cap],
         "findings --json": [*py, "-m", "ipsecscope", "findings", "--json", cap],
     }
+    if a.keys:
+        cases["sas -k --json"] = [*py, "-m", "ipsecscope", "sas", "--json", cap, "-k", a.keys]
     print(f"{'command':<18} {'best CPU s':>10}  heavy imports")
     for name, cmd in cases.items():
         cpu_of(cmd, env)  # warm-up: writes .pyc, fills the page cache
