@@ -224,7 +224,9 @@ def run(args: argparse.Namespace) -> int:
     for i in positions:
         row = rows[i]
         if chosen and row.frame == chosen[-1].frame:  # one line per frame (a TCP segment may carry several
-            continue  # IKE/ESP records)
+            if chosen[-1].kind == "AH" and row.kind == "ESP":  # IKE/ESP records): ESP under AH is what
+                chosen[-1] = row  # the AH protects, and what decrypts (tshark's Info names it too)
+            continue
         if args.count is not None and len(chosen) >= args.count:
             break
         chosen.append(row)

@@ -176,7 +176,7 @@ class Decoder:
         if proto == 17:
             return self._udp(raw, version, src, dst, payload, frag)
         if proto == 51:
-            return [self._ah(raw, version, src, dst, payload, frag)]
+            return self._ah(raw, version, src, dst, payload, frag)
         if proto == 6:
             return self._tcp(raw, version, src, dst, payload)
         if (proto == 1 or proto == 58) and self.icmp_errors:
@@ -224,18 +224,29 @@ class Decoder:
         spi, seq = ESP_HDR.unpack_from(body, 0)
         return [_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, True, version, "udp", frag)]
 
-    def _ah(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes, frag: bool = False) -> Packet:
+    def _ah(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes,
+            frag: bool = False) -> list[Packet]:
         n = len(seg)
         if n < 12:
-            return Malformed(raw.index, raw.ts, f"AH header truncated ({n} of 12 bytes)", "ah")
+            return [Malformed(raw.index, raw.ts, f"AH header truncated ({n} of 12 bytes)", "ah")]
         nh, plen, _r, spi, seq = AH_HDR.unpack_from(seg, 0)
         total = (plen + 2) * 4  # RFC 4302 §2.2: length in 32-bit words, minus 2
         if total < 12:
-            return Malformed(raw.index, raw.ts, f"AH payload length {plen} is shorter than the fixed header", "ah")
+            return [Malformed(raw.index, raw.ts, f"AH payload length {plen} is shorter than the fixed header", "ah")]
         if total > n:
-            return Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah")
-        return AhPacket(raw.index, raw.ts, self._text(src), self._text(dst), spi, seq, nh, seg[12:total], seg,
-                        version, frag)
+            return [Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah")]
+        s, d = self._text(src), self._text(dst)
+        ah = AhPacket(raw.index, raw.ts, s, d, spi, seq, nh, seg[12:total], seg, version, frag)
+        if nh != 50:
+            return [ah]
+        # AH protecting ESP (RFC 4302 §3.1, an SA bundle of RFC 4301 §4.5: transport adjacency, or
+        # ESP in tunnel mode under transport-mode AH): the ESP SA is an SA of its own, keyed by its
+        # SPI and the same destination, and its packets count and decrypt like any other ESP.
+        esp = seg[total:]
+        if len(esp) < 8:
+            return [ah, Malformed(raw.index, raw.ts, f"ESP header after AH truncated ({len(esp)} of 8 bytes)", "esp")]
+        espi, eseq = ESP_HDR.unpack_from(esp, 0)
+        return [ah, _Esp(raw.index, raw.ts, s, d, espi, eseq, esp, ip_version=version, ip_fragmented=frag)]
 
     def _tcp(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> list[Packet]:
         n = len(seg)
