@@ -215,11 +215,12 @@ def infer(book: Book, flow: EspFlow) -> None:
     fits: list[tuple[ChildSa, EspFlow]] = []
     misfits: list[str] = []
     cands, more = book.half_inferred(flow.dst, flow.src, flow.protocol, ts, INFER_PAIR_WINDOW)
+    rtt = ike_round_trip(book, flow.src, flow.dst) if cands else 0.0
     for c in cands:
         other = book.table.child_flows.get(c.id, [None])[0]
         if other is None:
             continue
-        why = pair_misfit(other, flow, ts)
+        why = pair_misfit(other, flow, ts, rtt)
         if why:
             misfits.append(why)
         else:
@@ -255,13 +256,33 @@ def infer(book: Book, flow: EspFlow) -> None:
     book.add_inferred(child, ts, INFER_PAIR_WINDOW)
 
 
-def pair_misfit(w: EspFlow, r: EspFlow, ts: float) -> str:
+def ike_round_trip(book: Book, a: str, b: str) -> float:
+    """How long ``b`` or ``a`` took to answer the other across the path, as their IKE SA shows it:
+    the slowest request -> response of its exchanges (RFC 7296 §2.1: one request, one response;
+    an IKE responder computes DH and signatures, so this bounds a path round trip plus a host's
+    processing), leaving out retransmitted ones (which copy a response answers is not known).
+    0 without such an exchange."""
+    ike = book.latest_ike_between(a, b)
+    worst = 0.0
+    if ike is None:
+        return worst
+    for x in ike.exchanges:
+        if x.request_ts is None or x.response_ts is None or x.retransmits or x.response_retransmits:
+            continue
+        worst = max(worst, x.response_ts - x.request_ts)
+    return min(worst, INFER_PAIR_WINDOW)
+
+
+def pair_misfit(w: EspFlow, r: EspFlow, ts: float, rtt: float = 0.0) -> str:
     """Why ``r`` (starting at ``ts``) cannot be the reverse half of the CHILD SA whose other half is
     ``w``, or "" when it can. The two SAs of one CHILD SA share the path and the encapsulation (RFC
     3948: both directions of a UDP-encapsulated SA use one port pair, mirrored), and both directions
     are in use at once: the reverse starts while ``w`` is still active, within twice ``w``'s own
     packet interval of its last packet (a reply to its traffic), or within the pairing window when
-    ``w`` has sent one packet so far and has no rhythm yet."""
+    ``w`` has sent one packet so far and has no rhythm yet. A reply comes a round trip after what it
+    answers, whatever the sender's rhythm: a burst of packets a few ms apart is answered one path
+    round trip (and the peer's processing) later, so a reverse starting within ``rtt`` of ``w``'s
+    last packet fits too (the peers' IKE exchanges measured it: :func:`ike_round_trip`)."""
     if w.udp_encap != r.udp_encap:
         enc = "UDP-encapsulated" if w.udp_encap else "plain ESP"
         return f"0x{w.spi:08x} in the opposite direction is {enc}, this one is not"
@@ -271,7 +292,7 @@ def pair_misfit(w: EspFlow, r: EspFlow, ts: float) -> str:
     last = w.last_ts if w.last_ts is not None else (w.first_ts or 0.0)
     if w.packets >= 2 and w.first_ts is not None:
         rhythm = (last - w.first_ts) / (w.packets - 1)
-        allow = max(2 * rhythm, 1e-3)
+        allow = max(2 * rhythm, rtt, 1e-3)
     else:
         rhythm, allow = 0.0, INFER_PAIR_WINDOW
     if ts - last > allow:
