@@ -33,7 +33,13 @@ class IkeHeader:
 
     @property
     def is_response(self) -> bool:
-        return bool(self.flags & 0x20) if self.major == 2 else False
+        if self.major != 2 or not self.flags & 0x20:
+            return False
+        # Only the original initiator starts IKE_SA_INIT and only the responder answers it (RFC 7296
+        # §1.2, §2.2): a message of that exchange with the I flag is the initiator's request, even
+        # with the R flag set too (a real client sends flags 0xff: reserved bits set, which §3.1 says
+        # to ignore, and R with them; its responder answers it as the request it is).
+        return not (self.exchange == 34 and self.flags & 0x08)
 
     @property
     def encrypted_v1(self) -> bool:
