@@ -368,7 +368,8 @@ class Session:
                 st.frames += 1
                 if tbl.first_ts is None:
                     tbl.first_ts = raw.ts
-                tbl.last_ts = raw.ts
+                if tbl.last_ts is None or raw.ts > tbl.last_ts:  # the capture's end: its latest time
+                    tbl.last_ts = raw.ts  # (records need not be in time order: merged captures)
                 pkts = decode_all(raw)
                 if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index:
                     esp(raw, pkts[0])
@@ -416,7 +417,8 @@ class Session:
         tbl = self.tracker.table
         if tbl.first_ts is None:
             tbl.first_ts = raw.ts
-        tbl.last_ts = raw.ts
+        if tbl.last_ts is None or raw.ts > tbl.last_ts:  # the latest time, as in load()
+            tbl.last_ts = raw.ts
         pkts = self.decoder.decode_all(raw)
         if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index:
             self._esp(raw, pkts[0])  # the bulk of a big capture

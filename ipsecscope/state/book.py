@@ -327,6 +327,20 @@ class Book:
                 return sa
         return None
 
+    def started_before(self, version: int, spi_i: bytes, a: str, b: str, ts: float) -> IkeSa | None:
+        """The IKE SA between ``a`` and ``b`` with this SPIi that a message of its initial exchange
+        (zero SPIr) timed ``ts`` belongs to though it comes later in the file: the SA was filed from
+        a later exchange (its start unseen, ``state_inferred``) sent after ``ts``. Capture
+        records need not be in time order (merged or concatenated captures); an SPIi is the
+        initiator's random choice for one IKE SA (RFC 7296 §2.6)."""
+        for sa in reversed(self._by_spi_i.get((version, spi_i), ())):
+            if not sa.state_inferred or sa.ike_spi_r == ZERO_SPI or {sa.initiator, sa.responder} != {a, b}:
+                continue
+            later = [x.request_ts for x in sa.exchanges if x.exchange != 34 and x.request_ts is not None]
+            if later and ts < min(later):
+                return sa
+        return None
+
     def ike_sas_between(self, a: str, b: str) -> list[IkeSa]:
         """IKE SAs between two peers (either role), newest filed last."""
         pair = self._pair_ike.get(frozenset((a, b)))

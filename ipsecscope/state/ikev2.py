@@ -144,6 +144,14 @@ def ike_sa_for_v2(book: Book, msg: IkeMessage) -> IkeSa:
         prev = book.answered_init_copy(2, h.spi_i, msg.src, msg.raw)
         if prev is not None:
             return prev
+    if h.exchange == iana.ExchangeType.IKE_SA_INIT and h.spi_r == ZERO_SPI:
+        # The start of an SA already filed from its later exchanges (records out of time order).
+        late = book.started_before(2, h.spi_i, msg.src, msg.dst, msg.ts)
+        if late is not None:
+            late.created_ts = min(late.created_ts or msg.ts, msg.ts)
+            if is_init_req and late.retry_of is None:
+                link_retry(book, late, msg.ts)  # as for a new SA: the retry after INVALID_KE / COOKIE
+            return late
     # New: the original initiator sets the I flag (RFC 7296 §3.1).
     from_init = h.is_initiator
     initiator, responder = (msg.src, msg.dst) if from_init else (msg.dst, msg.src)
