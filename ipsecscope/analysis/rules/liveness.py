@@ -69,6 +69,14 @@ def _v1_dpd_dead(sa: IkeSa, end: float | None) -> Finding | None:
         "dpd_delay/dpd_timeout decide how fast the peer is declared dead.", ts=first.request_ts)
 
 
+def _slowest_answer(sa) -> float:
+    """The longest any request of ``sa`` waited for its response (RFC 7296 §2.1: the requester
+    waits, then retransmits): a request sent less than that before the capture ended may simply not
+    have been answered yet. 0 when nothing was answered."""
+    return max((x.response_ts - x.request_ts for x in sa.exchanges
+                if x.request_ts is not None and x.response_ts is not None), default=0.0)
+
+
 @rule(6, ("IKE-NO-RESPONSE", "IKE-DEAD-PEER", "IKE-UDP4500-BLOCKED"), (Severity.WARNING, Severity.ERROR), ref="RFC 7296 §2.1, §2.4; RFC 3706")
 def r_unanswered(table: SaTable, ctx: RuleContext):
     """Unanswered IKE requests: peer unreachable, dead peer (IKEv1: DPD R-U-THEREs never acknowledged), or UDP 4500 blocked after NAT-T."""
@@ -94,12 +102,18 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
             peer = other_peer(sa, req)
             waited = (end - x.request_ts) if end is not None and x.request_ts is not None else 0.0
             tries = 1 + x.retransmits
+            if tries == 1 and waited <= _slowest_answer(sa):
+                continue  # the capture ends before this peer answered anything this late: no evidence
             refused, icmp_frames = icmp_ike_refusal(table, sa, req)
             frames = frames_of(x.request_frames[:6], icmp_frames)
             exn = exchange_label(x, sa.version)
             init_answered = any(y.exchange == 34 and y.response_frames for y in sa.exchanges)
             if (x.exchange == 35 and init_answered and x.responder_port == 4500
                     and all(y.responder_port != 4500 for y in sa.exchanges if y.response_frames)):
+                if x.ip_fragmented:
+                    # Every copy went as IP fragments: dropped fragments explain the silence as well
+                    # as a blocked port, and IKE-IP-FRAGMENTED reports this exchange (RFC 7383).
+                    continue
                 yield Finding(
                     code="IKE-UDP4500-BLOCKED", severity=Severity.ERROR,
                     title=f"UDP 4500 to {peer} looks blocked: IKE_SA_INIT answered on 500, IKE_AUTH on 4500 never",

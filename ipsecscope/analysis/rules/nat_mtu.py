@@ -74,8 +74,9 @@ def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
                     s.ports.append((p, x.request_frames[0]))
         s.keepalives = table.keepalives.get((addr, other), 0)  # counted by the tracker (state/)
         if s.other_destination_fails:
-            s.evidence.append(f"{other}'s {dst_hash} does not match {addr} as captured: the "
-                              "capture was taken behind that NAT")
+            # where the capture was taken is said once, by r_nat (behind the NAT: the other peer's
+            # view of the address is not in it)
+            s.evidence.append(f"{other}'s {dst_hash} does not match {addr} as captured")
         if s.own_source_fails:
             if s.first_port not in (500, 4500, 0):
                 s.evidence.append(f"its {first_msg} arrives from port {s.first_port}, not 500: a NAPT rewrote it")
