@@ -1,0 +1,271 @@
+"""Public IPsec captures nobody here made (tests/data/zeek-spicy-ipsec, ndpi, scapy: provenance in
+each folder), frame by frame against tshark and against the expected outputs their projects ship
+(Zeek's ipsec.log / AH events). Each class of disagreement these captures showed has its test:
+
+* ESP under AH (RFC 4302 §3.1, an SA bundle of RFC 4301 §4.5): the ESP SA is an SA of its own and
+  its packets count, as tshark dissects them (the AH's Next Header is 50).
+* Two ESP flows of one CHILD SA read without keys: a burst answered one path round trip later is
+  paired (the IKE exchanges between the peers measure that round trip).
+* An IKE_SA_INIT from the original initiator is a request even with its R flag set (RFC 7296 §1.2,
+  §2.2; a real client sends flags 0xff).
+* A request sent just before the capture ends is no evidence of a dead peer.
+* An IKE_AUTH lost as IP fragments is not "UDP 4500 blocked": fragments explain it as well.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+
+ZEEK = DATA / "zeek-spicy-ipsec"
+NDPI = DATA / "ndpi"
+SCAPY = DATA / "scapy"
+CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY) for p in d.rglob("*") if p.suffix in (".cap", ".pcap", ".pcapng"))
+AH_ESP = ZEEK / "IPsec_ESP-AH_tunnel_mode.cap"
+BURST = NDPI / "derived" / "ipsec_isakmp_esp-207-225.pcap"
+
+
+def _id(p: Path) -> str:
+    return str(p.relative_to(DATA))
+
+
+@functools.cache
+def cli(*args: str) -> str:
+    r = subprocess.run([*IPSECSCOPE, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr
+    return r.stdout
+
+
+def summary(cap: Path) -> dict:
+    return json.loads(cli("summary", str(cap), "--json"))
+
+
+def packets(cap: Path) -> dict[int, dict]:
+    return {d["frame"]: d for d in map(json.loads, cli("packets", str(cap), "--json").splitlines())}
+
+
+def findings(cap: Path) -> list[dict]:
+    return json.loads(cli("findings", str(cap), "--json"))["findings"]
+
+
+def sas(cap: Path) -> dict:
+    return json.loads(cli("sas", str(cap), "--json"))
+
+
+TS_FIELDS = ("frame.number", "frame.time_epoch", "frame.protocols", "isakmp.ispi", "isakmp.rspi",
+             "isakmp.exchangetype", "isakmp.messageid", "isakmp.version", "isakmp.flags", "esp.spi",
+             "esp.sequence", "ah.spi", "ah.sequence", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst")
+
+
+@functools.cache
+def tshark(cap: Path) -> dict[int, dict[str, str]]:
+    """frame -> tshark 4.0's fields (no keys), first occurrence of each."""
+    args = ["tshark", "-n", "-r", str(cap), "-T", "fields", "-E", "occurrence=f"]
+    for f in TS_FIELDS:
+        args += ["-e", f]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        cols = (line.split("\t") + [""] * len(TS_FIELDS))[:len(TS_FIELDS)]
+        rows[int(cols[0])] = dict(zip(TS_FIELDS, cols, strict=True))
+    return rows
+
+
+@needs_tshark
+@pytest.mark.parametrize("cap", CAPTURES, ids=_id)
+def test_ike_messages_and_esp_packets_agree_with_tshark_frame_by_frame(cap):
+    """Every frame tshark dissects as ISAKMP is the same IKE message for ipsecscope (SPIs,
+    exchange type, message ID, version); every ESP frame has tshark's SPI and sequence number;
+    every AH flow tshark sees is ours with the same packets. A frame only ipsecscope calls IKE is
+    one it counts malformed (an ISAKMP header of length 0 on port 500: tshark shows data)."""
+    ts = tshark(cap)
+    s = summary(cap)
+    ours_ike = {m["frame"]: m for m in s["ike"]}
+    rows = packets(cap)
+    ah_theirs: Counter = Counter()
+    for n, t in ts.items():
+        stack = t["frame.protocols"].split(":")
+        if "icmp" in stack or "icmpv6" in stack:
+            continue
+        if "isakmp" in stack:
+            m = ours_ike.get(n)
+            assert m is not None, f"frame {n}: tshark dissects ISAKMP, ipsecscope has no IKE message"
+            assert (m["spi_i"], m["spi_r"], m["exchange_type"], m["msg_id"], m["version"]) == (
+                t["isakmp.ispi"], t["isakmp.rspi"], int(t["isakmp.exchangetype"]), int(t["isakmp.messageid"], 16),
+                int(t["isakmp.version"], 16) >> 4), n
+        if "esp" in stack and t["esp.spi"]:
+            r = rows[n]
+            assert (r["kind"], int(r["spi"], 16), r["seq"]) == ("ESP", int(t["esp.spi"], 16), int(t["esp.sequence"])), n
+        if "ah" in stack:
+            src = t["ip.src"] or t["ipv6.src"]
+            dst = t["ip.dst"] or t["ipv6.dst"]
+            ah_theirs[(src, dst, int(t["ah.spi"], 16))] += 1
+    malformed = {e["frame"] for e in s["malformed"]["examples"]}
+    only_ours = {n for n in ours_ike if "isakmp" not in ts[n]["frame.protocols"].split(":")}
+    assert only_ours <= malformed, sorted(only_ours - malformed)
+    assert Counter({(f["src"], f["dst"], int(f["spi"], 16)): f["packets"] for f in s["ah"]}) == ah_theirs
+
+
+# ---- Zeek's expected outputs ----------------------------------------------------------------------
+
+ZEEK_TRACES = {
+    "basic": ZEEK / "ipsec_client.pcap",
+    "ikev1-a": DATA / "wireshark" / "ikev1-certs.pcap",
+    "ikev1-b": ZEEK / "ipsec-ikev1-isakmp-aggressive-mode.pcap",
+    "ikev1-c": DATA / "suricata-verify" / "ikev1-rules" / "ikev1-isakmp-main-mode.pcap",
+    "ipsec_esp": ZEEK / "ipsec.cap",
+}
+
+
+def zeek_log(path: Path) -> list[dict[str, str]]:
+    fields: list[str] = []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.startswith("#fields"):
+            fields = line.split("\t")[1:]
+        elif line and not line.startswith("#"):
+            rows.append(dict(zip(fields, line.split("\t"), strict=True)))
+    return rows
+
+
+@pytest.mark.parametrize("test", sorted(ZEEK_TRACES))
+def test_ike_messages_are_zeeks(test):
+    """The IKE messages of Zeek's ipsec.log (SPIs, version, exchange type, message ID, length) are
+    ipsecscope's, as a multiset (the baseline is sorted); an IP-fragmented IKE_AUTH is one message
+    of its reassembled length for both."""
+    want = Counter((r["initiator_spi"], r["responder_spi"], int(r["maj_ver"]), int(r["exchange_type"]),
+                    int(r["message_id"]), int(r["length"]))
+                   for r in zeek_log(ZEEK / "baseline" / test / "ipsec.log"))
+    got = Counter((m["spi_i"], m["spi_r"], m["version"], m["exchange_type"], m["msg_id"], m["length"])
+                  for m in summary(ZEEK_TRACES[test])["ike"])
+    assert got == want
+
+
+def test_ah_packets_are_zeeks():
+    """Zeek's ah_message_over_ip events (src, dst, SPI, sequence number) are the AH flows'."""
+    events: Counter = Counter()
+    seqs: dict[tuple, set[int]] = {}
+    # The baseline prints each event's fields with no separator between them: here both addresses
+    # are 10.0.0.x with one-digit x, the SPIs have ten decimal digits and the AH length is 12.
+    ev = re.compile(r"ah_message_over_ip (10\.0\.0\.\d)(10\.0\.0\.\d)(\d{10})(\d+)12$")
+    for line in (ZEEK / "baseline" / "ipsec_ah" / "stdout").read_text().splitlines():
+        if line.startswith("ah_message_over_ip"):
+            src, dst, spi, seq = ev.match(line).groups()  # type: ignore[union-attr]
+            events[(src, dst, int(spi))] += 1
+            seqs.setdefault((src, dst, int(spi)), set()).add(int(seq))
+    assert sum(events.values()) == 10
+    ah = summary(AH_ESP)["ah"]
+    assert {(f["src"], f["dst"], int(f["spi"], 16)): f["packets"] for f in ah} == dict(events)
+    for f in ah:
+        s = seqs[(f["src"], f["dst"], int(f["spi"], 16))]
+        assert (f["seq_min"], f["seq_max"]) == (min(s), max(s))
+
+
+# ---- the classes ------------------------------------------------------------------------------------
+
+@needs_tshark
+def test_esp_under_ah_is_its_own_sa():
+    """AH (next header 50) protecting ESP: tshark dissects ip:ah:esp; the ESP packets count, each
+    direction's ESP SPI is an SA of its own beside the AH SA (RFC 4301 §4.1: SPI, destination and
+    protocol), and the packet list shows the ESP (what the AH protects and what would decrypt)."""
+    ts = tshark(AH_ESP)
+    assert all(t["frame.protocols"].endswith(":ip:ah:esp") for t in ts.values())
+    s = summary(AH_ESP)
+    assert (s["counts"]["ah"], s["counts"]["esp"], s["counts"]["malformed"]) == (10, 10, 0)
+    esp_theirs = Counter((t["ip.src"], t["ip.dst"], int(t["esp.spi"], 16)) for t in ts.values())
+    assert {(f["src"], f["dst"], int(f["spi"], 16)): f["packets"] for f in s["esp"]} == dict(esp_theirs)
+    children = sas(AH_ESP)["child_sas"]
+    assert sorted((c["protocol"], c["spi_i"], c["spi_r"]) for c in children) == [
+        ("AH", "0xba8bd060", "0x8179b705"), ("ESP", "0xfb5128a6", "0x48dac2e4")]
+    rows = packets(AH_ESP)
+    assert [r["kind"] for r in rows.values()] == ["ESP"] * 10
+
+
+@needs_tshark
+def test_a_burst_answered_a_round_trip_later_is_one_child_sa():
+    """ipsecscope without keys pairs two opposite ESP flows only when the reverse starts while the
+    first is active. Here 192.168.2.100 sends 3 packets within 1 ms and the gateway's reply starts
+    49 ms later, more than twice the burst's own packet interval after its last packet (the old rule
+    split them into two one-way SAs, two ESP-ONE-WAY warnings). The reply is one round trip away,
+    which the peers' IKE exchanges measured: the pair is one CHILD SA, and nothing is one-way."""
+    ts = tshark(BURST)
+    fwd = [float(t["frame.time_epoch"]) for t in ts.values() if t["esp.spi"] == "0x02dcd9b5"]
+    rev = [float(t["frame.time_epoch"]) for t in ts.values() if t["esp.spi"] == "0xc3cdf820"]
+    before = [t for t in fwd if t < rev[0]]
+    rhythm = (before[-1] - before[0]) / (len(before) - 1)
+    gap = rev[0] - before[-1]
+    assert gap > 2 * rhythm and gap < 0.1
+    # the IKE round trips tshark sees between the two peers (request -> response, same message ID)
+    reqs = {}
+    rtts = []
+    for t in ts.values():
+        if t["isakmp.flags"]:
+            key = (t["isakmp.exchangetype"], t["isakmp.messageid"])
+            if int(t["isakmp.flags"], 16) & 0x20 and t["ip.src"] == "109.237.187.131" and key in reqs:
+                rtts.append(float(t["frame.time_epoch"]) - reqs.pop(key))
+            elif t["ip.src"] == "192.168.2.100":
+                reqs[key] = float(t["frame.time_epoch"])
+    assert max(rtts) > gap
+    (child,) = sas(BURST)["child_sas"]
+    assert (child["spi_i"], child["spi_r"]) == ("0xc3cdf820", "0x02dcd9b5")
+    assert child["inferred_reason"].startswith("paired: ")
+    assert not [f for f in findings(BURST) if f["code"] == "ESP-ONE-WAY"]
+
+
+@needs_tshark
+def test_ike_sa_init_from_the_initiator_with_flags_0xff_is_a_request():
+    """Frame 1's flags byte is 0xff: tshark reads "Initiator, Response". The gateway answers it
+    with a COOKIE (frame 2), the client retries (frame 3) and the SA comes up: it was the request,
+    and the exchanges pair as such; the initiator's NAT-T source port is its request's (10500)."""
+    ts = tshark(BURST)
+    assert ts[1]["isakmp.flags"] == "0xff" and ts[2]["isakmp.flags"] == "0x20"
+    m = summary(BURST)["ike"][0]
+    assert (m["frame"], m["is_initiator"], m["is_response"]) == (1, True, False)
+    (sa,) = sas(BURST)["ike_sas"]
+    assert sa["state"] == "established"
+    init = [x for x in sa["exchanges"] if x["exchange"] == "IKE_SA_INIT"]
+    assert [(x["request_frames"], x["response_frames"]) for x in init] == [([1], [2]), ([3], [4])]
+    nat = next(f for f in findings(BURST) if f["code"] == "IKE-NAT-DETECTED")
+    assert "192.168.2.100:10500" in nat["title"]
+
+
+def test_a_request_at_the_end_of_the_capture_is_no_dead_peer():
+    """The gateway's INFORMATIONAL request is the capture's last frame: nothing could answer it
+    within the capture, so it says nothing about the peer being dead."""
+    assert summary(BURST)["ike"][-1]["frame"] == 19
+    assert not [f for f in findings(BURST) if f["code"] in ("IKE-DEAD-PEER", "IKE-NO-RESPONSE")]
+
+
+def test_an_ip_fragmented_ike_auth_is_not_udp_4500_blocked():
+    """ipsec_client: IKE_SA_INIT answered on 500, then IKE_AUTH on 4500 three times, each time in
+    IP fragments, never answered. Lost fragments explain that as well as a blocked port: one
+    finding, IKE-IP-FRAGMENTED, not also IKE-UDP4500-BLOCKED."""
+    codes = [f["code"] for f in findings(ZEEK / "ipsec_client.pcap")]
+    assert "IKE-IP-FRAGMENTED" in codes and "IKE-UDP4500-BLOCKED" not in codes
+
+
+OUT_OF_ORDER = NDPI / "derived" / "ipsec_isakmp_esp-1-19.pcap"
+
+
+@needs_tshark
+def test_records_out_of_time_order():
+    """The nDPI capture is not in time order: frames 16-19 (IKE_SA_INIT, a COOKIE, the retry, the
+    answer) are 0.1 s older than frame 1 (IKE_AUTH of the same SA). The capture spans its earliest
+    to its latest time (as capinfos says), the late IKE_SA_INIT joins the SA its SPIi names instead of
+    starting one nobody answers, and a request is not 'unanswered' for a negative time."""
+    times = {n: float(t["frame.time_epoch"]) for n, t in tshark(OUT_OF_ORDER).items()}
+    assert times[16] < times[1] and max(times.values()) > times[19]
+    doc = sas(OUT_OF_ORDER)
+    assert (doc["first_time"], doc["last_time"]) == pytest.approx((min(times.values()), max(times.values())))
+    (sa,) = doc["ike_sas"]
+    assert (sa["spi_i"], sa["spi_r"], sa["state"]) == ("b64ef32131a48952", "86babd3904886955", "established")
+    init = [(x["request_frames"], x["response_frames"]) for x in sa["exchanges"] if x["exchange"] == "IKE_SA_INIT"]
+    assert init == [([16], [17]), ([18], [19])]
+    assert not [f for f in findings(OUT_OF_ORDER) if f["code"] in ("IKE-NO-RESPONSE", "IKE-DEAD-PEER")]
