@@ -110,6 +110,8 @@ def _flow_line(f: EspFlow) -> str:
 
 
 def _child_node(parent, c: ChildSa, table: SaTable) -> None:
+    from rich.markup import escape  # text read off the wire or from files is not markup
+
     head = (f"CHILD_SA #{c.id} {_state(c.state)} {c.protocol} {c.mode}  "
             f"SPIs {spi_hex(c.spi_i) or '?'} (i) / {spi_hex(c.spi_r) or '?'} (r)")
     node = parent.add(head)
@@ -137,14 +139,15 @@ def _child_node(parent, c: ChildSa, table: SaTable) -> None:
     if c.deleted_ts is not None:
         node.add(f"deleted at {_clock(c.deleted_ts)} by {c.deleted_by}")
     if c.inferred_reason:
-        node.add(f"[magenta]inferred:[/] {c.inferred_reason}")
+        node.add(f"[magenta]inferred:[/] {escape(c.inferred_reason)}")
     if c.keys_source:
-        node.add(f"keys: {c.keys_source}")
+        node.add(f"keys: {escape(c.keys_source)}")
     for f in c.flows(table):
         node.add(_flow_line(f))
 
 
 def render(table: SaTable, console=None, keys_given: bool = False) -> None:
+    from rich.markup import escape  # IDs, gateway names, file names: text, never markup
     from rich.tree import Tree
 
     from .text import Hanging, text_console  # rich: only for text output (`--json` never loads it)
@@ -159,7 +162,8 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
                 f"{sa.initiator}:{sa.initiator_port} → {sa.responder}:{sa.responder_port}")
         tree = Tree(Hanging(head, 4))  # a wrapped head line continues indented, split at spaces only
         if sa.id_i or sa.id_r:
-            tree.add(f"IDs {sa.id_i or '?'} → {sa.id_r or '?'}" + (f" ({sa.auth_method})" if sa.auth_method else ""))
+            tree.add(f"IDs {escape(sa.id_i or '?')} → {escape(sa.id_r or '?')}"
+                     + (f" ({sa.auth_method})" if sa.auth_method else ""))
         line = f"proposal [bold]{sa.proposal or '—'}[/]"
         if sa.offered and sa.offered != [sa.proposal]:
             line += f"  (offered: {', '.join(sa.offered)})"
@@ -200,7 +204,7 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
             extra = f" [yellow]{x.retransmits} retransmit(s)[/]" if x.retransmits else ""
             err = f" [red]{x.error_name}[/]" if x.error_name else ""
             xs.add(f"#{x.msg_id} {N.exchange_name(x.exchange, sa.version)} from {x.requester} "
-                   f"(frames {fr} → {rf}){extra}{err}  {x.summary}")
+                   f"(frames {fr} → {rf}){extra}{err}  {escape(x.summary)}")
         for cid in sa.children:
             c = table.child_sas.get(cid)
             if c is not None and c.ike_sa not in (None, sa.key) and c.ike_sa in table.ike_sas:

@@ -29,9 +29,10 @@ def text_console(file=None) -> Console:
     or grep gets one record per line, an SPI or address never split); in a terminal, lines wrap
     at spaces at the terminal's width (:class:`Hanging`)."""
     out = file or sys.stdout
+    # emoji=False: ":100:" in "2001:db8::100:500" is an address and a port, not an emoji code.
     if out.isatty():
-        return Console(file=file)
-    return Console(file=file, width=1 << 16, soft_wrap=True)
+        return Console(file=file, emoji=False)
+    return Console(file=file, width=1 << 16, soft_wrap=True, emoji=False)
 
 
 def line_spans(plain: str, width: int, indent: int) -> list[tuple[int, int]]:
@@ -70,7 +71,7 @@ class Hanging:
     string, rich markup in it is read. Piped (``no_wrap``), it stays one line."""
 
     def __init__(self, text: Text | str, indent: int = 4) -> None:
-        self.text = Text.from_markup(text) if isinstance(text, str) else text
+        self.text = Text.from_markup(text, emoji=False) if isinstance(text, str) else text
         self.indent = indent
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
