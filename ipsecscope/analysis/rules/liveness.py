@@ -69,6 +69,13 @@ def _v1_dpd_dead(sa: IkeSa, end: float | None) -> Finding | None:
         "dpd_delay/dpd_timeout decide how fast the peer is declared dead.", ts=first.request_ts)
 
 
+def _initial(sa, x) -> bool:
+    """An exchange that sets the SA up (IKEv2 IKE_SA_INIT; IKEv1 phase 1, Main or Aggressive Mode,
+    RFC 2409 §5): unanswered, the SA never came up, whatever state was guessed for it (a capture
+    that starts mid-exchange sees both cookies set): not a peer that died after it was up."""
+    return x.exchange == 34 if sa.version == 2 else x.exchange in (Ikev1Exchange.MAIN_MODE, Ikev1Exchange.AGGRESSIVE)
+
+
 def _slowest_answer(sa) -> float:
     """The longest any request of ``sa`` waited for its response (RFC 7296 §2.1: the requester
     waits, then retransmits): a request sent less than that before the capture ended may simply not
@@ -125,7 +132,7 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
                           "firewall rule rejects it (nft list ruleset / iptables -S)." if refused else
                           "Allow UDP 4500 in both directions between the peers (and ESP-in-UDP after it)."),
                     ts=x.request_ts)
-            elif sa.state in (SaState.ESTABLISHED, SaState.REKEYED) and x.exchange != 34:
+            elif sa.state in (SaState.ESTABLISHED, SaState.REKEYED) and not _initial(sa, x):
                 yield Finding(
                     code="IKE-DEAD-PEER", severity=Severity.ERROR,
                     title=f"Dead peer: {peer} stopped answering {req} ({exn} sent {tries}×, no reply)",
