@@ -10,6 +10,10 @@ each folder), frame by frame against tshark and against the expected outputs the
   §2.2; a real client sends flags 0xff).
 * A request sent just before the capture ends is no evidence of a dead peer.
 * An IKE_AUTH lost as IP fragments is not "UDP 4500 blocked": fragments explain it as well.
+* An unanswered phase-1 message (IKE_SA_INIT, IKEv1 Main/Aggressive Mode) is no dead peer, even
+  when the capture starts mid-exchange and the SA's state is a guess.
+* Text from the wire or from files is never rich markup in the text output: "2001:db8::100:500"
+  stays an address and port (":100:" is an emoji code), an ID "[/x]" does not crash it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
 ZEEK = DATA / "zeek-spicy-ipsec"
 NDPI = DATA / "ndpi"
 SCAPY = DATA / "scapy"
-CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY) for p in d.rglob("*") if p.suffix in (".cap", ".pcap", ".pcapng"))
+ARKIME = DATA / "arkime"
+CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY, ARKIME) for p in d.rglob("*")
+                  if p.suffix in (".cap", ".pcap", ".pcapng"))
 AH_ESP = ZEEK / "IPsec_ESP-AH_tunnel_mode.cap"
 BURST = NDPI / "derived" / "ipsec_isakmp_esp-207-225.pcap"
 
@@ -269,3 +275,72 @@ def test_records_out_of_time_order():
     init = [(x["request_frames"], x["response_frames"]) for x in sa["exchanges"] if x["exchange"] == "IKE_SA_INIT"]
     assert init == [([16], [17]), ([18], [19])]
     assert not [f for f in findings(OUT_OF_ORDER) if f["code"] in ("IKE-NO-RESPONSE", "IKE-DEAD-PEER")]
+
+
+# ---- Arkime's expected session records ---------------------------------------------------------
+
+ALG = {"aes-cbc": "aes", "prf-hmac-sha2-512": "sha512", "sha2-512": "sha512", "ecp384": "ecp384"}
+EXCHANGES = {"ike-sa-init": "IKE_SA_INIT", "ike-auth": "IKE_AUTH", "create-child-sa": "CREATE_CHILD_SA",
+             "informational": "INFORMATIONAL", "identity-protection": "Main Mode", "quick-mode": "Quick Mode"}
+
+
+@pytest.mark.parametrize("name", ["IKEv1", "IKEv2", "ike-cert_synthetic"])
+def test_ike_sas_are_arkimes(name):
+    """Arkime's isakmp session records: the initiator / responder SPIs, exchange types, version and
+    (IKEv1, IKEv2) the negotiated encryption, PRF/hash and DH group are ipsecscope's IKE SAs'."""
+    cap = ARKIME / f"{name}.pcap"
+    want_spi_i, want_spi_r, want_x, want_alg = set(), set(), set(), set()
+    for sess in json.loads((ARKIME / f"{name}.test").read_text())["sessions3"]:
+        ik = sess["body"].get("isakmp")
+        if not ik:
+            continue
+        want_spi_i |= set(ik["initiatorSpi"])
+        want_spi_r |= set(ik.get("responderSpi", ()))
+        want_x |= {EXCHANGES[x] for x in ik["exchangeType"]}
+        want_alg |= {ALG[a] for k in ("encryption", "hash", "dhGroup") for a in ik.get(k, ())}
+    doc = sas(cap)
+    assert {sa["spi_i"] for sa in doc["ike_sas"]} == want_spi_i
+    assert {sa["spi_r"] for sa in doc["ike_sas"]} - {"0000000000000000"} == want_spi_r
+    assert {x["exchange"] for sa in doc["ike_sas"] for x in sa["exchanges"]} == want_x
+    for sa in doc["ike_sas"]:
+        if sa["proposal"]:  # "aes256-sha512-ecp384": every part Arkime names is in it
+            assert all(a in sa["proposal"] for a in want_alg), (sa["proposal"], want_alg)
+    assert any(sa["proposal"] for sa in doc["ike_sas"]) == bool(want_alg)
+
+
+def test_unanswered_main_mode_mid_exchange_is_not_a_dead_peer():
+    """ike-cert_synthetic's Main Mode messages carry both cookies (the SA's state is a guess) and
+    nobody answers them: the SA never came up, so the peer did not die after it was up."""
+    fs = findings(ARKIME / "ike-cert_synthetic.pcap")
+    assert not [f for f in fs if f["code"] == "IKE-DEAD-PEER"]
+    assert len([f for f in fs if f["code"] == "IKE-NO-RESPONSE" and "Main Mode" in f["title"]]) == 2
+
+
+def test_text_output_is_not_markup():
+    """sas / findings text: an IPv6 address with its port holds ":100:", rich's emoji code for 💯;
+    it is printed as captured."""
+    cap = ARKIME / "ike-cert_synthetic.pcap"
+    out = cli("sas", str(cap))
+    assert "2001:db8::100:500 → 2001:db8::200:500" in out and "\N{HUNDRED POINTS SYMBOL}" not in out
+
+
+def test_ids_and_names_from_the_wire_are_not_markup():
+    """An IKE ID, a gateway name or a file name is text: "[/x]" or "[bold]" in it is printed as is
+    (rich would raise MarkupError on an unmatched closing tag: a traceback on bad input)."""
+    import io
+
+    from rich.console import Console
+
+    from ipsecscope.cli.sas import render
+    from ipsecscope.model.sa import IkeExchange, IkeSa, SaTable
+
+    sa = IkeSa(ike_spi_i=bytes(8), ike_spi_r=bytes(range(8)), version=2, initiator="2001:db8::100",
+               responder="2001:db8::200", id_i="CN=[/x] O=[bold]Acme", id_r="fqdn:100:")
+    sa.exchanges.append(IkeExchange(exchange=34, msg_id=0, requester="2001:db8::100", request_frames=[1],
+                                    summary="IKE_SA_INIT answered with REDIRECT to [/gw].example"))
+    table = SaTable()
+    table.ike_sas[sa.key] = sa
+    buf = io.StringIO()
+    render(table, Console(file=buf, width=200, emoji=False))
+    out = buf.getvalue()
+    assert "IDs CN=[/x] O=[bold]Acme → fqdn:100:" in out and "REDIRECT to [/gw].example" in out
