@@ -234,7 +234,11 @@ def _icv_checker(o: Opener) -> Callable[[bytes, int | None], None] | None:
     if not o.verifies:
         return None
     akey = bytes(o.keys.auth_key)
-    if integ.key_len and len(akey) != integ.key_len:
+    # HMAC takes a key of any length (RFC 2104 §2); IKE always derives the RFC 2404/4868 size, but a
+    # manually keyed SA may use another one (Linux and Wireshark accept it): the ICV decides. The
+    # other MACs (AES-XCBC, GMAC) are defined for their one key size only.
+    odd_hmac = integ.kind == "hmac" and len(akey) > 0
+    if integ.key_len and len(akey) != integ.key_len and not odd_hmac:
         raise UnknownAlgorithmError(
             f"{integ.label} integrity key is {len(akey) * 8} bits; expected {integ.key_len * 8}. "
             "Check the authentication key in the key file.")
