@@ -292,8 +292,7 @@ class _Loop:
         s.stats.frames += 1
         if tbl.first_ts is None:
             tbl.first_ts = raw.ts
-        if tbl.last_ts is None or raw.ts > tbl.last_ts:  # the capture's latest time (Session.load)
-            tbl.last_ts = raw.ts
+        tbl.last_ts = raw.ts if tbl.last_ts is None else max(tbl.last_ts, raw.ts)  # latest time (Session.load)
         s._general_frame(raw)
 
     def batch(self, w: bytes, wl: int, base: int, offs: list[int]) -> None:  # noqa: C901
@@ -382,9 +381,7 @@ class _Loop:
                             lk = int(locs[k]) & 0xFFFFFFFF
                             offsets.set(first + k, path_index, base + int(RO[k]), lk - (1 << 32) if lk >> 31 else lk)
                 st.frames += g - start
-                t_end = float(ts[sl].max())  # the latest time, not the last record's (Session.load)
-                if tbl.last_ts is None or t_end > tbl.last_ts:
-                    tbl.last_ts = t_end
+                tbl.last_ts = max(float(ts[sl].max()), tbl.last_ts or 0.0)  # latest time, not last record's
                 c = cls[sl]
                 e = np.flatnonzero(c <= 2) + start
                 if len(e):
