@@ -84,7 +84,36 @@ def _slowest_answer(sa) -> float:
                 if x.request_ts is not None and x.response_ts is not None), default=0.0)
 
 
-@rule(6, ("IKE-NO-RESPONSE", "IKE-DEAD-PEER", "IKE-UDP4500-BLOCKED"), (Severity.WARNING, Severity.ERROR), ref="RFC 7296 §2.1, §2.4; RFC 3706")
+def _sent_once(table: SaTable, sa: IkeSa, x: IkeExchange, req: str, peer: str, exn: str, waited: float) -> Finding:
+    """An unanswered request seen once, never retransmitted, although the capture runs on past the
+    point where an answer would have come (:func:`_slowest_answer`). A requester retransmits until
+    answered or it gives up (RFC 7296 §2.1) and concludes that the peer is dead only after repeated
+    attempts (§2.4): one copy and silence after it means the requester let the exchange go (it
+    deleted the SA, or started over) or the capture lost its later packets and the answer. Neither
+    shows the peer down or the path blocked, so this is information, not a dead peer (nDPI's
+    stitched NAT-T capture: each session ends with the gateway's INFORMATIONAL, seen once)."""
+    later = [o for o in table.ike_sas.values()
+             if o is not sa and {o.initiator, o.responder} == {req, peer} and o.created_ts is not None
+             and x.request_ts is not None and o.created_ts > x.request_ts]
+    nxt = min(later, key=lambda o: o.created_ts or 0.0) if later else None
+    moved = (f" {nxt.initiator} started a new IKE SA with {other_peer(nxt, nxt.initiator)} "
+             f"{dur((nxt.created_ts or 0.0) - (x.request_ts or 0.0))} later (frame {nxt.frames[0]})."
+             if nxt is not None and nxt.frames else "")
+    return Finding(
+        code="IKE-NO-RESPONSE", severity=Severity.INFO,
+        title=f"{peer} did not answer {req}'s {exn} request, sent once and never retransmitted",
+        explanation=f"{req} sent {exn} (message ID {x.msg_id}) to {peer} once; the capture runs {dur(waited)} past it "
+        f"with no response and no retransmission.{moved} A requester retransmits until it is answered or gives "
+        "up, and declares its peer dead only after repeated attempts (RFC 7296 §2.1, §2.4): so "
+        f"{req} let this exchange go (it deleted the SA or started over), or the capture missed its later packets "
+        f"and the answer. This does not show {peer} down or the path blocked.",
+        frames=frames_of(x.request_frames[:1]), sa=sa.key,
+        hint="If the capture was cut or stitched from several, look at the original around this time; a "
+        f"request that really goes unanswered is retransmitted (several copies from {req}).",
+        ts=x.request_ts)
+
+
+@rule(6, ("IKE-NO-RESPONSE", "IKE-DEAD-PEER", "IKE-UDP4500-BLOCKED"), (Severity.INFO, Severity.WARNING, Severity.ERROR), ref="RFC 7296 §2.1, §2.4; RFC 3706")
 def r_unanswered(table: SaTable, ctx: RuleContext):
     """Unanswered IKE requests: peer unreachable, dead peer (IKEv1: DPD R-U-THEREs never acknowledged), or UDP 4500 blocked after NAT-T."""
     end = table.last_ts
@@ -114,6 +143,9 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
             refused, icmp_frames = icmp_ike_refusal(table, sa, req)
             frames = frames_of(x.request_frames[:6], icmp_frames)
             exn = exchange_label(x, sa.version)
+            if tries == 1 and not refused:
+                yield _sent_once(table, sa, x, req, peer, exn, waited)
+                continue
             init_answered = any(y.exchange == 34 and y.response_frames for y in sa.exchanges)
             if (x.exchange == 35 and init_answered and x.responder_port == 4500
                     and all(y.responder_port != 4500 for y in sa.exchanges if y.response_frames)):

@@ -1,0 +1,84 @@
+"""More public captures nobody here made (tests/data/ndpi/derived: more of nDPI's real NAT-T
+client capture; provenance in each folder), and the classes of disagreement they showed:
+
+* A request seen once and never retransmitted, unanswered, is no dead or unreachable peer: a
+  requester retransmits until answered or it gives up, and declares its peer dead only after
+  repeated attempts (RFC 7296 §2.1, §2.4).
+
+tests/test_field_captures.py compares every capture of these folders with tshark frame by frame,
+and tests/test_public_corpus.py loads each; this file holds what a capture taught beyond that.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+from pathlib import Path
+
+from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+
+NDPI = DATA / "ndpi"
+# two whole sessions to two gateways; the first ends with the gateway's INFORMATIONAL, seen once
+SESSIONS = NDPI / "derived" / "ipsec_isakmp_esp-287-324.pcap"
+# three IKE SAs to one gateway; the second's IKE_SA_INIT retry (with the COOKIE) is seen once
+RETRY_ONCE = NDPI / "derived" / "ipsec_isakmp_esp-456-466.pcap"
+
+
+@functools.cache
+def cli(*args: str) -> str:
+    r = subprocess.run([*IPSECSCOPE, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr
+    return r.stdout
+
+
+def findings(cap: Path) -> list[dict]:
+    return json.loads(cli("findings", str(cap), "--json"))["findings"]
+
+
+@functools.cache
+def tshark_ike(cap: Path) -> list[tuple[int, float, str, str, str, str]]:
+    """(frame, time, src, SPIi, exchange type, message ID) of every IKE message, as tshark reads it."""
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "isakmp", "-T", "fields", "-e", "frame.number",
+                          "-e", "frame.time_epoch", "-e", "ip.src", "-e", "isakmp.ispi", "-e", "isakmp.exchangetype",
+                          "-e", "isakmp.messageid"], capture_output=True, text=True, timeout=60, check=True).stdout
+    return [(int(n), float(t), s, i, x, m) for n, t, s, i, x, m in (line.split("\t") for line in out.splitlines())]
+
+
+@needs_tshark
+def test_an_informational_seen_once_is_no_dead_peer():
+    """Frame 19 (the capture's 305th): the gateway 109.237.187.225 sends an INFORMATIONAL request
+    13 s after the session's last ESP, once; tshark shows no copy of it and no answer, then the next
+    session (to another gateway) 1477 s later. A gateway whose peer does not answer retransmits
+    (strongSwan five times over minutes): one copy, never repeated, means it let the exchange go or
+    the capture missed the rest. It was 'IKE-DEAD-PEER: 192.168.2.100 stopped answering' (an
+    error); it is information that says so."""
+    ike = tshark_ike(SESSIONS)
+    (info,) = [m for m in ike if m[0] == 19]
+    assert (info[2], info[4], info[5]) == ("109.237.187.225", "37", "0x00000000")
+    assert [m for m in ike if m[3] == info[3] and m[4] == "37"] == [info]  # one copy, no answer
+    assert ike[-1][1] - info[1] > 1000  # the capture runs on
+    fs = findings(SESSIONS)
+    assert not [f for f in fs if f["code"] == "IKE-DEAD-PEER" or f["severity"] == "error"]
+    (f,) = [f for f in fs if f["code"] == "IKE-NO-RESPONSE"]
+    assert f["severity"] == "info" and f["frames"] == [19]
+    assert "sent once and never retransmitted" in f["title"] and "RFC 7296 §2.1, §2.4" in f["explanation"]
+    assert "does not show 192.168.2.100 down" in f["explanation"]
+
+
+@needs_tshark
+def test_an_ike_sa_init_retry_seen_once_is_no_unreachable_peer():
+    """Frames 5-7 (460-462): 192.168.2.100's IKE_SA_INIT, the gateway's COOKIE 22 ms later, the
+    retry with the cookie, then nothing for that SPI; 6 min later the client starts over (frame 8)
+    and the same gateway answers. The gateway was reachable and running IKE 6 ms before the retry:
+    'IKE-NO-RESPONSE ... unreachable, not running IKE' as an error was false."""
+    ike = tshark_ike(RETRY_ONCE)
+    spi = ike[4][3]
+    assert [(m[0], m[2]) for m in ike if m[3] == spi] == [(5, "192.168.2.100"), (6, "109.237.187.227"),
+                                                          (7, "192.168.2.100")]
+    assert any(m[2] == "109.237.187.227" and m[0] > 7 for m in ike)
+    fs = findings(RETRY_ONCE)
+    (f,) = [f for f in fs if f["code"] == "IKE-NO-RESPONSE"]
+    assert f["severity"] == "info" and f["frames"] == [7] and "IKE_SA_INIT" in f["title"]
+    assert "started a new IKE SA with 109.237.187.227" in f["explanation"] and "(frame 8)" in f["explanation"]
+    assert "unreachable" not in f["explanation"]
