@@ -240,7 +240,7 @@ def test_ike_sa_init_from_the_initiator_with_flags_0xff_is_a_request():
     init = [x for x in sa["exchanges"] if x["exchange"] == "IKE_SA_INIT"]
     assert [(x["request_frames"], x["response_frames"]) for x in init] == [([1], [2]), ([3], [4])]
     nat = next(f for f in findings(BURST) if f["code"] == "IKE-NAT-DETECTED")
-    assert "192.168.2.100:10500" in nat["title"]
+    assert "192.168.2.100:10500 as captured" in nat["explanation"]
 
 
 def test_a_request_at_the_end_of_the_capture_is_no_dead_peer():

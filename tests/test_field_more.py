@@ -4,6 +4,9 @@ client capture; provenance in each folder), and the classes of disagreement they
 * A request seen once and never retransmitted, unanswered, is no dead or unreachable peer: a
   requester retransmits until answered or it gives up, and declares its peer dead only after
   repeated attempts (RFC 7296 §2.1, §2.4).
+* A peer whose own NAT_DETECTION_SOURCE_IP and the other peer's NAT_DETECTION_DESTINATION_IP both
+  fail to match the capture is not shown "as the other peer sees it": the destination hash says
+  the other peer sees another address (RFC 7296 §2.23).
 
 tests/test_field_captures.py compares every capture of these folders with tshark frame by frame,
 and tests/test_public_corpus.py loads each; this file holds what a capture taught beyond that.
@@ -12,6 +15,8 @@ and tests/test_public_corpus.py loads each; this file holds what a capture taugh
 from __future__ import annotations
 
 import functools
+import hashlib
+import ipaddress
 import json
 import subprocess
 from pathlib import Path
@@ -82,3 +87,37 @@ def test_an_ike_sa_init_retry_seen_once_is_no_unreachable_peer():
     assert f["severity"] == "info" and f["frames"] == [7] and "IKE_SA_INIT" in f["title"]
     assert "started a new IKE SA with 109.237.187.227" in f["explanation"] and "(frame 8)" in f["explanation"]
     assert "unreachable" not in f["explanation"]
+
+
+def nat_hashes(cap: Path, frame: int) -> tuple[bool, bool]:
+    """Whether the NAT_DETECTION_SOURCE_IP / _DESTINATION_IP of an IKE_SA_INIT request match its
+    source / destination as captured: SHA-1(SPIi | SPIr | IP | port), RFC 7296 §2.23."""
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", f"frame.number == {frame}", "-T", "fields",
+                          "-E", "aggregator=;", "-e", "isakmp.ispi", "-e", "isakmp.rspi", "-e", "isakmp.notify.msgtype",
+                          "-e", "isakmp.notify.data", "-e", "ip.src", "-e", "udp.srcport", "-e", "ip.dst",
+                          "-e", "udp.dstport"], capture_output=True, text=True, timeout=60, check=True).stdout
+    spi_i, spi_r, types, data, src, sport, dst, dport = out.strip("\n").split("\t")
+    notes = dict(zip(types.split(";"), data.split(";"), strict=True))
+
+    def h(ip: str, port: str) -> str:
+        return hashlib.sha1(bytes.fromhex(spi_i + spi_r) + ipaddress.ip_address(ip).packed
+                            + int(port).to_bytes(2, "big")).hexdigest()
+
+    return notes["16388"] == h(src, sport), notes["16389"] == h(dst, dport)
+
+
+@needs_tshark
+def test_both_nat_hashes_failing_is_not_the_other_peers_view():
+    """The client's IKE_SA_INIT (frame 3, with the cookie) carries a source hash that does not match
+    192.168.2.100:10500, and the gateway's answer a destination hash that does not match it either:
+    the gateway sees the client elsewhere. 'the gateway sees it as 192.168.2.100:10500' and 'a NAPT
+    rewrote [the port]' (said when the capture is on the NAT's public side) were false; the client is
+    behind a NAT and the capture does not show the address the gateway sees."""
+    assert nat_hashes(SESSIONS, 3) == (False, True)  # the client's own source hash fails
+    assert nat_hashes(SESSIONS, 4) == (True, False)  # the gateway's destination hash for it fails too
+    for f in findings(SESSIONS):
+        if f["code"] == "IKE-NAT-DETECTED":
+            assert f["title"].endswith("initiator 192.168.2.100 is behind a NAT")
+            assert "sees it as" not in f["explanation"] and "a NAPT rewrote it" not in f["explanation"]
+            assert "the address the other peer sees is not visible here" in f["explanation"]
+    assert "seen as" not in cli("sas", str(SESSIONS))

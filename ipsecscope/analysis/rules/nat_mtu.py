@@ -43,6 +43,13 @@ class NatSide:
     def confirmed(self) -> bool:
         return bool(self.evidence)
 
+    @property
+    def seen_translated(self) -> bool:
+        """The capture shows this peer as the other peer sees it: on the NAT's public side. Its own
+        source hash fails and the other peer's destination hash (over what it sees, RFC 7296 §2.23)
+        matches the capture. When that one fails too, the other peer sees another address."""
+        return self.own_source_fails and not self.other_destination_fails
+
 
 def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
     """Both peers of ``sa``: which hash failed for each, and what corroborates a NAT.
@@ -77,7 +84,7 @@ def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
             # where the capture was taken is said once, by r_nat (behind the NAT: the other peer's
             # view of the address is not in it)
             s.evidence.append(f"{other}'s {dst_hash} does not match {addr} as captured")
-        if s.own_source_fails:
+        if s.seen_translated:  # behind the NAT, the port captured is the peer's own
             if s.first_port not in (500, 4500, 0):
                 s.evidence.append(f"its {first_msg} arrives from port {s.first_port}, not 500: a NAPT rewrote it")
             elif s.natt_port not in (4500, 0):
@@ -102,7 +109,7 @@ def nat_verdict(table: SaTable, sa: IkeSa) -> tuple[list[NatSide], list[NatSide]
 def nat_phrase(table: SaTable, sa: IkeSa) -> str:
     """One line for the SA views: who is behind a NAT, who only forces encapsulation ('none' if nobody)."""
     natted, forced = nat_verdict(table, sa)
-    parts = [f"{s.role} behind a NAT" + (f" (seen as {s.addr}:{s.first_port})" if s.own_source_fails else "")
+    parts = [f"{s.role} behind a NAT" + (f" (seen as {s.addr}:{s.first_port})" if s.seen_translated else "")
              for s in natted]
     parts += [f"{s.role} forces UDP encapsulation (no NAT seen)" for s in forced]
     return "; ".join(parts) or "none"
@@ -144,9 +151,16 @@ def r_nat(table: SaTable, ctx: RuleContext):
         natted, forced = nat_verdict(table, sa)
         parts = []
         for s in natted:
-            if s.own_source_fails:  # the capture is on the public side: it shows the translation
+            if s.seen_translated:  # the capture is on the public side: it shows the translation
                 seen = f"{s.addr}:{s.first_port}" + (f", then {s.addr}:{s.natt_port} on UDP 4500" if s.natt_port else "")
                 where = f"{other_peer(sa, s.addr)} sees it as {seen}"
+            elif s.own_source_fails:
+                # Neither hash matches the capture: it shows neither the peer's own view nor the
+                # other's (nDPI's NAT-T client capture: 192.168.2.100:10500 in both failing hashes).
+                where = (f"its own source hash does not match {s.addr}:{s.first_port} as captured either: the "
+                         "capture was taken between two translations (a NAT on each side of it), or this peer "
+                         "sends a deliberately wrong source hash to force UDP encapsulation and the capture is "
+                         "behind its NAT; either way the address the other peer sees is not visible here")
             else:
                 where = ("the capture was taken behind its NAT, so the address the other peer sees is not "
                          "visible here")
@@ -171,7 +185,7 @@ def r_nat(table: SaTable, ctx: RuleContext):
         parts += [_rebinding_text(rb, ctx, sa.version) for rb in sa.nat_rebindings]
         if natted:
             title = "NAT detected: " + " and ".join(
-                f"{s.role} {s.addr} is behind a NAT" + (f" (seen as {s.addr}:{s.first_port})" if s.own_source_fails else "")
+                f"{s.role} {s.addr} is behind a NAT" + (f" (seen as {s.addr}:{s.first_port})" if s.seen_translated else "")
                 for s in natted)
         elif forced:
             title = ("UDP encapsulation forced by " + " and ".join(f"{s.role} {s.addr}" for s in forced)
