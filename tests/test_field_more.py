@@ -7,6 +7,8 @@ client capture; provenance in each folder), and the classes of disagreement they
 * A peer whose own NAT_DETECTION_SOURCE_IP and the other peer's NAT_DETECTION_DESTINATION_IP both
   fail to match the capture is not shown "as the other peer sees it": the destination hash says
   the other peer sees another address (RFC 7296 §2.23).
+* Two AH flows paired without keys are an AH CHILD SA made of AH traffic, not "ESP flows"
+  (nDPI's ah.pcapng; ndpiReader's expected flows as the oracle).
 
 tests/test_field_captures.py compares every capture of these folders with tshark frame by frame,
 and tests/test_public_corpus.py loads each; this file holds what a capture taught beyond that.
@@ -18,6 +20,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -121,3 +124,26 @@ def test_both_nat_hashes_failing_is_not_the_other_peers_view():
             assert "sees it as" not in f["explanation"] and "a NAPT rewrote it" not in f["explanation"]
             assert "the address the other peer sees is not visible here" in f["explanation"]
     assert "seen as" not in cli("sas", str(SESSIONS))
+
+
+AH = NDPI / "ah.pcapng"
+
+
+@needs_tshark
+def test_ah_flows_paired_without_keys_are_an_ah_child_sa():
+    """nDPI's expected output: one IKE flow (2 + 2 packets on UDP 500) and one AH flow (1 + 1
+    packets) between 10.2.3.2 and 10.3.4.4; tshark dissects ip:ah:icmp with two SPIs. The inferred
+    CHILD SA pairing them is AH, created by AH traffic, and its reason names AH flows (it said
+    'ESP flows' and 'by ESP traffic': no ESP is in the capture)."""
+    out = (NDPI / "ah.pcapng.out").read_text()
+    assert re.search(r"UDP 10\.2\.3\.2:500 <-> 10\.3\.4\.4:500 .*\[2 pkts/770 bytes <-> 2 pkts/722 bytes\]", out)
+    assert re.search(r"AH 10\.2\.3\.2:0 <-> 10\.3\.4\.4:0 .*\[1 pkts/138 bytes <-> 1 pkts/138 bytes\]", out)
+    ts = subprocess.run(["tshark", "-n", "-r", str(AH), "-Y", "ah", "-T", "fields", "-e", "frame.protocols",
+                         "-e", "ah.spi"], capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert ts == ["eth:ethertype:ip:ah:icmp:data", "0x604816f6", "eth:ethertype:ip:ah:icmp:data", "0xaf8683ef"]
+    doc = json.loads(cli("sas", str(AH), "--json"))
+    (child,) = doc["child_sas"]
+    assert (child["protocol"], child["spi_i"], child["spi_r"]) == ("AH", "0xaf8683ef", "0x604816f6")
+    assert child["created_by"] == "AH traffic"
+    assert child["inferred_reason"].startswith("paired: AH flows in opposite directions")
+    assert "ESP" not in cli("sas", str(AH))

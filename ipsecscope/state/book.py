@@ -538,7 +538,7 @@ class Book:
         self.inferred_suites.pop(child.id, None)
         new = self.new_child(self.ike_sa_of(child), protocol=flow.protocol, spi_r=spi, initiator=flow.src,
                              responder=flow.dst, state=SaState.INFERRED, created_ts=flow.first_ts,
-                             created_frame=flow.first_frame, created_by="ESP traffic")
+                             created_frame=flow.first_frame, created_by=f"{flow.protocol} traffic")
         new.mode, new.inferred_reason = "unknown", reason
         self.index_spi(new, spi)
         self.attach_flow(flow, new)

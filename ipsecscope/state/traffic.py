@@ -231,7 +231,7 @@ def infer(book: Book, flow: EspFlow) -> None:
         c, other = fits[0]
         book.take_half_inferred(c)
         c.spi_i = flow.spi
-        c.inferred_reason = (f"paired: ESP flows in opposite directions between {c.initiator} and {c.responder}, "
+        c.inferred_reason = (f"paired: {flow.protocol} flows in opposite directions between {c.initiator} and {c.responder}, "
                              f"0x{other.spi:08x} and 0x{flow.spi:08x}, started {abs(ts - (c.created_ts or 0.0)):.1f} s "
                              "apart, both active, same encapsulation" + (
                                  f" (UDP {other.sport} <-> {other.dport})" if flow.udp_encap else "")
@@ -242,9 +242,9 @@ def infer(book: Book, flow: EspFlow) -> None:
     ike = book.latest_ike_between(flow.src, flow.dst)
     child = book.new_child(ike, protocol=flow.protocol, spi_r=flow.spi, initiator=flow.src,
                            responder=flow.dst, state=SaState.INFERRED, created_ts=ts,
-                           created_frame=flow.first_frame, created_by="ESP traffic")
+                           created_frame=flow.first_frame, created_by=f"{flow.protocol} traffic")
     child.mode = "unknown"
-    child.inferred_reason = (f"unpaired: ESP flow {flow.src} -> {flow.dst} SPI 0x{flow.spi:08x} with no IKE exchange "
+    child.inferred_reason = (f"unpaired: {flow.protocol} flow {flow.src} -> {flow.dst} SPI 0x{flow.spi:08x} with no IKE exchange "
                              "seen for it" + _unpaired_why(fits, misfits, more))
     if len(fits) > 1 or (fits and more):  # the waiting ones stay unpaired as well: tell them why
         for c, _ in fits:
