@@ -33,7 +33,8 @@ ZEEK = DATA / "zeek-spicy-ipsec"
 NDPI = DATA / "ndpi"
 SCAPY = DATA / "scapy"
 ARKIME = DATA / "arkime"
-CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY, ARKIME) for p in d.rglob("*")
+KLIPS = DATA / "openswan-klips"
+CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY, ARKIME, KLIPS) for p in d.rglob("*")
                   if p.suffix in (".cap", ".pcap", ".pcapng"))
 AH_ESP = ZEEK / "IPsec_ESP-AH_tunnel_mode.cap"
 BURST = NDPI / "derived" / "ipsec_isakmp_esp-207-225.pcap"

@@ -9,6 +9,10 @@ client capture; provenance in each folder), and the classes of disagreement they
   the other peer sees another address (RFC 7296 §2.23).
 * Two AH flows paired without keys are an AH CHILD SA made of AH traffic, not "ESP flows"
   (nDPI's ah.pcapng; ndpiReader's expected flows as the oracle).
+* Openswan's KLIPS test inputs (tests/data/openswan-klips) decrypt, with the keys their scripts gave
+  KLIPS, to the packets KLIPS's own cleartext-side tcpdump printed, and to what tshark shows: ESP
+  in IP fragments, ESP in UDP, 3DES/AES-128 with HMAC-MD5/SHA1-96, 3DES with no integrity, and ESP
+  carrying IPComp (RFC 3173), which tshark and KLIPS decompress and ipsecscope does not yet.
 
 tests/test_field_captures.py compares every capture of these folders with tshark frame by frame,
 and tests/test_public_corpus.py loads each; this file holds what a capture taught beyond that.
@@ -20,10 +24,14 @@ import functools
 import hashlib
 import ipaddress
 import json
+import os
 import re
+import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
+import pytest
 from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
 
 NDPI = DATA / "ndpi"
@@ -147,3 +155,79 @@ def test_ah_flows_paired_without_keys_are_an_ah_child_sa():
     assert child["created_by"] == "AH traffic"
     assert child["inferred_reason"].startswith("paired: AH flows in opposite directions")
     assert "ESP" not in cli("sas", str(AH))
+
+
+KLIPS = DATA / "openswan-klips"
+# capture -> the KLIPS test whose cleartext-side tcpdump output is the expected result
+KLIPS_TESTS = {"espfrags1": "west-bigicmp-01.spi1-cleartext.txt",
+               "08-sunrise-sunset-esp-sha1": "west-icmp-04.spi1-cleartext.txt",
+               "08-sunrise-sunset-aes128": "west-icmp-06.spi1-cleartext.txt",
+               "08-sunrise-sunset-udpesp-ping": "west-natt-01.spi1-cleartext.txt",
+               "08-sunrise-sunset-esp-noauth": "west-spi-01.spi1-output.txt"}
+ECHO = re.compile(r"192\.0\.2\.1 > 192\.0\.1\.1: (ICMP echo request|icmp \d+: echo request)")
+
+
+def tshark_inner(cap: Path, keys: Path, tmp_path: Path) -> dict[int, tuple[str, str, str]]:
+    """frame -> (inner source, inner destination, ICMP type) as tshark decrypts it with ``keys``."""
+    shutil.copy(keys, tmp_path / "esp_sa")
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-o", "esp.enable_encryption_decode:TRUE", "-Y", "esp",
+                          "-T", "fields", "-e", "frame.number", "-e", "ip.src", "-e", "ip.dst", "-e", "icmp.type"],
+                         env={**os.environ, "WIRESHARK_CONFIG_DIR": str(tmp_path)}, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        n, src, dst, icmp = line.split("\t")
+        rows[int(n)] = (src.split(",")[-1], dst.split(",")[-1], icmp)
+    return rows
+
+
+@needs_tshark
+@pytest.mark.parametrize("name", sorted(KLIPS_TESTS))
+def test_klips_esp_decrypts_to_what_klips_and_tshark_show(name, tmp_path):
+    """Each ESP packet decrypts (ICV verified where the SA has one) to an IPv4 ICMP echo request
+    192.0.2.1 -> 192.0.1.1, as many as KLIPS's cleartext-side tcpdump printed, and the same frames
+    and inner packets tshark shows with the same keys (espfrags1: reassembled from IP fragments)."""
+    from ipsecscope import api
+
+    cap = KLIPS / f"{name}.pcap"
+    keys = KLIPS / "derived" / f"{name}.esp_sa"
+    want = len(ECHO.findall((KLIPS / KLIPS_TESTS[name]).read_text()))
+    dec = list(api.iter_decrypted(cap, [keys]))
+    assert [d.status for d in dec] == ["ok"] * want
+    ours = {}
+    for d in dec:
+        ip = d.ip_packet()
+        assert d.next_header == 4 and ip[9] == 1
+        ours[d.frame] = (".".join(map(str, ip[12:16])), ".".join(map(str, ip[16:20])), str(ip[(ip[0] & 15) * 4]))
+    assert ours == tshark_inner(cap, keys, tmp_path)
+    assert set(ours.values()) == {("192.0.2.1", "192.0.1.1", "8")}
+
+
+IPCOMP = KLIPS / "08-east-west-esp-ipcomp.pcap"
+
+
+def test_klips_esp_with_ipcomp_decrypts_to_a_deflated_ip_packet():
+    """ESP carrying IPComp (next header 108, RFC 3173 §2.1: next header, flags, CPI, then the
+    DEFLATE-compressed datagram, RFC 2394): each of the 8 packets decrypts, its IPComp header says
+    IPv4 inside, and the payload inflates to the echo request KLIPS printed."""
+    from ipsecscope import api
+
+    want = len(ECHO.findall((KLIPS / "west-icmp-03.spi1-cleartext.txt").read_text()))
+    dec = list(api.iter_decrypted(IPCOMP, [KLIPS / "derived" / "08-east-west-esp-ipcomp.esp_sa"]))
+    assert [d.status for d in dec] == ["ok"] * want == ["ok"] * 8
+    for d in dec:
+        assert d.next_header == 108 and d.inner is not None
+        nh, cpi = d.inner[0], int.from_bytes(d.inner[2:4], "big")
+        ip = zlib.decompress(d.inner[4:], -15)
+        assert (nh, cpi, ip[9], ip[12:16], ip[16:20]) == (4, 0x5678, 1, bytes([192, 0, 2, 1]), bytes([192, 0, 1, 1]))
+
+
+@needs_tshark
+@pytest.mark.xfail(strict=True, reason="field: IPComp (RFC 3173) inside ESP is not decompressed; the inner "
+                   "packet shows as protocol 108 where tshark and KLIPS show the ICMP echo request")
+def test_klips_esp_with_ipcomp_shows_the_inner_packet_as_tshark(tmp_path):
+    keys = KLIPS / "derived" / "08-east-west-esp-ipcomp.esp_sa"
+    theirs = tshark_inner(IPCOMP, keys, tmp_path)
+    assert set(theirs.values()) == {("192.0.2.1", "192.0.1.1", "8")}
+    rows = [json.loads(line) for line in cli("packets", str(IPCOMP), "-k", str(keys), "--json").splitlines()]
+    assert all(r["inner"] and r["inner"]["src"] == "192.0.2.1" for r in rows)

@@ -31,7 +31,8 @@ TCPDUMP = DATA / "tcpdump"
 SURICATA = DATA / "suricata-verify"
 WIRESHARK = DATA / "wireshark"
 # captures nobody here made, found later (tests/test_field_captures.py compares them frame by frame)
-FIELD = (DATA / "zeek-spicy-ipsec", DATA / "ndpi", DATA / "scapy", DATA / "arkime", DATA / "packetgen")
+FIELD = (DATA / "zeek-spicy-ipsec", DATA / "ndpi", DATA / "scapy", DATA / "arkime", DATA / "packetgen",
+         DATA / "openswan-klips")
 SUITES = (WIRESHARK, TCPDUMP, SURICATA, *FIELD)
 
 
