@@ -12,7 +12,7 @@ client capture; provenance in each folder), and the classes of disagreement they
 * Openswan's KLIPS test inputs (tests/data/openswan-klips) decrypt, with the keys their scripts gave
   KLIPS, to the packets KLIPS's own cleartext-side tcpdump printed, and to what tshark shows: ESP
   in IP fragments, ESP in UDP, 3DES/AES-128 with HMAC-MD5/SHA1-96, 3DES with no integrity, and ESP
-  carrying IPComp (RFC 3173), which tshark and KLIPS decompress and ipsecscope does not yet.
+  carrying IPComp (RFC 3173), opened before the inner packet is read, as tshark and KLIPS do.
 
 tests/test_field_captures.py compares every capture of these folders with tshark frame by frame,
 and tests/test_public_corpus.py loads each; this file holds what a capture taught beyond that.
@@ -223,11 +223,33 @@ def test_klips_esp_with_ipcomp_decrypts_to_a_deflated_ip_packet():
 
 
 @needs_tshark
-@pytest.mark.xfail(strict=True, reason="field: IPComp (RFC 3173) inside ESP is not decompressed; the inner "
-                   "packet shows as protocol 108 where tshark and KLIPS show the ICMP echo request")
 def test_klips_esp_with_ipcomp_shows_the_inner_packet_as_tshark(tmp_path):
+    """The packet list, its display filter and the CHILD SA's mode look through IPComp, as tshark
+    and KLIPS do: each row is the ICMP echo request inside (it was 'ESP seq 1 ▸ 108' and no inner
+    field matched), and the SA is tunnel mode (the IPComp header's next header is 4; it was
+    'transport', from ESP's next header 108)."""
     keys = KLIPS / "derived" / "08-east-west-esp-ipcomp.esp_sa"
     theirs = tshark_inner(IPCOMP, keys, tmp_path)
     assert set(theirs.values()) == {("192.0.2.1", "192.0.1.1", "8")}
     rows = [json.loads(line) for line in cli("packets", str(IPCOMP), "-k", str(keys), "--json").splitlines()]
-    assert all(r["inner"] and r["inner"]["src"] == "192.0.2.1" for r in rows)
+    ours = {r["frame"]: (r["inner"]["src"], r["inner"]["dst"], str(r["inner"]["icmp_type"])) for r in rows}
+    assert ours == theirs
+    assert len(cli("packets", str(IPCOMP), "-k", str(keys), "-Y", "icmp.type == 8 && ip.src == 192.0.2.1",
+                   "--json").splitlines()) == 8
+    (child,) = json.loads(cli("sas", str(IPCOMP), "-k", str(keys), "--json"))["child_sas"]
+    assert child["mode"] == "tunnel"
+
+
+def test_ipcomp_that_is_not_deflate_or_does_not_inflate_is_left_as_it_is():
+    """LZS (CPI 3) is not opened, nor a payload that is no DEFLATE stream, nor one inflating past
+    the largest IP datagram: the record stays the IPComp payload's."""
+    from ipsecscope.decode.ipcomp import ipcomp_open
+
+    ip = bytes.fromhex("4500001c0000400040010000c0000201c0000101") + bytes(8)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = comp.compress(ip) + comp.flush()
+    assert ipcomp_open(bytes([4, 0, 0, 2]) + body) == (ip, 4)
+    assert ipcomp_open(bytes([4, 0, 0, 3]) + body) is None  # LZS
+    assert ipcomp_open(bytes([4, 0, 0x56, 0x78]) + b"\xff" * 40) is None
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    assert ipcomp_open(bytes([4, 0, 0, 2]) + bomb.compress(bytes(70000)) + bomb.flush()) is None

@@ -17,6 +17,9 @@ its default ip.defragment): a fragment alone records only its IP layer, and the 
 fragment completes the datagram records the whole datagram's (inner fragments carried by separate
 ESP packets included; bounded like the decoder's outer reassembly).
 
+IPComp inside ESP (RFC 3173, next header 108) is opened first (``decode.ipcomp``): the record is
+the decompressed datagram's, as tshark dissects it.
+
 ESP inside ESP (decrypted by the session, up to ``crypto.esp.MAX_NESTED`` layers) records the
 innermost packet, and one :class:`EspLayer` per inner ESP layer above it (its IP header and ESP
 header), so the Info column shows every layer and a filter matches fields of each, as tshark does.
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from .ip import CHAIN_CUT, CHAIN_LATER_FRAGMENT, Reassembler, walk_quoted_v6
+from .ipcomp import IPCOMP, ipcomp_open
 
 # frame, ver, proto, ttl, flags, src, dst, iplen, sport, dport, itype, icode, tcpflags, l4len,
 # dns_id, dns_qtype, qver, qproto, qflags, qsrc, qdst, qsport, qdport, qitype, qicode
@@ -222,6 +226,10 @@ class InnerStore:
         datagram gives the whole datagram's; a DNS name or what an ICMP error quotes goes to the
         side tables under ``frame``. (The one packet path: :meth:`add`, and the bulk parser for
         what it leaves to it.)"""
+        if next_header == IPCOMP:  # compressed before ESP encrypted it (RFC 3173): what tshark shows
+            opened = ipcomp_open(data)
+            if opened is not None:
+                data, next_header = opened
         rec, extra = parse(data, next_header, self._addr)
         if rec[3] & FRAGMENT:  # parse saw an IP fragment: it may complete a datagram
             whole = self._defragment(data, next_header)

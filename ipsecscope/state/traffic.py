@@ -8,6 +8,7 @@ the same peers into an INFERRED CHILD SA.
 
 from __future__ import annotations
 
+from ..decode.ipcomp import IPCOMP
 from ..model.sa import ChildSa, EspFlow, SaState
 from .book import Book
 from .child_sa import address_text, flow_direction, inner_fields, ranges_cover, selector_ranges
@@ -343,10 +344,14 @@ def _learn_from_keys(child: ChildSa, res) -> None:
     """A packet of an INFERRED CHILD SA decrypted: the keys name their source, and the inner
     packet tells the mode. RFC 4303 §2.6: Next Header 4 (IPv4) or 41 (IPv6) is a whole IP packet,
     tunnel mode; a transport protocol (TCP, UDP, ICMP...) is transport mode. 59 (no next header)
-    is a dummy packet (§2.6, TFC) and says nothing."""
+    is a dummy packet (§2.6, TFC) and says nothing. IPComp (108, RFC 3173) says what it carries in
+    its own next header: 4 or 41 is tunnel mode under it too."""
     keys = getattr(res, "keys", None)
     if not child.keys_source and keys is not None and getattr(keys, "source", ""):
         child.keys_source = keys.source
     nh = getattr(res, "next_header", None)
     if child.mode == "unknown" and nh is not None and nh != 59:
+        inner = getattr(res, "inner", None)
+        if nh == IPCOMP and inner:
+            nh = inner[0]  # the IPComp header's next header
         child.mode = "tunnel" if nh in (4, 41) else "transport"
