@@ -9,6 +9,9 @@ client capture; provenance in each folder), and the classes of disagreement they
   the other peer sees another address (RFC 7296 §2.23).
 * Two AH flows paired without keys are an AH CHILD SA made of AH traffic, not "ESP flows"
   (nDPI's ah.pcapng; ndpiReader's expected flows as the oracle).
+* A CHILD SA whose traffic goes one way while the other peer sends ESP back on another CHILD SA
+  of the same pair is not "nothing back, filtered or not received": Arkime's Fortinet IKEv1 capture
+  negotiates two CHILD SAs at once and one peer answers on one of them only.
 * Openswan's KLIPS test inputs (tests/data/openswan-klips) decrypt, with the keys their scripts gave
   KLIPS, to the packets KLIPS's own cleartext-side tcpdump printed, and to what tshark shows: ESP
   in IP fragments, ESP in UDP, 3DES/AES-128 with HMAC-MD5/SHA1-96, 3DES with no integrity, and ESP
@@ -253,3 +256,22 @@ def test_ipcomp_that_is_not_deflate_or_does_not_inflate_is_left_as_it_is():
     assert ipcomp_open(bytes([4, 0, 0x56, 0x78]) + b"\xff" * 40) is None
     bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
     assert ipcomp_open(bytes([4, 0, 0, 2]) + bomb.compress(bytes(70000)) + bomb.flush()) is None
+
+
+@needs_tshark
+def test_one_way_sa_whose_peer_answers_on_a_sibling_sa():
+    """Arkime's IKEv1.pcap: two Quick Modes at once (frames 8 and 9), then 2003:51:6012::4 sends 74
+    packets on each of its two outbound SAs and 2003:51:6012::2 sends 148 on one (tshark's count).
+    The SA whose reverse is unused is one-way, but ::2 is up and answering on its sibling: the
+    finding says so and names that SPI, and no longer offers 'does not receive them (filtered)' or
+    'the capture sees only one direction'."""
+    cap = DATA / "arkime" / "IKEv1.pcap"
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "esp", "-T", "fields", "-e", "ipv6.src", "-e", "esp.spi"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    counts = {(a, b): out[1::2].count(b) for a, b in zip(out[0::2], out[1::2], strict=True)}
+    assert counts == {("2003:51:6012::2", "0x3d71315a"): 148, ("2003:51:6012::4", "0x8905e940"): 74,
+                      ("2003:51:6012::4", "0xe8f1f49c"): 74}
+    (f,) = [f for f in findings(cap) if f["code"] == "ESP-ONE-WAY"]
+    assert "0x8905e940" in f["explanation"] and "on SPI 0x3d71315a" in f["explanation"]
+    assert f["title"].endswith("nothing back on this SA; 2003:51:6012::2 sends on another")
+    assert "filtered" not in f["explanation"] and "sees only one direction" not in f["explanation"]

@@ -285,9 +285,13 @@ def r_one_way(table: SaTable, ctx: RuleContext):
         refused, icmp_hint, icmp_frames = icmp_refusal(table, f)
         alive = bool(why)
         why, why_hint = refusal_first(why, why_hint, ike_frames, refused, icmp_hint, f.dst, f.udp_encap)
+        sib = _sibling_return(table, c, one)
+        if sib is not None and not refused:
+            why, why_hint, ike_frames = why + sib[0], sib[1], (*ike_frames, *sib[2])
         yield Finding(
             code="ESP-ONE-WAY", severity=Severity.WARNING,
             title=f"One-way ESP: {f.src} -> {f.dst} ({pk} packets), nothing back"
+            + (f" on this SA; {f.dst} sends on another" if sib is not None and not refused else "")
             + (f" while {f.dst} still answers IKE" if alive else "")
             + (", refused with ICMP" if refused else ""),
             explanation=f"{child_label(c)} carries {pk} ESP packet(s) from {f.src} to {f.dst} on SPI 0x{f.spi:08x} but "
@@ -298,6 +302,39 @@ def r_one_way(table: SaTable, ctx: RuleContext):
             frames=frames_of((f.first_frame, f.last_frame), icmp_frames, ike_frames), sa=flow_ref(f),
             hint=why_hint or f"Check on {f.dst}: SA and policy installed (ip xfrm state/policy), ESP (or UDP 4500) "
             "allowed in, and a route back to the sender's subnet.", ts=f.first_ts)
+
+
+def _sibling_return(table: SaTable, c, one: list[EspFlow]) -> tuple[str, str, tuple[int, ...]] | None:
+    """(explanation, hint, frames) when the silent peer does send ESP to the sender while this
+    one-way SA is in use, on another CHILD SA's SPI: it is up, receives, and its path carries ESP.
+    Two CHILD SAs for the same traffic (both peers negotiating at once: IKEv1 Quick Modes crossing,
+    RFC 7296 §2.8 for IKEv2) leave each peer free to send on either, and the answers to this SA's
+    traffic may be those packets (Arkime's Fortinet IKEv1 capture: two Quick Modes at once, one peer
+    sends on both SAs, the other on one, with exactly as many packets as both). Only selectors
+    (keys) could tell that from one CHILD SA of several whose return traffic alone is lost."""
+    f = one[0]
+    first = min((x.first_ts for x in one if x.first_ts is not None), default=None)
+    last = max((x.last_ts for x in one if x.last_ts is not None), default=None)
+    if first is None or last is None:
+        return None
+    mine = {id(x) for x in one}
+    back = [r for r in table.flows.values() if (r.src, r.dst, r.protocol) == (f.dst, f.src, f.protocol)
+            and id(r) not in mine and r.packets and r.first_ts is not None and r.last_ts is not None
+            and r.first_ts <= last and r.last_ts >= first and r.child_sa != c.id]
+    if not back:
+        return None
+    r = max(back, key=lambda x: x.packets)
+    other = table.child_sas.get(r.child_sa) if r.child_sa is not None else None
+    name = child_label(other) if other is not None else "another SA"
+    return (f" Yet {f.dst} sends ESP to {f.src} meanwhile, on SPI 0x{r.spi:08x} ({name}, {r.packets} packet(s), "
+            f"{clock(r.first_ts)} to {clock(r.last_ts)}): it is up and receives, and the path carries its ESP. "
+            "If both CHILD SAs carry the same traffic (negotiated at once by both peers: crossing Quick Modes, "
+            f"or a collision, RFC 7296 §2.8), {f.dst} answers on that one and nothing is lost; if they carry "
+            "different traffic selectors, this SA's return traffic alone is missing.",
+            f"Compare the two CHILD SAs' traffic selectors (swanctl --list-sas, or give -k): the same selectors "
+            f"mean duplicate SAs (harmless; both sides usually delete one); different ones mean {f.dst} has no "
+            "outbound SA or policy for this one's traffic.",
+            (r.first_frame,) if r.first_frame is not None else ())
 
 
 @rule(27, "ESP-RETURN-STOPPED", Severity.WARNING, ref="RFC 4303 §3.4")
