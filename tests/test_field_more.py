@@ -12,6 +12,9 @@ client capture; provenance in each folder), and the classes of disagreement they
 * A CHILD SA whose traffic goes one way while the other peer sends ESP back on another CHILD SA
   of the same pair is not "nothing back, filtered or not received": Arkime's Fortinet IKEv1 capture
   negotiates two CHILD SAs at once and one peer answers on one of them only.
+* One manually keyed SA used by a sender toward several destinations has one sequence counter
+  (tcpdump's OSPFv3_with_AH, RFC 4552 §7): the numbers one destination misses are the other's, not
+  loss; a multicast destination answers nobody; the same SPI both ways is one SA used both ways.
 * Openswan's KLIPS test inputs (tests/data/openswan-klips) decrypt, with the keys their scripts gave
   KLIPS, to the packets KLIPS's own cleartext-side tcpdump printed, and to what tshark shows: ESP
   in IP fragments, ESP in UDP, 3DES/AES-128 with HMAC-MD5/SHA1-96, 3DES with no integrity, and ESP
@@ -275,3 +278,45 @@ def test_one_way_sa_whose_peer_answers_on_a_sibling_sa():
     assert "0x8905e940" in f["explanation"] and "on SPI 0x3d71315a" in f["explanation"]
     assert f["title"].endswith("nothing back on this SA; 2003:51:6012::2 sends on another")
     assert "filtered" not in f["explanation"] and "sees only one direction" not in f["explanation"]
+
+
+OSPF = DATA / "tcpdump" / "OSPFv3_with_AH.pcap"
+
+
+@needs_tshark
+def test_one_sa_toward_several_destinations_has_one_counter():
+    """OSPFv3 with AH (RFC 4552: one manually keyed SA, SPI 0x100, for the link): each router sends
+    hellos to ff02::5 and updates to its neighbour from one counter, so per sender tshark's AH
+    sequence numbers run 19..50 and 13..41 once each across both destinations: nothing is lost.
+    It was 4 ESP-SEQ-GAP warnings (28 'lost'), 'One-way ESP' to the multicast group and one-way
+    warnings for the two routers, which send to each other on that same SPI."""
+    out = subprocess.run(["tshark", "-n", "-r", str(OSPF), "-T", "fields", "-e", "ipv6.src", "-e", "ipv6.dst",
+                          "-e", "ah.spi", "-e", "ah.sequence"], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    seqs: dict[str, list[int]] = {}
+    dsts: dict[str, set[str]] = {}
+    for line in out.splitlines():
+        src, dst, spi, seq = line.split("\t")
+        assert spi == "0x00000100"
+        seqs.setdefault(src, []).append(int(seq))
+        dsts.setdefault(src, set()).add(dst)
+    for src, ns in seqs.items():
+        assert sorted(ns) == list(range(min(ns), max(ns) + 1)) and len(dsts[src]) == 2
+    assert json.loads(cli("findings", str(OSPF), "--json"))["findings"] == []
+
+
+def test_one_way_ah_says_ah():
+    """The frames fe80::1 -> fe80::2 alone (9 AH packets, nothing back): a one-way AH SA is 'One-way
+    AH' (it said ESP)."""
+    from ipsecscope.capture import open_capture
+    from ipsecscope.session import Session
+
+    one, two = bytes.fromhex("fe80" + "0" * 27 + "1"), bytes.fromhex("fe80" + "0" * 27 + "2")
+    s = Session()
+    with open_capture(OSPF) as r:  # Ethernet: the IPv6 source at 22, the destination at 38
+        for raw in r:
+            if bytes(raw.data[22:38]) == one and bytes(raw.data[38:54]) == two:
+                s.feed(raw)
+    s.finish()
+    (f,) = [f for f in s.findings if f.code == "ESP-ONE-WAY"]
+    assert f.title.startswith("One-way AH: fe80::1 -> fe80::2 (9 packets)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from ...model.iana import Ikev1Exchange, NotifyType
@@ -277,6 +278,8 @@ def r_one_way(table: SaTable, ctx: RuleContext):
         if pk < 3:
             continue
         f = one[0]
+        if _multicast(f.dst):  # a group address answers nobody: a multicast SA is one-way (RFC 4301 §4.1)
+            continue
         # A rekeyed SA's return traffic may already be on the new SPIs: not one-way.
         if c.rekeyed_into is not None or c.rekeyed_from is not None:
             continue
@@ -286,11 +289,13 @@ def r_one_way(table: SaTable, ctx: RuleContext):
         alive = bool(why)
         why, why_hint = refusal_first(why, why_hint, ike_frames, refused, icmp_hint, f.dst, f.udp_encap)
         sib = _sibling_return(table, c, one)
+        if sib == ():
+            continue  # the reverse runs on the same SPI: one manually keyed SA used both ways
         if sib is not None and not refused:
             why, why_hint, ike_frames = why + sib[0], sib[1], (*ike_frames, *sib[2])
         yield Finding(
             code="ESP-ONE-WAY", severity=Severity.WARNING,
-            title=f"One-way ESP: {f.src} -> {f.dst} ({pk} packets), nothing back"
+            title=f"One-way {f.protocol}: {f.src} -> {f.dst} ({pk} packets), nothing back"
             + (f" on this SA; {f.dst} sends on another" if sib is not None and not refused else "")
             + (f" while {f.dst} still answers IKE" if alive else "")
             + (", refused with ICMP" if refused else ""),
@@ -304,14 +309,22 @@ def r_one_way(table: SaTable, ctx: RuleContext):
             "allowed in, and a route back to the sender's subnet.", ts=f.first_ts)
 
 
-def _sibling_return(table: SaTable, c, one: list[EspFlow]) -> tuple[str, str, tuple[int, ...]] | None:
+def _multicast(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_multicast
+    except ValueError:
+        return False
+
+
+def _sibling_return(table: SaTable, c, one: list[EspFlow]) -> tuple | None:
     """(explanation, hint, frames) when the silent peer does send ESP to the sender while this
     one-way SA is in use, on another CHILD SA's SPI: it is up, receives, and its path carries ESP.
     Two CHILD SAs for the same traffic (both peers negotiating at once: IKEv1 Quick Modes crossing,
     RFC 7296 §2.8 for IKEv2) leave each peer free to send on either, and the answers to this SA's
     traffic may be those packets (Arkime's Fortinet IKEv1 capture: two Quick Modes at once, one peer
     sends on both SAs, the other on one, with exactly as many packets as both). Only selectors
-    (keys) could tell that from one CHILD SA of several whose return traffic alone is lost."""
+    (keys) could tell that from one CHILD SA of several whose return traffic alone is lost. ``()``
+    when the reverse uses the very same SPI."""
     f = one[0]
     first = min((x.first_ts for x in one if x.first_ts is not None), default=None)
     last = max((x.last_ts for x in one if x.last_ts is not None), default=None)
@@ -323,6 +336,10 @@ def _sibling_return(table: SaTable, c, one: list[EspFlow]) -> tuple[str, str, tu
             and r.first_ts <= last and r.last_ts >= first and r.child_sa != c.id]
     if not back:
         return None
+    if any(r.spi == f.spi for r in back):
+        # Each receiver picks its own SPI for an IKE-made SA; the same SPI both ways between two
+        # peers is a manually keyed pair (RFC 4552 §7 keys a whole link with one): not one-way.
+        return ()
     r = max(back, key=lambda x: x.packets)
     other = table.child_sas.get(r.child_sa) if r.child_sa is not None else None
     name = child_label(other) if other is not None else "another SA"
