@@ -321,7 +321,7 @@ class IpsecscopeApp(App[int]):
         if first and warnings:  # rows of key files that were skipped: the rest is in use
             more = f"\n… and {len(warnings) - 5} more" if len(warnings) > 5 else ""
             self.notify("\n".join(warnings[:5]) + more, title="Key rows skipped", severity="warning",
-                        timeout=20, markup=False)
+                        timeout=20)
 
     def _show_session(self, view: SessionView) -> None:
         """Hand one look at the session to every pane (the one path for loading and live)."""
@@ -601,13 +601,15 @@ class IpsecscopeApp(App[int]):
 
     # ---- actions -----------------------------------------------------------------------------
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
-               timeout: float | None = None, markup: bool = True) -> None:
+               timeout: float | None = None, markup: bool = False) -> None:
         # A new toast replaces the older ones (an error stays until the next error): a pile of
         # them covers the rows they are about.
         for old in list(self._notifications):
             if old.severity != "error" or severity == "error":
                 self._unnotify(old, refresh=False)
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+        # Toasts carry file names, filter text and error messages: literal, never markup, whatever
+        # a widget's notify() passes (Widget.notify sends markup=True); see tui/plain.py.
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.HELP))

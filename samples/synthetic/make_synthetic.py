@@ -369,7 +369,64 @@ def esp_v6_ext(c: Capture, sa: Sa, seq: int, inner: bytes, nh: int, chain: tuple
         "udp_encap": udp_encap})
 
 
-BUILDERS = (esn_wrap, aead, cbc_ctr_hmac, ipv6_transport_natt, icmp_quoted)
+# Wire text that looks like rich/Textual markup or an emoji code: a viewer that reads it as markup
+# crashes ("[/x]" closes a tag never opened) or shows something the capture does not hold (":100:"
+# in an IPv6 address becomes an emoji). Strings from the wire are data, never markup.
+HOSTILE_ID_I = "[/x] [bold red]vpn[/bold red] :100: [link=x]gw[/link]"
+HOSTILE_ID_R = "peer@[/].example :fire: \\[esc]"
+HOSTILE_DNS = (b"[/x]", b"[b]evil", b":100:", b"example")
+
+
+def _isakmp_payload(nxt: int, body: bytes) -> bytes:
+    return bytes((nxt, 0)) + (4 + len(body)).to_bytes(2, "big") + body
+
+
+def _ikev1_aggressive(spi_i: bytes, spi_r: bytes, id_type: int, ident: str, response: bool,
+                      rng: random.Random) -> bytes:
+    """One IKEv1 Aggressive Mode message (RFC 2409 §5.4): SA, KE, Nonce and the ID in the clear
+    (RFC 2407 §4.6.2: ID_FQDN 2, ID_USER_FQDN 3)."""
+    attrs = bytes.fromhex("80010007" "800e0100" "80020002" "80030001" "8004000e" "800b0001") \
+        + bytes.fromhex("000c0004") + (28800).to_bytes(4, "big")
+    transform = _isakmp_payload(0, bytes((1, 1, 0, 0)) + attrs)  # transform #1, KEY_IKE
+    proposal = _isakmp_payload(0, bytes((1, 1, 0, 1)) + transform)  # proposal #1, ISAKMP, 1 transform
+    sa = _isakmp_payload(4, (1).to_bytes(4, "big") + (1).to_bytes(4, "big") + proposal)
+    ke = _isakmp_payload(10, rng.randbytes(256))  # group 14 public value
+    nonce = _isakmp_payload(5, rng.randbytes(32))
+    idp = _isakmp_payload(0, bytes((id_type, 17)) + (500).to_bytes(2, "big") + ident.encode())
+    body = sa + ke + nonce + idp
+    hdr = spi_i + (spi_r if response else bytes(8)) + bytes((1, 0x10, 4, 0)) + bytes(4) \
+        + (28 + len(body)).to_bytes(4, "big")
+    return hdr + body
+
+
+def _dns_query(qid: int, labels: tuple[bytes, ...]) -> bytes:
+    name = b"".join(bytes((len(x),)) + x for x in labels) + b"\x00"
+    return qid.to_bytes(2, "big") + bytes.fromhex("01000001000000000000") + name + b"\x00\x01\x00\x01"
+
+
+def hostile_text(rng: random.Random) -> Capture:
+    """Wire text that looks like markup: IKEv1 Aggressive Mode IDs with rich markup tags and emoji
+    codes, IPv6 peers whose addresses hold ":100:", and a DNS query for a name made of markup,
+    inside ESP (AES-GCM) with its key; one more SA without a key."""
+    c = Capture("hostile-text", rng)
+    a6, b6 = "2001:db8::100:1", "2001:db8::100:2"
+    spi_i, spi_r = rng.randbytes(8), rng.randbytes(8)
+    for response, (src, dst, id_type, ident) in enumerate(((a6, b6, 2, HOSTILE_ID_I), (b6, a6, 3, HOSTILE_ID_R))):
+        msg = _ikev1_aggressive(spi_i, spi_r, id_type, ident, bool(response), rng)
+        c.add(ether(ip_packet(src, dst, 17, udp(src, dst, 500, 500, msg)), True), {"kind": "ike"})
+    out = c.sa(0x7E000001, a6, b6, "aes-gcm16")
+    back = c.sa(0x7E000002, b6, a6, "aes-gcm16")
+    nokey = c.sa(0x7E000003, a6, b6, "aes-gcm16", key_in_files=False)
+    for i in range(3):
+        dns = _dns_query(0x5B00 + i, HOSTILE_DNS)
+        c.esp(out, i + 1, ip_packet("fd00:100::1", "fd00:100::53", 17,
+                                    udp("fd00:100::1", "fd00:100::53", 5300 + i, 53, dns)), 41)
+        c.esp(back, i + 1, ping(c, "fd00:100::53", "fd00:100::1", 0x100, i), 41)
+        c.esp(nokey, i + 1, ping(c, "fd00:100::1", "fd00:100::53", 0x101, i), 41)
+    return c
+
+
+BUILDERS = (esn_wrap, aead, cbc_ctr_hmac, ipv6_transport_natt, icmp_quoted, hostile_text)
 
 
 def main(argv: list[str]) -> int:

@@ -115,9 +115,9 @@ class FindingsView(Vertical):
         for i, f in enumerate(self.findings):
             sev = Text(SEVERITY_LABEL.get(f.severity, f.severity.name), SEVERITY_STYLE.get(f.severity, ""))
             lines = textwrap.wrap(f.title, title_w, break_long_words=False, break_on_hyphens=False) or [""]
-            cells: list[Text | str] = [sev, Text(f.code, "bold"), "\n".join(lines)]
+            cells: list[Text | str] = [sev, Text(f.code, "bold"), Text("\n".join(lines))]
             if with_frames:
-                cells.append(frames[i])
+                cells.append(Text(frames[i]))
             table.add_row(*cells, key=str(i), height=len(lines))
         if self.findings:
             table.move_cursor(row=min(max(cursor, 0), len(self.findings) - 1))

@@ -25,6 +25,7 @@ from textual.widgets.tree import TreeNode
 
 from ...model import iana
 from ...model import ike as m
+from ..plain import PlainTree
 from .sa_detail import integ_name, short_source
 
 if TYPE_CHECKING:
@@ -419,7 +420,7 @@ class PacketDetail(Horizontal):
         self.hold = False
 
     def compose(self) -> ComposeResult:
-        tree: Tree[None] = Tree("frame", id="detail-tree")
+        tree: Tree[None] = PlainTree("frame", id="detail-tree")
         tree.show_root = False
         yield tree
         yield HexView(id="hex")

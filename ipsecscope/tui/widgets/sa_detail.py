@@ -14,6 +14,7 @@ from ... import timefmt
 from ...model import iana
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable
+from ..plain import PlainTable
 from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, short_pair, spi_text
 
 if TYPE_CHECKING:
@@ -43,12 +44,11 @@ def fmt_ts(ts: float | None, first: float | None) -> str:
 
 
 def _kv(title: str) -> Table:
-    grid = Table.grid(padding=(0, 1))
+    grid = PlainTable.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")  # a key shown with K must be whole (copyable), never cut with …
-    grid.title = title
+    grid.title = Text(title, "bold underline")  # a Text title does not take title_style
     grid.title_justify = "left"
-    grid.title_style = "bold underline"
     return grid
 
 
@@ -146,7 +146,7 @@ class FlowTable:
             if keep_short is not None and (keep is None or len(keep_short) > len(keep)):
                 rows, keep = short, keep_short
         keep = keep or ["SPI", "From → To", "Pkts"]
-        t = Table(title="Traffic (per direction)", title_justify="left", title_style="bold underline",
+        t = PlainTable(title="Traffic (per direction)", title_justify="left", title_style="bold underline",
                   box=None, padding=(0, 1), show_edge=False)
         for col, just in FLOW_COLUMNS:
             if col in keep:
@@ -289,7 +289,7 @@ class SaDetail(Static):
                 ("[" + s.ike_spi_i.hex()[:8] + "]") if s is sa else s.ike_spi_i.hex()[:8] for s in chain))
         out: list[Any] = [g, Text("")]
         if sa.exchanges:
-            ex = Table(title="Exchanges", title_justify="left", title_style="bold underline", box=None,
+            ex = PlainTable(title="Exchanges", title_justify="left", title_style="bold underline", box=None,
                        padding=(0, 1), show_edge=False)
             for col in ("Time", "Exchange", "MID", "From", "Req", "Resp", "Summary"):
                 ex.add_column(col, no_wrap=col != "Summary")

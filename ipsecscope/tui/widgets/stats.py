@@ -31,6 +31,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from ... import timefmt
+from ..plain import plain
 
 if TYPE_CHECKING:
     from ...conversations import Accumulator, Stats
@@ -351,7 +352,7 @@ class StatsTable(DataTable):
                 head += " " + ("◂" if self.first > 1 else " ") + ("▸" if shown[-1] < len(self.spec) - 1 else " ")
             self.add_column(head, key=key)
         for key, row in self.data:
-            self.add_row(*[row[i] for i in shown], key=key)
+            self.add_row(*[plain(row[i]) for i in shown], key=key)
         if self.row_count:
             self.move_cursor(row=min(keep_row, self.row_count - 1), animate=False, scroll=False)
             self.scroll_to(y=keep_y, animate=False, immediate=True)
