@@ -80,7 +80,8 @@ async def test_wire_text_is_shown_literally_in_every_view(size: tuple[int, int])
             await pilot.press("down")
         joined = "\n".join(details)
         assert f"id {HOSTILE_ID_I}" in joined and f"id {HOSTILE_ID_R}" in joined
-        assert f"{PEER}:500" in joined
+        assert f"[{PEER}]:500" in joined  # RFC 3986 §3.2.2: bracketed beside its port
+        assert "Aggressive Mode" in joined  # IKEv1 exchanges by name, as findings and `sas` print them
         _no_emoji(joined.splitlines(), "SA detail")
         # Packets: every row's detail tree (the IKE payload tree holds the IDs)
         await pilot.press("2")

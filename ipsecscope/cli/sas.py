@@ -24,7 +24,7 @@ from ..errors import IpsecscopeError
 from ..export.documents import SAS_SCHEMA as SCHEMA
 from ..export.documents import capture_info, sas_document, spi_hex
 from ..model.iana import Ikev1Exchange
-from ..model.sa import ChildSa, EspFlow, SaState, SaTable
+from ..model.sa import ChildSa, EspFlow, SaState, SaTable, endpoint_text
 from ..state import names as N
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
 
@@ -159,7 +159,7 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
     shown: set[int] = set()
     for sa in table.ike_sas.values():
         head = (f"IKEv{sa.version} SA [bold]{sa.key}[/] {_state(sa.state, sa.state_inferred)}  "
-                f"{sa.initiator}:{sa.initiator_port} → {sa.responder}:{sa.responder_port}")
+                f"{endpoint_text(sa.initiator, sa.initiator_port)} → {endpoint_text(sa.responder, sa.responder_port)}")
         tree = Tree(Hanging(head, 4))  # a wrapped head line continues indented, split at spaces only
         if sa.id_i or sa.id_r:
             tree.add(f"IDs {escape(sa.id_i or '?')} → {escape(sa.id_r or '?')}"

@@ -64,6 +64,7 @@ from ..errors import CaptureError
 from ..model import iana
 from ..model.ike import IkeMessage, NotifyPayload, SkPayload
 from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet
+from ..model.sa import endpoint_text
 
 SCHEMA = "ipsecscope.summary/1"
 MAX_MALFORMED_EXAMPLES = 50
@@ -292,10 +293,7 @@ def _header(name: str, zone: str) -> str:
     return f"{name} ({zone})" if zone else name
 
 
-def _endpoint(addr: str, port: int) -> str:
-    if not port:
-        return addr
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+_endpoint = endpoint_text
 
 
 def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:

@@ -113,9 +113,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..analysis.rules.nat_mtu import nat_verdict
-from ..model.sa import ChildSa, EspFlow, Finding, IkeSa, NatRebinding, SaTable, Severity
+from ..model.sa import ChildSa, EspFlow, Finding, IkeSa, NatRebinding, SaTable, Severity, endpoint_text
 from ..state import names as N
-from ..state.nat import endpoint_text
 
 SAS_SCHEMA = "ipsecscope.sas/1"
 FINDINGS_SCHEMA = "ipsecscope.findings/1"

@@ -19,6 +19,14 @@ if TYPE_CHECKING:  # (annotations only: the IKE model loads with the first IKE m
 FlowKey = tuple[str, str, int, str]
 
 
+def endpoint_text(addr: str, port: int | None) -> str:
+    """``198.18.0.1:4500``, ``[2001:db8::1]:4500`` (RFC 3986 §3.2.2: an IPv6 address beside a port
+    is bracketed, or ``2001:db8::100:1:500`` reads as an address); the address alone without a port."""
+    if not port:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 class SaState(str, Enum):  # noqa: UP042 - str() behaviour other stages may rely on
     INITIATING = "initiating"  # IKE_SA_INIT / CREATE_CHILD_SA request seen, no answer yet
     ESTABLISHED = "established"

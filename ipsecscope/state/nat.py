@@ -21,11 +21,6 @@ EVIDENCE = 5  # frames kept per record as evidence
 Endpoint = tuple[str, int]
 
 
-def endpoint_text(addr: str, port: int) -> str:
-    """``198.18.0.1:4500``, ``[2001:db8::1]:4500``."""
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
 class Rebinds:
     """The NAT-T endpoint each peer of each SA sends from, and the rebindings waiting for the other
     peer to follow. Packets reach it only when their ports differ from their flow's last ones or a

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...model.sa import EspFlow, Finding, IkeExchange, IkeSa, NatRebinding, Observation, SaTable, Severity
-from ...state.nat import endpoint_text
+from ...model.sa import (
+    EspFlow,
+    Finding,
+    IkeExchange,
+    IkeSa,
+    NatRebinding,
+    Observation,
+    SaTable,
+    Severity,
+    endpoint_text,
+)
 from .common import (
     child_label,
     clock,

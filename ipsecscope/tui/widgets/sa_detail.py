@@ -13,7 +13,8 @@ from textual.widgets import Static
 from ... import timefmt
 from ...model import iana
 from ...model.keys import redact
-from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable
+from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable, endpoint_text
+from ...state.names import exchange_name
 from ..plain import PlainTable
 from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, short_pair, spi_text
 
@@ -44,9 +45,11 @@ def fmt_ts(ts: float | None, first: float | None) -> str:
 
 
 def _kv(title: str) -> Table:
-    grid = PlainTable.grid(padding=(0, 1))
+    # The grid takes the pane's width: rich wraps a title to its table's width, and a grid as wide
+    # as "CHILD SAs 2" broke "Peers 2001:db8::100:1 ⇄ 2001:db8::100:2" in the middle of an address.
+    grid = PlainTable.grid(padding=(0, 1), expand=True)
     grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")  # a key shown with K must be whole (copyable), never cut with …
+    grid.add_column(overflow="fold", ratio=1)  # a key shown with K must be whole (copyable), never cut with …
     grid.title = Text(title, "bold underline")  # a Text title does not take title_style
     grid.title_justify = "left"
     return grid
@@ -259,8 +262,8 @@ class SaDetail(Static):
     def _ike(self, table: SaTable, sa: IkeSa, first: float | None) -> list[Any]:
         g = _kv(f"IKEv{sa.version} SA {sa.ike_spi_i.hex()} / {sa.ike_spi_r.hex()}")
         g.add_row("State", Text(sa.state.value, STATE_STYLE.get(sa.state, "")))
-        g.add_row("Initiator", f"{sa.initiator}:{sa.initiator_port}" + (f"  id {sa.id_i}" if sa.id_i else ""))
-        g.add_row("Responder", f"{sa.responder}:{sa.responder_port}" + (f"  id {sa.id_r}" if sa.id_r else ""))
+        g.add_row("Initiator", endpoint_text(sa.initiator, sa.initiator_port) + (f"  id {sa.id_i}" if sa.id_i else ""))
+        g.add_row("Responder", endpoint_text(sa.responder, sa.responder_port) + (f"  id {sa.id_r}" if sa.id_r else ""))
         g.add_row("Proposal", sa.proposal or "—")
         if sa.offered:
             g.add_row("Offered", "\n".join(sa.offered))
@@ -296,7 +299,7 @@ class SaDetail(Static):
             for e in sa.exchanges:
                 t = f"+{e.request_ts - first:.3f}" if e.request_ts is not None and first is not None else "—"
                 resp = ",".join(map(str, e.response_frames)) or Text("none", "red")
-                ex.add_row(t, _enum_name(iana.ExchangeType, e.exchange) if sa.version == 2 else str(e.exchange),
+                ex.add_row(t, exchange_name(e.exchange, sa.version),
                            str(e.msg_id), e.requester, ",".join(map(str, e.request_frames)), resp, e.summary)
             out.append(ex)
         if sa.children:
