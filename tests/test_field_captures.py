@@ -12,8 +12,9 @@ each folder), frame by frame against tshark and against the expected outputs the
 * An IKE_AUTH lost as IP fragments is not "UDP 4500 blocked": fragments explain it as well.
 * An unanswered phase-1 message (IKE_SA_INIT, IKEv1 Main/Aggressive Mode) is no dead peer, even
   when the capture starts mid-exchange and the SA's state is a guess.
-* Text from the wire or from files is never rich markup in the text output: "2001:db8::100:500"
-  stays an address and port (":100:" is an emoji code), an ID "[/x]" does not crash it.
+* Text from the wire or from files is never rich markup in the text output: "[2001:db8::100]:500"
+  stays an address and port (":100:" is an emoji code, "[fd00:…]" a tag), an ID "[/x]" does not
+  crash it.
 """
 
 from __future__ import annotations
@@ -324,7 +325,11 @@ def test_text_output_is_not_markup():
     it is printed as captured."""
     cap = ARKIME / "ike-cert_synthetic.pcap"
     out = cli("sas", str(cap))
-    assert "2001:db8::100:500 → 2001:db8::200:500" in out and "\N{HUNDRED POINTS SYMBOL}" not in out
+    # bracketed beside the port (RFC 3986 §3.2.2), or "2001:db8::100:500" reads as one address
+    assert "[2001:db8::100]:500 → [2001:db8::200]:500" in out and "\N{HUNDRED POINTS SYMBOL}" not in out
+    # "[fd00:…]" starts like a rich tag (a letter after "["): printed, not swallowed as style
+    out = cli("sas", str(ROOT / "samples" / "synthetic" / "hostile-text.pcap"))
+    assert "[fd00:db8::100:1]:500 → [fd00:db8::100:2]:500" in out
 
 
 def test_ids_and_names_from_the_wire_are_not_markup():

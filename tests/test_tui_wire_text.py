@@ -28,7 +28,7 @@ from make_synthetic import HOSTILE_DNS, HOSTILE_ID_I, HOSTILE_ID_R  # noqa: E402
 CAPTURE = SAMPLES / "synthetic" / "hostile-text.pcap"
 KEYS = SAMPLES / "synthetic" / "hostile-text.keys.json"
 DNS_NAME = ".".join(x.decode() for x in HOSTILE_DNS)
-PEER = "2001:db8::100:1"
+PEER = "fd00:db8::100:1"
 EMOJI = ("💯", "🔥")
 
 

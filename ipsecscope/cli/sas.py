@@ -159,7 +159,8 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
     shown: set[int] = set()
     for sa in table.ike_sas.values():
         head = (f"IKEv{sa.version} SA [bold]{sa.key}[/] {_state(sa.state, sa.state_inferred)}  "
-                f"{endpoint_text(sa.initiator, sa.initiator_port)} → {endpoint_text(sa.responder, sa.responder_port)}")
+                f"{escape(endpoint_text(sa.initiator, sa.initiator_port))} → "
+                f"{escape(endpoint_text(sa.responder, sa.responder_port))}")
         tree = Tree(Hanging(head, 4))  # a wrapped head line continues indented, split at spaces only
         if sa.id_i or sa.id_r:
             tree.add(f"IDs {escape(sa.id_i or '?')} → {escape(sa.id_r or '?')}"

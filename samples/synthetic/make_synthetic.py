@@ -409,7 +409,7 @@ def hostile_text(rng: random.Random) -> Capture:
     codes, IPv6 peers whose addresses hold ":100:", and a DNS query for a name made of markup,
     inside ESP (AES-GCM) with its key; one more SA without a key."""
     c = Capture("hostile-text", rng)
-    a6, b6 = "2001:db8::100:1", "2001:db8::100:2"
+    a6, b6 = "fd00:db8::100:1", "fd00:db8::100:2"  # ULA: "[fd00:…]:500" is a rich tag unless escaped
     spi_i, spi_r = rng.randbytes(8), rng.randbytes(8)
     for response, (src, dst, id_type, ident) in enumerate(((a6, b6, 2, HOSTILE_ID_I), (b6, a6, 3, HOSTILE_ID_R))):
         msg = _ikev1_aggressive(spi_i, spi_r, id_type, ident, bool(response), rng)
