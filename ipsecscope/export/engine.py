@@ -40,6 +40,7 @@ from ..errors import CaptureError, DecryptError, ExportError
 from ..keys.formats import add_secrets_block, dsb_blocks
 from ..keys.formats import dump as dump_keys
 from ..outfile import atomic_output, create_private, refuse_inputs, same_file
+from . import direct as _direct
 from . import hotloop
 from . import jsonl as _jsonl
 from .hotloop import _CARRIES_ESP, ChunkResult, Options, _Worker, decrypt_nested
@@ -424,10 +425,23 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
                 else:
                     seeds[k] = (old[0] if mode is None else mode, max(old[1], top), old[2] + searches)
         final.seed(seeds)
+        # the parts are written around the page cache (export/direct.py): appended the same way
+        parts = [r.part for r in results if writer is not None and r.part]
+        direct = _direct.open_direct(writer.f) if parts and sum(
+            os.path.getsize(p) for p in parts) >= _direct.MIN_BYTES else None
+        try:
+            for part in parts:
+                if direct is not None:
+                    direct.append_file(part)
+                else:
+                    writer.f.flush()
+                    _append_file(part, writer.f)
+            if direct is not None:
+                direct.finish()
+        finally:
+            if direct is not None:
+                direct.close()
         for r in results:
-            if writer is not None and r.part:
-                writer.f.flush()
-                _append_file(r.part, writer.f)
             if jf is not None and r.jsonl_part:
                 with open(r.jsonl_part) as pf:
                     shutil.copyfileobj(pf, jf, 1 << 22)

@@ -33,6 +33,7 @@ from ..crypto.esp import (
 )
 from ..decode.fused import EPB_ETH_IPV4, EPB_OUT, ETH_IPV4_END, ETH_IPV4_NET, PCAP_ETH_IPV4
 from ..errors import DecryptError
+from . import direct as _direct
 from . import jsonl as _jsonl
 from .pcapng import epb_header
 
@@ -243,6 +244,12 @@ class _Worker:
     def run(self, start: int, end: int, first_index: int, out_f, jsonl_f) -> ChunkResult:  # noqa: C901
         lay = self.lay
         opts = self.opts
+        direct = None
+        if out_f is not None and end - start >= _direct.MIN_BYTES:
+            # a big output: written around the page cache (export/direct.py says why)
+            direct = _direct.open_direct(out_f)
+            if direct is not None:
+                out_f = direct
         self.out_f, self.jsonl_f = out_f, jsonl_f
         fast_ok = opts.pcapng and out_f is not None and jsonl_f is None and opts.frames is None
         sas = self.sas
@@ -371,9 +378,13 @@ class _Worker:
             if self.jbuf:
                 jsonl_f.write("".join(self.jbuf))
                 self.jbuf.clear()
+            if direct is not None:
+                direct.finish()
         finally:
             mm.close()
             f.close()
+            if direct is not None:
+                direct.close()
         n_fast = 0
         for e in sas.values():  # fold the fast path's counts into the per-SA statistics
             e.st.stats.decrypted += e.n
