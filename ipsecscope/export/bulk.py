@@ -185,7 +185,8 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
     udp = (proto == 17) & (incl >= 54)
     # ESP in UDP 4500 (either port), not IKE (RFC 3948 §2.2: a zero "SPI" is IKE)
     udp &= ((F[:, _K12 + 8] == 0x11) & (F[:, _K12 + 9] == 0x94)) | ((F[:, _K12 + 10] == 0x11) & (F[:, _K12 + 11] == 0x94))
-    udp &= F[:, _X8:_X8 + 4].any(axis=1)
+    if udp.any():  # (the check reads 4 columns of every row: only when there is UDP 4500 at all)
+        udp &= F[:, _X8:_X8 + 4].any(axis=1)
     ok &= raw | udp
     cand = np.flatnonzero(ok)
     if len(cand) < MIN_RUN:
@@ -276,7 +277,7 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         nonce = np.empty((m, 12), np.uint8)
         salt_rows = np.zeros((nsa, 4), np.uint8)
         gg = g[gi]
-        ug = np.unique(gg).tolist()
+        ug = np.flatnonzero(np.bincount(gg, minlength=nsa)).tolist()  # (a count, not np.unique's sort)
         for u in ug:
             salt_rows[u] = np.frombuffer(slots[u].salt, np.uint8)
         nonce[:, :4] = salt_rows[gg]
@@ -292,7 +293,9 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         if len(ug) == 1:
             KS = np.frombuffer(_keystream(slots[ug[0]])(CB.tobytes()), np.uint8).reshape(m, 3, 16)
         else:  # one call per SA over its packets' blocks, in SA order, put back in packet order
-            order = np.argsort(gg, kind="stable")
+            # (a stable sort of small numbers: numpy's radix sort when they fit 8 or 16 bits)
+            order = np.argsort(gg.astype(np.uint8 if nsa <= 256 else np.uint16 if nsa <= 65536 else np.int64),
+                               kind="stable")
             cb = CB[order].tobytes()
             cuts = (np.searchsorted(gg[order], ug + [nsa]) * 48).tolist()
             KS = np.empty((m, 3, 16), np.uint8)
@@ -306,7 +309,13 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         N = nonce.view("V12").ravel().tolist()
         AD = np.ascontiguousarray(EH[cg, :8]).view("V8").ravel().tolist()
         fn_of = {u: slots[u].gcm.__self__.decrypt_into for u in ug}
-        fns = [fn_of[u] for u in gg.tolist()] if len(ug) > 1 else [fn_of[ug[0]]] * m
+        if len(ug) > 1:  # (each packet's SA's call, picked by numpy from an object array)
+            fo = np.empty(nsa, object)
+            for u in ug:
+                fo[u] = fn_of[u]
+            fns = fo[gg].tolist()
+        else:
+            fns = [fn_of[ug[0]]] * m
         a_all = ct0.tolist()
         b_all = E[gi].tolist()
         one = fn_of[ug[0]] if len(ug) == 1 else None
@@ -413,9 +422,10 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
     bend = np.zeros(n, np.int64)
     bend[rk] = Pk + tk
     for r0, r1 in _runs(okrec, 1):
-        gids, cnt = np.unique(gid_all[r0:r1], return_counts=True)
+        cnt = np.bincount(gid_all[r0:r1], minlength=nsa)  # (a run's records are all candidates: ids >= 0)
+        gids = np.flatnonzero(cnt)
         res.append((offs[r0], offs[r1] if r1 < n else end_off, r1 - r0, omv[int(bstart[r0]):int(bend[r1 - 1])],
-                    [(slots[u], k) for u, k in zip(gids.tolist(), cnt.tolist(), strict=True)]))
+                    [(slots[u], k) for u, k in zip(gids.tolist(), cnt[gids].tolist(), strict=True)]))
     return res
 
 
