@@ -222,3 +222,21 @@ def test_a_failure_before_the_first_success_is_still_an_early_failure(tmp_path: 
         got = _run(cap, keys, tmp_path / f"b{jobs}.pcapng", bulk_on=True, jobs=jobs, monkeypatch=monkeypatch)
         assert got == ref
     assert ref[3] == good
+
+
+def test_the_first_window_is_planned_again_once_its_sas_are_known(tmp_path: Path, monkeypatch) -> None:
+    """The whole capture in one read window: when it is read no SA is known yet, so the first
+    packets go the per-record way; once they made their SAs, the rest of the window goes to the
+    bulk step (planned again from where the loop is), with the per-record loop's bytes."""
+    cap = tmp_path / "in.pcap"
+    keys, _, _ = _capture(cap)
+    assert cap.stat().st_size < hotloop.WINDOW
+    monkeypatch.setattr(bulk, "MIN_RUN", 2)
+    taken = []
+    plan = bulk.plan
+    monkeypatch.setattr(bulk, "plan", lambda *a: taken.append((a[2], plan(*a))) or taken[-1][1])
+    ref = _run(cap, keys, tmp_path / "ref.pcapng", bulk_on=False, monkeypatch=monkeypatch)
+    got = _run(cap, keys, tmp_path / "got.pcapng", bulk_on=True, monkeypatch=monkeypatch)
+    assert got == ref
+    assert taken and all(o0 > 0 for o0, _runs in taken)  # planned again, from inside the window
+    assert sum(r[2] for _o0, runs in taken for r in runs) > 1000

@@ -202,6 +202,7 @@ class _Worker:
         self.n_esp = self.n_other = self.n_dummy = self.n_kept = self.n_unkept = 0
         self.decoder = None
         self.bulk_backoff = 0  # windows the bulk step skips after one with little to take
+        self.bulkable = 0  # SA slots the bulk step can take (AES-GCM-16 or CBC + HMAC inlined)
         self.linktypes = [i.linktype for i in lay.ifaces] or [1]
         self.truncated: str | None = None
         # parallel runs: where to start walking to a lazy chunk bound, and whom to tell where it is
@@ -225,8 +226,13 @@ class _Worker:
         self._refresh(e)
         return e
 
+    def _refresh(self, e: SaSlot) -> None:
+        was = e.gcm is not None or e.cbc is not None
+        self._set_openers(e)
+        self.bulkable += (e.gcm is not None or e.cbc is not None) - was
+
     @staticmethod
-    def _refresh(e: SaSlot) -> None:
+    def _set_openers(e: SaSlot) -> None:
         st = e.st
         # only SAs with an integrity check: the plaintext of the others needs crypto.esp's strict
         # checks (RFC 4303 §2.4 padding, next header), which the general path makes
@@ -460,6 +466,8 @@ class _Worker:
             obuf = _bulk.OutBuf()
         runs: list = []
         ri, run_at, skip = 0, -1, 0
+        planned = seen = self.bulkable  # SAs the bulk step could take when this window was planned
+        seen_at = 0  # ... and the frame after which their count last changed
         mul = self.lay.ifaces[0].mul
         hard = self.lay.size  # records end before this; ``end`` only bounds where they start
         hs = ETH_IPV4_END + rh  # bytes the one-struct header read takes
@@ -493,6 +501,7 @@ class _Worker:
                 if bulk:
                     run_at, skip = self._plan(_bulk, runs, obuf, w, lim, stop, pcapng, ifs, mul, skip)
                     ri = 0
+                    planned = self.bulkable
                 continue
             if o == run_at:  # a run the bulk step decrypted: its blocks, in order
                 if ptot:
@@ -506,6 +515,25 @@ class _Worker:
                 ri += 1
                 run_at = runs[ri][0] if ri < len(runs) else -1
                 continue
+            if run_at < 0 and bulk and planned != self.bulkable and o <= lim:
+                # The per-record loop made SAs the bulk step can take (their first packets, e.g. in
+                # the first window): once 16 records went by without another, the rest of the
+                # window is planned again. What is pending goes out first: the plan reuses the
+                # output buffer that earlier runs' blocks are in.
+                if seen != self.bulkable:
+                    seen, seen_at = self.bulkable, idx
+                if idx - seen_at >= 16:
+                    planned = self.bulkable
+                    if ptot:
+                        write(trailers[pk](ptot))
+                        ptot = 0
+                    if buf:
+                        out_f.write(b"".join(buf))
+                        buf.clear()
+                    run_at, skip = self._plan(_bulk, runs, obuf, w, lim, stop, pcapng, ifs, mul, 0, o)
+                    ri = 0
+                    if run_at == o:
+                        continue
             if pcapng:
                 btype, blen = blk(w, o)
                 if o + blen > wl and base + wl < hard and base + o + blen <= hard:  # runs past the window
@@ -681,7 +709,7 @@ class _Worker:
         return idx
 
     def _plan(self, bulk, runs: list, obuf, w: bytes, lim: int, stop: int, pcapng: bool, ifs: list,
-              mul: int, skip: int) -> tuple[int, int]:
+              mul: int, skip: int, o0: int = 0) -> tuple[int, int]:
         """Fill ``runs`` with the bulk step's runs of a new window; returns (offset of the first
         run or -1, windows to skip). Windows with little to take in bulk (no SA of a bulk kind
         known yet, other algorithms, short runs) back off: 1, 2, 4 ... 64 windows without the walk."""
@@ -691,8 +719,8 @@ class _Worker:
         sas = self.sas
         if len(sas) <= 64 and not any(e.gcm is not None or e.cbc is not None for e in sas.values()):
             return -1, 0  # nothing to take yet (the first packets of an SA make its slot)
-        rows, end_off = bulk.walk(w, 0, len(w), lim, stop, pcapng)
-        runs += bulk.plan(w, rows, 0, pcapng, ifs, mul, sas, obuf, end_off)
+        rows, end_off = bulk.walk(w, o0, len(w), lim, stop, pcapng)
+        runs += bulk.plan(w, rows, o0, pcapng, ifs, mul, sas, obuf, end_off)
         taken = sum(r[2] for r in runs)
         if taken * 4 < len(rows):
             self.bulk_backoff = min(2 * self.bulk_backoff, 64) if self.bulk_backoff else 1
