@@ -59,10 +59,20 @@ class OutBuf:
     """The window's output buffer, kept from one window to the next (the loop writes a window's
     blocks before it plans the next one) and grown when a window needs more."""
 
-    __slots__ = ("buf", "mv", "arr", "a32")
+    __slots__ = ("buf", "mv", "arr", "a32", "scr")
 
     def __init__(self) -> None:
         self.need(1 << 16)
+        self.scr: list[bytearray] = []  # CBC scratch buffers, one per SA of a window, kept too
+
+    def scratch(self, k: int, n: int) -> bytearray:
+        """The ``k``-th CBC scratch buffer of this window, at least ``n`` bytes (a fresh 2 MiB
+        bytearray a window costs its zeroing and page faults; its old content is never read)."""
+        while len(self.scr) <= k:
+            self.scr.append(bytearray())
+        if len(self.scr[k]) < n:
+            self.scr[k] = bytearray(n + (n >> 2))  # a new object: memoryviews of the old may be alive
+        return self.scr[k]
 
     def need(self, n: int) -> None:
         if not hasattr(self, "buf") or len(self.buf) < n:
@@ -336,7 +346,7 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         step = lm + GAP
         y = np.cumsum(step) - step  # each one's IV in the joined input
         X = _ZGAP.join([wmv[s:t] for s, t in zip((Qm + 8).tolist(), ie.tolist(), strict=True)])
-        sb = bytearray(len(X) + bs)
+        sb = out.scratch(len(scratch), len(X) + bs)
         upd.__self__.update_into(X, sb)
         S = np.frombuffer(sb, np.uint8)
         d = y + bs  # each plaintext in the scratch buffer
@@ -391,8 +401,10 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
                 continue
         for members, smv, d in scratch:
             km = keep[members]
-            for s0, t0, il in zip(d[km].tolist(), D[members][km].tolist(), ilen[members][km].tolist(), strict=True):
-                omv[t0:t0 + il] = smv[s0:s0 + il]
+            s0, t0, il = d[km], D[members][km], ilen[members][km]
+            # (the ends added up by numpy: two additions fewer a packet in the loop)
+            for a, b, c, e in zip(s0.tolist(), (s0 + il).tolist(), t0.tolist(), (t0 + il).tolist(), strict=True):
+                omv[c:e] = smv[a:b]
         break
     kx = np.flatnonzero(keep)
     rk = sel[kx]
