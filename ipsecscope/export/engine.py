@@ -212,10 +212,12 @@ def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, 
 
 def default_jobs() -> int:
     """Processes for ``jobs=0``: the cores that are idle now (CPU count less the 1-minute load
-    average, rounded), at least 1 and at most 8. A second process costs ~10 % more CPU in all
-    (the walk to its chunk's first record, its part file copied into the output) and halves the
-    wall time only when a core is free for it: on a busy machine one process is as fast and
-    cheaper (measured on 2 cores, 1M AES-GCM packets: -j 2 = -j 1 + 0.25 s CPU at load 11)."""
+    average, rounded), at least 1 and at most 8. A second process costs 12-18 % more CPU in all
+    and halves the wall time only when a core is free for it: on a busy machine one process is as
+    fast and cheaper. Measured on 2 cores at load ~5 (200k-3M AES-GCM packets; 1M: -j 2 = -j 1 +
+    0.29 s): the second chunk's walk to its first record (~0.1 s per 500k records: a pcap record
+    says nothing of where it is), its part file appended (0.05 s), numpy imported before the fork,
+    and two processes slowing each other on the shared cores (~0.13 s)."""
     n = os.cpu_count() or 1
     try:
         free = n - os.getloadavg()[0]
