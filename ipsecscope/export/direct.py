@@ -22,7 +22,6 @@ pipe or ``/dev/null``: :func:`open_direct` returns None and the loop writes as b
 from __future__ import annotations
 
 import errno
-import fcntl
 import mmap
 import os
 import stat
@@ -87,6 +86,8 @@ class DirectOut:
                 except OSError as exc:
                     if exc.errno != errno.EINVAL or not flag:
                         raise
+                    import fcntl
+
                     fl = fcntl.fcntl(rfd, fcntl.F_GETFL)  # refused after all: read through the page cache
                     fcntl.fcntl(rfd, fcntl.F_SETFL, fl & ~flag)
                     flag = 0
@@ -150,6 +151,8 @@ def open_direct(f) -> DirectOut | None:
         fd = f.fileno()
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
+        import fcntl  # (POSIX only, as O_DIRECT is)
+
         if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:  # pwrite would append
             return None
         f.flush()
