@@ -240,3 +240,41 @@ def test_the_first_window_is_planned_again_once_its_sas_are_known(tmp_path: Path
     assert got == ref
     assert taken and all(o0 > 0 for o0, _runs in taken)  # planned again, from inside the window
     assert sum(r[2] for _o0, runs in taken for r in runs) > 1000
+
+
+def _split_run(cap: Path, keys: Path, out: Path, jobs: int) -> tuple:
+    s = engine.run(cap, load_keystore(keys), out=str(out), opts=engine.Options(), jobs=jobs, parallel_min_bytes=0)
+    return (out.read_bytes(), s.frames, s.esp, s.decrypted, s.icv_failed, s.malformed, s.no_key, s.other, s.dummy,
+            s.truncated), s.guesses_redone
+
+
+def test_a_guessed_chunk_start_fooled_by_a_packet_is_walked_to_again(tmp_path: Path, monkeypatch) -> None:
+    """A second process starts at a guessed record (capture.layout.guess), checked against where
+    the first stopped. Here the split point falls inside a 60 kB UDP packet full of bytes that
+    look like pcap records: the guess is wrong, the chunk is processed again from its true
+    first record, and the output and counts are one process's; a record cut off at the end is
+    named by its frame number in the whole file either way."""
+    part = tmp_path / "part.pcap"
+    keys, _, _ = _capture(part)
+    recs = part.read_bytes()[24:]
+    fake = struct.pack("<IIII", 1_764_000_000, 0, 40, 40) + bytes(40)
+    payload = fake * (60_000 // len(fake))
+    big = ether(ipv4("198.18.9.1", "198.19.9.1", 17, udp("198.18.9.1", "198.19.9.1", 9, 9, payload, checksum=False)))
+    cap = tmp_path / "fooled.pcap"
+    cut = struct.pack("<IIII", 1_764_000_100, 0, 400, 400) + bytes(100)  # the last record, cut off
+    cap.write_bytes(part.read_bytes()[:24] + recs + struct.pack("<IIII", 1_764_000_050, 0, len(big), len(big)) + big
+                    + recs + cut)
+    monkeypatch.setattr(bulk, "MIN_RUN", 2)
+    monkeypatch.setattr(hotloop, "BULK_MIN_BYTES", 0)
+    monkeypatch.setattr(engine, "CHUNK_MIN_BYTES", 1)
+    ref, _ = _split_run(cap, keys, tmp_path / "ref.pcapng", 1)
+    par, redone = _split_run(cap, keys, tmp_path / "par.pcapng", 2)
+    assert redone == 1
+    assert par == ref
+    assert ref[9] and f"frame {ref[1] + 1})" in ref[9]
+    # the same capture without the fake records: the guess holds, nothing is done twice
+    cap.write_bytes(part.read_bytes()[:24] + recs + recs + cut)
+    ref, _ = _split_run(cap, keys, tmp_path / "ref2.pcapng", 1)
+    par, redone = _split_run(cap, keys, tmp_path / "par2.pcapng", 2)
+    assert redone == 0
+    assert par == ref and "frame" in ref[9]

@@ -6,7 +6,8 @@ lives here.
 
 ``scan(path, chunks)`` -> :class:`Layout` (or None: gzip, several sections, damage — read those
 with :func:`ipsecscope.capture.open_capture`); ``resolve(layout, target, hint)`` -> the first
-pcap record at or after ``target``; ``records(map, layout, start, end)`` yields
+pcap record at or after ``target``; ``guess(layout, target)`` -> one found without the walk, to be
+checked; ``records(map, layout, start, end)`` yields
 (interface, ts_ns, frame, orig_len, offset).
 """
 
@@ -211,6 +212,51 @@ def resolve(lay: Layout, target: int, hint: tuple[int, int] | None = None) -> tu
                 o += 16 + rec(w, o + 8)[0]
             off, idx = off + o, n
     return min(off, size), idx
+
+
+def guess(lay: Layout, target: int, chain: int = 16) -> int | None:
+    """A pcap record start at or after ``target`` found without walking from the file's start:
+    the first offset from which ``chain`` record headers follow one another plausibly (fraction
+    of a second in range, captured length within the snapshot length and not above the original
+    length, seconds within a day of the previous record's), or reach the end of the file exactly.
+    None when there is none within a record's reach of ``target``.
+
+    Only a guess: bytes inside a packet can look like records. The decrypt engine checks it
+    against where the walk of the chunk before stopped and processes the chunk again from there
+    when they differ (``export.engine``); it saves that walk (~0.2 us a record, a second process's
+    head start) when they agree, as they do on every capture of real traffic."""
+    if lay.fmt != "pcap":
+        return None
+    size = lay.size
+    with open(lay.path, "rb", buffering=0) as f:
+        head = os.pread(f.fileno(), 24, 0)
+        w = os.pread(f.fileno(), 1 << 20, target)
+    if len(head) < 24:
+        return None
+    cap = max(struct.unpack_from(lay.order + "I", head, 16)[0], 262144)
+    fmax = 1_000_000 if lay.ifaces[0].mul == 1000 else 1_000_000_000
+    hdr = struct.Struct(lay.order + "IIII").unpack_from
+    n = len(w)
+    for p in range(min(n - 16, cap + 16)):
+        o, prev = p, -1
+        for _ in range(chain):
+            if target + o == size:
+                break  # the chain ends with the file: plausible
+            if o + 16 > n:
+                o = -1
+                break
+            sec, frac, incl, orig = hdr(w, o)
+            if frac >= fmax or incl > cap or incl > orig or (prev >= 0 and abs(sec - prev) > 86400):
+                o = -1
+                break
+            prev = sec
+            o += 16 + incl
+            if target + o > size:
+                o = -1
+                break
+        if o >= 0:
+            return target + p
+    return None
 
 
 def records(mm, lay: Layout, start: int, end: int):

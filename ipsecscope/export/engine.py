@@ -16,9 +16,13 @@ fragments, IPv6 extension headers, RFC 8229 TCP, other link types) to the genera
 captures are inflated to a temporary file first when big, else read by the general reader.
 
 Large files are split over processes (fork): worker *i* starts at the first record at or after
-byte ``i * size / jobs`` (it walks the record headers to find it while the others already work;
-pcapng block boundaries come from a scan that also collects IDBs and DSBs). This process does
-chunk 0 straight into the output; the others write part files appended in order (sendfile).
+byte ``i * size / jobs`` (pcapng block boundaries come from a scan that also collects IDBs and
+DSBs; a pcap record says nothing of where it is: without JSON lines or a filter, the worker
+starts at the record ``capture.layout.guess`` finds there, numbered from 1, and this process
+checks the guess against where chunk *i - 1* stopped, processing the chunk again from its true
+first record if they differ; else it walks the record headers to it while the others already
+work). This process does chunk 0 straight into the output; the others write part files
+appended in order (O_DIRECT, export/direct.py).
 ESN state per SA: every chunk infers high bits on its own (``crypto.esn`` searches 0..16 when an
 SA has no history, which covers a chunk that starts after a wrap); if a chunk still had ICV
 failures on an SA *before* its first success there while an earlier chunk had verified packets
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +77,7 @@ class RunStats:
     unkept: int = 0  # --keep-other: frames that could not be written, on an interface no IDB declares
     jobs: int = 1
     reconciled_chunks: int = 0
+    guesses_redone: int = 0  # chunks whose guessed first record was wrong (processed again)
     truncated: str | None = None
     nested_decrypted: int = 0  # inner ESP layers (ESP in ESP) decrypted too, and those that failed
     nested_failed: int = 0
@@ -131,6 +137,7 @@ def _chunk_main(i: int) -> ChunkResult:
     shared: _Shared = job["shared"]
 
     w = _Worker(lay, job["keys"], job["opts"], lambda done: shared.progress(i, done))
+    w.speculate = job.get("speculate", False)
     w.resolve_hint = lambda: shared.hint(i)
     w.resolved = lambda off, idx: shared.publish(i, off, idx)
     part = jpart = None
@@ -212,12 +219,12 @@ def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, 
 
 def default_jobs() -> int:
     """Processes for ``jobs=0``: the cores that are idle now (CPU count less the 1-minute load
-    average, rounded), at least 1 and at most 8. A second process costs 12-18 % more CPU in all
-    and halves the wall time only when a core is free for it: on a busy machine one process is as
-    fast and cheaper. Measured on 2 cores at load ~5 (200k-3M AES-GCM packets; 1M: -j 2 = -j 1 +
-    0.29 s): the second chunk's walk to its first record (~0.1 s per 500k records: a pcap record
-    says nothing of where it is), its part file appended (0.05 s), numpy imported before the fork,
-    and two processes slowing each other on the shared cores (~0.13 s)."""
+    average, rounded), at least 1 and at most 8. A second process costs 4-19 % more CPU in all and
+    halves the wall time only when a core is free for it: on a busy machine one process is as fast
+    and cheaper. Measured on 2 cores at load 4-6, 200k-3M packets (1M AES-GCM: -j 2 = -j 1 + 0.13
+    s): its part file appended (0.03-0.05 s), numpy imported before the fork, and two processes
+    slowing each other on the shared cores; the walk to its first record (~0.2 us a record) is
+    guessed away."""
     n = os.cpu_count() or 1
     try:
         free = n - os.getloadavg()[0]
@@ -336,7 +343,10 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
     tmp = tempfile.mkdtemp(prefix="ipsecscope-decrypt-", dir=_tmp_dir(writer))
     shared = _Shared(nchunks)
     _JOB.clear()
-    _JOB.update(layout=lay, keys=keys, opts=opts, tmp=tmp, shared=shared)
+    # A chunk's first record is guessed rather than walked to (capture.layout.guess), and checked
+    # below, where frame numbers matter only for counts and messages: no JSON lines, no filter.
+    _JOB.update(layout=lay, keys=keys, opts=opts, tmp=tmp, shared=shared,
+                speculate=not opts.jsonl and opts.frames is None)
     children: dict[int, int] = {}  # pid -> result pipe
     qr = qw = -1
     try:
@@ -402,6 +412,27 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
             raise failure
         if any(r is None for r in results):  # pragma: no cover - every chunk is taken exactly once
             raise DecryptError("a chunk of the capture was not processed; try --jobs 1")
+        # Guessed chunk starts: right when the chunk before stopped there, else done again.
+        for i in range(1, nchunks):
+            r, prev = results[i], results[i - 1]
+            if r.guessed < 0:
+                continue
+            if prev.end_off == r.guessed:
+                first = prev.first_frame + prev.frames
+                lay.bounds[i] = (r.guessed, first)
+                if r.truncated:  # numbered from 1 until now
+                    r.truncated = re.sub(r"\(frame (\d+)\)", lambda m, d=first - 1: f"(frame {int(m[1]) + d})", r.truncated)
+                r.first_frame = first
+                continue
+            stats.guesses_redone += 1  # bytes that look like records: walk to the chunk's start
+            w = _Worker(lay, keys, opts)
+            w.resolve_hint = (lambda i=i: shared.hint(i))
+            start, end = lay.bounds[i][0], lay.bounds[i + 1][0] if i + 1 < nchunks else lay.size
+            with open(r.part, "wb") if r.part else _null() as of:
+                nr = w.run(start, end, 0, of if r.part else None, None)
+            nr.part, nr.jsonl_part = r.part, r.jsonl_part
+            lay.bounds[i] = (start, nr.first_frame)  # (an exact bound: the reconcile step may run it again)
+            results[i] = nr
         # Reconcile ESN state across chunks (see module docstring).
         seeds: dict = {}
         final = _Worker(lay, keys, opts)

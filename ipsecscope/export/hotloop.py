@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 
-from ..capture.layout import Layout, records, resolve
+from ..capture.layout import Layout, guess, records, resolve
 from ..crypto import esp as _esp
 from ..crypto.esp import (
     MAX_NESTED,
@@ -75,6 +75,8 @@ class ChunkResult:
     jsonl_part: str | None = None
     first_frame: int = 0
     truncated: str | None = None
+    guessed: int = -1  # the chunk started at layout.guess()'s offset, numbered from 1: for the engine to check
+    end_off: int = -1  # where the fast loop stopped: the next chunk's first record (-1: another loop ran)
     nested_sas: set = field(default_factory=set)  # inner SAs of ESP-in-ESP (decrypt_nested)
 
 
@@ -208,6 +210,8 @@ class _Worker:
         # parallel runs: where to start walking to a lazy chunk bound, and whom to tell where it is
         self.resolve_hint: Callable[[], tuple[int, int] | None] | None = None
         self.resolved: Callable[[int, int], None] | None = None
+        self.speculate = False  # a lazy bound may be guessed (engine checks it; pcap, no JSON lines or filter)
+        self.end_off = -1
 
     def seed(self, states: dict[tuple[str, str, int], tuple[bool | None, int, int]]) -> None:
         for k, (mode, top, searches) in states.items():
@@ -277,16 +281,22 @@ class _Worker:
             raise
         self.fd = f.fileno()  # the hot loop reads windows with os.pread
         try:
+            is_pcap = lay.fmt == "pcap"
+            fast_pcap = is_pcap and fast_ok and lay.order == "<" and linktypes == [1]
             if first_index == 0:  # a lazy bound: find the first record of this chunk
-                hint = self.resolve_hint() if self.resolve_hint is not None else None
-                start, first_index = resolve(lay, start, hint)
-                if self.resolved is not None:
-                    self.resolved(start, first_index)
+                g = guess(lay, start) if self.speculate and fast_pcap else None
+                if g is not None:  # (numbered from 1 until the engine has checked the guess)
+                    start, first_index = g, 1
+                    res.guessed = g
+                else:
+                    hint = self.resolve_hint() if self.resolve_hint is not None else None
+                    start, first_index = resolve(lay, start, hint)
+                    if self.resolved is not None:
+                        self.resolved(start, first_index)
                 idx = first_index - 1
                 res.first_frame = first_index
-            is_pcap = lay.fmt == "pcap"
             hard = lay.size
-            if is_pcap and fast_ok and lay.order == "<" and linktypes == [1]:
+            if fast_pcap:
                 # the common big-file case gets its own loop (little-endian pcap of Ethernet)
                 idx = self._loop_no_gc(mm, start, end, idx)
                 start = end  # nothing left for the general loop below
@@ -398,6 +408,7 @@ class _Worker:
             e.n = 0
         res.frames = idx - first_index + 1
         res.truncated = self.truncated
+        res.end_off = self.end_off
         res.esp, res.other, res.dummy = self.n_esp + n_fast, self.n_other, self.n_dummy
         res.kept, res.unkept = self.n_kept, self.n_unkept
         res.nested_sas = self.nested_sas
@@ -703,7 +714,7 @@ class _Worker:
             o = nxt
         if ptot:
             write(trailers[pk](ptot))
-        off = base + o
+        off = self.end_off = base + o
         if not pcapng and off < end and off < hard and self.truncated is None:  # 1..15 bytes left
             self.truncated = f"last record (frame {idx + 1}) header truncated: {hard - off} of 16 bytes"
         return idx
