@@ -305,6 +305,40 @@ def test_one_sa_toward_several_destinations_has_one_counter():
     assert json.loads(cli("findings", str(OSPF), "--json"))["findings"] == []
 
 
+def test_sas_count_loss_per_counter_as_findings_do():
+    """`sas` (text, JSON) and the TUI's traffic table agree with findings on OSPFv3_with_AH: each
+    router numbers its AH packets to ff02::5 and to its neighbour from one counter (RFC 4302
+    §3.3.3: one counter per SA at the sender), so no flow lost anything (they said 9, 7, 5 and 7
+    lost), and each flow names the ones it shares its counter with. Flows of one sender on two SPIs
+    keep their own counters and their own loss (icmp-quoted: one gap on each of two SAs)."""
+    from ipsecscope.capture import open_capture
+    from ipsecscope.session import Session
+    from ipsecscope.tui.widgets.sa_detail import flow_table
+
+    doc = json.loads(cli("sas", str(OSPF), "--json"))
+    by = {f["key"]: f for f in doc["flows"]}
+    assert [f["lost"] for f in by.values()] == [0, 0, 0, 0]
+    ends = {k.split(":0x")[0] for k in by}
+    assert ends == {"fe80::1>ff02::5", "fe80::2>ff02::5", "fe80::1>fe80::2", "fe80::2>fe80::1"}
+    for k, f in by.items():
+        (other,) = f["counter_shared_with"]
+        assert other.split(">")[0] == f["src"] and other != k and by[other]["counter_shared_with"] == [k]
+    text = cli("sas", str(OSPF))
+    assert " lost" not in text and text.count("one sequence counter with its packets to") == 4
+    s = Session()
+    with open_capture(OSPF) as r:
+        for raw in r:
+            s.feed(raw)
+    s.finish()
+    t = flow_table(list(s.table.flows.values()), s.table.first_ts, s.table)
+    assert [t._cells(f, False)["Lost"] for f in t.flows] == ["0"] * 4
+
+    quoted = ROOT / "samples" / "synthetic" / "icmp-quoted.pcap"
+    lost = {f["spi"]: (f["lost"], f["counter_shared_with"]) for f in json.loads(cli("sas", str(quoted), "--json"))["flows"]
+            if f["lost"]}
+    assert lost == {"0x70000001": (1, []), "0x70000005": (1, [])}
+
+
 def test_one_way_ah_says_ah():
     """The frames fe80::1 -> fe80::2 alone (9 AH packets, nothing back): a one-way AH SA is 'One-way
     AH' (it said ESP)."""

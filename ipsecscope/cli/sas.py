@@ -24,7 +24,7 @@ from ..errors import IpsecscopeError
 from ..export.documents import SAS_SCHEMA as SCHEMA
 from ..export.documents import capture_info, sas_document, spi_hex
 from ..model.iana import Ikev1Exchange
-from ..model.sa import ChildSa, EspFlow, SaState, SaTable, endpoint_text
+from ..model.sa import ChildSa, EspFlow, SaState, SaTable, counter_lost, endpoint_text, one_counter
 from ..state import names as N
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
 
@@ -89,13 +89,20 @@ def _state(state: SaState, inferred: bool = False) -> str:
     return f"[{_STATE_STYLE.get(state, 'bold')}]{state.value.upper()}{'?' if inferred else ''}[/]"
 
 
-def _flow_line(f: EspFlow) -> str:
+def _flow_line(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> str:
     parts = [f"{f.src} → {f.dst} 0x{f.spi:08x}: {f.packets} pkts, {f.bytes} B"]
+    group = shared.get(id(f), ()) if shared else ()
+    if group:
+        # One SA toward several destinations: one sender counter numbers them all (RFC 4303
+        # §3.3.3), so a gap toward one destination is a packet to another, not loss: the loss is
+        # the counter's, as findings count it.
+        others = ", ".join(g.dst for g in group if g is not f)
+        parts.append(f"one sequence counter with its packets to {others}")
     if f.decrypted:
         parts.append(f"{f.decrypted} decrypted")
     if f.no_key:
         parts.append(f"{f.no_key} no key")
-    for label, n, style in (("lost", f.lost, "yellow"), ("replayed", f.duplicates, "red"),
+    for label, n, style in (("lost", counter_lost(group) if group else f.lost, "yellow"), ("replayed", f.duplicates, "red"),
                             ("reordered", f.reordered, "yellow"), ("ICV failed", f.icv_failed, "red"),
                             ("after delete", f.after_delete, "red"), ("after rekey", f.after_rekey, "cyan"),
                             ("outside TS", f.outside_ts, "red"), ("malformed", f.malformed, "red"),
@@ -109,7 +116,7 @@ def _flow_line(f: EspFlow) -> str:
     return ", ".join(parts)
 
 
-def _child_node(parent, c: ChildSa, table: SaTable) -> None:
+def _child_node(parent, c: ChildSa, table: SaTable, shared: dict[int, list[EspFlow]] | None = None) -> None:
     from rich.markup import escape  # text read off the wire or from files is not markup
 
     head = (f"CHILD_SA #{c.id} {_state(c.state)} {c.protocol} {c.mode}  "
@@ -143,7 +150,7 @@ def _child_node(parent, c: ChildSa, table: SaTable) -> None:
     if c.keys_source:
         node.add(f"keys: {escape(c.keys_source)}")
     for f in c.flows(table):
-        node.add(_flow_line(f))
+        node.add(_flow_line(f, shared))
 
 
 def render(table: SaTable, console=None, keys_given: bool = False) -> None:
@@ -157,6 +164,7 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
         console.print("No IKE or ESP security associations in this capture.")
         return
     shown: set[int] = set()
+    shared = one_counter(table)
     for sa in table.ike_sas.values():
         head = (f"IKEv{sa.version} SA [bold]{sa.key}[/] {_state(sa.state, sa.state_inferred)}  "
                 f"{escape(endpoint_text(sa.initiator, sa.initiator_port))} → "
@@ -213,11 +221,11 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
                 tree.add(f"CHILD_SA #{cid} moved to IKE SA {c.ike_sa} (IKE rekey)")
             elif c is not None and cid not in shown:
                 shown.add(cid)
-                _child_node(tree, c, table)
+                _child_node(tree, c, table, shared)
         console.print(tree)
     orphans = [c for c in table.child_sas.values() if c.id not in shown]
     if orphans:
         tree = Tree("CHILD SAs with no IKE SA in the capture")
         for c in orphans:
-            _child_node(tree, c, table)
+            _child_node(tree, c, table, shared)
         console.print(tree)

@@ -53,7 +53,10 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "key": "src>dst:0xspi" (AH: +"/AH"), "src": str, "dst": str, "spi": "0x%08x", "protocol": str,
         "child_sa": int|null, "packets": int, "bytes": int, "first_time": float|null,
         "last_time": float|null, "first_frame": int, "last_frame": int, "seq_min": int|null,
-        "seq_max": int|null, "lost": int, "duplicates": int, "reordered": int, "icv_failed": int,
+        "seq_max": int|null, "lost": int,  # the SA counter's gaps (one counter for counter_shared_with too)
+        "counter_shared_with": [flow key],  # flows numbered by the same sender counter (one SA toward
+                                            #   several destinations, RFC 4303 §3.3.3; RFC 4552 §7)
+        "duplicates": int, "reordered": int, "icv_failed": int,
         "no_key": int, "decrypted": int, "malformed": int, "unsupported": int, "after_delete": int, "after_rekey": int,
         "after_rekey_last_time": float|null, "outside_ts": int, "udp_encap": bool, "sport": int, "dport": int,
         "keys_nat": str|null,         # the keys were matched across NAT: "logged -> wire" address
@@ -113,7 +116,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..analysis.rules.nat_mtu import nat_verdict
-from ..model.sa import ChildSa, EspFlow, Finding, IkeSa, NatRebinding, SaTable, Severity, endpoint_text
+from ..model.sa import (
+    ChildSa,
+    EspFlow,
+    Finding,
+    IkeSa,
+    NatRebinding,
+    SaTable,
+    Severity,
+    counter_lost,
+    endpoint_text,
+    one_counter,
+)
 from ..state import names as N
 
 SAS_SCHEMA = "ipsecscope.sas/1"
@@ -183,12 +197,17 @@ def child_to_dict(c: ChildSa, table: SaTable) -> dict:
     }
 
 
-def flow_to_dict(f: EspFlow) -> dict:
+def flow_to_dict(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> dict:
+    """``shared``: :func:`one_counter` of the flow's table (None: a counter of its own). A flow
+    whose SA's one counter also numbers its packets to other destinations reports the counter's
+    loss, as findings do, and names those flows (RFC 4303 §3.3.3: one counter per SA at the sender)."""
+    group = shared.get(id(f), ()) if shared else ()
     return {
         "key": flow_key(f), "src": f.src, "dst": f.dst, "spi": spi_hex(f.spi), "protocol": f.protocol,
         "child_sa": f.child_sa, "packets": f.packets, "bytes": f.bytes, "first_time": f.first_ts,
         "last_time": f.last_ts, "first_frame": f.first_frame, "last_frame": f.last_frame,
-        "seq_min": f.seq_min, "seq_max": f.seq_max, "lost": f.lost, "duplicates": f.duplicates,
+        "seq_min": f.seq_min, "seq_max": f.seq_max, "lost": counter_lost(group) if group else f.lost,
+        "counter_shared_with": [flow_key(g) for g in group if g is not f], "duplicates": f.duplicates,
         "reordered": f.reordered, "icv_failed": f.icv_failed, "no_key": f.no_key, "decrypted": f.decrypted,
         "malformed": f.malformed, "unsupported": f.unsupported, "after_delete": f.after_delete, "after_rekey": f.after_rekey,
         "after_rekey_last_time": f.after_rekey_last_ts, "outside_ts": f.outside_ts,
@@ -207,11 +226,12 @@ def rebinding_to_dict(r: NatRebinding) -> dict:
 
 
 def table_to_dict(table: SaTable) -> dict:
+    shared = one_counter(table)
     return {
         "first_time": table.first_ts, "last_time": table.last_ts,
         "ike_sas": [ike_to_dict(sa, table) for sa in table.ike_sas.values()],
         "child_sas": [child_to_dict(c, table) for c in table.child_sas.values()],
-        "flows": [flow_to_dict(f) for f in table.flows.values()],
+        "flows": [flow_to_dict(f, shared) for f in table.flows.values()],
     }
 
 

@@ -335,6 +335,37 @@ class SaTable:
     keepalives: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+def one_counter(table: SaTable) -> dict[int, list[EspFlow]]:
+    """Flows (by ``id``) whose gaps are another flow's numbers -> all flows of that counter: one
+    sender using one SA (SPI and protocol) toward several destinations. The sender keeps one counter
+    per SA and increments it for every packet it sends on it (RFC 4303 §3.3.3, RFC 4302 §3.3.3),
+    whatever the destination, so the flows' sequence numbers together run from the lowest to the
+    highest once each. A receiver may identify a unicast SA by its SPI alone (RFC 4301 §4.1), and
+    manually keyed SAs shared by a group are sent to unicast and multicast destinations alike
+    (RFC 4552 §7, OSPFv3: tcpdump's OSPFv3_with_AH, where each router's hellos to ff02::5 and
+    updates to its neighbour interleave 19, 20, 21, 22 ...). Such flows lose nothing: findings and
+    views count loss per counter, not per destination. Flows with a counter of their own (every
+    SA made by IKE, one destination each) are not in the result."""
+    groups: dict[tuple, list[EspFlow]] = {}
+    for f in table.flows.values():
+        if f.seq_min is not None and f.seq_max is not None:
+            groups.setdefault((f.src, f.spi, f.protocol), []).append(f)
+    out: dict[int, list[EspFlow]] = {}
+    for fs in groups.values():
+        if len(fs) < 2 or not any(f.lost for f in fs):
+            continue
+        span = max(f.seq_max for f in fs) - min(f.seq_min for f in fs) + 1  # type: ignore[type-var,operator]
+        if sum(f.packets - f.duplicates for f in fs) == span:
+            out.update((id(f), fs) for f in fs)
+    return out
+
+
+def counter_lost(group: list[EspFlow]) -> int:
+    """Sequence numbers of one counter (a group of :func:`one_counter`) that none of its flows carried."""
+    span = max(g.seq_max or 0 for g in group) - min(g.seq_min or 0 for g in group) + 1
+    return max(span - sum(g.packets - g.duplicates for g in group), 0)
+
+
 @dataclass(slots=True)
 class Observation:
     """Something the tracker noticed that belongs to no SA field, e.g. an INVALID_SPI notify, a

@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-from ...model.sa import Finding, SaTable, Severity
+from ...model.sa import Finding, SaTable, Severity, one_counter
 from .common import clock, dur, flow_ref
 from .core import RuleContext, rule
-
-
-def _one_counter(table: SaTable) -> set[int]:
-    """Flows (their ids) whose gaps are another flow's numbers: one sender using one SA (SPI and
-    protocol) toward several destinations, one counter for all, so that their sequence numbers
-    together run from the lowest to the highest once each. A receiver may identify a unicast SA by
-    its SPI alone (RFC 4301 §4.1), and manually keyed SAs shared by a group are sent to unicast and
-    multicast destinations alike (RFC 4552 §7, OSPFv3: tcpdump's OSPFv3_with_AH, where each router's
-    hellos to ff02::5 and updates to its neighbour interleave 19, 20, 21, 22 ...)."""
-    groups: dict[tuple, list] = {}
-    for f in table.flows.values():
-        if f.seq_min is not None and f.seq_max is not None:
-            groups.setdefault((f.src, f.spi, f.protocol), []).append(f)
-    out: set[int] = set()
-    for fs in groups.values():
-        if len(fs) < 2 or not any(f.lost for f in fs):
-            continue
-        span = max(f.seq_max for f in fs) - min(f.seq_min for f in fs) + 1
-        if sum(f.packets - f.duplicates for f in fs) == span:
-            out.update(id(f) for f in fs)
-    return out
 
 
 @rule(22, ("ESP-SEQ-GAP", "ESP-REPLAY", "ESP-REORDER"), (Severity.INFO, Severity.WARNING), ref="RFC 4303 §3.3.3, §3.4.3")
 def r_seq(table: SaTable, ctx: RuleContext):
     """Sequence-number analysis per flow: loss (gaps), replays (duplicates), reordering beyond 64."""
-    shared = _one_counter(table)
+    shared = one_counter(table)  # one counter toward several destinations: not loss
     for f in table.flows.values():
         ref = flow_ref(f)
         span = (f.seq_max - f.seq_min + 1) if f.seq_max is not None and f.seq_min is not None else f.packets

@@ -13,7 +13,7 @@ from textual.widgets import Static
 from ... import timefmt
 from ...model import iana
 from ...model.keys import redact
-from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable, endpoint_text
+from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable, counter_lost, endpoint_text, one_counter
 from ...state.names import exchange_name
 from ..plain import PlainTable
 from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, short_pair, spi_text
@@ -106,8 +106,9 @@ class FlowTable:
     use while they fit (a counter that is not zero before one that is), and when the full
     addresses do not fit the pair is shortened ("198.18.0.1 → .2"), never wrapped or cut."""
 
-    def __init__(self, flows: list[EspFlow], first: float | None) -> None:
-        self.flows, self.first = flows, first
+    def __init__(self, flows: list[EspFlow], first: float | None,
+                 shared: dict[int, list[EspFlow]] | None = None) -> None:
+        self.flows, self.first, self.shared = flows, first, shared or {}
 
     def _cells(self, f: EspFlow, compact: bool) -> dict[str, Any]:
         seq = f"{f.seq_min}–{f.seq_max}" if f.seq_min is not None else "—"
@@ -119,9 +120,15 @@ class FlowTable:
             "From → To": short_pair(f.src, f.dst, 19, "→") if compact else f"{f.src} → {f.dst}",
             "Pkts": str(f.packets), "Bytes": str(f.bytes), "Decr": str(f.decrypted),
             "ICV✗": Text(str(f.icv_failed), "bold red" if f.icv_failed else ""),
-            "NoKey": Text(str(f.no_key), "yellow" if f.no_key else ""), "Lost": str(f.lost),
+            "NoKey": Text(str(f.no_key), "yellow" if f.no_key else ""), "Lost": str(self._lost(f)),
             "Dup": str(f.duplicates), "Seq": seq, "Active": active,
         }
+
+    def _lost(self, f: EspFlow) -> int:
+        # One SA toward several destinations numbers them from one counter (RFC 4303 §3.3.3): its
+        # loss is the counter's, as in findings and `sas`, not each destination's gaps.
+        group = self.shared.get(id(f))
+        return counter_lost(group) if group else f.lost
 
     def _columns(self, rows: list[dict[str, Any]], width: int) -> list[str] | None:
         """The columns that fit in ``width`` (None when not even SPI, addresses and packets do)."""
@@ -159,8 +166,8 @@ class FlowTable:
         yield t
 
 
-def flow_table(flows: list[EspFlow], first: float | None) -> FlowTable:
-    return FlowTable(flows, first)
+def flow_table(flows: list[EspFlow], first: float | None, table: SaTable | None = None) -> FlowTable:
+    return FlowTable(flows, first, one_counter(table) if table is not None else None)
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -247,7 +254,7 @@ class SaDetail(Static):
         if ref.kind == "flow" and ref.key in table.flows:
             flow = table.flows[ref.key]  # type: ignore[index]
             return Group(Text("ESP flow without a known SA (no IKE seen for it)", "bold magenta"),
-                         flow_table([flow], first), *flow_notes([flow]), *self._esp_keys([flow]))
+                         flow_table([flow], first, table), *flow_notes([flow]), *self._esp_keys([flow]))
         if ref.kind == "pair":
             a, b = ref.key  # type: ignore[misc]
             sas = [s for s in table.ike_sas.values() if {s.initiator, s.responder} == {a, b}]
@@ -256,7 +263,7 @@ class SaDetail(Static):
             # An IKE rekey hands CHILD SAs on and both IKE SAs list them: count each once.
             g.add_row("CHILD SAs", str(len({cid for s in sas for cid in s.children})))
             flows = [f for f in table.flows.values() if {f.src, f.dst} == {a, b}]
-            return Group(g, Text(""), flow_table(flows, first))
+            return Group(g, Text(""), flow_table(flows, first, table))
         return Text("That SA is no longer in the table.", "dim")
 
     def _ike(self, table: SaTable, sa: IkeSa, first: float | None) -> list[Any]:
@@ -338,7 +345,7 @@ class SaDetail(Static):
         g.add_row("Rate", fmt_rate(flows_rate(flows)))
         if child.keys_source:
             g.add_row("Keys from", short_source(child.keys_source))
-        return [g, Text(""), flow_table(flows, first), *flow_notes(flows), *self._esp_keys(flows)]
+        return [g, Text(""), flow_table(flows, first, table), *flow_notes(flows), *self._esp_keys(flows)]
 
     def _ike_keys(self, sa: IkeSa) -> str:
         if self.keys is None:
