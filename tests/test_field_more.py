@@ -20,6 +20,10 @@ client capture; provenance in each folder), and the classes of disagreement they
   in IP fragments, ESP in UDP, 3DES/AES-128 with HMAC-MD5/SHA1-96, 3DES with no integrity, and ESP
   carrying IPComp (RFC 3173), opened before the inner packet is read, as tshark and KLIPS do.
 
+* An INVALID_KE_PAYLOAD notify whose data cannot hold the 2-octet accepted group (RFC 7296
+  §3.10.1) makes its message malformed, as tshark says, and is still read as the refusal it is
+  (Openswan's pluto unit test lp08: its responder sent one with no data).
+
 tests/test_field_captures.py compares every capture of these folders with tshark frame by frame,
 and tests/test_public_corpus.py loads each; this file holds what a capture taught beyond that.
 """
@@ -354,3 +358,35 @@ def test_one_way_ah_says_ah():
     s.finish()
     (f,) = [f for f in s.findings if f.code == "ESP-ONE-WAY"]
     assert f.title.startswith("One-way AH: fe80::1 -> fe80::2 (9 packets)")
+
+
+PLUTO_KE = DATA / "openswan-unit" / "lp08-parentR1notify.pcap"
+
+
+@needs_tshark
+def test_invalid_ke_without_its_group_is_malformed():
+    """RFC 7296 §3.10.1: INVALID_KE_PAYLOAD's notification data is the accepted D-H group, 2 octets.
+    pluto's unit test sent one with none (frame 2): tshark marks it malformed, ipsecscope did not.
+    The notify is still the refusal (the SA failed with INVALID_KE_PAYLOAD), and the message is
+    counted and shown malformed with the reason, not dropped or a traceback."""
+    out = subprocess.run(["tshark", "-n", "-r", str(PLUTO_KE), "-T", "fields", "-e", "frame.number",
+                          "-e", "isakmp.notify.msgtype", "-e", "_ws.malformed"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert [(n, t) for n, t, _ in rows] == [("1", "17"), ("2", "17")]
+    assert [n for n, _, m in rows if m] == ["2"]  # frame 1 carries its group (and 2 bytes past its length)
+    pk = {d["frame"]: d for d in map(json.loads, cli("packets", str(PLUTO_KE), "--json").splitlines())}
+    assert pk[2]["status"] == "malformed" and "N(INVALID_KE_PAYLOAD)" in pk[2]["info"]
+    assert "INVALID_KE_PAYLOAD data is 0 byte(s), the accepted D-H group takes 2" in pk[2]["info"]
+    summ = json.loads(cli("summary", str(PLUTO_KE), "--json"))["malformed"]
+    assert summ["by_layer"] == {"ike": 2} and [e["frame"] for e in summ["examples"]] == [1, 2]
+    (sa,) = json.loads(cli("sas", str(PLUTO_KE), "--json"))["ike_sas"]
+    assert sa["failure"] == "INVALID_KE_PAYLOAD" and sa["invalid_ke_requested"] == ["MODP_2048"]
+
+    # one octet of group (frame 2 with a byte added, lengths grown to match): short, malformed too
+    from ipsecscope.decode.ike import parse_payload_chain
+
+    body = bytes.fromhex("00000009010000110e")  # Notify: no next, length 9, IKE, no SPI, type 17, 1 octet
+    (n,), why = parse_payload_chain(41, body, 2)
+    assert n.notify_type == 17 and "1 byte(s), the accepted D-H group takes 2" in why
+    assert parse_payload_chain(41, bytes.fromhex("0000000a010000110e00"), 2)[1] is None

@@ -181,7 +181,10 @@ def _chain_v2(first: int, data: bytes, base: int) -> tuple[tuple[AnyPayload, ...
             out.append(Payload(ptype, critical, body))
         else:
             try:
-                out.append(dec(ptype, critical, body))
+                p = dec(ptype, critical, body)
+                out.append(p)
+                if ptype == iana.PayloadType.N and (why := _notify_fault(p)):  # type: ignore[arg-type]
+                    bad = bad or f"payload {idx} ({payload_name(ptype)}): {why}"
             except BadPayload as e:
                 out.append(Payload(ptype, critical, body))
                 bad = bad or f"payload {idx} ({payload_name(ptype)}): {e}"
@@ -298,6 +301,20 @@ def _notify_decoded(nt: int, spi: bytes, data: bytes) -> dict[str, object]:
     elif nt == N.SUPPORTED_AUTH_METHODS:
         d["announcement"] = data.hex()
     return d
+
+
+# Notify types whose data has a fixed size: (octets, what they hold, where). A notify whose data is
+# shorter is kept (its type is the refusal a peer reads) and its message is marked malformed, as
+# tshark does ("Notification DATA: <MISSING>", Openswan's lp08 parentR1notify frame 2).
+_NOTIFY_DATA = {N.INVALID_KE_PAYLOAD: (2, "the accepted D-H group", "RFC 7296 §3.10.1")}
+
+
+def _notify_fault(p: NotifyPayload) -> str | None:
+    need = _NOTIFY_DATA.get(p.notify_type)  # type: ignore[call-overload]
+    if need is None or len(p.data) >= need[0]:
+        return None
+    return (f"{N(p.notify_type).name} data is {len(p.data)} byte(s), {need[1]} takes {need[0]} "
+            f"({need[2]})")
 
 
 def _notify(ptype: int, critical: bool, body: bytes) -> NotifyPayload:
