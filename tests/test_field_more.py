@@ -19,10 +19,12 @@ client capture; provenance in each folder), and the classes of disagreement they
   KLIPS, to the packets KLIPS's own cleartext-side tcpdump printed, and to what tshark shows: ESP
   in IP fragments, ESP in UDP, 3DES/AES-128 with HMAC-MD5/SHA1-96, 3DES with no integrity, and ESP
   carrying IPComp (RFC 3173), opened before the inner packet is read, as tshark and KLIPS do.
-
 * An INVALID_KE_PAYLOAD notify whose data cannot hold the 2-octet accepted group (RFC 7296
   §3.10.1) makes its message malformed, as tshark says, and is still read as the refusal it is
   (Openswan's pluto unit test lp08: its responder sent one with no data).
+* An INVALID_KE_PAYLOAD whose retry the capture cannot show (it ends right after the answer, or it
+  holds nothing the initiator sent) is no failed negotiation: an initiator retries at once or
+  gives up (RFC 7296 §1.2), and only a capture that runs on can tell which.
 
 tests/test_field_captures.py compares every capture of these folders with tshark frame by frame,
 and tests/test_public_corpus.py loads each; this file holds what a capture taught beyond that.
@@ -390,3 +392,30 @@ def test_invalid_ke_without_its_group_is_malformed():
     (n,), why = parse_payload_chain(41, body, 2)
     assert n.notify_type == 17 and "1 byte(s), the accepted D-H group takes 2" in why
     assert parse_payload_chain(41, bytes.fromhex("0000000a010000110e00"), 2)[1] is None
+
+
+REFUSED_LAST = NDPI / "derived" / "ipsec_isakmp_esp-260-263.pcap"
+
+
+@needs_tshark
+@pytest.mark.parametrize(("cap", "severity", "why"), [
+    (REFUSED_LAST, "warning", "the capture ends 0 s after the answer"),
+    (PLUTO_KE, "warning", "the capture holds none of what 192.168.1.1 sent (not even the refused request)"),
+    (NDPI / "derived" / "ipsec_isakmp_esp-260-263+268.pcap", "error", None),
+], ids=["ends-at-answer", "no-initiator-side", "runs-on-2h"])
+def test_invalid_ke_at_the_capture_end_is_no_failed_retry(cap, severity, why):
+    """RFC 7296 §1.2: an initiator refused with INVALID_KE_PAYLOAD retries at once with the group
+    asked for (the whole nDPI capture: new SPIs 150 ms later, accepted), or gives up. A capture
+    that ends at the answer, or holds nothing the initiator sent, cannot tell which: that was an
+    error 'no successful retry'. It stays one where the capture runs on (2 h) and no retry comes."""
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-T", "fields", "-e", "isakmp.notify.msgtype"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    if cap != PLUTO_KE:
+        assert out[3] == "17" and out[2] == "16390,16388,16389"  # the retry with the COOKIE, refused
+    (f,) = [f for f in findings(cap) if f["code"] == "IKE-INVALID-KE"]
+    assert f["severity"] == severity and "MODP_2048" in f["title"]
+    if why:
+        assert f["title"].endswith("whether {} retried is not in the capture".format(
+            "192.168.1.1" if cap == PLUTO_KE else "192.168.2.100")) and why in f["explanation"]
+    else:
+        assert f["title"].endswith("no successful retry")

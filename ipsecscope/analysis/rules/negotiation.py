@@ -109,6 +109,30 @@ def r_invalid_ke(table: SaTable, ctx: RuleContext):
                 n = notes[0]
                 log = (f" {resp}'s log ({note_src(n)}: \"{n.text}\") confirms it: the proposal {resp} selected "
                        f"from its configuration uses {n.data['configured']}, not {n.data['received']}.")
+            if not ok and retry_sa is None and not later and x.exchange != 36:
+                # A refused initiator retries at once with the group asked for (RFC 7296 §1.2), or
+                # gives up. A capture shows which only if it holds the initiator's side (its
+                # request) and runs on after the answer for as long as the tracker waits to link a
+                # retry (RETRY_WINDOW). Before that, no retry is no evidence of failure, as an
+                # unanswered request at the capture's end is no dead peer.
+                from ...state.ikev2 import RETRY_WINDOW  # loaded with the IKEv2 tracker, not before
+
+                after = (table.last_ts - x.response_ts) if table.last_ts is not None and x.response_ts is not None else 0.0
+                why = ("the capture holds none of what " + req + " sent (not even the refused request)"
+                       if not x.request_frames else
+                       f"the capture ends {after:.3g} s after the answer" if after < RETRY_WINDOW else "")
+                if why:
+                    yield Finding(
+                        code="IKE-INVALID-KE", severity=Severity.WARNING,
+                        title=f"{label}: {resp} asked for {wanted[0]}; whether {req} retried is not in the capture",
+                        explanation=(f"{req} sent its {what} as {sent}; " if sent != "?" else "")
+                        + f"{resp} answered INVALID_KE_PAYLOAD asking for {', '.join(wanted)}. An initiator retries at once with that group or gives up, but {why}: "
+                        "no retry in it is no sign that none was sent." + log,
+                        frames=frames_of(x.request_frames[:1], x.response_frames[:1]), sa=sa.key,
+                        hint=f"Capture longer (both directions) to see the retry, or put {wanted[0]} in {req}'s "
+                        "proposals so that the first KE payload already uses it.", ts=x.response_ts,
+                        evidence=tuple(notes) if log else ())
+                    continue
             if ok:
                 yield Finding(
                     code="IKE-INVALID-KE", severity=Severity.WARNING,
