@@ -25,6 +25,7 @@ from .decode import inner as inner_mod
 from .filtering import WINDOW, Source, _Cols, _InnerCols, source_of
 from .model.filter import Filter
 from .model.packets import FrameRow
+from .model.sa import counter_lost, one_counter
 
 PROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 LIVE_INTERVAL = 0.1  # a live IO graph's first bin width (seconds), doubled whenever ...
@@ -295,11 +296,15 @@ class Accumulator:
             span = (t1 - self.t0) if t1 is not None else 0.0
             nbins = max([max(1, int(span // self.interval) + 1)] + [len(r) for r in self.io.values()])
         flows = []
+        # one SA toward several destinations: one sender counter, its loss is the counter's (as
+        # in findings and `sas`, RFC 4303 §3.3.3), not each destination's gaps
+        shared = one_counter(table)
         for f in sorted(table.flows.values(), key=lambda f: (f.first_frame, f.key)):
             fsrc, fdst, spi = f.src, f.dst, f.spi
             io = self.io.get((fsrc, fdst, spi, f.protocol), [])
             flows.append(FlowStats(f"{fsrc}>{fdst}:0x{spi:08x}", fsrc, fdst, spi, f.protocol, f.child_sa,
-                                   f.packets, f.bytes, f.first_ts, f.last_ts, f.lost,
+                                   f.packets, f.bytes, f.first_ts, f.last_ts,
+                                   counter_lost(shared[id(f)]) if id(f) in shared else f.lost,
                                    io + [0] * (nbins - len(io))))
         children = []
         for c in sorted(table.child_sas.values(), key=lambda c: c.id):

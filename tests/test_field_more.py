@@ -312,7 +312,7 @@ def test_one_sa_toward_several_destinations_has_one_counter():
 
 
 def test_sas_count_loss_per_counter_as_findings_do():
-    """`sas` (text, JSON) and the TUI's traffic table agree with findings on OSPFv3_with_AH: each
+    """`sas` (text, JSON), `stats` and the TUI's traffic table agree with findings on OSPFv3_with_AH: each
     router numbers its AH packets to ff02::5 and to its neighbour from one counter (RFC 4302
     §3.3.3: one counter per SA at the sender), so no flow lost anything (they said 9, 7, 5 and 7
     lost), and each flow names the ones it shares its counter with. Flows of one sender on two SPIs
@@ -339,10 +339,15 @@ def test_sas_count_loss_per_counter_as_findings_do():
     t = flow_table(list(s.table.flows.values()), s.table.first_ts, s.table)
     assert [t._cells(f, False)["Lost"] for f in t.flows] == ["0"] * 4
 
+    st = json.loads(cli("stats", str(OSPF), "--json"))  # and the statistics (CLI, TUI Stats tab)
+    assert [f["lost"] for f in st["flows"]] == [0] * 4 and [c["lost"] for c in st["child_sas"]] == [0] * 3
+
     quoted = ROOT / "samples" / "synthetic" / "icmp-quoted.pcap"
     lost = {f["spi"]: (f["lost"], f["counter_shared_with"]) for f in json.loads(cli("sas", str(quoted), "--json"))["flows"]
             if f["lost"]}
     assert lost == {"0x70000001": (1, []), "0x70000005": (1, [])}
+    st = json.loads(cli("stats", str(quoted), "--json"))
+    assert sorted(f["lost"] for f in st["flows"] if f["lost"]) == [1, 1]
 
 
 def test_one_way_ah_says_ah():
