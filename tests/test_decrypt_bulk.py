@@ -278,3 +278,50 @@ def test_a_guessed_chunk_start_fooled_by_a_packet_is_walked_to_again(tmp_path: P
     par, redone = _split_run(cap, keys, tmp_path / "par2.pcapng", 2)
     assert redone == 0
     assert par == ref and "frame" in ref[9]
+
+
+def test_bulk_step_cbc_block_sizes_and_icv_lengths(tmp_path: Path, monkeypatch) -> None:
+    """CBC + HMAC runs of 8-byte (3DES) and 16-byte (AES) blocks with 96-, 128- and 256-bit ICVs
+    (the bulk step compares ICVs as 32-bit words and reads a plaintext's first 10 bytes across
+    cipher blocks): inner packets from 20 bytes (two and a half 3DES blocks) up, TFC padding,
+    tampered ICVs and IVs give the bytes and counters of the per-record loop, and every SA goes
+    through the bulk step."""
+    rng = random.Random(8)
+    sas = [Sa(0x6D000001, "198.18.1.1", "198.19.1.1", "3des", rng.randbytes(24), "sha1", rng.randbytes(20)),
+           Sa(0x6D000002, "198.18.2.1", "198.19.2.1", "aes-cbc", rng.randbytes(16), "sha512", rng.randbytes(64)),
+           Sa(0x6D000003, "198.19.3.1", "198.18.3.1", "aes-cbc", rng.randbytes(32), "md5", rng.randbytes(16))]
+    keys = tmp_path / "in.keys.json"
+    keys.write_text(json.dumps({"schema": "ipsecscope.keys/1", "esp": [s.json_entry() for s in sas]}))
+    cap = tmp_path / "in.pcap"
+    damaged = 0
+    with PcapWriter(cap) as w:
+        for i in range(900):
+            k = (i // 5) % len(sas)
+            sa = sas[k]
+            if i % 7 == 3:  # the smallest tunnelled packet: a bare IPv4 header
+                inner = ipv4(f"10.{k}.0.1", f"10.{k}.1.1", 253, b"")
+            else:
+                inner = ipv4(f"10.{k}.0.1", f"10.{k}.1.1", 17,
+                             udp(f"10.{k}.0.1", f"10.{k}.1.1", 5000, 6000, rng.randbytes(rng.randrange(0, 300))))
+            esp = bytearray(esp_encrypt(sa, i + 1, inner, 4, rng.randbytes(16), tfc=(0, 0, 5, 33)[i % 4]))
+            if i % 61 == 7:
+                esp[-1] ^= 1  # ICV
+                damaged += 1
+            elif i % 67 == 11:
+                esp[9] ^= 1  # IV: the HMAC covers it
+                damaged += 1
+            w.write(T0 + i * 1000, ether(ipv4(sa.src, sa.dst, 50, bytes(esp), ident=i)))
+    monkeypatch.setattr(bulk, "MIN_RUN", 2)
+    taken = []
+    plan = bulk.plan
+    monkeypatch.setattr(bulk, "plan", lambda *a: taken.append(plan(*a)) or taken[-1])
+    ref = _run(cap, keys, tmp_path / "ref.pcapng", bulk_on=False, monkeypatch=monkeypatch)
+    assert (ref[3], ref[4]) == (900 - damaged, damaged)
+    for window in (1 << 21, 3000):
+        monkeypatch.setattr(hotloop, "WINDOW", window)
+        got = _run(cap, keys, tmp_path / f"bulk{window}.pcapng", bulk_on=True, monkeypatch=monkeypatch)
+        assert got[1:] == ref[1:], window
+        assert got[0] == ref[0], window
+    shapes = {(e.st.opener.encr.block, e.st.opener.icv_len) for runs in taken for r in runs for e, _n in r[4]}
+    assert shapes == {(8, 12), (16, 32), (16, 12)}  # every SA through the bulk step
+    assert sum(r[2] for runs in taken for r in runs) > 800

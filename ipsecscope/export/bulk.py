@@ -134,6 +134,13 @@ def _present(a: np.ndarray) -> list[int]:
     return np.flatnonzero(np.bincount(a)).tolist()
 
 
+def _rows(a: np.ndarray, k: int) -> np.ndarray:
+    """A read-only view of byte array ``a`` whose row ``i`` is ``a[i:i + k]``: ``_rows(a, k)[ix]``
+    gathers ``k`` bytes from each offset in ``ix`` a row at a time (a 2-D index array costs an
+    index a byte)."""
+    return np.lib.stride_tricks.as_strided(a, (len(a) - k + 1, k), (1, 1), writeable=False)
+
+
 def _runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
     """(start, stop) of the runs of True in ``mask`` at least ``min_len`` long."""
     d = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
@@ -340,18 +347,28 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         b_all = E[gi].tolist()
         one = fn_of[ug[0]] if len(ug) == 1 else None
     scratch = []
-    for u in (_present(g[cbc]) if len(cbc) else ()):
+    gc = g[cbc]
+    for u in (_present(gc) if len(cbc) else ()):
         # CBC: the HMAC per packet (RFC 4303 §3.4.4: checked before the payload is trusted;
         # compared in bulk: an offline capture gives no timing oracle to protect), then the SA's
         # packets decrypted at once into a scratch buffer (see the module docstring)
         upd, bs, hcopy, icv, _same = slots[u].cbc
-        members = cbc[g[cbc] == u]
+        members = cbc[gc == u]
         Qm = Q[members]
         ie = E[members] - icv
         tags = [(h := hcopy()).update(wmv[s:t]) or h.finalize() for s, t in zip(Qm.tolist(), ie.tolist(),
                                                                                strict=True)]
-        T = np.frombuffer(b"".join(tags), np.uint8).reshape(len(members), -1)[:, :icv]
-        failed[members] = (T != W[ie[:, None] + np.arange(icv)]).any(axis=1)
+        T = np.frombuffer(b"".join(tags), np.uint8).reshape(len(members), -1)
+        G = _rows(W, icv)[ie]
+        if icv & 3 or T.shape[1] & 3:  # pragma: no cover - every HMAC ICV here is 12-32 bytes, 4 a word
+            failed[members] = (T[:, :icv] != G).any(axis=1)
+        else:  # (as 32-bit words, a column at a time: ~3x faster than a byte matrix's any())
+            T = T.view("<u4")
+            G = G.view("<u4")
+            diff = T[:, 0] ^ G[:, 0]
+            for j in range(1, icv >> 2):
+                diff |= T[:, j] ^ G[:, j]
+            failed[members] = diff != 0
         lm = pl[members] + bs  # IV | ciphertext
         step = lm + GAP
         y = np.cumsum(step) - step  # each one's IV in the joined input
@@ -360,7 +377,7 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         upd.__self__.update_into(X, sb)
         S = np.frombuffer(sb, np.uint8)
         d = y + bs  # each plaintext in the scratch buffer
-        head[members] = S[np.minimum(d[:, None] + _AR10, len(S) - 1)]
+        head[members] = _rows(S, 10)[np.minimum(d, len(S) - 10)]
         tail[members, 0] = S[d + pl[members] - 2]
         tail[members, 1] = S[d + pl[members] - 1]
         scratch.append((members, memoryview(sb), d))
