@@ -50,7 +50,6 @@ _OFF = {name: off for name, _code, off in ETH_IPV4}
 _EV, _TL, _FRAG, _PROTO, _K12, _X8 = (_OFF[k] for k in ("ev", "tlh", "fragw", "proto", "k12", "x8"))
 ROW = _X8 + 16  # frame bytes per row: raw ESP's header and IV (34..50), ESP in UDP's (42..58)
 _AR = np.arange(8)
-_AR10 = np.arange(10)
 _ZGAP = bytes(GAP)
 _KEEP = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF], np.uint32)  # the data's bytes of a block's last word
 
@@ -330,7 +329,7 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
                                       np.uint8).reshape(m, 3, 16)
         ct0 = Q[gi] + 16
         r = np.arange(m)
-        head[gi] = W[ct0[:, None] + _AR10] ^ KS[:, 0, :10]
+        head[gi] = _rows(W, 10)[ct0] ^ KS[:, 0, :10]
         tail[gi, 0] = W[ct0 + plg - 2] ^ KS[r, 1, (plg - 2) % 16]
         tail[gi, 1] = W[ct0 + plg - 1] ^ KS[r, 2, (plg - 1) % 16]
         N = nonce.view("V12").ravel().tolist()
