@@ -16,9 +16,10 @@ iteration; with a big capture it first hands each window to :func:`plan`, which
      verifies the tag;
    - CBC + HMAC: the HMAC per packet (a copy of the SA's keyed HMAC, truncated to the ICV,
      RFC 4868 §2.3), compared for all packets at once; then ONE ``update_into`` of the SA's CBC
-     context over all its packets' IV | ciphertext, 32 bytes apart: a packet's first block comes
-     out as D(C_1) ^ IV (RFC 3602 §2, NIST SP 800-38A §6.2) whatever precedes it, and the IV's own
-     block and the gap are junk where the next header goes;
+     context over all its packets' ESP header | IV | ciphertext (the HMAC's own input pieces),
+     joined with gaps that start every IV on a block: a packet's first block comes out as
+     D(C_1) ^ IV (RFC 3602 §2, NIST SP 800-38A §6.2) whatever precedes it, and the blocks of
+     the header, the gap and the IV as junk, never copied;
 4. checks every payload at once the way ``hotloop.tunnel_len`` does (RFC 4303 §2.4-2.7: padding
    that fits, next header 4 or 41, the tunnelled packet inside, TFC padding dropped), writes the
    EPB headers and trailers around the plaintexts with two numpy scatters, and hands the loop
@@ -41,7 +42,6 @@ from cryptography.exceptions import InvalidTag
 from ..decode.fused import ETH_IPV4
 
 MIN_RUN = 8  # shorter runs of fast records stay on the per-record loop (numpy costs per call)
-GAP = 32  # bytes between two CBC packets' IV | ciphertext in the SA's joined input (a multiple of 8 and 16)
 EPB_HEAD = 28  # bytes of an EPB before its packet data
 
 # Frame byte offsets are ETH_IPV4's (decode/fused.py); the walk copies each record's first bytes,
@@ -50,7 +50,6 @@ _OFF = {name: off for name, _code, off in ETH_IPV4}
 _EV, _TL, _FRAG, _PROTO, _K12, _X8 = (_OFF[k] for k in ("ev", "tlh", "fragw", "proto", "k12", "x8"))
 ROW = _X8 + 16  # frame bytes per row: raw ESP's header and IV (34..50), ESP in UDP's (42..58)
 _AR = np.arange(8)
-_ZGAP = bytes(GAP)
 _KEEP = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF], np.uint32)  # the data's bytes of a block's last word
 
 
@@ -355,8 +354,8 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
         members = cbc[gc == u]
         Qm = Q[members]
         ie = E[members] - icv
-        tags = [(h := hcopy()).update(wmv[s:t]) or h.finalize() for s, t in zip(Qm.tolist(), ie.tolist(),
-                                                                               strict=True)]
+        esp = [wmv[s:t] for s, t in zip(Qm.tolist(), ie.tolist(), strict=True)]  # header | IV | ciphertext
+        tags = [(h := hcopy()).update(x) or h.finalize() for x in esp]
         T = np.frombuffer(b"".join(tags), np.uint8).reshape(len(members), -1)
         G = _rows(W, icv)[ie]
         if icv & 3 or T.shape[1] & 3:  # pragma: no cover - every HMAC ICV here is 12-32 bytes, 4 a word
@@ -368,14 +367,15 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
             for j in range(1, icv >> 2):
                 diff |= T[:, j] ^ G[:, j]
             failed[members] = diff != 0
-        lm = pl[members] + bs  # IV | ciphertext
-        step = lm + GAP
-        y = np.cumsum(step) - step  # each one's IV in the joined input
-        X = _ZGAP.join([wmv[s:t] for s, t in zip((Qm + 8).tolist(), ie.tolist(), strict=True)])
+        # the HMAC's input joined as it is, the gaps before and between its pieces making every
+        # IV start a block (a whole number of blocks in all: the context keeps no partial block)
+        gap = -8 % bs
+        step = 8 + bs + pl[members] + gap
+        d = gap + np.cumsum(step) - step + 8 + bs  # each plaintext in the scratch buffer
+        X = bytes(gap) + bytes(gap).join(esp)
         sb = out.scratch(len(scratch), len(X) + bs)
         upd.__self__.update_into(X, sb)
         S = np.frombuffer(sb, np.uint8)
-        d = y + bs  # each plaintext in the scratch buffer
         head[members] = _rows(S, 10)[np.minimum(d, len(S) - 10)]
         tail[members, 0] = S[d + pl[members] - 2]
         tail[members, 1] = S[d + pl[members] - 1]
