@@ -47,6 +47,7 @@ import sys
 
 from .. import timefmt
 from ..errors import IpsecscopeError
+from ..model.sa import endpoint_text
 from .common import add_keys_argument
 
 SCHEMA = "ipsecscope.packets/1"
@@ -239,8 +240,7 @@ def run(args: argparse.Namespace) -> int:
             out.write(json.dumps(row_json(row, session, t0), ensure_ascii=False) + "\n")
         else:
             spi = f"{row.spi:08x}" if row.spi is not None else ""
-            src = f"{row.src}:{row.sport}" if row.sport else row.src
-            dst = f"{row.dst}:{row.dport}" if row.dport else row.dst
+            src, dst = endpoint_text(row.src, row.sport), endpoint_text(row.dst, row.dport)
             if row.kind == "OTHER" and not src:  # a plain IP frame: its addresses are the inner store's
                 s = session.inner.get(row.frame)
                 src, dst = (s.src, s.dst) if s is not None else ("", "")

@@ -32,6 +32,7 @@ import sys
 
 from .. import timefmt
 from ..errors import IpsecscopeError
+from ..model.sa import endpoint_text
 from .common import add_keys_argument
 
 SCHEMA = "ipsecscope.stats/1"
@@ -96,13 +97,14 @@ def render(st, out=None) -> None:
     print(f"\nESP/AH flows ({len(st.flows)}), IO graph: packets per {st.interval:g}s", file=out)
     for f in st.flows:
         child = f"#{f.child_sa}" if f.child_sa is not None else "-"
-        print(f"  {f.key:<44} {child:>4} {f.packets:>7} pkts {f.bytes:>9} B {f.rate:8.1f} pkt/s  lost {f.lost}",
+        # Not the JSON key ('src>dst:0xspi'): after an IPv6 address ':0x3d71315a' reads as more address.
+        flow = f"{f.src} → {f.dst} {f.protocol} 0x{f.spi:08x}"
+        print(f"  {flow:<44} {child:>4} {f.packets:>7} pkts {f.bytes:>9} B {f.rate:8.1f} pkt/s  lost {f.lost}",
               file=out)
         print(f"  {'':44} {sparkline(f.io)}  max {max(f.io, default=0)}", file=out)
     print(f"\nConversations ({len(st.conversations)})", file=out)
     for c in st.conversations:
-        a = f"{c.a}:{c.a_port}" if c.a_port is not None else c.a
-        b = f"{c.b}:{c.b_port}" if c.b_port is not None else c.b
+        a, b = endpoint_text(c.a, c.a_port), endpoint_text(c.b, c.b_port)
         lost = "" if c.lost is None else f"  unanswered {c.lost}"
         sas = ",".join(f"#{i}" for i in c.child_sas) or "-"
         print(f"  {c.protocol:<6} {a:>22} ⇄ {b:<22} {c.packets_ab:>5}→ {c.packets_ba:>5}← {c.bytes:>8} B "

@@ -118,7 +118,7 @@ def nat_verdict(table: SaTable, sa: IkeSa) -> tuple[list[NatSide], list[NatSide]
 def nat_phrase(table: SaTable, sa: IkeSa) -> str:
     """One line for the SA views: who is behind a NAT, who only forces encapsulation ('none' if nobody)."""
     natted, forced = nat_verdict(table, sa)
-    parts = [f"{s.role} behind a NAT" + (f" (seen as {s.addr}:{s.first_port})" if s.seen_translated else "")
+    parts = [f"{s.role} behind a NAT" + (f" (seen as {endpoint_text(s.addr, s.first_port)})" if s.seen_translated else "")
              for s in natted]
     parts += [f"{s.role} forces UDP encapsulation (no NAT seen)" for s in forced]
     return "; ".join(parts) or "none"
@@ -161,12 +161,12 @@ def r_nat(table: SaTable, ctx: RuleContext):
         parts = []
         for s in natted:
             if s.seen_translated:  # the capture is on the public side: it shows the translation
-                seen = f"{s.addr}:{s.first_port}" + (f", then {s.addr}:{s.natt_port} on UDP 4500" if s.natt_port else "")
+                seen = f"{endpoint_text(s.addr, s.first_port)}" + (f", then {endpoint_text(s.addr, s.natt_port)} on UDP 4500" if s.natt_port else "")
                 where = f"{other_peer(sa, s.addr)} sees it as {seen}"
             elif s.own_source_fails:
                 # Neither hash matches the capture: it shows neither the peer's own view nor the
                 # other's (nDPI's NAT-T client capture: 192.168.2.100:10500 in both failing hashes).
-                where = (f"its own source hash does not match {s.addr}:{s.first_port} as captured either: the "
+                where = (f"its own source hash does not match {endpoint_text(s.addr, s.first_port)} as captured either: the "
                          "capture was taken between two translations (a NAT on each side of it), or this peer "
                          "sends a deliberately wrong source hash to force UDP encapsulation and the capture is "
                          "behind its NAT; either way the address the other peer sees is not visible here")
@@ -194,7 +194,7 @@ def r_nat(table: SaTable, ctx: RuleContext):
         parts += [_rebinding_text(rb, ctx, sa.version) for rb in sa.nat_rebindings]
         if natted:
             title = "NAT detected: " + " and ".join(
-                f"{s.role} {s.addr} is behind a NAT" + (f" (seen as {s.addr}:{s.first_port})" if s.seen_translated else "")
+                f"{s.role} {s.addr} is behind a NAT" + (f" (seen as {endpoint_text(s.addr, s.first_port)})" if s.seen_translated else "")
                 for s in natted)
         elif forced:
             title = ("UDP encapsulation forced by " + " and ".join(f"{s.role} {s.addr}" for s in forced)

@@ -25,6 +25,7 @@ from textual.widgets.tree import TreeNode
 
 from ...model import iana
 from ...model import ike as m
+from ...model.sa import endpoint_text
 from ..plain import PlainTree
 from .sa_detail import integ_name, short_source
 
@@ -219,7 +220,7 @@ def fill_ike(root: TreeNode, msg: m.IkeMessage, frame: bytes = b"") -> None:
         flags = ["Encryption"]
     hn.add_leaf(f"flags 0x{h.flags:02x} {' '.join(flags)}")
     hn.add_leaf(f"length {h.length}")
-    hn.add_leaf(f"{msg.src}:{msg.sport} → {msg.dst}:{msg.dport} ({msg.transport}"
+    hn.add_leaf(f"{endpoint_text(msg.src, msg.sport)} → {endpoint_text(msg.dst, msg.dport)} ({msg.transport}"
                 + (", non-ESP marker" if msg.non_esp_marker else "")
                 + (", IP fragmented" if msg.ip_fragmented else "") + ")")
     spans = frame_spans(frame, msg) if frame else [None] * len(msg.payloads)
@@ -249,8 +250,7 @@ def fill_esp(root: TreeNode, detail: Any) -> TreeNode | None:
     row = detail.row
     top = root.add(Text(f"ESP SPI 0x{esp.spi:08x} seq {row.seq if row.seq is not None else esp.seq}", "bold green"),
                    expand=True)
-    top.add_leaf(f"{esp.src}" + (f":{esp.sport}" if esp.sport else "") + f" → {esp.dst}"
-                 + (f":{esp.dport}" if esp.dport else ""))
+    top.add_leaf(f"{endpoint_text(esp.src, esp.sport)} → {endpoint_text(esp.dst, esp.dport)}")
     top.add_leaf(f"transport: {esp.transport}" + (" (UDP-encapsulated, RFC 3948)" if esp.udp_encap else ""))
     top.add_leaf(f"sequence (wire, low 32 bits): {esp.seq}")
     top.add_leaf(f"ESP length: {esp.length} bytes")
