@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import DATA, needs_tshark
+from conftest import DATA, SAMPLES, needs_tshark
 from test_findings_keys import flip_first_key_byte, tshark
 from test_tui import CAPTURE, HEALTHY, SIZE, loaded, sync, tree_cursor_to, tshark_fields
 from textual.widgets import Tree
@@ -113,3 +113,41 @@ def test_payload_spans_stop_at_a_broken_chain() -> None:
     assert payload_spans(bytes(raw), [33, 40]) == [(28, 36), None]
     assert payload_spans(bytes(raw), [34, 40]) == [None, None]  # the types disagree: mark nothing
     assert payload_spans(b"short", [33]) == [None]
+
+
+V1_REBIND = SAMPLES / "ikev1-nat-rebind"
+
+
+@sync
+async def test_sa_detail_keys_row_says_what_is_there() -> None:
+    # IKEv1: the phase-1 key is found by initiator cookie (it decrypted the SA: the row said
+    # 'no IKE keys for this SA' beside 'Decrypted yes'); K shows the very key of the table.
+    app = create_app(V1_REBIND / "capture.pcapng", sorted((V1_REBIND / "keys").iterdir()))
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        tree = await tree_cursor_to(pilot, "ike")
+        await pilot.press("enter")
+        sa = app.session.table.ike_sas[tree.current_ref.key]
+        text = app.query_one(SaDetail).as_text()
+        assert sa.decrypted and "Decrypted   yes" in text
+        assert "no IKE keys" not in text and "encryption key <256-bit key hidden>" in text
+        await pilot.press("K")
+        row = next(ln for ln in (V1_REBIND / "keys" / "ikev1_decryption_table").read_text().splitlines()
+                   if ln.startswith(sa.ike_spi_i.hex()))
+        assert f"encryption key {row.split(',')[1]}" in app.query_one(SaDetail).as_text()
+    # AES-GCM: no integrity keys, and the row says so instead of a bare 'SK_ai'.
+    app = create_app(CAPTURE, [HEALTHY / "keys" / "esp_sa", HEALTHY / "keys" / "ikev2_decryption_table"])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await tree_cursor_to(pilot, "ike")
+        await pilot.press("enter")
+        text = app.query_one(SaDetail).as_text()
+        assert "SK_ai none (AEAD)" in text and "SK_ar none (AEAD)" in text
+    # No key for any SPI of the CHILD SA: no 'press K to show' for keys that are not there.
+    app = create_app(DATA / "arkime" / "IKEv1.pcap", [])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await tree_cursor_to(pilot, "child")
+        await pilot.press("enter")
+        text = app.query_one(SaDetail).as_text()
+        assert "no key" in text and "press K" not in text

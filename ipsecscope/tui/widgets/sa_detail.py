@@ -350,19 +350,29 @@ class SaDetail(Static):
     def _ike_keys(self, sa: IkeSa) -> str:
         if self.keys is None:
             return short_source(sa.keys_source) if sa.keys_source else "none loaded (press a to add a key file)"
+        show = self.show_keys
+        if sa.version == 1:  # phase-1 keys are found by initiator cookie alone (ikev1_decryption_table)
+            cands = self.keys.ikev1_candidates(sa.ike_spi_i)
+            if not cands:
+                return "no IKE keys for this SA"
+            return "\n".join(f"encryption key {redact(k.enc_key, show)}\nfrom {short_source(k.source)}"
+                             for k in cands)
         k = self.keys.ike_lookup(sa.ike_spi_i, sa.ike_spi_r)
         if k is None:
             return "no IKE keys for this SA"
-        show = self.show_keys
-        return (f"SK_ei {redact(k.sk_ei, show)}\nSK_er {redact(k.sk_er, show)}\n"
-                f"SK_ai {redact(k.sk_ai, show)}\nSK_ar {redact(k.sk_ar, show)}\n(from {short_source(k.source)})")
+        # An AEAD suite (AES-GCM) has no integrity keys: say so rather than leave the row blank.
+        lines = [f"{name} {redact(key, show) or 'none (AEAD)'}"
+                 for name, key in (("SK_ei", k.sk_ei), ("SK_er", k.sk_er), ("SK_ai", k.sk_ai), ("SK_ar", k.sk_ar))]
+        return "\n".join(lines) + f"\nfrom {short_source(k.source)}"
 
     def _esp_keys(self, flows: list[EspFlow]) -> list[Any]:
         if self.keys is None:
             return []
-        g = _kv("ESP keys" + ("" if self.show_keys else "  (hidden; press K to show)"))
-        for f in flows:
-            k = self.keys.esp_lookup(f.src, f.dst, f.spi)
+        found = [(f, self.keys.esp_lookup(f.src, f.dst, f.spi)) for f in flows]
+        # The K hint only where there is something to show.
+        hint = not self.show_keys and any(k is not None for _, k in found)
+        g = _kv("ESP keys" + ("  (hidden; press K to show)" if hint else ""))
+        for f, k in found:
             if k is None:
                 g.add_row(f"0x{f.spi:08x}", Text("no key", "yellow"))
                 continue
