@@ -44,6 +44,7 @@ from .model.packets import (
 from .model.sa import Finding, SaTable, Severity
 from .rowstore import STATUS_CODES, RowStore
 from .session_fast import count_outcome
+from .state.names import exchange_name
 from .state.tracker import Tracker
 
 if TYPE_CHECKING:
@@ -135,12 +136,8 @@ def _intern(cache: dict[str, str], s: str) -> str:
 
 def _ike_info(msg: IkeMessage) -> str:
     h = msg.header
-    if h.major == 2:
-        exch = iana.name(iana.ExchangeType, h.exchange)
-        role = "response" if h.is_response else "request"
-    else:
-        exch = iana.name(iana.Ikev1Exchange, h.exchange) if hasattr(iana, "Ikev1Exchange") else str(h.exchange)
-        role = "v1"
+    exch = exchange_name(h.exchange, h.major)  # IKE_SA_INIT; 'Main Mode', as the SA views say it
+    role = ("response" if h.is_response else "request") if h.major == 2 else "v1"
     names = []
     # A decrypted IKEv1 message keeps its encrypted body as one opaque payload: show the inside.
     shown = msg.inner if (h.encrypted_v1 and msg.decrypted) else msg.payloads + msg.inner

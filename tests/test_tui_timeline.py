@@ -170,3 +170,40 @@ def test_activity_from_records_equals_rows(capture, keys):
     for span in ((t0, t1), (t0 + (t1 - t0) / 3, t1 - (t1 - t0) / 3)):  # rows before and after the span too
         fast = activity(s.rows, *span)
         assert fast and list(fast.items()) == list(activity(list(s.rows), *span).items())
+
+
+def _session(sample: str, keys: list[str]):
+    from ipsecscope.session import Session
+
+    d = SAMPLES / sample
+    return Session.from_files([str(d / "capture.pcapng")], [str(d / "keys" / k) for k in keys])
+
+
+def test_ikev1_events_name_the_modes_and_count_only_true_retransmissions() -> None:
+    from ipsecscope.tui.widgets.timeline import exchange_marks, ike_events
+
+    session = _session("ikev1-nat-rebind", ["ikev1_decryption_table", "esp_sa"])
+    (sa,) = session.table.ike_sas.values()
+    # The packet list names the modes as the SA views do (it said IDENTITY_PROTECTION, QUICK_MODE).
+    infos = [r.info for r in session.rows if r.kind == "IKE"]
+    assert infos[0].startswith("Main Mode v1 #0 [") and any(i.startswith("Quick Mode v1 #") for i in infos), infos
+    texts = [e.text for e in ike_events(sa)]
+    # Main Mode's MM3/MM5 and Quick Mode's third message are further messages, not copies: the
+    # tracker counts no retransmission, and the timeline said '(2 retransmits)', '(1 retransmits)'.
+    assert all(x.retransmits == 0 for x in sa.exchanges)
+    assert not any("retransmit" in t for t in texts), texts
+    assert any(t.startswith("Main Mode #0 from ") for t in texts), texts
+    assert any(t.startswith("Quick Mode #") for t in texts), texts
+    assert not any("IDENTITY_PROTECTION" in t or "QUICK_MODE" in t for t in texts), texts
+    # A DPD R-U-THERE (an Informational) is one-way in IKEv1: answered under another Message ID.
+    dpd = [t for t in texts if "R-U-THERE" in t]
+    assert dpd and not any("no response" in t for t in dpd), dpd
+    assert {glyph for _, glyph, _ in exchange_marks(sa)} == {"◆"}
+    # Real copies are still counted, with the tracker's number.
+    table = _session("dead-peer", []).table
+    counted = [(x, e) for sa in table.ike_sas.values() for x, e in zip(
+        [x for x in sa.exchanges if x.request_ts is not None], [e for e in ike_events(sa) if e.kind in ("ike", "fail")],
+        strict=True) if x.retransmits]
+    assert counted
+    for x, e in counted:
+        assert f"({x.retransmits} retransmit" in e.text, e.text

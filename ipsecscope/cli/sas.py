@@ -23,7 +23,6 @@ from ..analysis.rules.nat_mtu import nat_phrase
 from ..errors import IpsecscopeError
 from ..export.documents import SAS_SCHEMA as SCHEMA
 from ..export.documents import capture_info, sas_document, spi_hex
-from ..model.iana import Ikev1Exchange
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable, counter_lost, endpoint_text, one_counter
 from ..state import names as N
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
@@ -208,8 +207,8 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
         xs = tree.add(f"{len(sa.exchanges)} exchange(s)")
         for x in sa.exchanges:
             fr = ",".join(map(str, x.request_frames[:4])) + ("…" if len(x.request_frames) > 4 else "")
-            one_way = sa.version == 1 and x.exchange in (Ikev1Exchange.INFORMATIONAL, Ikev1Exchange.TRANSACTION)
-            rf = ",".join(map(str, x.response_frames[:4])) or ("—" if one_way else "[red]no response[/]")
+            rf = ",".join(map(str, x.response_frames[:4])) or (
+                "—" if N.one_way(x.exchange, sa.version) else "[red]no response[/]")
             extra = f" [yellow]{x.retransmits} retransmit(s)[/]" if x.retransmits else ""
             err = f" [red]{x.error_name}[/]" if x.error_name else ""
             xs.add(f"#{x.msg_id} {N.exchange_name(x.exchange, sa.version)} from {x.requester} "

@@ -65,6 +65,7 @@ from ..model import iana
 from ..model.ike import IkeMessage, NotifyPayload, SkPayload
 from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet
 from ..model.sa import endpoint_text
+from ..state.names import exchange_name
 
 SCHEMA = "ipsecscope.summary/1"
 MAX_MALFORMED_EXAMPLES = 50
@@ -347,7 +348,7 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
             if r["malformed"]:
                 pl += f"  [red]malformed: {r['malformed']}[/]"
             cells = (str(r["frame"]), _clock(r["time"], zone), _endpoint(r["src"], r["sport"]),
-                     _endpoint(r["dst"], r["dport"]), str(r["version"]), r["exchange"], role, mid, r["spi_i"],
+                     _endpoint(r["dst"], r["dport"]), str(r["version"]), exchange_name(r["exchange_type"], r["version"]), role, mid, r["spi_i"],
                      r["spi_r"], pl)
             t.add_row(*cells)
             records.append(f"{cells[0]} {cells[1]} {escape(cells[2])} → {escape(cells[3])} v{cells[4]} {cells[5]} "

@@ -42,6 +42,12 @@ def exchange_name(value: int, version: int = 2) -> str:
     return iana.name(iana.ExchangeType, value)
 
 
+def one_way(value: int, version: int) -> bool:
+    """An IKEv1 Informational or Transaction message expects no answer under its Message ID
+    (RFC 2408 §4.8; a DPD R-U-THERE-ACK or Mode Config reply has its own): none is no failure."""
+    return version == 1 and value in (_X1.INFORMATIONAL, _X1.TRANSACTION)
+
+
 def dh_name(group: int | None) -> str:
     if group is None:
         return "?"

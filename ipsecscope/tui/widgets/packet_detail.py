@@ -26,6 +26,7 @@ from textual.widgets.tree import TreeNode
 from ...model import iana
 from ...model import ike as m
 from ...model.sa import endpoint_text
+from ...state.names import exchange_name
 from ..plain import PlainTree
 from .sa_detail import integ_name, short_source
 
@@ -204,7 +205,7 @@ def _add_payload(node: TreeNode, p: Any, version: int, span: tuple[int, int] | N
 def fill_ike(root: TreeNode, msg: m.IkeMessage, frame: bytes = b"") -> None:
     h = msg.header
     v = h.major
-    title = f"IKEv{v} {iana.name(iana.ExchangeType if v == 2 else iana.Ikev1Exchange, h.exchange)}"
+    title = f"IKEv{v} {exchange_name(h.exchange, v)}"
     if v == 2:
         title += " response" if h.is_response else " request"
     top = root.add(Text(title, "bold cyan"), expand=True)

@@ -20,7 +20,8 @@ from textual.widgets.option_list import Option
 
 from ... import timefmt
 from ...model import iana
-from ...model.sa import ChildSa, Finding, IkeSa, SaState, SaTable, Severity
+from ...model.sa import ChildSa, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
+from ...state.names import exchange_name, one_way
 from ..panes import SessionView
 from .sa_tree import STATE_STYLE, spi_text
 
@@ -36,21 +37,28 @@ class Event:
     style: str = ""
 
 
+def _failed(sa: IkeSa, ex: IkeExchange) -> bool:
+    if not ex.response_frames and not one_way(ex.exchange, sa.version):
+        return True
+    return sa.version == 2 and any(iana.notify_is_error(n) for n in ex.notifies)
+
+
 def ike_events(sa: IkeSa) -> list[Event]:
     out = []
     for ex in sa.exchanges:
         if ex.request_ts is None:
             continue
-        name = iana.name(iana.ExchangeType, ex.exchange) if sa.version == 2 else iana.name(
-            iana.Ikev1Exchange, ex.exchange)
-        failed = not ex.response_frames or (sa.version == 2 and any(iana.notify_is_error(n) for n in ex.notifies))
+        name = exchange_name(ex.exchange, sa.version)
+        failed = _failed(sa, ex)
         summary = ex.summary.removeprefix(name).strip()
         text = f"{name} #{ex.msg_id} from {ex.requester}"
         if summary:
             text += f": {summary}"
-        if len(ex.request_frames) > 1:
-            text += f" ({len(ex.request_frames) - 1} retransmits)"
-        if not ex.response_frames:
+        # The tracker's count of identical copies: a Main Mode's MM3/MM5 and a fragmented
+        # IKE_AUTH's fragments are further request frames, not retransmissions.
+        if ex.retransmits:
+            text += f" ({ex.retransmits} retransmit{'s' if ex.retransmits > 1 else ''})"
+        if not ex.response_frames and not one_way(ex.exchange, sa.version):
             text += " — no response"
         frame = ex.request_frames[0] if ex.request_frames else None
         out.append(Event(ex.request_ts, frame, "fail" if failed else "ike", text, "red" if failed else "cyan"))
@@ -65,7 +73,7 @@ def exchange_marks(sa: IkeSa) -> list[tuple[float, str, str]]:
     for ex in sa.exchanges:
         if ex.request_ts is None:
             continue
-        failed = not ex.response_frames or (sa.version == 2 and any(iana.notify_is_error(n) for n in ex.notifies))
+        failed = _failed(sa, ex)
         marks.append((ex.request_ts, "✗" if failed else "◆", "bold red" if failed else "cyan"))
     return marks
 
