@@ -151,3 +151,30 @@ async def test_sa_detail_keys_row_says_what_is_there() -> None:
         await pilot.press("enter")
         text = app.query_one(SaDetail).as_text()
         assert "no key" in text and "press K" not in text
+
+
+@sync
+async def test_sa_detail_exchanges_never_cut_an_address_or_a_name() -> None:
+    # Arkime's IKEv1 capture (IPv6 peers): at 80 columns rich squeezed the Exchanges table and cut
+    # its no-wrap columns ('2003:51:6012…', 'Aggressive Mo…', '+27.…'); now a record per exchange.
+    from test_tui import screen_lines
+
+    from ipsecscope.state.names import exchange_name
+
+    for size in ((80, 40), (160, 48)):
+        app = create_app(DATA / "arkime" / "IKEv1.pcap", [])
+        async with app.run_test(size=size) as pilot:
+            await loaded(pilot)
+            tree = await tree_cursor_to(pilot, "ike")
+            while not app.session.table.ike_sas[tree.current_ref.key].established_ts:
+                await pilot.press("down")
+            await pilot.press("enter")
+            await pilot.pause()
+            sa = app.session.table.ike_sas[tree.current_ref.key]
+            shown = "\n".join(screen_lines(app))
+            start = shown.index("Exchanges")
+            part = shown[start:shown.index("CHILD SAs:", start)]
+            assert "…" not in part, part
+            for x in sa.exchanges:
+                line = next(ln for ln in part.splitlines() if f" {x.msg_id} " in ln or f"#{x.msg_id} " in ln)
+                assert x.requester in line and exchange_name(x.exchange, 1) in line, (size, line)

@@ -166,6 +166,46 @@ class FlowTable:
         yield t
 
 
+EXCHANGE_COLUMNS = ("Time", "Exchange", "MID", "From", "Req", "Resp", "Summary")
+
+
+class ExchangeTable:
+    """An IKE SA's exchanges: a table when its columns fit beside a summary column of some width,
+    else one record per exchange, wrapped at spaces. (A table squeezed by rich cut its no-wrap
+    columns with …: 'fd00:db8::100…', 'Aggressive Mo…', '+0.0…' at 80 columns.)"""
+
+    def __init__(self, sa: IkeSa, first: float | None) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        for e in sa.exchanges:
+            t = f"+{e.request_ts - first:.3f}" if e.request_ts is not None and first is not None else "—"
+            resp = ",".join(map(str, e.response_frames)) or Text("none", "red")
+            self.rows.append((t, exchange_name(e.exchange, sa.version), str(e.msg_id), e.requester,
+                              ",".join(map(str, e.request_frames)), resp, e.summary))
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        width = options.max_width
+        fixed = sum(max(len(c), *(len(str(r[i])) for r in self.rows)) + 2
+                    for i, c in enumerate(EXCHANGE_COLUMNS[:-1]))
+        if fixed + 24 <= width:
+            t = PlainTable(title="Exchanges", title_justify="left", title_style="bold underline", box=None,
+                           padding=(0, 1), show_edge=False)
+            for col in EXCHANGE_COLUMNS:
+                t.add_column(col, no_wrap=col != "Summary")
+            for r in self.rows:
+                t.add_row(*r)
+            yield t
+            return
+        g = _kv("Exchanges")
+        for when, name, mid, frm, req, resp, summary in self.rows:
+            line = Text(f"{name} #{mid} from {frm}\nframes {req} → ")
+            line.append(resp if isinstance(resp, Text) else Text(resp))
+            rest = summary.removeprefix(name).strip()
+            if rest:
+                line.append("  " + rest)
+            g.add_row(when, line)
+        yield g
+
+
 def flow_table(flows: list[EspFlow], first: float | None, table: SaTable | None = None) -> FlowTable:
     return FlowTable(flows, first, one_counter(table) if table is not None else None)
 
@@ -299,16 +339,7 @@ class SaDetail(Static):
                 ("[" + s.ike_spi_i.hex()[:8] + "]") if s is sa else s.ike_spi_i.hex()[:8] for s in chain))
         out: list[Any] = [g, Text("")]
         if sa.exchanges:
-            ex = PlainTable(title="Exchanges", title_justify="left", title_style="bold underline", box=None,
-                       padding=(0, 1), show_edge=False)
-            for col in ("Time", "Exchange", "MID", "From", "Req", "Resp", "Summary"):
-                ex.add_column(col, no_wrap=col != "Summary")
-            for e in sa.exchanges:
-                t = f"+{e.request_ts - first:.3f}" if e.request_ts is not None and first is not None else "—"
-                resp = ",".join(map(str, e.response_frames)) or Text("none", "red")
-                ex.add_row(t, exchange_name(e.exchange, sa.version),
-                           str(e.msg_id), e.requester, ",".join(map(str, e.request_frames)), resp, e.summary)
-            out.append(ex)
+            out.append(ExchangeTable(sa, first))
         if sa.children:
             out.append(Text(""))
             out.append(Text("CHILD SAs: " + ", ".join(f"#{c}" for c in sa.children), "bold"))
