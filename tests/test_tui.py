@@ -715,3 +715,23 @@ async def test_skipped_key_rows_are_a_notice(tmp_path: Path) -> None:
         assert notes and "esp_sa:" in notes[0].message and "0102" not in notes[0].message
         esp = [r for r in app.session.rows if r.kind == "ESP"]
         assert esp and all(r.status == "decrypted" for r in esp)  # the good rows are used
+
+
+@sync
+async def test_an_empty_packet_list_says_why() -> None:
+    # A filter that matches nothing left a blank pane under the header, as did an invalid one.
+    from ipsecscope.tui.widgets.packet_table import EMPTY_FILTERED, INVALID
+
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("2", "slash", *"esp.spi == 1", "enter")
+        await loaded(pilot)
+        assert not app.query_one(PacketTable).view
+        assert any(EMPTY_FILTERED in ln for ln in screen_lines(app)), screen_lines(app)
+        await pilot.press("slash", "ctrl+u", *"spi=nothex", "enter")
+        await loaded(pilot)
+        assert any(INVALID in ln for ln in screen_lines(app)), screen_lines(app)
+        await pilot.press("slash", "escape")
+        await loaded(pilot)
+        assert not any(INVALID in ln or EMPTY_FILTERED in ln for ln in screen_lines(app))

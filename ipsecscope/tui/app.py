@@ -458,6 +458,7 @@ class IpsecscopeApp(App[int]):
             self.notify(str(exc), title="Filter", severity="error")
             self.filter = compile_filter("")
             self.filter_error = str(exc)
+            self.query_one(PacketTable).invalid = True
             if self.session is not None:
                 self.query_one(PacketTable).set_view(range(0), filtered=True)
             self._update_status()
@@ -465,6 +466,7 @@ class IpsecscopeApp(App[int]):
             return False
         self.filter_error = None
         self.filter = compiled
+        self.query_one(PacketTable).invalid = False
         inp = self.query_one("#filter", Input)
         if inp.value != text:
             with inp.prevent(Input.Changed):

@@ -161,6 +161,11 @@ class PacketHeader(Widget):
         return Strip([Segment(_fit(text, self.size.width), style)])
 
 
+EMPTY_FILTERED = "No frame matches the filter (/ edits it, Esc clears)."
+EMPTY = "No frame to show."
+INVALID = "Invalid filter: nothing shown (/ edits it, Esc clears)."
+
+
 class PacketTable(ScrollView, can_focus=True):
     """Virtual table over ``rows[view[i]]``. Posts :class:`FrameHighlighted` as the cursor moves."""
 
@@ -201,6 +206,7 @@ class PacketTable(ScrollView, can_focus=True):
         # The view is a display filter's (set by the app): a look at a loading capture then adds
         # rows to the store but leaves the view to the app, which filters just the new rows.
         self.filtered = False
+        self.invalid = False  # the app's filter did not compile: the empty view says so
         self.first_ts = 0.0
         self.addr_w = 15
         self.max_frame = 999
@@ -331,6 +337,10 @@ class PacketTable(ScrollView, can_focus=True):
         index = round(self.scroll_y) + y
         width = self.scrollable_content_region.width or self.size.width
         if index >= len(self.view):
+            if index == 0 and self.count:  # an empty list says why, not a blank pane
+                note = INVALID if self.invalid else EMPTY_FILTERED if self.filtered else EMPTY
+                return Strip([Segment(_fit(note, width),
+                                      self.rich_style + Style(dim=True, italic=True))])
             return Strip.blank(width, self.rich_style)
         selected = index == self.cursor
         key = (index, width, selected and self.has_focus)
