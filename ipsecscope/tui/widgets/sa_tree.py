@@ -86,7 +86,7 @@ def child_label(child: ChildSa, table: SaTable) -> Text:
 
 def short_pair(a: str, b: str, width: int = 19, arrow: str = "⇄") -> str:
     """``a ⇄ b`` in at most ``width`` cells for a narrow tree: ``b`` loses the groups it shares
-    with ``a`` ("198.18.0.1 ⇄ .2", "2001:db8::1 ⇄ ::2"); if that is still too long, the longer
+    with ``a`` ("198.18.0.1 ⇄ .2", "2001:db8::1 ⇄ …::2"); if that is still too long, the longer
     side keeps its end — the part that tells hosts of one network apart ("10.0.0.1 ⇄ …18.0.2")."""
     full = f"{a} {arrow} {b}"
     if len(full) <= width:
@@ -99,8 +99,9 @@ def short_pair(a: str, b: str, width: int = 19, arrow: str = "⇄") -> str:
     tail = b
     if same:
         tail = sep + sep.join(gb[same:])
-        if sep == ":" and ga[same - 1] == "":  # the shared part ended in "::"
-            tail = ":" + tail
+        if sep == ":":
+            # '::2' alone is an address of its own (and ':2' no address): '…::2' says 'ends in'.
+            tail = "…" + (":" if ga[same - 1] == "" else "") + tail
     while len(a) + 3 + len(tail) > width:  # " ⇄ " between them
         if len(a) >= len(tail):
             a = _drop_group(a, sep)
