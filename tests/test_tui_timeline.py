@@ -207,3 +207,28 @@ def test_ikev1_events_name_the_modes_and_count_only_true_retransmissions() -> No
     assert counted
     for x, e in counted:
         assert f"({x.retransmits} retransmit" in e.text, e.text
+
+
+def test_a_long_event_wraps_under_its_own_text() -> None:
+    # At 80 columns an event's second line started in the time column ('[frame 3]' under
+    # '0.003s'); now it hangs under the event text, and the times stand alone in their column.
+    from textual.widgets import OptionList
+
+    d = SAMPLES / "esp-oneway-drop"
+
+    async def run() -> None:
+        app = create_app(d / "capture.pcapng", sorted((d / "keys").iterdir()))
+        async with app.run_test(size=(80, 30)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            await pilot.press("1")
+            await pilot.pause()
+            ol = app.query_one("#timeline-events", OptionList)
+            x0, y0 = ol.region.x, ol.region.y
+            lines = [ln[x0:x0 + ol.region.width] for ln in screen_lines(app)[y0:y0 + ol.region.height]]
+            starts = [ln for ln in lines if re.match(r"^\s*\d+\.\d{3}s ", ln)]
+            rest = [ln for ln in lines if ln.strip() and ln not in starts and not set(ln.strip()) <= {"▔", "▁"}]
+            assert starts and rest, lines  # some events do wrap at this width
+            assert all(ln.startswith(" " * 11) for ln in rest), lines
+
+    asyncio.run(run())

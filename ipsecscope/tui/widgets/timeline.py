@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -321,11 +322,15 @@ class Timeline(Vertical):
         ol.clear_options()
         opts = []
         for i, e in enumerate(events):
-            t = Text(f"{e.ts - t0:9.3f}s ", "dim", no_wrap=True, overflow="ellipsis")
-            t.append(e.text, e.style)
+            t = Text(e.text, e.style)
             if e.frame is not None:
                 t.append(f"  [frame {e.frame}]", "dim")
-            opts.append(Option(t, id=str(i)))
+            # A grid, so a long event wraps under its own text and the time column stays clear.
+            row = Table.grid(padding=(0, 1))
+            row.add_column(no_wrap=True, width=10, justify="right")
+            row.add_column(ratio=1)
+            row.add_row(Text(f"{e.ts - t0:.3f}s", "dim"), t)
+            opts.append(Option(row, id=str(i)))
         if opts:
             ol.add_options(opts)
             ol.highlighted = next((i for i, e in enumerate(events) if old is not None and
