@@ -735,3 +735,16 @@ async def test_an_empty_packet_list_says_why() -> None:
         await pilot.press("slash", "escape")
         await loaded(pilot)
         assert not any(INVALID in ln or EMPTY_FILTERED in ln for ln in screen_lines(app))
+
+
+@sync
+async def test_add_keys_dialog_title_is_whole_at_80_columns() -> None:
+    # The list of key formats was one line, cut at 'swanctl/charon log, i' on 80 columns.
+    app = create_app(CAPTURE, [])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, KeyFileScreen)
+        text = " ".join(ln.strip(" │") for ln in screen_lines(app))
+        assert "ip xfrm, JSON)" in " ".join(text.split()), text
