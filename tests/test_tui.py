@@ -748,3 +748,18 @@ async def test_add_keys_dialog_title_is_whole_at_80_columns() -> None:
         assert isinstance(app.screen, KeyFileScreen)
         text = " ".join(ln.strip(" │") for ln in screen_lines(app))
         assert "ip xfrm, JSON)" in " ".join(text.split()), text
+
+
+@sync
+async def test_an_inline_filter_error_leaves_the_typed_filter_visible() -> None:
+    # At 80 columns the error beside the bar took all of it: what was typed could not be seen.
+    app = create_app(CAPTURE, [])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("2", "slash", *"qqqzzz")
+        await pilot.pause()
+        inp = app.query_one("#filter", Input)
+        assert inp.has_class("invalid")
+        assert inp.region.width >= 20
+        bar = next(ln for ln in screen_lines(app) if "✗" in ln)
+        assert "qqqzzz" in bar, bar
