@@ -763,3 +763,19 @@ async def test_an_inline_filter_error_leaves_the_typed_filter_visible() -> None:
         assert inp.region.width >= 20
         bar = next(ln for ln in screen_lines(app) if "✗" in ln)
         assert "qqqzzz" in bar, bar
+
+
+@sync
+async def test_a_capture_without_ipsec_says_so_in_the_tree_and_sa_detail() -> None:
+    from conftest import DATA
+
+    app = create_app(DATA / "bad" / "header-only.pcap", [])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        text = "\n".join(screen_lines(app))
+        assert "no IPsec SA in this c\u2595" not in text  # the narrow tree cut its note
+        assert "no IPsec SA" in text
+        assert "No IPsec SA in this capture" in app.query_one(SaDetail).as_text()
+        assert "Choose an SA" not in app.query_one(SaDetail).as_text()

@@ -285,6 +285,8 @@ class SaDetail(Static):
         if table is None:
             return Text("Loading…", "dim")
         if ref is None:
+            if not (table.ike_sas or table.child_sas or table.flows):  # no tree to choose from
+                return Text("No IPsec SA in this capture: no IKE, ESP or AH seen.", "dim")
             return Text("Choose an SA in the tree on the left (Enter) to see its details.", "dim")
         first = table.first_ts
         if ref.kind == "ike" and ref.key in table.ike_sas:

@@ -225,7 +225,8 @@ class SaTree(Tree[SaRef]):
             for flow in loose.get((a, b), []):
                 pnode.add_leaf(flow_label(flow), data=SaRef("flow", flow.key))
         if not pairs:
-            self.root.add_leaf(Text("no IPsec SA in this capture", "dim"))
+            # the narrow tree (80 columns) cut the long form to 'no IPsec SA in this c'
+            self.root.add_leaf(Text("no IPsec SA" if compact else "no IPsec SA in this capture", "dim"))
         self.cursor_line = 0
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[SaRef]) -> None:
