@@ -225,7 +225,7 @@ def test_sas_text_output():
     assert r.returncode == 0
     out = r.stdout
     for s in ("IKEv2 SA b1b8da23a004d038_fdaf22f6f7559b04", "CHILD_SA #1", "CHILD_SA #2",
-              "rekeyed into CHILD_SA #2", "aes256gcm16-ecp256", "10.1.0.0-10.1.0.255", "3 decrypted"):
+              "rekeyed into CHILD_SA #2", "aes256gcm16-ecp256", "TS 10.1.0.0/24 === 10.2.0.0/24", "3 decrypted"):
         assert s in out, s
 
 

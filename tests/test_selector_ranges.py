@@ -99,3 +99,28 @@ def test_packets_outside_the_selectors_are_counted_once_compiled() -> None:
                                          int(ipaddress.IPv4Address("10.2.0.255")), 0, 0, 65535),)
     check_selectors(flow, child, 4, _ip4("10.2.0.9", "192.0.2.10", 6, tcp), 4)
     assert flow.outside_ts == 2
+
+
+def test_selectors_read_as_charon_writes_them() -> None:
+    # Oracle: the responder's charon log of the ts-mismatch sample names the selectors it refused
+    # as 'traffic selectors 10.9.0.0/24 === 10.1.0.0/24' (its own side first); `sas` said
+    # '10.1.0.0-10.1.0.255 === 10.9.0.0-10.9.0.255'. JSON (str()) keeps the range form.
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from conftest import SAMPLES
+
+    d = SAMPLES / "ts-mismatch"
+    log = (d / "charon-right.log").read_text()
+    mine, theirs = re.search(r"traffic selectors (\S+) === (\S+) unacceptable", log).groups()
+    out = subprocess.run([sys.executable, "-m", "ipsecscope", "sas", str(d / "capture.pcapng"), "-k", str(d / "keys")], check=True,
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    assert f"(offered {theirs} === {mine})" in out, out
+    v4 = TrafficSelector(7, 0, 0, 65535, "10.1.0.0", "10.1.0.255")
+    assert (v4.text(), str(v4)) == ("10.1.0.0/24", "10.1.0.0-10.1.0.255")
+    assert TrafficSelector(7, 0, 0, 65535, "0.0.0.0", "255.255.255.255").text() == "0.0.0.0/0"
+    assert TrafficSelector(7, 6, 443, 443, "10.1.0.5", "10.1.0.5").text() == "10.1.0.5/32[6:443]"  # one host: /32, as charon writes it
+    assert TrafficSelector(7, 0, 0, 65535, "10.1.0.1", "10.1.0.9").text() == "10.1.0.1-10.1.0.9"  # no one prefix
+    assert TrafficSelector(8, 0, 0, 65535, "2001:db8::", "2001:db8::ffff:ffff:ffff:ffff").text() == "2001:db8::/64"

@@ -130,10 +130,12 @@ def _child_node(parent, c: ChildSa, table: SaTable, shared: dict[int, list[EspFl
             line += f"  PFS {N.dh_name(c.pfs_group)}"
         node.add(line)
     if c.ts_i or c.ts_r or c.ts_i_offered:
-        ts = f"TS {', '.join(map(str, c.ts_i)) or '?'} === {', '.join(map(str, c.ts_r)) or '?'}"
+        def tss(lst) -> str:  # '10.1.0.0/24', as charon logs it
+            return ", ".join(t.text() for t in lst)
+
+        ts = f"TS {tss(c.ts_i) or '?'} === {tss(c.ts_r) or '?'}"
         if c.ts_i_offered and (tuple(c.ts_i) != tuple(c.ts_i_offered) or tuple(c.ts_r) != tuple(c.ts_r_offered)):
-            ts += (f"  (offered {', '.join(map(str, c.ts_i_offered))} === "
-                   f"{', '.join(map(str, c.ts_r_offered))})")
+            ts += f"  (offered {tss(c.ts_i_offered)} === {tss(c.ts_r_offered)})"
         node.add(ts)
     if c.failure:
         node.add(f"[bold red]failed: {c.failure}[/]")

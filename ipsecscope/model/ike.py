@@ -75,7 +75,21 @@ class TrafficSelector:
     end_addr: str
 
     def __str__(self) -> str:
-        addr = self.start_addr if self.start_addr == self.end_addr else f"{self.start_addr}-{self.end_addr}"
+        return self._text(self.start_addr if self.start_addr == self.end_addr else f"{self.start_addr}-{self.end_addr}")
+
+    def text(self) -> str:
+        """As strongSwan and its logs write it: a range that is one prefix as ``10.1.0.0/24``
+        (``str()``, the JSON form, keeps ``10.1.0.0-10.1.0.255``)."""
+        import ipaddress
+
+        try:
+            nets = list(ipaddress.summarize_address_range(ipaddress.ip_address(self.start_addr),
+                                                          ipaddress.ip_address(self.end_addr)))
+        except (ValueError, TypeError):
+            return str(self)
+        return self._text(str(nets[0]) if len(nets) == 1 else f"{self.start_addr}-{self.end_addr}")
+
+    def _text(self, addr: str) -> str:
         if self.ip_proto == 0 and self.start_port == 0 and self.end_port == 65535:
             return addr
         ports = "" if (self.start_port, self.end_port) == (0, 65535) else (

@@ -357,12 +357,12 @@ class SaDetail(Static):
         if child.offered:
             g.add_row("Offered", "\n".join(child.offered))
         g.add_row("PFS group", _enum_name(iana.DhGroup, child.pfs_group))
-        g.add_row("TSi", ", ".join(map(str, child.ts_i)) or "—")
-        g.add_row("TSr", ", ".join(map(str, child.ts_r)) or "—")
+        g.add_row("TSi", ", ".join(t.text() for t in child.ts_i) or "—")
+        g.add_row("TSr", ", ".join(t.text() for t in child.ts_r) or "—")
         if child.ts_i_offered and tuple(child.ts_i_offered) != tuple(child.ts_i):
-            g.add_row("TSi offered", ", ".join(map(str, child.ts_i_offered)))
+            g.add_row("TSi offered", ", ".join(t.text() for t in child.ts_i_offered))
         if child.ts_r_offered and tuple(child.ts_r_offered) != tuple(child.ts_r):
-            g.add_row("TSr offered", ", ".join(map(str, child.ts_r_offered)))
+            g.add_row("TSr offered", ", ".join(t.text() for t in child.ts_r_offered))
         g.add_row("Created", f"{fmt_ts(child.created_ts, first)} by {child.created_by or '?'}"
                   + (f" (frame {child.created_frame})" if child.created_frame else ""))
         if child.rekeyed_ts is not None:
