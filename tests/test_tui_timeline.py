@@ -232,3 +232,22 @@ def test_a_long_event_wraps_under_its_own_text() -> None:
             assert all(ln.startswith(" " * 11) for ln in rest), lines
 
     asyncio.run(run())
+
+
+def test_an_unacknowledged_ikev1_dpd_is_marked_failed_and_an_acknowledged_one_is_not() -> None:
+    # IKEv1 DPD is one-way per Message ID: the R-U-THERE frames IKE-DEAD-PEER names (no ACK) are ✗,
+    # the ones acknowledged before the peer died are ◆ (before, every v1 Informational was ✗).
+    from ipsecscope.tui.widgets.timeline import exchange_marks, ike_events, unanswered_frames
+
+    session = _session("ikev1-dead-peer", ["ikev1_decryption_table", "esp_sa"])
+    (dead,) = [f for f in session.findings if f.code == "IKE-DEAD-PEER"]
+    (sa,) = session.table.ike_sas.values()
+    unanswered = unanswered_frames(session.findings)
+    marks = dict((ts, glyph) for ts, glyph, _ in exchange_marks(sa, unanswered))
+    for x in sa.exchanges:
+        if "R-U-THERE" in x.summary and "ACK" not in x.summary:
+            expect = "✗" if x.request_frames[0] in dead.frames else "◆"
+            assert marks[x.request_ts] == expect, (x.request_frames, x.summary)
+    assert sorted(marks.values()).count("✗") == len(dead.frames)
+    failed_events = [e for e in ike_events(sa, unanswered) if e.kind == "fail"]
+    assert sorted(e.frame for e in failed_events) == sorted(dead.frames)

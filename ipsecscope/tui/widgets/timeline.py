@@ -7,7 +7,7 @@ traffic on the wrong SA and lost packets tend to hide.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from rich.table import Table
@@ -38,19 +38,27 @@ class Event:
     style: str = ""
 
 
-def _failed(sa: IkeSa, ex: IkeExchange) -> bool:
+def _failed(sa: IkeSa, ex: IkeExchange, unanswered: Collection[int] = ()) -> bool:
     if not ex.response_frames and not one_way(ex.exchange, sa.version):
+        return True
+    if ex.request_frames and ex.request_frames[0] in unanswered:  # an IKEv1 DPD nobody acknowledged
         return True
     return sa.version == 2 and any(iana.notify_is_error(n) for n in ex.notifies)
 
 
-def ike_events(sa: IkeSa) -> list[Event]:
+def unanswered_frames(findings: Sequence[Finding]) -> set[int]:
+    """Requests the liveness rules found unanswered: an IKEv1 R-U-THERE is one-way under its own
+    Message ID (its ACK comes under another), so only IKE-DEAD-PEER pairs them."""
+    return {fr for f in findings if f.code in ("IKE-DEAD-PEER", "IKE-NO-RESPONSE") for fr in f.frames}
+
+
+def ike_events(sa: IkeSa, unanswered: Collection[int] = ()) -> list[Event]:
     out = []
     for ex in sa.exchanges:
         if ex.request_ts is None:
             continue
         name = exchange_name(ex.exchange, sa.version)
-        failed = _failed(sa, ex)
+        failed = _failed(sa, ex, unanswered)
         summary = ex.summary.removeprefix(name).strip()
         text = f"{name} #{ex.msg_id} from {ex.requester}"
         if summary:
@@ -68,13 +76,13 @@ def ike_events(sa: IkeSa) -> list[Event]:
     return out
 
 
-def exchange_marks(sa: IkeSa) -> list[tuple[float, str, str]]:
+def exchange_marks(sa: IkeSa, unanswered: Collection[int] = ()) -> list[tuple[float, str, str]]:
     """◆ an exchange that got its answer, ✗ one that failed or got none (drawn on the IKE lane)."""
     marks = []
     for ex in sa.exchanges:
         if ex.request_ts is None:
             continue
-        failed = _failed(sa, ex)
+        failed = _failed(sa, ex, unanswered)
         marks.append((ex.request_ts, "✗" if failed else "◆", "bold red" if failed else "cyan"))
     return marks
 
@@ -277,9 +285,10 @@ class Timeline(Vertical):
         lanes = self.query_one("#timeline-lanes", VerticalScroll)
         lanes.remove_children()
         widgets: list[Widget] = []
+        unanswered = unanswered_frames(findings)
         for sa in sorted(table.ike_sas.values(), key=lambda s: s.created_ts or t0):
             label = Text(f"IKE {sa.ike_spi_i.hex()[:8]}", STATE_STYLE.get(sa.state, ""))
-            bar = LifeBar(self.scale, sa.created_ts, None, sa.deleted_ts, "cyan", exchange_marks(sa))
+            bar = LifeBar(self.scale, sa.created_ts, None, sa.deleted_ts, "cyan", exchange_marks(sa, unanswered))
             widgets.append(Lane(Label(label), bar, classes="ike-lane"))
         children = sorted(table.child_sas.values(), key=lambda c: (c.created_ts or t0, c.id))
         for c in children:
@@ -310,7 +319,7 @@ class Timeline(Vertical):
 
         events: list[Event] = []
         for sa in table.ike_sas.values():
-            events += ike_events(sa)
+            events += ike_events(sa, unanswered)
         for c in table.child_sas.values():
             events += child_events(c)
         events += finding_events(findings)
