@@ -401,3 +401,12 @@ def test_per_flow_state_is_bounded(tmp_path: Path, monkeypatch, capsys) -> None:
             assert doc["flows_limit"] == {"max_flows": 25, "packets": 225}
     rc = main(["summary", str(pcap), "--json"])
     assert rc == 0 and "more than 25 ESP/AH flows" in capsys.readouterr().err
+
+
+def test_keys_without_a_filter_are_said_to_be_ignored() -> None:
+    # `summary FILE -k KEYS` read no key file (not even a missing one) and said nothing.
+    cap = ROOT / "samples" / "healthy-gcm" / "capture.pcapng"
+    r = subprocess.run([sys.executable, "-m", "ipsecscope", "summary", str(cap), "-k", "/nonexistent"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "IKE_SA_INIT" in r.stdout
+    assert "-k ignored" in r.stderr and "Traceback" not in r.stderr, r.stderr

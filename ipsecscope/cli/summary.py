@@ -404,6 +404,9 @@ def run(args: argparse.Namespace) -> int:
     from .common import stop_event
 
     only = None
+    if args.keys and not args.display_filter:  # -k alone was read by nobody, not even checked to exist
+        print("ipsecscope: warning: summary lists what is on the wire and reads keys only for -Y; "
+              "-k ignored (sas, findings, packets and decrypt use them)", file=sys.stderr)
     if args.display_filter:  # the frames a display filter selects (the file is read as a session first)
         from .packets import compile_or_exit, filtered_frames, load_session
 
