@@ -252,6 +252,28 @@ def test_klips_esp_with_ipcomp_shows_the_inner_packet_as_tshark(tmp_path):
     assert child["mode"] == "tunnel"
 
 
+@needs_tshark
+@pytest.mark.parametrize("gz", [False, True], ids=["fast", "general"])
+def test_klips_esp_with_ipcomp_decrypts_to_the_inner_packet_in_the_output(tmp_path, gz):
+    """decrypt -o writes the datagram IPComp compressed (RFC 3173 §2), not its DEFLATE stream
+    behind a made-up IP header with protocol 108: tshark reads each output packet as the ICMP echo
+    request it shows inside the ESP, on both of decrypt's paths (a gzipped capture takes the
+    general one, which reads records in order instead of by layout)."""
+    import gzip
+
+    keys = KLIPS / "derived" / "08-east-west-esp-ipcomp.esp_sa"
+    cap = IPCOMP
+    if gz:
+        cap = tmp_path / "ipcomp.pcap.gz"
+        cap.write_bytes(gzip.compress(IPCOMP.read_bytes()))
+    out = tmp_path / "clear.pcapng"
+    cli("decrypt", str(cap), "-k", str(keys), "-o", str(out))
+    rows = subprocess.run(["tshark", "-n", "-r", str(out), "-T", "fields", "-e", "ip.proto", "-e", "ip.src",
+                           "-e", "ip.dst", "-e", "icmp.type"], capture_output=True, text=True, timeout=60,
+                          check=True).stdout.splitlines()
+    assert rows == ["1\t192.0.2.1\t192.0.1.1\t8"] * 8
+
+
 def test_ipcomp_that_is_not_deflate_or_does_not_inflate_is_left_as_it_is():
     """LZS (CPI 3) is not opened, nor a payload that is no DEFLATE stream, nor one inflating past
     the largest IP datagram: the record stays the IPComp payload's."""

@@ -48,8 +48,7 @@ from ..outfile import atomic_output, create_private, refuse_inputs, same_file
 from . import direct as _direct
 from . import hotloop
 from . import jsonl as _jsonl
-from .hotloop import _CARRIES_ESP, ChunkResult, Options, _Worker, decrypt_nested
-from .hotloop import ip_header as _ip_header
+from .hotloop import _CARRIES_ESP, ChunkResult, Options, _Worker, decrypt_nested, wire_packet
 from .pcapng import LINKTYPE_RAW, SECRETS_TYPE_IPSEC, PcapngWriter
 
 PARALLEL_MIN_BYTES = 24 << 20  # below this, forking costs more than it saves
@@ -707,7 +706,7 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                     stats.dummy += 1
                     continue
                 if writer is not None:
-                    data = inner if nh in (4, 41) else _ip_header(isrc, idst, nh, len(inner)) + inner
+                    data = wire_packet(isrc, idst, nh, inner)
                     writer.write_packet(0, raw.ts_ns, data)
                 if jf is not None:
                     jf.write(_jsonl.record(raw.index, raw.ts_ns, st, src, dst, pkt.spi, pkt.seq, r.seq_hi, "ok",

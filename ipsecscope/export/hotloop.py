@@ -32,6 +32,7 @@ from ..crypto.esp import (
     trim_tfc,
 )
 from ..decode.fused import EPB_ETH_IPV4, EPB_OUT, ETH_IPV4_END, ETH_IPV4_NET, PCAP_ETH_IPV4
+from ..decode.ipcomp import IPCOMP, ipcomp_open
 from ..errors import DecryptError
 from . import direct as _direct
 from . import jsonl as _jsonl
@@ -170,6 +171,20 @@ def decrypt_nested(dec: EspDecryptor, seen: set, inner: bytes, nh: int, src: byt
 
 
 # --- the hot loop -------------------------------------------------------------------------------
+
+def wire_packet(src: bytes, dst: bytes, nh: int, inner: bytes) -> bytes:
+    """The packet a decrypted payload carries, as the output file holds it: a tunnel's inner IP
+    packet as it is, a transport payload behind an IP header from the outer addresses. An IPComp
+    payload (next header 108, RFC 3173 §2) is opened first, as tshark and the views show it: the
+    decrypted file holds the datagram that was compressed, not its DEFLATE stream."""
+    if nh == IPCOMP:
+        opened = ipcomp_open(inner)
+        if opened is not None:
+            inner, nh = opened
+    if nh == 4 or nh == 41:
+        return inner
+    return ip_header(src, dst, nh, len(inner)) + inner
+
 
 def ip_header(src: bytes, dst: bytes, nh: int, payload_len: int) -> bytes:
     """An IP header for a transport-mode inner payload, from the outer addresses."""
@@ -868,10 +883,7 @@ class _Worker:
         if nh == 59:  # an inner dummy packet: nothing to export
             self.n_dummy += 1
             return
-        if nh == 4 or nh == 41:
-            pkt_bytes = inner
-        else:
-            pkt_bytes = ip_header(isrc, idst, nh, len(inner)) + inner if out_f is not None else b""
+        pkt_bytes = wire_packet(isrc, idst, nh, inner) if out_f is not None else b""
         if opts.pcapng and out_f is not None:
             h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes))
             app(h)
