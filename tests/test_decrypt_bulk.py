@@ -25,6 +25,7 @@ from ipsecscope.api import iter_decrypted, load_keystore
 from ipsecscope.capture import open_capture
 from ipsecscope.export import bulk, engine, hotloop
 from tests.conftest import SAMPLES
+from tests.test_decrypt_mixed import as_pcapng  # the same frames as pcapng, one tsresol
 
 SYN = SAMPLES / "synthetic"
 sys.path.insert(0, str(SYN))
@@ -115,24 +116,6 @@ def _capture(path: Path) -> tuple[Path, int, int]:
     return keys, good, bad
 
 
-def _as_pcapng(src: Path, dst: Path, tsresol: int | None) -> None:
-    """The same frames as pcapng on one Ethernet interface with if_tsresol 10^-tsresol (None:
-    no option, the default µs)."""
-    div = 10 ** (9 - (tsresol if tsresol is not None else 6))
-    opts = b"" if tsresol is None else struct.pack("<HHB3xHH", 9, 1, tsresol, 0, 0)
-    with open(dst, "wb") as f:
-        f.write(struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))
-        f.write(struct.pack("<IIHHI", 1, 20 + len(opts), 1, 0, 0) + opts + struct.pack("<I", 20 + len(opts)))
-        with open_capture(src) as r:
-            for fr in r:
-                t = fr.ts_ns // div
-                data = fr.data
-                pad = (-len(data)) & 3
-                blen = 32 + len(data) + pad
-                f.write(struct.pack("<IIIIIII", 6, blen, 0, t >> 32, t & 0xFFFFFFFF, len(data), fr.orig_len)
-                        + data + bytes(pad) + struct.pack("<I", blen))
-
-
 def _run(cap: Path, keys: Path, out: Path, *, bulk_on: bool, jobs: int = 1, monkeypatch) -> tuple:
     monkeypatch.setattr(hotloop, "BULK_MIN_BYTES", 0 if bulk_on else 1 << 62)
     s = engine.run(cap, load_keystore(keys), out=str(out), opts=engine.Options(), jobs=jobs, parallel_min_bytes=0)
@@ -147,7 +130,7 @@ def test_bulk_step_equals_the_per_record_loop(fmt: str, tmp_path: Path, monkeypa
     keys, good, damaged = _capture(cap)
     if fmt != "pcap":
         src, cap = cap, tmp_path / "in.pcapng"
-        _as_pcapng(src, cap, 9 if fmt == "pcapng-ns" else None)
+        as_pcapng(src, cap, 9 if fmt == "pcapng-ns" else None)
     monkeypatch.setattr(bulk, "MIN_RUN", 2)
     taken = []
     plan = bulk.plan

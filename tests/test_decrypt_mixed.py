@@ -82,7 +82,7 @@ def _capture(path: Path) -> tuple[Path, int, int]:
     return keys, good, 1200 - good
 
 
-def _as_pcapng(src: Path, dst: Path, tsresol: int | None) -> None:
+def as_pcapng(src: Path, dst: Path, tsresol: int | None) -> None:
     """The same frames as pcapng on one Ethernet interface with if_tsresol 10^-tsresol (None:
     no option, the default µs)."""
     div = 10 ** (9 - (tsresol if tsresol is not None else 6))
@@ -112,7 +112,7 @@ def test_mixed_capture_any_window(fmt: str, tmp_path: Path, monkeypatch) -> None
     keys, good, damaged = _capture(cap)
     if fmt != "pcap":
         src, cap = cap, tmp_path / "in.pcapng"
-        _as_pcapng(src, cap, 9 if fmt == "pcapng-ns" else None)
+        as_pcapng(src, cap, 9 if fmt == "pcapng-ns" else None)
     ref = _run(cap, keys, tmp_path / "ref.pcapng")
     for window in (5000, 700):
         monkeypatch.setattr(hotloop, "WINDOW", window)

@@ -294,9 +294,6 @@ def _header(name: str, zone: str) -> str:
     return f"{name} ({zone})" if zone else name
 
 
-_endpoint = endpoint_text
-
-
 def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -347,8 +344,8 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
                 pl += "  {" + ", ".join(flags) + "}"
             if r["malformed"]:
                 pl += f"  [red]malformed: {r['malformed']}[/]"
-            cells = (str(r["frame"]), _clock(r["time"], zone), _endpoint(r["src"], r["sport"]),
-                     _endpoint(r["dst"], r["dport"]), str(r["version"]), exchange_name(r["exchange_type"], r["version"]), role, mid, r["spi_i"],
+            cells = (str(r["frame"]), _clock(r["time"], zone), endpoint_text(r["src"], r["sport"]),
+                     endpoint_text(r["dst"], r["dport"]), str(r["version"]), exchange_name(r["exchange_type"], r["version"]), role, mid, r["spi_i"],
                      r["spi_r"], pl)
             t.add_row(*cells)
             records.append(f"{cells[0]} {cells[1]} {escape(cells[2])} → {escape(cells[3])} v{cells[4]} {cells[5]} "
@@ -369,7 +366,7 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
         records = []
         for f in rows:
             encap = {"udp": "UDP (NAT-T)", "tcp": "TCP (RFC 8229)"}.get(f["transport"], "-")
-            cells = (_endpoint(f["src"], f["sport"]), _endpoint(f["dst"], f["dport"]), f["spi"], str(f["packets"]),
+            cells = (endpoint_text(f["src"], f["sport"]), endpoint_text(f["dst"], f["dport"]), f["spi"], str(f["packets"]),
                      str(f["bytes"]), _clock(f["first_time"], zone), _clock(f["last_time"], zone), str(f["seq_min"]),
                      str(f["seq_max"]), encap)
             t.add_row(*cells)
@@ -383,7 +380,7 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
             t.add_column(col, no_wrap=True)
         records = []
         for k in doc["keepalives"]:
-            cells = (_endpoint(k["src"], k["sport"]), _endpoint(k["dst"], k["dport"]), str(k["count"]),
+            cells = (endpoint_text(k["src"], k["sport"]), endpoint_text(k["dst"], k["dport"]), str(k["count"]),
                      _clock(k["first_time"], zone), _clock(k["last_time"], zone))
             t.add_row(*cells)
             records.append(f"{escape(cells[0])} → {escape(cells[1])}  {cells[2]} keepalive(s)  {cells[3]} – {cells[4]}{' ' + zone if zone else ''}")

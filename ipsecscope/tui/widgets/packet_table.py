@@ -26,6 +26,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from ...model.packets import FrameRow
+from ...model.sa import endpoint_text
 from ...rowstore import RowStore
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def _fit(text: str, width: int, right: bool = False) -> str:
 def _addr(addr: str, port: int, width: int) -> str:
     # Ports add noise for ESP (0) and IKE (500); show them only when they say something (NAT-T, TCP).
     if port and port not in (500,):
-        text = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+        text = endpoint_text(addr, port)
         if len(text) <= width:
             return text
     return addr
