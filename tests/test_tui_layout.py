@@ -130,3 +130,27 @@ async def test_findings_titles_wrap_under_themselves_and_nothing_is_cut(size) ->
             assert f.code in lines
         if size != SMALL:
             assert "Frames" in cols  # there is room for them beside the title
+
+
+@pytest.mark.parametrize("tab", ["timeline", "packets", "findings", "sa-detail", "stats"])
+@sync
+async def test_footer_keeps_quit_at_80_columns(tab: str) -> None:
+    """The footer at 80 columns shows 'q Quit' whole on every tab (it was cut to 'q Q' behind the
+    palette key), and, but for the Stats tab's own ←→ key in front, every command key."""
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    app = create_app(SAMPLES / "healthy-gcm" / "capture.pcapng", [SAMPLES / "healthy-gcm" / "charon-left.log"])
+    async with app.run_test(size=SMALL) as pilot:
+        await loaded(pilot)
+        app.query_one(TabbedContent).active = tab
+        await pilot.pause()
+        await pilot.pause()
+        footer = app.query_one(Footer)
+        palette = next(k for k in footer.query(FooterKey) if k.has_class("-command-palette"))
+        keys = [k for k in footer.query(FooterKey) if not k.has_class("-command-palette")]
+        fits = {k.action: k.region.right <= palette.region.x for k in keys}
+        assert fits["quit"], f"{tab}: {screen_lines(app)[-1]!r}"
+        assert "q Quit" in screen_lines(app)[-1]
+        if tab != "stats":
+            assert all(fits.values()), f"{tab}: {screen_lines(app)[-1]!r}"

@@ -154,6 +154,8 @@ class IpsecscopeApp(App[int]):
         # and the SA tree is narrower with short labels (whole peers and SPIs, not cut ones).
         self.screen.set_class(width < NARROW, "narrow")
         self.query_one(SaTree).set_compact(width < NARROW)
+        # and the footer keeps one space between its keys, not three, so all of them fit in 80
+        self.query_one(Footer).compact = width < NARROW
 
     # ---- loading (worker thread) ------------------------------------------------------------
     @work(thread=True, exclusive=True, group="load", name="load capture")

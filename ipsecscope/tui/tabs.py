@@ -72,11 +72,12 @@ class Command:
     palette_help: str = ""
     show: bool = True  # in the footer
     key_display: str | None = None
+    first: bool = False  # listed first in the footer (see bindings)
 
 
 COMMANDS: tuple[Command, ...] = (
     Command("question_mark", "help", "Help", "this help", "Help", "Keys and the packet filter language",
-            key_display="?"),
+            key_display="?", first=True),
     Command("slash", "focus_filter", "Filter", "filter the packet list (Enter applies, Esc clears)",
             "Filter packets", "Focus the packet filter bar", key_display="/"),
     Command("a", "add_keys", "Add keys", "add key files, then decrypt and correlate again",
@@ -98,13 +99,17 @@ COMMANDS: tuple[Command, ...] = (
     Command("x", "toggle_hex", "Hex wire/inner", "hex view: frame as captured / decrypted inner packet",
             "Hex: wire / decrypted", "Switch the hex view between the frame and the inner packet", show=False),
     Command("escape", "clear_filter", "Clear filter", "", "Clear filter", "Show every frame again", show=False),
-    Command("q", "quit", "Quit", "quit", "Quit", "Quit the application"),
+    Command("q", "quit", "Quit", "quit", "Quit", "Quit the application", first=True),
 )
 
 
 def bindings() -> list[Binding]:
-    """Every key binding of the app: the commands, and one (hidden) key per tab."""
-    return ([Binding(c.key, c.action, c.label, show=c.show, key_display=c.key_display) for c in COMMANDS]
+    """Every key binding of the app: the commands, and one (hidden) key per tab. The footer lists
+    them in this order: the commands marked ``first`` (Help, Quit), then the others as the table
+    has them. A footer wider than the screen loses its end (80 columns, or the Stats tab whose
+    focused table puts its own ←→ ahead of these), and Quit must never be what goes."""
+    ordered = sorted(COMMANDS, key=lambda c: not c.first)  # stable: the table's order otherwise
+    return ([Binding(c.key, c.action, c.label, show=c.show, key_display=c.key_display) for c in ordered]
             + [Binding(t.key, f"tab('{t.id}')", t.title, show=False) for t in TABS])
 
 
