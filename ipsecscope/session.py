@@ -30,6 +30,7 @@ from .decode.quoted import QuotedStore
 from .keys import KeyStore, add_secrets_block, load_keys
 from .keys.match import FileMatch, match_keys
 from .model import iana
+from .model.idtext import msg_id_text
 from .model.packets import (
     AhPacket,
     EspPacket,
@@ -153,7 +154,7 @@ def _ike_info(msg: IkeMessage) -> str:
     flag = ""
     if msg.decrypted or msg.icv_ok is False:
         flag = " (decrypted)" if msg.icv_ok is not False else " (ICV BAD)"
-    return f"{exch} {role} #{h.msg_id} [ {' '.join(names)} ]{flag}"
+    return f"{exch} {role} #{msg_id_text(h.msg_id)} [ {' '.join(names)} ]{flag}"
 
 
 class Session:

@@ -251,3 +251,28 @@ def test_an_unacknowledged_ikev1_dpd_is_marked_failed_and_an_acknowledged_one_is
     assert sorted(marks.values()).count("✗") == len(dead.frames)
     failed_events = [e for e in ike_events(sa, unanswered) if e.kind == "fail"]
     assert sorted(e.frame for e in failed_events) == sorted(dead.frames)
+
+
+def test_a_frame_reference_is_never_split_across_event_lines() -> None:
+    # At 80 columns 'CHILD #1 427e7d84/15b69dc5 IKE_AUTH  [frame' ended a line and '3]' began the
+    # next: the reference is one unbreakable unit (model.idtext.frame_ref, ipsecscope.wrap).
+    from textual.widgets import OptionList
+
+    d = SAMPLES / "healthy-gcm"
+
+    async def run() -> None:
+        app = create_app(d / "capture.pcapng", [d / "charon-left.log"])
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            await pilot.press("1")
+            await pilot.pause()
+            ol = app.query_one("#timeline-events", OptionList)
+            x0, y0 = ol.region.x, ol.region.y
+            lines = [ln[x0:x0 + ol.region.width] for ln in screen_lines(app)[y0:y0 + ol.region.height]]
+            shown = "\n".join(lines)
+            assert shown.count("[frame ") >= 4, shown
+            assert shown.count("[frame ") == len(re.findall(r"\[frame \d+\]", shown)), shown
+            assert "\u00a0" not in shown
+
+    asyncio.run(run())

@@ -25,6 +25,7 @@ from ..errors import IpsecscopeError
 from ..export.documents import FINDINGS_SCHEMA as SCHEMA
 from ..export.documents import SEVERITIES as _LEVELS
 from ..export.documents import findings_document, severity_counts
+from ..model.idtext import frames_ref, sa_ref_text
 from ..model.sa import Finding, Severity
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
 
@@ -131,8 +132,8 @@ def render(findings: list[Finding], counts: dict[str, int], console=None) -> Non
         console.print(Hanging(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(f.title)}", 9))
         console.print(Hanging(f"         {escape(f.explanation)}", 9))
         if f.frames:
-            console.print(Hanging(f"         [dim]frames {', '.join(map(str, f.frames))}"
-                                  + (f"  SA {escape(f.sa)}" if f.sa else "") + "[/]", 16))
+            console.print(Hanging(f"         [dim]{frames_ref(f.frames)}"
+                                  + (f"  {escape(sa_ref_text(f.sa))}" if f.sa else "") + "[/]", 16))
         if f.hint:
             console.print(Hanging(f"         [green]hint:[/] {escape(f.hint)}", 15))
         console.print()

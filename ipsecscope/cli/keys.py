@@ -15,6 +15,7 @@ from ..errors import ExportError
 from ..keys import formats, load_keys
 from ..keys import names as N
 from ..keys.store import KeyStore
+from ..model.idtext import ike_sa_text
 from ..model.keys import redact
 from ..outfile import write_private
 from .common import add_strict_keys_argument, warn_keys
@@ -210,7 +211,7 @@ def _list(store: KeyStore, args: argparse.Namespace) -> int:
                 keys = "  ".join(f"{n}={redact(x, True) or '-'}" for n, x in
                                  (("SK_ei", k.sk_ei), ("SK_er", k.sk_er), ("SK_ai", k.sk_ai), ("SK_ar", k.sk_ar),
                                   ("SK_d", k.sk_d)))
-                print(f"{k.spi_i.hex()}/{k.spi_r.hex()}  {keys}")
+                print(f"{ike_sa_text(k.spi_i, k.spi_r)}  {keys}")
     if store.ikev1:
         t = Table(title=f"IKEv1 SAs ({len(store.ikev1)})", title_justify="left")
         for col in ("Initiator cookie", "Key", "From"):

@@ -23,6 +23,7 @@ from ..analysis.rules.nat_mtu import nat_phrase
 from ..errors import IpsecscopeError
 from ..export.documents import SAS_SCHEMA as SCHEMA
 from ..export.documents import capture_info, sas_document, spi_hex
+from ..model.idtext import flow_text, ike_sa_text, msg_id_text
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable, counter_lost, endpoint_text, one_counter
 from ..state import names as N
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
@@ -89,7 +90,7 @@ def _state(state: SaState, inferred: bool = False) -> str:
 
 
 def _flow_line(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> str:
-    parts = [f"{f.src} → {f.dst} 0x{f.spi:08x}: {f.packets} pkts, {f.bytes} B"]
+    parts = [f"{flow_text(f.src, f.dst, f.spi, f.protocol)}: {f.packets} pkts, {f.bytes} B"]
     group = shared.get(id(f), ()) if shared else ()
     if group:
         # One SA toward several destinations: one sender counter numbers them all (RFC 4303
@@ -204,7 +205,7 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
                      f"(wrong key?){split}[/]")
         elif not sa.decrypted and not sa.icv_failed and any(x.encrypted for x in sa.exchanges):
             tree.add("[dim]encrypted payloads not readable: the keys given hold none for this IKE SA "
-                     f"(SPIs {sa.ike_spi_i.hex()}_{sa.ike_spi_r.hex()})[/]" if keys_given else
+                     f"(SPIs {ike_sa_text(sa.ike_spi_i, sa.ike_spi_r)})[/]" if keys_given else
                      "[dim]encrypted payloads not readable (no IKE keys): give -k to see IDs, CHILD SAs, selectors[/]")
         xs = tree.add(f"{len(sa.exchanges)} exchange(s)")
         for x in sa.exchanges:
@@ -213,7 +214,7 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
                 "—" if N.one_way(x.exchange, sa.version) else "[red]no response[/]")
             extra = f" [yellow]{x.retransmits} retransmit(s)[/]" if x.retransmits else ""
             err = f" [red]{x.error_name}[/]" if x.error_name else ""
-            xs.add(f"#{x.msg_id} {N.exchange_name(x.exchange, sa.version)} from {x.requester} "
+            xs.add(f"#{msg_id_text(x.msg_id)} {N.exchange_name(x.exchange, sa.version)} from {x.requester} "
                    f"(frames {fr} → {rf}){extra}{err}  {escape(x.summary)}")
         for cid in sa.children:
             c = table.child_sas.get(cid)

@@ -32,6 +32,7 @@ import sys
 
 from .. import timefmt
 from ..errors import IpsecscopeError
+from ..model.idtext import flow_text
 from ..model.sa import endpoint_text
 from .common import add_keys_argument
 
@@ -98,7 +99,7 @@ def render(st, out=None) -> None:
     for f in st.flows:
         child = f"#{f.child_sa}" if f.child_sa is not None else "-"
         # Not the JSON key ('src>dst:0xspi'): after an IPv6 address ':0x3d71315a' reads as more address.
-        flow = f"{f.src} → {f.dst} {f.protocol} 0x{f.spi:08x}"
+        flow = flow_text(f.src, f.dst, f.spi, f.protocol)
         print(f"  {flow:<44} {child:>4} {f.packets:>7} pkts {f.bytes:>9} B {f.rate:8.1f} pkt/s  lost {f.lost}",
               file=out)
         print(f"  {'':44} {sparkline(f.io)}  max {max(f.io, default=0)}", file=out)

@@ -62,6 +62,7 @@ from ..decode.demux import Decoder
 from ..decode.fastpath import FlowStat, FlowTable, scan_capture
 from ..errors import CaptureError
 from ..model import iana
+from ..model.idtext import msg_id_text
 from ..model.ike import IkeMessage, NotifyPayload, SkPayload
 from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet
 from ..model.sa import endpoint_text
@@ -324,12 +325,12 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
                          no_wrap=True)
         records: list[str] = []
         for r in doc["ike"][:ike_limit]:
+            # the Message ID in decimal for both versions, as charon logs it (model.idtext)
+            mid = msg_id_text(r["msg_id"])
             if r["version"] == 2:
                 role = ("I" if r["is_initiator"] else "R") + (" resp" if r["is_response"] else " req")
-                mid = str(r["msg_id"])
             else:
                 role = "-"
-                mid = f"0x{r['msg_id']:08x}"
             pl = " ".join(r["payloads"])
             if r["notifies"]:
                 pl += "  N(" + ", ".join(r["notifies"]) + ")"

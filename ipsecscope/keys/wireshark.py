@@ -352,7 +352,7 @@ def ikev2_line(k: IkeSaKeys, show_keys: bool) -> str:
         integ = "NONE [RFC4306]"
     if enc is None or integ is None:
         what = names.encr_label(k.encr, k.sk_ei) + "/" + names.integ_label(k.integ, k.icv_len, k.check_integrity)
-        return f"# IKE SA {k.spi_i.hex()}/{k.spi_r.hex()}: {what} has no ikev2_decryption_table name; not written"
+        return f"# IKE SA {k.spi_i.hex()}_{k.spi_r.hex()}: {what} has no ikev2_decryption_table name; not written"
 
     def h(b: bytes) -> str:
         return b.hex() if show_keys else redact(b)

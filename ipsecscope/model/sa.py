@@ -294,6 +294,7 @@ class IkeSa:
 
     @property
     def key(self) -> str:
+        # the JSON documents' IKE SA key, and the text views' (model.idtext.ike_sa_text) too
         return f"{self.ike_spi_i.hex()}_{self.ike_spi_r.hex()}"
 
 

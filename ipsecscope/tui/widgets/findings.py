@@ -13,6 +13,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from ...model.idtext import sa_ref_text
 from ...model.sa import Finding, Severity
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ class FindingsView(Vertical):
             text.append("\nWhat to do: ", "bold")
             text.append(f.hint)
         if f.sa:
-            text.append(f"\nSA: {f.sa}", "dim")
+            text.append(f"\nSA: {sa_ref_text(f.sa)}", "dim")
         if f.frames:
             text.append(f"\nEvidence frames: {frames_text(f.frames, 20)}  (Enter: show them in Packets)", "dim")
         self.query_one("#finding-explain", Static).update(text)

@@ -25,6 +25,7 @@ from textual.widgets.tree import TreeNode
 
 from ...model import iana
 from ...model import ike as m
+from ...model.idtext import msg_id_text
 from ...model.sa import endpoint_text
 from ...state.names import exchange_name
 from ..plain import PlainTree
@@ -213,7 +214,7 @@ def fill_ike(root: TreeNode, msg: m.IkeMessage, frame: bytes = b"") -> None:
     hn.add_leaf(f"SPIi {h.spi_i.hex()}")
     hn.add_leaf(f"SPIr {h.spi_r.hex()}")
     hn.add_leaf(f"version {h.major}.{h.minor}")
-    hn.add_leaf(f"message ID {h.msg_id}")
+    hn.add_leaf(f"message ID {msg_id_text(h.msg_id)}")
     flags = []
     if v == 2:
         flags = [n for bit, n in ((0x08, "Initiator"), (0x10, "Version"), (0x20, "Response")) if h.flags & bit]

@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from ... import timefmt
 from ...model import iana
+from ...model.idtext import frame_ref, ike_sa_text, msg_id_text
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable, counter_lost, endpoint_text, one_counter
 from ...state.names import exchange_name
@@ -179,7 +180,7 @@ class ExchangeTable:
         for e in sa.exchanges:
             t = f"+{e.request_ts - first:.3f}" if e.request_ts is not None and first is not None else "—"
             resp = ",".join(map(str, e.response_frames)) or Text("none", "red")
-            self.rows.append((t, exchange_name(e.exchange, sa.version), str(e.msg_id), e.requester,
+            self.rows.append((t, exchange_name(e.exchange, sa.version), msg_id_text(e.msg_id), e.requester,
                               ",".join(map(str, e.request_frames)), resp, e.summary))
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
@@ -309,7 +310,7 @@ class SaDetail(Static):
         return Text("That SA is no longer in the table.", "dim")
 
     def _ike(self, table: SaTable, sa: IkeSa, first: float | None) -> list[Any]:
-        g = _kv(f"IKEv{sa.version} SA {sa.ike_spi_i.hex()} / {sa.ike_spi_r.hex()}")
+        g = _kv(f"IKEv{sa.version} SA {ike_sa_text(sa.ike_spi_i, sa.ike_spi_r)}")
         g.add_row("State", Text(sa.state.value, STATE_STYLE.get(sa.state, "")))
         g.add_row("Initiator", endpoint_text(sa.initiator, sa.initiator_port) + (f"  id {sa.id_i}" if sa.id_i else ""))
         g.add_row("Responder", endpoint_text(sa.responder, sa.responder_port) + (f"  id {sa.id_r}" if sa.id_r else ""))
@@ -364,12 +365,12 @@ class SaDetail(Static):
         if child.ts_r_offered and tuple(child.ts_r_offered) != tuple(child.ts_r):
             g.add_row("TSr offered", ", ".join(t.text() for t in child.ts_r_offered))
         g.add_row("Created", f"{fmt_ts(child.created_ts, first)} by {child.created_by or '?'}"
-                  + (f" (frame {child.created_frame})" if child.created_frame else ""))
+                  + (f" ({frame_ref(child.created_frame)})" if child.created_frame else ""))
         if child.rekeyed_ts is not None:
             g.add_row("Rekeyed", fmt_ts(child.rekeyed_ts, first))
         if child.deleted_ts is not None:
             g.add_row("Deleted", f"{fmt_ts(child.deleted_ts, first)} by {child.deleted_by or '?'}"
-                      + (f" (frame {child.deleted_frame})" if child.deleted_frame else ""))
+                      + (f" ({frame_ref(child.deleted_frame)})" if child.deleted_frame else ""))
         chain = rekey_chain_child(table, child)
         if len(chain) > 1:
             g.add_row("Rekey chain", Text(" → ").join(

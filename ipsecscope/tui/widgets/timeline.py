@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -21,9 +20,11 @@ from textual.widgets.option_list import Option
 
 from ... import timefmt
 from ...model import iana
+from ...model.idtext import frame_ref, msg_id_text
 from ...model.sa import ChildSa, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
 from ...state.names import exchange_name, one_way
 from ..panes import SessionView
+from ..plain import PlainTable
 from .sa_tree import STATE_STYLE, spi_text
 
 LABEL_W = 14
@@ -60,7 +61,7 @@ def ike_events(sa: IkeSa, unanswered: Collection[int] = ()) -> list[Event]:
         name = exchange_name(ex.exchange, sa.version)
         failed = _failed(sa, ex, unanswered)
         summary = ex.summary.removeprefix(name).strip()
-        text = f"{name} #{ex.msg_id} from {ex.requester}"
+        text = f"{name} #{msg_id_text(ex.msg_id)} from {ex.requester}"
         if summary:
             text += f": {summary}"
         # The tracker's count of identical copies: a Main Mode's MM3/MM5 and a fragmented
@@ -333,9 +334,9 @@ class Timeline(Vertical):
         for i, e in enumerate(events):
             t = Text(e.text, e.style)
             if e.frame is not None:
-                t.append(f"  [frame {e.frame}]", "dim")
+                t.append(f"  [{frame_ref(e.frame)}]", "dim")  # never "[frame" / "3]" (model.idtext)
             # A grid, so a long event wraps under its own text and the time column stays clear.
-            row = Table.grid(padding=(0, 1))
+            row = PlainTable.grid(padding=(0, 1))
             row.add_column(no_wrap=True, width=10, justify="right")
             row.add_column(ratio=1)
             row.add_row(Text(f"{e.ts - t0:.3f}s", "dim"), t)

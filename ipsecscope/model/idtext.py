@@ -1,0 +1,77 @@
+"""How an identifier reads in every text view (CLI text, TUI, finding texts), written once.
+
+One convention per field, so a value seen in one view can be found in another (and in a log):
+
+- an IKE Message ID in decimal, as charon logs it for both versions (``IKE_AUTH request 1``,
+  IKEv1 ``QUICK_MODE request 3516539726``), never hex in one view and decimal in the next;
+- an IKE SA as both SPIs, 16 hex digits each as Wireshark shows them, joined by ``_``: one word
+  (never wrapped apart), the same string as the IKE SA's key in the JSON documents;
+- an ESP/AH SA direction as ``src → dst ESP 0xSPI``: the ``→`` keeps an IPv6 address apart from
+  the SPI (``esp:2001:db8::1>2001:db8::2:0x60000001`` read as one long address);
+- a frame reference as ``frame 3`` whose space never breaks (:data:`NBSP`; the wrappers in
+  ``ipsecscope.wrap`` break at plain spaces only, and piped output turns it back into a space).
+
+The JSON documents keep their own versioned forms (``export/documents.py``); a finding's ``sa``
+(``IkeSa.key``, ``child:<id>``, ``esp:<src>><dst>:0x<spi>``) is one of them and reads in text
+through :func:`sa_ref_text`. Stdlib only, like the rest of ``model/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .sa import endpoint_text
+
+NBSP = "\u00a0"  # a space no wrapper here breaks at
+
+
+def msg_id_text(msg_id: int) -> str:
+    """An IKE Message ID as charon logs it: decimal (RFC 7296 §3.1 counts IKEv2's from 0;
+    IKEv1's are random 32-bit values, RFC 2408 §3.1, and charon still prints them in decimal)."""
+    return str(msg_id)
+
+
+def ike_sa_text(spi_i: bytes, spi_r: bytes) -> str:
+    """An IKE SA: ``b1b8da23c1e5f0a2_5c9e0d7a3f2b1e44`` (initiator's SPI, responder's)."""
+    return f"{bytes(spi_i).hex()}_{bytes(spi_r).hex()}"
+
+
+def spi_text(spi: int) -> str:
+    """An ESP/AH SPI: ``0x427e7d84`` (8 hex digits, as every output writes it)."""
+    return f"0x{spi:08x}"
+
+
+def flow_text(src: str, dst: str, spi: int, protocol: str = "ESP") -> str:
+    """One direction of an ESP/AH SA: ``2001:db8::1 → 2001:db8::2 ESP 0x60000001``."""
+    return f"{endpoint_text(src, None)} → {endpoint_text(dst, None)} {protocol} {spi_text(spi)}"
+
+
+def sa_ref_text(ref: str) -> str:
+    """A finding's SA reference as a person reads it: ``IKE SA b1b8…_5c9e…``, ``CHILD SA #1``,
+    ``198.18.0.1 → 198.18.0.2 ESP 0x15b69dc5``. An unknown form is shown as it is."""
+    kind, sep, rest = ref.partition(":")
+    if not sep:
+        return f"IKE SA {ref}" if "_" in ref else ref
+    if kind == "child" and rest.isdigit():
+        return f"CHILD SA #{rest}"
+    if kind in ("esp", "ah"):
+        # "<src>><dst>:0x<spi>": addresses never hold '>', and the SPI is after the last ':'
+        pair, sep2, spi = rest.rpartition(":")
+        src, sep3, dst = pair.partition(">")
+        if sep2 and sep3 and spi.startswith("0x"):
+            try:
+                return flow_text(src, dst, int(spi, 16), kind.upper())
+            except ValueError:
+                pass
+    return ref
+
+
+def frame_ref(frame: int) -> str:
+    """``frame 3``, never broken across two lines."""
+    return f"frame{NBSP}{frame}"
+
+
+def frames_ref(frames: Iterable[int]) -> str:
+    """``frames 3, 4`` (``frame 3`` for one): the word stays with the first number."""
+    shown = list(frames)
+    return f"frame{'s' if len(shown) != 1 else ''}{NBSP}{', '.join(map(str, shown))}"

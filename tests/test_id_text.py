@@ -1,0 +1,72 @@
+"""One convention per identifier in every text view (model.idtext): IKE Message IDs in decimal as
+charon logs them, an IKE SA as ``SPIi_SPIr`` (16 hex digits each), a finding's SA reference as
+``src → dst ESP 0xSPI`` / ``CHILD SA #n`` / ``IKE SA …``, and a frame reference never broken
+across lines. The JSON documents keep their versioned forms."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+
+import pytest
+from conftest import IPSECSCOPE, SAMPLES
+from rich.console import Console
+from rich.text import Text
+
+from ipsecscope.model.idtext import NBSP, frame_ref, frames_ref, ike_sa_text, msg_id_text, sa_ref_text
+from ipsecscope.wrap import Hanging
+
+SYN = SAMPLES / "synthetic"
+
+
+def _run(*args: object) -> str:
+    return subprocess.run([*IPSECSCOPE, *map(str, args)], capture_output=True, text=True, timeout=300).stdout
+
+
+def test_sa_references_read_without_colons_running_into_each_other() -> None:
+    assert sa_ref_text("esp:2001:db8:40::1>2001:db8:40::2:0x60000001") == \
+        "2001:db8:40::1 → 2001:db8:40::2 ESP 0x60000001"
+    assert sa_ref_text("ah:198.18.0.1>198.18.0.2:0x0000abcd") == "198.18.0.1 → 198.18.0.2 AH 0x0000abcd"
+    assert sa_ref_text("child:12") == "CHILD SA #12"
+    key = "b1b8da23a004d038_fdaf22f6f7559b04"
+    assert sa_ref_text(key) == f"IKE SA {key}"
+    assert ike_sa_text(bytes.fromhex("b1b8da23a004d038"), bytes.fromhex("fdaf22f6f7559b04")) == key
+    assert sa_ref_text("something:else") == "something:else"  # unknown forms shown as they are
+    assert msg_id_text(3516539726) == "3516539726"
+
+
+def test_findings_text_names_the_sa_readably_and_json_keeps_its_form() -> None:
+    cap, keys = SYN / "ipv6-transport-natt.pcap", SYN / "ipv6-transport-natt.esp_sa"
+    text = _run("findings", cap, "-k", keys)
+    doc = json.loads(_run("findings", "--json", cap, "-k", keys))
+    refs = [f["sa"] for f in doc["findings"] if f["sa"]]
+    assert any(r.startswith("esp:2001:") for r in refs)  # the JSON form is unchanged
+    for ref in refs:
+        assert sa_ref_text(ref) in text
+    assert "esp:" not in text and "SA child:" not in text
+    assert NBSP not in text  # piped: plain spaces, grep 'frame 3' finds them
+
+
+def test_ikev1_message_ids_are_decimal_in_summary_as_in_every_other_view() -> None:
+    cap = SAMPLES / "ikev1-dead-peer" / "capture.pcapng"
+    doc = json.loads(_run("summary", "--json", cap))
+    ids = {m["msg_id"] for m in doc["ike"] if m["version"] == 1 and m["msg_id"]}
+    assert ids  # Quick Mode / Informational carry random 32-bit IDs
+    text = _run("summary", cap)
+    assert not re.search(r"\b0x[0-9a-f]{8}\b", text.split("ESP flows")[0])  # no hex in the IKE table
+    for mid in ids:
+        assert re.search(rf"\b{mid}\b", text), mid
+    sas = _run("sas", cap, "-k", SAMPLES / "ikev1-dead-peer" / "charon-left.log")
+    assert any(f"#{mid} " in sas for mid in ids)  # the same number as 'sas' writes
+
+
+@pytest.mark.parametrize("width", [20, 24, 31, 40])
+def test_a_frame_reference_is_never_split(width: int) -> None:
+    text = Text(f"0.005s CHILD #1 427e7d84/15b69dc5 IKE_AUTH created  [{frame_ref(3)}] and {frames_ref([11, 12])}")
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None).print(Hanging(text, 4))
+    out = buf.getvalue()
+    assert NBSP not in out
+    assert "[frame 3]" in out and "frames 11," in out, out
