@@ -374,6 +374,39 @@ async def test_export_decrypted_pcapng_from_the_app(tmp_path: Path) -> None:
     assert tshark_fields(out, "esp", "frame.number") == []
 
 
+@pytest.mark.parametrize(("keys", "why"), [([], "no keys loaded"),
+                                           ([SAMPLES / "cbc-sha2-pfs" / "charon-left.log"], "no key loaded fits")])
+@sync
+async def test_export_says_why_nothing_decrypted_can_be_written(tmp_path: Path, keys: list[Path], why: str) -> None:
+    """With nothing decrypted the dialog offered 'Decrypted packets' and wrote an empty pcapng:
+    those choices are now disabled with the reason under them, and the writer refuses them too."""
+    from textual.widgets import RadioButton, Static
+
+    from ipsecscope.errors import ExportError
+    from ipsecscope.tui.app import export
+    from ipsecscope.tui.screens.export import ExportRequest, ExportScreen
+
+    app = create_app(CAPTURE, keys)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        assert app.session.stats.esp and not app.session.stats.decrypted
+        await pilot.press("e")
+        assert isinstance(app.screen, ExportScreen)
+        buttons = {b.name: b for b in app.screen.query(RadioButton)}
+        assert buttons["pcapng"].disabled and buttons["jsonl"].disabled
+        assert not buttons["pcapng"].value and buttons["sas"].value  # the first that can be written
+        assert app.screen.query_one("#export-path", Input).value.endswith(".sas.json")
+        note = str(app.screen.query_one("#export-why", Static).render())
+        assert "decrypted pcapng" in note and why in note, note
+        assert (not keys) == buttons["esp_sa"].disabled  # a key table of loaded keys is something
+        assert "Cancel" in "\n".join(screen_lines(app))  # the dialog fits 80x24 with its reasons
+        await pilot.press("escape")
+        for kind in ("pcapng", "jsonl"):
+            with pytest.raises(ExportError, match=why):
+                export(ExportRequest(kind, tmp_path / f"out.{kind}"), [CAPTURE], app.session)
+    assert not list(tmp_path.iterdir())
+
+
 @sync
 async def test_export_key_table_round_trips(tmp_path: Path) -> None:
     out = tmp_path / "keys.esp_sa"

@@ -32,7 +32,7 @@ from ..model.sa import Finding, Severity
 from . import panes
 from .loading import Hold, LoadCancelled, Loading
 from .panes import SessionPane, SessionView
-from .screens.export import ExportRequest, ExportScreen
+from .screens.export import ExportRequest, ExportScreen, unavailable
 from .screens.modals import HelpScreen, KeyFileScreen
 from .tabs import COMMANDS, TABS, bindings, help_rows
 from .widgets.findings import FindingsView
@@ -745,7 +745,9 @@ class IpsecscopeApp(App[int]):
         if self.session is None or self.path is None:
             self.notify("Nothing loaded to export yet.", severity="warning")
             return
-        self.push_screen(ExportScreen(self.path), self._export_chosen)
+        with self.data_lock:
+            why = unavailable(self.session, self.paths)
+        self.push_screen(ExportScreen(self.path, why), self._export_chosen)
 
     def _export_chosen(self, req: ExportRequest | None) -> None:
         if req is not None:
@@ -790,10 +792,10 @@ def export(req: ExportRequest, captures: Sequence[Path], session: Session) -> st
     # Every file goes through write_private: 0600 from its creation, written to a temporary file
     # and renamed into place, never over a capture or key file this session read.
     inputs = [*captures, *session.key_files]
+    why = unavailable(session, captures).get(req.kind)
+    if why is not None:  # it would write nothing (an empty pcapng, a bare key table header)
+        raise ExportError(f"nothing to export: {why}")
     if req.kind in ("pcapng", "jsonl"):
-        if len(captures) > 1:
-            raise ExportError(f"decrypted packets are written one capture at a time: run "
-                              f"`ipsecscope decrypt FILE -k KEYS -o OUT` for each of the {len(captures)} files")
         from ..api import decrypt_capture
 
         # jobs=1: no worker processes forked from inside a UI thread.

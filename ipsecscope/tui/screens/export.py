@@ -1,9 +1,16 @@
-"""Export modal: what to write and where. The writing itself is done by the export/CLI functions."""
+"""Export modal: what to write and where. The writing itself is done by the export/CLI functions.
+
+An export that would write nothing is offered disabled, with the reason beside it (:func:`unavailable`):
+a decrypted pcapng of a capture where no ESP packet decrypted was an empty file, and a key table with
+no keys loaded a header alone.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -11,7 +18,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,18 +26,66 @@ class ExportKind:
     key: str
     title: str
     suffix: str  # appended to the capture's stem for the suggested file name
+    short: str  # named in the line that says why it cannot be written
 
 
 KINDS = [
-    ExportKind("pcapng", "Decrypted packets (pcapng, inner packets, original timestamps)", ".decrypted.pcapng"),
-    ExportKind("jsonl", "Decrypted packets (JSON lines, ipsecscope.decrypt/1)", ".decrypted.jsonl"),
-    ExportKind("sas", "Security associations (JSON, ipsecscope.sas/1)", ".sas.json"),
-    ExportKind("findings", "Findings (JSON, ipsecscope.findings/1)", ".findings.json"),
-    ExportKind("esp_sa", "Key table: Wireshark esp_sa (keys are written!)", ".esp_sa"),
+    ExportKind("pcapng", "Decrypted packets (pcapng, inner packets, original timestamps)", ".decrypted.pcapng",
+               "decrypted pcapng"),
+    ExportKind("jsonl", "Decrypted packets (JSON lines, ipsecscope.decrypt/1)", ".decrypted.jsonl",
+               "JSON lines"),
+    ExportKind("sas", "Security associations (JSON, ipsecscope.sas/1)", ".sas.json", "SAs"),
+    ExportKind("findings", "Findings (JSON, ipsecscope.findings/1)", ".findings.json", "findings"),
+    ExportKind("esp_sa", "Key table: Wireshark esp_sa (keys are written!)", ".esp_sa", "esp_sa"),
     ExportKind("ikev2_table", "Key table: Wireshark ikev2_decryption_table (keys are written!)",
-               ".ikev2_decryption_table"),
-    ExportKind("keys_json", "Key table: JSON (keys are written!)", ".keys.json"),
+               ".ikev2_decryption_table", "ikev2_decryption_table"),
+    ExportKind("keys_json", "Key table: JSON (keys are written!)", ".keys.json", "keys JSON"),
 ]
+
+
+NO_KEYS = "no keys loaded (a adds key files)"
+
+
+def unavailable(session: Any, captures: Sequence[Path]) -> dict[str, str]:
+    """ExportKind.key -> why that export would write nothing (or cannot be written) for this
+    session: the kinds not listed can be exported."""
+    st, keys = session.stats, session.keys
+    out: dict[str, str] = {}
+    if len(captures) > 1:
+        packets = f"one capture at a time: `ipsecscope decrypt FILE -k KEYS -o OUT` for each of the {len(captures)}"
+    elif not st.esp:
+        packets = "no ESP in this capture"
+    elif st.decrypted:
+        packets = ""
+    elif not len(keys):
+        packets = NO_KEYS
+    elif st.icv_failed:
+        packets = f"nothing decrypted: {st.icv_failed:,} of {st.esp:,} ESP packets fail their ICV (wrong keys?)"
+    else:
+        packets = f"nothing decrypted: no key loaded fits the {st.esp:,} ESP packets' SPIs"
+    if packets:
+        out["pcapng"] = out["jsonl"] = packets
+    if not len(keys):
+        out["esp_sa"] = out["ikev2_table"] = out["keys_json"] = NO_KEYS
+    if keys.ike and not keys.esp:
+        out["esp_sa"] = "no ESP keys loaded"
+    if keys.esp and not keys.ike:
+        out["ikev2_table"] = "no IKEv2 keys loaded"
+    return out
+
+
+def why_text(unavailable: dict[str, str]) -> Text:
+    """One line per reason, naming the exports it disables (greyed out above it)."""
+    by_reason: dict[str, list[str]] = {}
+    for k in KINDS:
+        if k.key in unavailable:
+            by_reason.setdefault(unavailable[k.key], []).append(k.short)
+    text = Text()
+    for i, (why, kinds) in enumerate(by_reason.items()):
+        text.append("\n" if i else "")
+        text.append(f"✗ {', '.join(kinds)}", "yellow")
+        text.append(f": {why}")
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +97,12 @@ class ExportRequest:
 class ExportScreen(ModalScreen[ExportRequest | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, capture: Path) -> None:
+    def __init__(self, capture: Path, unavailable: dict[str, str] | None = None) -> None:
         super().__init__()
         self.capture = capture
+        self.unavailable = unavailable or {}
+        # the first kind that can be written is chosen to begin with
+        self.initial = next((k for k in KINDS if k.key not in self.unavailable), KINDS[0])
 
     def _suggest(self, kind: ExportKind) -> str:
         name = self.capture.name
@@ -56,10 +114,15 @@ class ExportScreen(ModalScreen[ExportRequest | None]):
         with Vertical(id="export-box"):
             yield Label(Text("Export", "bold"))
             with RadioSet(id="export-kind"):
-                for i, k in enumerate(KINDS):
-                    yield RadioButton(k.title, value=i == 0, name=k.key)
+                for k in KINDS:
+                    off = k.key in self.unavailable
+                    yield RadioButton(Text(k.title, "dim" if off else ""), value=k is self.initial, name=k.key,
+                                      disabled=off)
+            why = Static(why_text(self.unavailable), id="export-why")
+            why.display = bool(self.unavailable)
+            yield why
             yield Label("Write to:")
-            yield Input(self._suggest(KINDS[0]), id="export-path")
+            yield Input(self._suggest(self.initial), id="export-path")
             with Horizontal(classes="buttons"):
                 yield Button("Export", variant="primary", id="export-go")
                 yield Button("Cancel", id="export-cancel")
@@ -67,7 +130,7 @@ class ExportScreen(ModalScreen[ExportRequest | None]):
     @property
     def kind(self) -> ExportKind:
         idx = self.query_one(RadioSet).pressed_index
-        return KINDS[idx if idx >= 0 else 0]
+        return KINDS[idx] if idx >= 0 else self.initial
 
     @on(RadioSet.Changed)
     def _kind_changed(self, event: RadioSet.Changed) -> None:
@@ -87,6 +150,10 @@ class ExportScreen(ModalScreen[ExportRequest | None]):
             self.dismiss(None)
 
     def _done(self) -> None:
+        why = self.unavailable.get(self.kind.key)
+        if why is not None:
+            self.notify(f"{self.kind.title}: {why}.", severity="warning")
+            return
         value = self.query_one("#export-path", Input).value.strip()
         if not value:
             self.notify("Give a file name to write.", severity="warning")
