@@ -7,6 +7,8 @@ Pilot tests read what is on screen (the compositor's lines), as a person would.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import SAMPLES
 from test_tui import loaded, screen_lines, sync, tree_cursor_to
@@ -154,3 +156,22 @@ async def test_footer_keeps_quit_at_80_columns(tab: str) -> None:
         assert "q Quit" in screen_lines(app)[-1]
         if tab != "stats":
             assert all(fits.values()), f"{tab}: {screen_lines(app)[-1]!r}"
+
+
+@pytest.mark.parametrize("sample", ["healthy-gcm", "cbc-sha2-pfs", "nat-napt"])
+@sync
+async def test_tree_at_160_columns_shows_whole_proposals(sample: str) -> None:
+    """At 160 columns the tree kept to 30% and cut the IKE SA's proposal ('aes256gcm16-prfsh'):
+    it now takes the width its labels need (up to 40%), and a CHILD SA's label that would still
+    be cut drops its rate before its proposal."""
+    app = app_for(sample)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        left = "\n".join(line[:tree.region.width - 1].rstrip() for line in screen_lines(app))  # without its border
+        table = app.session.table
+        for sa in table.ike_sas.values():
+            assert f"{sa.ike_spi_i.hex()[:8]}… {sa.state.value} {sa.proposal}\n" in left, left
+        for c in table.child_sas.values():
+            if c.proposal:  # the label's last part
+                assert re.search(rf"#{c.id} .* {re.escape(c.proposal)}$", left, re.M), left

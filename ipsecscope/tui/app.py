@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 # the Stats tab; a packet's detail (tests/test_tui_first_screen.py holds this).
 
 NARROW = 100  # columns
+WIDE = 140  # columns: from here the SA tree may take 40% of the screen for whole labels
 LIVE_REFRESH = 1.0  # seconds between looks at a live session
 FIRST_PAINT_WAIT = 2.0  # seconds the loader waits at most for the first screen to be drawn
 LOAD_POLL = 0.2  # seconds between two moves of the progress bar (and asking for a look when due)
@@ -153,7 +154,8 @@ class IpsecscopeApp(App[int]):
         # Below 100 columns the packet detail shows the tree or the hex view, not both side by side,
         # and the SA tree is narrower with short labels (whole peers and SPIs, not cut ones).
         self.screen.set_class(width < NARROW, "narrow")
-        self.query_one(SaTree).set_compact(width < NARROW)
+        self.screen.set_class(width >= WIDE, "wide")
+        self.query_one(SaTree).set_compact(width < NARROW, 0.4 if width >= WIDE else 0.3)
         # and the footer keeps one space between its keys, not three, so all of them fit in 80
         self.query_one(Footer).compact = width < NARROW
 

@@ -72,16 +72,22 @@ def ike_label(sa: IkeSa) -> Text:
     return text
 
 
-def child_label(child: ChildSa, table: SaTable) -> Text:
-    text = Text()
-    text.append("●", STATE_STYLE.get(child.state, ""))
-    text.append(f" #{child.id} {child.protocol} ")
-    text.append(f"{spi_text(child.spi_i)}/{spi_text(child.spi_r)}", "cyan")
-    text.append(f" {child.state.value}", STATE_STYLE.get(child.state, ""))
-    text.append(f" {fmt_rate(child_rate(child, table))}", "dim")
-    if child.proposal:
-        text.append(f" {child.proposal}")
-    return text
+def child_label(child: ChildSa, table: SaTable, room: int | None = None) -> Text:
+    """The CHILD SA in a wide tree; in ``room`` cells, its rate goes before its proposal is cut."""
+    def label(rate: bool) -> Text:
+        text = Text()
+        text.append("●", STATE_STYLE.get(child.state, ""))
+        text.append(f" #{child.id} {child.protocol} ")
+        text.append(f"{spi_text(child.spi_i)}/{spi_text(child.spi_r)}", "cyan")
+        text.append(f" {child.state.value}", STATE_STYLE.get(child.state, ""))
+        if rate:
+            text.append(f" {fmt_rate(child_rate(child, table))}", "dim")
+        if child.proposal:
+            text.append(f" {child.proposal}")
+        return text
+
+    full = label(True)
+    return full if room is None or full.cell_len <= room else label(False)
 
 
 def short_pair(a: str, b: str, width: int = 19, arrow: str = "⇄") -> str:
@@ -165,11 +171,14 @@ class SaTree(Tree[SaRef]):
         self.auto_expand = False
         # Narrow screens (80 columns): short labels so a 22-column tree shows whole peers and SPIs.
         self.compact = False
+        self.share = 0.3
         self._table: SaTable | None = None
 
-    def set_compact(self, compact: bool) -> None:
-        if compact != self.compact:
-            self.compact = compact
+    def set_compact(self, compact: bool, share: float = 0.3) -> None:
+        """``compact``: short labels (below 100 columns); ``share``: the part of the screen the
+        tree may take at most (its CSS max-width: 30%, 40% on a wide screen)."""
+        if (compact, share) != (self.compact, self.share):
+            self.compact, self.share = compact, share
             if self._table is not None:
                 ref = self.current_ref
                 self.show_table(self._table)
@@ -187,6 +196,10 @@ class SaTree(Tree[SaRef]):
         self._table = table
         self.clear()
         compact = self.compact
+        # The tree is as wide as its longest label, up to its share of the screen (ipsecscope.tcss):
+        # a CHILD SA's label that would still be cut loses its rate, not its proposal. Its border
+        # and scrollbar take 2 cells, the guides 2 per level.
+        room = int(self.app.size.width * self.share) - 2 if self.is_attached else None
         pairs: dict[tuple[str, str], list[object]] = {}
         for sa in sorted(table.ike_sas.values(), key=lambda s: (s.created_ts or 0.0)):
             pairs.setdefault(pair_key(sa.initiator, sa.responder), []).append(sa)
@@ -217,10 +230,11 @@ class SaTree(Tree[SaRef]):
                     # After an IKE rekey its CHILD SAs move to the new IKE SA (RFC 7296 §2.18):
                     # list each under its current owner only.
                     if child is not None and (child.ike_sa == sa.key or child.ike_sa not in table.ike_sas):
-                        inode.add_leaf(compact_child_label(child) if compact else child_label(child, table),
+                        inode.add_leaf(compact_child_label(child) if compact else
+                                       child_label(child, table, room and room - 4),
                                        data=SaRef("child", child.id))
             for child in orphans.get((a, b), []):
-                pnode.add_leaf(compact_child_label(child) if compact else child_label(child, table),
+                pnode.add_leaf(compact_child_label(child) if compact else child_label(child, table, room and room - 2),
                                data=SaRef("child", child.id))
             for flow in loose.get((a, b), []):
                 pnode.add_leaf(flow_label(flow), data=SaRef("flow", flow.key))
