@@ -812,3 +812,37 @@ async def test_a_capture_without_ipsec_says_so_in_the_tree_and_sa_detail() -> No
         assert "no IPsec SA" in text
         assert "No IPsec SA in this capture" in app.query_one(SaDetail).as_text()
         assert "Choose an SA" not in app.query_one(SaDetail).as_text()
+
+
+@sync
+async def test_a_capture_with_no_frames_or_no_ipsec_says_why_in_every_pane(tmp_path: Path) -> None:
+    """A valid capture with no packets showed a blank packet list, '✓ no problems', a timeline
+    from '1970-01-01' and 'nothing looks wrong'; one with no IPsec the same but for the list."""
+    from conftest import DATA
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+    from textual.widgets import Static
+
+    plain = tmp_path / "dns.pcap"
+    wrpcap(str(plain), [Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=5353, dport=53) / Raw(b"x" * 20)] * 3)
+    for cap, why, status in ((DATA / "bad" / "header-only.pcap", "No frames: the capture is valid", "no frames"),
+                             (plain, "No IPsec in this capture: 3 frames", "no IPsec")):
+        app = create_app(cap, [])
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            text = "\n".join(screen_lines(app))
+            assert status in text.splitlines()[0] and "no problems" not in text
+            if cap.name == "header-only.pcap":  # the list itself says why it is empty
+                assert why in text, text
+            await pilot.press("1")
+            await pilot.pause()
+            lanes = " ".join(str(w.render()) for w in app.query("#timeline-lanes Static"))
+            assert why in lanes, lanes
+            assert "1970" not in "\n".join(screen_lines(app))
+            await pilot.press("3")
+            await pilot.pause()
+            note = str(app.query_one("#finding-explain", Static).render())
+            assert note.startswith("No findings.") and why in note and "nothing looks wrong" not in note
+

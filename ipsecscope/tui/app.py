@@ -405,7 +405,11 @@ class IpsecscopeApp(App[int]):
             seg.append(Text(f"✗{n_err} error{'s' if n_err > 1 else ''}", "bold red"))
         if n_warn:
             seg.append(Text(f"⚠{n_warn} warning{'s' if n_warn > 1 else ''}", "yellow"))
-        if not n_err and not n_warn:
+        if not st.frames and self.partial is None:
+            seg.append(Text("no frames", "yellow"))  # not "✓ no problems": there was nothing to check
+        elif not (st.ike or st.esp or st.ah) and self.partial is None:
+            seg.append(Text("no IPsec", "yellow"))
+        elif not n_err and not n_warn:
             seg.append(Text("✓ no problems", "green"))
         if st.esp:
             dec = Text(f"decrypted {st.decrypted:,}/{st.esp:,}", "green" if st.decrypted else "dim")

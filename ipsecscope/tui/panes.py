@@ -121,12 +121,32 @@ class SessionView:
         return self.session.table
 
     @property
+    def empty(self) -> str | None:
+        """Why the panes have no IPsec to show (:func:`empty_text`); None while loading."""
+        if self.partial is not None:
+            return None
+        st = self.session.stats
+        return empty_text(st.frames, st.ike + st.esp + st.ah)
+
+    @property
     def activity(self) -> dict[object, list[float]]:
         """ESP activity per CHILD SA / SPI for the timeline's sparklines (one pass over the rows)."""
         if self._activity is None:
             t0 = self.table.first_ts or 0.0
             self._activity = activity(self.rows, t0, self.table.last_ts or t0, upto=self.upto)
         return self._activity
+
+
+def empty_text(frames: int, ipsec: int) -> str | None:
+    """Why a capture shows no IPsec, in the same words in every pane (packet list, timeline,
+    findings, SA detail); None when it holds some. An empty pane with no reason read as a failure
+    to load."""
+    if not frames:
+        return "No frames: the capture is valid and holds no packets."
+    if not ipsec:
+        return (f"No IPsec in this capture: {frames:,} frame{'s' if frames != 1 else ''}, none of them "
+                "IKE (UDP 500/4500, TCP 4500), ESP or AH.")
+    return None
 
 
 @runtime_checkable

@@ -69,9 +69,9 @@ class FindingsView(Vertical):
         # while the codes stay: compare both so the view shows the new numbers.
         if view.growing and [(f.code, f.title) for f in self.findings] == [(f.code, f.title) for f in view.findings]:
             return
-        self.show_findings(view.findings)
+        self.show_findings(view.findings, view.empty)
 
-    def show_findings(self, findings: Sequence[Finding]) -> None:
+    def show_findings(self, findings: Sequence[Finding], empty: str | None = None) -> None:
         """Fill the table; the cursor stays on the finding it was on (same code and SA) if it is
         still there (a refresh while loading or live)."""
         table = self.query_one(DataTable)
@@ -82,7 +82,9 @@ class FindingsView(Vertical):
             at = next((i for i, f in enumerate(self.findings) if (f.code, f.sa) == (old.code, old.sa)), 0)
         self._fill(at)
         if not self.findings:
-            self.query_one("#finding-explain", Static).update(Text("No findings: nothing looks wrong.", "green"))
+            # "nothing looks wrong" of a capture with nothing in it would be a false all-clear
+            note = Text(f"No findings. {empty}", "yellow") if empty else Text("No findings: nothing looks wrong.", "green")
+            self.query_one("#finding-explain", Static).update(note)
         else:
             self._explain(at)
 

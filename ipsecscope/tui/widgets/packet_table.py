@@ -208,6 +208,7 @@ class PacketTable(ScrollView, can_focus=True):
         # rows to the store but leaves the view to the app, which filters just the new rows.
         self.filtered = False
         self.invalid = False  # the app's filter did not compile: the empty view says so
+        self.empty_note: str | None = None  # why a loaded capture lists no frame (panes.empty_text)
         self.first_ts = 0.0
         self.addr_w = 15
         self.max_frame = 999
@@ -217,6 +218,7 @@ class PacketTable(ScrollView, can_focus=True):
     def show_session(self, view: SessionView) -> None:
         """Every row of the session; live, the cursor follows new frames when it was on the last one;
         while a file loads (and once it has), it stays on the frame it is on."""
+        self.empty_note = view.empty
         if not view.live:
             current = self.current_row if self.rows is view.rows else None
             if view.partial is not None and self.filtered and self.rows is view.rows:
@@ -338,8 +340,9 @@ class PacketTable(ScrollView, can_focus=True):
         index = round(self.scroll_y) + y
         width = self.scrollable_content_region.width or self.size.width
         if index >= len(self.view):
-            if index == 0 and self.count:  # an empty list says why, not a blank pane
-                note = INVALID if self.invalid else EMPTY_FILTERED if self.filtered else EMPTY
+            if index == 0 and (self.count or self.empty_note):  # an empty list says why, not a blank pane
+                note = (INVALID if self.invalid else EMPTY_FILTERED if self.filtered and self.count
+                        else self.empty_note or EMPTY)
                 return Strip([Segment(_fit(note, width),
                                       self.rich_style + Style(dim=True, italic=True))])
             return Strip.blank(width, self.rich_style)

@@ -270,16 +270,18 @@ class Timeline(Vertical):
             self._pending = view
             return
         self._pending = None
-        self.show(view.table, view.activity, view.findings)
+        self.show(view.table, view.activity, view.findings, view.empty)
 
     def on_show(self) -> None:
         view, self._pending = self._pending, None
         if view is not None:
             with view.lock:
-                self.show(view.table, view.activity, view.findings)
+                self.show(view.table, view.activity, view.findings, view.empty)
 
-    def show(self, table: SaTable, act: dict[object, list[float]], findings: Sequence[Finding]) -> None:
-        """``act`` is :func:`activity` over the rows (computed off the UI thread by the caller)."""
+    def show(self, table: SaTable, act: dict[object, list[float]], findings: Sequence[Finding],
+             empty: str | None = None) -> None:
+        """``act`` is :func:`activity` over the rows (computed off the UI thread by the caller);
+        ``empty``: why the capture shows no IPsec (panes.empty_text), said in place of the lanes."""
         t0 = table.first_ts or 0.0
         t1 = table.last_ts or t0
         self.scale.t0, self.scale.t1 = t0, t1
@@ -309,13 +311,15 @@ class Timeline(Vertical):
         if widgets:
             lanes.mount_all(widgets)
         else:
-            lanes.mount(Static(Text("No SA in this capture.", "dim")))
+            lanes.mount(Static(Text(empty or "No SA in this capture.", "dim")))
         axis = self.query_one(Axis)
-        axis.shown = True
+        axis.shown = table.first_ts is not None  # no frame, no time axis
         axis.refresh()
         # 0s on the axis and in the events is the first frame: say when, in the --tz zone, labelled
         legend = Text(f"0s = {timefmt.stamp(t0, 3)}, span {t1 - t0:.3f}s  "
                       "▶ created ◆ exchange ✗ failed ↻ rekeyed ✕ deleted ▁▃▅ ESP", "dim")
+        if table.first_ts is None:  # no frame: no moment to count from (it said 1970-01-01)
+            legend = Text("")
         self.query_one("#timeline-legend", Static).update(legend)
 
         events: list[Event] = []
