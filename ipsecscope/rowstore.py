@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
+from dataclasses import replace
 from typing import overload
 
 from .capture._fastnew import fast_constructor
@@ -25,6 +26,7 @@ from .model.packets import FrameRow
 
 # frame, ts, kind, src, dst, sport, dport, length, spi, seq, status, child_sa, next_header
 _REC = struct.Struct("<qdBIIHHIqQBqh")
+_FIELDS = ("frame", "ts", "kind", "src", "dst", "sport", "dport", "length", "spi", "seq", "status", "child", "nh")
 REC_SIZE = _REC.size
 _NONE64 = (1 << 64) - 1  # "no sequence number" (seq is unsigned: 64-bit ESN values fit)
 
@@ -156,6 +158,42 @@ class RowStore(Sequence[FrameRow]):
             raise IndexError("row index out of range")
         self._buf[i * REC_SIZE:(i + 1) * REC_SIZE] = self._encode(row, i)
 
+    def on_event(self, ev: dict) -> None:
+        """A tracker listener: a flow that moves to another CHILD SA (an inference pairing undone,
+        an inferred SA's flow bound to the exchange that negotiated it: state.book.attach_flow)
+        takes its rows along, so a frame's CHILD SA is the one its flow is on (`packets`,
+        ``ipsecscope.child`` filters), not the one it was on when the frame was read."""
+        if ev.get("event") == "esp_flow_moved":
+            self.rebind(ev["src"], ev["dst"], ev["spi"], ev["protocol"], ev["from_child_sa"], ev["child_sa"],
+                        ev["first_frame"])
+
+    def rebind(self, src: str, dst: str, spi: int, protocol: str, old: int, new: int, first_frame: int) -> None:
+        """Rows of the flow (``src``, ``dst``, ``spi``, ``protocol``) from ``first_frame`` on that
+        name CHILD SA ``old`` name ``new``. Rows are in frame order: a binary search finds the
+        first, numpy rewrites the rest (a move is rare; imported here only)."""
+        s, d, kind = self._addr_ix.get(src), self._addr_ix.get(dst), self._kind_ix.get(protocol)
+        if s is None or d is None or kind is None or not self._n:
+            return
+        lo, hi = 0, self._n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.frame_at(mid) < first_frame:
+                lo = mid + 1
+            else:
+                hi = mid
+        import numpy as np
+
+        dt = np.dtype([(n, c) for n, c in zip(_FIELDS, ("<i8", "<f8", "u1", "<u4", "<u4", "<u2", "<u2", "<u4",
+                                                          "<i8", "<u8", "u1", "<i8", "<i2"), strict=True)])
+        view = memoryview(self._buf)[lo * REC_SIZE:self._n * REC_SIZE]
+        try:
+            a = np.frombuffer(view, dtype=dt)
+            a["child"][(a["kind"] == kind) & (a["src"] == s) & (a["dst"] == d) & (a["spi"] == spi)
+                       & (a["child"] == old)] = new
+            del a
+        finally:
+            view.release()  # the buffer grows again at the next row
+
     # -- reading --------------------------------------------------------------------------------
 
     def _derived_info(self, kind: int, seq: int | None, nh: int) -> str:
@@ -250,3 +288,27 @@ class RowStore(Sequence[FrameRow]):
     def nbytes(self) -> int:
         """Approximate memory held (records + side tables), for benchmarks."""
         return len(self._buf) + 100 * (len(self._info) + len(self._ike_sa)) + 60 * len(self._addrs)
+
+
+def follow_moves(rows: object) -> Callable[[dict], None]:
+    """A tracker listener that moves a session's rows with a flow moved to another CHILD SA:
+    :meth:`RowStore.on_event` for the store, the same over live mode's bounded ring of FrameRow
+    objects (a MutableSequence), nothing for a session that keeps no rows."""
+    if isinstance(rows, RowStore):
+        return rows.on_event
+    if not isinstance(rows, MutableSequence):
+        return _ignore
+
+    def on_event(ev: dict) -> None:
+        if ev.get("event") != "esp_flow_moved":
+            return
+        key = (ev["src"], ev["dst"], ev["spi"], ev["protocol"], ev["from_child_sa"])
+        for i, r in enumerate(rows):
+            if (r.src, r.dst, r.spi, r.kind, r.child_sa) == key and r.frame >= ev["first_frame"]:
+                rows[i] = replace(r, child_sa=ev["child_sa"])
+
+    return on_event
+
+
+def _ignore(ev: dict) -> None:
+    pass

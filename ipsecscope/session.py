@@ -43,7 +43,7 @@ from .model.packets import (
     RawFrame,
 )
 from .model.sa import Finding, SaTable, Severity
-from .rowstore import STATUS_CODES, RowStore
+from .rowstore import STATUS_CODES, RowStore, follow_moves
 from .session_fast import count_outcome
 from .state.names import exchange_name
 from .state.tracker import Tracker
@@ -231,6 +231,7 @@ class Session:
         self.inner = InnerStore()
         if type(self.rows) is RowStore:
             self.rows.inner = self.inner
+        self.tracker.listeners.append(follow_moves(self.rows))  # a flow moving takes its rows along
         # The ESP packets ICMP errors quote: a second inner record of those (rare) frames, never
         # counted for an SA (decode.quoted, session_quoted).
         self.quoted = QuotedStore()

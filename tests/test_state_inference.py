@@ -108,12 +108,15 @@ def test_a_reverse_flow_after_the_first_went_quiet_is_not_its_pair():
 
 @pytest.mark.parametrize("name", ["ipv6-transport-natt", "esn-wrap"])
 def test_keys_with_different_algorithms_split_a_pair(name):
-    """The timing pairs the first two SAs of these captures; their keys (the key file names the
-    algorithm per SPI) differ, and one CHILD SA has one proposal for both directions: unpaired."""
+    """The first two SAs of these captures start together in opposite directions: the timing pairs
+    them in ipv6-transport-natt (in esn-wrap 0xe5000004 fits 0xe5000001 as well, so no pair is
+    made without keys); their keys (the key file names the algorithm per SPI) differ, and one
+    CHILD SA has one proposal for both directions: unpaired."""
     cap, keys = SYN / f"{name}.pcap", SYN / f"{name}.keys.json"
     algs = {int(e["spi"], 16): (e["encr"], e["integ"]) for e in json.loads(keys.read_text())["esp"]}
-    first = sorted(_groups(_load(cap)).values(), key=min)[0]
-    assert len(first) == 2 and len({algs[spi] for spi in first}) == 2
+    first = set(sorted(algs)[:2])
+    assert len({algs[spi] for spi in first}) == 2
+    assert (first in _groups(_load(cap)).values()) == (name == "ipv6-transport-natt")
     s = _load(cap, keys)
     groups = _groups(s)
     for spi in first:

@@ -165,6 +165,9 @@ class ChildSa:
     rekey_collision: bool = False  # both peers started rekeying it at the same time (RFC 7296 §2.8.1)
     lifetime_s: float | None = None  # created -> rekeyed/deleted, when both are in the capture
     inferred_reason: str = ""  # for INFERRED SAs: why these flows were grouped
+    # For an unpaired INFERRED SA: the SPIs of the opposite flows that fit it when more than one
+    # flow could be its pair (state/traffic.infer); the one-way rule reads them as one group.
+    pair_candidates: list[int] = field(default_factory=list)
     # NAT rebindings seen on its ESP-in-UDP flows when no IKE SA is known for it (else on the IKE SA)
     nat_rebindings: list[NatRebinding] = field(default_factory=list)
     # state.child_sa.selector_ranges' cache: (ts_i, ts_r, their integer ranges), rebuilt when

@@ -80,6 +80,10 @@ class Book:
         # INFERRED CHILD SAs with one flow, waiting for the opposite one: (initiator, responder,
         # protocol) -> oldest first
         self._half_inferred: dict[tuple[str, str, str], deque[ChildSa]] = {}
+        # INFERRED CHILD SAs paired by inference, filed under their first flow's (source,
+        # destination, protocol) in pairing order: a flow starting later within the pairing window
+        # may fit a pair's first flow as well, and then that pairing was one of several
+        self._paired_inferred: dict[tuple[str, str, str], deque[ChildSa]] = {}
         # IKE SAs refused with INVALID_KE / COOKIE, (version, initiator, responder) -> oldest first
         self._refused: dict[tuple[int, str, str], deque[IkeSa]] = {}
         # IKE SAs whose CREATE_CHILD_SA got an answer: peer pair -> (answer time, SA), oldest first
@@ -466,6 +470,11 @@ class Book:
     def attach_flow(self, flow: EspFlow, child: ChildSa) -> None:
         """Bind ``flow`` to ``child`` (and off the CHILD SA it was on)."""
         cf = self.table.child_flows
+        if flow.child_sa is not None and flow.child_sa != child.id:
+            # Its frames so far were filed under the old CHILD SA: the session's rows follow.
+            self.emit("esp_flow_moved", flow.last_ts, src=flow.src, dst=flow.dst, spi=flow.spi,
+                      protocol=flow.protocol, from_child_sa=flow.child_sa, child_sa=child.id,
+                      first_frame=flow.first_frame)
         if flow.child_sa is not None:
             old = cf.get(flow.child_sa)
             if old is not None and flow in old:
@@ -505,10 +514,49 @@ class Book:
         return out, False
 
     def take_half_inferred(self, child: ChildSa) -> None:
-        """``child`` got its reverse flow: it leaves the waiting list."""
-        dq = self._half_inferred.get((child.initiator, child.responder, child.protocol))
+        """``child`` got its reverse flow: it leaves the waiting list for the paired one."""
+        key = (child.initiator, child.responder, child.protocol)
+        dq = self._half_inferred.get(key)
         if dq is not None and child in dq:
             dq.remove(child)
+        self._paired_inferred.setdefault(key, deque()).append(child)
+
+    def paired_inferred(self, initiator: str, responder: str, protocol: str, ts: float,
+                        window: float, limit: int = 32) -> list[ChildSa]:
+        """INFERRED CHILD SAs paired by inference whose first flow went from ``initiator`` to
+        ``responder`` and started within ``window`` s of ``ts``, last paired first, at most
+        ``limit`` (the same bound as :meth:`half_inferred`)."""
+        dq = self._paired_inferred.get((initiator, responder, protocol))
+        if not dq:
+            return []
+        sas = self.table.child_sas
+
+        def paired(c: ChildSa) -> bool:
+            return (c.state == SaState.INFERRED and c.spi_i is not None and sas.get(c.id) is c
+                    and c.initiator == initiator)
+
+        # Pairing order is nearly creation order: trim the head, and check each entry anyway.
+        while dq and (not paired(dq[0]) or (dq[0].created_ts or 0.0) < ts - window):
+            dq.popleft()
+        out: list[ChildSa] = []
+        for c in reversed(dq):
+            if len(out) == limit:
+                break
+            if paired(c) and c.created_ts is not None and abs(ts - c.created_ts) <= window:
+                out.append(c)
+        return out
+
+    def wait_again(self, child: ChildSa) -> None:
+        """An INFERRED CHILD SA left with one flow (a pairing undone) waits for its opposite flow
+        again, filed by creation time: :meth:`half_inferred` reads its list oldest first."""
+        dq = self._half_inferred.setdefault((child.initiator, child.responder, child.protocol), deque())
+        if child in dq:
+            return
+        t = child.created_ts or 0.0
+        i = len(dq)
+        while i and (dq[i - 1].created_ts or 0.0) > t:
+            i -= 1
+        dq.insert(i, child)
 
     def split_inferred(self, child: ChildSa, flow: EspFlow, reason: str) -> ChildSa:
         """Undo an inference pairing: ``flow`` leaves the paired INFERRED ``child`` for an INFERRED

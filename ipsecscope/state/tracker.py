@@ -19,7 +19,9 @@ gateway a REDIRECT notify names, ``exchange``; RFC 5685), ``child_sa_created / c
 child_sa_deleted / child_sa_failed`` (``child_sa`` id, ``ike_sa``, SPIs, ``by``), ``child_sa_moved``
 (``child_sa``, ``from_ike_sa``, ``ike_sa``: an IKE SA rekey handed it to the new IKE SA, RFC 7296
 §2.18),
-``esp_flow_started`` (src, dst, spi, child_sa) and ``finding`` (code, severity, title, sa, frames;
+``esp_flow_started`` (src, dst, spi, child_sa), ``esp_flow_moved`` (src, dst, spi, protocol,
+``from_child_sa``, ``child_sa``, ``first_frame``: a flow bound to another CHILD SA, its frames
+with it) and ``finding`` (code, severity, title, sa, frames;
 emitted by ``note_findings(findings)`` once per finding). ``tracker.listeners`` are called with
 each event as it happens (plugins' ``on_event``).
 

@@ -17,6 +17,7 @@ from .esp_flow import EVIDENCE, account
 from .esp_flow import TRACK as _SEQ_TRACK
 
 INFER_PAIR_WINDOW = 10.0  # s: two opposite ESP flows starting this close belong to one CHILD SA
+_CANDIDATES = 4  # reverse flows an unpaired INFERRED CHILD SA names as fitting (pair_candidates)
 
 
 def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, sport: int,
@@ -211,7 +212,10 @@ def infer(book: Book, flow: EspFlow) -> None:
     """No IKE told us about this SA. A CHILD SA is a pair of SAs, one each way (RFC 4301 §4.1,
     RFC 7296 §2.17), but nothing on the wire links the two SPIs: pair this flow with a waiting
     flow in the opposite direction only when the evidence holds (:func:`pair_misfit`) and exactly
-    one such flow fits; otherwise it is an INFERRED CHILD SA of its own, "unpaired", saying why."""
+    one such flow fits; otherwise it is an INFERRED CHILD SA of its own, "unpaired", saying why.
+    "Exactly one" holds both ways and whatever the order the flows start in: a flow that fits
+    only a flow already paired within the window makes that pairing one of two, so it is undone
+    (Arkime's Fortinet IKEv1 capture: one peer answers two CHILD SAs' traffic on one SA)."""
     ts = flow.first_ts or 0.0
     fits: list[tuple[ChildSa, EspFlow]] = []
     misfits: list[str] = []
@@ -232,6 +236,7 @@ def infer(book: Book, flow: EspFlow) -> None:
         c, other = fits[0]
         book.take_half_inferred(c)
         c.spi_i = flow.spi
+        c.pair_candidates = []  # a flow that fit others earlier has its one pair now
         c.inferred_reason = (f"paired: {flow.protocol} flows in opposite directions between {c.initiator} and {c.responder}, "
                              f"0x{other.spi:08x} and 0x{flow.spi:08x}, started {abs(ts - (c.created_ts or 0.0)):.1f} s "
                              "apart, both active, same encapsulation" + (
@@ -240,21 +245,91 @@ def infer(book: Book, flow: EspFlow) -> None:
         book.attach_flow(flow, c)
         book.register_spi(c, flow.spi)
         return
+    contested = [] if fits or more else _contested(book, flow, ts)
     ike = book.latest_ike_between(flow.src, flow.dst)
     child = book.new_child(ike, protocol=flow.protocol, spi_r=flow.spi, initiator=flow.src,
                            responder=flow.dst, state=SaState.INFERRED, created_ts=ts,
                            created_frame=flow.first_frame, created_by=f"{flow.protocol} traffic")
     child.mode = "unknown"
-    child.inferred_reason = (f"unpaired: {flow.protocol} flow {flow.src} -> {flow.dst} SPI 0x{flow.spi:08x} with no IKE exchange "
-                             "seen for it" + _unpaired_why(fits, misfits, more))
+    if contested:
+        child.inferred_reason = _unpaired(book, flow, "; " + "; ".join(
+            f"0x{first.spi:08x} in the opposite direction fits it, and fits 0x{second.spi:08x} as well (which "
+            "started first): which one is its pair is not known" for _, first, second in contested)
+            + "".join(f"; {m}" for m in misfits[:3]))
+        child.pair_candidates = [first.spi for _, first, _ in contested]
+    else:
+        child.inferred_reason = _unpaired(book, flow, _unpaired_why(fits, misfits, more))
+        if len(fits) > 1 or (fits and more):
+            child.pair_candidates = [o.spi for _, o in fits]
     if len(fits) > 1 or (fits and more):  # the waiting ones stay unpaired as well: tell them why
         for c, _ in fits:
+            if len(c.pair_candidates) >= _CANDIDATES:
+                continue  # a flood of reverse flows: the first few say it (the text stays bounded)
+            if not c.pair_candidates:
+                c.inferred_reason = c.inferred_reason.replace(_NONE_NEAR, "")
             c.inferred_reason += f"; 0x{flow.spi:08x} in the opposite direction fits it and other flows do too"
+            c.pair_candidates.append(flow.spi)
     book.index_spi(child, flow.spi)
     book.attach_flow(flow, child)
     book.emit("child_sa_created", ts, child_sa=child.id, ike_sa=child.ike_sa, spi_r=flow.spi,
               inferred=True)
     book.add_inferred(child, ts, INFER_PAIR_WINDOW)
+
+
+def _contested(book: Book, flow: EspFlow, ts: float) -> list[tuple[ChildSa, EspFlow, EspFlow]]:
+    """No waiting flow fits ``flow``: the pairs made by inference within the window whose first
+    flow (opposite to ``flow``) fits it too, undone. Such a first flow fits two flows in
+    ``flow``'s direction, so which one is its pair is not known, as when both had been waiting
+    (:func:`infer`'s "more than one flow ... fits it"). Returns (CHILD SA of the first flow,
+    first flow, the flow it had been paired with)."""
+    paired = book.paired_inferred(flow.dst, flow.src, flow.protocol, ts, INFER_PAIR_WINDOW)
+    if not paired:
+        return []
+    rtt = ike_round_trip(book, flow.src, flow.dst)
+    out: list[tuple[ChildSa, EspFlow, EspFlow]] = []
+    for c in paired:
+        cf = book.table.child_flows.get(c.id, ())
+        first = next((f for f in cf if f.spi == c.spi_r and f.src == c.initiator), None)
+        second = next((f for f in cf if f.spi == c.spi_i and f.src == c.responder), None)
+        if first is None or second is None or len(cf) != 2 or pair_misfit(first, flow, ts, rtt):
+            continue
+        alone = book.split_inferred(c, second, "")
+        c.inferred_reason = _unpaired(book, first, f"; more than one flow in the opposite direction fits it (0x{second.spi:08x}, "
+                                      f"0x{flow.spi:08x}): which one is its pair is not known")
+        c.pair_candidates = [second.spi, flow.spi]
+        alone.inferred_reason = _unpaired(book, second, f"; 0x{first.spi:08x} in the opposite direction fits it and other "
+                                          "flows do too")
+        alone.pair_candidates = [first.spi]
+        book.wait_again(c)
+        book.wait_again(alone)
+        out.append((c, first, second))
+    return out
+
+
+def _unpaired(book: Book, flow: EspFlow, why: str) -> str:
+    return (f"unpaired: {flow.protocol} flow {flow.src} -> {flow.dst} SPI 0x{flow.spi:08x} with no IKE exchange "
+            + _unread_exchanges(book, flow) + why)
+
+
+# Exchanges that create CHILD SAs, by IKE version: their SA payloads carry the SPIs (RFC 2409
+# §5.5, RFC 7296 §1.2, §1.3).
+_CHILD_EXCHANGES = {1: {32: "Quick Mode"}, 2: {35: "IKE_AUTH", 36: "CREATE_CHILD_SA"}}
+
+
+def _unread_exchanges(book: Book, flow: EspFlow) -> str:
+    """How much of the IKE SA between the flow's peers could not be read: an encrypted exchange
+    that creates CHILD SAs may well have negotiated this SPI ("no IKE exchange seen" was said
+    beside two encrypted Quick Modes)."""
+    ike = book.latest_ike_between(flow.src, flow.dst)
+    names = _CHILD_EXCHANGES.get(ike.version, {}) if ike is not None else {}
+    hidden = [x for x in ike.exchanges if x.exchange in names and x.encrypted and not x.decrypted] if ike else []
+    if not hidden:
+        return "seen for it"
+    kinds = sorted({names[x.exchange] for x in hidden})
+    frames = sorted(x.request_frames[0] for x in hidden if x.request_frames)
+    return (f"readable for it (the {len(hidden)} {' and '.join(kinds)} exchange(s) between these peers"
+            + (f", frames {', '.join(map(str, frames[:4]))}{', ...' if len(frames) > 4 else ''}" if frames else "")
+            + ", are encrypted and no IKE key opened them)")
 
 
 def ike_round_trip(book: Book, a: str, b: str) -> float:
@@ -309,7 +384,10 @@ def _unpaired_why(fits: list, misfits: list[str], more: bool) -> str:
                 "is not known")
     if misfits:
         return "; " + "; ".join(misfits[:3])
-    return "; no flow in the opposite direction started near it"
+    return _NONE_NEAR
+
+
+_NONE_NEAR = "; no flow in the opposite direction started near it"
 
 
 def _check_suite(book: Book, child: ChildSa, flow: EspFlow, res) -> ChildSa:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ...model.iana import Ikev1Exchange, NotifyType
 from ...model.keys import PeerLogNote
-from ...model.sa import EspFlow, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
+from ...model.sa import ChildSa, EspFlow, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
 from .common import (
     child_ike,
     child_label,
@@ -289,7 +289,16 @@ def r_esp_spi(table: SaTable, ctx: RuleContext):
 def r_one_way(table: SaTable, ctx: RuleContext):
     """One-way ESP: traffic in one direction of a CHILD SA, nothing back."""
     paths: dict[tuple[str, str, str], list[EspFlow]] | None = None  # built at the first one-way SA
+    grouped: set[int] = set()
+    for group in _undecided_pairs(table):
+        found = _one_way_group(table, group)
+        if found is not False:
+            grouped.update(c.id for c in group)
+            if found is not None:
+                yield found
     for c in table.child_sas.values():
+        if c.id in grouped:
+            continue
         flows = c.flows(table)
         if not flows:
             continue
@@ -333,6 +342,77 @@ def r_one_way(table: SaTable, ctx: RuleContext):
             frames=frames_of((f.first_frame, f.last_frame), icmp_frames, ike_frames), sa=flow_ref(f),
             hint=why_hint or f"Check on {f.dst}: SA and policy installed (ip xfrm state/policy), ESP (or UDP 4500) "
             "allowed in, and a route back to the sender's subnet.", ts=f.first_ts)
+
+
+def _undecided_pairs(table: SaTable) -> list[list[ChildSa]]:
+    """INFERRED CHILD SAs left unpaired because more than one opposite flow fit (their
+    ``pair_candidates``, state/traffic.infer), grouped with the SAs those flows are on: within a
+    group which flow is whose pair is not known, so no one of them is one-way by itself."""
+    spis = {(f.src, f.dst, f.spi, f.protocol): f.child_sa for f in table.flows.values()
+            if f.child_sa is not None} if any(c.pair_candidates for c in table.child_sas.values()) else {}
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent.setdefault(i, i) != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for c in table.child_sas.values():
+        if not c.pair_candidates or c.state != SaState.INFERRED or c.spi_i is not None:
+            continue
+        root(c.id)
+        for spi in c.pair_candidates:
+            other = spis.get((c.responder, c.initiator, spi, c.protocol))
+            if other is not None:
+                parent[root(other)] = root(c.id)
+    groups: dict[int, list[ChildSa]] = {}
+    for i in parent:
+        c = table.child_sas.get(i)
+        if c is not None:
+            groups.setdefault(root(i), []).append(c)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _one_way_group(table: SaTable, group: list[ChildSa]) -> Finding | None | bool:
+    """One finding for a group of :func:`_undecided_pairs`: when one peer sends on more of them
+    than the other, that many of its SAs have nothing back, but which ones is not known (nothing
+    on the wire links two SPIs without the IKE exchange, RFC 4301 §4.1). None when both sides send
+    on as many SAs (each may have its pair), False when ICMP errors refuse some of their packets
+    (then each SA is judged by itself, refusal first)."""
+    by_src: dict[str, list[EspFlow]] = {}
+    for c in group:
+        for f in c.flows(table):
+            by_src.setdefault(f.src, []).append(f)
+    if len(by_src) != 2 or any(icmp_refusal(table, f)[0] for fs in by_src.values() for f in fs):
+        return False
+    (a, fa), (b, fb) = sorted(by_src.items(), key=lambda kv: -len(kv[1]))
+    if len(fa) == len(fb) or sum(f.packets for f in fa) < 3 or _multicast(b):
+        return None
+    fa.sort(key=lambda f: f.first_frame)
+    fb.sort(key=lambda f: f.first_frame)
+    n = len(fa) - len(fb)
+
+    def listing(fs: list[EspFlow]) -> str:
+        return ", ".join(f"0x{f.spi:08x} ({f.packets} packets)" for f in fs)
+
+    f = fa[0]
+    return Finding(
+        code="ESP-ONE-WAY", severity=Severity.WARNING,
+        title=f"One-way {f.protocol}: {n} of {a}'s {len(fa)} SAs to {b} {'has' if n == 1 else 'have'} nothing back; "
+        f"{b} sends on {len(fb)}",
+        explanation=f"{a} sends {f.protocol} to {b} on {len(fa)} SAs, {listing(fa)}, and {b} to {a} on {len(fb)}, "
+        f"{listing(fb)}, all started together and active at once. Without the IKE exchanges that made them "
+        "nothing links the two SPIs of a CHILD SA (RFC 4301 §4.1), and here more than one pairing fits: "
+        f"{n} of {a}'s SAs {'has' if n == 1 else 'have'} no return SA in use, which one{'' if n == 1 else 's'} "
+        f"is not known. {b} is up and receives, and the path carries its {f.protocol}. If the CHILD SAs carry "
+        f"the same traffic (negotiated at once: crossing Quick Modes, or a collision, RFC 7296 §2.8), {b} "
+        "answers all of it on its SAs and nothing is lost; if they carry different traffic selectors, the "
+        "return traffic of one is missing.",
+        frames=tuple(sorted(x.first_frame for x in fa + fb)), sa=flow_ref(f),
+        hint="Give -k (IKE keys) to see which SPIs each exchange negotiated and their traffic selectors: the "
+        f"same selectors mean duplicate SAs (harmless; both sides usually delete one); different ones mean {b} "
+        "has no outbound SA or policy for one's traffic.", ts=f.first_ts)
 
 
 def _multicast(addr: str) -> bool:
