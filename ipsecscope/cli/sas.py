@@ -209,7 +209,8 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
                      "[dim]encrypted payloads not readable (no IKE keys): give -k to see IDs, CHILD SAs, selectors[/]")
         xs = tree.add(f"{len(sa.exchanges)} exchange(s)")
         for x in sa.exchanges:
-            fr = ",".join(map(str, x.request_frames[:4])) + ("…" if len(x.request_frames) > 4 else "")
+            fr = (",".join(map(str, x.request_frames[:4])) + ("…" if len(x.request_frames) > 4 else "")
+                  or "not captured")  # an answer whose request the capture missed
             rf = ",".join(map(str, x.response_frames[:4])) or (
                 "—" if N.one_way(x.exchange, sa.version) else "[red]no response[/]")
             extra = f" [yellow]{x.retransmits} retransmit(s)[/]" if x.retransmits else ""

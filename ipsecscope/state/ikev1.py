@@ -51,15 +51,36 @@ def _ike_sa(book: Book, msg: IkeMessage) -> IkeSa:
         if prev is not None:
             return prev
     # The first message of phase 1 has a zero responder cookie and comes from the initiator. A
-    # capture starting later cannot tell: take the sender of the first message seen.
-    sa = book.create_ike_sa(1, h.spi_i, h.spi_r, msg.src, msg.dst, msg.sport, msg.dport, msg.ts)
-    if h.spi_r != ZERO:
+    # capture starting later sees a later message first: its sender is the initiator unless the
+    # message says otherwise (_responder_sent).
+    if h.spi_r != ZERO and _responder_sent(msg):
+        sa = book.create_ike_sa(1, h.spi_i, h.spi_r, msg.dst, msg.src, msg.dport, msg.sport, msg.ts)
+    else:
+        sa = book.create_ike_sa(1, h.spi_i, h.spi_r, msg.src, msg.dst, msg.sport, msg.dport, msg.ts)
+    if h.spi_r == ZERO:
+        book.ike_scratch(sa).init_raw = msg.raw
+    elif h.exchange not in _MODES:
+        # A later exchange under an IKE SA whose phase 1 the capture missed.
         sa.state_inferred = True
         book.transition(sa, SaState.ESTABLISHED)
-    else:
-        book.ike_scratch(sa).init_raw = msg.raw
     book.emit("ike_sa_created", msg.ts, ike_sa=sa.key, initiator=sa.initiator, responder=sa.responder, version=1)
     return sa
+
+
+def _responder_sent(msg: IkeMessage) -> bool:
+    """Whether the first message seen of an IKE SA, a phase-1 message with both cookies, was sent
+    by the responder. IKEv1 headers carry no role (RFC 2408 §3.1), but phase 1's messages do: an
+    SA payload with the responder cookie set is the responder's choice, MM2 or AM2 (RFC 2409 §5:
+    the initiator sends its SA payload only in the first message, whose responder cookie is
+    zero). Else ports: a sender on 500/4500 to another port answers an initiator whose port a
+    NAT changed (RFC 3947 §3, a responder answers where the request came from); the initiator
+    sends to the responder's 500 or 4500."""
+    if msg.header.exchange not in _MODES:
+        return False
+    if not msg.header.encrypted_v1 and msg.find(SaPayload):
+        return True
+    ike_ports = (500, 4500)
+    return msg.sport in ike_ports and msg.dport not in ike_ports
 
 
 def _exchange(book: Book, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, bool, bool]:
@@ -76,9 +97,12 @@ def _exchange(book: Book, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, bool
     x = book.exchanges.get(xkey)
     priv = book.ike_scratch(sa)
     if x is None:
-        x = IkeExchange(exchange=h.exchange, msg_id=h.msg_id, requester=msg.src)
+        # Phase 1's requester is the initiator, also when its first message was not captured.
+        first = msg_id == 0 and h.exchange in _MODES
+        x = IkeExchange(exchange=h.exchange, msg_id=h.msg_id, requester=sa.initiator if first else msg.src)
         x.encrypted = h.encrypted_v1
-        x.requester_port, x.responder_port = msg.sport, msg.dport
+        x.requester_port, x.responder_port = ((sa.initiator_port, sa.responder_port) if first
+                                              else (msg.sport, msg.dport))
         book.exchanges[xkey] = x
         sa.exchanges.append(x)
     is_response = msg.src != x.requester
@@ -202,9 +226,10 @@ def _phase1(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
     else:
         priv.initiator_msgs += 1
     # Main Mode ends with the responder's third message (MM6), Aggressive Mode with the
-    # initiator's second (AM3) — RFC 2409 §5.
+    # initiator's message after the responder's (AM3) — RFC 2409 §5; a capture that starts at
+    # MM2 or AM2 still sees both.
     done = (sa.mode == "Main" and priv.responder_msgs >= 3) or (
-        sa.mode == "Aggressive" and priv.initiator_msgs >= 2)
+        sa.mode == "Aggressive" and priv.responder_msgs >= 1 and not is_response)
     if done:
         book.establish_ike(sa, msg.ts, inferred=not msg.decrypted and msg.header.encrypted_v1)
     x.summary = f"{sa.mode} Mode" + (f" {sa.proposal}" if sa.proposal else "")

@@ -1,0 +1,70 @@
+"""Who initiated an IKEv1 phase 1 when the capture starts after its first message.
+
+IKEv1 headers carry no role (RFC 2408 §3.1); ipsecscope took the sender of the first message seen
+as the initiator and, with the responder cookie already set, called the IKE SA established. But
+phase 1's messages say who sent them (RFC 2409 §5): the initiator sends its SA payload only in the
+first message, whose responder cookie is zero, so an SA payload beside both cookies is the
+responder's choice (MM2, AM2), and phase 1 is under way, not done. Without an SA payload, a sender
+on UDP 500/4500 writing to another port answers an initiator a NAT moved (RFC 3947 §3).
+
+Data: complete phase-1 exchanges cut after their first message (tcpdump's ISAKMP_sa_setup.pcap,
+BSD; Zeek spicy-ipsec's aggressive-mode capture, BSD-3; Arkime's IKEv1.pcap, Apache-2.0), whose
+roles the whole capture shows; Openswan pluto unit-test messages (GPL-2.0) the responder sent to
+an initiator behind a NAT, one alone in each file. Found on an ISAKMP reflection capture
+(thousands of MM2 from UDP 4500 to one spoofed address): every reflector was called the
+initiator of an established IKE SA whose request went unanswered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import DATA
+from test_inference_order import _without
+
+from ipsecscope.model.sa import SaState
+from ipsecscope.session import Session
+
+# capture, the frame of the first phase-1 message (MM1 / AM1), initiator, responder
+PHASE1 = [
+    (DATA / "tcpdump" / "ISAKMP_sa_setup.pcap", 1, "10.0.0.1", "10.0.0.2"),
+    (DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-isakmp-aggressive-mode.pcap", 1, "192.168.12.1", "192.168.12.2"),
+    (DATA / "arkime" / "IKEv1.pcap", 2, "2003:51:6012::4", "2003:51:6012::2"),
+]
+PLUTO = DATA / "openswan-unit"
+
+
+def _ike(cap: Path, first_frame: int):
+    s = Session()
+    s.load(cap)
+    return next(sa for sa in s.table.ike_sas.values() if sa.frames and sa.frames[0] >= first_frame - 1
+                and sa.ike_spi_r != bytes(8))
+
+
+@pytest.mark.parametrize(("cap", "first", "init", "resp"), PHASE1, ids=lambda v: getattr(v, "name", None))
+def test_a_capture_that_starts_after_the_first_message_keeps_the_roles(tmp_path, cap, first, init, resp):
+    whole = _ike(cap, first)
+    assert (whole.initiator, whole.responder) == (init, resp)
+    assert whole.state == SaState.ESTABLISHED
+    cut = _ike(_without(cap, tmp_path / cap.name, {first}), first)
+    assert (cut.initiator, cut.responder) == (init, resp)
+    assert (cut.state, cut.proposal, cut.mode) == (whole.state, whole.proposal, whole.mode)
+    p1 = cut.exchanges[0]
+    # MM1/AM1 is gone: the initiator's requests of phase 1 start after the responder's first answer.
+    assert p1.requester == init and p1.response_frames[0] < min(p1.request_frames, default=10**9)
+
+
+@pytest.mark.parametrize(("name", "port"), [("lp104-v1rwnatN1.pcap", 55044), ("lp108-v1rwnatN3.pcap", 55045)])
+def test_a_responders_message_alone_names_the_responder(name, port):
+    """N1 (MM2: the chosen 3des-md5-modp2048) and N3 (MM6, encrypted, from UDP 4500) from sun
+    (192.168.0.2) to alice behind a NAT (93.184.216.34): sun is the responder and phase 1 is not
+    established by a message in its middle (it was 'ESTABLISHED?' with alice as the responder,
+    and N1's chosen transform was read as an offer)."""
+    s = Session()
+    s.load(PLUTO / name)
+    (sa,) = s.table.ike_sas.values()
+    assert (sa.initiator, sa.initiator_port, sa.responder) == ("93.184.216.34", port, "192.168.0.2")
+    assert sa.state == SaState.INITIATING and not sa.state_inferred
+    if name.startswith("lp104"):
+        assert sa.proposal == "3des-md5-modp2048" and not sa.offered
