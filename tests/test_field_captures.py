@@ -36,7 +36,8 @@ SCAPY = DATA / "scapy"
 ARKIME = DATA / "arkime"
 KLIPS = DATA / "openswan-klips"
 PLUTO = DATA / "openswan-unit"
-CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY, ARKIME, KLIPS, PLUTO) for p in d.rglob("*")
+JOY = DATA / "joy"
+CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY, ARKIME, KLIPS, PLUTO, JOY) for p in d.rglob("*")
                   if p.suffix in (".cap", ".pcap", ".pcapng"))
 AH_ESP = ZEEK / "IPsec_ESP-AH_tunnel_mode.cap"
 BURST = NDPI / "derived" / "ipsec_isakmp_esp-207-225.pcap"

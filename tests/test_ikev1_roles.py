@@ -68,3 +68,21 @@ def test_a_responders_message_alone_names_the_responder(name, port):
     assert sa.state == SaState.INITIATING and not sa.state_inferred
     if name.startswith("lp104"):
         assert sa.proposal == "3des-md5-modp2048" and not sa.offered
+
+
+def test_a_notify_without_the_responder_cookie_is_the_same_negotiation():
+    """Cisco joy's ikev1.pcap (tests/data/joy, BSD-3): the initiator answers MM2 (frame 2) with a
+    cleartext Informational NO-PROPOSAL-CHOSEN under its cookie and a zero responder cookie
+    (frame 3), then goes on when the responder sends MM2 again (frame 4) through MM6 and a Quick
+    Mode. The cookies name one ISAKMP SA (RFC 2408 §3.1): one IKE SA, established, the notify a
+    one-way Informational of its own (it was a second IKE SA, FAILED with NO_PROPOSAL_CHOSEN, and
+    the notify would have been a request of Main Mode's exchange)."""
+    s = Session()
+    s.load(DATA / "joy" / "ikev1.pcap")
+    (sa,) = s.table.ike_sas.values()
+    assert (sa.initiator, sa.responder, sa.state, sa.failure) == ("192.168.140.205", "192.168.140.200",
+                                                                 SaState.ESTABLISHED, None)
+    mm, info, qm = sa.exchanges
+    assert (mm.exchange, mm.request_frames, mm.response_frames, mm.error) == (2, [1, 5, 7], [2, 4, 6, 8], None)
+    assert (info.exchange, info.request_frames, info.error_name) == (5, [3], "NO_PROPOSAL_CHOSEN")
+    assert qm.exchange == 32 and qm.request_frames == [9, 11]

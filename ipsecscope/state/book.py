@@ -331,6 +331,14 @@ class Book:
                 return sa
         return None
 
+    def bound_by_spi_i(self, version: int, spi_i: bytes, a: str, b: str) -> IkeSa | None:
+        """The latest IKE SA between ``a`` and ``b`` with this SPIi whose responder SPI is known: a
+        message with a zero responder SPI that is not an initial request belongs to it."""
+        for sa in reversed(self._by_spi_i.get((version, spi_i), ())):
+            if sa.ike_spi_r != ZERO_SPI and {sa.initiator, sa.responder} == {a, b}:
+                return sa
+        return None
+
     def started_before(self, version: int, spi_i: bytes, a: str, b: str, ts: float) -> IkeSa | None:
         """The IKE SA between ``a`` and ``b`` with this SPIi that a message of its initial exchange
         (zero SPIr) timed ``ts`` belongs to though it comes later in the file: the SA was filed from

@@ -50,6 +50,14 @@ def _ike_sa(book: Book, msg: IkeMessage) -> IkeSa:
         prev = book.answered_init_copy(1, h.spi_i, msg.src, msg.raw)
         if prev is not None:
             return prev
+        if h.exchange == Ikev1Exchange.INFORMATIONAL:
+            # A cleartext notify under the initiator cookie alone, sent after the responder's
+            # cookie was known (an initiator refusing MM2, then going on when MM2 came again:
+            # Cisco joy's ikev1.pcap): the cookies name one ISAKMP SA (RFC 2408 §3.1), the zero
+            # half is the sender's omission, not a second negotiation.
+            prev = book.bound_by_spi_i(1, h.spi_i, msg.src, msg.dst)
+            if prev is not None:
+                return prev
     # The first message of phase 1 has a zero responder cookie and comes from the initiator. A
     # capture starting later sees a later message first: its sender is the initiator unless the
     # message says otherwise (_responder_sent).
@@ -93,7 +101,11 @@ def _exchange(book: Book, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, bool
         # A responder refusing phase 1 (e.g. NO-PROPOSAL-CHOSEN to MM1) answers with a cleartext
         # Informational under its own Message ID: it is the answer to the phase-1 exchange.
         msg_id = 0
-    xkey = (id(sa), msg_id, True)
+    # A cleartext Informational the initiator sends under Message ID 0 during phase 1 is a one-way
+    # notify of its own (RFC 2408 §4.8), not one of phase 1's requests: filed apart (-1).
+    own = (h.exchange == Ikev1Exchange.INFORMATIONAL and msg_id == 0 and not h.encrypted_v1
+           and msg.src == sa.initiator)
+    xkey = (id(sa), -1 if own else msg_id, True)
     x = book.exchanges.get(xkey)
     priv = book.ike_scratch(sa)
     if x is None:
