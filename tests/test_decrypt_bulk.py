@@ -217,7 +217,7 @@ def test_the_first_window_is_planned_again_once_its_sas_are_known(tmp_path: Path
     monkeypatch.setattr(bulk, "MIN_RUN", 2)
     taken = []
     plan = bulk.plan
-    monkeypatch.setattr(bulk, "plan", lambda *a: taken.append((a[2], plan(*a))) or taken[-1][1])
+    monkeypatch.setattr(bulk, "plan", lambda *a: taken.append((a[1][0] if a[1] else -1, plan(*a))) or taken[-1][1])  # (a[1]: offsets)
     ref = _run(cap, keys, tmp_path / "ref.pcapng", bulk_on=False, monkeypatch=monkeypatch)
     got = _run(cap, keys, tmp_path / "got.pcapng", bulk_on=True, monkeypatch=monkeypatch)
     assert got == ref

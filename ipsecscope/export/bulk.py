@@ -4,7 +4,8 @@ located, decrypted and written out with numpy around one crypto call per packet 
 :mod:`ipsecscope.export.hotloop` reads a capture in windows and handles a record per loop
 iteration; with a big capture it first hands each window to :func:`plan`, which
 
-1. walks the window's record chain (one ``struct`` read a record: the one sequential step);
+1. walks the window's record chain (one ``struct`` read a record: the one sequential step) and
+   gathers the records' first bytes as the rows of one matrix;
 2. reads every record's header fields at once (numpy over the window, offsets from
    :mod:`ipsecscope.decode.fused`) and picks the records the per-record fast path would take
    (Ethernet, IPv4 without options or fragments, raw ESP or ESP in UDP 4500, a non-ESN SA with an
@@ -81,36 +82,33 @@ class OutBuf:
             self.a32 = np.frombuffer(self.buf, "<u4")
 
 
-def walk(w: bytes, o: int, wl: int, lim: int, stop: int, pcapng: bool) -> tuple[list[bytes], int]:
-    """The first bytes (record header and ``ROW`` frame bytes) of the consecutive records from
-    ``o`` that lie whole in the window and that the per-record loop would read as plain records:
-    pcap records, or pcapng Enhanced Packet Blocks (the first other block, damaged block or record
-    past the window ends the walk); and the offset after the last."""
-    rows: list[bytes] = []
-    ap = rows.append
+def walk(w: bytes, o: int, wl: int, lim: int, stop: int, pcapng: bool) -> tuple[list[int], int]:
+    """The offsets in ``w`` of the consecutive records from ``o`` that lie whole in the window
+    (record header and at least ``ROW`` frame bytes) and that the per-record loop would read as
+    plain records: pcap records, or pcapng Enhanced Packet Blocks (the first other block, damaged
+    block or record past the window ends the walk); and the offset after the last. Offsets only:
+    :func:`plan` gathers the records' first bytes with numpy (a bytes slice a record cost more)."""
+    offs: list[int] = []
+    ap = offs.append
     if pcapng:
-        hl = 28 + ROW
-        last = min(stop - 1, lim, wl - hl)
+        last = min(stop - 1, lim, wl - 28 - ROW)
         blk = _BLK
         while o <= last:
-            h = w[o:o + hl]
-            btype, blen, _iface, _hi, _lo, incl = blk(h, 0)
+            btype, blen, _iface, _hi, _lo, incl = blk(w, o)
             nxt = o + blen
             if btype != 6 or blen < 32 or nxt > wl or 28 + incl > blen - 4:
                 break
-            ap(h)
+            ap(o)
             o = nxt
     else:
-        hl = 16 + ROW
-        last = min(stop - 1, lim, wl - hl)
+        last = min(stop - 1, lim, wl - 16 - ROW)
         u32 = _U32
         while o <= last:  # (only the last record taken can run past the window: checked below)
-            h = w[o:o + hl]
-            ap(h)
-            o += 16 + u32(h, 8)[0]
+            ap(o)
+            o += u32(w, o + 8)[0] + 16
         if o > wl:
-            o -= 16 + u32(rows.pop(), 8)[0]
-    return rows, o
+            o = offs.pop()
+    return offs, o
 
 
 _U32 = struct.Struct("<I").unpack_from
@@ -171,24 +169,25 @@ def _gcm_each(fns, nonces, wmv, a, b, aads, omv, c, which) -> np.ndarray:
     return bad
 
 
-def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int, sas: dict,  # noqa: C901
+def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict,  # noqa: C901
          out: OutBuf, end_off: int) -> list[tuple]:
     """The bulk runs of one window: ``[(offset of the run's first record, offset after its last,
-    records, output blocks, [(SaSlot, packets)])]`` in record order. ``rows`` and ``end_off`` come
-    from :func:`walk` started at ``o0``; ``ifs`` and ``mul`` are the hot loop's per-interface
+    records, output blocks, [(SaSlot, packets)])]`` in record order. ``offs`` and ``end_off`` come
+    from :func:`walk`; ``ifs`` and ``mul`` are the hot loop's per-interface
     timestamp units (pcapng) and pcap fraction unit; the blocks are memoryviews of ``out``, valid
     until the next call."""
-    n = len(rows)
+    n = len(offs)
     if n < MIN_RUN:
         return []
     rh = 28 if pcapng else 16
-    M = np.frombuffer(b"".join(rows), np.uint8).reshape(n, rh + ROW)
+    W = np.frombuffer(w, np.uint8)
+    RO = np.fromiter(offs, np.int64, n)  # the records' offsets in the window
+    M = _rows(W, rh + ROW)[RO]  # a record a row: its header and first frame bytes
     F = M[:, rh:]  # the frames' first bytes
     # 1. every record: where it is, Ethernet type + IPv4 version/IHL, total length, fragment
     #    field, protocol
     if pcapng:
         iface = _le32(M, 8)
-        ln = _le32(M, 4)
         incl = _le32(M, 20)
         eth = np.zeros(n, bool)
         for k in _present(iface):
@@ -196,9 +195,7 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
                 eth |= iface == k
     else:
         incl = _le32(M, 8)
-        ln = incl + 16
         eth = True
-    RO = np.cumsum(ln) - ln + o0
     fend = RO + rh + incl
     ok = (F[:, _EV] == 8) & (F[:, _EV + 1] == 0) & (F[:, _EV + 2] == 0x45)
     ok &= (F[:, _FRAG] & 0x3F == 0) & (F[:, _FRAG + 1] == 0)  # not a fragment
@@ -286,7 +283,6 @@ def plan(w: bytes, rows: list[bytes], o0: int, pcapng: bool, ifs: list, mul: int
     gcm = np.flatnonzero(kd == 1)
     cbc = np.flatnonzero(kd == 2)
     gi = slice(None) if len(gcm) == ns else gcm  # (a slice when they all are: views, not gathers)
-    W = np.frombuffer(w, np.uint8)
     wmv = memoryview(w)
     # 3. what the output needs of each plaintext before it is decrypted: its first 10 bytes, the
     # pad length and the next header (RFC 4303 §2.4-2.6)

@@ -745,10 +745,10 @@ class _Worker:
         sas = self.sas
         if len(sas) <= 64 and not any(e.gcm is not None or e.cbc is not None for e in sas.values()):
             return -1, 0  # nothing to take yet (the first packets of an SA make its slot)
-        rows, end_off = bulk.walk(w, o0, len(w), lim, stop, pcapng)
-        runs += bulk.plan(w, rows, o0, pcapng, ifs, mul, sas, obuf, end_off)
+        offs, end_off = bulk.walk(w, o0, len(w), lim, stop, pcapng)
+        runs += bulk.plan(w, offs, pcapng, ifs, mul, sas, obuf, end_off)
         taken = sum(r[2] for r in runs)
-        if taken * 4 < len(rows):
+        if taken * 4 < len(offs):
             self.bulk_backoff = min(2 * self.bulk_backoff, 64) if self.bulk_backoff else 1
             return (runs[0][0] if runs else -1), self.bulk_backoff
         self.bulk_backoff = 0
