@@ -36,6 +36,14 @@ class _KeysAction(argparse.Action):
         namespace._key_groups = groups
 
 
+def add_filter_argument(p: argparse.ArgumentParser) -> None:
+    """``-Y``: packets, summary and decrypt (here, not in cli.packets: decrypt and summary would
+    import the packet list's modules to build their parsers)."""
+    p.add_argument("-Y", "--display-filter", metavar="FILTER", dest="display_filter",
+                   help="Wireshark display filter, e.g. 'esp.spi == 0xc254fe64 && icmp.type == 8' "
+                        "(`ipsecscope packets --fields` lists the fields)")
+
+
 def add_keys_argument(p: argparse.ArgumentParser, extra_help: str = "") -> None:
     p.add_argument("-k", "--keys", metavar="KEYS", nargs="+", action=_KeysAction, default=[],
                    help=KEYS_HELP + extra_help)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ExportError
 from ..outfile import sigterm_unwinds
-from .common import add_captures_argument, add_keys_argument, warn_keys
+from .common import add_captures_argument, add_filter_argument, add_keys_argument, warn_keys
 
 
 def add_parser(subparsers) -> None:
@@ -42,8 +42,6 @@ def add_parser(subparsers) -> None:
                    help="worker processes for large files (0 = the idle cores: CPU count less the load average, "
                         "at least 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-SA summary")
-    from .packets import add_filter_argument
-
     add_filter_argument(p)
 
 

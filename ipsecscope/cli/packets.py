@@ -48,7 +48,7 @@ import sys
 from .. import timefmt
 from ..errors import IpsecscopeError
 from ..model.sa import endpoint_text
-from .common import add_keys_argument
+from .common import add_filter_argument, add_keys_argument
 
 SCHEMA = "ipsecscope.packets/1"
 
@@ -72,12 +72,6 @@ def add_parser(subparsers) -> None:
                    help="under each frame, Wireshark's full protocol tree (as tshark -V prints it) of the decrypted "
                         "inner packet, or of the frame itself; one tshark run over the capture; without tshark, "
                         "scapy's dissection")
-
-
-def add_filter_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-Y", "--display-filter", metavar="FILTER", dest="display_filter",
-                   help="Wireshark display filter, e.g. 'esp.spi == 0xc254fe64 && icmp.type == 8' "
-                        "(`ipsecscope packets --fields` lists the fields)")
 
 
 def compile_or_exit(text: str, command: str):

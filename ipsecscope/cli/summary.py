@@ -89,8 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(slower; same result — for cross-checking)")
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="processes for large uncompressed pcap/pcapng files (default 2; 1 disables splitting)")
-    from .common import add_keys_argument
-    from .packets import add_filter_argument
+    from .common import add_filter_argument, add_keys_argument
 
     add_filter_argument(p)
     add_keys_argument(p, " (with -Y: to filter on decrypted inner fields)")
