@@ -136,3 +136,20 @@ def test_cli_starts_no_blas_threads() -> None:
     # the CLI, which does no linear algebra, asks for one thread; a user's own setting wins.
     assert _threads(None) == (True, 1)
     assert _threads("2") == (True, 2)
+
+
+@pytest.mark.parametrize("sample", ["synthetic-aead", "healthy-gcm"])
+def test_decrypt_loads_no_ike_registries_nor_analysis(sample: str, tmp_path) -> None:
+    # decrypt reads keys and ESP only: the IKE registries' ~40 enums (model.iana_ike, ~6 ms to
+    # build), the packet list's modules (cli.packets, model.sa) and the analysis path are never
+    # imported, not even for a capture that holds IKE messages (issue 15: start-up at 200k frames)
+    if sample == "synthetic-aead":
+        cap, keys = SAMPLES / "synthetic" / "aead.pcap", SAMPLES / "synthetic" / "aead.keys.json"
+    else:
+        cap, keys = CAPTURE, KEYS
+    tops, ours = imported("decrypt", cap, "-k", keys, "-o", tmp_path / "out.pcapng", "-q")
+    assert not tops & (NEVER | {"rich", "numpy"}), tops  # (numpy: only for captures >= 32 MiB)
+    assert "ipsecscope.model.iana" in ours  # the transform IDs key files name
+    unwanted = {"ipsecscope.model.iana_ike", "ipsecscope.cli.packets", "ipsecscope.model.sa", "ipsecscope.session",
+                "ipsecscope.state", "ipsecscope.analysis", "ipsecscope.filtering"} | IKE_STACK
+    assert not unwanted & ours, sorted(unwanted & ours)
