@@ -62,16 +62,14 @@ class OutBuf:
 
     def __init__(self) -> None:
         self.need(1 << 16)
-        self.scr: list[bytearray] = []  # CBC scratch buffers, one per SA of a window, kept too
+        self.scr = bytearray()  # the CBC scratch buffer, kept too
 
-    def scratch(self, k: int, n: int) -> bytearray:
-        """The ``k``-th CBC scratch buffer of this window, at least ``n`` bytes (a fresh 2 MiB
-        bytearray a window costs its zeroing and page faults; its old content is never read)."""
-        while len(self.scr) <= k:
-            self.scr.append(bytearray())
-        if len(self.scr[k]) < n:
-            self.scr[k] = bytearray(n + (n >> 2))  # a new object: memoryviews of the old may be alive
-        return self.scr[k]
+    def scratch(self, n: int) -> bytearray:
+        """The CBC scratch buffer of this window, at least ``n`` bytes (a fresh 2 MiB bytearray a
+        window costs its zeroing and page faults; its old content is never read)."""
+        if len(self.scr) < n:
+            self.scr = bytearray(n + (n >> 2))  # a new object: memoryviews of the old may be alive
+        return self.scr
 
     def need(self, n: int) -> None:
         if not hasattr(self, "buf") or len(self.buf) < n:
@@ -340,12 +338,12 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         a_all = ct0.tolist()
         b_all = E[gi].tolist()
         one = fn_of[ug[0]] if len(ug) == 1 else None
-    scratch = []
+    xs = []  # per SA: (packets, the HMAC's input joined, plaintext offsets in it, CBC update_into, block)
     gc = g[cbc]
     for u in (_present(gc) if len(cbc) else ()):
         # CBC: the HMAC per packet (RFC 4303 §3.4.4: checked before the payload is trusted;
         # compared in bulk: an offline capture gives no timing oracle to protect), then the SA's
-        # packets decrypted at once into a scratch buffer (see the module docstring)
+        # packets decrypted at once (see the module docstring)
         upd, bs, hcopy, icv, _same = slots[u].cbc
         members = cbc[gc == u]
         Qm = Q[members]
@@ -368,14 +366,25 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         gap = -8 % bs
         step = 8 + bs + pl[members] + gap
         d = gap + np.cumsum(step) - step + 8 + bs  # each plaintext in the scratch buffer
-        X = bytes(gap) + bytes(gap).join(esp)
-        sb = out.scratch(len(scratch), len(X) + bs)
-        upd.__self__.update_into(X, sb)
-        S = np.frombuffer(sb, np.uint8)
-        head[members] = _rows(S, 10)[np.minimum(d, len(S) - 10)]
-        tail[members, 0] = S[d + pl[members] - 2]
-        tail[members, 1] = S[d + pl[members] - 1]
-        scratch.append((members, memoryview(sb), d))
+        xs.append((members, bytes(gap) + bytes(gap).join(esp), d, upd.__self__.update_into, bs))
+    cbc_d = None
+    if xs:
+        # every SA's packets decrypted into one scratch buffer, one SA after the other: the
+        # plaintexts' first and last bytes are then one gather and their copies one loop, not one
+        # of each per SA (numpy's cost per call, times the SAs of a window)
+        smv = memoryview(out.scratch(sum(len(x) + bs for _m, x, _d, _f, bs in xs)))
+        at = 0
+        for _m, x, d, into, bs in xs:
+            into(x, smv[at:at + len(x) + bs])
+            d += at
+            at += len(x) + bs
+        cbc_m = np.concatenate([x[0] for x in xs])  # the CBC packets, SA by SA
+        cbc_d = np.concatenate([x[2] for x in xs])  # ... and where each plaintext is in the scratch buffer
+        S = np.frombuffer(smv, np.uint8)
+        head[cbc_m] = _rows(S, 10)[np.minimum(cbc_d, len(S) - 10)]
+        pe = cbc_d + pl[cbc_m]  # (each plaintext's end)
+        tail[cbc_m, 0] = S[pe - 2]
+        tail[cbc_m, 1] = S[pe - 1]
     # 4. RFC 4303 §2.4-2.6 and hotloop.tunnel_len: padding that fits, next header 4 or 41, and the
     # tunnelled IP packet inside the payload (TFC padding after it dropped, RFC 4303 §2.7); ESP
     # inside (nested), transport mode and anything odd take the per-record path
@@ -421,9 +430,9 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
             except InvalidTag:  # the per-record loop decrypts it again and counts the failure
                 failed[gcm[kg]] = _gcm_each(fns, N, wmv, a_all, b_all, AD, omv, D[gcm].tolist(), kg.tolist())
                 continue
-        for members, smv, d in scratch:
-            km = keep[members]
-            s0, t0, il = d[km], D[members][km], ilen[members][km]
+        if cbc_d is not None:
+            km = keep[cbc_m]
+            s0, t0, il = cbc_d[km], D[cbc_m][km], ilen[cbc_m][km]
             # (the ends added up by numpy: two additions fewer a packet in the loop)
             for a, b, c, e in zip(s0.tolist(), (s0 + il).tolist(), t0.tolist(), (t0 + il).tolist(), strict=True):
                 omv[c:e] = smv[a:b]
