@@ -83,6 +83,11 @@ def _capture(path: Path) -> tuple[Path, int, int]:
             if i % 163 == 23:  # a pad length the payload cannot hold (RFC 4303 §2.4): malformed
                 body = inner + bytes((-(len(inner) + 2)) % 16)
                 esp = bytearray(_esp_of(sa, seqs[k], body + bytes((250, 4)), iv))
+            elif i % 179 == 13 and sa.encr == "aes-gcm16":
+                # a plaintext of 1 mod 16 bytes (not 4-byte aligned, RFC 4303 §2.4, yet it decrypts):
+                # its pad length and next header lie in two keystream blocks
+                pad = (-(len(inner) + 2) + 1) % 16
+                esp = bytearray(_esp_of(sa, seqs[k], inner + bytes(range(1, pad + 1)) + bytes((pad, nh)), iv))
             elif i % 167 == 29:  # an inner IPv4 length past the payload: malformed on the general path
                 longer = bytearray(inner)
                 longer[2:4] = struct.pack("!H", len(inner) + 40)

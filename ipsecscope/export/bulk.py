@@ -302,29 +302,32 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         nonce[:, :4] = salt_rows[gg]
         nonce[:, 4:] = EH[cg, 8:16]
         plg = pl[gi]
-        ctr = np.empty((m, 3), ">u4")
+        # the blocks of the first 10 bytes and of the last 2; those two share a block unless the
+        # plaintext's length is 1 mod 16 (never when it is 4-byte aligned, RFC 4303 §2.4)
+        nb = 3 if (plg % 16 == 1).any() else 2
+        ctr = np.empty((m, nb), ">u4")
         ctr[:, 0] = 2
         ctr[:, 1] = 2 + (plg - 2) // 16
-        ctr[:, 2] = 2 + (plg - 1) // 16
-        CB = np.empty((m, 3, 4), "<u4")  # counter blocks as 32-bit words: nonce (3), counter (1)
+        ctr[:, nb - 1] = 2 + (plg - 1) // 16
+        CB = np.empty((m, nb, 4), "<u4")  # counter blocks as 32-bit words: nonce (3), counter (1)
         CB[:, :, :3] = nonce.view("<u4")[:, None, :]
         CB[:, :, 3] = ctr.view("<u4")
         if len(ug) == 1:
-            KS = np.frombuffer(_keystream(slots[ug[0]])(CB.tobytes()), np.uint8).reshape(m, 3, 16)
+            KS = np.frombuffer(_keystream(slots[ug[0]])(CB.tobytes()), np.uint8).reshape(m, nb, 16)
         else:  # one call per SA over its packets' blocks, in SA order, put back in packet order
             # (a stable sort of small numbers: numpy's radix sort when they fit 8 or 16 bits)
             order = np.argsort(gg.astype(np.uint8 if nsa <= 256 else np.uint16 if nsa <= 65536 else np.int64),
                                kind="stable")
             cb = CB[order].tobytes()
-            cuts = (np.searchsorted(gg[order], ug + [nsa]) * 48).tolist()
-            KS = np.empty((m, 3, 16), np.uint8)
+            cuts = (np.searchsorted(gg[order], ug + [nsa]) * (16 * nb)).tolist()
+            KS = np.empty((m, nb, 16), np.uint8)
             KS[order] = np.frombuffer(b"".join([_keystream(slots[u])(cb[cuts[i]:cuts[i + 1]]) for i, u in enumerate(ug)]),
-                                      np.uint8).reshape(m, 3, 16)
+                                      np.uint8).reshape(m, nb, 16)
         ct0 = Q[gi] + 16
         r = np.arange(m)
         head[gi] = _rows(W, 10)[ct0] ^ KS[:, 0, :10]
         tail[gi, 0] = W[ct0 + plg - 2] ^ KS[r, 1, (plg - 2) % 16]
-        tail[gi, 1] = W[ct0 + plg - 1] ^ KS[r, 2, (plg - 1) % 16]
+        tail[gi, 1] = W[ct0 + plg - 1] ^ KS[r, nb - 1, (plg - 1) % 16]
         N = nonce.view("V12").ravel().tolist()
         AD = np.ascontiguousarray(EH[cg, :8]).view("V8").ravel().tolist()
         fn_of = {u: slots[u].gcm.__self__.decrypt_into for u in ug}
