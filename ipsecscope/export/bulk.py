@@ -20,7 +20,8 @@ iteration; with a big capture it first hands each window to :func:`plan`, which
      context over all its packets' ESP header | IV | ciphertext (the HMAC's own input pieces),
      joined with gaps that start every IV on a block: a packet's first block comes out as
      D(C_1) ^ IV (RFC 3602 §2, NIST SP 800-38A §6.2) whatever precedes it, and the blocks of
-     the header, the gap and the IV as junk, never copied;
+     the header, the gap and the IV as junk, never copied; the SAs' outputs one after the other
+     in one scratch buffer, the plaintexts then copied into the output buffer;
 4. checks every payload at once the way ``hotloop.tunnel_len`` does (RFC 4303 §2.4-2.7: padding
    that fits, next header 4 or 41, the tunnelled packet inside, TFC padding dropped), writes the
    EPB headers and trailers around the plaintexts with two numpy scatters, and hands the loop
@@ -165,6 +166,21 @@ def _gcm_each(fns, nonces, wmv, a, b, aads, omv, c, which) -> np.ndarray:
         except InvalidTag:
             bad[j] = True
     return bad
+
+
+def _icv_bad(tags: list[bytes], W: np.ndarray, ie: np.ndarray, icv: int) -> np.ndarray:
+    """Which packets' HMAC ``tags`` (all of one length) differ, in their first ``icv`` bytes, from
+    the ICV each packet carries at ``ie`` in the window ``W``."""
+    T = np.frombuffer(b"".join(tags), np.uint8).reshape(len(tags), -1)
+    G = _rows(W, icv)[ie]
+    if icv & 3 or T.shape[1] & 3:  # pragma: no cover - every HMAC ICV here is 12-32 bytes, 4 a word
+        return (T[:, :icv] != G).any(axis=1)
+    T = T.view("<u4")  # (as 32-bit words, a column at a time: ~3x faster than a byte matrix's any())
+    G = G.view("<u4")
+    diff = T[:, 0] ^ G[:, 0]
+    for j in range(1, icv >> 2):
+        diff |= T[:, j] ^ G[:, j]
+    return diff != 0
 
 
 def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict,  # noqa: C901
@@ -341,48 +357,55 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         a_all = ct0.tolist()
         b_all = E[gi].tolist()
         one = fn_of[ug[0]] if len(ug) == 1 else None
-    xs = []  # per SA: (packets, the HMAC's input joined, plaintext offsets in it, CBC update_into, block)
-    gc = g[cbc]
-    for u in (_present(gc) if len(cbc) else ()):
-        # CBC: the HMAC per packet (RFC 4303 §3.4.4: checked before the payload is trusted;
-        # compared in bulk: an offline capture gives no timing oracle to protect), then the SA's
-        # packets decrypted at once (see the module docstring)
-        upd, bs, hcopy, icv, _same = slots[u].cbc
-        members = cbc[gc == u]
-        Qm = Q[members]
-        ie = E[members] - icv
-        esp = [wmv[s:t] for s, t in zip(Qm.tolist(), ie.tolist(), strict=True)]  # header | IV | ciphertext
-        tags = [(h := hcopy()).update(x) or h.finalize() for x in esp]
-        T = np.frombuffer(b"".join(tags), np.uint8).reshape(len(members), -1)
-        G = _rows(W, icv)[ie]
-        if icv & 3 or T.shape[1] & 3:  # pragma: no cover - every HMAC ICV here is 12-32 bytes, 4 a word
-            failed[members] = (T[:, :icv] != G).any(axis=1)
-        else:  # (as 32-bit words, a column at a time: ~3x faster than a byte matrix's any())
-            T = T.view("<u4")
-            G = G.view("<u4")
-            diff = T[:, 0] ^ G[:, 0]
-            for j in range(1, icv >> 2):
-                diff |= T[:, j] ^ G[:, j]
-            failed[members] = diff != 0
-        # the HMAC's input joined as it is, the gaps before and between its pieces making every
-        # IV start a block (a whole number of blocks in all: the context keeps no partial block)
-        gap = -8 % bs
-        step = 8 + bs + pl[members] + gap
-        d = gap + np.cumsum(step) - step + 8 + bs  # each plaintext in the scratch buffer
-        xs.append((members, bytes(gap) + bytes(gap).join(esp), d, upd.__self__.update_into, bs))
     cbc_d = None
-    if xs:
-        # every SA's packets decrypted into one scratch buffer, one SA after the other: the
-        # plaintexts' first and last bytes are then one gather and their copies one loop, not one
-        # of each per SA (numpy's cost per call, times the SAs of a window)
-        smv = memoryview(out.scratch(sum(len(x) + bs for _m, x, _d, _f, bs in xs)))
+    if len(cbc):
+        # CBC: the HMAC per packet (RFC 4303 §3.4.4: checked before the payload is trusted;
+        # compared in bulk: an offline capture gives no timing oracle to protect), then each SA's
+        # packets decrypted at once (see the module docstring), every SA into one scratch buffer,
+        # one after the other. The packets are taken SA by SA (a stable sort: each SA's in record
+        # order), so that what numpy does for them is one call over all, not one per SA.
+        gc = g[cbc]
+        o = np.argsort(gc.astype(np.uint8 if nsa <= 256 else np.uint16 if nsa <= 65536 else np.int64), kind="stable")
+        cbc_m = cbc[o]
+        gs = gc[o]
+        cnt = np.bincount(gs, minlength=nsa)
+        us = np.flatnonzero(cnt).tolist()
+        cuts = [0, *np.cumsum(cnt[us]).tolist()]
+        ie = E[cbc_m] - icvl[gs]  # each HMAC input's end: the ICV
+        ql, il = Q[cbc_m].tolist(), ie.tolist()
+        tags: list[bytes] = []
+        xs = []  # per SA: (its joined HMAC input, CBC update_into, block)
+        same = set()  # the (tag, ICV) lengths of the window's SAs
+        for i, u in enumerate(us):
+            upd, bs, hcopy, icv, _same = slots[u].cbc
+            esp = [wmv[s:t] for s, t in zip(ql[cuts[i]:cuts[i + 1]], il[cuts[i]:cuts[i + 1]], strict=True)]
+            t0 = len(tags)
+            tags += [(h := hcopy()).update(x) or h.finalize() for x in esp]  # header | IV | ciphertext
+            same.add((len(tags[t0]), icv))
+            # the HMAC's input joined as it is, the gaps before and between its pieces making every
+            # IV start a block (a whole number of blocks in all: the context keeps no partial block)
+            gap = bytes(-8 % bs)
+            xs.append((gap + gap.join(esp), upd.__self__.update_into, bs))
+        if len(same) == 1:  # (one suite in the window, the common case: one comparison)
+            failed[cbc_m] = _icv_bad(tags, W, ie, same.pop()[1])
+        else:
+            for i, u in enumerate(us):
+                c0, c1 = cuts[i], cuts[i + 1]
+                failed[cbc_m[c0:c1]] = _icv_bad(tags[c0:c1], W, ie[c0:c1], slots[u].cbc[3])
+        # where each plaintext lands in the scratch buffer: SA u's region starts after the ones
+        # before it (each its input's length + a block of room), its packets' pieces follow one
+        # another there, each (gap | header | IV | ciphertext)
+        bsp = blkl[gs]
+        gapp = -8 % bsp
+        step = 8 + bsp + pl[cbc_m] + gapp
+        room = np.zeros(nsa, np.int64)
+        room[us] = np.cumsum(blkl[us]) - blkl[us]  # the blocks of room of the SAs before
+        cbc_d = np.cumsum(step) - step + room[gs] + gapp + 8 + bsp
+        smv = memoryview(out.scratch(int(step.sum()) + int(blkl[us].sum())))
         at = 0
-        for _m, x, d, into, bs in xs:
+        for x, into, bs in xs:
             into(x, smv[at:at + len(x) + bs])
-            d += at
             at += len(x) + bs
-        cbc_m = np.concatenate([x[0] for x in xs])  # the CBC packets, SA by SA
-        cbc_d = np.concatenate([x[2] for x in xs])  # ... and where each plaintext is in the scratch buffer
         S = np.frombuffer(smv, np.uint8)
         head[cbc_m] = _rows(S, 10)[np.minimum(cbc_d, len(S) - 10)]
         pe = cbc_d + pl[cbc_m]  # (each plaintext's end)
