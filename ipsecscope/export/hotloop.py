@@ -10,10 +10,10 @@ decoder. The per-SA state the loops consult is a slotted :class:`SaSlot`.
 
 from __future__ import annotations
 
+import _socket as socket  # socket.py's C module, the same inet_* functions: no socket.py enums (~3.7 ms CPU)
 import gc
 import mmap
 import os
-import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field

@@ -21,8 +21,8 @@ Fields::
 
 from __future__ import annotations
 
+import _socket as socket  # socket.py's C module, the same inet_* functions: no socket.py enums (~3.7 ms CPU)
 import json
-import socket
 import struct
 
 SCHEMA = "ipsecscope.decrypt/1"
