@@ -7,6 +7,7 @@ is the oracle for the KE payload bytes.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from conftest import DATA, SAMPLES, needs_tshark
@@ -178,3 +179,23 @@ async def test_sa_detail_exchanges_never_cut_an_address_or_a_name() -> None:
             for x in sa.exchanges:
                 line = next(ln for ln in part.splitlines() if f" {x.msg_id} " in ln or f"#{x.msg_id} " in ln)
                 assert x.requester in line and exchange_name(x.exchange, 1) in line, (size, line)
+
+
+@sync
+async def test_peers_count_the_inferred_child_sas_the_tree_lists_under_them() -> None:
+    """Key-less CHILD SAs inferred from ESP sit under their peer pair in the tree; the pair's
+    detail said 'CHILD SAs 0' beside them."""
+    syn = SAMPLES / "synthetic"
+    app = create_app(syn / "ipv6-transport-natt.pcap", [syn / "ipv6-transport-natt.esp_sa"])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        tree = await tree_cursor_to(pilot, "pair")
+        await pilot.press("enter")
+        await pilot.pause()
+        a, b = tree.current_ref.key
+        table = app.session.table
+        node = tree.cursor_node
+        listed = [n for n in node.children if n.data is not None and n.data.kind == "child"]
+        assert listed and not table.ike_sas  # inferred CHILD SAs only, listed under the pair
+        text = app.query_one(SaDetail).as_text(width=100)
+        assert re.search(rf"CHILD SAs\s+{len(listed)}\b", text), text

@@ -17,7 +17,7 @@ from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable, counter_lost, endpoint_text, one_counter
 from ...state.names import exchange_name
 from ..plain import PlainTable
-from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, short_pair, spi_text
+from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, orphan_pair, pair_key, short_pair, spi_text
 
 if TYPE_CHECKING:
     from ..panes import SessionView
@@ -303,8 +303,11 @@ class SaDetail(Static):
             sas = [s for s in table.ike_sas.values() if {s.initiator, s.responder} == {a, b}]
             g = _kv(f"Peers {a} ⇄ {b}")
             g.add_row("IKE SAs", str(len(sas)))
-            # An IKE rekey hands CHILD SAs on and both IKE SAs list them: count each once.
-            g.add_row("CHILD SAs", str(len({cid for s in sas for cid in s.children})))
+            # An IKE rekey hands CHILD SAs on and both IKE SAs list them: count each once. The
+            # tree lists CHILD SAs with no IKE SA (inferred from ESP) under the pair too: count them.
+            children = {cid for s in sas for cid in s.children}
+            children |= {c.id for c in table.child_sas.values() if orphan_pair(c, table) == pair_key(a, b)}
+            g.add_row("CHILD SAs", str(len(children)))
             flows = [f for f in table.flows.values() if {f.src, f.dst} == {a, b}]
             return Group(g, Text(""), flow_table(flows, first, table))
         return Text("That SA is no longer in the table.", "dim")

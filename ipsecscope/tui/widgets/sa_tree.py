@@ -33,6 +33,18 @@ def pair_key(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a <= b else (b, a)
 
 
+def orphan_pair(child: ChildSa, table: SaTable) -> tuple[str, str] | None:
+    """The peer pair a CHILD SA with no IKE SA in the table is listed under (an inferred one:
+    its peers, else its first flow's ends), as :func:`pair_key`; None when it has its IKE SA."""
+    if child.ike_sa is not None and child.ike_sa in table.ike_sas:
+        return None
+    a, b = child.initiator, child.responder
+    if not (a and b):
+        fl = child.flows(table)
+        a, b = (fl[0].src, fl[0].dst) if fl else ("?", "?")
+    return pair_key(a, b)
+
+
 def child_rate(child: ChildSa, table: SaTable) -> float | None:
     """ESP packets per second over the SA's active time (all its flows together)."""
     flows = child.flows(table)
@@ -205,13 +217,10 @@ class SaTree(Tree[SaRef]):
             pairs.setdefault(pair_key(sa.initiator, sa.responder), []).append(sa)
         orphans: dict[tuple[str, str], list[ChildSa]] = {}
         for child in table.child_sas.values():
-            if child.ike_sa is None or child.ike_sa not in table.ike_sas:
-                a, b = child.initiator, child.responder
-                if not (a and b):
-                    fl = child.flows(table)
-                    a, b = (fl[0].src, fl[0].dst) if fl else ("?", "?")
-                orphans.setdefault(pair_key(a, b), []).append(child)
-                pairs.setdefault(pair_key(a, b), [])
+            pair = orphan_pair(child, table)
+            if pair is not None:
+                orphans.setdefault(pair, []).append(child)
+                pairs.setdefault(pair, [])
         loose: dict[tuple[str, str], list[EspFlow]] = {}
         for flow in table.flows.values():
             if flow.child_sa is None or flow.child_sa not in table.child_sas:
