@@ -836,6 +836,8 @@ async def test_a_capture_with_no_frames_or_no_ipsec_says_why_in_every_pane(tmp_p
             assert status in text.splitlines()[0] and "no problems" not in text
             if cap.name == "header-only.pcap":  # the list itself says why it is empty
                 assert why in text, text
+            else:  # a plain IP frame's addresses fill Source and Destination (they were blank)
+                assert re.search(r"^\S*\s+1\s+10\.0\.0\.1\s+10\.0\.0\.2\s+DNS", text.splitlines()[5].split("▕")[-1]), text
             await pilot.press("1")
             await pilot.pause()
             lanes = " ".join(str(w.render()) for w in app.query("#timeline-lanes Static"))

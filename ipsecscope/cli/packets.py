@@ -236,8 +236,7 @@ def run(args: argparse.Namespace) -> int:
             spi = f"{row.spi:08x}" if row.spi is not None else ""
             src, dst = endpoint_text(row.src, row.sport), endpoint_text(row.dst, row.dport)
             if row.kind == "OTHER" and not src:  # a plain IP frame: its addresses are the inner store's
-                s = session.inner.get(row.frame)
-                src, dst = (s.src, s.dst) if s is not None else ("", "")
+                src, dst = session.inner.addresses(row.frame)
             when = (f"{row.ts - t0:10.6f}" if args.time_format == "r" else
                     timefmt.at(row.ts, 6) if args.time_format == "a" else timefmt.stamp(row.ts, 6))
             out.write(f"{row.frame:>6} {when} {src:>22} → {dst:<22} {row.kind:<6} {spi:8} "

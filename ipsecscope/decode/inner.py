@@ -374,6 +374,13 @@ class InnerStore:
             r[k] = a[r[k]]
         return InnerSummary(*r, dns_name=self.dns_names.get(frame), layers=self.nested.get(frame, ()))
 
+    def addresses(self, frame: int) -> tuple[str, str]:
+        """(source, destination) of the frame's IP header as the packet list shows a plain IP
+        frame (an OTHER row keeps none of its own: nothing per non-IPsec frame but this store);
+        ("", "") when it holds none (a non-IP frame)."""
+        s = self.get(frame)
+        return (s.src, s.dst) if s is not None else ("", "")
+
     def info(self, frame: int) -> str | None:
         """The Info text after the outer ESP's: every nested ESP layer, then the inner packet."""
         s = self.get(frame)

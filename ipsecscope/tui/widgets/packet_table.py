@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 from array import array
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from rich.segment import Segment
@@ -209,6 +209,8 @@ class PacketTable(ScrollView, can_focus=True):
         self.filtered = False
         self.invalid = False  # the app's filter did not compile: the empty view says so
         self.empty_note: str | None = None  # why a loaded capture lists no frame (panes.empty_text)
+        # a plain IP frame's addresses (its OTHER row keeps none): the session's InnerStore.addresses
+        self.addresses: Callable[[int], tuple[str, str]] | None = None
         self.first_ts = 0.0
         self.addr_w = 15
         self.max_frame = 999
@@ -219,6 +221,7 @@ class PacketTable(ScrollView, can_focus=True):
         """Every row of the session; live, the cursor follows new frames when it was on the last one;
         while a file loads (and once it has), it stays on the frame it is on."""
         self.empty_note = view.empty
+        self.addresses = view.session.inner.addresses
         if not view.live:
             current = self.current_row if self.rows is view.rows else None
             if view.partial is not None and self.filtered and self.rows is view.rows:
@@ -359,6 +362,10 @@ class PacketTable(ScrollView, can_focus=True):
         segments: list[Segment] = []
         cols = columns_for(width, self.max_frame, self.addr_w)
         has_kind = any(c.key == "kind" for c in cols)
+        if row.kind == "OTHER" and not row.src and self.addresses is not None:
+            # Source and Destination were blank beside 'DNS 10.0.0.1 → 10.0.0.2' in Info
+            src, dst = self.addresses(row.frame)
+            row = replace(row, src=src, dst=dst)
         for col in cols:
             text = _fit(cell_text(row, col, self.first_ts), col.width, col.right)
             style = base
