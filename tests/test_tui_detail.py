@@ -199,3 +199,21 @@ async def test_peers_count_the_inferred_child_sas_the_tree_lists_under_them() ->
         assert listed and not table.ike_sas  # inferred CHILD SAs only, listed under the pair
         text = app.query_one(SaDetail).as_text(width=100)
         assert re.search(rf"CHILD SAs\s+{len(listed)}\b", text), text
+
+
+@sync
+async def test_ikev1_informationals_are_not_shown_unanswered() -> None:
+    """An IKEv1 Informational (a delete, a DPD ACK) has no answer under its Message ID: SA detail
+    wrote a red 'none' as its response, where sas and the timeline say nothing is missing."""
+    d = SAMPLES / "ikev1-nat-rebind"
+    app = create_app(d / "capture.pcapng", [d / "charon-left.log"])
+    async with app.run_test(size=(80, 40)) as pilot:
+        await loaded(pilot)
+        await tree_cursor_to(pilot, "ike")
+        await pilot.press("enter")
+        await pilot.pause()
+        text = app.query_one(SaDetail).as_text(width=58)
+        records = re.findall(r"frames (\S+) → (\S+)  (.*\S)", text)
+        deletes = [r for r in records if r[2].startswith("delete")]
+        assert deletes and all(r[1] == "—" for r in deletes), text
+        assert "none" not in [r[1] for r in records], text

@@ -15,7 +15,7 @@ from ...model import iana
 from ...model.idtext import frame_ref, ike_sa_text, msg_id_text
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable, counter_lost, endpoint_text, one_counter
-from ...state.names import exchange_name
+from ...state.names import exchange_name, one_way
 from ..plain import PlainTable
 from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, orphan_pair, pair_key, short_pair, spi_text
 
@@ -179,7 +179,8 @@ class ExchangeTable:
         self.rows: list[tuple[Any, ...]] = []
         for e in sa.exchanges:
             t = f"+{e.request_ts - first:.3f}" if e.request_ts is not None and first is not None else "—"
-            resp = ",".join(map(str, e.response_frames)) or Text("none", "red")
+            # an IKEv1 Informational expects no answer under its Message ID: '—' as in `sas`, not a red 'none'
+            resp = ",".join(map(str, e.response_frames)) or ("—" if one_way(e.exchange, sa.version) else Text("none", "red"))
             self.rows.append((t, exchange_name(e.exchange, sa.version), msg_id_text(e.msg_id), e.requester,
                               ",".join(map(str, e.request_frames)), resp, e.summary))
 
