@@ -231,3 +231,19 @@ def test_list_rules_columns_align_and_plugin_rules_show_their_severity() -> None
     for line in plugins:
         severity = line[starts[1]:starts[2]].strip()
         assert severity and set(severity.split("/")) <= {"info", "warning", "error"}, line
+
+
+def test_stats_in_a_terminal_of_80_columns_keeps_tokens_whole() -> None:
+    """stats printed 100-column records that the terminal cut anywhere ('fd00:db8::1' / '00:2',
+    '120' / 'B'); in a terminal it now wraps them at spaces like sas and findings. Piped, unchanged."""
+    syn = SAMPLES / "synthetic"
+    args = (syn / "hostile-text.pcap", "-k", syn / "hostile-text.esp_sa")
+    doc = json.loads(_piped("stats", "--json", *args))
+    tokens = _tokens(doc) | {f["src"] for f in doc["flows"]} | {f["dst"] for f in doc["flows"]}
+    narrow, wide = _pty_run("stats", *args), _piped("stats", *args)
+    _assert_width(narrow, 80, "stats")
+    _assert_unbroken(tokens, narrow, wide, "stats")
+    assert re.search(r"\d+ B\b", narrow) and not re.search(r"\d+\s*\n\s*B\b", narrow)  # a size and its unit
+    assert "\u00a0" not in narrow + wide
+    for line in narrow.splitlines():
+        assert not line or line.startswith(("  ", "times:", "CHILD SAs", "ESP/AH flows", "Conversations")), line

@@ -32,7 +32,7 @@ import sys
 
 from .. import timefmt
 from ..errors import IpsecscopeError
-from ..model.idtext import flow_text
+from ..model.idtext import NBSP, flow_text
 from ..model.sa import endpoint_text
 from .common import add_keys_argument
 
@@ -83,34 +83,50 @@ def sparkline(counts: list[int]) -> str:
 
 
 def render(st, out=None) -> None:
-    out = out or sys.stdout
+    """The text form. Piped, one record per line, as ever; in a terminal narrower than a record,
+    it wraps at spaces under its own text (cli.text), as sas and findings do, and an IO graph that
+    does not fit beside its flow's columns starts under the record instead."""
+    from rich.text import Text
+
+    from .text import Hanging, text_console
+
+    con = text_console(out or sys.stdout)
+    width = con.width
     t0 = st.first_ts or 0.0
+
+    _ = NBSP  # a number and its unit, or the two ends of a span, never apart
+
+    def line(text: str, indent: int = 6) -> None:
+        con.print(Hanging(Text(text), indent))  # Text: an address in brackets is not markup
 
     def rel(t: float | None) -> str:
         return "-" if t is None else f"{t - t0:.3f}s"
 
     if st.first_ts is not None:  # the times below are relative: say to what, in which zone (--tz)
-        print(f"times: seconds after the first frame, {timefmt.stamp(st.first_ts, 3)}\n", file=out)
-    print(f"CHILD SAs ({len(st.child_sas)})", file=out)
+        line(f"times: seconds after the first frame, {timefmt.stamp(st.first_ts, 3)}")
+        con.print()
+    line(f"CHILD SAs ({len(st.child_sas)})")
     for c in st.child_sas:
-        print(f"  #{c.id:<3} {c.state:<11} {_spi(c.spi_i) or '-'}/{_spi(c.spi_r) or '-'}  {c.packets} pkts "
-              f"{c.bytes} B  {c.rate:.1f} pkt/s  {rel(c.first_ts)} → {rel(c.last_ts)}  lost {c.lost}", file=out)
-    print(f"\nESP/AH flows ({len(st.flows)}), IO graph: packets per {st.interval:g}s", file=out)
+        line(f"  #{c.id:<3} {c.state:<11} {_spi(c.spi_i) or '-'}/{_spi(c.spi_r) or '-'}  {c.packets}{_}pkts "
+             f"{c.bytes}{_}B  {c.rate:.1f}{_}pkt/s  {rel(c.first_ts)}{_}→{_}{rel(c.last_ts)}  lost{_}{c.lost}")
+    con.print()
+    line(f"ESP/AH flows ({len(st.flows)}), IO graph: packets per {st.interval:g}s")
     for f in st.flows:
         child = f"#{f.child_sa}" if f.child_sa is not None else "-"
         # Not the JSON key ('src>dst:0xspi'): after an IPv6 address ':0x3d71315a' reads as more address.
         flow = flow_text(f.src, f.dst, f.spi, f.protocol)
-        print(f"  {flow:<44} {child:>4} {f.packets:>7} pkts {f.bytes:>9} B {f.rate:8.1f} pkt/s  lost {f.lost}",
-              file=out)
-        print(f"  {'':44} {sparkline(f.io)}  max {max(f.io, default=0)}", file=out)
-    print(f"\nConversations ({len(st.conversations)})", file=out)
+        line(f"  {flow:<44} {child:>4} {f.packets:>7}{_}pkts {f.bytes:>9}{_}B {f.rate:8.1f}{_}pkt/s  lost{_}{f.lost}")
+        graph = f"{sparkline(f.io)}  max {max(f.io, default=0)}"
+        con.print(Text(f"  {'':44} {graph}" if 47 + len(graph) <= width else f"      {graph}", no_wrap=True))
+    con.print()
+    line(f"Conversations ({len(st.conversations)})")
     for c in st.conversations:
         a, b = endpoint_text(c.a, c.a_port), endpoint_text(c.b, c.b_port)
         lost = "" if c.lost is None else f"  unanswered {c.lost}"
         sas = ",".join(f"#{i}" for i in c.child_sas) or "-"
-        print(f"  {c.protocol:<6} {a:>22} ⇄ {b:<22} {c.packets_ab:>5}→ {c.packets_ba:>5}← {c.bytes:>8} B "
-              f"{c.rate:7.1f} pkt/s  {rel(c.first_ts)} → {rel(c.last_ts)}  SA {sas}{lost}", file=out)
-        print(f"         follow: {c.filter}", file=out)
+        line(f"  {c.protocol:<6} {a:>22}{_}⇄{_}{b:<22} {c.packets_ab:>5}→ {c.packets_ba:>5}← {c.bytes:>8}{_}B "
+             f"{c.rate:7.1f}{_}pkt/s  {rel(c.first_ts)}{_}→{_}{rel(c.last_ts)}  SA{_}{sas}{lost}")
+        line(f"         follow: {c.filter}", 17)
 
 
 def run(args: argparse.Namespace) -> int:
