@@ -110,3 +110,19 @@ def test_unfollowed_rebinding_is_a_warning(tmp_path):
     f = next(x for x in s.findings if x.code == "IKE-NAT-DETECTED")
     assert f.severity == Severity.WARNING and f"{RB['old']} -> {RB['new']}" in f.title
     assert "never sent to" in f.explanation and "keep_alive" in f.hint
+
+
+def test_sas_text_and_sa_detail_name_the_rebinding():
+    """The README promises the rebinding in `sas` (when, and when the other peer followed); only the
+    finding and the JSON had it: the SA views' NAT line (nat_phrase) now says it too."""
+    from ipsecscope.analysis.rules.nat_mtu import nat_phrase
+
+    s = _session(True)
+    sa = next(iter(s.table.ike_sas.values()))
+    rb = sa.nat_rebindings[0]
+    phrase = f"initiator rebound {RB['old']} → {RB['new']}"
+    assert phrase in nat_phrase(s.table, sa)
+    assert f"(frame {rb.frame}), followed" in nat_phrase(s.table, sa)
+    r = subprocess.run([*IPSECSCOPE, "sas", str(D / "capture.pcapng"), "-k", str(D / "charon-left.log")],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert phrase in r.stdout, r.stdout

@@ -181,7 +181,7 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
         tree.add(line)
         if sa.invalid_ke_requested:
             tree.add(f"INVALID_KE_PAYLOAD: responder asked for {', '.join(N.dh_name(g) for g in sa.invalid_ke_requested)}")
-        if sa.nat_detected is not None:
+        if sa.nat_detected is not None or sa.nat_rebindings:
             tree.add(f"NAT: {nat_phrase(table, sa)}" + ("; NAT-T on UDP 4500" if sa.nat_t else ""))
         times = f"created {_clock(sa.created_ts)}"
         if sa.established_ts:

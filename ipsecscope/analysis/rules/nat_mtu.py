@@ -116,12 +116,25 @@ def nat_verdict(table: SaTable, sa: IkeSa) -> tuple[list[NatSide], list[NatSide]
 
 
 def nat_phrase(table: SaTable, sa: IkeSa) -> str:
-    """One line for the SA views: who is behind a NAT, who only forces encapsulation ('none' if nobody)."""
-    natted, forced = nat_verdict(table, sa)
+    """One line for the SA views: who is behind a NAT, who only forces encapsulation ('none' if
+    nobody), and each NAT rebinding (the README promises them in `sas`; only the finding said so)."""
+    natted, forced = nat_verdict(table, sa) if sa.nat_detected is not None else ([], [])
     parts = [f"{s.role} behind a NAT" + (f" (seen as {endpoint_text(s.addr, s.first_port)})" if s.seen_translated else "")
              for s in natted]
     parts += [f"{s.role} forces UDP encapsulation (no NAT seen)" for s in forced]
+    parts += [rebinding_phrase(rb) for rb in sa.nat_rebindings]
     return "; ".join(parts) or "none"
+
+
+def rebinding_phrase(rb: NatRebinding) -> str:
+    """A NAT rebinding in a few words for the SA views (the finding has the whole story)."""
+    old, new = endpoint_text(rb.old_addr, rb.old_port), endpoint_text(rb.new_addr, rb.new_port)
+    text = f"{rb.peer} rebound {old} → {new} at {clock(rb.ts)} (frame {rb.frame})"
+    if rb.followed_ts is not None:
+        text += f", followed {rb.followed_ts - rb.ts:.1f} s later (frame {rb.followed_frame})"
+    else:
+        text += ", never followed in the capture"
+    return text + (f", {rb.to_old} packet(s) to the old mapping" if rb.to_old else "")
 
 
 def _rebinding_text(rb: NatRebinding, ctx: RuleContext, version: int = 2) -> str:

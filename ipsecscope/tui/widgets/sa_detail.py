@@ -326,7 +326,7 @@ class SaDetail(Static):
         # the side as the analysis decides it: a raw hash verdict names a peer that only forces encapsulation
         from ...analysis.rules.nat_mtu import nat_phrase  # the rules: not on the first screen
 
-        g.add_row("NAT", nat_phrase(table, sa) if sa.nat_detected else ("none detected" if sa.nat_initiator is not None else "—"))
+        g.add_row("NAT", nat_phrase(table, sa) if sa.nat_detected or sa.nat_rebindings else ("none detected" if sa.nat_initiator is not None else "—"))
         g.add_row("Created", fmt_ts(sa.created_ts, first))
         g.add_row("Established", fmt_ts(sa.established_ts, first))
         if sa.deleted_ts is not None:
