@@ -70,3 +70,17 @@ def test_a_frame_reference_is_never_split(width: int) -> None:
     out = buf.getvalue()
     assert NBSP not in out
     assert "[frame 3]" in out and "frames 11," in out, out
+
+
+def test_summary_records_at_80_columns_keep_msgid_and_ike_sa_whole() -> None:
+    """summary's records (a terminal too narrow for its table) broke 'msgid' / '583681893' apart
+    and named the IKE SA 'SPIs x y' where every other view writes x_y."""
+    from test_text_layout import _pty_run
+
+    cap = SAMPLES / "ikev1-dead-peer" / "capture.pcapng"
+    doc = json.loads(_run("summary", "--json", cap))
+    narrow = _pty_run("summary", cap)
+    for m in doc["ike"]:
+        assert f"msgid {m['msg_id']}" in narrow, narrow
+        assert f"IKE SA {m['spi_i']}_{m['spi_r']}" in narrow.replace("\n    ", " "), narrow
+    assert NBSP not in narrow

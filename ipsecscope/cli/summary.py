@@ -62,7 +62,7 @@ from ..decode.demux import Decoder
 from ..decode.fastpath import FlowStat, FlowTable, scan_capture
 from ..errors import CaptureError
 from ..model import iana
-from ..model.idtext import msg_id_text
+from ..model.idtext import NBSP, ike_sa_text, msg_id_text
 from ..model.ike import IkeMessage, NotifyPayload, SkPayload
 from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet
 from ..model.sa import endpoint_text
@@ -348,8 +348,10 @@ def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
                      endpoint_text(r["dst"], r["dport"]), str(r["version"]), exchange_name(r["exchange_type"], r["version"]), role, mid, r["spi_i"],
                      r["spi_r"], pl)
             t.add_row(*cells)
+            # the IKE SA as every text view names it (model.idtext), the ID kept with its label
+            sa_name = ike_sa_text(bytes.fromhex(r["spi_i"]), bytes.fromhex(r["spi_r"]))
             records.append(f"{cells[0]} {cells[1]} {escape(cells[2])} → {escape(cells[3])} v{cells[4]} {cells[5]} "
-                           f"{role} msgid {mid}  SPIs {cells[8]} {cells[9]}  {pl}")
+                           f"{role} msgid{NBSP}{mid}  IKE{NBSP}SA{NBSP}{sa_name}  {pl}")
         table_or_records(con, t, records)
         if len(doc["ike"]) > ike_limit:
             con.print(f"... {len(doc['ike']) - ike_limit} more IKE messages (raise --ike-limit or use --json)")
