@@ -1,6 +1,6 @@
 """Export modal: what to write and where. The writing itself is done by the export/CLI functions.
 
-An export that would write nothing is offered disabled, with the reason beside it (:func:`unavailable`):
+An export that would write nothing is offered disabled, with the reason under the choices (:func:`unavailable`):
 a decrypted pcapng of a capture where no ESP packet decrypted was an empty file, and a key table with
 no keys loaded a header alone.
 """
@@ -74,12 +74,12 @@ def unavailable(session: Any, captures: Sequence[Path]) -> dict[str, str]:
     return out
 
 
-def why_text(unavailable: dict[str, str]) -> Text:
+def why_text(reasons: dict[str, str]) -> Text:
     """One line per reason, naming the exports it disables (greyed out above it)."""
     by_reason: dict[str, list[str]] = {}
     for k in KINDS:
-        if k.key in unavailable:
-            by_reason.setdefault(unavailable[k.key], []).append(k.short)
+        if k.key in reasons:
+            by_reason.setdefault(reasons[k.key], []).append(k.short)
     text = Text()
     for i, (why, kinds) in enumerate(by_reason.items()):
         text.append("\n" if i else "")
