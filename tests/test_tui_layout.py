@@ -175,3 +175,21 @@ async def test_tree_at_160_columns_shows_whole_proposals(sample: str) -> None:
         for c in table.child_sas.values():
             if c.proposal:  # the label's last part
                 assert re.search(rf"#{c.id} .* {re.escape(c.proposal)}$", left, re.M), left
+
+
+@sync
+async def test_tree_width_does_not_shrink_when_its_labels_do() -> None:
+    """Live, the tree is rebuilt every second and its labels' rates change length: sized to its
+    labels alone it would narrow and widen, shifting every pane beside it."""
+    from ipsecscope.model.sa import SaTable
+
+    app = app_for("healthy-gcm")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        wide = tree.region.width
+        assert wide > 48  # sized to its labels (30% would be 48)
+        tree.show_table(SaTable())  # a refresh whose labels are all shorter
+        await pilot.pause()
+        await pilot.pause()
+        assert tree.region.width == wide

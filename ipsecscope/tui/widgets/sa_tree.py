@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import Tree
 
@@ -185,6 +186,14 @@ class SaTree(Tree[SaRef]):
         self.compact = False
         self.share = 0.3
         self._table: SaTable | None = None
+        self._widest = 0  # the widest this tree's content has been (get_content_width)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        """The tree is as wide as its labels (CSS width: auto), and never narrower than it has been:
+        live, a rate in a label changes every second ('9.5 pkt/s', '10 pkt/s'), and the panes
+        beside the tree would shift a column back and forth with it."""
+        self._widest = max(self._widest, super().get_content_width(container, viewport))
+        return self._widest
 
     def set_compact(self, compact: bool, share: float = 0.3) -> None:
         """``compact``: short labels (below 100 columns); ``share``: the part of the screen the
