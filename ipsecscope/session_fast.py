@@ -49,6 +49,7 @@ from .capture.pcapng import (
 from .crypto.esp import MIN_INNER, STATUS, EspResult, check_payload, payload_failure, trim_tfc
 from .decode.inner_bulk import add_run
 from .errors import CaptureError
+from .keys.formats import add_secrets_block
 from .model.packets import RawFrame
 from .model.sa import SaState
 from .rowstore import KIND_ESP, REC_SIZE, STATUS_CODES
@@ -267,7 +268,7 @@ class _Loop:
                 section = self.section = Section(base + o, order, self.ifaces)
             elif btype == DSB and blen >= 20:
                 stype, slen = _BLK[order](w, o + 8)
-                keys.add_secrets_block(stype, bytes(w[o + 16:min(o + 16 + slen, nxt - 4)]))
+                add_secrets_block(keys, stype, bytes(w[o + 16:min(o + 16 + slen, nxt - 4)]))
             o = nxt
 
     @property
@@ -421,7 +422,10 @@ class _Loop:
             m = iface == k
             raw = tsraw[m]
             lt[m] = ifc.linktype
-            if int(raw.max()) <= ((1 << 62) // max(ifc.mul, 1)) and abs(ifc.offset_s) < (1 << 30):
+            # if_tsresol may name units as fine as 10^-127 or 2^-127 s (one octet): a divisor past
+            # int64 goes through the general path's Python integers, like an odd clock.
+            if (int(raw.max()) <= ((1 << 62) // max(ifc.mul, 1)) and ifc.div < (1 << 62)
+                    and abs(ifc.offset_s) < (1 << 30)):
                 ts_ns[m] = (raw.astype(np.int64) * ifc.mul) // ifc.div + ifc.offset_s * 1_000_000_000
             else:  # beyond int64 (a damaged or odd clock): the caller reads these blocks one by one
                 return None, None

@@ -15,6 +15,7 @@ import asyncio
 import gzip
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -530,3 +531,90 @@ def test_corpus_cut_in_half(tmp_path: Path, cap: str) -> None:
         r = ipsecscope(*cmd)
         if r.returncode not in (0, 1):
             one_line_error(r)
+
+
+# ---------------------------------------------------------------------------------- pcapng blocks
+# Blocks a pcapng writer may legally put anywhere (a Decryption Secrets Block, an IDB option),
+# carrying what a careless or hostile writer puts in them. Each goes through both readers: the
+# file itself (the session's windowed fast loop) and the same bytes on stdin (the general reader).
+
+
+def _idb_with_option(code: int, value: bytes) -> bytes:
+    body = struct.pack("<HHI", 1, 0, 262144) + struct.pack("<HH", code, len(value)) + value
+    body += b"\0" * (-len(body) % 4) + struct.pack("<HH", 0, 0)
+    return struct.pack("<II", 1, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def _dsb(stype: int, data: bytes) -> bytes:
+    data += b"\0" * (-len(data) % 4)
+    return struct.pack("<IIII", 10, 20 + len(data), stype, len(data)) + data + struct.pack("<I", 20 + len(data))
+
+
+def _both_readers(path: Path, *args: str | Path) -> list[subprocess.CompletedProcess]:
+    """The command on the file, and on the same bytes through a pipe (``-``)."""
+    direct = ipsecscope(args[0], path, *args[1:])
+    r = subprocess.run([sys.executable, "-m", "ipsecscope", args[0], "-", *map(str, args[1:])], cwd=ROOT,
+                       input=path.read_bytes(), capture_output=True, timeout=TIMEOUT)
+    piped = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
+    assert "Traceback" not in piped.stderr, piped.stderr
+    return [direct, piped]
+
+
+def _sas_counts(r: subprocess.CompletedProcess) -> tuple:
+    doc = json.loads(r.stdout)
+    return (len(doc["ike_sas"]), sorted((f["spi"], f["packets"], f["decrypted"]) for f in doc["flows"]))
+
+
+def test_capture_carrying_its_keys_decrypts_without_k(tmp_path: Path) -> None:
+    """`keys convert --to dsb` + the capture (`cat`: a second pcapng section) is a capture that
+    carries its ESP keys, as Wireshark's `editcap --inject-secrets` makes them. Both readers take
+    the keys from it (the fast loop crashed on its first DSB: AttributeError)."""
+    keys = tmp_path / "keys.pcapng"
+    r = ipsecscope("keys", "convert", ESP_SA, "--to", "dsb", "-o", keys)
+    assert r.returncode == 0, r.stderr
+    cap = tmp_path / "with-keys.pcapng"
+    cap.write_bytes(keys.read_bytes() + HEALTHY_CAP.read_bytes())
+    direct, piped = _both_readers(cap, "sas", "--json")
+    assert direct.returncode == piped.returncode == 0, direct.stderr + piped.stderr
+    want = (2, sorted((s, n, n) for s, n in [("0x15b69dc5", 3), ("0x427e7d84", 3), ("0x8c46d2ff", 6),
+                                             ("0x4c38ff56", 6)]))
+    assert _sas_counts(direct) == _sas_counts(piped) == want
+
+
+def test_unreadable_secrets_block_costs_only_itself(tmp_path: Path) -> None:
+    """An ipsecscope-type DSB holding no key format is one warning; the capture around it is
+    analysed as usual (it ended the run with an error before). Given with -k as the only key
+    source it is still the one-line error of a key file with no usable key."""
+    ng = HEALTHY_CAP.read_bytes()
+    idb_end = [e for t, _s, e in _pcapng_blocks(ng) if t == 1][0]
+    cap = tmp_path / "junk-dsb.pcapng"
+    cap.write_bytes(ng[:idb_end] + _dsb(0x4950534B, b"\x01\x02 no key format here \xff") + ng[idb_end:])
+    for r in _both_readers(cap, "sas", "--json", "-k", ESP_SA):
+        assert r.returncode == 0, r.stderr
+        assert "holds no key format ipsecscope reads; skipped" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert _sas_counts(r)[1][0] == ("0x15b69dc5", 3, 3)
+    r = ipsecscope("decrypt", cap, "-k", ESP_SA, "-o", tmp_path / "o.pcapng")
+    assert r.returncode == 0 and "18 decrypted" in r.stderr and "holds no key format" in r.stderr, r.stderr
+    assert "no key format" in one_line_error(ipsecscope("keys", "list", cap))
+
+
+@pytest.mark.parametrize("tsresol", [9, 0x94, 0x7F, 0xFF, 0])
+def test_any_timestamp_resolution_reads_like_tshark(tmp_path: Path, tsresol: int) -> None:
+    """if_tsresol is one octet: 10^-0 .. 10^-127 or 2^-0 .. 2^-127 seconds per unit. 10^-127
+    made the fast loop's numpy divisor overflow (a traceback in sas/findings/packets/stats)."""
+    ng = HEALTHY_CAP.read_bytes()
+    (_t, idb_start, idb_end), = [b for b in _pcapng_blocks(ng) if b[0] == 1]
+    cap = tmp_path / f"tsresol-{tsresol:02x}.pcapng"
+    cap.write_bytes(ng[:idb_start] + _idb_with_option(9, bytes([tsresol])) + ng[idb_end:])
+    times = []
+    for r in _both_readers(cap, "packets", "--json"):
+        assert r.returncode == 0, r.stderr
+        times.append([round(json.loads(line)["time"], 3) for line in r.stdout.splitlines()])
+    assert times[0] == times[1] and len(times[0]) == 34
+    for cmd in ("sas", "findings", "stats"):
+        assert ipsecscope(cmd, cap, "-k", ESP_SA).returncode in (0, 1)
+    if shutil.which("tshark"):
+        out = subprocess.run(["tshark", "-r", str(cap), "-T", "fields", "-e", "frame.time_epoch"],
+                             capture_output=True, text=True, timeout=TIMEOUT).stdout.split()
+        assert [float(t) for t in out] == pytest.approx(times[0], rel=1e-12, abs=1e-3)

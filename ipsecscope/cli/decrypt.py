@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise ExportError("nothing to write: give -o OUT.pcapng and/or --jsonl OUT.jsonl (or --jsonl -)")
     store = load_keystore(args.keys, strict=args.strict_keys)
     warn_keys(store)
+    warned = len(store.warnings)
     jsonl = sys.stdout if args.jsonl == "-" else args.jsonl
     output = args.output
     if output == "-":  # pcapng on stdout, e.g. `ipsecscope decrypt F -k K -o - | tshark -r -`
@@ -101,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         if prog is not None:
             prog.stop()
     dt = time.perf_counter() - t0
+    # Keys the capture itself carried (pcapng DSBs) are read as it goes: say what they skipped too.
+    for w in dict.fromkeys(store.warnings[warned:]):
+        print(f"ipsecscope: warning: {w}", file=sys.stderr)
     if not args.quiet:
         err = sys.stderr
         for (src, dst, spi), s in stats.per_sa:

@@ -212,22 +212,28 @@ def add_secrets_block(store: KeyStore, secrets_type: int, data: bytes, source: s
     """Add the keys in one pcapng Decryption Secrets Block. Returns how many keys were added.
 
     A type no row travels in (TLS, SSH, WireGuard...) is remembered in ``store.ignored_secrets``.
-    ipsecscope's own type carries text in any readable format, detected by content; a block whose
-    content no row recognises raises KeyFileError.
+    ipsecscope's own type carries text in any readable format, detected by content. A block that
+    cannot be read costs only itself, like a bad row of a key file: it is skipped with a warning
+    (``store.skip``), so a capture carrying one is still analysed; a key file whose blocks are all
+    unusable is still an error (:func:`~ipsecscope.keys.load_key_file` raises the first skip).
     """
-    if secrets_type == dsb.SECRETS_TYPE_IPSEC:
-        text = decode_text(data)
-        fmt = detect_format(data, text)
-        if fmt is None:
-            raise KeyFileError("Decryption Secrets Block of type IPSK holds no key format ipsecscope reads",
-                               path=source)
-    else:
-        rows = [f for f in FORMATS if f.dsb_tag == secrets_type and f.parse is not None]
-        if not rows:
-            store.ignored_secrets.append((secrets_type, len(data)))
-            return 0
-        fmt, text = rows[0].name, decode_text(data)
-    return store.merge(parse(fmt, data, source, KeyStore(), text))
+    try:
+        if secrets_type == dsb.SECRETS_TYPE_IPSEC:
+            text = decode_text(data)
+            fmt = detect_format(data, text)
+            if fmt is None:
+                raise KeyFileError("Decryption Secrets Block of type IPSK holds no key format ipsecscope reads",
+                                   path=source)
+        else:
+            rows = [f for f in FORMATS if f.dsb_tag == secrets_type and f.parse is not None]
+            if not rows:
+                store.ignored_secrets.append((secrets_type, len(data)))
+                return 0
+            fmt, text = rows[0].name, decode_text(data)
+        return store.merge(parse(fmt, data, source, KeyStore(), text))
+    except KeyFileError as exc:
+        store.skip(exc)
+        return 0
 
 
 def dump(store: KeyStore, fmt: str, show_keys: bool) -> str | bytes:
