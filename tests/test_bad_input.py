@@ -618,3 +618,45 @@ def test_any_timestamp_resolution_reads_like_tshark(tmp_path: Path, tsresol: int
         out = subprocess.run(["tshark", "-r", str(cap), "-T", "fields", "-e", "frame.time_epoch"],
                              capture_output=True, text=True, timeout=TIMEOUT).stdout.split()
         assert [float(t) for t in out] == pytest.approx(times[0], rel=1e-12, abs=1e-3)
+
+
+# ---------------------------------------------------------------------------------- Ctrl-C
+
+_INTERRUPT_AFTER = """
+import signal, sys
+from ipsecscope.cli import main
+# Ctrl-C after this much CPU time inside main(): SIGPROF raises KeyboardInterrupt as SIGINT would.
+signal.signal(signal.SIGPROF, signal.default_int_handler)
+signal.setitimer(signal.ITIMER_PROF, float(sys.argv[1]))
+try:
+    rc = main(sys.argv[2:])
+except KeyboardInterrupt:
+    rc = "KeyboardInterrupt left main()"
+signal.setitimer(signal.ITIMER_PROF, 0)
+print("RC", rc, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("cmd", ["sas", "decrypt"])
+def test_ctrl_c_at_any_moment_is_quiet(tmp_path: Path, cmd: str) -> None:
+    """Ctrl-C from the first import of a sub-command to its last output line: exit 130 (or the
+    run's own status when it was faster), no traceback, and no temporary or partial output file.
+    It escaped as a traceback while the sub-command's modules were imported (~0.1 s of start-up)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    args = {"sas": ["sas", HEALTHY_CAP, "-k", ESP_SA],
+            "decrypt": ["decrypt", HEALTHY_CAP, "-k", ESP_SA, "-o", out / "clear.pcapng", "-q"]}[cmd]
+    statuses = set()
+    for cpu in (0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3):
+        r = subprocess.run([sys.executable, "-c", _INTERRUPT_AFTER, str(cpu), *map(str, args)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+        assert "Traceback" not in r.stderr and "left main" not in r.stderr, (cpu, r.stderr)
+        rc = int(r.stderr.split("RC ")[-1])
+        statuses.add(rc)
+        assert rc in (0, 130), (cpu, r.stderr)
+        left = sorted(p.name for p in out.iterdir())
+        assert left in ([], ["clear.pcapng"]) and (rc == 0 or not left), (cpu, left)
+        for p in out.iterdir():
+            p.unlink()
+    assert 130 in statuses
+

@@ -75,6 +75,16 @@ def _add_tz(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``ipsecscope`` command. Ctrl-C ends it with 130 and no traceback at any moment,
+    also while the sub-command's modules are still being imported (a tenth of a second that a
+    user who typed the wrong file is quick to interrupt)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     # numpy's OpenBLAS starts a worker thread per extra core as numpy loads, and it busy-waits for
     # work for ~0.1 s: 40-80 ms of CPU per command, a fifth of sas's start-up (issue 15). No command
     # does linear algebra, so one thread is all they need (set before numpy loads; a user's own
