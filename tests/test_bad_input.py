@@ -660,3 +660,23 @@ def test_ctrl_c_at_any_moment_is_quiet(tmp_path: Path, cmd: str) -> None:
             p.unlink()
     assert 130 in statuses
 
+
+# ---------------------------------------------------------------------------------- a reader that left
+
+@pytest.mark.parametrize("args", [["summary", HEALTHY_CAP], ["summary", HEALTHY_CAP, "--json"],
+                                  ["sas", HEALTHY_CAP, "-k", ESP_SA], ["findings", HEALTHY_CAP, "-k", ESP_SA],
+                                  ["findings", HEALTHY_CAP, "--json"], ["packets", HEALTHY_CAP, "--json"],
+                                  ["stats", HEALTHY_CAP], ["keys", "list", ESP_SA],
+                                  ["decrypt", HEALTHY_CAP, "-k", ESP_SA, "--jsonl", "-", "-q"]],
+                         ids=lambda a: "-".join(str(x) for x in a if not str(x).startswith("/")))
+def test_output_into_a_closed_pipe_is_quiet(args: list) -> None:
+    """`ipsecscope ... | head -1`: the reader may leave before the first line. Every command,
+    text or JSON, ends quietly with 0 (rich's text console exited 1 where JSON exited 0)."""
+    rd, wr = os.pipe()
+    os.close(rd)  # the reader has gone: every write gets EPIPE
+    try:
+        r = subprocess.run([sys.executable, "-m", "ipsecscope", *map(str, args)], cwd=ROOT, stdout=wr,
+                           stderr=subprocess.PIPE, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(wr)
+    assert (r.returncode, r.stderr) == (0, "")

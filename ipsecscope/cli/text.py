@@ -22,6 +22,15 @@ from ..wrap import Hanging, line_spans
 __all__ = ["Hanging", "fits", "line_spans", "table_or_records", "text_console"]
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich's own answer to a reader that left (``| head``) is ``SystemExit(1)``; the JSON
+        outputs and plain prints raise BrokenPipeError, which ``cli.main`` ends quietly with 0.
+        One answer for every command, text or JSON."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def text_console(file=None) -> Console:
     """The console text commands print to. Piped or redirected, lines are never wrapped (a script
     or grep gets one record per line, an SPI or address never split); in a terminal, lines wrap
@@ -29,8 +38,8 @@ def text_console(file=None) -> Console:
     out = file or sys.stdout
     # emoji=False: ":100:" in "2001:db8::100:500" is an address and a port, not an emoji code.
     if out.isatty():
-        return Console(file=file, emoji=False)
-    return Console(file=file, width=1 << 16, soft_wrap=True, emoji=False)
+        return _Console(file=file, emoji=False)
+    return _Console(file=file, width=1 << 16, soft_wrap=True, emoji=False)
 
 
 def fits(console: Console, table: Table) -> bool:
