@@ -680,3 +680,32 @@ def test_output_into_a_closed_pipe_is_quiet(args: list) -> None:
     finally:
         os.close(wr)
     assert (r.returncode, r.stderr) == (0, "")
+
+
+# ---------------------------------------------------------------------------------- decrypt's input
+
+def test_decrypt_reads_standard_input_once(tmp_path: Path) -> None:
+    """`tcpdump -w - | ipsecscope decrypt - ...` wrote nothing and said "cannot read -: No such
+    file or directory"; now stdin goes through the general reader once and the output equals
+    the file's. With -Y (the capture read twice) it is a one-line error, not an empty output."""
+    ref, piped = tmp_path / "ref.pcapng", tmp_path / "piped.pcapng"
+    assert ipsecscope("decrypt", HEALTHY_CAP, "-k", ESP_SA, "-o", ref, "--keep-other", "-q").returncode == 0
+    for data in (HEALTHY_CAP.read_bytes(), gzip.compress(HEALTHY_CAP.read_bytes(), mtime=0)):
+        piped.unlink(missing_ok=True)
+        r = subprocess.run([sys.executable, "-m", "ipsecscope", "decrypt", "-", "-k", str(ESP_SA), "-o", str(piped),
+                            "--keep-other"], cwd=ROOT, input=data, capture_output=True, timeout=TIMEOUT)
+        assert r.returncode == 0 and b"18 decrypted" in r.stderr, r.stderr
+        assert piped.read_bytes() == ref.read_bytes()
+    r = subprocess.run([sys.executable, "-m", "ipsecscope", "decrypt", "-", "-k", str(ESP_SA), "-o",
+                        str(tmp_path / "f.pcapng"), "-Y", "icmp"], cwd=ROOT, input=HEALTHY_CAP.read_bytes(),
+                       capture_output=True, timeout=TIMEOUT)
+    line = one_line_error(subprocess.CompletedProcess(r.args, r.returncode, "", r.stderr.decode()))
+    assert "standard input" in line and not (tmp_path / "f.pcapng").exists()
+
+
+def test_decrypt_filter_that_selects_no_esp_says_so(tmp_path: Path) -> None:
+    """`decrypt -Y 'dns'` on a capture of 18 ESP packets said "the capture has no ESP packets"."""
+    r = ipsecscope("decrypt", HEALTHY_CAP, "-k", ESP_SA, "-o", tmp_path / "o.pcapng", "-Y", "isakmp", "-q")
+    assert r.returncode == 3
+    assert r.stderr.strip() == ("ipsecscope decrypt: nothing decrypted: the display filter -Y 'isakmp' selects "
+                                "no ESP packet (16 frame(s) selected)")

@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
             raise ExportError("-o - and --jsonl - would both write to stdout; send one of them to a file")
         output = sys.stdout.buffer
     frames = None
+    if args.display_filter and args.file == "-":
+        raise ExportError("-Y reads the capture twice (to select frames, then to decrypt them), and standard "
+                          "input can be read once: save the capture to a file first")
     if args.display_filter:  # only the frames a display filter selects (read once more, as a session)
         from .packets import compile_or_exit, filtered_frames, load_session
 
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ipsecscope decrypt: warning: {stats.truncated} (everything before it was written)",
               file=sys.stderr)
         return 1
-    return _outcome(stats, store, args.keys)
+    return _outcome(stats, store, args.keys, None if frames is None else (args.display_filter, len(frames)))
 
 
 # Exit statuses (also in --help and the README): 0 all ESP with keys decrypted; 1 error or damaged
@@ -141,15 +144,18 @@ EXIT_NOTHING_DECRYPTED = 3
 EXIT_ICV_FAILED = 4
 
 
-def _outcome(stats, store, key_args: list[str]) -> int:
+def _outcome(stats, store, key_args: list[str], selected: tuple[str, int] | None = None) -> int:
     """The exit status for a run that read its input, with one line on stderr saying what did not
-    decrypt (even with -q: a script must not take an empty output for success)."""
+    decrypt (even with -q: a script must not take an empty output for success). ``selected``: the
+    -Y filter and how many frames it selected (the run saw only those)."""
     err = sys.stderr
     if stats.decrypted == 0:
         spis = sorted({spi for (_s, _d, spi), _st in stats.per_sa})
         seen = ", ".join(f"0x{x:08x}" for x in spis[:6]) + (", ..." if len(spis) > 6 else "")
         n_keys = len(getattr(store, "esp", ()))
-        if stats.esp == 0:
+        if stats.esp == 0 and selected is not None:
+            why = f"the display filter -Y '{selected[0]}' selects no ESP packet ({selected[1]} frame(s) selected)"
+        elif stats.esp == 0:
             why = "the capture has no ESP packets"
         elif not key_args and n_keys == 0:
             why = (f"no keys: give the ESP keys with -k (the capture has {stats.esp} ESP packets on "

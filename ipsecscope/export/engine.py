@@ -234,6 +234,8 @@ def default_jobs() -> int:
 
 def _run(path: str, keys, out, jsonl_out, opts: Options, jobs: int, progress, dsb: bool,
          parallel_min_bytes: int, mark_every: int) -> RunStats:
+    if path == "-":  # standard input (`tcpdump -w - | ipsecscope decrypt - ...`): read once, in order
+        return _run_layout(path, None, keys, out, jsonl_out, opts, 1, progress, dsb, None)
     if jobs <= 0:
         jobs = default_jobs()
     try:
@@ -650,15 +652,20 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
     dec = EspDecryptor(keys)
     decoder = Decoder()
     nested: set = set()
-    with open_capture(path):  # not a capture: fail before creating (and truncating) the output files
-        pass
-    writer = PcapngWriter(out) if out is not None else None
-    jf, own_jf = _open_jsonl(jsonl_out)
+    # Not a capture: fail before creating (and truncating) the output files. Opened once, as
+    # standard input can be read only once.
+    opened = open_capture(path)
+    try:
+        writer = PcapngWriter(out) if out is not None else None
+        jf, own_jf = _open_jsonl(jsonl_out)
+    except BaseException:
+        opened.close()
+        raise
     iface_map: dict[int, int] = {}
     if writer is not None:
         writer.add_interface(LINKTYPE_RAW, name="ipsecscope decrypted ESP inner packets")
     try:
-        with open_capture(path) as reader:
+        with opened as reader:
             seen = 0
             for n, raw in enumerate(reader, 1):
                 if len(reader.secrets) != seen:  # keys shipped inside the capture (pcapng DSB)
