@@ -193,3 +193,27 @@ def test_keys_convert_refuses_an_empty_output_and_makes_the_profile_directory(tm
     assert r.returncode == 0, r.stderr
     assert victim.read_text() == "not keys\n" and not link.is_symlink()
     assert link.stat().st_mode & 0o777 == 0o600 and load_keys([link]).ike
+
+
+@pytest.mark.parametrize("cmd", [["keys", "list"], ["sas", str(CAPTURE), "-k"],
+                                 ["decrypt", str(CAPTURE), "--jsonl", "-", "-k"]], ids=lambda c: c[0])
+def test_a_stale_duplicate_spi_that_wins_is_said(tmp_path, cmd):
+    """Two rows for one SA (a stale key before the right one, as after an edited or concatenated
+    esp_sa): the first wins, as in Wireshark, so that SA fails every ICV. It was silent; now one
+    warning names both lines and no key bytes."""
+    rows = ESP_SA.read_text().splitlines()
+    first = next(i for i, r in enumerate(rows) if "0x15b69dc5" in r)
+    key = re.search(r'"0x([0-9a-f]{40,})"', rows[first]).group(1)
+    stale = rows[first].replace(key, "00000000" + key[8:])
+    f = tmp_path / "esp_sa"
+    f.write_text("\n".join([*rows[:first], stale, *rows[first:]]) + "\n")
+    r = run(*cmd, str(f))
+    want = (f"ipsecscope: warning: {f}:{first + 2}: SPI 0x15b69dc5 198.18.0.1 -> 198.18.0.2 has different keys "
+            f"in {f}:{first + 1}; those are used (the first given wins, as in Wireshark)")
+    assert r.stderr.count(want) == 1, r.stderr
+    assert "Traceback" not in r.stderr and not leaks(r.stderr, key_hex(f))
+    if cmd[0] == "decrypt":
+        assert r.stdout.count('"status":"ok"') == 15 and r.returncode == 4
+    same = tmp_path / "twice"  # the same row twice is no conflict
+    same.write_text("\n".join([*rows, *rows[1:]]) + "\n")
+    assert "different keys" not in run(*cmd, str(same)).stderr

@@ -223,7 +223,13 @@ class KeyStore:
                 if _same_esp(old, k):
                     return False
                 # First added wins among equals (Wireshark order); keep the new one listed so
-                # `keys list` shows the conflict, but do not replace the lookup answer.
+                # `keys list` shows the conflict, but do not replace the lookup answer. Other keys
+                # or algorithms for the same SA are said once (never the key bytes): a stale row
+                # that wins explains every ICV failure of its SA.
+                if (old.encr, old.enc_key, old.integ, old.auth_key) != (k.encr, k.enc_key, k.integ, k.auth_key):
+                    self.warnings.append(
+                        f"{k.source or 'a key'}: SPI 0x{k.spi:08x} {k.src} -> {k.dst} has different keys in "
+                        f"{old.source or 'an earlier key'}; those are used (the first given wins, as in Wireshark)")
                 self.esp.append(k)
                 self._bump()
                 return True
