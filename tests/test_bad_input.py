@@ -514,6 +514,27 @@ def test_unimplemented_algorithm_counted_unsupported(tmp_path: Path) -> None:
     r = ipsecscope("decrypt", HEALTHY_CAP, "-k", key, "-o", tmp_path / "o.pcapng")
     assert r.returncode == 3 and "3 unsupported" in r.stderr, r.stderr  # nothing decrypted
     assert "algorithms ipsecscope cannot decrypt" in r.stderr
+    # "see the per-SA lines": each of them says why (they said only "3 unsupported")
+    assert "3 unsupported  [ESP encryption ENCR_CAST is not implemented; supported: " in r.stderr, r.stderr
+
+
+def test_mac_key_of_the_wrong_size_is_said_per_sa(tmp_path: Path) -> None:
+    """AES-XCBC-MAC-96 takes a 128-bit key only (RFC 3566 §2.1); a row with 80 bits cannot be
+    used. decrypt's per-SA line and the finding say so, once, in one sentence."""
+    row = ESP_SA.read_text().splitlines()[1]
+    fields = row.split(",")
+    fields[4:8] = ['"AES-CBC [RFC3602]"', '"0x' + "11" * 16 + '"', '"AES-XCBC-MAC-96 [RFC3566]"', '"0x' + "22" * 10 + '"']
+    key = tmp_path / "esp_sa"
+    key.write_text(",".join(fields) + "\n")
+    r = ipsecscope("decrypt", HEALTHY_CAP, "-k", key, "-o", tmp_path / "o.pcapng")
+    assert r.returncode == 3
+    assert ("0x15b69dc5 198.18.0.1 -> 198.18.0.2: 0 decrypted, 0 icv_failed, 0 no_key, 3 unsupported  "
+            "[aesxcbc integrity key is 80 bits; expected 128. Check the authentication key in the key file.]"
+            ) in r.stderr, r.stderr
+    (f,) = json.loads(ipsecscope("findings", HEALTHY_CAP, "-k", key, "--json").stdout)["findings"][:1]
+    assert f["code"] == "ESP-UNSUPPORTED-ALGO" and "key file.." not in f["explanation"], f
+    assert "cannot use it: aesxcbc integrity key is 80 bits; expected 128. Check the authentication key in " \
+           "the key file. Its packets" in f["explanation"]
 
 
 # ---------------------------------------------------------------------------------- corpus sanity

@@ -690,6 +690,7 @@ class EspDecryptor:
                 stats.no_key += 1
                 return NO_KEY, "no key for this SA (add its keys with -k)", 0
             stats.unsupported += 1
+            stats.last_reason = st.error  # the per-SA line says why (a key of the wrong size, ...)
             return UNSUPPORTED, st.error, 0
         mode = st.mode
         fn = o.open

@@ -119,7 +119,7 @@ def r_unsupported(table: SaTable, ctx: RuleContext):
         if not f.unsupported:
             continue
         reason, _, supported = f.unsupported_reason.partition("; supported:")
-        reason = reason.strip() or "the algorithm of its keys is not implemented"
+        reason = reason.strip().rstrip(".") or "the algorithm of its keys is not implemented"
         source = src_path(f.unsupported_keys_source) if f.unsupported_keys_source else "the loaded keys"
         can = f" ipsecscope implements:{supported.rstrip('.')}." if supported else ""
         yield Finding(
