@@ -165,6 +165,10 @@ def sigterm_unwinds() -> Iterator[None]:
 
 def write_private(path: str | os.PathLike[str], data: str | bytes, *, inputs: Iterable[Any] = (),
                   what: str = "output") -> None:
-    """Write ``data`` (text is UTF-8) to ``path`` atomically, mode 0600, never over an input."""
-    with atomic_output(path, "wb", inputs=inputs, what=what) as f:
-        f.write(data.encode() if isinstance(data, str) else data)
+    """Write ``data`` (text is UTF-8) to ``path`` atomically, mode 0600, never over an input. A
+    failed write (a full disk, ``/dev/full``) is an :class:`ExportError` naming ``path``."""
+    try:
+        with atomic_output(path, "wb", inputs=inputs, what=what) as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+    except OSError as exc:  # only the output is touched here: the error is about it
+        raise ExportError(f"cannot write {os.fspath(path)}: {exc.strerror or exc}") from None

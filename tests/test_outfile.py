@@ -146,3 +146,12 @@ def test_atomic_output_api(tmp_path: Path) -> None:
         write_private(tmp_path, "x")
     write_private("/dev/null", b"discarded")  # a device is written in place, never replaced
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_failed_write_names_the_output(tmp_path: Path) -> None:
+    """`keys convert -o /dev/full` said "ipsecscope: error: output: No space left on device" (no
+    file named); decrypt already named it. Every write_private output (keys convert, TUI exports)."""
+    r = _cli("keys", "convert", str(KEYS), "--to", "json", "-o", "/dev/full")
+    assert r.returncode == 1 and r.stderr == "ipsecscope: error: cannot write /dev/full: No space left on device\n"
+    with pytest.raises(ExportError, match="^cannot write /dev/full: No space left on device$"):
+        write_private("/dev/full", b"x" * (1 << 21))
