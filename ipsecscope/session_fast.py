@@ -200,7 +200,6 @@ class _Loop:
     def run_pcapng(self, fd: int, size: int, progress) -> str | None:  # noqa: C901
         path = self.path
         s = self.s
-        keys = s.keys
         section: Section | None = None
         order = "<"
         base = 0
@@ -268,7 +267,7 @@ class _Loop:
                 section = self.section = Section(base + o, order, self.ifaces)
             elif btype == DSB and blen >= 20:
                 stype, slen = _BLK[order](w, o + 8)
-                add_secrets_block(keys, stype, bytes(w[o + 16:min(o + 16 + slen, nxt - 4)]))
+                add_secrets_block(s.keys, stype, bytes(w[o + 16:min(o + 16 + slen, nxt - 4)]))
             o = nxt
 
     @property
@@ -422,10 +421,7 @@ class _Loop:
             m = iface == k
             raw = tsraw[m]
             lt[m] = ifc.linktype
-            # if_tsresol may name units as fine as 10^-127 or 2^-127 s (one octet): a divisor past
-            # int64 goes through the general path's Python integers, like an odd clock.
-            if (int(raw.max()) <= ((1 << 62) // max(ifc.mul, 1)) and ifc.div < (1 << 62)
-                    and abs(ifc.offset_s) < (1 << 30)):
+            if ifc.fits_int64(int(raw.max())):
                 ts_ns[m] = (raw.astype(np.int64) * ifc.mul) // ifc.div + ifc.offset_s * 1_000_000_000
             else:  # beyond int64 (a damaged or odd clock): the caller reads these blocks one by one
                 return None, None

@@ -57,6 +57,13 @@ class Interface:
     def ts_ns(self, units: int) -> int:
         return units * self.mul // self.div + self.offset_s * 1_000_000_000
 
+    def fits_int64(self, max_units: int) -> bool:
+        """Whether :meth:`ts_ns` of up to ``max_units`` can be computed in int64 (numpy). if_tsresol
+        is one octet, so units may be as fine as 10^-127 or 2^-127 s: such a divisor, or a huge
+        clock, needs Python integers."""
+        return (max_units <= (1 << 62) // max(self.mul, 1) and self.div < (1 << 62)
+                and abs(self.offset_s) < (1 << 30))
+
 
 @dataclass(slots=True)
 class Section:
