@@ -342,6 +342,19 @@ def test_proposal_strings_on_corpus() -> None:
     assert first("ikev1-bug-12610.pcapng.gz").startswith("aes256-sha256-modp1024, aes256-sha1-modp1024, ")
 
 
+def test_one_proposal_renderer_for_logs_and_wire() -> None:
+    """A charon log's proposals (keys/charon: "configured proposals: ...") and the wire's (the
+    tracker: offered/chosen) are named by one renderer, so a finding that sets them side by side
+    ("offered X; configured with Y") never names one algorithm two ways. There were two, which
+    differed on 5 kinds of proposal in the corpus (AES without a key length: "aes" / "aes128";
+    the PRF beside an AEAD cipher and an integrity algorithm; an empty proposal: "" / "none")."""
+    from ipsecscope.keys import charon
+    from ipsecscope.state import ikev1, ikev2
+
+    assert charon.proposal_string is ikev2.proposal_string is ikev1.proposal_string is proposal_string
+    assert not (ROOT / "ipsecscope" / "state" / "proposals.py").exists()
+
+
 def test_sk_payload_offset_and_first_payload() -> None:
     """SK body and offset are what the integrity check needs (RFC 7296 §3.14)."""
     for name in IKE_CAPTURES:

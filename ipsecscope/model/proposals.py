@@ -1,146 +1,192 @@
-"""SA proposals as strongSwan-style strings ("aes256gcm16-prfsha256-ecp256", "aes128-sha256-modp2048").
+"""SA proposals as strongSwan proposal keywords ("aes128-sha256-modp2048", "aes256gcm16-ecp256").
 
-The same keywords users write in swanctl.conf / ipsec.conf, so a finding can say "you proposed
-aes128-sha256-modp2048, the peer wanted aes256gcm16-prfsha384-ecp384" in words they can paste.
-Unknown algorithm numbers fall back to the registry name in lower case or "encr99"-style text.
+These are the strings users type in swanctl.conf ``proposals =`` / ``esp_proposals =``, so a
+finding that says "offered aes128-sha1-modp2048, responder accepts aes256-sha256-ecp256" can be
+pasted straight into a config. IKEv1 transforms (attributes, RFC 2409 App. A / RFC 2407 §4.5) map
+to the same keywords.
 """
 
 from __future__ import annotations
 
-from ipsecscope.model import iana
-from ipsecscope.model.ike import Proposal, Transform
+from . import iana
+from .ike import Proposal, Transform
 
-__all__ = ["proposal_string", "transform_keyword", "ikev1_transform_string"]
-
-# IKEv2 ENCR IDs (also the IPsec DOI ESP transform IDs, which RFC 4306 kept identical).
-# "{k}" is replaced by the key length in bits.
+E = iana.EncrTransform
 _ENCR = {
-    1: "des_iv64", 2: "des", 3: "3des", 4: "rc5", 5: "idea", 6: "cast128", 7: "blowfish{k}",
-    8: "3idea", 9: "des_iv32", 11: "null", 12: "aes{k}", 13: "aes{k}ctr", 14: "aes{k}ccm8",
-    15: "aes{k}ccm12", 16: "aes{k}ccm16", 18: "aes{k}gcm8", 19: "aes{k}gcm12", 20: "aes{k}gcm16",
-    21: "aes{k}gmac", 23: "camellia{k}", 24: "camellia{k}ctr", 25: "camellia{k}ccm8",
-    26: "camellia{k}ccm12", 27: "camellia{k}ccm16", 28: "chacha20poly1305",
+    E.ENCR_DES: "des", E.ENCR_3DES: "3des", E.ENCR_NULL: "null", E.ENCR_BLOWFISH: "blowfish",
+    E.ENCR_CAST: "cast128", E.ENCR_CHACHA20_POLY1305: "chacha20poly1305", E.ENCR_IDEA: "idea",
 }
+_ENCR_BITS = {  # keyword prefix and suffix, key length appended to the prefix
+    E.ENCR_AES_CBC: ("aes", ""), E.ENCR_AES_CTR: ("aes", "ctr"),
+    E.ENCR_AES_GCM_8: ("aes", "gcm8"), E.ENCR_AES_GCM_12: ("aes", "gcm12"), E.ENCR_AES_GCM_16: ("aes", "gcm16"),
+    E.ENCR_AES_CCM_8: ("aes", "ccm8"), E.ENCR_AES_CCM_12: ("aes", "ccm12"), E.ENCR_AES_CCM_16: ("aes", "ccm16"),
+    E.ENCR_NULL_AUTH_AES_GMAC: ("aes", "gmac"), E.ENCR_CAMELLIA_CBC: ("camellia", ""),
+    E.ENCR_CAMELLIA_CTR: ("camellia", "ctr"), E.ENCR_CAMELLIA_CCM_8: ("camellia", "ccm8"),
+    E.ENCR_CAMELLIA_CCM_12: ("camellia", "ccm12"), E.ENCR_CAMELLIA_CCM_16: ("camellia", "ccm16"),
+}
+AEAD = {E.ENCR_AES_GCM_8, E.ENCR_AES_GCM_12, E.ENCR_AES_GCM_16, E.ENCR_AES_CCM_8, E.ENCR_AES_CCM_12,
+        E.ENCR_AES_CCM_16, E.ENCR_CHACHA20_POLY1305, E.ENCR_NULL_AUTH_AES_GMAC, E.ENCR_CAMELLIA_CCM_8,
+        E.ENCR_CAMELLIA_CCM_12, E.ENCR_CAMELLIA_CCM_16}
+
+IT = iana.IntegTransform
 _INTEG = {
-    1: "md5", 2: "sha1", 3: "desmac", 5: "aesxcbc", 6: "md5_128", 7: "sha1_160", 8: "aescmac",
-    9: "aes128gmac", 10: "aes192gmac", 11: "aes256gmac", 12: "sha256", 13: "sha384", 14: "sha512",
+    IT.AUTH_HMAC_MD5_96: "md5", IT.AUTH_HMAC_SHA1_96: "sha1", IT.AUTH_AES_XCBC_96: "aesxcbc",
+    IT.AUTH_HMAC_MD5_128: "md5_128", IT.AUTH_HMAC_SHA1_160: "sha1_160", IT.AUTH_AES_CMAC_96: "aescmac",
+    IT.AUTH_AES_128_GMAC: "aes128gmac", IT.AUTH_AES_192_GMAC: "aes192gmac", IT.AUTH_AES_256_GMAC: "aes256gmac",
+    IT.AUTH_HMAC_SHA2_256_128: "sha256", IT.AUTH_HMAC_SHA2_384_192: "sha384", IT.AUTH_HMAC_SHA2_512_256: "sha512",
 }
-_PRF = {1: "prfmd5", 2: "prfsha1", 3: "prftiger", 4: "prfaesxcbc", 5: "prfsha256", 6: "prfsha384",
-        7: "prfsha512", 8: "prfaescmac"}
-# The PRF strongSwan derives from an integrity keyword when none is given.
-_PRF_OF_INTEG = {1: 1, 2: 2, 5: 4, 6: 1, 7: 2, 8: 8, 12: 5, 13: 6, 14: 7}
-_KE = {
-    1: "modp768", 2: "modp1024", 5: "modp1536", 14: "modp2048", 15: "modp3072", 16: "modp4096",
-    17: "modp6144", 18: "modp8192", 19: "ecp256", 20: "ecp384", 21: "ecp521", 22: "modp1024s160",
-    23: "modp2048s224", 24: "modp2048s256", 25: "ecp192", 26: "ecp224", 27: "ecp224bp",
-    28: "ecp256bp", 29: "ecp384bp", 30: "ecp512bp", 31: "curve25519", 32: "curve448",
-    35: "mlkem512", 36: "mlkem768", 37: "mlkem1024",
+P = iana.PrfTransform
+_PRF = {
+    P.PRF_HMAC_MD5: "prfmd5", P.PRF_HMAC_SHA1: "prfsha1", P.PRF_AES128_XCBC: "prfaesxcbc",
+    P.PRF_HMAC_SHA2_256: "prfsha256", P.PRF_HMAC_SHA2_384: "prfsha384", P.PRF_HMAC_SHA2_512: "prfsha512",
+    P.PRF_AES128_CMAC: "prfaescmac",
 }
-# IKEv1 phase-1 attribute values (RFC 2409 App. A) and IPsec DOI Authentication Algorithm.
-_V1_ENCR = {1: "des", 2: "idea", 3: "blowfish{k}", 4: "rc5", 5: "3des", 6: "cast128", 7: "aes{k}", 8: "camellia{k}"}
+# The PRF strongSwan implies when a proposal names only an integrity algorithm.
+_PRF_FOR_INTEG = {"md5": "prfmd5", "sha1": "prfsha1", "sha256": "prfsha256", "sha384": "prfsha384",
+                  "sha512": "prfsha512", "aesxcbc": "prfaesxcbc", "aescmac": "prfaescmac"}
+D = iana.DhGroup
+_DH = {
+    D.MODP_768: "modp768", D.MODP_1024: "modp1024", D.MODP_1536: "modp1536", D.MODP_2048: "modp2048",
+    D.MODP_3072: "modp3072", D.MODP_4096: "modp4096", D.MODP_6144: "modp6144", D.MODP_8192: "modp8192",
+    D.ECP_256: "ecp256", D.ECP_384: "ecp384", D.ECP_521: "ecp521", D.MODP_1024_160_POS: "modp1024s160",
+    D.MODP_2048_224_POS: "modp2048s224", D.MODP_2048_256_POS: "modp2048s256", D.ECP_192: "ecp192",
+    D.ECP_224: "ecp224", D.BRAINPOOLP224R1: "ecp224bp", D.BRAINPOOLP256R1: "ecp256bp",
+    D.BRAINPOOLP384R1: "ecp384bp", D.BRAINPOOLP512R1: "ecp512bp", D.CURVE25519: "curve25519",
+    D.CURVE448: "curve448", D.ML_KEM_512: "mlkem512", D.ML_KEM_768: "mlkem768", D.ML_KEM_1024: "mlkem1024",
+}
+
+
+def encr_keyword(encr: int, bits: int | None) -> str:
+    if encr in _ENCR:
+        return _ENCR[encr]
+    if encr in _ENCR_BITS:
+        prefix, suffix = _ENCR_BITS[encr]
+        return f"{prefix}{bits or 128}{suffix}"
+    return f"encr{encr}"
+
+
+def integ_keyword(integ: int) -> str:
+    return _INTEG.get(integ, f"integ{integ}")
+
+
+def prf_keyword(prf: int) -> str:
+    return _PRF.get(prf, f"prf{prf}")
+
+
+def dh_keyword(group: int) -> str:
+    return _DH.get(group, f"ke{group}")
+
+
+def _v2_string(prop: Proposal) -> str:
+    encr: list[str] = []
+    integ: list[str] = []
+    prf: list[str] = []
+    dh: list[str] = []
+    esn: list[str] = []
+    aead = False
+    for t in prop.transforms:
+        tt = t.type
+        if tt == iana.TransformType.ENCR:
+            encr.append(encr_keyword(t.id, t.key_length))
+            aead = aead or t.id in AEAD
+        elif tt == iana.TransformType.INTEG:
+            if t.id != 0:
+                integ.append(integ_keyword(t.id))
+        elif tt == iana.TransformType.PRF:
+            prf.append(prf_keyword(t.id))
+        elif tt == iana.TransformType.KE:
+            if t.id != 0:
+                dh.append(dh_keyword(t.id))
+        elif tt == iana.TransformType.ESN:
+            esn.append("esn" if t.id == 1 else "noesn")
+        elif iana.TransformType.ADDKE1 <= tt <= iana.TransformType.ADDKE7 and t.id != 0:
+            dh.append(f"ke{tt - 5}_{dh_keyword(t.id)}")  # RFC 9370 additional key exchanges
+    parts = encr + integ
+    # strongSwan omits the PRF when it is the one implied by the integrity algorithm.
+    implied = {_PRF_FOR_INTEG.get(i) for i in integ}
+    if aead or not integ or any(p not in implied for p in prf):
+        parts += prf
+    parts += dh
+    # "noesn" is strongSwan's default for ESP; only show ESN when it is (also) offered.
+    if "esn" in esn:
+        parts += esn
+    return "-".join(parts) or "none"
+
+
+# IKEv1 phase-1 attributes (RFC 2409 Appendix A)
+_V1_ENCR = {1: ("des", None), 2: ("idea", None), 3: ("blowfish", None), 4: ("rc5", None),
+            5: ("3des", None), 6: ("cast128", None), 7: ("aes", 128), 8: ("camellia", 128)}
 _V1_HASH = {1: "md5", 2: "sha1", 3: "tiger", 4: "sha256", 5: "sha384", 6: "sha512"}
-_V1_AUTH_ALG = {1: "md5", 2: "sha1", 3: "desmac", 5: "sha256", 6: "sha384", 7: "sha512", 9: "aesxcbc",
-                11: "aes128gmac", 12: "aes192gmac", 13: "aes256gmac"}
-_V1_AH = {2: "md5", 3: "sha1", 4: "desmac", 5: "sha256", 6: "sha384", 7: "sha512", 9: "aesxcbc",
-          11: "aes128gmac", 12: "aes192gmac", 13: "aes256gmac"}
+# IKEv1 ESP transform IDs (RFC 2407 §4.4.4) and auth algorithms (§4.5)
+_V1_ESP = {2: "des", 3: "3des", 11: "null", 12: "aes", 13: "aesctr", 14: "aesccm8", 15: "aesccm12",
+           16: "aesccm16", 18: "aesgcm8", 19: "aesgcm12", 20: "aesgcm16", 22: "camellia",
+           23: "aesgmac"}
+_V1_AUTH = {1: "md5", 2: "sha1", 5: "sha256", 6: "sha384", 7: "sha512", 9: "aesxcbc"}
 
 
-def _fill(template: str | None, key_bits: int | None, fallback: str) -> str:
-    if template is None:
-        return fallback
-    if "{k}" in template:
-        # AES without a Key Length attribute is invalid in IKEv2 (RFC 7296 §3.3.5); show "aes".
-        return template.replace("{k}", str(key_bits) if key_bits else "")
-    return template
+def _attrs(t: Transform) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for k, v in t.attrs:
+        if isinstance(v, int):
+            out[k & 0x7FFF] = v
+        elif isinstance(v, bytes | bytearray) and 0 < len(v) <= 8:
+            out[k & 0x7FFF] = int.from_bytes(v, "big")
+    return out
 
 
-def transform_keyword(t: Transform) -> str:
-    """strongSwan keyword of one IKEv2 transform ("aes256", "sha256", "prfsha256", "ecp256", "esn")."""
-    tt = t.type
-    if tt == iana.TransformType.ENCR:
-        return _fill(_ENCR.get(t.id), t.key_length, f"encr{t.id}")
-    if tt == iana.TransformType.INTEG:
-        return _INTEG.get(t.id, f"integ{t.id}") if t.id else "noint"
-    if tt == iana.TransformType.PRF:
-        return _PRF.get(t.id, f"prf{t.id}")
-    if tt == iana.TransformType.KE:
-        return _KE.get(t.id, f"ke{t.id}") if t.id else "none"
-    if tt == iana.TransformType.ESN:
-        return "esn" if t.id == 1 else "noesn"
-    if iana.TransformType.ADDKE1 <= tt <= iana.TransformType.ADDKE7:  # RFC 9370, strongSwan 6 syntax
-        n = tt - iana.TransformType.ADDKE1 + 1
-        return f"ke{n}_" + (_KE.get(t.id, f"ke{t.id}") if t.id else "none")
-    return f"t{tt}_{t.id}"
+def _v1_string(prop: Proposal) -> str:
+    if not prop.transforms:
+        return "none"
+    alts = []
+    for t in prop.transforms:
+        a = _attrs(t)
+        parts: list[str] = []
+        if prop.protocol == iana.ProtocolId.IKE or prop.protocol == 1:
+            name, default_bits = _V1_ENCR.get(a.get(1, 0), (f"encr{a.get(1)}", None))
+            bits = a.get(14) or t.key_length or default_bits
+            parts.append(f"{name}{bits}" if name in ("aes", "camellia") else name)
+            if 2 in a:
+                parts.append(_V1_HASH.get(a[2], f"hash{a[2]}"))
+            if 4 in a:
+                parts.append(dh_keyword(a[4]))
+        else:
+            name = _V1_ESP.get(t.id, f"esp{t.id}")
+            bits = a.get(6) or t.key_length
+            if name.startswith("aes") or name == "camellia":
+                rest = name[3:] if name.startswith("aes") else ""
+                base = "aes" if name.startswith("aes") else "camellia"
+                name = f"{base}{bits or 128}{rest}"
+            parts.append(name)
+            if 5 in a:
+                parts.append(_V1_AUTH.get(a[5], f"auth{a[5]}"))
+            if 3 in a:  # group description: PFS
+                parts.append(dh_keyword(a[3]))
+        alts.append("-".join(parts))
+    return ", ".join(dict.fromkeys(alts))
 
 
-def _v2_string(p: Proposal) -> str:
-    by: dict[int, list[Transform]] = {}
-    for t in p.transforms:
-        by.setdefault(t.type, []).append(t)
-    parts: list[str] = [transform_keyword(t) for t in by.get(iana.TransformType.ENCR, [])]
-    integs = [t for t in by.get(iana.TransformType.INTEG, []) if t.id != 0]
-    parts += [transform_keyword(t) for t in integs]
-    prfs = by.get(iana.TransformType.PRF, [])
-    # strongSwan derives the PRF from the integrity algorithm: only spell it out when it differs
-    # (always for AEAD, where there is no integrity algorithm).
-    implied = {_PRF_OF_INTEG.get(t.id) for t in integs}
-    if prfs and not (integs and {t.id for t in prfs} <= implied):
-        parts += [transform_keyword(t) for t in prfs]
-    parts += [transform_keyword(t) for t in by.get(iana.TransformType.KE, []) if t.id != 0]
-    for tt in range(iana.TransformType.ADDKE1, iana.TransformType.ADDKE7 + 1):
-        parts += [transform_keyword(t) for t in by.get(tt, [])]
-    esns = by.get(iana.TransformType.ESN, [])
-    if any(t.id == 1 for t in esns):  # "noesn" alone is the default and not written
-        parts += [transform_keyword(t) for t in esns]
-    known = {iana.TransformType.ENCR, iana.TransformType.INTEG, iana.TransformType.PRF,
-             iana.TransformType.KE, iana.TransformType.ESN, *range(6, 13)}
-    parts += [transform_keyword(t) for tt, ts in by.items() if tt not in known for t in ts]
-    return "-".join(parts)
+def proposal_string(prop: Proposal, version: int = 2) -> str:
+    """One proposal as strongSwan keywords. IKEv1 proposals with several transforms give their
+    alternatives separated by ", "."""
+    try:
+        return _v2_string(prop) if version == 2 else _v1_string(prop)
+    except Exception:  # a proposal from a malformed message: never let a label kill the tracker
+        return "unparsed"
 
 
-def ikev1_transform_string(protocol: int, t: Transform) -> str:
-    """One IKEv1 transform (a complete suite in v1) as "aes256-sha256-modp2048"."""
-    attrs: dict[int, int] = {}
-    for at, v in t.attrs:
-        if isinstance(v, bytes):
-            v = int.from_bytes(v[:8], "big") if v else 0
-        attrs.setdefault(at, v)
-    parts: list[str] = []
-    if protocol == iana.Ikev1ProtocolId.PROTO_ISAKMP:
-        e = attrs.get(iana.Ikev1Attribute.ENCRYPTION_ALGORITHM)
-        if e is not None:
-            parts.append(_fill(_V1_ENCR.get(e), attrs.get(iana.Ikev1Attribute.KEY_LENGTH), f"encr{e}"))
-        h = attrs.get(iana.Ikev1Attribute.HASH_ALGORITHM)
-        if h is not None:
-            parts.append(_V1_HASH.get(h, f"hash{h}"))
-        g = attrs.get(iana.Ikev1Attribute.GROUP_DESCRIPTION)
-        if g is not None:
-            parts.append(_KE.get(g, f"group{g}"))
-        return "-".join(parts)
-    kl = attrs.get(iana.Ikev1IpsecAttribute.KEY_LENGTH)
-    if protocol == iana.Ikev1ProtocolId.PROTO_IPSEC_ESP:
-        parts.append(_fill(_ENCR.get(t.id), kl, f"encr{t.id}"))
-    elif protocol == iana.Ikev1ProtocolId.PROTO_IPSEC_AH:
-        parts.append(_V1_AH.get(t.id, f"ah{t.id}"))
-    else:
-        parts.append(iana.name(iana.Ikev1IpcompTransformId, t.id).lower())
-    a = attrs.get(iana.Ikev1IpsecAttribute.AUTHENTICATION_ALGORITHM)
-    if a is not None and protocol != iana.Ikev1ProtocolId.PROTO_IPSEC_AH:
-        parts.append(_V1_AUTH_ALG.get(a, f"integ{a}"))
-    g = attrs.get(iana.Ikev1IpsecAttribute.GROUP_DESCRIPTION)
-    if g is not None:
-        parts.append(_KE.get(g, f"group{g}"))
-    if attrs.get(iana.Ikev1IpsecAttribute.EXTENDED_SEQUENCE_NUMBER) == 1:
-        parts.append("esn")
-    return "-".join(parts)
-
-
-def proposal_string(proposal: Proposal, version: int = 2) -> str:
-    """strongSwan-style text of a proposal.
-
-    IKEv2: one string for the proposal ("aes256gcm16-prfsha256-ecp256", "aes256gcm16-esn").
-    IKEv1: every transform is an alternative suite, so they are joined with ", ".
-    """
-    if version == 1:
-        return ", ".join(ikev1_transform_string(proposal.protocol, t) for t in proposal.transforms)
-    return _v2_string(proposal)
+def proposal_algorithms(prop: Proposal) -> dict[str, int | None]:
+    """The first transform of each type (IKEv2): what KEYMAT derivation and weak-algorithm checks use."""
+    out: dict[str, int | None] = {"encr": None, "encr_bits": None, "integ": None, "prf": None, "dh": None,
+                                  "esn": None}
+    for t in prop.transforms:
+        if t.type == iana.TransformType.ENCR and out["encr"] is None:
+            out["encr"], out["encr_bits"] = t.id, t.key_length
+        elif t.type == iana.TransformType.INTEG and out["integ"] is None:
+            out["integ"] = t.id
+        elif t.type == iana.TransformType.PRF and out["prf"] is None:
+            out["prf"] = t.id
+        elif t.type == iana.TransformType.KE and out["dh"] is None:
+            out["dh"] = t.id
+        elif t.type == iana.TransformType.ESN and out["esn"] is None:
+            out["esn"] = t.id
+    return out

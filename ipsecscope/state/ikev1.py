@@ -24,11 +24,11 @@ from ..model.ike import (
     NotifyPayload,
     SaPayload,
 )
+from ..model.proposals import proposal_string
 from ..model.sa import IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import Book, note_nat_detection
 from .child_sa import v1_id_selector
-from .proposals import proposal_string
 
 # notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
 # errors, 16384 and up status (RFC 2408 §3.14.1).

@@ -33,10 +33,10 @@ from ..model.ike import (
     SkPayload,
     TsPayload,
 )
+from ..model.proposals import proposal_algorithms, proposal_string
 from ..model.sa import ChildSa, IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import ZERO_SPI, Book, ChildScratch, note_nat_detection
-from .proposals import proposal_algorithms, proposal_string
 
 RETRY_WINDOW = 30.0  # s: a new IKE_SA_INIT this soon after INVALID_KE/COOKIE is the retry
 REKEY_WINDOW = 10.0  # s: a new IKE SA this soon after an encrypted CREATE_CHILD_SA may be its rekey
