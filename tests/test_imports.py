@@ -128,6 +128,60 @@ def test_front_ends_stay_apart():
     assert not bad, "\n".join(sorted(bad))
 
 
+# docs/ARCHITECTURE.md: "One package per stage; a stage imports only `ipsecscope.model`,
+# `ipsecscope.errors` and the stages to its left" (capture -> decode -> keys -> crypto -> state ->
+# analysis; the views and exports come after all of them). Two leaf helpers every stage may use:
+# `timefmt` (how a time is written, stdlib only) and `plugins` (entry points, imported lazily).
+STAGES = ("capture", "decode", "keys", "crypto", "state", "analysis")
+ANYWHERE = {"ipsecscope", "ipsecscope.model", "ipsecscope.errors", "ipsecscope.timefmt", "ipsecscope.plugins"}
+
+
+def stage_violations(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for each import from a stage into a later stage or a view/front end."""
+    def stage(mod: str) -> str | None:
+        parts = mod.split(".")
+        return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+    bad = []
+    for mod, deps in graph.items():
+        here = stage(mod)
+        if here is None:
+            continue
+        for dep in deps:
+            if any(_in(dep, ok) for ok in ANYWHERE - {"ipsecscope"}) or dep == "ipsecscope":
+                continue
+            there = stage(dep)
+            if there is None or STAGES.index(there) > STAGES.index(here):
+                bad.append(f"{mod} -> {dep}")
+    return sorted(bad)
+
+
+def test_data_flows_one_way():
+    bad = stage_violations(import_graph())
+    assert not bad, "a stage imports a later stage or a view (docs/ARCHITECTURE.md): " + ", ".join(bad)
+
+
+def test_model_is_stdlib_only():
+    """`model/` is what every stage shares: the standard library and itself only (no numpy, no
+    cryptography, no stage), so any stage, plugin or script can import it."""
+    import sys
+
+    bad = []
+    for mod, path in _modules().items():
+        if not _in(mod, "ipsecscope.model"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for n in names:
+                top = n.split(".")[0]
+                if top not in sys.stdlib_module_names and not (_in(n, "ipsecscope.model") or n == "ipsecscope.errors"):
+                    bad.append(f"{mod} -> {n}")
+    bad += [f"{m} -> {d}" for m, ds in import_graph().items() if _in(m, "ipsecscope.model")
+            for d in ds if not (_in(d, "ipsecscope.model") or d in ("ipsecscope", "ipsecscope.errors"))]
+    assert not bad, ", ".join(sorted(bad))
+
+
 def test_modules_stay_short():
     long = []
     for mod, path in _modules().items():
@@ -143,5 +197,8 @@ def test_the_checks_can_fail():
     assert cycles({"a": {"b"}, "b": set()}) == []
     node = ast.parse("from ..state import tracker").body[0]
     assert _resolve("ipsecscope.cli.sas", False, node) == "ipsecscope.state"
+    assert stage_violations({"ipsecscope.state.x": {"ipsecscope.decode.y", "ipsecscope.model.sa"},
+                             "ipsecscope.decode.y": {"ipsecscope.state.x", "ipsecscope.export.documents"}}) == [
+        "ipsecscope.decode.y -> ipsecscope.export.documents", "ipsecscope.decode.y -> ipsecscope.state.x"]
     node = ast.parse("from . import dsb").body[0]
     assert _resolve("ipsecscope.keys", True, node) == "ipsecscope.keys"
