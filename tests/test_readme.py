@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import runpy
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import ipsecscope
 
@@ -67,3 +71,52 @@ def test_version_flag_matches_the_package_metadata():
     out = subprocess.run([sys.executable, "-c", "import sys; from ipsecscope.cli import main; sys.exit(main())",
                           "--version"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == f"ipsecscope {want}" == f"ipsecscope {ipsecscope.__version__}"
+
+
+# The README's placeholders, as its own sentence defines them for the demo sample, and the
+# key-file names of its `keys` examples.
+SAMPLE = {"CAPTURE": "samples/healthy-gcm/capture.pcapng", "KEYS": "samples/healthy-gcm/keys",
+          "charon.log": "samples/healthy-gcm/charon-left.log", "esp_sa": "samples/healthy-gcm/keys/esp_sa",
+          "capture.pcapng": "samples/healthy-gcm/capture.pcapng", "xfrm.txt": "tests/data/keys/ip-xfrm-state.txt"}
+
+
+def _shell_examples() -> list[str]:
+    """Every `ipsecscope ...` line of the README's sh blocks a user can run on a file (not the TUI
+    on a live pipe or --follow, not `sudo ... live`)."""
+    lines = [ln for b in re.findall(r"```sh\n(.*?)```", README, re.S) for ln in b.splitlines()]
+    return [ln for ln in lines if ln.startswith("ipsecscope ") and "--follow" not in ln]
+
+
+@pytest.mark.parametrize("line", _shell_examples())
+def test_shell_example_runs_on_the_demo_sample(tmp_path, line):
+    """Typed as the README shows it, on the demo sample: exit 0, output, no traceback. (Two of
+    them selected nothing there: an SPI of another capture, and DNS.)"""
+    import shlex
+
+    words, _, pipe = line.partition(" | ")
+    args = []
+    for w in shlex.split(words, comments=True)[1:]:
+        w = w if args[-1:] == ["--to"] else SAMPLE.get(w, w)
+        if w in ("clear.pcapng", "keys.json") or w.startswith("~/"):
+            w = f"{tmp_path}/{w.removeprefix('~/')}"  # a trailing / kept: `-o DIR/` makes the directory
+        args.append(w)
+    r = subprocess.run([sys.executable, "-m", "ipsecscope", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+    assert r.returncode == 0, (line, r.stderr)
+    assert "Traceback" not in r.stderr + r.stdout
+    assert r.stdout.strip() or "wrote " in r.stderr or " decrypted, " in r.stderr, line
+    if pipe.startswith("jq"):
+        assert [json.loads(x)["status"] for x in r.stdout.splitlines()] == ["ok"] * 18
+
+
+def test_findings_example_prints_what_the_readme_shows():
+    """The first example, `findings ... --min-severity error` on proposal-mismatch: the same words
+    as the README block (which shows it wrapped, as a terminal does)."""
+    block = README.split("## What it tells you", 1)[1].split("```", 2)[1]
+    lines = block.splitlines()[1:]
+    cwd = ROOT / lines[0].removeprefix("$ cd ")
+    cmd = lines[1].removeprefix("$ ipsecscope ").split()
+    r = subprocess.run([sys.executable, "-m", "ipsecscope", *cmd], cwd=cwd, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and r.stderr == ""
+    assert r.stdout.split() == " ".join(lines[2:]).split()
