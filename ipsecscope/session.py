@@ -181,35 +181,38 @@ class Session:
                    progress: Progress | None = None, strict_keys: bool = False,
                    keep_rows: bool = True, follow: threading.Event | None = None) -> Session:
         """A session over ``files`` (read in order, into one model) with ``keys`` loaded first.
-        With ``follow``, the last file is read as ``tail -f`` would until the event is set.
-
-        A capture damaged part-way (:class:`~ipsecscope.errors.CaptureError` after sound frames)
-        is analysed up to the damage and :attr:`damage` says what was wrong; a file that is not a
-        capture at all, or an unreadable key file, raises. ``keep_rows=False``: no packet rows
-        (see :class:`Session`).
+        With ``follow``, the last file is read as ``tail -f`` would until the event is set. Damage
+        part-way: see :meth:`load_damaged`; an unreadable key file raises. ``keep_rows=False``: no
+        packet rows (see :class:`Session`).
         """
-        from .errors import CaptureError, CaptureFormatError
-
         s = cls(keep_rows=keep_rows)
         keys = list(keys)
         if keys:
             s.add_key_files(keys, strict=strict_keys)  # skipped rows: s.key_warnings
         files = list(files)
         for i, f in enumerate(files):
-            before = s.stats.frames
-            try:
-                s.load(f, progress, follow if i == len(files) - 1 else None)
-            except CaptureFormatError:
-                raise
-            except CaptureError as exc:
-                if s.stats.frames == before:
-                    raise
-                s.damage = f"{exc} (analysed the {s.stats.frames - before} frame(s) before the damage)"
-            if s.stats.truncated and s.damage is None:
-                # A capture cut off in its last record (tcpdump killed, disk full) is still input
-                # damage: the answer is about less than the file claims, so the exit status says so.
-                s.damage = f"{f}: {s.stats.truncated} (analysed the {s.stats.frames - before} frame(s) before it)"
+            s.load_damaged(f, progress, follow if i == len(files) - 1 else None)
         return s
+
+    def load_damaged(self, path: str | Path, progress: Progress | None = None,
+                     follow: threading.Event | None = None) -> str | None:
+        """:meth:`load`, but damage after sound frames is analysed up to and kept in (and returned
+        as) :attr:`damage`; not a capture at all, or no sound frame: raises."""
+        from .errors import CaptureError, CaptureFormatError
+        before = self.stats.frames
+        try:
+            self.load(path, progress, follow)
+        except CaptureFormatError:
+            raise
+        except CaptureError as exc:
+            if self.stats.frames == before:
+                raise
+            self.damage = f"{exc} (analysed the {self.stats.frames - before} frame(s) before the damage)"
+        if self.stats.truncated and self.damage is None:
+            # A capture cut off in its last record (tcpdump killed, disk full) is still input
+            # damage: the answer is about less than the file claims, so the exit status says so.
+            self.damage = f"{path}: {self.stats.truncated} (analysed the {self.stats.frames - before} frame(s) before it)"
+        return self.damage
 
     # -- set-up ---------------------------------------------------------------------------------
 

@@ -730,3 +730,15 @@ def test_decrypt_filter_that_selects_no_esp_says_so(tmp_path: Path) -> None:
     assert r.returncode == 3
     assert r.stderr.strip() == ("ipsecscope decrypt: nothing decrypted: the display filter -Y 'isakmp' selects "
                                 "no ESP packet (16 frame(s) selected)")
+
+
+def test_keys_capture_option_says_a_capture_is_cut(cut, tmp_path: Path) -> None:
+    """`keys list/convert --capture CAP` read a cut capture in silence and exited 0; like every
+    command, it now reads up to the damage, says so on stderr and exits 1."""
+    path, sound = cut
+    r = ipsecscope("keys", "list", ESP_SA, "--capture", path)
+    assert r.returncode == 1 and f"ipsecscope keys: {path}" in r.stderr, r.stderr
+    assert f"the {sound} frame(s) before" in r.stderr
+    out = tmp_path / "esp_sa"
+    r = ipsecscope("keys", "convert", ESP_SA, "--to", "esp_sa", "--capture", path, "-o", out)
+    assert r.returncode == 1 and "ipsecscope keys: " in r.stderr and out.exists()

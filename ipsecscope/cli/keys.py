@@ -68,15 +68,30 @@ def run(args: argparse.Namespace) -> int:
         return 2
     store = load_keys(args.files, strict=args.strict_keys)
     warn_keys(store)
-    if args.keys_command == "list":
-        return _list(store, args)
-    return _convert(store, args)
+    session = _capture_session(store, args.capture) if args.capture else None
+    rc = _list(store, args, session) if args.keys_command == "list" else _convert(store, args, session)
+    # a capture cut off or damaged part-way answers for less than the file: exit 1, as summary does
+    return 1 if rc == 0 and session is not None and session.damage else rc
 
 
-def _convert(store: KeyStore, args: argparse.Namespace) -> int:
+def _capture_session(store: KeyStore, capture: str):
+    """A session over ``capture`` with a copy of ``store`` (its store grows with derived keys;
+    ``store`` answers for the files alone). Damage part-way is said on stderr, as every command
+    does, and the capture is read up to it."""
+    from ..session import Session
+
+    probe = KeyStore()
+    probe.merge(store)
+    s = Session(probe)
+    if s.load_damaged(capture):
+        print(f"ipsecscope keys: {s.damage}", file=sys.stderr)
+    return s
+
+
+def _convert(store: KeyStore, args: argparse.Namespace, session=None) -> int:
     fmt = formats.BY_NAME[args.to]
-    if args.capture:
-        store = _as_on_the_wire(store, args.capture)
+    if session is not None:
+        store = _as_on_the_wire(store, session)
     n = fmt.count(store)
     if n == 0:  # "wrote 0 entries" and exit 0 would look like success
         have = [f"{x} {w}" for x, w in ((len(store.ike), "IKEv2 SA(s)"), (len(store.ikev1), "IKEv1 SA(s)"),
@@ -107,15 +122,9 @@ def _convert(store: KeyStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_on_the_wire(store: KeyStore, capture: str) -> KeyStore:
-    """The keys with the addresses ``capture`` shows: an ESP key matched across NAT is written
-    for the translated address, so Wireshark (which matches esp_sa rows by address) can use it."""
-    from ..session import Session
-
-    probe = KeyStore()
-    probe.merge(store)
-    s = Session(probe)
-    s.load(capture)
+def _as_on_the_wire(store: KeyStore, s) -> KeyStore:
+    """The keys with the addresses session ``s``'s capture shows: an ESP key matched across NAT is
+    written for the translated address, so Wireshark (which matches esp_sa rows by address) can use it."""
     out = KeyStore()
     moved = {}
     for f in s.table.flows.values():
@@ -134,16 +143,11 @@ def _as_on_the_wire(store: KeyStore, capture: str) -> KeyStore:
     return out
 
 
-def _capture_use(store: KeyStore, capture: str) -> dict[tuple[str, int], str]:
-    """(source, spi) of each ESP key -> "yes" | "across NAT a → b", for the ESP SAs ``capture`` holds;
-    warns (stderr) for key files that match nothing in it."""
+def _capture_use(store: KeyStore, s) -> dict[tuple[str, int], str]:
+    """(source, spi) of each ESP key -> "yes" | "across NAT a → b", for the ESP SAs session ``s``'s
+    capture holds; warns (stderr) for key files that match nothing in it."""
     from ..keys.match import match_keys
-    from ..session import Session
 
-    probe = KeyStore()
-    probe.merge(store)
-    s = Session(probe)  # its store grows with derived keys; ``store`` answers for the files alone
-    s.load(capture)
     used: dict[tuple[str, int], str] = {}
     for f in s.table.flows.values():
         k = store.esp_lookup(f.src, f.dst, f.spi)
@@ -156,8 +160,8 @@ def _capture_use(store: KeyStore, capture: str) -> dict[tuple[str, int], str]:
     return used
 
 
-def _list(store: KeyStore, args: argparse.Namespace) -> int:
-    use = _capture_use(store, args.capture) if args.capture else None
+def _list(store: KeyStore, args: argparse.Namespace, session=None) -> int:
+    use = _capture_use(store, session) if session is not None else None
     if args.json:
         from ..keys.jsonkeys import to_doc
 
