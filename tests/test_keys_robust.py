@@ -60,8 +60,11 @@ def test_one_stale_esp_sa_row_costs_only_itself(tmp_path):
 
 
 @pytest.mark.parametrize("cmd", [["keys", "list"], ["sas", str(CAPTURE), "-k"], ["findings", str(CAPTURE), "-k"],
-                                 ["decrypt", str(CAPTURE), "--jsonl", "-", "-k"]], ids=lambda c: c[0])
+                                 ["decrypt", str(CAPTURE), "--jsonl", "-", "-k"], ["packets", str(CAPTURE), "-k"],
+                                 ["stats", str(CAPTURE), "-k"], ["summary", str(CAPTURE), "-Y", "esp", "-k"]],
+                         ids=lambda c: c[0])
 def test_every_command_warns_and_uses_the_rest(tmp_path, cmd):
+    """(stats and summary -Y took --strict-keys and then ignored it: exit 0 on a bad row.)"""
     f, badline = five_rows_one_stale(tmp_path)
     r = run(*cmd, str(f))
     assert r.returncode in (0, 1), r.stderr  # findings: 1 = a warning finding; never the key-file abort
