@@ -648,12 +648,17 @@ import signal, sys
 from ipsecscope.cli import main
 # Ctrl-C after this much CPU time inside main(): SIGPROF raises KeyboardInterrupt as SIGINT would.
 signal.signal(signal.SIGPROF, signal.default_int_handler)
-signal.setitimer(signal.ITIMER_PROF, float(sys.argv[1]))
 try:
+    signal.setitimer(signal.ITIMER_PROF, float(sys.argv[1]))
     rc = main(sys.argv[2:])
-except KeyboardInterrupt:
-    rc = "KeyboardInterrupt left main()"
-signal.setitimer(signal.ITIMER_PROF, 0)
+    signal.setitimer(signal.ITIMER_PROF, 0)
+except KeyboardInterrupt as exc:
+    # CPU time is charged a clock tick at a time, so the timer may also fire in these few lines
+    # around main(): only an interrupt raised inside ipsecscope and let out is a failure.
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    rc = 130 if tb.tb_frame.f_code.co_filename == "<string>" else "KeyboardInterrupt left main()"
 print("RC", rc, file=sys.stderr)
 """
 
@@ -668,6 +673,8 @@ def test_ctrl_c_at_any_moment_is_quiet(tmp_path: Path, cmd: str) -> None:
     args = {"sas": ["sas", HEALTHY_CAP, "-k", ESP_SA],
             "decrypt": ["decrypt", HEALTHY_CAP, "-k", ESP_SA, "-o", out / "clear.pcapng", "-q"]}[cmd]
     statuses = set()
+    whole = tmp_path / "whole.pcapng"
+    assert ipsecscope("decrypt", HEALTHY_CAP, "-k", ESP_SA, "-o", whole, "-q").returncode == 0
     for cpu in (0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3):
         r = subprocess.run([sys.executable, "-c", _INTERRUPT_AFTER, str(cpu), *map(str, args)], cwd=ROOT,
                            capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
@@ -676,7 +683,9 @@ def test_ctrl_c_at_any_moment_is_quiet(tmp_path: Path, cmd: str) -> None:
         statuses.add(rc)
         assert rc in (0, 130), (cpu, r.stderr)
         left = sorted(p.name for p in out.iterdir())
-        assert left in ([], ["clear.pcapng"]) and (rc == 0 or not left), (cpu, left)
+        # Ctrl-C just after the rename may leave the whole output (and say 130); never a part of it
+        assert left in ([], ["clear.pcapng"]) and (rc == 0 or cmd == "decrypt" or not left), (cpu, left)
+        assert not left or (out / "clear.pcapng").read_bytes() == whole.read_bytes()
         for p in out.iterdir():
             p.unlink()
     assert 130 in statuses
