@@ -751,3 +751,16 @@ def test_keys_capture_option_says_a_capture_is_cut(cut, tmp_path: Path) -> None:
     out = tmp_path / "esp_sa"
     r = ipsecscope("keys", "convert", ESP_SA, "--to", "esp_sa", "--capture", path, "-o", out)
     assert r.returncode == 1 and "ipsecscope keys: " in r.stderr and out.exists()
+
+
+def test_gzip_bomb_warning_from_every_session_command(tmp_path: Path) -> None:
+    """A gzip'd pcap of 400,000 identical frames (272:1): sas and findings warned, packets and
+    stats (which share a loader) said nothing."""
+    rec = struct.pack("<IIII", 1, 0, 60, 60) + bytes(60)
+    bomb = tmp_path / "bomb.pcap.gz"
+    bomb.write_bytes(gzip.compress(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + rec * 400_000,
+                                   mtime=0))
+    for cmd in ("sas", "findings", "packets", "stats"):
+        r = ipsecscope(cmd, bomb, "--json")
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count(f"ipsecscope {cmd}: warning: {bomb}: decompresses ") == 1, (cmd, r.stderr)

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         flt = compile_or_exit(args.display_filter, "decrypt")
         if flt is None:
             return 2
-        session, _damage = load_session([args.file], args.keys)
+        session, _damage = load_session([args.file], args.keys, who="decrypt")
         frames = filtered_frames(session, flt)
     prog, update = (None, None) if args.quiet else _progress_bar(Path(args.file).name)
     t0 = time.perf_counter()

@@ -97,13 +97,16 @@ def filtered_frames(session, flt) -> list[int]:
     return matches(flt, source_of(session))
 
 
-def load_session(files: list[str], keys: list[str], strict_keys: bool = False):
-    """(session, damage) over ``files`` with ``keys``; key-file warnings printed once on stderr."""
+def load_session(files: list[str], keys: list[str], strict_keys: bool = False, who: str = "packets"):
+    """(session, damage) over ``files`` with ``keys``; key-file warnings and the readers' (a gzip
+    that decompresses like a bomb) printed once on stderr, as ``ipsecscope WHO: warning: ...``."""
     from ..session import Session
     from .common import warn_keys
 
     session = Session.from_files(files, keys, strict_keys=strict_keys)
     warn_keys(session.keys)
+    for warning in session.warnings:
+        print(f"ipsecscope {who}: warning: {warning}", file=sys.stderr)
     return session, session.damage
 
 

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from .packets import load_session
 
     try:
-        session, damage = load_session(args.files, args.keys, args.strict_keys)
+        session, damage = load_session(args.files, args.keys, args.strict_keys, "stats")
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope stats: {exc}", file=sys.stderr)
         return 2

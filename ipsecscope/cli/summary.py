@@ -412,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
         flt = compile_or_exit(args.display_filter, "summary")
         if flt is None:
             return 2
-        only = set(filtered_frames(load_session([args.file], args.keys, args.strict_keys)[0], flt))
+        only = set(filtered_frames(load_session([args.file], args.keys, args.strict_keys, "summary")[0], flt))
     doc = summarize(args.file, workers=max(1, args.workers), fast=not args.generic, follow=stop_event(args),
                     only=only)
     doc["filter"] = args.display_filter or None
