@@ -199,13 +199,12 @@ class Session:
         """:meth:`load`, but damage after sound frames is analysed up to and kept in (and returned
         as) :attr:`damage`; not a capture at all, or no sound frame: raises."""
         from .errors import CaptureError, CaptureFormatError
+
         before = self.stats.frames
         try:
             self.load(path, progress, follow)
-        except CaptureFormatError:
-            raise
         except CaptureError as exc:
-            if self.stats.frames == before:
+            if isinstance(exc, CaptureFormatError) or self.stats.frames == before:
                 raise
             self.damage = f"{exc} (analysed the {self.stats.frames - before} frame(s) before the damage)"
         if self.stats.truncated and self.damage is None:
