@@ -220,3 +220,12 @@ def test_a_stale_duplicate_spi_that_wins_is_said(tmp_path, cmd):
     same = tmp_path / "twice"  # the same row twice is no conflict
     same.write_text("\n".join([*rows, *rows[1:]]) + "\n")
     assert "different keys" not in run(*cmd, str(same)).stderr
+
+
+def test_keys_convert_to_dash_is_standard_output(tmp_path):
+    """`keys convert ... -o -` wrote every key, unredacted, to a file named "-" in the current
+    directory; `-o -` is standard output (as for decrypt), with the same redaction as no -o."""
+    r = subprocess.run([*IPSECSCOPE, "keys", "convert", str(ESP_SA), "--to", "esp_sa", "-o", "-"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and list(tmp_path.iterdir()) == []
+    assert "0x15b69dc5" in r.stdout and not leaks(r.stdout + r.stderr, key_hex(ESP_SA))

@@ -53,7 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     cp.add_argument("--to", required=True, choices=[f.name for f in formats.output_formats()],
                     help="output format")
     cp.add_argument("-o", "--output", metavar="OUT",
-                    help="output file (keys written); a directory gets the Wireshark profile file name")
+                    help="output file (keys written); a directory gets the Wireshark profile file name; "
+                         "'-' standard output (keys redacted unless --show-keys)")
     cp.add_argument("--show-keys", action="store_true", help="print keys when writing to the terminal")
     cp.add_argument("--capture", metavar="FILE",
                     help="write ESP keys logged behind NAT for the addresses this capture shows (Wireshark "
@@ -100,7 +101,7 @@ def _convert(store: KeyStore, args: argparse.Namespace, session=None) -> int:
         raise ExportError(f"the keys given hold nothing {fmt.name} can carry (they hold "
                           f"{', '.join(have) or 'no keys'}); nothing written"
                           + (f": try --to {' or '.join(fits)}" if fits else ""))
-    out = args.output
+    out = None if args.output == "-" else args.output  # `-o -` is standard output, as for decrypt: never a file "-"
     if out is None:
         if args.to == "dsb":
             raise ExportError("--to dsb writes a binary pcapng: give -o FILE")
