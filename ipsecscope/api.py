@@ -25,10 +25,18 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeAlias
 
 from .crypto.esp import EspDecryptor
 from .errors import ExportError
 from .model.keys import EspSaKeys
+
+if TYPE_CHECKING:
+    from .export.engine import RunStats
+    from .keys import KeyStore
+
+# What every function here takes as keys: a loaded store, one key file (or directory), or several.
+Keys: TypeAlias = "KeyStore | str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None"
 
 __all__ = ["DecryptedPacket", "iter_decrypted", "decrypt_capture", "load_keystore"]
 
@@ -86,7 +94,7 @@ class DecryptedPacket:
                           len(self.inner)) + self.inner
 
 
-def load_keystore(keys, strict: bool = False):
+def load_keystore(keys: Keys, strict: bool = False) -> KeyStore:
     """A KeyStore from a KeyStore, a path, or paths. Unusable key rows are skipped (listed in
     ``.warnings``) unless ``strict``."""
     from .keys import KeyStore, load_keys
@@ -100,7 +108,7 @@ def load_keystore(keys, strict: bool = False):
     return load_keys([Path(k) for k in keys], strict=strict)
 
 
-def iter_decrypted(capture: str | os.PathLike[str], keys=None) -> Iterator[DecryptedPacket]:
+def iter_decrypted(capture: str | os.PathLike[str], keys: Keys = None) -> Iterator[DecryptedPacket]:
     """Every ESP packet of ``capture`` in order, decrypted where keys allow (ESN inferred)."""
     from .capture import open_capture
     from .decode.demux import Decoder
@@ -126,11 +134,13 @@ def iter_decrypted(capture: str | os.PathLike[str], keys=None) -> Iterator[Decry
                     r.inner, r.next_header, r.keys, r.reason, pkt.udp_encap, r.esn, raw.ts_ns)
 
 
-def decrypt_capture(capture: str | os.PathLike[str], keys=None, out: str | os.PathLike[str] | None = None,
-                    fmt: str = "pcapng", *, keep_other: bool = False, dsb: bool = False, with_hex: bool = False,
-                    jsonl: str | os.PathLike[str] | None = None, jobs: int = 0,
-                    progress: Callable[[int, int], None] | None = None, inputs=(),
-                    frames: Iterable[int] | None = None):
+def decrypt_capture(capture: str | os.PathLike[str], keys: Keys = None,
+                    out: str | os.PathLike[str] | IO[Any] | None = None, fmt: str = "pcapng", *,
+                    keep_other: bool = False, dsb: bool = False, with_hex: bool = False,
+                    jsonl: str | os.PathLike[str] | IO[Any] | None = None, jobs: int = 0,
+                    progress: Callable[[int, int], None] | None = None,
+                    inputs: Iterable[str | os.PathLike[str]] = (),
+                    frames: Iterable[int] | None = None) -> RunStats:
     """Decrypt every ESP packet of ``capture`` into ``out``.
 
     ``fmt`` "pcapng": inner packets as LINKTYPE_RAW with the original timestamps (``keep_other``

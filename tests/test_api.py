@@ -102,3 +102,27 @@ def test_reprs_never_show_keys() -> None:
     for p in iter_decrypted(SYN / "aead.pcap", SYN / "aead.keys.json"):
         text = repr(p)
         assert p.keys is not None and not any(s in text or bytes.fromhex(s).__repr__()[2:-1] in text for s in secrets)
+
+
+def test_the_flat_api_is_annotated():
+    """House rule: type hints on public functions. Every function of ``ipsecscope.__all__`` and
+    every public method of its classes names the type of each parameter and of its result
+    (``decrypt_capture``'s keys, out and result were unannotated)."""
+    import inspect
+
+    import ipsecscope
+
+    bare = []
+    for name in ipsecscope.__all__:
+        obj = getattr(ipsecscope, name)
+        fns = [(name, obj)] if inspect.isfunction(obj) else [
+            (f"{name}.{m}", f) for m, f in vars(obj).items()
+            if inspect.isfunction(f) and not m.startswith("_")] if inspect.isclass(obj) else []
+        for qual, fn in fns:
+            sig = inspect.signature(fn)
+            missing = [p for p in sig.parameters.values() if p.name not in ("self", "cls")
+                       and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.annotation is p.empty]
+            if missing or sig.return_annotation is sig.empty:
+                bare.append(f"{qual}({', '.join(p.name for p in missing)})"
+                            + (" -> ?" if sig.return_annotation is sig.empty else ""))
+    assert not bare, bare
