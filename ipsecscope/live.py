@@ -119,6 +119,9 @@ class LiveFile:
         from .outfile import create_private
 
         self.path = str(path)
+        if self.path == "-":  # every other output takes '-' as standard output: never a file named '-'
+            raise ExportError("live -w writes a file that Wireshark can open while it grows, not standard "
+                              "output: give a file name")
         try:
             self.fh = create_private(self.path, "wb", buffering=0)
         except FileExistsError:

@@ -155,3 +155,14 @@ def test_a_failed_write_names_the_output(tmp_path: Path) -> None:
     assert r.returncode == 1 and r.stderr == "ipsecscope: error: cannot write /dev/full: No space left on device\n"
     with pytest.raises(ExportError, match="^cannot write /dev/full: No space left on device$"):
         write_private("/dev/full", b"x" * (1 << 21))
+
+
+def test_live_write_to_dash_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """`live -w -` created a capture file named '-' (where '-' is standard output for decrypt
+    and keys convert): one line instead, and no file."""
+    from ipsecscope.live import LiveFile
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ExportError, match="not standard output"):
+        LiveFile("-")
+    assert list(tmp_path.iterdir()) == []
