@@ -120,3 +120,26 @@ def test_findings_example_prints_what_the_readme_shows():
                        timeout=120)
     assert r.returncode == 1 and r.stderr == ""
     assert r.stdout.split() == " ".join(lines[2:]).split()
+
+
+def test_key_format_examples_parse(tmp_path):
+    """The keys table's example rows (esp_sa, tcpdump -E), with their `0x…` placeholders filled
+    with keys of the lengths their algorithms take, are read by `keys list` as the SA they show."""
+    table = README.split("| format | `-k` |", 1)[1].split("\n\n", 1)[0]
+    esp_sa = re.search(r'`("IPv4",.*?)`', table).group(1)
+    tcpdump = re.findall(r"`((?:0x12345678@|ikev2 I ).*?)`", table)
+    key16, key20 = "0x" + "11" * 16, "0x" + "22" * 20
+    cases = {
+        "esp_sa": (esp_sa.replace("0x…", key16, 1).replace("0x…", key20, 1), "0xc254fe64"),
+        "secrets.txt": ("\n".join([tcpdump[0].replace("0x…", key16),
+                                   *(tcpdump[1].replace("0xSPIi", "0x" + "ab" * 8).replace("0xSPIr", "0x" + "cd" * 8)
+                                     .replace(" I ", f" {who} ").replace("sha1:0x…", "sha1:" + key20)
+                                     .replace("aes128:0x…", "aes128:" + key16) for who in "IR")]),
+                        "abababababababab"),
+    }
+    for name, (text, shown) in cases.items():
+        f = tmp_path / name
+        f.write_text(text + "\n")
+        r = subprocess.run([sys.executable, "-m", "ipsecscope", "keys", "list", str(f)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and shown in r.stdout and r.stderr == "", (name, text, r.stderr)
