@@ -98,3 +98,32 @@ def test_piped_text_never_wraps() -> None:
     for c in sas["child_sas"]:
         assert f"SPIs {c['spi_i']} (i) / {c['spi_r']} (r)" in text
     assert max(map(len, lines)) > 100  # not cut at 80 either
+
+
+@pytest.mark.parametrize("args,option", [
+    (["summary", CAP, "--ike-limit", "-1"], "--ike-limit"),  # printed 15 of 16 messages and "17 more"
+    (["summary", CAP, "--workers", "-3"], "--workers"),
+    (["packets", CAP, "-c", "0"], "-c/--count"),
+    (["decrypt", CAP, "-j", "-1", "-o", "/nonexistent/x"], "-j/--jobs"),
+    (["stats", CAP, "--interval", "0"], "--interval"),
+    (["stats", CAP, "--interval", "nan"], "--interval"),
+    (["tui", CAP, "--max-rows", "0"], "--max-rows"),
+    (["live", "-i", "lo", "--stats-interval", "0"], "--stats-interval"),  # a stats event every tick
+    (["live", "-i", "lo", "--count", "-2"], "--count"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_numbers_out_of_range_are_refused(args, option):
+    """Counts, limits, process numbers and seconds are checked where they are parsed: one argparse
+    error naming the option, exit 2, before any file is read."""
+    r = run(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1].startswith(f"ipsecscope {args[0]}: error: argument {option}: ")
+
+
+def test_stats_interval_finer_than_a_million_bins_is_refused():
+    """--interval 1e-9 over 2.4 s asked for 2.4e9 IO graph bins per flow and ended as "out of memory
+    while reading; the input is larger than this machine can hold"."""
+    r = run("stats", CAP, "--interval", "1e-9")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == ("ipsecscope stats: --interval 1e-09 makes 2,437,296,867 IO graph bins over this capture's "
+                        "2.4373 s; give at least 2.4e-06 s (at most 1,000,000 bins)\n")
+    assert run("stats", CAP, "--interval", "1e-5", "--json").returncode == 0

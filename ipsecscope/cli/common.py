@@ -19,6 +19,31 @@ from typing import Any
 from ..errors import IpsecscopeError
 from ..keys.formats import input_summary
 
+
+def at_least(low: int):
+    """argparse type: an integer of at least ``low`` (a count, a row limit, a number of processes).
+    Without it ``--ike-limit -1`` printed 15 of 16 messages and "17 more", ``--workers -3`` ran."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: give {low} or more")
+        return v
+    return parse
+
+
+def seconds(text: str) -> float:
+    """argparse type: a positive, finite number of seconds (an interval or a duration)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return v
+
 # The format list comes from the one key-format table (ipsecscope.keys.formats.FORMATS).
 KEYS_HELP = ("key files or directories, any mix of formats (detected by content): "
              f"{input_summary()}; repeatable (`-k A B -k C`); before or after the capture, `--` ends the list")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ExportError
 from ..outfile import sigterm_unwinds
-from .common import add_captures_argument, add_filter_argument, add_keys_argument, warn_keys
+from .common import add_captures_argument, add_filter_argument, add_keys_argument, at_least, warn_keys
 
 
 def add_parser(subparsers) -> None:
@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
                    help="append a pcapng Decryption Secrets Block with the keys of the SAs used")
     p.add_argument("--jsonl", metavar="OUT.jsonl", help="one JSON object per ESP packet; '-' for stdout")
     p.add_argument("--hex", action="store_true", help="with --jsonl: include the inner bytes as hex")
-    p.add_argument("-j", "--jobs", type=int, default=0,
+    p.add_argument("-j", "--jobs", type=at_least(0), default=0,
                    help="worker processes for large files (0 = the idle cores: CPU count less the load average, "
                         "at least 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-SA summary")

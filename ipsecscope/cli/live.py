@@ -10,7 +10,7 @@ import sys
 import time
 
 from ..errors import IpsecscopeError
-from .common import add_keys_argument
+from .common import add_keys_argument, at_least, seconds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,11 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="BPF capture filter (default: IKE, ESP, AH and IP fragments)")
     p.add_argument("--headless", action="store_true",
                    help="no UI: print SA, key, finding and stats events as JSON lines on stdout")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
-    p.add_argument("--count", type=int, metavar="N", help="stop after N captured frames")
-    p.add_argument("--stats-interval", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--duration", type=seconds, metavar="SECONDS", help="stop after this many seconds")
+    p.add_argument("--count", type=at_least(1), metavar="N", help="stop after N captured frames")
+    p.add_argument("--stats-interval", type=seconds, default=5.0, metavar="SECONDS",
                    help="seconds between --headless stats events (default: %(default)s)")
-    p.add_argument("--max-rows", type=int, default=200_000,
+    p.add_argument("--max-rows", type=at_least(1), default=200_000,
                    help="frames kept for the packet list (older ones are only counted; default: %(default)s)")
     p.add_argument("--user", metavar="NAME",
                    help="user that decodes, decrypts, shows and writes -w once the capture is open "

@@ -48,7 +48,7 @@ import sys
 from .. import timefmt
 from ..errors import IpsecscopeError
 from ..model.sa import endpoint_text
-from .common import add_filter_argument, add_keys_argument
+from .common import add_filter_argument, add_keys_argument, at_least
 
 SCHEMA = "ipsecscope.packets/1"
 
@@ -63,7 +63,7 @@ def add_parser(subparsers) -> None:
     add_keys_argument(p)
     add_filter_argument(p)
     p.add_argument("--json", action="store_true", help=f"JSON lines, one object per frame (schema {SCHEMA})")
-    p.add_argument("-c", "--count", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("-c", "--count", type=at_least(1), metavar="N", help="stop after N frames")
     p.add_argument("-t", dest="time_format", choices=("r", "a", "ad"), default="r",
                    help="time column as tshark -t: r seconds since the first frame (default), a time of day, "
                         "ad date and time; a/ad in the --tz zone, labelled with it")

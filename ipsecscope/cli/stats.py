@@ -34,7 +34,7 @@ from .. import timefmt
 from ..errors import IpsecscopeError
 from ..model.idtext import NBSP, flow_text
 from ..model.sa import endpoint_text
-from .common import add_keys_argument
+from .common import add_keys_argument, seconds
 
 SCHEMA = "ipsecscope.stats/1"
 SPARK = " ▁▂▃▄▅▆▇█"
@@ -47,8 +47,13 @@ def add_parser(subparsers) -> None:
                     "of packets per interval per flow, and the decrypted traffic's conversations.")
     p.add_argument("files", metavar="FILE", nargs="+", help="pcap / pcapng (optionally gzip'd)")
     add_keys_argument(p)
-    p.add_argument("--interval", type=float, metavar="S", help="IO graph interval in seconds (default: ~60 bins)")
+    p.add_argument("--interval", type=seconds, metavar="S", help="IO graph interval in seconds (default: ~60 bins)")
     p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
+
+
+# Bins of the IO graph (every flow has one list of them): ~0.1 s over a day. Finer asked for a
+# few GB of lists and ended as "out of memory while reading" (--interval 1e-9).
+MAX_BINS = 1_000_000
 
 
 def _spi(v: int | None) -> str | None:
@@ -137,6 +142,12 @@ def run(args: argparse.Namespace) -> int:
         session, damage = load_session(args.files, args.keys, args.strict_keys, "stats")
     except (IpsecscopeError, OSError) as exc:
         print(f"ipsecscope stats: {exc}", file=sys.stderr)
+        return 2
+    t0, t1 = session.table.first_ts, session.table.last_ts
+    if args.interval and t0 is not None and t1 is not None and (t1 - t0) / args.interval > MAX_BINS:
+        print(f"ipsecscope stats: --interval {args.interval:g} makes {(t1 - t0) / args.interval:,.0f} IO graph bins "
+              f"over this capture's {t1 - t0:g} s; give at least {(t1 - t0) / MAX_BINS:.2g} s "
+              f"(at most {MAX_BINS:,} bins)", file=sys.stderr)
         return 2
     st = compute(session, interval=args.interval)
     if args.json:

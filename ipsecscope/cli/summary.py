@@ -73,6 +73,8 @@ MAX_MALFORMED_EXAMPLES = 50
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from .common import add_filter_argument, add_keys_argument, at_least
+
     p = subparsers.add_parser(
         "summary", help="list IKE messages and ESP/AH flows in a capture (no keys needed)",
         description="Summarise the IPsec traffic in a pcap/pcapng file (optionally gzipped): every IKE "
@@ -82,15 +84,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="keep reading a capture file that is still being written, as `tail -f` does; "
                         "Ctrl-C ends it and prints the summary")
     p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA})")
-    p.add_argument("--ike-limit", type=int, default=500, metavar="N",
+    p.add_argument("--ike-limit", type=at_least(0), default=500, metavar="N",
                    help="show at most N IKE messages in the text table (default 500; --json lists all)")
     p.add_argument("--generic", action="store_true",
                    help="decode every frame with the generic decoder instead of the ESP fast path "
                         "(slower; same result — for cross-checking)")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
+    p.add_argument("--workers", type=at_least(1), default=2, metavar="N",
                    help="processes for large uncompressed pcap/pcapng files (default 2; 1 disables splitting)")
-    from .common import add_filter_argument, add_keys_argument
-
     add_filter_argument(p)
     add_keys_argument(p, " (with -Y: to filter on decrypted inner fields)")
 

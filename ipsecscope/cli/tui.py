@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from ..errors import CaptureError
-from .common import add_captures_argument, add_keys_argument
+from .common import add_captures_argument, add_keys_argument, at_least
 
 FILE_ROWS = 5_000_000  # ~300 MB of packed rows: a gzip bomb of empty records cannot take the machine
 STREAM_ROWS = 200_000  # a ring of FrameRow objects, as live mode keeps
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_captures_argument(p)
     add_keys_argument(p, ', more from inside the app with `a`')
-    p.add_argument("--max-rows", type=int, default=None, metavar="N",
+    p.add_argument("--max-rows", type=at_least(1), default=None, metavar="N",
                    help="frames kept for the packet list; the rest are analysed and counted, not listed "
                         f"(default {FILE_ROWS:,} for a file: the first ones; {STREAM_ROWS:,} for - or --follow: "
                         "the latest ones)")
