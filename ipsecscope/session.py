@@ -186,11 +186,9 @@ class Session:
         packet rows (see :class:`Session`).
         """
         s = cls(keep_rows=keep_rows)
-        keys = list(keys)
-        if keys:
+        if keys := list(keys):
             s.add_key_files(keys, strict=strict_keys)  # skipped rows: s.key_warnings
-        files = list(files)
-        for i, f in enumerate(files):
+        for i, f in enumerate(files := list(files)):
             s.load_damaged(f, progress, follow if i == len(files) - 1 else None)
         return s
 
