@@ -205,7 +205,7 @@ def finding_events(seen: dict[tuple, tuple], findings: list[Finding],
     current: dict[tuple, tuple] = {}
     for f in findings:
         key = (f.code, f.sa, f.frames[:1])
-        state = (f.title, f.severity, f.frames)
+        state = (f.title, f.severity, f.frames, f.count)  # an aggregated finding's SA count grows too
         before = seen.get(key)
         current[key] = state
         if before == state:
@@ -216,7 +216,7 @@ def finding_events(seen: dict[tuple, tuple], findings: list[Finding],
         out.append({
             "event": kind, "ts": f.ts, "code": f.code,
             "severity": f.severity.name.lower(), "title": f.title, "explanation": f.explanation,
-            "frames": list(f.frames), "sa": f.sa, "hint": f.hint,
+            "frames": list(f.frames), "sa": f.sa, "hint": f.hint, "count": f.count,
         })
     seen.clear()
     seen.update(current)

@@ -129,11 +129,13 @@ def render(findings: list[Finding], counts: dict[str, int], console=None) -> Non
         when = timefmt.at(f.ts) + " " if f.ts is not None else ""  # 20:09:15 UTC, or --tz with its offset
         style = _STYLE[f.severity]
         # Wrapped lines continue under their text (a hanging indent), split at spaces only.
-        console.print(Hanging(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(f.title)}", 9))
+        times = f"  [bold]×{f.count:,}\u00a0SAs[/]" if f.count > 1 else ""  # one finding for many SAs (aggregate)
+        console.print(Hanging(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(f.title)}{times}", 9))
         console.print(Hanging(f"         {escape(f.explanation)}", 9))
         if f.frames:
             console.print(Hanging(f"         [dim]{frames_ref(f.frames)}"
-                                  + (f"  {escape(sa_ref_text(f.sa))}" if f.sa else "") + "[/]", 16))
+                                  + (f"  {escape(sa_ref_text(f.sa))}" if f.sa else "")
+                                  + (f" and {f.count - 1:,} more" if f.count > 1 else "") + "[/]", 16))
         if f.hint:
             console.print(Hanging(f"         [green]hint:[/] {escape(f.hint)}", 15))
         console.print()

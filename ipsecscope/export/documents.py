@@ -103,6 +103,14 @@ JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added 
         "facts": {str: value}        # the finding's numbers by name (SPI, sizes, counts), as its text
                                      #   gives them; which names depends on the code, e.g. ESP-PATH-MTU:
                                      #   {"spi", "outer_size", "path_mtu", "icmp_from", "dropped", ...}
+        "count": int,                # how many SAs the finding is about: 1, or N when N SAs had the
+                                     #   same condition (same code, title, hint and explanation but for
+                                     #   the SA's own addresses) and became one finding (N >= 5)
+        "members": [{                # every one of those N SAs (empty when count is 1); the finding's
+          "sa": str,                 #   "sa", "frames" and "facts" are the first SA's (frames: the
+          "peers": [str],            #   first five SAs'), its "time" the earliest
+          "frames": [int], "time": float | null
+        }]
       }],
       "rules": [{"name": str, "codes": [str], "severity": [str], "ref": str,   # with --list-rules only:
                  "family": str, "doc": str}],  # severity: the levels the rule may give; family "plugin"
@@ -243,6 +251,9 @@ def finding_to_dict(f: Finding) -> dict:
                           "conn": n.conn, "local": n.local, "remote": n.remote, "data": n.data}
                          for n in getattr(f, "evidence", ())],
         "facts": dict(getattr(f, "facts", None) or {}),
+        "count": f.count,
+        "members": [{"sa": m.sa, "peers": list(m.peers), "frames": list(m.frames), "time": m.ts}
+                    for m in f.members],
     }
 
 

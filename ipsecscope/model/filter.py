@@ -582,5 +582,5 @@ def findings_index(findings: Iterable[object]) -> dict[str, set[int]]:
     """Build the finding code -> frames map from :class:`~ipsecscope.model.sa.Finding` objects."""
     out: dict[str, set[int]] = {}
     for f in findings:
-        out.setdefault(f.code, set()).update(f.frames)  # type: ignore[attr-defined]
+        out.setdefault(f.code, set()).update(getattr(f, "all_frames", f.frames))  # type: ignore[attr-defined]
     return out

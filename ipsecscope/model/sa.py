@@ -301,6 +301,17 @@ class IkeSa:
         return f"{self.ike_spi_i.hex()}_{self.ike_spi_r.hex()}"
 
 
+@dataclass(slots=True, frozen=True)
+class FindingMember:
+    """One SA of an aggregated finding (:attr:`Finding.members`): the same rule said the same thing
+    about it as about the others, only with its own peers, frames and time."""
+
+    sa: str  # as Finding.sa
+    peers: tuple[str, ...]  # the SA's two addresses (initiator, responder; or ESP src, dst)
+    frames: tuple[int, ...] = ()
+    ts: float | None = None
+
+
 # kw_only: a finding has eight fields of which several are strings; keywords keep a rule from
 # swapping title and explanation or frames and sa without anyone noticing.
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -319,6 +330,22 @@ class Finding:
     # The finding's numbers by name (SPI, sizes, counts) for scripts: ``findings --json`` writes
     # them as "facts", so nobody has to parse a title. Not part of its hash (a dict is not hashable).
     facts: dict[str, object] = field(default_factory=dict, hash=False)
+    # Set when one finding stands for many SAs with the same condition (analysis.rules.aggregate):
+    # every SA, the first one included (``sa``, ``frames``, ``facts`` above are the first few's).
+    members: tuple[FindingMember, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many SAs this finding is about (1 unless aggregated)."""
+        return len(self.members) or 1
+
+    @property
+    def all_frames(self) -> tuple[int, ...]:
+        """Every evidence frame: ``frames`` and, when aggregated, every member's (``finding=CODE``
+        in Packets shows them all, not only the first few SAs')."""
+        if not self.members:
+            return self.frames
+        return tuple(sorted({*self.frames, *(fr for m in self.members for fr in m.frames)}))
 
 
 @dataclass(slots=True)

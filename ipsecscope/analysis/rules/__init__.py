@@ -4,7 +4,8 @@ Rules are small numbered functions registered with :func:`rule` (``@rule(number,
 ref="RFC …")``, metadata ``findings --list-rules`` prints); :func:`evaluate` runs them all (plus
 any rules plugins contribute, see :mod:`ipsecscope.plugins`; :func:`describe` gives a plugin rule
 its codes and severity). A rule never raises on odd data: if it does, :func:`evaluate` reports
-that as an ``ENGINE-RULE-ERROR`` finding and goes on. Findings are built with keywords
+that as an ``ENGINE-RULE-ERROR`` finding and goes on, and makes the same finding on many SAs one
+finding that counts and names them (:mod:`.aggregate`). Findings are built with keywords
 (``Finding(code=..., severity=..., title=..., explanation=..., frames=..., sa=..., hint=..., ts=...)``).
 
 One module per family. A new rule goes into its family's module and takes the next free number

@@ -26,6 +26,9 @@ class RuleContext:
     loss_warn_ratio: float = 0.01  # lost/expected above this: WARNING, else INFO
     rekey_overlap_warn_s: float = 10.0
     after_delete_grace_s: float = 1.0  # in-flight packets right after a Delete are normal
+    # Same-condition findings on this many SAs or more become one finding (analysis.rules.aggregate);
+    # 0 keeps one finding per SA.
+    aggregate_min: int = 5
     extra: dict = field(default_factory=dict)
     # What the peers' own logs say (KeyStore.peer_notes from charon logs given with -k).
     peer_notes: list[PeerLogNote] = field(default_factory=list)
@@ -210,5 +213,8 @@ def evaluate(table: SaTable, ctx: object | None = None) -> list[Finding]:
         if k not in seen:
             seen.add(k)
             uniq.append(f)
+    from .aggregate import aggregate
+
+    uniq = aggregate(uniq, table, rc.aggregate_min)
     uniq.sort(key=lambda f: (-int(f.severity), f.ts if f.ts is not None else 0.0, f.code))
     return uniq

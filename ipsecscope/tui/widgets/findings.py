@@ -102,7 +102,7 @@ class FindingsView(Vertical):
         self._filled_width = table.size.width
         width = (table.size.width or 80) - 2  # the vertical scrollbar
         code_w = max((len(f.code) for f in self.findings), default=4)
-        frames = [frames_text(f.frames, 3) for f in self.findings]
+        frames = [frames_text(f.all_frames, 3) for f in self.findings]
         frames_w = max((len(x) for x in frames), default=0)
         title_w = width - 2 * 4 - 6 - code_w - max(frames_w, 6)  # 4 columns, 1 cell of padding each side
         with_frames = title_w >= 30
@@ -117,7 +117,8 @@ class FindingsView(Vertical):
             table.add_column("Frames", key="frames", width=max(frames_w, 6))
         for i, f in enumerate(self.findings):
             sev = Text(SEVERITY_LABEL.get(f.severity, f.severity.name), SEVERITY_STYLE.get(f.severity, ""))
-            lines = textwrap.wrap(f.title, title_w, break_long_words=False, break_on_hyphens=False) or [""]
+            title = f"{f.title} ×{f.count:,}\u00a0SAs" if f.count > 1 else f.title  # one finding for many SAs
+            lines = textwrap.wrap(title, title_w, break_long_words=False, break_on_hyphens=False) or [""]
             cells: list[Text | str] = [sev, Text(f.code, "bold"), Text("\n".join(lines))]
             if with_frames:
                 cells.append(Text(frames[i]))
@@ -137,9 +138,10 @@ class FindingsView(Vertical):
             text.append("\nWhat to do: ", "bold")
             text.append(f.hint)
         if f.sa:
-            text.append(f"\nSA: {sa_ref_text(f.sa)}", "dim")
-        if f.frames:
-            text.append(f"\nEvidence frames: {frames_text(f.frames, 20)}  (Enter: show them in Packets)", "dim")
+            more = f" and {f.count - 1:,} more (findings --json lists every one)" if f.count > 1 else ""
+            text.append(f"\nSA: {sa_ref_text(f.sa)}{more}", "dim")
+        if f.frames:  # an aggregated finding's: every SA's (Enter shows them all)
+            text.append(f"\nEvidence frames: {frames_text(f.all_frames, 20)}  (Enter: show them in Packets)", "dim")
         self.query_one("#finding-explain", Static).update(text)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

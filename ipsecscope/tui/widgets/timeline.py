@@ -50,7 +50,7 @@ def _failed(sa: IkeSa, ex: IkeExchange, unanswered: Collection[int] = ()) -> boo
 def unanswered_frames(findings: Sequence[Finding]) -> set[int]:
     """Requests the liveness rules found unanswered: an IKEv1 R-U-THERE is one-way under its own
     Message ID (its ACK comes under another), so only IKE-DEAD-PEER pairs them."""
-    return {fr for f in findings if f.code in ("IKE-DEAD-PEER", "IKE-NO-RESPONSE") for fr in f.frames}
+    return {fr for f in findings if f.code in ("IKE-DEAD-PEER", "IKE-NO-RESPONSE") for fr in f.all_frames}
 
 
 def ike_events(sa: IkeSa, unanswered: Collection[int] = ()) -> list[Event]:

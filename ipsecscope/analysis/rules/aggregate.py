@@ -1,0 +1,122 @@
+"""One finding per condition, not per SA: findings of one rule that say the same thing about many
+SAs become one finding that counts and names them.
+
+A reflection capture (thousands of responders answering one spoofed address) or a gateway with
+hundreds of tunnels on the same weak proposal makes every per-SA rule repeat itself once per SA:
+3,982 identical IKE-WEAK-ALGO warnings hide the one other finding that matters. Two findings are
+"the same condition" when code, severity, title and hint are equal and the explanations are equal
+once each finding's own SA (its two addresses, its SA key, SPI or CHILD SA number) and its own
+evidence frames ("frame 291") are blanked out;
+anything else the explanation says (a third address, a time, a count) keeps them apart. Findings
+without an SA are never merged. At :data:`AGGREGATE_MIN` or more such findings the group becomes
+one finding: the first finding's text plus a sentence naming the first few SAs ("and N more"),
+the first few SAs' frames as evidence, and every SA in :attr:`Finding.members` (JSON ``members``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from ...model.idtext import sa_ref_text
+from ...model.sa import Finding, FindingMember, SaTable
+
+AGGREGATE_MIN = 5  # below this, one finding per SA reads better than a summary
+NAMED = 5  # SAs an aggregated finding names in its text; the rest are "and N more"
+
+
+def sa_peers(table: SaTable, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the SA's two addresses, other strings that name it) for a finding's ``sa`` reference."""
+    kind, sep, rest = ref.partition(":")
+    if not sep:
+        sa = table.ike_sas.get(ref)
+        return ((sa.initiator, sa.responder) if sa else ()), (ref,)
+    if kind == "child" and rest.isdigit():
+        c = table.child_sas.get(int(rest))
+        if c is None:
+            return (), (f"#{rest}",)
+        names = [f"#{rest}"] + [f"0x{s:08x}" for s in (c.spi_i, c.spi_r) if s is not None]
+        return (c.initiator, c.responder), tuple(names)
+    if kind in ("esp", "ah"):
+        pair, _, spi = rest.rpartition(":")
+        src, _, dst = pair.partition(">")
+        return (src, dst), (spi, rest)
+    return (), (ref,)
+
+
+# "frame 291", "frames 3, 4 and 7" (NBSP after the word: model.idtext.frames_ref)
+_FRAMES = re.compile(r"(\bframes?[\s\u00a0]+)(\d+(?:(?:, | and )\d+)*)")
+
+
+def _blank(text: str, words: Sequence[str], frames: Sequence[int]) -> str:
+    """``text`` with the finding's own SA (``words``) and evidence frames blanked out."""
+    for w in sorted((w for w in words if w), key=len, reverse=True):  # longest first: "[::1]" before "::1"
+        text = text.replace(w, "\x00")
+    own = set(frames)
+
+    def frame_ref(m: re.Match) -> str:
+        nums = {int(x) for x in re.findall(r"\d+", m.group(2))}
+        return m.group(1) + "\x01" if nums <= own else m.group(0)
+
+    return _FRAMES.sub(frame_ref, text) if own else text
+
+
+def _kind(ref: str) -> str:
+    kind, sep, _ = ref.partition(":")
+    return "IKE SAs" if not sep else {"child": "CHILD SAs", "esp": "ESP SAs", "ah": "AH SAs"}.get(kind, "SAs")
+
+
+def _peers_text(members: Sequence[FindingMember]) -> str:
+    """``between 10.10.10.10 and 2,767 peers: 202.129.206.200, 20.194.16.108, … and 2,762 more``
+    when one address is in every SA, else ``A and B (IKE SA …), C and D (…), … and N more``."""
+    n = len(members)
+    common = set(members[0].peers)
+    for m in members[1:]:
+        common &= set(m.peers)
+    if len(common) == 1:
+        hub = next(iter(common))
+        others = list(dict.fromkeys(p for m in members for p in m.peers if p != hub))
+        more = len(others) - NAMED
+        named = ", ".join(others[:NAMED]) + (f" and {more:,} more" if more > 0 else "")
+        return f"between {hub} and {len(others):,} peer{'s' if len(others) != 1 else ''}: {named}"
+    named = ", ".join(f"{' and '.join(m.peers)} ({sa_ref_text(m.sa)})" if m.peers else sa_ref_text(m.sa)
+                      for m in members[:NAMED])
+    return named + (f" and {n - NAMED:,} more" if n > NAMED else "")
+
+
+def aggregate(findings: list[Finding], table: SaTable, minimum: int = AGGREGATE_MIN) -> list[Finding]:
+    """``findings`` with every group of ``minimum`` or more same-condition findings (see the
+    module docstring) replaced by one, at the place of the group's first; the order is kept."""
+    if minimum < 2 or len(findings) < minimum:
+        return findings
+    groups: dict[tuple, list[int]] = {}
+    peers: dict[int, tuple[str, ...]] = {}
+    for i, f in enumerate(findings):
+        if not f.sa or f.members:
+            continue
+        addrs, names = sa_peers(table, f.sa)
+        peers[i] = addrs
+        bracketed = [f"[{a}]" for a in addrs if ":" in a]
+        key = (f.code, f.severity, f.title, f.hint, _blank(f.explanation, [*bracketed, *addrs, *names], f.frames))
+        groups.setdefault(key, []).append(i)
+    merged: dict[int, Finding] = {}
+    dropped: set[int] = set()
+    for idx in groups.values():
+        if len(idx) < minimum:
+            continue
+        group = [findings[i] for i in idx]
+        members = tuple(FindingMember(sa=f.sa or "", peers=peers[i], frames=f.frames, ts=f.ts)
+                        for i, f in zip(idx, group, strict=True))
+        first = group[0]
+        frames = sorted({fr for m in members[:NAMED] for fr in m.frames})
+        times = [m.ts for m in members if m.ts is not None]
+        text = (f"{first.explanation} The same holds for {len(members):,} {_kind(first.sa or '')} in all, "
+                f"{_peers_text(members)}.")
+        merged[idx[0]] = Finding(code=first.code, severity=first.severity, title=first.title, explanation=text,
+                                 frames=tuple(frames), sa=first.sa, hint=first.hint,
+                                 ts=min(times) if times else None, evidence=first.evidence,
+                                 facts=dict(first.facts), members=members)
+        dropped.update(idx[1:])
+    if not merged:
+        return findings
+    return [merged.get(i, f) for i, f in enumerate(findings) if i not in dropped]
