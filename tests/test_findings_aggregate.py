@@ -15,16 +15,22 @@ a reflection shows it: each responder answering the victim with a cookie of its 
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from pathlib import Path
 
-from conftest import DATA, IPSECSCOPE, ROOT
+import pytest
+from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+from test_inference_order import _without
 
 from ipsecscope.analysis.rules import RuleContext, evaluate
 from ipsecscope.session import Session
 
 SESSIONS = DATA / "ndpi" / "derived" / "ipsec_isakmp_esp-1-160.pcap"
 TWO = DATA / "ndpi" / "derived" / "ipsec_isakmp_esp-287-324.pcap"  # 2 IKE SAs on the same weak proposal
+JOY_V2 = DATA / "joy" / "ikev2.pcap"
+MM2 = DATA / "openswan-unit" / "lp104-v1rwnatN1.pcap"  # sun's MM2 to 93.184.216.34, alone
+CODE = "IKE-RESPONSE-NO-REQUEST"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -85,6 +91,86 @@ def test_findings_that_differ_beyond_their_own_sa_stay_apart():
             for g in nat:  # what keeps them apart is text beyond the SA's addresses and frames
                 if g is not f and (g["title"], g["hint"]) == (f["title"], f["hint"]):
                     assert g["explanation"].split(" The same holds")[0] != f["explanation"].split(" The same")[0]
+
+
+def _cut_sender(src: Path, dst: Path, sender: str) -> Path:
+    out = subprocess.run(["tshark", "-r", str(src), "-T", "fields", "-e", "frame.number", "-e", "ip.src"],
+                         capture_output=True, text=True, check=True).stdout
+    drop = {int(n) for n, ip in (line.split("\t") for line in out.splitlines()) if ip == sender}
+    return _without(src, dst, drop)
+
+
+@needs_tshark
+def test_responses_from_one_peer_with_every_request_cut_say_one_direction(tmp_path):
+    assert not [f for f in findings(JOY_V2) if f["code"] == CODE]  # both directions: nothing to say
+    cut = _cut_sender(JOY_V2, tmp_path / "ikev2-responder-only.pcap", "192.168.1.14")
+    out = subprocess.run(["tshark", "-r", str(cut), "-Y", "isakmp.flag_r == 1", "-T", "fields", "-e", "frame.number",
+                          "-e", "ip.src", "-e", "ip.dst"], capture_output=True, text=True, check=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert len(rows) == 3 and {(r[1], r[2]) for r in rows} == {("192.168.1.2", "192.168.1.14")}
+    (f,) = [f for f in findings(cut) if f["code"] == CODE]
+    assert f["severity"] == "info" and f["frames"] == [int(r[0]) for r in rows]
+    assert f["facts"] == {"target": "192.168.1.14", "responses": 3, "responders": 1, "ike_sas": 1}
+    assert "3 IKE responses" in f["title"] and "one direction only" in f["title"]
+    assert "from 192.168.1.2 to 192.168.1.14" in f["explanation"]
+
+
+def test_a_capture_that_starts_after_the_request_is_not_one_direction(tmp_path):
+    """tcpdump's Main Mode without MM1: MM2 has no request, but 10.0.0.1 sends MM3 after it."""
+    cap = _without(DATA / "tcpdump" / "ISAKMP_sa_setup.pcap", tmp_path / "no-mm1.pcap", {1})
+    assert not [f for f in findings(cap) if f["code"] == CODE]
+
+
+def _reflection(path: Path, responders: int) -> Path:
+    """pluto's MM2 (DLT_NULL, IPv4, UDP 500 -> 55044, both cookies, the 3des-md5-modp2048 choice) as
+    ``responders`` different responders send it to the one spoofed initiator 93.184.216.34: each its
+    own source address and responder cookie, the initiator cookie the attacker's, as in StopDDoS's
+    reflection capture. IP and UDP checksums stay zero as in the original."""
+    data = MM2.read_bytes()
+    head, rec = data[:24], data[24:]
+    sec, usec, incl, orig = struct.unpack_from("<IIII", rec)
+    pkt = bytearray(rec[16:16 + incl])
+    assert pkt[4 + 12:4 + 16] == bytes([192, 168, 0, 2]) and pkt[4 + 16:4 + 20] == bytes([93, 184, 216, 34])
+    out = bytearray(head)
+    for i in range(responders):
+        p = bytearray(pkt)
+        p[4 + 12:4 + 16] = bytes([198, 51, 100, 1 + i])
+        p[4 + 28 + 8:4 + 28 + 16] = struct.pack(">Q", 0x640A06435C7C4B31 + i)  # responder cookie
+        out += struct.pack("<IIII", sec, usec + 1000 * i, incl, orig) + p
+    path.write_bytes(bytes(out))
+    return path
+
+
+@needs_tshark
+def test_many_responders_answering_one_address_is_reflection(tmp_path):
+    cap = _reflection(tmp_path / "reflection.pcap", 12)
+    out = subprocess.run(["tshark", "-r", str(cap), "-T", "fields", "-e", "ip.src", "-e", "ip.dst", "-e", "isakmp.rspi",
+                          "-e", "_ws.malformed"], capture_output=True, text=True, check=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert len(rows) == 12 and {r[1] for r in rows} == {"93.184.216.34"} and len({r[2] for r in rows}) == 12
+    assert not any(r[3] for r in rows)
+    doc = findings(cap)
+    (f,) = [f for f in doc if f["code"] == CODE]
+    assert f["severity"] == "warning" and "likely the victim of IKE reflection" in f["title"]
+    assert f["facts"] == {"target": "93.184.216.34", "responses": 12, "responders": 12, "ike_sas": 12}
+    assert "12 IKE responses (IKEv1 Main Mode) from 12 peers (198.51.100.1, " in f["explanation"]
+    assert "and 7 more) to 93.184.216.34" in f["explanation"]
+    # every responder's IKE SA and response is listed (the finding's frames are the first 20)
+    assert f["count"] == 12 and sorted(fr for m in f["members"] for fr in m["frames"]) == list(range(1, 13))
+    assert {m["peers"][1] for m in f["members"]} == {r[0] for r in rows}
+    # the 12 weak choices are one finding
+    (weak,) = [f for f in doc if f["code"] == "IKE-WEAK-ALGO"]
+    assert weak["count"] == 12 and len({m["sa"] for m in weak["members"]}) == 12
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_few_responders_read_as_one_direction(tmp_path, n):
+    doc = findings(_reflection(tmp_path / f"r{n}.pcap", n))
+    (f,) = [f for f in doc if f["code"] == CODE]
+    assert f["severity"] == "info" and f["facts"]["responders"] == n
+    assert f["count"] == n and len(f["members"]) == (n if n > 1 else 0)
+    weak = [f for f in doc if f["code"] == "IKE-WEAK-ALGO"]
+    assert len(weak) == n and all(f["count"] == 1 for f in weak)  # below the threshold: one each
 
 
 def test_tui_findings_pane_counts_the_sas_and_jumps_to_all_their_frames():

@@ -133,9 +133,10 @@ def render(findings: list[Finding], counts: dict[str, int], console=None) -> Non
         console.print(Hanging(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(f.title)}{times}", 9))
         console.print(Hanging(f"         {escape(f.explanation)}", 9))
         if f.frames:
-            console.print(Hanging(f"         [dim]{frames_ref(f.frames)}"
+            of = f" (of {len(f.all_frames):,})" if len(f.all_frames) > len(f.frames) else ""  # aggregated
+            console.print(Hanging(f"         [dim]{frames_ref(f.frames)}{of}"
                                   + (f"  {escape(sa_ref_text(f.sa))}" if f.sa else "")
-                                  + (f" and {f.count - 1:,} more" if f.count > 1 else "") + "[/]", 16))
+                                  + (f" and {f.count - 1:,} more" if f.count > 1 and f.sa else "") + "[/]", 16))
         if f.hint:
             console.print(Hanging(f"         [green]hint:[/] {escape(f.hint)}", 15))
         console.print()

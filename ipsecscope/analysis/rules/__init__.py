@@ -21,7 +21,7 @@ module                    family                                                
 :mod:`.liveness`          liveness and path: unanswered IKE, dead/restarted peers, one-way    70-79
 :mod:`.nat_mtu`           NAT and MTU: NAT side, IP fragmentation, path MTU                   80-89
 :mod:`.esp`               ESP integrity and sequence: loss, replay, reordering, ICV           90-99
-:mod:`.capture`           capture and keys: malformed packets, keys that do not fit           100-109
+:mod:`.capture`           capture and keys: malformed packets, bad keys, one direction only   100-109
 ========================  ==================================================================  ============
 
 Rules 1-30 predate the ranges and keep their numbers (see ``core.FAMILIES``: ``legacy``).

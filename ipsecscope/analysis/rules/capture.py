@@ -1,10 +1,22 @@
-"""Capture and keys rules: malformed packets, keys that do not fit the capture or are missing."""
+"""Capture and keys rules: malformed packets, keys that do not fit the capture or are missing, IKE
+seen in one direction only."""
 
 from __future__ import annotations
 
-from ...model.sa import Finding, SaState, SaTable, Severity
+from ...model.sa import Finding, FindingMember, SaState, SaTable, Severity
 from .authentication import r_auth_failed
-from .common import flow_ref, frames_of, ike_key_source, role, src_path
+from .common import (
+    clock,
+    dur,
+    exchange_label,
+    flow_ref,
+    frames_of,
+    ike_key_source,
+    other_peer,
+    role,
+    src_path,
+    uniq,
+)
 from .core import RuleContext, rule
 
 
@@ -170,3 +182,83 @@ def r_keys_unmatched(table: SaTable, ctx: RuleContext):
             hint="Give the keys of this very run: the charon log (with 'ike 4'/'chd 4' logging) or 'ip xfrm "
             "state' output taken while this capture ran, on one of these peers.", ts=table.first_ts,
             facts={"file": m.path, "ike_sas": m.ike, "esp_sas": m.esp})
+
+
+# Distinct responders answering one address, none of its requests captured, from which the
+# likelier reading is a reflection attack rather than a capture of one direction: a host that
+# really initiates to this many peers at once is a hub, and a hub's captures see both directions.
+REFLECTION_PEERS = 10
+
+
+@rule(101, "IKE-RESPONSE-NO-REQUEST", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.1, §2.2; RFC 2408 §3.1")
+def r_responses_without_request(table: SaTable, ctx: RuleContext):
+    """IKE responses to an address that the capture never shows sending anything to their senders: a capture of one direction, or IKE reflection toward that address."""
+    answered: dict[str, list[tuple]] = {}  # the address answered -> (IKE SA, exchange, responder)
+    sent: set[tuple[str, str]] = set()  # (from, to) of every IKE message and ESP/AH flow captured
+    for sa in table.ike_sas.values():
+        for x in sa.exchanges:
+            peer = other_peer(sa, x.requester)
+            if x.request_frames:
+                sent.add((x.requester, peer))
+            if x.response_frames:
+                sent.add((peer, x.requester))
+                if not x.request_frames:
+                    answered.setdefault(x.requester, []).append((sa, x, peer))
+    sent.update((f.src, f.dst) for f in table.flows.values())
+    for target, hits in answered.items():
+        # A request of the same pair elsewhere (phase 1's MM3 after a capture began at MM2, a later
+        # exchange) or its ESP: both directions are captured, the missing request only predates it.
+        hits = [h for h in hits if (target, h[2]) not in sent]
+        if not hits:
+            continue
+        peers = uniq(h[2] for h in hits)
+        frames = sorted(fr for _, x, _ in hits for fr in x.response_frames)
+        n, m = len(frames), len(peers)
+        times = sorted(x.response_ts for _, x, _ in hits if x.response_ts is not None)
+        kinds = uniq(f"IKEv{sa.version} {exchange_label(x, sa.version)}" for sa, x, _ in hits)
+        what = (f"{n:,} IKE response{'s' if n != 1 else ''} ({', '.join(kinds[:3])}{', …' if len(kinds) > 3 else ''}) "
+                + (f"from {peers[0]}" if m == 1 else f"from {m:,} peers"))
+        named = "" if m == 1 else " (" + ", ".join(peers[:5]) + (f" and {m - 5:,} more" if m > 5 else "") + ")"
+        when = (f" in {dur(times[-1] - times[0])} from {clock(times[0])}" if len(times) > 1
+                else f" at {clock(times[0])}" if times else "")
+        seen = (f"The capture holds {what}{named} to {target}{when}, and nothing {target} sent to "
+                f"{'it' if m == 1 else 'any of them'}: no request these answer (an IKE response answers a request from the address it goes to, "
+                "RFC 7296 §2.1, §2.2; RFC 2408 §3.1), no other IKE message, no ESP.")
+        facts = {"target": target, "responses": n, "responders": m, "ike_sas": len({id(sa) for sa, _, _ in hits})}
+        # Every IKE SA and its responses (findings --json "members", finding=CODE in Packets); the
+        # finding's own frames are the first 20.
+        per_sa: dict[str, FindingMember] = {}
+        for sa, x, peer in hits:
+            old = per_sa.get(sa.key)
+            per_sa[sa.key] = FindingMember(
+                sa=sa.key, peers=(target, peer), frames=(*(old.frames if old else ()), *x.response_frames),
+                ts=old.ts if old else x.response_ts)
+        members = tuple(per_sa.values()) if len(per_sa) > 1 else ()
+        if m >= REFLECTION_PEERS:
+            yield Finding(
+                code="IKE-RESPONSE-NO-REQUEST", severity=Severity.WARNING,
+                title=f"{n:,} IKE responses from {m:,} peers to {target} with no request captured — "
+                f"{target} is likely the victim of IKE reflection",
+                explanation=f"{seen} Many responders answering one address that never asks is the mark of a "
+                f"reflection (amplification) attack: someone sends IKE requests with {target} as their spoofed "
+                "source, and every IKE endpoint that receives one answers the victim with a larger response. "
+                f"A capture that sees one direction only at a host that really initiated to {m:,} peers "
+                f"would look the same; that is unlikely at this number of peers.",
+                frames=tuple(frames[:20]), sa=None,
+                hint=f"If {target} did not start these exchanges, it is being flooded: drop UDP 500/4500 to it from "
+                "peers it has no tunnel with (upstream, if the link fills) and report the sources' spoofing "
+                "(BCP 38); the responders are open IKE endpoints. If it did, capture both directions.",
+                ts=times[0] if times else None, facts=facts, members=members)
+            continue
+        yield Finding(
+            code="IKE-RESPONSE-NO-REQUEST", severity=Severity.INFO,
+            title=f"{what} to {target} with no request captured — the capture sees one direction only?",
+            explanation=f"{seen} With {'one responder' if m == 1 else f'{m} responders'} this most likely means "
+            f"the capture sees only the traffic toward {target}: a mirror port or tap of one direction, a "
+            f"capture filter on one source, or an asymmetric route that takes {target}'s packets past the "
+            "capture point. (A reflection attack, IKE requests sent with a spoofed source, shows many "
+            "responders answering one address.) Findings about unanswered or one-way traffic cannot be "
+            "trusted for these peers.",
+            frames=tuple(frames[:20]), sa=None,
+            hint=f"Capture where both directions pass (on {target} itself, or mirror both directions), or check "
+            "the capture filter.", ts=times[0] if times else None, facts=facts, members=members)

@@ -70,7 +70,8 @@ FAMILIES: tuple[Family, ...] = (
            (9, 10)),
     Family("esp", "ESP integrity and sequence: loss, replay, reordering, ICV, rekey overlap", range(90, 100),
            (22, 23, 24)),
-    Family("capture", "Capture and keys: malformed packets, keys that do not fit or are missing", range(100, 110),
+    Family("capture", "Capture and keys: malformed packets, keys that do not fit or are missing, one direction only",
+           range(100, 110),
            (14, 26, 28, 30)),
 )
 
