@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from array import array
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from dataclasses import replace
 from typing import overload
@@ -312,3 +313,58 @@ def follow_moves(rows: object) -> Callable[[dict], None]:
 
 def _ignore(ev: dict) -> None:
     pass
+
+
+class NoRows:
+    """The rows of a session that keeps none (``keep_rows=False``): adding is a no-op."""
+
+    __slots__ = ()
+    _addr_ix: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, i: int) -> FrameRow:
+        raise IndexError("this session keeps no packet rows (keep_rows=False)")
+
+    def __iter__(self):
+        return iter(())
+
+    def append(self, row: FrameRow) -> None:
+        pass
+
+    def add_esp(self, *fields: object) -> None:
+        pass
+
+    def addr(self, a: str) -> int:
+        return 0
+
+    def status_code(self, name: str) -> int:
+        return 0
+
+
+class FrameOffsets:
+    """frame number -> (path index, byte offset, link type), packed in two arrays (a dict of
+    tuples costs ~200 bytes a frame). Frame numbers come in order (a second file's continue
+    after the first's: Session.load)."""
+
+    __slots__ = ("offset", "loc")
+
+    def __init__(self) -> None:
+        self.offset = array("q")  # index 0 unused: frames are 1-based
+        self.loc = array("q")  # path index << 32 | link type (as 32 bits: a reader marks an undeclared
+        # pcapng interface with a negative one)
+
+    def set(self, frame: int, path_index: int, offset: int, linktype: int) -> None:
+        while len(self.offset) <= frame:
+            self.offset.append(-1)
+            self.loc.append(0)
+        self.offset[frame] = offset
+        self.loc[frame] = path_index << 32 | (linktype & 0xFFFFFFFF)
+
+    def get(self, frame: int) -> tuple[int, int, int] | None:
+        if 0 <= frame < len(self.offset) and self.offset[frame] >= 0:
+            loc = self.loc[frame]
+            lt = loc & 0xFFFFFFFF
+            return loc >> 32, self.offset[frame], lt - (1 << 32) if lt >> 31 else lt
+        return None

@@ -14,7 +14,6 @@ import bisect
 import socket
 import struct
 import threading
-from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,7 +42,8 @@ from .model.packets import (
     RawFrame,
 )
 from .model.sa import Finding, SaTable, Severity
-from .rowstore import STATUS_CODES, RowStore, follow_moves
+from .rowstore import STATUS_CODES, FrameOffsets, NoRows, RowStore, follow_moves
+from .session_detail import FrameDetail, FrameViews, QuotedEsp, describe_inner, iana_proto
 from .session_fast import count_outcome
 from .state.names import exchange_name
 from .state.tracker import Tracker
@@ -94,42 +94,6 @@ class SessionStats:
         return sum(self.malformed.values())
 
 
-@dataclass(slots=True, frozen=True)
-class QuotedEsp:
-    """The ESP packet an ICMP error quotes (path MTU, unreachable), for the packet detail. A whole
-    packet is decrypted with its ICV verified; a quote cut off before the ICV and the trailer is
-    decrypted as far as it goes, its next header unknown: shown marked "not verified". Either way
-    a copy of a packet already sent, counted for no SA (``decode.quoted``)."""
-
-    src: str  # the quoted packet's addresses (its SA: SPI + destination, RFC 4301 §4.1)
-    dst: str
-    spi: int
-    seq: int
-    quoted: int  # bytes of the ESP packet the quote holds (from the SPI on)
-    plain: bytes | None  # the decrypted prefix; None: no key, or nothing whole to decrypt
-    note: str  # one line: "not verified: ..." or why it was not decrypted
-    summary: str | None = None  # what the prefix shows (tunnel mode: the inner IP header)
-    verified: bool = False  # the whole packet was quoted and its ICV verified (decode.quoted)
-
-
-@dataclass(slots=True, frozen=True)
-class FrameDetail:
-    """Everything a view shows about one frame; computed on demand."""
-
-    row: FrameRow
-    raw: bytes  # the frame as captured (empty when it could not be re-read)
-    ike: IkeMessage | None = None
-    esp: EspPacket | None = None
-    esp_result: EspResult | None = None
-    malformed: str | None = None
-    inner_summary: str | None = None  # one line per layer of the decrypted inner packet
-    inner: bytes | None = None
-    linktype: int = -1  # of ``raw`` (LINKTYPE_*), for a dissector that reads the frame as captured
-    # ESP inside the outer ESP (nested), outermost first: each layer's packet and its decryption
-    esp_layers: tuple[tuple[EspPacket, EspResult], ...] = ()
-    quoted_esp: QuotedEsp | None = None  # an ICMP error's quote of an ESP packet, decrypted for display
-
-
 def _intern(cache: dict[str, str], s: str) -> str:
     # Millions of rows share a handful of addresses; one str object each keeps memory flat.
     return cache.setdefault(s, s)
@@ -157,7 +121,7 @@ def _ike_info(msg: IkeMessage) -> str:
     return f"{exch} {role} #{msg_id_text(h.msg_id)} [ {' '.join(names)} ]{flag}"
 
 
-class Session:
+class Session(FrameViews):
     """One capture (or live source) with its keys, decoded, decrypted and correlated."""
 
     def __init__(self, keys: KeyStore | None = None, *, max_rows: int | None = None,
@@ -224,8 +188,8 @@ class Session:
         self.stats = SessionStats()
         # A file's rows go to a packed RowStore (~60 bytes a row instead of ~380 as FrameRow objects);
         # live mode keeps a ring of the last max_rows FrameRow objects.
-        self.rows: RowStore | deque[FrameRow] | _NoRows = (
-            deque(maxlen=self.max_rows) if self.max_rows else RowStore(self.row_limit) if self.keep_rows else _NoRows())
+        self.rows: RowStore | deque[FrameRow] | NoRows = (
+            deque(maxlen=self.max_rows) if self.max_rows else RowStore(self.row_limit) if self.keep_rows else NoRows())
         # The decrypted inner packets (and plain IP frames), summarised for the Info column and
         # the display filter's inner fields (decode.inner).
         self.inner = InnerStore()
@@ -236,7 +200,7 @@ class Session:
         # counted for an SA (decode.quoted, session_quoted).
         self.quoted = QuotedStore()
         self.ike_messages: dict[int, IkeMessage] = {}
-        self._frame_offsets = _FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
+        self._frame_offsets = FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._frame_bases: list[int] = []  # per loaded file: the frames before it (load())
         self._no_key_result: EspResult | None = None
         self._addr: dict[str, str] = {}
@@ -359,7 +323,7 @@ class Session:
                 if keep_raw is not None:
                     keep_raw(raw)
                 elif raw.offset >= 0 and keep:
-                    if raw.index == len(off_arr):  # the common case, inlined from _FrameOffsets.set
+                    if raw.index == len(off_arr):  # the common case, inlined from FrameOffsets.set
                         off_append(raw.offset)
                         loc_append(path_index << 32 | (raw.linktype & 0xFFFFFFFF))
                     else:
@@ -707,193 +671,8 @@ class Session:
     def worst_severity(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
 
-    def row(self, frame: int) -> FrameRow | None:
-        rows = self.rows
-        if type(rows) is RowStore and 0 < frame <= len(rows) and rows.frame_at(frame - 1) == frame:
-            return rows[frame - 1]  # one row per frame: the common case
-        # Rows are in frame order (a frame may have several rows, a live ring drops old ones).
-        i = bisect.bisect_left(rows, frame, key=lambda r: r.frame)
-        return rows[i] if i < len(rows) and rows[i].frame == frame else None
 
-    def detail(self, frame: int) -> FrameDetail | None:
-        """Decode one frame again, fully, for a detail view."""
-        row = self.row(frame)
-        if row is None:
-            return None
-        raw = self._reread(frame)
-        ike = self.ike_messages.get(frame)
-        esp = res = None
-        malformed = None
-        inner = inner_summary = None
-        layers: tuple[tuple[EspPacket, EspResult], ...] = ()
-        if raw is not None and row.kind == "ESP":
-            pkt = next((p for p in Decoder().decode_all(raw) if isinstance(p, EspPacket)), None)
-            if pkt is not None:
-                esp = pkt
-                res = self.esp_decryptor.peek(pkt, seq_hi=(row.seq or 0) >> 32)
-                inner = res.inner
-                if inner and res.next_header is not None:
-                    layers = self._peek_nested(frame, pkt, inner, res.next_header)
-                    if layers and layers[-1][1].inner is not None:
-                        inner = layers[-1][1].inner
-                if inner:
-                    lines = [describe_inner(res.inner, res.next_header)] if layers else []
-                    lines += [f"ESP SPI 0x{p.spi:08x} seq {p.seq} {p.src} → {p.dst}: "
-                              + ("decrypted" if r.ok else f"{r.status} — {r.reason}") for p, r in layers]
-                    last = layers[-1][1] if layers else res
-                    if last.inner is not None:
-                        lines.append(describe_inner(last.inner, last.next_header))
-                    inner_summary = "\n".join(lines)
-        elif ike is not None and ike.decrypted and ike.header.major == 2:
-            inner = self._ike_plaintext(ike)
-        elif row.kind == "MALFORMED":
-            malformed = row.info
-        quoted = self._quoted_esp(frame, raw) if raw is not None and row.kind == "OTHER" else None
-        return FrameDetail(
-            row=row, raw=raw.data if raw is not None else b"", ike=ike, esp=esp, esp_result=res,
-            malformed=malformed, inner=inner, inner_summary=inner_summary, esp_layers=layers,
-            linktype=raw.linktype if raw is not None else -1, quoted_esp=quoted,
-        )
-
-    def _quoted_esp(self, frame: int, raw: RawFrame) -> QuotedEsp | None:
-        """The ESP packet the ICMP error in ``raw`` quotes, opened again (see :class:`QuotedEsp`)."""
-        from . import session_quoted
-
-        err = next((p for p in Decoder(icmp_errors=True).decode_all(raw) if type(p) is IcmpError), None)
-        got = session_quoted.open_quote(self.esp_decryptor, raw, err) if err is not None and err.protocol == "ESP" else None
-        if got is None:
-            return None
-        q, plain, n = got
-        summary = None
-        if q.verified:
-            note = (f"decrypted {q.plain_len} bytes, ICV verified: a copy of a packet already sent, "
-                    "counted for no SA")
-            summary = describe_inner(plain, q.next_header) if plain else None
-        elif plain is not None:
-            note = f"decrypted {len(plain)} bytes, not verified: {q.reason}"
-            summary = describe_inner(plain, None)
-        else:
-            note = q.reason if q.status == "no-key" else f"{q.status}: {q.reason}"
-        return QuotedEsp(q.src, q.dst, q.spi, q.seq, n, plain, note, summary, q.verified)
-
-    def _peek_nested(self, frame: int, outer: EspPacket, inner: bytes, nh: int) -> tuple[tuple[EspPacket, EspResult], ...]:
-        """The nested ESP layers of one frame decrypted again (as :meth:`_nested` did while loading,
-        with the high sequence bits it inferred then), without touching any counter."""
-        known = {(x.spi, x.dst): x.seq >> 32 for x in self.inner.nested.get(frame, ())}
-        src, dst = outer.src, outer.dst
-        out: list[tuple[EspPacket, EspResult]] = []
-        for _depth in range(MAX_NESTED):
-            found = esp_inside(inner, nh)
-            if found is None or len(found[0]) < 8:
-                break
-            esp, isrc, idst = found
-            if isrc:
-                af = socket.AF_INET if len(isrc) == 4 else socket.AF_INET6
-                src, dst = socket.inet_ntop(af, isrc), socket.inet_ntop(af, idst)
-            spi, seq = _ESP_HDR.unpack_from(esp)
-            pkt = EspPacket(frame, outer.ts, src, dst, spi, seq, bytes(esp), ip_version=6 if ":" in src else 4)
-            res = self.esp_decryptor.peek(pkt, seq_hi=known.get((spi, dst), 0))
-            out.append((pkt, res))
-            if res.inner is None or res.next_header is None:
-                break
-            inner, nh = res.inner, res.next_header
-        return tuple(out)
-
-    def _ike_plaintext(self, msg: IkeMessage) -> bytes | None:
-        """The decrypted body of an IKEv2 SK payload (RFC 7296 §3.14: payloads, padding removed),
-        for the hex view's "decrypted" side; decrypted again on demand rather than kept per message."""
-        from .crypto.ike_sk import decrypt_message
-
-        keys = self.keys.ike_lookup(msg.header.spi_i, msg.header.spi_r)
-        if keys is None:
-            return None
-        try:
-            return decrypt_message(msg.raw, keys)[1]
-        except Exception:  # noqa: BLE001 - a view must not die on a message it decrypted once already
-            return None
-
-    def _reread(self, frame: int) -> RawFrame | None:
-        loc = self._frame_offsets.get(frame)
-        if loc is None:
-            return self._live_raw.get(frame)
-        from .capture import read_frame_at
-
-        path_index, offset, linktype = loc
-        return read_frame_at(self.paths[path_index], offset, frame, linktype)
-
-
-class _NoRows:
-    """The rows of a session that keeps none (``keep_rows=False``): adding is a no-op."""
-
-    __slots__ = ()
-    _addr_ix: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return 0
-
-    def __getitem__(self, i: int) -> FrameRow:
-        raise IndexError("this session keeps no packet rows (keep_rows=False)")
-
-    def __iter__(self):
-        return iter(())
-
-    def append(self, row: FrameRow) -> None:
-        pass
-
-    def add_esp(self, *fields: object) -> None:
-        pass
-
-    def addr(self, a: str) -> int:
-        return 0
-
-    def status_code(self, name: str) -> int:
-        return 0
-
-
-class _FrameOffsets:
-    """frame number -> (path index, byte offset, link type), packed in two arrays (a dict of
-    tuples costs ~200 bytes a frame). Frame numbers come in order (a second file's continue
-    after the first's: Session.load)."""
-
-    __slots__ = ("offset", "loc")
-
-    def __init__(self) -> None:
-        self.offset = array("q")  # index 0 unused: frames are 1-based
-        self.loc = array("q")  # path index << 32 | link type (as 32 bits: a reader marks an undeclared
-        # pcapng interface with a negative one)
-
-    def set(self, frame: int, path_index: int, offset: int, linktype: int) -> None:
-        while len(self.offset) <= frame:
-            self.offset.append(-1)
-            self.loc.append(0)
-        self.offset[frame] = offset
-        self.loc[frame] = path_index << 32 | (linktype & 0xFFFFFFFF)
-
-    def get(self, frame: int) -> tuple[int, int, int] | None:
-        if 0 <= frame < len(self.offset) and self.offset[frame] >= 0:
-            loc = self.loc[frame]
-            lt = loc & 0xFFFFFFFF
-            return loc >> 32, self.offset[frame], lt - (1 << 32) if lt >> 31 else lt
-        return None
-
-
-_PROTO_NAMES = {1: "ICMP", 4: "IPv4", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP", 58: "ICMPv6", 59: "none"}
-
-
-def iana_proto(n: int) -> str:
-    return _PROTO_NAMES.get(n, str(n))
-
-
-def describe_inner(inner: bytes, next_header: int | None) -> str:
-    """A one-screen dissection of a decrypted inner packet. Scapy is fine here: one packet, on demand."""
-    try:
-        from scapy.layers.inet import IP
-        from scapy.layers.inet6 import IPv6
-
-        if next_header == 4 or (next_header is None and inner[:1] and inner[0] >> 4 == 4):
-            return IP(inner).summary()
-        if next_header == 41:
-            return IPv6(inner).summary()
-        return f"{iana_proto(next_header or 0)} payload, {len(inner)} bytes (transport mode)"
-    except Exception as exc:  # scapy dissectors raise many things on odd bytes; a view must not die
-        return f"{len(inner)} bytes (could not dissect: {exc})"
+# FrameDetail, QuotedEsp and describe_inner live in session_detail (one frame re-read and decoded
+# again for a view); they stay importable from here.
+__all__ = ["FrameDetail", "LIVE_BYTES_KEPT", "Progress", "QuotedEsp", "Session", "SessionStats",
+           "describe_inner", "iana_proto"]
