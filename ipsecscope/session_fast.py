@@ -45,6 +45,7 @@ from .capture.pcapng import (
     Section,
     _parse_idb,
     frame_from_block,
+    open_section,
 )
 from .crypto.esp import MIN_INNER, STATUS, EspResult, check_payload, payload_failure, trim_tfc
 from .decode.inner_bulk import add_run
@@ -201,8 +202,7 @@ class _Loop:
         path = self.path
         s = self.s
         section: Section | None = None
-        order = "<"
-        base = 0
+        order, base = "<", 0
         w, wl, o = b"", 0, 0
         blk_le = _BLK_LE
         while True:
@@ -263,8 +263,8 @@ class _Loop:
                                    base + o)
                 self.ifaces.append(_parse_idb(w[o + 8:nxt - 4], order))
             elif btype == SHB:
-                self.ifaces = []
-                section = self.section = Section(base + o, order, self.ifaces)
+                section = self.section = open_section(path, w, o, order, base + o)
+                self.ifaces = section.interfaces
             elif btype == DSB and blen >= 20:
                 stype, slen = _BLK[order](w, o + 8)
                 add_secrets_block(s.keys, stype, bytes(w[o + 16:min(o + 16 + slen, nxt - 4)]))

@@ -142,12 +142,13 @@ def _walk_pcap(lay: Layout, mm: mmap.mmap, size: int, chunks: int, every: int) -
 
 
 def _scan_pcapng(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -> Layout | None:
-    from .pcapng import _parse_idb  # the capture stage's IDB option parser
+    from .pcapng import _parse_idb, open_section  # the capture stage's SHB and IDB parsers
 
     bom = mm[8:12]
     order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else None
     if order is None:
         return None
+    open_section(path, mm, 0, order, 0)  # refuses an SHB version tshark cannot read (a later SHB: None below)
     blk = struct.Struct(order + "II")
     shb_len = blk.unpack_from(mm, 0)[1]
     lay = Layout(path, "pcapng", order, shb_len, size, [])

@@ -12,7 +12,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import CaptureError
+from ..errors import CaptureError, CaptureFormatError
 from ..model.packets import RawFrame
 from ._fastnew import fast_constructor
 from ._source import CHUNK, ByteSource
@@ -72,6 +72,36 @@ class Section:
     interfaces: list[Interface]
 
 
+# The SHB versions tshark reads (wiretap's pcapng reader): 1.0, and 1.2, which old writers put in
+# files of the same format. Another major version is an incompatible format, another minor one a
+# format a 1.0 reader "cannot read all of" (the pcapng draft, §4.1): read as 1.0 it would be
+# misparsed, so it is refused, as tshark refuses it.
+READABLE_VERSIONS = ((1, 0), (1, 2))
+VERSION = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}
+
+
+def version_error(path: object, buf: bytes | memoryview, pos: int, order: str, offset: int) -> CaptureFormatError | None:
+    """The error for the SHB at ``buf[pos:]`` (whole, ``order`` from its byte-order magic; at
+    ``offset`` in the file) if its version is not one tshark reads, else None."""
+    if len(buf) - pos < 16:
+        return None  # no room for a version: the length checks report the damage
+    version = VERSION[order].unpack_from(buf, pos + 12)
+    if version in READABLE_VERSIONS:
+        return None
+    return CaptureFormatError(f"{path}: pcapng section header at offset {offset} has version "
+                              f"{version[0]}.{version[1]}; only version 1.0 (old writers mark it 1.2) can be read, "
+                              "and tshark refuses it too")
+
+
+def open_section(path: object, buf: bytes | memoryview, pos: int, order: str, offset: int) -> Section:
+    """A new section for the SHB at ``buf[pos:]``, with an empty interface table; refuses a
+    version other than 1.0 (:func:`version_error`). Every reader that meets an SHB calls this."""
+    err = version_error(path, buf, pos, order, offset)
+    if err is not None:
+        raise err
+    return Section(offset, order, [])
+
+
 def _parse_idb(body: bytes | memoryview, order: str) -> Interface:
     linktype, _res, snaplen = IDB_BODY[order].unpack_from(body, 0)
     iface = Interface(linktype, snaplen)
@@ -103,8 +133,9 @@ class PcapngReader:
 
     format = "pcapng"
 
-    def __init__(self, src: ByteSource, head: bytes) -> None:
+    def __init__(self, src: ByteSource, head: bytes, offset: int = 0) -> None:
         self._src = src
+        self._base = offset  # the file offset of head's first byte (a reader taking over mid-file)
         self.path = src.path
         self._buf = head
         self.secrets: list[tuple[int, bytes]] = []
@@ -132,7 +163,7 @@ class PcapngReader:
     def __iter__(self) -> Iterator[RawFrame]:
         src = self._src
         buf = self._buf
-        base = 0
+        base = self._base
         pos = 0
         index = self.frames
         keep_offset = not src.compressed
@@ -203,9 +234,9 @@ class PcapngReader:
                     ifaces.append(ifc)
                     self.linktypes[len(ifaces) - 1] = ifc.linktype
                 elif btype == SHB:
-                    ifaces = []
+                    section = open_section(self.path, buf, pos, order, base + pos)
+                    ifaces = section.interfaces
                     self.linktypes = {}
-                    section = Section(base + pos, order, ifaces)
                     if keep_offset:
                         self.sections.append(section)
                 elif btype == DSB and blen >= 20:

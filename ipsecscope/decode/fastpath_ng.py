@@ -97,7 +97,7 @@ def scan_pcapng(path: str | os.PathLike[str], on_packet: Callable[[Packet], None
     decoder = decoder or Decoder()
     src = _source.ByteSource(path)
     try:
-        head = src.read(12)
+        head = src.read(16)  # block type, length, byte-order magic, version
         if len(head) < 12 or head[:4] != b"\x0a\x0d\x0d\x0a":
             raise CaptureFormatError(f"{path} is not a pcapng file")
         bom = head[8:12]
@@ -106,6 +106,7 @@ def scan_pcapng(path: str | os.PathLike[str], on_packet: Callable[[Packet], None
             res.error = "section header with a bad byte-order magic at offset 0"
             return res
         st = NgState("<" if bom == b"\x4d\x3c\x2b\x1a" else ">")
+        pcapng.open_section(path, head, 0, st.order, 0)  # refuses an SHB version tshark cannot read
         res = ScanResult(format="pcapng")
         res.flows = flows if flows is not None else FlowTable()
         base = [0]
@@ -161,7 +162,7 @@ def scan_pcapng(path: str | os.PathLike[str], on_packet: Callable[[Packet], None
         last = parts[-1][0]
         if last.section_break:
             # Another section (new byte order / interfaces): the generic reader takes the rest.
-            rdr = pcapng.PcapngReader(src, last.rest)
+            rdr = pcapng.PcapngReader(src, last.rest, last.end)
             rdr.frames = res.frames
             try:
                 for raw in rdr:
@@ -171,6 +172,8 @@ def scan_pcapng(path: str | os.PathLike[str], on_packet: Callable[[Packet], None
                     res.last_ts = raw.ts
                     for pkt in decoder.decode_all(raw):
                         on_packet(pkt)
+            except CaptureFormatError:  # a later section of a version we cannot read: refused
+                raise
             except Exception as exc:  # CaptureError: damaged block in the later section
                 res.error = str(exc).removeprefix(f"{path}: ")
             if rdr.truncated and not res.error:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
+from ..capture.pcapng import version_error
 from ..errors import KeyFileError
 
 SECRETS_TYPE_IPSEC = 0x4950534B  # "IPSK": ipsecscope key text (native JSON or any format we read)
@@ -54,6 +55,9 @@ def iter_secrets(data: bytes, path: str) -> Iterator[tuple[int, int, bytes]]:
                 endian = ">"
             else:
                 raise KeyFileError(f"bad pcapng byte-order magic at offset {off}", path=path)
+            err = version_error(path, data, off, endian, off)  # a version tshark refuses: never misread
+            if err is not None:
+                raise KeyFileError(str(err).removeprefix(f"{path}: "), path=path)
         btype, blen = struct.unpack_from(endian + "II", data, off)
         if blen < 12 or blen % 4 or off + blen > n:
             raise KeyFileError(f"pcapng block at offset {off} has a bad length {blen} (truncated file?)",
