@@ -43,6 +43,7 @@ from R[port] to L[port]``, ``IKE_SA n[uid] established between L[id]...R[id]``).
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -86,9 +87,16 @@ _DAMAGED = b"\x00damaged"
 _DAMAGED_BUF = bytearray()
 
 
+# charon's line format, for detection: a thread number and a log group (after a time stamp or a
+# syslog prefix: filelog, charon.syslog), or a group at the start of the line (swanctl --log).
+_CHARON_LINE = re.compile(r"^(?:(?:[^\n\[]*[\s:])?\d{2,}|)\[(?:DMN|MGR|IKE|CHD|JOB|CFG|KNL|NET|ASN|ENC|TNC|"
+                          r"IMC|IMV|PTS|TLS|APP|ESP|LIB)\] ", re.MULTILINE)
+
+
 def looks_like(text: str) -> bool:
     head = text[:200_000]
-    if not _LINE.search(head.split("\n", 1)[0]) and "[IKE]" not in head and "[CHD]" not in head:
+    # the log's line format, not words: a document that mentions "[IKE]" or "Sk_ei secret =>" is no log
+    if len(list(itertools.islice(_CHARON_LINE.finditer(head), 3))) < 3:
         return False
     return any(s in text for s in ("Sk_ei secret =>", "encryption initiator key =>", "[IKE]", "[CHD]"))
 

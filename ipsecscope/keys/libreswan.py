@@ -65,7 +65,13 @@ from .store import KeyStore
 # syslog/journal ("Nov 25 21:19:54 host pluto[512]: "), ISO time, or nothing (--log-no-time).
 _PREFIX = (r"(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?:? (?:\S+ pluto\[\d+\]: )?"
            r"|\d{4}-\d\d-\d\dT\S+ (?:\S+ pluto\[\d+\]: )?|\S+ pluto\[\d+\]: |)")
-_PLUTO = re.compile(r"^" + _PREFIX + r"\| ", re.MULTILINE)
+_PLUTO = re.compile(r"^(?P<prefix>" + _PREFIX + r")\| (?P<msg>[^\n]*)", re.MULTILINE)
+# A debug line with --log-no-time is "| ..." and nothing else, as every row of a markdown table
+# is: there only what pluto itself writes after the bar tells its log, the source location that
+# ends most of its debug lines ("(main() +1602 /programs/pluto/plutomain.c)") or a line this
+# parser reads.
+_PLUTO_OWN = re.compile(r"\(\S+\(\) \+\d+ \S*programs/pluto/\S+\)|^(?:calculating skeyseed using |"
+                        r"completing DH shared secret for #|pstats #\d+ |add_sa\(\) level=|ikev2 [IR] 0x|\*\*(?:parse|emit) )")
 _DEBUG = re.compile(r"^" + _PREFIX + r"\| (?P<msg>.*)$")
 _SKEYSEED = re.compile(r"^calculating skeyseed using prf=(?P<prf>\S+) integ=\S+ cipherkey-size=\d+ salt-size=(?P<salt>\d+)")
 _KEYING = re.compile(r"^completing DH shared secret for #\d+/#(?P<st>\d+)")
@@ -89,7 +95,16 @@ _LSW_PRF = {k.removeprefix("PRF_"): v for k, v in names.SWAN_PRF.items()} | {"AE
 def looks_like(text: str) -> bool:
     head = text[:200_000]
     low = head.lower()
-    return len(_PLUTO.findall(head)) >= 3 and ("pluto" in low or "libreswan" in low)
+    if "pluto" not in low and "libreswan" not in low:
+        return False
+    # pluto's line format, not the word: a document about pluto with a table in it is no log
+    n = 0
+    for m in _PLUTO.finditer(head):
+        if m.group("prefix") or _PLUTO_OWN.search(m.group("msg")):
+            n += 1
+            if n >= 3:
+                return True
+    return False
 
 
 def _hex(text: str, what: str, path: str, line: int) -> bytes:
