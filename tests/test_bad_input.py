@@ -755,12 +755,52 @@ def test_keys_capture_option_says_a_capture_is_cut(cut, tmp_path: Path) -> None:
 
 def test_gzip_bomb_warning_from_every_session_command(tmp_path: Path) -> None:
     """A gzip'd pcap of 400,000 identical frames (272:1): sas and findings warned, packets and
-    stats (which share a loader) said nothing."""
+    stats (which share a loader) said nothing; summary (its fast scanner and --generic) and
+    decrypt said nothing either. A pcapng bomb (the healthy-gcm capture's packet blocks repeated)
+    takes summary's pcapng scanner."""
     rec = struct.pack("<IIII", 1, 0, 60, 60) + bytes(60)
     bomb = tmp_path / "bomb.pcap.gz"
     bomb.write_bytes(gzip.compress(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + rec * 400_000,
                                    mtime=0))
-    for cmd in ("sas", "findings", "packets", "stats"):
+    for cmd in ("sas", "findings", "packets", "stats", "summary"):
         r = ipsecscope(cmd, bomb, "--json")
         assert r.returncode == 0, r.stderr
         assert r.stderr.count(f"ipsecscope {cmd}: warning: {bomb}: decompresses ") == 1, (cmd, r.stderr)
+    r = ipsecscope("summary", bomb, "--generic")
+    assert r.returncode == 0 and r.stderr.count(f"ipsecscope summary: warning: {bomb}: decompresses ") == 1, r.stderr
+    r = ipsecscope("decrypt", bomb, "-k", ESP_SA, "-o", tmp_path / "out.pcapng", "-q")
+    assert r.stderr.count(f"ipsecscope decrypt: warning: {bomb}: decompresses ") == 1, r.stderr
+    data = HEALTHY_CAP.read_bytes()
+    head, blocks, pos = b"", b"", 0
+    while pos < len(data):
+        btype, blen = struct.unpack_from("<II", data, pos)
+        if btype == 6:
+            blocks += data[pos:pos + blen]
+        elif not blocks:
+            head += data[pos:pos + blen]
+        pos += blen
+    ng = tmp_path / "bomb.pcapng.gz"
+    ng.write_bytes(gzip.compress(head + blocks * ((20 << 20) // len(blocks)), mtime=0))
+    r = ipsecscope("summary", ng, "--json")
+    assert r.returncode == 0 and r.stderr.count(f"ipsecscope summary: warning: {ng}: decompresses ") == 1, r.stderr
+
+
+def test_gzip_bomb_warning_from_decrypts_inflating_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big gzip'd capture is inflated to a temporary file for decrypt's fast path; that copy
+    checks the ratio per window as the readers do (the threshold lowered so a small bomb takes
+    that path)."""
+    from ipsecscope.export import engine
+    from ipsecscope.export.hotloop import Options
+    from ipsecscope.keys import load_keys
+
+    rec = struct.pack("<IIII", 1, 0, 60, 60) + bytes(60)
+    bomb = tmp_path / "bomb.pcap.gz"
+    bomb.write_bytes(gzip.compress(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + rec * 400_000,
+                                   mtime=0))
+    monkeypatch.setattr(engine, "GZIP_FAST_MIN_BYTES", 0)
+    stats = engine.run(bomb, load_keys([ESP_SA]), out=str(tmp_path / "out.pcapng"), opts=Options(), jobs=1)
+    assert stats.frames == 400_000 and stats.warning and f"{bomb}: decompresses " in stats.warning
+    honest = tmp_path / "honest.pcapng.gz"
+    honest.write_bytes(gzip.compress(HEALTHY_CAP.read_bytes()))
+    stats = engine.run(honest, load_keys([ESP_SA]), out=str(tmp_path / "out2.pcapng"), opts=Options(), jobs=1)
+    assert stats.decrypted and stats.warning is None

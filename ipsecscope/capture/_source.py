@@ -24,6 +24,16 @@ GZIP_MAGIC = b"\x1f\x8b"
 # Captures compress a few to one (ESP is random); 100:1 over 16 MiB is a file built to explode.
 BOMB_RATIO = 100
 BOMB_MIN_BYTES = 16 << 20
+
+
+def bomb_warning(path: object, inflated: int, compressed: int) -> str | None:
+    """The one-line warning for a gzip stream that has inflated ``inflated`` bytes from
+    ``compressed`` so far, if that ratio is one no capture has (a gzip bomb), else None. Checked
+    once per read window (:meth:`ByteSource.read`, decrypt's inflating copy), never per packet."""
+    if inflated <= BOMB_MIN_BYTES or inflated <= BOMB_RATIO * max(compressed, 1):
+        return None
+    return (f"{path}: decompresses {inflated // max(compressed, 1):,}:1 so far — far beyond what captures "
+            "compress to (a few to 1); a gzip bomb or a padded file? Reading on with bounded memory")
 FOLLOW_POLL = 0.2  # seconds between looks at a followed file that has not grown
 
 
@@ -136,10 +146,8 @@ class ByteSource:
                 break
         data = b"".join(parts)
         self.position += len(data)
-        if self.warning is None and self.position > BOMB_MIN_BYTES and self.position > BOMB_RATIO * max(self.consumed, 1):
-            self.warning = (f"{self.path}: decompresses {self.position // max(self.consumed, 1):,}:1 so far — far beyond "
-                            f"what captures compress to (a few to 1); a gzip bomb or a padded file? Reading on "
-                            f"with bounded memory")
+        if self.warning is None:
+            self.warning = bomb_warning(self.path, self.position, self.consumed)
         return data
 
     def close(self) -> None:

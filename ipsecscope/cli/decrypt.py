@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
                  if stats.nested_decrypted or stats.nested_failed else "")
               + f" in {dt:.2f}s ({rate:,.0f} frames/s, {stats.jobs} process{'es' if stats.jobs > 1 else ''})",
               file=err)
+    if stats.warning:  # even with -q, as sas/findings/packets/stats warn
+        print(f"ipsecscope decrypt: warning: {stats.warning}", file=sys.stderr)
     if stats.unkept:  # even with -q: frames missing from a --keep-other output are never silent
         print(f"ipsecscope decrypt: warning: {stats.unkept} frame(s) not kept: their interface has no "
               "Interface Description Block in the capture (damaged file)", file=sys.stderr)

@@ -179,7 +179,7 @@ class Collector:
 
 
 def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threading.Event | None = None,
-              only: set[int] | None = None) -> dict:
+              only: set[int] | None = None, warnings: list[str] | None = None) -> dict:
     """Build the ``ipsecscope.summary/1`` document for ``path`` (see module docstring).
 
     ``fast=False`` decodes every frame with the generic decoder (same result, slower): the
@@ -188,6 +188,8 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
 
     ``path`` ``"-"`` (standard input) or a pipe is read once, front to back; with ``follow``, the end
     of the file waits for more until the event is set.
+
+    ``warnings``: gets the reader's one-line warnings about the input (a gzip bomb's ratio).
 
     Raises :class:`~ipsecscope.errors.CaptureFormatError` when the file is not a capture.
     """
@@ -210,6 +212,7 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
         frames, fast, first_ts, last_ts = res.frames, res.fast, res.first_ts, res.last_ts
         truncated, damaged = res.truncated, res.error
         compressed = src.compressed
+        warning = res.warning
     else:
         from ..capture import open_capture
 
@@ -231,8 +234,11 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
             except CaptureError as exc:
                 damaged = str(exc).removeprefix(f"{os.fspath(path)}: ")
             truncated = reader.truncated
+            warning = reader.warning
             for pkt in decoder.flush():
                 col(pkt)
+    if warning and warnings is not None:
+        warnings.append(warning)
     if truncated:
         col.add_malformed(frames + 1, "capture", truncated)
     flows = sorted(col.flows.flows.values(), key=lambda f: (f.first_frame, f.proto))
@@ -413,8 +419,9 @@ def run(args: argparse.Namespace) -> int:
         if flt is None:
             return 2
         only = set(filtered_frames(load_session([args.file], args.keys, args.strict_keys, "summary")[0], flt))
+    warnings: list[str] = []
     doc = summarize(args.file, workers=max(1, args.workers), fast=not args.generic, follow=stop_event(args),
-                    only=only)
+                    only=only, warnings=warnings if only is None else None)  # (-Y: load_session warned)
     doc["filter"] = args.display_filter or None
     if args.json:
         # one write: json.dump writes token by token (a write(2) each under PYTHONUNBUFFERED)
@@ -422,6 +429,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         render_text(doc, args.ike_limit)
+    for warning in warnings:  # even with --json, as sas/findings/packets/stats warn
+        sys.stdout.flush()
+        print(f"ipsecscope summary: warning: {warning}", file=sys.stderr)
     lim = doc["flows_limit"]
     if lim:  # even with --json: the flow lists are incomplete, and that is never silent
         sys.stdout.flush()

@@ -157,6 +157,7 @@ def scan_pcap(path: str | os.PathLike[str], on_packet: Callable[[Packet], None],
                 src._f.seek(part1.end)  # uncompressed (we only split plain files)
                 more = _scan(src.read, part1.end, None, order, linktype, limit, slow)
                 parts.append((more, part1.frames))
+        res.warning = src.warning
         return _finish(res, parts, conv, src.gzip_truncated)
     finally:
         src.close()

@@ -189,6 +189,7 @@ class ScanResult:
     last_ts: float | None = None
     truncated: str | None = None
     error: str | None = None
+    warning: str | None = None  # about the input, one line: a gzip bomb's ratio (ByteSource, per read window)
     workers: int = 1
     format: str = "pcap"
 

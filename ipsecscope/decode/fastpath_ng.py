@@ -180,6 +180,7 @@ def scan_pcapng(path: str | os.PathLike[str], on_packet: Callable[[Packet], None
                 res.truncated = rdr.truncated
         if src.gzip_truncated:
             res.truncated = (res.truncated + f" ({src.gzip_truncated})") if res.truncated else src.gzip_truncated
+        res.warning = src.warning
         return res
     finally:
         src.close()

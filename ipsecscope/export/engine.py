@@ -78,6 +78,7 @@ class RunStats:
     reconciled_chunks: int = 0
     guesses_redone: int = 0  # chunks whose guessed first record was wrong (processed again)
     truncated: str | None = None
+    warning: str | None = None  # about the input, one line: a gzip bomb's ratio
     nested_decrypted: int = 0  # inner ESP layers (ESP in ESP) decrypted too, and those that failed
     nested_failed: int = 0
     per_sa: list[tuple[tuple[str, str, int], SaStats]] = field(default_factory=list)
@@ -248,11 +249,13 @@ def _run(path: str, keys, out, jsonl_out, opts: Options, jobs: int, progress, ds
         raise CaptureError(f"cannot read {path}: {exc.strerror}") from None
     chunks = chunk_count(size, jobs) if size >= parallel_min_bytes else 1
     lay = scan(path, chunks, mark_every)
-    tmp = gz_note = None
+    tmp = gz_note = bomb = None
     if lay is None:
-        lay, tmp, gz_note = _decompress(path, jobs, mark_every)
+        lay, tmp, gz_note, bomb = _decompress(path, jobs, mark_every)
     try:
-        return _run_layout(path, lay, keys, out, jsonl_out, opts, jobs, progress, dsb, gz_note)
+        stats = _run_layout(path, lay, keys, out, jsonl_out, opts, jobs, progress, dsb, gz_note)
+        stats.warning = stats.warning or bomb
+        return stats
     finally:
         if tmp is not None:
             os.unlink(tmp)
@@ -613,24 +616,31 @@ def _write_dsb(writer: PcapngWriter, used) -> None:
 GZIP_FAST_MIN_BYTES = 4 << 20
 
 
-def _decompress(path: str, chunks: int, mark_every: int) -> tuple[Layout | None, str | None, str | None]:
+def _decompress(path: str, chunks: int, mark_every: int) -> tuple[Layout | None, str | None, str | None, str | None]:
     """A big gzip'd capture is inflated to a temporary file so the fast path (and several
-    processes) can read it: (layout, temporary path to delete, note about a cut-off gzip)."""
+    processes) can read it: (layout, temporary path to delete, note about a cut-off gzip, warning
+    about a ratio no capture has: checked per 4 MiB window, as the capture readers do)."""
     import gzip
-    import shutil
     import zlib
+
+    from ..capture._source import bomb_warning
 
     with open(path, "rb") as f:
         if f.read(2) != b"\x1f\x8b" or os.fstat(f.fileno()).st_size < GZIP_FAST_MIN_BYTES:
-            return None, None, None
+            return None, None, None, None
     import tempfile
 
     fd, tmp = tempfile.mkstemp(prefix="ipsecscope-", suffix=".cap")
-    note = None
+    note = warning = None
     try:
-        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as gz:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+            inflated = 0
             try:
-                shutil.copyfileobj(gz, out, 1 << 22)
+                while block := gz.read(1 << 22):
+                    out.write(block)
+                    inflated += len(block)
+                    if warning is None:
+                        warning = bomb_warning(path, inflated, raw.tell())
             except (EOFError, zlib.error, OSError) as exc:  # cut-off or damaged: keep what inflated
                 note = f"{path}: gzip stream ends early ({exc}); frames up to there were read"
         lay = scan(tmp, chunks, mark_every)
@@ -639,8 +649,8 @@ def _decompress(path: str, chunks: int, mark_every: int) -> tuple[Layout | None,
         raise
     if lay is None:
         os.unlink(tmp)
-        return None, None, None
-    return lay, tmp, note
+        return None, None, None, warning
+    return lay, tmp, note, warning
 
 
 def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool, stats: RunStats) -> RunStats:
@@ -722,6 +732,7 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                 if progress is not None and n % 4096 == 0:
                     progress(reader.bytes_read, reader.total_bytes)
             stats.truncated = reader.truncated
+            stats.warning = reader.warning
         _collect([], dec, stats, nested)
         if writer is not None and dsb:
             _write_dsb(writer, stats.used_keys)
