@@ -14,8 +14,17 @@ import pytest
 from conftest import IPSECSCOPE, SAMPLES
 from rich.console import Console
 from rich.text import Text
+from test_tui import loaded, sync
 
-from ipsecscope.model.idtext import NBSP, frame_ref, frames_ref, ike_sa_text, msg_id_text, sa_ref_text
+from ipsecscope.model.idtext import (
+    NBSP,
+    arrow_text,
+    frame_ref,
+    frames_ref,
+    ike_sa_text,
+    msg_id_text,
+    sa_ref_text,
+)
 from ipsecscope.wrap import Hanging
 
 SYN = SAMPLES / "synthetic"
@@ -84,3 +93,40 @@ def test_summary_records_at_80_columns_keep_msgid_and_ike_sa_whole() -> None:
         assert f"msgid {m['msg_id']}" in narrow, narrow
         assert f"IKE SA {m['spi_i']}_{m['spi_r']}" in narrow.replace("\n    ", " "), narrow
     assert NBSP not in narrow
+
+
+def test_a_direction_reads_with_the_same_arrow_in_finding_texts_as_in_the_sa_line() -> None:
+    """A finding's title wrote ``198.18.0.1 -> 198.18.0.2`` one line above its SA line's
+    ``198.18.0.1 → 198.18.0.2 ESP 0x…``. Text views write ``→`` (model.idtext.arrow_text); the
+    ``ipsecscope.findings/1`` JSON keeps the values it always had."""
+    cap = SAMPLES / "path-impairments" / "capture.pcapng"
+    text = _run("findings", cap)
+    assert "ESP replay 198.18.0.1 → 198.18.0.2:" in text
+    assert " -> " not in text
+    doc = json.loads(_run("findings", "--json", cap))
+    assert doc["schema"] == "ipsecscope.findings/1"
+    assert any(f["title"].startswith("ESP replay 198.18.0.1 -> 198.18.0.2:") for f in doc["findings"])
+    assert arrow_text("a -> b <-> c x->y") == "a → b <-> c x->y"
+
+
+@sync
+async def test_tui_findings_and_timeline_write_the_arrow_as_the_sa_line_does() -> None:
+    from textual.widgets import DataTable, Static
+
+    from ipsecscope.tui.app import create_app
+    from ipsecscope.tui.widgets.timeline import finding_events
+
+    d = SAMPLES / "path-impairments"
+    app = create_app(d / "capture.pcapng", [d / "charon-left.log"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        view = app.query_one("#findings-view")
+        table = app.query_one("#findings-table", DataTable)
+        titles = [str(table.get_row_at(i)[2]).replace("\n", " ") for i in range(len(view.findings))]
+        assert any("198.18.0.1 → 198.18.0.2" in t for t in titles), titles
+        assert not any(" -> " in t for t in titles), titles
+        for i in range(len(view.findings)):
+            table.move_cursor(row=i)
+            await pilot.pause()
+            assert " -> " not in str(app.query_one("#finding-explain", Static).render())
+        assert not any(" -> " in e.text for e in finding_events(view.findings))

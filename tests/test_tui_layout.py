@@ -14,6 +14,7 @@ from conftest import SAMPLES
 from test_tui import loaded, screen_lines, sync, tree_cursor_to
 from textual.widgets import DataTable, TabbedContent
 
+from ipsecscope.model.idtext import arrow_text
 from ipsecscope.tui.app import create_app
 from ipsecscope.tui.widgets.packet_table import PacketTable
 from ipsecscope.tui.widgets.sa_detail import SaDetail
@@ -123,7 +124,7 @@ async def test_findings_titles_wrap_under_themselves_and_nothing_is_cut(size) ->
         title_w = next(c.width for c in table.columns.values() if c.label.plain == "Title")
         for i, f in enumerate(view.findings):
             cell = str(table.get_row_at(i)[2])
-            assert " ".join(cell.split("\n")) == f.title  # whole, only wrapped at spaces
+            assert " ".join(cell.split("\n")) == arrow_text(f.title)  # whole, only wrapped at spaces
             assert all(len(line) <= title_w for line in cell.split("\n"))
             if "Frames" in cols:
                 assert str(table.get_row_at(i)[3]).startswith(str(f.frames[0]))

@@ -25,7 +25,7 @@ from ..errors import IpsecscopeError
 from ..export.documents import FINDINGS_SCHEMA as SCHEMA
 from ..export.documents import SEVERITIES as _LEVELS
 from ..export.documents import findings_document, severity_counts
-from ..model.idtext import frames_ref, sa_ref_text
+from ..model.idtext import arrow_text, frames_ref, sa_ref_text
 from ..model.sa import Finding, Severity
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
 
@@ -130,14 +130,15 @@ def render(findings: list[Finding], counts: dict[str, int], console=None) -> Non
         style = _STYLE[f.severity]
         # Wrapped lines continue under their text (a hanging indent), split at spaces only.
         times = f"  [bold]×{f.count:,}\u00a0SAs[/]" if f.count > 1 else ""  # one finding for many SAs (aggregate)
-        console.print(Hanging(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(f.title)}{times}", 9))
-        console.print(Hanging(f"         {escape(f.explanation)}", 9))
+        console.print(Hanging(f"[{style}]{f.severity.name:<7}[/] [bold]{f.code}[/]  {when}{escape(arrow_text(f.title))}"
+                              f"{times}", 9))
+        console.print(Hanging(f"         {escape(arrow_text(f.explanation))}", 9))
         if f.frames:
             of = f" (of {len(f.all_frames):,})" if len(f.all_frames) > len(f.frames) else ""  # aggregated
             console.print(Hanging(f"         [dim]{frames_ref(f.frames)}{of}"
                                   + (f"  {escape(sa_ref_text(f.sa))}" if f.sa else "")
                                   + (f" and {f.count - 1:,} more" if f.count > 1 and f.sa else "") + "[/]", 16))
         if f.hint:
-            console.print(Hanging(f"         [green]hint:[/] {escape(f.hint)}", 15))
+            console.print(Hanging(f"         [green]hint:[/] {escape(arrow_text(f.hint))}", 15))
         console.print()
     console.print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")

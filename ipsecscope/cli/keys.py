@@ -15,7 +15,7 @@ from ..errors import ExportError
 from ..keys import formats, load_keys
 from ..keys import names as N
 from ..keys.store import KeyStore
-from ..model.idtext import ike_sa_text
+from ..model.idtext import arrow_text, ike_sa_text
 from ..model.keys import redact
 from ..outfile import write_private
 from .common import add_strict_keys_argument, warn_keys
@@ -153,7 +153,7 @@ def _capture_use(store: KeyStore, s) -> dict[tuple[str, int], str]:
     for f in s.table.flows.values():
         k = store.esp_lookup(f.src, f.dst, f.spi)
         if k is not None:
-            used[(k.source, k.spi)] = f"across NAT {k.nat.replace(' -> ', ' → ')}" if k.nat else "yes"
+            used[(k.source, k.spi)] = f"across NAT {arrow_text(k.nat)}" if k.nat else "yes"
     ike = [(sa.ike_spi_i, sa.ike_spi_r) for sa in s.table.ike_sas.values()]
     for m in match_keys(store, [(f.src, f.dst, f.spi) for f in s.table.flows.values()], ike):
         if m.matches_nothing:

@@ -23,7 +23,7 @@ from ..analysis.rules.nat_mtu import nat_phrase
 from ..errors import IpsecscopeError
 from ..export.documents import SAS_SCHEMA as SCHEMA
 from ..export.documents import capture_info, sas_document, spi_hex
-from ..model.idtext import flow_text, ike_sa_text, msg_id_text
+from ..model.idtext import arrow_text, flow_text, ike_sa_text, msg_id_text
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable, counter_lost, endpoint_text, one_counter
 from ..state import names as N
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
@@ -112,7 +112,7 @@ def _flow_line(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> st
     if f.udp_encap:
         parts.append(f"UDP {f.sport}→{f.dport}")
     if f.keys_nat:
-        parts.append(f"keys matched across NAT ({f.keys_nat.replace(' -> ', ' → ')})")
+        parts.append(f"keys matched across NAT ({arrow_text(f.keys_nat)})")
     return ", ".join(parts)
 
 
@@ -216,7 +216,7 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
             extra = f" [yellow]{x.retransmits} retransmit(s)[/]" if x.retransmits else ""
             err = f" [red]{x.error_name}[/]" if x.error_name else ""
             xs.add(f"#{msg_id_text(x.msg_id)} {N.exchange_name(x.exchange, sa.version)} from {x.requester} "
-                   f"(frames {fr} → {rf}){extra}{err}  {escape(x.summary)}")
+                   f"(frames {fr} → {rf}){extra}{err}  {escape(arrow_text(x.summary))}")
         for cid in sa.children:
             c = table.child_sas.get(cid)
             if c is not None and c.ike_sa not in (None, sa.key) and c.ike_sa in table.ike_sas:

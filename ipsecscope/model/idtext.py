@@ -8,6 +8,10 @@ One convention per field, so a value seen in one view can be found in another (a
   (never wrapped apart), the same string as the IKE SA's key in the JSON documents;
 - an ESP/AH SA direction as ``src → dst ESP 0xSPI``: the ``→`` keeps an IPv6 address apart from
   the SPI (``esp:2001:db8::1>2001:db8::2:0x60000001`` read as one long address);
+- a direction inside a sentence (a finding's title, explanation and hint, an exchange's summary,
+  a NAT mapping) as ``A → B`` too: those strings are built once with ``A -> B``, the form the JSON
+  documents have always carried (``ipsecscope.findings/1`` keeps its values), and every text view
+  reads them through :func:`arrow_text`;
 - a frame reference as ``frame 3`` whose space never breaks (:data:`NBSP`; the wrappers in
   ``ipsecscope.wrap`` break at plain spaces only, and piped output turns it back into a space).
 
@@ -64,6 +68,12 @@ def sa_ref_text(ref: str) -> str:
             except ValueError:
                 pass
     return ref
+
+
+def arrow_text(text: str) -> str:
+    """``198.18.0.1 -> 198.18.0.2`` as every text view writes a direction: ``198.18.0.1 → 198.18.0.2``.
+    Only the spaced ASCII arrow is rewritten (``<->`` and ``->`` inside a word are left alone)."""
+    return text.replace(" -> ", " → ")
 
 
 def frame_ref(frame: int) -> str:

@@ -13,7 +13,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from ...model.idtext import sa_ref_text
+from ...model.idtext import arrow_text, sa_ref_text
 from ...model.sa import Finding, Severity
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class FindingsView(Vertical):
             table.add_column("Frames", key="frames", width=max(frames_w, 6))
         for i, f in enumerate(self.findings):
             sev = Text(SEVERITY_LABEL.get(f.severity, f.severity.name), SEVERITY_STYLE.get(f.severity, ""))
-            title = f"{f.title} ×{f.count:,}\u00a0SAs" if f.count > 1 else f.title  # one finding for many SAs
+            title = arrow_text(f.title) + (f" ×{f.count:,}\u00a0SAs" if f.count > 1 else "")  # one finding for many SAs
             lines = textwrap.wrap(title, title_w, break_long_words=False, break_on_hyphens=False) or [""]
             cells: list[Text | str] = [sev, Text(f.code, "bold"), Text("\n".join(lines))]
             if with_frames:
@@ -132,11 +132,11 @@ class FindingsView(Vertical):
         f = self.findings[index]
         text = Text()
         text.append(f"{f.severity.name} {f.code}", SEVERITY_STYLE.get(f.severity, ""))
-        text.append(f"  {f.title}\n", "bold")
-        text.append(f.explanation)
+        text.append(f"  {arrow_text(f.title)}\n", "bold")
+        text.append(arrow_text(f.explanation))
         if f.hint:
             text.append("\nWhat to do: ", "bold")
-            text.append(f.hint)
+            text.append(arrow_text(f.hint))
         if f.sa:
             more = f" and {f.count - 1:,} more (findings --json lists every one)" if f.count > 1 else ""
             text.append(f"\nSA: {sa_ref_text(f.sa)}{more}", "dim")

@@ -12,7 +12,7 @@ from textual.widgets import Static
 
 from ... import timefmt
 from ...model import iana
-from ...model.idtext import frame_ref, ike_sa_text, msg_id_text
+from ...model.idtext import arrow_text, frame_ref, ike_sa_text, msg_id_text
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable, counter_lost, endpoint_text, one_counter
 from ...state.names import exchange_name, one_way
@@ -182,7 +182,7 @@ class ExchangeTable:
             # an IKEv1 Informational expects no answer under its Message ID: '—' as in `sas`, not a red 'none'
             resp = ",".join(map(str, e.response_frames)) or ("—" if one_way(e.exchange, sa.version) else Text("none", "red"))
             self.rows.append((t, exchange_name(e.exchange, sa.version), msg_id_text(e.msg_id), e.requester,
-                              ",".join(map(str, e.request_frames)), resp, e.summary))
+                              ",".join(map(str, e.request_frames)), resp, arrow_text(e.summary)))
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
         width = options.max_width
@@ -246,7 +246,7 @@ def flow_notes(flows: list[EspFlow]) -> list[Any]:
                   + (f.unsupported_reason or "algorithm not supported"), "yellow")
              for f in flows if f.unsupported]
     # keys logged on a peer behind NAT, matched by SPI and the address NAT left alone (issue 17)
-    lines += [Text(f"0x{f.spi:08x}: keys matched across NAT ({f.keys_nat.replace(' -> ', ' → ')})", "cyan")
+    lines += [Text(f"0x{f.spi:08x}: keys matched across NAT ({arrow_text(f.keys_nat)})", "cyan")
               for f in flows if f.keys_nat]
     return [Text(""), *lines] if lines else []
 

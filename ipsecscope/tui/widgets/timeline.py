@@ -20,7 +20,7 @@ from textual.widgets.option_list import Option
 
 from ... import timefmt
 from ...model import iana
-from ...model.idtext import frame_ref, msg_id_text
+from ...model.idtext import arrow_text, frame_ref, msg_id_text
 from ...model.sa import ChildSa, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
 from ...state.names import exchange_name, one_way
 from ..panes import SessionView
@@ -60,7 +60,7 @@ def ike_events(sa: IkeSa, unanswered: Collection[int] = ()) -> list[Event]:
             continue
         name = exchange_name(ex.exchange, sa.version)
         failed = _failed(sa, ex, unanswered)
-        summary = ex.summary.removeprefix(name).strip()
+        summary = arrow_text(ex.summary.removeprefix(name).strip())
         text = f"{name} #{msg_id_text(ex.msg_id)} from {ex.requester}"
         if summary:
             text += f": {summary}"
@@ -105,7 +105,7 @@ def child_events(c: ChildSa) -> list[Event]:
 
 def finding_events(findings: Sequence[Finding]) -> list[Event]:
     return [
-        Event(f.ts, f.frames[0] if f.frames else None, "finding", f"{f.code}: {f.title}",
+        Event(f.ts, f.frames[0] if f.frames else None, "finding", f"{f.code}: {arrow_text(f.title)}",
               "bold red" if f.severity is Severity.ERROR else "yellow")
         for f in findings if f.ts is not None and f.severity >= Severity.WARNING
     ]
