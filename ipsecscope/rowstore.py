@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import overload
 
 from .capture._fastnew import fast_constructor
-from .model.packets import FrameRow
+from .model.packets import FrameRow, link_ethertype, link_text
 
 # frame, ts, kind, src, dst, sport, dport, length, spi, seq, status, child_sa, next_header
 _REC = struct.Struct("<qdBIIHHIqQBqh")
@@ -132,6 +132,11 @@ class RowStore(Sequence[FrameRow]):
                     nh = next((n for n, v in _PROTO_NAMES.items() if v == name), -1)
                     if nh < 0 and name.isdigit() and int(name) < 256:
                         nh = int(name)
+        elif kind == KIND_OTHER and row.info and not row.src and (et := link_ethertype(row.info)) is not None \
+                and et != 0xFFFF:
+            # A frame that is not IP: its EtherType in the next-header slot (unused for OTHER
+            # rows), as a signed 16-bit value; the text is derived from it when read.
+            nh = et - 0x10000 if et & 0x8000 else et
         self._info.pop(pos, None)
         self._ike_sa.pop(pos, None)
         enc = _REC.pack(
@@ -204,6 +209,8 @@ class RowStore(Sequence[FrameRow]):
             return ah_info(seq, nh)
         if kind == KIND_NATKA:
             return _KA_INFO
+        if kind == KIND_OTHER and nh != -1:
+            return link_text(nh & 0xFFFF)
         return ""
 
     def _row(self, i: int, rec: tuple) -> FrameRow:
@@ -217,7 +224,7 @@ class RowStore(Sequence[FrameRow]):
                 info = f"ESP seq {seq} ▸ {inner}"
             elif kind == KIND_ESP:
                 info = f"ESP seq {seq}" if nh < 0 else f"ESP seq {seq} next {_PROTO_NAMES.get(nh) or nh}"
-            elif kind == KIND_OTHER and self.inner is not None:
+            elif kind == KIND_OTHER and nh == -1 and self.inner is not None:
                 info = self.inner.info(frame) or ""
             else:
                 info = self._derived_info(kind, seq, nh)
@@ -274,7 +281,7 @@ class RowStore(Sequence[FrameRow]):
                         info = f"ESP seq {seq} ▸ {ii}"
                     elif kind == KIND_ESP:
                         info = f"ESP seq {seq}{esp_tail[nh]}" if nh >= 0 else f"ESP seq {seq}"
-                    elif kind == KIND_OTHER and inner_info is not None:
+                    elif kind == KIND_OTHER and nh == -1 and inner_info is not None:
                         info = inner_info(frame) or ""
                     else:
                         info = derived(kind, None if seq == _NONE64 else seq, nh)

@@ -63,3 +63,49 @@ def test_packets_text_shows_inner_packets_and_outer_spi() -> None:
     assert "198.18.0.2:4500" in lines[0]  # outer addresses and SPI stay visible
     fields = run("packets", "--fields")
     assert "isakmp.exchangetype" in fields.stdout and "ipsecscope.finding" in fields.stdout
+
+
+def _link_capture(path: Path) -> Path:
+    """Frames that are not IP at all, as a LAN capture has them beside the IPsec traffic."""
+    from scapy.contrib.lldp import LLDPDUChassisID, LLDPDUEndOfLLDPDU, LLDPDUPortID, LLDPDUTimeToLive
+    from scapy.layers.eap import EAPOL
+    from scapy.layers.l2 import ARP, LLC, STP, Dot1Q, Dot3, Ether
+    from scapy.packet import Raw
+    from test_capture_builders import esp, v4, write_pcap
+
+    mac = "02:00:00:00:00:01"
+    frames = [
+        Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="198.18.0.1", pdst="198.18.0.2"),
+        Ether(src=mac, dst="01:80:c2:00:00:0e") / LLDPDUChassisID(subtype=4, id=mac) / LLDPDUPortID(subtype=7, id="eth0")
+        / LLDPDUTimeToLive(ttl=120) / LLDPDUEndOfLLDPDU(),
+        Ether(src=mac, dst="01:80:c2:00:00:03") / EAPOL(version=2, type=1),
+        Ether(src=mac, dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / Raw(b"\x01" * 46),
+        Dot3(src=mac, dst="01:80:c2:00:00:00") / LLC() / STP(),
+        Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=7) / ARP(psrc="198.18.0.1", pdst="198.18.0.2"),
+        Ether(src=mac, dst="02:00:00:00:00:02") / v4(proto=50) / Raw(esp(0x1234, 1)),
+    ]
+    write_pcap(path, [bytes(f) for f in frames])
+    return path
+
+
+@needs_tshark
+def test_frames_that_are_not_ip_say_what_they_are_as_tsharks_protocol_column(tmp_path: Path) -> None:
+    """An ARP or LLDP frame had an empty Info (packets and the TUI's packet list): it names its
+    EtherType as tshark's Protocol column does, or 'ethertype 0x88b5' where tshark shows the
+    number, and 'LLC' for an 802.3 length-field frame."""
+    for cap in (_link_capture(tmp_path / "lan.pcap"), Path(__file__).parent / "data/tcpdump/isakmp4500.pcap"):
+        rows = [json.loads(x) for x in run("packets", "--json", str(cap)).stdout.splitlines()]
+        want = tshark(cap, "not ip and not ipv6", "frame.number", "_ws.col.Protocol", "eth.len", keys=None)
+        assert want
+        got = {r["frame"]: r["info"] for r in rows if r["kind"] == "OTHER"}
+        for frame, col, length in want:
+            info = got[int(frame)]
+            assert info == col or info == f"ethertype {col}" or (info == "LLC" and length), (frame, col, info)
+        assert {"ARP"} <= set(got.values())
+    assert sorted(set(got.values())) == ["ARP"]
+    lan = {r["frame"]: r["info"] for r in map(json.loads, run("packets", "--json", str(tmp_path / "lan.pcap"))
+                                                 .stdout.splitlines())}
+    assert [lan[i] for i in range(1, 7)] == ["ARP", "LLDP", "EAPOL", "ethertype 0x88b5", "LLC", "ARP"]
+    assert lan[7].startswith("ESP seq 1")
+    text = run("packets", str(tmp_path / "lan.pcap")).stdout.splitlines()
+    assert text[1].rstrip().endswith("LLDP")

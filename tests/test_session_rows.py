@@ -17,7 +17,7 @@ from ipsecscope.session import Session
 
 CAPTURES = sorted(
     glob.glob(str(SAMPLES / "*" / "*.pcap*")) + glob.glob(str(DATA / "wireshark" / "*.pcap*"))
-    + glob.glob(str(DATA / "bad" / "*.pcap*")) + glob.glob(str(DATA / "findings" / "**" / "*.pcap*"), recursive=True)
+    + glob.glob(str(DATA / "bad" / "*.pcap*")) + [str(DATA / "tcpdump" / "isakmp4500.pcap")]  # (ARP frames) + glob.glob(str(DATA / "findings" / "**" / "*.pcap*"), recursive=True)
 )
 CAPTURES = [c for c in CAPTURES if not c.endswith(".json")]
 
@@ -114,3 +114,18 @@ def test_live_mode_keeps_recent_frames_bytes_for_the_detail_pane(monkeypatch) ->
     f2 = Session()
     f2.load(cap)
     assert not f2._live_raw and f2.detail(frames[0].index).raw == frames[0].data
+
+
+def test_a_frame_that_is_not_ip_keeps_its_ethertype_not_its_text() -> None:
+    """ARP/LLDP rows read back their Info ('ARP', 'ethertype 0x88b5', 'LLC') from the EtherType in
+    the record's next-header slot: no side-table entry per frame. Texts it would not write again
+    the same way are kept as they are."""
+    infos = ["ARP", "LLDP", "ethertype 0x88b5", "ethertype 0x9100", "LLC", "PTPv2"]
+    odd = ["ethertype 0xffff", "ethertype 0x0806", "ethertype 0x88B5", "DNS 10.0.0.1 → 10.0.0.2"]
+    rows = [FrameRow(i + 1, float(i), "OTHER", "", "", 0, 0, 60, info=t) for i, t in enumerate(infos + odd)]
+    rows.append(FrameRow(len(rows) + 1, 9.0, "OTHER", "10.0.0.1", "10.0.0.2", 0, 0, 60, info="ARP"))
+    store = RowStore()
+    for r in rows:
+        store.append(r)
+    assert list(store) == rows and [store[i] for i in range(len(rows))] == rows
+    assert sorted(store._info.values()) == sorted([*odd, "ARP"])  # the link rows hold nothing beside their record

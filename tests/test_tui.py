@@ -848,3 +848,19 @@ async def test_a_capture_with_no_frames_or_no_ipsec_says_why_in_every_pane(tmp_p
             note = str(app.query_one("#finding-explain", Static).render())
             assert note.startswith("No findings.") and why in note and "nothing looks wrong" not in note
 
+
+
+@sync
+async def test_packet_list_names_frames_that_are_not_ip() -> None:
+    """ARP frames beside the IKE ones had an empty Info column; they read 'ARP' (as tshark's
+    Protocol column), from the row store's EtherType, on screen at 80 columns too."""
+    cap = Path(__file__).parent / "data" / "tcpdump" / "isakmp4500.pcap"
+    app = create_app(cap)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("2")  # it may have opened on Findings
+        await pilot.pause()
+        table = app.query_one(PacketTable)
+        assert [r.info for r in table.rows if r.frame in (1, 2, 13)] == ["ARP"] * 3
+        lines = screen_lines(app)
+        assert any(re.search(r"▕\s+1\s.*\bARP\b", ln) for ln in lines), lines

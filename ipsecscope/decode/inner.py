@@ -292,8 +292,9 @@ class InnerStore:
             return bytes(head) + body
         return None
 
-    def add_ip_frame(self, frame: int, data: bytes, linktype: int) -> None:
-        """A frame that is not IPsec: record its IP layer (if it has one) like an inner packet."""
+    def add_ip_frame(self, frame: int, data: bytes, linktype: int) -> bool:
+        """A frame that is not IPsec: record its IP layer (if it has one) like an inner packet.
+        False: it has none (ARP, LLDP, ...)."""
         from .link import ip_offset
 
         ver, off = ip_offset(linktype, data)
@@ -301,6 +302,7 @@ class InnerStore:
             self.add(frame, memoryview(data)[off:], 4)
         elif ver == 6:
             self.add(frame, memoryview(data)[off:], 41)
+        return ver == 4 or ver == 6
 
     def prune(self, first_frame: int) -> None:
         """Forget records of frames before ``first_frame`` (live mode's ring of rows moved on)."""

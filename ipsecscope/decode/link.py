@@ -33,6 +33,30 @@ LINK_NAMES = {
 }
 
 
+def link_ethertype(linktype: int, data: bytes) -> int | None:
+    """The EtherType of a frame that is not IP (past any VLAN tags; ``0`` for an 802.3
+    length-field frame), for Ethernet and Linux cooked captures; None for IP, a cut-off link
+    header or another link type. Only called for the rare frame that is neither IPsec nor IP."""
+    n = len(data)
+    if linktype == 1:
+        if n < 14:
+            return None
+        etype, off = (data[12] << 8) | data[13], 14
+        while etype in VLAN_TPIDS:
+            if n < off + 4:
+                return None
+            etype, off = (data[off + 2] << 8) | data[off + 3], off + 4
+        if etype < 0x0600:
+            return 0
+    elif linktype == 113 and n >= 16:
+        etype = (data[14] << 8) | data[15]
+    elif linktype == 276 and n >= 20:
+        etype = (data[0] << 8) | data[1]
+    else:
+        return None
+    return None if etype in (ETH_IPV4, ETH_IPV6) else etype
+
+
 def _ethertype(etype: int, off: int) -> tuple[int, int]:
     if etype == ETH_IPV4:
         return 4, off

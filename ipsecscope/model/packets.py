@@ -229,6 +229,37 @@ class IcmpError:
 
 Packet = IkeDatagram | EspPacket | AhPacket | NatKeepalive | Malformed | IcmpError
 
+# A frame that is not IP at all, as tshark's Protocol column names it (for these EtherTypes its
+# dissector names the frame whatever it carries). Any other EtherType reads "ethertype 0x88b5"
+# (tshark: "0x88b5"), and an IEEE 802.3 frame (a length, not an EtherType: 802.2 LLC, e.g. STP or
+# CDP) reads "LLC". The row store keeps the number, not the text (rowstore.RowStore._encode).
+ETHERTYPE_NAMES = {0x0806: "ARP", 0x8035: "RARP", 0x888E: "EAPOL", 0x88CC: "LLDP", 0x88F7: "PTPv2",
+                   0x8863: "PPPoED", 0x8914: "FIP", 0x893A: "ieee1905", 0x22F0: "IEEE1722", 0x9000: "LOOP"}
+_ETHERTYPE_OF = {v: k for k, v in ETHERTYPE_NAMES.items()}
+LLC = 0  # "EtherType" of an 802.3 length-field frame
+
+
+def link_text(ethertype: int) -> str:
+    """A non-IP frame's Info: ``ARP``, ``LLDP``, ``ethertype 0x88b5``, ``LLC``."""
+    if ethertype < 0x0600:  # IEEE 802.3 §3.2.6: a value below 1536 is a length
+        return "LLC"
+    return ETHERTYPE_NAMES.get(ethertype) or f"ethertype 0x{ethertype:04x}"
+
+
+def link_ethertype(text: str) -> int | None:
+    """The inverse of :func:`link_text` (None: not a text it writes)."""
+    if text == "LLC":
+        return LLC
+    et = _ETHERTYPE_OF.get(text)
+    if et is None and text.startswith("ethertype 0x") and len(text) == 16:
+        try:
+            et = int(text[12:], 16)
+        except ValueError:
+            return None
+        if et < 0x0600 or et in ETHERTYPE_NAMES or text != link_text(et):
+            return None
+    return et
+
 
 @dataclass(slots=True, frozen=True)
 class FrameRow:
