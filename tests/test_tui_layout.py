@@ -135,28 +135,57 @@ async def test_findings_titles_wrap_under_themselves_and_nothing_is_cut(size) ->
             assert "Frames" in cols  # there is room for them beside the title
 
 
-@pytest.mark.parametrize("tab", ["timeline", "packets", "findings", "sa-detail", "stats"])
-@sync
-async def test_footer_keeps_quit_at_80_columns(tab: str) -> None:
-    """The footer at 80 columns shows 'q Quit' whole on every tab (it was cut to 'q Q' behind the
-    palette key), and, but for the Stats tab's own ←→ key in front, every command key."""
+def _footer_fits(app) -> dict[str, bool]:
+    """Each shown footer key's action -> whether it ends before the palette key (what is cut is gone)."""
     from textual.widgets import Footer
     from textual.widgets._footer import FooterKey
 
+    footer = app.query_one(Footer)
+    palette = next(k for k in footer.query(FooterKey) if k.has_class("-command-palette"))
+    return {k.action: k.region.right <= palette.region.x
+            for k in footer.query(FooterKey) if k.display and not k.has_class("-command-palette")}
+
+
+@pytest.mark.parametrize("key", ["1", "2", "3", "4", "5", "5 tab"])
+@sync
+async def test_footer_keeps_every_command_at_80_columns(key: str) -> None:
+    """The footer at 80 columns shows every command whole on every tab, as the tab's key leaves
+    the focus: 'q Quit' was cut to 'q Q' behind the palette key, and on Stats the focused table's
+    own '←→ Columns' (the IO graph's '←→ Bin') went first and pushed Export off. A pane's own key
+    comes after the commands, shown only where it fits whole (tui.footer)."""
     app = create_app(SAMPLES / "healthy-gcm" / "capture.pcapng", [SAMPLES / "healthy-gcm" / "charon-left.log"])
     async with app.run_test(size=SMALL) as pilot:
         await loaded(pilot)
-        app.query_one(TabbedContent).active = tab
+        await pilot.press(*key.split())
+        if key == "5 tab":  # Tab until the IO graph has the focus
+            for _ in range(4):
+                if type(app.focused).__name__ == "IoGraph":
+                    break
+                await pilot.press("tab")
+            assert type(app.focused).__name__ == "IoGraph"
         await pilot.pause()
         await pilot.pause()
-        footer = app.query_one(Footer)
-        palette = next(k for k in footer.query(FooterKey) if k.has_class("-command-palette"))
-        keys = [k for k in footer.query(FooterKey) if not k.has_class("-command-palette")]
-        fits = {k.action: k.region.right <= palette.region.x for k in keys}
-        assert fits["quit"], f"{tab}: {screen_lines(app)[-1]!r}"
-        assert "q Quit" in screen_lines(app)[-1]
-        if tab != "stats":
-            assert all(fits.values()), f"{tab}: {screen_lines(app)[-1]!r}"
+        fits = _footer_fits(app)
+        last = screen_lines(app)[-1]
+        for action in ("help", "quit", "export", "follow", "focus_filter", "add_keys", "sa_packets"):
+            assert fits.get(action), f"{key}: {action} not whole in {last!r}"
+        assert "e Export" in last and "q Quit" in last and "? Help" in last
+        assert all(fits.values()), last  # nothing shown cut, a pane's ←→ included
+
+
+@sync
+async def test_footer_shows_the_panes_own_key_where_it_fits() -> None:
+    """At 100 columns the Stats table's '←→ Columns' has room after the commands: it is shown."""
+    app = create_app(SAMPLES / "healthy-gcm" / "capture.pcapng", [SAMPLES / "healthy-gcm" / "charon-left.log"])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("5")
+        await pilot.pause()
+        await pilot.pause()
+        assert type(app.focused).__name__ == "StatsTable"
+        fits = _footer_fits(app)
+        assert all(fits.values()) and "columns(1)" in fits, screen_lines(app)[-1]
+        assert "e Export  ←→ Columns" in screen_lines(app)[-1]
 
 
 @pytest.mark.parametrize("sample", ["healthy-gcm", "cbc-sha2-pfs", "nat-napt"])

@@ -30,6 +30,7 @@ from ..errors import CaptureError, CaptureFormatError, ExportError, IpsecscopeEr
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
 from ..model.sa import Finding, Severity
 from . import panes
+from .footer import AppFooter
 from .loading import Hold, LoadCancelled, Loading
 from .panes import SessionPane, SessionView
 from .screens.export import ExportRequest, ExportScreen, unavailable
@@ -118,7 +119,7 @@ class IpsecscopeApp(App[int]):
             with TabbedContent(initial="packets", id="tabs"):
                 for tab in TABS:
                     yield TabPane(tab.title, *tab.content(), id=tab.id)
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         self._set_narrow(self.size.width)

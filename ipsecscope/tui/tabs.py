@@ -106,8 +106,9 @@ COMMANDS: tuple[Command, ...] = (
 def bindings() -> list[Binding]:
     """Every key binding of the app: the commands, and one (hidden) key per tab. The footer lists
     them in this order: the commands marked ``first`` (Help, Quit), then the others as the table
-    has them. A footer wider than the screen loses its end (80 columns, or the Stats tab whose
-    focused table puts its own ←→ ahead of these), and Quit must never be what goes."""
+    has them; a focused pane's own keys (a Stats table's ←→) come after all of them, and only
+    whole (:class:`~ipsecscope.tui.footer.AppFooter`). A footer wider than the screen loses its
+    end, and Quit must never be what goes."""
     ordered = sorted(COMMANDS, key=lambda c: not c.first)  # stable: the table's order otherwise
     return ([Binding(c.key, c.action, c.label, show=c.show, key_display=c.key_display) for c in ordered]
             + [Binding(t.key, f"tab('{t.id}')", t.title, show=False) for t in TABS])
