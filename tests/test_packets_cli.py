@@ -108,4 +108,5 @@ def test_frames_that_are_not_ip_say_what_they_are_as_tsharks_protocol_column(tmp
     assert [lan[i] for i in range(1, 7)] == ["ARP", "LLDP", "EAPOL", "ethertype 0x88b5", "LLC", "ARP"]
     assert lan[7].startswith("ESP seq 1")
     text = run("packets", str(tmp_path / "lan.pcap")).stdout.splitlines()
-    assert text[1].rstrip().endswith("LLDP")
+    assert text[1].rstrip().endswith("LLDP") and "→" not in text[1]  # no arrow between no addresses
+    assert "198.18.0.1 → 198.18.0.2" in text[6]

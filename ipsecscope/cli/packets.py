@@ -242,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
                 src, dst = session.inner.addresses(row.frame)
             when = (f"{row.ts - t0:10.6f}" if args.time_format == "r" else
                     timefmt.at(row.ts, 6) if args.time_format == "a" else timefmt.stamp(row.ts, 6))
-            out.write(f"{row.frame:>6} {when} {src:>22} → {dst:<22} {row.kind:<6} {spi:8} "
+            arrow = "→" if src or dst else " "  # (ARP, LLDP: no addresses, and no arrow between none)
+            out.write(f"{row.frame:>6} {when} {src:>22} {arrow} {dst:<22} {row.kind:<6} {spi:8} "
                       f"{row.info}\n")
         if args.verbose:
             from ..dissect import format_tree
