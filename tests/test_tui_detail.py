@@ -217,3 +217,19 @@ async def test_ikev1_informationals_are_not_shown_unanswered() -> None:
         deletes = [r for r in records if r[2].startswith("delete")]
         assert deletes and all(r[1] == "—" for r in deletes), text
         assert "none" not in [r[1] for r in records], text
+
+
+@sync
+async def test_a_pair_with_no_esp_says_so_under_traffic() -> None:
+    """ts-mismatch: the CHILD SA was refused, no ESP at all. The SA detail's Traffic table was its
+    header row over nothing; it says there were no ESP or AH packets."""
+    d = SAMPLES / "ts-mismatch"
+    app = create_app(d / "capture.pcapng")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await tree_cursor_to(pilot, "pair")
+        await pilot.press("enter")
+        await pilot.pause()
+        text = app.query_one(SaDetail).as_text()
+        assert "Traffic (per direction)\nno ESP or AH packets" in text, text
+        assert "From → To" not in text

@@ -148,6 +148,10 @@ class FlowTable:
         return keep
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
+        if not self.flows:  # (a header row over nothing read as a table still loading)
+            yield Text("Traffic (per direction)", "bold underline")
+            yield Text("no ESP or AH packets", "dim")
+            return
         width = options.max_width
         rows = [self._cells(f, False) for f in self.flows]
         keep = self._columns(rows, width)
