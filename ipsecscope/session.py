@@ -25,7 +25,6 @@ from .capture import open_capture, renumbered
 from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
 from .decode.demux import Decoder
 from .decode.inner import EspLayer, InnerStore
-from .decode.link import link_ethertype
 from .decode.quoted import QuotedStore
 from .keys import KeyStore, add_secrets_block, load_keys
 from .keys.match import FileMatch, match_keys
@@ -41,7 +40,6 @@ from .model.packets import (
     NatKeepalive,
     Packet,
     RawFrame,
-    link_text,
 )
 from .model.sa import Finding, SaTable, Severity
 from .rowstore import STATUS_CODES, FrameOffsets, NoRows, RowStore, follow_moves
@@ -414,9 +412,7 @@ class Session(FrameViews):
             quoted = None
             link = ""  # a frame that is not IP at all: what it is ("ARP", "ethertype 0x88b5")
             if self.keep_rows:
-                if not self.inner.add_ip_frame(raw.index, raw.data, raw.linktype):  # its IP layer, for filters
-                    et = link_ethertype(raw.linktype, raw.data)
-                    link = link_text(et) if et is not None else ""
+                link = self.inner.add_ip_frame(raw.index, raw.data, raw.linktype)  # its IP layer, for filters
                 if err is not None and err.protocol == "ESP":  # the quoted ESP: a second inner record
                     from . import session_quoted
 
@@ -433,7 +429,6 @@ class Session(FrameViews):
                         self.quoted.add_ike(raw.index, msg)
             # A RowStore formats an OTHER row's Info from the inner store when read; a live ring
             # holds FrameRow objects, so theirs is formatted now (and a quoted packet's, always).
-            # A non-IP frame's text goes in as it is: the row store keeps its EtherType, not the text.
             info = link or ("" if type(self.rows) is RowStore and quoted is None else self.inner.info(raw.index) or "")
             if quoted is not None:
                 info = f"{info} ▸ {quoted.info()}" if info else quoted.info()

@@ -292,17 +292,22 @@ class InnerStore:
             return bytes(head) + body
         return None
 
-    def add_ip_frame(self, frame: int, data: bytes, linktype: int) -> bool:
+    def add_ip_frame(self, frame: int, data: bytes, linktype: int) -> str:
         """A frame that is not IPsec: record its IP layer (if it has one) like an inner packet.
-        False: it has none (ARP, LLDP, ...)."""
-        from .link import ip_offset
+        A frame with none says what it is instead, its Info: ``ARP``, ``ethertype 0x88b5`` (the
+        row store keeps the EtherType, not the text), or "" for a link type without one."""
+        from ..model.packets import link_text
+        from .link import ip_offset, link_ethertype
 
         ver, off = ip_offset(linktype, data)
         if ver == 4:
             self.add(frame, memoryview(data)[off:], 4)
         elif ver == 6:
             self.add(frame, memoryview(data)[off:], 41)
-        return ver == 4 or ver == 6
+        else:
+            et = link_ethertype(linktype, data)
+            return link_text(et) if et is not None else ""
+        return ""
 
     def prune(self, first_frame: int) -> None:
         """Forget records of frames before ``first_frame`` (live mode's ring of rows moved on)."""
