@@ -44,6 +44,15 @@ def screen_lines(app) -> list[str]:
     return console.export_text().splitlines()
 
 
+def timeline_lines(app) -> list[str]:
+    """The screen's text inside the timeline's event list, one string per row."""
+    from textual.widgets import OptionList
+
+    ol = app.query_one("#timeline-events", OptionList)
+    x0, y0, w, h = ol.region.x, ol.region.y, ol.region.width, ol.region.height
+    return [ln[x0:x0 + w] for ln in screen_lines(app)[y0:y0 + h]]
+
+
 def col(ts: float, t0: float, t1: float, width: int) -> int:
     """Nearest column of ``ts`` on a strip ``width`` wide spanning t0..t1."""
     return min(width - 1, max(0, round((ts - t0) / (t1 - t0) * (width - 1))))
@@ -212,7 +221,6 @@ def test_ikev1_events_name_the_modes_and_count_only_true_retransmissions() -> No
 def test_a_long_event_wraps_under_its_own_text() -> None:
     # At 80 columns an event's second line started in the time column ('[frame 3]' under
     # '0.003s'); now it hangs under the event text, and the times stand alone in their column.
-    from textual.widgets import OptionList
 
     d = SAMPLES / "esp-oneway-drop"
 
@@ -223,9 +231,7 @@ def test_a_long_event_wraps_under_its_own_text() -> None:
             await pilot.pause()
             await pilot.press("1")
             await pilot.pause()
-            ol = app.query_one("#timeline-events", OptionList)
-            x0, y0 = ol.region.x, ol.region.y
-            lines = [ln[x0:x0 + ol.region.width] for ln in screen_lines(app)[y0:y0 + ol.region.height]]
+            lines = timeline_lines(app)
             starts = [ln for ln in lines if re.match(r"^\s*\d+\.\d{3}s ", ln)]
             rest = [ln for ln in lines if ln.strip() and ln not in starts and not set(ln.strip()) <= {"▔", "▁"}]
             assert starts and rest, lines  # some events do wrap at this width
@@ -256,7 +262,6 @@ def test_an_unacknowledged_ikev1_dpd_is_marked_failed_and_an_acknowledged_one_is
 def test_a_frame_reference_is_never_split_across_event_lines() -> None:
     # At 80 columns 'CHILD #1 427e7d84/15b69dc5 IKE_AUTH  [frame' ended a line and '3]' began the
     # next: the reference is one unbreakable unit (model.idtext.frame_ref, ipsecscope.wrap).
-    from textual.widgets import OptionList
 
     d = SAMPLES / "healthy-gcm"
 
@@ -267,9 +272,7 @@ def test_a_frame_reference_is_never_split_across_event_lines() -> None:
             await pilot.pause()
             await pilot.press("1")
             await pilot.pause()
-            ol = app.query_one("#timeline-events", OptionList)
-            x0, y0 = ol.region.x, ol.region.y
-            lines = [ln[x0:x0 + ol.region.width] for ln in screen_lines(app)[y0:y0 + ol.region.height]]
+            lines = timeline_lines(app)
             shown = "\n".join(lines)
             assert shown.count("[frame ") >= 4, shown
             assert shown.count("[frame ") == len(re.findall(r"\[frame \d+\]", shown)), shown
