@@ -226,7 +226,7 @@ def test_session_fast_equals_general_on_every_edge(tmp_path, monkeypatch, bulk_m
     from espgen import Sa, esp_encrypt, ether
     from test_session_fast import _load
 
-    from ipsecscope import session_fast
+    from ipsecscope import session_esp, session_fast
     from ipsecscope.filtering import matches, source_of
     from ipsecscope.model.filter import compile_filter
     from ipsecscope.session import Session
@@ -252,14 +252,14 @@ def test_session_fast_equals_general_on_every_edge(tmp_path, monkeypatch, bulk_m
     cap.write_bytes(b"".join(out))
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"schema": "ipsecscope.keys/1", "esp": [gcm.json_entry(), cbc.json_entry()]}))
-    monkeypatch.setattr(session_fast, "BULK_MIN", bulk_min)
+    monkeypatch.setattr(session_esp, "BULK_MIN", bulk_min)
     fast = _load(str(cap), [str(keys)], True, monkeypatch)
     assert fast[0] != "error" and fast == _load(str(cap), [str(keys)], False, monkeypatch)
     rows, (records, addrs, dns, quoted, _nested) = fast[2]
     decrypted = sum(r[11] == "decrypted" for r in rows)  # (short transport headers are malformed ESP)
     assert len(rows) == len(frames) and decrypted > 0.8 * len(frames)
     assert len(records) // inner_mod.REC_SIZE == decrypted and dns and quoted
-    monkeypatch.setattr(session_fast, "BULK_MIN", bulk_min)
+    monkeypatch.setattr(session_esp, "BULK_MIN", bulk_min)
     s = Session()
     s.add_key_files([keys])
     s.load(cap)
@@ -271,5 +271,5 @@ def test_session_fast_equals_general_on_every_edge(tmp_path, monkeypatch, bulk_m
         g.add_key_files([keys])
         g.load(cap)
         monkeypatch.undo()
-        monkeypatch.setattr(session_fast, "BULK_MIN", bulk_min)
+        monkeypatch.setattr(session_esp, "BULK_MIN", bulk_min)
         assert got and got == matches(compile_filter(text), source_of(g)), text

@@ -14,7 +14,7 @@ import os
 import pytest
 from conftest import DATA, ROOT, SAMPLES
 
-from ipsecscope import session_fast
+from ipsecscope import session_esp, session_fast
 from ipsecscope.export.documents import table_to_dict
 from ipsecscope.session import Session
 
@@ -281,7 +281,7 @@ def test_impairments_fast_equals_general(tmp_path, monkeypatch, pcapng, bulk_min
     keys = _impaired(cap, pcapng)
 
     def fast_cfg():
-        monkeypatch.setattr(session_fast, "BULK_MIN", bulk_min)
+        monkeypatch.setattr(session_esp, "BULK_MIN", bulk_min)
         if window:
             monkeypatch.setattr(session_fast, "WINDOW", window)
 
@@ -310,7 +310,7 @@ def test_bulk_runs_equal_general(path, monkeypatch):
     """Every capture again with every run of ESP accounted in bulk (state/bulk.py), whatever its
     size, keys loaded where the sample has them, windows small enough to cut runs."""
     keys = _keys_of(path)
-    monkeypatch.setattr(session_fast, "BULK_MIN", 1)
+    monkeypatch.setattr(session_esp, "BULK_MIN", 1)
     monkeypatch.setattr(session_fast, "WINDOW", 1 << 13)
     fast = _load(path, keys, True, monkeypatch)
     assert fast == _load(path, keys, False, monkeypatch)
