@@ -220,8 +220,10 @@ def test_sample_nat_napt_names_the_side_translation_float_and_keepalives():
         fs = session("nat-napt", keys=keys).findings
         assert not [f for f in fs if f.severity >= Severity.WARNING]
         f = next(f for f in fs if f.code == exp["code"])
-        assert f.title == f"NAT detected: {exp['side']} {exp['behind_nat']} is behind a NAT (seen as {exp['translated']})"
-        assert f"sees it as {exp['translated']}, then {exp['translated_natt']} on UDP 4500" in f.explanation
+        # the captured address is the NAT's, not the initiator's own (that one is only hashed, RFC 7296 §2.23)
+        assert f.title == f"NAT detected: {exp['side']} is behind a NAT (seen as {exp['translated']}, the NAT's address)"
+        assert f"sees it as {exp['translated']}, then {exp['translated_natt']} on UDP 4500: the NAT's public side" in f.explanation
+        assert f"{exp['side']} {exp['behind_nat']} is behind" not in f.explanation
         assert f"NAT keepalives ({exp['keepalives']})" in f.explanation
         assert "floated from UDP 500 to 4500 in IKE_AUTH" in f.explanation
         assert "responder 198.18.0.2's NAT_DETECTION_SOURCE_IP does not match the capture" in f.explanation

@@ -276,6 +276,9 @@ class IkeSa:
     # of the peer that sent it). Which hash failed, and whose, tells the NAT's side from a peer
     # that fakes its source hash to force UDP encapsulation (analysis.rules.nat_mtu).
     nat_mismatch: list[tuple[str, str]] = field(default_factory=list)
+    # Peers whose DESTINATION hash the capture holds (matching or not): a match is only a match
+    # when there was a hash to compare (a cookie or INVALID_KE answer carries none)
+    nat_dst_seen: list[str] = field(default_factory=list)
     # A peer's NAT-T address:port changed mid-SA (its IKE messages on 4500 or its CHILD SAs' ESP in
     # UDP came from a new one): in order, state/nat.py
     nat_rebindings: list[NatRebinding] = field(default_factory=list)

@@ -782,12 +782,15 @@ class Book:
         return best
 
 
-def note_nat_detection(sa: IkeSa, sender: str, sender_is_initiator: bool, src_ok: bool, dst_ok: bool) -> None:
+def note_nat_detection(sa: IkeSa, sender: str, sender_is_initiator: bool, src_ok: bool, dst_ok: bool,
+                       dst_seen: bool = True) -> None:
     """Record one message's NAT detection verdict (both IKE versions). RFC 7296 §2.23 / RFC 3947
     §3.2: a NAT_DETECTION_SOURCE_IP hash that does not match means the sender is behind a NAT; a
     DESTINATION hash that does not match means the receiver is."""
     sa.nat_initiator = bool(sa.nat_initiator)
     sa.nat_responder = bool(sa.nat_responder)
+    if dst_seen and sender not in sa.nat_dst_seen:
+        sa.nat_dst_seen.append(sender)
     if not src_ok and ("source", sender) not in sa.nat_mismatch:
         sa.nat_mismatch.append(("source", sender))
     if not dst_ok and ("destination", sender) not in sa.nat_mismatch:

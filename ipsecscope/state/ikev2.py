@@ -382,7 +382,7 @@ def nat_check(book: Book, sa: IkeSa, msg: IkeMessage, request: bool) -> None:
         return
     src_ok = nat_detection_hash("sha1", h.spi_i, h.spi_r, msg.src, msg.sport) in src_h if src_h else True
     dst_ok = nat_detection_hash("sha1", h.spi_i, h.spi_r, msg.dst, msg.dport) in dst_h if dst_h else True
-    note_nat_detection(sa, msg.src, request, src_ok, dst_ok)
+    note_nat_detection(sa, msg.src, request, src_ok, dst_ok, bool(dst_h))
 
 
 # -- IKE_AUTH (RFC 7296 §1.2, §2.15)
@@ -588,7 +588,7 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
         new.rekeyed_from = sa.key
         new.decrypted = sa.decrypted
         new.nat_t = sa.nat_t
-        new.nat_mismatch = list(sa.nat_mismatch)
+        new.nat_mismatch, new.nat_dst_seen = list(sa.nat_mismatch), list(sa.nat_dst_seen)
         new.nat_initiator, new.nat_responder, new.nat_detected = (
             sa.nat_initiator, sa.nat_responder, sa.nat_detected)
         new.id_i, new.id_r, new.auth_method = sa.id_i, sa.id_r, sa.auth_method

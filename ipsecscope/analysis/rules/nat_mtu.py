@@ -42,6 +42,7 @@ class NatSide:
     role: str  # "initiator" | "responder"
     own_source_fails: bool = False  # its NAT_DETECTION_SOURCE_IP does not match what the capture shows
     other_destination_fails: bool = False  # the other peer's DESTINATION hash for it does not match
+    other_destination_seen: bool = False  # ... the capture holds that hash at all
     first_port: int = 0  # its UDP port in the first exchange, as seen here
     natt_port: int = 0  # its port once IKE floated to 4500 (0: no float)
     keepalives: int = 0
@@ -78,7 +79,7 @@ def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
     first_msg = "IKE_SA_INIT" if sa.version == 2 else f"first {sa.mode or 'phase 1'} Mode message"
     for addr, role in ((sa.initiator, "initiator"), (sa.responder, "responder")):
         other = other_peer(sa, addr)
-        s = NatSide(addr, role, ("source", addr) in mism, ("destination", other) in mism)
+        s = NatSide(addr, role, ("source", addr) in mism, ("destination", other) in mism, other in sa.nat_dst_seen)
         if xs:
             s.first_port = _port_of(xs[0], addr)
         floated = [x for x in xs if 4500 in (x.requester_port, x.responder_port)]
@@ -171,11 +172,21 @@ def r_nat(table: SaTable, ctx: RuleContext):
         init = next((x for x in sa.exchanges if x.exchange in (34, 2, 4)), None)
         frames = frames_of(init.request_frames[:1] + init.response_frames[:1]) if init else ()
         natted, forced = nat_verdict(table, sa)
+        src_hash, dst_hash = (("NAT_DETECTION_SOURCE_IP", "NAT_DETECTION_DESTINATION_IP") if sa.version == 2
+                              else ("NAT-D hash of its own address", "NAT-D hash (RFC 3947 §3.2)"))
         parts = []
         for s in natted:
             if s.seen_translated:  # the capture is on the public side: it shows the translation
                 seen = f"{endpoint_text(s.addr, s.first_port)}" + (f", then {endpoint_text(s.addr, s.natt_port)} on UDP 4500" if s.natt_port else "")
-                where = f"{other_peer(sa, s.addr)} sees it as {seen}"
+                # RFC 3947 §3.2 / RFC 7296 §2.23: the source hash is over the sender's own view of its
+                # address; it failed while the other peer's hash over what it received matched, so the
+                # address captured is the NAT's public one, not the peer's own (that is only hashed)
+                other = other_peer(sa, s.addr)
+                where = (f"{other} sees it as {seen}" + (": the NAT's public side" if s.other_destination_seen else "")
+                         + f". Its {src_hash} is over another address or port, its own, which the capture does "
+                         "not show, " + (f"while {other}'s {dst_hash} for it matches {endpoint_text(s.addr, s.first_port)}"
+                                         if s.other_destination_seen else
+                                         f"and {other} sent no {dst_hash} here to confirm what it sees"))
             elif s.own_source_fails:
                 # Neither hash matches the capture: it shows neither the peer's own view nor the
                 # other's (nDPI's NAT-T client capture: 192.168.2.100:10500 in both failing hashes).
@@ -186,7 +197,10 @@ def r_nat(table: SaTable, ctx: RuleContext):
             else:
                 where = ("the capture was taken behind its NAT, so the address the other peer sees is not "
                          "visible here")
-            parts.append(f"The {s.role} {s.addr} is behind a NAT: {'; '.join(s.evidence)}. {where[0].upper()}{where[1:]}.")
+            # seen translated, s.addr is the NAT's address, not the peer's: do not call it the peer's
+            who = f"The {s.role}" if s.seen_translated else f"The {s.role} {s.addr}"
+
+            parts.append(f"{who} is behind a NAT: {'; '.join(s.evidence)}. {where[0].upper()}{where[1:]}.")
         own_hash = "NAT_DETECTION_SOURCE_IP" if sa.version == 2 else "NAT-D hash of its own address (RFC 3947 §3.2)"
         for s in forced:
             parts.append(f"The {s.role} {s.addr}'s {own_hash} does not match the capture, but nothing "
@@ -207,8 +221,9 @@ def r_nat(table: SaTable, ctx: RuleContext):
         parts += [_rebinding_text(rb, ctx, sa.version) for rb in sa.nat_rebindings]
         if natted:
             title = "NAT detected: " + " and ".join(
-                f"{s.role} {s.addr} is behind a NAT" + (f" (seen as {endpoint_text(s.addr, s.first_port)})" if s.seen_translated else "")
-                for s in natted)
+                f"{s.role} is behind a NAT (seen as {endpoint_text(s.addr, s.first_port)}"
+                + (", the NAT's address)" if s.other_destination_seen else ")")
+                if s.seen_translated else f"{s.role} {s.addr} is behind a NAT" for s in natted)
         elif forced:
             title = ("UDP encapsulation forced by " + " and ".join(f"{s.role} {s.addr}" for s in forced)
                      + " (no NAT seen)")
