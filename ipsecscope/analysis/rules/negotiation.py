@@ -221,19 +221,45 @@ def weak_parts(proposal: str) -> list[str]:
     return [label for rx, label in _WEAK if rx.search(proposal)]
 
 
+_WEAK_HINT = "Prefer aes256gcm16-prfsha256-ecp256 or aes256-sha256-modp3072 (or stronger) on both peers."
+
+
+def _weak_ike_words(sa) -> tuple[str, str, str]:
+    """(title, what happened, hint) for a weak IKE SA proposal, saying only what the capture shows.
+
+    The chosen proposal is the responder's SA payload in its first answer (IKE_SA_INIT response,
+    RFC 7296 §1.2; MM2/AM2, RFC 2409 §5). Without the request in the capture (a reflection victim,
+    a one-direction capture) nothing shows the initiator offered it; without the rest of the
+    exchange nothing shows the SA came up: only that the responder accepts it."""
+    first = next((x for x in sa.exchanges if x.exchange in (34, 2, 4) and x.response_frames), None)
+    msg = ("IKE_SA_INIT response" if sa.version == 2 else
+           f"{sa.mode or 'phase 1'} Mode answer ({'AM2' if sa.mode == 'Aggressive' else 'MM2'})")
+    at = f" (frame {first.response_frames[0]})" if first is not None else ""
+    if first is not None and not first.request_frames:
+        return ("IKE SA algorithms accepted by a responder, request not captured",
+                f"{sa.responder} chose {sa.proposal} in its {msg}{at} to {sa.initiator}, whose request is not in "
+                f"the capture: nothing here shows {sa.initiator} offered or agreed to it (see "
+                "IKE-RESPONSE-NO-REQUEST), only that the responder accepts it",
+                "Prefer aes256gcm16-prfsha256-ecp256 or aes256-sha256-modp3072 (or stronger) on the responder.")
+    if sa.state in (SaState.INITIATING, SaState.FAILED):
+        return ("IKE SA algorithms accepted, SA not completed",
+                f"{sa.initiator} offered {sa.proposal} and {sa.responder} accepted it in its {msg}{at}, but the "
+                "IKE SA did not complete in the capture", _WEAK_HINT)
+    return ("IKE SA uses weak algorithms",
+            f"{sa.initiator} and {sa.responder} agreed on {sa.proposal} for the IKE SA", _WEAK_HINT)
+
+
 @rule(11, "IKE-WEAK-ALGO", Severity.WARNING, ref="RFC 8247; RFC 8221")
 def r_weak(table: SaTable, ctx: RuleContext):
     """Weak algorithms negotiated (DES, 3DES, MD5, SHA-1, MODP ≤ 1024, NULL)."""
     for sa in table.ike_sas.values():
         if sa.proposal and (weak := weak_parts(sa.proposal)):
+            title, said, hint = _weak_ike_words(sa)
             yield Finding(
                 code="IKE-WEAK-ALGO", severity=Severity.WARNING,
-                title=f"IKE SA uses weak algorithms: {', '.join(weak)} ({sa.proposal})",
-                explanation=f"{sa.initiator} and {sa.responder} agreed on {sa.proposal} for the IKE SA; {', '.join(weak)} "
-                "no longer gives adequate security (RFC 8247).",
-                frames=tuple(sa.frames[:2]), sa=sa.key,
-                hint="Prefer aes256gcm16-prfsha256-ecp256 or aes256-sha256-modp3072 (or stronger) on both peers.",
-                ts=sa.created_ts)
+                title=f"{title}: {', '.join(weak)} ({sa.proposal})",
+                explanation=f"{said}; {', '.join(weak)} no longer gives adequate security (RFC 8247).",
+                frames=tuple(sa.frames[:2]), sa=sa.key, hint=hint, ts=sa.created_ts)
     for c in table.child_sas.values():
         if c.proposal and (weak := weak_parts(c.proposal)):
             yield Finding(
