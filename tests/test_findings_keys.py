@@ -20,6 +20,7 @@ import pytest
 from conftest import CORPUS, DATA, ROOT, SAMPLES, needs_tshark
 
 from ipsecscope.analysis.rules import evaluate
+from ipsecscope.model.plural import plural
 from ipsecscope.model.sa import Severity
 from ipsecscope.session import Session
 
@@ -116,7 +117,7 @@ def test_corrupt_sk_ei_is_an_ike_icv_failed_finding(bad_sk_ei: Path) -> None:
         f = icv[ispi]
         assert f["severity"] == "warning"
         assert f["frames"] == frames[:5]
-        assert f"{len(frames)} encrypted message(s) failed the integrity check" in f["title"]
+        assert f"{plural(len(frames), 'encrypted message')} failed the integrity check" in f["title"]
         assert f["title"].startswith(f"IKE SA {ispi[:8]}…") and "wrong IKE keys" in f["title"]
         # The diagnosis names the column and the file the keys came from.
         assert "SK_ei/SK_ai" in f["explanation"] and "ikev2_decryption_table:" in f["explanation"]
@@ -138,7 +139,7 @@ def test_wrong_ike_key_table_every_message_fails() -> None:
     assert {f["sa"] for f in icv} == set(sas)
     for f in icv:
         n = sas[f["sa"]]["icv_failed"]
-        assert n > 0 and f"{n} encrypted message(s) failed the integrity check" in f["title"]
+        assert n > 0 and f"{plural(n, 'encrypted message')} failed the integrity check" in f["title"]
         assert "No encrypted message of this IKE SA verifies" in f["explanation"]
         assert "wrong-ike-key.ikev2_decryption_table:" in f["explanation"]
 
@@ -162,7 +163,7 @@ def test_ikev1_wrong_key_is_visible_in_sas_and_findings(bad_v1_key: Path) -> Non
     (sa,) = doc["ike_sas"]
     assert sa["undecryptable"] == len(encrypted) and not sa["decrypted"] and sa["icv_failed"] == 0
     text = ipsecscope("sas", V1_CAP, "-k", bad_v1_key).stdout
-    assert f"{len(encrypted)} encrypted message(s) could not be decrypted with the loaded key (wrong key?)" in text
+    assert f"{plural(len(encrypted), 'encrypted message')} could not be decrypted with the loaded key (wrong key?)" in text
     assert "no IKE keys" not in text
 
     code, fs = findings_json(V1_CAP, bad_v1_key)
@@ -272,7 +273,7 @@ def test_cast5_row_is_an_esp_unsupported_finding(tmp_path: Path) -> None:
     (f,) = [f for f in fs if f["code"] == "ESP-UNSUPPORTED-ALGO"]
     assert code == 1 and f["severity"] == "warning"
     assert f["sa"] == "esp:198.18.0.1>198.18.0.2:0x15b69dc5" and f["frames"] == packets[:5]
-    assert f["title"].startswith(f"{len(packets)} ESP packet(s) 198.18.0.1 -> 198.18.0.2 on SPI 0x15b69dc5")
+    assert f["title"].startswith(f"{plural(len(packets), 'ESP packet')} 198.18.0.1 -> 198.18.0.2 on SPI 0x15b69dc5")
     assert "ENCR_CAST is not implemented" in f["title"]
     assert f"esp_sa:{i + 1}" in f["explanation"] and "ENCR_AES_GCM_16" in f["explanation"]
     assert "Wireshark" in f["hint"]
@@ -341,6 +342,6 @@ def test_ikev2_no_checking_keys_wrong_is_key_mismatch(tmp_path: Path) -> None:
     assert sa["undecryptable"] > 0 and sa["icv_failed"] == 0 and not sa["decrypted"]
     _code, fs = findings_json(cap, key)
     (f,) = [f for f in fs if f["code"] == "IKE-KEY-MISMATCH"]
-    assert f"{sa['undecryptable']} encrypted message(s) could not be decrypted" in f["title"]
+    assert f"{plural(sa['undecryptable'], 'encrypted message')} could not be decrypted" in f["title"]
     assert "No encrypted message of this IKE SA decrypts" in f["explanation"]
     assert "integrity was not checked" in f["explanation"]

@@ -11,6 +11,7 @@ import sys
 
 from conftest import ROOT, SAMPLES
 
+from ipsecscope.model.plural import plural
 from ipsecscope.model.sa import Severity
 from ipsecscope.session import Session
 
@@ -80,9 +81,9 @@ def test_one_way_esp_while_ike_is_alive_says_the_peer_is_up():
     d = FINDINGS / "esp-one-way-ike-alive"
     for s in (load(d / "capture.pcapng"), load(d / "capture.pcapng", d / "charon-left.log")):
         f = next(f for f in s.findings if f.code == "ESP-RETURN-STOPPED")
-        assert f.title.endswith("sent 12 more packet(s) with no reply, while 198.18.0.2 still answers IKE")
+        assert f.title.endswith("sent 12 more packets with no reply, while 198.18.0.2 still answers IKE")
         assert "0x1d35fa27" in f.explanation and "neither went away nor lost its state" in f.explanation
-        assert "answered 11 IKE request(s) from 198.18.0.1" in f.explanation
+        assert "answered 11 IKE requests from 198.18.0.1" in f.explanation
         assert "a port filter is not it" in f.explanation and "outbound SA or policy" in f.explanation
         assert "went away, lost its SA" not in f.explanation
         # evidence: last ESP back (10), first unanswered (11), last unanswered (56), then the answered DPDs
@@ -101,8 +102,8 @@ def test_restarted_peer_is_not_a_dead_peer():
     assert f.title.startswith("198.18.0.2 lost its state (most likely restarted): old SAs unanswered from")
     assert f.severity == Severity.ERROR
     assert f.sa == "6088c78b1a14ec01_cb6ae482ea36479a"
-    assert "4 ESP packet(s) to the stale SPI(s) 0x5f1e3124" in f.explanation
-    assert "4 transmission(s)" in f.explanation and "IKE_SA_INIT (frame 19)" in f.explanation
+    assert "4 ESP packets to the stale SPI 0x5f1e3124" in f.explanation
+    assert "4 transmissions" in f.explanation and "IKE_SA_INIT (frame 19)" in f.explanation
     assert "ESP resumed both ways on new SPIs (0xa9d1f0ea, 0x24ac025a, 6 packets)" in f.explanation
     assert f.frames[0] == 10 and 19 in f.frames and 20 in f.frames and 18 in f.frames
     stopped = next(x for x in bare.findings if x.code == "ESP-RETURN-STOPPED")
@@ -110,7 +111,7 @@ def test_restarted_peer_is_not_a_dead_peer():
     logged = load(d / "capture.pcapng", d / "charon-right.log")
     f = next(f for f in logged.findings if f.code == "IKE-PEER-RESTARTED")
     assert "(restarted)" in f.title and "charon-right.log:205" in f.explanation
-    assert "charon-right.log:224" in f.explanation and "for 4 incoming message(s)" in f.explanation
+    assert "charon-right.log:224" in f.explanation and "for 4 incoming messages" in f.explanation
     assert [n.kind for n in f.evidence][:2] == ["daemon_start", "unknown_sa"]
 
 
@@ -186,7 +187,7 @@ def test_sample_esp_oneway_drop():
         _codes_ok(fs, t)
         f = next(f for f in fs if f.code in exp["codes"])
         assert f.severity.name.lower() == exp["severity"]
-        assert f"sent {exp['esp_after_stop']} more packet(s) with no reply, while 198.18.0.2 still answers IKE" in f.title
+        assert f"sent {plural(exp['esp_after_stop'], 'more packet')} with no reply, while 198.18.0.2 still answers IKE" in f.title
         assert f"on SPI {exp['still_sending_spi']}" in f.explanation and f"SPI {exp['silent_spi']} stopped" in f.explanation
         answered = int(f.explanation.split(" it answered ")[1].split()[0])
         assert answered >= exp["dpd_requests_answered"]
@@ -204,10 +205,10 @@ def test_sample_peer_restart():
         f = next(f for f in fs if f.code == "IKE-PEER-RESTARTED")
         assert f.severity.name.lower() == exp["severity"] and f.sa == exp["stale_ike_sa"]
         assert f.title.startswith(f"{exp['peer']} lost its state")
-        assert f"{exp['stale_esp_packets']} ESP packet(s) to the stale SPI(s) {', '.join(exp['stale_spis'])}" in f.explanation
-        assert f"{exp['unanswered_dpd_transmissions']} transmission(s)" in f.explanation
+        assert f"{plural(exp['stale_esp_packets'], 'ESP packet')} to the stale SPI{'s' * (len(exp['stale_spis']) > 1)} {', '.join(exp['stale_spis'])}" in f.explanation
+        assert plural(exp['unanswered_dpd_transmissions'], 'transmission') in f.explanation
         assert f"IKE SA {exp['recovered_ike_sa']} came up" in f.explanation
-    assert f"for {exp['peer_log']['stale_ike_sa_checkouts_failed']} incoming message(s)" in f.explanation
+    assert f"for {plural(exp['peer_log']['stale_ike_sa_checkouts_failed'], 'incoming message')}" in f.explanation
     assert "its daemon started again" in f.explanation and "(restarted)" in f.title
 
 

@@ -24,6 +24,7 @@ from ..errors import IpsecscopeError
 from ..export.documents import SAS_SCHEMA as SCHEMA
 from ..export.documents import capture_info, sas_document, spi_hex
 from ..model.idtext import arrow_text, flow_text, ike_sa_text, msg_id_text
+from ..model.plural import plural
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable, counter_lost, endpoint_text, one_counter
 from ..state import names as N
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
@@ -196,12 +197,12 @@ def render(table: SaTable, console=None, keys_given: bool = False) -> None:
             if ref:
                 tree.add(f"{label} {ref}")
         if sa.icv_failed:
-            tree.add(f"[bold red]{sa.icv_failed} encrypted message(s) failed the ICV check with the IKE keys given: "
+            tree.add(f"[bold red]{plural(sa.icv_failed, 'encrypted message')} failed the ICV check with the IKE keys given: "
                      "wrong SK_e/SK_a, or the wrong algorithm for this SA[/]")
         if sa.undecryptable:
             good = [a for a in sa.decrypted_from if a not in sa.key_failed_from]
             split = f" — all sent by {', '.join(sa.key_failed_from)}, while {', '.join(good)}'s decrypt" if good else ""
-            tree.add(f"[bold red]{sa.undecryptable} encrypted message(s) could not be decrypted with the loaded key "
+            tree.add(f"[bold red]{plural(sa.undecryptable, 'encrypted message')} could not be decrypted with the loaded key "
                      f"(wrong key?){split}[/]")
         elif not sa.decrypted and not sa.icv_failed and any(x.encrypted for x in sa.exchanges):
             tree.add("[dim]encrypted payloads not readable: the keys given hold none for this IKE SA "

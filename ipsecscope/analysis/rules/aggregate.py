@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 
 from ...model.idtext import sa_ref_text
+from ...model.plural import plural
 from ...model.sa import Finding, FindingMember, SaTable
 
 AGGREGATE_MIN = 5  # below this, one finding per SA reads better than a summary
@@ -78,7 +79,7 @@ def _peers_text(members: Sequence[FindingMember]) -> str:
         others = list(dict.fromkeys(p for m in members for p in m.peers if p != hub))
         more = len(others) - NAMED
         named = ", ".join(others[:NAMED]) + (f" and {more:,} more" if more > 0 else "")
-        return f"between {hub} and {len(others):,} peer{'s' if len(others) != 1 else ''}: {named}"
+        return f"between {hub} and {plural(len(others), 'peer', sep=True)}: {named}"
     named = ", ".join(f"{' and '.join(m.peers)} ({sa_ref_text(m.sa)})" if m.peers else sa_ref_text(m.sa)
                       for m in members[:NAMED])
     return named + (f" and {n - NAMED:,} more" if n > NAMED else "")

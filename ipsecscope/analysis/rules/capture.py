@@ -3,6 +3,7 @@ seen in one direction only."""
 
 from __future__ import annotations
 
+from ...model.plural import noun, plural, verb
 from ...model.sa import Finding, FindingMember, SaState, SaTable, Severity
 from .authentication import r_auth_failed
 from .common import (
@@ -42,7 +43,7 @@ def r_ike_keys(table: SaTable, ctx: RuleContext):
         if sa.version == 2:
             code = "IKE-ICV-FAILED" if sa.icv_failed else "IKE-KEY-MISMATCH"
             what = ("failed the integrity check" if sa.icv_failed else "could not be decrypted")
-            extra = (f" ({sa.icv_failed} ICV failure(s), {sa.undecryptable} not a payload chain)"
+            extra = (f" ({plural(sa.icv_failed, 'ICV failure')}, {sa.undecryptable} not a payload chain)"
                      if sa.icv_failed and sa.undecryptable else "")
             if split:
                 sender = failing[0]
@@ -57,7 +58,7 @@ def r_ike_keys(table: SaTable, ctx: RuleContext):
                        "IKE SA with the same SPIs (e.g. from an earlier run).")
             yield Finding(
                 code=code, severity=Severity.WARNING,
-                title=f"IKE SA {short}: {bad} encrypted message(s) {what}{extra} — wrong IKE keys",
+                title=f"IKE SA {short}: {plural(bad, 'encrypted message')} {what}{extra} — wrong IKE keys",
                 explanation=f"The keys from {source} do not match IKE SA {sa.key} between {sa.initiator} and "
                 f"{sa.responder}. {why}{note} Until the keys fit, its IDs, CHILD SAs and selectors are "
                 "unknown.",
@@ -80,7 +81,7 @@ def r_ike_keys(table: SaTable, ctx: RuleContext):
                       if sa.failure and sev == Severity.ERROR else "")
             yield Finding(
                 code="IKE-KEY-MISMATCH", severity=sev,
-                title=f"IKE SA {short}: {sa.undecryptable} encrypted message(s) from {sender} do not decrypt with "
+                title=f"IKE SA {short}: {plural(sa.undecryptable, 'encrypted message')} from {sender} {verb(sa.undecryptable, 'does')} not decrypt with "
                 f"the key that decrypts {good[0]}'s — the peers derived different keys (PSK mismatch?)",
                 explanation=f"IKEv1 peers encrypt both directions with the same key derived from SKEYID_e (RFC 2409 §5). "
                 f"The key from {source} turns {good[0]}'s messages into sound payloads but not those of "
@@ -93,9 +94,9 @@ def r_ike_keys(table: SaTable, ctx: RuleContext):
             continue
         yield Finding(
             code="IKE-KEY-MISMATCH", severity=Severity.WARNING,
-            title=f"IKE SA {short}: {sa.undecryptable} encrypted message(s) could not be decrypted with the loaded "
+            title=f"IKE SA {short}: {plural(sa.undecryptable, 'encrypted message')} could not be decrypted with the loaded "
             "key — wrong IKE key",
-            explanation=f"A key from {source} was applied to {sa.undecryptable} encrypted message(s) of IKE SA {sa.key} "
+            explanation=f"A key from {source} was applied to {plural(sa.undecryptable, 'encrypted message')} of IKE SA {sa.key} "
             f"between {sa.initiator} and {sa.responder}, but none gave a sound payload chain. IKEv1 has no "
             "ICV, so a wrong key shows only this way: the key is not this run's phase-1 encryption key "
             f"(a row for another SA with the same initiator cookie, a damaged key), or a message of the "
@@ -116,8 +117,8 @@ def r_no_key(table: SaTable, ctx: RuleContext):
     listed = ", ".join(f"0x{f.spi:08x}" for f in flows[:6])
     yield Finding(
         code="ESP-NO-KEY", severity=Severity.INFO,
-        title=f"No key for {len(flows)} ESP flow(s) ({listed}{'…' if len(flows) > 6 else ''})",
-        explanation=f"Keys were loaded, but none matches {len(flows)} ESP flow(s) (src, dst, SPI), so their contents and "
+        title=f"No key for {plural(len(flows), 'ESP flow')} ({listed}{'…' if len(flows) > 6 else ''})",
+        explanation=f"Keys were loaded, but none matches {plural(len(flows), 'ESP flow')} (src, dst, SPI), so their contents and "
         "ICVs could not be checked.",
         frames=tuple(f.first_frame for f in flows[:6]), sa=flow_ref(flows[0]),
         hint="Add the ESP keys (esp_sa table, ip xfrm state output, charon log with chd 4) or the IKE SA's SK_d "
@@ -136,7 +137,7 @@ def r_unsupported(table: SaTable, ctx: RuleContext):
         can = f" ipsecscope implements:{supported.rstrip('.')}." if supported else ""
         yield Finding(
             code="ESP-UNSUPPORTED-ALGO", severity=Severity.WARNING,
-            title=f"{f.unsupported} ESP packet(s) {f.src} -> {f.dst} on SPI 0x{f.spi:08x} not decrypted: {reason}",
+            title=f"{plural(f.unsupported, 'ESP packet')} {f.src} -> {f.dst} on SPI 0x{f.spi:08x} not decrypted: {reason}",
             explanation=f"The key for SPI 0x{f.spi:08x} from {source} was found, but ipsecscope cannot use it: "
             f"{reason}.{can} Its packets are counted, not decrypted, and their ICVs are not checked.",
             frames=tuple(f.unsupported_frames), sa=flow_ref(f),
@@ -155,7 +156,7 @@ def r_malformed(table: SaTable, ctx: RuleContext):
     layers = sorted({str(o.detail.get("layer", "ike")) for o in obs})
     yield Finding(
         code="CAPTURE-MALFORMED", severity=Severity.INFO,
-        title=f"{len(obs)}{'+' if len(obs) >= 20 else ''} malformed packet(s) ({', '.join(layers)})",
+        title=f"{len(obs)}{'+' if len(obs) >= 20 else ''} malformed {noun(len(obs), 'packet')} ({', '.join(layers)})",
         explanation=f"Some packets could not be fully decoded, e.g. frame {first.frames[0] if first.frames else '?'}: "
         f"{first.detail.get('reason', '')}. The rest of the analysis uses what was readable.",
         frames=frames_of(*(o.frames for o in obs[:6])), sa=None,
@@ -174,8 +175,8 @@ def r_keys_unmatched(table: SaTable, ctx: RuleContext):
         sentence = m.sentence()
         yield Finding(
             code="CAPTURE-KEYS-UNMATCHED", severity=Severity.WARNING, title=sentence[0].upper() + sentence[1:],
-            explanation=f"{m.path} holds keys for {m.ike} IKE SA(s) and {m.esp} ESP SA(s), and none of their SPIs "
-            f"is in this capture ({len(table.ike_sas)} IKE SA(s), {len(table.flows)} ESP flow(s)): nothing here "
+            explanation=f"{m.path} holds keys for {plural(m.ike, 'IKE SA')} and {plural(m.esp, 'ESP SA')}, and none of their SPIs "
+            f"is in this capture ({plural(len(table.ike_sas), 'IKE SA')}, {plural(len(table.flows), 'ESP flow')}): nothing here "
             "could be decrypted with them. They belong to another tunnel or host, or to an earlier run "
             "(a rotated charon log, SAs rekeyed since).",
             frames=(), sa=None,
@@ -216,7 +217,7 @@ def r_responses_without_request(table: SaTable, ctx: RuleContext):
         n, m = len(frames), len(peers)
         times = sorted(x.response_ts for _, x, _ in hits if x.response_ts is not None)
         kinds = uniq(f"IKEv{sa.version} {exchange_label(x, sa.version)}" for sa, x, _ in hits)
-        what = (f"{n:,} IKE response{'s' if n != 1 else ''} ({', '.join(kinds[:3])}{', …' if len(kinds) > 3 else ''}) "
+        what = (f"{plural(n, 'IKE response', sep=True)} ({', '.join(kinds[:3])}{', …' if len(kinds) > 3 else ''}) "
                 + (f"from {peers[0]}" if m == 1 else f"from {m:,} peers"))
         named = "" if m == 1 else " (" + ", ".join(peers[:5]) + (f" and {m - 5:,} more" if m > 5 else "") + ")"
         when = (f" in {dur(times[-1] - times[0])} from {clock(times[0])}" if len(times) > 1
@@ -237,7 +238,7 @@ def r_responses_without_request(table: SaTable, ctx: RuleContext):
         if m >= REFLECTION_PEERS:
             yield Finding(
                 code="IKE-RESPONSE-NO-REQUEST", severity=Severity.WARNING,
-                title=f"{n:,} IKE responses from {m:,} peers to {target} with no request captured — "
+                title=f"{plural(n, 'IKE response', sep=True)} from {m:,} peers to {target} with no request captured — "
                 f"{target} is likely the victim of IKE reflection",
                 explanation=f"{seen} Many responders answering one address that never asks is the mark of a "
                 f"reflection (amplification) attack: someone sends IKE requests with {target} as their spoofed "

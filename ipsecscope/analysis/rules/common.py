@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from ... import timefmt
 from ...model.keys import PeerLogNote
+from ...model.plural import plural, verb
 from ...model.sa import ChildSa, EspFlow, IkeExchange, IkeSa, Observation, SaTable
 from ...state import names as N
 from .core import RuleContext
@@ -180,9 +181,9 @@ def esp_silence_cause(table: SaTable, c: ChildSa, sender: EspFlow, silent: str, 
     asked = [x for x in xs if x.requester == silent]
     parts = []
     if answered:
-        parts.append(f"answered {len(answered)} IKE request(s) from {sender.src}")
+        parts.append(f"answered {plural(len(answered), 'IKE request')} from {sender.src}")
     if asked:
-        parts.append(f"sent {len(asked)} of its own that were answered")
+        parts.append(f"sent {len(asked)} of its own that {verb(len(asked), 'was')} answered")
     last = xs[-1]
     alive = (f"Yet {silent} is up and still holds the IKE SA: after its ESP "
              f"{'stopped' if since is not None else 'failed to appear'} it {' and '.join(parts)} in the same IKE SA "

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ...model.iana import Ikev1Exchange, NotifyType
 from ...model.keys import PeerLogNote
+from ...model.plural import noun, plural, verb
 from ...model.sa import ChildSa, EspFlow, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
 from .common import (
     child_ike,
@@ -63,7 +64,7 @@ def _v1_dpd_dead(sa: IkeSa, end: float | None) -> Finding | None:
         code="IKE-DEAD-PEER", severity=Severity.ERROR,
         title=f"Dead peer: {peer} stopped answering {req}'s DPD (R-U-THERE sent {tries}×, no R-U-THERE-ACK)",
         explanation=f"After the ISAKMP SA was up, {req} probed {peer} with IKEv1 dead peer detection (RFC 3706): "
-        f"{tries} R-U-THERE notification(s) over {dur(waited)} (DPD sequence number{'s' if len(seqs) > 1 else ''} "
+        f"{plural(tries, 'R-U-THERE notification')} over {dur(waited)} (DPD sequence number{'s' if len(seqs) > 1 else ''} "
         f"{', '.join(seqs) or 'not given'}), and {peer} acknowledged none of them. Either {peer} is down/rebooted, or the path between "
         "them drops IKE now.",
         frames=frames_of([f for y in run for f in y.request_frames][:6]), sa=sa.key,
@@ -182,7 +183,7 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
                     title=f"UDP 4500 to {peer} looks blocked: IKE_SA_INIT answered on 500, IKE_AUTH on 4500 never",
                     explanation=f"{req} and {peer} completed IKE_SA_INIT on UDP 500 and moved to UDP 4500 (NAT "
                     f"traversal, RFC 7296 §2.23), but {peer} never answered the IKE_AUTH request sent "
-                    f"{tries} time(s) over {dur(waited)}." + (refused or " A firewall or NAT between them drops UDP 4500."),
+                    f"{plural(tries, 'time')} over {dur(waited)}." + (refused or " A firewall or NAT between them drops UDP 4500."),
                     frames=frames, sa=sa.key,
                     hint=(f"On {peer}: check that its IKE daemon listens on UDP 4500 (ss -ulnp) and that no "
                           "firewall rule rejects it (nft list ruleset / iptables -S)." if refused else
@@ -193,7 +194,7 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
                     code="IKE-DEAD-PEER", severity=Severity.ERROR,
                     title=f"Dead peer: {peer} stopped answering {req} ({exn} sent {tries}×, no reply)",
                     explanation=f"After the IKE SA was up, {req} sent an {exn} request (message ID {x.msg_id}) "
-                    f"{tries} time(s) over {dur(waited)} and {peer} never answered."
+                    f"{plural(tries, 'time')} over {dur(waited)} and {peer} never answered."
                     + (refused or f" Either {peer} is down/rebooted, or the path between them drops IKE now."),
                     frames=frames, sa=sa.key,
                     hint=f"Check that {peer} is running and reachable (UDP {x.responder_port or 500}); "
@@ -203,7 +204,7 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
                 yield Finding(
                     code="IKE-NO-RESPONSE", severity=sev,
                     title=f"{peer} never answered {req}'s {exn} request ({tries}×)",
-                    explanation=f"{req} sent {exn} (message ID {x.msg_id}) to {peer} {tries} time(s) over "
+                    explanation=f"{req} sent {exn} (message ID {x.msg_id}) to {peer} {plural(tries, 'time')} over "
                     f"{dur(waited)} and got no response in this capture"
                     + (f".{refused}" if refused else f": {peer} is unreachable, not running IKE, or a firewall "
                        "drops UDP 500/4500."),
@@ -224,8 +225,8 @@ def r_retransmits(table: SaTable, ctx: RuleContext):
         x = xs[0]
         yield Finding(
             code="IKE-RETRANSMIT", severity=Severity.INFO if total < 3 else Severity.WARNING,
-            title=f"{total} IKE retransmission(s) between {sa.initiator} and {sa.responder}",
-            explanation=f"{len(xs)} exchange(s) were answered only after the request was sent again "
+            title=f"{plural(total, 'IKE retransmission')} between {sa.initiator} and {sa.responder}",
+            explanation=f"{plural(len(xs), 'exchange')} {verb(len(xs), 'was')} answered only after the request was sent again "
             f"({', '.join(exchange_label(y, sa.version) + ' #' + str(y.msg_id) for y in xs[:4])}): packets were lost or "
             "the peer was slow to answer.",
             frames=frames_of(*(y.request_frames[:3] for y in xs[:3])), sa=sa.key,
@@ -265,7 +266,7 @@ def r_esp_spi(table: SaTable, ctx: RuleContext):
                     code="ESP-UNKNOWN-SPI", severity=Severity.WARNING,
                     title=f"ESP {f.src} -> {f.dst} on SPI 0x{f.spi:08x} that no IKE exchange created",
                     explanation=f"The IKE SA between {ike.initiator} and {ike.responder} was readable, yet none of its "
-                    f"exchanges negotiated SPI 0x{f.spi:08x}; {f.packets} packet(s) used it. The receiver will "
+                    f"exchanges negotiated SPI 0x{f.spi:08x}; {plural(f.packets, 'packet')} used it. The receiver will "
                     "drop them (and may answer INVALID_SPI)." + refused,
                     frames=frames_of((f.first_frame, f.last_frame), icmp_frames),
                     sa=flow_ref(f),
@@ -277,7 +278,7 @@ def r_esp_spi(table: SaTable, ctx: RuleContext):
                 continue  # in-flight packets
             yield Finding(
                 code="ESP-AFTER-DELETE", severity=Severity.WARNING,
-                title=f"{f.after_delete} ESP packet(s) {f.src} -> {f.dst} on SPI 0x{f.spi:08x} after it was deleted",
+                title=f"{plural(f.after_delete, 'ESP packet')} {f.src} -> {f.dst} on SPI 0x{f.spi:08x} after it was deleted",
                 explanation=f"CHILD SA #{c.id} was deleted by {c.deleted_by} at {clock(c.deleted_ts)}, but {f.src} kept sending "
                 f"on SPI 0x{f.spi:08x} for {dur(max(late, 0.0))}. The receiver drops these packets.",
                 frames=tuple(f.after_delete_frames), sa=flow_ref(f),
@@ -330,11 +331,11 @@ def r_one_way(table: SaTable, ctx: RuleContext):
             why, why_hint, ike_frames = why + sib[0], sib[1], (*ike_frames, *sib[2])
         yield Finding(
             code="ESP-ONE-WAY", severity=Severity.WARNING,
-            title=f"One-way {f.protocol}: {f.src} -> {f.dst} ({pk} packets), nothing back"
+            title=f"One-way {f.protocol}: {f.src} -> {f.dst} ({plural(pk, 'packet')}), nothing back"
             + (f" on this SA; {f.dst} sends on another" if sib is not None and not refused else "")
             + (f" while {f.dst} still answers IKE" if alive else "")
             + (", refused with ICMP" if refused else ""),
-            explanation=f"{child_label(c)} carries {pk} ESP packet(s) from {f.src} to {f.dst} on SPI 0x{f.spi:08x} but "
+            explanation=f"{child_label(c)} carries {plural(pk, 'ESP packet')} from {f.src} to {f.dst} on SPI 0x{f.spi:08x} but "
             + (f"none in the other direction.{why}" if why else
                f"none in the other direction. {f.dst} either does not receive them (filtered), cannot decrypt "
                "them (key or SA missing), has no route/policy for the replies, or the capture sees only one "
@@ -394,17 +395,17 @@ def _one_way_group(table: SaTable, group: list[ChildSa]) -> Finding | None | boo
     n = len(fa) - len(fb)
 
     def listing(fs: list[EspFlow]) -> str:
-        return ", ".join(f"0x{f.spi:08x} ({f.packets} packets)" for f in fs)
+        return ", ".join(f"0x{f.spi:08x} ({plural(f.packets, 'packet')})" for f in fs)
 
     f = fa[0]
     return Finding(
         code="ESP-ONE-WAY", severity=Severity.WARNING,
-        title=f"One-way {f.protocol}: {n} of {a}'s {len(fa)} SAs to {b} {'has' if n == 1 else 'have'} nothing back; "
+        title=f"One-way {f.protocol}: {n} of {a}'s {len(fa)} SAs to {b} {verb(n, 'has')} nothing back; "
         f"{b} sends on {len(fb)}",
         explanation=f"{a} sends {f.protocol} to {b} on {len(fa)} SAs, {listing(fa)}, and {b} to {a} on {len(fb)}, "
         f"{listing(fb)}, all started together and active at once. Without the IKE exchanges that made them "
         "nothing links the two SPIs of a CHILD SA (RFC 4301 §4.1), and here more than one pairing fits: "
-        f"{n} of {a}'s SAs {'has' if n == 1 else 'have'} no return SA in use, which one{'' if n == 1 else 's'} "
+        f"{n} of {a}'s SAs {verb(n, 'has')} no return SA in use, which {noun(n, 'one')} "
         f"is not known. {b} is up and receives, and the path carries its {f.protocol}. If the CHILD SAs carry "
         f"the same traffic (negotiated at once: crossing Quick Modes, or a collision, RFC 7296 §2.8), {b} "
         "answers all of it on its SAs and nothing is lost; if they carry different traffic selectors, the "
@@ -459,7 +460,7 @@ def _sibling_return(table: SaTable, c, one: list[EspFlow],
     r = max(back, key=lambda x: x.packets)
     other = table.child_sas.get(r.child_sa) if r.child_sa is not None else None
     name = child_label(other) if other is not None else "another SA"
-    return (f" Yet {f.dst} sends ESP to {f.src} meanwhile, on SPI 0x{r.spi:08x} ({name}, {r.packets} packet(s), "
+    return (f" Yet {f.dst} sends ESP to {f.src} meanwhile, on SPI 0x{r.spi:08x} ({name}, {plural(r.packets, 'packet')}, "
             f"{clock(r.first_ts)} to {clock(r.last_ts)}): it is up and receives, and the path carries its ESP. "
             "If both CHILD SAs carry the same traffic (negotiated at once by both peers: crossing Quick Modes, "
             f"or a collision, RFC 7296 §2.8), {f.dst} answers on that one and nothing is lost; if they carry "
@@ -495,10 +496,10 @@ def r_return_stopped(table: SaTable, ctx: RuleContext):
                 why_hint = "See IKE-PEER-RESTARTED: the old SAs died with the peer's restart."
             yield Finding(
                 code="ESP-RETURN-STOPPED", severity=Severity.WARNING,
-                title=f"ESP from {f.dst} stopped: {f.src} sent {f.unanswered_tail} more packet(s) with no reply"
+                title=f"ESP from {f.dst} stopped: {f.src} sent {plural(f.unanswered_tail, 'more packet')} with no reply"
                 + (f", while {f.dst} still answers IKE" if alive else "") + (", refused with ICMP" if refused else ""),
                 explanation=f"{child_label(c)} carried traffic both ways until frame {back.last_frame} ({clock(back.last_ts)}); "
-                f"after that {f.src} sent {f.unanswered_tail} ESP packet(s) to {f.dst} on SPI 0x{f.spi:08x} over "
+                f"after that {f.src} sent {plural(f.unanswered_tail, 'ESP packet')} to {f.dst} on SPI 0x{f.spi:08x} over "
                 f"{dur((f.last_ts or 0.0) - (f.unanswered_since_ts or 0.0))} and nothing came back (its ESP on "
                 f"SPI 0x{back.spi:08x} stopped)"
                 + (f".{why}" if why else f": {f.dst} went away, lost its SA, or the return path broke."),
@@ -597,7 +598,7 @@ def _restart_log(ctx: RuleContext, r: Restart) -> tuple[str, tuple[PeerLogNote, 
     text = f" {r.peer}'s log confirms it:"
     if start is not None:
         text += f" its daemon started again at {start.ts} ({note_src(start)}: \"{start.text}\"), and"
-    text += (f" it could not find the old IKE SA {r.old.key} for {len(unknown)} incoming message(s) "
+    text += (f" it could not find the old IKE SA {r.old.key} for {plural(len(unknown), 'incoming message')} "
              f"({note_src(unknown[0])}: \"{unknown[0].text}\").")
     return text, ((start,) if start else ()) + tuple(unknown[:4])
 
@@ -612,7 +613,7 @@ def r_peer_restarted(table: SaTable, ctx: RuleContext):
         spis = ", ".join(f"0x{f.spi:08x}" for f in r.stale)
         refused = (f"; {len(r.refused)} came back with INVALID_IKE_SPI (RFC 7296 §2.21.4): it no longer knows "
                    "that IKE SA" if r.refused else "")
-        esp = (f" {r.other} also sent {stale_pk} ESP packet(s) to the stale SPI(s) {spis} (the old CHILD SAs), "
+        esp = (f" {r.other} also sent {plural(stale_pk, 'ESP packet')} to the stale {noun(len(r.stale), 'SPI')} {spis} (the old CHILD SAs), "
                "none answered." if r.stale else "")
         window_end = r.recovered.response_ts
         window = (f"from {clock(r.last_alive_ts)} (frame {r.last_alive_frame}, the last message from {r.peer} in "
@@ -628,7 +629,7 @@ def r_peer_restarted(table: SaTable, ctx: RuleContext):
                    and (f.first_ts or 0.0) >= t0 and f not in r.stale]
         if resumed and len({f.src for f in resumed}) == 2:
             recovery += (f"; ESP resumed both ways on new SPIs ({', '.join(f'0x{f.spi:08x}' for f in resumed[:4])}, "
-                         f"{sum(f.packets for f in resumed)} packets)")
+                         f"{plural(sum(f.packets for f in resumed), 'packet')})")
         log, notes = _restart_log(ctx, r)
         certain = bool(r.refused or log)
         lead = f"{r.peer} lost its state" + (" (restarted)" if certain else " (most likely restarted)")
@@ -637,8 +638,8 @@ def r_peer_restarted(table: SaTable, ctx: RuleContext):
             # the whole window, even though the tunnel recovered.
             code="IKE-PEER-RESTARTED", severity=Severity.ERROR,
             title=f"{lead}: old SAs unanswered {window}, then a fresh IKE_SA_INIT answered at once",
-            explanation=f"{r.other} kept using IKE SA {r.old.key}: it sent {len(r.unanswered)} request(s) ({kinds}, "
-            f"{tries} transmission(s) with retries) to {r.peer}, none answered{refused}.{esp} Then {r.other} started over with IKE_SA_INIT (frame "
+            explanation=f"{r.other} kept using IKE SA {r.old.key}: it sent {plural(len(r.unanswered), 'request')} ({kinds}, "
+            f"{plural(tries, 'transmission')} with retries) to {r.peer}, none answered{refused}.{esp} Then {r.other} started over with IKE_SA_INIT (frame "
             f"{r.recovered.request_frames[0]}) and {r.peer} answered it in "
             f"{((r.recovered.response_ts or 0.0) - (r.recovered.request_ts or 0.0)) * 1000:.0f} ms, from the same "
             f"address: {r.peer} is up and reachable but no longer knows the old SAs, as after a restart or reboot "
@@ -722,7 +723,7 @@ def r_icmp_unreachable(table: SaTable, ctx: RuleContext):
             hint, frames = f"Check what {ob.src} does with ESP from {qsrc} to {qdst}.", ob.frames
         yield Finding(
             code="ESP-ICMP-UNREACHABLE", severity=Severity.WARNING,
-            title=f"{ob.src} answered {n} ESP packet(s) {qsrc} -> {qdst} on SPI {spi_s} with ICMP {ob.detail.get('what')}",
+            title=f"{ob.src} answered {plural(n, 'ESP packet')} {qsrc} -> {qdst} on SPI {spi_s} with ICMP {ob.detail.get('what')}",
             explanation=f"An ICMP error quotes the ESP packet it could not deliver (its SPI says which SA): "
             f"{ob.src} {'is the receiver itself' if ob.src == qdst else 'is on the path'}.{text} "
             "Packets refused this way are lost, whatever the tunnel's state says.",

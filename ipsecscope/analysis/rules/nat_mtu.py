@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...model.plural import plural, verb
 from ...model.sa import (
     EspFlow,
     Finding,
@@ -135,7 +136,7 @@ def rebinding_phrase(rb: NatRebinding) -> str:
         text += f", followed {rb.followed_ts - rb.ts:.1f} s later (frame {rb.followed_frame})"
     else:
         text += ", never followed in the capture"
-    return text + (f", {rb.to_old} packet(s) to the old mapping" if rb.to_old else "")
+    return text + (f", {plural(rb.to_old, 'packet')} to the old mapping" if rb.to_old else "")
 
 
 def _rebinding_text(rb: NatRebinding, ctx: RuleContext, version: int = 2) -> str:
@@ -148,7 +149,7 @@ def _rebinding_text(rb: NatRebinding, ctx: RuleContext, version: int = 2) -> str
     text = (f"NAT rebinding: the {rb.peer}'s {what} changed in the middle of the SA, {old} -> {new}, first seen at "
             f"{clock(rb.ts)} (frame {rb.frame}, {rb.seen_in}) with the same SPIs: its NAT dropped the "
             "mapping and made a new one.")
-    stale = (f" {rb.to_old} packet(s) still went to the old {old} meanwhile (frames "
+    stale = (f" {plural(rb.to_old, 'packet')} still went to the old {old} meanwhile (frames "
              f"{', '.join(map(str, rb.to_old_frames))}), lost in the NAT." if rb.to_old else "")
     if rb.followed_ts is not None:
         return (text + f" The other peer followed ({ref}) {rb.followed_ts - rb.ts:.1f} s later: its first "
@@ -288,7 +289,7 @@ def r_ip_fragmented(table: SaTable, ctx: RuleContext):
             code="IKE-IP-FRAGMENTED", severity=sev,
             title=f"IKE messages between {sa.initiator} and {sa.responder} were IP-fragmented"
             + (" and went unanswered" if lost else ""),
-            explanation=f"{len(xs)} exchange(s) ({', '.join(exchange_label(y, sa.version) for y in xs[:3])}) carried IKE messages "
+            explanation=f"{plural(len(xs), 'exchange')} ({', '.join(exchange_label(y, sa.version) for y in xs[:3])}) carried IKE messages "
             "larger than the path MTU, split into IP fragments. Firewalls and NATs often drop fragments"
             + (", and these requests were never answered." if lost else ".")
             + ("" if both else " IKE fragmentation (RFC 7383) was not negotiated by both peers."),
@@ -353,15 +354,15 @@ def r_path_mtu(table: SaTable, ctx: RuleContext):
         parts = []
         if icmp:
             parts.append(
-                f"{', '.join(reporters)} answered {n_icmp} ESP packet(s) {src} -> {dst} on SPI {spi_s} with ICMP "
+                f"{', '.join(reporters)} answered {plural(n_icmp, 'ESP packet')} {src} -> {dst} on SPI {spi_s} with ICMP "
                 f"{first.detail.get('what')}" if first else "")
             parts[-1] += (f": the packet was {size} bytes, the next link takes {mtu}, and DF was set, so the router "
-                          f"dropped it (RFC 1191 §4; ICMPv6 Packet Too Big, RFC 8201). At least {dropped} packet(s) "
-                          "were lost this way; a sender that never gets or ignores the ICMP keeps losing them "
-                          "(a PMTU black hole)." if size and mtu else f" ({dropped} packet(s) dropped).")
+                          f"dropped it (RFC 1191 §4; ICMPv6 Packet Too Big, RFC 8201). At least {plural(dropped, 'packet')} "
+                          f"{verb(dropped, 'was')} lost this way; a sender that never gets or ignores the ICMP keeps losing them "
+                          "(a PMTU black hole)." if size and mtu else f" ({plural(dropped, 'packet')} dropped).")
         if nfrag:
             per = ", ".join(f"{d.replace('>', ' -> ')}: {n}" for d, n in frag.items())
-            parts.append(f"{nfrag} ESP packet(s) arrived as outer IP fragments ({per}): larger than the path "
+            parts.append(f"{plural(nfrag, 'ESP packet')} arrived as outer IP fragments ({per}): larger than the path "
                          "MTU, split after encryption, so the receiver must reassemble them before ESP can be "
                          "checked; firewalls and NATs often drop fragments, and one lost fragment loses the "
                          "whole packet (RFC 4459 §2).")
@@ -377,7 +378,7 @@ def r_path_mtu(table: SaTable, ctx: RuleContext):
             title=(f"ESP {src} -> {dst} on SPI {spi_s}: {size}-byte packets exceed the {mtu}-byte path MTU "
                    f"({', '.join(reporters)} said so)" if size and mtu else
                    f"ESP {src} -> {dst} on SPI {spi_s} dropped for its size (ICMP from {', '.join(reporters)})"
-                   if icmp else f"{nfrag} ESP packet(s) arrived as outer IP fragments ({child_label(c)})")
+                   if icmp else f"{plural(nfrag, 'ESP packet')} arrived as outer IP fragments ({child_label(c)})")
             + (f"; {nfrag} more travelled as IP fragments" if icmp and nfrag else ""),
             explanation=" ".join(p for p in parts if p),
             frames=tuple(sorted(frames_of(*(o.frames for o in icmp), *(x.ip_fragmented_frames[:2] for x in flows)))),

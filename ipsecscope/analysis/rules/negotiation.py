@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ...model.iana import NotifyType
+from ...model.plural import plural, verb
 from ...model.sa import Finding, SaState, SaTable, Severity
 from ...state import names as N
 from .common import child_ike, exchange_label, frames_of, note_src, other_peer, peer_notes_about, uniq
@@ -306,8 +307,8 @@ def r_weak_offered(table: SaTable, ctx: RuleContext):
         yield Finding(
             code="IKE-WEAK-OFFERED", severity=Severity.INFO,
             title=f"{init} offers weak {what} algorithms: {', '.join(labels)}",
-            explanation=f"{init} offered {props} to {resp} in {n} {what} negotiation(s). "
-            f"{', '.join(labels)} no longer {'gives' if len(labels) == 1 else 'give'} adequate security (RFC 8247 "
+            explanation=f"{init} offered {props} to {resp} in {plural(n, what + ' negotiation')}. "
+            f"{', '.join(labels)} no longer {verb(len(labels), 'gives')} adequate security (RFC 8247 "
             f"for IKE, RFC 8221 for ESP); while {'it is' if len(labels) == 1 else 'they are'} offered, a responder "
             f"configured (or tricked) to prefer {'it' if len(labels) == 1 else 'them'} can pick {'it' if len(labels) == 1 else 'them'}.",
             frames=tuple(g["frames"][:4]), sa=g["ref"],

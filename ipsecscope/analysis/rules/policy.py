@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from ...model.plural import plural
 from ...model.sa import ChildSa, Finding, SaState, SaTable, Severity
 from ...state.child_sa import ts_text
 from .common import child_ike, child_label, flow_ref, frames_of, note_src, peer_notes_about, uniq
@@ -121,7 +122,7 @@ def r_outside_ts(table: SaTable, ctx: RuleContext):
         sels = f"TSi {ts_text(c.ts_i)} / TSr {ts_text(c.ts_r)}" if c else "?"
         yield Finding(
             code="ESP-OUTSIDE-TS", severity=Severity.WARNING,
-            title=f"{f.outside_ts} inner packet(s) {f.src} -> {f.dst} outside the negotiated selectors",
+            title=f"{plural(f.outside_ts, 'inner packet')} {f.src} -> {f.dst} outside the negotiated selectors",
             explanation=f"Decrypted packets on SPI 0x{f.spi:08x} (e.g. {f.outside_ts_example}) are not covered by "
             f"{child_label(c)}'s selectors {sels}. The receiver's inbound policy check drops them "
             "(RFC 4301 §5.2).",
