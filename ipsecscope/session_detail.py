@@ -181,6 +181,20 @@ class FrameViews:
         except Exception:  # noqa: BLE001 - a view must not die on a message it decrypted once already
             return None
 
+    def other_addresses(self, frame: int) -> tuple[str, str]:
+        """(Source, Destination) of an OTHER row as the packet list shows it: a plain IP frame's IP
+        addresses (inner store), else a non-IP frame's MACs (:meth:`link_addresses`)."""
+        src, dst = self.inner.addresses(frame)
+        return (src, dst) if src or dst else self.link_addresses(frame)
+
+    def link_addresses(self, frame: int) -> tuple[str, str]:
+        """A non-IP frame's (source, destination) MACs for the packet list and ``packets`` text,
+        read from the capture again (the row store keeps none); ("", "") when not available."""
+        from .decode.link import link_addresses
+
+        raw = self._reread(frame)
+        return link_addresses(raw.linktype, bytes(raw.data[:20])) if raw is not None else ("", "")
+
     def _reread(self, frame: int) -> RawFrame | None:
         loc = self._frame_offsets.get(frame)
         if loc is None:

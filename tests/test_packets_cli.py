@@ -108,5 +108,26 @@ def test_frames_that_are_not_ip_say_what_they_are_as_tsharks_protocol_column(tmp
     assert [lan[i] for i in range(1, 7)] == ["ARP", "LLDP", "EAPOL", "ethertype 0x88b5", "LLC", "ARP"]
     assert lan[7].startswith("ESP seq 1")
     text = run("packets", str(tmp_path / "lan.pcap")).stdout.splitlines()
-    assert text[1].rstrip().endswith("LLDP") and "→" not in text[1]  # no arrow between no addresses
+    assert text[1].rstrip().endswith("LLDP")
     assert "198.18.0.1 → 198.18.0.2" in text[6]
+
+
+@needs_tshark
+def test_frames_that_are_not_ip_show_their_macs_as_tsharks_source_and_destination(tmp_path: Path) -> None:
+    """A non-IP row's Source/Destination were empty; tshark shows the MAC addresses there. The text
+    shows them too, JSON keeps src/dst "" (findings of the schema: an IP address or nothing), and an
+    ip.src/ip.dst/ip.addr filter never matches a MAC."""
+    cap = _link_capture(tmp_path / "lan.pcap")
+    want = {int(f): (s, d) for f, s, d in tshark(cap, "not ip and not ipv6", "frame.number", "eth.src", "eth.dst",
+                                                 keys=None)}
+    assert len(want) == 6
+    text = {int(ln.split()[0]): ln for ln in run("packets", str(cap)).stdout.splitlines()}
+    for frame, (src, dst) in want.items():
+        assert f"{src} → {dst}" in text[frame], (frame, text[frame])
+    rows = [json.loads(x) for x in run("packets", "--json", str(cap)).stdout.splitlines()]
+    assert [(r["src"], r["dst"]) for r in rows if r["kind"] == "OTHER"] == [("", "")] * 6
+    for flt in ("ip.src", "ip.dst", "ip.addr", "ip.addr != 198.18.0.9", "ip.dst != 198.18.0.9"):
+        got = [json.loads(x)["frame"] for x in run("packets", "--json", "-Y", flt, str(cap)).stdout.splitlines()]
+        assert all(f not in want for f in got), (flt, got)
+    bad = run("packets", "-Y", "ip.addr == 02:00:00:00:00:01", str(cap))
+    assert not [ln for ln in bad.stdout.splitlines() if ln.split() and int(ln.split()[0]) in want]

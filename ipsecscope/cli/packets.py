@@ -238,8 +238,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             spi = f"{row.spi:08x}" if row.spi is not None else ""
             src, dst = endpoint_text(row.src, row.sport), endpoint_text(row.dst, row.dport)
-            if row.kind == "OTHER" and not src:  # a plain IP frame: its addresses are the inner store's
-                src, dst = session.inner.addresses(row.frame)
+            if row.kind == "OTHER" and not src:  # a plain IP frame's addresses, or a non-IP one's MACs
+                src, dst = session.other_addresses(row.frame)
             when = (f"{row.ts - t0:10.6f}" if args.time_format == "r" else
                     timefmt.at(row.ts, 6) if args.time_format == "a" else timefmt.stamp(row.ts, 6))
             arrow = "→" if src or dst else " "  # (ARP, LLDP: no addresses, and no arrow between none)

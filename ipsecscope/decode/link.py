@@ -57,6 +57,25 @@ def link_ethertype(linktype: int, data: bytes) -> int | None:
     return None if etype in (ETH_IPV4, ETH_IPV6) else etype
 
 
+def _mac(b: bytes) -> str:
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def link_addresses(linktype: int, data: bytes) -> tuple[str, str]:
+    """(source, destination) MAC addresses of a frame that is not IP, as tshark's Source and
+    Destination columns show them (Ethernet: both; Linux cooked SLL/SLL2 keep only the source, an
+    address of 6 octets); ("", "") for other link types. Never filter fields: ``ip.src`` is an IP
+    address only. Called on display for the few non-IP rows in view: the row store keeps no MACs."""
+    n = len(data)
+    if linktype == 1 and n >= 14:
+        return _mac(data[6:12]), _mac(data[0:6])
+    if linktype == 113 and n >= 16 and (data[4] << 8 | data[5]) == 6:  # SLL: halen, then 8 octets
+        return _mac(data[6:12]), ""
+    if linktype == 276 and n >= 20 and data[11] == 6:  # SLL2: halen at 11, address at 12
+        return _mac(data[12:18]), ""
+    return "", ""
+
+
 def _ethertype(etype: int, off: int) -> tuple[int, int]:
     if etype == ETH_IPV4:
         return 4, off

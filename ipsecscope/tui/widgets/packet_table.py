@@ -221,7 +221,7 @@ class PacketTable(ScrollView, can_focus=True):
         """Every row of the session; live, the cursor follows new frames when it was on the last one;
         while a file loads (and once it has), it stays on the frame it is on."""
         self.empty_note = view.empty
-        self.addresses = view.session.inner.addresses
+        self.addresses = view.session.other_addresses  # IP addresses, or a non-IP frame's MACs
         if not view.live:
             current = self.current_row if self.rows is view.rows else None
             if view.partial is not None and self.filtered and self.rows is view.rows:
