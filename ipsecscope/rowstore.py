@@ -62,6 +62,7 @@ class RowStore(Sequence[FrameRow]):
     def __init__(self, limit: int | None = None) -> None:
         self._buf = bytearray()
         self._n = 0
+        self.link_rows = False  # holds a non-IP row (ARP, LLDP): set by _encode
         # Rows past ``limit`` are only counted (``dropped``): memory stays bounded on any input, and
         # a front end that shows no packet list (``sas``, ``findings``) keeps none (limit 0).
         self.limit = sys.maxsize if limit is None else limit
@@ -137,6 +138,7 @@ class RowStore(Sequence[FrameRow]):
             # A frame that is not IP: its EtherType in the next-header slot (unused for OTHER
             # rows), as a signed 16-bit value; the text is derived from it when read.
             nh = et - 0x10000 if et & 0x8000 else et
+            self.link_rows = True  # the packet list shows MACs (17 columns) for such rows
         self._info.pop(pos, None)
         self._ike_sa.pop(pos, None)
         enc = _REC.pack(

@@ -864,3 +864,24 @@ async def test_packet_list_names_frames_that_are_not_ip() -> None:
         assert [r.info for r in table.rows if r.frame in (1, 2, 13)] == ["ARP"] * 3
         lines = screen_lines(app)
         assert any(re.search(r"▕\s+1\s.*\bARP\b", ln) for ln in lines), lines
+
+
+@sync
+async def test_packet_list_shows_a_non_ip_frames_macs_and_ip_filters_skip_it(tmp_path: Path) -> None:
+    """ARP/LLDP rows had blank Source/Destination; the packet list shows their MACs (read from the
+    capture on display, as tshark's columns), while ip.src never matches them."""
+    from test_packets_cli import _link_capture
+
+    cap = _link_capture(tmp_path / "lan.pcap")
+    app = create_app(cap)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await loaded(pilot)
+        table = app.query_one(PacketTable)
+        text = {r.frame: table._render_row(r, 160, False).text for r in table.rows}
+        assert "02:00:00:00:00:01" in text[1] and "ff:ff:ff:ff:ff:ff" in text[1] and "ARP" in text[1]
+        assert "02:00:00:00:00:01" in text[2] and "01:80:c2:00:00:0e" in text[2] and "LLDP" in text[2]
+        assert "198.18.0.1" in text[7]
+        assert [r.frame for r in table.rows if not r.src] == [1, 2, 3, 4, 5, 6]  # the rows keep no MAC
+        await pilot.press("slash", *"ip.src", "enter")
+        await loaded(pilot)
+        assert frames_in_view(table) == [7]

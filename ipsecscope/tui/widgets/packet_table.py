@@ -99,7 +99,9 @@ def address_width(rows: Sequence[FrameRow], sample: int = ADDR_SAMPLE) -> int:
     """Longest source/destination address among the first ``sample`` rows (a RowStore: among all
     its rows, from its table of distinct addresses -- reading rows formats each one's Info)."""
     if type(rows) is RowStore:
-        return max((len(a) for a in list(rows._addrs)), default=0) or 15
+        # A non-IP row shows its MACs (17 characters), which the address table does not hold.
+        w = max((len(a) for a in list(rows._addrs)), default=0) or 15
+        return max(w, 17) if rows.link_rows else w
     seen: set[str] = set()
     for r in itertools.islice(rows, sample):
         seen.add(r.src)
