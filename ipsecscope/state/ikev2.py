@@ -157,12 +157,14 @@ def ike_sa_for_v2(book: Book, msg: IkeMessage) -> IkeSa:
     initiator, responder = (msg.src, msg.dst) if from_init else (msg.dst, msg.src)
     iport, rport = (msg.sport, msg.dport) if from_init else (msg.dport, msg.sport)
     sa = book.create_ike_sa(2, h.spi_i, h.spi_r, initiator, responder, iport, rport, msg.ts)
-    if not is_init_req:
+    if h.exchange != iana.ExchangeType.IKE_SA_INIT:
         # Capture started after IKE_SA_INIT: the SA exists, we just did not see it begin.
         book.transition(sa, SaState.ESTABLISHED)
         sa.state_inferred = True
         infer_ike_rekey(book, sa, msg.ts)
     else:
+        # An IKE_SA_INIT response first (its request not captured: a capture started mid-exchange,
+        # or a COOKIE answer, RFC 7296 §2.6) leaves the SA INITIATING: nothing shows it completed.
         link_retry(book, sa, msg.ts)
     book.emit("ike_sa_created", msg.ts, ike_sa=sa.key, initiator=initiator, responder=responder,
                version=2)
@@ -234,6 +236,12 @@ def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_respons
             return x, True
         if not is_response and x.response_frames and frag <= 1:
             x = None  # same message ID, new content after an answer: a new attempt (INVALID_KE, COOKIE)
+    elif (x is not None and not is_response and x.response_frames and not x.request_frames
+          and h.exchange == iana.ExchangeType.IKE_SA_INIT and x.response_ts is not None and msg.ts >= x.response_ts):
+        # The capture holds the answer (a COOKIE request, INVALID_KE) but not its request: the
+        # request after it is the retry, a new attempt with message ID 0 again (RFC 7296 §2.6). A
+        # request timed before the answer is its own request filed late (records out of order).
+        x = None
     if x is None:
         requester = msg.src if not is_response else msg.dst
         x = IkeExchange(exchange=h.exchange, msg_id=h.msg_id, requester=requester)
