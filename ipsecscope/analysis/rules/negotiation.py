@@ -231,8 +231,11 @@ def _weak_ike_words(sa) -> tuple[str, str, str]:
     The chosen proposal is the responder's SA payload in its first answer (IKE_SA_INIT response,
     RFC 7296 §1.2; MM2/AM2, RFC 2409 §5). Without the request in the capture (a reflection victim,
     a one-direction capture) nothing shows the initiator offered it; without the rest of the
-    exchange nothing shows the SA came up: only that the responder accepts it."""
-    first = next((x for x in sa.exchanges if x.exchange in (34, 2, 4) and x.response_frames), None)
+    exchange nothing shows the SA came up: only that the responder accepts it. IKEv2: the answer
+    that chose is the last IKE_SA_INIT one, after any COOKIE or INVALID_KE_PAYLOAD refusal that
+    made the initiator retry with message ID 0 again (RFC 7296 §1.2, §2.6)."""
+    answered = [x for x in sa.exchanges if x.exchange in (34, 2, 4) and x.response_frames]
+    first = (answered[-1] if sa.version == 2 else answered[0]) if answered else None
     msg = ("IKE_SA_INIT response" if sa.version == 2 else
            f"{sa.mode or 'phase 1'} Mode answer ({'AM2' if sa.mode == 'Aggressive' else 'MM2'})")
     at = f" (frame {first.response_frames[0]})" if first is not None else ""
