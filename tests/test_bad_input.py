@@ -704,8 +704,11 @@ def test_output_into_a_closed_pipe_is_quiet(args: list) -> None:
     text or JSON, ends quietly with 0 (rich's text console exited 1 where JSON exited 0)."""
     rd, wr = os.pipe()
     os.close(rd)  # the reader has gone: every write gets EPIPE
+    # stdout buffered as in a user's shell: under PYTHONUNBUFFERED (a developer's shell) a small
+    # output met EPIPE inside the command and passed, and failed at exit in CI's clean environment
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     try:
-        r = subprocess.run([sys.executable, "-m", "ipsecscope", *map(str, args)], cwd=ROOT, stdout=wr,
+        r = subprocess.run([sys.executable, "-m", "ipsecscope", *map(str, args)], cwd=ROOT, stdout=wr, env=env,
                            stderr=subprocess.PIPE, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
     finally:
         os.close(wr)

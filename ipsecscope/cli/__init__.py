@@ -107,7 +107,12 @@ def _main(argv: list[str] | None) -> int:
     machine = getattr(args, "json", False) or getattr(args, "headless", False)
     timefmt.set_zone(timefmt.DEFAULT if machine else getattr(args, "tz", timefmt.DEFAULT))  # argparse checked it
     try:
-        return int(_load(args.command).run(args) or 0)
+        rc = int(_load(args.command).run(args) or 0)
+        # Output smaller than stdout's buffer is written only here or at exit; a reader that left
+        # (`| head -1`) must raise EPIPE here, where it is caught, not in the interpreter's exit
+        # flush ('Exception ignored ... BrokenPipeError', status 120).
+        sys.stdout.flush()
+        return rc
     except IpsecscopeError as exc:
         print(f"ipsecscope: error: {exc}", file=sys.stderr)
         return 1
