@@ -645,9 +645,9 @@ def test_any_timestamp_resolution_reads_like_tshark(tmp_path: Path, tsresol: int
 
 _INTERRUPT_AFTER = """
 import signal, sys
-from ipsecscope.cli import main
-# Ctrl-C after this much CPU time inside main(): SIGPROF raises KeyboardInterrupt as SIGINT would.
-signal.signal(signal.SIGPROF, signal.default_int_handler)
+from ipsecscope.cli import main, on_interrupt
+# Ctrl-C after this much CPU time inside main(): SIGPROF gets the handler main() gives SIGINT.
+signal.signal(signal.SIGPROF, on_interrupt)
 try:
     signal.setitimer(signal.ITIMER_PROF, float(sys.argv[1]))
     rc = main(sys.argv[2:])

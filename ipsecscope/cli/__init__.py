@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from .. import timefmt
@@ -74,10 +75,25 @@ def _add_tz(p: argparse.ArgumentParser) -> None:
                 _add_tz(child)
 
 
+def on_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C as KeyboardInterrupt, except inside importlib's own code: there it can land in the
+    weakref callback that drops a module lock, where an exception is printed as 'Exception ignored
+    in ... cb' with a traceback and then dropped, so the interrupt was lost and the run went on.
+    It is raised again 1 ms later, outside that bookkeeping."""
+    code = getattr(frame, "f_code", None)
+    if code is not None and code.co_filename.startswith("<frozen importlib"):
+        signal.signal(signal.SIGALRM, on_interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+        return
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``ipsecscope`` command. Ctrl-C ends it with 130 and no traceback at any moment,
     also while the sub-command's modules are still being imported (a tenth of a second that a
     user who typed the wrong file is quick to interrupt)."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not a host's own handler
+        signal.signal(signal.SIGINT, on_interrupt)
     try:
         return _main(argv)
     except KeyboardInterrupt:
