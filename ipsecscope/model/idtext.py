@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .plural import noun
 from .sa import endpoint_text
 
 NBSP = "\u00a0"  # a space no wrapper here breaks at
@@ -84,4 +85,4 @@ def frame_ref(frame: int) -> str:
 def frames_ref(frames: Iterable[int]) -> str:
     """``frames 3, 4`` (``frame 3`` for one): the word stays with the first number."""
     shown = list(frames)
-    return f"frame{'s' if len(shown) != 1 else ''}{NBSP}{', '.join(map(str, shown))}"
+    return f"{noun(len(shown), 'frame')}{NBSP}{', '.join(map(str, shown))}"

@@ -1,7 +1,7 @@
-"""Count-dependent wording for finding texts: one place for "1 packet" / "2 packets" and "does"/"do".
+"""Count-dependent wording for user-facing text (findings, views, messages): one place for "1 packet" / "2 packets" and "does"/"do".
 
 Rules build their titles and explanations from counts; writing "packet(s)" or a fixed plural verb
-per rule got "1 do not" wrong (ESP-ICV-FAILED). Every rule and plugin text goes through these.
+per rule got "1 do not" wrong (ESP-ICV-FAILED). Rule texts and the TUI's counts go through these.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from textual.worker import get_current_worker
 
 from ..errors import CaptureError, CaptureFormatError, ExportError, IpsecscopeError
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
+from ..model.plural import noun, plural
 from ..model.sa import Finding, Severity
 from . import panes
 from .footer import AppFooter
@@ -403,9 +404,9 @@ class IpsecscopeApp(App[int]):
             frames.append(f" (list: first {len(s.rows):,})", "yellow")
         seg.append(frames)
         if n_err:
-            seg.append(Text(f"✗{n_err} error{'s' if n_err > 1 else ''}", "bold red"))
+            seg.append(Text(f"✗{n_err} {noun(n_err, 'error')}", "bold red"))
         if n_warn:
-            seg.append(Text(f"⚠{n_warn} warning{'s' if n_warn > 1 else ''}", "yellow"))
+            seg.append(Text(f"⚠{n_warn} {noun(n_warn, 'warning')}", "yellow"))
         if not st.frames and self.partial is None:
             seg.append(Text("no frames", "yellow"))  # not "✓ no problems": there was nothing to check
         elif not (st.ike or st.esp or st.ah) and self.partial is None:
@@ -418,7 +419,7 @@ class IpsecscopeApp(App[int]):
                 dec.append(f" ICV✗ {st.icv_failed:,}", "bold red")
             seg.append(dec)
         seg.append(Text(f"{len(s.table.ike_sas)} IKE/{len(s.table.child_sas)} CHILD SA"))
-        seg.append(Text(f"{len(s.keys)} key{'s' if len(s.keys) != 1 else ''}", "cyan" if len(s.keys) else "dim"))
+        seg.append(Text(plural(len(s.keys), 'key'), "cyan" if len(s.keys) else "dim"))
         seg.append(Text(f"frames: IKE {st.ike:,} ESP {st.esp:,}" + (f" AH {st.ah:,}" if st.ah else "")
                         + (f" malformed {st.malformed_total:,}" if st.malformed_total else ""), "dim"))
         self._set_status(seg)
@@ -734,9 +735,9 @@ class IpsecscopeApp(App[int]):
             # Live traffic cannot be read again: the keys apply to the packets still to come.
             with self.data_lock:
                 self.runner.session.add_key_files(paths)
-            self.notify(f"{added} key{'s' if added != 1 else ''} added; packets from now on are decrypted")
+            self.notify(f"{plural(added, 'key')} added; packets from now on are decrypted")
             return
-        self.notify(f"{added} key{'s' if added != 1 else ''} added; decrypting and correlating again …")
+        self.notify(f"{plural(added, 'key')} added; decrypting and correlating again …")
         if self.path is not None:
             self.load_capture()
 

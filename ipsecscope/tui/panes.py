@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..model.packets import FrameRow
+from ..model.plural import plural
 from ..model.sa import Finding, SaTable
 from ..rowstore import RowStore
 
@@ -144,7 +145,7 @@ def empty_text(frames: int, ipsec: int) -> str | None:
     if not frames:
         return "No frames: the capture is valid and holds no packets."
     if not ipsec:
-        return (f"No IPsec in this capture: {frames:,} frame{'s' if frames != 1 else ''}, none of them "
+        return (f"No IPsec in this capture: {plural(frames, 'frame', sep=True)}, none of them "
                 "IKE (UDP 500/4500, TCP 4500), ESP or AH.")
     return None
 

@@ -21,6 +21,7 @@ from textual.widgets.option_list import Option
 from ... import timefmt
 from ...model import iana
 from ...model.idtext import arrow_text, frame_ref, msg_id_text
+from ...model.plural import plural
 from ...model.sa import ChildSa, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
 from ...state.names import exchange_name, one_way
 from ..panes import SessionView
@@ -67,7 +68,7 @@ def ike_events(sa: IkeSa, unanswered: Collection[int] = ()) -> list[Event]:
         # The tracker's count of identical copies: a Main Mode's MM3/MM5 and a fragmented
         # IKE_AUTH's fragments are further request frames, not retransmissions.
         if ex.retransmits:
-            text += f" ({ex.retransmits} retransmit{'s' if ex.retransmits > 1 else ''})"
+            text += f" ({plural(ex.retransmits, 'retransmit')})"
         if not ex.response_frames and not one_way(ex.exchange, sa.version):
             text += " — no response"
         frame = ex.request_frames[0] if ex.request_frames else None
