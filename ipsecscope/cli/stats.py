@@ -32,7 +32,7 @@ import sys
 
 from .. import timefmt
 from ..errors import IpsecscopeError
-from ..model.idtext import NBSP, flow_text
+from ..model.idtext import NBSP, flow_text, spi_text
 from ..model.sa import endpoint_text
 from .common import add_keys_argument, seconds
 
@@ -57,7 +57,7 @@ MAX_BINS = 1_000_000
 
 
 def _spi(v: int | None) -> str | None:
-    return None if v is None else f"0x{v:08x}"
+    return None if v is None else spi_text(v)
 
 
 def to_dict(st, files: list[str]) -> dict:

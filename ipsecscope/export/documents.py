@@ -124,6 +124,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..analysis.rules.nat_mtu import nat_verdict
+from ..model.idtext import spi_text
 from ..model.sa import (
     ChildSa,
     EspFlow,
@@ -144,8 +145,8 @@ SEVERITIES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Seve
 
 
 def spi_hex(v: int | None) -> str | None:
-    """An SPI as every output writes it: ``"0x%08x"`` (or None)."""
-    return None if v is None else f"0x{v:08x}"
+    """An SPI as every output writes it (model.idtext.spi_text), or None."""
+    return None if v is None else spi_text(v)
 
 
 def flow_key(f: EspFlow) -> str:
