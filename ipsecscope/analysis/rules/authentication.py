@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from ...model.sa import Finding, IkeSa, SaTable, Severity
 from .common import frames_of, note_src, other_peer, peer_notes_about
 from .core import RuleContext, rule
@@ -38,7 +40,7 @@ def _auth_log(ctx: RuleContext, sa: IkeSa, rejecter: str, rejected: str) -> tupl
 
 
 @rule(3, "IKE-AUTH-FAILED", Severity.ERROR, ref="RFC 7296 §2.15, §2.21.2")
-def r_auth_failed(table: SaTable, ctx: RuleContext):
+def r_auth_failed(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Authentication failure (AUTHENTICATION_FAILED), also guessed from encrypted IKE_AUTH sizes."""
     for sa in table.ike_sas.values():
         if sa.failure is None or "AUTHENTICATION" not in sa.failure and "AUTH refused" not in sa.failure:

@@ -3,6 +3,8 @@ seen in one direction only."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from ...model.plural import noun, plural, verb
 from ...model.sa import Finding, FindingMember, SaState, SaTable, Severity
 from .authentication import r_auth_failed
@@ -22,7 +24,7 @@ from .core import RuleContext, rule
 
 
 @rule(14, ("IKE-ICV-FAILED", "IKE-KEY-MISMATCH"), (Severity.INFO, Severity.WARNING, Severity.ERROR), ref="RFC 7296 §3.14; RFC 2409 §5")
-def r_ike_keys(table: SaTable, ctx: RuleContext):
+def r_ike_keys(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """IKE keys were loaded for an IKE SA but do not fit it: ICV failures (IKEv2) or no payload chain."""
     for sa in table.ike_sas.values():
         bad = sa.icv_failed + sa.undecryptable
@@ -107,7 +109,7 @@ def r_ike_keys(table: SaTable, ctx: RuleContext):
 
 
 @rule(26, "ESP-NO-KEY", Severity.INFO)
-def r_no_key(table: SaTable, ctx: RuleContext):
+def r_no_key(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Keys were given, but some ESP flows have none (their CHILD SA's keys are missing)."""
     if not ctx.keys_given:
         return
@@ -126,7 +128,7 @@ def r_no_key(table: SaTable, ctx: RuleContext):
 
 
 @rule(28, "ESP-UNSUPPORTED-ALGO", Severity.WARNING, ref="RFC 8221")
-def r_unsupported(table: SaTable, ctx: RuleContext):
+def r_unsupported(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ESP keys that name an algorithm (or key size) ipsecscope does not implement."""
     for f in table.flows.values():
         if not f.unsupported:
@@ -147,7 +149,7 @@ def r_unsupported(table: SaTable, ctx: RuleContext):
 
 
 @rule(30, "CAPTURE-MALFORMED", Severity.INFO)
-def r_malformed(table: SaTable, ctx: RuleContext):
+def r_malformed(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Malformed packets in the capture (decoders marked them and went on)."""
     obs = [o for o in table.observations if o.kind in ("malformed", "tracker_error")]
     if not obs:
@@ -164,7 +166,7 @@ def r_malformed(table: SaTable, ctx: RuleContext):
 
 
 @rule(100, "CAPTURE-KEYS-UNMATCHED", Severity.WARNING)
-def r_keys_unmatched(table: SaTable, ctx: RuleContext):
+def r_keys_unmatched(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """A key file none of whose IKE or ESP SAs appears in the capture: keys for another tunnel or host, or an old log."""
     matches = getattr(ctx.session, "key_matches", None)
     if matches is None:
@@ -192,7 +194,7 @@ REFLECTION_PEERS = 10
 
 
 @rule(101, "IKE-RESPONSE-NO-REQUEST", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.1, §2.2; RFC 2408 §3.1")
-def r_responses_without_request(table: SaTable, ctx: RuleContext):
+def r_responses_without_request(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """IKE responses to an address that the capture never shows sending anything to their senders: a capture of one direction, or IKE reflection toward that address."""
     answered: dict[str, list[tuple]] = {}  # the address answered -> (IKE SA, exchange, responder)
     sent: set[tuple[str, str]] = set()  # (from, to) of every IKE message and ESP/AH flow captured

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from ...model.plural import noun, plural, verb
 from ...model.sa import Finding, SaTable, Severity, one_counter
 from .common import clock, dur, flow_ref
@@ -9,7 +11,7 @@ from .core import RuleContext, rule
 
 
 @rule(22, ("ESP-SEQ-GAP", "ESP-REPLAY", "ESP-REORDER"), (Severity.INFO, Severity.WARNING), ref="RFC 4303 §3.3.3, §3.4.3")
-def r_seq(table: SaTable, ctx: RuleContext):
+def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Sequence-number analysis per flow: loss (gaps), replays (duplicates), reordering beyond 64."""
     shared = one_counter(table)  # one counter toward several destinations: not loss
     for f in table.flows.values():
@@ -48,7 +50,7 @@ def r_seq(table: SaTable, ctx: RuleContext):
 
 
 @rule(23, "ESP-ICV-FAILED", (Severity.WARNING, Severity.ERROR), ref="RFC 4303 §3.4.4")
-def r_icv(table: SaTable, ctx: RuleContext):
+def r_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ICV failures: every packet (wrong key / algorithm) or a few (corruption on the path)."""
     for f in table.flows.values():
         if not f.icv_failed:
@@ -78,7 +80,7 @@ def r_icv(table: SaTable, ctx: RuleContext):
 
 
 @rule(24, "ESP-REKEY-OVERLAP", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.8")
-def r_rekey_overlap(table: SaTable, ctx: RuleContext):
+def r_rekey_overlap(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Traffic that stayed on the old SA after a CHILD SA rekey, and for how long."""
     for c in table.child_sas.values():
         if c.rekeyed_ts is None:

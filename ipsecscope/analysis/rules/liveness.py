@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ...model.iana import Ikev1Exchange, NotifyType
@@ -136,7 +137,7 @@ def _sent_once(pairs: dict[frozenset[str], tuple[list[float], list[IkeSa]]], sa:
 
 
 @rule(6, ("IKE-NO-RESPONSE", "IKE-DEAD-PEER", "IKE-UDP4500-BLOCKED"), (Severity.INFO, Severity.WARNING, Severity.ERROR), ref="RFC 7296 §2.1, §2.4; RFC 3706")
-def r_unanswered(table: SaTable, ctx: RuleContext):
+def r_unanswered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Unanswered IKE requests: peer unreachable, dead peer (IKEv1: DPD R-U-THEREs never acknowledged), or UDP 4500 blocked after NAT-T."""
     end = table.last_ts
     # A peer that answered a fresh IKE_SA_INIT right after is not dead: IKE-PEER-RESTARTED
@@ -215,7 +216,7 @@ def r_unanswered(table: SaTable, ctx: RuleContext):
 
 
 @rule(7, "IKE-RETRANSMIT", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.1")
-def r_retransmits(table: SaTable, ctx: RuleContext):
+def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Requests that needed retransmission before being answered (loss or a slow peer)."""
     for sa in table.ike_sas.values():
         xs = [x for x in sa.exchanges if x.retransmits and x.response_frames]
@@ -235,7 +236,7 @@ def r_retransmits(table: SaTable, ctx: RuleContext):
 
 
 @rule(12, "IKE-INVALID-SPI", Severity.WARNING, ref="RFC 7296 §1.5")
-def r_invalid_spi(table: SaTable, ctx: RuleContext):
+def r_invalid_spi(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """INVALID_SPI notifications: a peer received ESP for an SA it does not know."""
     for ob in table.observations:
         if ob.kind != "invalid_spi_notify":
@@ -253,7 +254,7 @@ def r_invalid_spi(table: SaTable, ctx: RuleContext):
 
 
 @rule(20, ("ESP-UNKNOWN-SPI", "ESP-AFTER-DELETE"), Severity.WARNING, ref="RFC 4301 §4.1; RFC 7296 §1.4.1")
-def r_esp_spi(table: SaTable, ctx: RuleContext):
+def r_esp_spi(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ESP on an SPI no visible negotiation created, or on an SA already deleted."""
     for f in table.flows.values():
         c = table.child_sas.get(f.child_sa) if f.child_sa is not None else None
@@ -287,7 +288,7 @@ def r_esp_spi(table: SaTable, ctx: RuleContext):
 
 
 @rule(21, "ESP-ONE-WAY", Severity.WARNING, ref="RFC 4303 §3.4")
-def r_one_way(table: SaTable, ctx: RuleContext):
+def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """One-way ESP: traffic in one direction of a CHILD SA, nothing back."""
     paths: dict[tuple[str, str, str], list[EspFlow]] | None = None  # built at the first one-way SA
     grouped: set[int] = set()
@@ -472,7 +473,7 @@ def _sibling_return(table: SaTable, c, one: list[EspFlow],
 
 
 @rule(27, "ESP-RETURN-STOPPED", Severity.WARNING, ref="RFC 4303 §3.4")
-def r_return_stopped(table: SaTable, ctx: RuleContext):
+def r_return_stopped(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Two-way ESP whose return direction went silent while the other side kept sending."""
     for c in table.child_sas.values():
         flows = c.flows(table)
@@ -604,7 +605,7 @@ def _restart_log(ctx: RuleContext, r: Restart) -> tuple[str, tuple[PeerLogNote, 
 
 
 @rule(70, "IKE-PEER-RESTARTED", Severity.ERROR, ref="RFC 7296 §2.4, §2.21.4")
-def r_peer_restarted(table: SaTable, ctx: RuleContext):
+def r_peer_restarted(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """A peer that restarted and lost its SAs: old SPIs unanswered, then a fresh IKE_SA_INIT answered at once."""
     for r in restarts(table):
         tries = sum(1 + x.retransmits for x in r.unanswered)
@@ -667,7 +668,7 @@ _REDIRECT_WHEN = {
 
 
 @rule(71, "IKE-REDIRECTED", (Severity.INFO, Severity.WARNING), ref="RFC 5685 §4, §5, §6")
-def r_redirected(table: SaTable, ctx: RuleContext):
+def r_redirected(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """A gateway redirected the initiator to another gateway; whether it followed."""
     for sa in table.ike_sas.values():
         gw = sa.redirect_to
@@ -695,7 +696,7 @@ def r_redirected(table: SaTable, ctx: RuleContext):
 
 
 @rule(72, "ESP-ICMP-UNREACHABLE", Severity.WARNING, ref="RFC 792; RFC 4443 §3.1; RFC 3948 §2")
-def r_icmp_unreachable(table: SaTable, ctx: RuleContext):
+def r_icmp_unreachable(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ICMP errors (unreachable, prohibited) quoting ESP that no one-way or unknown-SPI finding already cites."""
     cited = {f.sa for rule_fn in (r_one_way, r_return_stopped, r_esp_spi) for f in rule_fn(table, ctx)
              if f.code != "ESP-AFTER-DELETE"}

@@ -3,6 +3,7 @@ ICMP path-MTU errors quoting ESP (RFC 1191, RFC 8201)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ...model.plural import plural, verb
@@ -164,7 +165,7 @@ def _unfollowed(rbs: list[NatRebinding]) -> bool:
 
 
 @rule(9, "IKE-NAT-DETECTED", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.23; RFC 3947; RFC 3948")
-def r_nat(table: SaTable, ctx: RuleContext):
+def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """NAT from NAT_DETECTION_* hashes (RFC 7296 §2.23, RFC 3947): which side, its translated address, float, keepalives, rebinding."""
     yield from _inferred_rebindings(table, ctx)
     for sa in table.ike_sas.values():
@@ -275,7 +276,7 @@ def _inferred_rebindings(table: SaTable, ctx: RuleContext):
 
 
 @rule(10, "IKE-IP-FRAGMENTED", (Severity.WARNING, Severity.ERROR), ref="RFC 7383")
-def r_ip_fragmented(table: SaTable, ctx: RuleContext):
+def r_ip_fragmented(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """IKE messages fragmented at the IP layer without IKE fragmentation (RFC 7383): MTU trouble."""
     for sa in table.ike_sas.values():
         xs = [x for x in sa.exchanges if x.ip_fragmented]
@@ -313,7 +314,7 @@ def _overhead(ipv6: bool, udp: bool) -> int:
 
 
 @rule(80, "ESP-PATH-MTU", (Severity.INFO, Severity.WARNING), ref="RFC 1191 §4; RFC 8201; RFC 4459")
-def r_path_mtu(table: SaTable, ctx: RuleContext):
+def r_path_mtu(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ESP larger than the path MTU: ICMP fragmentation-needed / packet-too-big quoting its SPI, outer IP fragments."""
     groups: dict[object, dict] = {}  # CHILD SA id (else flow key) -> what we know
 

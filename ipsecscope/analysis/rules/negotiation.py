@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from ...model.iana import NotifyType
 from ...model.plural import plural, verb
@@ -13,7 +14,7 @@ from .core import RuleContext, rule
 
 
 @rule(1, "IKE-NO-PROPOSAL", Severity.ERROR, ref="RFC 7296 §2.7, §3.10.1")
-def r_no_proposal(table: SaTable, ctx: RuleContext):
+def r_no_proposal(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Proposal mismatch: the responder answered NO_PROPOSAL_CHOSEN (IKE or CHILD SA)."""
     accepted_by: dict[str, set[str]] = {}
     for sa in table.ike_sas.values():
@@ -75,7 +76,7 @@ def r_no_proposal(table: SaTable, ctx: RuleContext):
 
 
 @rule(2, "IKE-INVALID-KE", (Severity.WARNING, Severity.ERROR), ref="RFC 7296 §1.2, §1.3")
-def r_invalid_ke(table: SaTable, ctx: RuleContext):
+def r_invalid_ke(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """DH group mismatch: INVALID_KE_PAYLOAD, and whether the retry with the requested group worked."""
     for sa in table.ike_sas.values():
         for x in sa.exchanges:
@@ -166,7 +167,7 @@ _CHILD_FAIL_HINT = {
 
 
 @rule(5, "IKE-CHILD-REFUSED", (Severity.WARNING, Severity.ERROR), ref="RFC 7296 §1.3, §3.10.1")
-def r_child_refused(table: SaTable, ctx: RuleContext):
+def r_child_refused(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """A CHILD SA refused for a reason other than proposals or selectors."""
     for c in table.child_sas.values():
         if c.state != SaState.FAILED or c.failure in (None, "NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE",
@@ -184,7 +185,7 @@ def r_child_refused(table: SaTable, ctx: RuleContext):
 
 
 @rule(8, "IKE-REKEY-COLLISION", Severity.WARNING, ref="RFC 7296 §2.8.1, §2.8.2")
-def r_rekey_collision(table: SaTable, ctx: RuleContext):
+def r_rekey_collision(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Rekey collisions: both peers started rekeying the same SA at once (crossing CREATE_CHILD_SA)."""
     for c in table.child_sas.values():
         if not c.rekey_collision:
@@ -254,7 +255,7 @@ def _weak_ike_words(sa) -> tuple[str, str, str]:
 
 
 @rule(11, "IKE-WEAK-ALGO", Severity.WARNING, ref="RFC 8247; RFC 8221")
-def r_weak(table: SaTable, ctx: RuleContext):
+def r_weak(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Weak algorithms negotiated (DES, 3DES, MD5, SHA-1, MODP ≤ 1024, NULL)."""
     for sa in table.ike_sas.values():
         if sa.proposal and (weak := weak_parts(sa.proposal)):
@@ -276,7 +277,7 @@ def r_weak(table: SaTable, ctx: RuleContext):
 
 
 @rule(40, "IKE-WEAK-OFFERED", Severity.INFO, ref="RFC 8247 §2.1, §2.4; RFC 8221 §5")
-def r_weak_offered(table: SaTable, ctx: RuleContext):
+def r_weak_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Weak algorithms or DH groups offered (not negotiated): a downgrade an attacker or a misconfigured peer can pick."""
     # One finding per offering peer, peer pair and SA kind: rekeys repeat the same offer.
     groups: dict[tuple[str, str, str], dict] = {}
@@ -321,7 +322,7 @@ def r_weak_offered(table: SaTable, ctx: RuleContext):
 
 
 @rule(13, "IKE-CHILD-LIKELY-REFUSED", Severity.WARNING, ref="RFC 7296 §1.2, §2.21.3")
-def r_unknown_without_keys(table: SaTable, ctx: RuleContext):
+def r_unknown_without_keys(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Without keys: IKE_AUTH answered, no ESP, and the IKE SA deleted at once (or, without certificates, a response too small for SA and TS payloads): CHILD SA refused."""
     for sa in table.ike_sas.values():
         if sa.decrypted or sa.state == SaState.FAILED or sa.version != 2:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 
 from ...model.plural import plural
 from ...model.sa import ChildSa, Finding, SaState, SaTable, Severity
@@ -85,7 +86,7 @@ def _ts_log(ctx: RuleContext, table: SaTable, c: ChildSa) -> tuple[str, str, tup
 
 
 @rule(4, ("IKE-TS-UNACCEPTABLE", "IKE-TS-NARROWED"), (Severity.INFO, Severity.ERROR), ref="RFC 7296 §2.9")
-def r_ts(table: SaTable, ctx: RuleContext):
+def r_ts(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Traffic selector mismatch (TS_UNACCEPTABLE) and narrowing, with both selector sets."""
     for c in table.child_sas.values():
         if c.failure in ("TS_UNACCEPTABLE", "INVALID_SELECTORS"):
@@ -113,7 +114,7 @@ def r_ts(table: SaTable, ctx: RuleContext):
 
 
 @rule(25, "ESP-OUTSIDE-TS", Severity.WARNING, ref="RFC 4301 §5.2")
-def r_outside_ts(table: SaTable, ctx: RuleContext):
+def r_outside_ts(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Decrypted inner packets outside the CHILD SA's negotiated selectors (policy mismatch)."""
     for f in table.flows.values():
         if not f.outside_ts:
