@@ -18,6 +18,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,10 @@ from .filtering import WINDOW, Source, _Cols, _InnerCols, source_of
 from .model.filter import Filter
 from .model.packets import FrameRow
 from .model.sa import counter_lost, one_counter
+
+if TYPE_CHECKING:
+    from .model.sa import SaTable
+    from .session import Session
 
 PROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 LIVE_INTERVAL = 0.1  # a live IO graph's first bin width (seconds), doubled whenever ...
@@ -153,7 +158,7 @@ def nice_interval(span: float, bins: int = 60) -> float:
     return float(10 ** (exp + 1))
 
 
-def compute(session, interval: float | None = None, bins: int = 60) -> Stats:
+def compute(session: Session, interval: float | None = None, bins: int = 60) -> Stats:
     """The statistics of ``session`` (a loaded :class:`~ipsecscope.session.Session`)."""
     table = session.table
     t0, t1 = table.first_ts, table.last_ts
@@ -287,7 +292,7 @@ class Accumulator:
         for j, c in pairs:
             entries[j][7].add(c)
 
-    def stats(self, table) -> Stats:
+    def stats(self, table: SaTable) -> Stats:
         """The statistics so far: the counted rows, and the SA counters of ``table``."""
         t0, t1 = table.first_ts, table.last_ts
         if self.fixed is not None:
@@ -345,7 +350,7 @@ def _frame_of(row: FrameRow) -> int:
     return row.frame
 
 
-def follow_filter(session, row: FrameRow) -> str:
+def follow_filter(session: Session, row: FrameRow) -> str:
     """The display filter of the conversation ``row`` belongs to ("follow this conversation"):
     its inner 5-tuple when it has an inner packet (decrypted tunnel-mode ESP, a plain IP frame),
     as the Stats tab and ``stats`` write it; else its SA (the ESP/AH SPI, also for transport

@@ -22,14 +22,21 @@ import contextlib
 import os
 import struct
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import IpsecscopeError
 from .model.packets import LinkType
 
+if TYPE_CHECKING:
+    from .keys import KeyStore
+    from .session import Session
+    from .session_detail import FrameDetail
+
 TIMEOUT = 20.0  # seconds for one tshark run; one packet takes ~1 s at a load of 17 on 2 cores
+# What ``trees`` gives tshark: a coroutine function that writes to the started process.
+Feed = Callable[[asyncio.subprocess.Process], Awaitable[None]]
 
 
 class DissectError(IpsecscopeError):
@@ -146,7 +153,7 @@ def _capture_classes():
             return _pdml_packet(packet)
 
     class _Trees:
-        async def trees(self, feed=None) -> list[tuple[int, list[Node]]]:
+        async def trees(self, feed: Feed | None = None) -> list[tuple[int, list[Node]]]:
             """Start tshark, ``feed`` it (a coroutine function taking the process), collect every
             packet's tree until tshark ends; tshark is killed on any way out (timeout, cancel)."""
             proc = await self._get_tshark_process()
@@ -244,7 +251,7 @@ async def dissect_async(data: bytes, linktype: int, *, ts: float | None = None,
     cap = pipe(linktype=linktype, tshark_path=tshark_path(), eventloop=asyncio.get_running_loop(),
                override_prefs=ALONE_PREFS)
 
-    async def feed(proc) -> None:
+    async def feed(proc: asyncio.subprocess.Process) -> None:
         cap._write_packet(data, ts)
         await proc.stdin.drain()
         proc.stdin.close()  # end of the capture: tshark prints the packet and exits
@@ -327,7 +334,7 @@ def pipe_trees(write: Callable[[BinaryIO], object], frames: Iterable[int] | None
                     with contextlib.suppress(BrokenPipeError):
                         out.close()  # closes the fd even when the last flush fails
 
-            async def feed(proc) -> None:
+            async def feed(proc: asyncio.subprocess.Process) -> None:
                 os.close(r)  # tshark has its own copy: the pipe ends with it
                 unowned.clear()  # w: the writer's file object closes it
                 await asyncio.to_thread(writer)
@@ -340,7 +347,7 @@ def pipe_trees(write: Callable[[BinaryIO], object], frames: Iterable[int] | None
     return asyncio.run(run())
 
 
-def capture_trees(capture: str | os.PathLike[str], keys, frames: Iterable[int]) -> dict[int, list[Node]]:
+def capture_trees(capture: str | os.PathLike[str], keys: KeyStore | Sequence[str], frames: Iterable[int]) -> dict[int, list[Node]]:
     """tshark's trees of ``frames`` of ``capture`` with ESP frames decrypted (their inner packets),
     in one tshark run over the capture decrypted with ``keys`` (a KeyStore or key files).
 
@@ -350,7 +357,7 @@ def capture_trees(capture: str | os.PathLike[str], keys, frames: Iterable[int]) 
     return pipe_trees(lambda out: _decrypted_section(out, capture, keys), frames)
 
 
-def session_trees(session, frames: Iterable[int], gone: list[int] | None = None) -> dict[int, list[Node]]:
+def session_trees(session: Session, frames: Iterable[int], gone: list[int] | None = None) -> dict[int, list[Node]]:
     """tshark's trees of ``frames`` of a loaded session over one or several captures, by session
     frame number, ESP frames decrypted: one tshark run reading from a pipe each capture's frames in
     turn, a pcapng section each, numbered on from one capture to the next as the session (and
@@ -428,7 +435,7 @@ def _records_section(out: BinaryIO, records: Iterable[tuple[bytes, int, float]])
 
 # ---- what to dissect for a frame, and the scapy fallback ------------------------------------------
 
-def target(detail) -> tuple[bytes, int, str] | None:
+def target(detail: FrameDetail) -> tuple[bytes, int, str] | None:
     """What the deep dissection of a frame's detail looks at: ``(bytes, link type, what)``.
 
     ``what`` "inner": a decrypted tunnel-mode ESP packet, its inner IP datagram (RFC 4303 §2.6 next

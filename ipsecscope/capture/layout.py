@@ -17,6 +17,7 @@ import itertools
 import mmap
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 _PCAP_MAGIC = {
@@ -260,7 +261,7 @@ def guess(lay: Layout, target: int, chain: int = 16) -> int | None:
     return None
 
 
-def records(mm, lay: Layout, start: int, end: int):
+def records(mm: mmap.mmap | bytes, lay: Layout, start: int, end: int) -> Iterator[tuple[int, int, bytes, int, int]]:
     """(iface, ts_ns, frame bytes, orig_len, offset) for records in [start, end)."""
     if lay.fmt == "pcap":
         rec = struct.Struct(lay.order + "IIII")

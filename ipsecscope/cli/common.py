@@ -14,13 +14,18 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import IpsecscopeError
 from ..keys.formats import input_summary
 
+if TYPE_CHECKING:
+    from ..keys import KeyStore
+    from ..session import Session
 
-def at_least(low: int):
+
+def at_least(low: int) -> Callable[[str], int]:
     """argparse type: an integer of at least ``low`` (a count, a row limit, a number of processes).
     Without it ``--ike-limit -1`` printed 15 of 16 messages and "17 more", ``--workers -3`` ran."""
     def parse(text: str) -> int:
@@ -83,7 +88,7 @@ def add_strict_keys_argument(p: argparse.ArgumentParser) -> None:
                         "warning (the default uses every other key)")
 
 
-def warn_keys(store, session=None) -> None:  # store: KeyStore; session: a loaded Session
+def warn_keys(store: KeyStore, session: Session | None = None) -> None:
     """Print what key loading skipped or noticed (``file:line: reason``), once each, on stderr;
     with a loaded ``session`` also each key file that matches nothing in its capture (issue 14:
     keys for another tunnel must not look like success)."""

@@ -17,7 +17,7 @@ from ..outfile import sigterm_unwinds
 from .common import add_captures_argument, add_filter_argument, add_keys_argument, at_least, warn_keys
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "decrypt", help="write decrypted ESP inner packets to pcapng and/or JSON lines",
         epilog="exit status: 0 every ESP packet with keys decrypted; 1 error, or a damaged/cut-off capture "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from .. import timefmt
 from ..errors import IpsecscopeError
@@ -28,6 +29,9 @@ from ..export.documents import findings_document, severity_counts
 from ..model.idtext import arrow_text, frames_ref, sa_ref_text
 from ..model.sa import Finding, Severity
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
-def render(findings: list[Finding], counts: dict[str, int], console=None) -> None:
+def render(findings: list[Finding], counts: dict[str, int], console: Console | None = None) -> None:
     from rich.markup import escape
 
     from .text import Hanging, text_console  # rich: only for text output (`--json` never loads it)

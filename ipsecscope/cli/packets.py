@@ -44,16 +44,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, TextIO
 
 from .. import timefmt
 from ..errors import IpsecscopeError
 from ..model.sa import endpoint_text
 from .common import add_filter_argument, add_keys_argument, at_least
 
+if TYPE_CHECKING:
+    from ..decode.inner import InnerSummary
+    from ..decode.quoted import QuotedPacket
+    from ..model.filter import Filter
+    from ..model.packets import FrameRow
+    from ..session import Session
+
 SCHEMA = "ipsecscope.packets/1"
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "packets", help="the packet list (decrypted inner packets too), filtered with Wireshark display filters",
         description="List the frames of a capture like the TUI's Packets table: outer addresses, SPI, "
@@ -74,7 +82,7 @@ def add_parser(subparsers) -> None:
                         "scapy's dissection")
 
 
-def compile_or_exit(text: str, command: str):
+def compile_or_exit(text: str, command: str) -> Filter | None:
     """Compile ``text`` or print the error with a caret under the offending character and return
     None (the caller exits 2)."""
     from ..model.filter import FilterError, compile_filter
@@ -87,7 +95,7 @@ def compile_or_exit(text: str, command: str):
         return None
 
 
-def filtered_frames(session, flt) -> list[int]:
+def filtered_frames(session: Session, flt: Filter) -> list[int]:
     """Frame numbers of ``session`` that ``flt`` selects (findings evidence included)."""
     from ..filtering import matches, source_of
     from ..model.filter import findings_index
@@ -97,7 +105,8 @@ def filtered_frames(session, flt) -> list[int]:
     return matches(flt, source_of(session))
 
 
-def load_session(files: list[str], keys: list[str], strict_keys: bool = False, who: str = "packets"):
+def load_session(files: list[str], keys: list[str], strict_keys: bool = False,
+                 who: str = "packets") -> tuple[Session, str | None]:
     """(session, damage) over ``files`` with ``keys``; key-file warnings and the readers' (a gzip
     that decompresses like a bomb) printed once on stderr, as ``ipsecscope WHO: warning: ...``."""
     from ..session import Session
@@ -110,7 +119,7 @@ def load_session(files: list[str], keys: list[str], strict_keys: bool = False, w
     return session, session.damage
 
 
-def print_fields(out=None) -> None:
+def print_fields(out: TextIO | None = None) -> None:
     from ..model.filter import FIELD_ALIASES, FIELDS
 
     out = out or sys.stdout
@@ -120,7 +129,7 @@ def print_fields(out=None) -> None:
         print(f"{a:24} {'(alias)':18} same as {target}", file=out)
 
 
-def inner_json(s) -> dict | None:
+def inner_json(s: InnerSummary | None) -> dict | None:
     from ..decode.inner import DNS, DNS_RESPONSE, FRAGMENT, L4
 
     if s is None:
@@ -143,7 +152,7 @@ def inner_json(s) -> dict | None:
     }
 
 
-def quoted_json(q) -> dict | None:
+def quoted_json(q: QuotedPacket | None) -> dict | None:
     if q is None:
         return None
     return {"src": q.src, "dst": q.dst, "spi": f"0x{q.spi:08x}", "seq": q.seq, "whole": q.whole, "status": q.status,
@@ -151,7 +160,7 @@ def quoted_json(q) -> dict | None:
             "inner": inner_json(q.inner) if q.verified else None}
 
 
-def row_json(row, session, t0: float) -> dict:
+def row_json(row: FrameRow, session: Session, t0: float) -> dict:
     inner = session.inner.get(row.frame) if row.kind in ("ESP", "OTHER") else None
     doc = inner_json(inner)
     if doc is not None:
@@ -166,7 +175,7 @@ def row_json(row, session, t0: float) -> dict:
     }
 
 
-def deep_trees(session, frames: list[int]) -> dict:
+def deep_trees(session: Session, frames: list[int]) -> dict:
     """frame -> protocol tree for ``-V``: tshark's (one run reading every capture's decrypted frames
     from a pipe, never a file), else scapy's for each frame with a one-line note on stderr saying why."""
     from .. import dissect

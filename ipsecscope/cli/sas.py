@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .. import timefmt
 from ..analysis.rules.nat_mtu import nat_phrase
@@ -28,6 +30,11 @@ from ..model.plural import plural
 from ..model.sa import ChildSa, EspFlow, SaState, SaTable, counter_lost, endpoint_text, one_counter
 from ..state import names as N
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..model.ike import TrafficSelector
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -132,7 +139,7 @@ def _child_node(parent, c: ChildSa, table: SaTable, shared: dict[int, list[EspFl
             line += f"  PFS {N.dh_name(c.pfs_group)}"
         node.add(line)
     if c.ts_i or c.ts_r or c.ts_i_offered:
-        def tss(lst) -> str:  # '10.1.0.0/24', as charon logs it
+        def tss(lst: Iterable[TrafficSelector]) -> str:  # '10.1.0.0/24', as charon logs it
             return ", ".join(t.text() for t in lst)
 
         ts = f"TS {tss(c.ts_i) or '?'} === {tss(c.ts_r) or '?'}"
@@ -156,7 +163,7 @@ def _child_node(parent, c: ChildSa, table: SaTable, shared: dict[int, list[EspFl
         node.add(_flow_line(f, shared))
 
 
-def render(table: SaTable, console=None, keys_given: bool = False) -> None:
+def render(table: SaTable, console: Console | None = None, keys_given: bool = False) -> None:
     from rich.markup import escape  # IDs, gateway names, file names: text, never markup
     from rich.tree import Tree
 

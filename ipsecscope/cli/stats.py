@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, TextIO
 
 from .. import timefmt
 from ..errors import IpsecscopeError
@@ -36,11 +37,14 @@ from ..model.idtext import NBSP, flow_text, spi_text
 from ..model.sa import endpoint_text
 from .common import add_keys_argument, seconds
 
+if TYPE_CHECKING:
+    from ..conversations import Stats
+
 SCHEMA = "ipsecscope.stats/1"
 SPARK = " ▁▂▃▄▅▆▇█"
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "stats", help="per CHILD SA, per flow (IO graph) and per inner conversation statistics",
         description="Packets, bytes, rate, first/last seen and loss per CHILD SA and ESP/AH flow, an IO graph "
@@ -60,7 +64,7 @@ def _spi(v: int | None) -> str | None:
     return None if v is None else spi_text(v)
 
 
-def to_dict(st, files: list[str]) -> dict:
+def to_dict(st: Stats, files: list[str]) -> dict:
     return {
         "schema": SCHEMA, "files": files, "first_time": st.first_ts, "last_time": st.last_ts,
         "interval": st.interval,
@@ -87,7 +91,7 @@ def sparkline(counts: list[int]) -> str:
     return "".join(SPARK[min(8, -(-c * 8 // top))] for c in counts)
 
 
-def render(st, out=None) -> None:
+def render(st: Stats, out: TextIO | None = None) -> None:
     """The text form. Piped, one record per line, as ever; in a terminal narrower than a record,
     it wraps at spaces under its own text (cli.text), as sas and findings do, and an IO graph that
     does not fit beside its flow's columns starts under the record instead."""

@@ -55,6 +55,7 @@ import os
 import sys
 import threading
 from collections import Counter
+from typing import TextIO
 
 from .. import timefmt
 from ..capture import _source, sniff_format
@@ -300,7 +301,7 @@ def _header(name: str, zone: str) -> str:
     return f"{name} ({zone})" if zone else name
 
 
-def render_text(doc: dict, ike_limit: int = 500, file=None) -> None:
+def render_text(doc: dict, ike_limit: int = 500, file: TextIO | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 from rich.console import Console
 from rich.measure import Measurement
@@ -31,7 +32,7 @@ class _Console(Console):
         raise BrokenPipeError
 
 
-def text_console(file=None) -> Console:
+def text_console(file: TextIO | None = None) -> Console:
     """The console text commands print to. Piped or redirected, lines are never wrapped (a script
     or grep gets one record per line, an SPI or address never split); in a terminal, lines wrap
     at spaces at the terminal's width (:class:`Hanging`)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
+from typing import BinaryIO
 
 from ..capture import pcap
 from ..model.packets import Packet, RawFrame
@@ -46,7 +47,7 @@ def _scan(read: Callable[[int], bytes], start: int, stop: int | None, order: str
     return scan_records(read, start, stop, PcapHead(order, linktype, limit), slow_cb, max_slow_bytes)
 
 
-def find_boundary(f, offset: int, order: str, limit: int, nanosecond: bool, chain: int = 32,
+def find_boundary(f: BinaryIO, offset: int, order: str, limit: int, nanosecond: bool, chain: int = 32,
                   window: int = 1 << 20) -> int | None:
     """A record boundary at or after ``offset``: the first position from which ``chain`` record
     headers in a row look sane (lengths within limits, sub-second field in range, timestamps

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
+from typing import BinaryIO
 
 from ..capture import _source, pcapng
 from ..errors import CaptureFormatError
@@ -38,7 +39,7 @@ def _scan_ng(read: Callable[[int], bytes], start: int, stop: int | None, st: NgS
     return scan_records(read, start, stop, st, slow_cb, max_slow_bytes, child, pre)
 
 
-def find_boundary_ng(f, offset: int, order: str, chain: int = 16, window: int = 1 << 20) -> int | None:
+def find_boundary_ng(f: BinaryIO, offset: int, order: str, chain: int = 16, window: int = 1 << 20) -> int | None:
     """A block boundary at or after ``offset``: ``chain`` blocks in a row of known packet-ish types
     whose trailing length repeats the leading one. Verified later by the parent's scan."""
     offset &= ~3  # blocks start on 4-byte boundaries

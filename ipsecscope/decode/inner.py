@@ -30,11 +30,16 @@ from __future__ import annotations
 import bisect
 import struct
 from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 from .ip import CHAIN_CUT, CHAIN_LATER_FRAGMENT, Reassembler, walk_quoted_v6
 from .ipcomp import IPCOMP, ipcomp_open
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # frame, ver, proto, ttl, flags, src, dst, iplen, sport, dport, itype, icode, tcpflags, l4len,
 # dns_id, dns_qtype, qver, qproto, qflags, qsrc, qdst, qsport, qdport, qitype, qicode
@@ -130,7 +135,7 @@ _NP_CODES = {"q": "<i8", "B": "u1", "H": "<u2", "I": "<u4"}
 
 
 @cache
-def record_dtype():
+def record_dtype() -> np.dtype:
     """The numpy dtype of a packed ``REC`` record (numpy is imported when a reader asks)."""
     import numpy as np
 
@@ -241,7 +246,8 @@ class InnerStore:
             self.quoted[frame] = extra
         return rec
 
-    def extend(self, frames, core: list, rare_frames=(), rare: list | None = None) -> None:
+    def extend(self, frames: Sequence[int], core: list, rare_frames: Sequence[int] = (),
+               rare: list | None = None) -> None:
         """Append a run's records: ``frames`` increasing and after every frame already here,
         ``core`` the columns of CORE after the frame (buffers of its item types: numpy arrays),
         ``rare_frames``/``rare`` the RARE columns of the records that have any."""
@@ -424,7 +430,7 @@ class Columns(dict):
         return col
 
 
-def parse(data: bytes, nh: int | None, addr) -> tuple[tuple, str | None]:
+def parse(data: bytes, nh: int | None, addr: Callable[[str], int]) -> tuple[tuple, str | None]:
     """The record fields (after ``frame``) for ``data`` and the DNS query name, if any.
 
     ``addr`` maps an address string to its table index. Never raises on short or odd input: what

@@ -35,6 +35,7 @@ Every handler works with what is visible and never raises on odd input.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..model.packets import AhPacket, EspPacket, IcmpError, Malformed, NatKeepalive
@@ -44,6 +45,7 @@ from .traffic import on_sa_fields, on_sa_packet
 
 if TYPE_CHECKING:
     from ..model.ike import IkeMessage
+    from ..model.sa import Finding
 
 
 class Tracker(Book):
@@ -207,7 +209,7 @@ class Tracker(Book):
 
     # ------------------------------------------------------------------ findings as events
 
-    def note_findings(self, findings) -> int:
+    def note_findings(self, findings: Iterable[Finding]) -> int:
         """Emit a ``finding`` event for each finding not announced before (live mode evaluates
         the rules now and then and calls this). Returns how many were new."""
         seen = self._announced

@@ -8,6 +8,8 @@ the same peers into an INFERRED CHILD SA.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..decode.ipcomp import IPCOMP
 from ..model.sa import ChildSa, EspFlow, SaState
 from .book import Book
@@ -16,11 +18,15 @@ from .esp_flow import _MASK as _SEQ_MASK
 from .esp_flow import EVIDENCE, account
 from .esp_flow import TRACK as _SEQ_TRACK
 
+if TYPE_CHECKING:
+    from ..crypto.esp import EspResult
+    from ..model.packets import AhPacket, EspPacket
+
 INFER_PAIR_WINDOW = 10.0  # s: two opposite ESP flows starting this close belong to one CHILD SA
 _CANDIDATES = 4  # reverse flows an unpaired INFERRED CHILD SA names as fitting (pair_candidates)
 
 
-def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, sport: int,
+def on_sa_packet(book: Book, pkt: EspPacket | AhPacket, res: EspResult | None, proto: str, length: int, encap: bool, sport: int,
                  dport: int) -> EspFlow:
     """Account one ESP or AH packet on its flow (creating and binding the flow if new)."""
     flow = on_sa_fields(book, pkt.frame, pkt.ts, pkt.src, pkt.dst, pkt.spi, pkt.seq, res, proto, length,
@@ -34,7 +40,7 @@ def on_sa_packet(book: Book, pkt, res, proto: str, length: int, encap: bool, spo
     return flow
 
 
-def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int, seq: int, res,
+def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int, seq: int, res: EspResult | None,
                  proto: str, length: int, encap: bool, sport: int, dport: int) -> EspFlow:
     """:func:`on_sa_packet` from the packet's fields: the analysis path's hot loop
     (``session_fast``) has them at hand and builds no packet object."""

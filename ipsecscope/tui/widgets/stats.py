@@ -34,6 +34,9 @@ from ... import timefmt
 from ..plain import plain
 
 if TYPE_CHECKING:
+    from textual import events
+    from textual.geometry import Size
+
     from ...conversations import Accumulator, Stats
     from ..panes import SessionView
 
@@ -133,7 +136,7 @@ class IoGraph(Widget):
         self.stats = st
         self.refresh(layout=True)
 
-    def get_content_height(self, container, viewport, width: int) -> int:
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         if self.stats is None or not self.stats.flows:
             return 1
         return len(self.stats.flows) + len(self.legend(width)) + 1 + (self.cursor is not None and self.has_focus)
@@ -527,7 +530,7 @@ class StatsView(Vertical):
             return None
         return (self._sa_filters if table.id == "stats-sas" else self._conv_filters).get(key)
 
-    def on_descendant_focus(self, event) -> None:
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         if isinstance(event.widget, DataTable):
             self._last_table = f"#{event.widget.id}"
 
