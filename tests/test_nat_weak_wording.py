@@ -10,6 +10,12 @@ algorithms.
 2. IKE-WEAK-ALGO said "X and Y agreed on ..." for an SA whose request the capture never holds
    (Openswan pluto's MM2 sent alone, GPL-2.0; nDPI's IKE_SA_INIT response alone, LGPL-3.0) and for
    an SA that stopped after IKE_SA_INIT (nDPI frames 456-466).
+3. IKE-WEAK-ALGO's frames were the SA's first two frames: a COOKIE exchange (tcpdump's
+   ikev2four.pcap, BSD), or IKE_AUTH where nDPI's capture holds its frames out of time order. They
+   are the exchange that chose: the answer whose SA payload holds the proposal (tshark reads the
+   payload types) and the request it answers when captured. A CHILD SA's finding said "X and Y
+   protect traffic with P" with no ESP of it in the capture (Wireshark's ikev1-bug-12610, whose ESP
+   is in esp-bug-12671): it says who sends on it, as tshark's ESP SPIs show.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+from conftest import CORPUS, DATA, IPSECSCOPE, ROOT, needs_tshark
 from test_inference_order import _without
 
 ISAKMP4500 = DATA / "tcpdump" / "isakmp4500.pcap"
@@ -108,3 +114,116 @@ def test_nat_finding_without_the_other_peers_hash_claims_no_match():
     (f,) = findings(NDPI / "ipsec_isakmp_esp-260-263.pcap", "IKE-NAT-DETECTED")
     assert f["title"] == "NAT detected: initiator is behind a NAT (seen as 192.168.2.100:43811)"
     assert "matches" not in f["explanation"] and "sent no NAT_DETECTION_DESTINATION_IP here" in f["explanation"]
+
+
+def _tshark(cap: Path, *fields: str, flt: str = "isakmp") -> list[list[str]]:
+    out = subprocess.run(["tshark", "-r", str(cap), "-Y", flt, "-T", "fields",
+                          *(a for f in ("frame.number", "ip.src", *fields) for a in ("-e", f))],
+                         capture_output=True, text=True, check=True).stdout
+    return [ln.split("\t") for ln in out.splitlines()]
+
+
+def _choosing_exchanges(cap: Path) -> dict[str, tuple[int, ...]]:
+    """SPIi -> (request, answer) of the exchange whose answer chose the IKE SA's proposal, from
+    tshark: IKEv2, the IKE_SA_INIT response (R flag) carrying an SA payload and the last request
+    before it (RFC 7296 §1.2, §2.6: a COOKIE answer has none, the retry is answered); IKEv1, the
+    first MM2/AM2 carrying one (a non-zero responder cookie) and the first MM1/AM1 (RFC 2409 §5)."""
+    rows = _tshark(cap, "isakmp.version", "isakmp.exchangetype", "isakmp.flags", "isakmp.ispi", "isakmp.rspi",
+                   "isakmp.typepayload")
+    chose: dict[str, tuple[int, ...]] = {}
+    for i, (frame, _, version, ex, flags, ispi, rspi, types) in enumerate(rows):
+        types = types.split(",")
+        if ispi in chose:
+            continue
+        if version == "0x20" and ex == "34" and int(flags, 16) & 0x20 and "33" in types:
+            req = [r[0] for r in rows[:i] if r[5] == ispi and r[3] == "34" and not int(r[4], 16) & 0x20]
+            chose[ispi] = (*map(int, req[-1:]), int(frame))
+        elif version == "0x10" and ex in ("2", "4") and rspi != "0" * 16 and "1" in types:
+            req = [r[0] for r in rows[:i] if r[5] == ispi and r[3] == ex and r[6] == "0" * 16 and "1" in r[7].split(",")]
+            chose[ispi] = (*map(int, req[:1]), int(frame))
+    return chose
+
+
+@needs_tshark
+@pytest.mark.parametrize("cap", [
+    NDPI / "ipsec_isakmp_esp-1-160.pcap", NDPI / "ipsec_isakmp_esp-1-19.pcap", NDPI / "ipsec_isakmp_esp-456-466.pcap",
+    DATA / "tcpdump" / "ikev2four.pcap", ISAKMP4500, MM2, DATA / "joy" / "ikev1.pcap",
+    DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-isakmp-aggressive-mode.pcap",
+], ids=lambda p: p.stem)
+def test_weak_ike_sa_cites_the_exchange_that_chose(cap):
+    chose = _choosing_exchanges(cap)
+    cited = {}
+    for f in findings(cap, "IKE-WEAK-ALGO"):
+        for m in f["members"] or [f]:
+            cited[m["sa"].split("_")[0]] = tuple(m["frames"])
+    assert cited and cited == {spi: chose[spi] for spi in cited}
+    # the answer the explanation names is the one cited
+    for f in findings(cap, "IKE-WEAK-ALGO"):
+        assert f"(frame {f['frames'][-1]})" in f["explanation"] or "agreed on" in f["explanation"]
+
+
+@pytest.fixture(scope="module")
+def ikev1_with_esp(tmp_path_factory) -> tuple[Path, Path]:
+    """Wireshark's ikev1-bug-12610 (Main Mode, Quick Mode) joined with esp-bug-12671 (its ESP) as
+    the session numbers two files (mergecap -a), and the same without the responder's ESP."""
+    d = tmp_path_factory.mktemp("ikev1")
+    both = d / "12610+12671.pcapng"
+    subprocess.run(["mergecap", "-a", "-w", str(both), str(CORPUS / "ikev1-bug-12610.pcapng.gz"),
+                    str(CORPUS / "esp-bug-12671.pcapng.gz")], check=True)
+    one_way = d / "12610+12671-one-way.pcapng"
+    subprocess.run(["tshark", "-r", str(both), "-Y", "!(esp && ip.src == 192.168.0.1)", "-w", str(one_way)],
+                   check=True, capture_output=True)
+    return both, one_way
+
+
+def _weak_child(cap: Path) -> tuple[dict, dict]:
+    r = subprocess.run([*IPSECSCOPE, "findings", str(cap), "-k", str(CORPUS / "ikev1_decryption_table.tmpl"),
+                        "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    (f,) = [f for f in json.loads(r.stdout)["findings"] if f["code"] == "IKE-WEAK-ALGO" and f["sa"].startswith("child:")]
+    r = subprocess.run([*IPSECSCOPE, "sas", str(cap), "-k", str(CORPUS / "ikev1_decryption_table.tmpl"), "--json"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    (c,) = json.loads(r.stdout)["child_sas"]
+    return f, c
+
+
+@needs_tshark
+@pytest.mark.parametrize("which", ["both", "one-way", "no-esp"])
+def test_weak_child_sa_says_who_sends_on_it(ikev1_with_esp, which):
+    cap = {"both": ikev1_with_esp[0], "one-way": ikev1_with_esp[1], "no-esp": CORPUS / "ikev1-bug-12610.pcapng.gz"}[which]
+    f, c = _weak_child(cap)
+    # tshark: the Quick Mode's first request and its answer; who sends ESP on which SPI
+    qm = _tshark(cap, "isakmp.messageid", flt="isakmp.exchangetype == 32")
+    initiator = qm[0][1]
+    answer = next(int(r[0]) for r in qm if r[1] != initiator)
+    assert f["frames"] == [int(qm[0][0]), answer]
+    esp = {(r[1], int(r[2], 16)) for r in _tshark(cap, "esp.spi", flt="esp")}
+    responder = next(r[1] for r in qm if r[1] != initiator)
+    assert (c["initiator"], c["responder"]) == (initiator, responder)
+    sends = [peer for peer, spi in ((initiator, c["spi_r"]), (responder, c["spi_i"])) if (peer, int(spi, 16)) in esp]
+    assert sends == {"both": [initiator, responder], "one-way": [initiator], "no-esp": []}[which]
+    said = f"{initiator} offered aes128-sha1 and {responder} accepted it in its Quick Mode answer (QM2) (frame {answer})"
+    assert said in f["explanation"] and "protect traffic" not in f["explanation"]
+    assert {"both": "; both send ESP on it;", "one-way": f"; {initiator} sends ESP on it, the capture holds none the "
+            "other way;", "no-esp": "; no ESP of this CHILD SA is in the capture;"}[which] in f["explanation"]
+
+
+@needs_tshark
+def test_rekeyed_ike_sa_was_chosen_in_its_parents_create_child_sa():
+    """An IKE SA made by a rekey has no IKE_SA_INIT: its proposal was chosen in the CREATE_CHILD_SA
+    response on the old IKE SA (RFC 7296 §1.3.2). strongSwan's log names that exchange (request
+    [ SA No KE ], no TS: the IKE SA rekey, samples/healthy-gcm); tshark numbers its frames."""
+    import re
+
+    from ipsecscope.session import Session
+
+    sample = ROOT / "samples" / "healthy-gcm"
+    (msg_id,) = {int(m) for m in re.findall(r"generating CREATE_CHILD_SA request (\d+) \[ SA No KE \]",
+                                           (sample / "charon-left.log").read_text())}
+    rows = _tshark(sample / "capture.pcapng", "isakmp.flags", flt=f"isakmp.exchangetype == 36 && isakmp.messageid == {msg_id}")
+    frames = tuple(int(r[0]) for r in rows)
+    assert len(frames) == 2 and not int(rows[0][2], 16) & 0x20 and int(rows[1][2], 16) & 0x20
+    s = Session()
+    s.add_key_files(sorted((sample / "keys").iterdir()))
+    s.load(sample / "capture.pcapng")
+    (new,) = [sa for sa in s.table.ike_sas.values() if sa.rekeyed_from]
+    assert new.proposal_frames == frames

@@ -139,6 +139,9 @@ class ChildSa:
     initiator: str = ""  # address of the initiator of the exchange that created it
     responder: str = ""
     proposal: str | None = None  # chosen, strongSwan style: "aes256gcm16-ecp256" / "aes128-sha256"
+    # The exchange that chose it: the request's first copy (when captured), then the answer whose SA
+    # payload holds ``proposal`` (IKE_AUTH / CREATE_CHILD_SA response, Quick Mode's second message)
+    proposal_frames: tuple[int, ...] = ()
     offered: list[str] = field(default_factory=list)  # what the initiator offered
     ts_i: tuple[TrafficSelector, ...] = ()  # accepted
     ts_r: tuple[TrafficSelector, ...] = ()
@@ -230,6 +233,9 @@ class IkeSa:
     responder_port: int = 500
     state: SaState = SaState.INITIATING
     proposal: str | None = None
+    # The exchange that chose it, as ChildSa.proposal_frames: IKE_SA_INIT (the last answer, after any
+    # COOKIE or INVALID_KE_PAYLOAD refusal), MM2/AM2, or the parent's CREATE_CHILD_SA for a rekey
+    proposal_frames: tuple[int, ...] = ()
     offered: list[str] = field(default_factory=list)
     dh_group: int | None = None
     id_i: str | None = None

@@ -782,6 +782,13 @@ class Book:
         return best
 
 
+def chosen_in(x: IkeExchange, answer: int) -> tuple[int, ...]:
+    """``proposal_frames`` of an SA whose proposal the answer in frame ``answer`` chose: the
+    request's first copy, when the capture holds it, and that answer (RFC 7296 §1.2, §1.3;
+    RFC 2409 §5, §5.5): the exchange a finding about the chosen algorithms cites."""
+    return (*x.request_frames[:1], answer)
+
+
 def note_nat_detection(sa: IkeSa, sender: str, sender_is_initiator: bool, src_ok: bool, dst_ok: bool,
                        dst_seen: bool = True) -> None:
     """Record one message's NAT detection verdict (both IKE versions). RFC 7296 §2.23 / RFC 3947

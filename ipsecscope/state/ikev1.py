@@ -27,7 +27,7 @@ from ..model.ike import (
 from ..model.proposals import proposal_string
 from ..model.sa import IkeExchange, IkeSa, SaState
 from . import names as N
-from .book import Book, note_nat_detection
+from .book import Book, chosen_in, note_nat_detection
 from .child_sa import v1_id_selector
 
 # notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
@@ -214,6 +214,7 @@ def _phase1(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
                         sa.offered.append(alt)
         else:
             sa.proposal = proposal_string(props[0], 1)
+            sa.proposal_frames = chosen_in(x, msg.frame)
             for t in props[0].transforms[:1]:
                 for k, v in t.attrs:
                     if (k & 0x7FFF) == 4 and isinstance(v, int):  # group description
@@ -304,6 +305,7 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
     prop = props[0]
     child.spi_r = int.from_bytes(prop.spi[-4:], "big")
     child.proposal = proposal_string(prop, 1)
+    child.proposal_frames = chosen_in(x, msg.frame)
     for t in prop.transforms[:1]:
         for k, v in t.attrs:
             k &= 0x7FFF

@@ -36,7 +36,7 @@ from ..model.ike import (
 from ..model.proposals import proposal_algorithms, proposal_string
 from ..model.sa import ChildSa, IkeExchange, IkeSa, SaState
 from . import names as N
-from .book import ZERO_SPI, Book, ChildScratch, note_nat_detection
+from .book import ZERO_SPI, Book, ChildScratch, chosen_in, note_nat_detection
 
 RETRY_WINDOW = 30.0  # s: a new IKE_SA_INIT this soon after INVALID_KE/COOKIE is the retry
 REKEY_WINDOW = 10.0  # s: a new IKE SA this soon after an encrypted CREATE_CHILD_SA may be its rekey
@@ -356,6 +356,7 @@ def ike_sa_init(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_respo
     if sas and sas[0].proposals:
         prop = sas[0].proposals[0]
         sa.proposal = proposal_string(prop, 2)
+        sa.proposal_frames = chosen_in(x, msg.frame)
         dh = proposal_algorithms(prop)["dh"]
         if dh is not None:
             sa.dh_group = dh
@@ -508,6 +509,7 @@ def child_response(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange,
     prop = props[0]
     child.spi_r = spi_int(prop.spi)
     child.proposal = proposal_string(prop, 2)
+    child.proposal_frames = chosen_in(x, msg.frame)
     algs = proposal_algorithms(prop)
     child.esn = algs["esn"] == 1 if algs["esn"] is not None else None
     if algs["dh"]:
@@ -592,6 +594,7 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
         new = book.create_ike_sa(2, new_spi_i, ike_props[0].spi, requester, responder,
                                  x.requester_port, x.responder_port, msg.ts)
         new.proposal = proposal_string(ike_props[0], 2)
+        new.proposal_frames = chosen_in(x, msg.frame)
         new.dh_group = proposal_algorithms(ike_props[0])["dh"]
         new.rekeyed_from = sa.key
         new.decrypted = sa.decrypted

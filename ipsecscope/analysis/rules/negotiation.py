@@ -229,18 +229,17 @@ _WEAK_HINT = "Prefer aes256gcm16-prfsha256-ecp256 or aes256-sha256-modp3072 (or 
 def _weak_ike_words(sa) -> tuple[str, str, str]:
     """(title, what happened, hint) for a weak IKE SA proposal, saying only what the capture shows.
 
-    The chosen proposal is the responder's SA payload in its first answer (IKE_SA_INIT response,
-    RFC 7296 §1.2; MM2/AM2, RFC 2409 §5). Without the request in the capture (a reflection victim,
-    a one-direction capture) nothing shows the initiator offered it; without the rest of the
-    exchange nothing shows the SA came up: only that the responder accepts it. IKEv2: the answer
-    that chose is the last IKE_SA_INIT one, after any COOKIE or INVALID_KE_PAYLOAD refusal that
-    made the initiator retry with message ID 0 again (RFC 7296 §1.2, §2.6)."""
-    answered = [x for x in sa.exchanges if x.exchange in (34, 2, 4) and x.response_frames]
-    first = (answered[-1] if sa.version == 2 else answered[0]) if answered else None
-    msg = ("IKE_SA_INIT response" if sa.version == 2 else
+    The chosen proposal is the responder's SA payload in its answer (IKE_SA_INIT response,
+    RFC 7296 §1.2, the last one after any COOKIE or INVALID_KE_PAYLOAD refusal, §2.6; MM2/AM2,
+    RFC 2409 §5; a rekey's CREATE_CHILD_SA response, §1.3.2): ``IkeSa.proposal_frames``. Without
+    the request in the capture (a reflection victim, a one-direction capture) nothing shows the
+    initiator offered it; without the rest of the exchange nothing shows the SA came up: only
+    that the responder accepts it."""
+    chose = sa.proposal_frames
+    msg = ("CREATE_CHILD_SA response" if sa.rekeyed_from else "IKE_SA_INIT response" if sa.version == 2 else
            f"{sa.mode or 'phase 1'} Mode answer ({'AM2' if sa.mode == 'Aggressive' else 'MM2'})")
-    at = f" (frame {first.response_frames[0]})" if first is not None else ""
-    if first is not None and not first.request_frames:
+    at = f" (frame {chose[-1]})" if chose else ""
+    if len(chose) == 1:
         return ("IKE SA algorithms accepted by a responder, request not captured",
                 f"{sa.responder} chose {sa.proposal} in its {msg}{at} to {sa.initiator}, whose request is not in "
                 f"the capture: nothing here shows {sa.initiator} offered or agreed to it (see "
@@ -254,6 +253,29 @@ def _weak_ike_words(sa) -> tuple[str, str, str]:
             f"{sa.initiator} and {sa.responder} agreed on {sa.proposal} for the IKE SA", _WEAK_HINT)
 
 
+_CHILD_ANSWER = {"IKE_AUTH": "IKE_AUTH response", "CREATE_CHILD_SA": "CREATE_CHILD_SA response",
+                 "Quick Mode": "Quick Mode answer (QM2)"}
+
+
+def _weak_child_words(table: SaTable, c) -> str:
+    """What happened to a CHILD SA with a weak proposal, saying only what the capture shows: the
+    responder chose it in its answer (RFC 7296 §1.3, RFC 2409 §5.5; ``ChildSa.proposal_frames``),
+    and which peers then sent ESP (or AH) on it. A peer sends on the SPI the other chose (RFC 4301
+    §4.1): the initiator on ``spi_r``, the responder on ``spi_i``. Without that traffic nothing
+    here shows the SA protected anything."""
+    chose = c.proposal_frames
+    at = f" (frame {chose[-1]})" if chose else ""
+    said = (f"{c.initiator} offered {c.proposal} and {c.responder} accepted it in its "
+            f"{_CHILD_ANSWER.get(c.created_by, 'answer')}{at}")
+    sent = {f.spi for f in table.child_flows.get(c.id, ()) if f.packets}
+    senders = [peer for peer, spi in ((c.initiator, c.spi_r), (c.responder, c.spi_i)) if spi in sent]
+    if len(senders) == 2:
+        return f"{said}; both send {c.protocol} on it"
+    if senders:
+        return f"{said}; {senders[0]} sends {c.protocol} on it, the capture holds none the other way"
+    return f"{said}; no {c.protocol} of this CHILD SA is in the capture"
+
+
 @rule(11, "IKE-WEAK-ALGO", Severity.WARNING, ref="RFC 8247; RFC 8221")
 def r_weak(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Weak algorithms negotiated (DES, 3DES, MD5, SHA-1, MODP ≤ 1024, NULL)."""
@@ -264,15 +286,14 @@ def r_weak(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 code="IKE-WEAK-ALGO", severity=Severity.WARNING,
                 title=f"{title}: {', '.join(weak)} ({sa.proposal})",
                 explanation=f"{said}; {', '.join(weak)} no longer gives adequate security (RFC 8247).",
-                frames=tuple(sa.frames[:2]), sa=sa.key, hint=hint, ts=sa.created_ts)
+                frames=sa.proposal_frames, sa=sa.key, hint=hint, ts=sa.created_ts)
     for c in table.child_sas.values():
         if c.proposal and (weak := weak_parts(c.proposal)):
             yield Finding(
                 code="IKE-WEAK-ALGO", severity=Severity.WARNING,
                 title=f"CHILD SA #{c.id} uses weak algorithms: {', '.join(weak)} ({c.proposal})",
-                explanation=f"{c.initiator} and {c.responder} protect traffic with {c.proposal}; {', '.join(weak)} "
-                "no longer gives adequate security (RFC 8221).",
-                frames=tuple(c.frames[:2]), sa=f"child:{c.id}",
+                explanation=f"{_weak_child_words(table, c)}; {', '.join(weak)} no longer gives adequate security "
+                "(RFC 8221).", frames=c.proposal_frames, sa=f"child:{c.id}",
                 hint="Use aes256gcm16 or aes256-sha256 in esp_proposals on both peers.", ts=c.created_ts)
 
 
