@@ -16,6 +16,9 @@ algorithms.
    payload types) and the request it answers when captured. A CHILD SA's finding said "X and Y
    protect traffic with P" with no ESP of it in the capture (Wireshark's ikev1-bug-12610, whose ESP
    is in esp-bug-12671): it says who sends on it, as tshark's ESP SPIs show.
+4. "UDP encapsulation forced" said the other peer's destination hash matched also when the capture
+   holds none (samples/ike-proposal-mismatch: the answer is NO_PROPOSAL_CHOSEN alone; an IKEv1
+   phase 1 cut before MM4). tshark's NAT-D hashes, recomputed, are the oracle.
 """
 
 from __future__ import annotations
@@ -42,10 +45,14 @@ def findings(cap: Path, code: str) -> list[dict]:
     return [f for f in json.loads(r.stdout)["findings"] if f["code"] == code]
 
 
-def _natd(ispi: str, rspi: str, addr: str, port: int) -> str:
-    """RFC 3947 §3.2: HASH(CKY-I | CKY-R | IP | Port), MD5 here (the phase-1 hash)."""
+_NAT_HASH = {16: hashlib.md5, 20: hashlib.sha1, 32: hashlib.sha256, 48: hashlib.sha384, 64: hashlib.sha512}  # the protocols' hashes, not a security use
+
+
+def _natd(ispi: str, rspi: str, addr: str, port: int, size: int = 16) -> str:
+    """RFC 3947 §3.2: HASH(CKY-I | CKY-R | IP | Port), the phase-1 hash (its length says which; MD5
+    by default); RFC 7296 §2.23: SHA-1 (20 octets) of the same over the SPIs."""
     data = bytes.fromhex(ispi) + bytes.fromhex(rspi) + ipaddress.ip_address(addr).packed + port.to_bytes(2, "big")
-    return hashlib.md5(data).hexdigest()  # noqa: S324 - the protocol's hash, not a security use
+    return _NAT_HASH[size](data).hexdigest()
 
 
 @needs_tshark
@@ -227,3 +234,51 @@ def test_rekeyed_ike_sa_was_chosen_in_its_parents_create_child_sa():
     s.load(sample / "capture.pcapng")
     (new,) = [sa for sa in s.table.ike_sas.values() if sa.rekeyed_from]
     assert new.proposal_frames == frames
+
+
+def _nat_hashes(cap: Path) -> tuple[str, str, bool, bool | None]:
+    """(initiator, responder, the initiator's source hash fails, the responder's destination hash
+    for the initiator matches / None when the capture holds none), from tshark's NAT-D fields:
+    RFC 7296 §2.23, SHA-1(SPIi | SPIr | IP | port) as in the message's header; RFC 3947 §3.2, the
+    phase-1 hash over the cookies, the peer's hash first, then the sender's own."""
+    rows = _tshark(cap, "udp.srcport", "isakmp.version", "isakmp.ispi", "isakmp.rspi", "isakmp.notify.msgtype",
+                   "isakmp.notify.data", "isakmp.ike.nat_hash")
+    initiator, iport = rows[0][1], int(rows[0][2])  # each capture opens with the initiator's first message
+    responder = next((r[1] for r in rows if r[1] != initiator), None)
+    src_fails, dst_matches = None, None
+    for _, addr, _, version, ispi, rspi, types, data, v1 in rows:
+        if version == "0x20":
+            notes = dict(zip(types.split(","), data.split(","), strict=True))
+            own, peer = [notes[t] for t in ("16388",) if t in notes], [notes[t] for t in ("16389",) if t in notes]
+        else:
+            hashes = v1.split(",") if v1 else []
+            peer, own = hashes[:1], hashes[1:]
+        if addr == initiator and own:
+            src_fails = all(x != _natd(ispi, rspi, initiator, iport, len(x) // 2) for x in own)
+        if addr == responder and peer:
+            dst_matches = peer[0] == _natd(ispi, rspi, initiator, iport, len(peer[0]) // 2)
+    assert src_fails is not None and responder is not None
+    return initiator, responder, src_fails, dst_matches
+
+
+@needs_tshark
+@pytest.mark.parametrize(("cap", "cut"), [
+    (ROOT / "samples" / "ike-proposal-mismatch" / "capture.pcapng", None),
+    (ROOT / "samples" / "cbc-sha2-pfs" / "capture.pcapng", None),
+    (ROOT / "samples" / "ikev1-dead-peer" / "capture.pcapng", None),
+    (ROOT / "samples" / "ikev1-dead-peer" / "capture.pcapng", "4"),
+], ids=["ikev2-refused", "ikev2-answered", "ikev1", "ikev1-no-mm4"])
+def test_forced_encapsulation_claims_only_the_captured_hashes(tmp_path, cap, cut):
+    if cut is not None:  # editcap deletes the frames named
+        subprocess.run(["editcap", str(cap), str(tmp_path / "cut.pcapng"), cut], check=True)
+        cap = tmp_path / "cut.pcapng"
+    initiator, responder, src_fails, dst_matches = _nat_hashes(cap)
+    assert src_fails  # the oracle: the initiator's own hash is not over the address captured
+    (f,) = findings(cap, "IKE-NAT-DETECTED")
+    assert f"UDP encapsulation forced by initiator {initiator}" in f["title"]
+    said = next(p for p in f["explanation"].split(". The ") if f"initiator {initiator}'s" in p)
+    assert "does not match the capture" in said and "it forces UDP encapsulation" in said
+    if dst_matches is None:
+        assert f"{responder} sent no NAT" in said and "here to compare" in said and "matches" not in said
+    else:
+        assert dst_matches and f"{responder}'s destination hash for it matches" in said

@@ -205,11 +205,16 @@ def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             parts.append(f"{who} is behind a NAT: {'; '.join(s.evidence)}. {where[0].upper()}{where[1:]}.")
         own_hash = "NAT_DETECTION_SOURCE_IP" if sa.version == 2 else "NAT-D hash of its own address (RFC 3947 §3.2)"
         for s in forced:
+            # The other peer's destination hash is evidence only when the capture holds it (RFC 7296
+            # §2.23, RFC 3947 §3.2): a COOKIE, INVALID_KE_PAYLOAD or NO_PROPOSAL_CHOSEN answer, or a
+            # phase 1 cut before MM4, carries none (IkeSa.nat_dst_seen)
+            other = other_peer(sa, s.addr)
+            theirs = (f"{other}'s destination hash for it matches" if s.other_destination_seen else
+                      f"{other} sent no {dst_hash} here to compare")
             parts.append(f"The {s.role} {s.addr}'s {own_hash} does not match the capture, but nothing "
-                         f"else says it is translated (port {s.first_port}, no keepalives from it, "
-                         f"{other_peer(sa, s.addr)}'s destination hash for it matches): it forces UDP "
-                         "encapsulation (strongSwan encap = yes and kernel-libipsec send a deliberately wrong "
-                         "source hash) — or sits behind a NAT that keeps its ports.")
+                         f"else says it is translated (port {s.first_port}, no keepalives from it, {theirs}): it "
+                         "forces UDP encapsulation (strongSwan encap = yes and kernel-libipsec send a deliberately "
+                         "wrong source hash) — or sits behind a NAT that keeps its ports.")
         x4500 = next((x for x in sa.exchanges if 4500 in (x.requester_port, x.responder_port) and x.request_frames), None)
         float_frame = x4500.request_frames[0] if x4500 is not None else None
         if sa.version == 1 and sa.natt_frame is not None:
