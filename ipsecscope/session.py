@@ -41,6 +41,7 @@ from .model.packets import (
     Packet,
     RawFrame,
 )
+from .model.plural import plural
 from .model.sa import Finding, SaTable, Severity
 from .rowstore import STATUS_CODES, FrameOffsets, NoRows, RowStore, follow_moves
 from .session_detail import FrameDetail, FrameViews, QuotedEsp, describe_inner, iana_proto
@@ -168,11 +169,11 @@ class Session(FrameViews):
         except CaptureError as exc:
             if isinstance(exc, CaptureFormatError) or self.stats.frames == before:
                 raise
-            self.damage = f"{exc} (analysed the {self.stats.frames - before} frame(s) before the damage)"
+            self.damage = f"{exc} (analysed the {plural(self.stats.frames - before, 'frame')} before the damage)"
         if self.stats.truncated and self.damage is None:
             # A capture cut off in its last record (tcpdump killed, disk full) is still input
             # damage: the answer is about less than the file claims, so the exit status says so.
-            self.damage = f"{path}: {self.stats.truncated} (analysed the {self.stats.frames - before} frame(s) before it)"
+            self.damage = f"{path}: {self.stats.truncated} (analysed the {plural(self.stats.frames - before, 'frame')} before it)"
         return self.damage
 
     # -- set-up ---------------------------------------------------------------------------------

@@ -299,7 +299,7 @@ def test_damaged_interfaces(tmp_path: Path) -> None:
     assert r.returncode == 0 and "34 frames" in r.stderr and "18 decrypted" in r.stderr
     # frame 2 has no interface to be written on: counted and said, and the output stays a valid pcapng
     assert "15 other frames kept unchanged" in r.stderr
-    assert "warning: 1 frame(s) not kept: their interface has no Interface Description Block" in r.stderr
+    assert "warning: 1 frame not kept: its interface has no Interface Description Block" in r.stderr
     from ipsecscope.capture import open_capture
 
     with open_capture(tmp_path / "o.pcapng") as rd:
@@ -308,7 +308,7 @@ def test_damaged_interfaces(tmp_path: Path) -> None:
     gz = tmp_path / "undeclared.pcapng.gz"  # the general (non-mmap) reader's path says the same
     gz.write_bytes(gzip.compress(undeclared.read_bytes()))
     r = ipsecscope("decrypt", gz, "-k", ESP_SA, "--keep-other", "-o", tmp_path / "g.pcapng")
-    assert r.returncode == 0 and "15 other frames kept unchanged" in r.stderr and "1 frame(s) not kept" in r.stderr
+    assert r.returncode == 0 and "15 other frames kept unchanged" in r.stderr and "1 frame not kept" in r.stderr
 
 
 def test_corrupted_timestamp_every_command(tmp_path: Path) -> None:
@@ -741,7 +741,7 @@ def test_decrypt_filter_that_selects_no_esp_says_so(tmp_path: Path) -> None:
     r = ipsecscope("decrypt", HEALTHY_CAP, "-k", ESP_SA, "-o", tmp_path / "o.pcapng", "-Y", "isakmp", "-q")
     assert r.returncode == 3
     assert r.stderr.strip() == ("ipsecscope decrypt: nothing decrypted: the display filter -Y 'isakmp' selects "
-                                "no ESP packet (16 frame(s) selected)")
+                                "no ESP packet (16 frames selected)")
 
 
 def test_keys_capture_option_says_a_capture_is_cut(cut, tmp_path: Path) -> None:
@@ -750,7 +750,7 @@ def test_keys_capture_option_says_a_capture_is_cut(cut, tmp_path: Path) -> None:
     path, sound = cut
     r = ipsecscope("keys", "list", ESP_SA, "--capture", path)
     assert r.returncode == 1 and f"ipsecscope keys: {path}" in r.stderr, r.stderr
-    assert f"the {sound} frame(s) before" in r.stderr
+    assert f"the {sound} {'frame' if sound == 1 else 'frames'} before" in r.stderr
     out = tmp_path / "esp_sa"
     r = ipsecscope("keys", "convert", ESP_SA, "--to", "esp_sa", "--capture", path, "-o", out)
     assert r.returncode == 1 and "ipsecscope keys: " in r.stderr and out.exists()

@@ -119,7 +119,7 @@ def test_sas_and_findings_at_80_columns_never_split_a_token(cap: Path, keys: lis
     _assert_unbroken(_tokens(f_doc), narrow, wide, f"findings {cap}")
     heads = ("ERROR ", "WARNING ", "INFO ", "No findings")
     for line in narrow.splitlines():
-        if line and not line.startswith(heads) and not re.match(r"\d+ error\(s\), ", line):
+        if line and not line.startswith(heads) and not re.match(r"\d+ errors?, ", line):
             assert line.startswith(" " * 9), f"findings {cap}: continuation at column 0: {line!r}\n{narrow}"
     # the hint continues under its own text, not under "hint:"
     for i, line in enumerate(narrow.splitlines()[1:], 1):

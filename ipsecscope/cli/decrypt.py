@@ -128,8 +128,11 @@ def run(args: argparse.Namespace) -> int:
     if stats.warning:  # even with -q, as sas/findings/packets/stats warn
         print(f"ipsecscope decrypt: warning: {stats.warning}", file=sys.stderr)
     if stats.unkept:  # even with -q: frames missing from a --keep-other output are never silent
-        print(f"ipsecscope decrypt: warning: {stats.unkept} frame(s) not kept: their interface has no "
-              "Interface Description Block in the capture (damaged file)", file=sys.stderr)
+        from ..model.plural import plural  # (imported here, as in _outcome)
+
+        print(f"ipsecscope decrypt: warning: {plural(stats.unkept, 'frame')} not kept: "
+              f"{'its' if stats.unkept == 1 else 'their'} interface has no Interface Description Block in the "
+              "capture (damaged file)", file=sys.stderr)
     if stats.truncated:  # even with -q: a cut-off or damaged capture is never silent
         # The output holds every sound frame, but the exit status tells a pipeline the input was
         # damaged (like `summary`): 1, the same as for an input that is not a capture at all.
@@ -152,23 +155,26 @@ def _outcome(stats, store, key_args: list[str], selected: tuple[str, int] | None
     -Y filter and how many frames it selected (the run saw only those)."""
     err = sys.stderr
     if stats.decrypted == 0:
+        # imported here: decrypt's start-up loads only what every run needs (tests/test_startup_imports)
+        from ..model.plural import noun, plural
+
         spis = sorted({spi for (_s, _d, spi), _st in stats.per_sa})
-        seen = ", ".join(f"0x{x:08x}" for x in spis[:6]) + (", ..." if len(spis) > 6 else "")
+        seen = f"{noun(len(spis), 'SPI')} " + ", ".join(f"0x{x:08x}" for x in spis[:6]) + (", ..." if len(spis) > 6 else "")
         n_keys = len(getattr(store, "esp", ()))
         if stats.esp == 0 and selected is not None:
-            why = f"the display filter -Y '{selected[0]}' selects no ESP packet ({selected[1]} frame(s) selected)"
+            why = f"the display filter -Y '{selected[0]}' selects no ESP packet ({plural(selected[1], 'frame')} selected)"
         elif stats.esp == 0:
             why = "the capture has no ESP packets"
         elif not key_args and n_keys == 0:
-            why = (f"no keys: give the ESP keys with -k (the capture has {stats.esp} ESP packets on "
-                   f"{len(stats.per_sa)} SA(s), SPIs {seen})")
+            why = (f"no keys: give the ESP keys with -k (the capture has {plural(stats.esp, 'ESP packet')} on "
+                   f"{plural(len(stats.per_sa), 'SA')}, {seen})")
         elif stats.no_key == stats.esp:
             src = ", ".join(key_args) if key_args else "the capture's Decryption Secrets Block"
-            why = (f"keys from {src} ({n_keys} ESP SA(s)) match no SPI in this capture (SPIs {seen}): "
+            why = (f"keys from {src} ({plural(n_keys, 'ESP SA')}) match no SPI in this capture ({seen}): "
                    "another tunnel, host or rotated log?")
         elif stats.unsupported and not stats.icv_failed:
-            why = (f"the keys of the SAs seen use algorithms ipsecscope cannot decrypt ({stats.unsupported} "
-                   "packets; see the per-SA lines)")
+            why = (f"the keys of the SAs seen use algorithms ipsecscope cannot decrypt "
+                   f"({plural(stats.unsupported, 'packet')}; see the per-SA lines)")
         elif stats.icv_failed:
             why = (f"every ESP packet with keys failed its ICV check ({stats.icv_failed}): wrong key or algorithm "
                    "for those SPIs (see the per-SA lines)")
@@ -177,7 +183,10 @@ def _outcome(stats, store, key_args: list[str], selected: tuple[str, int] | None
         print(f"ipsecscope decrypt: nothing decrypted: {why}", file=err)
         return EXIT_NOTHING_DECRYPTED
     if stats.icv_failed:
-        print(f"ipsecscope decrypt: {stats.icv_failed} ESP packet(s) failed their ICV check (wrong key, or "
-              "altered on the path); the others were written", file=err)
+        from ..model.plural import plural
+
+        print(f"ipsecscope decrypt: {plural(stats.icv_failed, 'ESP packet')} failed "
+              f"{'its' if stats.icv_failed == 1 else 'their'} ICV check (wrong key, or altered on the path); the "
+              "others were written", file=err)
         return EXIT_ICV_FAILED
     return 0

@@ -27,6 +27,7 @@ from ..export.documents import FINDINGS_SCHEMA as SCHEMA
 from ..export.documents import SEVERITIES as _LEVELS
 from ..export.documents import findings_document, severity_counts
 from ..model.idtext import arrow_text, frames_ref, sa_ref_text
+from ..model.plural import plural
 from ..model.sa import Finding, Severity
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
 
@@ -145,4 +146,4 @@ def render(findings: list[Finding], counts: dict[str, int], console: Console | N
         if f.hint:
             console.print(Hanging(f"         [green]hint:[/] {escape(arrow_text(f.hint))}", 15))
         console.print()
-    console.print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")
+    console.print(f"{plural(counts['error'], 'error')}, {plural(counts['warning'], 'warning')}, {counts['info']} info")

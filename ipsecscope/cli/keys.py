@@ -17,6 +17,7 @@ from ..keys import names as N
 from ..keys.store import KeyStore
 from ..model.idtext import arrow_text, ike_sa_text
 from ..model.keys import redact
+from ..model.plural import plural
 from ..outfile import write_private
 from .common import add_strict_keys_argument, warn_keys
 
@@ -95,8 +96,8 @@ def _convert(store: KeyStore, args: argparse.Namespace, session=None) -> int:
         store = _as_on_the_wire(store, session)
     n = fmt.count(store)
     if n == 0:  # "wrote 0 entries" and exit 0 would look like success
-        have = [f"{x} {w}" for x, w in ((len(store.ike), "IKEv2 SA(s)"), (len(store.ikev1), "IKEv1 SA(s)"),
-                                        (len(store.esp), "ESP/AH SA(s)")) if x]
+        have = [plural(x, w) for x, w in ((len(store.ike), "IKEv2 SA"), (len(store.ikev1), "IKEv1 SA"),
+                                          (len(store.esp), "ESP/AH SA")) if x]
         fits = [f.name for f in formats.output_formats() if f.count(store)]
         raise ExportError(f"the keys given hold nothing {fmt.name} can carry (they hold "
                           f"{', '.join(have) or 'no keys'}); nothing written"

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .. import timefmt
 from ..errors import IpsecscopeError
+from ..model.plural import plural, verb
 from ..model.sa import endpoint_text
 from .common import add_filter_argument, add_keys_argument, at_least
 
@@ -189,7 +190,7 @@ def deep_trees(session: Session, frames: list[int]) -> dict:
             trees = dissect.session_trees(session, frames, gone)
         lost = sorted(set(frames) & set(gone))
         if lost:
-            print(f"ipsecscope packets: -V: {len(lost)} frame(s) from {lost[0]} on are no longer held in memory "
+            print(f"ipsecscope packets: -V: {plural(len(lost), 'frame')} from {lost[0]} on {verb(len(lost), 'is')} no longer held in memory "
                   "(a capture read from stdin or a pipe keeps its last 32 MiB): no tree for them; save the capture "
                   "to a file for all", file=sys.stderr)
         return {f: t for f, t in trees.items() if f not in set(lost)}

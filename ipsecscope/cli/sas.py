@@ -215,13 +215,13 @@ def render(table: SaTable, console: Console | None = None, keys_given: bool = Fa
             tree.add("[dim]encrypted payloads not readable: the keys given hold none for this IKE SA "
                      f"(SPIs {ike_sa_text(sa.ike_spi_i, sa.ike_spi_r)})[/]" if keys_given else
                      "[dim]encrypted payloads not readable (no IKE keys): give -k to see IDs, CHILD SAs, selectors[/]")
-        xs = tree.add(f"{len(sa.exchanges)} exchange(s)")
+        xs = tree.add(plural(len(sa.exchanges), "exchange"))
         for x in sa.exchanges:
             fr = (",".join(map(str, x.request_frames[:4])) + ("…" if len(x.request_frames) > 4 else "")
                   or "not captured")  # an answer whose request the capture missed
             rf = ",".join(map(str, x.response_frames[:4])) or (
                 "—" if N.one_way(x.exchange, sa.version) else "[red]no response[/]")
-            extra = f" [yellow]{x.retransmits} retransmit(s)[/]" if x.retransmits else ""
+            extra = f" [yellow]{plural(x.retransmits, 'retransmit')}[/]" if x.retransmits else ""
             err = f" [red]{x.error_name}[/]" if x.error_name else ""
             xs.add(f"#{msg_id_text(x.msg_id)} {N.exchange_name(x.exchange, sa.version)} from {x.requester} "
                    f"(frames {fr} → {rf}){extra}{err}  {escape(arrow_text(x.summary))}")

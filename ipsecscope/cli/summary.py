@@ -66,6 +66,7 @@ from ..model import iana
 from ..model.idtext import NBSP, ike_sa_text, msg_id_text
 from ..model.ike import IkeMessage, NotifyPayload, SkPayload
 from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet
+from ..model.plural import plural
 from ..model.sa import endpoint_text
 from ..state.names import exchange_name
 
@@ -392,7 +393,7 @@ def render_text(doc: dict, ike_limit: int = 500, file: TextIO | None = None) -> 
             cells = (endpoint_text(k["src"], k["sport"]), endpoint_text(k["dst"], k["dport"]), str(k["count"]),
                      _clock(k["first_time"], zone), _clock(k["last_time"], zone))
             t.add_row(*cells)
-            records.append(f"{escape(cells[0])} → {escape(cells[1])}  {cells[2]} keepalive(s)  {cells[3]} – {cells[4]}{' ' + zone if zone else ''}")
+            records.append(f"{escape(cells[0])} → {escape(cells[1])}  {plural(k['count'], 'keepalive')}  {cells[3]} – {cells[4]}{' ' + zone if zone else ''}")
         table_or_records(con, t, records)
 
     m = doc["malformed"]

@@ -52,6 +52,7 @@ from ..model import iana
 from ..model.iana import EncrTransform, IntegTransform
 from ..model.ike import Proposal, Transform
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys, PeerLogNote
+from ..model.plural import plural
 from ..model.proposals import proposal_string
 from . import names
 from .names import shown
@@ -666,7 +667,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
     if n_ike == 0 and n_child == 0 and peer_notes:
         # A log without keys can still say what this peer is configured with (e.g. the responder
         # of a proposal mismatch, where no SA ever got keys): keep it for the findings.
-        warnings.append(f"{path}: no keys in this log, only {len(peer_notes)} line(s) of peer configuration "
+        warnings.append(f"{path}: no keys in this log, only {plural(len(peer_notes), 'line')} of peer configuration "
                         "evidence (proposals, selectors, authentication) for the findings")
     elif n_ike == 0 and n_child == 0:
         if store.skipped:
