@@ -406,7 +406,7 @@ def test_invalid_ke_without_its_group_is_malformed():
     assert [n for n, _, m in rows if m] == ["2"]  # frame 1 carries its group (and 2 bytes past its length)
     pk = {d["frame"]: d for d in map(json.loads, cli("packets", str(PLUTO_KE), "--json").splitlines())}
     assert pk[2]["status"] == "malformed" and "N(INVALID_KE_PAYLOAD)" in pk[2]["info"]
-    assert "INVALID_KE_PAYLOAD data is 0 byte(s), the accepted D-H group takes 2" in pk[2]["info"]
+    assert "INVALID_KE_PAYLOAD data is 0 bytes, the accepted D-H group takes 2" in pk[2]["info"]
     summ = json.loads(cli("summary", str(PLUTO_KE), "--json"))["malformed"]
     assert summ["by_layer"] == {"ike": 2} and [e["frame"] for e in summ["examples"]] == [1, 2]
     (sa,) = json.loads(cli("sas", str(PLUTO_KE), "--json"))["ike_sas"]
@@ -417,7 +417,7 @@ def test_invalid_ke_without_its_group_is_malformed():
 
     body = bytes.fromhex("00000009010000110e")  # Notify: no next, length 9, IKE, no SPI, type 17, 1 octet
     (n,), why = parse_payload_chain(41, body, 2)
-    assert n.notify_type == 17 and "1 byte(s), the accepted D-H group takes 2" in why
+    assert n.notify_type == 17 and "1 byte, the accepted D-H group takes 2" in why
     assert parse_payload_chain(41, bytes.fromhex("0000000a010000110e00"), 2)[1] is None
 
 

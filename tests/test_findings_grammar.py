@@ -7,11 +7,12 @@ counters, so every count that reaches a sentence is read both ways.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import replace
 
 import pytest
-from conftest import SAMPLES
+from conftest import ROOT, SAMPLES
 
 from ipsecscope.analysis.rules import evaluate
 from ipsecscope.model.plural import noun, plural, verb
@@ -33,6 +34,27 @@ COUNTERS = ("lost", "duplicates", "reordered", "icv_failed", "after_rekey", "aft
 
 def bad_grammar(text: str) -> list[str]:
     return ["(s)"] * ("(s)" in text) + ONE_PLURAL.findall(text) + ONE_VERB.findall(text) + MANY_VERB.findall(text)
+
+
+# "(s)" where no count is given: --help texts that describe an argument ("capture file(s)")
+NO_COUNT = {("cli/common.py", "file(s)"), ("cli/keys.py", "SPI(s)")}
+
+
+def test_no_message_writes_a_plural_as_s_in_brackets():
+    """Every text a command prints with a count (CLI messages, decoder reasons, finding texts)
+    goes through model.plural: no string literal outside docstrings says "frame(s)" (the CLI's
+    messages and decoders' reasons did, 798b42e)."""
+    found = []
+    for path in sorted((ROOT / "ipsecscope").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docs = {id(n.body[0].value) for n in ast.walk(tree)
+                if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        rel = path.relative_to(ROOT / "ipsecscope").as_posix()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                found += [(rel, m) for m in re.findall(r"[\w/-]+\((?:e)?s\)", node.value) if (rel, m) not in NO_COUNT]
+    assert not found
 
 
 def sample_sessions():

@@ -94,7 +94,7 @@ def test_pairing_does_not_depend_on_which_flow_starts_first(reordered):
             assert by_spi[spi].pair_candidates == [0x3D71315A]
             assert "no flow in the opposite direction started near it" not in by_spi[spi].inferred_reason
         # The Quick Modes that made these SAs were seen, encrypted: not "no IKE exchange seen".
-        assert all("the 2 Quick Mode exchange(s) between these peers, frames 8, 9, are encrypted" in c.inferred_reason
+        assert all("the 2 Quick Mode exchanges between these peers, frames 8, 9, are encrypted" in c.inferred_reason
                    for c in by_spi.values())
 
 

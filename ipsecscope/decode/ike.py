@@ -61,6 +61,7 @@ from ipsecscope.model.ike import (
     VendorPayload,
 )
 from ipsecscope.model.packets import IkeDatagram
+from ipsecscope.model.plural import plural
 
 # parse_header, payload_name, render_id, dn_to_text, cp_attribute_text and HEADER_LEN live in
 # .isakmp; they stay importable from here, the decode stage's entry module.
@@ -313,7 +314,7 @@ def _notify_fault(p: NotifyPayload) -> str | None:
     need = _NOTIFY_DATA.get(p.notify_type)  # type: ignore[call-overload]
     if need is None or len(p.data) >= need[0]:
         return None
-    return (f"{N(p.notify_type).name} data is {len(p.data)} byte(s), {need[1]} takes {need[0]} "
+    return (f"{N(p.notify_type).name} data is {plural(len(p.data), 'byte')}, {need[1]} takes {need[0]} "
             f"({need[2]})")
 
 

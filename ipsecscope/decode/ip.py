@@ -112,9 +112,12 @@ class Reassembler:
 
 
 def _progress(p: _Pending) -> str:
+    # imported here: only a datagram that never completes is described, and decode.ip is on decrypt's start-up
+    from ..model.plural import plural
+
     if p.total is None:
-        return f"had {p.size} bytes in {len(p.parts)} fragment(s), the last fragment never came"
-    return f"had {p.size} of {p.total} bytes in {len(p.parts)} fragment(s)"
+        return f"had {plural(p.size, 'byte')} in {plural(len(p.parts), 'fragment')}, the last fragment never came"
+    return f"had {p.size} of {plural(p.total, 'byte')} in {plural(len(p.parts), 'fragment')}"
 
 
 def flush_pending(reasm: Reassembler) -> list[tuple[int, float, str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..decode.ipcomp import IPCOMP
+from ..model.plural import noun, plural, verb
 from ..model.sa import ChildSa, EspFlow, SaState
 from .book import Book
 from .child_sa import address_text, flow_direction, inner_fields, ranges_cover, selector_ranges
@@ -333,9 +334,11 @@ def _unread_exchanges(book: Book, flow: EspFlow) -> str:
         return "seen for it"
     kinds = sorted({names[x.exchange] for x in hidden})
     frames = sorted(x.request_frames[0] for x in hidden if x.request_frames)
-    return (f"readable for it (the {len(hidden)} {' and '.join(kinds)} exchange(s) between these peers"
-            + (f", frames {', '.join(map(str, frames[:4]))}{', ...' if len(frames) > 4 else ''}" if frames else "")
-            + ", are encrypted and no IKE key opened them)")
+    n = len(hidden)
+    return (f"readable for it (the {plural(n, ' and '.join(kinds) + ' exchange')} between these peers"
+            + (f", {noun(len(frames), 'frame')} {', '.join(map(str, frames[:4]))}{', ...' if len(frames) > 4 else ''}"
+               if frames else "")
+            + f", {verb(n, 'is')} encrypted and no IKE key opened {'it' if n == 1 else 'them'})")
 
 
 def ike_round_trip(book: Book, a: str, b: str) -> float:
