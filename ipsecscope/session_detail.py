@@ -19,6 +19,7 @@ from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
 from .decode.demux import Decoder
 from .decode.inner import InnerStore
 from .keys import KeyStore
+from .model.idtext import spi_text
 from .model.packets import EspPacket, FrameRow, IcmpError, RawFrame
 from .rowstore import FrameOffsets, NoRows, RowStore
 
@@ -107,7 +108,7 @@ class FrameViews:
                         inner = layers[-1][1].inner
                 if inner:
                     lines = [describe_inner(res.inner, res.next_header)] if layers else []
-                    lines += [f"ESP SPI 0x{p.spi:08x} seq {p.seq} {p.src} → {p.dst}: "
+                    lines += [f"ESP SPI {spi_text(p.spi)} seq {p.seq} {p.src} → {p.dst}: "
                               + ("decrypted" if r.ok else f"{r.status} — {r.reason}") for p, r in layers]
                     last = layers[-1][1] if layers else res
                     if last.inner is not None:

@@ -20,7 +20,7 @@ from textual.containers import VerticalScroll
 from ipsecscope.model import iana
 from ipsecscope.model.sa import IkeSa, SaTable
 from ipsecscope.tui.app import create_app
-from ipsecscope.tui.widgets.sa_tree import spi_text
+from ipsecscope.tui.widgets.sa_tree import spi_digits
 from ipsecscope.tui.widgets.timeline import LABEL_W
 
 SIZES = [(80, 24), (120, 40), (200, 50)]
@@ -80,7 +80,7 @@ def expected_lanes(table: SaTable) -> dict[str, list[tuple[float, str]]]:
             marks.append((c.rekeyed_ts, "↻"))
         if c.deleted_ts is not None:
             marks.append((c.deleted_ts, "✕"))
-        lanes[f"#{c.id} {spi_text(c.spi_i)[:8]}"] = marks
+        lanes[f"#{c.id} {spi_digits(c.spi_i)[:8]}"] = marks
     return lanes
 
 
@@ -112,7 +112,7 @@ async def check(sample: str, size: tuple[int, int]) -> int:
         assert axis[x0 + width:].strip() == "", axis  # nothing in the scrollbar column or beyond
 
         expected = expected_lanes(table)
-        labels = {c.id: f"#{c.id} {spi_text(c.spi_i)[:8]}" for c in table.child_sas.values()}
+        labels = {c.id: f"#{c.id} {spi_digits(c.spi_i)[:8]}" for c in table.child_sas.values()}
         packets: dict[str, list[float]] = {}
         for r in app.session.rows:
             if r.spi is not None and r.child_sa in labels:

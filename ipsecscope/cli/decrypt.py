@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
             extra = "".join(f", {n} {what}" for n, what in ((s.malformed, "malformed"),
                                                            (s.unsupported, "unsupported")) if n)
             why = f"  [{s.last_reason}]" if (s.icv_failed or s.malformed or s.unsupported) and s.last_reason else ""
+            # SPIs as model.idtext.spi_text writes them, by hand: idtext imports model.sa, which
+            # decrypt's start-up never loads (tests/test_startup_imports)
             print(f"SPI 0x{spi:08x} {src} -> {dst}: {s.decrypted} decrypted, {s.icv_failed} icv_failed, "
                   f"{s.no_key} no_key{extra}{esn}{why}", file=err)
         rate = stats.frames / dt if dt > 0 else 0.0

@@ -15,7 +15,7 @@ from ..errors import ExportError
 from ..keys import formats, load_keys
 from ..keys import names as N
 from ..keys.store import KeyStore
-from ..model.idtext import arrow_text, ike_sa_text
+from ..model.idtext import arrow_text, ike_sa_text, spi_text
 from ..model.keys import redact
 from ..model.plural import plural
 from ..outfile import write_private
@@ -139,7 +139,7 @@ def _as_on_the_wire(store: KeyStore, s) -> KeyStore:
         out.add_ike(k2)
     for k1 in store.ikev1:
         out.add_ikev1(k1)
-    for line in {f"{k.source}: SPI 0x{k.spi:08x} written for the address on the wire (across NAT {k.nat})"
+    for line in {f"{k.source}: SPI {spi_text(k.spi)} written for the address on the wire (across NAT {k.nat})"
                  for k in moved.values()}:
         print(f"ipsecscope: note: {line}", file=sys.stderr)
     return out
@@ -185,7 +185,7 @@ def _list(store: KeyStore, args: argparse.Namespace, session=None) -> int:
             t.add_column(col, no_wrap=True)
         records = []
         for k in store.esp:
-            row = [k.spi_pattern or f"0x{k.spi:08x}", "AH" if k.protocol == 2 else "ESP", k.src, k.dst,
+            row = [k.spi_pattern or spi_text(k.spi), "AH" if k.protocol == 2 else "ESP", k.src, k.dst,
                    N.encr_label(k.encr, k.enc_key), N.integ_label(k.integ, k.icv_len, k.check_integrity)
                    if not N.is_aead(k.encr) else "(AEAD)",
                    {None: "infer", True: "yes", False: "no"}[k.esn], k.source]
@@ -197,7 +197,7 @@ def _list(store: KeyStore, args: argparse.Namespace, session=None) -> int:
         table_or_records(console, t, records)
         if show:  # plain lines, never wrapped, so keys can be copied
             for k in store.esp:
-                print(f"{k.spi_pattern or f'0x{k.spi:08x}'} {k.src} -> {k.dst}  enc={redact(k.enc_key, True) or '-'}"
+                print(f"{k.spi_pattern or spi_text(k.spi)} {k.src} -> {k.dst}  enc={redact(k.enc_key, True) or '-'}"
                       f"  auth={redact(k.auth_key, True) or '-'}")
     if store.ike:
         t = Table(title=f"IKEv2 SAs ({len(store.ike)})", title_justify="left")

@@ -10,6 +10,7 @@ import sys
 import time
 
 from ..errors import IpsecscopeError
+from ..model.idtext import spi_text
 from .common import add_keys_argument, at_least, seconds
 
 
@@ -78,7 +79,7 @@ _SPI_FIELDS = frozenset({"spi", "spi_i", "spi_r"})
 
 def event_json(ev: dict) -> str:
     """One event as a JSON line, SPIs as ``"0x%08x"`` strings like every other output."""
-    ev = {k: f"0x{v:08x}" if k in _SPI_FIELDS and isinstance(v, int) else v for k, v in ev.items()}
+    ev = {k: spi_text(v) if k in _SPI_FIELDS and isinstance(v, int) else v for k, v in ev.items()}
     return json.dumps(ev, default=_json_default, separators=(",", ":"))
 
 

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .. import timefmt
 from ..errors import IpsecscopeError
+from ..model.idtext import spi_text
 from ..model.plural import plural, verb
 from ..model.sa import endpoint_text
 from .common import add_filter_argument, add_keys_argument, at_least
@@ -147,7 +148,7 @@ def inner_json(s: InnerSummary | None) -> dict | None:
         "tcp_flags": s.tcpflags if l4 and s.proto == 6 else None,
         "dns_query": s.dns_name if dns else None, "dns_response": bool(s.flags & DNS_RESPONSE) if dns else None,
         "fragment": bool(s.flags & FRAGMENT), "info": s.info(),
-        "nested_esp": [{"ip_version": x.ver or None, "src": x.src, "dst": x.dst, "spi": f"0x{x.spi:08x}",
+        "nested_esp": [{"ip_version": x.ver or None, "src": x.src, "dst": x.dst, "spi": spi_text(x.spi),
                         "seq": x.seq, "status": x.status, "next_header": x.next_header, "child_sa": x.child_sa}
                        for x in s.layers],
     }
@@ -156,7 +157,7 @@ def inner_json(s: InnerSummary | None) -> dict | None:
 def quoted_json(q: QuotedPacket | None) -> dict | None:
     if q is None:
         return None
-    return {"src": q.src, "dst": q.dst, "spi": f"0x{q.spi:08x}", "seq": q.seq, "whole": q.whole, "status": q.status,
+    return {"src": q.src, "dst": q.dst, "spi": spi_text(q.spi), "seq": q.seq, "whole": q.whole, "status": q.status,
             "verified": q.verified, "next_header": q.next_header,
             "inner": inner_json(q.inner) if q.verified else None}
 
@@ -171,7 +172,7 @@ def row_json(row: FrameRow, session: Session, t0: float) -> dict:
         "schema": SCHEMA, "frame": row.frame, "time": row.ts, "time_relative": round(row.ts - t0, 9),
         "kind": row.kind, "src": row.src or (inner.src if inner else ""), "dst": row.dst or (inner.dst if inner else ""),
         "sport": row.sport, "dport": row.dport, "length": row.length,
-        "spi": None if row.spi is None else f"0x{row.spi:08x}", "seq": row.seq, "status": row.status,
+        "spi": None if row.spi is None else spi_text(row.spi), "seq": row.seq, "status": row.status,
         "child_sa": row.child_sa, "ike_sa": row.ike_sa, "info": row.info, "inner": doc,
     }
 

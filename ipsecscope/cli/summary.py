@@ -63,7 +63,7 @@ from ..decode.demux import Decoder
 from ..decode.fastpath import FlowStat, FlowTable, scan_capture
 from ..errors import CaptureError
 from ..model import iana
-from ..model.idtext import NBSP, ike_sa_text, msg_id_text
+from ..model.idtext import NBSP, ike_sa_text, msg_id_text, spi_text
 from ..model.ike import IkeMessage, NotifyPayload, SkPayload
 from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet
 from ..model.plural import plural
@@ -280,7 +280,7 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
 
 def _flow_json(f: FlowStat) -> dict:
     return {
-        "src": f.src, "dst": f.dst, "spi": f"0x{f.spi:08x}", "packets": f.packets, "bytes": f.bytes,
+        "src": f.src, "dst": f.dst, "spi": spi_text(f.spi), "packets": f.packets, "bytes": f.bytes,
         "first_time": f.first_ts, "last_time": f.last_ts, "first_frame": f.first_frame,
         "last_frame": f.last_frame, "seq_min": f.seq_min, "seq_max": f.seq_max,
         "udp_encap": f.udp_encap, "transport": f.transport, "sport": f.sport, "dport": f.dport,

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
+from ..model.idtext import spi_text
 from .ip import CHAIN_CUT, CHAIN_LATER_FRAGMENT, Reassembler, walk_quoted_v6
 from .ipcomp import IPCOMP, ipcomp_open
 
@@ -405,7 +406,7 @@ class InnerStore:
         last = s.layers[-1]
         if last.status != "decrypted":
             # the record is the packet carrying that layer: say which SA did not open, and why
-            text = f"{text} 0x{last.spi:08x} seq {last.seq} ({last.status})"
+            text = f"{text} {spi_text(last.spi)} seq {last.seq} ({last.status})"
         return "".join(f"{x.info()} ▸ " for x in s.layers if x.status == "decrypted") + text
 
 
@@ -600,7 +601,7 @@ class EspLayer:
 
     def info(self) -> str:
         where = f" {self.src} → {self.dst}" if self.ver else ""
-        return f"ESP{where} 0x{self.spi:08x} seq {self.seq}"
+        return f"ESP{where} {spi_text(self.spi)} seq {self.seq}"
 
 
 @dataclass(slots=True, frozen=True)

@@ -26,6 +26,7 @@ import bisect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..model.idtext import spi_text
 from .inner import InnerSummary, parse
 
 if TYPE_CHECKING:  # (annotations only: the IKE model loads with the first IKE message)
@@ -68,7 +69,7 @@ class QuotedPacket:
 
     def info(self) -> str:
         """The Info text after the ICMP error's: which ESP packet, and what it carried."""
-        head = f"quoted ESP 0x{self.spi:08x} seq {self.seq}"
+        head = f"quoted ESP {spi_text(self.spi)} seq {self.seq}"
         if self.inner is not None and self.status == DECRYPTED:
             return f"{head} ▸ {self.inner.info()}"
         if self.status == NOT_VERIFIED:

@@ -227,7 +227,7 @@ class KeyStore:
                 # or algorithms for the same SA are said once (never the key bytes): a stale row
                 # that wins explains every ICV failure of its SA.
                 if (old.encr, old.enc_key, old.integ, old.auth_key) != (k.encr, k.enc_key, k.integ, k.auth_key):
-                    self.warnings.append(
+                    self.warnings.append(  # 0x%08x by hand: decrypt loads no model.idtext (cli/decrypt.py)
                         f"{k.source or 'a key'}: SPI 0x{k.spi:08x} {k.src} -> {k.dst} has different keys in "
                         f"{old.source or 'an earlier key'}; those are used (the first given wins, as in Wireshark)")
                 self.esp.append(k)

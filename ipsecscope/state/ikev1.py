@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ..crypto.prf import nat_detection_hash
 from ..model.iana import Ikev1Exchange, Ikev1NotifyType, Ikev1Payload, Ikev1ProtocolId, notify_is_error
+from ..model.idtext import spi_text
 from ..model.ike import (
     DeletePayload,
     HashPayload,
@@ -378,7 +379,7 @@ def _informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> No
         else:
             for spi_b in d.spis:
                 spi = int.from_bytes(spi_b[-4:], "big")
-                parts.append(f"delete {'AH' if d.protocol == Ikev1ProtocolId.PROTO_IPSEC_AH else 'ESP'} 0x{spi:08x}")
+                parts.append(f"delete {'AH' if d.protocol == Ikev1ProtocolId.PROTO_IPSEC_AH else 'ESP'} {spi_text(spi)}")
                 child = book.child_by_spi(spi, sender=msg.src, ike=sa)
                 if child is not None:
                     book.delete_child(child, msg.src, msg.ts, msg.frame)

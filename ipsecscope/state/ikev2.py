@@ -20,6 +20,7 @@ import struct
 from ..crypto.prf import nat_detection_hash
 from ..model import iana
 from ..model.iana import NotifyType, PayloadType
+from ..model.idtext import spi_text
 from ..model.ike import (
     AuthPayload,
     CertPayload,
@@ -643,8 +644,8 @@ def informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_res
             for spi_b in d.spis:
                 spi = spi_int(spi_b)
                 proto = "AH" if d.protocol == 2 else "ESP"
-                x.deletes.append(f"{proto} 0x{spi:08x}")
-                parts.append(f"delete {proto} 0x{spi:08x}")
+                x.deletes.append(f"{proto} {spi_text(spi)}")
+                parts.append(f"delete {proto} {spi_text(spi)}")
                 child = book.child_by_spi(spi, sender=msg.src, ike=sa)
                 if child is not None:
                     book.delete_child(child, msg.src, msg.ts, msg.frame)
@@ -657,7 +658,7 @@ def informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_res
             spi = spi_int(n.data[:4]) if len(n.data) >= 4 else spi_int(n.spi)
             book.observe("invalid_spi_notify", msg.ts, (msg.frame,), msg.src, msg.dst, spi=spi,
                           ike_sa=sa.key)
-            parts.append(f"INVALID_SPI 0x{spi:08x}")
+            parts.append(f"INVALID_SPI {spi_text(spi)}")
         elif t == NotifyType.AUTHENTICATION_FAILED:
             # The initiator rejects the responder's AUTH (RFC 7296 §2.21.2) in an INFORMATIONAL.
             book.fail_ike(sa, "AUTHENTICATION_FAILED", msg.ts, msg.frame)

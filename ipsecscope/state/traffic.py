@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..decode.ipcomp import IPCOMP
+from ..model.idtext import spi_text
 from ..model.plural import noun, plural, verb
 from ..model.sa import ChildSa, EspFlow, SaState
 from .book import Book
@@ -82,7 +83,7 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
         if sport != flow.sport_last or dport != flow.dport_last:  # a new flow, or a NAT moved a port
             _ports_changed(book, flow, sport, dport, ts, frame)
         if book.nat.watching:  # a rebinding waits for the other peer: is this packet to the old port?
-            book.nat.destination(dst, dport, ts, frame, f"{proto} 0x{spi:08x}")
+            book.nat.destination(dst, dport, ts, frame, f"{proto} {spi_text(spi)}")
     sq = book.seq_trackers[key]
     top = sq.top
     full = -1
@@ -189,10 +190,10 @@ def _ports_changed(book: Book, flow: EspFlow, sport: int, dport: int, ts: float,
     if ike is not None:
         # The CHILD SA's roles are its creating exchange's; CREATE_CHILD_SA from the IKE responder swaps them.
         role = "initiator" if i2r == (child.initiator == ike.initiator) else "responder"
-        book.nat.source(ike, ike.key, role, flow.src, sport, ts, frame, f"{flow.protocol} 0x{flow.spi:08x}")
+        book.nat.source(ike, ike.key, role, flow.src, sport, ts, frame, f"{flow.protocol} {spi_text(flow.spi)}")
     else:
         book.nat.source(child, f"child:{child.id}", "initiator" if i2r else "responder", flow.src, sport, ts,
-                        frame, f"{flow.protocol} 0x{flow.spi:08x}")
+                        frame, f"{flow.protocol} {spi_text(flow.spi)}")
 
 
 def bind_flow(book: Book, flow: EspFlow) -> None:
@@ -245,7 +246,7 @@ def infer(book: Book, flow: EspFlow) -> None:
         c.spi_i = flow.spi
         c.pair_candidates = []  # a flow that fit others earlier has its one pair now
         c.inferred_reason = (f"paired: {flow.protocol} flows in opposite directions between {c.initiator} and {c.responder}, "
-                             f"0x{other.spi:08x} and 0x{flow.spi:08x}, started {abs(ts - (c.created_ts or 0.0)):.1f} s "
+                             f"{spi_text(other.spi)} and {spi_text(flow.spi)}, started {abs(ts - (c.created_ts or 0.0)):.1f} s "
                              "apart, both active, same encapsulation" + (
                                  f" (UDP {other.sport} <-> {other.dport})" if flow.udp_encap else "")
                              + "; no other flow fits")
@@ -260,7 +261,7 @@ def infer(book: Book, flow: EspFlow) -> None:
     child.mode = "unknown"
     if contested:
         child.inferred_reason = _unpaired(book, flow, "; " + "; ".join(
-            f"0x{first.spi:08x} in the opposite direction fits it, and fits 0x{second.spi:08x} as well (which "
+            f"{spi_text(first.spi)} in the opposite direction fits it, and fits {spi_text(second.spi)} as well (which "
             "started first): which one is its pair is not known" for _, first, second in contested)
             + "".join(f"; {m}" for m in misfits[:3]))
         child.pair_candidates = [first.spi for _, first, _ in contested]
@@ -274,7 +275,7 @@ def infer(book: Book, flow: EspFlow) -> None:
                 continue  # a flood of reverse flows: the first few say it (the text stays bounded)
             if not c.pair_candidates:
                 c.inferred_reason = c.inferred_reason.replace(_NONE_NEAR, "")
-            c.inferred_reason += f"; 0x{flow.spi:08x} in the opposite direction fits it and other flows do too"
+            c.inferred_reason += f"; {spi_text(flow.spi)} in the opposite direction fits it and other flows do too"
             c.pair_candidates.append(flow.spi)
     book.index_spi(child, flow.spi)
     book.attach_flow(flow, child)
@@ -301,10 +302,10 @@ def _contested(book: Book, flow: EspFlow, ts: float) -> list[tuple[ChildSa, EspF
         if first is None or second is None or len(cf) != 2 or pair_misfit(first, flow, ts, rtt):
             continue
         alone = book.split_inferred(c, second, "")
-        c.inferred_reason = _unpaired(book, first, f"; more than one flow in the opposite direction fits it (0x{second.spi:08x}, "
-                                      f"0x{flow.spi:08x}): which one is its pair is not known")
+        c.inferred_reason = _unpaired(book, first, f"; more than one flow in the opposite direction fits it ({spi_text(second.spi)}, "
+                                      f"{spi_text(flow.spi)}): which one is its pair is not known")
         c.pair_candidates = [second.spi, flow.spi]
-        alone.inferred_reason = _unpaired(book, second, f"; 0x{first.spi:08x} in the opposite direction fits it and other "
+        alone.inferred_reason = _unpaired(book, second, f"; {spi_text(first.spi)} in the opposite direction fits it and other "
                                           "flows do too")
         alone.pair_candidates = [first.spi]
         book.wait_again(c)
@@ -314,7 +315,7 @@ def _contested(book: Book, flow: EspFlow, ts: float) -> list[tuple[ChildSa, EspF
 
 
 def _unpaired(book: Book, flow: EspFlow, why: str) -> str:
-    return (f"unpaired: {flow.protocol} flow {flow.src} -> {flow.dst} SPI 0x{flow.spi:08x} with no IKE exchange "
+    return (f"unpaired: {flow.protocol} flow {flow.src} -> {flow.dst} SPI {spi_text(flow.spi)} with no IKE exchange "
             + _unread_exchanges(book, flow) + why)
 
 
@@ -370,9 +371,9 @@ def pair_misfit(w: EspFlow, r: EspFlow, ts: float, rtt: float = 0.0) -> str:
     last packet fits too (the peers' IKE exchanges measured it: :func:`ike_round_trip`)."""
     if w.udp_encap != r.udp_encap:
         enc = "UDP-encapsulated" if w.udp_encap else "plain ESP"
-        return f"0x{w.spi:08x} in the opposite direction is {enc}, this one is not"
+        return f"{spi_text(w.spi)} in the opposite direction is {enc}, this one is not"
     if r.udp_encap and (r.sport, r.dport) != (w.dport, w.sport):
-        return (f"0x{w.spi:08x} in the opposite direction uses UDP {w.sport} -> {w.dport}, this one "
+        return (f"{spi_text(w.spi)} in the opposite direction uses UDP {w.sport} -> {w.dport}, this one "
                 f"{r.sport} -> {r.dport} (not the mirrored port pair)")
     last = w.last_ts if w.last_ts is not None else (w.first_ts or 0.0)
     if w.packets >= 2 and w.first_ts is not None:
@@ -381,7 +382,7 @@ def pair_misfit(w: EspFlow, r: EspFlow, ts: float, rtt: float = 0.0) -> str:
     else:
         rhythm, allow = 0.0, INFER_PAIR_WINDOW
     if ts - last > allow:
-        return (f"0x{w.spi:08x} in the opposite direction had gone quiet: this one starts {ts - last:.3f} s after its "
+        return (f"{spi_text(w.spi)} in the opposite direction had gone quiet: this one starts {ts - last:.3f} s after its "
                 f"last packet" + (f" (it sent one every {rhythm:.3f} s)" if rhythm else ""))
     return ""
 
@@ -389,7 +390,7 @@ def pair_misfit(w: EspFlow, r: EspFlow, ts: float, rtt: float = 0.0) -> str:
 def _unpaired_why(fits: list, misfits: list[str], more: bool) -> str:
     if len(fits) > 1 or (fits and more):
         return (f"; more than one flow in the opposite direction fits it "
-                f"({', '.join(f'0x{o.spi:08x}' for _, o in fits)}{', ...' if more else ''}): which one is its pair "
+                f"({', '.join(spi_text(o.spi) for _, o in fits)}{', ...' if more else ''}): which one is its pair "
                 "is not known")
     if misfits:
         return "; " + "; ".join(misfits[:3])
@@ -413,8 +414,8 @@ def _check_suite(book: Book, child: ChildSa, flow: EspFlow, res) -> ChildSa:
     if other is None or other == suite:
         return child
     spi = next(s for s in seen if s != flow.spi)
-    return book.split_inferred(child, flow, f"unpaired: the keys of 0x{spi:08x} ({_suite_text(other)}) and of 0x"
-                               f"{flow.spi:08x} ({_suite_text(suite)}), in opposite directions, name different "
+    return book.split_inferred(child, flow, f"unpaired: the keys of {spi_text(spi)} ({_suite_text(other)}) and of "
+                               f"{spi_text(flow.spi)} ({_suite_text(suite)}), in opposite directions, name different "
                                "algorithms; one CHILD SA has one proposal for both (RFC 7296 §3.3)")
 
 

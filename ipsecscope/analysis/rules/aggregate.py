@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ...model.idtext import sa_ref_text
+from ...model.idtext import sa_ref_text, spi_text
 from ...model.plural import plural
 from ...model.sa import Finding, FindingMember, SaTable
 
@@ -36,7 +36,7 @@ def sa_peers(table: SaTable, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]
         c = table.child_sas.get(int(rest))
         if c is None:
             return (), (f"#{rest}",)
-        names = [f"#{rest}"] + [f"0x{s:08x}" for s in (c.spi_i, c.spi_r) if s is not None]
+        names = [f"#{rest}"] + [spi_text(s) for s in (c.spi_i, c.spi_r) if s is not None]
         return (c.initiator, c.responder), tuple(names)
     if kind in ("esp", "ah"):
         pair, _, spi = rest.rpartition(":")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ...model.idtext import spi_text
 from ...model.plural import noun, plural, verb
 from ...model.sa import Finding, FindingMember, SaState, SaTable, Severity
 from .authentication import r_auth_failed
@@ -116,7 +117,7 @@ def r_no_key(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     flows = [f for f in table.flows.values() if f.no_key and not f.decrypted and f.protocol == "ESP"]
     if not flows:
         return
-    listed = ", ".join(f"0x{f.spi:08x}" for f in flows[:6])
+    listed = ", ".join(spi_text(f.spi) for f in flows[:6])
     yield Finding(
         code="ESP-NO-KEY", severity=Severity.INFO,
         title=f"No key for {plural(len(flows), 'ESP flow')} ({listed}{'…' if len(flows) > 6 else ''})",
@@ -139,8 +140,8 @@ def r_unsupported(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         can = f" ipsecscope implements:{supported.rstrip('.')}." if supported else ""
         yield Finding(
             code="ESP-UNSUPPORTED-ALGO", severity=Severity.WARNING,
-            title=f"{plural(f.unsupported, 'ESP packet')} {f.src} -> {f.dst} on SPI 0x{f.spi:08x} not decrypted: {reason}",
-            explanation=f"The key for SPI 0x{f.spi:08x} from {source} was found, but ipsecscope cannot use it: "
+            title=f"{plural(f.unsupported, 'ESP packet')} {f.src} -> {f.dst} on SPI {spi_text(f.spi)} not decrypted: {reason}",
+            explanation=f"The key for SPI {spi_text(f.spi)} from {source} was found, but ipsecscope cannot use it: "
             f"{reason}.{can} Its packets are counted, not decrypted, and their ICVs are not checked.",
             frames=tuple(f.unsupported_frames), sa=flow_ref(f),
             hint="If the key file names the wrong algorithm, fix that row; otherwise open the capture in a tool "

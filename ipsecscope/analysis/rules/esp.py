@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ...model.idtext import spi_text
 from ...model.plural import noun, plural, verb
 from ...model.sa import Finding, SaTable, Severity, one_counter
 from .common import clock, dur, flow_ref
@@ -22,7 +23,7 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             yield Finding(
                 code="ESP-SEQ-GAP", severity=Severity.WARNING if ratio >= ctx.loss_warn_ratio else Severity.INFO,
                 title=f"{f.protocol} loss {f.src} -> {f.dst}: {f.lost} of {span} sequence numbers missing ({ratio:.1%})",
-                explanation=f"On SPI 0x{f.spi:08x} from {f.src} to {f.dst}, {plural(f.lost, 'sequence number')} between "
+                explanation=f"On SPI {spi_text(f.spi)} from {f.src} to {f.dst}, {plural(f.lost, 'sequence number')} between "
                 f"{f.seq_min} and {f.seq_max} never appeared in the capture: packets lost before the capture "
                 "point (or the capture dropped them).",
                 frames=tuple(f.gap_frames), sa=ref,
@@ -32,7 +33,7 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             yield Finding(
                 code="ESP-REPLAY", severity=Severity.WARNING,
                 title=f"ESP replay {f.src} -> {f.dst}: {plural(f.duplicates, 'duplicate sequence number')}",
-                explanation=f"{plural(f.duplicates, 'packet')} on SPI 0x{f.spi:08x} from {f.src} to {f.dst} repeated a sequence "
+                explanation=f"{plural(f.duplicates, 'packet')} on SPI {spi_text(f.spi)} from {f.src} to {f.dst} repeated a sequence "
                 "number already seen. The receiver's anti-replay check (RFC 4303 §3.4.3) drops them; "
                 "duplication on the path, a capture on several interfaces, or a replay attack.",
                 frames=tuple(f.duplicate_frames), sa=ref,
@@ -42,7 +43,7 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             yield Finding(
                 code="ESP-REORDER", severity=Severity.WARNING if f.reordered > 10 else Severity.INFO,
                 title=f"ESP reordering {f.src} -> {f.dst}: {plural(f.reordered, 'packet')} later than the 64-packet window",
-                explanation=f"{plural(f.reordered, 'packet')} on SPI 0x{f.spi:08x} arrived more than 64 sequence numbers after "
+                explanation=f"{plural(f.reordered, 'packet')} on SPI {spi_text(f.spi)} arrived more than 64 sequence numbers after "
                 "newer ones; a receiver with the default replay window drops them as too old.",
                 frames=tuple(f.reordered_frames), sa=ref,
                 hint="Increase replay_window on the receiver, or find the path that reorders (load balancing "
@@ -59,10 +60,10 @@ def r_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if f.decrypted == 0:
             yield Finding(
                 code="ESP-ICV-FAILED", severity=Severity.ERROR,
-                title=f"Every ESP packet {f.src} -> {f.dst} on SPI 0x{f.spi:08x} fails its ICV check: wrong key",
+                title=f"Every ESP packet {f.src} -> {f.dst} on SPI {spi_text(f.spi)} fails its ICV check: wrong key",
                 explanation=(f"All {f.icv_failed} packets" if f.icv_failed != 1 else "The one packet")
                 + " failed integrity verification. With every packet failing, the key (or algorithm, or ICV length) used for SPI "
-                f"0x{f.spi:08x} does not match what {f.src} uses, not a transmission problem.",
+                f"{spi_text(f.spi)} does not match what {f.src} uses, not a transmission problem.",
                 frames=tuple(f.icv_failed_frames), sa=flow_ref(f),
                 hint="Check the key file entry for this SPI (algorithm, key, salt for GCM) — or, if the keys came "
                 "from the peer, the peers disagree on the keys.", ts=f.first_ts)
@@ -71,7 +72,7 @@ def r_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 code="ESP-ICV-FAILED", severity=Severity.WARNING,
                 title=f"{f.icv_failed} of {plural(checked, 'ESP packet')} {f.src} -> {f.dst} "
                 f"{verb(f.icv_failed, 'fails')} {'its' if f.icv_failed == 1 else 'their'} ICV: corruption",
-                explanation=f"Most packets on SPI 0x{f.spi:08x} verify, {f.icv_failed} {verb(f.icv_failed, 'does')} "
+                explanation=f"Most packets on SPI {spi_text(f.spi)} verify, {f.icv_failed} {verb(f.icv_failed, 'does')} "
                 f"not: the key is right, {'that packet was' if f.icv_failed == 1 else 'those packets were'} altered "
                 "on the path (bad link, middlebox) or truncated in the capture.",
                 frames=tuple(f.icv_failed_frames), sa=flow_ref(f),
@@ -93,9 +94,9 @@ def r_rekey_overlap(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             yield Finding(
                 code="ESP-REKEY-OVERLAP", severity=sev,
                 title=f"CHILD SA #{c.id} rekeyed at {clock(c.rekeyed_ts)}, {f.src} kept sending on the old SPI "
-                f"0x{f.spi:08x} for {dur(span)}",
+                f"{spi_text(f.spi)} for {dur(span)}",
                 explanation=f"After the rekey of CHILD SA #{c.id} into #{c.rekeyed_into}, {f.src} sent {f.after_rekey} "
-                f"more {noun(f.after_rekey, 'packet')} to {f.dst} on the old SPI 0x{f.spi:08x}, the last {dur(span)} later. A short "
+                f"more {noun(f.after_rekey, 'packet')} to {f.dst} on the old SPI {spi_text(f.spi)}, the last {dur(span)} later. A short "
                 "overlap is normal (RFC 7296 §2.8); a long one means the outbound SA was switched late.",
                 frames=(f.last_frame,), sa=flow_ref(f),
                 hint="If the old SA is deleted before the sender switches, those packets are lost; check the "

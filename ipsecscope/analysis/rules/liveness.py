@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ...model.iana import Ikev1Exchange, NotifyType
+from ...model.idtext import spi_text
 from ...model.keys import PeerLogNote
 from ...model.plural import noun, plural, verb
 from ...model.sa import ChildSa, EspFlow, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
@@ -242,7 +243,7 @@ def r_invalid_spi(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if ob.kind != "invalid_spi_notify":
             continue
         spi = ob.detail.get("spi")
-        spi_s = f"0x{spi:08x}" if isinstance(spi, int) else "?"
+        spi_s = spi_text(spi) if isinstance(spi, int) else "?"
         yield Finding(
             code="IKE-INVALID-SPI", severity=Severity.WARNING,
             title=f"{ob.src} reports INVALID_SPI {spi_s} to {ob.dst}",
@@ -265,9 +266,9 @@ def r_esp_spi(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 refused, _hint, icmp_frames = icmp_refusal(table, f)
                 yield Finding(
                     code="ESP-UNKNOWN-SPI", severity=Severity.WARNING,
-                    title=f"ESP {f.src} -> {f.dst} on SPI 0x{f.spi:08x} that no IKE exchange created",
+                    title=f"ESP {f.src} -> {f.dst} on SPI {spi_text(f.spi)} that no IKE exchange created",
                     explanation=f"The IKE SA between {ike.initiator} and {ike.responder} was readable, yet none of its "
-                    f"exchanges negotiated SPI 0x{f.spi:08x}; {plural(f.packets, 'packet')} used it. The receiver will "
+                    f"exchanges negotiated SPI {spi_text(f.spi)}; {plural(f.packets, 'packet')} used it. The receiver will "
                     "drop them (and may answer INVALID_SPI)." + refused,
                     frames=frames_of((f.first_frame, f.last_frame), icmp_frames),
                     sa=flow_ref(f),
@@ -279,9 +280,9 @@ def r_esp_spi(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 continue  # in-flight packets
             yield Finding(
                 code="ESP-AFTER-DELETE", severity=Severity.WARNING,
-                title=f"{plural(f.after_delete, 'ESP packet')} {f.src} -> {f.dst} on SPI 0x{f.spi:08x} after it was deleted",
+                title=f"{plural(f.after_delete, 'ESP packet')} {f.src} -> {f.dst} on SPI {spi_text(f.spi)} after it was deleted",
                 explanation=f"CHILD SA #{c.id} was deleted by {c.deleted_by} at {clock(c.deleted_ts)}, but {f.src} kept sending "
-                f"on SPI 0x{f.spi:08x} for {dur(max(late, 0.0))}. The receiver drops these packets.",
+                f"on SPI {spi_text(f.spi)} for {dur(max(late, 0.0))}. The receiver drops these packets.",
                 frames=tuple(f.after_delete_frames), sa=flow_ref(f),
                 hint=f"{f.src} did not remove the outbound SA: check its kernel SAs (ip xfrm state) and its log "
                 "for the Delete.", ts=c.deleted_ts)
@@ -336,7 +337,7 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             + (f" on this SA; {f.dst} sends on another" if sib is not None and not refused else "")
             + (f" while {f.dst} still answers IKE" if alive else "")
             + (", refused with ICMP" if refused else ""),
-            explanation=f"{child_label(c)} carries {plural(pk, 'ESP packet')} from {f.src} to {f.dst} on SPI 0x{f.spi:08x} but "
+            explanation=f"{child_label(c)} carries {plural(pk, 'ESP packet')} from {f.src} to {f.dst} on SPI {spi_text(f.spi)} but "
             + (f"none in the other direction.{why}" if why else
                f"none in the other direction. {f.dst} either does not receive them (filtered), cannot decrypt "
                "them (key or SA missing), has no route/policy for the replies, or the capture sees only one "
@@ -396,7 +397,7 @@ def _one_way_group(table: SaTable, group: list[ChildSa]) -> Finding | None | boo
     n = len(fa) - len(fb)
 
     def listing(fs: list[EspFlow]) -> str:
-        return ", ".join(f"0x{f.spi:08x} ({plural(f.packets, 'packet')})" for f in fs)
+        return ", ".join(f"{spi_text(f.spi)} ({plural(f.packets, 'packet')})" for f in fs)
 
     f = fa[0]
     return Finding(
@@ -461,7 +462,7 @@ def _sibling_return(table: SaTable, c, one: list[EspFlow],
     r = max(back, key=lambda x: x.packets)
     other = table.child_sas.get(r.child_sa) if r.child_sa is not None else None
     name = child_label(other) if other is not None else "another SA"
-    return (f" Yet {f.dst} sends ESP to {f.src} meanwhile, on SPI 0x{r.spi:08x} ({name}, {plural(r.packets, 'packet')}, "
+    return (f" Yet {f.dst} sends ESP to {f.src} meanwhile, on SPI {spi_text(r.spi)} ({name}, {plural(r.packets, 'packet')}, "
             f"{clock(r.first_ts)} to {clock(r.last_ts)}): it is up and receives, and the path carries its ESP. "
             "If both CHILD SAs carry the same traffic (negotiated at once by both peers: crossing Quick Modes, "
             f"or a collision, RFC 7296 §2.8), {f.dst} answers on that one and nothing is lost; if they carry "
@@ -500,9 +501,9 @@ def r_return_stopped(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 title=f"ESP from {f.dst} stopped: {f.src} sent {plural(f.unanswered_tail, 'more packet')} with no reply"
                 + (f", while {f.dst} still answers IKE" if alive else "") + (", refused with ICMP" if refused else ""),
                 explanation=f"{child_label(c)} carried traffic both ways until frame {back.last_frame} ({clock(back.last_ts)}); "
-                f"after that {f.src} sent {plural(f.unanswered_tail, 'ESP packet')} to {f.dst} on SPI 0x{f.spi:08x} over "
+                f"after that {f.src} sent {plural(f.unanswered_tail, 'ESP packet')} to {f.dst} on SPI {spi_text(f.spi)} over "
                 f"{dur((f.last_ts or 0.0) - (f.unanswered_since_ts or 0.0))} and nothing came back (its ESP on "
-                f"SPI 0x{back.spi:08x} stopped)"
+                f"SPI {spi_text(back.spi)} stopped)"
                 + (f".{why}" if why else f": {f.dst} went away, lost its SA, or the return path broke."),
                 # The first frame stays the same while the run grows (live mode tells a finding
                 # apart by it); the IKE evidence follows.
@@ -611,7 +612,7 @@ def r_peer_restarted(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         tries = sum(1 + x.retransmits for x in r.unanswered)
         kinds = ", ".join(sorted({exchange_label(x, r.old.version) for x in r.unanswered}))
         stale_pk = sum(f.unanswered_tail for f in r.stale)
-        spis = ", ".join(f"0x{f.spi:08x}" for f in r.stale)
+        spis = ", ".join(spi_text(f.spi) for f in r.stale)
         refused = (f"; {len(r.refused)} came back with INVALID_IKE_SPI (RFC 7296 §2.21.4): it no longer knows "
                    "that IKE SA" if r.refused else "")
         esp = (f" {r.other} also sent {plural(stale_pk, 'ESP packet')} to the stale {noun(len(r.stale), 'SPI')} {spis} (the old CHILD SAs), "
@@ -622,14 +623,14 @@ def r_peer_restarted(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         new_children = [table.child_sas[i] for i in r.new.children if i in table.child_sas]
         up = [c for c in new_children if c.state in (SaState.ESTABLISHED, SaState.REKEYED, SaState.DELETED)]
         recovery = (f"IKE SA {r.new.key} came up at {clock(r.new.established_ts or r.new.created_ts)}"
-                    + (f" with CHILD SA #{up[0].id} (SPIs 0x{up[0].spi_i or 0:08x}/0x{up[0].spi_r or 0:08x})"
+                    + (f" with CHILD SA #{up[0].id} (SPIs {spi_text(up[0].spi_i or 0)}/{spi_text(up[0].spi_r or 0)})"
                        if up else "") if r.new.established_ts is not None
                     else f"IKE SA {r.new.key} was started at {clock(r.new.created_ts)}")
         t0 = r.recovered.response_ts or 0.0
         resumed = [f for f in table.flows.values() if {f.src, f.dst} == {r.peer, r.other}
                    and (f.first_ts or 0.0) >= t0 and f not in r.stale]
         if resumed and len({f.src for f in resumed}) == 2:
-            recovery += (f"; ESP resumed both ways on new SPIs ({', '.join(f'0x{f.spi:08x}' for f in resumed[:4])}, "
+            recovery += (f"; ESP resumed both ways on new SPIs ({', '.join(spi_text(f.spi) for f in resumed[:4])}, "
                          f"{plural(sum(f.packets for f in resumed), 'packet')})")
         log, notes = _restart_log(ctx, r)
         certain = bool(r.refused or log)
@@ -713,7 +714,7 @@ def r_icmp_unreachable(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if f is not None and flow_ref(f) in cited:
             continue
         spi = ob.detail.get("spi")
-        spi_s = f"0x{spi:08x}" if isinstance(spi, int) else "?"
+        spi_s = spi_text(spi) if isinstance(spi, int) else "?"
         qsrc, qdst = ob.detail.get("quoted_src"), ob.detail.get("quoted_dst")
         n = int(ob.detail.get("count") or 0)  # type: ignore[call-overload]
         if f is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ...model.idtext import spi_text
 from ...model.plural import plural, verb
 from ...model.sa import (
     EspFlow,
@@ -354,7 +355,7 @@ def r_path_mtu(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         n_icmp = sum(int(o.detail.get("count") or 0) for o in icmp)  # type: ignore[call-overload]
         dropped = sum(max(len(o.detail.get("seqs") or ()), 1) for o in icmp)  # type: ignore[arg-type]
         nfrag = sum(frag.values())
-        spi_s = f"0x{spi:08x}" if isinstance(spi, int) else "?"
+        spi_s = spi_text(spi) if isinstance(spi, int) else "?"
         udp = bool(main.udp_encap) if main is not None else bool(first and first.detail.get("udp_encap"))
         ipv6 = ":" in dst
         parts = []

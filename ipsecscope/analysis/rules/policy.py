@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
+from ...model.idtext import spi_text
 from ...model.plural import plural
 from ...model.sa import ChildSa, Finding, SaState, SaTable, Severity
 from ...state.child_sa import ts_text
@@ -124,7 +125,7 @@ def r_outside_ts(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         yield Finding(
             code="ESP-OUTSIDE-TS", severity=Severity.WARNING,
             title=f"{plural(f.outside_ts, 'inner packet')} {f.src} -> {f.dst} outside the negotiated selectors",
-            explanation=f"Decrypted packets on SPI 0x{f.spi:08x} (e.g. {f.outside_ts_example}) are not covered by "
+            explanation=f"Decrypted packets on SPI {spi_text(f.spi)} (e.g. {f.outside_ts_example}) are not covered by "
             f"{child_label(c)}'s selectors {sels}. The receiver's inbound policy check drops them "
             "(RFC 4301 §5.2).",
             frames=tuple(f.outside_ts_frames), sa=flow_ref(f),

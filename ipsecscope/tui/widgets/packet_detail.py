@@ -25,7 +25,7 @@ from textual.widgets.tree import TreeNode
 
 from ...model import iana
 from ...model import ike as m
-from ...model.idtext import msg_id_text
+from ...model.idtext import msg_id_text, spi_text
 from ...model.sa import endpoint_text
 from ...state.names import exchange_name
 from ..plain import PlainTree
@@ -250,7 +250,7 @@ def fill_esp(root: TreeNode, detail: Any) -> TreeNode | None:
     esp = detail.esp
     res = detail.esp_result
     row = detail.row
-    top = root.add(Text(f"ESP SPI 0x{esp.spi:08x} seq {row.seq if row.seq is not None else esp.seq}", "bold green"),
+    top = root.add(Text(f"ESP SPI {spi_text(esp.spi)} seq {row.seq if row.seq is not None else esp.seq}", "bold green"),
                    expand=True)
     top.add_leaf(f"{endpoint_text(esp.src, esp.sport)} → {endpoint_text(esp.dst, esp.dport)}")
     top.add_leaf(f"transport: {esp.transport}" + (" (UDP-encapsulated, RFC 3948)" if esp.udp_encap else ""))
@@ -273,7 +273,7 @@ def fill_esp(root: TreeNode, detail: Any) -> TreeNode | None:
     for pkt, lres in getattr(detail, "esp_layers", ()):
         # ESP inside the outer ESP (nested): each layer is its own SA with its own keys
         style = {"ok": "bold green", "icv_failed": "bold red", "no_key": "yellow"}.get(lres.status, "magenta")
-        ln = top.add(Text(f"Nested ESP SPI 0x{pkt.spi:08x} seq {pkt.seq}", "bold green"), expand=True)
+        ln = top.add(Text(f"Nested ESP SPI {spi_text(pkt.spi)} seq {pkt.seq}", "bold green"), expand=True)
         ln.add_leaf(f"{pkt.src} → {pkt.dst}, {pkt.length} bytes")
         ln.add_leaf(Text(f"Decryption: {lres.status}" + (f" — {lres.reason}" if lres.reason else ""), style))
         if lres.keys is not None:
@@ -314,7 +314,7 @@ def fill_quoted_esp(root: TreeNode, q: Any) -> None:
     """The ESP packet an ICMP error quotes: whole and ICV-verified, or decrypted as far as a cut-off
     quote goes (not verified); a copy of a packet already sent either way."""
     verified = getattr(q, "verified", False)
-    top = root.add(Text(f"Quoted ESP SPI 0x{q.spi:08x} seq {q.seq} (in the ICMP error)", "bold"), expand=True)
+    top = root.add(Text(f"Quoted ESP SPI {spi_text(q.spi)} seq {q.seq} (in the ICMP error)", "bold"), expand=True)
     top.add_leaf(f"{q.src} → {q.dst}, {q.quoted} bytes of the packet quoted")
     style = "green" if verified else "yellow" if q.plain is not None else "dim"
     top.add_leaf(Text(q.note, style))

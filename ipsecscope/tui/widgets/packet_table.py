@@ -25,6 +25,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
+from ...model.idtext import spi_text
 from ...model.packets import FrameRow
 from ...model.sa import endpoint_text
 from ...rowstore import RowStore
@@ -140,7 +141,7 @@ def cell_text(row: FrameRow, col: Column, first_ts: float) -> str:
     if key == "dst":
         return _addr(row.dst, row.dport, col.width)
     if key == "spi":
-        return f"0x{row.spi:08x}" if row.spi is not None else ""
+        return spi_text(row.spi) if row.spi is not None else ""
     if key == "len":
         return str(row.length)
     if key == "info":

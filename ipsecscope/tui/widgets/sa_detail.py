@@ -12,12 +12,12 @@ from textual.widgets import Static
 
 from ... import timefmt
 from ...model import iana
-from ...model.idtext import arrow_text, frame_ref, ike_sa_text, msg_id_text
+from ...model.idtext import arrow_text, frame_ref, ike_sa_text, msg_id_text, spi_text
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable, counter_lost, endpoint_text, one_counter
 from ...state.names import exchange_name, one_way
 from ..plain import PlainTable
-from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, orphan_pair, pair_key, short_pair, spi_text
+from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, orphan_pair, pair_key, short_pair, spi_digits
 
 if TYPE_CHECKING:
     from ..panes import SessionView
@@ -117,7 +117,7 @@ class FlowTable:
         if f.first_ts is not None and f.last_ts is not None and self.first is not None:
             active = f"+{f.first_ts - self.first:.1f}s…+{f.last_ts - self.first:.1f}s"
         return {
-            "SPI": f"0x{f.spi:08x}",
+            "SPI": spi_text(f.spi),
             "From → To": short_pair(f.src, f.dst, 19, "→") if compact else f"{f.src} → {f.dst}",
             "Pkts": str(f.packets), "Bytes": str(f.bytes), "Decr": str(f.decrypted),
             "ICV✗": Text(str(f.icv_failed), "bold red" if f.icv_failed else ""),
@@ -246,11 +246,11 @@ def ike_key_problems(sa: IkeSa) -> Text:
 
 def flow_notes(flows: list[EspFlow]) -> list[Any]:
     """Per-direction notes the counters alone do not explain (unsupported algorithms, NAT-matched keys)."""
-    lines = [Text(f"0x{f.spi:08x}: {_count(f.unsupported, 'packet', 'packets')} not decrypted: "
+    lines = [Text(f"{spi_text(f.spi)}: {_count(f.unsupported, 'packet', 'packets')} not decrypted: "
                   + (f.unsupported_reason or "algorithm not supported"), "yellow")
              for f in flows if f.unsupported]
     # keys logged on a peer behind NAT, matched by SPI and the address NAT left alone (issue 17)
-    lines += [Text(f"0x{f.spi:08x}: keys matched across NAT ({arrow_text(f.keys_nat)})", "cyan")
+    lines += [Text(f"{spi_text(f.spi)}: keys matched across NAT ({arrow_text(f.keys_nat)})", "cyan")
               for f in flows if f.keys_nat]
     return [Text(""), *lines] if lines else []
 
@@ -359,7 +359,7 @@ class SaDetail(Static):
     def _child(self, table: SaTable, child: ChildSa, first: float | None) -> list[Any]:
         g = _kv(f"CHILD SA #{child.id} ({child.protocol} {child.mode})")
         g.add_row("State", Text(child.state.value, STATE_STYLE.get(child.state, "")))
-        g.add_row("SPIs", f"initiator {spi_text(child.spi_i)}  responder {spi_text(child.spi_r)}")
+        g.add_row("SPIs", f"initiator {spi_digits(child.spi_i)}  responder {spi_digits(child.spi_r)}")
         g.add_row("Peers", f"{child.initiator or '?'} (initiator) ⇄ {child.responder or '?'}")
         g.add_row("IKE SA", child.ike_sa or "— (inferred from ESP)")
         g.add_row("Proposal", child.proposal or "—")
@@ -416,10 +416,10 @@ class SaDetail(Static):
         g = _kv("ESP keys" + ("  (hidden; press K to show)" if hint else ""))
         for f, k in found:
             if k is None:
-                g.add_row(f"0x{f.spi:08x}", Text("no key", "yellow"))
+                g.add_row(spi_text(f.spi), Text("no key", "yellow"))
                 continue
             g.add_row(
-                f"0x{f.spi:08x}",
+                spi_text(f.spi),
                 f"{_enum_name(iana.EncrTransform, k.encr)} {redact(k.enc_key, self.show_keys)}\n"
                 f"{integ_name(k.integ, k.encr)} {redact(k.auth_key, self.show_keys)}\n"
                 f"from {short_source(k.source)}",

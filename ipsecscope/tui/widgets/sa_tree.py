@@ -70,7 +70,9 @@ def fmt_rate(rate: float | None) -> str:
     return f"{rate:.1f} pkt/s" if rate < 10 else f"{rate:.0f} pkt/s"
 
 
-def spi_text(spi: int | None) -> str:
+def spi_digits(spi: int | None) -> str:
+    """An SPI as its 8 hex digits alone, "?" when not known: the tree and the timeline's lanes are
+    narrow and say "ESP" beside it (every other view writes model.idtext.spi_text, 0x…)."""
     return f"{spi:08x}" if spi is not None else "?"
 
 
@@ -91,7 +93,7 @@ def child_label(child: ChildSa, table: SaTable, room: int | None = None) -> Text
         text = Text()
         text.append("●", STATE_STYLE.get(child.state, ""))
         text.append(f" #{child.id} {child.protocol} ")
-        text.append(f"{spi_text(child.spi_i)}/{spi_text(child.spi_r)}", "cyan")
+        text.append(f"{spi_digits(child.spi_i)}/{spi_digits(child.spi_r)}", "cyan")
         text.append(f" {child.state.value}", STATE_STYLE.get(child.state, ""))
         if rate:
             text.append(f" {fmt_rate(child_rate(child, table))}", "dim")
@@ -150,7 +152,7 @@ def compact_child_label(child: ChildSa) -> Text:
     text.append("●", STATE_STYLE.get(child.state, ""))
     text.append(f" #{child.id} ")
     # an inferred CHILD SA seen one way only knows just one SPI: show that one, not "?"
-    text.append(spi_text(child.spi_i if child.spi_i is not None else child.spi_r), "cyan")
+    text.append(spi_digits(child.spi_i if child.spi_i is not None else child.spi_r), "cyan")
     return text
 
 
@@ -158,7 +160,7 @@ def flow_label(flow: EspFlow) -> Text:
     text = Text()
     text.append("○", "magenta")
     text.append(f" {flow.protocol} ")
-    text.append(f"{flow.spi:08x}", "cyan")
+    text.append(spi_digits(flow.spi), "cyan")
     text.append(f" {flow.src}→{flow.dst} {flow.packets} pkts", "dim")
     return text
 

@@ -26,7 +26,7 @@ from ...model.sa import ChildSa, Finding, IkeExchange, IkeSa, SaState, SaTable, 
 from ...state.names import exchange_name, one_way
 from ..panes import SessionView
 from ..plain import PlainTable
-from .sa_tree import STATE_STYLE, spi_text
+from .sa_tree import STATE_STYLE, spi_digits
 
 LABEL_W = 14
 
@@ -91,7 +91,7 @@ def exchange_marks(sa: IkeSa, unanswered: Collection[int] = ()) -> list[tuple[fl
 
 def child_events(c: ChildSa) -> list[Event]:
     out = []
-    spis = f"{spi_text(c.spi_i)}/{spi_text(c.spi_r)}"
+    spis = f"{spi_digits(c.spi_i)}/{spi_digits(c.spi_r)}"
     if c.created_ts is not None:
         how = "rekeyed from #" + str(c.rekeyed_from) if c.rekeyed_from else (c.created_by or "created")
         style = "red" if c.state is SaState.FAILED else "green"
@@ -297,7 +297,7 @@ class Timeline(Vertical):
         children = sorted(table.child_sas.values(), key=lambda c: (c.created_ts or t0, c.id))
         for c in children:
             spi = c.spi_i if c.spi_i is not None else c.spi_r  # one way only: the SPI it has
-            label = Text.assemble((f"#{c.id} ", "bold"), (spi_text(spi), STATE_STYLE.get(c.state, "")))
+            label = Text.assemble((f"#{c.id} ", "bold"), (spi_digits(spi), STATE_STYLE.get(c.state, "")))
             flows = c.flows(table)
             start = c.created_ts if c.created_ts is not None else min(
                 (f.first_ts for f in flows if f.first_ts is not None), default=None)
