@@ -41,11 +41,9 @@ from .model.filter import (
 )
 from .model.ike import IkeMessage, NotifyPayload, SaPayload, SkPayload
 from .model.packets import FrameRow
-from .rowstore import RowStore
+from .rowstore import RowStore, row_dtype
 
-ROW_DTYPE = np.dtype([("frame", "<i8"), ("ts", "<f8"), ("kind", "u1"), ("src", "<u4"), ("dst", "<u4"),
-                      ("sport", "<u2"), ("dport", "<u2"), ("length", "<u4"), ("spi", "<i8"), ("seq", "<u8"),
-                      ("status", "u1"), ("child", "<i8"), ("nh", "<i2")])
+ROW_DTYPE = row_dtype()
 _INNER_CODES = {"q": "<i8", "B": "u1", "H": "<u2", "I": "<u4"}
 INNER_DTYPE = np.dtype([(name, _INNER_CODES[code]) for name, code in
                         zip(inner_mod.FIELDS, inner_mod.REC.format.lstrip("<"), strict=True)])

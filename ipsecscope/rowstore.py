@@ -20,15 +20,24 @@ import sys
 from array import array
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from dataclasses import replace
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from .capture._fastnew import fast_constructor
 from .model.packets import FrameRow, link_ethertype, link_text
 
-# frame, ts, kind, src, dst, sport, dport, length, spi, seq, status, child_sa, next_header
-_REC = struct.Struct("<qdBIIHHIqQBqh")
-_FIELDS = ("frame", "ts", "kind", "src", "dst", "sport", "dport", "length", "spi", "seq", "status", "child", "nh")
+if TYPE_CHECKING:
+    import numpy as np
+
+# The record, declared once: (field, struct code), little-endian, packed. The struct packs and
+# reads one row; row_dtype() is the same layout for numpy (filters, the TUI's activity, the ESP
+# runs that pack a run's rows at once). child: CHILD SA id, nh: next header.
+ROW_LAYOUT = (("frame", "q"), ("ts", "d"), ("kind", "B"), ("src", "I"), ("dst", "I"), ("sport", "H"),
+              ("dport", "H"), ("length", "I"), ("spi", "q"), ("seq", "Q"), ("status", "B"), ("child", "q"),
+              ("nh", "h"))
+_REC = struct.Struct("<" + "".join(code for _, code in ROW_LAYOUT))
+_FIELDS = tuple(name for name, _ in ROW_LAYOUT)
 REC_SIZE = _REC.size
+_NUMPY_CODES = {"q": "<i8", "Q": "<u8", "d": "<f8", "B": "u1", "I": "<u4", "H": "<u2", "h": "<i2"}
 _NONE64 = (1 << 64) - 1  # "no sequence number" (seq is unsigned: 64-bit ESN values fit)
 
 KIND_IKE, KIND_ESP, KIND_AH, KIND_NATKA, KIND_MALFORMED, KIND_OTHER = range(6)
@@ -41,6 +50,14 @@ _make_row = fast_constructor(FrameRow)
 
 _PROTO_NAMES = {1: "ICMP", 4: "IPv4", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP", 58: "ICMPv6",
                 59: "none"}
+
+
+def row_dtype() -> np.dtype:
+    """The records as a numpy structured dtype, field for field ``ROW_LAYOUT`` (numpy is imported
+    here, where rows are read in bulk, not with this module)."""
+    import numpy as np
+
+    return np.dtype([(name, _NUMPY_CODES[code]) for name, code in ROW_LAYOUT])
 
 
 def proto_name(n: int) -> str:
@@ -191,8 +208,7 @@ class RowStore(Sequence[FrameRow]):
                 hi = mid
         import numpy as np
 
-        dt = np.dtype([(n, c) for n, c in zip(_FIELDS, ("<i8", "<f8", "u1", "<u4", "<u4", "<u2", "<u2", "<u4",
-                                                          "<i8", "<u8", "u1", "<i8", "<i2"), strict=True)])
+        dt = row_dtype()
         view = memoryview(self._buf)[lo * REC_SIZE:self._n * REC_SIZE]
         try:
             a = np.frombuffer(view, dtype=dt)

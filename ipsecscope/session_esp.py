@@ -28,7 +28,7 @@ from .capture._fastnew import fast_constructor
 from .crypto.esp import MIN_INNER, STATUS, EspResult, check_payload, payload_failure, trim_tfc
 from .decode.inner_bulk import add_run
 from .model.sa import SaState
-from .rowstore import KIND_ESP, REC_SIZE, STATUS_CODES
+from .rowstore import KIND_ESP, STATUS_CODES, row_dtype
 from .state.bulk import ICV_FAILED, NO_KEY, OK, EspRun, on_esp_run
 
 _Result = fast_constructor(EspResult)
@@ -37,11 +37,7 @@ _U32LE = struct.Struct("<I").unpack_from
 _KEY = struct.Struct("!III").pack
 _CODE = {name: i for i, name in enumerate(STATUS)}
 _NO_KEY_RESULT = EspResult("no_key", reason="no key for this SA (add its keys with -k)")
-# RowStore's record ("<qdBIIHHIqQBqh"), to pack a run's rows at once.
-ROW_DTYPE = np.dtype([("frame", "<i8"), ("ts", "<f8"), ("kind", "u1"), ("src", "<u4"), ("dst", "<u4"),
-                      ("sport", "<u2"), ("dport", "<u2"), ("length", "<u4"), ("spi", "<i8"), ("seq", "<u8"),
-                      ("status", "u1"), ("child", "<i8"), ("nh", "<i2")])
-assert ROW_DTYPE.itemsize == REC_SIZE
+ROW_DTYPE = row_dtype()  # RowStore's record, to pack a run's rows at once
 # next header -> the shortest header the payload must hold (crypto.esp.MIN_INNER), -1: anything
 _NEED = np.full(256, -1, np.int64)
 for _nh, _need in MIN_INNER.items():

@@ -52,15 +52,17 @@ def _packed_activity(rows: RowStore, t0: float, t1: float, buckets: int, n: int)
     computed with the same float operations, and keys come in first-packet order."""
     import numpy as np  # not on the first screen: the loader has imported it by the first look
 
-    from ..filtering import ROW_DTYPE
+    from ..rowstore import row_dtype
+
+    dt = row_dtype()
     span = (t1 - t0) or 1.0
-    size = ROW_DTYPE.itemsize
+    size = dt.itemsize
     counts: dict[object, np.ndarray] = {}
     first: dict[object, int] = {}
     for lo in range(0, n, _CHUNK):
         hi = min(n, lo + _CHUNK)
         # a copy of the slice: numpy never holds the store's growing buffer
-        arr = np.frombuffer(bytes(rows._buf[lo * size:hi * size]), ROW_DTYPE)
+        arr = np.frombuffer(bytes(rows._buf[lo * size:hi * size]), dt)
         pos = np.flatnonzero(arr["spi"] >= 0)  # rows with an SPI (ESP, AH)
         if not len(pos):
             continue
