@@ -45,7 +45,7 @@ from .model.plural import plural
 from .model.sa import Finding, SaTable, Severity
 from .rowstore import STATUS_CODES, FrameOffsets, NoRows, RowStore, follow_moves
 from .session_detail import FrameDetail, FrameViews, QuotedEsp, describe_inner, iana_proto
-from .session_fast import count_outcome
+from .session_esp import count_outcome
 from .state.names import exchange_name
 from .state.tracker import Tracker
 

@@ -47,7 +47,7 @@ from .capture.pcapng import (
 from .errors import CaptureError
 from .keys.formats import add_secrets_block
 from .model.packets import RawFrame
-from .session_esp import EspRuns, Fields, _rows, _u16, _u32, count_outcome
+from .session_esp import EspRuns, Fields, _rows, _u16, _u32
 
 _BLK = {k: v.unpack_from for k, v in BLK.items()}
 
@@ -419,4 +419,4 @@ def _damaged(path: str, frames: int, what: str, offset: int) -> CaptureError:
                         "(frames before it were read)")
 
 
-__all__ = ["count_outcome", "eligible", "load"]
+__all__ = ["eligible", "load"]
