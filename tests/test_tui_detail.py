@@ -20,6 +20,16 @@ from ipsecscope.tui.widgets.packet_detail import HexView, payload_spans
 from ipsecscope.tui.widgets.sa_detail import SaDetail
 
 
+async def open_detail(pilot, kind: str) -> Tree:
+    """Once the capture has loaded, the SA tree's cursor on its first ``kind`` node ("ike",
+    "child", "pair") and that node's detail opened: the tree, whose ``current_ref`` names it."""
+    await loaded(pilot)
+    tree = await tree_cursor_to(pilot, kind)
+    await pilot.press("enter")
+    await pilot.pause()
+    return tree
+
+
 @needs_tshark
 @sync
 async def test_sa_detail_shows_icv_failures_of_a_wrong_sk_ei(tmp_path: Path) -> None:
@@ -28,9 +38,7 @@ async def test_sa_detail_shows_icv_failures_of_a_wrong_sk_ei(tmp_path: Path) -> 
     assert bad.read_text() != (HEALTHY / "keys" / "ikev2_decryption_table").read_text()
     app = create_app(CAPTURE, [HEALTHY / "keys" / "esp_sa", bad])
     async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot)
-        tree = await tree_cursor_to(pilot, "ike")
-        await pilot.press("enter")
+        tree = await open_detail(pilot, "ike")
         sa = app.session.table.ike_sas[tree.current_ref.key]
         assert sa.icv_failed > 0, "a wrong SK_ei must fail the initiator's ICVs"
         text = app.query_one(SaDetail).as_text()
@@ -48,9 +56,7 @@ async def test_sa_detail_shows_icv_failures_of_a_wrong_sk_ei(tmp_path: Path) -> 
     # The same SA with the right keys: no counter line.
     app = create_app(CAPTURE, [HEALTHY / "keys" / "esp_sa", HEALTHY / "keys" / "ikev2_decryption_table"])
     async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot)
-        tree = await tree_cursor_to(pilot, "ike")
-        await pilot.press("enter")
+        tree = await open_detail(pilot, "ike")
         text = app.query_one(SaDetail).as_text()
         assert "integrity check" not in text and "Key check" not in text
 
@@ -62,9 +68,7 @@ async def test_sa_detail_names_the_unsupported_esp_algorithm() -> None:
     # tests/data/bad/unimplemented-alg.esp_sa: CAST5 for 0x15b69dc5, Blowfish for 0x427e7d84.
     app = create_app(CAPTURE, [DATA / "bad" / "unimplemented-alg.esp_sa"])
     async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot)
-        tree = await tree_cursor_to(pilot, "child")
-        await pilot.press("enter")
+        tree = await open_detail(pilot, "child")
         child = app.session.table.child_sas[tree.current_ref.key]
         text = app.query_one(SaDetail).as_text()
         for spi, alg in ((0x15b69dc5, "ENCR_CAST"), (0x427e7d84, "ENCR_BLOWFISH")):
@@ -125,9 +129,7 @@ async def test_sa_detail_keys_row_says_what_is_there() -> None:
     # 'no IKE keys for this SA' beside 'Decrypted yes'); K shows the very key of the table.
     app = create_app(V1_REBIND / "capture.pcapng", sorted((V1_REBIND / "keys").iterdir()))
     async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot)
-        tree = await tree_cursor_to(pilot, "ike")
-        await pilot.press("enter")
+        tree = await open_detail(pilot, "ike")
         sa = app.session.table.ike_sas[tree.current_ref.key]
         text = app.query_one(SaDetail).as_text()
         assert sa.decrypted and "Decrypted   yes" in text
@@ -139,17 +141,13 @@ async def test_sa_detail_keys_row_says_what_is_there() -> None:
     # AES-GCM: no integrity keys, and the row says so instead of a bare 'SK_ai'.
     app = create_app(CAPTURE, [HEALTHY / "keys" / "esp_sa", HEALTHY / "keys" / "ikev2_decryption_table"])
     async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot)
-        await tree_cursor_to(pilot, "ike")
-        await pilot.press("enter")
+        await open_detail(pilot, "ike")
         text = app.query_one(SaDetail).as_text()
         assert "SK_ai none (AEAD)" in text and "SK_ar none (AEAD)" in text
     # No key for any SPI of the CHILD SA: no 'press K to show' for keys that are not there.
     app = create_app(DATA / "arkime" / "IKEv1.pcap", [])
     async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot)
-        await tree_cursor_to(pilot, "child")
-        await pilot.press("enter")
+        await open_detail(pilot, "child")
         text = app.query_one(SaDetail).as_text()
         assert "no key" in text and "press K" not in text
 
@@ -188,10 +186,7 @@ async def test_peers_count_the_inferred_child_sas_the_tree_lists_under_them() ->
     syn = SAMPLES / "synthetic"
     app = create_app(syn / "ipv6-transport-natt.pcap", [syn / "ipv6-transport-natt.esp_sa"])
     async with app.run_test(size=SIZE) as pilot:
-        await loaded(pilot)
-        tree = await tree_cursor_to(pilot, "pair")
-        await pilot.press("enter")
-        await pilot.pause()
+        tree = await open_detail(pilot, "pair")
         a, b = tree.current_ref.key
         table = app.session.table
         node = tree.cursor_node
@@ -208,10 +203,7 @@ async def test_ikev1_informationals_are_not_shown_unanswered() -> None:
     d = SAMPLES / "ikev1-nat-rebind"
     app = create_app(d / "capture.pcapng", [d / "charon-left.log"])
     async with app.run_test(size=(80, 40)) as pilot:
-        await loaded(pilot)
-        await tree_cursor_to(pilot, "ike")
-        await pilot.press("enter")
-        await pilot.pause()
+        await open_detail(pilot, "ike")
         text = app.query_one(SaDetail).as_text(width=58)
         records = re.findall(r"frames (\S+) → (\S+)  (.*\S)", text)
         deletes = [r for r in records if r[2].startswith("delete")]
@@ -226,10 +218,7 @@ async def test_a_pair_with_no_esp_says_so_under_traffic() -> None:
     d = SAMPLES / "ts-mismatch"
     app = create_app(d / "capture.pcapng")
     async with app.run_test(size=(80, 24)) as pilot:
-        await loaded(pilot)
-        await tree_cursor_to(pilot, "pair")
-        await pilot.press("enter")
-        await pilot.pause()
+        await open_detail(pilot, "pair")
         text = app.query_one(SaDetail).as_text()
         assert "Traffic (per direction)\nno ESP or AH packets" in text, text
         assert "From → To" not in text
