@@ -59,11 +59,12 @@ class OutBuf:
     """The window's output buffer, kept from one window to the next (the loop writes a window's
     blocks before it plans the next one) and grown when a window needs more."""
 
-    __slots__ = ("buf", "mv", "arr", "a32", "scr")
+    __slots__ = ("buf", "mv", "arr", "a32", "scr", "sa_keys")
 
     def __init__(self) -> None:
         self.need(1 << 16)
         self.scr = bytearray()  # the CBC scratch buffer, kept too
+        self.sa_keys = None  # the last window's SAs: (sorted key mixes, addresses, SPIs, wire keys)
 
     def scratch(self, n: int) -> bytearray:
         """The CBC scratch buffer of this window, at least ``n`` bytes (a fresh 2 MiB bytearray a
@@ -114,9 +115,15 @@ _U32 = struct.Struct("<I").unpack_from
 _BLK = struct.Struct("<IIIIII").unpack_from
 
 
+def _col(m: np.ndarray, c: int, dt: str) -> np.ndarray:
+    """Bytes ``c ..`` of every row of the C-contiguous byte matrix ``m`` as one number of type
+    ``dt`` (a strided view: the conversion that follows reads it in one pass, no copy first)."""
+    return np.ndarray((len(m),), dt, m, c, (m.strides[0],))
+
+
 def _le32(m: np.ndarray, c: int) -> np.ndarray:
-    """Column ``c .. c+3`` of a byte matrix as little-endian 32-bit numbers (int64)."""
-    return np.ascontiguousarray(m[:, c:c + 4]).view("<u4")[:, 0].astype(np.int64)
+    """Column ``c .. c+3`` of a C-contiguous byte matrix as little-endian 32-bit numbers (int64)."""
+    return _col(m, c, "<u4").astype(np.int64)
 
 
 def _present(a: np.ndarray) -> list[int]:
@@ -281,24 +288,38 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         EH = Fc[:, _X8:_X8 + 16]
     else:
         EH = np.where(rawc[:, None], Fc[:, _K12 + 8:_K12 + 24], Fc[:, _X8:_X8 + 16])
-    K = np.empty((len(cand), 12), np.uint8)
-    K[:, :8] = Fc[:, _K12:_K12 + 8]
-    K[:, 8:] = EH[:, :4]
     # the SA of each candidate, by its wire key (source, destination, SPI) as hotloop's dict has
-    # it: unique over a 64-bit mix of the key, every member checked against its representative
-    sd = K[:, :8].copy().view(">u8").ravel()
-    spi = K[:, 8:].copy().view(">u4").ravel().astype(np.uint64)
-    _u, first, inv = np.unique((sd * np.uint64(0x9E3779B97F4A7C15)) ^ spi, return_index=True, return_inverse=True)
-    inv = inv.ravel()
-    good = (sd == sd[first][inv]) & (spi == spi[first][inv])
-    nsa = len(first)
+    # it: a 64-bit mix of the key looked up among the SAs of the last window (or, when one is
+    # new, made unique over this window's), every member checked against its representative
+    Mc = M if allc else M[cand]
+    sd = _col(Mc, rh + _K12, ">u8").astype(np.uint64)
+    if nraw == len(cand) or not nraw:
+        spi = _col(Mc, rh + (_K12 + 8 if nraw else _X8), ">u4").astype(np.uint64)
+    else:
+        spi = np.where(rawc, _col(Mc, rh + _K12 + 8, ">u4"), _col(Mc, rh + _X8, ">u4")).astype(np.uint64)
+    mix = (sd * np.uint64(0x9E3779B97F4A7C15)) ^ spi
+    inv = None
+    if out.sa_keys is not None:  # (the SAs seldom change from one window to the next: no sort)
+        ukeys, usd, uspi, kbs = out.sa_keys
+        inv = np.searchsorted(ukeys, mix)
+        np.minimum(inv, len(ukeys) - 1, out=inv)
+        if not (ukeys[inv] == mix).all():
+            inv = None
+    if inv is None:
+        ukeys, first, inv = np.unique(mix, return_index=True, return_inverse=True)
+        inv = inv.ravel()
+        usd, uspi = sd[first], spi[first]
+        kbs = [a.to_bytes(8, "big") + b.to_bytes(4, "big") for a, b in zip(usd.tolist(), uspi.tolist(), strict=True)]
+        out.sa_keys = (ukeys, usd, uspi, kbs)
+    good = (sd == usd[inv]) & (spi == uspi[inv])
+    nsa = len(kbs)
     slots = []
     kinds = np.zeros(nsa, np.int8)
     ivl = np.zeros(nsa, np.int64)  # bytes of IV
     icvl = np.zeros(nsa, np.int64)  # bytes of ICV
     blkl = np.ones(nsa, np.int64)  # the cipher's block (CBC)
-    for u, r in enumerate(first.tolist()):
-        e = sas.get(K[r].tobytes())
+    for u, kb in enumerate(kbs):
+        e = sas.get(kb)
         slots.append(e)
         kd = kinds[u] = _kind(e)
         if kd == 1:
