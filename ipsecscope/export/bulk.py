@@ -136,19 +136,12 @@ def _present(a: np.ndarray) -> list[int]:
     return np.flatnonzero(np.bincount(a)).tolist()
 
 
-def _rows(a: np.ndarray, k: int, writeable: bool = False) -> np.ndarray:
-    """A view of 1-D array ``a`` whose row ``i`` is ``a[i:i + k]``: ``_rows(a, k)[ix]`` gathers
-    ``k`` items from each offset in ``ix`` a row at a time (a 2-D index array costs an index an
-    item); ``_rows(a, k, True)[ix] = rows`` scatters them the same way (rows that do not overlap)."""
-    st = a.strides[0]
-    return np.lib.stride_tricks.as_strided(a, (len(a) - k + 1, k), (st, st), writeable=writeable)
-
-
 def _spans(buf, k: int) -> np.ndarray:
     """``buf`` (bytes, bytearray or a 1-D uint8 array) as one ``k``-byte item at every byte
     offset: ``_spans(b, k)[ix]`` gathers ``k`` bytes from each offset in ``ix`` as ONE item
-    (numpy copies a whole item at a time, where ``_rows`` of bytes copies ``k`` items of one
-    byte: 2-4x faster for the 10-66 byte rows here); ``_spans(b, k)[ix] = items`` scatters."""
+    (numpy copies a whole item at a time, where a strided (rows, k) view of bytes copies ``k``
+    items of one byte: 1.4x faster for 10-byte rows, 2.9x for the 66-byte record heads, 4800 rows measured);
+    ``_spans(b, k)[ix] = items`` scatters."""
     n = len(buf) - k + 1
     return np.ndarray((max(n, 0),), f"V{k}", buf, 0, (1,))
 
@@ -258,18 +251,19 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         incl = _le32(M, 8)
         eth = True
     fend = RO + rh + incl
-    ok = (F[:, _EV] == 8) & (F[:, _EV + 1] == 0) & (F[:, _EV + 2] == 0x45)
-    ok &= (F[:, _FRAG] & 0x3F == 0) & (F[:, _FRAG + 1] == 0)  # not a fragment
+    # (multi-byte fields read as numbers, strided views of M: one numpy pass a field)
+    ok = (_col(M, rh + _EV, ">u4") >> 8) == 0x080045  # Ethernet type IPv4, version 4, 20-byte header
+    ok &= (_col(M, rh + _FRAG, ">u2") & 0x3FFF) == 0  # not a fragment
     ok &= eth & (incl >= 38)
-    end_ip = RO + rh + _EV + 2 + ((F[:, _TL].astype(np.int64) << 8) | F[:, _TL + 1])
+    end_ip = RO + rh + _EV + 2 + _col(M, rh + _TL, ">u2")
     ok &= end_ip <= fend
     proto = F[:, _PROTO]
     raw = proto == 50
     udp = (proto == 17) & (incl >= 54)
     # ESP in UDP 4500 (either port), not IKE (RFC 3948 §2.2: a zero "SPI" is IKE)
-    udp &= ((F[:, _K12 + 8] == 0x11) & (F[:, _K12 + 9] == 0x94)) | ((F[:, _K12 + 10] == 0x11) & (F[:, _K12 + 11] == 0x94))
-    if udp.any():  # (the check reads 4 columns of every row: only when there is UDP 4500 at all)
-        udp &= F[:, _X8:_X8 + 4].any(axis=1)
+    udp &= (_col(M, rh + _K12 + 8, ">u2") == 4500) | (_col(M, rh + _K12 + 10, ">u2") == 4500)
+    if udp.any():  # (only when there is UDP 4500 at all)
+        udp &= _col(M, rh + _X8, "<u4") != 0
     ok &= raw | udp
     cand = np.flatnonzero(ok)
     if len(cand) < MIN_RUN:
@@ -547,7 +541,6 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
     O32[(Pk + tk - 4) >> 2] = tk
     # back to runs of records (a failed record splits its run), each run's blocks one slice
     res = []
-    offs = RO.tolist()
     okrec = np.zeros(n, bool)
     okrec[rk] = True
     bstart = np.zeros(n, np.int64)
