@@ -147,8 +147,8 @@ def decrypt_capture(capture: str | os.PathLike[str], keys: Keys = None,
     also copies every other frame, and undecryptable ESP with a comment saying why; ``dsb`` appends
     a Decryption Secrets Block with the keys of the SAs used). ``fmt`` "jsonl": one JSON object
     per ESP packet (schema ``ipsecscope.decrypt/1``; ``with_hex`` adds the inner bytes). ``jsonl``
-    writes JSON lines *as well as* a pcapng ``out``. Large files use ``jobs`` processes (0 = the
-    idle cores, :func:`ipsecscope.export.engine.default_jobs`). ``frames``: write only these frame numbers (e.g. what a display filter selected).
+    writes JSON lines *as well as* a pcapng ``out``. Large files use ``jobs`` processes (0 = one
+    below 128 MiB, else the idle cores: :func:`ipsecscope.export.engine.default_jobs`). ``frames``: write only these frame numbers (e.g. what a display filter selected).
     Returns :class:`ipsecscope.export.engine.RunStats` (totals and ``per_sa``).
 
     Output paths are created 0600 and renamed into place only when the run succeeds; an output

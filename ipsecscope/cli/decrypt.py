@@ -39,8 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--jsonl", metavar="OUT.jsonl", help="one JSON object per ESP packet; '-' for stdout")
     p.add_argument("--hex", action="store_true", help="with --jsonl: include the inner bytes as hex")
     p.add_argument("-j", "--jobs", type=at_least(0), default=0,
-                   help="worker processes for large files (0 = the idle cores: CPU count less the load average, "
-                        "at least 1)")
+                   help="worker processes for large files (0 = one below 128 MiB, else the idle cores: CPU count "
+                        "less the load average, at least 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-SA summary")
     add_filter_argument(p)
 

@@ -52,6 +52,12 @@ from .hotloop import _CARRIES_ESP, ChunkResult, Options, _Worker, decrypt_nested
 from .pcapng import LINKTYPE_RAW, SECRETS_TYPE_IPSEC, PcapngWriter
 
 PARALLEL_MIN_BYTES = 24 << 20  # below this, forking costs more than it saves
+# Below this, ``jobs=0`` (the default) runs one process whatever the idle cores: a second one costs
+# ~0.05 s of CPU (fork, its own first window, its part file appended) plus 4-8 % of the work, and on
+# a file this small (~300k packets, ~0.6 s in one process) saves at most ~0.15 s of wall time. AES-GCM
+# 200k packets (83 MB), idle 2 cores: -j 2 0.48 s CPU / 0.45 s wall, -j 1 0.40 / 0.54; 1M: -j 2 1.67 / 1.35,
+# -j 1 1.55 / 1.78. An explicit ``-j N`` still splits from PARALLEL_MIN_BYTES up.
+AUTO_PARALLEL_MIN_BYTES = 128 << 20
 CHUNK_MIN_BYTES = 8 << 20  # a chunk costs a fork-free but not free set-up (new worker, part file)
 # Chunks per process. More than one lets a process that gets less CPU (a shared machine) do fewer
 # chunks, but every chunk taken while its neighbour is still in progress walks the record
@@ -217,14 +223,17 @@ def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, 
         return _run(path, keys, out, jsonl_out, opts, jobs, progress, dsb, parallel_min_bytes, mark_every)
 
 
-def default_jobs() -> int:
-    """Processes for ``jobs=0``: the cores that are idle now (CPU count less the 1-minute load
-    average, rounded), at least 1 and at most 8. A second process costs 4-19 % more CPU in all and
+def default_jobs(size: int | None = None) -> int:
+    """Processes for ``jobs=0``: 1 for a file of ``size`` < AUTO_PARALLEL_MIN_BYTES, else the cores
+    that are idle now (CPU count less the 1-minute load average, rounded), at least 1 and at most
+    8. A second process costs 4-19 % more CPU in all and
     halves the wall time only when a core is free for it: on a busy machine one process is as fast
     and cheaper. Measured on 2 cores at load 4-6, 200k-3M packets (1M AES-GCM: -j 2 = -j 1 + 0.13
     s): its part file appended (0.03-0.05 s), numpy imported before the fork, and two processes
     slowing each other on the shared cores; the walk to its first record (~0.2 us a record) is
     guessed away."""
+    if size is not None and size < AUTO_PARALLEL_MIN_BYTES:
+        return 1
     n = os.cpu_count() or 1
     try:
         free = n - os.getloadavg()[0]
@@ -237,8 +246,6 @@ def _run(path: str, keys, out, jsonl_out, opts: Options, jobs: int, progress, ds
          parallel_min_bytes: int, mark_every: int) -> RunStats:
     if path == "-":  # standard input (`tcpdump -w - | ipsecscope decrypt - ...`): read once, in order
         return _run_layout(path, None, keys, out, jsonl_out, opts, 1, progress, dsb, None)
-    if jobs <= 0:
-        jobs = default_jobs()
     try:
         size = os.path.getsize(path)
         if not os.path.isfile(path) and not os.path.isdir(path):  # FIFO, pipe: open() would block
@@ -247,11 +254,16 @@ def _run(path: str, keys, out, jsonl_out, opts: Options, jobs: int, progress, ds
             pass
     except OSError as exc:
         raise CaptureError(f"cannot read {path}: {exc.strerror}") from None
+    auto = jobs <= 0
+    if auto:
+        jobs = default_jobs(size)
     chunks = chunk_count(size, jobs) if size >= parallel_min_bytes else 1
     lay = scan(path, chunks, mark_every)
     tmp = gz_note = bomb = None
     if lay is None:
-        lay, tmp, gz_note, bomb = _decompress(path, jobs, mark_every)
+        lay, tmp, gz_note, bomb = _decompress(path, default_jobs() if auto else jobs, mark_every)
+        if auto and lay is not None:  # by the size inflated, not the gzip's
+            jobs = default_jobs(lay.size)
     try:
         stats = _run_layout(path, lay, keys, out, jsonl_out, opts, jobs, progress, dsb, gz_note)
         stats.warning = stats.warning or bomb
