@@ -9,15 +9,30 @@ from __future__ import annotations
 
 import bisect
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CaptureError, CaptureFormatError
-from ..model.packets import RawFrame
 from ._fastnew import fast_constructor
 from ._source import CHUNK, ByteSource
 
-_RawFrame = fast_constructor(RawFrame)  # per-record constructor without the frozen-init cost
+if TYPE_CHECKING:
+    from ..model.packets import RawFrame
+
+_RawFrame: Callable[..., Any] | None = None
+
+
+def _frame_maker() -> Callable[..., Any]:
+    """RawFrame's per-record constructor without the frozen-init cost, made when the first frame
+    is read: the decrypt engine's layout scan and the key files' SHB check use this module without
+    reading a frame, and model.packets' dataclasses cost ~6 ms of start-up (issue 15)."""
+    global _RawFrame
+    if _RawFrame is None:
+        from ..model.packets import RawFrame
+
+        _RawFrame = fast_constructor(RawFrame)
+    return _RawFrame
 
 SHB = 0x0A0D0D0A
 IDB = 0x00000001
@@ -161,6 +176,7 @@ class PcapngReader:
                             f"{self.frames} (frames before it were read)")
 
     def __iter__(self) -> Iterator[RawFrame]:
+        make = _frame_maker()
         src = self._src
         buf = self._buf
         base = self._base
@@ -215,8 +231,8 @@ class PcapngReader:
                         lt = ifc.linktype
                     else:  # the decoder reports this frame as malformed (layer "capture")
                         ts_ns, lt = 0, -1
-                    yield _RawFrame(index, ts_ns / 1e9, ts_ns, lt, buf[pos + 28:data_end], origlen, iface_id,
-                                   base + pos if keep_offset else -1)
+                    yield make(index, ts_ns / 1e9, ts_ns, lt, buf[pos + 28:data_end], origlen, iface_id,
+                               base + pos if keep_offset else -1)
                 elif btype == SPB:
                     (origlen,) = U32[order].unpack_from(buf, pos + 8)
                     caplen = min(origlen, blen - 16)
@@ -225,8 +241,8 @@ class PcapngReader:
                     index += 1
                     self.frames = index
                     lt = ifaces[0].linktype if ifaces else -1
-                    yield _RawFrame(index, 0.0, 0, lt, buf[pos + 12:pos + 12 + max(caplen, 0)], origlen, 0,
-                                   base + pos if keep_offset else -1)
+                    yield make(index, 0.0, 0, lt, buf[pos + 12:pos + 12 + max(caplen, 0)], origlen, 0,
+                               base + pos if keep_offset else -1)
                 elif btype == IDB:
                     if blen < 20:
                         raise self._damaged(f"interface description block too short ({blen} bytes)", base + pos)
@@ -268,6 +284,8 @@ class PcapngReader:
 
 def frame_from_block(block: bytes, section: Section, offset: int, index: int = 0) -> RawFrame:
     """Decode one EPB/PB/SPB given its bytes and the section it lives in (for lazy re-reads)."""
+    from ..model.packets import RawFrame
+
     order = section.order
     btype, blen = BLK[order].unpack_from(block, 0)
     ifaces = section.interfaces

@@ -17,7 +17,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from ..capture.pcapng import version_error
 from ..errors import KeyFileError
 
 SECRETS_TYPE_IPSEC = 0x4950534B  # "IPSK": ipsecscope key text (native JSON or any format we read)
@@ -55,6 +54,9 @@ def iter_secrets(data: bytes, path: str) -> Iterator[tuple[int, int, bytes]]:
                 endian = ">"
             else:
                 raise KeyFileError(f"bad pcapng byte-order magic at offset {off}", path=path)
+            # (imported here: `decrypt -k keys.json` of a pcap never loads the pcapng reader)
+            from ..capture.pcapng import version_error
+
             err = version_error(path, data, off, endian, off)  # a version tshark refuses: never misread
             if err is not None:
                 raise KeyFileError(str(err).removeprefix(f"{path}: "), path=path)
