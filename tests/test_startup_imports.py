@@ -160,3 +160,30 @@ def test_decrypt_loads_no_ike_registries_nor_analysis(sample: str, tmp_path) -> 
     if sample == "synthetic-aead":
         unwanted |= {"ipsecscope.capture.pcapng", "ipsecscope.capture.pcap"}
     assert not unwanted & ours, sorted(unwanted & ours)
+
+
+# As PROBE, reporting at exit whether the garbage collector runs and how many objects are frozen.
+GC_PROBE = PROBE.replace(
+    "sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)) + '\\n')",
+    "import gc; sys.stderr.write('\\nGC ' + json.dumps([gc.isenabled(), gc.get_freeze_count()]) + '\\n')")
+
+
+def test_start_up_objects_are_frozen_for_the_process_own_command(tmp_path) -> None:
+    # issue 15: collections during start-up walk every object imported so far and find nothing;
+    # the command's own process freezes them once imported (and collects again after)
+    r = subprocess.run([sys.executable, "-c", GC_PROBE, "decrypt", SAMPLES / "synthetic" / "aead.pcap", "-k",
+                        SAMPLES / "synthetic" / "aead.keys.json", "-o", tmp_path / "out.pcapng", "-q"],
+                       capture_output=True, text=True, timeout=300)
+    enabled, frozen = json.loads(r.stderr.rsplit("GC ", 1)[1])
+    assert enabled and frozen > 10_000, (enabled, frozen)
+
+
+def test_a_callers_main_leaves_its_garbage_collector_alone(tmp_path) -> None:
+    import gc
+
+    from ipsecscope.cli import main
+
+    before = gc.get_freeze_count()
+    assert main(["decrypt", str(SAMPLES / "synthetic" / "aead.pcap"), "-k", str(SAMPLES / "synthetic" / "aead.keys.json"),
+                 "-o", str(tmp_path / "out.pcapng"), "-q"]) == 0
+    assert gc.isenabled() and gc.get_freeze_count() == before
