@@ -29,6 +29,8 @@ _SHB = b"\x0a\x0d\x0d\x0a"
 
 @dataclass(slots=True)
 class Iface:
+    """A capture interface: link type and timestamp units."""
+
     linktype: int
     mul: int = 1000  # ts units -> ns: units * mul // div
     div: int = 1

@@ -62,6 +62,8 @@ def sniff(head: bytes) -> bool:
 
 @dataclass(slots=True)
 class Interface:
+    """A pcapng interface (IDB): link type, snap length, timestamp units and offset."""
+
     linktype: int
     snaplen: int
     # timestamp units -> ns: ns = units * mul // div  (if_tsresol, default 10^-6)
@@ -82,6 +84,8 @@ class Interface:
 
 @dataclass(slots=True)
 class Section:
+    """A pcapng section: where its SHB is, its byte order and its interfaces."""
+
     offset: int
     order: str
     interfaces: list[Interface]

@@ -68,6 +68,8 @@ MAX_CHUNKS_PER_JOB = 1
 
 @dataclass
 class RunStats:
+    """A decrypt run's totals, per-SA counts and the keys it used."""
+
     frames: int = 0
     esp: int = 0
     decrypted: int = 0

@@ -52,6 +52,8 @@ BULK_MIN_BYTES = 32 << 20
 
 @dataclass
 class Options:
+    """What a decrypt run writes (outputs, other frames, hex, a frame selection)."""
+
     keep_other: bool = False
     jsonl: bool = False
     pcapng: bool = True
@@ -63,6 +65,8 @@ class Options:
 
 @dataclass
 class ChunkResult:
+    """What a worker did with one chunk: counts, per-SA stats and ESN state, its part files."""
+
     part: str | None
     stats: dict[tuple[str, str, int], SaStats]
     states: dict[tuple[str, str, int], tuple[bool | None, int, int]]  # mode, top, searches

@@ -37,6 +37,8 @@ DumpFn = Callable[[KeyStore, bool], "str | bytes"]
 
 @dataclass(frozen=True, slots=True)
 class KeyFormat:
+    """One key format: how it is detected, read, written and carried in a pcapng DSB."""
+
     name: str  # detect_format() answer and `keys convert --to` value
     title: str  # what it is (README, --help)
     example: str  # what it looks like / where it comes from (README)

@@ -205,6 +205,8 @@ def integ_label(integ: int, icv_len: int | None = None, check: bool = True) -> s
 
 @dataclass(frozen=True, slots=True)
 class EspEncrName:
+    """What a Wireshark esp_sa encryption name means."""
+
     encr: int  # for "AES-GCM [RFC4106]" the ICV comes from the paired "ANY n bit" name
     gcm_icv_from_auth: bool = False
     wireshark_40: bool = True  # understood by Wireshark 4.0 (tshark here); False = newer/ours
@@ -212,6 +214,8 @@ class EspEncrName:
 
 @dataclass(frozen=True, slots=True)
 class EspAuthName:
+    """What a Wireshark esp_sa authentication name means."""
+
     integ: int
     icv_len: int | None = None  # None = the transform's default
     check: bool = True

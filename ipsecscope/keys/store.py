@@ -112,6 +112,8 @@ def _parse_addr_pattern(text: str) -> AddrPattern:
 
 @dataclass(slots=True, frozen=True)
 class SpiPattern:
+    """An SPI matcher: spi & mask == value. ``bits`` = number of fixed bits (specificity)."""
+
     value: int
     mask: int
     bits: int
@@ -158,6 +160,8 @@ def _addr_value(addr: str) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class _Wild:
+    """ESP keys with a wildcard, their parsed patterns and rank."""
+
     keys: EspSaKeys
     src: AddrPattern
     dst: AddrPattern
