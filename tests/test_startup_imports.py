@@ -187,3 +187,20 @@ def test_a_callers_main_leaves_its_garbage_collector_alone(tmp_path) -> None:
     assert main(["decrypt", str(SAMPLES / "synthetic" / "aead.pcap"), "-k", str(SAMPLES / "synthetic" / "aead.keys.json"),
                  "-o", str(tmp_path / "out.pcapng"), "-q"]) == 0
     assert gc.isenabled() and gc.get_freeze_count() == before
+
+
+def test_decrypt_imports_the_bulk_step_during_start_up(tmp_path) -> None:
+    # a capture big enough for the bulk step (export.hotloop.BULK_MIN_BYTES) has numpy imported by
+    # decrypt's preload(), before start-up's objects are frozen: numpy's are frozen with them
+    cap, keys = SAMPLES / "synthetic" / "aead.pcap", SAMPLES / "synthetic" / "aead.keys.json"
+
+    def frozen(bulk_min: int) -> tuple[bool, int]:
+        probe = f"import ipsecscope.export.hotloop as h; h.BULK_MIN_BYTES = {bulk_min}\n" + GC_PROBE.replace(
+            "json.dumps([gc.isenabled(), gc.get_freeze_count()])", "json.dumps(['numpy' in sys.modules, gc.get_freeze_count()])")
+        r = subprocess.run([sys.executable, "-c", probe, "decrypt", cap, "-k", keys, "-o", tmp_path / "out.pcapng", "-q"],
+                           capture_output=True, text=True, timeout=300)
+        return tuple(json.loads(r.stderr.rsplit("GC ", 1)[1]))
+
+    small, big = frozen(1 << 62), frozen(0)
+    assert small[0] is False and big[0] is True
+    assert big[1] > small[1] + 10_000, (small, big)

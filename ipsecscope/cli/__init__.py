@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _started(own: bool) -> None:
     """Start-up is over: the sub-command's modules, classes and functions (tens of thousands of
-    objects, none of them garbage) are imported. Collections while importing them found nothing
+    objects, none of them garbage) are imported, and what its ``preload(args)`` knows the run will
+    import (numpy: ~37M instructions of collections during its import and at exit). Collections while importing them found nothing
     and each walked everything imported so far; frozen, they are left out of every later
     collection, the interpreter's at exit included. ~11 ms of a 6-frame `decrypt`'s ~55 ms beyond
     the interpreter's own start-up (issue 15). Only for the process's own command: a caller's
@@ -146,6 +147,8 @@ def _main(argv: list[str] | None, own: bool = False) -> int:
     machine = getattr(args, "json", False) or getattr(args, "headless", False)
     timefmt.set_zone(timefmt.DEFAULT if machine else getattr(args, "tz", timefmt.DEFAULT))  # argparse checked it
     command = _load(args.command)
+    if hasattr(command, "preload"):  # what its run will import, imported while start-up is going on
+        command.preload(args)
     _started(own)
     try:
         rc = int(command.run(args) or 0)

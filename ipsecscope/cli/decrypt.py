@@ -8,6 +8,7 @@ writes only the frames a Wireshark display filter selects (over outer and inner 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "less the load average, at least 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-SA summary")
     add_filter_argument(p)
+
+
+def preload(args: argparse.Namespace) -> None:
+    """Imported before the run, while start-up is still going on (``cli._started``): numpy and the
+    bulk step for a capture big enough to use them (``export.hotloop.BULK_MIN_BYTES``)."""
+    try:
+        size = os.path.getsize(args.file)
+    except (OSError, TypeError, ValueError):  # "-" (standard input), a file that is not there
+        return
+    from ..export import hotloop
+
+    if size >= hotloop.BULK_MIN_BYTES:
+        from ..export import bulk  # noqa: F401
 
 
 def _progress_bar(total_hint: str):
