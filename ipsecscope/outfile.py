@@ -147,16 +147,15 @@ def sigterm_unwinds() -> Iterator[None]:
     outright, so ``atomic_output`` blocks unwind and remove their temporary files (`kill PID`
     must not leave a ``.NAME.*.tmp`` behind). A no-op outside the main thread."""
     import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def _raise(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    old = signal.signal(signal.SIGTERM, _raise)
+    try:
+        old = signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread (only it may set handlers): no threading import to ask
+        yield
+        return
     try:
         yield
     finally:

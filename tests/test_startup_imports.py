@@ -150,6 +150,7 @@ def test_decrypt_loads_no_ike_registries_nor_analysis(sample: str, tmp_path) -> 
     tops, ours = imported("decrypt", cap, "-k", keys, "-o", tmp_path / "out.pcapng", "-q")
     assert not tops & (NEVER | {"rich", "numpy"}), tops  # (numpy: only for captures >= 32 MiB)
     assert "socket" not in tops  # (inet_ntop/pton from _socket: socket.py's enums cost ~3.7 ms)
+    assert "threading" not in tops  # (only --follow and the readers' follow mode wait on events)
     assert "ipsecscope.model.iana" in ours  # the transform IDs key files name
     unwanted = {"ipsecscope.model.iana_ike", "ipsecscope.cli.packets", "ipsecscope.model.sa", "ipsecscope.session",
                 "ipsecscope.state", "ipsecscope.analysis", "ipsecscope.filtering"} | IKE_STACK

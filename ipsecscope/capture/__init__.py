@@ -17,7 +17,6 @@ frame from there without scanning the file again.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING
 from ..errors import CaptureError, CaptureFormatError
 
 if TYPE_CHECKING:
+    import threading
+
     from ..model.packets import RawFrame
     from . import pcap, pcapng
 

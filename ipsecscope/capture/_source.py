@@ -10,11 +10,13 @@ from __future__ import annotations
 import gzip
 import os
 import stat
-import threading
 import zlib
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import CaptureError
+
+if TYPE_CHECKING:
+    import threading
 
 CHUNK = 1 << 20  # 1 MiB: large enough to amortise read() calls, small enough to keep memory flat
 

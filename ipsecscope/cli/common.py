@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,8 @@ from ..errors import IpsecscopeError
 from ..keys.formats import input_summary
 
 if TYPE_CHECKING:
+    import threading
+
     from ..keys import KeyStore
     from ..session import Session
 
@@ -125,6 +126,7 @@ def stop_event(args: argparse.Namespace) -> threading.Event | None:
     if not getattr(args, "follow", False):
         return None
     import signal
+    import threading
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
