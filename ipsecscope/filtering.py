@@ -18,6 +18,7 @@ import ipaddress
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -43,6 +44,9 @@ from .model.ike import IkeMessage, NotifyPayload, SaPayload, SkPayload
 from .model.packets import FrameRow
 from .rowstore import RowStore, row_dtype
 
+if TYPE_CHECKING:
+    from .session import Session
+
 ROW_DTYPE = row_dtype()
 _INNER_CODES = {"q": "<i8", "B": "u1", "H": "<u2", "I": "<u4"}
 INNER_DTYPE = np.dtype([(name, _INNER_CODES[code]) for name, code in
@@ -64,7 +68,7 @@ class Source:
     quoted: QuotedStore | None = None  # ICMP error frame -> the ESP packet it quotes (decode.quoted)
 
 
-def source_of(session) -> Source:
+def source_of(session: Session) -> Source:
     """The :class:`Source` of a :class:`~ipsecscope.session.Session`."""
     return Source(session.rows, getattr(session, "inner", None), session.ike_messages,
                   session.table.first_ts, getattr(session, "quoted", None))
@@ -570,7 +574,7 @@ def _vector(values: np.ndarray, ftype: str, op: str, v) -> np.ndarray:
 def _scalar_pred(ftype: str, op: str, v) -> Callable[[object], bool]:
     """A predicate over one Python value of the field's type (table entries, sparse values)."""
     if ftype in (IPV4, IPV6):
-        def addr_pred(a) -> bool:
+        def addr_pred(a: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
             if a is None or a.version != (4 if ftype == IPV4 else 6):
                 return False
             if op == "in":

@@ -8,10 +8,14 @@ import os
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from ..errors import IpsecscopeError
 from ..model.idtext import spi_text
 from .common import add_keys_argument, at_least, seconds
+
+if TYPE_CHECKING:
+    from ..live import Emit, LiveRunner
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +66,7 @@ def analyser_user(args: argparse.Namespace) -> str | None:
     return sudo_user if os.geteuid() == 0 and sudo_user and sudo_user != "root" else "nobody"
 
 
-def build_runner(args: argparse.Namespace, emit=None):
+def build_runner(args: argparse.Namespace, emit: Emit | None = None) -> LiveRunner:
     from ..capture.live import DEFAULT_BPF
     from ..live import LiveRunner
 

@@ -19,6 +19,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -29,6 +30,9 @@ from ipsecscope.model.keys import EspSaKeys
 
 from . import esn as _esn
 from .suites import EncrSuite, IntegSuite, encr_suite, integ_suite, split_key
+
+if TYPE_CHECKING:
+    from ..model.packets import EspPacket
 
 _U32 = struct.Struct("!I")
 _pack32 = _U32.pack
@@ -765,13 +769,13 @@ class EspDecryptor:
 
     # -- the contract API -----------------------------------------------------------------------
 
-    def decrypt(self, pkt) -> EspResult:
+    def decrypt(self, pkt: EspPacket) -> EspResult:
         """Decrypt one :class:`~ipsecscope.model.packets.EspPacket`; updates per-SA state."""
         st = self.state(pkt.src, pkt.dst, pkt.spi)
         code, val, hi = self.open_raw(st, pkt.seq, pkt.data)
         return self._result(st, code, val, hi)
 
-    def peek(self, pkt, seq_hi: int = 0) -> EspResult:
+    def peek(self, pkt: EspPacket, seq_hi: int = 0) -> EspResult:
         """Decrypt one packet again with known high bits, without touching state or counters."""
         st = self.state(pkt.src, pkt.dst, pkt.spi)
         if st.opener is None:

@@ -25,6 +25,8 @@ import errno
 import mmap
 import os
 import stat
+from collections.abc import Iterable
+from typing import BinaryIO
 
 ALIGN = 4096  # O_DIRECT alignment of buffer, length and offset (the largest logical block size)
 STAGE = 4 << 20  # bytes per direct write (and the staging buffer's size)
@@ -47,7 +49,7 @@ class DirectOut:
         self.fill = len(head)
         self.pos = pos  # the file offset of the staging buffer's first byte (aligned)
 
-    def write(self, b) -> None:
+    def write(self, b: bytes | bytearray | memoryview) -> None:
         fill = self.fill
         n = len(b) if type(b) is bytes else memoryview(b).nbytes
         if fill + n < STAGE:
@@ -65,7 +67,7 @@ class DirectOut:
                 self._put(STAGE, self.dfd)
                 self.fill = 0
 
-    def writelines(self, pieces) -> None:
+    def writelines(self, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
         for p in pieces:
             self.write(p)
 
@@ -141,7 +143,7 @@ class DirectOut:
             self.dfd = -1
 
 
-def open_direct(f) -> DirectOut | None:
+def open_direct(f: BinaryIO) -> DirectOut | None:
     """A :class:`DirectOut` that continues the buffered binary file ``f`` (flushed first), or None
     when ``f`` is not a regular file this process can reopen with ``O_DIRECT``."""
     flag = getattr(os, "O_DIRECT", 0)

@@ -36,8 +36,9 @@ import _socket as socket  # socket.py's C module, the same inet_* functions: no 
 import mmap
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from ..capture.layout import Layout, scan
 from ..crypto.esp import EspDecryptor, SaStats
@@ -50,6 +51,9 @@ from . import hotloop
 from . import jsonl as _jsonl
 from .hotloop import _CARRIES_ESP, ChunkResult, Options, _Worker, decrypt_nested, wire_packet
 from .pcapng import LINKTYPE_RAW, SECRETS_TYPE_IPSEC, PcapngWriter
+
+if TYPE_CHECKING:
+    from ..keys.store import KeyStore
 
 PARALLEL_MIN_BYTES = 24 << 20  # below this, forking costs more than it saves
 # Below this, ``jobs=0`` (the default) runs one process whatever the idle cores: a second one costs
@@ -199,9 +203,10 @@ def _child(queue_fd: int, result_fd: int) -> None:
         os._exit(code)
 
 
-def run(path: str | os.PathLike[str], keys, *, out: str | None, jsonl_out=None, opts: Options,
+def run(path: str | os.PathLike[str], keys: KeyStore, *, out: str | BinaryIO | None,
+        jsonl_out: str | TextIO | None = None, opts: Options,
         jobs: int = 0, progress: Callable[[int, int], None] | None = None, dsb: bool = False,
-        parallel_min_bytes: int = PARALLEL_MIN_BYTES, mark_every: int = 512, inputs=()) -> RunStats:
+        parallel_min_bytes: int = PARALLEL_MIN_BYTES, mark_every: int = 512, inputs: Sequence[str] = ()) -> RunStats:
     """Decrypt ``path`` into ``out`` (pcapng) and/or ``jsonl_out`` (path, or a text stream).
 
     Output paths are written through :func:`ipsecscope.outfile.atomic_output` (0600, temporary

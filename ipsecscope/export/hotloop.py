@@ -17,6 +17,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO, TextIO
 
 from cryptography.exceptions import InvalidTag
 
@@ -270,7 +271,8 @@ class _Worker:
         esn_ok = st.opener is not None and st.mode is True and st.opener.verifies and st.top >= 0
         e.esn_open = st.opener.open_at if esn_ok else None
 
-    def run(self, start: int, end: int, first_index: int, out_f, jsonl_f) -> ChunkResult:  # noqa: C901
+    def run(self, start: int, end: int, first_index: int, out_f: BinaryIO | None,  # noqa: C901
+            jsonl_f: TextIO | None) -> ChunkResult:
         lay = self.lay
         opts = self.opts
         direct = None

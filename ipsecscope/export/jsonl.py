@@ -24,6 +24,10 @@ from __future__ import annotations
 import _socket as socket  # socket.py's C module, the same inet_* functions: no socket.py enums (~3.7 ms CPU)
 import json
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..crypto.esp import SaState
 
 SCHEMA = "ipsecscope.decrypt/1"
 
@@ -75,7 +79,7 @@ def summarize(inner: bytes, next_header: int, src: bytes, dst: bytes) -> dict:
     return d
 
 
-def record(frame: int, ts_ns: int, st, src: bytes, dst: bytes, spi: int, seq_lo: int, seq_hi: int, status: str,
+def record(frame: int, ts_ns: int, st: SaState | None, src: bytes, dst: bytes, spi: int, seq_lo: int, seq_hi: int, status: str,
            next_header: int | None, inner: bytes | None, esp_len: int, with_hex: bool = False, *,
            reason: str = "", udp_encap: bool = False, nested: list | None = None, inner_src: bytes | None = None,
            inner_dst: bytes | None = None) -> str:
