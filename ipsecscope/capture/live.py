@@ -23,10 +23,29 @@ from . import privsep
 
 # IKE (500, 4500 incl. RFC 8229 TCP), ESP/AH in IPv4/IPv6, and IP fragments (the non-first
 # fragments of a large IKE_AUTH carry no UDP header, so a port filter alone would lose them).
-DEFAULT_BPF = (
+_IPSEC_BPF = (
     "udp port 500 or udp port 4500 or tcp port 4500 or ip proto 50 or ip proto 51 "
     "or ip6 proto 50 or ip6 proto 51 or (ip[6:2] & 0x3fff != 0) or ip6 proto 44"
 )
+# ICMP errors that quote an IPsec packet: a router's "fragmentation needed" with its MTU (RFC 1191
+# §4), "packet too big" (RFC 8201), port or host unreachable. They are what ESP-PATH-MTU,
+# ESP-ICMP-UNREACHABLE and the one-way ESP findings cite; without them a live capture of an MTU
+# problem shows only the fragments, never the router, its MTU or the packets it dropped.
+# ICMP: error types 3, 4, 5, 11, 12 (RFC 792) quoting ESP/AH, or UDP/TCP from or to port 500/4500
+# (the quoted IPv4 header starts at icmp[8], its protocol at icmp[17], its ports after its IHL).
+# ICMPv6: error types 1-4 (RFC 4443 §3) quoting ESP/AH or ports 500/4500 right after the quoted
+# IPv6 header (a quote with extension headers first is not matched, as ``ip6 proto 50`` is not).
+_QUOTED_PORTS = "icmp[{o}:2] = 500 or icmp[{o}:2] = 4500 or icmp[{o} + 2:2] = 500 or icmp[{o} + 2:2] = 4500"
+_ICMP_BPF = (
+    "(icmp[0] = 3 or icmp[0] = 4 or icmp[0] = 5 or icmp[0] = 11 or icmp[0] = 12) and (icmp[17] = 50 "
+    "or icmp[17] = 51 or ((icmp[17] = 17 or icmp[17] = 6) and ("
+    + _QUOTED_PORTS.format(o="8 + (icmp[8] & 0xf) * 4") + ")))"
+)
+_ICMP6_BPF = (
+    "icmp6 and icmp6[0] >= 1 and icmp6[0] <= 4 and (icmp6[14] = 50 or icmp6[14] = 51 or "
+    "((icmp6[14] = 17 or icmp6[14] = 6) and (" + _QUOTED_PORTS.replace("icmp[", "icmp6[").format(o="48") + ")))"
+)
+DEFAULT_BPF = f"{_IPSEC_BPF} or ({_ICMP_BPF}) or ({_ICMP6_BPF})"
 
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = 33
