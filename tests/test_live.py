@@ -503,3 +503,30 @@ def test_live_survives_a_random_spi_flood(tmp_path):
         assert suppressed > 0 and len(limited) < 0.5 * sent
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+def test_a_charon_log_with_history_is_no_warning_before_any_ipsec(tmp_path):
+    """Started on a gateway whose tunnel is down, live reads a charon log full of earlier SAs' keys
+    and has captured nothing yet: no CAPTURE-KEYS-UNMATCHED ("another tunnel, host or rotated
+    log?") for keys that are right, the first thing an engineer saw, and a warning in the TUI."""
+    ns = _netns("u")
+    try:
+        log = tmp_path / "charon.log"  # pytest's tmp dirs are root-only: the helper reads it
+        log.write_bytes((CONF.parents[1] / "healthy-gcm" / "charon-left.log").read_bytes())
+        live = subprocess.Popen(["ip", "netns", "exec", ns, *_live_cmd("-i", "lo", "--headless", "--duration", "4",
+                                                                        "--keys-from-log", str(log))],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert '"started"' in live.stdout.readline()
+        # What does arrive: NAT-keepalives (RFC 3948 §2.3), no IKE SA or ESP flow for keys to match.
+        send = "import socket,time\nfor _ in range(5): socket.socket(2, 2).sendto(b'\\xff', ('127.0.0.1', 4500)); time.sleep(0.3)"
+        subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", send], check=True, timeout=60)
+        out, err = live.communicate(timeout=60)
+        assert live.returncode == 0, err
+        events = [json.loads(line) for line in out.splitlines()]
+        assert events[-1]["event"] == "stats" and events[-1]["frames"] >= 5, events
+        assert any(e["event"] == "keys" and e["added"] > 0 for e in events), events
+        assert [e for e in events if e["event"].startswith("finding")] == []
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
