@@ -183,3 +183,17 @@ def test_live_mode_shows_traffic_as_it_arrives() -> None:
             t.wait_for("[exited 0]")
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_ctrl_c_quits_and_leaves_the_terminal_as_it_was(tmp_path: Path) -> None:
+    """Ctrl-C ends the app, as it ends tcpdump or tshark (Textual's default only shows a toast
+    saying which key quits), and the terminal's modes are back as they were (stty -g)."""
+    before, after = tmp_path / "before", tmp_path / "after"
+    cmd = (f"sh -c 'stty -g > {before}; {sys.executable} -m ipsecscope {HEALTHY / 'capture.pcapng'}; "
+           f"rc=$?; stty -g > {after}; exit $rc'")
+    with Tmux(cmd, width=80, height=24, cwd=str(ROOT)) as t:
+        t.wait_for("frames")
+        t.send("/")  # from the filter input too
+        t.send("C-c")
+        t.wait_for("[exited 0]")
+    assert before.read_text() == after.read_text()

@@ -99,7 +99,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("x", "toggle_hex", "Hex wire/inner", "hex view: frame as captured / decrypted inner packet",
             "Hex: wire / decrypted", "Switch the hex view between the frame and the inner packet", show=False),
     Command("escape", "clear_filter", "Clear filter", "", "Clear filter", "Show every frame again", show=False),
-    Command("q", "quit", "Quit", "quit", "Quit", "Quit the application", first=True),
+    Command("q", "quit", "Quit", "quit (Ctrl+C too)", "Quit", "Quit the application", first=True),
 )
 
 
@@ -111,7 +111,11 @@ def bindings() -> list[Binding]:
     end, and Quit must never be what goes."""
     ordered = sorted(COMMANDS, key=lambda c: not c.first)  # stable: the table's order otherwise
     return ([Binding(c.key, c.action, c.label, show=c.show, key_display=c.key_display) for c in ordered]
-            + [Binding(t.key, f"tab('{t.id}')", t.title, show=False) for t in TABS])
+            + [Binding(t.key, f"tab('{t.id}')", t.title, show=False) for t in TABS]
+            # Ctrl-C ends a capture tool (tcpdump, tshark): Textual's own Ctrl-C only tells how to quit
+            # (in a toast our literal-text notify showed as "Press [b]ctrl+q[/b]"), so live over SSH
+            # it looked stuck. Priority: it quits from the filter input too (Esc leaves that).
+            + [Binding("ctrl+c", "quit", "Quit", show=False, priority=True)])
 
 
 def help_rows() -> list[tuple[str, str]]:
