@@ -279,3 +279,63 @@ def test_a_frame_reference_is_never_split_across_event_lines() -> None:
             assert "\u00a0" not in shown
 
     asyncio.run(run())
+
+
+def test_live_the_events_follow_the_newest_until_the_highlight_moves(tmp_path) -> None:
+    """Live (here a capture read while it grows, as `--follow` and `live -i` are shown), the newest
+    event is what the engineer waits for: the list keeps it in view at 80x24 while the highlight is
+    on the last event, as the packet list does; moved up, the highlight stays where it was put."""
+    from textual.widgets import OptionList
+
+    from ipsecscope.tui.app import create_stream_app
+    from ipsecscope.tui.stream import CaptureFollower
+
+    data = (SAMPLES / "peer-restart" / "capture.pcapng").read_bytes()
+    growing = tmp_path / "growing.pcapng"
+    growing.write_bytes(data[: len(data) // 3])
+    runner = CaptureFollower([growing], follow=True)
+    runner.open()
+    runner.start()
+    app = create_stream_app(runner, growing.name)
+
+    async def run() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("1")
+            ol = app.query_one("#timeline-events", OptionList)
+
+            async def settle() -> int:
+                seen = -1
+                for _ in range(600):  # until the list stops growing (a minute on a loaded machine)
+                    await pilot.pause(0.2)
+                    n = ol.option_count
+                    if n == seen and n > 1 and runner.session.stats.frames == app.session.stats.frames:
+                        return n
+                    seen = n
+                raise AssertionError("the timeline never settled")
+
+            def newest_shown() -> bool:
+                last = app.query_one("Timeline").events[-1]
+                stamp = f"{last.ts - app.session.table.first_ts:.3f}s"
+                return any(stamp in line for line in timeline_lines(app))
+
+            first = await settle()
+            assert ol.highlighted == first - 1 and newest_shown()
+            with growing.open("ab") as f:
+                f.write(data[len(data) // 3: 2 * len(data) // 3])
+            while (n := await settle()) == first:
+                pass
+            assert n > 5 and ol.highlighted == n - 1 and newest_shown()  # more lines than the list shows
+            await pilot.press("up", "up")
+            kept = app.query_one("Timeline").events[n - 3]
+            with growing.open("ab") as f:
+                f.write(data[2 * len(data) // 3:])
+            while await settle() == n:
+                pass
+            assert app.query_one("Timeline").events[ol.highlighted] == kept
+            runner.stop()
+            await pilot.pause(0.5)
+
+    try:
+        asyncio.run(run())
+    finally:
+        runner.stop()

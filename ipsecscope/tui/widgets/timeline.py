@@ -271,22 +271,25 @@ class Timeline(Vertical):
             self._pending = view
             return
         self._pending = None
-        self.show(view.table, view.activity, view.findings, view.empty)
+        self.show(view.table, view.activity, view.findings, view.empty, live=view.live)
 
     def on_show(self) -> None:
         view, self._pending = self._pending, None
         if view is not None:
             with view.lock:
-                self.show(view.table, view.activity, view.findings, view.empty)
+                self.show(view.table, view.activity, view.findings, view.empty, live=view.live)
 
     def show(self, table: SaTable, act: dict[object, list[float]], findings: Sequence[Finding],
-             empty: str | None = None) -> None:
+             empty: str | None = None, live: bool = False) -> None:
         """``act`` is :func:`activity` over the rows (computed off the UI thread by the caller);
-        ``empty``: why the capture shows no IPsec (panes.empty_text), said in place of the lanes."""
+        ``empty``: why the capture shows no IPsec (panes.empty_text), said in place of the lanes.
+        ``live``: the newest is what matters (``tail -f``): the events follow the last one while the
+        highlight is on it, and the lanes stay scrolled to the newest SAs while they were at the end."""
         t0 = table.first_ts or 0.0
         t1 = table.last_ts or t0
         self.scale.t0, self.scale.t1 = t0, t1
         lanes = self.query_one("#timeline-lanes", VerticalScroll)
+        lanes_at_end = lanes.scroll_y >= lanes.max_scroll_y
         lanes.remove_children()
         widgets: list[Widget] = []
         unanswered = unanswered_frames(findings)
@@ -311,6 +314,8 @@ class Timeline(Vertical):
                                                            Activity(self.scale, series, "magenta"))))
         if widgets:
             lanes.mount_all(widgets)
+            if live and lanes_at_end:
+                lanes.call_after_refresh(lanes.scroll_end, animate=False, immediate=True)
         else:
             lanes.mount(Static(Text(empty or "No SA in this capture.", "dim")))
         axis = self.query_one(Axis)
@@ -333,6 +338,7 @@ class Timeline(Vertical):
         ol = self.query_one("#timeline-events", OptionList)
         # a refresh (loading, live) keeps the highlighted event where it was
         old = self.events[ol.highlighted] if ol.highlighted is not None and ol.highlighted < len(self.events) else None
+        tail = live and (old is None or ol.highlighted == len(self.events) - 1)
         self.events = events
         ol.clear_options()
         opts = []
@@ -348,8 +354,11 @@ class Timeline(Vertical):
             opts.append(Option(row, id=str(i)))
         if opts:
             ol.add_options(opts)
-            ol.highlighted = next((i for i, e in enumerate(events) if old is not None and
-                                   (e.ts, e.text, e.frame) == (old.ts, old.text, old.frame)), 0)
+            if tail:  # live, newest events at the bottom: keep them in view, as the packet list does
+                ol.highlighted = len(opts) - 1
+            else:
+                ol.highlighted = next((i for i, e in enumerate(events) if old is not None and
+                                       (e.ts, e.text, e.frame) == (old.ts, old.text, old.frame)), 0)
         else:
             ol.add_option(Option(Text("No IKE exchanges or SA events in this capture.", "dim"), disabled=True))
 
