@@ -298,3 +298,42 @@ async def test_packet_detail_holds_tsharks_tree_until_loading_ends(capture: Path
         labels = tree_labels(app.query_one("#detail-tree"))
         assert not panel.hold and "dissecting with tshark…" not in labels
         assert any(lab.startswith("Internet Protocol") for lab in labels), labels
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_live_with_nothing_yet_says_it_waits(follow: bool) -> None:
+    """Live (`live -i`, `--follow`, a pipe), an empty capture is one still to come: the packet list
+    said "No frames: the capture is valid and holds no packets", a verdict, while packets were
+    awaited. Once the input has ended (not followed), that verdict is right again."""
+    from conftest import DATA
+    from test_tui import screen_lines
+
+    from ipsecscope.tui.app import create_stream_app
+    from ipsecscope.tui.stream import CaptureFollower
+
+    runner = CaptureFollower([DATA / "bad" / "header-only.pcap"], follow=follow)
+    runner.open()
+    runner.start()
+    app = create_stream_app(runner, "header-only.pcap")
+
+    async def run() -> str:
+        async with app.run_test(size=(80, 24)) as pilot:
+            text = ""
+            for _ in range(300):
+                await pilot.pause(0.1)
+                if app.session is not None:
+                    text = "\n".join(screen_lines(app))
+                    if "captured" in text or "valid" in text:
+                        break
+            runner.stop()
+            await pilot.pause(0.3)
+            return text
+
+    try:
+        text = asyncio.run(run())
+    finally:
+        runner.stop()
+    if follow:
+        assert "Nothing captured yet: waiting for IKE, ESP or AH packets." in text and "valid" not in text, text
+    else:
+        assert "No frames: the capture is valid and holds no packets." in text, text

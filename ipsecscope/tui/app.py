@@ -367,7 +367,7 @@ class IpsecscopeApp(App[int]):
             self._live_frames = marker
             # rows: a snapshot, the deque keeps moving
             self._show_session(SessionView(session, list(session.rows), findings_of(session), live=True,
-                                           lock=runner.lock))
+                                           ended=marker[1], lock=runner.lock))
 
     def _label_findings(self, findings: Sequence[Finding], partial: bool = False) -> None:
         tabs = self.query_one(TabbedContent)

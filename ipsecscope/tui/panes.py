@@ -104,6 +104,7 @@ class SessionView:
     rows: Sequence[FrameRow]
     findings: list[Finding]
     live: bool = False
+    ended: bool = False  # live: the input has ended (a followed file or pipe closed), nothing more comes
     lock: Any = field(default_factory=contextlib.nullcontext)
     _activity: dict[object, list[float]] | None = None  # computed off the UI thread when loading a file
     partial: float | None = None  # loading: the fraction of the input read so far (None: complete)
@@ -129,7 +130,7 @@ class SessionView:
         if self.partial is not None:
             return None
         st = self.session.stats
-        return empty_text(st.frames, st.ike + st.esp + st.ah)
+        return empty_text(st.frames, st.ike + st.esp + st.ah, waiting=self.live and not self.ended)
 
     @property
     def activity(self) -> dict[object, list[float]]:
@@ -140,10 +141,17 @@ class SessionView:
         return self._activity
 
 
-def empty_text(frames: int, ipsec: int) -> str | None:
+def empty_text(frames: int, ipsec: int, waiting: bool = False) -> str | None:
     """Why a capture shows no IPsec, in the same words in every pane (packet list, timeline,
     findings, SA detail); None when it holds some. An empty pane with no reason read as a failure
-    to load."""
+    to load. ``waiting``: a live capture (or a followed file) that may still bring some."""
+    if waiting:
+        if not frames:
+            return "Nothing captured yet: waiting for IKE, ESP or AH packets."
+        if not ipsec:
+            return (f"No IPsec captured yet: {plural(frames, 'frame', sep=True)}, none of them "
+                    "IKE (UDP 500/4500, TCP 4500), ESP or AH.")
+        return None
     if not frames:
         return "No frames: the capture is valid and holds no packets."
     if not ipsec:
