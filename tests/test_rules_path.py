@@ -140,6 +140,18 @@ def test_matching_keys_raise_no_unmatched_warning():
     assert rc == 1 and [f["facts"]["file"] for f in hit] == [str(other)]
 
 
+def test_keys_are_not_blamed_when_no_sa_in_the_capture_could_have_keys():
+    """An IKE_SA_INIT refused with NO_PROPOSAL_CHOSEN leaves no SA any peer derives keys for: a
+    charon log of earlier SAs (live, the gateway's own log) matching nothing is no 'another tunnel,
+    host or rotated log?' warning beside the real error, in findings or on stderr."""
+    log = SAMPLES / "healthy-gcm" / "charon-left.log"
+    cap = SAMPLES / "ike-proposal-mismatch" / "capture.pcapng"
+    rc, doc = findings_json(cap, log)
+    assert [f["code"] for f in doc["findings"] if f["severity"] != "info"] == ["IKE-NO-PROPOSAL"]
+    r = subprocess.run([*IPSECSCOPE, "findings", str(cap), "-k", str(log)], capture_output=True, text=True, cwd=ROOT)
+    assert "match no SPI" not in r.stderr + r.stdout
+
+
 def test_no_keys_no_unmatched_warning():
     rc, doc = findings_json(SAMPLES / "healthy-gcm" / "capture.pcapng")
     assert rc == 0 and not any(f["code"] == "CAPTURE-KEYS-UNMATCHED" for f in doc["findings"])

@@ -34,10 +34,17 @@ class FileMatch:
     ike_matched: int = 0
     esp_matched: int = 0  # of its ESP SAs, how many some packet used
     across_nat: dict[str, int] = field(default_factory=dict)  # "logged -> wire" -> ESP SAs matched so
+    # The capture holds an SA some key could be for: an ESP/AH flow, or an IKE SA whose responder
+    # chose its SPI (an IKE_SA_INIT refused with NO_PROPOSAL_CHOSEN, INVALID_KE or a COOKIE leaves
+    # it zero, and no peer ever derives keys for it). Without one, no key file can match, and
+    # "another tunnel, host or rotated log?" would blame keys that may well be right (live, a
+    # charon log holds every earlier SA's keys while the tunnel it is read for is failing).
+    capture_has_sas: bool = True
 
     @property
     def matches_nothing(self) -> bool:
-        return (self.ike or self.esp) > 0 and not self.ike_matched and not self.esp_matched
+        return ((self.ike or self.esp) > 0 and not self.ike_matched and not self.esp_matched
+                and self.capture_has_sas)
 
     def sentence(self) -> str:
         """The user-facing line when nothing matches (empty otherwise)."""
@@ -51,13 +58,15 @@ def match_keys(store: KeyStore, esp_seen: Iterable[tuple[str, str, int]],
                ike_seen: Iterable[tuple[bytes, bytes]]) -> list[FileMatch]:
     """One :class:`FileMatch` per key file, in the order the files' keys were loaded."""
     out: dict[str, FileMatch] = {}
+    esp_seen, ike_seen = list(esp_seen), list(ike_seen)
+    has_sas = bool(esp_seen) or any(any(spi_r) for _, spi_r in ike_seen)
 
     def entry(source: str) -> FileMatch | None:
         path = file_of(source)
         if path is None:
             return None
         if path not in out:
-            out[path] = FileMatch(path)
+            out[path] = FileMatch(path, capture_has_sas=has_sas)
         return out[path]
 
     # Look up in the files' keys alone: keys derived while the capture was read (KEYMAT) would

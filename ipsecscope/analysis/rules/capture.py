@@ -172,11 +172,6 @@ def r_keys_unmatched(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     matches = getattr(ctx.session, "key_matches", None)
     if matches is None:
         return
-    if not table.ike_sas and not table.flows:
-        # Nothing in the capture for keys to match (yet: live, it starts empty while the charon
-        # log it reads holds the keys of every SA since charon started): "another tunnel, host or
-        # rotated log?" would blame right keys. That no IPsec was captured is said elsewhere.
-        return
     for m in matches():
         if not m.matches_nothing:
             continue
