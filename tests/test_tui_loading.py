@@ -337,3 +337,51 @@ def test_live_with_nothing_yet_says_it_waits(follow: bool) -> None:
         assert "Nothing captured yet: waiting for IKE, ESP or AH packets." in text and "valid" not in text, text
     else:
         assert "No frames: the capture is valid and holds no packets." in text, text
+
+
+def test_live_packet_list_shows_the_newest_when_it_first_overflows(tmp_path: Path) -> None:
+    """Live, the cursor follows the newest frame; the refresh that first made the list longer
+    than the screen moved the cursor (the detail showed the last frame) but not the list, which
+    stayed on frames 1-9 at 80x24 until the next refresh."""
+    from ipsecscope.tui.app import create_stream_app
+    from ipsecscope.tui.stream import CaptureFollower
+    from ipsecscope.tui.widgets.packet_table import PacketTable
+
+    data = (SAMPLES / "healthy-gcm" / "capture.pcapng").read_bytes()
+    growing = tmp_path / "growing.pcapng"
+    growing.write_bytes(data[: len(data) // 8])  # a few frames: no scrolling yet
+    runner = CaptureFollower([growing], follow=True)
+    runner.open()
+    runner.start()
+    app = create_stream_app(runner, growing.name)
+
+    async def run() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            table = app.query_one(PacketTable)
+
+            async def shown(frames: int | None) -> None:
+                """Until the list has ``frames`` rows (None: every frame read so far, at least one)."""
+                for _ in range(600):
+                    await pilot.pause(0.1)
+                    with runner.lock:
+                        want = frames or runner.session.stats.frames or -1
+                    if len(table.view) == want:
+                        await pilot.pause(0.3)  # the refresh's layout and any scroll after it
+                        return
+                raise AssertionError(f"the list never reached {frames} rows: {len(table.view)}")
+
+            await shown(None)
+            few = len(table.view)
+            assert 0 < few < table.scrollable_content_region.height
+            with growing.open("ab") as f:
+                f.write(data[len(data) // 8:])
+            await shown(34)
+            top, height = round(table.scroll_y), table.scrollable_content_region.height
+            assert table.cursor == 33 and top <= table.cursor < top + height, (top, height)
+            runner.stop()
+            await pilot.pause(0.3)
+
+    try:
+        asyncio.run(run())
+    finally:
+        runner.stop()

@@ -239,6 +239,10 @@ class PacketTable(ScrollView, can_focus=True):
         self.set_rows(view.rows, view.table.first_ts, keep_frame=None if follow else current.frame)
         if follow:
             self.action_last()
+            # Again once laid out: when this refresh is the first to overflow the table, Textual
+            # allows no vertical scroll until the scrollbar it now needs exists, so the scroll
+            # above is dropped and the newest frames (the cursor's) stayed below the screen.
+            self.call_after_refresh(self._scroll_cursor_visible)
 
     def set_rows(self, rows: Sequence[FrameRow], first_ts: float | None = None,
                  keep_frame: int | None = None, count: int | None = None) -> None:
