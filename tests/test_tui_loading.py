@@ -335,8 +335,10 @@ def test_live_with_nothing_yet_says_it_waits(follow: bool) -> None:
         runner.stop()
     if follow:
         assert "Nothing captured yet: waiting for IKE, ESP or AH packets." in text and "valid" not in text, text
+        assert "no IPsec SA yet" in text  # the SA tree too
     else:
         assert "No frames: the capture is valid and holds no packets." in text, text
+        assert "no IPsec SA" in text and "no IPsec SA yet" not in text
 
 
 def test_live_packet_list_shows_the_newest_when_it_first_overflows(tmp_path: Path) -> None:

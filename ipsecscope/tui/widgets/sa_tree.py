@@ -189,6 +189,7 @@ class SaTree(Tree[SaRef]):
         self.share = 0.3
         self._table: SaTable | None = None
         self._widest = 0  # the widest this tree's content has been (get_content_width)
+        self._waiting = False  # live with more to come: an empty tree is "not yet", not "none"
 
     def get_content_width(self, container: Size, viewport: Size) -> int:
         """The tree is as wide as its labels (CSS width: auto), and never narrower than it has been:
@@ -211,6 +212,7 @@ class SaTree(Tree[SaRef]):
     def show_session(self, view: SessionView) -> None:
         """Rebuild from the session's table, the cursor staying on the SA it was on."""
         ref = self.current_ref
+        self._waiting = view.live and not view.ended
         self.show_table(view.table)
         if ref is not None:
             self.select_ref(ref)
@@ -260,7 +262,8 @@ class SaTree(Tree[SaRef]):
                 pnode.add_leaf(flow_label(flow), data=SaRef("flow", flow.key))
         if not pairs:
             # the narrow tree (80 columns) cut the long form to 'no IPsec SA in this c'
-            self.root.add_leaf(Text("no IPsec SA" if compact else "no IPsec SA in this capture", "dim"))
+            text = "no IPsec SA yet" if self._waiting else "no IPsec SA" if compact else "no IPsec SA in this capture"
+            self.root.add_leaf(Text(text, "dim"))
         self.cursor_line = 0
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[SaRef]) -> None:
