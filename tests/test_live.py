@@ -515,16 +515,21 @@ def test_a_charon_log_with_history_is_no_warning_before_any_ipsec(tmp_path):
     try:
         log = tmp_path / "charon.log"  # pytest's tmp dirs are root-only: the helper reads it
         log.write_bytes((CONF.parents[1] / "healthy-gcm" / "charon-left.log").read_bytes())
-        live = subprocess.Popen(["ip", "netns", "exec", ns, *_live_cmd("-i", "lo", "--headless", "--duration", "6",
-                                                                        "--keys-from-log", str(log))],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert '"started"' in live.stdout.readline()
+        out_path = tmp_path / "events.jsonl"
+        with open(out_path, "w") as fh:  # a file, not a pipe: readline() would buffer lines communicate() skips
+            live = subprocess.Popen(["ip", "netns", "exec", ns, *_live_cmd("-i", "lo", "--headless", "--duration",
+                                                                            "6", "--keys-from-log", str(log))],
+                                    stdout=fh, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while '"started"' not in out_path.read_text() and time.monotonic() < deadline:
+            assert live.poll() is None, live.stderr.read()
+            time.sleep(0.1)
         # What does arrive: NAT-keepalives (RFC 3948 §2.3), no IKE SA or ESP flow for keys to match.
         send = "import socket,time\nfor _ in range(5): socket.socket(2, 2).sendto(b'\\xff', ('127.0.0.1', 4500)); time.sleep(0.3)"
         subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", send], check=True, timeout=60)
-        out, err = live.communicate(timeout=60)
+        _, err = live.communicate(timeout=60)
         assert live.returncode == 0, err
-        events = [json.loads(line) for line in out.splitlines()]
+        events = [json.loads(line) for line in out_path.read_text().splitlines()]
         assert events[-1]["event"] == "stats" and events[-1]["frames"] >= 1, events
         assert any(e["event"] == "keys" and e["added"] > 0 for e in events), events
         assert [e for e in events if e["event"].startswith("finding")] == []
