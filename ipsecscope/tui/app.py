@@ -29,7 +29,7 @@ from textual.worker import get_current_worker
 from ..errors import CaptureError, CaptureFormatError, ExportError, IpsecscopeError
 from ..model.filter import Filter, FilterError, compile_filter, findings_index
 from ..model.plural import noun, plural
-from ..model.sa import Finding, Severity
+from ..model.sa import Finding, SaState, Severity
 from . import panes
 from .footer import AppFooter
 from .loading import Hold, LoadCancelled, Loading
@@ -418,7 +418,7 @@ class IpsecscopeApp(App[int]):
             if st.icv_failed:
                 dec.append(f" ICV✗ {st.icv_failed:,}", "bold red")
             seg.append(dec)
-        seg.append(Text(f"{len(s.table.ike_sas)} IKE/{len(s.table.child_sas)} CHILD SA"))
+        seg.append(self._sa_counts(s))
         seg.append(Text(plural(len(s.keys), 'key'), "cyan" if len(s.keys) else "dim"))
         seg.append(Text(f"frames: IKE {st.ike:,} ESP {st.esp:,}" + (f" AH {st.ah:,}" if st.ah else "")
                         + (f" malformed {st.malformed_total:,}" if st.malformed_total else ""), "dim"))
@@ -430,6 +430,19 @@ class IpsecscopeApp(App[int]):
         else:
             count.update(Text(f"filter: {len(ptable.view):,}/{ptable.count:,}", "bold magenta")
                          if self.filter.text else "")
+
+    def _sa_counts(self, s: Session) -> Text:
+        """``2 IKE/2 CHILD SA`` for a file. Live, every SA ever seen stays in the table, deleted and
+        failed ones too, so the count alone read as "4 CHILD SAs up" after a terminate: say how
+        many are open (established, or inferred from traffic; not deleted, failed or replaced by a
+        rekey) beside how many were seen. "Open", not "up": a dead peer's SA stays open."""
+        ike, child = s.table.ike_sas.values(), s.table.child_sas.values()
+        if self.runner is None:
+            return Text(f"{len(ike)} IKE/{len(child)} CHILD SA")
+        up = (SaState.ESTABLISHED, SaState.INFERRED)
+        n_ike, n_child = sum(sa.state in up for sa in ike), sum(c.state in up for c in child)
+        return Text.assemble((f"{n_ike} IKE/{n_child} CHILD SA open", "" if n_ike or n_child else "yellow"),
+                             (f" ({len(ike)}/{len(child)} seen)", "dim"))
 
     # ---- filtering (worker thread) -----------------------------------------------------------
     @on(Input.Submitted, "#filter")
