@@ -134,8 +134,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"SPI 0x{spi:08x} {src} -> {dst}: {s.decrypted} decrypted, {s.icv_failed} icv_failed, "
                   f"{s.no_key} no_key{extra}{esn}{why}", file=err)
         rate = stats.frames / dt if dt > 0 else 0.0
-        print(f"{stats.frames} frames, {stats.esp} ESP: {stats.decrypted} decrypted, {stats.icv_failed} icv_failed, "
-              f"{stats.no_key} no_key; {stats.written} inner packets written"
+        # Every ESP packet in exactly one count (the per-SA lines name malformed/unsupported too), and
+        # dummy packets (RFC 4303 §2.6: decrypted, nothing to write) said, so decrypted - written adds up.
+        bad = "".join(f", {n} {what}" for n, what in ((stats.malformed, "malformed"),
+                                                      (stats.unsupported, "unsupported")) if n)
+        dummy = f" ({stats.dummy} dummy, next header 59)" if stats.dummy else ""
+        print(f"{stats.frames} frames, {stats.esp} ESP: {stats.decrypted} decrypted{dummy}, {stats.icv_failed} "
+              f"icv_failed, {stats.no_key} no_key{bad}; {stats.written} inner packets written"
               + (f", {stats.kept} other frames kept unchanged" if args.keep_other else "")
               + (f"; nested ESP: {stats.nested_decrypted} inner layers decrypted, {stats.nested_failed} failed"
                  if stats.nested_decrypted or stats.nested_failed else "")

@@ -738,10 +738,11 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                 inner, nh, isrc, idst, layers = r.inner, r.next_header, src, dst, None
                 if nh in _CARRIES_ESP:  # ESP in ESP: the layers there are keys for (as _Worker._frame)
                     inner, nh, isrc, idst, layers = decrypt_nested(dec, nested, inner, nh, src, dst)
-                if nh == 59:
-                    stats.dummy += 1
-                    continue
-                if writer is not None:
+                # A dummy packet (RFC 4303 §2.6) has no inner packet to write, but the JSONL holds one
+                # record per ESP packet.
+                dummy = nh == 59
+                stats.dummy += dummy
+                if writer is not None and not dummy:
                     data = wire_packet(isrc, idst, nh, inner)
                     writer.write_packet(0, raw.ts_ns, data)
                 if jf is not None:

@@ -877,8 +877,11 @@ class _Worker:
                 self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, _esp.STATUS[code], None, None,
                                                len(esp), opts.hex, reason=plain, udp_encap=udp_encap))
             return
-        if nh == 59:  # dummy packet (RFC 4303 §2.6): nothing to export
+        if nh == 59:  # dummy packet (RFC 4303 §2.6): no inner packet, but still its JSONL record
             self.n_dummy += 1
+            if jsonl_f is not None:
+                self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, "ok", 59, plain[:ilen],
+                                               len(esp), opts.hex, udp_encap=udp_encap))
             return
         inner = trim_tfc(plain[:ilen], nh) if nh == 4 or nh == 41 else plain[:ilen]
         layers = None
@@ -886,11 +889,10 @@ class _Worker:
             inner, nh, isrc, idst, layers = decrypt_nested(self.dec, self.nested_sas, inner, nh, src, dst)
         else:
             isrc, idst = src, dst
-        if nh == 59:  # an inner dummy packet: nothing to export
-            self.n_dummy += 1
-            return
-        pkt_bytes = wire_packet(isrc, idst, nh, inner) if out_f is not None else b""
-        if opts.pcapng and out_f is not None:
+        dummy = nh == 59  # an inner dummy packet: nothing for the pcapng, a record for the JSONL
+        self.n_dummy += dummy
+        pkt_bytes = wire_packet(isrc, idst, nh, inner) if out_f is not None and not dummy else b""
+        if opts.pcapng and out_f is not None and not dummy:
             h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes))
             app(h)
             app(pkt_bytes)
