@@ -186,6 +186,10 @@ def _chain_v2(first: int, data: bytes, base: int) -> tuple[tuple[AnyPayload, ...
                 out.append(p)
                 if ptype == iana.PayloadType.N and (why := _notify_fault(p)):  # type: ignore[arg-type]
                     bad = bad or f"payload {idx} ({payload_name(ptype)}): {why}"
+                elif ptype == iana.PayloadType.D and (extra := len(body) - 4 - 4 * len(p.spis)) > 0:  # type: ignore[union-attr]
+                    # SPIs are counted (RFC 7296 §3.11): bytes past them are no SPI we can name
+                    bad = bad or (f"payload {idx} ({payload_name(ptype)}): {plural(extra, 'byte')} after its "
+                                  f"{plural(len(p.spis), 'SPI')}")  # type: ignore[union-attr]
             except BadPayload as e:
                 out.append(Payload(ptype, critical, body))
                 bad = bad or f"payload {idx} ({payload_name(ptype)}): {e}"
@@ -333,6 +337,17 @@ def _delete(ptype: int, critical: bool, body: bytes) -> DeletePayload:
     proto, spisize, count = body[0], body[1], _U16.unpack_from(body, 2)[0]
     if spisize * count > len(body) - 4:
         raise BadPayload(f"{count} SPIs of {spisize} bytes exceed payload ({len(body) - 4} bytes left)")
+    # RFC 7296 §3.11: the IKE SA is deleted with SPI size 0 and no SPIs, ESP/AH SAs by 4-byte SPIs,
+    # and no other protocol is defined. Read otherwise, such a payload would delete the IKE SA
+    # for CHILD SPIs, or name CHILD SAs by 3-byte or absent SPIs: kept undecoded, message malformed.
+    if proto == iana.ProtocolId.IKE and (spisize or count):
+        raise BadPayload(f"deletes the IKE SA (protocol 1) yet has {plural(count, 'SPI')} of {spisize} bytes; "
+                         "it takes none (RFC 7296 §3.11)")
+    if proto in (iana.ProtocolId.AH, iana.ProtocolId.ESP) and spisize != 4:
+        raise BadPayload(f"{iana.ProtocolId(proto).name} SPI size {spisize}; ESP and AH SPIs are 4 bytes "
+                         "(RFC 7296 §3.11)")
+    if proto not in (iana.ProtocolId.IKE, iana.ProtocolId.AH, iana.ProtocolId.ESP):
+        raise BadPayload(f"protocol ID {proto}; a Delete names 1 (IKE), 2 (AH) or 3 (ESP) (RFC 7296 §3.11)")
     spis = tuple(body[4 + i * spisize: 4 + (i + 1) * spisize] for i in range(count)) if spisize else ()
     return DeletePayload(ptype, critical, proto, spis)
 
