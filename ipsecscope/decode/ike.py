@@ -311,12 +311,17 @@ def _notify_decoded(nt: int, spi: bytes, data: bytes) -> dict[str, object]:
 # Notify types whose data has a fixed size: (octets, what they hold, where). A notify whose data is
 # shorter is kept (its type is the refusal a peer reads) and its message is marked malformed, as
 # tshark does ("Notification DATA: <MISSING>", Openswan's lp08 parentR1notify frame 2).
-_NOTIFY_DATA = {N.INVALID_KE_PAYLOAD: (2, "the accepted D-H group", "RFC 7296 §3.10.1")}
+# NAT detection data is a SHA-1 hash, exactly 20 octets: any other length is no hash to compare,
+# and compared anyway it "does not match" and explains a NAT or forced encapsulation that is not.
+_NOTIFY_DATA = {N.INVALID_KE_PAYLOAD: (2, "the accepted D-H group", "RFC 7296 §3.10.1"),
+                N.NAT_DETECTION_SOURCE_IP: (20, "a SHA-1 hash", "RFC 7296 §2.23"),
+                N.NAT_DETECTION_DESTINATION_IP: (20, "a SHA-1 hash", "RFC 7296 §2.23")}
+_NOTIFY_EXACT = {N.NAT_DETECTION_SOURCE_IP, N.NAT_DETECTION_DESTINATION_IP}
 
 
 def _notify_fault(p: NotifyPayload) -> str | None:
     need = _NOTIFY_DATA.get(p.notify_type)  # type: ignore[call-overload]
-    if need is None or len(p.data) >= need[0]:
+    if need is None or len(p.data) == need[0] or (len(p.data) > need[0] and p.notify_type not in _NOTIFY_EXACT):
         return None
     return (f"{N(p.notify_type).name} data is {plural(len(p.data), 'byte')}, {need[1]} takes {need[0]} "
             f"({need[2]})")

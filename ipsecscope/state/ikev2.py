@@ -16,6 +16,7 @@ It writes only through :class:`~ipsecscope.state.book.Book`'s public methods.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 from ..crypto.prf import nat_detection_hash
 from ..model import iana
@@ -321,8 +322,8 @@ def ike_sa_init(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_respo
             sa.ke_groups.append(kes[0].group)
         if nonces:
             priv.ni = nonces[0].data
-        priv.nat_src = [n.data for n in notifies if n.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
-        priv.nat_dst = [n.data for n in notifies if n.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP]
+        priv.nat_src = nat_hashes(notifies, NotifyType.NAT_DETECTION_SOURCE_IP)
+        priv.nat_dst = nat_hashes(notifies, NotifyType.NAT_DETECTION_DESTINATION_IP)
         priv.nat_checked = False
         if any(n.notify_type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED for n in notifies):
             sa.ike_fragmentation = (True, sa.ike_fragmentation[1])
@@ -376,6 +377,12 @@ def ike_sa_init(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_respo
 # -- NAT detection (RFC 7296 §2.23)
 
 
+def nat_hashes(notifies: Iterable[NotifyPayload], nt: int) -> list[bytes]:
+    """The NAT detection hashes of type ``nt``: SHA-1, 20 octets (RFC 7296 §2.23). Data of another
+    length is no hash (the decoder marks its message malformed) and says nothing about a NAT."""
+    return [n.data for n in notifies if n.notify_type == nt and len(n.data) == 20]
+
+
 def nat_check(book: Book, sa: IkeSa, msg: IkeMessage, request: bool) -> None:
     """RFC 7296 §2.23: NAT_DETECTION_SOURCE_IP = SHA1(SPIi | SPIr | IP | port) of the sender as
     it sent the packet; the DESTINATION one covers where it sent it. A hash that does not match
@@ -386,8 +393,8 @@ def nat_check(book: Book, sa: IkeSa, msg: IkeMessage, request: bool) -> None:
     hash fails. Either way it is the initiator that is behind the NAT.
     """
     h = msg.header
-    src_h = [n.data for n in msg.find(NotifyPayload) if n.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
-    dst_h = [n.data for n in msg.find(NotifyPayload) if n.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP]
+    src_h = nat_hashes(msg.find(NotifyPayload), NotifyType.NAT_DETECTION_SOURCE_IP)
+    dst_h = nat_hashes(msg.find(NotifyPayload), NotifyType.NAT_DETECTION_DESTINATION_IP)
     if not src_h and not dst_h:
         return
     src_ok = nat_detection_hash("sha1", h.spi_i, h.spi_r, msg.src, msg.sport) in src_h if src_h else True
