@@ -86,8 +86,9 @@ def test_one_way_esp_while_ike_is_alive_says_the_peer_is_up():
         assert "answered 11 IKE requests from 198.18.0.1" in f.explanation
         assert "a port filter is not it" in f.explanation and "outbound SA or policy" in f.explanation
         assert "went away, lost its SA" not in f.explanation
-        # evidence: last ESP back (10), first unanswered (11), last unanswered (56), then the answered DPDs
-        assert f.frames[:4] == (10, 11, 56, 13)
+        # evidence, in frame order: last ESP back (10), first unanswered (11), the answered DPDs (13 ...),
+        # last unanswered (56)
+        assert f.frames[:3] == (10, 11, 13) and 56 in f.frames and list(f.frames) == sorted(f.frames)
         assert not any(x.code in ("IKE-DEAD-PEER", "IKE-PEER-RESTARTED", "IKE-NO-RESPONSE") for x in s.findings)
 
 

@@ -189,6 +189,22 @@ def test_icmp_port_unreachable_is_evidence_in_return_stopped():
     assert not any(x["code"] in want["not_reported"] for x in doc["findings"])
 
 
+@pytest.mark.parametrize("sample", ["esp-rejected", "esp-oneway-drop"])
+def test_evidence_frames_are_in_frame_order(sample):
+    """live3: ESP-RETURN-STOPPED listed "148, 149, 154, 152, 156, 158" (the unanswered run's first and
+    last, then the ICMP and IKE frames behind it). Every finding's frames, and every aggregated
+    member's, read in frame order, in JSON as in the Finding; the first frame (live mode's key)
+    is still the last ESP that came back."""
+    d = SAMPLES / sample
+    _rc, doc = findings_json(d / "capture.pcapng", d / "keys")
+    stopped = [f for f in doc["findings"] if f["code"] == "ESP-RETURN-STOPPED"]
+    assert stopped and stopped[0]["frames"][0] == 10
+    want = {"esp-rejected": [10, 11, 12, 14, 17, 20], "esp-oneway-drop": [10, 11, 13, 16, 19, 30]}[sample]
+    assert stopped[0]["frames"] == want
+    for f in doc["findings"]:
+        assert f["frames"] == sorted(set(f["frames"])), f["code"]
+
+
 def test_icmp_unreachable_alone_is_its_own_finding(tmp_path):
     """The same capture cut after the first refused packet: too little for ESP-RETURN-STOPPED (one
     unanswered packet), yet the ICMP error is evidence on its own: ESP-ICMP-UNREACHABLE names the

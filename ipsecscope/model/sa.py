@@ -310,6 +310,14 @@ class IkeSa:
         return f"{self.ike_spi_i.hex()}_{self.ike_spi_r.hex()}"
 
 
+def in_frame_order(frames: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """``frames`` ascending, each once (a finding's evidence; live mode keys a finding by its first)."""
+    t = tuple(frames)
+    if all(t[i] < t[i + 1] for i in range(len(t) - 1)):
+        return t
+    return tuple(sorted(set(t)))
+
+
 @dataclass(slots=True, frozen=True)
 class FindingMember:
     """One SA of an aggregated finding (:attr:`Finding.members`): the same rule said the same thing
@@ -319,6 +327,9 @@ class FindingMember:
     peers: tuple[str, ...]  # the SA's two addresses (initiator, responder; or ESP src, dst)
     frames: tuple[int, ...] = ()
     ts: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frames", in_frame_order(self.frames))
 
 
 # kw_only: a finding has eight fields of which several are strings; keywords keep a rule from
@@ -342,6 +353,12 @@ class Finding:
     # Set when one finding stands for many SAs with the same condition (analysis.rules.aggregate):
     # every SA, the first one included (``sa``, ``frames``, ``facts`` above are the first few's).
     members: tuple[FindingMember, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Evidence reads in frame order whatever order a rule gathered it in (ESP-RETURN-STOPPED
+        # listed "148, 149, 154, 152, 156, 158": the unanswered run, then the ICMP and IKE behind
+        # it). Done here, not per rule, so no rule can forget it.
+        object.__setattr__(self, "frames", in_frame_order(self.frames))
 
     @property
     def count(self) -> int:
