@@ -20,7 +20,8 @@ Events (``--headless`` prints one JSON object per line; every one has ``event`` 
 - ``keys``: ``source`` (which key source), ``added`` (how many new keys)
 - tracker events: ``ike_sa_created|established|rekeyed|deleted|failed``,
   ``child_sa_created|rekeyed|deleted|failed``, ``esp_flow_started`` (fields: see state/tracker.py)
-- ``finding``: ``code``, ``severity``, ``title``, ``explanation``, ``frames``, ``sa``, ``hint``
+- ``finding``: ``code``, ``severity``, ``title``, ``explanation``, ``frames``, ``sa``, ``hint``;
+  ``ts`` is the time it refers to, or, for one about no packet in particular, the time it was found
 - ``suppressed``: ``count``, ``events`` (per kind) — SA and finding events refused by the
   :class:`EventBudget` in the last second (a flood of random SPIs must not flood the stream)
 - ``stats``: ``frames``, ``ike``, ``esp``, ``decrypted``, ``icv_failed``, ``no_key``, ``malformed``,
@@ -190,7 +191,7 @@ def _user_name() -> str:
 
 
 def finding_events(seen: dict[tuple, tuple], findings: list[Finding],
-                   take: Callable[[str], bool] | None = None) -> list[dict]:
+                   take: Callable[[str], bool] | None = None, now: float | None = None) -> list[dict]:
     """Events for findings not announced before (``finding``) and for announced ones whose title,
     severity or evidence changed since (``finding_updated``).
 
@@ -200,7 +201,14 @@ def finding_events(seen: dict[tuple, tuple], findings: list[Finding],
     (an event it refuses is counted there, not sent, and not tried again). ``seen`` is updated in
     place and keeps only the findings the table still shows: those about SAs that expire() forgot
     leave with them, so it stays as small as the (capped) table.
+
+    ``ts`` is the finding's own time (its SA's, flow's or first evidence's). A finding about no
+    packet in particular has none (a plugin's, a rule that failed, a key file matching nothing):
+    it gets ``now``, the time of the evaluation that found it (default: the clock), which is
+    true of it, rather than null, which a reader's time arithmetic chokes on.
     """
+    if now is None:
+        now = time.time()
     out = []
     current: dict[tuple, tuple] = {}
     for f in findings:
@@ -214,7 +222,7 @@ def finding_events(seen: dict[tuple, tuple], findings: list[Finding],
         if take is not None and not take(kind):
             continue
         out.append({
-            "event": kind, "ts": f.ts, "code": f.code,
+            "event": kind, "ts": f.ts if f.ts is not None else now, "code": f.code,
             "severity": f.severity.name.lower(), "title": f.title, "explanation": f.explanation,
             "frames": list(f.frames), "sa": f.sa, "hint": f.hint, "count": f.count,
         })
@@ -418,7 +426,7 @@ class LiveRunner:
         # cost of everything that walks it, finish() included) without limit (issue 12).
         self.session.tracker.expire(wall, max_age=INFERRED_MAX_AGE, max_inferred=INFERRED_MAX)
         self.session.finish(now=wall)  # e.g. an IKE request unanswered for 10 s
-        for ev in finding_events(self._seen_findings, self.session.findings, take):
+        for ev in finding_events(self._seen_findings, self.session.findings, take, now=wall):
             self.emit(ev)
         refused = self.budget.report()
         if refused is not None:

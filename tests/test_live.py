@@ -366,6 +366,45 @@ def test_log_tail_follows_logrotate(tmp_path, style):
     assert out == b""  # nothing new: nothing sent
 
 
+def test_a_finding_about_no_packet_has_a_time_in_its_event():
+    """live3: headless ``finding`` events with no frames carried "ts": null. A finding with a time of
+    its own keeps it (samples/dh-retry: IKE-INVALID-KE at its exchange); one about no packet in
+    particular (here a plugin's, and the ENGINE-RULE-ERROR of a plugin rule that fails: real
+    paths that set no time) gets the time of the evaluation that found it."""
+    from ipsecscope import plugins
+    from ipsecscope.live import finding_events
+    from ipsecscope.model.sa import Finding, Severity
+    from ipsecscope.session import Session
+
+    class Untimed:
+        def rules(self):
+            def about_the_run(table, ctx):
+                yield Finding(code="TEST-UNTIMED", severity=Severity.INFO, title=f"{len(table.ike_sas)} IKE SAs",
+                              explanation="from a plugin")
+
+            def broken(table, ctx):
+                raise RuntimeError("plugin bug")
+
+            return [about_the_run, broken]
+
+    info = plugins.register(Untimed(), "untimed")
+    try:
+        s = Session()
+        s.load(CONF.parents[1] / "dh-retry" / "capture.pcapng")
+        before = time.time()
+        evs = {e["code"]: e for e in finding_events({}, s.findings)}
+        after = time.time()
+        at = {e["code"]: e["ts"] for e in finding_events({}, s.findings, now=12.5)}  # the runner's evaluation time
+    finally:
+        plugins.unregister(info)
+    for code in ("TEST-UNTIMED", "ENGINE-RULE-ERROR"):
+        assert evs[code]["frames"] == [] and before <= evs[code]["ts"] <= after, code
+    ke = next(f for f in s.findings if f.code == "IKE-INVALID-KE")
+    assert ke.ts is not None and evs["IKE-INVALID-KE"]["ts"] == ke.ts  # its own time, not the clock's
+    assert all(isinstance(e["ts"], float) for e in evs.values())
+    assert at["TEST-UNTIMED"] == at["ENGINE-RULE-ERROR"] == 12.5 and at["IKE-INVALID-KE"] == ke.ts
+
+
 def test_event_budget_refuses_past_the_burst_and_counts():
     """With no refill, exactly ``burst`` events go out; the rest are counted per kind and
     reported once, in one ``suppressed`` event."""
