@@ -188,6 +188,28 @@ async def test_footer_shows_the_panes_own_key_where_it_fits() -> None:
         assert "e Export  ←→ Columns" in screen_lines(app)[-1]
 
 
+@pytest.mark.parametrize("size", [SMALL, MEDIUM], ids=["80x24", "120x40"])
+@pytest.mark.parametrize(("sample", "keys"), [("ike-proposal-mismatch", True), ("healthy-gcm", False)])
+@sync
+async def test_tree_never_cuts_an_sas_state(sample: str, keys: bool, size: tuple[int, int]) -> None:
+    """live3: at 120 columns the tree cut a refused IKE SA to 'IKEv2 f63e1ff0… failed (no pr'. Each
+    IKE SA's state word is on screen whole, before the tree's border, with no placeholder cut
+    after it; the SA detail has what had to go."""
+    d = SAMPLES / sample
+    app = create_app(d / "capture.pcapng", [d / "charon-left.log"] if keys else [])
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        tree = app.query_one(SaTree)
+        left = [line[:tree.region.width - 1] for line in screen_lines(app)]  # without its border
+        table = app.session.table
+        wanted = [(sa.ike_spi_i.hex()[:8], sa.state.value) for sa in table.ike_sas.values()]
+        for mark, state in wanted:
+            (line,) = [ln for ln in left if mark in ln]
+            if size == MEDIUM:
+                assert re.search(rf" {state}( |$)", line), (line, state)
+            assert not re.search(r"\(\w*\s*$|\(no p", line.rstrip()), line  # no '(no pr' at the edge
+
+
 @pytest.mark.parametrize("sample", ["healthy-gcm", "cbc-sha2-pfs", "nat-napt"])
 @sync
 async def test_tree_at_160_columns_shows_whole_proposals(sample: str) -> None:

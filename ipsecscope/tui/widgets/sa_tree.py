@@ -76,20 +76,25 @@ def spi_digits(spi: int | None) -> str:
     return f"{spi:08x}" if spi is not None else "?"
 
 
-def ike_label(sa: IkeSa) -> Text:
+def ike_label(sa: IkeSa, room: int | None = None) -> Text:
+    """The IKE SA in a wide tree; in ``room`` cells, an unknown proposal's "(no proposal)" goes
+    rather than be cut ('deleted (no p' at 120 columns). A known one is cut at the edge."""
     text = Text()
     text.append("●", STATE_STYLE.get(sa.state, ""))
     text.append(f" IKEv{sa.version} ")
     text.append(f"{sa.ike_spi_i.hex()[:8]}…", "cyan")
     # the state before the proposal: a pane too narrow for the label cuts the proposal
     text.append(f" {sa.state.value}", STATE_STYLE.get(sa.state, ""))
-    text.append(f" {sa.proposal or '(no proposal)'}", "dim" if not sa.proposal else "")
+    missing = " (no proposal)"
+    if sa.proposal or room is None or text.cell_len + len(missing) <= room:
+        text.append(f" {sa.proposal}" if sa.proposal else missing, "" if sa.proposal else "dim")
     return text
 
 
 def child_label(child: ChildSa, table: SaTable, room: int | None = None) -> Text:
-    """The CHILD SA in a wide tree; in ``room`` cells, its rate goes before its proposal is cut."""
-    def label(rate: bool) -> Text:
+    """The CHILD SA in a wide tree; in ``room`` cells, its rate goes first, then its proposal
+    (the SA detail has both). Both SPIs stay: they are what a reader matches with tshark."""
+    def label(rate: bool, proposal: bool = True) -> Text:
         text = Text()
         text.append("●", STATE_STYLE.get(child.state, ""))
         text.append(f" #{child.id} {child.protocol} ")
@@ -97,12 +102,15 @@ def child_label(child: ChildSa, table: SaTable, room: int | None = None) -> Text
         text.append(f" {child.state.value}", STATE_STYLE.get(child.state, ""))
         if rate:
             text.append(f" {fmt_rate(child_rate(child, table))}", "dim")
-        if child.proposal:
+        if child.proposal and proposal:
             text.append(f" {child.proposal}")
         return text
 
     full = label(True)
-    return full if room is None or full.cell_len <= room else label(False)
+    if room is None or full.cell_len <= room:
+        return full
+    shorter = label(False)
+    return shorter if shorter.cell_len <= room else label(False, False)
 
 
 def short_pair(a: str, b: str, width: int = 19, arrow: str = "⇄") -> str:
@@ -245,7 +253,8 @@ class SaTree(Tree[SaRef]):
             pnode = self.root.add(label, data=SaRef("pair", (a, b)), expand=True)
             for sa in sas:
                 assert isinstance(sa, IkeSa)
-                inode = pnode.add(compact_ike_label(sa) if compact else ike_label(sa), data=SaRef("ike", sa.key),
+                inode = pnode.add(compact_ike_label(sa) if compact else ike_label(sa, room and room - 4),  # "├ ▼ "
+                                  data=SaRef("ike", sa.key),
                                   expand=True)
                 for cid in sa.children:
                     child = table.child_sas.get(cid)
