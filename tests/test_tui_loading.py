@@ -421,3 +421,37 @@ def test_live_status_counts_the_open_sas_beside_the_ones_seen(tmp_path: Path) ->
     finally:
         runner.stop()
     assert "0 IKE/0 CHILD SA open (2/2 seen)" in status, status
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["cursor-left-alone", "cursor-moved"])
+@sync
+async def test_a_new_error_takes_the_findings_cursor_unless_the_user_moved_it(moved: bool) -> None:
+    """live3: an ERROR arriving live while the Findings cursor sat on an INFO kept the explanation on
+    the info. samples/ike-proposal-mismatch: after frame 1 two infos (IKE-NAT-DETECTED,
+    IKE-WEAK-OFFERED); frame 2 (the responder's NO_PROPOSAL_CHOSEN) adds IKE-NO-PROPOSAL. A cursor
+    left where the last refresh put it follows the error; one the user moved stays put."""
+    cap = SAMPLES / "ike-proposal-mismatch" / "capture.pcapng"
+    first, second = fed(cap, 1).findings, fed(cap, 2).findings
+    assert {f.severity.name for f in first} == {"INFO"} and len(first) == 2
+    assert "IKE-NO-PROPOSAL" in {f.code for f in second} - {f.code for f in first}
+    app = create_app(cap)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("3")
+        view = app.query_one(FindingsView)
+        table = view.query_one("#findings-table", DataTable)
+        view.show_findings(first)
+        await pilot.pause()
+        if moved:
+            table.focus()
+            await pilot.press("down")
+            await pilot.pause()
+        on = view.findings[table.cursor_row].code
+        view.show_findings(second)
+        await pilot.pause()
+        shown = view.findings[table.cursor_row].code
+        explained = str(view.query_one("#finding-explain", Static).render())
+        if moved:
+            assert shown == on != "IKE-NO-PROPOSAL" and on in explained
+        else:
+            assert shown == "IKE-NO-PROPOSAL" and "ERROR IKE-NO-PROPOSAL" in explained

@@ -47,6 +47,10 @@ class FindingsView(Vertical):
         super().__init__(id=id)
         self.findings: list[Finding] = []
         self._filled_width = 0
+        # (code, SA) of the finding the last refresh put the cursor on: the cursor elsewhere at the
+        # next refresh means the user moved it, and from then on refreshes leave it to them.
+        self._placed: tuple[str, str | None] | None = None
+        self._following = True
 
     def compose(self) -> ComposeResult:
         partial = Static("", id="findings-partial")
@@ -73,14 +77,25 @@ class FindingsView(Vertical):
 
     def show_findings(self, findings: Sequence[Finding], empty: str | None = None) -> None:
         """Fill the table; the cursor stays on the finding it was on (same code and SA) if it is
-        still there (a refresh while loading or live)."""
+        still there (a refresh while loading or live). While the user has not moved it (it is
+        where every refresh put it), it goes to the most severe of the findings new in this one (the newest of
+        those), unless that is less severe than the one it is on: live, an error that arrived
+        while the cursor sat on an info kept the explanation on the info."""
         table = self.query_one(DataTable)
         old = self.findings[table.cursor_row] if 0 <= table.cursor_row < len(self.findings) else None
+        before = {(f.code, f.sa) for f in self.findings}
         self.findings = sort_findings(findings)
         at = 0
         if old is not None:
             at = next((i for i, f in enumerate(self.findings) if (f.code, f.sa) == (old.code, old.sa)), 0)
+            new = [i for i, f in enumerate(self.findings) if (f.code, f.sa) not in before]
+            self._following = self._following and self._placed == (old.code, old.sa)
+            if new and self._following:
+                best = max(new, key=lambda i: (int(self.findings[i].severity), self.findings[i].ts or 0.0))
+                if self.findings[best].severity >= old.severity:
+                    at = best
         self._fill(at)
+        self._placed = (self.findings[at].code, self.findings[at].sa) if self.findings else None
         if not self.findings:
             # "nothing looks wrong" of a capture with nothing in it would be a false all-clear
             note = Text(f"No findings. {empty}", "yellow") if empty else Text("No findings: nothing looks wrong.", "green")
