@@ -48,3 +48,19 @@ def ike_messages(path: Path) -> list:
 
 
 needs_tshark = pytest.mark.skipif(not have_tshark(), reason="tshark not installed (./dev test installs it)")
+
+
+def growing_capture_app(tmp_path: Path, sample: str, part: int):  # -> (app, runner, path, data)
+    """A TUI watching a capture that grows, as `--follow` and `live -i` are shown: the first
+    1/``part`` of ``samples/SAMPLE/capture.pcapng`` written to a file the test appends the rest
+    to. The caller runs the app and stops ``runner`` in a finally."""
+    from ipsecscope.tui.app import create_stream_app
+    from ipsecscope.tui.stream import CaptureFollower
+
+    data = (SAMPLES / sample / "capture.pcapng").read_bytes()
+    growing = tmp_path / "growing.pcapng"
+    growing.write_bytes(data[: len(data) // part])
+    runner = CaptureFollower([growing], follow=True)
+    runner.open()
+    runner.start()
+    return create_stream_app(runner, growing.name), runner, growing, data

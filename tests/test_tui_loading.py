@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, needs_tshark
+from conftest import ROOT, SAMPLES, growing_capture_app, needs_tshark
 from test_tui import frames_in_view, loaded, sync, tree_labels
 from textual.widgets import DataTable, Label, ProgressBar, Static, TabbedContent
 
@@ -345,17 +345,9 @@ def test_live_packet_list_shows_the_newest_when_it_first_overflows(tmp_path: Pat
     """Live, the cursor follows the newest frame; the refresh that first made the list longer
     than the screen moved the cursor (the detail showed the last frame) but not the list, which
     stayed on frames 1-9 at 80x24 until the next refresh."""
-    from ipsecscope.tui.app import create_stream_app
-    from ipsecscope.tui.stream import CaptureFollower
     from ipsecscope.tui.widgets.packet_table import PacketTable
 
-    data = (SAMPLES / "healthy-gcm" / "capture.pcapng").read_bytes()
-    growing = tmp_path / "growing.pcapng"
-    growing.write_bytes(data[: len(data) // 8])  # a few frames: no scrolling yet
-    runner = CaptureFollower([growing], follow=True)
-    runner.open()
-    runner.start()
-    app = create_stream_app(runner, growing.name)
+    app, runner, growing, data = growing_capture_app(tmp_path, "healthy-gcm", 8)  # a few frames: no scrolling yet
 
     async def run() -> None:
         async with app.run_test(size=(80, 24)) as pilot:

@@ -13,7 +13,7 @@ import io
 import re
 
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, growing_capture_app
 from rich.console import Console
 from textual.containers import VerticalScroll
 
@@ -287,16 +287,7 @@ def test_live_the_events_follow_the_newest_until_the_highlight_moves(tmp_path) -
     on the last event, as the packet list does; moved up, the highlight stays where it was put."""
     from textual.widgets import OptionList
 
-    from ipsecscope.tui.app import create_stream_app
-    from ipsecscope.tui.stream import CaptureFollower
-
-    data = (SAMPLES / "peer-restart" / "capture.pcapng").read_bytes()
-    growing = tmp_path / "growing.pcapng"
-    growing.write_bytes(data[: len(data) // 3])
-    runner = CaptureFollower([growing], follow=True)
-    runner.open()
-    runner.start()
-    app = create_stream_app(runner, growing.name)
+    app, runner, growing, data = growing_capture_app(tmp_path, "peer-restart", 3)
 
     async def run() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
