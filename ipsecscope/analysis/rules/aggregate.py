@@ -109,12 +109,11 @@ def aggregate(findings: list[Finding], table: SaTable, minimum: int = AGGREGATE_
         members = tuple(FindingMember(sa=f.sa or "", peers=peers[i], frames=f.frames, ts=f.ts)
                         for i, f in zip(idx, group, strict=True))
         first = group[0]
-        frames = sorted({fr for m in members[:NAMED] for fr in m.frames})
         times = [m.ts for m in members if m.ts is not None]
         text = (f"{first.explanation} The same holds for {len(members):,} {_kind(first.sa or '')} in all, "
                 f"{_peers_text(members)}.")
         merged[idx[0]] = Finding(code=first.code, severity=first.severity, title=first.title, explanation=text,
-                                 frames=tuple(frames), sa=first.sa, hint=first.hint,
+                                 frames=tuple(fr for m in members[:NAMED] for fr in m.frames), sa=first.sa, hint=first.hint,
                                  ts=min(times) if times else None, evidence=first.evidence,
                                  facts=dict(first.facts), members=members)
         dropped.update(idx[1:])

@@ -412,7 +412,7 @@ def _one_way_group(table: SaTable, group: list[ChildSa]) -> Finding | None | boo
         f"the same traffic (negotiated at once: crossing Quick Modes, or a collision, RFC 7296 §2.8), {b} "
         "answers all of it on its SAs and nothing is lost; if they carry different traffic selectors, the "
         "return traffic of one is missing.",
-        frames=tuple(sorted(x.first_frame for x in fa + fb)), sa=flow_ref(f),
+        frames=tuple(x.first_frame for x in fa + fb), sa=flow_ref(f),
         hint="Give -k (IKE keys) to see which SPIs each exchange negotiated and their traffic selectors: the "
         f"same selectors mean duplicate SAs (harmless; both sides usually delete one); different ones mean {b} "
         "has no outbound SA or policy for one's traffic.", ts=f.first_ts)

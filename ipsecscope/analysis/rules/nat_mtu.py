@@ -388,7 +388,7 @@ def r_path_mtu(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                    if icmp else f"{plural(nfrag, 'ESP packet')} arrived as outer IP fragments ({child_label(c)})")
             + (f"; {nfrag} more travelled as IP fragments" if icmp and nfrag else ""),
             explanation=" ".join(p for p in parts if p),
-            frames=tuple(sorted(frames_of(*(o.frames for o in icmp), *(x.ip_fragmented_frames[:2] for x in flows)))),
+            frames=frames_of(*(o.frames for o in icmp), *(x.ip_fragmented_frames[:2] for x in flows)),
             sa=flow_ref(main) if main is not None else None, hint=hint,
             ts=min([o.ts for o in icmp if o.ts is not None] + [x.first_ts for x in flows if x.first_ts is not None],
                    default=None),
