@@ -145,6 +145,7 @@ class _Loop(EspRuns):
                 if base + o >= size:
                     return None
                 base += o
+                w = b""  # the old window goes first: one window in memory, not two
                 w, wl, o = _window(fd, WINDOW, base, size, progress)
                 if wl < 16:
                     return f"frame {self.infile + 1}: record header cut off at end of file"
@@ -169,6 +170,7 @@ class _Loop(EspRuns):
             # the record runs past the window: read from its start, or it is cut off
             if base + wl < size:
                 base += o
+                w = b""
                 w, wl, o = _window(fd, max(WINDOW, 16 + incl), base, size, progress)
                 continue
             return (f"frame {self.infile + 1}: record data ({wl - o - 16} of {incl} bytes) "
@@ -188,6 +190,7 @@ class _Loop(EspRuns):
                 if base + o >= size:
                     return None
                 base += o
+                w = b""
                 w, wl, o = _window(fd, WINDOW, base, size, progress)
             if order == "<" and section is not None:
                 offs: list[int] = []
@@ -222,6 +225,7 @@ class _Loop(EspRuns):
             if nxt > wl:
                 if base + wl < size:  # runs past the window: the next one starts with it
                     base += o
+                    w = b""
                     w, wl, o = _window(fd, max(WINDOW, blen), base, size, progress)
                     continue
                 return (f"after frame {self.infile}: last block cut off at end of file "

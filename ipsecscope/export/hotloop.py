@@ -527,6 +527,7 @@ class _Worker:
                         out_f.writelines(buf)
                     buf.clear()
                 base += o
+                w = b""  # the old window goes first: one window in memory, not two
                 w = pread(fd, max(window, need), base)
                 wl, o, need = len(w), 0, 0
                 lim, stop = wl - hs, min(end, hard - 11) - base
