@@ -58,6 +58,30 @@ def preload(args: argparse.Namespace) -> None:
     if size >= hotloop.BULK_MIN_BYTES:
         from ..export import bulk  # noqa: F401
 
+        _keep_heap()
+
+
+# glibc's mallopt(3) parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _keep_heap() -> None:
+    """Asks glibc's malloc to keep freed memory for the next read window instead of handing it back.
+    Each window allocates the same few MiB again (the window itself, numpy's arrays, the CBC input
+    joined per SA) and frees it; by default glibc maps blocks of 128 KiB+ afresh (its sliding
+    threshold only follows frees of mapped blocks) and trims the heap's free top, so every window
+    page-faulted its memory in again: AES-CBC 200k frames 64k page faults, 0.13 s of system time,
+    with these 10k and 0.05 s; peak RSS the same (61 MiB). Process-wide, so done here, for the
+    command, not by the library; numpy has imported ctypes already. Not glibc: nothing to do."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):  # no mallopt (macOS), no CDLL(None) (Windows)
+        return
+    mallopt(_M_MMAP_THRESHOLD, 16 << 20)  # (also fixes the trim threshold: no dynamic change)
+    mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+
 
 def _progress_bar(total_hint: str):
     """A rich progress bar on stderr when it is a terminal; else None."""
