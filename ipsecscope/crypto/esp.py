@@ -246,7 +246,9 @@ def _icv_checker(o: Opener) -> Callable[[bytes, int | None], None] | None:
         raise UnknownAlgorithmError(
             f"{integ.label} integrity key is {len(akey) * 8} bits; expected {integ.key_len * 8}. "
             "Check the authentication key in the key file.")
-    from hmac import compare_digest as _compare  # constant-time compare only; the MAC is `cryptography`'s
+    # constant-time compare only (the MAC is `cryptography`'s): hmac.compare_digest's C function
+    # from _operator, without the hmac module, whose hashlib loads the system's OpenSSL (~3 ms)
+    from _operator import _compare_digest as _compare
 
     if integ.kind == "hmac":
         from .prf import hmac_keyed
