@@ -68,11 +68,13 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 def _keep_heap() -> None:
     """Asks glibc's malloc to keep freed memory for the next read window instead of handing it back.
     Each window allocates the same few MiB again (the window itself, numpy's arrays, the CBC input
-    joined per SA) and frees it; by default glibc maps blocks of 128 KiB+ afresh (its sliding
-    threshold only follows frees of mapped blocks) and trims the heap's free top, so every window
-    page-faulted its memory in again: AES-CBC 200k frames 64k page faults, 0.13 s of system time,
-    with these 10k and 0.05 s; peak RSS the same (61 MiB). Process-wide, so done here, for the
-    command, not by the library; numpy has imported ctypes already. Not glibc: nothing to do."""
+    joined per SA) and frees them. By default glibc maps blocks of 128 KiB+ afresh and trims the
+    heap's free top, moving both thresholds as mapped blocks are freed, so whether every window
+    page-faulted its memory in again depended on the order of incidental allocations (the output's
+    path was enough to flip it): AES-GCM 1M frames took 9k or 205k minor faults, 0.15 or 0.55 s of
+    system time; AES-CBC 200k 11k or 64k. With these settings 8-10k every time, peak RSS the same.
+    Process-wide, so done here, for the command, not by the library; numpy has imported ctypes
+    already. Not glibc: nothing to do."""
     import ctypes
 
     try:
