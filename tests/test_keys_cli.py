@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import CORPUS, DATA, IPSECSCOPE
+from conftest import CORPUS, DATA, IPSECSCOPE, ROOT
 
 KEYS = DATA / "keys"
 ESP_KEY = "88e1dad7140af03b8d4f3d734d21be4b"  # in esp_sa.tmpl
@@ -80,3 +80,32 @@ def test_variable_length_cipher_keys_are_checked_against_their_range(tmp_path):
     r = run("list", str(bad))
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         f"ipsecscope: error: {bad}:1: Encryption Key: ENCR_CAST needs a 5 to 16-byte key, got 36 bytes"]
+
+
+def test_plain_pcap_shortcut_judges_as_the_reader_does(tmp_path) -> None:
+    # `decrypt -k KEYS FILE...` asks whether each operand is a capture without secrets; for a plain
+    # pcap that is answered from its first 40 bytes (cli.common._plain_pcap) rather than by the
+    # reader, which imports the per-frame model. Both must agree, on real files and damaged heads.
+    import struct
+
+    from ipsecscope.cli.common import _plain_by_reader, _plain_pcap
+
+    real = sorted((ROOT / "samples").rglob("*.pcap")) + sorted(DATA.rglob("*.pcap"))
+    assert len(real) > 20
+    whole = real[0].read_bytes()
+    damaged = {"cut-10": whole[:10], "cut-24": whole[:24], "cut-30": whole[:30],
+               "huge-record": whole[:32] + struct.pack("<I", 1 << 25) + whole[36:],
+               "big-endian": struct.pack(">IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+               + struct.pack(">IIII", 0, 0, 4, 4) + b"\0" * 4,
+               "text": b"not a capture at all, just words" * 2}
+    paths = list(real)
+    for name, data in damaged.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    judged = 0
+    for p in paths:
+        fast = _plain_pcap(str(p))
+        if fast is not None:
+            judged += 1
+            assert fast == _plain_by_reader(str(p)), p
+    assert judged >= len(real)  # every real pcap is judged from its head

@@ -140,8 +140,11 @@ def is_plain_capture(path: str) -> bool:
     if path == "-":
         return True
     plain = _plain_pcap(path)
-    if plain is not None:
-        return plain
+    return _plain_by_reader(path) if plain is None else plain
+
+
+def _plain_by_reader(path: str) -> bool:
+    """:func:`is_plain_capture` as the capture reader judges it (any format)."""
     from ..capture import open_capture
 
     try:
