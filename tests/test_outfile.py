@@ -100,6 +100,13 @@ def test_a_failed_run_leaves_the_old_file(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
+def _sigint_default() -> None:
+    # A suite started in the background (`.ci/run &`, nohup) inherits SIGINT ignored, and so would
+    # the command: Python then keeps it ignored (as a program run with `&` should), Ctrl-C never
+    # arrives and the run stays blocked on the FIFO. The test is about a user's Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_leaves_the_old_file(tmp_path: Path, sig: int) -> None:
     """The run is held mid-way on purpose: its --jsonl is a FIFO nobody reads yet, so it blocks
@@ -109,7 +116,8 @@ def test_an_interrupted_run_leaves_the_old_file(tmp_path: Path, sig: int) -> Non
     out.write_bytes(b"previous result")
     os.mkfifo(fifo)
     p = subprocess.Popen([*IPSECSCOPE, "decrypt", str(CAP), "-k", str(KEYS), "-o", str(out),
-                          "--jsonl", str(fifo), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--jsonl", str(fifo), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_sigint_default)
     try:
         while not [n for n in _leftovers(tmp_path) if n.startswith(".out.pcapng.")]:
             assert p.poll() is None, p.communicate()
