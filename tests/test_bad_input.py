@@ -807,3 +807,32 @@ def test_gzip_bomb_warning_from_decrypts_inflating_copy(tmp_path: Path, monkeypa
     honest.write_bytes(gzip.compress(HEALTHY_CAP.read_bytes()))
     stats = engine.run(honest, load_keys([ESP_SA]), out=str(tmp_path / "out2.pcapng"), opts=Options(), jobs=1)
     assert stats.decrypted and stats.warning is None
+
+
+_INTERRUPT_IN_SET_NAME = """
+import sys
+from ipsecscope.cli import main
+
+class _CtrlC:  # a Ctrl-C that lands while a class body's names are being set (dataclass fields)
+    def __set_name__(self, owner, name):
+        raise KeyboardInterrupt
+
+class _Finder:  # defines such a class while the sub-command imports its first model module
+    def find_spec(self, name, path=None, target=None):
+        if name == "ipsecscope.model.sa":
+            sys.meta_path.remove(self)
+            type("Defined", (), {"field": _CtrlC()})
+        return None
+
+sys.meta_path.insert(0, _Finder())
+print("RC", main(sys.argv[1:]), file=sys.stderr)
+"""
+
+
+def test_ctrl_c_wrapped_by_set_name_is_quiet() -> None:
+    """CPython 3.11 re-raises an exception from __set_name__ as RuntimeError('Error calling
+    __set_name__ ...') from it; a Ctrl-C there (seen under load in the test above, during a
+    dataclass's creation) printed that traceback instead of exiting 130."""
+    r = subprocess.run([sys.executable, "-c", _INTERRUPT_IN_SET_NAME, "sas", str(HEALTHY_CAP), "-k", str(ESP_SA)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in r.stderr and r.stderr.split("RC ")[-1].strip() == "130", r.stderr

@@ -136,9 +136,26 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv, own)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if interrupted(exc):
+            return 130
+        raise
     finally:
         if own:
             gc.enable()
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Is ``exc`` a Ctrl-C that Python wrapped on its way out? Ctrl-C landing in a class's
+    ``__set_name__`` while a module defines a dataclass is re-raised as ``RuntimeError('Error
+    calling __set_name__ ...')`` from the KeyboardInterrupt (CPython 3.11's type creation), and
+    would print a traceback instead of ending quietly with 130."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, seen = exc.__cause__, seen + 1
+    return False
 
 
 def _started(own: bool) -> None:
