@@ -27,6 +27,7 @@ from ipsecscope.decode import ikev1
 from ipsecscope.decode.isakmp import (
     HEADER_LEN,
     BadPayload,
+    Flawed,
     chain_fault,
     cp_attribute_text,
     dn_to_text,
@@ -121,6 +122,7 @@ def _parse_ike(dgram: IkeDatagram, data: bytes) -> IkeMessage:
         body = data[HEADER_LEN:hdr.length]
     if hdr.major == 2:
         payloads, bad = _chain_v2(hdr.next_payload, body, HEADER_LEN)
+        bad = bad or _sa_header_fault(hdr, payloads)
     elif hdr.major == 1:
         payloads, bad = ikev1.parse_body(hdr, body)
     else:
@@ -190,6 +192,9 @@ def _chain_v2(first: int, data: bytes, base: int) -> tuple[tuple[AnyPayload, ...
                     # SPIs are counted (RFC 7296 §3.11): bytes past them are no SPI we can name
                     bad = bad or (f"payload {idx} ({payload_name(ptype)}): {plural(extra, 'byte')} after its "
                                   f"{plural(len(p.spis), 'SPI')}")  # type: ignore[union-attr]
+            except Flawed as e:
+                out.append(e.payload)  # type: ignore[arg-type]
+                bad = bad or f"payload {idx} ({payload_name(ptype)}): {e}"
             except BadPayload as e:
                 out.append(Payload(ptype, critical, body))
                 bad = bad or f"payload {idx} ({payload_name(ptype)}): {e}"
@@ -202,9 +207,15 @@ def _chain_v2(first: int, data: bytes, base: int) -> tuple[tuple[AnyPayload, ...
 
 # -- SA (RFC 7296 §3.3)
 
+_P = iana.ProtocolId
+# RFC 7296 §3.3.1 SPI Size: "8 for IKE, 4 for ESP and AH"; an IKE proposal has none in IKE_SA_INIT
+# (the SPI is the header's). RFC 4595 (Fibre Channel) defines 4 and 5 with SPIs of its own.
+_PROPOSAL_SPI = {_P.IKE: (0, 8), _P.AH: (4,), _P.ESP: (4,)}
+
 
 def _sa(ptype: int, critical: bool, body: bytes) -> SaPayload:
     proposals: list[Proposal] = []
+    faults: list[str] = []
     off, n = 0, len(body)
     while off < n:
         pnum = len(proposals) + 1
@@ -213,16 +224,58 @@ def _sa(ptype: int, critical: bool, body: bytes) -> SaPayload:
         more, _r, plen, num, proto, spisize, ntrans = _PROP_HDR.unpack_from(body, off)
         if plen < 8 + spisize or plen > n - off:
             raise BadPayload(f"proposal {pnum} length {plen} invalid ({n - off} bytes left, SPI size {spisize})")
+        # Which SA a proposal is for, and its SPI, are what the SA model is built from: a protocol
+        # outside the registry (IKEv2 Security Protocol Identifiers: 1-5, 201-255 private use) or
+        # an SPI of another size than the protocol's would name no SA: kept undecoded.
+        if not (1 <= proto <= 5 or proto >= 201):
+            raise BadPayload(f"proposal {pnum} protocol ID {proto} is unassigned; 1 (IKE), 2 (AH) or 3 (ESP) "
+                             "(RFC 7296 §3.3.1)")
+        if spisize not in _PROPOSAL_SPI.get(proto, (spisize,)):  # type: ignore[call-overload]
+            raise BadPayload(f"proposal {pnum} {_P(proto).name} SPI size {spisize}; "
+                             f"{'0 or 8' if proto == _P.IKE else '4'} (RFC 7296 §3.3.1)")
         spi = body[off + 8: off + 8 + spisize]
         transforms = parse_transforms(body, off + 8 + spisize, off + plen, pnum,
-                                      iana.TransformAttribute.KEY_LENGTH)
+                                      iana.TransformAttribute.KEY_LENGTH, faults=faults)
         if len(transforms) != ntrans:
             raise BadPayload(f"proposal {pnum} declares {ntrans} transforms, has {len(transforms)}")
         proposals.append(Proposal(num, proto, spi, transforms))
         off += plen
         if more == 0 and off < n:
             raise BadPayload(f"{n - off} bytes after the last proposal")
-    return SaPayload(ptype, critical, tuple(proposals))
+        if more != (2 if off < n else 0):
+            # RFC 7296 §3.3.1: Last Substruc is 0 for the last proposal, 2 when more follow
+            faults.append(f"proposal {pnum} Last Substruc {more}, "
+                          f"{'2: more proposals follow' if off < n else '0: it is the last'} (RFC 7296 §3.3.1)")
+    # RFC 7296 §3.3.1 Proposal Num: "the first proposal in an SA payload MUST be 1, and subsequent
+    # proposals MUST be one more than the previous proposal". An answer carries one proposal with
+    # the number of the one it accepted: any number but 0 (no offer has it).
+    nums = [p.num for p in proposals]
+    if (len(nums) > 1 and nums != list(range(1, len(nums) + 1))) or 0 in nums:
+        faults.insert(0, f"proposals numbered {', '.join(map(str, nums))}; an offer numbers them 1, 2, … "
+                         "(RFC 7296 §3.3.1)")
+    sa = SaPayload(ptype, critical, tuple(proposals))
+    if faults:
+        raise Flawed(sa, faults[0])
+    return sa
+
+
+def _sa_header_fault(hdr: IkeHeader, payloads: tuple[AnyPayload, ...]) -> str | None:
+    """SA rules that need the header (RFC 7296 §3.3.1), for the clear-text payloads of a message:
+    an IKE proposal's SPI Size "MUST be zero" in IKE_SA_INIT, and an offer (a request) numbers its
+    first proposal 1, even when it makes only one."""
+    for i, p in enumerate(payloads, 1):
+        if not isinstance(p, SaPayload) or not p.proposals:
+            continue
+        if not hdr.is_response and p.proposals[0].num != 1:  # a request: an offer
+            return (f"payload {i} (SA): the first proposal of an offer is numbered {p.proposals[0].num}, "
+                    "not 1 (RFC 7296 §3.3.1)")
+        if hdr.exchange == iana.ExchangeType.IKE_SA_INIT:
+            for pr in p.proposals:
+                if pr.protocol == _P.IKE and pr.spi:
+                    return (f"payload {i} (SA): proposal {pr.num} has an IKE SPI of "
+                            f"{plural(len(pr.spi), 'byte')} in IKE_SA_INIT, where the SPI size is 0 "
+                            "(RFC 7296 §3.3.1)")
+    return None
 
 
 def _ke(ptype: int, critical: bool, body: bytes) -> KePayload:
@@ -308,23 +361,37 @@ def _notify_decoded(nt: int, spi: bytes, data: bytes) -> dict[str, object]:
     return d
 
 
-# Notify types whose data has a fixed size: (octets, what they hold, where). A notify whose data is
-# shorter is kept (its type is the refusal a peer reads) and its message is marked malformed, as
-# tshark does ("Notification DATA: <MISSING>", Openswan's lp08 parentR1notify frame 2).
+# Notify data sizes an RFC fixes: (smallest, largest, what it holds, where). A notify that breaks
+# one is kept (its type is the refusal or status a peer reads, tshark shows it too) and its message
+# is marked malformed, as tshark does for a short INVALID_KE_PAYLOAD ("Notification DATA:
+# <MISSING>", Openswan's lp08 parentR1notify frame 2).
 # NAT detection data is a SHA-1 hash, exactly 20 octets: any other length is no hash to compare,
 # and compared anyway it "does not match" and explains a NAT or forced encapsulation that is not.
-_NOTIFY_DATA = {N.INVALID_KE_PAYLOAD: (2, "the accepted D-H group", "RFC 7296 §3.10.1"),
-                N.NAT_DETECTION_SOURCE_IP: (20, "a SHA-1 hash", "RFC 7296 §2.23"),
-                N.NAT_DETECTION_DESTINATION_IP: (20, "a SHA-1 hash", "RFC 7296 §2.23")}
-_NOTIFY_EXACT = {N.NAT_DETECTION_SOURCE_IP, N.NAT_DETECTION_DESTINATION_IP}
+_NOTIFY_DATA = {
+    N.INVALID_KE_PAYLOAD: (2, 2, "the accepted D-H group takes", "RFC 7296 §3.10.1"),
+    N.NAT_DETECTION_SOURCE_IP: (20, 20, "a SHA-1 hash takes", "RFC 7296 §2.23"),
+    N.NAT_DETECTION_DESTINATION_IP: (20, 20, "a SHA-1 hash takes", "RFC 7296 §2.23"),
+    N.COOKIE: (1, 64, "a cookie takes", "RFC 7296 §2.6"),
+    # RFC 7296 §1.3.3: "There is no data associated with this Notify message type."
+    N.REKEY_SA: (0, 0, "REKEY_SA takes", "RFC 7296 §1.3.3"),
+}
 
 
 def _notify_fault(p: NotifyPayload) -> str | None:
-    need = _NOTIFY_DATA.get(p.notify_type)  # type: ignore[call-overload]
-    if need is None or len(p.data) == need[0] or (len(p.data) > need[0] and p.notify_type not in _NOTIFY_EXACT):
-        return None
-    return (f"{N(p.notify_type).name} data is {plural(len(p.data), 'byte')}, {need[1]} takes {need[0]} "
-            f"({need[2]})")
+    nt, ln = p.notify_type, len(p.data)
+    size = _NOTIFY_DATA.get(nt)  # type: ignore[call-overload]
+    if size is not None and not size[0] <= ln <= size[1]:
+        want = str(size[0]) if size[0] == size[1] else f"{size[0]} to {size[1]}"
+        return f"{N(nt).name} data is {plural(ln, 'byte')}, {size[2]} {want} ({size[3]})"
+    if nt == N.SIGNATURE_HASH_ALGORITHMS and ln % 2:
+        return (f"SIGNATURE_HASH_ALGORITHMS data is {plural(ln, 'byte')}, not a list of 2-byte hash "
+                "algorithm numbers (RFC 7427 §4)")
+    if nt == N.REKEY_SA and (p.protocol not in (iana.ProtocolId.AH, iana.ProtocolId.ESP) or len(p.spi) != 4):
+        # RFC 7296 §1.3.3: the SA being rekeyed is named by the SPI field, Protocol ID "3 for ESP
+        # and 2 for AH"; their SPIs are 4 octets (§3.3.1)
+        return (f"REKEY_SA names protocol {p.protocol} with an SPI of {plural(len(p.spi), 'byte')}; "
+                "it rekeys an ESP (3) or AH (2) SA by its 4-byte SPI (RFC 7296 §1.3.3)")
+    return None
 
 
 def _notify(ptype: int, critical: bool, body: bytes) -> NotifyPayload:
@@ -365,8 +432,13 @@ def _vendor(ptype: int, critical: bool, body: bytes) -> VendorPayload:
 
 
 def _ts(ptype: int, critical: bool, body: bytes) -> TsPayload:
+    # A TS payload that contradicts RFC 7296 is kept undecoded: its selectors would otherwise
+    # become the CHILD SA's and drive ESP-OUTSIDE-SELECTORS / TS findings on what the peer never
+    # meant (tshark shows the fields as sent; the malformed mark says why they are not used).
     need(body, 4, "TS header")
     count = body[0]
+    if count == 0:
+        raise BadPayload("no traffic selectors; a TS payload carries one or more (RFC 7296 §2.9)")
     off, n = 4, len(body)
     sels: list[TrafficSelector] = []
     for i in range(count):
@@ -382,15 +454,41 @@ def _ts(ptype: int, critical: bool, body: bytes) -> TsPayload:
             _t, _p, _l, sport, eport = _TS_HDR.unpack_from(body, off)
             a = body[off + 8: off + 8 + alen]
             b = body[off + 8 + alen: off + 8 + 2 * alen]
+            if why := _ts_range_fault(proto, sport, eport, a, b):
+                raise BadPayload(f"selector {i + 1} {why}")
             sels.append(TrafficSelector(tstype, proto, sport, eport, str(ipaddress.ip_address(a)),
                                         str(ipaddress.ip_address(b))))
         else:
+            if tstype < 241 and tstype not in (iana.TsType.TS_FC_ADDR_RANGE, iana.TsType.TS_SECLABEL):
+                # IANA "IKEv2 Traffic Selector Types": 7-10 assigned, 241-255 private use
+                raise BadPayload(f"selector {i + 1} TS type {tstype} is unassigned (RFC 7296 §3.13.1)")
+            if tstype == iana.TsType.TS_FC_ADDR_RANGE and slen != 16:
+                # RFC 4595 §4.2: header, two 24-bit addresses (each after a reserved octet), R_CTL and Type ranges
+                raise BadPayload(f"selector {i + 1} (TS_FC_ADDR_RANGE) length {slen}, expected 16 (RFC 4595 §4.2)")
             # TS_SECLABEL / FC / private: no address range; keep the body as hex so it is visible.
             sels.append(TrafficSelector(tstype, proto, 0, 0, body[off + 4: off + slen].hex(), ""))
         off += slen
     if off != n:
         raise BadPayload(f"{n - off} bytes after {count} selectors")
     return TsPayload(ptype, critical, tuple(sels))
+
+
+def _ts_range_fault(proto: int, sport: int, eport: int, a: bytes, b: bytes) -> str | None:
+    """Why an address-range selector contradicts RFC 7296 §3.13.1, else None.
+
+    Start/End are the smallest and largest address and port included; the one exception is
+    OPAQUE ports, "start port 65535 and end port 0". For protocol 0 the ports are undefined and
+    "MUST be zero" (start) and "MUST be 65535" (end).
+    """
+    if a > b:  # same length, big-endian: byte order is numeric order
+        return (f"start address {ipaddress.ip_address(a)} is above end address {ipaddress.ip_address(b)} "
+                "(RFC 7296 §3.13.1)")
+    if proto == 0 and (sport, eport) != (0, 65535):
+        return f"protocol 0 with ports {sport}-{eport}; any protocol takes ports 0-65535 (RFC 7296 §3.13.1)"
+    if sport > eport and (sport, eport) != (65535, 0):
+        return (f"start port {sport} is above end port {eport}; only OPAQUE is written 65535-0 "
+                "(RFC 7296 §3.13.1)")
+    return None
 
 
 def _sk(ptype: int, critical: bool, nxt: int, body: bytes, offset: int) -> tuple[SkPayload, str | None]:

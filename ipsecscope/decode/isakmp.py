@@ -17,7 +17,7 @@ import struct
 from ipsecscope.model import iana
 from ipsecscope.model.ike import IkeHeader, Transform
 
-__all__ = ["HEADER_LEN", "IKE_HDR", "GEN_HDR", "BadPayload", "payload_name", "parse_header", "chain_fault",
+__all__ = ["HEADER_LEN", "IKE_HDR", "GEN_HDR", "BadPayload", "Flawed", "payload_name", "parse_header", "chain_fault",
            "need", "parse_attributes", "parse_transforms", "dn_to_text", "utf8_text", "render_id",
            "cp_attribute_text"]
 
@@ -33,6 +33,16 @@ class BadPayload(Exception):
     """The body of one payload did not parse; the message is the reason. The chain walks of
     :mod:`.ike` and :mod:`.ikev1` catch it and mark the payload: it never escapes a decoder."""
 
+
+class Flawed(Exception):
+    """The body parsed, and what it says can be used, but a field contradicts its RFC (a proposal
+    numbered 3 after 1, a Last Substruc that says more follow when none does). The chain walks keep
+    ``payload`` decoded and mark the message malformed with the reason: the fault is visible and
+    counted without losing what every dissector still reads (tshark shows such payloads)."""
+
+    def __init__(self, payload: object, reason: str) -> None:
+        super().__init__(reason)
+        self.payload = payload
 
 
 def payload_name(ptype: int, version: int = 2) -> str:
@@ -109,25 +119,31 @@ def parse_attributes(data: bytes, off: int, end: int) -> tuple[tuple[int, int | 
 
 
 def parse_transforms(body: bytes, toff: int, tend: int, pnum: int, klen_attr: int,
-                     v1: bool = False) -> tuple[Transform, ...]:
+                     v1: bool = False, faults: list[str] | None = None) -> tuple[Transform, ...]:
     """The transforms of proposal ``pnum``, in ``body[toff:tend]``. Shared with IKEv1.
 
     Both versions frame a transform alike (RFC 7296 §3.3.2 / RFC 2408 §3.6: 8-byte header with
     its length, then attributes); the header's last four bytes differ: IKEv2 has type, reserved,
     16-bit ID; IKEv1 (``v1``) has transform number, 8-bit ID, reserved, and the number is kept in
     ``Transform.type``. ``klen_attr`` is the attribute type that carries the key length.
-    Raises BadPayload naming the proposal and transform.
+    Raises BadPayload naming the proposal and transform. A Last Substruc / Next Payload byte
+    other than 3 (more transforms follow) or 0 (the last) in its place is appended to ``faults``
+    (RFC 7296 §3.3.2, RFC 2408 §3.6): the lengths still frame the transforms.
     """
     transforms: list[Transform] = []
     while toff < tend:
         tn = len(transforms) + 1
         if tend - toff < 8:
             raise BadPayload(f"proposal {pnum} transform {tn} header truncated ({tend - toff} bytes left)")
-        _m, _r2, tlen, ttype, b6, tid = _XFORM_HDR.unpack_from(body, toff)
+        more, _r2, tlen, ttype, b6, tid = _XFORM_HDR.unpack_from(body, toff)
         if v1:
             tid = b6
         if tlen < 8 or tlen > tend - toff:
             raise BadPayload(f"proposal {pnum} transform {tn} length {tlen} invalid ({tend - toff} bytes left)")
+        if faults is not None and more != (3 if toff + tlen < tend else 0):
+            faults.append(f"proposal {pnum} transform {tn} Last Substruc {more}, "
+                          f"{'3: more transforms follow' if toff + tlen < tend else '0: it is the last'} "
+                          f"({'RFC 2408 §3.6' if v1 else 'RFC 7296 §3.3.2'})")
         try:
             attrs = parse_attributes(body, toff + 8, toff + tlen)
         except BadPayload as e:

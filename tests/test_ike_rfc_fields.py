@@ -1,0 +1,261 @@
+"""IKEv2 payloads that parse but contradict RFC 7296 (or the RFC their registry entry names) mark
+their message malformed, visibly and counted, without losing the rest of the decode; a traffic
+selector payload that breaks a rule gives the CHILD SA no selectors from it.
+
+Built from samples/healthy-gcm: the IKE_SA_INIT pair (frames 1-2, clear text) with one field of
+an SA or Notify changed, and IKE_AUTH / CREATE_CHILD_SA messages (frames 4, 11) decrypted with the
+sample's keys, one TS / SA / Notify field changed, and encrypted again (AES-GCM-256) so they pass
+their ICV. tshark 4.0 is the oracle for what still decodes: it shows every such payload."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, needs_tshark
+from test_ike_delete_fields import _reseal
+
+from ipsecscope.capture import open_capture
+from ipsecscope.decode.ike import parse_ike
+from ipsecscope.model import iana
+from ipsecscope.model.ike import SaPayload
+from ipsecscope.model.packets import IkeDatagram
+
+sys.path.insert(0, str(SAMPLES / "synthetic"))
+from espgen import PcapWriter, _csum  # noqa: E402
+
+SAMPLE = SAMPLES / "healthy-gcm"
+KEYS = SAMPLE / "keys"
+SA, N, TSI, TSR = 33, 41, 44, 45
+Body = bytearray
+
+
+def _walk(first: int, chain: bytes, ptype: int, edit: Callable[[Body], Body | None], nth: int = 1) -> bytes:
+    """``chain`` (IKEv2 generic payloads) with the ``nth`` payload of ``ptype`` passed through
+    ``edit`` (its body, after the 4-byte generic header); its length follows."""
+    nxt, off, out, seen = first, 0, bytearray(), 0
+    while nxt:
+        n2, flags, ln = struct.unpack_from("!BBH", chain, off)
+        body = Body(chain[off + 4:off + ln])
+        if nxt == ptype:
+            seen += 1
+            if seen == nth:
+                body = edit(body) or body
+        out += struct.pack("!BBH", n2, flags, 4 + len(body)) + body
+        off, nxt = off + ln, n2
+    assert seen >= nth, f"payload {ptype} #{nth} not found"
+    return bytes(out) + chain[off:]
+
+
+def _clear(frame: bytes, ptype: int, edit, nth: int = 1) -> bytes:
+    """An IKE_SA_INIT frame (UDP 500, no marker) with one payload edited; outer lengths follow."""
+    ihl = (frame[14] & 15) * 4
+    at = 14 + ihl + 8
+    ike = frame[at:]
+    out = bytearray(ike[:28]) + _walk(ike[16], ike[28:], ptype, edit, nth)
+    struct.pack_into("!I", out, 24, len(out))
+    new = bytearray(frame[:at]) + out
+    struct.pack_into("!H", new, 16, len(new) - 14)
+    struct.pack_into("!H", new, 24, 0)
+    struct.pack_into("!H", new, 24, _csum(bytes(new[14:14 + ihl])))
+    struct.pack_into("!HH", new, 14 + ihl + 4, len(new) - 14 - ihl, 0)
+    return bytes(new)
+
+
+def _sealed(frame: bytes, ptype: int, edit, nth: int = 1) -> bytes:
+    """An SK-only frame (UDP 4500) with one inner payload edited and encrypted again."""
+    first = frame[14 + (frame[14] & 15) * 4 + 8 + 4 + 28]  # SK's next payload: the first inner one
+    return _reseal(frame, lambda inner: _walk(first, inner, ptype, edit, nth))
+
+
+def _set(off: int, value: int, fmt: str = "!B"):
+    def edit(b: Body) -> Body:
+        struct.pack_into(fmt, b, off, value)
+        return b
+    return edit
+
+
+def _second_proposal(num: int):
+    """The SA's one proposal followed by a copy numbered ``num`` (Last Substruc set right)."""
+    def edit(b: Body) -> Body:
+        b[0] = 2
+        copy = Body(b)
+        copy[0], copy[4] = 0, num
+        return b + copy
+    return edit
+
+
+def _notify_data(ntype: int, data: bytes):
+    def edit(b: Body) -> Body | None:
+        if struct.unpack_from("!H", b, 2)[0] != ntype:
+            return None
+        return b[:4 + b[1]] + data
+    return edit
+
+
+def _ts0_ports(start: int, end: int, proto: int = 6):
+    def edit(b: Body) -> Body:
+        b[5] = proto  # selector 1: type, protocol, length, start port, end port
+        struct.pack_into("!HH", b, 8, start, end)
+        return b
+    return edit
+
+
+def _ts0_swap_addresses(b: Body) -> Body:
+    b[12:16], b[16:20] = b[16:20], b[12:16]
+    return b
+
+
+def _rekey_spi_size(b: Body) -> Body:  # REKEY_SA (the first notify of frame 11) with a 3-byte SPI
+    assert struct.unpack_from("!H", b, 2)[0] == 16393
+    b[1] = 3
+    return b[:7] + b[8:]
+
+
+def _as_notify(ntype: int, data: bytes):
+    """The payload (a Notify) turned into notify ``ntype`` with ``data``, no SPI."""
+    def edit(b: Body) -> Body:
+        return Body(struct.pack("!BBH", 0, 0, ntype)) + data
+    return edit
+
+
+def _spi_size(size: int):
+    """The SA's first proposal with an SPI of ``size`` bytes (zeros padded or cut); length follows."""
+    def edit(b: Body) -> Body:
+        old = b[6]
+        out = b[:6] + bytes([size]) + b[7:8] + (b[8:8 + old] + bytes(size))[:size] + b[8 + old:]
+        struct.pack_into("!H", out, 2, struct.unpack_from("!H", b, 2)[0] + size - old)
+        return out
+    return edit
+
+
+def _last_transform_flag(value: int):
+    def edit(b: Body) -> Body:
+        off, end = 8 + b[6], struct.unpack_from("!H", b, 2)[0]
+        while off + struct.unpack_from("!H", b, off + 2)[0] < end:
+            off += struct.unpack_from("!H", b, off + 2)[0]
+        b[off] = value
+        return b
+    return edit
+
+
+# name: (frame, how, reason in the malformed note)
+MUTATIONS = {
+    "proposal-numbered-2-in-offer": (1, lambda f: _clear(f, SA, _set(4, 2)),
+                                     "the first proposal of an offer is numbered 2, not 1 (RFC 7296 §3.3.1)"),
+    "proposals-1-3": (1, lambda f: _clear(f, SA, _second_proposal(3)),
+                      "proposals numbered 1, 3; an offer numbers them 1, 2"),
+    "proposal-last-substruc-2": (2, lambda f: _clear(f, SA, _set(0, 2)),
+                                 "proposal 1 Last Substruc 2, 0: it is the last (RFC 7296 §3.3.1)"),
+    "transform-last-substruc-3": (2, lambda f: _clear(f, SA, _last_transform_flag(3)),
+                                  "transform 3 Last Substruc 3, 0: it is the last (RFC 7296 §3.3.2)"),
+    "ike-spi-in-init": (1, lambda f: _clear(f, SA, _spi_size(8)),
+                        "proposal 1 has an IKE SPI of 8 bytes in IKE_SA_INIT, where the SPI size is 0"),
+    "proposal-protocol-9": (4, lambda f: _sealed(f, SA, _set(5, 9)), "proposal 1 protocol ID 9 is unassigned"),
+    "esp-spi-size-8": (4, lambda f: _sealed(f, SA, _spi_size(8)), "proposal 1 ESP SPI size 8; 4 (RFC 7296 §3.3.1)"),
+    "cookie-65": (2, lambda f: _clear(f, N, _as_notify(16390, b"\x01" * 65)),
+                  "COOKIE data is 65 bytes, a cookie takes 1 to 64 (RFC 7296 §2.6)"),
+    "sig-hash-odd": (1, lambda f: _clear(f, N, _as_notify(16431, b"\x00\x02\x00")),
+                     "SIGNATURE_HASH_ALGORITHMS data is 3 bytes, not a list of 2-byte hash algorithm numbers"),
+    "invalid-ke-3": (2, lambda f: _clear(f, N, _as_notify(17, b"\x00\x13\x00")),
+                     "INVALID_KE_PAYLOAD data is 3 bytes, the accepted D-H group takes 2 (RFC 7296 §3.10.1)"),
+    "rekey-sa-spi-3": (11, lambda f: _sealed(f, N, _rekey_spi_size), "REKEY_SA names protocol 3 with an SPI of 3 bytes"),
+    "ts-type-11": (4, lambda f: _sealed(f, TSR, _set(4, 11)), "selector 1 TS type 11 is unassigned"),
+    "ts-count-0": (4, lambda f: _sealed(f, TSR, lambda b: Body(4)),
+                   "no traffic selectors; a TS payload carries one or more (RFC 7296 §2.9)"),
+    "ts-addresses-swapped": (4, lambda f: _sealed(f, TSR, _ts0_swap_addresses),
+                             "selector 1 start address 10.2.0.255 is above end address 10.2.0.0"),
+    "ts-ports-reversed": (4, lambda f: _sealed(f, TSR, _ts0_ports(443, 80)), "start port 443 is above end port 80"),
+    "ts-proto-0-port-80": (4, lambda f: _sealed(f, TSR, _ts0_ports(80, 80, 0)), "protocol 0 with ports 80-80"),
+}
+# What RFC 7296 allows stays clean: OPAQUE ports (§3.13.1), a TCP port range, a second proposal
+# numbered 2, an answer numbered as the proposal it accepted.
+SOUND = {
+    "ts-opaque": (4, lambda f: _sealed(f, TSR, _ts0_ports(65535, 0))),
+    "ts-tcp-80-443": (4, lambda f: _sealed(f, TSR, _ts0_ports(80, 443))),
+    "proposals-1-2": (1, lambda f: _clear(f, SA, _second_proposal(2))),
+    "answer-numbered-2": (2, lambda f: _clear(f, SA, _set(4, 2))),
+}
+
+
+def _capture(path: Path, frame_no: int, how) -> None:
+    with open_capture(SAMPLE / "capture.pcapng") as r, PcapWriter(path) as w:
+        for f in r:
+            w.write(f.ts_ns, how(f.data) if f.index == frame_no else f.data)
+
+
+def _cli(*args: str) -> str:
+    p = subprocess.run([sys.executable, "-m", "ipsecscope", *args, "-k", str(KEYS)], capture_output=True,
+                       text=True, timeout=120)
+    # findings exits 1 when it reports an error-level finding
+    assert p.returncode in ((0, 1) if args[0] == "findings" else (0,)) and "Traceback" not in p.stderr, p.stderr
+    return p.stdout
+
+
+def _rows(cap: Path) -> dict[int, dict]:
+    return {json.loads(x)["frame"]: json.loads(x) for x in _cli("packets", "--json", str(cap)).splitlines()}
+
+
+def _payloads(info: str) -> list[str]:
+    return info[info.index("[") + 1:info.index("]")].split()
+
+
+@pytest.fixture(scope="module")
+def original() -> dict[int, dict]:
+    return _rows(SAMPLE / "capture.pcapng")
+
+
+@pytest.mark.parametrize("name", MUTATIONS)
+def test_rfc_contradiction_is_malformed_and_keeps_the_decode(tmp_path: Path, name: str, original) -> None:
+    frame_no, how, why = MUTATIONS[name]
+    cap = tmp_path / f"{name}.pcap"
+    _capture(cap, frame_no, how)
+    rows = _rows(cap)
+    row = rows[frame_no]
+    assert row["status"] == "malformed" and why in row["info"], row["info"]
+    assert [f for f, r in rows.items() if r["status"] == "malformed"] == [frame_no]
+    # every payload is still listed, in place (a Notify turned into another type keeps its place)
+    assert len(_payloads(row["info"])) == len(_payloads(original[frame_no]["info"]))
+    findings = json.loads(_cli("findings", "--json", str(cap)))["findings"]
+    assert "CAPTURE-MALFORMED" in [f["code"] for f in findings]
+    if name.startswith("ts-"):
+        # the answer's selectors are not used: the CHILD SA keeps what was offered
+        child = json.loads(_cli("sas", "--json", str(cap)))["child_sas"][0]
+        assert child["ts_r"] == child["ts_r_offered"] == ["10.2.0.0-10.2.0.255"]
+
+
+@pytest.mark.parametrize("name", SOUND)
+def test_what_the_rfc_allows_stays_clean(tmp_path: Path, name: str) -> None:
+    frame_no, how = SOUND[name]
+    cap = tmp_path / f"{name}.pcap"
+    _capture(cap, frame_no, how)
+    assert _rows(cap)[frame_no]["status"] != "malformed"
+
+
+@needs_tshark
+@pytest.mark.parametrize("name", [n for n, m in MUTATIONS.items() if m[0] in (1, 2)])
+def test_tshark_decodes_the_same_payloads(tmp_path: Path, name: str) -> None:
+    """tshark keeps decoding the clear-text mutants; our payload list names the same notifies in the
+    same order, and the proposals it numbers are the ones we read."""
+    frame_no, how, _why = MUTATIONS[name]
+    cap = tmp_path / f"{name}.pcap"
+    _capture(cap, frame_no, how)
+    out = subprocess.run(["tshark", "-r", str(cap), "-Y", f"frame.number == {frame_no}", "-T", "fields",
+                          "-e", "isakmp.notify.msgtype", "-e", "isakmp.prop.number"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout.strip().split("\t")
+    ours = [p[2:-1] for p in _payloads(_rows(cap)[frame_no]["info"]) if p.startswith("N(")]
+    assert [iana.NotifyType(int(t)).name for t in out[0].split(",")] == ours
+    sa = next(p for p in parse_ike(IkeDatagram(frame_no, 0.0, "a", "b", 500, 500, _ike(cap, frame_no))).payloads
+              if isinstance(p, SaPayload))
+    assert [int(x) for x in out[1].split(",")] == [p.num for p in sa.proposals]
+
+
+def _ike(cap: Path, frame_no: int) -> bytes:
+    with open_capture(cap) as r:
+        f = next(f for f in r if f.index == frame_no)
+    return bytes(f.data[14 + (f.data[14] & 15) * 4 + 8:])
