@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..model.sa import ChildSa
 
 if TYPE_CHECKING:  # (the IKE model loads with the first IKE message: state.tracker.on_ike)
-    from ..model.ike import IdPayload, TrafficSelector
+    from ..model.ike import IdPayload, IkeMessage, TrafficSelector
 
 _PORTS = struct.Struct("!HH")
 
@@ -85,6 +85,16 @@ def inner_fields(inner: bytes, next_header: int | None) -> tuple[int, int, int, 
 
 def address_text(ver: int, addr: int) -> str:
     return str(ipaddress.IPv4Address(addr) if ver == 4 else ipaddress.IPv6Address(addr))
+
+
+def sa_unreadable(msg: IkeMessage) -> bool:
+    """``msg`` carries an SA payload the decoder kept undecoded (its fields contradict the RFC:
+    an SPI of the wrong size, an unassigned protocol; the message is marked malformed). The answer's
+    choice is then unknown: not a refusal ("no SA in response") and not an agreement."""
+    from ..model.ike import Payload  # loaded by now: msg is an IkeMessage
+
+    sa_type = 33 if msg.header.major == 2 else 1  # IKEv2 SA (RFC 7296 §3.2), ISAKMP SA (RFC 2408 §3.1)
+    return msg.malformed is not None and any(type(p) is Payload and p.type == sa_type for p in msg.all_payloads())
 
 
 def v1_id_selector(p: IdPayload) -> TrafficSelector | None:

@@ -29,7 +29,7 @@ from ..model.proposals import proposal_string
 from ..model.sa import IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import Book, chosen_in, note_nat_detection
-from .child_sa import v1_id_selector
+from .child_sa import sa_unreadable, v1_id_selector
 
 # notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
 # errors, 16384 and up status (RFC 2408 §3.14.1).
@@ -298,6 +298,8 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
         return
     child.frames.append(msg.frame)
     err = next((n for n in msg.find(NotifyPayload) if notify_is_error(n.notify_type)), None)
+    if err is None and not props and sa_unreadable(msg):
+        return  # an answer whose SA contradicts RFC 2407/2408 (marked malformed): no choice known
     if err is not None or not props:
         book.transition(child, SaState.FAILED)
         child.failure = N.notify_name(err.notify_type, 1) if err else "no SA in response"

@@ -39,6 +39,7 @@ from ..model.proposals import proposal_algorithms, proposal_string
 from ..model.sa import ChildSa, IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import ZERO_SPI, Book, ChildScratch, chosen_in, note_nat_detection
+from .child_sa import sa_unreadable
 
 RETRY_WINDOW = 30.0  # s: a new IKE_SA_INIT this soon after INVALID_KE/COOKIE is the retry
 REKEY_WINDOW = 10.0  # s: a new IKE SA this soon after an encrypted CREATE_CHILD_SA may be its rekey
@@ -508,6 +509,8 @@ def child_response(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange,
     child.frames.append(msg.frame)
     sas = msg.find(SaPayload)
     props = [p for p in sas[0].proposals if p.protocol in (2, 3)] if sas else []
+    if err is None and not props and sa_unreadable(msg):
+        return child  # an answer whose SA contradicts RFC 7296 (marked malformed): no choice known
     if err is not None or not props:
         book.transition(child, SaState.FAILED)
         child.failure = N.notify_name(err.notify_type) if err is not None else "no SA in response"
