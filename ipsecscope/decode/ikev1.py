@@ -19,6 +19,7 @@ from collections.abc import Callable
 from ipsecscope.decode.isakmp import (
     HEADER_LEN,
     BadPayload,
+    Flawed,
     chain_fault,
     cp_attribute_text,
     parse_attributes,
@@ -67,8 +68,10 @@ def parse_body(hdr: IkeHeader, body: bytes) -> tuple[tuple[AnyPayload, ...], str
 def parse_chain(first: int, data: bytes, base: int = 0) -> tuple[tuple[AnyPayload, ...], str | None]:
     """Walk an ISAKMP payload chain. Never raises (see decode.ike for the malformed rules).
 
-    Bytes after the last payload are accepted: decrypted bodies end with CBC padding
-    (RFC 2409 §5.3 does not frame it), and cleartext ones never carry any in practice.
+    Bytes after the last payload are accepted when they can be CBC padding (RFC 2409 §5.3): all
+    zero (strongSwan, Openswan) or ending in their own count minus one. Anything else there is
+    payloads the chain does not reach (a Next Payload of 0 too early), which is marked: dropped
+    unsaid, a Quick Mode's SA and IDs vanished from a message shown as decrypted.
     """
     out: list[AnyPayload] = []
     bad: str | None = None
@@ -83,15 +86,29 @@ def parse_chain(first: int, data: bytes, base: int = 0) -> tuple[tuple[AnyPayloa
         dec = _DECODERS.get(ptype)
         if dec is None:
             out.append(Payload(ptype, False, body))
+            if ptype < 128 and ptype not in _V1_TYPES:
+                # RFC 2408 §3.1 / §5.1: a Next Payload outside the registry is INVALID-PAYLOAD-TYPE
+                # (128-255 are private use)
+                bad = bad or f"payload {idx} type {ptype} is unassigned (RFC 2408 §3.1)"
         else:
             try:
                 out.append(dec(ptype, body))
+            except Flawed as e:
+                out.append(e.payload)  # type: ignore[arg-type]
+                bad = bad or f"payload {idx} ({payload_name(ptype, 1)}): {e}"
             except BadPayload as e:
                 out.append(Payload(ptype, False, body))
                 bad = bad or f"payload {idx} ({payload_name(ptype, 1)}): {e}"
         off += plen
         ptype = nxt
+    tail = data[off:]
+    if tail and any(tail) and tail[-1] != len(tail) - 1:
+        bad = bad or (f"{len(tail)} bytes after the last payload are no padding (RFC 2409 §5.3): "
+                      "its Next Payload ends the chain early")
     return tuple(out), bad
+
+
+_V1_TYPES = frozenset(int(t) for t in P)
 
 
 # ---- attribute naming (phase 1 vs IPsec DOI) ---------------------------------------------------
@@ -135,6 +152,12 @@ def attribute_value_name(protocol: int, atype: int, value: int | bytes) -> str:
 # ---- payload bodies ---------------------------------------------------------------------------
 
 
+# IPsec DOI Protocol Identifiers (RFC 2407 §4.4.1; 5 is RFC 4705's), 249-255 private use. AH and
+# ESP SPIs are 32 bits (RFC 4302 §2.4, RFC 4303 §2.1): another size names no SA the ESP seen can have.
+_V1_PROTOCOLS = frozenset(int(t) for t in iana.Ikev1ProtocolId if t)
+_V1_SPI4 = (iana.Ikev1ProtocolId.PROTO_IPSEC_AH, iana.Ikev1ProtocolId.PROTO_IPSEC_ESP)
+
+
 def _sa(ptype: int, body: bytes) -> SaPayload:
     if len(body) < 8:
         raise BadPayload(f"SA header needs 8 bytes (DOI, situation), payload has {len(body)}")
@@ -143,26 +166,40 @@ def _sa(ptype: int, body: bytes) -> SaPayload:
     # proposals then start later. Those situations are unseen outside military networks.
     off, n = 8, len(body)
     proposals: list[Proposal] = []
+    faults: list[str] = []
     if doi == iana.Ikev1Doi.IPSEC and situation & 0x06:
         return SaPayload(ptype, False, (), doi, situation)
-    pnext = P.P
-    while pnext == P.P and off < n:
+    # Proposals are framed by their lengths; the Next Payload byte of each (RFC 2408 §3.5: 2 when
+    # another proposal follows, 0 for the last) is checked, not followed, so a wrong one is said
+    # and the proposals after it are still read (tshark reads them too).
+    while off < n:
         pnum = len(proposals) + 1
         if n - off < 8:
             raise BadPayload(f"proposal {pnum} header truncated ({n - off} bytes left)")
         pnext, _r, plen, num, proto, spisize, ntrans = _PROP_HDR.unpack_from(body, off)
         if plen < 8 + spisize or plen > n - off:
             raise BadPayload(f"proposal {pnum} length {plen} invalid ({n - off} bytes left, SPI size {spisize})")
+        if doi == iana.Ikev1Doi.IPSEC and proto not in _V1_PROTOCOLS and proto < 249:
+            raise BadPayload(f"proposal {pnum} protocol {proto} is unassigned (RFC 2407 §4.4.1)")
+        if proto in _V1_SPI4 and spisize != 4:
+            raise BadPayload(f"proposal {pnum} {iana.Ikev1ProtocolId(proto).name} SPI size {spisize}; "
+                             "AH and ESP SPIs are 4 bytes (RFC 4302 §2.4, RFC 4303 §2.1)")
         spi = body[off + 8: off + 8 + spisize]
         klen_attr = (iana.Ikev1Attribute.KEY_LENGTH if proto == iana.Ikev1ProtocolId.PROTO_ISAKMP
                      else iana.Ikev1IpsecAttribute.KEY_LENGTH)
         # v1 transforms carry a number, not a type: parse_transforms keeps it in Transform.type.
-        transforms = parse_transforms(body, off + 8 + spisize, off + plen, pnum, klen_attr, v1=True)
+        transforms = parse_transforms(body, off + 8 + spisize, off + plen, pnum, klen_attr, v1=True, faults=faults)
         if len(transforms) != ntrans:
             raise BadPayload(f"proposal {pnum} declares {ntrans} transforms, has {len(transforms)}")
         proposals.append(Proposal(num, proto, spi, transforms))
         off += plen
-    return SaPayload(ptype, False, tuple(proposals), doi, situation)
+        if pnext != (P.P if off < n else 0):
+            faults.append(f"proposal {pnum} Next Payload {pnext}, "
+                          f"{'2: more proposals follow' if off < n else '0: it is the last'} (RFC 2408 §3.5)")
+    sa = SaPayload(ptype, False, tuple(proposals), doi, situation)
+    if faults:
+        raise Flawed(sa, faults[0])
+    return sa
 
 
 def _ke(ptype: int, body: bytes) -> KePayload:
@@ -170,7 +207,19 @@ def _ke(ptype: int, body: bytes) -> KePayload:
 
 
 def _nonce(ptype: int, body: bytes) -> NoncePayload:
-    return NoncePayload(ptype, False, body)
+    p = NoncePayload(ptype, False, body)
+    if not 8 <= len(body) <= 256:
+        # RFC 2409 §5: "The length of nonce payload MUST be between 8 and 256 bytes inclusive."
+        raise Flawed(p, f"nonce of {len(body)} bytes; RFC 2409 §5 takes 8 to 256")
+    return p
+
+
+_I = iana.Ikev1IdType
+# RFC 2407 §4.6.2.2-4.6.2.11: the address types have fixed sizes (an address, address and mask,
+# or two addresses). Read at another size they are no address: a Quick Mode ID is the CHILD SA's
+# selector, so such an ID is kept undecoded rather than shown as a selector it is not.
+_ID_SIZE = {_I.ID_IPV4_ADDR: 4, _I.ID_IPV4_ADDR_SUBNET: 8, _I.ID_IPV4_ADDR_RANGE: 8, _I.ID_IPV6_ADDR: 16,
+            _I.ID_IPV6_ADDR_SUBNET: 32, _I.ID_IPV6_ADDR_RANGE: 32}
 
 
 def _id(ptype: int, body: bytes) -> IdPayload:
@@ -178,7 +227,12 @@ def _id(ptype: int, body: bytes) -> IdPayload:
     if len(body) < 4:
         raise BadPayload(f"ID header needs 4 bytes, payload has {len(body)}")
     data = body[4:]
-    return IdPayload(ptype, False, body[0], data, render_id(body[0], data, 1), body[1], _U16.unpack_from(body, 2)[0])
+    itype = body[0]
+    if not 1 <= itype <= 12 and itype < 249:  # 249-255 private use
+        raise BadPayload(f"ID type {itype} is unassigned (RFC 2407 §4.6.2.1)")
+    if (size := _ID_SIZE.get(itype)) is not None and len(data) != size:  # type: ignore[call-overload]
+        raise BadPayload(f"{_I(itype).name} data is {len(data)} bytes; it takes {size} (RFC 2407 §4.6.2)")
+    return IdPayload(ptype, False, itype, data, render_id(itype, data, 1), body[1], _U16.unpack_from(body, 2)[0])
 
 
 def _nat_oa(ptype: int, body: bytes) -> IdPayload:
