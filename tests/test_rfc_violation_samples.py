@@ -1,0 +1,73 @@
+"""The checked-in captures of tests/data/rfc-violations (README.md there): real messages of the
+project's samples with one field that contradicts its RFC, encrypted again with the sample's keys.
+Every command reads them; the messages are malformed with the rule they break, the rest of their
+decode kept, and tshark counts the same frames."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DATA, SAMPLES, needs_tshark
+
+HERE = DATA / "rfc-violations"
+V2_KEYS = SAMPLES / "healthy-gcm" / "keys"
+V1_KEYS = SAMPLES / "ikev1-dead-peer" / "keys"
+
+EXPECTED = {  # file: (keys, {frame: words of its malformed note})
+    "ikev2-init-offer.pcap": (V2_KEYS, {
+        1: "proposals numbered 1, 3; an offer numbers them 1, 2, … (RFC 7296 §3.3.1)",
+        2: "proposal 1 transform 3 Last Substruc 3, 0: it is the last (RFC 7296 §3.3.2)"}),
+    "ikev2-init-notify-sizes.pcap": (V2_KEYS, {
+        1: "SIGNATURE_HASH_ALGORITHMS data is 3 bytes, not a list of 2-byte hash algorithm numbers (RFC 7427 §4)",
+        2: "COOKIE data is 65 bytes, a cookie takes 1 to 64 (RFC 7296 §2.6)"}),
+    "ikev2-auth-ts-reversed.pcap": (V2_KEYS, {
+        4: "payload 5 (TSr): selector 1 start port 443 is above end port 80; only OPAQUE is written 65535-0"}),
+    "ikev1-quick-mode.pcap": (V1_KEYS, {
+        7: "payload 3 (NONCE): nonce of 4 bytes; RFC 2409 §5 takes 8 to 256",
+        8: "payload 2 (SA): proposal 1 PROTO_IPSEC_ESP SPI size 0; AH and ESP SPIs are 4 bytes"}),
+}
+
+
+def _cli(*args: str | Path, codes=(0,)) -> str:
+    p = subprocess.run([sys.executable, "-m", "ipsecscope", *map(str, args)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode in codes and "Traceback" not in p.stderr, p.stderr
+    return p.stdout
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_sample_marks_the_rule_and_keeps_the_rest(name: str, tmp_path: Path) -> None:
+    keys, marks = EXPECTED[name]
+    cap = HERE / name
+    rows = {json.loads(x)["frame"]: json.loads(x) for x in _cli("packets", "--json", cap, "-k", keys).splitlines()}
+    assert {f for f, r in rows.items() if r["status"] == "malformed"} == set(marks)
+    for f, words in marks.items():
+        assert words in rows[f]["info"], rows[f]["info"]
+    # the encrypted ones decrypted: the keys and the IV chain still fit every message
+    encrypted = [r for n, r in rows.items() if "[ SK" in r["info"] or (" v1 " in r["info"] and n >= 5)]
+    assert encrypted if name != "ikev2-init-offer.pcap" and "notify" not in name else True
+    assert all("(decrypted)" in r["info"] for r in encrypted)
+    summary = json.loads(_cli("summary", "--json", cap, "-k", keys))
+    assert summary
+    sas = json.loads(_cli("sas", "--json", cap, "-k", keys))
+    codes = [f["code"] for f in json.loads(_cli("findings", "--json", cap, "-k", keys, codes=(0, 1)))["findings"]]
+    assert "CAPTURE-MALFORMED" in codes and "IKE-CHILD-REFUSED" not in codes
+    if name == "ikev2-auth-ts-reversed.pcap":
+        child = sas["child_sas"][0]
+        assert child["ts_r"] == child["ts_r_offered"] == ["10.2.0.0-10.2.0.255"]
+    if name == "ikev1-quick-mode.pcap":
+        assert sas["child_sas"][0]["state"] != "failed"  # the answer's SA is unreadable, not absent
+    _cli("decrypt", cap, "-k", keys, "-o", tmp_path / "out.pcapng", codes=(0, 3))  # 3: no ESP in these
+
+
+@needs_tshark
+@pytest.mark.parametrize("name", EXPECTED)
+def test_tshark_counts_the_same_frames(name: str) -> None:
+    out = subprocess.run(["tshark", "-r", str(HERE / name), "-T", "fields", "-e", "frame.number"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    rows = _cli("packets", "--json", HERE / name).splitlines()
+    assert len(out) == len(rows)
