@@ -169,10 +169,11 @@ def _sa(ptype: int, body: bytes) -> SaPayload:
     faults: list[str] = []
     if doi == iana.Ikev1Doi.IPSEC and situation & 0x06:
         return SaPayload(ptype, False, (), doi, situation)
-    # Proposals are framed by their lengths; the Next Payload byte of each (RFC 2408 §3.5: 2 when
-    # another proposal follows, 0 for the last) is checked, not followed, so a wrong one is said
-    # and the proposals after it are still read (tshark reads them too).
-    while off < n:
+    # RFC 2408 §3.5: a proposal's Next Payload is 2 when another proposal follows, 0 for the last.
+    # The walk stops at the first that is not 2, as tshark's does; bytes left after it are said
+    # (they used to be dropped unsaid), and a 2 on the last proposal too.
+    pnext = P.P
+    while pnext == P.P and off < n:
         pnum = len(proposals) + 1
         if n - off < 8:
             raise BadPayload(f"proposal {pnum} header truncated ({n - off} bytes left)")
@@ -195,7 +196,7 @@ def _sa(ptype: int, body: bytes) -> SaPayload:
         off += plen
         if pnext != (P.P if off < n else 0):
             faults.append(f"proposal {pnum} Next Payload {pnext}, "
-                          f"{'2: more proposals follow' if off < n else '0: it is the last'} (RFC 2408 §3.5)")
+                          f"{f'yet {n - off} bytes follow it' if off < n else '0: it is the last'} (RFC 2408 §3.5)")
     sa = SaPayload(ptype, False, tuple(proposals), doi, situation)
     if faults:
         raise Flawed(sa, faults[0])
