@@ -152,9 +152,12 @@ class _Cols:
         self.is_ka = k == code["NAT-KA"] if "NAT-KA" in code else none
         self.true = np.ones(self.n, dtype=bool)
         self.none = none
-        # Outer IP: IPsec rows carry their addresses; which family, from the address table.
+        # Outer IP: IPsec rows carry their addresses; which family, from the address table. A
+        # MALFORMED row carries them when its IP header was whole (tshark shows them there too),
+        # but no outer protocol: what broke may be the very header that says.
         fam = np.array([0] + [6 if ":" in a else 4 for a in self.addrs[1:]], dtype=np.uint8)
-        has_ip = (self.is_esp | self.is_ah | self.is_ike | self.is_ka) & (self.arr["src"] != 0)
+        self.is_bad = k == code["MALFORMED"] if "MALFORMED" in code else none
+        has_ip = (self.is_esp | self.is_ah | self.is_ike | self.is_ka | self.is_bad) & (self.arr["src"] != 0)
         f = fam[self.arr["src"]]
         self.out_v4 = has_ip & (f == 4)
         self.out_v6 = has_ip & (f == 6)
@@ -303,7 +306,7 @@ class _Cols:
                             *self._sparse_frames(_values(nested, lambda x, s=s: ipaddress.ip_address(getattr(x, s))))]
                 return occ
             if sub in ("proto", "nxt"):
-                return [Oc(self.out_proto, out_p), Oc(ia("proto"), in_p), Oc(ia("qproto"), q_p),
+                return [Oc(self.out_proto, out_p & ~self.is_bad), Oc(ia("proto"), in_p), Oc(ia("qproto"), q_p),
                         *self._sparse_frames(_values(nested, lambda x: 50))]
             if sub == "version":
                 return [Oc(np.full(self.n, ver), out_p | in_p | q_p),

@@ -597,8 +597,8 @@ class Session(FrameViews):
             st.malformed[pkt.layer] = st.malformed.get(pkt.layer, 0) + 1
             self.tracker.on_malformed(pkt)
             self._add_row(FrameRow(
-                raw.index, raw.ts, "MALFORMED", "", "", 0, 0, raw.orig_len,
-                info=f"{pkt.layer}: {pkt.reason}", status="malformed",
+                raw.index, raw.ts, "MALFORMED", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
+                pkt.dport, raw.orig_len, info=f"{pkt.layer}: {pkt.reason}", status="malformed",
             ))
 
     def _add_row(self, row: FrameRow) -> None:
@@ -618,7 +618,8 @@ class Session(FrameViews):
         i = bisect.bisect_left(rows, m.frame, key=lambda r: r.frame)
         if i < len(rows) and rows[i].frame == m.frame and rows[i].kind == "OTHER":
             old = rows[i]
-            rows[i] = FrameRow(old.frame, old.ts, "MALFORMED", "", "", 0, 0, old.length,
+            rows[i] = FrameRow(old.frame, old.ts, "MALFORMED", m.src or old.src, m.dst or old.dst, old.sport,
+                               old.dport, old.length,
                                info=f"{m.layer}: {m.reason}", status="malformed")
 
     def _ike_key_for(self, msg: IkeMessage) -> str | None:

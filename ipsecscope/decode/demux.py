@@ -143,12 +143,26 @@ class Decoder:
         else:
             self.stats["not_ip"] += 1
             return []
+        if type(ip) is str:
+            ip = self._ip_malformed(raw, ip, ver, off)
         if self.reassembler.dropped:
             return self._with_dropped(self._after_ip(raw, ip))
         return self._after_ip(raw, ip)
 
+    def _ip_malformed(self, raw: RawFrame, reason: str, ver: int, off: int) -> Malformed:
+        """A broken IP packet whose fixed header is whole (an extension header or the total
+        length is what is wrong) still names its two addresses, as tshark shows them."""
+        data = raw.data
+        if ver == 4 and len(data) >= off + 20 and data[off] >> 4 == 4 and data[off] & 15 >= 5:
+            return Malformed(raw.index, raw.ts, reason, "ip", self._text(data[off + 12:off + 16]),
+                             self._text(data[off + 16:off + 20]))
+        if ver == 6 and len(data) >= off + 40 and data[off] >> 4 == 6:
+            return Malformed(raw.index, raw.ts, reason, "ip", self._text(data[off + 8:off + 24]),
+                             self._text(data[off + 24:off + 40]))
+        return Malformed(raw.index, raw.ts, reason, "ip")
+
     def _with_dropped(self, out: list[Packet]) -> list[Packet]:
-        dropped = [Malformed(f, ts, why, "ip") for f, ts, why in self.reassembler.dropped]
+        dropped = [self._lost_datagram(*d) for d in self.reassembler.dropped]
         self.reassembler.dropped.clear()
         return dropped + out
 
@@ -158,18 +172,23 @@ class Decoder:
         from .ip import flush_pending
 
         self.tcp.clear()
-        return self._with_dropped([]) + [Malformed(f, ts, why, "ip") for f, ts, why in flush_pending(self.reassembler)]
+        return self._with_dropped([]) + [self._lost_datagram(*d) for d in flush_pending(self.reassembler)]
+
+    def _lost_datagram(self, frame: int, ts: float, why: str, key: tuple) -> Malformed:
+        # key = (version, src, dst, id[, proto]): the first fragment's addresses stay on its row.
+        return Malformed(frame, ts, why, "ip", self._text(key[1]), self._text(key[2]))
 
     def _after_ip(self, raw: RawFrame, ip) -> list[Packet]:
         if ip is None:
             self.stats["ip_fragment_pending"] += 1
             return []
-        if type(ip) is str:
-            return [Malformed(raw.index, raw.ts, ip, "ip")]
+        if type(ip) is Malformed:
+            return [ip]
         version, src, dst, proto, payload, frag = ip
         if proto == 50:
             if len(payload) < 8:
-                return [Malformed(raw.index, raw.ts, f"ESP header truncated ({len(payload)} of 8 bytes)", "esp")]
+                return [Malformed(raw.index, raw.ts, f"ESP header truncated ({len(payload)} of 8 bytes)", "esp",
+                                  self._text(src), self._text(dst))]
             spi, seq = ESP_HDR.unpack_from(payload, 0)
             return [_Esp(raw.index, raw.ts, self._text(src), self._text(dst), spi, seq, payload,
                          ip_version=version, ip_fragmented=frag)]
@@ -191,7 +210,8 @@ class Decoder:
     def _udp(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes, frag: bool) -> list[Packet]:
         n = len(seg)
         if n < 8:
-            return [Malformed(raw.index, raw.ts, f"UDP header truncated ({n} of 8 bytes)", "udp")]
+            return [Malformed(raw.index, raw.ts, f"UDP header truncated ({n} of 8 bytes)", "udp",
+                              self._text(src), self._text(dst))]
         sport, dport, ulen, _ck = UDP_HDR.unpack_from(seg, 0)
         if sport == NATT_PORT or dport == NATT_PORT:
             port = NATT_PORT
@@ -200,15 +220,18 @@ class Decoder:
         else:
             self.stats["other_udp"] += 1
             return []
-        if ulen < 8:
-            return [Malformed(raw.index, raw.ts, f"UDP length {ulen} is less than the 8-byte header", "udp")]
-        if ulen > n and raw.orig_len <= len(raw.data):
-            return [Malformed(raw.index, raw.ts, f"UDP length {ulen} exceeds the {n} bytes of the datagram", "udp")]
-        body = seg[8:ulen]
         s, d = self._text(src), self._text(dst)
+        if ulen < 8:
+            return [Malformed(raw.index, raw.ts, f"UDP length {ulen} is less than the 8-byte header", "udp",
+                              s, d, sport, dport)]
+        if ulen > n and raw.orig_len <= len(raw.data):
+            return [Malformed(raw.index, raw.ts, f"UDP length {ulen} exceeds the {n} bytes of the datagram", "udp",
+                              s, d, sport, dport)]
+        body = seg[8:ulen]
         if port == IKE_PORT:
             if len(body) < IKE_HEADER_LEN:
-                return [Malformed(raw.index, raw.ts, f"IKE header truncated ({len(body)} of 28 bytes)", "ike")]
+                return [Malformed(raw.index, raw.ts, f"IKE header truncated ({len(body)} of 28 bytes)", "ike",
+                                  s, d, sport, dport)]
             return [_Ike(raw.index, raw.ts, s, d, sport, dport, body, "udp", False, frag, version)]
         # RFC 3948 §2: tell the three kinds of UDP-4500 payload apart.
         if len(body) == 1 and body[0] == 0xFF:
@@ -216,26 +239,29 @@ class Decoder:
         if body[:4] == NON_ESP_MARKER:
             if len(body) < 4 + IKE_HEADER_LEN:
                 return [Malformed(raw.index, raw.ts,
-                                  f"IKE header after non-ESP marker truncated ({len(body) - 4} of 28 bytes)", "ike")]
+                                  f"IKE header after non-ESP marker truncated ({len(body) - 4} of 28 bytes)", "ike",
+                                  s, d, sport, dport)]
             return [_Ike(raw.index, raw.ts, s, d, sport, dport, body[4:], "udp", True, frag, version)]
         if len(body) < 8:
             return [Malformed(raw.index, raw.ts,
-                              f"UDP-encapsulated ESP header truncated ({len(body)} of 8 bytes)", "esp")]
+                              f"UDP-encapsulated ESP header truncated ({len(body)} of 8 bytes)", "esp",
+                              s, d, sport, dport)]
         spi, seq = ESP_HDR.unpack_from(body, 0)
         return [_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, True, version, "udp", frag)]
 
     def _ah(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes,
             frag: bool = False) -> list[Packet]:
         n = len(seg)
+        s, d = self._text(src), self._text(dst)
         if n < 12:
-            return [Malformed(raw.index, raw.ts, f"AH header truncated ({n} of 12 bytes)", "ah")]
+            return [Malformed(raw.index, raw.ts, f"AH header truncated ({n} of 12 bytes)", "ah", s, d)]
         nh, plen, _r, spi, seq = AH_HDR.unpack_from(seg, 0)
         total = (plen + 2) * 4  # RFC 4302 §2.2: length in 32-bit words, minus 2
         if total < 12:
-            return [Malformed(raw.index, raw.ts, f"AH payload length {plen} is shorter than the fixed header", "ah")]
+            return [Malformed(raw.index, raw.ts, f"AH payload length {plen} is shorter than the fixed header", "ah",
+                              s, d)]
         if total > n:
-            return [Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah")]
-        s, d = self._text(src), self._text(dst)
+            return [Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah", s, d)]
         ah = AhPacket(raw.index, raw.ts, s, d, spi, seq, nh, seg[12:total], seg, version, frag)
         if nh != 50:
             return [ah]
@@ -244,7 +270,8 @@ class Decoder:
         # SPI and the same destination, and its packets count and decrypt like any other ESP.
         esp = seg[total:]
         if len(esp) < 8:
-            return [ah, Malformed(raw.index, raw.ts, f"ESP header after AH truncated ({len(esp)} of 8 bytes)", "esp")]
+            return [ah, Malformed(raw.index, raw.ts, f"ESP header after AH truncated ({len(esp)} of 8 bytes)", "esp",
+                                      s, d)]
         espi, eseq = ESP_HDR.unpack_from(esp, 0)
         return [ah, _Esp(raw.index, raw.ts, s, d, espi, eseq, esp, ip_version=version, ip_fragmented=frag)]
 
@@ -258,7 +285,8 @@ class Decoder:
             return []
         hlen = (doff >> 4) * 4
         if hlen < 20 or hlen > n:
-            return [Malformed(raw.index, raw.ts, f"TCP header length {hlen} invalid ({n} bytes present)", "tcp")]
+            return [Malformed(raw.index, raw.ts, f"TCP header length {hlen} invalid ({n} bytes present)", "tcp",
+                              self._text(src), self._text(dst), sport, dport)]
         key = (src, sport, dst, dport)
         streams = self.tcp
         if flags & (TCP_RST | TCP_FIN) and not n - hlen:
@@ -290,7 +318,7 @@ class Decoder:
         elif delta:
             streams.pop(key, None)
             return [Malformed(raw.index, raw.ts, f"RFC 8229 TCP stream gap of {delta} bytes (lost segment); "
-                              "stream reset", "tcp")]
+                              "stream reset", "tcp", self._text(src), self._text(dst), sport, dport)]
         st.buf += payload
         st.next_seq = (exp + len(payload)) & 0xFFFFFFFF
         buf = st.buf
@@ -307,7 +335,7 @@ class Decoder:
             if rlen < 3:
                 streams.pop(key, None)
                 out.append(Malformed(raw.index, raw.ts, f"RFC 8229 record length {rlen} is too short; "
-                                     "stream reset", "tcp"))
+                                     "stream reset", "tcp", self._text(src), self._text(dst), sport, dport))
                 return out
             if len(buf) < rlen:
                 break
@@ -318,7 +346,7 @@ class Decoder:
             if body[:4] == NON_ESP_MARKER:
                 if len(body) < 4 + IKE_HEADER_LEN:
                     out.append(Malformed(raw.index, raw.ts, f"IKE header in RFC 8229 record truncated "
-                                         f"({len(body) - 4} of 28 bytes)", "ike"))
+                                         f"({len(body) - 4} of 28 bytes)", "ike", s, d, sport, dport))
                 else:
                     out.append(_Ike(raw.index, raw.ts, s, d, sport, dport, body[4:], "tcp", True, False,
                                            version))
@@ -326,13 +354,14 @@ class Decoder:
                 out.append(NatKeepalive(raw.index, raw.ts, s, d, sport, dport))
             elif len(body) < 8:
                 out.append(Malformed(raw.index, raw.ts, f"ESP header in RFC 8229 record truncated "
-                                     f"({len(body)} of 8 bytes)", "esp"))
+                                     f"({len(body)} of 8 bytes)", "esp", s, d, sport, dport))
             else:
                 spi, seq = ESP_HDR.unpack_from(body, 0)
                 out.append(_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, False, version, "tcp"))
         if len(buf) > MAX_TCP_BUFFER:
             streams.pop(key, None)
-            out.append(Malformed(raw.index, raw.ts, "RFC 8229 stream buffer overflow; stream reset", "tcp"))
+            out.append(Malformed(raw.index, raw.ts, "RFC 8229 stream buffer overflow; stream reset", "tcp",
+                                 self._text(src), self._text(dst), sport, dport))
         return out
 
 

@@ -56,9 +56,10 @@ class Reassembler:
         self.pending: dict[tuple, _Pending] = {}
         self.expired = 0  # datagrams given up (timeout or eviction)
         self.completed = 0
-        # Given-up datagrams not yet reported: (first fragment's frame, its ts, one-line reason).
-        # The decoder turns them into Malformed so a lost fragment is never silently "other".
-        self.dropped: list[tuple[int, float, str]] = []
+        # Given-up datagrams not yet reported: (first fragment's frame, its ts, one-line reason,
+        # the datagram's key: version, src, dst, ...). The decoder turns them into Malformed so a
+        # lost fragment is never silently "other".
+        self.dropped: list[tuple[int, float, str, tuple]] = []
         self.frame = 0  # frame number of the fragment being added (set by the caller)
 
     def add(self, key: tuple, ts: float, offset: int, more: bool, payload: bytes,
@@ -82,7 +83,7 @@ class Reassembler:
                 why = (f"no fragment for {self.timeout:g} s" if old.first_ts < limit
                        else f"more than {self.max_datagrams} incomplete datagrams pending")
                 self.dropped.append((old.first_frame, old.first_ts, f"IP fragments never completed ({why}); "
-                                     f"{_progress(old)}"))
+                                     f"{_progress(old)}", k0))
         p = pend.get(key)
         if p is None:
             p = pend[key] = _Pending(ts, self.frame)
@@ -120,10 +121,10 @@ def _progress(p: _Pending) -> str:
     return f"had {p.size} of {plural(p.total, 'byte')} in {plural(len(p.parts), 'fragment')}"
 
 
-def flush_pending(reasm: Reassembler) -> list[tuple[int, float, str]]:
-    """Give up every incomplete datagram (end of capture): (first frame, ts, reason) each."""
-    out = [(p.first_frame, p.first_ts, f"IP fragments never completed (capture ended); {_progress(p)}")
-           for p in reasm.pending.values()]
+def flush_pending(reasm: Reassembler) -> list[tuple[int, float, str, tuple]]:
+    """Give up every incomplete datagram (end of capture): (first frame, ts, reason, key) each."""
+    out = [(p.first_frame, p.first_ts, f"IP fragments never completed (capture ended); {_progress(p)}", k)
+           for k, p in reasm.pending.items()]
     reasm.expired += len(out)
     reasm.pending.clear()
     return out

@@ -44,6 +44,12 @@ class Malformed:
     ts: float
     reason: str  # one line, e.g. "IPv4 header truncated (12 of 20 bytes)"
     layer: str  # "capture" | "link" | "ip" | "udp" | "ike" | "esp" | "ah"
+    # What was readable below the broken header: a truncated ESP/AH/UDP header inside a sound IP
+    # header still has its addresses (and ports), as tshark shows them; "" / 0 when not read.
+    src: str = ""
+    dst: str = ""
+    sport: int = 0
+    dport: int = 0
 
 
 @dataclass(slots=True, frozen=True)

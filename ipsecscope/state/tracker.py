@@ -180,7 +180,7 @@ class Tracker(Book):
         self.touch(m.ts)
         self._malformed_seen += 1
         if self._malformed_seen <= 20:
-            self.observe("malformed", m.ts, (m.frame,), layer=m.layer, reason=m.reason)
+            self.observe("malformed", m.ts, (m.frame,), layer=m.layer, reason=m.reason, src=m.src, dst=m.dst)
 
     # ------------------------------------------------------------------ end of input
 
