@@ -4,6 +4,10 @@ showed, against tshark frame by frame and against Zeek's own records of each hea
 * A packet whose ESP, AH, UDP or IKE header is broken inside a whole IP header keeps that IP
   header's addresses (and the UDP ports it read) on its MALFORMED row, as tshark shows them, so
   address filters find it; a datagram whose fragments never all came keeps its addresses too.
+* An ICMP error quoting AH says AH (IP protocol 51), not ESP, in ESP-ICMP-UNREACHABLE and in the
+  one-way finding it explains; when the quoted packet is in the capture only as a malformed one,
+  the finding says so (and cites it) instead of "the capture does not hold" it, and SPI 0 is
+  named for what it is (reserved, RFC 4303 §2.1 / RFC 4302 §2.4).
 """
 
 from __future__ import annotations
@@ -92,3 +96,43 @@ def test_malformed_rows_keep_the_addresses_tshark_shows(cap):
 @pytest.mark.parametrize("filt", ["ip.src == 198.18.0.1", "ip.addr == 198.18.0.2", "ipv6.addr == 2001:db8::1"])
 def test_address_filters_find_malformed_frames_as_tshark_does(filt):
     assert sorted(rows(BAD, "-Y", filt)) == sorted(tshark(BAD, filt=filt))
+
+
+def test_icmp_error_quoting_a_malformed_ah_packet():
+    """Zeek's zero-length AH (frame 5, SPI 0) answered by an ICMPv6 Parameter Problem (frame 6)."""
+    (f,) = [f for f in findings(AH0) if f["code"] == "ESP-ICMP-UNREACHABLE"]
+    assert "1 AH packet" in f["title"] and "ESP" not in f["title"]
+    text = f["explanation"]
+    assert "quotes the AH packet" in text and "ESP" not in text
+    assert "only as a malformed one (frame 5: AH payload length 0" in text
+    assert "does not hold" not in text
+    assert "SPI 0 is reserved" in text and "RFC 4302 §2.4" in text
+    assert f["frames"] == [5, 6]
+    assert "with AH from 2000:1300::1" in f["hint"]
+
+
+def _ah_refused(path: Path) -> Path:
+    """Five AH packets (ICMP under transport-mode AH, SPI 0x1234) each answered by the receiver
+    with ICMP protocol unreachable quoting it: a host whose kernel takes no AH."""
+    scapy = pytest.importorskip("scapy.all")
+    pk = []
+    for i in range(1, 6):
+        ah = (scapy.Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+              / scapy.IP(src="192.0.2.1", dst="192.0.2.2")
+              / scapy.AH(spi=0x1234, seq=i, nh=1, payloadlen=4, icv=b"\x00" * 12) / scapy.ICMP() / (b"x" * 32))
+        ah.time = 1_700_000_000 + i
+        err = (scapy.Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
+               / scapy.IP(src="192.0.2.2", dst="192.0.2.1") / scapy.ICMP(type=3, code=2) / bytes(ah[scapy.IP])[:64])
+        err.time = ah.time + 0.001
+        pk += [ah, err]
+    scapy.wrpcap(str(path), pk)
+    return path
+
+
+def test_one_way_ah_refused_with_icmp_says_ah(tmp_path):
+    cap = _ah_refused(tmp_path / "ah-refused.pcap")
+    (f,) = [f for f in findings(cap) if f["code"] == "ESP-ONE-WAY"]
+    assert f["title"].startswith("One-way AH: ")
+    assert "carries 5 AH packets" in f["explanation"]
+    assert "kernel does not take AH" in f["explanation"] and "ESP" not in f["explanation"]
+    assert "AH (IP protocol 51)" in f["hint"] and "ESP" not in f["hint"]

@@ -248,18 +248,20 @@ def icmp_refusal(table: SaTable, f: EspFlow) -> tuple[str, str, tuple[int, ...]]
         n = int(o.detail.get("count") or 0)  # type: ignore[call-overload]
         what = str(o.detail.get("what"))
         port = o.detail.get("dport") if o.detail.get("udp_encap") else None
+        # An AH flow's packets are IP protocol 51 (RFC 4302 §2), never UDP-encapsulated.
+        proto = "AH" if f.protocol == "AH" else "ESP"
         if o.src == f.dst:
-            kind = f"ESP in UDP {port}" if port else "ESP (IP protocol 50)"
+            kind = f"ESP in UDP {port}" if port else f"{proto} (IP protocol {51 if proto == 'AH' else 50})"
             if "port unreachable" in what or "protocol unreachable" in what:
                 cause = (f"nothing on {f.dst} takes {kind}: no socket on UDP {port} (its IKE daemon is down or "
                          "listens elsewhere) or a firewall rule rejecting it" if port else
-                         f"{f.dst}'s kernel does not take ESP (no ESP support, or a firewall rule rejecting it)")
+                         f"{f.dst}'s kernel does not take {proto} (no {proto} support, or a firewall rule rejecting it)")
             else:
                 cause = f"{f.dst} refuses them (a firewall reject rule)"
             parts.append(f"{f.dst} itself answered {n} of them with ICMP {what} (frame {o.frames[0]}): {cause}.")
             hint = hint or (f"On {f.dst}: check that charon listens on UDP {port} (ss -ulnp) and that no firewall "
                             f"rule rejects {kind} from {f.src} (nft list ruleset / iptables -S)." if port else
-                            f"On {f.dst}: allow ESP (IP protocol 50) from {f.src} in its firewall and check that "
+                            f"On {f.dst}: allow {kind} from {f.src} in its firewall and check that "
                             "its kernel has the SA (ip xfrm state).")
         else:
             parts.append(f"The router {o.src} answered {n} of them with ICMP {what} (frame {o.frames[0]}): the path "

@@ -11,7 +11,7 @@ from ...model.iana import Ikev1Exchange, NotifyType
 from ...model.idtext import spi_text
 from ...model.keys import PeerLogNote
 from ...model.plural import noun, plural, verb
-from ...model.sa import ChildSa, EspFlow, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
+from ...model.sa import ChildSa, EspFlow, Finding, IkeExchange, IkeSa, Observation, SaState, SaTable, Severity
 from .common import (
     child_ike,
     child_label,
@@ -337,13 +337,14 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             + (f" on this SA; {f.dst} sends on another" if sib is not None and not refused else "")
             + (f" while {f.dst} still answers IKE" if alive else "")
             + (", refused with ICMP" if refused else ""),
-            explanation=f"{child_label(c)} carries {plural(pk, 'ESP packet')} from {f.src} to {f.dst} on SPI {spi_text(f.spi)} but "
+            explanation=f"{child_label(c)} carries {plural(pk, f.protocol + ' packet')} from {f.src} to {f.dst} on SPI {spi_text(f.spi)} but "
             + (f"none in the other direction.{why}" if why else
-               f"none in the other direction. {f.dst} either does not receive them (filtered), cannot decrypt "
-               "them (key or SA missing), has no route/policy for the replies, or the capture sees only one "
-               "direction."),
+               f"none in the other direction. {f.dst} either does not receive them (filtered), cannot "
+               f"{'authenticate' if f.protocol == 'AH' else 'decrypt'} them (key or SA missing), has no "
+               "route/policy for the replies, or the capture sees only one direction."),
             frames=frames_of((f.first_frame, f.last_frame), icmp_frames, ike_frames), sa=flow_ref(f),
-            hint=why_hint or f"Check on {f.dst}: SA and policy installed (ip xfrm state/policy), ESP (or UDP 4500) "
+            hint=why_hint or f"Check on {f.dst}: SA and policy installed (ip xfrm state/policy), "
+            f"{'AH (IP protocol 51)' if f.protocol == 'AH' else 'ESP (or UDP 4500)'} "
             "allowed in, and a route back to the sender's subnet.", ts=f.first_ts)
 
 
@@ -696,6 +697,14 @@ def r_redirected(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             sa=sa.key, hint=hint, ts=sa.redirect_ts)
 
 
+def _malformed_quoted(table: SaTable, proto: str, src: object, dst: object) -> Observation | None:
+    """The first packet the decoder marked malformed at the ``proto`` layer (an ESP or AH header
+    it could not read) from ``src`` to ``dst``: what an ICMP error quoting such a packet refused."""
+    layer = proto.lower()
+    return next((o for o in table.observations if o.kind == "malformed" and o.detail.get("layer") == layer
+                 and o.src == src and o.dst == dst), None)
+
+
 @rule(72, "ESP-ICMP-UNREACHABLE", Severity.WARNING, ref="RFC 792; RFC 4443 §3.1; RFC 3948 §2")
 def r_icmp_unreachable(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ICMP errors (unreachable, prohibited) quoting ESP that no one-way or unknown-SPI finding already cites."""
@@ -717,16 +726,24 @@ def r_icmp_unreachable(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         spi_s = spi_text(spi) if isinstance(spi, int) else "?"
         qsrc, qdst = ob.detail.get("quoted_src"), ob.detail.get("quoted_dst")
         n = int(ob.detail.get("count") or 0)  # type: ignore[call-overload]
+        proto = str(ob.detail.get("protocol"))  # the quoted packet's: ESP or AH (RFC 4302)
         if f is not None:
             text, hint, frames = icmp_refusal(table, f)
         else:
-            text = (f" The capture does not hold the quoted packets themselves ({qsrc} -> {qdst} on SPI {spi_s}); "
-                    f"{ob.src} answered {n} of them with ICMP {ob.detail.get('what')}.")
-            hint, frames = f"Check what {ob.src} does with ESP from {qsrc} to {qdst}.", ob.frames
+            bad = _malformed_quoted(table, proto, qsrc, qdst)
+            held = (f"The capture holds the quoted packet only as a malformed one (frame {bad.frames[0]}: "
+                    f"{bad.detail.get('reason')})" if bad is not None else
+                    f"The capture does not hold the quoted packets themselves ({qsrc} -> {qdst} on SPI {spi_s})")
+            # RFC 4303 §2.1, RFC 4302 §2.4: SPI 0 is reserved and MUST NOT be sent: no SA can take it.
+            zero = (f" SPI 0 is reserved and never valid on the wire (RFC 4303 §2.1, RFC 4302 §2.4): no SA on "
+                    f"{qdst} can take it." if spi == 0 else "")
+            text = f" {held}; {ob.src} answered {n} of them with ICMP {ob.detail.get('what')}.{zero}"
+            hint = f"Check what {ob.src} does with {proto} from {qsrc} to {qdst}."
+            frames = frames_of(bad.frames[:1] if bad is not None else (), ob.frames)
         yield Finding(
             code="ESP-ICMP-UNREACHABLE", severity=Severity.WARNING,
-            title=f"{ob.src} answered {plural(n, 'ESP packet')} {qsrc} -> {qdst} on SPI {spi_s} with ICMP {ob.detail.get('what')}",
-            explanation=f"An ICMP error quotes the ESP packet it could not deliver (its SPI says which SA): "
+            title=f"{ob.src} answered {plural(n, proto + ' packet')} {qsrc} -> {qdst} on SPI {spi_s} with ICMP {ob.detail.get('what')}",
+            explanation=f"An ICMP error quotes the {proto} packet it could not deliver (its SPI says which SA): "
             f"{ob.src} {'is the receiver itself' if ob.src == qdst else 'is on the path'}.{text} "
             "Packets refused this way are lost, whatever the tunnel's state says.",
             frames=tuple(frames), sa=flow_ref(f) if f is not None else None, hint=hint, ts=ob.ts,
