@@ -136,3 +136,14 @@ def test_one_way_ah_refused_with_icmp_says_ah(tmp_path):
     assert "carries 5 AH packets" in f["explanation"]
     assert "kernel does not take AH" in f["explanation"] and "ESP" not in f["explanation"]
     assert "AH (IP protocol 51)" in f["hint"] and "ESP" not in f["hint"]
+
+
+def test_group_sa_is_unpaired_because_it_is_one_way():
+    """OSPFv3 under AH to ff02::5 (tcpdump's capture): a flow to a multicast group has no reverse
+    by nature; its inferred CHILD SA says so instead of 'no flow in the opposite direction started
+    near it' (which sounds like a missing answer); a unicast flow keeps that reason."""
+    doc = json.loads(cli("sas", str(DATA / "tcpdump" / "OSPFv3_with_AH.pcap"), "--json"))
+    reasons = {c["responder"]: c["inferred_reason"] for c in doc["child_sas"]}
+    assert "a group SA carries one direction only (RFC 4301 §4.1)" in reasons["ff02::5"]
+    assert "no flow in the opposite direction" not in reasons["ff02::5"]
+    assert "no flow in the opposite direction started near it" in reasons["fe80::2"]

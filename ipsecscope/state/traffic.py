@@ -315,8 +315,23 @@ def _contested(book: Book, flow: EspFlow, ts: float) -> list[tuple[ChildSa, EspF
 
 
 def _unpaired(book: Book, flow: EspFlow, why: str) -> str:
+    if why == _NONE_NEAR and _group(flow.dst):
+        why = _GROUP
     return (f"unpaired: {flow.protocol} flow {flow.src} -> {flow.dst} SPI {spi_text(flow.spi)} with no IKE exchange "
             + _unread_exchanges(book, flow) + why)
+
+
+# A group address answers nobody: an SA to a multicast destination carries one direction only and
+# has no reverse to pair with (RFC 4301 §4.1; OSPFv3 under AH to ff02::5, VRRP under AH).
+_GROUP = "; its destination is a multicast group: a group SA carries one direction only (RFC 4301 §4.1)"
+
+
+def _group(addr: str) -> bool:
+    """224.0.0.0/4 or ff00::/8 (cheaper than ipaddress for a text we already have)."""
+    if ":" in addr:
+        return addr[:2].lower() == "ff"
+    head = addr.partition(".")[0]
+    return head.isdigit() and 224 <= int(head) <= 239
 
 
 # Exchanges that create CHILD SAs, by IKE version: their SA payloads carry the SPIs (RFC 2409
