@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import SAMPLES
-from test_tui import loaded, screen_lines, sync, tree_cursor_to
+from conftest import SAMPLES, needs_tshark
+from test_tui import loaded, screen_lines, sync, tree_cursor_to, tshark_fields
 from textual.widgets import DataTable, TabbedContent
 
 from ipsecscope.model.idtext import arrow_text
@@ -71,8 +71,10 @@ async def test_tree_at_80_columns_shows_whole_peers_and_spis(sample: str) -> Non
             assert f"{a} ⇄ {b}" in shown
 
 
+# At 120 columns the tree takes what its CHILD SAs' SPIs and state words need (up to 40%, not 30%):
+# Info keeps INFO_MIN cells, one of them the "…" of a longer text.
 @pytest.mark.parametrize(("size", "with_tree", "at_least"), [(SMALL, True, 28), (SMALL, False, 36),
-                                                             (MEDIUM, True, 36), (LARGE, True, 36)])
+                                                             (MEDIUM, True, 35), (LARGE, True, 36)])
 @sync
 async def test_packets_info_takes_the_remaining_width(size, with_tree: bool, at_least: int) -> None:
     app = app_for("nat-napt")
@@ -208,6 +210,71 @@ async def test_tree_never_cuts_an_sas_state(sample: str, keys: bool, size: tuple
             if size == MEDIUM:
                 assert re.search(rf" {state}( |$)", line), (line, state)
             assert not re.search(r"\(\w*\s*$|\(no p", line.rstrip()), line  # no '(no pr' at the edge
+
+
+def tree_left(app) -> list[str]:
+    """The SA tree's part of each screen line, without its border."""
+    tree = app.query_one(SaTree)
+    return [line[:tree.region.width - 1] for line in screen_lines(app)]
+
+
+@needs_tshark
+@pytest.mark.parametrize("size", [(120, 40), (160, 50)], ids=["120x40", "160x50"])
+@pytest.mark.parametrize(("sample", "keys"), [("healthy-gcm", False), ("peer-restart", True), ("cbc-sha2-pfs", True)])
+@sync
+async def test_tree_shows_both_spis_and_the_whole_state_of_each_child_sa(sample: str, keys: bool,
+                                                                          size: tuple[int, int]) -> None:
+    """live3: at 120 columns the tree's 30% cut '#1 ESP 427e7d84/15b69dc5 inferred' to '… infe' (and
+    'established' to 'este'). A CHILD SA's SPIs and state word are what its label never loses:
+    the tree widens for them (up to 40%), its rate and proposal make room first. The SPIs are
+    the ones tshark reads from the ESP headers."""
+    d = SAMPLES / sample
+    capture = d / "capture.pcapng"
+    app = create_app(capture, [d / "charon-left.log"] if keys else [])
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        left = tree_left(app)
+        table = app.session.table
+        assert table.child_sas
+        for c in table.child_sas.values():
+            spis = f"{c.spi_i:08x}/{c.spi_r:08x}"
+            (line,) = [ln for ln in left if spis in ln]
+            assert re.search(rf"#{c.id} ESP {spis} {c.state.value}( |$)", line.rstrip()), (line, c.state.value)
+        shown = "\n".join(left)
+        wire = {row[0].removeprefix("0x") for row in tshark_fields(capture, "esp", "esp.spi")}
+        assert wire and all(spi in shown for spi in wire), (wire, shown)
+        assert app.query_one(SaTree).region.width <= size[0] * 0.4  # the packet list keeps 60%
+
+
+@pytest.mark.parametrize("size", [(100, 30), (120, 40), (160, 50)], ids=["100x30", "120x40", "160x50"])
+@pytest.mark.parametrize(("sample", "keys"), [("healthy-gcm", False), ("healthy-gcm", True), ("cbc-sha2-pfs", True),
+                                              ("nat-napt", True)])
+@sync
+async def test_tree_cuts_nothing_without_an_ellipsis(sample: str, keys: bool, size: tuple[int, int]) -> None:
+    """A known IKE proposal was cut at the tree's edge with nothing to say so ('rekeyed aes25' read
+    as a proposal called 'aes25'). Every label is whole on screen, or ends in '…' before the
+    border with a prefix of what it stands for."""
+    d = SAMPLES / sample
+    app = create_app(d / "capture.pcapng", [d / "charon-left.log"] if keys else [])
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        left = tree_left(app)
+        table = app.session.table
+        labels = [ln.rstrip() for ln in left if "●" in ln]
+        assert labels
+        for sa in table.ike_sas.values():
+            (line,) = [ln for ln in labels if f"{sa.ike_spi_i.hex()[:8]}…" in ln]
+            whole = rf"… {sa.state.value}( {re.escape(sa.proposal or '')}| \(no proposal\))?$"
+            if not re.search(whole, line):  # cut: an ellipsis after a prefix of the proposal
+                assert line.endswith("…") and sa.proposal, line
+                tail = line.split(f"… {sa.state.value} ", 1)[1]
+                assert sa.proposal.startswith(tail[:-1]), (line, sa.proposal)
+        for c in table.child_sas.values():
+            (line,) = [ln for ln in labels if f"#{c.id} " in ln]
+            spis = f"{c.spi_i:08x}/{c.spi_r:08x}"
+            proposal = rf"( {re.escape(c.proposal)}| {re.escape(c.proposal[:1])}.*…)?" if c.proposal else ""
+            assert re.search(rf"#{c.id} ESP {spis} {c.state.value}( [\d.k]+ pkt/s| idle)?{proposal}$", line) or (
+                line.endswith("…") and spis in line), line
 
 
 @pytest.mark.parametrize("sample", ["healthy-gcm", "cbc-sha2-pfs", "nat-napt"])

@@ -14,7 +14,12 @@ from tmux_driver import Tmux, have_tmux
 pytestmark = [pytest.mark.skipif(not have_tmux(), reason="tmux not installed"), needs_tshark]
 
 HEALTHY = SAMPLES / "healthy-gcm"
-TREE_W = 34  # the SA tree's columns at 120 wide (30%, border excluded)
+
+
+def tree_width(screen: str) -> int:
+    """The SA tree's columns, border excluded: it is as wide as its labels need (30-40% at 120)."""
+    lines = screen.splitlines()
+    return lines[1].index("▕") if len(lines) > 1 and "▕" in lines[1] else 0  # beside the tab bar
 
 
 def tshark(capture: Path, display_filter: str, field: str) -> list[str]:
@@ -31,8 +36,9 @@ def app(capture: Path, *keys: Path) -> Tmux:
 def table_rows(screen: str) -> list[str]:
     """Packet-table lines: the part right of the tree that starts with a frame number."""
     rows = []
+    tree_w = tree_width(screen)
     for line in screen.splitlines():
-        right = line[TREE_W + 1:].lstrip("▕ ")
+        right = line[tree_w + 1:].lstrip("▕ ")
         if re.match(r"^\d+ [✓✗?! …R] ", right):
             rows.append(right)
     return rows
@@ -45,7 +51,7 @@ def test_tree_shows_the_sas_and_filter_works() -> None:
         # the status bar and the tree are painted in separate refreshes: wait for both
         done = f"decrypted {len(esp_frames)}/{len(esp_frames)}"
         screen = t.wait_for(lambda s: done in s and "198.18.0.1 ⇄ 198.18.0.2" in s)
-        tree = "\n".join(line[:TREE_W] for line in screen.splitlines())
+        tree = "\n".join(line[:tree_width(screen)] for line in screen.splitlines())
         assert "198.18.0.1 ⇄ 198.18.0.2" in tree
         for spi in set(tshark(capture, "esp", "esp.spi")):
             assert spi.removeprefix("0x") in tree, f"SPI {spi} not in the tree:\n{tree}"
@@ -156,7 +162,7 @@ def test_live_mode_shows_traffic_as_it_arrives() -> None:
             screen = t.wait_for(lambda s: f"decrypted {esp}/{esp}" in s and "198.18.0.1 ⇄ 198.18.0.2" in s)
             # exactly the replayed frames: nothing the veth sent before the filter was attached
             assert f"live tuia  {len(tshark(capture, 'frame', 'frame.number'))} frames" in screen, screen
-            tree = "\n".join(line[:TREE_W] for line in screen.splitlines())
+            tree = "\n".join(line[:tree_width(screen)] for line in screen.splitlines())
             assert "198.18.0.1 ⇄ 198.18.0.2" in tree
             for spi in set(tshark(capture, "esp", "esp.spi")):
                 assert spi.removeprefix("0x") in tree

@@ -76,41 +76,80 @@ def spi_digits(spi: int | None) -> str:
     return f"{spi:08x}" if spi is not None else "?"
 
 
-def ike_label(sa: IkeSa, room: int | None = None) -> Text:
-    """The IKE SA in a wide tree; in ``room`` cells, an unknown proposal's "(no proposal)" goes
-    rather than be cut ('deleted (no p' at 120 columns). A known one is cut at the edge."""
+# Cells before a label in the tree: "▼ " for a pair, "├ ▼ " for an IKE SA, "│ └ " for its CHILD SAs,
+# "├ " for a CHILD SA or flow under the pair itself (no IKE SA seen).
+IKE_INDENT, CHILD_INDENT, ORPHAN_INDENT = 4, 4, 2
+MAX_SHARE = 0.4  # of the screen the tree may take for whole SPIs and state words (SaTree._room)
+PROPOSAL_MIN = 8  # cells of a proposal worth showing cut ("aes256g…"); fewer: left out, SA detail has it
+
+
+def fit(text: Text, room: int | None) -> Text:
+    """``text`` in ``room`` cells: whole, or cut with "…" as its last cell (the tree's pane clips
+    at its edge without one, and 'aes25' read as a proposal of its own)."""
+    if room is None or text.cell_len <= room:
+        return text
+    cut = text.copy()
+    cut.truncate(max(room, 1), overflow="ellipsis")
+    return cut
+
+
+def _best(variants: list[Text], room: int | None, optional: Text | None = None) -> Text:
+    """The first of ``variants`` (fullest first; the last is the label's essential part) that fits
+    ``room``; ``optional`` (the same label with a trailing part that may be cut, e.g. a proposal)
+    comes next, cut with "…" if at least :data:`PROPOSAL_MIN` cells of that part are left; else the
+    essential part, cut with "…" if even that is too long."""
+    for v in variants[:-1]:
+        if room is None or v.cell_len <= room:
+            return v
+    essential = variants[-1]
+    if optional is not None and room is not None and room - essential.cell_len - 1 >= PROPOSAL_MIN:
+        return fit(optional, room)
+    return fit(essential, room)
+
+
+def ike_essential(sa: IkeSa) -> Text:
+    """What an IKE SA's tree label never leaves out: state colour, version, SPIi and state word."""
     text = Text()
     text.append("●", STATE_STYLE.get(sa.state, ""))
     text.append(f" IKEv{sa.version} ")
     text.append(f"{sa.ike_spi_i.hex()[:8]}…", "cyan")
-    # the state before the proposal: a pane too narrow for the label cuts the proposal
     text.append(f" {sa.state.value}", STATE_STYLE.get(sa.state, ""))
-    missing = " (no proposal)"
-    if sa.proposal or room is None or text.cell_len + len(missing) <= room:
-        text.append(f" {sa.proposal}" if sa.proposal else missing, "" if sa.proposal else "dim")
+    return text
+
+
+def ike_label(sa: IkeSa, room: int | None = None) -> Text:
+    """The IKE SA in a wide tree, in at most ``room`` cells: the state before the proposal, so a
+    narrow pane cuts the proposal (with "…"); an unknown proposal's "(no proposal)" goes rather than
+    be cut ('deleted (no p' at 120 columns)."""
+    essential = ike_essential(sa)
+    full = essential.copy()
+    full.append(f" {sa.proposal}" if sa.proposal else " (no proposal)", "" if sa.proposal else "dim")
+    return _best([full, essential], room, full if sa.proposal else None)
+
+
+def child_essential(child: ChildSa) -> Text:
+    """What a CHILD SA's tree label never leaves out: number, protocol, both SPIs (what a reader
+    matches with tshark and ``ip xfrm state``) and the state word ("inferred": no IKE seen)."""
+    text = Text()
+    text.append("●", STATE_STYLE.get(child.state, ""))
+    text.append(f" #{child.id} {child.protocol} ")
+    text.append(f"{spi_digits(child.spi_i)}/{spi_digits(child.spi_r)}", "cyan")
+    text.append(f" {child.state.value}", STATE_STYLE.get(child.state, ""))
     return text
 
 
 def child_label(child: ChildSa, table: SaTable, room: int | None = None) -> Text:
-    """The CHILD SA in a wide tree; in ``room`` cells, its rate goes first, then its proposal
-    (the SA detail has both). Both SPIs stay: they are what a reader matches with tshark."""
-    def label(rate: bool, proposal: bool = True) -> Text:
-        text = Text()
-        text.append("●", STATE_STYLE.get(child.state, ""))
-        text.append(f" #{child.id} {child.protocol} ")
-        text.append(f"{spi_digits(child.spi_i)}/{spi_digits(child.spi_r)}", "cyan")
-        text.append(f" {child.state.value}", STATE_STYLE.get(child.state, ""))
-        if rate:
-            text.append(f" {fmt_rate(child_rate(child, table))}", "dim")
-        if child.proposal and proposal:
-            text.append(f" {child.proposal}")
-        return text
-
-    full = label(True)
-    if room is None or full.cell_len <= room:
-        return full
-    shorter = label(False)
-    return shorter if shorter.cell_len <= room else label(False, False)
+    """The CHILD SA in a wide tree, in at most ``room`` cells: its rate goes first, then its
+    proposal (cut with "…" while enough of it is left; the SA detail has both)."""
+    essential = child_essential(child)
+    with_proposal = essential.copy()
+    if child.proposal:
+        with_proposal.append(f" {child.proposal}")
+    full = essential.copy()
+    full.append(f" {fmt_rate(child_rate(child, table))}", "dim")
+    if child.proposal:
+        full.append(f" {child.proposal}")
+    return _best([full, with_proposal, essential], room, with_proposal if child.proposal else None)
 
 
 def short_pair(a: str, b: str, width: int = 19, arrow: str = "⇄") -> str:
@@ -229,10 +268,6 @@ class SaTree(Tree[SaRef]):
         self._table = table
         self.clear()
         compact = self.compact
-        # The tree is as wide as its longest label, up to its share of the screen (ipsecscope.tcss):
-        # a CHILD SA's label that would still be cut loses its rate, not its proposal. Its border
-        # and scrollbar take 2 cells, the guides 2 per level.
-        room = int(self.app.size.width * self.share) - 2 if self.is_attached else None
         pairs: dict[tuple[str, str], list[object]] = {}
         for sa in sorted(table.ike_sas.values(), key=lambda s: (s.created_ts or 0.0)):
             pairs.setdefault(pair_key(sa.initiator, sa.responder), []).append(sa)
@@ -247,13 +282,16 @@ class SaTree(Tree[SaRef]):
             if flow.child_sa is None or flow.child_sa not in table.child_sas:
                 loose.setdefault(pair_key(flow.src, flow.dst), []).append(flow)
                 pairs.setdefault(pair_key(flow.src, flow.dst), [])
+        room = self._room(table, pairs, orphans)
         for (a, b), sas in pairs.items():
+            whole = f"{a} ⇄ {b}"
             label = (Text(short_pair(a, b), "bold") if compact else
-                     Text.assemble((a, "bold"), " ⇄ ", (b, "bold")))
+                     Text.assemble((a, "bold"), " ⇄ ", (b, "bold")) if room is None or len(whole) <= room - 2 else
+                     Text(short_pair(a, b, room - 2), "bold"))  # "▼ "
             pnode = self.root.add(label, data=SaRef("pair", (a, b)), expand=True)
             for sa in sas:
                 assert isinstance(sa, IkeSa)
-                inode = pnode.add(compact_ike_label(sa) if compact else ike_label(sa, room and room - 4),  # "├ ▼ "
+                inode = pnode.add(compact_ike_label(sa) if compact else ike_label(sa, room and room - IKE_INDENT),
                                   data=SaRef("ike", sa.key),
                                   expand=True)
                 for cid in sa.children:
@@ -262,18 +300,48 @@ class SaTree(Tree[SaRef]):
                     # list each under its current owner only.
                     if child is not None and (child.ike_sa == sa.key or child.ike_sa not in table.ike_sas):
                         inode.add_leaf(compact_child_label(child) if compact else
-                                       child_label(child, table, room and room - 4),
+                                       child_label(child, table, room and room - CHILD_INDENT),
                                        data=SaRef("child", child.id))
             for child in orphans.get((a, b), []):
-                pnode.add_leaf(compact_child_label(child) if compact else child_label(child, table, room and room - 2),
+                pnode.add_leaf(compact_child_label(child) if compact else
+                               child_label(child, table, room and room - ORPHAN_INDENT),
                                data=SaRef("child", child.id))
             for flow in loose.get((a, b), []):
-                pnode.add_leaf(flow_label(flow), data=SaRef("flow", flow.key))
+                pnode.add_leaf(fit(flow_label(flow), room and room - ORPHAN_INDENT), data=SaRef("flow", flow.key))
         if not pairs:
             # the narrow tree (80 columns) cut the long form to 'no IPsec SA in this c'
             text = "no IPsec SA yet" if self._waiting else "no IPsec SA" if compact else "no IPsec SA in this capture"
             self.root.add_leaf(Text(text, "dim"))
         self.cursor_line = 0
+
+    def _room(self, table: SaTable, pairs: dict[tuple[str, str], list[object]],
+              orphans: dict[tuple[str, str], list[ChildSa]]) -> int | None:
+        """The cells a wide tree's labels get (None: not on screen yet, or the compact tree).
+
+        The tree is as wide as its longest label (CSS width: auto) up to its share of the screen
+        (``share``: 30%, 40% from 140 columns); a rate or proposal that does not fit there is left
+        out or cut with "…". A label's essential part (SPIs and state word) may widen the tree
+        beyond that share, up to :data:`MAX_SHARE`: at 120 columns 30% cut 'ESP 427e7d84/15b69dc5
+        inferred' to '… infe' and an established one to '… este'. Its border and scrollbar take
+        2 cells."""
+        if compact := self.compact:
+            self.styles.max_width = None  # the stylesheet's 30%
+        if compact or not self.is_attached:
+            return None
+        width = self.app.size.width
+        room = int(width * self.share) - 2
+        need = 0
+        for sas in pairs.values():
+            for sa in sas:
+                assert isinstance(sa, IkeSa)
+                need = max(need, IKE_INDENT + ike_essential(sa).cell_len)
+                need = max([need, *(CHILD_INDENT + child_essential(table.child_sas[c]).cell_len
+                                    for c in sa.children if c in table.child_sas)])
+        for children in orphans.values():
+            need = max([need, *(ORPHAN_INDENT + child_essential(c).cell_len for c in children)])
+        room = max(room, min(need, int(width * MAX_SHARE) - 2))
+        self.styles.max_width = room + 2
+        return room
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[SaRef]) -> None:
         event.stop()
