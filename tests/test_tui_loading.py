@@ -334,7 +334,8 @@ def test_live_with_nothing_yet_says_it_waits(follow: bool) -> None:
     finally:
         runner.stop()
     if follow:
-        assert "Nothing captured yet: waiting for IKE, ESP or AH packets." in text and "valid" not in text, text
+        flat = " ".join(w for w in text.split() if w != "▕")  # live opens on SA detail: the sentence wraps
+        assert "Nothing captured yet: waiting for IKE, ESP or AH packets." in flat and "valid" not in text, text
         assert "no IPsec SA yet" in text  # the SA tree too
     else:
         assert "No frames: the capture is valid and holds no packets." in text, text
@@ -351,6 +352,7 @@ def test_live_packet_list_shows_the_newest_when_it_first_overflows(tmp_path: Pat
 
     async def run() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")  # live opens on SA detail
             table = app.query_one(PacketTable)
 
             async def shown(frames: int | None) -> None:
@@ -447,3 +449,68 @@ async def test_a_new_error_takes_the_findings_cursor_unless_the_user_moved_it(mo
             assert shown == on != "IKE-NO-PROPOSAL" and on in explained
         else:
             assert shown == "IKE-NO-PROPOSAL" and "ERROR IKE-NO-PROPOSAL" in explained
+
+
+@needs_tshark
+def test_live_opens_on_the_tunnels_and_sa_detail_follows_the_tree(tmp_path: Path) -> None:
+    """live3: live opened on Packets with the packet list focused; the SA tree took two Tabs and SA
+    detail said "Choose an SA in the tree (Enter)" until then. Live troubleshooting starts from the
+    tunnels: the tree has the focus, SA detail is the tab on screen and shows the SA under the
+    tree's cursor as soon as there is one, then follows the cursor with no Enter. The CHILD SA's
+    SPIs are the ones tshark reads from the capture's ESP headers."""
+    from test_tui import tshark_fields
+
+    from ipsecscope.tui.widgets.sa_detail import SaDetail
+
+    app, runner, growing, data = growing_capture_app(tmp_path, "peer-restart", 3)
+    wire = {row[0].removeprefix("0x") for row in tshark_fields(SAMPLES / "peer-restart" / "capture.pcapng", "esp",
+                                                                "esp.spi")}
+
+    async def run() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            assert app.query_one(TabbedContent).active == "sa-detail"
+            assert isinstance(app.focused, SaTree)
+            detail = app.query_one(SaDetail)
+            for _ in range(300):
+                await pilot.pause(0.1)
+                if "Peers " in detail.as_text():
+                    break
+            text = detail.as_text()
+            assert "Peers 198.18.0.1 ⇄ 198.18.0.2" in text and "Choose" not in text, text
+            await pilot.press("down")  # the IKE SA
+            await pilot.pause()
+            with runner.lock:
+                (ike,) = runner.session.table.ike_sas.values()
+                (child,) = runner.session.table.child_sas.values()
+            assert f"IKEv2 SA {ike.ike_spi_i.hex()}" in detail.as_text()
+            await pilot.press("down")  # its CHILD SA
+            await pilot.pause()
+            text = detail.as_text()
+            assert f"CHILD SA #{child.id}" in text, text
+            spis = (f"{child.spi_i:08x}", f"{child.spi_r:08x}")
+            assert f"initiator {spis[0]}  responder {spis[1]}" in text and set(spis) <= wire, (text, wire)
+            runner.stop()
+            await pilot.pause(0.3)
+
+    try:
+        asyncio.run(run())
+    finally:
+        runner.stop()
+
+
+@sync
+async def test_a_file_opens_on_its_packets_and_sa_detail_shows_the_tree_cursors_sa() -> None:
+    """A file keeps opening on its packet list (Findings when something is wrong): all it holds is
+    there to read. SA detail (4) shows the SA under the tree's cursor without Enter: it said
+    "Choose an SA in the tree on the left (Enter)" beside a tree whose cursor was on the first."""
+    from ipsecscope.tui.widgets.sa_detail import SaDetail
+
+    app = create_app(SAMPLES / "healthy-gcm" / "capture.pcapng", [])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        assert app.query_one(TabbedContent).active == "packets" and isinstance(app.focused, PacketTable)
+        await pilot.press("4")
+        await pilot.pause()
+        text = app.query_one(SaDetail).as_text()
+        assert "Peers 198.18.0.1 ⇄ 198.18.0.2" in text and "Choose" not in text, text

@@ -117,14 +117,18 @@ class IpsecscopeApp(App[int]):
             yield ProgressBar(id="progress", show_eta=False)
         with Horizontal(id="body"):
             yield SaTree(id="sa-tree")
-            with TabbedContent(initial="packets", id="tabs"):
+            # Live (and a followed capture) is watched for its tunnels: the SA tree has the focus and
+            # SA detail shows the SA under its cursor, following it. A file opens on its packet list
+            # (on Findings when something is wrong, _loaded): all it holds is there to read.
+            with TabbedContent(initial="sa-detail" if self.runner is not None else "packets", id="tabs"):
                 for tab in TABS:
                     yield TabPane(tab.title, *tab.content(), id=tab.id)
         yield AppFooter()
 
     def on_mount(self) -> None:
         self._set_narrow(self.size.width)
-        self.query_one(PacketTable).focus()
+        # live opens on the tunnels (compose); focusing the packet list would switch to its tab
+        (self.query_one(SaTree) if self.runner is not None else self.query_one(PacketTable)).focus()
         if self.path is not None:
             self._loading(True)  # the first screen says what it is doing, before the loader starts
             # The footer fills in its keys a refresh after the first one (when the screen's bindings

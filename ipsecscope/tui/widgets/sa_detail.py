@@ -265,8 +265,11 @@ class SaDetail(Static):
         self.ref: SaRef | None = None
         self.show_keys = False
         self.content: Any = Text("")
+        self.empty: str | None = None  # why the session holds no IPsec (panes.empty_text)
+        self.waiting = False  # live, or a followed file: SAs may still come
 
     def show_session(self, view: SessionView) -> None:
+        self.empty, self.waiting = view.empty, view.live and not view.ended
         self.show(view.table, self.ref, view.session.keys)
 
     def show(self, table: SaTable | None, ref: SaRef | None, keys: Any = None, show_keys: bool | None = None) -> None:
@@ -292,8 +295,13 @@ class SaDetail(Static):
             return Text("Loading…", "dim")
         if ref is None:
             if not (table.ike_sas or table.child_sas or table.flows):  # no tree to choose from
-                return Text("No IPsec SA in this capture: no IKE, ESP or AH seen.", "dim")
-            return Text("Choose an SA in the tree on the left (Enter) to see its details.", "dim")
+                # the words every pane uses (panes.empty_text): live, "Nothing captured yet", not a verdict
+                if self.empty:
+                    return Text(self.empty, "dim")
+                return Text("No IPsec SA yet: waiting for IKE, ESP or AH packets." if self.waiting else
+                            "No IPsec SA in this capture: no IKE, ESP or AH seen.", "dim")
+            # the tree names the SA under its cursor (SaTree._rebuild): this is only ever brief
+            return Text("Move the cursor in the SA tree on the left to see an SA's details.", "dim")
         first = table.first_ts
         if ref.kind == "ike" and ref.key in table.ike_sas:
             return Group(*self._ike(table, table.ike_sas[ref.key], first))  # type: ignore[index]

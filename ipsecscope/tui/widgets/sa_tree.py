@@ -237,6 +237,7 @@ class SaTree(Tree[SaRef]):
         self._table: SaTable | None = None
         self._widest = 0  # the widest this tree's content has been (get_content_width)
         self._waiting = False  # live with more to come: an empty tree is "not yet", not "none"
+        self._announced: SaRef | None = None  # the SA the last SaHighlighted named
 
     def get_content_width(self, container: Size, viewport: Size) -> int:
         """The tree is as wide as its labels (CSS width: auto), and never narrower than it has been:
@@ -251,18 +252,28 @@ class SaTree(Tree[SaRef]):
         if (compact, share) != (self.compact, self.share):
             self.compact, self.share = compact, share
             if self._table is not None:
-                ref = self.current_ref
-                self.show_table(self._table)
-                if ref is not None:
-                    self.select_ref(ref)
+                self._rebuild(self._table)
 
     def show_session(self, view: SessionView) -> None:
         """Rebuild from the session's table, the cursor staying on the SA it was on."""
-        ref = self.current_ref
         self._waiting = view.live and not view.ended
-        self.show_table(view.table)
+        self._rebuild(view.table)
+
+    def _rebuild(self, table: SaTable) -> None:
+        """Show ``table`` again with the cursor on the SA it was on (the first node if none), and
+        say so if that is not the SA the app last heard of. Textual's Tree posts no highlight for
+        a cursor that stays on line 0 of a rebuilt tree (its old line 0 is looked up in the new
+        lines), so the SA detail said "Choose an SA (Enter)" beside a tree whose cursor was on
+        the first SA all along."""
+        ref = self.current_ref
+        self.show_table(table)
         if ref is not None:
             self.select_ref(ref)
+        node = self.get_node_at_line(self.cursor_line)
+        now = node.data if node is not None else None
+        if now != self._announced:
+            self._announced = now
+            self.post_message(self.SaHighlighted(now))
 
     def show_table(self, table: SaTable) -> None:
         self._table = table
@@ -345,6 +356,7 @@ class SaTree(Tree[SaRef]):
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[SaRef]) -> None:
         event.stop()
+        self._announced = event.node.data
         self.post_message(self.SaHighlighted(event.node.data))
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[SaRef]) -> None:
