@@ -218,3 +218,26 @@ def test_tui_findings_pane_counts_the_sas_and_jumps_to_all_their_frames():
             assert len(weak.all_frames) > len(weak.frames)
 
     run_app()
+
+
+@needs_tshark
+def test_nat_detected_once_per_peer_pair_naming_its_ike_sas():
+    """live3: 3 reconnects between the same two gateways gave 3 copies of a 6-line IKE-NAT-DETECTED
+    (below the 5 that merge findings of different peers). The NAT (or forced encapsulation)
+    belongs to the two peers, not to one IKE SA: the peer restart's two IKE SAs are one finding
+    that names both, with both SAs' evidence. The IKE SAs are the ones tshark sees start."""
+    cap = ROOT / "samples" / "peer-restart" / "capture.pcapng"
+    (nat,) = [f for f in findings(cap) if f["code"] == "IKE-NAT-DETECTED"]
+    out = subprocess.run(["tshark", "-r", str(cap), "-Y", "isakmp.exchangetype == 34 && isakmp.rspi == 00:00:00:00:00:00:00:00",
+                          "-T", "fields", "-e", "isakmp.ispi"], capture_output=True, text=True, check=True).stdout
+    started = {line.replace(":", "") for line in out.split()}
+    assert nat["count"] == 2 and len(started) == 2
+    assert {m["sa"].partition("_")[0] for m in nat["members"]} == started
+    assert all(m["peers"] == ["198.18.0.1", "198.18.0.2"] for m in nat["members"])
+    assert "between 198.18.0.1 and 198.18.0.2 (" in nat["explanation"]
+    assert all(s[:8] + "…" in nat["explanation"] for s in started)
+    assert set(nat["frames"]) == {fr for m in nat["members"] for fr in m["frames"]}
+    # the redirect sample's two IKE SAs are with two gateways (198.18.0.2 sent it to .3): two findings
+    two = [f for f in findings(ROOT / "samples" / "redirect" / "capture.pcapng") if f["code"] == "IKE-NAT-DETECTED"]
+    assert len(two) == 2 and all(f["count"] == 1 for f in two)
+    assert sorted(f["title"].split("responder ")[1].split()[0] for f in two) == ["198.18.0.2", "198.18.0.3"]

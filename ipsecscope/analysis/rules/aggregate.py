@@ -11,6 +11,8 @@ anything else the explanation says (a third address, a time, a count) keeps them
 without an SA are never merged. At :data:`AGGREGATE_MIN` or more such findings the group becomes
 one finding: the first finding's text plus a sentence naming the first few SAs ("and N more"),
 the first few SAs' frames as evidence, and every SA in :attr:`Finding.members` (JSON ``members``).
+Codes in :data:`PAIR_REPEATS` merge from 2 findings on when all of them are between the same two
+addresses (the same JSON shape: ``count``, ``members``; findings/1 unchanged).
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from ...model.sa import Finding, FindingMember, SaTable
 
 AGGREGATE_MIN = 5  # below this, one finding per SA reads better than a summary
 NAMED = 5  # SAs an aggregated finding names in its text; the rest are "and N more"
+
+# Codes whose condition belongs to the two peers (their NAT, their configuration), not to one SA:
+# every reconnect between the same two peers says it again. Same-condition findings of these
+# between the same two addresses become one from 2 on, naming the SAs it covers (live3: 3
+# reconnects, 3 copies of a 6-line IKE-NAT-DETECTED). Different peer pairs still need
+# AGGREGATE_MIN to be summed up as one.
+PAIR_REPEATS = frozenset({"IKE-NAT-DETECTED"})
 
 
 def sa_peers(table: SaTable, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -74,6 +83,10 @@ def _peers_text(members: Sequence[FindingMember]) -> str:
     common = set(members[0].peers)
     for m in members[1:]:
         common &= set(m.peers)
+    if len(common) == 2 and all(set(m.peers) == common for m in members):  # one peer pair (PAIR_REPEATS)
+        a, b = members[0].peers
+        named = ", ".join(_short_ref(m.sa) for m in members[:NAMED]) + (f" and {n - NAMED:,} more" if n > NAMED else "")
+        return f"between {a} and {b} ({named})"
     if len(common) == 1:
         hub = next(iter(common))
         others = list(dict.fromkeys(p for m in members for p in m.peers if p != hub))
@@ -85,20 +98,39 @@ def _peers_text(members: Sequence[FindingMember]) -> str:
     return named + (f" and {n - NAMED:,} more" if n > NAMED else "")
 
 
+def _short_ref(ref: str) -> str:
+    """An SA in a list that already says which kind: ``b1b8da23…`` for an IKE SA, ``#3`` for a CHILD SA."""
+    kind, sep, rest = ref.partition(":")
+    if not sep:
+        return ref.partition("_")[0][:8] + "…" if "_" in ref else ref
+    return f"#{rest}" if kind == "child" else sa_ref_text(ref)
+
+
 def aggregate(findings: list[Finding], table: SaTable, minimum: int = AGGREGATE_MIN) -> list[Finding]:
     """``findings`` with every group of ``minimum`` or more same-condition findings (see the
-    module docstring) replaced by one, at the place of the group's first; the order is kept."""
-    if minimum < 2 or len(findings) < minimum:
+    module docstring) replaced by one, at the place of the group's first; the order is kept.
+    Codes in :data:`PAIR_REPEATS` are grouped per peer pair first, from 2 findings on."""
+    if minimum < 2:
+        return findings
+    findings = _merge(findings, table, 2, per_pair=True)
+    return _merge(findings, table, minimum)
+
+
+def _merge(findings: list[Finding], table: SaTable, minimum: int, per_pair: bool = False) -> list[Finding]:
+    if len(findings) < minimum:
         return findings
     groups: dict[tuple, list[int]] = {}
     peers: dict[int, tuple[str, ...]] = {}
     for i, f in enumerate(findings):
-        if not f.sa or f.members:
+        if not f.sa or f.members or (per_pair and f.code not in PAIR_REPEATS):
             continue
         addrs, names = sa_peers(table, f.sa)
+        if per_pair and len(addrs) != 2:
+            continue
         peers[i] = addrs
         bracketed = [f"[{a}]" for a in addrs if ":" in a]
-        key = (f.code, f.severity, f.title, f.hint, _blank(f.explanation, [*bracketed, *addrs, *names], f.frames))
+        key = (f.code, f.severity, f.title, f.hint, _blank(f.explanation, [*bracketed, *addrs, *names], f.frames),
+               frozenset(addrs) if per_pair else None)
         groups.setdefault(key, []).append(i)
     merged: dict[int, Finding] = {}
     dropped: set[int] = set()
