@@ -69,6 +69,13 @@ def test_packets_healthy(snap_compare, size) -> None:
     assert snap_compare(healthy(), terminal_size=size, run_before=steps("down", "down", "down", "down"))
 
 
+def test_tree_at_120_columns_without_keys(snap_compare) -> None:
+    """120×40, no keys: the CHILD SAs are 'inferred' and the tree widens for their SPIs and state
+    word (up to 40%); the IKE SA's proposal is cut with '…'."""
+    app = still(create_app(HEALTHY / "capture.pcapng", []))
+    assert snap_compare(app, terminal_size=(120, 40), run_before=steps())
+
+
 @pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
 def test_timeline_healthy_rekeys(snap_compare, size) -> None:
     assert snap_compare(healthy(), terminal_size=size, run_before=steps("1"))
