@@ -312,3 +312,24 @@ async def test_tree_width_does_not_shrink_when_its_labels_do() -> None:
         await pilot.pause()
         await pilot.pause()
         assert tree.region.width == wide
+
+
+@sync
+async def test_tree_labels_fit_again_after_a_resize() -> None:
+    """The labels are fitted to a share of the screen's width: resized from 160 to 100 columns the
+    tree was fitted to the old width (app.size is still the old one when the resize arrives) and
+    took more than its 40%; from 100 to 120 (same share) it was not fitted again at all."""
+    app = create_app(SAMPLES / "healthy-gcm" / "capture.pcapng", [])
+    async with app.run_test(size=(160, 50)) as pilot:
+        await loaded(pilot)
+        for size in ((100, 30), (120, 40)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            await pilot.pause()
+            for c in app.session.table.child_sas.values():
+                spis = f"{c.spi_i:08x}/{c.spi_r:08x}"
+                (line,) = [ln.rstrip() for ln in tree_left(app) if spis in ln]
+                assert line.endswith((" inferred", "…")), (size, line)
+                assert size[0] < 120 or line.endswith(" inferred"), (size, line)
+            # fitted to the new width, not the old one (the tree kept 160-column labels at 100)
+            assert app.query_one(SaTree).region.width <= size[0] * 0.4, size

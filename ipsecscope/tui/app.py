@@ -161,7 +161,7 @@ class IpsecscopeApp(App[int]):
         # and the SA tree is narrower with short labels (whole peers and SPIs, not cut ones).
         self.screen.set_class(width < NARROW, "narrow")
         self.screen.set_class(width >= WIDE, "wide")
-        self.query_one(SaTree).set_compact(width < NARROW, 0.4 if width >= WIDE else 0.3)
+        self.query_one(SaTree).set_compact(width < NARROW, 0.4 if width >= WIDE else 0.3, width)
         # and the footer keeps one space between its keys, not three, so all of them fit in 80
         self.query_one(Footer).compact = width < NARROW
 

@@ -238,6 +238,8 @@ class SaTree(Tree[SaRef]):
         self._widest = 0  # the widest this tree's content has been (get_content_width)
         self._waiting = False  # live with more to come: an empty tree is "not yet", not "none"
         self._announced: SaRef | None = None  # the SA the last SaHighlighted named
+        self._built_width = 0  # the screen width the labels were last fitted to (_room)
+        self._screen_width = 0  # the screen's width as the app last said (set_compact)
 
     def get_content_width(self, container: Size, viewport: Size) -> int:
         """The tree is as wide as its labels (CSS width: auto), and never narrower than it has been:
@@ -246,10 +248,15 @@ class SaTree(Tree[SaRef]):
         self._widest = max(self._widest, super().get_content_width(container, viewport))
         return self._widest
 
-    def set_compact(self, compact: bool, share: float = 0.3) -> None:
+    def set_compact(self, compact: bool, share: float = 0.3, width: int | None = None) -> None:
         """``compact``: short labels (below 100 columns); ``share``: the part of the screen the
         tree may take at most (its CSS max-width: 30%, 40% on a wide screen)."""
-        if (compact, share) != (self.compact, self.share):
+        # a wide tree's room is a share of the screen's width (_room): any new width builds it again
+        # (``width``: the screen's new width; app.size may still be the old one during a resize)
+        if width is not None:
+            self._screen_width = width
+        resized = not compact and self.is_attached and self._width() != self._built_width
+        if (compact, share) != (self.compact, self.share) or resized:
             self.compact, self.share = compact, share
             if self._table is not None:
                 self._rebuild(self._table)
@@ -325,6 +332,9 @@ class SaTree(Tree[SaRef]):
             self.root.add_leaf(Text(text, "dim"))
         self.cursor_line = 0
 
+    def _width(self) -> int:
+        return self._screen_width or self.app.size.width
+
     def _room(self, table: SaTable, pairs: dict[tuple[str, str], list[object]],
               orphans: dict[tuple[str, str], list[ChildSa]]) -> int | None:
         """The cells a wide tree's labels get (None: not on screen yet, or the compact tree).
@@ -339,7 +349,7 @@ class SaTree(Tree[SaRef]):
             self.styles.max_width = None  # the stylesheet's 30%
         if compact or not self.is_attached:
             return None
-        width = self.app.size.width
+        width = self._built_width = self._width()
         room = int(width * self.share) - 2
         need = 0
         for sas in pairs.values():
