@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,10 @@ HEALTHY = SAMPLES / "healthy-gcm"
 
 def tree_width(screen: str) -> int:
     """The SA tree's columns, border excluded: it is as wide as its labels need (30-40% at 120)."""
-    lines = screen.splitlines()
-    return lines[1].index("▕") if len(lines) > 1 and "▕" in lines[1] else 0  # beside the tab bar
+    # the border is on every line of the body (below the status line and, while loading, the
+    # progress bar): the column most lines have it in
+    cols = Counter(line.index("▕") for line in screen.splitlines() if "▕" in line)
+    return cols.most_common(1)[0][0] if cols else 0
 
 
 def tshark(capture: Path, display_filter: str, field: str) -> list[str]:
