@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,15 @@ class Tmux:
     def __init__(self, command: str, width: int = 120, height: int = 40, cwd: str | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.name = f"ipsecscope-test-{uuid.uuid4().hex[:8]}"
+        # A tmux server of its own, on a socket in a directory of its own, without ~/.tmux.conf.
+        # On the shared default server every session started after the server inherits the
+        # environment of whichever process started it (the other xdist worker, another
+        # checkout's suite, a person's tmux), a session left by a killed run stays, and one
+        # test's kill-session of the server's last session makes the server exit while another
+        # test may be starting its session on it. (tmux leaves a socket file behind even after
+        # kill-server: the directory is removed.)
+        self.dir = tempfile.mkdtemp(prefix="ipss-tmux-")
+        self.tmux = ("tmux", "-S", os.path.join(self.dir, "s"), "-f", "/dev/null")
         self.command = command
         self.width, self.height = width, height
         self.cwd = cwd
@@ -40,18 +50,19 @@ class Tmux:
         cmd = (f"env -u COLUMNS -u LINES TERM=xterm-256color {exports} {self.command}; "
                "echo '[exited '$?']'; sleep 600")
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(self.width), "-y", str(self.height),
+            [*self.tmux, "new-session", "-d", "-s", self.name, "-x", str(self.width), "-y", str(self.height),
              *(["-c", self.cwd] if self.cwd else []), cmd],
             check=True,
         )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def send(self, *keys: str, literal: bool = False) -> None:
         """tmux key names ("Down", "Enter", "Escape", "C-p") or, with ``literal``, text to type."""
-        args = ["tmux", "send-keys", "-t", self.name]
+        args = [*self.tmux, "send-keys", "-t", self.name]
         if literal:
             args.append("-l")
         subprocess.run([*args, *keys], check=True)
@@ -64,7 +75,7 @@ class Tmux:
         self.send(text, literal=True)
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], check=True,
+        return subprocess.run([*self.tmux, "capture-pane", "-p", "-t", self.name], check=True,
                               capture_output=True, text=True).stdout
 
     def wait_for(self, predicate: Callable[[str], bool] | str, timeout: float = 20.0) -> str:
