@@ -11,12 +11,12 @@ import dataclasses
 import gc
 import re
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, SAMPLES, needs_tshark
+from cpu_ratio import least_cpu_ratio
 
 from ipsecscope.decode.ike import parse_ike
 from ipsecscope.model.packets import EspPacket, IkeDatagram
@@ -123,19 +123,10 @@ def test_same_spi_to_another_destination_is_not_the_negotiated_sa():
 # ------------------------------------------------------------------------------------- scaling
 
 
-def _cpu(fn, n: int) -> float:
-    best = None
-    for _ in range(2):
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.process_time()
-            fn(n)
-            dt = time.process_time() - t0
-        finally:
-            gc.enable()
-        best = dt if best is None else min(best, dt)
-    return best
+def _ratio(fn, small: int, big: int) -> float:
+    """CPU time of ``fn(big)`` over ``fn(small)``, the sizes measured in turns (tests/cpu_ratio.py:
+    measured one size after the other, a load change between them moved the ratio as much)."""
+    return least_cpu_ratio(lambda: fn(small), lambda: fn(big))[0]
 
 
 def _esp_flood(n: int) -> None:
@@ -186,14 +177,14 @@ def _init_flood_factory():
 
 def test_correlation_cpu_grows_linearly_in_distinct_spis():
     small, big = 2000, 8000
-    ratio = _cpu(_esp_flood, big) / max(_cpu(_esp_flood, small), 1e-3)
+    ratio = _ratio(_esp_flood, small, big)
     assert ratio < 6, f"4x the SPIs cost {ratio:.1f}x the CPU (linear is ~4, quadratic ~16)"
 
 
 def test_correlation_cpu_grows_linearly_in_ike_sa_inits():
     run = _init_flood_factory()
     small, big = 1000, 4000
-    ratio = _cpu(run, big) / max(_cpu(run, small), 1e-3)
+    ratio = _ratio(run, small, big)
     assert ratio < 6, f"4x the IKE_SA_INITs cost {ratio:.1f}x the CPU (linear is ~4, quadratic ~16)"
 
 
@@ -334,7 +325,7 @@ def _two_way_burst(n: int) -> None:
 
 def test_inference_pairing_cpu_stays_linear_with_many_candidates():
     small, big = 2000, 8000
-    ratio = _cpu(_two_way_burst, big) / max(_cpu(_two_way_burst, small), 1e-3)
+    ratio = _ratio(_two_way_burst, small, big)
     assert ratio < 6, f"4x the SPIs cost {ratio:.1f}x the CPU (linear is ~4, quadratic ~16)"
 
 
@@ -352,5 +343,5 @@ def test_unanswered_request_rule_cpu_grows_linearly_in_ike_sas():
         assert len(found) >= n // 2
 
     small, big = 1000, 4000
-    ratio = _cpu(run, big) / max(_cpu(run, small), 1e-3)
+    ratio = _ratio(run, small, big)
     assert ratio < 6, f"4x the IKE SAs cost {ratio:.1f}x the CPU (linear is ~4, quadratic ~16)"
