@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -15,6 +17,20 @@ SAMPLES = ROOT / "samples"
 # How tests run the CLI: the interpreter running the suite, never a bare `ipsecscope` from PATH
 # (a global install would hide a missing install step; tests/test_lint.py enforces this).
 IPSECSCOPE = (sys.executable, "-m", "ipsecscope")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The fuzz tests (hypothesis) draw the same examples on every run and keep no example
+    # database: with a random seed a run could fail on an example the previous run of the same
+    # code never drew (CI is a fresh clone), and a checkout's .hypothesis/ database replays its
+    # own past failures, which a fresh clone has not got. too_slow times data generation against
+    # the wall clock, so it only says how loaded the machine is. (A hook, not module code: some
+    # tests import this file again as tests.conftest.) To fuzz with new examples by hand:
+    # HYPOTHESIS_PROFILE=explore .venv/bin/python -m pytest tests/test_fuzz_capture.py
+    settings.register_profile("suite", derandomize=True, database=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("explore", database=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 @pytest.fixture(scope="session")
