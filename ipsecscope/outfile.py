@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import IO, Any
 
 from .errors import ExportError
@@ -80,11 +80,24 @@ def create_private(path: str | os.PathLike[str], mode: str = "wb", buffering: in
                    encoding: str | None = None) -> IO[Any]:
     """Open a new file ``path`` with mode 0600 that must not exist yet (O_EXCL: never follows a
     symlink planted there). For scratch files next to an output (worker parts)."""
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
+    def excl(p: str, _flags: int) -> int:
+        return os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
+
+    # open() with an opener, not os.open + os.fdopen: the descriptor has one owner, the file
+    # object, which closes it once whenever it is dropped. A Ctrl-C handled just after io.open
+    # returned inside os.fdopen (Python code) dropped the new file object, which closed the
+    # descriptor, and then this function closed it again: EBADF, reported as "cannot write ...:
+    # Bad file descriptor" with exit 1 instead of 130, the temporary file left behind, and in a
+    # threaded process the second close could hit a descriptor another thread had just opened.
     try:
-        return os.fdopen(fd, mode, buffering=buffering, encoding=encoding if "b" not in mode else None)
+        return open(path, mode, buffering=buffering, encoding=encoding if "b" not in mode else None, opener=excl)
+    except FileExistsError:  # O_EXCL: whatever is there is not ours
+        raise
     except BaseException:
-        os.close(fd)
+        # Created before the failure (an interrupt after open(2)): ours, since O_EXCL refused
+        # anything already there. When nothing was created the unlink fails quietly.
+        with suppress(OSError):
+            os.unlink(path)
         raise
 
 

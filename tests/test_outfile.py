@@ -174,3 +174,48 @@ def test_live_write_to_dash_is_refused(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ExportError, match="not standard output"):
         LiveFile("-")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["wb", "w"])
+def test_ctrl_c_anywhere_in_create_private_leaves_no_file_and_stays_ctrl_c(tmp_path: Path, mode: str) -> None:
+    """A Ctrl-C is handled between two Python steps: here it is raised (once) at each step of
+    create_private and the Python code it runs, in turn. Whatever the step, what comes out is the
+    KeyboardInterrupt (or the file, when the step was the last), never an OSError, and no file is
+    left behind. With os.open + os.fdopen, one just after io.open returned inside os.fdopen closed
+    the descriptor twice: EBADF ("cannot write ...: Bad file descriptor", exit 1, seen under load
+    in test_an_interrupted_run_leaves_the_old_file) and the temporary file stayed."""
+    import sys
+
+    from ipsecscope.outfile import create_private
+
+    outcomes = set()
+    for step in range(1000):
+        path = tmp_path / f"f{step}"
+        seen = 0
+
+        def tracer(frame, event, arg, step=step):
+            nonlocal seen
+            # A signal is handled when a function starts, on a call or a backward jump, never as
+            # create_private's own frame returns (nothing of its cleanup could run there).
+            if event == "return" and frame.f_code is create_private.__code__:
+                return tracer
+            seen += 1
+            if seen == step:
+                sys.settrace(None)
+                raise KeyboardInterrupt
+            return tracer
+
+        sys.settrace(tracer)
+        try:
+            f = create_private(path, mode, encoding="utf-8" if mode == "w" else None)
+        except KeyboardInterrupt:
+            outcomes.add("interrupted")
+            assert not path.exists(), step
+            continue
+        finally:
+            sys.settrace(None)
+        f.close()
+        outcomes.add("created")
+        if seen < step:  # every step has been interrupted once
+            break
+    assert outcomes == {"interrupted", "created"}
