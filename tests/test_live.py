@@ -538,8 +538,11 @@ def test_live_survives_a_random_spi_flood(tmp_path):
         limited = [e for e in events.all if e["event"] not in ("started", "keys", "stats", "suppressed")]
         span = events.all[-1]["ts"] - events.all[0]["ts"]  # "started" to the last "stats"
         assert len(limited) <= EVENT_BURST + EVENT_RATE * span + 1, (len(limited), span)
+        # ... and refused the rest, counted. (Not "fewer events than half the frames": the budget
+        # refills at EVENT_RATE a second of wall time, so that held only while the run was quick;
+        # at load 14 the 14 bursts spanned ~170 s and 34k events were within the budget.)
         suppressed = sum(e["count"] for e in events.all if e["event"] == "suppressed")
-        assert suppressed > 0 and len(limited) < 0.5 * sent
+        assert suppressed > 0, (len(limited), span)
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
