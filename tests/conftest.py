@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +19,15 @@ SAMPLES = ROOT / "samples"
 # How tests run the CLI: the interpreter running the suite, never a bare `ipsecscope` from PATH
 # (a global install would hide a missing install step; tests/test_lint.py enforces this).
 IPSECSCOPE = (sys.executable, "-m", "ipsecscope")
+
+
+@functools.cache
+def field_cli(*args: str) -> str:
+    """``ipsecscope ARGS`` on a field capture, once per session: its output (status 0 or 1, and
+    never a traceback). The field tests ask several questions of one command's output."""
+    r = subprocess.run([*IPSECSCOPE, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr
+    return r.stdout
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -28,7 +28,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+from conftest import DATA, ROOT, needs_tshark
+from conftest import field_cli as cli
 
 ZEEK = DATA / "zeek-spicy-ipsec"
 NDPI = DATA / "ndpi"
@@ -46,13 +47,6 @@ BURST = NDPI / "derived" / "ipsec_isakmp_esp-207-225.pcap"
 
 def _id(p: Path) -> str:
     return str(p.relative_to(DATA))
-
-
-@functools.cache
-def cli(*args: str) -> str:
-    r = subprocess.run([*IPSECSCOPE, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr
-    return r.stdout
 
 
 def summary(cap: Path) -> dict:

@@ -44,20 +44,14 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+from conftest import DATA, ROOT, needs_tshark
+from conftest import field_cli as cli
 
 NDPI = DATA / "ndpi"
 # two whole sessions to two gateways; the first ends with the gateway's INFORMATIONAL, seen once
 SESSIONS = NDPI / "derived" / "ipsec_isakmp_esp-287-324.pcap"
 # three IKE SAs to one gateway; the second's IKE_SA_INIT retry (with the COOKIE) is seen once
 RETRY_ONCE = NDPI / "derived" / "ipsec_isakmp_esp-456-466.pcap"
-
-
-@functools.cache
-def cli(*args: str) -> str:
-    r = subprocess.run([*IPSECSCOPE, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr
-    return r.stdout
 
 
 def findings(cap: Path) -> list[dict]:

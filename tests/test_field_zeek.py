@@ -19,20 +19,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+from conftest import DATA, needs_tshark
+from conftest import field_cli as cli
 
 ZEEK = DATA / "zeek"
 ESP6 = ZEEK / "ip6_esp.pcap"
 AH0 = ZEEK / "ipv6_zero_len_ah.pcap"
 BAD = DATA / "bad" / "malformed.pcap"
 TRUNCATED = DATA / "tcpdump" / "esp_truncated.pcap"
-
-
-@functools.cache
-def cli(*args: str) -> str:
-    r = subprocess.run([*IPSECSCOPE, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr
-    return r.stdout
 
 
 def rows(cap: Path, *extra: str) -> dict[int, dict]:

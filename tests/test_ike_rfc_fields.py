@@ -27,7 +27,7 @@ from ipsecscope.model.ike import SaPayload
 from ipsecscope.model.packets import IkeDatagram
 
 sys.path.insert(0, str(SAMPLES / "synthetic"))
-from espgen import PcapWriter, _csum  # noqa: E402
+from espgen import PcapWriter, with_udp_payload  # noqa: E402
 
 SAMPLE = SAMPLES / "healthy-gcm"
 KEYS = SAMPLE / "keys"
@@ -59,12 +59,7 @@ def _clear(frame: bytes, ptype: int, edit, nth: int = 1) -> bytes:
     ike = frame[at:]
     out = bytearray(ike[:28]) + _walk(ike[16], ike[28:], ptype, edit, nth)
     struct.pack_into("!I", out, 24, len(out))
-    new = bytearray(frame[:at]) + out
-    struct.pack_into("!H", new, 16, len(new) - 14)
-    struct.pack_into("!H", new, 24, 0)
-    struct.pack_into("!H", new, 24, _csum(bytes(new[14:14 + ihl])))
-    struct.pack_into("!HH", new, 14 + ihl + 4, len(new) - 14 - ihl, 0)
-    return bytes(new)
+    return with_udp_payload(frame, bytes(out))
 
 
 def _sealed(frame: bytes, ptype: int, edit, nth: int = 1) -> bytes:

@@ -17,7 +17,7 @@ from conftest import SAMPLES
 from ipsecscope.capture import open_capture
 
 sys.path.insert(0, str(SAMPLES / "synthetic"))
-from espgen import PcapWriter, _csum  # noqa: E402
+from espgen import PcapWriter, with_udp_payload  # noqa: E402
 
 SAMPLE = SAMPLES / "healthy-gcm"
 NAT_D_SRC = 16388
@@ -37,12 +37,7 @@ def _resize_natd(frame: bytes, size: int) -> bytes:
         out += body
         off, nxt = off + ln, n2
     struct.pack_into("!I", out, 24, len(out))
-    new = bytearray(frame[:at]) + out
-    struct.pack_into("!H", new, 16, len(new) - 14)
-    struct.pack_into("!H", new, 24, 0)
-    struct.pack_into("!H", new, 24, _csum(bytes(new[14:14 + ihl])))
-    struct.pack_into("!HH", new, 14 + ihl + 4, len(new) - 14 - ihl, 0)
-    return bytes(new)
+    return with_udp_payload(frame, bytes(out))
 
 
 @pytest.mark.parametrize("size", [5, 24])

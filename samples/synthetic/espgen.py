@@ -196,6 +196,18 @@ def _csum(data: bytes) -> int:
     return (~s) & 0xFFFF
 
 
+def with_udp_payload(frame: bytes, payload: bytes) -> bytes:
+    """An Ethernet/IPv4/UDP ``frame`` carrying ``payload`` instead of its own: the IP total length
+    and header checksum and the UDP length follow; the UDP checksum is 0 (none, RFC 768)."""
+    ihl = (frame[14] & 15) * 4
+    new = bytearray(frame[:14 + ihl + 8]) + payload
+    struct.pack_into("!H", new, 16, len(new) - 14)
+    struct.pack_into("!H", new, 24, 0)
+    struct.pack_into("!H", new, 24, _csum(bytes(new[14:14 + ihl])))
+    struct.pack_into("!HH", new, 14 + ihl + 4, len(new) - 14 - ihl, 0)
+    return bytes(new)
+
+
 def _a(addr: str) -> bytes:
     return ipaddress.ip_address(addr).packed
 
