@@ -184,14 +184,7 @@ def _chain_v2(first: int, data: bytes, base: int) -> tuple[tuple[AnyPayload, ...
             out.append(Payload(ptype, critical, body))
         else:
             try:
-                p = dec(ptype, critical, body)
-                out.append(p)
-                if ptype == iana.PayloadType.N and (why := _notify_fault(p)):  # type: ignore[arg-type]
-                    bad = bad or f"payload {idx} ({payload_name(ptype)}): {why}"
-                elif ptype == iana.PayloadType.D and (extra := len(body) - 4 - 4 * len(p.spis)) > 0:  # type: ignore[union-attr]
-                    # SPIs are counted (RFC 7296 §3.11): bytes past them are no SPI we can name
-                    bad = bad or (f"payload {idx} ({payload_name(ptype)}): {plural(extra, 'byte')} after its "
-                                  f"{plural(len(p.spis), 'SPI')}")  # type: ignore[union-attr]
+                out.append(dec(ptype, critical, body))
             except Flawed as e:
                 out.append(e.payload)  # type: ignore[arg-type]
                 bad = bad or f"payload {idx} ({payload_name(ptype)}): {e}"
@@ -401,7 +394,10 @@ def _notify(ptype: int, critical: bool, body: bytes) -> NotifyPayload:
         raise BadPayload(f"SPI size {spisize} exceeds payload ({len(body) - 4} bytes left)")
     spi = body[4: 4 + spisize]
     data = body[4 + spisize:]
-    return NotifyPayload(ptype, critical, proto, spi, nt, data, _notify_decoded(nt, spi, data))
+    p = NotifyPayload(ptype, critical, proto, spi, nt, data, _notify_decoded(nt, spi, data))
+    if why := _notify_fault(p):
+        raise Flawed(p, why)
+    return p
 
 
 def _delete(ptype: int, critical: bool, body: bytes) -> DeletePayload:
@@ -421,7 +417,11 @@ def _delete(ptype: int, critical: bool, body: bytes) -> DeletePayload:
     if proto not in (iana.ProtocolId.IKE, iana.ProtocolId.AH, iana.ProtocolId.ESP):
         raise BadPayload(f"protocol ID {proto}; a Delete names 1 (IKE), 2 (AH) or 3 (ESP) (RFC 7296 §3.11)")
     spis = tuple(body[4 + i * spisize: 4 + (i + 1) * spisize] for i in range(count)) if spisize else ()
-    return DeletePayload(ptype, critical, proto, spis)
+    p = DeletePayload(ptype, critical, proto, spis)
+    if (extra := len(body) - 4 - spisize * count) > 0:
+        # SPIs are counted (RFC 7296 §3.11): bytes past them are no SPI we can name
+        raise Flawed(p, f"{plural(extra, 'byte')} after its {plural(count, 'SPI')}")
+    return p
 
 
 def _vendor(ptype: int, critical: bool, body: bytes) -> VendorPayload:
