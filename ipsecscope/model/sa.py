@@ -27,6 +27,17 @@ def endpoint_text(addr: str, port: int | None) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
+def is_multicast(addr: str) -> bool:
+    """A group address (224.0.0.0/4, ff00::/8): it answers nobody, so an SA to it carries one
+    direction only (RFC 4301 §4.1). False for text that is no address."""
+    import ipaddress  # (only where an unpaired or one-way flow asks)
+
+    try:
+        return ipaddress.ip_address(addr).is_multicast
+    except ValueError:
+        return False
+
+
 class SaState(str, Enum):  # noqa: UP042 - str() behaviour other stages may rely on
     INITIATING = "initiating"  # IKE_SA_INIT / CREATE_CHILD_SA request seen, no answer yet
     ESTABLISHED = "established"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..decode.ipcomp import IPCOMP
 from ..model.idtext import spi_text
 from ..model.plural import noun, plural, verb
-from ..model.sa import ChildSa, EspFlow, SaState
+from ..model.sa import ChildSa, EspFlow, SaState, is_multicast
 from .book import Book
 from .child_sa import address_text, flow_direction, inner_fields, ranges_cover, selector_ranges
 from .esp_flow import _MASK as _SEQ_MASK
@@ -315,7 +315,7 @@ def _contested(book: Book, flow: EspFlow, ts: float) -> list[tuple[ChildSa, EspF
 
 
 def _unpaired(book: Book, flow: EspFlow, why: str) -> str:
-    if why == _NONE_NEAR and _group(flow.dst):
+    if why == _NONE_NEAR and is_multicast(flow.dst):
         why = _GROUP
     return (f"unpaired: {flow.protocol} flow {flow.src} -> {flow.dst} SPI {spi_text(flow.spi)} with no IKE exchange "
             + _unread_exchanges(book, flow) + why)
@@ -324,14 +324,6 @@ def _unpaired(book: Book, flow: EspFlow, why: str) -> str:
 # A group address answers nobody: an SA to a multicast destination carries one direction only and
 # has no reverse to pair with (RFC 4301 §4.1; OSPFv3 under AH to ff02::5, VRRP under AH).
 _GROUP = "; its destination is a multicast group: a group SA carries one direction only (RFC 4301 §4.1)"
-
-
-def _group(addr: str) -> bool:
-    """224.0.0.0/4 or ff00::/8 (cheaper than ipaddress for a text we already have)."""
-    if ":" in addr:
-        return addr[:2].lower() == "ff"
-    head = addr.partition(".")[0]
-    return head.isdigit() and 224 <= int(head) <= 239
 
 
 # Exchanges that create CHILD SAs, by IKE version: their SA payloads carry the SPIs (RFC 2409

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,7 +10,18 @@ from ...model.iana import Ikev1Exchange, NotifyType
 from ...model.idtext import spi_text
 from ...model.keys import PeerLogNote
 from ...model.plural import noun, plural, verb
-from ...model.sa import ChildSa, EspFlow, Finding, IkeExchange, IkeSa, Observation, SaState, SaTable, Severity
+from ...model.sa import (
+    ChildSa,
+    EspFlow,
+    Finding,
+    IkeExchange,
+    IkeSa,
+    Observation,
+    SaState,
+    SaTable,
+    Severity,
+    is_multicast,
+)
 from .common import (
     child_ike,
     child_label,
@@ -314,7 +324,7 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if pk < 3:
             continue
         f = one[0]
-        if _multicast(f.dst):  # a group address answers nobody: a multicast SA is one-way (RFC 4301 §4.1)
+        if is_multicast(f.dst):  # a group address answers nobody: a multicast SA is one-way (RFC 4301 §4.1)
             continue
         # A rekeyed SA's return traffic may already be on the new SPIs: not one-way.
         if c.rekeyed_into is not None or c.rekeyed_from is not None:
@@ -391,7 +401,7 @@ def _one_way_group(table: SaTable, group: list[ChildSa]) -> Finding | None | boo
     if len(by_src) != 2 or any(icmp_refusal(table, f)[0] for fs in by_src.values() for f in fs):
         return False
     (a, fa), (b, fb) = sorted(by_src.items(), key=lambda kv: -len(kv[1]))
-    if len(fa) == len(fb) or sum(f.packets for f in fa) < 3 or _multicast(b):
+    if len(fa) == len(fb) or sum(f.packets for f in fa) < 3 or is_multicast(b):
         return None
     fa.sort(key=lambda f: f.first_frame)
     fb.sort(key=lambda f: f.first_frame)
@@ -417,13 +427,6 @@ def _one_way_group(table: SaTable, group: list[ChildSa]) -> Finding | None | boo
         hint="Give -k (IKE keys) to see which SPIs each exchange negotiated and their traffic selectors: the "
         f"same selectors mean duplicate SAs (harmless; both sides usually delete one); different ones mean {b} "
         "has no outbound SA or policy for one's traffic.", ts=f.first_ts)
-
-
-def _multicast(addr: str) -> bool:
-    try:
-        return ipaddress.ip_address(addr).is_multicast
-    except ValueError:
-        return False
 
 
 def _flows_by_path(table: SaTable) -> dict[tuple[str, str, str], list[EspFlow]]:
