@@ -28,7 +28,8 @@ import struct
 import numpy as np
 
 from .capture._fastnew import fast_constructor
-from .capture.pcap import FILE_HEADER_LEN, MAGIC_NS, MAGIC_US, MAX_RECORD, MAX_RECORD_HARD
+from .capture.layout import pcap_record_limit
+from .capture.pcap import FILE_HEADER_LEN, MAGIC_NS, MAGIC_US
 from .capture.pcapng import (
     BLK,
     DSB,
@@ -135,7 +136,7 @@ class _Loop(EspRuns):
         head = os.pread(fd, FILE_HEADER_LEN, 0)
         magic, _vmaj, _vmin, _zone, _sig, snaplen, network = struct.unpack("<IHHiIII", head)
         self.mult = 1 if magic == MAGIC_NS else 1000
-        limit = min(max(MAX_RECORD, snaplen), MAX_RECORD_HARD)
+        limit = pcap_record_limit(snaplen)
         self.lt = network & 0xFFFF
         base = FILE_HEADER_LEN
         w, wl, o = b"", 0, 0

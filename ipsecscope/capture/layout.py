@@ -20,10 +20,21 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-_PCAP_MAGIC = {
+# pcap's magic numbers as the file's first 4 bytes: (byte order, timestamp units -> ns)
+PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000), b"\xa1\xb2\xc3\xd4": (">", 1000),
     b"\x4d\x3c\xb2\xa1": ("<", 1), b"\xa1\xb2\x3c\x4d": (">", 1),
 }
+# Same bound as Wireshark's WTAP_MAX_PACKET_SIZE_STANDARD: a record header claiming more than this
+# (and more than the file's own snaplen) is garbage, not a big packet.
+MAX_RECORD = 262144
+MAX_RECORD_HARD = 1 << 24
+
+
+def pcap_record_limit(snaplen: int) -> int:
+    """The most bytes a pcap record of a file with ``snaplen`` may claim before it is damage."""
+    return min(max(MAX_RECORD, snaplen), MAX_RECORD_HARD)
+
 _SHB = b"\x0a\x0d\x0d\x0a"
 
 
@@ -68,7 +79,7 @@ def scan(path: str | os.PathLike[str], chunks: int = 1, mark_every: int = 512) -
             return None
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        if head[:4] in _PCAP_MAGIC:
+        if head[:4] in PCAP_MAGIC:
             return _scan_pcap(path, mm, size, chunks, mark_every)
         if head[:4] == _SHB:
             return _scan_pcapng(path, mm, size, chunks, mark_every)
@@ -91,7 +102,7 @@ def _bounds(offsets_every: list[tuple[int, int]], size: int, chunks: int) -> lis
 
 
 def _scan_pcap(path: str, mm: mmap.mmap, size: int, chunks: int, every: int) -> Layout:
-    order, mul = _PCAP_MAGIC[mm[:4]]
+    order, mul = PCAP_MAGIC[mm[:4]]
     linktype = struct.unpack_from(order + "I", mm, 20)[0] & 0xFFFF
     lay = Layout(path, "pcap", order, 24, size, [Iface(linktype, mul)])
     # No walk over the records here: a worker finds its first record itself (resolve), in

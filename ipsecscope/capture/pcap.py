@@ -14,6 +14,7 @@ from ..errors import CaptureError
 from ..model.packets import RawFrame
 from ._fastnew import fast_constructor
 from ._source import CHUNK, ByteSource
+from .layout import pcap_record_limit
 
 _RawFrame = fast_constructor(RawFrame)  # per-record constructor without the frozen-init cost
 
@@ -21,10 +22,6 @@ MAGIC_US = 0xA1B2C3D4
 MAGIC_NS = 0xA1B23C4D
 FILE_HEADER_LEN = 24
 RECORD_HEADER_LEN = 16
-# Same bound as Wireshark's WTAP_MAX_PACKET_SIZE_STANDARD: a record header claiming more than this
-# (and more than the file's own snaplen) is garbage, not a big packet.
-MAX_RECORD = 262144
-MAX_RECORD_HARD = 1 << 24
 
 FILE_HDR = {"<": struct.Struct("<IHHiIII"), ">": struct.Struct(">IHHiIII")}
 REC_HDR = {"<": struct.Struct("<IIII"), ">": struct.Struct(">IIII")}
@@ -65,7 +62,7 @@ class PcapReader:
         # Upper 16 bits of the link-type field may carry FCS length information (pcap draft §4).
         self.linktype = network & 0xFFFF
         self.linktypes = {0: self.linktype}
-        self.limit = min(max(MAX_RECORD, snaplen), MAX_RECORD_HARD)
+        self.limit = pcap_record_limit(snaplen)
         self._rec = REC_HDR[self.byte_order]
         self._buf = head[FILE_HEADER_LEN:]
         self._buf_base = FILE_HEADER_LEN  # stream offset of _buf[0]

@@ -166,15 +166,15 @@ def _plain_pcap(path: str) -> bool | None:
             head = f.read(40)
     except OSError:
         return None
-    order = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",
-             b"\xa1\xb2\x3c\x4d": ">"}.get(head[:4])  # (pcap's magics, µs and ns: capture.pcap.sniff)
-    if order is None or len(head) < 24:
+    from ..capture.layout import PCAP_MAGIC, pcap_record_limit  # (decrypt's own capture module)
+
+    magic = PCAP_MAGIC.get(head[:4])
+    if magic is None or len(head) < 24:
         return None
     if len(head) < 40:  # no whole record header yet: the reader reads no packet either
         return True
-    snaplen = int.from_bytes(head[16:20], "little" if order == "<" else "big")
-    caplen = int.from_bytes(head[32:36], "little" if order == "<" else "big")
-    return caplen <= min(max(262144, snaplen), 1 << 24)  # capture.pcap's MAX_RECORD, MAX_RECORD_HARD
+    order = "little" if magic[0] == "<" else "big"
+    return int.from_bytes(head[32:36], order) <= pcap_record_limit(int.from_bytes(head[16:20], order))
 
 
 def settle_captures(args: argparse.Namespace) -> None:
