@@ -313,3 +313,43 @@ def test_bulk_step_cbc_block_sizes_and_icv_lengths(tmp_path: Path, monkeypatch) 
     shapes = {(e.st.opener.encr.block, e.st.opener.icv_len) for runs in taken for r in runs for e, _n in r[4]}
     assert shapes == {(8, 12), (16, 32), (16, 12)}  # every SA through the bulk step
     assert sum(r[2] for runs in taken for r in runs) > 800
+
+
+@pytest.mark.parametrize("odd", ["longer", "shorter", "both"])
+def test_aes_gcm_blocks_of_unplanned_lengths(odd: str, tmp_path: Path, monkeypatch) -> None:
+    """The bulk step decrypts AES-GCM plaintexts where their output blocks go if each is 28 +
+    plaintext bytes long (an inner packet of a multiple of 4 bytes, least padding) and moves the
+    others after the checks: every 13th block longer (inner length 2 mod 4, no padding), shorter
+    (12 more padding bytes, an ICV failure now and then) or both, so the packets after it shift
+    one way, the other, or both ways; the bytes and counters are the per-record loop's, and each
+    way of moving them was taken."""
+    rng = random.Random(4)
+    sa = Sa(0x6E000001, "198.18.1.1", "198.19.1.1", "aes-gcm16", rng.randbytes(36))
+    keys = tmp_path / "in.keys.json"
+    keys.write_text(json.dumps({"schema": "ipsecscope.keys/1", "esp": [sa.json_entry()]}))
+    cap = tmp_path / "in.pcap"
+    with PcapWriter(cap) as w:
+        for i in range(1200):
+            odd_one = i % 13 == 5
+            longer = odd_one and (odd == "longer" or (odd == "both" and i % 2))
+            size = 4 * rng.randrange(0, 100) + (2 if longer else 0)
+            inner = ipv4("10.0.0.1", "10.0.1.1", 17, udp("10.0.0.1", "10.0.1.1", 5000, 6000, bytes(size)))
+            pad = (-(len(inner) + 2)) % 4 + (12 if odd_one and not longer else 0)
+            esp = bytearray(_esp_of(sa, i + 1, inner + bytes(range(1, pad + 1)) + bytes((pad, 4)), rng.randbytes(8)))
+            if odd != "longer" and i % 97 == 50:
+                esp[-1] ^= 1  # ICV
+            w.write(T0 + i * 1000, ether(ipv4(sa.src, sa.dst, 50, bytes(esp), ident=i)))
+    monkeypatch.setattr(bulk, "MIN_RUN", 2)
+    ways = set()
+    place = bulk._place
+    monkeypatch.setattr(bulk, "_place", lambda out, src, dst, ln, ix: ways.add(
+        "none" if (dst == src).all() else "copy" if (dst > src).any() and (dst < src).any() else "moved")
+        or place(out, src, dst, ln, ix))
+    ref = _run(cap, keys, tmp_path / "ref.pcapng", bulk_on=False, monkeypatch=monkeypatch)
+    assert ref[3] > 1100
+    for window in (1 << 21, 20_000, 3000):
+        monkeypatch.setattr(hotloop, "WINDOW", window)
+        got = _run(cap, keys, tmp_path / f"bulk{window}.pcapng", bulk_on=True, monkeypatch=monkeypatch)
+        assert got[1:] == ref[1:], window
+        assert got[0] == ref[0], window
+    assert ways >= {"none", "copy" if odd == "both" else "moved"}

@@ -10,11 +10,12 @@ iteration; with a big capture it first hands each window to :func:`plan`, which
    :mod:`ipsecscope.decode.fused`) and picks the records the per-record fast path would take
    (Ethernet, IPv4 without options or fragments, raw ESP or ESP in UDP 4500, a non-ESN SA with an
    integrity check: AES-GCM-16 or CBC + HMAC), in runs of at least ``MIN_RUN`` records;
-3. decrypts them straight into the window's output buffer, each plaintext where its output
-   block's data goes, 28 bytes behind room for the block header:
+3. decrypts them:
    - AES-GCM-16: one ``AESGCM.decrypt_into`` per packet (RFC 4106 §4/§5: nonce = salt | IV,
      AAD = SPI | sequence number; nonces and AADs cut from the window as numpy rows), which
-     verifies the tag;
+     verifies the tag, straight into the window's output buffer where the packet's output block
+     puts its data if the block is 28 + plaintext bytes long (the common case); blocks of other
+     lengths are moved into place once the checks below know them (``_place``);
    - CBC + HMAC: the HMAC per packet (a copy of the SA's keyed HMAC, truncated to the ICV,
      RFC 4868 §2.3), compared for all packets at once; then ONE ``update_into`` of the SA's CBC
      context over all its packets' ESP header | IV | ciphertext (the HMAC's own input pieces),
@@ -195,7 +196,8 @@ def _kind(e) -> int:
 
 
 def _gcm_each(fns, nonces, wmv, a, b, aads, omv, c, which) -> np.ndarray:
-    """The comprehension's fallback once a tag failed: which of the packets ``which`` fail."""
+    """The comprehension's fallback once a tag failed: which of the packets ``which`` fail (each
+    decrypted again, the ones before the failure too: the same bytes in the same place)."""
     bad = np.zeros(len(which), bool)
     for j, i in enumerate(which):
         s, e = a[i], b[i]
@@ -204,6 +206,34 @@ def _gcm_each(fns, nonces, wmv, a, b, aads, omv, c, which) -> np.ndarray:
         except InvalidTag:
             bad[j] = True
     return bad
+
+
+def _place(out: OutBuf, src: np.ndarray, dst: np.ndarray, ln: np.ndarray, ix: np.ndarray) -> None:
+    """Moves the AES-GCM data of ``ln`` bytes decrypted at ``src`` of the output buffer to its
+    place ``dst`` (``ix``: the packets' places in the window's selection). Nothing to do when every
+    block was as long as planned; else one move per run of neighbours moved alike, from the far
+    end of the shift (the runs before a run still lie below where it goes: moved after it), or,
+    when the runs are many or move both ways, everything copied out first and copied back."""
+    sh = dst - src
+    if not sh.any():
+        return
+    cut = np.flatnonzero((sh[1:] != sh[:-1]) | (ix[1:] != ix[:-1] + 1)) + 1  # each run's first packet
+    lo, hi = int(sh.min()), int(sh.max())
+    first = np.concatenate(([0], cut))
+    last = np.concatenate((cut - 1, [len(sh) - 1]))
+    if len(first) <= 64 + (len(sh) >> 4) and (lo >= 0 or hi <= 0):
+        mv = out.mv
+        s0, s1 = src[first], src[last] + ln[last]
+        moves = zip(s0.tolist(), s1.tolist(), dst[first].tolist(), (dst[first] + s1 - s0).tolist(), strict=True)
+        for a, b, c, e in (reversed(list(moves)) if lo >= 0 else moves):
+            mv[c:e] = mv[a:b]  # (memmove: the pieces may overlap)
+        return
+    base = int(src.min())
+    S = out.arr[base:int((src + ln).max()) + 4].copy()  # (+ 4: _copy_common reads whole words)
+    s0, t0, il = _copy_common(out.arr, S, src - base, dst, ln)
+    mv, smv = out.mv, memoryview(S)
+    for a, b, c, e in zip(s0.tolist(), (s0 + il).tolist(), t0.tolist(), (t0 + il).tolist(), strict=True):
+        mv[c:e] = smv[a:b]
 
 
 def _icv_bad(tags: list[bytes], W: np.ndarray, ie: np.ndarray, icv: int) -> np.ndarray:
@@ -353,18 +383,24 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
     cbc = np.flatnonzero(kd == 2)
     gi = slice(None) if len(gcm) == ns else gcm  # (a slice when they all are: views, not gathers)
     wmv = memoryview(w)
-    # 3. what the output needs of each plaintext before it is decrypted: its first 10 bytes, the
-    # pad length and the next header (RFC 4303 §2.4-2.6)
+    # 3. the plaintexts, and what the output needs of each: its first 10 bytes, the pad length and
+    # the next header (RFC 4303 §2.4-2.6)
     head = np.empty((ns, 10), np.uint8)
     tail = np.empty((ns, 2), np.uint8)
+    # Each AES-GCM plaintext is decrypted straight into the output buffer where its block's data
+    # goes if the block is 28 + pl bytes long: an inner packet of a length that is a multiple of
+    # 4 with the least padding (pad length 2; 3 with one byte over), most of a bulk transfer.
+    # The plaintexts then lie back to back, 28 bytes apart (room for the block headers), none
+    # overwriting another, and what the checks need is read from them. Blocks of other lengths
+    # shift the packets after them, moved after the checks (_place).
+    alloc = 28 + pl
+    Dp = np.cumsum(alloc) - alloc + EPB_HEAD  # where each plaintext is decrypted
+    out.need(int(alloc.sum()) + 8 * ns + int(pl.max()) + 64)
+    omv = out.mv
     if len(gcm):
-        # AES-GCM is counter mode (NIST SP 800-38D §6.5, §7.2): plaintext block i = ciphertext
-        # block i ^ E(K, salt | IV | i + 2), so the keystream blocks of those bytes (one ECB call
-        # per SA over all of them) give them before decrypt_into verifies the tag; a packet whose
-        # tag then fails is taken out and the layout done again
         cg = gi if isinstance(c_sel, slice) else c_sel[gi]
         m = len(gcm)
-        nonce = np.empty((m, 12), np.uint8)
+        nonce = np.empty((m, 12), np.uint8)  # RFC 4106 §4: salt | IV
         salt_rows = np.zeros((nsa, 4), np.uint8)
         gg = g[gi]
         ug = np.flatnonzero(np.bincount(gg, minlength=nsa)).tolist()  # (a count, not np.unique's sort)
@@ -373,45 +409,33 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         nonce[:, :4] = salt_rows[gg]
         nonce[:, 4:] = EH[cg, 8:16]
         plg = pl[gi]
-        # the blocks of the first 10 bytes and of the last 2; those two share a block unless the
-        # plaintext's length is 1 mod 16 (never when it is 4-byte aligned, RFC 4303 §2.4)
-        nb = 3 if (plg % 16 == 1).any() else 2
-        ctr = np.empty((m, nb), ">u4")
-        ctr[:, 0] = 2
-        ctr[:, 1] = 2 + (plg - 2) // 16
-        ctr[:, nb - 1] = 2 + (plg - 1) // 16
-        CB = np.empty((m, nb, 4), "<u4")  # counter blocks as 32-bit words: nonce (3), counter (1)
-        CB[:, :, :3] = nonce.view("<u4")[:, None, :]
-        CB[:, :, 3] = ctr.view("<u4")
-        if len(ug) == 1:
-            KS = np.frombuffer(_keystream(slots[ug[0]])(CB.tobytes()), np.uint8).reshape(m, nb, 16)
-        else:  # one call per SA over its packets' blocks, in SA order, put back in packet order
-            # (a stable sort of small numbers: numpy's radix sort when they fit 8 or 16 bits)
-            order = np.argsort(gg.astype(np.uint8 if nsa <= 256 else np.uint16 if nsa <= 65536 else np.int64),
-                               kind="stable")
-            cb = CB[order].tobytes()
-            cuts = (np.searchsorted(gg[order], ug + [nsa]) * (16 * nb)).tolist()
-            KS = np.empty((m, nb, 16), np.uint8)
-            KS[order] = np.frombuffer(b"".join([_keystream(slots[u])(cb[cuts[i]:cuts[i + 1]]) for i, u in enumerate(ug)]),
-                                      np.uint8).reshape(m, nb, 16)
-        ct0 = Q[gi] + 16
-        r = np.arange(m)
-        head[gi] = _gather(W, 10, ct0) ^ KS[:, 0, :10]
-        tail[gi, 0] = W[ct0 + plg - 2] ^ KS[r, 1, (plg - 2) % 16]
-        tail[gi, 1] = W[ct0 + plg - 1] ^ KS[r, nb - 1, (plg - 1) % 16]
         N = nonce.view("V12").ravel().tolist()
-        AD = np.ascontiguousarray(EH[cg, :8]).view("V8").ravel().tolist()
-        fn_of = {u: slots[u].gcm.__self__.decrypt_into for u in ug}
-        if len(ug) > 1:  # (each packet's SA's call, picked by numpy from an object array)
-            fo = np.empty(nsa, object)
-            for u in ug:
-                fo[u] = fn_of[u]
-            fns = fo[gg].tolist()
-        else:
-            fns = [fn_of[ug[0]]] * m
+        AD = np.ascontiguousarray(EH[cg, :8]).view("V8").ravel().tolist()  # RFC 4106 §5: SPI | sequence number
+        ct0 = Q[gi] + 16
         a_all = ct0.tolist()
         b_all = E[gi].tolist()
-        one = fn_of[ug[0]] if len(ug) == 1 else None
+        dg = Dp[gi]
+        dl, xl = dg.tolist(), (dg + plg).tolist()
+        try:  # (decrypt_into checks the tag)
+            if len(ug) == 1:
+                one = slots[ug[0]].gcm.__self__.decrypt_into
+                [one(nn, wmv[s:e], ad, omv[d:x]) for nn, s, e, ad, d, x in zip(N, a_all, b_all, AD, dl, xl, strict=True)]
+            else:  # (each packet's SA's call, picked by numpy from an object array)
+                fo = np.empty(nsa, object)
+                for u in ug:
+                    fo[u] = slots[u].gcm.__self__.decrypt_into
+                [f(nn, wmv[s:e], ad, omv[d:x]) for f, nn, s, e, ad, d, x in
+                 zip(fo[gg].tolist(), N, a_all, b_all, AD, dl, xl, strict=True)]
+        except InvalidTag:  # the per-record loop decrypts it again and counts the failure
+            fo = np.empty(nsa, object)
+            for u in ug:
+                fo[u] = slots[u].gcm.__self__.decrypt_into
+            failed[gcm] = _gcm_each(fo[gg].tolist(), N, wmv, a_all, b_all, AD, omv, dl, range(m))
+        O8 = out.arr
+        head[gi] = _gather(O8, 10, dg)
+        pe = dg + plg  # (each plaintext's end)
+        tail[gi, 0] = O8[pe - 2]
+        tail[gi, 1] = O8[pe - 1]
     cbc_d = None
     if len(cbc):
         # CBC: the HMAC per packet (RFC 4303 §3.4.4: checked before the payload is trusted;
@@ -483,46 +507,27 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
     ilen = np.where(v4, tl4, np.where(tl6 > 40, tl6, avail))
     okp = (pad + 2 <= pl) & (v4 | v6)
     tot = 32 + ilen + ((-ilen) & 3)  # the output block's length
-    while True:
-        # 5. the output: the blocks of the packets that passed, back to back in record order; each
-        # AES-GCM plaintext decrypted where its block's data goes (in order: what one writes past
-        # its block, the next one's decryption or the headers below overwrite), each CBC one copied
-        keep = okp & ~failed
-        tk = np.where(keep, tot, 0)
-        P = np.cumsum(tk) - tk  # block starts (multiples of 4)
-        total = int(tk.sum())
-        if not total:
-            return []
-        out.need(total + int(pl.max()) + 64)
-        omv, O32 = out.mv, out.a32
-        D = P + EPB_HEAD
-        if len(gcm):
-            kg = np.flatnonzero(keep[gcm])
-            dg = D[gi]
-            try:
-                # (decrypt_into checks the tag and writes the plaintext where the output block wants it)
-                if len(kg) < m:
-                    ix = kg.tolist()
-                    dl, xl = dg.tolist(), (dg + plg).tolist()
-                    [fns[i](N[i], wmv[a_all[i]:b_all[i]], AD[i], omv[dl[i]:xl[i]]) for i in ix]
-                elif one is not None:
-                    [one(nn, wmv[s:e], ad, omv[d:x]) for nn, s, e, ad, d, x in
-                     zip(N, a_all, b_all, AD, dg.tolist(), (dg + plg).tolist(), strict=True)]
-                else:
-                    [f(nn, wmv[s:e], ad, omv[d:x]) for f, nn, s, e, ad, d, x in
-                     zip(fns, N, a_all, b_all, AD, dg.tolist(), (dg + plg).tolist(), strict=True)]
-            except InvalidTag:  # the per-record loop decrypts it again and counts the failure
-                failed[gcm[kg]] = _gcm_each(fns, N, wmv, a_all, b_all, AD, omv, D[gcm].tolist(), kg.tolist())
-                continue
-        if cbc_d is not None:
-            km = keep[cbc_m]
-            s0, t0, il = cbc_d[km], D[cbc_m][km], ilen[cbc_m][km]
-            if len(s0) >= COMMON:
-                s0, t0, il = _copy_common(out.arr, S, s0, t0, il)
-            # (the ends added up by numpy: two additions fewer a packet in the loop)
-            for a, b, c, e in zip(s0.tolist(), (s0 + il).tolist(), t0.tolist(), (t0 + il).tolist(), strict=True):
-                omv[c:e] = smv[a:b]
-        break
+    # 5. the output: the blocks of the packets that passed, back to back in record order; the
+    # AES-GCM plaintexts moved where their blocks' data goes, the CBC ones copied there
+    keep = okp & ~failed
+    tk = np.where(keep, tot, 0)
+    P = np.cumsum(tk) - tk  # block starts (multiples of 4)
+    total = int(tk.sum())
+    if not total:
+        return []
+    D = P + EPB_HEAD
+    if len(gcm):
+        kg = gcm[keep[gcm]]
+        _place(out, Dp[kg], D[kg], ilen[kg], kg)
+    omv, O32 = out.mv, out.a32
+    if cbc_d is not None:
+        km = keep[cbc_m]
+        s0, t0, il = cbc_d[km], D[cbc_m][km], ilen[cbc_m][km]
+        if len(s0) >= COMMON:
+            s0, t0, il = _copy_common(out.arr, S, s0, t0, il)
+        # (the ends added up by numpy: two additions fewer a packet in the loop)
+        for a, b, c, e in zip(s0.tolist(), (s0 + il).tolist(), t0.tolist(), (t0 + il).tolist(), strict=True):
+            omv[c:e] = smv[a:b]
     kx = np.flatnonzero(keep)
     rk = sel[kx]
     ts = _timestamps(M if len(rk) == n else M[rk], pcapng, ifs, mul, iface[rk] if pcapng else None)
@@ -555,20 +560,6 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         res.append((offs[r0], offs[r1] if r1 < n else end_off, r1 - r0, omv[int(bstart[r0]):int(bend[r1 - 1])],
                     [(slots[u], k) for u, k in zip(gids.tolist(), cnt[gids].tolist(), strict=True)]))
     return res
-
-
-def _keystream(e):
-    """The SA's AES block encryption (ECB), for AES-GCM's counter blocks; made once per SA."""
-    ks = e.ks
-    if ks is None:
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-        from ..crypto.suites import split_key
-
-        op = e.st.opener
-        key, _salt = split_key(op.encr, op.keys.enc_key)
-        ks = e.ks = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
-    return ks
 
 
 def _timestamps(M: np.ndarray, pcapng: bool, ifs: list, mul: int, iface) -> np.ndarray:

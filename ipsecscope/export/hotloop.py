@@ -92,7 +92,7 @@ class SaSlot:
     A slotted object rather than a list: the same speed per access in CPython 3.11 (both are
     specialised loads) and named fields (benchmarks/bench_decrypt.py measured no difference)."""
 
-    __slots__ = ("st", "open_at", "n", "gcm", "salt", "esn_open", "cbc", "ks")
+    __slots__ = ("st", "open_at", "n", "gcm", "salt", "esn_open", "cbc")
 
     def __init__(self, st) -> None:
         self.st = st  # crypto.esp SaState: keys, ESN mode, highest sequence number, statistics
@@ -102,7 +102,6 @@ class SaSlot:
         self.salt = b""  # ... and its 4-byte salt (RFC 4106 nonce = salt | IV)
         self.esn_open = None  # an ESN SA with history and an ICV: open_at guessing the high bits
         self.cbc = None  # CBC + HMAC inlined: (CBC update, block size, HMAC copy, ICV length, compare)
-        self.ks = None  # AES-GCM: the key's block encryption (export.bulk: keystream of counter blocks)
 
 
 def tunnel_len(plain: bytes, ilen: int, nh: int) -> int:
