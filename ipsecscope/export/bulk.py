@@ -68,7 +68,7 @@ class OutBuf:
         self.sa_keys = None  # the last window's SAs: (sorted key mixes, addresses, SPIs, wire keys)
 
     def scratch(self, n: int) -> bytearray:
-        """The CBC scratch buffer of this window, at least ``n`` bytes (a fresh 2 MiB bytearray a
+        """The CBC scratch buffer of this window, at least ``n`` bytes (a fresh 1 MiB bytearray a
         window costs its zeroing and page faults; its old content is never read)."""
         if len(self.scr) < n:
             self.scr = bytearray(n + (n >> 2))  # a new object: memoryviews of the old may be alive

@@ -3,7 +3,7 @@
 
 Why not ``open_capture`` + ``Decoder`` + ``EspDecryptor.decrypt`` per frame? Those build three
 objects per frame (RawFrame, EspPacket, EspResult), which costs more than the AES-GCM call
-itself. Here an uncompressed pcap/pcapng file is read in 2 MiB windows and, for the common case
+itself. Here an uncompressed pcap/pcapng file is read in 1 MiB windows and, for the common case
 (little-endian pcap or pcapng, Ethernet, IPv4 without options or fragments, raw ESP or ESP in UDP
 4500, an SA already known not to use ESN, tunnel mode), one ``struct.unpack_from`` reads the
 record header, Ethernet type, IPv4 fields, SA key and IV (or AAD) at once; the ESP bytes go from

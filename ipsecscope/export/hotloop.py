@@ -44,7 +44,11 @@ _ESPH = struct.Struct("!II")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _UDP = struct.Struct("!HHH")
 
-WINDOW = 1 << 21  # bytes the hot loop reads at a time (_Worker._loop_pcap_eth)
+# Bytes the hot loop reads at a time (_Worker._loop_pcap_eth). 1 MiB: the window, the bulk step's
+# output written and read back (export.bulk) and its scratch stay in a core's L2 cache: 3-10 % less
+# CPU than 2 MiB at 200k-1M packets at load 5-6 (other processes on the caches), 1-3 % at load 2.5
+# (issue 15)
+WINDOW = 1 << 20
 # Captures at least this big take export.bulk's numpy step per window (AES-GCM-16 and CBC + HMAC
 # runs). Importing numpy costs ~0.09 s of CPU, what the step saves on ~80k packets (~1 us each);
 # tests set 0 to run it on small captures.
