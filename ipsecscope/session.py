@@ -52,6 +52,7 @@ from .state.tracker import Tracker
 if TYPE_CHECKING:
     # The IKE stack (decoder, decryptors, the IKE model, session_quoted) is imported at the first
     # IKE message or ICMP quote: a capture of ESP alone never needs it (start-up, issue 15).
+    from .crypto.ah import AhVerifier
     from .crypto.ike_sk import IkeDecryptor
     from .crypto.ikev1 import Ikev1Decryptor
     from .model.ike import IkeMessage
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
 _ESP_HDR = struct.Struct("!II")
 # EspResult.status -> the row status a Packets table shows
 _ROW_STATUS = {"ok": "decrypted", "no_key": "no-key", "icv_failed": "icv-bad"}
+# AhResult.status -> the row status (AH authenticates, it does not encrypt: "verified")
+_AH_ROW_STATUS = {"ok": "verified", "no_key": "no-key", "icv_failed": "icv-bad", "unverifiable": "unverified"}
 
 # Live mode has no file to re-read a frame from: the raw bytes of the most recent frames are kept
 # (up to this many bytes, and never more frames than rows) for the detail pane's decode and hex view.
@@ -87,12 +90,29 @@ class SessionStats:
     ike_decrypted: int = 0
     ike_icv_failed: int = 0
     derived_child_keys: int = 0
+    ah_verified: int = 0  # AH packets whose ICV verified (only with AH keys)
+    ah_icv_failed: int = 0
     nested_esp: int = 0  # ESP layers found inside decrypted ESP (each its own SA; not frames)
     truncated: str | None = None  # the capture ended inside a record
 
     @property
     def malformed_total(self) -> int:
         return sum(self.malformed.values())
+
+
+class _AhCheck:
+    """An AH packet's frame to :meth:`AhVerifier.verify`: where its IP header starts."""
+
+    __slots__ = ("verify",)
+
+    def __init__(self, verifier: AhVerifier) -> None:
+        self.verify = verifier.verify
+
+    def check(self, pkt: AhPacket, raw: RawFrame):
+        from .decode.link import ip_offset
+
+        _ver, off = ip_offset(raw.linktype, raw.data)
+        return self.verify(pkt, raw.data, off)
 
 
 def _intern(cache: dict[str, str], s: str) -> str:
@@ -204,6 +224,11 @@ class Session(FrameViews):
         self._frame_offsets = FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._frame_bases: list[int] = []  # per loaded file: the frames before it (load())
         self._no_key_result: EspResult | None = None
+        # AH ICVs are checked only once the keys hold an AH SA (crypto.ah): a capture without AH
+        # keys pays one integer compare per AH packet (_ah_verifier), nothing per other packet.
+        self.ah_verifier: AhVerifier | None = None
+        self._ah_check: _AhCheck | None = None
+        self._ah_keys_version = -1
         self._addr: dict[str, str] = {}
         self._findings: list[Finding] | None = None
         self._findings_at = 0  # stats.frames when _findings was evaluated (a look while loading)
@@ -581,10 +606,23 @@ class Session(FrameViews):
             ))
         elif type(pkt) is AhPacket:
             st.ah += 1
-            self.tracker.on_ah(pkt)
+            ver = self._ah_verifier()
+            res = ver.check(pkt, raw) if ver is not None else None
+            self.tracker.on_ah(pkt, res)
+            seq = (res.seq_hi << 32) | pkt.seq if res is not None and res.seq_hi else pkt.seq  # with ESN high bits
+            info = f"AH seq {seq} next {iana_proto(pkt.next_header)}"
+            status = ""
+            if res is not None:
+                status = _AH_ROW_STATUS.get(res.status, res.status)
+                if res.status == "ok":
+                    st.ah_verified += 1
+                elif res.status == "icv_failed":
+                    st.ah_icv_failed += 1
+                if res.nat:
+                    info += f" — ICV verifies with {res.nat.split(' -> ')[0]}: NAT"
             self._add_row(FrameRow(
                 raw.index, raw.ts, "AH", _intern(intern, pkt.src), _intern(intern, pkt.dst), 0, 0,
-                raw.orig_len, pkt.spi, pkt.seq, f"AH seq {pkt.seq} next {iana_proto(pkt.next_header)}",
+                raw.orig_len, pkt.spi, seq, info, status,
             ))
         elif type(pkt) is NatKeepalive:
             st.keepalives += 1
@@ -600,6 +638,19 @@ class Session(FrameViews):
                 raw.index, raw.ts, "MALFORMED", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
                 pkt.dport, raw.orig_len, info=f"{pkt.layer}: {pkt.reason}", status="malformed",
             ))
+
+    def _ah_verifier(self) -> _AhCheck | None:
+        """The AH ICV checker once the keys hold an AH SA (checked again when the keys change:
+        live key files, CHILD SA keys derived from IKE), else None."""
+        v = self.keys.version
+        if v != self._ah_keys_version:
+            self._ah_keys_version = v
+            if self.ah_verifier is None and any(k.protocol == 2 for k in self.keys.esp):
+                from .crypto.ah import AhVerifier
+
+                self.ah_verifier = AhVerifier(self.keys)
+                self._ah_check = _AhCheck(self.ah_verifier)
+        return self._ah_check if self.ah_verifier is not None else None
 
     def _add_row(self, row: FrameRow) -> None:
         self.rows.append(row)

@@ -106,8 +106,8 @@ def _flow_line(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> st
         # the counter's, as findings count it.
         others = ", ".join(g.dst for g in group if g is not f)
         parts.append(f"one sequence counter with its packets to {others}")
-    if f.decrypted:
-        parts.append(f"{f.decrypted} decrypted")
+    if f.decrypted:  # AH encrypts nothing: its count is of ICVs verified (crypto.ah)
+        parts.append(f"{f.decrypted} {'verified' if f.protocol == 'AH' else 'decrypted'}")
     if f.no_key:
         parts.append(f"{f.no_key} no key")
     for label, n, style in (("lost", counter_lost(group) if group else f.lost, "yellow"), ("replayed", f.duplicates, "red"),
@@ -117,6 +117,8 @@ def _flow_line(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> st
                             ("unsupported algorithm", f.unsupported, "red")):
         if n:
             parts.append(f"[{style}]{n} {label}[/]")
+    if f.ah_nat:
+        parts.append(f"[red]ICV verifies with {f.ah_nat.split(' -> ')[0]}: NAT[/]")
     if f.udp_encap:
         parts.append(f"UDP {f.sport}→{f.dport}")
     if f.keys_nat:

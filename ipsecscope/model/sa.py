@@ -133,6 +133,9 @@ class EspFlow:
     # MTU, so the sender (or a router) split them; the receiver reassembles before ESP.
     ip_fragmented: int = 0
     ip_fragmented_frames: list[int] = field(default_factory=list)  # first few (the last fragment's frame)
+    # AH only: "logged -> wire" when an ICV failed on the wire's address and verified with the key
+    # file's (crypto.ah): a NAT rewrote an address AH covers (RFC 4302 §3.3.3)
+    ah_nat: str = ""
 
     @property
     def key(self) -> FlowKey:

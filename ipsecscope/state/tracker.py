@@ -107,9 +107,14 @@ class Tracker(Book):
             self.observe("tracker_error", ts, (frame,), src, dst, reason=f"{type(exc).__name__}: {exc}")
             return None
 
-    def on_ah(self, pkt: AhPacket) -> None:
+    def on_ah(self, pkt: AhPacket, res: object | None = None) -> None:
+        """Account one AH packet (``res``: its crypto.ah.AhResult when AH keys were given, else
+        None): counted on its flow as an ESP result is ("ok" = ICV verified)."""
         try:
-            on_sa_packet(self, pkt, None, "AH", len(pkt.data), False, 0, 0)
+            flow = on_sa_packet(self, pkt, res, "AH", len(pkt.data), False, 0, 0)
+            nat = getattr(res, "nat", "") if res is not None else ""
+            if nat and not flow.ah_nat:
+                flow.ah_nat = nat
         except Exception as exc:  # noqa: BLE001
             self.observe("tracker_error", pkt.ts, (pkt.frame,), pkt.src, pkt.dst,
                          reason=f"{type(exc).__name__}: {exc}")

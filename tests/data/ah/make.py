@@ -1,0 +1,178 @@
+"""Writes the AH captures and key files of this folder (run from the repository root:
+``.venv/bin/python tests/data/ah/make.py``). Every AH packet is signed by scapy's
+``SecurityAssociation(AH, ...)`` (scapy/layers/ipsec.py), an implementation independent of
+ipsecscope's; then some packets are changed the way a path changes them (README.md says which).
+This machine's kernel has no XFRM AH (``ip xfrm state add ... proto ah`` answers "Requested type
+not found"), so no kernel AH could be captured. Deterministic: fixed keys, times and payloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scapy.layers.inet import ICMP, IP, UDP, IPOption_Router_Alert, IPOption_RR
+from scapy.layers.inet6 import (
+    HBHOptUnknown,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+)
+from scapy.layers.ipsec import AH, SecurityAssociation
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+from scapy.utils import PcapWriter
+
+HERE = Path(__file__).resolve().parent
+A4, B4, PRIV4 = "198.18.0.1", "198.18.0.2", "10.0.0.1"
+A6, B6 = "2001:db8:a::1", "2001:db8:b::2"
+
+# (spi, src, dst, scapy algorithm, IANA integrity name, key, esn high bits or None)
+SAS = {
+    "v4-sha1": (0xA4000001, A4, B4, "HMAC-SHA1-96", "AUTH_HMAC_SHA1_96", bytes(range(1, 21)), None),
+    "v4-sha256": (0xA4000002, B4, A4, "SHA2-256-128", "AUTH_HMAC_SHA2_256_128", bytes(range(0x21, 0x41)), None),
+    "v4-sha512-tunnel": (0xA4000003, A4, B4, "SHA2-512-256", "AUTH_HMAC_SHA2_512_256", bytes(range(0x41, 0x81)), None),
+    "v4-cmac-esn": (0xA4000004, B4, A4, "AES-CMAC-96", "AUTH_AES_CMAC_96", bytes(range(0x81, 0x91)), 1),
+    "v6-sha384": (0xA6000001, A6, B6, "SHA2-384-192", "AUTH_HMAC_SHA2_384_192", bytes(range(0x91, 0xC1)), None),
+    "v6-sha256-tunnel": (0xA6000002, B6, A6, "SHA2-256-128", "AUTH_HMAC_SHA2_256_128", bytes(range(0xC1, 0xE1)), None),
+    "v6-md5-esn": (0xA6000003, A6, B6, "HMAC-MD5-96", "AUTH_HMAC_MD5_96", bytes(range(0xE1, 0xF1)), 2),
+}
+ETH4 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x0800)
+ETH6 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x86DD)
+
+
+def sa(name: str, tunnel=None) -> SecurityAssociation:
+    spi, _s, _d, alg, _i, key, hi = SAS[name]
+    return SecurityAssociation(AH, spi=spi, auth_algo=alg, auth_key=key, tunnel_header=tunnel,
+                               esn_en=hi is not None, esn=hi or 0)
+
+
+def _v4_fix(raw: bytes) -> bytes:
+    """IPv4 header checksum again after a path change."""
+    p = IP(raw)
+    del p.chksum
+    return bytes(p.__class__(bytes(p)))
+
+
+def v4_packets() -> list[bytes]:
+    out = []
+    s1, s2 = sa("v4-sha1"), sa("v4-sha256")
+    for i in range(4):
+        req = IP(src=A4, dst=B4, id=0x100 + i, ttl=64) / ICMP(type=8, id=7, seq=i) / Raw(b"ah-v4 %d" % i * 4)
+        rep = IP(src=B4, dst=A4, id=0x200 + i, ttl=64) / ICMP(type=0, id=7, seq=i) / Raw(b"ah-v4 %d" % i * 4)
+        a = bytes(s1.encrypt(req, seq_num=i + 1))
+        b = bytes(s2.encrypt(rep, seq_num=i + 1))
+        if i == 1:  # a router re-marked DSCP/ECN, set DF, decremented TTL: all mutable (§3.3.3.1.1.1)
+            p = bytearray(a)
+            p[1], p[6], p[8] = 0x2A, 0x40, 61
+            a = _v4_fix(bytes(p))
+        if i == 2:  # corrupted on the path: one payload byte flipped
+            p = bytearray(b)
+            p[-3] ^= 0x01
+            b = bytes(p)
+        out += [a, b]
+    # IPv4 options: Router Alert is covered, Record Route is zeroed (Appendix A.1); a router fills RR in.
+    opt = IP(src=A4, dst=B4, id=0x300, options=[IPOption_Router_Alert(), IPOption_RR(routers=["0.0.0.0"])]) / \
+        ICMP(type=8, id=7, seq=9) / Raw(b"options")
+    p = bytearray(bytes(s1.encrypt(opt, seq_num=5)))
+    rr = p.index(bytes([7]), 20)  # the RR option: type 7, length, pointer, one address
+    p[rr + 2] = 8
+    p[rr + 3:rr + 7] = bytes([198, 18, 9, 9])
+    out.append(_v4_fix(bytes(p)))
+    # tunnel mode, SHA-512-256: a 32-byte ICV, AH 44 bytes, no padding for IPv4
+    s3 = sa("v4-sha512-tunnel", IP(src=A4, dst=B4))
+    for i in range(2):
+        inner = IP(src="10.1.0.1", dst="10.2.0.1") / UDP(sport=5000, dport=53) / Raw(b"tunnel %d" % i)
+        out.append(bytes(s3.encrypt(inner, seq_num=i + 1)))
+    # ESN with high bits 1 (RFC 4302 §2.5.1, §3.3.3.2.1), AES-CMAC-96
+    s4 = sa("v4-cmac-esn")
+    for i in range(3):
+        rep = IP(src=B4, dst=A4, id=0x400 + i) / ICMP(type=0, id=8, seq=i) / Raw(b"esn")
+        out.append(bytes(s4.encrypt(rep, seq_num=0xFFFFFFF0 + i, esn_en=True, esn=1)))
+    return out
+
+
+def v6_packets() -> list[bytes]:
+    out = []
+    s1 = sa("v6-sha384")
+    mutable = HBHOptUnknown(otype=0x3E, optdata=b"\x00\x00\x00\x00")  # type 0x3e: bit 0x20 = may change en route
+    fixed = HBHOptUnknown(otype=0x1E, optdata=b"\x11\x22")  # 0x1e: must not change
+    for i in range(3):
+        pkt = IPv6(src=A6, dst=B6, hlim=64) / IPv6ExtHdrHopByHop(options=[mutable, fixed]) / \
+            IPv6ExtHdrDestOpt() / ICMPv6EchoRequest(id=5, seq=i, data=b"ah-v6 %d" % i)
+        p = bytearray(bytes(s1.encrypt(pkt, seq_num=i + 1)))
+        if i == 1:  # traffic class, flow label, hop limit and the mutable option's data changed en route
+            p[0:4] = bytes([0x6B, 0x8A, 0xBC, 0xDE])
+            p[7] = 60
+            at = p.index(bytes([0x3E, 4]), 40)
+            p[at + 2:at + 6] = b"\xde\xad\xbe\xef"
+        out.append(bytes(p))
+    # a Routing header (Type 0) still on its way: the ICV is over the final destination's view (§3.3.3.1.2.2)
+    rt = IPv6(src=A6, dst="2001:db8:ff::1") / IPv6ExtHdrRouting(addresses=["2001:db8:ff::2", B6]) / \
+        ICMPv6EchoRequest(id=5, seq=7, data=b"routed")
+    out.append(bytes(s1.encrypt(rt, seq_num=4)))
+    s2 = sa("v6-sha256-tunnel", IPv6(src=B6, dst=A6))
+    for i in range(3):
+        inner = IPv6(src="fd00:2::1", dst="fd00:1::1") / ICMPv6EchoReply(id=5, seq=i, data=b"tunnel")
+        out.append(bytes(s2.encrypt(inner, seq_num=i + 1)))
+    s3 = sa("v6-md5-esn")
+    for i in range(2):
+        pkt = IPv6(src=A6, dst=B6) / UDP(sport=4000, dport=4001) / Raw(b"esn v6 %d" % i)
+        out.append(bytes(s3.encrypt(pkt, seq_num=7 + i, esn_en=True, esn=2)))
+    return out
+
+
+def nat_packets() -> list[bytes]:
+    """The v4-sha1 SA signed by a host at 10.0.0.1 whose NAT rewrote the source to 198.18.0.1."""
+    s1 = sa("v4-sha1")
+    out = []
+    for i in range(3):
+        req = IP(src=PRIV4, dst=B4, id=0x500 + i) / ICMP(type=8, id=9, seq=i) / Raw(b"behind NAT")
+        p = IP(bytes(s1.encrypt(req, seq_num=i + 1)))
+        p.src = A4
+        del p.chksum
+        out.append(bytes(p.__class__(bytes(p))))
+    return out
+
+
+def write(name: str, packets: list[bytes], eth) -> None:
+    with PcapWriter(str(HERE / name), linktype=1, sync=True) as w:
+        for i, raw in enumerate(packets):
+            frame = eth / Raw(raw)
+            frame.time = 1767225600 + i * 0.25  # 2026-01-01 00:00:00 UTC
+            w.write(frame)
+
+
+def keys(names: list[str], where: str, **change) -> dict:
+    out = []
+    for n in names:
+        spi, src, dst, _alg, integ, key, hi = SAS[n]
+        e = {"spi": f"0x{spi:08x}", "src": src, "dst": dst, "protocol": "ah", "encr": "ENCR_NULL",
+             "integ": integ, "auth_key": key.hex()}
+        if hi is not None:
+            e["esn"] = True
+        e.update(change.get(n, {}))
+        out.append(e)
+    return {"schema": "ipsecscope.keys/1", "generator": f"tests/data/ah/make.py ({where})", "esp": out}
+
+
+def dump(name: str, doc: dict) -> None:
+    (HERE / name).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def main() -> None:
+    write("ah-v4.pcap", v4_packets(), ETH4)
+    write("ah-v6.pcap", v6_packets(), ETH6)
+    write("ah-nat.pcap", nat_packets(), ETH4)
+    v4 = ["v4-sha1", "v4-sha256", "v4-sha512-tunnel", "v4-cmac-esn"]
+    dump("ah-v4.keys.json", keys(v4, "the keys the packets were signed with"))
+    dump("ah-v6.keys.json", keys(["v6-sha384", "v6-sha256-tunnel", "v6-md5-esn"], "the signing keys"))
+    dump("ah-nat.keys.json", keys(["v4-sha1"], "as logged behind the NAT", **{"v4-sha1": {"src": PRIV4}}))
+    wrong = bytes(20)
+    dump("ah-wrong.keys.json", keys(["v4-sha1"], "a wrong key", **{"v4-sha1": {"auth_key": wrong.hex()}}))
+
+
+if __name__ == "__main__":
+    main()
