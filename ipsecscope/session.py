@@ -620,6 +620,8 @@ class Session(FrameViews):
                     st.ah_icv_failed += 1
                 if res.nat:
                     info += f" — ICV verifies with {res.nat.split(' -> ')[0]}: NAT"
+                elif res.status == "unverifiable":
+                    info += f" — ICV not checked: {res.reason}"
             self._add_row(FrameRow(
                 raw.index, raw.ts, "AH", _intern(intern, pkt.src), _intern(intern, pkt.dst), 0, 0,
                 raw.orig_len, pkt.spi, seq, info, status,

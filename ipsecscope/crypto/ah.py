@@ -161,8 +161,7 @@ def _v6(frame: bytes, off: int, ah: bytes, fragmented: bool) -> tuple[bytearray,
                 return "IPv6 fragment header truncated"
             if frame[p] != 51:
                 return "IPv6 fragments whose fragmentable part starts with something other than AH: not rebuilt"
-            h[nh_at] = 51
-            p += 8
+            h[nh_at] = nh = 51
             break
         if len(frame) < p + 2:
             return f"IPv6 extension header {nh} truncated"

@@ -58,6 +58,7 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
                                             #   several destinations, RFC 4303 §3.3.3; RFC 4552 §7)
         "duplicates": int, "reordered": int, "icv_failed": int,
         "no_key": int, "decrypted": int, "malformed": int, "unsupported": int, "after_delete": int, "after_rekey": int,
+                                      # an AH flow's "decrypted" counts ICVs verified (crypto.ah, AH keys given)
         "after_rekey_last_time": float|null, "outside_ts": int, "udp_encap": bool, "sport": int, "dport": int,
         "keys_nat": str|null,         # the keys were matched across NAT: "logged -> wire" address
         "sport_last": int, "dport_last": int,  # ports of its latest packet (differ after a NAT rebinding)

@@ -22,7 +22,7 @@ The short forms of earlier versions stay as aliases (terms side by side are ANDe
 
     ike  nat-ka  malformed  other  ike,esp          spi=0x…  src=/dst=/host=ADDR[/LEN]
     port=/sport=/dport=N   frame=N[-M]   seq=N[-M]   child=N   finding=CODE[*]
-    icv=bad|ok   status=no-key|decrypted|icv-bad|malformed   info=TEXT   key=a,b (either)
+    icv=bad|ok   status=no-key|decrypted|verified|icv-bad|malformed   info=TEXT   key=a,b (either)
 
 Errors are :class:`FilterError` with the character position of the offending token.
 """
@@ -121,7 +121,7 @@ FIELDS: dict[str, FieldDef] = dict([
     _f("isakmp.flags", UINT, "header flags"),
     _f("isakmp.length", UINT, "message length"),
     _f("ipsecscope.kind", STRING, "row kind: IKE, ESP, AH, NAT-KA, MALFORMED, OTHER"),
-    _f("ipsecscope.status", STRING, "decrypted, icv-bad, no-key, malformed (IKE and ESP)"),
+    _f("ipsecscope.status", STRING, "decrypted, icv-bad, no-key, malformed (IKE and ESP); verified, unverified (AH with keys)"),
     _f("ipsecscope.decrypted", PROTO, "ESP decrypted: the inner packet's fields are there"),
     _f("ipsecscope.child", UINT, "CHILD SA id (as in `sas`)"),
     _f("ipsecscope.ike_sa", STRING, "IKE SA key: <SPIi hex>_<SPIr hex>"),
@@ -134,7 +134,7 @@ FIELD_ALIASES = {"isakmp.exchtype": "isakmp.exchangetype", "ipsecscope.child_sa"
 
 KINDS = {"ike": "IKE", "esp": "ESP", "ah": "AH", "nat-ka": "NAT-KA", "keepalive": "NAT-KA",
          "malformed": "MALFORMED", "other": "OTHER"}
-STATUSES = ("decrypted", "icv-bad", "no-key", "malformed", "replay", "gap")
+STATUSES = ("decrypted", "verified", "icv-bad", "no-key", "malformed", "replay", "gap", "unverified")
 KEYWORDS = ("spi", "src", "dst", "host", "port", "sport", "dport", "frame", "seq", "child", "finding",
             "icv", "status", "info")
 
@@ -559,8 +559,8 @@ def _alias_term(key: str, value: str, pos: int, findings: dict[str, set[int]]) -
         v = value.lower()
         if v in ("bad", "fail", "failed"):
             return Test("ipsecscope.status", "==", "icv-bad", pos)
-        if v in ("ok", "good"):
-            return Test("ipsecscope.status", "==", "decrypted", pos)
+        if v in ("ok", "good"):  # ESP decrypted, or an AH ICV verified (crypto.ah)
+            return Or(Test("ipsecscope.status", "==", "decrypted", pos), Test("ipsecscope.status", "==", "verified", pos))
         raise FilterError(f"icv={value!r}: use icv=bad or icv=ok", pos)
     if key == "status":
         v = value.lower()

@@ -285,6 +285,6 @@ class FrameRow:
     spi: int | None = None  # ESP/AH SPI
     seq: int | None = None
     info: str = ""  # one line: "IKE_AUTH request #1 [ SK ]", "ESP seq 42 -> ICMP echo"
-    status: str = ""  # "" | "decrypted" | "icv-bad" | "no-key" | "malformed" | "replay" | "gap"
+    status: str = ""  # "" | "decrypted" | "icv-bad" | "no-key" | "malformed" | "replay" | "gap"; AH: "verified" | "unverified"
     ike_sa: str | None = None  # IkeSa.key
     child_sa: int | None = None  # ChildSa.id

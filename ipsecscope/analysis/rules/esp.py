@@ -1,4 +1,4 @@
-"""ESP integrity and sequence rules: loss, replay, reordering (RFC 4303 §3.4.3), ICV, rekey overlap."""
+"""ESP integrity and sequence rules: loss, replay, reordering (RFC 4303 §3.4.3), ICV, rekey overlap; AH ICVs."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
 def r_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ICV failures: every packet (wrong key / algorithm) or a few (corruption on the path)."""
     for f in table.flows.values():
-        if not f.icv_failed:
+        if not f.icv_failed or f.protocol != "ESP":  # AH's own rule says what AH failures mean (r_ah_icv)
             continue
         checked = f.icv_failed + f.decrypted
         if f.decrypted == 0:
@@ -101,3 +101,68 @@ def r_rekey_overlap(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 frames=(f.last_frame,), sa=flow_ref(f),
                 hint="If the old SA is deleted before the sender switches, those packets are lost; check the "
                 "sender's kernel/IPsec stack for late outbound SA updates.", ts=c.rekeyed_ts)
+
+
+@rule(90, "AH-ICV-FAILED", (Severity.WARNING, Severity.ERROR), ref="RFC 4302 §3.3.3, §3.4.4")
+def r_ah_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
+    """AH ICV failures (with AH keys): every packet (wrong key or algorithm, or a NAT: AH covers the
+    IP addresses) or a few (corruption); a NAT proven when the key file's address verifies."""
+    for f in table.flows.values():
+        if f.protocol != "AH" or not f.icv_failed:
+            continue
+        checked = f.icv_failed + f.decrypted  # an AH flow's "decrypted" counts ICVs verified
+        count = f"{f.icv_failed} of {plural(checked, 'AH packet')}"
+        common = dict(code="AH-ICV-FAILED", frames=tuple(f.icv_failed_frames), sa=flow_ref(f), ts=f.first_ts)
+        if f.ah_nat:
+            logged, wire = f.ah_nat.split(" -> ", 1)
+            yield Finding(
+                severity=Severity.ERROR,
+                title=f"{count} {f.src} -> {f.dst} on SPI {spi_text(f.spi)} {verb(f.icv_failed, 'fails')} "
+                f"integrity: a NAT rewrote {logged} to {wire}",
+                explanation=f"The key file names {logged} for this SA, the wire shows {wire}; with {logged} put back "
+                "the ICV verifies, so the key is right and the address was translated on the path. AH covers the "
+                "outer IP addresses (RFC 4302 §3.3.3), so every packet through a NAT fails its check at the "
+                "receiver (RFC 3715 §2.1: AH is incompatible with NAT).",
+                hint="AH cannot cross a NAT: remove the NAT from the path, or use ESP with UDP encapsulation "
+                "(RFC 3948), which NAT traversal was made for.", **common)
+        elif f.decrypted == 0:
+            nat = _nat_seen(table, f)
+            yield Finding(
+                severity=Severity.ERROR,
+                title=f"{count} {f.src} -> {f.dst} on SPI {spi_text(f.spi)} {verb(f.icv_failed, 'fails')} "
+                "integrity: wrong key or algorithm, or a NAT",
+                explanation=(f"All {f.icv_failed} packets" if f.icv_failed != 1 else "The one packet")
+                + " failed AH integrity verification. When every packet fails, the key, algorithm or ICV length "
+                f"for SPI {spi_text(f.spi)} differs from what {f.src} uses — or a NAT or another middlebox "
+                "rewrites a field AH covers: AH authenticates the outer IP addresses too (RFC 4302 §3.3.3), so "
+                "a NAT breaks every packet. " + (nat or "Nothing in the capture shows a NAT between these peers "
+                "(no IKE NAT detection for them), so check the key first."),
+                hint="Check the key file entry for this SPI (integrity algorithm, key, ICV length); if a NAT is on "
+                "the path, AH cannot work through it: use ESP with UDP encapsulation (RFC 3948).", **common)
+        else:
+            yield Finding(
+                severity=Severity.WARNING,
+                title=f"{count} {f.src} -> {f.dst} on SPI {spi_text(f.spi)} {verb(f.icv_failed, 'fails')} "
+                "integrity: corruption",
+                explanation=f"{plural(f.decrypted, 'packet')} on SPI {spi_text(f.spi)} {verb(f.decrypted, 'verifies', 'verify')}, "
+                f"{f.icv_failed} {verb(f.icv_failed, 'does')} not: the key is right, "
+                f"{'that packet was' if f.icv_failed == 1 else 'those packets were'} altered on the path in a "
+                "field AH covers (payload, addresses, immutable options) or cut short in the capture.",
+                hint="Check for errors on the links between the peers, and for a middlebox that rewrites some "
+                "packets (an ALG, a TCP MSS clamp, a DSCP rewrite is harmless: AH leaves DSCP out).", **common)
+
+
+def _nat_seen(table: SaTable, f) -> str:
+    """What IKE's NAT detection says about the peers of an AH flow's CHILD SA, as a sentence ('' if
+    nothing: no IKE SA, or no NAT seen)."""
+    child = table.child_sas.get(f.child_sa) if f.child_sa is not None else None
+    ike = table.ike_sas.get(child.ike_sa) if child is not None and child.ike_sa else None
+    if ike is None or ike.nat_detected is None:
+        return ""
+    from .nat_mtu import nat_verdict
+
+    natted, _forced = nat_verdict(table, ike)
+    if not natted:
+        return ""
+    who = " and ".join(f"the {s.role} ({s.addr})" for s in natted)
+    return f"IKE's NAT detection (RFC 7296 §2.23) says {who} {verb(len(natted), 'is', 'are')} behind a NAT: that alone breaks AH."

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 STATUS_GLYPH = {
     "decrypted": ("✓", "green"),
+    "verified": ("✓", "green"),  # an AH ICV verified (AH encrypts nothing)
+    "unverified": ("?", "yellow"),  # AH with keys whose frame does not hold what the ICV covers
     "icv-bad": ("✗", "bold red"),
     "no-key": ("?", "yellow"),
     "malformed": ("!", "magenta"),

@@ -252,6 +252,14 @@ def flow_notes(flows: list[EspFlow]) -> list[Any]:
     # keys logged on a peer behind NAT, matched by SPI and the address NAT left alone (issue 17)
     lines += [Text(f"{spi_text(f.spi)}: keys matched across NAT ({arrow_text(f.keys_nat)})", "cyan")
               for f in flows if f.keys_nat]
+    # AH (crypto.ah): "Decr" counts ICVs verified; an ICV that verifies with the key file's address
+    # in place of the wire's proves a NAT, which AH cannot cross (RFC 4302 §3.3.3)
+    lines += [Text(f"{spi_text(f.spi)}: AH, {_count(f.decrypted, 'ICV', 'ICVs')} verified, "
+                   f"{f.icv_failed} failed", "red" if f.icv_failed else "green")
+              for f in flows if f.protocol == "AH" and (f.decrypted or f.icv_failed)]
+    lines += [Text(f"{spi_text(f.spi)}: ICVs verify with {f.ah_nat.split(' -> ')[0]} in place of "
+                   f"{f.ah_nat.split(' -> ')[-1]}: a NAT rewrote it, AH cannot cross a NAT", "bold red")
+              for f in flows if f.ah_nat]
     return [Text(""), *lines] if lines else []
 
 

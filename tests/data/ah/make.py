@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scapy.layers.inet import ICMP, IP, UDP, IPOption_Router_Alert, IPOption_RR
+from scapy.layers.inet import ICMP, IP, UDP, IPOption_Router_Alert, IPOption_RR, fragment
 from scapy.layers.inet6 import (
     HBHOptUnknown,
     ICMPv6EchoReply,
     ICMPv6EchoRequest,
     IPv6,
     IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
+    fragment6,
 )
 from scapy.layers.ipsec import AH, SecurityAssociation
 from scapy.layers.l2 import Ether
@@ -32,7 +34,8 @@ A6, B6 = "2001:db8:a::1", "2001:db8:b::2"
 # (spi, src, dst, scapy algorithm, IANA integrity name, key, esn high bits or None)
 SAS = {
     "v4-sha1": (0xA4000001, A4, B4, "HMAC-SHA1-96", "AUTH_HMAC_SHA1_96", bytes(range(1, 21)), None),
-    "v4-sha256": (0xA4000002, B4, A4, "SHA2-256-128", "AUTH_HMAC_SHA2_256_128", bytes(range(0x21, 0x41)), None),
+    # the answer of v4-sha1: one CHILD SA, one proposal both ways (RFC 7296 §3.3), its own key
+    "v4-sha1-back": (0xA4000002, B4, A4, "HMAC-SHA1-96", "AUTH_HMAC_SHA1_96", bytes(range(0x21, 0x35)), None),
     "v4-sha512-tunnel": (0xA4000003, A4, B4, "SHA2-512-256", "AUTH_HMAC_SHA2_512_256", bytes(range(0x41, 0x81)), None),
     "v4-cmac-esn": (0xA4000004, B4, A4, "AES-CMAC-96", "AUTH_AES_CMAC_96", bytes(range(0x81, 0x91)), 1),
     "v6-sha384": (0xA6000001, A6, B6, "SHA2-384-192", "AUTH_HMAC_SHA2_384_192", bytes(range(0x91, 0xC1)), None),
@@ -58,7 +61,7 @@ def _v4_fix(raw: bytes) -> bytes:
 
 def v4_packets() -> list[bytes]:
     out = []
-    s1, s2 = sa("v4-sha1"), sa("v4-sha256")
+    s1, s2 = sa("v4-sha1"), sa("v4-sha1-back")
     for i in range(4):
         req = IP(src=A4, dst=B4, id=0x100 + i, ttl=64) / ICMP(type=8, id=7, seq=i) / Raw(b"ah-v4 %d" % i * 4)
         rep = IP(src=B4, dst=A4, id=0x200 + i, ttl=64) / ICMP(type=0, id=7, seq=i) / Raw(b"ah-v4 %d" % i * 4)
@@ -137,10 +140,24 @@ def nat_packets() -> list[bytes]:
     return out
 
 
-def write(name: str, packets: list[bytes], eth) -> None:
+def frag_packets() -> list[bytes]:
+    """AH packets bigger than the link, split into IP fragments after signing (RFC 4302 §3.3.4:
+    fragmentation follows AH processing; the receiver reassembles first, §3.4.1)."""
+    out = []
+    big = IP(src=A4, dst=B4, id=0x600) / UDP(sport=7000, dport=7001) / Raw(bytes(range(256)) * 12)
+    signed = sa("v4-sha1").encrypt(big, seq_num=20)
+    out += [bytes(f) for f in fragment(signed, fragsize=1200)]
+    big6 = IPv6(src=A6, dst=B6) / UDP(sport=7000, dport=7001) / Raw(bytes(range(256)) * 12)
+    signed6 = IPv6(bytes(sa("v6-sha384").encrypt(big6, seq_num=20)))
+    fr = IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(id=0x66, nh=51) / signed6.payload
+    out += [bytes(f) for f in fragment6(fr, 1280)]
+    return out
+
+
+def write(name: str, packets: list[bytes]) -> None:
     with PcapWriter(str(HERE / name), linktype=1, sync=True) as w:
         for i, raw in enumerate(packets):
-            frame = eth / Raw(raw)
+            frame = (ETH4 if raw[0] >> 4 == 4 else ETH6) / Raw(raw)
             frame.time = 1767225600 + i * 0.25  # 2026-01-01 00:00:00 UTC
             w.write(frame)
 
@@ -162,14 +179,37 @@ def dump(name: str, doc: dict) -> None:
     (HERE / name).write_text(json.dumps(doc, indent=1) + "\n")
 
 
+XFRM_AUTH = {"AUTH_HMAC_SHA1_96": ("hmac(sha1)", 96), "AUTH_HMAC_SHA2_512_256": ("hmac(sha512)", 256),
+             "AUTH_AES_CMAC_96": ("cmac(aes)", 96)}
+
+
+def xfrm(names: list[str]) -> str:
+    """The SAs as ``ip xfrm state`` prints them (iproute2 ip/ipxfrm.c: the kernel reports
+    ``auth-trunc NAME 0xKEY BITS``), written by hand: this kernel has no XFRM AH to ask."""
+    out = []
+    for n in names:
+        spi, src, dst, _alg, integ, key, hi = SAS[n]
+        name, bits = XFRM_AUTH[integ]
+        mode = "tunnel" if "tunnel" in n else "transport"
+        out += [f"src {src} dst {dst}", f"\tproto ah spi 0x{spi:08x} reqid 1 mode {mode}",
+                "\treplay-window 0 flag af-unspec" + (" esn" if hi is not None else ""),
+                f"\tauth-trunc {name} 0x{key.hex()} {bits}",
+                "\tanti-replay " + ("esn " if hi is not None else "") + "context: seq 0x0, oseq 0x0, bitmap 0x00000000",
+                "\tsel src 0.0.0.0/0 dst 0.0.0.0/0 "]
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
-    write("ah-v4.pcap", v4_packets(), ETH4)
-    write("ah-v6.pcap", v6_packets(), ETH6)
-    write("ah-nat.pcap", nat_packets(), ETH4)
-    v4 = ["v4-sha1", "v4-sha256", "v4-sha512-tunnel", "v4-cmac-esn"]
+    write("ah-v4.pcap", v4_packets())
+    write("ah-v6.pcap", v6_packets())
+    write("ah-nat.pcap", nat_packets())
+    write("ah-frag.pcap", frag_packets())
+    v4 = ["v4-sha1", "v4-sha1-back", "v4-sha512-tunnel", "v4-cmac-esn"]
     dump("ah-v4.keys.json", keys(v4, "the keys the packets were signed with"))
     dump("ah-v6.keys.json", keys(["v6-sha384", "v6-sha256-tunnel", "v6-md5-esn"], "the signing keys"))
+    dump("ah-frag.keys.json", keys(["v4-sha1", "v6-sha384"], "the signing keys"))
     dump("ah-nat.keys.json", keys(["v4-sha1"], "as logged behind the NAT", **{"v4-sha1": {"src": PRIV4}}))
+    (HERE / "ah-v4.xfrm.txt").write_text(xfrm(v4))
     wrong = bytes(20)
     dump("ah-wrong.keys.json", keys(["v4-sha1"], "a wrong key", **{"v4-sha1": {"auth_key": wrong.hex()}}))
 

@@ -1,0 +1,237 @@
+"""AH ICV verification with keys (RFC 4302 §3.3.3), against scapy's SecurityAssociation(AH, ...).
+
+The captures in tests/data/ah were signed by scapy and then changed as a path changes packets
+(mutable fields, options, a routing header on its way, fragments, a NAT, one flipped byte). The
+oracle is scapy's own AH verification of each packet as its receiver would hold it: the routing
+header played to its end, fragments reassembled (scapy's defragment); ipsecscope must say
+"verified" exactly where scapy's check passes and "icv-bad" where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import DATA, IPSECSCOPE, ROOT
+from scapy.layers.inet import IP, defragment
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, IPv6ExtHdrRouting, defragment6
+from scapy.layers.ipsec import AH, IPSecIntegrityError, SecurityAssociation
+from scapy.layers.l2 import Ether
+from scapy.utils import PcapWriter, rdpcap
+
+AH_DIR = DATA / "ah"
+
+# The SAs of make.py: SPI -> (scapy algorithm, JSON key entry); the key entries are the oracle's
+# keys too, read from the key files (one source for both sides).
+SCAPY_ALGO = {"AUTH_HMAC_SHA1_96": "HMAC-SHA1-96", "AUTH_HMAC_SHA2_256_128": "SHA2-256-128",
+              "AUTH_HMAC_SHA2_384_192": "SHA2-384-192", "AUTH_HMAC_SHA2_512_256": "SHA2-512-256",
+              "AUTH_HMAC_MD5_96": "HMAC-MD5-96", "AUTH_AES_CMAC_96": "AES-CMAC-96"}
+ESN_HI = {0xA4000004: 1, 0xA6000003: 2}  # make.py's high bits
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([*IPSECSCOPE, *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr
+    return r
+
+
+def rows(cap: Path, *keys: Path) -> dict[int, dict]:
+    args = [a for k in keys for a in ("-k", str(k))]
+    out = run("packets", str(cap), *args, "--json").stdout
+    return {r["frame"]: r for r in map(json.loads, out.splitlines())}
+
+
+def key_entries(path: Path) -> dict[int, dict]:
+    return {int(e["spi"], 16): e for e in json.loads(path.read_text())["esp"]}
+
+
+def _receiver_view(ip):
+    """The packet as its final destination holds it: an IPv6 Type 0 routing header with segments
+    left is played to its end (RFC 8200 §4.4's address swap, what each hop does)."""
+    if IPv6ExtHdrRouting in ip:
+        rh = ip[IPv6ExtHdrRouting]
+        while rh.segleft:
+            i = len(rh.addresses) - rh.segleft
+            addrs = list(rh.addresses)
+            addrs[i], ip.dst = ip.dst, addrs[i]
+            rh.addresses = addrs
+            rh.segleft -= 1
+        ip = ip.__class__(bytes(ip))
+    return ip
+
+
+def scapy_verdicts(cap: Path, keys: dict[int, dict]) -> dict[int, bool]:
+    """frame (of the packet's last fragment) -> scapy's verdict on its AH ICV."""
+    frames = rdpcap(str(cap))
+    out: dict[int, bool] = {}
+    v4 = [p[IP] for p in frames if IP in p]
+    whole4 = {id(p): p for p in defragment(v4)} if v4 else {}
+    for n, fr in enumerate(frames, 1):
+        ip = fr[IP] if IP in fr else fr[IPv6]
+        if IP in fr and (ip.flags.MF or ip.frag):
+            if ip.flags.MF:
+                continue
+            ip = next(p for p in whole4.values() if p.id == ip.id and not p.flags.MF and not p.frag)
+        elif IPv6ExtHdrFragment in ip:
+            if ip[IPv6ExtHdrFragment].m:
+                continue
+            ip = defragment6([f[IPv6] for f in frames if IPv6 in f and IPv6ExtHdrFragment in f])
+        ip = _receiver_view(ip.__class__(bytes(ip)))
+        spi = ip[AH].spi
+        k = keys[spi]
+        sa = SecurityAssociation(AH, spi=spi, auth_algo=SCAPY_ALGO[k["integ"]],
+                                 auth_key=bytes.fromhex(k["auth_key"]), esn_en=spi in ESN_HI,
+                                 esn=ESN_HI.get(spi, 0))
+        try:
+            sa.decrypt(ip)
+            out[n] = True
+        except IPSecIntegrityError:
+            out[n] = False
+    return out
+
+
+@pytest.mark.parametrize("name", ["ah-v4", "ah-v6", "ah-frag"])
+def test_icv_verdicts_match_scapy(name):
+    cap, keys = AH_DIR / f"{name}.pcap", AH_DIR / f"{name}.keys.json"
+    want = scapy_verdicts(cap, key_entries(keys))
+    got = rows(cap, keys)
+    assert want and {n: got[n]["status"] for n in want} == {n: "verified" if ok else "icv-bad" for n, ok in want.items()}
+    assert all(got[n]["kind"] != "AH" for n in got if n not in want)  # the first fragments are not AH packets
+
+
+def test_path_changes_that_ah_leaves_out_still_verify():
+    """The frames a path changed in mutable fields verify; the corrupted one does not (README.md)."""
+    v4, v6 = rows(AH_DIR / "ah-v4.pcap", AH_DIR / "ah-v4.keys.json"), rows(AH_DIR / "ah-v6.pcap", AH_DIR / "ah-v6.keys.json")
+    assert [n for n, r in v4.items() if r["status"] != "verified"] == [6]
+    assert v4[3]["status"] == v4[9]["status"] == "verified"  # TOS/DF/TTL; Record Route filled in
+    assert all(r["status"] == "verified" for r in v6.values())  # flow label, mutable option, routing header
+    assert v6[4]["dst"] == "2001:db8:ff::1"  # captured on its way, before its last hop
+
+
+def test_esn_high_bits_in_sequence_and_inferred_without_the_flag(tmp_path):
+    """ESN high bits (RFC 4302 §2.5.1) enter the ICV; a key file that does not say ESN has them
+    inferred as for ESP (crypto.esn), and rows show the full 64-bit number."""
+    doc = json.loads((AH_DIR / "ah-v4.keys.json").read_text())
+    for e in doc["esp"]:
+        e.pop("esn", None)
+    k = tmp_path / "no-esn.keys.json"
+    k.write_text(json.dumps(doc))
+    for keys in (AH_DIR / "ah-v4.keys.json", k):
+        got = rows(AH_DIR / "ah-v4.pcap", keys)
+        assert [(got[n]["status"], got[n]["seq"]) for n in (12, 13, 14)] == [
+            ("verified", (1 << 32) | (0xFFFFFFF0 + i)) for i in range(3)]
+
+
+def test_xfrm_state_keys_verify_the_same():
+    """`ip xfrm state` text with proto ah (keys/xfrm.py) gives the same answers as the JSON keys."""
+    a = rows(AH_DIR / "ah-v4.pcap", AH_DIR / "ah-v4.keys.json")
+    b = rows(AH_DIR / "ah-v4.pcap", AH_DIR / "ah-v4.xfrm.txt")
+    assert {n: r["status"] for n, r in a.items()} == {n: r["status"] for n, r in b.items()}
+
+
+def test_sas_counts_per_sa():
+    doc = json.loads(run("sas", str(AH_DIR / "ah-v4.pcap"), "-k", str(AH_DIR / "ah-v4.keys.json"), "--json").stdout)
+    got = {f["spi"]: (f["protocol"], f["packets"], f["decrypted"], f["icv_failed"], f["no_key"]) for f in doc["flows"]}
+    assert got == {"0xa4000001": ("AH", 5, 5, 0, 0), "0xa4000002": ("AH", 4, 3, 1, 0),
+                   "0xa4000003": ("AH", 2, 2, 0, 0), "0xa4000004": ("AH", 3, 3, 0, 0)}
+    text = run("sas", str(AH_DIR / "ah-v4.pcap"), "-k", str(AH_DIR / "ah-v4.keys.json")).stdout
+    assert "AH 0xa4000002: 4 pkts, 240 B, 3 verified" in text and "1 ICV failed" in text
+    # the mode is read from what AH protects (next header 4: tunnel)
+    modes = {c["flows"][0].split(":")[-1]: c["mode"] for c in doc["child_sas"]}
+    assert modes["0xa4000003/AH"] == "tunnel" and modes["0xa4000004/AH"] == "transport"
+
+
+def findings(cap: Path, keys: Path) -> list[dict]:
+    return json.loads(run("findings", str(cap), "-k", str(keys), "--json").stdout)["findings"]
+
+
+def test_finding_some_fail_is_corruption():
+    fs = [f for f in findings(AH_DIR / "ah-v4.pcap", AH_DIR / "ah-v4.keys.json") if "ICV" in f["code"]]
+    assert [(f["code"], f["severity"], f["frames"]) for f in fs] == [("AH-ICV-FAILED", "warning", [6])]
+    assert "1 of 4 AH packets 198.18.0.2 -> 198.18.0.1 on SPI 0xa4000002" in fs[0]["title"]
+    assert "corruption" in fs[0]["title"]
+
+
+def test_finding_all_fail_wrong_key_names_nat_as_a_cause():
+    fs = [f for f in findings(AH_DIR / "ah-v4.pcap", AH_DIR / "ah-wrong.keys.json") if "ICV" in f["code"]]
+    assert [(f["code"], f["severity"]) for f in fs] == [("AH-ICV-FAILED", "error")]
+    assert "5 of 5 AH packets" in fs[0]["title"] and "wrong key or algorithm, or a NAT" in fs[0]["title"]
+    assert "RFC 4302 §3.3.3" in fs[0]["explanation"] and "Nothing in the capture shows a NAT" in fs[0]["explanation"]
+
+
+def test_nat_proven_by_the_logged_address():
+    """Keys logged behind a NAT (10.0.0.1) on packets whose source the NAT rewrote: every ICV fails
+    on the wire and verifies with 10.0.0.1 put back, which proves the NAT (RFC 4302 §3.3.3)."""
+    got = rows(AH_DIR / "ah-nat.pcap", AH_DIR / "ah-nat.keys.json")
+    assert [r["status"] for r in got.values()] == ["icv-bad"] * 3
+    assert all("ICV verifies with 10.0.0.1: NAT" in r["info"] for r in got.values())
+    fs = [f for f in findings(AH_DIR / "ah-nat.pcap", AH_DIR / "ah-nat.keys.json") if f["code"] == "AH-ICV-FAILED"]
+    assert len(fs) == 1 and fs[0]["severity"] == "error"
+    assert "a NAT rewrote 10.0.0.1 to 198.18.0.1" in fs[0]["title"] and "3 of 3" in fs[0]["title"]
+    text = run("sas", str(AH_DIR / "ah-nat.pcap"), "-k", str(AH_DIR / "ah-nat.keys.json")).stdout
+    assert "ICV verifies with 10.0.0.1: NAT" in text
+
+
+def test_without_ah_keys_nothing_is_checked():
+    """No AH key: AH rows as before (no status), no verifier built; ESP keys alone build none either."""
+    from ipsecscope.session import Session
+
+    plain = rows(AH_DIR / "ah-v4.pcap")
+    assert {r["status"] for r in plain.values()} == {""}
+    s = Session.from_files([str(AH_DIR / "ah-v4.pcap")], [str(ROOT / "samples" / "synthetic" / "aead.keys.json")])
+    assert s.stats.ah == 14 and s.ah_verifier is None and s.stats.ah_verified == 0
+    s = Session.from_files([str(AH_DIR / "ah-v4.pcap")], [str(AH_DIR / "ah-v4.keys.json")])
+    assert s.ah_verifier is not None and (s.stats.ah_verified, s.stats.ah_icv_failed) == (13, 1)
+
+
+def test_cut_by_the_snap_length_is_not_checked(tmp_path):
+    """A frame cut short holds less than the ICV covers: not checked (never "icv-bad"), and why."""
+    cut = tmp_path / "cut.pcap"
+    with PcapWriter(str(cut), linktype=1, snaplen=64) as w:
+        for p in rdpcap(str(AH_DIR / "ah-v4.pcap"))[:2]:
+            short = Ether(bytes(p)[:64])
+            short.time, short.wirelen = p.time, len(p)
+            w.write(short)
+    got = rows(cut, AH_DIR / "ah-v4.keys.json")
+    assert [r["status"] for r in got.values()] == ["unverified"] * 2
+    assert "ICV not checked: the capture holds" in got[1]["info"]
+
+
+def test_keys_never_in_output():
+    keys = AH_DIR / "ah-v4.keys.json"
+    secrets = [e["auth_key"] for e in key_entries(keys).values()]
+    cap = str(AH_DIR / "ah-v4.pcap")
+    out = "".join(run(*cmd, cap, "-k", str(keys)).stdout for cmd in (("packets", "--json"), ("sas", "--json"),
+                                                                     ("findings", "--json"), ("sas",)))
+    assert not any(s in out.lower() for s in secrets)
+    from ipsecscope.crypto.ah import AhResult
+    from ipsecscope.keys import load_keys
+
+    k = load_keys([keys]).esp[0]
+    assert k.auth_key.hex() not in repr(AhResult("ok", keys=k, inner=b"x"))
+
+
+def test_aes_xcbc_mac_96_rfc3566_vectors():
+    """AES-XCBC-MAC-96 (RFC 3566 §4.6 test cases 1-3; scapy has no XCBC for AH) through AH's MAC."""
+    from ipsecscope.crypto.ah import mac_for
+    from ipsecscope.model.keys import EspSaKeys
+
+    k = EspSaKeys(spi=1, encr=11, enc_key=b"", integ=5, auth_key=bytes(range(16)), protocol=2)
+    mac, icv = mac_for(k)
+    assert icv == 12
+    for msg, want in ((b"", "75f0251d528ac01c4573dfd5"), (bytes(range(3)), "5b376580ae2f19afe7219cee"),
+                      (bytes(range(16)), "d2a246fa349b68a79998a439")):
+        assert mac((msg,), (None,))[0].hex() == want
+
+
+def test_aes_cmac_96_rfc4494_vector():
+    """AES-CMAC-96 (RFC 4494 §4, example 2: 16-byte message) through AH's MAC."""
+    from ipsecscope.crypto.ah import mac_for
+    from ipsecscope.model.keys import EspSaKeys
+
+    k = EspSaKeys(spi=1, encr=11, enc_key=b"", integ=8, auth_key=bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c"),
+                  protocol=2)
+    mac, _icv = mac_for(k)
+    assert mac((bytes.fromhex("6bc1bee22e409f96e93d7e117393172a"),), (None,))[0].hex() == "070a16b46b4d4144f79bdd9d"
