@@ -52,7 +52,7 @@ from .state.tracker import Tracker
 if TYPE_CHECKING:
     # The IKE stack (decoder, decryptors, the IKE model, session_quoted) is imported at the first
     # IKE message or ICMP quote: a capture of ESP alone never needs it (start-up, issue 15).
-    from .crypto.ah import AhVerifier
+    from .crypto.ah import AhResult, AhVerifier
     from .crypto.ike_sk import IkeDecryptor
     from .crypto.ikev1 import Ikev1Decryptor
     from .model.ike import IkeMessage
@@ -108,7 +108,7 @@ class _AhCheck:
     def __init__(self, verifier: AhVerifier) -> None:
         self.verify = verifier.verify
 
-    def check(self, pkt: AhPacket, raw: RawFrame):
+    def check(self, pkt: AhPacket, raw: RawFrame) -> AhResult:
         from .decode.link import ip_offset
 
         _ver, off = ip_offset(raw.linktype, raw.data)
