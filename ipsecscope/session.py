@@ -112,7 +112,12 @@ class _AhCheck:
         from .decode.link import ip_offset
 
         _ver, off = ip_offset(raw.linktype, raw.data)
-        return self.verify(pkt, raw.data, off)
+        try:
+            return self.verify(pkt, raw.data, off)
+        except Exception as exc:  # noqa: BLE001 - odd input must never stop a capture being read
+            from .crypto.ah import AhResult
+
+            return AhResult("unverifiable", reason=f"internal error ({type(exc).__name__}); ICV not checked")
 
 
 def _intern(cache: dict[str, str], s: str) -> str:

@@ -129,6 +129,7 @@ def test_xfrm_state_keys_verify_the_same():
     a = rows(AH_DIR / "ah-v4.pcap", AH_DIR / "ah-v4.keys.json")
     b = rows(AH_DIR / "ah-v4.pcap", AH_DIR / "ah-v4.xfrm.txt")
     assert {n: r["status"] for n, r in a.items()} == {n: r["status"] for n, r in b.items()}
+    assert sorted({r["status"] for r in b.values()}) == ["icv-bad", "verified"]
 
 
 def test_sas_counts_per_sa():
@@ -235,3 +236,21 @@ def test_aes_cmac_96_rfc4494_vector():
                   protocol=2)
     mac, _icv = mac_for(k)
     assert mac((bytes.fromhex("6bc1bee22e409f96e93d7e117393172a"),), (None,))[0].hex() == "070a16b46b4d4144f79bdd9d"
+
+
+def test_any_bytes_in_front_of_ah_give_an_answer_or_a_reason():
+    """covered() reads what a frame holds, never past it, and never raises (bad input is a reason)."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from ipsecscope.crypto.ah import covered
+
+    ah = bytes([59, 4]) + bytes(22)
+
+    @given(st.binary(min_size=40, max_size=200), st.booleans())
+    def check(data, frag):
+        for version, head in ((4, bytes([0x40 | data[0] & 15]) + data[1:9] + b"\x33" + data[10:]),
+                              (6, b"\x60" + data[1:])):
+            got = covered(head, 0, version, ah, frag)
+            assert type(got) is str or (isinstance(got[0], bytearray) and got[1] in (8, 12))
+    check()
