@@ -103,15 +103,15 @@ class SessionStats:
 class _AhCheck:
     """An AH packet's frame to :meth:`AhVerifier.verify`: where its IP header starts."""
 
-    __slots__ = ("verify",)
+    __slots__ = ("verify", "ip_offset")
 
     def __init__(self, verifier: AhVerifier) -> None:
-        self.verify = verifier.verify
-
-    def check(self, pkt: AhPacket, raw: RawFrame) -> AhResult:
         from .decode.link import ip_offset
 
-        _ver, off = ip_offset(raw.linktype, raw.data)
+        self.verify, self.ip_offset = verifier.verify, ip_offset
+
+    def check(self, pkt: AhPacket, raw: RawFrame) -> AhResult:
+        _ver, off = self.ip_offset(raw.linktype, raw.data)
         try:
             return self.verify(pkt, raw.data, off)
         except Exception as exc:  # noqa: BLE001 - odd input must never stop a capture being read

@@ -224,7 +224,7 @@ def test_aes_xcbc_mac_96_rfc3566_vectors():
     assert icv == 12
     for msg, want in ((b"", "75f0251d528ac01c4573dfd5"), (bytes(range(3)), "5b376580ae2f19afe7219cee"),
                       (bytes(range(16)), "d2a246fa349b68a79998a439")):
-        assert mac((msg,), (None,))[0].hex() == want
+        assert next(mac((msg,), (None,))).hex() == want
 
 
 def test_aes_cmac_96_rfc4494_vector():
@@ -235,7 +235,7 @@ def test_aes_cmac_96_rfc4494_vector():
     k = EspSaKeys(spi=1, encr=11, enc_key=b"", integ=8, auth_key=bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c"),
                   protocol=2)
     mac, _icv = mac_for(k)
-    assert mac((bytes.fromhex("6bc1bee22e409f96e93d7e117393172a"),), (None,))[0].hex() == "070a16b46b4d4144f79bdd9d"
+    assert next(mac((bytes.fromhex("6bc1bee22e409f96e93d7e117393172a"),), (None,))).hex() == "070a16b46b4d4144f79bdd9d"
 
 
 def test_any_bytes_in_front_of_ah_give_an_answer_or_a_reason():

@@ -29,7 +29,11 @@ appear in a result's repr or reason.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+
+# constant-time compare, the C function hmac.compare_digest wraps (crypto.esp does the same: the
+# hmac module's import pulls in hashlib and the system's OpenSSL)
+from _operator import _compare_digest as _compare
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -246,12 +250,13 @@ def integ_suite(integ: int) -> IntegSuite:
     return s
 
 
-Mac = Callable[[tuple[bytes, ...], tuple[int | None, ...]], list[bytes]]
+Mac = Callable[[tuple[bytes, ...], tuple[int | None, ...]], Iterator[bytes]]
 
 
 def mac_for(keys: EspSaKeys) -> tuple[Mac, int]:
-    """(mac(parts, his) -> one truncated ICV per high-bits candidate, ICV length) for an AH SA's
-    keys. The parts are MACed once; each candidate costs only its 4 ESN bytes and a finalize."""
+    """(mac(parts, his) -> the truncated ICV of each high-bits candidate in turn, ICV length) for
+    an AH SA's keys. The parts are MACed once; each candidate costs only its 4 ESN bytes and a
+    finalize, and only when the one before it did not match (a generator)."""
     suite = integ_suite(keys.integ)
     icv = keys.icv_len if keys.icv_len is not None else suite.icv_len
     akey = bytes(keys.auth_key)
@@ -262,17 +267,14 @@ def mac_for(keys: EspSaKeys) -> tuple[Mac, int]:
 
         base = hmac_keyed(suite.hash, akey)  # type: ignore[arg-type]
 
-        def mac_hmac(parts: tuple[bytes, ...], his: tuple[int | None, ...]) -> list[bytes]:
+        def mac_hmac(parts: tuple[bytes, ...], his: tuple[int | None, ...]) -> Iterator[bytes]:
             m = base.copy()
-            for x in parts:
-                m.update(x)
-            out = []
+            m.update(b"".join(parts))
             for hi in his:
                 c = m.copy()
                 if hi is not None:
                     c.update(_pack32(hi))
-                out.append(c.finalize()[:icv])
-            return out
+                yield c.finalize()[:icv]
         return mac_hmac, icv
     if len(akey) != suite.key_len:
         raise UnknownAlgorithmError(f"{suite.label} integrity key is {len(akey) * 8} bits; expected "
@@ -280,24 +282,22 @@ def mac_for(keys: EspSaKeys) -> tuple[Mac, int]:
     if suite.kind == "xcbc":
         from .prf import aes_xcbc_mac
 
-        def mac_xcbc(parts: tuple[bytes, ...], his: tuple[int | None, ...]) -> list[bytes]:
+        def mac_xcbc(parts: tuple[bytes, ...], his: tuple[int | None, ...]) -> Iterator[bytes]:
             body = b"".join(parts)
-            return [aes_xcbc_mac(akey, body if hi is None else body + _pack32(hi))[:icv] for hi in his]
+            for hi in his:
+                yield aes_xcbc_mac(akey, body if hi is None else body + _pack32(hi))[:icv]
         return mac_xcbc, icv
     from cryptography.hazmat.primitives import cmac
     from cryptography.hazmat.primitives.ciphers import algorithms
 
-    def mac_cmac(parts: tuple[bytes, ...], his: tuple[int | None, ...]) -> list[bytes]:
+    def mac_cmac(parts: tuple[bytes, ...], his: tuple[int | None, ...]) -> Iterator[bytes]:
         m = cmac.CMAC(algorithms.AES(akey))
-        for x in parts:
-            m.update(x)
-        out = []
+        m.update(b"".join(parts))
         for hi in his:
             c = m.copy()
             if hi is not None:
                 c.update(_pack32(hi))
-            out.append(c.finalize()[:icv])
-        return out
+            yield c.finalize()[:icv]
     return mac_cmac, icv
 
 
@@ -317,7 +317,7 @@ def compute_icv(keys: EspSaKeys, frame: bytes, off: int, version: int, ah: bytes
         raise ValueError(got)
     mac, _icv = mac_for(keys)
     parts, _field = icv_parts(got[0], ah)  # type: ignore[index]
-    return mac(parts, (seq_hi,))[0]
+    return next(mac(parts, (seq_hi,)))
 
 
 # -- the stateful verifier --------------------------------------------------------------------------
@@ -427,8 +427,6 @@ class AhVerifier:
     def _match(st: _Sa, parts: tuple[bytes, ...], sent: bytes, seq_lo: int) -> int | None | bool:
         """The ESN high bits the ICV verifies with (None: no ESN), or False. Learns the SA's mode
         from the first packet that verifies, as ESP's decryptor does (crypto.esn)."""
-        from _operator import _compare_digest as _compare
-
         mode = st.mode
         his: tuple[int | None, ...]
         if mode is False:
@@ -439,7 +437,7 @@ class AhVerifier:
             esn = _esn.search_order() if st.searches < _esn.SEARCH_PACKETS else (0,)
             st.searches += 1
             his = ((None,) if mode is None else ()) + esn
-        for hi, icv in zip(his, st.mac(parts, his), strict=True):  # type: ignore[misc]
+        for hi, icv in zip(his, st.mac(parts, his), strict=False):  # type: ignore[misc]  # lazy: stops at a match
             if _compare(icv, sent):
                 if st.mode is None:
                     st.mode = hi is not None
@@ -475,8 +473,6 @@ def _nat_proof(st: _Sa, keys: EspSaKeys, head: bytearray, src_at: int, pkt: AhPa
     mode = st.mode
     his: tuple[int | None, ...] = (None,) if mode is False else (
         _esn.candidates(st.top, pkt.seq) if mode and st.top >= 0 else ((None,) if mode is None else ()) + (0,))
-    from _operator import _compare_digest as _compare
-
     for icv in st.mac((bytes(h), *parts[1:]), his):  # type: ignore[misc]
         if _compare(icv, sent):
             return keys.nat
