@@ -132,6 +132,16 @@ def test_xfrm_state_keys_verify_the_same():
     assert sorted({r["status"] for r in b.values()}) == ["icv-bad", "verified"]
 
 
+def test_charon_log_ah_child_sa_keys_verify():
+    """A charon log's "adding inbound/outbound AH SA" with the CHILD SA's integrity keys (keys/charon.py):
+    the initiator's outbound SA takes the initiator key, its inbound one the responder key."""
+    a = rows(AH_DIR / "ah-v4.pcap", AH_DIR / "ah-v4.keys.json")
+    b = rows(AH_DIR / "ah-v4.pcap", AH_DIR / "ah-v4-charon.log")
+    mine = [n for n, r in a.items() if r["spi"] in ("0xa4000001", "0xa4000002")]
+    assert [b[n]["status"] for n in mine] == [a[n]["status"] for n in mine] == ["verified"] * 5 + ["icv-bad"] + ["verified"] * 3
+    assert {b[n]["status"] for n in b if n not in mine} == {"no-key"}  # AH keys given, none for these SAs
+
+
 def test_sas_counts_per_sa():
     doc = json.loads(run("sas", str(AH_DIR / "ah-v4.pcap"), "-k", str(AH_DIR / "ah-v4.keys.json"), "--json").stdout)
     got = {f["spi"]: (f["protocol"], f["packets"], f["decrypted"], f["icv_failed"], f["no_key"]) for f in doc["flows"]}

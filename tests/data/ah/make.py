@@ -199,6 +199,35 @@ def xfrm(names: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _dump(ts: str, label: str, key: bytes) -> list[str]:
+    """A charon hex dump (``chunk_t`` printed by strongSwan's %B: 16 bytes a row)."""
+    rows = [f"{ts} 06[CHD] <ah|1> {label} => {len(key)} bytes @ 0x7f0000001000"]
+    for i in range(0, len(key), 16):
+        part = key[i:i + 16]
+        rows.append(f"{ts} 06[CHD] <ah|1> {i:4d}: " + " ".join(f"{b:02X}" for b in part).ljust(48) + "  "
+                    + "".join(chr(b) if 32 <= b < 127 else "." for b in part))
+    return rows
+
+
+def charon() -> str:
+    """The initiator's (198.18.0.1) charon log at ``chd 4`` for the v4-sha1 CHILD SA: AH with
+    HMAC-SHA1-96 (the line formats of charon's child_sa.c / keymat_v2.c, as the healthy-gcm sample's
+    real log prints them; written here because this kernel cannot install AH SAs)."""
+    t = "2026-01-01T00:00:00.010"
+    out = ["2026-01-01T00:00:00.000 13[ENC] <ah|1> generating IKE_AUTH request 1 [ IDi AUTH SA TSi TSr ]",
+           f"{t} 06[ENC] <ah|1> parsed IKE_AUTH response 1 [ IDr AUTH SA TSi TSr ]",
+           f"{t} 06[CFG] <ah|1> selected proposal: AH:HMAC_SHA1_96/NO_EXT_SEQ",
+           f"{t} 06[CHD] <ah|1> CHILD_SA host{{1}} state change: CREATED => INSTALLING",
+           f"{t} 06[CHD] <ah|1>   using HMAC_SHA1_96 for integrity"]
+    out += _dump(t, "integrity initiator key", SAS["v4-sha1"][5])
+    out += _dump(t, "integrity responder key", SAS["v4-sha1-back"][5])
+    out += [f"{t} 06[CHD] <ah|1> adding inbound AH SA", f"{t} 06[CHD] <ah|1>   SPI 0xa4000002, src {B4} dst {A4}",
+            f"{t} 06[CHD] <ah|1> adding outbound AH SA", f"{t} 06[CHD] <ah|1>   SPI 0xa4000001, src {A4} dst {B4}",
+            f"{t} 06[IKE] <ah|1> CHILD_SA host{{1}} established with SPIs a4000002_i a4000001_o and TS {A4}/32 === {B4}/32",
+            f"{t} 06[CHD] <ah|1> CHILD_SA host{{1}} state change: INSTALLING => INSTALLED"]
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     write("ah-v4.pcap", v4_packets())
     write("ah-v6.pcap", v6_packets())
@@ -210,6 +239,7 @@ def main() -> None:
     dump("ah-frag.keys.json", keys(["v4-sha1", "v6-sha384"], "the signing keys"))
     dump("ah-nat.keys.json", keys(["v4-sha1"], "as logged behind the NAT", **{"v4-sha1": {"src": PRIV4}}))
     (HERE / "ah-v4.xfrm.txt").write_text(xfrm(v4))
+    (HERE / "ah-v4-charon.log").write_text(charon())
     wrong = bytes(20)
     dump("ah-wrong.keys.json", keys(["v4-sha1"], "a wrong key", **{"v4-sha1": {"auth_key": wrong.hex()}}))
 
