@@ -241,3 +241,131 @@ def test_nat_detected_once_per_peer_pair_naming_its_ike_sas():
     two = [f for f in findings(ROOT / "samples" / "redirect" / "capture.pcapng") if f["code"] == "IKE-NAT-DETECTED"]
     assert len(two) == 2 and all(f["count"] == 1 for f in two)
     assert sorted(f["title"].split("responder ")[1].split()[0] for f in two) == ["198.18.0.2", "198.18.0.3"]
+
+
+# ------------------------------------------------------------------------- one-way ESP, one end silent
+
+ESP6 = DATA / "zeek" / "ip6_esp.pcap"  # Zeek's core trace (BSD-3): 3ffe::1 sends ESP to 12 peers, 10 packets each
+
+
+def _tshark_esp_sas(cap: Path) -> dict[str, list[int]]:
+    """Every ESP SA tshark sees, as findings name it (``esp:src>dst:0xspi``), with its frames."""
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "esp", "-T", "fields", "-e", "frame.number",
+                          "-e", "ipv6.src", "-e", "ipv6.dst", "-e", "ip.src", "-e", "ip.dst", "-e", "esp.spi"],
+                         capture_output=True, text=True, check=True).stdout
+    sas: dict[str, list[int]] = {}
+    for line in out.splitlines():
+        n, s6, d6, s4, d4, spi = line.split("\t")
+        sas.setdefault(f"esp:{s6 or s4}>{d6 or d4}:0x{int(spi, 16):08x}", []).append(int(n))
+    return sas
+
+
+@needs_tshark
+def test_one_host_sending_esp_to_twelve_silent_peers_is_one_finding():
+    """Zeek's ip6_esp: 12 one-way SAs from 3ffe::1 were 12 ESP-ONE-WAY warnings, each naming its own
+    addresses in title and hint, so the aggregation never merged them. The condition is one: the
+    host hears from none of its peers. One finding, its 12 SAs as members with their first and
+    last frames (tshark's), severity kept."""
+    sas = _tshark_esp_sas(ESP6)
+    assert len(sas) == 12 and {k.split(">")[0] for k in sas} == {"esp:3ffe::1"}
+    doc = findings(ESP6)
+    (f,) = [f for f in doc if f["code"] == "ESP-ONE-WAY"]
+    assert f["severity"] == "warning" and f["count"] == 12
+    assert f["title"] == "One-way ESP: 3ffe::1 sends to 12 peers (120 packets), none answer"
+    assert {m["sa"]: m["frames"] for m in f["members"]} == {k: [fr[0], fr[-1]] for k, fr in sas.items()}
+    assert all(m["peers"][0] == "3ffe::1" for m in f["members"]) and f["sa"] == f["members"][0]["sa"]
+    assert f["facts"] == {"sender": "3ffe::1", "peers": 12, "sas": 12, "packets": 120}
+    assert f["time"] == min(m["time"] for m in f["members"])
+    assert "one SA each: 3ffe::2 (CHILD SA #1, SPI 0x0000000a, 10 packets)" in f["explanation"]
+    assert "and 7 more" in f["explanation"] and "holds no ESP to 3ffe::1 at all" in f["explanation"]
+    text = run("findings", str(ESP6)).stdout
+    assert text.count("ESP-ONE-WAY") == 1 and "×12 SAs" in text and "(of 24)" in text
+
+
+def test_one_way_group_loses_no_sa():
+    """Without aggregation each SA keeps its own finding: the group's members are exactly them."""
+    s = Session()
+    s.load(ESP6)
+    one = [f for f in evaluate(s.table, RuleContext(session=s, aggregate_min=0)) if f.code == "ESP-ONE-WAY"]
+    (group,) = [f for f in evaluate(s.table, RuleContext(session=s)) if f.code == "ESP-ONE-WAY"]
+    assert len(one) == 12 and not any(f.members for f in one)
+    assert sorted((m.sa, m.frames, m.ts) for m in group.members) == sorted((f.sa, f.frames, f.ts) for f in one)
+    assert sorted(group.all_frames) == sorted(fr for f in one for fr in f.frames)
+
+
+MAC_A, MAC_B = "02:00:00:00:00:01", "02:00:00:00:00:02"
+
+
+def _one_way_mesh(path: Path) -> Path:
+    """ESP with nothing back (5 packets per SA): 192.0.2.1 to 192.0.2.2 on three SPIs (one pair,
+    three SAs); 198.51.100.1 and .2 to 203.0.113.9 (one receiver); 192.0.2.7 to 192.0.2.8 alone;
+    and 192.0.2.1 to 192.0.2.3, refused each time with ICMP port unreachable from 192.0.2.3."""
+    scapy = pytest.importorskip("scapy.all")
+    from scapy.layers.ipsec import ESP
+
+    sas = [("192.0.2.1", "192.0.2.2", 0x100), ("192.0.2.1", "192.0.2.2", 0x101), ("192.0.2.1", "192.0.2.2", 0x102),
+           ("198.51.100.1", "203.0.113.9", 0x200), ("198.51.100.2", "203.0.113.9", 0x201),
+           ("192.0.2.7", "192.0.2.8", 0x300), ("192.0.2.1", "192.0.2.3", 0x400)]
+    pk, t = [], 1_700_000_000.0
+    for seq in range(1, 6):
+        for src, dst, spi in sas:
+            esp = scapy.Ether(src=MAC_A, dst=MAC_B) / scapy.IP(src=src, dst=dst) / ESP(spi=spi, seq=seq) / (b"\x5a" * 48)
+            t += 0.01
+            esp.time = t
+            pk.append(esp)
+            if spi == 0x400:
+                err = scapy.Ether(src=MAC_B, dst=MAC_A) / scapy.IP(src=dst, dst=src) / scapy.ICMP(type=3, code=3) / bytes(esp[scapy.IP])[:64]
+                t += 0.001
+                err.time = t
+                pk.append(err)
+    scapy.wrpcap(str(path), pk)
+    return path
+
+
+def test_one_way_sas_group_by_their_shared_end_and_own_evidence_stays_apart(tmp_path):
+    doc = [f for f in findings(_one_way_mesh(tmp_path / "mesh.pcap")) if f["code"] == "ESP-ONE-WAY"]
+    by_title = {f["title"]: f for f in doc}
+    # the same pair on three SAs: one finding, its SPIs listed
+    pair = by_title["One-way ESP: 192.0.2.1 -> 192.0.2.2 on 3 SAs (15 packets), nothing back"]
+    assert pair["count"] == 3 and [m["sa"] for m in pair["members"]] == [
+        f"esp:192.0.2.1>192.0.2.2:0x{s:08x}" for s in (0x100, 0x101, 0x102)]
+    assert "SPI 0x00000101 (CHILD SA #2, 5 packets)" in pair["explanation"] and "Check on 192.0.2.2" in pair["hint"]
+    # two senders to one receiver that answers neither
+    hub = by_title["One-way ESP: 2 peers send to 203.0.113.9 (10 packets), it answers none"]
+    assert hub["count"] == 2 and {m["peers"][0] for m in hub["members"]} == {"198.51.100.1", "198.51.100.2"}
+    assert hub["facts"] == {"receiver": "203.0.113.9", "peers": 2, "sas": 2, "packets": 10}
+    # alone: the per-SA finding as before
+    assert by_title["One-way ESP: 192.0.2.7 -> 192.0.2.8 (5 packets), nothing back"]["count"] == 1
+    # refused with ICMP: evidence about that SA and peer, not merged into 192.0.2.1's silent pair
+    (refused,) = [f for f in doc if "192.0.2.3" in f["title"]]
+    assert refused["count"] == 1 and "refused with ICMP" in refused["title"]
+    assert len(doc) == 4 and all(f["severity"] == "warning" for f in doc)
+
+
+def test_tui_one_way_group_jumps_to_every_sas_frames():
+    from test_tui import frames_in_view, loaded, sync
+    from textual.widgets import DataTable, TabbedContent
+
+    from ipsecscope.tui.app import create_app
+    from ipsecscope.tui.widgets.packet_table import PacketTable
+
+    @sync
+    async def run_app() -> None:
+        app = create_app(ESP6)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("3")
+            await pilot.pause()
+            view = app.query_one("FindingsView")
+            (at,) = [i for i, f in enumerate(view.findings) if f.code == "ESP-ONE-WAY"]
+            table = app.query_one("#findings-table", DataTable)
+            assert "×12\u00a0SAs" in str(table.get_row_at(at)[2]).replace("\n", " ")
+            table.focus()
+            table.move_cursor(row=at)
+            await pilot.press("enter")
+            await loaded(pilot)
+            assert app.query_one(TabbedContent).active == "packets"
+            f = view.findings[at]
+            assert len(f.all_frames) == 24 and frames_in_view(app.query_one(PacketTable)) == list(f.all_frames)
+
+    run_app()

@@ -26,8 +26,9 @@ class RuleContext:
     loss_warn_ratio: float = 0.01  # lost/expected above this: WARNING, else INFO
     rekey_overlap_warn_s: float = 10.0
     after_delete_grace_s: float = 1.0  # in-flight packets right after a Delete are normal
-    # Same-condition findings on this many SAs or more become one finding (analysis.rules.aggregate);
-    # 0 keeps one finding per SA.
+    # Same-condition findings on this many SAs or more become one finding (analysis.rules.aggregate;
+    # ESP-ONE-WAY groups SAs sharing a silent end itself, analysis.rules.one_way); 0 keeps one
+    # finding per SA.
     aggregate_min: int = 5
     extra: dict = field(default_factory=dict)
     # What the peers' own logs say (KeyStore.peer_notes from charon logs given with -k).

@@ -40,6 +40,7 @@ from .common import (
     refusal_first,
 )
 from .core import RuleContext, rule
+from .one_way import OneWay, group_plain
 
 
 def _v1_dpd_dead(sa: IkeSa, end: float | None) -> Finding | None:
@@ -303,6 +304,7 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """One-way ESP: traffic in one direction of a CHILD SA, nothing back."""
     paths: dict[tuple[str, str, str], list[EspFlow]] | None = None  # built at the first one-way SA
     grouped: set[int] = set()
+    plain: list[OneWay] = []
     for group in _undecided_pairs(table):
         found = _one_way_group(table, group)
         if found is not False:
@@ -341,7 +343,7 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             continue  # the reverse runs on the same SPI: one manually keyed SA used both ways
         if sib is not None and not refused:
             why, why_hint, ike_frames = why + sib[0], sib[1], (*ike_frames, *sib[2])
-        yield Finding(
+        found = Finding(
             code="ESP-ONE-WAY", severity=Severity.WARNING,
             title=f"One-way {f.protocol}: {f.src} -> {f.dst} ({plural(pk, 'packet')}), nothing back"
             + (f" on this SA; {f.dst} sends on another" if sib is not None and not refused else "")
@@ -356,6 +358,13 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             hint=why_hint or f"Check on {f.dst}: SA and policy installed (ip xfrm state/policy), "
             f"{'AH (IP protocol 51)' if f.protocol == 'AH' else 'ESP (or UDP 4500)'} "
             "allowed in, and a route back to the sender's subnet.", ts=f.first_ts)
+        if why or refused or sib is not None:
+            yield found  # evidence of its own (ICMP, the peer's IKE, a sibling SA): about this SA alone
+        else:
+            plain.append(OneWay(found, f, c, pk))
+    # Silence alone, on several SAs from one sender (or to one receiver): one finding for that end
+    # (aggregate_min 0 keeps one finding per SA, as for every other rule).
+    yield from group_plain(table, plain) if ctx.aggregate_min else (o.finding for o in plain)
 
 
 def _undecided_pairs(table: SaTable) -> list[list[ChildSa]]:
