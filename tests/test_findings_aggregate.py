@@ -369,3 +369,79 @@ def test_tui_one_way_group_jumps_to_every_sas_frames():
             assert len(f.all_frames) == 24 and frames_in_view(app.query_one(PacketTable)) == list(f.all_frames)
 
     run_app()
+
+
+# ------------------------------------------------------------------------- refusals repeated per retry
+
+def _retries(path: Path, n: int) -> Path:
+    """The ike-proposal-mismatch sample's IKE_SA_INIT and its NO_PROPOSAL_CHOSEN answer sent ``n``
+    times 30 s apart, each a new IKE SA (initiator SPI changed in its first byte, the request's
+    NAT_DETECTION_DESTINATION_IP recomputed over it, RFC 7296 §2.23), as an initiator retrying
+    its connection shows it."""
+    scapy = pytest.importorskip("scapy.all")
+    import hashlib
+    import ipaddress
+
+    pk = scapy.rdpcap(str(ROOT / "samples" / "ike-proposal-mismatch" / "capture.pcapng"))
+    out = []
+    for k in range(n):
+        for p in pk[:2]:
+            q = p.copy()
+            raw = bytearray(bytes(q[scapy.UDP].payload))
+            raw[0] ^= k << 4
+            nxt, off = raw[16], 28
+            while nxt and off + 4 <= len(raw):
+                if nxt == 41 and struct.unpack_from("!H", raw, off + 6)[0] == 16389:
+                    data = off + 8 + raw[off + 5]
+                    raw[data:data + 20] = hashlib.sha1(bytes(raw[:16]) + ipaddress.ip_address(q[scapy.IP].dst).packed
+                                                       + struct.pack("!H", q[scapy.UDP].dport)).digest()
+                nxt, off = raw[off], off + struct.unpack_from("!H", raw, off + 2)[0]
+            q[scapy.UDP].remove_payload()
+            q[scapy.UDP].add_payload(scapy.Raw(bytes(raw)))
+            del q[scapy.UDP].chksum
+            q.time = p.time + 30 * k
+            out.append(q)
+    scapy.wrpcap(str(path), out)
+    return path
+
+
+@needs_tshark
+def test_a_refusal_repeated_per_retry_is_one_finding(tmp_path):
+    """Three IKE_SA_INIT attempts between the same two peers, each refused with NO_PROPOSAL_CHOSEN:
+    one configuration mismatch, one finding naming the three IKE SAs (tshark: three initiator
+    SPIs, three notify 14 answers); the NAT hashes stay what the sample's were."""
+    cap = _retries(tmp_path / "retries.pcap", 3)
+    out = subprocess.run(["tshark", "-r", str(cap), "-Y", "isakmp.notify.msgtype == 14", "-T", "fields",
+                          "-e", "frame.number", "-e", "isakmp.ispi"], capture_output=True, text=True, check=True).stdout
+    refused = [line.split("\t") for line in out.splitlines()]
+    assert len(refused) == 3 and len({spi for _, spi in refused}) == 3
+    doc = findings(cap)
+    (f,) = [f for f in doc if f["code"] == "IKE-NO-PROPOSAL"]
+    assert f["severity"] == "error" and f["count"] == 3
+    assert {m["sa"].partition("_")[0] for m in f["members"]} == {spi.replace(":", "") for _, spi in refused}
+    assert sorted(fr for m in f["members"] for fr in m["frames"]) == list(range(1, 7))
+    assert "between 198.18.0.1 and 198.18.0.2 (f63e1ff0…, e63e1ff0…, d63e1ff0…)" in f["explanation"]
+    (nat,) = [f for f in doc if f["code"] == "IKE-NAT-DETECTED"]
+    assert nat["title"] == "UDP encapsulation forced by initiator 198.18.0.1 (no NAT seen)" and nat["count"] == 3
+
+
+def test_a_child_sa_number_in_a_title_is_the_sa_not_the_condition():
+    """Refusals of CHILD SAs #2 and #3 (one peer pair in this sample) with the same text but for
+    their numbers are one finding whose title names both; #23 does not hold #2."""
+    from ipsecscope.analysis.rules.aggregate import aggregate
+    from ipsecscope.model.sa import Finding, Severity
+
+    s = Session()
+    s.load(ROOT / "samples" / "synthetic" / "ipv6-transport-natt.pcap")
+    c2, c3 = s.table.child_sas[2], s.table.child_sas[3]
+    assert {c2.initiator, c2.responder} == {c3.initiator, c3.responder}
+
+    def refused(c, title_id=None) -> Finding:
+        return Finding(code="IKE-CHILD-REFUSED", severity=Severity.ERROR,
+                       title=f"CHILD SA #{title_id or c.id} refused by {c.responder}: TEMPORARY_FAILURE",
+                       explanation=f"{c.initiator} asked {c.responder} for a CHILD SA; refused.", frames=(c.id,),
+                       sa=f"child:{c.id}", hint="", ts=float(c.id))
+
+    (one,) = aggregate([refused(c2), refused(c3)], s.table)
+    assert one.count == 2 and one.title == f"CHILD SAs #2 and #3 refused by {c2.responder}: TEMPORARY_FAILURE"
+    assert len(aggregate([refused(c2, 23), refused(c3, 33)], s.table)) == 2  # not "CHILD SA #2" + "3"

@@ -12,7 +12,18 @@ without an SA are never merged. At :data:`AGGREGATE_MIN` or more such findings t
 one finding: the first finding's text plus a sentence naming the first few SAs ("and N more"),
 the first few SAs' frames as evidence, and every SA in :attr:`Finding.members` (JSON ``members``).
 Codes in :data:`PAIR_REPEATS` merge from 2 findings on when all of them are between the same two
-addresses (the same JSON shape: ``count``, ``members``; findings/1 unchanged).
+addresses (the same JSON shape: ``count``, ``members``; findings/1 unchanged): a NAT, and a
+refusal repeated with every retry. A title's own "CHILD SA #N" is the SA, not the condition: it
+is blanked for the comparison, and the merged title names the members ("CHILD SAs #2 and #3").
+
+Titles must be equal, so a rule whose title names the SA's own addresses never merges here:
+ESP-ONE-WAY groups its SAs itself by the end they share (:mod:`.one_way`). Other per-SA and
+per-flow rules stay one finding per SA on purpose: their titles carry that SA's own numbers
+(ESP-SEQ-GAP's lost/ratio and severity, ESP-REPLAY's duplicates, ESP-REORDER's late packets,
+ESP-ICV-FAILED's failing share, ESP-OUTSIDE-TS's count, IKE-RETRANSMIT's retries) or times
+(ESP-RETURN-STOPPED, ESP-AFTER-DELETE, ESP-REKEY-OVERLAP), which are the finding: several SAs of
+one tunnel losing packets at different rates are several facts. ESP-ICV-FAILED on every packet
+("wrong key") points at one key row per SA, the fix for each.
 """
 
 from __future__ import annotations
@@ -32,7 +43,13 @@ NAMED = 5  # SAs an aggregated finding names in its text; the rest are "and N mo
 # between the same two addresses become one from 2 on, naming the SAs it covers (live3: 3
 # reconnects, 3 copies of a 6-line IKE-NAT-DETECTED). Different peer pairs still need
 # AGGREGATE_MIN to be summed up as one.
-PAIR_REPEATS = frozenset({"IKE-NAT-DETECTED"})
+# A refusal repeats with every retry (each retry a new IKE SA or CHILD SA number): the same
+# configuration mismatch between the same two peers, said again per attempt.
+PAIR_REPEATS = frozenset({"IKE-NAT-DETECTED", "IKE-NO-PROPOSAL", "IKE-CHILD-REFUSED", "IKE-TS-UNACCEPTABLE"})
+
+# A title may name the finding's own CHILD SA ("CHILD SA #3: ..."): that number is the SA, not the
+# condition, so it is blanked for the comparison and the merged title names the members' numbers.
+_CHILD_IN_TITLE = "CHILD SA #"
 
 
 def sa_peers(table: SaTable, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -106,6 +123,28 @@ def _short_ref(ref: str) -> str:
     return f"#{rest}" if kind == "child" else sa_ref_text(ref)
 
 
+def _child_token(ref: str | None) -> str:
+    kind, _, rest = (ref or "").partition(":")
+    return f"{_CHILD_IN_TITLE}{rest}" if kind == "child" and rest.isdigit() else ""
+
+
+def _blank_child(text: str, ref: str | None) -> str:
+    """``text`` with the finding's own "CHILD SA #N" blanked (not "#12" for #1: a whole number)."""
+    token = _child_token(ref)
+    return re.sub(re.escape(token) + r"(?!\d)", _CHILD_IN_TITLE + "\x00", text) if token else text
+
+
+def _children_title(first: Finding, members: Sequence[FindingMember]) -> str:
+    """The first finding's title, its "CHILD SA #N" naming the members' CHILD SAs instead."""
+    token = _child_token(first.sa)
+    if not token or not re.search(re.escape(token) + r"(?!\d)", first.title):
+        return first.title
+    ids = [_short_ref(m.sa) for m in members]
+    named = (", ".join(ids[:NAMED]) + f" and {len(ids) - NAMED:,} more" if len(ids) > NAMED
+             else ", ".join(ids[:-1]) + f" and {ids[-1]}")
+    return re.sub(re.escape(token) + r"(?!\d)", lambda _: f"CHILD SAs {named}", first.title, count=1)
+
+
 def aggregate(findings: list[Finding], table: SaTable, minimum: int = AGGREGATE_MIN) -> list[Finding]:
     """``findings`` with every group of ``minimum`` or more same-condition findings (see the
     module docstring) replaced by one, at the place of the group's first; the order is kept.
@@ -129,8 +168,8 @@ def _merge(findings: list[Finding], table: SaTable, minimum: int, per_pair: bool
             continue
         peers[i] = addrs
         bracketed = [f"[{a}]" for a in addrs if ":" in a]
-        key = (f.code, f.severity, f.title, f.hint, _blank(f.explanation, [*bracketed, *addrs, *names], f.frames),
-               frozenset(addrs) if per_pair else None)
+        key = (f.code, f.severity, _blank_child(f.title, f.sa), _blank_child(f.hint, f.sa),
+               _blank(f.explanation, [*bracketed, *addrs, *names], f.frames), frozenset(addrs) if per_pair else None)
         groups.setdefault(key, []).append(i)
     merged: dict[int, Finding] = {}
     dropped: set[int] = set()
@@ -144,7 +183,8 @@ def _merge(findings: list[Finding], table: SaTable, minimum: int, per_pair: bool
         times = [m.ts for m in members if m.ts is not None]
         text = (f"{first.explanation} The same holds for {len(members):,} {_kind(first.sa or '')} in all, "
                 f"{_peers_text(members)}.")
-        merged[idx[0]] = Finding(code=first.code, severity=first.severity, title=first.title, explanation=text,
+        merged[idx[0]] = Finding(code=first.code, severity=first.severity, title=_children_title(first, members),
+                                 explanation=text,
                                  frames=tuple(fr for m in members[:NAMED] for fr in m.frames), sa=first.sa, hint=first.hint,
                                  ts=min(times) if times else None, evidence=first.evidence,
                                  facts=dict(first.facts), members=members)

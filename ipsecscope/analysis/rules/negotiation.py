@@ -194,7 +194,7 @@ def r_rekey_collision(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         xs = [x for x in (sa.exchanges if sa else []) if x.rekey_child == c.id]
         yield Finding(
             code="IKE-REKEY-COLLISION", severity=Severity.WARNING,
-            title=f"Rekey collision on CHILD SA #{c.id}: both {c.initiator} and {c.responder} rekeyed it at once",
+            title=f"Rekey collision on CHILD SA #{c.id}: both {c.initiator} and {c.responder} rekeyed at once",
             explanation=f"{c.initiator} and {c.responder} each sent a CREATE_CHILD_SA request rekeying CHILD SA #{c.id} "
             "before the other's finished (RFC 7296 §2.8.1). One of the new SAs is redundant and is "
             "deleted; traffic may briefly use an SA that is about to go.",
@@ -291,7 +291,7 @@ def r_weak(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if c.proposal and (weak := weak_parts(c.proposal)):
             yield Finding(
                 code="IKE-WEAK-ALGO", severity=Severity.WARNING,
-                title=f"CHILD SA #{c.id} uses weak algorithms: {', '.join(weak)} ({c.proposal})",
+                title=f"CHILD SA #{c.id}: weak algorithms {', '.join(weak)} ({c.proposal})",
                 explanation=f"{_weak_child_words(table, c)}; {', '.join(weak)} no longer gives adequate security "
                 "(RFC 8221).", frames=c.proposal_frames, sa=f"child:{c.id}",
                 hint="Use aes256gcm16 or aes256-sha256 in esp_proposals on both peers.", ts=c.created_ts)
