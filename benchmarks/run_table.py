@@ -29,7 +29,8 @@ Jobs (``--jobs``, comma separated; default all):
             decrypt, correlate); every SA's packets decrypted, sequence ranges right. tshark as
             for decrypt (measured once per capture and shared).
   findings  ``findings FILE -k KEYS --json`` on the same capture: sas -k's path and the rules; the
-            generator's SAs are one-way, so each must get one ESP-ONE-WAY warning with its count.
+            generator's SAs are one-way and share no address (nothing for analysis/rules/one_way
+            to group), so each must get its own ESP-ONE-WAY warning with its count.
   sas       ``sas FILE --json`` without keys on the no-key capture; tshark as for summary.
   tui       benchmarks/bench_tui.py on the AES-GCM capture with its keys: first screen, whole load,
             one filter (its own CPU and wall lines) and the process's CPU and peak RSS.
@@ -256,13 +257,16 @@ def one_way_spis(truth: dict) -> dict[str, int]:
 
 def check_findings_keyed(doc: dict, truth: dict) -> None:
     """One ESP-ONE-WAY per SA that carried enough packets, naming its SPI and count, and no other
-    warning or error."""
+    warning or error. The generator's SAs share no address, so none is grouped with another
+    (ESP-ONE-WAY groups SAs from one sender or to one receiver: count > 1, members)."""
     one_way = {f["sa"].rsplit(":", 1)[1]: f["title"] for f in doc["findings"] if f["code"] == "ESP-ONE-WAY"}
+    grouped = [f["title"] for f in doc["findings"] if f["code"] == "ESP-ONE-WAY" and f["count"] != 1]
     others = [f["code"] for f in doc["findings"] if f["code"] != "ESP-ONE-WAY" and f["severity"] != "info"]
     want = one_way_spis(truth)
-    if others or set(one_way) != set(want) or any(f"({count} packets)" not in one_way[spi]
-                                                   for spi, count in want.items()):
-        raise WrongAnswer(f"findings: ESP-ONE-WAY {one_way} (want {want} packets per SPI), others {others}")
+    if others or grouped or set(one_way) != set(want) or any(f"({count} packets)" not in one_way[spi]
+                                                             for spi, count in want.items()):
+        raise WrongAnswer(f"findings: ESP-ONE-WAY {one_way} (want {want} packets per SPI), grouped {grouped}, "
+                          f"others {others}")
 
 
 def _esp_frames(truth: dict) -> int:

@@ -106,7 +106,10 @@ JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added 
                                      #   {"spi", "outer_size", "path_mtu", "icmp_from", "dropped", ...}
         "count": int,                # how many SAs the finding is about: 1, or N when N SAs had the
                                      #   same condition (same code, title, hint and explanation but for
-                                     #   the SA's own addresses) and became one finding (N >= 5)
+                                     #   the SA's own addresses) and became one finding (N >= 5;
+                                     #   from N >= 2: IKE-NAT-DETECTED and refusals repeated per
+                                     #   retry between one peer pair, ESP-ONE-WAY SAs silent towards
+                                     #   one sender or from one receiver)
         "members": [{                # every one of those N SAs (empty when count is 1); the finding's
           "sa": str,                 #   "sa", "frames" and "facts" are the first SA's (frames: the
           "peers": [str],            #   first five SAs'), its "time" the earliest

@@ -131,6 +131,8 @@ def r_no_key(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
 @rule(28, "ESP-UNSUPPORTED-ALGO", Severity.WARNING, ref="RFC 8221")
 def r_unsupported(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ESP keys that name an algorithm (or key size) ipsecscope does not implement."""
+    # One finding per flow: its packet count and key source are its own; a keys file naming one
+    # unsupported algorithm for many SAs gives one per SA (each a row to fix).
     for f in table.flows.values():
         if not f.unsupported:
             continue

@@ -15,6 +15,9 @@ from .core import RuleContext, rule
 def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Sequence-number analysis per flow: loss (gaps), replays (duplicates), reordering beyond 64."""
     shared = one_counter(table)  # one counter toward several destinations: not loss
+    # One finding per flow, never merged (analysis.rules.aggregate): each title carries that SA's
+    # own numbers (lost of span and its ratio, which also sets the severity; duplicates; late
+    # packets). Several SAs of one tunnel losing at different rates are several facts.
     for f in table.flows.values():
         ref = flow_ref(f)
         span = (f.seq_max - f.seq_min + 1) if f.seq_max is not None and f.seq_min is not None else f.packets
@@ -53,6 +56,8 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
 @rule(23, "ESP-ICV-FAILED", (Severity.WARNING, Severity.ERROR), ref="RFC 4303 §3.4.4")
 def r_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ICV failures: every packet (wrong key / algorithm) or a few (corruption on the path)."""
+    # One finding per flow: "every packet fails" points at that SPI's key row (the fix is per row),
+    # "some fail" carries that flow's share.
     for f in table.flows.values():
         if not f.icv_failed or f.protocol != "ESP":  # AH's own rule says what AH failures mean (r_ah_icv)
             continue
@@ -83,6 +88,7 @@ def r_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
 @rule(24, "ESP-REKEY-OVERLAP", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.8")
 def r_rekey_overlap(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Traffic that stayed on the old SA after a CHILD SA rekey, and for how long."""
+    # Per CHILD SA and flow: the rekey time and how long the sender stayed are the finding.
     for c in table.child_sas.values():
         if c.rekeyed_ts is None:
             continue

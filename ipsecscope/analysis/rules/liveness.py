@@ -230,6 +230,8 @@ def r_unanswered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
 @rule(7, "IKE-RETRANSMIT", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.1")
 def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Requests that needed retransmission before being answered (loss or a slow peer)."""
+    # Per IKE SA, like IKE-NO-RESPONSE and IKE-DEAD-PEER: the retries, waits and message IDs in
+    # their text are that SA's; equal ones merge from 5 SAs on (analysis.rules.aggregate).
     for sa in table.ike_sas.values():
         xs = [x for x in sa.exchanges if x.retransmits and x.response_frames]
         if not xs or sa.state == SaState.FAILED:  # retransmissions of a refused exchange say nothing more
@@ -489,6 +491,8 @@ def _sibling_return(table: SaTable, c, one: list[EspFlow],
 @rule(27, "ESP-RETURN-STOPPED", Severity.WARNING, ref="RFC 4303 §3.4")
 def r_return_stopped(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Two-way ESP whose return direction went silent while the other side kept sending."""
+    # One finding per flow, unlike ESP-ONE-WAY's groups: when each return stopped (frame, time)
+    # and how many packets went unanswered since are this flow's own evidence.
     for c in table.child_sas.values():
         flows = c.flows(table)
         for f in flows:

@@ -117,6 +117,7 @@ def r_ts(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
 @rule(25, "ESP-OUTSIDE-TS", Severity.WARNING, ref="RFC 4301 §5.2")
 def r_outside_ts(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """Decrypted inner packets outside the CHILD SA's negotiated selectors (policy mismatch)."""
+    # One finding per flow: its count and example packet are that SA's policy mismatch.
     for f in table.flows.values():
         if not f.outside_ts:
             continue
