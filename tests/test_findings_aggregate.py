@@ -445,3 +445,23 @@ def test_a_child_sa_number_in_a_title_is_the_sa_not_the_condition():
     (one,) = aggregate([refused(c2), refused(c3)], s.table)
     assert one.count == 2 and one.title == f"CHILD SAs #2 and #3 refused by {c2.responder}: TEMPORARY_FAILURE"
     assert len(aggregate([refused(c2, 23), refused(c3, 33)], s.table)) == 2  # not "CHILD SA #2" + "3"
+
+
+@needs_tshark
+def test_sas_of_one_pair_answered_on_one_other_sa_are_one_finding():
+    """The synthetic NAT-T transport sample: 198.18.40.1 sends on three SAs to .2, which sends on
+    one other SA meanwhile (tshark: SPIs 0x60000003/4/7 one way, 0x60000006 back). One finding for
+    the three, naming the SA .2 answers on; the other pairs' one-way SAs (one each) keep theirs."""
+    cap = ROOT / "samples" / "synthetic" / "ipv6-transport-natt.pcap"
+    sas = _tshark_esp_sas(cap)
+    three = {f"esp:198.18.40.1>198.18.40.2:0x{s:08x}" for s in (0x60000003, 0x60000004, 0x60000007)}
+    assert three <= set(sas) and "esp:198.18.40.2>198.18.40.1:0x60000006" in sas
+    assert not [k for k in sas if k.startswith("esp:198.18.40.1>") and k not in three]
+    doc = [f for f in findings(cap) if f["code"] == "ESP-ONE-WAY"]
+    (group,) = [f for f in doc if f["count"] > 1]
+    assert {m["sa"] for m in group["members"]} == three and group["facts"]["answered_on"] == "0x60000006"
+    assert group["title"] == ("One-way ESP: 198.18.40.1 -> 198.18.40.2 on 3 SAs (12 packets), nothing back on them; "
+                              "198.18.40.2 sends on another")
+    assert "on SPI 0x60000006 (CHILD SA #5, 4 packets)" in group["explanation"]
+    assert all(sas[m["sa"]][0] in m["frames"] for m in group["members"])
+    assert len(doc) == 3 and all(f["count"] == 1 for f in doc if f is not group)

@@ -40,7 +40,7 @@ from .common import (
     refusal_first,
 )
 from .core import RuleContext, rule
-from .one_way import OneWay, group_plain
+from .one_way import OneWay, group_plain, group_siblings
 
 
 def _v1_dpd_dead(sa: IkeSa, end: float | None) -> Finding | None:
@@ -307,6 +307,7 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     paths: dict[tuple[str, str, str], list[EspFlow]] | None = None  # built at the first one-way SA
     grouped: set[int] = set()
     plain: list[OneWay] = []
+    siblings: list[tuple[OneWay, tuple[EspFlow, str]]] = []  # and the SA the silent peer sends on
     for group in _undecided_pairs(table):
         found = _one_way_group(table, group)
         if found is not False:
@@ -360,13 +361,21 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             hint=why_hint or f"Check on {f.dst}: SA and policy installed (ip xfrm state/policy), "
             f"{'AH (IP protocol 51)' if f.protocol == 'AH' else 'ESP (or UDP 4500)'} "
             "allowed in, and a route back to the sender's subnet.", ts=f.first_ts)
-        if why or refused or sib is not None:
-            yield found  # evidence of its own (ICMP, the peer's IKE, a sibling SA): about this SA alone
+        if sib is not None and not refused and not alive:
+            siblings.append((OneWay(found, f, c, pk), sib[3]))
+        elif why or refused or sib is not None:
+            yield found  # evidence of its own (ICMP, the peer's IKE): about this SA and its peer alone
         else:
             plain.append(OneWay(found, f, c, pk))
-    # Silence alone, on several SAs from one sender (or to one receiver): one finding for that end
+    # Silence alone, on several SAs from one sender (or to one receiver): one finding for that end;
+    # several SAs of one pair answered on the same other SA: one finding for the pair
     # (aggregate_min 0 keeps one finding per SA, as for every other rule).
-    yield from group_plain(table, plain) if ctx.aggregate_min else (o.finding for o in plain)
+    if ctx.aggregate_min:
+        yield from group_plain(table, plain)
+        yield from group_siblings(siblings)
+    else:
+        yield from (o.finding for o in plain)
+        yield from (o.finding for o, _ in siblings)
 
 
 def _undecided_pairs(table: SaTable) -> list[list[ChildSa]]:
@@ -451,7 +460,7 @@ def _flows_by_path(table: SaTable) -> dict[tuple[str, str, str], list[EspFlow]]:
 
 def _sibling_return(table: SaTable, c, one: list[EspFlow],
                     paths: dict[tuple[str, str, str], list[EspFlow]]) -> tuple | None:
-    """(explanation, hint, frames) when the silent peer does send ESP to the sender while this
+    """(explanation, hint, frames, (its flow, its SA's name)) when the silent peer does send ESP to the sender while this
     one-way SA is in use, on another CHILD SA's SPI: it is up, receives, and its path carries ESP.
     Two CHILD SAs for the same traffic (both peers negotiating at once: IKEv1 Quick Modes crossing,
     RFC 7296 §2.8 for IKEv2) leave each peer free to send on either, and the answers to this SA's
@@ -485,7 +494,7 @@ def _sibling_return(table: SaTable, c, one: list[EspFlow],
             f"Compare the two CHILD SAs' traffic selectors (swanctl --list-sas, or give -k): the same selectors "
             f"mean duplicate SAs (harmless; both sides usually delete one); different ones mean {f.dst} has no "
             "outbound SA or policy for this one's traffic.",
-            (r.first_frame,) if r.first_frame is not None else ())
+            (r.first_frame,) if r.first_frame is not None else (), (r, name))
 
 
 @rule(27, "ESP-RETURN-STOPPED", Severity.WARNING, ref="RFC 4303 §3.4")

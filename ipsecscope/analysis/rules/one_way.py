@@ -9,9 +9,10 @@ their own (no ICMP refusal, no IKE answer from the silent peer, no sibling SA ca
 return traffic) and makes every group of two or more with the same sender (else the same
 receiver) one finding. Its JSON shape is the aggregated findings' (analysis.rules.aggregate):
 ``count`` and ``members``, one member per SA with its frames; the finding's own frames are the
-first few SAs'. Per-SA findings with their own evidence stay separate: that evidence (the ICMP
-error a router sent about this SA, the silent peer's IKE answers, a sibling SA's packets) belongs
-to the one SA and its peer.
+first few SAs'. Several SAs of one pair whose silent peer sends on the same other SA meanwhile
+(duplicate CHILD SAs, crossing Quick Modes) are one finding too (:func:`group_siblings`). Per-SA
+findings with evidence of their own stay separate: the ICMP error a router sent about this SA,
+the silent peer's IKE answers after this SA's traffic began, belong to the one SA and its peer.
 """
 
 from __future__ import annotations
@@ -59,6 +60,38 @@ def group_plain(table: SaTable, plain: list[OneWay]) -> Iterator[Finding]:
             yield _receiver_finding(ends, group)
         else:
             yield from (o.finding for o in group)
+
+
+def group_siblings(items: list[tuple[OneWay, tuple[EspFlow, str]]]) -> Iterator[Finding]:
+    """One finding per peer pair for one-way SAs whose silent peer sends on the same other SA
+    meanwhile (liveness._sibling_return: that flow and its SA's name): one condition, several SAs
+    from one side answered (or not) on one SA from the other. Fewer than :data:`GROUP_MIN` keep
+    their own finding."""
+    groups: dict[tuple[str, str, str, int], list[tuple[OneWay, tuple[EspFlow, str]]]] = {}
+    for o, sib in sorted(items, key=lambda x: (x[0].flow.first_ts or 0.0, x[0].flow.first_frame or 0)):
+        groups.setdefault((o.flow.src, o.flow.dst, o.flow.protocol, id(sib[0])), []).append((o, sib))
+    for group in groups.values():
+        if len(group) < GROUP_MIN:
+            yield from (o.finding for o, _ in group)
+            continue
+        ones = [o for o, _ in group]
+        r, name = group[0][1]
+        f = ones[0].flow
+        src, dst, proto = f.src, f.dst, f.protocol
+        pk = sum(o.packets for o in ones)
+        title = (f"One-way {proto}: {src} -> {dst} on {len(ones)} SAs ({plural(pk, 'packet')}), nothing back on "
+                 f"them; {dst} sends on another")
+        text = (f"{src} sends {proto} to {dst} on {len(ones)} SAs: {_listing(ones, lambda o: None)}; {dst} sends "
+                f"nothing back on any of them. Yet {dst} sends {proto} to {src} meanwhile, on SPI {spi_text(r.spi)} "
+                f"({name}, {plural(r.packets, 'packet')}): it is up and receives, and the path carries its {proto}. "
+                f"If these CHILD SAs carry the same traffic as that one (negotiated at once by both peers: crossing "
+                f"Quick Modes, or collisions, RFC 7296 §2.8), {dst} answers all of it there and nothing is lost; if "
+                "they carry different traffic selectors, their return traffic is missing.")
+        hint = ("Compare the CHILD SAs' traffic selectors (swanctl --list-sas, or give -k): the same selectors mean "
+                f"duplicate SAs (harmless; both sides usually delete all but one); different ones mean {dst} has no "
+                "outbound SA or policy for their traffic.")
+        yield _finding(ones, title, text, hint, {"sender": src, "peers": 1, "sas": len(ones), "packets": pk,
+                                                  "answered_on": spi_text(r.spi)})
 
 
 def _by(items: list[OneWay], end) -> list[list[OneWay]]:
