@@ -733,15 +733,17 @@ def _malformed_quoted(table: SaTable, proto: str, src: object, dst: object) -> O
 @rule(72, "ESP-ICMP-UNREACHABLE", Severity.WARNING, ref="RFC 792; RFC 4443 §3.1; RFC 3948 §2")
 def r_icmp_unreachable(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ICMP errors (unreachable, prohibited) quoting ESP that no one-way or unknown-SPI finding already cites."""
-    cited = {f.sa for rule_fn in (r_one_way, r_return_stopped, r_esp_spi) for f in rule_fn(table, ctx)
-             if f.code != "ESP-AFTER-DELETE"}
+    errors = [ob for ob in icmp_errors(table, too_big=False) if ob.detail.get("protocol") in ("ESP", "AH")]
+    if not errors:  # the other rules are run again below only to know what they cite
+        return
+    # Every SA those findings are about: a grouped ESP-ONE-WAY's members too (analysis.rules.one_way).
+    cited = {ref for rule_fn in (r_one_way, r_return_stopped, r_esp_spi) for f in rule_fn(table, ctx)
+             if f.code != "ESP-AFTER-DELETE" for ref in (f.sa, *(m.sa for m in f.members))}
     # Endpoints a NAT rebinding left behind (RFC 7296 §2.23): the NAT refusing packets sent there
     # until the other peer follows is what IKE-NAT-DETECTED already tells.
     stale = {(r.old_addr, r.old_port) for sa in table.ike_sas.values() for r in sa.nat_rebindings}
     stale |= {(r.old_addr, r.old_port) for c in table.child_sas.values() for r in getattr(c, "nat_rebindings", ())}
-    for ob in icmp_errors(table, too_big=False):
-        if ob.detail.get("protocol") not in ("ESP", "AH"):
-            continue
+    for ob in errors:
         if ob.detail.get("udp_encap") and (ob.detail.get("quoted_dst"), ob.detail.get("dport")) in stale:
             continue
         f = quoted_flow(table, ob)
