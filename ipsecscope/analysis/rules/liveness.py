@@ -460,8 +460,9 @@ def _flows_by_path(table: SaTable) -> dict[tuple[str, str, str], list[EspFlow]]:
 
 def _sibling_return(table: SaTable, c, one: list[EspFlow],
                     paths: dict[tuple[str, str, str], list[EspFlow]]) -> tuple | None:
-    """(explanation, hint, frames, (its flow, its SA's name)) when the silent peer does send ESP to the sender while this
-    one-way SA is in use, on another CHILD SA's SPI: it is up, receives, and its path carries ESP.
+    """(explanation, hint, frames, (its flow, its SA's name)) when the silent peer does send ESP to
+    the sender while this one-way SA is in use, on another CHILD SA's SPI: it is up, receives, and
+    its path carries ESP.
     Two CHILD SAs for the same traffic (both peers negotiating at once: IKEv1 Quick Modes crossing,
     RFC 7296 §2.8 for IKEv2) leave each peer free to send on either, and the answers to this SA's
     traffic may be those packets (Arkime's Fortinet IKEv1 capture: two Quick Modes at once, one peer
