@@ -185,6 +185,16 @@ def test_nat_proven_by_the_logged_address():
     assert "ICV verifies with 10.0.0.1: NAT" in text
 
 
+def test_fragmented_ah_is_named_ah_in_the_path_mtu_finding():
+    """Outer IP fragments of AH packets are the same path-MTU trouble as ESP's, but the packets are
+    AH (IP protocol 51): the finding must not call them ESP."""
+    fs = [f for f in findings(AH_DIR / "ah-frag.pcap", AH_DIR / "ah-frag.keys.json") if f["code"] == "ESP-PATH-MTU"]
+    assert len(fs) == 2  # the IPv4 and the IPv6 SA
+    for f in fs:
+        assert f["title"].startswith("1 AH packet arrived as outer IP fragments"), f["title"]
+        assert "before AH can be checked" in f["explanation"] and "ESP" not in f["explanation"]
+
+
 def test_without_ah_keys_nothing_is_checked():
     """No AH key: AH rows as before (no status), no verifier built; ESP keys alone build none either."""
     from ipsecscope.session import Session

@@ -357,11 +357,14 @@ def r_path_mtu(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         nfrag = sum(frag.values())
         spi_s = spi_text(spi) if isinstance(spi, int) else "?"
         udp = bool(main.udp_encap) if main is not None else bool(first and first.detail.get("udp_encap"))
+        # AH (IP protocol 51) fragments and ICMP errors quoting it are the same path trouble: name it.
+        proto = "AH" if (main.protocol if main is not None else first and first.detail.get("protocol")) == "AH" \
+            else "ESP"
         ipv6 = ":" in dst
         parts = []
         if icmp:
             parts.append(
-                f"{', '.join(reporters)} answered {plural(n_icmp, 'ESP packet')} {src} -> {dst} on SPI {spi_s} with ICMP "
+                f"{', '.join(reporters)} answered {plural(n_icmp, proto + ' packet')} {src} -> {dst} on SPI {spi_s} with ICMP "
                 f"{first.detail.get('what')}" if first else "")
             parts[-1] += (f": the packet was {size} bytes, the next link takes {mtu}, and DF was set, so the router "
                           f"dropped it (RFC 1191 §4; ICMPv6 Packet Too Big, RFC 8201). At least {plural(dropped, 'packet')} "
@@ -369,9 +372,9 @@ def r_path_mtu(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                           "(a PMTU black hole)." if size and mtu else f" ({plural(dropped, 'packet')} dropped).")
         if nfrag:
             per = ", ".join(f"{d.replace('>', ' -> ')}: {n}" for d, n in frag.items())
-            parts.append(f"{plural(nfrag, 'ESP packet')} arrived as outer IP fragments ({per}): larger than the path "
-                         "MTU, split after encryption, so the receiver must reassemble them before ESP can be "
-                         "checked; firewalls and NATs often drop fragments, and one lost fragment loses the "
+            parts.append(f"{plural(nfrag, proto + ' packet')} arrived as outer IP fragments ({per}): larger than the path "
+                         f"MTU, split after {'the AH header was added' if proto == 'AH' else 'encryption'}, so the receiver must "
+                         f"reassemble them before {proto} can be checked; firewalls and NATs often drop fragments, and one lost fragment loses the "
                          "whole packet (RFC 4459 §2).")
         inner = (mtu - _overhead(ipv6, udp)) // 8 * 8 if mtu else None
         fix = ("lower the tunnel MTU (kernel-libipsec mtu) or clamp the TCP MSS")
@@ -382,10 +385,10 @@ def r_path_mtu(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 "fragmentation-needed / packet-too-big through to the gateways.")
         yield Finding(
             code="ESP-PATH-MTU", severity=Severity.WARNING if icmp else Severity.INFO,
-            title=(f"ESP {src} -> {dst} on SPI {spi_s}: {size}-byte packets exceed the {mtu}-byte path MTU "
+            title=(f"{proto} {src} -> {dst} on SPI {spi_s}: {size}-byte packets exceed the {mtu}-byte path MTU "
                    f"({', '.join(reporters)} said so)" if size and mtu else
-                   f"ESP {src} -> {dst} on SPI {spi_s} dropped for its size (ICMP from {', '.join(reporters)})"
-                   if icmp else f"{plural(nfrag, 'ESP packet')} arrived as outer IP fragments ({child_label(c)})")
+                   f"{proto} {src} -> {dst} on SPI {spi_s} dropped for its size (ICMP from {', '.join(reporters)})"
+                   if icmp else f"{plural(nfrag, proto + ' packet')} arrived as outer IP fragments ({child_label(c)})")
             + (f"; {nfrag} more travelled as IP fragments" if icmp and nfrag else ""),
             explanation=" ".join(p for p in parts if p),
             frames=frames_of(*(o.frames for o in icmp), *(x.ip_fragmented_frames[:2] for x in flows)),
