@@ -154,15 +154,19 @@ class _Cols:
         self.none = none
         # Outer IP: IPsec rows carry their addresses; which family, from the address table. A
         # MALFORMED row carries them when its IP header was whole (tshark shows them there too),
-        # but no outer protocol: what broke may be the very header that says.
+        # and the IP header's protocol field in the next-header slot (-1: not read, e.g. the
+        # header that says was the broken one); its UDP ports when the UDP header was read.
         fam = np.array([0] + [6 if ":" in a else 4 for a in self.addrs[1:]], dtype=np.uint8)
         self.is_bad = k == code["MALFORMED"] if "MALFORMED" in code else none
         has_ip = (self.is_esp | self.is_ah | self.is_ike | self.is_ka | self.is_bad) & (self.arr["src"] != 0)
         f = fam[self.arr["src"]]
         self.out_v4 = has_ip & (f == 4)
         self.out_v6 = has_ip & (f == 6)
-        self.out_udp = self.is_ike | self.is_ka | (self.is_esp & ((self.arr["sport"] != 0) | (self.arr["dport"] != 0)))
-        self.out_proto = np.where(self.is_ah, 51, np.where(self.is_esp & ~self.out_udp, 50, 17)).astype(np.int64)
+        ports = (self.arr["sport"] != 0) | (self.arr["dport"] != 0)
+        bad_proto = self.arr["nh"].astype(np.int64)
+        self.out_udp = self.is_ike | self.is_ka | (self.is_esp & ports) | (self.is_bad & ports & (bad_proto == 17))
+        self.out_proto = np.where(self.is_bad, bad_proto, np.where(
+            self.is_ah, 51, np.where(self.is_esp & ~self.out_udp, 50, 17))).astype(np.int64)
         self.frames = self.arr["frame"]
         self.inner = inner
         self._joined = False
@@ -306,7 +310,7 @@ class _Cols:
                             *self._sparse_frames(_values(nested, lambda x, s=s: ipaddress.ip_address(getattr(x, s))))]
                 return occ
             if sub in ("proto", "nxt"):
-                return [Oc(self.out_proto, out_p & ~self.is_bad), Oc(ia("proto"), in_p), Oc(ia("qproto"), q_p),
+                return [Oc(self.out_proto, out_p & (self.out_proto >= 0)), Oc(ia("proto"), in_p), Oc(ia("qproto"), q_p),
                         *self._sparse_frames(_values(nested, lambda x: 50))]
             if sub == "version":
                 return [Oc(np.full(self.n, ver), out_p | in_p | q_p),
@@ -613,7 +617,10 @@ def _addr_cmp(a, net, op: str) -> bool:
 
 
 def _nh_of(r: FrameRow) -> int:
-    """ESP next header from a FrameRow's Info ("ESP seq 5 next IPv4"): live rows are objects."""
+    """ESP next header from a FrameRow's Info ("ESP seq 5 next IPv4"): live rows are objects; a
+    MALFORMED row's IP protocol field (the row store keeps it in the same slot)."""
+    if r.kind == "MALFORMED":
+        return -1 if r.ip_proto is None else r.ip_proto
     if r.kind != "ESP" or " next " not in r.info:
         return -1
     name = r.info.split(" next ", 1)[1].split()[0]

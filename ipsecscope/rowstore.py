@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 # The record, declared once: (field, struct code), little-endian, packed. The struct packs and
 # reads one row; row_dtype() is the same layout for numpy (filters, the TUI's activity, the ESP
-# runs that pack a run's rows at once). child: CHILD SA id, nh: next header.
+# runs that pack a run's rows at once). child: CHILD SA id, nh: next header (ESP/AH), EtherType (a
+# non-IP OTHER row), the outer IP protocol field read (MALFORMED).
 ROW_LAYOUT = (("frame", "q"), ("ts", "d"), ("kind", "B"), ("src", "I"), ("dst", "I"), ("sport", "H"),
               ("dport", "H"), ("length", "I"), ("spi", "q"), ("seq", "Q"), ("status", "B"), ("child", "q"),
               ("nh", "h"))
@@ -150,6 +151,8 @@ class RowStore(Sequence[FrameRow]):
                     nh = next((n for n, v in _PROTO_NAMES.items() if v == name), -1)
                     if nh < 0 and name.isdigit() and int(name) < 256:
                         nh = int(name)
+        elif kind == KIND_MALFORMED and row.ip_proto is not None:
+            nh = row.ip_proto  # the outer IP protocol field it could read (unused slot otherwise)
         elif kind == KIND_OTHER and row.info and not row.src and (et := link_ethertype(row.info)) is not None \
                 and et != 0xFFFF:
             # A frame that is not IP: its EtherType in the next-header slot (unused for OTHER
@@ -249,7 +252,7 @@ class RowStore(Sequence[FrameRow]):
         addrs = self._addrs
         return _make_row(frame, ts, self._kinds[kind], addrs[src], addrs[dst], sport, dport, length,
                          None if spi < 0 else spi, seq, info, self._statuses[status], self._ike_sa.get(i),
-                         None if child < 0 else child)
+                         None if child < 0 else child, nh if kind == KIND_MALFORMED and nh >= 0 else None)
 
     def __len__(self) -> int:
         return self._n
@@ -305,7 +308,8 @@ class RowStore(Sequence[FrameRow]):
                         info = derived(kind, None if seq == _NONE64 else seq, nh)
                 yield make(frame, ts, kinds[kind], addrs[src], addrs[dst], sport, dport, length,
                            None if spi < 0 else spi, None if seq == _NONE64 else seq, info, statuses[status],
-                           ike_get(i), None if child < 0 else child)
+                           ike_get(i), None if child < 0 else child,
+                           nh if kind == KIND_MALFORMED and nh >= 0 else None)
                 i += 1
 
     def __bool__(self) -> bool:

@@ -644,6 +644,7 @@ class Session(FrameViews):
             self._add_row(FrameRow(
                 raw.index, raw.ts, "MALFORMED", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
                 pkt.dport, raw.orig_len, info=f"{pkt.layer}: {pkt.reason}", status="malformed",
+                ip_proto=pkt.ip_proto,
             ))
 
     def _ah_verifier(self) -> _AhCheck | None:
@@ -678,7 +679,7 @@ class Session(FrameViews):
             old = rows[i]
             rows[i] = FrameRow(old.frame, old.ts, "MALFORMED", m.src or old.src, m.dst or old.dst, old.sport,
                                old.dport, old.length,
-                               info=f"{m.layer}: {m.reason}", status="malformed")
+                               info=f"{m.layer}: {m.reason}", status="malformed", ip_proto=m.ip_proto)
 
     def _ike_key_for(self, msg: IkeMessage) -> str | None:
         # IKE_SA_INIT requests carry SPIr = 0; after the response the SA is keyed by both SPIs.

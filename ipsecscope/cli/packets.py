@@ -17,6 +17,8 @@ ever added within /1)::
      "spi": "0x%08x"|null, "seq": int|null,          # ESP/AH; seq with inferred ESN high bits
      "status": ""|"decrypted"|"icv-bad"|"no-key"|"malformed", "child_sa": int|null,
      "ike_sa": str|null, "info": str,
+     "ip_proto": int|null,                           # MALFORMED: the outer IP header's protocol field
+                                                     # (tshark's ip.proto / ipv6.nxt) where readable
      "inner": null | {                               # decrypted ESP payload, or a plain IP frame
         "ip_version": 4|6|null (null: transport mode), "src": str|null, "dst": str|null,
         "protocol": str ("ICMP", "TCP", "DNS", ...), "ip_proto": int, "ttl": int|null,
@@ -173,7 +175,7 @@ def row_json(row: FrameRow, session: Session, t0: float) -> dict:
         "kind": row.kind, "src": row.src or (inner.src if inner else ""), "dst": row.dst or (inner.dst if inner else ""),
         "sport": row.sport, "dport": row.dport, "length": row.length,
         "spi": None if row.spi is None else spi_text(row.spi), "seq": row.seq, "status": row.status,
-        "child_sa": row.child_sa, "ike_sa": row.ike_sa, "info": row.info, "inner": doc,
+        "child_sa": row.child_sa, "ike_sa": row.ike_sa, "info": row.info, "ip_proto": row.ip_proto, "inner": doc,
     }
 
 

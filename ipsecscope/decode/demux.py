@@ -22,6 +22,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections import Counter
+from dataclasses import replace
 
 from ..capture._fastnew import fast_constructor
 from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet, RawFrame
@@ -145,20 +146,31 @@ class Decoder:
             return []
         if type(ip) is str:
             ip = self._ip_malformed(raw, ip, ver, off)
+        out = self._after_ip(raw, ip)
+        if out and type(out[-1]) is Malformed and out[-1].src and out[-1].ip_proto is None:
+            # An ESP/AH/UDP/TCP/IKE header broken behind a whole IP header (the last packet of a
+            # segment is the only one that can be): the IP header's protocol field is readable, as
+            # tshark's ip.proto / ipv6.nxt (the fixed header's, before any extension header).
+            out[-1] = replace(out[-1], ip_proto=data[off + 9] if ver == 4 else data[off + 6])
         if self.reassembler.dropped:
-            return self._with_dropped(self._after_ip(raw, ip))
-        return self._after_ip(raw, ip)
+            return self._with_dropped(out)
+        return out
 
     def _ip_malformed(self, raw: RawFrame, reason: str, ver: int, off: int) -> Malformed:
         """A broken IP packet whose fixed header is whole (an extension header or the total
-        length is what is wrong) still names its two addresses, as tshark shows them."""
+        length is what is wrong) still names its two addresses and its protocol field, as tshark
+        shows them; an IPv4 total length below the header length is a header tshark reads no
+        further ("Bogus IP length"), so neither does this."""
         data = raw.data
         if ver == 4 and len(data) >= off + 20 and data[off] >> 4 == 4 and data[off] & 15 >= 5:
+            tot = (data[off + 2] << 8) | data[off + 3]
+            if 0 < tot < (data[off] & 15) * 4:
+                return Malformed(raw.index, raw.ts, reason, "ip")
             return Malformed(raw.index, raw.ts, reason, "ip", self._text(data[off + 12:off + 16]),
-                             self._text(data[off + 16:off + 20]))
+                             self._text(data[off + 16:off + 20]), ip_proto=data[off + 9])
         if ver == 6 and len(data) >= off + 40 and data[off] >> 4 == 6:
             return Malformed(raw.index, raw.ts, reason, "ip", self._text(data[off + 8:off + 24]),
-                             self._text(data[off + 24:off + 40]))
+                             self._text(data[off + 24:off + 40]), ip_proto=data[off + 6])
         return Malformed(raw.index, raw.ts, reason, "ip")
 
     def _with_dropped(self, out: list[Packet]) -> list[Packet]:
@@ -174,9 +186,11 @@ class Decoder:
         self.tcp.clear()
         return self._with_dropped([]) + [self._lost_datagram(*d) for d in flush_pending(self.reassembler)]
 
-    def _lost_datagram(self, frame: int, ts: float, why: str, key: tuple) -> Malformed:
-        # key = (version, src, dst, id[, proto]): the first fragment's addresses stay on its row.
-        return Malformed(frame, ts, why, "ip", self._text(key[1]), self._text(key[2]))
+    def _lost_datagram(self, frame: int, ts: float, why: str, key: tuple, proto: int) -> Malformed:
+        # key = (version, src, dst, id[, proto]): the first fragment's addresses and its own IP
+        # protocol field stay on its row.
+        return Malformed(frame, ts, why, "ip", self._text(key[1]), self._text(key[2]),
+                         ip_proto=None if proto < 0 else proto)
 
     def _after_ip(self, raw: RawFrame, ip) -> list[Packet]:
         if ip is None:
@@ -278,7 +292,8 @@ class Decoder:
     def _tcp(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> list[Packet]:
         n = len(seg)
         if n < 20:
-            return [Malformed(raw.index, raw.ts, f"TCP header truncated ({n} of 20 bytes)", "tcp")]
+            return [Malformed(raw.index, raw.ts, f"TCP header truncated ({n} of 20 bytes)", "tcp",
+                              self._text(src), self._text(dst))]
         sport, dport, seqno, _ack, doff, flags = TCP_HDR.unpack_from(seg, 0)
         if sport != NATT_PORT and dport != NATT_PORT:
             self.stats["other_tcp"] += 1

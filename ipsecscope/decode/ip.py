@@ -40,6 +40,7 @@ class _Pending:
     total: int | None = None  # known once the last fragment (MF=0) is seen
     next_header: int = -1  # IPv6: upper-layer header of the fragmentable part (from offset 0)
     size: int = 0
+    header_proto: int = -1  # the first frame's own IP protocol field (IPv6: 44, or 0 behind hop-by-hop)
 
 
 class Reassembler:
@@ -57,15 +58,16 @@ class Reassembler:
         self.expired = 0  # datagrams given up (timeout or eviction)
         self.completed = 0
         # Given-up datagrams not yet reported: (first fragment's frame, its ts, one-line reason,
-        # the datagram's key: version, src, dst, ...). The decoder turns them into Malformed so a
-        # lost fragment is never silently "other".
-        self.dropped: list[tuple[int, float, str, tuple]] = []
+        # the datagram's key: version, src, dst, ..., that frame's IP protocol field). The decoder
+        # turns them into Malformed so a lost fragment is never silently "other".
+        self.dropped: list[tuple[int, float, str, tuple, int]] = []
         self.frame = 0  # frame number of the fragment being added (set by the caller)
 
     def add(self, key: tuple, ts: float, offset: int, more: bool, payload: bytes,
-            next_header: int = -1) -> tuple[bytes, int] | str | None:
+            next_header: int = -1, header_proto: int = -1) -> tuple[bytes, int] | str | None:
         """Add one fragment. Returns ``(datagram_payload, next_header)`` when complete, None while
-        incomplete, or a reason string for an impossible fragment."""
+        incomplete, or a reason string for an impossible fragment. ``header_proto``: the fragment's
+        own IP protocol field, kept for the report of a datagram that never completes."""
         end = offset + len(payload)
         if end > MAX_DATAGRAM:
             return f"IP fragment ends at byte {end}, beyond the 64 KiB maximum datagram"
@@ -83,10 +85,10 @@ class Reassembler:
                 why = (f"no fragment for {self.timeout:g} s" if old.first_ts < limit
                        else f"more than {self.max_datagrams} incomplete datagrams pending")
                 self.dropped.append((old.first_frame, old.first_ts, f"IP fragments never completed ({why}); "
-                                     f"{_progress(old)}", k0))
+                                     f"{_progress(old)}", k0, old.header_proto))
         p = pend.get(key)
         if p is None:
-            p = pend[key] = _Pending(ts, self.frame)
+            p = pend[key] = _Pending(ts, self.frame, header_proto=header_proto)
         if offset not in p.parts:
             p.size += len(payload)
         p.parts[offset] = payload  # a retransmitted/overlapping fragment: the newest copy wins
@@ -121,9 +123,11 @@ def _progress(p: _Pending) -> str:
     return f"had {p.size} of {plural(p.total, 'byte')} in {plural(len(p.parts), 'fragment')}"
 
 
-def flush_pending(reasm: Reassembler) -> list[tuple[int, float, str, tuple]]:
-    """Give up every incomplete datagram (end of capture): (first frame, ts, reason, key) each."""
-    out = [(p.first_frame, p.first_ts, f"IP fragments never completed (capture ended); {_progress(p)}", k)
+def flush_pending(reasm: Reassembler) -> list[tuple[int, float, str, tuple, int]]:
+    """Give up every incomplete datagram (end of capture): (first frame, ts, reason, key, that
+    frame's IP protocol field) each."""
+    out = [(p.first_frame, p.first_ts, f"IP fragments never completed (capture ended); {_progress(p)}", k,
+            p.header_proto)
            for k, p in reasm.pending.items()]
     reasm.expired += len(out)
     reasm.pending.clear()
@@ -158,7 +162,7 @@ def parse_ipv4(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: b
     payload = data[off + ihl:off + tot]
     if flags & 0x3FFF:  # MF set or a non-zero fragment offset
         got = reasm.add((4, src, dst, (data[off + 4] << 8) | data[off + 5], proto), ts,
-                        (flags & 0x1FFF) * 8, bool(flags & 0x2000), payload)
+                        (flags & 0x1FFF) * 8, bool(flags & 0x2000), payload, header_proto=proto)
         if got is None or type(got) is str:
             return got
         return 4, src, dst, proto, got[0], True
@@ -240,7 +244,7 @@ def parse_ipv6(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: b
     fnh = data[p]
     fo = (data[p + 2] << 8) | data[p + 3]
     ident = U32.unpack_from(data, p + 4)[0]
-    got = reasm.add((6, src, dst, ident), ts, fo & 0xFFF8, bool(fo & 1), data[p + 8:end], fnh)
+    got = reasm.add((6, src, dst, ident), ts, fo & 0xFFF8, bool(fo & 1), data[p + 8:end], fnh, data[off + 6])
     if got is None or type(got) is str:
         return got
     body, fnh = got

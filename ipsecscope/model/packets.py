@@ -50,6 +50,9 @@ class Malformed:
     dst: str = ""
     sport: int = 0
     dport: int = 0
+    # The IP header's own protocol field (IPv4 Protocol, the IPv6 fixed header's Next Header) when
+    # that header was read: tshark's ip.proto / ipv6.nxt for the frame. None: not read.
+    ip_proto: int | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -288,3 +291,6 @@ class FrameRow:
     status: str = ""  # "" | "decrypted" | "icv-bad" | "no-key" | "malformed" | "replay" | "gap"; AH: "verified" | "unverified"
     ike_sa: str | None = None  # IkeSa.key
     child_sa: int | None = None  # ChildSa.id
+    # MALFORMED rows: the outer IP header's protocol field where it was readable (Malformed.ip_proto);
+    # the other kinds say theirs by kind (ESP 50, AH 51, UDP 17). None: not known.
+    ip_proto: int | None = None
