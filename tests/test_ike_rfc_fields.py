@@ -167,6 +167,17 @@ MUTATIONS = {
                              "selector 1 start address 10.2.0.255 is above end address 10.2.0.0"),
     "ts-ports-reversed": (4, lambda f: _sealed(f, TSR, _ts0_ports(443, 80)), "start port 443 is above end port 80"),
     "ts-proto-0-port-80": (4, lambda f: _sealed(f, TSR, _ts0_ports(80, 80, 0)), "protocol 0 with ports 80-80"),
+    # inside SK the header's Response flag says offer or answer, as in clear text
+    "sk-offer-numbered-2": (3, lambda f: _sealed(f, SA, _set(4, 2)),
+                            "encrypted payloads: payload 5 (SA): the first proposal of an offer is numbered 2, not 1 "
+                            "(RFC 7296 §3.3.1)"),
+    "sk-rekey-offer-numbered-3": (11, lambda f: _sealed(f, SA, _set(4, 3)),
+                                  "the first proposal of an offer is numbered 3, not 1 (RFC 7296 §3.3.1)"),
+    "answer-2-proposals": (2, lambda f: _clear(f, SA, _second_proposal(2)),
+                           "payload 1 (SA): an answer carries 2 proposals; the responder accepts a single one "
+                           "(RFC 7296 §2.7)"),
+    "sk-answer-2-proposals": (4, lambda f: _sealed(f, SA, _second_proposal(2)),
+                              "an answer carries 2 proposals; the responder accepts a single one (RFC 7296 §2.7)"),
 }
 # What RFC 7296 allows stays clean: OPAQUE ports (§3.13.1), a TCP port range, a second proposal
 # numbered 2, an answer numbered as the proposal it accepted.
@@ -175,6 +186,8 @@ SOUND = {
     "ts-tcp-80-443": (4, lambda f: _sealed(f, TSR, _ts0_ports(80, 443))),
     "proposals-1-2": (1, lambda f: _clear(f, SA, _second_proposal(2))),
     "answer-numbered-2": (2, lambda f: _clear(f, SA, _set(4, 2))),
+    "sk-answer-numbered-2": (4, lambda f: _sealed(f, SA, _set(4, 2))),
+    "sk-offer-proposals-1-2": (3, lambda f: _sealed(f, SA, _second_proposal(2))),
 }
 
 

@@ -6,6 +6,7 @@ decode kept, and tshark counts the same frames."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ EXPECTED = {  # file: (keys, {frame: words of its malformed note})
         2: "COOKIE data is 65 bytes, a cookie takes 1 to 64 (RFC 7296 §2.6)"}),
     "ikev2-auth-ts-reversed.pcap": (V2_KEYS, {
         4: "payload 5 (TSr): selector 1 start port 443 is above end port 80; only OPAQUE is written 65535-0"}),
+    "ikev2-auth-offer-numbered-2.pcap": (V2_KEYS, {
+        3: "encrypted payloads: payload 5 (SA): the first proposal of an offer is numbered 2, not 1 (RFC 7296 §3.3.1)"}),
     "ikev1-quick-mode.pcap": (V1_KEYS, {
         7: "payload 3 (NONCE): nonce of 4 bytes; RFC 2409 §5 takes 8 to 256",
         8: "payload 2 (SA): proposal 1 PROTO_IPSEC_ESP SPI size 0; AH and ESP SPIs are 4 bytes"}),
@@ -71,3 +74,18 @@ def test_tshark_counts_the_same_frames(name: str) -> None:
                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
     rows = _cli("packets", "--json", HERE / name).splitlines()
     assert len(out) == len(rows)
+
+
+@needs_tshark
+def test_tshark_decrypts_the_resealed_offer() -> None:
+    """The IKE_AUTH request re-encrypted with healthy-gcm's SK_ei: tshark, with the sample's key
+    table, verifies its ICV and reads the one proposal numbered 2 inside; the answer, untouched,
+    names proposal 1."""
+    env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(V2_KEYS)}
+    cap = HERE / "ikev2-auth-offer-numbered-2.pcap"
+    text = subprocess.run(["tshark", "-n", "-r", str(cap), "-V", "-Y", "frame.number >= 3"], capture_output=True,
+                          text=True, timeout=60, check=True, env=env).stdout
+    assert text.count("Integrity Checksum Data") == text.count("bytes)[correct]") == 2
+    nums = subprocess.run(["tshark", "-n", "-r", str(cap), "-T", "fields", "-e", "frame.number", "-e", "isakmp.prop.number"],
+                          capture_output=True, text=True, timeout=60, check=True, env=env).stdout.split()
+    assert nums == ["1", "1", "2", "1", "3", "2", "4", "1"]

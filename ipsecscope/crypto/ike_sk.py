@@ -321,7 +321,8 @@ class IkeDecryptor:
                     note: str | None = None) -> IkeMessage:
         from ipsecscope.decode.ike import parse_payload_chain
 
-        inner, err = parse_payload_chain(first, plain, 2, base)
+        # the header says request or response: the SA rules that depend on it apply inside SK too
+        inner, err = parse_payload_chain(first, plain, 2, base, msg.header)
         if err and checked is None:
             # Nothing authenticated these bytes; a chain that does not parse means a wrong key.
             self.stats.decrypted -= 1

@@ -134,19 +134,24 @@ def _parse_ike(dgram: IkeDatagram, data: bytes) -> IkeMessage:
 
 
 def parse_payload_chain(first_type: int, data: bytes, version: int, base_offset: int = 0,
-                        ) -> tuple[tuple[AnyPayload, ...], str | None]:
+                        header: IkeHeader | None = None) -> tuple[tuple[AnyPayload, ...], str | None]:
     """Decode a chain of payloads starting with ``first_type``.
 
     ``version`` 2: IKEv2 generic headers (used on SK plaintext); 1: ISAKMP (used on decrypted
     IKEv1 bodies; trailing zero padding after the last payload is accepted, RFC 2409 §5.3).
     ``base_offset`` is where ``data`` starts inside the whole message, so SK offsets stay absolute.
+    ``header`` (IKEv2): the message's, so the SA rules that depend on it (an offer numbers its
+    first proposal 1, an answer carries one proposal) hold inside SK as in clear text.
     Returns the payloads decoded and a malformed reason or None. Never raises.
     """
     data = bytes(data)
     try:
         if version == 1:
             return ikev1.parse_chain(first_type, data, base_offset)
-        return _chain_v2(first_type, data, base_offset)
+        payloads, bad = _chain_v2(first_type, data, base_offset)
+        if header is not None:
+            bad = bad or _sa_header_fault(header, payloads)
+        return payloads, bad
     except Exception as exc:  # pragma: no cover - a bug; fuzz tests guard this
         return (), f"internal decoder error: {type(exc).__name__}: {exc}"
 
@@ -253,15 +258,20 @@ def _sa(ptype: int, critical: bool, body: bytes) -> SaPayload:
 
 
 def _sa_header_fault(hdr: IkeHeader, payloads: tuple[AnyPayload, ...]) -> str | None:
-    """SA rules that need the header (RFC 7296 §3.3.1), for the clear-text payloads of a message:
-    an IKE proposal's SPI Size "MUST be zero" in IKE_SA_INIT, and an offer (a request) numbers its
-    first proposal 1, even when it makes only one."""
+    """SA rules that need the header's Response flag or exchange, for the payloads of a message
+    (clear text, or SK's once decrypted: ``parse_payload_chain(header=)``): an offer (a request)
+    numbers its first proposal 1, even when it makes only one (RFC 7296 §3.3.1); an answer
+    carries the single proposal it accepted (§2.7: "The responder MUST accept a single proposal
+    or reject them all"); an IKE proposal's SPI Size "MUST be zero" in IKE_SA_INIT (§3.3.1)."""
     for i, p in enumerate(payloads, 1):
         if not isinstance(p, SaPayload) or not p.proposals:
             continue
         if not hdr.is_response and p.proposals[0].num != 1:  # a request: an offer
             return (f"payload {i} (SA): the first proposal of an offer is numbered {p.proposals[0].num}, "
                     "not 1 (RFC 7296 §3.3.1)")
+        if hdr.is_response and len(p.proposals) > 1:
+            return (f"payload {i} (SA): an answer carries {len(p.proposals)} proposals; the responder accepts a "
+                    "single one (RFC 7296 §2.7)")
         if hdr.exchange == iana.ExchangeType.IKE_SA_INIT:
             for pr in p.proposals:
                 if pr.protocol == _P.IKE and pr.spi:
