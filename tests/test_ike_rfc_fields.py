@@ -178,6 +178,14 @@ MUTATIONS = {
                            "(RFC 7296 §2.7)"),
     "sk-answer-2-proposals": (4, lambda f: _sealed(f, SA, _second_proposal(2)),
                               "an answer carries 2 proposals; the responder accepts a single one (RFC 7296 §2.7)"),
+    # notify data an RFC fixes: none at all (frame 1's third notify), 4 octets, 8-64 octets
+    "fragmentation-supported-with-data": (1, lambda f: _clear(f, N, _notify_data(16430, b"\x00\x01"), 3),
+                                          "IKEV2_FRAGMENTATION_SUPPORTED data is 2 bytes, IKEV2_FRAGMENTATION_SUPPORTED "
+                                          "takes 0 (RFC 7383 §2.3)"),
+    "set-window-size-2": (3, lambda f: _sealed(f, N, _as_notify(16385, b"\x00\x02")),
+                          "SET_WINDOW_SIZE data is 2 bytes, a window size takes 4 (RFC 7296 §2.3)"),
+    "cookie2-4": (3, lambda f: _sealed(f, N, _as_notify(16401, b"\x01" * 4)),
+                  "COOKIE2 data is 4 bytes, a COOKIE2 takes 8 to 64 (RFC 4555 §4.2.5)"),
 }
 # What RFC 7296 allows stays clean: OPAQUE ports (§3.13.1), a TCP port range, a second proposal
 # numbered 2, an answer numbered as the proposal it accepted.
@@ -188,6 +196,13 @@ SOUND = {
     "answer-numbered-2": (2, lambda f: _clear(f, SA, _set(4, 2))),
     "sk-answer-numbered-2": (4, lambda f: _sealed(f, SA, _set(4, 2))),
     "sk-offer-proposals-1-2": (3, lambda f: _sealed(f, SA, _second_proposal(2))),
+    "set-window-size-4": (3, lambda f: _sealed(f, N, _as_notify(16385, b"\x00\x00\x00\x05"))),
+    "cookie2-8": (3, lambda f: _sealed(f, N, _as_notify(16401, b"\x01" * 8))),
+    # no RFC rule on their data: MOBIKE_SUPPORTED's "MUST be ignored" when received (RFC 4555
+    # §4.2.1); INITIAL_CONTACT (RFC 7296 §2.4) and USE_TRANSPORT_MODE (§1.3.1) say nothing of it
+    "mobike-supported-with-data": (3, lambda f: _sealed(f, N, _as_notify(16396, b"\x01\x02"))),
+    "initial-contact-with-data": (3, lambda f: _sealed(f, N, _notify_data(16384, b"\x01"))),
+    "use-transport-mode-with-data": (3, lambda f: _sealed(f, N, _as_notify(16391, b"\x01"))),
 }
 
 

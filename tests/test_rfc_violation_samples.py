@@ -29,6 +29,9 @@ EXPECTED = {  # file: (keys, {frame: words of its malformed note})
         4: "payload 5 (TSr): selector 1 start port 443 is above end port 80; only OPAQUE is written 65535-0"}),
     "ikev2-auth-offer-numbered-2.pcap": (V2_KEYS, {
         3: "encrypted payloads: payload 5 (SA): the first proposal of an offer is numbered 2, not 1 (RFC 7296 §3.3.1)"}),
+    "ikev2-notify-data.pcap": (V2_KEYS, {
+        1: "IKEV2_FRAGMENTATION_SUPPORTED data is 2 bytes, IKEV2_FRAGMENTATION_SUPPORTED takes 0 (RFC 7383 §2.3)",
+        3: "encrypted payloads: payload 2 (N): SET_WINDOW_SIZE data is 2 bytes, a window size takes 4 (RFC 7296 §2.3)"}),
     "ikev1-quick-mode.pcap": (V1_KEYS, {
         7: "payload 3 (NONCE): nonce of 4 bytes; RFC 2409 §5 takes 8 to 256",
         8: "payload 2 (SA): proposal 1 PROTO_IPSEC_ESP SPI size 0; AH and ESP SPIs are 4 bytes"}),
@@ -52,7 +55,7 @@ def test_sample_marks_the_rule_and_keeps_the_rest(name: str, tmp_path: Path) -> 
         assert words in rows[f]["info"], rows[f]["info"]
     # the encrypted ones decrypted: the keys and the IV chain still fit every message
     encrypted = [r for n, r in rows.items() if "[ SK" in r["info"] or (" v1 " in r["info"] and n >= 5)]
-    assert encrypted if name != "ikev2-init-offer.pcap" and "notify" not in name else True
+    assert encrypted if "-init-" not in name else True  # the IKE_SA_INIT-only files hold no SK
     assert all("(decrypted)" in r["info"] for r in encrypted)
     summary = json.loads(_cli("summary", "--json", cap, "-k", keys))
     assert summary
@@ -77,15 +80,21 @@ def test_tshark_counts_the_same_frames(name: str) -> None:
 
 
 @needs_tshark
-def test_tshark_decrypts_the_resealed_offer() -> None:
-    """The IKE_AUTH request re-encrypted with healthy-gcm's SK_ei: tshark, with the sample's key
-    table, verifies its ICV and reads the one proposal numbered 2 inside; the answer, untouched,
-    names proposal 1."""
+@pytest.mark.parametrize("name", ["ikev2-auth-offer-numbered-2.pcap", "ikev2-notify-data.pcap", "ikev2-auth-ts-reversed.pcap"])
+def test_tshark_decrypts_the_resealed_messages(name: str) -> None:
+    """The IKE_AUTH messages re-encrypted with healthy-gcm's SK keys: tshark, with the sample's key
+    table, verifies both ICVs; inside the offer it reads the one proposal numbered 2 (the answer,
+    untouched, names proposal 1), and the notify turned into SET_WINDOW_SIZE (16385)."""
     env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(V2_KEYS)}
-    cap = HERE / "ikev2-auth-offer-numbered-2.pcap"
+    cap = HERE / name
     text = subprocess.run(["tshark", "-n", "-r", str(cap), "-V", "-Y", "frame.number >= 3"], capture_output=True,
                           text=True, timeout=60, check=True, env=env).stdout
     assert text.count("Integrity Checksum Data") == text.count("bytes)[correct]") == 2
-    nums = subprocess.run(["tshark", "-n", "-r", str(cap), "-T", "fields", "-e", "frame.number", "-e", "isakmp.prop.number"],
-                          capture_output=True, text=True, timeout=60, check=True, env=env).stdout.split()
-    assert nums == ["1", "1", "2", "1", "3", "2", "4", "1"]
+    fields = subprocess.run(["tshark", "-n", "-r", str(cap), "-T", "fields", "-e", "frame.number", "-e",
+                             "isakmp.prop.number", "-e", "isakmp.notify.msgtype"],
+                            capture_output=True, text=True, timeout=60, check=True, env=env).stdout
+    rows = {int(c[0]): c[1:] for c in (line.split("\t") for line in fields.splitlines())}
+    if name == "ikev2-auth-offer-numbered-2.pcap":
+        assert [rows[f][0] for f in (1, 2, 3, 4)] == ["1", "1", "2", "1"]
+    if name == "ikev2-notify-data.pcap":
+        assert rows[3][1].split(",")[0] == "16385" and "16430" in rows[1][1].split(",")

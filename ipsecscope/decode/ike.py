@@ -377,6 +377,17 @@ _NOTIFY_DATA = {
     N.COOKIE: (1, 64, "a cookie takes", "RFC 7296 §2.6"),
     # RFC 7296 §1.3.3: "There is no data associated with this Notify message type."
     N.REKEY_SA: (0, 0, "REKEY_SA takes", "RFC 7296 §1.3.3"),
+    # RFC 7296 §2.3: "The data associated with a SET_WINDOW_SIZE notification MUST be 4 octets long"
+    N.SET_WINDOW_SIZE: (4, 4, "a window size takes", "RFC 7296 §2.3"),
+    # RFC 4555 §4.2.5: COOKIE2 data "MUST be between 8 and 64 octets in length (inclusive)"
+    N.COOKIE2: (8, 64, "a COOKIE2 takes", "RFC 4555 §4.2.5"),
+    # RFC 7383 §2.3: the notification is its header alone (Protocol ID 0, SPI Size 0, type 16430),
+    # with no Notification Data.
+    N.IKEV2_FRAGMENTATION_SUPPORTED: (0, 0, "IKEV2_FRAGMENTATION_SUPPORTED takes", "RFC 7383 §2.3"),
+    # Not here, for want of a rule: MOBIKE_SUPPORTED's data "MUST be ignored" when received (RFC 4555
+    # §4.2.1: it is left for future versions); USE_TRANSPORT_MODE, ESP_TFC_PADDING_NOT_SUPPORTED,
+    # NON_FIRST_FRAGMENTS_ALSO (§1.3.1) and INITIAL_CONTACT (§2.4) are described by what they mean,
+    # with no sentence on their data.
 }
 
 

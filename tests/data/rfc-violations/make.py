@@ -43,6 +43,7 @@ def main() -> None:
     _v2("ikev2-init-notify-sizes.pcap", 2, {1: m["sig-hash-odd"][1], 2: m["cookie-65"][1]})
     _v2("ikev2-auth-ts-reversed.pcap", 4, {4: m["ts-ports-reversed"][1]})
     _v2("ikev2-auth-offer-numbered-2.pcap", 4, {3: m["sk-offer-numbered-2"][1]})
+    _v2("ikev2-notify-data.pcap", 4, {1: m["fragmentation-supported-with-data"][1], 3: m["set-window-size-2"][1]})
     q = v1q.MUTANTS
     _v1("ikev1-quick-mode.pcap", 9, {7: q["nonce-4-bytes"][1], 8: q["esp-spi-absent"][1]})
 
