@@ -271,13 +271,7 @@ def mac_for(keys: EspSaKeys) -> tuple[Mac, int]:
         base = hmac_keyed(suite.hash, akey)  # type: ignore[arg-type]
 
         def mac_hmac(parts: tuple[bytes, ...], his: tuple[int | None, ...]) -> Iterator[bytes]:
-            m = base.copy()
-            m.update(b"".join(parts))
-            for hi in his:
-                c = m.copy()
-                if hi is not None:
-                    c.update(_pack32(hi))
-                yield c.finalize()[:icv]
+            return _each_high(base.copy(), parts, his, icv)
         return mac_hmac, icv
     if len(akey) != suite.key_len:
         raise UnknownAlgorithmError(f"{suite.label} integrity key is {len(akey) * 8} bits; expected "
@@ -294,14 +288,19 @@ def mac_for(keys: EspSaKeys) -> tuple[Mac, int]:
     from cryptography.hazmat.primitives.ciphers import algorithms
 
     def mac_cmac(parts: tuple[bytes, ...], his: tuple[int | None, ...]) -> Iterator[bytes]:
-        m = cmac.CMAC(algorithms.AES(akey))
-        m.update(b"".join(parts))
-        for hi in his:
-            c = m.copy()
-            if hi is not None:
-                c.update(_pack32(hi))
-            yield c.finalize()[:icv]
+        return _each_high(cmac.CMAC(algorithms.AES(akey)), parts, his, icv)
     return mac_cmac, icv
+
+
+def _each_high(m, parts: tuple[bytes, ...], his: tuple[int | None, ...], icv: int) -> Iterator[bytes]:
+    """One ICV per ESN candidate: the MAC state after the packet, copied for each high half (none
+    when ESN is off), so the packet is read once however many candidates are tried (RFC 4302 §3.3.3.2)."""
+    m.update(b"".join(parts))
+    for hi in his:
+        c = m.copy()
+        if hi is not None:
+            c.update(_pack32(hi))
+        yield c.finalize()[:icv]
 
 
 def icv_parts(head: bytes | bytearray, ah: bytes) -> tuple[tuple[bytes, ...], bytes]:
