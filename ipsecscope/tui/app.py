@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events, on, work
+from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent, TabPane
+from textual.widget import Widget
+from textual.widgets import Footer, Input, ProgressBar, Static, TabbedContent
 from textual.worker import get_current_worker
 
 from ..errors import CaptureError, CaptureFormatError, ExportError, IpsecscopeError
@@ -36,7 +38,7 @@ from .loading import Hold, LoadCancelled, Loading
 from .panes import SessionPane, SessionView
 from .screens.export import ExportRequest, ExportScreen, unavailable
 from .screens.modals import HelpScreen, KeyFileScreen
-from .tabs import COMMANDS, TABS, bindings, help_rows
+from .tabs import COMMANDS, MAIN_SCREEN_ACTIONS, TABS, Pane, bindings, help_rows
 from .widgets.findings import FindingsView
 from .widgets.packet_detail import PacketDetail
 from .widgets.packet_table import PacketHeader, PacketTable, view_from_indices
@@ -122,13 +124,14 @@ class IpsecscopeApp(App[int]):
             # (on Findings when something is wrong, _loaded): all it holds is there to read.
             with TabbedContent(initial="sa-detail" if self.runner is not None else "packets", id="tabs"):
                 for tab in TABS:
-                    yield TabPane(tab.title, *tab.content(), id=tab.id)
+                    yield Pane(tab.title, *tab.content(), id=tab.id)
         yield AppFooter()
 
     def on_mount(self) -> None:
         self._set_narrow(self.size.width)
-        # live opens on the tunnels (compose); focusing the packet list would switch to its tab
-        (self.query_one(SaTree) if self.runner is not None else self.query_one(PacketTable)).focus()
+        # live opens on the tunnels (compose); focusing the packet list would switch to its tab.
+        # Now, not queued behind keys read meanwhile (a `/` typed as the app starts).
+        self._focus(self.query_one(SaTree) if self.runner is not None else self.query_one(PacketTable))
         if self.path is not None:
             self._loading(True)  # the first screen says what it is doing, before the loader starts
             # The footer fills in its keys a refresh after the first one (when the screen's bindings
@@ -617,7 +620,7 @@ class IpsecscopeApp(App[int]):
             ptable.cursor = pos
         else:  # hidden by the filter: show everything, cursor on that frame
             self.apply_filter("", focus_frame=event.frame)
-        ptable.focus()
+        self._focus(ptable)
 
     @on(StatsView.Follow)
     def _follow(self, event: StatsView.Follow) -> None:
@@ -626,7 +629,7 @@ class IpsecscopeApp(App[int]):
     def _show_packets(self, filter_text: str, frame: int | None) -> None:
         self.query_one(TabbedContent).active = "packets"
         self.apply_filter(filter_text, focus_frame=frame)
-        self.query_one(PacketTable).focus()
+        self._focus(self.query_one(PacketTable))
 
     # ---- actions -----------------------------------------------------------------------------
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
@@ -640,16 +643,32 @@ class IpsecscopeApp(App[int]):
         # a widget's notify() passes (Widget.notify sends markup=True); see tui/plain.py.
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The app's keys are priority bindings (tabs.bindings), offered before a dialog's own: on a
+        # dialog they are the dialog's (Esc closes it, / is typed into a path), and the footer
+        # behind it shows them disabled (None), as what they are there: they never worked on one.
+        return True if action not in MAIN_SCREEN_ACTIONS or len(self.screen_stack) == 1 else None
+
+    def _focus(self, widget: Widget) -> None:
+        """Focus ``widget`` before the next key is read. Widget.focus() only queues the change,
+        behind the keys already read (the app was busy: loading), and those went to the widget
+        that had the focus: the filter typed after `/` ran the packet list's bindings."""
+        widget.screen.set_focus(widget)
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.HELP))
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        self.query_one(next(t.focus for t in TABS if t.id == tab)).focus()
+        self._focus(self.query_one(next(t.focus for t in TABS if t.id == tab)))
 
     def action_focus_filter(self) -> None:
+        if isinstance(self.focused, Input):
+            # a / typed into the filter (10.0.0.0/24): the input's. Textual lets an input keep the
+            # printable keys it consumes from priority bindings, but does not count "slash" as one.
+            raise SkipAction
         self.query_one(TabbedContent).active = "packets"
-        self.query_one("#filter", Input).focus()
+        self._focus(self.query_one("#filter", Input))
 
     def action_clear_filter(self) -> None:
         """Esc: clear the filter and always leave the filter input (so `q` quits again)."""
@@ -657,7 +676,7 @@ class IpsecscopeApp(App[int]):
         if self.filter.text or inp.value or inp.has_class("invalid"):
             self.apply_filter("")
         if inp.has_focus or self.query_one(TabbedContent).active == "packets":
-            self.query_one(PacketTable).focus()
+            self._focus(self.query_one(PacketTable))
 
     def action_toggle_tree(self) -> None:
         tree = self.query_one(SaTree)
@@ -798,13 +817,14 @@ class IpsecscopeApp(App[int]):
     # ---- command palette ---------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
+        # run as their keys are (run_action: an action may decline, SkipAction)
         for c in COMMANDS[:2]:  # help and filter first, then the tabs, as in the help screen
-            yield SystemCommand(c.palette, c.palette_help, getattr(self, f"action_{c.action}"))
+            yield SystemCommand(c.palette, c.palette_help, partial(self.run_action, c.action))
         for tab in TABS:
             yield SystemCommand(tab.title, tab.palette_help, partial(self.action_tab, tab.id))
         for c in COMMANDS[2:]:
             if c.palette and c.action != "quit":  # Textual's own commands include Quit
-                yield SystemCommand(c.palette, c.palette_help, getattr(self, f"action_{c.action}"))
+                yield SystemCommand(c.palette, c.palette_help, partial(self.run_action, c.action))
 
 def export(req: ExportRequest, captures: Sequence[Path], session: Session) -> str:
     """Write one export; returns the line to show the user. Runs in a worker thread."""

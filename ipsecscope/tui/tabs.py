@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from textual import on
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
-from textual.widgets import Input, Static
+from textual.widgets import Input, Static, TabPane
 
 from .widgets.findings import FindingsView
 from .widgets.packet_detail import PacketDetail
@@ -33,6 +34,18 @@ class Tab:
     palette_help: str  # what the command palette says about it
     focus: str  # selector focused when the tab is chosen
     content: Callable[[], list[Widget]]  # the tab's widgets (built fresh for each app)
+
+
+class Pane(TabPane):
+    """A tab's pane. Textual makes a pane the active tab when a widget in it gets the focus, a
+    message after the focus moved: with two tab keys read at once (5 then 2) the first tab's
+    message came last and showed that tab again, its widget without the focus (none had it)."""
+
+    @on(TabPane.Focused)
+    def _focus_moved_on(self, event: TabPane.Focused) -> None:
+        focused = self.screen.focused
+        if focused is None or self not in focused.ancestors:
+            event.stop()  # stale: nothing in this pane has the focus any more
 
 
 def _packets() -> list[Widget]:
@@ -73,6 +86,7 @@ class Command:
     show: bool = True  # in the footer
     key_display: str | None = None
     first: bool = False  # listed first in the footer (see bindings)
+    priority: bool = True  # run as the key is read, before the keys after it go anywhere (see bindings)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -99,8 +113,14 @@ COMMANDS: tuple[Command, ...] = (
     Command("x", "toggle_hex", "Hex wire/inner", "hex view: frame as captured / decrypted inner packet",
             "Hex: wire / decrypted", "Switch the hex view between the frame and the inner packet", show=False),
     Command("escape", "clear_filter", "Clear filter", "", "Clear filter", "Show every frame again", show=False),
-    Command("q", "quit", "Quit", "quit (Ctrl+C too)", "Quit", "Quit the application", first=True),
+    # q alone is a plain binding: on a dialog it is the dialog's (the help closes on q), and its
+    # action is Ctrl+C's, which quits from a dialog too (check_action sees only the action).
+    Command("q", "quit", "Quit", "quit (Ctrl+C too)", "Quit", "Quit the application", first=True, priority=False),
 )
+
+# The actions of the priority keys: the app runs them only while its own screen is on top
+# (IpsecscopeApp.check_action); on a dialog the key is the dialog's (Esc, ? and / there are its own).
+MAIN_SCREEN_ACTIONS = frozenset({c.action for c in COMMANDS if c.priority} | {"tab"})
 
 
 def bindings() -> list[Binding]:
@@ -108,10 +128,19 @@ def bindings() -> list[Binding]:
     them in this order: the commands marked ``first`` (Help, Quit), then the others as the table
     has them; a focused pane's own keys (a Stats table's ←→) come after all of them, and only
     whole (:class:`~ipsecscope.tui.footer.AppFooter`). A footer wider than the screen loses its
-    end, and Quit must never be what goes."""
+    end, and Quit must never be what goes.
+
+    The keys are priority bindings: the app reads them in the order they were typed, as the
+    terminal delivers them. A plain binding runs only once the focused widget has looked at the
+    key and passed it up, and by then the keys typed after it (one read from the terminal when
+    the app was busy, e.g. loading) had already gone to that same widget: `/esp src=10.0.0.1`
+    opened the Export dialog (e) and switched tabs (1, 2) instead of filling the filter. A widget
+    that takes text (the filter input) still gets its printable keys: Textual drops a binding
+    for a key such a widget consumes."""
     ordered = sorted(COMMANDS, key=lambda c: not c.first)  # stable: the table's order otherwise
-    return ([Binding(c.key, c.action, c.label, show=c.show, key_display=c.key_display) for c in ordered]
-            + [Binding(t.key, f"tab('{t.id}')", t.title, show=False) for t in TABS]
+    return ([Binding(c.key, c.action, c.label, show=c.show, key_display=c.key_display, priority=c.priority)
+             for c in ordered]
+            + [Binding(t.key, f"tab('{t.id}')", t.title, show=False, priority=True) for t in TABS]
             # Ctrl-C ends a capture tool (tcpdump, tshark): Textual's own Ctrl-C only tells how to quit
             # (in a toast our literal-text notify showed as "Press [b]ctrl+q[/b]"), so live over SSH
             # it looked stuck. Priority: it quits from the filter input too (Esc leaves that).

@@ -524,7 +524,11 @@ class StatsView(Vertical):
     # ---- follow --------------------------------------------------------------------------------
     def follow_filter(self) -> str | None:
         """The display filter of the row under the cursor of the table used last."""
-        table = self.query_one(self._last_table, DataTable)
+        # the focused one, when one is: _last_table follows the focus a message later, and `f`
+        # can be read before that message (5 then f typed at once)
+        focused = self.screen.focused
+        table = (focused if isinstance(focused, StatsTable) and focused.parent is self
+                 else self.query_one(self._last_table, DataTable))
         key = _cursor_key(table)
         if key is None:
             return None

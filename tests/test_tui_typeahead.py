@@ -1,0 +1,158 @@
+"""Keys typed ahead: what a person types reaches the widget it was meant for, in the order typed,
+whatever the app was doing when the terminal delivered it.
+
+A terminal hands the app whatever was typed since its last read. While the app is busy (a capture
+loading, a slow machine) that is several keys at once, and Textual queues them all before it acts
+on the first: a key that moves the focus (`/` to the filter) must have moved it before the next
+key is routed. Pilot's ``press`` waits for the app to be idle after every key and never sees this;
+:func:`typed_at_once` hands the app one read's keys the way the terminal driver does (the same
+parser, then every event queued before any is handled). The loader is stopped through the app's
+test hook (tui.loading.Hold): events, no timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import SAMPLES, needs_tshark
+from test_tui import CAPTURE, KEYS, frames_in_view, loaded, sync, tshark_fields
+from test_tui_stats import stats_json
+from textual import events
+from textual._xterm_parser import XTermParser  # the terminal driver's own parser
+from textual.widgets import Input, TabbedContent
+
+from ipsecscope.tui.app import create_app
+from ipsecscope.tui.loading import Hold
+from ipsecscope.tui.screens.export import ExportScreen
+from ipsecscope.tui.screens.modals import HelpScreen
+from ipsecscope.tui.widgets.findings import FindingsView
+from ipsecscope.tui.widgets.packet_table import PacketTable
+
+DEAD_PEER = SAMPLES / "dead-peer" / "capture.pcapng"  # a warning: a load that ends opens on Findings
+ESCAPE = events.Key("escape", "\x1b")  # a lone ESC is told from a sequence by a pause: build it
+
+
+async def typed_at_once(pilot, *reads: str | events.Key) -> None:
+    """Queue every key of ``reads`` before the app handles any (as one read from the terminal
+    delivers them), then wait until the app has handled them all."""
+    app = pilot.app
+    for read in reads:
+        for key in [read] if isinstance(read, events.Key) else XTermParser().feed(read):
+            key.set_sender(app)
+            app.post_message(key)
+    await pilot.pause()
+    await pilot.pause()
+
+
+def filter_input(app) -> Input:
+    return app.query_one("#filter", Input)
+
+
+async def settled(pilot) -> None:
+    """Until no worker runs (a filter run a newer one replaced ends cancelled: not a failure)."""
+    while any(w.is_running for w in pilot.app.workers):
+        await asyncio.sleep(0.02)
+    await pilot.pause()
+
+
+async def until_loaded(pilot, hold: Hold) -> None:
+    hold.release()
+    while pilot.app.loading is not None or pilot.app.session is None:
+        await asyncio.sleep(0.02)
+    await settled(pilot)
+
+
+@needs_tshark
+@pytest.mark.parametrize("when", ["loaded", "loading"])
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=lambda s: f"{s[0]}x{s[1]}")
+@sync
+async def test_a_filter_typed_right_after_slash_is_the_filter(when: str, size: tuple[int, int]) -> None:
+    # Before: every key after `/` went to the packet list and ran the app's keys there: e opened
+    # the Export dialog, 1 and 2 switched tabs, and the filter input stayed empty.
+    expected = [int(r[0]) for r in tshark_fields(CAPTURE, "esp && ip.src == 198.18.0.2", "frame.number")]
+    app = create_app(CAPTURE, KEYS)
+    app.load_hold = hold = Hold(windows=0, before=True)  # stopped before it reads a frame
+    async with app.run_test(size=size) as pilot:
+        await asyncio.to_thread(hold.wait_stopped, 1)
+        if when == "loaded":
+            await until_loaded(pilot, hold)
+        await typed_at_once(pilot, "/esp src=198.18.0.2\r")
+        if when == "loading":
+            await until_loaded(pilot, hold)
+        await settled(pilot)
+        assert not isinstance(app.screen, ExportScreen)
+        assert app.query_one(TabbedContent).active == "packets"
+        assert filter_input(app).value == "esp src=198.18.0.2" and app.filter.text == "esp src=198.18.0.2"
+        assert frames_in_view(app.query_one(PacketTable)) == expected
+        assert app.query_one(PacketTable).has_focus  # Enter applied it and left the input
+
+
+@sync
+async def test_keys_after_escape_a_tab_key_or_a_dialog_go_where_they_were_meant() -> None:
+    app = create_app(DEAD_PEER)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        # On the packet list, 3 and Enter in one read: Findings' Enter (the evidence), not the packet
+        # list's (the frame's detail).
+        await pilot.press("2")
+        await typed_at_once(pilot, "3\r")
+        assert app.query_one(TabbedContent).active == "packets"
+        assert app.filter.text.startswith("finding=") and app.query_one(PacketTable).has_focus
+        # Two tab keys at once: the second tab, its widget focused (the first tab came back with
+        # nothing focused: Textual's "a widget in this pane got the focus" message arrived late).
+        for keys, tab, widget in (("52", "packets", "packet-table"), ("14", "sa-detail", "sa-detail-scroll")):
+            await typed_at_once(pilot, keys)
+            assert (app.query_one(TabbedContent).active, getattr(app.focused, "id", None)) == (tab, widget)
+        await pilot.press("2")
+        # A / in the filter is the filter's (an address prefix), not the key that focuses it.
+        await pilot.press("slash")
+        await typed_at_once(pilot, "dst=198.18.0.0/31")
+        assert filter_input(app).value == "dst=198.18.0.0/31"
+        # Esc leaves the filter input before the next key is read: j moves down the packet list,
+        # it is not a letter of the filter.
+        table = app.query_one(PacketTable)
+        await pilot.press("escape", "home")
+        await pilot.press("slash", *"esp")
+        await typed_at_once(pilot, ESCAPE, "j")
+        assert filter_input(app).value == "" and table.has_focus and table.cursor == 1
+        # A dialog's keys are its own: / ? Esc q on the help screen do not reach the app behind it.
+        await pilot.press("question_mark")
+        await pilot.pause()
+        await typed_at_once(pilot, "/1")
+        assert isinstance(app.screen, HelpScreen) and filter_input(app).value == ""
+        assert app.query_one(TabbedContent).active == "packets"
+        await pilot.press("q")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen) and app.is_running
+        assert app.query_one(PacketTable).has_focus
+        await typed_at_once(pilot, "3")
+        assert app.query_one(FindingsView).query_one("#findings-table").has_focus
+        # The command palette's "Filter packets" still focuses the filter.
+        await pilot.press("ctrl+p", *"Filter packets")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert filter_input(app).has_focus and app.query_one(TabbedContent).active == "packets"
+        await typed_at_once(pilot, ESCAPE, "q")
+    assert app.return_code == 0
+
+
+@sync
+async def test_f_typed_with_the_stats_key_follows_the_table_it_focused() -> None:
+    # 5 focuses the conversations; the Stats tab learnt which of its tables was used last from the
+    # focus message, a message later than an `f` typed with the 5: it followed the SA table's row.
+    cap, keys = SAMPLES / "healthy-gcm" / "capture.pcapng", SAMPLES / "healthy-gcm" / "keys"
+    doc = stats_json(cap, keys)
+    app = create_app(cap, [keys])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("5")
+        await loaded(pilot)
+        await pilot.press("shift+tab")  # the SA table: used last
+        assert app.focused.id == "stats-sas"
+        await pilot.press("2")
+        await typed_at_once(pilot, "5f")
+        await settled(pilot)
+        assert app.query_one(TabbedContent).active == "packets"
+        assert filter_input(app).value == doc["conversations"][0]["filter"]
