@@ -89,6 +89,51 @@ async def test_a_filter_typed_right_after_slash_is_the_filter(when: str, size: t
 
 
 @sync
+async def test_the_end_of_a_load_leaves_a_filter_being_typed_alone() -> None:
+    # A capture with a warning opens on Findings when it is read; but not once the user went to the
+    # filter meanwhile: the rest of what they typed went to the Findings table.
+    app = create_app(DEAD_PEER)
+    app.load_hold = hold = Hold(windows=0, before=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await asyncio.to_thread(hold.wait_stopped, 1)
+        await pilot.press("slash", *"ike")
+        await until_loaded(pilot, hold)
+        await pilot.press(*" info")
+        await pilot.pause()
+        inp = filter_input(app)
+        assert app.query_one(TabbedContent).active == "packets" and inp.has_focus
+        assert inp.value == "ike info"
+        assert str(app.query_one(TabbedContent).get_tab("findings").label).startswith("Findings (")
+    app = create_app(DEAD_PEER)  # nothing typed: it still opens on what is wrong
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        assert app.query_one(TabbedContent).active == "findings"
+
+
+@needs_tshark
+@sync
+async def test_a_new_look_at_the_session_keeps_the_filter_being_typed() -> None:
+    # The filter in force is run again over the rows of each new look (the end of a load, a live
+    # refresh every second): it used to write its own text back into the input, over what the
+    # user was typing there.
+    app = create_app(CAPTURE, KEYS)
+    app.load_hold = hold = Hold(windows=0, before=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await asyncio.to_thread(hold.wait_stopped, 1)
+        # (the input selects its text when focused: End, then type on after it)
+        await pilot.press("slash", *"esp", "enter", "slash", "end", *" src=198.18.0.2")
+        await until_loaded(pilot, hold)
+        inp = filter_input(app)
+        assert inp.has_focus and inp.value == "esp src=198.18.0.2"
+        table = app.query_one(PacketTable)
+        assert app.filter.text == "esp" and {table.rows[i].kind for i in table.view} == {"ESP"}
+        await pilot.press("enter")
+        await settled(pilot)
+        expected = tshark_fields(CAPTURE, "esp && ip.src == 198.18.0.2", "frame.number")
+        assert app.filter.text == "esp src=198.18.0.2" and frames_in_view(table) == [int(r[0]) for r in expected]
+
+
+@sync
 async def test_keys_after_escape_a_tab_key_or_a_dialog_go_where_they_were_meant() -> None:
     app = create_app(DEAD_PEER)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -322,10 +322,13 @@ class IpsecscopeApp(App[int]):
         self._stop_load_timer()
         self._loading(False)
         findings = findings_of(session)
+        inp = self.query_one("#filter", Input)
         if (first and any(f.severity >= Severity.WARNING for f in findings)
-                and self.query_one(TabbedContent).active == self._loading_tab):
+                and self.query_one(TabbedContent).active == self._loading_tab
+                and not (inp.has_focus or inp.value or self.filter.text)):
             # Something is wrong: that is what the user came for (the status line alone is easy to
-            # miss) -- unless they went to another tab while it loaded. Before the panes get the
+            # miss) -- unless they went to another tab or to the filter while it loaded (the rest
+            # of a filter being typed went to the Findings table). Before the panes get the
             # session, so the hidden packet detail defers its tshark run.
             self.action_tab("findings")
         self._show_session(SessionView(session, session.rows, findings, _activity=act, lock=loading.lock))
@@ -352,8 +355,8 @@ class IpsecscopeApp(App[int]):
         self._label_findings(view.findings, view.partial is not None)
         if self.filter.text and view.partial is not None:
             self._extend_filter(view.count)  # only the rows that came since the last look
-        elif self.filter.text:
-            self.apply_filter(self.filter.text)
+        elif self.filter.text:  # the same filter over new rows: the input may hold a new one being typed
+            self.apply_filter(self.filter.text, rerun=True)
         self._update_status()
 
     # ---- live mode -----------------------------------------------------------------------------
@@ -478,8 +481,9 @@ class IpsecscopeApp(App[int]):
         where = f"col {exc.pos + 1}: " if exc.pos is not None else ""
         self.query_one("#filter-count", Static).update(Text(f"✗ {where}{exc.reason} (invalid filter)", "bold red"))
 
-    def apply_filter(self, text: str, focus_frame: int | None = None) -> bool:
-        """Compile ``text`` and start the filter worker; False (and a notification) when invalid."""
+    def apply_filter(self, text: str, focus_frame: int | None = None, *, rerun: bool = False) -> bool:
+        """Compile ``text`` and start the filter worker; False (and a notification) when invalid.
+        ``rerun``: the filter in force, over rows that changed; the input is left as it is."""
         try:
             compiled = compile_filter(text, findings_index(self.findings))
         except FilterError as exc:
@@ -498,10 +502,11 @@ class IpsecscopeApp(App[int]):
         self.filter = compiled
         self.query_one(PacketTable).invalid = False
         inp = self.query_one("#filter", Input)
-        if inp.value != text:
+        if inp.value != text and not rerun:
             with inp.prevent(Input.Changed):
                 inp.value = text
-        inp.remove_class("invalid")
+        if not rerun:
+            inp.remove_class("invalid")
         if self.session is None:
             return True
         ptable = self.query_one(PacketTable)
