@@ -78,6 +78,23 @@ class Tmux:
         return subprocess.run([*self.tmux, "capture-pane", "-p", "-t", self.name], check=True,
                               capture_output=True, text=True).stdout
 
+    def cursor(self) -> tuple[int, int]:
+        """The terminal's cursor (column, line). Textual puts it where a focused input takes text
+        (hidden: the input draws its own): the line it is on is the input that has the focus."""
+        out = subprocess.run([*self.tmux, "display-message", "-p", "-t", self.name, "#{cursor_x} #{cursor_y}"],
+                             check=True, capture_output=True, text=True).stdout.split()
+        return int(out[0]), int(out[1])
+
+    def wait_for_input(self, text: str, timeout: float = 20.0) -> str:
+        """Poll until the input on the line showing ``text`` (its placeholder, say) has the focus:
+        keys typed before that go to whatever had it. Returns that screen."""
+        def focused(screen: str) -> bool:
+            lines = screen.splitlines()
+            y = self.cursor()[1]
+            return y < len(lines) and text in lines[y]
+
+        return self.wait_for(focused, timeout)
+
     def wait_for(self, predicate: Callable[[str], bool] | str, timeout: float = 20.0) -> str:
         """Poll the screen until ``predicate`` (or the text) holds; returns that screen."""
         check = (lambda s: predicate in s) if isinstance(predicate, str) else predicate
