@@ -658,7 +658,7 @@ class Session(FrameViews):
 
                 self.ah_verifier = AhVerifier(self.keys)
                 self._ah_check = _AhCheck(self.ah_verifier)
-        return self._ah_check if self.ah_verifier is not None else None
+        return self._ah_check
 
     def _add_row(self, row: FrameRow) -> None:
         self.rows.append(row)
