@@ -155,7 +155,7 @@ def r_ah_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 f"{'that packet was' if f.icv_failed == 1 else 'those packets were'} altered on the path in a "
                 "field AH covers (payload, addresses, immutable options) or cut short in the capture.",
                 hint="Check for errors on the links between the peers, and for a middlebox that rewrites some "
-                "packets (an ALG, a TCP MSS clamp, a DSCP rewrite is harmless: AH leaves DSCP out).", **common)
+                "packets (an ALG, a TCP MSS clamp; a DSCP rewrite is harmless: AH leaves DSCP out).", **common)
 
 
 def _nat_seen(table: SaTable, f) -> str:
