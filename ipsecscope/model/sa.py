@@ -142,6 +142,14 @@ class EspFlow:
         return (self.src, self.dst, self.spi, self.protocol)
 
 
+@dataclass(slots=True, frozen=True)
+class AnswerUnfit:
+    """Why a responder's accepted proposal does not fit the offer it answers (state/selection.py)."""
+
+    kind: str  # "number": renumbered (RFC 7296 §3.3); "transform": not offered (§2.7); "ke": KE group (§1.2)
+    reason: str
+
+
 @dataclass(slots=True)
 class ChildSa:
     id: int  # stable, 1-based, in order of creation in the capture
@@ -157,6 +165,7 @@ class ChildSa:
     # payload holds ``proposal`` (IKE_AUTH / CREATE_CHILD_SA response, Quick Mode's second message)
     proposal_frames: tuple[int, ...] = ()
     offered: list[str] = field(default_factory=list)  # what the initiator offered
+    answer_unfit: AnswerUnfit | None = None  # the answer's SA does not fit the offer
     ts_i: tuple[TrafficSelector, ...] = ()  # accepted
     ts_r: tuple[TrafficSelector, ...] = ()
     ts_i_offered: tuple[TrafficSelector, ...] = ()
@@ -251,6 +260,7 @@ class IkeSa:
     # COOKIE or INVALID_KE_PAYLOAD refusal), MM2/AM2, or the parent's CREATE_CHILD_SA for a rekey
     proposal_frames: tuple[int, ...] = ()
     offered: list[str] = field(default_factory=list)
+    answer_unfit: AnswerUnfit | None = None  # as ChildSa.answer_unfit
     dh_group: int | None = None
     id_i: str | None = None
     id_r: str | None = None

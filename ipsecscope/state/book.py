@@ -18,7 +18,7 @@ from .esp_flow import EVIDENCE, SeqTracker
 from .nat import Rebinds
 
 if TYPE_CHECKING:  # (the IKE model loads with the first IKE message: state.tracker.on_ike)
-    from ..model.ike import IkeMessage
+    from ..model.ike import IkeMessage, Proposal
 
 ZERO_SPI = b"\x00" * 8
 MAX_OBSERVATIONS = 200
@@ -37,6 +37,9 @@ class IkeScratch:
     nat_dst: list[bytes] = field(default_factory=list)
     nat_checked: bool = False
     rekey_new_spi_i: dict[int, bytes] = field(default_factory=dict)  # msg key -> new IKE SPIi proposed
+    rekey_offer: dict[int, tuple[Proposal, ...]] = field(default_factory=dict)  # msg key -> its IKE proposals
+    offer: tuple[Proposal, ...] = ()  # the latest IKE_SA_INIT request's proposals
+    ke_group: int | None = None  # ... and the group of its KE payload
     last_raw: dict[tuple[int, bool, bool, int], bytes] = field(default_factory=dict)
     init_raw: bytes | None = None  # the initiator's latest first message (zero responder SPI)
     responder_msgs: int = 0  # IKEv1 phase 1: distinct messages per side
@@ -54,6 +57,8 @@ class ChildScratch:
     algs: dict = field(default_factory=dict)
     protocol: int = 3
     keymat_done: bool = False
+    offer: tuple[Proposal, ...] = ()  # the request's ESP/AH proposals
+    ke_group: int | None = None  # the group of its KE payload (PFS)
 
 
 class Book:

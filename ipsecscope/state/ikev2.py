@@ -40,6 +40,7 @@ from ..model.sa import ChildSa, IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import ZERO_SPI, Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable
+from .selection import answer_unfit
 
 RETRY_WINDOW = 30.0  # s: a new IKE_SA_INIT this soon after INVALID_KE/COOKIE is the retry
 REKEY_WINDOW = 10.0  # s: a new IKE SA this soon after an encrypted CREATE_CHILD_SA may be its rekey
@@ -319,6 +320,8 @@ def ike_sa_init(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_respo
                 s = proposal_string(p, 2)
                 if s not in sa.offered:
                     sa.offered.append(s)
+        priv.offer = tuple(sas[0].proposals) if sas else ()  # what the answer must fit (§3.3)
+        priv.ke_group = kes[0].group if kes else None
         if kes:
             sa.ke_groups.append(kes[0].group)
         if nonces:
@@ -360,6 +363,7 @@ def ike_sa_init(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_respo
         prop = sas[0].proposals[0]
         sa.proposal = proposal_string(prop, 2)
         sa.proposal_frames = chosen_in(x, msg.frame)
+        sa.answer_unfit = answer_unfit(priv.offer, prop, priv.ke_group)
         dh = proposal_algorithms(prop)["dh"]
         if dh is not None:
             sa.dh_group = dh
@@ -492,6 +496,8 @@ def child_request(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, create
     nonces = msg.find(NoncePayload)
     cp = ChildScratch(sa.ike_spi_i, sa.ike_spi_r, protocol=props[0].protocol)
     cp.ni = priv.ni if priv_nonces else (nonces[0].data if nonces else None)
+    cp.offer = tuple(props)
+    cp.ke_group = kes[0].group if kes else None
     book.child_scratch[child.id] = cp
     if rekey_of is not None:
         book.mark_rekey_of(child, rekey_of)
@@ -521,6 +527,9 @@ def child_response(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange,
     child.spi_r = spi_int(prop.spi)
     child.proposal = proposal_string(prop, 2)
     child.proposal_frames = chosen_in(x, msg.frame)
+    cp = book.child_scratch.get(child.id)
+    if cp is not None:
+        child.answer_unfit = answer_unfit(cp.offer, prop, cp.ke_group)
     algs = proposal_algorithms(prop)
     child.esn = algs["esn"] == 1 if algs["esn"] is not None else None
     if algs["dh"]:
@@ -564,6 +573,7 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
         if ike_props:  # rekey of the IKE SA itself (RFC 7296 §1.3.2)
             x.rekey_ike = True
             priv.rekey_new_spi_i[xkey] = ike_props[0].spi
+            priv.rekey_offer[xkey] = tuple(ike_props)
             x.summary = "CREATE_CHILD_SA rekey IKE SA"
             for other in sa.exchanges:  # crossing IKE rekeys (RFC 7296 §2.8.2)
                 if other is not x and other.rekey_ike and other.requester != x.requester and (
@@ -606,6 +616,9 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
                                  x.requester_port, x.responder_port, msg.ts)
         new.proposal = proposal_string(ike_props[0], 2)
         new.proposal_frames = chosen_in(x, msg.frame)
+        offer = priv.rekey_offer.get(xkey, ())
+        new.offered = list(dict.fromkeys(proposal_string(p, 2) for p in offer))
+        new.answer_unfit = answer_unfit(offer, ike_props[0])
         new.dh_group = proposal_algorithms(ike_props[0])["dh"]
         new.rekeyed_from = sa.key
         new.decrypted = sa.decrypted

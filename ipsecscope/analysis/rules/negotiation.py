@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from ...model.iana import NotifyType
 from ...model.plural import plural, verb
-from ...model.sa import Finding, SaState, SaTable, Severity
+from ...model.sa import ChildSa, Finding, IkeSa, SaState, SaTable, Severity
 from ...state import names as N
 from .common import child_ike, exchange_label, frames_of, note_src, other_peer, peer_notes_about, uniq
 from .core import RuleContext, rule
@@ -295,6 +295,56 @@ def r_weak(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 explanation=f"{_weak_child_words(table, c)}; {', '.join(weak)} no longer gives adequate security "
                 "(RFC 8221).", frames=c.proposal_frames, sa=f"child:{c.id}",
                 hint="Use aes256gcm16 or aes256-sha256 in esp_proposals on both peers.", ts=c.created_ts)
+
+
+def _unfit_check(sa) -> str:
+    """How initiators check such an answer; strongSwan's own log line for it (ike_init.c,
+    child_create.c). strongSwan matches an answer by its algorithms, not its number."""
+    kind = sa.answer_unfit.kind
+    if kind == "number":
+        return ("an initiator that checks the number fails the exchange; strongSwan matches answers by their "
+                "algorithms and takes it")
+    log = ("peer's DH group selection invalid" if kind == "ke" else
+           "peer's proposal selection invalid" if isinstance(sa, IkeSa) else "no acceptable proposal found")
+    return f"an initiator checks the answer against its offer and fails the exchange (strongSwan logs \"{log}\")"
+
+
+def _went_on(table: SaTable, sa) -> str | None:
+    """What shows the initiator took an answer that does not fit its offer, or None."""
+    if isinstance(sa, IkeSa):
+        later = [x for x in sa.exchanges if x.exchange != 34]  # beyond IKE_SA_INIT
+        return f"{sa.initiator} went on to {exchange_label(later[0], 2)} on it" if later else None
+    sent = {f.spi for f in table.child_flows.get(sa.id, ()) if f.packets}
+    return f"{sa.initiator} sends {sa.protocol} on it (SPI 0x{sa.spi_r:08x})" if sa.spi_r in sent else None
+
+
+@rule(41, "IKE-ANSWER-NOT-OFFERED", (Severity.WARNING, Severity.ERROR), ref="RFC 7296 §3.3, §2.7, §1.2")
+def r_answer_not_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
+    """A responder's accepted proposal that is not one the initiator offered (another number, a
+    transform or key length it did not offer, a KE group other than the request's KE payload). An
+    initiator checks the answer and fails the exchange; one that goes on anyway is lenient, and a
+    stricter peer (or the next software update) fails there. Which: whether the capture shows the
+    initiator using the SA afterwards."""
+    sas: list[IkeSa | ChildSa] = [*table.ike_sas.values(), *table.child_sas.values()]
+    for sa in sas:
+        if not sa.answer_unfit:
+            continue
+        what, ref = ("IKE SA", sa.key) if isinstance(sa, IkeSa) else (f"CHILD SA #{sa.id}", f"child:{sa.id}")
+        offered = ", ".join(sa.offered) or "(not visible)"
+        went_on = _went_on(table, sa)
+        then = (f" Yet {went_on}: it took the answer, which a stricter initiator refuses." if went_on else
+                f" Nothing in the capture shows {sa.initiator} using it: the likely reason the SA did not come up.")
+        check = _unfit_check(sa)
+        yield Finding(
+            code="IKE-ANSWER-NOT-OFFERED", severity=Severity.WARNING if went_on else Severity.ERROR,
+            title=f"{what}: {sa.responder} " + ("renumbered the proposal it accepted" if sa.answer_unfit.kind == "number"
+                                                else f"answered with a proposal {sa.initiator} did not offer"),
+            explanation=f"{sa.initiator} offered {offered}; {sa.responder} answered {sa.proposal}: "
+            f"{sa.answer_unfit.reason}. {check[0].upper()}{check[1:]}.{then}",
+            frames=sa.proposal_frames, sa=ref,
+            hint=f"The fault is {sa.responder}'s proposal selection: it must answer with one of the offered "
+            "proposals, numbered as offered. Check its software version and proposal configuration.",
+            ts=sa.created_ts)
 
 
 @rule(40, "IKE-WEAK-OFFERED", Severity.INFO, ref="RFC 8247 §2.1, §2.4; RFC 8221 §5")
