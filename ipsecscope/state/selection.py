@@ -9,7 +9,9 @@ against what it sent: strongSwan fails the exchange ("peer's proposal selection 
 IKE SA, "no acceptable proposal found" for a CHILD SA, "peer's DH group selection invalid"), so a
 responder that answers outside the offer breaks the negotiation even though the answer parses.
 
-Only IKEv2: an IKEv1 answer repeats the transform number it took, checked by the decoder.
+Only IKEv2. An IKEv1 answer carries the transform it took with its attributes, and stacks differ
+in what they echo (lifetimes shortened in the answer, or told by RESPONDER-LIFETIME, RFC 2407
+§4.6.3.1): checking it needs field captures of each stack first.
 """
 
 from __future__ import annotations
