@@ -46,6 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_filter_argument(p)
 
 
+# The run closes and renames every output before it returns and leaves no thread behind: the
+# process ends without the interpreter's teardown (cli._exit_at_once).
+EXIT_AT_ONCE = True
+
+
 def preload(args: argparse.Namespace) -> None:
     """Imported before the run, while start-up is still going on (``cli._started``): numpy and the
     bulk step for a capture big enough to use them (``export.hotloop.BULK_MIN_BYTES``)."""
