@@ -66,12 +66,16 @@ def scapy_verdicts(cap: Path, keys: dict[int, dict]) -> dict[int, bool]:
     """frame (of the packet's last fragment) -> scapy's verdict on its AH ICV."""
     frames = rdpcap(str(cap))
     out: dict[int, bool] = {}
-    v4 = [p[IP] for p in frames if IP in p]
+    # scapy's defragment() takes a datagram's fragments in list order: sorted by offset here, as a
+    # receiver reassembles them whatever order they came in; the verdict is the frame's that
+    # completed the datagram (its last fragment in capture order), as ipsecscope's rows show it
+    v4 = sorted((p[IP] for p in frames if IP in p), key=lambda p: (p.id, p.frag))
     whole4 = {id(p): p for p in defragment(v4)} if v4 else {}
+    last4 = {fr[IP].id: n for n, fr in enumerate(frames, 1) if IP in fr and (fr[IP].flags.MF or fr[IP].frag)}
     for n, fr in enumerate(frames, 1):
         ip = fr[IP] if IP in fr else fr[IPv6]
         if IP in fr and (ip.flags.MF or ip.frag):
-            if ip.flags.MF:
+            if last4[ip.id] != n:
                 continue
             ip = next(p for p in whole4.values() if p.id == ip.id and not p.flags.MF and not p.frag)
         elif IPv6ExtHdrFragment in ip:
@@ -92,13 +96,26 @@ def scapy_verdicts(cap: Path, keys: dict[int, dict]) -> dict[int, bool]:
     return out
 
 
-@pytest.mark.parametrize("name", ["ah-v4", "ah-v6", "ah-frag"])
+@pytest.mark.parametrize("name", ["ah-v4", "ah-v6", "ah-frag", "ah-frag-options"])
 def test_icv_verdicts_match_scapy(name):
-    cap, keys = AH_DIR / f"{name}.pcap", AH_DIR / f"{name}.keys.json"
+    cap, keys = AH_DIR / f"{name}.pcap", AH_DIR / f"{name.replace('-options', '')}.keys.json"
     want = scapy_verdicts(cap, key_entries(keys))
     got = rows(cap, keys)
     assert want and {n: got[n]["status"] for n in want} == {n: "verified" if ok else "icv-bad" for n, ok in want.items()}
     assert all(got[n]["kind"] != "AH" for n in got if n not in want)  # the first fragments are not AH packets
+
+
+def test_fragments_with_first_fragment_only_options_verify():
+    """RFC 791 copies Record Route and Timestamp (copy flag 0) into the first fragment only; the
+    reassembled datagram's header is the first fragment's, and that is what the ICV covers (RFC 4302
+    §3.4.1, the options zeroed as mutable). The header of the fragment that completes the datagram
+    (in order: the last, without those options) once made every such packet "icv-bad"."""
+    got = rows(AH_DIR / "ah-frag-options.pcap", AH_DIR / "ah-frag.keys.json")
+    assert {n: r["status"] for n, r in got.items() if r["kind"] == "AH"} == {3: "verified", 6: "verified", 9: "verified"}
+    # the sample is what the docstring says: Router Alert, Record Route, Timestamp in the first
+    # fragment; Router Alert alone (copy flag set) in the others
+    opts = [[o.option for o in f[IP].options] for f in rdpcap(str(AH_DIR / "ah-frag-options.pcap"))[:3]]
+    assert opts == [[20, 7, 4, 0], [20], [20]]
 
 
 def test_path_changes_that_ah_leaves_out_still_verify():

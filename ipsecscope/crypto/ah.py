@@ -8,9 +8,9 @@ of the sequence number follow, implicitly (§3.3.3.2.1, as for ESP: RFC 4303 §3
 * IPv4 (§3.3.3.1.1.1): TOS (DSCP + ECN), flags, fragment offset, TTL and header checksum are
   zeroed; options other than EOL, NOP, Security, Extended Security, Commercial Security, Router
   Alert and SDMDD are zeroed as a whole (Appendix A.1). Total Length is the reassembled datagram's.
-  A reassembled datagram's header is its last fragment's: options a sender copies into every
-  fragment are there; Record Route and Timestamp are not copied (RFC 791), so a fragmented packet
-  that carried them fails here (they are rare, and AH zeroes their bytes but not their length).
+  A reassembled datagram's header is its first fragment's (``AhPacket.ip_header``), never the
+  frame's that completed it: options whose copy flag is 0 (Record Route, Timestamp) are only in
+  the first fragment (RFC 791 §3.1), and AH zeroes their bytes but not their length.
 * IPv6 (§3.3.3.1.2): traffic class, flow label and hop limit zeroed; a Hop-by-Hop or Destination
   option with the "may change en route" bit (0x20 of its type, RFC 8200 §4.2) has its data zeroed;
   a Routing header still on its way (Segments Left > 0) is put in the order the final destination
@@ -383,6 +383,8 @@ class AhVerifier:
             stats.unsupported += 1
             stats.last_reason = st.error
             return AhResult(UNSUPPORTED, keys=st.keys, reason=st.error, esn=st.mode)
+        if pkt.ip_fragmented and pkt.ip_header:  # the reassembled datagram's header: the first fragment's
+            frame, off = pkt.ip_header, 0
         got = covered(frame, off, pkt.ip_version, pkt.data, pkt.ip_fragmented)
         if type(got) is str:
             stats.unverifiable += 1

@@ -276,7 +276,8 @@ class Decoder:
                               s, d)]
         if total > n:
             return [Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah", s, d)]
-        ah = AhPacket(raw.index, raw.ts, s, d, spi, seq, nh, seg[12:total], seg, version, frag)
+        ah = AhPacket(raw.index, raw.ts, s, d, spi, seq, nh, seg[12:total], seg, version, frag,
+                      self.reassembler.first_header if frag else b"")
         if nh != 50:
             return [ah]
         # AH protecting ESP (RFC 4302 §3.1, an SA bundle of RFC 4301 §4.5: transport adjacency, or

@@ -41,6 +41,7 @@ class _Pending:
     next_header: int = -1  # IPv6: upper-layer header of the fragmentable part (from offset 0)
     size: int = 0
     header_proto: int = -1  # the first frame's own IP protocol field (IPv6: 44, or 0 behind hop-by-hop)
+    head: bytes = b""  # the offset-0 fragment's IP header (see Reassembler.first_header)
 
 
 class Reassembler:
@@ -62,12 +63,19 @@ class Reassembler:
         # turns them into Malformed so a lost fragment is never silently "other".
         self.dropped: list[tuple[int, float, str, tuple, int]] = []
         self.frame = 0  # frame number of the fragment being added (set by the caller)
+        # The IP header of the datagram completed last, as its offset-0 fragment carried it (IPv4
+        # with its options; IPv6 with the unfragmentable part and the fragment header): the
+        # reassembled datagram's header (RFC 791 §3.2 reassembly, RFC 8200 §4.5). Later fragments
+        # differ: IPv4 options whose copy flag is 0 (Record Route, Timestamp) are only in the first
+        # (RFC 791 §3.1). AH's ICV covers this header (RFC 4302 §3.4.1: reassembly first).
+        self.first_header = b""
 
     def add(self, key: tuple, ts: float, offset: int, more: bool, payload: bytes,
-            next_header: int = -1, header_proto: int = -1) -> tuple[bytes, int] | str | None:
+            next_header: int = -1, header_proto: int = -1, head: bytes = b"") -> tuple[bytes, int] | str | None:
         """Add one fragment. Returns ``(datagram_payload, next_header)`` when complete, None while
         incomplete, or a reason string for an impossible fragment. ``header_proto``: the fragment's
-        own IP protocol field, kept for the report of a datagram that never completes."""
+        own IP protocol field, kept for the report of a datagram that never completes; ``head``:
+        its IP header, kept from the offset-0 fragment (``first_header``)."""
         end = offset + len(payload)
         if end > MAX_DATAGRAM:
             return f"IP fragment ends at byte {end}, beyond the 64 KiB maximum datagram"
@@ -92,8 +100,10 @@ class Reassembler:
         if offset not in p.parts:
             p.size += len(payload)
         p.parts[offset] = payload  # a retransmitted/overlapping fragment: the newest copy wins
-        if offset == 0 and next_header >= 0:
-            p.next_header = next_header
+        if offset == 0:
+            if next_header >= 0:
+                p.next_header = next_header
+            p.head = head
         if not more:
             p.total = end
         if p.total is None or p.size < p.total:
@@ -111,6 +121,7 @@ class Reassembler:
             buf[off:off + len(part)] = part
         del pend[key]
         self.completed += 1
+        self.first_header = p.head
         return bytes(buf[:p.total]), p.next_header
 
 
@@ -162,7 +173,8 @@ def parse_ipv4(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: b
     payload = data[off + ihl:off + tot]
     if flags & 0x3FFF:  # MF set or a non-zero fragment offset
         got = reasm.add((4, src, dst, (data[off + 4] << 8) | data[off + 5], proto), ts,
-                        (flags & 0x1FFF) * 8, bool(flags & 0x2000), payload, header_proto=proto)
+                        (flags & 0x1FFF) * 8, bool(flags & 0x2000), payload, header_proto=proto,
+                        head=data[off:off + ihl])
         if got is None or type(got) is str:
             return got
         return 4, src, dst, proto, got[0], True
@@ -244,7 +256,8 @@ def parse_ipv6(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: b
     fnh = data[p]
     fo = (data[p + 2] << 8) | data[p + 3]
     ident = U32.unpack_from(data, p + 4)[0]
-    got = reasm.add((6, src, dst, ident), ts, fo & 0xFFF8, bool(fo & 1), data[p + 8:end], fnh, data[off + 6])
+    got = reasm.add((6, src, dst, ident), ts, fo & 0xFFF8, bool(fo & 1), data[p + 8:end], fnh, data[off + 6],
+                    data[off:p + 8])
     if got is None or type(got) is str:
         return got
     body, fnh = got

@@ -106,6 +106,9 @@ class AhPacket:
     data: bytes  # AH header onwards
     ip_version: int = 4
     ip_fragmented: bool = False  # reassembled from outer IP fragments
+    # reassembled: the first fragment's IP header (IPv6: through the fragment header), the
+    # datagram's own (decode.ip.Reassembler.first_header), which the ICV covers
+    ip_header: bytes = b""
 
 
 @dataclass(slots=True, frozen=True)

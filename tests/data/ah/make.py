@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scapy.layers.inet import ICMP, IP, UDP, IPOption_Router_Alert, IPOption_RR, fragment
+from scapy.layers.inet import ICMP, IP, UDP, IPOption_Router_Alert, IPOption_RR, IPOption_Timestamp, fragment
 from scapy.layers.inet6 import (
     HBHOptUnknown,
     ICMPv6EchoReply,
@@ -22,7 +22,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrRouting,
     fragment6,
 )
-from scapy.layers.ipsec import AH, SecurityAssociation
+from scapy.layers.ipsec import AH, ESP, SecurityAssociation
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import PcapWriter
@@ -41,7 +41,11 @@ SAS = {
     "v6-sha384": (0xA6000001, A6, B6, "SHA2-384-192", "AUTH_HMAC_SHA2_384_192", bytes(range(0x91, 0xC1)), None),
     "v6-sha256-tunnel": (0xA6000002, B6, A6, "SHA2-256-128", "AUTH_HMAC_SHA2_256_128", bytes(range(0xC1, 0xE1)), None),
     "v6-md5-esn": (0xA6000003, A6, B6, "HMAC-MD5-96", "AUTH_HMAC_MD5_96", bytes(range(0xE1, 0xF1)), 2),
+    # transport-mode AH over tunnel-mode ESP (an SA bundle, RFC 4301 §4.5): ESP_BUNDLE below
+    "v4-bundle-ah": (0xA4000005, A4, B4, "HMAC-SHA1-96", "AUTH_HMAC_SHA1_96", bytes(range(0x51, 0x65)), None),
 }
+# the ESP SA under "v4-bundle-ah": AES-CBC-128 + HMAC-SHA1-96, tunnel mode
+ESP_BUNDLE = (0xE4000005, A4, B4, bytes(range(0x61, 0x71)), bytes(range(0x71, 0x85)))
 ETH4 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x0800)
 ETH6 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x86DD)
 
@@ -154,6 +158,63 @@ def frag_packets() -> list[bytes]:
     return out
 
 
+def _copied_options(raw: bytes) -> bytes:
+    """An IPv4 fragment as RFC 791 (§3.1, "copied flag") makes a non-first one: only the options
+    whose copy flag (0x80 of the type) is set; Record Route and Timestamp stay in the first
+    fragment. (scapy's fragment() copies every option into every fragment.)"""
+    ihl = (raw[0] & 15) * 4
+    opts, i, kept = raw[20:ihl], 0, b""
+    while i < len(opts) and opts[i] != 0:
+        if opts[i] == 1:
+            i += 1
+            continue
+        n = opts[i + 1]
+        if opts[i] & 0x80:
+            kept += opts[i:i + n]
+        i += n
+    kept += bytes(-len(kept) % 4)
+    p = IP(raw)
+    p.options = [] if not kept else IP(bytes([0x40 | (5 + len(kept) // 4)]) + raw[1:20] + kept).options
+    del p.ihl, p.len, p.chksum
+    return bytes(p.__class__(bytes(p)))
+
+
+def frag_options_packets() -> list[bytes]:
+    """An AH packet carrying Router Alert (copied into every fragment, covered by the ICV), Record
+    Route and Timestamp (RFC 791: only in the first fragment; mutable, zeroed for the ICV, RFC 4302
+    Appendix A.1), signed, then fragmented as RFC 791 fragments: the receiver's reassembled header
+    is the first fragment's, options and all (§3.4.1: reassembly before AH). Then the same without
+    options, and one with the fragments out of order (the last one first)."""
+    out = []
+    opts = [IPOption_Router_Alert(), IPOption_RR(routers=["0.0.0.0"] * 2),
+            IPOption_Timestamp(flg=0, timestamp=0, internet_address="0.0.0.0")]
+    for i, order in enumerate((1, 1, -1)):
+        big = IP(src=A4, dst=B4, id=0x700 + i, options=opts if i != 1 else []) / UDP(sport=7000, dport=7002) / \
+            Raw(bytes(range(256)) * 6)
+        signed = sa("v4-sha1").encrypt(big, seq_num=30 + i)
+        frags = [bytes(f) for f in fragment(signed, fragsize=600)]
+        frags = frags[:1] + [_copied_options(f) for f in frags[1:]]
+        out += frags[::order]
+    return out
+
+
+def bundle_packets() -> list[bytes]:
+    """AH (transport) protecting ESP (tunnel): IP / AH / ESP, as strongSwan's ah+esp proposals make."""
+    spi, src, dst, ekey, akey = ESP_BUNDLE
+    esp = SecurityAssociation(ESP, spi=spi, crypt_algo="AES-CBC", crypt_key=ekey, auth_algo="HMAC-SHA1-96",
+                              auth_key=akey, tunnel_header=IP(src=src, dst=dst))
+    ah = sa("v4-bundle-ah")
+    out = []
+    for i in range(3):
+        inner = IP(src="10.1.0.1", dst="10.2.0.1", id=0x800 + i) / ICMP(type=8, id=11, seq=i) / Raw(b"bundle %d" % i)
+        e = esp.encrypt(inner, seq_num=i + 1, iv=bytes([i]) * 16)
+        out.append(bytes(ah.encrypt(IP(bytes(e)), seq_num=i + 1)))
+    p = bytearray(out[2])
+    p[-20] ^= 1  # an ESP ciphertext byte flipped on the path: the AH ICV (over it) fails first
+    out[2] = bytes(p)
+    return out
+
+
 def write(name: str, packets: list[bytes]) -> None:
     with PcapWriter(str(HERE / name), linktype=1, sync=True) as w:
         for i, raw in enumerate(packets):
@@ -233,10 +294,17 @@ def main() -> None:
     write("ah-v6.pcap", v6_packets())
     write("ah-nat.pcap", nat_packets())
     write("ah-frag.pcap", frag_packets())
+    write("ah-frag-options.pcap", frag_options_packets())
+    write("ah-esp.pcap", bundle_packets())
     v4 = ["v4-sha1", "v4-sha1-back", "v4-sha512-tunnel", "v4-cmac-esn"]
     dump("ah-v4.keys.json", keys(v4, "the keys the packets were signed with"))
     dump("ah-v6.keys.json", keys(["v6-sha384", "v6-sha256-tunnel", "v6-md5-esn"], "the signing keys"))
     dump("ah-frag.keys.json", keys(["v4-sha1", "v6-sha384"], "the signing keys"))
+    spi, src, dst, ekey, akey = ESP_BUNDLE
+    bundle = keys(["v4-bundle-ah"], "the AH and ESP keys of the bundle")
+    bundle["esp"].append({"spi": f"0x{spi:08x}", "src": src, "dst": dst, "encr": "ENCR_AES_CBC",
+                          "enc_key": ekey.hex(), "integ": "AUTH_HMAC_SHA1_96", "auth_key": akey.hex()})
+    dump("ah-esp.keys.json", bundle)
     dump("ah-nat.keys.json", keys(["v4-sha1"], "as logged behind the NAT", **{"v4-sha1": {"src": PRIV4}}))
     (HERE / "ah-v4.xfrm.txt").write_text(xfrm(v4))
     (HERE / "ah-v4-charon.log").write_text(charon())
