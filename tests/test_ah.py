@@ -62,10 +62,11 @@ def _receiver_view(ip):
     return ip
 
 
-def scapy_verdicts(cap: Path, keys: dict[int, dict]) -> dict[int, bool]:
-    """frame (of the packet's last fragment) -> scapy's verdict on its AH ICV."""
+def receiver_packets(cap: Path) -> dict:
+    """frame (of the packet's last fragment) -> the AH packet as its receiver holds it (scapy):
+    fragments reassembled, a routing header played to its end."""
     frames = rdpcap(str(cap))
-    out: dict[int, bool] = {}
+    out: dict = {}
     # scapy's defragment() takes a datagram's fragments in list order: sorted by offset here, as a
     # receiver reassembles them whatever order they came in; the verdict is the frame's that
     # completed the datagram (its last fragment in capture order), as ipsecscope's rows show it
@@ -82,7 +83,14 @@ def scapy_verdicts(cap: Path, keys: dict[int, dict]) -> dict[int, bool]:
             if ip[IPv6ExtHdrFragment].m:
                 continue
             ip = defragment6([f[IPv6] for f in frames if IPv6 in f and IPv6ExtHdrFragment in f])
-        ip = _receiver_view(ip.__class__(bytes(ip)))
+        out[n] = _receiver_view(ip.__class__(bytes(ip)))
+    return out
+
+
+def scapy_verdicts(cap: Path, keys: dict[int, dict]) -> dict[int, bool]:
+    """frame (of the packet's last fragment) -> scapy's verdict on its AH ICV."""
+    out: dict[int, bool] = {}
+    for n, ip in receiver_packets(cap).items():
         spi = ip[AH].spi
         k = keys[spi]
         sa = SecurityAssociation(AH, spi=spi, auth_algo=SCAPY_ALGO[k["integ"]],

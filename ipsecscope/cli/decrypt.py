@@ -1,7 +1,8 @@
 """``ipsecscope decrypt FILE -k KEYS... -o OUT.pcapng [--keep-other] [--dsb] [--jsonl OUT.jsonl|-] [-Y FILTER]``
 
 Writes the decrypted inner packets of every ESP SA we have keys for, with the original
-timestamps; prints one summary line per SA (decrypted / icv_failed / no_key) on stderr. ``-Y``
+timestamps, and the payloads of AH packets (export/ah.py); prints one summary line per SA
+(decrypted / icv_failed / no_key; AH: verified / icv_failed / no_key) on stderr. ``-Y``
 writes only the frames a Wireshark display filter selects (over outer and inner fields).
 """
 
@@ -20,16 +21,19 @@ from .common import add_captures_argument, add_filter_argument, add_keys_argumen
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "decrypt", help="write decrypted ESP inner packets to pcapng and/or JSON lines",
+        "decrypt", help="write decrypted ESP inner packets (and AH payloads) to pcapng and/or JSON lines",
         epilog="exit status: 0 every ESP packet with keys decrypted; 1 error, or a damaged/cut-off capture "
                "(everything before the damage is written); 3 nothing decrypted (no keys, keys that match "
-               "no SPI, or every packet failed); 4 some ESP packets failed their ICV check (the others are "
-               "written)",
+               "no SPI, or every packet failed; with AH: no ICV verified either); 4 some ESP or AH packets "
+               "failed their ICV check (the others are written)",
         description="Decrypt the ESP packets of a capture (ESN high bits inferred) and write the inner "
                     "packets as pcapng (LINKTYPE_RAW, original timestamps) and/or JSON lines "
                     "(schema ipsecscope.decrypt/1). Output files are created mode 0600 under a temporary "
                     "name and renamed into place only when the run succeeds; an output that is an "
-                    "input (the capture or a key file, also through a symlink) is refused.")
+                    "input (the capture or a key file, also through a symlink) is refused. AH payloads "
+                    "are written too (tunnel: the inner packet; transport: behind a rebuilt IP header), "
+                    "ICVs verified with AH keys; a failed ICV is left out as for ESP, a payload not "
+                    "verified is written with a comment saying why.")
     add_captures_argument(p, many=False, follow=False, help="pcap / pcapng (optionally gzip'd)")
     add_keys_argument(p)
     p.add_argument("-o", "--output", metavar="OUT.pcapng", help="pcapng file for the decrypted packets ('-': stdout)")
@@ -37,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="also copy non-ESP frames (and ESP we could not decrypt, with a comment) unchanged")
     p.add_argument("--dsb", action="store_true",
                    help="append a pcapng Decryption Secrets Block with the keys of the SAs used")
-    p.add_argument("--jsonl", metavar="OUT.jsonl", help="one JSON object per ESP packet; '-' for stdout")
+    p.add_argument("--jsonl", metavar="OUT.jsonl", help="one JSON object per ESP or AH packet; '-' for stdout")
     p.add_argument("--hex", action="store_true", help="with --jsonl: include the inner bytes as hex")
     p.add_argument("-j", "--jobs", type=at_least(0), default=0,
                    help="worker processes for large files (0 = one below 128 MiB, else the idle cores: CPU count "
@@ -164,6 +168,12 @@ def run(args: argparse.Namespace) -> int:
             # decrypt's start-up never loads (tests/test_startup_imports)
             print(f"SPI 0x{spi:08x} {src} -> {dst}: {s.decrypted} decrypted, {s.icv_failed} icv_failed, "
                   f"{s.no_key} no_key{extra}{esn}{why}", file=err)
+        for (src, dst, spi), s in stats.ah_per_sa:  # AH (export/ah.py): ICVs, payloads written unless failed
+            esn = " ESN" + (f" (high bits now {s.seq_hi})" if s.seq_hi else "") if s.esn else ""
+            unv = s.unsupported + s.unverifiable
+            why = f"  [{s.last_reason}]" if (s.icv_failed or unv) and s.last_reason else ""
+            print(f"AH SPI 0x{spi:08x} {src} -> {dst}: {s.verified} verified, {s.icv_failed} icv_failed, "
+                  f"{s.no_key} no_key" + (f", {unv} not checked" if unv else "") + f"{esn}{why}", file=err)
         rate = stats.frames / dt if dt > 0 else 0.0
         # Every ESP packet in exactly one count (the per-SA lines name malformed/unsupported too), and
         # dummy packets (RFC 4303 §2.6: decrypted, nothing to write) said, so decrypted - written adds up.
@@ -173,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{stats.frames} frames, {stats.esp} ESP: {stats.decrypted} decrypted{dummy}, {stats.icv_failed} "
               f"icv_failed, {stats.no_key} no_key{bad}; {stats.written} inner packets written"
               + (f", {stats.kept} other frames kept unchanged" if args.keep_other else "")
+              + (f"; {stats.ah} AH: {stats.ah_verified} verified, {stats.ah_icv_failed} icv_failed, "
+                 f"{stats.ah_no_key} no_key" + (f", {stats.ah_unverified} not checked" if stats.ah_unverified else "")
+                 + f" ({stats.ah_written} payloads among those written)" if stats.ah else "")
               + (f"; nested ESP: {stats.nested_decrypted} inner layers decrypted, {stats.nested_failed} failed"
                  if stats.nested_decrypted or stats.nested_failed else "")
               + f" in {dt:.2f}s ({rate:,.0f} frames/s, {stats.jobs} process{'es' if stats.jobs > 1 else ''})",
@@ -206,17 +219,23 @@ def _outcome(stats, store, key_args: list[str], selected: tuple[str, int] | None
     decrypt (even with -q: a script must not take an empty output for success). ``selected``: the
     -Y filter and how many frames it selected (the run saw only those)."""
     err = sys.stderr
-    if stats.decrypted == 0:
+    if stats.decrypted == 0 and stats.ah_verified == 0:
         # imported here: decrypt's start-up loads only what every run needs (tests/test_startup_imports)
         from ..model.plural import noun, plural
 
         spis = sorted({spi for (_s, _d, spi), _st in stats.per_sa})
         seen = f"{noun(len(spis), 'SPI')} " + ", ".join(f"0x{x:08x}" for x in spis[:6]) + (", ..." if len(spis) > 6 else "")
         n_keys = len(getattr(store, "esp", ()))
-        if stats.esp == 0 and selected is not None:
-            why = f"the display filter -Y '{selected[0]}' selects no ESP packet ({plural(selected[1], 'frame')} selected)"
-        elif stats.esp == 0:
-            why = "the capture has no ESP packets"
+        if stats.esp == 0 and stats.ah == 0 and selected is not None:
+            why = (f"the display filter -Y '{selected[0]}' selects no ESP or AH packet "
+                   f"({plural(selected[1], 'frame')} selected)")
+        elif stats.esp == 0 and stats.ah == 0:
+            why = "the capture has no ESP or AH packets"
+        elif stats.esp == 0:  # AH only: its payloads are written whatever the ICV says, but none verified
+            why = (f"no AH ICV verified: {stats.ah_icv_failed} of {plural(stats.ah, 'AH packet')} failed (wrong key or "
+                   "algorithm, or a NAT; see the per-SA lines)" if stats.ah_icv_failed else
+                   f"no key for the {plural(stats.ah, 'AH packet')}: their payloads were written with the ICV not "
+                   "verified (give the AH keys with -k)")
         elif not key_args and n_keys == 0:
             why = (f"no keys: give the ESP keys with -k (the capture has {plural(stats.esp, 'ESP packet')} on "
                    f"{plural(len(stats.per_sa), 'SA')}, {seen})")
@@ -234,11 +253,13 @@ def _outcome(stats, store, key_args: list[str], selected: tuple[str, int] | None
             why = "no ESP packet could be decrypted (see the per-SA lines)"
         print(f"ipsecscope decrypt: nothing decrypted: {why}", file=err)
         return EXIT_NOTHING_DECRYPTED
-    if stats.icv_failed:
+    if stats.icv_failed or stats.ah_icv_failed:
         from ..model.plural import plural
 
-        print(f"ipsecscope decrypt: {plural(stats.icv_failed, 'ESP packet')} failed "
-              f"{'its' if stats.icv_failed == 1 else 'their'} ICV check (wrong key, or altered on the path); the "
-              "others were written", file=err)
+        n = stats.icv_failed + stats.ah_icv_failed
+        what = " and ".join(plural(k, w) for k, w in ((stats.icv_failed, "ESP packet"), (stats.ah_icv_failed, "AH packet"))
+                            if k)
+        print(f"ipsecscope decrypt: {what} failed {'its' if n == 1 else 'their'} ICV check (wrong key, or altered "
+              "on the path); the others were written", file=err)
         return EXIT_ICV_FAILED
     return 0

@@ -93,7 +93,16 @@ class RunStats:
     warning: str | None = None  # about the input, one line: a gzip bomb's ratio
     nested_decrypted: int = 0  # inner ESP layers (ESP in ESP) decrypted too, and those that failed
     nested_failed: int = 0
+    # AH packets (export/ah.py): ICVs verified, failed, without a key for their SA, not checked
+    # (unsupported algorithm, a frame short of what the ICV covers); payloads written (all but failures)
+    ah: int = 0
+    ah_verified: int = 0
+    ah_icv_failed: int = 0
+    ah_no_key: int = 0
+    ah_unverified: int = 0
+    ah_written: int = 0
     per_sa: list[tuple[tuple[str, str, int], SaStats]] = field(default_factory=list)
+    ah_per_sa: list = field(default_factory=list)  # [((src, dst, spi), crypto.ah.AhStats)], sorted as per_sa
     used_keys: list = field(default_factory=list)
 
 
@@ -585,8 +594,21 @@ def _tmp_dir(writer) -> str | None:
     return None
 
 
-def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats, nested: set | None = None) -> None:
+def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats, nested: set | None = None,
+             ah=None) -> None:
     nested = set(nested or ())
+    if ah is not None or any(r.ah is not None for r in results):
+        from .ah import AhTotals
+
+        totals = AhTotals()
+        for t in [ah, *(r.ah for r in results)]:
+            if t is not None:
+                totals.merge(t)
+        stats.ah, stats.ah_written = totals.packets, totals.written
+        stats.ah_verified, stats.ah_icv_failed = totals.count("ok"), totals.count("icv_failed")
+        stats.ah_no_key = totals.count("no_key")
+        stats.ah_unverified = totals.count("unsupported") + totals.count("unverifiable")
+        stats.ah_per_sa = sorted(totals.per_sa.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))
     for r in results:
         stats.truncated = stats.truncated or r.truncated
         stats.frames += r.frames
@@ -613,7 +635,7 @@ def _collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats, nes
         stats.unsupported += s.unsupported
     stats.per_sa = dec.summary()
     stats.used_keys = used
-    stats.written = stats.decrypted - stats.dummy
+    stats.written = stats.decrypted - stats.dummy + stats.ah_written
 
 
 def _write_dsb(writer: PcapngWriter, used) -> None:
@@ -676,11 +698,12 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
     """gzip'd or unusual files: the general capture reader and decoder, one process."""
     from ..capture import open_capture
     from ..decode.demux import Decoder
-    from ..model.packets import EspPacket
+    from ..model.packets import AhPacket, EspPacket
 
     dec = EspDecryptor(keys)
     decoder = Decoder()
     nested: set = set()
+    ah = None  # export.ah.AhOut, made at the first AH packet
     # Not a capture: fail before creating (and truncating) the output files. Opened once, as
     # standard input can be read only once.
     opened = open_capture(path)
@@ -708,6 +731,10 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                 if keep and raw.linktype < 0:
                     keep = False
                     stats.unkept += 1
+                if type(pkt) is AhPacket:  # export/ah.py: its record and payload; ESP it protects goes on
+                    ah, pkt = _general_ah(ah, pkt, raw, keys, dec, nested, writer, jf, opts, keep, iface_map, stats)
+                    if pkt is None:
+                        continue
                 if type(pkt) is not EspPacket:
                     stats.other += 1
                     if keep:
@@ -753,7 +780,7 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                     progress(reader.bytes_read, reader.total_bytes)
             stats.truncated = reader.truncated
             stats.warning = reader.warning
-        _collect([], dec, stats, nested)
+        _collect([], dec, stats, nested, ah.totals if ah is not None else None)
         if writer is not None and dsb:
             _write_dsb(writer, stats.used_keys)
     finally:
@@ -762,6 +789,33 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
         if own_jf:
             jf.close()
     return stats
+
+
+def _general_ah(ah, pkt, raw, keys, dec, nested, writer, jf, opts: Options, keep: bool, iface_map: dict,
+                stats: RunStats):
+    """An AH packet on the general path, as ``_Worker._ah`` on the fast one: (the AhOut, the ESP
+    packet AH protects for the ESP path, or None when the frame is done)."""
+    from ..model.packets import EspPacket
+    from .ah import AhOut
+
+    if ah is None:
+        ah = AhOut(keys, wire_packet, decrypt_nested)
+    got = ah.handle(pkt, raw.data, raw.linktype, raw.ts_ns, dec, nested, jf is not None, opts.hex)
+    if got.record is not None:
+        jf.write(got.record)
+    if writer is not None and got.packet is not None:
+        writer.write_packet(0, raw.ts_ns, got.packet, comment=got.comment or None)
+    elif keep and got.status == "icv_failed":
+        stats.kept += 1
+        i = iface_map.get(raw.iface)
+        if i is None:
+            i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
+        writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len, comment=got.comment)
+    if got.esp is None or len(got.esp) < 8:
+        return ah, None
+    spi, seq = int.from_bytes(got.esp[:4], "big"), int.from_bytes(got.esp[4:8], "big")
+    return ah, EspPacket(pkt.frame, pkt.ts, pkt.src, pkt.dst, spi, seq, got.esp, ip_version=pkt.ip_version,
+                         ip_fragmented=pkt.ip_fragmented)
 
 
 __all__ = ["Layout", "Options", "RunStats", "run", "scan"]

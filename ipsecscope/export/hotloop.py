@@ -88,6 +88,7 @@ class ChunkResult:
     guessed: int = -1  # the chunk started at layout.guess()'s offset, numbered from 1: for the engine to check
     end_off: int = -1  # where the fast loop stopped: the next chunk's first record (-1: another loop ran)
     nested_sas: set = field(default_factory=set)  # inner SAs of ESP-in-ESP (decrypt_nested)
+    ah: object = None  # export.ah.AhTotals: the chunk's AH packets (None: it had none)
 
 
 class SaSlot:
@@ -235,6 +236,7 @@ class _Worker:
         self.resolved: Callable[[int, int], None] | None = None
         self.speculate = False  # a lazy bound may be guessed (engine checks it; pcap, no JSON lines or filter)
         self.end_off = -1
+        self.ah = None  # export.ah.AhOut, made at the first AH packet
 
     def seed(self, states: dict[tuple[str, str, int], tuple[bool | None, int, int]]) -> None:
         for k, (mode, top, searches) in states.items():
@@ -436,6 +438,7 @@ class _Worker:
         res.esp, res.other, res.dummy = self.n_esp + n_fast, self.n_other, self.n_dummy
         res.kept, res.unkept = self.n_kept, self.n_unkept
         res.nested_sas = self.nested_sas
+        res.ah = self.ah.totals if self.ah is not None else None
         res.states = {k: (s.mode, s.top, s.searches) for k, s in self.dec._sas.items()}
         return res
 
@@ -818,19 +821,25 @@ class _Worker:
                         udp_encap = True
             elif proto == 6:
                 ver = -1  # RFC 8229 TCP encapsulation needs stream reassembly
+            elif proto == 51:
+                ver = -1  # AH: decoded in full (fragments too), then export/ah.py
         if ver == -1:
             if self.decoder is None:
                 from ..decode.demux import Decoder
 
                 self.decoder = Decoder()
-            from ..model.packets import EspPacket, RawFrame
+            from ..model.packets import AhPacket, EspPacket, RawFrame
 
             pkt = self.decoder.decode(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off))
-            if type(pkt) is EspPacket:
-                esp = pkt.data
+            if type(pkt) is AhPacket:  # its record and payload; an ESP packet it protects goes on below
+                esp = self._ah(idx, iface, ts, frame, orig, lt, pkt)
+                if esp is None:
+                    return
+            if type(pkt) is EspPacket or esp is not None:
+                esp = pkt.data if esp is None else esp
                 af = socket.AF_INET6 if ":" in pkt.src else socket.AF_INET
                 src, dst = socket.inet_pton(af, pkt.src), socket.inet_pton(af, pkt.dst)
-                udp_encap = pkt.udp_encap
+                udp_encap = type(pkt) is EspPacket and pkt.udp_encap
         if esp is None or len(esp) < 8:
             self.n_other += 1
             if keep_other:
@@ -908,3 +917,36 @@ class _Worker:
             if len(self.jbuf) >= 4096:
                 jsonl_f.write("".join(self.jbuf))
                 self.jbuf.clear()
+
+    def _ah(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, lt: int, pkt) -> bytes | None:
+        """An AH packet (export/ah.py says what is written when): its payload to the output, its
+        JSON line, an ICV failure kept under --keep-other; the ESP packet it protects, if any, for
+        the ESP path (else None: the frame is done)."""
+        if self.ah is None:
+            from .ah import AhOut
+
+            self.ah = AhOut(self.dec.keys, wire_packet, decrypt_nested)
+        opts, app = self.opts, self.buf.append
+        got = self.ah.handle(pkt, bytes(frame), lt, ts, self.dec, self.nested_sas, self.jsonl_f is not None,
+                             opts.hex)
+        if got.record is not None:
+            self.jbuf.append(got.record)
+            if len(self.jbuf) >= 4096:
+                self.jsonl_f.write("".join(self.jbuf))
+                self.jbuf.clear()
+        if self.out_f is None or not opts.pcapng:
+            return got.esp
+        if got.packet is not None or (got.status == "icv_failed" and opts.keep_other and lt >= 0):
+            data, i, n, o = (got.packet, 0, len(got.packet), len(got.packet)) if got.packet is not None else (
+                frame, 1 + iface, len(frame), orig)
+            if got.packet is None:
+                self.n_kept += 1
+            c = got.comment.encode()
+            optb = struct.pack("<HH", 1, len(c)) + c + b"\0" * ((-len(c)) & 3) + b"\0\0\0\0" if c else b""
+            h, t = epb_header(i, ts, n, o, len(optb))
+            app(h)
+            app(data)
+            app(t[:-4])
+            app(optb)
+            app(t[-4:])
+        return got.esp

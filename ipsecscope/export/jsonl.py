@@ -1,6 +1,6 @@
-"""JSON Lines export of decrypted ESP: one object per ESP packet, schema ``ipsecscope.decrypt/1``.
+"""JSON Lines export of decrypted ESP: one object per ESP or AH packet, schema ``ipsecscope.decrypt/1``.
 
-Fields::
+Fields (ESP)::
 
     schema       "ipsecscope.decrypt/1"
     frame        1-based frame number in the capture (as Wireshark numbers them)
@@ -17,6 +17,18 @@ Fields::
                  (tunnel mode: from the inner IP header; transport: outer addresses)
     inner_hex    the inner bytes, only with --hex
     sa           where the keys came from ("file:line" or "derived: ...")
+    protocol     "ESP"
+
+AH (RFC 4302; ``export/ah.py``) has the same fields but for ``udp_encap`` and ``esp_len``::
+
+    protocol     "AH"
+    status       the ICV: "ok" (verified) | "icv_failed" | "no_key" | "unsupported" | "unverifiable"
+                 (the frame does not hold what the ICV covers); reason when not "ok"
+    ah_len       bytes of AH (header, ICV, payload)
+    next_header, inner_len, inner, inner_hex, nested
+                 as for ESP, whenever the payload was written: every status but "icv_failed"
+                 (AH encrypts nothing; a payload not verified is written, its status says so)
+    nat          "logged -> wire" when the ICV verifies with the key file's address (a NAT rewrote it)
 """
 
 from __future__ import annotations
@@ -27,7 +39,9 @@ import struct
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..crypto.ah import AhResult
     from ..crypto.esp import SaState
+    from ..model.packets import AhPacket
 
 SCHEMA = "ipsecscope.decrypt/1"
 
@@ -91,7 +105,7 @@ def record(frame: int, ts_ns: int, st: SaState | None, src: bytes, dst: bytes, s
     d = {
         "schema": SCHEMA, "frame": frame, "time": ts_ns / 1e9, "time_ns": ts_ns, "src": _text(src),
         "dst": _text(dst), "udp_encap": udp_encap, "spi": f"0x{spi:08x}", "seq": (seq_hi << 32) | seq_lo,
-        "esn_hi": seq_hi, "esn": esn, "status": status, "esp_len": esp_len,
+        "esn_hi": seq_hi, "esn": esn, "status": status, "esp_len": esp_len, "protocol": "ESP",
     }
     if status != "ok":
         d["reason"] = reason
@@ -105,6 +119,35 @@ def record(frame: int, ts_ns: int, st: SaState | None, src: bytes, dst: bytes, s
         if with_hex and inner is not None:
             d["inner_hex"] = bytes(inner).hex()
     keys = getattr(st, "keys", None)
+    if keys is not None and keys.source:
+        d["sa"] = keys.source
+    return _dumps(d) + "\n"
+
+
+def ah_record(pkt: AhPacket, ts_ns: int, res: AhResult, src: bytes, dst: bytes, next_header: int | None, inner: bytes | None,
+              with_hex: bool = False, *, nested: list | None = None, inner_src: bytes | None = None,
+              inner_dst: bytes | None = None) -> str:
+    """One JSON line for an AH packet (``pkt``: decode's AhPacket, ``res``: crypto.ah's AhResult).
+    ``inner`` None: nothing was written for it (ICV failed)."""
+    d = {
+        "schema": SCHEMA, "frame": pkt.frame, "time": ts_ns / 1e9, "time_ns": ts_ns, "src": _text(src),
+        "dst": _text(dst), "protocol": "AH", "spi": f"0x{pkt.spi:08x}", "seq": (res.seq_hi << 32) | pkt.seq,
+        "esn_hi": res.seq_hi, "esn": res.esn, "status": res.status, "ah_len": len(pkt.data),
+    }
+    if res.status != "ok":
+        d["reason"] = res.reason
+    if res.nat:
+        d["nat"] = res.nat
+    if inner is not None:
+        d["next_header"] = next_header
+        d["inner_len"] = len(inner)
+        if nested:
+            d["nested"] = nested
+        if next_header != 59:
+            d["inner"] = summarize(inner, next_header, inner_src or src, inner_dst or dst)
+        if with_hex:
+            d["inner_hex"] = bytes(inner).hex()
+    keys = res.keys
     if keys is not None and keys.source:
         d["sa"] = keys.source
     return _dumps(d) + "\n"

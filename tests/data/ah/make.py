@@ -199,16 +199,27 @@ def frag_options_packets() -> list[bytes]:
 
 
 def bundle_packets() -> list[bytes]:
-    """AH (transport) protecting ESP (tunnel): IP / AH / ESP, as strongSwan's ah+esp proposals make."""
+    """AH (transport) protecting ESP (tunnel): IP / AH / ESP, as strongSwan's ah+esp proposals make.
+    The ESP is scapy's; the AH ICV is scapy's definition (zero_mutable_fields, as its AH verify
+    reads it) MACed here: scapy's AuthAlgo.sign() looks for an ESP layer first and, finding the one
+    AH protects, MACs that instead of signing AH."""
+    import hashlib
+    import hmac
+
+    from scapy.layers.ipsec import zero_mutable_fields
+
     spi, src, dst, ekey, akey = ESP_BUNDLE
     esp = SecurityAssociation(ESP, spi=spi, crypt_algo="AES-CBC", crypt_key=ekey, auth_algo="HMAC-SHA1-96",
                               auth_key=akey, tunnel_header=IP(src=src, dst=dst))
-    ah = sa("v4-bundle-ah")
+    ah_spi, _s, _d, _alg, _i, ah_key, _hi = SAS["v4-bundle-ah"]
     out = []
     for i in range(3):
         inner = IP(src="10.1.0.1", dst="10.2.0.1", id=0x800 + i) / ICMP(type=8, id=11, seq=i) / Raw(b"bundle %d" % i)
-        e = esp.encrypt(inner, seq_num=i + 1, iv=bytes([i]) * 16)
-        out.append(bytes(ah.encrypt(IP(bytes(e)), seq_num=i + 1)))
+        e = bytes(esp.encrypt(inner, seq_num=i + 1, iv=bytes([i]) * 16)[ESP])
+        unsigned = bytes(IP(src=src, dst=dst, id=0x900 + i, proto=51) /
+                         AH(nh=50, payloadlen=4, spi=ah_spi, seq=i + 1, icv=bytes(12)) / Raw(e))
+        icv = hmac.new(ah_key, bytes(zero_mutable_fields(IP(unsigned), sending=True)), hashlib.sha1).digest()[:12]
+        out.append(unsigned[:32] + icv + unsigned[44:])
     p = bytearray(out[2])
     p[-20] ^= 1  # an ESP ciphertext byte flipped on the path: the AH ICV (over it) fails first
     out[2] = bytes(p)
