@@ -226,7 +226,10 @@ def _capture_classes():
 def _pdml_packet(xml: bytes) -> tuple[int, list[Node]]:
     """(frame number, layers) of one PDML <packet>."""
     layers = _pdml_layers(xml)
-    number = layers[0].find("frame.number") if layers else None
+    # the "frame" layer, not the first: a packet with a comment (decrypt --keep-other's reason on an
+    # ESP/AH frame whose ICV failed, an AH payload not verified) starts with its pkt_comment layer
+    frame = next((x for x in layers if x.name == "frame"), None)
+    number = frame.find("frame.number") if frame is not None else None
     return (int(number.show) if number is not None and number.show.isdigit() else 0), layers
 
 
@@ -391,9 +394,11 @@ def session_trees(session: Session, frames: Iterable[int], gone: list[int] | Non
 
 
 def _decrypted_section(out: BinaryIO, capture, keys) -> int:
-    from .api import decrypt_capture
+    from .api import load_keystore
+    from .export import engine
 
-    stats = decrypt_capture(capture, keys, out, keep_other=True, jobs=1)
+    # AH frames as captured (Options.ah off): tshark dissects AH and its payload itself, and shows the AH header
+    stats = engine.run(capture, load_keystore(keys), out=out, opts=engine.Options(keep_other=True, ah=False), jobs=1)
     if stats.written + stats.kept + stats.unkept != stats.frames:
         raise DissectError(f"the decrypted copy has {stats.written + stats.kept + stats.unkept} records for "
                            f"{stats.frames} frames, so its frame numbers are not the capture's")

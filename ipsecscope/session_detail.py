@@ -19,11 +19,12 @@ from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
 from .decode.demux import Decoder
 from .decode.inner import InnerStore
 from .keys import KeyStore
-from .model.idtext import spi_text
-from .model.packets import EspPacket, FrameRow, IcmpError, RawFrame
+from .model.idtext import short_source, spi_text
+from .model.packets import AhPacket, EspPacket, FrameRow, IcmpError, RawFrame
 from .rowstore import FrameOffsets, NoRows, RowStore
 
 if TYPE_CHECKING:
+    from .crypto.ah import AhVerifier
     from .model.ike import IkeMessage
 
 _ESP_HDR = struct.Struct("!II")
@@ -48,6 +49,44 @@ class QuotedEsp:
 
 
 @dataclass(slots=True, frozen=True)
+class AhDetail:
+    """An AH packet for the packet detail, and its ICV as the load checked it (the row's status:
+    RFC 4302 §3.3.3 is not run again, it would move the SA's ESN state and counters)."""
+
+    spi: int
+    seq: int  # with the ESN high bits the load inferred
+    src: str
+    dst: str
+    next_header: int | None  # None: this frame alone does not hold AH (a reassembled datagram's last fragment)
+    length: int | None  # bytes of AH and what it protects, in this frame
+    status: str  # the row's: verified, icv-bad, unverified, no-key, "" (no AH keys at all)
+    icv: str  # one line saying what the ICV check gave and why
+    next_name: str = ""  # the next header's protocol name (ICMP, IPv4, ESP, ...)
+
+
+def ah_icv_text(row: FrameRow, keys: KeyStore, verifier: AhVerifier | None) -> str:
+    """The one line both detail views (TUI pane, ``packets -V``) give an AH packet's ICV check."""
+    from .model import iana
+
+    k = keys.esp_lookup(row.src, row.dst, row.spi or 0) if row.spi is not None else None
+    k = k if k is not None and k.protocol == iana.ProtocolId.AH else None
+    how = f" ({iana.name(iana.IntegTransform, k.integ)}, keys from {short_source(k.source)})" if k is not None else ""
+    st = verifier.stats.get((row.src, row.dst, row.spi or 0)) if verifier is not None else None
+    said = row.info.split(" — ", 1)[1] if " — " in row.info else ""  # the row's own note (NAT, not checked)
+    if row.status == "verified":
+        hi = (row.seq or 0) >> 32
+        return f"ICV verified{how}" + (f", ESN high bits {hi} (RFC 4302 §2.5.1)" if hi else "")
+    if row.status == "icv-bad":
+        why = (said or (st.last_reason if st is not None else "")).removeprefix("ICV check failed").strip()
+        return "ICV failed" + (f" {why}" if why.startswith("with") else f": {why}" if why else "") + how
+    if row.status == "unverified":
+        return f"ICV not verified: {said.removeprefix('ICV not checked: ') or 'not checked'}{how}"
+    if row.status == "no-key":
+        return "ICV not verified: no AH key for this SA (add its keys with -k)"
+    return "ICV not verified: no AH keys loaded (add them with -k to check it, RFC 4302 §3.3.3)"
+
+
+@dataclass(slots=True, frozen=True)
 class FrameDetail:
     """Everything a view shows about one frame; computed on demand."""
 
@@ -63,6 +102,7 @@ class FrameDetail:
     # ESP inside the outer ESP (nested), outermost first: each layer's packet and its decryption
     esp_layers: tuple[tuple[EspPacket, EspResult], ...] = ()
     quoted_esp: QuotedEsp | None = None  # an ICMP error's quote of an ESP packet, decrypted for display
+    ah: AhDetail | None = None  # an AH packet (its ESP, if it protects one, is ``esp``)
 
 
 class FrameViews:
@@ -76,6 +116,7 @@ class FrameViews:
     ike_messages: dict[int, IkeMessage]
     _frame_offsets: FrameOffsets
     _live_raw: OrderedDict[int, RawFrame]
+    ah_verifier: AhVerifier | None
 
     def row(self, frame: int) -> FrameRow | None:
         rows = self.rows
@@ -96,11 +137,14 @@ class FrameViews:
         malformed = None
         inner = inner_summary = None
         layers: tuple[tuple[EspPacket, EspResult], ...] = ()
-        if raw is not None and row.kind == "ESP":
+        ah = None
+        if row.kind == "AH":
+            ah = self._ah_detail(row, raw)
+        if raw is not None and row.kind in ("ESP", "AH"):  # (AH: the ESP it protects, if any)
             pkt = next((p for p in Decoder().decode_all(raw) if isinstance(p, EspPacket)), None)
             if pkt is not None:
                 esp = pkt
-                res = self.esp_decryptor.peek(pkt, seq_hi=(row.seq or 0) >> 32)
+                res = self.esp_decryptor.peek(pkt, seq_hi=(row.seq or 0) >> 32 if row.kind == "ESP" else 0)
                 inner = res.inner
                 if inner and res.next_header is not None:
                     layers = self._peek_nested(frame, pkt, inner, res.next_header)
@@ -122,8 +166,15 @@ class FrameViews:
         return FrameDetail(
             row=row, raw=raw.data if raw is not None else b"", ike=ike, esp=esp, esp_result=res,
             malformed=malformed, inner=inner, inner_summary=inner_summary, esp_layers=layers,
-            linktype=raw.linktype if raw is not None else -1, quoted_esp=quoted,
+            linktype=raw.linktype if raw is not None else -1, quoted_esp=quoted, ah=ah,
         )
+
+    def _ah_detail(self, row: FrameRow, raw: RawFrame | None) -> AhDetail:
+        pkt = next((p for p in Decoder().decode_all(raw) if type(p) is AhPacket), None) if raw is not None else None
+        return AhDetail(row.spi or 0, row.seq or 0, row.src, row.dst, pkt.next_header if pkt is not None else None,
+                        len(pkt.data) if pkt is not None else None, row.status,
+                        ah_icv_text(row, self.keys, getattr(self, "ah_verifier", None)),
+                        iana_proto(pkt.next_header) if pkt is not None else "")
 
     def _quoted_esp(self, frame: int, raw: RawFrame) -> QuotedEsp | None:
         """The ESP packet the ICMP error in ``raw`` quotes, opened again (see :class:`QuotedEsp`)."""

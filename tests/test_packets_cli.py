@@ -131,3 +131,29 @@ def test_frames_that_are_not_ip_show_their_macs_as_tsharks_source_and_destinatio
         assert all(f not in want for f in got), (flt, got)
     bad = run("packets", "-Y", "ip.addr == 02:00:00:00:00:01", str(cap))
     assert not [ln for ln in bad.stdout.splitlines() if ln.split() and int(ln.split()[0]) in want]
+
+
+@needs_tshark
+def test_verbose_gives_ah_its_icv_line_and_tsharks_ah_tree(tmp_path: Path) -> None:
+    """`packets -V`: an AH frame gets a line with its ICV check (tshark shows AH but never checks
+    it) above tshark's tree of the frame as captured, AH header included; a frame whose ICV failed
+    (decrypt's copy carries a comment there, its first PDML layer) keeps its tree too."""
+    from conftest import DATA
+
+    ah = DATA / "ah"
+    r = run("packets", str(ah / "ah-v4.pcap"), "-k", str(ah / "ah-v4.keys.json"), "-V", "-Y",
+            "frame.number in {1 6}")
+    assert r.returncode == 0, r.stderr
+    blocks = r.stdout.split("\n\n")
+    assert "AH ICV verified (AUTH_HMAC_SHA1_96" in blocks[0] and "AH ICV failed" in blocks[1]
+    assert all("Authentication Header" in b and "Internet Control Message Protocol" in b for b in blocks[:2])
+    # ESP with a wrong key: every frame fails and is copied with a comment; each keeps its tree
+    syn = SAMPLES / "synthetic"
+    doc = json.loads((syn / "aead.keys.json").read_text())
+    for e in doc["esp"]:
+        e["enc_key"] = ("0" if e["enc_key"][0] != "0" else "1") + e["enc_key"][1:]
+    bad = tmp_path / "bad.keys.json"
+    bad.write_text(json.dumps(doc))
+    first = tshark(syn / "aead.pcap", "esp", "frame.number", keys=None)[0][0]
+    r = run("packets", str(syn / "aead.pcap"), "-k", str(bad), "-V", "-Y", f"frame.number == {first}")
+    assert "Encapsulating Security Payload" in r.stdout, r.stdout

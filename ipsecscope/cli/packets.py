@@ -258,6 +258,10 @@ def run(args: argparse.Namespace) -> int:
             arrow = "→" if src or dst else " "  # (ARP, LLDP: no addresses, and no arrow between none)
             out.write(f"{row.frame:>6} {when} {src:>22} {arrow} {dst:<22} {row.kind:<6} {spi:8} "
                       f"{row.info}\n")
+        if args.verbose and row.kind == "AH":  # what tshark's tree never says: the ICV check
+            detail = session.detail(row.frame)
+            if detail is not None and detail.ah is not None:
+                out.write(f"    AH {detail.ah.icv}\n")
         if args.verbose:
             from ..dissect import format_tree
 

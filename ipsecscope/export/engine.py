@@ -731,7 +731,7 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                 if keep and raw.linktype < 0:
                     keep = False
                     stats.unkept += 1
-                if type(pkt) is AhPacket:  # export/ah.py: its record and payload; ESP it protects goes on
+                if type(pkt) is AhPacket and opts.ah:  # export/ah.py: its record and payload; ESP it protects goes on
                     ah, pkt = _general_ah(ah, pkt, raw, keys, dec, nested, writer, jf, opts, keep, iface_map, stats)
                     if pkt is None:
                         continue

@@ -66,6 +66,9 @@ class Options:
     # Only these frame numbers (a display filter's selection, `decrypt -Y`): every frame then takes
     # the general path, where _frame skips the others (the hot loops know nothing of filters).
     frames: frozenset[int] | None = None
+    # AH packets' payloads and records (export/ah.py); False: AH frames are other frames, kept as
+    # captured (dissect's decrypted copy, where tshark dissects AH and its payload itself)
+    ah: bool = True
 
 
 @dataclass
@@ -831,7 +834,7 @@ class _Worker:
             from ..model.packets import AhPacket, EspPacket, RawFrame
 
             pkt = self.decoder.decode(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off))
-            if type(pkt) is AhPacket:  # its record and payload; an ESP packet it protects goes on below
+            if type(pkt) is AhPacket and opts.ah:  # its record and payload; an ESP packet it protects goes on below
                 esp = self._ah(idx, iface, ts, frame, orig, lt, pkt)
                 if esp is None:
                     return

@@ -22,12 +22,23 @@ through :func:`sa_ref_text`. Stdlib only, like the rest of ``model/``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from .plural import noun
 from .sa import endpoint_text
 
 NBSP = "\u00a0"  # a space no wrapper here breaks at
+
+_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s:\\/]+[\\/])*([^\s:\\/]+)")
+
+
+def short_source(source: str | None) -> str:
+    """Where keys came from, as views name it: key origins name files by absolute path; the file
+    name (and line) is what a reader needs."""
+    if not source:
+        return "?"
+    return _PATH.sub(lambda m: m.group(1), source)
 
 
 def msg_id_text(msg_id: int) -> str:

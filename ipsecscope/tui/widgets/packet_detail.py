@@ -245,13 +245,24 @@ def fill_ike(root: TreeNode, msg: m.IkeMessage, frame: bytes = b"") -> None:
         top.add_leaf(Text(f"Malformed: {msg.malformed}", "bold magenta"))
 
 
+def fill_ah(root: TreeNode, ah: Any) -> None:
+    """An AH packet's fields and its ICV check (``session_detail.AhDetail``)."""
+    top = root.add(Text(f"AH SPI {spi_text(ah.spi)} seq {ah.seq}", "bold green"), expand=True)
+    top.add_leaf(f"{ah.src} → {ah.dst}")
+    if ah.next_header is not None:
+        top.add_leaf(f"next header {ah.next_header} ({ah.next_name}); AH and what it protects: {ah.length} bytes")
+    else:
+        top.add_leaf("reassembled from IP fragments: this frame holds the last of them")
+    top.add_leaf(Text(ah.icv, {"verified": "bold green", "icv-bad": "bold red"}.get(ah.status, "yellow")))
+
+
 def fill_esp(root: TreeNode, detail: Any) -> TreeNode | None:
     """The ESP fields and decryption result; returns the "Inner packet" node (None: nothing decrypted)."""
     esp = detail.esp
     res = detail.esp_result
     row = detail.row
-    top = root.add(Text(f"ESP SPI {spi_text(esp.spi)} seq {row.seq if row.seq is not None else esp.seq}", "bold green"),
-                   expand=True)
+    seq = row.seq if row.seq is not None and row.kind == "ESP" else esp.seq  # (an AH row: ESP under AH)
+    top = root.add(Text(f"ESP SPI {spi_text(esp.spi)} seq {seq}", "bold green"), expand=True)
     top.add_leaf(f"{endpoint_text(esp.src, esp.sport)} → {endpoint_text(esp.dst, esp.dport)}")
     top.add_leaf(f"transport: {esp.transport}" + (" (UDP-encapsulated, RFC 3948)" if esp.udp_encap else ""))
     top.add_leaf(f"sequence (wire, low 32 bits): {esp.seq}")
@@ -440,8 +451,11 @@ class PacketDetail(Horizontal):
         inner_node = None
         if detail.ike is not None:
             fill_ike(tree.root, detail.ike, b"" if detail.inner and self.show_inner else detail.raw)
-        elif detail.esp is not None:
-            inner_node = fill_esp(tree.root, detail)
+        elif detail.esp is not None or getattr(detail, "ah", None) is not None:
+            if getattr(detail, "ah", None) is not None:
+                fill_ah(tree.root, detail.ah)
+            if detail.esp is not None:  # (also ESP under AH)
+                inner_node = fill_esp(tree.root, detail)
         elif detail.malformed:
             tree.root.add_leaf(Text(f"Malformed: {detail.malformed}", "bold magenta"))
         else:

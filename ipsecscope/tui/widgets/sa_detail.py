@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -12,7 +11,7 @@ from textual.widgets import Static
 
 from ... import timefmt
 from ...model import iana
-from ...model.idtext import arrow_text, frame_ref, ike_sa_text, msg_id_text, spi_text
+from ...model.idtext import arrow_text, frame_ref, ike_sa_text, msg_id_text, short_source, spi_text
 from ...model.keys import redact
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable, counter_lost, endpoint_text, one_counter
 from ...state.names import exchange_name, one_way
@@ -21,16 +20,6 @@ from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, orphan_pair, pair
 
 if TYPE_CHECKING:
     from ..panes import SessionView
-
-_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s:\\/]+[\\/])*([^\s:\\/]+)")
-
-
-def short_source(source: str | None) -> str:
-    """Key origins name files by absolute path; the file name (and line) is what a reader needs."""
-    if not source:
-        return "?"
-    return _PATH.sub(lambda m: m.group(1), source)
-
 
 def integ_name(integ: int, encr: int) -> str:
     if integ == 0 and iana.name(iana.EncrTransform, encr).startswith(("ENCR_AES_GCM", "ENCR_AES_CCM", "ENCR_CHACHA")):
