@@ -653,7 +653,7 @@ class Session(FrameViews):
         v = self.keys.version
         if v != self._ah_keys_version:
             self._ah_keys_version = v
-            if self.ah_verifier is None and any(k.protocol == 2 for k in self.keys.esp):
+            if self.ah_verifier is None and any(k.protocol == iana.ProtocolId.AH for k in self.keys.esp):
                 from .crypto.ah import AhVerifier
 
                 self.ah_verifier = AhVerifier(self.keys)

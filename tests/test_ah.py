@@ -299,3 +299,38 @@ def test_any_bytes_in_front_of_ah_give_an_answer_or_a_reason():
             got = covered(head, 0, version, ah, frag)
             assert type(got) is str or (isinstance(got[0], bytearray) and got[1] in (8, 12))
     check()
+
+
+def test_one_integrity_table_for_esp_and_ah():
+    """crypto.suites.integ_suite serves both protocols: AH adds AES-CMAC-96 and refuses NONE (AH is
+    its ICV, RFC 4302 §2.6) with a message that says AH; ESP keeps NONE and never opens CMAC."""
+    from ipsecscope.crypto.ah import AhVerifier
+    from ipsecscope.crypto.suites import integ_suite
+    from ipsecscope.decode.demux import Decoder
+    from ipsecscope.errors import UnknownAlgorithmError
+    from ipsecscope.keys import KeyStore
+    from ipsecscope.model.iana import IntegTransform, ProtocolId
+    from ipsecscope.model.keys import EspSaKeys
+
+    assert integ_suite(IntegTransform.AUTH_AES_CMAC_96, ProtocolId.AH).kind == "cmac"
+    assert integ_suite(IntegTransform.NONE).kind == "none"
+    for integ, protocol, said in ((IntegTransform.NONE, ProtocolId.AH, "AH integrity NONE"),
+                                  (IntegTransform.AUTH_AES_CMAC_96, ProtocolId.ESP, "ESP integrity AUTH_AES_CMAC_96")):
+        with pytest.raises(UnknownAlgorithmError, match=said):
+            integ_suite(integ, protocol)
+    # an AH key naming no integrity: its packets are "unsupported", with the AH message
+    store = KeyStore()
+    store.add_esp(EspSaKeys(spi=0xA4000001, encr=11, enc_key=b"", integ=0, auth_key=b"", src="198.18.0.1",
+                            dst="198.18.0.2", protocol=ProtocolId.AH))
+    raw = rdpcap_raw(AH_DIR / "ah-v4.pcap", 1)
+    pkt = Decoder().decode_all(raw)[0]
+    res = AhVerifier(store).verify(pkt, raw.data, 14)  # (Ethernet: the IP header at byte 14)
+    assert res.status == "unsupported" and "AH integrity NONE is not implemented" in res.reason
+
+
+def rdpcap_raw(cap: Path, n: int):
+    """Frame ``n`` of ``cap`` as the capture reader gives it."""
+    from ipsecscope.capture import open_capture
+
+    with open_capture(cap) as r:
+        return next(f for f in r if f.index == n)

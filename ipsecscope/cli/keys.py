@@ -15,6 +15,7 @@ from ..errors import ExportError
 from ..keys import formats, load_keys
 from ..keys import names as N
 from ..keys.store import KeyStore
+from ..model.iana import ProtocolId
 from ..model.idtext import arrow_text, ike_sa_text, spi_text
 from ..model.keys import redact
 from ..model.plural import plural
@@ -185,7 +186,7 @@ def _list(store: KeyStore, args: argparse.Namespace, session=None) -> int:
             t.add_column(col, no_wrap=True)
         records = []
         for k in store.esp:
-            row = [k.spi_pattern or spi_text(k.spi), "AH" if k.protocol == 2 else "ESP", k.src, k.dst,
+            row = [k.spi_pattern or spi_text(k.spi), "AH" if k.protocol == ProtocolId.AH else "ESP", k.src, k.dst,
                    N.encr_label(k.encr, k.enc_key), N.integ_label(k.integ, k.icv_len, k.check_integrity)
                    if not N.is_aead(k.encr) else "(AEAD)",
                    {None: "infer", True: "yes", False: "no"}[k.esn], k.source]

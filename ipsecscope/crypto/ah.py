@@ -41,20 +41,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ipsecscope.errors import UnknownAlgorithmError
-from ipsecscope.model.iana import IntegTransform as I  # noqa: E741
+from ipsecscope.model.iana import ProtocolId
 from ipsecscope.model.keys import EspSaKeys
 
 from . import esn as _esn
-from .suites import INTEG, IntegSuite
+from .suites import integ_suite
 
 if TYPE_CHECKING:
     from ..model.packets import AhPacket
 
 _pack32 = struct.Struct("!I").pack
-
-# AES-CMAC-96 (RFC 4494) is an AH/ESP integrity transform ESP's table does not open (crypto.esp
-# never built it); AH takes it from here.
-_CMAC = IntegSuite(I.AUTH_AES_CMAC_96, "cmac", None, 16, 12, None, "aescmac")
 
 # RFC 4302 Appendix A.1: IPv4 options by number (the low five bits of the type) that are
 # immutable and so covered; every other option is zeroed as a whole (§3.3.3.1.1.1).
@@ -241,18 +237,6 @@ def _routing_at_receiver(ext: bytearray, h: bytearray) -> str:
 
 # -- the MAC per SA ---------------------------------------------------------------------------------
 
-def integ_suite(integ: int) -> IntegSuite:
-    if integ == I.AUTH_AES_CMAC_96:
-        return _CMAC
-    s = INTEG.get(integ)
-    if s is None or s.kind == "none":
-        from ipsecscope.model.iana import name
-
-        raise UnknownAlgorithmError(f"AH integrity {name(I, integ)} is not implemented; supported: "
-                                    + ", ".join(name(I, i) for i in (*INTEG, _CMAC.id) if i != I.NONE))
-    return s
-
-
 Mac = Callable[[tuple[bytes, ...], tuple[int | None, ...]], Iterator[bytes]]
 
 
@@ -260,7 +244,7 @@ def mac_for(keys: EspSaKeys) -> tuple[Mac, int]:
     """(mac(parts, his) -> the truncated ICV of each high-bits candidate in turn, ICV length) for
     an AH SA's keys. The parts are MACed once; each candidate costs only its 4 ESN bytes and a
     finalize, and only when the one before it did not match (a generator)."""
-    suite = integ_suite(keys.integ)
+    suite = integ_suite(keys.integ, ProtocolId.AH)
     icv = keys.icv_len if keys.icv_len is not None else suite.icv_len
     akey = bytes(keys.auth_key)
     if suite.kind == "hmac":
@@ -361,7 +345,7 @@ class AhVerifier:
         version = getattr(self.keys, "version", 0)
         if st is None or st.version != version:
             keys = self.keys.esp_lookup(src, dst, spi) if self.keys is not None else None
-            if keys is not None and keys.protocol != 2:
+            if keys is not None and keys.protocol != ProtocolId.AH:
                 keys = None
             if st is not None and st.keys == keys:
                 st.version = version

@@ -28,7 +28,7 @@ from ipsecscope.crypto import suites
 from ipsecscope.crypto.prf import INTEG as MAC_INTEG
 from ipsecscope.crypto.prf import prf_plus
 from ipsecscope.errors import UnknownAlgorithmError
-from ipsecscope.model.iana import EncrTransform, IntegTransform, PrfTransform, name
+from ipsecscope.model.iana import EncrTransform, IntegTransform, PrfTransform, ProtocolId, name
 from ipsecscope.model.keys import EspSaKeys, IkeSaKeys
 
 
@@ -64,7 +64,7 @@ def integ_key_len(integ: int | None) -> int:
 
 def child_keys(prf_id: int, sk_d: bytes, ni: bytes, nr: bytes, encr_id: int | None, key_bits: int | None,
                integ_id: int | None, spi_i: int, spi_r: int, initiator: str = "*", responder: str = "*",
-               g_ir: bytes | None = None, *, esn: bool | None = None, protocol: int = 3,
+               g_ir: bytes | None = None, *, esn: bool | None = None, protocol: int = ProtocolId.ESP,
                source: str = "") -> tuple[EspSaKeys, EspSaKeys]:
     """Derive both directions of a CHILD SA (RFC 7296 §2.17).
 

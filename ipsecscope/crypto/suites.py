@@ -1,4 +1,4 @@
-"""ESP algorithm registry: what every encryption and integrity transform needs, as data.
+"""ESP (and AH) algorithm registry: what every encryption and integrity transform needs, as data.
 
 One row per IANA transform (:class:`~ipsecscope.model.iana.EncrTransform` /
 :class:`~ipsecscope.model.iana.IntegTransform`). ``crypto.esp`` builds a per-SA opener from these
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ipsecscope.errors import UnknownAlgorithmError
 from ipsecscope.model.iana import EncrTransform as E
 from ipsecscope.model.iana import IntegTransform as I  # noqa: E741
-from ipsecscope.model.iana import name
+from ipsecscope.model.iana import ProtocolId, name
 
 
 @dataclass(slots=True, frozen=True)
@@ -103,13 +103,23 @@ def encr_suite(encr: int) -> EncrSuite:
             + ", ".join(name(E, i) for i in ENCR)) from None
 
 
-def integ_suite(integ: int) -> IntegSuite:
-    try:
-        return INTEG[integ]
-    except KeyError:
-        raise UnknownAlgorithmError(
-            f"ESP integrity {name(I, integ)} is not implemented; supported: "
-            + ", ".join(name(I, i) for i in INTEG)) from None
+# Integrity transforms only AH opens here: AES-CMAC-96 (RFC 4494) is an ESP transform too, but
+# crypto.esp never built it.
+AH_ONLY: dict[int, IntegSuite] = {s.id: s for s in (
+    IntegSuite(I.AUTH_AES_CMAC_96,        "cmac", None,     16, 12, None,                             "aescmac"),
+)}
+
+
+def integ_suite(integ: int, protocol: int = ProtocolId.ESP) -> IntegSuite:
+    """The integrity transform ``integ`` of an ESP SA, or of an AH SA (``protocol``
+    ProtocolId.AH): AH adds :data:`AH_ONLY` and refuses NONE, as AH is its ICV (RFC 4302 §2.6)."""
+    ah = protocol == ProtocolId.AH
+    s = INTEG.get(integ) or (AH_ONLY.get(integ) if ah else None)
+    if s is None or (ah and s.kind == "none"):
+        table = [i for i in (*INTEG, *AH_ONLY) if i != I.NONE] if ah else list(INTEG)
+        raise UnknownAlgorithmError(f"{'AH' if ah else 'ESP'} integrity {name(I, integ)} is not implemented; "
+                                    "supported: " + ", ".join(name(I, i) for i in table))
+    return s
 
 
 def split_key(suite: EncrSuite, enc_key: bytes) -> tuple[bytes, bytes]:

@@ -525,7 +525,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             return
         store.add_esp(EspSaKeys(
             spi=spi, encr=encr, enc_key=enc, integ=prop.integ, auth_key=integ_key, src=src, dst=dst,
-            icv_len=prop.icv_len, esn=prop.esn, protocol=3 if proto == "ESP" else 2,
+            icv_len=prop.icv_len, esn=prop.esn, protocol=iana.ProtocolId.ESP if proto == "ESP" else iana.ProtocolId.AH,
             source=f"{path}:{line}",
         ))
         n_child += 1

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from ..errors import KeyFileError
-from ..model.iana import EncrTransform, IntegTransform, PrfTransform
+from ..model.iana import EncrTransform, IntegTransform, PrfTransform, ProtocolId
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys
 from . import names
 from .names import shown
@@ -105,7 +105,8 @@ def _esp(d: dict[str, Any], source: str) -> EspSaKeys:
     if problem:
         raise ValueError(f'"enc_key": {problem}')
     proto = d.get("protocol", "esp")
-    protocol = {"esp": 3, "ah": 2, 3: 3, 2: 2}.get(proto.lower() if isinstance(proto, str) else proto)
+    E, A = ProtocolId.ESP, ProtocolId.AH
+    protocol = {"esp": E, "ah": A, 3: E, 2: A}.get(proto.lower() if isinstance(proto, str) else proto)
     if protocol is None:
         raise ValueError('"protocol" must be "esp" or "ah"')
     icv = d.get("icv_len")
@@ -223,7 +224,7 @@ def to_doc(store: KeyStore, show_keys: bool) -> dict[str, Any]:
             "spi": k.spi_pattern or f"0x{k.spi:08x}",
             "src": k.src,
             "dst": k.dst,
-            "protocol": "ah" if k.protocol == 2 else "esp",
+            "protocol": "ah" if k.protocol == ProtocolId.AH else "esp",
             "encr": _name(EncrTransform, k.encr, names.PRIVATE_ENCR_NAMES),
             "enc_key": h(k.enc_key),
             "integ": _name(IntegTransform, k.integ, names.PRIVATE_INTEG_NAMES),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from ..errors import KeyFileError
-from ..model.iana import EncrTransform, IntegTransform
+from ..model.iana import EncrTransform, IntegTransform, ProtocolId
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys, redact
 from . import names
 from .names import shown
@@ -319,7 +319,7 @@ def esp_sa_line(k: EspSaKeys, show_keys: bool, wireshark_40: bool = True, sn_fie
     (draft-ietf-opsawg-pcapng, type 0x45535053): "SN" ("32-bit"/"64-bit" = ESN) and "ESN High
     Bits" (0x00000000: the first packets' high bits; ESN inference finds the rest).
     """
-    if k.protocol == 2:
+    if k.protocol == ProtocolId.AH:
         return f"# SPI 0x{k.spi:08x} {k.src} -> {k.dst}: AH SA; Wireshark's esp_sa table is for ESP only"
     enc = names.ws_esp_encr_name(k.encr)
     if names.is_aead(k.encr):

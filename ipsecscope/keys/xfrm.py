@@ -23,7 +23,7 @@ import ipaddress
 import re
 
 from ..errors import KeyFileError
-from ..model.iana import EncrTransform, IntegTransform
+from ..model.iana import EncrTransform, IntegTransform, ProtocolId
 from ..model.keys import EspSaKeys
 from . import names
 from .names import shown
@@ -140,7 +140,7 @@ def _finish_sa(sa: _Sa, path: str, store: KeyStore) -> None:
         raise KeyFileError(problem, path=path, line=sa.line)
     store.add_esp(EspSaKeys(
         spi=sa.spi, encr=encr, enc_key=enc_key, integ=integ, auth_key=auth_key, src=sa.src, dst=sa.dst,
-        icv_len=icv_len, esn=sa.esn, protocol=3 if sa.proto == "esp" else 2, source=note,
+        icv_len=icv_len, esn=sa.esn, protocol=ProtocolId.ESP if sa.proto == "esp" else ProtocolId.AH, source=note,
     ))
 
 

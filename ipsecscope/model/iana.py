@@ -86,6 +86,19 @@ class IntegTransform(IntEnum):
     AUTH_HMAC_SHA2_512_256 = 14
 
 
+class ProtocolId(IntEnum):
+    """IKEv2 Security Protocol Identifiers (RFC 7296 §3.3.1). Here with the transform IDs rather
+    than with the other IKE registries (iana_ike): key files and the key store name an SA's
+    protocol (AH or ESP) on decrypt's start-up too."""
+
+    NONE = 0
+    IKE = 1
+    AH = 2
+    ESP = 3
+    FC_ESP_HEADER = 4
+    FC_CT_AUTHENTICATION = 5
+
+
 # IANA leaves 1024-65535 of the ENCR and INTEG registries to private use (RFC 7296 §3.3.2). Key
 # files name ciphers that have no IANA number there (Wireshark "TWOFISH-CBC", `ip xfrm`
 # cbc(twofish)); we use strongSwan's private IDs, so a strongSwan user recognises them, and

@@ -98,15 +98,6 @@ class EsnTransform(IntEnum):
     ESN = 1
 
 
-class ProtocolId(IntEnum):
-    NONE = 0
-    IKE = 1
-    AH = 2
-    ESP = 3
-    FC_ESP_HEADER = 4
-    FC_CT_AUTHENTICATION = 5
-
-
 class TransformAttribute(IntEnum):
     """IKEv2 "Transform Attribute Types" (RFC 7296 §3.3.5)."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .iana import ProtocolId
+
 
 def redact(key: bytes | None, show: bool = False) -> str:
     if not key:
@@ -32,7 +34,7 @@ class EspSaKeys:
     spi_pattern: str | None = None
     icv_len: int | None = None  # override; None = the suite's default
     esn: bool | None = None  # None = infer (track high bits, verify ICV)
-    protocol: int = 3  # iana.ProtocolId.ESP or AH
+    protocol: int = ProtocolId.ESP  # or ProtocolId.AH
     source: str = ""  # "file:line" or "derived: KEYMAT from IKE SA …" — for explanations
     # False for Wireshark's "ANY n bit authentication [no checking]": integ is NONE and icv_len
     # says how many trailing bytes to strip without verifying them (AEAD tags are always checked).

@@ -141,7 +141,7 @@ def _v1_string(prop: Proposal) -> str:
     for t in prop.transforms:
         a = _attrs(t)
         parts: list[str] = []
-        if prop.protocol == iana.ProtocolId.IKE or prop.protocol == 1:
+        if prop.protocol == iana.ProtocolId.IKE:
             name, default_bits = _V1_ENCR.get(a.get(1, 0), (f"encr{a.get(1)}", None))
             bits = a.get(14) or t.key_length or default_bits
             parts.append(f"{name}{bits}" if name in ("aes", "camellia") else name)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..model.iana import ProtocolId
 from ..model.sa import ChildSa, EspFlow, FlowKey, IkeExchange, IkeSa, Observation, SaState, SaTable
 from .esp_flow import EVIDENCE, SeqTracker
 from .nat import Rebinds
@@ -55,7 +56,7 @@ class ChildScratch:
     ni: bytes | None = None
     nr: bytes | None = None
     algs: dict = field(default_factory=dict)
-    protocol: int = 3
+    protocol: int = ProtocolId.ESP
     keymat_done: bool = False
     offer: tuple[Proposal, ...] = ()  # the request's ESP/AH proposals
     ke_group: int | None = None  # the group of its KE payload (PFS)

@@ -269,13 +269,14 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
         x.summary = x.summary or "Quick Mode (encrypted)"
         return
     sas = msg.find(SaPayload)
-    props = [p for p in sas[0].proposals if p.protocol in (2, 3)] if sas else []
+    props = [p for p in sas[0].proposals
+             if p.protocol in (Ikev1ProtocolId.PROTO_IPSEC_AH, Ikev1ProtocolId.PROTO_IPSEC_ESP)] if sas else []
     ids = [i for i in msg.find(IdPayload) if i.type == 5]
     if not is_response:
         if x.new_child is None and props:
             ts = [v1_id_selector(i) for i in ids[:2]]
             child = book.new_child(
-                sa, protocol="AH" if props[0].protocol == 2 else "ESP",
+                sa, protocol="AH" if props[0].protocol == Ikev1ProtocolId.PROTO_IPSEC_AH else "ESP",
                 spi_i=int.from_bytes(props[0].spi[-4:], "big"), initiator=msg.src, responder=msg.dst,
                 offered=list(dict.fromkeys(a for p in props for a in proposal_string(p, 1).split(", "))),
                 created_ts=msg.ts, created_frame=msg.frame, created_by="Quick Mode",
@@ -375,7 +376,7 @@ def _informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> No
         return
     parts = []
     for d in msg.find(DeletePayload):
-        if d.protocol == 1:
+        if d.protocol == Ikev1ProtocolId.PROTO_ISAKMP:
             parts.append("delete ISAKMP SA")
             book.delete_ike(sa, msg.src, msg.ts, msg.frame)
         else:

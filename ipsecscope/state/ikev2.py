@@ -469,7 +469,7 @@ def ike_auth(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response
 def child_request(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, created_by: str,
                    priv_nonces: bool = False, rekey_of: ChildSa | None = None) -> ChildSa | None:
     sas = msg.find(SaPayload)
-    props = [p for p in sas[0].proposals if p.protocol in (2, 3)] if sas else []
+    props = [p for p in sas[0].proposals if p.protocol in (iana.ProtocolId.AH, iana.ProtocolId.ESP)] if sas else []
     if not props:
         return None
     tsi = msg.find(TsPayload)
@@ -479,7 +479,7 @@ def child_request(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, create
     kes = msg.find(KePayload)
     requester, responder = msg.src, msg.dst
     child = book.new_child(
-        sa, protocol="AH" if props[0].protocol == 2 else "ESP", mode="transport" if transport else "tunnel",
+        sa, protocol="AH" if props[0].protocol == iana.ProtocolId.AH else "ESP", mode="transport" if transport else "tunnel",
         spi_i=spi_int(props[0].spi), initiator=requester, responder=responder,
         offered=list(dict.fromkeys(proposal_string(p, 2) for p in props)),
         ts_i_offered=tuple(ts_i), ts_r_offered=tuple(ts_r), created_ts=msg.ts, created_frame=msg.frame,
@@ -514,7 +514,7 @@ def child_response(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange,
         return None
     child.frames.append(msg.frame)
     sas = msg.find(SaPayload)
-    props = [p for p in sas[0].proposals if p.protocol in (2, 3)] if sas else []
+    props = [p for p in sas[0].proposals if p.protocol in (iana.ProtocolId.AH, iana.ProtocolId.ESP)] if sas else []
     if err is None and not props and sa_unreadable(msg):
         return child  # an answer whose SA contradicts RFC 7296 (marked malformed): no choice known
     if err is not None or not props:
@@ -567,7 +567,7 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
         return
     priv = book.ike_scratch(sa)
     sas = msg.find(SaPayload)
-    ike_props = [p for p in sas[0].proposals if p.protocol == 1] if sas else []
+    ike_props = [p for p in sas[0].proposals if p.protocol == iana.ProtocolId.IKE] if sas else []
     xkey = id(x)
     if not is_response:
         if ike_props:  # rekey of the IKE SA itself (RFC 7296 §1.3.2)
@@ -666,7 +666,7 @@ def informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_res
         else:
             for spi_b in d.spis:
                 spi = spi_int(spi_b)
-                proto = "AH" if d.protocol == 2 else "ESP"
+                proto = "AH" if d.protocol == iana.ProtocolId.AH else "ESP"
                 x.deletes.append(f"{proto} {spi_text(spi)}")
                 parts.append(f"delete {proto} {spi_text(spi)}")
                 child = book.child_by_spi(spi, sender=msg.src, ike=sa)

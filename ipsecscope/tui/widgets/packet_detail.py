@@ -157,7 +157,7 @@ def _add_payload(node: TreeNode, p: Any, version: int, span: tuple[int, int] | N
             pname = iana.name(iana.ProtocolId if version == 2 else iana.Ikev1ProtocolId, prop.protocol)
             prn = pn.add(f"Proposal #{prop.num} {pname}" + (f" SPI {prop.spi.hex()}" if prop.spi else ""),
                          expand=True)
-            attr_enum, value_enums = _V1_ATTRS if prop.protocol == 1 else _V1_IPSEC_ATTRS
+            attr_enum, value_enums = _V1_ATTRS if prop.protocol == iana.Ikev1ProtocolId.PROTO_ISAKMP else _V1_IPSEC_ATTRS
             for t in prop.transforms:
                 if version == 2:
                     enum = _TRANSFORM_ID_ENUM.get(t.type)
