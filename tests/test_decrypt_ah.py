@@ -136,6 +136,7 @@ def test_ah_protecting_esp_decrypts_the_esp(tmp_path):
     frame of the ESP SA, its inner packet written; a packet whose AH ICV fails is dropped before ESP
     (RFC 4302 §3.4.4), as the receiver drops it."""
     cap, keys = AH_DIR / "ah-esp.pcap", AH_DIR / "ah-esp.keys.json"
+    assert scapy_verdicts(cap, key_entries(keys)) == {1: True, 2: True, 3: False}  # the sample, by scapy's AH check
     r, recs = decrypt(cap, tmp_path / "out.pcapng", keys)
     assert r.returncode == 4, r.stderr
     assert [(x["frame"], x["protocol"], x["status"]) for x in recs] == [
