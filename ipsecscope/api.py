@@ -109,7 +109,8 @@ def load_keystore(keys: Keys, strict: bool = False) -> KeyStore:
 
 
 def iter_decrypted(capture: str | os.PathLike[str], keys: Keys = None) -> Iterator[DecryptedPacket]:
-    """Every ESP packet of ``capture`` in order, decrypted where keys allow (ESN inferred)."""
+    """Every ESP packet of ``capture`` in order, decrypted where keys allow (ESN inferred). ESP
+    only: AH packets, whose payloads :func:`decrypt_capture` writes, are not listed (ESP under AH is)."""
     from .capture import open_capture
     from .decode.demux import Decoder
     from .keys import add_secrets_block
@@ -141,7 +142,8 @@ def decrypt_capture(capture: str | os.PathLike[str], keys: Keys = None,
                     progress: Callable[[int, int], None] | None = None,
                     inputs: Iterable[str | os.PathLike[str]] = (),
                     frames: Iterable[int] | None = None) -> RunStats:
-    """Decrypt every ESP packet of ``capture`` into ``out``.
+    """Decrypt every ESP packet of ``capture`` into ``out``, and write what AH packets protect
+    (``export/ah.py``: ICVs verified with AH keys; a failed one is left out as for ESP).
 
     ``fmt`` "pcapng": inner packets as LINKTYPE_RAW with the original timestamps (``keep_other``
     also copies every other frame, and undecryptable ESP with a comment saying why; ``dsb`` appends
