@@ -180,3 +180,12 @@ def test_every_path_gives_the_same_answer(tmp_path, monkeypatch):
     gz = tmp_path / "in.pcap.gz"
     gz.write_bytes(gzip.compress(cap.read_bytes()))
     assert _engine(gz, keys, tmp_path / "gz.pcapng")[1:] == ref[1:]
+
+
+def test_a_display_filter_selects_ah_frames(tmp_path):
+    """-Y: only the AH frames the filter selects get a record and their payload (tunnel mode here)."""
+    r, recs = decrypt(AH_DIR / "ah-v4.pcap", tmp_path / "out.pcapng", AH_DIR / "ah-v4.keys.json",
+                      extra=("-Y", "ah.spi == 0xa4000003"))
+    assert r.returncode == 0, r.stderr
+    assert [(x["frame"], x["status"], x["inner"]["src"]) for x in recs] == [(10, "ok", "10.1.0.1"), (11, "ok", "10.1.0.1")]
+    assert [IP(d).dst for _t, d, _i in written(tmp_path / "out.pcapng")] == ["10.2.0.1", "10.2.0.1"]
