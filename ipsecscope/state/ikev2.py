@@ -574,6 +574,9 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
             x.rekey_ike = True
             priv.rekey_new_spi_i[xkey] = ike_props[0].spi
             priv.rekey_offer[xkey] = tuple(ike_props)
+            kes = msg.find(KePayload)
+            if kes:  # the answer's KE group must be this one, as in IKE_SA_INIT (§1.3.2, §1.2)
+                priv.rekey_ke[xkey] = kes[0].group
             x.summary = "CREATE_CHILD_SA rekey IKE SA"
             for other in sa.exchanges:  # crossing IKE rekeys (RFC 7296 §2.8.2)
                 if other is not x and other.rekey_ike and other.requester != x.requester and (
@@ -618,7 +621,7 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
         new.proposal_frames = chosen_in(x, msg.frame)
         offer = priv.rekey_offer.get(xkey, ())
         new.offered = list(dict.fromkeys(proposal_string(p, 2) for p in offer))
-        new.answer_unfit = answer_unfit(offer, ike_props[0])
+        new.answer_unfit = answer_unfit(offer, ike_props[0], priv.rekey_ke.get(xkey))
         new.dh_group = proposal_algorithms(ike_props[0])["dh"]
         new.rekeyed_from = sa.key
         new.decrypted = sa.decrypted
