@@ -147,6 +147,7 @@ class AnswerUnfit:
     """Why a responder's accepted proposal does not fit the offer it answers (state/selection.py)."""
 
     kind: str  # "number": renumbered (RFC 7296 §3.3); "transform": not offered (§2.7); "ke": KE group (§1.2)
+    # IKEv1 adds "auth": only the phase-1 authentication method differs from the offered transform
     reason: str
 
 

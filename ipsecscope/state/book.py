@@ -40,6 +40,7 @@ class IkeScratch:
     rekey_new_spi_i: dict[int, bytes] = field(default_factory=dict)  # msg key -> new IKE SPIi proposed
     rekey_offer: dict[int, tuple[Proposal, ...]] = field(default_factory=dict)  # msg key -> its IKE proposals
     rekey_ke: dict[int, int] = field(default_factory=dict)  # msg key -> the group of its KE payload
+    qm_offer: dict[int, tuple[Proposal, ...]] = field(default_factory=dict)  # IKEv1 Quick Mode: msg key -> offer
     offer: tuple[Proposal, ...] = ()  # the latest IKE_SA_INIT request's proposals
     ke_group: int | None = None  # ... and the group of its KE payload
     last_raw: dict[tuple[int, bool, bool, int], bytes] = field(default_factory=dict)

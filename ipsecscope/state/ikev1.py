@@ -30,6 +30,7 @@ from ..model.sa import IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import Book, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable, v1_id_selector
+from .selection import answer_unfit_v1
 
 # notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
 # errors, 16384 and up status (RFC 2408 §3.14.1).
@@ -208,6 +209,7 @@ def _phase1(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
     if sas and sas[0].proposals:
         props = sas[0].proposals
         if not is_response:
+            priv.offer = tuple(props)  # what the answer must fit (RFC 2409 §5)
             for p in props:
                 s = proposal_string(p, 1)
                 for alt in s.split(", "):
@@ -216,6 +218,7 @@ def _phase1(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
         else:
             sa.proposal = proposal_string(props[0], 1)
             sa.proposal_frames = chosen_in(x, msg.frame)
+            sa.answer_unfit = answer_unfit_v1(priv.offer, props[0])
             for t in props[0].transforms[:1]:
                 for k, v in t.attrs:
                     if (k & 0x7FFF) == 4 and isinstance(v, int):  # group description
@@ -286,6 +289,7 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
                 child.ts_r_offered = child.ts_r = (ts[1],)
             child.frames.append(msg.frame)
             x.new_child = child.id
+            book.ike_scratch(sa).qm_offer[id(x)] = tuple(props)  # what the answer must fit (RFC 2408 §4.2)
             book.register_spi(child, child.spi_i)
             x.summary = f"Quick Mode CHILD_SA #{child.id}"
         else:
@@ -310,6 +314,7 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
     child.spi_r = int.from_bytes(prop.spi[-4:], "big")
     child.proposal = proposal_string(prop, 1)
     child.proposal_frames = chosen_in(x, msg.frame)
+    child.answer_unfit = answer_unfit_v1(book.ike_scratch(sa).qm_offer.get(id(x), ()), prop)
     for t in prop.transforms[:1]:
         for k, v in t.attrs:
             k &= 0x7FFF

@@ -1,4 +1,4 @@
-"""Does an IKEv2 answer's SA fit the offer it answers?
+"""Does an answer's SA fit the offer it answers?
 
 RFC 7296 §3.3: the responder accepts a single proposal, and "the proposal number in the SA
 payload MUST match the number on the proposal sent that was accepted"; §2.7 and §3.3.6: it picks
@@ -9,9 +9,12 @@ against what it sent: strongSwan fails the exchange ("peer's proposal selection 
 IKE SA, "no acceptable proposal found" for a CHILD SA, "peer's DH group selection invalid"), so a
 responder that answers outside the offer breaks the negotiation even though the answer parses.
 
-Only IKEv2. An IKEv1 answer carries the transform it took with its attributes, and stacks differ
-in what they echo (lifetimes shortened in the answer, or told by RESPONDER-LIFETIME, RFC 2407
-§4.6.3.1): checking it needs field captures of each stack first.
+IKEv1 (answer_unfit_v1): the answer holds the one proposal and the one transform taken, with the
+offered transform ID and attributes unchanged (RFC 2408 §4.2, RFC 2409 §5); an initiator that
+finds them changed rejects the answer (strongSwan: "no proposal found" in Main Mode, "no matching
+proposal found" in Quick Mode, then NO-PROPOSAL-CHOSEN). Life type and duration are left out: RFC
+2407 §4.5.4 lets a responder answer a shorter lifetime, or keep the offer's and send
+RESPONDER-LIFETIME (§4.6.3.1); strongSwan logs the difference and takes it.
 """
 
 from __future__ import annotations
@@ -88,3 +91,83 @@ def answer_unfit(offer: Sequence[Proposal], answer: Proposal, ke_group: int | No
 
 def _proto(p: int) -> str:
     return iana.name(iana.ProtocolId, p)
+
+
+# IKEv1 attribute names: phase 1 (RFC 2409 Appendix A), phase 2 (RFC 2407 §4.5)
+_V1_P1_ATTR = {1: "encryption", 2: "hash", 3: "authentication method", 4: "group", 5: "group type",
+               13: "PRF", 14: "key length", 15: "field size", 16: "group order"}
+_V1_P2_ATTR = {3: "group (PFS)", 4: "encapsulation mode", 5: "authentication algorithm", 6: "key length",
+               7: "key rounds", 8: "compression dictionary size", 9: "compression algorithm"}
+_V1_LIFE = {iana.ProtocolId.IKE: (11, 12)}  # phase 2: SA life type/duration are 1 and 2
+_V1_LIFE_P2 = (1, 2)
+
+
+def _v1_attrs(protocol: int, t: Transform) -> dict[int, int | bytes]:
+    """A v1 transform's attributes less the lifetimes, which a responder may answer shorter."""
+    life = _V1_LIFE.get(protocol, _V1_LIFE_P2)
+    # a value may come basic or variable-length encoded (RFC 2408 §3.3): compare numbers
+    return {k & 0x7FFF: int.from_bytes(v, "big") if isinstance(v, bytes | bytearray) and len(v) <= 8 else v
+            for k, v in t.attrs if (k & 0x7FFF) not in life}
+
+
+def _v1_same(protocol: int, a: Transform, b: Transform) -> bool:
+    return a.id == b.id and _v1_attrs(protocol, a) == _v1_attrs(protocol, b)
+
+
+def _v1_diff(protocol: int, offered: Transform, answer: Transform) -> str:
+    names = _V1_P1_ATTR if protocol == iana.ProtocolId.IKE else _V1_P2_ATTR
+    out = []
+    if offered.id != answer.id:
+        out.append(f"transform ID {answer.id} (offered {offered.id})")
+    a, o = _v1_attrs(protocol, answer), _v1_attrs(protocol, offered)
+    for k in sorted(a.keys() | o.keys()):
+        if a.get(k) != o.get(k):
+            name = names.get(k, f"attribute {k}")
+            group = k == (4 if protocol == iana.ProtocolId.IKE else 3)
+            out.append(f"{name} {_v1_value(a.get(k), group)} (offered {_v1_value(o.get(k), group)})")
+    return ", ".join(out)
+
+
+def _v1_value(v: int | bytes | None, group: bool = False) -> str:
+    if v is None:
+        return "none"
+    if group and isinstance(v, int):
+        return dh_keyword(v)
+    return str(v) if isinstance(v, int) else v.hex()
+
+
+def answer_unfit_v1(offer: Sequence[Proposal], answer: Proposal) -> AnswerUnfit | None:
+    """IKEv1: why ``answer`` (the proposal of a phase-1 or Quick Mode answer) does not fit
+    ``offer``, or None when it does or the offer was not seen. RFC 2408 §4.2: the responder
+    answers one proposal (of a bundle, its proposals under one number) and one transform of it,
+    as offered; RFC 2409 §5 the same for phase 1."""
+    if not offer or not answer.transforms:
+        return None
+    t = answer.transforms[0]
+    if len(answer.transforms) > 1:
+        return AnswerUnfit("transform", f"the answer's proposal #{answer.num} holds {len(answer.transforms)} "
+                           "transforms; the responder returns the one it took (RFC 2408 §4.2)")
+    same = next((p for p in offer if p.num == answer.num and p.protocol == answer.protocol), None)
+    mine = next((o for o in same.transforms if o.type == t.type), None) if same is not None else None
+    if mine is not None and _v1_same(answer.protocol, mine, t):
+        return None
+    # Another transform of the offer, numbered anew (Wireshark's ikev1-bug-12610: the offer's
+    # transform #5 answered as #1). RFC 2408 §4.2 asks the responder to keep the numbers (SHOULD)
+    # to speed the initiator's check, which compares the answer with its proposals; strongSwan
+    # selects by algorithms (main_mode.c, quick_mode.c). So that answer fits.
+    if any(_v1_same(answer.protocol, o, t) for p in offer if p.protocol == answer.protocol for o in p.transforms):
+        return None
+    if same is None:
+        nums = ", ".join(dict.fromkeys(f"#{p.num}" for p in offer if p.protocol == answer.protocol)) or "none"
+        proto = iana.name(iana.Ikev1ProtocolId, answer.protocol)
+        return AnswerUnfit("transform", f"the answer accepts proposal #{answer.num} for {proto}; the offer holds {nums}")
+    if mine is None:
+        nums = ", ".join(f"#{o.type}" for o in same.transforms)
+        return AnswerUnfit("transform", f"the answer takes transform #{t.type} of proposal #{same.num}, "
+                           f"which holds {nums} only")
+    a, o = _v1_attrs(answer.protocol, t), _v1_attrs(answer.protocol, mine)
+    only_auth = answer.protocol == iana.ProtocolId.IKE and mine.id == t.id and {
+        k for k in a.keys() | o.keys() if a.get(k) != o.get(k)} == {3}
+    return AnswerUnfit("auth" if only_auth else "transform",
+                       f"the answer's transform #{t.type} has {_v1_diff(answer.protocol, mine, t)} "
+                       "(RFC 2408 §4.2: the responder must not change the attributes it accepts)")

@@ -297,44 +297,68 @@ def r_weak(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 hint="Use aes256gcm16 or aes256-sha256 in esp_proposals on both peers.", ts=c.created_ts)
 
 
-def _unfit_check(sa) -> str:
-    """How initiators check such an answer; strongSwan's own log line for it (ike_init.c,
-    child_create.c). strongSwan matches an answer by its algorithms, not its number."""
+def _version(table: SaTable, sa) -> int:
+    if isinstance(sa, IkeSa):
+        return sa.version
+    ike = child_ike(table, sa)
+    return ike.version if ike is not None else 2
+
+
+def _unfit_check(sa, version: int) -> str:
+    """How initiators check such an answer; strongSwan's own log line for it (IKEv2: ike_init.c,
+    child_create.c; IKEv1: main_mode.c, quick_mode.c, whose initiator selects the answer's
+    proposal from its configured ones, then answers NO-PROPOSAL-CHOSEN). strongSwan matches an
+    answer by its algorithms, not its number."""
     kind = sa.answer_unfit.kind
     if kind == "number":
         return ("an initiator that checks the number fails the exchange; strongSwan matches answers by their "
                 "algorithms and takes it")
+    if version == 1:
+        if kind == "auth":  # main_mode.c: the method is not part of the proposal it selects
+            return ("strongSwan logs \"received ... authentication, but configured ..., continue with configured\" "
+                    "and authenticates as it offered, so the peers disagree on the method")
+        log = "no proposal found" if isinstance(sa, IkeSa) else "no matching proposal found"
+        return (f"an initiator checks the answer against its offer and fails the exchange (strongSwan logs "
+                f"\"{log}\" and sends NO-PROPOSAL-CHOSEN)")
     log = ("peer's DH group selection invalid" if kind == "ke" else
            "peer's proposal selection invalid" if isinstance(sa, IkeSa) else "no acceptable proposal found")
     return f"an initiator checks the answer against its offer and fails the exchange (strongSwan logs \"{log}\")"
 
 
-def _went_on(table: SaTable, sa) -> str | None:
+def _went_on(table: SaTable, sa, version: int) -> str | None:
     """What shows the initiator took an answer that does not fit its offer, or None."""
     if isinstance(sa, IkeSa):
+        if version == 1:  # phase 1 is one exchange: going on is finishing it, or a Quick Mode after
+            later = [x for x in sa.exchanges if x.exchange not in (2, 4)]
+            if later:
+                return f"{sa.initiator} went on to {exchange_label(later[0], 1)} on it"
+            return f"{sa.initiator} finished {sa.mode} Mode with it" if sa.state == SaState.ESTABLISHED else None
         later = [x for x in sa.exchanges if x.exchange != 34]  # beyond IKE_SA_INIT
         return f"{sa.initiator} went on to {exchange_label(later[0], 2)} on it" if later else None
     sent = {f.spi for f in table.child_flows.get(sa.id, ()) if f.packets}
     return f"{sa.initiator} sends {sa.protocol} on it (SPI 0x{sa.spi_r:08x})" if sa.spi_r in sent else None
 
 
-@rule(41, "IKE-ANSWER-NOT-OFFERED", (Severity.WARNING, Severity.ERROR), ref="RFC 7296 §3.3, §2.7, §1.2")
+@rule(41, "IKE-ANSWER-NOT-OFFERED", (Severity.WARNING, Severity.ERROR),
+      ref="RFC 7296 §3.3, §2.7, §1.2; RFC 2408 §4.2; RFC 2409 §5")
 def r_answer_not_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """A responder's accepted proposal that is not one the initiator offered (another number, a
     transform or key length it did not offer, a KE group other than the request's KE payload). An
     initiator checks the answer and fails the exchange; one that goes on anyway is lenient, and a
     stricter peer (or the next software update) fails there. Which: whether the capture shows the
-    initiator using the SA afterwards."""
+    initiator using the SA afterwards. IKEv1: the answer's transform must be an offered one, ID
+    and attributes alike but for the lifetimes (RFC 2407 §4.5.4 lets the responder shorten them)."""
     sas: list[IkeSa | ChildSa] = [*table.ike_sas.values(), *table.child_sas.values()]
     for sa in sas:
         if not sa.answer_unfit:
             continue
         what, ref = ("IKE SA", sa.key) if isinstance(sa, IkeSa) else (f"CHILD SA #{sa.id}", f"child:{sa.id}")
         offered = ", ".join(sa.offered) or "(not visible)"
-        went_on = _went_on(table, sa)
+        version = _version(table, sa)
+        went_on = _went_on(table, sa, version)
         then = (f" Yet {went_on}: it took the answer, which a stricter initiator refuses." if went_on else
                 f" Nothing in the capture shows {sa.initiator} using it: the likely reason the SA did not come up.")
-        check = _unfit_check(sa)
+        check = _unfit_check(sa, version)
         yield Finding(
             code="IKE-ANSWER-NOT-OFFERED", severity=Severity.WARNING if went_on else Severity.ERROR,
             title=f"{what}: {sa.responder} " + ("renumbered the proposal it accepted" if sa.answer_unfit.kind == "number"

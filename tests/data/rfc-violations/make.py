@@ -12,6 +12,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # tests/
 
 import test_answer_not_offered as answers  # noqa: E402
+import test_answer_not_offered_v1 as answers_v1  # noqa: E402
 import test_ike_rfc_fields as v2  # noqa: E402
 import test_ikev1_qm_mutants as v1q  # noqa: E402
 import v1_reseal  # noqa: E402
@@ -47,6 +48,8 @@ def main() -> None:
     _v2("ikev2-notify-data.pcap", 4, {1: m["fragmentation-supported-with-data"][1], 3: m["set-window-size-2"][1]})
     for name, (last, edits) in answers.ANSWERS.items():
         _v2(name, last, edits)
+    for name in answers_v1.ANSWERS:
+        answers_v1.write(name, HERE / name)
     q = v1q.MUTANTS
     _v1("ikev1-quick-mode.pcap", 9, {7: q["nonce-4-bytes"][1], 8: q["esp-spi-absent"][1]})
 

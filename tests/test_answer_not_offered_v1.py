@@ -1,0 +1,220 @@
+"""IKE-ANSWER-NOT-OFFERED for IKEv1 answers and for the KE group of an IKEv2 IKE SA rekey.
+
+IKEv1 (RFC 2408 §4.2, RFC 2409 §5): a Main Mode or Quick Mode answer carries the one transform the
+responder took, with the offered transform ID and attributes; life type and duration may differ
+(RFC 2407 §4.5.4: a responder may answer a shorter lifetime). strongSwan's initiator selects the
+answer from its configured proposals and fails the exchange with NO-PROPOSAL-CHOSEN ("no proposal
+found", main_mode.c; "no matching proposal found", quick_mode.c); a changed authentication method
+it logs and ignores ("continue with configured"). A renumbered transform fits: Wireshark's
+ikev1-bug-12610 answers the offer's transform #5 as #1, and strongSwan matches by algorithms.
+
+The captures (tests/data/rfc-violations, written by its make.py with the edits below) are
+samples/ikev1-dead-peer (Main Mode 2 is clear text; Quick Mode 2 encrypted again on the RFC 2409
+IV chain by tests/v1_reseal.py) and samples/healthy-gcm (its CREATE_CHILD_SA IKE rekey, frames
+21-22, encrypted again with the sample's SK keys). tshark is the oracle for the changed fields."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DATA, SAMPLES, needs_tshark
+from test_answer_not_offered import _add_transform, _transform_id
+from test_ike_rfc_fields import Body, _clear, _sealed
+from v1_reseal import join, walk, write_mutant
+
+from ipsecscope import Session
+
+HERE = DATA / "rfc-violations"
+V1 = SAMPLES / "ikev1-dead-peer"
+V2 = SAMPLES / "healthy-gcm"
+SA_V1, SA_V2 = 1, 33
+
+
+def _v1_attr(atype: int, value: int):
+    """The first transform's basic attribute ``atype`` set to ``value`` in an IKEv1 SA payload body
+    (DOI, situation, proposal header and SPI, transform header: RFC 2408 §3.4-§3.6)."""
+    def edit(b: Body) -> Body:
+        prop = 8
+        at = prop + 8 + b[prop + 6] + 8  # the first transform's attributes
+        end = prop + 8 + b[prop + 6] + struct.unpack_from("!H", b, prop + 8 + b[prop + 6] + 2)[0]
+        while at < end:
+            t, v = struct.unpack_from("!HH", b, at)
+            if t == 0x8000 | atype:
+                struct.pack_into("!H", b, at + 2, value)
+                return b
+            at += 4 if t & 0x8000 else 4 + v
+        raise AssertionError(f"no basic attribute {atype}")
+    return edit
+
+
+def _qm_sa(change):
+    """A Quick Mode plaintext edit: its SA payload's body through ``change``."""
+    def edit(first: int, plain: bytes) -> tuple[int, bytes]:
+        pl, tail = walk(first, plain)
+        i = next(k for k, p in enumerate(pl) if p[0] == SA_V1)
+        t, n, b = pl[i]
+        pl[i] = (t, n, bytes(change(Body(b))))
+        return first, join(pl, tail)
+    return edit
+
+
+# file: (source sample, frames kept, {frame: edit}); "clear" edits whole frames, "qm" plaintexts
+ANSWERS = {
+    # Main Mode 2 takes MODP-3072 (group 15); the one transform offered is MODP-2048 (14)
+    "ikev1-mm-answer-group.pcap": ("clear", 2, {2: lambda f: _clear(f, SA_V1, _v1_attr(4, 15))}),
+    # Main Mode 2 answers RSA signatures (3) for the offered pre-shared key (1)
+    "ikev1-mm-answer-auth.pcap": ("clear", 2, {2: lambda f: _clear(f, SA_V1, _v1_attr(3, 3))}),
+    # Quick Mode 2 takes AES-GCM-16 with a 128-bit key; the offer's is 256-bit
+    "ikev1-qm-answer-key-length.pcap": ("qm", 9, {8: _qm_sa(_v1_attr(6, 128))}),
+    # the IKE SA rekey offers ecp384 beside ecp256, its KE payload stays ecp256; the answer picks
+    # ecp384 (RFC 7296 §1.3.2: the KE payload's group, as in IKE_SA_INIT)
+    "ikev2-rekey-answer-ke.pcap": ("v2", 22, {21: lambda f: _sealed(f, SA_V2, _add_transform(4, 20)),
+                                              22: lambda f: _sealed(f, SA_V2, _transform_id(4, 20))}),
+}
+
+
+def write(name: str, out: Path) -> None:
+    """The capture ``name`` of ANSWERS, written to ``out`` (make.py and the test below)."""
+    from espgen import PcapWriter
+
+    from ipsecscope.capture import open_capture
+
+    kind, last, edits = ANSWERS[name]
+    src = out.with_name(f".{out.name}.tmp")
+    if kind == "qm":
+        write_mutant(src, edits)
+    with open_capture(src if kind == "qm" else (V1 if kind == "clear" else V2) / "capture.pcapng") as r, \
+            PcapWriter(out) as w:
+        for f in r:
+            if f.index <= last:
+                data = bytes(f.data)
+                w.write(f.ts_ns, edits[f.index](data) if kind != "qm" and f.index in edits else data)
+    src.unlink(missing_ok=True)
+
+
+def _session(name: str) -> Session:
+    s = Session()
+    s.add_key_files([str((V2 if name.startswith("ikev2") else V1) / "keys")])
+    s.load(str(HERE / name))
+    return s
+
+
+def _finding(s: Session):
+    found = [f for f in s.findings if f.code == "IKE-ANSWER-NOT-OFFERED"]
+    assert len(found) == 1, [f.code for f in s.findings]
+    return found[0]
+
+
+def test_main_mode_answer_with_a_group_not_offered() -> None:
+    s = _session("ikev1-mm-answer-group.pcap")
+    f = _finding(s)
+    assert f.severity.name == "ERROR" and f.frames == (1, 2)
+    assert f.title == "IKE SA: 198.18.0.2 answered with a proposal 198.18.0.1 did not offer"
+    assert ("198.18.0.1 offered aes256-sha256-modp2048; 198.18.0.2 answered aes256-sha256-modp3072: the answer's "
+            "transform #1 has group modp3072 (offered modp2048)") in f.explanation
+    assert "(strongSwan logs \"no proposal found\" and sends NO-PROPOSAL-CHOSEN)" in f.explanation
+    assert not s.stats.malformed
+
+
+def test_main_mode_answer_with_another_auth_method() -> None:
+    f = _finding(_session("ikev1-mm-answer-auth.pcap"))
+    assert f.severity.name == "ERROR"
+    assert "has authentication method 3 (offered 1)" in f.explanation
+    assert "continue with configured" in f.explanation
+
+
+def test_quick_mode_answer_with_a_key_length_not_offered() -> None:
+    s = _session("ikev1-qm-answer-key-length.pcap")
+    f = _finding(s)
+    child = s.table.child_sas[1]
+    assert f.sa == "child:1" and f.severity.name == "ERROR" and f.frames == (7, 8)
+    assert child.proposal == "aes128gcm16" and child.offered == ["aes256gcm16"]
+    assert "has key length 128 (offered 256)" in f.explanation
+    assert "(strongSwan logs \"no matching proposal found\" and sends NO-PROPOSAL-CHOSEN)" in f.explanation
+    assert not s.stats.malformed
+
+
+def test_ike_rekey_answer_with_a_ke_group_other_than_the_request_ke_payload() -> None:
+    s = _session("ikev2-rekey-answer-ke.pcap")
+    f = _finding(s)
+    new = next(sa for sa in s.table.ike_sas.values() if sa.rekeyed_from)
+    assert f.sa == new.key and f.severity.name == "ERROR" and f.frames == (21, 22)
+    assert ("the answer picks KE group ecp384 but the request's KE payload is ecp256 "
+            "(RFC 7296 §1.2: that answer is INVALID_KE_PAYLOAD)") in f.explanation
+    assert not s.stats.malformed
+
+
+def test_lifetimes_and_renumbered_transforms_fit() -> None:
+    """What real IKEv1 stacks answer and the RFCs allow gives no finding: strongSwan's Quick Mode 2
+    adds SA life type/duration the offer left out (the sample itself); Wireshark's ikev1-bug-12610
+    (Quick Mode answered as transform #1, offered as #5); the phase-1 answers of 12610/12620 list
+    their attributes in another order."""
+    for cap, keys in [(V1 / "capture.pcapng", V1 / "keys"),
+                      (DATA / "wireshark" / "ikev1-bug-12610.pcapng.gz", DATA / "wireshark" / "ikev1_decryption_table.tmpl"),
+                      (DATA / "wireshark" / "ikev1-bug-12620.pcapng.gz", DATA / "wireshark" / "ikev1_decryption_table.tmpl")]:
+        s = Session()
+        s.add_key_files([str(keys)])
+        s.load(str(cap))
+        answered = [sa for sa in [*s.table.ike_sas.values(), *s.table.child_sas.values()] if sa.offered and sa.proposal]
+        assert answered, cap
+        assert "IKE-ANSWER-NOT-OFFERED" not in {f.code for f in s.findings}, cap
+        if "12610" in cap.name:  # the renumbered one was seen and fits
+            assert any(c.proposal == "aes128-sha1" and "aes256-sha256" in c.offered for c in s.table.child_sas.values())
+
+
+def test_a_shorter_lifetime_answer_fits(tmp_path: Path) -> None:
+    """RFC 2407 §4.5.4: the responder may answer a shorter lifetime (strongSwan logs "received
+    %us lifetime, configured %us" and takes it)."""
+    out = tmp_path / "qm-lifetime.pcap"
+    write_mutant(out, {8: _qm_sa(_life(3600))})
+    s = Session()
+    s.add_key_files([str(V1 / "keys")])
+    s.load(str(out))
+    assert s.table.child_sas[1].proposal == "aes256gcm16"
+    assert "IKE-ANSWER-NOT-OFFERED" not in {f.code for f in s.findings}
+
+
+def _life(seconds: int):
+    """Quick Mode 2's SA life duration (RFC 2407 §4.5 attribute 2) set to ``seconds``."""
+    def change(b: Body) -> Body:
+        before = bytes(b)
+        b = _v1_attr(2, seconds)(b)
+        assert bytes(b) != before
+        return b
+    return change
+
+
+@needs_tshark
+@pytest.mark.parametrize("name,field,frame,value", [
+    ("ikev1-mm-answer-group.pcap", "isakmp.ike.attr.group_description", 2, "15"),
+    ("ikev1-mm-answer-auth.pcap", "isakmp.ike.attr.authentication_method", 2, "3"),
+    ("ikev1-qm-answer-key-length.pcap", "isakmp.ipsec.attr.key_length", 8, "128"),
+    ("ikev1-qm-answer-key-length.pcap", "isakmp.ipsec.attr.key_length", 7, "256"),
+    ("ikev2-rekey-answer-ke.pcap", "isakmp.tf.id.dh", 21, "19,20"),
+    ("ikev2-rekey-answer-ke.pcap", "isakmp.tf.id.dh", 22, "20"),
+    ("ikev2-rekey-answer-ke.pcap", "isakmp.key_exchange.dh_group", 21, "19"),
+])
+def test_tshark_reads_the_changed_field(name: str, field: str, frame: int, value: str, tmp_path: Path) -> None:
+    """tshark decrypts the encrypted ones with the sample's key tables (its config directory)."""
+    keys = (V2 if name.startswith("ikev2") else V1) / "keys"
+    for table in ("ikev1_decryption_table", "ikev2_decryption_table"):
+        if (keys / table).is_file():
+            shutil.copy(keys / table, tmp_path / table)
+    out = subprocess.run(["tshark", "-r", str(HERE / name), "-Y", f"frame.number == {frame}", "-T", "fields",
+                          "-e", field], capture_output=True, text=True, timeout=60, check=True,
+                         env={**os.environ, "WIRESHARK_CONFIG_DIR": str(tmp_path)}).stdout.strip()
+    assert out == value
+
+
+def test_make_writes_these_captures(tmp_path: Path) -> None:
+    """The committed captures are what the edits above give (make.py is not run by the suite)."""
+    sys.path.insert(0, str(SAMPLES / "synthetic"))
+    for name in ANSWERS:
+        write(name, tmp_path / name)
+        assert (tmp_path / name).read_bytes() == (HERE / name).read_bytes(), name
