@@ -4,8 +4,9 @@ IKEv1 (RFC 2408 §4.2, RFC 2409 §5): a Main Mode or Quick Mode answer carries t
 responder took, with the offered transform ID and attributes; life type and duration may differ
 (RFC 2407 §4.5.4: a responder may answer a shorter lifetime). strongSwan's initiator selects the
 answer from its configured proposals and fails the exchange with NO-PROPOSAL-CHOSEN ("no proposal
-found", main_mode.c; "no matching proposal found", quick_mode.c); a changed authentication method
-it logs and ignores ("continue with configured"). A renumbered transform fits: Wireshark's
+found", main_mode.c; "no matching proposal found", quick_mode.c), libreswan's too ("no acceptable
+Oakley Transform", "no acceptable Proposal in IPsec SA"); a changed authentication method strongSwan
+logs and ignores ("continue with configured"). A renumbered transform fits: Wireshark's
 ikev1-bug-12610 answers the offer's transform #5 as #1, and strongSwan matches by algorithms.
 
 The captures (tests/data/rfc-violations, written by its make.py with the edits below) are
@@ -118,7 +119,8 @@ def test_main_mode_answer_with_a_group_not_offered() -> None:
     assert f.title == "IKE SA: 198.18.0.2 answered with a proposal 198.18.0.1 did not offer"
     assert ("198.18.0.1 offered aes256-sha256-modp2048; 198.18.0.2 answered aes256-sha256-modp3072: the answer's "
             "transform #1 has group modp3072 (offered modp2048)") in f.explanation
-    assert "(strongSwan logs \"no proposal found\" and sends NO-PROPOSAL-CHOSEN)" in f.explanation
+    assert ("(strongSwan logs \"no proposal found\" and sends NO-PROPOSAL-CHOSEN; libreswan logs "
+            "\"no acceptable Oakley Transform\")") in f.explanation
     assert not s.stats.malformed
 
 
@@ -136,7 +138,8 @@ def test_quick_mode_answer_with_a_key_length_not_offered() -> None:
     assert f.sa == "child:1" and f.severity.name == "ERROR" and f.frames == (7, 8)
     assert child.proposal == "aes128gcm16" and child.offered == ["aes256gcm16"]
     assert "has key length 128 (offered 256)" in f.explanation
-    assert "(strongSwan logs \"no matching proposal found\" and sends NO-PROPOSAL-CHOSEN)" in f.explanation
+    assert ("(strongSwan logs \"no matching proposal found\" and sends NO-PROPOSAL-CHOSEN; libreswan logs "
+            "\"no acceptable Proposal in IPsec SA\")") in f.explanation
     assert not s.stats.malformed
 
 

@@ -145,6 +145,7 @@ def answer_unfit_v1(offer: Sequence[Proposal], answer: Proposal) -> AnswerUnfit 
         return None
     t = answer.transforms[0]
     if len(answer.transforms) > 1:
+        # libreswan: "a single Transform is required in a selecting Oakley Proposal; found %u"
         return AnswerUnfit("transform", f"the answer's proposal #{answer.num} holds {len(answer.transforms)} "
                            "transforms; the responder returns the one it took (RFC 2408 §4.2)")
     same = next((p for p in offer if p.num == answer.num and p.protocol == answer.protocol), None)

@@ -307,7 +307,8 @@ def _version(table: SaTable, sa) -> int:
 def _unfit_check(sa, version: int) -> str:
     """How initiators check such an answer; strongSwan's own log line for it (IKEv2: ike_init.c,
     child_create.c; IKEv1: main_mode.c, quick_mode.c, whose initiator selects the answer's
-    proposal from its configured ones, then answers NO-PROPOSAL-CHOSEN). strongSwan matches an
+    proposal from its configured ones, then answers NO-PROPOSAL-CHOSEN; libreswan's
+    parse_isakmp_sa_body/parse_ipsec_sa_body). strongSwan matches an
     answer by its algorithms, not its number."""
     kind = sa.answer_unfit.kind
     if kind == "number":
@@ -317,9 +318,11 @@ def _unfit_check(sa, version: int) -> str:
         if kind == "auth":  # main_mode.c: the method is not part of the proposal it selects
             return ("strongSwan logs \"received ... authentication, but configured ..., continue with configured\" "
                     "and authenticates as it offered, so the peers disagree on the method")
-        log = "no proposal found" if isinstance(sa, IkeSa) else "no matching proposal found"
+        # libreswan's initiator parses the answer as a selection (ikev1_spdb_struct.c)
+        log, lib = (("no proposal found", "no acceptable Oakley Transform") if isinstance(sa, IkeSa) else
+                    ("no matching proposal found", "no acceptable Proposal in IPsec SA"))
         return (f"an initiator checks the answer against its offer and fails the exchange (strongSwan logs "
-                f"\"{log}\" and sends NO-PROPOSAL-CHOSEN)")
+                f"\"{log}\" and sends NO-PROPOSAL-CHOSEN; libreswan logs \"{lib}\")")
     log = ("peer's DH group selection invalid" if kind == "ke" else
            "peer's proposal selection invalid" if isinstance(sa, IkeSa) else "no acceptable proposal found")
     return f"an initiator checks the answer against its offer and fails the exchange (strongSwan logs \"{log}\")"
