@@ -54,6 +54,14 @@ def _v1_attr(atype: int, value: int):
     return edit
 
 
+def _v1_transform_id(tid: int):
+    """The first transform's ID (the byte after its number, RFC 2408 §3.6) set to ``tid``."""
+    def edit(b: Body) -> Body:
+        b[8 + 8 + b[8 + 6] + 5] = tid
+        return b
+    return edit
+
+
 def _qm_sa(change):
     """A Quick Mode plaintext edit: its SA payload's body through ``change``."""
     def edit(first: int, plain: bytes) -> tuple[int, bytes]:
@@ -71,6 +79,8 @@ ANSWERS = {
     "ikev1-mm-answer-group.pcap": ("clear", 2, {2: lambda f: _clear(f, SA_V1, _v1_attr(4, 15))}),
     # Main Mode 2 answers RSA signatures (3) for the offered pre-shared key (1)
     "ikev1-mm-answer-auth.pcap": ("clear", 2, {2: lambda f: _clear(f, SA_V1, _v1_attr(3, 3))}),
+    # Quick Mode 2 takes AES-GCM-8 (ESP transform ID 18) for the offered AES-GCM-16 (20)
+    "ikev1-qm-answer-transform-id.pcap": ("qm", 9, {8: _qm_sa(_v1_transform_id(18))}),
     # Quick Mode 2 takes AES-GCM-16 with a 128-bit key; the offer's is 256-bit
     "ikev1-qm-answer-key-length.pcap": ("qm", 9, {8: _qm_sa(_v1_attr(6, 128))}),
     # the IKE SA rekey offers ecp384 beside ecp256, its KE payload stays ecp256; the answer picks
@@ -143,6 +153,14 @@ def test_quick_mode_answer_with_a_key_length_not_offered() -> None:
     assert not s.stats.malformed
 
 
+def test_quick_mode_answer_with_a_transform_id_not_offered() -> None:
+    s = _session("ikev1-qm-answer-transform-id.pcap")
+    f = _finding(s)
+    assert f.sa == "child:1" and f.severity.name == "ERROR"
+    assert s.table.child_sas[1].proposal == "aes256gcm8"
+    assert "the answer's transform #1 has transform ID 18 (offered 20)" in f.explanation
+
+
 def test_ike_rekey_answer_with_a_ke_group_other_than_the_request_ke_payload() -> None:
     s = _session("ikev2-rekey-answer-ke.pcap")
     f = _finding(s)
@@ -199,6 +217,8 @@ def _life(seconds: int):
     ("ikev1-mm-answer-auth.pcap", "isakmp.ike.attr.authentication_method", 2, "3"),
     ("ikev1-qm-answer-key-length.pcap", "isakmp.ipsec.attr.key_length", 8, "128"),
     ("ikev1-qm-answer-key-length.pcap", "isakmp.ipsec.attr.key_length", 7, "256"),
+    ("ikev1-qm-answer-transform-id.pcap", "isakmp.trans.id", 8, "18"),
+    ("ikev1-qm-answer-transform-id.pcap", "isakmp.trans.id", 7, "20"),
     ("ikev2-rekey-answer-ke.pcap", "isakmp.tf.id.dh", 21, "19,20"),
     ("ikev2-rekey-answer-ke.pcap", "isakmp.tf.id.dh", 22, "20"),
     ("ikev2-rekey-answer-ke.pcap", "isakmp.key_exchange.dh_group", 21, "19"),
