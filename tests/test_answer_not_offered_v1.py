@@ -201,6 +201,23 @@ def test_a_shorter_lifetime_answer_fits(tmp_path: Path) -> None:
     assert "IKE-ANSWER-NOT-OFFERED" not in {f.code for f in s.findings}
 
 
+def test_an_encapsulation_mode_answered_in_the_nat_t_draft_encoding_fits(tmp_path: Path) -> None:
+    """UDP-Encapsulated-Tunnel offered as RFC 3947's 3 and answered as the NAT-T drafts' 61443 is
+    one mode in two encodings (the responder answers in its negotiated NAT-T version's); a tunnel
+    answered for a transport offer is a change."""
+    def qm(offer: int, answer: int) -> Session:
+        out = tmp_path / f"qm-encap-{offer}-{answer}.pcap"
+        write_mutant(out, {7: _qm_sa(_v1_attr(4, offer)), 8: _qm_sa(_v1_attr(4, answer))})
+        s = Session()
+        s.add_key_files([str(V1 / "keys")])
+        s.load(str(out))
+        return s
+    assert "IKE-ANSWER-NOT-OFFERED" not in {f.code for f in qm(3, 61443).findings}
+    assert "IKE-ANSWER-NOT-OFFERED" not in {f.code for f in qm(61444, 4).findings}
+    f = _finding(qm(4, 61443))
+    assert "encapsulation mode UDP-Encapsulated-Tunnel (offered UDP-Encapsulated-Transport)" in f.explanation
+
+
 def _life(seconds: int):
     """Quick Mode 2's SA life duration (RFC 2407 §4.5 attribute 2) set to ``seconds``."""
     def change(b: Body) -> Body:

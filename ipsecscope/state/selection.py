@@ -102,12 +102,21 @@ _V1_LIFE = {iana.ProtocolId.IKE: (11, 12)}  # phase 2: SA life type/duration are
 _V1_LIFE_P2 = (1, 2)
 
 
+# UDP-Encapsulated-Tunnel/-Transport as the NAT-T drafts numbered them (61443, 61444) before RFC
+# 3947 §5.1 assigned 3 and 4: one mode in two encodings, which a responder may answer in the
+# encoding of the NAT-T version it negotiated (the vendor IDs), not a change of what it accepts.
+_V1_ENCAP_DRAFT = {61443: 3, 61444: 4}
+
+
 def _v1_attrs(protocol: int, t: Transform) -> dict[int, int | bytes]:
     """A v1 transform's attributes less the lifetimes, which a responder may answer shorter."""
     life = _V1_LIFE.get(protocol, _V1_LIFE_P2)
     # a value may come basic or variable-length encoded (RFC 2408 §3.3): compare numbers
-    return {k & 0x7FFF: int.from_bytes(v, "big") if isinstance(v, bytes | bytearray) and len(v) <= 8 else v
-            for k, v in t.attrs if (k & 0x7FFF) not in life}
+    out = {k & 0x7FFF: int.from_bytes(v, "big") if isinstance(v, bytes | bytearray) and len(v) <= 8 else v
+           for k, v in t.attrs if (k & 0x7FFF) not in life}
+    if protocol != iana.ProtocolId.IKE and out.get(4) in _V1_ENCAP_DRAFT:
+        out[4] = _V1_ENCAP_DRAFT[out[4]]
+    return out
 
 
 def _v1_same(protocol: int, a: Transform, b: Transform) -> bool:
@@ -124,8 +133,19 @@ def _v1_diff(protocol: int, offered: Transform, answer: Transform) -> str:
         if a.get(k) != o.get(k):
             name = names.get(k, f"attribute {k}")
             group = k == (4 if protocol == iana.ProtocolId.IKE else 3)
+            if protocol != iana.ProtocolId.IKE and k == 4:
+                out.append(f"{name} {_encap(a.get(k))} (offered {_encap(o.get(k))})")
+                continue
             out.append(f"{name} {_v1_value(a.get(k), group)} (offered {_v1_value(o.get(k), group)})")
     return ", ".join(out)
+
+
+_ENCAP_NAMES = {1: "Tunnel", 2: "Transport", 3: "UDP-Encapsulated-Tunnel", 4: "UDP-Encapsulated-Transport"}
+
+
+def _encap(v: int | bytes | None) -> str:
+    """RFC 2407 §4.5 / RFC 3947 §5.1 encapsulation mode names (draft values already mapped)."""
+    return _ENCAP_NAMES.get(v, _v1_value(v)) if isinstance(v, int) else _v1_value(v)
 
 
 def _v1_value(v: int | bytes | None, group: bool = False) -> str:
