@@ -201,3 +201,50 @@ async def test_f_typed_with_the_stats_key_follows_the_table_it_focused() -> None
         await settled(pilot)
         assert app.query_one(TabbedContent).active == "packets"
         assert filter_input(app).value == doc["conversations"][0]["filter"]
+
+
+@needs_tshark
+@sync
+async def test_keys_typed_after_a_widgets_own_enter_go_where_that_enter_sent_the_focus() -> None:
+    # A widget's Enter acts through a message to the app (SaChosen, FrameSelected, Input.Submitted):
+    # the keys read with it were routed first, by the focus before that message: `/esp` after
+    # Enter on a tree row ended on SA detail (the tab the message showed after the filter had
+    # taken the keys), `j` after the filter's Enter was a letter of the filter.
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        tabs, table, inp = app.query_one(TabbedContent), app.query_one(PacketTable), filter_input(app)
+        app.query_one("#sa-tree").focus()
+        await pilot.pause()
+        await typed_at_once(pilot, "\r/esp")
+        assert (tabs.active, inp.has_focus, inp.value) == ("packets", True, "esp")
+        await typed_at_once(pilot, "\rj")
+        await settled(pilot)
+        assert (app.filter.text, inp.value) == ("esp", "esp")
+        assert table.has_focus and table.cursor == 1
+        # the packet list's Enter focuses the detail tree; a / typed with it is still the filter's
+        await typed_at_once(pilot, "\r/udp")
+        assert inp.has_focus and inp.value == "udp"
+        await typed_at_once(pilot, ESCAPE, "\r")
+        assert app.focused.id == "detail-tree"
+
+
+@sync
+async def test_a_dialog_opened_by_a_key_takes_the_keys_typed_with_it() -> None:
+    # The keys read with the one that opens a dialog are the dialog's, its first widget's once it
+    # is mounted. (Textual 8 already did this before keys were held until each one settled: it
+    # is kept as what holding them must not break -- a dialog mounts in its own task, and the
+    # keys wait for its focus.)
+    keys = SAMPLES / "healthy-gcm" / "keys" / "esp_sa"
+    app = create_app(CAPTURE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await typed_at_once(pilot, "e\x1b[B ")  # Export (no keys: SAs first): the next kind, findings
+        assert isinstance(app.screen, ExportScreen)
+        assert app.screen.query_one("#export-path", Input).value.endswith(".findings.json")
+        await typed_at_once(pilot, ESCAPE)
+        await typed_at_once(pilot, f"a{keys}\r")  # Add keys: the path and Enter
+        await settled(pilot)
+        await loaded(pilot)
+        assert [str(p) for p in app.key_files] == [str(keys)]
+        assert app.session is not None and len(app.session.keys) > 0

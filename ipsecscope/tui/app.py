@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual import events, on, work
 from textual.actions import SkipAction
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import ComposeResult, SystemCommand
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
@@ -36,6 +36,7 @@ from . import panes
 from .footer import AppFooter
 from .loading import Hold, LoadCancelled, Loading
 from .panes import SessionPane, SessionView
+from .routing import KeysInOrder
 from .screens.export import ExportRequest, ExportScreen, unavailable
 from .screens.modals import HelpScreen, KeyFileScreen
 from .tabs import COMMANDS, MAIN_SCREEN_ACTIONS, TABS, Pane, bindings, help_rows
@@ -68,7 +69,7 @@ def findings_of(session: Session) -> list[Finding]:
     return session.findings
 
 
-class IpsecscopeApp(App[int]):
+class IpsecscopeApp(KeysInOrder):
     CSS_PATH = Path(__file__).with_name("ipsecscope.tcss")  # absolute: subclasses live elsewhere
     TITLE = "ipsecscope"
 
@@ -459,7 +460,7 @@ class IpsecscopeApp(App[int]):
     def _filter_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         if self.apply_filter(event.value):
-            self.query_one(PacketTable).focus()
+            self._focus(self.query_one(PacketTable))
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -574,7 +575,7 @@ class IpsecscopeApp(App[int]):
         if not detail.display:
             detail.display = True
         self._show_detail(event.frame, force=True)
-        self.query_one("#detail-tree").focus()
+        self._focus(self.query_one("#detail-tree"))
 
     def _show_detail(self, frame: int | None, force: bool = False) -> None:
         if not self.is_running:  # a live refresh's highlight, handled while quitting

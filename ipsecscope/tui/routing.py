@@ -1,0 +1,131 @@
+"""Keys act in the order they were typed, each on the widget the keys before it left the focus on.
+
+A terminal hands the app whatever was typed since its last read: over a slow link, or while the
+app was busy (a capture loading), that is several keys at once, all queued before the first is
+acted on. Textual routes each key by the focus *as it is when the key is taken from the queue*,
+and most of what a key does happens later, in messages: a widget's Enter posts a message up to
+the app (``SaChosen``, ``FrameSelected``, the filter's ``Input.Submitted``), which moves the
+focus; ``Widget.focus()`` and a new dialog's first focus are queued behind the keys too. So the
+keys read with an Enter went to the widget that had it: `j` after the filter's Enter was a letter
+of the filter, `/esp` after Enter on an SA tree row was typed into the filter and then hidden
+behind SA detail.
+
+:class:`KeysInOrder` (mixed into the app) routes one key, then holds the keys after it until what
+that key started has settled: its message has gone up the chain of widgets from where the key went
+to the app and been handled there, and the focus (or the screen) it moved to has handled its own
+focus messages. Then the next key is routed, by the focus as it now is. Holding costs a few
+message hops per key; a key that starts nothing settles in one pass.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual import events
+from textual.app import App
+from textual.message_pump import MessagePump
+
+SETTLE_PASSES = 6  # passes up the chain at most (a pass in which anything moved asks for one more)
+SETTLE_LIMIT = 1.0  # seconds a held key waits at most (a widget busy that long: route it anyway)
+
+
+@dataclass(slots=True)
+class _Settle:
+    """One key's settle: passes up the widgets from where it went (and from the focus, once it
+    moved) to the app, until a pass in which no pump had anything queued."""
+
+    origin: MessagePump
+    generation: int
+    passes: int = SETTLE_PASSES
+    chain: list[MessagePump] = field(default_factory=list)
+    dirty: bool = False
+    state: tuple[object, object] = (None, None)
+
+
+class KeysInOrder(App[Any]):
+    """The app's key routing; see the module docstring. Subclass it instead of ``App``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held_keys: deque[events.Key] = deque()
+        self._settling = False
+        self._settle_generation = 0  # bumped when a settle is given up: its late hops are ignored
+        self._settle_failsafe: Any = None
+
+    async def on_event(self, event: events.Event) -> None:
+        if not isinstance(event, events.Key) or event.is_forwarded:
+            await super().on_event(event)
+            return
+        if self._settling or self._held_keys:
+            self._held_keys.append(event)
+            if self._settle_failsafe is None:
+                self._settle_failsafe = self.set_timer(SETTLE_LIMIT, self._settle_give_up)
+            return
+        await self._route_key(event)
+
+    async def _route_key(self, key: events.Key) -> None:
+        """Route ``key`` as Textual does, then follow what it started until it has settled."""
+        self._settling = True
+        target: MessagePump = self.focused or self.screen  # where App.on_event forwards it
+        await super().on_event(key)
+        self._settle_pass(_Settle(target, self._settle_generation))
+
+    def _settle_pass(self, settle: _Settle) -> None:
+        """One pass: a hop per pump, each after what it had queued -- and so after what it passed
+        up to its parent. A Key the focused widget does not take goes up to the app, whose
+        bindings act on that widget (Enter on a tree row posts NodeSelected back down to the
+        tree): nothing moved in a whole pass, and the focus where it was, is settled."""
+        chain = list(getattr(settle.origin, "ancestors_with_self", [settle.origin]))
+        focused = self.focused or self.screen
+        chain[-1:-1] = [p for p in focused.ancestors_with_self if p not in chain]  # the app stays last
+        settle.chain, settle.dirty = chain, False
+        settle.state = (self.screen, self.focused)
+        self._settle_hop(settle)
+
+    def _settle_hop(self, settle: _Settle) -> None:
+        while settle.chain:
+            pump = settle.chain.pop(0)
+            settle.dirty = settle.dirty or pump.message_queue_size > 0
+            if pump.call_later(self._settle_hopped, settle, pump):
+                return
+            # closed (a dialog gone): nothing more can come from it
+        if settle.generation != self._settle_generation:
+            return
+        settle.passes -= 1
+        if (settle.dirty or (self.screen, self.focused) != settle.state) and settle.passes > 0:
+            self._settle_pass(settle)
+        else:
+            self.call_later(self._settle_done, settle.generation)
+
+    def _settle_hopped(self, settle: _Settle, pump: MessagePump) -> None:
+        if settle.generation != self._settle_generation:
+            return
+        settle.dirty = settle.dirty or pump.message_queue_size > 0
+        self._settle_hop(settle)
+
+    async def _settle_done(self, generation: int) -> None:
+        if generation != self._settle_generation:
+            return
+        self._settling = False
+        await self._route_next()
+
+    async def _settle_give_up(self) -> None:
+        """A key has waited SETTLE_LIMIT: something is slow to settle (a widget busy). Route the
+        next key held as Textual would have; the settle it starts is followed as usual."""
+        self._settle_failsafe = None
+        self._settle_generation += 1
+        self._settling = False
+        await self._route_next()
+
+    async def _route_next(self) -> None:
+        """Route the first key held, and time the wait of the one after it."""
+        if self._settle_failsafe is not None:
+            self._settle_failsafe.stop()
+            self._settle_failsafe = None
+        if self._held_keys:
+            key = self._held_keys.popleft()
+            if self._held_keys:
+                self._settle_failsafe = self.set_timer(SETTLE_LIMIT, self._settle_give_up)
+            await self._route_key(key)
