@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -216,3 +217,22 @@ def test_ctrl_c_quits_and_leaves_the_terminal_as_it_was(tmp_path: Path) -> None:
         t.send("C-c")
         t.wait_for("[exited 0]")
     assert before.read_text() == after.read_text()
+
+
+def test_keys_typed_before_the_app_started_act_as_typed(tmp_path: Path) -> None:
+    # Typed while the shell and Python start (a tool one knows, a slow link): the terminal is
+    # still cooked, so Enter is queued as a newline and the Esc with the key after it. The app
+    # starts only once the keys sit in the terminal's queue (echoed by the cooked terminal).
+    capture = HEALTHY / "capture.pcapng"
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    cmd = f"cat {gate} >/dev/null; {sys.executable} -m ipsecscope {capture}"
+    with Tmux(cmd, width=80, height=24, cwd=str(ROOT)) as t:
+        # Esc clears the filter and leaves it (j: the packet list's), / and Enter apply the next one
+        t.type("/zzz\x1bj/esp src=198.18.0.2\r")
+        t.wait_for("src=198.18.0.2")
+        gate.write_text("")
+        expected = tshark(capture, "esp && ip.src == 198.18.0.2", "frame.number")
+        screen = t.wait_for(lambda s: f"filter: {len(expected)}/" in s and table_rows(s))
+        assert [r.split()[0] for r in table_rows(screen)] == expected[: len(table_rows(screen))]
+        assert "zzz" not in screen

@@ -13,6 +13,10 @@ test hook (tui.loading.Hold): events, no timing.
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
+import termios
+import tty
 
 import pytest
 from conftest import SAMPLES, needs_tshark
@@ -20,12 +24,14 @@ from test_tui import CAPTURE, KEYS, frames_in_view, loaded, sync, tshark_fields
 from test_tui_stats import stats_json
 from textual import events
 from textual._xterm_parser import XTermParser  # the terminal driver's own parser
+from textual.drivers.linux_driver import LinuxDriver
 from textual.widgets import Input, TabbedContent
 
 from ipsecscope.tui.app import create_app
 from ipsecscope.tui.loading import Hold
 from ipsecscope.tui.screens.export import ExportScreen
 from ipsecscope.tui.screens.modals import HelpScreen
+from ipsecscope.tui.terminal import read_typed_ahead, typed_ahead_keys
 from ipsecscope.tui.widgets.findings import FindingsView
 from ipsecscope.tui.widgets.packet_table import PacketTable
 
@@ -248,3 +254,26 @@ async def test_a_dialog_opened_by_a_key_takes_the_keys_typed_with_it() -> None:
         await loaded(pilot)
         assert [str(p) for p in app.key_files] == [str(keys)]
         assert app.session is not None and len(app.session.keys) > 0
+
+
+def raw(attrs: list) -> list:
+    """Textual's raw mode (its Linux driver's)."""
+    attrs[tty.IFLAG] = LinuxDriver._patch_iflag(attrs[tty.IFLAG])
+    attrs[tty.LFLAG] = LinuxDriver._patch_lflag(attrs[tty.LFLAG])
+    return attrs
+
+
+def test_keys_typed_before_the_app_started_are_read_as_typed() -> None:
+    # A fresh pty is cooked, as a terminal is while the shell starts the app: ICRNL makes Enter a
+    # newline, ICANON keeps an unfinished line from being read, and one read returns it all.
+    master, slave = pty.openpty()
+    try:
+        os.write(master, b"/esp\r\x1bj\x1b[Bq")
+        text, before = read_typed_ahead(slave, raw)
+        assert text == "/esp\n\x1bj\x1b[Bq" and before is not None
+        assert before[3] & termios.ICANON and not termios.tcgetattr(slave)[3] & termios.ICANON
+        keys = [k.key for k in typed_ahead_keys(text)]
+        assert keys == ["slash", "e", "s", "p", "enter", "escape", "j", "down", "q"]
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -14,7 +14,8 @@ behind SA detail.
 that key started has settled: its message has gone up the chain of widgets from where the key went
 to the app and been handled there, and the focus (or the screen) it moved to has handled its own
 focus messages. Then the next key is routed, by the focus as it now is. Holding costs a few
-message hops per key; a key that starts nothing settles in one pass.
+message hops per key; a key that starts nothing settles in one pass. Keys typed before the app
+took the terminal come first, as they were typed (:mod:`ipsecscope.tui.terminal`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from typing import Any
 
 from textual import events
 from textual.app import App
+from textual.driver import Driver
 from textual.message_pump import MessagePump
+
+from .terminal import typeahead_driver
 
 SETTLE_PASSES = 6  # passes up the chain at most (a pass in which anything moved asks for one more)
 SETTLE_LIMIT = 1.0  # seconds a held key waits at most (a widget busy that long: route it anyway)
@@ -53,6 +57,10 @@ class KeysInOrder(App[Any]):
         self._settling = False
         self._settle_generation = 0  # bumped when a settle is given up: its late hops are ignored
         self._settle_failsafe: Any = None
+
+    def get_driver_class(self) -> type[Driver]:
+        # what was typed before the app took the terminal comes first, as typed (tui.terminal)
+        return typeahead_driver(super().get_driver_class())
 
     async def on_event(self, event: events.Event) -> None:
         if not isinstance(event, events.Key) or event.is_forwarded:
