@@ -28,7 +28,9 @@ from textual import events
 from textual.app import App
 from textual.driver import Driver
 from textual.message_pump import MessagePump
+from textual.widget import Widget
 
+from .tabs import MAIN_SCREEN_ACTIONS
 from .terminal import typeahead_driver
 
 SETTLE_PASSES = 6  # passes up the chain at most (a pass in which anything moved asks for one more)
@@ -57,6 +59,18 @@ class KeysInOrder(App[Any]):
         self._settling = False
         self._settle_generation = 0  # bumped when a settle is given up: its late hops are ignored
         self._settle_failsafe: Any = None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The app's keys are priority bindings (tabs.bindings), offered before a dialog's own: on a
+        # dialog they are the dialog's (Esc closes it, / is typed into a path), and the footer
+        # behind it shows them disabled (None), as what they are there: they never worked on one.
+        return True if action not in MAIN_SCREEN_ACTIONS or len(self.screen_stack) == 1 else None
+
+    def _focus(self, widget: Widget) -> None:
+        """Focus ``widget`` before the next key is read. Widget.focus() only queues the change,
+        behind the keys already read (the app was busy: loading), and those went to the widget
+        that had the focus: the filter typed after `/` ran the packet list's bindings."""
+        widget.screen.set_focus(widget)
 
     def get_driver_class(self) -> type[Driver]:
         # what was typed before the app took the terminal comes first, as typed (tui.terminal)
