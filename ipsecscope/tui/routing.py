@@ -14,7 +14,8 @@ behind SA detail.
 that key started has settled: its message has gone up the chain of widgets from where the key went
 to the app and been handled there, and the focus (or the screen) it moved to has handled its own
 focus messages. Then the next key is routed, by the focus as it now is. Holding costs a few
-message hops per key; a key that starts nothing settles in one pass. Keys typed before the app
+message hops after a key that may move the focus (Enter, Esc, Tab, the app's keys); text typed
+into an input and cursor keys are routed at once. Keys typed before the app
 took the terminal come first, as they were typed (:mod:`ipsecscope.tui.terminal`).
 """
 
@@ -35,6 +36,11 @@ from .terminal import typeahead_driver
 
 SETTLE_PASSES = 6  # passes up the chain at most (a pass in which anything moved asks for one more)
 SETTLE_LIMIT = 1.0  # seconds a held key waits at most (a widget busy that long: route it anyway)
+# Keys that move a cursor or a caret where the focus is (the packet list's j/k/g/G too): they never
+# move the focus or open anything, so the keys after them need not wait for what they started (a
+# detail pane following the cursor). Each wait is a dozen message hops, ~10 ms on a busy machine:
+# a held-down arrow key must not queue up behind them.
+IN_PLACE = frozenset({"up", "down", "left", "right", "pageup", "pagedown", "home", "end", "j", "k", "g", "G"})
 
 
 @dataclass(slots=True)
@@ -89,16 +95,29 @@ class KeysInOrder(App[Any]):
 
     async def _route_key(self, key: events.Key) -> None:
         """Route ``key`` as Textual does, then follow what it started until it has settled."""
-        self._settling = True
-        target: MessagePump = self.focused or self.screen  # where App.on_event forwards it
+        target = self.focused or self.screen  # where App.on_event forwards it
+        settle = self._moves_on(key, target)
+        self._settling = settle
         await super().on_event(key)
-        self._settle_pass(_Settle(target, self._settle_generation))
+        if settle:
+            self._settle_pass(_Settle(target, self._settle_generation))
+
+    def _moves_on(self, key: events.Key, target: Widget) -> bool:
+        """Whether ``key`` may move the focus or open a dialog (then the keys after it wait):
+        not text typed into an input, nor a cursor key (IN_PLACE), unless the app binds it."""
+        if any(b.priority for b in self._bindings.key_to_bindings.get(key.key, ())):
+            return True
+        if target.check_consume_key(key.key, key.character):
+            return False  # a letter into the filter (Textual gives it the key before any binding)
+        return key.key not in IN_PLACE
 
     def _settle_pass(self, settle: _Settle) -> None:
         """One pass: a hop per pump, each after what it had queued -- and so after what it passed
         up to its parent. A Key the focused widget does not take goes up to the app, whose
         bindings act on that widget (Enter on a tree row posts NodeSelected back down to the
         tree): nothing moved in a whole pass, and the focus where it was, is settled."""
+        if not self.screen_stack or not self.is_running:  # quitting: nothing more to route to
+            return
         chain = list(getattr(settle.origin, "ancestors_with_self", [settle.origin]))
         focused = self.focused or self.screen
         chain[-1:-1] = [p for p in focused.ancestors_with_self if p not in chain]  # the app stays last
@@ -113,7 +132,7 @@ class KeysInOrder(App[Any]):
             if pump.call_later(self._settle_hopped, settle, pump):
                 return
             # closed (a dialog gone): nothing more can come from it
-        if settle.generation != self._settle_generation:
+        if settle.generation != self._settle_generation or not self.screen_stack or not self.is_running:
             return
         settle.passes -= 1
         if (settle.dirty or (self.screen, self.focused) != settle.state) and settle.passes > 0:
@@ -142,12 +161,11 @@ class KeysInOrder(App[Any]):
         await self._route_next()
 
     async def _route_next(self) -> None:
-        """Route the first key held, and time the wait of the one after it."""
+        """Route the keys held, up to one that must settle, and time the wait of the next."""
         if self._settle_failsafe is not None:
             self._settle_failsafe.stop()
             self._settle_failsafe = None
+        while self._held_keys and not self._settling:
+            await self._route_key(self._held_keys.popleft())
         if self._held_keys:
-            key = self._held_keys.popleft()
-            if self._held_keys:
-                self._settle_failsafe = self.set_timer(SETTLE_LIMIT, self._settle_give_up)
-            await self._route_key(key)
+            self._settle_failsafe = self.set_timer(SETTLE_LIMIT, self._settle_give_up)
