@@ -741,7 +741,7 @@ def test_decrypt_filter_that_selects_no_esp_says_so(tmp_path: Path) -> None:
     r = ipsecscope("decrypt", HEALTHY_CAP, "-k", ESP_SA, "-o", tmp_path / "o.pcapng", "-Y", "isakmp", "-q")
     assert r.returncode == 3
     assert r.stderr.strip() == ("ipsecscope decrypt: nothing decrypted: the display filter -Y 'isakmp' selects "
-                                "no ESP packet (16 frames selected)")
+                                "no ESP or AH packet (16 frames selected)")
 
 
 def test_keys_capture_option_says_a_capture_is_cut(cut, tmp_path: Path) -> None:
