@@ -188,23 +188,22 @@ async def test_every_stats_value_is_on_screen_at_any_size(name: str, cap: str, k
                 await pilot.pause()
             assert app.focused is table
             got: dict[int, dict[str, str]] = {}
-            row = 0
-            while row < table.row_count:  # a page of rows at a time, each swept left to right
-                table.move_cursor(row=row, animate=False)
-                for _ in range(len(table.spec)):  # back to the first columns
-                    await pilot.press("left")
-                await pilot.pause()
-                for _ in range(len(table.spec)):
+            # Each position of the columns (→ a column at a time from the first), its rows a page
+            # at a time: a key press per column, not per column and page.
+            for _ in range(len(table.spec)):
+                row = 0
+                while row < table.row_count:
+                    table.scroll_to(y=row, animate=False, immediate=True)
+                    await pilot.pause()
                     page = on_screen(app, table)
                     for r, cells in page.items():
                         got.setdefault(r, {}).update(cells)
-                    footer_keys |= {b.binding.key_display for b in app.screen.active_bindings.values()
-                                    if b.binding.show}
-                    if all(len(got[r]) == len(table.spec) for r in page):
-                        break
-                    await pilot.press("right")
-                    await pilot.pause()
-                row = max(page) + 1
+                    row = max(page) + 1
+                footer_keys |= {b.binding.key_display for b in app.screen.active_bindings.values()
+                                if b.binding.show}
+                if all(len(got.get(r, ())) == len(table.spec) for r in range(table.row_count)):
+                    break
+                await pilot.press("right")
             keys = [k for k, _ in table.data]
             assert sorted(keys) == sorted(want[table_id])
             for r, key in enumerate(keys):
