@@ -757,14 +757,18 @@ def test_keys_capture_option_says_a_capture_is_cut(cut, tmp_path: Path) -> None:
 
 
 def test_gzip_bomb_warning_from_every_session_command(tmp_path: Path) -> None:
-    """A gzip'd pcap of 400,000 identical frames (272:1): sas and findings warned, packets and
-    stats (which share a loader) said nothing; summary (its fast scanner and --generic) and
-    decrypt said nothing either. A pcapng bomb (the healthy-gcm capture's packet blocks repeated)
-    takes summary's pcapng scanner."""
-    rec = struct.pack("<IIII", 1, 0, 60, 60) + bytes(60)
+    """A gzip'd pcap of identical frames: sas and findings warned, packets and stats (which share a
+    loader) said nothing; summary (its fast scanner and --generic) and decrypt said nothing either.
+    A pcapng bomb takes summary's pcapng scanner. No ratio is judged below BOMB_MIN_BYTES
+    (16 MiB), so each bomb inflates to 1.5 times that; in 1500-byte frames, not 60-byte ones (the
+    first report's bomb, 400,000 frames): the same bytes through the same read windows, a
+    twenty-fifth of the frames to decode."""
+    from ipsecscope.capture._source import BOMB_MIN_BYTES
+
+    rec = struct.pack("<IIII", 1, 0, 1500, 1500) + bytes(1500)
     bomb = tmp_path / "bomb.pcap.gz"
-    bomb.write_bytes(gzip.compress(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + rec * 400_000,
-                                   mtime=0))
+    bomb.write_bytes(gzip.compress(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+                                   + rec * (BOMB_MIN_BYTES * 3 // 2 // len(rec)), mtime=0))
     for cmd in ("sas", "findings", "packets", "stats", "summary"):
         r = ipsecscope(cmd, bomb, "--json")
         assert r.returncode == 0, r.stderr
@@ -773,36 +777,37 @@ def test_gzip_bomb_warning_from_every_session_command(tmp_path: Path) -> None:
     assert r.returncode == 0 and r.stderr.count(f"ipsecscope summary: warning: {bomb}: decompresses ") == 1, r.stderr
     r = ipsecscope("decrypt", bomb, "-k", ESP_SA, "-o", tmp_path / "out.pcapng", "-q")
     assert r.stderr.count(f"ipsecscope decrypt: warning: {bomb}: decompresses ") == 1, r.stderr
+    # pcapng: the healthy-gcm capture's section and interface blocks, then one enhanced packet
+    # block (interface 0, 1500 zero octets) repeated
     data = HEALTHY_CAP.read_bytes()
-    head, blocks, pos = b"", b"", 0
-    while pos < len(data):
-        btype, blen = struct.unpack_from("<II", data, pos)
-        if btype == 6:
-            blocks += data[pos:pos + blen]
-        elif not blocks:
-            head += data[pos:pos + blen]
-        pos += blen
+    head, pos = b"", 0
+    while struct.unpack_from("<I", data, pos)[0] != 6:
+        blen = struct.unpack_from("<I", data, pos + 4)[0]
+        head, pos = head + data[pos:pos + blen], pos + blen
+    epb = struct.pack("<IIIIIII", 6, 32 + 1500, 0, 0, 0, 1500, 1500) + bytes(1500) + struct.pack("<I", 32 + 1500)
     ng = tmp_path / "bomb.pcapng.gz"
-    ng.write_bytes(gzip.compress(head + blocks * ((20 << 20) // len(blocks)), mtime=0))
+    ng.write_bytes(gzip.compress(head + epb * (BOMB_MIN_BYTES * 3 // 2 // len(epb)), mtime=0))
     r = ipsecscope("summary", ng, "--json")
     assert r.returncode == 0 and r.stderr.count(f"ipsecscope summary: warning: {ng}: decompresses ") == 1, r.stderr
+    assert json.loads(r.stdout)["frames"] == BOMB_MIN_BYTES * 3 // 2 // len(epb), r.stdout[:500]
 
 
 def test_gzip_bomb_warning_from_decrypts_inflating_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A big gzip'd capture is inflated to a temporary file for decrypt's fast path; that copy
     checks the ratio per window as the readers do (the threshold lowered so a small bomb takes
-    that path)."""
+    that path). 1.5 times BOMB_MIN_BYTES inflated, in 1500-byte frames (see above)."""
+    from ipsecscope.capture._source import BOMB_MIN_BYTES
     from ipsecscope.export import engine
     from ipsecscope.export.hotloop import Options
     from ipsecscope.keys import load_keys
 
-    rec = struct.pack("<IIII", 1, 0, 60, 60) + bytes(60)
+    rec = struct.pack("<IIII", 1, 0, 1500, 1500) + bytes(1500)
+    n = BOMB_MIN_BYTES * 3 // 2 // len(rec)
     bomb = tmp_path / "bomb.pcap.gz"
-    bomb.write_bytes(gzip.compress(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + rec * 400_000,
-                                   mtime=0))
+    bomb.write_bytes(gzip.compress(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + rec * n, mtime=0))
     monkeypatch.setattr(engine, "GZIP_FAST_MIN_BYTES", 0)
     stats = engine.run(bomb, load_keys([ESP_SA]), out=str(tmp_path / "out.pcapng"), opts=Options(), jobs=1)
-    assert stats.frames == 400_000 and stats.warning and f"{bomb}: decompresses " in stats.warning
+    assert stats.frames == n and stats.warning and f"{bomb}: decompresses " in stats.warning
     honest = tmp_path / "honest.pcapng.gz"
     honest.write_bytes(gzip.compress(HEALTHY_CAP.read_bytes()))
     stats = engine.run(honest, load_keys([ESP_SA]), out=str(tmp_path / "out2.pcapng"), opts=Options(), jobs=1)
