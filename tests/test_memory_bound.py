@@ -51,18 +51,24 @@ def peak_rss_mib(*args: object) -> tuple[int, float, str]:
 
 
 def test_sas_and_findings_keep_no_row_per_frame(tmp_path: Path) -> None:
-    # 2M frames: the packed rows and offsets `sas` used to keep (~76 B/frame) alone are ~150 MB;
-    # with no per-frame state the interpreter and its imports (~40 MB) are all there is.
-    bomb = gzip_bomb(tmp_path / "bomb.pcap.gz", 2_000_000)
-    assert bomb.stat().st_size < 1 << 20
+    # Peak RSS at 300k and 700k frames, each in a fresh interpreter: the packed rows and offsets
+    # `sas` used to keep (~76 B/frame) would add ~29 MiB to the ~45 MiB the interpreter and its
+    # imports take (ratio ~1.6); the bound (anything above ~11 B per extra frame fails) leaves
+    # room for allocator noise only. Both sizes span several read windows (4.8 and 11 MB
+    # inflated), so the buffers are the same in both runs. (Was one run of 2M frames under an
+    # absolute 100 MiB: 11 s per command, and blind below ~28 B/frame.) The gzip ratio warning
+    # these commands print once is tests/test_bad_input.py's: these bombs stay under
+    # BOMB_MIN_BYTES.
     for cmd in ("sas", "findings"):
-        rc, rss, err = peak_rss_mib(cmd, bomb, "--json")
-        assert rc in (0, 1), err[-2000:]
-        assert "Traceback" not in err
-        assert rss < 100, f"{cmd}: peak RSS {rss:.0f} MiB on 2M empty frames"
-        # The ratio is reported in one line (captures compress a few to one; this is ~1000:1).
-        warnings = [line for line in err.splitlines() if "decompresses" in line]
-        assert len(warnings) == 1 and str(bomb) in warnings[0], err[-2000:]
+        rss = []
+        for records in (300_000, 700_000):
+            bomb = gzip_bomb(tmp_path / f"bomb{records}.pcap.gz", records)
+            assert bomb.stat().st_size < 1 << 20
+            rc, peak, err = peak_rss_mib(cmd, bomb, "--json")
+            assert rc in (0, 1), err[-2000:]
+            assert "Traceback" not in err
+            rss.append(peak)
+        assert rss[1] / rss[0] < 1.10, f"{cmd}: peak RSS {rss[0]:.1f} MiB at 300k empty frames, {rss[1]:.1f} at 700k"
 
 
 def test_an_honest_capture_gets_no_ratio_warning() -> None:
