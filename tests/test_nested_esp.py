@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import DATA, IPSECSCOPE, needs_tshark
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from test_display_filter_oracle import FILTERS
+from test_display_filter_oracle import FILTERS, _tshark_each
 from test_session_fast import _load
 
 from ipsecscope.crypto.esp import MAX_NESTED
@@ -115,11 +115,15 @@ def _ours(session: Session, flt: str) -> list[int]:
 
 @needs_tshark
 @pytest.mark.parametrize("prof", [BOTH, OUTER], ids=["both-keys", "outer-key"])
-def test_display_filter_matches_every_layer_as_tshark(prof):
+def test_display_filter_matches_every_layer_as_tshark(prof, tmp_path):
     selected = 0
     session = Session.from_files([ESP2], [prof / "esp_sa"])
-    for flt in NESTED_FILTERS + [f.format(spi="0xabcdabcd") for f in FILTERS]:
-        want = _tshark(ESP2, prof, flt.replace("isakmp.exchtype", "isakmp.exchangetype"))
+    filters = NESTED_FILTERS + [f.format(spi="0xabcdabcd") for f in FILTERS]
+    # tshark's selections in one pass (see test_display_filter_oracle), its "esp" tied to -Y's
+    *theirs, esp = _tshark_each(ESP2, prof, [f.replace("isakmp.exchtype", "isakmp.exchangetype") for f in filters]
+                                + ["esp"], tmp_path)
+    assert esp == _tshark(ESP2, prof, "esp")
+    for flt, want in zip(filters, theirs, strict=True):
         assert _ours(session, flt) == want, flt
         selected += bool(want)
     assert selected >= 10
