@@ -25,8 +25,9 @@ _FRAME_LEN = _FRAME.size  # 42
 _UDP_ESP = struct.Struct("!HHH2xII")
 _ETH_IPV4 = 0x0800
 _PORTS = struct.Struct("!HH")
-# Ethertypes the generic decoder treats as IP or steps over (VLAN tags); any other is "not IP".
-_IP_OR_TAG = frozenset((0x0800, 0x86DD, 0x8100, 0x88A8, 0x9100, 0x9200))
+# Ethertypes the generic decoder treats as IP or steps over (VLAN tags, MPLS labels, PPPoE
+# sessions: link.ETH_CARRIERS); any other is "not IP".
+_IP_OR_TAG = frozenset((0x0800, 0x86DD, 0x8100, 0x88A8, 0x9100, 0x9200, 0x8847, 0x8848, 0x8864))
 # IPv6 next headers that may lead to IPsec: ESP, AH, TCP/UDP (checked by port) and the extension
 # headers the generic decoder walks (hop-by-hop, routing, fragment, destination options, mobility).
 _V6_MAYBE_IPSEC = frozenset((50, 51, 6, 17, 0, 43, 44, 60, 135))

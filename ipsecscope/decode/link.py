@@ -15,6 +15,14 @@ ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
 # 802.1Q customer tag, 802.1ad service tag (QinQ), and the pre-standard 0x9100 QinQ tag.
 VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+# MPLS label stacks (RFC 3032; unicast, multicast) and PPPoE sessions (RFC 2516) carry IP on many
+# provider and DSL links where VPN traffic is captured: the generic decoder walks both.
+ETH_MPLS = frozenset((0x8847, 0x8848))
+ETH_PPPOE = 0x8864
+# PPP protocol numbers (RFC 1332 IPv4, RFC 5072 IPv6)
+PPP_IPV4, PPP_IPV6 = 0x0021, 0x0057
+# Ethertypes ip_offset looks behind for IP (besides IP itself and the VLAN tags it steps over).
+ETH_CARRIERS = ETH_MPLS | {ETH_PPPOE}
 
 # BSD loopback (LINKTYPE_NULL / LOOP) address families: AF_INET is 2 everywhere; AF_INET6 is
 # 24 (NetBSD/OpenBSD), 28 (FreeBSD), 30 (macOS), 10 (Linux).
@@ -26,6 +34,8 @@ LINK_NAMES = {
     1: "Ethernet",
     101: "raw IP",
     108: "OpenBSD loopback (LOOP)",
+    9: "PPP",
+    50: "PPP in HDLC-like framing",
     113: "Linux cooked (SLL)",
     228: "raw IPv4",
     229: "raw IPv6",
@@ -54,6 +64,8 @@ def link_ethertype(linktype: int, data: bytes) -> int | None:
         etype = (data[0] << 8) | data[1]
     else:
         return None
+    if etype in ETH_CARRIERS and ip_offset(linktype, data)[0] in (4, 6):
+        return None
     return None if etype in (ETH_IPV4, ETH_IPV6) else etype
 
 
@@ -76,12 +88,77 @@ def link_addresses(linktype: int, data: bytes) -> tuple[str, str]:
     return "", ""
 
 
-def _ethertype(etype: int, off: int) -> tuple[int, int]:
+def _ethertype(etype: int, off: int, data: bytes | None = None) -> tuple[int, int]:
     if etype == ETH_IPV4:
         return 4, off
     if etype == ETH_IPV6:
         return 6, off
+    if data is not None:
+        if etype in ETH_MPLS:
+            return _mpls(data, off)
+        if etype == ETH_PPPOE:
+            return _pppoe(data, off)
     return NOT_IP, off
+
+
+def _mpls(data: bytes, off: int) -> tuple[int, int]:
+    """Past an MPLS label stack (RFC 3032 §2.1: 4 octets a label, S bit = bottom of stack): no
+    field names the payload, so the first nibble tells IPv4 or IPv6 as for any MPLS LSR (RFC 3032
+    §2.2: the label's FEC implies it); anything else (a pseudowire) is not IP."""
+    n = len(data)
+    while True:
+        if n < off + 4:
+            return TRUNCATED, off + 4
+        bottom = data[off + 2] & 1
+        off += 4
+        if bottom:
+            break
+    if n <= off:
+        return TRUNCATED, off + 1
+    v = data[off] >> 4
+    if v in (4, 6):
+        return v, off
+    # An Ethernet pseudowire (RFC 4448 §3): the customer's frame, behind a 4-octet control word
+    # whose first nibble is 0 where one is used. No field says which: tshark guesses from the MAC
+    # addresses' vendors; here the frame that leads to IP wins, plain first as tshark tries.
+    for skip in (0, 4) if v == 0 else (0,):
+        if n >= off + skip + 14:
+            ver, at = ip_offset(1, data[off + skip:])
+            if ver in (4, 6):
+                return ver, off + skip + at
+    return NOT_IP, off
+
+
+def _ppp_protocol(proto: int, off: int) -> tuple[int, int]:
+    if proto == PPP_IPV4:
+        return 4, off
+    if proto == PPP_IPV6:
+        return 6, off
+    return NOT_IP, off
+
+
+def _pppoe(data: bytes, off: int) -> tuple[int, int]:
+    """PPPoE session stage (RFC 2516 §5.3): version/type, code 0, session id, length (6 octets),
+    then the PPP protocol field (2 octets, RFC 1661 §2)."""
+    if len(data) < off + 8:
+        return TRUNCATED, off + 8
+    if data[off] != 0x11 or data[off + 1] != 0:  # version 1, type 1; code 0 = session data
+        return NOT_IP, off
+    return _ppp_protocol((data[off + 6] << 8) | data[off + 7], off + 8)
+
+
+def _ppp(data: bytes) -> tuple[int, int]:
+    """LINKTYPE_PPP / PPP_HDLC: optional address/control 0xff 0x03 (RFC 1662 §3.1), then the
+    protocol field: 2 octets, or 1 when compressed (odd first octet, RFC 1661 §6.5)."""
+    off = 2 if data[:2] == b"\xff\x03" else 0
+    n = len(data)
+    if n <= off:
+        return TRUNCATED, off + 2
+    if data[off] & 1:
+        return _ppp_protocol(data[off], off + 1)
+    if n < off + 2:
+        return TRUNCATED, off + 2
+    return _ppp_protocol((data[off] << 8) | data[off + 1], off + 2)
 
 
 def ip_offset(linktype: int, data: bytes) -> tuple[int, int]:
@@ -99,7 +176,7 @@ def ip_offset(linktype: int, data: bytes) -> tuple[int, int]:
             off += 4
         if etype < 0x0600:  # 802.3 length field + LLC: not IP over Ethernet II
             return NOT_IP, off
-        return _ethertype(etype, off)
+        return _ethertype(etype, off, data)
     if linktype == 101:  # raw IP, version from the first nibble
         if n < 1:
             return TRUNCATED, 1
@@ -112,11 +189,13 @@ def ip_offset(linktype: int, data: bytes) -> tuple[int, int]:
     if linktype == 113:  # Linux cooked v1: protocol at offset 14 (16-byte header)
         if n < 16:
             return TRUNCATED, 16
-        return _ethertype((data[14] << 8) | data[15], 16)
+        return _ethertype((data[14] << 8) | data[15], 16, data)
     if linktype == 276:  # Linux cooked v2: protocol at offset 0 (20-byte header)
         if n < 20:
             return TRUNCATED, 20
-        return _ethertype((data[0] << 8) | data[1], 20)
+        return _ethertype((data[0] << 8) | data[1], 20, data)
+    if linktype == 9 or linktype == 50:
+        return _ppp(data)
     if linktype == 0 or linktype == 108:
         if n < 4:
             return TRUNCATED, 4
