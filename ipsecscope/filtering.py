@@ -54,6 +54,8 @@ INNER_DTYPE = np.dtype([(name, _INNER_CODES[code]) for name, code in
 assert INNER_DTYPE.itemsize == inner_mod.REC_SIZE
 NONE64 = (1 << 64) - 1
 WINDOW = 1 << 18  # rows per numpy pass (bounds the memory a filter takes on a huge capture)
+# tshark's IPv6 extension-header protocols -> header number (RFC 8200 §4)
+V6_EXT_FIELDS = {"hopopts": 0, "routing": 43, "fraghdr": 44, "dstopts": 60}
 ECHO_TYPES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))  # ICMP messages with identifier/sequence
 
 
@@ -66,12 +68,16 @@ class Source:
     ike: Mapping[int, IkeMessage] | None = None  # frame -> decoded (and decrypted) IKE message
     first_ts: float | None = None
     quoted: QuotedStore | None = None  # ICMP error frame -> the ESP packet it quotes (decode.quoted)
+    # frame -> the outer IPv6 header's extension headers, (number, Next Header) each, where
+    # IPsec sat behind some (decode.demux.Decoder.v6_ext)
+    v6_ext: Mapping[int, tuple[tuple[int, int], ...]] | None = None
 
 
 def source_of(session: Session) -> Source:
     """The :class:`Source` of a :class:`~ipsecscope.session.Session`."""
     return Source(session.rows, getattr(session, "inner", None), session.ike_messages,
-                  session.table.first_ts, getattr(session, "quoted", None))
+                  session.table.first_ts, getattr(session, "quoted", None),
+                  getattr(getattr(session, "decoder", None), "v6_ext", None))
 
 
 def select(flt: Filter, src: Source | Sequence[FrameRow], start: int = 0, stop: int | None = None, *,
@@ -310,8 +316,19 @@ class _Cols:
                             *self._sparse_frames(_values(nested, lambda x, s=s: ipaddress.ip_address(getattr(x, s))))]
                 return occ
             if sub in ("proto", "nxt"):
-                return [Oc(self.out_proto, out_p & (self.out_proto >= 0)), Oc(ia("proto"), in_p), Oc(ia("qproto"), q_p),
+                out_proto = self.out_proto
+                if fam == "ipv6":
+                    out_proto = self._v6_fixed_nxt(out_proto)
+                return [Oc(out_proto, out_p & (out_proto >= 0)), Oc(ia("proto"), in_p), Oc(ia("qproto"), q_p),
                         *self._sparse_frames(_values(nested, lambda x: 50))]
+            if fam == "ipv6" and sub.partition(".")[0] in V6_EXT_FIELDS:
+                # tshark's ipv6.hopopts / .dstopts / .routing / .fraghdr [.nxt]: the outer header's
+                # extension headers (decrypted inner packets' are not kept: those fields miss there)
+                num = V6_EXT_FIELDS[sub.partition(".")[0]]
+                nxt = sub.endswith(".nxt")
+                return self._sparse_frames({f: [h[1] if nxt else True for h in chain if h[0] == num]
+                                            for f, chain in self._v6_chains().items()
+                                            if any(h[0] == num for h in chain)})
             if sub == "version":
                 return [Oc(np.full(self.n, ver), out_p | in_p | q_p),
                         *self._sparse_frames(_values(nested, lambda x: ver))]
@@ -422,6 +439,33 @@ class _Cols:
                 rows = self.src.rows
                 return self._sparse_rows({i: [r.info] for i, r in enumerate(rows[self.lo:self.hi])})
         raise AssertionError(f"field {name} has no columns")  # model.filter.FIELDS and this must agree
+
+    def _v6_chains(self) -> dict[int, tuple[tuple[int, int], ...]]:
+        """The extension-header chains of this window's frames (few: a dict look-up each)."""
+        ext = self.src.v6_ext
+        if not ext or not self.n:
+            return {}
+        lo, hi = int(self.frames[0]), int(self.frames[-1])
+        if len(ext) < hi - lo:
+            return {f: c for f, c in ext.items() if lo <= f <= hi}
+        return {f: c for f in range(lo, hi + 1) if (c := ext.get(f)) is not None}
+
+    def _v6_fixed_nxt(self, out_proto: np.ndarray) -> np.ndarray:
+        """ipv6.nxt of the outer header is the fixed header's Next Header, as tshark reads it:
+        behind extension headers (RFC 8200 §4) that is the first one's number, not the
+        ESP/AH/UDP/TCP protocol the row's kind implies."""
+        chains = self._v6_chains()
+        if not chains:
+            return out_proto
+        out = out_proto.copy()
+        frames = np.fromiter(chains, dtype=np.int64, count=len(chains))
+        first = np.fromiter((c[0][0] for c in chains.values()), dtype=np.int64, count=len(chains))
+        order = np.argsort(frames)
+        frames, first = frames[order], first[order]
+        pos = np.minimum(np.searchsorted(frames, self.frames), len(frames) - 1)
+        hit = (frames[pos] == self.frames) & self.out_v6
+        out[hit] = first[pos[hit]]
+        return out
 
     def _nested(self, pick: Callable) -> dict[int, list]:
         """Per frame of this window, the nested ESP layers ``pick`` keeps (it returns None to skip)."""

@@ -29,7 +29,7 @@ from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeep
 from . import link
 from .esp import AH_HDR, ESP_HDR
 from .icmp import decode_error as decode_icmp_error
-from .ip import Reassembler, parse_ipv4, parse_ipv6
+from .ip import Reassembler, parse_ipv4, parse_ipv6, v6_header_chain
 
 IKE_PORT = 500
 NATT_PORT = 4500
@@ -49,6 +49,7 @@ MAX_TCP_BUFFER = 65535 + 2 + 6  # one maximal RFC 8229 record (+ prefix)
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
 
 _ADDR_CACHE_MAX = 1 << 16
+V6_EXT_MAX = 1 << 16  # frames whose IPv6 extension headers are kept for filters (Decoder.v6_ext)
 
 # Per-packet constructors without the frozen-dataclass __init__ cost (same objects).
 _Esp = fast_constructor(EspPacket)
@@ -83,6 +84,12 @@ class Decoder:
         self.tcp: dict[tuple, _TcpStream] = {}
         self.stats: Counter[str] = Counter()
         self._addr: dict[bytes, str] = {}
+        # frame -> its IPv6 extension headers (ip.v6_header_chain) where IPsec sat behind some:
+        # the fixed header's Next Header is then not the IPsec/UDP/TCP protocol the packet
+        # says, and display filters ask for both (tshark's ipv6.nxt, ipv6.hopopts.nxt, ...).
+        # Rare frames, so a dict; bounded (V6_EXT_MAX frames, counted past it).
+        self.v6_ext: dict[int, tuple[tuple[int, int], ...]] = {}
+        self._chains: dict[tuple, tuple] = {}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -147,6 +154,8 @@ class Decoder:
         if type(ip) is str:
             ip = self._ip_malformed(raw, ip, ver, off)
         out = self._after_ip(raw, ip)
+        if ver == 6 and out and type(ip) is tuple and data[off + 6] != ip[3]:
+            self._note_v6_ext(raw.index, data, off)
         if out and type(out[-1]) is Malformed and out[-1].src and out[-1].ip_proto is None:
             # An ESP/AH/UDP/TCP/IKE header broken behind a whole IP header (the last packet of a
             # segment is the only one that can be): the IP header's protocol field is readable, as
@@ -155,6 +164,14 @@ class Decoder:
         if self.reassembler.dropped:
             return self._with_dropped(out)
         return out
+
+    def _note_v6_ext(self, frame: int, data: bytes, off: int) -> None:
+        if len(self.v6_ext) >= V6_EXT_MAX:
+            self.stats["v6_ext_unrecorded"] += 1
+            return
+        chain = v6_header_chain(data, off)
+        if chain:
+            self.v6_ext[frame] = self._chains.setdefault(chain, chain)  # one tuple per distinct chain
 
     def _ip_malformed(self, raw: RawFrame, reason: str, ver: int, off: int) -> Malformed:
         """A broken IP packet whose fixed header is whole (an extension header or the total

@@ -228,6 +228,27 @@ def walk_quoted_v6(data: bytes, nh: int, off: int, end: int) -> tuple[int, int, 
     return nh, off, CHAIN_OK
 
 
+def v6_header_chain(data: bytes, off: int) -> tuple[tuple[int, int], ...]:
+    """The extension headers of the IPv6 packet at ``off`` as tshark dissects them in this frame:
+    (header number, its Next Header field) each, in order; the fixed header's own Next Header is
+    the first header number. A fragment header with a non-zero offset ends the chain (no header
+    follows in the fragment, RFC 8200 §4.5); bounded as :func:`walk_quoted_v6` and never past
+    the bytes there (a cut header is left out)."""
+    nh, p, end = data[off + 6], off + 40, len(data)
+    out = []
+    for _ in range(MAX_QUOTED_EXT):
+        if nh != V6_FRAGMENT and nh not in V6_SKIP:
+            break
+        hlen = 8 if nh == V6_FRAGMENT else (data[p + 1] + 1) * 8 if end - p >= 2 else 8
+        if end - p < hlen:
+            break
+        out.append((nh, data[p]))
+        if nh == V6_FRAGMENT and (data[p + 2] << 8 | data[p + 3]) & 0xFFF8:
+            break
+        nh, p = data[p], p + hlen
+    return tuple(out)
+
+
 def parse_ipv6(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: bool) -> IpResult | str | None:
     n = len(data) - off
     if n < 40:

@@ -1,0 +1,94 @@
+"""IPv6 extension headers in front of IKE and ESP (tests/data/ipv6-ext, made from the healthy-gcm
+sample: Hop-by-Hop, Destination Options, Routing and Fragment headers in the RFC 8200 §4.1
+chains), display filters against tshark.
+
+The class: ``ipv6.nxt`` gave the upper-layer protocol (17, 50, 51) where tshark gives the fixed
+header's Next Header field, the first extension header's number (0, 43, 44, 60), so
+``ipv6.nxt == 0`` found nothing and ``ipv6.nxt == 17`` found frames tshark does not; tshark's
+per-header fields (``ipv6.hopopts.nxt``, ``ipv6.dstopts``, ...) were unknown fields.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import DATA, needs_tshark
+
+from ipsecscope.decode.ip import v6_header_chain
+from ipsecscope.filtering import matches, source_of
+from ipsecscope.model.filter import compile_filter
+from ipsecscope.session import Session
+
+CAP = DATA / "ipv6-ext" / "ipv6-ext.pcap"
+FIELDS = ("ipv6.nxt", "ipv6.hopopts.nxt", "ipv6.dstopts.nxt", "ipv6.routing.nxt", "ipv6.fraghdr.nxt")
+
+
+@functools.cache
+def tshark_values() -> dict[int, tuple[list[int], ...]]:
+    """frame -> every value of each of FIELDS (one tshark run)."""
+    args = ["tshark", "-n", "-r", str(CAP), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,", "-e", "frame.number"]
+    for f in FIELDS:
+        args += ["-e", f]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        n, *cols = line.split("\t")
+        rows[int(n)] = tuple([int(x) for x in c.split(",") if x] for c in cols)
+    return rows
+
+
+@functools.cache
+def session(live: bool) -> Session:
+    s = Session(max_rows=10**6) if live else Session()
+    s.load(CAP)
+    return s
+
+
+def _theirs(col: int, pred) -> list[int]:
+    return [n for n, v in sorted(tshark_values().items()) if pred(v[col])]
+
+
+@needs_tshark
+@pytest.mark.parametrize("live", [False, True], ids=["rowstore", "live"])
+def test_extension_header_fields_find_the_frames_tshark_finds(live: bool) -> None:
+    src = source_of(session(live))
+    tried = 0
+    for col, field in enumerate(FIELDS):
+        for value in (0, 17, 43, 44, 50, 60):
+            ours = matches(compile_filter(f"{field} == {value}"), src)
+            assert ours == _theirs(col, lambda v, value=value: value in v), (field, value)
+            tried += bool(ours)
+        assert matches(compile_filter(field), src) == _theirs(col, bool), field
+        head = field.rsplit(".", 1)[0]
+        if head != "ipv6":
+            assert matches(compile_filter(f"!{head}"), src) == _theirs(col, lambda v: not v), head
+    assert matches(compile_filter("ipv6.nxt != 17 && udp"), src) == _theirs(0, lambda v: v and 17 not in v)
+    assert tried >= 10  # not vacuous: most (field, value) pairs above match some frame
+
+
+def test_ipv6_nxt_is_the_fixed_headers_field() -> None:
+    """Frame 2 (Hop-by-Hop, then UDP): ipv6.nxt 0, ipv6.hopopts.nxt 17; frame 1 (no extension
+    header): 17; frame 7 (HbH, Routing, DstOpts): 0, then 43, 60, 17 along the chain."""
+    src = source_of(session(False))
+    assert 2 in matches(compile_filter("ipv6.nxt == 0 && ipv6.hopopts.nxt == 17"), src)
+    assert 2 not in matches(compile_filter("ipv6.nxt == 17"), src)
+    assert 1 in matches(compile_filter("ipv6.nxt == 17 && !ipv6.hopopts"), src)
+    assert 7 in matches(compile_filter("ipv6.hopopts.nxt == 43 && ipv6.routing.nxt == 60 && ipv6.dstopts.nxt == 17"),
+                        src)
+
+
+def test_header_chain_never_reads_past_the_bytes() -> None:
+    """Each cut of frame 7's IPv6 packet inside its chain keeps only the headers wholly there."""
+    raw = Path(CAP).read_bytes()
+    pos = 24
+    for _ in range(6):  # to frame 7
+        pos += 16 + int.from_bytes(raw[pos + 8:pos + 12], "little")
+    frame = raw[pos + 16:pos + 16 + int.from_bytes(raw[pos + 8:pos + 12], "little")]
+    whole = v6_header_chain(frame, 14)
+    assert whole == ((0, 43), (43, 60), (60, 17))
+    for cut in range(14 + 40, 14 + 40 + 24):
+        got = v6_header_chain(frame[:cut], 14)
+        assert got == whole[:(cut - 54) // 8], cut
