@@ -71,13 +71,16 @@ class Source:
     # frame -> the outer IPv6 header's extension headers, (number, Next Header) each, where
     # IPsec sat behind some (decode.demux.Decoder.v6_ext)
     v6_ext: Mapping[int, tuple[tuple[int, int], ...]] | None = None
+    # (src, dst, sport, dport) of the RFC 8229 TCP connections (decode.demux.Decoder.tcp_tuples)
+    tcp_tuples: Mapping[tuple[str, str, int, int], None] | None = None
 
 
 def source_of(session: Session) -> Source:
     """The :class:`Source` of a :class:`~ipsecscope.session.Session`."""
     return Source(session.rows, getattr(session, "inner", None), session.ike_messages,
                   session.table.first_ts, getattr(session, "quoted", None),
-                  getattr(getattr(session, "decoder", None), "v6_ext", None))
+                  getattr(getattr(session, "decoder", None), "v6_ext", None),
+                  getattr(getattr(session, "decoder", None), "tcp_tuples", None))
 
 
 def select(flt: Filter, src: Source | Sequence[FrameRow], start: int = 0, stop: int | None = None, *,
@@ -171,8 +174,11 @@ class _Cols:
         ports = (self.arr["sport"] != 0) | (self.arr["dport"] != 0)
         bad_proto = self.arr["nh"].astype(np.int64)
         self.out_udp = self.is_ike | self.is_ka | (self.is_esp & ports) | (self.is_bad & ports & (bad_proto == 17))
+        # IKE/ESP/keepalive rows of an RFC 8229 connection came over TCP, not UDP
+        self.out_tcp = self._rfc8229_rows(ports & ~self.is_bad)
+        self.out_udp &= ~self.out_tcp
         self.out_proto = np.where(self.is_bad, bad_proto, np.where(
-            self.is_ah, 51, np.where(self.is_esp & ~self.out_udp, 50, 17))).astype(np.int64)
+            self.is_ah, 51, np.where(self.out_tcp, 6, np.where(self.is_esp & ~self.out_udp, 50, 17)))).astype(np.int64)
         self.frames = self.arr["frame"]
         self.inner = inner
         self._joined = False
@@ -334,7 +340,7 @@ class _Cols:
                         *self._sparse_frames(_values(nested, lambda x: ver))]
         if fam in ("udp", "tcp"):
             in_p, q_p = L[fam], L["q_" + fam]
-            out_p = self.out_udp if fam == "udp" else self.none
+            out_p = self.out_udp if fam == "udp" else self.out_tcp
             if not sub:
                 return [Oc(self.true, out_p | in_p | q_p)]
             if sub in ("srcport", "dstport", "port"):
@@ -439,6 +445,20 @@ class _Cols:
                 rows = self.src.rows
                 return self._sparse_rows({i: [r.info] for i, r in enumerate(rows[self.lo:self.hi])})
         raise AssertionError(f"field {name} has no columns")  # model.filter.FIELDS and this must agree
+
+    def _rfc8229_rows(self, cand: np.ndarray) -> np.ndarray:
+        """Rows (among ``cand``: rows with ports) of the RFC 8229 TCP connections the decoder saw."""
+        tuples = self.src.tcp_tuples
+        out = np.zeros(self.n, dtype=bool)
+        if not tuples or not cand.any():
+            return out
+        ix = {a: i for i, a in enumerate(self.addrs)}
+        a = self.arr
+        for s, d, sp, dp in tuples:
+            si, di = ix.get(s), ix.get(d)
+            if si is not None and di is not None:
+                out |= cand & (a["src"] == si) & (a["dst"] == di) & (a["sport"] == sp) & (a["dport"] == dp)
+        return out
 
     def _v6_chains(self) -> dict[int, tuple[tuple[int, int], ...]]:
         """The extension-header chains of this window's frames (few: a dict look-up each)."""

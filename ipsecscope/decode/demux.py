@@ -44,6 +44,7 @@ TCP_HDR = struct.Struct("!HHIIBB")
 U16 = struct.Struct("!H")
 
 MAX_TCP_STREAMS = 1024
+MAX_TCP_TUPLES = 4096  # RFC 8229 connections remembered for filters (Decoder.tcp_tuples)
 MAX_TCP_BUFFER = 65535 + 2 + 6  # one maximal RFC 8229 record (+ prefix)
 
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
@@ -90,6 +91,10 @@ class Decoder:
         # Rare frames, so a dict; bounded (V6_EXT_MAX frames, counted past it).
         self.v6_ext: dict[int, tuple[tuple[int, int], ...]] = {}
         self._chains: dict[tuple, tuple] = {}
+        # (src, dst, sport, dport) of the TCP connections that carried RFC 8229 records: their
+        # IKE/ESP rows hold ports like UDP-encapsulated ones, and filters tell the two apart
+        # (tcp.port / udp.port, ip.proto 6 / 17) by these. Few (one a connection), bounded.
+        self.tcp_tuples: dict[tuple[str, str, int, int], None] = {}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -391,6 +396,8 @@ class Decoder:
             else:
                 spi, seq = ESP_HDR.unpack_from(body, 0)
                 out.append(_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, False, version, "tcp"))
+        if s and (s, d, sport, dport) not in self.tcp_tuples and len(self.tcp_tuples) < MAX_TCP_TUPLES:
+            self.tcp_tuples[(s, d, sport, dport)] = None
         if len(buf) > MAX_TCP_BUFFER:
             streams.pop(key, None)
             out.append(Malformed(raw.index, raw.ts, "RFC 8229 stream buffer overflow; stream reset", "tcp",
