@@ -73,6 +73,8 @@ class Source:
     v6_ext: Mapping[int, tuple[tuple[int, int], ...]] | None = None
     # (src, dst, sport, dport) of the RFC 8229 TCP connections (decode.demux.Decoder.tcp_tuples)
     tcp_tuples: Mapping[tuple[str, str, int, int], None] | None = None
+    # frame -> the IP headers of the tunnels around its IPsec (decode.demux.Decoder.tunnels)
+    tunnels: Mapping[int, tuple[tuple[int, str, str, int], ...]] | None = None
 
 
 def source_of(session: Session) -> Source:
@@ -80,7 +82,8 @@ def source_of(session: Session) -> Source:
     return Source(session.rows, getattr(session, "inner", None), session.ike_messages,
                   session.table.first_ts, getattr(session, "quoted", None),
                   getattr(getattr(session, "decoder", None), "v6_ext", None),
-                  getattr(getattr(session, "decoder", None), "tcp_tuples", None))
+                  getattr(getattr(session, "decoder", None), "tcp_tuples", None),
+                  getattr(getattr(session, "decoder", None), "tunnels", None))
 
 
 def select(flt: Filter, src: Source | Sequence[FrameRow], start: int = 0, stop: int | None = None, *,
@@ -313,20 +316,26 @@ class _Cols:
             # the IP headers of nested ESP layers (tunnel mode), between the outer and the innermost
             ver = 4 if fam == "ip" else 6
             nested = self._nested(lambda x: x if x.ver == ver else None)
+            # the tunnels' IP headers around a frame's IPsec (GRE, IP in IP: decode.tunnel)
+            tun = {f: [h for h in hops if h[0] == ver] for f, hops in self._tunnel_hops().items()}
+            tun = {f: hs for f, hs in tun.items() if hs}
             if not sub:
-                return [Oc(self.true, out_p | in_p | q_p), *self._sparse_frames(_values(nested, lambda x: True))]
+                return [Oc(self.true, out_p | in_p | q_p), *self._sparse_frames(_values(nested, lambda x: True)),
+                        *self._sparse_frames({f: [True] for f in tun})]
             if sub in ("src", "dst", "addr"):
                 occ = []
                 for s in (("src", "dst") if sub == "addr" else (sub,)):
+                    col = 1 if s == "src" else 2
                     occ += [Oc(a[s], out_p, self.addrs), Oc(ia(s), in_p, iaddrs), Oc(ia("q" + s), q_p, iaddrs),
-                            *self._sparse_frames(_values(nested, lambda x, s=s: ipaddress.ip_address(getattr(x, s))))]
+                            *self._sparse_frames(_values(nested, lambda x, s=s: ipaddress.ip_address(getattr(x, s)))),
+                            *self._sparse_frames({f: [ipaddress.ip_address(h[col]) for h in hs]
+                                                  for f, hs in tun.items()})]
                 return occ
+            if sub in ("proto", "nxt") and tun:
+                return [*self._occ_proto(fam, out_p, in_p, q_p, nested, ia),
+                        *self._sparse_frames({f: [h[3] for h in hs] for f, hs in tun.items()})]
             if sub in ("proto", "nxt"):
-                out_proto = self.out_proto
-                if fam == "ipv6":
-                    out_proto = self._v6_fixed_nxt(out_proto)
-                return [Oc(out_proto, out_p & (out_proto >= 0)), Oc(ia("proto"), in_p), Oc(ia("qproto"), q_p),
-                        *self._sparse_frames(_values(nested, lambda x: 50))]
+                return self._occ_proto(fam, out_p, in_p, q_p, nested, ia)
             if fam == "ipv6" and sub.partition(".")[0] in V6_EXT_FIELDS:
                 # tshark's ipv6.hopopts / .dstopts / .routing / .fraghdr [.nxt]: the outer header's
                 # extension headers (decrypted inner packets' are not kept: those fields miss there)
@@ -445,6 +454,22 @@ class _Cols:
                 rows = self.src.rows
                 return self._sparse_rows({i: [r.info] for i, r in enumerate(rows[self.lo:self.hi])})
         raise AssertionError(f"field {name} has no columns")  # model.filter.FIELDS and this must agree
+
+    def _occ_proto(self, fam: str, out_p, in_p, q_p, nested, ia) -> list[_Occ]:
+        """ip.proto / ipv6.nxt of the row's own IP header, the decrypted and quoted ones, and the
+        nested ESP layers' (the tunnels' are added by the caller)."""
+        out_proto = self.out_proto
+        if fam == "ipv6":
+            out_proto = self._v6_fixed_nxt(out_proto)
+        return [_Occ(out_proto, out_p & (out_proto >= 0)), _Occ(ia("proto"), in_p), _Occ(ia("qproto"), q_p),
+                *self._sparse_frames(_values(nested, lambda x: 50))]
+
+    def _tunnel_hops(self) -> dict[int, tuple[tuple[int, str, str, int], ...]]:
+        tun = self.src.tunnels
+        if not tun or not self.n:
+            return {}
+        lo, hi = int(self.frames[0]), int(self.frames[-1])
+        return {f: h for f, h in tun.items() if lo <= f <= hi}
 
     def _rfc8229_rows(self, cand: np.ndarray) -> np.ndarray:
         """Rows (among ``cand``: rows with ports) of the RFC 8229 TCP connections the decoder saw."""

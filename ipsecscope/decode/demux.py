@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from ..capture._fastnew import fast_constructor
 from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet, RawFrame
-from . import link
+from . import link, tunnel
 from .esp import AH_HDR, ESP_HDR
 from .icmp import decode_error as decode_icmp_error
 from .ip import Reassembler, parse_ipv4, parse_ipv6, v6_header_chain
@@ -95,6 +95,10 @@ class Decoder:
         # IKE/ESP rows hold ports like UDP-encapsulated ones, and filters tell the two apart
         # (tcp.port / udp.port, ip.proto 6 / 17) by these. Few (one a connection), bounded.
         self.tcp_tuples: dict[tuple[str, str, int, int], None] = {}
+        # frame -> the IP headers of the tunnels (GRE, IP in IP) around its IPsec, outermost
+        # first, (version, src, dst, protocol) each: rows name the IPsec peers inside, filters
+        # find the frame by the tunnel's addresses too (tshark's first ip.src is the outer one).
+        self.tunnels: dict[int, tuple[tuple[int, str, str, int], ...]] = {}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -214,13 +218,19 @@ class Decoder:
         return Malformed(frame, ts, why, "ip", self._text(key[1]), self._text(key[2]),
                          ip_proto=None if proto < 0 else proto)
 
-    def _after_ip(self, raw: RawFrame, ip) -> list[Packet]:
+    def _after_ip(self, raw: RawFrame, ip, depth: int = 0) -> list[Packet]:
         if ip is None:
             self.stats["ip_fragment_pending"] += 1
             return []
         if type(ip) is Malformed:
             return [ip]
         version, src, dst, proto, payload, frag = ip
+        if proto in tunnel.TUNNEL_PROTOS and depth < tunnel.MAX_DEPTH:
+            out = self._tunnel(raw, proto, payload, depth)
+            if out and len(self.tunnels) < V6_EXT_MAX:
+                hop = ((version, self._text(src), self._text(dst), proto),)
+                self.tunnels[raw.index] = hop + self.tunnels.get(raw.index, ())
+            return out
         if proto == 50:
             if len(payload) < 8:
                 return [Malformed(raw.index, raw.ts, f"ESP header truncated ({len(payload)} of 8 bytes)", "esp",
@@ -240,6 +250,19 @@ class Decoder:
                 return [err]
         self.stats["other_ip"] += 1
         return []
+
+    def _tunnel(self, raw: RawFrame, proto: int, payload: bytes, depth: int) -> list[Packet]:
+        """GRE or IP-in-IP (decode.tunnel): the IPsec inside is the frame's, as tshark dissects it."""
+        ver, off = tunnel.inner_ip(proto, payload)
+        if ver not in (4, 6):
+            self.stats["other_ip"] += 1
+            return []
+        snap_cut = raw.orig_len > len(raw.data)
+        parse = parse_ipv4 if ver == 4 else parse_ipv6
+        ip = parse(payload, off, self.reassembler, raw.ts, snap_cut)
+        if type(ip) is str:
+            return [Malformed(raw.index, raw.ts, f"{ip} (inside a tunnel, IP protocol {proto})", "ip")]
+        return self._after_ip(raw, ip, depth + 1)
 
     # -- transports -------------------------------------------------------------------------------
 

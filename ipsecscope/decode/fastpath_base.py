@@ -29,8 +29,9 @@ _PORTS = struct.Struct("!HH")
 # sessions: link.ETH_CARRIERS); any other is "not IP".
 _IP_OR_TAG = frozenset((0x0800, 0x86DD, 0x8100, 0x88A8, 0x9100, 0x9200, 0x8847, 0x8848, 0x8864))
 # IPv6 next headers that may lead to IPsec: ESP, AH, TCP/UDP (checked by port) and the extension
-# headers the generic decoder walks (hop-by-hop, routing, fragment, destination options, mobility).
-_V6_MAYBE_IPSEC = frozenset((50, 51, 6, 17, 0, 43, 44, 60, 135))
+# headers the generic decoder walks (hop-by-hop, routing, fragment, destination options, mobility),
+# and the tunnels it opens (IPv4/IPv6 in IP, GRE: decode.tunnel).
+_V6_MAYBE_IPSEC = frozenset((50, 51, 6, 17, 0, 43, 44, 60, 135, 4, 41, 47))
 # Link layers the fast path reads: link type -> (struct reading the same fields as _FRAME with the
 # link header in front, offset of the IP header, 802.1Q TPID to step over once, or -1).
 # Linux cooked v1 has the protocol at 14 and IP at 16; v2 the protocol at 0 and IP at 20.

@@ -287,8 +287,8 @@ def scan_records(read: Callable[[int], bytes], start: int, stop: int | None, fmt
                             if sport != 4500 and dport != 4500:
                                 nother += 1
                                 continue
-                    elif proto != 51:
-                        nother += 1
+                    elif proto != 51 and proto != 4 and proto != 41 and proto != 47:
+                        nother += 1  # (AH, and tunnels that may carry IPsec: decode.tunnel)
                         continue
                 elif et == 0x86DD:
                     # IPv6 that is plainly not IPsec (no extension headers, consistent payload length):

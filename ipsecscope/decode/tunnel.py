@@ -1,0 +1,58 @@
+"""Tunnels that carry IPsec as their payload: where the IP header inside starts.
+
+A VPN's IKE and ESP often cross a GRE or IP-in-IP tunnel before they reach the capture point,
+and traffic mirrored to an analyser arrives in ERSPAN (GRE) or transparent Ethernet bridging over
+GRE. tshark dissects the IPsec inside each; so does the decoder (``demux``), with this module
+telling where the inner IP header is. Pure offsets over bytes; the depth is bounded by the caller.
+"""
+
+from __future__ import annotations
+
+from . import link
+
+IPPROTO_IPIP = 4  # IPv4 in IP (RFC 2003)
+IPPROTO_IPV6 = 41  # IPv6 in IP (RFC 4213 §3.5; also 6in6, RFC 2473)
+IPPROTO_GRE = 47
+TUNNEL_PROTOS = frozenset((IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE))
+MAX_DEPTH = 4  # tunnels peeled at most per frame (a loop of nested tunnels is garbage)
+
+GRE_TEB = 0x6558  # transparent Ethernet bridging (RFC 1701)
+GRE_ERSPAN2 = 0x88BE  # ERSPAN type II: an 8-octet header, then the mirrored Ethernet frame
+GRE_ERSPAN3 = 0x22EB  # ERSPAN type III: 12 octets, +8 with the platform sub-header (O bit)
+
+
+def inner_ip(proto: int, payload: bytes) -> tuple[int, int]:
+    """(IP version, offset of the inner IP header in ``payload``) for a tunnel ``proto``; the
+    version is link.NOT_IP for a GRE payload that carries no IP (PPTP's PPP, keepalives, ...) and
+    link.TRUNCATED where the tunnel header itself is cut."""
+    if proto == IPPROTO_IPIP:
+        return 4, 0
+    if proto == IPPROTO_IPV6:
+        return 6, 0
+    n = len(payload)
+    if n < 4:
+        return link.TRUNCATED, 4
+    flags = (payload[0] << 8) | payload[1]
+    if flags & 7:  # version 1 is PPTP's enhanced GRE (RFC 2637): PPP inside, not ours
+        return link.NOT_IP, 0
+    # RFC 2784 §2.1 / RFC 2890 §2: checksum (C), key (K), sequence number (S), 4 octets each
+    off = 4 + 4 * (bool(flags & 0x8000) + bool(flags & 0x2000) + bool(flags & 0x1000))
+    if n < off:
+        return link.TRUNCATED, off
+    ptype = (payload[2] << 8) | payload[3]
+    if ptype == link.ETH_IPV4:
+        return 4, off
+    if ptype == link.ETH_IPV6:
+        return 6, off
+    if ptype == GRE_ERSPAN2:
+        off += 8
+    elif ptype == GRE_ERSPAN3:
+        if n < off + 12:
+            return link.TRUNCATED, off + 12
+        off += 20 if payload[off + 11] & 1 else 12
+    elif ptype != GRE_TEB:
+        return link.NOT_IP, off
+    if n < off:
+        return link.TRUNCATED, off
+    ver, at = link.ip_offset(1, payload[off:])
+    return ver, off + at

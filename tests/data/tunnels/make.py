@@ -1,0 +1,72 @@
+"""Writes the captures of this folder from the project's own sample (run from the repository root:
+``.venv/bin/python tests/data/tunnels/make.py``): every frame of samples/healthy-gcm (IKEv2,
+ESP in UDP 4500) inside a tunnel between 198.51.100.1 and 198.51.100.2 (2001:db8::a and ::b for
+IPv6), as README.md lists. The sample's IP packets (or whole Ethernet frames, where the tunnel
+carries Ethernet) are unchanged."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent.parent
+sys.path.insert(0, str(ROOT / "samples" / "synthetic"))
+
+from espgen import PcapWriter  # noqa: E402
+
+from ipsecscope.capture import open_capture  # noqa: E402
+
+MACS = bytes.fromhex("020000000b02" "020000000b01")
+A4, B4 = socket.inet_aton("198.51.100.1"), socket.inet_aton("198.51.100.2")
+A6, B6 = socket.inet_pton(socket.AF_INET6, "2001:db8::a"), socket.inet_pton(socket.AF_INET6, "2001:db8::b")
+
+
+def csum(data: bytes) -> int:
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def outer4(proto: int, payload: bytes, ident: int) -> bytes:
+    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0x4000, 64, proto, 0, A4, B4))
+    h[10:12] = struct.pack("!H", csum(bytes(h)))
+    return MACS + b"\x08\x00" + bytes(h) + payload
+
+
+def outer6(nh: int, payload: bytes) -> bytes:
+    return MACS + b"\x86\xdd" + struct.pack("!IHBB", 6 << 28, len(payload), nh, 64) + A6 + B6 + payload
+
+
+def gre(ptype: int, payload: bytes, key: int | None = None, seq: int | None = None) -> bytes:
+    flags = (0x2000 if key is not None else 0) | (0x1000 if seq is not None else 0)
+    return (struct.pack("!HH", flags, ptype) + (struct.pack("!I", key) if key is not None else b"")
+            + (struct.pack("!I", seq) if seq is not None else b"") + payload)
+
+
+def erspan2(session: int, index: int) -> bytes:
+    # version 1 (type II), VLAN 0, COS 0, En 0, T 0, session id; reserved, index (8 octets)
+    return struct.pack("!HHI", 0x1000, session & 0x3FF, index & 0xFFFFF)
+
+
+def main() -> None:
+    with open_capture(ROOT / "samples" / "healthy-gcm" / "capture.pcapng") as r:
+        frames = [(f.ts_ns, bytes(f.data)) for f in r]
+    wraps = {
+        "gre-key.pcap": lambda i, eth: outer4(47, gre(0x0800, eth[14:], key=7), i),  # RFC 2890 key
+        "ipip.pcap": lambda i, eth: outer4(4, eth[14:], i),  # RFC 2003
+        "ipv4-in-ipv6.pcap": lambda i, eth: outer6(4, eth[14:]),  # RFC 2473 / DS-Lite (RFC 6333)
+        "erspan2.pcap": lambda i, eth: outer4(47, gre(0x88BE, erspan2(5, i) + eth, seq=i), i),
+        "gre-ethernet.pcap": lambda i, eth: outer4(47, gre(0x6558, eth), i),  # transparent bridging
+    }
+    for name, wrap in wraps.items():
+        with PcapWriter(HERE / name) as w:
+            for i, (ts, eth) in enumerate(frames):
+                w.write(ts, wrap(i, eth))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""IPsec inside tunnels (tests/data/tunnels: the healthy-gcm sample inside GRE, IP-in-IP, IPv4 in
+IPv6, ERSPAN II and GRE-bridged Ethernet; make.py there), against tshark frame by frame.
+
+The class: the decoder stopped at the outer IP header, so every IKE message and ESP packet that
+crossed a GRE or IP-in-IP tunnel, or reached the analyser through an ERSPAN mirror session, was
+"other" where tshark dissects the IPsec inside. Now the rows are the IPsec inside (its peers'
+addresses, as the SAs need), and display filters also find each frame by the tunnel's own
+header, as tshark's occurrences of ip.src / ip.proto / ipv6.nxt do.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import DATA, SAMPLES, needs_tshark
+from conftest import field_cli as cli
+
+from ipsecscope.decode import link, tunnel
+from ipsecscope.filtering import matches, source_of
+from ipsecscope.model.filter import compile_filter
+from ipsecscope.session import Session
+
+TUNNELS = sorted((DATA / "tunnels").glob("*.pcap"))
+FIELDS = ("frame.protocols", "isakmp.ispi", "isakmp.rspi", "isakmp.messageid", "esp.spi", "esp.sequence",
+          "ip.src", "ip.dst", "ip.proto", "ipv6.src", "ipv6.nxt")
+
+
+@functools.cache
+def tshark(cap: Path) -> dict[int, dict[str, list[str]]]:
+    """frame -> every occurrence of each of FIELDS (one run)."""
+    args = ["tshark", "-n", "-r", str(cap), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,",
+            "-e", "frame.number"]
+    for f in FIELDS:
+        args += ["-e", f]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    return {int(c[0]): {f: [x for x in v.split(",") if x] for f, v in zip(FIELDS, c[1:], strict=True)}
+            for c in (line.split("\t") for line in out.splitlines())}
+
+
+@needs_tshark
+@pytest.mark.parametrize("cap", TUNNELS, ids=lambda p: p.name)
+def test_ipsec_inside_tunnels_is_tsharks(cap: Path) -> None:
+    ts = tshark(cap)
+    rows = {d["frame"]: d for d in map(json.loads, cli("packets", str(cap), "--json").splitlines())}
+    ike = {m["frame"]: m for m in json.loads(cli("summary", str(cap), "--json"))["ike"]}
+    assert len(rows) == len(ts) == 34
+    for n, t in ts.items():
+        r = rows[n]
+        # the IPsec peers: tshark's innermost IP header
+        assert (r["src"], r["dst"]) == (t["ip.src"][-1], t["ip.dst"][-1]), n
+        if t["frame.protocols"][0].endswith(":isakmp"):
+            m = ike[n]
+            assert (m["spi_i"], m["spi_r"], m["msg_id"]) == (t["isakmp.ispi"][0], t["isakmp.rspi"][0],
+                                                             int(t["isakmp.messageid"][0], 16)), n
+        else:
+            assert (r["kind"], int(r["spi"], 16), r["seq"]) == ("ESP", int(t["esp.spi"][0], 16),
+                                                                int(t["esp.sequence"][0])), n
+
+
+@functools.cache
+def session(cap: Path, live: bool) -> Session:
+    s = Session(max_rows=10**6) if live else Session()
+    s.load(cap)
+    return s
+
+
+CASES = [(c, False) for c in TUNNELS] + [(DATA / "tunnels" / "ipv4-in-ipv6.pcap", True)]
+
+
+@needs_tshark
+@pytest.mark.parametrize(("cap", "live"), CASES, ids=lambda v: v.name if isinstance(v, Path) else ("live" if v else "rows"))
+def test_filters_find_tunnel_frames_by_either_header(cap: Path, live: bool) -> None:
+    src = source_of(session(cap, live))
+    ts = tshark(cap)
+    checks = {
+        "ip.src == 198.51.100.1": lambda t: "198.51.100.1" in t["ip.src"],
+        "ip.addr == 198.18.0.2": lambda t: "198.18.0.2" in t["ip.src"] + t["ip.dst"],
+        "ipv6.src == 2001:db8::a": lambda t: "2001:db8::a" in t["ipv6.src"],
+        "ip.proto == 47": lambda t: "47" in t["ip.proto"],
+        "ip.proto == 4": lambda t: "4" in t["ip.proto"],
+        "ip.proto == 17": lambda t: "17" in t["ip.proto"],
+        "ipv6.nxt == 4": lambda t: "4" in t["ipv6.nxt"],
+        "ipv6": lambda t: bool(t["ipv6.src"]),
+    }
+    hit = 0
+    for flt, pred in checks.items():
+        ours = matches(compile_filter(flt), src)
+        assert ours == [n for n, t in sorted(ts.items()) if pred(t)], flt
+        hit += bool(ours)
+    assert hit >= 4
+
+
+def test_tunnelled_esp_decrypts_with_the_samples_keys() -> None:
+    flows = json.loads(cli("sas", str(DATA / "tunnels" / "erspan2.pcap"), "-k", str(SAMPLES / "healthy-gcm" / "keys"),
+                           "--json"))["flows"]
+    assert sorted((f["packets"], f["decrypted"]) for f in flows) == [(3, 3), (3, 3), (6, 6), (6, 6)]
+
+
+def test_tunnel_headers_cut_short_are_truncated_or_not_ip() -> None:
+    """GRE headers cut anywhere, version 1 (PPTP) and unknown payloads: never an offset past the
+    bytes there; an ERSPAN III header with its platform sub-header is stepped over whole."""
+    raw = (DATA / "tunnels" / "erspan2.pcap").read_bytes()
+    first = raw[24 + 16:24 + 16 + int.from_bytes(raw[24 + 8:24 + 12], "little")]
+    gre = first[34:]
+    ver, off = tunnel.inner_ip(47, gre)
+    assert ver == 4 and gre[off] == 0x45
+    for cut in range(off):
+        v, o = tunnel.inner_ip(47, gre[:cut])
+        assert v in (link.TRUNCATED, link.NOT_IP), cut
+    assert tunnel.inner_ip(47, b"\x00\x01\x88\x0b" + gre[4:])[0] == link.NOT_IP  # enhanced GRE (PPTP)
+    assert tunnel.inner_ip(47, b"\x00\x00\x12\x34" + gre[4:])[0] == link.NOT_IP
+    eth = gre[16:]  # the mirrored frame behind GRE (8 octets with S) + ERSPAN II (8)
+    e3 = b"\x00\x00\x22\xeb" + bytes(11) + b"\x01" + bytes(8) + eth
+    assert tunnel.inner_ip(47, e3) == (4, 4 + 20 + 14)
