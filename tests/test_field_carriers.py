@@ -21,6 +21,7 @@ from conftest import DATA, SAMPLES, needs_tshark
 from conftest import field_cli as cli
 
 from ipsecscope.decode import link
+from ipsecscope.session import Session
 
 CARRIERS = sorted((DATA / "carriers").glob("*.pcap"))
 KEYS = SAMPLES / "healthy-gcm" / "keys"
@@ -39,20 +40,23 @@ def tshark(cap: Path) -> dict[int, tuple[str, ...]]:
 @pytest.mark.parametrize("cap", CARRIERS, ids=lambda p: p.name)
 def test_ike_and_esp_behind_other_links_are_tsharks(cap):
     ts = tshark(cap)
-    rows = {d["frame"]: d for d in map(json.loads, cli("packets", str(cap), "--json").splitlines())}
+    s = Session()
+    s.load(cap)
+    rows = {r.frame: r for r in s.rows}
     ike = {m["frame"]: m for m in json.loads(cli("summary", str(cap), "--json"))["ike"]}
     assert len(rows) == len(ts) == 34
     kinds = {"IKE": 0, "ESP": 0}
     for n, (stack, ispi, rspi, xchg, mid, spi, seq, src, dst) in ts.items():
         r = rows[n]
-        assert (r["src"], r["dst"]) == (src, dst), n
+        assert (r.src, r.dst) == (src, dst), n
         if stack.endswith(":isakmp"):
             m = ike[n]
+            assert r.kind == "IKE", n
             assert (m["spi_i"], m["spi_r"], m["exchange_type"], m["msg_id"]) == (ispi, rspi, int(xchg), int(mid, 16)), n
             kinds["IKE"] += 1
         else:
             assert stack.endswith(":esp"), (n, stack)
-            assert (r["kind"], int(r["spi"], 16), r["seq"]) == ("ESP", int(spi, 16), int(seq)), n
+            assert (r.kind, r.spi, r.seq) == ("ESP", int(spi, 16), int(seq)), n
             kinds["ESP"] += 1
     assert kinds == {"IKE": 16, "ESP": 18}
 

@@ -41,31 +41,32 @@ def tshark(cap: Path) -> dict[int, dict[str, list[str]]]:
             for c in (line.split("\t") for line in out.splitlines())}
 
 
-@needs_tshark
-@pytest.mark.parametrize("cap", TUNNELS, ids=lambda p: p.name)
-def test_ipsec_inside_tunnels_is_tsharks(cap: Path) -> None:
-    ts = tshark(cap)
-    rows = {d["frame"]: d for d in map(json.loads, cli("packets", str(cap), "--json").splitlines())}
-    ike = {m["frame"]: m for m in json.loads(cli("summary", str(cap), "--json"))["ike"]}
-    assert len(rows) == len(ts) == 34
-    for n, t in ts.items():
-        r = rows[n]
-        # the IPsec peers: tshark's innermost IP header
-        assert (r["src"], r["dst"]) == (t["ip.src"][-1], t["ip.dst"][-1]), n
-        if t["frame.protocols"][0].endswith(":isakmp"):
-            m = ike[n]
-            assert (m["spi_i"], m["spi_r"], m["msg_id"]) == (t["isakmp.ispi"][0], t["isakmp.rspi"][0],
-                                                             int(t["isakmp.messageid"][0], 16)), n
-        else:
-            assert (r["kind"], int(r["spi"], 16), r["seq"]) == ("ESP", int(t["esp.spi"][0], 16),
-                                                                int(t["esp.sequence"][0])), n
-
-
 @functools.cache
 def session(cap: Path, live: bool) -> Session:
     s = Session(max_rows=10**6) if live else Session()
     s.load(cap)
     return s
+
+
+@needs_tshark
+@pytest.mark.parametrize("cap", TUNNELS, ids=lambda p: p.name)
+def test_ipsec_inside_tunnels_is_tsharks(cap: Path) -> None:
+    """Rows (the analysis path, in process) and `summary --json`'s IKE list (its own fast loop)."""
+    ts = tshark(cap)
+    rows = {r.frame: r for r in session(cap, False).rows}
+    ike = {m["frame"]: m for m in json.loads(cli("summary", str(cap), "--json"))["ike"]}
+    assert len(rows) == len(ts) == 34
+    for n, t in ts.items():
+        r = rows[n]
+        # the IPsec peers: tshark's innermost IP header
+        assert (r.src, r.dst) == (t["ip.src"][-1], t["ip.dst"][-1]), n
+        if t["frame.protocols"][0].endswith(":isakmp"):
+            m = ike[n]
+            assert r.kind == "IKE", n
+            assert (m["spi_i"], m["spi_r"], m["msg_id"]) == (t["isakmp.ispi"][0], t["isakmp.rspi"][0],
+                                                             int(t["isakmp.messageid"][0], 16)), n
+        else:
+            assert (r.kind, r.spi, r.seq) == ("ESP", int(t["esp.spi"][0], 16), int(t["esp.sequence"][0])), n
 
 
 CASES = [(c, False) for c in TUNNELS] + [(DATA / "tunnels" / "ipv4-in-ipv6.pcap", True)]
