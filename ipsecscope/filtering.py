@@ -162,6 +162,7 @@ class _Cols:
         self.is_ah = k == code["AH"] if "AH" in code else none
         self.is_ike = k == code["IKE"] if "IKE" in code else none
         self.is_ka = k == code["NAT-KA"] if "NAT-KA" in code else none
+        self.is_other = k == code["OTHER"] if "OTHER" in code else none
         self.true = np.ones(self.n, dtype=bool)
         self.none = none
         # Outer IP: IPsec rows carry their addresses; which family, from the address table. A
@@ -458,10 +459,12 @@ class _Cols:
     def _occ_proto(self, fam: str, out_p, in_p, q_p, nested, ia) -> list[_Occ]:
         """ip.proto / ipv6.nxt of the row's own IP header, the decrypted and quoted ones, and the
         nested ESP layers' (the tunnels' are added by the caller)."""
-        out_proto = self.out_proto
+        out_proto, own = self.out_proto, ia("proto")
         if fam == "ipv6":
-            out_proto = self._v6_fixed_nxt(out_proto)
-        return [_Occ(out_proto, out_p & (out_proto >= 0)), _Occ(ia("proto"), in_p), _Occ(ia("qproto"), q_p),
+            out_proto = self._v6_fixed_nxt(out_proto, self.out_v6)
+            # an OTHER row's record is the frame's own IP header (a fragment held for reassembly)
+            own = self._v6_fixed_nxt(own.astype(np.int64), in_p & self.is_other)
+        return [_Occ(out_proto, out_p & (out_proto >= 0)), _Occ(own, in_p), _Occ(ia("qproto"), q_p),
                 *self._sparse_frames(_values(nested, lambda x: 50))]
 
     def _tunnel_hops(self) -> dict[int, tuple[tuple[int, str, str, int], ...]]:
@@ -495,7 +498,7 @@ class _Cols:
             return {f: c for f, c in ext.items() if lo <= f <= hi}
         return {f: c for f in range(lo, hi + 1) if (c := ext.get(f)) is not None}
 
-    def _v6_fixed_nxt(self, out_proto: np.ndarray) -> np.ndarray:
+    def _v6_fixed_nxt(self, out_proto: np.ndarray, where: np.ndarray) -> np.ndarray:
         """ipv6.nxt of the outer header is the fixed header's Next Header, as tshark reads it:
         behind extension headers (RFC 8200 §4) that is the first one's number, not the
         ESP/AH/UDP/TCP protocol the row's kind implies."""
@@ -508,7 +511,7 @@ class _Cols:
         order = np.argsort(frames)
         frames, first = frames[order], first[order]
         pos = np.minimum(np.searchsorted(frames, self.frames), len(frames) - 1)
-        hit = (frames[pos] == self.frames) & self.out_v6
+        hit = (frames[pos] == self.frames) & where
         out[hit] = first[pos[hit]]
         return out
 

@@ -163,7 +163,8 @@ class Decoder:
         if type(ip) is str:
             ip = self._ip_malformed(raw, ip, ver, off)
         out = self._after_ip(raw, ip)
-        if ver == 6 and out and type(ip) is tuple and data[off + 6] != ip[3]:
+        if ver == 6 and (ip is None or (out and type(ip) is tuple and data[off + 6] != ip[3])):
+            # (ip None: a fragment held for reassembly, its frame an OTHER row behind a Fragment header)
             self._note_v6_ext(raw.index, data, off)
         if out and type(out[-1]) is Malformed and out[-1].src and out[-1].ip_proto is None:
             # An ESP/AH/UDP/TCP/IKE header broken behind a whole IP header (the last packet of a

@@ -1,4 +1,4 @@
-"""Writes ipv6-ext.pcap from the project's own sample (run from the repository root:
+"""Writes ipv6-ext.pcap (and ipv6-frag-ike.pcap: see fragments()) from the project's own sample (run from the repository root:
 ``.venv/bin/python tests/data/ipv6-ext/make.py``): every frame of samples/healthy-gcm (IKEv2 on
 UDP 500/4500, ESP in UDP 4500) as IPv6 between 2001:db8:1::1 and 2001:db8:1::2, its UDP datagram
 unchanged but for the checksum (RFC 8200 §8.1), behind the extension headers README.md lists."""
@@ -63,5 +63,46 @@ def main() -> None:
             w.write(f.ts_ns, frame[:12] + b"\x86\xdd" + v6)
 
 
+def fragments() -> None:
+    """ipv6-frag-ike.pcap: samples/ike-frag-cert (IKE_AUTH with certificates, IP-fragmented on
+    the way) as IPv6 where each IPv4 datagram over 1,280 octets is sent in IPv6 fragments of at
+    most 1,024 payload octets (RFC 8200 §4.5), all on the frame the IPv4 datagram completed in."""
+    with open_capture(ROOT / "samples" / "ike-frag-cert" / "capture.pcapng") as r:
+        frames = [(f.ts_ns, bytes(f.data)) for f in r]
+    pending: dict[int, bytes] = {}
+    ident = 0
+    with PcapWriter(HERE / "ipv6-frag-ike.pcap") as w:
+        for ts, frame in frames:
+            ip = frame[14:]
+            ihl = (ip[0] & 15) * 4
+            tot = ip[2] << 8 | ip[3]
+            ff = ip[6] << 8 | ip[7]
+            key = ip[4] << 8 | ip[5]
+            if ff & 0x3FFF:  # an IPv4 fragment: collect (they arrive in order here)
+                pending[key] = pending.get(key, b"") + ip[ihl:tot]
+                if ff & 0x2000:
+                    continue
+                udp = pending.pop(key)
+            else:
+                udp = ip[ihl:tot]
+            src = socket.inet_pton(socket.AF_INET6, f"2001:db8:1::{ip[15]}")
+            dst = socket.inet_pton(socket.AF_INET6, f"2001:db8:1::{ip[19]}")
+            u = bytearray(udp)
+            u[6:8] = b"\0\0"
+            u[6:8] = struct.pack("!H", checksum(src + dst + struct.pack("!I3xB", len(u), UDP) + bytes(u)))
+            if 40 + len(u) <= 1280:
+                w.write(ts, frame[:12] + b"\x86\xdd" + struct.pack("!IHBB", 6 << 28, len(u), UDP, 64) + src + dst
+                        + bytes(u))
+                continue
+            ident += 1
+            for off in range(0, len(u), 1024):
+                part = bytes(u[off:off + 1024])
+                more = off + 1024 < len(u)
+                fh = struct.pack("!BBHI", UDP, 0, off | more, ident)
+                w.write(ts, frame[:12] + b"\x86\xdd" + struct.pack("!IHBB", 6 << 28, 8 + len(part), FRAGMENT, 64)
+                        + src + dst + fh + part)
+
+
 if __name__ == "__main__":
     main()
+    fragments()
