@@ -163,8 +163,9 @@ class Decoder:
         if type(ip) is str:
             ip = self._ip_malformed(raw, ip, ver, off)
         out = self._after_ip(raw, ip)
-        if ver == 6 and (ip is None or (out and type(ip) is tuple and data[off + 6] != ip[3])):
-            # (ip None: a fragment held for reassembly, its frame an OTHER row behind a Fragment header)
+        if ver == 6 and (ip is None or (type(ip) is tuple and data[off + 6] != ip[3])):
+            # (also for OTHER rows: a fragment held for reassembly (ip None), an MLD report behind
+            # its Hop-by-Hop Router Alert)
             self._note_v6_ext(raw.index, data, off)
         if out and type(out[-1]) is Malformed and out[-1].src and out[-1].ip_proto is None:
             # An ESP/AH/UDP/TCP/IKE header broken behind a whole IP header (the last packet of a
