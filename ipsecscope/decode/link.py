@@ -37,6 +37,8 @@ LINK_NAMES = {
     9: "PPP",
     50: "PPP in HDLC-like framing",
     113: "Linux cooked (SLL)",
+    117: "OpenBSD pflog",
+    239: "Linux NFLOG",
     228: "raw IPv4",
     229: "raw IPv6",
     276: "Linux cooked v2 (SLL2)",
@@ -147,6 +149,53 @@ def _pppoe(data: bytes, off: int) -> tuple[int, int]:
     return _ppp_protocol((data[off + 6] << 8) | data[off + 7], off + 8)
 
 
+NFULA_PAYLOAD = 9  # the logged packet's TLV in an NFLOG record
+
+
+def _nflog(data: bytes) -> tuple[int, int]:
+    """LINKTYPE_NFLOG (Linux iptables/nftables NFLOG, as libreswan's test suite captures): a 4-octet
+    header (address family, version 0, resource id), then TLVs (length incl. its 4-octet head,
+    type; both in the writing host's byte order, each padded to 4 octets); the packet is the
+    NFULA_PAYLOAD value. Byte order: the one in which the first TLV's length fits the frame."""
+    n = len(data)
+    if n < 8:
+        return TRUNCATED, 8
+    fam = data[0]
+    little = 4 <= int.from_bytes(data[4:6], "little") <= n - 4
+    p = 4
+    while p + 4 <= n:
+        tlen = int.from_bytes(data[p:p + 2], "little" if little else "big")
+        ttype = int.from_bytes(data[p + 2:p + 4], "little" if little else "big")
+        if tlen < 4:
+            return NOT_IP, p
+        if ttype == NFULA_PAYLOAD:
+            if p + tlen > n:
+                return TRUNCATED, p + tlen
+            off = p + 4
+            v = data[off] >> 4 if off < n else 0
+            if fam == AF_INET and v == 4 or fam in AF_INET6 and v == 6:
+                return v, off
+            return NOT_IP, off
+        p += (tlen + 3) & ~3
+    return TRUNCATED, p + 4
+
+
+def _pflog(data: bytes) -> tuple[int, int]:
+    """LINKTYPE_PFLOG (OpenBSD pf's log): header length in octet 0 (padded to 4 octets), the
+    address family in octet 1 (the logging host's AF_INET / AF_INET6), then the packet."""
+    n = len(data)
+    if n < 4:
+        return TRUNCATED, 4
+    off = (data[0] + 3) & ~3
+    if off < 4 or n < off + 1:
+        return TRUNCATED, max(off + 1, 4)
+    fam = data[1]
+    v = data[off] >> 4
+    if fam == AF_INET and v == 4 or fam in AF_INET6 and v == 6:
+        return v, off
+    return NOT_IP, off
+
+
 def _ppp(data: bytes) -> tuple[int, int]:
     """LINKTYPE_PPP / PPP_HDLC: optional address/control 0xff 0x03 (RFC 1662 §3.1), then the
     protocol field: 2 octets, or 1 when compressed (odd first octet, RFC 1661 §6.5)."""
@@ -196,6 +245,10 @@ def ip_offset(linktype: int, data: bytes) -> tuple[int, int]:
         return _ethertype((data[0] << 8) | data[1], 20, data)
     if linktype == 9 or linktype == 50:
         return _ppp(data)
+    if linktype == 239:
+        return _nflog(data)
+    if linktype == 117:
+        return _pflog(data)
     if linktype == 0 or linktype == 108:
         if n < 4:
             return TRUNCATED, 4

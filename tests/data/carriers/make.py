@@ -41,9 +41,26 @@ WRAP = {  # name -> (link type, bytes before the IP packet)
 }
 
 
+def nflog(ip: bytes) -> bytes:
+    """LINKTYPE_NFLOG as a little-endian Linux host writes it: AF_INET, version 0, group 50; TLVs
+    NFULA_PACKET_HDR (1), NFULA_PREFIX (10), NFULA_PAYLOAD (9), each padded to 4 octets."""
+    def tlv(t: int, v: bytes) -> bytes:
+        return struct.pack("<HH", 4 + len(v), t) + v + b"\0" * (-(4 + len(v)) % 4)
+    return b"\x02\x00" + struct.pack("!H", 50) + tlv(1, b"\x08\x00\x03\x00") + tlv(10, b"vpn\0") + tlv(9, ip)
+
+
+PFLOG = bytes((61, 2, 0, 0)) + b"em0".ljust(16, b"\0") + bytes(41) + bytes(3)  # pfloghdr (61) + word alignment
+
+
 def main() -> None:
     with open_capture(ROOT / "samples" / "healthy-gcm" / "capture.pcapng") as r:
         frames = [(f.ts_ns, bytes(f.data)) for f in r]
+    with PcapWriter(HERE / "nflog.pcap", 239) as w:
+        for ts, eth in frames:
+            w.write(ts, nflog(eth[14:]))
+    with PcapWriter(HERE / "pflog.pcap", 117) as w:
+        for ts, eth in frames:
+            w.write(ts, PFLOG + eth[14:])
     for name, (lt, head) in WRAP.items():
         with PcapWriter(HERE / name, lt) as w:
             for ts, eth in frames:
