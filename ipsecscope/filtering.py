@@ -74,7 +74,7 @@ class Source:
     # (src, dst, sport, dport) of the RFC 8229 TCP connections (decode.demux.Decoder.tcp_tuples)
     tcp_tuples: Mapping[tuple[str, str, int, int], None] | None = None
     # frame -> the IP headers of the tunnels around its IPsec (decode.demux.Decoder.tunnels)
-    tunnels: Mapping[int, tuple[tuple[int, str, str, int], ...]] | None = None
+    tunnels: Mapping[int, tuple[tuple[int, str, str, int, int, int], ...]] | None = None
 
 
 def source_of(session: Session) -> Source:
@@ -351,12 +351,17 @@ class _Cols:
         if fam in ("udp", "tcp"):
             in_p, q_p = L[fam], L["q_" + fam]
             out_p = self.out_udp if fam == "udp" else self.out_tcp
+            # a VXLAN/Geneve tunnel's own UDP header around the frame's IPsec
+            tun = {f: [h for h in hops if h[3] == 17] for f, hops in self._tunnel_hops().items()} if fam == "udp" else {}
+            tun = {f: hs for f, hs in tun.items() if hs}
             if not sub:
-                return [Oc(self.true, out_p | in_p | q_p)]
+                return [Oc(self.true, out_p | in_p | q_p), *self._sparse_frames({f: [True] for f in tun})]
             if sub in ("srcport", "dstport", "port"):
                 occ = []
                 for s in (("sport", "dport") if sub == "port" else ("sport" if sub == "srcport" else "dport",)):
-                    occ += [Oc(a[s], out_p), Oc(ia(s), in_p), Oc(ia("q" + s), q_p)]
+                    col = 4 if s == "sport" else 5
+                    occ += [Oc(a[s], out_p), Oc(ia(s), in_p), Oc(ia("q" + s), q_p),
+                            *self._sparse_frames({f: [h[col] for h in hs] for f, hs in tun.items()})]
                 return occ
             if fam == "tcp":
                 flags = ia("tcpflags")
@@ -467,7 +472,7 @@ class _Cols:
         return [_Occ(out_proto, out_p & (out_proto >= 0)), _Occ(own, in_p), _Occ(ia("qproto"), q_p),
                 *self._sparse_frames(_values(nested, lambda x: 50))]
 
-    def _tunnel_hops(self) -> dict[int, tuple[tuple[int, str, str, int], ...]]:
+    def _tunnel_hops(self) -> dict[int, tuple[tuple[int, str, str, int, int, int], ...]]:
         tun = self.src.tunnels
         if not tun or not self.n:
             return {}

@@ -1,8 +1,10 @@
 """IPsec inside tunnels (tests/data/tunnels: the healthy-gcm sample inside GRE, IP-in-IP, IPv4 in
-IPv6, ERSPAN II and GRE-bridged Ethernet; make.py there), against tshark frame by frame.
+IPv6, ERSPAN II, GRE-bridged Ethernet, VXLAN and Geneve; make.py there), against tshark frame by
+frame.
 
 The class: the decoder stopped at the outer IP header, so every IKE message and ESP packet that
-crossed a GRE or IP-in-IP tunnel, or reached the analyser through an ERSPAN mirror session, was
+crossed a GRE or IP-in-IP tunnel, or reached the analyser through an ERSPAN, VXLAN or Geneve
+mirror session, was
 "other" where tshark dissects the IPsec inside. Now the rows are the IPsec inside (its peers'
 addresses, as the SAs need), and display filters also find each frame by the tunnel's own
 header, as tshark's occurrences of ip.src / ip.proto / ipv6.nxt do.
@@ -26,7 +28,7 @@ from ipsecscope.session import Session
 
 TUNNELS = sorted((DATA / "tunnels").glob("*.pcap"))
 FIELDS = ("frame.protocols", "isakmp.ispi", "isakmp.rspi", "isakmp.messageid", "esp.spi", "esp.sequence",
-          "ip.src", "ip.dst", "ip.proto", "ipv6.src", "ipv6.nxt")
+          "ip.src", "ip.dst", "ip.proto", "ipv6.src", "ipv6.nxt", "udp.srcport", "udp.dstport")
 
 
 @functools.cache
@@ -86,6 +88,10 @@ def test_filters_find_tunnel_frames_by_either_header(cap: Path, live: bool) -> N
         "ip.proto == 17": lambda t: "17" in t["ip.proto"],
         "ipv6.nxt == 4": lambda t: "4" in t["ipv6.nxt"],
         "ipv6": lambda t: bool(t["ipv6.src"]),
+        "udp.port == 4789 || udp.dstport == 6081": lambda t: "4789" in t["udp.srcport"] + t["udp.dstport"]
+        or "6081" in t["udp.dstport"],
+        "udp.srcport == 49155": lambda t: "49155" in t["udp.srcport"],
+        "udp.port == 4500": lambda t: "4500" in t["udp.srcport"] + t["udp.dstport"],
     }
     hit = 0
     for flt, pred in checks.items():

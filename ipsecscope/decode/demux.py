@@ -95,10 +95,10 @@ class Decoder:
         # IKE/ESP rows hold ports like UDP-encapsulated ones, and filters tell the two apart
         # (tcp.port / udp.port, ip.proto 6 / 17) by these. Few (one a connection), bounded.
         self.tcp_tuples: dict[tuple[str, str, int, int], None] = {}
-        # frame -> the IP headers of the tunnels (GRE, IP in IP) around its IPsec, outermost
-        # first, (version, src, dst, protocol) each: rows name the IPsec peers inside, filters
+        # frame -> the IP headers of the tunnels (GRE, IP in IP, VXLAN/Geneve) around its IPsec,
+        # outermost first, (version, src, dst, protocol, UDP sport, dport or 0, 0) each: rows name the IPsec peers inside, filters
         # find the frame by the tunnel's addresses too (tshark's first ip.src is the outer one).
-        self.tunnels: dict[int, tuple[tuple[int, str, str, int], ...]] = {}
+        self.tunnels: dict[int, tuple[tuple[int, str, str, int, int, int], ...]] = {}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -227,10 +227,12 @@ class Decoder:
         if type(ip) is Malformed:
             return [ip]
         version, src, dst, proto, payload, frag = ip
-        if proto in tunnel.TUNNEL_PROTOS and depth < tunnel.MAX_DEPTH:
+        if depth < tunnel.MAX_DEPTH and (proto in tunnel.TUNNEL_PROTOS or (
+                proto == 17 and len(payload) >= 4 and (payload[2] << 8 | payload[3]) in tunnel.UDP_TUNNEL_PORTS)):
             out = self._tunnel(raw, proto, payload, depth)
             if out and len(self.tunnels) < V6_EXT_MAX:
-                hop = ((version, self._text(src), self._text(dst), proto),)
+                ports = (payload[0] << 8 | payload[1], payload[2] << 8 | payload[3]) if proto == 17 else (0, 0)
+                hop = ((version, self._text(src), self._text(dst), proto, *ports),)
                 self.tunnels[raw.index] = hop + self.tunnels.get(raw.index, ())
             return out
         if proto == 50:
@@ -254,10 +256,14 @@ class Decoder:
         return []
 
     def _tunnel(self, raw: RawFrame, proto: int, payload: bytes, depth: int) -> list[Packet]:
-        """GRE or IP-in-IP (decode.tunnel): the IPsec inside is the frame's, as tshark dissects it."""
-        ver, off = tunnel.inner_ip(proto, payload)
+        """GRE, IP-in-IP, VXLAN or Geneve (decode.tunnel): the IPsec inside is the frame's, as
+        tshark dissects it."""
+        if proto == 17:
+            ver, off = tunnel.udp_inner((payload[2] << 8) | payload[3], payload)
+        else:
+            ver, off = tunnel.inner_ip(proto, payload)
         if ver not in (4, 6):
-            self.stats["other_ip"] += 1
+            self.stats["other_udp" if proto == 17 else "other_ip"] += 1
             return []
         snap_cut = raw.orig_len > len(raw.data)
         parse = parse_ipv4 if ver == 4 else parse_ipv6

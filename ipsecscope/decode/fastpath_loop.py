@@ -276,8 +276,8 @@ def scan_records(read: Callable[[int], bytes], start: int, stop: int | None, fmt
                                             rec[6] = seq
                                         rec[9] = idx
                                     continue
-                            elif sport != 500 and dport != 500:
-                                nother += 1
+                            elif sport != 500 and dport != 500 and dport != 4789 and dport != 6081:
+                                nother += 1  # (VXLAN, Geneve: decode.tunnel opens them)
                                 continue
                     elif proto == 6:
                         # TCP: only port 4500 can be RFC 8229; the rest is not ours (the generic decoder
@@ -300,7 +300,8 @@ def scan_records(read: Callable[[int], bytes], start: int, stop: int | None, fmt
                         if 8 <= plen <= de - b - 40:
                             if nh == 17:
                                 sport, dport = ports(buf, b + 40)
-                                if sport != 500 and sport != 4500 and dport != 500 and dport != 4500:
+                                if (sport != 500 and sport != 4500 and dport != 500 and dport != 4500
+                                        and dport != 4789 and dport != 6081):
                                     nother += 1
                                     continue
                             elif nh == 6:

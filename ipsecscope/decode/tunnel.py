@@ -1,8 +1,8 @@
 """Tunnels that carry IPsec as their payload: where the IP header inside starts.
 
 A VPN's IKE and ESP often cross a GRE or IP-in-IP tunnel before they reach the capture point,
-and traffic mirrored to an analyser arrives in ERSPAN (GRE) or transparent Ethernet bridging over
-GRE. tshark dissects the IPsec inside each; so does the decoder (``demux``), with this module
+and traffic mirrored to an analyser arrives in ERSPAN (GRE), transparent Ethernet bridging over
+GRE, VXLAN (cloud traffic mirroring) or Geneve (cloud gateway load balancers). tshark dissects the IPsec inside each; so does the decoder (``demux``), with this module
 telling where the inner IP header is. Pure offsets over bytes; the depth is bounded by the caller.
 """
 
@@ -19,6 +19,9 @@ MAX_DEPTH = 4  # tunnels peeled at most per frame (a loop of nested tunnels is g
 GRE_TEB = 0x6558  # transparent Ethernet bridging (RFC 1701)
 GRE_ERSPAN2 = 0x88BE  # ERSPAN type II: an 8-octet header, then the mirrored Ethernet frame
 GRE_ERSPAN3 = 0x22EB  # ERSPAN type III: 12 octets, +8 with the platform sub-header (O bit)
+VXLAN_PORT = 4789  # RFC 7348 §5 (tshark dissects this port as VXLAN)
+GENEVE_PORT = 6081  # RFC 8926 §3.3
+UDP_TUNNEL_PORTS = frozenset((VXLAN_PORT, GENEVE_PORT))
 
 
 def inner_ip(proto: int, payload: bytes) -> tuple[int, int]:
@@ -55,4 +58,33 @@ def inner_ip(proto: int, payload: bytes) -> tuple[int, int]:
     if n < off:
         return link.TRUNCATED, off
     ver, at = link.ip_offset(1, payload[off:])
+    return ver, off + at
+
+
+def udp_inner(dport: int, udp: bytes) -> tuple[int, int]:
+    """(IP version, offset of the inner IP header in ``udp``, the UDP header included) for a
+    VXLAN (RFC 7348 §5: 8 octets, then an Ethernet frame) or Geneve (RFC 8926 §3.4: 8 octets and
+    options, then the protocol its type names) datagram to ``dport``."""
+    n = len(udp)
+    if n < 16:
+        return link.TRUNCATED, 16
+    if dport == VXLAN_PORT:
+        if not udp[8] & 0x08:  # the I flag: a VNI follows (RFC 7348 §5); without it, not VXLAN
+            return link.NOT_IP, 8
+        off = 16
+        ptype = GRE_TEB
+    else:
+        if udp[8] >> 6:  # version 0 only
+            return link.NOT_IP, 8
+        off = 16 + (udp[8] & 0x3F) * 4
+        ptype = (udp[10] << 8) | udp[11]
+    if n < off:
+        return link.TRUNCATED, off
+    if ptype == link.ETH_IPV4:
+        return 4, off
+    if ptype == link.ETH_IPV6:
+        return 6, off
+    if ptype != GRE_TEB:
+        return link.NOT_IP, off
+    ver, at = link.ip_offset(1, udp[off:])
     return ver, off + at

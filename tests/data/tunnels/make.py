@@ -52,6 +52,12 @@ def erspan2(session: int, index: int) -> bytes:
     return struct.pack("!HHI", 0x1000, session & 0x3FF, index & 0xFFFFF)
 
 
+def udp_tunnel(dport: int, head: bytes, eth: bytes, i: int) -> bytes:
+    """VXLAN (RFC 7348) or Geneve (RFC 8926) around an Ethernet frame; UDP checksum 0 (IPv4)."""
+    body = head + eth
+    return outer4(17, struct.pack("!HHHH", 49152 + i, dport, 8 + len(body), 0) + body, i)
+
+
 def main() -> None:
     with open_capture(ROOT / "samples" / "healthy-gcm" / "capture.pcapng") as r:
         frames = [(f.ts_ns, bytes(f.data)) for f in r]
@@ -61,6 +67,10 @@ def main() -> None:
         "ipv4-in-ipv6.pcap": lambda i, eth: outer6(4, eth[14:]),  # RFC 2473 / DS-Lite (RFC 6333)
         "erspan2.pcap": lambda i, eth: outer4(47, gre(0x88BE, erspan2(5, i) + eth, seq=i), i),
         "gre-ethernet.pcap": lambda i, eth: outer4(47, gre(0x6558, eth), i),  # transparent bridging
+        # VXLAN with VNI 7 (flags: I), as cloud traffic mirroring sends it
+        "vxlan.pcap": lambda i, eth: udp_tunnel(4789, struct.pack("!II", 0x08000000, 7 << 8), eth, i),
+        # Geneve, no options, protocol 0x6558 (Ethernet), VNI 7
+        "geneve.pcap": lambda i, eth: udp_tunnel(6081, struct.pack("!HHI", 0, 0x6558, 7 << 8), eth, i),
     }
     for name, wrap in wraps.items():
         with PcapWriter(HERE / name) as w:
