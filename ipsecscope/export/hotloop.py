@@ -812,11 +812,17 @@ class _Worker:
             ver = -1
         udp_encap = False
         if ver > 0:
+            from ..decode.tunnel import TUNNEL_PROTOS, UDP_TUNNEL_PORTS
+
             if proto == 50:
                 esp = frame[p:end_ip]
+            elif proto in TUNNEL_PROTOS:
+                ver = -1  # GRE, IP-in-IP: the general decoder peels the tunnel (decode/tunnel.py)
             elif proto == 17 and end_ip - p >= 8:
                 sport, dport, _ulen = _UDP.unpack_from(frame, p)
-                if sport == 4500 or dport == 4500:
+                if sport in UDP_TUNNEL_PORTS or dport in UDP_TUNNEL_PORTS:
+                    ver = -1  # VXLAN, Geneve: as GRE
+                elif sport == 4500 or dport == 4500:
                     pay = frame[p + 8:end_ip]
                     # RFC 3948 §2.2-2.3: 0xFF = keepalive, 4 zero bytes = IKE, else ESP
                     if len(pay) >= 8 and pay[:4] != b"\0\0\0\0":
