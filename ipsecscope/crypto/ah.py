@@ -10,7 +10,9 @@ of the sequence number follow, implicitly (§3.3.3.2.1, as for ESP: RFC 4303 §3
   Alert and SDMDD are zeroed as a whole (Appendix A.1). Total Length is the reassembled datagram's.
   A reassembled datagram's header is its first fragment's (``AhPacket.ip_header``), never the
   frame's that completed it: options whose copy flag is 0 (Record Route, Timestamp) are only in
-  the first fragment (RFC 791 §3.1), and AH zeroes their bytes but not their length.
+  the first fragment (RFC 791 §3.1), and AH zeroes their bytes but not their length. Inside a
+  tunnel (GRE, IP-in-IP, VXLAN, ...) it is the tunnelled packet's header, in front of AH, never
+  the capture's outer one (``AhPacket.ip_header`` again).
 * IPv6 (§3.3.3.1.2): traffic class, flow label and hop limit zeroed; a Hop-by-Hop or Destination
   option with the "may change en route" bit (0x20 of its type, RFC 8200 §4.2) has its data zeroed;
   a Routing header still on its way (Segments Left > 0) is put in the order the final destination
@@ -367,7 +369,7 @@ class AhVerifier:
             stats.unsupported += 1
             stats.last_reason = st.error
             return AhResult(UNSUPPORTED, keys=st.keys, reason=st.error, esn=st.mode)
-        if pkt.ip_fragmented and pkt.ip_header:  # the reassembled datagram's header: the first fragment's
+        if pkt.ip_header:  # a reassembled datagram's (its first fragment's) or a tunnelled packet's
             frame, off = pkt.ip_header, 0
         got = covered(frame, off, pkt.ip_version, pkt.data, pkt.ip_fragmented)
         if type(got) is str:

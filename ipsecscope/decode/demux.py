@@ -220,7 +220,8 @@ class Decoder:
         return Malformed(frame, ts, why, "ip", self._text(key[1]), self._text(key[2]),
                          ip_proto=None if proto < 0 else proto)
 
-    def _after_ip(self, raw: RawFrame, ip, depth: int = 0) -> list[Packet]:
+    def _after_ip(self, raw: RawFrame, ip, depth: int = 0, head: bytes = b"") -> list[Packet]:
+        """``head``: inside a tunnel, the tunnelled packet's own IP header (see ``_tunnel``)."""
         if ip is None:
             self.stats["ip_fragment_pending"] += 1
             return []
@@ -245,7 +246,7 @@ class Decoder:
         if proto == 17:
             return self._udp(raw, version, src, dst, payload, frag)
         if proto == 51:
-            return self._ah(raw, version, src, dst, payload, frag)
+            return self._ah(raw, version, src, dst, payload, frag, head)
         if proto == 6:
             return self._tcp(raw, version, src, dst, payload)
         if (proto == 1 or proto == 58) and self.icmp_errors:
@@ -270,7 +271,17 @@ class Decoder:
         ip = parse(payload, off, self.reassembler, raw.ts, snap_cut)
         if type(ip) is str:
             return [Malformed(raw.index, raw.ts, f"{ip} (inside a tunnel, IP protocol {proto})", "ip")]
-        return self._after_ip(raw, ip, depth + 1)
+        head = b""
+        if type(ip) is tuple and ip[3] == 51 and not ip[5]:
+            # AH's ICV covers the IP header right in front of it (RFC 4302 §3.3.3): the tunnelled
+            # packet's, not the frame's outer one that link.ip_offset finds (a reassembled
+            # datagram's is the reassembler's first_header, the tunnelled fragment's already)
+            n = len(payload) - off
+            said = (payload[off + 2] << 8 | payload[off + 3]) if ver == 4 else 40 + (payload[off + 4] << 8 | payload[off + 5])
+            if said <= (0 if ver == 4 else 40) or said > n:  # 0 (TSO, jumbogram) or cut by the snap length
+                said = n
+            head = payload[off:off + said - len(ip[4])]
+        return self._after_ip(raw, ip, depth + 1, head)
 
     # -- transports -------------------------------------------------------------------------------
 
@@ -317,7 +328,7 @@ class Decoder:
         return [_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, True, version, "udp", frag)]
 
     def _ah(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes,
-            frag: bool = False) -> list[Packet]:
+            frag: bool = False, head: bytes = b"") -> list[Packet]:
         n = len(seg)
         s, d = self._text(src), self._text(dst)
         if n < 12:
@@ -330,7 +341,7 @@ class Decoder:
         if total > n:
             return [Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah", s, d)]
         ah = AhPacket(raw.index, raw.ts, s, d, spi, seq, nh, seg[12:total], seg, version, frag,
-                      self.reassembler.first_header if frag else b"")
+                      self.reassembler.first_header if frag else head)
         if nh != 50:
             return [ah]
         # AH protecting ESP (RFC 4302 §3.1, an SA bundle of RFC 4301 §4.5: transport adjacency, or

@@ -106,8 +106,10 @@ class AhPacket:
     data: bytes  # AH header onwards
     ip_version: int = 4
     ip_fragmented: bool = False  # reassembled from outer IP fragments
-    # reassembled: the first fragment's IP header (IPv6: through the fragment header), the
-    # datagram's own (decode.ip.Reassembler.first_header), which the ICV covers
+    # the IP header the ICV covers when it is not the one at the frame's link.ip_offset (else
+    # empty): reassembled, the first fragment's (IPv6: through the fragment header), the
+    # datagram's own (decode.ip.Reassembler.first_header); inside a tunnel (GRE, VXLAN, ...), the
+    # tunnelled packet's (IPv6: through its extension headers)
     ip_header: bytes = b""
 
 
