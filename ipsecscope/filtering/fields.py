@@ -1,0 +1,241 @@
+"""The occurrences of each display-filter field over a window, layer by layer, as tshark shows them.
+
+A field has one occurrence per layer that carries it: the row's own (outer) header, the headers
+of nested ESP layers, the tunnels' headers around the IPsec, the decrypted inner packet, the
+packet an ICMP error quotes (``ip.src``: up to all of these). Columns the rows or the inner records
+hold become vector occurrences (:class:`~.window._Occ`); what only a few frames have (IKE fields,
+DNS names, the side tables, quoted ESP packets) becomes a sparse one tested in Python.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+import numpy as np
+
+from ..decode import inner as inner_mod
+from .values import ECHO_TYPES, quoted_values
+from .window import NONE64, _Occ, _Window
+
+# tshark's IPv6 extension-header protocols -> header number (RFC 8200 §4)
+V6_EXT_FIELDS = {"hopopts": 0, "routing": 43, "fraghdr": 44, "dstopts": 60}
+
+
+class _FieldCols(_Window):
+    """A window's columns and its fields' occurrences (computed when first asked for, kept)."""
+
+
+    def occ(self, name: str) -> list[_Occ]:
+        hit = self._cache.get(name)
+        if hit is None:
+            hit = self._cache[name] = self._occ(name) + self._quoted(name)
+        return hit
+
+    def _quoted(self, name: str) -> list[_Occ]:
+        """The field's occurrences in the ESP packets ICMP errors of this window quote (rare
+        frames: per frame in Python, :func:`quoted_values`)."""
+        store = self.src.quoted
+        if store is None or not len(store) or not self.n:
+            return []
+        by_frame = {}
+        for f, q in store.between(int(self.frames[0]), int(self.frames[-1])).items():
+            vals = quoted_values(q, name)
+            if vals:
+                by_frame[f] = vals
+        return self._sparse_frames(by_frame) if by_frame else []
+
+    def _occ(self, name: str) -> list[_Occ]:  # noqa: C901 - one branch per field family
+        a = self.arr
+        fam, _, sub = name.partition(".")
+        if fam in ("ip", "ipv6", "udp", "tcp", "icmp", "icmpv6", "dns", "udpencap") or name == "ipsecscope.decrypted":
+            if self._layer_masks is None:
+                self._layer_masks = self._layers()
+        L = self._layer_masks or {}
+        ia = self.icol if self.iarr is not None else (lambda _n: np.zeros(self.n, dtype=np.int64))
+        iaddrs = self.inner.addrs if self.inner is not None else [""]
+        Oc = _Occ
+        if name == "frame":
+            return [Oc(self.true, self.true)]
+        if name == "frame.number":
+            return [Oc(a["frame"], self.true)]
+        if name == "frame.len":
+            return [Oc(a["length"], self.true)]
+        if name == "frame.time_epoch":
+            return [Oc(a["ts"], self.true)]
+        if name == "frame.time_relative":
+            t0 = self.src.first_ts
+            if t0 is None:
+                t0 = float(a["ts"][0]) if self.n else 0.0
+            return [Oc(a["ts"] - t0, self.true)]
+        if fam in ("ip", "ipv6"):
+            v = "v4" if fam == "ip" else "v6"
+            out_p = self.out_v4 if fam == "ip" else self.out_v6
+            in_p, q_p = L[v], L["q_" + v]
+            # the IP headers of nested ESP layers (tunnel mode), between the outer and the innermost
+            ver = 4 if fam == "ip" else 6
+            nested = self._nested(lambda x: x if x.ver == ver else None)
+            # the tunnels' IP headers around a frame's IPsec (GRE, IP in IP: decode.tunnel)
+            tun = {f: [h for h in hops if h[0] == ver] for f, hops in self._tunnel_hops().items()}
+            tun = {f: hs for f, hs in tun.items() if hs}
+            if not sub:
+                return [Oc(self.true, out_p | in_p | q_p), *self._sparse_frames(_values(nested, lambda x: True)),
+                        *self._sparse_frames({f: [True] for f in tun})]
+            if sub in ("src", "dst", "addr"):
+                occ = []
+                for s in (("src", "dst") if sub == "addr" else (sub,)):
+                    col = 1 if s == "src" else 2
+                    occ += [Oc(a[s], out_p, self.addrs), Oc(ia(s), in_p, iaddrs), Oc(ia("q" + s), q_p, iaddrs),
+                            *self._sparse_frames(_values(nested, lambda x, s=s: ipaddress.ip_address(getattr(x, s)))),
+                            *self._sparse_frames({f: [ipaddress.ip_address(h[col]) for h in hs]
+                                                  for f, hs in tun.items()})]
+                return occ
+            if sub in ("proto", "nxt") and tun:
+                return [*self._occ_proto(fam, out_p, in_p, q_p, nested, ia),
+                        *self._sparse_frames({f: [h[3] for h in hs] for f, hs in tun.items()})]
+            if sub in ("proto", "nxt"):
+                return self._occ_proto(fam, out_p, in_p, q_p, nested, ia)
+            if fam == "ipv6" and sub.partition(".")[0] in V6_EXT_FIELDS:
+                # tshark's ipv6.hopopts / .dstopts / .routing / .fraghdr [.nxt]: the outer header's
+                # extension headers (decrypted inner packets' are not kept: those fields miss there)
+                num = V6_EXT_FIELDS[sub.partition(".")[0]]
+                nxt = sub.endswith(".nxt")
+                return self._sparse_frames({f: [h[1] if nxt else True for h in chain if h[0] == num]
+                                            for f, chain in self._v6_chains().items()
+                                            if any(h[0] == num for h in chain)})
+            if sub == "version":
+                return [Oc(np.full(self.n, ver), out_p | in_p | q_p),
+                        *self._sparse_frames(_values(nested, lambda x: ver))]
+        if fam in ("udp", "tcp"):
+            in_p, q_p = L[fam], L["q_" + fam]
+            out_p = self.out_udp if fam == "udp" else self.out_tcp
+            # a VXLAN/Geneve tunnel's own UDP header around the frame's IPsec
+            tun = {f: [h for h in hops if h[3] == 17] for f, hops in self._tunnel_hops().items()} if fam == "udp" else {}
+            tun = {f: hs for f, hs in tun.items() if hs}
+            if not sub:
+                return [Oc(self.true, out_p | in_p | q_p), *self._sparse_frames({f: [True] for f in tun})]
+            if sub in ("srcport", "dstport", "port"):
+                occ = []
+                for s in (("sport", "dport") if sub == "port" else ("sport" if sub == "srcport" else "dport",)):
+                    col = 4 if s == "sport" else 5
+                    occ += [Oc(a[s], out_p), Oc(ia(s), in_p), Oc(ia("q" + s), q_p),
+                            *self._sparse_frames({f: [h[col] for h in hs] for f, hs in tun.items()})]
+                return occ
+            if fam == "tcp":
+                flags = ia("tcpflags")
+                if sub == "flags":
+                    return [Oc(flags, in_p)]
+                bit = {"flags.syn": 0x02, "flags.ack": 0x10, "flags.fin": 0x01, "flags.reset": 0x04,
+                       "flags.push": 0x08}.get(sub)
+                if bit is not None:
+                    return [Oc((flags & bit) != 0, in_p)]
+        if fam in ("icmp", "icmpv6"):
+            in_p, q_p = L[fam], L["q_" + fam]
+            if not sub:
+                return [Oc(self.true, in_p | q_p)]
+            if sub == "type":
+                return [Oc(ia("itype"), in_p), Oc(ia("qitype"), q_p)]
+            if sub == "code":
+                return [Oc(ia("icode"), in_p), Oc(ia("qicode"), q_p)]
+            if sub in ("ident", "seq"):
+                echo = in_p & np.isin(ia("itype"), list(ECHO_TYPES))
+                return [Oc(ia("sport" if sub == "ident" else "dport"), echo)]
+        if fam == "dns":
+            p = L["dns"]
+            if not sub:
+                return [Oc(self.true, p)]
+            if sub == "id":
+                return [Oc(ia("dns_id"), p)]
+            if sub == "flags.response":
+                return [Oc((ia("flags") & inner_mod.DNS_RESPONSE) != 0, p)]
+            if sub == "qry.type":
+                return [Oc(ia("dns_qtype"), p & (ia("dns_qtype") != 0))]
+            if sub == "qry.name":
+                names = self.inner.dns_names if self.inner is not None else {}
+                return self._sparse_frames({f: [n] for f, n in names.items()})
+        if fam == "esp":
+            p = self.is_esp
+            q = {f: v for f, v in (self.inner.quoted.items() if self.inner is not None else ()) if v[0] == "esp"}
+            nested = self._nested(lambda x: x)  # ESP layers inside the outer one
+            if not sub:
+                return [Oc(self.true, p), *self._sparse_frames({f: [True] for f in q})]
+            if sub == "spi":
+                return [Oc(a["spi"], p), *self._sparse_frames({f: [v[1]] for f, v in q.items()}),
+                        *self._sparse_frames(_values(nested, lambda x: x.spi))]
+            if sub == "sequence":
+                return [Oc(a["seq"] & 0xFFFFFFFF, p),
+                        *self._sparse_frames({f: [v[2]] for f, v in q.items() if v[2] is not None}),
+                        *self._sparse_frames(_values(nested, lambda x: x.seq & 0xFFFFFFFF))]
+            if sub == "protocol":
+                # live rows keep no next header once Info shows the inner packet: read it from there
+                self._join()
+                nh = a["nh"].astype(np.int64)
+                if self.iarr is not None:
+                    ver, proto = self.icol("ver"), self.icol("proto").astype(np.int64)
+                    derived = np.where(ver == 4, 4, np.where(ver == 6, 41, proto))
+                    nh = np.where((nh < 0) & self.has_inner & p, derived, nh)
+                return [Oc(nh, p & (nh >= 0)), *self._sparse_frames(_values(nested, lambda x: x.next_header))]
+        if fam == "ah":
+            p = self.is_ah
+            if not sub:
+                return [Oc(self.true, p)]
+            if sub == "spi":
+                return [Oc(a["spi"], p)]
+            if sub == "sequence":
+                return [Oc(a["seq"] & 0xFFFFFFFF, p)]
+        if fam == "udpencap":
+            if sub == "nat_keepalive":
+                return [Oc(self.true, self.is_ka)]
+            out = self.out_udp & ((a["sport"] == 4500) | (a["dport"] == 4500))
+            inn = L["udp"] & ((ia("sport") == 4500) | (ia("dport") == 4500))
+            quoted = L["q_udp"] & ((ia("qsport") == 4500) | (ia("qdport") == 4500))
+            return [Oc(self.true, out | inn | quoted)]
+        if fam == "isakmp":
+            if not sub:
+                return [Oc(self.true, self.is_ike), *self._sparse_frames({f: [True] for f in self._ike_values("ispi")})]
+            return self._sparse_frames(self._ike_values(sub))
+        if fam == "ipsecscope":
+            if sub == "kind":
+                return [Oc(a["kind"], self.true, self.kinds)]
+            if sub == "status":
+                return [Oc(a["status"], a["status"] != 0, self.statuses)]
+            if sub == "decrypted":
+                return [Oc(self.true, self.is_esp & self.has_inner)]
+            if sub == "child":
+                return [Oc(a["child"], a["child"] >= 0),
+                        *self._sparse_frames(_values(self._nested(lambda x: x), lambda x: x.child_sa))]
+            if sub == "seq":
+                return [Oc(a["seq"], a["seq"] != NONE64)]
+            if sub == "ike_sa":
+                return self._sparse_rows({i: [k] for i, k in self._ike_sa_map().items()})
+            if sub == "finding":
+                by_frame: dict[int, list[str]] = {}
+                for code, frames in self.flt.findings.items():
+                    for f in frames:
+                        by_frame.setdefault(f, []).append(code)
+                return self._sparse_frames(by_frame)
+            if sub == "info":
+                rows = self.src.rows
+                return self._sparse_rows({i: [r.info] for i, r in enumerate(rows[self.lo:self.hi])})
+        raise AssertionError(f"field {name} has no columns")  # model.filter.FIELDS and this must agree
+
+    def _occ_proto(self, fam: str, out_p, in_p, q_p, nested, ia) -> list[_Occ]:
+        """ip.proto / ipv6.nxt of the row's own IP header, the decrypted and quoted ones, and the
+        nested ESP layers' (the tunnels' are added by the caller)."""
+        out_proto, own = self.out_proto, ia("proto")
+        if fam == "ipv6":
+            out_proto = self._v6_fixed_nxt(out_proto, self.out_v6)
+            # an OTHER row's record is the frame's own IP header (a fragment held for reassembly)
+            own = self._v6_fixed_nxt(own.astype(np.int64), in_p & self.is_other)
+        return [_Occ(out_proto, out_p & (out_proto >= 0)), _Occ(own, in_p), _Occ(ia("qproto"), q_p),
+                *self._sparse_frames(_values(nested, lambda x: 50))]
+
+
+def _values(by_frame: dict[int, list], get: Callable) -> dict[int, list]:
+    """``get`` of each item per frame, items for which it is None left out (a field a layer lacks)."""
+    out: dict[int, list] = {}
+    for f, items in by_frame.items():
+        vals = [v for v in map(get, items) if v is not None]
+        if vals:
+            out[f] = vals
+    return out
