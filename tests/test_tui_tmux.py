@@ -82,7 +82,14 @@ def test_tree_shows_the_sas_and_filter_works() -> None:
         # The same typed ahead, in one write (a busy app reads it at once): the keys after `/` went
         # to the packet list and ran the app's keys there (e: the Export dialog, 1 2: tabs).
         t.type("/esp src=198.18.0.2\r")
-        screen = t.wait_for(lambda s: f"filter: {len(expected)}/" in s and table_rows(s))
+        # The rows the filter selects, once the table shows them: CI once read the screen (under
+        # load) with the count already "9/" and the table still mid-repaint (6 8 10 16 18 5 ...).
+        # A table that stays wrong still fails here, at the wait's timeout.
+        def settled(s: str) -> bool:
+            shown = [r.split()[0] for r in table_rows(s)]
+            return f"filter: {len(expected)}/" in s and bool(shown) and shown == expected[:len(shown)]
+
+        screen = t.wait_for(settled)
         assert [r.split()[0] for r in table_rows(screen)] == expected[: len(table_rows(screen))]
         t.send("Escape")
         t.wait_for(lambda s: not re.search(r"filter: \d", s) and table_rows(s))
@@ -233,6 +240,13 @@ def test_keys_typed_before_the_app_started_act_as_typed(tmp_path: Path) -> None:
         t.wait_for("src=198.18.0.2")
         gate.write_text("")
         expected = tshark(capture, "esp && ip.src == 198.18.0.2", "frame.number")
-        screen = t.wait_for(lambda s: f"filter: {len(expected)}/" in s and table_rows(s))
+        # The rows the filter selects, once the table shows them: CI once read the screen (under
+        # load) with the count already "9/" and the table still mid-repaint (6 8 10 16 18 5 ...).
+        # A table that stays wrong still fails here, at the wait's timeout.
+        def settled(s: str) -> bool:
+            shown = [r.split()[0] for r in table_rows(s)]
+            return f"filter: {len(expected)}/" in s and bool(shown) and shown == expected[:len(shown)]
+
+        screen = t.wait_for(settled)
         assert [r.split()[0] for r in table_rows(screen)] == expected[: len(table_rows(screen))]
         assert "zzz" not in screen
