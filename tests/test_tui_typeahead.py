@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
+import select
 import termios
+import time
 import tty
 
 import pytest
@@ -263,12 +265,25 @@ def raw(attrs: list) -> list:
     return attrs
 
 
+def _line_discipline_took(master: int, last: bytes) -> None:
+    """Wait until the pty's line discipline has processed what was written (its echo of the
+    last byte is back on the master side). The kernel does that asynchronously: switched to raw
+    mode first, the Enter would reach the app as it was typed, a CR (CI under load saw it once),
+    which says nothing about the cooked queue this test is about."""
+    seen, deadline = b"", time.monotonic() + 10
+    while last not in seen and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            seen += os.read(master, 1024)
+    assert last in seen, seen
+
+
 def test_keys_typed_before_the_app_started_are_read_as_typed() -> None:
     # A fresh pty is cooked, as a terminal is while the shell starts the app: ICRNL makes Enter a
     # newline, ICANON keeps an unfinished line from being read, and one read returns it all.
     master, slave = pty.openpty()
     try:
         os.write(master, b"/esp\r\x1bj\x1b[Bq")
+        _line_discipline_took(master, b"q")
         text, before = read_typed_ahead(slave, raw)
         assert text == "/esp\n\x1bj\x1b[Bq" and before is not None
         assert before[3] & termios.ICANON and not termios.tcgetattr(slave)[3] & termios.ICANON
