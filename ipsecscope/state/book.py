@@ -37,9 +37,9 @@ class IkeScratch:
     nat_src: list[bytes] = field(default_factory=list)  # NAT_DETECTION_SOURCE_IP hashes (request)
     nat_dst: list[bytes] = field(default_factory=list)
     nat_checked: bool = False
-    rekey_new_spi_i: dict[int, bytes] = field(default_factory=dict)  # msg key -> new IKE SPIi proposed
-    rekey_offer: dict[int, tuple[Proposal, ...]] = field(default_factory=dict)  # msg key -> its IKE proposals
-    rekey_ke: dict[int, int] = field(default_factory=dict)  # msg key -> the group of its KE payload
+    # IKE SA rekey requests: msg key -> (their IKE proposals, whose SPI is the new SPIi; the group of
+    # their KE payload, or None), what the answer makes the new IKE SA from and must fit
+    rekey_offer: dict[int, tuple[tuple[Proposal, ...], int | None]] = field(default_factory=dict)
     qm_offer: dict[int, tuple[Proposal, ...]] = field(default_factory=dict)  # IKEv1 Quick Mode: msg key -> offer
     offer: tuple[Proposal, ...] = ()  # the latest IKE_SA_INIT request's proposals
     ke_group: int | None = None  # ... and the group of its KE payload

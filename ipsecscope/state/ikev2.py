@@ -527,9 +527,6 @@ def child_response(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange,
     child.spi_r = spi_int(prop.spi)
     child.proposal = proposal_string(prop, 2)
     child.proposal_frames = chosen_in(x, msg.frame)
-    cp = book.child_scratch.get(child.id)
-    if cp is not None:
-        child.answer_unfit = answer_unfit(cp.offer, prop, cp.ke_group)
     algs = proposal_algorithms(prop)
     child.esn = algs["esn"] == 1 if algs["esn"] is not None else None
     if algs["dh"]:
@@ -544,6 +541,7 @@ def child_response(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange,
     book.transition(child, SaState.ESTABLISHED)
     cp = book.child_scratch.get(child.id)
     if cp is not None:
+        child.answer_unfit = answer_unfit(cp.offer, prop, cp.ke_group)
         cp.algs = algs
         if cp.nr is None:
             nonces = msg.find(NoncePayload)
@@ -572,11 +570,9 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
     if not is_response:
         if ike_props:  # rekey of the IKE SA itself (RFC 7296 §1.3.2)
             x.rekey_ike = True
-            priv.rekey_new_spi_i[xkey] = ike_props[0].spi
-            priv.rekey_offer[xkey] = tuple(ike_props)
             kes = msg.find(KePayload)
-            if kes:  # the answer's KE group must be this one, as in IKE_SA_INIT (§1.3.2, §1.2)
-                priv.rekey_ke[xkey] = kes[0].group
+            # the answer's KE group must be this one's, as in IKE_SA_INIT (§1.3.2, §1.2)
+            priv.rekey_offer[xkey] = (tuple(ike_props), kes[0].group if kes else None)
             x.summary = "CREATE_CHILD_SA rekey IKE SA"
             for other in sa.exchanges:  # crossing IKE rekeys (RFC 7296 §2.8.2)
                 if other is not x and other.rekey_ike and other.requester != x.requester and (
@@ -608,9 +604,10 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
         if err is not None or not ike_props:
             x.summary += f" refused: {N.notify_name(err.notify_type) if err else 'no SA'}"
             return
-        new_spi_i = priv.rekey_new_spi_i.get(xkey)
-        if new_spi_i is None:
+        offer, ke_group = priv.rekey_offer.get(xkey, ((), None))
+        if not offer:
             return
+        new_spi_i = offer[0].spi
         requester = x.requester
         responder = sa.responder if requester == sa.initiator else sa.initiator
         if msg.src != responder:
@@ -619,9 +616,8 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
                                  x.requester_port, x.responder_port, msg.ts)
         new.proposal = proposal_string(ike_props[0], 2)
         new.proposal_frames = chosen_in(x, msg.frame)
-        offer = priv.rekey_offer.get(xkey, ())
         new.offered = list(dict.fromkeys(proposal_string(p, 2) for p in offer))
-        new.answer_unfit = answer_unfit(offer, ike_props[0], priv.rekey_ke.get(xkey))
+        new.answer_unfit = answer_unfit(offer, ike_props[0], ke_group)
         new.dh_group = proposal_algorithms(ike_props[0])["dh"]
         new.rekeyed_from = sa.key
         new.decrypted = sa.decrypted
