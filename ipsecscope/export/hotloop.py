@@ -37,7 +37,7 @@ from ..decode.ipcomp import IPCOMP, ipcomp_open
 from ..errors import DecryptError
 from . import direct as _direct
 from . import jsonl as _jsonl
-from .pcapng import epb_header
+from .pcapng import comment_option, epb_header
 
 _U16 = struct.Struct("!H")
 _ESPH = struct.Struct("!II")
@@ -886,9 +886,7 @@ class _Worker:
         if code != 0:
             if keep_other:
                 self.n_kept += 1
-                c = f"ipsecscope: {_esp.STATUS[code]}: {plain}".encode()
-                cl = len(c)
-                optb = struct.pack("<HH", 1, cl) + c + b"\0" * ((-cl) & 3) + b"\0\0\0\0"
+                optb = comment_option(f"ipsecscope: {_esp.STATUS[code]}: {plain}")
                 h, t = epb_header(1 + iface, ts, n, orig, len(optb))
                 app(h)
                 app(frame)
@@ -950,8 +948,7 @@ class _Worker:
                 frame, 1 + iface, len(frame), orig)
             if got.packet is None:
                 self.n_kept += 1
-            c = got.comment.encode()
-            optb = struct.pack("<HH", 1, len(c)) + c + b"\0" * ((-len(c)) & 3) + b"\0\0\0\0" if c else b""
+            optb = comment_option(got.comment)
             h, t = epb_header(i, ts, n, o, len(optb))
             app(h)
             app(data)

@@ -47,6 +47,12 @@ def _opts(pairs: list[tuple[int, bytes]]) -> bytes:
     return b"".join(_opt(c, v) for c, v in pairs) + b"\0\0\0\0"  # opt_endofopt
 
 
+def comment_option(text: str) -> bytes:
+    """A block's options holding one opt_comment (and opt_endofopt); b"" for no text. For the hot
+    loops' EPBs, written in pieces around ``epb_header(..., opts_len=len(...))``."""
+    return _opts([(OPT_COMMENT, text.encode())]) if text else b""
+
+
 def block(btype: int, body: bytes) -> bytes:
     body += _PAD[len(body) % 4]
     n = len(body) + 12
