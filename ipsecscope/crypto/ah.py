@@ -327,6 +327,8 @@ class _Sa:
             except UnknownAlgorithmError as exc:
                 self.error = str(exc)
             self.mode = keys.esn
+            if keys.esn is not None:  # the key file says (IKEv2 transform type 5): known before any packet
+                stats.esn = keys.esn
         stats.keys_source = keys.source if keys is not None else ""
 
 
@@ -340,6 +342,31 @@ class AhVerifier:
         self.keys = keys
         self.stats: dict[tuple[str, str, int], AhStats] = {}
         self._sas: dict[tuple[str, str, int], _Sa] = {}
+        # SAs whose ICV failed before any packet of theirs verified here: in a run split over
+        # processes, a chunk to check again with the ESN state of the chunks before it
+        # (export.engine's reconcile step; EspDecryptor's early failures are the same idea)
+        self.early_fail: set[tuple[str, str, int]] = set()
+
+    def states(self) -> dict[tuple[str, str, int], tuple[bool | None, int, int]]:
+        """Each SA's ESN inference state: (ESN?, highest full sequence number verified, searches
+        made without history), as ``EspDecryptor``'s ``SaState`` (mode, top, searches)."""
+        return {k: (s.mode, s.top, s.searches) for k, s in self._sas.items()}
+
+    def seed(self, states: dict[tuple[str, str, int], tuple[bool | None, int, int]]) -> None:
+        """Start from the ESN state earlier packets of the capture left (:meth:`states` of the
+        verifiers that read them): the high 32 bits of an ESN are inferred from the window, which
+        a chunk of a split run does not have on its own (RFC 4302 §2.5.1, Appendix B)."""
+        for k, (mode, top, searches) in states.items():
+            st = self._state(*k)
+            if st.mac is None:
+                continue
+            if mode is not None:
+                st.mode = mode
+                st.stats.esn = mode
+            if top > st.top:
+                st.top = top
+                st.stats.seq_hi = max(top, 0) >> 32
+            st.searches = max(st.searches, searches)
 
     def _state(self, src: str, dst: str, spi: int) -> _Sa:
         k = (src, dst, spi)
@@ -409,6 +436,8 @@ class AhVerifier:
             stats.no_key += 1
             return AhResult(NO_KEY, reason="no key for this SA (a key with this SPI logged behind NAT failed its ICV)")
         stats.icv_failed += 1
+        if not stats.verified:
+            self.early_fail.add((pkt.src, pkt.dst, pkt.spi))
         stats.last_reason = ("ICV check failed" + ("" if st.mode is False else
                              " without ESN and with ESN high bits" if st.mode is None else " with ESN high bits"))
         return AhResult(ICV_FAILED, keys=keys, reason=stats.last_reason, esn=st.mode)

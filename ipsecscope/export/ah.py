@@ -19,8 +19,10 @@ IP packet of protocol 50) opens the inner ESP layers there are keys for, as nest
 
 This runs on ``_Worker._frame``'s general path and ``engine._run_general`` only: AH is rare, and
 the ESP hot loops never see it (an AH frame is not an ESP record to them). A run split over
-processes infers ESN per chunk (``crypto.esn`` searches the high bits 0..16) without ESP's
-reconcile step.
+processes infers ESN per chunk (``crypto.esn`` searches the high bits 0..16), then takes ESP's
+reconcile step (export/engine.py): a chunk whose AH SA failed before it verified there, while an
+earlier chunk had verified it, is run again from the ESN state the earlier chunks ended with
+(``AhVerifier.states``/``seed``; RFC 4302 §2.5.1, Appendix B: the high bits come from the window).
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ ESN state per SA: every chunk infers high bits on its own (``crypto.esn`` search
 SA has no history, which covers a chunk that starts after a wrap); if a chunk still had ICV
 failures on an SA *before* its first success there while an earlier chunk had verified packets
 of that SA, the chunk is processed again with the state the earlier chunks ended with (reconcile
-step), so the output equals a sequential run (tests/test_decrypt_export.py checks both).
+step), so the output equals a sequential run (tests/test_decrypt_export.py checks both). AH SAs
+(export/ah.py, ``crypto.ah.AhVerifier``) take the same step with their own states
+(``ChunkResult.ah_states``/``ah_early_fail``; tests/test_decrypt_ah.py).
 """
 
 from __future__ import annotations
@@ -467,13 +469,15 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
             results[i] = nr
         # Reconcile ESN state across chunks (see module docstring).
         seeds: dict = {}
+        ah_seeds: dict = {}  # AH's, the same way (RFC 4302 §2.5.1: AH infers ESN high bits as ESP)
         final = _Worker(lay, keys, opts)
         for i, r in enumerate(results):
-            redo = i > 0 and any(
-                k in seeds and seeds[k][1] >= 0 for k in _text_keys(r.early_fail, r.states))
+            redo = i > 0 and (
+                any(k in seeds and seeds[k][1] >= 0 for k in _text_keys(r.early_fail, r.states))
+                or any(k in ah_seeds and ah_seeds[k][1] >= 0 for k in r.ah_early_fail))
             if redo:
                 w = _Worker(lay, keys, opts)
-                w.seed(seeds)
+                w.seed(seeds, ah_seeds)
                 w.resolve_hint = (lambda i=i: shared.hint(i))
                 start, first = lay.bounds[i]
                 end = lay.bounds[i + 1][0] if i + 1 < nchunks else lay.size
@@ -483,12 +487,8 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
                 nr.part, nr.jsonl_part = r.part, r.jsonl_part
                 results[i] = r = nr
                 stats.reconciled_chunks += 1
-            for k, (mode, top, searches) in r.states.items():
-                old = seeds.get(k)
-                if old is None:
-                    seeds[k] = (mode, top, searches)
-                else:
-                    seeds[k] = (old[0] if mode is None else mode, max(old[1], top), old[2] + searches)
+            _carry(seeds, r.states)
+            _carry(ah_seeds, r.ah_states)
         final.seed(seeds)
         # the parts are written around the page cache (export/direct.py): appended the same way
         parts = [r.part for r in results if writer is not None and r.part]
@@ -568,6 +568,16 @@ class _null:
 
     def __exit__(self, *a):
         return False
+
+
+def _carry(seeds: dict, states: dict) -> None:
+    """Fold one chunk's end-of-chunk ESN states (mode, top, searches) per SA into ``seeds``."""
+    for k, (mode, top, searches) in states.items():
+        old = seeds.get(k)
+        if old is None:
+            seeds[k] = (mode, top, searches)
+        else:
+            seeds[k] = (old[0] if mode is None else mode, max(old[1], top), old[2] + searches)
 
 
 def _text_keys(keys: set, states: dict) -> list:

@@ -92,6 +92,10 @@ class ChunkResult:
     end_off: int = -1  # where the fast loop stopped: the next chunk's first record (-1: another loop ran)
     nested_sas: set = field(default_factory=set)  # inner SAs of ESP-in-ESP (decrypt_nested)
     ah: object = None  # export.ah.AhTotals: the chunk's AH packets (None: it had none)
+    # AH's ESN state per SA as crypto.ah.AhVerifier.states() gives it, and the SAs whose ICV
+    # failed before one verified in the chunk: the engine's reconcile step treats them as ESP's
+    ah_states: dict = field(default_factory=dict)
+    ah_early_fail: set = field(default_factory=set)
 
 
 class SaSlot:
@@ -240,8 +244,13 @@ class _Worker:
         self.speculate = False  # a lazy bound may be guessed (engine checks it; pcap, no JSON lines or filter)
         self.end_off = -1
         self.ah = None  # export.ah.AhOut, made at the first AH packet
+        self.ah_seeds: dict = {}  # AH ESN state of the chunks before this one (engine's reconcile)
 
-    def seed(self, states: dict[tuple[str, str, int], tuple[bool | None, int, int]]) -> None:
+    def seed(self, states: dict[tuple[str, str, int], tuple[bool | None, int, int]],
+             ah_states: dict[tuple[str, str, int], tuple[bool | None, int, int]] | None = None) -> None:
+        """Start from the ESN state the earlier chunks of a split run ended with: ESP's
+        (``states``) and AH's (``ah_states``, applied when the first AH packet makes the verifier)."""
+        self.ah_seeds = dict(ah_states or {})
         for k, (mode, top, searches) in states.items():
             st = self.dec.state(*k)
             if st.opener is not None:
@@ -442,6 +451,8 @@ class _Worker:
         res.kept, res.unkept = self.n_kept, self.n_unkept
         res.nested_sas = self.nested_sas
         res.ah = self.ah.totals if self.ah is not None else None
+        if self.ah is not None:
+            res.ah_states, res.ah_early_fail = self.ah.verifier.states(), set(self.ah.verifier.early_fail)
         res.states = {k: (s.mode, s.top, s.searches) for k, s in self.dec._sas.items()}
         return res
 
@@ -933,6 +944,8 @@ class _Worker:
             from .ah import AhOut
 
             self.ah = AhOut(self.dec.keys, wire_packet, decrypt_nested)
+            if self.ah_seeds:
+                self.ah.verifier.seed(self.ah_seeds)
         opts, app = self.opts, self.buf.append
         got = self.ah.handle(pkt, bytes(frame), lt, ts, self.dec, self.nested_sas, self.jsonl_f is not None,
                              opts.hex)

@@ -43,6 +43,8 @@ SAS = {
     "v6-md5-esn": (0xA6000003, A6, B6, "HMAC-MD5-96", "AUTH_HMAC_MD5_96", bytes(range(0xE1, 0xF1)), 2),
     # transport-mode AH over tunnel-mode ESP (an SA bundle, RFC 4301 §4.5): ESP_BUNDLE below
     "v4-bundle-ah": (0xA4000005, A4, B4, "HMAC-SHA1-96", "AUTH_HMAC_SHA1_96", bytes(range(0x51, 0x65)), None),
+    # ESN whose sequence numbers cross 2^32 mid-capture (high bits 0 -> 1): esn_wrap_packets
+    "v4-esn-wrap": (0xA4000006, A4, B4, "HMAC-SHA1-96", "AUTH_HMAC_SHA1_96", bytes(range(0xA1, 0xB5)), 0),
 }
 # the ESP SA under "v4-bundle-ah": AES-CBC-128 + HMAC-SHA1-96, tunnel mode
 ESP_BUNDLE = (0xE4000005, A4, B4, bytes(range(0x61, 0x71)), bytes(range(0x71, 0x85)))
@@ -226,6 +228,28 @@ def bundle_packets() -> list[bytes]:
     return out
 
 
+# ah-esn-wrap.pcap: packet i carries the full sequence number ESN_WRAP_FIRST + i; packets
+# ESN_WRAP_BAD[0] <= i < ESN_WRAP_BAD[1] have one payload byte flipped after signing
+ESN_WRAP_COUNT, ESN_WRAP_FIRST, ESN_WRAP_BAD = 640, (1 << 32) - 310, (300, 340)
+
+
+def esn_wrap_packets() -> list[bytes]:
+    """An ESN SA (RFC 4302 §2.5.1) whose 64-bit counter crosses 2^32 at packet 310, inside a run of
+    40 packets corrupted on the path (300-339): equal-sized frames, so a run split in two at its
+    byte middle (``decrypt -j 2``) starts its second chunk inside the corrupted run, after the
+    crossing. Each packet is signed by scapy with the high bits it belongs to (§3.3.3.2.1)."""
+    out = []
+    s = sa("v4-esn-wrap")
+    for i in range(ESN_WRAP_COUNT):
+        full = ESN_WRAP_FIRST + i
+        pkt = IP(src=A4, dst=B4, id=i & 0xFFFF) / UDP(sport=6000, dport=6001) / Raw(b"esn wrap %04d " % i * 4)
+        p = bytes(s.encrypt(pkt, seq_num=full & 0xFFFFFFFF, esn_en=True, esn=full >> 32))
+        if ESN_WRAP_BAD[0] <= i < ESN_WRAP_BAD[1]:
+            p = p[:-3] + bytes([p[-3] ^ 0x01]) + p[-2:]
+        out.append(p)
+    return out
+
+
 def write(name: str, packets: list[bytes]) -> None:
     with PcapWriter(str(HERE / name), linktype=1, sync=True) as w:
         for i, raw in enumerate(packets):
@@ -307,6 +331,8 @@ def main() -> None:
     write("ah-frag.pcap", frag_packets())
     write("ah-frag-options.pcap", frag_options_packets())
     write("ah-esp.pcap", bundle_packets())
+    write("ah-esn-wrap.pcap", esn_wrap_packets())
+    dump("ah-esn-wrap.keys.json", keys(["v4-esn-wrap"], "the signing key"))
     v4 = ["v4-sha1", "v4-sha1-back", "v4-sha512-tunnel", "v4-cmac-esn"]
     dump("ah-v4.keys.json", keys(v4, "the keys the packets were signed with"))
     dump("ah-v6.keys.json", keys(["v6-sha384", "v6-sha256-tunnel", "v6-md5-esn"], "the signing keys"))
