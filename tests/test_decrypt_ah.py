@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import IPSECSCOPE, ROOT, needs_tshark
 from scapy.layers.inet import IP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 from scapy.layers.ipsec import AH, ESP, SecurityAssociation
 from scapy.utils import rdpcap
-from test_ah import AH_DIR, key_entries, receiver_packets, scapy_verdicts
+from test_ah import AH_DIR, SCAPY_ALGO, key_entries, receiver_packets, scapy_verdicts
 
 from ipsecscope.api import load_keystore
 from ipsecscope.capture import open_capture
@@ -63,10 +63,22 @@ def test_payloads_are_scapys_frame_for_frame(name, tmp_path):
         if nh in (4, 41):
             assert data == payload, n
             continue
-        hl = 20 if data[0] >> 4 == 4 else 40
-        assert data[hl:] == payload, n
-        out, wire = (IP(data), frames[n - 1][IP]) if hl == 20 else (IPv6(data), frames[n - 1][IPv6])
-        assert (out.src, out.dst, out.proto if hl == 20 else out.nh) == (wire.src, wire.dst, nh)
+        if data[0] >> 4 == 4:
+            assert data[20:] == payload, n
+            out, wire = IP(data), frames[n - 1][IP]
+            assert (out.src, out.dst, out.proto) == (wire.src, wire.dst, nh)
+            continue
+        # IPv6 transport mode: the extension headers in front of AH stay (RFC 4302 §3.1.1), as
+        # scapy's AH receiver leaves the packet: the frame's own headers (a Routing header as
+        # captured), a fragmented datagram's reassembled ones; traffic class, flow label and hop
+        # limit are decrypt's own (bytes 0-3, 7)
+        wire = frames[n - 1][IPv6]
+        ref = theirs[n] if IPv6ExtHdrFragment in wire else IPv6(bytes(wire))
+        spi = ref[AH].spi
+        k = key_entries(keys)[spi]
+        mine = SecurityAssociation(AH, spi=spi, auth_algo=SCAPY_ALGO[k["integ"]], auth_key=bytes.fromhex(k["auth_key"]))
+        exp = bytes(mine.decrypt(ref, verify=False))
+        assert (data[4:7], data[8:]) == (exp[4:7], exp[8:]), n
     # one JSON record per AH packet, in frame order, the ICV verdict as scapy's
     ah = [x for x in recs if x["protocol"] == "AH"]
     assert [x["frame"] for x in ah] == sorted(verdicts)
@@ -94,10 +106,12 @@ def test_tshark_dissects_the_output_as_the_ah_payload(name, tmp_path):
     ours = dissect(tmp_path / "out.pcapng", "frame")
     assert len(ours) == len(theirs) > 0
     for t, o in zip(theirs, ours, strict=True):
-        tail = t[1].split(":ah:", 1)[1]
-        # transport mode: behind an IP header rebuilt from the outer addresses (extension headers
-        # in front of AH are not carried over, as for ESP's transport payloads)
-        outer = "ipv6" if ":ipv6" in t[1].split(":ah:", 1)[0] else "ip"
+        head, tail = t[1].split(":ah:", 1)
+        # transport mode: behind an IP header rebuilt from the outer addresses, with the IPv6
+        # extension headers in front of AH (RFC 4302 §3.1.1) but a reassembled datagram's
+        # Fragment header (RFC 8200 §4.5)
+        outer = head.split(":ip", 1)[1]
+        outer = "ip" + outer.replace(":ipv6.fraghdr", "") if outer.startswith("v6") else "ip"
         layers = tail if tail.split(":")[0] in ("ip", "ipv6") else f"{outer}:{tail}"
         assert o[1] == f"raw:{layers}", (t, o)
         assert o[2:] == t[2:], (t, o)  # the innermost addresses (transport: the outer ones)

@@ -83,8 +83,10 @@ class AhOut:
     ``wire_packet`` and ``decrypt_nested`` are the hot loop's (``export.hotloop``, which imports
     this module: passed in, not imported back)."""
 
-    def __init__(self, keys, wire_packet: Callable, decrypt_nested: Callable) -> None:
+    def __init__(self, keys, wire_packet: Callable, decrypt_nested: Callable,
+                 ext_headers: Callable[[bytes, int], tuple] | None = None) -> None:
         self.wire_packet, self.decrypt_nested = wire_packet, decrypt_nested
+        self.ext_headers = ext_headers  # hotloop.v6_ext_headers: IPv6 headers kept in front of AH's payload
         self.verifier = AhVerifier(keys)
         self.totals = AhTotals(per_sa=self.verifier.stats)
         from ..decode.link import ip_offset
@@ -121,7 +123,12 @@ class AhOut:
             if nh in (4, 41) and dec is not None and dec.keys is not None:  # ESP tunnelled under AH
                 inner, nh, isrc, idst, layers = self.decrypt_nested(dec, nested, inner, nh, src, dst)
             if nh != 59:
-                out.packet = self.wire_packet(isrc, idst, nh, inner)
+                ext = ()
+                if pkt.ip_version == 6 and layers is None and self.ext_headers is not None:
+                    # the extension headers in front of AH stay in a transport-mode packet (RFC 4302
+                    # §3.1.1); the header AH follows: a tunnelled or reassembled packet's, else the frame's
+                    ext = self.ext_headers(pkt.ip_header, 0) if pkt.ip_header else self.ext_headers(frame, off)
+                out.packet = self.wire_packet(isrc, idst, nh, inner, ext)
                 t.written += 1
         if jsonl:
             out.record = _jsonl.ah_record(pkt, ts_ns, res, src, dst, nh, inner, with_hex, nested=layers,

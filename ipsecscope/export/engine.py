@@ -51,7 +51,7 @@ from ..outfile import atomic_output, create_private, refuse_inputs, same_file
 from . import direct as _direct
 from . import hotloop
 from . import jsonl as _jsonl
-from .hotloop import _CARRIES_ESP, ChunkResult, Options, _Worker, decrypt_nested, wire_packet
+from .hotloop import _CARRIES_ESP, ChunkResult, Options, _Worker, decrypt_nested, v6_ext_headers, wire_packet
 from .pcapng import LINKTYPE_RAW, SECRETS_TYPE_IPSEC, PcapngWriter
 
 if TYPE_CHECKING:
@@ -708,6 +708,7 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
     """gzip'd or unusual files: the general capture reader and decoder, one process."""
     from ..capture import open_capture
     from ..decode.demux import Decoder
+    from ..decode.link import ip_offset
     from ..model.packets import AhPacket, EspPacket
 
     dec = EspDecryptor(keys)
@@ -780,7 +781,12 @@ def _run_general(path, keys, out, jsonl_out, opts: Options, progress, dsb: bool,
                 dummy = nh == 59
                 stats.dummy += dummy
                 if writer is not None and not dummy:
-                    data = wire_packet(isrc, idst, nh, inner)
+                    ext = ()  # IPv6 extension headers before ESP, kept in a transport-mode packet
+                    if len(src) == 16 and not pkt.udp_encap and (isrc, idst) == (src, dst):
+                        ver, l3 = ip_offset(raw.linktype, raw.data)
+                        if ver == 6 and raw.data[l3 + 8:l3 + 40] == src + dst:
+                            ext = v6_ext_headers(raw.data, l3)
+                    data = wire_packet(isrc, idst, nh, inner, ext)
                     writer.write_packet(0, raw.ts_ns, data)
                 if jf is not None:
                     jf.write(_jsonl.record(raw.index, raw.ts_ns, st, src, dst, pkt.spi, pkt.seq, r.seq_hi, "ok",
@@ -809,7 +815,7 @@ def _general_ah(ah, pkt, raw, keys, dec, nested, writer, jf, opts: Options, keep
     from .ah import AhOut
 
     if ah is None:
-        ah = AhOut(keys, wire_packet, decrypt_nested)
+        ah = AhOut(keys, wire_packet, decrypt_nested, v6_ext_headers)
     got = ah.handle(pkt, raw.data, raw.linktype, raw.ts_ns, dec, nested, jf is not None, opts.hex)
     if got.record is not None:
         jf.write(got.record)

@@ -188,23 +188,68 @@ def decrypt_nested(dec: EspDecryptor, seen: set, inner: bytes, nh: int, src: byt
 
 # --- the hot loop -------------------------------------------------------------------------------
 
-def wire_packet(src: bytes, dst: bytes, nh: int, inner: bytes) -> bytes:
+def wire_packet(src: bytes, dst: bytes, nh: int, inner: bytes, ext: tuple = ()) -> bytes:
     """The packet a decrypted payload carries, as the output file holds it: a tunnel's inner IP
-    packet as it is, a transport payload behind an IP header from the outer addresses. An IPComp
-    payload (next header 108, RFC 3173 §2) is opened first, as tshark and the views show it: the
-    decrypted file holds the datagram that was compressed, not its DEFLATE stream."""
+    packet as it is, a transport payload behind an IP header from the outer addresses (and, IPv6,
+    the extension headers that came before ESP/AH: ``ext``, from :func:`v6_ext_headers`). An
+    IPComp payload (next header 108, RFC 3173 §2) is opened first, as tshark and the views show
+    it: the decrypted file holds the datagram that was compressed, not its DEFLATE stream."""
     if nh == IPCOMP:
         opened = ipcomp_open(inner)
         if opened is not None:
             inner, nh = opened
     if nh == 4 or nh == 41:
         return inner
-    return ip_header(src, dst, nh, len(inner)) + inner
+    return ip_header(src, dst, nh, len(inner), ext) + inner
 
 
-def ip_header(src: bytes, dst: bytes, nh: int, payload_len: int) -> bytes:
-    """An IP header for a transport-mode inner payload, from the outer addresses."""
+# IPv6 extension headers that may come before ESP or AH and stay in a transport-mode packet once
+# ESP/AH is taken out (RFC 4303 §3.1.1, RFC 4302 §3.1.1): Hop-by-Hop, Routing, Destination Options
+# (and the Fragment header, v6_ext_headers says when)
+_V6_BEFORE_IPSEC = frozenset((0, 43, 60))
+
+
+def v6_ext_headers(ip: bytes, off: int = 0) -> tuple:
+    """The IPv6 extension headers between the fixed header at ``ip[off]`` and the ESP or AH header
+    their chain leads to, as ((type, bytes), ...) for :func:`ip_header`; () when there are none,
+    the chain is cut off, or it leads elsewhere (a tunnel the decoder peeled, UDP-encapsulated
+    ESP). A Fragment header stays only when atomic (offset 0, M 0, RFC 6946): a datagram
+    reassembled from real fragments is written whole, without one (RFC 8200 §4.5)."""
+    n = len(ip)
+    if n < off + 40 or ip[off] >> 4 != 6:
+        return ()
+    nh, p = ip[off + 6], off + 40
+    out = []
+    for _ in range(16):  # RFC 8200 §4.1: a handful of headers, each at most once or twice
+        if nh == 50 or nh == 51:
+            return tuple(out)
+        if nh == 44:
+            if n < p + 8:
+                return ()
+            if not ((ip[p + 2] << 8 | ip[p + 3]) & 0xFFF9):  # offset 0 and M 0: atomic, kept
+                out.append((44, bytes(ip[p:p + 8])))
+            nh, p = ip[p], p + 8
+            continue
+        if nh not in _V6_BEFORE_IPSEC or n < p + 2:
+            return ()
+        ln = (ip[p + 1] + 1) * 8
+        if n < p + ln:
+            return ()
+        out.append((nh, bytes(ip[p:p + ln])))
+        nh, p = ip[p], p + ln
+    return ()
+
+
+def ip_header(src: bytes, dst: bytes, nh: int, payload_len: int, ext: tuple = ()) -> bytes:
+    """An IP header for a transport-mode inner payload, from the outer addresses. IPv6: with the
+    extension headers ``ext`` ((type, bytes), ... from :func:`v6_ext_headers`) behind it, each
+    header's Next Header naming the one after it, the last one's ``nh`` (what the ESP trailer or
+    AH header named), Payload Length counting them (RFC 8200 §3-4)."""
     if len(src) == 16:
+        if ext:
+            chain = b"".join(bytes((ext[i + 1][0] if i + 1 < len(ext) else nh,)) + h[1:]
+                             for i, (_t, h) in enumerate(ext))
+            return struct.pack("!IHBB16s16s", 0x60000000, payload_len + len(chain), ext[0][0], 64, src, dst) + chain
         return struct.pack("!IHBB16s16s", 0x60000000, payload_len, nh, 64, src, dst)
     h = _IPV4.pack(0x45, 0, 20 + payload_len, 0, 0x4000, 64, nh, 0, src, dst)
     s = sum(struct.unpack("!10H", h))
@@ -796,6 +841,7 @@ class _Worker:
         n = len(frame)
         esp = None
         src = dst = b""
+        ext: tuple = ()  # IPv6 extension headers before ESP (general path only: the fast one has none)
         from ..decode.link import ip_offset
 
         ver, l3 = ip_offset(lt, frame) if lt >= 0 else (0, 0)
@@ -860,6 +906,8 @@ class _Worker:
                 af = socket.AF_INET6 if ":" in pkt.src else socket.AF_INET
                 src, dst = socket.inet_pton(af, pkt.src), socket.inet_pton(af, pkt.dst)
                 udp_encap = type(pkt) is EspPacket and pkt.udp_encap
+                if af == socket.AF_INET6 and not udp_encap and frame[l3 + 8:l3 + 40] == src + dst:
+                    ext = v6_ext_headers(frame, l3)  # kept in a transport-mode output packet
         if esp is None or len(esp) < 8:
             self.n_other += 1
             if keep_other:
@@ -922,7 +970,9 @@ class _Worker:
             isrc, idst = src, dst
         dummy = nh == 59  # an inner dummy packet: nothing for the pcapng, a record for the JSONL
         self.n_dummy += dummy
-        pkt_bytes = wire_packet(isrc, idst, nh, inner) if out_f is not None and not dummy else b""
+        if isrc != src or idst != dst:
+            ext = ()  # an inner layer's packet: the outer header's extension headers are not its own
+        pkt_bytes = wire_packet(isrc, idst, nh, inner, ext) if out_f is not None and not dummy else b""
         if opts.pcapng and out_f is not None and not dummy:
             h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes))
             app(h)
@@ -943,7 +993,7 @@ class _Worker:
         if self.ah is None:
             from .ah import AhOut
 
-            self.ah = AhOut(self.dec.keys, wire_packet, decrypt_nested)
+            self.ah = AhOut(self.dec.keys, wire_packet, decrypt_nested, v6_ext_headers)
             if self.ah_seeds:
                 self.ah.verifier.seed(self.ah_seeds)
         opts, app = self.opts, self.buf.append

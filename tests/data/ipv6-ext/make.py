@@ -5,6 +5,7 @@ unchanged but for the checksum (RFC 8200 §8.1), behind the extension headers RE
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import sys
@@ -103,6 +104,77 @@ def fragments() -> None:
                         + src + dst + fh + part)
 
 
+# ipv6-ext-esp: transport-mode ESP (AES-CBC-128 + HMAC-SHA1-96) 2001:db8:2::1 -> 2001:db8:2::2
+ESP_SA = (0x6E000001, "2001:db8:2::1", "2001:db8:2::2", bytes(range(0x10, 0x20)), bytes(range(0x20, 0x34)))
+
+
+def esp_transport() -> None:
+    """ipv6-ext-esp.pcap (+ .keys.json, .esp_sa for tshark): transport-mode ESP behind IPv6
+    extension headers (RFC 4303 §3.1.1: Hop-by-Hop, Routing, Fragment and Destination Options may
+    come before ESP; a Destination Options header after it is encrypted with the payload). Each
+    packet encrypted by scapy's ``SecurityAssociation(ESP, ...)``, which puts ESP behind
+    Hop-by-Hop, Routing and a Destination Options header not after a Routing one (Linux's place);
+    the atomic Fragment header (RFC 6946) and the real fragments are put in after encrypting, as a
+    sender's IP layer does (RFC 4303 §3.3.4)."""
+    from scapy.layers.inet import UDP as SUDP
+    from scapy.layers.inet6 import (
+        ICMPv6EchoRequest,
+        IPv6,
+        IPv6ExtHdrDestOpt,
+        IPv6ExtHdrFragment,
+        IPv6ExtHdrHopByHop,
+        IPv6ExtHdrRouting,
+        fragment6,
+    )
+    from scapy.layers.ipsec import ESP, SecurityAssociation
+    from scapy.packet import Raw
+
+    spi, a, b, ekey, akey = ESP_SA
+    sa = SecurityAssociation(ESP, spi=spi, crypt_algo="AES-CBC", crypt_key=ekey, auth_algo="HMAC-SHA1-96",
+                             auth_key=akey)
+    udp = SUDP(sport=7000, dport=7001)
+    plain = [
+        IPv6(src=a, dst=b) / IPv6ExtHdrHopByHop() / udp / Raw(b"hop-by-hop"),
+        IPv6(src=a, dst=b) / IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting() / IPv6ExtHdrDestOpt() /
+        ICMPv6EchoRequest(id=3, seq=1, data=b"dest options after ESP"),
+        IPv6(src=a, dst=b) / IPv6ExtHdrDestOpt() / udp / Raw(b"dest options before ESP"),
+        IPv6(src=a, dst=b) / IPv6ExtHdrHopByHop() / udp / Raw(b"atomic fragment"),
+        IPv6(src=a, dst=b) / IPv6ExtHdrHopByHop() / udp / Raw(bytes(range(256)) * 8),
+        IPv6(src=a, dst=b) / udp / Raw(b"no extension header"),
+    ]
+    out = []
+    for i, p in enumerate(plain):
+        enc = IPv6(bytes(sa.encrypt(p, seq_num=i + 1, iv=bytes([i]) * 16)))
+        if i == 3:  # an atomic fragment: Fragment header, offset 0, M 0 (RFC 6946), behind Hop-by-Hop
+            hbh = enc[IPv6ExtHdrHopByHop]
+            esp = hbh.payload
+            hbh.remove_payload()
+            hbh.nh = FRAGMENT
+            enc = enc / IPv6ExtHdrFragment(nh=50, id=0x6E01, offset=0, m=0) / esp
+            del enc.plen
+            out.append(bytes(enc))
+        elif i == 4:  # 2 KB: sent as real fragments (the receiver reassembles before ESP, §3.4.1)
+            hbh = enc[IPv6ExtHdrHopByHop]
+            esp = hbh.payload
+            hbh.remove_payload()
+            hbh.nh = FRAGMENT
+            whole = enc / IPv6ExtHdrFragment(nh=50, id=0x6E02) / esp
+            out += [bytes(f) for f in fragment6(whole, 1280)]
+        else:
+            out.append(bytes(enc))
+    with PcapWriter(HERE / "ipv6-ext-esp.pcap") as w:
+        for i, raw in enumerate(out):
+            w.write(1767225600_000_000_000 + i * 250_000_000, b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x86\xdd" + raw)
+    (HERE / "ipv6-ext-esp.keys.json").write_text(json.dumps({
+        "schema": "ipsecscope.keys/1", "generator": "tests/data/ipv6-ext/make.py (the ESP key)",
+        "esp": [{"spi": f"0x{spi:08x}", "src": a, "dst": b, "encr": "ENCR_AES_CBC", "enc_key": ekey.hex(),
+                 "integ": "AUTH_HMAC_SHA1_96", "auth_key": akey.hex()}]}, indent=1) + "\n")
+    (HERE / "ipv6-ext-esp.esp_sa").write_text(
+        f'"IPv6","{a}","{b}","0x{spi:08x}","AES-CBC [RFC3602]","0x{ekey.hex()}","HMAC-SHA-1-96 [RFC2404]",'
+        f'"0x{akey.hex()}"\n')
+
+
 if __name__ == "__main__":
     main()
     fragments()
+    esp_transport()
