@@ -1,4 +1,4 @@
-"""Python API for scripts: decrypt ESP in a capture with whatever keys you have.
+"""Python API for scripts: decrypt ESP (and check AH) in a capture with whatever keys you have.
 
 Example (run by tests/test_api.py from the repository root)::
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import _socket as socket  # socket.py's C module, the same inet_* functions: no socket.py enums (~3.7 ms CPU)
 import os
-import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +44,17 @@ KeysArg = "KeyStore | str | os.PathLike[str] | Iterable[str | os.PathLike[str]]"
 
 @dataclass(slots=True, frozen=True)
 class DecryptedPacket:
-    """One ESP packet of a capture and what decrypting it gave.
+    """One ESP or AH packet of a capture and what decrypting (ESP) or checking (AH) it gave.
 
     ``seq`` is the full sequence number (64-bit when the SA uses ESN, high bits inferred);
-    ``status`` is "ok", "icv_failed", "no_key", "malformed" or "unsupported"; ``inner`` the inner
-    IP packet (tunnel mode, next_header 4/41) or the transport payload (TCP/UDP/... header
-    onwards), None unless status is "ok". ``keys`` identifies the SA's key material
-    (``keys.source`` says which file and line).
+    ``status`` is "ok", "icv_failed", "no_key", "malformed" or "unsupported" (AH: "ok",
+    "icv_failed", "no_key", "unsupported" or "unverifiable", the ICV check's result);
+    ``verified`` is True when the ICV was checked and verified ("ok"). ``inner`` is the inner IP
+    packet (tunnel mode, next_header 4/41) or the transport payload (TCP/UDP/... header onwards):
+    for ESP None unless status is "ok"; AH encrypts nothing, so its payload is there whenever its
+    ICV did not fail (as ``decrypt`` writes it), ``status`` saying whether it was verified.
+    ``protocol`` is "ESP" or "AH". ``keys`` identifies the SA's key material (``keys.source``
+    says which file and line).
     """
 
     frame: int
@@ -68,10 +71,19 @@ class DecryptedPacket:
     udp_encap: bool = False
     esn: bool | None = None
     ts_ns: int = 0
+    protocol: str = "ESP"
+    # IPv6: the extension headers in front of ESP/AH, kept by ip_packet() in transport mode
+    # (export.hotloop.v6_ext_headers)
+    ext_headers: tuple = field(default=(), repr=False)
 
     @property
     def esn_hi(self) -> int:
         return self.seq >> 32
+
+    @property
+    def verified(self) -> bool:
+        """The ICV verified (ESP: decrypted and authenticated; AH: its ICV checked with a key)."""
+        return self.status == "ok"
 
     @property
     def tunnel(self) -> bool:
@@ -84,14 +96,11 @@ class DecryptedPacket:
             return None
         if self.tunnel:
             return self.inner
-        if ":" in self.src:
-            return struct.pack("!IHBB16s16s", 0x60000000, len(self.inner), self.next_header, 64,
-                               socket.inet_pton(socket.AF_INET6, self.src),
-                               socket.inet_pton(socket.AF_INET6, self.dst)) + self.inner
         from .export.hotloop import ip_header as _ip_header
 
-        return _ip_header(socket.inet_aton(self.src), socket.inet_aton(self.dst), self.next_header,
-                          len(self.inner)) + self.inner
+        af = socket.AF_INET6 if ":" in self.src else socket.AF_INET
+        return _ip_header(socket.inet_pton(af, self.src), socket.inet_pton(af, self.dst), self.next_header,
+                          len(self.inner), self.ext_headers) + self.inner
 
 
 def load_keystore(keys: Keys, strict: bool = False) -> KeyStore:
@@ -109,30 +118,62 @@ def load_keystore(keys: Keys, strict: bool = False) -> KeyStore:
 
 
 def iter_decrypted(capture: str | os.PathLike[str], keys: Keys = None) -> Iterator[DecryptedPacket]:
-    """Every ESP packet of ``capture`` in order, decrypted where keys allow (ESN inferred). ESP
-    only: AH packets, whose payloads :func:`decrypt_capture` writes, are not listed (ESP under AH is)."""
+    """Every ESP and AH packet of ``capture`` in order: ESP decrypted where keys allow, AH's ICV
+    checked with AH keys (RFC 4302 §3.3.3; both with ESN inferred), as :func:`decrypt_capture`
+    does. AH protecting ESP (an SA bundle) gives the AH packet, then the ESP packet it protects
+    unless the AH ICV failed (a receiver drops the packet first, RFC 4302 §3.4.4)."""
     from .capture import open_capture
+    from .crypto.ah import ICV_FAILED, AhResult, AhVerifier
     from .decode.demux import Decoder
+    from .decode.link import ip_offset
+    from .export.hotloop import v6_ext_headers
     from .keys import add_secrets_block
-    from .model.packets import EspPacket
+    from .model.packets import AhPacket, EspPacket, RawFrame
 
     store = load_keystore(keys)
     dec = EspDecryptor(store)
+    ah = AhVerifier(store)
     decoder = Decoder()
     seen = 0
+
+    def ext_of(raw: RawFrame, pkt: AhPacket | EspPacket, header: bytes = b"") -> tuple:
+        """IPv6: the extension headers in front of ESP/AH (for ip_packet), else ()."""
+        if ":" not in pkt.src:
+            return ()
+        ip, off = (header, 0) if header else (raw.data, ip_offset(raw.linktype, raw.data)[1])
+        if ip[off + 8:off + 40] != socket.inet_pton(socket.AF_INET6, pkt.src) + socket.inet_pton(
+                socket.AF_INET6, pkt.dst):
+            return ()  # not the header ESP/AH follows (a tunnel the decoder peeled)
+        return v6_ext_headers(ip, off)
+
     with open_capture(capture) as reader:
         for raw in reader:
             if len(reader.secrets) != seen:  # keys carried in the capture (pcapng DSB)
                 for stype, data in reader.secrets[seen:]:
                     add_secrets_block(store, stype, data)
                 seen = len(reader.secrets)
+            dropped = False  # an AH ICV failed: the ESP packet it protects is not processed
             for pkt in decoder.decode_all(raw):
-                if type(pkt) is not EspPacket:
+                if type(pkt) is AhPacket:
+                    try:
+                        a = ah.verify(pkt, raw.data, ip_offset(raw.linktype, raw.data)[1])
+                    except Exception as exc:  # noqa: BLE001 - odd input never stops the iteration
+                        a = AhResult("unverifiable", reason=f"internal error ({type(exc).__name__}); ICV not checked")
+                    dropped = a.status == ICV_FAILED
+                    payload = pkt.data[(pkt.data[1] + 2) * 4:]
+                    ext = ext_of(raw, pkt, pkt.ip_header)
+                    yield DecryptedPacket(
+                        pkt.frame, pkt.ts, pkt.src, pkt.dst, pkt.spi, (a.seq_hi << 32) | pkt.seq, a.status,
+                        None if dropped else payload, pkt.next_header, a.keys, a.reason, False, a.esn, raw.ts_ns,
+                        "AH", ext)
+                    continue
+                if type(pkt) is not EspPacket or dropped:
                     continue
                 r = dec.decrypt(pkt)
+                ext = () if pkt.udp_encap or r.inner is None else ext_of(raw, pkt)
                 yield DecryptedPacket(
                     pkt.frame, pkt.ts, pkt.src, pkt.dst, pkt.spi, (r.seq_hi << 32) | pkt.seq, r.status,
-                    r.inner, r.next_header, r.keys, r.reason, pkt.udp_encap, r.esn, raw.ts_ns)
+                    r.inner, r.next_header, r.keys, r.reason, pkt.udp_encap, r.esn, raw.ts_ns, "ESP", ext)
 
 
 def decrypt_capture(capture: str | os.PathLike[str], keys: Keys = None,

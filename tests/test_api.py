@@ -126,3 +126,38 @@ def test_the_flat_api_is_annotated():
                 bare.append(f"{qual}({', '.join(p.name for p in missing)})"
                             + (" -> ?" if sig.return_annotation is sig.empty else ""))
     assert not bare, bare
+
+
+AH_CASES = [("ah/ah-v4.pcap", "ah/ah-v4.keys.json"), ("ah/ah-v6.pcap", "ah/ah-v6.keys.json"),
+            ("ah/ah-frag.pcap", "ah/ah-frag.keys.json"), ("ah/ah-esp.pcap", "ah/ah-esp.keys.json"),
+            ("ah/ah-v4.pcap", None), ("ipv6-ext/ipv6-ext-esp.pcap", "ipv6-ext/ipv6-ext-esp.keys.json")]
+
+
+@pytest.mark.parametrize(("cap", "keys"), AH_CASES, ids=lambda x: str(x))
+def test_iter_decrypted_lists_ah_as_decrypt_writes_it(cap: str, keys: str | None, tmp_path: Path) -> None:
+    """AH packets are yielded too (protocol "AH"), each with the ICV result decrypt's JSON record
+    gives (tests/test_decrypt_ah.py holds that against scapy), its payload whenever the ICV did
+    not fail, and ip_packet() byte for byte the packet decrypt writes (IPv6 extension headers in
+    front of ESP/AH included); the ESP an AH packet protects follows it unless AH failed."""
+    from ipsecscope.capture import open_capture
+    from tests.conftest import DATA
+
+    k = [DATA / keys] if keys else None
+    out, jl = tmp_path / "out.pcapng", tmp_path / "out.jsonl"
+    decrypt_capture(DATA / cap, k, out=out, jsonl=jl)
+    recs = [json.loads(line) for line in jl.read_text().splitlines()]
+    got = list(iter_decrypted(DATA / cap, k))
+    assert [(p.frame, p.protocol, f"0x{p.spi:08x}", p.seq, p.status) for p in got] == \
+        [(r["frame"], r["protocol"], r["spi"], r["seq"], r["status"]) for r in recs]
+    for p in got:
+        assert p.verified == (p.status == "ok")
+        if p.protocol == "AH":
+            assert (p.inner is None) == (p.status == "icv_failed")
+            assert p.keys is None if p.status == "no_key" else p.keys is not None
+    with open_capture(out) as r:
+        written = [bytes(f.data) for f in r]
+    # decrypt writes a payload unless it is ESP for the ESP path (AH next header 50) or a dummy (59)
+    mine = [p.ip_packet() for p in got if p.inner is not None and p.next_header not in (50, 59)]
+    assert mine == written and written
+    if cap == "ah/ah-esp.pcap":  # frame 3: the AH ICV failed, its ESP is not processed
+        assert [(p.frame, p.protocol) for p in got if p.frame == 3] == [(3, "AH")]
