@@ -451,6 +451,12 @@ class Session(FrameViews):
                     if got is not None:
                         quoted = got[0]
                         self.quoted.add(quoted)
+                elif err is not None and err.protocol == "AH":  # the quoted AH, its ICV over the quoted header
+                    from . import session_quoted
+
+                    quoted = session_quoted.open_quote_ah(self.ah_verifier if self._ah_verifier() else None, raw, err)
+                    if quoted is not None:
+                        self.quoted.add_ah(quoted)
                 elif err is not None and err.protocol == "IKE":  # a whole quoted IKE message, for filters
                     from . import session_quoted
 

@@ -1,8 +1,10 @@
-"""The ESP packet or IKE message an ICMP/ICMPv6 error frame quotes, opened for the session.
+"""The ESP or AH packet or IKE message an ICMP/ICMPv6 error frame quotes, opened for the session.
 
 ``Session._dispatch`` calls :func:`open_quote` for every ICMP error the decoder found quoting ESP
 (``IcmpError.protocol == "ESP"``), and keeps the :class:`~ipsecscope.decode.quoted.QuotedPacket`
 as the frame's second inner record; ``Session.detail`` calls it again for the plaintext. For an
+error quoting AH it calls :func:`open_quote_ah`: the ICV of a whole quote checked over the
+*quoted* IP header (the one AH follows, RFC 4302 §3.3.3), not the error's own. For an
 error quoting IKE it calls :func:`open_quoted_ike`: a whole quoted message is decoded (and
 decrypted) so that display filters see its payloads as tshark's do. ICMP errors are rare and take
 the general path; nothing here touches an SA's state or counters (``EspDecryptor.open_copy``,
@@ -10,6 +12,8 @@ a decryptor of its own for IKE: the quote is a copy of a packet already sent).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from .crypto.esp import EspDecryptor, decrypt_prefix, tshark_prefix
 from .crypto.ike_sk import SKF, IkeDecryptor
@@ -22,6 +26,7 @@ from .decode.link import ip_offset
 from .decode.quoted import (
     DECRYPTED,
     NOT_VERIFIED,
+    VERIFIED,
     QuotedPacket,
     quoted_ike_dissected,
     summarise,
@@ -29,6 +34,9 @@ from .decode.quoted import (
 )
 from .model.ike import IkeMessage
 from .model.packets import IcmpError, IkeDatagram, RawFrame
+
+if TYPE_CHECKING:
+    from .crypto.ah import AhVerifier
 
 _STATUS = {"no_key": "no-key", "icv_failed": "icv-bad", "malformed": "malformed", "unsupported": "unsupported"}
 
@@ -111,6 +119,56 @@ def open_quote(dec: EspDecryptor, raw: RawFrame, err: IcmpError) -> tuple[Quoted
         inner = summarise(frame, trailer[0], nh)
     reason = "the quote ends before the ICV (anyone on the path can forge an ICMP error)"
     return QuotedPacket(frame, src, dst, spi, seq, False, NOT_VERIFIED, reason, nh, inner, len(plain)), plain, len(esp)
+
+
+_AH_STATUS = {"ok": VERIFIED, "icv_failed": "icv-bad", "no_key": "no-key", "unsupported": "unsupported",
+              "unverifiable": "unverifiable"}
+
+
+def open_quote_ah(verifier: AhVerifier | None, raw: RawFrame, err: IcmpError) -> QuotedPacket | None:
+    """The AH packet the ICMP error ``err`` (frame ``raw``) quotes, as a record: its ICV checked
+    (``verifier``: the session's, None without AH keys) when the quote holds the whole datagram,
+    over the quoted IP header (its IPv4 options, its IPv6 extension headers: RFC 792 and
+    RFC 4443 §2.4(c) quote the datagram from its IP header on). A quote cut off before the end
+    holds less than the ICV covers: "not-verified", its payload summarised as far as it goes (AH
+    encrypts nothing). Never raises for what the quote holds; None when it holds no AH header."""
+    got = _error_ip(raw)
+    if got is None or err.spi is None:
+        return None
+    data, hl, _extra = got
+    q = data[hl + 8:]  # the quoted datagram: after the ICMP header (RFC 792, RFC 4443 §2.1)
+    if len(q) >= 20 and q[0] >> 4 == 4:
+        version, at, total = 4, (q[0] & 15) * 4, (q[2] << 8) | q[3]
+    elif len(q) >= 40 and q[0] >> 4 == 6:
+        nh, at, chain = walk_quoted_v6(q, q[6], 40, len(q))
+        if nh != 51 or chain != CHAIN_OK:
+            return None
+        version, total = 6, 40 + ((q[4] << 8) | q[5])
+    else:
+        return None
+    if at < 20 or len(q) < at + 8:
+        return None
+    whole = total > at and len(q) >= total
+    ah = bytes(q[at:total] if whole else q[at:])
+    src, dst, frame = err.quoted_src, err.quoted_dst, raw.index
+    seq = err.seq if err.seq is not None else -1  # -1: the quote ends before the sequence number
+    hlen = (ah[1] + 2) * 4
+    nh = ah[0]
+    inner = summarise(frame, ah[hlen:], nh) if len(ah) > hlen and nh not in (50, 59) else None
+    if not whole or len(ah) < 12 or hlen > len(ah):
+        return QuotedPacket(frame, src, dst, err.spi, seq, False, NOT_VERIFIED,
+                            "the quote ends before the end of the packet the ICV covers (anyone on the path can "
+                            "forge an ICMP error)", nh, inner, max(len(ah) - hlen, 0), "AH")
+    if verifier is None:
+        return QuotedPacket(frame, src, dst, err.spi, seq, True, "no-key", "no AH keys loaded", nh, inner,
+                            len(ah) - hlen, "AH")
+    try:
+        res = verifier.check_copy(src, dst, err.spi, seq, bytes(q[:total]), version, ah)
+    except Exception as exc:  # noqa: BLE001 - a quote we cannot check is shown, never fatal
+        return QuotedPacket(frame, src, dst, err.spi, seq, True, "unverifiable",
+                            f"internal error ({type(exc).__name__}); ICV not checked", nh, inner, len(ah) - hlen, "AH")
+    return QuotedPacket(frame, src, dst, err.spi, (res.seq_hi << 32) | seq, True, _AH_STATUS.get(res.status, res.status),
+                        res.reason, nh, inner, len(ah) - hlen, "AH")
 
 
 def open_quoted_ike(dec: IkeDecryptor, raw: RawFrame, err: IcmpError, quoted: tuple | None = None,

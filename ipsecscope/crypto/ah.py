@@ -442,6 +442,41 @@ class AhVerifier:
                              " without ESN and with ESN high bits" if st.mode is None else " with ESN high bits"))
         return AhResult(ICV_FAILED, keys=keys, reason=stats.last_reason, esn=st.mode)
 
+    def check_copy(self, src: str, dst: str, spi: int, seq: int, ip: bytes, version: int, ah: bytes) -> AhResult:
+        """The ICV of a *copy* of an AH packet (the whole datagram an ICMP error quotes, RFC 792,
+        RFC 4443 §2.4(c)): ``ip`` starts at the quoted IP header, the one AH follows (never the
+        error's own), ``ah`` is the AH header and what follows it. ESN high bits are tried from
+        what the SA has verified so far; nothing about the SA changes (state, counters): the
+        quote is a packet already sent."""
+        keys = self.keys.esp_lookup(src, dst, spi) if self.keys is not None else None
+        if keys is None or keys.protocol != ProtocolId.AH:
+            return AhResult(NO_KEY, reason="no key for this SA (add its keys with -k)")
+        try:
+            mac, icv = mac_for(keys)
+        except UnknownAlgorithmError as exc:
+            return AhResult(UNSUPPORTED, keys=keys, reason=str(exc))
+        got = covered(ip, 0, version, ah, False)
+        if type(got) is str:
+            return AhResult(UNVERIFIABLE, keys=keys, reason=got)
+        parts, sent = icv_parts(got[0], ah)  # type: ignore[index]
+        if len(sent) < icv:
+            return AhResult(ICV_FAILED, keys=keys, reason=f"the AH ICV field is {len(sent)} bytes; the key's "
+                            f"algorithm needs {icv}")
+        st = self._sas.get((src, dst, spi))
+        mode = st.mode if st is not None and st.mode is not None else keys.esn
+        his: tuple[int | None, ...]
+        if mode is False:
+            his = (None,)
+        elif mode and st is not None and st.top >= 0:
+            his = _esn.candidates(st.top, seq)
+        else:
+            his = ((None,) if mode is None else ()) + _esn.search_order()
+        for hi, got_icv in zip(his, mac(parts, his), strict=False):  # type: ignore[misc]
+            if _compare(got_icv, sent[:icv]):
+                total = (ah[1] + 2) * 4
+                return AhResult(OK, hi or 0, keys, "", hi is not None, "", ah[0], ah[total:])
+        return AhResult(ICV_FAILED, keys=keys, reason="ICV check failed", esn=mode)
+
     @staticmethod
     def _match(st: _Sa, parts: tuple[bytes, ...], sent: bytes, seq_lo: int) -> int | None | bool:
         """The ESN high bits the ICV verifies with (None: no ESN), or False. Learns the SA's mode

@@ -40,20 +40,23 @@ WIRESHARK_IP_PROTOCOLS = frozenset((
     93, 97, 103, 106, 108, 112, 113, 115, 132, 134, 135, 136, 137, 139, 140, 143, 173, 224))
 
 # QuotedPacket.status values
-DECRYPTED = "decrypted"  # the whole packet was quoted and its ICV verified
-NOT_VERIFIED = "not-verified"  # cut off before its ICV: decrypted as far as it goes, unauthenticated
+DECRYPTED = "decrypted"  # ESP: the whole packet was quoted and its ICV verified
+VERIFIED = "verified"  # AH: the whole packet was quoted and its ICV verified
+NOT_VERIFIED = "not-verified"  # cut off before its ICV (ESP: decrypted as far as it goes), unauthenticated
 
 
 @dataclass(slots=True, frozen=True)
 class QuotedPacket:
-    """The ESP packet one ICMP error frame quotes: its SA (RFC 4301 §4.1: SPI + destination +
-    protocol), and the decrypted inner packet when there is one to show."""
+    """The ESP (or AH) packet one ICMP error frame quotes: its SA (RFC 4301 §4.1: SPI +
+    destination + protocol), and the decrypted (AH: verified) inner packet when there is one to
+    show. AH quotes are kept apart (:meth:`QuotedStore.add_ah`): the ``esp.*`` filter fields and
+    ``packets --json``'s ``quoted_esp`` read only ESP's."""
 
     frame: int  # the ICMP error's frame
     src: str  # the quoted packet's outer addresses (from the quoted IP header)
     dst: str
     spi: int
-    seq: int  # the 32 bits on the wire
+    seq: int  # the 32 bits on the wire (AH: with ESN high bits once verified; -1: cut off before it)
     whole: bool  # the quote holds the whole ESP packet (up to its ICV)
     # DECRYPTED, NOT_VERIFIED, or why there is no plaintext: "no-key", "icv-bad", "malformed",
     # "unsupported"
@@ -62,15 +65,16 @@ class QuotedPacket:
     next_header: int | None = None  # as tshark's esp.protocol: None where tshark shows none
     inner: InnerSummary | None = None  # the decrypted packet, dissected (as tshark would)
     plain_len: int = 0  # bytes of plaintext (the inner packet; a cut-off quote's prefix)
+    protocol: str = "ESP"  # "ESP" | "AH"
 
     @property
     def verified(self) -> bool:
-        return self.status == DECRYPTED
+        return self.status == DECRYPTED or self.status == VERIFIED
 
     def info(self) -> str:
-        """The Info text after the ICMP error's: which ESP packet, and what it carried."""
-        head = f"quoted ESP {spi_text(self.spi)} seq {self.seq}"
-        if self.inner is not None and self.status == DECRYPTED:
+        """The Info text after the ICMP error's: which ESP/AH packet, and what it carried."""
+        head = f"quoted {self.protocol} {spi_text(self.spi)} seq {self.seq if self.seq >= 0 else '?'}"
+        if self.inner is not None and self.verified:
             return f"{head} ▸ {self.inner.info()}"
         if self.status == NOT_VERIFIED:
             return f"{head} (cut off, not verified)"
@@ -131,6 +135,8 @@ class QuotedStore:
         # frame -> the IKE message an error quotes whole, decoded (and decrypted) as tshark shows
         # it; a cut-off quote's header is in ``InnerStore.quoted`` (tshark shows nothing more)
         self._ike: dict[int, IkeMessage] = {}
+        # frame -> the AH packet an error quotes (session_quoted.open_quote_ah), apart from ESP's
+        self._ah: dict[int, QuotedPacket] = {}
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -146,6 +152,13 @@ class QuotedStore:
 
     def get(self, frame: int) -> QuotedPacket | None:
         return self._by_frame.get(frame)
+
+    def add_ah(self, q: QuotedPacket) -> None:
+        self._ah.setdefault(q.frame, q)
+
+    def ah(self, frame: int) -> QuotedPacket | None:
+        """The AH packet the error in ``frame`` quotes, or None."""
+        return self._ah.get(frame)
 
     def add_ike(self, frame: int, msg: IkeMessage) -> None:
         self._ike[frame] = msg
@@ -169,3 +182,5 @@ class QuotedStore:
         del self._frames[:i]
         for f in [f for f in self._ike if f < first_frame]:
             del self._ike[f]
+        for f in [f for f in self._ah if f < first_frame]:
+            del self._ah[f]

@@ -250,6 +250,46 @@ def esn_wrap_packets() -> list[bytes]:
     return out
 
 
+def quoted_packets() -> list[bytes]:
+    """ICMP and ICMPv6 errors quoting AH packets (RFC 792: the datagram from its IP header on, at
+    least 8 octets of it; RFC 1812 §4.3.2.3: up to 576 octets; RFC 4443 §2.4(c): as much as fits
+    in 1280). The quoted packets are the same scapy-signed ones as ah-v4/ah-v6; the errors come
+    from the peer (whole quotes) or from a router between (cut-off quotes)."""
+    from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig
+
+    router4, router6 = "198.18.9.9", "2001:db8:9::9"
+    s1 = sa("v4-sha1")
+    req = bytes(s1.encrypt(IP(src=A4, dst=B4, id=0x1000, ttl=64) / ICMP(type=8, id=12, seq=1) /
+                           Raw(b"quoted ah " * 8), seq_num=1))
+    opt = IP(src=A4, dst=B4, id=0x1001, options=[IPOption_Router_Alert(), IPOption_RR(routers=["0.0.0.0"])]) / \
+        UDP(sport=5000, dport=5001) / Raw(b"options in the quote")
+    p = bytearray(bytes(s1.encrypt(opt, seq_num=2)))
+    rr = p.index(bytes([7]), 20)  # Record Route filled in by a router after signing (zeroed for the ICV)
+    p[rr + 2], p[rr + 3:rr + 7] = 8, bytes([198, 18, 9, 9])
+    opts = _v4_fix(bytes(p))
+    bad = bytearray(bytes(s1.encrypt(IP(src=A4, dst=B4, id=0x1002) / UDP(sport=5000, dport=5001) /
+                                     Raw(b"corrupted"), seq_num=3)))
+    bad[-2] ^= 0x01
+    s6 = sa("v6-sha384")
+    hbh = HBHOptUnknown(otype=0x3E, optdata=b"\x00\x00\x00\x00")
+    v6 = bytes(s6.encrypt(IPv6(src=A6, dst=B6, hlim=64) / IPv6ExtHdrHopByHop(options=[hbh]) / IPv6ExtHdrDestOpt() /
+                          ICMPv6EchoRequest(id=6, seq=1, data=b"quoted ah v6 " * 8), seq_num=1))
+    tun = bytes(sa("v6-sha256-tunnel", IPv6(src=B6, dst=A6)).encrypt(
+        IPv6(src="fd00:2::1", dst="fd00:1::1") / ICMPv6EchoReply(id=6, seq=2, data=b"tunnelled"), seq_num=1))
+    return [
+        req,
+        bytes(IP(src=B4, dst=A4, id=0x2000) / ICMP(type=3, code=3) / Raw(req)),  # whole: verifies
+        bytes(IP(src=router4, dst=A4, id=0x2001) / ICMP(type=3, code=4, nexthopmtu=68) / Raw(req[:60])),  # cut
+        bytes(IP(src=B4, dst=A4, id=0x2002) / ICMP(type=3, code=3) / Raw(opts)),  # options in the quoted header
+        bytes(IP(src=B4, dst=A4, id=0x2003) / ICMP(type=3, code=3) / Raw(bytes(bad))),  # whole, ICV fails
+        bytes(IP(src=router4, dst=A4, id=0x2004) / ICMP(type=11, code=0) / Raw(req[:28])),  # RFC 792's minimum
+        v6,
+        bytes(IPv6(src=B6, dst=A6) / ICMPv6DestUnreach(code=4) / Raw(v6)),  # whole, behind HBH + DestOpt
+        bytes(IPv6(src=router6, dst=A6) / ICMPv6PacketTooBig(mtu=1280) / Raw(v6[:120])),  # cut
+        bytes(IPv6(src=A6, dst=B6) / ICMPv6DestUnreach(code=1) / Raw(tun)),  # tunnel mode, whole
+    ]
+
+
 def write(name: str, packets: list[bytes]) -> None:
     with PcapWriter(str(HERE / name), linktype=1, sync=True) as w:
         for i, raw in enumerate(packets):
@@ -332,6 +372,7 @@ def main() -> None:
     write("ah-frag-options.pcap", frag_options_packets())
     write("ah-esp.pcap", bundle_packets())
     write("ah-esn-wrap.pcap", esn_wrap_packets())
+    write("ah-quoted.pcap", quoted_packets())
     dump("ah-esn-wrap.keys.json", keys(["v4-esn-wrap"], "the signing key"))
     v4 = ["v4-sha1", "v4-sha1-back", "v4-sha512-tunnel", "v4-cmac-esn"]
     dump("ah-v4.keys.json", keys(v4, "the keys the packets were signed with"))
