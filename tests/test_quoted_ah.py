@@ -25,8 +25,8 @@ from ipsecscope.session import Session
 
 CAP = AH_DIR / "ah-quoted.pcap"
 KEYS = [AH_DIR / "ah-v4.keys.json", AH_DIR / "ah-v6.keys.json"]
-ERRORS = (2, 3, 4, 5, 6, 8, 9, 10)  # the ICMP/ICMPv6 error frames
-WHOLE, CUT = (2, 4, 5, 8, 10), (3, 6, 9)
+ERRORS = (2, 4, 5, 6, 7, 9, 11, 12)  # the ICMP/ICMPv6 error frames
+WHOLE, CUT = (2, 5, 6, 9, 12), (4, 7, 11)
 
 
 def _quote(frame) -> bytes:
@@ -57,17 +57,19 @@ def test_whole_quotes_are_checked_over_the_quoted_header_as_scapy_checks_them():
         want = _scapy_verdict(_quote(frames[f - 1]))
         assert got[f].whole and got[f].verified == want, (f, got[f])
         assert got[f].status == (VERIFIED if want else "icv-bad")
-    assert [f for f in WHOLE if got[f].verified] == [2, 4, 8, 10]  # frame 5's quote was corrupted
+    assert [f for f in WHOLE if got[f].verified] == [2, 5, 9, 12]  # frame 6's quote was corrupted
     for f in CUT:
         assert not got[f].whole and got[f].status == NOT_VERIFIED and "quote ends" in got[f].reason
-    assert got[6].seq == -1 and "seq ?" in got[6].info()  # RFC 792's minimum: the SPI and no more
+    assert got[7].seq == -1 and "seq ?" in got[7].info()  # RFC 792's minimum: the SPI and no more
+    assert (got[4].seq, got[11].seq) == (4, 2) and got[4].inner is not None  # cut: the payload as far as it goes
     # the quoted packet's addresses, the quoted payload (AH encrypts nothing)
-    assert (got[2].src, got[2].dst, got[10].src) == ("198.18.0.1", "198.18.0.2", "2001:db8:b::2")
-    assert "Echo (ping) request" in got[2].info() and "fd00:2::1 → fd00:1::1" in got[10].info()
+    assert (got[2].src, got[2].dst, got[12].src) == ("198.18.0.1", "198.18.0.2", "2001:db8:b::2")
+    assert "Echo (ping) request" in got[2].info() and "fd00:2::1 → fd00:1::1" in got[12].info()
     rows = {r.frame: r for r in s.rows}
-    assert "quoted AH 0xa4000001 seq 1 ▸ ICMP Echo" in rows[2].info and "(icv-bad)" in rows[5].info
-    # copies are counted for no SA: the two AH frames the capture carries, verified
-    assert (s.stats.ah, s.stats.ah_verified, s.stats.ah_icv_failed) == (2, 2, 0)
+    assert "quoted AH 0xa4000001 seq 1 ▸ ICMP Echo" in rows[2].info and "(icv-bad)" in rows[6].info
+    assert "quoted AH 0xa4000001 seq 4 (cut off, not verified)" in rows[4].info
+    # copies are counted for no SA: the four AH frames the capture carries, verified
+    assert (s.stats.ah, s.stats.ah_verified, s.stats.ah_icv_failed) == (4, 4, 0)
 
 
 def test_without_keys_a_whole_quote_says_so():
@@ -97,10 +99,10 @@ def test_a_quote_cut_anywhere_never_raises(tmp_path):
     cap = tmp_path / "cut.pcap"
     n = 0
     with PcapWriter(str(cap), linktype=1) as w:
-        for f in (4, 8):
+        for f in (5, 9):
             quote = _quote(frames[f - 1])
             for cut in range(len(quote)):
-                if f == 4:
+                if f == 5:
                     err = IP(src="198.18.9.9", dst="198.18.0.1") / ICMP(type=3, code=4, nexthopmtu=68) / Raw(quote[:cut])
                 else:
                     err = IPv6(src="2001:db8:9::9", dst="2001:db8:a::1") / ICMPv6PacketTooBig(mtu=1280) / Raw(quote[:cut])

@@ -274,18 +274,25 @@ def quoted_packets() -> list[bytes]:
     hbh = HBHOptUnknown(otype=0x3E, optdata=b"\x00\x00\x00\x00")
     v6 = bytes(s6.encrypt(IPv6(src=A6, dst=B6, hlim=64) / IPv6ExtHdrHopByHop(options=[hbh]) / IPv6ExtHdrDestOpt() /
                           ICMPv6EchoRequest(id=6, seq=1, data=b"quoted ah v6 " * 8), seq_num=1))
+    # big ones, too big for a link on the way: a router's error quotes their start only
+    big4 = bytes(s1.encrypt(IP(src=A4, dst=B4, id=0x1003, flags="DF") / UDP(sport=5000, dport=5001) /
+                            Raw(bytes(range(256)) * 6), seq_num=4))
+    big6 = bytes(s6.encrypt(IPv6(src=A6, dst=B6) / IPv6ExtHdrHopByHop(options=[hbh]) / UDP(sport=5000, dport=5001) /
+                            Raw(bytes(range(256)) * 6), seq_num=2))
     tun = bytes(sa("v6-sha256-tunnel", IPv6(src=B6, dst=A6)).encrypt(
         IPv6(src="fd00:2::1", dst="fd00:1::1") / ICMPv6EchoReply(id=6, seq=2, data=b"tunnelled"), seq_num=1))
     return [
         req,
         bytes(IP(src=B4, dst=A4, id=0x2000) / ICMP(type=3, code=3) / Raw(req)),  # whole: verifies
-        bytes(IP(src=router4, dst=A4, id=0x2001) / ICMP(type=3, code=4, nexthopmtu=68) / Raw(req[:60])),  # cut
+        big4,  # RFC 1812 §4.3.2.3: at most 576 octets in all, so 548 of the quoted datagram
+        bytes(IP(src=router4, dst=A4, id=0x2001) / ICMP(type=3, code=4, nexthopmtu=1400) / Raw(big4[:548])),
         bytes(IP(src=B4, dst=A4, id=0x2002) / ICMP(type=3, code=3) / Raw(opts)),  # options in the quoted header
         bytes(IP(src=B4, dst=A4, id=0x2003) / ICMP(type=3, code=3) / Raw(bytes(bad))),  # whole, ICV fails
         bytes(IP(src=router4, dst=A4, id=0x2004) / ICMP(type=11, code=0) / Raw(req[:28])),  # RFC 792's minimum
         v6,
         bytes(IPv6(src=B6, dst=A6) / ICMPv6DestUnreach(code=4) / Raw(v6)),  # whole, behind HBH + DestOpt
-        bytes(IPv6(src=router6, dst=A6) / ICMPv6PacketTooBig(mtu=1280) / Raw(v6[:120])),  # cut
+        big6,  # RFC 4443 §2.4(c): the error fits in 1280 octets: 1232 of the quoted datagram
+        bytes(IPv6(src=router6, dst=A6) / ICMPv6PacketTooBig(mtu=1280) / Raw(big6[:1232])),
         bytes(IPv6(src=A6, dst=B6) / ICMPv6DestUnreach(code=1) / Raw(tun)),  # tunnel mode, whole
     ]
 
