@@ -40,8 +40,7 @@ class IkeScratch:
     # IKE SA rekey requests: msg key -> (their IKE proposals, whose SPI is the new SPIi; the group of
     # their KE payload, or None), what the answer makes the new IKE SA from and must fit
     rekey_offer: dict[int, tuple[tuple[Proposal, ...], int | None]] = field(default_factory=dict)
-    qm_offer: dict[int, tuple[Proposal, ...]] = field(default_factory=dict)  # IKEv1 Quick Mode: msg key -> offer
-    offer: tuple[Proposal, ...] = ()  # the latest IKE_SA_INIT request's proposals
+    offer: tuple[Proposal, ...] = ()  # the latest IKE_SA_INIT (IKEv1: phase-1) request's proposals
     ke_group: int | None = None  # ... and the group of its KE payload
     last_raw: dict[tuple[int, bool, bool, int], bytes] = field(default_factory=dict)
     init_raw: bytes | None = None  # the initiator's latest first message (zero responder SPI)
@@ -51,7 +50,9 @@ class IkeScratch:
 
 @dataclass(slots=True)
 class ChildScratch:
-    """Engine state per CHILD SA that views do not need (what KEYMAT derivation asks for)."""
+    """Engine state per CHILD SA that views do not need (what KEYMAT derivation asks for; the
+    offer its answer must fit, IKEv2 and IKEv1 Quick Mode alike; an IKEv1 one never gets ``algs``,
+    so KEYMAT derivation, IKEv2's alone, passes it by)."""
 
     ike_spi_i: bytes
     ike_spi_r: bytes

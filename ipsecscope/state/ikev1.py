@@ -28,7 +28,7 @@ from ..model.ike import (
 from ..model.proposals import proposal_string
 from ..model.sa import IkeExchange, IkeSa, SaState
 from . import names as N
-from .book import Book, chosen_in, note_nat_detection
+from .book import Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable, v1_id_selector
 from .selection import answer_unfit_v1
 
@@ -289,7 +289,10 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
                 child.ts_r_offered = child.ts_r = (ts[1],)
             child.frames.append(msg.frame)
             x.new_child = child.id
-            book.ike_scratch(sa).qm_offer[id(x)] = tuple(props)  # what the answer must fit (RFC 2408 §4.2)
+            # What the answer must fit (RFC 2408 §4.2), kept where IKEv2 keeps a CHILD SA's offer.
+            # Quick Mode's PFS group is an SA attribute (RFC 2409 §5.5), not the KE payload's: no ke_group.
+            book.child_scratch[child.id] = ChildScratch(sa.ike_spi_i, sa.ike_spi_r, protocol=props[0].protocol,
+                                                        offer=tuple(props))
             book.register_spi(child, child.spi_i)
             x.summary = f"Quick Mode CHILD_SA #{child.id}"
         else:
@@ -314,7 +317,8 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
     child.spi_r = int.from_bytes(prop.spi[-4:], "big")
     child.proposal = proposal_string(prop, 1)
     child.proposal_frames = chosen_in(x, msg.frame)
-    child.answer_unfit = answer_unfit_v1(book.ike_scratch(sa).qm_offer.get(id(x), ()), prop)
+    cp = book.child_scratch.get(child.id)
+    child.answer_unfit = answer_unfit_v1(cp.offer if cp is not None else (), prop)
     for t in prop.transforms[:1]:
         for k, v in t.attrs:
             k &= 0x7FFF
