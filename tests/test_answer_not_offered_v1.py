@@ -34,7 +34,18 @@ from ipsecscope import Session
 HERE = DATA / "rfc-violations"
 V1 = SAMPLES / "ikev1-dead-peer"
 V2 = SAMPLES / "healthy-gcm"
-SA_V1, SA_V2 = 1, 33
+# Wireshark's ikev1-bug-12620: a real Aggressive Mode (12 transforms, all modp1024; the answer
+# takes #1, aes256-sha256) with its key table, XAUTH and Mode Config after it
+AM = DATA / "wireshark" / "ikev1-bug-12620.pcapng.gz"
+AM_KEYS = DATA / "wireshark" / "ikev1_decryption_table.tmpl"
+SA_V1, SA_V2, KE_V1 = 1, 33, 4
+# RFC 3526 §3: the 2048-bit MODP group's prime; g = 2
+MODP2048 = int("FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD"
+               "EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
+               "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F"
+               "83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B"
+               "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA0510"
+               "15728E5A8AACAA68FFFFFFFFFFFFFFFF", 16)
 
 
 def _v1_attr(atype: int, value: int):
@@ -62,6 +73,12 @@ def _v1_transform_id(tid: int):
     return edit
 
 
+def _ke_modp2048(b: Body) -> Body:
+    """A KE payload's body replaced by a 2048-bit MODP public value (2^x mod p, RFC 3526 §3), 256
+    octets: what a responder that computed in modp2048 sends (RFC 2409 §5)."""
+    return Body(pow(2, 0x1F2E3D4C5B6A7988, MODP2048).to_bytes(256, "big"))
+
+
 def _qm_sa(change):
     """A Quick Mode plaintext edit: its SA payload's body through ``change``."""
     def edit(first: int, plain: bytes) -> tuple[int, bytes]:
@@ -87,6 +104,16 @@ ANSWERS = {
     # ecp384 (RFC 7296 §1.3.2: the KE payload's group, as in IKE_SA_INIT)
     "ikev2-rekey-answer-ke.pcap": ("v2", 22, {21: lambda f: _sealed(f, SA_V2, _add_transform(4, 20)),
                                               22: lambda f: _sealed(f, SA_V2, _transform_id(4, 20))}),
+    # Aggressive Mode 2 takes SHA2-512 (hash 6) for transform #1; the offer has none
+    "ikev1-am-answer-not-offered.pcap": ("am", 2, {2: lambda f: _clear(f, SA_V1, _v1_attr(2, 6))}),
+    # the offer's transform #1 names modp2048, the 11 others and the KE payload (128 octets)
+    # modp1024; the answer takes #1 and sends a modp2048 KE value (256 octets)
+    "ikev1-am-answer-ke.pcap": ("am", 2, {1: lambda f: _clear(f, SA_V1, _v1_attr(4, 14)),
+                                          2: lambda f: _clear(_clear(f, SA_V1, _v1_attr(4, 14)), KE_V1, _ke_modp2048)}),
+    # the same offer; the answer takes #1 (modp2048) with its KE payload left at 128 octets, and the
+    # initiator goes on (XAUTH, Mode Config): the whole capture
+    "ikev1-am-answer-ke-value.pcap": ("am", 10, {1: lambda f: _clear(f, SA_V1, _v1_attr(4, 14)),
+                                                 2: lambda f: _clear(f, SA_V1, _v1_attr(4, 14))}),
 }
 
 
@@ -100,8 +127,8 @@ def write(name: str, out: Path) -> None:
     src = out.with_name(f".{out.name}.tmp")
     if kind == "qm":
         write_mutant(src, edits)
-    with open_capture(src if kind == "qm" else (V1 if kind == "clear" else V2) / "capture.pcapng") as r, \
-            PcapWriter(out) as w:
+    source = {"qm": src, "am": AM, "clear": V1 / "capture.pcapng", "v2": V2 / "capture.pcapng"}[kind]
+    with open_capture(source) as r, PcapWriter(out) as w:
         for f in r:
             if f.index <= last:
                 data = bytes(f.data)
@@ -109,9 +136,13 @@ def write(name: str, out: Path) -> None:
     src.unlink(missing_ok=True)
 
 
+def _keys(name: str) -> Path:
+    return AM_KEYS if name.startswith("ikev1-am") else (V2 if name.startswith("ikev2") else V1) / "keys"
+
+
 def _session(name: str) -> Session:
     s = Session()
-    s.add_key_files([str((V2 if name.startswith("ikev2") else V1) / "keys")])
+    s.add_key_files([str(_keys(name))])
     s.load(str(HERE / name))
     return s
 
@@ -239,17 +270,37 @@ def _life(seconds: int):
     ("ikev2-rekey-answer-ke.pcap", "isakmp.tf.id.dh", 21, "19,20"),
     ("ikev2-rekey-answer-ke.pcap", "isakmp.tf.id.dh", 22, "20"),
     ("ikev2-rekey-answer-ke.pcap", "isakmp.key_exchange.dh_group", 21, "19"),
+    ("ikev1-am-answer-not-offered.pcap", "isakmp.ike.attr.hash_algorithm", 2, "6"),
+    ("ikev1-am-answer-ke.pcap", "isakmp.ike.attr.group_description", 1, "14" + ",2" * 11),
+    ("ikev1-am-answer-ke.pcap", "isakmp.ike.attr.group_description", 2, "14"),
+    ("ikev1-am-answer-ke-value.pcap", "isakmp.ike.attr.group_description", 2, "14"),
 ])
 def test_tshark_reads_the_changed_field(name: str, field: str, frame: int, value: str, tmp_path: Path) -> None:
     """tshark decrypts the encrypted ones with the sample's key tables (its config directory)."""
-    keys = (V2 if name.startswith("ikev2") else V1) / "keys"
+    assert _tshark(name, f"frame.number == {frame}", field, tmp_path) == value
+
+
+def _tshark(name: str, where: str, field: str, config: Path) -> str:
+    keys = _keys(name)
     for table in ("ikev1_decryption_table", "ikev2_decryption_table"):
-        if (keys / table).is_file():
-            shutil.copy(keys / table, tmp_path / table)
-    out = subprocess.run(["tshark", "-r", str(HERE / name), "-Y", f"frame.number == {frame}", "-T", "fields",
-                          "-e", field], capture_output=True, text=True, timeout=60, check=True,
-                         env={**os.environ, "WIRESHARK_CONFIG_DIR": str(tmp_path)}).stdout.strip()
-    assert out == value
+        if keys.is_file() and keys.name.startswith(table):
+            shutil.copy(keys, config / table)
+        elif (keys / table).is_file():
+            shutil.copy(keys / table, config / table)
+    return subprocess.run(["tshark", "-r", str(HERE / name), "-Y", where, "-T", "fields", "-e", field],
+                          capture_output=True, text=True, timeout=60, check=True,
+                          env={**os.environ, "WIRESHARK_CONFIG_DIR": str(config)}).stdout.strip()
+
+
+@needs_tshark
+def test_tshark_reads_the_aggressive_mode_ke_lengths(tmp_path: Path) -> None:
+    """The KE values: the request's 128 octets (modp1024) in each; the answer's 256 (a modp2048
+    value) in -ke, 128 in -ke-value."""
+    for name, answer in [("ikev1-am-answer-ke.pcap", 256), ("ikev1-am-answer-ke-value.pcap", 128)]:
+        assert _tshark(name, "len(isakmp.key_exchange.data) == 128", "frame.number", tmp_path).split() == (
+            ["1"] if answer == 256 else ["1", "2"])
+        assert _tshark(name, f"frame.number == 2 && len(isakmp.key_exchange.data) == {answer}", "frame.number",
+                       tmp_path) == "2"
 
 
 def test_make_writes_these_captures(tmp_path: Path) -> None:

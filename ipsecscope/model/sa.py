@@ -147,8 +147,11 @@ class AnswerUnfit:
     """Why a responder's accepted proposal does not fit the offer it answers (state/selection.py)."""
 
     kind: str  # "number": renumbered (RFC 7296 §3.3); "transform": not offered (§2.7); "ke": KE group (§1.2)
-    # IKEv1 adds "auth": only the phase-1 authentication method differs from the offered transform
+    # IKEv1 adds "auth": only the phase-1 authentication method differs from the offered transform;
+    # Aggressive Mode (RFC 2409 §5) "ke": the answer's group is not the request's KE payload's,
+    # "ke-value": the answer's KE payload does not have its group's length
     reason: str
+    ke_octets: tuple[int, int] | None = None  # "ke-value": (the answer's KE octets, its group's)
 
 
 @dataclass(slots=True)

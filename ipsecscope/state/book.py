@@ -41,7 +41,7 @@ class IkeScratch:
     # their KE payload, or None), what the answer makes the new IKE SA from and must fit
     rekey_offer: dict[int, tuple[tuple[Proposal, ...], int | None]] = field(default_factory=dict)
     offer: tuple[Proposal, ...] = ()  # the latest IKE_SA_INIT (IKEv1: phase-1) request's proposals
-    ke_group: int | None = None  # ... and the group of its KE payload
+    ke_group: int | None = None  # ... and the group of its KE payload (IKEv1: Aggressive Mode's, inferred)
     last_raw: dict[tuple[int, bool, bool, int], bytes] = field(default_factory=dict)
     init_raw: bytes | None = None  # the initiator's latest first message (zero responder SPI)
     responder_msgs: int = 0  # IKEv1 phase 1: distinct messages per side

@@ -22,6 +22,7 @@ from ..model.ike import (
     HashPayload,
     IdPayload,
     IkeMessage,
+    KePayload,
     NotifyPayload,
     SaPayload,
 )
@@ -30,7 +31,7 @@ from ..model.sa import IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable, v1_id_selector
-from .selection import answer_unfit_v1
+from .selection import aggressive_ke_group, aggressive_ke_unfit, answer_unfit_v1
 
 # notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
 # errors, 16384 and up status (RFC 2408 §3.14.1).
@@ -206,10 +207,13 @@ def _phase1(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
     sa.mode = _MODES.get(msg.header.exchange)
     priv = book.ike_scratch(sa)
     sas = msg.find(SaPayload)
+    kes = msg.find(KePayload)
     if sas and sas[0].proposals:
         props = sas[0].proposals
         if not is_response:
             priv.offer = tuple(props)  # what the answer must fit (RFC 2409 §5)
+            # Aggressive Mode's KE payload comes with the offer (RFC 2409 §5): the answer's group
+            priv.ke_group = aggressive_ke_group(props, len(kes[0].data)) if kes and sa.mode == "Aggressive" else None
             for p in props:
                 s = proposal_string(p, 1)
                 for alt in s.split(", "):
@@ -219,6 +223,8 @@ def _phase1(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
             sa.proposal = proposal_string(props[0], 1)
             sa.proposal_frames = chosen_in(x, msg.frame)
             sa.answer_unfit = answer_unfit_v1(priv.offer, props[0])
+            if sa.answer_unfit is None and sa.mode == "Aggressive":
+                sa.answer_unfit = aggressive_ke_unfit(props[0], priv.ke_group, len(kes[0].data) if kes else None)
             for t in props[0].transforms[:1]:
                 for k, v in t.attrs:
                     if (k & 0x7FFF) == 4 and isinstance(v, int):  # group description

@@ -15,6 +15,11 @@ finds them changed rejects the answer (strongSwan: "no proposal found" in Main M
 proposal found" in Quick Mode, then NO-PROPOSAL-CHOSEN). Life type and duration are left out: RFC
 2407 §4.5.4 lets a responder answer a shorter lifetime, or keep the offer's and send
 RESPONDER-LIFETIME (§4.6.3.1); strongSwan logs the difference and takes it.
+
+Aggressive Mode (aggressive_ke_group, aggressive_ke_unfit) sends the KE payload with the offer, so
+"the group in which the Diffie-Hellman exchange is performed cannot be negotiated" (RFC 2409 §5):
+the answer's group is the one of the request's KE payload, and the answer's own KE value has that
+group's length (§5: "MUST be the length of the negotiated Diffie-Hellman group").
 """
 
 from __future__ import annotations
@@ -192,3 +197,53 @@ def answer_unfit_v1(offer: Sequence[Proposal], answer: Proposal) -> AnswerUnfit 
     return AnswerUnfit("auth" if only_auth else "transform",
                        f"the answer's transform #{t.type} has {_v1_diff(answer.protocol, mine, t)} "
                        "(RFC 2408 §4.2: the responder must not change the attributes it accepts)")
+
+
+# Octets of a KE payload's public value per IKEv1 group (RFC 2409 §5: the length of the group,
+# zero-padded): MODP the prime's size (RFC 2409 §6, RFC 3526, RFC 5114 §2.1-2.3), ECP x | y
+# (RFC 5903 §7, RFC 5114 §2.6-2.7, RFC 6954 §4), curve25519/448 (RFC 8031 §2). EC2N (3, 4) left out.
+_KE_OCTETS = {1: 96, 2: 128, 5: 192, 14: 256, 15: 384, 16: 512, 17: 768, 18: 1024, 19: 64, 20: 96,
+              21: 132, 22: 128, 23: 256, 24: 256, 25: 48, 26: 56, 27: 56, 28: 64, 29: 96, 30: 128,
+              31: 32, 32: 56}
+
+
+def _v1_group(t: Transform) -> int | None:
+    g = _v1_attrs(iana.ProtocolId.IKE, t).get(4)  # group description (RFC 2409 Appendix A)
+    return g if isinstance(g, int) else None
+
+
+def aggressive_ke_group(offer: Sequence[Proposal], ke_octets: int) -> int | None:
+    """The group of an Aggressive Mode request's KE payload, which does not name it (RFC 2408
+    §3.7): the offer's one group, or when the offer names several (libreswan warns "multiple DH
+    groups in aggressive mode can cause interop failure"; strongSwan sends its first one) the one
+    whose public value has the KE payload's length. None when that does not tell."""
+    groups = list(dict.fromkeys(g for p in offer if p.protocol == iana.ProtocolId.IKE
+                                for t in p.transforms if (g := _v1_group(t)) is not None))
+    if len(groups) == 1:
+        return groups[0]
+    fit = [g for g in groups if _KE_OCTETS.get(g) == ke_octets]
+    return fit[0] if len(fit) == 1 else None
+
+
+def aggressive_ke_unfit(answer: Proposal, ke_group: int | None, answer_ke: int | None) -> AnswerUnfit | None:
+    """Aggressive Mode: why the answer's group (its transform's) or its KE payload (``answer_ke``
+    octets) does not fit the group of the request's KE payload (``ke_group``, aggressive_ke_group)."""
+    g = _v1_group(answer.transforms[0]) if answer.transforms else None
+    if g is None or ke_group is None:
+        return None
+    need = _KE_OCTETS.get(g)
+    if answer_ke is not None and need is not None and answer_ke != need:
+        mine = (f", {dh_keyword(ke_group)}'s, the request's group" if g != ke_group and answer_ke == _KE_OCTETS.get(ke_group)
+                else "")
+        return AnswerUnfit("ke-value", f"the answer takes group {dh_keyword(g)}"
+                           + (f" (the request's KE payload is {dh_keyword(ke_group)})" if g != ke_group else "")
+                           + f", but its own KE payload has {answer_ke} octets{mine}, where {dh_keyword(g)} has {need} "
+                           "(RFC 2409 §5: the length of the negotiated group)", (answer_ke, need))
+    if g != ke_group:
+        sent = _KE_OCTETS.get(ke_group)
+        return AnswerUnfit("ke", f"the answer takes group {dh_keyword(g)}, but the request's KE payload is "
+                           f"{dh_keyword(ke_group)}" + (f" ({sent} octets)" if sent else "")
+                           + ": Aggressive Mode sends the KE payload with the offer, so the group cannot be "
+                           "negotiated (RFC 2409 §5)")
+    return None
+

@@ -306,19 +306,33 @@ def _version(table: SaTable, sa) -> int:
 
 def _unfit_check(sa, version: int) -> str:
     """How initiators check such an answer; strongSwan's own log line for it (IKEv2: ike_init.c,
-    child_create.c; IKEv1: main_mode.c, quick_mode.c, whose initiator selects the answer's
-    proposal from its configured ones, then answers NO-PROPOSAL-CHOSEN; libreswan's
-    parse_isakmp_sa_body/parse_ipsec_sa_body). strongSwan matches an
-    answer by its algorithms, not its number."""
+    child_create.c; IKEv1: main_mode.c, aggressive_mode.c, quick_mode.c, whose initiator selects
+    the answer's proposal from its configured ones, then answers NO-PROPOSAL-CHOSEN; libreswan's
+    parse_isakmp_sa_body/parse_ipsec_sa_body, called by main_inR1_outI2 and aggr_inR1_outI2).
+    strongSwan matches an answer by its algorithms, not its number."""
     kind = sa.answer_unfit.kind
     if kind == "number":
         return ("an initiator that checks the number fails the exchange; strongSwan matches answers by their "
                 "algorithms and takes it")
     if version == 1:
-        if kind == "auth":  # main_mode.c: the method is not part of the proposal it selects
-            return ("strongSwan logs \"received ... authentication, but configured ..., continue with configured\" "
-                    "and authenticates as it offered, so the peers disagree on the method")
-        # libreswan's initiator parses the answer as a selection (ikev1_spdb_struct.c)
+        aggressive = isinstance(sa, IkeSa) and sa.mode == "Aggressive"
+        src = "aggressive_mode.c" if aggressive else "main_mode.c"
+        if kind == "auth":  # the method is not part of the proposal strongSwan selects
+            return (f"strongSwan logs \"received ... authentication, but configured ..., continue with configured\" "
+                    f"({src}) and " + ("checks the responder's authentication in this answer by the method it "
+                                       "offered" if aggressive else "authenticates as it offered")
+                    + ", so the peers disagree on the method")
+        if kind == "ke":  # strongSwan made its KE value in its first group (phase1.c get_nonce_ke)
+            return ("an initiator computes the Diffie-Hellman secret in the group of the KE payload it sent: strongSwan "
+                    "cannot apply the answer's value to it (aggressive_mode.c: \"unable to apply received KE value\", "
+                    "then INVALID-PAYLOAD-TYPE)")
+        if kind == "ke-value":  # libreswan's extract_KE, with the answer's group (unpack.c)
+            got, need = sa.answer_unfit.ke_octets or (0, 0)
+            return (f"libreswan checks the answer's KE payload against the group the answer names and fails the "
+                    f"exchange (\"responder AGGR KE payload is {got} bytes; {need} required\", then "
+                    "INVALID-KEY-INFORMATION); strongSwan applies the value to the group of its own KE payload and "
+                    "logs \"unable to apply received KE value\" when the length does not fit that one")
+        # the same lines in Main and Aggressive Mode (main_mode.c / aggressive_mode.c process_i)
         log, lib = (("no proposal found", "no acceptable Oakley Transform") if isinstance(sa, IkeSa) else
                     ("no matching proposal found", "no acceptable Proposal in IPsec SA"))
         return (f"an initiator checks the answer against its offer and fails the exchange (strongSwan logs "
@@ -350,7 +364,8 @@ def r_answer_not_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     initiator checks the answer and fails the exchange; one that goes on anyway is lenient, and a
     stricter peer (or the next software update) fails there. Which: whether the capture shows the
     initiator using the SA afterwards. IKEv1: the answer's transform must be an offered one, ID
-    and attributes alike but for the lifetimes (RFC 2407 §4.5.4 lets the responder shorten them)."""
+    and attributes alike but for the lifetimes (RFC 2407 §4.5.4 lets the responder shorten them);
+    Aggressive Mode's answer takes the group of the request's KE payload (RFC 2409 §5)."""
     sas: list[IkeSa | ChildSa] = [*table.ike_sas.values(), *table.child_sas.values()]
     for sa in sas:
         if not sa.answer_unfit:
@@ -358,6 +373,10 @@ def r_answer_not_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         what, ref = ("IKE SA", sa.key) if isinstance(sa, IkeSa) else (f"CHILD SA #{sa.id}", f"child:{sa.id}")
         offered = ", ".join(sa.offered) or "(not visible)"
         version = _version(table, sa)
+        # Aggressive Mode: offer, KE payloads and answer in its first two messages (RFC 2409 §5)
+        aggressive = isinstance(sa, IkeSa) and version == 1 and sa.mode == "Aggressive"
+        if aggressive:
+            what, offered = "IKE SA (Aggressive Mode)", f"{offered} in Aggressive Mode's first message"
         went_on = _went_on(table, sa, version)
         then = (f" Yet {went_on}: it took the answer, which a stricter initiator refuses." if went_on else
                 f" Nothing in the capture shows {sa.initiator} using it: the likely reason the SA did not come up.")
@@ -366,11 +385,14 @@ def r_answer_not_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             code="IKE-ANSWER-NOT-OFFERED", severity=Severity.WARNING if went_on else Severity.ERROR,
             title=f"{what}: {sa.responder} " + ("renumbered the proposal it accepted" if sa.answer_unfit.kind == "number"
                                                 else f"answered with a proposal {sa.initiator} did not offer"),
-            explanation=f"{sa.initiator} offered {offered}; {sa.responder} answered {sa.proposal}: "
-            f"{sa.answer_unfit.reason}. {check[0].upper()}{check[1:]}.{then}",
+            explanation=f"{sa.initiator} offered {offered}; {sa.responder} answered {sa.proposal}"
+            + (" in the second" if aggressive else "") + f": {sa.answer_unfit.reason}. {check[0].upper()}{check[1:]}.{then}",
             frames=sa.proposal_frames, sa=ref,
-            hint=f"The fault is {sa.responder}'s proposal selection: it must answer with one of the offered "
-            "proposals, numbered as offered. Check its software version and proposal configuration.",
+            hint=f"The fault is {sa.responder}'s proposal selection: it must answer with "
+            + (f"the group of {sa.initiator}'s KE payload (Aggressive Mode cannot negotiate it; use Main Mode to "
+               "offer several groups)" if sa.answer_unfit.kind in ("ke", "ke-value") and version == 1 else
+               "one of the offered proposals, numbered as offered")
+            + ". Check its software version and proposal configuration.",
             ts=sa.created_ts)
 
 
