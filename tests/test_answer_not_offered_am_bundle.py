@@ -1,4 +1,4 @@
-"""IKE-ANSWER-NOT-OFFERED for IKEv1 Aggressive Mode answers.
+"""IKE-ANSWER-NOT-OFFERED for IKEv1 Aggressive Mode answers and Quick Mode AH+ESP bundles.
 
 Aggressive Mode (RFC 2409 §5) carries the offer and the initiator's KE payload in its first
 message, so "the group in which the Diffie-Hellman exchange is performed cannot be negotiated": the
@@ -11,13 +11,21 @@ value", INVALID-PAYLOAD-TYPE); libreswan parses the answer as a selection ("no a
 Transform") and checks its KE against the answered group ("responder AGGR KE payload is %zu bytes;
 %u required", INVALID-KEY-INFORMATION).
 
+Quick Mode bundles (RFC 2408 §4.2): proposals under one number are one bundle, AH and ESP applied
+together; the answer takes a bundle whole. strongSwan does not negotiate bundles (sa_payload.c
+skips proposals with several protocols); libreswan does (parse_ipsec_sa_body).
+
 Captures: tests/data/rfc-violations, written by its make.py with the edits of
-test_answer_not_offered_v1.ANSWERS on Wireshark's ikev1-bug-12620 (Aggressive Mode, clear text)."""
+test_answer_not_offered_v1.ANSWERS on Wireshark's ikev1-bug-12620 (Aggressive Mode, clear text)
+and on samples/ikev1-dead-peer (Quick Mode, encrypted again on the IV chain)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from conftest import DATA
-from test_answer_not_offered_v1 import AM_KEYS, _finding, _session
+from test_answer_not_offered_v1 import AM_KEYS, V1, _ah_bundle, _finding, _qm_sa, _session
+from v1_reseal import write_mutant
 
 from ipsecscope import Session
 
@@ -80,3 +88,53 @@ def test_real_aggressive_mode_answers_fit() -> None:
         assert ike.offered and ike.proposal.endswith("modp1024") and ike.answer_unfit is None, cap
         assert CODE not in {f.code for f in s.findings}, cap
 
+
+def test_bundle_answer_that_drops_ah() -> None:
+    s = _session("ikev1-qm-bundle-answer-drops-ah.pcap")
+    f = _finding(s)
+    child = s.table.child_sas[1]
+    assert child.offered == ["AH sha256 + ESP aes256gcm16"] and child.proposal == "aes256gcm16"
+    assert f.sa == "child:1" and f.severity.name == "ERROR" and f.frames == (7, 8)
+    assert ("the answer's proposal #1 is ESP, the offer's #1 AH+ESP: it drops AH (RFC 2408 §4.2: the proposals "
+            "under one number are one bundle, accepted whole)") in f.explanation
+    assert "strongSwan does not negotiate AH+ESP bundles" in f.explanation
+    assert "an offered bundle whole" in f.hint
+    assert not s.stats.malformed
+
+
+def test_bundle_answer_checked_on_each_protocol() -> None:
+    """The answer's AH is as offered, its ESP, the bundle's second proposal, is not."""
+    s = _session("ikev1-qm-bundle-answer-esp.pcap")
+    f = _finding(s)
+    assert s.table.child_sas[1].proposal == "AH sha256 + ESP aes128gcm16"
+    assert ("the ESP proposal of bundle #1 (AH+ESP): the answer's transform #1 has key length 128 "
+            "(offered 256)") in f.explanation
+    assert "\"no acceptable Proposal in IPsec SA\"" in f.explanation
+    assert not s.stats.malformed
+
+
+def _qm(tmp_path: Path, name: str, edits: dict) -> Session:
+    out = tmp_path / name
+    write_mutant(out, edits)
+    s = Session()
+    s.add_key_files([str(V1 / "keys")])
+    s.load(str(out))
+    return s
+
+
+def test_bundle_answered_as_offered_fits(tmp_path: Path) -> None:
+    s = _qm(tmp_path, "bundle.pcap", {7: _qm_sa(_ah_bundle()), 8: _qm_sa(_ah_bundle())})
+    assert s.table.child_sas[1].proposal == "AH sha256 + ESP aes256gcm16"
+    assert CODE not in {f.code for f in s.findings}
+
+
+def test_bundle_answer_to_an_esp_offer_adds_ah(tmp_path: Path) -> None:
+    f = _finding(_qm(tmp_path, "adds-ah.pcap", {8: _qm_sa(_ah_bundle())}))
+    assert "the answer's proposal #1 is AH+ESP, the offer's #1 ESP: adds AH" in f.explanation
+
+
+def test_bundle_answer_with_another_ah_algorithm(tmp_path: Path) -> None:
+    """AH_SHA2-512 with HMAC-SHA2-512 (RFC 4868) answered for the offered SHA2-256."""
+    f = _finding(_qm(tmp_path, "ah-sha512.pcap", {7: _qm_sa(_ah_bundle()), 8: _qm_sa(_ah_bundle(7, 7))}))
+    assert ("the AH proposal of bundle #1 (AH+ESP): the answer's transform #1 has transform ID 7 (offered 5), "
+            "authentication algorithm 7 (offered 5)") in f.explanation

@@ -79,6 +79,39 @@ def _ke_modp2048(b: Body) -> Body:
     return Body(pow(2, 0x1F2E3D4C5B6A7988, MODP2048).to_bytes(256, "big"))
 
 
+def _ah_bundle(tid: int = 5, auth: int = 5):
+    """The SA's ESP proposal made an AH+ESP bundle (RFC 2408 §4.2): an AH proposal under the
+    same number before it (Next Payload 2, RFC 2408 §3.5), with AH transform ``tid`` (RFC 2407
+    §4.4.3: 5 AH_SHA2-256), the ESP transform's attributes less the key length, and the
+    authentication algorithm ``auth`` (§4.5: 5 HMAC-SHA2-256); its SPI the ESP SPI + 1."""
+    def edit(b: Body) -> Body:
+        prop = 8
+        spisize = b[prop + 6]
+        spi = bytes(b[prop + 8:prop + 8 + spisize])
+        tr = prop + 8 + spisize
+        attrs, at, end = b"", tr + 8, tr + struct.unpack_from("!H", b, tr + 2)[0]
+        while at < end:
+            t, v = struct.unpack_from("!HH", b, at)
+            size = 4 if t & 0x8000 else 4 + v
+            if t & 0x7FFF != 6:  # key length: an AH transform has none
+                attrs += bytes(b[at:at + size])
+            at += size
+        attrs += struct.pack("!HH", 0x8005, auth)
+        transform = struct.pack("!BBHBBH", 0, 0, 8 + len(attrs), 1, tid, 0) + attrs
+        ah_spi = ((int.from_bytes(spi, "big") + 1) & 0xFFFFFFFF).to_bytes(4, "big")
+        ah = struct.pack("!BBHBBBB", 2, 0, 12 + len(transform), b[prop + 4], 2, 4, 1) + ah_spi + transform
+        return Body(b[:prop] + ah + b[prop:])
+    return edit
+
+
+def _then(*edits):
+    def edit(b: Body) -> Body:
+        for e in edits:
+            b = e(b)
+        return b
+    return edit
+
+
 def _qm_sa(change):
     """A Quick Mode plaintext edit: its SA payload's body through ``change``."""
     def edit(first: int, plain: bytes) -> tuple[int, bytes]:
@@ -114,6 +147,11 @@ ANSWERS = {
     # initiator goes on (XAUTH, Mode Config): the whole capture
     "ikev1-am-answer-ke-value.pcap": ("am", 10, {1: lambda f: _clear(f, SA_V1, _v1_attr(4, 14)),
                                                  2: lambda f: _clear(f, SA_V1, _v1_attr(4, 14))}),
+    # Quick Mode 1 offers the bundle AH (HMAC-SHA2-256) + ESP under #1; Quick Mode 2 answers ESP alone
+    "ikev1-qm-bundle-answer-drops-ah.pcap": ("qm", 9, {7: _qm_sa(_ah_bundle())}),
+    # the same bundle; the answer's AH as offered, its ESP with a 128-bit key (the offer's is 256)
+    "ikev1-qm-bundle-answer-esp.pcap": ("qm", 9, {7: _qm_sa(_ah_bundle()),
+                                                  8: _qm_sa(_then(_v1_attr(6, 128), _ah_bundle()))}),
 }
 
 
@@ -274,6 +312,12 @@ def _life(seconds: int):
     ("ikev1-am-answer-ke.pcap", "isakmp.ike.attr.group_description", 1, "14" + ",2" * 11),
     ("ikev1-am-answer-ke.pcap", "isakmp.ike.attr.group_description", 2, "14"),
     ("ikev1-am-answer-ke-value.pcap", "isakmp.ike.attr.group_description", 2, "14"),
+    ("ikev1-qm-bundle-answer-drops-ah.pcap", "isakmp.prop.protoid", 7, "2,3"),
+    ("ikev1-qm-bundle-answer-drops-ah.pcap", "isakmp.prop.number", 7, "1,1"),
+    ("ikev1-qm-bundle-answer-drops-ah.pcap", "isakmp.prop.protoid", 8, "3"),
+    ("ikev1-qm-bundle-answer-esp.pcap", "isakmp.prop.protoid", 8, "2,3"),
+    ("ikev1-qm-bundle-answer-esp.pcap", "isakmp.ipsec.attr.auth_algorithm", 8, "5"),
+    ("ikev1-qm-bundle-answer-esp.pcap", "isakmp.ipsec.attr.key_length", 8, "128"),
 ])
 def test_tshark_reads_the_changed_field(name: str, field: str, frame: int, value: str, tmp_path: Path) -> None:
     """tshark decrypts the encrypted ones with the sample's key tables (its config directory)."""

@@ -122,6 +122,7 @@ _V1_ESP = {2: "des", 3: "3des", 11: "null", 12: "aes", 13: "aesctr", 14: "aesccm
            16: "aesccm16", 18: "aesgcm8", 19: "aesgcm12", 20: "aesgcm16", 22: "camellia",
            23: "aesgmac"}
 _V1_AUTH = {1: "md5", 2: "sha1", 5: "sha256", 6: "sha384", 7: "sha512", 9: "aesxcbc"}
+_V1_AH = {2: "md5", 3: "sha1", 5: "sha256", 6: "sha384", 7: "sha512"}  # AH transform IDs (§4.4.3, RFC 4868)
 
 
 def _attrs(t: Transform) -> dict[int, int]:
@@ -149,6 +150,12 @@ def _v1_string(prop: Proposal) -> str:
                 parts.append(_V1_HASH.get(a[2], f"hash{a[2]}"))
             if 4 in a:
                 parts.append(dh_keyword(a[4]))
+        elif prop.protocol == iana.ProtocolId.AH:
+            # an AH transform ID names the algorithm the authentication attribute names (RFC 2407 §4.4.3)
+            a5 = a.get(5)
+            parts.append(_V1_AUTH.get(a5, f"auth{a5}") if a5 is not None else _V1_AH.get(t.id, f"ah{t.id}"))
+            if 3 in a:
+                parts.append(dh_keyword(a[3]))
         else:
             name = _V1_ESP.get(t.id, f"esp{t.id}")
             bits = a.get(6) or t.key_length

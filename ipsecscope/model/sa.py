@@ -148,6 +148,7 @@ class AnswerUnfit:
 
     kind: str  # "number": renumbered (RFC 7296 §3.3); "transform": not offered (§2.7); "ke": KE group (§1.2)
     # IKEv1 adds "auth": only the phase-1 authentication method differs from the offered transform;
+    # "bundle": a Quick Mode answer drops or adds a protocol of an AH+ESP bundle (RFC 2408 §4.2);
     # Aggressive Mode (RFC 2409 §5) "ke": the answer's group is not the request's KE payload's,
     # "ke-value": the answer's KE payload does not have its group's length
     reason: str

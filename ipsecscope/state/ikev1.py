@@ -24,6 +24,7 @@ from ..model.ike import (
     IkeMessage,
     KePayload,
     NotifyPayload,
+    Proposal,
     SaPayload,
 )
 from ..model.proposals import proposal_string
@@ -31,7 +32,7 @@ from ..model.sa import IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable, v1_id_selector
-from .selection import aggressive_ke_group, aggressive_ke_unfit, answer_unfit_v1
+from .selection import aggressive_ke_group, aggressive_ke_unfit, answer_unfit_bundle, answer_unfit_v1
 
 # notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
 # errors, 16384 and up status (RFC 2408 §3.14.1).
@@ -287,7 +288,7 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
             child = book.new_child(
                 sa, protocol="AH" if props[0].protocol == Ikev1ProtocolId.PROTO_IPSEC_AH else "ESP",
                 spi_i=int.from_bytes(props[0].spi[-4:], "big"), initiator=msg.src, responder=msg.dst,
-                offered=list(dict.fromkeys(a for p in props for a in proposal_string(p, 1).split(", "))),
+                offered=_offered(props),
                 created_ts=msg.ts, created_frame=msg.frame, created_by="Quick Mode",
             )
             if len(ts) == 2 and ts[0] and ts[1]:
@@ -321,10 +322,11 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
         return
     prop = props[0]
     child.spi_r = int.from_bytes(prop.spi[-4:], "big")
-    child.proposal = proposal_string(prop, 1)
+    bundle = [p for p in props if p.num == prop.num]
+    child.proposal = proposal_string(prop, 1) if len(bundle) == 1 else _offered(bundle)[0]
     child.proposal_frames = chosen_in(x, msg.frame)
     cp = book.child_scratch.get(child.id)
-    child.answer_unfit = answer_unfit_v1(cp.offer if cp is not None else (), prop)
+    child.answer_unfit = answer_unfit_bundle(cp.offer if cp is not None else (), props)
     for t in prop.transforms[:1]:
         for k, v in t.attrs:
             k &= 0x7FFF
@@ -341,6 +343,22 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
     book.emit("child_sa_created", msg.ts, child_sa=child.id, ike_sa=sa.key, spi_i=child.spi_i,
              spi_r=child.spi_r, proposal=child.proposal, created_by="Quick Mode")
     _link_qm_rekey(book, sa, child, msg.ts)
+
+
+def _offered(props: list[Proposal]) -> list[str]:
+    """Quick Mode proposals as strongSwan keywords: a proposal's transforms are alternatives; an
+    AH+ESP bundle (proposals under one number, RFC 2408 §4.2) is one entry, "AH sha256 + ESP aes128"."""
+    nums: dict[int, list[Proposal]] = {}
+    for p in props:
+        nums.setdefault(p.num, []).append(p)
+    out: list[str] = []
+    for b in nums.values():
+        if len(b) == 1:
+            out += proposal_string(b[0], 1).split(", ")
+        else:
+            out.append(" + ".join(f"{'AH' if p.protocol == Ikev1ProtocolId.PROTO_IPSEC_AH else 'ESP'} "
+                                  f"{proposal_string(p, 1)}" for p in b))
+    return list(dict.fromkeys(out))
 
 
 def _link_qm_rekey(book: Book, sa: IkeSa, new, ts: float) -> None:

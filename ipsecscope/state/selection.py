@@ -19,7 +19,10 @@ RESPONDER-LIFETIME (§4.6.3.1); strongSwan logs the difference and takes it.
 Aggressive Mode (aggressive_ke_group, aggressive_ke_unfit) sends the KE payload with the offer, so
 "the group in which the Diffie-Hellman exchange is performed cannot be negotiated" (RFC 2409 §5):
 the answer's group is the one of the request's KE payload, and the answer's own KE value has that
-group's length (§5: "MUST be the length of the negotiated Diffie-Hellman group").
+group's length (§5: "MUST be the length of the negotiated Diffie-Hellman group"). Quick Mode
+bundles (answer_unfit_bundle): proposals under one number are one AH+ESP bundle (RFC 2408 §4.2),
+accepted whole or not at all, so each protocol of the answer is held against the offered bundle
+of its number and none may be dropped or added.
 """
 
 from __future__ import annotations
@@ -247,3 +250,47 @@ def aggressive_ke_unfit(answer: Proposal, ke_group: int | None, answer_ke: int |
                            "negotiated (RFC 2409 §5)")
     return None
 
+
+def _protocols(props: Sequence[Proposal]) -> str:
+    return "+".join(iana.name(iana.Ikev1ProtocolId, p.protocol).removeprefix("PROTO_IPSEC_") for p in props)
+
+
+def answer_unfit_bundle(offer: Sequence[Proposal], answer: Sequence[Proposal]) -> AnswerUnfit | None:
+    """Quick Mode: why the answer's AH/ESP proposals ``answer`` do not fit ``offer``, bundles
+    (proposals under one number, RFC 2408 §4.2) included, or None when they do. Without a bundle
+    on either side this is answer_unfit_v1 on the answer's proposal."""
+    if not offer or not answer:
+        return None
+    num = answer[0].num
+    got = [p for p in answer if p.num == num]
+    bundles: dict[int, list[Proposal]] = {}
+    for p in offer:
+        bundles.setdefault(p.num, []).append(p)
+    if len(got) == 1 and all(len(b) == 1 for b in bundles.values()):
+        return answer_unfit_v1(offer, got[0])
+
+    def why(b: list[Proposal]) -> AnswerUnfit | None:
+        """How the first protocol of ``got`` that does not fit bundle ``b`` (same protocols) differs."""
+        for p in got:
+            w = answer_unfit_v1([next(q for q in b if q.protocol == p.protocol)], p)
+            if w is not None:
+                return AnswerUnfit(w.kind, f"the {_protocols([p])} proposal of bundle #{num} "
+                                   f"({_protocols(b)}): {w.reason}")
+        return None
+
+    protocols = sorted(p.protocol for p in got)
+    same = [b for b in bundles.values() if sorted(p.protocol for p in b) == protocols]
+    mine = bundles.get(num)
+    if (mine in same and why(mine) is None) or any(why(b) is None for b in same if b is not mine):
+        return None  # as offered, or another offered bundle renumbered (answer_unfit_v1: that fits)
+    if mine is None:
+        return answer_unfit_v1(offer, got[0])
+    if mine not in same:
+        have, offered = {p.protocol for p in got}, {p.protocol for p in mine}
+        drops = _protocols([p for p in mine if p.protocol not in have])
+        adds = _protocols([p for p in got if p.protocol not in offered])
+        change = "; ".join(x for x in (drops and f"it drops {drops}", adds and f"adds {adds}") if x)
+        return AnswerUnfit("bundle", f"the answer's proposal #{num} is {_protocols(got)}, the offer's #{num} "
+                           f"{_protocols(mine)}: {change} (RFC 2408 §4.2: the proposals under one number are "
+                           "one bundle, accepted whole)")
+    return why(mine)

@@ -332,6 +332,11 @@ def _unfit_check(sa, version: int) -> str:
                     f"exchange (\"responder AGGR KE payload is {got} bytes; {need} required\", then "
                     "INVALID-KEY-INFORMATION); strongSwan applies the value to the group of its own KE payload and "
                     "logs \"unable to apply received KE value\" when the length does not fit that one")
+        if kind == "bundle":  # strongSwan's sa_payload.c get_proposals skips multi-protocol proposals
+            return ("an initiator that offered the bundle takes it whole or fails the exchange; strongSwan does not "
+                    "negotiate AH+ESP bundles at all (it skips a proposal with several protocols, then logs \"no "
+                    "matching proposal found\"), libreswan fails on an answer without the protocol its policy "
+                    "requires (\"no acceptable Proposal in IPsec SA\")")
         # the same lines in Main and Aggressive Mode (main_mode.c / aggressive_mode.c process_i)
         log, lib = (("no proposal found", "no acceptable Oakley Transform") if isinstance(sa, IkeSa) else
                     ("no matching proposal found", "no acceptable Proposal in IPsec SA"))
@@ -365,7 +370,8 @@ def r_answer_not_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     stricter peer (or the next software update) fails there. Which: whether the capture shows the
     initiator using the SA afterwards. IKEv1: the answer's transform must be an offered one, ID
     and attributes alike but for the lifetimes (RFC 2407 §4.5.4 lets the responder shorten them);
-    Aggressive Mode's answer takes the group of the request's KE payload (RFC 2409 §5)."""
+    Aggressive Mode's answer takes the group of the request's KE payload (RFC 2409 §5); a Quick
+    Mode bundle (AH+ESP under one number) is answered whole (RFC 2408 §4.2)."""
     sas: list[IkeSa | ChildSa] = [*table.ike_sas.values(), *table.child_sas.values()]
     for sa in sas:
         if not sa.answer_unfit:
@@ -391,6 +397,7 @@ def r_answer_not_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             hint=f"The fault is {sa.responder}'s proposal selection: it must answer with "
             + (f"the group of {sa.initiator}'s KE payload (Aggressive Mode cannot negotiate it; use Main Mode to "
                "offer several groups)" if sa.answer_unfit.kind in ("ke", "ke-value") and version == 1 else
+               "an offered bundle whole (every protocol under its number)" if sa.answer_unfit.kind == "bundle" else
                "one of the offered proposals, numbered as offered")
             + ". Check its software version and proposal configuration.",
             ts=sa.created_ts)
