@@ -138,3 +138,18 @@ def test_bundle_answer_with_another_ah_algorithm(tmp_path: Path) -> None:
     f = _finding(_qm(tmp_path, "ah-sha512.pcap", {7: _qm_sa(_ah_bundle()), 8: _qm_sa(_ah_bundle(7, 7))}))
     assert ("the AH proposal of bundle #1 (AH+ESP): the answer's transform #1 has transform ID 7 (offered 5), "
             "authentication algorithm 7 (offered 5)") in f.explanation
+
+
+def _numbered(num: int):
+    """The SA's first proposal numbered ``num`` (RFC 2408 §3.5: the octet after its length)."""
+    def edit(b):
+        b[8 + 4] = num
+        return b
+    return edit
+
+
+def test_bundle_answer_renumbered_without_its_ah(tmp_path: Path) -> None:
+    """The offer's only bundle is #1 AH+ESP; the answer's ESP alone, numbered #2: the transform
+    is the bundle's ESP, but AH is dropped all the same."""
+    f = _finding(_qm(tmp_path, "renumbered.pcap", {7: _qm_sa(_ah_bundle()), 8: _qm_sa(_numbered(2))}))
+    assert "the answer's proposal #2 is ESP; the offer holds #1 AH+ESP" in f.explanation

@@ -283,8 +283,12 @@ def answer_unfit_bundle(offer: Sequence[Proposal], answer: Sequence[Proposal]) -
     mine = bundles.get(num)
     if (mine in same and why(mine) is None) or any(why(b) is None for b in same if b is not mine):
         return None  # as offered, or another offered bundle renumbered (answer_unfit_v1: that fits)
-    if mine is None:
-        return answer_unfit_v1(offer, got[0])
+    if mine is None:  # renumbered: as the bundles of the offer with the answer's protocols
+        if not same:
+            held = ", ".join(f"#{n} {_protocols(b)}" for n, b in bundles.items())
+            return AnswerUnfit("bundle", f"the answer's proposal #{num} is {_protocols(got)}; the offer holds {held} "
+                               "(RFC 2408 §4.2: the proposals under one number are one bundle, accepted whole)")
+        return answer_unfit_v1([b[0] for b in same], got[0]) if len(got) == 1 else why(same[0])
     if mine not in same:
         have, offered = {p.protocol for p in got}, {p.protocol for p in mine}
         drops = _protocols([p for p in mine if p.protocol not in have])
