@@ -153,3 +153,13 @@ def test_bundle_answer_renumbered_without_its_ah(tmp_path: Path) -> None:
     is the bundle's ESP, but AH is dropped all the same."""
     f = _finding(_qm(tmp_path, "renumbered.pcap", {7: _qm_sa(_ah_bundle()), 8: _qm_sa(_numbered(2))}))
     assert "the answer's proposal #2 is ESP; the offer holds #1 AH+ESP" in f.explanation
+
+
+def test_a_weak_algorithm_inside_a_bundle_is_seen(tmp_path: Path) -> None:
+    """AH_MD5 with HMAC-MD5 (RFC 2407 §4.4.3, §4.5) in the bundle, answered as offered: the bundle's
+    label keeps each protocol's keywords where IKE-WEAK-ALGO finds them."""
+    s = _qm(tmp_path, "ah-md5.pcap", {7: _qm_sa(_ah_bundle(2, 1)), 8: _qm_sa(_ah_bundle(2, 1))})
+    assert s.table.child_sas[1].proposal == "AH md5 + ESP aes256gcm16"
+    weak = [f for f in s.findings if f.code == "IKE-WEAK-ALGO" and f.sa == "child:1"]
+    assert len(weak) == 1 and "MD5" in weak[0].title, [f.title for f in s.findings]
+    assert CODE not in {f.code for f in s.findings}

@@ -220,7 +220,9 @@ _WEAK = [
 
 
 def weak_parts(proposal: str) -> list[str]:
-    return [label for rx, label in _WEAK if rx.search(proposal)]
+    # an IKEv1 AH+ESP bundle reads "AH md5 + ESP 3des" (state/ikev1.py): each protocol's keywords
+    parts = [p.removeprefix("AH ").removeprefix("ESP ") for p in proposal.split(" + ")]
+    return [label for rx, label in _WEAK if any(rx.search(p) for p in parts)]
 
 
 _WEAK_HINT = "Prefer aes256gcm16-prfsha256-ecp256 or aes256-sha256-modp3072 (or stronger) on both peers."
