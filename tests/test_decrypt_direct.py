@@ -15,6 +15,7 @@ from ipsecscope.api import load_keystore
 from ipsecscope.export import direct, engine, hotloop
 from tests.conftest import SAMPLES
 from tests.test_decrypt_bulk import _capture
+from tests.test_decrypt_mixed import as_pcapng
 
 
 def _direct_or_skip(path: Path):
@@ -82,6 +83,44 @@ def test_decrypt_output_is_the_same_either_way(jobs: int, tmp_path: Path, monkey
         assert oct(out.stat().st_mode & 0o777) == "0o600"
     assert outs["direct"] == outs["page-cache"]
     assert len(outs["direct"]) > 20 * direct.STAGE
+
+
+@pytest.mark.parametrize(("fmt", "jobs"), [("pcap", 1), ("pcap", 2), ("pcapng", 1)])
+def test_windows_planned_in_the_staging_buffer(fmt: str, jobs: int, tmp_path: Path, monkeypatch) -> None:
+    """A window the bulk step takes whole is planned straight into the O_DIRECT staging buffer
+    (bulk.OutBuf.need(stage=True), DirectOut.reserve/commit); a window a failed record splits
+    moves its blocks out of it first. Windows of 8 KiB and a staging buffer of 32 KiB: both cases
+    many times, and the staged bytes written and their unaligned tail moved to the buffer's start
+    whenever the next window does not fit."""
+    _f, d = _direct_or_skip(tmp_path / "probe")
+    d.close()
+    _f.close()
+    cap = tmp_path / "c.pcap"
+    keys, good, _bad = _capture(cap)
+    if fmt == "pcapng":
+        src, cap = cap, tmp_path / "c.pcapng"
+        as_pcapng(src, cap, 9)
+    monkeypatch.setattr(hotloop, "BULK_MIN_BYTES", 0)
+    monkeypatch.setattr(hotloop, "WINDOW", 8192)
+    monkeypatch.setattr(direct, "STAGE", 8 * direct.ALIGN)
+    committed = []
+    commit = direct.DirectOut.commit
+
+    def counted(self, n: int) -> None:  # (the real commit, counted: the staged path must run)
+        committed.append(n)
+        commit(self, n)
+
+    monkeypatch.setattr(direct.DirectOut, "commit", counted)
+    outs = {}
+    for name, min_bytes in (("page-cache", 1 << 62), ("direct", 0)):
+        monkeypatch.setattr(direct, "MIN_BYTES", min_bytes)
+        out = tmp_path / f"{name}.pcapng"
+        s = engine.run(cap, load_keystore(keys), out=str(out), opts=engine.Options(), jobs=jobs,
+                       parallel_min_bytes=0, dsb=True)
+        assert s.decrypted > good * 9 // 10 and s.jobs == jobs
+        outs[name] = out.read_bytes()
+    assert outs["direct"] == outs["page-cache"]
+    assert len(committed) >= 10, committed
 
 
 REAL = sorted(p.parent.name for p in SAMPLES.glob("*/capture.pcapng") if (p.parent / "keys").exists())

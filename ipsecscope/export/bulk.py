@@ -26,7 +26,11 @@ iteration; with a big capture it first hands each window to :func:`plan`, which
 4. checks every payload at once the way ``hotloop.tunnel_len`` does (RFC 4303 §2.4-2.7: padding
    that fits, next header 4 or 41, the tunnelled packet inside, TFC padding dropped), writes the
    EPB headers and trailers around the plaintexts with two numpy scatters, and hands the loop
-   one memoryview per output block (the loop joins a window's output into one write).
+   one memoryview per run of output blocks (the loop joins a window's output into one write).
+   The output buffer is the O_DIRECT output's staging buffer itself (export/direct.py,
+   ``DirectOut.reserve``) when the window's records are one run, which the loop then only
+   counts as written (no copy of the output; a run a failure splits moves out first, hotloop's
+   ``_plan``); else a buffer of its own, copied out when the loop writes it.
 
 A record that fails (ICV, payload, nested ESP, transport mode, a dummy packet) splits its run and
 is left to the per-record loop, which decrypts it again on the general path and counts the
@@ -58,11 +62,15 @@ _KEEP = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF], np.uint32)  # the data's bytes of 
 
 class OutBuf:
     """The window's output buffer, kept from one window to the next (the loop writes a window's
-    blocks before it plans the next one) and grown when a window needs more."""
+    blocks before it plans the next one) and grown when a window needs more; or, for a window
+    that is one run (the common case), the output's own staging buffer (``direct``)."""
 
-    __slots__ = ("buf", "mv", "arr", "a32", "scr", "sa_keys")
+    __slots__ = ("buf", "own", "mv", "arr", "a32", "scr", "sa_keys", "direct", "staged")
 
-    def __init__(self) -> None:
+    def __init__(self, direct=None) -> None:
+        self.own = None
+        self.direct = direct  # export.direct.DirectOut: the output's staging buffer, or None
+        self.staged = False  # the last plan's blocks lie in direct's staging buffer, at its end
         self.need(1 << 16)
         self.scr = bytearray()  # the CBC scratch buffer, kept too
         self.sa_keys = None  # the last window's SAs: (sorted key mixes, addresses, SPIs, wire keys)
@@ -74,13 +82,24 @@ class OutBuf:
             self.scr = bytearray(n + (n >> 2))  # a new object: memoryviews of the old may be alive
         return self.scr
 
-    def need(self, n: int) -> None:
-        if not hasattr(self, "buf") or len(self.buf) < n:
+    def need(self, n: int, stage: bool = False) -> None:
+        """``mv``/``arr``/``a32``: at least ``n`` bytes to plan a window's output into. With
+        ``stage`` (the window is one run that the loop writes before anything else), the next
+        ``n`` bytes of the direct output's staging buffer when it has them: the blocks are then
+        planned where they are written from (one memmove of the output fewer)."""
+        if stage and self.direct is not None:
+            v = self.direct.reserve(n)
+            if v is not None:
+                self.staged = True
+                self.mv, self.arr, self.a32 = v, np.frombuffer(v, np.uint8), np.frombuffer(v, "<u4", len(v) >> 2)
+                return
+        self.staged = False
+        if self.own is None or len(self.buf) < n:
             # a new object: blocks of the last window may still point at the old one
             self.buf = bytearray((n + (n >> 2) + 7) & ~7)
-            self.mv = memoryview(self.buf)
-            self.arr = np.frombuffer(self.buf, np.uint8)
-            self.a32 = np.frombuffer(self.buf, "<u4")
+            mv = memoryview(self.buf)
+            self.own = (mv, np.frombuffer(self.buf, np.uint8), np.frombuffer(self.buf, "<u4"))
+        self.mv, self.arr, self.a32 = self.own
 
 
 def walk(w: bytes, o: int, wl: int, lim: int, stop: int, pcapng: bool) -> tuple[list[int], int]:
@@ -395,7 +414,7 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
     # shift the packets after them, moved after the checks (_place).
     alloc = 28 + pl
     Dp = np.cumsum(alloc) - alloc + EPB_HEAD  # where each plaintext is decrypted
-    out.need(int(alloc.sum()) + 8 * ns + int(pl.max()) + 64)
+    out.need(int(alloc.sum()) + 8 * ns + int(pl.max()) + 64, isinstance(c_sel, slice))  # (one run: staged)
     omv = out.mv
     if len(gcm):
         cg = gi if isinstance(c_sel, slice) else c_sel[gi]

@@ -17,6 +17,10 @@ every direct write starts at an aligned offset; the last piece (< 4 MiB, any len
 the page cache, and the file object carries on after it (``finish``). A file system that refuses
 ``O_DIRECT`` (tmpfs before Linux 6.6, some FUSE file systems), a file opened for appending, a
 pipe or ``/dev/null``: :func:`open_direct` returns None and the loop writes as before.
+
+The bulk step (export/bulk.py) plans a window's output straight into the staging buffer
+(:meth:`DirectOut.reserve`, then :meth:`DirectOut.commit`) instead of handing it to ``write`` to
+be copied there: -9 ms (2.4 %) of CPU at 200k AES-GCM packets (perfio notes).
 """
 
 from __future__ import annotations
@@ -66,6 +70,30 @@ class DirectOut:
             if self.fill == STAGE:
                 self._put(STAGE, self.dfd)
                 self.fill = 0
+
+    def reserve(self, n: int) -> memoryview | None:
+        """The next ``n`` bytes of the stream as a view of the staging buffer, for the caller to
+        fill in and then :meth:`commit` (nothing may be written in between), or None when the
+        buffer cannot hold them. What is staged is written first as far as it is aligned, and the
+        rest (< 4 KiB) moved to the buffer's start: the bulk step plans every window's output into
+        the same first megabyte, which the last window left in the cache (planned into the next
+        megabyte of the 4 MiB buffer instead, its writes miss the cache and cost what the copy
+        saved; 80 direct writes of 1 MiB instead of 20 of 4 MiB cost ~3 ms more of system CPU at
+        200k packets, planning in place saves ~9 ms in all, export/bulk.py)."""
+        fill = self.fill
+        if fill >= ALIGN or fill + n > STAGE:
+            cut = fill & ~(ALIGN - 1)
+            if cut:
+                self._put(cut, self.dfd)
+                self.mv[:fill - cut] = self.mv[cut:fill]
+                self.fill = fill = fill - cut
+            if fill + n > STAGE:
+                return None
+        return self.mv[fill:fill + n]
+
+    def commit(self, n: int) -> None:
+        """The first ``n`` bytes of :meth:`reserve`'s view are filled in: the stream goes on after them."""
+        self.fill += n
 
     def writelines(self, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
         for p in pieces:
@@ -134,7 +162,10 @@ class DirectOut:
         self._drop()
         if self.mv is not None:
             self.mv.release()
-            self.mm.close()
+            try:
+                self.mm.close()
+            except BufferError:  # a reserved view held by an exception's traceback: unmapped when it goes
+                pass
             self.mv = None
 
     def _drop(self) -> None:

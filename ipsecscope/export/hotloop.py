@@ -560,7 +560,7 @@ class _Worker:
         if bulk:
             from . import bulk as _bulk
 
-            obuf = _bulk.OutBuf()
+            obuf = _bulk.OutBuf(out_f if type(out_f) is _direct.DirectOut else None)
         runs: list = []
         ri, run_at, skip = 0, -1, 0
         planned = seen = self.bulkable  # SAs the bulk step could take when this window was planned
@@ -585,6 +585,9 @@ class _Worker:
             if o > lim and base + wl < hard:
                 if progress is not None:  # (per window, not per packet: one test fewer in the loop)
                     progress(base + o - start)
+                if ptot:  # (nothing pending: the plan below may put its blocks where the stream goes on)
+                    write(trailers[pk](ptot))
+                    ptot = 0
                 if buf:
                     if len(buf) > 8:  # the per-record loop's many small pieces: one copy, one write
                         out_f.write(b"".join(buf))
@@ -606,7 +609,11 @@ class _Worker:
                     write(trailers[pk](ptot))
                     ptot = 0
                 _o0, o, nrec, blocks, counts = runs[ri]
-                write(blocks)
+                if obuf.staged:  # planned in the output's staging buffer, where it goes (see _plan)
+                    out_f.commit(len(blocks))
+                    obuf.staged = False
+                else:
+                    write(blocks)
                 idx += nrec
                 for e, k in counts:
                     e.n += k
@@ -818,7 +825,16 @@ class _Worker:
         if len(sas) <= 64 and not any(e.gcm is not None or e.cbc is not None for e in sas.values()):
             return -1, 0  # nothing to take yet (the first packets of an SA make its slot)
         offs, end_off = bulk.walk(w, o0, len(w), lim, stop, pcapng)
+        obuf.staged = False
         runs += bulk.plan(w, offs, pcapng, ifs, mul, sas, obuf, end_off)
+        if obuf.staged and (len(runs) != 1 or runs[0][0] != o0):
+            # Planned in the output's staging buffer, but a record the per-record loop must take
+            # split the window: what that loop writes goes to the staging buffer where the runs
+            # after it lie, so they are copied out first (the first run stays in place if the
+            # loop meets it before anything else)
+            first = bool(runs) and runs[0][0] == o0
+            runs[first:] = [(a, b, k, bytes(blk), c) for a, b, k, blk, c in runs[first:]]
+            obuf.staged = first
         taken = sum(r[2] for r in runs)
         if taken * 4 < len(offs):
             self.bulk_backoff = min(2 * self.bulk_backoff, 64) if self.bulk_backoff else 1
