@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 from ..errors import ExportError
 from ..outfile import sigterm_unwinds
@@ -111,11 +110,14 @@ def _progress_bar(total_hint: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import decrypt_capture, load_keystore
+    # The engine and the key loader themselves, not ipsecscope.api's wrappers around them: the API
+    # module's DecryptedPacket class and imports are start-up that this command never uses (issue 15)
+    from ..export import engine
+    from ..keys import load_keys
 
     if not args.output and not args.jsonl:
         raise ExportError("nothing to write: give -o OUT.pcapng and/or --jsonl OUT.jsonl (or --jsonl -)")
-    store = load_keystore(args.keys, strict=args.strict_keys)
+    store = load_keys(args.keys, strict=args.strict_keys)
     warn_keys(store)
     warned = len(store.warnings)
     jsonl = sys.stdout if args.jsonl == "-" else args.jsonl
@@ -136,16 +138,18 @@ def run(args: argparse.Namespace) -> int:
             return 2
         session, _damage = load_session([args.file], args.keys, who="decrypt")
         frames = filtered_frames(session, flt)
-    prog, update = (None, None) if args.quiet else _progress_bar(Path(args.file).name)
+    prog, update = (None, None) if args.quiet else _progress_bar(os.path.basename(os.path.normpath(args.file)))
     t0 = time.perf_counter()
     try:
         if prog is not None:
             prog.start()
         with sigterm_unwinds():  # `kill PID` removes the temporary output, like Ctrl-C
-            stats = decrypt_capture(args.file, store, out=output, fmt="pcapng", keep_other=args.keep_other,
-                                    dsb=args.dsb, with_hex=args.hex, jsonl=jsonl, jobs=args.jobs,
-                                    progress=update, inputs=args.keys,
-                                    frames=frames)
+            # (as api.decrypt_capture runs it; a -Y selection is one process's job)
+            opts = engine.Options(keep_other=args.keep_other, hex=args.hex,
+                                  frames=None if frames is None else frozenset(frames))
+            stats = engine.run(args.file, store, out=output, jsonl_out=jsonl, opts=opts,
+                               jobs=args.jobs if frames is None else 1, progress=update, dsb=args.dsb,
+                               inputs=list(args.keys))
     except BrokenPipeError:  # `-o - | tshark -r - -c 5`: the reader stopped; not an error
         raise
     except OSError as exc:  # disk full (-o /dev/full), an unwritable --jsonl path: one line, not a traceback

@@ -13,7 +13,6 @@ import os
 import stat
 import zlib
 from collections.abc import Iterable
-from pathlib import Path
 
 from ..errors import KeyFileError
 from .formats import FORMATS, add_secrets_block, detect_format, input_summary
@@ -25,7 +24,21 @@ __all__ = ["KeyStore", "load_keys", "load_key_file", "detect_format", "add_secre
 MAX_KEY_FILE = 512 * 1024 * 1024  # a charon log can be big; a key file larger than this is a mistake
 
 
-def _read(path: Path) -> bytes:
+def _path_text(path: str | os.PathLike[str]) -> str:
+    """``str(pathlib.Path(path))``, without importing pathlib (with urllib.parse, ~1.5 ms of
+    `decrypt`'s start-up, issue 15): empty and ``.`` parts dropped, a trailing slash too, two leading
+    slashes kept (POSIX leaves them to the system). Key files' names reach the keys' ``source``
+    ("file:line") and error messages in this form."""
+    text = os.fspath(path)
+    if os.sep != "/" or not text:  # (Windows paths: pathlib's own rules)
+        from pathlib import Path
+
+        return str(Path(text))
+    root = "//" if text.startswith("//") and not text.startswith("///") else "/" if text.startswith("/") else ""
+    return root + "/".join(p for p in text.split("/") if p and p != ".") or "."
+
+
+def _read(path: str) -> bytes:
     """The file's bytes (gunzipped), at most MAX_KEY_FILE of them, or a one-line KeyFileError.
 
     A device (``/dev/zero``, ``/dev/urandom``) is refused: its size says nothing (``st_size`` is 0)
@@ -80,15 +93,14 @@ def _gunzip(data: bytes, name: str) -> bytes:
     return bytes(out)
 
 
-def load_key_file(path: str | Path, store: KeyStore | None = None, fmt: str | None = None, *,
+def load_key_file(path: str | os.PathLike[str], store: KeyStore | None = None, fmt: str | None = None, *,
                   strict: bool = False) -> KeyStore:
     """Parse one key file into ``store`` (a new one if None) and return the store.
 
     An unusable row, dump or SA is left out with a ``file:line: reason`` warning (in
     ``store.warnings`` / ``store.skipped``) and the rest is used; ``strict`` raises it instead.
     """
-    p = Path(path)
-    data = _read(p)
+    data = _read(_path_text(path))
     store = store if store is not None else KeyStore()
     name = str(path)
     text = data.decode("utf-8-sig", "replace")
@@ -116,7 +128,8 @@ def _only_comments(text: str) -> bool:
     return all(not ln or ln.startswith("#") for ln in lines)
 
 
-def load_keys(paths: Iterable[str | Path], store: KeyStore | None = None, *, strict: bool = False) -> KeyStore:
+def load_keys(paths: Iterable[str | os.PathLike[str]], store: KeyStore | None = None, *,
+              strict: bool = False) -> KeyStore:
     """Load several key files (any mix of formats) into one :class:`KeyStore`.
 
     A directory stands for the key files in it (e.g. a Wireshark profile holding ``esp_sa`` and
@@ -126,14 +139,14 @@ def load_keys(paths: Iterable[str | Path], store: KeyStore | None = None, *, str
     raises the first instead, for a file or a directory alike.
     """
     store = store if store is not None else KeyStore()
-    for p in paths:
-        p = Path(p)
-        if not p.is_dir():
+    for p in map(_path_text, paths):
+        if not os.path.isdir(p):
             load_key_file(p, store, strict=strict)
             continue
         read = 0
         skipped: list[KeyFileError] = []
-        for f in sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")):
+        for f in sorted(_path_text(os.path.join(p, x)) for x in os.listdir(p)
+                        if not x.startswith(".") and os.path.isfile(os.path.join(p, x))):
             try:
                 load_key_file(f, store, strict=strict)
                 read += 1
@@ -143,7 +156,7 @@ def load_keys(paths: Iterable[str | Path], store: KeyStore | None = None, *, str
                 skipped.append(exc)
         if not read:
             why = f" ({skipped[0]})" if skipped else ""
-            raise KeyFileError(f"no key file in this directory holds keys{why}", path=str(p))
+            raise KeyFileError(f"no key file in this directory holds keys{why}", path=p)
         for exc in skipped:  # nothing inside a directory is dropped silently
             store.skip(exc, "file skipped")
     return store
