@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import KeyFileError
 from ..model.iana import EncrTransform, IntegTransform, PrfTransform, ProtocolId
-from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys
+from ..model.keys import EspSaKeys
 from . import names
 from .names import shown
 from .store import KeyStore, parse_addr_pattern, parse_spi_pattern
+
+if TYPE_CHECKING:
+    from ..model.keys import IkeSaKeys, Ikev1Keys
 
 SCHEMA = "ipsecscope.keys/1"
 
@@ -147,6 +150,8 @@ def _ike(d: dict[str, Any], source: str) -> IkeSaKeys:
         if problem:
             raise ValueError(f'"{what}": {problem}')
     sk_d = _hex(d, "sk_d", required=False)
+    from ..model.keys import IkeSaKeys  # (loaded with the first IKE SA: decrypt's files have none)
+
     return IkeSaKeys(
         spi_i=spi_i,
         spi_r=spi_r,
@@ -171,6 +176,8 @@ def _ikev1(d: dict[str, Any], source: str) -> Ikev1Keys:
     if len(cookie) != 8:
         raise ValueError('"cookie_i" must be 8 bytes (16 hex digits)')
     key = _hex(d, "enc_key")
+    from ..model.keys import Ikev1Keys
+
     return Ikev1Keys(cookie_i=cookie, enc_key=key, source=str(d.get("source") or source))
 
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ..errors import KeyFileError
 from ..model.iana import IntegTransform
-from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys, PeerLogNote
+from ..model.keys import EspSaKeys
 from .names import is_aead, shown
+
+if TYPE_CHECKING:  # (IKE keys and log notes: their classes load with the first one, model.keys)
+    from ..model.keys import IkeSaKeys, Ikev1Keys, PeerLogNote
 
 _CACHE_MAX = 1 << 16
 

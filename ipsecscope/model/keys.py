@@ -1,10 +1,23 @@
-"""Key material, whatever file it came from. Secrets: never printed unless the user asks (--show-keys)."""
+"""Key material, whatever file it came from. Secrets: never printed unless the user asks (--show-keys).
+
+ESP/AH SA keys are defined here; IKE SA keys (:mod:`.ike_keys`) and charon log notes
+(:mod:`.peer_notes`) in modules of their own, loaded the first time one of them is asked for, here
+as everywhere (``from ipsecscope.model.keys import IkeSaKeys`` still works): creating a frozen
+dataclass costs 0.3-0.6 ms, and `decrypt -k keys.json` uses ESP keys only (issue 15).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .iana import ProtocolId
+
+if TYPE_CHECKING:  # (what __getattr__ below gives, for type checkers)
+    from .ike_keys import IkeSaKeys, Ikev1Keys
+    from .peer_notes import PeerLogNote
+
+__all__ = ["EspSaKeys", "IkeSaKeys", "Ikev1Keys", "PeerLogNote", "redact"]
 
 
 def redact(key: bytes | None, show: bool = False) -> str:
@@ -45,59 +58,16 @@ class EspSaKeys:
     nat: str = ""
 
 
-@dataclass(slots=True, frozen=True)
-class IkeSaKeys:
-    """IKEv2 SA keys (RFC 7296 §2.14) as the ikev2_decryption_table / charon logs carry them."""
-
-    spi_i: bytes
-    spi_r: bytes
-    encr: int  # iana.EncrTransform
-    sk_ei: bytes = field(repr=False)  # with trailing salt for AEAD/CTR, like Wireshark's table
-    sk_er: bytes = field(repr=False)
-    integ: int  # iana.IntegTransform (NONE for AEAD or "no checking")
-    sk_ai: bytes = field(default=b"", repr=False)
-    sk_ar: bytes = field(default=b"", repr=False)
-    prf: int | None = None  # iana.PrfTransform, needed for KEYMAT derivation
-    sk_d: bytes | None = field(default=None, repr=False)
-    check_integrity: bool = True  # False for Wireshark's "ANY n-bits [No Checking]"
-    icv_len: int | None = None  # with check_integrity False: how many bytes to strip
-    source: str = ""
+# name -> the module (in this package) that defines it; resolved on first use (PEP 562)
+_ELSEWHERE = {"IkeSaKeys": "ike_keys", "Ikev1Keys": "ike_keys", "PeerLogNote": "peer_notes"}
 
 
-@dataclass(slots=True, frozen=True)
-class Ikev1Keys:
-    """IKEv1 phase-1 encryption key (derived from SKEYID_e), bound by initiator cookie."""
+def __getattr__(name: str) -> object:
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-    cookie_i: bytes
-    enc_key: bytes = field(repr=False)
-    source: str = ""
-
-
-@dataclass(slots=True, frozen=True)
-class PeerLogNote:
-    """One piece of *peer configuration evidence* from an IKE daemon's own log (strongSwan charon).
-
-    The wire never says what a responder would have accepted; its log often does
-    (``configured proposals: ESP:AES_GCM_16_256/NO_EXT_SEQ``, ``traffic selectors ... unacceptable``,
-    ``tried 1 shared key ... but MAC mismatched``, ``DH group ECP_256 unacceptable, requesting
-    MODP_2048``). Rules bind a note to an IKE SA by ``ike_sa`` and to a peer by ``local`` (the
-    address of the host that wrote the log) so a finding can say what that peer is configured with.
-
-    ``kind``: "configured_proposals" | "received_proposals" | "ts_config" | "auth" | "dh" |
-    "peer_notify" (an error notify the logging peer received) | "conn_config" (a connection as
-    loaded, from charon's CFG 2 dump: addresses, proposals, each child's local_ts/remote_ts; bound
-    by ``conn`` rather than by an IKE SA) | "daemon_start" (charon started again in the same log: a
-    restart; the first start of a log is not recorded) | "unknown_sa" (a message for an IKE SA, ``ike_sa``, or ESP for an SA the daemon does
-    not have). ``data`` holds the parsed values (see
-    :mod:`ipsecscope.keys.charon`); it holds no secrets.
-    """
-
-    kind: str
-    text: str  # the log message after the "NN[GRP] <conn|uid>" prefix
-    ike_sa: str | None = None  # "<spi_i>_<spi_r>" hex like IkeSa.key when logged, else the charon unique id
-    ts: str = ""  # the log line's own timestamp text, as written ("" if none)
-    source: str = ""  # "file:line"
-    data: dict = field(default_factory=dict, compare=False, hash=False)
-    local: str | None = None  # address of the peer that wrote the log, when the log says
-    remote: str | None = None  # the other peer's address, when the log says
-    conn: str | None = None  # the connection name in "<conn|uid>", when given
+    value = getattr(importlib.import_module(f".{module}", __package__), name)
+    globals()[name] = value
+    return value
