@@ -61,6 +61,8 @@ from . import names
 from .names import shown
 from .store import KeyStore
 
+_IKE_LINE = re.compile(names.IKE_LINE_PATTERN)
+
 # What precedes "| " on a debug line: pluto's own logfile time ("Nov 25 21:19:54.801687: "),
 # syslog/journal ("Nov 25 21:19:54 host pluto[512]: "), ISO time, or nothing (--log-no-time).
 _PREFIX = (r"(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?:? (?:\S+ pluto\[\d+\]: )?"
@@ -197,7 +199,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                 continue
             end_dump()
 
-        if msg.startswith("ikev2 ") and (im := names.IKE_LINE.match(msg)):
+        if msg.startswith("ikev2 ") and (im := _IKE_LINE.match(msg)):
             saw_private = True
             try:
                 integ_name, encr_token = im.group("integ"), im.group("encr")

@@ -30,6 +30,8 @@ from . import names
 from .names import shown
 from .store import KeyStore, parse_addr_pattern
 
+_IKE_LINE = re.compile(names.IKE_LINE_PATTERN)
+
 _LINE = re.compile(
     r"^(?:(?P<spi>0[xX][0-9a-fA-F]{1,8}|\d+)@(?P<dst>\S+)\s+)?(?P<algo>[A-Za-z0-9][\w.-]*):(?P<secret>\S+)\s*$"
 )
@@ -40,7 +42,7 @@ def looks_like(text: str) -> bool:
         s = line.strip()
         if not s or s.startswith("#"):
             continue
-        if names.IKE_LINE.match(s):
+        if _IKE_LINE.match(s):
             return True
         m = _LINE.match(s)
         return bool(m and (m.group("spi") or m.group("algo").lower().removesuffix("-hmac96").endswith("-cbc")
@@ -89,7 +91,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
 
 def _ike_line(s: str, path: str, lineno: int, halves: dict, store: KeyStore) -> None:
     """One ``ikev2 I|R`` line; the second of a pair adds the IKE SA to ``store``."""
-    m = names.IKE_LINE.match(s)
+    m = _IKE_LINE.match(s)
     if not m:
         raise KeyFileError("expected 'ikev2 I|R 0xSPIi 0xSPIr integ:0xKEY encr:0xKEY', e.g. "
                            "'ikev2 I 0x0001020304050607 0xc02e7a3031a03188 sha1:0x… aes128:0x…'",
