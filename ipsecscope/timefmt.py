@@ -14,7 +14,14 @@ analyses anything, since finding texts quote times too (``analysis.rules.common.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, tzinfo
+
+# datetime is imported with the first time formatted or zone parsed, not with this module: the CLI
+# imports this module on every command for --tz, and decrypt (or a --json run) formats no time at
+# all (~1 ms of start-up, issue 15). typing is not imported for that either (`--version`'s path).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from datetime import datetime, tzinfo
+    from types import ModuleType
 
 ENV = "IPSECSCOPE_TZ"
 DEFAULT = "UTC"
@@ -22,15 +29,32 @@ HELP = ("zone for the times in text output and the TUI: UTC (default), local (th
         "charon logs use) or an IANA name such as Europe/Berlin; every time is labelled with its zone or "
         f"UTC offset. JSON always has UTC epoch seconds. Default from ${ENV}")
 
-_zone: tzinfo | None = UTC  # None: the machine's local zone (DST rules per timestamp, from TZ / /etc/localtime)
+_UTC_NAMES = ("UTC", "Z", "GMT")
+_utc = True  # times in UTC; else in _zone
+_zone: tzinfo | None = None  # None: the machine's local zone (DST rules per timestamp, from TZ / /etc/localtime)
 _spec = DEFAULT
+_dtm: ModuleType | None = None  # the datetime module, once imported
+
+
+def _datetime() -> ModuleType:
+    global _dtm
+    if _dtm is None:
+        import datetime as dtm
+
+        _dtm = dtm
+    return _dtm
+
+
+def is_utc(spec: str) -> bool:
+    """Does ``spec`` name UTC (see :func:`parse_zone`)?"""
+    return spec.strip().upper() in _UTC_NAMES
 
 
 def parse_zone(spec: str) -> tzinfo | None:
     """``UTC``, ``local`` or an IANA zone name -> a tzinfo (None for local); ValueError says what is accepted."""
     s = spec.strip()
-    if s.upper() in ("UTC", "Z", "GMT"):
-        return UTC
+    if s.upper() in _UTC_NAMES:
+        return _datetime().UTC
     if s.lower() == "local":
         return None
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # (imports sysconfig: only for a named zone)
@@ -43,8 +67,9 @@ def parse_zone(spec: str) -> tzinfo | None:
 
 def set_zone(spec: str) -> None:
     """Use ``spec`` (see :func:`parse_zone`) for every time formatted from now on."""
-    global _zone, _spec
-    _zone, _spec = parse_zone(spec), spec
+    global _utc, _zone, _spec
+    _utc = is_utc(spec)
+    _zone, _spec = None if _utc else parse_zone(spec), spec
 
 
 def zone_spec() -> str:
@@ -57,9 +82,10 @@ def default_spec() -> str:
 
 
 def _dt(ts: float) -> datetime | None:
+    dtm = _dtm or _datetime()
     try:
-        d = datetime.fromtimestamp(ts, UTC)
-        return d if _zone is UTC else d.astimezone(_zone)  # astimezone(None): the local zone at ts
+        d = dtm.datetime.fromtimestamp(ts, dtm.UTC)
+        return d if _utc else d.astimezone(_zone)  # astimezone(None): the local zone at ts
     except (ValueError, OverflowError, OSError):  # a corrupted frame timestamp (year > 9999)
         return None
 
@@ -70,9 +96,10 @@ def _frac(d: datetime, digits: int) -> str:
 
 def label(ts: float | None = None) -> str:
     """``UTC``, or the UTC offset at ``ts`` (now if None) in the zone in use: ``UTC-05:00``."""
-    if _zone is UTC:
+    if _utc:
         return "UTC"
-    d = _dt(ts) if ts is not None else datetime.now(UTC).astimezone(_zone)
+    dtm = _datetime()
+    d = _dt(ts) if ts is not None else dtm.datetime.now(dtm.UTC).astimezone(_zone)
     if d is None:
         return "UTC"
     off = d.strftime("%z")  # -0500

@@ -90,6 +90,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _tz(spec: str) -> str:
+    if timefmt.is_utc(spec):  # (the default: valid, and nothing to build yet)
+        return spec
     try:
         timefmt.parse_zone(spec)
     except ValueError as exc:
