@@ -336,8 +336,9 @@ class _Loop(EspRuns):
             # Plain IP that is no IPsec (RFC 3948 / 7296 ports aside): the general path would
             # count it "other" and keep nothing. (ICMP stays general: it may quote IPsec.)
             tcp = ip4 & (proto == 6) & (tot >= 40) & ~natt
-            # (VXLAN 4789 / Geneve 6081 may carry IPsec: decode.tunnel, the general path)
-            plain_udp = udp & ~natt & (sport != 500) & (dport != 500) & (dport != 4789) & (dport != 6081)
+            # (VXLAN 4789 / Geneve 6081 / GTP-U 2152 may carry IPsec: decode.tunnel, the general path)
+            plain_udp = (udp & ~natt & (sport != 500) & (dport != 500) & (dport != 4789) & (dport != 6081)
+                         & (dport != 2152))
             cls[tcp] = 3
             cls[plain_udp] = 4
         tbl = s.tracker.table

@@ -1,6 +1,6 @@
 """IPsec inside tunnels (tests/data/tunnels: the healthy-gcm sample inside GRE, IP-in-IP, IPv4 in
-IPv6, ERSPAN II, GRE-bridged Ethernet, VXLAN and Geneve; make.py there), against tshark frame by
-frame.
+IPv6, ERSPAN II, GRE-bridged Ethernet, VXLAN, Geneve and GTP-U; make.py there), against tshark
+frame by frame.
 
 The class: the decoder stopped at the outer IP header, so every IKE message and ESP packet that
 crossed a GRE or IP-in-IP tunnel, or reached the analyser through an ERSPAN, VXLAN or Geneve
@@ -8,6 +8,12 @@ mirror session, was
 "other" where tshark dissects the IPsec inside. Now the rows are the IPsec inside (its peers'
 addresses, as the SAs need), and display filters also find each frame by the tunnel's own
 header, as tshark's occurrences of ip.src / ip.proto / ipv6.nxt do.
+
+GTP-U came from a public capture: luguifang/protocol-pcap ``esp.pcap`` (commit 729dd19, no
+licence: not committed), one frame of a mobile backhaul, ESP from a phone's IPv6 address inside a
+G-PDU to UDP 2152 behind two VLAN tags. tshark dissects ``ip:udp:gtp:ipv6:esp``; ipsecscope called
+it other UDP. gtpu.pcap / gtpu-5g-n3.pcap hold the class (plain S1-U, and N3 with a sequence number
+and a PDU Session Container extension header).
 """
 
 from __future__ import annotations
@@ -91,6 +97,7 @@ def test_filters_find_tunnel_frames_by_either_header(cap: Path, live: bool) -> N
         "udp.port == 4789 || udp.dstport == 6081": lambda t: "4789" in t["udp.srcport"] + t["udp.dstport"]
         or "6081" in t["udp.dstport"],
         "udp.srcport == 49155": lambda t: "49155" in t["udp.srcport"],
+        "udp.dstport == 2152": lambda t: "2152" in t["udp.dstport"],
         "udp.port == 4500": lambda t: "4500" in t["udp.srcport"] + t["udp.dstport"],
     }
     hit = 0
@@ -123,3 +130,24 @@ def test_tunnel_headers_cut_short_are_truncated_or_not_ip() -> None:
     eth = gre[16:]  # the mirrored frame behind GRE (8 octets with S) + ERSPAN II (8)
     e3 = b"\x00\x00\x22\xeb" + bytes(11) + b"\x01" + bytes(8) + eth
     assert tunnel.inner_ip(47, e3) == (4, 4 + 20 + 14)
+
+
+def test_gtpu_headers_cut_short_or_not_a_gpdu_are_truncated_or_not_ip() -> None:
+    """GTP-U (TS 29.281 §5): the user packet starts after the 8-octet header, the 4 optional
+    octets (any of E/S/PN) and the extension header chain; cut anywhere before it, an echo
+    request, GTP' (PT 0), GTPv2 or an extension header of length 0: never an offset past the
+    bytes there, never IP."""
+    raw = (DATA / "tunnels" / "gtpu-5g-n3.pcap").read_bytes()
+    udp = raw[24 + 16 + 34:24 + 16 + int.from_bytes(raw[24 + 8:24 + 12], "little")]
+    ver, off = tunnel.udp_inner(2152, udp)
+    assert (ver, off) == (4, 8 + 12 + 4) and udp[off] == 0x45
+    for cut in range(off + 1):
+        v, o = tunnel.udp_inner(2152, udp[:cut])
+        assert v in (link.TRUNCATED, link.NOT_IP) and (v == link.NOT_IP or o > cut), cut
+    for flags, mtype in ((0x32, 1), (0x26, 0xFF), (0x46, 0xFF)):  # echo request, GTP', GTPv2-like
+        assert tunnel.udp_inner(2152, udp[:8] + bytes((flags, mtype)) + udp[10:])[0] == link.NOT_IP
+    zero_ext = bytearray(udp)
+    zero_ext[20] = 0
+    assert tunnel.udp_inner(2152, bytes(zero_ext))[0] == link.NOT_IP
+    plain = udp[:8] + b"\x30\xff" + udp[10:16] + udp[off:]
+    assert tunnel.udp_inner(2152, plain) == (4, 16)

@@ -276,8 +276,9 @@ def scan_records(read: Callable[[int], bytes], start: int, stop: int | None, fmt
                                             rec[6] = seq
                                         rec[9] = idx
                                     continue
-                            elif sport != 500 and dport != 500 and dport != 4789 and dport != 6081:
-                                nother += 1  # (VXLAN, Geneve: decode.tunnel opens them)
+                            elif (sport != 500 and dport != 500 and dport != 4789 and dport != 6081
+                                  and dport != 2152):
+                                nother += 1  # (VXLAN, Geneve, GTP-U: decode.tunnel opens them)
                                 continue
                     elif proto == 6:
                         # TCP: only port 4500 can be RFC 8229; the rest is not ours (the generic decoder
@@ -301,7 +302,7 @@ def scan_records(read: Callable[[int], bytes], start: int, stop: int | None, fmt
                             if nh == 17:
                                 sport, dport = ports(buf, b + 40)
                                 if (sport != 500 and sport != 4500 and dport != 500 and dport != 4500
-                                        and dport != 4789 and dport != 6081):
+                                        and dport != 4789 and dport != 6081 and dport != 2152):
                                     nother += 1
                                     continue
                             elif nh == 6:

@@ -2,8 +2,10 @@
 
 A VPN's IKE and ESP often cross a GRE or IP-in-IP tunnel before they reach the capture point,
 and traffic mirrored to an analyser arrives in ERSPAN (GRE), transparent Ethernet bridging over
-GRE, VXLAN (cloud traffic mirroring) or Geneve (cloud gateway load balancers). tshark dissects the IPsec inside each; so does the decoder (``demux``), with this module
-telling where the inner IP header is. Pure offsets over bytes; the depth is bounded by the caller.
+GRE, VXLAN (cloud traffic mirroring) or Geneve (cloud gateway load balancers). In a mobile core
+every subscriber's packet crosses the backhaul in GTP-U (S1-U, N3): a phone's IMS signalling
+under ESP (3GPP TS 33.203) or its own VPN is IPsec inside GTP-U. tshark dissects the IPsec inside
+each; so does the decoder (``demux``), with this module telling where the inner IP header is. Pure offsets over bytes; the depth is bounded by the caller.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ GRE_ERSPAN2 = 0x88BE  # ERSPAN type II: an 8-octet header, then the mirrored Eth
 GRE_ERSPAN3 = 0x22EB  # ERSPAN type III: 12 octets, +8 with the platform sub-header (O bit)
 VXLAN_PORT = 4789  # RFC 7348 §5 (tshark dissects this port as VXLAN)
 GENEVE_PORT = 6081  # RFC 8926 §3.3
-UDP_TUNNEL_PORTS = frozenset((VXLAN_PORT, GENEVE_PORT))
+GTPU_PORT = 2152  # 3GPP TS 29.281 §4.4.2.3: a G-PDU's destination port
+UDP_TUNNEL_PORTS = frozenset((VXLAN_PORT, GENEVE_PORT, GTPU_PORT))
+GTP_GPDU = 0xFF  # TS 29.281 §6.1: the message type that carries a user packet (T-PDU)
 
 
 def inner_ip(proto: int, payload: bytes) -> tuple[int, int]:
@@ -63,11 +67,13 @@ def inner_ip(proto: int, payload: bytes) -> tuple[int, int]:
 
 def udp_inner(dport: int, udp: bytes) -> tuple[int, int]:
     """(IP version, offset of the inner IP header in ``udp``, the UDP header included) for a
-    VXLAN (RFC 7348 §5: 8 octets, then an Ethernet frame) or Geneve (RFC 8926 §3.4: 8 octets and
-    options, then the protocol its type names) datagram to ``dport``."""
+    VXLAN (RFC 7348 §5: 8 octets, then an Ethernet frame), Geneve (RFC 8926 §3.4: 8 octets and
+    options, then the protocol its type names) or GTP-U (``gtpu_inner``) datagram to ``dport``."""
     n = len(udp)
     if n < 16:
         return link.TRUNCATED, 16
+    if dport == GTPU_PORT:
+        return gtpu_inner(udp)
     if dport == VXLAN_PORT:
         if not udp[8] & 0x08:  # the I flag: a VNI follows (RFC 7348 §5); without it, not VXLAN
             return link.NOT_IP, 8
@@ -88,3 +94,38 @@ def udp_inner(dport: int, udp: bytes) -> tuple[int, int]:
         return link.NOT_IP, off
     ver, at = link.ip_offset(1, udp[off:])
     return ver, off + at
+
+
+def gtpu_inner(udp: bytes) -> tuple[int, int]:
+    """GTP-U (3GPP TS 29.281 §5): (IP version, offset) of the user packet a G-PDU carries. The
+    header is 8 octets; any of the E, S or PN flags adds 4 (sequence number, N-PDU number, next
+    extension header type, §5.1), and with E a chain of extension headers follows (§5.2.1: a
+    length octet in 4-octet units, the next type in each one's last octet; 5G's N3 always sends
+    a PDU Session Container, TS 38.415). The T-PDU is IPv4 or IPv6 by its first nibble (a PDU
+    session of type Ethernet or unstructured carries none: not IP). Echo and error messages
+    (other message types) carry no user packet."""
+    n = len(udp)
+    flags = udp[8]
+    # version 1, protocol type 1 (GTP, not GTP' charging), a G-PDU
+    if flags >> 5 != 1 or not flags & 0x10 or udp[9] != GTP_GPDU:
+        return link.NOT_IP, 8
+    off = 16
+    if flags & 0x07:
+        off = 20
+        if n < off:
+            return link.TRUNCATED, off
+        nxt = udp[19] if flags & 0x04 else 0
+        while nxt:  # each header is at least 4 octets: the chain ends within the datagram
+            if n <= off:
+                return link.TRUNCATED, off + 1
+            size = udp[off] * 4
+            if not size:  # length 0 (§5.2.1 forbids it): no way to the next one
+                return link.NOT_IP, off
+            if n < off + size:
+                return link.TRUNCATED, off + size
+            nxt = udp[off + size - 1]
+            off += size
+    if n <= off:
+        return link.TRUNCATED, off + 1
+    ver = udp[off] >> 4
+    return (ver, off) if ver in (4, 6) else (link.NOT_IP, off)

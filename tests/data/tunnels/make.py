@@ -58,6 +58,24 @@ def udp_tunnel(dport: int, head: bytes, eth: bytes, i: int) -> bytes:
     return outer4(17, struct.pack("!HHHH", 49152 + i, dport, 8 + len(body), 0) + body, i)
 
 
+def gtpu(ip: bytes, i: int, teid: int, ext: bytes = b"") -> bytes:
+    """A G-PDU (3GPP TS 29.281 §5.1) from 2152 to 2152 around the sample's IP packet. With ``ext``
+    (extension headers, the first one's type in front): flags E and S, a sequence number."""
+    if ext:
+        body = struct.pack("!HBB", i, 0, ext[0]) + ext[1:] + ip
+        head = struct.pack("!BBHI", 0x36, 0xFF, len(body), teid)
+    else:
+        body = ip
+        head = struct.pack("!BBHI", 0x30, 0xFF, len(body), teid)
+    body = head + body
+    return outer4(17, struct.pack("!HHHH", 2152, 2152, 8 + len(body), 0) + body, i)
+
+
+# 5G N3 (TS 38.415 §5.5.2): a PDU Session Container (type 0x85), 4 octets: length 1, PDU type 1
+# (uplink) and QFI 9, then no further header
+PDU_SESSION_UL = bytes((0x85, 1, 0x10, 9, 0))
+
+
 def main() -> None:
     with open_capture(ROOT / "samples" / "healthy-gcm" / "capture.pcapng") as r:
         frames = [(f.ts_ns, bytes(f.data)) for f in r]
@@ -71,6 +89,9 @@ def main() -> None:
         "vxlan.pcap": lambda i, eth: udp_tunnel(4789, struct.pack("!II", 0x08000000, 7 << 8), eth, i),
         # Geneve, no options, protocol 0x6558 (Ethernet), VNI 7
         "geneve.pcap": lambda i, eth: udp_tunnel(6081, struct.pack("!HHI", 0, 0x6558, 7 << 8), eth, i),
+        # the mobile backhaul: LTE S1-U (plain G-PDU) and 5G N3 (PDU Session Container)
+        "gtpu.pcap": lambda i, eth: gtpu(eth[14:], i, 0x1000 + i % 2),
+        "gtpu-5g-n3.pcap": lambda i, eth: gtpu(eth[14:], i, 0x2000, PDU_SESSION_UL),
     }
     for name, wrap in wraps.items():
         with PcapWriter(HERE / name) as w:
