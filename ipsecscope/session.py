@@ -607,7 +607,8 @@ class Session(FrameViews):
                 "decrypted" if msg.decrypted else ""))
             if msg.malformed:
                 st.malformed["ike"] = st.malformed.get("ike", 0) + 1
-                self.tracker.on_malformed(Malformed(raw.index, raw.ts, f"IKE: {msg.malformed}", "ike"))
+                self.tracker.on_malformed(Malformed(raw.index, raw.ts, f"IKE: {msg.malformed}", "ike"),
+                                          whole=raw.orig_len <= len(raw.data))
             key = f"{msg.header.spi_i.hex()}_{msg.header.spi_r.hex()}"
             ike_key = key if key in tbl.ike_sas else self._ike_key_for(msg)
             info = _ike_info(msg) + (f" — malformed: {msg.malformed}" if msg.malformed else "")
@@ -646,7 +647,7 @@ class Session(FrameViews):
             ))
         elif type(pkt) is Malformed:
             st.malformed[pkt.layer] = st.malformed.get(pkt.layer, 0) + 1
-            self.tracker.on_malformed(pkt)
+            self.tracker.on_malformed(pkt, whole=raw.orig_len <= len(raw.data))
             self._add_row(FrameRow(
                 raw.index, raw.ts, "MALFORMED", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
                 pkt.dport, raw.orig_len, info=f"{pkt.layer}: {pkt.reason}", status="malformed",

@@ -230,6 +230,12 @@ class IkeExchange:
     # Added by the correlation engine:
     retransmits: int = 0  # request copies beyond the first (same message ID, same direction)
     response_retransmits: int = 0
+    # responses (frames) the decoder marked malformed: a requester drops those and sends again
+    malformed_responses: list[int] = field(default_factory=list)
+    # the first byte-identical copy of the request (IKEv2: request_frames also holds fragments;
+    # an IKEv1 exchange's further requests are its next messages, none kept here)
+    first_copy_frame: int | None = None
+    first_copy_ts: float | None = None
     fragments: int = 0  # IKE fragments (SKF, RFC 7383) of the request
     ip_fragmented: bool = False  # a message of this exchange arrived in IP fragments
     error: int | None = None  # first error notify type (< 16384) in the response

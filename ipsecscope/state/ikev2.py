@@ -101,6 +101,8 @@ def on_ikev2(book: Book, msg: IkeMessage) -> None:
         sa.initiator_port = msg.sport
         sa.responder_port = msg.dport
     x, retrans = exchange(book, sa, msg, from_init, is_response)
+    if is_response and msg.malformed:
+        x.malformed_responses.append(msg.frame)
     if retrans:
         return
     if msg.icv_ok is False:  # keys were found for this SA, but they do not authenticate it
@@ -237,6 +239,8 @@ def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_respons
             else:
                 x.retransmits += 1
                 x.request_frames.append(msg.frame)
+                if x.first_copy_frame is None:
+                    x.first_copy_frame, x.first_copy_ts = msg.frame, msg.ts
             return x, True
         if not is_response and x.response_frames and frag <= 1:
             x = None  # same message ID, new content after an answer: a new attempt (INVALID_KE, COOKIE)

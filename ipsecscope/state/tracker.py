@@ -181,11 +181,14 @@ class Tracker(Book):
         if len(ob.frames) < 6:
             ob.frames = (*ob.frames, err.frame)
 
-    def on_malformed(self, m: Malformed) -> None:
+    def on_malformed(self, m: Malformed, whole: bool | None = None) -> None:
+        """``whole``: the frame was captured in full (not cut by the snap length): what is wrong
+        with it is in the bytes its sender sent (None: not known)."""
         self.touch(m.ts)
         self._malformed_seen += 1
         if self._malformed_seen <= 20:
-            self.observe("malformed", m.ts, (m.frame,), layer=m.layer, reason=m.reason, src=m.src, dst=m.dst)
+            self.observe("malformed", m.ts, (m.frame,), layer=m.layer, reason=m.reason, src=m.src, dst=m.dst,
+                         whole=whole)
 
     # ------------------------------------------------------------------ end of input
 

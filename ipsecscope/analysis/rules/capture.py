@@ -165,7 +165,10 @@ def r_malformed(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         explanation=f"Some packets could not be fully decoded, e.g. frame {first.frames[0] if first.frames else '?'}: "
         f"{first.detail.get('reason', '')}. The rest of the analysis uses what was readable.",
         frames=frames_of(*(o.frames for o in obs[:6])), sa=None,
-        hint="A truncated capture (snaplen) or a damaged file; re-capture with -s 0 if details matter.", ts=first.ts)
+        # A frame captured whole carries the fault in its sender's bytes: no snap length to blame.
+        hint="These frames were captured whole: their senders built them wrong (an implementation bug) or "
+        "they were damaged on the way; compare with `tshark -V` on them." if all(o.detail.get("whole") is True for o in obs)
+        else "A truncated capture (snaplen) or a damaged file; re-capture with -s 0 if details matter.", ts=first.ts)
 
 
 @rule(100, "CAPTURE-KEYS-UNMATCHED", Severity.WARNING)

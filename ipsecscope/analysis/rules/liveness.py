@@ -229,7 +229,9 @@ def r_unanswered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
 
 @rule(7, "IKE-RETRANSMIT", (Severity.INFO, Severity.WARNING), ref="RFC 7296 §2.1")
 def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
-    """Requests that needed retransmission before being answered (loss or a slow peer)."""
+    """Requests that needed retransmission before being answered (loss or a slow peer), or that
+    were sent again although the capture holds an answer before the copy: an answer that never
+    reached the requester, or one it dropped because it is malformed."""
     # Per IKE SA, like IKE-NO-RESPONSE and IKE-DEAD-PEER: the retries, waits and message IDs in
     # their text are that SA's; equal ones merge from 5 SAs on (analysis.rules.aggregate).
     for sa in table.ike_sas.values():
@@ -237,16 +239,65 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if not xs or sa.state == SaState.FAILED:  # retransmissions of a refused exchange say nothing more
             continue
         total = sum(x.retransmits for x in xs)
-        x = xs[0]
+        # RFC 7296 §2.1: the requester sends again only while it has no answer it can use. An
+        # answer captured before the copy was therefore not taken: a malformed one is dropped
+        # (the responder's fault), any other did not get back past the capture point.
+        early = [x for x in xs if x.first_copy_frame is not None and x.response_frames[0] < x.first_copy_frame]
+        late = [x for x in xs if x not in early]
+        bad = [x for x in early if x.malformed_responses]
+        x = (bad or early or late)[0]
+        asker = x.requester
+        peer = sa.responder if asker == sa.initiator else sa.initiator
+        labels = ", ".join(exchange_label(y, sa.version) + " #" + str(y.msg_id) for y in (bad or early or late)[:4])
+        if bad:
+            why = _malformed_reason(table, x.malformed_responses[0])
+            every = all(len(y.malformed_responses) == len(y.response_frames) for y in bad)
+            explanation = (
+                f"{peer} answered {labels} (frame {x.response_frames[0]}) before {asker} sent it again (frame "
+                f"{x.first_copy_frame}), but the answer is malformed{f' ({why})' if why else ''}: a peer drops a "
+                "message it cannot parse, and the requester sends the request again until a response it can use "
+                f"arrives (RFC 7296 §2.1). Nothing was lost: {peer} builds a broken message"
+                + (", every time" if every and len(x.response_frames) > 1 else "") + ".")
+            hint = (f"Fix or update the IKE implementation on {peer} (compare the answer with tshark: frame "
+                    f"{x.response_frames[0]}); the path is fine.")
+        elif early:
+            gap = (x.first_copy_ts or 0.0) - (x.response_ts or 0.0)
+            explanation = (
+                f"{peer} answered {labels} (frame {x.response_frames[0]}) before {asker} sent it again (frame "
+                f"{x.first_copy_frame}, {dur(gap)} later): the answer did not reach {asker}, or {asker} did not "
+                f"accept it. The capture point sees the answer, so it was lost between here and {asker} (the "
+                f"capture is nearer {peer})"
+                + (f", or it was still on its way when {asker}'s retransmission timer fired." if gap < 1.0 else "."))
+            hint = (f"Follow the answers back towards {asker}: a firewall or NAT on that side dropping UDP "
+                    f"{x.responder_port or 500} from {peer}, or IP fragments of a large answer.")
+        else:
+            explanation = (
+                f"{plural(len(xs), 'exchange')} {verb(len(xs), 'was')} answered only after the request was sent "
+                f"again ({labels}): packets were lost or the peer was slow to answer.")
+            hint = ("Look for loss or MTU problems on the path (large IKE_AUTH messages with certificates are "
+                    "the usual victims).")
+        if (bad or early) and late:
+            explanation += (f" {plural(len(late), 'other exchange')} {verb(len(late), 'was')} answered only after "
+                            "the request was sent again.")
+        warn = total >= 3 or any(len(y.malformed_responses) == len(y.response_frames) for y in bad)
         yield Finding(
-            code="IKE-RETRANSMIT", severity=Severity.INFO if total < 3 else Severity.WARNING,
-            title=f"{plural(total, 'IKE retransmission')} between {sa.initiator} and {sa.responder}",
-            explanation=f"{plural(len(xs), 'exchange')} {verb(len(xs), 'was')} answered only after the request was sent again "
-            f"({', '.join(exchange_label(y, sa.version) + ' #' + str(y.msg_id) for y in xs[:4])}): packets were lost or "
-            "the peer was slow to answer.",
-            frames=frames_of(*(y.request_frames[:3] for y in xs[:3])), sa=sa.key,
-            hint="Look for loss or MTU problems on the path (large IKE_AUTH messages with certificates are "
-            "the usual victims).", ts=x.request_ts)
+            code="IKE-RETRANSMIT", severity=Severity.WARNING if warn else Severity.INFO,
+            title=f"{plural(total, 'IKE retransmission')} between {sa.initiator} and {sa.responder}"
+            + (f": {peer}'s answers are malformed" if bad else (f": {peer}'s answers do not reach {asker}"
+                                                               if early else "")),
+            explanation=explanation,
+            frames=frames_of(*((y.request_frames[0], y.response_frames[0], y.first_copy_frame) if y in early
+                               else y.request_frames[:3] for y in (bad or early or late)[:3])),
+            sa=sa.key, hint=hint, ts=x.request_ts)
+
+
+def _malformed_reason(table: SaTable, frame: int) -> str:
+    """What the decoder found wrong with ``frame`` (its malformed observation; the tracker keeps
+    the first 20), "" when not kept."""
+    for ob in table.observations:
+        if ob.kind == "malformed" and frame in ob.frames:
+            return str(ob.detail.get("reason", "")).removeprefix("IKE: ")
+    return ""
 
 
 @rule(12, "IKE-INVALID-SPI", Severity.WARNING, ref="RFC 7296 §1.5")
