@@ -9,17 +9,19 @@ mirror session, was
 addresses, as the SAs need), and display filters also find each frame by the tunnel's own
 header, as tshark's occurrences of ip.src / ip.proto / ipv6.nxt do.
 
-GTP-U came from a public capture: luguifang/protocol-pcap ``esp.pcap`` (commit 729dd19, no
-licence: not committed), one frame of a mobile backhaul, ESP from a phone's IPv6 address inside a
-G-PDU to UDP 2152 behind two VLAN tags. tshark dissects ``ip:udp:gtp:ipv6:esp``; ipsecscope called
-it other UDP. gtpu.pcap / gtpu-5g-n3.pcap hold the class (plain S1-U, and N3 with a sequence number
-and a PDU Session Container extension header).
+GTP-U came from public captures: luguifang/protocol-pcap ``esp.pcap`` (commit 729dd19, no licence:
+not committed), one frame of a mobile backhaul, ESP from a phone's IPv6 address inside a G-PDU to
+UDP 2152 behind two VLAN tags, and nDPI's ``ipv6_in_gtp.pcap`` (tests/data/ndpi: the same phone's
+ESP over an IPv6 backhaul). tshark dissects ``...:udp:gtp:ipv6:esp``; ipsecscope called it other
+UDP. gtpu.pcap / gtpu-5g-n3.pcap hold the class (plain S1-U, and N3 with a sequence number and a
+PDU Session Container extension header).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -106,6 +108,21 @@ def test_filters_find_tunnel_frames_by_either_header(cap: Path, live: bool) -> N
         assert ours == [n for n, t in sorted(ts.items()) if pred(t)], flt
         hit += bool(ours)
     assert hit >= 4
+
+
+@needs_tshark
+def test_ndpi_esp_inside_gtpu_is_one_esp_flow_as_ndpireader_and_tshark_say() -> None:
+    """nDPI's expected output: one IPSec flow (1 packet, 166 bytes) from the phone's address, GTP
+    around it; tshark: the same SPI and sequence number inside GTP."""
+    cap = DATA / "ndpi" / "ipv6_in_gtp.pcap"
+    out = (DATA / "ndpi" / "ipv6_in_gtp.pcap.out").read_text()
+    assert re.search(r"ESP \[2a01:4c8:c014:144e:1:2:945b:6761\]:0 -> \[2a01:4c8:f000:f49::4\]:0 .*"
+                     r"\[proto: GTP:79/IPSec\].*\[1 pkts/166 bytes -> 0 pkts/0 bytes\]", out)
+    t = tshark(cap)[2]
+    assert t["frame.protocols"][0].endswith(":gtp:ipv6:esp") and t["esp.spi"] == ["0xff3b6603"]
+    (flow,) = json.loads(cli("sas", str(cap), "--json"))["flows"]
+    assert (flow["src"], flow["dst"], flow["spi"], flow["packets"], flow["seq_min"]) == (
+        "2a01:4c8:c014:144e:1:2:945b:6761", "2a01:4c8:f000:f49::4", "0xff3b6603", 1, int(t["esp.sequence"][0]))
 
 
 def test_tunnelled_esp_decrypts_with_the_samples_keys() -> None:
