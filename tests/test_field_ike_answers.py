@@ -66,3 +66,41 @@ def test_an_answer_after_the_copy_is_still_loss_or_a_slow_peer() -> None:
 def test_a_snap_length_cut_keeps_the_snaplen_hint() -> None:
     """tcpdump's esp_truncated.pcap: ESP cut by the capture's snap length."""
     assert "snaplen" in findings(DATA / "tcpdump" / "esp_truncated.pcap")["CAPTURE-MALFORMED"]["hint"]
+
+
+SV_BYPASS = DATA / "suricata-verify" / "detect-bypass-udp" / "input.pcap"
+
+
+@needs_tshark
+def test_ike_messages_captured_twice_are_no_retransmissions() -> None:
+    """suricata-verify's detect-bypass-udp capture (MIT; a user's capture): IKEv2 from message ID 1
+    on UDP 4500, three IKE_INTERMEDIATE exchanges (RFC 9242) and IKE_AUTH in IKE fragments (RFC
+    7383), every frame twice 2-30 µs apart with the same IP ID and checksum. ipsecscope reported
+    "15 IKE retransmissions ... packets were lost" (WARNING). No implementation retransmits within
+    microseconds (RFC 7296 §2.1): the capture saw each packet twice. tshark dissects every frame as
+    ISAKMP; ipsecscope has the same 66 IKE rows, 33 of them copies counted apart."""
+    out = subprocess.run(["tshark", "-n", "-r", str(SV_BYPASS), "-T", "fields", "-e", "frame.number", "-e",
+                          "isakmp.messageid", "-e", "isakmp.exchangetype", "-e", "ip.id"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    ts = [line.split("\t") for line in out.splitlines()]
+    assert len(ts) == 66 and all(ts[i][1:] == ts[i + 1][1:] for i in range(0, 66, 2))  # pairs, same IP ID
+    rows = [json.loads(line) for line in cli("packets", str(SV_BYPASS), "--json").splitlines()]
+    assert [(r["kind"], r["seq"]) for r in rows] == [("IKE", int(t[1], 16)) for t in ts]
+    f = findings(SV_BYPASS)
+    assert "IKE-RETRANSMIT" not in f
+    d = f["CAPTURE-DUPLICATES"]
+    assert d["severity"] == "info" and d["title"].startswith("33 IKE messages captured twice")
+    (sa,) = json.loads(cli("sas", str(SV_BYPASS), "--json"))["ike_sas"]
+    assert [(x["exchange"], x["retransmits"]) for x in sa["exchanges"]] == [
+        ("IKE_INTERMEDIATE", 0), ("IKE_INTERMEDIATE", 0), ("IKE_INTERMEDIATE", 0), ("IKE_AUTH", 0)]
+
+
+def test_a_sample_captured_twice_is_its_findings_plus_the_duplicates() -> None:
+    """healthy-gcm with every frame twice (9 µs apart): no IKE retransmission; the ESP copies still
+    repeat sequence numbers (ESP-REPLAY, whose text names a capture on several interfaces), and
+    CAPTURE-DUPLICATES ties them to the same duplication."""
+    f = findings(HERE / "captured-twice.pcap")
+    assert "IKE-RETRANSMIT" not in f
+    d = f["CAPTURE-DUPLICATES"]
+    assert d["title"].startswith("16 IKE messages captured twice") and "ESP-REPLAY" in d["explanation"]
+    assert set(f) - {"ESP-REPLAY", "CAPTURE-DUPLICATES"} == set(findings(SAMPLES / "healthy-gcm" / "capture.pcapng"))

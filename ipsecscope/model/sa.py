@@ -236,6 +236,10 @@ class IkeExchange:
     # an IKEv1 exchange's further requests are its next messages, none kept here)
     first_copy_frame: int | None = None
     first_copy_ts: float | None = None
+    # byte-identical copies within CAPTURE_DUP_GAP of the previous one: the capture point saw the
+    # packet twice (state/ikev2.exchange); not retransmissions, not in request/response_frames
+    capture_duplicates: int = 0
+    duplicate_frames: list[int] = field(default_factory=list)
     fragments: int = 0  # IKE fragments (SKF, RFC 7383) of the request
     ip_fragmented: bool = False  # a message of this exchange arrived in IP fragments
     error: int | None = None  # first error notify type (< 16384) in the response

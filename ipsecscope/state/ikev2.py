@@ -214,6 +214,11 @@ def link_retry(book: Book, sa: IkeSa, ts: float) -> None:
             return
 
 
+# A byte-identical IKE message this soon after its previous copy is the capture seeing it twice, not
+# a retransmission: libreswan's first retransmission waits 0.5 s, strongSwan's 4 s.
+CAPTURE_DUP_GAP = 0.02
+
+
 def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_response: bool) -> tuple[IkeExchange, bool]:
     """Find or create the exchange a message belongs to. Returns (exchange, is_retransmission).
 
@@ -233,6 +238,16 @@ def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_respons
     prev_raw = priv.last_raw.get(rkey)
     if x is not None and prev_raw is not None:
         if prev_raw == msg.raw:
+            prev_ts = priv.last_seen.get(rkey)
+            priv.last_seen[rkey] = msg.ts
+            if prev_ts is not None and abs(msg.ts - prev_ts) < CAPTURE_DUP_GAP:
+                # The same datagram seen twice by the capture (a bridge and its port, 'any' with a
+                # VLAN device, a mirror of both directions): no IKE implementation retransmits
+                # within milliseconds (RFC 7296 §2.1 timers run in seconds), so no retransmission.
+                x.capture_duplicates += 1
+                if len(x.duplicate_frames) < 6:
+                    x.duplicate_frames.append(msg.frame)
+                return x, True
             if is_response:
                 x.response_retransmits += 1
                 x.response_frames.append(msg.frame)
@@ -260,6 +275,7 @@ def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_respons
             x.requester_port = msg.sport
             x.responder_port = msg.dport
     priv.last_raw[rkey] = msg.raw
+    priv.last_seen[rkey] = msg.ts
     # Sizes add up over SKF fragments: the message is what the peer sent, not one datagram.
     if is_response:
         if x.response_ts is None:

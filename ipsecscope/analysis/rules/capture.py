@@ -193,6 +193,38 @@ def r_keys_unmatched(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             facts={"file": m.path, "ike_sas": m.ike, "esp_sas": m.esp})
 
 
+def ike_capture_duplicates(table: SaTable) -> tuple[int, list[int]]:
+    """IKE messages the capture holds twice (state/ikev2: the same bytes within CAPTURE_DUP_GAP):
+    how many, and the frames of the first copies (up to 6)."""
+    n, frames = 0, []
+    for sa in table.ike_sas.values():
+        for x in sa.exchanges:
+            if x.capture_duplicates:
+                n += x.capture_duplicates
+                frames += x.duplicate_frames[:6 - len(frames)]
+    return n, frames
+
+
+@rule(102, "CAPTURE-DUPLICATES", Severity.INFO, ref="RFC 7296 §2.1")
+def r_capture_duplicates(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
+    """IKE messages captured twice within milliseconds: the capture point duplicates packets."""
+    n, frames = ike_capture_duplicates(table)
+    if not n:
+        return
+    esp = sum(f.duplicates for f in table.flows.values())
+    yield Finding(
+        code="CAPTURE-DUPLICATES", severity=Severity.INFO,
+        title=f"{plural(n, 'IKE message')} captured twice (the same bytes within 20 ms)",
+        explanation=f"{plural(n, 'IKE message')} {verb(n, 'appears')} a second time with the same bytes a few "
+        "milliseconds or less after the first. No IKE implementation retransmits that fast (RFC 7296 §2.1: its "
+        "timers run in seconds; libreswan first waits 0.5 s, strongSwan 4 s): the capture saw these packets twice "
+        "(a bridge and its port, 'any' with a VLAN device, a mirror of both directions). They are not counted "
+        "as retransmissions." + (f" The {plural(esp, 'ESP packet')} repeating a sequence number (ESP-REPLAY) are "
+                                 "likely the same duplication." if esp else ""),
+        frames=tuple(frames), sa=None,
+        hint="Capture on one interface (not 'any'), or drop the copies with `editcap -d IN OUT`.", ts=table.first_ts)
+
+
 # Distinct responders answering one address, none of its requests captured, from which the
 # likelier reading is a reflection attack rather than a capture of one direction: a host that
 # really initiates to this many peers at once is a hub, and a hub's captures see both directions.

@@ -1,8 +1,8 @@
 """Writes the captures of this folder from the project's own sample (run from the repository root:
 ``.venv/bin/python tests/data/ike-answers/make.py``): samples/healthy-gcm's IKE_SA_INIT, retransmitted
 by the initiator on strongSwan's schedule (4 s, then 7.2 s: retransmit_timeout 4, base 1.8) although the
-capture holds an answer before each copy. README.md says what each one shows; the sample's bytes are
-unchanged except where said."""
+capture holds an answer before each copy, and the whole sample captured twice. README.md says what
+each one shows; the sample's bytes are unchanged except where said."""
 
 from __future__ import annotations
 
@@ -51,6 +51,12 @@ def main() -> None:
         w.write(t1, resp)
         for ts, data in frames:
             w.write(ts + 4 * S, data)
+    # Every frame twice, 9 µs apart: a capture point that sees each packet twice (a bridge and its
+    # port), as suricata-verify's detect-bypass-udp capture does.
+    with PcapWriter(HERE / "captured-twice.pcap") as w:
+        for ts, data in frames:
+            w.write(ts, data)
+            w.write(ts + 9_000, data)
 
 
 if __name__ == "__main__":
