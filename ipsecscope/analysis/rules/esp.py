@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from ...model.idtext import spi_text
 from ...model.plural import noun, plural, verb
 from ...model.sa import Finding, SaTable, Severity, one_counter
-from .common import clock, dur, flow_ref
+from .common import clock, dur, flow_ref, frames_of, icmp_errors, quoted_flow
 from .core import RuleContext, rule
 
 
@@ -19,6 +19,8 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     # own numbers (lost of span and its ratio, which also sets the severity; duplicates; late
     # packets). Several SAs of one tunnel losing at different rates are several facts.
     for f in table.flows.values():
+        if f.spi == 0:
+            continue  # no SA's counter (ESP-RESERVED-SPI)
         ref = flow_ref(f)
         span = (f.seq_max - f.seq_min + 1) if f.seq_max is not None and f.seq_min is not None else f.packets
         if f.lost and id(f) not in shared:
@@ -35,9 +37,10 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if f.duplicates:
             yield Finding(
                 code="ESP-REPLAY", severity=Severity.WARNING,
-                title=f"ESP replay {f.src} -> {f.dst}: {plural(f.duplicates, 'duplicate sequence number')}",
+                title=f"{f.protocol} replay {f.src} -> {f.dst}: {plural(f.duplicates, 'duplicate sequence number')}",
                 explanation=f"{plural(f.duplicates, 'packet')} on SPI {spi_text(f.spi)} from {f.src} to {f.dst} repeated a sequence "
-                "number already seen. The receiver's anti-replay check (RFC 4303 §3.4.3) drops them; "
+                f"number already seen. The receiver's anti-replay check ({'RFC 4302' if f.protocol == 'AH' else 'RFC 4303'} "
+                "§3.4.3) drops them; "
                 "duplication on the path, a capture on several interfaces, or a replay attack.",
                 frames=tuple(f.duplicate_frames), sa=ref,
                 hint="If the capture was taken on one interface, look for a device duplicating packets.",
@@ -107,6 +110,32 @@ def r_rekey_overlap(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 frames=(f.last_frame,), sa=flow_ref(f),
                 hint="If the old SA is deleted before the sender switches, those packets are lost; check the "
                 "sender's kernel/IPsec stack for late outbound SA updates.", ts=c.rekeyed_ts)
+
+
+@rule(91, "ESP-RESERVED-SPI", Severity.WARNING, ref="RFC 4303 §2.1; RFC 4302 §2.4")
+def r_reserved_spi(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
+    """ESP or AH packets with SPI 0: reserved, never sent by an SA, so no receiver takes them."""
+    for f in table.flows.values():
+        if f.spi != 0:
+            continue
+        # RFC 4303 §2.1 / RFC 4302 §2.4: SPI 0 is reserved for local use and MUST NOT be sent on
+        # the wire; an SA's counter starts at 0 and its first packet carries 1 (§2.2 / §2.5).
+        zero_seq = f.seq_max == 0
+        obs = [o for o in icmp_errors(table) if o.frames and quoted_flow(table, o) is f]
+        icmp = [o.frames[0] for o in obs]
+        answered = "".join(f" {o.src} answered {o.detail.get('count') or 'some'} of them with ICMP {o.detail.get('what')} "
+                           f"(frame {o.frames[0]})." for o in obs[:2])
+        yield Finding(
+            code="ESP-RESERVED-SPI", severity=Severity.WARNING,
+            title=f"{plural(f.packets, f'{f.protocol} packet')} {f.src} -> {f.dst} with the reserved SPI 0",
+            explanation=f"{f.src} sent {plural(f.packets, f'{f.protocol} packet')} to {f.dst} on SPI 0, which is reserved "
+            f"and never sent by an SA ({'RFC 4302 §2.4' if f.protocol == 'AH' else 'RFC 4303 §2.1'}): no receiver has an "
+            "SA to take them, so they are not tunnel traffic (no one-way SA, no replay)"
+            + (", and all carry sequence number 0, which no SA sends (its first packet is 1)" if zero_seq else "")
+            + f". A scanner or flood tool, a fuzzer, or a broken IPsec stack sent them.{answered}",
+            frames=frames_of((f.first_frame, f.last_frame), icmp[:2]), sa=flow_ref(f),
+            hint=f"Find what on {f.src} builds these packets; if they are unwanted, filter IP protocol "
+            f"{51 if f.protocol == 'AH' else 50} with SPI 0 at the edge.", ts=f.first_ts)
 
 
 @rule(90, "AH-ICV-FAILED", (Severity.WARNING, Severity.ERROR), ref="RFC 4302 §3.3.3, §3.4.4")

@@ -375,7 +375,7 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         rev = [f for f in flows if c.spi_i is not None and f.spi == c.spi_i]
         if fwd and rev:
             continue
-        one = fwd or rev
+        one = [f for f in fwd or rev if f.spi != 0]  # SPI 0 belongs to no SA: ESP-RESERVED-SPI
         pk = sum(f.packets for f in one)
         if pk < 3:
             continue
@@ -799,7 +799,7 @@ def r_icmp_unreachable(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if ob.detail.get("udp_encap") and (ob.detail.get("quoted_dst"), ob.detail.get("dport")) in stale:
             continue
         f = quoted_flow(table, ob)
-        if f is not None and flow_ref(f) in cited:
+        if f is not None and (flow_ref(f) in cited or f.spi == 0):  # SPI 0: ESP-RESERVED-SPI tells it
             continue
         spi = ob.detail.get("spi")
         spi_s = spi_text(spi) if isinstance(spi, int) else "?"
