@@ -125,6 +125,16 @@ def _intern(cache: dict[str, str], s: str) -> str:
     return cache.setdefault(s, s)
 
 
+def _payload_label(enum: type, value: int) -> str:
+    """One token per payload in the row's list: the registry name, else PRIVATE(n) for the
+    private-use range (RFC 2408 §3.1, RFC 7296 §3.2: 128-255; Microsoft's AuthIP sends 133, 135)
+    or UNASSIGNED(n): the registry's "<ENUMNAME> <value>" would read as two payloads."""
+    try:
+        return enum(value).name
+    except ValueError:
+        return f"PRIVATE({value})" if value >= 128 else f"UNASSIGNED({value})"
+
+
 def _ike_info(msg: IkeMessage) -> str:
     h = msg.header
     exch = exchange_name(h.exchange, h.major)  # IKE_SA_INIT; 'Main Mode', as the SA views say it
@@ -140,7 +150,7 @@ def _ike_info(msg: IkeMessage) -> str:
             names.append(f"N({iana.name(enum, p.notify_type)})")
         else:
             enum = iana.PayloadType if h.major == 2 else getattr(iana, "Ikev1Payload", iana.PayloadType)
-            names.append(iana.name(enum, p.type))
+            names.append(_payload_label(enum, p.type))
     flag = ""
     if msg.decrypted or msg.icv_ok is False:
         flag = " (decrypted)" if msg.icv_ok is not False else " (ICV BAD)"

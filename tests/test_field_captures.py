@@ -39,7 +39,8 @@ KLIPS = DATA / "openswan-klips"
 PLUTO = DATA / "openswan-unit"
 JOY = DATA / "joy"
 ZEEK_CORE = DATA / "zeek"
-CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY, ARKIME, KLIPS, PLUTO, JOY, ZEEK_CORE) for p in d.rglob("*")
+LIBRESWAN = DATA / "libreswan"
+CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY, ARKIME, KLIPS, PLUTO, JOY, ZEEK_CORE, LIBRESWAN) for p in d.rglob("*")
                   if p.suffix in (".cap", ".pcap", ".pcapng"))
 AH_ESP = ZEEK / "IPsec_ESP-AH_tunnel_mode.cap"
 BURST = NDPI / "derived" / "ipsec_isakmp_esp-207-225.pcap"

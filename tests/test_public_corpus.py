@@ -32,7 +32,7 @@ SURICATA = DATA / "suricata-verify"
 WIRESHARK = DATA / "wireshark"
 # captures nobody here made, found later (tests/test_field_captures.py compares them frame by frame)
 FIELD = (DATA / "zeek-spicy-ipsec", DATA / "ndpi", DATA / "scapy", DATA / "arkime", DATA / "packetgen",
-         DATA / "openswan-klips", DATA / "openswan-unit", DATA / "joy", DATA / "zeek")
+         DATA / "openswan-klips", DATA / "openswan-unit", DATA / "joy", DATA / "zeek", DATA / "libreswan")
 SUITES = (WIRESHARK, TCPDUMP, SURICATA, *FIELD)
 
 
