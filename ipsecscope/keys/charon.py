@@ -34,7 +34,10 @@ traffic selector lines (``traffic selectors A === B unacceptable``, CFG 2 ``look
 config for``, ``proposing|selecting traffic selectors for us|other:`` plus their indented rows,
 ``no matching CHILD_SA config found``), authentication failures (``tried N shared key for 'a' -
 'b', but MAC mismatched``, ``no shared key found for``), DH groups (``DH group ECP_256
-unacceptable, requesting MODP_2048``), error notifies the logging peer received, and at CFG 2 the
+unacceptable, requesting MODP_2048``), an initiator refusing an answer that does not fit its offer
+(``peers proposal selection invalid``, ``no proposal found``, ``no matching proposal found``, ...;
+see ``_N_ANSWER``, kept with the exchange and message ID of the response the thread parsed), error
+notifies the logging peer received, and at CFG 2 the
 vici ``load-conn`` dump of each connection (`` conn NAME:`` ... ``local_ts = 10.2.0.0/24``). Each note is
 bound to its IKE SA (SPIs from MGR lines) and to the logging host's address (``received packet:
 from R[port] to L[port]``, ``IKE_SA n[uid] established between L[id]...R[id]``).
@@ -66,7 +69,7 @@ _LINE = re.compile(
 _DUMP_HEAD = re.compile(r"^(?P<label>.+?) => (?P<n>\d+) bytes @ (?:0x)?[0-9a-fA-F]+$")
 _DUMP_ROW = re.compile(r"^\s*\d+: ((?:[0-9A-Fa-f]{2} ){1,16})")
 _PROPOSAL = re.compile(r"^selected proposal: (?P<proto>IKE|ESP|AH):(?P<algs>\S+)")
-_PARSED = re.compile(r"^parsed (?P<xchg>[A-Z_]+) (?P<kind>request|response) \d+")
+_PARSED = re.compile(r"^parsed (?P<xchg>[A-Z_]+) (?P<kind>request|response) (?P<msgid>\d+)")
 _CHECKIN = re.compile(
     r"checkin IKEv(?P<v>[12]) SA .*\[(?P<uid>\d+)\] with SPIs (?P<i>[0-9a-f]{16})_i (?P<r>[0-9a-f]{16})_r"
 )
@@ -153,6 +156,7 @@ class _Thread:
     adding: tuple[str, str, int] | None = None  # (direction, proto, line)
     last_checkout: tuple[bytes, bytes] | None = None
     last_xchg: str = ""
+    last_parsed: tuple[str, str, int] | None = None  # (exchange, "request"|"response", message ID)
 
 
 @dataclass
@@ -231,6 +235,26 @@ _N_SEND = re.compile(r"^sending packet: from (?P<l>\S+?)\[\d+\] to (?P<r>\S+?)\[
 _N_BETWEEN = re.compile(r"(?:established between|looking for peer configs matching) (?P<l>[^\s\[]+)\[.*?\]\.\.\.(?P<r>[^\s\[]+)\[")
 _N_CHECKOUT_MSG = re.compile(r"^checkout IKEv[12] SA by message with SPIs (?P<i>[0-9a-f]{16})_i (?P<r>[0-9a-f]{16})_r")
 _N_CREATED = re.compile(r"^created IKE_SA .*\[(?P<uid>\d+)\]$")
+# An initiator's check of the responder's answer against its own offer (all DBG1 IKE, logged under
+# the IKE SA's "<conn|uid>" right after "parsed <EXCHANGE> response"): check, which SA it is about.
+# The wording of strongSwan 5.9 and 6.0 sources (the 5.9 line first where they differ).
+_N_ANSWER = (
+    # ikev2/tasks/ike_init.c process_i: "peers proposal selection invalid" (5.9), "peer's ..." (6.0)
+    (re.compile(r"^peer(?:'s|s)? proposal selection invalid$"), "proposal", "ike"),
+    # ike_init.c process_i: "peer DH group selection invalid" (5.9), "peer's key exchange method ..." (6.0)
+    (re.compile(r"^peer(?:'s)? (?:DH group|key exchange method) selection invalid$"), "ke", "ike"),
+    # ikev1/tasks/main_mode.c, aggressive_mode.c process_i (process_r says it after a request)
+    (re.compile(r"^no proposal found$"), "proposal", "ike"),
+    # ikev1/tasks/quick_mode.c process_i ("..., sending NO_PROPOSAL_CHOSEN" is process_r's)
+    (re.compile(r"^no matching proposal found$"), "proposal", "child"),
+    # ikev2/tasks/child_create.c select_and_install, both roles (ike_init.c process_r's too)
+    (re.compile(r"^no acceptable proposal found$"), "proposal", "child"),
+    # ikev1/phase1.c add_nonce_ke (Main/Aggressive Mode), quick_mode.c (PFS)
+    (re.compile(r"^unable to apply received KE value$"), "ke", "ike"),
+    # main_mode.c / aggressive_mode.c process_i: "received %N authentication, but configured %N, continue with configured"
+    (re.compile(r"^received (?P<got>.+?) authentication, but configured (?P<want>.+?), continue with configured$"),
+     "auth", "ike"),
+)
 # vici "load-conn" dump (CFG 2): " conn NAME:", "  child NAME:" / "  local:" / "  remote:", then
 # "key = value" rows indented one level deeper than their section.
 _N_CONN = re.compile(r"^ conn (?P<name>\S+):$")
@@ -301,7 +325,7 @@ class _Notes:
         return True
 
     def feed(self, tid: str, uid: str | None, conn: str | None, msg: str, ts: str, line: int,
-             last_checkout: tuple[bytes, bytes] | None) -> None:
+             last_checkout: tuple[bytes, bytes] | None, parsed: tuple[str, str, int] | None = None) -> None:
         if tid in self.conn_block:
             if uid is None and self._conn_row(tid, msg):
                 return
@@ -397,6 +421,30 @@ class _Notes:
                 "sent_id": swan_dh(p.group("got")), "requested_id": swan_dh(p.group("want"))})
         elif (p := _N_NOTIFY.match(msg)) is not None:
             self._add("peer_notify", msg, uid, conn, ts, line, {"notify": p.group("n")})
+        elif uid is not None:
+            self._answer_check(msg, uid, conn, ts, line, parsed)
+
+    def _answer_check(self, msg: str, uid: str, conn: str | None, ts: str, line: int,
+                      parsed: tuple[str, str, int] | None) -> None:
+        """An initiator's refusal of an answer that does not fit its offer (kind "answer_check"):
+        only after a *response* this thread parsed (the same words after a request are the
+        responder refusing an offer), or with no parsed line at all (a filtered log)."""
+        for pat, check, about in _N_ANSWER:
+            p = pat.match(msg)
+            if p is None:
+                continue
+            if parsed is not None and parsed[1] != "response":
+                return
+            xchg = parsed[0] if parsed else None
+            if check == "proposal" and xchg == "IKE_SA_INIT":
+                about = "ike"
+            elif check == "ke" and xchg == "QUICK_MODE":
+                about = "child"
+            data = {"check": check, "about": about, "exchange": xchg, "msg_id": parsed[2] if parsed else None}
+            if check == "auth":
+                data.update(received=p.group("got"), configured=p.group("want"))
+            self._add("answer_check", msg, uid, conn, ts, line, data)
+            return
 
     def finish(self, uid_spis: dict[str, tuple[bytes, bytes]]) -> list[PeerLogNote]:
         out = []
@@ -568,7 +616,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             else:
                 t.dump = (label, n, bytearray(), lineno)
             continue
-        notes.feed(tid, uid, m.group("conn"), msg, raw[:m.start()].strip(), lineno, t.last_checkout)
+        notes.feed(tid, uid, m.group("conn"), msg, raw[:m.start()].strip(), lineno, t.last_checkout, t.last_parsed)
         if m.group("grp") == "MGR":
             c = _CHECKIN.search(msg)
             if c:
@@ -601,6 +649,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
             t.role_initiator = p.group("kind") == "response"
             t.parsed_line = lineno
             t.last_xchg = p.group("xchg")
+            t.last_parsed = (p.group("xchg"), p.group("kind"), int(p.group("msgid")))
             continue
         c = _CHILD_INSTALLING.match(msg)
         if c:

@@ -20,7 +20,10 @@ class PeerLogNote:
     loaded, from charon's CFG 2 dump: addresses, proposals, each child's local_ts/remote_ts; bound
     by ``conn`` rather than by an IKE SA) | "daemon_start" (charon started again in the same log: a
     restart; the first start of a log is not recorded) | "unknown_sa" (a message for an IKE SA, ``ike_sa``, or ESP for an SA the daemon does
-    not have). ``data`` holds the parsed values (see
+    not have) | "answer_check" (the logging peer, as initiator, refused an answer that does not fit
+    its offer, or went on with its own IKEv1 authentication method: ``data`` has ``check``
+    "proposal"/"ke"/"auth", ``about`` "ike"/"child", the ``exchange`` and ``msg_id`` of the response
+    it parsed). ``data`` holds the parsed values (see
     :mod:`ipsecscope.keys.charon`); it holds no secrets.
     """
 
