@@ -344,9 +344,13 @@ def _unfit_check(sa, version: int) -> str:
                     ("no matching proposal found", "no acceptable Proposal in IPsec SA"))
         return (f"an initiator checks the answer against its offer and fails the exchange (strongSwan logs "
                 f"\"{log}\" and sends NO-PROPOSAL-CHOSEN; libreswan logs \"{lib}\")")
-    log = ("peer's DH group selection invalid" if kind == "ke" else
-           "peer's proposal selection invalid" if isinstance(sa, IkeSa) else "no acceptable proposal found")
-    return f"an initiator checks the answer against its offer and fails the exchange (strongSwan logs \"{log}\")"
+    # ike_init.c process_i's words changed in 6.0 ("peers proposal selection invalid" / "peer DH group
+    # selection invalid" up to 5.9; "peer's proposal ..." / "peer's key exchange method ..." since)
+    log = ("peer DH group selection invalid\" (6.0: \"peer's key exchange method selection invalid" if kind == "ke" else
+           "peers proposal selection invalid\" (6.0: \"peer's proposal selection invalid" if isinstance(sa, IkeSa)
+           else "no acceptable proposal found")
+    close = ")" if "(6.0:" in log else ""
+    return f"an initiator checks the answer against its offer and fails the exchange (strongSwan logs \"{log}\"{close})"
 
 
 def _went_on(table: SaTable, sa, version: int) -> str | None:
