@@ -367,6 +367,42 @@ def _went_on(table: SaTable, sa, version: int) -> str | None:
     return f"{sa.initiator} sends {sa.protocol} on it (SPI 0x{sa.spi_r:08x})" if sa.spi_r in sent else None
 
 
+def _answer_notes(table: SaTable, ctx: RuleContext, sa) -> list:
+    """The initiator's own log lines refusing (or, for the IKEv1 authentication method, overriding)
+    this answer (charon's "answer_check" notes, see keys.charon): bound to the IKE SA by its SPIs
+    (or the peers' addresses) and to the exchange that carried the answer by its message ID."""
+    ike = sa if isinstance(sa, IkeSa) else child_ike(table, sa)
+    about = "ike" if isinstance(sa, IkeSa) else "child"
+    notes = [n for n in peer_notes_about(ctx, ike, sa.initiator, ("answer_check",)) if n.data.get("about") == about]
+    if not notes or ike is None:
+        return notes
+    if isinstance(sa, IkeSa):
+        return notes
+    # a CHILD SA: the exchange that created it, by message ID (charon logs it in decimal for both versions)
+    ids = {x.msg_id for x in ike.exchanges if x.new_child == sa.id}
+    return [n for n in notes if n.data.get("msg_id") is None or n.data.get("msg_id") in ids]
+
+
+def _selection_notes(table: SaTable, ctx: RuleContext, sa, checks: list) -> list:
+    """The "received proposals:" / "configured proposals:" lines charon logs just before refusing
+    an answer (proposal.c proposal_select, at level 1 when nothing matched): the answer as the
+    initiator read it and what it is configured with, from the same log."""
+    ike = sa if isinstance(sa, IkeSa) else child_ike(table, sa)
+    near = set()
+    for n in checks:
+        path, _, line = n.source.rpartition(":")
+        if line.isdigit() and n.data.get("check") == "proposal":
+            near.update((path, int(line) - d) for d in (1, 2))
+    if not near:
+        return []
+    out = []
+    for n in peer_notes_about(ctx, ike, sa.initiator, ("received_proposals", "configured_proposals")):
+        path, _, line = n.source.rpartition(":")
+        if line.isdigit() and (path, int(line)) in near:
+            out.append(n)
+    return out
+
+
 @rule(41, "IKE-ANSWER-NOT-OFFERED", (Severity.WARNING, Severity.ERROR),
       ref="RFC 7296 §3.3, §2.7, §1.2; RFC 2408 §4.2; RFC 2409 §5")
 def r_answer_not_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
@@ -390,8 +426,17 @@ def r_answer_not_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if aggressive:
             what, offered = "IKE SA (Aggressive Mode)", f"{offered} in Aggressive Mode's first message"
         went_on = _went_on(table, sa, version)
-        then = (f" Yet {went_on}: it took the answer, which a stricter initiator refuses." if went_on else
-                f" Nothing in the capture shows {sa.initiator} using it: the likely reason the SA did not come up.")
+        notes = _answer_notes(table, ctx, sa)
+        refused = [n for n in notes if n.data.get("check") != "auth"]
+        if refused:  # the initiator's own log says it failed the exchange on this answer
+            then = (f" {sa.initiator}'s log says it refused the answer ({note_src(refused[0])}: "
+                    f"\"{refused[0].text}\")" + (f", yet {went_on}." if went_on else "."))
+        elif went_on:
+            then = f" Yet {went_on}: it took the answer, which a stricter initiator refuses."
+        else:
+            then = f" Nothing in the capture shows {sa.initiator} using it: the likely reason the SA did not come up."
+        if notes and not refused:  # strongSwan's auth-method line: it went on with its own method
+            then += f" {sa.initiator}'s log ({note_src(notes[0])}): \"{notes[0].text}\"."
         check = _unfit_check(sa, version)
         yield Finding(
             code="IKE-ANSWER-NOT-OFFERED", severity=Severity.WARNING if went_on else Severity.ERROR,
@@ -406,7 +451,7 @@ def r_answer_not_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                "an offered bundle whole (every protocol under its number)" if sa.answer_unfit.kind == "bundle" else
                "one of the offered proposals, numbered as offered")
             + ". Check its software version and proposal configuration.",
-            ts=sa.created_ts)
+            ts=sa.created_ts, evidence=(*_selection_notes(table, ctx, sa, notes), *notes))
 
 
 @rule(40, "IKE-WEAK-OFFERED", Severity.INFO, ref="RFC 8247 §2.1, §2.4; RFC 8221 §5")

@@ -39,6 +39,42 @@ def _v1(name: str, last: int, edits: dict) -> None:
     tmp.unlink()
 
 
+def _charon_log(name: str, sample: str, keep: tuple[int, int], added: list[str], then: tuple[int, int] = (0, 0)) -> None:
+    """``name`` (the capture's name, ``.log`` for ``.pcap``): the initiator's charon log of
+    ``sample`` (charon-left.log, strongSwan 5.9.8, the log the capture's messages came from),
+    lines ``keep`` (1-based, inclusive), then ``added`` (what charon logs when the answer does
+    not fit its offer, the format strings cited in README.md), then the sample's lines ``then``.
+    Times, thread numbers, IKE SA names and SPIs stay the sample's, as in the capture."""
+    src = (SAMPLES / sample / "charon-left.log").read_text().splitlines()
+    out = src[keep[0] - 1:keep[1]] + added + (src[then[0] - 1:then[1]] if then[0] else [])
+    (HERE / name.replace(".pcap", ".log")).write_text("\n".join(out) + "\n")
+
+
+def _logs() -> None:
+    # IKE_SA_INIT answer with a 128-bit AES-GCM key (ike_init.c process_i; proposal.c proposal_select
+    # logs both lists at level 1 when nothing matched; ike_sa_manager.c checkin_and_destroy)
+    t = "2026-11-25T20:09:03.564 13"
+    _charon_log("ikev2-init-answer-not-offered.pcap", "healthy-gcm", (1, 66), [
+        f"{t}[CFG] <gcm|1> received proposals: IKE:AES_GCM_16_128/PRF_HMAC_SHA2_256/ECP_256",
+        f"{t}[CFG] <gcm|1> configured proposals: IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/ECP_256",
+        f"{t}[IKE] <gcm|1> peers proposal selection invalid",
+        f"{t}[MGR] <gcm|1> checkin and destroy IKE_SA gcm[1]",
+        f"{t}[IKE] <gcm|1> IKE_SA gcm[1] state change: CONNECTING => DESTROYING",
+        f"{t}[MGR] checkin and destroy of IKE_SA successful"])
+    # Main Mode 2 with RSA signatures for the offered PSK: main_mode.c process_i goes on with its own
+    t = "2026-11-25T23:35:50.764 14"
+    _charon_log("ikev1-mm-answer-auth.pcap", "ikev1-dead-peer", (1, 50), [
+        f"{t}[IKE] <dpd1|1> received RSA signature authentication, but configured pre-shared key, "
+        "continue with configured"], (51, 62))
+    # Quick Mode 2 with AES-GCM-16 128-bit for the offered 256: quick_mode.c process_i, which then
+    # queues an INFORMATIONAL with NO_PROPOSAL_CHOSEN (send_notify; not in the capture)
+    t = "2026-11-25T23:35:50.773 14"
+    _charon_log("ikev1-qm-answer-key-length.pcap", "ikev1-dead-peer", (1, 249), [
+        f"{t}[CFG] <dpd1|1> received proposals: ESP:AES_GCM_16_128/NO_EXT_SEQ",
+        f"{t}[CFG] <dpd1|1> configured proposals: ESP:AES_GCM_16_256/NO_EXT_SEQ",
+        f"{t}[IKE] <dpd1|1> no matching proposal found"])
+
+
 def main() -> None:
     m = v2.MUTATIONS
     _v2("ikev2-init-offer.pcap", 2, {1: m["proposals-1-3"][1], 2: m["transform-last-substruc-3"][1]})
@@ -52,6 +88,7 @@ def main() -> None:
         answers_v1.write(name, HERE / name)
     q = v1q.MUTANTS
     _v1("ikev1-quick-mode.pcap", 9, {7: q["nonce-4-bytes"][1], 8: q["esp-spi-absent"][1]})
+    _logs()
 
 
 if __name__ == "__main__":
