@@ -376,8 +376,8 @@ def _answer_notes(table: SaTable, ctx: RuleContext, sa) -> list:
     notes = [n for n in peer_notes_about(ctx, ike, sa.initiator, ("answer_check",)) if n.data.get("about") == about]
     if not notes or ike is None:
         return notes
-    if isinstance(sa, IkeSa):
-        return notes
+    if isinstance(sa, IkeSa):  # the exchange that made it (an IKE SA rekey's check is logged under the old SA)
+        return [n for n in notes if n.data.get("exchange") in (None, "IKE_SA_INIT", "ID_PROT", "AGGRESSIVE")]
     # a CHILD SA: the exchange that created it, by message ID (charon logs it in decimal for both versions)
     ids = {x.msg_id for x in ike.exchanges if x.new_child == sa.id}
     return [n for n in notes if n.data.get("msg_id") is None or n.data.get("msg_id") in ids]
