@@ -24,10 +24,19 @@ from .. import timefmt
 from ..analysis.rules.nat_mtu import nat_phrase
 from ..errors import IpsecscopeError
 from ..export.documents import SAS_SCHEMA as SCHEMA
-from ..export.documents import capture_info, sas_document, spi_hex
+from ..export.documents import capture_info, sas_document
 from ..model.idtext import arrow_text, flow_text, ike_sa_text, msg_id_text
 from ..model.plural import plural
-from ..model.sa import ChildSa, EspFlow, SaState, SaTable, counter_lost, endpoint_text, one_counter
+from ..model.sa import (
+    ChildSa,
+    EspFlow,
+    SaState,
+    SaTable,
+    bundle_spis_text,
+    counter_lost,
+    endpoint_text,
+    one_counter,
+)
 from ..state import names as N
 from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
 
@@ -129,8 +138,8 @@ def _flow_line(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> st
 def _child_node(parent, c: ChildSa, table: SaTable, shared: dict[int, list[EspFlow]] | None = None) -> None:
     from rich.markup import escape  # text read off the wire or from files is not markup
 
-    head = (f"CHILD_SA #{c.id} {_state(c.state)} {c.protocol} {c.mode}  "
-            f"SPIs {spi_hex(c.spi_i) or '?'} (i) / {spi_hex(c.spi_r) or '?'} (r)")
+    head = (f"CHILD_SA #{c.id} {_state(c.state)} {c.protocols_text()} {c.mode}  "
+            f"SPIs {bundle_spis_text(c)}")
     node = parent.add(head)
     node.add(f"{c.initiator} ⇄ {c.responder}, created {_clock(c.created_ts)} by {c.created_by}")
     if c.proposal or c.offered:

@@ -47,7 +47,11 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "lifetime": float|null, "keys_source": str|null,
         "inferred_reason": str,            # INFERRED: "paired: <evidence>" | "unpaired: <why not>"
         "nat_rebindings": [REBINDING],     # only for a CHILD SA without an IKE SA (else on the IKE SA)
-        "flows": [flow keys "src>dst:0xspi" (AH: "src>dst:0xspi/AH")]
+        "flows": [flow keys "src>dst:0xspi" (AH: "src>dst:0xspi/AH")],
+        "bundle": [{"protocol": "AH"|"ESP", "spi_i": "0x%08x"|null, "spi_r": "0x%08x"|null,
+                    "packets": int, "bytes": int}]  # an IKEv1 AH+ESP bundle (RFC 2408 §4.2): each
+                                   #   protocol's SPIs and traffic; [] for one protocol (then
+                                   #   protocol/spi_i/spi_r say it; for a bundle they are its first)
       }],
       "flows": [{
         "key": "src>dst:0xspi" (AH: +"/AH"), "src": str, "dst": str, "spi": "0x%08x", "protocol": str,
@@ -207,6 +211,9 @@ def child_to_dict(c: ChildSa, table: SaTable) -> dict:
         "failure": c.failure, "lifetime": c.lifetime_s, "keys_source": c.keys_source,
         "inferred_reason": c.inferred_reason, "nat_rebindings": [rebinding_to_dict(r) for r in c.nat_rebindings],
         "flows": [flow_key(f) for f in c.flows(table)],
+        "bundle": [{"protocol": b.protocol, "spi_i": spi_hex(b.spi_i), "spi_r": spi_hex(b.spi_r),
+                    "packets": sum(f.packets for f in c.flows(table) if f.protocol == b.protocol),
+                    "bytes": sum(f.bytes for f in c.flows(table) if f.protocol == b.protocol)} for b in c.bundle],
     }
 
 

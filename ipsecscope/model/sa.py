@@ -156,6 +156,16 @@ class AnswerUnfit:
 
 
 @dataclass(slots=True)
+class BundleSpis:
+    """One protocol of an AH+ESP bundle: its SPIs as ChildSa names them (spi_i the initiator's
+    inbound, spi_r the responder's)."""
+
+    protocol: str  # "AH" | "ESP"
+    spi_i: int | None = None
+    spi_r: int | None = None
+
+
+@dataclass(slots=True)
 class ChildSa:
     id: int  # stable, 1-based, in order of creation in the capture
     ike_sa: str | None  # IkeSa.key, None when inferred from ESP alone
@@ -201,13 +211,37 @@ class ChildSa:
     pair_candidates: list[int] = field(default_factory=list)
     # NAT rebindings seen on its ESP-in-UDP flows when no IKE SA is known for it (else on the IKE SA)
     nat_rebindings: list[NatRebinding] = field(default_factory=list)
+    # An IKEv1 AH+ESP bundle (proposals under one number, RFC 2408 §4.2; RFC 2409 §5.5): every
+    # protocol with its own SPI each way, in the answer's order (the first is ``protocol``/``spi_i``/
+    # ``spi_r``). Empty for a one-protocol CHILD SA. Each SA of the bundle is identified by SPI,
+    # destination and protocol (RFC 4301 §4.1), so AH and ESP packets both belong here.
+    bundle: list[BundleSpis] = field(default_factory=list)
     # state.child_sa.selector_ranges' cache: (ts_i, ts_r, their integer ranges), rebuilt when
     # either tuple is replaced; not part of the SA's value.
     ts_ranges: tuple | None = field(default=None, repr=False, compare=False)
 
+    def spi_pairs(self) -> list[tuple[str, int | None, int | None]]:
+        """(protocol, spi_i, spi_r) of each protocol it carries: one, or each of a bundle's."""
+        if self.bundle:
+            return [(b.protocol, b.spi_i, b.spi_r) for b in self.bundle]
+        return [(self.protocol, self.spi_i, self.spi_r)]
+
+    def protocols_text(self) -> str:
+        """"ESP", "AH", or a bundle's "AH+ESP"."""
+        return "+".join(b.protocol for b in self.bundle) if self.bundle else self.protocol
+
     def flows(self, table: SaTable) -> list[EspFlow]:
         """Its flows, in the order they started (from the table's index: no walk over all flows)."""
         return sorted(table.child_flows.get(self.id, ()), key=_first_frame)
+
+
+def bundle_spis_text(c: ChildSa) -> str:
+    """"0x... (i) / 0x... (r)", or per protocol of a bundle "AH 0x... (i) / 0x... (r), ESP ..."."""
+    def pair(i: int | None, r: int | None) -> str:
+        return f"{f'0x{i:08x}' if i is not None else '?'} (i) / {f'0x{r:08x}' if r is not None else '?'} (r)"
+    if not c.bundle:
+        return pair(c.spi_i, c.spi_r)
+    return ", ".join(f"{b.protocol} {pair(b.spi_i, b.spi_r)}" for b in c.bundle)
 
 
 def _first_frame(f: EspFlow) -> int:

@@ -437,10 +437,11 @@ class Book:
         """The SA identities ``spi`` names on ``child``: spi_i is the initiator's inbound SPI (its
         SA's destination is the initiator), spi_r the responder's (RFC 7296 §2.17 naming)."""
         out = []
-        if spi == child.spi_i:
-            out.append((child.initiator, child.protocol, spi))
-        if spi == child.spi_r:
-            out.append((child.responder, child.protocol, spi))
+        for proto, spi_i, spi_r in child.spi_pairs():  # an AH+ESP bundle: one SA per protocol each way
+            if spi == spi_i:
+                out.append((child.initiator, proto, spi))
+            if spi == spi_r:
+                out.append((child.responder, proto, spi))
         return out
 
     def index_spi(self, child: ChildSa, spi: int) -> None:
@@ -582,7 +583,7 @@ class Book:
         spi = flow.spi
         if spi == child.spi_i:  # the pair's second flow leaves; its SPI comes off the child's index
             if child.spi_r != spi:
-                self._unindex_spi(child, spi)
+                self.unindex_spi(child, spi)
             else:  # one SPI both ways: only the SA towards the initiator leaves
                 lst = self._sa_children.get((child.initiator, child.protocol, spi))
                 if lst and child.id in lst:
@@ -739,10 +740,12 @@ class Book:
             ike.children.remove(child.id)
         for spi in (child.spi_i, child.spi_r):
             if spi is not None:
-                self._unindex_spi(child, spi)
+                self.unindex_spi(child, spi)
 
-    def _unindex_spi(self, child: ChildSa, spi: int) -> None:
+    def unindex_spi(self, child: ChildSa, spi: int | None) -> None:
         """Take ``child`` off the indexes of ``spi`` (the reverse of :meth:`index_spi`)."""
+        if spi is None:
+            return
         if child.id in self._spi_children.get(spi, []):
             self._spi_children[spi].remove(child.id)
         for sid in self.sa_ids(child, spi):
@@ -784,9 +787,10 @@ class Book:
             if ike is not None and c.ike_sa not in (ike.key, ike.rekeyed_into, ike.rekeyed_from) and best:
                 continue
             if sender is not None:
-                own = c.spi_i if sender == c.initiator else c.spi_r if sender == c.responder else None
-                if own == spi:
-                    return c
+                for _proto, spi_i, spi_r in c.spi_pairs():
+                    own = spi_i if sender == c.initiator else spi_r if sender == c.responder else None
+                    if own == spi:
+                        return c
             if best is None:
                 best = c
         return best

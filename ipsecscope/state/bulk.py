@@ -235,9 +235,11 @@ def _unanswered(book: Book, run: EspRun, flows: list, children: list, pos: list)
         if child is None:
             continue
         f = flows[g]
-        for other in (child.spi_i, child.spi_r):
-            if other is not None and other != f.spi:
-                rev = flows_by_key.get((f.dst, f.src, other, f.protocol))
+        for proto, spi_i, spi_r in child.spi_pairs():
+            for other in (spi_i, spi_r):
+                if other is None or (other == f.spi and proto == f.protocol):
+                    continue
+                rev = flows_by_key.get((f.dst, f.src, other, proto))
                 if rev is not None:
                     e = resets.setdefault(id(rev), (rev, []))
                     if g not in e[1]:

@@ -138,10 +138,11 @@ def ts_text(sels: tuple[TrafficSelector, ...] | list[TrafficSelector]) -> str:
 def flow_direction(child: ChildSa, src: str, dst: str, spi: int) -> str | None:
     """"i2r" / "r2i" for a flow on this CHILD SA: packets initiator→responder carry spi_r
     (the responder's inbound SPI), responder→initiator carry spi_i (RFC 7296 §2.17 naming)."""
-    if spi == child.spi_r and spi != child.spi_i:
-        return "i2r"
-    if spi == child.spi_i and spi != child.spi_r:
-        return "r2i"
+    for _proto, spi_i, spi_r in child.spi_pairs():  # each protocol of an AH+ESP bundle
+        if spi == spi_r and spi != spi_i:
+            return "i2r"
+        if spi == spi_i and spi != spi_r:
+            return "r2i"
     if src == child.initiator or dst == child.responder:
         return "i2r"
     return "r2i"

@@ -28,7 +28,7 @@ from ..model.ike import (
     SaPayload,
 )
 from ..model.proposals import proposal_string
-from ..model.sa import IkeExchange, IkeSa, SaState
+from ..model.sa import BundleSpis, ChildSa, IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable, v1_id_selector
@@ -300,7 +300,11 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
             # Quick Mode's PFS group is an SA attribute (RFC 2409 §5.5), not the KE payload's: no ke_group.
             book.child_scratch[child.id] = ChildScratch(sa.ike_spi_i, sa.ike_spi_r, protocol=props[0].protocol,
                                                         offer=tuple(props))
-            book.register_spi(child, child.spi_i)
+            first = [p for p in props if p.num == props[0].num]
+            if len(first) > 1:  # an AH+ESP bundle: each protocol's SA has its own SPI (RFC 2409 §5.5)
+                child.bundle = [BundleSpis(_proto_name(p), spi_i=int.from_bytes(p.spi[-4:], "big")) for p in first]
+            for _proto, spi_i, _spi_r in child.spi_pairs():
+                book.register_spi(child, spi_i)
             x.summary = f"Quick Mode CHILD_SA #{child.id}"
         else:
             # Third message (the initiator's HASH(3)): the SA is in place on both sides.
@@ -323,9 +327,10 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
     prop = props[0]
     child.spi_r = int.from_bytes(prop.spi[-4:], "big")
     bundle = [p for p in props if p.num == prop.num]
+    cp = book.child_scratch.get(child.id)
+    _answer_bundle(book, child, bundle, cp.offer if cp is not None else ())
     child.proposal = proposal_string(prop, 1) if len(bundle) == 1 else _offered(bundle)[0]
     child.proposal_frames = chosen_in(x, msg.frame)
-    cp = book.child_scratch.get(child.id)
     child.answer_unfit = answer_unfit_bundle(cp.offer if cp is not None else (), props)
     for t in prop.transforms[:1]:
         for k, v in t.attrs:
@@ -339,10 +344,46 @@ def _quick(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response: 
         if a and b:
             child.ts_i, child.ts_r = (a,), (b,)
     book.transition(child, SaState.ESTABLISHED)
-    book.register_spi(child, child.spi_r)
+    for _proto, _spi_i, spi_r in child.spi_pairs():
+        book.register_spi(child, spi_r)
     book.emit("child_sa_created", msg.ts, child_sa=child.id, ike_sa=sa.key, spi_i=child.spi_i,
              spi_r=child.spi_r, proposal=child.proposal, created_by="Quick Mode")
     _link_qm_rekey(book, sa, child, msg.ts)
+
+
+def _proto_name(p: Proposal) -> str:
+    return "AH" if p.protocol == Ikev1ProtocolId.PROTO_IPSEC_AH else "ESP"
+
+
+def _answer_bundle(book: Book, child: ChildSa, answer: list[Proposal], offer: tuple[Proposal, ...]) -> None:
+    """The CHILD SA's protocols as the answer took them: each answered protocol with the
+    responder's SPI from the answer and the initiator's from its offer of that protocol (RFC 2409
+    §5.5: each protocol of a bundle has its own SPI each way). One protocol: no bundle."""
+    if len(answer) < 2:
+        if child.bundle and answer:  # an offered bundle answered by one protocol: that protocol's SA
+            for b in child.bundle:
+                book.unindex_spi(child, b.spi_i)
+            own = next((b for b in child.bundle if b.protocol == _proto_name(answer[0])), None)
+            child.bundle = []
+            child.protocol = _proto_name(answer[0])
+            if own is not None:
+                child.spi_i = own.spi_i
+            book.register_spi(child, child.spi_i)
+        return
+    mine = {b.protocol: b.spi_i for b in child.bundle}
+    out = []
+    for p in answer:
+        name = _proto_name(p)
+        spi_i = mine.get(name)
+        if spi_i is None:
+            spi_i = next((int.from_bytes(o.spi[-4:], "big") for o in offer if _proto_name(o) == name and o.spi), None)
+        out.append(BundleSpis(name, spi_i=spi_i, spi_r=int.from_bytes(p.spi[-4:], "big")))
+    for b in child.bundle:  # the offer's SPIs come off the index: the answer's bundle replaces them
+        book.unindex_spi(child, b.spi_i)
+    child.bundle = out
+    child.protocol, child.spi_i, child.spi_r = out[0].protocol, out[0].spi_i, out[0].spi_r
+    for b in out:
+        book.register_spi(child, b.spi_i)
 
 
 def _offered(props: list[Proposal]) -> list[str]:

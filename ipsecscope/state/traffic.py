@@ -122,11 +122,13 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
         flow.unanswered_since_ts = ts
     flow.unanswered_tail += 1
     flows = book.table.flows
-    for other_spi in (child.spi_i, child.spi_r):
-        if other_spi is not None and other_spi != spi:
-            rev = flows.get((dst, src, other_spi, proto))
-            if rev is not None:
-                rev.unanswered_tail = 0
+    # Any packet back on the CHILD SA answers (an AH+ESP bundle's AH answers its ESP too).
+    for other_proto, spi_i, spi_r in child.spi_pairs():
+        for other_spi in (spi_i, spi_r):
+            if other_spi is not None and (other_spi != spi or other_proto != proto):
+                rev = flows.get((dst, src, other_spi, other_proto))
+                if rev is not None:
+                    rev.unanswered_tail = 0
     if child.deleted_ts is not None and ts > child.deleted_ts:
         flow.after_delete += 1
         if len(flow.after_delete_frames) < EVIDENCE:
@@ -204,8 +206,10 @@ def bind_flow(book: Book, flow: EspFlow) -> None:
         c = book.table.child_sas.get(cid)
         if c is None:
             continue
-        # Initiator→responder packets carry spi_r, the other direction spi_i.
-        if (flow.spi == c.spi_r and flow.src == c.initiator) or (flow.spi == c.spi_i and flow.src == c.responder):
+        # Initiator→responder packets carry spi_r, the other direction spi_i (of each protocol of a bundle).
+        if any(proto == flow.protocol and ((flow.spi == spi_r and flow.src == c.initiator)
+                                           or (flow.spi == spi_i and flow.src == c.responder))
+               for proto, spi_i, spi_r in c.spi_pairs()):
             best = c
             break
         if best is None:

@@ -371,8 +371,11 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         flows = c.flows(table)
         if not flows:
             continue
-        fwd = [f for f in flows if f.spi == c.spi_r]
-        rev = [f for f in flows if c.spi_i is not None and f.spi == c.spi_i]
+        # (protocol, SPI) each way: an IKEv1 AH+ESP bundle has one SA per protocol each way
+        i2r = {(p, r) for p, _i, r in c.spi_pairs()}
+        r2i = {(p, i) for p, i, _r in c.spi_pairs() if i is not None}
+        fwd = [f for f in flows if (f.protocol, f.spi) in i2r]
+        rev = [f for f in flows if (f.protocol, f.spi) in r2i]
         if fwd and rev:
             continue
         one = [f for f in fwd or rev if f.spi != 0]  # SPI 0 belongs to no SA: ESP-RESERVED-SPI

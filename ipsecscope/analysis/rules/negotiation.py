@@ -269,13 +269,16 @@ def _weak_child_words(table: SaTable, c) -> str:
     at = f" (frame {chose[-1]})" if chose else ""
     said = (f"{c.initiator} offered {c.proposal} and {c.responder} accepted it in its "
             f"{_CHILD_ANSWER.get(c.created_by, 'answer')}{at}")
-    sent = {f.spi for f in table.child_flows.get(c.id, ()) if f.packets}
-    senders = [peer for peer, spi in ((c.initiator, c.spi_r), (c.responder, c.spi_i)) if spi in sent]
+    sent = {(f.protocol, f.spi) for f in table.child_flows.get(c.id, ()) if f.packets}
+    pairs = c.spi_pairs()  # each protocol of an AH+ESP bundle
+    senders = [peer for peer, side in ((c.initiator, 2), (c.responder, 1))
+               if any((pair[0], pair[side]) in sent for pair in pairs)]
+    proto = c.protocols_text()
     if len(senders) == 2:
-        return f"{said}; both send {c.protocol} on it"
+        return f"{said}; both send {proto} on it"
     if senders:
-        return f"{said}; {senders[0]} sends {c.protocol} on it, the capture holds none the other way"
-    return f"{said}; no {c.protocol} of this CHILD SA is in the capture"
+        return f"{said}; {senders[0]} sends {proto} on it, the capture holds none the other way"
+    return f"{said}; no {proto} of this CHILD SA is in the capture"
 
 
 @rule(11, "IKE-WEAK-ALGO", Severity.WARNING, ref="RFC 8247; RFC 8221")

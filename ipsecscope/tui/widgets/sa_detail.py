@@ -362,9 +362,13 @@ class SaDetail(Static):
         return out
 
     def _child(self, table: SaTable, child: ChildSa, first: float | None) -> list[Any]:
-        g = _kv(f"CHILD SA #{child.id} ({child.protocol} {child.mode})")
+        g = _kv(f"CHILD SA #{child.id} ({child.protocols_text()} {child.mode})")
         g.add_row("State", Text(child.state.value, STATE_STYLE.get(child.state, "")))
-        g.add_row("SPIs", f"initiator {spi_digits(child.spi_i)}  responder {spi_digits(child.spi_r)}")
+        if child.bundle:  # an IKEv1 AH+ESP bundle: each protocol's SA has its own SPIs (RFC 2409 §5.5)
+            g.add_row("SPIs", "\n".join(f"{b.protocol} initiator {spi_digits(b.spi_i)}  responder {spi_digits(b.spi_r)}"
+                                        for b in child.bundle))
+        else:
+            g.add_row("SPIs", f"initiator {spi_digits(child.spi_i)}  responder {spi_digits(child.spi_r)}")
         g.add_row("Peers", f"{child.initiator or '?'} (initiator) ⇄ {child.responder or '?'}")
         g.add_row("IKE SA", child.ike_sa or "— (inferred from ESP)")
         g.add_row("Proposal", child.proposal or "—")

@@ -132,7 +132,7 @@ def child_essential(child: ChildSa) -> Text:
     matches with tshark and ``ip xfrm state``) and the state word ("inferred": no IKE seen)."""
     text = Text()
     text.append("●", STATE_STYLE.get(child.state, ""))
-    text.append(f" #{child.id} {child.protocol} ")
+    text.append(f" #{child.id} {child.protocols_text()} ")
     text.append(f"{spi_digits(child.spi_i)}/{spi_digits(child.spi_r)}", "cyan")
     text.append(f" {child.state.value}", STATE_STYLE.get(child.state, ""))
     return text
