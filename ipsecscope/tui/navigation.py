@@ -160,7 +160,7 @@ class Navigation(App[int]):
         text = ""
         if ref.kind == "child" and ref.key in table.child_sas:
             c = table.child_sas[ref.key]  # type: ignore[index]
-            spis = [f"0x{s:08x}" for s in (c.spi_i, c.spi_r) if s is not None]
+            spis = [f"0x{s:08x}" for _p, i, r in c.spi_pairs() for s in (i, r) if s is not None]  # every protocol's
             text = f"spi={','.join(spis)}" if spis else f"child={c.id}"
         elif ref.kind == "ike" and ref.key in table.ike_sas:
             text = f"spi={table.ike_sas[ref.key].ike_spi_i.hex()}"  # type: ignore[index]

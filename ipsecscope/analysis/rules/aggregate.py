@@ -62,7 +62,7 @@ def sa_peers(table: SaTable, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]
         c = table.child_sas.get(int(rest))
         if c is None:
             return (), (f"#{rest}",)
-        names = [f"#{rest}"] + [spi_text(s) for s in (c.spi_i, c.spi_r) if s is not None]
+        names = [f"#{rest}"] + [spi_text(s) for _p, i, r in c.spi_pairs() for s in (i, r) if s is not None]
         return (c.initiator, c.responder), tuple(names)
     if kind in ("esp", "ah"):
         pair, _, spi = rest.rpartition(":")
