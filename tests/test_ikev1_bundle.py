@@ -163,3 +163,13 @@ async def test_tui_sa_detail_shows_each_protocols_spis() -> None:
         assert "CHILD SA #1 (AH+ESP tunnel)" in text
         assert re.search(r"SPIs\s+AH initiator 5b62d3f4\s+responder cd82fe92", text), text
         assert re.search(r"ESP initiator 5b62d3f3\s+responder cd82fe91", text), text
+
+
+def test_decrypt_verifies_the_ah_and_decrypts_the_esp_of_every_packet(tmp_path) -> None:
+    out = tmp_path / "bundle.jsonl"
+    r = _cli("decrypt", str(CAP), "-k", str(KEYS), "--jsonl", str(out), "-q")
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    got = sorted((x["protocol"], x["status"], x["spi"]) for x in recs)
+    want = sorted((p, "ok", f"0x{spi:08x}") for p, i, r_ in BUNDLE for spi in (i, r_) for _ in range(6))
+    assert got == want
