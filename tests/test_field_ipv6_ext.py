@@ -5,13 +5,20 @@ chains), display filters against tshark.
 The class: ``ipv6.nxt`` gave the upper-layer protocol (17, 50, 51) where tshark gives the fixed
 header's Next Header field, the first extension header's number (0, 43, 44, 60), so
 ``ipv6.nxt == 0`` found nothing and ``ipv6.nxt == 17`` found frames tshark does not; tshark's
-per-header fields (``ipv6.hopopts.nxt``, ``ipv6.dstopts``, ...) were unknown fields.
+per-header fields (``ipv6.hopopts.nxt``, ``ipv6.dstopts``, ...) were unknown fields. The same
+for decrypted inner IPv6 packets (``ipv6-ext-inner.pcap``): their ``ipv6.nxt`` was the walked
+transport protocol and their extension headers were not there at all; an inner datagram whose
+Fragment header sits behind Hop-by-Hop was never reassembled, and transport-mode ESP carrying a
+Destination Options header (RFC 4303 §3.1.1) showed no UDP behind it.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,17 +32,24 @@ from ipsecscope.session import Session
 CAP = DATA / "ipv6-ext" / "ipv6-ext.pcap"
 FRAG = DATA / "ipv6-ext" / "ipv6-frag-ike.pcap"  # IKE_AUTH in IPv6 fragments: first fragments are OTHER rows
 ZEEK = DATA / "zeek" / "ip6_esp.pcap"  # 120 ESP, and an MLDv2 report behind Hop-by-Hop (an OTHER row)
-TRIED = {CAP: 10, FRAG: 3, ZEEK: 3}  # (field, value) pairs below that match frames: not vacuous
+# decrypted inner IPv6 behind the same chains (keys: .esp_sa for tshark, .keys.json for ipsecscope)
+INNER = DATA / "ipv6-ext" / "ipv6-ext-inner.pcap"
+TRIED = {CAP: 10, FRAG: 3, ZEEK: 3, INNER: 15}  # (field, value) pairs below that match frames: not vacuous
 FIELDS = ("ipv6.nxt", "ipv6.hopopts.nxt", "ipv6.dstopts.nxt", "ipv6.routing.nxt", "ipv6.fraghdr.nxt")
 
 
 @functools.cache
 def tshark_values(cap: Path = CAP) -> dict[int, tuple[list[int], ...]]:
     """frame -> every value of each of FIELDS (one tshark run)."""
-    args = ["tshark", "-n", "-r", str(cap), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,", "-e", "frame.number"]
-    for f in FIELDS:
+    args = ["tshark", "-n", "-r", str(cap), "-o", "esp.enable_encryption_decode:TRUE", "-T", "fields",
+            "-E", "occurrence=a", "-E", "aggregator=,", "-e", "frame.number"]
+    for f in (*FIELDS, "udp.dstport"):
         args += ["-e", f]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    with tempfile.TemporaryDirectory() as prof:
+        if cap.with_suffix(".esp_sa").exists():
+            shutil.copy(cap.with_suffix(".esp_sa"), Path(prof) / "esp_sa")
+        out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True,
+                             env=dict(os.environ, WIRESHARK_CONFIG_DIR=prof)).stdout
     rows = {}
     for line in out.splitlines():
         n, *cols = line.split("\t")
@@ -46,6 +60,8 @@ def tshark_values(cap: Path = CAP) -> dict[int, tuple[list[int], ...]]:
 @functools.cache
 def session(live: bool, cap: Path = CAP) -> Session:
     s = Session(max_rows=10**6) if live else Session()
+    if cap.with_suffix(".keys.json").exists():
+        s.add_key_files([cap.with_suffix(".keys.json")])
     s.load(cap)
     return s
 
@@ -55,8 +71,9 @@ def _theirs(col: int, pred, cap: Path = CAP) -> list[int]:
 
 
 @needs_tshark
-@pytest.mark.parametrize(("live", "cap"), [(False, CAP), (True, CAP), (False, FRAG), (False, ZEEK)],
-                         ids=["rowstore", "live", "fragments", "zeek-mld"])
+@pytest.mark.parametrize(("live", "cap"), [(False, CAP), (True, CAP), (False, FRAG), (False, ZEEK), (False, INNER),
+                                          (True, INNER)],
+                         ids=["rowstore", "live", "fragments", "zeek-mld", "inner", "inner-live"])
 def test_extension_header_fields_find_the_frames_tshark_finds(live: bool, cap: Path) -> None:
     """Also where the IPv6 packet is a fragment held for reassembly (an OTHER row: tshark's
     ipv6.nxt 44 there, not the UDP behind the Fragment header) or not IPsec at all (Zeek's MLDv2
@@ -72,8 +89,11 @@ def test_extension_header_fields_find_the_frames_tshark_finds(live: bool, cap: P
         head = field.rsplit(".", 1)[0]
         if head != "ipv6":
             assert matches(compile_filter(f"!{head}"), src) == _theirs(col, lambda v: not v, cap), head
-    if cap == CAP:
-        assert matches(compile_filter("ipv6.nxt != 17 && udp"), src) == _theirs(0, lambda v: v and 17 not in v)
+    if cap in (CAP, INNER):
+        assert matches(compile_filter("ipv6.nxt != 17 && udp"), src) == [
+            n for n, v in sorted(tshark_values(cap).items()) if v[0] and 17 not in v[0] and v[-1]]
+    if cap == INNER:  # UDP behind a reassembled inner fragment and behind transport mode's Destination Options
+        assert matches(compile_filter("udp.dstport"), src) == _theirs(len(FIELDS), bool, cap)
     assert tried >= TRIED[cap]
 
 

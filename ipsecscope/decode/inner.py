@@ -36,7 +36,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from ..model.idtext import spi_text
-from .ip import CHAIN_CUT, CHAIN_LATER_FRAGMENT, Reassembler, walk_quoted_v6
+from .ip import CHAIN_CUT, CHAIN_LATER_FRAGMENT, Reassembler, v6_ext_chain, walk_quoted_v6
 from .ipcomp import IPCOMP, ipcomp_open
 
 if TYPE_CHECKING:
@@ -67,7 +67,9 @@ _ICMP = struct.Struct("!BBHHH")
 # RFC 8200 §4: extension headers a transport header can follow (hop-by-hop, routing, destination
 # options; fragment handled on its own).
 _V6_EXT = frozenset((0, 43, 60))
+_V6_EXT_OR_FRAG = frozenset((0, 43, 44, 60))
 MAX_PENDING = 64  # inner IP datagrams waiting for fragments at once (the oldest is given up)
+MAX_V6_EXT = 1 << 16  # inner packets whose extension-header chain is kept for filters (InnerStore.v6_ext)
 
 PROTO_NAMES = {1: "ICMP", 2: "IGMP", 4: "IPv4", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP",
                51: "AH", 58: "ICMPv6", 59: "none", 89: "OSPF", 132: "SCTP"}
@@ -170,6 +172,11 @@ class InnerStore:
         self.quoted: dict[int, tuple] = {}
         # frame -> the ESP layers inside the outer one (nested ESP), outermost first
         self.nested: dict[int, tuple[EspLayer, ...]] = {}
+        # frame -> the recorded packet's IPv6 extension headers, (number, Next Header) each, as
+        # tshark shows them (ipv6.nxt is the fixed header's field, ipv6.hopopts.nxt...): the
+        # packet's own chain, a fragment's before reassembly; transport mode's after ESP
+        self.v6_ext: dict[int, tuple[tuple[int, int], ...]] = {}
+        self._chains: dict[tuple, tuple] = {}
         # IP fragments of inner packets (and plain frames) until their datagram is whole; capture
         # time plays no part (a record has none), the count bound does
         self._reasm = Reassembler(max_datagrams=MAX_PENDING, timeout=float("inf"))
@@ -237,6 +244,8 @@ class InnerStore:
             if opened is not None:
                 data, next_header = opened
         rec, extra = parse(data, next_header, self._addr)
+        if rec[0] == 6 and data[6] != rec[1] or rec[0] == 0 and next_header in _V6_EXT_OR_FRAG:
+            self._note_v6_ext(frame, data, next_header)
         if rec[3] & FRAGMENT:  # parse saw an IP fragment: it may complete a datagram
             whole = self._defragment(data, next_header)
             if whole is not None:
@@ -246,6 +255,13 @@ class InnerStore:
         elif extra is not None:
             self.quoted[frame] = extra
         return rec
+
+    def _note_v6_ext(self, frame: int, data: bytes, nh: int | None) -> None:
+        """Keep the extension-header chain of an inner IPv6 packet (or of transport mode's
+        payload): few packets have one, so a bounded dict, one tuple per distinct chain."""
+        chain = v6_ext_chain(data, nh, 0) if nh in _V6_EXT_OR_FRAG else v6_ext_chain(data, data[6], 40)
+        if chain and len(self.v6_ext) < MAX_V6_EXT:
+            self.v6_ext[frame] = self._chains.setdefault(chain, chain)
 
     def extend(self, frames: Sequence[int], core: list, rare_frames: Sequence[int] = (),
                rare: list | None = None) -> None:
@@ -283,19 +299,28 @@ class InnerStore:
             head[2:4] = (hl + len(body)).to_bytes(2, "big")
             head[6:8] = b"\0\0"
             return bytes(head) + body
-        if (nh == 41 or (nh is None and n and data[0] >> 4 == 6)) and n >= 48 and data[0] >> 4 == 6 and data[6] == 44:
-            # a fragment header right after the fixed header (the common case; others stay fragments)
-            off = (data[42] << 8 | data[43])
+        if (nh == 41 or (nh is None and n and data[0] >> 4 == 6)) and n >= 48 and data[0] >> 4 == 6:
+            # the fragment header, after the unfragmentable part (RFC 8200 §4.5: Hop-by-Hop,
+            # Routing, Destination Options in front of it travel with every fragment)
+            prev, p = 6, 40  # where the Next Header field naming the current header is
+            nxt = data[6]
+            for _ in range(8):
+                if nxt not in _V6_EXT or p + 2 > n:
+                    break
+                prev, p, nxt = p, p + (data[p + 1] + 1) * 8, data[p]
+            if nxt != 44 or p + 8 > n:
+                return None
+            off = (data[p + 2] << 8 | data[p + 3])
             end = min(n, 40 + ((data[4] << 8) | data[5]))
-            got = self._reasm.add((6, data[8:40], data[44:48]), 0.0, off & 0xFFF8, bool(off & 1),
-                                  data[48:end], data[40])
+            got = self._reasm.add((6, data[8:40], data[p + 4:p + 8]), 0.0, off & 0xFFF8, bool(off & 1),
+                                  data[p + 8:end], data[p])
             self._reasm.dropped.clear()
             if type(got) is not tuple:
                 return None
             body, inner_nh = got
-            head = bytearray(data[:40])
-            head[4:6] = len(body).to_bytes(2, "big")
-            head[6] = inner_nh
+            head = bytearray(data[:p])
+            head[4:6] = (p - 40 + len(body)).to_bytes(2, "big")
+            head[prev] = inner_nh
             return bytes(head) + body
         return None
 
@@ -323,7 +348,7 @@ class InnerStore:
             del self.frames[:i]
             for col in self._core:
                 del col[:i]
-            for side in (self.dns_names, self.quoted, self.nested):
+            for side in (self.dns_names, self.quoted, self.nested, self.v6_ext):
                 for f in [f for f in side if f < first_frame]:
                     del side[f]
         k = bisect.bisect_left(self._rare_frames, first_frame)
@@ -474,6 +499,12 @@ def parse(data: bytes, nh: int | None, addr: Callable[[str], int]) -> tuple[tupl
                 break
     else:
         proto = nh  # transport mode: the payload starts with the transport header
+        # or with a Destination Options header (RFC 4303 §3.1.1), which tshark walks as after IPv6
+        for _ in range(8):
+            if proto in _V6_EXT and off + 2 <= end:
+                proto, off = data[off], off + (data[off + 1] + 1) * 8
+            else:
+                break
     l4 = _l4(data, off, end, proto, flags, addr)
     return (ver, proto, ttl, flags | l4[0], src, dst, iplen) + l4[1:-1], l4[-1]
 

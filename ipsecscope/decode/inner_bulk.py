@@ -70,8 +70,9 @@ def add_run(store: InnerStore, frames: np.ndarray, buf: np.ndarray, starts: np.n
     ok4 = v4 & (n_ >= 20) & ((b0 >> 4) == 4) & (ihl >= 20) & (tl4 >= ihl) & (tl4 <= n_) & (frag == 0)
     # IPv6: a payload length that fits, a transport header right after the fixed header
     ok6 = v6 & (n_ >= 40) & ((b0 >> 4) == 6) & (plen6 > 0) & (plen6 + 40 <= n_) & ~_V6_EXT_OR_FRAG[nxt6]
-    # transport mode: the payload is the transport header (IPComp, 108, is opened one packet at a time)
-    trans = ~v4 & ~v6 & (nh >= 0) & (nh != 50) & (nh != 108)
+    # transport mode: the payload is the transport header
+    # (IPComp, 108, is opened one packet at a time; extension headers after ESP are walked there too)
+    trans = ~v4 & ~v6 & (nh >= 0) & (nh != 50) & (nh != 108) & ~_V6_EXT_OR_FRAG[np.clip(nh, 0, 255)]
     off = np.where(v4, ihl, np.where(v6, 40, 0))
     end = np.where(v4, tl4, np.where(v6, plen6 + 40, n_))
     proto = np.where(v4, p9, np.where(v6, nxt6, nh))

@@ -234,7 +234,13 @@ def v6_header_chain(data: bytes, off: int) -> tuple[tuple[int, int], ...]:
     the first header number. A fragment header with a non-zero offset ends the chain (no header
     follows in the fragment, RFC 8200 §4.5); bounded as :func:`walk_quoted_v6` and never past
     the bytes there (a cut header is left out)."""
-    nh, p, end = data[off + 6], off + 40, len(data)
+    return v6_ext_chain(data, data[off + 6], off + 40)
+
+
+def v6_ext_chain(data: bytes, nh: int, p: int) -> tuple[tuple[int, int], ...]:
+    """:func:`v6_header_chain` from header number ``nh`` at ``p``: also the headers that follow
+    ESP in transport mode (its Next Header a Destination Options header, RFC 4303 §3.1.1)."""
+    end = len(data)
     out = []
     for _ in range(MAX_QUOTED_EXT):
         if nh != V6_FRAGMENT and nh not in V6_SKIP:

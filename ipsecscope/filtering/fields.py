@@ -97,12 +97,12 @@ class _FieldCols(_Window):
                 return self._occ_proto(fam, out_p, in_p, q_p, nested, ia)
             if fam == "ipv6" and sub.partition(".")[0] in V6_EXT_FIELDS:
                 # tshark's ipv6.hopopts / .dstopts / .routing / .fraghdr [.nxt]: the outer header's
-                # extension headers (decrypted inner packets' are not kept: those fields miss there)
+                # extension headers, and the recorded packet's (decrypted inner IPv6, transport
+                # mode's Destination Options after ESP; a plain frame's twice, the same values)
                 num = V6_EXT_FIELDS[sub.partition(".")[0]]
                 nxt = sub.endswith(".nxt")
-                return self._sparse_frames({f: [h[1] if nxt else True for h in chain if h[0] == num]
-                                            for f, chain in self._v6_chains().items()
-                                            if any(h[0] == num for h in chain)})
+                return [*self._sparse_frames(_ext_values(self._v6_chains(), num, nxt)),
+                        *self._sparse_frames(_ext_values(self._inner_v6_chains(), num, nxt))]
             if sub == "version":
                 return [Oc(np.full(self.n, ver), out_p | in_p | q_p),
                         *self._sparse_frames(_values(nested, lambda x: ver))]
@@ -225,10 +225,19 @@ class _FieldCols(_Window):
         out_proto, own = self.out_proto, ia("proto")
         if fam == "ipv6":
             out_proto = self._v6_fixed_nxt(out_proto, self.out_v6)
-            # an OTHER row's record is the frame's own IP header (a fragment held for reassembly)
+            # an OTHER row's record is the frame's own IP header (a fragment held for reassembly);
+            # a decrypted inner IPv6 packet's fixed header names its first extension header too
             own = self._v6_fixed_nxt(own.astype(np.int64), in_p & self.is_other)
+            own = self._v6_fixed_nxt(own, in_p, inner=True)
         return [_Occ(out_proto, out_p & (out_proto >= 0)), _Occ(own, in_p), _Occ(ia("qproto"), q_p),
                 *self._sparse_frames(_values(nested, lambda x: 50))]
+
+
+def _ext_values(chains: dict, num: int, nxt: bool) -> dict[int, list]:
+    """Per frame, the Next Header fields (``nxt``) of its extension headers numbered ``num``, or
+    True for each (presence)."""
+    return {f: [h[1] if nxt else True for h in chain if h[0] == num]
+            for f, chain in chains.items() if any(h[0] == num for h in chain)}
 
 
 def _values(by_frame: dict[int, list], get: Callable) -> dict[int, list]:

@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent.parent
 sys.path.insert(0, str(ROOT / "samples" / "synthetic"))
 
-from espgen import PcapWriter  # noqa: E402
+from espgen import PcapWriter, Sa, esp_encrypt, esp_frame, icmpv6_echo, ipv6, tcp, udp  # noqa: E402
 
 from ipsecscope.capture import open_capture  # noqa: E402
 
@@ -174,7 +174,60 @@ def esp_transport() -> None:
         f'"0x{akey.hex()}"\n')
 
 
+def inner() -> None:
+    """ipv6-ext-inner.pcap (+ .esp_sa for tshark, .keys.json for ipsecscope): decrypted inner
+    IPv6 packets behind the same extension-header chains, ESP in tunnel mode over IPv4 and IPv6;
+    then an inner datagram split into two non-atomic Fragment-header fragments carried by two ESP
+    packets, and transport-mode ESP whose Next Header is a Destination Options header (RFC 4303
+    §3.1.1 puts it after ESP)."""
+    import random
+
+    rng = random.Random(8200)
+    sas = [Sa(0x62000001, "198.18.62.1", "198.18.62.2", "aes-gcm16", rng.randbytes(20)),
+           Sa(0x62000002, "2001:db8:62::1", "2001:db8:62::2", "aes-cbc", rng.randbytes(16), "sha256",
+              rng.randbytes(32))]
+    a, b = "fd00:62::1", "fd00:62::2"
+    seqs = {s.spi: 0 for s in sas}
+    ts = 1_764_100_000 * 1_000_000_000
+
+    def send(w: PcapWriter, sa: Sa, plain: bytes, nh: int) -> None:
+        nonlocal ts
+        seqs[sa.spi] += 1
+        ts += 1_000_000
+        w.write(ts, esp_frame(sa, esp_encrypt(sa, seqs[sa.spi], plain, nh, rng.randbytes(16))))
+
+    def l4(i: int) -> tuple[int, bytes]:
+        kind = i % 3
+        if kind == 0:
+            return UDP, udp(a, b, 40000 + i, 5001, b"inner v6 %d" % i)
+        if kind == 1:
+            return 6, tcp(a, b, 41000 + i, 443, 1000 * i, b"", flags=0x02 if i % 2 else 0x12)
+        return 58, icmpv6_echo(a, b, 62, i, b"ping %d" % i)
+
+    with PcapWriter(HERE / "ipv6-ext-inner.pcap") as w:
+        for i in range(2 * len(CHAINS)):
+            chain = CHAINS[i % len(CHAINS)]
+            proto, seg = l4(i)
+            nexts = (*chain[1:], proto) if chain else ()
+            body = b"".join(ext(k, n, i) for k, n in zip(chain, nexts, strict=True)) + seg
+            send(w, sas[i % 2], ipv6(a, b, chain[0] if chain else proto, body), 41)
+        # one UDP datagram in two fragments (RFC 8200 §4.5), each in its own ESP packet, the
+        # second behind Hop-by-Hop (the unfragmentable part travels with each fragment)
+        seg = udp(a, b, 40100, 5001, bytes(range(64)))
+        send(w, sas[0], ipv6(a, b, FRAGMENT, struct.pack("!BBHI", UDP, 0, 1, 77) + seg[:32]), 41)
+        send(w, sas[0], ipv6(a, b, HBH, ext(HBH, FRAGMENT, 0) + struct.pack("!BBHI", UDP, 0, 32, 77) + seg[32:]), 41)
+        # transport mode: ESP's Next Header a Destination Options header, then UDP
+        v6 = sas[1]
+        seg = udp(v6.src, v6.dst, 1701, 1701, b"after dstopts")
+        send(w, v6, ext(DSTOPTS, UDP, 0) + seg, DSTOPTS)
+    (HERE / "ipv6-ext-inner.esp_sa").write_text("".join(s.esp_sa_line() + "\n" for s in sas))
+    doc = {"schema": "ipsecscope.keys/1", "generator": "tests/data/ipv6-ext/make.py",
+           "esp": [s.json_entry() for s in sas]}
+    (HERE / "ipv6-ext-inner.keys.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
 if __name__ == "__main__":
     main()
     fragments()
     esp_transport()
+    inner()
