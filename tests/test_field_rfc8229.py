@@ -4,7 +4,8 @@ records against tshark on the sample's UDP frames they came from.
 
 The class: rows of an RFC 8229 connection carry ports, as UDP-encapsulated rows do, and display
 filters took every row with ports for UDP: ``udp.port == 4500`` and ``udpencap`` found the TCP
-frames, ``ip.proto == 17`` too, ``tcp`` / ``tcp.port`` / ``ip.proto == 6`` missed them.
+frames, ``ip.proto == 17`` too, ``tcp`` / ``tcp.port`` / ``ip.proto == 6`` missed them; then
+``tcp.flags`` and its bits were not read on those rows at all (tshark shows the carrying segment's).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _fields(cap: Path, *fields: str) -> dict[int, tuple[str, ...]]:
 
 @functools.cache
 def tshark_l4() -> dict[int, tuple[str, ...]]:
-    return _fields(CAP, "ip.proto", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport")
+    return _fields(CAP, "ip.proto", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport", "tcp.flags")
 
 
 @functools.cache
@@ -48,15 +49,21 @@ def session(live: bool) -> Session:
 
 
 FILTERS = {  # filter -> which frames tshark's fields say it holds for
-    "tcp": lambda p, ts, td, us, ud: bool(ts),
-    "udp": lambda p, ts, td, us, ud: bool(us),
-    "ip.proto == 6": lambda p, ts, td, us, ud: p == "6",
-    "ip.proto == 17": lambda p, ts, td, us, ud: p == "17",
-    "tcp.port == 4500": lambda p, ts, td, us, ud: "4500" in (ts, td),
-    "tcp.srcport == 40000": lambda p, ts, td, us, ud: ts == "40000",
-    "udp.port == 4500": lambda p, ts, td, us, ud: "4500" in (us, ud),
-    "udpencap": lambda p, ts, td, us, ud: "4500" in (us, ud),
-    "udp.port == 500": lambda p, ts, td, us, ud: "500" in (us, ud),
+    "tcp": lambda p, ts, td, us, ud, tf: bool(ts),
+    "udp": lambda p, ts, td, us, ud, tf: bool(us),
+    "ip.proto == 6": lambda p, ts, td, us, ud, tf: p == "6",
+    "ip.proto == 17": lambda p, ts, td, us, ud, tf: p == "17",
+    "tcp.port == 4500": lambda p, ts, td, us, ud, tf: "4500" in (ts, td),
+    "tcp.srcport == 40000": lambda p, ts, td, us, ud, tf: ts == "40000",
+    "udp.port == 4500": lambda p, ts, td, us, ud, tf: "4500" in (us, ud),
+    "udpencap": lambda p, ts, td, us, ud, tf: "4500" in (us, ud),
+    "udp.port == 500": lambda p, ts, td, us, ud, tf: "500" in (us, ud),
+    "tcp.flags": lambda p, ts, td, us, ud, tf: bool(tf),
+    "tcp.flags == 0x018": lambda p, ts, td, us, ud, tf: tf == "0x0018",
+    "tcp.flags != 0x018": lambda p, ts, td, us, ud, tf: tf not in ("", "0x0018"),
+    "tcp.flags.push == 1": lambda p, ts, td, us, ud, tf: bool(tf) and int(tf, 16) & 0x08 != 0,
+    "tcp.flags.syn == 0 && tcp.flags.ack": lambda p, ts, td, us, ud, tf: bool(tf) and int(tf, 16) & 0x02 == 0,
+    "tcp.flags.fin || tcp.flags.reset == 1": lambda p, ts, td, us, ud, tf: bool(tf),
 }
 
 

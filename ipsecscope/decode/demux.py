@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from array import array
 from collections import Counter
 from dataclasses import replace
 
@@ -45,6 +46,7 @@ U16 = struct.Struct("!H")
 
 MAX_TCP_STREAMS = 1024
 MAX_TCP_TUPLES = 4096  # RFC 8229 connections remembered for filters (Decoder.tcp_tuples)
+MAX_TCP_FLAGS = 1 << 22  # RFC 8229 segments whose TCP flags are kept for filters (Decoder.tcp_flags)
 MAX_TCP_BUFFER = 65535 + 2 + 6  # one maximal RFC 8229 record (+ prefix)
 
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
@@ -95,6 +97,10 @@ class Decoder:
         # IKE/ESP rows hold ports like UDP-encapsulated ones, and filters tell the two apart
         # (tcp.port / udp.port, ip.proto 6 / 17) by these. Few (one a connection), bounded.
         self.tcp_tuples: dict[tuple[str, str, int, int], None] = {}
+        # the TCP flags (tshark's tcp.flags: NS and the 8 flag bits) of each segment that gave
+        # RFC 8229 rows, by frame (increasing): two flat arrays, 10 bytes a segment, bounded
+        self.tcp_flag_frames = array("q")
+        self.tcp_flags = array("H")
         # frame -> the IP headers of the tunnels (GRE, IP in IP, VXLAN/Geneve) around its IPsec,
         # outermost first, (version, src, dst, protocol, UDP sport, dport or 0, 0) each: rows name the IPsec peers inside, filters
         # find the frame by the tunnel's addresses too (tshark's first ip.src is the outer one).
@@ -440,6 +446,12 @@ class Decoder:
                 out.append(_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, False, version, "tcp"))
         if s and (s, d, sport, dport) not in self.tcp_tuples and len(self.tcp_tuples) < MAX_TCP_TUPLES:
             self.tcp_tuples[(s, d, sport, dport)] = None
+        if s:
+            if len(self.tcp_flags) < MAX_TCP_FLAGS:
+                self.tcp_flag_frames.append(raw.index)
+                self.tcp_flags.append((doff & 1) << 8 | flags)
+            else:
+                self.stats["tcp_flags_unrecorded"] += 1
         if len(buf) > MAX_TCP_BUFFER:
             streams.pop(key, None)
             out.append(Malformed(raw.index, raw.ts, "RFC 8229 stream buffer overflow; stream reset", "tcp",

@@ -122,13 +122,16 @@ class _FieldCols(_Window):
                             *self._sparse_frames({f: [h[col] for h in hs] for f, hs in tun.items()})]
                 return occ
             if fam == "tcp":
+                # the decrypted/plain packet's TCP header, and an RFC 8229 row's carrying segment
                 flags = ia("tcpflags")
+                seg, seg_p = self._tcp_flags()
+                seg_p &= out_p
                 if sub == "flags":
-                    return [Oc(flags, in_p)]
+                    return [Oc(flags, in_p), Oc(seg, seg_p)]
                 bit = {"flags.syn": 0x02, "flags.ack": 0x10, "flags.fin": 0x01, "flags.reset": 0x04,
                        "flags.push": 0x08}.get(sub)
                 if bit is not None:
-                    return [Oc((flags & bit) != 0, in_p)]
+                    return [Oc((flags & bit) != 0, in_p), Oc((seg & bit) != 0, seg_p)]
         if fam in ("icmp", "icmpv6"):
             in_p, q_p = L[fam], L["q_" + fam]
             if not sub:

@@ -9,7 +9,8 @@ frame; each is a dict look-up or a short loop, never a pass per row in Python.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import bisect
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -44,6 +45,25 @@ def rfc8229_rows(tuples: Mapping[tuple[str, str, int, int], None] | None, addrs:
         if si is not None and di is not None:
             out |= cand & (a["src"] == si) & (a["dst"] == di) & (a["sport"] == sp) & (a["dport"] == dp)
     return out
+
+
+def tcp_flags(flags: tuple[Sequence[int], Sequence[int]] | None, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The TCP flags of each row's segment where an RFC 8229 connection carried it (the
+    decoder's (frames, flags) arrays, frames increasing), and where there are any."""
+    vals = np.zeros(len(frames), dtype=np.int64)
+    if not flags or not len(frames):
+        return vals, np.zeros(len(frames), dtype=bool)
+    fr, fl = flags
+    n = min(len(fr), len(fl))  # live mode: a segment being appended is not there yet
+    i = bisect.bisect_left(fr, int(frames[0]), 0, n)
+    j = bisect.bisect_right(fr, int(frames[-1]), i, n)
+    f = np.array(fr[i:j], dtype=np.int64)
+    if not len(f):
+        return vals, np.zeros(len(frames), dtype=bool)
+    pos = np.minimum(np.searchsorted(f, frames), len(f) - 1)
+    hit = f[pos] == frames
+    vals[hit] = np.array(fl[i:j], dtype=np.int64)[pos[hit]]
+    return vals, hit
 
 
 def v6_chains(v6_ext: Mapping[int, V6Chain] | None, frames: np.ndarray) -> dict[int, V6Chain]:

@@ -31,12 +31,15 @@ class Source:
     tcp_tuples: Mapping[tuple[str, str, int, int], None] | None = None
     # frame -> the IP headers of the tunnels around its IPsec (decode.demux.Decoder.tunnels)
     tunnels: Mapping[int, tuple[tuple[int, str, str, int, int, int], ...]] | None = None
+    # (frames, TCP flags) of the segments that carried RFC 8229 rows (Decoder.tcp_flag_frames/tcp_flags)
+    tcp_flags: tuple[Sequence[int], Sequence[int]] | None = None
 
 
 def source_of(session: Session) -> Source:
     """The :class:`Source` of a :class:`~ipsecscope.session.Session`."""
+    dec = getattr(session, "decoder", None)
+    flags = getattr(dec, "tcp_flags", None)
     return Source(session.rows, getattr(session, "inner", None), session.ike_messages,
                   session.table.first_ts, getattr(session, "quoted", None),
-                  getattr(getattr(session, "decoder", None), "v6_ext", None),
-                  getattr(getattr(session, "decoder", None), "tcp_tuples", None),
-                  getattr(getattr(session, "decoder", None), "tunnels", None))
+                  getattr(dec, "v6_ext", None), getattr(dec, "tcp_tuples", None), getattr(dec, "tunnels", None),
+                  (dec.tcp_flag_frames, flags) if flags else None)

@@ -184,6 +184,9 @@ class _Window:
     def _rfc8229_rows(self, cand: np.ndarray) -> np.ndarray:
         return side.rfc8229_rows(self.src.tcp_tuples, self.addrs, self.arr, cand)
 
+    def _tcp_flags(self) -> tuple[np.ndarray, np.ndarray]:
+        return side.tcp_flags(self.src.tcp_flags, self.frames)
+
     def _v6_chains(self) -> dict[int, side.V6Chain]:
         return side.v6_chains(self.src.v6_ext, self.frames)
 
