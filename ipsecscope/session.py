@@ -648,6 +648,11 @@ class Session(FrameViews):
                 raw.index, raw.ts, "AH", _intern(intern, pkt.src), _intern(intern, pkt.dst), 0, 0,
                 raw.orig_len, pkt.spi, seq, info, status,
             ))
+            if self.keep_rows and pkt.next_header != 50 and len(pkt.data) >= 2:
+                # AH does not encrypt: its payload (RFC 4302 §2.2: behind (Payload Len + 2) * 4
+                # octets) is what tshark dissects next, so filters see its fields (an ESP of an
+                # AH+ESP bundle is its own row, recorded when decrypted)
+                self.inner.add(raw.index, pkt.data[(pkt.data[1] + 2) * 4:], pkt.next_header)
         elif type(pkt) is NatKeepalive:
             st.keepalives += 1
             self.tracker.on_keepalive(pkt)

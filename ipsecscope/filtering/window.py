@@ -93,6 +93,12 @@ class _Window:
         self.out_udp &= ~self.out_tcp
         self.out_proto = np.where(self.is_bad, bad_proto, np.where(
             self.is_ah, 51, np.where(self.out_tcp, 6, np.where(self.is_esp & ~self.out_udp, 50, 17)))).astype(np.int64)
+        # an AH+ESP bundle (RFC 4301 §4.5) is an AH row then an ESP row of the same frame: the IP
+        # header in front of both says AH
+        if self.is_ah.any():
+            fr = self.arr["frame"]
+            bundled = self.is_esp[1:] & self.is_ah[:-1] & (fr[1:] == fr[:-1])
+            self.out_proto[1:][bundled] = 51
         self.frames = self.arr["frame"]
         self.inner = inner
         self._joined = False
