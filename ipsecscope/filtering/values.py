@@ -158,6 +158,11 @@ def ike_field(msg: IkeMessage, sub: str) -> list:
         # An SA payload's proposal and transform substructures carry the field too (RFC 7296
         # §3.3.1/§3.3.2, RFC 2408 §3.5/§3.6: 2 "more proposals" / 3 "more transforms", 0 last).
         vals = [h.next_payload]
+        if h.major == 1 and h.flags & 1:
+            # IKEv1 with the Encryption bit (RFC 2408 §3.1): everything after the header is
+            # ciphertext, no payload header tshark can read; decrypted, the payloads are ``inner``
+            _inner_chain(msg, vals)
+            return vals
         chain = list(msg.payloads)
         for i, p in enumerate(chain):
             if isinstance(p, SkPayload):
