@@ -176,6 +176,7 @@ class InnerStore:
         # tshark shows them (ipv6.nxt is the fixed header's field, ipv6.hopopts.nxt...): the
         # packet's own chain, a fragment's before reassembly; transport mode's after ESP
         self.v6_ext: dict[int, tuple[tuple[int, int], ...]] = {}
+        self.qv6_ext: dict[int, tuple[tuple[int, int], ...]] = {}  # the same of the IPv6 packet an ICMPv6 error quotes
         self._chains: dict[tuple, tuple] = {}
         # IP fragments of inner packets (and plain frames) until their datagram is whole; capture
         # time plays no part (a record has none), the count bound does
@@ -243,13 +244,17 @@ class InnerStore:
             opened = ipcomp_open(data)
             if opened is not None:
                 data, next_header = opened
-        rec, extra = parse(data, next_header, self._addr)
+        qchain: list = []
+        rec, extra = parse(data, next_header, self._addr, qchain)
         if rec[0] == 6 and data[6] != rec[1] or rec[0] == 0 and next_header in _V6_EXT_OR_FRAG:
             self._note_v6_ext(frame, data, next_header)
         if rec[3] & FRAGMENT:  # parse saw an IP fragment: it may complete a datagram
             whole = self._defragment(data, next_header)
             if whole is not None:
-                rec, extra = parse(whole, next_header, self._addr)
+                qchain.clear()
+                rec, extra = parse(whole, next_header, self._addr, qchain)
+        if qchain and len(self.qv6_ext) < MAX_V6_EXT:
+            self.qv6_ext[frame] = self._chains.setdefault(qchain[0], qchain[0])
         if isinstance(extra, str):
             self.dns_names[frame] = extra
         elif extra is not None:
@@ -348,7 +353,7 @@ class InnerStore:
             del self.frames[:i]
             for col in self._core:
                 del col[:i]
-            for side in (self.dns_names, self.quoted, self.nested, self.v6_ext):
+            for side in (self.dns_names, self.quoted, self.nested, self.v6_ext, self.qv6_ext):
                 for f in [f for f in side if f < first_frame]:
                     del side[f]
         k = bisect.bisect_left(self._rare_frames, first_frame)
@@ -456,11 +461,13 @@ class Columns(dict):
         return col
 
 
-def parse(data: bytes, nh: int | None, addr: Callable[[str], int]) -> tuple[tuple, str | None]:
+def parse(data: bytes, nh: int | None, addr: Callable[[str], int],
+          qchain: list | None = None) -> tuple[tuple, str | None]:
     """The record fields (after ``frame``) for ``data`` and the DNS query name, if any.
 
     ``addr`` maps an address string to its table index. Never raises on short or odd input: what
-    is missing is left out and TRUNCATED is set."""
+    is missing is left out and TRUNCATED is set. ``qchain`` gets the extension-header chain of
+    the IPv6 packet an ICMPv6 error quotes, when it has one (:func:`~.ip.v6_ext_chain`)."""
     n = len(data)
     if nh is None:
         nh = 4 if n and data[0] >> 4 == 4 else 41 if n and data[0] >> 4 == 6 else 0
@@ -505,14 +512,14 @@ def parse(data: bytes, nh: int | None, addr: Callable[[str], int]) -> tuple[tupl
                 proto, off = data[off], off + (data[off + 1] + 1) * 8
             else:
                 break
-    l4 = _l4(data, off, end, proto, flags, addr)
+    l4 = _l4(data, off, end, proto, flags, addr, qchain)
     return (ver, proto, ttl, flags | l4[0], src, dst, iplen) + l4[1:-1], l4[-1]
 
 
 _NO_L4 = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None)
 
 
-def _l4(data: bytes, off: int, end: int, proto: int, flags: int, addr) -> tuple:
+def _l4(data: bytes, off: int, end: int, proto: int, flags: int, addr, qchain: list | None = None) -> tuple:
     """(flags, sport, dport, itype, icode, tcpflags, l4len, dns_id, dns_qtype, qver, qproto, qflags,
     qsrc, qdst, qsport, qdport, qitype, qicode, dns_name)."""
     if flags & FRAGMENT:
@@ -549,14 +556,14 @@ def _l4(data: bytes, off: int, end: int, proto: int, flags: int, addr) -> tuple:
         q: tuple = (0, 0, 0, 0, 0, 0, 0, 0, 0)
         extra = None
         if itype in (ICMP_ERRORS if proto == 1 else ICMPV6_ERRORS) and off + 8 < end:
-            q, extra = _quoted(data[off + 8:end], 4 if proto == 1 else 41, addr)
+            q, extra = _quoted(data[off + 8:end], 4 if proto == 1 else 41, addr, qchain)
             if extra is not None and extra[0] == "esp":
                 extra = extra[:3] + (extra[3] + off + 8,)  # where the quoted ESP starts in ``data``
         return (L4, ident, seq, itype, icode, 0, end - off, 0, 0) + q + (extra,)
     return _NO_L4
 
 
-def _quoted(data: bytes, nh: int, addr) -> tuple[tuple, tuple | None]:
+def _quoted(data: bytes, nh: int, addr, qchain: list | None = None) -> tuple[tuple, tuple | None]:
     """The datagram an ICMP error quotes (RFC 792: its IP header and at least 8 octets; Linux
     quotes up to 576 octets in all): ((qver, qproto, qflags, qsrc, qdst, qsport, qdport, qitype,
     qicode), the quoted IKE header, or ("esp", SPI, sequence number, offset of the ESP in
@@ -569,6 +576,8 @@ def _quoted(data: bytes, nh: int, addr) -> tuple[tuple, tuple | None]:
         src, dst = addr(_addr4(s)), addr(_addr4(d))
     elif nh == 41 and n >= 40 and data[0] >> 4 == 6:
         _vtf, _plen, proto, _hl, s, d = _V6.unpack_from(data)
+        if qchain is not None and proto in _V6_EXT_OR_FRAG and (qc := v6_ext_chain(data, proto, 40, partial=True)):
+            qchain.append(qc)
         # the quote's extension headers (RFC 4443 §2.4(c) quotes them too) before its ESP/UDP/...
         proto, off, chain = walk_quoted_v6(data, proto, 40, n)
         ver, fl = 6, FRAGMENT if chain == CHAIN_LATER_FRAGMENT else 0

@@ -237,9 +237,11 @@ def v6_header_chain(data: bytes, off: int) -> tuple[tuple[int, int], ...]:
     return v6_ext_chain(data, data[off + 6], off + 40)
 
 
-def v6_ext_chain(data: bytes, nh: int, p: int) -> tuple[tuple[int, int], ...]:
+def v6_ext_chain(data: bytes, nh: int, p: int, partial: bool = False) -> tuple[tuple[int, int], ...]:
     """:func:`v6_header_chain` from header number ``nh`` at ``p``: also the headers that follow
-    ESP in transport mode (its Next Header a Destination Options header, RFC 4303 §3.1.1)."""
+    ESP in transport mode (its Next Header a Destination Options header, RFC 4303 §3.1.1).
+    ``partial``: a header cut short still counts when its Next Header octet is there (what tshark
+    shows of the packet an ICMP error quotes, cut where the error's size limit fell)."""
     end = len(data)
     out = []
     for _ in range(MAX_QUOTED_EXT):
@@ -247,6 +249,8 @@ def v6_ext_chain(data: bytes, nh: int, p: int) -> tuple[tuple[int, int], ...]:
             break
         hlen = 8 if nh == V6_FRAGMENT else (data[p + 1] + 1) * 8 if end - p >= 2 else 8
         if end - p < hlen:
+            if partial and end > p and nh != V6_FRAGMENT:  # (tshark reads a Fragment header whole or not at all)
+                out.append((nh, data[p]))
             break
         out.append((nh, data[p]))
         if nh == V6_FRAGMENT and (data[p + 2] << 8 | data[p + 3]) & 0xFFF8:

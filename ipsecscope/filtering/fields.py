@@ -102,10 +102,16 @@ class _FieldCols(_Window):
                 num = V6_EXT_FIELDS[sub.partition(".")[0]]
                 nxt = sub.endswith(".nxt")
                 return [*self._sparse_frames(_ext_values(self._v6_chains(), num, nxt)),
-                        *self._sparse_frames(_ext_values(self._inner_v6_chains(), num, nxt))]
+                        *self._sparse_frames(_ext_values(self._inner_v6_chains(), num, nxt)),
+                        *self._sparse_frames(_ext_values(self._inner_v6_chains(quoted=True), num, nxt))]
             if sub == "version":
-                return [Oc(np.full(self.n, ver), out_p | in_p | q_p),
-                        *self._sparse_frames(_values(nested, lambda x: ver))]
+                # tshark's IPv6 dissector adds ip.version to its header too (hidden): 6 there
+                out = []
+                for fver, fout, fin, fq in ((4, self.out_v4, L["v4"], L["q_v4"]), (6, self.out_v6, L["v6"], L["q_v6"])):
+                    out.append(Oc(np.full(self.n, fver), fout | fin | fq))
+                out += self._sparse_frames(_values(self._nested(lambda x: x if x.ver else None), lambda x: x.ver))
+                out += self._sparse_frames({f: [h[0] for h in hs] for f, hs in self._tunnel_hops().items()})
+                return out
         if fam in ("udp", "tcp"):
             in_p, q_p = L[fam], L["q_" + fam]
             out_p = self.out_udp if fam == "udp" else self.out_tcp
@@ -225,14 +231,16 @@ class _FieldCols(_Window):
     def _occ_proto(self, fam: str, out_p, in_p, q_p, nested, ia) -> list[_Occ]:
         """ip.proto / ipv6.nxt of the row's own IP header, the decrypted and quoted ones, and the
         nested ESP layers' (the tunnels' are added by the caller)."""
-        out_proto, own = self.out_proto, ia("proto")
+        out_proto, own, quoted = self.out_proto, ia("proto"), ia("qproto")
         if fam == "ipv6":
             out_proto = self._v6_fixed_nxt(out_proto, self.out_v6)
             # an OTHER row's record is the frame's own IP header (a fragment held for reassembly);
-            # a decrypted inner IPv6 packet's fixed header names its first extension header too
+            # a decrypted inner IPv6 packet's fixed header names its first extension header too,
+            # and so does a quoted one's
             own = self._v6_fixed_nxt(own.astype(np.int64), in_p & self.is_other)
-            own = self._v6_fixed_nxt(own, in_p, inner=True)
-        return [_Occ(out_proto, out_p & (out_proto >= 0)), _Occ(own, in_p), _Occ(ia("qproto"), q_p),
+            own = self._v6_fixed_nxt(own, in_p, self._inner_v6_chains())
+            quoted = self._v6_fixed_nxt(quoted.astype(np.int64), q_p, self._inner_v6_chains(quoted=True))
+        return [_Occ(out_proto, out_p & (out_proto >= 0)), _Occ(own, in_p), _Occ(quoted, q_p),
                 *self._sparse_frames(_values(nested, lambda x: 50))]
 
 

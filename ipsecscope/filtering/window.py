@@ -37,6 +37,7 @@ class _InnerCols:
         self.quoted = dict(store.quoted)
         self.nested = dict(store.nested)
         self.v6_ext = dict(store.v6_ext)
+        self.qv6_ext = dict(store.qv6_ext)
 
 
 # An occurrence of a field: values (or table indexes) and where they are present.
@@ -196,13 +197,15 @@ class _Window:
     def _v6_chains(self) -> dict[int, side.V6Chain]:
         return side.v6_chains(self.src.v6_ext, self.frames)
 
-    def _v6_fixed_nxt(self, out_proto: np.ndarray, where: np.ndarray, inner: bool = False) -> np.ndarray:
-        return side.v6_fixed_nxt(self._inner_v6_chains() if inner else self._v6_chains(), self.frames, out_proto,
-                                 where)
+    def _v6_fixed_nxt(self, out_proto: np.ndarray, where: np.ndarray, chains: dict | None = None) -> np.ndarray:
+        return side.v6_fixed_nxt(self._v6_chains() if chains is None else chains, self.frames, out_proto, where)
 
-    def _inner_v6_chains(self) -> dict[int, side.V6Chain]:
-        """The extension-header chains of the recorded (decrypted or plain) packets of the window."""
-        return side.v6_chains(self.inner.v6_ext if self.inner is not None else None, self.frames)
+    def _inner_v6_chains(self, quoted: bool = False) -> dict[int, side.V6Chain]:
+        """The extension-header chains of the recorded (decrypted or plain) packets of the window,
+        or (``quoted``) of the IPv6 packets their ICMPv6 errors quote."""
+        if self.inner is None:
+            return {}
+        return side.v6_chains(self.inner.qv6_ext if quoted else self.inner.v6_ext, self.frames)
 
     def _nested(self, pick: Callable) -> dict[int, list]:
         return side.nested_layers(self.inner.nested if self.inner is not None else None, self.frames, pick)

@@ -67,7 +67,7 @@ FIELDS: dict[str, FieldDef] = dict([
     _f("ip.dst", IPV4, "IPv4 destination"),
     _f("ip.addr", IPV4, "IPv4 source or destination"),
     _f("ip.proto", UINT, "IPv4 protocol number"),
-    _f("ip.version", UINT, "IP version of an IPv4 header (4)"),
+    _f("ip.version", UINT, "IP version of an IP header (4; 6 of an IPv6 header, as tshark)"),
     _f("ipv6", PROTO, "an IPv6 header"),
     _f("ipv6.src", IPV6, "IPv6 source (address or prefix)"),
     _f("ipv6.dst", IPV6, "IPv6 destination"),
