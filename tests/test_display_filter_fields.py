@@ -43,6 +43,7 @@ CAPTURES = {
     "ikev1-nat-rebind": (SAMPLES / "ikev1-nat-rebind" / "capture.pcapng", SAMPLES / "ikev1-nat-rebind" / "keys"),
     "mtu-small-link": (SAMPLES / "mtu-small-link" / "capture.pcapng", SAMPLES / "mtu-small-link" / "keys"),
     "synthetic/icmp-quoted": (SAMPLES / "synthetic" / "icmp-quoted.pcap", SAMPLES / "synthetic" / "icmp-quoted.esp_sa"),
+    "synthetic/cbc-ctr-hmac": (SAMPLES / "synthetic" / "cbc-ctr-hmac.pcap", SAMPLES / "synthetic" / "cbc-ctr-hmac.esp_sa"),
     "synthetic/ipv6-transport-natt": (SAMPLES / "synthetic" / "ipv6-transport-natt.pcap",
                                       SAMPLES / "synthetic" / "ipv6-transport-natt.esp_sa"),
     "ipv6-ext": (DATA / "ipv6-ext" / "ipv6-ext.pcap", None),
@@ -68,6 +69,10 @@ EXCUSED: dict[str, list[tuple[str, set[int] | None, str]]] = {
         ("esp", None, "tshark 4.0 does not dissect RFC 8229 records (its TCP encapsulation dissector is off "
                       "by default, and forced reads the length field as the SPI); ipsecscope shows them"),
         ("isakmp", None, "as esp"),
+    ],
+    "synthetic/cbc-ctr-hmac": [
+        ("esp.protocol", None, "tshark adds ESP's trailer fields after the inner packet's dissection, and "
+                               "this capture's inner DNS messages are malformed (an exception ends it)"),
     ],
     "synthetic/icmp-quoted": [
         # an ESP packet cut off inside an ICMP error, which tshark 'decrypts' anyway, reading a

@@ -5,6 +5,16 @@ of nested ESP layers, the tunnels' headers around the IPsec, the decrypted inner
 packet an ICMP error quotes (``ip.src``: up to all of these). Columns the rows or the inner records
 hold become vector occurrences (:class:`~.window._Occ`); what only a few frames have (IKE fields,
 DNS names, the side tables, quoted ESP packets) becomes a sparse one tested in Python.
+
+Where the fields differ from tshark 4.0's on purpose (tests/test_display_filter_fields.py lists
+them per capture): an ESP packet whose ICV fails has no inner fields (tshark checks no ICV by
+default and dissects the plaintext); algorithms tshark lacks (ChaCha20-Poly1305, AES-XCBC) are
+decrypted; RFC 8229 records carry esp/isakmp fields (tshark's TCP encapsulation dissector is off by
+default); ``esp.protocol`` is the trailer's Next Header of every decrypted packet (tshark adds the
+trailer fields after dissecting the inner packet, so an exception there, a malformed inner DNS
+message say, leaves them out); and an ESP packet an ICMP error quotes cut off is not read past
+its would-be trailer (tshark dissects the bytes in front of it as the extension header that
+trailer's Next Header names).
 """
 
 from __future__ import annotations
