@@ -105,6 +105,9 @@ class Decoder:
         # outermost first, (version, src, dst, protocol, UDP sport, dport or 0, 0) each: rows name the IPsec peers inside, filters
         # find the frame by the tunnel's addresses too (tshark's first ip.src is the outer one).
         self.tunnels: dict[int, tuple[tuple[int, str, str, int, int, int], ...]] = {}
+        # frame -> the extension headers of the tunnelled IPv6 header in front of its IPsec (the
+        # row's own; v6_ext then holds the tunnel's outer header's), as v6_ext: few, bounded
+        self.tunnel_v6_ext: dict[int, tuple[tuple[int, int], ...]] = {}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -277,6 +280,10 @@ class Decoder:
         ip = parse(payload, off, self.reassembler, raw.ts, snap_cut)
         if type(ip) is str:
             return [Malformed(raw.index, raw.ts, f"{ip} (inside a tunnel, IP protocol {proto})", "ip")]
+        if ver == 6 and type(ip) is tuple and payload[off + 6] != ip[3] and len(self.tunnel_v6_ext) < V6_EXT_MAX:
+            chain = v6_header_chain(payload, off)
+            if chain:
+                self.tunnel_v6_ext[raw.index] = self._chains.setdefault(chain, chain)
         head = b""
         if type(ip) is tuple and ip[3] == 51 and not ip[5]:
             # AH's ICV covers the IP header right in front of it (RFC 4302 §3.3.3): the tunnelled

@@ -101,8 +101,12 @@ class _FieldCols(_Window):
                                                   for f, hs in tun.items()})]
                 return occ
             if sub in ("proto", "nxt") and tun:
+                # the outermost tunnel header's ipv6.nxt is its fixed header's field (v6_ext)
+                outer = self._v6_chains() if fam == "ipv6" else {}
+                hops = self._tunnel_hops()
                 return [*self._occ_proto(fam, out_p, in_p, q_p, nested, ia),
-                        *self._sparse_frames({f: [h[3] for h in hs] for f, hs in tun.items()})]
+                        *self._sparse_frames({f: [outer[f][0][0] if h is hops[f][0] and f in outer else h[3]
+                                                  for h in hs] for f, hs in tun.items()})]
             if sub in ("proto", "nxt"):
                 return self._occ_proto(fam, out_p, in_p, q_p, nested, ia)
             if fam == "ipv6" and sub.partition(".")[0] in V6_EXT_FIELDS:
@@ -112,6 +116,7 @@ class _FieldCols(_Window):
                 num = V6_EXT_FIELDS[sub.partition(".")[0]]
                 nxt = sub.endswith(".nxt")
                 return [*self._sparse_frames(_ext_values(self._v6_chains(), num, nxt)),
+                        *self._sparse_frames(_ext_values(self._v6_chains(tunnelled=True), num, nxt)),
                         *self._sparse_frames(_ext_values(self._inner_v6_chains(), num, nxt)),
                         *self._sparse_frames(_ext_values(self._inner_v6_chains(quoted=True), num, nxt))]
             if sub == "version":
@@ -243,7 +248,7 @@ class _FieldCols(_Window):
         nested ESP layers' (the tunnels' are added by the caller)."""
         out_proto, own, quoted = self.out_proto, ia("proto"), ia("qproto")
         if fam == "ipv6":
-            out_proto = self._v6_fixed_nxt(out_proto, self.out_v6)
+            out_proto = self._v6_fixed_nxt(out_proto, self.out_v6, self._row_v6_chains())
             # an OTHER row's record is the frame's own IP header (a fragment held for reassembly);
             # a decrypted inner IPv6 packet's fixed header names its first extension header too,
             # and so does a quoted one's

@@ -33,6 +33,9 @@ class Source:
     tunnels: Mapping[int, tuple[tuple[int, str, str, int, int, int], ...]] | None = None
     # (frames, TCP flags) of the segments that carried RFC 8229 rows (Decoder.tcp_flag_frames/tcp_flags)
     tcp_flags: tuple[Sequence[int], Sequence[int]] | None = None
+    # frame -> the tunnelled IPv6 header's extension headers (Decoder.tunnel_v6_ext; v6_ext is then
+    # the tunnel's outer header's)
+    tunnel_v6_ext: Mapping[int, tuple[tuple[int, int], ...]] | None = None
 
 
 def source_of(session: Session) -> Source:
@@ -42,4 +45,4 @@ def source_of(session: Session) -> Source:
     return Source(session.rows, getattr(session, "inner", None), session.ike_messages,
                   session.table.first_ts, getattr(session, "quoted", None),
                   getattr(dec, "v6_ext", None), getattr(dec, "tcp_tuples", None), getattr(dec, "tunnels", None),
-                  (dec.tcp_flag_frames, flags) if flags else None)
+                  (dec.tcp_flag_frames, flags) if flags else None, getattr(dec, "tunnel_v6_ext", None))

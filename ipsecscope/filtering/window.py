@@ -194,8 +194,19 @@ class _Window:
     def _tcp_flags(self) -> tuple[np.ndarray, np.ndarray]:
         return side.tcp_flags(self.src.tcp_flags, self.frames)
 
-    def _v6_chains(self) -> dict[int, side.V6Chain]:
-        return side.v6_chains(self.src.v6_ext, self.frames)
+    def _v6_chains(self, tunnelled: bool = False) -> dict[int, side.V6Chain]:
+        """The outer IPv6 header's extension headers per frame, or (``tunnelled``) those of the
+        IPv6 header a tunnel carries in front of the IPsec."""
+        return side.v6_chains(self.src.tunnel_v6_ext if tunnelled else self.src.v6_ext, self.frames)
+
+    def _row_v6_chains(self) -> dict[int, side.V6Chain]:
+        """The chains of the rows' own IPv6 headers: the tunnelled one where the frame came
+        through a tunnel (the outer header is then the tunnel's), else the outer one."""
+        outer, tunnelled = self._v6_chains(), self._v6_chains(tunnelled=True)
+        if not self.src.tunnels:
+            return outer
+        hops = self._tunnel_hops()
+        return {**{f: c for f, c in outer.items() if f not in hops}, **tunnelled}
 
     def _v6_fixed_nxt(self, out_proto: np.ndarray, where: np.ndarray, chains: dict | None = None) -> np.ndarray:
         return side.v6_fixed_nxt(self._v6_chains() if chains is None else chains, self.frames, out_proto, where)
