@@ -178,6 +178,7 @@ class InnerStore:
         self.v6_ext: dict[int, tuple[tuple[int, int], ...]] = {}
         self.qv6_ext: dict[int, tuple[tuple[int, int], ...]] = {}  # the same of the IPv6 packet an ICMPv6 error quotes
         self._chains: dict[tuple, tuple] = {}
+        self._qchain: list = []
         # IP fragments of inner packets (and plain frames) until their datagram is whole; capture
         # time plays no part (a record has none), the count bound does
         self._reasm = Reassembler(max_datagrams=MAX_PENDING, timeout=float("inf"))
@@ -244,7 +245,7 @@ class InnerStore:
             opened = ipcomp_open(data)
             if opened is not None:
                 data, next_header = opened
-        qchain: list = []
+        qchain = self._qchain  # (one list for every packet: parse appends to it only for a quote's chain)
         rec, extra = parse(data, next_header, self._addr, qchain)
         if rec[0] == 6 and data[6] != rec[1] or rec[0] == 0 and next_header in _V6_EXT_OR_FRAG:
             self._note_v6_ext(frame, data, next_header)
@@ -253,8 +254,10 @@ class InnerStore:
             if whole is not None:
                 qchain.clear()
                 rec, extra = parse(whole, next_header, self._addr, qchain)
-        if qchain and len(self.qv6_ext) < MAX_V6_EXT:
-            self.qv6_ext[frame] = self._chains.setdefault(qchain[0], qchain[0])
+        if qchain:
+            if len(self.qv6_ext) < MAX_V6_EXT:
+                self.qv6_ext[frame] = self._chains.setdefault(qchain[0], qchain[0])
+            qchain.clear()
         if isinstance(extra, str):
             self.dns_names[frame] = extra
         elif extra is not None:
