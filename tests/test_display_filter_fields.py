@@ -56,6 +56,8 @@ CAPTURES = {
     "ah-v6": (DATA / "ah" / "ah-v6.pcap", None),
     "ah-esp": (DATA / "ah" / "ah-esp.pcap", None),
     "ah-frag": (DATA / "ah" / "ah-frag.pcap", None),
+    "ah-quoted": (DATA / "ah" / "ah-quoted.pcap", None),
+    "ipv6-ext-esp": (DATA / "ipv6-ext" / "ipv6-ext-esp.pcap", DATA / "ipv6-ext" / "ipv6-ext-esp.esp_sa"),
     "ah-tunnels/ah-v6-gre": (DATA / "ah-tunnels" / "ah-v6-gre.pcap", None),
     "zeek/ip6_esp": (DATA / "zeek" / "ip6_esp.pcap", None),
     "tcpdump/isakmp4500": (DATA / "tcpdump" / "isakmp4500.pcap", None),

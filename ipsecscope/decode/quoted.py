@@ -160,6 +160,10 @@ class QuotedStore:
         """The AH packet the error in ``frame`` quotes, or None."""
         return self._ah.get(frame)
 
+    def ah_between(self, first: int, last: int) -> dict[int, QuotedPacket]:
+        """The AH packets errors of frames ``first``..``last`` quote (few: a display filter's window)."""
+        return {f: q for f, q in self._ah.items() if first <= f <= last}
+
     def add_ike(self, frame: int, msg: IkeMessage) -> None:
         self._ike[frame] = msg
 

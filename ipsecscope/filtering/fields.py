@@ -46,13 +46,14 @@ class _FieldCols(_Window):
         """The field's occurrences in the ESP packets ICMP errors of this window quote (rare
         frames: per frame in Python, :func:`quoted_values`)."""
         store = self.src.quoted
-        if store is None or not len(store) or not self.n:
+        if store is None or not self.n:
             return []
-        by_frame = {}
-        for f, q in store.between(int(self.frames[0]), int(self.frames[-1])).items():
+        lo, hi = int(self.frames[0]), int(self.frames[-1])
+        by_frame: dict[int, list] = {}
+        for f, q in (*store.between(lo, hi).items(), *store.ah_between(lo, hi).items()):
             vals = quoted_values(q, name)
             if vals:
-                by_frame[f] = vals
+                by_frame.setdefault(f, []).extend(vals)
         return self._sparse_frames(by_frame) if by_frame else []
 
     def _occ(self, name: str) -> list[_Occ]:  # noqa: C901 - one branch per field family

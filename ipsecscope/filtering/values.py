@@ -18,10 +18,17 @@ ECHO_TYPES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))  # ICMP messages with ide
 
 
 def quoted_values(q: QuotedPacket, name: str) -> list:
-    """Values of field ``name`` in the ESP packet an ICMP error quotes, as tshark dissects it: the
-    ESP header, its next header once decrypted, and every layer of the decrypted packet (its
-    IP header, transport header, DNS, and what it quotes in turn if it is an ICMP error)."""
+    """Values of field ``name`` in the ESP (or AH) packet an ICMP error quotes, as tshark dissects
+    it: the ESP/AH header, ESP's next header once decrypted, and every layer of the decrypted (AH:
+    carried) packet (its IP header, transport header, DNS, and what it quotes in turn if it is an
+    ICMP error)."""
     fam, _, sub = name.partition(".")
+    if fam in ("esp", "ah") and (fam == "ah") != (q.protocol == "AH"):
+        return []
+    if fam == "ah":  # (AH does not encrypt: the layers below are what it carries, verified or not)
+        if sub == "sequence":  # the 32 bits on the wire; none when the quote ends before them
+            return [q.seq & 0xFFFFFFFF] if q.seq >= 0 else []
+        return {"": [True], "spi": [q.spi]}.get(sub, [])
     if fam == "esp":
         if not sub:
             return [True]
@@ -41,6 +48,9 @@ def quoted_values(q: QuotedPacket, name: str) -> list:
     if fam in ("ip", "ipv6"):
         want = 4 if fam == "ip" else 6
         for ver, src, dst, proto in ((s.ver, s.src, s.dst, s.proto), (s.qver, s.qsrc, s.qdst, s.qproto)):
+            if name == "ip.version" and ver:  # (an IPv6 header's too, as tshark)
+                out.append(ver)
+                continue
             if ver != want:
                 continue
             if not sub:
