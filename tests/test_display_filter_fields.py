@@ -61,6 +61,7 @@ CAPTURES = {
     "ah-tunnels/ah-v6-gre": (DATA / "ah-tunnels" / "ah-v6-gre.pcap", None),
     "zeek/ip6_esp": (DATA / "zeek" / "ip6_esp.pcap", None),
     "tcpdump/isakmp4500": (DATA / "tcpdump" / "isakmp4500.pcap", None),
+    "zeek-spicy-ipsec/ipsec-ikev1-zero-length": (DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-zero-length.pcap", None),
 }
 # capture -> (field prefix, frames, why the tools differ there on purpose); the field's filters
 # are compared on the other frames. (Frames whose ESP only one tool opens are left out everywhere,

@@ -115,8 +115,11 @@ def test_the_corpus_holds_malformed_frames_of_each_protocol() -> None:
     assert {(4, 50), (4, 17), (6, 51), (6, 0), (6, 60)} <= seen, seen
     src = source_of(session(BAD, False))
     assert matches(compile_filter("ip.proto == 50"), src) == [4]
-    assert matches(compile_filter("ip.proto == 17 && !isakmp && !udpencap.nat_keepalive"), src) == [5, 6, 7, 12, 13,
-                                                                                                        14]
+    # frame 3 (an IKE header whose Length, 10, is below its 28 octets) is no isakmp to tshark
+    # either; frame 14 tshark reads as isakmp (an IPv4 total length past the frame: it dissects
+    # what is there), ipsecscope not
+    assert matches(compile_filter("ip.proto == 17 && !isakmp && !udpencap.nat_keepalive"), src) == [3, 5, 6, 7, 12,
+                                                                                                        13, 14]
     # frame 6: the ICMPv6 Parameter Problem quoting frame 5's header
     assert matches(compile_filter("ipv6.nxt == 51"), source_of(session(AH0, False))) == [5, 6]
 

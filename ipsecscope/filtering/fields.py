@@ -217,7 +217,12 @@ class _FieldCols(_Window):
             return [Oc(self.true, out | inn | quoted)]
         if fam == "isakmp":
             if not sub:
-                return [Oc(self.true, self.is_ike), *self._sparse_frames({f: [True] for f in self._ike_values("ispi")})]
+                # an IKE row whose header's Length is below 28 octets: tshark's ISAKMP dissector
+                # declines it (data), as ipsecscope marks it malformed
+                lo, hi = (int(self.frames[0]), int(self.frames[-1])) if self.n else (0, -1)
+                short = [f for f, m in (self.src.ike or {}).items() if lo <= f <= hi and m.header.length < 28]
+                rows = self.is_ike & ~np.isin(self.frames, short) if short else self.is_ike
+                return [Oc(self.true, rows), *self._sparse_frames({f: [True] for f in self._ike_values("ispi")})]
             return self._sparse_frames(self._ike_values(sub))
         if fam == "ipsecscope":
             if sub == "kind":

@@ -120,7 +120,8 @@ def ike_values(ike: Mapping[int, IkeMessage] | None, inner_quoted: Mapping[int, 
     hi_f = int(frames[-1]) if n else -1
     out: dict[int, list] = {}
     for frame, msg in ike.items():
-        if lo_f <= frame <= hi_f:
+        # a header whose Length is below its own 28 octets is not IKE to tshark (it shows data)
+        if lo_f <= frame <= hi_f and msg.header.length >= 28:
             vals = ike_field(msg, sub)
             if vals:
                 out[frame] = vals
