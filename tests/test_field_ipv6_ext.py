@@ -34,7 +34,9 @@ FRAG = DATA / "ipv6-ext" / "ipv6-frag-ike.pcap"  # IKE_AUTH in IPv6 fragments: f
 ZEEK = DATA / "zeek" / "ip6_esp.pcap"  # 120 ESP, and an MLDv2 report behind Hop-by-Hop (an OTHER row)
 # decrypted inner IPv6 behind the same chains (keys: .esp_sa for tshark, .keys.json for ipsecscope)
 INNER = DATA / "ipv6-ext" / "ipv6-ext-inner.pcap"
-TRIED = {CAP: 10, FRAG: 3, ZEEK: 3, INNER: 15}  # (field, value) pairs below that match frames: not vacuous
+# broken chains (MALFORMED rows): tshark still shows the headers it could start (frames 10-11)
+BAD = DATA / "bad" / "malformed.pcap"
+TRIED = {CAP: 10, FRAG: 3, ZEEK: 3, INNER: 15, BAD: 2}  # (field, value) pairs below that match frames: not vacuous
 FIELDS = ("ipv6.nxt", "ipv6.hopopts.nxt", "ipv6.dstopts.nxt", "ipv6.routing.nxt", "ipv6.fraghdr.nxt")
 
 
@@ -72,8 +74,8 @@ def _theirs(col: int, pred, cap: Path = CAP) -> list[int]:
 
 @needs_tshark
 @pytest.mark.parametrize(("live", "cap"), [(False, CAP), (True, CAP), (False, FRAG), (False, ZEEK), (False, INNER),
-                                          (True, INNER)],
-                         ids=["rowstore", "live", "fragments", "zeek-mld", "inner", "inner-live"])
+                                          (True, INNER), (False, BAD)],
+                         ids=["rowstore", "live", "fragments", "zeek-mld", "inner", "inner-live", "malformed"])
 def test_extension_header_fields_find_the_frames_tshark_finds(live: bool, cap: Path) -> None:
     """Also where the IPv6 packet is a fragment held for reassembly (an OTHER row: tshark's
     ipv6.nxt 44 there, not the UDP behind the Fragment header) or not IPsec at all (Zeek's MLDv2

@@ -30,7 +30,7 @@ from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeep
 from . import link, tunnel
 from .esp import AH_HDR, ESP_HDR
 from .icmp import decode_error as decode_icmp_error
-from .ip import Reassembler, parse_ipv4, parse_ipv6, v6_header_chain
+from .ip import Reassembler, parse_ipv4, parse_ipv6, v6_ext_chain, v6_header_chain
 
 IKE_PORT = 500
 NATT_PORT = 4500
@@ -46,6 +46,7 @@ U16 = struct.Struct("!H")
 
 MAX_TCP_STREAMS = 1024
 MAX_TCP_TUPLES = 4096  # RFC 8229 connections remembered for filters (Decoder.tcp_tuples)
+V6_EXT_NUMBERS = frozenset((0, 43, 44, 60))  # RFC 8200 §4: Hop-by-Hop, Routing, Fragment, Destination Options
 MAX_TCP_FLAGS = 1 << 22  # RFC 8229 segments whose TCP flags are kept for filters (Decoder.tcp_flags)
 MAX_TCP_BUFFER = 65535 + 2 + 6  # one maximal RFC 8229 record (+ prefix)
 
@@ -172,7 +173,11 @@ class Decoder:
         if type(ip) is str:
             ip = self._ip_malformed(raw, ip, ver, off)
         out = self._after_ip(raw, ip)
-        if ver == 6 and (ip is None or (type(ip) is tuple and data[off + 6] != ip[3])):
+        if ver == 6 and type(ip) is Malformed and ip.src and data[off + 6] in V6_EXT_NUMBERS:
+            # a broken extension-header chain: tshark still shows the headers it could start,
+            # each with its Next Header (the row keeps the fixed header's, Malformed.ip_proto)
+            self._note_v6_ext(raw.index, data, off, partial=True)
+        elif ver == 6 and (ip is None or (type(ip) is tuple and data[off + 6] != ip[3])):
             # (also for OTHER rows: a fragment held for reassembly (ip None), an MLD report behind
             # its Hop-by-Hop Router Alert)
             self._note_v6_ext(raw.index, data, off)
@@ -185,11 +190,11 @@ class Decoder:
             return self._with_dropped(out)
         return out
 
-    def _note_v6_ext(self, frame: int, data: bytes, off: int) -> None:
+    def _note_v6_ext(self, frame: int, data: bytes, off: int, partial: bool = False) -> None:
         if len(self.v6_ext) >= V6_EXT_MAX:
             self.stats["v6_ext_unrecorded"] += 1
             return
-        chain = v6_header_chain(data, off)
+        chain = v6_ext_chain(data, data[off + 6], off + 40, partial) if partial else v6_header_chain(data, off)
         if chain:
             self.v6_ext[frame] = self._chains.setdefault(chain, chain)  # one tuple per distinct chain
 
