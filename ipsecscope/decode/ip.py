@@ -30,6 +30,9 @@ V6_MOBILITY = 135
 V6_SKIP = frozenset((V6_HOP_BY_HOP, V6_ROUTING, V6_DEST_OPTS, V6_MOBILITY))
 
 MAX_DATAGRAM = 65535 + 40  # IPv4 total length max; IPv6 payload max plus fixed header
+# Datagram keys a reassembler remembers having touched (FragReport.touched); past this many it
+# remembers only that there were more (None), and a split decrypt run redoes the chunk instead.
+TOUCHED_MAX = 4096
 
 
 @dataclass(slots=True)
@@ -69,6 +72,27 @@ class Reassembler:
         # differ: IPv4 options whose copy flag is 0 (Record Route, Timestamp) are only in the first
         # (RFC 791 §3.1). AH's ICV covers this header (RFC 4302 §3.4.1: reassembly first).
         self.first_header = b""
+        # What a split decrypt run (export/engine.py) needs to know of a chunk's fragments: see
+        # report() and carried_through(). A few operations a fragment; nothing for other frames.
+        self.adds = 0
+        self.peak = 0  # most datagrams pending at once
+        self.last_ts = float("-inf")  # the latest capture time a fragment was added at
+        self.touched: set | None = set()  # datagram keys added to (None: more than TOUCHED_MAX)
+
+    def seed(self, pending: list[tuple[tuple, _Pending]]) -> None:
+        """Start with the datagrams an earlier part of the capture left incomplete (a split decrypt
+        run: ``report().pending`` of the chunks before), oldest first, as a one-pass reader would
+        hold them here. Copied: the caller's records stay as they were."""
+        for k, p in pending:
+            self.pending[k] = _Pending(p.first_ts, p.first_frame, dict(p.parts), p.total, p.next_header, p.size,
+                                       p.header_proto, p.head)
+
+    def report(self) -> FragReport | None:
+        """What this reassembler did and holds (None: no fragment added and nothing pending)."""
+        if not self.adds and not self.pending:
+            return None
+        return FragReport(list(self.pending.items()), self.adds, self.touched, self.peak, self.last_ts,
+                          self.expired, self.max_datagrams, self.timeout)
 
     def add(self, key: tuple, ts: float, offset: int, more: bool, payload: bytes,
             next_header: int = -1, header_proto: int = -1, head: bytes = b"") -> tuple[bytes, int] | str | None:
@@ -76,6 +100,14 @@ class Reassembler:
         incomplete, or a reason string for an impossible fragment. ``header_proto``: the fragment's
         own IP protocol field, kept for the report of a datagram that never completes; ``head``:
         its IP header, kept from the offset-0 fragment (``first_header``)."""
+        self.adds += 1
+        if ts > self.last_ts:
+            self.last_ts = ts
+        touched = self.touched
+        if touched is not None:
+            touched.add(key)
+            if len(touched) > TOUCHED_MAX:
+                self.touched = None
         end = offset + len(payload)
         if end > MAX_DATAGRAM:
             return f"IP fragment ends at byte {end}, beyond the 64 KiB maximum datagram"
@@ -97,6 +129,8 @@ class Reassembler:
         p = pend.get(key)
         if p is None:
             p = pend[key] = _Pending(ts, self.frame, header_proto=header_proto)
+            if len(pend) > self.peak:
+                self.peak = len(pend)
         if offset not in p.parts:
             p.size += len(payload)
         p.parts[offset] = payload  # a retransmitted/overlapping fragment: the newest copy wins
@@ -123,6 +157,49 @@ class Reassembler:
         self.completed += 1
         self.first_header = p.head
         return bytes(buf[:p.total]), p.next_header
+
+
+@dataclass(slots=True)
+class FragReport:
+    """A reassembler's account of one stretch of a capture (a decrypt chunk), for the next one:
+    the datagrams still incomplete at its end (oldest first) and enough about the fragments it saw
+    to tell whether those datagrams could have changed anything in it (:func:`carried_through`)."""
+
+    pending: list[tuple[tuple, _Pending]]
+    adds: int  # fragments added
+    touched: set | None  # datagram keys added to; None: too many to list
+    peak: int  # most datagrams pending at once
+    last_ts: float  # the latest capture time a fragment was added at
+    expired: int  # datagrams given up (timeout, eviction)
+    max_datagrams: int  # the reassembler's bounds (Reassembler.__init__)
+    timeout: float
+
+
+def carried_through(carry: list[tuple[tuple, _Pending]], rep: FragReport | None) -> list[tuple[tuple, _Pending]] | None:
+    """A split run: ``carry`` is what a one-pass reassembler holds where a chunk starts (the
+    chunks before it left incomplete), ``rep`` that chunk's report when it ran from an empty
+    reassembler. Returns what the one-pass reassembler holds at the chunk's end when the chunk's
+    own result is already what one pass gives, else None (the chunk must be run again seeded with
+    ``carry``).
+
+    The carried datagrams change nothing in the chunk when none of its fragments joins one of them
+    (keys disjoint; a fragment may complete a datagram, or, with a duplicate, complete it earlier
+    than the chunk alone did: Reassembler.add's "newest copy wins"), none of them is given up while
+    the chunk runs (Reassembler.add expires from the oldest: by age, whichever fragment's time is
+    latest, or by count, the chunk's own most pending plus the carried ones), and the chunk gave
+    up nothing itself (its own oldest datagram might be shielded by an older carried one in one
+    pass). Then one pass holds the carried datagrams, oldest first, followed by the chunk's own."""
+    if not carry:
+        return rep.pending if rep is not None else []
+    if rep is None or not rep.adds:  # no fragment in the chunk: nothing added, nothing given up
+        return carry + (rep.pending if rep is not None else [])
+    if rep.touched is None or rep.expired or rep.peak + len(carry) >= rep.max_datagrams:
+        return None
+    if min(p.first_ts for _, p in carry) < rep.last_ts - rep.timeout:
+        return None
+    if any(k in rep.touched for k, _ in carry):
+        return None
+    return carry + rep.pending
 
 
 def _progress(p: _Pending) -> str:

@@ -30,6 +30,17 @@ of that SA, the chunk is processed again with the state the earlier chunks ended
 step), so the output equals a sequential run (tests/test_decrypt_export.py checks both). AH SAs
 (export/ah.py, ``crypto.ah.AhVerifier``) take the same step with their own states
 (``ChunkResult.ah_states``/``ah_early_fail``; tests/test_decrypt_ah.py).
+IP fragments the same way: an ESP/AH datagram whose fragments straddle a bound (Linux may send
+the last fragment first; tiny chunks put one over several bounds) is reassembled by no chunk
+alone. Each chunk reports the datagrams its reassembler still held at its end and what its own
+fragments touched (``ChunkResult.frag``, a ``decode.ip.FragReport``; None for a chunk without
+fragments, so those cost nothing); walking the chunks in order, ``decode.ip.carried_through``
+says whether a chunk's result stands beside the datagrams in flight at its start (none of its
+fragments joins one, nothing given up differently), else the chunk is processed again with its
+decoder seeded with them, so a datagram is decrypted where its last fragment is and every frame
+counted once, as in a sequential run (tests/test_decrypt_frag_split.py). Datagrams still
+incomplete when the capture ends are left as one process leaves them: each fragment was an
+"other" frame (kept as captured under --keep-other) and no datagram is reported.
 """
 
 from __future__ import annotations
@@ -467,17 +478,24 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
             nr.part, nr.jsonl_part = r.part, r.jsonl_part
             lay.bounds[i] = (start, nr.first_frame)  # (an exact bound: the reconcile step may run it again)
             results[i] = nr
-        # Reconcile ESN state across chunks (see module docstring).
+        # Reconcile ESN state and IP fragments across chunks (see module docstring).
         seeds: dict = {}
         ah_seeds: dict = {}  # AH's, the same way (RFC 4302 §2.5.1: AH infers ESN high bits as ESP)
+        carry: list = []  # the IP datagrams one pass would hold incomplete where chunk i starts
         final = _Worker(lay, keys, opts)
         for i, r in enumerate(results):
             redo = i > 0 and (
                 any(k in seeds and seeds[k][1] >= 0 for k in _text_keys(r.early_fail, r.states))
                 or any(k in ah_seeds and ah_seeds[k][1] >= 0 for k in r.ah_early_fail))
+            after = None
+            if carry or r.frag is not None:  # (chunks without fragments on either side: nothing to do)
+                from ..decode.ip import carried_through
+
+                after = carried_through(carry, r.frag)
+                redo = redo or after is None
             if redo:
                 w = _Worker(lay, keys, opts)
-                w.seed(seeds, ah_seeds)
+                w.seed(seeds, ah_seeds, carry)
                 w.resolve_hint = (lambda i=i: shared.hint(i))
                 start, first = lay.bounds[i]
                 end = lay.bounds[i + 1][0] if i + 1 < nchunks else lay.size
@@ -487,6 +505,8 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
                 nr.part, nr.jsonl_part = r.part, r.jsonl_part
                 results[i] = r = nr
                 stats.reconciled_chunks += 1
+                after = r.frag.pending if r.frag is not None else []
+            carry = after or []
             _carry(seeds, r.states)
             _carry(ah_seeds, r.ah_states)
         final.seed(seeds)

@@ -96,6 +96,9 @@ class ChunkResult:
     # failed before one verified in the chunk: the engine's reconcile step treats them as ESP's
     ah_states: dict = field(default_factory=dict)
     ah_early_fail: set = field(default_factory=set)
+    # decode.ip.FragReport: the IP datagrams still incomplete at the chunk's end and what its
+    # fragments touched (None: the chunk had no fragment), for the engine's reconcile step
+    frag: object = None
 
 
 class SaSlot:
@@ -292,10 +295,18 @@ class _Worker:
         self.ah_seeds: dict = {}  # AH ESN state of the chunks before this one (engine's reconcile)
 
     def seed(self, states: dict[tuple[str, str, int], tuple[bool | None, int, int]],
-             ah_states: dict[tuple[str, str, int], tuple[bool | None, int, int]] | None = None) -> None:
-        """Start from the ESN state the earlier chunks of a split run ended with: ESP's
-        (``states``) and AH's (``ah_states``, applied when the first AH packet makes the verifier)."""
+             ah_states: dict[tuple[str, str, int], tuple[bool | None, int, int]] | None = None,
+             frags: list | None = None) -> None:
+        """Start from the state the earlier chunks of a split run ended with: ESP's ESN state
+        (``states``), AH's (``ah_states``, applied when the first AH packet makes the verifier),
+        and the IP datagrams they left incomplete (``frags``, decode.ip.FragReport.pending: the
+        fragments of this chunk that complete one are reassembled with them, as in one pass)."""
         self.ah_seeds = dict(ah_states or {})
+        if frags:
+            from ..decode.demux import Decoder
+
+            self.decoder = Decoder()
+            self.decoder.reassembler.seed(frags)
         for k, (mode, top, searches) in states.items():
             st = self.dec.state(*k)
             if st.opener is not None:
@@ -499,6 +510,7 @@ class _Worker:
         if self.ah is not None:
             res.ah_states, res.ah_early_fail = self.ah.verifier.states(), set(self.ah.verifier.early_fail)
         res.states = {k: (s.mode, s.top, s.searches) for k, s in self.dec._sas.items()}
+        res.frag = self.decoder.reassembler.report() if self.decoder is not None else None
         return res
 
     def _loop_no_gc(self, mm, start: int, end: int, idx: int, pcapng: bool = False) -> int:
