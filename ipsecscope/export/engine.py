@@ -472,11 +472,15 @@ def _run_parallel(lay: Layout, keys, opts: Options, jobs: int, writer, jf, progr
             stats.guesses_redone += 1  # bytes that look like records: walk to the chunk's start
             w = _Worker(lay, keys, opts)
             w.resolve_hint = (lambda i=i: shared.hint(i))
+            found: list = []
+            w.resolved = lambda off, idx, found=found: found.append((off, idx))
             start, end = lay.bounds[i][0], lay.bounds[i + 1][0] if i + 1 < nchunks else lay.size
             with open(r.part, "wb") if r.part else _null() as of:
                 nr = w.run(start, end, 0, of if r.part else None, None)
             nr.part, nr.jsonl_part = r.part, r.jsonl_part
-            lay.bounds[i] = (start, nr.first_frame)  # (an exact bound: the reconcile step may run it again)
+            # the record it walked to (not ``start``, a byte offset inside some record): an exact
+            # bound, as the reconcile step below may run the chunk again from there
+            lay.bounds[i] = found[0] if found else (start, nr.first_frame)
             results[i] = nr
         # Reconcile ESN state and IP fragments across chunks (see module docstring).
         seeds: dict = {}
