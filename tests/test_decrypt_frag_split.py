@@ -95,6 +95,24 @@ def test_split_run_equals_one_process(tmp_path: Path, monkeypatch, jobs: int, pe
     assert _outcome(s2, load_keystore(KEYS), [str(KEYS)]) == _outcome(s1, load_keystore(KEYS), [str(KEYS)]) == 0
 
 
+@pytest.mark.parametrize(("cap", "keys"), [
+    ("ipv6-ext/ipv6-ext-esp.pcap", "ipv6-ext/ipv6-ext-esp.keys.json"),  # 5 of 6 decrypted at -j 2 before
+    ("ah/ah-frag.pcap", "ah/ah-frag.keys.json"),
+    ("ah/ah-frag-options.pcap", "ah/ah-v4.keys.json"),  # options in the first fragment only; last first
+])
+def test_other_fragmented_captures_split_a_frame_a_chunk(tmp_path: Path, monkeypatch, cap: str, keys: str) -> None:
+    monkeypatch.setattr(engine, "CHUNK_MIN_BYTES", 1)
+    monkeypatch.setattr(engine, "MAX_CHUNKS_PER_JOB", 8)
+    got = []
+    for jobs in (1, 2):
+        out, jl = tmp_path / f"{jobs}.pcapng", tmp_path / f"{jobs}.jsonl"
+        s = engine.run(DATA / cap, load_keystore(DATA / keys), out=str(out), jsonl_out=str(jl),
+                       opts=engine.Options(keep_other=True), jobs=jobs, parallel_min_bytes=0, mark_every=1)
+        got.append((out.read_bytes(), jl.read_bytes(), s.decrypted, s.ah_verified, s.other, s.kept))
+    assert got[1] == got[0]
+    assert got[0][2] + got[0][3] > 0
+
+
 def _frames() -> list:
     with open_capture(CAP) as r:
         return list(r)
