@@ -40,7 +40,9 @@ fragments joins one, nothing given up differently), else the chunk is processed 
 decoder seeded with them, so a datagram is decrypted where its last fragment is and every frame
 counted once, as in a sequential run (tests/test_decrypt_frag_split.py). Datagrams still
 incomplete when the capture ends are left as one process leaves them: each fragment was an
-"other" frame (kept as captured under --keep-other) and no datagram is reported.
+"other" frame (kept as captured under --keep-other) and no datagram is reported. The price: a
+chunk that starts inside a datagram is processed twice (ESP fragmented throughout, 60k datagrams
+in 2 fragments each, -j 4 with one bound inside a datagram: 1.86 -> 2.30 s CPU).
 """
 
 from __future__ import annotations
