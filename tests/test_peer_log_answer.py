@@ -5,13 +5,16 @@ the exchange by the message ID of the "parsed ... response" line before them.
 
 Real data: tests/data/rfc-violations/*.log, written by its make.py from the samples' charon-left.log
 (strongSwan 5.9.8) the captures' messages came from, with the lines charon adds at the refusal;
-times, thread numbers, SPIs and message IDs are the capture's.
+times, thread numbers, SPIs and message IDs are the capture's, and each log's capture holds what
+that initiator sent after the line, no more, no less (test_each_log_sent_and_received_its_capture).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,11 +65,40 @@ def test_ikev2_ike_sa_init_refusal_is_quoted_from_the_initiators_log() -> None:
     assert bare["evidence_log"] == [] and "log says" not in bare["explanation"]
 
 
+# each log and the capture it was written for (make.py): the capture ends as that initiator's traffic did
+PAIRS = ("ikev2-init-answer-not-offered.pcap", "ikev1-mm-answer-auth-goes-on.pcap", "ikev1-qm-answer-key-length-refused.pcap")
+
+
+def _tshark(name: str, *fields: str, keys: Path | None = None) -> list[list[str]]:
+    env = dict(os.environ, WIRESHARK_CONFIG_DIR=str(keys)) if keys else None
+    out = subprocess.run(["tshark", "-r", str(DATA / name), "-T", "fields", *(a for f in fields for a in ("-e", f))],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def test_each_log_sent_and_received_its_capture() -> None:
+    # charon's "sending packet"/"received packet" lines (the ISAKMP message's size, without the
+    # RFC 3948 marker) are the capture's IKE frames one for one, in order: nothing the initiator
+    # sent after its check is missing from the capture, nothing in it was not sent (tshark as oracle)
+    for name in PAIRS:
+        logged = [("198.18.0.1" if way == "sending" else "198.18.0.2", size) for way, size in re.findall(
+            r"(sending|received) packet: from \S+ to \S+ \((\d+) bytes\)", _log(name).read_text())]
+        assert logged == [(src, size) for _n, src, size in _tshark(name, "frame.number", "ip.src", "isakmp.length")], name
+
+
 def test_quick_mode_refusal_binds_to_its_exchange_by_message_id(tmp_path: Path) -> None:
-    name = "ikev1-qm-answer-key-length.pcap"
+    # the initiator refused Quick Mode 2: no QM3 (quick_mode.c send_notify flushes the task) but an
+    # INFORMATIONAL with NO-PROPOSAL-CHOSEN for its ESP SPI, as its log says it generated
+    name = "ikev1-qm-answer-key-length-refused.pcap"
+    last = _tshark(name, "frame.number", "ip.src", "isakmp.exchangetype", "isakmp.messageid", "isakmp.notify.msgtype",
+                   "isakmp.spi", keys=SAMPLES / "ikev1-dead-peer" / "keys")
+    assert [r[2] for r in last] == ["2"] * 6 + ["32", "32", "5"]  # no QM3
+    assert last[-1] == ["9", "198.18.0.1", "5", "0x4e3b2f19", "14", "5b62d3f3"]
+    assert "generating INFORMATIONAL_V1 request 1312501529 [ HASH N(NO_PROP) ]" in _log(name).read_text()
     f = _finding(name, _log(name))
-    assert f["sa"] == "child:1" and f["severity"] == "error"
-    assert "(ikev1-qm-answer-key-length.log:252: \"no matching proposal found\")" in f["explanation"]
+    # no ESP on the CHILD SA: nothing shows the initiator using it, so error (the rule's own logic)
+    assert f["sa"] == "child:1" and f["severity"] == "error" and "yet" not in f["explanation"]
+    assert ("(ikev1-qm-answer-key-length-refused.log:252: \"no matching proposal found\").") in f["explanation"]
     (check,) = [e for e in f["evidence_log"] if e["kind"] == "answer_check"]
     assert check["data"] == {"check": "proposal", "about": "child", "exchange": "QUICK_MODE", "msg_id": 583681893}
     assert check["ike_sa"] == "3fae74a30fefb9b9_e99e61364b0b6013" and check["time"] == "2026-11-25T23:35:50.773"
@@ -80,10 +112,12 @@ def test_quick_mode_refusal_binds_to_its_exchange_by_message_id(tmp_path: Path) 
 
 
 def test_main_mode_auth_method_line_is_quoted() -> None:
-    name = "ikev1-mm-answer-auth.pcap"
+    # main_mode.c goes on after this line (NEED_MORE): its capture holds the Main Mode 3 it sent
+    name = "ikev1-mm-answer-auth-goes-on.pcap"
+    assert [r[1:] for r in _tshark(name, "frame.number", "ip.src", "isakmp.exchangetype")][-1] == ["198.18.0.1", "2"]
     f = _finding(name, _log(name))
     assert f["severity"] == "error"  # the line says strongSwan went on with its own method, not that it failed
-    assert ("198.18.0.1's log (ikev1-mm-answer-auth.log:51): \"received RSA signature authentication, but "
+    assert ("198.18.0.1's log (ikev1-mm-answer-auth-goes-on.log:51): \"received RSA signature authentication, but "
             "configured pre-shared key, continue with configured\".") in f["explanation"]
     (e,) = f["evidence_log"]
     assert e["data"] == {"check": "auth", "about": "ike", "exchange": "ID_PROT", "msg_id": 0,
@@ -137,7 +171,7 @@ def test_tui_finding_detail_quotes_the_log() -> None:
 
 
 def test_session_api_carries_the_evidence() -> None:
-    name = "ikev1-qm-answer-key-length.pcap"
+    name = "ikev1-qm-answer-key-length-refused.pcap"
     s = Session()
     s.add_key_files([str(_log(name))])
     s.load(str(DATA / name))
