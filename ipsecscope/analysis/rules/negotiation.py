@@ -363,7 +363,17 @@ def _went_on(table: SaTable, sa, version: int) -> str | None:
             later = [x for x in sa.exchanges if x.exchange not in (2, 4)]
             if later:
                 return f"{sa.initiator} went on to {exchange_label(later[0], 1)} on it"
-            return f"{sa.initiator} finished {sa.mode} Mode with it" if sa.state == SaState.ESTABLISHED else None
+            if sa.state == SaState.ESTABLISHED:
+                return f"{sa.initiator} finished {sa.mode} Mode with it"
+            # Phase 1 is one exchange of 4-6 messages: an initiator that sends its next message
+            # (MM3 or AM3, not a copy of MM1) after the answer took it (RFC 2409 §5; strongSwan's
+            # main_mode.c goes on with NEED_MORE, one that refuses sends nothing further).
+            p1 = next((x for x in sa.exchanges if x.exchange in (2, 4)), None)
+            if p1 is not None and p1.response_frames and len(p1.request_frames) - p1.retransmits >= 2:
+                nxt = [f for f in p1.request_frames if f > p1.response_frames[0]]
+                if nxt:
+                    return f"{sa.initiator} sent its next {sa.mode} Mode message after the answer (frame {nxt[0]})"
+            return None
         later = [x for x in sa.exchanges if x.exchange != 34]  # beyond IKE_SA_INIT
         return f"{sa.initiator} went on to {exchange_label(later[0], 2)} on it" if later else None
     sent = {f.spi for f in table.child_flows.get(sa.id, ()) if f.packets}
