@@ -139,6 +139,52 @@ def _last_transform_flag(value: int):
     return edit
 
 
+def _transforms(b: Body) -> list[Body]:
+    """The first proposal's transforms (as on the wire)."""
+    off, end, out = 8 + b[6], struct.unpack_from("!H", b, 2)[0], []
+    while off < end:
+        ln = struct.unpack_from("!H", b, off + 2)[0]
+        out.append(Body(b[off:off + ln]))
+        off += ln
+    return out
+
+
+def _proposal(b: Body, num: int, transforms: list[Body], more: int = 0) -> Body:
+    """The first proposal of SA body ``b`` numbered ``num`` with ``transforms`` (Last Substruc,
+    count and length follow)."""
+    for i, t in enumerate(transforms):
+        t[0] = 3 if i < len(transforms) - 1 else 0
+    head = Body(b[:8 + b[6]])
+    head[0], head[4], head[7] = more, num, len(transforms)
+    out = head + b"".join(transforms)
+    struct.pack_into("!H", out, 2, len(out))
+    return out
+
+
+def _drop_type(ttype: int, num: int | None = None):
+    """The SA's one proposal without its transforms of ``ttype`` (renumbered ``num``)."""
+    def edit(b: Body) -> Body:
+        return _proposal(b, num or b[4], [t for t in _transforms(b) if t[4] != ttype])
+    return edit
+
+
+def _dh_only_first(b: Body) -> Body:
+    """A proposal 1 carrying the D-H transform alone before the SA's own, now numbered 2: what
+    a public capture's initiator sent (vpandian/sgw capture.pcap frame 1)."""
+    return (_proposal(b, 1, [t for t in _transforms(b) if t[4] == 4], more=2)
+            + _proposal(b, 2, _transforms(b)))
+
+
+def _encr_id(tid: int):
+    def edit(b: Body) -> Body:
+        ts = _transforms(b)
+        for t in ts:
+            if t[4] == 1:
+                struct.pack_into("!H", t, 6, tid)
+        return _proposal(b, b[4], ts)
+    return edit
+
+
 # name: (frame, how, reason in the malformed note)
 MUTATIONS = {
     "proposal-numbered-2-in-offer": (1, lambda f: _clear(f, SA, _set(4, 2)),
@@ -184,6 +230,19 @@ MUTATIONS = {
                                           "takes 0 (RFC 7383 §2.3)"),
     "set-window-size-2": (3, lambda f: _sealed(f, N, _as_notify(16385, b"\x00\x02")),
                           "SET_WINDOW_SIZE data is 2 bytes, a window size takes 4 (RFC 7296 §2.3)"),
+    # RFC 7296 §3.3.3: the transform types a proposal of each protocol carries, offer and answer
+    "dh-only-proposal": (1, lambda f: _clear(f, SA, _dh_only_first),
+                         "payload 1 (SA): proposal 1 IKE has no ENCR or PRF transform; an IKE proposal carries "
+                         "ENCR, PRF, D-H and INTEG unless its cipher is AEAD (RFC 7296 §3.3.3, RFC 5282 §8)"),
+    "answer-no-prf": (2, lambda f: _clear(f, SA, _drop_type(2)), "proposal 1 IKE has no PRF transform"),
+    "offer-no-dh": (1, lambda f: _clear(f, SA, _drop_type(4)), "proposal 1 IKE has no D-H transform"),
+    "offer-cbc-no-integ": (1, lambda f: _clear(f, SA, _encr_id(12)), "proposal 1 IKE has no INTEG transform"),
+    "sk-esp-offer-no-esn": (3, lambda f: _sealed(f, SA, _drop_type(5)),
+                            "encrypted payloads: payload 5 (SA): proposal 1 ESP has no ESN transform; an ESP "
+                            "proposal carries ENCR, ESN and INTEG unless its cipher is AEAD (RFC 7296 §3.3.3"),
+    "sk-esp-answer-no-encr": (4, lambda f: _sealed(f, SA, _drop_type(1)), "proposal 1 ESP has no ENCR transform"),
+    "sk-esp-answer-cbc-no-integ": (4, lambda f: _sealed(f, SA, _encr_id(12)),
+                                   "proposal 1 ESP has no INTEG transform"),
     "cookie2-4": (3, lambda f: _sealed(f, N, _as_notify(16401, b"\x01" * 4)),
                   "COOKIE2 data is 4 bytes, a COOKIE2 takes 8 to 64 (RFC 4555 §4.2.5)"),
 }
@@ -196,6 +255,9 @@ SOUND = {
     "answer-numbered-2": (2, lambda f: _clear(f, SA, _set(4, 2))),
     "sk-answer-numbered-2": (4, lambda f: _sealed(f, SA, _set(4, 2))),
     "sk-offer-proposals-1-2": (3, lambda f: _sealed(f, SA, _second_proposal(2))),
+    # an AEAD cipher needs no INTEG (healthy-gcm's own proposals); a private-use cipher might be one
+    "sk-esp-offer-private-encr": (3, lambda f: _sealed(f, SA, _encr_id(1024))),
+    "offer-ccm-no-integ": (1, lambda f: _clear(f, SA, _encr_id(16))),
     "set-window-size-4": (3, lambda f: _sealed(f, N, _as_notify(16385, b"\x00\x00\x00\x05"))),
     "cookie2-8": (3, lambda f: _sealed(f, N, _as_notify(16401, b"\x01" * 8))),
     # no RFC rule on their data: MOBIKE_SUPPORTED's "MUST be ignored" when received (RFC 4555

@@ -32,6 +32,16 @@ EXPECTED = {  # file: (keys, {frame: words of its malformed note})
     "ikev2-notify-data.pcap": (V2_KEYS, {
         1: "IKEV2_FRAGMENTATION_SUPPORTED data is 2 bytes, IKEV2_FRAGMENTATION_SUPPORTED takes 0 (RFC 7383 §2.3)",
         3: "encrypted payloads: payload 2 (N): SET_WINDOW_SIZE data is 2 bytes, a window size takes 4 (RFC 7296 §2.3)"}),
+    # RFC 7296 §3.3.3 mandatory transform types, offer and answer (a public capture's initiator sent
+    # a proposal 1 with D-H alone: vpandian/sgw capture.pcap frame 1)
+    "ikev2-init-proposal-dh-only.pcap": (V2_KEYS, {
+        1: "payload 1 (SA): proposal 1 IKE has no ENCR or PRF transform; an IKE proposal carries ENCR, PRF, D-H "
+           "and INTEG unless its cipher is AEAD (RFC 7296 §3.3.3, RFC 5282 §8)",
+        2: "payload 1 (SA): proposal 2 IKE has no PRF transform; an IKE proposal carries ENCR, PRF, D-H"}),
+    "ikev2-auth-esp-no-esn.pcap": (V2_KEYS, {
+        3: "encrypted payloads: payload 5 (SA): proposal 1 ESP has no ESN transform; an ESP proposal carries "
+           "ENCR, ESN and INTEG unless its cipher is AEAD (RFC 7296 §3.3.3, RFC 5282 §8)",
+        4: "encrypted payloads: payload 3 (SA): proposal 1 ESP has no ESN transform"}),
     "ikev1-quick-mode.pcap": (V1_KEYS, {
         7: "payload 3 (NONCE): nonce of 4 bytes; RFC 2409 §5 takes 8 to 256",
         8: "payload 2 (SA): proposal 1 PROTO_IPSEC_ESP SPI size 0; AH and ESP SPIs are 4 bytes"}),
@@ -80,7 +90,8 @@ def test_tshark_counts_the_same_frames(name: str) -> None:
 
 
 @needs_tshark
-@pytest.mark.parametrize("name", ["ikev2-auth-offer-numbered-2.pcap", "ikev2-notify-data.pcap", "ikev2-auth-ts-reversed.pcap"])
+@pytest.mark.parametrize("name", ["ikev2-auth-offer-numbered-2.pcap", "ikev2-notify-data.pcap", "ikev2-auth-ts-reversed.pcap",
+                                  "ikev2-auth-esp-no-esn.pcap"])
 def test_tshark_decrypts_the_resealed_messages(name: str) -> None:
     """The IKE_AUTH messages re-encrypted with healthy-gcm's SK keys: tshark, with the sample's key
     table, verifies both ICVs; inside the offer it reads the one proposal numbered 2 (the answer,
@@ -98,3 +109,5 @@ def test_tshark_decrypts_the_resealed_messages(name: str) -> None:
         assert [rows[f][0] for f in (1, 2, 3, 4)] == ["1", "1", "2", "1"]
     if name == "ikev2-notify-data.pcap":
         assert rows[3][1].split(",")[0] == "16385" and "16430" in rows[1][1].split(",")
+    if name == "ikev2-auth-esp-no-esn.pcap":  # offer and answer: ESP with its ENCR transform alone
+        assert text.count("Proposal transforms: 1") == 2 and "Extended Sequence Numbers (ESN)" not in text

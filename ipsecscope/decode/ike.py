@@ -251,10 +251,42 @@ def _sa(ptype: int, critical: bool, body: bytes) -> SaPayload:
     if (len(nums) > 1 and nums != list(range(1, len(nums) + 1))) or 0 in nums:
         faults.insert(0, f"proposals numbered {', '.join(map(str, nums))}; an offer numbers them 1, 2, … "
                          "(RFC 7296 §3.3.1)")
+    faults.extend(f for f in map(_missing_transforms, proposals) if f)
     sa = SaPayload(ptype, critical, tuple(proposals))
     if faults:
         raise Flawed(sa, faults[0])
     return sa
+
+
+_T = iana.TransformType
+# RFC 7296 §3.3.3: the transform types each protocol's proposal carries (offer and answer alike:
+# the accepted proposal holds one of each type offered). INTEG is left out with a combined-mode
+# (AEAD) cipher (RFC 5282 §8, RFC 7296 §3.3), so it is checked apart; D-H is optional for AH/ESP.
+_MANDATORY = {_P.IKE: (_T.ENCR, _T.PRF, _T.KE), _P.ESP: (_T.ENCR, _T.ESN), _P.AH: (_T.INTEG, _T.ESN)}
+_MANDATORY_TEXT = {_P.IKE: "ENCR, PRF, D-H and INTEG unless its cipher is AEAD (RFC 7296 §3.3.3, RFC 5282 §8)",
+                   _P.ESP: "ENCR, ESN and INTEG unless its cipher is AEAD (RFC 7296 §3.3.3, RFC 5282 §8)",
+                   _P.AH: "INTEG and ESN (RFC 7296 §3.3.3)"}
+# ENCR IDs known to be plain ciphers (need INTEG beside them); any other ID (AEAD, private use,
+# unassigned) might be combined mode, so a proposal with one is not told it lacks INTEG.
+_PLAIN_ENCR = frozenset((1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 23, 24))
+
+
+def _missing_transforms(p: Proposal) -> str | None:
+    """What RFC 7296 §3.3.3 requires of a proposal of ``p.protocol`` that it lacks, as a fault."""
+    need = _MANDATORY.get(p.protocol)  # type: ignore[call-overload]
+    if need is None:  # Fibre Channel (RFC 4595), private use: their own rules
+        return None
+    types = {t.type for t in p.transforms}
+    missing = [t for t in need if t not in types]
+    encr = [t.id for t in p.transforms if t.type == _T.ENCR]
+    if p.protocol != _P.AH and encr and _T.INTEG not in types and all(i in _PLAIN_ENCR for i in encr):
+        missing.insert(1, _T.INTEG)
+    if not missing:
+        return None
+    names = ["D-H" if t == _T.KE else _T(t).name for t in missing]
+    text = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+    return (f"proposal {p.num} {_P(p.protocol).name} has no {text} transform; "
+            f"an {_P(p.protocol).name} proposal carries {_MANDATORY_TEXT[p.protocol]}")
 
 
 def _sa_header_fault(hdr: IkeHeader, payloads: tuple[AnyPayload, ...]) -> str | None:

@@ -178,6 +178,10 @@ def main() -> None:
     _v2("ikev2-auth-ts-reversed.pcap", 4, {4: m["ts-ports-reversed"][1]})
     _v2("ikev2-auth-offer-numbered-2.pcap", 4, {3: m["sk-offer-numbered-2"][1]})
     _v2("ikev2-notify-data.pcap", 4, {1: m["fragmentation-supported-with-data"][1], 3: m["set-window-size-2"][1]})
+    _v2("ikev2-init-proposal-dh-only.pcap", 2, {1: m["dh-only-proposal"][1],
+                                                 2: lambda f: v2._clear(f, v2.SA, v2._drop_type(2, num=2))})
+    _v2("ikev2-auth-esp-no-esn.pcap", 4, {3: m["sk-esp-offer-no-esn"][1], 4: lambda f: v2._sealed(
+        f, v2.SA, v2._drop_type(5))})
     for name, (last, edits) in answers.ANSWERS.items():
         _v2(name, last, edits)
     for name in answers_v1.ANSWERS:
