@@ -185,6 +185,36 @@ def _encr_id(tid: int):
     return edit
 
 
+def _transform(ttype: int, tid: int, attrs: bytes = b"") -> Body:
+    """One transform substructure (RFC 7296 §3.3.2); _proposal sets its Last Substruc."""
+    return Body(struct.pack("!BBHBBH", 0, 0, 8 + len(attrs), ttype, 0, tid) + attrs)
+
+
+AES256 = struct.pack("!HH", 0x8000 | 14, 256)  # Key Length attribute (RFC 7296 §3.3.5)
+
+
+def _add(*transforms: tuple) -> Callable[[Body], Body]:
+    """The SA's one proposal with ``transforms`` ((type, id[, attrs]) each) after its own."""
+    def edit(b: Body) -> Body:
+        return _proposal(b, b[4], _transforms(b) + [_transform(*t) for t in transforms])
+    return edit
+
+
+def _ah_proposals(*answer: bool) -> Callable[[Body], Body]:
+    """The ESP proposal turned into AH (its SPI kept): proposal 1 with INTEG HMAC-SHA2-256-128 and
+    the ESP proposal's ESN transform, as an AH proposal carries (RFC 7296 §3.3.3); an offer adds a
+    proposal 2 with the ESN transform alone."""
+    def edit(b: Body) -> Body:
+        esn = [t for t in _transforms(b) if t[4] == 5]
+        props = [_proposal(b, 1, [_transform(3, 12), *esn], more=0 if answer else 2)]
+        if not answer:
+            props.append(_proposal(b, 2, [Body(t) for t in esn]))
+        for pr in props:
+            pr[5] = 2  # protocol AH
+        return Body(b"".join(props))
+    return edit
+
+
 # name: (frame, how, reason in the malformed note)
 MUTATIONS = {
     "proposal-numbered-2-in-offer": (1, lambda f: _clear(f, SA, _set(4, 2)),
@@ -243,6 +273,32 @@ MUTATIONS = {
     "sk-esp-answer-no-encr": (4, lambda f: _sealed(f, SA, _drop_type(1)), "proposal 1 ESP has no ENCR transform"),
     "sk-esp-answer-cbc-no-integ": (4, lambda f: _sealed(f, SA, _encr_id(12)),
                                    "proposal 1 ESP has no INTEG transform"),
+    # RFC 5282 §8 / RFC 7296 §3.3: a proposal whose ciphers are all AEAD proposes no INTEG (or NONE)
+    "offer-aead-with-integ": (1, lambda f: _clear(f, SA, _add((3, 12))),
+                              "payload 1 (SA): proposal 1 IKE has AUTH_HMAC_SHA2_256_128 beside its AEAD cipher "
+                              "ENCR_AES_GCM_16; a proposal whose ciphers are all AEAD carries no INTEG transform, "
+                              "or INTEG NONE (RFC 5282 §8, RFC 7296 §3.3)"),
+    "answer-aead-with-integ": (2, lambda f: _clear(f, SA, _add((3, 2))),
+                               "proposal 1 IKE has AUTH_HMAC_SHA1_96 beside its AEAD cipher ENCR_AES_GCM_16"),
+    "sk-esp-offer-aead-with-integ": (3, lambda f: _sealed(f, SA, _add((3, 12), (3, 0))),
+                                     "encrypted payloads: payload 5 (SA): proposal 1 ESP has AUTH_HMAC_SHA2_256_128 "
+                                     "beside its AEAD cipher ENCR_AES_GCM_16"),
+    "sk-esp-offer-chacha-with-integ": (3, lambda f: _sealed(f, SA, lambda b: _add((3, 12))(_encr_id(28)(b))),
+                                       "proposal 1 ESP has AUTH_HMAC_SHA2_256_128 beside its AEAD cipher "
+                                       "ENCR_CHACHA20_POLY1305"),
+    "sk-esp-answer-aead-with-integ": (4, lambda f: _sealed(f, SA, _add((3, 12))),
+                                      "payload 3 (SA): proposal 1 ESP has AUTH_HMAC_SHA2_256_128 beside its AEAD"),
+    # an answer is one choice (RFC 7296 §2.7): AEAD selected with INTEG, even beside a plain cipher
+    "answer-aead-cbc-with-integ": (2, lambda f: _clear(f, SA, _add((1, 12, AES256), (3, 12))),
+                                   "payload 1 (SA): proposal 1 IKE: the answer selects AUTH_HMAC_SHA2_256_128 with "
+                                   "AEAD cipher ENCR_AES_GCM_16; an SA with an AEAD cipher has no integrity algorithm "
+                                   "selected (RFC 5282 §8)"),
+    "sk-esp-answer-aead-cbc-with-integ": (4, lambda f: _sealed(f, SA, _add((1, 12, AES256), (3, 12))),
+                                          "proposal 1 ESP: the answer selects AUTH_HMAC_SHA2_256_128 with AEAD"),
+    # the AH branch of RFC 7296 §3.3.3 (AH: INTEG and ESN); proposal 1 beside it is right
+    "sk-ah-offer-no-integ": (3, lambda f: _sealed(f, SA, _ah_proposals()),
+                             "encrypted payloads: payload 5 (SA): proposal 2 AH has no INTEG transform; an AH proposal "
+                             "carries INTEG and ESN (RFC 7296 §3.3.3)"),
     "cookie2-4": (3, lambda f: _sealed(f, N, _as_notify(16401, b"\x01" * 4)),
                   "COOKIE2 data is 4 bytes, a COOKIE2 takes 8 to 64 (RFC 4555 §4.2.5)"),
 }
@@ -258,6 +314,14 @@ SOUND = {
     # an AEAD cipher needs no INTEG (healthy-gcm's own proposals); a private-use cipher might be one
     "sk-esp-offer-private-encr": (3, lambda f: _sealed(f, SA, _encr_id(1024))),
     "offer-ccm-no-integ": (1, lambda f: _clear(f, SA, _encr_id(16))),
+    # a single INTEG NONE beside AEAD (RFC 7296 §3.3); an offer mixing AEAD and plain ciphers with
+    # INTEG: two proposals are asked for in prose only, RFC 5282 §8 forbids INTEG when all are AEAD
+    "offer-aead-integ-none": (1, lambda f: _clear(f, SA, _add((3, 0)))),
+    "offer-aead-cbc-with-integ": (1, lambda f: _clear(f, SA, _add((1, 12, AES256), (3, 12)))),
+    "sk-esp-offer-aead-cbc-with-integ": (3, lambda f: _sealed(f, SA, _add((1, 12, AES256), (3, 12)))),
+    "sk-esp-answer-aead-integ-none": (4, lambda f: _sealed(f, SA, _add((3, 0)))),
+    # AH with INTEG and ESN, offer and answer
+    "sk-ah-answer": (4, lambda f: _sealed(f, SA, _ah_proposals(True))),
     "set-window-size-4": (3, lambda f: _sealed(f, N, _as_notify(16385, b"\x00\x00\x00\x05"))),
     "cookie2-8": (3, lambda f: _sealed(f, N, _as_notify(16401, b"\x01" * 8))),
     # no RFC rule on their data: MOBIKE_SUPPORTED's "MUST be ignored" when received (RFC 4555

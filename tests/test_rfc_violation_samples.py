@@ -42,6 +42,16 @@ EXPECTED = {  # file: (keys, {frame: words of its malformed note})
         3: "encrypted payloads: payload 5 (SA): proposal 1 ESP has no ESN transform; an ESP proposal carries "
            "ENCR, ESN and INTEG unless its cipher is AEAD (RFC 7296 §3.3.3, RFC 5282 §8)",
         4: "encrypted payloads: payload 3 (SA): proposal 1 ESP has no ESN transform"}),
+    # RFC 7296 §3.3.3's AH branch: an AH offer's proposal 2 without INTEG (proposal 1 and the answer
+    # carry INTEG and ESN, and stay clean)
+    "ikev2-auth-ah-no-integ.pcap": (V2_KEYS, {
+        3: "encrypted payloads: payload 5 (SA): proposal 2 AH has no INTEG transform; an AH proposal carries "
+           "INTEG and ESN (RFC 7296 §3.3.3)"}),
+    # RFC 5282 §8, RFC 7296 §3.3: INTEG beside an AEAD cipher alone, offer and answer
+    "ikev2-init-aead-with-integ.pcap": (V2_KEYS, {
+        1: "payload 1 (SA): proposal 1 IKE has AUTH_HMAC_SHA2_256_128 beside its AEAD cipher ENCR_AES_GCM_16; a "
+           "proposal whose ciphers are all AEAD carries no INTEG transform, or INTEG NONE (RFC 5282 §8, RFC 7296 §3.3)",
+        2: "payload 1 (SA): proposal 1 IKE has AUTH_HMAC_SHA2_256_128 beside its AEAD cipher ENCR_AES_GCM_16"}),
     "ikev1-quick-mode.pcap": (V1_KEYS, {
         7: "payload 3 (NONCE): nonce of 4 bytes; RFC 2409 §5 takes 8 to 256",
         8: "payload 2 (SA): proposal 1 PROTO_IPSEC_ESP SPI size 0; AH and ESP SPIs are 4 bytes"}),
@@ -91,7 +101,7 @@ def test_tshark_counts_the_same_frames(name: str) -> None:
 
 @needs_tshark
 @pytest.mark.parametrize("name", ["ikev2-auth-offer-numbered-2.pcap", "ikev2-notify-data.pcap", "ikev2-auth-ts-reversed.pcap",
-                                  "ikev2-auth-esp-no-esn.pcap"])
+                                  "ikev2-auth-esp-no-esn.pcap", "ikev2-auth-ah-no-integ.pcap"])
 def test_tshark_decrypts_the_resealed_messages(name: str) -> None:
     """The IKE_AUTH messages re-encrypted with healthy-gcm's SK keys: tshark, with the sample's key
     table, verifies both ICVs; inside the offer it reads the one proposal numbered 2 (the answer,
@@ -111,3 +121,6 @@ def test_tshark_decrypts_the_resealed_messages(name: str) -> None:
         assert rows[3][1].split(",")[0] == "16385" and "16430" in rows[1][1].split(",")
     if name == "ikev2-auth-esp-no-esn.pcap":  # offer and answer: ESP with its ENCR transform alone
         assert text.count("Proposal transforms: 1") == 2 and "Extended Sequence Numbers (ESN)" not in text
+    if name == "ikev2-auth-ah-no-integ.pcap":  # offer: AH 1 INTEG+ESN, AH 2 ESN alone; answer: AH 1
+        assert [rows[f][0] for f in (3, 4)] == ["1,2", "1"]
+        assert text.count("Protocol ID: AH (2)") == 3 and text.count("Transform ID (INTEG): AUTH_HMAC_SHA2_256_128") == 2

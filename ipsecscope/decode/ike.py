@@ -252,6 +252,7 @@ def _sa(ptype: int, critical: bool, body: bytes) -> SaPayload:
         faults.insert(0, f"proposals numbered {', '.join(map(str, nums))}; an offer numbers them 1, 2, … "
                          "(RFC 7296 §3.3.1)")
     faults.extend(f for f in map(_missing_transforms, proposals) if f)
+    faults.extend(f for f in map(_aead_with_integ, proposals) if f)
     sa = SaPayload(ptype, critical, tuple(proposals))
     if faults:
         raise Flawed(sa, faults[0])
@@ -289,6 +290,48 @@ def _missing_transforms(p: Proposal) -> str | None:
             f"an {_P(p.protocol).name} proposal carries {_MANDATORY_TEXT[p.protocol]}")
 
 
+# Combined-mode (AEAD) ciphers whose RFCs forbid an INTEG transform beside them: AES-CCM and AES-GCM
+# (RFC 5282 §8), ChaCha20-Poly1305 (RFC 7634 §4). RFC 7296 §3.3 says the same of any combined mode
+# ("MUST either offer no integrity algorithm or a single integrity algorithm of NONE"); the other
+# registry entries that may be one (AES-GMAC 21, Camellia-CCM 25-27) are left out, unchecked.
+_AEAD_ENCR = frozenset((14, 15, 16, 18, 19, 20, 28))
+
+
+def _integ_name(tid: int) -> str:
+    try:
+        return iana.IntegTransform(tid).name
+    except ValueError:
+        return f"INTEG {tid}"
+
+
+def _aead_integ(p: Proposal) -> tuple[list[int], list[int]]:
+    """``p``'s AEAD cipher IDs (``_AEAD_ENCR``) and INTEG IDs other than NONE; none for a protocol
+    other than IKE and ESP, the SAs RFC 5282 §8 speaks of (AH has no cipher, private use its own rules)."""
+    if p.protocol not in (_P.IKE, _P.ESP):
+        return [], []
+    return ([t.id for t in p.transforms if t.type == _T.ENCR and t.id in _AEAD_ENCR],
+            [t.id for t in p.transforms if t.type == _T.INTEG and t.id != 0])
+
+
+def _aead_with_integ(p: Proposal) -> str | None:
+    """A proposal (offer or answer) whose ciphers are all AEAD and that carries an INTEG transform
+    other than NONE, as a fault. RFC 5282 §8: "if all of the encryption algorithms in any proposal
+    are authenticated encryption algorithms, then the proposal MUST NOT propose any integrity
+    transforms"; RFC 7296 §3.3 (later) allows a single NONE. An offer that mixes AEAD and plain
+    ciphers with INTEG beside them is not flagged: RFC 7296 §3.3 asks for two proposals there only
+    in prose (lowercase "must", not RFC 2119), RFC 5282 §8 forbids INTEG only when every cipher is
+    AEAD, and a responder that picks the AEAD one selects no INTEG; its answer is checked apart
+    (``_sa_header_fault``)."""
+    encr = [t.id for t in p.transforms if t.type == _T.ENCR]
+    aead, integ = _aead_integ(p)
+    if not encr or len(aead) != len(encr) or not integ:
+        return None
+    return (f"proposal {p.num} {_P(p.protocol).name} has {', '.join(map(_integ_name, integ))} beside its AEAD "
+            f"{'cipher' if len(aead) == 1 else 'ciphers'} {', '.join(iana.EncrTransform(i).name for i in aead)}; "
+            "a proposal whose ciphers are all AEAD carries no INTEG transform, or INTEG NONE "
+            "(RFC 5282 §8, RFC 7296 §3.3)")
+
+
 def _sa_header_fault(hdr: IkeHeader, payloads: tuple[AnyPayload, ...]) -> str | None:
     """SA rules that need the header's Response flag or exchange, for the payloads of a message
     (clear text, or SK's once decrypted: ``parse_payload_chain(header=)``): an offer (a request)
@@ -304,6 +347,18 @@ def _sa_header_fault(hdr: IkeHeader, payloads: tuple[AnyPayload, ...]) -> str | 
         if hdr.is_response and len(p.proposals) > 1:
             return (f"payload {i} (SA): an answer carries {len(p.proposals)} proposals; the responder accepts a "
                     "single one (RFC 7296 §2.7)")
+        if hdr.is_response:
+            # RFC 5282 §8: "when an authenticated encryption algorithm is selected as the encryption
+            # algorithm for any SA (IKE or ESP), an integrity algorithm MUST NOT be selected for that SA";
+            # an answer whose ciphers are all AEAD is told so by _sa already, this is the answer that
+            # also (wrongly) holds a second, plain cipher
+            pr = p.proposals[0]
+            aead, integ = _aead_integ(pr)
+            if aead and integ:
+                return (f"payload {i} (SA): proposal {pr.num} {_P(pr.protocol).name}: the answer selects "
+                        f"{', '.join(map(_integ_name, integ))} with AEAD cipher "
+                        f"{iana.EncrTransform(aead[0]).name}; an SA with an AEAD cipher has no integrity "
+                        "algorithm selected (RFC 5282 §8)")
         if hdr.exchange == iana.ExchangeType.IKE_SA_INIT:
             for pr in p.proposals:
                 if pr.protocol == _P.IKE and pr.spi:

@@ -182,6 +182,10 @@ def main() -> None:
                                                  2: lambda f: v2._clear(f, v2.SA, v2._drop_type(2, num=2))})
     _v2("ikev2-auth-esp-no-esn.pcap", 4, {3: m["sk-esp-offer-no-esn"][1], 4: lambda f: v2._sealed(
         f, v2.SA, v2._drop_type(5))})
+    _v2("ikev2-auth-ah-no-integ.pcap", 4, {3: m["sk-ah-offer-no-integ"][1], 4: lambda f: v2._sealed(
+        f, v2.SA, v2._ah_proposals(True))})
+    _v2("ikev2-init-aead-with-integ.pcap", 2, {1: m["offer-aead-with-integ"][1],
+                                                2: lambda f: v2._clear(f, v2.SA, v2._add((3, 12)))})
     for name, (last, edits) in answers.ANSWERS.items():
         _v2(name, last, edits)
     for name in answers_v1.ANSWERS:
