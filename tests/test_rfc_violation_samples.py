@@ -124,3 +124,15 @@ def test_tshark_decrypts_the_resealed_messages(name: str) -> None:
     if name == "ikev2-auth-ah-no-integ.pcap":  # offer: AH 1 INTEG+ESN, AH 2 ESN alone; answer: AH 1
         assert [rows[f][0] for f in (3, 4)] == ["1,2", "1"]
         assert text.count("Protocol ID: AH (2)") == 3 and text.count("Transform ID (INTEG): AUTH_HMAC_SHA2_256_128") == 2
+
+
+def test_public_capture_offering_integ_beside_aead() -> None:
+    """packetgen-plugin-ipsec's ikev2.pcapng (tests/data/packetgen): its initiator offers AES-GCM-16
+    alone with AUTH_HMAC_SHA2_256_128 beside it, which RFC 5282 §8 forbids; the responder's answer
+    selects no INTEG (as §8 asks of a selection) and stays clean."""
+    rows = {json.loads(x)["frame"]: json.loads(x)
+            for x in _cli("packets", "--json", DATA / "packetgen" / "ikev2.pcapng").splitlines()}
+    assert rows[1]["status"] == "malformed" and (
+        "payload 1 (SA): proposal 1 IKE has AUTH_HMAC_SHA2_256_128 beside its AEAD cipher ENCR_AES_GCM_16"
+        in rows[1]["info"])
+    assert [f for f, r in rows.items() if r["status"] == "malformed"] == [1]
