@@ -453,7 +453,13 @@ class Session(FrameViews):
             quoted = None
             link = ""  # a frame that is not IP at all: what it is ("ARP", "ethertype 0x88b5")
             if self.keep_rows:
-                link = self.inner.add_ip_frame(raw.index, raw.data, raw.linktype)  # its IP layer, for filters
+                ti = self.decoder.tunnel_inner
+                if ti is not None and ti[0] == raw.index:
+                    # inside a tunnel (GRE, IP in IP, VXLAN...): the innermost packet, whose hosts
+                    # tshark's Source/Destination show; the tunnels' headers are decoder.tunnels
+                    self.inner.add(raw.index, memoryview(ti[3])[ti[4]:], 4 if ti[2] == 4 else 41)
+                else:
+                    link = self.inner.add_ip_frame(raw.index, raw.data, raw.linktype)  # its IP layer, for filters
                 if err is not None and err.protocol == "ESP":  # the quoted ESP: a second inner record
                     from . import session_quoted
 

@@ -52,6 +52,7 @@ CAPTURES = {
     "rfc8229": (DATA / "rfc8229" / "ikev2-tcp.pcap", None),
     "tunnels/gre-key": (DATA / "tunnels" / "gre-key.pcap", None),
     "tunnels/vxlan": (DATA / "tunnels" / "vxlan.pcap", None),
+    "tunnels/plain-inside": (DATA / "tunnels" / "plain-inside.pcap", None),
     "ah-v4": (DATA / "ah" / "ah-v4.pcap", None),
     "ah-v6": (DATA / "ah" / "ah-v6.pcap", None),
     "ah-esp": (DATA / "ah" / "ah-esp.pcap", None),

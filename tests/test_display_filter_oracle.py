@@ -81,6 +81,26 @@ IKE_FILTERS = [
     "isakmp.notify.msgtype in {{1, 16388}} || (isakmp.version == 0x10 && icmp)",
 ]
 
+# Hosts talking inside GRE / IP in IP / ERSPAN / VXLAN / Geneve / GTP-U tunnels
+# (tests/data/tunnels/plain-inside.pcap): every IP header of the frame is an occurrence, the
+# tunnel's (198.51.100.1 -> .2, 2001:db8::a -> ::b) and the inner hosts' (10.1.0.5 <-> 10.2.0.7,
+# fd00:1::5 <-> fd00:2::7)
+TUNNEL_FILTERS = [
+    "ip.addr == 10.2.0.7",
+    "ip.src == 198.51.100.1 && icmp.type == 0",
+    "ip.src == 198.51.100.1 && ip.src == 10.1.0.5 && udp.dstport == 53",
+    "ipv6.src == 2001:db8::a && ip.dst == 10.2.0.7",
+    "ip.src == 198.51.100.0/24 && ipv6.dst == fd00:1::/64",
+    "ip.proto == 47 && tcp.flags.syn == 1",
+    "ip.proto == 4 || ipv6.nxt == 41",
+    "udp.dstport == 4789 && (icmp || dns || tcp)",
+    "udp.port == 2152 && icmpv6.type == 128",
+    "udp.dstport == 6081 && !ip.src == 10.0.0.0/8",
+    "ip.dst == 10.1.0.5 && !ip.src == 198.51.100.1",
+    "udp && !ip.proto == 17",
+    "tcp.port == 443 && ip.version == 6",
+]
+
 
 def _cases():
     for d in sorted(SAMPLES.iterdir()):
@@ -93,6 +113,9 @@ def _cases():
     for p in sorted((SAMPLES / "synthetic").glob("*.pcap")):
         # the esp_sa table: what both tools can be given (the JSON keys hold algorithms tshark lacks)
         yield pytest.param(p, None, p.with_suffix(".esp_sa"), id=f"synthetic/{p.stem}")
+    # no IPsec at all: any keys do for the command line
+    yield pytest.param(DATA / "tunnels" / "plain-inside.pcap", SAMPLES / "healthy-gcm" / "keys", None,
+                       id="tunnels/plain-inside")
 
 
 def _own_esp_inner(protos: str) -> bool:
@@ -161,7 +184,9 @@ def test_packets_select_what_tshark_selects(cap: Path, keydir: Path | None, esp_
     spi = next((d["spi"] for d in rows.values() if d["kind"] == "ESP" and d["inner"]), "0x00000001")
     compared = 0
     # A capture of IKE alone (a failed negotiation) gets the issue's filters; traffic gets them all.
-    templates = (FILTERS if ours_inner else FILTERS[:9] + FILTERS[-11:-9] + FILTERS[-1:]) + IKE_FILTERS
+    tunnels = cap.parent.name == "tunnels"
+    templates = (FILTERS if ours_inner or tunnels else FILTERS[:9] + FILTERS[-11:-9] + FILTERS[-1:]) + IKE_FILTERS
+    templates += TUNNEL_FILTERS if tunnels else []
     filters = [t.format(spi=spi) for t in templates]
     # Wireshark 4.0 spells the exchange type field isakmp.exchangetype (isakmp.exchtype later).
     *theirs, theirs_esp = _tshark_each(

@@ -102,13 +102,19 @@ class Decoder:
         # RFC 8229 rows, by frame (increasing): two flat arrays, 10 bytes a segment, bounded
         self.tcp_flag_frames = array("q")
         self.tcp_flags = array("H")
-        # frame -> the IP headers of the tunnels (GRE, IP in IP, VXLAN/Geneve) around its IPsec,
-        # outermost first, (version, src, dst, protocol, UDP sport, dport or 0, 0) each: rows name the IPsec peers inside, filters
-        # find the frame by the tunnel's addresses too (tshark's first ip.src is the outer one).
-        self.tunnels: dict[int, tuple[tuple[int, str, str, int, int, int], ...]] = {}
+        # frame -> the IP headers of the tunnels (GRE, IP in IP, VXLAN/Geneve, GTP-U) around the
+        # IP packet inside (IPsec or not), outermost first, (version, src, dst, protocol, UDP
+        # sport, dport or 0, 0) each: rows name the hosts inside, filters find the frame by the
+        # tunnel's addresses too (tshark's first ip.src is the outer one). Bounded (tunnel.py).
+        self.tunnels = tunnel.TunnelHops()
         # frame -> the extension headers of the tunnelled IPv6 header in front of its IPsec (the
         # row's own; v6_ext then holds the tunnel's outer header's), as v6_ext: few, bounded
         self.tunnel_v6_ext: dict[int, tuple[tuple[int, int], ...]] = {}
+        # the innermost IP packet the last tunnelled frame carried, as (frame, depth, version,
+        # bytes, offset of its IP header): where that packet is no IPsec the frame is an OTHER
+        # row, and the session records this packet for it (the hosts talking inside the tunnel,
+        # as tshark's columns and innermost fields show them; the tunnels' headers are .tunnels)
+        self.tunnel_inner: tuple[int, int, int, bytes, int] | None = None
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -245,10 +251,15 @@ class Decoder:
         if depth < tunnel.MAX_DEPTH and (proto in tunnel.TUNNEL_PROTOS or (
                 proto == 17 and len(payload) >= 4 and (payload[2] << 8 | payload[3]) in tunnel.UDP_TUNNEL_PORTS)):
             out = self._tunnel(raw, proto, payload, depth)
-            if out and len(self.tunnels) < V6_EXT_MAX:
-                ports = (payload[0] << 8 | payload[1], payload[2] << 8 | payload[3]) if proto == 17 else (0, 0)
-                hop = ((version, self._text(src), self._text(dst), proto, *ports),)
-                self.tunnels[raw.index] = hop + self.tunnels.get(raw.index, ())
+            ti = self.tunnel_inner
+            # (an IP packet inside, IPsec or not: tshark's ip.src of the frame is this header's too)
+            if out or (ti is not None and ti[0] == raw.index and ti[1] > depth):
+                if len(self.tunnels) < tunnel.MAX_HOP_FRAMES:
+                    ports = (payload[0] << 8 | payload[1], payload[2] << 8 | payload[3]) if proto == 17 else (0, 0)
+                    hop = ((version, self._text(src), self._text(dst), proto, *ports),)
+                    self.tunnels[raw.index] = hop + self.tunnels.get(raw.index, ())
+                else:
+                    self.stats["tunnel_unrecorded"] += 1
             return out
         if proto == 50:
             if len(payload) < 8:
@@ -285,6 +296,7 @@ class Decoder:
         ip = parse(payload, off, self.reassembler, raw.ts, snap_cut)
         if type(ip) is str:
             return [Malformed(raw.index, raw.ts, f"{ip} (inside a tunnel, IP protocol {proto})", "ip")]
+        self.tunnel_inner = (raw.index, depth + 1, ver, payload, off)
         if ver == 6 and type(ip) is tuple and payload[off + 6] != ip[3] and len(self.tunnel_v6_ext) < V6_EXT_MAX:
             chain = v6_header_chain(payload, off)
             if chain:

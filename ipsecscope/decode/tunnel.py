@@ -5,10 +5,15 @@ and traffic mirrored to an analyser arrives in ERSPAN (GRE), transparent Etherne
 GRE, VXLAN (cloud traffic mirroring) or Geneve (cloud gateway load balancers). In a mobile core
 every subscriber's packet crosses the backhaul in GTP-U (S1-U, N3): a phone's IMS signalling
 under ESP (3GPP TS 33.203) or its own VPN is IPsec inside GTP-U. tshark dissects the IPsec inside
-each; so does the decoder (``demux``), with this module telling where the inner IP header is. Pure offsets over bytes; the depth is bounded by the caller.
+each; so does the decoder (``demux``), with this module telling where the inner IP header is (pure offsets over bytes; the depth is bounded
+by the caller) and keeping the tunnels' headers of each frame for filters (``TunnelHops``).
 """
 
 from __future__ import annotations
+
+import bisect
+from array import array
+from collections.abc import Iterator, Mapping
 
 from . import link
 
@@ -26,6 +31,59 @@ GENEVE_PORT = 6081  # RFC 8926 §3.3
 GTPU_PORT = 2152  # 3GPP TS 29.281 §4.4.2.3: a G-PDU's destination port
 UDP_TUNNEL_PORTS = frozenset((VXLAN_PORT, GENEVE_PORT, GTPU_PORT))
 GTP_GPDU = 0xFF  # TS 29.281 §6.1: the message type that carries a user packet (T-PDU)
+# tunnelled frames whose tunnel headers are kept for filters (TunnelHops): 12 bytes each, so a
+# capture taken entirely through a mirror session (ERSPAN, VXLAN) keeps them for 4M frames
+MAX_HOP_FRAMES = 1 << 22
+
+Hop = tuple[int, str, str, int, int, int]  # (IP version, src, dst, protocol, UDP sport, dport or 0, 0)
+
+
+class TunnelHops(Mapping[int, tuple[Hop, ...]]):
+    """frame -> the IP headers of the tunnels around the packet inside it, outermost first (the
+    decoder's ``tunnels``): a packet inside a tunnel, IPsec or not, is found by filters on these
+    headers too, as tshark's repeated ip.src / ip.proto / udp.port occurrences are. Frames come in
+    increasing order (the last one may be set again: a tunnel inside a tunnel adds its outer
+    header after the inner one's); kept as two flat arrays, the few distinct header tuples once
+    (a tunnel's endpoints repeat on every frame it carries)."""
+
+    def __init__(self) -> None:
+        self.frames = array("q")
+        self._ix = array("I")
+        self._hops: list[tuple[Hop, ...]] = []
+        self._hop_ix: dict[tuple[Hop, ...], int] = {}
+
+    def __setitem__(self, frame: int, hops: tuple[Hop, ...]) -> None:
+        i = self._hop_ix.get(hops)
+        if i is None:
+            i = self._hop_ix[hops] = len(self._hops)
+            self._hops.append(hops)
+        frames = self.frames
+        if frames and frames[-1] == frame:
+            self._ix[-1] = i
+        elif not frames or frames[-1] < frame:
+            self._ix.append(i)
+            frames.append(frame)  # last: a reader in another thread sees whole entries only
+
+    def __getitem__(self, frame: int) -> tuple[Hop, ...]:
+        frames = self.frames
+        k = len(frames) - 1 if frames and frames[-1] == frame else bisect.bisect_left(frames, frame)
+        if k >= len(frames) or frames[k] != frame:
+            raise KeyError(frame)
+        return self._hops[self._ix[k]]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.frames[:len(self.frames)])
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def between(self, first: int, last: int) -> dict[int, tuple[Hop, ...]]:
+        """The entries of frames ``first``..``last``."""
+        frames = self.frames
+        i = bisect.bisect_left(frames, first)
+        j = bisect.bisect_right(frames, last, i, len(frames))
+        hops, ix = self._hops, self._ix
+        return {frames[k]: hops[ix[k]] for k in range(i, j)}
 
 
 def inner_ip(proto: int, payload: bytes) -> tuple[int, int]:

@@ -28,6 +28,9 @@ def tunnel_hops(tunnels: Mapping[int, tuple[TunnelHop, ...]] | None,
     if not tunnels or not len(frames):
         return {}
     lo, hi = int(frames[0]), int(frames[-1])
+    between = getattr(tunnels, "between", None)  # decode.tunnel.TunnelHops: no walk over the rest
+    if between is not None:
+        return between(lo, hi)
     return {f: h for f, h in tunnels.items() if lo <= f <= hi}
 
 

@@ -2,7 +2,8 @@
 ``.venv/bin/python tests/data/tunnels/make.py``): every frame of samples/healthy-gcm (IKEv2,
 ESP in UDP 4500) inside a tunnel between 198.51.100.1 and 198.51.100.2 (2001:db8::a and ::b for
 IPv6), as README.md lists. The sample's IP packets (or whole Ethernet frames, where the tunnel
-carries Ethernet) are unchanged."""
+carries Ethernet) are unchanged. ``plain-inside.pcap``: traffic that is no IPsec (ICMP, DNS over
+UDP, a TCP SYN, ICMPv6, ARP) between hosts inside each of those tunnels (``plain_frames``)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,73 @@ def gtpu(ip: bytes, i: int, teid: int, ext: bytes = b"") -> bytes:
 PDU_SESSION_UL = bytes((0x85, 1, 0x10, 9, 0))
 
 
+# hosts inside the tunnels (plain-inside.pcap): a site's client and server, IPv4 and IPv6
+IN4 = ("10.1.0.5", "10.2.0.7")
+IN6 = ("fd00:1::5", "fd00:2::7")
+
+
+def plain_packets() -> list[tuple[int, bytes]]:
+    """(IP version or 0 for ARP, bytes from the IP header on) of traffic that is no IPsec:
+    an ICMP echo and its reply, a DNS query, a TCP SYN, an ICMPv6 echo, UDP over IPv6, ARP."""
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+    from scapy.layers.l2 import ARP
+
+    a, b = IN4
+    a6, b6 = IN6
+    return [
+        (4, bytes(IP(src=a, dst=b, id=1) / ICMP(type=8, id=7, seq=1) / b"ping")),
+        (4, bytes(IP(src=b, dst=a, id=2) / ICMP(type=0, id=7, seq=1) / b"ping")),
+        (4, bytes(IP(src=a, dst=b, id=3) / UDP(sport=40000, dport=53) / DNS(id=9, qd=DNSQR(qname="vpn.example")))),
+        (4, bytes(IP(src=a, dst=b, id=4) / TCP(sport=40001, dport=443, flags="S", seq=1000))),
+        (6, bytes(IPv6(src=a6, dst=b6) / ICMPv6EchoRequest(id=7, seq=1, data=b"ping6"))),
+        (6, bytes(IPv6(src=b6, dst=a6) / UDP(sport=40003, dport=40002) / b"answer")),
+        (0, bytes(ARP(op=1, hwsrc="02:00:00:00:0b:01", psrc=a, pdst=b))),
+    ]
+
+
+def plain_wrap(kind: str, ver: int, pkt: bytes, i: int) -> bytes:
+    """``pkt`` (IP version ``ver``, 0: ARP) inside the tunnel ``kind``, frame number ``i``."""
+    ptype = 0x0800 if ver == 4 else 0x86DD
+    eth = MACS + (b"\x08\x00" if ver == 4 else b"\x86\xdd" if ver == 6 else b"\x08\x06") + pkt
+    if kind == "gre-key":
+        return outer4(47, gre(ptype, pkt, key=7), i)
+    if kind == "ipip":  # IPv4 in IPv4 (4), IPv6 in IPv4 (41, RFC 4213)
+        return outer4(4 if ver == 4 else 41, pkt, i)
+    if kind == "in-ipv6":  # IPv4 in IPv6 (4), IPv6 in IPv6 (41, RFC 2473)
+        return outer6(4 if ver == 4 else 41, pkt)
+    if kind == "gtpu":
+        return gtpu(pkt, i, 0x1000)
+    if kind == "gtpu-5g-n3":
+        return gtpu(pkt, i, 0x2000, PDU_SESSION_UL)
+    if kind == "erspan2":
+        return outer4(47, gre(0x88BE, erspan2(5, i) + eth, seq=i), i)
+    if kind == "gre-ethernet":
+        return outer4(47, gre(0x6558, eth), i)
+    if kind == "vxlan":
+        return udp_tunnel(4789, struct.pack("!II", 0x08000000, 7 << 8), eth, i)
+    assert kind == "geneve"
+    return udp_tunnel(6081, struct.pack("!HHI", 0, 0x6558, 7 << 8), eth, i)
+
+
+IP_TUNNELS = ("gre-key", "ipip", "in-ipv6", "gtpu", "gtpu-5g-n3")  # IP packets only
+ETHERNET_TUNNELS = ("erspan2", "gre-ethernet", "vxlan", "geneve")  # ARP too
+
+
+def plain_frames() -> list[bytes]:
+    """Each of plain_packets inside each tunnel kind the IPsec captures use (where the tunnel can
+    carry it: GRE, IP in IP and GTP-U carry IP, the Ethernet ones ARP too), then one ICMP echo
+    inside IP in IP inside GRE (two tunnels)."""
+    out: list[bytes] = []
+    for ver, pkt in plain_packets():
+        for kind in (IP_TUNNELS if ver else ()) + ETHERNET_TUNNELS:
+            out.append(plain_wrap(kind, ver, pkt, len(out) + 1))
+    ping = plain_packets()[0][1]
+    out.append(outer4(47, gre(0x0800, outer4(4, ping, 99)[14:]), 100))
+    return out
+
+
 def main() -> None:
     with open_capture(ROOT / "samples" / "healthy-gcm" / "capture.pcapng") as r:
         frames = [(f.ts_ns, bytes(f.data)) for f in r]
@@ -97,6 +165,10 @@ def main() -> None:
         with PcapWriter(HERE / name) as w:
             for i, (ts, eth) in enumerate(frames):
                 w.write(ts, wrap(i, eth))
+    t0 = frames[0][0]
+    with PcapWriter(HERE / "plain-inside.pcap") as w:
+        for i, frame in enumerate(plain_frames()):
+            w.write(t0 + i * 1_000_000, frame)
 
 
 if __name__ == "__main__":
