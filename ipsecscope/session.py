@@ -453,30 +453,34 @@ class Session(FrameViews):
             quoted = None
             link = ""  # a frame that is not IP at all: what it is ("ARP", "ethertype 0x88b5")
             if self.keep_rows:
+                qraw = raw  # the frame an ICMP error's quote is read from
                 ti = self.decoder.tunnel_inner
                 if ti is not None and ti[0] == raw.index:
                     # inside a tunnel (GRE, IP in IP, VXLAN...): the innermost packet, whose hosts
                     # tshark's Source/Destination show; the tunnels' headers are decoder.tunnels
                     self.inner.add(raw.index, memoryview(ti[3])[ti[4]:], 4 if ti[2] == 4 else 41)
+                    if err is not None:  # an ICMP error inside the tunnel: its quote is read from there
+                        qraw = RawFrame(raw.index, raw.ts, raw.ts_ns, 101, ti[3][ti[4]:], raw.orig_len, raw.iface,
+                                        raw.offset)
                 else:
                     link = self.inner.add_ip_frame(raw.index, raw.data, raw.linktype)  # its IP layer, for filters
                 if err is not None and err.protocol == "ESP":  # the quoted ESP: a second inner record
                     from . import session_quoted
 
-                    got = session_quoted.open_quote(self.esp_decryptor, raw, err)
+                    got = session_quoted.open_quote(self.esp_decryptor, qraw, err)
                     if got is not None:
                         quoted = got[0]
                         self.quoted.add(quoted)
                 elif err is not None and err.protocol == "AH":  # the quoted AH, its ICV over the quoted header
                     from . import session_quoted
 
-                    quoted = session_quoted.open_quote_ah(self.ah_verifier if self._ah_verifier() else None, raw, err)
+                    quoted = session_quoted.open_quote_ah(self.ah_verifier if self._ah_verifier() else None, qraw, err)
                     if quoted is not None:
                         self.quoted.add_ah(quoted)
                 elif err is not None and err.protocol == "IKE":  # a whole quoted IKE message, for filters
                     from . import session_quoted
 
-                    msg = session_quoted.open_quoted_ike(self._ike_decryptors()[2], raw, err,
+                    msg = session_quoted.open_quoted_ike(self._ike_decryptors()[2], qraw, err,
                                                          self.inner.quoted.get(raw.index))
                     if msg is not None:
                         self.quoted.add_ike(raw.index, msg)

@@ -106,3 +106,42 @@ def test_tunnel_hops_are_kept_per_frame_in_order_and_bounded() -> None:
     assert h.get(4) is None and h[9] is h[5]
     assert h.between(4, 9) == {5: a, 9: a} and h.between(10, 20) == {}
     assert tunnel.MAX_HOP_FRAMES * 12 <= 64 << 20  # 12 bytes a frame at most, whatever the capture
+
+
+def test_icmp_errors_inside_a_tunnel_open_their_quote_as_outside(tmp_path) -> None:
+    """samples/synthetic/icmp-quoted (ICMP/ICMPv6 errors quoting ESP, whole and cut off, beside
+    the ESP) bridged over GRE: every row's Info, the quoted ESP decrypted included, and what a
+    filter on the quote selects are the untunnelled capture's (the quote was read from the
+    frame's outer IP header: the row was 'GRE 198.51.100.1 → 198.51.100.2')."""
+    import importlib.util
+    import sys
+
+    from conftest import SAMPLES
+
+    from ipsecscope.capture import open_capture
+
+    spec = importlib.util.spec_from_file_location("tunnels_make", DATA / "tunnels" / "make.py")
+    make = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SAMPLES / "synthetic"))
+    try:
+        spec.loader.exec_module(make)
+    finally:
+        sys.path.remove(str(SAMPLES / "synthetic"))
+    plain = SAMPLES / "synthetic" / "icmp-quoted.pcap"
+    keys = SAMPLES / "synthetic" / "icmp-quoted.esp_sa"
+    cap = tmp_path / "icmp-quoted-gre.pcap"
+    with open_capture(plain) as r, make.PcapWriter(cap) as w:
+        for i, f in enumerate(r):
+            w.write(f.ts_ns, make.outer4(47, make.gre(0x6558, bytes(f.data)), i))
+
+    def rows(path) -> list[tuple]:
+        docs = map(json.loads, cli("packets", str(path), "-k", str(keys), "--json").splitlines())
+        return [(d["frame"], d["kind"], d["info"], json.dumps(d.get("quoted_esp"))) for d in docs]
+
+    ours, theirs = rows(cap), rows(plain)
+    assert ours == theirs
+    assert sum("▸ quoted ESP" in r[2] for r in ours) >= 4
+    flt = "esp.spi == 0x70000001 && (icmp || icmpv6) && icmpv6.type == 128"
+    sel = [json.loads(x)["frame"] for x in cli("packets", str(cap), "-k", str(keys), "-Y", flt, "--json").splitlines()]
+    assert sel and sel == [json.loads(x)["frame"] for x in
+                           cli("packets", str(plain), "-k", str(keys), "-Y", flt, "--json").splitlines()]
