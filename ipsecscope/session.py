@@ -214,7 +214,8 @@ class Session(FrameViews):
     # -- set-up ---------------------------------------------------------------------------------
 
     def _reset(self) -> None:
-        self.decoder = Decoder(icmp_errors=True)  # ICMP errors quoting IPsec are evidence (tracker)
+        # ICMP errors quoting IPsec are evidence (tracker); rows and filters read the tunnels' headers
+        self.decoder = Decoder(icmp_errors=True, tunnel_hops=True)
         self._ike_dec: tuple[IkeDecryptor, Ikev1Decryptor, IkeDecryptor] | None = None  # _ike_decryptors()
         self.esp_decryptor = EspDecryptor(self.keys)
         self.tracker = Tracker()

@@ -145,3 +145,21 @@ def test_icmp_errors_inside_a_tunnel_open_their_quote_as_outside(tmp_path) -> No
     sel = [json.loads(x)["frame"] for x in cli("packets", str(cap), "-k", str(keys), "-Y", flt, "--json").splitlines()]
     assert sel and sel == [json.loads(x)["frame"] for x in
                            cli("packets", str(plain), "-k", str(keys), "-Y", flt, "--json").splitlines()]
+
+
+def test_only_the_session_keeps_the_tunnel_headers() -> None:
+    # The session's rows and filters read each frame's tunnel headers (12 B a frame, up to
+    # tunnel.MAX_HOP_FRAMES); decrypt, summary and iter_decrypted never do, so their decoders keep
+    # none and stay flat in memory on a mirror capture of millions of tunnelled frames.
+    from ipsecscope.capture import open_capture
+    from ipsecscope.decode.demux import Decoder
+
+    kept, plain = Decoder(tunnel_hops=True), Decoder()
+    with open_capture(str(CAP)) as src:
+        for raw in src:
+            kept.decode_all(raw)
+            plain.decode_all(raw)
+    assert len(kept.tunnels) >= 50 and len(plain.tunnels) == 0
+    s = Session()
+    s.load(str(CAP))
+    assert len(s.decoder.tunnels) == len(kept.tunnels)

@@ -80,9 +80,13 @@ class Decoder:
     """
 
     def __init__(self, *, max_fragments: int = 256, fragment_timeout: float = 60.0,
-                 icmp_errors: bool = False) -> None:
+                 icmp_errors: bool = False, tunnel_hops: bool = False) -> None:
         """``icmp_errors``: return an :class:`IcmpError` for ICMP/ICMPv6 errors quoting IPsec
-        (the analysis path wants them as evidence; counters and exports leave them "other")."""
+        (the analysis path wants them as evidence; counters and exports leave them "other").
+        ``tunnel_hops``: keep every tunnelled frame's tunnel headers in ``tunnels`` (the session's
+        rows and filters read them; up to 12 B a frame, so decrypt and summary, which never
+        read them, keep nothing and stay flat in memory on a mirror capture)."""
+        self.keep_tunnel_hops = tunnel_hops
         self.reassembler = Reassembler(max_fragments, fragment_timeout)
         self.icmp_errors = icmp_errors
         self.tcp: dict[tuple, _TcpStream] = {}
@@ -253,7 +257,7 @@ class Decoder:
             out = self._tunnel(raw, proto, payload, depth)
             ti = self.tunnel_inner
             # (an IP packet inside, IPsec or not: tshark's ip.src of the frame is this header's too)
-            if out or (ti is not None and ti[0] == raw.index and ti[1] > depth):
+            if self.keep_tunnel_hops and (out or (ti is not None and ti[0] == raw.index and ti[1] > depth)):
                 if len(self.tunnels) < tunnel.MAX_HOP_FRAMES:
                     ports = (payload[0] << 8 | payload[1], payload[2] << 8 | payload[3]) if proto == 17 else (0, 0)
                     hop = ((version, self._text(src), self._text(dst), proto, *ports),)
