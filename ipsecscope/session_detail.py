@@ -25,6 +25,7 @@ from .rowstore import FrameOffsets, NoRows, RowStore
 
 if TYPE_CHECKING:
     from .crypto.ah import AhVerifier
+    from .decode.quoted import QuotedPacket, QuotedStore
     from .model.ike import IkeMessage
 
 _ESP_HDR = struct.Struct("!II")
@@ -62,6 +63,129 @@ class AhDetail:
     status: str  # the row's: verified, icv-bad, unverified, no-key, "" (no AH keys at all)
     icv: str  # one line saying what the ICV check gave and why
     next_name: str = ""  # the next header's protocol name (ICMP, IPv4, ESP, ...)
+
+
+# IPv4 options (RFC 791 §3.1, IANA "ip-parameters") and IPv6 extension headers (RFC 8200 §4) a
+# quoted AH packet may carry before its AH header, named as tshark names them
+_V4_OPTIONS = {7: "Record Route", 68: "Timestamp", 130: "Security", 131: "Loose Source Route",
+               137: "Strict Source Route", 148: "Router Alert"}
+_V6_EXT = {0: "Hop-by-Hop", 43: "Routing", 44: "Fragment", 60: "Destination Options"}
+
+
+@dataclass(slots=True, frozen=True)
+class QuotedAh:
+    """The AH packet an ICMP/ICMPv6 error quotes, for both detail views (TUI pane, ``packets -V``)
+    and ``packets --json``'s ``quoted_ah``: the quoted IP header (the one AH follows: RFC 792,
+    RFC 4443 §2.4(c)), the AH fields, and the ICV as the load checked it over that header
+    (``Session.quoted.ah``; not run again). A copy of a packet already sent, counted for no SA."""
+
+    src: str
+    dst: str
+    ip_version: int
+    ttl: int | None  # IPv4 TTL / IPv6 hop limit; None: the frame could not be re-read
+    ip_length: int | None  # the quoted packet's size as its IP header gives it
+    df: bool | None  # IPv4 Don't Fragment (None for IPv6: routers never fragment it, RFC 8200 §5)
+    options: tuple[int, ...]  # IPv4 option types / IPv6 extension header numbers before AH
+    quoted: int | None  # bytes of the datagram the error holds, from the quoted IP header on
+    whole: bool
+    spi: int
+    seq: int  # -1: the quote ends before the sequence number
+    next_header: int | None
+    ah_length: int | None  # bytes of the AH header ((Payload Len + 2) * 4, RFC 4302 §2.2)
+    status: str  # decode.quoted: verified, icv-bad, no-key, not-verified (cut off), unsupported, unverifiable
+    reason: str
+    icv: str  # one line: what the ICV check gave
+    payload: str | None  # what AH protects, as the Info column says it (None: nothing to show)
+    mtu: int | None = None  # the error's next-hop MTU (fragmentation needed, RFC 1191 §4; Packet Too Big)
+
+    @property
+    def verified(self) -> bool:
+        return self.status == "verified"
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(text, tone) lines, the first the heading: what both detail views print, in this order
+        (the ICV verdict, the size against a path MTU error's MTU, the payload: what an engineer
+        reading an MTU error looks for first).
+        Tones: "head", "ok", "bad", "warn", "" (plain)."""
+        tone = "ok" if self.verified else "bad" if self.status == "icv-bad" else "warn"
+        seq = self.seq if self.seq >= 0 else "?"  # (the ICV line says how much was quoted)
+        out = [(f"Quoted AH SPI {spi_text(self.spi)} seq {seq} (in the ICMP error)", "head"), (self.icv, tone)]
+        if self.mtu is not None:  # what a path MTU error is about: this packet against that MTU
+            big = self.ip_length is not None and self.ip_length > self.mtu
+            out.append((f"too big: {self.ip_length} bytes > next-hop MTU {self.mtu}" if big
+                        else f"next-hop MTU {self.mtu}", "warn"))
+        if self.payload is not None:
+            out.append((f"payload: {self.payload}" if self.verified else
+                        f"payload (not verified): {self.payload}", tone))
+        if self.next_header is not None:
+            out.append((f"next header {self.next_header} ({iana_proto(self.next_header)})"
+                        + (f", AH header {self.ah_length} bytes" if self.ah_length is not None else ""), ""))
+        ip = f"IPv{self.ip_version} {self.src} → {self.dst}"
+        if self.ttl is not None:
+            ip += f", {'TTL' if self.ip_version == 4 else 'hop limit'} {self.ttl}"
+        if self.df:
+            ip += ", DF"
+        if self.ip_length is not None:
+            ip += f", {self.ip_length} bytes"
+        if self.options:
+            names = _V4_OPTIONS if self.ip_version == 4 else _V6_EXT
+            ip += (", options " if self.ip_version == 4 else ", ") + " + ".join(
+                names.get(o, str(o)) for o in self.options)
+        out.append((ip, ""))
+        if self.whole:
+            out.append(("quoted whole: a copy of a packet already sent, counted for no SA", ""))
+        else:
+            out.append(("a copy of a packet already sent, unauthenticated: anyone on the path can forge "
+                        "an ICMP error", ""))
+        return out
+
+
+def quoted_ip_header(q: bytes) -> tuple[int, int, bool | None, tuple[int, ...], int, int | None] | None:
+    """(TTL/hop limit, total length, DF, IPv4 option types / IPv6 extension headers before AH,
+    where AH starts, AH header bytes or None) of the quoted datagram ``q``; None when it does not
+    start with an IP header that AH follows. Bounded: ``q`` is what a stranger sent."""
+    if len(q) >= 20 and q[0] >> 4 == 4:
+        at = (q[0] & 15) * 4
+        if at < 20 or q[9] != 51:
+            return None
+        opts, i = [], 20
+        while i < min(at, len(q)) and q[i] != 0:  # RFC 791: type, length, data; 0 ends, 1 (NOP) is one octet
+            if q[i] == 1:
+                i += 1
+                continue
+            opts.append(q[i])
+            i += max(q[i + 1] if i + 1 < len(q) else 0, 2)
+        ttl, total, df = q[8], (q[2] << 8) | q[3], bool(q[6] & 0x40)
+    elif len(q) >= 40 and q[0] >> 4 == 6:
+        nh, at, exts = q[6], 40, []
+        while nh in _V6_EXT and at + 8 <= len(q) and len(exts) < 16:
+            exts.append(nh)
+            nh, at = q[at], at + (8 if nh == 44 else (q[at + 1] + 1) * 8)
+        if nh != 51:
+            return None
+        opts, ttl, total, df = exts, q[7], 40 + ((q[4] << 8) | q[5]), None
+    else:
+        return None
+    return ttl, total, df, tuple(opts), at, (q[at + 1] + 2) * 4 if at + 2 <= len(q) else None
+
+
+def quoted_ah_icv(q: QuotedPacket, keys: KeyStore, total: int | None, quoted: int | None) -> str:
+    """The ICV line of a quoted AH packet (``decode.quoted.QuotedPacket``, as the load checked it)."""
+    from .model import iana
+
+    k = keys.esp_lookup(q.src, q.dst, q.spi)
+    k = k if k is not None and k.protocol == iana.ProtocolId.AH else None
+    how = f" ({iana.name(iana.IntegTransform, k.integ)}, keys from {short_source(k.source)})" if k is not None else ""
+    if q.status == "verified":
+        hi = q.seq >> 32
+        return f"ICV verified{how}" + (f", ESN high bits {hi} (RFC 4302 §2.5.1)" if hi else "")
+    if q.status == "icv-bad":
+        why = q.reason.removeprefix("ICV check failed").strip()
+        return "ICV failed" + (f": {why}" if why else "") + how
+    if q.status == "not-verified":
+        part = f"{quoted} of {total} bytes quoted" if quoted is not None and total is not None else "part quoted"
+        return f"ICV not verified: cut off, {part}"
+    return f"ICV not verified: {q.reason}" + (how if q.status != "no-key" else "")
 
 
 def ah_icv_text(row: FrameRow, keys: KeyStore, verifier: AhVerifier | None) -> str:
@@ -102,6 +226,7 @@ class FrameDetail:
     # ESP inside the outer ESP (nested), outermost first: each layer's packet and its decryption
     esp_layers: tuple[tuple[EspPacket, EspResult], ...] = ()
     quoted_esp: QuotedEsp | None = None  # an ICMP error's quote of an ESP packet, decrypted for display
+    quoted_ah: QuotedAh | None = None  # an ICMP error's quote of an AH packet, as the load checked it
     ah: AhDetail | None = None  # an AH packet (its ESP, if it protects one, is ``esp``)
 
 
@@ -117,6 +242,7 @@ class FrameViews:
     _frame_offsets: FrameOffsets
     _live_raw: OrderedDict[int, RawFrame]
     ah_verifier: AhVerifier | None
+    quoted: QuotedStore
 
     def row(self, frame: int) -> FrameRow | None:
         rows = self.rows
@@ -163,10 +289,11 @@ class FrameViews:
         elif row.kind == "MALFORMED":
             malformed = row.info
         quoted = self._quoted_esp(frame, raw) if raw is not None and row.kind == "OTHER" else None
+        quoted_ah = self.quoted_ah(frame, raw) if row.kind == "OTHER" else None
         return FrameDetail(
             row=row, raw=raw.data if raw is not None else b"", ike=ike, esp=esp, esp_result=res,
             malformed=malformed, inner=inner, inner_summary=inner_summary, esp_layers=layers,
-            linktype=raw.linktype if raw is not None else -1, quoted_esp=quoted, ah=ah,
+            linktype=raw.linktype if raw is not None else -1, quoted_esp=quoted, ah=ah, quoted_ah=quoted_ah,
         )
 
     def _ah_detail(self, row: FrameRow, raw: RawFrame | None) -> AhDetail:
@@ -196,6 +323,27 @@ class FrameViews:
         else:
             note = q.reason if q.status == "no-key" else f"{q.status}: {q.reason}"
         return QuotedEsp(q.src, q.dst, q.spi, q.seq, n, plain, note, summary, q.verified)
+
+    def quoted_ah(self, frame: int, raw: RawFrame | None = None) -> QuotedAh | None:
+        """The AH packet the ICMP error in ``frame`` quotes (see :class:`QuotedAh`), or None. The
+        verdict is the load's (``self.quoted``); the quoted IP header is read from the frame again."""
+        store = getattr(self, "quoted", None)
+        q = store.ah(frame) if store is not None else None
+        if q is None:
+            return None
+        raw = raw if raw is not None else self._reread(frame)
+        from . import session_quoted
+
+        dg = session_quoted.quoted_datagram(raw) if raw is not None else None
+        hdr = quoted_ip_header(dg) if dg is not None else None
+        ttl, total, df, opts, _at, ah_len = hdr if hdr is not None else (None, None, None, (), 0, None)
+        n = None if dg is None else min(len(dg), total) if total is not None else len(dg)
+        show = q.inner is not None and q.status != "icv-bad"  # a packet changed after signing: not shown
+        err = next((p for p in Decoder(icmp_errors=True).decode_all(raw) if type(p) is IcmpError), None) if raw else None
+        mtu = err.mtu if err is not None and err.too_big else None
+        return QuotedAh(q.src, q.dst, 6 if ":" in q.src else 4, ttl, total, df, opts, n, q.whole, q.spi, q.seq,
+                        q.next_header, ah_len, q.status, q.reason, quoted_ah_icv(q, self.keys, total, n),
+                        q.inner.info() if show and q.inner is not None else None, mtu)
 
     def _peek_nested(self, frame: int, outer: EspPacket, inner: bytes, nh: int) -> tuple[tuple[EspPacket, EspResult], ...]:
         """The nested ESP layers of one frame decrypted again (as :meth:`_nested` did while loading,

@@ -125,6 +125,13 @@ _AH_STATUS = {"ok": VERIFIED, "icv_failed": "icv-bad", "no_key": "no-key", "unsu
               "unverifiable": "unverifiable"}
 
 
+def quoted_datagram(raw: RawFrame) -> bytes | None:
+    """The datagram the ICMP/ICMPv6 error in ``raw`` quotes, from its IP header to the end of the
+    quote (after the ICMP header, RFC 792, RFC 4443 §2.1); None when ``raw`` holds no such error."""
+    got = _error_ip(raw)
+    return got[0][got[1] + 8:] if got is not None else None
+
+
 def open_quote_ah(verifier: AhVerifier | None, raw: RawFrame, err: IcmpError) -> QuotedPacket | None:
     """The AH packet the ICMP error ``err`` (frame ``raw``) quotes, as a record: its ICV checked
     (``verifier``: the session's, None without AH keys) when the quote holds the whole datagram,
@@ -132,11 +139,9 @@ def open_quote_ah(verifier: AhVerifier | None, raw: RawFrame, err: IcmpError) ->
     RFC 4443 §2.4(c) quote the datagram from its IP header on). A quote cut off before the end
     holds less than the ICV covers: "not-verified", its payload summarised as far as it goes (AH
     encrypts nothing). Never raises for what the quote holds; None when it holds no AH header."""
-    got = _error_ip(raw)
-    if got is None or err.spi is None:
+    q = quoted_datagram(raw)
+    if q is None or err.spi is None:
         return None
-    data, hl, _extra = got
-    q = data[hl + 8:]  # the quoted datagram: after the ICMP header (RFC 792, RFC 4443 §2.1)
     if len(q) >= 20 and q[0] >> 4 == 4:
         version, at, total = 4, (q[0] & 15) * 4, (q[2] << 8) | q[3]
     elif len(q) >= 40 and q[0] >> 4 == 6:

@@ -7,7 +7,7 @@ accepting it with ``pytest tests/test_tui_snapshots.py --snapshot-update``.
 from __future__ import annotations
 
 import pytest
-from conftest import SAMPLES
+from conftest import DATA, SAMPLES
 
 from ipsecscope.tui.app import create_app
 
@@ -127,3 +127,11 @@ def test_stats_healthy(snap_compare, size) -> None:
 def test_stats_follow_conversation(snap_compare) -> None:
     # f on the conversation: the Packets tab filtered to it, the filter bar saying how.
     assert snap_compare(healthy(), terminal_size=SMALL, run_before=steps("5", "f"))
+
+
+def test_quoted_ah_fragmentation_needed(snap_compare) -> None:
+    # 80×24, frame 4 of tests/data/ah/ah-quoted.pcap: a router's "fragmentation needed" quoting the
+    # first 548 of 1588 bytes of an AH packet; the detail pane leads with the ICV verdict (cut off).
+    ah = DATA / "ah"
+    app = still(create_app(ah / "ah-quoted.pcap", [ah / "ah-v4.keys.json", ah / "ah-v6.keys.json"]))
+    assert snap_compare(app, terminal_size=SMALL, run_before=steps("2", "down", "down", "down"))

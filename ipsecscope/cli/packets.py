@@ -33,9 +33,22 @@ ever added within /1)::
            "status": "decrypted"|"not-verified"|"no-key"|"icv-bad"|"malformed"|"unsupported",
            "verified": bool,                         # whole, ICV verified (else display only)
            "next_header": int|null,                  # as tshark's esp.protocol
-           "inner": null | {...}}}}                  # the decrypted packet (decrypted only), as "inner"
+           "inner": null | {...}},                   # the decrypted packet (decrypted only), as "inner"
+        "quoted_ah": null | {                        # the AH packet an ICMP/ICMPv6 error quotes
+           "ip": {"version": 4|6, "src": str, "dst": str,   # the quoted IP header (the one AH follows)
+                  "ttl": int|null (IPv6: hop limit), "length": int|null,  # as that header gives it
+                  "df": bool|null (IPv6: null),
+                  "options": [int]},                 # IPv4 option types / IPv6 extension headers before AH
+           "quoted": int|null,                       # bytes of it the error holds
+           "mtu": int|null,                          # fragmentation needed / Packet Too Big: the next-hop MTU
+           "whole": bool, "spi": "0x%08x", "seq": int|null (null: not quoted; with ESN high bits once verified),
+           "next_header": int|null, "ah_length": int|null,   # AH header bytes, (Payload Len + 2) * 4
+           "status": "verified"|"icv-bad"|"no-key"|"not-verified"|"unsupported"|"unverifiable",
+           "verified": bool,                         # whole, ICV verified over the quoted header
+           "reason": str,                            # why not verified ("" when verified)
+           "inner": null | {...}}}                   # what AH protects (verified only), as "inner"
 
-A quoted ESP packet is a copy of one already sent: it is never counted for its SA.
+A quoted ESP or AH packet is a copy of one already sent: it is never counted for its SA.
 
 Exit status: 0; 2 for a bad filter (the message points at the character), an unreadable file
 or key file, or a capture damaged part-way (shown up to the damage).
@@ -164,12 +177,28 @@ def quoted_json(q: QuotedPacket | None) -> dict | None:
             "inner": inner_json(q.inner) if q.verified else None}
 
 
+def quoted_ah_json(session: Session, frame: int) -> dict | None:
+    """``quoted_ah`` of an ICMP error's frame: the load's verdict, the quoted IP header read again
+    (ICMP errors are rare: one re-read each)."""
+    quoted = getattr(session, "quoted", None)
+    q = quoted.ah(frame) if quoted is not None else None
+    d = session.quoted_ah(frame) if q is not None else None
+    if q is None or d is None:
+        return None
+    return {"ip": {"version": d.ip_version, "src": d.src, "dst": d.dst, "ttl": d.ttl, "length": d.ip_length,
+                   "df": d.df, "options": list(d.options)},
+            "quoted": d.quoted, "mtu": d.mtu, "whole": d.whole, "spi": spi_text(d.spi), "seq": d.seq if d.seq >= 0 else None,
+            "next_header": d.next_header, "ah_length": d.ah_length, "status": d.status, "verified": d.verified,
+            "reason": d.reason, "inner": inner_json(q.inner) if d.verified else None}
+
+
 def row_json(row: FrameRow, session: Session, t0: float) -> dict:
     inner = session.inner.get(row.frame) if row.kind in ("ESP", "OTHER") else None
     doc = inner_json(inner)
     if doc is not None:
         quoted = getattr(session, "quoted", None)
         doc["quoted_esp"] = quoted_json(quoted.get(row.frame) if quoted is not None and row.kind == "OTHER" else None)
+        doc["quoted_ah"] = quoted_ah_json(session, row.frame) if row.kind == "OTHER" else None
     return {
         "schema": SCHEMA, "frame": row.frame, "time": row.ts, "time_relative": round(row.ts - t0, 9),
         "kind": row.kind, "src": row.src or (inner.src if inner else ""), "dst": row.dst or (inner.dst if inner else ""),
@@ -262,6 +291,11 @@ def run(args: argparse.Namespace) -> int:
             detail = session.detail(row.frame)
             if detail is not None and detail.ah is not None:
                 out.write(f"    AH {detail.ah.icv}\n")
+        if args.verbose and row.kind == "OTHER":  # an ICMP error quoting AH: tshark's tree has its fields,
+            qa = session.quoted_ah(row.frame)  # not whether its ICV verified over the quoted header
+            if qa is not None:
+                lines = qa.lines()
+                out.write(f"    {lines[0][0]}\n" + "".join(f"      {text}\n" for text, _tone in lines[1:]))
         if args.verbose:
             from ..dissect import format_tree
 

@@ -333,6 +333,18 @@ def fill_quoted_esp(root: TreeNode, q: Any) -> None:
         top.add_leaf(Text(q.summary, style))
 
 
+_TONES = {"head": "bold", "ok": "green", "bad": "bold red", "warn": "yellow", "": ""}
+
+
+def fill_quoted_ah(root: TreeNode, q: Any) -> None:
+    """The AH packet an ICMP error quotes (``session_detail.QuotedAh``): the same lines, in the same
+    order, as ``packets -V`` prints under the frame; the ICV verdict first."""
+    lines = q.lines()
+    top = root.add(Text(lines[0][0], _TONES[lines[0][1]]), expand=True)
+    for text, tone in lines[1:]:
+        top.add_leaf(Text(text, _TONES.get(tone, "")))
+
+
 class HexView(ScrollView):
     """Offset | hex | ASCII, 16 bytes a line (8 on narrow panes); only visible lines rendered."""
 
@@ -463,6 +475,9 @@ class PacketDetail(Horizontal):
         quoted = getattr(detail, "quoted_esp", None)
         if quoted is not None:
             fill_quoted_esp(tree.root, quoted)
+        quoted_ah = getattr(detail, "quoted_ah", None)
+        if quoted_ah is not None:
+            fill_quoted_ah(tree.root, quoted_ah)
         if not detail.raw:
             tree.root.add_leaf(Text("(raw bytes not available: the file could not be re-read, or a live frame is "
                                     "older than the bytes live mode keeps)", "dim"))
