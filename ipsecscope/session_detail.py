@@ -109,7 +109,8 @@ class QuotedAh:
         Tones: "head", "ok", "bad", "warn", "" (plain)."""
         tone = "ok" if self.verified else "bad" if self.status == "icv-bad" else "warn"
         seq = self.seq if self.seq >= 0 else "?"  # (the ICV line says how much was quoted)
-        out = [(f"Quoted AH SPI {spi_text(self.spi)} seq {seq} (in the ICMP error)", "head"), (self.icv, tone)]
+        icmp = "ICMP" if self.ip_version == 4 else "ICMPv6"  # (the quoted packet's version is the error's)
+        out = [(f"Quoted AH SPI {spi_text(self.spi)} seq {seq} (in the {icmp} error)", "head"), (self.icv, tone)]
         if self.mtu is not None:  # what a path MTU error is about: this packet against that MTU
             big = self.ip_length is not None and self.ip_length > self.mtu
             out.append((f"too big: {self.ip_length} bytes > next-hop MTU {self.mtu}" if big

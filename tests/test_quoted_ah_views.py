@@ -137,7 +137,7 @@ async def test_tui_packet_detail_shows_the_quoted_ah() -> None:
     app = create_app(CAP, KEYS)
     async with app.run_test(size=(120, 40)) as pilot:
         text, _ = await _detail(app, pilot, 9)
-        assert ("Quoted AH SPI 0xa6000001 seq 1 (in the ICMP error) | ICV verified (AUTH_HMAC_SHA2_384_192, "
+        assert ("Quoted AH SPI 0xa6000001 seq 1 (in the ICMPv6 error) | ICV verified (AUTH_HMAC_SHA2_384_192, "
                 "keys from ah-v6.keys.json:5) | payload: ICMPv6 Echo (ping) request id=0x0006, seq=1 | next header "
                 "58 (ICMPv6), AH header 40 bytes | IPv6 2001:db8:a::1 → 2001:db8:b::2, hop limit 64, 208 bytes, "
                 "Hop-by-Hop + Destination Options | quoted whole") in text
