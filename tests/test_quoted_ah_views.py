@@ -155,3 +155,23 @@ async def test_tui_packet_detail_shows_the_quoted_ah() -> None:
                      "too big: 1588 bytes > next-hop MTU 1400",
                      "payload (not verified): UDP 5000 → 5001 Len=1536"):
             assert want in shown, (want, screen)
+
+
+def test_the_quoted_header_reader_never_raises_on_a_cut_quote():
+    """Every prefix of the two whole quotes with options / extension headers (frames 5, 9) and of
+    a tunnel-mode one (12): the header reader gives what the prefix holds, or None; never raises."""
+    from scapy.utils import rdpcap
+    from test_quoted_ah import _quote
+
+    from ipsecscope.session_detail import quoted_ip_header
+
+    frames = rdpcap(str(CAP))
+    for f in (5, 9, 12):
+        quote = _quote(frames[f - 1])
+        full = quoted_ip_header(quote)
+        assert full is not None and full[5] in (24, 32, 40), f
+        for cut in range(len(quote)):
+            got = quoted_ip_header(quote[:cut])
+            # (a cut inside the IPv4 options: those it holds)
+            assert got is None or (got[:3] == full[:3] and got[4] == full[4]
+                                   and full[3][:len(got[3])] == got[3]), (f, cut)
