@@ -157,8 +157,10 @@ class EspRuns:
 
         tracker = s.tracker
         inner_done = False
+        # each packet's last four octets (the ICV's end): a capture duplicate repeats them (state.esp_flow)
+        tail = _u32(_rows(np.frombuffer(w, np.uint8), end - 4, 4, len(w)), 0, ">").astype(np.int64)
         if n >= BULK_MIN * n_groups and not self._packetwise(groups, poss, sp, dp, nested, status):
-            run = EspRun(frame_e, ts_e, gid, seq, hi, status, end - q, nh, groups, results, inner, poss)
+            run = EspRun(frame_e, ts_e, gid, seq, hi, status, end - q, nh, groups, results, inner, poss, tail)
             try:
                 flows = on_esp_run(tracker, run)
             except Exception as exc:  # noqa: BLE001 - as Tracker.on_esp_fields: report, go on
@@ -168,7 +170,7 @@ class EspRuns:
             child_g = np.array(child, np.int64)[gid]
         else:
             child_g = self._per_packet(e, gid, groups, entries, frame_e, ts_e, seq.tolist(), status, results, inner,
-                                       nh, end - q, sp, dp, nested)
+                                       nh, end - q, sp, dp, nested, tail)
             inner_done = True
         if not self.keep:
             return
@@ -332,7 +334,7 @@ class EspRuns:
         return False
 
     def _per_packet(self, e, gid, groups, entries, frame_e, ts_e, seql, status, results, inner, nh, lengths,
-                    sp, dp, nested) -> np.ndarray:
+                    sp, dp, nested, tail) -> np.ndarray:
         """Many SAs with few packets each: the tracker packet by packet (Tracker.on_esp_fields),
         as the general path does; returns each packet's CHILD SA id (-1: none)."""
         s = self.s
@@ -342,8 +344,9 @@ class EspRuns:
         inner_add = s.inner.add if self.keep else None
         nested_l = nested.tolist()
         child = np.full(len(e), -1, np.int64)
-        for i, g, f, t, sq, c, ln, a, b in zip(range(len(e)), gid.tolist(), frame_e.tolist(), ts_e.tolist(), seql,
-                                             status.tolist(), lengths.tolist(), sp.tolist(), dp.tolist(), strict=True):
+        for i, g, f, t, sq, c, ln, a, b, tl in zip(range(len(e)), gid.tolist(), frame_e.tolist(), ts_e.tolist(), seql,
+                                                 status.tolist(), lengths.tolist(), sp.tolist(), dp.tolist(),
+                                                 tail.tolist(), strict=True):
             gr = groups[g]
             if c == OK:
                 res = results.get(i)
@@ -353,7 +356,7 @@ class EspRuns:
                 res = results.get(i) or _NO_KEY_RESULT
             else:
                 res = results[i]
-            flow = on_esp(f, t, gr[0], gr[1], gr[2], sq, res, ln, gr[3], a, b)
+            flow = on_esp(f, t, gr[0], gr[1], gr[2], sq, res, ln, gr[3], a, b, tl)
             if flow is None:
                 flow = flows.get((gr[0], gr[1], gr[2], "ESP"))
             if flow is not None and flow.child_sa is not None:

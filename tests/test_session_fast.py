@@ -178,7 +178,7 @@ def _keys_of(path: str) -> list[str]:
 
 def _impaired(path, pcapng: bool = False) -> list[str]:
     """A capture with everything the bulk path must get right, interleaved in one file: an
-    AES-GCM SA (inline) with a gap, a duplicate, a late and a very late (beyond the 64-packet
+    AES-GCM SA (inline) with a gap, a capture's copy, a replay, a late and a very late (beyond the 64-packet
     window) packet, a corrupted packet (ICV failure), a packet whose payload is no IPv4 packet
     (malformed), a truncated one; its reverse direction answering now and then (unanswered
     runs); a CBC+HMAC SA in UDP 4500 whose source port changes (NAT rebinding); an ESN SA
@@ -223,8 +223,8 @@ def _impaired(path, pcapng: bool = False) -> list[str]:
             continue
         frames.append(esp(gcm, seq, corrupt=seq == 50, cut=30 if seq == 60 else 0,
                           payload=b"\x45garbage" if seq == 70 else inner))
-        if seq == 20:
-            frames.append(esp(gcm, 20))  # a replay
+        if seq in (20, 22):  # the capture's copy of 20 (the same bytes at once), then a replay of it
+            frames.append(esp(gcm, 20))
         for _at, s in [x for x in late if x[0] == seq]:
             frames.append(esp(gcm, s))
         if seq % 37 == 0:
@@ -235,8 +235,8 @@ def _impaired(path, pcapng: bool = False) -> list[str]:
             frames.append(esp(esn, 0xFFFFFFC0 + seq // 4))  # crosses 2^32
         if seq % 5 == 0:
             frames.append(esp(nokey, seq // 5 + (3 if seq > 100 else 0)))
-            if seq == 250:
-                frames.append(esp(nokey, seq // 5 + 3))
+            if seq == 250:  # the same number at once, other bytes: a replay, not the capture's copy
+                frames.append(esp(nokey, seq // 5 + 3, payload=inner[:-1] + b"r"))
         if seq % 50 == 25:
             frames.append(ether(ipv4("198.18.9.9", "198.18.9.10", 6, tcp("198.18.9.9", "198.18.9.10", 443, 5555, 1, b"x"))))
             frames.append(ether(ipv4("198.18.9.9", "198.18.9.10", 17, udp("198.18.9.9", "198.18.9.10", 53, 5353, b"y"))))
@@ -297,11 +297,12 @@ def test_impairments_fast_equals_general(tmp_path, monkeypatch, pcapng, bulk_min
     s.load(cap)
     flows = {f.spi: f for f in s.table.flows.values()}
     g = flows[0xA0000001]
-    # what the capture holds, counted by hand: 397 sent + 1 replay; gap 10-12; 31 late, 40 very late
-    assert (g.packets, g.duplicates, g.reordered, g.icv_failed, g.malformed) == (398, 1, 1, 1, 2)
+    # what the capture holds, counted by hand: 397 sent + 1 copy + 1 replay; gap 10-12; 31 late, 40 very late
+    assert (g.packets, g.duplicates, g.capture_duplicates, g.reordered, g.icv_failed, g.malformed) == (399, 1, 1, 1, 1, 2)
     assert g.lost == 3 and g.seq_max == 400
     assert flows[0xC0000001].esn_hi == 1 and flows[0xC0000001].decrypted == 98
     assert flows[0xD0000001].no_key == 79 and flows[0xD0000001].duplicates == 1
+    assert flows[0xD0000001].capture_duplicates == 0
     assert s.stats.other == 24 and len([f for f in flows if f >> 28 == 0xE]) == 160
 
 

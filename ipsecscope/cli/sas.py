@@ -120,6 +120,7 @@ def _flow_line(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> st
     if f.no_key:
         parts.append(f"{f.no_key} no key")
     for label, n, style in (("lost", counter_lost(group) if group else f.lost, "yellow"), ("replayed", f.duplicates, "red"),
+                            ("captured twice", f.capture_duplicates, "dim"),
                             ("reordered", f.reordered, "yellow"), ("ICV failed", f.icv_failed, "red"),
                             ("after delete", f.after_delete, "red"), ("after rekey", f.after_rekey, "cyan"),
                             ("outside TS", f.outside_ts, "red"), ("malformed", f.malformed, "red"),

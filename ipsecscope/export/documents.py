@@ -60,7 +60,9 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "seq_max": int|null, "lost": int,  # the SA counter's gaps (one counter for counter_shared_with too)
         "counter_shared_with": [flow key],  # flows numbered by the same sender counter (one SA toward
                                             #   several destinations, RFC 4303 §3.3.3; RFC 4552 §7)
-        "duplicates": int, "reordered": int, "icv_failed": int,
+        "duplicates": int,            # replays: a sequence number again, later or with other bytes
+        "capture_duplicates": int,    # the previous packet again within 20 ms, same bytes: the capture's copy
+        "reordered": int, "icv_failed": int,
         "no_key": int, "decrypted": int, "malformed": int, "unsupported": int, "after_delete": int, "after_rekey": int,
                                       # an AH flow's "decrypted" counts ICVs verified (crypto.ah, AH keys given)
         "after_rekey_last_time": float|null, "outside_ts": int, "udp_encap": bool, "sport": int, "dport": int,
@@ -228,7 +230,7 @@ def flow_to_dict(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> 
         "last_time": f.last_ts, "first_frame": f.first_frame, "last_frame": f.last_frame,
         "seq_min": f.seq_min, "seq_max": f.seq_max, "lost": counter_lost(group) if group else f.lost,
         "counter_shared_with": [flow_key(g) for g in group if g is not f], "duplicates": f.duplicates,
-        "reordered": f.reordered, "icv_failed": f.icv_failed, "no_key": f.no_key, "decrypted": f.decrypted,
+        "capture_duplicates": f.capture_duplicates, "reordered": f.reordered, "icv_failed": f.icv_failed, "no_key": f.no_key, "decrypted": f.decrypted,
         "malformed": f.malformed, "unsupported": f.unsupported, "after_delete": f.after_delete, "after_rekey": f.after_rekey,
         "after_rekey_last_time": f.after_rekey_last_ts, "outside_ts": f.outside_ts,
         "udp_encap": f.udp_encap, "sport": f.sport, "dport": f.dport, "keys_nat": f.keys_nat or None,

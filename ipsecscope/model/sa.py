@@ -96,7 +96,9 @@ class EspFlow:
     seq_min: int | None = None
     seq_max: int | None = None  # highest full (ESN-extended when known) sequence number
     lost: int = 0  # sequence numbers never seen below seq_max (gaps)
-    duplicates: int = 0  # same sequence number twice (replay)
+    duplicates: int = 0  # same sequence number twice (replay), not a capture duplicate
+    # the previous packet again within ms, same length and bytes: the capture saw it twice (esp_flow)
+    capture_duplicates: int = 0
     reordered: int = 0  # arrived more than the 64-packet window late
     icv_failed: int = 0
     no_key: int = 0
@@ -115,6 +117,7 @@ class EspFlow:
     after_delete_frames: list[int] = field(default_factory=list)  # first few, as evidence
     icv_failed_frames: list[int] = field(default_factory=list)
     duplicate_frames: list[int] = field(default_factory=list)
+    capture_duplicate_frames: list[int] = field(default_factory=list)
     gap_frames: list[int] = field(default_factory=list)  # first packets after a gap
     reordered_frames: list[int] = field(default_factory=list)
     outside_ts: int = 0  # decrypted inner packets whose addresses/ports are outside the CHILD SA's TS
@@ -485,7 +488,7 @@ def one_counter(table: SaTable) -> dict[int, list[EspFlow]]:
         if len(fs) < 2 or not any(f.lost for f in fs):
             continue
         span = max(f.seq_max for f in fs) - min(f.seq_min for f in fs) + 1  # type: ignore[type-var,operator]
-        if sum(f.packets - f.duplicates for f in fs) == span:
+        if sum(f.packets - f.duplicates - f.capture_duplicates for f in fs) == span:
             out.update((id(f), fs) for f in fs)
     return out
 
@@ -493,7 +496,7 @@ def one_counter(table: SaTable) -> dict[int, list[EspFlow]]:
 def counter_lost(group: list[EspFlow]) -> int:
     """Sequence numbers of one counter (a group of :func:`one_counter`) that none of its flows carried."""
     span = max(g.seq_max or 0 for g in group) - min(g.seq_min or 0 for g in group) + 1
-    return max(span - sum(g.packets - g.duplicates for g in group), 0)
+    return max(span - sum(g.packets - g.duplicates - g.capture_duplicates for g in group), 0)
 
 
 @dataclass(slots=True)

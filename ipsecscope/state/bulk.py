@@ -51,6 +51,7 @@ class EspRun:
     results: dict
     inner: object
     pos: list[np.ndarray] | None = None  # each group's positions in frame order, when known
+    tail: np.ndarray | None = None  # each packet's last four octets (esp_flow: capture duplicates)
 
 
 def on_esp_run(book: Book, run: EspRun, proto: str = "ESP") -> list[EspFlow]:
@@ -171,10 +172,16 @@ def _sequence(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray, st: np.ndar
     seq = run.seq[p]
     hi = run.hi[p]
     frames = run.frame[p]
+    # the packet's time, length and last octets by its run position: read only at a segment's end
+    # or a packet account() takes, not gathered per flow
+    ts, length = run.ts, run.length
+    tail = run.tail if run.tail is not None else np.full(len(ts), -1, np.int64)
     verified = hi >= 0
     if verified.any() and int(hi.max()) >= 1 << 30:  # full numbers beyond int64 arithmetic: one by one
         for i in range(len(p)):
-            account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]))
+            j = p[i]
+            account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]), float(ts[j]),
+                    int(length[j]), int(tail[j]))
         return
     key = np.where(verified, (hi << 32) | seq, seq)
     # A run breaks where the number is not the previous one + 1, or verified-ness changes.
@@ -203,8 +210,15 @@ def _sequence(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray, st: np.ndar
                         h = int(hi[b - 1])
                         if h > sq.hi:
                             sq.hi = h
+                    sq.last_full = full  # the previous packet, for a capture duplicate (account)
+                    j = p[b - 1]
+                    sq.last_ts = float(ts[j])
+                    sq.last_len = int(length[j])
+                    sq.last_tail = int(tail[j])
                     break
-            account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]))
+            j = p[i]
+            account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]), float(ts[j]),
+                    int(length[j]), int(tail[j]))
             i += 1
 
 

@@ -8,6 +8,14 @@ beyond the window — a real receiver would have dropped it) instead of being a 
 The high 32 bits of an extended sequence number (RFC 4303 §3.3.3, ESN) come from the decryptor
 (``EspResult.seq_hi``) when it verified the ICV; without keys we infer a wrap when the low 32 bits
 fall from the top quarter of the space to the bottom quarter.
+
+A repeated number is either a *replay* (the receiver's anti-replay check drops it) or a *capture
+duplicate*: the capture point saw the one packet twice (a bridge and its port, ``-i any`` with a VLAN
+device, a mirror of both directions). A copy is a capture duplicate when it repeats the flow's
+previous packet — same full number, same ESP/AH length, same last four octets (the ICV's end, which
+covers the whole packet, RFC 4303 §2.8) — within ``CAPTURE_DUP_GAP``; later or with other bytes it
+is a replay. Only the previous packet of the flow is kept (four numbers, no per-packet object):
+copies a capture makes follow their original at once.
 """
 
 from __future__ import annotations
@@ -18,18 +26,27 @@ REPLAY_WINDOW = 64  # RFC 4303 §3.4.3 default window, also strongSwan's replay_
 TRACK = 2048  # how far below the highest number we still remember which ones arrived
 _MASK = (1 << TRACK) - 1
 EVIDENCE = 5  # frames kept per counter as evidence
+# s: a copy this soon after the first is the capture's own (state/ikev2 uses it for IKE too): no
+# sender retransmits that fast (IKE timers run in seconds, RFC 7296 §2.1; ESP is never re-sent).
+CAPTURE_DUP_GAP = 0.02
 
 
 class SeqTracker:
     """Sequence-number bookkeeping for one flow (kept outside the model: it is engine state)."""
 
-    __slots__ = ("top", "bits", "missing", "hi")
+    __slots__ = ("top", "bits", "missing", "hi", "last_full", "last_ts", "last_len", "last_tail")
 
     def __init__(self) -> None:
         self.top: int | None = None  # highest full sequence number seen
         self.bits = 0  # bit k set = (top - k) arrived, k < TRACK
         self.missing = 0  # numbers below top never seen (a later arrival takes one back)
         self.hi = 0
+        # The flow's previous packet: full number, time, length and last four octets (an int, or
+        # the packet's bytes on the general path: tail_of reads them only for a repeated number).
+        self.last_full = -1
+        self.last_ts = 0.0
+        self.last_len = -1
+        self.last_tail: int | bytes = -1
 
     def full_seq(self, seq: int, seq_hi: int | None) -> int:
         """The 64-bit sequence number. ``seq_hi`` from a verified decryption is authoritative
@@ -78,17 +95,37 @@ class SeqTracker:
         return "reordered" if k >= REPLAY_WINDOW else "late"
 
 
-def account(flow: EspFlow, st: SeqTracker, seq: int, seq_hi: int | None, frame: int) -> str:
-    """Update ``flow``'s sequence counters for one packet; returns the verdict of :meth:`SeqTracker.add`."""
+def tail_of(tail: int | bytes) -> int:
+    """The last four octets of a packet as an int (given as such, or the packet's bytes); -1: unknown."""
+    if type(tail) is int:
+        return tail
+    return int.from_bytes(tail[-4:], "big") if len(tail) >= 4 else -1  # type: ignore[arg-type]
+
+
+def account(flow: EspFlow, st: SeqTracker, seq: int, seq_hi: int | None, frame: int, ts: float = 0.0,
+            length: int = -1, tail: int | bytes = -1) -> str:
+    """Update ``flow``'s sequence counters for one packet; returns the verdict of :meth:`SeqTracker.add`,
+    "copy" for a capture duplicate of the previous packet (see the module's docstring)."""
     full = st.full_seq(seq, seq_hi)
     verdict = st.add(full)
+    if verdict == "dup" and full == st.last_full and length == st.last_len and abs(ts - st.last_ts) < CAPTURE_DUP_GAP \
+            and tail_of(tail) == tail_of(st.last_tail) != -1:
+        verdict = "copy"
+    st.last_full = full
+    st.last_ts = ts
+    st.last_len = length
+    st.last_tail = tail
     if flow.seq_min is None or full < flow.seq_min:
         flow.seq_min = full
     if flow.seq_max is None or full > flow.seq_max:
         flow.seq_max = full
     flow.esn_hi = full >> 32
     flow.lost = st.missing
-    if verdict == "dup":
+    if verdict == "copy":
+        flow.capture_duplicates += 1
+        if len(flow.capture_duplicate_frames) < EVIDENCE:
+            flow.capture_duplicate_frames.append(frame)
+    elif verdict == "dup":
         flow.duplicates += 1
         if len(flow.duplicate_frames) < EVIDENCE:
             flow.duplicate_frames.append(frame)

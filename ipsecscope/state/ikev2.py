@@ -40,6 +40,7 @@ from ..model.sa import ChildSa, IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import ZERO_SPI, Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable
+from .esp_flow import CAPTURE_DUP_GAP
 from .selection import answer_unfit
 
 RETRY_WINDOW = 30.0  # s: a new IKE_SA_INIT this soon after INVALID_KE/COOKIE is the retry
@@ -214,9 +215,9 @@ def link_retry(book: Book, sa: IkeSa, ts: float) -> None:
             return
 
 
-# A byte-identical IKE message this soon after its previous copy is the capture seeing it twice, not
-# a retransmission: libreswan's first retransmission waits 0.5 s, strongSwan's 4 s.
-CAPTURE_DUP_GAP = 0.02
+# A byte-identical IKE message CAPTURE_DUP_GAP (esp_flow: ESP/AH copies share it) after its previous
+# copy is the capture seeing it twice, not a retransmission: libreswan's first retransmission waits
+# 0.5 s, strongSwan's 4 s.
 
 
 def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_response: bool) -> tuple[IkeExchange, bool]:

@@ -99,10 +99,11 @@ class Tracker(Book):
             return None
 
     def on_esp_fields(self, frame: int, ts: float, src: str, dst: str, spi: int, seq: int, res: object,
-                      length: int, encap: bool, sport: int, dport: int) -> EspFlow | None:
-        """:meth:`on_esp` from the packet's fields (``session_fast`` builds no packet object)."""
+                      length: int, encap: bool, sport: int, dport: int, tail: int = -1) -> EspFlow | None:
+        """:meth:`on_esp` from the packet's fields (``session_fast`` builds no packet object; ``tail``:
+        the packet's last four octets as an int)."""
         try:
-            return on_sa_fields(self, frame, ts, src, dst, spi, seq, res, "ESP", length, encap, sport, dport)
+            return on_sa_fields(self, frame, ts, src, dst, spi, seq, res, "ESP", length, encap, sport, dport, tail)
         except Exception as exc:  # noqa: BLE001
             self.observe("tracker_error", ts, (frame,), src, dst, reason=f"{type(exc).__name__}: {exc}")
             return None
