@@ -28,7 +28,7 @@ MANY_VERB = re.compile(r"\b(?:[2-9]|\d{2,}) (?:[\w-]+ ){1,3}?(?:packet|message|e
                        r"(?:does|was|has|is|fails)\b")
 
 # Flow counters that reach a finding's text, and the condition each needs to fire.
-COUNTERS = ("lost", "duplicates", "reordered", "icv_failed", "after_rekey", "after_delete",
+COUNTERS = ("lost", "duplicates", "capture_duplicates", "reordered", "icv_failed", "after_rekey", "after_delete",
             "unanswered_tail", "unsupported", "outside_ts")
 
 

@@ -205,23 +205,39 @@ def ike_capture_duplicates(table: SaTable) -> tuple[int, list[int]]:
     return n, frames
 
 
-@rule(102, "CAPTURE-DUPLICATES", Severity.INFO, ref="RFC 7296 §2.1")
+@rule(102, "CAPTURE-DUPLICATES", Severity.INFO, ref="RFC 7296 §2.1; RFC 4303 §3.4.3")
 def r_capture_duplicates(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
-    """IKE messages captured twice within milliseconds: the capture point duplicates packets."""
+    """IKE messages or ESP/AH packets captured twice within milliseconds: the capture point duplicates packets."""
     n, frames = ike_capture_duplicates(table)
-    if not n:
+    flows = [f for f in table.flows.values() if f.capture_duplicates]
+    if not n and not flows:
         return
-    esp = sum(f.duplicates for f in table.flows.values())
+    per: dict[str, int] = {}  # protocol -> copies
+    for f in flows:
+        per[f.protocol] = per.get(f.protocol, 0) + f.capture_duplicates
+    parts = ([plural(n, "IKE message")] if n else []) + [plural(k, f"{p} packet") for p, k in sorted(per.items())]
+    what = " and ".join(parts)
+    copies = n + sum(per.values())
+    why = []
+    if n:
+        why.append("No IKE implementation retransmits that fast (RFC 7296 §2.1: its timers run in seconds; "
+                   "libreswan first waits 0.5 s, strongSwan 4 s).")
+    if flows:
+        named = ", ".join(f"{f.protocol} {f.src} → {f.dst} SPI {spi_text(f.spi)} ({f.capture_duplicates:,})"
+                          for f in flows[:4]) + (f" and {len(flows) - 4} more" if len(flows) > 4 else "")
+        why.append(f"ESP and AH are never sent twice, and each copy repeats the packet just before it on its flow "
+                   f"with the same sequence number, length and ICV: {named}.")
+    replays = sum(f.duplicates for f in table.flows.values())
     yield Finding(
         code="CAPTURE-DUPLICATES", severity=Severity.INFO,
-        title=f"{plural(n, 'IKE message')} captured twice (the same bytes within 20 ms)",
-        explanation=f"{plural(n, 'IKE message')} {verb(n, 'appears')} a second time with the same bytes a few "
-        "milliseconds or less after the first. No IKE implementation retransmits that fast (RFC 7296 §2.1: its "
-        "timers run in seconds; libreswan first waits 0.5 s, strongSwan 4 s): the capture saw these packets twice "
-        "(a bridge and its port, 'any' with a VLAN device, a mirror of both directions). They are not counted "
-        "as retransmissions." + (f" The {plural(esp, 'ESP packet')} repeating a sequence number (ESP-REPLAY) are "
-                                 "likely the same duplication." if esp else ""),
-        frames=tuple(frames), sa=None,
+        title=f"{what} captured twice (the same bytes within 20 ms)",
+        explanation=f"{what} {verb(copies, 'appears')} a second time with the same bytes a few milliseconds or less "
+        "after the first. " + " ".join(why) + " The capture saw these packets twice (a bridge and its port, 'any' "
+        "with a VLAN device, a mirror of both directions). They are not counted as retransmissions, replays or "
+        "packets sent." + (f" {plural(replays, 'other ESP/AH packet')} repeating a sequence number later or with "
+                           "other bytes stay replays (ESP-REPLAY)." if replays else ""),
+        frames=frames_of(frames, *(f.capture_duplicate_frames for f in flows))[:10],
+        sa=flow_ref(flows[0]) if not n and len(flows) == 1 else None,
         hint="Capture on one interface (not 'any'), or drop the copies with `editcap -d IN OUT`.", ts=table.first_ts)
 
 

@@ -39,9 +39,9 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 code="ESP-REPLAY", severity=Severity.WARNING,
                 title=f"{f.protocol} replay {f.src} -> {f.dst}: {plural(f.duplicates, 'duplicate sequence number')}",
                 explanation=f"{plural(f.duplicates, 'packet')} on SPI {spi_text(f.spi)} from {f.src} to {f.dst} repeated a sequence "
-                f"number already seen. The receiver's anti-replay check ({'RFC 4302' if f.protocol == 'AH' else 'RFC 4303'} "
-                "§3.4.3) drops them; "
-                "duplication on the path, a capture on several interfaces, or a replay attack.",
+                f"number already seen, later than a capture's own copy (20 ms) or with other bytes. The receiver's "
+                f"anti-replay check ({'RFC 4302' if f.protocol == 'AH' else 'RFC 4303'} §3.4.3) drops them; "
+                "duplication on the path, a sender reusing its counter, or a replay attack.",
                 frames=tuple(f.duplicate_frames), sa=ref,
                 hint="If the capture was taken on one interface, look for a device duplicating packets.",
                 ts=f.first_ts)

@@ -1,0 +1,101 @@
+"""ESP packets a capture holds twice are no replays (tests/data/esp-duplicates, made from
+samples/healthy-gcm by make.py there).
+
+A capture point that sees each packet twice (a Linux bridge and its port, ``-i any`` with a VLAN
+device, a mirror of both directions) repeats every ESP sequence number a few microseconds apart.
+ipsecscope counted each copy as a replay: ESP-REPLAY, a WARNING saying the receiver's anti-replay
+check drops them "or a replay attack", on every flow. A copy of the flow's previous packet (same
+number, length and ICV) within 20 ms is the capture's own (state/esp_flow.CAPTURE_DUP_GAP, as
+IKE's); the same packet seconds later, or the same number with other bytes, stays a replay.
+Decryption is unaffected: tshark decrypts every frame, copies too, and so do we.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import DATA, SAMPLES, needs_tshark
+from conftest import field_cli as cli
+
+from ipsecscope.api import iter_decrypted
+from tests.test_decrypt_tshark import tshark_decrypted
+
+CAP = DATA / "esp-duplicates" / "captured-twice-replay.pcap"
+KEYS = SAMPLES / "healthy-gcm" / "keys"
+
+
+def findings(*args: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for f in json.loads(cli("findings", *args, "--json"))["findings"]:
+        out.setdefault(f["code"], []).append(f)
+    return out
+
+
+def _tshark_esp(cap) -> list[tuple[int, str, int, int]]:
+    """(frame, SPI, sequence number, frame length) of every ESP frame, as tshark reads them."""
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "esp", "-T", "fields", "-e", "frame.number",
+                          "-e", "esp.spi", "-e", "esp.sequence", "-e", "frame.len"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return [(int(a), b, int(c), int(d)) for a, b, c, d in (ln.split("\t") for ln in out.splitlines())]
+
+
+@needs_tshark
+def test_copies_are_capture_duplicates_and_replays_stay_replays() -> None:
+    esp = _tshark_esp(CAP)
+    # tshark: 18 ESP frames each followed by its copy (same SPI and number), one of those copies
+    # with another ICV, and the first frame again at the end
+    assert len(esp) == 37 and all(esp[i][1:] == esp[i + 1][1:] for i in range(0, 36, 2))
+    assert esp[-1][1:] == esp[0][1:] and esp[-1][0] == 53
+    for args in ((str(CAP),), (str(CAP), "-k", str(KEYS))):
+        f = findings(*args)
+        (d,) = f["CAPTURE-DUPLICATES"]
+        assert d["severity"] == "info" and d["title"] == "17 ESP packets captured twice (the same bytes within 20 ms)"
+        assert "SPI 0x8c46d2ff (6)" in d["explanation"] and "2 other ESP/AH packets" in d["explanation"]
+        replays = {r["sa"]: r["frames"] for r in f["ESP-REPLAY"]}
+        # the packet 3 s later (same bytes) and the copy whose ICV differs (4 µs later)
+        assert replays == {"esp:198.18.0.1>198.18.0.2:0x15b69dc5": [53], "esp:198.18.0.2>198.18.0.1:0x4c38ff56": [24]}
+        assert all(r["title"].endswith(": 1 duplicate sequence number") for r in f["ESP-REPLAY"])
+    flows = {x["spi"]: x for x in json.loads(cli("sas", str(CAP), "-k", str(KEYS), "--json"))["flows"]}
+    assert {s: (x["packets"], x["duplicates"], x["capture_duplicates"], x["lost"]) for s, x in flows.items()} == {
+        "0x15b69dc5": (7, 1, 3, 0), "0x427e7d84": (6, 0, 3, 0), "0x8c46d2ff": (12, 0, 6, 0), "0x4c38ff56": (12, 1, 5, 0)}
+
+
+@needs_tshark
+def test_every_copy_is_decrypted_as_tshark_decrypts_it(tmp_path) -> None:
+    """Decryption is per packet, as tshark's: both copies are decrypted and written (the one whose
+    ICV was changed fails its check; tshark decrypts without checking)."""
+    theirs = tshark_decrypted(CAP, KEYS / "esp_sa", tmp_path)
+    ours = {p.frame: p for p in iter_decrypted(CAP, [KEYS])}
+    assert sorted(theirs) == sorted(ours) and len(ours) == 37
+    assert [fr for fr, p in ours.items() if p.status != "ok"] == [24]
+    for fr, p in ours.items():
+        if fr != 24:
+            assert theirs[fr][:len(p.inner)] == p.inner
+    out = tmp_path / "out.pcapng"
+    r = subprocess.run(["tshark", "-r", str(CAP), "-Y", "esp"], capture_output=True, text=True, check=True)
+    assert len(r.stdout.splitlines()) == 37
+    d = subprocess.run([sys.executable, "-m", "ipsecscope", "decrypt", str(CAP), "-k", str(KEYS), "-o", str(out), "-q"],
+                       capture_output=True, text=True, timeout=120)
+    assert d.returncode == 4 and "1 ESP packet failed its ICV check" in d.stderr  # the altered copy
+    written = subprocess.run(["tshark", "-r", str(out), "-T", "fields", "-e", "frame.number"],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(written) == 36  # every decrypted copy
+
+
+def test_the_sample_without_copies_has_neither() -> None:
+    f = findings(str(SAMPLES / "healthy-gcm" / "capture.pcapng"), "-k", str(KEYS))
+    assert "CAPTURE-DUPLICATES" not in f and "ESP-REPLAY" not in f
+
+
+def test_ah_copies_are_capture_duplicates() -> None:
+    """AH (RFC 4302 §3.4.3: the same anti-replay check) through the general path: tests/data/ah's
+    ah-v4.pcap with every frame twice has its own findings plus CAPTURE-DUPLICATES (was: 4
+    ESP-REPLAY "AH replay" warnings); the corrupted frame's copy is a copy too (same bytes)."""
+    ah = DATA / "ah"
+    keys = str(ah / "ah-v4.keys.json")
+    f = findings(str(DATA / "esp-duplicates" / "ah-captured-twice.pcap"), "-k", keys)
+    (d,) = f.pop("CAPTURE-DUPLICATES")
+    assert d["title"] == "14 AH packets captured twice (the same bytes within 20 ms)"
+    assert set(f) == set(findings(str(ah / "ah-v4.pcap"), "-k", keys)) and "ESP-REPLAY" not in f
