@@ -34,6 +34,7 @@ from .state.bulk import ICV_FAILED, NO_KEY, OK, EspRun, on_esp_run
 _Result = fast_constructor(EspResult)
 
 _U32LE = struct.Struct("<I").unpack_from
+_U32BE = struct.Struct("!I").unpack_from
 _KEY = struct.Struct("!III").pack
 _CODE = {name: i for i, name in enumerate(STATUS)}
 _NO_KEY_RESULT = EspResult("no_key", reason="no key for this SA (add its keys with -k)")
@@ -157,9 +158,12 @@ class EspRuns:
 
         tracker = s.tracker
         inner_done = False
-        # each packet's last four octets (the ICV's end): a capture duplicate repeats them (state.esp_flow)
-        tail = _u32(_rows(np.frombuffer(w, np.uint8), end - 4, 4, len(w)), 0, ">").astype(np.int64)
         if n >= BULK_MIN * n_groups and not self._packetwise(groups, poss, sp, dp, nested, status):
+            # a packet's last four octets (the ICV's end: a capture's copy repeats them, state.esp_flow),
+            # read for the few packets the sequence window asks about, not gathered for the run
+            def tail(i: int) -> int:
+                return _U32BE(w, int(end[i]) - 4)[0]
+
             run = EspRun(frame_e, ts_e, gid, seq, hi, status, end - q, nh, groups, results, inner, poss, tail)
             try:
                 flows = on_esp_run(tracker, run)
@@ -169,8 +173,9 @@ class EspRuns:
             child = [-1 if f is None or f.child_sa is None else f.child_sa for f in flows]
             child_g = np.array(child, np.int64)[gid]
         else:
+            tails = _u32(_rows(np.frombuffer(w, np.uint8), end - 4, 4, len(w)), 0, ">")  # as tail() above
             child_g = self._per_packet(e, gid, groups, entries, frame_e, ts_e, seq.tolist(), status, results, inner,
-                                       nh, end - q, sp, dp, nested, tail)
+                                       nh, end - q, sp, dp, nested, tails)
             inner_done = True
         if not self.keep:
             return

@@ -13,6 +13,7 @@ came, as the per-packet path files them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,7 @@ class EspRun:
     results: dict
     inner: object
     pos: list[np.ndarray] | None = None  # each group's positions in frame order, when known
-    tail: np.ndarray | None = None  # each packet's last four octets (esp_flow: capture duplicates)
+    tail: Callable[[int], int] | None = None  # position -> its last four octets (esp_flow: capture duplicates)
 
 
 def on_esp_run(book: Book, run: EspRun, proto: str = "ESP") -> list[EspFlow]:
@@ -175,13 +176,13 @@ def _sequence(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray, st: np.ndar
     # the packet's time, length and last octets by its run position: read only at a segment's end
     # or a packet account() takes, not gathered per flow
     ts, length = run.ts, run.length
-    tail = run.tail if run.tail is not None else np.full(len(ts), -1, np.int64)
+    tail = run.tail or _no_tail
     verified = hi >= 0
     if verified.any() and int(hi.max()) >= 1 << 30:  # full numbers beyond int64 arithmetic: one by one
         for i in range(len(p)):
             j = p[i]
             account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]), float(ts[j]),
-                    int(length[j]), int(tail[j]))
+                    int(length[j]), tail(int(j)))
         return
     key = np.where(verified, (hi << 32) | seq, seq)
     # A run breaks where the number is not the previous one + 1, or verified-ness changes.
@@ -214,12 +215,16 @@ def _sequence(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray, st: np.ndar
                     j = p[b - 1]
                     sq.last_ts = float(ts[j])
                     sq.last_len = int(length[j])
-                    sq.last_tail = int(tail[j])
+                    sq.last_tail = tail(int(j))
                     break
             j = p[i]
             account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]), float(ts[j]),
-                    int(length[j]), int(tail[j]))
+                    int(length[j]), tail(int(j)))
             i += 1
+
+
+def _no_tail(_i: int) -> int:
+    return -1
 
 
 def _learn(child, run: EspRun, okpos: np.ndarray) -> None:
