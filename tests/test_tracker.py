@@ -236,7 +236,9 @@ def test_esp_counters_match_ground_truth(name):
 
 
 def test_replay_loss_reorder_from_real_packets():
-    """Feed the real ESP packets of a sample in a shuffled order: duplicates, a gap and a late one."""
+    """Feed the real ESP packets of a sample in a shuffled order: a capture's copy, a replay, a gap and a late one."""
+    from dataclasses import replace
+
     from ipsecscope.capture import open_capture
     from ipsecscope.decode.demux import Decoder
     from ipsecscope.model.packets import EspPacket
@@ -254,12 +256,15 @@ def test_replay_loss_reorder_from_real_packets():
     tr = Tracker()
     a, b, c = mine[:3]
     assert (b.seq, c.seq) == (a.seq + 1, a.seq + 2)
-    for p in (a, a, c):  # a twice (replay), b missing (gap)
+    later = replace(a, frame=a.frame + 1000, ts=c.ts + 1.0)  # a's bytes again, after c and 1 s later
+    # a twice at once (the capture's copy), b missing (gap), a again later (replay)
+    for p in (a, a, c, later):
         tr.on_esp(p, None)
     f = tr.table.flows[(a.src, a.dst, spi, "ESP")]
-    assert (f.duplicates, f.lost, f.packets) == (1, 1, 3)
+    assert (f.duplicates, f.capture_duplicates, f.lost, f.packets) == (1, 1, 1, 4)
+    assert (f.duplicate_frames, f.capture_duplicate_frames) == ([later.frame], [a.frame])
     tr.on_esp(b, None)  # arrives late, inside the 64-packet window: fills the gap, not "reordered"
-    assert f.lost == 0 and f.reordered == 0 and f.packets == 4
+    assert f.lost == 0 and f.reordered == 0 and f.packets == 5
 
 
 # ---------------------------------------------------------------------------------- bad input
