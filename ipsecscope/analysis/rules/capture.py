@@ -209,7 +209,8 @@ def ike_capture_duplicates(table: SaTable) -> tuple[int, list[int]]:
 def r_capture_duplicates(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """IKE messages or ESP/AH packets captured twice within milliseconds: the capture point duplicates packets."""
     n, frames = ike_capture_duplicates(table)
-    flows = [f for f in table.flows.values() if f.capture_duplicates]
+    # SPI 0 is no SA's (ESP-RESERVED-SPI): a flood of one crafted packet is not the capture's copy
+    flows = [f for f in table.flows.values() if f.capture_duplicates and f.spi != 0]
     if not n and not flows:
         return
     per: dict[str, int] = {}  # protocol -> copies
@@ -227,7 +228,7 @@ def r_capture_duplicates(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                           for f in flows[:4]) + (f" and {len(flows) - 4} more" if len(flows) > 4 else "")
         why.append(f"ESP and AH are never sent twice, and each copy repeats the packet just before it on its flow "
                    f"with the same sequence number, length and ICV: {named}.")
-    replays = sum(f.duplicates for f in table.flows.values())
+    replays = sum(f.duplicates for f in table.flows.values() if f.spi != 0)
     yield Finding(
         code="CAPTURE-DUPLICATES", severity=Severity.INFO,
         title=f"{what} captured twice (the same bytes within 20 ms)",
