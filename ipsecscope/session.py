@@ -676,7 +676,7 @@ class Session(FrameViews):
             self.tracker.on_malformed(pkt, whole=raw.orig_len <= len(raw.data))
             self._add_row(FrameRow(
                 raw.index, raw.ts, "MALFORMED", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
-                pkt.dport, raw.orig_len, info=f"{pkt.layer}: {pkt.reason}", status="malformed",
+                pkt.dport, raw.orig_len, pkt.spi, info=f"{pkt.layer}: {pkt.reason}", status="malformed",
                 ip_proto=pkt.ip_proto,
             ))
 

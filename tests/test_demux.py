@@ -356,7 +356,6 @@ MALFORMED = {
     "ethernet-truncated": (b"\x00" * 10, "link"),
     "ipv4-header-truncated": (eth(v4(proto=50))[:14 + 12], "ip"),
     "ipv4-bad-ihl": (b"\x00" * 12 + b"\x08\x00" + b"\x42" + IP4[1:], "ip"),
-    "ipv4-total-length-too-big": (b"\x00" * 12 + b"\x08\x00" + IP4[:2] + b"\x0f\xff" + IP4[4:], "ip"),
     "ipv6-truncated": (eth(v6())[:14 + 30], "ip"),
     "udp-length-too-small": (eth(v4() / UDP(sport=500, dport=500, len=4) / Raw(IKE)), "udp"),
     "ike-too-short": (eth(v4() / UDP(sport=500, dport=500) / Raw(IKE[:20])), "ike"),
@@ -375,6 +374,26 @@ def test_malformed_gives_reason_and_layer(name: str) -> None:
     p = one(data)
     assert isinstance(p, Malformed), p
     assert p.layer == layer and p.reason and "\n" not in p.reason
+
+
+def test_ip_length_past_the_frame_read_and_marked() -> None:
+    """An IPv4 total length / IPv6 payload length past the frame's end (the frame was not cut by the
+    snap length): the packet is read from what is there, as tshark does, and marked malformed beside
+    it (decode.ip.runs_past_frame); a first fragment so cut stays refused (not reassembled)."""
+    long4 = b"\x00" * 12 + b"\x08\x00" + IP4[:2] + b"\x0f\xff" + IP4[4:]
+    long6 = bytearray(eth(v6(nh=50) / Raw(esp(2, 3))))
+    long6[14 + 4:14 + 6] = b"\x05\xdc"
+    frag = bytearray(long4)
+    frag[14 + 6] = 0x20  # MF
+    for data, ver in ((long4, 4), (bytes(long6), 6)):
+        raw = RawFrame(1, 1.0, 1_000_000_000, 1, data, len(data))
+        pkt, mark = Decoder().decode_all(raw)
+        assert isinstance(pkt, EspPacket) and pkt.data == data[14 + (20 if ver == 4 else 40):]
+        assert isinstance(mark, Malformed) and mark.layer == "ip" and "exceeds" in mark.reason
+        assert (mark.src, mark.ip_proto) == (pkt.src, 50)
+        assert Decoder().decode(raw) is not None and isinstance(Decoder().decode(raw), EspPacket)  # decrypt's pick
+    p = one(bytes(frag))
+    assert isinstance(p, Malformed) and p.layer == "ip" and "exceeds" in p.reason
 
 
 def test_snaplen_truncated_esp_still_counts() -> None:

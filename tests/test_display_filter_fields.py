@@ -63,6 +63,8 @@ CAPTURES = {
     "zeek/ip6_esp": (DATA / "zeek" / "ip6_esp.pcap", None),
     "tcpdump/isakmp4500": (DATA / "tcpdump" / "isakmp4500.pcap", None),
     "zeek-spicy-ipsec/ipsec-ikev1-zero-length": (DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-zero-length.pcap", None),
+    "malformed-ip": (DATA / "malformed-ip" / "malformed-ip.pcap", None),
+    "bad/malformed": (DATA / "bad" / "malformed.pcap", None),
 }
 # capture -> (field prefix, frames, why the tools differ there on purpose); the field's filters
 # are compared on the other frames. (Frames whose ESP only one tool opens are left out everywhere,
@@ -78,6 +80,21 @@ EXCUSED: dict[str, list[tuple[str, set[int] | None, str]]] = {
     "synthetic/cbc-ctr-hmac": [
         ("esp.protocol", None, "tshark adds ESP's trailer fields after the inner packet's dissection, and "
                                "this capture's inner DNS messages are malformed (an exception ends it)"),
+    ],
+    "malformed-ip": [
+        ("ah.sequence", {7}, "AH with Payload Len 0 is 8 octets (RFC 4302 §2.2), shorter than its fixed 12: tshark "
+                             "reads a sequence number from the octets that length puts behind AH, ipsecscope none"),
+        ("icmp", {7}, "the packet behind that AH: tshark dissects it from octet 8, ipsecscope not behind a broken "
+                      "AH header"),
+        ("ip", {8}, "an IPv4 header length under 20 (RFC 791 §3.1): tshark shows the ip layer with its version, "
+                    "ipsecscope a MALFORMED row with no IP field"),
+    ],
+    "bad/malformed": [
+        ("ip", {9}, "as malformed-ip's frame 8"),
+        ("isakmp.nextpayload", {1}, "an IKE payload chain in a broken message: tshark reads the next payload "
+                                    "field of the cut payload, ipsecscope stops at the header"),
+        ("isakmp.length", {2}, "an IKE header whose Length (1000) runs past the datagram: tshark's dissection "
+                               "ends with an exception at that field, ipsecscope shows the header's value"),
     ],
     "synthetic/icmp-quoted": [
         # an ESP packet cut off inside an ICMP error, which tshark 'decrypts' anyway, reading a

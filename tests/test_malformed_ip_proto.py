@@ -116,10 +116,9 @@ def test_the_corpus_holds_malformed_frames_of_each_protocol() -> None:
     src = source_of(session(BAD, False))
     assert matches(compile_filter("ip.proto == 50"), src) == [4]
     # frame 3 (an IKE header whose Length, 10, is below its 28 octets) is no isakmp to tshark
-    # either; frame 14 tshark reads as isakmp (an IPv4 total length past the frame: it dissects
-    # what is there), ipsecscope not
+    # either; frame 14 (an IPv4 total length past the frame) both read as isakmp: what is there
     assert matches(compile_filter("ip.proto == 17 && !isakmp && !udpencap.nat_keepalive"), src) == [3, 5, 6, 7, 12,
-                                                                                                        13, 14]
+                                                                                                        13]
     # frame 6: the ICMPv6 Parameter Problem quoting frame 5's header
     assert matches(compile_filter("ipv6.nxt == 51"), source_of(session(AH0, False))) == [5, 6]
 
@@ -131,5 +130,7 @@ def test_packets_json_carries_ip_proto() -> None:
                          text=True, timeout=120, cwd=ROOT).stdout
     rows = {d["frame"]: d for d in map(json.loads, out.splitlines())}
     got = {f: d["ip_proto"] for f, d in rows.items() if d["kind"] == "MALFORMED"}
-    assert got == {4: 50, 5: 17, 6: 17, 7: 17, 9: None, 10: 0, 11: 60, 12: 17, 13: 17, 14: 17}
+    assert got == {4: 50, 5: 17, 6: 17, 7: 17, 9: None, 10: 0, 11: 60, 12: 17, 13: 17}
+    # frame 14: its IKE message (the IPv4 total length runs past the frame), the mark in its Info
+    assert rows[14]["kind"] == "IKE" and "malformed ip: IPv4 total length 2000" in rows[14]["info"]
     assert all(d["ip_proto"] is None for d in rows.values() if d["kind"] != "MALFORMED")

@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
 from .. import timefmt
@@ -266,6 +267,10 @@ def run(args: argparse.Namespace) -> int:
         if chosen and row.frame == chosen[-1].frame:  # one line per frame (a TCP segment may carry several
             if chosen[-1].kind == "AH" and row.kind == "ESP":  # IKE/ESP records): ESP under AH is what
                 chosen[-1] = row  # the AH protects, and what decrypts (tshark's Info names it too)
+            elif row.kind == "MALFORMED" and chosen[-1].kind != "MALFORMED":
+                # the frame's mark beside what was read of it (an IP length past the frame's end,
+                # decode.ip.runs_past_frame): said on its line
+                chosen[-1] = replace(chosen[-1], info=f"{chosen[-1].info} [malformed {row.info}]")
             continue
         if args.count is not None and len(chosen) >= args.count:
             break

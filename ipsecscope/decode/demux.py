@@ -30,7 +30,7 @@ from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeep
 from . import link, tunnel
 from .esp import AH_HDR, ESP_HDR
 from .icmp import decode_error as decode_icmp_error
-from .ip import Reassembler, parse_ipv4, parse_ipv6, v6_ext_chain, v6_header_chain
+from .ip import Reassembler, parse_ipv4, parse_ipv6, runs_past_frame, v6_ext_chain, v6_header_chain
 
 IKE_PORT = 500
 NATT_PORT = 4500
@@ -180,9 +180,18 @@ class Decoder:
         else:
             self.stats["not_ip"] += 1
             return []
+        past = ""
+        if type(ip) is str and " exceeds the " in ip and raw.orig_len <= len(data) and runs_past_frame(data, off, ver):
+            # the length field runs past the frame (not a snap-length cut): what is there is read,
+            # as tshark does, and the frame is marked too (see ip.runs_past_frame)
+            past = ip
+            parse = parse_ipv4 if ver == 4 else parse_ipv6
+            ip = parse(data, off, self.reassembler, raw.ts, True)
         if type(ip) is str:
             ip = self._ip_malformed(raw, ip, ver, off)
         out = self._after_ip(raw, ip)
+        if past:
+            out = self._past_frame(raw, out, past, ver, off)
         if ver == 6 and type(ip) is Malformed and ip.src and data[off + 6] in V6_EXT_NUMBERS:
             # a broken extension-header chain: tshark still shows the headers it could start,
             # each with its Next Header (the row keeps the fixed header's, Malformed.ip_proto)
@@ -199,6 +208,16 @@ class Decoder:
         if self.reassembler.dropped:
             return self._with_dropped(out)
         return out
+
+    def _past_frame(self, raw: RawFrame, out: list[Packet], reason: str, ver: int, off: int) -> list[Packet]:
+        """The packets of a frame whose IP length runs past its end, with the IP header's malformed
+        mark after them (``decode()`` returns the first: decrypt opens the ESP as tshark does). A
+        broken header inside it already marks the frame: one mark, both reasons."""
+        if out and type(out[-1]) is Malformed and out[-1].frame == raw.index:
+            out[-1] = replace(out[-1], reason=f"{out[-1].reason}; {reason}")
+            return out
+        mark = self._ip_malformed(raw, reason, ver, off)
+        return [*out, mark]
 
     def _note_v6_ext(self, frame: int, data: bytes, off: int, partial: bool = False) -> None:
         if len(self.v6_ext) >= V6_EXT_MAX:
@@ -268,7 +287,7 @@ class Decoder:
         if proto == 50:
             if len(payload) < 8:
                 return [Malformed(raw.index, raw.ts, f"ESP header truncated ({len(payload)} of 8 bytes)", "esp",
-                                  self._text(src), self._text(dst))]
+                                  self._text(src), self._text(dst), spi=_spi(payload))]
             spi, seq = ESP_HDR.unpack_from(payload, 0)
             return [_Esp(raw.index, raw.ts, self._text(src), self._text(dst), spi, seq, payload,
                          ip_version=version, ip_fragmented=frag)]
@@ -357,7 +376,7 @@ class Decoder:
         if len(body) < 8:
             return [Malformed(raw.index, raw.ts,
                               f"UDP-encapsulated ESP header truncated ({len(body)} of 8 bytes)", "esp",
-                              s, d, sport, dport)]
+                              s, d, sport, dport, spi=_spi(body))]
         spi, seq = ESP_HDR.unpack_from(body, 0)
         return [_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, True, version, "udp", frag)]
 
@@ -366,14 +385,20 @@ class Decoder:
         n = len(seg)
         s, d = self._text(src), self._text(dst)
         if n < 12:
-            return [Malformed(raw.index, raw.ts, f"AH header truncated ({n} of 12 bytes)", "ah", s, d)]
+            return [Malformed(raw.index, raw.ts, f"AH header truncated ({n} of 12 bytes)", "ah", s, d,
+                              spi=_spi(seg[4:]))]
         nh, plen, _r, spi, seq = AH_HDR.unpack_from(seg, 0)
         total = (plen + 2) * 4  # RFC 4302 §2.2: length in 32-bit words, minus 2
         if total < 12:
+            # RFC 4302 §2.2: AH is (Payload Len + 2) 32-bit words and holds at least the 12 octets
+            # from Next Header to the Sequence Number (§2.1-2.5): Payload Len 0 says 8, the payload
+            # then overlaps the sequence number. The SPI is read, as tshark does; the sequence
+            # number is not (tshark's is the payload's first octets).
             return [Malformed(raw.index, raw.ts, f"AH payload length {plen} is shorter than the fixed header", "ah",
-                              s, d)]
+                              s, d, spi=spi)]
         if total > n:
-            return [Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah", s, d)]
+            return [Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah", s, d,
+                              spi=spi)]
         ah = AhPacket(raw.index, raw.ts, s, d, spi, seq, nh, seg[12:total], seg, version, frag,
                       self.reassembler.first_header if frag else head)
         if nh != 50:
@@ -384,7 +409,7 @@ class Decoder:
         esp = seg[total:]
         if len(esp) < 8:
             return [ah, Malformed(raw.index, raw.ts, f"ESP header after AH truncated ({len(esp)} of 8 bytes)", "esp",
-                                      s, d)]
+                                  s, d, spi=_spi(esp))]
         espi, eseq = ESP_HDR.unpack_from(esp, 0)
         return [ah, _Esp(raw.index, raw.ts, s, d, espi, eseq, esp, ip_version=version, ip_fragmented=frag)]
 
@@ -468,7 +493,7 @@ class Decoder:
                 out.append(NatKeepalive(raw.index, raw.ts, s, d, sport, dport))
             elif len(body) < 8:
                 out.append(Malformed(raw.index, raw.ts, f"ESP header in RFC 8229 record truncated "
-                                     f"({len(body)} of 8 bytes)", "esp", s, d, sport, dport))
+                                     f"({len(body)} of 8 bytes)", "esp", s, d, sport, dport, spi=_spi(body)))
             else:
                 spi, seq = ESP_HDR.unpack_from(body, 0)
                 out.append(_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, False, version, "tcp"))
@@ -485,6 +510,12 @@ class Decoder:
             out.append(Malformed(raw.index, raw.ts, "RFC 8229 stream buffer overflow; stream reset", "tcp",
                                  self._text(src), self._text(dst), sport, dport))
         return out
+
+
+def _spi(header: bytes) -> int | None:
+    """The SPI of an ESP header cut short (RFC 4303 §2.1: its first 4 octets), when they are there:
+    tshark reads it before the sequence number runs out."""
+    return (header[0] << 24 | header[1] << 16 | header[2] << 8 | header[3]) if len(header) >= 4 else None
 
 
 def decode_frame(raw: RawFrame, decoder: Decoder | None = None) -> Packet | None:

@@ -258,6 +258,21 @@ def parse_ipv4(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: b
     return 4, src, dst, proto, payload, False
 
 
+def runs_past_frame(data: bytes, off: int, ver: int) -> bool:
+    """The IP header at ``off`` (parsed already: its length fields were read) says more bytes than
+    the frame holds, and the packet is not a fragment. Called only after :func:`parse_ipv4` /
+    :func:`parse_ipv6` refused it without a snap-length cut.
+
+    RFC 791 §3.1 (Total Length) and RFC 8200 §3 (Payload Length) count the whole datagram, so the
+    frame lost its tail somewhere (a capture tool's own truncation, a lying length). tshark notes it
+    and dissects what is there; the decoder does the same, with a malformed mark beside the
+    packet. A fragment stays refused: a cut piece would be reassembled into a wrong datagram."""
+    if ver == 4:
+        return not ((data[off + 6] << 8) | data[off + 7]) & 0x3FFF
+    walked = _walk_v6(data[off + 6], data, off + 40, len(data))
+    return type(walked) is tuple and walked[0] != V6_FRAGMENT
+
+
 def _walk_v6(nh: int, buf: bytes, p: int, end: int) -> tuple[int, int] | str:
     """Skip extension headers; (upper-layer protocol, offset) or a reason."""
     while nh in V6_SKIP:

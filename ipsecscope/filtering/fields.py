@@ -15,6 +15,17 @@ trailer fields after dissecting the inner packet, so an exception there, a malfo
 message say, leaves them out); and an ESP packet an ICMP error quotes cut off is not read past
 its would-be trailer (tshark dissects the bytes in front of it as the extension header that
 trailer's Next Header names).
+
+Malformed input (tests/data/malformed-ip, bad/malformed.pcap): a MALFORMED row whose ESP or AH
+header was cut short carries ``esp``/``ah`` and the SPI when its 4 octets were there, as tshark;
+an IP length past the frame's end gives the rows of what is there plus the mark (decode.ip.
+runs_past_frame). On purpose different: AH with Payload Len 0 (8 octets, under the 12 RFC 4302 §2.2
+and §2.5 require) has no ``ah.sequence`` and no fields of the packet behind it (tshark reads the
+sequence number from octets that length puts in the payload, and dissects the payload from octet
+8); an IPv4 header length under 20 (RFC 791 §3.1) has no ``ip`` field at all (tshark shows the
+layer with its version and header length only); in a broken IKE message the payload chain ends
+at the header (tshark reads Next Payload fields from inside a payload cut short) and a header
+Length past the datagram is still shown (tshark's dissection ends in an exception there).
 """
 
 from __future__ import annotations
@@ -182,10 +193,12 @@ class _FieldCols(_Window):
             p = self.is_esp
             q = {f: v for f, v in (self.inner.quoted.items() if self.inner is not None else ()) if v[0] == "esp"}
             nested = self._nested(lambda x: x)  # ESP layers inside the outer one
+            # a MALFORMED row's cut-off ESP header: the layer, and the SPI when it was there
+            bad = self.bad_esp
             if not sub:
-                return [Oc(self.true, p), *self._sparse_frames({f: [True] for f in q})]
+                return [Oc(self.true, p | bad), *self._sparse_frames({f: [True] for f in q})]
             if sub == "spi":
-                return [Oc(a["spi"], p), *self._sparse_frames({f: [v[1]] for f, v in q.items()}),
+                return [Oc(a["spi"], p | (bad & (a["spi"] >= 0))), *self._sparse_frames({f: [v[1]] for f, v in q.items()}),
                         *self._sparse_frames(_values(nested, lambda x: x.spi))]
             if sub == "sequence":
                 return [Oc(a["seq"] & 0xFFFFFFFF, p),
@@ -202,10 +215,11 @@ class _FieldCols(_Window):
                 return [Oc(nh, p & (nh >= 0)), *self._sparse_frames(_values(nested, lambda x: x.next_header))]
         if fam == "ah":
             p = self.is_ah
+            bad = self.bad_ah  # a MALFORMED row's broken AH header (as ESP's above)
             if not sub:
-                return [Oc(self.true, p)]
+                return [Oc(self.true, p | bad)]
             if sub == "spi":
-                return [Oc(a["spi"], p)]
+                return [Oc(a["spi"], p | (bad & (a["spi"] >= 0)))]
             if sub == "sequence":
                 return [Oc(a["seq"] & 0xFFFFFFFF, p)]
         if fam == "udpencap":

@@ -82,6 +82,7 @@ class _Window:
         # header that says was the broken one); its UDP ports when the UDP header was read.
         fam = np.array([0] + [6 if ":" in a else 4 for a in self.addrs[1:]], dtype=np.uint8)
         self.is_bad = k == code["MALFORMED"] if "MALFORMED" in code else none
+        self.bad_esp, self.bad_ah = self._bad_ipsec(rows, lo)
         has_ip = (self.is_esp | self.is_ah | self.is_ike | self.is_ka | self.is_bad) & (self.arr["src"] != 0)
         f = fam[self.arr["src"]]
         self.out_v4 = has_ip & (f == 4)
@@ -107,6 +108,20 @@ class _Window:
         self.iarr: Mapping[str, np.ndarray] | None = None  # inner columns by name (InnerStore.columns)
         self._cache: dict[str, list[_Occ]] = {}
         self._layer_masks: dict[str, np.ndarray] | None = None
+
+    def _bad_ipsec(self, rows, lo: int) -> tuple[np.ndarray, np.ndarray]:
+        """MALFORMED rows whose ESP / AH header was the broken one (the row's layer, its Info's first
+        word: few rows): tshark still shows that layer, and its SPI when the row kept one. ESP in UDP
+        shows only with its SPI (tshark's UDP encapsulation reads 4 octets to tell ESP from IKE)."""
+        esp, ah = np.zeros(self.n, dtype=bool), np.zeros(self.n, dtype=bool)
+        nh, spi = self.arr["nh"], self.arr["spi"]
+        for i in np.flatnonzero(self.is_bad).tolist():
+            layer = rows[lo + i].info.partition(":")[0]
+            if layer == "esp":
+                esp[i] = nh[i] in (50, 51) or spi[i] >= 0
+            elif layer == "ah":
+                ah[i] = True
+        return esp, ah
 
     @staticmethod
     def _from_rows(rows: Sequence[FrameRow], lo: int, hi: int):

@@ -53,6 +53,9 @@ class Malformed:
     # The IP header's own protocol field (IPv4 Protocol, the IPv6 fixed header's Next Header) when
     # that header was read: tshark's ip.proto / ipv6.nxt for the frame. None: not read.
     ip_proto: int | None = None
+    # A broken ESP/AH header's SPI when its 4 octets were there (RFC 4303 §2.1, RFC 4302 §2.4):
+    # tshark's esp.spi / ah.spi for the frame. None: not there, or another layer.
+    spi: int | None = None
 
 
 @dataclass(slots=True, frozen=True)
