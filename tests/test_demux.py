@@ -396,6 +396,24 @@ def test_ip_length_past_the_frame_read_and_marked() -> None:
     assert isinstance(p, Malformed) and p.layer == "ip" and "exceeds" in p.reason
 
 
+@needs_tshark
+def test_snaplen_cut_fragments_read_as_tshark_does(tmp_path: Path) -> None:
+    """Fragments the snap length cut are never reassembled (tshark reassembles only whole ones);
+    the first is read for its UDP and IKE headers as tshark dissects it, a later one is not."""
+    big = v4() / UDP(sport=500, dport=500) / Raw(IKE + bytes(2000))
+    frags = [bytes(eth(f)) for f in fragment(big, fragsize=1000)]
+    dec = Decoder()
+    out = [dec.decode_all(RawFrame(i, 1.0, 0, 1, f[:120], len(f))) for i, f in enumerate(frags, 1)]
+    assert isinstance(out[0][0], IkeDatagram) and out[0][0].data[:28] == IKE[:28] and out[0][0].ip_fragmented
+    assert out[1:] == [[], []] and len(frags[2]) < 120  # (the last one was captured whole: held)
+    assert dec.stats["ip_fragment_cut"] == 1 and dec.stats["ip_fragment_pending"] == 1
+    assert [(m.frame, m.layer) for m in dec.flush()] == [(3, "ip")]  # a datagram it alone cannot complete
+    cap = tmp_path / "cut.pcap"  # pcap with snap length 120, each record's original length kept
+    cap.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 120, 1) + b"".join(
+        struct.pack("<IIII", 1, 0, len(f[:120]), len(f)) + f[:120] for f in frags))
+    assert tshark_fields(cap, "isakmp.ispi") == [[IKE[:8].hex()], [""], [""]]
+
+
 def test_snaplen_truncated_esp_still_counts() -> None:
     full = eth(v4(proto=50) / Raw(esp(ESP_SPI, 77, 400)))
     p = Decoder().decode(RawFrame(1, 0.0, 0, 1, full[:96], len(full)))

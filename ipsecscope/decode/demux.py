@@ -265,8 +265,8 @@ class Decoder:
 
     def _after_ip(self, raw: RawFrame, ip, depth: int = 0, head: bytes = b"") -> list[Packet]:
         """``head``: inside a tunnel, the tunnelled packet's own IP header (see ``_tunnel``)."""
-        if ip is None:
-            self.stats["ip_fragment_pending"] += 1
+        if ip is None:  # held for reassembly, or a later fragment the snap length cut (ip._cut_fragment)
+            self.stats["ip_fragment_cut" if self.reassembler.cut_frame == raw.index else "ip_fragment_pending"] += 1
             return []
         if type(ip) is Malformed:
             return [ip]

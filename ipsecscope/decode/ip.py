@@ -78,6 +78,8 @@ class Reassembler:
         self.peak = 0  # most datagrams pending at once
         self.last_ts = float("-inf")  # the latest capture time a fragment was added at
         self.touched: set | None = set()  # datagram keys added to (None: more than TOUCHED_MAX)
+        self.cut = 0  # fragments the snap length cut, never added (see _cut_fragment)
+        self.cut_frame = 0  # the frame of the last of them
 
     def seed(self, pending: list[tuple[tuple, _Pending]]) -> None:
         """Start with the datagrams an earlier part of the capture left incomplete (a split decrypt
@@ -235,6 +237,7 @@ def parse_ipv4(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: b
     if n < ihl:
         return f"IPv4 header with options truncated ({n} of {ihl} bytes)"
     tot = (data[off + 2] << 8) | data[off + 3]
+    cut = False
     if tot == 0:  # TSO/GSO on the capturing host leaves 0 here; use what was captured
         tot = n
     elif tot < ihl:
@@ -243,11 +246,14 @@ def parse_ipv4(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: b
         if not snap_cut:
             return f"IPv4 total length {tot} exceeds the {n} bytes in the frame"
         tot = n
+        cut = True
     proto = data[off + 9]
     src = data[off + 12:off + 16]
     dst = data[off + 16:off + 20]
     flags = (data[off + 6] << 8) | data[off + 7]
     payload = data[off + ihl:off + tot]
+    if flags & 0x3FFF and cut:
+        return _cut_fragment(reasm, 4, src, dst, proto, payload, flags & 0x1FFF)
     if flags & 0x3FFF:  # MF set or a non-zero fragment offset
         got = reasm.add((4, src, dst, (data[off + 4] << 8) | data[off + 5], proto), ts,
                         (flags & 0x1FFF) * 8, bool(flags & 0x2000), payload, header_proto=proto,
@@ -271,6 +277,20 @@ def runs_past_frame(data: bytes, off: int, ver: int) -> bool:
         return not ((data[off + 6] << 8) | data[off + 7]) & 0x3FFF
     walked = _walk_v6(data[off + 6], data, off + 40, len(data))
     return type(walked) is tuple and walked[0] != V6_FRAGMENT
+
+
+def _cut_fragment(reasm: Reassembler, ver: int, src: bytes, dst: bytes, proto: int, payload: bytes,
+                  offset: int) -> IpResult | None:
+    """A fragment the capture's snap length cut: never reassembled (its datagram would have a hole,
+    or worse, a piece of the wrong length), as tshark does not (it reassembles only fragments
+    captured whole). The first one (offset 0) is read for the headers it holds, as tshark
+    dissects it: the UDP and IKE/ESP headers of a big IKE_AUTH in a capture made with a small
+    snap length; a later one is nothing to read (counted, Reassembler.cut)."""
+    reasm.cut += 1
+    reasm.cut_frame = reasm.frame
+    if offset:
+        return None
+    return ver, src, dst, proto, payload, True
 
 
 def _walk_v6(nh: int, buf: bytes, p: int, end: int) -> tuple[int, int] | str:
@@ -358,12 +378,14 @@ def parse_ipv6(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: b
     if data[off] >> 4 != 6:
         return f"IP version {data[off] >> 4} where IPv6 was expected"
     plen = (data[off + 4] << 8) | data[off + 5]
+    cut = False
     if plen == 0:  # jumbogram or TSO: use what was captured
         plen = n - 40
     elif plen > n - 40:
         if not snap_cut:
             return f"IPv6 payload length {plen} exceeds the {n - 40} bytes in the frame"
         plen = n - 40
+        cut = True
     src = data[off + 8:off + 24]
     dst = data[off + 24:off + 40]
     end = off + 40 + plen
@@ -378,6 +400,13 @@ def parse_ipv6(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: b
         return f"IPv6 fragment header truncated ({end - p} of 8 bytes)"
     fnh = data[p]
     fo = (data[p + 2] << 8) | data[p + 3]
+    if cut:
+        if fo & 0xFFF8:
+            return _cut_fragment(reasm, 6, src, dst, fnh, b"", fo >> 3)
+        walked = _walk_v6(fnh, data, p + 8, end)
+        if type(walked) is str:
+            return walked
+        return _cut_fragment(reasm, 6, src, dst, walked[0], data[walked[1]:end], 0)
     ident = U32.unpack_from(data, p + 4)[0]
     got = reasm.add((6, src, dst, ident), ts, fo & 0xFFF8, bool(fo & 1), data[p + 8:end], fnh, data[off + 6],
                     data[off:p + 8])
