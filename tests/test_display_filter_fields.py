@@ -86,11 +86,8 @@ EXCUSED: dict[str, list[tuple[str, set[int] | None, str]]] = {
                              "reads a sequence number from the octets that length puts behind AH, ipsecscope none"),
         ("icmp", {7}, "the packet behind that AH: tshark dissects it from octet 8, ipsecscope not behind a broken "
                       "AH header"),
-        ("ip", {8}, "an IPv4 header length under 20 (RFC 791 §3.1): tshark shows the ip layer with its version, "
-                    "ipsecscope a MALFORMED row with no IP field"),
     ],
     "bad/malformed": [
-        ("ip", {9}, "as malformed-ip's frame 8"),
         ("isakmp.nextpayload", {1}, "an IKE payload chain in a broken message: tshark reads the next payload "
                                     "field of the cut payload, ipsecscope stops at the header"),
         ("isakmp.length", {2}, "an IKE header whose Length (1000) runs past the datagram: tshark's dissection "

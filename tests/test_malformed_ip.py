@@ -5,7 +5,8 @@ ipsecscope reads too (the fields themselves: tests/test_display_filter_fields.py
 * an IPv4 total length / IPv6 payload length past the frame's end (RFC 791 §3.1, RFC 8200 §3):
   the IKE or ESP packet the frame holds is read (tshark dissects what is there), with the mark;
 * an ESP header cut short (RFC 4303 §2): the SPI when its 4 octets are there;
-* AH with Payload Len 0 (RFC 4302 §2.2): its SPI.
+* AH with Payload Len 0 (RFC 4302 §2.2): its SPI;
+* an IPv4 header length under 20 (RFC 791 §3.1): the ip layer and its version, no address.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def test_filters_find_what_tshark_finds() -> None:
     assert m("esp.spi == 0x1001") == [4] and m("esp.sequence") == [2, 3]
     assert m("ah") == [7] and m("ah.spi == 0xaaa") == [7] and not m("ah.sequence")
     assert m("ipsecscope.kind == \"MALFORMED\"") == list(MARKS)
+    # frame 8's IPv4 header (IHL 3) gives no address, but tshark shows the layer and its version
+    assert 8 in m("ip") and 8 in m("ip.version == 4") and 8 not in m("ip.src") and m("ipv6") == [3]
 
 
 def test_every_command_counts_them(tmp_path: Path) -> None:

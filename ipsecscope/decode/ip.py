@@ -264,6 +264,22 @@ def parse_ipv4(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: b
     return 4, src, dst, proto, payload, False
 
 
+def broken_header(reason: str) -> tuple[int, int]:
+    """For a reason :func:`parse_ipv4` / :func:`parse_ipv6` gave (a MALFORMED row's, "ip" layer,
+    no addresses read): (the IP layer the link said, 4 or 6; the version its first nibble holds),
+    or (0, 0) for another reason. tshark shows that layer with its version however broken the
+    header (RFC 791 §3.1's IHL under 5, a total length under the header's, a header cut short);
+    the display filters show it too (filtering.window). Tied to the reasons' wording above."""
+    if reason.startswith(("IPv4 ", "IPv6 ")):
+        v = 4 if reason[3] == "4" else 6
+        return v, v
+    if reason.startswith("IP version ") and reason.endswith(" was expected"):
+        parts = reason.split()
+        if parts[2].isdigit() and parts[4] in ("IPv4", "IPv6"):
+            return (4 if parts[4] == "IPv4" else 6), int(parts[2])
+    return 0, 0
+
+
 def runs_past_frame(data: bytes, off: int, ver: int) -> bool:
     """The IP header at ``off`` (parsed already: its length fields were read) says more bytes than
     the frame holds, and the packet is not a fragment. Called only after :func:`parse_ipv4` /

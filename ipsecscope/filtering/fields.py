@@ -22,8 +22,10 @@ an IP length past the frame's end gives the rows of what is there plus the mark 
 runs_past_frame). On purpose different: AH with Payload Len 0 (8 octets, under the 12 RFC 4302 §2.2
 and §2.5 require) has no ``ah.sequence`` and no fields of the packet behind it (tshark reads the
 sequence number from octets that length puts in the payload, and dissects the payload from octet
-8); an IPv4 header length under 20 (RFC 791 §3.1) has no ``ip`` field at all (tshark shows the
-layer with its version and header length only); in a broken IKE message the payload chain ends
+8); an IP header too broken for its addresses (an IPv4 header length under 20, RFC 791 §3.1;
+a header cut short) has ``ip``/``ipv6`` and ``ip.version`` only, as tshark, but for the fields of
+a header cut short that tshark reads from the octets there (``ip.proto`` of 12 octets, ``ipv6.src``
+of 24); in a broken IKE message the payload chain ends
 at the header (tshark reads Next Payload fields from inside a payload cut short) and a header
 Length past the datagram is still shown (tshark's dissection ends in an exception there).
 """
@@ -101,6 +103,8 @@ class _FieldCols(_Window):
             tun = {f: [h for h in hops if h[0] == ver] for f, hops in self._tunnel_hops().items()}
             tun = {f: hs for f, hs in tun.items() if hs}
             if not sub:
+                # (a MALFORMED row's IP header too broken for addresses: the layer is still there)
+                out_p = out_p | (self.bad_ip == ver)
                 return [Oc(self.true, out_p | in_p | q_p), *self._sparse_frames(_values(nested, lambda x: True)),
                         *self._sparse_frames({f: [True] for f in tun})]
             if sub in ("src", "dst", "addr"):
@@ -138,6 +142,7 @@ class _FieldCols(_Window):
                     out.append(Oc(np.full(self.n, fver), fout | fin | fq))
                 out += self._sparse_frames(_values(self._nested(lambda x: x if x.ver else None), lambda x: x.ver))
                 out += self._sparse_frames({f: [h[0] for h in hs] for f, hs in self._tunnel_hops().items()})
+                out.append(Oc(self.bad_ipver, self.bad_ip != 0))  # a broken header's own version nibble
                 return out
         if fam in ("udp", "tcp"):
             in_p, q_p = L[fam], L["q_" + fam]

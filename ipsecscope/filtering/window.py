@@ -82,7 +82,7 @@ class _Window:
         # header that says was the broken one); its UDP ports when the UDP header was read.
         fam = np.array([0] + [6 if ":" in a else 4 for a in self.addrs[1:]], dtype=np.uint8)
         self.is_bad = k == code["MALFORMED"] if "MALFORMED" in code else none
-        self.bad_esp, self.bad_ah = self._bad_ipsec(rows, lo)
+        self.bad_esp, self.bad_ah, self.bad_ip, self.bad_ipver = self._bad_rows(rows, lo)
         has_ip = (self.is_esp | self.is_ah | self.is_ike | self.is_ka | self.is_bad) & (self.arr["src"] != 0)
         f = fam[self.arr["src"]]
         self.out_v4 = has_ip & (f == 4)
@@ -109,19 +109,26 @@ class _Window:
         self._cache: dict[str, list[_Occ]] = {}
         self._layer_masks: dict[str, np.ndarray] | None = None
 
-    def _bad_ipsec(self, rows, lo: int) -> tuple[np.ndarray, np.ndarray]:
+    def _bad_rows(self, rows, lo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """MALFORMED rows whose ESP / AH header was the broken one (the row's layer, its Info's first
         word: few rows): tshark still shows that layer, and its SPI when the row kept one. ESP in UDP
-        shows only with its SPI (tshark's UDP encapsulation reads 4 octets to tell ESP from IKE)."""
+        shows only with its SPI (tshark's UDP encapsulation reads 4 octets to tell ESP from IKE).
+        And those whose IP header was too broken to give addresses: the IP layer the link said (4,
+        6: tshark's ip / ipv6) and the version it holds (ip.version), decode.ip.broken_header."""
+        from ..decode.ip import broken_header
+
         esp, ah = np.zeros(self.n, dtype=bool), np.zeros(self.n, dtype=bool)
-        nh, spi = self.arr["nh"], self.arr["spi"]
+        fam, ver = np.zeros(self.n, dtype=np.int64), np.zeros(self.n, dtype=np.int64)
+        nh, spi, src = self.arr["nh"], self.arr["spi"], self.arr["src"]
         for i in np.flatnonzero(self.is_bad).tolist():
-            layer = rows[lo + i].info.partition(":")[0]
+            layer, _, reason = rows[lo + i].info.partition(": ")
             if layer == "esp":
                 esp[i] = nh[i] in (50, 51) or spi[i] >= 0
             elif layer == "ah":
                 ah[i] = True
-        return esp, ah
+            elif layer == "ip" and not src[i]:
+                fam[i], ver[i] = broken_header(reason)
+        return esp, ah, fam, ver
 
     @staticmethod
     def _from_rows(rows: Sequence[FrameRow], lo: int, hi: int):
