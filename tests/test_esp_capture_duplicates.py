@@ -99,3 +99,18 @@ def test_ah_copies_are_capture_duplicates() -> None:
     (d,) = f.pop("CAPTURE-DUPLICATES")
     assert d["title"] == "14 AH packets captured twice (the same bytes within 20 ms)"
     assert set(f) == set(findings(str(ah / "ah-v4.pcap"), "-k", keys)) and "ESP-REPLAY" not in f
+
+
+def test_a_few_copies_are_the_paths_not_the_captures() -> None:
+    # samples/path-impairments: a user-space bridge on the path sent the 3rd left->right ESP packet
+    # twice (bridge.log "dup": [3]). The copy has the same bytes a few µs later, as a capture's own
+    # copy would, but it is one of the flow's packets, not most of them: a capture point that
+    # duplicates copies every packet it sees twice. So it stays a replay, the receiver drops it.
+    cap = SAMPLES / "path-impairments" / "capture.pcapng"
+    flows = [x for x in json.loads(cli("sas", str(cap), "--json"))["flows"] if x["capture_duplicates"]]
+    assert [x["capture_duplicates"] for x in flows] == [1]
+    f = findings(str(cap))
+    assert "CAPTURE-DUPLICATES" not in f
+    (r,) = f["ESP-REPLAY"]
+    assert r["title"].endswith(": 1 duplicate sequence number")
+    assert "a device on the path sent them twice" in r["explanation"]

@@ -11,6 +11,7 @@ from ...model.sa import Finding, FindingMember, SaState, SaTable, Severity
 from .authentication import r_auth_failed
 from .common import (
     clock,
+    copies_from_capture,
     dur,
     exchange_label,
     flow_ref,
@@ -210,7 +211,7 @@ def r_capture_duplicates(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """IKE messages or ESP/AH packets captured twice within milliseconds: the capture point duplicates packets."""
     n, frames = ike_capture_duplicates(table)
     # SPI 0 is no SA's (ESP-RESERVED-SPI): a flood of one crafted packet is not the capture's copy
-    flows = [f for f in table.flows.values() if f.capture_duplicates and f.spi != 0]
+    flows = [f for f in table.flows.values() if f.capture_duplicates and f.spi != 0 and copies_from_capture(f)]
     if not n and not flows:
         return
     per: dict[str, int] = {}  # protocol -> copies

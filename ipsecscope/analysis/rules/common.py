@@ -306,3 +306,13 @@ def icmp_ike_refusal(table: SaTable, sa: IkeSa, requester: str) -> tuple[str, tu
                         "rule rejects it." if o.src == o.detail.get("quoted_dst") and "unreachable" in str(
                             o.detail.get("what")) else "."))
     return " " + " ".join(parts), frames_of(*(o.frames[:2] for o in obs))
+
+
+def copies_from_capture(flow: EspFlow) -> bool:
+    """Whether ``flow``'s capture duplicates (state/esp_flow: copies of the previous packet within CAPTURE_DUP_GAP)
+    are the capture point's own: a bridge and its port, ``-i any`` with a VLAN device or a mirror of
+    both directions copies most packets of a flow, a device on the path that duplicates (the
+    path-impairments sample's bridge) copies a few. The bytes alone cannot tell the two apart: the
+    share can (at least 2 copies and a quarter of the flow's packets)."""
+    n = flow.capture_duplicates
+    return n >= 2 and 4 * n >= flow.packets

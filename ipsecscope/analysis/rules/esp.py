@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from ...model.idtext import spi_text
 from ...model.plural import noun, plural, verb
 from ...model.sa import Finding, SaTable, Severity, one_counter
-from .common import clock, dur, flow_ref, frames_of, icmp_errors, quoted_flow
+from .common import clock, copies_from_capture, dur, flow_ref, frames_of, icmp_errors, quoted_flow
 from .core import RuleContext, rule
 
 
@@ -34,15 +34,21 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 frames=tuple(f.gap_frames), sa=ref,
                 hint="Compare with a capture on the other side to locate the loss; check interface drops and MTU.",
                 ts=f.first_ts)
-        if f.duplicates:
+        # sporadic same-bytes copies are the path's (a capture point copies most packets: CAPTURE-DUPLICATES)
+        path_copies = 0 if copies_from_capture(f) else f.capture_duplicates
+        reps = f.duplicates + path_copies
+        if reps:
+            seen = (f" ({plural(path_copies, 'of them')} the previous packet's bytes again within 20 ms: too few "
+                    "for a capture point that duplicates, which copies most packets, so a device on the path "
+                    "sent them twice)" if path_copies else ", later than a capture's own copy (20 ms) or with other bytes")
             yield Finding(
                 code="ESP-REPLAY", severity=Severity.WARNING,
-                title=f"{f.protocol} replay {f.src} -> {f.dst}: {plural(f.duplicates, 'duplicate sequence number')}",
-                explanation=f"{plural(f.duplicates, 'packet')} on SPI {spi_text(f.spi)} from {f.src} to {f.dst} repeated a sequence "
-                f"number already seen, later than a capture's own copy (20 ms) or with other bytes. The receiver's "
+                title=f"{f.protocol} replay {f.src} -> {f.dst}: {plural(reps, 'duplicate sequence number')}",
+                explanation=f"{plural(reps, 'packet')} on SPI {spi_text(f.spi)} from {f.src} to {f.dst} repeated a sequence "
+                f"number already seen{seen}. The receiver's "
                 f"anti-replay check ({'RFC 4302' if f.protocol == 'AH' else 'RFC 4303'} §3.4.3) drops them; "
                 "duplication on the path, a sender reusing its counter, or a replay attack.",
-                frames=tuple(f.duplicate_frames), sa=ref,
+                frames=tuple(sorted({*f.duplicate_frames, *(f.capture_duplicate_frames if path_copies else ())})), sa=ref,
                 hint="If the capture was taken on one interface, look for a device duplicating packets.",
                 ts=f.first_ts)
         if f.reordered:
