@@ -69,7 +69,9 @@ def test_random_frames_through_the_engine(tmp_path: Path) -> None:
             f.write(struct.pack("<IIII", i, 0, n, n) + bytes(frame))
     stats = engine.run(cap, STORE, out=str(tmp_path / "o.pcapng"), jsonl_out=str(tmp_path / "o.jsonl"),
                        opts=engine.Options(keep_other=True))
-    assert stats.frames == 400 and stats.esp + stats.other == 400
+    # every frame counted once: ESP, AH (a junk frame whose IPv4 total length runs past the frame is
+    # read from the bytes there, as tshark reads it) or other
+    assert stats.frames == 400 and stats.esp + stats.ah + stats.other == 400
 
 
 def _gcm_sa():
