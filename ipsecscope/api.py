@@ -212,7 +212,7 @@ def decrypt_capture(capture: str | os.PathLike[str], keys: Keys = None,
     opts = engine.Options(keep_other=keep_other, hex=with_hex,
                           frames=None if frames is None else frozenset(frames))
     return engine.run(capture, store, out=pcapng_out, jsonl_out=jsonl_out, opts=opts,
-                      jobs=jobs if frames is None else 1, progress=progress, dsb=dsb,
+                      jobs=jobs, progress=progress, dsb=dsb,
                       inputs=[*_key_paths(keys), *inputs])
 
 

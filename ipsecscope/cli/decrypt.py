@@ -144,11 +144,11 @@ def run(args: argparse.Namespace) -> int:
         if prog is not None:
             prog.start()
         with sigterm_unwinds():  # `kill PID` removes the temporary output, like Ctrl-C
-            # (as api.decrypt_capture runs it; a -Y selection is one process's job)
+            # (as api.decrypt_capture runs it; engine.run keeps a -Y selection to one process)
             opts = engine.Options(keep_other=args.keep_other, hex=args.hex,
                                   frames=None if frames is None else frozenset(frames))
             stats = engine.run(args.file, store, out=output, jsonl_out=jsonl, opts=opts,
-                               jobs=args.jobs if frames is None else 1, progress=update, dsb=args.dsb,
+                               jobs=args.jobs, progress=update, dsb=args.dsb,
                                inputs=list(args.keys))
     except BrokenPipeError:  # `-o - | tshark -r - -c 5`: the reader stopped; not an error
         raise

@@ -237,6 +237,8 @@ def run(path: str | os.PathLike[str], keys: KeyStore, *, out: str | BinaryIO | N
     file renamed into place only when the run succeeds); an output that is ``path`` or one of
     ``inputs`` (key files) is refused before anything is read."""
     path = str(path)
+    if opts.frames is not None:  # a display filter's selection (decrypt -Y, api frames=): one process's job
+        jobs = 1
     inputs = [path, *inputs]
     paths = [o for o in (out, jsonl_out) if isinstance(o, (str, os.PathLike))]
     for o in paths:
