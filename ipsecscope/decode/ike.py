@@ -63,6 +63,7 @@ from ipsecscope.model.ike import (
 )
 from ipsecscope.model.packets import IkeDatagram
 from ipsecscope.model.plural import plural
+from ipsecscope.model.proposals import AEAD
 
 # parse_header, payload_name, render_id, dn_to_text, cp_attribute_text and HEADER_LEN live in
 # .isakmp; they stay importable from here, the decode stage's entry module.
@@ -260,6 +261,7 @@ def _sa(ptype: int, critical: bool, body: bytes) -> SaPayload:
 
 
 _T = iana.TransformType
+_E = iana.EncrTransform
 # RFC 7296 §3.3.3: the transform types each protocol's proposal carries (offer and answer alike:
 # the accepted proposal holds one of each type offered). INTEG is left out with a combined-mode
 # (AEAD) cipher (RFC 5282 §8, RFC 7296 §3.3), so it is checked apart; D-H is optional for AH/ESP.
@@ -294,7 +296,8 @@ def _missing_transforms(p: Proposal) -> str | None:
 # (RFC 5282 §8), ChaCha20-Poly1305 (RFC 7634 §4). RFC 7296 §3.3 says the same of any combined mode
 # ("MUST either offer no integrity algorithm or a single integrity algorithm of NONE"); the other
 # registry entries that may be one (AES-GMAC 21, Camellia-CCM 25-27) are left out, unchecked.
-_AEAD_ENCR = frozenset((14, 15, 16, 18, 19, 20, 28))
+_AEAD_ENCR = frozenset(AEAD - {_E.ENCR_NULL_AUTH_AES_GMAC, _E.ENCR_CAMELLIA_CCM_8, _E.ENCR_CAMELLIA_CCM_12,
+                               _E.ENCR_CAMELLIA_CCM_16})
 
 
 def _integ_name(tid: int) -> str:
