@@ -140,6 +140,21 @@ def test_matching_keys_raise_no_unmatched_warning():
     assert rc == 1 and [f["facts"]["file"] for f in hit] == [str(other)]
 
 
+def test_a_second_file_with_the_same_sas_keys_is_not_for_another_tunnel():
+    """The exported esp_sa/ikev2_decryption_table rows and the charon log they came from, given
+    together: the lookup answers with the first file's key for each SA, and the second file (the
+    log, or the rows when given after it) was told its keys "match no SPI in this capture" though
+    every one of its SAs is in it. Each file naming an SA of the capture counts as matching."""
+    d = SAMPLES / "path-impairments"
+    for order in ((d / "keys", d / "charon-left.log"), (d / "charon-left.log", d / "keys")):
+        rc, doc = findings_json(d / "capture.pcapng", *order)
+        assert not [f["facts"]["file"] for f in doc["findings"] if f["code"] == "CAPTURE-KEYS-UNMATCHED"], order
+    # ... and a file of another tunnel beside them still is
+    other = SAMPLES / "cbc-sha2-pfs" / "charon-left.log"
+    rc, doc = findings_json(d / "capture.pcapng", d / "keys", d / "charon-left.log", other)
+    assert [f["facts"]["file"] for f in doc["findings"] if f["code"] == "CAPTURE-KEYS-UNMATCHED"] == [str(other)]
+
+
 def test_keys_are_not_blamed_when_no_sa_in_the_capture_could_have_keys():
     """An IKE_SA_INIT refused with NO_PROPOSAL_CHOSEN leaves no SA any peer derives keys for: a
     charon log of earlier SAs (live, the gateway's own log) matching nothing is no 'another tunnel,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .store import KeyStore
+from .store import KeyStore, _norm_addr, esp_is_exact
 
 _LINE_SUFFIX = re.compile(r":\d+(?: \(.*\))?$")
 
@@ -54,6 +54,10 @@ class FileMatch:
                 f"SA{'s' * (self.esp != 1)}) match no SPI in this capture: another tunnel, host or rotated log?")
 
 
+def _sa_of(k) -> tuple[str, str, int]:
+    return _norm_addr(k.src), _norm_addr(k.dst), k.spi
+
+
 def match_keys(store: KeyStore, esp_seen: Iterable[tuple[str, str, int]],
                ike_seen: Iterable[tuple[bytes, bytes]]) -> list[FileMatch]:
     """One :class:`FileMatch` per key file, in the order the files' keys were loaded."""
@@ -84,20 +88,35 @@ def match_keys(store: KeyStore, esp_seen: Iterable[tuple[str, str, int]],
         if (m := entry(k.source)) is not None:
             m.ike += 1
             files.add_ikev1(k)
+    # The lookup answers with the first file's key for an SA (Wireshark order); a second file with
+    # a key for the same SA (the charon log beside the esp_sa rows exported from it, or a stale
+    # row) holds keys for this capture too: every file naming the SA is credited, else the second
+    # is told its keys are "for another tunnel" when they are this run's.
+    esp_same: dict[tuple[str, str, int], list] = {}
+    for k in files.esp:
+        if esp_is_exact(k):
+            esp_same.setdefault(_sa_of(k), []).append(k)
+    ike_same: dict[tuple[bytes, bytes], list] = {}
+    for k in files.ike:
+        ike_same.setdefault((bytes(k.spi_i), bytes(k.spi_r)), []).append(k)
     store = files
     used_esp: set[tuple[str, int]] = set()
     for src, dst, spi in esp_seen:
         k = store.esp_lookup(src, dst, spi)
-        if k is None or (k.source, k.spi) in used_esp or (m := entry(k.source)) is None:
+        if k is None:
             continue
-        used_esp.add((k.source, k.spi))
-        m.esp_matched += 1
-        if k.nat:
-            m.across_nat[k.nat] = m.across_nat.get(k.nat, 0) + 1
+        # (a key matched across NAT carries the wire's addresses: its own file only)
+        for c in esp_same.get(_sa_of(k), [k]) if esp_is_exact(k) and not k.nat else [k]:
+            if (c.source, c.spi) in used_esp or (m := entry(c.source)) is None:
+                continue
+            used_esp.add((c.source, c.spi))
+            m.esp_matched += 1
+            if k.nat:
+                m.across_nat[k.nat] = m.across_nat.get(k.nat, 0) + 1
     used_ike: set[str] = set()
     for spi_i, spi_r in ike_seen:
         k = store.ike_lookup(spi_i, spi_r)
-        cands = [k] if k is not None else store.ikev1_candidates(spi_i)
+        cands = ike_same.get((bytes(k.spi_i), bytes(k.spi_r)), [k]) if k is not None else store.ikev1_candidates(spi_i)
         for c in cands:
             if c.source not in used_ike and (m := entry(c.source)) is not None:
                 used_ike.add(c.source)
