@@ -17,10 +17,10 @@ AH protecting ESP (next header 50, RFC 4301 §4.5 bundles) hands the ESP packet 
 when the AH ICV did not fail (it is then a frame of the ESP SA too); AH tunnelling ESP (an inner
 IP packet of protocol 50) opens the inner ESP layers there are keys for, as nested ESP.
 
-This runs on ``_Worker._frame``'s general path and ``engine._run_general`` only: AH is rare, and
+This runs on ``_Worker._frame``'s general path and ``general.run_general`` only: AH is rare, and
 the ESP hot loops never see it (an AH frame is not an ESP record to them). A run split over
 processes infers ESN per chunk (``crypto.esn`` searches the high bits 0..16), then takes ESP's
-reconcile step (export/engine.py): a chunk whose AH SA failed before it verified there, while an
+reconcile step (export/parallel.py): a chunk whose AH SA failed before it verified there, while an
 earlier chunk had verified it, is run again from the ESN state the earlier chunks ended with
 (``AhVerifier.states``/``seed``; RFC 4302 §2.5.1, Appendix B: the high bits come from the window).
 """

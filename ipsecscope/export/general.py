@@ -1,0 +1,150 @@
+"""The decrypt engine's general path: a gzip'd capture too small to inflate first, standard input,
+or a file the layout scan does not take, read by the general capture reader and
+:class:`~ipsecscope.decode.demux.Decoder` frame by frame in one process (AH through export/ah.py)."""
+
+from __future__ import annotations
+
+import _socket as socket  # socket.py's C module, the same inet_* functions: no socket.py enums (~3.7 ms CPU)
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO, TextIO
+
+from ..crypto.esp import EspDecryptor
+from ..keys.formats import add_secrets_block
+from . import jsonl as _jsonl
+from .hotloop import _CARRIES_ESP, Options, decrypt_nested, v6_ext_headers, wire_packet
+from .pcapng import LINKTYPE_RAW, PcapngWriter
+from .totals import RunStats, collect, open_jsonl, write_dsb
+
+if TYPE_CHECKING:
+    from ..keys.store import KeyStore
+
+
+def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str | TextIO | None, opts: Options,
+                progress: Callable[[int, int], None] | None, dsb: bool, stats: RunStats) -> RunStats:
+    """gzip'd or unusual files: the general capture reader and decoder, one process."""
+    from ..capture import open_capture
+    from ..decode.demux import Decoder
+    from ..decode.link import ip_offset
+    from ..model.packets import AhPacket, EspPacket
+
+    dec = EspDecryptor(keys)
+    decoder = Decoder()
+    nested: set = set()
+    ah = None  # export.ah.AhOut, made at the first AH packet
+    # Not a capture: fail before creating (and truncating) the output files. Opened once, as
+    # standard input can be read only once.
+    opened = open_capture(path)
+    try:
+        writer = PcapngWriter(out) if out is not None else None
+        jf, own_jf = open_jsonl(jsonl_out)
+    except BaseException:
+        opened.close()
+        raise
+    iface_map: dict[int, int] = {}
+    if writer is not None:
+        writer.add_interface(LINKTYPE_RAW, name="ipsecscope decrypted ESP inner packets")
+    try:
+        with opened as reader:
+            seen = 0
+            for n, raw in enumerate(reader, 1):
+                if len(reader.secrets) != seen:  # keys shipped inside the capture (pcapng DSB)
+                    for stype, sdata in reader.secrets[seen:]:
+                        add_secrets_block(keys, stype, sdata)
+                    seen = len(reader.secrets)
+                stats.frames += 1
+                pkt = decoder.decode(raw)
+                # linktype < 0: an interface no IDB declared (damaged file) cannot be written out
+                keep = opts.keep_other and writer is not None
+                if keep and raw.linktype < 0:
+                    keep = False
+                    stats.unkept += 1
+                if type(pkt) is AhPacket and opts.ah:  # export/ah.py: its record and payload; ESP it protects goes on
+                    ah, pkt = _general_ah(ah, pkt, raw, keys, dec, nested, writer, jf, opts, keep, iface_map, stats)
+                    if pkt is None:
+                        continue
+                if type(pkt) is not EspPacket:
+                    stats.other += 1
+                    if keep:
+                        stats.kept += 1
+                        i = iface_map.get(raw.iface)
+                        if i is None:
+                            i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
+                        writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len)
+                    continue
+                stats.esp += 1
+                st = dec.state(pkt.src, pkt.dst, pkt.spi)
+                r = dec.decrypt(pkt)
+                src = socket.inet_pton(socket.AF_INET6 if ":" in pkt.src else socket.AF_INET, pkt.src)
+                dst = socket.inet_pton(socket.AF_INET6 if ":" in pkt.dst else socket.AF_INET, pkt.dst)
+                if r.status != "ok":
+                    if keep:
+                        stats.kept += 1
+                        i = iface_map.get(raw.iface)
+                        if i is None:
+                            i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
+                        writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len,
+                                            comment=f"ipsecscope: {r.status}: {r.reason}")
+                    if jf is not None:
+                        jf.write(_jsonl.record(raw.index, raw.ts_ns, st, src, dst, pkt.spi, pkt.seq, r.seq_hi,
+                                               r.status, None, None, len(pkt.data), opts.hex, reason=r.reason,
+                                               udp_encap=pkt.udp_encap))
+                    continue
+                inner, nh, isrc, idst, layers = r.inner, r.next_header, src, dst, None
+                if nh in _CARRIES_ESP:  # ESP in ESP: the layers there are keys for (as _Worker._frame)
+                    inner, nh, isrc, idst, layers = decrypt_nested(dec, nested, inner, nh, src, dst)
+                # A dummy packet (RFC 4303 §2.6) has no inner packet to write, but the JSONL holds one
+                # record per ESP packet.
+                dummy = nh == 59
+                stats.dummy += dummy
+                if writer is not None and not dummy:
+                    ext = ()  # IPv6 extension headers before ESP, kept in a transport-mode packet
+                    if len(src) == 16 and not pkt.udp_encap and (isrc, idst) == (src, dst):
+                        ver, l3 = ip_offset(raw.linktype, raw.data)
+                        if ver == 6 and raw.data[l3 + 8:l3 + 40] == src + dst:
+                            ext = v6_ext_headers(raw.data, l3)
+                    data = wire_packet(isrc, idst, nh, inner, ext)
+                    writer.write_packet(0, raw.ts_ns, data)
+                if jf is not None:
+                    jf.write(_jsonl.record(raw.index, raw.ts_ns, st, src, dst, pkt.spi, pkt.seq, r.seq_hi, "ok",
+                                           nh, inner, len(pkt.data), opts.hex, udp_encap=pkt.udp_encap,
+                                           nested=layers, inner_src=isrc, inner_dst=idst))
+                if progress is not None and n % 4096 == 0:
+                    progress(reader.bytes_read, reader.total_bytes)
+            stats.truncated = reader.truncated
+            stats.warning = reader.warning
+        collect([], dec, stats, nested, ah.totals if ah is not None else None)
+        if writer is not None and dsb:
+            write_dsb(writer, stats.used_keys)
+    finally:
+        if writer is not None:
+            writer.close()
+        if own_jf:
+            jf.close()
+    return stats
+
+
+def _general_ah(ah, pkt, raw, keys, dec, nested, writer, jf, opts: Options, keep: bool, iface_map: dict,
+                stats: RunStats):
+    """An AH packet on the general path, as ``_Worker._ah`` on the fast one: (the AhOut, the ESP
+    packet AH protects for the ESP path, or None when the frame is done)."""
+    from ..model.packets import EspPacket
+    from .ah import AhOut
+
+    if ah is None:
+        ah = AhOut(keys, wire_packet, decrypt_nested, v6_ext_headers)
+    got = ah.handle(pkt, raw.data, raw.linktype, raw.ts_ns, dec, nested, jf is not None, opts.hex)
+    if got.record is not None:
+        jf.write(got.record)
+    if writer is not None and got.packet is not None:
+        writer.write_packet(0, raw.ts_ns, got.packet, comment=got.comment or None)
+    elif keep and got.status == "icv_failed":
+        stats.kept += 1
+        i = iface_map.get(raw.iface)
+        if i is None:
+            i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
+        writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len, comment=got.comment)
+    if got.esp is None or len(got.esp) < 8:
+        return ah, None
+    spi, seq = int.from_bytes(got.esp[:4], "big"), int.from_bytes(got.esp[4:8], "big")
+    return ah, EspPacket(pkt.frame, pkt.ts, pkt.src, pkt.dst, spi, seq, got.esp, ip_version=pkt.ip_version,
+                         ip_fragmented=pkt.ip_fragmented)
