@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .crypto.esp import EspDecryptor, decrypt_prefix, tshark_prefix
+from .crypto.esp import EspDecryptor
+from .crypto.esp_open import decrypt_prefix, tshark_prefix
 from .crypto.ike_sk import SKF, IkeDecryptor
 from .decode.icmp import NATT_PORT
 from .decode.ike import parse_ike

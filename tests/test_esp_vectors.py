@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from ipsecscope.crypto.esp import _XcbcMac, decrypt
+from ipsecscope.crypto.esp import decrypt
+from ipsecscope.crypto.esp_open import _XcbcMac
 from ipsecscope.errors import DecryptError, IntegrityError
 from ipsecscope.model.iana import EncrTransform as E
 from ipsecscope.model.iana import IntegTransform as I

@@ -19,7 +19,7 @@ import pytest
 from conftest import SAMPLES, needs_tshark
 
 from ipsecscope.capture import open_capture
-from ipsecscope.crypto.esp import decrypt_prefix, opener
+from ipsecscope.crypto.esp_open import decrypt_prefix, opener
 from ipsecscope.decode.demux import Decoder
 from ipsecscope.errors import DecryptError
 from ipsecscope.keys import load_keys

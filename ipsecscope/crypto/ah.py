@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import struct
 
-# constant-time compare, the C function hmac.compare_digest wraps (crypto.esp does the same: the
+# constant-time compare, the C function hmac.compare_digest wraps (crypto.esp_open does the same: the
 # hmac module's import pulls in hashlib and the system's OpenSSL)
 from _operator import _compare_digest as _compare
 from collections.abc import Callable, Iterator

@@ -1,7 +1,7 @@
 """ESP (and AH) algorithm registry: what every encryption and integrity transform needs, as data.
 
 One row per IANA transform (:class:`~ipsecscope.model.iana.EncrTransform` /
-:class:`~ipsecscope.model.iana.IntegTransform`). ``crypto.esp`` builds a per-SA opener from these
+:class:`~ipsecscope.model.iana.IntegTransform`). ``crypto.esp_open`` builds a per-SA opener from these
 rows; nothing else in the package branches on an algorithm ID.
 
 Key layout conventions (the ones Wireshark's ``esp_sa`` table, ``ip xfrm`` ``aead``/``enc`` lines
@@ -25,7 +25,7 @@ from ipsecscope.model.iana import ProtocolId, name
 class EncrSuite(NamedTuple):
     """An ESP encryption transform.
 
-    ``kind`` selects the construction in ``crypto.esp`` ("null", "cbc", "ctr", "gcm", "ccm",
+    ``kind`` selects the construction in ``crypto.esp_open`` ("null", "cbc", "ctr", "gcm", "ccm",
     "chacha", "gmac"); ``cipher`` the block cipher ("aes", "3des", "des", "chacha20", None).
     ``key_sizes`` are the cipher key lengths in bytes *without* the salt. ``icv_len`` is 0 for
     non-AEAD transforms (their ICV comes from the integrity transform). ``block`` is the alignment
@@ -104,7 +104,7 @@ def encr_suite(encr: int) -> EncrSuite:
 
 
 # Integrity transforms only AH opens here: AES-CMAC-96 (RFC 4494) is an ESP transform too, but
-# crypto.esp never built it.
+# crypto.esp_open never built it.
 AH_ONLY: dict[int, IntegSuite] = {s.id: s for s in (
     IntegSuite(I.AUTH_AES_CMAC_96,        "cmac", None,     16, 12, None,                             "aescmac"),
 )}
