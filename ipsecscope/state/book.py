@@ -3,7 +3,8 @@
 :class:`Book` owns the :class:`~ipsecscope.model.sa.SaTable` and the engine's private indexes.
 ``ikev1``, ``ikev2`` and ``traffic`` call only its public methods; ``tracker.Tracker`` is a Book
 that dispatches events to them. :meth:`Book.transition` is the one place that sets an SA's
-``.state``, so a new state (or a check on which changes are allowed) is added in one spot.
+``.state``, so a new state (or a check on which changes are allowed) is added in one spot. The
+INFERRED CHILD SAs' pairing lists and cap are its base class, ``state/inferred.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..model.iana import ProtocolId
 from ..model.sa import ChildSa, EspFlow, FlowKey, IkeExchange, IkeSa, Observation, SaState, SaTable
 from .esp_flow import EVIDENCE, SeqTracker
+from .inferred import InferredChildSas
 from .nat import Rebinds
 
 if TYPE_CHECKING:  # (the IKE model loads with the first IKE message: state.tracker.on_ike)
@@ -66,10 +68,11 @@ class ChildScratch:
     ke_group: int | None = None  # the group of its KE payload (PFS)
 
 
-class Book:
+class Book(InferredChildSas):
     """The SA table plus the indexes that find things in it. See the module docstring."""
 
     def __init__(self) -> None:
+        super().__init__()  # (InferredChildSas: its waiting and paired lists, the live-mode cap)
         self.table = SaTable()
         self.events: list[dict] = []
         self.listeners: list[Listener] = []  # called with every event dict (plugins' on_event)
@@ -87,30 +90,14 @@ class Book:
         self._sa_flows: dict[SaId, list[EspFlow]] = {}  # SA identity -> flows carrying it
         self._pair_ike: dict[frozenset[str], dict[int, IkeSa]] = {}  # peer pair -> IKE SAs, filing order
         self.seq_trackers: dict[FlowKey, SeqTracker] = {}  # per flow key
-        # INFERRED CHILD SAs with one flow, waiting for the opposite one: (initiator, responder,
-        # protocol) -> oldest first
-        self._half_inferred: dict[tuple[str, str, str], deque[ChildSa]] = {}
-        # INFERRED CHILD SAs paired by inference, filed under their first flow's (source,
-        # destination, protocol) in pairing order: a flow starting later within the pairing window
-        # may fit a pair's first flow as well, and then that pairing was one of several
-        self._paired_inferred: dict[tuple[str, str, str], deque[ChildSa]] = {}
         # IKE SAs refused with INVALID_KE / COOKIE, (version, initiator, responder) -> oldest first
         self._refused: dict[tuple[int, str, str], deque[IkeSa]] = {}
         # IKE SAs whose CREATE_CHILD_SA got an answer: peer pair -> (answer time, SA), oldest first
         self._ccsa_answered: dict[frozenset[str], deque[tuple[float, IkeSa]]] = {}
         self._successors: dict[int, list[int]] = {}  # CHILD SA id -> ids that rekey it
         self._redirects: dict[tuple[str, str], IkeSa] = {}  # (initiator, new gateway) -> redirected SA
-        # Live mode's bound on INFERRED CHILD SAs (a flood of random SPIs must not grow the table
-        # without limit): at most ``max_inferred`` of them; past that the oldest idle one (no
-        # packet for ``inferred_idle`` s) is forgotten, else the oldest. None = no bound (files).
-        self.max_inferred: int | None = None
-        self.inferred_idle = 60.0
-        self.inferred_forgotten = 0
-        self._inferred_ids: set[int] = set()
-        self._inferred_fifo: deque[ChildSa] = deque()
         self._counters: dict[str, Observation] = {}  # "inferred_forgotten" / "half_open_forgotten"
         self.nat = Rebinds()  # NAT-T endpoints per SA and peer: NAT rebinding (state/nat.py)
-        self.inferred_suites: dict[int, dict[int, tuple]] = {}  # paired INFERRED CHILD SA -> SPI -> (encr, integ)
 
     # ------------------------------------------------------------------ events and facts
 
@@ -503,159 +490,43 @@ class Book:
         flow.child_sa = child.id
         cf.setdefault(child.id, []).append(flow)
 
-    def half_inferred(self, initiator: str, responder: str, protocol: str, ts: float,
-                      window: float, limit: int = 32) -> tuple[list[ChildSa], bool]:
-        """INFERRED CHILD SAs from ``initiator`` to ``responder`` with only one flow so far, created
-        within ``window`` s of ``ts``, newest first: the candidates to pair a reverse flow with. At
-        most ``limit`` (a flood of random SPIs both ways must not make each new flow cost the whole
-        list); the flag says more were left out."""
-        dq = self._half_inferred.get((initiator, responder, protocol))
-        if not dq:
-            return [], False
-        sas = self.table.child_sas
+    def children_of_sa(self, dst: str, protocol: str, spi: int) -> list[int]:
+        """CHILD SA ids that negotiated (or were inferred for) this SA, oldest first."""
+        return self._sa_children.get((dst, protocol, spi), [])
 
-        def waiting(c: ChildSa) -> bool:
-            return c.state == SaState.INFERRED and c.spi_i is None and sas.get(c.id) is c
-
-        # Flows arrive in capture order, so the head holds the oldest: drop what can no longer pair.
-        while dq and (not waiting(dq[0]) or (dq[0].created_ts or 0.0) < ts - window):
-            dq.popleft()
-        out: list[ChildSa] = []
-        for c in reversed(dq):
-            if c.created_ts is None or not waiting(c):
-                continue
-            if c.created_ts < ts - window:
-                break
-            if len(out) == limit:
-                return out, True
-            if abs(ts - c.created_ts) <= window:
-                out.append(c)
-        return out, False
-
-    def take_half_inferred(self, child: ChildSa) -> None:
-        """``child`` got its reverse flow: it leaves the waiting list for the paired one."""
-        key = (child.initiator, child.responder, child.protocol)
-        dq = self._half_inferred.get(key)
-        if dq is not None and child in dq:
-            dq.remove(child)
-        self._paired_inferred.setdefault(key, deque()).append(child)
-
-    def paired_inferred(self, initiator: str, responder: str, protocol: str, ts: float,
-                        window: float, limit: int = 32) -> list[ChildSa]:
-        """INFERRED CHILD SAs paired by inference whose first flow went from ``initiator`` to
-        ``responder`` and started within ``window`` s of ``ts``, last paired first, at most
-        ``limit`` (the same bound as :meth:`half_inferred`)."""
-        dq = self._paired_inferred.get((initiator, responder, protocol))
-        if not dq:
-            return []
-        sas = self.table.child_sas
-
-        def paired(c: ChildSa) -> bool:
-            return (c.state == SaState.INFERRED and c.spi_i is not None and sas.get(c.id) is c
-                    and c.initiator == initiator)
-
-        # Pairing order is nearly creation order: trim the head, and check each entry anyway.
-        while dq and (not paired(dq[0]) or (dq[0].created_ts or 0.0) < ts - window):
-            dq.popleft()
-        out: list[ChildSa] = []
-        for c in reversed(dq):
-            if len(out) == limit:
-                break
-            if paired(c) and c.created_ts is not None and abs(ts - c.created_ts) <= window:
-                out.append(c)
-        return out
-
-    def wait_again(self, child: ChildSa) -> None:
-        """An INFERRED CHILD SA left with one flow (a pairing undone) waits for its opposite flow
-        again, filed by creation time: :meth:`half_inferred` reads its list oldest first."""
-        dq = self._half_inferred.setdefault((child.initiator, child.responder, child.protocol), deque())
-        if child in dq:
+    def unindex_spi(self, child: ChildSa, spi: int | None) -> None:
+        """Take ``child`` off the indexes of ``spi`` (the reverse of :meth:`index_spi`)."""
+        if spi is None:
             return
-        t = child.created_ts or 0.0
-        i = len(dq)
-        while i and (dq[i - 1].created_ts or 0.0) > t:
-            i -= 1
-        dq.insert(i, child)
+        if child.id in self._spi_children.get(spi, []):
+            self._spi_children[spi].remove(child.id)
+        for sid in self.sa_ids(child, spi):
+            lst = self._sa_children.get(sid)
+            if lst and child.id in lst:
+                lst.remove(child.id)
+                if not lst:
+                    del self._sa_children[sid]
 
-    def split_inferred(self, child: ChildSa, flow: EspFlow, reason: str) -> ChildSa:
-        """Undo an inference pairing: ``flow`` leaves the paired INFERRED ``child`` for an INFERRED
-        CHILD SA of its own (both "unpaired" with ``reason``). Returns the new CHILD SA."""
-        spi = flow.spi
-        if spi == child.spi_i:  # the pair's second flow leaves; its SPI comes off the child's index
-            if child.spi_r != spi:
-                self.unindex_spi(child, spi)
-            else:  # one SPI both ways: only the SA towards the initiator leaves
-                lst = self._sa_children.get((child.initiator, child.protocol, spi))
-                if lst and child.id in lst:
-                    lst.remove(child.id)
-            child.spi_i = None
-        else:  # the first one leaves: the other flow's SPI becomes the child's spi_r, roles turn
-            stay = next(f for f in self.table.child_flows.get(child.id, ()) if f is not flow)
-            self.drop_inferred(child)
-            self.table.child_sas[child.id] = child
-            self._inferred_ids.add(child.id)
-            child.spi_i, child.spi_r = None, stay.spi
-            child.initiator, child.responder = stay.src, stay.dst
-            child.created_ts, child.created_frame = stay.first_ts, stay.first_frame
-            self.index_spi(child, stay.spi)
-            ike = self.ike_sa_of(child)
-            if ike is not None and child.id not in ike.children:
-                ike.children.append(child.id)
-        child.inferred_reason = reason
-        self.inferred_suites.pop(child.id, None)
-        new = self.new_child(self.ike_sa_of(child), protocol=flow.protocol, spi_r=spi, initiator=flow.src,
-                             responder=flow.dst, state=SaState.INFERRED, created_ts=flow.first_ts,
-                             created_frame=flow.first_frame, created_by=f"{flow.protocol} traffic")
-        new.mode, new.inferred_reason = "unknown", reason
-        self.index_spi(new, spi)
-        self.attach_flow(flow, new)
-        self._inferred_ids.add(new.id)
-        self._inferred_fifo.append(new)
-        self.emit("child_sa_created", flow.first_ts, child_sa=new.id, ike_sa=new.ike_sa, spi_r=spi, inferred=True)
-        return new
-
-    def add_inferred(self, child: ChildSa, ts: float, window: float) -> None:
-        """File a new INFERRED CHILD SA (one flow so far) as waiting ``window`` s for its opposite
-        flow, then apply the cap on inferred SAs."""
-        dq = self._half_inferred.setdefault((child.initiator, child.responder, child.protocol), deque())
-        # A one-way stream never asks for its reverse: trim here too, or the list only grows.
-        while dq and (dq[0].spi_i is not None or (dq[0].created_ts or 0.0) < ts - window
-                      or self.table.child_sas.get(dq[0].id) is not dq[0]):
-            dq.popleft()
-        dq.append(child)
-        self._inferred_ids.add(child.id)
-        self._inferred_fifo.append(child)
-        if self.max_inferred is not None:
-            while len(self._inferred_ids) > self.max_inferred and self._forget_one_inferred(ts, child):
-                pass
-
-    def _forget_one_inferred(self, ts: float, keep: ChildSa) -> bool:
-        """Forget the oldest idle INFERRED CHILD SA (or, when the few oldest are all busy, the oldest
-        of them). Looks at no more than 8 entries, so the cost per new SA stays constant."""
-        fifo, ids = self._inferred_fifo, self._inferred_ids
-        busy: list[ChildSa] = []
-        victim = None
-        while fifo and len(busy) < 8:
-            c = fifo.popleft()
-            if c.id not in ids or self.table.child_sas.get(c.id) is not c:
-                continue  # no longer inferred (negotiated, deleted) or already dropped
-            if c is keep:
-                busy.append(c)
+    def child_by_spi(self, spi: int, sender: str | None = None, ike: IkeSa | None = None) -> ChildSa | None:
+        """The CHILD SA an SPI belongs to. Delete and REKEY_SA name the SPI the *sender* receives on
+        (RFC 7296 §3.11, §1.3.3): spi_i when the sender is the CHILD SA's initiator, else spi_r."""
+        best = None
+        for cid in reversed(self._spi_children.get(spi, [])):
+            c = self.table.child_sas.get(cid)
+            if c is None:
                 continue
-            last = max((f.last_ts or f.first_ts or 0.0 for f in self.table.child_flows.get(c.id, ())), default=0.0)
-            if last < ts - self.inferred_idle:
-                victim = c
-                break
-            busy.append(c)
-        if victim is None:
-            victim = next((c for c in busy if c is not keep), None)
-            if victim is not None:
-                busy.remove(victim)
-        fifo.extend(busy)  # spared ones go to the back (second chance)
-        if victim is None:
-            return False
-        self._forget_inferred_counted(victim, ts)
-        return True
+            if ike is not None and c.ike_sa not in (ike.key, ike.rekeyed_into, ike.rekeyed_from) and best:
+                continue
+            if sender is not None:
+                for _proto, spi_i, spi_r in c.spi_pairs():
+                    own = spi_i if sender == c.initiator else spi_r if sender == c.responder else None
+                    if own == spi:
+                        return c
+            if best is None:
+                best = c
+        return best
+
+    # ------------------------------------------------------------------ live mode's bounds
 
     def expire(self, now: float, *, max_age: float = 60.0, max_inferred: int | None = 2000) -> int:
         """Live mode's housekeeping (call it now and then, e.g. once a second): forget INFERRED
@@ -711,12 +582,6 @@ class Book:
             self.exchanges.pop((id(sa), x.msg_id, False), None)
         self._ike_scratch.pop(id(sa), None)
 
-    def _forget_inferred_counted(self, c: ChildSa, now: float) -> None:
-        self._inferred_ids.discard(c.id)
-        self.forget_inferred(c)
-        self.inferred_forgotten += 1
-        self._count("inferred_forgotten", self.inferred_forgotten, now, total=True)
-
     def _count(self, kind: str, n: int, ts: float, total: bool = False) -> None:
         """One observation per kind of forgetting, its ``count`` kept current."""
         ob = self._counters.get(kind)
@@ -727,73 +592,6 @@ class Book:
             self.table.observations.append(ob)
         ob.detail["count"] = n if total else int(ob.detail["count"]) + n  # type: ignore[call-overload]
         ob.detail["last_ts"] = ts
-
-    def children_of_sa(self, dst: str, protocol: str, spi: int) -> list[int]:
-        """CHILD SA ids that negotiated (or were inferred for) this SA, oldest first."""
-        return self._sa_children.get((dst, protocol, spi), [])
-
-    def drop_inferred(self, child: ChildSa) -> None:
-        self.table.child_sas.pop(child.id, None)
-        self._inferred_ids.discard(child.id)
-        ike = self.ike_sa_of(child)
-        if ike is not None and child.id in ike.children:
-            ike.children.remove(child.id)
-        for spi in (child.spi_i, child.spi_r):
-            if spi is not None:
-                self.unindex_spi(child, spi)
-
-    def unindex_spi(self, child: ChildSa, spi: int | None) -> None:
-        """Take ``child`` off the indexes of ``spi`` (the reverse of :meth:`index_spi`)."""
-        if spi is None:
-            return
-        if child.id in self._spi_children.get(spi, []):
-            self._spi_children[spi].remove(child.id)
-        for sid in self.sa_ids(child, spi):
-            lst = self._sa_children.get(sid)
-            if lst and child.id in lst:
-                lst.remove(child.id)
-                if not lst:
-                    del self._sa_children[sid]
-
-    def forget_inferred(self, child: ChildSa) -> None:
-        """Drop an INFERRED CHILD SA and its flows entirely (live mode's cap on inferred SAs)."""
-        self.nat.forget(f"child:{child.id}")
-        hkey = (child.initiator, child.responder, child.protocol)
-        dq = self._half_inferred.get(hkey)
-        if dq is not None:
-            if child in dq:
-                dq.remove(child)
-            if not dq:
-                del self._half_inferred[hkey]
-        for flow in self.table.child_flows.pop(child.id, []):
-            self.table.flows.pop(flow.key, None)
-            self.seq_trackers.pop(flow.key, None)
-            sid = (flow.dst, flow.protocol, flow.spi)
-            lst = self._sa_flows.get(sid)
-            if lst is not None and flow in lst:
-                lst.remove(flow)
-                if not lst:
-                    del self._sa_flows[sid]
-        self.drop_inferred(child)
-
-    def child_by_spi(self, spi: int, sender: str | None = None, ike: IkeSa | None = None) -> ChildSa | None:
-        """The CHILD SA an SPI belongs to. Delete and REKEY_SA name the SPI the *sender* receives on
-        (RFC 7296 §3.11, §1.3.3): spi_i when the sender is the CHILD SA's initiator, else spi_r."""
-        best = None
-        for cid in reversed(self._spi_children.get(spi, [])):
-            c = self.table.child_sas.get(cid)
-            if c is None:
-                continue
-            if ike is not None and c.ike_sa not in (ike.key, ike.rekeyed_into, ike.rekeyed_from) and best:
-                continue
-            if sender is not None:
-                for _proto, spi_i, spi_r in c.spi_pairs():
-                    own = spi_i if sender == c.initiator else spi_r if sender == c.responder else None
-                    if own == spi:
-                        return c
-            if best is None:
-                best = c
-        return best
 
 
 def chosen_in(x: IkeExchange, answer: int) -> tuple[int, ...]:
