@@ -21,14 +21,12 @@ copies a capture makes follow their original at once.
 from __future__ import annotations
 
 from ..model.sa import EspFlow
+from .copies import CAPTURE_DUP_GAP
 
 REPLAY_WINDOW = 64  # RFC 4303 §3.4.3 default window, also strongSwan's replay_window default (32 pkts in older)
 TRACK = 2048  # how far below the highest number we still remember which ones arrived
 _MASK = (1 << TRACK) - 1
 EVIDENCE = 5  # frames kept per counter as evidence
-# s: a copy this soon after the first is the capture's own (state/ikev2 uses it for IKE too): no
-# sender retransmits that fast (IKE timers run in seconds, RFC 7296 §2.1; ESP is never re-sent).
-CAPTURE_DUP_GAP = 0.02
 
 
 class SeqTracker:

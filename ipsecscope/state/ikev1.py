@@ -9,7 +9,8 @@
   Notify errors (phase-1 failure), DPD R-U-THERE (RFC 3706).
 
 IKEv1 has no response flag: the first message under a Message ID is the request, messages from
-the other side are answers, byte-identical copies are retransmissions.
+the other side are answers, byte-identical copies are retransmissions, or the capture's own copy
+within milliseconds (state/copies, as IKEv2's).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..model.sa import BundleSpis, ChildSa, IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable, v1_id_selector
+from .copies import ike_capture_copy
 from .selection import aggressive_ke_group, aggressive_ke_unfit, answer_unfit_bundle, answer_unfit_v1
 
 # notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
@@ -124,6 +126,10 @@ def _exchange(book: Book, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, bool
     is_response = msg.src != x.requester
     rkey = (msg_id, True, is_response, hash(msg.raw))
     if rkey in priv.last_raw:
+        if ike_capture_copy(priv.last_seen, rkey, x, msg):
+            # The capture saw this datagram twice (state/copies): a QM3 or MM5 captured twice is
+            # one message sent once, not a retransmission after a lost answer.
+            return x, is_response, True
         if is_response:
             x.response_retransmits += 1
             x.response_frames.append(msg.frame)
@@ -132,6 +138,7 @@ def _exchange(book: Book, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, bool
             x.request_frames.append(msg.frame)
         return x, is_response, True
     priv.last_raw[rkey] = msg.raw
+    priv.last_seen[rkey] = msg.ts
     if is_response:
         x.response_ts = x.response_ts or msg.ts
         x.response_frames.append(msg.frame)

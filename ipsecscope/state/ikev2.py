@@ -40,7 +40,7 @@ from ..model.sa import ChildSa, IkeExchange, IkeSa, SaState
 from . import names as N
 from .book import ZERO_SPI, Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable
-from .esp_flow import CAPTURE_DUP_GAP
+from .copies import ike_capture_copy
 from .selection import answer_unfit
 
 RETRY_WINDOW = 30.0  # s: a new IKE_SA_INIT this soon after INVALID_KE/COOKIE is the retry
@@ -215,11 +215,6 @@ def link_retry(book: Book, sa: IkeSa, ts: float) -> None:
             return
 
 
-# A byte-identical IKE message CAPTURE_DUP_GAP (esp_flow: ESP/AH copies share it) after its previous
-# copy is the capture seeing it twice, not a retransmission: libreswan's first retransmission waits
-# 0.5 s, strongSwan's 4 s.
-
-
 def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_response: bool) -> tuple[IkeExchange, bool]:
     """Find or create the exchange a message belongs to. Returns (exchange, is_retransmission).
 
@@ -239,15 +234,8 @@ def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_respons
     prev_raw = priv.last_raw.get(rkey)
     if x is not None and prev_raw is not None:
         if prev_raw == msg.raw:
-            prev_ts = priv.last_seen.get(rkey)
-            priv.last_seen[rkey] = msg.ts
-            if prev_ts is not None and abs(msg.ts - prev_ts) < CAPTURE_DUP_GAP:
-                # The same datagram seen twice by the capture (a bridge and its port, 'any' with a
-                # VLAN device, a mirror of both directions): no IKE implementation retransmits
-                # within milliseconds (RFC 7296 §2.1 timers run in seconds), so no retransmission.
-                x.capture_duplicates += 1
-                if len(x.duplicate_frames) < 6:
-                    x.duplicate_frames.append(msg.frame)
+            if ike_capture_copy(priv.last_seen, rkey, x, msg):
+                # The same datagram seen twice by the capture (state/copies): no retransmission.
                 return x, True
             if is_response:
                 x.response_retransmits += 1

@@ -195,7 +195,7 @@ def r_keys_unmatched(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
 
 
 def ike_capture_duplicates(table: SaTable) -> tuple[int, list[int]]:
-    """IKE messages the capture holds twice (state/ikev2: the same bytes within CAPTURE_DUP_GAP):
+    """IKE messages the capture holds twice (state/copies: the same bytes within CAPTURE_DUP_GAP):
     how many, and the frames of the first copies (up to 6)."""
     n, frames = 0, []
     for sa in table.ike_sas.values():
