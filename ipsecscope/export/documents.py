@@ -61,7 +61,9 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "counter_shared_with": [flow key],  # flows numbered by the same sender counter (one SA toward
                                             #   several destinations, RFC 4303 §3.3.3; RFC 4552 §7)
         "duplicates": int,            # replays: a sequence number again, later or with other bytes
-        "capture_duplicates": int,    # the previous packet again within 20 ms, same bytes: the capture's copy
+        "capture_duplicates": int,    # one of the flow's last 16 packets again within 20 ms, same sequence
+                                      #   number, length and ICV: the capture's copy (or a path device's:
+                                      #   ESP-REPLAY when few), counted in "packets", never sent
         "reordered": int, "icv_failed": int,
         "no_key": int, "decrypted": int, "malformed": int, "unsupported": int, "after_delete": int, "after_rekey": int,
                                       # an AH flow's "decrypted" counts ICVs verified (crypto.ah, AH keys given)

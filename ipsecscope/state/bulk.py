@@ -21,7 +21,9 @@ import numpy as np
 from ..model.sa import EspFlow, SaState
 from .book import Book
 from .esp_flow import _MASK as _SEQ_MASK
+from .esp_flow import _RING_MASK as _SEQ_RING_MASK
 from .esp_flow import EVIDENCE, account
+from .esp_flow import RING as _SEQ_RING
 from .esp_flow import TRACK as _SEQ_TRACK
 from .traffic import _learn_from_keys, check_selectors, new_flow
 
@@ -211,11 +213,13 @@ def _sequence(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray, st: np.ndar
                         h = int(hi[b - 1])
                         if h > sq.hi:
                             sq.hi = h
-                    sq.last_full = full  # the previous packet, for a capture duplicate (account)
-                    j = p[b - 1]
-                    sq.last_ts = float(ts[j])
-                    sq.last_len = int(length[j])
-                    sq.last_tail = tail(int(j))
+                    # the segment's last RING packets, as account() would have kept them (a
+                    # capture duplicate of one may follow later packets)
+                    ring = sq.ring
+                    for k in range(max(i, b - _SEQ_RING), b):
+                        j = int(p[k])
+                        n = full - (b - 1 - k)
+                        ring[n & _SEQ_RING_MASK] = (n, float(ts[j]), int(length[j]), tail(j))
                     break
             j = p[i]
             account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]), float(ts[j]),

@@ -11,11 +11,13 @@ fall from the top quarter of the space to the bottom quarter.
 
 A repeated number is either a *replay* (the receiver's anti-replay check drops it) or a *capture
 duplicate*: the capture point saw the one packet twice (a bridge and its port, ``-i any`` with a VLAN
-device, a mirror of both directions). A copy is a capture duplicate when it repeats the flow's
-previous packet — same full number, same ESP/AH length, same last four octets (the ICV's end, which
-covers the whole packet, RFC 4303 §2.8) — within ``CAPTURE_DUP_GAP``; later or with other bytes it
-is a replay. Only the previous packet of the flow is kept (four numbers, no per-packet object):
-copies a capture makes follow their original at once.
+device, a mirror of both directions). A copy is a capture duplicate when it repeats one of the
+flow's last ``RING`` sequence numbers' packets — same full number, same ESP/AH length, same last
+four octets (the ICV's end, which covers the whole packet, RFC 4303 §2.8) — within
+``CAPTURE_DUP_GAP``; later or with other bytes it is a replay. A mirror (SPAN) port may queue one
+copy behind later packets of the flow, so the copy need not follow its original at once: each flow
+keeps a small ring of its last packets, slot = full number mod ``RING`` (a fixed list per flow, one
+tuple stored per packet, nothing that grows with the capture).
 """
 
 from __future__ import annotations
@@ -29,22 +31,23 @@ _MASK = (1 << TRACK) - 1
 EVIDENCE = 5  # frames kept per counter as evidence
 
 
+RING = 16  # packets per flow a capture duplicate may lag behind its original (a power of two)
+_RING_MASK = RING - 1
+
+
 class SeqTracker:
     """Sequence-number bookkeeping for one flow (kept outside the model: it is engine state)."""
 
-    __slots__ = ("top", "bits", "missing", "hi", "last_full", "last_ts", "last_len", "last_tail")
+    __slots__ = ("top", "bits", "missing", "hi", "ring")
 
     def __init__(self) -> None:
         self.top: int | None = None  # highest full sequence number seen
         self.bits = 0  # bit k set = (top - k) arrived, k < TRACK
         self.missing = 0  # numbers below top never seen (a later arrival takes one back)
         self.hi = 0
-        # The flow's previous packet: full number, time, length and last four octets (an int, or
-        # the packet's bytes on the general path: tail_of reads them only for a repeated number).
-        self.last_full = -1
-        self.last_ts = 0.0
-        self.last_len = -1
-        self.last_tail: int | bytes = -1
+        # The latest packet of each of the last RING numbers: ring[full & _RING_MASK] = (full number,
+        # time, ESP/AH length, last four octets as an int, -1 unknown), for a capture duplicate.
+        self.ring: list[tuple[int, float, int, int] | None] = [None] * RING
 
     def full_seq(self, seq: int, seq_hi: int | None) -> int:
         """The 64-bit sequence number. ``seq_hi`` from a verified decryption is authoritative
@@ -93,26 +96,21 @@ class SeqTracker:
         return "reordered" if k >= REPLAY_WINDOW else "late"
 
 
-def tail_of(tail: int | bytes) -> int:
-    """The last four octets of a packet as an int (given as such, or the packet's bytes); -1: unknown."""
-    if type(tail) is int:
-        return tail
-    return int.from_bytes(tail[-4:], "big") if len(tail) >= 4 else -1  # type: ignore[arg-type]
-
-
 def account(flow: EspFlow, st: SeqTracker, seq: int, seq_hi: int | None, frame: int, ts: float = 0.0,
-            length: int = -1, tail: int | bytes = -1) -> str:
+            length: int = -1, tail: int = -1) -> str:
     """Update ``flow``'s sequence counters for one packet; returns the verdict of :meth:`SeqTracker.add`,
-    "copy" for a capture duplicate of the previous packet (see the module's docstring)."""
+    "copy" for a capture duplicate of one of the last ``RING`` packets (see the module's docstring).
+    ``tail``: the packet's last four octets as an int (-1: unknown, never a copy)."""
     full = st.full_seq(seq, seq_hi)
     verdict = st.add(full)
-    if verdict == "dup" and full == st.last_full and length == st.last_len and abs(ts - st.last_ts) < CAPTURE_DUP_GAP \
-            and tail_of(tail) == tail_of(st.last_tail) != -1:
-        verdict = "copy"
-    st.last_full = full
-    st.last_ts = ts
-    st.last_len = length
-    st.last_tail = tail
+    ring = st.ring
+    slot = full & _RING_MASK
+    if verdict == "dup":
+        prev = ring[slot]
+        if prev is not None and prev[0] == full and prev[2] == length and prev[3] == tail != -1 \
+                and abs(ts - prev[1]) < CAPTURE_DUP_GAP:
+            verdict = "copy"
+    ring[slot] = (full, ts, length, tail)
     if flow.seq_min is None or full < flow.seq_min:
         flow.seq_min = full
     if flow.seq_max is None or full > flow.seq_max:

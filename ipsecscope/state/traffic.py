@@ -17,6 +17,7 @@ from ..model.sa import ChildSa, EspFlow, SaState, is_multicast
 from .book import Book
 from .child_sa import address_text, flow_direction, inner_fields, ranges_cover, selector_ranges
 from .esp_flow import _MASK as _SEQ_MASK
+from .esp_flow import _RING_MASK as _SEQ_RING_MASK
 from .esp_flow import EVIDENCE, account
 from .esp_flow import TRACK as _SEQ_TRACK
 
@@ -31,8 +32,9 @@ _CANDIDATES = 4  # reverse flows an unpaired INFERRED CHILD SA names as fitting 
 def on_sa_packet(book: Book, pkt: EspPacket | AhPacket, res: EspResult | None, proto: str, length: int, encap: bool, sport: int,
                  dport: int) -> EspFlow:
     """Account one ESP or AH packet on its flow (creating and binding the flow if new)."""
+    data = pkt.data
     flow = on_sa_fields(book, pkt.frame, pkt.ts, pkt.src, pkt.dst, pkt.spi, pkt.seq, res, proto, length,
-                        encap, sport, dport, pkt.data)
+                        encap, sport, dport, int.from_bytes(data[-4:], "big") if len(data) >= 4 else -1)
     # Fragments never take the fast loop (session_fast hands them to the general path), so the
     # count lives here only.
     if pkt.ip_fragmented:
@@ -43,10 +45,10 @@ def on_sa_packet(book: Book, pkt: EspPacket | AhPacket, res: EspResult | None, p
 
 
 def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int, seq: int, res: EspResult | None,
-                 proto: str, length: int, encap: bool, sport: int, dport: int, tail: int | bytes = -1) -> EspFlow:
+                 proto: str, length: int, encap: bool, sport: int, dport: int, tail: int = -1) -> EspFlow:
     """:func:`on_sa_packet` from the packet's fields: the analysis path's hot loop
     (``session_fast``) has them at hand and builds no packet object. ``tail``: the packet's last
-    four octets as an int, or its bytes (esp_flow: a capture duplicate repeats them)."""
+    four octets as an int (esp_flow: a capture duplicate repeats them; -1 unknown)."""
     t = book.table
     if t.last_ts is None or ts > t.last_ts or t.first_ts is None or ts < t.first_ts:
         book.touch(ts)
@@ -107,10 +109,7 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
         flow.seq_max = full
         flow.esn_hi = full >> 32
         flow.lost = sq.missing
-        sq.last_full = full  # what account() keeps of every packet: the previous one, for a copy
-        sq.last_ts = ts
-        sq.last_len = length
-        sq.last_tail = tail
+        sq.ring[full & _SEQ_RING_MASK] = (full, ts, length, tail)  # what account() keeps of every packet
     else:
         account(flow, sq, seq, seq_hi, frame, ts, length, tail)
     child = t.child_sas.get(flow.child_sa) if flow.child_sa is not None else None

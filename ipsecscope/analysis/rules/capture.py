@@ -227,8 +227,9 @@ def r_capture_duplicates(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     if flows:
         named = ", ".join(f"{f.protocol} {f.src} → {f.dst} SPI {spi_text(f.spi)} ({f.capture_duplicates:,})"
                           for f in flows[:4]) + (f" and {len(flows) - 4} more" if len(flows) > 4 else "")
-        why.append(f"ESP and AH are never sent twice, and each copy repeats the packet just before it on its flow "
-                   f"with the same sequence number, length and ICV: {named}.")
+        why.append(f"ESP and AH are never sent twice, and each copy repeats one of the last packets on its flow "
+                   f"(a mirror port may queue a copy behind later ones) with the same sequence number, length and "
+                   f"ICV: {named}.")
     replays = sum(f.duplicates for f in table.flows.values() if f.spi != 0)
     yield Finding(
         code="CAPTURE-DUPLICATES", severity=Severity.INFO,

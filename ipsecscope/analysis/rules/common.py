@@ -309,7 +309,7 @@ def icmp_ike_refusal(table: SaTable, sa: IkeSa, requester: str) -> tuple[str, tu
 
 
 def copies_from_capture(flow: EspFlow) -> bool:
-    """Whether ``flow``'s capture duplicates (state/esp_flow: copies of the previous packet within CAPTURE_DUP_GAP)
+    """Whether ``flow``'s capture duplicates (state/esp_flow: copies of a recent packet within CAPTURE_DUP_GAP)
     are the capture point's own: a bridge and its port, ``-i any`` with a VLAN device or a mirror of
     both directions copies most packets of a flow, a device on the path that duplicates (the
     path-impairments sample's bridge) copies a few. The bytes alone cannot tell the two apart: the

@@ -38,7 +38,7 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         path_copies = 0 if copies_from_capture(f) else f.capture_duplicates
         reps = f.duplicates + path_copies
         if reps:
-            seen = (f" ({plural(path_copies, 'of them')} the previous packet's bytes again within 20 ms: too few "
+            seen = (f" ({path_copies:,} of them a recent packet's bytes again within 20 ms: too few "
                     "for a capture point that duplicates, which copies most packets, so a device on the path "
                     "sent them twice)" if path_copies else ", later than a capture's own copy (20 ms) or with other bytes")
             yield Finding(
