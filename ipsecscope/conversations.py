@@ -51,10 +51,12 @@ class FlowStats:
     last_ts: float | None
     lost: int
     io: list[int] = field(default_factory=list)  # packets per interval from the capture's start
+    copies: int = 0  # of ``packets``, copies of a packet the capture made (EspFlow.capture_duplicates)
 
     @property
     def rate(self) -> float:
-        return _rate(self.packets, self.first_ts, self.last_ts)
+        """Packets sent per second (the capture's copies are no traffic: EspFlow.sent)."""
+        return _rate(self.packets - self.copies, self.first_ts, self.last_ts)
 
 
 @dataclass(slots=True)
@@ -70,10 +72,12 @@ class ChildStats:
     last_ts: float | None
     lost: int
     flows: list[str]
+    copies: int = 0  # of ``packets``, copies of a packet the capture made
 
     @property
     def rate(self) -> float:
-        return _rate(self.packets, self.first_ts, self.last_ts)
+        """Packets sent per second (FlowStats.rate)."""
+        return _rate(self.packets - self.copies, self.first_ts, self.last_ts)
 
 
 @dataclass(slots=True)
@@ -310,7 +314,7 @@ class Accumulator:
             flows.append(FlowStats(f"{fsrc}>{fdst}:0x{spi:08x}", fsrc, fdst, spi, f.protocol, f.child_sa,
                                    f.packets, f.bytes, f.first_ts, f.last_ts,
                                    counter_lost(shared[id(f)]) if id(f) in shared else f.lost,
-                                   io + [0] * (nbins - len(io))))
+                                   io + [0] * (nbins - len(io)), f.capture_duplicates))
         children = []
         for c in sorted(table.child_sas.values(), key=lambda c: c.id):
             mine = [f for f in flows if f.child_sa == c.id]
@@ -319,7 +323,7 @@ class Accumulator:
             children.append(ChildStats(c.id, c.ike_sa, getattr(c.state, "value", str(c.state)), c.spi_i, c.spi_r,
                                        sum(f.packets for f in mine), sum(f.bytes for f in mine),
                                        min(firsts, default=None), max(lasts, default=None),
-                                       sum(f.lost for f in mine), [f.key for f in mine]))
+                                       sum(f.lost for f in mine), [f.key for f in mine], sum(f.copies for f in mine)))
         convs = []
         for (proto, a, pa, b, pb), (ab, total, nbytes, first, last, req, rep, sas) in self.convs.items():
             lost = max(req - rep, 0) if proto in (1, 58) and req else None

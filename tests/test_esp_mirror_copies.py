@@ -6,7 +6,10 @@ A SPAN session of a router's ingress and egress ports hands the capture each pac
 second copy up to a few milliseconds later: behind later packets of the same flow. esp_flow kept
 only the flow's previous packet, so every copy that did not follow its original at once was a
 replay (ESP-REPLAY, 34 and 27 'duplicate sequence numbers' on the tunnel's two flows). It keeps the
-flow's last 16 numbers now (a fixed ring per flow).
+flow's last 16 numbers now (a fixed ring per flow). And a flow's ``packets`` counts frames, as
+tshark does (every copy is a frame, tshark's ESP sequence analysis flags it "repeated"); what the
+sender sent is ``packets - capture_duplicates`` (EspFlow.sent): ESP-ONE-WAY, ESP-RETURN-STOPPED
+and the stats rates count that (RFC 4303 §3.3.3: a sender never sends a sequence number twice).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import DATA, needs_tshark
+from conftest import DATA, SAMPLES, needs_tshark
 from conftest import field_cli as cli
 
 from ipsecscope.capture import open_capture
@@ -76,6 +79,27 @@ def test_delayed_copies_are_capture_duplicates(keys: bool) -> None:
     assert {s: (x["packets"], x["duplicates"], x["capture_duplicates"]) for s, x in flows.items()} == FLOWS
 
 
+def test_one_way_and_rates_count_packets_sent() -> None:
+    """The one-way SA sent 5 packets (10 frames): ESP-ONE-WAY says 5, stats' rate counts 5, its
+    "packets" 10 as tshark's frame count."""
+    (o,) = _findings(str(CAP))["ESP-ONE-WAY"]
+    assert o["title"] == "One-way ESP: 198.18.30.3 -> 198.18.30.4 (5 packets), nothing back"
+    assert "carries 5 ESP packets" in o["explanation"]
+    st = {x["spi"]: x for x in json.loads(cli("stats", str(CAP), "--json"))["flows"]}
+    one = st["0x5a000003"]
+    assert one["packets"] == 10 and sum(one["io"]) == 10
+    assert one["rate_pps"] == pytest.approx(5 / (one["last_time"] - one["first_time"]), abs=1e-3)
+
+
+def test_return_stopped_counts_packets_sent() -> None:
+    """samples/ikev1-dead-peer captured twice: 198.18.0.1 sent 3 ESP packets with no reply (as in
+    the sample), not 6."""
+    sample = _findings(str(SAMPLES / "ikev1-dead-peer" / "capture.pcapng"))["ESP-RETURN-STOPPED"]
+    twice = _findings(str(DATA / "ikev1-copies" / "captured-twice.pcap"))["ESP-RETURN-STOPPED"]
+    assert [x["title"] for x in twice] == [x["title"] for x in sample]
+    assert "sent 3 more packets" in twice[0]["title"]
+
+
 def test_general_path_counts_as_the_analysis_path() -> None:
     """The tracker packet by packet (live, the TUI) gives the counts the fast loop's bulk runs give."""
     tr = Tracker()
@@ -87,6 +111,8 @@ def test_general_path_counts_as_the_analysis_path() -> None:
                 tr.on_esp(p)
     got = {f"0x{f.spi:08x}": (f.packets, f.duplicates, f.capture_duplicates) for f in tr.table.flows.values()}
     assert got == FLOWS
+    assert {f.spi: (f.sent, f.unanswered_tail) for f in tr.table.flows.values()} == {
+        0x5A000001: (41, 0), 0x5A000002: (41, 1), 0x5A000003: (5, 5)}
 
 
 def test_the_ring_remembers_the_last_16_numbers() -> None:

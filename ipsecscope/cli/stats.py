@@ -14,6 +14,9 @@ JSON schema ``"ipsecscope.stats/1"`` (``--json``; fields are only ever added wit
                  "child_sa": int|null, "packets": int, "bytes": int, "first_time": float|null,
                  "last_time": float|null, "rate_pps": float, "lost": int,
                  "io": [int]}],                  # packets per interval (the IO graph)
+                 # SAs' and flows' "packets" and "io" count frames as tshark does (a capture's
+                 # copies of a packet included); "rate_pps" counts packets sent (copies not:
+                 # sas JSON's capture_duplicates)
       "conversations": [{"protocol": str, "a": str, "a_port": int|null, "b": str, "b_port": int|null,
                          "child_sas": [int], "packets": int, "packets_ab": int, "packets_ba": int,
                          "bytes": int, "first_time": float, "last_time": float, "rate_pps": float,

@@ -55,7 +55,11 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
       }],
       "flows": [{
         "key": "src>dst:0xspi" (AH: +"/AH"), "src": str, "dst": str, "spi": "0x%08x", "protocol": str,
-        "child_sa": int|null, "packets": int, "bytes": int, "first_time": float|null,
+        "child_sa": int|null,
+        "packets": int,               # frames captured, as tshark counts them: the capture's copies
+                                      #   included (packets sent = packets - capture_duplicates; the
+                                      #   findings' one-way, return and rate figures count those)
+        "bytes": int, "first_time": float|null,
         "last_time": float|null, "first_frame": int, "last_frame": int, "seq_min": int|null,
         "seq_max": int|null, "lost": int,  # the SA counter's gaps (one counter for counter_shared_with too)
         "counter_shared_with": [flow key],  # flows numbered by the same sender counter (one SA toward

@@ -86,6 +86,8 @@ class EspFlow:
     dst: str
     spi: int
     protocol: str = "ESP"  # "ESP" | "AH"
+    # frames captured, as tshark counts them (copies the capture made included); what the sender
+    # sent is ``sent``
     packets: int = 0
     bytes: int = 0
     first_ts: float | None = None
@@ -97,7 +99,8 @@ class EspFlow:
     seq_max: int | None = None  # highest full (ESN-extended when known) sequence number
     lost: int = 0  # sequence numbers never seen below seq_max (gaps)
     duplicates: int = 0  # same sequence number twice (replay), not a capture duplicate
-    # the previous packet again within ms, same length and bytes: the capture saw it twice (esp_flow)
+    # one of the last packets again within 20 ms, same length and bytes: the capture (or a device on
+    # the path) saw it twice (esp_flow); counted in ``packets``, not in ``sent``
     capture_duplicates: int = 0
     reordered: int = 0  # arrived more than the 64-packet window late
     icv_failed: int = 0
@@ -123,7 +126,7 @@ class EspFlow:
     outside_ts: int = 0  # decrypted inner packets whose addresses/ports are outside the CHILD SA's TS
     outside_ts_frames: list[int] = field(default_factory=list)
     outside_ts_example: str | None = None  # "10.9.9.9 -> 10.2.0.5 proto 1"
-    unanswered_tail: int = 0  # packets since the last one in the opposite direction of its CHILD SA
+    unanswered_tail: int = 0  # packets sent since the last one in the opposite direction of its CHILD SA
     unanswered_since_frame: int = 0
     unanswered_since_ts: float | None = None
     unsupported_reason: str = ""  # why the keys could not be used ("ESP encryption ENCR_CAST is not ...")
@@ -143,6 +146,14 @@ class EspFlow:
     @property
     def key(self) -> FlowKey:
         return (self.src, self.dst, self.spi, self.protocol)
+
+    @property
+    def sent(self) -> int:
+        """Packets the sender sent: ``packets`` less the copies of a packet within 20 ms
+        (``capture_duplicates``). A sender never sends an ESP/AH packet twice (RFC 4303 §3.3.3: a
+        new sequence number for each), so those copies are the capture point's or a device's on
+        the path; rates, one-way and return-traffic figures count what was sent."""
+        return self.packets - self.capture_duplicates
 
 
 @dataclass(slots=True, frozen=True)

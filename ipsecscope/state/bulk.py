@@ -85,13 +85,21 @@ def on_esp_run(book: Book, run: EspRun, proto: str = "ESP") -> list[EspFlow]:
     if t.first_ts is None or tmin < t.first_ts:
         t.first_ts = tmin
     children = []
+    sent = pos  # each group's positions less its capture duplicates
     learn: dict[int, tuple] = {}  # id(child) -> (child, decrypted positions of its flows)
     for g in range(n_groups):
         flow = flows[g]
         p = pos[g]
-        _counters(book, flow, run, p)
+        cps = _counters(book, flow, run, p)
         child = t.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
         children.append(child)
+        if cps:
+            # copies of packets already counted (esp_flow): frames, not packets sent; what follows
+            # counts packets sent, as on_sa_fields does (it stops at a copy)
+            p = p[~np.isin(p, cps)]
+            if sent is pos:
+                sent = list(pos)  # the caller's positions stay as they are
+            sent[g] = p
         if child is None:
             continue
         st = run.status[p]
@@ -124,12 +132,13 @@ def on_esp_run(book: Book, run: EspRun, proto: str = "ESP") -> list[EspFlow]:
                 flow.after_rekey_last_ts = float(T[m][-1])
     for child, oks in learn.values():  # in frame order over the CHILD SA's flows
         _learn(child, run, np.sort(np.concatenate(oks)))
-    _unanswered(book, run, flows, children, pos)
+    _unanswered(book, run, flows, children, sent)
     return flows  # type: ignore[return-value]
 
 
-def _counters(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray) -> None:
-    """Packet/byte/outcome counters and the sequence window of one flow's packets ``p``."""
+def _counters(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray) -> list[int]:
+    """Packet/byte/outcome counters and the sequence window of one flow's packets ``p``; returns
+    the run positions of capture duplicates (esp_flow's "copy")."""
     n = len(p)
     flow.packets += n
     flow.bytes += int(run.length[p].sum())
@@ -164,13 +173,14 @@ def _counters(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray) -> None:
                     flow.unsupported_reason = getattr(res, "reason", "") or ""
                     keys = getattr(res, "keys", None)
                     flow.unsupported_keys_source = getattr(keys, "source", "") or ""
-    _sequence(book, flow, run, p, st)
+    return _sequence(book, flow, run, p, st)
 
 
-def _sequence(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray, st: np.ndarray) -> None:
+def _sequence(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray, st: np.ndarray) -> list[int]:
     """The sequence window over one flow's packets: runs of consecutive numbers in bulk (what
     on_sa_fields' inlined "next in order" case does for each), every other packet through
-    esp_flow.account."""
+    esp_flow.account. Returns the positions account() found to be capture duplicates."""
+    copies: list[int] = []
     sq = book.seq_trackers[flow.key]
     seq = run.seq[p]
     hi = run.hi[p]
@@ -182,10 +192,11 @@ def _sequence(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray, st: np.ndar
     verified = hi >= 0
     if verified.any() and int(hi.max()) >= 1 << 30:  # full numbers beyond int64 arithmetic: one by one
         for i in range(len(p)):
-            j = p[i]
-            account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]), float(ts[j]),
-                    int(length[j]), tail(int(j)))
-        return
+            j = int(p[i])
+            if account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]), float(ts[j]),
+                       int(length[j]), tail(j)) == "copy":
+                copies.append(j)
+        return copies
     key = np.where(verified, (hi << 32) | seq, seq)
     # A run breaks where the number is not the previous one + 1, or verified-ness changes.
     brk = np.flatnonzero((np.diff(key) != 1) | (verified[1:] != verified[:-1])) + 1
@@ -221,10 +232,12 @@ def _sequence(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray, st: np.ndar
                         n = full - (b - 1 - k)
                         ring[n & _SEQ_RING_MASK] = (n, float(ts[j]), int(length[j]), tail(j))
                     break
-            j = p[i]
-            account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]), float(ts[j]),
-                    int(length[j]), tail(int(j)))
+            j = int(p[i])
+            if account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]), float(ts[j]),
+                       int(length[j]), tail(j)) == "copy":
+                copies.append(j)
             i += 1
+    return copies
 
 
 def _no_tail(_i: int) -> int:
@@ -251,7 +264,8 @@ class _Learned:
 def _unanswered(book: Book, run: EspRun, flows: list, children: list, pos: list) -> None:
     """Each flow's run of packets with nothing back on its CHILD SA (``unanswered_tail``), as the
     per-packet path leaves it: a packet of a flow counts on that flow and resets the flows in the
-    opposite direction of its CHILD SA."""
+    opposite direction of its CHILD SA. ``pos``: each group's positions less its capture
+    duplicates (on_sa_fields stops at those)."""
     flows_by_key = book.table.flows
     resets: dict[int, tuple[EspFlow, list[int]]] = {}  # id(flow) -> (flow, groups whose packets reset it)
     for g, child in enumerate(children):
@@ -272,8 +286,8 @@ def _unanswered(book: Book, run: EspRun, flows: list, children: list, pos: list)
         g = own.get(fid)
         flow = flows[g] if g is not None else resets[fid][0]
         rgroups = resets[fid][1] if fid in resets else []
-        last_reset = max((int(pos[r][-1]) for r in rgroups), default=-1)
-        if g is None:
+        last_reset = max((int(pos[r][-1]) for r in rgroups if len(pos[r])), default=-1)
+        if g is None or not len(pos[g]):  # (a run of copies only: nothing sent)
             if last_reset >= 0:
                 flow.unanswered_tail = 0
             continue

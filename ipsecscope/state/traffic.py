@@ -110,8 +110,10 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
         flow.esn_hi = full >> 32
         flow.lost = sq.missing
         sq.ring[full & _SEQ_RING_MASK] = (full, ts, length, tail)  # what account() keeps of every packet
-    else:
-        account(flow, sq, seq, seq_hi, frame, ts, length, tail)
+    elif account(flow, sq, seq, seq_hi, frame, ts, length, tail) == "copy":
+        # a copy of a packet already counted (esp_flow): a frame of the capture, not a packet sent,
+        # so it neither lengthens the run without an answer nor counts again after a delete/rekey
+        return flow
     child = t.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
     if child is None:
         return flow

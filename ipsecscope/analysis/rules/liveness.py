@@ -332,7 +332,7 @@ def r_esp_spi(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                     code="ESP-UNKNOWN-SPI", severity=Severity.WARNING,
                     title=f"ESP {f.src} -> {f.dst} on SPI {spi_text(f.spi)} that no IKE exchange created",
                     explanation=f"The IKE SA between {ike.initiator} and {ike.responder} was readable, yet none of its "
-                    f"exchanges negotiated SPI {spi_text(f.spi)}; {plural(f.packets, 'packet')} used it. The receiver will "
+                    f"exchanges negotiated SPI {spi_text(f.spi)}; {plural(f.sent, 'packet')} used it. The receiver will "
                     "drop them (and may answer INVALID_SPI)." + refused,
                     frames=frames_of((f.first_frame, f.last_frame), icmp_frames),
                     sa=flow_ref(f),
@@ -379,7 +379,7 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if fwd and rev:
             continue
         one = [f for f in fwd or rev if f.spi != 0]  # SPI 0 belongs to no SA: ESP-RESERVED-SPI
-        pk = sum(f.packets for f in one)
+        pk = sum(f.sent for f in one)  # packets sent: a capture's copies are no more traffic one way
         if pk < 3:
             continue
         f = one[0]
@@ -475,14 +475,14 @@ def _one_way_group(table: SaTable, group: list[ChildSa]) -> Finding | None | boo
     if len(by_src) != 2 or any(icmp_refusal(table, f)[0] for fs in by_src.values() for f in fs):
         return False
     (a, fa), (b, fb) = sorted(by_src.items(), key=lambda kv: -len(kv[1]))
-    if len(fa) == len(fb) or sum(f.packets for f in fa) < 3 or is_multicast(b):
+    if len(fa) == len(fb) or sum(f.sent for f in fa) < 3 or is_multicast(b):
         return None
     fa.sort(key=lambda f: f.first_frame)
     fb.sort(key=lambda f: f.first_frame)
     n = len(fa) - len(fb)
 
     def listing(fs: list[EspFlow]) -> str:
-        return ", ".join(f"{spi_text(f.spi)} ({plural(f.packets, 'packet')})" for f in fs)
+        return ", ".join(f"{spi_text(f.spi)} ({plural(f.sent, 'packet')})" for f in fs)
 
     f = fa[0]
     return Finding(
@@ -538,10 +538,10 @@ def _sibling_return(table: SaTable, c, one: list[EspFlow],
         # Each receiver picks its own SPI for an IKE-made SA; the same SPI both ways between two
         # peers is a manually keyed pair (RFC 4552 §7 keys a whole link with one): not one-way.
         return ()
-    r = max(back, key=lambda x: x.packets)
+    r = max(back, key=lambda x: x.sent)
     other = table.child_sas.get(r.child_sa) if r.child_sa is not None else None
     name = child_label(other) if other is not None else "another SA"
-    return (f" Yet {f.dst} sends ESP to {f.src} meanwhile, on SPI {spi_text(r.spi)} ({name}, {plural(r.packets, 'packet')}, "
+    return (f" Yet {f.dst} sends ESP to {f.src} meanwhile, on SPI {spi_text(r.spi)} ({name}, {plural(r.sent, 'packet')}, "
             f"{clock(r.first_ts)} to {clock(r.last_ts)}): it is up and receives, and the path carries its ESP. "
             "If both CHILD SAs carry the same traffic (negotiated at once by both peers: crossing Quick Modes, "
             f"or a collision, RFC 7296 §2.8), {f.dst} answers on that one and nothing is lost; if they carry "
@@ -712,7 +712,7 @@ def r_peer_restarted(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                    and (f.first_ts or 0.0) >= t0 and f not in r.stale]
         if resumed and len({f.src for f in resumed}) == 2:
             recovery += (f"; ESP resumed both ways on new SPIs ({', '.join(spi_text(f.spi) for f in resumed[:4])}, "
-                         f"{plural(sum(f.packets for f in resumed), 'packet')})")
+                         f"{plural(sum(f.sent for f in resumed), 'packet')})")
         log, notes = _restart_log(ctx, r)
         certain = bool(r.refused or log)
         lead = f"{r.peer} lost its state" + (" (restarted)" if certain else " (most likely restarted)")

@@ -36,7 +36,7 @@ class OneWay:
     finding: Finding
     flow: EspFlow  # the first flow of the direction that carries traffic
     child: ChildSa
-    packets: int
+    packets: int  # sent (EspFlow.sent: copies the capture made are not)
 
 
 def group_plain(table: SaTable, plain: list[OneWay]) -> Iterator[Finding]:
@@ -83,7 +83,7 @@ def group_siblings(items: list[tuple[OneWay, tuple[EspFlow, str]]]) -> Iterator[
                  f"them; {dst} sends on another")
         text = (f"{src} sends {proto} to {dst} on {len(ones)} SAs: {_listing(ones, lambda o: None)}; {dst} sends "
                 f"nothing back on any of them. Yet {dst} sends {proto} to {src} meanwhile, on SPI {spi_text(r.spi)} "
-                f"({name}, {plural(r.packets, 'packet')}): it is up and receives, and the path carries its {proto}. "
+                f"({name}, {plural(r.sent, 'packet')}): it is up and receives, and the path carries its {proto}. "
                 f"If these CHILD SAs carry the same traffic as that one (negotiated at once by both peers: crossing "
                 f"Quick Modes, or collisions, RFC 7296 §2.8), {dst} answers all of it there and nothing is lost; if "
                 "they carry different traffic selectors, their return traffic is missing.")
@@ -162,7 +162,7 @@ def _sender_finding(ends: _Ends, group: list[OneWay]) -> Finding:
     pk = sum(o.packets for o in group)
     facts = {"sender": src, "peers": len(peers), "sas": len(group), "packets": pk}
     back = ends.other(group, src, towards=True)
-    seen = (f" The capture does hold {proto} to {src} on other SAs ({plural(sum(r.packets for r in back), 'packet')} "
+    seen = (f" The capture does hold {proto} to {src} on other SAs ({plural(sum(r.sent for r in back), 'packet')} "
             f"from {', '.join(dict.fromkeys(r.src for r in back[:NAMED]))}), so it sees that direction: these "
             "peers' packets do not reach it or are never sent." if back else
             f" The capture holds no {proto} to {src} at all.")
@@ -199,7 +199,7 @@ def _receiver_finding(ends: _Ends, group: list[OneWay]) -> Finding:
     pk = sum(o.packets for o in group)
     facts = {"receiver": dst, "peers": len(peers), "sas": len(group), "packets": pk}
     out = ends.other(group, dst, towards=False)
-    seen = (f" {dst} does send {proto} on other SAs in this capture ({plural(sum(r.packets for r in out), 'packet')} "
+    seen = (f" {dst} does send {proto} on other SAs in this capture ({plural(sum(r.sent for r in out), 'packet')} "
             f"to {', '.join(dict.fromkeys(r.dst for r in out[:NAMED]))}), so the capture sees its outbound "
             "direction." if out else f" The capture holds no {proto} from {dst} at all.")
     udp = " (or UDP 4500)" if f.udp_encap else ""
