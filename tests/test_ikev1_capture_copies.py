@@ -99,3 +99,19 @@ def test_qm3_twice_within_ms_is_a_copy_seconds_apart_a_retransmission() -> None:
     assert (x.retransmits, x.capture_duplicates, x.duplicate_frames) == (1, 1, [10**6 + 1])
     assert 10**6 in x.request_frames and 10**6 + 1 not in x.request_frames
     assert "IKE-RETRANSMIT" in [f.code for f in evaluate(resent.table)]
+
+
+def test_mm1_copy_queued_behind_the_answer_is_a_copy() -> None:
+    """A mirror port may queue a copy behind the next message: MM1's copy 3 ms later, after MM2
+    (1.1 ms after MM1), is the capture's; the same MM1 0.5 s later is the initiator re-sending it
+    (tests/test_state_retransmit.py)."""
+    msgs = ike_messages(SAMPLE / "capture.pcapng")
+    mm1, mm2 = msgs[0], msgs[1]
+    assert mm2.src == mm1.dst and mm2.ts - mm1.ts < 0.002
+    copy = dataclasses.replace(mm1, frame=10**6, ts=mm1.ts + 0.003)
+    tr = _run([mm1, mm2, copy, *msgs[2:]])
+    (sa,) = tr.table.ike_sas.values()
+    x = sa.exchanges[0]
+    assert (x.retransmits, x.capture_duplicates, x.duplicate_frames) == (0, 1, [10**6])
+    assert sorted(f.code for f in evaluate(tr.table)) == sorted(
+        [*(f.code for f in evaluate(_run(msgs).table)), "CAPTURE-DUPLICATES"])

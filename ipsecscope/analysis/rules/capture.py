@@ -223,7 +223,7 @@ def r_capture_duplicates(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     why = []
     if n:
         why.append("No IKE implementation retransmits that fast (RFC 7296 §2.1: its timers run in seconds; "
-                   "libreswan first waits 0.5 s, strongSwan 4 s).")
+                   "libreswan first waits 0.5 s, strongSwan 4 s, for IKEv1 as for IKEv2).")
     if flows:
         named = ", ".join(f"{f.protocol} {f.src} → {f.dst} SPI {spi_text(f.spi)} ({f.capture_duplicates:,})"
                           for f in flows[:4]) + (f" and {len(flows) - 4} more" if len(flows) > 4 else "")
