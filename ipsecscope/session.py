@@ -25,6 +25,7 @@ from .capture import open_capture, renumbered
 from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
 from .decode.demux import Decoder
 from .decode.inner import EspLayer, InnerStore
+from .decode.link import link_ethertype
 from .decode.quoted import QuotedStore
 from .keys import KeyStore, add_secrets_block, load_keys
 from .keys.match import FileMatch, match_keys
@@ -40,6 +41,7 @@ from .model.packets import (
     NatKeepalive,
     Packet,
     RawFrame,
+    link_text,
 )
 from .model.plural import plural
 from .model.sa import Finding, SaTable, Severity
@@ -456,7 +458,13 @@ class Session(FrameViews):
             if self.keep_rows:
                 qraw = raw  # the frame an ICMP error's quote is read from
                 ti = self.decoder.tunnel_inner
-                if ti is not None and ti[0] == raw.index:
+                if ti is not None and ti[0] == raw.index and not ti[2]:
+                    # an Ethernet frame that is no IP inside a bridging/mirror tunnel (ARP...):
+                    # a link row as outside one (its MACs read again on display), the tunnels'
+                    # headers are decoder.tunnels (filters: ip.src == <tunnel endpoint>)
+                    et = link_ethertype(1, ti[3][ti[4]:])
+                    link = link_text(et) if et is not None else ""
+                elif ti is not None and ti[0] == raw.index:
                     # inside a tunnel (GRE, IP in IP, VXLAN...): the innermost packet, whose hosts
                     # tshark's Source/Destination show; the tunnels' headers are decoder.tunnels
                     self.inner.add(raw.index, memoryview(ti[3])[ti[4]:], 4 if ti[2] == 4 else 41)

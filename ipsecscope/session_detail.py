@@ -20,7 +20,7 @@ from .decode.demux import Decoder
 from .decode.inner import InnerStore
 from .keys import KeyStore
 from .model.idtext import short_source, spi_text
-from .model.packets import AhPacket, EspPacket, FrameRow, IcmpError, RawFrame
+from .model.packets import AhPacket, EspPacket, FrameRow, RawFrame
 from .rowstore import FrameOffsets, NoRows, RowStore
 
 if TYPE_CHECKING:
@@ -308,8 +308,8 @@ class FrameViews:
         """The ESP packet the ICMP error in ``raw`` quotes, opened again (see :class:`QuotedEsp`)."""
         from . import session_quoted
 
-        err = next((p for p in Decoder(icmp_errors=True).decode_all(raw) if type(p) is IcmpError), None)
-        got = session_quoted.open_quote(self.esp_decryptor, raw, err) if err is not None and err.protocol == "ESP" else None
+        err, qraw = session_quoted.error_in(raw)  # (inside a tunnel: the tunnelled packet)
+        got = session_quoted.open_quote(self.esp_decryptor, qraw, err) if err is not None and err.protocol == "ESP" else None
         if got is None:
             return None
         q, plain, n = got
@@ -335,12 +335,12 @@ class FrameViews:
         raw = raw if raw is not None else self._reread(frame)
         from . import session_quoted
 
-        dg = session_quoted.quoted_datagram(raw) if raw is not None else None
+        err, qraw = session_quoted.error_in(raw) if raw is not None else (None, None)
+        dg = session_quoted.quoted_datagram(qraw) if qraw is not None else None
         hdr = quoted_ip_header(dg) if dg is not None else None
         ttl, total, df, opts, _at, ah_len = hdr if hdr is not None else (None, None, None, (), 0, None)
         n = None if dg is None else min(len(dg), total) if total is not None else len(dg)
         show = q.inner is not None and q.status != "icv-bad"  # a packet changed after signing: not shown
-        err = next((p for p in Decoder(icmp_errors=True).decode_all(raw) if type(p) is IcmpError), None) if raw else None
         mtu = err.mtu if err is not None and err.too_big else None
         return QuotedAh(q.src, q.dst, 6 if ":" in q.src else 4, ttl, total, df, opts, n, q.whole, q.spi, q.seq,
                         q.next_header, ah_len, q.status, q.reason, quoted_ah_icv(q, self.keys, total, n),
@@ -394,7 +394,22 @@ class FrameViews:
         from .decode.link import link_addresses
 
         raw = self._reread(frame)
-        return link_addresses(raw.linktype, bytes(raw.data[:20])) if raw is not None else ("", "")
+        if raw is None:
+            return "", ""
+        inside = self._tunnelled_ethernet(raw)
+        return link_addresses(1, inside[:20]) if inside is not None else link_addresses(raw.linktype, bytes(raw.data[:20]))
+
+    def _tunnelled_ethernet(self, raw: RawFrame) -> bytes | None:
+        """The Ethernet frame that is no IP (ARP...) a bridging or mirror tunnel (VXLAN, Geneve,
+        GRE, ERSPAN) carries in ``raw``, whose MACs tshark's columns show; None for any other frame.
+        Only frames the load found inside a tunnel are decoded again."""
+        tunnels = getattr(getattr(self, "decoder", None), "tunnels", None)
+        if not tunnels or tunnels.get(raw.index) is None:
+            return None
+        dec = Decoder()
+        dec.decode_all(raw)
+        ti = dec.tunnel_inner
+        return bytes(ti[3][ti[4]:]) if ti is not None and ti[0] == raw.index and not ti[2] else None
 
     def _reread(self, frame: int) -> RawFrame | None:
         loc = self._frame_offsets.get(frame)

@@ -42,6 +42,20 @@ if TYPE_CHECKING:
 _STATUS = {"no_key": "no-key", "icv_failed": "icv-bad", "malformed": "malformed", "unsupported": "unsupported"}
 
 
+def error_in(raw: RawFrame) -> tuple[IcmpError | None, RawFrame]:
+    """The ICMP error ``raw`` carries (None: none) and the frame its quote is read from: inside a
+    tunnel (GRE, IP in IP, VXLAN...) the tunnelled IP packet as LINKTYPE_RAW, as the load read it
+    (``Session._dispatch``), else ``raw``. For the detail views: a frame decoded again."""
+    from .decode.demux import Decoder
+
+    dec = Decoder(icmp_errors=True)
+    err = next((p for p in dec.decode_all(raw) if type(p) is IcmpError), None)
+    ti = dec.tunnel_inner
+    if err is not None and ti is not None and ti[0] == raw.index and ti[2]:
+        raw = RawFrame(raw.index, raw.ts, raw.ts_ns, 101, ti[3][ti[4]:], raw.orig_len, raw.iface, raw.offset)
+    return err, raw
+
+
 def _error_ip(raw: RawFrame) -> tuple[bytes, int, tuple | None] | None:
     """(the ICMP error's IP datagram, where its ICMP header starts, what its quote holds beyond
     the ports as ``decode.inner.parse`` reads it: ("esp", ...) / ("isakmp", ...) / None)."""

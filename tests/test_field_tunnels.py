@@ -34,8 +34,8 @@ from ipsecscope.filtering import matches, source_of
 from ipsecscope.model.filter import compile_filter
 from ipsecscope.session import Session
 
-# (plain-inside.pcap holds no IPsec: tests/test_field_tunnels_plain.py)
-TUNNELS = sorted(p for p in (DATA / "tunnels").glob("*.pcap") if p.name != "plain-inside.pcap")
+# (the *-inside.pcap captures are not the sample's: tests/test_field_tunnels_plain.py, test_tunnel_views.py)
+TUNNELS = sorted(p for p in (DATA / "tunnels").glob("*.pcap") if not p.stem.endswith("-inside"))
 FIELDS = ("frame.protocols", "isakmp.ispi", "isakmp.rspi", "isakmp.messageid", "esp.spi", "esp.sequence",
           "ip.src", "ip.dst", "ip.proto", "ipv6.src", "ipv6.nxt", "udp.srcport", "udp.dstport")
 

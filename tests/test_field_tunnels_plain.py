@@ -51,8 +51,10 @@ def test_rows_name_the_innermost_hosts_as_tsharks_columns() -> None:
     assert len(docs) == len(ts) == 59
     ip_frames = 0
     for n, t in ts.items():
-        if t["frame.protocols"][0].endswith(":arp"):
-            continue  # tshark's columns show the inner Ethernet addresses; the row keeps the tunnel's IP
+        if t["frame.protocols"][0].endswith(":arp"):  # no IP inside: the inner Ethernet frame's MACs
+            assert f"{t['_ws.col.Source'][0]} → {t['_ws.col.Destination'][0]}" in text[n], n
+            assert docs[n]["src"] == "" and docs[n]["inner"] is None, n  # (test_tunnel_views.py)
+            continue
         ip_frames += 1
         d = docs[n]
         assert d["kind"] == "OTHER", n

@@ -19,6 +19,9 @@ ever added within /1)::
      "ike_sa": str|null, "info": str,
      "ip_proto": int|null,                           # MALFORMED: the outer IP header's protocol field
                                                      # (tshark's ip.proto / ipv6.nxt) where readable
+     "mac": null | {"src": str, "dst": str},         # a frame that is no IP (ARP, LLDP; inside a
+                                                     # bridging/mirror tunnel, the tunnelled frame): the
+                                                     # MACs tshark's Source/Destination show ("" if none)
      "inner": null | {                               # decrypted ESP payload, or a plain IP frame
         "ip_version": 4|6|null (null: transport mode), "src": str|null, "dst": str|null,
         "protocol": str ("ICMP", "TCP", "DNS", ...), "ip_proto": int, "ttl": int|null,
@@ -205,8 +208,15 @@ def row_json(row: FrameRow, session: Session, t0: float) -> dict:
         "kind": row.kind, "src": row.src or (inner.src if inner else ""), "dst": row.dst or (inner.dst if inner else ""),
         "sport": row.sport, "dport": row.dport, "length": row.length,
         "spi": None if row.spi is None else spi_text(row.spi), "seq": row.seq, "status": row.status,
-        "child_sa": row.child_sa, "ike_sa": row.ike_sa, "info": row.info, "ip_proto": row.ip_proto, "inner": doc,
+        "child_sa": row.child_sa, "ike_sa": row.ike_sa, "info": row.info, "ip_proto": row.ip_proto,
+        "mac": _macs(session, row) if row.kind == "OTHER" and inner is None and not row.src else None, "inner": doc,
     }
+
+
+def _macs(session: Session, row: FrameRow) -> dict | None:
+    """A non-IP frame's MAC addresses, read from the capture again (as the text's columns)."""
+    src, dst = session.link_addresses(row.frame)
+    return {"src": src, "dst": dst} if src or dst else None
 
 
 def deep_trees(session: Session, frames: list[int]) -> dict:

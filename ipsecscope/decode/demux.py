@@ -117,7 +117,8 @@ class Decoder:
         # the innermost IP packet the last tunnelled frame carried, as (frame, depth, version,
         # bytes, offset of its IP header): where that packet is no IPsec the frame is an OTHER
         # row, and the session records this packet for it (the hosts talking inside the tunnel,
-        # as tshark's columns and innermost fields show them; the tunnels' headers are .tunnels)
+        # as tshark's columns and innermost fields show them; the tunnels' headers are .tunnels).
+        # Version 0: an Ethernet frame that is no IP (ARP...), the offset its Ethernet header's.
         self.tunnel_inner: tuple[int, int, int, bytes, int] | None = None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -313,6 +314,8 @@ class Decoder:
             ver, off = tunnel.inner_ip(proto, payload)
         if ver not in (4, 6):
             self.stats["other_udp" if proto == 17 else "other_ip"] += 1
+            if ver == tunnel.ETHERNET:  # ARP, LLDP... bridged or mirrored: the frame tshark's columns show
+                self.tunnel_inner = (raw.index, depth + 1, 0, payload, off)
             return []
         snap_cut = raw.orig_len > len(raw.data)
         parse = parse_ipv4 if ver == 4 else parse_ipv6

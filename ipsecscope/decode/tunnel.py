@@ -31,6 +31,9 @@ GENEVE_PORT = 6081  # RFC 8926 §3.3
 GTPU_PORT = 2152  # 3GPP TS 29.281 §4.4.2.3: a G-PDU's destination port
 UDP_TUNNEL_PORTS = frozenset((VXLAN_PORT, GENEVE_PORT, GTPU_PORT))
 GTP_GPDU = 0xFF  # TS 29.281 §6.1: the message type that carries a user packet (T-PDU)
+# inner_ip / udp_inner's "version" of an Ethernet frame inside the tunnel that carries no IP (ARP,
+# LLDP...): the offset is then the inner Ethernet header's, whose MACs tshark's columns show
+ETHERNET = -2
 # tunnelled frames whose tunnel headers are kept for filters (TunnelHops): 12 bytes each, so a
 # capture taken entirely through a mirror session (ERSPAN, VXLAN) keeps them for 4M frames
 MAX_HOP_FRAMES = 1 << 22
@@ -88,8 +91,9 @@ class TunnelHops(Mapping[int, tuple[Hop, ...]]):
 
 def inner_ip(proto: int, payload: bytes) -> tuple[int, int]:
     """(IP version, offset of the inner IP header in ``payload``) for a tunnel ``proto``; the
-    version is link.NOT_IP for a GRE payload that carries no IP (PPTP's PPP, keepalives, ...) and
-    link.TRUNCATED where the tunnel header itself is cut."""
+    version is link.NOT_IP for a GRE payload that carries no IP (PPTP's PPP, keepalives, ...),
+    ``ETHERNET`` for a bridged or mirrored Ethernet frame that is not IP (offset: its Ethernet
+    header) and link.TRUNCATED where the tunnel header itself is cut."""
     if proto == IPPROTO_IPIP:
         return 4, 0
     if proto == IPPROTO_IPV6:
@@ -119,14 +123,21 @@ def inner_ip(proto: int, payload: bytes) -> tuple[int, int]:
         return link.NOT_IP, off
     if n < off:
         return link.TRUNCATED, off
-    ver, at = link.ip_offset(1, payload[off:])
-    return ver, off + at
+    return _ethernet(payload, off)
+
+
+def _ethernet(data: bytes, off: int) -> tuple[int, int]:
+    """(IP version, offset) of the IP packet in the Ethernet frame at ``data[off:]``, or
+    (``ETHERNET``, ``off``) when that frame carries none (ARP, LLDP...)."""
+    ver, at = link.ip_offset(1, data[off:])
+    return (ETHERNET, off) if ver == link.NOT_IP else (ver, off + at)
 
 
 def udp_inner(dport: int, udp: bytes) -> tuple[int, int]:
     """(IP version, offset of the inner IP header in ``udp``, the UDP header included) for a
     VXLAN (RFC 7348 §5: 8 octets, then an Ethernet frame), Geneve (RFC 8926 §3.4: 8 octets and
-    options, then the protocol its type names) or GTP-U (``gtpu_inner``) datagram to ``dport``."""
+    options, then the protocol its type names) or GTP-U (``gtpu_inner``) datagram to ``dport``;
+    versions other than 4 and 6 as :func:`inner_ip`'s."""
     n = len(udp)
     if n < 16:
         return link.TRUNCATED, 16
@@ -150,8 +161,7 @@ def udp_inner(dport: int, udp: bytes) -> tuple[int, int]:
         return 6, off
     if ptype != GRE_TEB:
         return link.NOT_IP, off
-    ver, at = link.ip_offset(1, udp[off:])
-    return ver, off + at
+    return _ethernet(udp, off)
 
 
 def gtpu_inner(udp: bytes) -> tuple[int, int]:

@@ -3,7 +3,11 @@
 ESP in UDP 4500) inside a tunnel between 198.51.100.1 and 198.51.100.2 (2001:db8::a and ::b for
 IPv6), as README.md lists. The sample's IP packets (or whole Ethernet frames, where the tunnel
 carries Ethernet) are unchanged. ``plain-inside.pcap``: traffic that is no IPsec (ICMP, DNS over
-UDP, a TCP SYN, ICMPv6, ARP) between hosts inside each of those tunnels (``plain_frames``)."""
+UDP, a TCP SYN, ICMPv6, ARP) between hosts inside each of those tunnels (``plain_frames``).
+``frag-inside.pcap``: IP fragments inside the tunnels, waiting for reassembly and completing it
+(``frag_frames``). ``icmp-quoted-inside.pcap`` and ``ah-quoted-inside.pcap``: the ICMP errors
+quoting ESP of samples/synthetic/icmp-quoted and quoting AH of tests/data/ah/ah-quoted, every frame
+inside a tunnel (``quoted_frames``)."""
 
 from __future__ import annotations
 
@@ -80,6 +84,7 @@ PDU_SESSION_UL = bytes((0x85, 1, 0x10, 9, 0))
 # hosts inside the tunnels (plain-inside.pcap): a site's client and server, IPv4 and IPv6
 IN4 = ("10.1.0.5", "10.2.0.7")
 IN6 = ("fd00:1::5", "fd00:2::7")
+ARP_MAC = "02:00:00:00:0c:05"  # 10.1.0.5's: its ARP request is broadcast (not the tunnel's MACs)
 
 
 def plain_packets() -> list[tuple[int, bytes]]:
@@ -99,14 +104,17 @@ def plain_packets() -> list[tuple[int, bytes]]:
         (4, bytes(IP(src=a, dst=b, id=4) / TCP(sport=40001, dport=443, flags="S", seq=1000))),
         (6, bytes(IPv6(src=a6, dst=b6) / ICMPv6EchoRequest(id=7, seq=1, data=b"ping6"))),
         (6, bytes(IPv6(src=b6, dst=a6) / UDP(sport=40003, dport=40002) / b"answer")),
-        (0, bytes(ARP(op=1, hwsrc="02:00:00:00:0b:01", psrc=a, pdst=b))),
+        (0, bytes(ARP(op=1, hwsrc=ARP_MAC, psrc=a, pdst=b))),
     ]
 
 
-def plain_wrap(kind: str, ver: int, pkt: bytes, i: int) -> bytes:
-    """``pkt`` (IP version ``ver``, 0: ARP) inside the tunnel ``kind``, frame number ``i``."""
+def plain_wrap(kind: str, ver: int, pkt: bytes, i: int, eth: bytes = b"") -> bytes:
+    """``pkt`` (IP version ``ver``, 0: ARP) inside the tunnel ``kind``, frame number ``i``; the
+    Ethernet tunnels carry ``eth`` when given (the Ethernet frame of ``pkt``)."""
     ptype = 0x0800 if ver == 4 else 0x86DD
-    eth = MACS + (b"\x08\x00" if ver == 4 else b"\x86\xdd" if ver == 6 else b"\x08\x06") + pkt
+    if not eth:
+        eth = (MACS + (b"\x08\x00" if ver == 4 else b"\x86\xdd") if ver else
+               b"\xff" * 6 + bytes.fromhex(ARP_MAC.replace(":", "")) + b"\x08\x06") + pkt
     if kind == "gre-key":
         return outer4(47, gre(ptype, pkt, key=7), i)
     if kind == "ipip":  # IPv4 in IPv4 (4), IPv6 in IPv4 (41, RFC 4213)
@@ -144,6 +152,81 @@ def plain_frames() -> list[bytes]:
     return out
 
 
+def fragments(pkt, size: int) -> list[bytes]:
+    """``pkt`` (a scapy IPv4 packet, or IPv6 with a Fragment header) cut into fragments of
+    ``size`` octets of payload (scapy's fragment / fragment6: RFC 791 §3.2, RFC 8200 §4.5)."""
+    from scapy.layers.inet import IP, fragment
+    from scapy.layers.inet6 import fragment6
+
+    if isinstance(pkt, IP):
+        return [bytes(f) for f in fragment(pkt, fragsize=size)]
+    return [bytes(f) for f in fragment6(pkt, size + 48)]
+
+
+def frag_frames() -> list[bytes]:
+    """IP fragments inside tunnels (frag-inside.pcap): an ICMP echo of 120 octets in three IPv4
+    fragments inside GRE, IP in IP, VXLAN and Geneve (in order; the VXLAN one last fragment first);
+    a UDP datagram over IPv6 in two fragments inside IPv6 in IPv6 and GRE-bridged Ethernet; a
+    first fragment whose rest never comes (GRE; IP IDs differ); and the sample's ESP packets 5 and 7 (UDP 4500) in
+    two fragments inside GRE and VXLAN (IPsec: the datagram reassembled is ESP); then a VXLAN
+    packet carrying ESP packet 9, and a GRE packet carrying a ping, fragmented outside the tunnel."""
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
+
+    a, b = IN4
+    a6, b6 = IN6
+    def ping(ident: int):
+        return IP(src=a, dst=b, id=ident) / ICMP(type=8, id=9, seq=ident) / (b"frag" * 30)
+
+    udp6 = IPv6(src=a6, dst=b6) / IPv6ExtHdrFragment(id=0x77) / UDP(sport=40005, dport=40006) / (b"six!" * 30)
+    lost = IP(src=b, dst=a, id=0x5F) / ICMP(type=8, id=9, seq=4) / (b"lost" * 30)
+    with open_capture(ROOT / "samples" / "healthy-gcm" / "capture.pcapng") as r:
+        sample = {f.index: bytes(f.data) for f in r}
+    esp9 = sample[9]
+    esp = [IP(sample[i][14:]) for i in (5, 7)]
+    for k, e in enumerate(esp):  # IP IDs of their own
+        e.id, e.chksum = 0x61 + k, None
+    out: list[bytes] = []
+
+    def add(kind: str, ver: int, pkts: list[bytes]) -> None:
+        for pkt in pkts:
+            out.append(plain_wrap(kind, ver, pkt, len(out) + 1))
+
+    for k, kind in enumerate(("gre-key", "ipip", "geneve")):
+        add(kind, 4, fragments(ping(0x51 + k), 48))
+    add("vxlan", 4, fragments(ping(0x54), 48)[::-1])
+    for kind in ("in-ipv6", "gre-ethernet"):
+        add(kind, 6, fragments(udp6, 64))
+    add("gre-key", 4, fragments(lost, 48)[:1])
+    for kind, e in zip(("gre-key", "vxlan"), esp, strict=True):
+        add(kind, 4, fragments(e, 64))
+    # the tunnel's own packet fragmented (a path MTU below the tunnel's): the sample's ESP packet 9
+    # in VXLAN, a ping in GRE, each outer datagram in two fragments
+    whole = [plain_wrap("vxlan", 4, esp9[14:], 0, esp9), plain_wrap("gre-key", 4, bytes(ping(0x55)), 0)]
+    for k, frame in enumerate(whole):
+        outer = IP(frame[14:])
+        outer.id, outer.flags, outer.chksum = 0x71 + k, 0, None
+        for f in fragments(outer, 96):
+            out.append(MACS + b"\x08\x00" + f)
+    return out
+
+
+QUOTED_TUNNELS = ("gre-ethernet", "vxlan", "geneve", "erspan2", "ipip", "gre-key")
+
+
+def quoted_frames(path: Path) -> list[tuple[int, bytes]]:
+    """Each frame of ``path`` (Ethernet) inside a tunnel, the kinds of QUOTED_TUNNELS in turn (the
+    IP ones carry its IP packet)."""
+    out = []
+    with open_capture(path) as r:
+        for i, f in enumerate(r):
+            eth = bytes(f.data)
+            kind = QUOTED_TUNNELS[i % len(QUOTED_TUNNELS)]
+            ver = 4 if eth[12:14] == b"\x08\x00" else 6
+            out.append((f.ts_ns, plain_wrap(kind, ver, eth[14:], i + 1, eth)))
+    return out
+
+
 def main() -> None:
     with open_capture(ROOT / "samples" / "healthy-gcm" / "capture.pcapng") as r:
         frames = [(f.ts_ns, bytes(f.data)) for f in r]
@@ -169,6 +252,14 @@ def main() -> None:
     with PcapWriter(HERE / "plain-inside.pcap") as w:
         for i, frame in enumerate(plain_frames()):
             w.write(t0 + i * 1_000_000, frame)
+    with PcapWriter(HERE / "frag-inside.pcap") as w:
+        for i, frame in enumerate(frag_frames()):
+            w.write(t0 + i * 1_000_000, frame)
+    for name, src in (("icmp-quoted-inside.pcap", ROOT / "samples" / "synthetic" / "icmp-quoted.pcap"),
+                      ("ah-quoted-inside.pcap", HERE.parent / "ah" / "ah-quoted.pcap")):
+        with PcapWriter(HERE / name) as w:
+            for ts, frame in quoted_frames(src):
+                w.write(ts, frame)
 
 
 if __name__ == "__main__":
