@@ -47,6 +47,25 @@ class QuotedEsp:
     note: str  # one line: "not verified: ..." or why it was not decrypted
     summary: str | None = None  # what the prefix shows (tunnel mode: the inner IP header)
     verified: bool = False  # the whole packet was quoted and its ICV verified (decode.quoted)
+    mtu: int | None = None  # the error's next-hop MTU (fragmentation needed, RFC 1191 §4; Packet Too Big)
+    ip_length: int | None = None  # the quoted packet's size as its IP header gives it
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(text, tone) lines, the first the heading, for both detail views (TUI pane, ``packets
+        -V``), in :meth:`QuotedAh.lines`' order: the verdict, the size against a path MTU error's
+        MTU, what the packet carried, where it went. Tones as there, and "dim"."""
+        tone = "ok" if self.verified else "warn" if self.plain is not None else "dim"
+        icmp = "ICMPv6" if ":" in self.src else "ICMP"  # (the quoted packet's version is the error's)
+        out = [(f"Quoted ESP SPI {spi_text(self.spi)} seq {self.seq} (in the {icmp} error)", "head"), (self.note, tone)]
+        if self.mtu is not None:
+            big = self.ip_length is not None and self.ip_length > self.mtu
+            out.append((f"too big: {self.ip_length} bytes > next-hop MTU {self.mtu}" if big
+                        else f"next-hop MTU {self.mtu}", "warn"))
+        if self.summary:
+            out.append((self.summary, tone))
+        size = f" {self.ip_length}-byte packet," if self.ip_length is not None else ""
+        out.append((f"{self.src} → {self.dst}:{size} {self.quoted} bytes of its ESP quoted", ""))
+        return out
 
 
 @dataclass(slots=True, frozen=True)
@@ -304,6 +323,15 @@ class FrameViews:
                         ah_icv_text(row, self.keys, getattr(self, "ah_verifier", None)),
                         iana_proto(pkt.next_header) if pkt is not None else "")
 
+    def quoted_esp(self, frame: int) -> QuotedEsp | None:
+        """The ESP packet the ICMP error in ``frame`` quotes, opened again, or None (frames whose
+        quote the load opened only: ``self.quoted``)."""
+        store = getattr(self, "quoted", None)
+        if store is None or store.get(frame) is None:
+            return None
+        raw = self._reread(frame)
+        return self._quoted_esp(frame, raw) if raw is not None else None
+
     def _quoted_esp(self, frame: int, raw: RawFrame) -> QuotedEsp | None:
         """The ESP packet the ICMP error in ``raw`` quotes, opened again (see :class:`QuotedEsp`)."""
         from . import session_quoted
@@ -313,6 +341,13 @@ class FrameViews:
         if got is None:
             return None
         q, plain, n = got
+        dg = session_quoted.quoted_datagram(qraw)
+        total = None
+        if dg is not None and len(dg) >= 4 and dg[0] >> 4 == 4:
+            total = (dg[2] << 8) | dg[3]
+        elif dg is not None and len(dg) >= 6 and dg[0] >> 4 == 6:
+            total = 40 + ((dg[4] << 8) | dg[5])
+        mtu = err.mtu if err is not None and err.too_big else None
         summary = None
         if q.verified:
             note = (f"decrypted {q.plain_len} bytes, ICV verified: a copy of a packet already sent, "
@@ -323,7 +358,7 @@ class FrameViews:
             summary = describe_inner(plain, None)
         else:
             note = q.reason if q.status == "no-key" else f"{q.status}: {q.reason}"
-        return QuotedEsp(q.src, q.dst, q.spi, q.seq, n, plain, note, summary, q.verified)
+        return QuotedEsp(q.src, q.dst, q.spi, q.seq, n, plain, note, summary, q.verified, mtu, total)
 
     def quoted_ah(self, frame: int, raw: RawFrame | None = None) -> QuotedAh | None:
         """The AH packet the ICMP error in ``frame`` quotes (see :class:`QuotedAh`), or None. The

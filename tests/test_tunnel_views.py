@@ -10,7 +10,8 @@ rows alone do not say, against tshark and against the same frames outside a tunn
   (ah-quoted-inside.pcap: tests/data/ah/ah-quoted's) inside a tunnel: the detail views (``packets
   -V``, ``--json``'s quoted_ah, the TUI packet detail) open the quote as for the untunnelled frame
   (they read it from the tunnel's outer header: no quoted ESP at all, the quoted AH's IP header,
-  AH length and MTU line missing);
+  AH length and MTU line missing); a quoted ESP's lines in ``-V`` too, with the packet's size
+  against a path MTU error's MTU (as a quoted AH's);
 - IP fragments inside tunnels and of the tunnel's own packet (frag-inside.pcap): the rows and
   columns are tshark's (the display-filter fields are compared in test_display_filter_fields).
 """
@@ -127,8 +128,8 @@ def test_detail_opens_a_quoted_esp_inside_a_tunnel_as_outside() -> None:
     assert (opened[2].spi, opened[2].seq, opened[2].summary is not None) == (0x70000001, 1, True)
 
 
-def _verbose(cap, frames: str) -> dict[int, list[str]]:
-    out = cli("packets", str(cap), *[x for k in AH_KEYS for x in ("-k", str(k))], "-V", "-Y",
+def _verbose(cap, frames: str, keys=AH_KEYS) -> dict[int, list[str]]:
+    out = cli("packets", str(cap), *[x for k in keys for x in ("-k", str(k))], "-V", "-Y",
               f"frame.number in {{{frames}}}")
     blocks = {int(b.split(None, 1)[0]): b.splitlines() for b in out.split("\n\n") if b.strip()}
     out = {}
@@ -140,6 +141,35 @@ def _verbose(cap, frames: str) -> dict[int, list[str]]:
             lines.append(ln)
         out[f] = lines
     return out
+
+
+@needs_tshark
+def test_verbose_prints_a_quoted_esp_inside_a_tunnel_as_outside_with_the_mtu() -> None:
+    """packets -V prints the quoted ESP's lines under an ICMP error as it does a quoted AH's (it
+    printed none): the verdict, the packet's size against a "fragmentation needed" / Packet Too
+    Big error's MTU (tshark's icmp.mtu and the quoted ip.len), the plaintext, the addresses."""
+    ts = tshark(ESP_Q_IN, "frame.protocols", "icmp.mtu", "icmpv6.mtu", "ip.len", "ipv6.plen", "esp.spi",
+                "esp.sequence")
+    errors = [n for n, t in ts.items() if {"icmp", "icmpv6"} & set(t["frame.protocols"][0].split(":"))]
+    frames = " ".join(map(str, errors))
+    inside = _verbose(ESP_Q_IN, frames, [ESP_KEYS])
+    assert inside == _verbose(ESP_Q, frames, [ESP_KEYS])
+    # (quotes of IKE, of UDP 4500 without ESP, and of ESP cut before its sequence number: no lines)
+    assert {n for n in errors if inside[n]} == {n for n in errors if ts[n]["esp.sequence"]}
+    errors = [n for n in errors if ts[n]["esp.sequence"]]
+    for n in errors:
+        t, lines = ts[n], inside[n]
+        icmp = "ICMPv6" if "icmpv6" in t["frame.protocols"][0] else "ICMP"
+        assert lines[0] == f"    Quoted ESP SPI {t['esp.spi'][0]} seq {t['esp.sequence'][0]} (in the {icmp} error)", n
+        mtu = t["icmp.mtu"] or t["icmpv6.mtu"]
+        sizes = [ln for ln in lines if "MTU" in ln]
+        if mtu:  # the quoted datagram's header is the last one of its version (tshark opens no quoted ESP)
+            size = int(t["ip.len"][-1]) if icmp == "ICMP" else 40 + int(t["ipv6.plen"][-1])
+            want = f"too big: {size} bytes > next-hop MTU {mtu[0]}" if size > int(mtu[0]) else f"next-hop MTU {mtu[0]}"
+            assert sizes == ["      " + want], (n, lines)
+        else:
+            assert not sizes, n
+    assert sum(any("too big" in ln for ln in inside[n]) for n in errors) >= 8
 
 
 @needs_tshark
@@ -195,11 +225,12 @@ async def test_tui_detail_opens_quotes_inside_a_tunnel_at_80x24() -> None:
                      "too big: 1588 bytes > next-hop MTU 1400",
                      "payload (not verified): UDP 5000 → 5001 Len=1536"):
             assert want in text and want in screen, (want, screen)
-    app = create_app(ESP_Q_IN, [ESP_KEYS])  # frame 6: GRE around an ICMP error quoting ESP in UDP
+    app = create_app(ESP_Q_IN, [ESP_KEYS])  # frame 23: IP in IP around a "fragmentation needed" quoting ESP
     async with app.run_test(size=(80, 24)) as pilot:
-        text, screen = await _detail(app, pilot, 6)
-        assert "Quoted ESP SPI 0x70000003 seq 1 (in the ICMP error)" in text
-        assert "Quoted ESP SPI 0x70000003 seq 1" in screen
+        text, screen = await _detail(app, pilot, 23)
+        for want in ("Quoted ESP SPI 0x70000003 seq 3 (in the ICMP error)", "decrypted 36 bytes, not verified",
+                     "too big: 1464 bytes > next-hop MTU 1280", "IP / ICMP 10.50.1.1 > 10.50.2.1 echo-request"):
+            assert want in text and want in screen, (want, screen)
 
 
 @needs_tshark

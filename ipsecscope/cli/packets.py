@@ -306,11 +306,11 @@ def run(args: argparse.Namespace) -> int:
             detail = session.detail(row.frame)
             if detail is not None and detail.ah is not None:
                 out.write(f"    AH {detail.ah.icv}\n")
-        if args.verbose and row.kind == "OTHER":  # an ICMP error quoting AH: tshark's tree has its fields,
-            qa = session.quoted_ah(row.frame)  # not whether its ICV verified over the quoted header
-            if qa is not None:
-                lines = qa.lines()
-                out.write(f"    {lines[0][0]}\n" + "".join(f"      {text}\n" for text, _tone in lines[1:]))
+        if args.verbose and row.kind == "OTHER":  # an ICMP error quoting ESP or AH: tshark's tree has its
+            for q in (session.quoted_esp(row.frame), session.quoted_ah(row.frame)):  # fields, not the
+                if q is not None:  # plaintext, nor whether its ICV verified (over the quoted header)
+                    lines = q.lines()
+                    out.write(f"    {lines[0][0]}\n" + "".join(f"      {text}\n" for text, _tone in lines[1:]))
         if args.verbose:
             from ..dissect import format_tree
 

@@ -322,18 +322,16 @@ def fill_layers(anchor: TreeNode, layers: list[Node], note: str | None, spans: b
 
 
 def fill_quoted_esp(root: TreeNode, q: Any) -> None:
-    """The ESP packet an ICMP error quotes: whole and ICV-verified, or decrypted as far as a cut-off
-    quote goes (not verified); a copy of a packet already sent either way."""
-    verified = getattr(q, "verified", False)
-    top = root.add(Text(f"Quoted ESP SPI {spi_text(q.spi)} seq {q.seq} (in the ICMP error)", "bold"), expand=True)
-    top.add_leaf(f"{q.src} → {q.dst}, {q.quoted} bytes of the packet quoted")
-    style = "green" if verified else "yellow" if q.plain is not None else "dim"
-    top.add_leaf(Text(q.note, style))
-    if q.summary:
-        top.add_leaf(Text(q.summary, style))
+    """The ESP packet an ICMP error quotes (``session_detail.QuotedEsp``): whole and ICV-verified,
+    or decrypted as far as a cut-off quote goes (not verified); the same lines, in the same order,
+    as ``packets -V`` prints under the frame."""
+    lines = q.lines()
+    top = root.add(Text(lines[0][0], _TONES[lines[0][1]]), expand=True)
+    for text, tone in lines[1:]:
+        top.add_leaf(Text(text, _TONES.get(tone, "")))
 
 
-_TONES = {"head": "bold", "ok": "green", "bad": "bold red", "warn": "yellow", "": ""}
+_TONES = {"head": "bold", "ok": "green", "bad": "bold red", "warn": "yellow", "dim": "dim", "": ""}
 
 
 def fill_quoted_ah(root: TreeNode, q: Any) -> None:
