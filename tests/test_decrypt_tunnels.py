@@ -17,8 +17,8 @@ from conftest import DATA, SAMPLES
 from ipsecscope.capture import open_capture
 
 KEYS = SAMPLES / "healthy-gcm" / "keys"
-# (tunnels/plain-inside.pcap holds no IPsec: tests/test_field_tunnels_plain.py)
-CAPTURES = sorted(p for p in (DATA / "tunnels").glob("*.pcap") if p.name != "plain-inside.pcap") + sorted(
+# (the tunnels/*-inside.pcap captures are not the whole sample: test_field_tunnels_plain.py, test_tunnel_views.py)
+CAPTURES = sorted(p for p in (DATA / "tunnels").glob("*.pcap") if not p.stem.endswith("-inside")) + sorted(
     (DATA / "carriers").glob("*.pcap"))
 
 
@@ -40,3 +40,11 @@ def reference(tmp_path_factory) -> list[bytes]:
 @pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_decrypt_writes_the_inner_packets_of_tunnelled_esp(cap: Path, reference: list[bytes], tmp_path: Path) -> None:
     assert _decrypt(cap, tmp_path / "o.pcapng") == reference
+
+
+def test_decrypt_writes_esp_fragmented_inside_and_around_a_tunnel(reference: list[bytes], tmp_path: Path) -> None:
+    """tunnels/frag-inside.pcap: the sample's ESP packets 5 and 7 in two IP fragments inside GRE
+    and VXLAN, and packet 9 inside a VXLAN packet fragmented outside the tunnel: the inner packets
+    of the sample's first, third and fifth ESP packet, in that order."""
+    cap = DATA / "tunnels" / "frag-inside.pcap"
+    assert _decrypt(cap, tmp_path / "o.pcapng") == [reference[0], reference[2], reference[4]]

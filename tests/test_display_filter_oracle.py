@@ -99,6 +99,11 @@ TUNNEL_FILTERS = [
     "ip.dst == 10.1.0.5 && !ip.src == 198.51.100.1",
     "udp && !ip.proto == 17",
     "tcp.port == 443 && ip.version == 6",
+    # frag-inside.pcap: fragments held for reassembly, and the frame that completes each
+    "ip.src == 10.1.0.5 && !icmp",
+    "ipv6.fraghdr && udp.dstport == 40006",
+    "ip.proto == 1 && ip.proto == 47 && icmp.seq == 81",
+    "esp.spi == 0x15b69dc5 && udp.dstport == 4789",
 ]
 
 
@@ -116,6 +121,9 @@ def _cases():
     # no IPsec at all: any keys do for the command line
     yield pytest.param(DATA / "tunnels" / "plain-inside.pcap", SAMPLES / "healthy-gcm" / "keys", None,
                        id="tunnels/plain-inside")
+    # IP fragments inside tunnels and of the tunnel's own packet, ESP among them (the sample's keys)
+    yield pytest.param(DATA / "tunnels" / "frag-inside.pcap", SAMPLES / "healthy-gcm" / "keys", None,
+                       id="tunnels/frag-inside")
 
 
 def _own_esp_inner(protos: str) -> bool:
