@@ -257,3 +257,22 @@ def test_fragments_inside_tunnels_list_as_tshark() -> None:
         else:
             assert d["kind"] == "OTHER" and d["inner"]["fragment"] == held, n
             assert held or d["inner"]["protocol"] in ("ICMP", "UDP"), n
+
+
+def test_tunnel_offsets_name_an_ethernet_frame_that_is_no_ip() -> None:
+    """decode.tunnel: a bridged/mirrored Ethernet frame that carries no IP is ETHERNET at its
+    Ethernet header (the decoder's tunnel_inner, version 0); IP behind VLAN tags is still IP, a cut
+    Ethernet header TRUNCATED, a GRE payload type that is no Ethernet NOT_IP."""
+    from ipsecscope.decode import link, tunnel
+
+    arp = b"\xff" * 6 + b"\x02\x00\x00\x00\x0c\x05" + b"\x08\x06" + bytes(28)
+    tagged_ip = b"\xff" * 6 + b"\x02\x00\x00\x00\x0c\x05" + b"\x81\x00\x00\x07\x08\x00" + b"\x45" + bytes(19)
+    assert tunnel.inner_ip(47, b"\x00\x00\x65\x58" + arp) == (tunnel.ETHERNET, 4)
+    assert tunnel.inner_ip(47, b"\x10\x00\x88\xbe" + bytes(4) + bytes(8) + arp) == (tunnel.ETHERNET, 16)  # ERSPAN II
+    assert tunnel.inner_ip(47, b"\x00\x00\x65\x58" + tagged_ip) == (4, 4 + 18)
+    assert tunnel.inner_ip(47, b"\x00\x00\x65\x58" + arp[:10])[0] == link.TRUNCATED
+    assert tunnel.inner_ip(47, b"\x00\x00\x08\x06" + arp[14:])[0] == link.NOT_IP  # ARP straight in GRE
+    vxlan = bytes(8) + b"\x08\x00\x00\x00\x00\x00\x07\x00"
+    assert tunnel.udp_inner(4789, vxlan + arp) == (tunnel.ETHERNET, 16)
+    geneve = bytes(8) + b"\x00\x00\x65\x58\x00\x00\x07\x00"
+    assert tunnel.udp_inner(6081, geneve + arp) == (tunnel.ETHERNET, 16)
