@@ -131,14 +131,25 @@ def test_frame_tree_is_tshark_v_of_the_same_bytes(tmp_path: Path) -> None:
         assert layers[0].name == "frame" and layers[1].name == "eth"
 
 
-def _split_v(text: str) -> dict[int, list[str]]:
-    """``packets -V`` output: frame -> its tree lines (dedented by the 4 spaces -V adds)."""
+def _split_v(text: str, quotes: dict[int, list[str]] | None = None) -> dict[int, list[str]]:
+    """``packets -V`` output: frame -> its tree lines (dedented by the 4 spaces -V adds). The lines
+    ipsecscope prints above the tree of an ICMP error quoting ESP or AH (heading "Quoted ESP/AH",
+    then lines indented 6) go to ``quotes`` instead."""
     trees: dict[int, list[str]] = {}
     current: list[str] = []
+    quoted = False
     for line in text.splitlines():
         if re.match(r"^ *\d+ +-?\d+\.\d{6} ", line):  # "     5   0.095057  198.18.0.1:4500 → ..."
-            current = trees.setdefault(int(line.split()[0]), [])
+            frame = int(line.split()[0])
+            current = trees.setdefault(frame, [])
+            quoted = False
+        elif line.startswith(("    Quoted ESP ", "    Quoted AH ")) and not current:
+            quoted = True
+            (quotes if quotes is not None else {}).setdefault(frame, []).append(line.strip())
+        elif quoted and line.startswith("      "):
+            (quotes if quotes is not None else {}).setdefault(frame, []).append(line.strip())
         elif line.strip():
+            quoted = False
             current.append(_unbracket(line[4:]))
     return trees
 
@@ -153,7 +164,16 @@ def test_packets_v_is_tsharks_own_decryption(sample: str, keys: list[str]) -> No
     run = subprocess.run([*IPSECSCOPE, "packets", str(d / "capture.pcapng"), "-k", *[str(d / k) for k in keys],
                           "-Y", "esp && icmp", "-V"], capture_output=True, text=True)
     assert run.returncode == 0 and not run.stderr, run.stderr
-    _same_as_tsharks_decryption(_split_v(run.stdout), d / "capture.pcapng", d / "keys", sample)
+    quotes: dict[int, list[str]] = {}
+    _same_as_tsharks_decryption(_split_v(run.stdout, quotes), d / "capture.pcapng", d / "keys", sample)
+    for frame, lines in quotes.items():  # a quoted ESP's size and next-hop MTU: tshark's fields
+        ref = [x.strip() for x in _tshark_v("-r", str(d / "capture.pcapng"), "-Y", f"frame.number == {frame}")]
+        for line in lines:
+            m = re.fullmatch(r"too big: (\d+) bytes > next-hop MTU (\d+)", line)
+            if m:
+                assert f"MTU of next hop: {m[2]}" in ref and f"Total Length: {m[1]}" in ref, (sample, frame, lines)
+    if sample == "mtu-small-link":
+        assert any(ln.startswith("too big: ") for q in quotes.values() for ln in q), quotes
 
 
 def _same_as_tsharks_decryption(ours: dict[int, list[str]], capture: Path, keys_dir: Path, label: str) -> None:
