@@ -649,7 +649,7 @@ class Session(FrameViews):
             st.ah += 1
             ver = self._ah_verifier()
             res = ver.check(pkt, raw) if ver is not None else None
-            self.tracker.on_ah(pkt, res)
+            flow = self.tracker.on_ah(pkt, res)
             seq = (res.seq_hi << 32) | pkt.seq if res is not None and res.seq_hi else pkt.seq  # with ESN high bits
             info = f"AH seq {seq} next {iana_proto(pkt.next_header)}"
             status = ""
@@ -665,7 +665,7 @@ class Session(FrameViews):
                     info += f" — ICV not checked: {res.reason}"
             self._add_row(FrameRow(
                 raw.index, raw.ts, "AH", _intern(intern, pkt.src), _intern(intern, pkt.dst), 0, 0,
-                raw.orig_len, pkt.spi, seq, info, status,
+                raw.orig_len, pkt.spi, seq, info, status, None, flow.child_sa if flow is not None else None,
             ))
             if self.keep_rows and pkt.next_header != 50 and len(pkt.data) >= 2:
                 # AH does not encrypt: its payload (RFC 4302 §2.2: behind (Payload Len + 2) * 4

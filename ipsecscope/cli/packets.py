@@ -22,6 +22,10 @@ ever added within /1)::
      "mac": null | {"src": str, "dst": str},         # a frame that is no IP (ARP, LLDP; inside a
                                                      # bridging/mirror tunnel, the tunnelled frame): the
                                                      # MACs tshark's Source/Destination show ("" if none)
+     "ah": null | {                                  # ESP under AH in the same frame (an AH+ESP bundle,
+        "spi": "0x%08x", "seq": int,                 # RFC 4301 §4.1/§4.5): the AH header's SPI, sequence
+        "status": ""|"verified"|"icv-bad"|"unverified"|...,  # (with ESN high bits), ICV check
+        "info": str},                                # the AH row's Info
      "inner": null | {                               # decrypted ESP payload, or a plain IP frame
         "ip_version": 4|6|null (null: transport mode), "src": str|null, "dst": str|null,
         "protocol": str ("ICMP", "TCP", "DNS", ...), "ip_proto": int, "ttl": int|null,
@@ -52,6 +56,11 @@ ever added within /1)::
            "inner": null | {...}}}                   # what AH protects (verified only), as "inner"
 
 A quoted ESP or AH packet is a copy of one already sent: it is never counted for its SA.
+
+A frame carrying AH and the ESP it protects (IP | AH | ESP: an AH+ESP bundle, RFC 4301 §4.1) is one
+line: protocol ``AH+ESP``, the ESP's SPI and sequence number, Info ``AH 0x… seq N, ESP seq N ▸ …``
+(the AH's ICV verdict when not verified); in JSON the ESP's row with ``"ah"`` beside it. Both SAs
+count the frame (``sas``), and a filter sees both layers (``ah && esp``, ``ah.spi``, ``esp.spi``).
 
 Exit status: 0; 2 for a bad filter (the message points at the character), an unreadable file
 or key file, or a capture damaged part-way (shown up to the damage).
@@ -196,7 +205,23 @@ def quoted_ah_json(session: Session, frame: int) -> dict | None:
             "reason": d.reason, "inner": inner_json(q.inner) if d.verified else None}
 
 
-def row_json(row: FrameRow, session: Session, t0: float) -> dict:
+def ah_json(ah: FrameRow | None) -> dict | None:
+    """``ah`` of an ESP row under AH: the bundle's AH header as its own row has it."""
+    if ah is None:
+        return None
+    return {"spi": None if ah.spi is None else spi_text(ah.spi), "seq": ah.seq, "status": ah.status, "info": ah.info}
+
+
+def bundle_info(ah: FrameRow, esp: FrameRow) -> str:
+    """One Info for a frame carrying AH and the ESP it protects: the AH's SPI (the SPI column
+    holds the ESP's), sequence number and, unless verified or unchecked, its ICV verdict; then
+    the ESP's Info."""
+    head = ah.info.replace(" next ESP", "", 1).replace("AH ", f"AH {spi_text(ah.spi)} " if ah.spi is not None else "AH ", 1)
+    verdict = f" ({ah.status})" if ah.status not in ("", "verified") else ""
+    return f"{head}{verdict}, {esp.info}"
+
+
+def row_json(row: FrameRow, session: Session, t0: float, ah: FrameRow | None = None) -> dict:
     inner = session.inner.get(row.frame) if row.kind in ("ESP", "OTHER") else None
     doc = inner_json(inner)
     if doc is not None:
@@ -210,6 +235,7 @@ def row_json(row: FrameRow, session: Session, t0: float) -> dict:
         "spi": None if row.spi is None else spi_text(row.spi), "seq": row.seq, "status": row.status,
         "child_sa": row.child_sa, "ike_sa": row.ike_sa, "info": row.info, "ip_proto": row.ip_proto,
         "mac": _macs(session, row) if row.kind == "OTHER" and inner is None and not row.src else None, "inner": doc,
+        "ah": ah_json(ah),
     }
 
 
@@ -272,11 +298,13 @@ def run(args: argparse.Namespace) -> int:
     t0 = session.table.first_ts or 0.0
     out = sys.stdout
     chosen: list = []
+    under_ah: dict[int, FrameRow] = {}  # frame -> the AH row of a frame whose ESP it protects
     for i in positions:
         row = rows[i]
         if chosen and row.frame == chosen[-1].frame:  # one line per frame (a TCP segment may carry several
-            if chosen[-1].kind == "AH" and row.kind == "ESP":  # IKE/ESP records): ESP under AH is what
-                chosen[-1] = row  # the AH protects, and what decrypts (tshark's Info names it too)
+            if chosen[-1].kind == "AH" and row.kind == "ESP":  # IKE/ESP records): ESP under AH (an AH+ESP
+                under_ah[row.frame] = chosen[-1]  # bundle) is the ESP's row, what decrypts, with its AH
+                chosen[-1] = row  # beside it (tshark's Protocol column says ESP and hides the AH)
             elif row.kind == "MALFORMED" and chosen[-1].kind != "MALFORMED":
                 # the frame's mark beside what was read of it (an IP length past the frame's end,
                 # decode.ip.runs_past_frame): said on its line
@@ -290,8 +318,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     trees = deep_trees(session, [r.frame for r in chosen]) if args.verbose else {}
     for row in chosen:
+        ah = under_ah.get(row.frame)
         if args.json:
-            out.write(json.dumps(row_json(row, session, t0), ensure_ascii=False) + "\n")
+            out.write(json.dumps(row_json(row, session, t0, ah), ensure_ascii=False) + "\n")
         else:
             spi = f"{row.spi:08x}" if row.spi is not None else ""
             src, dst = endpoint_text(row.src, row.sport), endpoint_text(row.dst, row.dport)
@@ -300,9 +329,10 @@ def run(args: argparse.Namespace) -> int:
             when = (f"{row.ts - t0:10.6f}" if args.time_format == "r" else
                     timefmt.at(row.ts, 6) if args.time_format == "a" else timefmt.stamp(row.ts, 6))
             arrow = "→" if src or dst else " "  # (ARP, LLDP: no addresses, and no arrow between none)
-            out.write(f"{row.frame:>6} {when} {src:>22} {arrow} {dst:<22} {row.kind:<6} {spi:8} "
-                      f"{row.info}\n")
-        if args.verbose and row.kind == "AH":  # what tshark's tree never says: the ICV check
+            kind, info = (row.kind, row.info) if ah is None else ("AH+ESP", bundle_info(ah, row))
+            out.write(f"{row.frame:>6} {when} {src:>22} {arrow} {dst:<22} {kind:<6} {spi:8} "
+                      f"{info}\n")
+        if args.verbose and (row.kind == "AH" or ah is not None):  # what tshark's tree never says: the ICV check
             detail = session.detail(row.frame)
             if detail is not None and detail.ah is not None:
                 out.write(f"    AH {detail.ah.icv}\n")

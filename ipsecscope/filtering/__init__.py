@@ -50,13 +50,20 @@ def select(flt: Filter, src: Source | Sequence[FrameRow], start: int = 0, stop: 
         return list(range(start, stop))
     out: list[int] = []
     inner = _InnerCols(src.inner) if src.inner is not None and len(src.inner) else None
-    for lo in range(start, stop, WINDOW):
+    rows = src.rows
+    lo = start
+    while lo < stop:
         if cancelled is not None and cancelled():
             break
         hi = min(stop, lo + WINDOW)
+        # a frame's rows stay in one window: an AH+ESP bundle's AH and ESP rows answer for each
+        # other (window.bundle_partner)
+        while lo < hi < stop and rows[hi].frame == rows[hi - 1].frame:
+            hi += 1
         cols = _Cols(src, lo, hi, inner, flt)
         mask = cols.eval(flt.tree)
         out.extend((np.flatnonzero(mask) + lo).tolist())
+        lo = hi
     return out
 
 

@@ -200,13 +200,16 @@ class _FieldCols(_Window):
             nested = self._nested(lambda x: x)  # ESP layers inside the outer one
             # a MALFORMED row's cut-off ESP header: the layer, and the SPI when it was there
             bad = self.bad_esp
+            # the AH row of an AH+ESP bundle's frame: the frame's ESP is there too (its own row)
+            pair, partner = self.bundle_ah, self.bundle_partner
             if not sub:
-                return [Oc(self.true, p | bad), *self._sparse_frames({f: [True] for f in q})]
+                return [Oc(self.true, p | bad | pair), *self._sparse_frames({f: [True] for f in q})]
             if sub == "spi":
-                return [Oc(a["spi"], p | (bad & (a["spi"] >= 0))), *self._sparse_frames({f: [v[1]] for f, v in q.items()}),
+                return [Oc(a["spi"], p | (bad & (a["spi"] >= 0))), Oc(partner(a["spi"]), pair),
+                        *self._sparse_frames({f: [v[1]] for f, v in q.items()}),
                         *self._sparse_frames(_values(nested, lambda x: x.spi))]
             if sub == "sequence":
-                return [Oc(a["seq"] & 0xFFFFFFFF, p),
+                return [Oc(a["seq"] & 0xFFFFFFFF, p), Oc(partner(a["seq"]) & 0xFFFFFFFF, pair),
                         *self._sparse_frames({f: [v[2]] for f, v in q.items() if v[2] is not None}),
                         *self._sparse_frames(_values(nested, lambda x: x.seq & 0xFFFFFFFF))]
             if sub == "protocol":
@@ -217,16 +220,19 @@ class _FieldCols(_Window):
                     ver, proto = self.icol("ver"), self.icol("proto").astype(np.int64)
                     derived = np.where(ver == 4, 4, np.where(ver == 6, 41, proto))
                     nh = np.where((nh < 0) & self.has_inner & p, derived, nh)
-                return [Oc(nh, p & (nh >= 0)), *self._sparse_frames(_values(nested, lambda x: x.next_header))]
+                esp_nh = np.where(p, nh, -1)
+                return [Oc(nh, p & (nh >= 0)), Oc(partner(esp_nh), pair & (partner(esp_nh) >= 0)),
+                        *self._sparse_frames(_values(nested, lambda x: x.next_header))]
         if fam == "ah":
             p = self.is_ah
             bad = self.bad_ah  # a MALFORMED row's broken AH header (as ESP's above)
+            pair, partner = self.bundle_esp, self.bundle_partner  # the ESP row of an AH+ESP bundle
             if not sub:
-                return [Oc(self.true, p | bad)]
+                return [Oc(self.true, p | bad | pair)]
             if sub == "spi":
-                return [Oc(a["spi"], p | (bad & (a["spi"] >= 0)))]
+                return [Oc(a["spi"], p | (bad & (a["spi"] >= 0))), Oc(partner(a["spi"]), pair)]
             if sub == "sequence":
-                return [Oc(a["seq"] & 0xFFFFFFFF, p)]
+                return [Oc(a["seq"] & 0xFFFFFFFF, p), Oc(partner(a["seq"]) & 0xFFFFFFFF, pair)]
         if fam == "udpencap":
             if sub == "nat_keepalive":
                 return [Oc(self.true, self.is_ka)]

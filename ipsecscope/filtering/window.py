@@ -95,12 +95,17 @@ class _Window:
         self.out_udp &= ~self.out_tcp
         self.out_proto = np.where(self.is_bad, bad_proto, np.where(
             self.is_ah, 51, np.where(self.out_tcp, 6, np.where(self.is_esp & ~self.out_udp, 50, 17)))).astype(np.int64)
-        # an AH+ESP bundle (RFC 4301 §4.5) is an AH row then an ESP row of the same frame: the IP
-        # header in front of both says AH
+        # An AH+ESP bundle (RFC 4301 §4.1 transport adjacency, §4.5) is an AH row then an ESP row
+        # of the same frame: the IP header in front of both says AH, and the frame carries both
+        # layers, so each row answers for the other's fields too (tshark: ``ah && esp``).
+        self.bundle_ah, self.bundle_esp = none, none
         if self.is_ah.any():
             fr = self.arr["frame"]
-            bundled = self.is_esp[1:] & self.is_ah[:-1] & (fr[1:] == fr[:-1])
-            self.out_proto[1:][bundled] = 51
+            pair = self.is_esp[1:] & self.is_ah[:-1] & (fr[1:] == fr[:-1])
+            if pair.any():
+                self.bundle_ah = np.concatenate((pair, [False]))
+                self.bundle_esp = np.concatenate(([False], pair))
+                self.out_proto[self.bundle_esp] = 51
         self.frames = self.arr["frame"]
         self.inner = inner
         self._joined = False
@@ -108,6 +113,15 @@ class _Window:
         self.iarr: Mapping[str, np.ndarray] | None = None  # inner columns by name (InnerStore.columns)
         self._cache: dict[str, list[_Occ]] = {}
         self._layer_masks: dict[str, np.ndarray] | None = None
+
+    def bundle_partner(self, col: np.ndarray) -> np.ndarray:
+        """``col`` with each bundled row's value replaced by its frame's other row's (the AH row
+        gets its ESP row's, the ESP row its AH row's); other rows keep theirs."""
+        out = col.copy()
+        if self.bundle_ah is not self.none:
+            out[:-1][self.bundle_ah[:-1]] = col[1:][self.bundle_ah[:-1]]
+            out[1:][self.bundle_esp[1:]] = col[:-1][self.bundle_esp[1:]]
+        return out
 
     def _bad_rows(self, rows, lo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """MALFORMED rows whose ESP / AH header was the broken one (the row's layer, its Info's first

@@ -108,17 +108,20 @@ class Tracker(Book):
             self.observe("tracker_error", ts, (frame,), src, dst, reason=f"{type(exc).__name__}: {exc}")
             return None
 
-    def on_ah(self, pkt: AhPacket, res: object | None = None) -> None:
+    def on_ah(self, pkt: AhPacket, res: object | None = None) -> EspFlow | None:
         """Account one AH packet (``res``: its crypto.ah.AhResult when AH keys were given, else
-        None): counted on its flow as an ESP result is ("ok" = ICV verified)."""
+        None): counted on its flow as an ESP result is ("ok" = ICV verified). Returns its flow
+        (None only on an internal error, as :meth:`on_esp`)."""
         try:
             flow = on_sa_packet(self, pkt, res, "AH", len(pkt.data), False, 0, 0)
             nat = getattr(res, "nat", "") if res is not None else ""
             if nat and not flow.ah_nat:
                 flow.ah_nat = nat
+            return flow
         except Exception as exc:  # noqa: BLE001
             self.observe("tracker_error", pkt.ts, (pkt.frame,), pkt.src, pkt.dst,
                          reason=f"{type(exc).__name__}: {exc}")
+            return None
 
     def on_keepalive(self, pkt: NatKeepalive) -> None:
         self.touch(pkt.ts)

@@ -457,7 +457,9 @@ class PacketDetail(Horizontal):
             hexv.set_data(b"")
             return
         row = detail.row
-        tree.root.add_leaf(Text(f"Frame {row.frame}: {row.length} bytes, {row.kind}", "bold"))
+        # AH and the ESP it protects in one frame (an AH+ESP bundle, RFC 4301 §4.1): both layers below
+        kind = "AH+ESP" if row.kind == "AH" and detail.esp is not None else row.kind
+        tree.root.add_leaf(Text(f"Frame {row.frame}: {row.length} bytes, {kind}", "bold"))
         inner_node = None
         if detail.ike is not None:
             fill_ike(tree.root, detail.ike, b"" if detail.inner and self.show_inner else detail.raw)
