@@ -288,6 +288,27 @@ MUTATIONS = {
                                        "ENCR_CHACHA20_POLY1305"),
     "sk-esp-answer-aead-with-integ": (4, lambda f: _sealed(f, SA, _add((3, 12))),
                                       "payload 3 (SA): proposal 1 ESP has AUTH_HMAC_SHA2_256_128 beside its AEAD"),
+    # Camellia-CCM (RFC 5529 §3.2: used as AES-CCM, an authenticated encryption algorithm of RFC
+    # 5282 §8) for IKE and ESP; AES-GMAC for ESP (RFC 4543 §3: an ESP combined mode, RFC 7296 §3.3)
+    "offer-camellia-ccm-with-integ": (1, lambda f: _clear(f, SA, lambda b: _add((3, 12))(_encr_id(27)(b))),
+                                      "payload 1 (SA): proposal 1 IKE has AUTH_HMAC_SHA2_256_128 beside its AEAD "
+                                      "cipher ENCR_CAMELLIA_CCM_16; a proposal whose ciphers are all AEAD carries no "
+                                      "INTEG transform, or INTEG NONE (RFC 5529 §3.2, RFC 5282 §8, RFC 7296 §3.3)"),
+    "sk-esp-offer-camellia-ccm-with-integ": (3, lambda f: _sealed(f, SA, lambda b: _add((3, 2))(_encr_id(25)(b))),
+                                             "proposal 1 ESP has AUTH_HMAC_SHA1_96 beside its AEAD cipher "
+                                             "ENCR_CAMELLIA_CCM_8"),
+    "sk-esp-offer-gmac-with-integ": (3, lambda f: _sealed(f, SA, lambda b: _add((3, 12))(_encr_id(21)(b))),
+                                     "encrypted payloads: payload 5 (SA): proposal 1 ESP has AUTH_HMAC_SHA2_256_128 "
+                                     "beside its AEAD cipher ENCR_NULL_AUTH_AES_GMAC; a proposal whose ciphers are "
+                                     "all AEAD carries no INTEG transform, or INTEG NONE (RFC 4543 §3, RFC 7296 §3.3)"),
+    "sk-esp-answer-gmac-with-integ": (4, lambda f: _sealed(f, SA, lambda b: _add((3, 12))(_encr_id(21)(b))),
+                                      "proposal 1 ESP has AUTH_HMAC_SHA2_256_128 beside its AEAD cipher "
+                                      "ENCR_NULL_AUTH_AES_GMAC"),
+    "sk-esp-answer-gmac-cbc-with-integ": (4, lambda f: _sealed(f, SA, lambda b: _add((1, 12, AES256), (3, 12))(
+                                              _encr_id(21)(b))),
+                                          "proposal 1 ESP: the answer selects AUTH_HMAC_SHA2_256_128 with AEAD cipher "
+                                          "ENCR_NULL_AUTH_AES_GMAC; an SA with an AEAD cipher has no integrity "
+                                          "algorithm selected (RFC 4543 §3, RFC 7296 §3.3)"),
     # an answer is one choice (RFC 7296 §2.7): AEAD selected with INTEG, even beside a plain cipher
     "answer-aead-cbc-with-integ": (2, lambda f: _clear(f, SA, _add((1, 12, AES256), (3, 12))),
                                    "payload 1 (SA): proposal 1 IKE: the answer selects AUTH_HMAC_SHA2_256_128 with "
@@ -320,6 +341,12 @@ SOUND = {
     "offer-aead-cbc-with-integ": (1, lambda f: _clear(f, SA, _add((1, 12, AES256), (3, 12)))),
     "sk-esp-offer-aead-cbc-with-integ": (3, lambda f: _sealed(f, SA, _add((1, 12, AES256), (3, 12)))),
     "sk-esp-answer-aead-integ-none": (4, lambda f: _sealed(f, SA, _add((3, 0)))),
+    # Camellia-CCM and AES-GMAC alone or with a single INTEG NONE; AES-GMAC in an IKE proposal, which
+    # RFC 4543 §5.1 leaves undefined (no combined mode of an IKE SA, so not this rule's)
+    "sk-esp-offer-camellia-ccm-no-integ": (3, lambda f: _sealed(f, SA, _encr_id(26))),
+    "sk-esp-offer-gmac-integ-none": (3, lambda f: _sealed(f, SA, lambda b: _add((3, 0))(_encr_id(21)(b)))),
+    "offer-camellia-ccm-integ-none": (1, lambda f: _clear(f, SA, lambda b: _add((3, 0))(_encr_id(25)(b)))),
+    "offer-gmac-with-integ": (1, lambda f: _clear(f, SA, lambda b: _add((3, 12))(_encr_id(21)(b)))),
     # AH with INTEG and ESN, offer and answer
     "sk-ah-answer": (4, lambda f: _sealed(f, SA, _ah_proposals(True))),
     "set-window-size-4": (3, lambda f: _sealed(f, N, _as_notify(16385, b"\x00\x00\x00\x05"))),

@@ -292,12 +292,38 @@ def _missing_transforms(p: Proposal) -> str | None:
             f"an {_P(p.protocol).name} proposal carries {_MANDATORY_TEXT[p.protocol]}")
 
 
-# Combined-mode (AEAD) ciphers whose RFCs forbid an INTEG transform beside them: AES-CCM and AES-GCM
-# (RFC 5282 §8), ChaCha20-Poly1305 (RFC 7634 §4). RFC 7296 §3.3 says the same of any combined mode
-# ("MUST either offer no integrity algorithm or a single integrity algorithm of NONE"); the other
-# registry entries that may be one (AES-GMAC 21, Camellia-CCM 25-27) are left out, unchecked.
-_AEAD_ENCR = frozenset(AEAD - {_E.ENCR_NULL_AUTH_AES_GMAC, _E.ENCR_CAMELLIA_CCM_8, _E.ENCR_CAMELLIA_CCM_12,
-                               _E.ENCR_CAMELLIA_CCM_16})
+# Combined-mode (AEAD) ciphers, encryption and integrity in one ENCR transform: RFC 7296 §3.3 says
+# they "MUST either offer no integrity algorithm or a single integrity algorithm of NONE", and RFC 5282
+# §8 that a proposal whose ciphers are all "authenticated encryption algorithms" (IKE or ESP SAs)
+# "MUST NOT propose any integrity transforms". Each ID with the text that makes it one, and the SAs it
+# is defined for:
+# - AES-CCM 14-16, AES-GCM 18-20 (RFC 5282 §8 names them), ChaCha20-Poly1305 28 (RFC 7634 §4: an
+#   AEAD for IKE and ESP);
+# - Camellia-CCM 25-27: RFC 5529 §3.2, "Camellia in CTR and CCM modes is used in IPsec as AES in"
+#   RFC 4309, CCM giving confidentiality, data origin authentication and integrity (its abstract)
+#   for IKEv2 and ESP: an authenticated encryption algorithm of RFC 5282 §8;
+# - ENCR_NULL_AUTH_AES_GMAC 21, ESP only: RFC 4543 §3 defines it as an ESP "combined mode"
+#   algorithm, "rather than an ESP integrity algorithm", registered as a Type 1 transform; it
+#   encrypts nothing, so RFC 5282 §8's authenticated encryption does not name it, RFC 7296 §3.3's
+#   combined mode does. RFC 4543 §5.1 defines no use for an IKE SA: an IKE proposal with it is not
+#   held to this rule.
+_AEAD_REFS = {i: ("RFC 5282 §8", (_P.IKE, _P.ESP)) for i in (_E.ENCR_AES_CCM_8, _E.ENCR_AES_CCM_12, _E.ENCR_AES_CCM_16,
+                                                             _E.ENCR_AES_GCM_8, _E.ENCR_AES_GCM_12, _E.ENCR_AES_GCM_16,
+                                                             _E.ENCR_CHACHA20_POLY1305)}
+_AEAD_REFS.update({i: ("RFC 5529 §3.2, RFC 5282 §8", (_P.IKE, _P.ESP))
+                   for i in (_E.ENCR_CAMELLIA_CCM_8, _E.ENCR_CAMELLIA_CCM_12, _E.ENCR_CAMELLIA_CCM_16)})
+_AEAD_REFS[_E.ENCR_NULL_AUTH_AES_GMAC] = ("RFC 4543 §3", (_P.ESP,))
+assert set(_AEAD_REFS) == AEAD  # model.proposals.AEAD: every combined-mode ID the renderer knows is checked
+
+
+def _aead_refs(ids: list[int]) -> str:
+    """The RFC sections that make ``ids`` combined mode, each once, in order."""
+    refs: list[str] = []
+    for i in ids:
+        for r in _AEAD_REFS[i][0].split(", "):
+            if r not in refs:
+                refs.append(r)
+    return ", ".join(refs)
 
 
 def _integ_name(tid: int) -> str:
@@ -308,11 +334,12 @@ def _integ_name(tid: int) -> str:
 
 
 def _aead_integ(p: Proposal) -> tuple[list[int], list[int]]:
-    """``p``'s AEAD cipher IDs (``_AEAD_ENCR``) and INTEG IDs other than NONE; none for a protocol
+    """``p``'s AEAD cipher IDs (``_AEAD_REFS``, for the protocols each is defined for) and INTEG IDs other than NONE; none for a protocol
     other than IKE and ESP, the SAs RFC 5282 §8 speaks of (AH has no cipher, private use its own rules)."""
     if p.protocol not in (_P.IKE, _P.ESP):
         return [], []
-    return ([t.id for t in p.transforms if t.type == _T.ENCR and t.id in _AEAD_ENCR],
+    return ([t.id for t in p.transforms if t.type == _T.ENCR and t.id in _AEAD_REFS
+             and p.protocol in _AEAD_REFS[t.id][1]],
             [t.id for t in p.transforms if t.type == _T.INTEG and t.id != 0])
 
 
@@ -332,7 +359,7 @@ def _aead_with_integ(p: Proposal) -> str | None:
     return (f"proposal {p.num} {_P(p.protocol).name} has {', '.join(map(_integ_name, integ))} beside its AEAD "
             f"{'cipher' if len(aead) == 1 else 'ciphers'} {', '.join(iana.EncrTransform(i).name for i in aead)}; "
             "a proposal whose ciphers are all AEAD carries no INTEG transform, or INTEG NONE "
-            "(RFC 5282 §8, RFC 7296 §3.3)")
+            f"({_aead_refs(aead)}, RFC 7296 §3.3)")
 
 
 def _sa_header_fault(hdr: IkeHeader, payloads: tuple[AnyPayload, ...]) -> str | None:
@@ -354,14 +381,16 @@ def _sa_header_fault(hdr: IkeHeader, payloads: tuple[AnyPayload, ...]) -> str | 
             # RFC 5282 §8: "when an authenticated encryption algorithm is selected as the encryption
             # algorithm for any SA (IKE or ESP), an integrity algorithm MUST NOT be selected for that SA";
             # an answer whose ciphers are all AEAD is told so by _sa already, this is the answer that
-            # also (wrongly) holds a second, plain cipher
+            # also (wrongly) holds a second, plain cipher. AES-GMAC, which RFC 5282 §8 does not name:
+            # RFC 4543 §3 makes it a combined mode, "rather than an ESP integrity algorithm"
             pr = p.proposals[0]
             aead, integ = _aead_integ(pr)
             if aead and integ:
+                refs = _aead_refs(aead[:1])
                 return (f"payload {i} (SA): proposal {pr.num} {_P(pr.protocol).name}: the answer selects "
                         f"{', '.join(map(_integ_name, integ))} with AEAD cipher "
                         f"{iana.EncrTransform(aead[0]).name}; an SA with an AEAD cipher has no integrity "
-                        "algorithm selected (RFC 5282 §8)")
+                        f"algorithm selected ({refs if '5282' in refs else refs + ', RFC 7296 §3.3'})")
         if hdr.exchange == iana.ExchangeType.IKE_SA_INIT:
             for pr in p.proposals:
                 if pr.protocol == _P.IKE and pr.spi:
