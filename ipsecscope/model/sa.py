@@ -297,6 +297,7 @@ class IkeExchange:
     rekey_child: int | None = None  # ChildSa.id the request rekeys (REKEY_SA)
     new_child: int | None = None  # ChildSa.id the exchange created
     rekey_ike: bool = False  # CREATE_CHILD_SA rekeying the IKE SA
+    new_ike: str | None = None  # IkeSa.key the IKE SA rekey created (FAILED when it was refused)
     deletes: list[str] = field(default_factory=list)  # "IKE" / "ESP 0x1234abcd" from Delete payloads
     requester_port: int = 0  # UDP source port of the (first) request
     responder_port: int = 0

@@ -610,19 +610,22 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
         return
     err = note_error(x, msg)
     if x.rekey_ike:
-        if err is not None or not ike_props:
-            x.summary += f" refused: {N.notify_name(err.notify_type) if err else 'no SA'}"
-            return
         offer, ke_group = priv.rekey_offer.get(xkey, ((), None))
-        if not offer:
-            return
-        new_spi_i = offer[0].spi
         requester = x.requester
         responder = sa.responder if requester == sa.initiator else sa.initiator
         if msg.src != responder:
             responder = msg.src
+        if err is not None or not ike_props:
+            x.summary += f" refused: {N.notify_name(err.notify_type) if err else 'no SA'}"
+            if offer and offer[0].spi:
+                _refused_ike_rekey(book, sa, msg, x, offer, requester, responder, err)
+            return
+        if not offer:
+            return
+        new_spi_i = offer[0].spi
         new = book.create_ike_sa(2, new_spi_i, ike_props[0].spi, requester, responder,
                                  x.requester_port, x.responder_port, msg.ts)
+        x.new_ike = new.key
         new.proposal = proposal_string(ike_props[0], 2)
         new.proposal_frames = chosen_in(x, msg.frame)
         new.offered = list(dict.fromkeys(proposal_string(p, 2) for p in offer))
@@ -655,6 +658,29 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
     child = child_response(book, sa, msg, x, err)
     if child is not None and err is not None:
         x.summary += f" refused: {N.notify_name(err.notify_type)}"
+
+
+def _refused_ike_rekey(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, offer: tuple, requester: str,
+                       responder: str, err: NotifyPayload | None) -> None:
+    """The IKE SA a refused rekey was creating (RFC 7296 §1.3.2: its SPIi is the offer's SPI; the
+    responder gave none), failed with the refusal, as a refused CHILD SA rekey leaves its new CHILD
+    SA: the refusal's findings (IKE-NO-PROPOSAL) name it with the rekey's own offer, not the old
+    SA's IKE_SA_INIT one. The old SA stays as it was (its CHILD SAs are not moved)."""
+    new = book.create_ike_sa(2, offer[0].spi, ZERO_SPI, requester, responder, x.requester_port,
+                             x.responder_port, x.request_ts if x.request_ts is not None else msg.ts)
+    new.offered = list(dict.fromkeys(proposal_string(p, 2) for p in offer))
+    new.rekeyed_from = sa.key
+    new.decrypted = sa.decrypted
+    new.id_i, new.id_r, new.auth_method = sa.id_i, sa.id_r, sa.auth_method
+    new.frames.extend(f for f in (*x.request_frames, msg.frame) if f not in new.frames)
+    x.summary += f" ({new.key})"
+    x.new_ike = new.key
+    # as Book.fail_ike, but never a candidate for an IKE_SA_INIT retry (note_refused): an
+    # INVALID_KE_PAYLOAD rekey is retried in another CREATE_CHILD_SA on the old SA (RFC 7296 §1.3.2)
+    book.transition(new, SaState.FAILED)
+    new.failure = N.notify_name(err.notify_type) if err is not None else "no SA in response"
+    new.failure_frame, new.failed_ts = msg.frame, msg.ts
+    book.emit("ike_sa_failed", msg.ts, ike_sa=new.key, reason=new.failure, frame=msg.frame)
 
 
 # -- INFORMATIONAL (RFC 7296 §1.4)

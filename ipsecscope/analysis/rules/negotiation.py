@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from ...model.iana import NotifyType
 from ...model.plural import plural, verb
-from ...model.sa import ChildSa, Finding, IkeSa, SaState, SaTable, Severity
+from ...model.sa import ChildSa, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
 from ...state import names as N
 from .common import child_ike, exchange_label, frames_of, note_src, other_peer, peer_notes_about, uniq
 from .core import RuleContext, rule
@@ -34,13 +34,15 @@ def r_no_proposal(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 knob = "esp_proposals (swanctl.conf children section)"
                 short_knob, protos, where = "esp_proposals", ("ESP", "AH"), "swanctl.conf children section"
             else:
-                what = "IKE SA"
-                wire = list(sa.offered)
-                ref = sa.key
+                # an IKE SA rekey (RFC 7296 §1.3.2): the IKE SA it was creating, with its own offer
+                new = table.ike_sas.get(x.new_ike) if x.rekey_ike and x.new_ike else None
+                what = "IKE SA rekey" if new is not None else "IKE SA"
+                wire = list(new.offered if new is not None else sa.offered)
+                ref = new.key if new is not None else sa.key
                 knob = "proposals (swanctl.conf connection)"
                 short_knob, protos, where = "proposals", ("IKE",), "swanctl.conf connection"
             offered = ", ".join(wire) or "(not visible)"
-            other = sorted(accepted_by.get(resp, set()) - set(sa.offered))
+            other = sorted(accepted_by.get(resp, set()) - set(wire if what == "IKE SA rekey" else sa.offered))
             accepts = (f"; in this capture {resp} accepted {', '.join(other)} for other IKE SAs" if other
                        else "; the responder does not say which proposals it would accept")
             frames = frames_of(x.request_frames[:1], x.response_frames[:1])
@@ -380,10 +382,25 @@ def _went_on(table: SaTable, sa, version: int) -> str | None:
     return f"{sa.initiator} sends {sa.protocol} on it (SPI 0x{sa.spi_r:08x})" if sa.spi_r in sent else None
 
 
+def _rekey_exchange(table: SaTable, sa) -> tuple[IkeSa, IkeExchange] | None:
+    """(old IKE SA, its CREATE_CHILD_SA) of an IKE SA an IKEv2 rekey made, else None."""
+    old = table.ike_sas.get(sa.rekeyed_from) if isinstance(sa, IkeSa) and sa.rekeyed_from else None
+    x = next((x for x in old.exchanges if x.new_ike == sa.key), None) if old is not None else None
+    return (old, x) if old is not None and x is not None else None
+
+
 def _answer_notes(table: SaTable, ctx: RuleContext, sa) -> list:
     """The initiator's own log lines refusing (or, for the IKEv1 authentication method, overriding)
     this answer (charon's "answer_check" notes, see keys.charon): bound to the IKE SA by its SPIs
     (or the peers' addresses) and to the exchange that carried the answer by its message ID."""
+    rekey = _rekey_exchange(table, sa)
+    if rekey is not None:
+        # an IKE SA rekey's answer is checked, and logged, under the old IKE SA whose CREATE_CHILD_SA
+        # carried it (RFC 7296 §1.3.2; charon's <conn|uid> is the old SA's): by its message ID
+        old, x = rekey
+        return [n for n in peer_notes_about(ctx, old, sa.initiator, ("answer_check",))
+                if n.data.get("about") == "ike" and n.data.get("exchange") == "CREATE_CHILD_SA"
+                and n.data.get("msg_id") in (None, x.msg_id)]
     ike = sa if isinstance(sa, IkeSa) else child_ike(table, sa)
     about = "ike" if isinstance(sa, IkeSa) else "child"
     notes = [n for n in peer_notes_about(ctx, ike, sa.initiator, ("answer_check",)) if n.data.get("about") == about]
@@ -400,7 +417,8 @@ def _selection_notes(table: SaTable, ctx: RuleContext, sa, checks: list) -> list
     """The "received proposals:" / "configured proposals:" lines charon logs just before refusing
     an answer (proposal.c proposal_select, at level 1 when nothing matched): the answer as the
     initiator read it and what it is configured with, from the same log."""
-    ike = sa if isinstance(sa, IkeSa) else child_ike(table, sa)
+    rekey = _rekey_exchange(table, sa)
+    ike = rekey[0] if rekey is not None else sa if isinstance(sa, IkeSa) else child_ike(table, sa)
     near = set()
     for n in checks:
         path, _, line = n.source.rpartition(":")

@@ -337,6 +337,8 @@ class SaDetail(Static):
 
         g.add_row("NAT", nat_phrase(table, sa) if sa.nat_detected or sa.nat_rebindings else ("none detected" if sa.nat_initiator is not None else "—"))
         g.add_row("Created", fmt_ts(sa.created_ts, first))
+        if sa.failure:  # what refused it (an IKE SA rekey's new SA too, RFC 7296 §1.3.2)
+            g.add_row("Failed", sa.failure + (f" ({frame_ref(sa.failure_frame)})" if sa.failure_frame else ""))
         g.add_row("Established", fmt_ts(sa.established_ts, first))
         if sa.deleted_ts is not None:
             g.add_row("Deleted", f"{fmt_ts(sa.deleted_ts, first)} by {sa.deleted_by or '?'}")
@@ -383,6 +385,8 @@ class SaDetail(Static):
             g.add_row("TSr offered", ", ".join(t.text() for t in child.ts_r_offered))
         g.add_row("Created", f"{fmt_ts(child.created_ts, first)} by {child.created_by or '?'}"
                   + (f" ({frame_ref(child.created_frame)})" if child.created_frame else ""))
+        if child.failure:
+            g.add_row("Failed", child.failure + (f" ({frame_ref(child.failure_frame)})" if child.failure_frame else ""))
         if child.rekeyed_ts is not None:
             g.add_row("Rekeyed", fmt_ts(child.rekeyed_ts, first))
         if child.deleted_ts is not None:

@@ -64,6 +64,18 @@ def _logs() -> None:
         f"{t}[MGR] <gcm|1> checkin and destroy IKE_SA gcm[1]",
         f"{t}[IKE] <gcm|1> IKE_SA gcm[1] state change: CONNECTING => DESTROYING",
         f"{t}[MGR] checkin and destroy of IKE_SA successful"])
+    # the IKE SA rekey's answer picks ecp384 beside the request's ecp256 KE payload: ike_init.c
+    # process_i (run by the rekey under the old IKE SA, <gcm|1>) selects the proposal from the offer,
+    # then finds the answer's KE payload in another group; the sample's lines up to its parse
+    t = "2026-11-25T20:09:04.901 13"
+    _charon_log("ikev2-rekey-answer-ke.pcap", "healthy-gcm", (1, 331), [
+        f"{t}[CFG] <gcm|1> selected proposal: IKE:AES_GCM_16_256/PRF_HMAC_SHA2_256/ECP_384",
+        f"{t}[IKE] <gcm|1> peer DH group selection invalid"])
+    log = HERE / "ikev2-rekey-answer-ke.log"  # the offer it sent carries ecp384 too: one transform more
+    lines = log.read_text().splitlines()
+    assert lines[324].endswith("sending packet: from 198.18.0.1[4500] to 198.18.0.2[4500] (213 bytes)")
+    lines[324] = lines[324].replace("(213 bytes)", "(221 bytes)")
+    log.write_text("\n".join(lines) + "\n")
     # Main Mode 2 with RSA signatures for the offered PSK: main_mode.c process_i goes on with its own
     # (NEED_MORE) and sends Main Mode 3, the sample's lines 51-62; the capture beside it holds MM3 too
     t = "2026-11-25T23:35:50.764 14"
