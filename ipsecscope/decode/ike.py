@@ -334,8 +334,9 @@ def _integ_name(tid: int) -> str:
 
 
 def _aead_integ(p: Proposal) -> tuple[list[int], list[int]]:
-    """``p``'s AEAD cipher IDs (``_AEAD_REFS``, for the protocols each is defined for) and INTEG IDs other than NONE; none for a protocol
-    other than IKE and ESP, the SAs RFC 5282 §8 speaks of (AH has no cipher, private use its own rules)."""
+    """``p``'s AEAD cipher IDs (``_AEAD_REFS``, for the protocols each is defined for) and INTEG IDs
+    other than NONE; none for a protocol other than IKE and ESP, the SAs RFC 5282 §8 speaks of (AH
+    has no cipher, private use its own rules)."""
     if p.protocol not in (_P.IKE, _P.ESP):
         return [], []
     return ([t.id for t in p.transforms if t.type == _T.ENCR and t.id in _AEAD_REFS

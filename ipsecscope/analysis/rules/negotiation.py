@@ -27,6 +27,7 @@ def r_no_proposal(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             req = x.requester
             resp = other_peer(sa, req)
             child = table.child_sas.get(x.new_child) if x.new_child else None
+            own = set(sa.offered)  # what the responder had accepted before is not this offer
             if child is not None or x.exchange in (35, 36) and not x.rekey_ike:
                 what = f"CHILD SA #{child.id}" if child else "CHILD SA"
                 wire = list(child.offered) if child and child.offered else []
@@ -39,10 +40,11 @@ def r_no_proposal(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 what = "IKE SA rekey" if new is not None else "IKE SA"
                 wire = list(new.offered if new is not None else sa.offered)
                 ref = new.key if new is not None else sa.key
+                own = set(wire)
                 knob = "proposals (swanctl.conf connection)"
                 short_knob, protos, where = "proposals", ("IKE",), "swanctl.conf connection"
             offered = ", ".join(wire) or "(not visible)"
-            other = sorted(accepted_by.get(resp, set()) - set(wire if what == "IKE SA rekey" else sa.offered))
+            other = sorted(accepted_by.get(resp, set()) - own)
             accepts = (f"; in this capture {resp} accepted {', '.join(other)} for other IKE SAs" if other
                        else "; the responder does not say which proposals it would accept")
             frames = frames_of(x.request_frames[:1], x.response_frames[:1])
