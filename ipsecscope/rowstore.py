@@ -257,6 +257,14 @@ class RowStore(Sequence[FrameRow]):
     def __len__(self) -> int:
         return self._n
 
+    def bundle_ah_rows(self, lo: int, hi: int) -> np.ndarray:
+        """:func:`model.packets.bundle_ah_rows` over the records, as an array (no row is built)."""
+        import numpy as np
+
+        a = np.frombuffer(bytes(self._buf[lo * REC_SIZE:hi * REC_SIZE]), dtype=row_dtype())
+        k, f = a["kind"], a["frame"]
+        return np.flatnonzero((k[:-1] == KIND_AH) & (k[1:] == KIND_ESP) & (f[:-1] == f[1:])) + lo
+
     @overload
     def __getitem__(self, i: int) -> FrameRow: ...
 

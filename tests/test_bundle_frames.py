@@ -180,3 +180,30 @@ async def test_tui_detail_names_the_frame_ah_and_esp() -> None:
     async with app.run_test(size=SIZE) as pilot:
         text = await _ah_detail_labels(app, pilot, 1)
         assert re.match(r"Frame 1: \d+ bytes, AH \|", text), text
+
+
+@sync
+async def test_tui_packet_list_shows_the_frame_as_one_ah_esp_line() -> None:
+    """The Packets table lists such a frame once, as `packets` does: protocol AH+ESP, the ESP's SPI,
+    the AH's SPI and verdict in Info (it listed an AH row and an ESP row for the one frame)."""
+    from test_tui import loaded
+
+    from ipsecscope.tui.widgets.packet_table import PacketTable
+
+    app = create_app(AH_ESP, [AH_ESP_KEYS])
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        table = app.query_one(PacketTable)
+        assert [table.rows[i].frame for i in table.view] == [1, 2, 3]
+        lines = ["".join(seg.text for seg in table.render_line(y)) for y in range(3)]
+        assert all(" AH+ESP " in ln for ln in lines), lines
+        assert "AH 0xa4000005 seq 3 (icv-bad), ESP seq 3" in lines[2]
+        # a filter's view too: both rows match, the frame is one line
+        await pilot.press("slash")
+        for ch in "ah.spi == 0xa4000005":
+            await pilot.press(ch if ch != " " else "space")
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        assert table.filtered and [table.rows[i].kind for i in table.view] == ["ESP", "ESP", "ESP"]

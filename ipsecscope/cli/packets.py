@@ -77,6 +77,7 @@ from typing import TYPE_CHECKING, TextIO
 from .. import timefmt
 from ..errors import IpsecscopeError
 from ..model.idtext import spi_text
+from ..model.packets import bundle_row
 from ..model.plural import plural, verb
 from ..model.sa import endpoint_text
 from .common import add_filter_argument, add_keys_argument, at_least
@@ -212,15 +213,6 @@ def ah_json(ah: FrameRow | None) -> dict | None:
     return {"spi": None if ah.spi is None else spi_text(ah.spi), "seq": ah.seq, "status": ah.status, "info": ah.info}
 
 
-def bundle_info(ah: FrameRow, esp: FrameRow) -> str:
-    """One Info for a frame carrying AH and the ESP it protects: the AH's SPI (the SPI column
-    holds the ESP's), sequence number and, unless verified or unchecked, its ICV verdict; then
-    the ESP's Info."""
-    head = ah.info.replace(" next ESP", "", 1).replace("AH ", f"AH {spi_text(ah.spi)} " if ah.spi is not None else "AH ", 1)
-    verdict = f" ({ah.status})" if ah.status not in ("", "verified") else ""
-    return f"{head}{verdict}, {esp.info}"
-
-
 def row_json(row: FrameRow, session: Session, t0: float, ah: FrameRow | None = None) -> dict:
     inner = session.inner.get(row.frame) if row.kind in ("ESP", "OTHER") else None
     doc = inner_json(inner)
@@ -329,9 +321,9 @@ def run(args: argparse.Namespace) -> int:
             when = (f"{row.ts - t0:10.6f}" if args.time_format == "r" else
                     timefmt.at(row.ts, 6) if args.time_format == "a" else timefmt.stamp(row.ts, 6))
             arrow = "→" if src or dst else " "  # (ARP, LLDP: no addresses, and no arrow between none)
-            kind, info = (row.kind, row.info) if ah is None else ("AH+ESP", bundle_info(ah, row))
-            out.write(f"{row.frame:>6} {when} {src:>22} {arrow} {dst:<22} {kind:<6} {spi:8} "
-                      f"{info}\n")
+            shown = row if ah is None else bundle_row(ah, row)  # the TUI's line for it too
+            out.write(f"{row.frame:>6} {when} {src:>22} {arrow} {dst:<22} {shown.kind:<6} {spi:8} "
+                      f"{shown.info}\n")
         if args.verbose and (row.kind == "AH" or ah is not None):  # what tshark's tree never says: the ICV check
             detail = session.detail(row.frame)
             if detail is not None and detail.ah is not None:

@@ -302,3 +302,35 @@ class FrameRow:
     # MALFORMED rows: the outer IP header's protocol field where it was readable (Malformed.ip_proto);
     # the other kinds say theirs by kind (ESP 50, AH 51, UDP 17). None: not known.
     ip_proto: int | None = None
+
+
+def bundle_row(ah: FrameRow, esp: FrameRow) -> FrameRow:
+    """The one line of a frame carrying AH and the ESP it protects (IP | AH | ESP, an SA bundle of
+    RFC 4301 §4.1/§4.5), from its AH row and its ESP row: kind ``AH+ESP``, the ESP's SPI, sequence
+    number and CHILD SA, Info with the AH's SPI (the SPI column holds the ESP's), sequence number
+    and ICV verdict unless verified or unchecked, then the ESP's Info; an AH ICV that failed is the
+    line's status (else the ESP's). tshark's Protocol column says ESP and shows nothing of the AH."""
+    head = ah.info.replace(" next ESP", "", 1)
+    if ah.spi is not None:
+        head = head.replace("AH ", f"AH 0x{ah.spi:08x} ", 1)
+    verdict = f" ({ah.status})" if ah.status not in ("", "verified") else ""
+    return FrameRow(esp.frame, esp.ts, "AH+ESP", esp.src, esp.dst, esp.sport, esp.dport, esp.length, esp.spi,
+                    esp.seq, f"{head}{verdict}, {esp.info}", ah.status if ah.status == "icv-bad" else esp.status,
+                    esp.ike_sa, esp.child_sa, esp.ip_proto)
+
+
+def bundle_ah_rows(rows: object, lo: int, hi: int) -> list[int]:
+    """Positions in ``rows[lo:hi]`` of AH rows whose next row (also before ``hi``) is the same
+    frame's ESP: the AH of an AH+ESP bundle, which a packet list shows with its ESP as one line.
+    A row store answers from its records (``rows.bundle_ah_rows``)."""
+    fast = getattr(rows, "bundle_ah_rows", None)
+    if fast is not None:
+        return list(fast(lo, hi))
+    out: list[int] = []
+    prev = rows[lo] if lo < hi else None  # type: ignore[index]
+    for i in range(lo + 1, hi):
+        row = rows[i]  # type: ignore[index]
+        if row.kind == "ESP" and prev.kind == "AH" and prev.frame == row.frame:
+            out.append(i - 1)
+        prev = row
+    return out

@@ -26,7 +26,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from ...model.idtext import spi_text
-from ...model.packets import FrameRow
+from ...model.packets import FrameRow, bundle_ah_rows, bundle_row
 from ...model.sa import endpoint_text
 from ...rowstore import RowStore
 
@@ -47,6 +47,7 @@ KIND_STYLE = {
     "IKE": "bold cyan",
     "ESP": "green",
     "AH": "green",
+    "AH+ESP": "green",
     "NAT-KA": "dim",
     "MALFORMED": "bold magenta",
     "OTHER": "dim",
@@ -220,6 +221,12 @@ class PacketTable(ScrollView, can_focus=True):
         self.addr_w = 15
         self.max_frame = 999
         self._cache: LRUCache[tuple[int, int, bool], Strip] = LRUCache(512)
+        # A frame carrying AH and the ESP it protects is one line, as in `packets`: its AH row is
+        # left out of every view and its ESP row drawn with it (model.packets.bundle_row). Only
+        # for a session that holds AH; the AH rows found so far, scanned up to _bundles_upto.
+        self.merge_bundles = False
+        self._bundles: list[int] = []
+        self._bundles_upto = 0
 
     # ---- data in ---------------------------------------------------------------------------
     def show_session(self, view: SessionView) -> None:
@@ -227,6 +234,7 @@ class PacketTable(ScrollView, can_focus=True):
         while a file loads (and once it has), it stays on the frame it is on."""
         self.empty_note = view.empty
         self.addresses = view.session.other_addresses  # IP addresses, or a non-IP frame's MACs
+        self.merge_bundles = bool(getattr(getattr(view.session, "stats", None), "ah", 0))
         if not view.live:
             current = self.current_row if self.rows is view.rows else None
             if view.partial is not None and self.filtered and self.rows is view.rows:
@@ -258,6 +266,8 @@ class PacketTable(ScrollView, can_focus=True):
         if rows is not self.rows or sample > self._addr_sampled:  # a loading store: its first rows once
             self.addr_w = address_width(rows, sample)
             self._addr_sampled = sample
+        if rows is not self.rows or type(rows) is not RowStore:  # (live mode's ring moves under its positions)
+            self._bundles, self._bundles_upto = [], 0
         self.rows = rows
         self.count = count
         self.first_ts = first_ts if first_ts is not None else (rows[0].ts if count else 0.0)
@@ -269,12 +279,27 @@ class PacketTable(ScrollView, can_focus=True):
         ``filtered``: whether ``view`` is a display filter's (None: as before)."""
         if filtered is not None:
             self.filtered = filtered
-        self.view = view
+        self.view = self._one_line_per_bundle(view)
         self._cache.clear()
         self.virtual_size = Size(self.size.width, len(view))
         pos = self.position_of(keep_frame) if keep_frame is not None else None
         self.cursor = pos if pos is not None else 0
         self.refresh()
+
+    def _one_line_per_bundle(self, view: Sequence[int]) -> Sequence[int]:
+        """``view`` without the AH rows of AH+ESP bundles (their ESP rows stand for the frame)."""
+        if not self.merge_bundles or not len(view):
+            return view
+        if self._bundles_upto < self.count:  # rows added since: the pair across the old end too
+            self._bundles += bundle_ah_rows(self.rows, max(0, self._bundles_upto - 1), self.count)
+            self._bundles_upto = self.count
+        if not self._bundles:
+            return view
+        import numpy as np  # a session with AH+ESP bundles only
+
+        keep = np.setdiff1d(np.asarray(view, dtype=np.int64), np.asarray(self._bundles, dtype=np.int64),
+                            assume_unique=True)
+        return array("I", keep.astype(np.uint32).tobytes())
 
     def position_of(self, frame: int) -> int | None:
         """Position in ``view`` of the first row with frame number >= ``frame`` (rows are in frame order)."""
@@ -362,7 +387,13 @@ class PacketTable(ScrollView, can_focus=True):
         key = (index, width, selected and self.has_focus)
         strip = self._cache.get(key)
         if strip is None:
-            strip = self._render_row(self.rows[self.view[index]], width, selected)
+            pos = self.view[index]
+            row = self.rows[pos]
+            if self.merge_bundles and row.kind == "ESP" and pos > 0:
+                prev = self.rows[pos - 1]
+                if prev.kind == "AH" and prev.frame == row.frame:  # ESP under AH: the frame's one line
+                    row = bundle_row(prev, row)
+            strip = self._render_row(row, width, selected)
             self._cache[key] = strip
         return strip
 
