@@ -353,3 +353,54 @@ def test_aes_gcm_blocks_of_unplanned_lengths(odd: str, tmp_path: Path, monkeypat
         assert got[1:] == ref[1:], window
         assert got[0] == ref[0], window
     assert ways >= {"none", "copy" if odd == "both" else "moved"}
+
+
+def test_cbc_plaintexts_copied_a_step_apart(tmp_path: Path, monkeypatch) -> None:
+    """The bulk step decrypts CBC packets grouped by plaintext length and copies each group's
+    plaintexts out with one numpy call, a fixed step apart (bulk._copy_steps). Groups of AES
+    (16-byte blocks) and 3DES (8) packets whose steps are equal but whose plaintexts start at
+    other places in their pieces, groups holding an ICV failure or a packet whose TFC padding
+    (RFC 4303 §2.7) makes its data far shorter than its group's (copying the group's length there
+    would overwrite the next block's data): the bytes and counters of the per-record loop."""
+    rng = random.Random(16)
+    sas = [Sa(0x6E000001, "198.18.1.1", "198.19.1.1", "aes-cbc", rng.randbytes(32), "sha256", rng.randbytes(32)),
+           Sa(0x6E000002, "198.18.2.1", "198.19.2.1", "3des", rng.randbytes(24), "sha1", rng.randbytes(20)),
+           Sa(0x6E000003, "198.19.3.1", "198.18.3.1", "aes-cbc", rng.randbytes(16), "sha256", rng.randbytes(32))]
+    keys = tmp_path / "in.keys.json"
+    keys.write_text(json.dumps({"schema": "ipsecscope.keys/1", "esp": [s.json_entry() for s in sas]}))
+    cap = tmp_path / "in.pcap"
+    damaged = 0
+    with PcapWriter(cap) as w:
+        for i in range(1500):
+            k = i % 3
+            sa = sas[k]
+            # inner lengths: AES 100 (plaintext 112, piece 144) and 3DES 116 (plaintext 120, piece
+            # 144 too); 64; 440 (plaintext 448 both). A long packet is followed by a short one,
+            # whose group is copied before its own.
+            size, tfc = ((116 if k == 1 else 100), 64, 440)[(i // 3) % 3], 0
+            if size == 440 and i % 17 == 2:
+                size, tfc = 40, 400  # its plaintext as long as the group's, its data 400 bytes shorter
+            inner = ipv4(f"10.{k}.0.1", f"10.{k}.1.1", 17, udp(f"10.{k}.0.1", f"10.{k}.1.1", 5000, 6000,
+                                                                 rng.randbytes(size - 28)))
+            esp = bytearray(esp_encrypt(sa, i + 1, inner, 4, rng.randbytes(16), tfc=tfc))
+            if size == 116 and i % 7 == 1:  # (3DES packets only: the other groups stay whole)
+                esp[-1] ^= 1  # ICV
+                damaged += 1
+            w.write(T0 + i * 1000, ether(ipv4(sa.src, sa.dst, 50, bytes(esp), ident=i)))
+    copied = []
+    steps = bulk._copy_steps
+
+    def spy(*a):
+        rest = steps(*a)
+        copied.append(int(a[-1].sum()) - len(rest[0]))
+        return rest
+    monkeypatch.setattr(bulk, "_copy_steps", spy)
+    ref = _run(cap, keys, tmp_path / "ref.pcapng", bulk_on=False, monkeypatch=monkeypatch)
+    assert (ref[3], ref[4]) == (1500 - damaged, damaged)
+    for window in (1 << 21, 60000):
+        monkeypatch.setattr(hotloop, "WINDOW", window)
+        copied.clear()
+        got = _run(cap, keys, tmp_path / f"bulk{window}.pcapng", bulk_on=True, monkeypatch=monkeypatch)
+        assert got[1:] == ref[1:], window
+        assert got[0] == ref[0], window
+        assert 600 < sum(copied) < 1500 - damaged, window  # most copied a group at a time, not all
