@@ -47,7 +47,7 @@ class DirectOut:
         self.f = f
         self.fd = f.fileno()
         self.dfd = dfd  # the O_DIRECT descriptor, or -1 once the file system refused a write
-        self.mm = mmap.mmap(-1, STAGE)  # page-aligned, and its pages stay ours from piece to piece
+        self.mm = stage_map(STAGE)  # page-aligned, and its pages stay ours from piece to piece
         self.mv = memoryview(self.mm)
         self.mv[:len(head)] = head
         self.fill = len(head)
@@ -107,7 +107,7 @@ class DirectOut:
             rfd = os.open(path, os.O_RDONLY | flag | os.O_CLOEXEC)
         except OSError:
             rfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        rm = mmap.mmap(-1, STAGE)  # O_DIRECT reads want an aligned buffer too
+        rm = stage_map(STAGE)  # O_DIRECT reads want an aligned buffer too
         rv = memoryview(rm)
         try:
             while True:
@@ -172,6 +172,23 @@ class DirectOut:
         if self.dfd >= 0:
             os.close(self.dfd)
             self.dfd = -1
+
+
+def stage_map(size: int) -> mmap.mmap:
+    """A private anonymous map of ``size`` bytes (page-aligned, as O_DIRECT wants) in transparent
+    huge pages where the kernel gives them on request (Linux's default THP mode, ``madvise``; a
+    shared map, mmap's default, is shmem, which gets none): 2 page faults instead of 1024 for the
+    4 MiB, and each direct write pins a huge page or two instead of 256 pages. 84 writes of 1 MiB
+    from the buffer's first megabyte, each after a 1 MiB copy into it: 10.3-11.3 ms of CPU
+    instead of 13.7-18.0 (min-median of 8, issue 15)."""
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    mm = mmap.mmap(-1, size, flags=flags) if flags else mmap.mmap(-1, size)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            mm.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:  # (a kernel without THP: ordinary pages)
+            pass
+    return mm
 
 
 def open_direct(f: BinaryIO) -> DirectOut | None:
