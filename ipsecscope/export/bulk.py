@@ -390,16 +390,17 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
     good = (sd == usd[inv]) & (spi == uspi[inv])
     nsa = len(kbs)
     slots = [sas.get(kb) for kb in kbs]
-    # per SA: kind, ESP header + IV + ICV bytes, the least plaintext, block (CBC), ICV bytes: one
-    # table, gathered once for the candidates (a numpy call fewer for each column)
-    tab = np.array([(1, 32, 4, 1, 16) if kd == 1 else (2, 8 + e.cbc[1] + e.cbc[3], e.cbc[1], e.cbc[1], e.cbc[3])
-                    if kd == 2 else (0, 0, 0, 1, 0) for e, kd in zip(slots, map(_kind, slots), strict=True)], np.int64)
-    kinds, icvl, blkl = tab[:, 0], tab[:, 4], tab[:, 3]
-    tc = tab[inv]
+    # per SA (one column each): kind, ESP header + IV + ICV bytes, the least plaintext, block
+    # (CBC), ICV bytes, made in Python at once (a numpy item store costs a call each)
+    kinds, over, least, blkl, icvl = np.array(
+        [(1, 32, 4, 1, 16) if kd == 1 else (2, 8 + e.cbc[1] + e.cbc[3], e.cbc[1], e.cbc[1], e.cbc[3])
+         if kd == 2 else (0, 0, 0, 1, 0) for e, kd in zip(slots, map(_kind, slots), strict=True)], np.int64).T.copy()
     # the plaintext (padding and trailer included): AES-GCM's 4 bytes at least (pad length and
-    # next header, aligned to 4: RFC 4303 §2.4), CBC's a whole number of blocks
-    pln = esp_n - tc[:, 1]
-    good &= (tc[:, 0] > 0) & (pln >= tc[:, 2]) & (pln % tc[:, 3] == 0)
+    # next header, aligned to 4: RFC 4303 §2.4), CBC's a whole number of blocks (8 or 16 bytes:
+    # a mask, not int64's slow %, unless a block were no power of two)
+    pln = esp_n - over[inv]
+    good &= (kinds[inv] > 0) & (pln >= least[inv])
+    good &= (pln % blkl[inv] == 0) if (blkl & (blkl - 1)).any() else (pln & (blkl - 1)[inv]) == 0
     fast = np.zeros(n, bool)
     fast[cand[good]] = True
     runs = _runs(fast, MIN_RUN)
