@@ -44,7 +44,6 @@ failure: the output and the counters are those of the per-record loop, byte for 
 from __future__ import annotations
 
 import struct
-from operator import itemgetter
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -484,14 +483,13 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         tail[gi] = _gather(O8, 2, dg + plg - 2)  # (each plaintext's last 2 bytes)
     cbc_d = None
     if len(cbc):
-        # CBC: the HMAC per packet (RFC 4303 §3.4.4: checked before the payload is trusted;
-        # compared in bulk: an offline capture gives no timing oracle to protect), in record order
-        # (the window read front to back: ~0.1 us a packet less than SA by SA, which jumps), then
-        # the packets decrypted a few calls a window (see the module docstring): their pieces are
-        # joined by plaintext length, then SA (a stable sort: each SA's in record order), and
-        # each (length, SA) group decrypted in one call of its SA's context, in place in one
-        # scratch buffer; the packets of one length then lie a fixed step apart there, which
-        # lets :func:`_copy_steps` copy them out with one numpy call per length.
+        # CBC: the packets taken by plaintext length, then SA (a stable sort: each SA's in record
+        # order): their HMAC input sliced out in that order, the HMAC per packet (RFC 4303 §3.4.4:
+        # checked before the payload is trusted; compared in bulk: an offline capture gives no
+        # timing oracle to protect), then the slices joined as they are and each (length, SA)
+        # group decrypted in one call of its SA's context, in place in one scratch buffer (see
+        # the module docstring); the packets of one length then lie a fixed step apart there,
+        # which lets :func:`_copy_steps` copy them out with one numpy call per length.
         ci = slice(None) if len(cbc) == ns else cbc  # (a slice when they all are: views, not gathers)
         gc = g[ci]
         plc = pl[ci]
@@ -504,29 +502,28 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         g0 = [0, *gcut.tolist()]
         g_sa = gs[g0].tolist()
         us = np.flatnonzero(np.bincount(gc, minlength=nsa)).tolist()
-        ier = E[ci] - icvl[gc]  # each HMAC input's end (the ICV), record order
+        ier = E[cbc_m] - icvl[gs]  # each HMAC input's end (the ICV), in that order
         hc = np.empty(nsa, object)  # each packet's keyed HMAC template's copy, picked by numpy
         for u in us:
             hc[u] = slots[u].cbc[2]
-        # header | IV | ciphertext as bytes: slicing copies them, but `cryptography` reads a bytes
-        # object ~30 ns faster than a memoryview and the join below ~12 ns (a memoryview is ~as dear)
-        esp = [w[s:t] for s, t in zip(Q[ci].tolist(), ier.tolist(), strict=True)]
+        # header | IV | ciphertext as bytes, in that order (the join below takes them as they are):
+        # slicing copies them, but `cryptography` reads a bytes object ~30 ns faster than a
+        # memoryview and the join ~12 ns (a memoryview costs about what the copy does)
+        esp = [w[s:t] for s, t in zip(Q[cbc_m].tolist(), ier.tolist(), strict=True)]
         icvs = set(icvl[us].tolist())
         G = _gather(W, icvs.pop(), ier) if len(icvs) == 1 else None  # (gathered behind the slices: in the cache)
-        tags = [(h := hcopy()).update(x) or h.finalize() for hcopy, x in zip(hc[gc].tolist(), esp, strict=True)]
-        ol = o.tolist()
-        same = {(len(tags[ol[i]]), slots[u].cbc[3]) for i, u in zip(g0, g_sa, strict=True)}  # (tag, ICV) lengths
+        tags = [(h := hcopy()).update(x) or h.finalize() for hcopy, x in zip(hc[gs].tolist(), esp, strict=True)]
+        same = {(len(tags[i]), slots[u].cbc[3]) for i, u in zip(g0, g_sa, strict=True)}  # (tag, ICV) lengths
         if len(same) == 1 and G is not None:  # (one suite in the window, the common case: one comparison)
-            failed[ci] = _icv_bad(tags, G)
+            failed[cbc_m] = _icv_bad(tags, G)
         else:
             for u in us:
-                om = np.flatnonzero(gc == u)
-                failed[cbc[om]] = _icv_bad([tags[k] for k in om.tolist()], _gather(W, slots[u].cbc[3], ier[om]))
-        # the HMAC inputs joined as they are, in that order, an 8-byte gap before each: gap and
-        # ESP header make 16 bytes, two 8-byte blocks or one 16-byte one, so every IV starts a
-        # block (and every piece is a whole number of blocks: the context keeps no partial block)
-        ordered = itemgetter(*ol)(esp) if len(ol) > 1 else (esp[0],)  # (the pieces in that order, in C)
-        x = _GAP.join([b"", *ordered])  # (a leading empty piece: the join starts with a gap too)
+                om = np.flatnonzero(gs == u)
+                failed[cbc_m[om]] = _icv_bad([tags[k] for k in om.tolist()], _gather(W, slots[u].cbc[3], ier[om]))
+        # the HMAC inputs joined as they are, an 8-byte gap before each: gap and ESP header make 16
+        # bytes, two 8-byte blocks or one 16-byte one, so every IV starts a block (and every piece
+        # is a whole number of blocks: the context keeps no partial block)
+        x = _GAP.join([b"", *esp])  # (a leading empty piece: the join starts with a gap too)
         bsp = blkl[gs]
         step = 16 + bsp + plc[o]  # gap | header | IV | ciphertext
         ps = np.cumsum(step) - step  # where each piece starts in the join, and its output in the scratch
