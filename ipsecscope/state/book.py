@@ -257,6 +257,14 @@ class Book(InferredChildSas):
         here (REDIRECTED_FROM, RFC 5685 §4, §6): link the two. When the REDIRECT itself was
         encrypted (IKE_AUTH or INFORMATIONAL without keys), this notify is how we learn of it."""
         old = self._redirects.pop((sa.initiator, sa.responder), None)
+        if old is None:
+            # The REDIRECT named the new gateway by FQDN (or by an address other than the one the
+            # initiator then reached): no address matches it. REDIRECTED_FROM holds the address of
+            # the gateway that redirected (RFC 5685 §6), so the pending redirect of this initiator
+            # away from that gateway is the one it followed.
+            key = next((k for k, o in self._redirects.items()
+                        if k[0] == sa.initiator and o is not sa and o.responder == from_gateway), None)
+            old = self._redirects.pop(key) if key is not None else None
         if old is None or old is sa or old.responder != from_gateway:
             old = next((o for o in reversed(self.ike_sas_between(sa.initiator, from_gateway))
                         if o is not sa and o.initiator == sa.initiator and o.redirect_to is None
