@@ -217,7 +217,7 @@ class Session(FrameViews):
 
     def _reset(self) -> None:
         # ICMP errors quoting IPsec are evidence (tracker); rows and filters read the tunnels' headers
-        self.decoder = Decoder(icmp_errors=True, tunnel_hops=True)
+        self.decoder = Decoder(icmp_errors=True, tunnel_hops=True, lost_ike=True)
         self._ike_dec: tuple[IkeDecryptor, Ikev1Decryptor, IkeDecryptor] | None = None  # _ike_decryptors()
         self.esp_decryptor = EspDecryptor(self.keys)
         self.tracker = Tracker()
@@ -319,7 +319,7 @@ class Session(FrameViews):
         """A capture has ended (``truncated``: why it was cut off): datagrams whose fragments
         never all arrived become malformed, and a cut-off file is a finding."""
         for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
-            self._late_malformed(m)  # type: ignore[arg-type]
+            self._late(m)
         if truncated:
             self.stats.truncated = truncated
             self.stats.malformed["capture"] = self.stats.malformed.get("capture", 0) + 1
@@ -502,7 +502,7 @@ class Session(FrameViews):
             return pkts
         if pkts[0].frame != raw.index:  # reports about earlier frames (abandoned IP datagrams)
             for m in [p for p in pkts if p.frame != raw.index]:
-                self._late_malformed(m)  # type: ignore[arg-type]
+                self._late(m)
             pkts = [p for p in pkts if p.frame == raw.index]
         if not pkts:
             st.other += 1
@@ -703,6 +703,32 @@ class Session(FrameViews):
 
     def _add_row(self, row: FrameRow) -> None:
         self.rows.append(row)
+
+    def _late(self, p: Packet) -> None:
+        """A report about an earlier frame: an abandoned IP datagram's mark, or the IKE message
+        its first fragment starts."""
+        if type(p) is IkeDatagram:
+            self._late_ike(p)
+        else:
+            self._late_malformed(p)  # type: ignore[arg-type]
+
+    def _late_ike(self, pkt: IkeDatagram) -> None:
+        """The IKE message whose later IP fragments never came, read from its first one
+        (decode.demux ``_lost_ike``): the tracker learns that it was sent (its IKE SA's exchange,
+        IKE-IP-FRAGMENTED, retransmissions), and the frame's row, the MALFORMED mark of the lost
+        datagram (tshark shows an unreassembled fragment, no ISAKMP), names the message."""
+        from .decode.ike import parse_ike
+
+        msg = parse_ike(pkt)
+        self.tracker.on_ike(msg)
+        rows = self.rows
+        i = bisect.bisect_left(rows, pkt.frame, key=lambda r: r.frame)
+        if i < len(rows) and rows[i].frame == pkt.frame and rows[i].kind == "MALFORMED":
+            old = rows[i]
+            rows[i] = FrameRow(old.frame, old.ts, old.kind, old.src, old.dst, old.sport, old.dport, old.length,
+                               info=f"{old.info}; the first holds the start of {_ike_info(msg).removesuffix(' [  ]')} "
+                               f"({len(pkt.data)} of its {msg.header.length} octets)", status=old.status,
+                               ip_proto=old.ip_proto)
 
     def _late_malformed(self, m: Malformed) -> None:
         """A Malformed about an earlier frame (the first fragment of an IP datagram that never

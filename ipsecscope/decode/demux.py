@@ -80,13 +80,17 @@ class Decoder:
     """
 
     def __init__(self, *, max_fragments: int = 256, fragment_timeout: float = 60.0,
-                 icmp_errors: bool = False, tunnel_hops: bool = False) -> None:
+                 icmp_errors: bool = False, tunnel_hops: bool = False, lost_ike: bool = False) -> None:
         """``icmp_errors``: return an :class:`IcmpError` for ICMP/ICMPv6 errors quoting IPsec
         (the analysis path wants them as evidence; counters and exports leave them "other").
+        ``lost_ike``: with the Malformed of an IP datagram that never completed, also return the
+        IKE message its first fragment starts (``_lost_ike``; for the analysis: counters and
+        packet lists count the frame as tshark does, an unreassembled fragment).
         ``tunnel_hops``: keep every tunnelled frame's tunnel headers in ``tunnels`` (the session's
         rows and filters read them; up to 12 B a frame, so decrypt and summary, which never
         read them, keep nothing and stay flat in memory on a mirror capture)."""
         self.keep_tunnel_hops = tunnel_hops
+        self.lost_ike = lost_ike
         self.reassembler = Reassembler(max_fragments, fragment_timeout)
         self.icmp_errors = icmp_errors
         self.tcp: dict[tuple, _TcpStream] = {}
@@ -246,23 +250,51 @@ class Decoder:
         return Malformed(raw.index, raw.ts, reason, "ip")
 
     def _with_dropped(self, out: list[Packet]) -> list[Packet]:
-        dropped = [self._lost_datagram(*d) for d in self.reassembler.dropped]
+        dropped = [p for d in self.reassembler.dropped for p in self._lost_datagram(*d)]
         self.reassembler.dropped.clear()
         return dropped + out
 
     def flush(self) -> list[Packet]:
         """End of capture: a Malformed (layer "ip", on the first fragment's frame) for every
-        datagram whose fragments never all arrived. Call once after the last frame."""
+        datagram whose fragments never all arrived, after the IKE message its first fragment
+        starts, if any. Call once after the last frame."""
         from .ip import flush_pending
 
         self.tcp.clear()
-        return self._with_dropped([]) + [self._lost_datagram(*d) for d in flush_pending(self.reassembler)]
+        return self._with_dropped([]) + [p for d in flush_pending(self.reassembler) for p in self._lost_datagram(*d)]
 
-    def _lost_datagram(self, frame: int, ts: float, why: str, key: tuple, proto: int) -> Malformed:
+    def _lost_datagram(self, frame: int, ts: float, why: str, key: tuple, proto: int,
+                       first: tuple[int, bytes] = (-1, b"")) -> list[Packet]:
         # key = (version, src, dst, id[, proto]): the first fragment's addresses and its own IP
         # protocol field stay on its row.
-        return Malformed(frame, ts, why, "ip", self._text(key[1]), self._text(key[2]),
+        mark = Malformed(frame, ts, why, "ip", self._text(key[1]), self._text(key[2]),
                          ip_proto=None if proto < 0 else proto)
+        ike = self._lost_ike(frame, ts, key, *first) if self.lost_ike else None
+        return [mark] if ike is None else [mark, ike]
+
+    def _lost_ike(self, frame: int, ts: float, key: tuple, upper: int, seg: bytes) -> Packet | None:
+        """The IKE message whose later IP fragments never came, read from the first one: it holds
+        the UDP header and the IKE header (RFC 791 §2.3, RFC 8200 §4.5), so the message is known by
+        its SPIs, exchange and message ID although its body is cut (the IKE decoder marks it: its
+        Length says more than arrived). An IKE_AUTH whose non-first fragments a firewall drops is
+        seen this way at its receiver (RFC 7383 §1): without it that exchange vanished from the
+        capture's story. UDP 500, or 4500 with the non-ESP marker (RFC 3948 §2.2); else None."""
+        if upper != 17 or len(seg) < 8:
+            return None
+        sport, dport, _ulen, _ck = UDP_HDR.unpack_from(seg, 0)
+        body = seg[8:]
+        if NATT_PORT in (sport, dport):
+            if body[:4] != NON_ESP_MARKER or len(body) < 4 + IKE_HEADER_LEN:
+                return None
+            body, marker = body[4:], True
+        elif IKE_PORT in (sport, dport):
+            if len(body) < IKE_HEADER_LEN:
+                return None
+            marker = False
+        else:
+            return None
+        return _Ike(frame, ts, self._text(key[1]), self._text(key[2]), sport, dport, body, "udp", marker, True,
+                    key[0])
 
     def _after_ip(self, raw: RawFrame, ip, depth: int = 0, head: bytes = b"") -> list[Packet]:
         """``head``: inside a tunnel, the tunnelled packet's own IP header (see ``_tunnel``)."""

@@ -47,6 +47,11 @@ class _Pending:
     head: bytes = b""  # the offset-0 fragment's IP header (see Reassembler.first_header)
 
 
+# A datagram given up (Reassembler.dropped): first fragment's frame, its ts, reason, key, that
+# frame's IP protocol field, the offset-0 fragment (upper-layer protocol, payload) or (-1, b"").
+Dropped = tuple[int, float, str, tuple, int, tuple[int, bytes]]
+
+
 class Reassembler:
     """Collects IP fragments per (version, src, dst, id[, proto]) until a datagram is whole.
 
@@ -62,9 +67,10 @@ class Reassembler:
         self.expired = 0  # datagrams given up (timeout or eviction)
         self.completed = 0
         # Given-up datagrams not yet reported: (first fragment's frame, its ts, one-line reason,
-        # the datagram's key: version, src, dst, ..., that frame's IP protocol field). The decoder
-        # turns them into Malformed so a lost fragment is never silently "other".
-        self.dropped: list[tuple[int, float, str, tuple, int]] = []
+        # the datagram's key: version, src, dst, ..., that frame's IP protocol field, the offset-0
+        # fragment as (upper-layer protocol, its payload) or (-1, b"") when it never came). The
+        # decoder turns them into Malformed so a lost fragment is never silently "other".
+        self.dropped: list[Dropped] = []
         self.frame = 0  # frame number of the fragment being added (set by the caller)
         # The IP header of the datagram completed last, as its offset-0 fragment carried it (IPv4
         # with its options; IPv6 with the unfragmentable part and the fragment header): the
@@ -72,7 +78,7 @@ class Reassembler:
         # differ: IPv4 options whose copy flag is 0 (Record Route, Timestamp) are only in the first
         # (RFC 791 §3.1). AH's ICV covers this header (RFC 4302 §3.4.1: reassembly first).
         self.first_header = b""
-        # What a split decrypt run (export/engine.py) needs to know of a chunk's fragments: see
+        # What a split decrypt run (export/parallel.py) needs to know of a chunk's fragments: see
         # report() and carried_through(). A few operations a fragment; nothing for other frames.
         self.adds = 0
         self.peak = 0  # most datagrams pending at once
@@ -127,7 +133,7 @@ class Reassembler:
                 why = (f"no fragment for {self.timeout:g} s" if old.first_ts < limit
                        else f"more than {self.max_datagrams} incomplete datagrams pending")
                 self.dropped.append((old.first_frame, old.first_ts, f"IP fragments never completed ({why}); "
-                                     f"{_progress(old)}", k0, old.header_proto))
+                                     f"{_progress(old)}", k0, old.header_proto, _first_part(old)))
         p = pend.get(key)
         if p is None:
             p = pend[key] = _Pending(ts, self.frame, header_proto=header_proto)
@@ -213,11 +219,21 @@ def _progress(p: _Pending) -> str:
     return f"had {p.size} of {plural(p.total, 'byte')} in {plural(len(p.parts), 'fragment')}"
 
 
-def flush_pending(reasm: Reassembler) -> list[tuple[int, float, str, tuple, int]]:
+def _first_part(p: _Pending) -> tuple[int, bytes]:
+    """The offset-0 fragment of a datagram given up: (upper-layer protocol, its payload), or
+    (-1, b"") when it never came. It alone carries the transport header (RFC 791 §2.3; RFC 8200
+    §4.5: the first fragment holds the upper-layer header), so it still says what was lost."""
+    first = p.parts.get(0)
+    if first is None:
+        return -1, b""
+    return (p.next_header if p.next_header >= 0 else p.header_proto), first
+
+
+def flush_pending(reasm: Reassembler) -> list[Dropped]:
     """Give up every incomplete datagram (end of capture): (first frame, ts, reason, key, that
-    frame's IP protocol field) each."""
+    frame's IP protocol field, the offset-0 fragment) each."""
     out = [(p.first_frame, p.first_ts, f"IP fragments never completed (capture ended); {_progress(p)}", k,
-            p.header_proto)
+            p.header_proto, _first_part(p))
            for k, p in reasm.pending.items()]
     reasm.expired += len(out)
     reasm.pending.clear()
