@@ -64,6 +64,24 @@ class NatSide:
         return self.own_source_fails and not self.other_destination_fails
 
 
+def hashes_unheeded(sa: IkeSa) -> IkeExchange | None:
+    """The exchange that shows an IKEv2 SA's peers did not act on its failing NAT_DETECTION hashes
+    (None: they did, or the capture cannot tell). RFC 7296 §2.23: an initiator whose hashes do not
+    match MUST move all later IKE and ESP of the SA to UDP 4500. An exchange after IKE_SA_INIT still
+    on UDP 500 at both ends and answered there means the initiator found its hashes matching and
+    the responder took it: both compute them otherwise than we do (not SHA-1(SPIi | SPIr | IP |
+    port)) or ignore them, and the hashes say nothing of a NAT between them (tcpdump's
+    ikev2four.pcap: two hosts of 192.168.1.0/24, every hash failing, IKE_AUTH and eight
+    CREATE_CHILD_SAs answered on 500)."""
+    if sa.version != 2 or not sa.nat_mismatch:
+        return None
+    xs = [x for x in sa.exchanges if x.request_frames]
+    if any(4500 in (x.requester_port, x.responder_port) for x in xs):
+        return None
+    return next((x for x in xs if x.exchange != 34 and x.response_frames
+                 and x.requester_port == 500 and x.responder_port == 500), None)
+
+
 def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
     """Both peers of ``sa``: which hash failed for each, and what corroborates a NAT.
 
@@ -73,7 +91,7 @@ def nat_sides(table: SaTable, sa: IkeSa) -> list[NatSide]:
     (RFC 3948 §4), and a capture taken behind the NAT sees the other peer's DESTINATION hash fail
     (nobody fakes that one).
     """
-    mism = set(sa.nat_mismatch)
+    mism = set() if hashes_unheeded(sa) is not None else set(sa.nat_mismatch)
     out = []
     xs = [x for x in sa.exchanges if x.request_frames]
     # IKEv1 NAT-D payloads (RFC 3947 §3.2) say the same as IKEv2's NAT_DETECTION_* notifies
@@ -235,6 +253,18 @@ def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         elif forced:
             title = ("UDP encapsulation forced by " + " and ".join(f"{s.role} {s.addr}" for s in forced)
                      + " (no NAT seen)")
+        elif (kept := hashes_unheeded(sa)) is not None:
+            kinds = {addr: sorted(k for k, a in sa.nat_mismatch if a == addr) for _k, addr in sa.nat_mismatch}
+            failing = "; ".join(f"{' and '.join(f'NAT_DETECTION_{k.upper()}_IP' for k in ks)} hash over {addr}"
+                                for addr, ks in kinds.items())
+            title = f"NAT_DETECTION hashes fail, but {sa.initiator} and {sa.responder} stayed on UDP 500 (no NAT shown)"
+            frames = frames_of(frames, [kept.request_frames[0], kept.response_frames[0]])
+            parts.insert(0, f"These hashes do not match the addresses and ports captured: {failing}. Yet {sa.initiator} sent "
+                         f"{exchange_label(kept, sa.version)} on UDP 500 (frame {kept.request_frames[0]}) and "
+                         f"{sa.responder} answered it there (frame {kept.response_frames[0]}). An initiator whose hashes do "
+                         "not match MUST move all later IKE and ESP to UDP 4500 (RFC 7296 §2.23): these peers found "
+                         "their hashes matching, so they compute them otherwise than SHA-1(SPIi | SPIr | IP | port) or "
+                         "ignore them, and the hashes are no evidence of a NAT between them.")
         else:
             title = "NAT detected"
         if sa.nat_rebindings:
@@ -248,12 +278,15 @@ def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             explanation=" ".join(parts),
             frames=frames_of(frames, [float_frame] if float_frame is not None else (),
                              *_rebinding_frames(sa.nat_rebindings)), sa=sa.key,
-            hint=_REBIND_HINT if bad else "Nothing to fix if the tunnel works; UDP 4500 must stay open and NAT "
+            hint=_REBIND_HINT if bad else _UNHEEDED_HINT if not natted and not forced and hashes_unheeded(sa) else
+            "Nothing to fix if the tunnel works; UDP 4500 must stay open and NAT "
             "keepalives keep the mapping alive." if natted or sa.nat_rebindings else
             "Nothing to fix: UDP encapsulation was asked for, not needed.",
             ts=sa.created_ts)
 
 
+_UNHEEDED_HINT = ("Nothing to fix while no NAT sits between the peers; behind one they would not move to UDP 4500 and "
+                  "their ESP would not pass it: check both peers' NAT-T support (RFC 7296 §2.23, RFC 3948).")
 _REBIND_HINT = ("The NAT in front of the peer that moved dropped its mapping: send NAT keepalives more often than the "
                 "NAT's UDP timeout (strongSwan keep_alive, default 20 s) and let the other peer follow a new "
                 "address (it must, RFC 7296 §2.23; with MOBIKE, RFC 4555, the moving peer announces it).")
