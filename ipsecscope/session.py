@@ -24,6 +24,7 @@ from . import session_fast
 from .capture import open_capture, renumbered
 from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
 from .decode.demux import Decoder
+from .decode.ikev1 import phase1_payload_label
 from .decode.inner import EspLayer, InnerStore
 from .decode.link import link_ethertype
 from .decode.quoted import QuotedStore
@@ -150,6 +151,8 @@ def _ike_info(msg: IkeMessage) -> str:
         if isinstance(p, NotifyPayload):
             enum = iana.NotifyType if h.major == 2 else getattr(iana, "Ikev1NotifyType", iana.NotifyType)
             names.append(f"N({iana.name(enum, p.notify_type)})")
+        elif h.major == 1 and (draft := phase1_payload_label(p)) is not None:
+            names.append(draft)
         else:
             enum = iana.PayloadType if h.major == 2 else getattr(iana, "Ikev1Payload", iana.PayloadType)
             names.append(_payload_label(enum, p.type))

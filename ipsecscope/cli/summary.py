@@ -110,8 +110,9 @@ def _ike_row(msg: IkeMessage) -> dict:
         names = [payload_name(p.type, 2) for p in msg.payloads]
     else:
         from ..decode.ike import payload_name
+        from ..decode.ikev1 import phase1_payload_label
 
-        names = [payload_name(p.type, 1) for p in msg.payloads]
+        names = [phase1_payload_label(p) or payload_name(p.type, 1) for p in msg.payloads]
         if h.encrypted_v1:
             names.append("<encrypted>")
     notifies = []

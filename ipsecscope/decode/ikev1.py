@@ -62,10 +62,30 @@ def parse_body(hdr: IkeHeader, body: bytes) -> tuple[tuple[AnyPayload, ...], str
     if hdr.flags & 0x01:
         # Encrypted with the phase-1 key; the crypto stage decrypts from msg.raw.
         return (Payload(hdr.next_payload, False, body),), None
-    return parse_chain(hdr.next_payload, body, HEADER_LEN)
+    return parse_chain(hdr.next_payload, body, HEADER_LEN, phase1=hdr.exchange in PHASE1_EXCHANGES)
 
 
-def parse_chain(first: int, data: bytes, base: int = 0) -> tuple[tuple[AnyPayload, ...], str | None]:
+# Main Mode and Aggressive Mode (RFC 2409 §5): the exchanges that carry NAT-D (RFC 3947 §3.2).
+PHASE1_EXCHANGES = frozenset((2, 4))
+# NAT-T drafts 04 to 08 numbered NAT-D 15 and NAT-OA 16 before RFC 3947 gave them 20 and 21: the
+# numbers GDOI (RFC 3547) took for SAK and SAT. Peers that agree on one of those drafts by Vendor
+# ID send them so (Cisco IOS on draft 07, racoon's NATD_BADDRAFT, Apple). GDOI's payloads only
+# travel in GROUPKEY-PULL/PUSH (RFC 6407 §3, §4), so in phase 1 these are NAT-D and NAT-OA.
+NAT_D_DRAFT_04_08, NAT_OA_DRAFT_04_08 = 15, 16
+
+
+def phase1_payload_label(p: AnyPayload) -> str | None:
+    """The row's name for a phase-1 NAT-D / NAT-OA of NAT-T drafts 04-08 (payload 15 / 16, decoded
+    as such only in Main or Aggressive Mode): "NAT_D_DRAFT" / "NAT_OA_DRAFT" as for drafts
+    01-03's 130 / 131, not GDOI's SAK / SAT. None for any other payload."""
+    if p.type == NAT_D_DRAFT_04_08 and isinstance(p, HashPayload):
+        return "NAT_D_DRAFT"
+    if p.type == NAT_OA_DRAFT_04_08 and isinstance(p, IdPayload):
+        return "NAT_OA_DRAFT"
+    return None
+
+
+def parse_chain(first: int, data: bytes, base: int = 0, phase1: bool = False) -> tuple[tuple[AnyPayload, ...], str | None]:
     """Walk an ISAKMP payload chain. Never raises (see decode.ike for the malformed rules).
 
     Bytes after the last payload are accepted when they can be CBC padding (RFC 2409 §5.3): all
@@ -83,7 +103,7 @@ def parse_chain(first: int, data: bytes, base: int = 0) -> tuple[tuple[AnyPayloa
             return tuple(out), bad or chain_fault(data, off, idx, ptype, 1)
         nxt = data[off]
         body = data[off + 4: off + plen]
-        dec = _DECODERS.get(ptype)
+        dec = _PHASE1_DECODERS.get(ptype) if phase1 and ptype in _PHASE1_DECODERS else _DECODERS.get(ptype)
         if dec is None:
             out.append(Payload(ptype, False, body))
             if ptype < 128 and ptype not in _V1_TYPES:
@@ -321,6 +341,9 @@ _DECODERS: dict[int, Callable[[int, bytes], AnyPayload]] = {
     P.NAT_OA: _nat_oa,
     P.NAT_OA_DRAFT: _nat_oa,
 }
+
+
+_PHASE1_DECODERS: dict[int, Callable[[int, bytes], AnyPayload]] = {NAT_D_DRAFT_04_08: _hash, NAT_OA_DRAFT_04_08: _nat_oa}
 
 
 # Kept here for callers that found it in this module first.

@@ -269,7 +269,8 @@ def _phase1(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
 def _nat_d(sa: IkeSa, msg: IkeMessage, is_response: bool) -> None:
     """RFC 3947 §3.2: NAT-D = HASH(CKY-I | CKY-R | IP | Port) with the negotiated hash; the first
     NAT-D is the receiver's address, the following ones the sender's."""
-    hashes = [p.data for p in msg.find(HashPayload) if p.type in (Ikev1Payload.NAT_D, Ikev1Payload.NAT_D_DRAFT)]
+    # (15: NAT-T drafts 04-08's number, decoded as a hash only in Main/Aggressive Mode, decode.ikev1)
+    hashes = [p.data for p in msg.find(HashPayload) if p.type in (Ikev1Payload.NAT_D, Ikev1Payload.NAT_D_DRAFT, 15)]
     if len(hashes) < 2:
         return
     algo = {16: "md5", 20: "sha1", 32: "sha256", 48: "sha384", 64: "sha512"}.get(len(hashes[0]))
