@@ -8,7 +8,8 @@ message is known: tshark with ip.defragment off dissects it as that IKE_AUTH req
 ipsecscope showed three MALFORMED "IP fragments never completed" rows, a CAPTURE-MALFORMED
 blaming the snap length, and an IKE SA whose story ended at IKE_SA_INIT: the IKE_AUTH, and
 IKE-IP-FRAGMENTED, the finding made for this failure, were missing. The rows stay as tshark
-shows them (unreassembled fragments); the tracker now gets the IKE message they start."""
+shows them (unreassembled fragments); the tracker now gets the IKE message they start, and
+IKE-IP-FRAGMENTED says the capture holds only the first fragment of each try."""
 
 from __future__ import annotations
 
@@ -81,3 +82,4 @@ def test_ike_ip_fragmented_says_what_went_wrong(cap: Path) -> None:
     f = found["IKE-IP-FRAGMENTED"]
     assert f["severity"] == "error" and f["frames"][0] == 3
     assert "IKE_AUTH" in f["explanation"]
+    assert "(frames 3, 4, 5) the capture holds only the first IP fragment" in f["explanation"]

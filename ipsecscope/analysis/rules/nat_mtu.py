@@ -314,6 +314,13 @@ def _inferred_rebindings(table: SaTable, ctx: RuleContext):
             ts=rb.ts)
 
 
+def _unfinished(table: SaTable) -> set[int]:
+    """First frames of IP datagrams whose other fragments never came (the decoder's "IP fragments
+    never completed" marks, as the tracker keeps them)."""
+    return {o.frames[0] for o in table.observations if o.kind == "malformed" and o.frames
+            and o.detail.get("layer") == "ip" and str(o.detail.get("reason", "")).startswith("IP fragments never completed")}
+
+
 @rule(10, "IKE-IP-FRAGMENTED", (Severity.WARNING, Severity.ERROR), ref="RFC 7383")
 def r_ip_fragmented(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """IKE messages fragmented at the IP layer without IKE fragmentation (RFC 7383): MTU trouble."""
@@ -325,6 +332,9 @@ def r_ip_fragmented(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         lost = [x for x in xs if not x.response_frames]
         sev = Severity.ERROR if lost else Severity.WARNING
         x = xs[0]
+        # Requests the capture holds only the first IP fragment of (decode.demux reads the IKE header
+        # there when the rest never came): the other fragments were lost before the capture point.
+        firsts = [f for y in xs for f in y.request_frames if f in cut] if (cut := _unfinished(table)) else []
         yield Finding(
             code="IKE-IP-FRAGMENTED", severity=sev,
             title=f"IKE messages between {sa.initiator} and {sa.responder} were IP-fragmented"
@@ -332,6 +342,11 @@ def r_ip_fragmented(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             explanation=f"{plural(len(xs), 'exchange')} ({', '.join(exchange_label(y, sa.version) for y in xs[:3])}) carried IKE messages "
             "larger than the path MTU, split into IP fragments. Firewalls and NATs often drop fragments"
             + (", and these requests were never answered." if lost else ".")
+            + (" Of " + (f"the requests sent (frames {', '.join(map(str, firsts[:5]))})" if len(firsts) > 1 else
+                          f"the request sent (frame {firsts[0]})")
+               + f" the capture holds only the first IP fragment: the others were lost between {x.requester} and the "
+               "capture point, as where a firewall or NAT drops non-first fragments (they carry no UDP ports)."
+               if firsts else "")
             + ("" if both else " IKE fragmentation (RFC 7383) was not negotiated by both peers."),
             frames=frames_of(*(y.request_frames[:2] for y in xs[:3])), sa=sa.key,
             hint="Enable IKE fragmentation on both peers (strongSwan: fragmentation = yes, the default) or "
