@@ -1,6 +1,6 @@
 """IPsec carried by links other than Ethernet/IP (tests/data/carriers: the healthy-gcm sample's IP
 packets behind an MPLS label stack, an Ethernet pseudowire, a PPPoE session, PPP, Linux cooked
-MPLS; make.py there), against tshark frame by frame.
+MPLS, a router's serial link (Cisco HDLC, Frame Relay); make.py there), against tshark frame by frame.
 
 The class: ipsecscope read only Ethernet (VLAN tags), Linux cooked and raw IP/loopback links;
 every frame of a VPN captured on a provider's MPLS core or a DSL line's PPPoE side was "other"

@@ -36,6 +36,8 @@ LINK_NAMES = {
     108: "OpenBSD loopback (LOOP)",
     9: "PPP",
     50: "PPP in HDLC-like framing",
+    104: "Cisco HDLC",
+    107: "Frame Relay",
     113: "Linux cooked (SLL)",
     117: "OpenBSD pflog",
     239: "Linux NFLOG",
@@ -196,6 +198,41 @@ def _pflog(data: bytes) -> tuple[int, int]:
     return NOT_IP, off
 
 
+# RFC 2427 §3 NLPIDs (ISO/IEC TR 9577) for IP routed over Frame Relay; 0x80 = a SNAP header follows.
+NLPID_IPV4, NLPID_IPV6, NLPID_SNAP = 0xCC, 0x8E, 0x80
+
+
+def _frelay(data: bytes) -> tuple[int, int]:
+    """LINKTYPE_FRELAY: the Q.922 address (2 to 4 octets: each one's low bit, EA, is set in the
+    last), the UI control octet 0x03, optional 0x00 padding, then the NLPID (RFC 2427 §3): IPv4,
+    IPv6, or SNAP (OUI 00-00-00, then an Ethertype; RFC 2427 §4.1)."""
+    n = len(data)
+    off = 0
+    while off < min(n, 4) and not data[off] & 1:
+        off += 1
+    off += 1  # the octet with EA set
+    if n < off + 2:
+        return TRUNCATED, off + 2
+    if data[off] != 0x03:  # not a UI frame: Q.933 signalling or another control field
+        return NOT_IP, off
+    off += 1
+    if data[off] == 0x00:  # RFC 2427 §3: a pad octet aligns what follows
+        off += 1
+        if n <= off:
+            return TRUNCATED, off + 1
+    nlpid = data[off]
+    if nlpid == NLPID_IPV4:
+        return 4, off + 1
+    if nlpid == NLPID_IPV6:
+        return 6, off + 1
+    if nlpid == NLPID_SNAP:
+        if n < off + 6:
+            return TRUNCATED, off + 6
+        if data[off + 1:off + 4] == b"\0\0\0":
+            return _ethertype((data[off + 4] << 8) | data[off + 5], off + 6, data)
+    return NOT_IP, off
+
+
 def _ppp(data: bytes) -> tuple[int, int]:
     """LINKTYPE_PPP / PPP_HDLC: optional address/control 0xff 0x03 (RFC 1662 §3.1), then the
     protocol field: 2 octets, or 1 when compressed (odd first octet, RFC 1661 §6.5)."""
@@ -245,6 +282,12 @@ def ip_offset(linktype: int, data: bytes) -> tuple[int, int]:
         return _ethertype((data[0] << 8) | data[1], 20, data)
     if linktype == 9 or linktype == 50:
         return _ppp(data)
+    if linktype == 104:  # Cisco HDLC: address (0x0f unicast, 0x8f broadcast), control 0, Ethertype
+        if n < 4:
+            return TRUNCATED, 4
+        return _ethertype((data[2] << 8) | data[3], 4, data)
+    if linktype == 107:
+        return _frelay(data)
     if linktype == 239:
         return _nflog(data)
     if linktype == 117:

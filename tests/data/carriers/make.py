@@ -35,6 +35,12 @@ WRAP = {  # name -> (link type, bytes before the IP packet)
     "pppoe.pcap": (1, MACS + b"\x88\x64" + b"\x11\x00\x00\x01"),
     # LINKTYPE_PPP with the HDLC-like address/control octets (RFC 1662 §3.1)
     "ppp.pcap": (9, b"\xff\x03\x00\x21"),
+    # LINKTYPE_C_HDLC (Cisco HDLC, a router's serial link): address 0x0f (unicast), control 0, then
+    # an Ethertype (0x0800)
+    "chdlc.pcap": (104, b"\x0f\x00\x08\x00"),
+    # LINKTYPE_FRELAY: Q.922 address of DLCI 100 (2 octets, EA set in the second), UI control 0x03,
+    # NLPID 0xcc (IPv4) as RFC 2427 §3 routes IP over Frame Relay
+    "frame-relay.pcap": (107, bytes(((100 >> 4) << 2, ((100 & 0xF) << 4) | 1, 0x03, 0xCC))),
     # Linux cooked capture (SLL) of an MPLS interface
     "sll-mpls.pcap": (113, b"\x00\x00\x00\x01\x00\x06" + bytes.fromhex("020000000001") + b"\0\0\x88\x47"
                       + mpls(16, True)),
