@@ -61,8 +61,8 @@ def test_ike_and_esp_behind_other_links_are_tsharks(cap):
     assert kinds == {"IKE": 16, "ESP": 18}
 
 
-@pytest.mark.parametrize("cap", [DATA / "carriers" / "pppoe.pcap", DATA / "carriers" / "mpls-ethernet-pw.pcap"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("cap", [DATA / "carriers" / "pppoe.pcap", DATA / "carriers" / "mpls-ethernet-pw.pcap",
+                                 DATA / "carriers" / "frame-relay.pcap"], ids=lambda p: p.name)
 def test_carried_esp_decrypts_with_the_samples_keys(cap):
     doc = json.loads(cli("sas", str(cap), "-k", str(KEYS), "--json"))
     flows = doc["flows"]
