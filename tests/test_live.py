@@ -265,6 +265,40 @@ def test_kill_9_of_either_part_ends_the_other(victim):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+@pytest.mark.parametrize("how", ["del", "down"])
+def test_capture_interface_going_away_is_named_as_the_cause(how):
+    """The interface under the capture is deleted (a VPN's tun, a container's veth) or set down:
+    live ends in one line naming the interface, as tcpdump does ("The interface went down"),
+    with no traceback. It said "the privileged capture helper ended unexpectedly (exit status
+    0)", which sends an engineer looking for a crash, not at the interface."""
+    ns = _netns("gone")
+    try:
+        ip = ["ip", "-n", ns, "link"]
+        subprocess.run([*ip, "add", "goa", "type", "veth", "peer", "name", "gob"], check=True)
+        subprocess.run([*ip, "set", "goa", "up"], check=True)
+        subprocess.run([*ip, "set", "gob", "up"], check=True)
+        live = subprocess.Popen(["ip", "netns", "exec", ns, *_live_cmd("-i", "goa", "--headless")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert b'"started"' in live.stdout.readline()
+            if how == "del":
+                subprocess.run([*ip, "del", "goa"], check=True)
+            else:
+                subprocess.run([*ip, "set", "goa", "down"], check=True)
+            _, err = live.communicate(timeout=30)
+        finally:
+            if live.poll() is None:
+                live.kill()
+                live.wait()
+        lines = err.decode().strip().splitlines()
+        assert live.returncode == 1, lines
+        assert len(lines) == 1 and "capture interface 'goa' went down or disappeared" in lines[0], lines
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 def test_runner_rejects_missing_interface():
     from ipsecscope.live import LiveRunner
 

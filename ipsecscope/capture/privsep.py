@@ -39,6 +39,7 @@ Stdlib only, on purpose: the privileged process imports nothing from ipsecscope.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -223,6 +224,7 @@ def serve(pkt: socket.socket, chan: socket.socket, logs: list[str], xfrm: bool, 
     xfrm_src = XfrmState(len(sources)) if xfrm else None
     pkt.setblocking(False)
     chan.setblocking(True)
+    name = pkt.getsockname()[0]  # the interface, for the message if it goes away
     received = drops = 0
     next_keys = next_xfrm = next_stats = 0.0
     ready = [pkt, chan]
@@ -239,12 +241,18 @@ def serve(pkt: socket.socket, chan: socket.socket, logs: list[str], xfrm: bool, 
             out += record(MSG_TICK, TICK.pack(tick))
             next_keys = now + KEY_POLL
         if now >= next_stats:
-            p, d = kernel_stats(pkt)
+            try:
+                p, d = kernel_stats(pkt)
+            except OSError as exc:
+                raise HelperError(_socket_gone(name, exc)) from None
             received, drops = received + p, drops + d
             out += record(MSG_STATS, STATS.pack(received, drops))
             next_stats = now + STATS_EVERY
         while len(out) < BATCH_BYTES:
-            got = recv_frame(pkt, snaplen, skip_outgoing, socket.MSG_DONTWAIT)
+            try:
+                got = recv_frame(pkt, snaplen, skip_outgoing, socket.MSG_DONTWAIT)
+            except OSError as exc:
+                raise HelperError(_socket_gone(name, exc)) from None
             if got is None:
                 break
             ts_ns, data = got
@@ -272,6 +280,16 @@ def serve(pkt: socket.socket, chan: socket.socket, logs: list[str], xfrm: bool, 
     out += record(MSG_STATS, STATS.pack(received + p, drops + d))
     out += record(MSG_BYE, b"")
     chan.sendall(out)
+
+
+def _socket_gone(name: str, exc: OSError) -> str:
+    """Why the packet socket failed, as tcpdump says it. The kernel reports an interface that is
+    set down or deleted under a bound packet socket as ENETDOWN then ENODEV (packet(7)); this used
+    to fall into main()'s "analyser gone" branch, so the analyser only heard "helper ended
+    unexpectedly (exit status 0)" and nobody learnt that the interface was the cause."""
+    if exc.errno in (errno.ENETDOWN, errno.ENODEV, errno.ENXIO):
+        return f"capture interface {name!r} went down or disappeared ({exc.strerror}); capture stopped"
+    return f"reading from capture interface {name!r} failed: {exc.strerror or exc}; capture stopped"
 
 
 _terminated = False
