@@ -10,20 +10,34 @@ packets is named on the command line:
     --corrupt N    flip one ciphertext byte of the N-th one (its ICV then fails at the receiver)
     --reorder N    hold the N-th one and send it after the next one
 
+``--control FILE`` impairs by policy instead, changed while it runs (a field walkthrough: the
+engineer watches the analyser while the path misbehaves). The file holds one JSON object, re-read
+whenever its mtime changes; every key is optional and applies to ESP-in-UDP packets in the named
+directions ("lan>wan", "wan>lan")::
+
+    {"drop": ["wan>lan"], "corrupt": ["lan>wan"], "dup": [], "delay_ms": 0}
+
+``drop``/``corrupt``/``dup`` act on every such packet; ``delay_ms`` holds every frame (any kind,
+both ways) that long. A frame bigger than the out interface's MTU (``ip link set wan mtu 1280``)
+cannot be sent: it is dropped as a switch with a smaller MTU would, silently (no ICMP: a bridge
+has no address; a PMTU black hole) and logged as ``too_big``. Each policy change is logged too.
+
 Each action is one JSON line in ``--log`` (the ground truth of samples/path-impairments): the
 action, the ESP packet's position, SPI and sequence number, the byte flipped, and a SHA-256 of
 every frame sent for it. UDP checksums are recomputed for every UDP/IPv4 frame: the peers' veths
 hand over frames with a partial (offloaded) checksum, which the far side would otherwise drop.
 
-Usage: bridge.py --log FILE [--dup N] [--corrupt N] [--reorder N] [--lan lan] [--wan wan]
+Usage: bridge.py --log FILE [--dup N] [--corrupt N] [--reorder N] [--control FILE] [--lan lan] [--wan wan]
 Stops on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
+import os
 import select
 import signal
 import socket
@@ -84,6 +98,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--dup", type=int, action="append", default=[])
     ap.add_argument("--corrupt", type=int, action="append", default=[])
     ap.add_argument("--reorder", type=int, action="append", default=[])
+    ap.add_argument("--control", help="JSON policy file re-read when it changes (see above)")
     args = ap.parse_args(argv)
 
     socks = {}
@@ -108,15 +123,61 @@ def main(argv: list[str]) -> int:
     n = 0                      # ESP packets seen lan -> wan
     held: tuple[dict, bytearray] | None = None
     by_fd = {s.fileno(): name for name, s in socks.items()}
+    policy: dict = {}
+    policy_mtime = 0.0
+    delayed: list[tuple[float, socket.socket, bytearray]] = []   # (due, out socket, frame)
+    esp_n = {f"{args.lan}>{args.wan}": 0, f"{args.wan}>{args.lan}": 0}
 
     def record(entry: dict, *frames: bytes) -> None:
         entry["time"] = round(time.time(), 6)
         entry["sha256"] = [hashlib.sha256(f).hexdigest()[:16] for f in frames]
         log.write(json.dumps(entry) + "\n")
 
-    while running:
+    def send(out: socket.socket, frame: bytearray, direction: str) -> None:
+        delay = policy.get("delay_ms", 0) / 1000.0
+        if delay > 0:
+            delayed.append((time.monotonic() + delay, out, frame))
+            return
+        transmit(out, frame, direction)
+
+    def transmit(out: socket.socket, frame: bytearray, direction: str) -> None:
         try:
-            ready, _, _ = select.select(list(by_fd), [], [], 0.2)
+            out.send(frame)
+        except OSError as e:
+            if e.errno != errno.EMSGSIZE:
+                raise
+            # Bigger than the out link's MTU: lost on the wire, nobody told (L2 has no ICMP).
+            esp = esp_in_udp(frame)
+            record({"action": "too_big", "dir": direction, "length": len(frame) - 14,
+                    **({"spi": f"0x{esp[1]:08x}", "seq": esp[2]} if esp else {})}, bytes(frame))
+
+    def reload_policy() -> None:
+        nonlocal policy, policy_mtime
+        try:
+            mtime = os.stat(args.control).st_mtime
+        except FileNotFoundError:
+            mtime = 0.0
+        if mtime == policy_mtime:
+            return
+        policy_mtime = mtime
+        try:
+            with open(args.control) as f:
+                policy = json.load(f) if mtime else {}
+        except (OSError, ValueError) as e:
+            log.write("# policy unreadable: " + str(e) + "\n")
+            return
+        log.write(json.dumps({"policy": policy, "time": round(time.time(), 6)}) + "\n")
+
+    while running:
+        if args.control:
+            reload_policy()
+        now = time.monotonic()
+        while delayed and delayed[0][0] <= now:
+            _due, out_s, fr = delayed.pop(0)
+            transmit(out_s, fr, "delayed")
+        wait = 0.2 if not delayed else max(0.0, min(0.2, delayed[0][0] - now))
+        try:
+            ready, _, _ = select.select(list(by_fd), [], [], wait)
         except InterruptedError:
             continue
         for fd in ready:
@@ -126,10 +187,32 @@ def main(argv: list[str]) -> int:
                 continue
             frame = bytearray(data)
             out = other[name]
-            esp = esp_in_udp(frame) if name == args.lan else None
+            direction = f"{name}>{args.wan if name == args.lan else args.lan}"
+            esp_any = esp_in_udp(frame)
+            if esp_any is not None and policy:
+                esp_n[direction] += 1
+                off, spi, seq = esp_any
+                entry = {"esp_index": esp_n[direction], "spi": f"0x{spi:08x}", "seq": seq,
+                         "dir": direction}
+                if direction in policy.get("drop", ()):
+                    record({**entry, "action": "drop"})
+                    continue
+                if direction in policy.get("corrupt", ()):
+                    pos = off + 8 + (len(frame) - off - 8) // 2
+                    frame[pos] ^= 0xFF
+                    entry.update(action="corrupt", byte_offset_in_esp=pos - off)
+                fix_udp_checksum(frame)
+                send(out, frame, direction)
+                if direction in policy.get("dup", ()):
+                    send(out, frame, direction)
+                    entry["action"] = "dup"
+                if "action" in entry:
+                    record(entry, bytes(frame))
+                continue
+            esp = esp_any if name == args.lan else None
             if esp is None:
                 fix_udp_checksum(frame)
-                out.send(frame)
+                send(out, frame, direction)
                 continue
             n += 1
             off, spi, seq = esp
@@ -144,16 +227,16 @@ def main(argv: list[str]) -> int:
                 entry["action"] = "reorder"
                 held = (entry, frame)
                 continue
-            out.send(frame)
+            send(out, frame, direction)
             if n in args.dup:
-                out.send(frame)
+                send(out, frame, direction)
                 entry["action"] = "dup"
                 record(entry, bytes(frame), bytes(frame))
             elif "action" in entry:
                 record(entry, bytes(frame))
             if held is not None:
                 h_entry, h_frame = held
-                out.send(h_frame)
+                send(out, h_frame, direction)
                 h_entry["sent_after_seq"] = seq
                 record(h_entry, bytes(h_frame))
                 held = None
