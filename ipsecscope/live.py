@@ -22,6 +22,9 @@ Events (``--headless`` prints one JSON object per line; every one has ``event`` 
   ``child_sa_created|rekeyed|deleted|failed``, ``esp_flow_started`` (fields: see state/tracker.py)
 - ``finding``: ``code``, ``severity``, ``title``, ``explanation``, ``frames``, ``sa``, ``hint``;
   ``ts`` is the time it refers to, or, for one about no packet in particular, the time it was found
+- ``finding_ended``: ``code``, ``severity``, ``title``, ``sa``, ``times`` — a finding the traffic no
+  longer shows (a return path that came back); ``ts`` is the capture time it was first seen gone,
+  ``times`` how many spells it has held. The TUI keeps it listed, marked ended (live_findings)
 - ``suppressed``: ``count``, ``events`` (per kind) — SA and finding events refused by the
   :class:`EventBudget` in the last second (a flood of random SPIs must not flood the stream)
 - ``stats``: ``frames``, ``ike``, ``esp``, ``decrypted``, ``icv_failed``, ``no_key``, ``malformed``,
@@ -42,6 +45,7 @@ from .capture import privsep
 from .capture.live import DEFAULT_BPF, HelperStream, LiveCapture
 from .errors import ExportError, KeyFileError, LiveCaptureError
 from .keys import KeyStore
+from .live_findings import Ended, KeptFindings
 from .model.packets import RawFrame
 from .model.sa import Finding
 from .session import Session
@@ -311,6 +315,10 @@ class LiveRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seen_findings: dict[tuple, tuple] = {}
+        # Findings that ended stay listed (live_findings): the TUI shows kept.view(), and the
+        # stream says finding_ended once per end (the ones already told are in _ended_told).
+        self.kept = KeptFindings()
+        self._ended_told: dict[tuple, Ended] = {}
         self.budget = EventBudget()
         self._findings_checked = 0.0
         self._index = 0
@@ -426,8 +434,17 @@ class LiveRunner:
         # cost of everything that walks it, finish() included) without limit (issue 12).
         self.session.tracker.expire(wall, max_age=INFERRED_MAX_AGE, max_inferred=INFERRED_MAX)
         self.session.finish(now=wall)  # e.g. an IKE request unanswered for 10 s
-        for ev in finding_events(self._seen_findings, self.session.findings, take, now=wall):
+        findings = self.session.findings
+        self.kept.view(findings, self.session.table.last_ts)
+        for ev in finding_events(self._seen_findings, findings, take, now=wall):
             self.emit(ev)
+        for e in self.kept.ended_since(self._ended_told):
+            f = e.finding
+            if take("finding_ended"):
+                self.emit({"event": "finding_ended", "ts": e.at if e.at is not None else wall,
+                           "code": f.code, "severity": f.severity.name.lower(), "title": f.title,
+                           "sa": f.sa, "times": e.times})
+        self._ended_told = self.kept.snapshot()
         refused = self.budget.report()
         if refused is not None:
             self.emit(refused)

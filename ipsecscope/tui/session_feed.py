@@ -257,7 +257,11 @@ class SessionFeed(App[int]):
                 return
             self._live_frames = marker
             # rows: a snapshot, the deque keeps moving
-            self._show_session(SessionView(session, list(session.rows), findings_of(session), live=True,
+            findings = findings_of(session)
+            kept = getattr(runner, "kept", None)
+            if kept is not None:  # a finding that ended stays listed, marked so (live_findings)
+                findings = kept.view(findings, session.table.last_ts)
+            self._show_session(SessionView(session, list(session.rows), findings, live=True,
                                            ended=marker[1], lock=runner.lock))
 
     def _label_findings(self, findings: Sequence[Finding], partial: bool = False) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..capture import CaptureReader, open_capture, renumbered
 from ..errors import IpsecscopeError
+from ..live_findings import KeptFindings
 from ..session import Session
 
 DEFAULT_MAX_ROWS = 200_000
@@ -31,6 +32,9 @@ class CaptureFollower:
                 self.key_errors.append(str(exc))
         self.follow = follow
         self.lock = threading.RLock()
+        # --follow grows like a live capture: a finding that ended stays listed (live_findings). Not
+        # for a file or a pipe read to its end: their findings are the whole capture's, as `findings`.
+        self.kept = KeptFindings() if follow else None
         self.error: BaseException | None = None
         self.finished = False  # every input has ended (never, while following, until stop())
         self._stop = threading.Event()
