@@ -516,3 +516,42 @@ async def test_a_file_opens_on_its_packets_and_sa_detail_shows_the_tree_cursors_
         await pilot.pause()
         text = app.query_one(SaDetail).as_text()
         assert "Peers 198.18.0.1 ⇄ 198.18.0.2" in text and "Choose" not in text, text
+
+
+def test_live_packet_list_shown_after_frames_came_while_hidden_shows_the_cursor(tmp_path: Path) -> None:
+    """live4: live opens on SA detail; frames that arrive while Packets is hidden move its cursor to
+    the newest (the detail pane shows that frame) but a hidden list cannot scroll (it has no
+    height), so pressing 2 showed frames 1-9 with the cursor, the newest frame, below the screen
+    until the next frame came."""
+    from ipsecscope.tui.widgets.packet_table import PacketTable
+
+    app, runner, growing, data = growing_capture_app(tmp_path, "healthy-gcm", 8)
+
+    async def run() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            table = app.query_one(PacketTable)
+            for part in (4, 2, 1):  # several refreshes while hidden, as frames trickle in live
+                with growing.open("ab") as f:
+                    f.seek(0, 2)
+                    f.write(data[f.tell():len(data) // part])
+                for _ in range(600):
+                    await pilot.pause(0.1)
+                    with runner.lock:
+                        frames = runner.session.stats.frames
+                    if frames and len(table.view) == frames:
+                        break
+                await pilot.pause(1.2)
+            await pilot.pause(1.2)  # a refresh with nothing new: what the list shows until a frame comes
+            runner.stop()
+            await pilot.press("1")
+            await pilot.pause(1.2)
+            await pilot.press("2")
+            await pilot.pause(0.5)
+            top, height = round(table.scroll_y), table.scrollable_content_region.height
+            assert table.cursor == 33 and height < 34, (table.cursor, height)
+            assert top <= table.cursor < top + height, (top, height)
+
+    try:
+        asyncio.run(run())
+    finally:
+        runner.stop()

@@ -371,6 +371,10 @@ class PacketTable(ScrollView, can_focus=True):
     def on_resize(self, event: events.Resize) -> None:
         self._cache.clear()
         self.virtual_size = Size(event.size.width, len(self.view))
+        # A hidden table (another tab on screen) has no height, so the scrolls that followed the
+        # cursor while live frames came did nothing: shown again, it sat on frames 1-9 with the
+        # cursor, the newest frame, below the screen. Once laid out at its new size, bring it in.
+        self.call_after_refresh(self._scroll_cursor_visible)
 
     # ---- rendering -------------------------------------------------------------------------
     def render_line(self, y: int) -> Strip:
