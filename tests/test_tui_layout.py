@@ -333,3 +333,30 @@ async def test_tree_labels_fit_again_after_a_resize() -> None:
                 assert size[0] < 120 or line.endswith(" inferred"), (size, line)
             # fitted to the new width, not the old one (the tree kept 160-column labels at 100)
             assert app.query_one(SaTree).region.width <= size[0] * 0.4, size
+
+
+@sync
+async def test_at_80x24_one_long_finding_leaves_room_for_the_others() -> None:
+    """live4: at 80x24 the Findings title column is ~24 cells; samples/peer-restart's ERROR title
+    wrapped to 10 lines and filled the list, so the warning and info under it (a newer warning,
+    live) were out of sight. A row takes at most a third of the list; the whole title heads the
+    explanation below, which says which finding the cut one is."""
+    from ipsecscope.tui.widgets.findings import FindingsView
+
+    app = app_for("peer-restart")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("3")
+        await pilot.pause(0.3)
+        view = app.query_one(FindingsView)
+        table = view.query_one("#findings-table", DataTable)
+        assert [f.severity.name for f in view.findings] == ["ERROR", "WARNING", "INFO"]
+        rows = table.size.height - 1  # the header
+        heights = [r.height for r in table.ordered_rows]
+        assert max(heights) <= rows // 3 and sum(heights) <= rows, (heights, rows)
+        screen = "\n".join(screen_lines(app))
+        for f in view.findings:
+            assert f.code in screen, f.code  # every finding's row on screen
+        error = view.findings[0]
+        assert error.title in " ".join(str(view.query_one("#finding-explain").render()).split())
+        assert "…" in screen

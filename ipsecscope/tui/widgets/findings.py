@@ -47,6 +47,7 @@ class FindingsView(Vertical):
         super().__init__(id=id)
         self.findings: list[Finding] = []
         self._filled_width = 0
+        self._filled_height = 0
         # (code, SA) of the finding the last refresh put the cursor on: the cursor elsewhere at the
         # next refresh means the user moved it, and from then on refreshes leave it to them.
         self._placed: tuple[str, str | None] | None = None
@@ -105,7 +106,8 @@ class FindingsView(Vertical):
 
     def on_resize(self, event: events.Resize) -> None:
         table = self.query_one(DataTable)
-        if self.findings and table.size.width != self._filled_width:  # titles wrap to the new width
+        # Titles wrap to the new width, and are cut to the new height's share (see _fill).
+        if self.findings and (table.size.width, table.size.height) != (self._filled_width, self._filled_height):
             self._fill(table.cursor_row)
 
     def _fill(self, cursor: int) -> None:
@@ -114,8 +116,14 @@ class FindingsView(Vertical):
         evidence frames are in the explanation below)."""
         table: DataTable[Text | str] = self.query_one(DataTable)
         # Not laid out yet (a hidden tab): 80 columns for now, the first resize fills it again.
-        self._filled_width = table.size.width
+        self._filled_width, self._filled_height = table.size.width, table.size.height
         width = (table.size.width or 80) - 2  # the vertical scrollbar
+        # When the rows do not all fit, none takes more than a third of the list's height: at 80x24
+        # the title column is ~24 cells and one error's title wrapped to 10 lines, filling the
+        # list, so a newer warning arrived out of sight (live4). The whole title heads the
+        # explanation below the list.
+        room = table.size.height - 1 if table.size.height else 0  # the header row
+        most = max(2, room // 3) if room else 3
         code_w = max((len(f.code) for f in self.findings), default=4)
         frames = [frames_text(f.all_frames, 3) for f in self.findings]
         frames_w = max((len(x) for x in frames), default=0)
@@ -130,10 +138,16 @@ class FindingsView(Vertical):
         table.add_column("Title", key="title", width=title_w)
         if with_frames:
             table.add_column("Frames", key="frames", width=max(frames_w, 6))
+        wrapped = []
+        for f in self.findings:
+            title = arrow_text(f.title) + (f" ×{f.count:,}\u00a0SAs" if f.count > 1 else "")  # one finding for many SAs
+            wrapped.append(textwrap.wrap(title, title_w, break_long_words=False, break_on_hyphens=False) or [""])
+        if sum(len(lines) for lines in wrapped) > (room or 3 * len(wrapped)):
+            wrapped = [lines if len(lines) <= most else [*lines[:most - 1], lines[most - 1][:title_w - 1] + "…"]
+                       for lines in wrapped]
         for i, f in enumerate(self.findings):
             sev = Text(SEVERITY_LABEL.get(f.severity, f.severity.name), SEVERITY_STYLE.get(f.severity, ""))
-            title = arrow_text(f.title) + (f" ×{f.count:,}\u00a0SAs" if f.count > 1 else "")  # one finding for many SAs
-            lines = textwrap.wrap(title, title_w, break_long_words=False, break_on_hyphens=False) or [""]
+            lines = wrapped[i]
             cells: list[Text | str] = [sev, Text(f.code, "bold"), Text("\n".join(lines))]
             if with_frames:
                 cells.append(Text(frames[i]))
