@@ -235,6 +235,24 @@ def finding_events(seen: dict[tuple, tuple], findings: list[Finding],
     return out
 
 
+def finding_ended_events(kept: KeptFindings, told: dict[tuple, Ended],
+                         take: Callable[[str], bool] | None = None, now: float | None = None) -> list[dict]:
+    """``finding_ended`` events for the findings ``kept`` saw end since ``told`` (what was already
+    said; updated in place). Whoever called ``kept.view()`` (the TUI's refresh or the runner),
+    each end is said once. ``ts`` is the capture time it was first seen gone (else ``now``)."""
+    out = []
+    for e in kept.ended_since(told):
+        f = e.finding
+        if take is not None and not take("finding_ended"):
+            continue
+        out.append({"event": "finding_ended", "ts": e.at if e.at is not None else (now or time.time()),
+                    "code": f.code, "severity": f.severity.name.lower(), "title": f.title, "sa": f.sa,
+                    "times": e.times})
+    told.clear()
+    told.update(kept.snapshot())
+    return out
+
+
 class LiveRunner:
     """Capture → (key-delay queue) → Session, in a background thread or the calling one.
 
@@ -438,13 +456,8 @@ class LiveRunner:
         self.kept.view(findings, self.session.table.last_ts)
         for ev in finding_events(self._seen_findings, findings, take, now=wall):
             self.emit(ev)
-        for e in self.kept.ended_since(self._ended_told):
-            f = e.finding
-            if take("finding_ended"):
-                self.emit({"event": "finding_ended", "ts": e.at if e.at is not None else wall,
-                           "code": f.code, "severity": f.severity.name.lower(), "title": f.title,
-                           "sa": f.sa, "times": e.times})
-        self._ended_told = self.kept.snapshot()
+        for ev in finding_ended_events(self.kept, self._ended_told, take, now=wall):
+            self.emit(ev)
         refused = self.budget.report()
         if refused is not None:
             self.emit(refused)

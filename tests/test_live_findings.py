@@ -131,3 +131,28 @@ def test_a_followed_capture_keeps_the_warning_that_ended(tmp_path: Path) -> None
         assert len(titles) == 1, seen
         assert (" — ended " in titles[0]) is not on, seen
     assert seen[-1][2][0].endswith("UTC, 4 times"), seen
+
+
+def test_headless_says_finding_ended_once_per_end() -> None:
+    """--headless: each time ESP-RETURN-STOPPED stops holding, one ``finding_ended`` event with the
+    capture time it was first seen gone and how many spells it has held; nothing again at the
+    evaluations after it (whoever evaluated: the TUI's refresh calls kept.view() too)."""
+    from ipsecscope.live import finding_ended_events
+
+    s = Session()
+    s.add_key_files([LOG])
+    kept, told = KeptFindings(), {}
+    events, gone_at = [], []
+    changes = dict(spells())
+    with open_capture(CAP) as r:
+        for raw in r:
+            s.feed(raw)
+            kept.view(s.findings, s.table.last_ts)
+            if raw.index in changes and not changes[raw.index]:
+                gone_at.append(raw.ts)
+                kept.view(s.findings, s.table.last_ts)  # a second look (the TUI) before the runner's
+            events += finding_ended_events(kept, told)
+    ours = [e for e in events if e["code"] == CODE]
+    assert [e["times"] for e in ours] == [1, 2, 3, 4] and len(events) == len(ours), events
+    assert [e["ts"] for e in ours] == gone_at
+    assert all(e["severity"] == "warning" and e["sa"].startswith("esp:198.18.0.1>198.18.0.2:") for e in ours)
