@@ -91,7 +91,8 @@ def _marked(e: Ended) -> Finding:
     again = f", {e.times} times" if e.times > 1 else ""
     note = (f"Ended: the traffic since {_clock(e.at)} no longer shows this{again}; kept so that what "
             "happened while nobody looked stays on the screen.")
-    return replace(f, title=f"{f.title} — ended {_clock(e.at)}{again}",
+    # In front: at 80x24 the list cuts a long title, and "ended" is what changes its meaning.
+    return replace(f, title=f"ended {_clock(e.at)}{again}: {f.title}",
                    explanation=f"{note}\n{f.explanation}")
 
 

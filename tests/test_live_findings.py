@@ -75,11 +75,11 @@ def test_kept_findings_keep_an_ended_one_once_and_count_its_spells() -> None:
             ours = [f for f in shown if f.code == CODE]
             assert len(ours) == 1, [f.title for f in ours]  # one entry, held or ended
             if changes[raw.index]:
-                assert "ended" not in ours[0].title
+                assert not ours[0].title.startswith("ended ")
             else:
                 ended += 1
                 times = f", {ended} times" if ended > 1 else ""
-                assert ours[0].title.endswith(f"UTC{times}") and " — ended " in ours[0].title, ours[0].title
+                assert ours[0].title.startswith("ended ") and f" UTC{times}: ESP from " in ours[0].title, ours[0].title
                 assert ours[0].explanation.startswith("Ended: ")
             sizes.append(len(shown))
     assert sizes == sorted(sizes), sizes  # the list never shrinks
@@ -129,8 +129,8 @@ def test_a_followed_capture_keeps_the_warning_that_ended(tmp_path: Path) -> None
     assert counts == sorted(counts), seen
     for on, _label, titles in seen:
         assert len(titles) == 1, seen
-        assert (" — ended " in titles[0]) is not on, seen
-    assert seen[-1][2][0].endswith("UTC, 4 times"), seen
+        assert titles[0].startswith("ended ") is not on, seen
+    assert " UTC, 4 times: " in seen[-1][2][0], seen
 
 
 def test_headless_says_finding_ended_once_per_end() -> None:
