@@ -24,7 +24,6 @@ from . import session_fast
 from .capture import open_capture, renumbered
 from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
 from .decode.demux import Decoder
-from .decode.ikev1 import phase1_payload_label
 from .decode.inner import EspLayer, InnerStore
 from .decode.link import link_ethertype
 from .decode.quoted import QuotedStore
@@ -145,7 +144,7 @@ def _ike_info(msg: IkeMessage) -> str:
     names = []
     # A decrypted IKEv1 message keeps its encrypted body as one opaque payload: show the inside.
     shown = msg.inner if (h.encrypted_v1 and msg.decrypted) else msg.payloads + msg.inner
-    from .model.ike import NotifyPayload
+    from .model.ike import NotifyPayload, phase1_payload_label
 
     for p in shown:
         if isinstance(p, NotifyPayload):

@@ -61,3 +61,16 @@ def test_rows_name_them_nat_d_and_the_sa_checked_nat() -> None:
     (sa,) = json.loads(cli("sas", "--json", str(CAP)))["ike_sas"]
     assert sa["nat"]["initiator"] is False and sa["nat"]["responder"] is False  # checked: both hashes match
     assert "NAT_D_DRAFT NAT_D_DRAFT ]" in cli("packets", str(CAP)).splitlines()[2]
+
+
+def test_tui_packet_detail_names_them_nat_d_too() -> None:
+    """The TUI packet detail's payload rows say what `packets` and `summary` say (one naming rule,
+    model.ike.phase1_payload_label): NAT_D_DRAFT in MM3/MM4, never GDOI's SAK."""
+    from conftest import ike_messages
+
+    from ipsecscope.tui.widgets.packet_detail import payload_name
+
+    names = [[payload_name(p, 1) for p in msg.payloads] for msg in ike_messages(CAP)]
+    drafts = [n for n in names if "NAT_D_DRAFT" in n]
+    assert len(drafts) == 2 and all(n[-2:] == ["NAT_D_DRAFT", "NAT_D_DRAFT"] for n in drafts), names
+    assert not any(x.startswith("SAK") for n in names for x in n)

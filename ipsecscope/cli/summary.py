@@ -110,7 +110,7 @@ def _ike_row(msg: IkeMessage) -> dict:
         names = [payload_name(p.type, 2) for p in msg.payloads]
     else:
         from ..decode.ike import payload_name
-        from ..decode.ikev1 import phase1_payload_label
+        from ..model.ike import phase1_payload_label
 
         names = [phase1_payload_label(p) or payload_name(p.type, 1) for p in msg.payloads]
         if h.encrypted_v1:

@@ -30,6 +30,8 @@ from ipsecscope.decode.isakmp import (
 from ipsecscope.decode.vendor_ids import vendor_name
 from ipsecscope.model import iana
 from ipsecscope.model.ike import (
+    NAT_D_DRAFT_04_08,
+    NAT_OA_DRAFT_04_08,
     AnyPayload,
     CertPayload,
     CpPayload,
@@ -67,22 +69,6 @@ def parse_body(hdr: IkeHeader, body: bytes) -> tuple[tuple[AnyPayload, ...], str
 
 # Main Mode and Aggressive Mode (RFC 2409 §5): the exchanges that carry NAT-D (RFC 3947 §3.2).
 PHASE1_EXCHANGES = frozenset((2, 4))
-# NAT-T drafts 04 to 08 numbered NAT-D 15 and NAT-OA 16 before RFC 3947 gave them 20 and 21: the
-# numbers GDOI (RFC 3547) took for SAK and SAT. Peers that agree on one of those drafts by Vendor
-# ID send them so (Cisco IOS on draft 07, racoon's NATD_BADDRAFT, Apple). GDOI's payloads only
-# travel in GROUPKEY-PULL/PUSH (RFC 6407 §3, §4), so in phase 1 these are NAT-D and NAT-OA.
-NAT_D_DRAFT_04_08, NAT_OA_DRAFT_04_08 = 15, 16
-
-
-def phase1_payload_label(p: AnyPayload) -> str | None:
-    """The row's name for a phase-1 NAT-D / NAT-OA of NAT-T drafts 04-08 (payload 15 / 16, decoded
-    as such only in Main or Aggressive Mode): "NAT_D_DRAFT" / "NAT_OA_DRAFT" as for drafts
-    01-03's 130 / 131, not GDOI's SAK / SAT. None for any other payload."""
-    if p.type == NAT_D_DRAFT_04_08 and isinstance(p, HashPayload):
-        return "NAT_D_DRAFT"
-    if p.type == NAT_OA_DRAFT_04_08 and isinstance(p, IdPayload):
-        return "NAT_OA_DRAFT"
-    return None
 
 
 def parse_chain(first: int, data: bytes, base: int = 0, phase1: bool = False) -> tuple[tuple[AnyPayload, ...], str | None]:

@@ -135,7 +135,8 @@ def _value(name: str, value: Any, version: int) -> str:
 
 def payload_name(p: Any, version: int) -> str:
     enum = iana.PayloadType if version == 2 else iana.Ikev1Payload
-    n = iana.name(enum, p.type)
+    # (IKEv1 phase 1's 15/16 are NAT-T drafts' NAT-D/NAT-OA, not GDOI's SAK/SAT: model.ike)
+    n = (version == 1 and m.phase1_payload_label(p)) or iana.name(enum, p.type)
     if isinstance(p, m.NotifyPayload):
         nenum = iana.NotifyType if version == 2 else iana.Ikev1NotifyType
         n += f" {iana.name(nenum, p.notify_type)}"
