@@ -48,6 +48,7 @@ from .model.sa import Finding, SaTable, Severity
 from .rowstore import STATUS_CODES, FrameOffsets, NoRows, RowStore, follow_moves
 from .session_detail import FrameDetail, FrameViews, QuotedEsp, describe_inner, iana_proto
 from .session_esp import count_outcome
+from .state.ikev1_frag import Ikev1Reassembler
 from .state.names import exchange_name
 from .state.tracker import Tracker
 
@@ -158,7 +159,30 @@ def _ike_info(msg: IkeMessage) -> str:
     flag = ""
     if msg.decrypted or msg.icv_ok is False:
         flag = " (decrypted)" if msg.icv_ok is not False else " (ICV BAD)"
-    return f"{exch} {role} #{msg_id_text(h.msg_id)} [ {' '.join(names)} ]{flag}"
+    head = f"{exch} {role} #{msg_id_text(h.msg_id)}"
+    if msg.v1_fragments is not None:
+        piece = _v1_piece(msg)
+        if msg.reassembled_from:
+            # tshark: "Reassembled + Message fragment 2 - last"; the whole message is shown here
+            frames = ", ".join(map(str, msg.reassembled_from))
+            return f"{head} {piece}, reassembled from frames {frames}: [ {' '.join(names)} ]{flag}"
+        return f"{head} [ {' '.join(names)} ] {piece}"
+    return f"{head} [ {' '.join(names)} ]{flag}"
+
+
+def _v1_piece(msg: IkeMessage) -> str:
+    """'fragment 2/2 of message ID 0 (Fragment ID 1)' for an IKEv1 piece (payload 132)."""
+    fs = msg.v1_fragments
+    assert fs is not None
+    num = next((n for n, f in fs.frames.items() if f == msg.frame), None)
+    if num is None:  # not added: a repeat of a number held, or a piece of a finished message
+        p = msg.payloads[0] if msg.payloads else None
+        num = getattr(p, "number", 0)
+        tail = " again" if fs.dropped is None else f" not reassembled: {fs.dropped}"
+    else:
+        tail = ""
+    of = f"/{fs.last}" if fs.last else ""
+    return f"fragment {num}{of} of message ID {msg_id_text(fs.msg_id)} (Fragment ID {fs.frag_id}){tail}"
 
 
 class Session(FrameViews):
@@ -241,6 +265,7 @@ class Session(FrameViews):
         # counted for an SA (decode.quoted, session_quoted).
         self.quoted = QuotedStore()
         self.ike_messages: dict[int, IkeMessage] = {}
+        self.v1_fragments = Ikev1Reassembler()  # IKEv1 Fragment payloads (132), before decryption
         self._frame_offsets = FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._frame_bases: list[int] = []  # per loaded file: the frames before it (load())
         self._no_key_result: EspResult | None = None
@@ -628,7 +653,7 @@ class Session(FrameViews):
             st.ike += 1
             from .decode.ike import parse_ike
 
-            msg = self._decrypt_ike(parse_ike(pkt))
+            msg = self._decrypt_ike(self.v1_fragments.add(parse_ike(pkt)))
             self.ike_messages[raw.index] = msg
             if self.max_rows and len(self.ike_messages) > self.max_rows:
                 del self.ike_messages[next(iter(self.ike_messages))]  # live mode: a ring, like rows

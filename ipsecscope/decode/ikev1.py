@@ -36,6 +36,7 @@ from ipsecscope.model.ike import (
     CertPayload,
     CpPayload,
     DeletePayload,
+    FragmentPayload,
     HashPayload,
     IdPayload,
     IkeHeader,
@@ -309,6 +310,18 @@ def _attr(ptype: int, body: bytes) -> CpPayload:
                      tuple((t, v if isinstance(v, bytes) else _U16.pack(v)) for t, v in attrs))
 
 
+def _fragment(ptype: int, body: bytes) -> FragmentPayload:
+    # Fragment ID (2) | Fragment Number (1) | Flags (1, bit 0 = last) | data; as Wireshark's
+    # isakmp.frag.packetid / .seq / .last and strongSwan's fragment_payload.c.
+    if len(body) < 4:
+        raise BadPayload(f"Fragment header needs 4 bytes, payload has {len(body)}")
+    frag_id = _U16.unpack_from(body)[0]
+    if body[2] == 0:
+        raise Flawed(FragmentPayload(ptype, False, frag_id, 0, bool(body[3] & 1), body[4:]),
+                     "fragment number 0 (pieces are numbered from 1)")
+    return FragmentPayload(ptype, False, frag_id, body[2], bool(body[3] & 1), body[4:])
+
+
 _DECODERS: dict[int, Callable[[int, bytes], AnyPayload]] = {
     P.SA: _sa,
     P.KE: _ke,
@@ -326,6 +339,7 @@ _DECODERS: dict[int, Callable[[int, bytes], AnyPayload]] = {
     P.NAT_D_DRAFT: _hash,
     P.NAT_OA: _nat_oa,
     P.NAT_OA_DRAFT: _nat_oa,
+    P.FRAG: _fragment,
 }
 
 

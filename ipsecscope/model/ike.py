@@ -242,10 +242,53 @@ class HashPayload:
     data: bytes
 
 
+@dataclass(slots=True, frozen=True)
+class FragmentPayload:
+    """IKEv1 Fragment payload (type 132; Cisco's, also Microsoft's and strongSwan's, announced by
+    the FRAGMENTATION vendor ID): one piece of an ISAKMP message too big for one datagram. Each
+    piece travels as its own ISAKMP message whose only payload this is; the pieces' ``data``,
+    joined in ``number`` order 1..last, is the whole original message, header included
+    (strongSwan src/libcharon/encoding/payloads/fragment_payload.c, message.c)."""
+
+    type: int
+    critical: bool
+    frag_id: int  # the same for every piece of one message (and its retransmissions)
+    number: int  # 1..last
+    last: bool  # flags bit 0: this piece is the last one
+    data: bytes
+
+
 AnyPayload = (
     Payload | SaPayload | KePayload | NoncePayload | IdPayload | CertPayload | AuthPayload | NotifyPayload
     | DeletePayload | VendorPayload | TsPayload | SkPayload | CpPayload | EapPayload | HashPayload
+    | FragmentPayload
 )
+
+
+@dataclass(slots=True, eq=False)
+class Ikev1FragmentSet:
+    """The pieces of one fragmented IKEv1 message seen in one direction (state/ikev1_frag)."""
+
+    frag_id: int
+    src: str
+    dst: str
+    exchange: int
+    msg_id: int
+    first_frame: int
+    first_ts: float
+    frames: dict[int, int] = field(default_factory=dict)  # fragment number -> frame (first copy)
+    last: int = 0  # the number flagged last (0: not seen yet)
+    duplicates: list[int] = field(default_factory=list)  # frames repeating a number already held
+    completed_frame: int | None = None
+    completed_ts: float | None = None
+    # a piece arrived after the last-flagged one, from the sender's retransmission: the first
+    # copy of it was lost on the way (senders send pieces in order, 1..last)
+    late: list[int] = field(default_factory=list)
+    dropped: str | None = None  # why the set was given up (bounds), never completed
+
+    @property
+    def missing(self) -> list[int]:
+        return [] if not self.last else [n for n in range(1, self.last + 1) if n not in self.frames]
 
 
 @dataclass(slots=True, frozen=True)
@@ -280,6 +323,10 @@ class IkeMessage:
     # A key for this message was found and applied (set by the decryptors): a message that is
     # encrypted, key_tried and not decrypted failed with a loaded key — a wrong key, not a missing one.
     key_tried: bool = False
+    # IKEv1 fragmentation (payload 132): this frame's piece's set (state/ikev1_frag), and on the
+    # frame completing it this message is the reassembled one, its pieces' frames in number order.
+    v1_fragments: Ikev1FragmentSet | None = None
+    reassembled_from: tuple[int, ...] = ()
 
     @property
     def version(self) -> int:

@@ -377,6 +377,8 @@ class IkeSa:
     # UDP came from a new one): in order, state/nat.py
     nat_rebindings: list[NatRebinding] = field(default_factory=list)
     ike_fragmentation: tuple[bool, bool] = (False, False)  # IKEV2_FRAGMENTATION_SUPPORTED (I, R)
+    # IKEv1 messages sent in Fragment payloads (132), one set per message and direction
+    v1_fragment_sets: list = field(default_factory=list)
     # A CERTREQ in the IKE_SA_INIT response (RFC 7296 §1.2): the responder asks for certificates,
     # so IKE_AUTH messages carry CERT payloads and their sizes say little about the rest.
     cert_requested: bool = False

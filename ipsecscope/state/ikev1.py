@@ -164,7 +164,12 @@ def on_ikev1(book: Book, msg: IkeMessage) -> None:
         if not sa.nat_t:
             sa.nat_t, sa.natt_frame = True, msg.frame
         _nat_t_endpoints(book, sa, msg, is_response)
-    if retrans:
+    fs = msg.v1_fragments
+    if fs is not None and not any(f is fs for f in sa.v1_fragment_sets):
+        sa.v1_fragment_sets.append(fs)
+    if retrans or (fs is not None and not msg.reassembled_from):
+        # A piece alone holds no payload to read: the message it belongs to is read on the frame
+        # that completes it (state/ikev1_frag)
         return
     book.note_key(sa, msg)
     if msg.decrypted:

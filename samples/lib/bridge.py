@@ -9,6 +9,9 @@ packets is named on the command line:
     --dup N        send the N-th one twice
     --corrupt N    flip one ciphertext byte of the N-th one (its ICV then fails at the receiver)
     --reorder N    hold the N-th one and send it after the next one
+    --drop-ike-frag N  drop the N-th IKEv1 Fragment message (ISAKMP next payload 132, UDP 500
+                   or 4500 behind the non-ESP marker) going lan -> wan: a path losing one of a
+                   big message's pieces (tests/data/ikev1-frag)
 
 ``--control FILE`` impairs by policy instead, changed while it runs (a field walkthrough: the
 engineer watches the analyser while the path misbehaves). The file holds one JSON object, re-read
@@ -90,6 +93,22 @@ def esp_in_udp(frame: bytes) -> tuple[int, int, int] | None:
     return udp + 8, spi, seq
 
 
+def ikev1_fragment(frame: bytes) -> bool:
+    """True for an IKEv1 message whose first payload is a Fragment (type 132, Cisco/strongSwan)."""
+    if len(frame) < 14 + 20 + 8 + 28 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return False
+    udp = 14 + (frame[14] & 0x0F) * 4
+    sport, dport = struct.unpack_from("!HH", frame, udp)
+    ike = udp + 8
+    if 4500 in (sport, dport):
+        if frame[ike:ike + 4] != b"\0\0\0\0":
+            return False
+        ike += 4
+    elif 500 not in (sport, dport):
+        return False
+    return len(frame) >= ike + 28 and frame[ike + 16] == 132 and frame[ike + 17] >> 4 == 1
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--log", required=True)
@@ -99,6 +118,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--corrupt", type=int, action="append", default=[])
     ap.add_argument("--reorder", type=int, action="append", default=[])
     ap.add_argument("--control", help="JSON policy file re-read when it changes (see above)")
+    ap.add_argument("--drop-ike-frag", type=int, action="append", default=[])
     args = ap.parse_args(argv)
 
     socks = {}
@@ -109,7 +129,8 @@ def main(argv: list[str]) -> int:
     other = {args.lan: socks[args.wan], args.wan: socks[args.lan]}
     log = open(args.log, "w", buffering=1)  # noqa: SIM115 - open for the process's life
     log.write("# " + json.dumps({"bridge": f"{args.lan}<->{args.wan}", "dup": args.dup,
-                                 "corrupt": args.corrupt, "reorder": args.reorder}) + "\n")
+                                 "corrupt": args.corrupt, "reorder": args.reorder,
+                                 "drop_ike_frag": args.drop_ike_frag}) + "\n")
 
     running = True
 
@@ -121,6 +142,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, stop)
 
     n = 0                      # ESP packets seen lan -> wan
+    nfrag = 0                  # IKEv1 Fragment messages seen lan -> wan
     held: tuple[dict, bytearray] | None = None
     by_fd = {s.fileno(): name for name, s in socks.items()}
     policy: dict = {}
@@ -188,6 +210,12 @@ def main(argv: list[str]) -> int:
             frame = bytearray(data)
             out = other[name]
             direction = f"{name}>{args.wan if name == args.lan else args.lan}"
+            if name == args.lan and ikev1_fragment(frame):
+                nfrag += 1
+                if nfrag in args.drop_ike_frag:
+                    record({"ike_fragment_index": nfrag, "action": "drop", "dir": f"{args.lan}>{args.wan}"},
+                           bytes(frame))
+                    continue
             esp_any = esp_in_udp(frame)
             if esp_any is not None and policy:
                 esp_n[direction] += 1
