@@ -15,6 +15,7 @@ from ...model.sa import (
     IkeSa,
     NatRebinding,
     Observation,
+    SaState,
     SaTable,
     Severity,
     endpoint_text,
@@ -351,6 +352,68 @@ def r_ip_fragmented(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             frames=frames_of(*(y.request_frames[:2] for y in xs[:3])), sa=sa.key,
             hint="Enable IKE fragmentation on both peers (strongSwan: fragmentation = yes, the default) or "
             "reduce message size (fewer certificates, smaller CERTREQ lists).", ts=x.request_ts)
+
+
+# A piece arriving after the last-flagged one this long after the first piece came from the
+# sender's retransmission (strongSwan retransmits after 4 s by default), not from reordering.
+_LATE_PIECE = 0.2
+
+
+@rule(81, "IKE-FRAGMENT-LOST", (Severity.INFO, Severity.WARNING, Severity.ERROR),
+      ref="Cisco/strongSwan IKEv1 fragmentation (payload 132); RFC 2408 §3.1")
+def r_v1_fragment_lost(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
+    """IKEv1 messages sent in Fragment payloads (132) of which a piece went missing."""
+    from ...state.names import exchange_name
+
+    for sa in table.ike_sas.values():
+        for fs in sa.v1_fragment_sets:
+            late = (fs.completed_frame is not None and bool(fs.late)
+                    and (fs.completed_ts or fs.first_ts) - fs.first_ts >= _LATE_PIECE)
+            if fs.completed_frame is not None and not late:
+                continue
+            what = (f"{exchange_name(fs.exchange, 1)} message ID {fs.msg_id} from {fs.src} to {fs.dst} "
+                    f"(Fragment ID {fs.frag_id})")
+            held = sorted(fs.frames)
+            if fs.completed_frame is None:
+                missing = fs.missing
+                gap = (f"fragment{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of {fs.last}"
+                       if missing else "the last fragment (the one flagged last)")
+                why = f" It was given up: {fs.dropped}." if fs.dropped else ""
+                copies = f" ({len(fs.duplicates) + len(held)} copies in all)" if fs.duplicates else ""
+                down = sa.state in (SaState.INITIATING, SaState.FAILED)
+                yield Finding(
+                    code="IKE-FRAGMENT-LOST", severity=Severity.ERROR if down else Severity.WARNING,
+                    title=f"IKEv1 fragmented message never completed: {what}"
+                    + (" and the IKE SA never came up" if down else ""),
+                    explanation=f"{what} was sent as IKEv1 fragments; fragment{'s' if len(held) > 1 else ''} "
+                    f"{', '.join(map(str, held))} arrived{copies} but {gap} never did, so it could not be "
+                    f"reassembled (nor decrypted here).{why} "
+                    f"{fs.dst} cannot reassemble it either: it keeps the pieces it has and waits (strongSwan "
+                    f"message.c add_fragment), never answers, and {fs.src} retransmits the whole message "
+                    "until it gives up. A path dropping big UDP datagrams or IP fragments is the usual "
+                    "cause (or the capture missed the piece).",
+                    frames=frames_of(list(fs.frames.values()), fs.duplicates[:4]), sa=sa.key,
+                    hint="Capture on both sides to see where the piece is lost; lower the fragment size "
+                    "(strongSwan charon.fragment_size, Cisco crypto isakmp fragmentation mtu) below the "
+                    "path MTU, or let the path pass UDP 500/4500 fragments.",
+                    ts=fs.first_ts)
+            else:
+                nums = [n for n, f in fs.frames.items() if f in fs.late]
+                delay = (fs.completed_ts or fs.first_ts) - fs.first_ts
+                yield Finding(
+                    code="IKE-FRAGMENT-LOST", severity=Severity.INFO,
+                    title=f"IKEv1 fragment lost and sent again: {what}",
+                    explanation=f"{what} completed only {delay:.1f} s after its first piece: fragment"
+                    f"{'s' if len(nums) > 1 else ''} {', '.join(map(str, nums))} of {fs.last} arrived after the "
+                    f"last one, from {fs.src}'s retransmission (frame{'s' if len(fs.late) > 1 else ''} "
+                    f"{', '.join(map(str, fs.late))}); the first copy was lost before this capture point. "
+                    f"{fs.dst} kept the pieces it had and reassembled the message with the resent one "
+                    "(strongSwan message.c add_fragment). A path dropping big UDP datagrams or IP fragments "
+                    "is the usual cause.",
+                    frames=frames_of(fs.late, list(fs.frames.values()), fs.duplicates[:4]), sa=sa.key,
+                    hint="Nothing failed this time; if it recurs, lower the fragment size (strongSwan "
+                    "charon.fragment_size) below the path MTU or look for loss on the path.",
+                    ts=fs.completed_ts)
 
 
 # ---------------------------------------------------------------------------------- path MTU

@@ -10,7 +10,11 @@ on its right-hand (wan) side:
     mm-cert-frag.pcap       every fragment passes; then 3 pings and the IKE SA deleted
     mm-frag-lost.pcap       the bridge drops the initiator's first Fragment message once (MM5
                             fragment 1): the responder never completes MM5, the initiator
-                            retransmits all fragments after 4 s and the second try goes through
+                            retransmits all fragments after 1 s (tests/netns_peers.py's
+                            retransmit_timeout) and the second try goes through
+    mm-frag-never.pcap      the bridge drops MM5's fragment 1 every time (all 4 tries): the
+                            responder never completes MM5, the initiator gives up after 3
+                            retransmissions
 
 Beside each: the charon logs (``ike 4``: the phase-1 keys) and the bridge's log.
 """
@@ -76,17 +80,22 @@ connections {{
 """
 
 
-def run(name: str, bridge_args: list[str]) -> None:
+def run(name: str, bridge_args: list[str], *, fails: bool = False) -> None:
     work = Path(f"/tmp/ikev1-frag-{name}")
     shutil.rmtree(work, ignore_errors=True)
     pair = RoutedPair(work, conf("left"), conf("right"), mode="bridge", capture_at="wan",
                       creds=CREDS)
     with pair:
         pair.start_bridge(*bridge_args)
-        pair.initiate("net", ike="v1frag")
-        pair.ping(3)
-        time.sleep(0.3)
-        pair.terminate_ike("v1frag")
+        if fails:
+            r = pair.initiate("net", ike="v1frag", check=False)
+            if r.returncode == 0:
+                raise SystemExit(f"{name}: Main Mode completed although every MM5 fragment 1 was dropped")
+        else:
+            pair.initiate("net", ike="v1frag")
+            pair.ping(3)
+            time.sleep(0.3)
+            pair.terminate_ike("v1frag")
         time.sleep(0.3)
     shutil.copyfile(work / "capture.pcap", HERE / f"{name}.pcap")
     shutil.copyfile(work / "left" / "charon.log", HERE / f"{name}.charon-left.log")
@@ -94,9 +103,19 @@ def run(name: str, bridge_args: list[str]) -> None:
     shutil.copyfile(work / "bridge.log", HERE / f"{name}.bridge.log")
 
 
+# MM5 goes as 2 pieces per try: the 1st, 3rd, 5th, 7th Fragment messages are its fragment 1.
+RUNS = {
+    "mm-cert-frag": lambda: run("mm-cert-frag", []),
+    "mm-frag-lost": lambda: run("mm-frag-lost", ["--drop-ike-frag", "1"]),
+    "mm-frag-never": lambda: run("mm-frag-never", [a for n in (1, 3, 5, 7) for a in ("--drop-ike-frag", str(n))],
+                                 fails=True),
+}
+
+
 def main() -> None:
-    run("mm-cert-frag", [])
-    run("mm-frag-lost", ["--drop-ike-frag", "1"])
+    """Every run, or those named on the command line."""
+    for name in sys.argv[1:] or list(RUNS):
+        RUNS[name]()
 
 
 if __name__ == "__main__":
