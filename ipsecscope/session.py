@@ -48,7 +48,6 @@ from .model.sa import Finding, SaTable, Severity
 from .rowstore import STATUS_CODES, FrameOffsets, NoRows, RowStore, follow_moves
 from .session_detail import FrameDetail, FrameViews, QuotedEsp, describe_inner, iana_proto
 from .session_esp import count_outcome
-from .state.ikev1_frag import Ikev1Reassembler
 from .state.names import exchange_name
 from .state.tracker import Tracker
 
@@ -59,6 +58,7 @@ if TYPE_CHECKING:
     from .crypto.ike_sk import IkeDecryptor
     from .crypto.ikev1 import Ikev1Decryptor
     from .model.ike import IkeMessage
+    from .state.ikev1_frag import Ikev1Reassembler
 
 _ESP_HDR = struct.Struct("!II")
 # EspResult.status -> the row status a Packets table shows
@@ -265,7 +265,9 @@ class Session(FrameViews):
         # counted for an SA (decode.quoted, session_quoted).
         self.quoted = QuotedStore()
         self.ike_messages: dict[int, IkeMessage] = {}
-        self.v1_fragments = Ikev1Reassembler()  # IKEv1 Fragment payloads (132), before decryption
+        # IKEv1 Fragment payloads (132) joined before decryption; made with the first IKE message
+        # (an ESP-only capture loads no IKE module)
+        self.v1_fragments: Ikev1Reassembler | None = None
         self._frame_offsets = FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._frame_bases: list[int] = []  # per loaded file: the frames before it (load())
         self._no_key_result: EspResult | None = None
@@ -653,7 +655,12 @@ class Session(FrameViews):
             st.ike += 1
             from .decode.ike import parse_ike
 
-            msg = self._decrypt_ike(self.v1_fragments.add(parse_ike(pkt)))
+            frags = self.v1_fragments
+            if frags is None:
+                from .state.ikev1_frag import Ikev1Reassembler
+
+                frags = self.v1_fragments = Ikev1Reassembler()
+            msg = self._decrypt_ike(frags.add(parse_ike(pkt)))
             self.ike_messages[raw.index] = msg
             if self.max_rows and len(self.ike_messages) > self.max_rows:
                 del self.ike_messages[next(iter(self.ike_messages))]  # live mode: a ring, like rows

@@ -134,6 +134,7 @@ def test_piece_never_arriving_is_an_error() -> None:
     assert "fragment 1 of 2 never did" in f.explanation
     assert f.frames == (5, 6, 7, 8)
     # every later copy of the held piece is a repeat, not a new message
+    assert s.v1_fragments is not None
     assert s.v1_fragments.duplicates == 3 and s.v1_fragments.reassembled == 0
 
 
