@@ -161,3 +161,31 @@ def test_memory_bounded_and_odd_pieces_counted() -> None:
     r.add(dataclasses.replace(piece, frame=999, payloads=(dataclasses.replace(p, frag_id=held, number=0),)))
     r.add(dataclasses.replace(piece, frame=1000, payloads=(dataclasses.replace(p, frag_id=held),)))
     assert r.duplicates == 2
+
+
+def test_packet_detail_shows_pieces_and_whole_message() -> None:
+    """The TUI's packet detail: a piece shows its Fragment payload's fields; the frame completing
+    the message shows the reassembled, decrypted message and where its pieces were."""
+    from textual.widgets import Tree
+
+    from ipsecscope.tui.widgets.packet_detail import fill_ike
+
+    s = _session("mm-frag-lost")
+
+    def text(frame: int) -> str:
+        tree: Tree[None] = Tree("frame")
+        d = s.detail(frame)
+        fill_ike(tree.root, d.ike, d.raw)
+        out: list[str] = []
+        stack = [tree.root]
+        while stack:
+            node = stack.pop()
+            out.append(str(node.label))
+            stack.extend(reversed(node.children))
+        return "\n".join(out)
+
+    piece = text(5)
+    assert "frag_id: 1" in piece and "number: 2" in piece and "last: yes" in piece
+    whole = text(6)
+    assert "reassembled from IKEv1 fragments in frames 6, 5" in whole
+    assert "Decrypted payloads" in whole and "CERT" in whole and "SIG" in whole

@@ -226,6 +226,10 @@ def fill_ike(root: TreeNode, msg: m.IkeMessage, frame: bytes = b"") -> None:
     hn.add_leaf(f"{endpoint_text(msg.src, msg.sport)} → {endpoint_text(msg.dst, msg.dport)} ({msg.transport}"
                 + (", non-ESP marker" if msg.non_esp_marker else "")
                 + (", IP fragmented" if msg.ip_fragmented else "") + ")")
+    if msg.reassembled_from:
+        # IKEv1 Fragment payloads (132): this frame held the last piece; below is the whole message
+        top.add_leaf(Text(f"reassembled from IKEv1 fragments in frames {', '.join(map(str, msg.reassembled_from))}",
+                          "cyan"))
     spans = frame_spans(frame, msg) if frame else [None] * len(msg.payloads)
     for p, span in zip(msg.payloads, spans, strict=True):
         _add_payload(top, p, v, span)
