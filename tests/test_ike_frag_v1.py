@@ -24,7 +24,7 @@ from ipsecscope.session import Session
 from ipsecscope.state.ikev1_frag import MAX_PENDING, Ikev1Reassembler
 
 HERE = DATA / "ikev1-frag"
-CAPS = ("mm-cert-frag", "mm-frag-lost", "mm-frag-never")
+CAPS = ("mm-cert-frag", "mm-frag-lost", "mm-frag-never", "am-cert-frag")
 
 
 def _session(name: str) -> Session:
@@ -92,12 +92,13 @@ def test_reassembled_as_the_receiving_charon_says(name: str) -> None:
 
 
 @needs_tshark
-def test_decrypted_payloads_as_tshark(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["mm-cert-frag", "am-cert-frag"])
+def test_decrypted_payloads_as_tshark(name: str, tmp_path: Path) -> None:
     """Every IKE message of the clean run decrypts (MM5/MM6 inside the pieces, then Quick Mode
     with the IV phase 1 left) and holds the payload types tshark finds (its list starts with the
     Fragment payload on a reassembling frame; proposals and transforms are inside SA here)."""
-    ts = _tshark("mm-cert-frag", tmp_path, "isakmp.typepayload")
-    s = _session("mm-cert-frag")
+    ts = _tshark(name, tmp_path, "isakmp.typepayload")
+    s = _session(name)
     for frame, msg in sorted(s.ike_messages.items()):
         want = [int(t) for t in ts[frame][0].split(",") if t and int(t) not in (2, 3)]
         if msg.reassembled_from:
@@ -106,7 +107,7 @@ def test_decrypted_payloads_as_tshark(tmp_path: Path) -> None:
         shown = msg.inner if msg.header.encrypted_v1 else msg.payloads
         assert [p.type for p in shown] == want, frame
         assert msg.decrypted or not msg.header.encrypted_v1, frame
-    assert s.ike_messages[6].reassembled_from == (5, 6)
+    assert len([m for m in s.ike_messages.values() if m.reassembled_from]) == 2
 
 
 def _codes(s: Session) -> dict[str, list]:
@@ -116,8 +117,12 @@ def _codes(s: Session) -> dict[str, list]:
     return out
 
 
-def test_clean_run_has_no_key_or_spi_complaint() -> None:
-    codes = _codes(_session("mm-cert-frag"))
+@pytest.mark.parametrize("name", ["mm-cert-frag", "am-cert-frag"])
+def test_clean_run_has_no_key_or_spi_complaint(name: str) -> None:
+    """Aggressive Mode's AM2 (cleartext, with the chosen proposal) is read from its pieces too."""
+    s = _session(name)
+    codes = _codes(s)
+    assert [sa.state.value for sa in s.table.ike_sas.values()] == ["deleted"]
     assert not {"IKE-KEY-MISMATCH", "ESP-UNKNOWN-SPI", "IKE-FRAGMENT-LOST"} & set(codes), sorted(codes)
 
 

@@ -12,6 +12,8 @@ on its right-hand (wan) side:
                             fragment 1): the responder never completes MM5, the initiator
                             retransmits all fragments after 1 s (tests/netns_peers.py's
                             retransmit_timeout) and the second try goes through
+    am-cert-frag.pcap       Aggressive Mode instead: AM2 (SA, KE, nonce, ID, CERT, SIG in the
+                            clear) and AM3 go in pieces
     mm-frag-never.pcap      the bridge drops MM5's fragment 1 every time (all 4 tries): the
                             responder never completes MM5, the initiator gives up after 3
                             retransmissions
@@ -37,7 +39,7 @@ CREDS = {side: {f"x509/{side}.pem": PKI / f"{side}.pem", "x509ca/ca.pem": PKI / 
                 f"private/{side}.key": PKI / f"{side}.key"} for side in ("left", "right")}
 
 
-def conf(side: str) -> str:
+def conf(side: str, aggressive: bool = False) -> str:
     me, peer = ("left", "right") if side == "left" else ("right", "left")
     addrs = ("198.18.0.1", "198.18.0.2") if side == "left" else ("198.18.0.2", "198.18.0.1")
     nets = ("10.1.0.0/24", "10.2.0.0/24") if side == "left" else ("10.2.0.0/24", "10.1.0.0/24")
@@ -45,7 +47,7 @@ def conf(side: str) -> str:
 connections {{
     v1frag {{
         version = 1
-        aggressive = no
+        aggressive = {"yes" if aggressive else "no"}
         local_addrs = {addrs[0]}
         remote_addrs = {addrs[1]}
         # ESP in UDP 4500 even without NAT: kernel-libipsec does ESP in user space over UDP.
@@ -80,10 +82,10 @@ connections {{
 """
 
 
-def run(name: str, bridge_args: list[str], *, fails: bool = False) -> None:
+def run(name: str, bridge_args: list[str], *, fails: bool = False, aggressive: bool = False) -> None:
     work = Path(f"/tmp/ikev1-frag-{name}")
     shutil.rmtree(work, ignore_errors=True)
-    pair = RoutedPair(work, conf("left"), conf("right"), mode="bridge", capture_at="wan",
+    pair = RoutedPair(work, conf("left", aggressive), conf("right", aggressive), mode="bridge", capture_at="wan",
                       creds=CREDS)
     with pair:
         pair.start_bridge(*bridge_args)
@@ -109,6 +111,7 @@ RUNS = {
     "mm-frag-lost": lambda: run("mm-frag-lost", ["--drop-ike-frag", "1"]),
     "mm-frag-never": lambda: run("mm-frag-never", [a for n in (1, 3, 5, 7) for a in ("--drop-ike-frag", str(n))],
                                  fails=True),
+    "am-cert-frag": lambda: run("am-cert-frag", [], aggressive=True),
 }
 
 
