@@ -7,6 +7,7 @@ every layer of an ESP packet an ICMP error quotes. tshark's layers, field by fie
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 
@@ -147,6 +148,13 @@ def _sa_substructures(p, vals: list) -> None:
 
 def ike_field(msg: IkeMessage, sub: str) -> list:
     """Values of ``isakmp.<sub>`` in one message, as tshark shows them (decrypted payloads too)."""
+    ph = msg.piece_header
+    if ph is not None:
+        # The frame completing an IKEv1 fragmented message: tshark shows the piece's ISAKMP
+        # header (and its Fragment payload's Next Payload, 0) before the reassembled message's.
+        whole = ike_field(dataclasses.replace(msg, piece_header=None), sub)
+        piece = {"flags": [ph.flags], "length": [ph.length], "nextpayload": [ph.next_payload, 0]}.get(sub)
+        return whole if piece is None else piece + whole
     h = msg.header
     if sub == "ispi":
         return [h.spi_i]

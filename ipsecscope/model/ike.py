@@ -327,6 +327,7 @@ class IkeMessage:
     # frame completing it this message is the reassembled one, its pieces' frames in number order.
     v1_fragments: Ikev1FragmentSet | None = None
     reassembled_from: tuple[int, ...] = ()
+    piece_header: IkeHeader | None = None  # ... and the ISAKMP header of the piece this frame holds
 
     @property
     def version(self) -> int:

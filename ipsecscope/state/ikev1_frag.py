@@ -123,7 +123,8 @@ class Ikev1Reassembler:
             # Not an ISAKMP message of this SA: keep the piece as it is, the set says why.
             fs.dropped = "the reassembled bytes are not an ISAKMP message of this SA"
             return replace(msg, v1_fragments=fs)
-        return replace(inner, v1_fragments=fs, reassembled_from=tuple(fs.frames[i] for i in range(1, fs.last + 1)))
+        return replace(inner, v1_fragments=fs, reassembled_from=tuple(fs.frames[i] for i in range(1, fs.last + 1)),
+                       piece_header=h)
 
     def pending(self) -> list[Ikev1FragmentSet]:
         """Messages whose pieces never all arrived (so far)."""
