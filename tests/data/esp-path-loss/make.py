@@ -1,0 +1,77 @@
+"""Writes this folder from two real strongSwan peers (run as root from the repository root:
+``.venv/bin/python tests/data/esp-path-loss/make.py``): the gateway's view of a tunnel whose
+path loses *its own* ESP, the two cases a capture at the sender cannot see happen.
+
+tests/netns_peers.RoutedPair in "bridge" mode: the left gateway 198.18.0.1 (inner 10.1.0.1), the
+right 198.18.0.2 (inner 10.2.0.1), between them samples/lib/bridge.py with a --control policy
+file; kernel-libipsec (ESP in UDP 4500), AES-GCM, DPD every 5 s. tcpdump runs on the bridge's
+lan side (what the left gateway's veth sees). In order:
+
+1. tunnel up, 3 pings answered;
+2. the bridge corrupts the left's ESP after the capture point ("corrupt": ["lan>wan"]): the right
+   drops each packet on its ICV check (RFC 4303 §3.4.4) and never answers; 6 pings unanswered
+   while IKE (DPD) still passes; then healed, 3 pings answered;
+3. the wan link's MTU lowered to 1280: a PMTU black hole (the bridge cannot pass the 1460-byte
+   ESP packets and nobody sends ICMP "fragmentation needed"), then 3 rounds of 2 pings of 1400
+   bytes (lost) and 2 of 56 bytes (answered);
+4. the right peer's charon is SIGKILLed and the left rekeys its CHILD SA: a CREATE_CHILD_SA
+   request retransmitted to a peer that is gone (its kernel answers ICMP port unreachable).
+
+Written: capture.pcap, charon-left.log (the gateway's log: its keys), bridge.log (the bridge's
+policy changes and every frame it corrupted or could not pass: the ground truth).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from netns_peers import RoutedPair, psk_confs  # noqa: E402
+
+
+def main() -> None:
+    left, right = psk_confs("gw", "aes256gcm16-prfsha256-ecp256", "aes256gcm16-ecp256",
+                            "rules3-path-loss-psk", conn_opts={"mobike": "no", "dpd_delay": "5s"},
+                            child_opts={"rekey_time": "0", "start_action": "none"})
+    work = Path(tempfile.mkdtemp(prefix="esp-path-loss-"))
+    try:
+        with RoutedPair(work, left, right, mode="bridge", capture_at="lan", tag="r3") as pair:
+            control = work / "control.json"
+            control.write_text("{}")
+            pair.start_bridge("--control", str(control))
+
+            def policy(**p: object) -> None:
+                control.write_text(json.dumps(p))
+                time.sleep(0.5)  # the bridge looks every 0.2 s
+
+            pair.initiate("net")
+            pair.ping(3, interval=0.5)
+            policy(corrupt=["lan>wan"])
+            pair.ping(6, interval=0.5, check=False)
+            policy()
+            pair.ping(3, interval=0.5)
+            pair.exec_router("ip", "link", "set", "wan", "mtu", "1280")
+            for _ in range(3):
+                pair.ping(2, size=1400, interval=0.5, check=False)
+                pair.ping(2, interval=0.5)
+            pair.right.proc.kill()  # RoutedPair.crash is refused in bridge mode
+            pair.right.proc.wait(timeout=5)
+            pair.rekey_child("net")
+            time.sleep(9)  # retransmit_timeout 1 s, base 1.4, 3 tries: the last copy ~4.1 s in, gave up ~7 s
+        shutil.copyfile(pair.capture_path, HERE / "capture.pcap")
+        shutil.copyfile(pair.left.log, HERE / "charon-left.log")
+        shutil.copyfile(pair.bridge_log, HERE / "bridge.log")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
