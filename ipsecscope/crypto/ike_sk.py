@@ -43,6 +43,7 @@ from ipsecscope.model.iana import EncrTransform as E
 from ipsecscope.model.iana import IntegTransform, name
 from ipsecscope.model.ike import IkeMessage, SkPayload
 from ipsecscope.model.keys import IkeSaKeys, Ikev1Keys
+from ipsecscope.model.plural import with_article
 
 IKE_HDR_LEN = 28
 _GEN_HDR = struct.Struct("!BBH")  # next payload, critical/reserved, payload length
@@ -177,8 +178,8 @@ def decrypt_sk(message: bytes, sk_offset: int, keys: IkeSaKeys, from_initiator: 
                            f"{name(E, keys.encr)} (key plus {c.salt_len}-byte salt): check the key table")
     body_len = end - hdr_end - c.iv_len - icv_len
     if body_len < (0 if c.mode == "null" else 1):
-        raise DecryptError(f"SK payload of {plen} bytes is too short for a {c.iv_len}-byte IV and a "
-                           f"{icv_len}-byte ICV")
+        raise DecryptError(f"SK payload of {plen} bytes is too short for {with_article(f'{c.iv_len}-byte')} IV and "
+                           f"{with_article(f'{icv_len}-byte')} ICV")
     iv = message[hdr_end:hdr_end + c.iv_len]
     ct = message[hdr_end + c.iv_len:end - icv_len]
     icv = message[end - icv_len:end]

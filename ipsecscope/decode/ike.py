@@ -62,7 +62,7 @@ from ipsecscope.model.ike import (
     VendorPayload,
 )
 from ipsecscope.model.packets import IkeDatagram
-from ipsecscope.model.plural import plural
+from ipsecscope.model.plural import plural, with_article
 from ipsecscope.model.proposals import AEAD
 
 # parse_header, payload_name, render_id, dn_to_text, cp_attribute_text and HEADER_LEN live in
@@ -289,7 +289,7 @@ def _missing_transforms(p: Proposal) -> str | None:
     names = ["D-H" if t == _T.KE else _T(t).name for t in missing]
     text = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
     return (f"proposal {p.num} {_P(p.protocol).name} has no {text} transform; "
-            f"an {_P(p.protocol).name} proposal carries {_MANDATORY_TEXT[p.protocol]}")
+            f"{with_article(_P(p.protocol).name)} proposal carries {_MANDATORY_TEXT[p.protocol]}")
 
 
 # Combined-mode (AEAD) ciphers, encryption and integrity in one ENCR transform: RFC 7296 §3.3 says

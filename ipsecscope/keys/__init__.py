@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Iterable
 
 from ..errors import KeyFileError
+from ..model.plural import with_article
 from .formats import FORMATS, add_secrets_block, detect_format, input_summary
 from .formats import parse as parse_format
 from .store import KeyStore
@@ -118,7 +119,7 @@ def load_key_file(path: str | os.PathLike[str], store: KeyStore | None = None, f
     if mine.skipped and (strict or len(mine) == 0):
         raise mine.skipped[0]  # --strict-keys, or nothing in the file was usable
     if len(mine) == 0 and not mine.peer_notes and fmt != "json":
-        raise KeyFileError(f"looks like a {fmt} key file but holds no usable keys", path=name)
+        raise KeyFileError(f"looks like {with_article(fmt)} key file but holds no usable keys", path=name)
     store.merge(mine)
     return store
 

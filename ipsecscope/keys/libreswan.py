@@ -57,6 +57,7 @@ from ..errors import KeyFileError
 from ..model.iana import EncrTransform as E
 from ..model.iana import IntegTransform as I  # noqa: E741
 from ..model.keys import EspSaKeys, IkeSaKeys
+from ..model.plural import with_article
 from . import names
 from .names import shown
 from .store import KeyStore
@@ -213,7 +214,7 @@ def parse(text: str, path: str, store: KeyStore | None = None) -> KeyStore:
                 ek = _hex(im.group("ek"), "the encryption key", path, lineno)
                 ak = _hex(im.group("ak") or "", "the integrity key", path, lineno)
                 if key_len is not None and len(ek) != key_len:
-                    raise KeyFileError(f"{encr_token} needs a {key_len}-byte key, got {len(ek)} bytes", path=path,
+                    raise KeyFileError(f"{encr_token} needs {with_article(f'{key_len}-byte')} key, got {len(ek)} bytes", path=path,
                                        line=lineno)
                 d = derivs.get(established, deriv) if established is not None else deriv
                 salt_len = names.SALT_LEN.get(encr, 0)

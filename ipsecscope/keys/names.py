@@ -25,6 +25,7 @@ from ..model.iana import ENCR_SERPENT_CBC, ENCR_TWOFISH_CBC, INTEG_HMAC_RIPEMD16
 from ..model.iana import EncrTransform as E
 from ..model.iana import IntegTransform as I  # noqa: E741
 from ..model.iana import PrfTransform as P
+from ..model.plural import with_article
 
 _T = TypeVar("_T")
 
@@ -137,7 +138,7 @@ def shown(value: object) -> str:
     text = str(value)
     if len(text) <= 40 and not _HEX_RUN.search(text):
         return repr(text)
-    return f"a {len(text)}-character value (not shown: it may be a key)"
+    return f"{with_article(f'{len(text)}-character')} value (not shown: it may be a key)"
 
 
 def is_aead(encr: int) -> bool:
@@ -162,7 +163,7 @@ def check_key_length(encr: int, enc_key: bytes) -> str | None:
     else:
         want = " or ".join(str(n + salt) for n in allowed)
     extra = f" (cipher key + {salt}-byte salt)" if salt else ""
-    return f"{encr_name(encr)} needs a {want}-byte key{extra}, got {len(enc_key)} bytes"
+    return f"{encr_name(encr)} needs {with_article(f'{want}-byte')} key{extra}, got {len(enc_key)} bytes"
 
 
 def encr_name(encr: int) -> str:

@@ -26,6 +26,7 @@ import re
 from ..errors import KeyFileError
 from ..model.iana import IntegTransform
 from ..model.keys import EspSaKeys, IkeSaKeys
+from ..model.plural import with_article
 from . import names
 from .names import shown
 from .store import KeyStore, parse_addr_pattern
@@ -109,7 +110,7 @@ def _ike_line(s: str, path: str, lineno: int, halves: dict, store: KeyStore) -> 
     if ek is None or ak is None:
         raise KeyFileError("a key in this 'ikev2' line has an odd number of hex digits", path=path, line=lineno)
     if key_len is not None and len(ek) != key_len:
-        raise KeyFileError(f"{shown(m.group('encr'))} needs a {key_len}-byte key, got {len(ek)} bytes",
+        raise KeyFileError(f"{shown(m.group('encr'))} needs {with_article(f'{key_len}-byte')} key, got {len(ek)} bytes",
                            path=path, line=lineno)
     problem = names.check_key_length(encr, ek)
     if problem:
@@ -151,7 +152,7 @@ def _esp_line(s: str, path: str, lineno: int) -> EspSaKeys:
     except ValueError as exc:
         raise KeyFileError(str(exc), path=path, line=lineno) from None
     if klen is not None and len(key) != klen:
-        raise KeyFileError(f"{shown(m.group('algo'))} needs a {klen}-byte secret, got {len(key)} bytes",
+        raise KeyFileError(f"{shown(m.group('algo'))} needs {with_article(f'{klen}-byte')} secret, got {len(key)} bytes",
                            path=path, line=lineno)
     dst = m.group("dst") or "*"
     try:

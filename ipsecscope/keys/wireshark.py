@@ -20,6 +20,7 @@ import re
 from ..errors import KeyFileError
 from ..model.iana import EncrTransform, IntegTransform, ProtocolId
 from ..model.keys import EspSaKeys, IkeSaKeys, Ikev1Keys, redact
+from ..model.plural import with_article
 from . import names
 from .names import shown
 from .store import KeyStore, parse_addr_pattern, parse_spi_pattern
@@ -108,7 +109,7 @@ def ws_key(text: str) -> bytes:
         body = text[2:]
         if not _HEX_RE.match(body):
             pos = next(i for i, c in enumerate(body) if c not in "0123456789abcdefABCDEF")
-            raise ValueError(f"a {len(text)}-character 0x key has a non-hex character at position {pos + 3}")
+            raise ValueError(f"{with_article(f'{len(text)}-character')} 0x key has a non-hex character at position {pos + 3}")
         if len(body) % 2:
             body = "0" + body
         return bytes.fromhex(body)

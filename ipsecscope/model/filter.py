@@ -34,6 +34,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .plural import with_article
+
 # Field types: how a literal is read and compared.
 PROTO = "protocol"  # presence only (a protocol layer, or an FT_NONE flag)
 UINT = "unsigned integer"
@@ -379,7 +381,7 @@ class _Parser:
                 raise FilterError(f"{name} is a protocol: test it alone (e.g. {name} && ...)", op_tok.pos)
             v = self.value()
             if op in ("<", ">", "<=", ">=") and fd.type in (BYTES, STRING, BOOL):
-                raise FilterError(f"{op} does not apply to {name} (a {fd.type})", op_tok.pos)
+                raise FilterError(f"{op} does not apply to {name} ({with_article(fd.type)})", op_tok.pos)
             return Test(name, op, _literal(fd, v, op), t.pos)
         if c == "in":
             self.next()
@@ -455,7 +457,7 @@ def _literal(fd: FieldDef, tok: _Tok, op: str) -> object:
         if t in (IPV4, IPV6):
             net = ipaddress.ip_network(raw, strict=False)
             if (net.version == 4) != (t == IPV4):
-                raise FilterError(f"{raw!r} is an IPv{net.version} address; {fd.name} is an {t}", tok.pos)
+                raise FilterError(f"{raw!r} is an IPv{net.version} address; {fd.name} is {with_article(t)}", tok.pos)
             return net
         if t == BYTES:
             h = raw.lower()

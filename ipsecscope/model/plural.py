@@ -36,3 +36,50 @@ def verb(n: int, one: str, many: str | None = None) -> str:
     if one in _IRREGULAR:
         return _IRREGULAR[one]
     return one[:-1] if one.endswith("s") else one
+
+
+# Capitals read as a word, not letter by letter ("a NAT", "a NO_PROPOSAL_CHOSEN"); any other run
+# of up to 4 capitals is an initialism, read by its letters ("an SA", "an SPI", "an HMAC").
+_SPOKEN_CAPS = frozenset({"NAT", "NO", "NON", "NULL", "CERT", "SHA", "MODP", "VID", "LAN", "WAN", "DES", "NAPT"})
+_LETTER_VOWEL = frozenset("AEFHILMNORSX")  # letters whose names start with a vowel sound: "eff", "aitch"
+_U_CONSONANT = ("uni", "use", "usu", "uti", "one")  # "a unique", "a USE_TRANSPORT_MODE", "a one-way"
+
+
+def article(word: str) -> str:
+    """"a" or "an" for the word that follows, by its sound: exchange, notify and payload names
+    ("an IKE_AUTH", "a CREATE_CHILD_SA", "an INFORMATIONAL", "an R-U-THERE", "a NO_PROPOSAL_CHOSEN"),
+    initialisms ("an SA", "an ESP", "a UDP") and numbers ("an 8-byte", "an 11", "an 18", "a 1460").
+    A rule that names what it writes through a variable cannot write the article by hand: "sent an
+    {exn} request" said "an CREATE_CHILD_SA"."""
+    w = word.strip().lstrip("(\"'")
+    if not w:
+        return "a"
+    head = ""
+    for ch in w:
+        if ch in "-_ /(.,:":
+            break
+        head += ch
+    if head[:1].isdigit():
+        digits = "".join(c for c in head if c.isdigit())
+        # eight, eighty, eight hundred, eighteen, eleven (thousand): the spoken number starts with a vowel
+        return "an" if digits[0] == "8" or (len(digits) % 3 == 2 and digits[:2] in ("11", "18")) else "a"
+    caps = ""
+    for ch in head:
+        if not ch.isupper():
+            break
+        caps += ch
+    # an initialism: all capitals ("SA", "ESP"), or capitals with the i/r of a payload's side ("IDi", "Nr")
+    if caps and caps not in _SPOKEN_CAPS and len(caps) <= 4 and (head == caps or head[len(caps):] in ("i", "r")
+                                                                 or len(caps) >= 2):
+        return "an" if caps[0] in _LETTER_VOWEL else "a"
+    low = head.lower()
+    if low.startswith(_U_CONSONANT):
+        return "a"
+    if low.startswith(("hour", "honest", "honou")):
+        return "an"
+    return "an" if low[:1] in "aeiou" else "a"
+
+
+def with_article(word: str) -> str:
+    """``word`` with its article: ``with_article("IKE_AUTH")`` -> "an IKE_AUTH", ``with_article("CREATE_CHILD_SA")`` -> "a CREATE_CHILD_SA"."""
+    return f"{article(word)} {word}"

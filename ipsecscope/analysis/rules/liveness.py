@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ...model.iana import Ikev1Exchange, NotifyType
 from ...model.idtext import spi_text
 from ...model.keys import PeerLogNote
-from ...model.plural import noun, plural, verb
+from ...model.plural import noun, plural, verb, with_article
 from ...model.sa import (
     ChildSa,
     EspFlow,
@@ -206,7 +206,7 @@ def r_unanswered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 yield Finding(
                     code="IKE-DEAD-PEER", severity=Severity.ERROR,
                     title=f"Dead peer: {peer} stopped answering {req} ({exn} sent {tries}×, no reply)",
-                    explanation=f"After the IKE SA was up, {req} sent an {exn} request (message ID {x.msg_id}) "
+                    explanation=f"After the IKE SA was up, {req} sent {with_article(exn)} request (message ID {x.msg_id}) "
                     f"{plural(tries, 'time')} over {dur(waited)} and {peer} never answered."
                     + (refused or f" Either {peer} is down/rebooted, or the path between them drops IKE now."),
                     frames=frames, sa=sa.key,
