@@ -97,3 +97,19 @@ def test_no_text_writes_a_fixed_article_before_a_formatted_value() -> None:
 def test_article_by_sound(word: str, want: str) -> None:
     from ipsecscope.model.plural import with_article
     assert with_article(word) == f"{want} {word}"
+
+
+@needs_tshark
+def test_corrupted_outbound_esp_is_among_the_causes(tmp_path) -> None:
+    """Cut at the end of the corrupt phase (frame 26, before healing): the run without an answer
+    is exactly the packets the bridge corrupted, and the finding names that cause."""
+    cap = cut(tmp_path, 26)
+    (f,) = findings(cap)["ESP-RETURN-STOPPED"]
+    esp = tshark_esp(cap)
+    run = {s for fr, (s, _n) in esp.items() if fr >= 11}
+    assert run == bridge("corrupt") == {4, 5, 6, 7, 8, 9}
+    assert f["title"].startswith("ESP from 198.18.0.2 stopped: 198.18.0.1 sent 6 more packets with no reply")
+    assert "198.18.0.1's ESP does not reach 198.18.0.2 intact (lost or altered on the way)" in f["explanation"]
+    assert "RFC 4303 §3.4.4" in f["explanation"]
+    assert "198.18.0.1's ESP arrives at 198.18.0.2 and passes its ICV check" in f["hint"]
+    assert "ESP-PATH-MTU" not in findings(cap)  # same-size packets lost: no black hole

@@ -160,6 +160,22 @@ def ike_answers_from(table: SaTable, c: ChildSa, peer: str, since: float | None)
     return out
 
 
+def _not_intact(sender: str, receiver: str) -> str:
+    """The cause a capture at (or near) the sender cannot rule out: its own ESP lost or damaged
+    after the capture point."""
+    return f"{sender}'s ESP does not reach {receiver} intact (lost or altered on the way)"
+
+
+def _unseen(sender: str, receiver: str) -> str:
+    return (f" This capture cannot show what reached {receiver}: a packet altered on the way fails {receiver}'s "
+            "ICV check and is dropped without a word (RFC 4303 §3.4.4), exactly as if it were lost.")
+
+
+def _check_arrival(sender: str, receiver: str) -> str:
+    return (f"see whether {sender}'s ESP arrives at {receiver} and passes its ICV check (capture there; ip -s xfrm "
+            "state, or XfrmInStateProtoError in /proc/net/xfrm_stat, counts the failures)")
+
+
 def esp_silence_cause(table: SaTable, c: ChildSa, sender: EspFlow, silent: str, since: float | None,
                       ) -> tuple[str, str, tuple[int, ...]]:
     """(explanation, hint, evidence frames) for ESP from ``silent`` that is missing (never came,
@@ -194,18 +210,20 @@ def esp_silence_cause(table: SaTable, c: ChildSa, sender: EspFlow, silent: str, 
     if not sender.udp_encap:
         why = (f" Its ESP is IP protocol 50 while its IKE (UDP {'/'.join(str(p) for p in sorted(ike_ports) if p)}) "
                f"gets through: a firewall or NAT on the path that passes IKE but drops ESP from {silent} is the "
-               f"usual cause; otherwise {silent}'s outbound SA or policy for this CHILD SA is missing.")
-        hint = (f"Allow ESP (IP protocol 50) from {silent} to {sender.src} on every firewall between them, or "
-                f"force UDP encapsulation (encap = yes); if the path is clean, check {silent}'s outbound SA and "
-                "policy (ip xfrm state/policy, swanctl --list-sas).")
+               f"usual cause; or {_not_intact(sender.src, silent)}, the same filter the other way or damage; "
+               f"otherwise {silent}'s outbound SA or policy for this CHILD SA is missing.{_unseen(sender.src, silent)}")
+        hint = (f"Allow ESP (IP protocol 50) between {sender.src} and {silent} on every firewall between them, or "
+                f"force UDP encapsulation (encap = yes); {_check_arrival(sender.src, silent)}; if the path is clean, "
+                f"check {silent}'s outbound SA and policy (ip xfrm state/policy, swanctl --list-sas).")
     else:
         why = (f" Its ESP travels in UDP on the same ports as the IKE messages that do get through (RFC 3948), "
-               f"so a port filter is not it: {silent}'s outbound SA or policy for this CHILD SA is broken (it "
-               f"does not send, or sends on another SA), nothing behind {silent} answers, or a middlebox that "
-               "looks into UDP 4500 payloads (non-zero first 4 bytes = ESP) drops its ESP.")
-        hint = (f"On {silent}: check the outbound SA and policy for this CHILD SA (ip xfrm state/policy, "
-                "swanctl --list-sas: bytes out should grow) and that the inner hosts answer; then look for a "
-                "device filtering ESP-in-UDP on the path.")
+               f"so a port filter is not it: {_not_intact(sender.src, silent)}, {silent}'s outbound SA or policy "
+               f"for this CHILD SA is broken (it does not send, or sends on another SA), nothing behind {silent} "
+               "answers, or a middlebox that looks into UDP 4500 payloads (non-zero first 4 bytes = ESP) drops "
+               f"ESP.{_unseen(sender.src, silent)}")
+        hint = (f"On {silent}: {_check_arrival(sender.src, silent)}; check the outbound SA and policy for this "
+                "CHILD SA (ip xfrm state/policy, swanctl --list-sas: bytes out should grow) and that the inner "
+                "hosts answer; then look for a device filtering ESP-in-UDP on the path.")
     frames = tuple(x.response_frames[0] for x in xs[:3])
     return " " + alive + why, hint, frames
 

@@ -408,7 +408,8 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             + (", refused with ICMP" if refused else ""),
             explanation=f"{child_label(c)} carries {plural(pk, f.protocol + ' packet')} from {f.src} to {f.dst} on SPI {spi_text(f.spi)} but "
             + (f"none in the other direction.{why}" if why else
-               f"none in the other direction. {f.dst} either does not receive them (filtered), cannot "
+               f"none in the other direction. {f.dst} either does not receive them intact (filtered, lost or altered on "
+               "the way: a packet whose ICV fails is dropped without a word, RFC 4303 §3.4.4), cannot "
                f"{'authenticate' if f.protocol == 'AH' else 'decrypt'} them (key or SA missing), has no "
                "route/policy for the replies, or the capture sees only one direction."),
             frames=frames_of((f.first_frame, f.last_frame), icmp_frames, ike_frames), sa=flow_ref(f),
@@ -585,7 +586,8 @@ def r_return_stopped(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 f"after that {f.src} sent {plural(f.unanswered_tail, 'ESP packet')} to {f.dst} on SPI {spi_text(f.spi)} over "
                 f"{dur((f.last_ts or 0.0) - (f.unanswered_since_ts or 0.0))} and nothing came back (its ESP on "
                 f"SPI {spi_text(back.spi)} stopped)"
-                + (f".{why}" if why else f": {f.dst} went away, lost its SA, or the return path broke."),
+                + (f".{why}" if why else f": {f.dst} went away, lost its SA, the return path broke, or {f.src}'s "
+                   f"{f.protocol} does not reach {f.dst} intact (lost or altered on the way)."),
                 # The first frame stays the same while the run grows (live mode tells a finding
                 # apart by it); the IKE evidence follows.
                 frames=frames_of((back.last_frame, f.unanswered_since_frame, f.last_frame), icmp_frames, ike_frames),

@@ -171,7 +171,8 @@ def _sender_finding(ends: _Ends, group: list[OneWay]) -> Finding:
         dst = peers[0]
         title = f"One-way {proto}: {src} -> {dst} on {len(group)} SAs ({plural(pk, 'packet')}), nothing back"
         text = (f"{src} sends {proto} to {dst} on {len(group)} SAs: {_listing(group, lambda o: None)}; {dst} "
-                f"sends nothing back on any of them.{seen} {dst} either does not receive them (filtered), cannot "
+                f"sends nothing back on any of them.{seen} {dst} either does not receive them intact (filtered, lost or "
+                "altered on the way), cannot "
                 f"{'authenticate' if proto == 'AH' else 'decrypt'} them (keys or SAs missing), has no route or policy "
                 "for the replies, or the capture sees only one direction.")
         hint = (f"Check on {dst}: SAs and policies installed (ip xfrm state/policy), {proto}{udp} allowed in, and a "
@@ -207,7 +208,7 @@ def _receiver_finding(ends: _Ends, group: list[OneWay]) -> Finding:
     title = f"One-way {proto}: {plural(len(peers), 'peer')} {verb(len(peers), 'sends')} to {dst} ({sas}{plural(pk, 'packet')}), it answers none"
     text = (f"{plural(len(peers), 'peer')} {verb(len(peers), 'sends')} {proto} to {dst}, {_each(group, peers)}: "
             f"{_listing(group, lambda o: o.flow.src)}; {dst} answers none of them.{seen} What the silent SAs share "
-            f"is {dst}: it does not receive the packets (filtered in front of it), cannot "
+            f"is {dst}: it does not receive the packets intact (filtered in front of it, lost or altered), cannot "
             f"{'authenticate' if proto == 'AH' else 'decrypt'} them (keys or SAs missing), has no route or policy for "
             f"the replies, or the capture sees only traffic towards {dst}.")
     hint = (f"Check on {dst}: SAs and policies installed for these {noun(len(peers), 'peer')} (ip xfrm state/policy), "
