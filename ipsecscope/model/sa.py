@@ -102,6 +102,10 @@ class EspFlow:
     # one of the last packets again within 20 ms, same length and bytes: the capture (or a device on
     # the path) saw it twice (esp_flow); counted in ``packets``, not in ``sent``
     capture_duplicates: int = 0
+    # of those copies, how many verified / failed their ICV (a copy has its original's outcome):
+    # ESP-ICV-FAILED's "N of M" counts packets sent, as the others count ``sent``
+    copies_decrypted: int = 0
+    copies_icv_failed: int = 0
     reordered: int = 0  # arrived more than the 64-packet window late
     icv_failed: int = 0
     no_key: int = 0

@@ -96,6 +96,9 @@ def on_esp_run(book: Book, run: EspRun, proto: str = "ESP") -> list[EspFlow]:
         if cps:
             # copies of packets already counted (esp_flow): frames, not packets sent; what follows
             # counts packets sent, as on_sa_fields does (it stops at a copy)
+            cst = run.status[np.asarray(cps)]
+            flow.copies_decrypted += int(np.count_nonzero(cst == OK))
+            flow.copies_icv_failed += int(np.count_nonzero(cst == ICV_FAILED))
             p = p[~np.isin(p, cps)]
             if sent is pos:
                 sent = list(pos)  # the caller's positions stay as they are

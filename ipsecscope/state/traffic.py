@@ -113,6 +113,10 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
     elif account(flow, sq, seq, seq_hi, frame, ts, length, tail) == "copy":
         # a copy of a packet already counted (esp_flow): a frame of the capture, not a packet sent,
         # so it neither lengthens the run without an answer nor counts again after a delete/rekey
+        if status == "ok":
+            flow.copies_decrypted += 1
+        elif status == "icv_failed":
+            flow.copies_icv_failed += 1
         return flow
     child = t.child_sas.get(flow.child_sa) if flow.child_sa is not None else None
     if child is None:

@@ -70,12 +70,14 @@ def r_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     for f in table.flows.values():
         if not f.icv_failed or f.protocol != "ESP":  # AH's own rule says what AH failures mean (r_ah_icv)
             continue
-        checked = f.icv_failed + f.decrypted
+        # packets sent, not frames: a capture's copy of a packet has its original's outcome
+        failed = f.icv_failed - f.copies_icv_failed
+        checked = failed + f.decrypted - f.copies_decrypted
         if f.decrypted == 0:
             yield Finding(
                 code="ESP-ICV-FAILED", severity=Severity.ERROR,
                 title=f"Every ESP packet {f.src} -> {f.dst} on SPI {spi_text(f.spi)} fails its ICV check: wrong key",
-                explanation=(f"All {f.icv_failed} packets" if f.icv_failed != 1 else "The one packet")
+                explanation=(f"All {failed} packets" if failed != 1 else "The one packet")
                 + " failed integrity verification. With every packet failing, the key (or algorithm, or ICV length) used for SPI "
                 f"{spi_text(f.spi)} does not match what {f.src} uses, not a transmission problem.",
                 frames=tuple(f.icv_failed_frames), sa=flow_ref(f),
@@ -84,10 +86,10 @@ def r_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         else:
             yield Finding(
                 code="ESP-ICV-FAILED", severity=Severity.WARNING,
-                title=f"{f.icv_failed} of {plural(checked, 'ESP packet')} {f.src} -> {f.dst} "
-                f"{verb(f.icv_failed, 'fails')} {'its' if f.icv_failed == 1 else 'their'} ICV: corruption",
-                explanation=f"Most packets on SPI {spi_text(f.spi)} verify, {f.icv_failed} {verb(f.icv_failed, 'does')} "
-                f"not: the key is right, {'that packet was' if f.icv_failed == 1 else 'those packets were'} altered "
+                title=f"{failed} of {plural(checked, 'ESP packet')} {f.src} -> {f.dst} "
+                f"{verb(failed, 'fails')} {'its' if failed == 1 else 'their'} ICV: corruption",
+                explanation=f"Most packets on SPI {spi_text(f.spi)} verify, {failed} {verb(failed, 'does')} "
+                f"not: the key is right, {'that packet was' if failed == 1 else 'those packets were'} altered "
                 "on the path (bad link, middlebox) or truncated in the capture.",
                 frames=tuple(f.icv_failed_frames), sa=flow_ref(f),
                 hint="Check for errors on the links between the peers; a capture with a snap length shorter than "
