@@ -113,3 +113,30 @@ def test_corrupted_outbound_esp_is_among_the_causes(tmp_path) -> None:
     assert "RFC 4303 §3.4.4" in f["explanation"]
     assert "198.18.0.1's ESP arrives at 198.18.0.2 and passes its ICV check" in f["hint"]
     assert "ESP-PATH-MTU" not in findings(cap)  # same-size packets lost: no black hole
+
+
+@needs_tshark
+def test_pmtu_black_hole_says_the_unanswered_packets_are_the_big_ones() -> None:
+    fs = findings(CAP)
+    (f,) = fs["ESP-PATH-MTU"]
+    esp = tshark_esp(CAP)
+    assert f["title"] == ("ESP 198.18.0.1 -> 198.18.0.2 on SPI 0xe43c400e: the unanswered packets are the big ones "
+                          "(1460 bytes; up to 148 answered), no ICMP: a PMTU black hole")
+    # evidence: the big packets among the flow's last 16, each one the bridge could not pass
+    assert f["frames"] and all(esp[fr][1] == 1460 and esp[fr][0] in bridge("too_big") for fr in f["frames"])
+    assert f["frames"] == sorted(fr for fr, (s, n) in esp.items() if n == 1460 and s > max(s for s, _ in esp.values()) - 16)
+    assert "path MTU is somewhere from 148 to 1459 bytes" in f["explanation"]
+    assert f["facts"]["outer_size"] == 1460 and f["facts"]["answered_max"] == 148
+
+
+@needs_tshark
+def test_return_stopped_during_the_black_hole_says_so(tmp_path) -> None:
+    """Cut inside the black hole (frame 36: two pings of 1400 bytes unanswered), as live mode sees
+    it then: ESP-RETURN-STOPPED, the finding on screen, says the unanswered packets are the big ones."""
+    cap = cut(tmp_path, 36)
+    fs = findings(cap)
+    (f,) = fs["ESP-RETURN-STOPPED"]
+    assert "The unanswered packets are the big ones" in f["explanation"]
+    assert "none of the 2 packets of 1460 bytes got an answer, while 6 packets of up to 148 bytes did" in f["explanation"]
+    assert f["hint"].startswith("See ESP-PATH-MTU")
+    assert [x["frames"] for x in fs["ESP-PATH-MTU"]] == [[33, 35]]

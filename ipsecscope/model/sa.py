@@ -106,6 +106,9 @@ class EspFlow:
     # ESP-ICV-FAILED's "N of M" counts packets sent, as the others count ``sent``
     copies_decrypted: int = 0
     copies_icv_failed: int = 0
+    # The flow's last packets (at most 16, by sequence number mod 16): (full sequence number, time,
+    # ESP/AH length, last four octets, frame) or None; state/esp_flow's ring, shared, not copied
+    recent: list | None = None
     reordered: int = 0  # arrived more than the 64-packet window late
     icv_failed: int = 0
     no_key: int = 0

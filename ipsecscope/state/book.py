@@ -478,7 +478,8 @@ class Book(InferredChildSas):
     def add_flow(self, flow: EspFlow) -> None:
         """File a new flow under its SA identity (destination, protocol, SPI)."""
         self.table.flows[flow.key] = flow
-        self.seq_trackers[flow.key] = SeqTracker()
+        sq = self.seq_trackers[flow.key] = SeqTracker()
+        flow.recent = sq.ring  # the same list: the rules see the flow's last packets
         self._sa_flows.setdefault((flow.dst, flow.protocol, flow.spi), []).append(flow)
 
     def attach_flow(self, flow: EspFlow, child: ChildSa) -> None:

@@ -233,7 +233,7 @@ def _sequence(book: Book, flow: EspFlow, run: EspRun, p: np.ndarray, st: np.ndar
                     for k in range(max(i, b - _SEQ_RING), b):
                         j = int(p[k])
                         n = full - (b - 1 - k)
-                        ring[n & _SEQ_RING_MASK] = (n, float(ts[j]), int(length[j]), tail(j))
+                        ring[n & _SEQ_RING_MASK] = (n, float(ts[j]), int(length[j]), tail(j), int(frames[k]))
                     break
             j = int(p[i])
             if account(flow, sq, int(seq[i]), int(hi[i]) if verified[i] else None, int(frames[i]), float(ts[j]),

@@ -46,8 +46,10 @@ class SeqTracker:
         self.missing = 0  # numbers below top never seen (a later arrival takes one back)
         self.hi = 0
         # The latest packet of each of the last RING numbers: ring[full & _RING_MASK] = (full number,
-        # time, ESP/AH length, last four octets as an int, -1 unknown), for a capture duplicate.
-        self.ring: list[tuple[int, float, int, int] | None] = [None] * RING
+        # time, ESP/AH length, last four octets as an int, -1 unknown, frame), for a capture
+        # duplicate; the flow's ``recent`` is this list (the rules read the last packets' sizes and
+        # times from it: a PMTU black hole, analysis.rules.nat_mtu).
+        self.ring: list[tuple[int, float, int, int, int] | None] = [None] * RING
 
     def full_seq(self, seq: int, seq_hi: int | None) -> int:
         """The 64-bit sequence number. ``seq_hi`` from a verified decryption is authoritative
@@ -110,7 +112,7 @@ def account(flow: EspFlow, st: SeqTracker, seq: int, seq_hi: int | None, frame: 
         if prev is not None and prev[0] == full and prev[2] == length and prev[3] == tail != -1 \
                 and abs(ts - prev[1]) < CAPTURE_DUP_GAP:
             verdict = "copy"
-    ring[slot] = (full, ts, length, tail)
+    ring[slot] = (full, ts, length, tail, frame)
     if flow.seq_min is None or full < flow.seq_min:
         flow.seq_min = full
     if flow.seq_max is None or full > flow.seq_max:

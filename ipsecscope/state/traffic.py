@@ -109,7 +109,7 @@ def on_sa_fields(book: Book, frame: int, ts: float, src: str, dst: str, spi: int
         flow.seq_max = full
         flow.esn_hi = full >> 32
         flow.lost = sq.missing
-        sq.ring[full & _SEQ_RING_MASK] = (full, ts, length, tail)  # what account() keeps of every packet
+        sq.ring[full & _SEQ_RING_MASK] = (full, ts, length, tail, frame)  # what account() keeps of every packet
     elif account(flow, sq, seq, seq_hi, frame, ts, length, tail) == "copy":
         # a copy of a packet already counted (esp_flow): a frame of the capture, not a packet sent,
         # so it neither lengthens the run without an answer nor counts again after a delete/rekey

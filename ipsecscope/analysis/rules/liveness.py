@@ -40,6 +40,7 @@ from .common import (
     refusal_first,
 )
 from .core import RuleContext, rule
+from .nat_mtu import black_hole, black_hole_text
 from .one_way import OneWay, group_plain, group_siblings
 
 
@@ -578,6 +579,13 @@ def r_return_stopped(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                        f"{clock(lost.recovered.response_ts)} (IKE-PEER-RESTARTED), so these went to SAs it no "
                        "longer had.")
                 why_hint = "See IKE-PEER-RESTARTED: the old SAs died with the peer's restart."
+            # The run without an answer holds the big packets, and small ones were answered: what a
+            # reader of this finding must see first (a PMTU black hole, RFC 4459 §2).
+            bh = black_hole(table, f)
+            big = bh is not None and any(x[0] >= f.unanswered_since_frame for x in bh.big)
+            if bh is not None and big:
+                why = " " + black_hole_text(bh) + why
+                why_hint = " ".join(("See ESP-PATH-MTU: find the path MTU and lower the tunnel MTU below it.", why_hint)).strip()
             yield Finding(
                 code="ESP-RETURN-STOPPED", severity=Severity.WARNING,
                 title=f"ESP from {f.dst} stopped: {f.src} sent {plural(f.unanswered_tail, 'more packet')} with no reply"
