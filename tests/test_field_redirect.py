@@ -46,3 +46,11 @@ def test_redirect_finding_says_the_initiator_followed() -> None:
     assert f["severity"] == "info"
     assert "followed" in f["explanation"] and "No IKE SA" not in f["explanation"]
     assert f["frames"] == [2, 3]
+
+
+def test_redirect_to_an_fqdn_names_the_address_the_initiator_reached() -> None:
+    """The REDIRECT names moneybin.duckburg.disney.com, the capture shows where the initiator went
+    (10.5.2.53, frame 3): the finding says both, and 'started' for an SA that never came up."""
+    (f,) = [f for f in json.loads(cli("findings", "--json", str(CAP)))["findings"] if f["code"] == "IKE-REDIRECTED"]
+    assert "with moneybin.duckburg.disney.com (reached at 10.5.2.53) at" in f["explanation"]
+    assert "it started IKE SA" in f["explanation"]  # the new SA failed: it was never 'set up'

@@ -769,8 +769,12 @@ def r_redirected(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         new = table.ike_sas.get(sa.redirected_into) if sa.redirected_into else None
         when = _REDIRECT_WHEN.get(sa.redirect_exchange or "", "sent a REDIRECT notify (RFC 5685)")
         if new is not None:
-            follow = (f"{sa.initiator} followed: it set up IKE SA {new.key} with {gw} at {clock(new.created_ts)} "
-                      f"(now {new.state.value})" + (f", then deleted the old one at {clock(sa.deleted_ts)}"
+            # A gateway named by FQDN (RFC 5685 §8.2) was reached at an address the capture shows:
+            # name it, it is what the engineer filters on.
+            where = gw if new.responder == gw else f"{gw} (reached at {new.responder})"
+            up = new.established_ts is not None
+            follow = (f"{sa.initiator} followed: it {'set up' if up else 'started'} IKE SA {new.key} with {where} at "
+                      f"{clock(new.created_ts)} (now {new.state.value})" + (f", then deleted the old one at {clock(sa.deleted_ts)}"
                                                     if sa.deleted_ts is not None else "") + ".")
             hint = "Nothing to fix if the redirect was intended (load balancing, maintenance of the old gateway)."
         else:
