@@ -25,7 +25,7 @@ from textual.worker import get_current_worker
 
 from ..errors import CaptureError, CaptureFormatError, IpsecscopeError
 from ..model.plural import noun, plural
-from ..model.sa import Finding, SaState, Severity
+from ..model.sa import Finding, Severity
 from . import panes
 from .loading import LoadCancelled, Loading
 from .panes import SessionPane, SessionView
@@ -330,12 +330,14 @@ class SessionFeed(App[int]):
         """``2 IKE/2 CHILD SA`` for a file. Live, every SA ever seen stays in the table, deleted and
         failed ones too, so the count alone read as "4 CHILD SAs up" after a terminate: say how
         many are open (established, or inferred from traffic; not deleted, failed or replaced by a
-        rekey) beside how many were seen. "Open", not "up": a dead peer's SA stays open."""
+        rekey) beside how many were seen; an IKE SA a dead-peer or peer-restarted finding says is
+        gone (with its CHILD SAs) is not open either (analysis.open_sas)."""
+        from ..analysis.open_sas import open_counts
+
         ike, child = s.table.ike_sas.values(), s.table.child_sas.values()
         if self.runner is None:
             return Text(f"{len(ike)} IKE/{len(child)} CHILD SA")
-        up = (SaState.ESTABLISHED, SaState.INFERRED)
-        n_ike, n_child = sum(sa.state in up for sa in ike), sum(c.state in up for c in child)
+        n_ike, n_child = open_counts(s.table, self.findings)
         return Text.assemble((f"{n_ike} IKE/{n_child} CHILD SA open", "" if n_ike or n_child else "yellow"),
                              (f" ({len(ike)}/{len(child)} seen)", "dim"))
 
