@@ -42,3 +42,25 @@ def test_copies_outcomes_are_the_same_packet_by_packet_and_in_bulk(monkeypatch, 
     assert got == [("198.18.30.1", 39, 0, 39), ("198.18.30.2", 39, 0, 39), ("198.18.30.3", 5, 0, 5)]
     (f,) = [f for f in s.findings if f.code == "ESP-ICV-FAILED"]
     assert f.title.startswith("1 of 41 ESP packets")
+
+
+def test_sa_detail_shows_replays_and_capture_copies_apart() -> None:
+    """The SA detail's traffic table had one "Dup" column showing replays only (EspFlow.duplicates):
+    the 39 copies a mirror made of each direction were nowhere, and "Dup 1" read as all there was.
+    Now "Replay" (sent again: ESP-REPLAY) and "Copies" (the capture's: CAPTURE-DUPLICATES)."""
+    from rich.console import Console
+
+    from ipsecscope.tui.widgets.sa_detail import FlowTable
+
+    s = Session()
+    s.add_key_files([DUP])
+    s.load(CAP)
+    flows = sorted((f for f in s.table.flows.values() if f.src != "198.18.30.3"), key=lambda f: f.src)
+    console = Console(width=160, record=True, color_system=None)
+    console.print(FlowTable(flows, s.table.first_ts))
+    lines = console.export_text().splitlines()
+    head = lines[1].replace("From → To", "From→To").split()
+    assert "Dup" not in head and {"Replay", "Copies"} <= set(head)
+    for line, f in zip(lines[2:4], flows, strict=True):
+        cells = dict(zip(head, line.replace(" → ", "→").split(), strict=False))
+        assert (cells["SPI"], cells["Pkts"], cells["Replay"], cells["Copies"]) == (f"0x{f.spi:08x}", "80", "1", "39"), line

@@ -87,8 +87,10 @@ def rekey_chain_ike(table: SaTable, sa: IkeSa) -> list[IkeSa]:
 
 FLOW_COLUMNS = (("SPI", "left"), ("From → To", "left"), ("Pkts", "right"), ("Bytes", "right"),
                 ("Decr", "right"), ("ICV✗", "right"), ("NoKey", "right"), ("Lost", "right"),
-                ("Dup", "right"), ("Seq", "left"), ("Active", "left"))
-PROBLEM_COLUMNS = ("ICV✗", "NoKey", "Lost", "Dup")
+                ("Replay", "right"), ("Copies", "right"), ("Seq", "left"), ("Active", "left"))
+# "Replay": a sequence number sent again (ESP-REPLAY); "Copies": packets the capture holds twice
+# (CAPTURE-DUPLICATES: counted in Pkts, not sent twice). One "Dup" column showed replays only.
+PROBLEM_COLUMNS = ("ICV✗", "NoKey", "Lost", "Replay")
 
 
 class FlowTable:
@@ -111,7 +113,8 @@ class FlowTable:
             "Pkts": str(f.packets), "Bytes": str(f.bytes), "Decr": str(f.decrypted),
             "ICV✗": Text(str(f.icv_failed), "bold red" if f.icv_failed else ""),
             "NoKey": Text(str(f.no_key), "yellow" if f.no_key else ""), "Lost": str(self._lost(f)),
-            "Dup": str(f.duplicates), "Seq": seq, "Active": active,
+            "Replay": str(f.duplicates), "Copies": Text(str(f.capture_duplicates), "dim"), "Seq": seq,
+            "Active": active,
         }
 
     def _lost(self, f: EspFlow) -> int:
@@ -124,8 +127,10 @@ class FlowTable:
         """The columns that fit in ``width`` (None when not even SPI, addresses and packets do)."""
         cw = {c: max([len(c), *(len(str(r[c])) for r in rows)]) + 2 for c, _ in FLOW_COLUMNS}
         busy = [c for c in PROBLEM_COLUMNS if any(str(r[c]) != "0" for r in rows)]
+        # capture copies are no problem of the tunnel: shown after the counters, only when there are some
+        copies = ["Copies"] if any(str(r["Copies"]) != "0" for r in rows) else []
         order = ["SPI", "From → To", "Pkts", *busy, "Decr", *(c for c in PROBLEM_COLUMNS if c not in busy),
-                 "Bytes", "Seq", "Active"]
+                 *copies, "Bytes", "Seq", "Active"]
         keep, used = [], 0
         for c in order:
             if used + cw[c] > width:
@@ -144,7 +149,8 @@ class FlowTable:
         width = options.max_width
         rows = [self._cells(f, False) for f in self.flows]
         keep = self._columns(rows, width)
-        if keep is None or len(keep) < len(FLOW_COLUMNS):
+        wanted = len(FLOW_COLUMNS) - (0 if any(f.capture_duplicates for f in self.flows) else 1)
+        if keep is None or len(keep) < wanted:
             short = [self._cells(f, True) for f in self.flows]
             keep_short = self._columns(short, width)
             if keep_short is not None and (keep is None or len(keep_short) > len(keep)):
