@@ -140,3 +140,15 @@ def test_return_stopped_during_the_black_hole_says_so(tmp_path) -> None:
     assert "none of the 2 packets of 1460 bytes got an answer, while 6 packets of up to 148 bytes did" in f["explanation"]
     assert f["hint"].startswith("See ESP-PATH-MTU")
     assert [x["frames"] for x in fs["ESP-PATH-MTU"]] == [[33, 35]]
+
+
+def test_fragments_that_never_came_are_not_blamed_on_the_snap_length() -> None:
+    """tests/data/tunnels/frag-inside.pcap frame 17: a datagram whose last fragment never came,
+    every frame captured whole. CAPTURE-MALFORMED's hint said "A truncated capture (snaplen)";
+    the fragments were lost (or the capture ended first), which no -s 0 fixes (field11's note)."""
+    r = subprocess.run([*IPSECSCOPE, "findings", str(DATA / "tunnels" / "frag-inside.pcap"), "--json"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    (f,) = [f for f in json.loads(r.stdout)["findings"] if f["code"] == "CAPTURE-MALFORMED"]
+    assert "IP fragments never completed" in f["explanation"] and f["frames"] == [17]
+    assert "snaplen" not in f["hint"] and "-s 0" not in f["hint"]
+    assert f["hint"].startswith("1 IP datagram never completed: its other fragments were not in the capture")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from ...model.idtext import spi_text
 from ...model.plural import noun, plural, verb
-from ...model.sa import Finding, FindingMember, SaState, SaTable, Severity
+from ...model.sa import Finding, FindingMember, Observation, SaState, SaTable, Severity
 from .authentication import r_auth_failed
 from .common import (
     clock,
@@ -166,10 +166,30 @@ def r_malformed(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         explanation=f"Some packets could not be fully decoded, e.g. frame {first.frames[0] if first.frames else '?'}: "
         f"{first.detail.get('reason', '')}. The rest of the analysis uses what was readable.",
         frames=frames_of(*(o.frames for o in obs[:6])), sa=None,
-        # A frame captured whole carries the fault in its sender's bytes: no snap length to blame.
-        hint="These frames were captured whole: their senders built them wrong (an implementation bug) or "
-        "they were damaged on the way; compare with `tshark -V` on them." if all(o.detail.get("whole") is True for o in obs)
-        else "A truncated capture (snaplen) or a damaged file; re-capture with -s 0 if details matter.", ts=first.ts)
+        hint=_malformed_hint(obs), ts=first.ts)
+
+
+def _malformed_hint(obs: list[Observation]) -> str:
+    """What to do about the malformed packets: an IP datagram whose other fragments never came is
+    no snap-length fault (each fragment was captured whole): they were lost on the path (firewalls
+    and NATs often drop fragments, RFC 4459 §2; RFC 7383 for IKE) or by the capture (it started or
+    ended mid-datagram, or dropped packets)."""
+    frags = [o for o in obs if "IP fragments never completed" in str(o.detail.get("reason", ""))]
+    # A frame captured whole carries the fault in its sender's bytes: no snap length to blame.
+    if all(o.detail.get("whole") is True for o in obs if o not in frags):
+        rest = ("These frames were captured whole: their senders built them wrong (an implementation bug) or "
+                "they were damaged on the way; compare with `tshark -V` on them.")
+    else:
+        rest = "A truncated capture (snaplen) or a damaged file; re-capture with -s 0 if details matter."
+    if not frags:
+        return rest
+    ended = all("(capture ended)" in str(o.detail.get("reason", "")) for o in frags)
+    text = (f"{plural(len(frags), 'IP datagram')} never completed: {verb(len(frags), 'its', 'their')} other fragments "
+            + ("were not in the capture before it ended (it stopped mid-datagram, or they were lost on the way)"
+               if ended else "never arrived: lost on the path (firewalls and NATs often drop fragments, RFC 4459 "
+               "§2) or by the capture (dropped packets)")
+            + ", not cut by a snap length; a capture nearer the sender tells which.")
+    return text if len(frags) == len(obs) else f"{text} Other frames: {rest[0].lower()}{rest[1:]}"
 
 
 @rule(100, "CAPTURE-KEYS-UNMATCHED", Severity.WARNING)
