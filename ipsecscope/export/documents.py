@@ -116,6 +116,7 @@ JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added 
         "facts": {str: value}        # the finding's numbers by name (SPI, sizes, counts), as its text
                                      #   gives them; which names depends on the code, e.g. ESP-PATH-MTU:
                                      #   {"spi", "outer_size", "path_mtu", "icmp_from", "dropped", ...}
+                                     #   (a black hole without ICMP: path_mtu null, "answered_max")
         "count": int,                # how many SAs the finding is about: 1, or N when N SAs had the
                                      #   same condition (same code, title, hint and explanation but for
                                      #   the SA's own addresses) and became one finding (N >= 5;
