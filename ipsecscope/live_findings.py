@@ -12,7 +12,7 @@ So a front end that shows a growing capture (``ipsecscope live``, a followed fil
 evaluation through :class:`KeptFindings`: a finding that disappears stays in the list, its title
 saying when it ended and how often it came back; while it holds again, only the current one is
 listed (one entry per code and SA either way, so the list does not jump). A finding whose
-evidence lives on in another one (an aggregate that absorbed it, IKE-DEAD-PEER become
+first evidence frame lives on in another one (an aggregate that absorbed it, IKE-DEAD-PEER become
 IKE-PEER-RESTARTED once the peer answered a fresh IKE_SA_INIT) was replaced, not ended: it goes.
 """
 
@@ -57,8 +57,13 @@ class KeptFindings:
         for key, old in self._shown.items():
             if key in current:
                 continue
-            if carried.intersection(old.all_frames):
-                continue  # its evidence lives on in a current finding: replaced, not ended
+            # Replaced, not ended, when a current finding carries the frame that named it (its first,
+            # as _key): IKE-PEER-RESTARTED cites IKE-DEAD-PEER's first unanswered request, an
+            # aggregate its members' frames. Sharing other frames is not taking over: ESP-PATH-MTU's
+            # black hole cites the big packets an ESP-RETURN-STOPPED spell also lists, and that
+            # spell still ends when an answer comes back.
+            if carried.intersection(old.frames[:1] or old.all_frames):
+                continue
             cs = (old.code, old.sa)
             self._spells[cs] = self._spells.get(cs, 0) + 1
             self._ended.pop(cs, None)

@@ -615,7 +615,9 @@ def _black_hole_finding(table: SaTable, bh: BlackHole) -> Finding:
         "router drops what does not fit without a word, or its ICMP is filtered on the way back, so the sender "
         "never learns the path MTU (RFC 4301 §8, RFC 4459 §2). The path MTU is somewhere from "
         f"{bh.answered_max} to {lo - 1} bytes.",
-        frames=tuple(x[0] for x in bh.big[:6]), sa=flow_ref(f),
+        # The flow's first packet leads: live mode tells a finding apart by its first frame, and the
+        # big packets roll through the last 16; the unanswered big ones follow.
+        frames=(f.first_frame, *(x[0] for x in bh.big[:6])), sa=flow_ref(f),
         hint=f"Find the limit with DF set (from {f.src}: ping -M do -s SIZE {f.dst}, an IPv4 packet of SIZE + 28 "
         f"bytes, between {bh.answered_max} and {lo}), then set the tunnel MTU {over} bytes below it (ESP's worst case; strongSwan "
         "kernel-libipsec: charon.plugins.kernel-libipsec.mtu; an XFRM/VTI interface: ip link set DEV mtu N) or clamp "
