@@ -73,7 +73,7 @@ class DecryptedPacket:
     ts_ns: int = 0
     protocol: str = "ESP"
     # IPv6: the extension headers in front of ESP/AH, kept by ip_packet() in transport mode
-    # (export.hotloop.v6_ext_headers)
+    # (export.perframe.v6_ext_headers)
     ext_headers: tuple = field(default=(), repr=False)
 
     @property
@@ -96,7 +96,7 @@ class DecryptedPacket:
             return None
         if self.tunnel:
             return self.inner
-        from .export.hotloop import ip_header as _ip_header
+        from .export.perframe import ip_header as _ip_header
 
         af = socket.AF_INET6 if ":" in self.src else socket.AF_INET
         return _ip_header(socket.inet_pton(af, self.src), socket.inet_pton(af, self.dst), self.next_header,
@@ -126,7 +126,7 @@ def iter_decrypted(capture: str | os.PathLike[str], keys: Keys = None) -> Iterat
     from .crypto.ah import ICV_FAILED, AhResult, AhVerifier
     from .decode.demux import Decoder
     from .decode.link import ip_offset
-    from .export.hotloop import v6_ext_headers
+    from .export.perframe import v6_ext_headers
     from .keys import add_secrets_block
     from .model.packets import AhPacket, EspPacket, RawFrame
 

@@ -456,7 +456,7 @@ def target(detail: FrameDetail) -> tuple[bytes, int, str] | None:
         if nh is not None:
             import socket
 
-            from .export.hotloop import ip_header
+            from .export.perframe import ip_header
 
             esp = detail.esp
             family = socket.AF_INET6 if ":" in esp.src else socket.AF_INET

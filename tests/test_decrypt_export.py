@@ -20,7 +20,7 @@ from ipsecscope.api import decrypt_capture, load_keystore
 from ipsecscope.capture import open_capture
 from ipsecscope.cli import main as cli_main
 from ipsecscope.export import engine, hotloop
-from ipsecscope.export.hotloop import ip_header as _ip_header
+from ipsecscope.export.perframe import ip_header as _ip_header
 from tests.conftest import CORPUS, SAMPLES, needs_tshark
 
 SYN = SAMPLES / "synthetic"

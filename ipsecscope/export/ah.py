@@ -3,7 +3,7 @@
 AH encrypts nothing: its payload is readable with or without a key, as Wireshark/tshark dissect
 it. So the payload is written like a decrypted ESP payload (the tunnelled IP packet in tunnel mode,
 the upper-layer payload behind an IP header rebuilt from the outer addresses in transport mode,
-``hotloop.wire_packet``) whenever the ICV did not fail:
+``perframe.wire_packet``) whenever the ICV did not fail:
 
 * verified (``crypto.ah``, RFC 4302 §3.3.3): written as it is, like decrypted ESP;
 * not verified — no key for the SA, an algorithm AH cannot use, a frame that does not hold what
@@ -80,13 +80,13 @@ class AhTotals:
 
 class AhOut:
     """The AH packets of one decrypt run (or chunk): ICVs checked with the AH keys of ``keys``.
-    ``wire_packet`` and ``decrypt_nested`` are the hot loop's (``export.hotloop``, which imports
-    this module: passed in, not imported back)."""
+    ``wire_packet`` and ``decrypt_nested`` are the per-frame path's (``export.perframe``, which
+    imports this module: passed in, not imported back)."""
 
     def __init__(self, keys, wire_packet: Callable, decrypt_nested: Callable,
                  ext_headers: Callable[[bytes, int], tuple] | None = None) -> None:
         self.wire_packet, self.decrypt_nested = wire_packet, decrypt_nested
-        self.ext_headers = ext_headers  # hotloop.v6_ext_headers: IPv6 headers kept in front of AH's payload
+        self.ext_headers = ext_headers  # perframe.v6_ext_headers: IPv6 headers kept in front of AH's payload
         self.verifier = AhVerifier(keys)
         self.totals = AhTotals(per_sa=self.verifier.stats)
         from ..decode.link import ip_offset

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 from ..crypto.esp import EspDecryptor
 from ..keys.formats import add_secrets_block
 from . import jsonl as _jsonl
-from .hotloop import _CARRIES_ESP, Options, decrypt_nested, v6_ext_headers, wire_packet
+from .hotloop import Options
 from .pcapng import LINKTYPE_RAW, PcapngWriter
+from .perframe import _CARRIES_ESP, decrypt_nested, v6_ext_headers, wire_packet
 from .totals import RunStats, collect, open_jsonl, write_dsb
 
 if TYPE_CHECKING:

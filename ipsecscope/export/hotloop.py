@@ -3,9 +3,10 @@
 
 ``_Worker.run`` walks the records; ``_loop_pcap_eth`` is the fast loop for little-endian pcap
 and pcapng of Ethernet (one fused struct read per record, formats from
-:mod:`ipsecscope.decode.fused`); ``_frame`` handles every other case (IPv6, transport mode, ESN
-inference, failures, --keep-other, JSON lines), handing what it cannot parse to the general
-decoder. The per-SA state the loops consult is a slotted :class:`SaSlot`.
+:mod:`ipsecscope.decode.fused`); ``_frame`` (:mod:`ipsecscope.export.perframe`, a base class of
+the worker) handles every other case (IPv6, transport mode, ESN inference, failures, --keep-other,
+JSON lines), handing what it cannot parse to the general decoder. The per-SA state the loops
+consult is a slotted :class:`SaSlot`.
 """
 
 from __future__ import annotations
@@ -22,27 +23,11 @@ from typing import BinaryIO, TextIO
 from cryptography.exceptions import InvalidTag
 
 from ..capture.layout import Layout, guess, records, resolve
-from ..crypto import esp as _esp
-from ..crypto.esp import (
-    MAX_NESTED,
-    EspDecryptor,
-    SaStats,
-    check_payload,
-    esp_inside,
-    payload_failure,
-    trim_tfc,
-)
+from ..crypto.esp import EspDecryptor, SaStats
 from ..decode.fused import EPB_ETH_IPV4, EPB_OUT, ETH_IPV4_END, ETH_IPV4_NET, PCAP_ETH_IPV4
-from ..decode.ipcomp import IPCOMP, ipcomp_open
 from ..errors import DecryptError
 from . import direct as _direct
-from . import jsonl as _jsonl
-from .pcapng import comment_option, epb_header
-
-_U16 = struct.Struct("!H")
-_ESPH = struct.Struct("!II")
-_IPV4 = struct.Struct("!BBHHHBBH4s4s")
-_UDP = struct.Struct("!HHH")
+from .perframe import FramePath
 
 # Bytes the hot loop reads at a time (_Worker._loop_pcap_eth). 1 MiB: the window, the bulk step's
 # output written and read back (export.bulk) and its scratch stay in a core's L2 cache: 3-10 % less
@@ -137,136 +122,15 @@ def tunnel_len(plain: bytes, ilen: int, nh: int) -> int:
     return tl if tl > 40 else ilen
 
 
-_CARRIES_ESP = frozenset((4, 41, 50))  # next headers that can carry ESP: IPv4, IPv6, ESP itself
-
-
-def _esp_in(inner: bytes, nh: int, src: bytes, dst: bytes) -> tuple:
-    """(ESP bytes, src, dst) when a decrypted payload is (or tunnels) ESP, else (None, src, dst)."""
-    found = esp_inside(inner, nh)
-    if found is None:
-        return None, src, dst
-    esp, isrc, idst = found
-    return (esp, isrc, idst) if isrc else (esp, src, dst)
-
-
-def decrypt_nested(dec: EspDecryptor, seen: set, inner: bytes, nh: int, src: bytes, dst: bytes) -> tuple:
-    """ESP inside ESP (a tunnel through a tunnel, or transport-mode ESP of ESP): decrypt the
-    inner layers there are keys for, as tcpdump and tshark do. Returns the innermost packet
-    that decrypted, its next header, the addresses around it, and one dict per inner layer
-    tried (for JSON lines); a layer without keys, or one that fails, ends the descent with
-    the packet that carries it (its failure counted on the inner SA). ``seen`` collects the
-    inner SAs (their packets are no frames of the capture: the totals leave them out)."""
-    layers: list[dict] = []
-    for _depth in range(MAX_NESTED):
-        esp, isrc, idst = _esp_in(inner, nh, src, dst)
-        if esp is None or len(esp) < 8:
-            break
-        spi, seq = _ESPH.unpack_from(esp, 0)
-        af = socket.AF_INET if len(isrc) == 4 else socket.AF_INET6
-        s_txt, d_txt = socket.inet_ntop(af, isrc), socket.inet_ntop(af, idst)
-        if dec.keys.esp_lookup(s_txt, d_txt, spi) is None:
-            break  # no keys for the inner SA: the once-decrypted packet is the answer
-        st = dec.state(s_txt, d_txt, spi)
-        seen.add((s_txt, d_txt, spi))
-        code, plain, hi = dec.open_raw(st, seq, bytes(esp))
-        layer = {"spi": f"0x{spi:08x}", "src": s_txt, "dst": d_txt, "seq": (hi << 32) | seq}
-        layers.append(layer)
-        if code == 0:
-            try:
-                ilen, nh2, _pad = check_payload(plain, not st.opener.verifies)
-            except DecryptError as exc:
-                code, plain = _esp.STATUS.index(payload_failure(st, str(exc))), str(exc)
-        layer["status"] = _esp.STATUS[code]
-        if code != 0:
-            layer["reason"] = plain
-            break
-        nh = nh2
-        inner = trim_tfc(plain[:ilen], nh) if nh == 4 or nh == 41 else plain[:ilen]
-        src, dst = isrc, idst
-        if nh not in _CARRIES_ESP:
-            break
-    return inner, nh, src, dst, layers
-
-
-
 # --- the hot loop -------------------------------------------------------------------------------
 
-def wire_packet(src: bytes, dst: bytes, nh: int, inner: bytes, ext: tuple = ()) -> bytes:
-    """The packet a decrypted payload carries, as the output file holds it: a tunnel's inner IP
-    packet as it is, a transport payload behind an IP header from the outer addresses (and, IPv6,
-    the extension headers that came before ESP/AH: ``ext``, from :func:`v6_ext_headers`). An
-    IPComp payload (next header 108, RFC 3173 §2) is opened first, as tshark and the views show
-    it: the decrypted file holds the datagram that was compressed, not its DEFLATE stream."""
-    if nh == IPCOMP:
-        opened = ipcomp_open(inner)
-        if opened is not None:
-            inner, nh = opened
-    if nh == 4 or nh == 41:
-        return inner
-    return ip_header(src, dst, nh, len(inner), ext) + inner
-
-
-# IPv6 extension headers that may come before ESP or AH and stay in a transport-mode packet once
-# ESP/AH is taken out (RFC 4303 §3.1.1, RFC 4302 §3.1.1): Hop-by-Hop, Routing, Destination Options
-# (and the Fragment header, v6_ext_headers says when)
-_V6_BEFORE_IPSEC = frozenset((0, 43, 60))
-
-
-def v6_ext_headers(ip: bytes, off: int = 0) -> tuple:
-    """The IPv6 extension headers between the fixed header at ``ip[off]`` and the ESP or AH header
-    their chain leads to, as ((type, bytes), ...) for :func:`ip_header`; () when there are none,
-    the chain is cut off, or it leads elsewhere (a tunnel the decoder peeled, UDP-encapsulated
-    ESP). A Fragment header stays only when atomic (offset 0, M 0, RFC 6946): a datagram
-    reassembled from real fragments is written whole, without one (RFC 8200 §4.5)."""
-    n = len(ip)
-    if n < off + 40 or ip[off] >> 4 != 6:
-        return ()
-    nh, p = ip[off + 6], off + 40
-    out = []
-    for _ in range(16):  # RFC 8200 §4.1: a handful of headers, each at most once or twice
-        if nh == 50 or nh == 51:
-            return tuple(out)
-        if nh == 44:
-            if n < p + 8:
-                return ()
-            if not ((ip[p + 2] << 8 | ip[p + 3]) & 0xFFF9):  # offset 0 and M 0: atomic, kept
-                out.append((44, bytes(ip[p:p + 8])))
-            nh, p = ip[p], p + 8
-            continue
-        if nh not in _V6_BEFORE_IPSEC or n < p + 2:
-            return ()
-        ln = (ip[p + 1] + 1) * 8
-        if n < p + ln:
-            return ()
-        out.append((nh, bytes(ip[p:p + ln])))
-        nh, p = ip[p], p + ln
-    return ()
-
-
-def ip_header(src: bytes, dst: bytes, nh: int, payload_len: int, ext: tuple = ()) -> bytes:
-    """An IP header for a transport-mode inner payload, from the outer addresses. IPv6: with the
-    extension headers ``ext`` ((type, bytes), ... from :func:`v6_ext_headers`) behind it, each
-    header's Next Header naming the one after it, the last one's ``nh`` (what the ESP trailer or
-    AH header named), Payload Length counting them (RFC 8200 §3-4)."""
-    if len(src) == 16:
-        if ext:
-            chain = b"".join(bytes((ext[i + 1][0] if i + 1 < len(ext) else nh,)) + h[1:]
-                             for i, (_t, h) in enumerate(ext))
-            return struct.pack("!IHBB16s16s", 0x60000000, payload_len + len(chain), ext[0][0], 64, src, dst) + chain
-        return struct.pack("!IHBB16s16s", 0x60000000, payload_len, nh, 64, src, dst)
-    h = _IPV4.pack(0x45, 0, 20 + payload_len, 0, 0x4000, 64, nh, 0, src, dst)
-    s = sum(struct.unpack("!10H", h))
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return h[:10] + _U16.pack(~s & 0xFFFF) + h[12:]
-
-
-class _Worker:
+class _Worker(FramePath):
     """Runs the loop over one byte range; writes EPBs (and/or JSON lines) to its own files.
 
     ``run`` holds the fast path (Ethernet/raw IPv4 → ESP or UDP-4500 ESP of an SA already known
-    to be non-ESN, tunnel mode, written straight out); every other frame goes through ``_frame``,
-    which handles all cases (IPv6, transport mode, ESN inference, failures, keep-other, JSONL).
+    to be non-ESN, tunnel mode, written straight out); every other frame goes through ``_frame``
+    (export/perframe.py's :class:`FramePath`, a base class), which handles all cases (IPv6,
+    transport mode, ESN inference, failures, keep-other, JSONL).
     """
 
     def __init__(self, lay: Layout, keys, opts: Options, progress: Callable[[int], None] | None = None) -> None:
@@ -853,197 +717,3 @@ class _Worker:
             return (runs[0][0] if runs else -1), self.bulk_backoff
         self.bulk_backoff = 0
         return (runs[0][0] if runs else -1), 0
-
-    def _frame(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, off: int) -> None:  # noqa: C901
-        """Everything about one frame, for every case the fast path leaves out."""
-        opts = self.opts
-        if opts.frames is not None and idx not in opts.frames:
-            return
-        out_f, jsonl_f = self.out_f, self.jsonl_f
-        keep_other = opts.keep_other and out_f is not None
-        app = self.buf.append
-        lt = self.linktypes[iface] if iface < len(self.linktypes) else -1
-        if keep_other and lt < 0:  # an interface no IDB declares (damaged file): nothing to write it on
-            keep_other = False
-            self.n_unkept += 1
-        n = len(frame)
-        esp = None
-        src = dst = b""
-        ext: tuple = ()  # IPv6 extension headers before ESP (general path only: the fast one has none)
-        from ..decode.link import ip_offset
-
-        ver, l3 = ip_offset(lt, frame) if lt >= 0 else (0, 0)
-        proto = 0
-        if ver == 4 and n >= l3 + 20:
-            vihl = frame[l3]
-            hl = (vihl & 15) * 4
-            fl = (frame[l3 + 6] << 8) | frame[l3 + 7]
-            proto = frame[l3 + 9]
-            if (fl & 0x3FFF) or hl < 20 or vihl >> 4 != 4:
-                ver = -1  # fragment or odd header: general decoder
-            else:
-                tl = (frame[l3 + 2] << 8) | frame[l3 + 3]
-                end_ip = min(l3 + tl, n)
-                p = l3 + hl
-                src, dst = frame[l3 + 12:l3 + 16], frame[l3 + 16:l3 + 20]
-        elif ver == 6 and n >= l3 + 40:
-            proto = frame[l3 + 6]
-            end_ip = min(l3 + 40 + ((frame[l3 + 4] << 8) | frame[l3 + 5]), n)
-            p = l3 + 40
-            src, dst = frame[l3 + 8:l3 + 24], frame[l3 + 24:l3 + 40]
-            if proto not in (50, 17, 6, 1, 58):
-                ver = -1  # extension headers: general decoder
-        elif ver in (4, 6):
-            ver = -1
-        udp_encap = False
-        if ver > 0:
-            from ..decode.tunnel import TUNNEL_PROTOS, UDP_TUNNEL_PORTS
-
-            if proto == 50:
-                esp = frame[p:end_ip]
-            elif proto in TUNNEL_PROTOS:
-                ver = -1  # GRE, IP-in-IP: the general decoder peels the tunnel (decode/tunnel.py)
-            elif proto == 17 and end_ip - p >= 8:
-                sport, dport, _ulen = _UDP.unpack_from(frame, p)
-                if sport in UDP_TUNNEL_PORTS or dport in UDP_TUNNEL_PORTS:
-                    ver = -1  # VXLAN, Geneve: as GRE
-                elif sport == 4500 or dport == 4500:
-                    pay = frame[p + 8:end_ip]
-                    # RFC 3948 §2.2-2.3: 0xFF = keepalive, 4 zero bytes = IKE, else ESP
-                    if len(pay) >= 8 and pay[:4] != b"\0\0\0\0":
-                        esp = pay
-                        udp_encap = True
-            elif proto == 6:
-                ver = -1  # RFC 8229 TCP encapsulation needs stream reassembly
-            elif proto == 51:
-                ver = -1  # AH: decoded in full (fragments too), then export/ah.py
-        if ver == -1:
-            if self.decoder is None:
-                from ..decode.demux import Decoder
-
-                self.decoder = Decoder()
-            from ..model.packets import AhPacket, EspPacket, RawFrame
-
-            pkt = self.decoder.decode(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off))
-            if type(pkt) is AhPacket and opts.ah:  # its record and payload; an ESP packet it protects goes on below
-                esp = self._ah(idx, iface, ts, frame, orig, lt, pkt)
-                if esp is None:
-                    return
-            if type(pkt) is EspPacket or esp is not None:
-                esp = pkt.data if esp is None else esp
-                af = socket.AF_INET6 if ":" in pkt.src else socket.AF_INET
-                src, dst = socket.inet_pton(af, pkt.src), socket.inet_pton(af, pkt.dst)
-                udp_encap = type(pkt) is EspPacket and pkt.udp_encap
-                if af == socket.AF_INET6 and not udp_encap and frame[l3 + 8:l3 + 40] == src + dst:
-                    ext = v6_ext_headers(frame, l3)  # kept in a transport-mode output packet
-        if esp is None or len(esp) < 8:
-            self.n_other += 1
-            if keep_other:
-                self.n_kept += 1
-                h, t = epb_header(1 + iface, ts, n, orig)
-                app(h)
-                app(frame)
-                app(t)
-            return
-        # -- ESP ---------------------------------------------------------------------------------
-        self.n_esp += 1
-        spi, seq = _ESPH.unpack_from(esp, 0)
-        key = src + dst + esp[:4]
-        e = self.sas.get(key)
-        if e is None:
-            e = self._entry(key, src, dst, spi)
-        st = e.st
-        if e.n:
-            st.stats.decrypted += e.n  # fold fast-path counts before open_raw touches them
-            self.n_esp += e.n  # (ESP frames too: the summary line's "N ESP")
-            e.n = 0
-        code, plain, hi = self.dec.open_raw(st, seq, bytes(esp))
-        if e.open_at is None:
-            self._refresh(e)
-        nh = None
-        if code == 0:
-            try:
-                ilen, nh, _pad = check_payload(plain, not st.opener.verifies)
-            except DecryptError as exc:  # RFC 4303 §2.4-2.6: not a payload that holds its packet
-                code = _esp.STATUS.index(payload_failure(st, str(exc)))
-                plain = str(exc)
-        elif code == 1 and st.stats.decrypted == 0:
-            af = socket.AF_INET if len(src) == 4 else socket.AF_INET6
-            self.early_fail.add((socket.inet_ntop(af, src), socket.inet_ntop(af, dst), spi))
-        if code != 0:
-            if keep_other:
-                self.n_kept += 1
-                optb = comment_option(f"ipsecscope: {_esp.STATUS[code]}: {plain}")
-                h, t = epb_header(1 + iface, ts, n, orig, len(optb))
-                app(h)
-                app(frame)
-                app(t[:-4])
-                app(optb)
-                app(t[-4:])
-            if jsonl_f is not None:
-                self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, _esp.STATUS[code], None, None,
-                                               len(esp), opts.hex, reason=plain, udp_encap=udp_encap))
-            return
-        if nh == 59:  # dummy packet (RFC 4303 §2.6): no inner packet, but still its JSONL record
-            self.n_dummy += 1
-            if jsonl_f is not None:
-                self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, "ok", 59, plain[:ilen],
-                                               len(esp), opts.hex, udp_encap=udp_encap))
-            return
-        inner = trim_tfc(plain[:ilen], nh) if nh == 4 or nh == 41 else plain[:ilen]
-        layers = None
-        if nh in _CARRIES_ESP and self.dec.keys is not None:
-            inner, nh, isrc, idst, layers = decrypt_nested(self.dec, self.nested_sas, inner, nh, src, dst)
-        else:
-            isrc, idst = src, dst
-        dummy = nh == 59  # an inner dummy packet: nothing for the pcapng, a record for the JSONL
-        self.n_dummy += dummy
-        if isrc != src or idst != dst:
-            ext = ()  # an inner layer's packet: the outer header's extension headers are not its own
-        pkt_bytes = wire_packet(isrc, idst, nh, inner, ext) if out_f is not None and not dummy else b""
-        if opts.pcapng and out_f is not None and not dummy:
-            h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes))
-            app(h)
-            app(pkt_bytes)
-            app(t)
-        if jsonl_f is not None:
-            self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, "ok", nh, inner, len(esp),
-                                           opts.hex, udp_encap=udp_encap, nested=layers, inner_src=isrc,
-                                           inner_dst=idst))
-            if len(self.jbuf) >= 4096:
-                jsonl_f.write("".join(self.jbuf))
-                self.jbuf.clear()
-
-    def _ah(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, lt: int, pkt) -> bytes | None:
-        """An AH packet (export/ah.py says what is written when): its payload to the output, its
-        JSON line, an ICV failure kept under --keep-other; the ESP packet it protects, if any, for
-        the ESP path (else None: the frame is done)."""
-        if self.ah is None:
-            from .ah import AhOut
-
-            self.ah = AhOut(self.dec.keys, wire_packet, decrypt_nested, v6_ext_headers)
-            if self.ah_seeds:
-                self.ah.verifier.seed(self.ah_seeds)
-        opts, app = self.opts, self.buf.append
-        got = self.ah.handle(pkt, bytes(frame), lt, ts, self.dec, self.nested_sas, self.jsonl_f is not None,
-                             opts.hex)
-        if got.record is not None:
-            self.jbuf.append(got.record)
-            if len(self.jbuf) >= 4096:
-                self.jsonl_f.write("".join(self.jbuf))
-                self.jbuf.clear()
-        if self.out_f is None or not opts.pcapng:
-            return got.esp
-        if got.packet is not None or (got.status == "icv_failed" and opts.keep_other and lt >= 0):
-            data, i, n, o = (got.packet, 0, len(got.packet), len(got.packet)) if got.packet is not None else (
-                frame, 1 + iface, len(frame), orig)
-            if got.packet is None:
-                self.n_kept += 1
-            optb = comment_option(got.comment)
-            h, t = epb_header(i, ts, n, o, len(optb))
-            app(h)
-            app(data)
-            app(t[:-4])
-            app(optb)
-            app(t[-4:])
-        return got.esp
