@@ -423,6 +423,32 @@ class FrameViews:
         src, dst = self.inner.addresses(frame)
         return (src, dst) if src or dst else self.link_addresses(frame)
 
+    def other_columns(self, frame: int, info: str) -> tuple[str, str, str]:
+        """(Source, Destination, Info) of an OTHER row the row store keeps no addresses for, as the
+        packet list shows it: a plain IP frame's addresses; a non-IP frame's MACs, and an ARP
+        frame's Info as tshark's (``ARP Who has 10.2.0.7? Tell 10.1.0.5``), read from the capture
+        again (inside a bridging tunnel, from the tunnelled frame). The row keeps ``ARP``: the
+        text is for display (``ipsecscope.info == "ARP"`` still finds every ARP frame)."""
+        src, dst = self.inner.addresses(frame)
+        if src or dst:
+            return src, dst, info
+        from .decode.link import NOT_IP, ip_offset, link_addresses
+        from .model.packets import arp_info
+
+        raw = self._reread(frame)
+        if raw is None:
+            return "", "", info
+        inside = self._tunnelled_ethernet(raw)
+        linktype, data = (1, inside) if inside is not None else (raw.linktype, bytes(raw.data))
+        src, dst = link_addresses(linktype, data[:20])
+        if info == "ARP":
+            ver, off = ip_offset(linktype, data)
+            text = arp_info(data[off:off + 28]) if ver == NOT_IP else None
+            if text:
+                # the protocol first, as every OTHER row's Info ("DNS ...", "ICMP ..."), said once
+                info = text if text.startswith(("ARP ", "Gratuitous ARP")) else f"ARP {text}"
+        return src, dst, info
+
     def link_addresses(self, frame: int) -> tuple[str, str]:
         """A non-IP frame's (source, destination) MACs for the packet list and ``packets`` text,
         read from the capture again (the row store keeps none); ("", "") when not available."""

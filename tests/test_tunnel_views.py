@@ -64,7 +64,7 @@ def tshark(cap, *fields: str, keys: str | None = None) -> dict[int, dict[str, li
 @needs_tshark
 def test_arp_inside_a_tunnel_shows_the_inner_macs_as_tshark() -> None:
     ts = tshark(PLAIN, "frame.protocols", "_ws.col.Source", "_ws.col.Destination", "_ws.col.Protocol",
-                "eth.src", "eth.dst")
+                "eth.src", "eth.dst", "_ws.col.Info")
     arp = [n for n, t in ts.items() if t["frame.protocols"][0].endswith(":arp")]
     assert arp == list(ARP_FRAMES)
     text = {int(ln.split()[0]): ln for ln in cli("packets", str(PLAIN)).splitlines()}
@@ -73,7 +73,9 @@ def test_arp_inside_a_tunnel_shows_the_inner_macs_as_tshark() -> None:
         t = ts[n]
         src, dst = t["_ws.col.Source"][0], t["_ws.col.Destination"][0]
         assert (src, dst) == (t["eth.src"][-1], t["eth.dst"][-1]) != (t["eth.src"][0], t["eth.dst"][0])
-        assert f"{src} → {dst}" in text[n] and text[n].rstrip().endswith(t["_ws.col.Protocol"][0]), text[n]
+        # Info as tshark's, after the protocol ("ARP Who has 10.2.0.7? Tell 10.1.0.5")
+        want = f'{t["_ws.col.Protocol"][0]} {",".join(t["_ws.col.Info"])}'
+        assert f"{src} → {dst}" in text[n] and text[n].rstrip().endswith(want), (text[n], want)
         d = docs[n]
         assert (d["kind"], d["info"], d["src"], d["dst"], d["inner"]) == ("OTHER", "ARP", "", "", None), d
         assert d["mac"] == {"src": src, "dst": dst}, n
@@ -109,7 +111,8 @@ async def test_tui_packet_list_shows_the_inner_macs_of_arp_in_a_tunnel() -> None
         table = app.query_one(PacketTable)
         text = {r.frame: table._render_row(r, 160, False).text for r in table.rows}
         for n in ARP_FRAMES:
-            assert "02:00:00:00:0c:05" in text[n] and "ff:ff:ff:ff:ff:ff" in text[n] and "ARP" in text[n], text[n]
+            assert "02:00:00:00:0c:05" in text[n] and "ff:ff:ff:ff:ff:ff" in text[n], text[n]
+            assert text[n].rstrip().endswith("ARP Who has 10.2.0.7? Tell 10.1.0.5"), text[n]  # as tshark's Info
             assert "198.51.100" not in text[n]
 
 

@@ -263,6 +263,30 @@ def link_text(ethertype: int) -> str:
     return ETHERTYPE_NAMES.get(ethertype) or f"ethertype 0x{ethertype:04x}"
 
 
+def arp_info(body: bytes) -> str | None:
+    """An ARP frame's Info as tshark writes it (RFC 826; probe and announcement RFC 5227 §2.1.1,
+    §2.3), ``body`` the ARP packet: ``Who has 10.0.0.2? Tell 10.0.0.1``, ``10.0.0.2 is at
+    02:00:00:00:0c:07``, ``Gratuitous ARP for 10.0.0.1 (Request)``, ``Who has 10.0.0.1? (ARP
+    Probe)``, ``ARP Announcement for 10.0.0.1``. None for what is no Ethernet/IPv4 request or
+    reply (tshark names other opcodes and hardware otherwise: the row keeps ``ARP``)."""
+    if len(body) < 28 or body[0:2] != b"\x00\x01" or body[2:4] != b"\x08\x00" or body[4] != 6 or body[5] != 4:
+        return None
+    op = (body[6] << 8) | body[7]
+    sha, spa, tha, tpa = body[8:14], body[14:18], body[18:24], body[24:28]
+    s_ip, t_ip = ".".join(map(str, spa)), ".".join(map(str, tpa))
+    if op == 1:
+        if spa == tpa:  # tshark: a request whose sender and target protocol addresses are equal
+            return f"ARP Announcement for {t_ip}" if tha == bytes(6) else f"Gratuitous ARP for {t_ip} (Request)"
+        if spa == bytes(4) and tha == bytes(6):
+            return f"Who has {t_ip}? (ARP Probe)"
+        return f"Who has {t_ip}? Tell {s_ip}"
+    if op == 2:
+        if spa == tpa:
+            return f"Gratuitous ARP for {s_ip} (Reply)"
+        return f"{s_ip} is at {':'.join(f'{x:02x}' for x in sha)}"
+    return None
+
+
 def link_ethertype(text: str) -> int | None:
     """The inverse of :func:`link_text` (None: not a text it writes)."""
     if text == "LLC":
