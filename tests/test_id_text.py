@@ -24,6 +24,7 @@ from ipsecscope.model.idtext import (
     ike_sa_text,
     msg_id_text,
     sa_ref_text,
+    short_addr,
 )
 from ipsecscope.wrap import Hanging
 
@@ -130,3 +131,23 @@ async def test_tui_findings_and_timeline_write_the_arrow_as_the_sa_line_does() -
             await pilot.pause()
             assert " -> " not in str(app.query_one("#finding-explain", Static).render())
         assert not any(" -> " in e.text for e in finding_events(view.findings))
+
+
+def test_short_addr_cuts_in_the_middle_keeping_the_host_end() -> None:
+    """An address too long for its cell keeps its first group and its end at group boundaries
+    (the packet list cut '02:00:00:00:0c:05' to '02:00:00:00:0c…' and '2001:db8:0:1::a:1' to
+    '2001:db8:0:1:…': two hosts of one network read the same)."""
+    assert short_addr("2001:db8:0:1::a:1", 40) == "2001:db8:0:1::a:1"  # fits: whole
+    assert short_addr("2001:db8:0:1::a:1", 13) == "2001…0:1::a:1"
+    assert short_addr("2003:51:6012::2", 11) == "2003:51…::2"  # '::' stays with its end
+    assert short_addr("02:00:00:00:0c:05", 15) == "02…00:00:0c:05"
+    assert short_addr("02:00:00:00:0c:07", 15) == "02…00:00:0c:07"
+    assert short_addr("198.18.40.10", 9) == "198…40.10"
+    assert short_addr("[2001:db8:40::2]:4500", 15) == "[2001…::2]:4500"
+    assert short_addr("moneybin.duckburg.disney.com", 20) == "moneybin…disney.com"
+    assert short_addr("abcdefghijklmnopqrstuvwxyz", 10) == "abcde…wxyz"
+    hosts = [f"2001:db8:0:1::{i:x}:1" for i in range(1, 40)] + [f"02:00:00:00:0c:{i:02x}" for i in range(40)]
+    for w in (11, 13, 15):
+        cut = [short_addr(h, w) for h in hosts]
+        assert all(len(c) <= w for c in cut)
+        assert len(set(cut)) == len(hosts), w  # hosts differing in their last groups stay apart

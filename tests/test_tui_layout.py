@@ -30,13 +30,14 @@ def app_for(sample: str):
 
 def test_short_pair_keeps_whole_groups() -> None:
     assert short_pair("198.18.0.1", "198.18.0.2") == "198.18.0.1 ⇄ .2"
-    # An IPv6 tail keeps its '…': '::2' alone is another address (::2), ':2' none at all.
-    assert short_pair("2001:db8:1::1", "2001:db8:1::2") == "…db8:1::1 ⇄ …::2"
-    assert short_pair("fd00:db8::100:1", "fd00:db8::100:2") == "…db8::100:1 ⇄ …:2"
-    assert short_pair("2003:51:6012::2", "2003:51:6012::4") == "…51:6012::2 ⇄ …::4"
-    assert short_pair("10.0.0.1", "198.18.0.2") == "10.0.0.1 ⇄ …18.0.2"  # the host end stays
+    # An IPv6 tail keeps its '…': '::2' alone is another address (::2), ':2' none at all; the
+    # first side is cut in its middle (model.idtext.short_addr), its network and host ends kept.
+    assert short_pair("2001:db8:1::1", "2001:db8:1::2") == "2001…1::1 ⇄ …::2"
+    assert short_pair("fd00:db8::100:1", "fd00:db8::100:2") == "fd00…::100:1 ⇄ …:2"
+    assert short_pair("2003:51:6012::2", "2003:51:6012::4") == "2003…6012::2 ⇄ …::4"  # was '…51:6012::2'
+    assert short_pair("2001:db8:40::1", "fd00:1::5") == "2001…::1 ⇄ fd00…::5"
     assert short_pair("10.0.0.1", "10.0.0.2", 40) == "10.0.0.1 ⇄ 10.0.0.2"  # room: both whole
-    for a, b in (("192.168.100.200", "192.168.101.201"), ("a" * 40, "b" * 40)):
+    for a, b in (("192.168.100.200", "192.168.101.201"), ("a" * 40, "b" * 40), ("10.0.0.1", "198.18.0.2")):
         assert len(short_pair(a, b)) <= 19
 
 

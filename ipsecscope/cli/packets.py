@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .. import timefmt
 from ..errors import IpsecscopeError
-from ..model.idtext import spi_text
+from ..model.idtext import short_addr, spi_text
 from ..model.packets import bundle_row
 from ..model.plural import plural, verb
 from ..model.sa import endpoint_text
@@ -237,6 +237,47 @@ def _macs(session: Session, row: FrameRow) -> dict | None:
     return {"src": src, "dst": dst} if src or dst else None
 
 
+def text_cells(session: Session, row: FrameRow) -> tuple[str, str, str]:
+    """(Source, Destination, Info) of ``row`` in the text list: ``address:port`` where a port is
+    carried, a plain IP frame's addresses or a non-IP frame's MACs, an ARP frame's tshark Info."""
+    if row.kind == "OTHER" and not row.src:
+        return session.other_columns(row.frame, row.info)
+    return endpoint_text(row.src, row.sport), endpoint_text(row.dst, row.dport), row.info
+
+
+TEXT_FIXED = 38  # the text line without its two addresses: No. (6), time (10), arrow, kind, SPI, spaces
+INFO_FLOOR = 24  # Info cells an address column leaves in a terminal before it is cut
+ADDR_CUT_MIN = 15  # never cut an address column below this (an IPv4 address stays whole)
+
+
+def address_width(cells: list[tuple[str, str, str]], columns: int | None = None) -> int:
+    """Width of the Source and Destination columns: the longest address listed (an IPv4 capture's
+    lines are 14 cells shorter than with IPv6's fixed 22). In a terminal of ``columns`` that the
+    lines would overflow, no wider than leaves Info :data:`INFO_FLOOR` cells (at least 15): a
+    longer address is then cut in its middle (``2001:db8…::a:1``, model.idtext.short_addr) and
+    the columns stay aligned. Piped or redirected output (``columns`` None) keeps every address
+    whole, for grep and for pasting into ``-Y``."""
+    aw = max((max(len(s), len(d)) for s, d, _ in cells), default=0)
+    if columns:
+        aw = min(aw, max(ADDR_CUT_MIN, (columns - TEXT_FIXED - INFO_FLOOR) // 2))
+    return aw
+
+
+def _terminal_columns(out: TextIO) -> int | None:
+    """The terminal's width when ``out`` is one (COLUMNS first, as shutil reads it), else None."""
+    import os
+
+    try:
+        if not out.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
+    try:
+        return int(os.environ.get("COLUMNS", 0)) or os.get_terminal_size(out.fileno()).columns
+    except (ValueError, OSError):
+        return None
+
+
 def deep_trees(session: Session, frames: list[int]) -> dict:
     """frame -> protocol tree for ``-V``: tshark's (one run reading every capture's decrypted frames
     from a pipe, never a file), else scapy's for each frame with a one-line note on stderr saying why."""
@@ -309,21 +350,23 @@ def run(args: argparse.Namespace) -> int:
         print("ipsecscope packets: -V prints trees as text; leave out --json", file=sys.stderr)
         return 2
     trees = deep_trees(session, [r.frame for r in chosen]) if args.verbose else {}
-    for row in chosen:
+    cells = [] if args.json else [text_cells(session, row) for row in chosen]
+    aw = 0 if args.json else address_width(cells, _terminal_columns(out))
+    for i, row in enumerate(chosen):
         ah = under_ah.get(row.frame)
         if args.json:
             out.write(json.dumps(row_json(row, session, t0, ah), ensure_ascii=False) + "\n")
         else:
             spi = f"{row.spi:08x}" if row.spi is not None else ""
-            src, dst = endpoint_text(row.src, row.sport), endpoint_text(row.dst, row.dport)
-            if row.kind == "OTHER" and not src:  # a plain IP frame's addresses, or a non-IP one's MACs
-                src, dst = session.other_addresses(row.frame)
+            src, dst, info = cells[i]
             when = (f"{row.ts - t0:10.6f}" if args.time_format == "r" else
                     timefmt.at(row.ts, 6) if args.time_format == "a" else timefmt.stamp(row.ts, 6))
             arrow = "→" if src or dst else " "  # (ARP, LLDP: no addresses, and no arrow between none)
             shown = row if ah is None else bundle_row(ah, row)  # the TUI's line for it too
-            out.write(f"{row.frame:>6} {when} {src:>22} {arrow} {dst:<22} {shown.kind:<6} {spi:8} "
-                      f"{shown.info}\n")
+            if shown is not row:
+                info = shown.info
+            out.write(f"{row.frame:>6} {when} {short_addr(src, aw):>{aw}} {arrow} {short_addr(dst, aw):<{aw}} "
+                      f"{shown.kind:<6} {spi:8} {info}\n")
         if args.verbose and (row.kind == "AH" or ah is not None):  # what tshark's tree never says: the ICV check
             detail = session.detail(row.frame)
             if detail is not None and detail.ah is not None:

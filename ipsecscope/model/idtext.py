@@ -12,6 +12,10 @@ One convention per field, so a value seen in one view can be found in another (a
   a NAT mapping) as ``A → B`` too: those strings are built once with ``A -> B``, the form the JSON
   documents have always carried (``ipsecscope.findings/1`` keeps its values), and every text view
   reads them through :func:`arrow_text`;
+- an address too long for its cell (an IPv6 address, a MAC, ``[v6]:port``) cut in the middle by
+  :func:`short_addr`, keeping its first group and as much of its end as fits (``2001:db8…::a:1``,
+  ``02…00:00:0c:05``): the end tells hosts of one network apart, and a cut end made two hosts
+  read the same (``02:00:00:00:0c…``); the detail views show the whole address;
 - a frame reference as ``frame 3`` whose space never breaks (:data:`NBSP`; the wrappers in
   ``ipsecscope.wrap`` break at plain spaces only, and piped output turns it back into a space).
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 from .plural import noun
 from .sa import endpoint_text
@@ -97,3 +102,41 @@ def frames_ref(frames: Iterable[int]) -> str:
     """``frames 3, 4`` (``frame 3`` for one): the word stays with the first number."""
     shown = list(frames)
     return f"{noun(len(shown), 'frame')}{NBSP}{', '.join(map(str, shown))}"
+
+
+_SEPS = ":.-"  # what separates an address's groups (IPv6/MAC ':', IPv4/name '.', MAC '-')
+
+
+@lru_cache(maxsize=4096)  # a list shows the same few addresses on every row
+def short_addr(addr: str, width: int) -> str:
+    """``addr`` in at most ``width`` cells: whole when it fits, else cut in the middle with "…",
+    keeping its first group and, where whole groups allow, more of its end than of its start
+    (``2003:51…::2``, ``02…00:00:0c:05``, ``198…40.10``): the end is the host's part (IPv6
+    interface ID, the NIC-specific half of a MAC), the start the network's. An IPv6 ``::`` stays
+    with the end it abbreviates (``…::2``, never ``…:2``). A name without separators keeps both
+    ends. Every view that cuts an address cuts it here, so a host reads the same everywhere."""
+    if len(addr) <= width:
+        return addr
+    if width < 4:
+        return addr[:width]
+    avail = width - 1  # the "…"
+    first = next((i for i, c in enumerate(addr) if c in _SEPS), len(addr))
+    # the end from a group boundary ('::' kept with it), as long as leaves the first group whole
+    tail = ""
+    for i in range(len(addr) - 1, 0, -1):
+        if addr[i - 1] in _SEPS and addr[i] not in _SEPS:
+            cand = addr[i - 2:] if i >= 2 and addr[i - 2:i] == "::" else addr[i:]
+            if len(cand) > avail - first:
+                break
+            tail = cand
+    head = ""
+    if tail:  # the start up to a group boundary, in the room the end leaves
+        room = avail - len(tail)
+        for i in range(first, room + 1):
+            if addr[i] in _SEPS and addr[i - 1] not in _SEPS:
+                head = addr[:i]
+    if not tail or not head:  # no whole groups fit: the end's last group whole if it can be, else both ends
+        last = len(addr) - 1 - max(addr.rfind(c) for c in _SEPS)
+        keep = last if 0 < last < avail else avail // 2
+        head, tail = addr[:avail - keep], addr[len(addr) - keep:]
+    return f"{head}…{tail}"

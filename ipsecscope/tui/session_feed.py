@@ -232,7 +232,7 @@ class SessionFeed(App[int]):
                 pane.show_session(view)
         ptable = self.query_one(PacketTable)
         header = self.query_one(PacketHeader)
-        header.max_frame, header.addr_w = ptable.max_frame, ptable.addr_w
+        header.max_frame, header.addr_w, header.addrs = ptable.max_frame, ptable.addr_w, ptable.addrs
         self._label_findings(view.findings, view.partial is not None)
         if self.filter.text and view.partial is not None:
             self._extend_filter(view.count)  # only the rows that came since the last look

@@ -25,7 +25,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ...model.idtext import spi_text
+from ...model.idtext import short_addr, spi_text
 from ...model.packets import FrameRow, bundle_ah_rows, bundle_row
 from ...model.sa import endpoint_text
 from ...rowstore import RowStore
@@ -63,9 +63,11 @@ class Column:
 
 
 INFO_MIN = 36  # Info keeps at least this much before any optional column is shown
+INFO_FLOOR = 20  # ... and this much before the address columns narrow below their content
+ADDR_MIN = 11  # an address column's least width ("2001…6012::2", "02…00:0c:05", an IPv4 address cut once)
 
 
-def columns_for(width: int, max_frame: int = 999_999, addr_w: int = 15) -> list[Column]:
+def columns_for(width: int, max_frame: int = 999_999, addr_w: int = 15, addrs: Sequence[str] = ()) -> list[Column]:
     """The column layout for a table ``width`` cells wide.
 
     ``addr_w`` is the longest address in the capture (IPv4 captures need far less than IPv6 ones).
@@ -73,10 +75,20 @@ def columns_for(width: int, max_frame: int = 999_999, addr_w: int = 15) -> list[
     protocol, SPI and length follow in that order only while Info keeps :data:`INFO_MIN` cells, so
     at 80 columns (with the SA tree open) Info says what the frame is instead of the SPI column
     repeating it. Without a protocol column the Info text carries the protocol's colour.
+
+    The address columns are as wide as the capture's longest address, up to 15 cells (21 from 110
+    columns on), and narrower still where Info would keep less than :data:`INFO_FLOOR` cells; an
+    address longer than its column is cut in the middle (:func:`~ipsecscope.model.idtext.short_addr`),
+    never at its end, where two hosts of one network differ, and the column is then as wide as the
+    longest of ``addrs`` (the capture's distinct addresses) cut so.
     """
     num_w = max(3, len(str(max_frame)))
     wide = width >= 110
     aw = min(max(addr_w, 7), 21 if wide else 15)
+    if not wide:  # No. and status (with their spaces) and two spaces between the addresses and Info
+        aw = min(aw, max(ADDR_MIN, (width - num_w - 4 - 2 - INFO_FLOOR) // 2))
+        if aw < addr_w and addrs:  # cut: no wider than the longest cut address (Info gets the rest)
+            aw = max(7, max(len(short_addr(a, aw)) for a in addrs))
     if wide:
         aw += 6  # room for ":4500" when ESP/IKE is UDP-encapsulated
     fixed = [Column("frame", "No.", num_w, True), Column("st", "", 1)]
@@ -99,18 +111,29 @@ def columns_for(width: int, max_frame: int = 999_999, addr_w: int = 15) -> list[
 ADDR_SAMPLE = 50_000  # rows whose addresses size the address columns
 
 
-def address_width(rows: Sequence[FrameRow], sample: int = ADDR_SAMPLE) -> int:
-    """Longest source/destination address among the first ``sample`` rows (a RowStore: among all
-    its rows, from its table of distinct addresses -- reading rows formats each one's Info)."""
+MAC_SHAPE = "00:00:00:00:00:00"  # a non-IP row's MACs: every one cuts to the same length
+
+
+def distinct_addresses(rows: Sequence[FrameRow], sample: int = ADDR_SAMPLE) -> tuple[str, ...]:
+    """The source/destination addresses among the first ``sample`` rows, once each (a RowStore:
+    among all its rows, from its table of distinct addresses -- reading rows formats each one's
+    Info); a non-IP row's MACs, which the rows do not hold, as :data:`MAC_SHAPE`."""
     if type(rows) is RowStore:
-        # A non-IP row shows its MACs (17 characters), which the address table does not hold.
-        w = max((len(a) for a in list(rows._addrs)), default=0) or 15
-        return max(w, 17) if rows.link_rows else w
-    seen: set[str] = set()
-    for r in itertools.islice(rows, sample):
-        seen.add(r.src)
-        seen.add(r.dst)
-    return max((len(a) for a in seen), default=15)
+        seen = set(list(rows._addrs))
+        if rows.link_rows:
+            seen.add(MAC_SHAPE)
+    else:
+        seen = set()
+        for r in itertools.islice(rows, sample):
+            seen.add(r.src)
+            seen.add(r.dst)
+    seen.discard("")
+    return tuple(seen)
+
+
+def address_width(rows: Sequence[FrameRow], sample: int = ADDR_SAMPLE) -> int:
+    """Longest source/destination address among the first ``sample`` rows (:func:`distinct_addresses`)."""
+    return max((len(a) for a in distinct_addresses(rows, sample)), default=15)
 
 
 def _fit(text: str, width: int, right: bool = False) -> str:
@@ -125,7 +148,7 @@ def _addr(addr: str, port: int, width: int) -> str:
         text = endpoint_text(addr, port)
         if len(text) <= width:
             return text
-    return addr
+    return short_addr(addr, width)
 
 
 def cell_text(row: FrameRow, col: Column, first_ts: float) -> str:
@@ -159,12 +182,14 @@ class PacketHeader(Widget):
 
     max_frame: reactive[int] = reactive(999)
     addr_w: reactive[int] = reactive(15)
+    addrs: reactive[tuple[str, ...]] = reactive(())
 
     def render_line(self, y: int) -> Strip:
         # The table below has a 1-cell scrollbar gutter; keep the columns aligned with it.
         width = self.size.width - 1
         style = self.rich_style + Style(bold=True, reverse=False)
-        text = " ".join(_fit(c.title, c.width, c.right) for c in columns_for(width, self.max_frame, self.addr_w))
+        cols = columns_for(width, self.max_frame, self.addr_w, self.addrs)
+        text = " ".join(_fit(c.title, c.width, c.right) for c in cols)
         return Strip([Segment(_fit(text, self.size.width), style)])
 
 
@@ -215,11 +240,14 @@ class PacketTable(ScrollView, can_focus=True):
         self.filtered = False
         self.invalid = False  # the app's filter did not compile: the empty view says so
         self.empty_note: str | None = None  # why a loaded capture lists no frame (panes.empty_text)
-        # a plain IP frame's addresses (its OTHER row keeps none): the session's InnerStore.addresses
-        self.addresses: Callable[[int], tuple[str, str]] | None = None
+        # (Source, Destination, Info) of an OTHER row that keeps no addresses: a plain IP frame's,
+        # a non-IP frame's MACs and ARP's tshark Info (Session.other_columns)
+        self.other_columns: Callable[[int, str], tuple[str, str, str]] | None = None
         self.first_ts = 0.0
         self.addr_w = 15
+        self.addrs: tuple[str, ...] = ()
         self.max_frame = 999
+        self._layout: tuple[tuple, list[Column]] | None = None  # (width and what sizes it, columns)
         self._cache: LRUCache[tuple[int, int, bool], Strip] = LRUCache(512)
         # A frame carrying AH and the ESP it protects is one line, as in `packets`: its AH row is
         # left out of every view and its ESP row drawn with it (model.packets.bundle_row). Only
@@ -233,7 +261,7 @@ class PacketTable(ScrollView, can_focus=True):
         """Every row of the session; live, the cursor follows new frames when it was on the last one;
         while a file loads (and once it has), it stays on the frame it is on."""
         self.empty_note = view.empty
-        self.addresses = view.session.other_addresses  # IP addresses, or a non-IP frame's MACs
+        self.other_columns = view.session.other_columns
         self.merge_bundles = bool(getattr(getattr(view.session, "stats", None), "ah", 0))
         if not view.live:
             current = self.current_row if self.rows is view.rows else None
@@ -264,7 +292,8 @@ class PacketTable(ScrollView, can_focus=True):
         count = len(rows) if count is None else count
         sample = min(count, ADDR_SAMPLE)
         if rows is not self.rows or sample > self._addr_sampled:  # a loading store: its first rows once
-            self.addr_w = address_width(rows, sample)
+            self.addrs = distinct_addresses(rows, sample)
+            self.addr_w = max((len(a) for a in self.addrs), default=15)
             self._addr_sampled = sample
         if rows is not self.rows or type(rows) is not RowStore:  # (live mode's ring moves under its positions)
             self._bundles, self._bundles_upto = [], 0
@@ -401,15 +430,22 @@ class PacketTable(ScrollView, can_focus=True):
             self._cache[key] = strip
         return strip
 
+    def columns(self, width: int) -> list[Column]:
+        """:func:`columns_for` this table's rows, worked out once per width and data, not per row."""
+        key = (width, self.max_frame, self.addr_w, self.addrs)
+        if self._layout is None or self._layout[0] != key:
+            self._layout = (key, columns_for(width, self.max_frame, self.addr_w, self.addrs))
+        return self._layout[1]
+
     def _render_row(self, row: FrameRow, width: int, selected: bool) -> Strip:
         base = self.rich_style
         segments: list[Segment] = []
-        cols = columns_for(width, self.max_frame, self.addr_w)
+        cols = self.columns(width)
         has_kind = any(c.key == "kind" for c in cols)
-        if row.kind == "OTHER" and not row.src and self.addresses is not None:
+        if row.kind == "OTHER" and not row.src and self.other_columns is not None:
             # Source and Destination were blank beside 'DNS 10.0.0.1 → 10.0.0.2' in Info
-            src, dst = self.addresses(row.frame)
-            row = replace(row, src=src, dst=dst)
+            src, dst, info = self.other_columns(row.frame, row.info)
+            row = replace(row, src=src, dst=dst, info=info)
         for col in cols:
             text = _fit(cell_text(row, col, self.first_ts), col.width, col.right)
             style = base

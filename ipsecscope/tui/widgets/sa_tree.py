@@ -9,6 +9,7 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import Tree
 
+from ...model.idtext import short_addr
 from ...model.sa import ChildSa, EspFlow, IkeSa, SaState, SaTable
 from ..panes import SessionView
 
@@ -154,8 +155,9 @@ def child_label(child: ChildSa, table: SaTable, room: int | None = None) -> Text
 
 def short_pair(a: str, b: str, width: int = 19, arrow: str = "⇄") -> str:
     """``a ⇄ b`` in at most ``width`` cells for a narrow tree: ``b`` loses the groups it shares
-    with ``a`` ("198.18.0.1 ⇄ .2", "2001:db8::1 ⇄ …::2"); if that is still too long, the longer
-    side keeps its end — the part that tells hosts of one network apart ("10.0.0.1 ⇄ …18.0.2")."""
+    with ``a`` ("198.18.0.1 ⇄ .2", "2001:db8::1 ⇄ …::2"); if that is still too long, an address is
+    cut in its middle (model.idtext.short_addr: "2003…6012::2 ⇄ …::4"), keeping its first group
+    and its end, the part that tells hosts of one network apart."""
     full = f"{a} {arrow} {b}"
     if len(full) <= width:
         return full
@@ -170,11 +172,15 @@ def short_pair(a: str, b: str, width: int = 19, arrow: str = "⇄") -> str:
         if sep == ":":
             # '::2' alone is an address of its own (and ':2' no address): '…::2' says 'ends in'.
             tail = "…" + (":" if ga[same - 1] == "" else "") + tail
-    while len(a) + 3 + len(tail) > width:  # " ⇄ " between them
-        if len(a) >= len(tail):
-            a = _drop_group(a, sep)
-        else:
+    room = width - 3  # " ⇄ " between them
+    if len(a) + len(tail) > room and len(tail) > room // 2:
+        # both long: the second side gets half the room (its end, the host's part, stays)
+        tail = _drop_group(tail, sep) if tail.startswith("…") else short_addr(tail, room // 2)
+        while len(tail) > room // 2 and tail.startswith("…") and len(tail) > 4:
             tail = _drop_group(tail, sep)
+    if len(a) + len(tail) > room:
+        # cut in the middle as every view cuts an address: its first group and its end stay
+        a = short_addr(a, max(room - len(tail), 4))
     return f"{a} {arrow} {tail}"
 
 
