@@ -57,3 +57,19 @@ async def test_ipv6_at_80_columns_leaves_info_room() -> None:
 def test_wide_columns_hold_whole_ipv6_with_ports() -> None:
     cols = {c.key: c for c in columns_for(160, 999, 21)}
     assert cols["src"].width >= len("[2003:51:6012::2]:500")
+
+
+@sync
+async def test_plain_ip_rows_at_80_columns_say_the_hosts_once() -> None:
+    """'ICMP 10.1.0.5 → 10.2… ' beside Source 10.1.0.5 and Destination 10.2.0.7: Info read the
+    hosts twice and cut what the frame is; in the narrow list it says it once, wide as before."""
+    async with create_app(DATA / "tunnels" / "plain-inside.pcap").run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        table = pilot.app.query_one(PacketTable)
+        narrow = _cells(table, table.scrollable_content_region.width)
+        wide = _cells(table, 158)
+    assert (narrow[1]["src"], narrow[1]["dst"]) == ("10.1.0.5", "10.2.0.7")
+    assert narrow[1]["info"].startswith("ICMP Echo (ping) req"), narrow[1]
+    assert wide[1]["info"].startswith("ICMP 10.1.0.5 → 10.2.0.7 Echo (ping) request"), wide[1]
+    assert narrow[37]["info"].startswith("ICMPv6 Echo (ping)"), narrow[37]
+    assert narrow[55]["info"].startswith("ARP Who has 10.2.0.7"), narrow[55]

@@ -62,6 +62,7 @@ class Column:
     right: bool = False
 
 
+WIDE = 110  # from this many cells on, the wide layout: whole IPv6 addresses with ports, 10-cell time
 INFO_MIN = 36  # Info keeps at least this much before any optional column is shown
 INFO_FLOOR = 20  # ... and this much before the address columns narrow below their content
 ADDR_MIN = 11  # an address column's least width ("2001…6012::2", "02…00:0c:05", an IPv4 address cut once)
@@ -83,7 +84,7 @@ def columns_for(width: int, max_frame: int = 999_999, addr_w: int = 15, addrs: S
     longest of ``addrs`` (the capture's distinct addresses) cut so.
     """
     num_w = max(3, len(str(max_frame)))
-    wide = width >= 110
+    wide = width >= WIDE
     aw = min(max(addr_w, 7), 21 if wide else 15)
     if not wide:  # No. and status (with their spaces) and two spaces between the addresses and Info
         aw = min(aw, max(ADDR_MIN, (width - num_w - 4 - 2 - INFO_FLOOR) // 2))
@@ -134,6 +135,15 @@ def distinct_addresses(rows: Sequence[FrameRow], sample: int = ADDR_SAMPLE) -> t
 def address_width(rows: Sequence[FrameRow], sample: int = ADDR_SAMPLE) -> int:
     """Longest source/destination address among the first ``sample`` rows (:func:`distinct_addresses`)."""
     return max((len(a) for a in distinct_addresses(rows, sample)), default=15)
+
+
+def _without_hosts(info: str, src: str, dst: str) -> str:
+    """A plain IP frame's Info without the hosts its Source and Destination cells show already
+    (``ICMP 10.1.0.5 → 10.2.0.7 Echo (ping) request`` reads ``ICMP Echo (ping) request``): in a
+    narrow list they took half of Info. A decrypted ESP row's inner hosts differ and stay."""
+    proto, _, rest = info.partition(" ")
+    hosts = f"{src} → {dst} "
+    return f"{proto} {rest[len(hosts):]}" if src and rest.startswith(hosts) else info
 
 
 def _fit(text: str, width: int, right: bool = False) -> str:
@@ -445,6 +455,8 @@ class PacketTable(ScrollView, can_focus=True):
         if row.kind == "OTHER" and not row.src and self.other_columns is not None:
             # Source and Destination were blank beside 'DNS 10.0.0.1 → 10.0.0.2' in Info
             src, dst, info = self.other_columns(row.frame, row.info)
+            if width < WIDE:
+                info = _without_hosts(info, src, dst)
             row = replace(row, src=src, dst=dst, info=info)
         for col in cols:
             text = _fit(cell_text(row, col, self.first_ts), col.width, col.right)
