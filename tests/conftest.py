@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from public_data import is_public, missing, public, public_files  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -42,6 +43,32 @@ def pytest_configure(config: pytest.Config) -> None:
                               suppress_health_check=[HealthCheck.too_slow])
     settings.register_profile("explore", database=None, suppress_health_check=[HealthCheck.too_slow])
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
+
+
+def _paths_in(v: object) -> list[Path]:
+    if isinstance(v, Path):
+        return [v]
+    if isinstance(v, (tuple, list)):
+        return [p for p in v if isinstance(p, Path)]
+    return []
+
+
+@pytest.fixture(autouse=True)
+def _third_party_present(request: pytest.FixtureRequest) -> None:
+    """Skip a test whose third-party capture (tests/public_data.py) is not on this machine: one
+    it gets as a parameter, or one a module-level name the test function uses holds."""
+    used: list[Path] = []
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None:
+        for v in callspec.params.values():
+            used += _paths_in(v)
+    fn = getattr(request.node, "function", None)
+    if fn is not None:
+        for name in fn.__code__.co_names:
+            used += _paths_in(fn.__globals__.get(name))
+    for p in used:
+        if is_public(p) and (why := missing(p)):
+            pytest.skip(why)
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import DATA, needs_tshark
 from conftest import field_cli as cli
+from conftest import needs_tshark, public
 
-CAP = DATA / "libreswan" / "weirdike-eastwest.pcap-ike.pcap"
+CAP = public("libreswan/weirdike-eastwest.pcap-ike.pcap")  # third-party: materialised at test time
 
 
 @needs_tshark

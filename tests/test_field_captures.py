@@ -28,26 +28,26 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT, needs_tshark
+from conftest import DATA, ROOT, needs_tshark, public_files
 from conftest import field_cli as cli
+from public_data import data_id
 
 ZEEK = DATA / "zeek-spicy-ipsec"
 NDPI = DATA / "ndpi"
 SCAPY = DATA / "scapy"
 ARKIME = DATA / "arkime"
 KLIPS = DATA / "openswan-klips"
-PLUTO = DATA / "openswan-unit"
-JOY = DATA / "joy"
 ZEEK_CORE = DATA / "zeek"
-LIBRESWAN = DATA / "libreswan"
-CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY, ARKIME, KLIPS, PLUTO, JOY, ZEEK_CORE, LIBRESWAN) for p in d.rglob("*")
+CAPTURES = sorted(p for d in (ZEEK, NDPI, SCAPY, ARKIME, KLIPS, ZEEK_CORE) for p in d.rglob("*")
                   if p.suffix in (".cap", ".pcap", ".pcapng"))
+# third-party captures no longer committed: materialised at test time (tests/public_data.py)
+CAPTURES += [*public_files("openswan-unit"), *public_files("joy"), *public_files("libreswan")]
 AH_ESP = ZEEK / "IPsec_ESP-AH_tunnel_mode.cap"
 BURST = NDPI / "derived" / "ipsec_isakmp_esp-207-225.pcap"
 
 
 def _id(p: Path) -> str:
-    return str(p.relative_to(DATA))
+    return data_id(p)
 
 
 def summary(cap: Path) -> dict:

@@ -44,7 +44,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT, needs_tshark
+from conftest import DATA, ROOT, needs_tshark, public
 from conftest import field_cli as cli
 
 NDPI = DATA / "ndpi"
@@ -383,7 +383,7 @@ def test_one_way_ah_says_ah():
     assert f.title.startswith("One-way AH: fe80::1 -> fe80::2 (9 packets)")
 
 
-PLUTO_KE = DATA / "openswan-unit" / "lp08-parentR1notify.pcap"
+PLUTO_KE = public("openswan-unit/lp08-parentR1notify.pcap")  # third-party: materialised at test time
 
 
 @needs_tshark

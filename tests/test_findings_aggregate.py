@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark, public
 from test_inference_order import _without
 
 from ipsecscope.analysis.rules import RuleContext, evaluate
@@ -28,8 +28,8 @@ from ipsecscope.session import Session
 
 SESSIONS = DATA / "ndpi" / "derived" / "ipsec_isakmp_esp-1-160.pcap"
 TWO = DATA / "ndpi" / "derived" / "ipsec_isakmp_esp-287-324.pcap"  # 2 IKE SAs on the same weak proposal
-JOY_V2 = DATA / "joy" / "ikev2.pcap"
-MM2 = DATA / "openswan-unit" / "lp104-v1rwnatN1.pcap"  # sun's MM2 to 93.184.216.34, alone
+JOY_V2 = public("joy/ikev2.pcap")  # third-party: materialised at test time (tests/public_data.py)
+MM2 = public("openswan-unit/lp104-v1rwnatN1.pcap")  # sun's MM2 to 93.184.216.34, alone
 CODE = "IKE-RESPONSE-NO-REQUEST"
 
 

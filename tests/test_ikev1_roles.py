@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import DATA
+from conftest import DATA, public
 from test_inference_order import _without
 
 from ipsecscope.model.sa import SaState
@@ -32,7 +32,10 @@ PHASE1 = [
     (DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-isakmp-aggressive-mode.pcap", 1, "192.168.12.1", "192.168.12.2"),
     (DATA / "arkime" / "IKEv1.pcap", 2, "2003:51:6012::4", "2003:51:6012::2"),
 ]
-PLUTO = DATA / "openswan-unit"
+# third-party (Openswan pluto unit tests, Cisco joy): materialised at test time (tests/public_data.py)
+PLUTO_N1 = public("openswan-unit/lp104-v1rwnatN1.pcap")
+PLUTO_N3 = public("openswan-unit/lp108-v1rwnatN3.pcap")
+JOY_V1 = public("joy/ikev1.pcap")
 
 
 def _ike(cap: Path, first_frame: int):
@@ -55,18 +58,18 @@ def test_a_capture_that_starts_after_the_first_message_keeps_the_roles(tmp_path,
     assert p1.requester == init and p1.response_frames[0] < min(p1.request_frames, default=10**9)
 
 
-@pytest.mark.parametrize(("name", "port"), [("lp104-v1rwnatN1.pcap", 55044), ("lp108-v1rwnatN3.pcap", 55045)])
-def test_a_responders_message_alone_names_the_responder(name, port):
+@pytest.mark.parametrize(("cap", "port"), [(PLUTO_N1, 55044), (PLUTO_N3, 55045)], ids=["N1", "N3"])
+def test_a_responders_message_alone_names_the_responder(cap, port):
     """N1 (MM2: the chosen 3des-md5-modp2048) and N3 (MM6, encrypted, from UDP 4500) from sun
     (192.168.0.2) to alice behind a NAT (93.184.216.34): sun is the responder and phase 1 is not
     established by a message in its middle (it was 'ESTABLISHED?' with alice as the responder,
     and N1's chosen transform was read as an offer)."""
     s = Session()
-    s.load(PLUTO / name)
+    s.load(cap)
     (sa,) = s.table.ike_sas.values()
     assert (sa.initiator, sa.initiator_port, sa.responder) == ("93.184.216.34", port, "192.168.0.2")
     assert sa.state == SaState.INITIATING and not sa.state_inferred
-    if name.startswith("lp104"):
+    if cap == PLUTO_N1:
         assert sa.proposal == "3des-md5-modp2048" and not sa.offered
 
 
@@ -78,7 +81,7 @@ def test_a_notify_without_the_responder_cookie_is_the_same_negotiation():
     one-way Informational of its own (it was a second IKE SA, FAILED with NO_PROPOSAL_CHOSEN, and
     the notify would have been a request of Main Mode's exchange)."""
     s = Session()
-    s.load(DATA / "joy" / "ikev1.pcap")
+    s.load(JOY_V1)
     (sa,) = s.table.ike_sas.values()
     assert (sa.initiator, sa.responder, sa.state, sa.failure) == ("192.168.140.205", "192.168.140.200",
                                                                  SaState.ESTABLISHED, None)

@@ -30,11 +30,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, DATA, IPSECSCOPE, ROOT, needs_tshark
+from conftest import CORPUS, DATA, IPSECSCOPE, ROOT, needs_tshark, public
 from test_inference_order import _without
 
 ISAKMP4500 = DATA / "tcpdump" / "isakmp4500.pcap"
-MM2 = DATA / "openswan-unit" / "lp104-v1rwnatN1.pcap"
+MM2 = public("openswan-unit/lp104-v1rwnatN1.pcap")  # third-party: materialised at test time
+JOY_V1 = public("joy/ikev1.pcap")
 NDPI = DATA / "ndpi" / "derived"
 
 
@@ -110,7 +111,7 @@ def test_weak_algo_sa_that_never_completed_says_accepted():
 
 
 def test_weak_algo_completed_sa_still_says_agreed():
-    (f,) = findings(DATA / "joy" / "ikev1.pcap", "IKE-WEAK-ALGO")
+    (f,) = findings(JOY_V1, "IKE-WEAK-ALGO")
     assert f["title"].startswith("IKE SA uses weak algorithms: ")
     assert "192.168.140.205 and 192.168.140.200 agreed on 3des-sha1-modp1024" in f["explanation"]
 
@@ -154,7 +155,7 @@ def _choosing_exchanges(cap: Path) -> dict[str, tuple[int, ...]]:
 @needs_tshark
 @pytest.mark.parametrize("cap", [
     NDPI / "ipsec_isakmp_esp-1-160.pcap", NDPI / "ipsec_isakmp_esp-1-19.pcap", NDPI / "ipsec_isakmp_esp-456-466.pcap",
-    DATA / "tcpdump" / "ikev2four.pcap", ISAKMP4500, MM2, DATA / "joy" / "ikev1.pcap",
+    DATA / "tcpdump" / "ikev2four.pcap", ISAKMP4500, MM2, JOY_V1,
     DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-isakmp-aggressive-mode.pcap",
 ], ids=lambda p: p.stem)
 def test_weak_ike_sa_cites_the_exchange_that_chose(cap):

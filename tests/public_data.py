@@ -1,0 +1,126 @@
+"""Third-party captures, materialised at test time instead of committed.
+
+Captures other projects published (their test suites, fetched as read-only git snapshots) are not
+ours to commit: each folder's tests/data/<folder>/PROVENANCE.md names the repository, commit, path
+and licence, and MANIFEST below says where the bytes are read from when the tests run:
+
+* the steering repository's shared corpus (``../shared/corpus`` beside the checkout, or
+  ``$IPSECSCOPE_SHARED``/corpus), or
+* the fetch mirror's git directory (``$IPSECSCOPE_MIRROR``, default /work/.mirror):
+  ``git --git-dir=MIRROR/OWNER+NAME/repo show COMMIT:PATH``.
+
+The bytes are checked against the sha256 the tests were written for and cached under
+.pytest_cache/public-data/<folder>/<name> (gitignored). A machine with neither source gets the
+same paths, not existing: tests using them skip with the reason (tests/conftest.py's autouse
+fixture), they never fail for want of data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".pytest_cache" / "public-data"
+MIRROR = Path(os.environ.get("IPSECSCOPE_MIRROR", "/work/.mirror"))
+
+
+class Source(NamedTuple):
+    repo: str  # OWNER+NAME under the mirror
+    commit: str
+    path: str  # path inside that commit
+    sha256: str
+
+
+def _shared_dirs() -> list[Path]:
+    env = os.environ.get("IPSECSCOPE_SHARED")
+    # .ci/run links shared/ beside its clone; worktrees live one level deeper (/work/wt/NAME)
+    return [Path(env)] if env else [ROOT.parent / "shared", ROOT.parent.parent / "shared"]
+
+
+JOY = ("cisco+joy", "21770513e27ad10cde7c1ab7c1e6f024c8668119")
+OPENSWAN = ("xelerance+Openswan", "86dff2b44667566f5cfbdca9de987aab8ef60b36")
+LIBRESWAN = ("libreswan+libreswan", "0c4e3eccfbb2cdfa1e21c154ee847a141a611a4f")
+
+# tests/data-relative name -> where it comes from (keep in step with the folders' PROVENANCE.md)
+MANIFEST: dict[str, Source] = {
+    "joy/ikev1.pcap": Source(*JOY, "test/pcaps/ikev1.pcap",
+                             "9afec10d01cd20e5ccbb02a9461ddf50441e4c2430626c3901b2e8ba7ff3a460"),
+    "joy/ikev2.pcap": Source(*JOY, "test/pcaps/ikev2.pcap",
+                             "5251e0ed4a73d0aa1b18f043b8c91189a506e5d0ccba10200da35056be411589"),
+    "openswan-unit/lp08-parentR1notify.pcap": Source(
+        *OPENSWAN, "tests/unit/libpluto/lp08-parentR1/parentR1notify.pcap",
+        "8584b186fe83792036f864715ab21e0cc9b94d4295637b81a7c083c652d63ea3"),
+    "openswan-unit/lp104-v1rwnatN1.pcap": Source(
+        *OPENSWAN, "tests/unit/libpluto/lp104-v1rwnatM2/v1rwnatN1.pcap",
+        "b9f52633560a8f85e182c8bc99dab4914e6feb5da6af809bcf3346028b8793db"),
+    "openswan-unit/lp108-v1rwnatN3.pcap": Source(
+        *OPENSWAN, "tests/unit/libpluto/lp108-v1rwnatQI1/v1rwnatN3.pcap",
+        "0edf0bc236ccc3fd53ae7f380839d11fb7c98e1cca1b1a124fdd18fc34d39e1a"),
+    "libreswan/weirdike-eastwest.pcap-ike.pcap": Source(
+        *LIBRESWAN, "testing/pluto/replay-authip-01/weirdike-eastwest.pcap-ike.pcap",
+        "ddffc4c24c4ff2e32bfb41bc8d056d958bed7e755e282577a529187eb8fa45c1"),
+}
+
+_missing: dict[Path, str] = {}
+
+
+def _read(src: Source) -> bytes | None:
+    if src.repo == "shared":
+        for d in _shared_dirs():
+            p = d / "corpus" / src.path
+            if p.is_file():
+                return p.read_bytes()
+        return None
+    git_dir = MIRROR / src.repo / "repo"
+    if not git_dir.is_dir():
+        return None
+    r = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"{src.commit}:{src.path}"],
+                       capture_output=True, timeout=60)
+    return r.stdout if r.returncode == 0 else None
+
+
+def public(rel: str) -> Path:
+    """The path of third-party file ``rel`` (as named in MANIFEST), materialised if a source is
+    here. It does not exist when none is: ``missing(path)`` then says why."""
+    src = MANIFEST[rel]
+    out = CACHE / rel
+    if out.is_file() and (hashlib.sha256(out.read_bytes()).hexdigest() == src.sha256):
+        return out
+    data = _read(src)
+    where = "the shared corpus" if src.repo == "shared" else f"{MIRROR / src.repo} at {src.commit[:10]}"
+    if data is None:
+        _missing[out] = f"third-party {rel} not on this machine (needs {src.path} from {where})"
+        return out
+    if hashlib.sha256(data).hexdigest() != src.sha256:
+        _missing[out] = f"third-party {rel}: {src.path} from {where} is not the file the tests expect"
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)  # several xdist workers may materialise the same file
+    return out
+
+
+def public_files(folder: str) -> list[Path]:
+    """Every third-party file MANIFEST lists under ``folder``, materialised where possible."""
+    return [public(rel) for rel in sorted(MANIFEST) if rel.startswith(folder + "/")]
+
+
+def is_public(p: object) -> bool:
+    return isinstance(p, Path) and CACHE in p.parents
+
+
+def missing(p: Path) -> str | None:
+    """Why third-party file ``p`` is not here, or None when it is."""
+    if p.exists():
+        return None
+    return _missing.get(p, f"third-party {p.relative_to(CACHE)} not materialised")
+
+
+def data_id(p: Path) -> str:
+    """A test id for a capture under tests/data or materialised here: its folder/name either way."""
+    return str(p.relative_to(CACHE if CACHE in p.parents else ROOT / "tests" / "data"))
