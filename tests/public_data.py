@@ -43,6 +43,7 @@ def _shared_dirs() -> list[Path]:
 
 JOY = ("cisco+joy", "21770513e27ad10cde7c1ab7c1e6f024c8668119")
 OPENSWAN = ("xelerance+Openswan", "86dff2b44667566f5cfbdca9de987aab8ef60b36")
+SCAPY = ("secdev+scapy", "ac38b273405b038104df096fe941878937da87cd")
 LIBRESWAN = ("libreswan+libreswan", "0c4e3eccfbb2cdfa1e21c154ee847a141a611a4f")
 
 # tests/data-relative name -> where it comes from (keep in step with the folders' PROVENANCE.md)
@@ -63,6 +64,11 @@ MANIFEST: dict[str, Source] = {
     "libreswan/weirdike-eastwest.pcap-ike.pcap": Source(
         *LIBRESWAN, "testing/pluto/replay-authip-01/weirdike-eastwest.pcap-ike.pcap",
         "ddffc4c24c4ff2e32bfb41bc8d056d958bed7e755e282577a529187eb8fa45c1"),
+    "scapy/ikev2_nat_t.pcapng": Source(*SCAPY, "test/pcaps/ikev2_nat_t.pcapng",
+                                       "58c748c33388614a767d90345b38b827098d4d3f9609f7075e3ff58a4f49b6ad"),
+    "scapy/ikev2_notify_redirect.pcap": Source(
+        *SCAPY, "test/pcaps/ikev2_notify_redirect.pcap",
+        "2a18e98df25f9f46306fe019eeec793b6a83f5d77f450b48ea0f05fabb378236"),
 }
 
 _missing: dict[Path, str] = {}

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import DATA, needs_tshark
 from conftest import field_cli as cli
+from conftest import needs_tshark, public
 
-CAP = DATA / "scapy" / "ikev2_notify_redirect.pcap"
+CAP = public("scapy/ikev2_notify_redirect.pcap")  # third-party: materialised at test time
 
 
 def _tshark() -> list[list[str]]:
