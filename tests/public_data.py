@@ -44,6 +44,7 @@ def _shared_dirs() -> list[Path]:
 JOY = ("cisco+joy", "21770513e27ad10cde7c1ab7c1e6f024c8668119")
 OPENSWAN = ("xelerance+Openswan", "86dff2b44667566f5cfbdca9de987aab8ef60b36")
 SCAPY = ("secdev+scapy", "ac38b273405b038104df096fe941878937da87cd")
+ZEEK = ("zeek+zeek", "a13de64fbbdb01f90961c04719b308fbbb6d199e")
 LIBRESWAN = ("libreswan+libreswan", "0c4e3eccfbb2cdfa1e21c154ee847a141a611a4f")
 
 # tests/data-relative name -> where it comes from (keep in step with the folders' PROVENANCE.md)
@@ -69,6 +70,13 @@ MANIFEST: dict[str, Source] = {
     "scapy/ikev2_notify_redirect.pcap": Source(
         *SCAPY, "test/pcaps/ikev2_notify_redirect.pcap",
         "2a18e98df25f9f46306fe019eeec793b6a83f5d77f450b48ea0f05fabb378236"),
+    "zeek/ip6_esp.pcap": Source(*ZEEK, "testing/btest/Traces/ip6_esp.pcap",
+                                "86a744efb23d141e1b404a2f7c667053d7dfff8db572fef87b379dd84055066b"),
+    "zeek/ipv6_zero_len_ah.pcap": Source(*ZEEK, "testing/btest/Traces/ipv6_zero_len_ah.pcap",
+                                         "64ab887517f3b8dcc294c3bc86c8bc36fb5925e1339c3054e4e13127534c7bb6"),
+    "zeek/baseline/core.ipv6_esp/output": Source(
+        *ZEEK, "testing/btest/Baseline/core.ipv6_esp/output",
+        "1c12cb0e8290a3269351fae854759ac95613bd7b4b733c7a8456fe4bec45a02f"),
 }
 
 _missing: dict[Path, str] = {}
@@ -125,6 +133,16 @@ def missing(p: Path) -> str | None:
     if p.exists():
         return None
     return _missing.get(p, f"third-party {p.relative_to(CACHE)} not materialised")
+
+
+def need(*paths: Path) -> None:
+    """Inside a test: skip it when one of ``paths`` is a third-party file not on this machine
+    (for tests the conftest fixture cannot see through, e.g. a path looked up in a table)."""
+    import pytest
+
+    for p in paths:
+        if is_public(p) and (why := missing(p)):
+            pytest.skip(why)
 
 
 def data_id(p: Path) -> str:

@@ -25,7 +25,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, SAMPLES, needs_tshark
+from conftest import DATA, SAMPLES, need, needs_tshark, public
 
 from ipsecscope.filtering import matches, source_of
 from ipsecscope.model.filter import BYTES, FIELDS, PROTO, STRING, compile_filter
@@ -64,7 +64,7 @@ CAPTURES = {
     "ah-quoted": (DATA / "ah" / "ah-quoted.pcap", None),
     "ipv6-ext-esp": (DATA / "ipv6-ext" / "ipv6-ext-esp.pcap", DATA / "ipv6-ext" / "ipv6-ext-esp.esp_sa"),
     "ah-tunnels/ah-v6-gre": (DATA / "ah-tunnels" / "ah-v6-gre.pcap", None),
-    "zeek/ip6_esp": (DATA / "zeek" / "ip6_esp.pcap", None),
+    "zeek/ip6_esp": (public("zeek/ip6_esp.pcap"), None),
     "tcpdump/isakmp4500": (DATA / "tcpdump" / "isakmp4500.pcap", None),
     "zeek-spicy-ipsec/ipsec-ikev1-zero-length": (DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-zero-length.pcap", None),
     "malformed-ip": (DATA / "malformed-ip" / "malformed-ip.pcap", None),
@@ -183,6 +183,7 @@ def _filters(fields: list[str], rows: dict) -> list[tuple[str, str, list[int]]]:
 @pytest.mark.parametrize("name", list(CAPTURES))
 def test_every_field_selects_what_tshark_shows(name: str, tmp_path: Path) -> None:
     cap, keys = CAPTURES[name]
+    need(cap)  # third-party captures are materialised at test time (tests/public_data.py)
     fields, rows = _theirs(cap, _profile(keys, tmp_path))
     session = Session.from_files([cap], keys=_session_keys(keys))
     ours_inner = {r.frame for r in session.rows if r.kind == "ESP" and r.status == "decrypted"}

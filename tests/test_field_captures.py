@@ -36,12 +36,11 @@ ZEEK = DATA / "zeek-spicy-ipsec"
 NDPI = DATA / "ndpi"
 ARKIME = DATA / "arkime"
 KLIPS = DATA / "openswan-klips"
-ZEEK_CORE = DATA / "zeek"
-CAPTURES = sorted(p for d in (ZEEK, NDPI, ARKIME, KLIPS, ZEEK_CORE) for p in d.rglob("*")
+CAPTURES = sorted(p for d in (ZEEK, NDPI, ARKIME, KLIPS) for p in d.rglob("*")
                   if p.suffix in (".cap", ".pcap", ".pcapng"))
 # third-party captures no longer committed: materialised at test time (tests/public_data.py)
 CAPTURES += [*public_files("openswan-unit"), *public_files("joy"), *public_files("libreswan"),
-             *public_files("scapy")]
+             *public_files("scapy"), *(p for p in public_files("zeek") if p.suffix == ".pcap")]
 AH_ESP = ZEEK / "IPsec_ESP-AH_tunnel_mode.cap"
 BURST = NDPI / "derived" / "ipsec_isakmp_esp-207-225.pcap"
 

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import DATA, needs_tshark
+from conftest import DATA, needs_tshark, public
 
 from ipsecscope.decode.ip import v6_header_chain
 from ipsecscope.filtering import matches, source_of
@@ -31,7 +31,7 @@ from ipsecscope.session import Session
 
 CAP = DATA / "ipv6-ext" / "ipv6-ext.pcap"
 FRAG = DATA / "ipv6-ext" / "ipv6-frag-ike.pcap"  # IKE_AUTH in IPv6 fragments: first fragments are OTHER rows
-ZEEK = DATA / "zeek" / "ip6_esp.pcap"  # 120 ESP, and an MLDv2 report behind Hop-by-Hop (an OTHER row)
+ZEEK = public("zeek/ip6_esp.pcap")  # 120 ESP, and an MLDv2 report behind Hop-by-Hop (an OTHER row)
 # decrypted inner IPv6 behind the same chains (keys: .esp_sa for tshark, .keys.json for ipsecscope)
 INNER = DATA / "ipv6-ext" / "ipv6-ext-inner.pcap"
 # broken chains (MALFORMED rows): tshark still shows the headers it could start (frames 10-11)

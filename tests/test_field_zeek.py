@@ -19,12 +19,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, needs_tshark
+from conftest import DATA, needs_tshark, public
 from conftest import field_cli as cli
+from public_data import data_id
 
-ZEEK = DATA / "zeek"
-ESP6 = ZEEK / "ip6_esp.pcap"
-AH0 = ZEEK / "ipv6_zero_len_ah.pcap"
+# Zeek core traces (third-party): materialised at test time (tests/public_data.py)
+ESP6 = public("zeek/ip6_esp.pcap")
+AH0 = public("zeek/ipv6_zero_len_ah.pcap")
+ESP6_ZEEK = public("zeek/baseline/core.ipv6_esp/output")
 BAD = DATA / "bad" / "malformed.pcap"
 TRUNCATED = DATA / "tcpdump" / "esp_truncated.pcap"
 
@@ -58,7 +60,7 @@ def test_ipv6_esp_frames_equal_tshark_and_zeek():
     theirs = [(s, d, int(spi, 16), int(seq)) for n, (s, d, spi, seq) in sorted(ts.items()) if spi]
     assert esp == theirs and len(esp) == 120
     zeek = re.findall(r"src=([0-9a-f:]+), dst=([0-9a-f:]+), .*esp=\[spi=(\d+), seq=(\d+)\]",
-                      (ZEEK / "baseline" / "core.ipv6_esp" / "output").read_text())
+                      ESP6_ZEEK.read_text())
     assert [(s, d, int(spi), int(seq)) for s, d, spi, seq in zeek] == theirs
     flows = json.loads(cli("summary", str(ESP6), "--json"))["esp"]
     assert len(flows) == 12
@@ -66,7 +68,7 @@ def test_ipv6_esp_frames_equal_tshark_and_zeek():
 
 
 @needs_tshark
-@pytest.mark.parametrize("cap", [AH0, BAD, TRUNCATED], ids=lambda p: str(p.relative_to(DATA)))
+@pytest.mark.parametrize("cap", [AH0, BAD, TRUNCATED], ids=data_id)
 def test_malformed_rows_keep_the_addresses_tshark_shows(cap):
     """A MALFORMED row names the outer IP addresses tshark reads from the same frame (none where
     the IP header itself is broken), and the UDP ports where its broken header sat behind UDP."""

@@ -245,7 +245,7 @@ def test_nat_detected_once_per_peer_pair_naming_its_ike_sas():
 
 # ------------------------------------------------------------------------- one-way ESP, one end silent
 
-ESP6 = DATA / "zeek" / "ip6_esp.pcap"  # Zeek's core trace (BSD-3): 3ffe::1 sends ESP to 12 peers, 10 packets each
+ESP6 = public("zeek/ip6_esp.pcap")  # Zeek's core trace (BSD-3): 3ffe::1 sends ESP to 12 peers, 10 packets each
 
 
 def _tshark_esp_sas(cap: Path) -> dict[str, list[int]]:

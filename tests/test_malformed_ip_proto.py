@@ -24,19 +24,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT, needs_tshark
+from conftest import DATA, ROOT, needs_tshark, public, public_files
+from public_data import data_id
 
 from ipsecscope.filtering import matches, source_of
 from ipsecscope.model.filter import compile_filter
 from ipsecscope.session import Session
 
 BAD = DATA / "bad" / "malformed.pcap"
-AH0 = DATA / "zeek" / "ipv6_zero_len_ah.pcap"
+AH0 = public("zeek/ipv6_zero_len_ah.pcap")  # third-party: materialised at test time
 
 
 def _captures() -> list[Path]:
     out = sorted(p for p in (DATA / "bad").iterdir() if p.name.endswith((".pcap", ".pcapng", ".pcap.gz")))
-    for sub in ("zeek", "rfc-violations", "tcpdump", "wireshark", "suricata-verify"):
+    out += [p for p in public_files("zeek") if p.suffix == ".pcap"]
+    for sub in ("rfc-violations", "tcpdump", "wireshark", "suricata-verify"):
         out += sorted(p for p in (DATA / sub).rglob("*") if p.name.endswith((".pcap", ".pcapng", ".pcapng.gz", ".cap")))
     return out
 
@@ -75,7 +77,7 @@ def _malformed(s: Session) -> dict[int, object]:
 
 @needs_tshark
 @pytest.mark.parametrize("live", [False, True], ids=["rowstore", "live"])
-@pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: str(p.relative_to(DATA)))
+@pytest.mark.parametrize("cap", CAPTURES, ids=data_id)
 def test_ip_proto_filters_find_the_frames_tshark_finds(cap: Path, live: bool) -> None:
     ts = tshark_protos(cap)
     s = session(cap, live)
@@ -88,7 +90,7 @@ def test_ip_proto_filters_find_the_frames_tshark_finds(cap: Path, live: bool) ->
 
 
 @needs_tshark
-@pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: str(p.relative_to(DATA)))
+@pytest.mark.parametrize("cap", CAPTURES, ids=data_id)
 def test_malformed_rows_name_the_outer_ip_protocol(cap: Path) -> None:
     """Each MALFORMED row's ip_proto is the outer IP header's field as tshark reads it (the first
     ip.proto of an IPv4 packet, the first ipv6.nxt of an IPv6 one), None where tshark reads none."""
