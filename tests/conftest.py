@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
-from public_data import is_public, missing, need, public, public_files  # noqa: F401 (re-exported)
+from public_data import is_public, missing, need, public, public_dir, public_files  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"

@@ -45,6 +45,7 @@ JOY = ("cisco+joy", "21770513e27ad10cde7c1ab7c1e6f024c8668119")
 OPENSWAN = ("xelerance+Openswan", "86dff2b44667566f5cfbdca9de987aab8ef60b36")
 SCAPY = ("secdev+scapy", "ac38b273405b038104df096fe941878937da87cd")
 ZEEK = ("zeek+zeek", "a13de64fbbdb01f90961c04719b308fbbb6d199e")
+ARKIME = ("arkime+arkime", "2d2f3678796bcedc6655a276f476b7ddd457f3f2")
 LIBRESWAN = ("libreswan+libreswan", "0c4e3eccfbb2cdfa1e21c154ee847a141a611a4f")
 
 # tests/data-relative name -> where it comes from (keep in step with the folders' PROVENANCE.md)
@@ -77,6 +78,18 @@ MANIFEST: dict[str, Source] = {
     "zeek/baseline/core.ipv6_esp/output": Source(
         *ZEEK, "testing/btest/Baseline/core.ipv6_esp/output",
         "1c12cb0e8290a3269351fae854759ac95613bd7b4b733c7a8456fe4bec45a02f"),
+    "arkime/IKEv1.pcap": Source(*ARKIME, "tests/pcap/IKEv1.pcap",
+                         "289db7cabf920d9c563b6061d76e0b746cf4009ec395efc83cc804ed63c0dba7"),
+    "arkime/IKEv1.test": Source(*ARKIME, "tests/pcap/IKEv1.test",
+                         "6e1b78717dac4236f2401823b628bc24b8330ce7482b184bdd652f23c7e2e787"),
+    "arkime/IKEv2.pcap": Source(*ARKIME, "tests/pcap/IKEv2.pcap",
+                         "b2c006dade28a708ecc8d08e30b9a0247ad1e803a6b7be1b4ce6cdf715d9ea09"),
+    "arkime/IKEv2.test": Source(*ARKIME, "tests/pcap/IKEv2.test",
+                         "d5df137ebd607cc9c7cefc74f4d1ef8aa235102ff789fab2175f6be3c0550108"),
+    "arkime/ike-cert_synthetic.pcap": Source(*ARKIME, "tests/pcap/ike-cert_synthetic.pcap",
+                         "e2320e85bfe4f229aa2729525d4605bcf8f19150b0953e00ef29607004317579"),
+    "arkime/ike-cert_synthetic.test": Source(*ARKIME, "tests/pcap/ike-cert_synthetic.test",
+                         "baa6fc8fa57ff36aabcef90871d2272ae99dd5e45dedb8845e5ece941a3c3ad4"),
 }
 
 _missing: dict[Path, str] = {}
@@ -116,6 +129,7 @@ def public(rel: str) -> Path:
     tmp = out.with_name(f".{out.name}.{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, out)  # several xdist workers may materialise the same file
+    _missing.pop(out, None)
     return out
 
 
@@ -124,15 +138,26 @@ def public_files(folder: str) -> list[Path]:
     return [public(rel) for rel in sorted(MANIFEST) if rel.startswith(folder + "/")]
 
 
+def public_dir(folder: str) -> Path:
+    """The folder holding every third-party file MANIFEST lists under ``folder``, materialised
+    where possible (``missing(dir)`` says why not when one of them is not here)."""
+    files = public_files(folder)
+    gone = [why for p in files if (why := missing(p))]
+    out = CACHE / folder
+    if gone:
+        _missing[out] = gone[0]
+    return out
+
+
 def is_public(p: object) -> bool:
     return isinstance(p, Path) and CACHE in p.parents
 
 
 def missing(p: Path) -> str | None:
     """Why third-party file ``p`` is not here, or None when it is."""
-    if p.exists():
-        return None
-    return _missing.get(p, f"third-party {p.relative_to(CACHE)} not materialised")
+    if p in _missing or not p.exists():
+        return _missing.get(p, f"third-party {p.relative_to(CACHE)} not materialised")
+    return None
 
 
 def need(*paths: Path) -> None:

@@ -21,10 +21,12 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import DATA, SAMPLES, needs_tshark
+from conftest import DATA, SAMPLES, needs_tshark, public
 from conftest import field_cli as cli
 
 HERE = DATA / "ike-answers"
+
+ARKIME_V2 = public("arkime/IKEv2.pcap")  # third-party: materialised at test time (tests/public_data.py)
 
 
 def findings(cap: Path) -> dict[str, dict]:
@@ -59,7 +61,7 @@ def test_an_answer_lost_after_the_capture_point_is_not_a_slow_peer() -> None:
 
 def test_an_answer_after_the_copy_is_still_loss_or_a_slow_peer() -> None:
     """Arkime's IKEv2.pcap: an IKE_SA_INIT sent again 32 s later, answered after the copy."""
-    r = findings(DATA / "arkime" / "IKEv2.pcap")["IKE-RETRANSMIT"]
+    r = findings(ARKIME_V2)["IKE-RETRANSMIT"]
     assert "answered only after the request was sent again" in r["explanation"] and "answers" not in r["title"]
 
 

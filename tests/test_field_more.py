@@ -290,7 +290,7 @@ def test_one_way_sa_whose_peer_answers_on_a_sibling_sa():
     One of ::4's SAs has its reverse unused, but ::2 is up and answering: the finding says so and
     names that SPI, and no longer offers 'does not receive them (filtered)' or 'the capture sees
     only one direction'. Which of ::4's SAs it is is not known without keys (tests/test_inference_order.py)."""
-    cap = DATA / "arkime" / "IKEv1.pcap"
+    cap = ARKIME_V1
     out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "esp", "-T", "fields", "-e", "ipv6.src", "-e", "esp.spi"],
                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
     counts = {(a, b): out[1::2].count(b) for a, b in zip(out[0::2], out[1::2], strict=True)}
@@ -383,6 +383,7 @@ def test_one_way_ah_says_ah():
     assert f.title.startswith("One-way AH: fe80::1 -> fe80::2 (9 packets)")
 
 
+ARKIME_V1 = public("arkime/IKEv1.pcap")  # third-party: materialised at test time
 PLUTO_KE = public("openswan-unit/lp08-parentR1notify.pcap")  # third-party: materialised at test time
 
 

@@ -30,7 +30,7 @@ from ipsecscope.session import Session
 PHASE1 = [
     (DATA / "tcpdump" / "ISAKMP_sa_setup.pcap", 1, "10.0.0.1", "10.0.0.2"),
     (DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-isakmp-aggressive-mode.pcap", 1, "192.168.12.1", "192.168.12.2"),
-    (DATA / "arkime" / "IKEv1.pcap", 2, "2003:51:6012::4", "2003:51:6012::2"),
+    (public("arkime/IKEv1.pcap"), 2, "2003:51:6012::4", "2003:51:6012::2"),
 ]
 # third-party (Openswan pluto unit tests, Cisco joy): materialised at test time (tests/public_data.py)
 PLUTO_N1 = public("openswan-unit/lp104-v1rwnatN1.pcap")

@@ -20,12 +20,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+from conftest import IPSECSCOPE, ROOT, need, needs_tshark, public
 
 from ipsecscope.model.sa import SaState
 from ipsecscope.session import Session
 
-ARKIME_V1 = DATA / "arkime" / "IKEv1.pcap"
+ARKIME_V1 = public("arkime/IKEv1.pcap")  # third-party: materialised at test time
 SPIS = {0x3D71315A, 0xE8F1F49C, 0x8905E940}
 
 
@@ -46,6 +46,7 @@ def _without(src: Path, dst: Path, frames: set[int]) -> Path:
 
 @pytest.fixture(scope="module")
 def reordered(tmp_path_factory) -> Path:
+    need(ARKIME_V1)
     return _without(ARKIME_V1, tmp_path_factory.mktemp("arkime") / "IKEv1-no14-16.pcap", {14, 16})
 
 

@@ -12,13 +12,13 @@ import re
 import subprocess
 import sys
 
-from conftest import DATA, SAMPLES
+from conftest import SAMPLES, public
 from textual.widgets import Tree
 
 from ipsecscope.session import Session
 from ipsecscope.tui.widgets.packet_detail import fill_esp, fill_ike
 
-ARKIME_V1 = DATA / "arkime" / "IKEv1.pcap"
+ARKIME_V1 = public("arkime/IKEv1.pcap")  # third-party: materialised at test time
 V6_UDP_ESP = SAMPLES / "synthetic" / "icmp-quoted.pcap"
 V6_UDP_ESP_KEYS = SAMPLES / "synthetic" / "icmp-quoted.keys.json"
 # An IPv6 address (two colons somewhere) running straight into ':port' with no bracket before it.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import DATA, SAMPLES, needs_tshark
+from conftest import DATA, SAMPLES, needs_tshark, public
 from test_findings_keys import flip_first_key_byte, tshark
 from test_tui import CAPTURE, HEALTHY, SIZE, loaded, sync, tree_cursor_to, tshark_fields
 from textual.widgets import Tree
@@ -18,6 +18,8 @@ from textual.widgets import Tree
 from ipsecscope.tui.app import create_app
 from ipsecscope.tui.widgets.packet_detail import HexView, payload_spans
 from ipsecscope.tui.widgets.sa_detail import SaDetail
+
+ARKIME_V1 = public("arkime/IKEv1.pcap")  # third-party: materialised at test time (tests/public_data.py)
 
 
 async def open_detail(pilot, kind: str) -> Tree:
@@ -145,7 +147,7 @@ async def test_sa_detail_keys_row_says_what_is_there() -> None:
         text = app.query_one(SaDetail).as_text()
         assert "SK_ai none (AEAD)" in text and "SK_ar none (AEAD)" in text
     # No key for any SPI of the CHILD SA: no 'press K to show' for keys that are not there.
-    app = create_app(DATA / "arkime" / "IKEv1.pcap", [])
+    app = create_app(ARKIME_V1, [])
     async with app.run_test(size=SIZE) as pilot:
         await open_detail(pilot, "child")
         text = app.query_one(SaDetail).as_text()
@@ -161,7 +163,7 @@ async def test_sa_detail_exchanges_never_cut_an_address_or_a_name() -> None:
     from ipsecscope.state.names import exchange_name
 
     for size in ((80, 40), (160, 48)):
-        app = create_app(DATA / "arkime" / "IKEv1.pcap", [])
+        app = create_app(ARKIME_V1, [])
         async with app.run_test(size=size) as pilot:
             await loaded(pilot)
             tree = await tree_cursor_to(pilot, "ike")
