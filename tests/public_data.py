@@ -46,6 +46,7 @@ OPENSWAN = ("xelerance+Openswan", "86dff2b44667566f5cfbdca9de987aab8ef60b36")
 SCAPY = ("secdev+scapy", "ac38b273405b038104df096fe941878937da87cd")
 ZEEK = ("zeek+zeek", "a13de64fbbdb01f90961c04719b308fbbb6d199e")
 ARKIME = ("arkime+arkime", "2d2f3678796bcedc6655a276f476b7ddd457f3f2")
+ZSI = ("corelight+zeek-spicy-ipsec", "4a7f0041aa121d5bc1813cf47b8b2a17ed713273")
 LIBRESWAN = ("libreswan+libreswan", "0c4e3eccfbb2cdfa1e21c154ee847a141a611a4f")
 
 # tests/data-relative name -> where it comes from (keep in step with the folders' PROVENANCE.md)
@@ -90,6 +91,42 @@ MANIFEST: dict[str, Source] = {
                          "e2320e85bfe4f229aa2729525d4605bcf8f19150b0953e00ef29607004317579"),
     "arkime/ike-cert_synthetic.test": Source(*ARKIME, "tests/pcap/ike-cert_synthetic.test",
                          "baa6fc8fa57ff36aabcef90871d2272ae99dd5e45dedb8845e5ece941a3c3ad4"),
+    "zeek-spicy-ipsec/IPsec_ESP-AH_tunnel_mode.cap": Source(
+        *ZSI, "tests/traces/IPsec_ESP-AH_tunnel_mode.cap",
+        "483125a2d52558f4542274072025e2ec9bc0625788c223b9cf175e953430ae8e"),
+    "zeek-spicy-ipsec/ipsec-ikev1-isakmp-aggressive-mode.pcap": Source(
+        *ZSI, "tests/traces/ipsec-ikev1-isakmp-aggressive-mode.pcap",
+        "6014cf732dc2f548c62bf7dcfc09b4e75fcd3cc6ec19996f3e4b708b2556bc7f"),
+    "zeek-spicy-ipsec/ipsec-ikev1-payload-bad-length.pcap": Source(
+        *ZSI, "tests/traces/ipsec-ikev1-payload-bad-length.pcap",
+        "6e166c3b942ef9f3e38d8692f5a11bd925fb6c521dd4f2507e0ee57632ac7198"),
+    "zeek-spicy-ipsec/ipsec-ikev1-zero-length.pcap": Source(
+        *ZSI, "tests/traces/ipsec-ikev1-zero-length.pcap",
+        "81595ab924852dc36c18c4fe431acb75d0e07b6a9d412195d73334d9af4e156d"),
+    "zeek-spicy-ipsec/ipsec.cap": Source(
+        *ZSI, "tests/traces/ipsec.cap",
+        "eb1fe80c930e3b246c6619d88863625a50a49a45c6554296af2b1b663e65819f"),
+    "zeek-spicy-ipsec/ipsec_client.pcap": Source(
+        *ZSI, "tests/traces/ipsec_client.pcap",
+        "7cc91d691998efbf7f40a48370d3c3b42140c17ce9af958ea048775e2eb6ab1a"),
+    "zeek-spicy-ipsec/baseline/basic/ipsec.log": Source(
+        *ZSI, "tests/baseline/analyzer.basic/ipsec.log",
+        "6c36c3ab466c3ba62ad6dbbb05d654f3193c9c18778c39a069dfb77042ca745a"),
+    "zeek-spicy-ipsec/baseline/ikev1-a/ipsec.log": Source(
+        *ZSI, "tests/baseline/analyzer.ikev1-a/ipsec.log",
+        "0ff29f300b185becadc7c316e6227056e6ecda042699574b49cce7af1fd12bfa"),
+    "zeek-spicy-ipsec/baseline/ikev1-b/ipsec.log": Source(
+        *ZSI, "tests/baseline/analyzer.ikev1-b/ipsec.log",
+        "74773fa900c0781479d6babf225ee212cdf07444adc1978ffe19d8b0cfa8dc03"),
+    "zeek-spicy-ipsec/baseline/ikev1-c/ipsec.log": Source(
+        *ZSI, "tests/baseline/analyzer.ikev1-c/ipsec.log",
+        "be00e0a203b09552d99b8c06cdd32ae91deceba5685fea599939662b041d01df"),
+    "zeek-spicy-ipsec/baseline/ipsec_esp/ipsec.log": Source(
+        *ZSI, "tests/baseline/analyzer.ipsec_esp/ipsec.log",
+        "dfe7700f6cb003b61b7057d5af56a8439bfbd0afc1a76d3bb109dd49772bebef"),
+    "zeek-spicy-ipsec/baseline/ipsec_ah/stdout": Source(
+        *ZSI, "tests/baseline/analyzer.ipsec_ah/.stdout",
+        "9666f85258a3bb239f16214c3fb582d62f40df6036377e5f7be6c9b7dc822469"),
 }
 
 _missing: dict[Path, str] = {}

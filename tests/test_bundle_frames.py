@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT, SAMPLES, needs_tshark
+from conftest import DATA, IPSECSCOPE, ROOT, SAMPLES, needs_tshark, public
 from test_tui import SIZE, sync
 from test_tui_detail import _ah_detail_labels
 
@@ -86,7 +86,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(("cap", "keys", "ah_spi", "esp_spi"), [
     pytest.param(BUNDLE, BUNDLE_KEYS, "0xcd82fe92", "0xcd82fe91", id="ikev1-bundle"),
     pytest.param(AH_ESP, AH_ESP_KEYS, "0xa4000005", "0xe4000005", id="ah-esp"),
-    pytest.param(DATA / "zeek-spicy-ipsec" / "IPsec_ESP-AH_tunnel_mode.cap", None, "0x8179b705", "0x48dac2e4",
+    pytest.param(public("zeek-spicy-ipsec/IPsec_ESP-AH_tunnel_mode.cap"), None, "0x8179b705", "0x48dac2e4",
                  id="packetlife"),
 ])
 def test_filters_see_both_layers_of_the_frame_as_tshark_does(cap: Path, keys: Path | None, ah_spi: str,

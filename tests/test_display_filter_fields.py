@@ -66,7 +66,7 @@ CAPTURES = {
     "ah-tunnels/ah-v6-gre": (DATA / "ah-tunnels" / "ah-v6-gre.pcap", None),
     "zeek/ip6_esp": (public("zeek/ip6_esp.pcap"), None),
     "tcpdump/isakmp4500": (DATA / "tcpdump" / "isakmp4500.pcap", None),
-    "zeek-spicy-ipsec/ipsec-ikev1-zero-length": (DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-zero-length.pcap", None),
+    "zeek-spicy-ipsec/ipsec-ikev1-zero-length": (public("zeek-spicy-ipsec/ipsec-ikev1-zero-length.pcap"), None),
     "malformed-ip": (DATA / "malformed-ip" / "malformed-ip.pcap", None),
     "bad/malformed": (DATA / "bad" / "malformed.pcap", None),
 }

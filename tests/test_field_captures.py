@@ -32,14 +32,14 @@ from conftest import DATA, ROOT, needs_tshark, public_dir, public_files
 from conftest import field_cli as cli
 from public_data import data_id
 
-ZEEK = DATA / "zeek-spicy-ipsec"
+ZEEK = public_dir("zeek-spicy-ipsec")  # third-party: materialised at test time (tests/public_data.py)
 NDPI = DATA / "ndpi"
 ARKIME = public_dir("arkime")  # third-party: materialised at test time (tests/public_data.py)
 KLIPS = DATA / "openswan-klips"
-CAPTURES = sorted(p for d in (ZEEK, NDPI, KLIPS) for p in d.rglob("*")
+CAPTURES = sorted(p for d in (NDPI, KLIPS) for p in d.rglob("*")
                   if p.suffix in (".cap", ".pcap", ".pcapng"))
 # third-party captures no longer committed: materialised at test time (tests/public_data.py)
-CAPTURES += [*(p for p in public_files("arkime") if p.suffix == ".pcap"), *public_files("openswan-unit"), *public_files("joy"), *public_files("libreswan"),
+CAPTURES += [*(p for p in public_files("zeek-spicy-ipsec") if p.suffix in (".cap", ".pcap")), *(p for p in public_files("arkime") if p.suffix == ".pcap"), *public_files("openswan-unit"), *public_files("joy"), *public_files("libreswan"),
              *public_files("scapy"), *(p for p in public_files("zeek") if p.suffix == ".pcap")]
 AH_ESP = ZEEK / "IPsec_ESP-AH_tunnel_mode.cap"
 BURST = NDPI / "derived" / "ipsec_isakmp_esp-207-225.pcap"

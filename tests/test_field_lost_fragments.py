@@ -19,10 +19,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, needs_tshark
 from conftest import field_cli as cli
+from conftest import need, needs_tshark, public
 
-SRC = DATA / "zeek-spicy-ipsec" / "ipsec_client.pcap"
+SRC = public("zeek-spicy-ipsec/ipsec_client.pcap")
 KEEP = (1, 2, 3, 6, 9)  # IKE_SA_INIT, then the offset-0 fragment of each IKE_AUTH try
 
 
@@ -30,6 +30,7 @@ KEEP = (1, 2, 3, 6, 9)  # IKE_SA_INIT, then the offset-0 fragment of each IKE_AU
 def cap(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SRC with only the frames KEEP (a classic little-endian pcap: 24-octet file header, records
     of a 16-octet header and the frame)."""
+    need(SRC)
     data = SRC.read_bytes()
     assert data[:4] == b"\xd4\xc3\xb2\xa1"
     out, off, n = [data[:24]], 24, 0

@@ -29,7 +29,7 @@ from ipsecscope.session import Session
 # capture, the frame of the first phase-1 message (MM1 / AM1), initiator, responder
 PHASE1 = [
     (DATA / "tcpdump" / "ISAKMP_sa_setup.pcap", 1, "10.0.0.1", "10.0.0.2"),
-    (DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-isakmp-aggressive-mode.pcap", 1, "192.168.12.1", "192.168.12.2"),
+    (public("zeek-spicy-ipsec/ipsec-ikev1-isakmp-aggressive-mode.pcap"), 1, "192.168.12.1", "192.168.12.2"),
     (public("arkime/IKEv1.pcap"), 2, "2003:51:6012::4", "2003:51:6012::2"),
 ]
 # third-party (Openswan pluto unit tests, Cisco joy): materialised at test time (tests/public_data.py)

@@ -156,7 +156,7 @@ def _choosing_exchanges(cap: Path) -> dict[str, tuple[int, ...]]:
 @pytest.mark.parametrize("cap", [
     NDPI / "ipsec_isakmp_esp-1-160.pcap", NDPI / "ipsec_isakmp_esp-1-19.pcap", NDPI / "ipsec_isakmp_esp-456-466.pcap",
     DATA / "tcpdump" / "ikev2four.pcap", ISAKMP4500, MM2, JOY_V1,
-    DATA / "zeek-spicy-ipsec" / "ipsec-ikev1-isakmp-aggressive-mode.pcap",
+    public("zeek-spicy-ipsec/ipsec-ikev1-isakmp-aggressive-mode.pcap"),
 ], ids=lambda p: p.stem)
 def test_weak_ike_sa_cites_the_exchange_that_chose(cap):
     chose = _choosing_exchanges(cap)

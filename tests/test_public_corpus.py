@@ -32,10 +32,10 @@ TCPDUMP = DATA / "tcpdump"
 SURICATA = DATA / "suricata-verify"
 WIRESHARK = DATA / "wireshark"
 # captures nobody here made, found later (tests/test_field_captures.py compares them frame by frame)
-FIELD = (DATA / "zeek-spicy-ipsec", DATA / "ndpi", DATA / "packetgen",
+FIELD = (DATA / "ndpi", DATA / "packetgen",
          DATA / "openswan-klips")
 # third-party captures no longer committed: materialised at test time (tests/public_data.py)
-PUBLIC = (*(p for p in public_files("arkime") if p.suffix == ".pcap"), *public_files("openswan-unit"), *public_files("joy"), *public_files("libreswan"),
+PUBLIC = (*(p for p in public_files("zeek-spicy-ipsec") if p.suffix in (".cap", ".pcap")), *(p for p in public_files("arkime") if p.suffix == ".pcap"), *public_files("openswan-unit"), *public_files("joy"), *public_files("libreswan"),
           *public_files("scapy"), *(p for p in public_files("zeek") if p.suffix == ".pcap"))
 SUITES = (WIRESHARK, TCPDUMP, SURICATA, *FIELD)
 
