@@ -18,10 +18,10 @@ IKE-PEER-RESTARTED once the peer answered a fresh IKE_SA_INIT) was replaced, not
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 from .model.sa import Finding
+from .timefmt import at
 
 MAX_ENDED = 200  # ended findings kept (random-SPI garbage must not grow the list without bound)
 
@@ -85,19 +85,15 @@ class KeptFindings:
         return dict(self._ended)
 
 
-def _clock(ts: float | None) -> str:
-    if ts is None:
-        return "?"
-    return time.strftime("%H:%M:%S", time.gmtime(ts)) + " UTC"
 
 
 def _marked(e: Ended) -> Finding:
     f = e.finding
     again = f", {e.times} times" if e.times > 1 else ""
-    note = (f"Ended: the traffic since {_clock(e.at)} no longer shows this{again}; kept so that what "
+    note = (f"Ended: the traffic since {at(e.at)} no longer shows this{again}; kept so that what "
             "happened while nobody looked stays on the screen.")
     # In front: at 80x24 the list cuts a long title, and "ended" is what changes its meaning.
-    return replace(f, title=f"ended {_clock(e.at)}{again}: {f.title}",
+    return replace(f, title=f"ended {at(e.at)}{again}: {f.title}",
                    explanation=f"{note}\n{f.explanation}")
 
 

@@ -6,6 +6,7 @@ Info drops under tui.widgets.packet_table.INFO_FLOOR cells (IPv6 left it 17: 'IK
 from __future__ import annotations
 
 from conftest import DATA
+from public_data import need, public
 from test_tui import loaded, sync
 
 from ipsecscope.model.idtext import short_addr
@@ -42,7 +43,9 @@ async def test_macs_at_80_columns_stay_apart() -> None:
 
 @sync
 async def test_ipv6_at_80_columns_leaves_info_room() -> None:
-    async with create_app(DATA / "arkime" / "IKEv2.pcap").run_test(size=(80, 24)) as pilot:
+    cap = public("arkime/IKEv2.pcap")  # third-party (tests/public_data.py): materialised, not committed
+    need(cap)
+    async with create_app(cap).run_test(size=(80, 24)) as pilot:
         await loaded(pilot)
         table = pilot.app.query_one(PacketTable)
         width = table.scrollable_content_region.width
