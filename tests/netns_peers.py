@@ -26,6 +26,7 @@ samples/lib/charon_keys.py turns into Wireshark key tables.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -34,7 +35,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -350,6 +351,20 @@ class StrongswanPair:
         return [p.pid for p in procs if p is not None and p.poll() is None]
 
     # ----------------------------------------------------------------- setup
+    def start_controlled_bridge(self) -> Callable[..., None]:
+        """:meth:`start_bridge` with ``--control``: returns ``policy(**p)``, which writes the bridge's
+        policy file (``drop``/``corrupt``/``dup`` lists of "lan>wan"/"wan>lan", ``delay``; nothing:
+        pass everything) and waits until the bridge has read it."""
+        control = self.workdir / "control.json"
+        control.write_text("{}")
+        self.start_bridge("--control", str(control))
+
+        def policy(**p: object) -> None:
+            control.write_text(json.dumps(p))
+            time.sleep(0.5)  # the bridge looks every 0.2 s
+
+        return policy
+
     def _setup_net(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "swanctl-strongswan.conf").write_text(SWANCTL_CONF)

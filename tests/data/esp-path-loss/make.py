@@ -23,7 +23,6 @@ policy changes and every frame it corrupted or could not pass: the ground truth)
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -44,14 +43,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="esp-path-loss-"))
     try:
         with RoutedPair(work, left, right, mode="bridge", capture_at="lan", tag="r3") as pair:
-            control = work / "control.json"
-            control.write_text("{}")
-            pair.start_bridge("--control", str(control))
-
-            def policy(**p: object) -> None:
-                control.write_text(json.dumps(p))
-                time.sleep(0.5)  # the bridge looks every 0.2 s
-
+            policy = pair.start_controlled_bridge()
             pair.initiate("net")
             pair.ping(3, interval=0.5)
             policy(corrupt=["lan>wan"])

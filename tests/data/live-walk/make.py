@@ -21,7 +21,6 @@ bridge.log (the bridge's policy changes and every frame it dropped: the ground t
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -42,14 +41,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="live-walk-"))
     try:
         with RoutedPair(work, left, right, mode="bridge", capture_at="lan") as pair:
-            control = work / "control.json"
-            control.write_text("{}")
-            pair.start_bridge("--control", str(control))
-
-            def policy(**p: object) -> None:
-                control.write_text(json.dumps(p))
-                time.sleep(0.5)  # the bridge looks every 0.2 s
-
+            policy = pair.start_controlled_bridge()
             pair.initiate("net")
             pair.ping(3, interval=0.5)
             policy(drop=["wan>lan"])
