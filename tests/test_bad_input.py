@@ -696,6 +696,35 @@ def test_ctrl_c_at_any_moment_is_quiet(tmp_path: Path, cmd: str) -> None:
     assert 130 in statuses
 
 
+_INTERRUPT_SWALLOWED = """
+import os, signal, sys
+import ipsecscope.cli as cli
+def run(argv, own):
+    # What numpy's C part did when Ctrl-C landed in its import: the KeyboardInterrupt is
+    # swallowed and an ImportError of its own, chained to nothing, comes out instead.
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+    except KeyboardInterrupt:
+        pass
+    raise ImportError("PyCapsule_Import could not import module datetime")
+cli._main = run
+print("RC", cli.main(sys.argv[1:]), file=sys.stderr)
+"""
+
+
+def test_ctrl_c_turned_into_another_error_is_still_quiet() -> None:
+    """Ctrl-C that an extension module's import turns into an unchained ImportError (seen once in
+    a clean clone: numpy's ``PyCapsule_Import could not import module datetime``) ends with 130 and
+    no traceback, like every other Ctrl-C; an error with no Ctrl-C before it still shows."""
+    r = subprocess.run([sys.executable, "-c", _INTERRUPT_SWALLOWED, "sas", str(HEALTHY_CAP)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in r.stderr and r.stderr.split("RC ")[-1].strip() == "130", r.stderr
+    no_ctrl_c = _INTERRUPT_SWALLOWED.replace("os.kill(os.getpid(), signal.SIGINT)", "pass")
+    r = subprocess.run([sys.executable, "-c", no_ctrl_c, "sas", str(HEALTHY_CAP)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert "ImportError: PyCapsule_Import" in r.stderr and "RC " not in r.stderr, r.stderr
+
+
 # ---------------------------------------------------------------------------------- a reader that left
 
 @pytest.mark.parametrize("args", [["summary", HEALTHY_CAP], ["summary", HEALTHY_CAP, "--json"],

@@ -108,11 +108,20 @@ def _add_tz(p: argparse.ArgumentParser) -> None:
                 _add_tz(child)
 
 
+_INTERRUPTED = False  # Ctrl-C has been delivered to this process (on_interrupt)
+
+
 def on_interrupt(signum: int, frame: object) -> None:
     """Ctrl-C as KeyboardInterrupt, except inside importlib's own code: there it can land in the
     weakref callback that drops a module lock, where an exception is printed as 'Exception ignored
     in ... cb' with a traceback and then dropped, so the interrupt was lost and the run went on.
-    It is raised again 1 ms later, outside that bookkeeping."""
+    It is raised again 1 ms later, outside that bookkeeping.
+
+    The interrupt is also remembered (:data:`_INTERRUPTED`): an extension module being imported
+    when it lands (numpy's C part importing ``datetime``) can turn it into an ImportError of its
+    own that names no KeyboardInterrupt, and only this flag tells main that Ctrl-C caused it."""
+    global _INTERRUPTED
+    _INTERRUPTED = True
     code = getattr(frame, "f_code", None)
     if code is not None and code.co_filename.startswith("<frozen importlib"):
         signal.signal(signal.SIGALRM, on_interrupt)
@@ -129,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     Without ``argv`` it is the process's own command (the console script, ``python -m
     ipsecscope``): start-up then runs without the cyclic garbage collector and freezes what it
     made (:func:`_started`)."""
+    global _INTERRUPTED
+    _INTERRUPTED = False
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not a host's own handler
         signal.signal(signal.SIGINT, on_interrupt)
     own = argv is None and gc.isenabled()
@@ -139,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        if interrupted(exc):
+        # Any error after a Ctrl-C is the Ctrl-C's doing, chained to it or not: quiet 130.
+        if _INTERRUPTED or interrupted(exc):
             return 130
         raise
     finally:
@@ -151,12 +163,13 @@ def interrupted(exc: BaseException) -> bool:
     """Is ``exc`` a Ctrl-C that Python wrapped on its way out? Ctrl-C landing in a class's
     ``__set_name__`` while a module defines a dataclass is re-raised as ``RuntimeError('Error
     calling __set_name__ ...')`` from the KeyboardInterrupt (CPython 3.11's type creation), and
-    would print a traceback instead of ending quietly with 130."""
+    would print a traceback instead of ending quietly with 130. An error raised while handling
+    it (``__context__``) counts too."""
     seen = 0
     while exc is not None and seen < 8:
         if isinstance(exc, KeyboardInterrupt):
             return True
-        exc, seen = exc.__cause__, seen + 1
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
 
 
