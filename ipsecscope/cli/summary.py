@@ -27,7 +27,24 @@ JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added w
         "payloads": [str, ...],            # cleartext payload names in wire order ("SK" when encrypted)
         "notifies": [str, ...],            # notify type names in the cleartext part
         "encrypted": bool,                 # v2 SK/SKF present, or v1 encryption flag
-        "length": int, "malformed": str | null
+        "length": int, "malformed": str | null,
+        "fragment": null | {               # an IKE fragment: IKEv1 Fragment payload (132) or IKEv2 SKF
+          "number": int, "total": int | null,   # null: IKEv1, the last-flagged piece not seen (yet)
+          "fragment_id": int | null,       # IKEv1's Fragment ID (null for SKF)
+          "msg_id": int,                   # the Message ID of the message the piece belongs to
+          "repeat": bool,                  # this number was seen before (a retransmission)
+          "lost": [int, ...],              # the message never completed: numbers that never came
+          "last_lost": bool,               # ... nor the last-flagged piece (IKEv1; absent: false)
+          "given_up": str | null},         # not reassembled: a bound on what is held was reached
+        "reassembled_from": [int, ...]     # IKEv1: this frame completes a fragmented message; the
+                                           # row is that message (exchange, Message ID, payloads,
+                                           # length), its pieces' frames in number order; else []
+      }, ...],
+      "ike_fragments_lost": [{             # fragmented messages that never got all their pieces
+        "version": 1 | 2, "src": str, "dst": str, "exchange": str, "exchange_type": int,
+        "is_response": bool,               # v2 header flag; false for v1
+        "msg_id": int, "fragment_id": int | null, "total": int | null, "lost": [int, ...],
+        "last_lost": bool, "have": [int, ...], "frames": [int, ...]
       }, ...],
       "esp": [{                            # one per (src, dst, SPI[, UDP/TCP ports])
         "src": str, "dst": str, "spi": "0x%08x", "packets": int, "bytes": int,   # bytes: SPI..ICV
@@ -55,7 +72,7 @@ import os
 import sys
 import threading
 from collections import Counter
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .. import timefmt
 from ..capture import _source, sniff_format
@@ -69,6 +86,9 @@ from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeep
 from ..model.plural import plural
 from ..model.sa import endpoint_text
 from ..state.names import exchange_name
+
+if TYPE_CHECKING:
+    from .summary_frags import FragmentRows
 
 SCHEMA = "ipsecscope.summary/1"
 MAX_MALFORMED_EXAMPLES = 50
@@ -127,6 +147,7 @@ def _ike_row(msg: IkeMessage) -> dict:
         "msg_id": h.msg_id, "is_response": h.is_response, "is_initiator": h.is_initiator,
         "spi_i": h.spi_i.hex(), "spi_r": h.spi_r.hex(), "payloads": names, "notifies": notifies,
         "encrypted": encrypted, "length": h.length, "malformed": msg.malformed,
+        "fragment": None, "reassembled_from": [],
     }
 
 
@@ -145,6 +166,7 @@ class Collector:
         self.counts: Counter[str] = Counter()
         self.frames_with_packets = 0
         self._last_frame = 0
+        self.fragments: FragmentRows | None = None  # at the first IKE message
 
     def __call__(self, pkt: Packet) -> None:
         if pkt.frame != self._last_frame:
@@ -156,7 +178,17 @@ class Collector:
         elif t is IkeDatagram:
             self.counts["ike"] += 1
             msg = self._parse_ike(pkt)  # type: ignore[arg-type]
-            self.ike.append(_ike_row(msg))
+            frags = self.fragments
+            if frags is None:
+                from .summary_frags import FragmentRows
+
+                frags = self.fragments = FragmentRows()
+            # IKEv1 pieces are joined as the receiving peer joins them: the frame completing a
+            # message is listed as that message (summary_frags)
+            msg = frags.reassemble(msg)
+            row = _ike_row(msg)
+            frags.note(row, msg)
+            self.ike.append(row)
             if msg.malformed:
                 # An IKE message whose payloads do not add up (RFC 7296 §3.2) is an IKE message
                 # (tshark counts it as ISAKMP too) and malformed: counted in both (layer "ike"),
@@ -266,6 +298,7 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
         "truncated": damaged or truncated,
         "counts": counts,
         "ike": col.ike,
+        "ike_fragments_lost": col.fragments.finish() if col.fragments is not None else [],
         "esp": esp,
         "ah": ah,
         "flows_limit": ({"max_flows": col.flows.max_flows, "packets": col.flows.overflow_packets}
@@ -306,7 +339,9 @@ def _header(name: str, zone: str) -> str:
 def render_text(doc: dict, ike_limit: int = 500, file: TextIO | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
+    from .summary_frags import fragment_text, lost_text
     from .text import Hanging, table_or_records, text_console
 
     # Piped/redirected output is for grep and files: never wrapped. In a terminal, a table wider
@@ -351,8 +386,11 @@ def render_text(doc: dict, ike_limit: int = 500, file: TextIO | None = None) -> 
                 flags.append("IP-fragmented")
             if flags:
                 pl += "  {" + ", ".join(flags) + "}"
+            frag = fragment_text(r)
+            if frag:
+                pl += f"  {escape(frag)}"
             if r["malformed"]:
-                pl += f"  [red]malformed: {r['malformed']}[/]"
+                pl += f"  [red]malformed: {escape(r['malformed'])}[/]"
             cells = (str(r["frame"]), _clock(r["time"], zone), endpoint_text(r["src"], r["sport"]),
                      endpoint_text(r["dst"], r["dport"]), str(r["version"]), exchange_name(r["exchange_type"], r["version"]), role, mid, r["spi_i"],
                      r["spi_r"], pl)
@@ -364,6 +402,13 @@ def render_text(doc: dict, ike_limit: int = 500, file: TextIO | None = None) -> 
         table_or_records(con, t, records)
         if len(doc["ike"]) > ike_limit:
             con.print(f"... {len(doc['ike']) - ike_limit} more IKE messages (raise --ike-limit or use --json)")
+        lost = doc.get("ike_fragments_lost") or []
+        if lost:
+            con.print(f"Fragmented IKE messages never completed ({len(lost)}):")
+            for d in lost[:ike_limit]:
+                con.print(Hanging(Text("  " + lost_text(d))))  # wire text: never read as markup
+            if len(lost) > ike_limit:
+                con.print(f"  ... {len(lost) - ike_limit} more (--json lists all)")
 
     for proto in ("esp", "ah"):
         rows = doc[proto]

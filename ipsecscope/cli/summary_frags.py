@@ -1,0 +1,185 @@
+"""IKE fragments in ``summary`` (no keys): which piece a row is, the message the pieces make, and
+the pieces that never came.
+
+Two fragmentations, shown alike (fragment k/N of a message, lost ones named):
+
+* IKEv1's Fragment payload (132; Cisco, Microsoft, strongSwan) cuts the finished message, header
+  and encryption included, into cleartext slices: they are joined here as the receiving peer
+  joins them (state/ikev1_frag), and the frame completing a message is listed as that message
+  (its exchange, Message ID, payloads, still encrypted) "reassembled from N fragments".
+* IKEv2's SKF (RFC 7383 §2.5) encrypts each fragment on its own: without keys nothing can be
+  joined, but the Fragment Number and Total Fragments fields are cleartext, so which ones of a
+  message (its IKE SA, Message ID and direction) arrived is known.
+
+At the end of the capture, the messages still missing pieces are listed ("fragment 1/2 of
+message ID 0 ..., lost") and their pieces' rows say which are missing. What is held is bounded
+(decode.fragsets): a set given up for a bound is said so on its rows, and the piece whose
+arrival gave it up carries a malformed mark (counted like any other).
+"""
+
+from __future__ import annotations
+
+from ..decode.fragsets import PendingSets
+from ..model import iana
+from ..model.idtext import msg_id_text
+from ..model.ike import IkeMessage, Ikev1FragmentSet, SkPayload
+from ..model.plural import plural
+from ..state.names import exchange_name
+
+__all__ = ["FragmentRows", "fragment_text", "lost_text"]
+
+MAX_SKF_PENDING = 1024  # as crypto/ike_sk's MAX_PENDING_FRAGMENT_SETS
+
+
+class _Skf:
+    __slots__ = ("total", "seen", "rows", "src", "dst", "exchange", "msg_id", "is_response")
+
+    def __init__(self, msg: IkeMessage, total: int) -> None:
+        h = msg.header
+        self.total = total
+        self.seen: set[int] = set()
+        self.rows: list[dict] = []
+        self.src, self.dst = msg.src, msg.dst
+        self.exchange, self.msg_id, self.is_response = h.exchange, h.msg_id, h.is_response
+
+
+class FragmentRows:
+    """Annotates ``summary`` rows of IKE fragments (``note``), in capture order; ``finish`` at the
+    end of the capture marks the pieces of messages that never completed and lists them."""
+
+    def __init__(self) -> None:
+        self._v1 = None  # state.ikev1_frag.Ikev1Reassembler, at the first IKEv1 message
+        self._v1_rows: list[tuple[dict, Ikev1FragmentSet]] = []
+        self._skf: PendingSets[_Skf] = PendingSets(MAX_SKF_PENDING)
+
+    def reassemble(self, msg: IkeMessage) -> IkeMessage:
+        """An IKEv1 piece annotated, or the message it completes; anything else as it is."""
+        if msg.header.major != 1:
+            return msg
+        if self._v1 is None:
+            from ..state.ikev1_frag import Ikev1Reassembler
+
+            self._v1 = Ikev1Reassembler()
+        return self._v1.add(msg)
+
+    def note(self, row: dict, msg: IkeMessage) -> None:
+        """Fill ``row["fragment"]`` / ``row["reassembled_from"]`` for the piece ``msg`` carries."""
+        fs = msg.v1_fragments
+        if fs is not None:
+            self._note_v1(row, msg, fs)
+            return
+        skf = next((p for p in msg.payloads if isinstance(p, SkPayload) and p.total_fragments), None)
+        if skf is not None:
+            self._note_skf(row, msg, skf)
+
+    def _note_v1(self, row: dict, msg: IkeMessage, fs: Ikev1FragmentSet) -> None:
+        num = next((n for n, f in fs.frames.items() if f == msg.frame), None)
+        repeat = num is None  # a number held already, or a piece of a finished message
+        if num is None:
+            num = getattr(msg.payloads[0], "number", 0) if msg.payloads else 0
+        row["fragment"] = {"number": num, "total": fs.last or None, "fragment_id": fs.frag_id,
+                           "msg_id": fs.msg_id, "repeat": repeat, "lost": [], "given_up": fs.dropped}
+        if msg.reassembled_from:
+            row["reassembled_from"] = list(msg.reassembled_from)
+        self._v1_rows.append((row, fs))
+
+    def _note_skf(self, row: dict, msg: IkeMessage, skf: SkPayload) -> None:
+        h = msg.header
+        num, total = skf.fragment_number, skf.total_fragments
+        row["fragment"] = {"number": num, "total": total, "fragment_id": None, "msg_id": h.msg_id,
+                           "repeat": False, "lost": [], "given_up": None}
+        if not 1 <= num <= total:
+            return  # the decoder's own check marks it; nothing to count it towards
+        key = (h.spi_i, h.spi_r, h.msg_id, h.is_response)
+        ent = self._skf.get(key)
+        if ent is None or ent.total != total:
+            # A retransmission may be fragmented differently (RFC 7383 §2.6.2): counted afresh.
+            ent = _Skf(msg, total)
+            for _, old in self._skf.open(key, ent):
+                for r in old.rows:
+                    r["fragment"]["given_up"] = f"more than {MAX_SKF_PENDING} incomplete messages at once"
+        row["fragment"]["repeat"] = num in ent.seen
+        ent.seen.add(num)
+        ent.rows.append(row)
+        if len(ent.seen) == total:
+            self._skf.pop(key)
+
+    def finish(self) -> list[dict]:
+        """Mark the rows of messages still missing pieces; those messages, in order of their first
+        piece (the ``"ike_fragments_lost"`` list)."""
+        out: list[tuple[int, dict]] = []
+        seen: set[int] = set()
+        for row, fs in self._v1_rows:
+            if fs.last:  # known now, if not when the piece came
+                row["fragment"]["total"] = fs.last
+            if fs.completed_frame is not None or fs.dropped:
+                continue
+            # numbers below the highest held that never came (all of them up to the last-flagged
+            # one once it is known), and whether the last-flagged piece itself is missing
+            lost = [n for n in range(1, (fs.last or max(fs.frames, default=0)) + 1) if n not in fs.frames]
+            row["fragment"]["lost"] = lost
+            row["fragment"]["last_lost"] = not fs.last
+            if id(fs) in seen:
+                continue
+            seen.add(id(fs))
+            frames = sorted([*fs.frames.values(), *fs.duplicates])
+            out.append((fs.first_frame, {
+                "version": 1, "src": fs.src, "dst": fs.dst, "exchange": iana.name(iana.Ikev1Exchange, fs.exchange),
+                "exchange_type": fs.exchange, "is_response": False, "msg_id": fs.msg_id, "fragment_id": fs.frag_id,
+                "total": fs.last or None, "lost": lost, "last_lost": not fs.last, "have": sorted(fs.frames),
+                "frames": frames}))
+        for ent in self._skf.values():
+            lost = [n for n in range(1, ent.total + 1) if n not in ent.seen]
+            for r in ent.rows:
+                r["fragment"]["lost"] = lost
+            out.append((ent.rows[0]["frame"], {
+                "version": 2, "src": ent.src, "dst": ent.dst,
+                "exchange": iana.name(iana.ExchangeType, ent.exchange), "exchange_type": ent.exchange,
+                "is_response": ent.is_response, "msg_id": ent.msg_id, "fragment_id": None, "total": ent.total,
+                "lost": lost, "last_lost": False, "have": sorted(ent.seen), "frames": [r["frame"] for r in ent.rows]}))
+        return [d for _, d in sorted(out, key=lambda t: t[0])]
+
+
+def fragment_text(r: dict) -> str:
+    """What a row's fragment is, for the text table ("" for a row that is no fragment)."""
+    f = r.get("fragment")
+    if not f:
+        return ""
+    total = f["total"]
+    of = f"{f['number']}/{total}" if total else str(f["number"])
+    text = f"fragment {of} of message ID {msg_id_text(f['msg_id'])}"
+    if f["fragment_id"] is not None:
+        text += f" (Fragment ID {f['fragment_id']})"
+    if f["repeat"]:
+        text += " again"
+    whole = r.get("reassembled_from")
+    if whole:
+        # the row is the whole message now (exchange, Message ID, payloads, length)
+        text = (f"reassembled from {plural(len(whole), 'fragment')} (frames {', '.join(map(str, whole))}; "
+                f"Fragment ID {f['fragment_id']}){', encrypted' if r['encrypted'] else ''}")
+    if f["given_up"]:
+        text += f", not reassembled: {f['given_up']}"
+    elif f["lost"] or f.get("last_lost"):
+        gone = [f"{n}/{total}" if total else str(n) for n in f["lost"]]
+        if f.get("last_lost"):
+            gone.append("the last")
+        text += f"; fragment{'s' if len(gone) > 1 else ''} {', '.join(gone)} lost"
+    return text
+
+
+def lost_text(d: dict) -> str:
+    """One line for a message that never got all its pieces: the missing ones, 'lost'."""
+    total = d["total"]
+    gone = [f"{n}/{total}" if total else str(n) for n in d["lost"]]
+    if d["last_lost"]:  # the last-flagged piece never came: how many there were is not known
+        gone.append("the last one (flagged last)")
+    what = f"fragment{'s' if len(gone) > 1 else ''} {', '.join(gone)}"
+    exn = exchange_name(d["exchange_type"], d["version"])
+    if d["version"] == 2:
+        exn += " response" if d["is_response"] else " request"
+    of = f"{exn} message ID {msg_id_text(d['msg_id'])} {d['src']} → {d['dst']}"
+    if d["fragment_id"] is not None:
+        of += f" (Fragment ID {d['fragment_id']})"
+    have = ", ".join(f"{n}/{total}" if total else str(n) for n in d["have"])
+    return (f"{what} of {of}, lost (fragment{'s' if len(d['have']) > 1 else ''} {have} arrived: frame"
+            f"{'s' if len(d['frames']) > 1 else ''} {', '.join(map(str, d['frames']))})")
