@@ -278,7 +278,9 @@ class Ikev1FragmentSet:
     first_ts: float
     frames: dict[int, int] = field(default_factory=dict)  # fragment number -> frame (first copy)
     last: int = 0  # the number flagged last (0: not seen yet)
-    duplicates: list[int] = field(default_factory=list)  # frames repeating a number already held
+    # frames repeating a number already held (the first MAX_KEPT_FRAMES; duplicate_count counts all)
+    duplicates: list[int] = field(default_factory=list)
+    duplicate_count: int = 0
     completed_frame: int | None = None
     completed_ts: float | None = None
     # a piece arrived after the last-flagged one, from the sender's retransmission: the first

@@ -386,6 +386,8 @@ class IkeSa:
     ike_fragmentation: tuple[bool, bool] = (False, False)  # IKEV2_FRAGMENTATION_SUPPORTED (I, R)
     # IKEv1 messages sent in Fragment payloads (132), one set per message and direction
     v1_fragment_sets: list = field(default_factory=list)
+    # ... and the sets past state.ikev1_frag.MAX_SETS_PER_SA (a flood of Fragment IDs), only counted
+    v1_fragment_sets_over: int = 0
     # A CERTREQ in the IKE_SA_INIT response (RFC 7296 §1.2): the responder asks for certificates,
     # so IKE_AUTH messages carry CERT payloads and their sizes say little about the rest.
     cert_requested: bool = False

@@ -34,6 +34,7 @@ from . import names as N
 from .book import Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable, v1_id_selector
 from .copies import ike_capture_copy
+from .ikev1_frag import MAX_SETS_PER_SA, fragment_of
 from .selection import aggressive_ke_group, aggressive_ke_unfit, answer_unfit_bundle, answer_unfit_v1
 
 # notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
@@ -166,8 +167,11 @@ def on_ikev1(book: Book, msg: IkeMessage) -> None:
         _nat_t_endpoints(book, sa, msg, is_response)
     fs = msg.v1_fragments
     if fs is not None and not any(f is fs for f in sa.v1_fragment_sets):
-        sa.v1_fragment_sets.append(fs)
-    if retrans or (fs is not None and not msg.reassembled_from):
+        if len(sa.v1_fragment_sets) < MAX_SETS_PER_SA:
+            sa.v1_fragment_sets.append(fs)
+        elif msg.frame == fs.first_frame:  # counted once, on the set's first piece
+            sa.v1_fragment_sets_over += 1
+    if retrans or (not msg.reassembled_from and fragment_of(msg) is not None):
         # A piece alone holds no payload to read: the message it belongs to is read on the frame
         # that completes it (state/ikev1_frag)
         return

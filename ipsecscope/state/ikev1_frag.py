@@ -15,22 +15,32 @@ lost one left, so a piece arriving after the last-flagged one came from the send
 try. Unlike IKEv2's RFC 7383 SKF pieces (crypto/ike_sk.py, each encrypted and verified on its
 own) these are cleartext slices: reassembly comes before decryption.
 
-Memory is bounded: at most ``MAX_PENDING`` incomplete messages (the oldest given up first), at
-most ``MAX_BYTES`` held per message, and numbers 1..255 (one octet). Nothing here raises on odd
-input: a piece that cannot join its set is counted and left as it is.
+Memory is bounded (a capture or live stream of bogus pieces must not grow it): at most ``MAX_PENDING`` incomplete messages and
+``MAX_TOTAL_BYTES`` of pieces held in all (the oldest given up first, decode.fragsets), at most
+``MAX_BYTES`` for one message, numbers 1..``MAX_FRAGMENTS``. Nothing here raises on odd input: a
+piece that cannot join its set, or whose arrival gave up another set, comes back with a
+one-line ``malformed`` reason, which the session and ``summary`` count and show.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from ipsecscope.decode.fragsets import PendingSets
 from ipsecscope.model.ike import FragmentPayload, IkeMessage, Ikev1FragmentSet
 
-__all__ = ["MAX_BYTES", "MAX_PENDING", "Ikev1Reassembler", "fragment_of"]
+__all__ = ["MAX_BYTES", "MAX_FRAGMENTS", "MAX_PENDING", "MAX_SETS_PER_SA", "MAX_TOTAL_BYTES", "Ikev1Reassembler",
+           "fragment_of", "note_repeat"]
 
 MAX_PENDING = 256  # incomplete fragmented messages held at once
 MAX_BYTES = 256 * 1024  # bytes held for one message (an ISAKMP message with many certificates)
+MAX_TOTAL_BYTES = 4 << 20  # bytes held for all incomplete messages together
+# Fragment numbers accepted: libreswan refuses IKEv1 pieces numbered above 16 (ikev1.c) and
+# allows 32 IKEv2 fragments ("Windows has been observed to send 29", pluto_constants.h).
+MAX_FRAGMENTS = 32
 MAX_DONE = 256  # completed sets remembered, to tell a retransmitted piece from a new message
+MAX_SETS_PER_SA = 64  # sets an IKE SA lists (state/ikev1); a real one has a handful
+MAX_KEPT_FRAMES = 16  # repeat frames a set lists (all are counted)
 
 
 def fragment_of(msg: IkeMessage) -> FragmentPayload | None:
@@ -41,13 +51,26 @@ def fragment_of(msg: IkeMessage) -> FragmentPayload | None:
     return p if isinstance(p, FragmentPayload) else None
 
 
+def note_repeat(fs: Ikev1FragmentSet, frame: int) -> None:
+    """A piece repeating one ``fs`` holds: counted, its frame listed among the first few."""
+    fs.duplicate_count += 1
+    if len(fs.duplicates) < MAX_KEPT_FRAMES:
+        fs.duplicates.append(frame)
+
+
+def _with_mark(msg: IkeMessage, fs: Ikev1FragmentSet | None, marks: list[str]) -> IkeMessage:
+    if not marks:
+        return replace(msg, v1_fragments=fs)
+    why = "; ".join(marks)
+    return replace(msg, v1_fragments=fs, malformed=f"{msg.malformed}; {why}" if msg.malformed else why)
+
+
 class _Pending:
-    __slots__ = ("set", "parts", "size")
+    __slots__ = ("set", "parts")
 
     def __init__(self, fs: Ikev1FragmentSet) -> None:
         self.set = fs
         self.parts: dict[int, bytes] = {}
-        self.size = 0
 
 
 class Ikev1Reassembler:
@@ -55,12 +78,21 @@ class Ikev1Reassembler:
     completes a message comes back as that reassembled message (``reassembled_from`` set)."""
 
     def __init__(self) -> None:
-        self._pending: dict[tuple, _Pending] = {}
+        self._pending: PendingSets[_Pending] = PendingSets(MAX_PENDING, MAX_TOTAL_BYTES)
         self._done: dict[tuple, Ikev1FragmentSet] = {}
         self.fragments = 0  # pieces seen
         self.reassembled = 0
         self.duplicates = 0  # pieces repeating a number already held or already reassembled
         self.given_up = 0  # incomplete sets dropped for the bounds
+        self.refused = 0  # pieces numbered outside 1..MAX_FRAGMENTS, never held
+
+    def _give_up(self, fs: Ikev1FragmentSet, why: str) -> str:
+        """Drop ``fs`` for a bound; the mark the piece whose arrival did it carries."""
+        fs.dropped = why
+        self.given_up += 1
+        held = ", ".join(str(f) for _, f in sorted(fs.frames.items())) or "none"
+        return (f"IKEv1 fragment limit: {why}; gave up Fragment ID {fs.frag_id} from {fs.src} "
+                f"(pieces in frames {held})")
 
     def add(self, msg: IkeMessage) -> IkeMessage:
         frag = fragment_of(msg)
@@ -75,39 +107,44 @@ class Ikev1Reassembler:
             # A piece of a message already put together: the sender's retransmission (its
             # peer missed the answer, or the capture saw the pieces the first try lost).
             self.duplicates += 1
-            done.duplicates.append(msg.frame)
+            note_repeat(done, msg.frame)
             return replace(msg, v1_fragments=done)
+        n = frag.number
+        if not 1 <= n <= MAX_FRAGMENTS:
+            # Number 0 does not exist (numbers start at 1); past MAX_FRAGMENTS no sender goes.
+            # (The decoder marks number 0 malformed already: one mark is enough.)
+            self.refused += 1
+            return _with_mark(msg, None, [] if msg.malformed else [
+                f"IKEv1 fragment number {n} outside 1..{MAX_FRAGMENTS}: not reassembled"])
+        marks: list[str] = []
         pend = self._pending.get(key)
         if pend is None:
-            if len(self._pending) >= MAX_PENDING:
-                old_key = next(iter(self._pending))
-                self._pending.pop(old_key).set.dropped = f"more than {MAX_PENDING} incomplete messages at once"
-                self.given_up += 1
             fs = Ikev1FragmentSet(frag.frag_id, msg.src, msg.dst, h.exchange, h.msg_id, msg.frame, msg.ts)
-            pend = self._pending[key] = _Pending(fs)
+            pend = _Pending(fs)
+            for _, old in self._pending.open(key, pend):
+                marks.append(self._give_up(old.set, f"more than {MAX_PENDING} incomplete messages at once"))
         fs = pend.set
-        n = frag.number
-        if n == 0 or n in pend.parts or (fs.last and n > fs.last) or (frag.last and n < max(pend.parts, default=0)):
-            # Number 0, a number held already, or one past the last: nothing to add.
+        if n in pend.parts or (fs.last and n > fs.last) or (frag.last and n < max(pend.parts, default=0)):
+            # A number held already, or one past the last: nothing to add.
             self.duplicates += 1
-            fs.duplicates.append(msg.frame)
-            return replace(msg, v1_fragments=fs)
-        if pend.size + len(frag.data) > MAX_BYTES:
+            note_repeat(fs, msg.frame)
+            return _with_mark(msg, fs, marks)
+        if self._pending.size(key) + len(frag.data) > MAX_BYTES:
             self._pending.pop(key)
-            fs.dropped = f"more than {MAX_BYTES} bytes in pieces"
-            self.given_up += 1
-            return replace(msg, v1_fragments=fs)
+            marks.append(self._give_up(fs, f"more than {MAX_BYTES} bytes in pieces of one message"))
+            return _with_mark(msg, fs, marks)
+        for _, old in self._pending.grow(key, len(frag.data)):
+            marks.append(self._give_up(old.set, f"more than {MAX_TOTAL_BYTES} bytes held in incomplete messages"))
         if fs.last and n < fs.last:
             fs.late.append(msg.frame)
         pend.parts[n] = frag.data
-        pend.size += len(frag.data)
         fs.frames[n] = msg.frame
         if frag.last:
             fs.last = n
         if not fs.last or len(pend.parts) < fs.last:
-            return replace(msg, v1_fragments=fs)
+            return _with_mark(msg, fs, marks)
         # Complete: the original message, decoded afresh and handed on as this frame's message.
-        del self._pending[key]
+        self._pending.pop(key)
         self._done[key] = fs
         if len(self._done) > MAX_DONE:
             del self._done[next(iter(self._done))]
@@ -122,7 +159,9 @@ class Ikev1Reassembler:
         if inner.header.major != 1 or inner.header.spi_i != h.spi_i:
             # Not an ISAKMP message of this SA: keep the piece as it is, the set says why.
             fs.dropped = "the reassembled bytes are not an ISAKMP message of this SA"
-            return replace(msg, v1_fragments=fs)
+            return _with_mark(msg, fs, marks)
+        if marks:
+            inner = replace(inner, malformed="; ".join(([inner.malformed] if inner.malformed else []) + marks))
         return replace(inner, v1_fragments=fs, reassembled_from=tuple(fs.frames[i] for i in range(1, fs.last + 1)),
                        piece_header=h)
 

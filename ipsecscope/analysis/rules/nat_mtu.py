@@ -367,7 +367,15 @@ def r_v1_fragment_lost(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     from ...state.names import exchange_name
 
     for sa in table.ike_sas.values():
-        for fs in sa.v1_fragment_sets:
+        never = [fs for fs in sa.v1_fragment_sets if fs.completed_frame is None]
+        if len(never) > _MANY_SETS or sa.v1_fragment_sets_over:
+            # A flood of Fragment IDs (or a peer gone mad): one finding for the SA, not one each.
+            yield _many_sets(sa, never)
+            never_ids = {id(fs) for fs in never}
+            sets = [fs for fs in sa.v1_fragment_sets if id(fs) not in never_ids]
+        else:
+            sets = sa.v1_fragment_sets
+        for fs in sets:
             late = (fs.completed_frame is not None and bool(fs.late)
                     and (fs.completed_ts or fs.first_ts) - fs.first_ts >= _LATE_PIECE)
             if fs.completed_frame is not None and not late:
@@ -380,7 +388,7 @@ def r_v1_fragment_lost(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 gap = (f"fragment{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of {fs.last}"
                        if missing else "the last fragment (the one flagged last)")
                 why = f" It was given up: {fs.dropped}." if fs.dropped else ""
-                copies = f" ({len(fs.duplicates) + len(held)} copies in all)" if fs.duplicates else ""
+                copies = f" ({fs.duplicate_count + len(held)} copies in all)" if fs.duplicate_count else ""
                 down = sa.state in (SaState.INITIATING, SaState.FAILED)
                 yield Finding(
                     code="IKE-FRAGMENT-LOST", severity=Severity.ERROR if down else Severity.WARNING,
@@ -415,6 +423,34 @@ def r_v1_fragment_lost(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                     hint="Nothing failed this time; if it recurs, lower the fragment size (strongSwan "
                     "charon.fragment_size) below the path MTU or look for loss on the path.",
                     ts=fs.completed_ts)
+
+
+_MANY_SETS = 4  # incomplete IKEv1 fragmented messages of one IKE SA reported one by one
+
+
+def _many_sets(sa: IkeSa, never: list) -> Finding:
+    from ...state.ikev1_frag import MAX_SETS_PER_SA
+
+    n = len(never) + sa.v1_fragment_sets_over
+    limit = [fs for fs in never if fs.dropped]
+    senders = sorted({fs.src for fs in never})
+    over = (f" Only the first {MAX_SETS_PER_SA} sets of this IKE SA are kept; {sa.v1_fragment_sets_over} more "
+            "were counted." if sa.v1_fragment_sets_over else "")
+    given = (f" {len(limit)} of them {verb(len(limit), 'was')} given up at a reassembly limit "
+             f"({limit[0].dropped})." if limit else "")
+    return Finding(
+        code="IKE-FRAGMENT-LOST", severity=Severity.WARNING,
+        title=f"{plural(n, 'IKEv1 fragmented message')} from {', '.join(senders)} never completed",
+        explanation=f"{plural(n, 'message')} under this IKE SA came as IKEv1 fragments (payload 132) under "
+        f"{n} Fragment IDs and never had all their pieces.{given}{over} A peer fragments only the "
+        "messages carrying its identity and certificates (MM5/MM6 or Aggressive Mode's, MS-IKEE §3.3.6.1), "
+        "each retransmission under the same Fragment ID: this many is a flood of pieces, a broken sender, "
+        "or a capture missing most of them. What is held for them stays bounded; the pieces refused or "
+        "given up are counted as malformed.",
+        frames=frames_of(*(list(fs.frames.values())[:1] for fs in never[:6])), sa=sa.key,
+        hint="Find who sends the pieces (the frames' source addresses and ports); if it is not a peer you "
+        "know, filter it before the VPN gateway.",
+        ts=(never or sa.v1_fragment_sets)[0].first_ts)
 
 
 # ---------------------------------------------------------------------------------- path MTU
