@@ -291,6 +291,9 @@ class IkeExchange:
     # an IKEv1 exchange's further requests are its next messages, none kept here)
     first_copy_frame: int | None = None
     first_copy_ts: float | None = None
+    # every byte-identical request copy (both versions; an IKEv1 exchange's copies may be of any of
+    # its messages): those after the last response were never answered (IKE-RETRANSMIT)
+    copy_frames: list[int] = field(default_factory=list)
     # byte-identical copies within CAPTURE_DUP_GAP of the previous one: the capture point saw the
     # packet twice (state/ikev2.exchange); not retransmissions, not in request/response_frames
     capture_duplicates: int = 0

@@ -137,6 +137,7 @@ def _exchange(book: Book, sa: IkeSa, msg: IkeMessage) -> tuple[IkeExchange, bool
         else:
             x.retransmits += 1
             x.request_frames.append(msg.frame)
+            x.copy_frames.append(msg.frame)
         return x, is_response, True
     priv.last_raw[rkey] = msg.raw
     priv.last_seen[rkey] = msg.ts

@@ -243,6 +243,7 @@ def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_respons
             else:
                 x.retransmits += 1
                 x.request_frames.append(msg.frame)
+                x.copy_frames.append(msg.frame)
                 if x.first_copy_frame is None:
                     x.first_copy_frame, x.first_copy_ts = msg.frame, msg.ts
             return x, True

@@ -244,12 +244,16 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         # answer captured before the copy was therefore not taken: a malformed one is dropped
         # (the responder's fault), any other did not get back past the capture point.
         early = [x for x in xs if x.first_copy_frame is not None and x.response_frames[0] < x.first_copy_frame]
-        late = [x for x in xs if x not in early]
+        # Copies after the exchange's last response were never answered: an IKEv1 exchange holds
+        # several requests (MM1, MM3, MM5), and earlier answers say nothing of the one resent.
+        never = [x for x in xs if x not in early and _unanswered(x)]
+        late = [x for x in xs if x not in early and x not in never]
         bad = [x for x in early if x.malformed_responses]
-        x = (bad or early or late)[0]
+        first = bad or early or never or late
+        x = first[0]
         asker = x.requester
         peer = sa.responder if asker == sa.initiator else sa.initiator
-        labels = ", ".join(exchange_label(y, sa.version) + " #" + str(y.msg_id) for y in (bad or early or late)[:4])
+        labels = ", ".join(exchange_label(y, sa.version) + " #" + str(y.msg_id) for y in first[:4])
         if bad:
             why = _malformed_reason(table, x.malformed_responses[0])
             every = all(len(y.malformed_responses) == len(y.response_frames) for y in bad)
@@ -271,25 +275,73 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 + (f", or it was still on its way when {asker}'s retransmission timer fired." if gap < 1.0 else "."))
             hint = (f"Follow the answers back towards {asker}: a firewall or NAT on that side dropping UDP "
                     f"{x.responder_port or 500} from {peer}, or IP fragments of a large answer.")
+        elif never:
+            copies = _unanswered(x)
+            orig = _original(x, copies[0])
+            earlier = [f for f in x.response_frames if orig is None or f < orig]
+            explanation = (
+                f"{asker} sent " + (f"frame {orig} ({labels})" if orig is not None else f"{with_article(labels)} request")
+                + f" again {plural(len(copies), 'time')} (frame{'s' if len(copies) > 1 else ''} "
+                f"{', '.join(map(str, copies[:6]))}{', …' if len(copies) > 6 else ''}) and {peer} never answered "
+                "it in this capture"
+                + (f" ({peer} had answered the exchange's earlier message{'s' if len(earlier) > 1 else ''}: frame"
+                   f"{'s' if len(earlier) > 1 else ''} {', '.join(map(str, earlier[:4]))})" if earlier else "")
+                + f": the request did not reach {peer}, {peer} could not process it, or its answers were lost.")
+            if len(never) > 1:
+                explanation += (f" {plural(len(never) - 1, 'other exchange')} {verb(len(never) - 1, 'was')} never "
+                                "answered after being sent again either.")
+            hint = (f"Capture next to {peer} to see whether the request arrives; big messages (certificates) are "
+                    "the usual victims of a path dropping IP fragments or large UDP datagrams.")
         else:
             explanation = (
                 f"{plural(len(xs), 'exchange')} {verb(len(xs), 'was')} answered only after the request was sent "
-                f"again ({labels}): packets were lost or the peer was slow to answer.")
+                f"again ({labels}; {plural(total, 'retransmission')}): packets were lost or the peer was slow to "
+                "answer.")
             hint = ("Look for loss or MTU problems on the path (large IKE_AUTH messages with certificates are "
                     "the usual victims).")
-        if (bad or early) and late:
+        if (bad or early) and never:
+            explanation += (f" {plural(len(never), 'other exchange')} {verb(len(never), 'was')} never answered after "
+                            "being sent again.")
+        if (bad or early or never) and late:
             explanation += (f" {plural(len(late), 'other exchange')} {verb(len(late), 'was')} answered only after "
                             "the request was sent again.")
-        warn = total >= 3 or any(len(y.malformed_responses) == len(y.response_frames) for y in bad)
+        warn = total >= 3 or bool(never) or any(len(y.malformed_responses) == len(y.response_frames) for y in bad)
         yield Finding(
             code="IKE-RETRANSMIT", severity=Severity.WARNING if warn else Severity.INFO,
             title=f"{plural(total, 'IKE retransmission')} between {sa.initiator} and {sa.responder}"
             + (f": {peer}'s answers are malformed" if bad else (f": {peer}'s answers do not reach {asker}"
-                                                               if early else "")),
+                                                               if early else (f": {peer} never answered" if never
+                                                                              else ""))),
             explanation=explanation,
             frames=frames_of(*((y.request_frames[0], y.response_frames[0], y.first_copy_frame) if y in early
-                               else y.request_frames[:3] for y in (bad or early or late)[:3])),
+                               else _unanswered_frames(y) if y in never
+                               else y.request_frames[:3] for y in first[:3])),
             sa=sa.key, hint=hint, ts=x.request_ts)
+
+
+def _unanswered(x: IkeExchange) -> list[int]:
+    """The copies of a request that was never answered: those after the exchange's last response,
+    when no response came after the request they repeat either (an answer between the request
+    and its copy answered it; the requester just did not get it). [] when none."""
+    last = max(x.response_frames, default=0)
+    copies = [f for f in x.copy_frames if f > last]
+    if not copies:
+        return []
+    orig = _original(x, copies[0])
+    return copies if orig is None or last < orig else []
+
+
+def _original(x: IkeExchange, copy: int) -> int | None:
+    """The request frame a copy repeats: the last one before it that is no copy itself (the
+    request's last SKF fragment; IKEv1: the message the exchange sent last)."""
+    return max((f for f in x.request_frames if f < copy and f not in x.copy_frames), default=None)
+
+
+def _unanswered_frames(x: IkeExchange) -> list[int]:
+    """The request resent unanswered and its first copies (the finding's frames)."""
+    copies = _unanswered(x)
+    orig = _original(x, copies[0])
+    return ([orig] if orig is not None else []) + copies[:3]
 
 
 def _malformed_reason(table: SaTable, frame: int) -> str:
