@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, ChaCha20Poly1305
 
 from ipsecscope.crypto.prf import INTEG, mac
+from ipsecscope.decode.fragsets import PendingSets
 from ipsecscope.errors import DecryptError, IntegrityError, UnknownAlgorithmError
 from ipsecscope.model.iana import EncrTransform as E
 from ipsecscope.model.iana import IntegTransform, name
@@ -283,7 +284,9 @@ class IkeDecryptor:
     def __init__(self, keys: _KeyLookup) -> None:
         self.keys = keys
         self.stats = IkeDecryptStats()
-        self._frags: dict[tuple[bytes, bytes, int, bool], _FragBuffer] = {}
+        # Sets that never complete (lost fragments) must not grow memory without bound: the
+        # oldest is given up first (decode.fragsets, shared with IKEv1's pieces)
+        self._frags: PendingSets[_FragBuffer] = PendingSets(MAX_PENDING_FRAGMENT_SETS)
         self._v1 = None
 
     def decrypt(self, msg: IkeMessage) -> IkeMessage:
@@ -349,12 +352,10 @@ class IkeDecryptor:
                            crypto_note=f"SKF fragment number {num} outside 1..{total}: ignored")
         key = (h.spi_i, h.spi_r, h.msg_id, h.is_initiator)
         buf = self._frags.get(key)
-        if buf is None and len(self._frags) >= MAX_PENDING_FRAGMENT_SETS:
-            # Sets that never complete (lost fragments) must not grow memory without bound.
-            del self._frags[next(iter(self._frags))]
         if buf is None or buf.total != total:
             # A retransmission may be fragmented differently (RFC 7383 §2.6.2): start over.
-            buf = self._frags[key] = _FragBuffer(total, parts={}, frames=[])
+            buf = _FragBuffer(total, parts={}, frames=[])
+            self._frags.open(key, buf)
         assert buf.parts is not None and buf.frames is not None
         if num == 1:
             buf.first_payload = first
@@ -364,7 +365,7 @@ class IkeDecryptor:
             return replace(msg, key_tried=True, decrypted=True, icv_ok=checked,
                            crypto_note=f"SKF fragment {num} of {total}; payloads decoded on the frame "
                                        "that completes the message")
-        del self._frags[key]
+        self._frags.pop(key)
         self.stats.reassembled += 1
         whole = b"".join(buf.parts[i] for i in range(1, total + 1))
         frames = ", ".join(str(f) for f in buf.frames)
