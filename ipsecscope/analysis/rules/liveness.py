@@ -243,7 +243,7 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         # RFC 7296 §2.1: the requester sends again only while it has no answer it can use. An
         # answer captured before the copy was therefore not taken: a malformed one is dropped
         # (the responder's fault), any other did not get back past the capture point.
-        early = [x for x in xs if x.first_copy_frame is not None and x.response_frames[0] < x.first_copy_frame]
+        early = [x for x in xs if _early(x) is not None]
         # Copies after the exchange's last response were never answered: an IKEv1 exchange holds
         # several requests (MM1, MM3, MM5), and earlier answers say nothing of the one resent.
         never = [x for x in xs if x not in early and _unanswered(x)]
@@ -266,13 +266,14 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             hint = (f"Fix or update the IKE implementation on {peer} (compare the answer with tshark: frame "
                     f"{x.response_frames[0]}); the path is fine.")
         elif early:
-            gap = (x.first_copy_ts or 0.0) - (x.response_ts or 0.0)
+            _, answer, copy, gap = _early(x) or (0, 0, 0, None)
             explanation = (
-                f"{peer} answered {labels} (frame {x.response_frames[0]}) before {asker} sent it again (frame "
-                f"{x.first_copy_frame}, {dur(gap)} later): the answer did not reach {asker}, or {asker} did not "
-                f"accept it. The capture point sees the answer, so it was lost between here and {asker} (the "
-                f"capture is nearer {peer})"
-                + (f", or it was still on its way when {asker}'s retransmission timer fired." if gap < 1.0 else "."))
+                f"{peer} answered {labels} (frame {answer}) before {asker} sent it again (frame {copy}"
+                + (f", {dur(gap)} later" if gap is not None else "") + f"): the answer did not reach {asker}, or "
+                f"{asker} did not accept it. The capture point sees the answer, so it was lost between here and "
+                f"{asker} (the capture is nearer {peer})"
+                + (f", or it was still on its way when {asker}'s retransmission timer fired."
+                   if gap is not None and gap < 1.0 else "."))
             hint = (f"Follow the answers back towards {asker}: a firewall or NAT on that side dropping UDP "
                     f"{x.responder_port or 500} from {peer}, or IP fragments of a large answer.")
         elif never:
@@ -313,10 +314,28 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                                                                if early else (f": {peer} never answered" if never
                                                                               else ""))),
             explanation=explanation,
-            frames=frames_of(*((y.request_frames[0], y.response_frames[0], y.first_copy_frame) if y in early
+            frames=frames_of(*((_early(y) or ())[:3] if y in early
                                else _unanswered_frames(y) if y in never
                                else y.request_frames[:3] for y in first[:3])),
             sa=sa.key, hint=hint, ts=x.request_ts)
+
+
+def _early(x: IkeExchange) -> tuple[int, int, int, float | None] | None:
+    """(request, answer, copy, seconds from answer to copy) when the capture holds an answer to a
+    request before the request's copy, else None. IKEv2 has one request per exchange and keeps
+    its first copy's time; an IKEv1 exchange's copy may repeat any of its requests (MM1, MM3,
+    MM5): the answer is one between the request the copy repeats and the copy (no time kept)."""
+    if x.first_copy_frame is not None:
+        if x.response_frames[0] < x.first_copy_frame:
+            gap = (x.first_copy_ts or 0.0) - (x.response_ts or 0.0)
+            return x.request_frames[0], x.response_frames[0], x.first_copy_frame, gap
+        return None
+    for copy in x.copy_frames:
+        orig = _original(x, copy)
+        answers = [f for f in x.response_frames if orig is not None and orig < f < copy]
+        if answers:
+            return orig or 0, answers[0], copy, None
+    return None
 
 
 def _unanswered(x: IkeExchange) -> list[int]:
@@ -328,7 +347,13 @@ def _unanswered(x: IkeExchange) -> list[int]:
     if not copies:
         return []
     orig = _original(x, copies[0])
-    return copies if orig is None or last < orig else []
+    if orig is not None and last >= orig:
+        return []
+    # An IKEv1 exchange's request after the first answer is its final message when the exchange is
+    # not Main Mode (AM3, QM3: RFC 2409 §5, §5.5): it gets no answer by design.
+    if orig is not None and x.exchange != Ikev1Exchange.MAIN_MODE and orig > x.response_frames[0]:
+        return []
+    return copies
 
 
 def _original(x: IkeExchange, copy: int) -> int | None:
