@@ -106,3 +106,22 @@ def test_skf_numbers_and_a_lost_one(tmp_path: Path) -> None:
     assert (lost["version"], lost["exchange"], lost["is_response"], lost["msg_id"], lost["lost"], lost["have"]) == (
         2, "IKE_AUTH", False, 1, [2], [1, 3])
     assert "fragment 2/3 of IKE_AUTH request message ID 1 198.18.0.1 → 198.18.0.2, lost" in _text(cut)
+
+
+def test_last_piece_missing_and_display_filter(tmp_path: Path) -> None:
+    """mm-cert-frag without frame 6 (MM5's last-flagged piece): how many pieces there were is
+    unknown, the last one is named lost. With -Y, pieces the filter leaves out are not lost."""
+    scapy = pytest.importorskip("scapy.all")
+    pkts = scapy.rdpcap(str(V1 / "mm-cert-frag.pcap"))
+    cut = tmp_path / "mm5-last-lost.pcap"
+    scapy.wrpcap(str(cut), [p for i, p in enumerate(pkts, 1) if i != 6])
+    doc = _summary(cut)
+    (lost,) = doc["ike_fragments_lost"]
+    assert (lost["total"], lost["lost"], lost["last_lost"], lost["have"], lost["frames"]) == (None, [], True, [1], [5])
+    assert _rows(doc)[5]["fragment"]["last_lost"] is True
+    text = _text(cut)
+    assert ("the last fragment (the one flagged last) of Main Mode message ID 0 198.18.0.1 → 198.18.0.2 (Fragment "
+            "ID 1), lost (fragment 1 arrived: frame 5)") in text
+    assert "fragment 1 of message ID 0 (Fragment ID 1); the last fragment lost" in text
+    filtered = _summary(V1 / "mm-frag-lost.pcap", "-Y", "frame.number == 6")
+    assert filtered["ike_fragments_lost"] == [] and _rows(filtered)[6]["fragment"]["lost"] == []

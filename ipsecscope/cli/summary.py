@@ -41,6 +41,7 @@ JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added w
                                            # length), its pieces' frames in number order; else []
       }, ...],
       "ike_fragments_lost": [{             # fragmented messages that never got all their pieces
+                                           # (with -Y: none; frames the filter left out are not lost)
         "version": 1 | 2, "src": str, "dst": str, "exchange": str, "exchange_type": int,
         "is_response": bool,               # v2 header flag; false for v1
         "msg_id": int, "fragment_id": int | null, "total": int | null, "lost": [int, ...],
@@ -298,7 +299,8 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
         "truncated": damaged or truncated,
         "counts": counts,
         "ike": col.ike,
-        "ike_fragments_lost": col.fragments.finish() if col.fragments is not None else [],
+        # with -Y the frames left out are not lost (summary_frags)
+        "ike_fragments_lost": col.fragments.finish(lost=only is None) if col.fragments is not None else [],
         "esp": esp,
         "ah": ah,
         "flows_limit": ({"max_flows": col.flows.max_flows, "packets": col.flows.overflow_packets}

@@ -104,15 +104,16 @@ class FragmentRows:
         if len(ent.seen) == total:
             self._skf.pop(key)
 
-    def finish(self) -> list[dict]:
+    def finish(self, lost: bool = True) -> list[dict]:
         """Mark the rows of messages still missing pieces; those messages, in order of their first
-        piece (the ``"ike_fragments_lost"`` list)."""
+        piece (the ``"ike_fragments_lost"`` list). ``lost=False`` (a display filter chose the
+        frames): totals are filled in, but a piece left out by the filter is not lost."""
         out: list[tuple[int, dict]] = []
         seen: set[int] = set()
         for row, fs in self._v1_rows:
             if fs.last:  # known now, if not when the piece came
                 row["fragment"]["total"] = fs.last
-            if fs.completed_frame is not None or fs.dropped:
+            if fs.completed_frame is not None or fs.dropped or not lost:
                 continue
             # numbers below the highest held that never came (all of them up to the last-flagged
             # one once it is known), and whether the last-flagged piece itself is missing
@@ -128,7 +129,7 @@ class FragmentRows:
                 "exchange_type": fs.exchange, "is_response": False, "msg_id": fs.msg_id, "fragment_id": fs.frag_id,
                 "total": fs.last or None, "lost": lost, "last_lost": not fs.last, "have": sorted(fs.frames),
                 "frames": frames}))
-        for ent in self._skf.values():
+        for ent in self._skf.values() if lost else ():
             lost = [n for n in range(1, ent.total + 1) if n not in ent.seen]
             for r in ent.rows:
                 r["fragment"]["lost"] = lost
@@ -161,9 +162,10 @@ def fragment_text(r: dict) -> str:
         text += f", not reassembled: {f['given_up']}"
     elif f["lost"] or f.get("last_lost"):
         gone = [f"{n}/{total}" if total else str(n) for n in f["lost"]]
+        what = f"fragment{'s' if len(gone) > 1 else ''} {', '.join(gone)}" if gone else ""
         if f.get("last_lost"):
-            gone.append("the last")
-        text += f"; fragment{'s' if len(gone) > 1 else ''} {', '.join(gone)} lost"
+            what = f"{what} and the last one" if what else "the last fragment"
+        text += f"; {what} lost"
     return text
 
 
@@ -171,9 +173,9 @@ def lost_text(d: dict) -> str:
     """One line for a message that never got all its pieces: the missing ones, 'lost'."""
     total = d["total"]
     gone = [f"{n}/{total}" if total else str(n) for n in d["lost"]]
+    what = f"fragment{'s' if len(gone) > 1 else ''} {', '.join(gone)}" if gone else ""
     if d["last_lost"]:  # the last-flagged piece never came: how many there were is not known
-        gone.append("the last one (flagged last)")
-    what = f"fragment{'s' if len(gone) > 1 else ''} {', '.join(gone)}"
+        what = f"{what} and the last fragment" if what else "the last fragment (the one flagged last)"
     exn = exchange_name(d["exchange_type"], d["version"])
     if d["version"] == 2:
         exn += " response" if d["is_response"] else " request"
