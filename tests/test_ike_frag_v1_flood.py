@@ -103,6 +103,12 @@ def test_flood_in_summary_is_counted(flood: Path) -> None:
     assert doc["counts"]["ike"] == FLOOD
     assert doc["counts"]["malformed"] == doc["malformed"]["by_layer"]["ike"] == FLOOD - MAX_PENDING
     assert doc["malformed"]["examples"][0]["reason"].startswith("IKEv1 fragment limit: more than 256")
+    # the sets still held at the end are the ones listed lost; the rows of those given up say so
+    assert len(doc["ike_fragments_lost"]) == MAX_PENDING
+    assert {d["fragment_id"] for d in doc["ike_fragments_lost"]} == set(range(1000 + FLOOD - MAX_PENDING, 1000 + FLOOD))
+    given_up = [r for r in doc["ike"] if r["fragment"]["given_up"]]
+    assert len(given_up) == FLOOD - MAX_PENDING
+    assert given_up[0]["fragment"]["given_up"] == "more than 256 incomplete messages at once"
 
 
 def test_big_pieces_bounded_in_bytes(tmp_path: Path) -> None:

@@ -300,7 +300,7 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
         "counts": counts,
         "ike": col.ike,
         # with -Y the frames left out are not lost (summary_frags)
-        "ike_fragments_lost": col.fragments.finish(lost=only is None) if col.fragments is not None else [],
+        "ike_fragments_lost": col.fragments.finish(report_lost=only is None) if col.fragments is not None else [],
         "esp": esp,
         "ah": ah,
         "flows_limit": ({"max_flows": col.flows.max_flows, "packets": col.flows.overflow_packets}

@@ -29,6 +29,7 @@ from ..state.names import exchange_name
 __all__ = ["FragmentRows", "fragment_text", "lost_text"]
 
 MAX_SKF_PENDING = 1024  # as crypto/ike_sk's MAX_PENDING_FRAGMENT_SETS
+PRUNE_EVERY = 1024  # IKEv1 pieces between two sweeps of finished sets' rows
 
 
 class _Skf:
@@ -49,7 +50,11 @@ class FragmentRows:
 
     def __init__(self) -> None:
         self._v1 = None  # state.ikev1_frag.Ikev1Reassembler, at the first IKEv1 message
-        self._v1_rows: list[tuple[dict, Ikev1FragmentSet]] = []
+        # the rows of each IKEv1 set still open, by id(set): a finished or given-up set's rows get
+        # their totals and are let go (every PRUNE_EVERY pieces), so a flood holds no more here
+        # than the reassembler holds sets
+        self._v1_sets: dict[int, tuple[Ikev1FragmentSet, list[dict]]] = {}
+        self._v1_notes = 0
         self._skf: PendingSets[_Skf] = PendingSets(MAX_SKF_PENDING)
 
     def reassemble(self, msg: IkeMessage) -> IkeMessage:
@@ -81,7 +86,16 @@ class FragmentRows:
                            "msg_id": fs.msg_id, "repeat": repeat, "lost": [], "given_up": fs.dropped}
         if msg.reassembled_from:
             row["reassembled_from"] = list(msg.reassembled_from)
-        self._v1_rows.append((row, fs))
+        ent = self._v1_sets.get(id(fs))
+        if ent is None:
+            ent = self._v1_sets[id(fs)] = (fs, [])
+        ent[1].append(row)
+        self._v1_notes += 1
+        if self._v1_notes % PRUNE_EVERY == 0:
+            for k, (done, rows) in list(self._v1_sets.items()):
+                if done.completed_frame is not None or done.dropped:
+                    _settle(done, rows)
+                    del self._v1_sets[k]
 
     def _note_skf(self, row: dict, msg: IkeMessage, skf: SkPayload) -> None:
         h = msg.header
@@ -104,32 +118,28 @@ class FragmentRows:
         if len(ent.seen) == total:
             self._skf.pop(key)
 
-    def finish(self, lost: bool = True) -> list[dict]:
+    def finish(self, report_lost: bool = True) -> list[dict]:
         """Mark the rows of messages still missing pieces; those messages, in order of their first
-        piece (the ``"ike_fragments_lost"`` list). ``lost=False`` (a display filter chose the
-        frames): totals are filled in, but a piece left out by the filter is not lost."""
+        piece (the ``"ike_fragments_lost"`` list). ``report_lost=False`` (a display filter chose
+        the frames): totals are filled in, but a piece left out by the filter is not lost."""
         out: list[tuple[int, dict]] = []
-        seen: set[int] = set()
-        for row, fs in self._v1_rows:
-            if fs.last:  # known now, if not when the piece came
-                row["fragment"]["total"] = fs.last
-            if fs.completed_frame is not None or fs.dropped or not lost:
+        for fs, rows in self._v1_sets.values():
+            _settle(fs, rows)
+            if fs.completed_frame is not None or fs.dropped or not report_lost:
                 continue
             # numbers below the highest held that never came (all of them up to the last-flagged
             # one once it is known), and whether the last-flagged piece itself is missing
             lost = [n for n in range(1, (fs.last or max(fs.frames, default=0)) + 1) if n not in fs.frames]
-            row["fragment"]["lost"] = lost
-            row["fragment"]["last_lost"] = not fs.last
-            if id(fs) in seen:
-                continue
-            seen.add(id(fs))
+            for row in rows:
+                row["fragment"]["lost"] = lost
+                row["fragment"]["last_lost"] = not fs.last
             frames = sorted([*fs.frames.values(), *fs.duplicates])
             out.append((fs.first_frame, {
                 "version": 1, "src": fs.src, "dst": fs.dst, "exchange": iana.name(iana.Ikev1Exchange, fs.exchange),
                 "exchange_type": fs.exchange, "is_response": False, "msg_id": fs.msg_id, "fragment_id": fs.frag_id,
                 "total": fs.last or None, "lost": lost, "last_lost": not fs.last, "have": sorted(fs.frames),
                 "frames": frames}))
-        for ent in self._skf.values() if lost else ():
+        for ent in self._skf.values() if report_lost else ():
             lost = [n for n in range(1, ent.total + 1) if n not in ent.seen]
             for r in ent.rows:
                 r["fragment"]["lost"] = lost
@@ -139,6 +149,17 @@ class FragmentRows:
                 "is_response": ent.is_response, "msg_id": ent.msg_id, "fragment_id": None, "total": ent.total,
                 "lost": lost, "last_lost": False, "have": sorted(ent.seen), "frames": [r["frame"] for r in ent.rows]}))
         return [d for _, d in sorted(out, key=lambda t: t[0])]
+
+
+def _settle(fs: Ikev1FragmentSet, rows: list[dict]) -> None:
+    """What became known of a set after its rows were noted: the number of pieces (once the
+    last-flagged one came), and why it was given up (a bound reached later)."""
+    for row in rows:
+        f = row["fragment"]
+        if fs.last:
+            f["total"] = fs.last
+        if fs.dropped:
+            f["given_up"] = fs.dropped
 
 
 def fragment_text(r: dict) -> str:
