@@ -22,6 +22,7 @@ from ...model.sa import (
     Severity,
     is_multicast,
 )
+from . import resent
 from .common import (
     child_ike,
     child_label,
@@ -243,10 +244,10 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         # RFC 7296 §2.1: the requester sends again only while it has no answer it can use. An
         # answer captured before the copy was therefore not taken: a malformed one is dropped
         # (the responder's fault), any other did not get back past the capture point.
-        early = [x for x in xs if _early(x) is not None]
+        early = [x for x in xs if resent.early(x) is not None]
         # Copies after the exchange's last response were never answered: an IKEv1 exchange holds
         # several requests (MM1, MM3, MM5), and earlier answers say nothing of the one resent.
-        never = [x for x in xs if x not in early and _unanswered(x)]
+        never = [x for x in xs if x not in early and resent.unanswered(x)]
         late = [x for x in xs if x not in early and x not in never]
         bad = [x for x in early if x.malformed_responses]
         first = bad or early or never or late
@@ -266,7 +267,7 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             hint = (f"Fix or update the IKE implementation on {peer} (compare the answer with tshark: frame "
                     f"{x.response_frames[0]}); the path is fine.")
         elif early:
-            _, answer, copy, gap = _early(x) or (0, 0, 0, None)
+            _, answer, copy, gap = resent.early(x) or (0, 0, 0, None)
             explanation = (
                 f"{peer} answered {labels} (frame {answer}) before {asker} sent it again (frame {copy}"
                 + (f", {dur(gap)} later" if gap is not None else "") + f"): the answer did not reach {asker}, or "
@@ -277,8 +278,8 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             hint = (f"Follow the answers back towards {asker}: a firewall or NAT on that side dropping UDP "
                     f"{x.responder_port or 500} from {peer}, or IP fragments of a large answer.")
         elif never:
-            copies = _unanswered(x)
-            orig = _original(x, copies[0])
+            copies = resent.unanswered(x)
+            orig = resent.original(x, copies[0])
             earlier = [f for f in x.response_frames if orig is None or f < orig]
             explanation = (
                 f"{asker} sent " + (f"frame {orig} ({labels})" if orig is not None else f"{with_article(labels)} request")
@@ -314,59 +315,10 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                                                                if early else (f": {peer} never answered" if never
                                                                               else ""))),
             explanation=explanation,
-            frames=frames_of(*((_early(y) or ())[:3] if y in early
-                               else _unanswered_frames(y) if y in never
+            frames=frames_of(*((resent.early(y) or ())[:3] if y in early
+                               else resent.unanswered_frames(y) if y in never
                                else y.request_frames[:3] for y in first[:3])),
             sa=sa.key, hint=hint, ts=x.request_ts)
-
-
-def _early(x: IkeExchange) -> tuple[int, int, int, float | None] | None:
-    """(request, answer, copy, seconds from answer to copy) when the capture holds an answer to a
-    request before the request's copy, else None. IKEv2 has one request per exchange and keeps
-    its first copy's time; an IKEv1 exchange's copy may repeat any of its requests (MM1, MM3,
-    MM5): the answer is one between the request the copy repeats and the copy (no time kept)."""
-    if x.first_copy_frame is not None:
-        if x.response_frames[0] < x.first_copy_frame:
-            gap = (x.first_copy_ts or 0.0) - (x.response_ts or 0.0)
-            return x.request_frames[0], x.response_frames[0], x.first_copy_frame, gap
-        return None
-    for copy in x.copy_frames:
-        orig = _original(x, copy)
-        answers = [f for f in x.response_frames if orig is not None and orig < f < copy]
-        if answers:
-            return orig or 0, answers[0], copy, None
-    return None
-
-
-def _unanswered(x: IkeExchange) -> list[int]:
-    """The copies of a request that was never answered: those after the exchange's last response,
-    when no response came after the request they repeat either (an answer between the request
-    and its copy answered it; the requester just did not get it). [] when none."""
-    last = max(x.response_frames, default=0)
-    copies = [f for f in x.copy_frames if f > last]
-    if not copies:
-        return []
-    orig = _original(x, copies[0])
-    if orig is not None and last >= orig:
-        return []
-    # An IKEv1 exchange's request after the first answer is its final message when the exchange is
-    # not Main Mode (AM3, QM3: RFC 2409 §5, §5.5): it gets no answer by design.
-    if orig is not None and x.exchange != Ikev1Exchange.MAIN_MODE and orig > x.response_frames[0]:
-        return []
-    return copies
-
-
-def _original(x: IkeExchange, copy: int) -> int | None:
-    """The request frame a copy repeats: the last one before it that is no copy itself (the
-    request's last SKF fragment; IKEv1: the message the exchange sent last)."""
-    return max((f for f in x.request_frames if f < copy and f not in x.copy_frames), default=None)
-
-
-def _unanswered_frames(x: IkeExchange) -> list[int]:
-    """The request resent unanswered and its first copies (the finding's frames)."""
-    copies = _unanswered(x)
-    orig = _original(x, copies[0])
-    return ([orig] if orig is not None else []) + copies[:3]
 
 
 def _malformed_reason(table: SaTable, frame: int) -> str:
