@@ -119,7 +119,9 @@ def _flow_line(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> st
         parts.append(f"{f.decrypted} {'verified' if f.protocol == 'AH' else 'decrypted'}")
     if f.no_key:
         parts.append(f"{f.no_key} no key")
-    for label, n, style in (("lost", counter_lost(group) if group else f.lost, "yellow"), ("replayed", f.duplicates, "red"),
+    for label, n, style in (("lost", counter_lost(group) if group else f.lost, "yellow"),
+                            # lost whole, their later IP fragments never came (ESP-FRAGMENT-LOST)
+                            ("arrived as a first IP fragment only", f.frag_lost, "red"), ("replayed", f.duplicates, "red"),
                             ("captured twice", f.capture_duplicates, "dim"),
                             ("reordered", f.reordered, "yellow"), ("ICV failed", f.icv_failed, "red"),
                             ("after delete", f.after_delete, "red"), ("after rekey", f.after_rekey, "cyan"),

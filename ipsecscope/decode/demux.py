@@ -26,7 +26,16 @@ from collections import Counter
 from dataclasses import replace
 
 from ..capture._fastnew import fast_constructor
-from ..model.packets import AhPacket, EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet, RawFrame
+from ..model.packets import (
+    AhPacket,
+    EspPacket,
+    FragmentedEsp,
+    IkeDatagram,
+    Malformed,
+    NatKeepalive,
+    Packet,
+    RawFrame,
+)
 from . import link, tunnel
 from .esp import AH_HDR, ESP_HDR
 from .icmp import decode_error as decode_icmp_error
@@ -67,6 +76,26 @@ class _TcpStream:
         self.next_seq = next_seq
         self.buf = bytearray()
         self.prefix_checked = False
+
+
+def _lost_esp(upper: int, seg: bytes, missing: str) -> FragmentedEsp | None:
+    """The ESP packet a datagram that never completed started, read from its first fragment (RFC
+    791 §2.3, RFC 8200 §4.5: it holds the headers): ESP (IP protocol 50), or ESP in UDP on port 4500
+    behind a non-zero SPI (RFC 3948 §2.2: zero is the non-ESP marker of IKE, one 0xFF octet a
+    keepalive). ESP is verified after reassembly only (RFC 4303 §3.4.1), so the packet is lost to
+    its receiver as it is to us (RFC 4459 §2). None for anything else."""
+    off, sport, dport = 0, 0, 0
+    if upper == 17:
+        if len(seg) < 16:
+            return None
+        sport, dport, _ulen, _ck = UDP_HDR.unpack_from(seg, 0)
+        if NATT_PORT not in (sport, dport) or seg[8:12] == NON_ESP_MARKER:
+            return None
+        off = 8
+    elif upper != 50 or len(seg) < 8:
+        return None
+    spi, seq = ESP_HDR.unpack_from(seg, off)
+    return FragmentedEsp(spi, seq, sport, dport, missing, len(seg))
 
 
 class Decoder:
@@ -264,12 +293,15 @@ class Decoder:
         return self._with_dropped([]) + [p for d in flush_pending(self.reassembler) for p in self._lost_datagram(*d)]
 
     def _lost_datagram(self, frame: int, ts: float, why: str, key: tuple, proto: int,
-                       first: tuple[int, bytes] = (-1, b"")) -> list[Packet]:
+                       first: tuple[int, bytes, str] = (-1, b"", "")) -> list[Packet]:
         # key = (version, src, dst, id[, proto]): the first fragment's addresses and its own IP
         # protocol field stay on its row.
+        esp = _lost_esp(*first)
+        if esp is not None:  # the mark names the ESP packet lost with it (the tracker counts it per SA)
+            why = f"{esp.text()} ({why})"
         mark = Malformed(frame, ts, why, "ip", self._text(key[1]), self._text(key[2]),
-                         ip_proto=None if proto < 0 else proto)
-        ike = self._lost_ike(frame, ts, key, *first) if self.lost_ike else None
+                         ip_proto=None if proto < 0 else proto, esp=esp)
+        ike = self._lost_ike(frame, ts, key, first[0], first[1]) if self.lost_ike and esp is None else None
         return [mark] if ike is None else [mark, ike]
 
     def _lost_ike(self, frame: int, ts: float, key: tuple, upper: int, seg: bytes) -> Packet | None:

@@ -48,8 +48,9 @@ class _Pending:
 
 
 # A datagram given up (Reassembler.dropped): first fragment's frame, its ts, reason, key, that
-# frame's IP protocol field, the offset-0 fragment (upper-layer protocol, payload) or (-1, b"").
-Dropped = tuple[int, float, str, tuple, int, tuple[int, bytes]]
+# frame's IP protocol field, the offset-0 fragment (upper-layer protocol, payload, which byte
+# ranges of the datagram never came: missing_text) or (-1, b"", that text).
+Dropped = tuple[int, float, str, tuple, int, tuple[int, bytes, str]]
 
 
 class Reassembler:
@@ -219,14 +220,33 @@ def _progress(p: _Pending) -> str:
     return f"had {p.size} of {plural(p.total, 'byte')} in {plural(len(p.parts), 'fragment')}"
 
 
-def _first_part(p: _Pending) -> tuple[int, bytes]:
-    """The offset-0 fragment of a datagram given up: (upper-layer protocol, its payload), or
-    (-1, b"") when it never came. It alone carries the transport header (RFC 791 §2.3; RFC 8200
-    §4.5: the first fragment holds the upper-layer header), so it still says what was lost."""
+def missing_text(parts: dict[int, bytes], total: int | None) -> str:
+    """Which bytes of a datagram's payload no fragment brought, by byte offset (what tshark's
+    ip.frag_offset / ipv6.fragment.offset times 8 reads): "offset 976 to the end" when the last
+    fragment (MF = 0) never came, so the length is unknown; "offsets 0-975" for a hole."""
+    holes: list[str] = []
+    covered = 0
+    for off in sorted(parts):
+        if off > covered:
+            holes.append(f"offsets {covered}-{off - 1}")
+        covered = max(covered, off + len(parts[off]))
+    if total is None:
+        holes.append(f"offset {covered} to the end")
+    elif covered < total:
+        holes.append(f"offsets {covered}-{total - 1}")
+    return ", ".join(holes)
+
+
+def _first_part(p: _Pending) -> tuple[int, bytes, str]:
+    """The offset-0 fragment of a datagram given up: (upper-layer protocol, its payload, the byte
+    ranges that never came), or (-1, b"", those ranges) when it never came. It alone carries the
+    transport header (RFC 791 §2.3; RFC 8200 §4.5: the first fragment holds the upper-layer
+    header), so it still says what was lost."""
+    gone = missing_text(p.parts, p.total)
     first = p.parts.get(0)
     if first is None:
-        return -1, b""
-    return (p.next_header if p.next_header >= 0 else p.header_proto), first
+        return -1, b"", gone
+    return (p.next_header if p.next_header >= 0 else p.header_proto), first, gone
 
 
 def flush_pending(reasm: Reassembler) -> list[Dropped]:

@@ -39,6 +39,27 @@ class RawFrame:
 
 
 @dataclass(slots=True, frozen=True)
+class FragmentedEsp:
+    """An ESP packet known only by its first IP fragment: the rest of its datagram never reached
+    the capture. That fragment holds the UDP header (ESP in UDP, RFC 3948) and the ESP header (RFC
+    791 §2.3, RFC 8200 §4.5), so the packet's SPI and sequence number are known, but ESP is checked
+    after reassembly only (RFC 4303 §3.4.1): without every fragment nobody can verify or decrypt it,
+    and the receiver lost it whole (RFC 4459 §2, §5)."""
+
+    spi: int
+    seq: int  # low 32 bits as on the wire
+    sport: int = 0  # UDP ports when UDP-encapsulated, else 0
+    dport: int = 0
+    missing: str = ""  # the payload's byte ranges never captured (decode.ip.missing_text)
+    captured: int = 0  # octets of the first fragment's payload (UDP header included when encapsulated)
+
+    def text(self) -> str:
+        """One line for the frame's row and the findings."""
+        return (f"ESP packet SPI 0x{self.spi:08x} seq {self.seq} arrived as IP fragments, the fragment(s) at "
+                f"{self.missing} never captured — cannot decrypt/verify")
+
+
+@dataclass(slots=True, frozen=True)
 class Malformed:
     frame: int
     ts: float
@@ -56,6 +77,9 @@ class Malformed:
     # A broken ESP/AH header's SPI when its 4 octets were there (RFC 4303 §2.1, RFC 4302 §2.4):
     # tshark's esp.spi / ah.spi for the frame. None: not there, or another layer.
     spi: int | None = None
+    # The first fragment of an IP datagram that never completed held an ESP packet's start: which
+    # one (the tracker counts it on its SA's flow). None otherwise.
+    esp: FragmentedEsp | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -43,6 +43,8 @@ from ..model.sa import EspFlow, KeymatRequest, Observation, SaState
 from .book import MAX_OBSERVATIONS, Book
 from .traffic import on_sa_fields, on_sa_packet
 
+FRAG_LOST_KEPT = 16  # ESP packets lost with their fragments kept per flow as evidence (all are counted)
+
 if TYPE_CHECKING:
     from ..model.ike import IkeMessage
     from ..model.sa import Finding
@@ -190,9 +192,24 @@ class Tracker(Book):
         with it is in the bytes its sender sent (None: not known)."""
         self.touch(m.ts)
         self._malformed_seen += 1
+        if m.esp is not None:
+            self._esp_fragments_lost(m)
         if self._malformed_seen <= 20:
             self.observe("malformed", m.ts, (m.frame,), layer=m.layer, reason=m.reason, src=m.src, dst=m.dst,
                          whole=whole)
+
+    def _esp_fragments_lost(self, m: Malformed) -> None:
+        """An ESP packet whose later IP fragments never came, counted on its flow. A flow no whole
+        packet made is not created here (it would be an SA inferred from one unreadable fragment):
+        that packet is still the frame's MALFORMED mark, named, and CAPTURE-MALFORMED counts it."""
+        esp = m.esp
+        assert esp is not None
+        flow = self.table.flows.get((m.src, m.dst, esp.spi, "ESP"))
+        if flow is None:
+            return
+        flow.frag_lost += 1
+        if len(flow.frag_lost_packets) < FRAG_LOST_KEPT:
+            flow.frag_lost_packets.append((esp.seq, m.frame, esp.missing))
 
     # ------------------------------------------------------------------ end of input
 

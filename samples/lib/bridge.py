@@ -21,7 +21,12 @@ directions ("lan>wan", "wan>lan")::
     {"drop": ["wan>lan"], "corrupt": ["lan>wan"], "dup": [], "delay_ms": 0}
 
 ``drop``/``corrupt``/``dup`` act on every such packet; ``delay_ms`` holds every frame (any kind,
-both ways) that long. A frame bigger than the out interface's MTU (``ip link set wan mtu 1280``)
+both ways) that long. ``"drop_frag": ["lan>wan"], "drop_frag_every": N`` drops the non-first
+fragments (offset > 0) of every N-th fragmented IPv4 datagram in the named directions (N = 1:
+all of them), as a path that loses or filters later fragments does (RFC 4459 §2: one lost
+fragment loses the whole packet); the first fragment passes, so the receiver holds a datagram
+that never completes. Each dropped fragment is logged (``drop_fragment``: IP ID, offset, length,
+and the ESP SPI/sequence number its first fragment carried when it was ESP in UDP). A frame bigger than the out interface's MTU (``ip link set wan mtu 1280``)
 cannot be sent: it is dropped as a switch with a smaller MTU would, silently (no ICMP: a bridge
 has no address; a PMTU black hole) and logged as ``too_big``. Each policy change is logged too.
 
@@ -149,6 +154,9 @@ def main(argv: list[str]) -> int:
     policy_mtime = 0.0
     delayed: list[tuple[float, socket.socket, bytearray]] = []   # (due, out socket, frame)
     esp_n = {f"{args.lan}>{args.wan}": 0, f"{args.wan}>{args.lan}": 0}
+    frag_n = {f"{args.lan}>{args.wan}": 0, f"{args.wan}>{args.lan}": 0}  # fragmented datagrams seen
+    # (direction, src, dst, IP ID) -> (its number among fragmented datagrams, what its first fragment held)
+    frag_seen: dict[tuple, tuple[int, dict]] = {}
 
     def record(entry: dict, *frames: bytes) -> None:
         entry["time"] = round(time.time(), 6)
@@ -172,6 +180,34 @@ def main(argv: list[str]) -> int:
             esp = esp_in_udp(frame)
             record({"action": "too_big", "dir": direction, "length": len(frame) - 14,
                     **({"spi": f"0x{esp[1]:08x}", "seq": esp[2]} if esp else {})}, bytes(frame))
+
+    def drop_fragment(frame: bytearray, direction: str) -> bool:
+        """Note an IPv4 fragment; True (logged) when it is a non-first one to drop (drop_frag)."""
+        if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+            return False
+        ff = struct.unpack_from("!H", frame, 20)[0]
+        offset, more = (ff & 0x1FFF) * 8, bool(ff & 0x2000)
+        if not offset and not more:
+            return False
+        key = (direction, bytes(frame[26:30]), bytes(frame[30:34]), struct.unpack_from("!H", frame, 18)[0])
+        if key not in frag_seen:
+            frag_n[direction] += 1
+            first: dict = {}
+            esp = esp_in_udp(frame) if not offset else None
+            if esp is not None:
+                first = {"spi": f"0x{esp[1]:08x}", "seq": esp[2]}
+            frag_seen[key] = (frag_n[direction], first)
+            if len(frag_seen) > 4096:
+                del frag_seen[next(iter(frag_seen))]
+        number, first = frag_seen[key]
+        if not offset or number % max(1, int(policy.get("drop_frag_every", 1))):
+            return False
+        ihl = (frame[14] & 0x0F) * 4
+        record({"action": "drop_fragment", "dir": direction, "datagram_index": number,
+                "src": socket.inet_ntoa(key[1]), "dst": socket.inet_ntoa(key[2]), "ip_id": key[3],
+                "offset": offset, "length": struct.unpack_from("!H", frame, 16)[0] - ihl, "more": more,
+                **first}, bytes(frame))
+        return True
 
     def reload_policy() -> None:
         nonlocal policy, policy_mtime
@@ -216,6 +252,8 @@ def main(argv: list[str]) -> int:
                     record({"ike_fragment_index": nfrag, "action": "drop", "dir": f"{args.lan}>{args.wan}"},
                            bytes(frame))
                     continue
+            if policy.get("drop_frag") and direction in policy["drop_frag"] and drop_fragment(frame, direction):
+                continue
             esp_any = esp_in_udp(frame)
             if esp_any is not None and policy:
                 esp_n[direction] += 1

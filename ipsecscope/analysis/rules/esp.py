@@ -6,9 +6,20 @@ from collections.abc import Iterator
 
 from ...model.idtext import spi_text
 from ...model.plural import noun, plural, verb
-from ...model.sa import Finding, SaTable, Severity, one_counter
+from ...model.sa import EspFlow, Finding, SaTable, Severity, one_counter
 from .common import clock, copies_from_capture, dur, flow_ref, frames_of, icmp_errors, quoted_flow
 from .core import RuleContext, rule
+
+
+def _lost_in_fragments(f: EspFlow) -> int:
+    """Of ``f``'s sequence-number gaps, how many are packets whose first IP fragment the capture
+    holds (EspFlow.frag_lost_packets, with the numbers as on the wire; an ESN flow compares the low
+    32 bits). Beyond the kept few, the count itself: none of them is a whole packet either."""
+    if f.seq_min is None or f.seq_max is None or not f.frag_lost:
+        return 0
+    lo, hi = f.seq_min & 0xFFFFFFFF, f.seq_max & 0xFFFFFFFF
+    kept = sum(1 for s, _fr, _m in f.frag_lost_packets if lo < s < hi or (hi < lo and (s > lo or s < hi)))
+    return min(f.lost, kept + f.frag_lost - len(f.frag_lost_packets))
 
 
 @rule(22, ("ESP-SEQ-GAP", "ESP-REPLAY", "ESP-REORDER"), (Severity.INFO, Severity.WARNING), ref="RFC 4303 §3.3.3, §3.4.3")
@@ -23,14 +34,20 @@ def r_seq(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             continue  # no SA's counter (ESP-RESERVED-SPI)
         ref = flow_ref(f)
         span = (f.seq_max - f.seq_min + 1) if f.seq_max is not None and f.seq_min is not None else f.packets
-        if f.lost and id(f) not in shared:
-            ratio = f.lost / max(span, 1)
+        # gaps whose packets arrived as a first IP fragment only are no mystery: ESP-FRAGMENT-LOST
+        # names each of them (all when the flow kept every one; the first few keep their numbers)
+        in_frags = _lost_in_fragments(f)
+        lost = f.lost - in_frags
+        if lost > 0 and id(f) not in shared:
+            ratio = lost / max(span, 1)
+            also = (f" ({plural(in_frags, 'more sequence number')} arrived as a first IP fragment only: "
+                    "ESP-FRAGMENT-LOST)" if in_frags else "")
             yield Finding(
                 code="ESP-SEQ-GAP", severity=Severity.WARNING if ratio >= ctx.loss_warn_ratio else Severity.INFO,
-                title=f"{f.protocol} loss {f.src} -> {f.dst}: {f.lost} of {span} sequence numbers missing ({ratio:.1%})",
-                explanation=f"On SPI {spi_text(f.spi)} from {f.src} to {f.dst}, {plural(f.lost, 'sequence number')} between "
+                title=f"{f.protocol} loss {f.src} -> {f.dst}: {lost} of {span} sequence numbers missing ({ratio:.1%})",
+                explanation=f"On SPI {spi_text(f.spi)} from {f.src} to {f.dst}, {plural(lost, 'sequence number')} between "
                 f"{f.seq_min} and {f.seq_max} never appeared in the capture: packets lost before the capture "
-                "point (or the capture dropped them).",
+                f"point (or the capture dropped them){also}.",
                 frames=tuple(f.gap_frames), sa=ref,
                 hint="Compare with a capture on the other side to locate the loss; check interface drops and MTU.",
                 ts=f.first_ts)

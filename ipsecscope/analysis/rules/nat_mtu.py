@@ -1,4 +1,5 @@
-"""NAT and MTU rules: NAT detection and its side (RFC 7296 §2.23), IP fragmentation of IKE and ESP,
+"""NAT and MTU rules: NAT detection and its side (RFC 7296 §2.23), IP fragmentation of IKE and ESP (ESP
+packets lost with their later fragments),
 ICMP path-MTU errors quoting ESP (RFC 1191, RFC 8201)."""
 
 from __future__ import annotations
@@ -500,6 +501,13 @@ def black_hole(table: SaTable, f: EspFlow) -> BlackHole | None:
     Bulk traffic gets answers after big packets too (ACKs), so it is not taken for one."""
     if not f.recent or f.sent < 4:
         return None
+    if f.ip_fragmented and ":" not in f.dst:
+        # Its sender splits big packets into IPv4 fragments, so it sends them without DF (RFC 791
+        # §2.3): a smaller link on the way fragments them again rather than dropping them, and
+        # nothing can be a black hole (RFC 1191 §4 concerns DF packets). Such a packet is followed
+        # at once by the sender's next one (the tunnel's inner fragments: both halves of a ping),
+        # not by an answer; its fragments lost are ESP-FRAGMENT-LOST's.
+        return None
     kept = [x for x in f.recent if x is not None]
     if len({x[2] for x in kept}) < 2:  # one size only (most flows): nothing can set big apart from small
         return None
@@ -665,3 +673,40 @@ def _black_hole_finding(table: SaTable, bh: BlackHole) -> Finding:
                "icmp_from": None, "icmp_frames": 0, "dropped": len(bh.big), "fragmented": {},
                "inner_mtu": None, "fix": "lower the tunnel MTU (kernel-libipsec mtu) or clamp the TCP MSS",
                "answered_max": bh.answered_max})
+
+
+@rule(82, "ESP-FRAGMENT-LOST", Severity.WARNING, ref="RFC 4459 §2; RFC 4303 §3.4.1")
+def r_esp_fragment_lost(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
+    """ESP packets the capture holds only the first IP fragment of: the rest lost on the path."""
+    # One finding per flow (one direction of one SA): its count, its sequence numbers and the
+    # fragments missing are that SA's own, as ESP-SEQ-GAP's are.
+    for f in table.flows.values():
+        if not f.frag_lost:
+            continue
+        c = table.child_sas.get(f.child_sa) if f.child_sa is not None else None
+        seqs = [s for s, _fr, _m in f.frag_lost_packets]
+        gone = list(dict.fromkeys(m for _s, _fr, m in f.frag_lost_packets))
+        more = f", and {f.frag_lost - len(seqs)} more" if f.frag_lost > len(seqs) else ""
+        sent = f.sent + f.frag_lost
+        yield Finding(
+            code="ESP-FRAGMENT-LOST", severity=Severity.WARNING,
+            title=f"{plural(f.frag_lost, 'ESP packet')} {f.src} -> {f.dst} on SPI {spi_text(f.spi)} "
+            f"arrived as IP fragments with later fragments missing: lost on the path",
+            explanation=f"{child_label(c) if c is not None else 'The SA'}: {plural(f.frag_lost, 'ESP packet')} from "
+            f"{f.src} to {f.dst} on SPI {spi_text(f.spi)} (sequence {'number' if len(seqs) == 1 else 'numbers'} "
+            f"{', '.join(map(str, seqs))}{more}) {verb(f.frag_lost, 'was', 'were')} bigger than the path MTU and "
+            f"went out as outer IP fragments; the capture holds the first fragment of each, which names the packet, but "
+            f"the fragment(s) at byte {' / '.join(gone)} never came. ESP is checked and decrypted only after "
+            "reassembly (RFC 4303 §3.4.1), so the loss of one fragment loses the whole packet (RFC 4459 §2): "
+            f"{f.dst} drops it as it is lost here, and nobody can decrypt or verify it. {f.frag_lost} of the "
+            f"{sent} packets on this SA in the capture went this way. Later fragments carry no UDP ports, so "
+            "firewalls, NATs and load balancers that filter or mis-hash them lose exactly these; a lossy link "
+            "loses them too.",
+            frames=tuple(fr for _s, fr, _m in f.frag_lost_packets), sa=flow_ref(f),
+            hint=f"Capture nearer {f.src} to see where the fragments are lost; stop the fragmentation: lower the "
+            "tunnel MTU (strongSwan kernel-libipsec: charon.plugins.kernel-libipsec.mtu; an XFRM/VTI interface: ip "
+            "link set DEV mtu N) or clamp the TCP MSS, or let the path pass IP fragments.",
+            ts=f.first_ts,
+            facts={"spi": spi_text(f.spi), "sa_direction": _direction(f.src, f.dst),
+                   "child_sa": c.id if c is not None else None, "lost": f.frag_lost, "seqs": seqs,
+                   "missing": gone})
