@@ -144,6 +144,9 @@ class Decoder:
         # sport, dport or 0, 0) each: rows name the hosts inside, filters find the frame by the
         # tunnel's addresses too (tshark's first ip.src is the outer one). Bounded (tunnel.py).
         self.tunnels = tunnel.TunnelHops()
+        # frame -> (SPI, flags) of an OpenBSD enc(4) frame (LINKTYPE_ENC): the SA whose cleartext
+        # side the frame is, which its row names (decode.inner.InnerStore.info); bounded as tunnels
+        self.enc: dict[int, tuple[int, int]] = {}
         # frame -> the extension headers of the tunnelled IPv6 header in front of its IPsec (the
         # row's own; v6_ext then holds the tunnel's outer header's), as v6_ext: few, bounded
         self.tunnel_v6_ext: dict[int, tuple[tuple[int, int], ...]] = {}
@@ -200,6 +203,8 @@ class Decoder:
         if lt < 0:
             return [Malformed(raw.index, raw.ts, f"packet refers to undeclared interface {raw.iface}", "capture")]
         ver, off = link.ip_offset(lt, data)
+        if lt == 109 and len(self.enc) < tunnel.MAX_HOP_FRAMES and (hdr := link.enc_header(data)) is not None:
+            self.enc[raw.index] = hdr
         self.reassembler.frame = raw.index
         if ver == 4:
             ip = parse_ipv4(data, off, self.reassembler, raw.ts, raw.orig_len > len(data))
@@ -299,6 +304,9 @@ class Decoder:
         esp = _lost_esp(*first)
         if esp is not None:  # the mark names the ESP packet lost with it (the tracker counts it per SA)
             why = f"{esp.text()} ({why})"
+        enc = self.enc.get(frame) if self.enc else None
+        if enc is not None:  # an enc(4) frame: the SA it is the cleartext side of, as its Info names it
+            why = f"ENC SPI 0x{enc[0]:08x} ({link.enc_flags_text(enc[1])}): {why}"
         mark = Malformed(frame, ts, why, "ip", self._text(key[1]), self._text(key[2]),
                          ip_proto=None if proto < 0 else proto, esp=esp)
         ike = self._lost_ike(frame, ts, key, first[0], first[1]) if self.lost_ike and esp is None else None

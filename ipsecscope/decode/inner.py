@@ -155,7 +155,10 @@ class InnerStore:
     :meth:`extend` a run's (``decode.inner_bulk`` parses a run of decrypted payloads with numpy).
     :meth:`window` gives them back as packed ``REC`` records, the layout the display filter reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, enc: dict[int, tuple[int, int]] | None = None) -> None:
+        # frame -> (SPI, flags) of the OpenBSD enc(4) frames (the decoder's Decoder.enc, shared):
+        # the SA a frame is the cleartext side of, named before its packet in the Info column
+        self.enc: dict[int, tuple[int, int]] = {} if enc is None else enc
         self._core = [array(code) for _f, code in CORE[1:]]  # every field of CORE but the frame
         self._core_append = [col.append for col in self._core]
         self.frames = array("q")  # CORE's frame column: extended last, so a record is whole when seen
@@ -356,7 +359,7 @@ class InnerStore:
             del self.frames[:i]
             for col in self._core:
                 del col[:i]
-            for side in (self.dns_names, self.quoted, self.nested, self.v6_ext, self.qv6_ext):
+            for side in (self.dns_names, self.quoted, self.nested, self.v6_ext, self.qv6_ext, self.enc):
                 for f in [f for f in side if f < first_frame]:
                     del side[f]
         k = bisect.bisect_left(self._rare_frames, first_frame)
@@ -434,6 +437,11 @@ class InnerStore:
         if s is None:
             return None
         text = s.info()
+        enc = self.enc.get(frame) if self.enc else None
+        if enc is not None:  # an enc(4) frame: the SA by SPI, as tcpdump prints it, then its packet
+            from .link import enc_flags_text
+
+            text = f"ENC SPI {spi_text(enc[0])} ({enc_flags_text(enc[1])}) ▸ {text}"
         if not s.layers:
             return text
         last = s.layers[-1]

@@ -44,13 +44,47 @@ LINK_NAMES = {
     228: "raw IPv4",
     229: "raw IPv6",
     276: "Linux cooked v2 (SLL2)",
+    109: "OpenBSD enc",
+    133: "Juniper GGSN",
+    136: "Juniper services",
+    167: "Juniper PPPoE",
+    178: "Juniper Ethernet",
+    179: "Juniper PPP",
+    180: "Juniper Frame Relay",
+    181: "Juniper C-HDLC",
 }
+
+# LINKTYPE_ENC (OpenBSD enc(4), the IPsec pseudo-interface): a 12-octet header (address family,
+# SPI, flags; the family and flags in the capturing host's byte order, the SPI in network order:
+# tcpdump print-enc.c, Wireshark packet-enc.c) before the packet as the IPsec stack hands it over:
+# the cleartext side of the SA, after decryption inbound and before encryption outbound (tunnel
+# mode: the IP-in-IP packet between the gateways around the inner one).
+ENC_HDRLEN = 12
+ENC_M_CONF, ENC_M_AUTH, ENC_M_COMP, ENC_M_AUTH_AH = 0x0400, 0x0800, 0x1000, 0x2000
+
+# Juniper's capture header (DLT_JUNIPER_*, libpcap pcap-linktype(7); tcpdump print-juniper.c,
+# Wireshark packet-juniper.c): "MGC", a flags octet, optional extension TLVs (their total length
+# in 2 octets), then the link header the link type names, or none ("no L2" flag: a 4-octet
+# little-endian JUNOS protocol number instead).
+JUNIPER_MAGIC = b"MGC"
+JUNIPER_FLAG_PKT_IN, JUNIPER_FLAG_NO_L2, JUNIPER_FLAG_EXT = 0x01, 0x02, 0x80
+# JUNOS protocol numbers of a frame without its link header that carry IP (Wireshark's
+# "juniper.proto" table: 2 IP, 3 MPLS_IP and 6 IP6, 7 MPLS_IP6 are dissected as IP)
+JUNIPER_PROTO_IPV4 = frozenset((2, 3))
+JUNIPER_PROTO_IPV6 = frozenset((6, 7))
+JUNIPER_PROTO_IPV4_SKIP4 = 0xA248  # 4 unknown octets, then IPv4 (packet-juniper.c)
+# Juniper link types whose link header is Ethernet (the PPPoE PIC's frames are Ethernet's)
+JUNIPER_ETHERNET = frozenset((178, 167))
+JUNIPER_LINKTYPES = frozenset((133, 136, 167, 178, 179, 180, 181))
 
 
 def link_ethertype(linktype: int, data: bytes) -> int | None:
     """The EtherType of a frame that is not IP (past any VLAN tags; ``0`` for an 802.3
     length-field frame), for Ethernet and Linux cooked captures; None for IP, a cut-off link
     header or another link type. Only called for the rare frame that is neither IPsec nor IP."""
+    if linktype in JUNIPER_ETHERNET:  # the Ethernet frame behind Juniper's header
+        at = _juniper_head(data)
+        return link_ethertype(1, data[at:]) if at >= 0 else None
     n = len(data)
     if linktype == 1:
         if n < 14:
@@ -82,6 +116,9 @@ def link_addresses(linktype: int, data: bytes) -> tuple[str, str]:
     Destination columns show them (Ethernet: both; Linux cooked SLL/SLL2 keep only the source, an
     address of 6 octets); ("", "") for other link types. Never filter fields: ``ip.src`` is an IP
     address only. Called on display for the few non-IP rows in view: the row store keeps no MACs."""
+    if linktype in JUNIPER_ETHERNET:
+        at = _juniper_head(data)
+        return link_addresses(1, data[at:]) if at >= 0 else ("", "")
     n = len(data)
     if linktype == 1 and n >= 14:
         return _mac(data[6:12]), _mac(data[0:6])
@@ -202,13 +239,14 @@ def _pflog(data: bytes) -> tuple[int, int]:
 NLPID_IPV4, NLPID_IPV6, NLPID_SNAP = 0xCC, 0x8E, 0x80
 
 
-def _frelay(data: bytes) -> tuple[int, int]:
+def _frelay(data: bytes, start: int = 0) -> tuple[int, int]:
     """LINKTYPE_FRELAY: the Q.922 address (2 to 4 octets: each one's low bit, EA, is set in the
     last), the UI control octet 0x03, optional 0x00 padding, then the NLPID (RFC 2427 §3): IPv4,
-    IPv6, or SNAP (OUI 00-00-00, then an Ethertype; RFC 2427 §4.1)."""
+    IPv6, or SNAP (OUI 00-00-00, then an Ethertype; RFC 2427 §4.1). ``start``: where the frame
+    starts (behind a capture header)."""
     n = len(data)
-    off = 0
-    while off < min(n, 4) and not data[off] & 1:
+    off = start
+    while off < min(n, start + 4) and not data[off] & 1:
         off += 1
     off += 1  # the octet with EA set
     if n < off + 2:
@@ -247,22 +285,127 @@ def _ppp(data: bytes) -> tuple[int, int]:
     return _ppp_protocol((data[off] << 8) | data[off + 1], off + 2)
 
 
+def _ether(data: bytes, off: int) -> tuple[int, int]:
+    """An Ethernet II frame starting at ``off``; VLAN tags may be stacked (802.1ad QinQ)."""
+    n = len(data)
+    if n < off + 14:
+        return TRUNCATED, off + 14
+    etype = (data[off + 12] << 8) | data[off + 13]
+    off += 14
+    while etype in VLAN_TPIDS:
+        if n < off + 4:
+            return TRUNCATED, off + 4
+        etype = (data[off + 2] << 8) | data[off + 3]
+        off += 4
+    if etype < 0x0600:  # 802.3 length field + LLC: not IP over Ethernet II
+        return NOT_IP, off
+    return _ethertype(etype, off, data)
+
+
+def _host_u32(b: bytes) -> int:
+    """A 32-bit field in the byte order of the host that wrote it (a small value: the half that
+    is zero tells, as for LINKTYPE_NULL's family)."""
+    v = int.from_bytes(b, "little")
+    return int.from_bytes(b, "big") if v > 0xFFFF else v
+
+
+def enc_header(data: bytes) -> tuple[int, int] | None:
+    """LINKTYPE_ENC's (SPI, flags), or None when the header is cut off."""
+    if len(data) < ENC_HDRLEN:
+        return None
+    return int.from_bytes(data[4:8], "big"), _host_u32(data[8:12])
+
+
+def enc_flags_text(flags: int) -> str:
+    """The SA's protection as tcpdump prints it: "authentic, confidential", "unprotected"."""
+    words = [w for bit, w in ((ENC_M_AUTH, "authentic"), (ENC_M_CONF, "confidential"), (ENC_M_COMP, "compressed"),
+                              (ENC_M_AUTH_AH, "AH")) if flags & bit]
+    return ", ".join(words) or "unprotected"
+
+
+def _enc(data: bytes) -> tuple[int, int]:
+    if len(data) < ENC_HDRLEN:
+        return TRUNCATED, ENC_HDRLEN
+    fam = _host_u32(data[0:4])
+    if fam == AF_INET:
+        return 4, ENC_HDRLEN
+    if fam in AF_INET6:
+        return 6, ENC_HDRLEN
+    return NOT_IP, ENC_HDRLEN
+
+
+def _juniper_head(data: bytes) -> int:
+    """Where the link header starts behind Juniper's capture header; -1 when there is none (not
+    "MGC", cut off, or the "no L2" flag: :func:`_juniper` reads those)."""
+    n = len(data)
+    if n < 4 or data[:3] != JUNIPER_MAGIC:
+        return -1
+    off = 4
+    if data[3] & JUNIPER_FLAG_EXT:
+        if n < 6:
+            return -1
+        off = 6 + ((data[4] << 8) | data[5])
+    return -1 if data[3] & JUNIPER_FLAG_NO_L2 or off > n else off
+
+
+def _juniper(linktype: int, data: bytes) -> tuple[int, int]:
+    """DLT_JUNIPER_* as Wireshark's packet-juniper.c reads them (tshark is the reference here):
+    the common header, then per link type Ethernet (ETHER, PPPOE), PPP behind 2 octets (PPP), Frame
+    Relay (FRELAY), Cisco HDLC (CHDLC), IP behind a 12-octet (outbound) or 16-octet (inbound)
+    service cookie (SERVICES: the MS/AS-PIC, where Junos runs IPsec services), or IP by a
+    little-endian protocol number and VLAN (GGSN). Not "MGC": not a Juniper frame (tshark
+    dissects nothing in it)."""
+    n = len(data)
+    if n < 4:
+        return TRUNCATED, 4
+    if data[:3] != JUNIPER_MAGIC:
+        return NOT_IP, 0
+    flags = data[3]
+    off = 4
+    if flags & JUNIPER_FLAG_EXT:
+        if n < 6:
+            return TRUNCATED, 6
+        off = 6 + ((data[4] << 8) | data[5])
+    if flags & JUNIPER_FLAG_NO_L2:
+        if n < off + 4:
+            return TRUNCATED, off + 4
+        return _juniper_proto(int.from_bytes(data[off:off + 4], "little"), off + 4, n)
+    if linktype in JUNIPER_ETHERNET:
+        return _ether(data, off)
+    if linktype == 179:  # PPP: 2 octets (address, control) before the protocol field
+        if n < off + 4:
+            return TRUNCATED, off + 4
+        return _ppp_protocol((data[off + 2] << 8) | data[off + 3], off + 4)
+    if linktype == 180:
+        return _frelay(data, off)
+    if linktype == 181:  # Cisco HDLC: address, control, Ethertype
+        if n < off + 4:
+            return TRUNCATED, off + 4
+        return _ethertype((data[off + 2] << 8) | data[off + 3], off + 4, data)
+    if linktype == 136:
+        off += 16 if flags & JUNIPER_FLAG_PKT_IN else 12
+        return (4, off) if n > off else (TRUNCATED, off + 1)
+    # 133, GGSN: protocol (2 octets, little-endian), VLAN ID (2), then the packet
+    if n < off + 4:
+        return TRUNCATED, off + 4
+    return _juniper_proto(data[off] | (data[off + 1] << 8), off + 4, n)
+
+
+def _juniper_proto(proto: int, off: int, n: int) -> tuple[int, int]:
+    if proto == JUNIPER_PROTO_IPV4_SKIP4:
+        proto, off = 2, off + 4
+    if proto in JUNIPER_PROTO_IPV4:
+        return (4, off) if n > off else (TRUNCATED, off + 1)
+    if proto in JUNIPER_PROTO_IPV6:
+        return (6, off) if n > off else (TRUNCATED, off + 1)
+    return NOT_IP, off
+
+
 def ip_offset(linktype: int, data: bytes) -> tuple[int, int]:
     """Where IP starts in ``data`` for ``linktype`` (tcpdump.org LINKTYPE_* numbers)."""
     n = len(data)
-    if linktype == 1:  # Ethernet II; VLAN tags may be stacked (802.1ad QinQ)
-        if n < 14:
-            return TRUNCATED, 14
-        etype = (data[12] << 8) | data[13]
-        off = 14
-        while etype in VLAN_TPIDS:
-            if n < off + 4:
-                return TRUNCATED, off + 4
-            etype = (data[off + 2] << 8) | data[off + 3]
-            off += 4
-        if etype < 0x0600:  # 802.3 length field + LLC: not IP over Ethernet II
-            return NOT_IP, off
-        return _ethertype(etype, off, data)
+    if linktype == 1:  # Ethernet II
+        return _ether(data, 0)
     if linktype == 101:  # raw IP, version from the first nibble
         if n < 1:
             return TRUNCATED, 1
@@ -292,6 +435,10 @@ def ip_offset(linktype: int, data: bytes) -> tuple[int, int]:
         return _nflog(data)
     if linktype == 117:
         return _pflog(data)
+    if linktype == 109:
+        return _enc(data)
+    if linktype in JUNIPER_LINKTYPES:
+        return _juniper(linktype, data)
     if linktype == 0 or linktype == 108:
         if n < 4:
             return TRUNCATED, 4
