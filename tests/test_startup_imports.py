@@ -87,8 +87,9 @@ def test_analysis_commands_load_no_tui_nor_dissector(argv: tuple) -> None:
     assert "importlib.metadata" not in mods_of(argv)
     assert "numpy.ma" not in mods_of(argv)  # np.unique of a bare array imports it
     assert "zoneinfo" not in mods_of(argv)  # UTC needs no zone database (timefmt.parse_zone)
-    if argv[0] == "sas":  # the rule families load when findings are evaluated, not for describe()/nat_verdict
-        assert not {f"ipsecscope.analysis.rules.{m}" for m in ("negotiation", "liveness", "esp", "policy")} & ours
+    if argv[0] == "sas":  # the rule families load when findings are evaluated, not for describe()/nat_verdict;
+        # liveness does: its dead-peer and peer-restarted rules say which IKE SAs are gone (IkeSa.peer_gone)
+        assert not {f"ipsecscope.analysis.rules.{m}" for m in ("negotiation", "esp", "policy")} & ours
 
 
 def test_the_probe_sees_what_a_command_loads() -> None:

@@ -72,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     for warning in session.warnings:
         print(f"ipsecscope sas: warning: {warning}", file=sys.stderr)
     st = session.stats
+    from ..analysis.peer_gone import GONE_RULES
+    from ..analysis.rules.core import evaluate_some
+
+    evaluate_some(session.table, session, GONE_RULES)  # marks the IKE SAs whose peer is gone (IkeSa.peer_gone)
     if args.json:
         doc = sas_document(session.table, args.files, capture_info(session))
         # one write: json.dump writes token by token (a write(2) each under PYTHONUNBUFFERED)
@@ -190,7 +194,9 @@ def render(table: SaTable, console: Console | None = None, keys_given: bool = Fa
     shown: set[int] = set()
     shared = one_counter(table)
     for sa in table.ike_sas.values():
-        head = (f"IKEv{sa.version} SA [bold]{sa.key}[/] {_state(sa.state, sa.state_inferred)}  "
+        # a peer the findings say is gone: the state as the evidence says it, not only as recorded
+        gone = f"[bold red], {escape(sa.peer_gone.text(_clock))}[/]" if sa.peer_gone is not None else ""
+        head = (f"IKEv{sa.version} SA [bold]{sa.key}[/] {_state(sa.state, sa.state_inferred)}{gone}  "
                 f"{escape(endpoint_text(sa.initiator, sa.initiator_port))} → "
                 f"{escape(endpoint_text(sa.responder, sa.responder_port))}")
         tree = Tree(Hanging(head, 4))  # a wrapped head line continues indented, split at spaces only

@@ -11,6 +11,8 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "initiator": str, "responder": str, "initiator_port": int, "responder_port": int,
         "state": "initiating"|"established"|"rekeyed"|"redirected"|"deleted"|"failed"|"inferred",
         "state_inferred": bool,            # guessed from encrypted traffic we could not read
+        "peer_gone": null | {"peer": str, "how": "dead"|"restarted", "since": float|null, "finding": str},
+                                           # a finding says the peer is gone while "state" is still up
         "failure": str|null, "proposal": str|null, "offered": [str], "dh_group": str|null,
         "ke_groups": [str], "invalid_ke_requested": [str], "id_i": str|null, "id_r": str|null,
         "auth_method": str|null, "mode": str|null (IKEv1 Main/Aggressive),
@@ -180,6 +182,8 @@ def ike_to_dict(sa: IkeSa, table: SaTable) -> dict:
         "key": sa.key, "version": sa.version, "spi_i": sa.ike_spi_i.hex(), "spi_r": sa.ike_spi_r.hex(),
         "initiator": sa.initiator, "responder": sa.responder, "initiator_port": sa.initiator_port,
         "responder_port": sa.responder_port, "state": sa.state.value, "state_inferred": sa.state_inferred,
+        "peer_gone": None if sa.peer_gone is None else {
+            "peer": sa.peer_gone.peer, "how": sa.peer_gone.how, "since": sa.peer_gone.since, "finding": sa.peer_gone.code},
         "failure": sa.failure, "proposal": sa.proposal, "offered": list(sa.offered),
         "dh_group": N.dh_name(sa.dh_group) if sa.dh_group is not None else None,
         "ke_groups": [N.dh_name(g) for g in sa.ke_groups],

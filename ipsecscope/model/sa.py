@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from .keys import PeerLogNote
 
 if TYPE_CHECKING:  # (annotations only: the IKE model loads with the first IKE message)
+    from collections.abc import Callable
+
     from .ike import TrafficSelector
 
 # (src, dst, SPI, "ESP" | "AH"): one direction of one SA (EspFlow.key, SaTable.flows)
@@ -411,11 +413,47 @@ class IkeSa:
     key_failed_note: str | None = None  # the decryptor's crypto_note for the first of them
     key_failed_from: list[str] = field(default_factory=list)  # addresses that sent them
     decrypted_from: list[str] = field(default_factory=list)  # addresses whose encrypted messages decrypted
+    # Set by the analysis (analysis.peer_gone, from IKE-DEAD-PEER / IKE-PEER-RESTARTED): the SA is
+    # still ESTABLISHED by what the capture records (no Delete can come from a peer that is gone)
+    # but its peer is gone. None: no finding says so.
+    peer_gone: PeerGone | None = None
 
     @property
     def key(self) -> str:
         # the JSON documents' IKE SA key, and the text views' (model.idtext.ike_sa_text) too
         return f"{self.ike_spi_i.hex()}_{self.ike_spi_r.hex()}"
+
+    @property
+    def state_word(self) -> str:
+        """The state in one word as the evidence says it: "dead" when a finding says its peer is
+        gone (dead, or restarted and without the SA), else the recorded state ("established")."""
+        return self.state.value if self.peer_gone is None else "dead"
+
+    def state_text(self, clock: Callable[[float], str] | None = None) -> str:
+        """The state as the evidence says it: "established", or "established, peer 198.18.0.2 dead
+        since 11:56:50 UTC" when a finding says the peer is gone (``clock`` writes the time: the
+        view's timefmt; without it, no time)."""
+        g = self.peer_gone
+        return self.state.value if g is None else f"{self.state.value}, {g.text(clock)}"
+
+
+@dataclass(slots=True, frozen=True)
+class PeerGone:
+    """An IKE SA's peer is gone though the SA's recorded state is still up: dead (it stopped
+    answering requests on the SA, RFC 7296 §2.4: the requester deletes the SA after its
+    retransmissions) or restarted (it answered a fresh IKE_SA_INIT at once but not the old SA: it
+    lost its state, RFC 7296 §2.21.4). The finding that says so is ``code``."""
+
+    peer: str
+    how: str  # "dead" | "restarted"
+    since: float | None  # dead: the first request it left unanswered; restarted: its last message in the SA
+    code: str  # "IKE-DEAD-PEER" | "IKE-PEER-RESTARTED"
+
+    def text(self, clock: Callable[[float], str] | None = None) -> str:
+        at = clock(self.since) if clock is not None and self.since is not None else ""
+        if self.how == "restarted":  # after its last message in the SA: when exactly is not in the capture
+            return f"peer {self.peer} restarted{f' after {at}' if at else ''}, SA lost"
+        return f"peer {self.peer} dead{f' since {at}' if at else ''}"
 
 
 def in_frame_order(frames: tuple[int, ...] | list[int]) -> tuple[int, ...]:

@@ -219,4 +219,27 @@ def evaluate(table: SaTable, ctx: object | None = None) -> list[Finding]:
 
     uniq = aggregate(uniq, table, rc.aggregate_min)
     uniq.sort(key=lambda f: (-int(f.severity), f.ts if f.ts is not None else 0.0, f.code))
+    from ..peer_gone import mark_peers_gone
+
+    mark_peers_gone(table, uniq)  # the IKE SAs whose peer the findings say is gone (IkeSa.peer_gone)
     return uniq
+
+
+def evaluate_some(table: SaTable, ctx: object | None, numbers: tuple[int, ...]) -> list[Finding]:
+    """Run only the built-in rules ``numbers`` (their families alone loaded, found by number in
+    :data:`FAMILIES`), unaggregated: for a view that needs what a few rules say without every
+    finding (``sas``: which IKE SAs' peers are gone). Marks the table as :func:`evaluate` does."""
+    import importlib
+
+    for fam in FAMILIES:
+        if any(fam.owns(n) for n in numbers):
+            importlib.import_module(f"{__package__}.{fam.module}")
+    rc = make_context(ctx)
+    out: list[Finding] = []
+    for r in REGISTRY:
+        if r.number in numbers:
+            out.extend(r.fn(table, rc) or ())
+    from ..peer_gone import mark_peers_gone
+
+    mark_peers_gone(table, out)
+    return out

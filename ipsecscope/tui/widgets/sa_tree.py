@@ -114,7 +114,8 @@ def ike_essential(sa: IkeSa) -> Text:
     text.append("●", STATE_STYLE.get(sa.state, ""))
     text.append(f" IKEv{sa.version} ")
     text.append(f"{sa.ike_spi_i.hex()[:8]}…", "cyan")
-    text.append(f" {sa.state.value}", STATE_STYLE.get(sa.state, ""))
+    # the state as the evidence says it: "dead" when a finding says its peer is gone (IkeSa.peer_gone)
+    text.append(f" {sa.state_word}", "bold red" if sa.peer_gone else STATE_STYLE.get(sa.state, ""))
     return text
 
 
