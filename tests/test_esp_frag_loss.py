@@ -112,3 +112,25 @@ def test_missing_text(missing: str, parts: dict[int, bytes], total: int | None) 
     from ipsecscope.decode.ip import missing_text
 
     assert missing_text(parts, total) == missing
+
+
+SPLIT = DATA / "frag-split"
+
+
+def test_frag_split_holes_ipv6_and_the_capture_end() -> None:
+    """tests/data/frag-split (scapy-made fragments, its README): datagram 8, an IPv4 ESP packet's
+    lone first fragment given up after 60 s; at the end an IPv4 one lacking a middle fragment (a
+    hole: lost, whatever the capture did) and an IPv6 one lacking its last, in the capture's last
+    second (it may have ended before it: INFO, not blamed on the path)."""
+    cap, keys = str(SPLIT / "frag-split.pcap"), str(SPLIT / "frag-split.keys.json")
+    marks = {r["frame"]: r["info"] for r in map(json.loads, cli("packets", "--json", cap, "-k", keys).splitlines())
+             if r["kind"] == "MALFORMED"}
+    assert [(n, "SPI " + i.split("SPI ")[1].split(" arrived")[0]) for n, i in marks.items()] == [
+        (105, "SPI 0xf4000001 seq 15"), (115, "SPI 0xf4000001 seq 19"), (123, "SPI 0xf6000001 seq 5")]
+    assert "at offsets 496-743 never captured" in marks[115] and "at offset 1736 to the end" in marks[123]
+    found = {f["facts"]["spi"]: f for f in json.loads(cli("findings", "--json", cap, "-k", keys))["findings"]
+             if f["code"] == "ESP-FRAGMENT-LOST"}
+    v4, v6 = found["0xf4000001"], found["0xf6000001"]
+    assert (v4["severity"], v4["facts"]["seqs"], v4["facts"]["on_path"]) == ("warning", [15, 19], 2)
+    assert (v6["severity"], v6["facts"]["seqs"], v6["facts"]["on_path"]) == ("info", [5], 0)
+    assert "the capture ended before the rest" in v6["title"]

@@ -78,7 +78,7 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "sport_last": int, "dport_last": int,  # ports of its latest packet (differ after a NAT rebinding)
         "ip_fragmented": int,         # packets that arrived as outer IP fragments (path MTU trouble)
         "fragments_lost": int,        # packets whose first IP fragment came and the rest never did (lost whole)
-        "fragments_lost_packets": [{"seq": int, "frame": int, "missing": str}],  # the first 16
+        "fragments_lost_packets": [{"seq": int, "frame": int, "missing": str, "time": float}],  # the first 16
       }],
       "capture": {"frames": int, "malformed": {layer: int}, "truncated": str|null}   # what could not be read
     }
@@ -249,7 +249,7 @@ def flow_to_dict(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> 
         "udp_encap": f.udp_encap, "sport": f.sport, "dport": f.dport, "keys_nat": f.keys_nat or None,
         "sport_last": f.sport_last, "dport_last": f.dport_last, "ip_fragmented": f.ip_fragmented,
         "fragments_lost": f.frag_lost,
-        "fragments_lost_packets": [{"seq": q, "frame": fr, "missing": m} for q, fr, m in f.frag_lost_packets],
+        "fragments_lost_packets": [{"seq": q, "frame": fr, "missing": m, "time": t} for q, fr, m, t in f.frag_lost_packets],
     }
 
 

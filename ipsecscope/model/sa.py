@@ -143,9 +143,9 @@ class EspFlow:
     # ESP packets of this flow whose first IP fragment the capture holds but whose other fragments
     # never came (decode.demux, model.packets.FragmentedEsp): lost to the receiver whole (RFC 4459
     # §2), though their sequence numbers were on the wire. The first few as (sequence number as on
-    # the wire, frame, the byte ranges never captured).
+    # the wire, frame, the byte ranges never captured, the first fragment's time).
     frag_lost: int = 0
-    frag_lost_packets: list[tuple[int, int, str]] = field(default_factory=list)
+    frag_lost_packets: list[tuple[int, int, str, float]] = field(default_factory=list)
     unsupported_frames: list[int] = field(default_factory=list)
     # UDP ports of the latest packet (ESP in UDP): differ from sport/dport after a NAT rebinding
     sport_last: int = 0

@@ -209,7 +209,7 @@ class Tracker(Book):
             return
         flow.frag_lost += 1
         if len(flow.frag_lost_packets) < FRAG_LOST_KEPT:
-            flow.frag_lost_packets.append((esp.seq, m.frame, esp.missing))
+            flow.frag_lost_packets.append((esp.seq, m.frame, esp.missing, m.ts))
 
     # ------------------------------------------------------------------ end of input
 

@@ -18,7 +18,7 @@ def _lost_in_fragments(f: EspFlow) -> int:
     if f.seq_min is None or f.seq_max is None or not f.frag_lost:
         return 0
     lo, hi = f.seq_min & 0xFFFFFFFF, f.seq_max & 0xFFFFFFFF
-    kept = sum(1 for s, _fr, _m in f.frag_lost_packets if lo < s < hi or (hi < lo and (s > lo or s < hi)))
+    kept = sum(1 for s, *_ in f.frag_lost_packets if lo < s < hi or (hi < lo and (s > lo or s < hi)))
     return min(f.lost, kept + f.frag_lost - len(f.frag_lost_packets))
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ...model.idtext import spi_text
-from ...model.plural import plural, verb
+from ...model.plural import noun, plural, verb
 from ...model.sa import (
     EspFlow,
     Finding,
@@ -675,38 +675,53 @@ def _black_hole_finding(table: SaTable, bh: BlackHole) -> Finding:
                "answered_max": bh.answered_max})
 
 
-@rule(82, "ESP-FRAGMENT-LOST", Severity.WARNING, ref="RFC 4459 §2; RFC 4303 §3.4.1")
+# A datagram's fragments leave their sender back to back (microseconds apart): one whose first
+# fragment came less than this before the capture's last frame may have been cut by the capture's
+# end rather than lost on the path.
+CAPTURE_TAIL_S = 1.0
+
+
+@rule(82, "ESP-FRAGMENT-LOST", (Severity.INFO, Severity.WARNING), ref="RFC 4459 §2; RFC 4303 §3.4.1")
 def r_esp_fragment_lost(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ESP packets the capture holds only the first IP fragment of: the rest lost on the path."""
     # One finding per flow (one direction of one SA): its count, its sequence numbers and the
     # fragments missing are that SA's own, as ESP-SEQ-GAP's are.
+    end = table.last_ts or 0.0
     for f in table.flows.values():
         if not f.frag_lost:
             continue
         c = table.child_sas.get(f.child_sa) if f.child_sa is not None else None
-        seqs = [s for s, _fr, _m in f.frag_lost_packets]
-        gone = list(dict.fromkeys(m for _s, _fr, m in f.frag_lost_packets))
-        more = f", and {f.frag_lost - len(seqs)} more" if f.frag_lost > len(seqs) else ""
-        sent = f.sent + f.frag_lost
+        kept = f.frag_lost_packets
+        # only a packet whose fragments stop (no hole before the last one captured) can be the capture's cut
+        tail = [p for p in kept if end - p[3] < CAPTURE_TAIL_S and p[2].startswith("offset ") and "," not in p[2]]
+        on_path = f.frag_lost - len(tail)  # beyond the kept few, counted as lost on the path
+        seqs = [p[0] for p in kept]
+        gone = list(dict.fromkeys(p[2] for p in kept))
+        more = f", and {f.frag_lost - len(kept)} more" if f.frag_lost > len(kept) else ""
+        n = f.frag_lost
+        who = "It" if n == 1 else f"{len(tail)} of them"
+        at_end = (f" {who} came in the last {CAPTURE_TAIL_S:g} s of the capture, which may have ended before the "
+                  "other fragments." if tail else "")
         yield Finding(
-            code="ESP-FRAGMENT-LOST", severity=Severity.WARNING,
-            title=f"{plural(f.frag_lost, 'ESP packet')} {f.src} -> {f.dst} on SPI {spi_text(f.spi)} "
-            f"arrived as IP fragments with later fragments missing: lost on the path",
-            explanation=f"{child_label(c) if c is not None else 'The SA'}: {plural(f.frag_lost, 'ESP packet')} from "
-            f"{f.src} to {f.dst} on SPI {spi_text(f.spi)} (sequence {'number' if len(seqs) == 1 else 'numbers'} "
-            f"{', '.join(map(str, seqs))}{more}) {verb(f.frag_lost, 'was', 'were')} bigger than the path MTU and "
-            f"went out as outer IP fragments; the capture holds the first fragment of each, which names the packet, but "
-            f"the fragment(s) at byte {' / '.join(gone)} never came. ESP is checked and decrypted only after "
+            code="ESP-FRAGMENT-LOST", severity=Severity.WARNING if on_path else Severity.INFO,
+            title=f"{plural(n, 'ESP packet')} {f.src} -> {f.dst} on SPI {spi_text(f.spi)} "
+            "arrived as IP fragments with later fragments missing"
+            + (": lost on the path" if on_path else ": the capture ended before the rest"),
+            explanation=f"{child_label(c) if c is not None else 'The SA'}: {plural(n, 'ESP packet')} from "
+            f"{f.src} to {f.dst} on SPI {spi_text(f.spi)} (sequence {noun(len(seqs), 'number')} "
+            f"{', '.join(map(str, seqs))}{more}) {verb(n, 'was', 'were')} bigger than the path MTU and "
+            f"went out as outer IP fragments; the capture holds {'its first fragment' if n == 1 else 'the first fragment of each'}, "
+            f"which names the packet, but the fragment(s) at {' / '.join(gone)} never came. ESP is checked and decrypted only after "
             "reassembly (RFC 4303 §3.4.1), so the loss of one fragment loses the whole packet (RFC 4459 §2): "
-            f"{f.dst} drops it as it is lost here, and nobody can decrypt or verify it. {f.frag_lost} of the "
-            f"{sent} packets on this SA in the capture went this way. Later fragments carry no UDP ports, so "
-            "firewalls, NATs and load balancers that filter or mis-hash them lose exactly these; a lossy link "
-            "loses them too.",
-            frames=tuple(fr for _s, fr, _m in f.frag_lost_packets), sa=flow_ref(f),
+            f"{f.dst} drops {'it' if n == 1 else 'them'} as {'it is' if n == 1 else 'they are'} lost here, and nobody can "
+            f"decrypt or verify {'it' if n == 1 else 'them'}. {n} of the {f.sent + n} packets on this SA in the capture "
+            f"went this way.{at_end} Later fragments carry no UDP ports, so firewalls, NATs and load balancers that filter "
+            "or mis-hash them lose exactly these; a lossy link loses them too.",
+            frames=tuple(p[1] for p in kept), sa=flow_ref(f),
             hint=f"Capture nearer {f.src} to see where the fragments are lost; stop the fragmentation: lower the "
             "tunnel MTU (strongSwan kernel-libipsec: charon.plugins.kernel-libipsec.mtu; an XFRM/VTI interface: ip "
             "link set DEV mtu N) or clamp the TCP MSS, or let the path pass IP fragments.",
             ts=f.first_ts,
             facts={"spi": spi_text(f.spi), "sa_direction": _direction(f.src, f.dst),
-                   "child_sa": c.id if c is not None else None, "lost": f.frag_lost, "seqs": seqs,
+                   "child_sa": c.id if c is not None else None, "lost": n, "on_path": on_path, "seqs": seqs,
                    "missing": gone})
