@@ -55,7 +55,7 @@ class FragmentedEsp:
 
     def text(self) -> str:
         """One line for the frame's row and the findings."""
-        return (f"ESP packet SPI 0x{self.spi:08x} seq {self.seq} arrived as IP fragments, the fragment(s) at "
+        return (f"ESP packet SPI 0x{self.spi:08x} seq {self.seq} arrived as IP fragments, the part at "
                 f"{self.missing} never captured — cannot decrypt/verify")
 
 

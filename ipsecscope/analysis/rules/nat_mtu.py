@@ -711,7 +711,7 @@ def r_esp_fragment_lost(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             f"{f.src} to {f.dst} on SPI {spi_text(f.spi)} (sequence {noun(len(seqs), 'number')} "
             f"{', '.join(map(str, seqs))}{more}) {verb(n, 'was', 'were')} bigger than the path MTU and "
             f"went out as outer IP fragments; the capture holds {'its first fragment' if n == 1 else 'the first fragment of each'}, "
-            f"which names the packet, but the fragment(s) at {' / '.join(gone)} never came. ESP is checked and decrypted only after "
+            f"which names the packet, but the rest of the datagram ({' / '.join(gone)}) never came. ESP is checked and decrypted only after "
             "reassembly (RFC 4303 §3.4.1), so the loss of one fragment loses the whole packet (RFC 4459 §2): "
             f"{f.dst} drops {'it' if n == 1 else 'them'} as {'it is' if n == 1 else 'they are'} lost here, and nobody can "
             f"decrypt or verify {'it' if n == 1 else 'them'}. {n} of the {f.sent + n} packets on this SA in the capture "
