@@ -1,20 +1,20 @@
-"""Liveness and path rules: unanswered IKE, dead peers, one-way ESP, stale SPIs."""
+"""Liveness and path rules: unanswered IKE, dead peers, one-way ESP, stale SPIs.
+
+The rules are here (a rule's module names its family, ``core.rule``); the evidence several of them
+weigh is in helper modules: :mod:`.unanswered` (requests never answered, IKEv1 DPD), :mod:`.restart`
+(peers that lost their state) and :mod:`.one_way` (one-way SAs judged as a group).
+"""
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from ...model.iana import Ikev1Exchange, NotifyType
+from ...model.iana import Ikev1Exchange
 from ...model.idtext import spi_text
-from ...model.keys import PeerLogNote
 from ...model.plural import noun, plural, verb, with_article
 from ...model.sa import (
-    ChildSa,
     EspFlow,
     Finding,
-    IkeExchange,
     IkeSa,
     Observation,
     SaState,
@@ -35,119 +35,23 @@ from .common import (
     icmp_errors,
     icmp_ike_refusal,
     icmp_refusal,
-    note_src,
     other_peer,
     quoted_flow,
     refusal_first,
 )
 from .core import RuleContext, rule
 from .nat_mtu import black_hole, black_hole_text
-from .one_way import OneWay, group_plain, group_siblings
-
-
-def _v1_dpd_dead(sa: IkeSa, end: float | None) -> Finding | None:
-    """IKEv1 dead peer detection (RFC 3706): each R-U-THERE is a one-way Informational with a new
-    message ID, answered by a separate R-U-THERE-ACK (the tracker files it as the response). The
-    trailing run of one side's unanswered R-U-THEREs, with nothing from the peer since, is a dead
-    peer once it is more than one try or has waited 5 s (one unanswered probe at the very end of
-    a capture is not evidence)."""
-    if sa.state not in (SaState.ESTABLISHED, SaState.REKEYED):
-        return None
-    asks = [y for y in sa.exchanges if y.dpd_seq is not None and y.request_frames]
-    if not asks:
-        return None
-    req = asks[-1].requester
-    run: list[IkeExchange] = []
-    for y in reversed(asks):
-        if y.requester != req:
-            continue
-        if y.response_frames:
-            break
-        run.append(y)
-    run.reverse()
-    if not run:
-        return None
-    first = run[0]
-    peer = other_peer(sa, req)
-    later = any(y.requester == peer and (y.request_ts or 0) > (first.request_ts or 0) for y in sa.exchanges)
-    waited = (end - first.request_ts) if end is not None and first.request_ts is not None else 0.0
-    if later or (len(run) < 2 and waited < 5):
-        return None
-    tries = sum(1 + y.retransmits for y in run)
-    seqs = list(dict.fromkeys(str(y.dpd_seq) for y in run if y.dpd_seq is not None and y.dpd_seq >= 0))
-    return Finding(
-        code="IKE-DEAD-PEER", severity=Severity.ERROR,
-        title=f"Dead peer: {peer} stopped answering {req}'s DPD (R-U-THERE sent {tries}×, no R-U-THERE-ACK)",
-        explanation=f"After the ISAKMP SA was up, {req} probed {peer} with IKEv1 dead peer detection (RFC 3706): "
-        f"{plural(tries, 'R-U-THERE notification')} over {dur(waited)} (DPD sequence number{'s' if len(seqs) > 1 else ''} "
-        f"{', '.join(seqs) or 'not given'}), and {peer} acknowledged none of them. Either {peer} is down/rebooted, or the path between "
-        "them drops IKE now.",
-        frames=frames_of([f for y in run for f in y.request_frames][:6]), sa=sa.key,
-        hint=f"Check that {peer} is running and reachable (UDP {first.responder_port or 500}); "
-        "dpd_delay/dpd_timeout decide how fast the peer is declared dead.", ts=first.request_ts)
-
-
-def _initial(sa, x) -> bool:
-    """An exchange that sets the SA up (IKEv2 IKE_SA_INIT; IKEv1 phase 1, Main or Aggressive Mode,
-    RFC 2409 §5): unanswered, the SA never came up, whatever state was guessed for it (a capture
-    that starts mid-exchange sees both cookies set): not a peer that died after it was up."""
-    return x.exchange == 34 if sa.version == 2 else x.exchange in (Ikev1Exchange.MAIN_MODE, Ikev1Exchange.AGGRESSIVE)
-
-
-def _slowest_answer(sa) -> float:
-    """The longest any request of ``sa`` waited for its response (RFC 7296 §2.1: the requester
-    waits, then retransmits): a request sent less than that before the capture ended may simply not
-    have been answered yet. 0 when nothing was answered."""
-    return max((x.response_ts - x.request_ts for x in sa.exchanges
-                if x.request_ts is not None and x.response_ts is not None), default=0.0)
-
-
-def _ike_by_pair(table: SaTable) -> dict[frozenset[str], tuple[list[float], list[IkeSa]]]:
-    """IKE SAs by peer pair in order of creation (their times beside them, for bisect), built once
-    per evaluation: :func:`_sent_once` scanned every IKE SA for each request sent once, quadratic
-    in IKE SAs (an ISAKMP reflection capture, 3,979 such requests: 5.8 s)."""
-    pairs: dict[frozenset[str], list[IkeSa]] = {}
-    for o in table.ike_sas.values():
-        if o.created_ts is not None:
-            pairs.setdefault(frozenset((o.initiator, o.responder)), []).append(o)
-    out: dict[frozenset[str], tuple[list[float], list[IkeSa]]] = {}
-    for k, sas in pairs.items():
-        sas.sort(key=lambda o: o.created_ts or 0.0)
-        out[k] = ([o.created_ts or 0.0 for o in sas], sas)
-    return out
-
-
-def _sent_once(pairs: dict[frozenset[str], tuple[list[float], list[IkeSa]]], sa: IkeSa, x: IkeExchange, req: str,
-               peer: str, exn: str, waited: float) -> Finding:
-    """An unanswered request seen once, never retransmitted, although the capture runs on past the
-    point where an answer would have come (:func:`_slowest_answer`). A requester retransmits until
-    answered or it gives up (RFC 7296 §2.1) and concludes that the peer is dead only after repeated
-    attempts (§2.4): one copy and silence after it means the requester let the exchange go (it
-    deleted the SA, or started over) or the capture lost its later packets and the answer. Neither
-    shows the peer down or the path blocked, so this is information, not a dead peer (nDPI's
-    stitched NAT-T capture: each session ends with the gateway's INFORMATIONAL, seen once)."""
-    times, sas = pairs.get(frozenset((req, peer)), ((), ()))
-    nxt = None
-    if x.request_ts is not None:  # the first IKE SA between the two created after the request
-        i = bisect.bisect_right(times, x.request_ts)
-        while i < len(sas) and sas[i] is sa:
-            i += 1
-        nxt = sas[i] if i < len(sas) else None
-    moved = (f" {nxt.initiator} started a new IKE SA with {other_peer(nxt, nxt.initiator)} "
-             f"{dur((nxt.created_ts or 0.0) - (x.request_ts or 0.0))} later (frame {nxt.frames[0]})."
-             if nxt is not None and nxt.frames else "")
-    return Finding(
-        code="IKE-NO-RESPONSE", severity=Severity.INFO,
-        title=f"{peer} did not answer {req}'s {exn} request, sent once and never retransmitted",
-        explanation=f"{req} sent {exn} (message ID {x.msg_id}) to {peer} once; the capture runs {dur(waited)} past it "
-        f"with no response and no retransmission.{moved} A requester retransmits until it is answered or gives "
-        "up, and declares its peer dead only after repeated attempts (RFC 7296 §2.1, §2.4): so "
-        f"{req} let this exchange go (it deleted the SA or started over), or the capture missed its later packets "
-        f"and the answer. This does not show {peer} down or the path blocked.",
-        frames=frames_of(x.request_frames[:1]), sa=sa.key,
-        hint="If the capture was cut or stitched from several, look at the original around this time; a "
-        f"request that really goes unanswered is retransmitted (several copies from {req}).",
-        ts=x.request_ts)
+from .one_way import (
+    OneWay,
+    flows_by_path,
+    group_plain,
+    group_siblings,
+    one_way_group,
+    sibling_return,
+    undecided_pairs,
+)
+from .restart import restart_log, restarts
+from .unanswered import ike_by_pair, initial_exchange, sent_once, slowest_answer, v1_dpd_dead
 
 
 @rule(6, ("IKE-NO-RESPONSE", "IKE-DEAD-PEER", "IKE-UDP4500-BLOCKED"), (Severity.INFO, Severity.WARNING, Severity.ERROR), ref="RFC 7296 §2.1, §2.4; RFC 3706")
@@ -161,7 +65,7 @@ def r_unanswered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     for sa in table.ike_sas.values():
         if not sa.exchanges or sa.key in restarted:
             continue
-        dpd = _v1_dpd_dead(sa, end) if sa.version == 1 else None
+        dpd = v1_dpd_dead(sa, end) if sa.version == 1 else None
         if dpd is not None:
             yield dpd
         for i, x in enumerate(sa.exchanges):
@@ -176,15 +80,15 @@ def r_unanswered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             peer = other_peer(sa, req)
             waited = (end - x.request_ts) if end is not None and x.request_ts is not None else 0.0
             tries = 1 + x.retransmits
-            if tries == 1 and waited <= _slowest_answer(sa):
+            if tries == 1 and waited <= slowest_answer(sa):
                 continue  # the capture ends before this peer answered anything this late: no evidence
             refused, icmp_frames = icmp_ike_refusal(table, sa, req)
             frames = frames_of(x.request_frames[:6], icmp_frames)
             exn = exchange_label(x, sa.version)
             if tries == 1 and not refused:
                 if pairs is None:
-                    pairs = _ike_by_pair(table)
-                yield _sent_once(pairs, sa, x, req, peer, exn, waited)
+                    pairs = ike_by_pair(table)
+                yield sent_once(pairs, sa, x, req, peer, exn, waited)
                 continue
             init_answered = any(y.exchange == 34 and y.response_frames for y in sa.exchanges)
             if (x.exchange == 35 and init_answered and x.responder_port == 4500
@@ -204,7 +108,7 @@ def r_unanswered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                           "firewall rule rejects it (nft list ruleset / iptables -S)." if refused else
                           "Allow UDP 4500 in both directions between the peers (and ESP-in-UDP after it)."),
                     ts=x.request_ts)
-            elif sa.state in (SaState.ESTABLISHED, SaState.REKEYED) and not _initial(sa, x):
+            elif sa.state in (SaState.ESTABLISHED, SaState.REKEYED) and not initial_exchange(sa, x):
                 yield Finding(
                     code="IKE-DEAD-PEER", severity=Severity.ERROR,
                     title=f"Dead peer: {peer} stopped answering {req} ({exn} sent {tries}×, no reply)",
@@ -389,8 +293,8 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     grouped: set[int] = set()
     plain: list[OneWay] = []
     siblings: list[tuple[OneWay, tuple[EspFlow, str]]] = []  # and the SA the silent peer sends on
-    for group in _undecided_pairs(table):
-        found = _one_way_group(table, group)
+    for group in undecided_pairs(table):
+        found = one_way_group(table, group)
         if found is not False:
             grouped.update(c.id for c in group)
             if found is not None:
@@ -424,8 +328,8 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         alive = bool(why)
         why, why_hint = refusal_first(why, why_hint, ike_frames, refused, icmp_hint, f.dst, f.udp_encap)
         if paths is None:
-            paths = _flows_by_path(table)
-        sib = _sibling_return(table, c, one, paths)
+            paths = flows_by_path(table)
+        sib = sibling_return(table, c, one, paths)
         if sib == ():
             continue  # the reverse runs on the same SPI: one manually keyed SA used both ways
         if sib is not None and not refused:
@@ -461,126 +365,6 @@ def r_one_way(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     else:
         yield from (o.finding for o in plain)
         yield from (o.finding for o, _ in siblings)
-
-
-def _undecided_pairs(table: SaTable) -> list[list[ChildSa]]:
-    """INFERRED CHILD SAs left unpaired because more than one opposite flow fit (their
-    ``pair_candidates``, state/traffic.infer), grouped with the SAs those flows are on: within a
-    group which flow is whose pair is not known, so no one of them is one-way by itself."""
-    spis = {(f.src, f.dst, f.spi, f.protocol): f.child_sa for f in table.flows.values()
-            if f.child_sa is not None} if any(c.pair_candidates for c in table.child_sas.values()) else {}
-    parent: dict[int, int] = {}
-
-    def root(i: int) -> int:
-        while parent.setdefault(i, i) != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for c in table.child_sas.values():
-        if not c.pair_candidates or c.state != SaState.INFERRED or c.spi_i is not None:
-            continue
-        root(c.id)
-        for spi in c.pair_candidates:
-            other = spis.get((c.responder, c.initiator, spi, c.protocol))
-            if other is not None:
-                parent[root(other)] = root(c.id)
-    groups: dict[int, list[ChildSa]] = {}
-    for i in parent:
-        c = table.child_sas.get(i)
-        if c is not None:
-            groups.setdefault(root(i), []).append(c)
-    return [g for g in groups.values() if len(g) > 1]
-
-
-def _one_way_group(table: SaTable, group: list[ChildSa]) -> Finding | None | bool:
-    """One finding for a group of :func:`_undecided_pairs`: when one peer sends on more of them
-    than the other, that many of its SAs have nothing back, but which ones is not known (nothing
-    on the wire links two SPIs without the IKE exchange, RFC 4301 §4.1). None when both sides send
-    on as many SAs (each may have its pair), False when ICMP errors refuse some of their packets
-    (then each SA is judged by itself, refusal first)."""
-    by_src: dict[str, list[EspFlow]] = {}
-    for c in group:
-        for f in c.flows(table):
-            by_src.setdefault(f.src, []).append(f)
-    if len(by_src) != 2 or any(icmp_refusal(table, f)[0] for fs in by_src.values() for f in fs):
-        return False
-    (a, fa), (b, fb) = sorted(by_src.items(), key=lambda kv: -len(kv[1]))
-    if len(fa) == len(fb) or sum(f.sent for f in fa) < 3 or is_multicast(b):
-        return None
-    fa.sort(key=lambda f: f.first_frame)
-    fb.sort(key=lambda f: f.first_frame)
-    n = len(fa) - len(fb)
-
-    def listing(fs: list[EspFlow]) -> str:
-        return ", ".join(f"{spi_text(f.spi)} ({plural(f.sent, 'packet')})" for f in fs)
-
-    f = fa[0]
-    return Finding(
-        code="ESP-ONE-WAY", severity=Severity.WARNING,
-        title=f"One-way {f.protocol}: {n} of {a}'s {len(fa)} SAs to {b} {verb(n, 'has')} nothing back; "
-        f"{b} sends on {len(fb)}",
-        explanation=f"{a} sends {f.protocol} to {b} on {len(fa)} SAs, {listing(fa)}, and {b} to {a} on {len(fb)}, "
-        f"{listing(fb)}, all started together and active at once. Without the IKE exchanges that made them "
-        "nothing links the two SPIs of a CHILD SA (RFC 4301 §4.1), and here more than one pairing fits: "
-        f"{n} of {a}'s SAs {verb(n, 'has')} no return SA in use, which {noun(n, 'one')} "
-        f"is not known. {b} is up and receives, and the path carries its {f.protocol}. If the CHILD SAs carry "
-        f"the same traffic (negotiated at once: crossing Quick Modes, or a collision, RFC 7296 §2.8), {b} "
-        "answers all of it on its SAs and nothing is lost; if they carry different traffic selectors, the "
-        "return traffic of one is missing.",
-        frames=tuple(x.first_frame for x in fa + fb), sa=flow_ref(f),
-        hint="Give -k (IKE keys) to see which SPIs each exchange negotiated and their traffic selectors: the "
-        f"same selectors mean duplicate SAs (harmless; both sides usually delete one); different ones mean {b} "
-        "has no outbound SA or policy for one's traffic.", ts=f.first_ts)
-
-
-def _flows_by_path(table: SaTable) -> dict[tuple[str, str, str], list[EspFlow]]:
-    """Flows by (source, destination, protocol), built once per evaluation: a scan of every flow
-    for each one-way SA made the rule quadratic in SAs (10,000 one-way SAs: 440 us a packet)."""
-    paths: dict[tuple[str, str, str], list[EspFlow]] = {}
-    for r in table.flows.values():
-        paths.setdefault((r.src, r.dst, r.protocol), []).append(r)
-    return paths
-
-
-def _sibling_return(table: SaTable, c, one: list[EspFlow],
-                    paths: dict[tuple[str, str, str], list[EspFlow]]) -> tuple | None:
-    """(explanation, hint, frames, (its flow, its SA's name)) when the silent peer does send ESP to
-    the sender while this one-way SA is in use, on another CHILD SA's SPI: it is up, receives, and
-    its path carries ESP.
-    Two CHILD SAs for the same traffic (both peers negotiating at once: IKEv1 Quick Modes crossing,
-    RFC 7296 §2.8 for IKEv2) leave each peer free to send on either, and the answers to this SA's
-    traffic may be those packets (Arkime's Fortinet IKEv1 capture: two Quick Modes at once, one peer
-    sends on both SAs, the other on one, with exactly as many packets as both). Only selectors
-    (keys) could tell that from one CHILD SA of several whose return traffic alone is lost. ``()``
-    when the reverse uses the very same SPI."""
-    f = one[0]
-    first = min((x.first_ts for x in one if x.first_ts is not None), default=None)
-    last = max((x.last_ts for x in one if x.last_ts is not None), default=None)
-    if first is None or last is None:
-        return None
-    mine = {id(x) for x in one}
-    back = [r for r in paths.get((f.dst, f.src, f.protocol), ())
-            if id(r) not in mine and r.packets and r.first_ts is not None and r.last_ts is not None
-            and r.first_ts <= last and r.last_ts >= first and r.child_sa != c.id]
-    if not back:
-        return None
-    if any(r.spi == f.spi for r in back):
-        # Each receiver picks its own SPI for an IKE-made SA; the same SPI both ways between two
-        # peers is a manually keyed pair (RFC 4552 §7 keys a whole link with one): not one-way.
-        return ()
-    r = max(back, key=lambda x: x.sent)
-    other = table.child_sas.get(r.child_sa) if r.child_sa is not None else None
-    name = child_label(other) if other is not None else "another SA"
-    return (f" Yet {f.dst} sends ESP to {f.src} meanwhile, on SPI {spi_text(r.spi)} ({name}, {plural(r.sent, 'packet')}, "
-            f"{clock(r.first_ts)} to {clock(r.last_ts)}): it is up and receives, and the path carries its ESP. "
-            "If both CHILD SAs carry the same traffic (negotiated at once by both peers: crossing Quick Modes, "
-            f"or a collision, RFC 7296 §2.8), {f.dst} answers on that one and nothing is lost; if they carry "
-            "different traffic selectors, this SA's return traffic alone is missing.",
-            f"Compare the two CHILD SAs' traffic selectors (swanctl --list-sas, or give -k): the same selectors "
-            f"mean duplicate SAs (harmless; both sides usually delete one); different ones mean {f.dst} has no "
-            "outbound SA or policy for this one's traffic.",
-            (r.first_frame,) if r.first_frame is not None else (), (r, name))
 
 
 @rule(27, "ESP-RETURN-STOPPED", Severity.WARNING, ref="RFC 4303 §3.4")
@@ -636,95 +420,6 @@ def r_return_stopped(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
 # ---------------------------------------------------------------------------------- restarted peer
 
 
-@dataclass(slots=True)
-class Restart:
-    """A peer that lost its state: ``other`` kept using the old IKE SA and its CHILD SAs, ``peer``
-    answered none of it, then answered a fresh IKE_SA_INIT from the same addresses at once."""
-
-    peer: str
-    other: str
-    old: IkeSa
-    new: IkeSa
-    last_alive_ts: float | None  # the last thing ``peer`` sent in the old SA (IKE or ESP)
-    last_alive_frame: int | None
-    unanswered: list[IkeExchange]  # old-SA requests from ``other`` left unanswered (or refused)
-    refused: list[IkeExchange]  # ... answered with INVALID_IKE_SPI (RFC 7296 §2.21.4)
-    stale: list[EspFlow]  # ESP from ``other`` to ``peer`` on the old CHILD SAs after that
-    recovered: IkeExchange  # the new IKE SA's IKE_SA_INIT
-
-
-_INIT_EXCHANGES = (34, 2, 4)  # IKE_SA_INIT; IKEv1 Main / Aggressive Mode
-_AT_ONCE_S = 2.0  # an IKE_SA_INIT answered within this is "at once": the peer is up and reachable
-
-
-def restarts(table: SaTable) -> list[Restart]:
-    """Restarted peers, from the capture alone (see :class:`Restart`).
-
-    Why this is a restart and not a dead peer or a broken path: the same peer, on the same
-    addresses, answers a new IKE_SA_INIT at once right after ignoring every request of the old
-    IKE SA. A live peer that still held the old SA would have answered those (RFC 7296 §2.4).
-    """
-    out = []
-    sas = sorted(table.ike_sas.values(), key=lambda s: s.created_ts or 0.0)
-    for old in sas:
-        if old.established_ts is None:
-            continue
-        for peer in (old.initiator, old.responder):
-            other = other_peer(old, peer)
-            alive: list[tuple[float, int]] = []
-            for x in old.exchanges:
-                if x.requester == peer and x.request_ts is not None and x.request_frames:
-                    alive.append((x.request_ts, x.request_frames[0]))
-                if x.requester == other and x.response_ts is not None and x.response_frames and \
-                        x.error != NotifyType.INVALID_IKE_SPI:
-                    alive.append((x.response_ts, x.response_frames[0]))
-            children = [table.child_sas[i] for i in old.children if i in table.child_sas]
-            flows = [f for c in children for f in c.flows(table)]
-            alive += [(f.last_ts, f.last_frame) for f in flows if f.src == peer and f.last_ts is not None]
-            last_ts, last_frame = max(alive) if alive else (None, None)
-            unanswered = [x for x in old.exchanges if x.requester == other and x.request_ts is not None
-                          and (last_ts is None or x.request_ts > last_ts)
-                          and (not x.response_frames or x.error == NotifyType.INVALID_IKE_SPI)]
-            if not unanswered:
-                continue
-            since = unanswered[0].request_ts or 0.0
-            new = next((s for s in sas if s is not old and s.rekeyed_from != old.key
-                        and {s.initiator, s.responder} == {peer, other} and (s.created_ts or 0.0) > since), None)
-            init = next((x for x in new.exchanges if x.exchange in _INIT_EXCHANGES), None) if new else None
-            if new is None or init is None or init.requester != other or not init.response_frames:
-                continue
-            if init.response_ts is None or init.request_ts is None or init.response_ts - init.request_ts > _AT_ONCE_S:
-                continue
-            stale = [f for f in flows if f.src == other and f.last_ts is not None
-                     and (last_ts is None or f.last_ts > last_ts)]
-            refused = [x for x in unanswered if x.error == NotifyType.INVALID_IKE_SPI]
-            out.append(Restart(peer, other, old, new, last_ts, last_frame, unanswered, refused, stale, init))
-            break
-    return out
-
-
-def _restart_log(ctx: RuleContext, r: Restart) -> tuple[str, tuple[PeerLogNote, ...]]:
-    """The restarted peer's own log: its "IKE_SA checkout not successful" (or libipsec's
-    "does not belong to an installed SA") for the old SA, and the daemon start before them.
-
-    Those lines carry no address; a log that cannot find the old IKE SA by its SPIs while the
-    other peer is sending on it is the log of the peer that lost it."""
-    unknown = [n for n in ctx.peer_notes if n.kind == "unknown_sa" and n.ike_sa == r.old.key]
-    if not unknown:
-        return "", ()
-    path = unknown[0].source.rpartition(":")[0]
-    first_line = min(int(n.source.rpartition(":")[2] or 0) for n in unknown if n.source.startswith(path))
-    starts = [n for n in ctx.peer_notes if n.kind == "daemon_start" and n.source.rpartition(":")[0] == path
-              and int(n.source.rpartition(":")[2] or 0) < first_line]
-    start = starts[-1] if starts else None  # keys.charon records only restarts (a log's 2nd+ start)
-    text = f" {r.peer}'s log confirms it:"
-    if start is not None:
-        text += f" its daemon started again at {start.ts} ({note_src(start)}: \"{start.text}\"), and"
-    text += (f" it could not find the old IKE SA {r.old.key} for {plural(len(unknown), 'incoming message')} "
-             f"({note_src(unknown[0])}: \"{unknown[0].text}\").")
-    return text, ((start,) if start else ()) + tuple(unknown[:4])
-
-
 @rule(70, "IKE-PEER-RESTARTED", Severity.ERROR, ref="RFC 7296 §2.4, §2.21.4")
 def r_peer_restarted(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """A peer that restarted and lost its SAs: old SPIs unanswered, then a fresh IKE_SA_INIT answered at once."""
@@ -752,7 +447,7 @@ def r_peer_restarted(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if resumed and len({f.src for f in resumed}) == 2:
             recovery += (f"; ESP resumed both ways on new SPIs ({', '.join(spi_text(f.spi) for f in resumed[:4])}, "
                          f"{plural(sum(f.sent for f in resumed), 'packet')})")
-        log, notes = _restart_log(ctx, r)
+        log, notes = restart_log(ctx, r)
         certain = bool(r.refused or log)
         lead = f"{r.peer} lost its state" + (" (restarted)" if certain else " (most likely restarted)")
         yield Finding(

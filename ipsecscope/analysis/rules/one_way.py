@@ -13,6 +13,11 @@ first few SAs'. Several SAs of one pair whose silent peer sends on the same othe
 (duplicate CHILD SAs, crossing Quick Modes) are one finding too (:func:`group_siblings`). Per-SA
 findings with evidence of their own stay separate: the ICMP error a router sent about this SA,
 the silent peer's IKE answers after this SA's traffic began, belong to the one SA and its peer.
+
+What ESP-ONE-WAY (``liveness.r_one_way``) asks before any grouping is here too: which INFERRED SAs
+cannot be paired for certain and are judged as one group (:func:`undecided_pairs`,
+:func:`one_way_group`), and whether the silent peer sends on another SA meanwhile
+(:func:`sibling_return`, over the flows by path :func:`flows_by_path` indexes once).
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from dataclasses import dataclass
 
 from ...model.idtext import spi_text
 from ...model.plural import noun, plural, verb
-from ...model.sa import ChildSa, EspFlow, Finding, FindingMember, SaTable, Severity
-from .common import child_label, flow_ref
+from ...model.sa import ChildSa, EspFlow, Finding, FindingMember, SaState, SaTable, Severity, is_multicast
+from .common import child_label, clock, flow_ref, icmp_refusal
 
 NAMED = 5  # SAs (or peers) a group finding names in its text; the rest are "and N more"
 GROUP_MIN = 2  # two SAs silent towards one host already point at that host
@@ -64,7 +69,7 @@ def group_plain(table: SaTable, plain: list[OneWay]) -> Iterator[Finding]:
 
 def group_siblings(items: list[tuple[OneWay, tuple[EspFlow, str]]]) -> Iterator[Finding]:
     """One finding per peer pair for one-way SAs whose silent peer sends on the same other SA
-    meanwhile (liveness._sibling_return: that flow and its SA's name): one condition, several SAs
+    meanwhile (:func:`sibling_return`: that flow and its SA's name): one condition, several SAs
     from one side answered (or not) on one SA from the other. Fewer than :data:`GROUP_MIN` keep
     their own finding."""
     groups: dict[tuple[str, str, str, int], list[tuple[OneWay, tuple[EspFlow, str]]]] = {}
@@ -214,3 +219,126 @@ def _receiver_finding(ends: _Ends, group: list[OneWay]) -> Finding:
     hint = (f"Check on {dst}: SAs and policies installed for these {noun(len(peers), 'peer')} (ip xfrm state/policy), "
             f"{proto}{udp} allowed in, and routes back; or whether the capture sees {dst}'s outbound traffic.")
     return _finding(group, title, text, hint, facts)
+
+
+# ------------------------------------------- before grouping: what ESP-ONE-WAY (liveness.r_one_way) asks
+
+
+def undecided_pairs(table: SaTable) -> list[list[ChildSa]]:
+    """INFERRED CHILD SAs left unpaired because more than one opposite flow fit (their
+    ``pair_candidates``, state/traffic.infer), grouped with the SAs those flows are on: within a
+    group which flow is whose pair is not known, so no one of them is one-way by itself."""
+    spis = {(f.src, f.dst, f.spi, f.protocol): f.child_sa for f in table.flows.values()
+            if f.child_sa is not None} if any(c.pair_candidates for c in table.child_sas.values()) else {}
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent.setdefault(i, i) != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for c in table.child_sas.values():
+        if not c.pair_candidates or c.state != SaState.INFERRED or c.spi_i is not None:
+            continue
+        root(c.id)
+        for spi in c.pair_candidates:
+            other = spis.get((c.responder, c.initiator, spi, c.protocol))
+            if other is not None:
+                parent[root(other)] = root(c.id)
+    groups: dict[int, list[ChildSa]] = {}
+    for i in parent:
+        c = table.child_sas.get(i)
+        if c is not None:
+            groups.setdefault(root(i), []).append(c)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def one_way_group(table: SaTable, group: list[ChildSa]) -> Finding | None | bool:
+    """One finding for a group of :func:`undecided_pairs`: when one peer sends on more of them
+    than the other, that many of its SAs have nothing back, but which ones is not known (nothing
+    on the wire links two SPIs without the IKE exchange, RFC 4301 §4.1). None when both sides send
+    on as many SAs (each may have its pair), False when ICMP errors refuse some of their packets
+    (then each SA is judged by itself, refusal first)."""
+    by_src: dict[str, list[EspFlow]] = {}
+    for c in group:
+        for f in c.flows(table):
+            by_src.setdefault(f.src, []).append(f)
+    if len(by_src) != 2 or any(icmp_refusal(table, f)[0] for fs in by_src.values() for f in fs):
+        return False
+    (a, fa), (b, fb) = sorted(by_src.items(), key=lambda kv: -len(kv[1]))
+    if len(fa) == len(fb) or sum(f.sent for f in fa) < 3 or is_multicast(b):
+        return None
+    fa.sort(key=lambda f: f.first_frame)
+    fb.sort(key=lambda f: f.first_frame)
+    n = len(fa) - len(fb)
+
+    def listing(fs: list[EspFlow]) -> str:
+        return ", ".join(f"{spi_text(f.spi)} ({plural(f.sent, 'packet')})" for f in fs)
+
+    f = fa[0]
+    return Finding(
+        code="ESP-ONE-WAY", severity=Severity.WARNING,
+        title=f"One-way {f.protocol}: {n} of {a}'s {len(fa)} SAs to {b} {verb(n, 'has')} nothing back; "
+        f"{b} sends on {len(fb)}",
+        explanation=f"{a} sends {f.protocol} to {b} on {len(fa)} SAs, {listing(fa)}, and {b} to {a} on {len(fb)}, "
+        f"{listing(fb)}, all started together and active at once. Without the IKE exchanges that made them "
+        "nothing links the two SPIs of a CHILD SA (RFC 4301 §4.1), and here more than one pairing fits: "
+        f"{n} of {a}'s SAs {verb(n, 'has')} no return SA in use, which {noun(n, 'one')} "
+        f"is not known. {b} is up and receives, and the path carries its {f.protocol}. If the CHILD SAs carry "
+        f"the same traffic (negotiated at once: crossing Quick Modes, or a collision, RFC 7296 §2.8), {b} "
+        "answers all of it on its SAs and nothing is lost; if they carry different traffic selectors, the "
+        "return traffic of one is missing.",
+        frames=tuple(x.first_frame for x in fa + fb), sa=flow_ref(f),
+        hint="Give -k (IKE keys) to see which SPIs each exchange negotiated and their traffic selectors: the "
+        f"same selectors mean duplicate SAs (harmless; both sides usually delete one); different ones mean {b} "
+        "has no outbound SA or policy for one's traffic.", ts=f.first_ts)
+
+
+def flows_by_path(table: SaTable) -> dict[tuple[str, str, str], list[EspFlow]]:
+    """Flows by (source, destination, protocol), built once per evaluation: a scan of every flow
+    for each one-way SA made the rule quadratic in SAs (10,000 one-way SAs: 440 us a packet)."""
+    paths: dict[tuple[str, str, str], list[EspFlow]] = {}
+    for r in table.flows.values():
+        paths.setdefault((r.src, r.dst, r.protocol), []).append(r)
+    return paths
+
+
+def sibling_return(table: SaTable, c: ChildSa, one: list[EspFlow],
+                    paths: dict[tuple[str, str, str], list[EspFlow]]) -> tuple | None:
+    """(explanation, hint, frames, (its flow, its SA's name)) when the silent peer does send ESP to
+    the sender while this one-way SA is in use, on another CHILD SA's SPI: it is up, receives, and
+    its path carries ESP.
+    Two CHILD SAs for the same traffic (both peers negotiating at once: IKEv1 Quick Modes crossing,
+    RFC 7296 §2.8 for IKEv2) leave each peer free to send on either, and the answers to this SA's
+    traffic may be those packets (Arkime's Fortinet IKEv1 capture: two Quick Modes at once, one peer
+    sends on both SAs, the other on one, with exactly as many packets as both). Only selectors
+    (keys) could tell that from one CHILD SA of several whose return traffic alone is lost. ``()``
+    when the reverse uses the very same SPI."""
+    f = one[0]
+    first = min((x.first_ts for x in one if x.first_ts is not None), default=None)
+    last = max((x.last_ts for x in one if x.last_ts is not None), default=None)
+    if first is None or last is None:
+        return None
+    mine = {id(x) for x in one}
+    back = [r for r in paths.get((f.dst, f.src, f.protocol), ())
+            if id(r) not in mine and r.packets and r.first_ts is not None and r.last_ts is not None
+            and r.first_ts <= last and r.last_ts >= first and r.child_sa != c.id]
+    if not back:
+        return None
+    if any(r.spi == f.spi for r in back):
+        # Each receiver picks its own SPI for an IKE-made SA; the same SPI both ways between two
+        # peers is a manually keyed pair (RFC 4552 §7 keys a whole link with one): not one-way.
+        return ()
+    r = max(back, key=lambda x: x.sent)
+    other = table.child_sas.get(r.child_sa) if r.child_sa is not None else None
+    name = child_label(other) if other is not None else "another SA"
+    return (f" Yet {f.dst} sends ESP to {f.src} meanwhile, on SPI {spi_text(r.spi)} ({name}, {plural(r.sent, 'packet')}, "
+            f"{clock(r.first_ts)} to {clock(r.last_ts)}): it is up and receives, and the path carries its ESP. "
+            "If both CHILD SAs carry the same traffic (negotiated at once by both peers: crossing Quick Modes, "
+            f"or a collision, RFC 7296 §2.8), {f.dst} answers on that one and nothing is lost; if they carry "
+            "different traffic selectors, this SA's return traffic alone is missing.",
+            f"Compare the two CHILD SAs' traffic selectors (swanctl --list-sas, or give -k): the same selectors "
+            f"mean duplicate SAs (harmless; both sides usually delete one); different ones mean {f.dst} has no "
+            "outbound SA or policy for this one's traffic.",
+            (r.first_frame,) if r.first_frame is not None else (), (r, name))
