@@ -11,8 +11,6 @@ file when a view asks for it.
 from __future__ import annotations
 
 import bisect
-import socket
-import struct
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -22,49 +20,29 @@ from typing import TYPE_CHECKING
 
 from . import session_fast
 from .capture import open_capture, renumbered
-from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
+from .crypto.esp import EspDecryptor, EspResult
 from .decode.demux import Decoder
-from .decode.inner import EspLayer, InnerStore
-from .decode.link import link_ethertype
+from .decode.inner import InnerStore
 from .decode.quoted import QuotedStore
 from .keys import KeyStore, add_secrets_block, load_keys
 from .keys.match import FileMatch, match_keys
-from .model import iana
-from .model.idtext import msg_id_text
-from .model.packets import (
-    AhPacket,
-    EspPacket,
-    FrameRow,
-    IcmpError,
-    IkeDatagram,
-    Malformed,
-    NatKeepalive,
-    Packet,
-    RawFrame,
-    link_text,
-)
+from .model.packets import EspPacket, FrameRow, Malformed, Packet, RawFrame
 from .model.plural import plural
 from .model.sa import Finding, SaTable, Severity
-from .rowstore import STATUS_CODES, FrameOffsets, NoRows, RowStore, follow_moves
+from .rowstore import FrameOffsets, NoRows, RowStore, follow_moves
 from .session_detail import FrameDetail, FrameViews, QuotedEsp, describe_inner, iana_proto
-from .session_esp import count_outcome
-from .state.names import exchange_name
+from .session_packets import PacketHandling
 from .state.tracker import Tracker
 
 if TYPE_CHECKING:
     # The IKE stack (decoder, decryptors, the IKE model, session_quoted) is imported at the first
     # IKE message or ICMP quote: a capture of ESP alone never needs it (start-up, issue 15).
-    from .crypto.ah import AhResult, AhVerifier
+    from .crypto.ah import AhVerifier
     from .crypto.ike_sk import IkeDecryptor
     from .crypto.ikev1 import Ikev1Decryptor
     from .model.ike import IkeMessage
     from .state.ikev1_frag import Ikev1Reassembler
 
-_ESP_HDR = struct.Struct("!II")
-# EspResult.status -> the row status a Packets table shows
-_ROW_STATUS = {"ok": "decrypted", "no_key": "no-key", "icv_failed": "icv-bad"}
-# AhResult.status -> the row status (AH authenticates, it does not encrypt: "verified")
-_AH_ROW_STATUS = {"ok": "verified", "no_key": "no-key", "icv_failed": "icv-bad", "unverifiable": "unverified"}
 
 # Live mode has no file to re-read a frame from: the raw bytes of the most recent frames are kept
 # (up to this many bytes, and never more frames than rows) for the detail pane's decode and hex view.
@@ -103,89 +81,7 @@ class SessionStats:
         return sum(self.malformed.values())
 
 
-class _AhCheck:
-    """An AH packet's frame to :meth:`AhVerifier.verify`: where its IP header starts."""
-
-    __slots__ = ("verify", "ip_offset")
-
-    def __init__(self, verifier: AhVerifier) -> None:
-        from .decode.link import ip_offset
-
-        self.verify, self.ip_offset = verifier.verify, ip_offset
-
-    def check(self, pkt: AhPacket, raw: RawFrame) -> AhResult:
-        _ver, off = self.ip_offset(raw.linktype, raw.data)
-        try:
-            return self.verify(pkt, raw.data, off)
-        except Exception as exc:  # noqa: BLE001 - odd input must never stop a capture being read
-            from .crypto.ah import AhResult
-
-            return AhResult("unverifiable", reason=f"internal error ({type(exc).__name__}); ICV not checked")
-
-
-def _intern(cache: dict[str, str], s: str) -> str:
-    # Millions of rows share a handful of addresses; one str object each keeps memory flat.
-    return cache.setdefault(s, s)
-
-
-def _payload_label(enum: type, value: int) -> str:
-    """One token per payload in the row's list: the registry name, else PRIVATE(n) for the
-    private-use range (RFC 2408 §3.1, RFC 7296 §3.2: 128-255; Microsoft's AuthIP sends 133, 135)
-    or UNASSIGNED(n): the registry's "<ENUMNAME> <value>" would read as two payloads."""
-    try:
-        return enum(value).name
-    except ValueError:
-        return f"PRIVATE({value})" if value >= 128 else f"UNASSIGNED({value})"
-
-
-def _ike_info(msg: IkeMessage) -> str:
-    h = msg.header
-    exch = exchange_name(h.exchange, h.major)  # IKE_SA_INIT; 'Main Mode', as the SA views say it
-    role = ("response" if h.is_response else "request") if h.major == 2 else "v1"
-    names = []
-    # A decrypted IKEv1 message keeps its encrypted body as one opaque payload: show the inside.
-    shown = msg.inner if (h.encrypted_v1 and msg.decrypted) else msg.payloads + msg.inner
-    from .model.ike import NotifyPayload, phase1_payload_label
-
-    for p in shown:
-        if isinstance(p, NotifyPayload):
-            enum = iana.NotifyType if h.major == 2 else getattr(iana, "Ikev1NotifyType", iana.NotifyType)
-            names.append(f"N({iana.name(enum, p.notify_type)})")
-        elif h.major == 1 and (draft := phase1_payload_label(p)) is not None:
-            names.append(draft)
-        else:
-            enum = iana.PayloadType if h.major == 2 else getattr(iana, "Ikev1Payload", iana.PayloadType)
-            names.append(_payload_label(enum, p.type))
-    flag = ""
-    if msg.decrypted or msg.icv_ok is False:
-        flag = " (decrypted)" if msg.icv_ok is not False else " (ICV BAD)"
-    head = f"{exch} {role} #{msg_id_text(h.msg_id)}"
-    if msg.v1_fragments is not None:
-        piece = _v1_piece(msg)
-        if msg.reassembled_from:
-            # tshark: "Reassembled + Message fragment 2 - last"; the whole message is shown here
-            frames = ", ".join(map(str, msg.reassembled_from))
-            return f"{head} {piece}, reassembled from frames {frames}: [ {' '.join(names)} ]{flag}"
-        return f"{head} [ {' '.join(names)} ] {piece}"
-    return f"{head} [ {' '.join(names)} ]{flag}"
-
-
-def _v1_piece(msg: IkeMessage) -> str:
-    """'fragment 2/2 of message ID 0 (Fragment ID 1)' for an IKEv1 piece (payload 132)."""
-    fs = msg.v1_fragments
-    assert fs is not None
-    num = next((n for n, f in fs.frames.items() if f == msg.frame), None)
-    if num is None:  # not added: a repeat of a number held, or a piece of a finished message
-        p = msg.payloads[0] if msg.payloads else None
-        num = getattr(p, "number", 0)
-        tail = " again" if fs.dropped is None else f" not reassembled: {fs.dropped}"
-    else:
-        tail = ""
-    of = f"/{fs.last}" if fs.last else ""
-    return f"fragment {num}{of} of message ID {msg_id_text(fs.msg_id)} (Fragment ID {fs.frag_id}){tail}"
-
-
-class Session(FrameViews):
+class Session(PacketHandling, FrameViews):
     """One capture (or live source) with its keys, decoded, decrypted and correlated."""
 
     def __init__(self, keys: KeyStore | None = None, *, max_rows: int | None = None,
@@ -274,7 +170,7 @@ class Session(FrameViews):
         # AH ICVs are checked only once the keys hold an AH SA (crypto.ah): a capture without AH
         # keys pays one integer compare per AH packet (_ah_verifier), nothing per other packet.
         self.ah_verifier: AhVerifier | None = None
-        self._ah_check: _AhCheck | None = None
+        self._ah_check = None  # session_packets._AhCheck (its type declared in PacketHandling)
         self._ah_keys_version = -1
         self._addr: dict[str, str] = {}
         self._findings: list[Finding] | None = None
@@ -282,15 +178,6 @@ class Session(FrameViews):
         self._secrets_seen = 0
         self._live_raw: OrderedDict[int, RawFrame] = OrderedDict()  # frame -> raw (live mode only)
         self._live_raw_bytes = 0
-
-    def _ike_decryptors(self) -> tuple[IkeDecryptor, Ikev1Decryptor, IkeDecryptor]:
-        """(IKEv2, IKEv1, quoted IKE: its counters are not the capture's) at the first IKE message."""
-        if self._ike_dec is None:
-            from .crypto.ike_sk import IkeDecryptor
-            from .crypto.ikev1 import Ikev1Decryptor
-
-            self._ike_dec = (IkeDecryptor(self.keys), Ikev1Decryptor(self.keys), IkeDecryptor(self.keys))
-        return self._ike_dec
 
     def add_key_files(self, paths: Iterable[str | Path], strict: bool = False) -> int:
         """Load key files into this session's store; returns how many keys they added.
@@ -468,349 +355,6 @@ class Session(FrameViews):
         while ring and (self._live_raw_bytes > LIVE_BYTES_KEPT or len(ring) > (self.max_rows or len(ring))):
             _, old = ring.popitem(last=False)
             self._live_raw_bytes -= len(old.data)
-
-    def _dispatch(self, raw: RawFrame, pkts: list[Packet]) -> list[Packet]:
-        """The rest of :meth:`feed` once ``raw`` is decoded (counted, time-stamped)."""
-        self._findings = None
-        st = self.stats
-        err = None
-        if pkts and type(pkts[-1]) is IcmpError:
-            # Evidence for the SA it quotes; the frame itself stays an OTHER row as any plain IP
-            # frame (its Info and filter fields come from the inner store).
-            err = pkts[-1]
-            self.tracker.on_icmp_error(err)
-            pkts = pkts[:-1]
-        if not pkts:
-            st.other += 1
-            quoted = None
-            link = ""  # a frame that is not IP at all: what it is ("ARP", "ethertype 0x88b5")
-            if self.keep_rows:
-                qraw = raw  # the frame an ICMP error's quote is read from
-                ti = self.decoder.tunnel_inner
-                if ti is not None and ti[0] == raw.index and not ti[2]:
-                    # an Ethernet frame that is no IP inside a bridging/mirror tunnel (ARP...):
-                    # a link row as outside one (its MACs read again on display), the tunnels'
-                    # headers are decoder.tunnels (filters: ip.src == <tunnel endpoint>)
-                    et = link_ethertype(1, ti[3][ti[4]:])
-                    link = link_text(et) if et is not None else ""
-                elif ti is not None and ti[0] == raw.index:
-                    # inside a tunnel (GRE, IP in IP, VXLAN...): the innermost packet, whose hosts
-                    # tshark's Source/Destination show; the tunnels' headers are decoder.tunnels
-                    self.inner.add(raw.index, memoryview(ti[3])[ti[4]:], 4 if ti[2] == 4 else 41)
-                    if err is not None:  # an ICMP error inside the tunnel: its quote is read from there
-                        qraw = RawFrame(raw.index, raw.ts, raw.ts_ns, 101, ti[3][ti[4]:], raw.orig_len, raw.iface,
-                                        raw.offset)
-                else:
-                    link = self.inner.add_ip_frame(raw.index, raw.data, raw.linktype)  # its IP layer, for filters
-                if err is not None and err.protocol == "ESP":  # the quoted ESP: a second inner record
-                    from . import session_quoted
-
-                    got = session_quoted.open_quote(self.esp_decryptor, qraw, err)
-                    if got is not None:
-                        quoted = got[0]
-                        self.quoted.add(quoted)
-                elif err is not None and err.protocol == "AH":  # the quoted AH, its ICV over the quoted header
-                    from . import session_quoted
-
-                    quoted = session_quoted.open_quote_ah(self.ah_verifier if self._ah_verifier() else None, qraw, err)
-                    if quoted is not None:
-                        self.quoted.add_ah(quoted)
-                elif err is not None and err.protocol == "IKE":  # a whole quoted IKE message, for filters
-                    from . import session_quoted
-
-                    msg = session_quoted.open_quoted_ike(self._ike_decryptors()[2], qraw, err,
-                                                         self.inner.quoted.get(raw.index))
-                    if msg is not None:
-                        self.quoted.add_ike(raw.index, msg)
-            # A RowStore formats an OTHER row's Info from the inner store when read; a live ring
-            # holds FrameRow objects, so theirs is formatted now (and a quoted packet's, always).
-            info = link or ("" if type(self.rows) is RowStore and quoted is None else self.inner.info(raw.index) or "")
-            if quoted is not None:
-                info = f"{info} ▸ {quoted.info()}" if info else quoted.info()
-            self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len, info=info))
-            return pkts
-        if pkts[0].frame != raw.index:  # reports about earlier frames (abandoned IP datagrams)
-            for m in [p for p in pkts if p.frame != raw.index]:
-                self._late(m)
-            pkts = [p for p in pkts if p.frame == raw.index]
-        if not pkts:
-            st.other += 1
-            self._add_row(FrameRow(raw.index, raw.ts, "OTHER", "", "", 0, 0, raw.orig_len))
-        for pkt in pkts:
-            self._process(raw, pkt)
-        return pkts
-
-    def _esp(self, raw: RawFrame, pkt: EspPacket) -> None:
-        self._findings = None
-        st = self.stats
-        st.esp += 1
-        dec = self.esp_decryptor
-        sa = dec.state(pkt.src, pkt.dst, pkt.spi)
-        if sa.keys is None and self._no_key_result is not None:
-            # No key for this SA: what decrypt() would say, without building a new result each time.
-            sa.stats.no_key += 1
-            res = self._no_key_result
-        else:
-            # decrypt(pkt) without its second SA lookup: open_raw is the decryptor's hot path.
-            code, val, hi = dec.open_raw(sa, pkt.seq, pkt.data)
-            res = dec._result(sa, code, val, hi)
-        row_status = count_outcome(st, res.status)
-        if row_status == "no-key" and res.keys is None and res.seq_hi == 0 and res.inner is None:
-            self._no_key_result = res
-        flow = self.tracker.on_esp(pkt, res)
-        if flow is None:  # the tracker reported an internal error instead
-            flow = self.tracker.table.flows.get((pkt.src, pkt.dst, pkt.spi, "ESP"))
-        inner = res.inner
-        if inner is not None:
-            nh = res.next_header
-            # the same test as session_fast's: ESP in it (nested) or not
-            if nh == 50 or (nh == 4 and len(inner) > 9 and inner[9] == 50) or (
-                    nh == 41 and len(inner) > 6 and inner[6] == 50):
-                self._nested(raw.index, raw.ts, inner, nh, pkt.src, pkt.dst)
-            elif self.keep_rows:  # rows' inner packets (none without rows)
-                self.inner.add(raw.index, inner, nh)
-        seq = (res.seq_hi << 32) | pkt.seq if res.seq_hi else pkt.seq
-        rows = self.rows
-        if type(rows) is RowStore:
-            ix = rows._addr_ix
-            src = ix.get(pkt.src)
-            if src is None:
-                src = rows.addr(pkt.src)
-            dst = ix.get(pkt.dst)
-            if dst is None:
-                dst = rows.addr(pkt.dst)
-            rows.add_esp(raw.index, raw.ts, src, dst, pkt.sport, pkt.dport, raw.orig_len,
-                         pkt.spi, seq, STATUS_CODES.get(row_status) or rows.status_code(row_status),
-                         flow.child_sa if flow is not None else None, res.next_header)
-        else:
-            intern = self._addr
-            info = f"ESP seq {seq}"
-            inner_info = self.inner.info(raw.index) if res.inner is not None else None
-            if inner_info:
-                info += f" ▸ {inner_info}"
-            elif res.next_header is not None:
-                info += f" next {iana_proto(res.next_header)}"
-            if self.max_rows and len(self.inner) > 2 * self.max_rows and rows:  # live: forget what left the ring
-                self.inner.prune(rows[0].frame)
-                self.quoted.prune(rows[0].frame)
-            rows.append(FrameRow(
-                raw.index, raw.ts, "ESP", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
-                pkt.dport, raw.orig_len, pkt.spi, seq, info, row_status,
-                None, flow.child_sa if flow is not None else None,
-            ))
-
-    def _nested(self, frame: int, ts: float, inner: bytes, nh: int, src: str, dst: str) -> None:
-        """ESP inside a decrypted ESP payload (a tunnel through a tunnel, or transport-mode ESP of
-        ESP): each inner layer is its own SA (SPI + destination + protocol, RFC 4301 §4.1), so it is
-        decrypted with its own keys and given to the tracker like any ESP packet of that SA (its
-        CHILD SA, counts and sequence analysis), then the innermost packet and the layers above it
-        are recorded for the Info column and the display filter. A layer without keys, or one that
-        fails, ends the descent; more than MAX_NESTED layers is malformed. The outer ESP stays the
-        frame's packet: the session's per-frame counters do not count inner layers."""
-        dec, tracker = self.esp_decryptor, self.tracker
-        layers: list[EspLayer] = []
-        for _depth in range(MAX_NESTED):
-            found = esp_inside(inner, nh)
-            if found is None:
-                break
-            esp, isrc, idst = found
-            ver = 0
-            if isrc:  # tunnel mode: the inner IP header's addresses; transport: the carrier's
-                ver = 4 if len(isrc) == 4 else 6
-                af = socket.AF_INET if ver == 4 else socket.AF_INET6
-                src, dst = socket.inet_ntop(af, isrc), socket.inet_ntop(af, idst)
-            if len(esp) < 8:
-                self._nested_malformed(frame, ts, f"ESP inside ESP with a truncated header ({len(esp)} of 8 bytes)")
-                break
-            spi, seq = _ESP_HDR.unpack_from(esp)
-            pkt = EspPacket(frame, ts, src, dst, spi, seq, bytes(esp), ip_version=6 if ":" in src else 4)
-            res = dec.decrypt(pkt)
-            flow = tracker.on_esp(pkt, res)
-            self.stats.nested_esp += 1
-            layers.append(EspLayer(ver, src, dst, spi, (res.seq_hi << 32) | seq,
-                                   _ROW_STATUS.get(res.status) or res.status.replace("_", "-"),
-                                   res.next_header, flow.child_sa if flow is not None else None))
-            if res.inner is None:
-                break
-            inner, nh = res.inner, res.next_header  # type: ignore[assignment]
-        else:
-            if esp_inside(inner, nh) is not None:
-                self._nested_malformed(frame, ts, f"ESP nested more than {MAX_NESTED} layers deep: the "
-                                                  "innermost layers were not decrypted")
-        if self.keep_rows:
-            self.inner.add(frame, inner, nh, tuple(layers))
-
-    def _nested_malformed(self, frame: int, ts: float, reason: str) -> None:
-        st = self.stats
-        st.malformed["esp"] = st.malformed.get("esp", 0) + 1
-        self.tracker.on_malformed(Malformed(frame, ts, reason, "esp"))
-
-    def _process(self, raw: RawFrame, pkt: Packet) -> None:
-        st = self.stats
-        tbl = self.tracker.table
-        intern = self._addr
-        if type(pkt) is EspPacket:
-            self._esp(raw, pkt)
-        elif type(pkt) is IkeDatagram:
-            st.ike += 1
-            from .decode.ike import parse_ike
-
-            frags = self.v1_fragments
-            if frags is None:
-                from .state.ikev1_frag import Ikev1Reassembler
-
-                frags = self.v1_fragments = Ikev1Reassembler()
-            msg = self._decrypt_ike(frags.add(parse_ike(pkt)))
-            self.ike_messages[raw.index] = msg
-            if self.max_rows and len(self.ike_messages) > self.max_rows:
-                del self.ike_messages[next(iter(self.ike_messages))]  # live mode: a ring, like rows
-            self.tracker.on_ike(msg)
-            self._derive_child_keys()
-            status = "malformed" if msg.malformed else ("icv-bad" if msg.icv_ok is False else (
-                "decrypted" if msg.decrypted else ""))
-            if msg.malformed:
-                st.malformed["ike"] = st.malformed.get("ike", 0) + 1
-                self.tracker.on_malformed(Malformed(raw.index, raw.ts, f"IKE: {msg.malformed}", "ike"),
-                                          whole=raw.orig_len <= len(raw.data))
-            key = f"{msg.header.spi_i.hex()}_{msg.header.spi_r.hex()}"
-            ike_key = key if key in tbl.ike_sas else self._ike_key_for(msg)
-            info = _ike_info(msg) + (f" — malformed: {msg.malformed}" if msg.malformed else "")
-            self._add_row(FrameRow(
-                raw.index, raw.ts, "IKE", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
-                pkt.dport, raw.orig_len, None, msg.header.msg_id, info, status, ike_key, None,
-            ))
-        elif type(pkt) is AhPacket:
-            st.ah += 1
-            ver = self._ah_verifier()
-            res = ver.check(pkt, raw) if ver is not None else None
-            flow = self.tracker.on_ah(pkt, res)
-            seq = (res.seq_hi << 32) | pkt.seq if res is not None and res.seq_hi else pkt.seq  # with ESN high bits
-            info = f"AH seq {seq} next {iana_proto(pkt.next_header)}"
-            status = ""
-            if res is not None:
-                status = _AH_ROW_STATUS.get(res.status, res.status)
-                if res.status == "ok":
-                    st.ah_verified += 1
-                elif res.status == "icv_failed":
-                    st.ah_icv_failed += 1
-                if res.nat:
-                    info += f" — ICV verifies with {res.nat.split(' -> ')[0]}: NAT"
-                elif res.status == "unverifiable":
-                    info += f" — ICV not checked: {res.reason}"
-            self._add_row(FrameRow(
-                raw.index, raw.ts, "AH", _intern(intern, pkt.src), _intern(intern, pkt.dst), 0, 0,
-                raw.orig_len, pkt.spi, seq, info, status, None, flow.child_sa if flow is not None else None,
-            ))
-            if self.keep_rows and pkt.next_header != 50 and len(pkt.data) >= 2:
-                # AH does not encrypt: its payload (RFC 4302 §2.2: behind (Payload Len + 2) * 4
-                # octets) is what tshark dissects next, so filters see its fields (an ESP of an
-                # AH+ESP bundle is its own row, recorded when decrypted)
-                self.inner.add(raw.index, pkt.data[(pkt.data[1] + 2) * 4:], pkt.next_header)
-        elif type(pkt) is NatKeepalive:
-            st.keepalives += 1
-            self.tracker.on_keepalive(pkt)
-            self._add_row(FrameRow(
-                raw.index, raw.ts, "NAT-KA", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
-                pkt.dport, raw.orig_len, info="NAT-keepalive (RFC 3948 §2.3)",
-            ))
-        elif type(pkt) is Malformed:
-            st.malformed[pkt.layer] = st.malformed.get(pkt.layer, 0) + 1
-            self.tracker.on_malformed(pkt, whole=raw.orig_len <= len(raw.data))
-            self._add_row(FrameRow(
-                raw.index, raw.ts, "MALFORMED", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
-                pkt.dport, raw.orig_len, pkt.spi, info=f"{pkt.layer}: {pkt.reason}", status="malformed",
-                ip_proto=pkt.ip_proto,
-            ))
-
-    def _ah_verifier(self) -> _AhCheck | None:
-        """The AH ICV checker once the keys hold an AH SA (checked again when the keys change:
-        live key files, CHILD SA keys derived from IKE), else None."""
-        v = self.keys.version
-        if v != self._ah_keys_version:
-            self._ah_keys_version = v
-            if self.ah_verifier is None and any(k.protocol == iana.ProtocolId.AH for k in self.keys.esp):
-                from .crypto.ah import AhVerifier
-
-                self.ah_verifier = AhVerifier(self.keys)
-                self._ah_check = _AhCheck(self.ah_verifier)
-        return self._ah_check
-
-    def _add_row(self, row: FrameRow) -> None:
-        self.rows.append(row)
-
-    def _late(self, p: Packet) -> None:
-        """A report about an earlier frame: an abandoned IP datagram's mark, or the IKE message
-        its first fragment starts."""
-        if type(p) is IkeDatagram:
-            self._late_ike(p)
-        else:
-            self._late_malformed(p)  # type: ignore[arg-type]
-
-    def _late_ike(self, pkt: IkeDatagram) -> None:
-        """The IKE message whose later IP fragments never came, read from its first one
-        (decode.demux ``_lost_ike``): the tracker learns that it was sent (its IKE SA's exchange,
-        IKE-IP-FRAGMENTED, retransmissions), and the frame's row, the MALFORMED mark of the lost
-        datagram (tshark shows an unreassembled fragment, no ISAKMP), names the message."""
-        from .decode.ike import parse_ike
-
-        msg = parse_ike(pkt)
-        self.tracker.on_ike(msg)
-        rows = self.rows
-        i = bisect.bisect_left(rows, pkt.frame, key=lambda r: r.frame)
-        if i < len(rows) and rows[i].frame == pkt.frame and rows[i].kind == "MALFORMED":
-            old = rows[i]
-            rows[i] = FrameRow(old.frame, old.ts, old.kind, old.src, old.dst, old.sport, old.dport, old.length,
-                               info=f"{old.info}; the first holds the start of {_ike_info(msg).removesuffix(' [  ]')} "
-                               f"({len(pkt.data)} of its {msg.header.length} octets)", status=old.status,
-                               ip_proto=old.ip_proto)
-
-    def _late_malformed(self, m: Malformed) -> None:
-        """A Malformed about an earlier frame (the first fragment of an IP datagram that never
-        completed): counted like any other, and that frame's OTHER row becomes a MALFORMED one.
-
-        That frame decoded to nothing when it came (its datagram was pending) and was counted as
-        OTHER then, whether or not a row for it is still kept (``keep_rows=False``, a live ring)."""
-        st = self.stats
-        st.malformed[m.layer] = st.malformed.get(m.layer, 0) + 1
-        st.other -= 1
-        self.tracker.on_malformed(m)
-        rows = self.rows
-        i = bisect.bisect_left(rows, m.frame, key=lambda r: r.frame)
-        if i < len(rows) and rows[i].frame == m.frame and rows[i].kind == "OTHER":
-            old = rows[i]
-            rows[i] = FrameRow(old.frame, old.ts, "MALFORMED", m.src or old.src, m.dst or old.dst, old.sport,
-                               old.dport, old.length,
-                               info=f"{m.layer}: {m.reason}", status="malformed", ip_proto=m.ip_proto)
-
-    def _ike_key_for(self, msg: IkeMessage) -> str | None:
-        # IKE_SA_INIT requests carry SPIr = 0; after the response the SA is keyed by both SPIs.
-        spi_i = msg.header.spi_i.hex()
-        for key in self.tracker.table.ike_sas:
-            if key.startswith(spi_i):
-                return key
-        return None
-
-    def _decrypt_ike(self, msg: IkeMessage) -> IkeMessage:
-        if msg.malformed and not msg.payloads:
-            return msg
-        if msg.header.major == 2:
-            if msg.encrypted:
-                msg = self._ike_decryptors()[0].decrypt(msg)
-        else:
-            msg = self._ike_decryptors()[1].decrypt(msg)
-        if msg.icv_ok is False:  # the decryptor reports a failed ICV with decrypted=False
-            self.stats.ike_icv_failed += 1
-        elif msg.decrypted:
-            self.stats.ike_decrypted += 1
-        return msg
-
-    def _derive_child_keys(self) -> None:
-        """RFC 7296 §2.17: with SK_d known, a non-PFS CHILD SA's ESP keys follow from the nonces."""
-        from .crypto.keymat import derive_pending
-
-        for keys in derive_pending(self.tracker, self.keys):
-            self.keys.add_esp(keys)
-            self.stats.derived_child_keys += 1
 
     # -- results --------------------------------------------------------------------------------
 
