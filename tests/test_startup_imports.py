@@ -136,6 +136,7 @@ def test_cli_starts_no_blas_threads() -> None:
     # numpy's OpenBLAS starts a worker per extra core, each busy-waiting ~0.1 s of CPU (issue 15):
     # the CLI, which does no linear algebra, asks for one thread; a user's own setting wins.
     assert _threads(None) == (True, 1)
+    assert _threads("") == (True, 1)  # set but empty (`OPENBLAS_NUM_THREADS= cmd`): as unset
     assert _threads("2") == (True, 2)
 
 

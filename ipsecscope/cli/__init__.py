@@ -190,8 +190,9 @@ def _main(argv: list[str] | None, own: bool = False) -> int:
     # numpy's OpenBLAS starts a worker thread per extra core as numpy loads, and it busy-waits for
     # work for ~0.1 s: 40-80 ms of CPU per command, a fifth of sas's start-up (issue 15). No command
     # does linear algebra, so one thread is all they need (set before numpy loads; a user's own
-    # setting wins).
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # setting wins; an empty one is no setting: OpenBLAS then starts its workers as if unset).
+    if not os.environ.get("OPENBLAS_NUM_THREADS", "").strip():
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
     argv = list(sys.argv[1:] if argv is None else argv)
     # `ipsecscope FILE ...` is the TUI: the main job gets the shortest command, options first too
     # (`ipsecscope -k keys.log FILE`).
