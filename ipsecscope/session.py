@@ -164,6 +164,7 @@ class Session(PacketHandling, FrameViews):
         # IKEv1 Fragment payloads (132) joined before decryption; made with the first IKE message
         # (an ESP-only capture loads no IKE module)
         self.v1_fragments: Ikev1Reassembler | None = None
+        self.ike_frag_rows = None  # state.ike_frag_rows.FragmentRows: fragment rows' words (session_packets)
         self._frame_offsets = FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._frame_bases: list[int] = []  # per loaded file: the frames before it (load())
         self._no_key_result: EspResult | None = None
@@ -236,6 +237,7 @@ class Session(PacketHandling, FrameViews):
         never all arrived become malformed, and a cut-off file is a finding."""
         for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
             self._late(m)
+        self.end_of_fragments()  # IKE fragment sets never completed: their rows say so
         if truncated:
             self.stats.truncated = truncated
             self.stats.malformed["capture"] = self.stats.malformed.get("capture", 0) + 1

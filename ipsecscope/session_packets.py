@@ -13,6 +13,7 @@ import bisect
 import socket
 import struct
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .crypto.esp import MAX_NESTED, EspDecryptor, EspResult, esp_inside
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .crypto.ike_sk import IkeDecryptor
     from .crypto.ikev1 import Ikev1Decryptor
     from .model.ike import IkeMessage
+    from .state.ike_frag_rows import FragmentRows
     from .state.ikev1_frag import Ikev1Reassembler
 
 _ESP_HDR = struct.Struct("!II")
@@ -93,7 +95,9 @@ def _payload_label(enum: type, value: int) -> str:
         return f"PRIVATE({value})" if value >= 128 else f"UNASSIGNED({value})"
 
 
-def _ike_info(msg: IkeMessage) -> str:
+def _ike_info(msg: IkeMessage, frag: str = "") -> str:
+    """The IKE row's Info: exchange, role, Message ID, payloads; ``frag`` what IKE fragment the
+    frame is (state.ike_frag_rows.fragment_text, the words ``summary`` uses too)."""
     h = msg.header
     exch = exchange_name(h.exchange, h.major)  # IKE_SA_INIT; 'Main Mode', as the SA views say it
     role = ("response" if h.is_response else "request") if h.major == 2 else "v1"
@@ -114,30 +118,17 @@ def _ike_info(msg: IkeMessage) -> str:
     flag = ""
     if msg.decrypted or msg.icv_ok is False:
         flag = " (decrypted)" if msg.icv_ok is not False else " (ICV BAD)"
-    head = f"{exch} {role} #{msg_id_text(h.msg_id)}"
+    head = f"{exch} {role} #{msg_id_text(h.msg_id)} [ {' '.join(names)} ]{flag}"
+    return f"{head} {frag}" if frag else head
+
+
+def _is_fragment(msg: IkeMessage) -> bool:
+    """An IKEv1 Fragment payload's piece (or the message it completed), or an IKEv2 SKF one."""
     if msg.v1_fragments is not None:
-        piece = _v1_piece(msg)
-        if msg.reassembled_from:
-            # tshark: "Reassembled + Message fragment 2 - last"; the whole message is shown here
-            frames = ", ".join(map(str, msg.reassembled_from))
-            return f"{head} {piece}, reassembled from frames {frames}: [ {' '.join(names)} ]{flag}"
-        return f"{head} [ {' '.join(names)} ] {piece}"
-    return f"{head} [ {' '.join(names)} ]{flag}"
+        return True
+    from .model.ike import SkPayload
 
-
-def _v1_piece(msg: IkeMessage) -> str:
-    """'fragment 2/2 of message ID 0 (Fragment ID 1)' for an IKEv1 piece (payload 132)."""
-    fs = msg.v1_fragments
-    assert fs is not None
-    num = next((n for n, f in fs.frames.items() if f == msg.frame), None)
-    if num is None:  # not added: a repeat of a number held, or a piece of a finished message
-        p = msg.payloads[0] if msg.payloads else None
-        num = getattr(p, "number", 0)
-        tail = " again" if fs.dropped is None else f" not reassembled: {fs.dropped}"
-    else:
-        tail = ""
-    of = f"/{fs.last}" if fs.last else ""
-    return f"fragment {num}{of} of message ID {msg_id_text(fs.msg_id)} (Fragment ID {fs.frag_id}){tail}"
+    return any(isinstance(p, SkPayload) and p.total_fragments for p in msg.payloads)
 
 
 class PacketHandling:
@@ -155,6 +146,7 @@ class PacketHandling:
     quoted: QuotedStore
     ike_messages: dict[int, IkeMessage]
     v1_fragments: Ikev1Reassembler | None
+    ike_frag_rows: FragmentRows | None
     ah_verifier: AhVerifier | None
     _ike_dec: tuple[IkeDecryptor, Ikev1Decryptor, IkeDecryptor] | None
     _no_key_result: EspResult | None
@@ -377,7 +369,7 @@ class PacketHandling:
                                           whole=raw.orig_len <= len(raw.data))
             key = f"{msg.header.spi_i.hex()}_{msg.header.spi_r.hex()}"
             ike_key = key if key in tbl.ike_sas else self._ike_key_for(msg)
-            info = _ike_info(msg) + (f" — malformed: {msg.malformed}" if msg.malformed else "")
+            info = self._ike_row_info(msg, self._note_fragment(msg) if _is_fragment(msg) else None)
             self._add_row(FrameRow(
                 raw.index, raw.ts, "IKE", _intern(intern, pkt.src), _intern(intern, pkt.dst), pkt.sport,
                 pkt.dport, raw.orig_len, None, msg.header.msg_id, info, status, ike_key, None,
@@ -424,6 +416,52 @@ class PacketHandling:
                 pkt.dport, raw.orig_len, pkt.spi, info=f"{pkt.layer}: {pkt.reason}", status="malformed",
                 ip_proto=pkt.ip_proto,
             ))
+
+    def _note_fragment(self, msg: IkeMessage) -> dict:
+        """The IKE fragment ``msg`` is, noted for its row (state.ike_frag_rows, as ``summary``
+        notes it): what is learnt later (the number of pieces, pieces never captured) rewrites
+        the row (``_fragment_settled``)."""
+        rows = self.ike_frag_rows
+        if rows is None:
+            from .state.ike_frag_rows import FragmentRows
+
+            rows = self.ike_frag_rows = FragmentRows()
+            rows.settled = self._fragment_settled
+        h = msg.header
+        d = {"frame": msg.frame, "fragment": None, "reassembled_from": [],
+             "encrypted": bool(h.encrypted_v1 if h.major == 1 else msg.encrypted) and not msg.decrypted}
+        # with keys an SKF message is joined by the decryptor on its last piece (crypto/ike_sk)
+        rows.note(d, msg, joined=h.major == 2 and msg.decrypted and bool(msg.inner))
+        return d
+
+    def _ike_row_info(self, msg: IkeMessage, frag: dict | None) -> str:
+        text = ""
+        if frag is not None and frag["fragment"] is not None:
+            from .state.ike_frag_rows import fragment_text
+
+            text = fragment_text(frag)
+        return _ike_info(msg, text) + (f" — malformed: {msg.malformed}" if msg.malformed else "")
+
+    def _fragment_settled(self, notes: list[dict]) -> None:
+        """Fragment rows whose set is settled (complete, given up, or lost at the end of the
+        input): their Info rewritten with what is known now."""
+        rows = self.rows
+        for d in notes:
+            msg = self.ike_messages.get(d["frame"])
+            if msg is None:  # live ring: gone already
+                continue
+            i = bisect.bisect_left(rows, d["frame"], key=lambda r: r.frame)
+            if i < len(rows) and rows[i].frame == d["frame"] and rows[i].kind == "IKE":
+                info = self._ike_row_info(msg, d)
+                if info != rows[i].info:
+                    rows[i] = replace(rows[i], info=info)
+
+    def end_of_fragments(self) -> None:
+        """The input has ended: IKE fragment sets still missing pieces are lost, their rows say
+        which (as ``summary`` lists them)."""
+        if self.ike_frag_rows is not None:
+            self.ike_frag_rows.finish()
+            self.ike_frag_rows = None
 
     def _ah_verifier(self) -> _AhCheck | None:
         """The AH ICV checker once the keys hold an AH SA (checked again when the keys change:

@@ -89,7 +89,7 @@ from ..model.sa import endpoint_text
 from ..state.names import exchange_name
 
 if TYPE_CHECKING:
-    from .summary_frags import FragmentRows
+    from ..state.ike_frag_rows import FragmentRows
 
 SCHEMA = "ipsecscope.summary/1"
 MAX_MALFORMED_EXAMPLES = 50
@@ -181,11 +181,11 @@ class Collector:
             msg = self._parse_ike(pkt)  # type: ignore[arg-type]
             frags = self.fragments
             if frags is None:
-                from .summary_frags import FragmentRows
+                from ..state.ike_frag_rows import FragmentRows
 
                 frags = self.fragments = FragmentRows()
             # IKEv1 pieces are joined as the receiving peer joins them: the frame completing a
-            # message is listed as that message (summary_frags)
+            # message is listed as that message (state.ike_frag_rows)
             msg = frags.reassemble(msg)
             row = _ike_row(msg)
             frags.note(row, msg)
@@ -299,7 +299,7 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
         "truncated": damaged or truncated,
         "counts": counts,
         "ike": col.ike,
-        # with -Y the frames left out are not lost (summary_frags)
+        # with -Y the frames left out are not lost (state.ike_frag_rows)
         "ike_fragments_lost": col.fragments.finish(report_lost=only is None) if col.fragments is not None else [],
         "esp": esp,
         "ah": ah,
@@ -343,7 +343,7 @@ def render_text(doc: dict, ike_limit: int = 500, file: TextIO | None = None) -> 
     from rich.table import Table
     from rich.text import Text
 
-    from .summary_frags import fragment_text, lost_text
+    from ..state.ike_frag_rows import fragment_text, lost_text
     from .text import Hanging, table_or_records, text_console
 
     # Piped/redirected output is for grep and files: never wrapped. In a terminal, a table wider

@@ -1,23 +1,34 @@
-"""IKE fragments in ``summary`` (no keys): which piece a row is, the message the pieces make, and
-the pieces that never came.
+"""IKE fragments on the rows of every view: which piece a row is, the message the pieces make,
+and the pieces that never came. One place for the bookkeeping and the wording, used by
+``summary`` (cli/summary.py, no keys: its rows are dicts) and by the session's packet rows
+(session_packets.py: ``packets`` text and --json, the TUI's Info, ``packets -Y``), so a piece
+reads the same everywhere.
 
 Two fragmentations, shown alike (fragment k/N of a message, lost ones named):
 
 * IKEv1's Fragment payload (132; Cisco, Microsoft, strongSwan) cuts the finished message, header
-  and encryption included, into cleartext slices: they are joined here as the receiving peer
-  joins them (state/ikev1_frag), and the frame completing a message is listed as that message
-  (its exchange, Message ID, payloads, still encrypted) "reassembled from N fragments".
+  and encryption included, into cleartext slices: they are joined as the receiving peer joins
+  them (state/ikev1_frag), and the frame completing a message is listed as that message (its
+  exchange, Message ID, payloads; encrypted without keys) "reassembled from N fragments".
 * IKEv2's SKF (RFC 7383 §2.5) encrypts each fragment on its own: without keys nothing can be
   joined, but the Fragment Number and Total Fragments fields are cleartext, so which ones of a
-  message (its IKE SA, Message ID and direction) arrived is known.
+  message (its IKE SA, Message ID and direction) arrived is known. With keys (crypto/ike_sk) the
+  completing frame is the whole message, as for IKEv1.
 
 At the end of the capture, the messages still missing pieces are listed ("fragment 1/2 of
 message ID 0 ..., lost") and their pieces' rows say which are missing. What is held is bounded
 (decode.fragsets): a set given up for a bound is said so on its rows, and the piece whose
 arrival gave it up carries a malformed mark (counted like any other).
+
+A row is a dict with ``"frame"``, ``"encrypted"``, ``"fragment"`` and ``"reassembled_from"`` (the
+``summary --json`` row's keys); what is learnt after a row was noted (the number of pieces, the
+set given up or lost) is written into it later, and ``settled`` (if set) is called with the rows
+that may have changed, for a caller that has already shown them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from ..decode.fragsets import PendingSets
 from ..model import iana
@@ -56,6 +67,8 @@ class FragmentRows:
         self._v1_sets: dict[int, tuple[Ikev1FragmentSet, list[dict]]] = {}
         self._v1_notes = 0
         self._skf: PendingSets[_Skf] = PendingSets(MAX_SKF_PENDING)
+        # told the rows whose fragment may read differently now (session_packets rewrites them)
+        self.settled: Callable[[list[dict]], None] | None = None
 
     def reassemble(self, msg: IkeMessage) -> IkeMessage:
         """An IKEv1 piece annotated, or the message it completes; anything else as it is."""
@@ -67,15 +80,17 @@ class FragmentRows:
             self._v1 = Ikev1Reassembler()
         return self._v1.add(msg)
 
-    def note(self, row: dict, msg: IkeMessage) -> None:
-        """Fill ``row["fragment"]`` / ``row["reassembled_from"]`` for the piece ``msg`` carries."""
+    def note(self, row: dict, msg: IkeMessage, joined: bool = False) -> None:
+        """Fill ``row["fragment"]`` / ``row["reassembled_from"]`` for the piece ``msg`` carries.
+        ``joined``: the caller decrypted and joined an SKF message whose last piece this is (with
+        keys), so the row is the whole message."""
         fs = msg.v1_fragments
         if fs is not None:
             self._note_v1(row, msg, fs)
             return
         skf = next((p for p in msg.payloads if isinstance(p, SkPayload) and p.total_fragments), None)
         if skf is not None:
-            self._note_skf(row, msg, skf)
+            self._note_skf(row, msg, skf, joined)
 
     def _note_v1(self, row: dict, msg: IkeMessage, fs: Ikev1FragmentSet) -> None:
         num = next((n for n, f in fs.frames.items() if f == msg.frame), None)
@@ -96,8 +111,10 @@ class FragmentRows:
                 if done.completed_frame is not None or done.dropped:
                     _settle(done, rows)
                     del self._v1_sets[k]
+                    if self.settled is not None:
+                        self.settled(rows)
 
-    def _note_skf(self, row: dict, msg: IkeMessage, skf: SkPayload) -> None:
+    def _note_skf(self, row: dict, msg: IkeMessage, skf: SkPayload, joined: bool = False) -> None:
         h = msg.header
         num, total = skf.fragment_number, skf.total_fragments
         row["fragment"] = {"number": num, "total": total, "fragment_id": None, "msg_id": h.msg_id,
@@ -112,19 +129,30 @@ class FragmentRows:
             for _, old in self._skf.open(key, ent):
                 for r in old.rows:
                     r["fragment"]["given_up"] = f"more than {MAX_SKF_PENDING} incomplete messages at once"
+                if self.settled is not None:
+                    self.settled(old.rows)
         row["fragment"]["repeat"] = num in ent.seen
         ent.seen.add(num)
         ent.rows.append(row)
         if len(ent.seen) == total:
             self._skf.pop(key)
+            if joined:
+                # each number's first piece, in number order (RFC 7383 §2.6: the receiver joins them)
+                first: dict[int, int] = {}
+                for r in ent.rows:
+                    first.setdefault(r["fragment"]["number"], r["frame"])
+                row["reassembled_from"] = [first[n] for n in sorted(first)]
 
     def finish(self, report_lost: bool = True) -> list[dict]:
         """Mark the rows of messages still missing pieces; those messages, in order of their first
         piece (the ``"ike_fragments_lost"`` list). ``report_lost=False`` (a display filter chose
         the frames): totals are filled in, but a piece left out by the filter is not lost."""
         out: list[tuple[int, dict]] = []
+        settled = self.settled
         for fs, rows in self._v1_sets.values():
             _settle(fs, rows)
+            if settled is not None and (fs.completed_frame is not None or fs.dropped or not report_lost):
+                settled(rows)
             if fs.completed_frame is not None or fs.dropped or not report_lost:
                 continue
             # numbers below the highest held that never came (all of them up to the last-flagged
@@ -133,6 +161,8 @@ class FragmentRows:
             for row in rows:
                 row["fragment"]["lost"] = lost
                 row["fragment"]["last_lost"] = not fs.last
+            if settled is not None:
+                settled(rows)
             frames = sorted([*fs.frames.values(), *fs.duplicates])
             out.append((fs.first_frame, {
                 "version": 1, "src": fs.src, "dst": fs.dst, "exchange": iana.name(iana.Ikev1Exchange, fs.exchange),
@@ -143,6 +173,8 @@ class FragmentRows:
             lost = [n for n in range(1, ent.total + 1) if n not in ent.seen]
             for r in ent.rows:
                 r["fragment"]["lost"] = lost
+            if settled is not None:
+                settled(ent.rows)
             out.append((ent.rows[0]["frame"], {
                 "version": 2, "src": ent.src, "dst": ent.dst,
                 "exchange": iana.name(iana.ExchangeType, ent.exchange), "exchange_type": ent.exchange,
@@ -177,8 +209,9 @@ def fragment_text(r: dict) -> str:
     whole = r.get("reassembled_from")
     if whole:
         # the row is the whole message now (exchange, Message ID, payloads, length)
-        text = (f"reassembled from {plural(len(whole), 'fragment')} (frames {', '.join(map(str, whole))}; "
-                f"Fragment ID {f['fragment_id']}){', encrypted' if r['encrypted'] else ''}")
+        fid = "" if f["fragment_id"] is None else f"; Fragment ID {f['fragment_id']}"  # SKF has none
+        text = (f"reassembled from {plural(len(whole), 'fragment')} (frames {', '.join(map(str, whole))}{fid})"
+                f"{', encrypted' if r['encrypted'] else ''}")
     if f["given_up"]:
         text += f", not reassembled: {f['given_up']}"
     elif f["lost"] or f.get("last_lost"):

@@ -1,0 +1,117 @@
+"""The packet list (``packets`` text and --json, the TUI's rows, ``packets -Y``) says of IKE
+fragments what ``summary`` says, in the same words (state.ike_frag_rows): each piece "fragment
+k/N of message ID X", the frame completing a message that message "reassembled from N
+fragments", and the pieces of a message that never completed "...; fragment 1/2 lost".
+
+Before, the packet rows built their own words (session_packets._v1_piece): a message that never
+completed was not marked on its pieces, a piece seen before the last-flagged one stayed
+"fragment 1" after the number of pieces was known, and SKF rows named no fragment at all.
+Data: tests/data/ikev1-frag (strongSwan 5.9.8: MM5's first piece never captured in
+mm-frag-never, lost once then resent in mm-frag-lost), tests/data/ikev2-skf/gcm; oracle for the
+numbers: tshark's isakmp.frag.* fields on the same frames.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import DATA, IPSECSCOPE
+
+from ipsecscope.session import Session
+from ipsecscope.state.ike_frag_rows import fragment_text
+
+V1 = DATA / "ikev1-frag"
+SKF = DATA / "ikev2-skf" / "gcm"
+
+
+def _packets(path: Path, *args: str) -> dict[int, str]:
+    out = subprocess.run([*IPSECSCOPE, "packets", "--json", *args, "--", str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    return {d["frame"]: d["info"] for d in map(json.loads, out.splitlines())}
+
+
+def _summary_rows(path: Path) -> dict[int, dict]:
+    out = subprocess.run([*IPSECSCOPE, "summary", "--json", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return {r["frame"]: r for r in json.loads(out)["ike"]}
+
+
+@pytest.mark.parametrize("name", ["mm-frag-never", "mm-frag-lost", "am-cert-frag", "mm-cert-frag"])
+def test_rows_say_what_summary_says(name: str) -> None:
+    """Every fragment row of summary (no keys) ends the packet row's Info with the same words."""
+    rows = _summary_rows(V1 / f"{name}.pcap")
+    info = _packets(V1 / f"{name}.pcap")
+    frags = {f: r for f, r in rows.items() if r["fragment"]}
+    assert frags
+    for frame, r in frags.items():
+        assert info[frame].endswith(" " + fragment_text(r)), (frame, info[frame])
+
+
+@pytest.mark.parametrize("keys", [False, True])
+def test_never_completed_pieces_are_marked_lost(keys: bool) -> None:
+    args = ("-k", str(V1 / "mm-frag-never.charon-left.log")) if keys else ()
+    info = _packets(V1 / "mm-frag-never.pcap", *args)
+    assert info[5] == "Main Mode v1 #0 [ FRAG ] fragment 2/2 of message ID 0 (Fragment ID 1); fragment 1/2 lost"
+    for frame in (6, 7, 8):
+        assert info[frame].endswith("fragment 2/2 of message ID 0 (Fragment ID 1) again; fragment 1/2 lost")
+    # a display filter picks rows of the whole capture: the piece it keeps is still lost
+    (only,) = _packets(V1 / "mm-frag-never.pcap", "-Y", "frame.number == 6", *args).values()
+    assert only.endswith("; fragment 1/2 lost")
+
+
+def test_reassembled_with_and_without_keys() -> None:
+    plain = _packets(V1 / "mm-frag-lost.pcap")
+    keyed = _packets(V1 / "mm-frag-lost.pcap", "-k", str(V1 / "mm-frag-lost.charon-left.log"))
+    assert plain[6] == "Main Mode v1 #0 [ ID ] reassembled from 2 fragments (frames 6, 5; Fragment ID 1), encrypted"
+    assert keyed[6] == ("Main Mode v1 #0 [ ID CERT SIG CR N(INITIAL_CONTACT) ] (decrypted) reassembled from 2 "
+                        "fragments (frames 6, 5; Fragment ID 1)")
+    # frame 8 (MM6's first piece) came before the last-flagged one: 1/2 once frame 9 said so
+    for info in (plain, keyed):
+        assert info[8].endswith("fragment 1/2 of message ID 0 (Fragment ID 1)"), info[8]
+        assert "lost" not in " ".join(info.values())
+
+
+def test_session_rows_settle_when_the_set_completes() -> None:
+    """The rows the TUI shows (Session.rows) carry the same words once the capture is read."""
+    s = Session.from_files([V1 / "mm-frag-never.pcap"])
+    info = {r.frame: r.info for r in s.rows if r.kind == "IKE"}
+    assert all(info[f].endswith("; fragment 1/2 lost") for f in (5, 6, 7, 8))
+
+
+def _tshark_skf(path: Path) -> dict[int, tuple[int, int]]:
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed")
+    out = subprocess.run(["tshark", "-r", str(path), "-Y", "isakmp.frag.total", "-T", "fields", "-e", "frame.number",
+                          "-e", "isakmp.frag.number", "-e", "isakmp.frag.total"], capture_output=True, text=True,
+                         check=True).stdout
+    return {int(f): (int(n), int(t)) for f, n, t in (ln.split("\t") for ln in out.splitlines())}
+
+
+def test_skf_numbers_as_tshark_and_joined_with_keys() -> None:
+    cap = SKF / "capture.pcapng"
+    plain = _packets(cap)
+    keyed = _packets(cap, "-k", str(SKF / "charon-left.log"))
+    want = _tshark_skf(cap)
+    assert sorted(want) == [3, 4, 5, 6, 7]
+    for frame, (n, t) in want.items():
+        assert plain[frame].endswith(f"[ SKF ] fragment {n}/{t} of message ID 1"), plain[frame]
+    assert keyed[3].endswith("[ SKF ] (decrypted) fragment 1/3 of message ID 1")
+    assert "IDi" in keyed[5] and keyed[5].endswith("(decrypted) reassembled from 3 fragments (frames 3, 4, 5)")
+    assert keyed[7].endswith("(decrypted) reassembled from 2 fragments (frames 6, 7)")
+
+
+@pytest.mark.parametrize("keys", [False, True])
+def test_skf_fragment_never_captured(tmp_path: Path, keys: bool) -> None:
+    """The real capture without frame 4 (IKE_AUTH request fragment 2/3): its other pieces say so,
+    with keys too (the decryptor cannot join the message either)."""
+    scapy = pytest.importorskip("scapy.all")
+    cut = tmp_path / "skf-lost.pcap"
+    scapy.wrpcap(str(cut), [p for i, p in enumerate(scapy.rdpcap(str(SKF / "capture.pcapng")), 1) if i != 4])
+    info = _packets(cut, *(("-k", str(SKF / "charon-left.log")) if keys else ()))
+    assert info[3].endswith("fragment 1/3 of message ID 1; fragment 2/3 lost"), info[3]
+    assert info[4].endswith("fragment 3/3 of message ID 1; fragment 2/3 lost"), info[4]
+    assert "lost" not in info[5] + info[6]  # the response, complete
