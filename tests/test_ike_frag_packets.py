@@ -115,3 +115,22 @@ def test_skf_fragment_never_captured(tmp_path: Path, keys: bool) -> None:
     assert info[3].endswith("fragment 1/3 of message ID 1; fragment 2/3 lost"), info[3]
     assert info[4].endswith("fragment 3/3 of message ID 1; fragment 2/3 lost"), info[4]
     assert "lost" not in info[5] + info[6]  # the response, complete
+
+
+FRAG_FILTERS = ["isakmp.frag.number == 2", "isakmp.frag.total == 3", "isakmp.frag.seq == 1",
+                "isakmp.frag.packetid == 1 && isakmp.frag.last == 1", "isakmp.frag.last == 0",
+                "isakmp && !isakmp.frag.seq && !isakmp.frag.number"]
+
+
+@pytest.mark.parametrize("cap", [V1 / "mm-frag-lost.pcap", V1 / "mm-frag-never.pcap", V1 / "am-cert-frag.pcap",
+                                 SKF / "capture.pcapng"], ids=lambda p: p.parent.name + "/" + p.name)
+def test_frag_filter_fields_select_what_tshark_selects(cap: Path) -> None:
+    """isakmp.frag.* (tshark's names) select the frames tshark's -Y selects, the frame completing
+    an IKEv1 message included (tshark shows its piece's Fragment payload)."""
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed")
+    for flt in FRAG_FILTERS:
+        want = subprocess.run(["tshark", "-r", str(cap), "-Y", flt, "-T", "fields", "-e", "frame.number"],
+                              capture_output=True, text=True, check=True).stdout.split()
+        got = _packets(cap, "-Y", flt)
+        assert sorted(got) == sorted(map(int, want)), flt

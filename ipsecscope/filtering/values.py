@@ -13,7 +13,7 @@ import struct
 
 from ..decode import inner as inner_mod
 from ..decode.quoted import QuotedPacket, quoted_ike_dissected
-from ..model.ike import IkeMessage, NotifyPayload, SaPayload, SkPayload
+from ..model.ike import FragmentPayload, IkeMessage, NotifyPayload, SaPayload, SkPayload
 
 ECHO_TYPES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))  # ICMP messages with identifier/sequence
 
@@ -146,8 +146,32 @@ def _sa_substructures(p, vals: list) -> None:
             vals.extend([3] * (n - 1) + [0] if n else [])
 
 
+def _frag_field(msg: IkeMessage, sub: str) -> list:
+    """``isakmp.frag.*``: an IKEv2 SKF payload's Fragment Number / Total Fragments (RFC 7383
+    §2.5, ``number``/``total``), an IKEv1 Fragment payload's (132) Fragment ID, number and last
+    flag (``packetid``/``seq``/``last``: tshark's names). The frame completing an IKEv1 message
+    holds its last piece: tshark shows that piece's fields."""
+    if sub in ("number", "total"):
+        return [p.fragment_number if sub == "number" else p.total_fragments for p in msg.payloads
+                if isinstance(p, SkPayload) and p.total_fragments]
+    if sub not in ("packetid", "seq", "last"):
+        return []
+    fp = next((p for p in msg.payloads if isinstance(p, FragmentPayload)), None)
+    if fp is not None:
+        return [fp.frag_id if sub == "packetid" else fp.number if sub == "seq" else int(fp.last)]
+    fs = msg.v1_fragments
+    if fs is None or not msg.reassembled_from:
+        return []
+    num = next((n for n, f in fs.frames.items() if f == msg.frame), None)
+    if num is None:
+        return []
+    return [fs.frag_id if sub == "packetid" else num if sub == "seq" else int(num == fs.last)]
+
+
 def ike_field(msg: IkeMessage, sub: str) -> list:
     """Values of ``isakmp.<sub>`` in one message, as tshark shows them (decrypted payloads too)."""
+    if sub.startswith("frag."):
+        return _frag_field(msg, sub[5:])
     ph = msg.piece_header
     if ph is not None:
         # The frame completing an IKEv1 fragmented message: tshark shows the piece's ISAKMP
