@@ -134,3 +134,22 @@ def test_frag_filter_fields_select_what_tshark_selects(cap: Path) -> None:
                               capture_output=True, text=True, check=True).stdout.split()
         got = _packets(cap, "-Y", flt)
         assert sorted(got) == sorted(map(int, want)), flt
+
+
+def test_tui_shows_the_lost_mark() -> None:
+    """The TUI's packet list, once the capture is loaded, shows the words written at its end
+    (the rows are rewritten in place; what the screen shows is read after that)."""
+    from test_tui import loaded, screen_lines, sync
+
+    from ipsecscope.tui.app import create_app
+
+    @sync
+    async def run() -> list[str]:
+        async with create_app(V1 / "mm-frag-never.pcap").run_test(size=(320, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("2")  # the Packets tab
+            await pilot.pause()
+            return screen_lines(pilot.app)
+
+    lines = [ln for ln in run() if "[ FRAG ]" in ln]
+    assert len(lines) == 4 and all("fragment 1/2 lost" in ln for ln in lines), lines
