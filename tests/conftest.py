@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,29 @@ def _paths_in(v: object) -> list[Path]:
     return []
 
 
+def _globals_used(code: types.CodeType, names: dict, seen: set) -> list[object]:
+    """The module-level values a test reads: by name in its code, in functions nested in it (an
+    async body run by the test), and in the test modules' own helpers it calls, followed down."""
+    out: list[object] = []
+    for name in code.co_names:
+        v = names.get(name)
+        out.append(v)
+        if isinstance(v, types.FunctionType) and v.__code__ not in seen and (
+                v.__module__.startswith("test_") or v.__module__ in ("conftest", "tests.conftest")):
+            seen.add(v.__code__)
+            out += _globals_used(v.__code__, v.__globals__, seen)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType) and c not in seen:
+            seen.add(c)
+            out += _globals_used(c, names, seen)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _third_party_present(request: pytest.FixtureRequest) -> None:
     """Skip a test whose third-party capture (tests/public_data.py) is not on this machine: one
-    it gets as a parameter, or one a module-level name the test function uses holds."""
+    it gets as a parameter, or one a module-level name the test function (or a helper of its
+    module it calls) uses holds."""
     used: list[Path] = []
     callspec = getattr(request.node, "callspec", None)
     if callspec is not None:
@@ -64,8 +84,8 @@ def _third_party_present(request: pytest.FixtureRequest) -> None:
             used += _paths_in(v)
     fn = getattr(request.node, "function", None)
     if fn is not None:
-        for name in fn.__code__.co_names:
-            used += _paths_in(fn.__globals__.get(name))
+        for v in _globals_used(fn.__code__, fn.__globals__, set()):
+            used += _paths_in(v)
     for p in used:
         if is_public(p) and (why := missing(p)):
             pytest.skip(why)
