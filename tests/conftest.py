@@ -14,9 +14,11 @@ from public_data import is_public, missing, need, public, public_dir, public_fil
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
-# Wireshark's own IPsec test captures and key tables (GPL-2.0+), copied unchanged from
-# ../shared/corpus/wireshark with their MANIFEST.md (provenance, sha256, what each exercises).
-CORPUS = DATA / "wireshark"
+# Wireshark's own IPsec test captures and key tables (GPL-2.0+), materialised at test time from
+# ../shared/corpus/wireshark (tests/public_data.py); tests/data/wireshark/MANIFEST.md says where
+# they come from and what each exercises. Missing on a machine without the shared corpus: the
+# tests using CORPUS skip, saying so.
+CORPUS = public_dir("wireshark")
 SAMPLES = ROOT / "samples"
 # How tests run the CLI: the interpreter running the suite, never a bare `ipsecscope` from PATH
 # (a global install would hide a missing install step; tests/test_lint.py enforces this).
@@ -97,7 +99,8 @@ def corpus_dir() -> Path:
 
 
 def corpus_captures() -> list[Path]:
-    return sorted(p for p in CORPUS.iterdir() if p.name.endswith((".pcap", ".pcapng", ".pcapng.gz")))
+    """The Wireshark corpus's captures, listed whether or not this machine has them."""
+    return [p for p in public_files("wireshark") if p.name.endswith((".pcap", ".pcapng", ".pcapng.gz"))]
 
 
 def have_tshark() -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import DATA, need, public
+from conftest import CORPUS, DATA, need, public
 from test_answer_not_offered_v1 import AM_KEYS, V1, _ah_bundle, _finding, _qm_sa, _session
 from v1_reseal import write_mutant
 
@@ -78,7 +78,7 @@ def test_aggressive_mode_answer_whose_ke_value_does_not_fit_its_group() -> None:
 def test_real_aggressive_mode_answers_fit() -> None:
     """Wireshark's ikev1-bug-12620 (12 transforms, one group) and Zeek's Aggressive Mode capture:
     the answer's group and KE value are the request's; no finding."""
-    for cap, keys in [(DATA / "wireshark" / "ikev1-bug-12620.pcapng.gz", AM_KEYS),
+    for cap, keys in [(CORPUS / "ikev1-bug-12620.pcapng.gz", AM_KEYS),
                       (public("zeek-spicy-ipsec/ipsec-ikev1-isakmp-aggressive-mode.pcap"), None)]:
         need(cap)  # third-party: materialised at test time (tests/public_data.py)
         s = Session()

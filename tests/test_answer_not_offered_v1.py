@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA, SAMPLES, needs_tshark
+from conftest import CORPUS, DATA, SAMPLES, needs_tshark
 from test_answer_not_offered import _add_transform, _transform_id
 from test_ike_rfc_fields import Body, _clear, _sealed
 from v1_reseal import join, walk, write_mutant
@@ -36,8 +36,8 @@ V1 = SAMPLES / "ikev1-dead-peer"
 V2 = SAMPLES / "healthy-gcm"
 # Wireshark's ikev1-bug-12620: a real Aggressive Mode (12 transforms, all modp1024; the answer
 # takes #1, aes256-sha256) with its key table, XAUTH and Mode Config after it
-AM = DATA / "wireshark" / "ikev1-bug-12620.pcapng.gz"
-AM_KEYS = DATA / "wireshark" / "ikev1_decryption_table.tmpl"
+AM = CORPUS / "ikev1-bug-12620.pcapng.gz"
+AM_KEYS = CORPUS / "ikev1_decryption_table.tmpl"
 SA_V1, SA_V2, KE_V1 = 1, 33, 4
 # RFC 3526 §3: the 2048-bit MODP group's prime; g = 2
 MODP2048 = int("FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD"
@@ -246,8 +246,8 @@ def test_lifetimes_and_renumbered_transforms_fit() -> None:
     (Quick Mode answered as transform #1, offered as #5); the phase-1 answers of 12610/12620 list
     their attributes in another order."""
     for cap, keys in [(V1 / "capture.pcapng", V1 / "keys"),
-                      (DATA / "wireshark" / "ikev1-bug-12610.pcapng.gz", DATA / "wireshark" / "ikev1_decryption_table.tmpl"),
-                      (DATA / "wireshark" / "ikev1-bug-12620.pcapng.gz", DATA / "wireshark" / "ikev1_decryption_table.tmpl")]:
+                      (CORPUS / "ikev1-bug-12610.pcapng.gz", CORPUS / "ikev1_decryption_table.tmpl"),
+                      (CORPUS / "ikev1-bug-12620.pcapng.gz", CORPUS / "ikev1_decryption_table.tmpl")]:
         s = Session()
         s.add_key_files([str(keys)])
         s.load(str(cap))

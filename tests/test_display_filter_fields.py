@@ -65,7 +65,7 @@ CAPTURES = {
     "ipv6-ext-esp": (DATA / "ipv6-ext" / "ipv6-ext-esp.pcap", DATA / "ipv6-ext" / "ipv6-ext-esp.esp_sa"),
     "ah-tunnels/ah-v6-gre": (DATA / "ah-tunnels" / "ah-v6-gre.pcap", None),
     "zeek/ip6_esp": (public("zeek/ip6_esp.pcap"), None),
-    "tcpdump/isakmp4500": (DATA / "tcpdump" / "isakmp4500.pcap", None),
+    "tcpdump/isakmp4500": (public("tcpdump/isakmp4500.pcap"), None),
     "zeek-spicy-ipsec/ipsec-ikev1-zero-length": (public("zeek-spicy-ipsec/ipsec-ikev1-zero-length.pcap"), None),
     "malformed-ip": (DATA / "malformed-ip" / "malformed-ip.pcap", None),
     "bad/malformed": (DATA / "bad" / "malformed.pcap", None),

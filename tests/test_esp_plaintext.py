@@ -32,9 +32,9 @@ from ipsecscope.capture import open_capture
 from ipsecscope.crypto.esp import check_payload
 from ipsecscope.errors import DecryptError
 from ipsecscope.export import engine
-from tests.conftest import DATA, IPSECSCOPE, SAMPLES, needs_tshark
+from tests.conftest import IPSECSCOPE, SAMPLES, needs_tshark, public_dir
 
-TCPD = DATA / "tcpdump"
+TCPD = public_dir("tcpdump")  # third-party: materialised at test time (tests/public_data.py)
 SECRETS = TCPD / "esp-secrets.txt"
 sys.path.insert(0, str(SAMPLES / "synthetic"))
 

@@ -28,19 +28,18 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT, needs_tshark, public_dir, public_files
+from conftest import CORPUS, DATA, ROOT, needs_tshark, public, public_dir, public_files
 from conftest import field_cli as cli
 from public_data import data_id
 
 ZEEK = public_dir("zeek-spicy-ipsec")  # third-party: materialised at test time (tests/public_data.py)
-NDPI = DATA / "ndpi"
+NDPI = public_dir("ndpi")  # third-party: materialised at test time (tests/public_data.py)
 ARKIME = public_dir("arkime")  # third-party: materialised at test time (tests/public_data.py)
-KLIPS = DATA / "openswan-klips"
-CAPTURES = sorted(p for d in (NDPI, KLIPS) for p in d.rglob("*")
-                  if p.suffix in (".cap", ".pcap", ".pcapng"))
-# third-party captures no longer committed: materialised at test time (tests/public_data.py)
-CAPTURES += [*(p for p in public_files("zeek-spicy-ipsec") if p.suffix in (".cap", ".pcap")), *(p for p in public_files("arkime") if p.suffix == ".pcap"), *public_files("openswan-unit"), *public_files("joy"), *public_files("libreswan"),
-             *public_files("scapy"), *(p for p in public_files("zeek") if p.suffix == ".pcap")]
+KLIPS = public_dir("openswan-klips")
+# third-party captures, none committed: materialised at test time (tests/public_data.py)
+CAPTURES = [*(p for d in ("ndpi", "openswan-klips") for p in public_files(d) if p.suffix in (".cap", ".pcap", ".pcapng")),
+            *(p for p in public_files("zeek-spicy-ipsec") if p.suffix in (".cap", ".pcap")), *(p for p in public_files("arkime") if p.suffix == ".pcap"), *public_files("openswan-unit"), *public_files("joy"), *public_files("libreswan"),
+            *public_files("scapy"), *(p for p in public_files("zeek") if p.suffix == ".pcap")]
 AH_ESP = ZEEK / "IPsec_ESP-AH_tunnel_mode.cap"
 BURST = NDPI / "derived" / "ipsec_isakmp_esp-207-225.pcap"
 
@@ -126,9 +125,9 @@ def test_ike_messages_and_esp_packets_agree_with_tshark_frame_by_frame(cap):
 
 ZEEK_TRACES = {
     "basic": ZEEK / "ipsec_client.pcap",
-    "ikev1-a": DATA / "wireshark" / "ikev1-certs.pcap",
+    "ikev1-a": CORPUS / "ikev1-certs.pcap",
     "ikev1-b": ZEEK / "ipsec-ikev1-isakmp-aggressive-mode.pcap",
-    "ikev1-c": DATA / "suricata-verify" / "ikev1-rules" / "ikev1-isakmp-main-mode.pcap",
+    "ikev1-c": public("suricata-verify/ikev1-rules/ikev1-isakmp-main-mode.pcap"),
     "ipsec_esp": ZEEK / "ipsec.cap",
 }
 
@@ -361,7 +360,8 @@ def test_ids_and_names_from_the_wire_are_not_markup():
 
 # ---- packetgen-plugin-ipsec: published keys, the plaintext beside each ESP packet -----------------
 
-PG = DATA / "packetgen"
+PG = public_dir("packetgen")  # third-party: materialised at test time (tests/public_data.py)
+PG_KEYS = DATA / "packetgen" / "derived"  # ours: the specs' published keys as Wireshark tables
 PG_ESP = [("esp4-cbc", "cbc-gcm"), ("esp4-ctr-hmac", "ctr-hmac"), ("esp4-gcm", "gcm"), ("esp-tfc", "cbc-gcm")]
 
 
@@ -378,7 +378,7 @@ def test_esp_decrypts_to_the_plaintext_captured_beside_it(name, keys):
     cap = PG / f"{name}.pcapng"
     red = {f.index: f for f in open_capture(cap)}[2].data[14:]  # Ethernet
     red = red[:int.from_bytes(red[2:4], "big")]  # IPv4 total length
-    dec = {d.frame: d for d in api.iter_decrypted(cap, [PG / "derived" / f"{keys}.esp_sa"])}
+    dec = {d.frame: d for d in api.iter_decrypted(cap, [PG_KEYS / f"{keys}.esp_sa"])}
     assert dec[1].status == "ok", dec[1].reason
     assert dec[1].ip_packet() == red
     assert dec[3].status == "no_key"  # the reply's key is not published
@@ -395,7 +395,7 @@ def test_transport_mode_esn_decrypts_as_tshark(tmp_path):
     from ipsecscope import api
 
     cap = PG / "esp-transport-esn.pcapng"
-    keys = PG / "derived" / "cbc-gcm.esp_sa"
+    keys = PG_KEYS / "cbc-gcm.esp_sa"
     dec = {d.frame: d for d in api.iter_decrypted(cap, [keys])}
     assert dec[2].status == "ok" and not dec[2].tunnel and dec[2].next_header == 1
     shutil.copy(keys, tmp_path / "esp_sa")
@@ -416,7 +416,7 @@ def test_ike_auth_decrypts_with_the_published_initiator_keys(name, table, payloa
     from ipsecscope import api
     from ipsecscope.session import Session
 
-    s = Session(api.load_keystore([PG / "derived" / f"{table}.ikev2_decryption_table"]))
+    s = Session(api.load_keystore([PG_KEYS / f"{table}.ikev2_decryption_table"]))
     s.load(PG / f"{name}.pcapng")
     req, resp = s.ike_messages[3], s.ike_messages[4]
     assert req.decrypted and req.icv_ok and len(list(req.all_payloads())) == payloads

@@ -65,12 +65,15 @@ def test_an_answer_after_the_copy_is_still_loss_or_a_slow_peer() -> None:
     assert "answered only after the request was sent again" in r["explanation"] and "answers" not in r["title"]
 
 
+TRUNCATED = public("tcpdump/esp_truncated.pcap")  # third-party: materialised at test time (tests/public_data.py)
+
+
 def test_a_snap_length_cut_keeps_the_snaplen_hint() -> None:
     """tcpdump's esp_truncated.pcap: ESP cut by the capture's snap length."""
-    assert "snaplen" in findings(DATA / "tcpdump" / "esp_truncated.pcap")["CAPTURE-MALFORMED"]["hint"]
+    assert "snaplen" in findings(TRUNCATED)["CAPTURE-MALFORMED"]["hint"]
 
 
-SV_BYPASS = DATA / "suricata-verify" / "detect-bypass-udp" / "input.pcap"
+SV_BYPASS = public("suricata-verify/detect-bypass-udp/input.pcap")
 
 
 @needs_tshark

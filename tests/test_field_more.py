@@ -44,10 +44,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT, needs_tshark, public
+from conftest import DATA, ROOT, needs_tshark, public, public_dir
 from conftest import field_cli as cli
 
-NDPI = DATA / "ndpi"
+NDPI = public_dir("ndpi")  # third-party: materialised at test time (tests/public_data.py)
 # two whole sessions to two gateways; the first ends with the gateway's INFORMATIONAL, seen once
 SESSIONS = NDPI / "derived" / "ipsec_isakmp_esp-287-324.pcap"
 # three IKE SAs to one gateway; the second's IKE_SA_INIT retry (with the COOKIE) is seen once
@@ -163,7 +163,8 @@ def test_ah_flows_paired_without_keys_are_an_ah_child_sa():
     assert "ESP" not in cli("sas", str(AH))
 
 
-KLIPS = DATA / "openswan-klips"
+KLIPS = public_dir("openswan-klips")  # third-party: materialised at test time (tests/public_data.py)
+KLIPS_KEYS = DATA / "openswan-klips" / "derived"  # ours: each test's `ipsec spi` keys as esp_sa tables
 # capture -> the KLIPS test whose cleartext-side tcpdump output is the expected result
 KLIPS_TESTS = {"espfrags1": "west-bigicmp-01.spi1-cleartext.txt",
                "08-sunrise-sunset-esp-sha1": "west-icmp-04.spi1-cleartext.txt",
@@ -196,7 +197,7 @@ def test_klips_esp_decrypts_to_what_klips_and_tshark_show(name, tmp_path):
     from ipsecscope import api
 
     cap = KLIPS / f"{name}.pcap"
-    keys = KLIPS / "derived" / f"{name}.esp_sa"
+    keys = KLIPS_KEYS / f"{name}.esp_sa"
     want = len(ECHO.findall((KLIPS / KLIPS_TESTS[name]).read_text()))
     dec = list(api.iter_decrypted(cap, [keys]))
     assert [d.status for d in dec] == ["ok"] * want
@@ -219,7 +220,7 @@ def test_klips_esp_with_ipcomp_decrypts_to_a_deflated_ip_packet():
     from ipsecscope import api
 
     want = len(ECHO.findall((KLIPS / "west-icmp-03.spi1-cleartext.txt").read_text()))
-    dec = list(api.iter_decrypted(IPCOMP, [KLIPS / "derived" / "08-east-west-esp-ipcomp.esp_sa"]))
+    dec = list(api.iter_decrypted(IPCOMP, [KLIPS_KEYS / "08-east-west-esp-ipcomp.esp_sa"]))
     assert [d.status for d in dec] == ["ok"] * want == ["ok"] * 8
     for d in dec:
         assert d.next_header == 108 and d.inner is not None
@@ -234,7 +235,7 @@ def test_klips_esp_with_ipcomp_shows_the_inner_packet_as_tshark(tmp_path):
     and KLIPS do: each row is the ICMP echo request inside (it was 'ESP seq 1 ▸ 108' and no inner
     field matched), and the SA is tunnel mode (the IPComp header's next header is 4; it was
     'transport', from ESP's next header 108)."""
-    keys = KLIPS / "derived" / "08-east-west-esp-ipcomp.esp_sa"
+    keys = KLIPS_KEYS / "08-east-west-esp-ipcomp.esp_sa"
     theirs = tshark_inner(IPCOMP, keys, tmp_path)
     assert set(theirs.values()) == {("192.0.2.1", "192.0.1.1", "8")}
     rows = [json.loads(line) for line in cli("packets", str(IPCOMP), "-k", str(keys), "--json").splitlines()]
@@ -255,7 +256,7 @@ def test_klips_esp_with_ipcomp_decrypts_to_the_inner_packet_in_the_output(tmp_pa
     general one, which reads records in order instead of by layout)."""
     import gzip
 
-    keys = KLIPS / "derived" / "08-east-west-esp-ipcomp.esp_sa"
+    keys = KLIPS_KEYS / "08-east-west-esp-ipcomp.esp_sa"
     cap = IPCOMP
     if gz:
         cap = tmp_path / "ipcomp.pcap.gz"
@@ -302,7 +303,7 @@ def test_one_way_sa_whose_peer_answers_on_a_sibling_sa():
     assert "filtered" not in f["explanation"] and "sees only one direction" not in f["explanation"]
 
 
-OSPF = DATA / "tcpdump" / "OSPFv3_with_AH.pcap"
+OSPF = public("tcpdump/OSPFv3_with_AH.pcap")  # third-party: materialised at test time (tests/public_data.py)
 
 
 @needs_tshark

@@ -15,10 +15,10 @@ import json
 import struct
 import subprocess
 
-from conftest import DATA, needs_tshark
 from conftest import field_cli as cli
+from conftest import needs_tshark, public
 
-CAP = DATA / "tcpdump" / "ISAKMP_sa_setup.pcap"
+CAP = public("tcpdump/ISAKMP_sa_setup.pcap")  # third-party: materialised at test time (tests/public_data.py)
 
 
 def _tshark(frame: int, *fields: str) -> list[str]:

@@ -14,10 +14,10 @@ import ipaddress
 import json
 import subprocess
 
-from conftest import DATA, needs_tshark
 from conftest import field_cli as cli
+from conftest import needs_tshark, public
 
-CAP = DATA / "tcpdump" / "ikev2four.pcap"
+CAP = public("tcpdump/ikev2four.pcap")  # third-party: materialised at test time (tests/public_data.py)
 SRC_IP, DST_IP = "16388", "16389"  # NAT_DETECTION_SOURCE_IP, NAT_DETECTION_DESTINATION_IP
 
 

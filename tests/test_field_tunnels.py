@@ -26,7 +26,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, SAMPLES, needs_tshark
+from conftest import DATA, SAMPLES, needs_tshark, public
 from conftest import field_cli as cli
 
 from ipsecscope.decode import link, tunnel
@@ -111,12 +111,16 @@ def test_filters_find_tunnel_frames_by_either_header(cap: Path, live: bool) -> N
     assert hit >= 4
 
 
+# third-party: materialised at test time (tests/public_data.py)
+GTP, GTP_OUT = public("ndpi/ipv6_in_gtp.pcap"), public("ndpi/ipv6_in_gtp.pcap.out")
+
+
 @needs_tshark
 def test_ndpi_esp_inside_gtpu_is_one_esp_flow_as_ndpireader_and_tshark_say() -> None:
     """nDPI's expected output: one IPSec flow (1 packet, 166 bytes) from the phone's address, GTP
     around it; tshark: the same SPI and sequence number inside GTP."""
-    cap = DATA / "ndpi" / "ipv6_in_gtp.pcap"
-    out = (DATA / "ndpi" / "ipv6_in_gtp.pcap.out").read_text()
+    cap = GTP
+    out = GTP_OUT.read_text()
     assert re.search(r"ESP \[2a01:4c8:c014:144e:1:2:945b:6761\]:0 -> \[2a01:4c8:f000:f49::4\]:0 .*"
                      r"\[proto: GTP:79/IPSec\].*\[1 pkts/166 bytes -> 0 pkts/0 bytes\]", out)
     t = tshark(cap)[2]

@@ -28,7 +28,8 @@ ESP6 = public("zeek/ip6_esp.pcap")
 AH0 = public("zeek/ipv6_zero_len_ah.pcap")
 ESP6_ZEEK = public("zeek/baseline/core.ipv6_esp/output")
 BAD = DATA / "bad" / "malformed.pcap"
-TRUNCATED = DATA / "tcpdump" / "esp_truncated.pcap"
+TRUNCATED = public("tcpdump/esp_truncated.pcap")
+OSPF_AH = public("tcpdump/OSPFv3_with_AH.pcap")
 
 
 def rows(cap: Path, *extra: str) -> dict[int, dict]:
@@ -139,7 +140,7 @@ def test_group_sa_is_unpaired_because_it_is_one_way():
     """OSPFv3 under AH to ff02::5 (tcpdump's capture): a flow to a multicast group has no reverse
     by nature; its inferred CHILD SA says so instead of 'no flow in the opposite direction started
     near it' (which sounds like a missing answer); a unicast flow keeps that reason."""
-    doc = json.loads(cli("sas", str(DATA / "tcpdump" / "OSPFv3_with_AH.pcap"), "--json"))
+    doc = json.loads(cli("sas", str(OSPF_AH), "--json"))
     reasons = {c["responder"]: c["inferred_reason"] for c in doc["child_sas"]}
     assert "a group SA carries one direction only (RFC 4301 §4.1)" in reasons["ff02::5"]
     assert "no flow in the opposite direction" not in reasons["ff02::5"]

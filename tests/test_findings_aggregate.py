@@ -20,15 +20,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark, public
+from conftest import IPSECSCOPE, ROOT, needs_tshark, public
 from test_inference_order import _without
 
 from ipsecscope.analysis.rules import RuleContext, evaluate
 from ipsecscope.session import Session
 
-SESSIONS = DATA / "ndpi" / "derived" / "ipsec_isakmp_esp-1-160.pcap"
-TWO = DATA / "ndpi" / "derived" / "ipsec_isakmp_esp-287-324.pcap"  # 2 IKE SAs on the same weak proposal
+SESSIONS = public("ndpi/derived/ipsec_isakmp_esp-1-160.pcap")  # third-party: cut at test time
+TWO = public("ndpi/derived/ipsec_isakmp_esp-287-324.pcap")  # 2 IKE SAs on the same weak proposal
 JOY_V2 = public("joy/ikev2.pcap")  # third-party: materialised at test time (tests/public_data.py)
+MM_SETUP = public("tcpdump/ISAKMP_sa_setup.pcap")
 MM2 = public("openswan-unit/lp104-v1rwnatN1.pcap")  # sun's MM2 to 93.184.216.34, alone
 CODE = "IKE-RESPONSE-NO-REQUEST"
 
@@ -126,7 +127,7 @@ def test_responses_from_one_peer_with_every_request_cut_say_one_direction(tmp_pa
 
 def test_a_capture_that_starts_after_the_request_is_not_one_direction(tmp_path):
     """tcpdump's Main Mode without MM1: MM2 has no request, but 10.0.0.1 sends MM3 after it."""
-    cap = _without(DATA / "tcpdump" / "ISAKMP_sa_setup.pcap", tmp_path / "no-mm1.pcap", {1})
+    cap = _without(MM_SETUP, tmp_path / "no-mm1.pcap", {1})
     assert not [f for f in findings(cap) if f["code"] == CODE]
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, ROOT, corpus_captures, ike_messages, needs_tshark
+from conftest import CORPUS, ROOT, corpus_captures, ike_messages, need, needs_tshark
 
 from ipsecscope.model import iana
 from ipsecscope.model.ike import (
@@ -268,6 +268,7 @@ def test_cleartext_fields_match_tshark(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def ws_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    need(CORPUS)  # module-scoped: set up before the autouse fixture could skip
     d = tmp_path_factory.mktemp("wsprofile")
     for n in ("ikev2_decryption_table", "ikev1_decryption_table"):
         shutil.copy(CORPUS / f"{n}.tmpl", d / n)

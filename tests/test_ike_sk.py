@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, corpus_captures, need
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, ChaCha20Poly1305
 
@@ -24,8 +25,7 @@ from ipsecscope.model.iana import EncrTransform as E
 from ipsecscope.model.iana import IntegTransform as I
 from ipsecscope.model.keys import IkeSaKeys
 
-CORPUS = Path(__file__).parent / "data" / "wireshark"
-V2_CAPTURES = sorted(p.name for p in CORPUS.glob("ikev2-decrypt-*") if not p.name.endswith(".json"))
+V2_CAPTURES = [p.name for p in corpus_captures() if p.name.startswith("ikev2-decrypt-")]
 
 # Algorithm names of Wireshark's ikev2_decryption_table as they appear in the .tmpl file.
 _ENCR = {
@@ -95,6 +95,7 @@ def expected(capture: str) -> dict:
 
 @pytest.fixture(scope="module")
 def keys() -> dict[tuple[bytes, bytes], IkeSaKeys]:
+    need(CORPUS)  # module-scoped: set up before the autouse fixture could skip
     return table_keys()
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+from conftest import missing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ike_sk import CORPUS, V2_CAPTURES, ike_datagrams, table_keys
@@ -21,6 +23,8 @@ from ipsecscope.decode.ike import parse_ike
 from ipsecscope.errors import DecryptError, UnknownAlgorithmError
 from ipsecscope.model.packets import IkeDatagram
 
+if why := missing(CORPUS):  # the Wireshark corpus is read below, at import (tests/public_data.py)
+    pytest.skip(why, allow_module_level=True)
 V2 = [m for c in V2_CAPTURES for _f, m in ike_datagrams(CORPUS / c) if find_sk(m)]
 V1 = {c: [m for _f, m in ike_datagrams(CORPUS / c)] for c in V1_CAPTURES}
 KEYS = table_keys()

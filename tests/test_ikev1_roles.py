@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import DATA, public
+from conftest import public
 from test_inference_order import _without
 
 from ipsecscope.model.sa import SaState
@@ -28,7 +28,7 @@ from ipsecscope.session import Session
 
 # capture, the frame of the first phase-1 message (MM1 / AM1), initiator, responder
 PHASE1 = [
-    (DATA / "tcpdump" / "ISAKMP_sa_setup.pcap", 1, "10.0.0.1", "10.0.0.2"),
+    (public("tcpdump/ISAKMP_sa_setup.pcap"), 1, "10.0.0.1", "10.0.0.2"),
     (public("zeek-spicy-ipsec/ipsec-ikev1-isakmp-aggressive-mode.pcap"), 1, "192.168.12.1", "192.168.12.2"),
     (public("arkime/IKEv1.pcap"), 2, "2003:51:6012::4", "2003:51:6012::2"),
 ]

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import replace
 
 import pytest
-from conftest import CORPUS, DATA, IPSECSCOPE, SAMPLES, ike_messages, needs_tshark
+from conftest import CORPUS, DATA, IPSECSCOPE, SAMPLES, ike_messages, needs_tshark, public_dir
 
 from ipsecscope.errors import KeyFileError
 from ipsecscope.keys import add_secrets_block, detect_format, load_keys
@@ -501,7 +501,7 @@ def test_charon_log_without_mgr_lines(tmp_path):
 
 # --- tcpdump `ikev2 I|R` lines (issue 11 item 10) -------------------------------------------------
 
-TCPDUMP_IKE = DATA / "keys" / "tcpdump-ikev2pI2"
+TCPDUMP_IKE = public_dir("tcpdump")  # third-party: materialised at test time (tests/public_data.py)
 
 
 def test_tcpdump_ikev2_lines_are_ike_sa_keys():
@@ -516,7 +516,7 @@ def test_tcpdump_ikev2_lines_are_ike_sa_keys():
     assert k.sk_ei.hex() == "3f44bf47cafd8150591deb088199fcbf" and k.sk_er.hex() == "bedb67ec7dc3d00cccac42e70cd63bde"
     assert k.sk_ai.hex().startswith("4ea8e662") and k.sk_ar.hex().startswith("515b0bd2")
     # the same keys as the Wireshark table written by hand from them
-    table = load_keys([TCPDUMP_IKE / "wsprofile" / "ikev2_decryption_table"]).ike[0]
+    table = load_keys([TCPDUMP_IKE / "derived" / "ikev2pI2-wsprofile" / "ikev2_decryption_table"]).ike[0]
     assert (table.sk_ei, table.sk_er, table.sk_ai, table.sk_ar) == (k.sk_ei, k.sk_er, k.sk_ai, k.sk_ar)
 
 
@@ -538,9 +538,9 @@ def test_tcpdump_ikev2_secrets_decrypt_what_tshark_decrypts():
     store = load_keys([TCPDUMP_IKE / "ikev2pI2-secrets.txt"])
     unchecked = KeyStore()
     unchecked.add_ike(replace(store.ike[0], check_integrity=False, icv_len=12))
-    rows = tshark_fields(cap, TCPDUMP_IKE / "wsprofile")
+    rows = tshark_fields(cap, TCPDUMP_IKE / "derived" / "ikev2pI2-wsprofile")
     verdict = subprocess.run(["tshark", "-r", str(cap), "-V"], capture_output=True, text=True, check=True,
-                             env=dict(os.environ, WIRESHARK_CONFIG_DIR=str(TCPDUMP_IKE / "wsprofile"))).stdout
+                             env=dict(os.environ, WIRESHARK_CONFIG_DIR=str(TCPDUMP_IKE / "derived" / "ikev2pI2-wsprofile"))).stdout
     encrypted = [m for m in ike_messages(cap) if any(p.type == 46 for p in m.payloads)]
     assert [m.frame for m in encrypted] == [2]
     for m in encrypted:

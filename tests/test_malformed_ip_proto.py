@@ -38,8 +38,9 @@ AH0 = public("zeek/ipv6_zero_len_ah.pcap")  # third-party: materialised at test 
 def _captures() -> list[Path]:
     out = sorted(p for p in (DATA / "bad").iterdir() if p.name.endswith((".pcap", ".pcapng", ".pcap.gz")))
     out += [p for p in public_files("zeek") if p.suffix == ".pcap"]
-    for sub in ("rfc-violations", "tcpdump", "wireshark", "suricata-verify"):
-        out += sorted(p for p in (DATA / sub).rglob("*") if p.name.endswith((".pcap", ".pcapng", ".pcapng.gz", ".cap")))
+    out += sorted(p for p in (DATA / "rfc-violations").rglob("*") if p.name.endswith((".pcap", ".pcapng", ".pcapng.gz", ".cap")))
+    for suite in ("tcpdump", "wireshark", "suricata-verify"):  # third-party: materialised at test time
+        out += [p for p in public_files(suite) if p.name.endswith((".pcap", ".pcapng", ".pcapng.gz", ".cap"))]
     return out
 
 

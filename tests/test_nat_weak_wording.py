@@ -30,13 +30,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, DATA, IPSECSCOPE, ROOT, needs_tshark, public
+from conftest import CORPUS, IPSECSCOPE, ROOT, need, needs_tshark, public, public_dir
 from test_inference_order import _without
 
-ISAKMP4500 = DATA / "tcpdump" / "isakmp4500.pcap"
+ISAKMP4500 = public("tcpdump/isakmp4500.pcap")
+IKEV2FOUR = public("tcpdump/ikev2four.pcap")
 MM2 = public("openswan-unit/lp104-v1rwnatN1.pcap")  # third-party: materialised at test time
 JOY_V1 = public("joy/ikev1.pcap")
-NDPI = DATA / "ndpi" / "derived"
+NDPI = public_dir("ndpi") / "derived"  # third-party: cut at test time (tests/public_data.py)
 
 
 def findings(cap: Path, code: str) -> list[dict]:
@@ -155,7 +156,7 @@ def _choosing_exchanges(cap: Path) -> dict[str, tuple[int, ...]]:
 @needs_tshark
 @pytest.mark.parametrize("cap", [
     NDPI / "ipsec_isakmp_esp-1-160.pcap", NDPI / "ipsec_isakmp_esp-1-19.pcap", NDPI / "ipsec_isakmp_esp-456-466.pcap",
-    DATA / "tcpdump" / "ikev2four.pcap", ISAKMP4500, MM2, JOY_V1,
+    IKEV2FOUR, ISAKMP4500, MM2, JOY_V1,
     public("zeek-spicy-ipsec/ipsec-ikev1-isakmp-aggressive-mode.pcap"),
 ], ids=lambda p: p.stem)
 def test_weak_ike_sa_cites_the_exchange_that_chose(cap):
@@ -174,6 +175,7 @@ def test_weak_ike_sa_cites_the_exchange_that_chose(cap):
 def ikev1_with_esp(tmp_path_factory) -> tuple[Path, Path]:
     """Wireshark's ikev1-bug-12610 (Main Mode, Quick Mode) joined with esp-bug-12671 (its ESP) as
     the session numbers two files (mergecap -a), and the same without the responder's ESP."""
+    need(CORPUS)  # module-scoped: set up before the autouse fixture could skip
     d = tmp_path_factory.mktemp("ikev1")
     both = d / "12610+12671.pcapng"
     subprocess.run(["mergecap", "-a", "-w", str(both), str(CORPUS / "ikev1-bug-12610.pcapng.gz"),

@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, needs_tshark
+from conftest import DATA, IPSECSCOPE, needs_tshark, public_dir
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from test_display_filter_oracle import FILTERS, _tshark_each
 from test_session_fast import _load
@@ -28,11 +28,11 @@ from test_session_fast import _load
 from ipsecscope.crypto.esp import MAX_NESTED
 from ipsecscope.session import Session
 
-TCPDUMP = DATA / "tcpdump"
+TCPDUMP = public_dir("tcpdump")  # third-party: materialised at test time (tests/public_data.py)
 ESP2 = TCPDUMP / "08-sunrise-sunset-esp2.pcap"
 # tshark profiles with the esp_sa table of both SAs, and of the outer SA only
-BOTH = TCPDUMP / "derived" / "esp2-wsprofile"
-OUTER = TCPDUMP / "derived" / "esp2-outer-wsprofile"
+BOTH = DATA / "tcpdump" / "derived" / "esp2-wsprofile"  # ours: esp-secrets.txt's SAs as esp_sa tables
+OUTER = DATA / "tcpdump" / "derived" / "esp2-outer-wsprofile"
 
 NESTED_FILTERS = [
     "esp.spi == 0xabcdabcd", "esp.spi != 0x12345678", "esp.spi != 0xabcdabcd", "esp.sequence == 3",

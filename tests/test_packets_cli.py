@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import IPSECSCOPE, SAMPLES, needs_tshark
+from conftest import IPSECSCOPE, SAMPLES, needs_tshark, public
 
 HEALTHY = SAMPLES / "healthy-gcm"
 CAP = HEALTHY / "capture.pcapng"
@@ -88,12 +88,15 @@ def _link_capture(path: Path) -> Path:
     return path
 
 
+ISAKMP4500 = public("tcpdump/isakmp4500.pcap")  # third-party: materialised at test time (tests/public_data.py)
+
+
 @needs_tshark
 def test_frames_that_are_not_ip_say_what_they_are_as_tsharks_protocol_column(tmp_path: Path) -> None:
     """An ARP or LLDP frame had an empty Info (packets and the TUI's packet list): it names its
     EtherType as tshark's Protocol column does, or 'ethertype 0x88b5' where tshark shows the
     number, and 'LLC' for an 802.3 length-field frame."""
-    for cap in (_link_capture(tmp_path / "lan.pcap"), Path(__file__).parent / "data/tcpdump/isakmp4500.pcap"):
+    for cap in (_link_capture(tmp_path / "lan.pcap"), ISAKMP4500):
         rows = [json.loads(x) for x in run("packets", "--json", str(cap)).stdout.splitlines()]
         want = tshark(cap, "not ip and not ipv6", "frame.number", "_ws.col.Protocol", "eth.len", keys=None)
         assert want

@@ -25,26 +25,23 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark, public_files
+from conftest import CORPUS, DATA, IPSECSCOPE, ROOT, needs_tshark, public_dir, public_files
 from public_data import data_id
 
-TCPDUMP = DATA / "tcpdump"
-SURICATA = DATA / "suricata-verify"
-WIRESHARK = DATA / "wireshark"
-# captures nobody here made, found later (tests/test_field_captures.py compares them frame by frame)
-FIELD = (DATA / "ndpi", DATA / "packetgen",
-         DATA / "openswan-klips")
-# third-party captures no longer committed: materialised at test time (tests/public_data.py)
-PUBLIC = (*(p for p in public_files("zeek-spicy-ipsec") if p.suffix in (".cap", ".pcap")), *(p for p in public_files("arkime") if p.suffix == ".pcap"), *public_files("openswan-unit"), *public_files("joy"), *public_files("libreswan"),
-          *public_files("scapy"), *(p for p in public_files("zeek") if p.suffix == ".pcap"))
-SUITES = (WIRESHARK, TCPDUMP, SURICATA, *FIELD)
+# Third-party captures, none committed: materialised at test time (tests/public_data.py), listed
+# whether or not this machine has them (their tests then skip, saying why).
+TCPDUMP = public_dir("tcpdump")
+SURICATA = public_dir("suricata-verify")
+WIRESHARK = CORPUS
+# the three suites above, then captures nobody here made, found later (tests/test_field_captures.py
+# compares them frame by frame)
+SUITES = ("wireshark", "tcpdump", "suricata-verify", "ndpi", "packetgen", "openswan-klips", "zeek-spicy-ipsec",
+          "arkime", "openswan-unit", "joy", "libreswan", "scapy", "zeek")
 
 
 def _captures() -> list[Path]:
-    out = []
-    for suite in SUITES:
-        out += sorted(p for p in suite.rglob("*") if p.name.endswith((".pcap", ".pcapng", ".pcapng.gz", ".cap")))
-    return out + list(PUBLIC)
+    return [p for suite in SUITES for p in public_files(suite)
+            if p.name.endswith((".pcap", ".pcapng", ".pcapng.gz", ".cap"))]
 
 
 CAPTURES = _captures()
@@ -88,7 +85,7 @@ def test_public_corpus_is_present():
     (tests/public_data.py) whether or not this machine can materialise them."""
     assert len(CAPTURES) >= 39
     for suite in SUITES:
-        assert list(suite.glob("PROVENANCE.md")) or list(suite.glob("MANIFEST.md")), suite
+        assert list((DATA / suite).glob("PROVENANCE.md")) or list((DATA / suite).glob("MANIFEST.md")), suite
 
 
 @pytest.mark.parametrize("cap", CAPTURES, ids=_id)
@@ -252,8 +249,8 @@ def test_tcpdump_ikev2pI2_keys_are_read_and_match_the_sa(keys):
 
 
 # tcpdump tests without secrets: the ISAKMP/IKE messages tcpdump printed are the ones we decode.
-TCPDUMP_PLAIN = sorted(p for p in TCPDUMP.glob("*.out")
-                       if p.stem not in {"esp0", "esp1", "esp2", "esp5", "espudp1", "ikev2pI2"})
+TCPDUMP_PLAIN = sorted(p for p in public_files("tcpdump") if p.suffix == ".out"
+                       and p.stem not in {"esp0", "esp1", "esp2", "esp5", "espudp1", "ikev2pI2"})
 
 
 def _tcpdump_input(out: Path) -> Path | None:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA, SAMPLES, needs_tshark
+from conftest import DATA, SAMPLES, needs_tshark, public
 
 HERE = DATA / "rfc-violations"
 V2_KEYS = SAMPLES / "healthy-gcm" / "keys"
@@ -126,12 +126,15 @@ def test_tshark_decrypts_the_resealed_messages(name: str) -> None:
         assert text.count("Protocol ID: AH (2)") == 3 and text.count("Transform ID (INTEG): AUTH_HMAC_SHA2_256_128") == 2
 
 
+PG_IKEV2 = public("packetgen/ikev2.pcapng")  # third-party: materialised at test time (tests/public_data.py)
+
+
 def test_public_capture_offering_integ_beside_aead() -> None:
     """packetgen-plugin-ipsec's ikev2.pcapng (tests/data/packetgen): its initiator offers AES-GCM-16
     alone with AUTH_HMAC_SHA2_256_128 beside it, which RFC 5282 §8 forbids; the responder's answer
     selects no INTEG (as §8 asks of a selection) and stays clean."""
     rows = {json.loads(x)["frame"]: json.loads(x)
-            for x in _cli("packets", "--json", DATA / "packetgen" / "ikev2.pcapng").splitlines()}
+            for x in _cli("packets", "--json", PG_IKEV2).splitlines()}
     assert rows[1]["status"] == "malformed" and (
         "payload 1 (SA): proposal 1 IKE has AUTH_HMAC_SHA2_256_128 beside its AEAD cipher ENCR_AES_GCM_16"
         in rows[1]["info"])

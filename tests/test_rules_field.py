@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, public
 
 from ipsecscope.model.plural import plural
 from ipsecscope.model.sa import Severity
@@ -142,10 +142,13 @@ def test_child_likely_refused_needs_evidence_that_holds():
 DATA = ROOT / "tests" / "data"
 
 
+WEAK_DH = public("suricata-verify/ikev2-weak-dh/IKEv2_SA_INIT_2-8-weak.pcap")  # third-party: materialised at test time (tests/public_data.py)
+
+
 def test_weak_dh_group_offered_is_info():
     """Issue 11 #13: a weak group offered but never negotiated (suricata-verify ikev2-weak-dh: an
     IKE_SA_INIT offering MODP-1024, unanswered) is reported as info, naming the offer."""
-    fs = load(DATA / "suricata-verify" / "ikev2-weak-dh" / "IKEv2_SA_INIT_2-8-weak.pcap").findings
+    fs = load(WEAK_DH).findings
     f = next(f for f in fs if f.code == "IKE-WEAK-OFFERED")
     assert f.severity == Severity.INFO and "MODP ≤ 1024" in f.title and f.frames == (1,)
     assert "offered aes256-sha256-modp1024 to 212.158.157.8" in f.explanation

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, needs_tshark
+from conftest import SAMPLES, missing, needs_tshark, public_dir
 from cpu_ratio import least_cpu_ratio
 
 from ipsecscope.decode.ike import parse_ike
@@ -24,10 +24,9 @@ from ipsecscope.model.sa import SaState
 from ipsecscope.session import Session
 from ipsecscope.state.tracker import Tracker
 
-# ../shared/corpus beside the checkout (or beside the worktrees' parent)
-EVE = next((p / "shared" / "corpus" for p in ROOT.parents if (p / "shared" / "corpus").is_dir()),
-           ROOT.parent / "shared" / "corpus") / "suricata-verify" / "eve-flow-esp"
-needs_eve = pytest.mark.skipif(not (EVE / "input.pcap").exists(), reason="../shared/corpus not present")
+# suricata-verify's eve-flow-esp: materialised at test time from the shared corpus (tests/public_data.py)
+EVE = public_dir("suricata-verify") / "eve-flow-esp"
+needs_eve = pytest.mark.skipif(not (EVE / "input.pcap").exists(), reason=str(missing(EVE / "input.pcap")))
 
 
 def suricata_flows(test_yaml: Path) -> set[tuple[str, str, int, int]]:

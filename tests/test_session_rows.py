@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import bisect
 import glob
+from pathlib import Path
 
 import pytest
-from conftest import DATA, SAMPLES
+from conftest import DATA, ROOT, SAMPLES, corpus_captures, is_public, need, public
+from public_data import data_id
 
 from ipsecscope.model.packets import FrameRow
 from ipsecscope.rowstore import RowStore
 from ipsecscope.session import Session
 
 CAPTURES = sorted(
-    glob.glob(str(SAMPLES / "*" / "*.pcap*")) + glob.glob(str(DATA / "wireshark" / "*.pcap*"))
-    + glob.glob(str(DATA / "bad" / "*.pcap*")) + [str(DATA / "tcpdump" / "isakmp4500.pcap")]  # (ARP frames) + glob.glob(str(DATA / "findings" / "**" / "*.pcap*"), recursive=True)
+    glob.glob(str(SAMPLES / "*" / "*.pcap*")) + [str(p) for p in corpus_captures()]
+    + glob.glob(str(DATA / "bad" / "*.pcap*")) + [str(public("tcpdump/isakmp4500.pcap"))]  # (ARP frames) + glob.glob(str(DATA / "findings" / "**" / "*.pcap*"), recursive=True)
 )
 CAPTURES = [c for c in CAPTURES if not c.endswith(".json")]
 
@@ -38,9 +40,10 @@ def _load(path: str, keys: list[str], **kw) -> Session:
     return s
 
 
-@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.split("/", 3)[-1])
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: data_id(Path(p)) if is_public(Path(p)) else str(Path(p).relative_to(ROOT)))
 def test_rowstore_equals_framerow_path(path: str) -> None:
     assert CAPTURES
+    need(Path(path))  # third-party ones are materialised at test time (tests/public_data.py)
     for keys in ([], _keys(path)):
         packed = _load(path, keys)
         plain = _load(path, keys, max_rows=10**9)  # live-mode ring: FrameRow objects

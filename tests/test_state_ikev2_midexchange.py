@@ -17,15 +17,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+from conftest import IPSECSCOPE, ROOT, need, needs_tshark, public
 from test_inference_order import _without
 
-CUT = DATA / "ndpi" / "derived" / "ipsec_isakmp_esp-456-466.pcap"
+CUT = public("ndpi/derived/ipsec_isakmp_esp-456-466.pcap")  # third-party: cut at test time (tests/public_data.py)
 SA_PAYLOAD = "33"  # IKEv2 payload type SA (RFC 7296 §3.2)
 
 
 @pytest.fixture(scope="module")
 def no_first_request(tmp_path_factory) -> Path:
+    need(CUT)  # module-scoped: runs before the autouse fixture could skip
     return _without(CUT, tmp_path_factory.mktemp("ndpi") / "456-466-no1.pcap", {1})
 
 

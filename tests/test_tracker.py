@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, SAMPLES, needs_tshark
+from conftest import CORPUS, DATA, SAMPLES, corpus_captures, needs_tshark
 
 from ipsecscope.model.sa import SaState
 from ipsecscope.session import Session
@@ -138,7 +138,7 @@ def test_child_refused_ike_sa_still_established_then_deleted(name, failure):
 # ---------------------------------------------------------------------------------- Wireshark corpus
 
 
-IKEV2 = sorted(p for p in CORPUS.iterdir() if p.name.startswith("ikev2-decrypt-") and not p.name.endswith(".json"))
+IKEV2 = [p for p in corpus_captures() if p.name.startswith("ikev2-decrypt-")]
 
 
 @pytest.mark.parametrize("cap", IKEV2, ids=lambda p: p.name)
@@ -332,10 +332,10 @@ def test_finding_events_announced_once():
 
 
 ALL_CAPTURES = sorted(
-    [p for p in CORPUS.iterdir() if p.name.endswith((".pcap", ".pcapng", ".pcapng.gz"))]
+    corpus_captures()
     + list(SAMPLES.glob("*/capture.pcapng")) + list(SAMPLES.glob("synthetic/*.pcap"))
-    + list((CORPUS.parent / "findings").glob("*/capture.pcapng"))
-    + list((CORPUS.parent / "ikev2-skf").glob("*/capture.pcapng")))
+    + list((DATA / "findings").glob("*/capture.pcapng"))
+    + list((DATA / "ikev2-skf").glob("*/capture.pcapng")))
 
 
 @pytest.mark.parametrize("cap", ALL_CAPTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -358,7 +358,7 @@ def test_every_capture_correlates_without_engine_errors(cap):
 def test_rekey_collisions_chain_follows_the_survivors():
     """Real capture: both peers rekey on the same 6 s timer (plugins/ipsecscope-rekeytiming data).
     RFC 7296 §2.8.1: per round two successors, the redundant one deleted; the chain goes on."""
-    d = CORPUS.parents[2] / "plugins" / "ipsecscope-rekeytiming" / "tests" / "data" / "rekey-timers"
+    d = DATA.parents[1] / "plugins" / "ipsecscope-rekeytiming" / "tests" / "data" / "rekey-timers"
     s = Session()
     s.add_key_files([d / "keys" / "ikev2_decryption_table", d / "keys" / "esp_sa"])
     s.load(d / "capture.pcapng")

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, SAMPLES, needs_tshark
+from conftest import CORPUS, SAMPLES, corpus_captures, needs_tshark, public
 from textual.geometry import Size
 from textual.widgets import DataTable, Input, TabbedContent, Tree
 
@@ -292,8 +292,7 @@ async def test_not_a_capture_is_reported(tmp_path: Path) -> None:
         assert "Could not load" in str(app.query_one("#status").render())
 
 
-@pytest.mark.parametrize("capture", sorted(p.name for p in CORPUS.iterdir() if p.name.endswith(
-    (".pcap", ".pcapng", ".pcapng.gz"))))
+@pytest.mark.parametrize("capture", [p.name for p in corpus_captures()])
 @sync
 async def test_every_corpus_capture_opens(capture: str) -> None:
     """No traceback on any Wireshark corpus capture; every frame has a row; each row shows detail."""
@@ -851,11 +850,14 @@ async def test_a_capture_with_no_frames_or_no_ipsec_says_why_in_every_pane(tmp_p
 
 
 
+ISAKMP4500 = public("tcpdump/isakmp4500.pcap")  # third-party: materialised at test time (tests/public_data.py)
+
+
 @sync
 async def test_packet_list_names_frames_that_are_not_ip() -> None:
     """ARP frames beside the IKE ones had an empty Info column; they read 'ARP' (as tshark's
     Protocol column), from the row store's EtherType, on screen at 80 columns too."""
-    cap = Path(__file__).parent / "data" / "tcpdump" / "isakmp4500.pcap"
+    cap = ISAKMP4500
     app = create_app(cap)
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot)

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, SAMPLES, needs_tshark
+from conftest import CORPUS, SAMPLES, need, needs_tshark
 
 from ipsecscope.filtering import select, source_of
 from ipsecscope.model.filter import FilterError, compile_filter, findings_index
@@ -36,6 +36,7 @@ def healthy() -> Session:
 
 @pytest.fixture(scope="module")
 def esp_bug() -> Session:
+    need(ESP_BUG)  # module-scoped: set up before the autouse fixture could skip
     s = Session()
     s.load(ESP_BUG)
     return s

@@ -13,7 +13,7 @@ import io
 import re
 
 import pytest
-from conftest import SAMPLES, growing_capture_app
+from conftest import SAMPLES, growing_capture_app, need, public
 from rich.console import Console
 from textual.containers import VerticalScroll
 
@@ -163,7 +163,8 @@ def test_timeline_markers_sit_at_their_event_times(sample: str, size: tuple[int,
 
 @pytest.mark.parametrize("capture, keys", [("healthy-gcm", ["keys"]), ("dead-peer", []), ("peer-restart", []),
                                            ("esp-oneway-drop", []), ("nat-rebind", []),
-                                           ("../tests/data/tcpdump/OSPFv3_with_AH.pcap", [])])
+                                           pytest.param(str(public("tcpdump/OSPFv3_with_AH.pcap")), [],
+                                                        id="tcpdump/OSPFv3_with_AH")])
 def test_activity_from_records_equals_rows(capture, keys):
     """The sparklines' counts from the RowStore's records (numpy, no row built) are the ones the
     rows themselves give, keys (CHILD SA ids, ("spi", SPI) for ESP/AH no SA claims) in the same order."""
@@ -171,6 +172,7 @@ def test_activity_from_records_equals_rows(capture, keys):
     from ipsecscope.session import Session
     from ipsecscope.tui.panes import activity
 
+    need(SAMPLES / capture)  # third-party ones are materialised at test time (tests/public_data.py)
     s = Session()
     s.add_key_files([SAMPLES / capture / k for k in keys])
     s.load(SAMPLES / capture if capture.endswith(".pcap") else SAMPLES / capture / "capture.pcapng")
