@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from public_data import missing  # noqa: E402
 from test_ike_sk import CORPUS, V2_CAPTURES, ike_datagrams, table_keys  # noqa: E402
 from test_ikev1_crypto import V1_CAPTURES, table  # noqa: E402
 
@@ -29,6 +30,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2000)
     args = ap.parse_args()
+    if why := missing(CORPUS):  # third-party: materialised from the shared corpus (tests/public_data.py)
+        sys.exit(f"bench_ike_decrypt: {why}")
     keys = table_keys()
     for cap in V2_CAPTURES:
         work = []
