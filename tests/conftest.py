@@ -56,17 +56,34 @@ def _paths_in(v: object) -> list[Path]:
     return []
 
 
+def _ours(v: object) -> bool:
+    return getattr(v, "__module__", "").startswith("test_") or getattr(v, "__module__", "") in (
+        "conftest", "tests.conftest")
+
+
+def _unwrapped(fn: object) -> object:
+    """The test body under a decorator (functools.wraps: test_tui's @sync; hypothesis's @given)."""
+    inner = getattr(getattr(fn, "hypothesis", None), "inner_test", None)
+    return _unwrapped(inner) if inner is not None else (
+        _unwrapped(fn.__wrapped__) if hasattr(fn, "__wrapped__") else fn)
+
+
 def _globals_used(code: types.CodeType, names: dict, seen: set) -> list[object]:
     """The module-level values a test reads: by name in its code, in functions nested in it (an
-    async body run by the test), and in the test modules' own helpers it calls, followed down."""
+    async body run by the test), and in the test modules' own helpers and classes it calls,
+    followed down."""
     out: list[object] = []
     for name in code.co_names:
         v = names.get(name)
         out.append(v)
-        if isinstance(v, types.FunctionType) and v.__code__ not in seen and (
-                v.__module__.startswith("test_") or v.__module__ in ("conftest", "tests.conftest")):
-            seen.add(v.__code__)
-            out += _globals_used(v.__code__, v.__globals__, seen)
+        fns = [v] if isinstance(v, types.FunctionType) and _ours(v) else (
+            [f for f in vars(v).values() if isinstance(f, types.FunctionType)] if isinstance(v, type) and _ours(v)
+            else [])
+        for f in fns:
+            f = _unwrapped(f)
+            if isinstance(f, types.FunctionType) and f.__code__ not in seen:
+                seen.add(f.__code__)
+                out += _globals_used(f.__code__, f.__globals__, seen)
     for c in code.co_consts:
         if isinstance(c, types.CodeType) and c not in seen:
             seen.add(c)
@@ -84,8 +101,8 @@ def _third_party_present(request: pytest.FixtureRequest) -> None:
     if callspec is not None:
         for v in callspec.params.values():
             used += _paths_in(v)
-    fn = getattr(request.node, "function", None)
-    if fn is not None:
+    fn = _unwrapped(getattr(request.node, "function", None))
+    if isinstance(fn, types.FunctionType):
         for v in _globals_used(fn.__code__, fn.__globals__, set()):
             used += _paths_in(v)
     for p in used:

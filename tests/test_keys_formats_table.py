@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CORPUS, DATA, IPSECSCOPE, ROOT
+from conftest import CORPUS, DATA, IPSECSCOPE, ROOT, need
 
 from ipsecscope.keys import add_secrets_block, detect_format, formats, load_keys
 from ipsecscope.keys.dsb import SECRETS_TYPE_IPSEC, pcapng_with_secrets
@@ -38,6 +38,7 @@ def test_readme_table_is_the_format_table():
 def test_every_readable_format_has_a_sample_and_is_detected():
     readable = {f.name for f in formats.input_formats()} - {"dsb"}
     assert readable == set(SAMPLE_FILES)
+    need(*SAMPLE_FILES.values())  # the Wireshark tables are third-party (tests/public_data.py)
     for name, path in SAMPLE_FILES.items():
         data = path.read_bytes()
         if path.suffix == ".gz":
@@ -50,6 +51,7 @@ def test_every_readable_format_has_a_sample_and_is_detected():
 @pytest.mark.parametrize("name", sorted(SAMPLE_FILES))
 def test_every_format_detected_is_read_inside_an_ipsk_dsb(tmp_path, name):
     """Whatever detection recognises, the DSB path reads too (never "recognised, then rejected")."""
+    need(SAMPLE_FILES[name])  # the Wireshark tables are third-party (tests/public_data.py)
     plain = load_keys([SAMPLE_FILES[name]])
     data = SAMPLE_FILES[name].read_bytes()
     if SAMPLE_FILES[name].suffix == ".gz":
