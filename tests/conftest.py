@@ -57,8 +57,8 @@ def _paths_in(v: object) -> list[Path]:
 
 
 def _ours(v: object) -> bool:
-    return getattr(v, "__module__", "").startswith("test_") or getattr(v, "__module__", "") in (
-        "conftest", "tests.conftest")
+    m = getattr(v, "__module__", None)
+    return isinstance(m, str) and (m.startswith("test_") or m in ("conftest", "tests.conftest"))
 
 
 def _unwrapped(fn: object) -> object:
