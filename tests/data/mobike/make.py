@@ -1,0 +1,86 @@
+"""Writes this folder from two real strongSwan peers (run as root from the repository root:
+``.venv/bin/python tests/data/mobike/make.py``): a roaming client moves its IKE SA and CHILD SA
+to a new address with MOBIKE (RFC 4555), seen from the gateway.
+
+tests/netns_peers.StrongswanPair (namespaces ``mob-l`` / ``mob-r``, one veth): the client (left)
+198.18.0.1 (inner 10.1.0.1), the gateway (right) 198.18.0.2 (inner 10.2.0.1); kernel-libipsec
+(ESP in UDP 4500), AES-GCM, ``mobike = yes``; tcpdump runs in the gateway's namespace. In order:
+
+1. tunnel up from 198.18.0.1, 3 pings answered;
+2. the client gets a second address 198.18.0.3 on the same link: charon announces it
+   (INFORMATIONAL with ADDITIONAL_IP4_ADDRESS, RFC 4555 §3.6);
+3. 198.18.0.1 is removed (the secondary 198.18.0.3 is promoted): charon roams and sends
+   UPDATE_SA_ADDRESSES with NAT_DETECTION_* (and COOKIE2) from 198.18.0.3 (RFC 4555 §3.5); the
+   gateway answers and moves the IKE SA and the CHILD SA (same SPIs) to 198.18.0.3;
+   pings every 20 ms run across the move (150 sent; ping-across-move.txt: how many were answered);
+4. 3 pings answered through the moved SAs, then the client closes the IKE SA.
+
+Written: capture.pcap, charon-left.log and charon-right.log (both logs: their keys, and what each
+charon said about the address update).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from netns_peers import IFACE, PeerError, StrongswanPair, psk_confs  # noqa: E402
+
+NEW_ADDR = "198.18.0.3"
+
+
+class GatewayView(StrongswanPair):
+    """tcpdump on the gateway's (right's) veth, where a roaming client's move is seen."""
+
+    def _capture_point(self) -> list[str]:
+        return [self.right.netns, "tcpdump", "-i", IFACE]
+
+
+def main() -> None:
+    left, right = psk_confs("roam", "aes256gcm16-prfsha256-ecp256", "aes256gcm16-ecp256",
+                            "mobike-roaming-psk", conn_opts={"mobike": "yes", "dpd_delay": "30s"},
+                            child_opts={"rekey_time": "0", "start_action": "none"})
+    # The client may use any of its addresses; the gateway accepts the client from anywhere.
+    left = left.replace("local_addrs = 198.18.0.1", "local_addrs = %any")
+    right = right.replace("remote_addrs = 198.18.0.1", "remote_addrs = %any")
+    work = Path(tempfile.mkdtemp(prefix="mobike-"))
+    try:
+        with GatewayView(work, left, right, tag="mob") as pair:
+            # Deleting the primary address keeps (promotes) the secondary instead of deleting it.
+            pair.exec("left", "sysctl", "-qw", f"net.ipv4.conf.{IFACE}.promote_secondaries=1")
+            pair.initiate("net")
+            pair.ping(3, interval=0.3)
+            pair.add_outer("left", NEW_ADDR)
+            time.sleep(3)
+            # Pings every 20 ms across the move, so ESP is on the wire while the SAs move.
+            pinger = pair.popen("left", sys.executable, str(ROOT / "tests" / "netns_peers.py"), "ping",
+                                pair.left.inner, pair.right.inner, "150", "0.02",
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            time.sleep(1)
+            pair.exec("left", "ip", "addr", "del", "198.18.0.1/24", "dev", IFACE)
+            if not pair.wait_log("right", "remote endpoint changed", timeout=20):
+                raise PeerError("mobike: the gateway never moved the SA")
+            out, _ = pinger.communicate(timeout=60)
+            (work / "ping-across-move.txt").write_text(out.decode())
+            time.sleep(1)
+            pair.ping(3, interval=0.3)
+            pair.terminate_ike("roam")
+            time.sleep(0.5)
+        shutil.copyfile(pair.capture_path, HERE / "capture.pcap")
+        shutil.copyfile(pair.left.log, HERE / "charon-left.log")
+        shutil.copyfile(pair.right.log, HERE / "charon-right.log")
+        shutil.copyfile(work / "ping-across-move.txt", HERE / "ping-across-move.txt")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
