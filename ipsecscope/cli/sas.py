@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .. import timefmt
-from ..analysis.rules.nat_mtu import nat_phrase
+from ..analysis.rules.nat_mtu import mobike_phrase, nat_phrase
 from ..errors import IpsecscopeError
 from ..export.documents import SAS_SCHEMA as SCHEMA
 from ..export.documents import capture_info, sas_document
@@ -211,6 +211,8 @@ def render(table: SaTable, console: Console | None = None, keys_given: bool = Fa
             tree.add(f"INVALID_KE_PAYLOAD: responder asked for {', '.join(N.dh_name(g) for g in sa.invalid_ke_requested)}")
         if sa.nat_detected is not None or sa.nat_rebindings:
             tree.add(f"NAT: {nat_phrase(table, sa)}" + ("; NAT-T on UDP 4500" if sa.nat_t else ""))
+        if sa.mobike_updates:  # RFC 4555 §3.5: the SA's addresses changed, its SPIs did not
+            tree.add(f"MOBIKE: {escape(mobike_phrase(sa))}")
         times = f"created {_clock(sa.created_ts)}"
         if sa.established_ts:
             times += f", established {_clock(sa.established_ts)}"

@@ -76,6 +76,36 @@ class NatRebinding:
     followed_in: str = ""
     to_old: int = 0  # packets the other peer still sent to the old endpoint after ``ts`` (until it followed)
     to_old_frames: list[int] = field(default_factory=list)  # the first few
+    # Not a NAT at all: the peer moved itself and announced it with MOBIKE UPDATE_SA_ADDRESSES
+    # (RFC 4555 §3.5) in this request frame; state/mobike.py links the two
+    mobike_frame: int | None = None
+
+
+@dataclass(slots=True)
+class MobikeUpdate:
+    """One MOBIKE address update (RFC 4555 §3.5): an INFORMATIONAL request with UPDATE_SA_ADDRESSES,
+    sent by the initiator from the address pair the IKE SA and all its CHILD SAs move to (same SPIs).
+    The NAT_DETECTION_* hashes in it say whether a NAT sits on the new path (RFC 4555 §3.5)."""
+
+    peer: str  # "initiator" | "responder" (roles of the IKE SA): who sent the update
+    src_addr: str  # the new address pair, as captured
+    src_port: int
+    dst_addr: str
+    dst_port: int
+    ts: float
+    frame: int
+    message_id: int
+    # The sender's NAT_DETECTION_SOURCE_IP / the DESTINATION one over the addresses captured:
+    # True matches, False does not, None absent (RFC 7296 §2.23 formula, RFC 4555 §3.5)
+    nat_src_ok: bool | None = None
+    nat_dst_ok: bool | None = None
+    cookie2: bool = False  # a return routability cookie rode along (RFC 4555 §3.7)
+    answered_ts: float | None = None
+    answered_frame: int | None = None
+    error: str = ""  # an error notify in the answer (UNACCEPTABLE_ADDRESSES, UNEXPECTED_NAT_DETECTED, RFC 4555 §4.2)
+    # Where the sender was before (set when the update explains a move, state/mobike.py)
+    old_addr: str = ""
+    old_port: int = 0
 
 
 @dataclass(slots=True)
@@ -394,6 +424,11 @@ class IkeSa:
     # A peer's NAT-T address:port changed mid-SA (its IKE messages on 4500 or its CHILD SAs' ESP in
     # UDP came from a new one): in order, state/nat.py
     nat_rebindings: list[NatRebinding] = field(default_factory=list)
+    # MOBIKE (RFC 4555): MOBIKE_SUPPORTED seen from (initiator, responder) in IKE_AUTH, the
+    # UPDATE_SA_ADDRESSES requests in order, and ADDITIONAL_IP*_ADDRESS lists announced (§3.6)
+    mobike_supported: tuple[bool, bool] = (False, False)
+    mobike_updates: list[MobikeUpdate] = field(default_factory=list)
+    mobike_additional: list[tuple[str, int, tuple[str, ...]]] = field(default_factory=list)  # (role, frame, addresses)
     ike_fragmentation: tuple[bool, bool] = (False, False)  # IKEV2_FRAGMENTATION_SUPPORTED (I, R)
     # IKEv1 messages sent in Fragment payloads (132), one set per message and direction
     v1_fragment_sets: list = field(default_factory=list)

@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..model.iana import ProtocolId
-from ..model.sa import ChildSa, EspFlow, FlowKey, IkeExchange, IkeSa, Observation, SaState, SaTable
+from ..model.sa import (
+    ChildSa,
+    EspFlow,
+    FlowKey,
+    IkeExchange,
+    IkeSa,
+    NatRebinding,
+    Observation,
+    SaState,
+    SaTable,
+)
 from .esp_flow import EVIDENCE, SeqTracker
 from .inferred import InferredChildSas
 from .nat import Rebinds
@@ -98,6 +108,8 @@ class Book(InferredChildSas):
         self._redirects: dict[tuple[str, str], IkeSa] = {}  # (initiator, new gateway) -> redirected SA
         self._counters: dict[str, Observation] = {}  # "inferred_forgotten" / "half_open_forgotten"
         self.nat = Rebinds()  # NAT-T endpoints per SA and peer: NAT rebinding (state/nat.py)
+        # CHILD SA id -> SA identities it gained when its IKE SA's peer moved (follow_peer_move)
+        self._moved_sids: dict[int, set[SaId]] = {}
 
     # ------------------------------------------------------------------ events and facts
 
@@ -475,6 +487,43 @@ class Book(InferredChildSas):
                     if cur is not None and not self.table.child_flows.get(cur.id):
                         self.drop_inferred(cur)
 
+    def peer_source(self, owner: IkeSa | ChildSa, owner_key: str, role: str, addr: str, port: int, ts: float,
+                    frame: int, seen_in: str) -> NatRebinding | None:
+        """A NAT-T packet of ``owner`` came from ``addr:port`` (state/nat.py). When the sender's
+        *address* changed on an IKE SA, the SAs move with it: RFC 7296 §2.23 (the latest
+        authenticated source) and RFC 4555 §3.5 (MOBIKE) keep the SPIs and change only the
+        addresses, so the SA a packet to the new address belongs to is still found."""
+        rb = self.nat.source(owner, owner_key, role, addr, port, ts, frame, seen_in)
+        if rb is not None and rb.old_addr != rb.new_addr and isinstance(owner, IkeSa):
+            self.follow_peer_move(owner, rb.old_addr, rb.new_addr)
+        return rb
+
+    def follow_peer_move(self, ike: IkeSa, old: str, new: str) -> None:
+        """File every CHILD SA of ``ike`` whose SA had destination ``old`` under ``new`` too: RFC
+        4301 §4.1 names an SA by SPI, destination and protocol, and after a move (MOBIKE
+        UPDATE_SA_ADDRESSES, RFC 4555 §3.5, or a NAT giving a new address, RFC 7296 §2.23) the SA
+        with the same SPI sent to the new address is the same SA, not a new inferred one. Flows
+        already seen to ``new`` on an inferred CHILD SA move onto it (as :meth:`register_spi`)."""
+        for cid in ike.children:
+            c = self.table.child_sas.get(cid)
+            if c is None:
+                continue
+            for proto, spi_i, spi_r in c.spi_pairs():
+                for addr, spi in ((c.initiator, spi_i), (c.responder, spi_r)):
+                    if addr != old or spi is None:
+                        continue
+                    sid = (new, proto, spi)
+                    self._moved_sids.setdefault(cid, set()).add(sid)
+                    lst = self._sa_children.setdefault(sid, [])
+                    if cid not in lst:
+                        lst.append(cid)
+                    for flow in list(self._sa_flows.get(sid, ())):
+                        cur = self.table.child_sas.get(flow.child_sa) if flow.child_sa else None
+                        if flow.child_sa != cid and (cur is None or cur.state == SaState.INFERRED):
+                            self.attach_flow(flow, c)
+                            if cur is not None and not self.table.child_flows.get(cur.id):
+                                self.drop_inferred(cur)
+
     def add_flow(self, flow: EspFlow) -> None:
         """File a new flow under its SA identity (destination, protocol, SPI)."""
         self.table.flows[flow.key] = flow
@@ -509,7 +558,9 @@ class Book(InferredChildSas):
             return
         if child.id in self._spi_children.get(spi, []):
             self._spi_children[spi].remove(child.id)
-        for sid in self.sa_ids(child, spi):
+        moved = self._moved_sids.get(child.id, set())
+        for sid in [*self.sa_ids(child, spi), *(m for m in moved if m[2] == spi)]:
+            moved.discard(sid)
             lst = self._sa_children.get(sid)
             if lst and child.id in lst:
                 lst.remove(child.id)

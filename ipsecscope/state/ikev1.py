@@ -212,7 +212,7 @@ def _nat_t_endpoints(book: Book, sa: IkeSa, msg: IkeMessage, is_response: bool) 
     name = "IKE " + (f"{_MODES[ex]} Mode" if ex in _MODES else _V1_NAMES.get(ex, f"exchange {ex}"))
     role = _sender_role(sa, msg)
     if role is not None:
-        book.nat.source(sa, sa.key, role, msg.src, msg.sport, msg.ts, msg.frame, name)
+        book.peer_source(sa, sa.key, role, msg.src, msg.sport, msg.ts, msg.frame, name)
     if not is_response and book.nat.watching:
         book.nat.destination(msg.dst, msg.dport, msg.ts, msg.frame, name)
 

@@ -37,6 +37,7 @@ from ..model.ike import (
 )
 from ..model.proposals import proposal_algorithms, proposal_string
 from ..model.sa import ChildSa, IkeExchange, IkeSa, SaState
+from . import mobike
 from . import names as N
 from .book import ZERO_SPI, Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable
@@ -94,7 +95,7 @@ def on_ikev2(book: Book, msg: IkeMessage) -> None:
         sa.nat_t = True
         # NAT-T endpoints: the I flag names the sender whatever address it comes from now (§3.1).
         name = f"IKE {iana.name(iana.ExchangeType, h.exchange)}"
-        book.nat.source(sa, sa.key, "initiator" if h.is_initiator else "responder", msg.src, msg.sport, msg.ts,
+        book.peer_source(sa, sa.key, "initiator" if h.is_initiator else "responder", msg.src, msg.sport, msg.ts,
                         msg.frame, name)
         if not is_response and book.nat.watching:  # a response goes back to its request's source
             book.nat.destination(msg.dst, msg.dport, msg.ts, msg.frame, name)
@@ -437,6 +438,7 @@ def ike_auth(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response
         return
     ids = msg.find(IdPayload)
     auths = msg.find(AuthPayload)
+    mobike.note_supported(sa, msg, msg.header.is_initiator)
     if not is_response:
         for i in ids:
             if i.type == iana.PayloadType.IDi:
@@ -723,14 +725,17 @@ def informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_res
             parts.append("AUTHENTICATION_FAILED")
         elif iana.notify_is_error(t):
             parts.append(N.notify_name(t))
-        elif t == NotifyType.UPDATE_SA_ADDRESSES:
-            parts.append("MOBIKE address update")
         elif t == NotifyType.REDIRECT and not is_response and msg.src == sa.responder:
             # RFC 5685 §6: the gateway sends the client of an established SA elsewhere.
             gw = redirect_gateway(msg) or "?"
             book.redirect_ike(sa, gw, "INFORMATIONAL", msg.ts, msg.frame)
             parts.append(f"REDIRECT to {gw}")
+    parts += mobike.informational(sa, msg, is_response)  # RFC 4555 §3.5, §3.6
     if not parts and not is_response and not msg.inner:
-        parts.append("liveness check (empty)")  # RFC 7296 §2.4 dead peer detection
+        moved = next((rb for rb in reversed(sa.nat_rebindings) if rb.frame == msg.frame), None)
+        # An empty request from the sender's new address tests the path before a MOBIKE update
+        # (RFC 4555 §3.5: strongSwan's "checking path"); elsewhere it is RFC 7296 §2.4 liveness.
+        parts.append(f"path check from the new address {moved.new_addr} (empty)" if moved and
+                     sa.mobike_supported == (True, True) else "liveness check (empty)")
     if parts and not x.summary:
         x.summary = "INFORMATIONAL " + ", ".join(parts)

@@ -202,9 +202,9 @@ def _ports_changed(book: Book, flow: EspFlow, sport: int, dport: int, ts: float,
     if ike is not None:
         # The CHILD SA's roles are its creating exchange's; CREATE_CHILD_SA from the IKE responder swaps them.
         role = "initiator" if i2r == (child.initiator == ike.initiator) else "responder"
-        book.nat.source(ike, ike.key, role, flow.src, sport, ts, frame, f"{flow.protocol} {spi_text(flow.spi)}")
+        book.peer_source(ike, ike.key, role, flow.src, sport, ts, frame, f"{flow.protocol} {spi_text(flow.spi)}")
     else:
-        book.nat.source(child, f"child:{child.id}", "initiator" if i2r else "responder", flow.src, sport, ts,
+        book.peer_source(child, f"child:{child.id}", "initiator" if i2r else "responder", flow.src, sport, ts,
                         frame, f"{flow.protocol} {spi_text(flow.spi)}")
 
 

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from ...model.idtext import spi_text
 from ...model.plural import noun, plural, verb
 from ...model.sa import (
+    ChildSa,
     EspFlow,
     Finding,
     IkeExchange,
     IkeSa,
+    MobikeUpdate,
     NatRebinding,
     Observation,
     SaState,
@@ -147,8 +149,28 @@ def nat_phrase(table: SaTable, sa: IkeSa) -> str:
     parts = [f"{s.role} behind a NAT" + (f" (seen as {endpoint_text(s.addr, s.first_port)})" if s.seen_translated else "")
              for s in natted]
     parts += [f"{s.role} forces UDP encapsulation (no NAT seen)" for s in forced]
-    parts += [rebinding_phrase(rb) for rb in sa.nat_rebindings]
+    parts += [rebinding_phrase(rb) for rb in nat_rebindings(sa)]
     return "; ".join(parts) or "none"
+
+
+def nat_rebindings(sa: IkeSa | ChildSa) -> list[NatRebinding]:
+    """The rebindings a NAT made: a move the peer announced with MOBIKE UPDATE_SA_ADDRESSES is its
+    own (RFC 4555 §3.5; IKE-MOBIKE-MOVE tells it), not a NAT dropping a mapping."""
+    return [rb for rb in sa.nat_rebindings if rb.mobike_frame is None]
+
+
+def mobike_phrase(sa: IkeSa) -> str:
+    """MOBIKE address updates in a few words for the SA views: who moved from where to where, when."""
+    out = []
+    for u in sa.mobike_updates:
+        new = endpoint_text(u.src_addr, u.src_port)
+        text = (f"{u.peer} moved {endpoint_text(u.old_addr, u.old_port)} → {new}" if u.old_addr
+                else f"{u.peer} updated addresses from {new}")
+        text += f" by UPDATE_SA_ADDRESSES at {clock(u.ts)} (frame {u.frame})"
+        text += (f", refused: {u.error} (frame {u.answered_frame})" if u.error else
+                 f", answered (frame {u.answered_frame})" if u.answered_frame is not None else ", never answered")
+        out.append(text)
+    return "; ".join(out)
 
 
 def rebinding_phrase(rb: NatRebinding) -> str:
@@ -162,7 +184,7 @@ def rebinding_phrase(rb: NatRebinding) -> str:
     return text + (f", {plural(rb.to_old, 'packet')} to the old mapping" if rb.to_old else "")
 
 
-def _rebinding_text(rb: NatRebinding, ctx: RuleContext, version: int = 2) -> str:
+def _rebinding_text(rb: NatRebinding, ctx: RuleContext, version: int = 2, decrypted: bool = False) -> str:
     """One NAT rebinding (state/nat.py) in words: who moved where, when, and whether the other peer
     followed. IKEv2 peers follow the latest authenticated source (RFC 7296 §2.23); IKEv1 NAT-T
     peers the port the other's latest IKE/ESP comes from (RFC 3947 §4, RFC 3948)."""
@@ -171,7 +193,10 @@ def _rebinding_text(rb: NatRebinding, ctx: RuleContext, version: int = 2) -> str
     what = "address and port" if rb.old_addr != rb.new_addr else "port"
     text = (f"NAT rebinding: the {rb.peer}'s {what} changed in the middle of the SA, {old} -> {new}, first seen at "
             f"{clock(rb.ts)} (frame {rb.frame}, {rb.seen_in}) with the same SPIs: its NAT dropped the "
-            "mapping and made a new one.")
+            "mapping and made a new one" + (
+                " — or the peer itself moved with MOBIKE (RFC 4555 §3.5), whose UPDATE_SA_ADDRESSES is "
+                "encrypted: keys would tell." if rb.old_addr != rb.new_addr and version == 2 and not decrypted
+                else "."))
     stale = (f" {plural(rb.to_old, 'packet')} still went to the old {old} meanwhile (frames "
              f"{', '.join(map(str, rb.to_old_frames))}), lost in the NAT." if rb.to_old else "")
     if rb.followed_ts is not None:
@@ -191,7 +216,8 @@ def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """NAT from NAT_DETECTION_* hashes (RFC 7296 §2.23, RFC 3947): which side, its translated address, float, keepalives, rebinding."""
     yield from _inferred_rebindings(table, ctx)
     for sa in table.ike_sas.values():
-        if not (sa.nat_detected or sa.nat_rebindings) or sa.rekeyed_from:
+        rebinds = nat_rebindings(sa)
+        if not (sa.nat_detected or rebinds) or sa.rekeyed_from:
             continue
         init = next((x for x in sa.exchanges if x.exchange in (34, 2, 4)), None)
         frames = frames_of(init.request_frames[:1] + init.response_frames[:1]) if init else ()
@@ -247,7 +273,7 @@ def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         if x4500 is not None:
             parts.append(f"IKE floated from UDP 500 to 4500 in {exchange_label(x4500, sa.version)} (frame "
                          f"{float_frame}) and ESP is UDP-encapsulated (RFC 3948).")
-        parts += [_rebinding_text(rb, ctx, sa.version) for rb in sa.nat_rebindings]
+        parts += [_rebinding_text(rb, ctx, sa.version, sa.decrypted) for rb in rebinds]
         if natted:
             title = "NAT detected: " + " and ".join(
                 f"{s.role} is behind a NAT (seen as {endpoint_text(s.addr, s.first_port)}"
@@ -270,22 +296,92 @@ def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                          "ignore them, and the hashes are no evidence of a NAT between them.")
         else:
             title = "NAT detected"
-        if sa.nat_rebindings:
-            rb = sa.nat_rebindings[0]
+        if rebinds:
+            rb = rebinds[0]
             title += (f"; NAT rebinding of the {rb.peer} {endpoint_text(rb.old_addr, rb.old_port)} -> "
                       f"{endpoint_text(rb.new_addr, rb.new_port)}"
-                      + (f" ({len(sa.nat_rebindings)} in all)" if len(sa.nat_rebindings) > 1 else ""))
-        bad = _unfollowed(sa.nat_rebindings)
+                      + (f" ({len(rebinds)} in all)" if len(rebinds) > 1 else ""))
+        bad = _unfollowed(rebinds)
         yield Finding(
             code="IKE-NAT-DETECTED", severity=Severity.WARNING if bad else Severity.INFO, title=title,
             explanation=" ".join(parts),
             frames=frames_of(frames, [float_frame] if float_frame is not None else (),
-                             *_rebinding_frames(sa.nat_rebindings)), sa=sa.key,
+                             *_rebinding_frames(rebinds)), sa=sa.key,
             hint=_REBIND_HINT if bad else _UNHEEDED_HINT if not natted and not forced and hashes_unheeded(sa) else
             "Nothing to fix if the tunnel works; UDP 4500 must stay open and NAT "
-            "keepalives keep the mapping alive." if natted or sa.nat_rebindings else
+            "keepalives keep the mapping alive." if natted or rebinds else
             "Nothing to fix: UDP encapsulation was asked for, not needed.",
             ts=sa.created_ts)
+
+
+@rule(82, "IKE-MOBIKE-MOVE", (Severity.INFO, Severity.WARNING), ref="RFC 4555 §3.5; RFC 4555 §3.6; RFC 4301 §4.1")
+def r_mobike(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
+    """An IKE SA and its CHILD SAs moved to a new address pair by MOBIKE UPDATE_SA_ADDRESSES (RFC
+    4555 §3.5): who moved from where to where and when, NAT on the new path, and what went wrong
+    (no answer, an error answer, packets still sent to the old address)."""
+    for sa in table.ike_sas.values():
+        for u in sa.mobike_updates:
+            yield _mobike_finding(table, sa, u)
+
+
+def _mobike_finding(table: SaTable, sa: IkeSa, u: MobikeUpdate) -> Finding:
+    new, dst = endpoint_text(u.src_addr, u.src_port), endpoint_text(u.dst_addr, u.dst_port)
+    old = endpoint_text(u.old_addr, u.old_port) if u.old_addr else ""
+    rb = next((r for r in sa.nat_rebindings if r.mobike_frame == u.frame), None)
+    moved = f"moved from {old} to {new}" if old else f"asked to use {new}"
+    parts = [f"The {u.peer} {moved} with MOBIKE UPDATE_SA_ADDRESSES at {clock(u.ts)} (frame {u.frame}, "
+             f"RFC 4555 §3.5), sent from the new address to {dst}"
+             + (" with COOKIE2 (a return routability check, §3.7)." if u.cookie2 else ".")]
+    parts.append("The IKE SA and all its CHILD SAs keep their SPIs: ESP with those SPIs to or from the new address "
+                 "is the same SAs (an SA is its SPI, destination and protocol, RFC 4301 §4.1; the update changes "
+                 "its addresses, RFC 4555 §3.5).")
+    forced = {s.role for s in nat_verdict(table, sa)[1]} if sa.nat_detected is not None else set()
+    if u.nat_src_ok is None and u.nat_dst_ok is None:
+        parts.append("The update carries no NAT_DETECTION_* hashes, so it says nothing about a NAT on the new path.")
+    elif u.nat_src_ok is not False and u.nat_dst_ok is not False:
+        parts.append("Its NAT_DETECTION_* hashes match the new addresses as captured: no NAT on the new path.")
+    else:
+        if u.nat_src_ok is False:
+            parts.append(f"Its NAT_DETECTION_SOURCE_IP does not match {new} as captured: "
+                         + ("it forced UDP encapsulation in IKE_SA_INIT already (a deliberately wrong source "
+                            "hash), so this says nothing of a NAT" if u.peer in forced else
+                            "a NAT sits in front of its new address (or it forces UDP encapsulation)") + ".")
+        if u.nat_dst_ok is False:
+            parts.append(f"Its NAT_DETECTION_DESTINATION_IP does not match {dst}: a NAT sits in front of the other peer.")
+    bad = ""
+    if u.answered_frame is None:
+        bad = "never answered"
+        parts.append("The update was never answered in the capture: the other peer may still send to the old "
+                     "address, and the mover retransmits, then gives up (RFC 7296 §2.1).")
+    elif u.error:
+        bad = f"refused with {u.error}"
+        parts.append(f"The answer (frame {u.answered_frame}) refused it with {u.error} (RFC 4555 §4.2.4): "
+                     "the SAs did not move.")
+    else:
+        parts.append(f"The other peer answered at {clock(u.answered_ts)} (frame {u.answered_frame}).")
+    if rb is not None and rb.followed_frame is not None:
+        parts.append(f"The other peer's first packet to {new} was frame {rb.followed_frame} ({rb.followed_in}).")
+    if rb is not None and rb.to_old:
+        bad = bad or "packets still sent to the old address"
+        parts.append(f"{plural(rb.to_old, 'packet')} still went to the old {old} after the move (frames "
+                     f"{', '.join(map(str, rb.to_old_frames))}): the other peer did not update its SAs at once.")
+    rekeyed = [c for cid in sa.children if (c := table.child_sas.get(cid)) is not None and c.rekeyed_ts is not None
+               and 0 <= c.rekeyed_ts - u.ts < 5 and c.rekeyed_into is not None]
+    if rekeyed:
+        parts.append("Right after the update " + ", ".join(f"CHILD_SA #{c.id} was rekeyed into #{c.rekeyed_into}"
+                                                           for c in rekeyed)
+                     + ": a peer whose IPsec stack cannot change an installed SA's addresses rekeys it instead "
+                     "(strongSwan does so with kernel-libipsec); the new SPIs are a new CHILD SA, not a new tunnel.")
+    title = (f"IKE SA moved by MOBIKE: {u.peer} {old} -> {new}" if old else
+             f"MOBIKE address update from the {u.peer} {new}") + (f" ({bad})" if bad else "")
+    frames = [u.frame] + ([u.answered_frame] if u.answered_frame is not None else [])
+    if rb is not None:
+        frames += [rb.frame, *rb.to_old_frames[:1]] + ([rb.followed_frame] if rb.followed_frame is not None else [])
+    return Finding(code="IKE-MOBIKE-MOVE", severity=Severity.WARNING if bad else Severity.INFO, title=title,
+                   explanation=" ".join(parts), frames=frames_of(frames), sa=sa.key, ts=u.ts,
+                   hint=("Check that the other peer supports MOBIKE and reaches the new address; a mover that "
+                         "gets no answer falls back to a new IKE SA." if bad else
+                         "Nothing to fix: the client changed networks and the tunnel followed."))
 
 
 _UNHEEDED_HINT = ("Nothing to fix while no NAT sits between the peers; behind one they would not move to UDP 4500 and "
