@@ -32,6 +32,9 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "redirect_frame": int|null, "redirect_time": float|null,
         "redirected_into": key|null,       # the IKE SA the initiator then made with that gateway
         "redirected_from": key|null,       # the IKE SA whose responder redirected the initiator here
+        "mobike": {"supported": [bool, bool],   # MOBIKE_SUPPORTED from (initiator, responder), RFC 4555 §3.3
+                   "updates": [MOBIKE_UPDATE],  # UPDATE_SA_ADDRESSES requests in order (§3.5)
+                   "additional": [{"peer": str, "frame": int, "addresses": [str]}]},  # ADDITIONAL_IP*_ADDRESS (§3.6)
         "children": [int],
         "exchanges": [{"exchange": str, "msg_id": int, "requester": str, "request_frames": [int],
                        "response_frames": [int], "request_time": float|null, "response_time": float|null,
@@ -89,7 +92,17 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
       "time": float, "frame": int, "seen_in": str,   # first packet from the new endpoint: "ESP 0x..." | "IKE <exchange>"
       "followed_time": float|null, "followed_frame": int|null, "followed_in": str,  # the other peer's first
                                          #   ESP or IKE request to the new endpoint (null: never, in the capture)
-      "to_old": int, "to_old_frames": [int]   # what it still sent to the old endpoint meanwhile
+      "to_old": int, "to_old_frames": [int],   # what it still sent to the old endpoint meanwhile
+      "mobike_frame": int|null           # not a NAT: the peer's own MOBIKE UPDATE_SA_ADDRESSES (RFC 4555 §3.5)
+    }
+
+    MOBIKE_UPDATE (RFC 4555 §3.5) = {
+      "peer": "initiator"|"responder", "from": "addr:port", "to": "addr:port",   # the new address pair
+      "old": "addr:port"|null,           # where the sender was before (null: no move seen)
+      "time": float, "frame": int, "message_id": int,
+      "nat_source_matches": bool|null, "nat_destination_matches": bool|null,  # NAT_DETECTION_* over the new pair
+      "cookie2": bool, "answered_time": float|null, "answered_frame": int|null,
+      "error": str                       # an error notify in the answer (UNACCEPTABLE_ADDRESSES, ...), "" if none
     }
 
 JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added within /1)::
@@ -201,6 +214,7 @@ def ike_to_dict(sa: IkeSa, table: SaTable) -> dict:
         "redirect_to": sa.redirect_to, "redirect_exchange": sa.redirect_exchange,
         "redirect_frame": sa.redirect_frame, "redirect_time": sa.redirect_ts,
         "redirected_into": sa.redirected_into, "redirected_from": sa.redirected_from,
+        "mobike": mobike_to_dict(sa),
         "children": list(sa.children),
         "exchanges": [{
             "exchange": N.exchange_name(x.exchange, sa.version), "msg_id": x.msg_id, "requester": x.requester,
@@ -258,7 +272,21 @@ def rebinding_to_dict(r: NatRebinding) -> dict:
         "peer": r.peer, "old": endpoint_text(r.old_addr, r.old_port), "new": endpoint_text(r.new_addr, r.new_port),
         "time": r.ts, "frame": r.frame, "seen_in": r.seen_in, "followed_time": r.followed_ts,
         "followed_frame": r.followed_frame, "followed_in": r.followed_in, "to_old": r.to_old,
-        "to_old_frames": list(r.to_old_frames),
+        "to_old_frames": list(r.to_old_frames), "mobike_frame": r.mobike_frame,
+    }
+
+
+def mobike_to_dict(sa: IkeSa) -> dict:
+    return {
+        "supported": list(sa.mobike_supported),
+        "updates": [{"peer": u.peer, "from": endpoint_text(u.src_addr, u.src_port),
+                     "to": endpoint_text(u.dst_addr, u.dst_port),
+                     "old": endpoint_text(u.old_addr, u.old_port) if u.old_addr else None,
+                     "time": u.ts, "frame": u.frame, "message_id": u.message_id,
+                     "nat_source_matches": u.nat_src_ok, "nat_destination_matches": u.nat_dst_ok,
+                     "cookie2": u.cookie2, "answered_time": u.answered_ts, "answered_frame": u.answered_frame,
+                     "error": u.error} for u in sa.mobike_updates],
+        "additional": [{"peer": p, "frame": f, "addresses": list(a)} for p, f, a in sa.mobike_additional],
     }
 
 
