@@ -16,7 +16,8 @@ tests/netns_peers.StrongswanPair (namespaces ``mob-l`` / ``mob-r``, one veth): t
 4. 3 pings answered through the moved SAs, then the client closes the IKE SA.
 
 Written: capture.pcap, charon-left.log and charon-right.log (both logs: their keys, and what each
-charon said about the address update).
+charon said about the address update), ping-across-move.txt. ``make.py nat`` writes the second case
+(:func:`behind_nat`, the client comes back behind a NAPT): nat-capture.pcap, nat-charon-*.log.
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from netns_peers import IFACE, PeerError, StrongswanPair, psk_confs  # noqa: E402
+from netns_peers import (  # noqa: E402
+    IFACE,
+    LEFT_MAC,
+    ROUTER_LAN_MAC,
+    PeerError,
+    RoutedPair,
+    StrongswanPair,
+    psk_confs,
+)
 
 NEW_ADDR = "198.18.0.3"
 
@@ -82,5 +91,55 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def behind_nat() -> None:
+    """The client roams from its public address to a private one behind a NAPT (nat-capture.pcap).
+
+    RoutedPair in "route" mode (``mob-l``, router ``mob-m``, ``mob-r``; tcpdump on the router's wan
+    side, what the gateway sees): the client 198.18.0.1/32 routed by 198.18.1.1. Once the tunnel is
+    up the client gets 10.0.0.1/24 behind the router's 10.0.0.254, which masquerades it to its wan
+    address 198.18.2.1 with UDP ports 40000-40999 (a home router's NAPT); then 198.18.0.1 goes.
+    """
+    left, right = psk_confs("roam", "aes256gcm16-prfsha256-ecp256", "aes256gcm16-ecp256",
+                            "mobike-roaming-psk", conn_opts={"mobike": "yes", "dpd_delay": "30s"},
+                            child_opts={"rekey_time": "0", "start_action": "none"})
+    left = left.replace("local_addrs = 198.18.0.1", "local_addrs = %any")
+    right = right.replace("remote_addrs = 198.18.0.1", "remote_addrs = %any")
+    work = Path(tempfile.mkdtemp(prefix="mobike-nat-"))
+    try:
+        with RoutedPair(work, left, right, mode="route", capture_at="wan", tag="mob") as pair:
+            pair.initiate("net")
+            pair.ping(3, interval=0.3)
+            pair.exec_router("ip", "addr", "add", "10.0.0.254/24", "dev", "lan")
+            pair.exec_router("ip", "neigh", "replace", "10.0.0.1", "lladdr", LEFT_MAC, "dev", "lan",
+                             "nud", "permanent")
+            pair.nft("table ip nat {",
+                     " chain postrouting {",
+                     "  type nat hook postrouting priority srcnat; policy accept;",
+                     "  oifname \"wan\" ip saddr 10.0.0.0/24 meta l4proto udp masquerade to :40000-40999",
+                     "  oifname \"wan\" ip saddr 10.0.0.0/24 masquerade",
+                     " }",
+                     "}")
+            pair.exec("left", "ip", "addr", "add", "10.0.0.1/24", "dev", IFACE)
+            pair.exec("left", "ip", "neigh", "replace", "10.0.0.254", "lladdr", ROUTER_LAN_MAC, "dev", IFACE,
+                      "nud", "permanent")
+            time.sleep(3)
+            pair.exec("left", "ip", "addr", "del", "198.18.0.1/32", "dev", IFACE)
+            if not pair.wait_log("right", "remote endpoint changed from 198.18.0.1[4500] to 198.18.2.1",
+                                 timeout=20):
+                raise PeerError("mobike behind NAT: the gateway never moved the SA")
+            time.sleep(2)
+            pair.ping(3, interval=0.3)
+            pair.terminate_ike("roam")
+            time.sleep(0.5)
+        shutil.copyfile(pair.capture_path, HERE / "nat-capture.pcap")
+        shutil.copyfile(pair.left.log, HERE / "nat-charon-left.log")
+        shutil.copyfile(pair.right.log, HERE / "nat-charon-right.log")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["nat"]:
+        behind_nat()
+    else:
+        main()
