@@ -123,3 +123,27 @@ def test_without_keys_the_move_is_not_asserted_to_be_a_nat() -> None:
                        timeout=120)
     (nat,) = [f for f in json.loads(r.stdout)["findings"] if f["code"] == "IKE-NAT-DETECTED"]
     assert "or the peer itself moved with MOBIKE" in nat["explanation"]
+
+
+# nat-capture.pcap (make.py nat): the client roams from 198.18.0.1 to 10.0.0.1 behind a NAPT that
+# shows it as 198.18.2.1 with a port of 40000-40999; the capture is on the gateway's side.
+NAT_CAP, NAT_KEYS = HERE / "nat-capture.pcap", HERE / "nat-charon-right.log"
+
+
+def test_move_behind_a_nat_is_told_by_the_translated_port() -> None:
+    s = Session()
+    s.add_key_files([NAT_KEYS])
+    s.load(NAT_CAP)
+    (sa,) = s.table.ike_sas.values()
+    (u,) = sa.mobike_updates
+    # The gateway's own log names the endpoint it moved to (address and translated port).
+    logged = re.search(r"remote endpoint changed from 198\.18\.0\.1\[4500\] to (198\.18\.2\.1)\[(\d+)\]",
+                       NAT_KEYS.read_text())
+    assert logged and (u.src_addr, u.src_port) == (logged[1], int(logged[2])) and 40000 <= u.src_port <= 40999
+    # The client itself sent from port 4500 (its log), so the other port is the NAT's.
+    assert "checking path 10.0.0.1[4500] - 198.18.0.2[4500]" in (HERE / "nat-charon-left.log").read_text()
+    (f,) = [f for f in s.findings if f.code == "IKE-MOBIKE-MOVE"]
+    assert "now behind a NAT" in f.title and f"port {u.src_port}, not the 4500" in f.explanation
+    assert f.severity == Severity.INFO
+    first = min(s.table.child_sas.values(), key=lambda c: c.id)
+    assert first.id in s.tracker.children_of_sa(u.src_addr, "ESP", first.spi_i)

@@ -159,6 +159,12 @@ def nat_rebindings(sa: IkeSa | ChildSa) -> list[NatRebinding]:
     return [rb for rb in sa.nat_rebindings if rb.mobike_frame is None]
 
 
+def mobike_behind_nat(u: MobikeUpdate) -> bool:
+    """The update came from a UDP port other than 4500, which a MOBIKE peer sends from itself after
+    IKE_SA_INIT (RFC 4555 §3.3, RFC 7296 §2.23): a NAPT rewrote it, the new address is behind a NAT."""
+    return u.src_port not in (4500, 0)
+
+
 def mobike_phrase(sa: IkeSa) -> str:
     """MOBIKE address updates in a few words for the SA views: who moved from where to where, when."""
     out = []
@@ -167,6 +173,7 @@ def mobike_phrase(sa: IkeSa) -> str:
         text = (f"{u.peer} moved {endpoint_text(u.old_addr, u.old_port)} → {new}" if u.old_addr
                 else f"{u.peer} updated addresses from {new}")
         text += f" by UPDATE_SA_ADDRESSES at {clock(u.ts)} (frame {u.frame})"
+        text += ", now behind a NAT" if mobike_behind_nat(u) else ""
         text += (f", refused: {u.error} (frame {u.answered_frame})" if u.error else
                  f", answered (frame {u.answered_frame})" if u.answered_frame is not None else ", never answered")
         out.append(text)
@@ -336,6 +343,13 @@ def _mobike_finding(table: SaTable, sa: IkeSa, u: MobikeUpdate) -> Finding:
                  "is the same SAs (an SA is its SPI, destination and protocol, RFC 4301 §4.1; the update changes "
                  "its addresses, RFC 4555 §3.5).")
     forced = {s.role for s in nat_verdict(table, sa)[1]} if sa.nat_detected is not None else set()
+    natted = mobike_behind_nat(u)
+    if natted:
+        # A NAT-T peer sends IKE from port 4500 itself (RFC 7296 §2.23, RFC 4555 §3.3 for MOBIKE);
+        # another source port with the same SPIs is a NAPT's translation, whatever the hashes say.
+        parts.append(f"It now arrives from port {u.src_port}, not the 4500 it sends from itself: a NAT (NAPT) "
+                     f"translates its new address, so the {u.peer} is behind a NAT now"
+                     + (f" (its packets from {old} kept port 4500)." if u.old_port == 4500 else "."))
     if u.nat_src_ok is None and u.nat_dst_ok is None:
         parts.append("The update carries no NAT_DETECTION_* hashes, so it says nothing about a NAT on the new path.")
     elif u.nat_src_ok is not False and u.nat_dst_ok is not False:
@@ -344,7 +358,7 @@ def _mobike_finding(table: SaTable, sa: IkeSa, u: MobikeUpdate) -> Finding:
         if u.nat_src_ok is False:
             parts.append(f"Its NAT_DETECTION_SOURCE_IP does not match {new} as captured: "
                          + ("it forced UDP encapsulation in IKE_SA_INIT already (a deliberately wrong source "
-                            "hash), so this says nothing of a NAT" if u.peer in forced else
+                            "hash), so the hash by itself says nothing of a NAT" if u.peer in forced else
                             "a NAT sits in front of its new address (or it forces UDP encapsulation)") + ".")
         if u.nat_dst_ok is False:
             parts.append(f"Its NAT_DETECTION_DESTINATION_IP does not match {dst}: a NAT sits in front of the other peer.")
@@ -372,8 +386,9 @@ def _mobike_finding(table: SaTable, sa: IkeSa, u: MobikeUpdate) -> Finding:
                                                            for c in rekeyed)
                      + ": a peer whose IPsec stack cannot change an installed SA's addresses rekeys it instead "
                      "(strongSwan does so with kernel-libipsec); the new SPIs are a new CHILD SA, not a new tunnel.")
-    title = (f"IKE SA moved by MOBIKE: {u.peer} {old} -> {new}" if old else
-             f"MOBIKE address update from the {u.peer} {new}") + (f" ({bad})" if bad else "")
+    title = ((f"IKE SA moved by MOBIKE: {u.peer} {old} -> {new}" if old else
+              f"MOBIKE address update from the {u.peer} {new}") + ("; now behind a NAT" if natted else "")
+             + (f" ({bad})" if bad else ""))
     frames = [u.frame] + ([u.answered_frame] if u.answered_frame is not None else [])
     if rb is not None:
         frames += [rb.frame, *rb.to_old_frames[:1]] + ([rb.followed_frame] if rb.followed_frame is not None else [])
