@@ -147,3 +147,34 @@ def test_move_behind_a_nat_is_told_by_the_translated_port() -> None:
     assert f.severity == Severity.INFO
     first = min(s.table.child_sas.values(), key=lambda c: c.id)
     assert first.id in s.tracker.children_of_sa(u.src_addr, "ESP", first.spi_i)
+
+
+# unanswered-capture.pcap (make.py unanswered): the gateway's nft output chain drops what it sends to
+# 198.18.0.3 above 120 bytes, so the path check is answered and the update is not; the client gives up.
+LOST_CAP, LOST_KEYS = HERE / "unanswered-capture.pcap", HERE / "unanswered-charon-right.log"
+
+
+@needs_tshark
+def test_unanswered_update_is_a_warning_and_the_dead_peer_is_the_gateway() -> None:
+    s = Session()
+    s.add_key_files([LOST_KEYS])
+    s.load(LOST_CAP)
+    (sa,) = s.table.ike_sas.values()
+    (u,) = sa.mobike_updates
+    assert u.answered_frame is None
+    copies = [int(f) for f, in _tshark_cap(LOST_CAP, "frame.number", filt=f"isakmp.messageid == {u.message_id} && ip.src == {NEW}")]
+    assert copies[0] == u.frame and len(copies) == 4  # the update and 3 retransmissions, none answered
+    assert "giving up after 3 retransmits" in (HERE / "unanswered-charon-left.log").read_text()
+    fs = {f.code: f for f in s.findings}
+    m = fs["IKE-MOBIKE-MOVE"]
+    assert m.severity == Severity.WARNING and "never answered" in m.title and "asked to move" in m.title
+    # The request came from the initiator's new address: the peer that owes the answer is the
+    # gateway, not the initiator's old address (other_peer follows the move).
+    d = fs["IKE-DEAD-PEER"]
+    assert f"{GW} stopped answering {NEW}" in d.title and OLD not in d.title
+
+
+def _tshark_cap(cap, *fields: str, filt: str) -> list[list[str]]:
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", filt, "-T", "fields", *(a for f in fields for a in ("-e", f))],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return [ln.split("\t") for ln in out.splitlines()]

@@ -386,7 +386,8 @@ def _mobike_finding(table: SaTable, sa: IkeSa, u: MobikeUpdate) -> Finding:
                                                            for c in rekeyed)
                      + ": a peer whose IPsec stack cannot change an installed SA's addresses rekeys it instead "
                      "(strongSwan does so with kernel-libipsec); the new SPIs are a new CHILD SA, not a new tunnel.")
-    title = ((f"IKE SA moved by MOBIKE: {u.peer} {old} -> {new}" if old else
+    moved_or_asked = "asked to move by MOBIKE" if u.answered_frame is None or u.error else "moved by MOBIKE"
+    title = ((f"IKE SA {moved_or_asked}: {u.peer} {old} -> {new}" if old else
               f"MOBIKE address update from the {u.peer} {new}") + ("; now behind a NAT" if natted else "")
              + (f" ({bad})" if bad else ""))
     frames = [u.frame] + ([u.answered_frame] if u.answered_frame is not None else [])

@@ -17,7 +17,8 @@ tests/netns_peers.StrongswanPair (namespaces ``mob-l`` / ``mob-r``, one veth): t
 
 Written: capture.pcap, charon-left.log and charon-right.log (both logs: their keys, and what each
 charon said about the address update), ping-across-move.txt. ``make.py nat`` writes the second case
-(:func:`behind_nat`, the client comes back behind a NAPT): nat-capture.pcap, nat-charon-*.log.
+(:func:`behind_nat`, the client comes back behind a NAPT): nat-capture.pcap, nat-charon-*.log;
+``make.py unanswered`` the third (:func:`answer_lost`, the update's answer is lost): unanswered-*.
 """
 
 from __future__ import annotations
@@ -138,8 +139,47 @@ def behind_nat() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def answer_lost() -> None:
+    """The gateway's answers to the roamed client are lost (unanswered-capture.pcap).
+
+    As :func:`main`, but before the move the gateway's own nft output chain drops every packet to
+    198.18.0.3 longer than 120 bytes: the 89-byte answer to the path check passes, the answer to
+    UPDATE_SA_ADDRESSES (169 bytes) and everything after it do not (tcpdump on the gateway's veth does
+    not see what its output chain dropped). The client retransmits the update and gives up.
+    """
+    left, right = psk_confs("roam", "aes256gcm16-prfsha256-ecp256", "aes256gcm16-ecp256",
+                            "mobike-roaming-psk", conn_opts={"mobike": "yes", "dpd_delay": "30s"},
+                            child_opts={"rekey_time": "0", "start_action": "none"})
+    left = left.replace("local_addrs = 198.18.0.1", "local_addrs = %any")
+    right = right.replace("remote_addrs = 198.18.0.1", "remote_addrs = %any")
+    work = Path(tempfile.mkdtemp(prefix="mobike-lost-"))
+    try:
+        with GatewayView(work, left, right, tag="mob") as pair:
+            pair.exec("left", "sysctl", "-qw", f"net.ipv4.conf.{IFACE}.promote_secondaries=1")
+            pair.initiate("net")
+            pair.ping(3, interval=0.3)
+            pair.add_outer("left", NEW_ADDR)
+            rules = work / "drop.nft"
+            rules.write_text("table ip lossy {\n chain output {\n  type filter hook output priority 0; policy accept;\n"
+                             f"  ip daddr {NEW_ADDR} ip length > 120 drop\n }}\n}}\n")
+            pair.exec("right", "nft", "-f", str(rules))
+            time.sleep(3)
+            pair.exec("left", "ip", "addr", "del", "198.18.0.1/24", "dev", IFACE)
+            # retransmit_timeout 1 s, base 1.4, 3 tries: the last copy ~4.1 s in, given up at ~7 s
+            if not pair.wait_log("left", "giving up after 3 retransmits", timeout=30):
+                raise PeerError("mobike answer lost: the client never gave up on the update")
+            time.sleep(1)
+        shutil.copyfile(pair.capture_path, HERE / "unanswered-capture.pcap")
+        shutil.copyfile(pair.left.log, HERE / "unanswered-charon-left.log")
+        shutil.copyfile(pair.right.log, HERE / "unanswered-charon-right.log")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["nat"]:
         behind_nat()
+    elif sys.argv[1:] == ["unanswered"]:
+        answer_lost()
     else:
         main()
