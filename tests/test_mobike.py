@@ -21,9 +21,12 @@ from datetime import UTC, datetime
 
 import pytest
 from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
+from test_tui import loaded, sync, tree_cursor_to
 
 from ipsecscope.model.sa import Severity
 from ipsecscope.session import Session
+from ipsecscope.tui.app import create_app
+from ipsecscope.tui.widgets.sa_detail import SaDetail
 
 HERE = DATA / "mobike"
 CAP = HERE / "capture.pcap"
@@ -178,3 +181,16 @@ def _tshark_cap(cap, *fields: str, filt: str) -> list[list[str]]:
     out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", filt, "-T", "fields", *(a for f in fields for a in ("-e", f))],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     return [ln.split("\t") for ln in out.splitlines()]
+
+
+@sync
+async def test_tui_sa_detail_shows_the_move_at_80x24() -> None:
+    app = create_app(CAP, [KEYS])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await tree_cursor_to(pilot, "ike")
+        await pilot.press("enter")
+        await pilot.pause()
+        text = " ".join(app.query_one(SaDetail).as_text().split())
+        assert f"MOBIKE: initiator moved {OLD}:4500 → {NEW}:4500 by UPDATE_SA_ADDRESSES" in text
+        assert "rebound" not in text

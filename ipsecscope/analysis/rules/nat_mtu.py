@@ -142,14 +142,17 @@ def nat_verdict(table: SaTable, sa: IkeSa) -> tuple[list[NatSide], list[NatSide]
     return [s for s in sides if s.confirmed], [s for s in sides if s.own_source_fails and not s.confirmed]
 
 
-def nat_phrase(table: SaTable, sa: IkeSa) -> str:
+def nat_phrase(table: SaTable, sa: IkeSa, mobike: bool = True) -> str:
     """One line for the SA views: who is behind a NAT, who only forces encapsulation ('none' if
-    nobody), and each NAT rebinding (the README promises them in `sas`; only the finding said so)."""
+    nobody), and each NAT rebinding (the README promises them in `sas`; only the finding said so).
+    ``mobike``: the MOBIKE moves too, for a view without a line of their own (`sas` has one)."""
     natted, forced = nat_verdict(table, sa) if sa.nat_detected is not None else ([], [])
     parts = [f"{s.role} behind a NAT" + (f" (seen as {endpoint_text(s.addr, s.first_port)})" if s.seen_translated else "")
              for s in natted]
     parts += [f"{s.role} forces UDP encapsulation (no NAT seen)" for s in forced]
     parts += [rebinding_phrase(rb) for rb in nat_rebindings(sa)]
+    if mobike and sa.mobike_updates:
+        parts.append("MOBIKE: " + mobike_phrase(sa))
     return "; ".join(parts) or "none"
 
 
