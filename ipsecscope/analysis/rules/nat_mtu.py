@@ -324,7 +324,7 @@ def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             ts=sa.created_ts)
 
 
-@rule(82, "IKE-MOBIKE-MOVE", (Severity.INFO, Severity.WARNING), ref="RFC 4555 §3.5; RFC 4555 §3.6; RFC 4301 §4.1")
+@rule(83, "IKE-MOBIKE-MOVE", (Severity.INFO, Severity.WARNING), ref="RFC 4555 §3.5; RFC 4555 §3.6; RFC 4301 §4.1")
 def r_mobike(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """An IKE SA and its CHILD SAs moved to a new address pair by MOBIKE UPDATE_SA_ADDRESSES (RFC
     4555 §3.5): who moved from where to where and when, NAT on the new path, and what went wrong
