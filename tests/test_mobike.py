@@ -175,6 +175,9 @@ def test_unanswered_update_is_a_warning_and_the_dead_peer_is_the_gateway() -> No
     # gateway, not the initiator's old address (other_peer follows the move).
     d = fs["IKE-DEAD-PEER"]
     assert f"{GW} stopped answering {NEW}" in d.title and OLD not in d.title
+    head = subprocess.run([*IPSECSCOPE, "sas", str(LOST_CAP), "-k", str(LOST_KEYS)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120).stdout.splitlines()[0]
+    assert f"peer {GW} dead since" in head
 
 
 def _tshark_cap(cap, *fields: str, filt: str) -> list[list[str]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..model.sa import Finding, IkeSa, PeerGone, SaState, SaTable
+from ..model.sa import Finding, IkeSa, PeerGone, SaState, SaTable, other_end
 from .open_sas import GONE_CODES
 
 # The rules that give GONE_CODES: R06 (IKE-DEAD-PEER among unanswered requests), R70
@@ -36,7 +36,7 @@ def _silent_peer(sa: IkeSa, frames: Iterable[int]) -> str | None:
         if x.response_frames and x.error_name != "INVALID_IKE_SPI":
             continue
         if wanted.intersection(x.request_frames):
-            return sa.responder if x.requester == sa.initiator else sa.initiator
+            return other_end(sa, x.requester)  # a requester that moved (MOBIKE, RFC 4555 §3.5) keeps its role
     return None
 
 

@@ -643,3 +643,18 @@ class KeymatRequest:
     integ: int | None  # iana.IntegTransform, None/0 for AEAD
     esn: bool
     pfs_group: int | None
+
+
+def other_end(sa: IkeSa, addr: str) -> str:
+    """The peer at the other end of ``sa`` from ``addr``. A peer that moved (MOBIKE
+    UPDATE_SA_ADDRESSES, RFC 4555 §3.5, or a NAT giving it a new address, RFC 7296 §2.23) keeps its
+    role at its new address: a request from the initiator's new address is still the initiator's,
+    and the answer is owed by the responder, named at its own latest address."""
+    moved = [rb for rb in sa.nat_rebindings if rb.old_addr != rb.new_addr]
+    if not moved:
+        return sa.responder if addr == sa.initiator else sa.initiator
+    mine = "initiator" if addr == sa.initiator or any(
+        rb.peer == "initiator" and rb.new_addr == addr for rb in moved) else "responder"
+    other = "responder" if mine == "initiator" else "initiator"
+    latest = [rb.new_addr for rb in moved if rb.peer == other]
+    return latest[-1] if latest else (sa.responder if other == "responder" else sa.initiator)
