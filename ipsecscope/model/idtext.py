@@ -135,8 +135,29 @@ def short_addr(addr: str, width: int) -> str:
         for i in range(first, room + 1):
             if addr[i] in _SEPS and addr[i - 1] not in _SEPS:
                 head = addr[:i]
-    if not tail or not head:  # no whole groups fit: the end's last group whole if it can be, else both ends
-        last = len(addr) - 1 - max(addr.rfind(c) for c in _SEPS)
-        keep = last if 0 < last < avail else avail // 2
-        head, tail = addr[:avail - keep], addr[len(addr) - keep:]
+    if not tail or not head:
+        return _cut_to_groups(addr, width, first)
     return f"{head}…{tail}"
+
+
+def _cut_to_groups(addr: str, width: int, first: int) -> str:
+    """``addr`` in a cell too narrow for more than its first and last groups (a 4-8 cell column):
+    whole groups only, never part of one -- "20…1" for ``2001:db8:50::1`` read as another
+    network, "0…05" as another MAC. First group and last group; else the last alone (the host's
+    part, "…abcd"); a name without separators keeps both ends. Only a last group wider than the
+    whole cell is cut (nothing else could show)."""
+    avail = width - 1  # the "…"
+    cut = max(addr.rfind(c) for c in _SEPS)
+    if cut < 0:  # no groups: both ends
+        keep = avail // 2
+        return f"{addr[:avail - keep]}…{addr[len(addr) - keep:]}"
+    last = addr[cut + 1:]
+    ends = [addr[cut - 1:], last] if cut >= 1 and addr[cut - 1:cut + 1] == "::" else [last]
+    head = addr[:first]
+    for end in ends:
+        if len(head) + len(end) <= avail:
+            return f"{head}…{end}"
+    for end in ends:
+        if len(end) <= avail:
+            return f"…{end}"
+    return f"…{last[len(last) - avail:]}"
