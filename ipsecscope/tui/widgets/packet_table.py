@@ -222,8 +222,11 @@ class PacketTable(ScrollView, can_focus=True):
     ]
 
     DEFAULT_CSS = """
-    PacketTable { scrollbar-size-vertical: 1; overflow-x: hidden; }
+    PacketTable { scrollbar-size-vertical: 1; overflow-x: hidden; scrollbar-gutter: stable; }
     """
+    # stable gutter: the header lays its columns out one cell narrower than the table (the
+    # scrollbar's); a list too short to scroll drew its rows a cell wider, where one more column
+    # fits, so "Proto" cells sat under no title and every later column under the wrong one.
 
     COMPONENT_CLASSES = {"packet-table--cursor"}
 
