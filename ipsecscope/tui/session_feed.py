@@ -323,7 +323,9 @@ class SessionFeed(App[int]):
         if self.filter_error:
             count.update(Text("invalid filter (Esc clears)", "bold red"))
         else:
-            count.update(Text(f"filter: {len(ptable.view):,}/{ptable.count:,}", "bold magenta")
+            # frames, not rows: an AH+ESP frame is one line (and one line of `packets -Y`)
+            count.update(Text(f"filter: {ptable.frame_count(ptable.view):,}/{ptable.frame_count():,}",
+                              "bold magenta")
                          if self.filter.text else "")
 
     def _sa_counts(self, s: Session) -> Text:

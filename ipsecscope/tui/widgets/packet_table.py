@@ -28,7 +28,7 @@ from textual.widget import Widget
 from ...model.idtext import short_addr, spi_text
 from ...model.packets import FrameRow, bundle_ah_rows, bundle_row
 from ...model.sa import endpoint_text
-from ...rowstore import RowStore
+from ...rowstore import REC_SIZE, RowStore, row_dtype
 
 if TYPE_CHECKING:
     from ..panes import SessionView
@@ -268,6 +268,11 @@ class PacketTable(ScrollView, can_focus=True):
         self.merge_bundles = False
         self._bundles: list[int] = []
         self._bundles_upto = 0
+        # Rows that repeat the previous row's frame (a bundle's ESP, a frame's MALFORMED mark, a
+        # TCP segment's second IKE record), scanned up to _repeats_upto: counts are of frames
+        # (`packets -Y` prints a line per frame), not of rows (frame_count).
+        self._repeats: list[int] = []
+        self._repeats_upto = 0
 
     # ---- data in ---------------------------------------------------------------------------
     def show_session(self, view: SessionView) -> None:
@@ -310,6 +315,7 @@ class PacketTable(ScrollView, can_focus=True):
             self._addr_sampled = sample
         if rows is not self.rows or type(rows) is not RowStore:  # (live mode's ring moves under its positions)
             self._bundles, self._bundles_upto = [], 0
+            self._repeats, self._repeats_upto = [], 0
         self.rows = rows
         self.count = count
         self.first_ts = first_ts if first_ts is not None else (rows[0].ts if count else 0.0)
@@ -342,6 +348,37 @@ class PacketTable(ScrollView, can_focus=True):
         keep = np.setdiff1d(np.asarray(view, dtype=np.int64), np.asarray(self._bundles, dtype=np.int64),
                             assume_unique=True)
         return array("I", keep.astype(np.uint32).tobytes())
+
+    def frame_count(self, view: Sequence[int] | None = None) -> int:
+        """Frames (not rows) among ``view`` (None: every row shown unfiltered): the filter's
+        "N/M" counted an AH+ESP frame, one line, as two (its AH row and its ESP row), so it
+        disagreed with `packets -Y`, which prints one line per frame."""
+        repeats = self._frame_repeats()
+        if view is None:
+            return self.count - len(repeats)
+        if not repeats or not len(view):
+            return len(view)
+        if isinstance(view, range):  # unfiltered: a repeat counts twice when its first row is shown too
+            return len(view) - sum(1 for r in repeats if r - 1 in view)
+        import numpy as np
+
+        v = np.asarray(view, dtype=np.int64)
+        rep = np.asarray(repeats, dtype=np.int64)
+        # a repeat is counted already when an earlier row of its frame is shown: the previous
+        # shown row (v[i-1]) is one of its frame's rows when it is at or after the frame's first
+        heads = _run_heads(repeats)
+        i = np.searchsorted(v, rep)
+        shown = (i < len(v)) & (v[np.minimum(i, len(v) - 1)] == rep) & (i > 0)
+        prev = v[np.maximum(i - 1, 0)]
+        return len(view) - int(np.count_nonzero(shown & (prev >= np.asarray(heads, dtype=np.int64))))
+
+    def _frame_repeats(self) -> list[int]:
+        """Positions below ``count`` whose row is of the previous row's frame (scanned once)."""
+        if self._repeats_upto < self.count:
+            lo = max(0, self._repeats_upto - 1)
+            self._repeats += _repeat_rows(self.rows, lo, self.count)
+            self._repeats_upto = self.count
+        return self._repeats
 
     def position_of(self, frame: int) -> int | None:
         """Position in ``view`` of the first row with frame number >= ``frame`` (rows are in frame order)."""
@@ -491,6 +528,34 @@ class PacketTable(ScrollView, can_focus=True):
     def on_blur(self) -> None:
         self._cache.clear()
         self.refresh()
+
+
+def _repeat_rows(rows: Sequence[FrameRow], lo: int, hi: int, chunk: int = 1 << 16) -> list[int]:
+    """Positions in ``rows[lo+1:hi]`` whose row has the frame number of the row before it."""
+    out: list[int] = []
+    if type(rows) is RowStore:  # from the records, a window at a time (no row is built)
+        import numpy as np
+
+        for start in range(lo, hi - 1, chunk):
+            stop = min(hi, start + chunk + 1)  # one row of overlap: a pair across the windows
+            f = np.frombuffer(bytes(rows._buf[start * REC_SIZE:stop * REC_SIZE]), dtype=row_dtype())["frame"]
+            out += (np.flatnonzero(f[1:] == f[:-1]) + start + 1).tolist()
+        return out
+    prev = rows[lo].frame if lo < hi else None
+    for i in range(lo + 1, hi):
+        frame = rows[i].frame
+        if frame == prev:
+            out.append(i)
+        prev = frame
+    return out
+
+
+def _run_heads(repeats: Sequence[int]) -> list[int]:
+    """For each repeat position (sorted), the position of its frame's first row."""
+    heads: list[int] = []
+    for k, r in enumerate(repeats):
+        heads.append(heads[-1] if k and repeats[k - 1] == r - 1 else r - 1)
+    return heads
 
 
 def view_from_indices(indices: list[int]) -> Sequence[int]:
