@@ -29,6 +29,7 @@ from ...model.idtext import short_addr, spi_text
 from ...model.packets import FrameRow, bundle_ah_rows, bundle_row
 from ...model.sa import endpoint_text
 from ...rowstore import REC_SIZE, RowStore, row_dtype
+from .info_fit import fit_info
 
 if TYPE_CHECKING:
     from ..panes import SessionView
@@ -65,6 +66,10 @@ class Column:
 WIDE = 110  # from this many cells on, the wide layout: whole IPv6 addresses with ports, 10-cell time
 INFO_MIN = 36  # Info keeps at least this much before any optional column is shown
 INFO_FLOOR = 20  # ... and this much before the address columns narrow below their content
+# ... and this much where they are cut anyway (a MAC, a long IPv6 address): one group less of a
+# cut address costs little, and 24 cells, as `packets` keeps, hold the shortest ARP request that
+# still says who asks ("? 10.2.0.7 tell 10.1.0.5"; at 20 Info read "ARP Who has 10.2.0.7…")
+INFO_CUT_FLOOR = 24
 ADDR_MIN = 11  # an address column's least width ("2001…6012::2", "02…00:0c:05", an IPv4 address cut once)
 
 
@@ -88,6 +93,8 @@ def columns_for(width: int, max_frame: int = 999_999, addr_w: int = 15, addrs: S
     aw = min(max(addr_w, 7), 21 if wide else 15)
     if not wide:  # No. and status (with their spaces) and two spaces between the addresses and Info
         aw = min(aw, max(ADDR_MIN, (width - num_w - 4 - 2 - INFO_FLOOR) // 2))
+        if aw < addr_w:
+            aw = min(aw, max(ADDR_MIN, (width - num_w - 4 - 2 - INFO_CUT_FLOOR) // 2))
         if aw < addr_w and addrs:  # cut: no wider than the longest cut address (Info gets the rest)
             aw = max(7, max(len(short_addr(a, aw)) for a in addrs))
     if wide:
@@ -499,7 +506,10 @@ class PacketTable(ScrollView, can_focus=True):
                 info = _without_hosts(info, src, dst)
             row = replace(row, src=src, dst=dst, info=info)
         for col in cols:
-            text = _fit(cell_text(row, col, self.first_ts), col.width, col.right)
+            if col.key == "info":  # the least useful part left out, not the tail (info_fit)
+                text = _fit(fit_info(row.info, col.width, row.status == "decrypted"), col.width)
+            else:
+                text = _fit(cell_text(row, col, self.first_ts), col.width, col.right)
             style = base
             if col.key == "kind":
                 style = base + Style.parse(KIND_STYLE.get(row.kind, ""))
