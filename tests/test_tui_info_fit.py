@@ -106,7 +106,9 @@ def test_fit_info_keeps_what_tells_the_frame_apart(sessions) -> None:
     assert fit_info(ask, 29) == "ARP 10.2.0.7? tell 10.1.0.5"
     esp = next(i for i in infos if i.startswith("ESP seq 1 ▸ ICMP 10.1.0.1 → 10.2.0.1"))
     assert fit_info(esp, 29, True) == "ESP #1 ▸ 10.1.0.1→10.2.0.1"
-    assert fit_info(esp, 33, True) == "ESP #1 ▸ ICMP 10.1.0.1→10.2.0.1"
+    assert fit_info(esp, 33, True) == "ESP #1 ▸ ICMP 10.1.0.1→10.2.0.1 …"
+    # room for both hosts as written: the words kept, the tail (tshark's detail) cut
+    assert fit_info(esp, 42, True).startswith("ESP seq 1 ▸ ICMP 10.1.0.1 → 10.2.0.1 Echo")
     ah_esp = sessions[2].rows
     bundle = bundle_row(ah_esp[0], ah_esp[1]).info  # the frame's one line, as the list draws it
     assert bundle.startswith("AH 0xa4000005 seq 1, ESP seq 1 ▸ ICMP 10.1.0.1 → 10.2.0.1"), bundle

@@ -135,3 +135,18 @@ def test_quoted_ah_fragmentation_needed(snap_compare) -> None:
     ah = DATA / "ah"
     app = still(create_app(ah / "ah-quoted.pcap", [ah / "ah-v4.keys.json", ah / "ah-v6.keys.json"]))
     assert snap_compare(app, terminal_size=SMALL, run_before=steps("2", "down", "down", "down"))
+
+
+def test_arp_packets_at_80_columns(snap_compare) -> None:
+    # 80x24, SA tree open: the ARP Info keeps who asks ('ARP 10.2.0.7? tell 10.1.0.5',
+    # tui.widgets.info_fit), the MAC columns cut at their groups.
+    app = still(create_app(DATA / "arp" / "arp.pcap"))
+    assert snap_compare(app, terminal_size=SMALL, run_before=steps("2"))
+
+
+def test_ah_esp_filtered_at_80_columns(snap_compare) -> None:
+    # 80x24, tree hidden, 3 AH+ESP frames (no scrollbar): the header over its columns, Info
+    # 'AH+ESP #1 ▸ …', and the filter status counting frames ('filter: 3/3', not 3/6).
+    ah = DATA / "ah"
+    app = still(create_app(ah / "ah-esp.pcap", [ah / "ah-esp.keys.json"]))
+    assert snap_compare(app, terminal_size=SMALL, run_before=steps("2", "t", "slash", "a", "h", "enter"))

@@ -142,19 +142,49 @@ def fit_info(info: str, width: int, decrypted: bool = False) -> str:
     return _fit(info, width, decrypted)
 
 
+# What a cut must leave whole: addresses, error notifies, an ICV or replay verdict (the rest of a text, its tail
+# included, says less). A step may drop one on purpose (an ICMP error's quoted header).
+_KEY = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\b[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){2,7}\b"
+                  r"|N\([A-Z0-9_ ]+\)|\((?:icv-bad|replay)\)")
+_IKE = re.compile(r" #\d+ (?:\[|fragment)| v1 #")
+
+
+def _keys(text: str) -> list[str]:
+    return [k for k in _KEY.findall(text)
+            if not k.startswith("N(") or _is_error_notify(k[2:-1])]
+
+
+def _cut_keeps_keys(text: str, width: int) -> str | None:
+    """``text`` cut at its end when that loses none of its :data:`_KEY` parts (None otherwise):
+    the tail is then the least useful part, and the text is kept as written."""
+    cut = cut_at_word(text, width)
+    return cut if all(k in cut for k in _keys(text)) else None
+
+
 @lru_cache(maxsize=8192)  # a list shows the same few texts per width on every row
 def _fit(info: str, width: int, decrypted: bool) -> str:
-    for form in _arp_forms(info):
+    for form in _arp_forms(info):  # ARP's few words are all meaning: its own shorter forms
         if len(form) <= width:
             return form
         info = form
+    # An IKE message's rewrites lose nothing (the ✓, tighter brackets, status notifies as one
+    # N(…)): they go first, before a cut drops payloads. Other texts keep their words while a cut
+    # at their end keeps every address ('ESP seq 1 ▸ ICMP 10.1.0.1 → 10.2.0.1 Echo…').
+    keys_first = not _IKE.search(info)
+    if keys_first and (cut := _cut_keeps_keys(info, width)) is not None:
+        return cut
     text = info
     for k, step in enumerate(_STEPS):
         if k == 0 and not decrypted:
             continue
-        text = step(text)
+        new = step(text)
+        if new == text:
+            continue
+        text = new
         if len(text) <= width:
             return text
+        if keys_first and (cut := _cut_keeps_keys(text, width)) is not None:
+            return cut
     return cut_at_word(text, width)
 
 
