@@ -191,3 +191,22 @@ async def test_filter_count_is_frames_like_packets(cap, keys, flt) -> None:
         await loaded(pilot)
         count = str(app.query_one("#filter-count").render())
     assert f"filter: {want}/{total}" in count, (count, want, total)
+
+
+@pytest.mark.parametrize(("size", "cap", "keys"), [
+    ((120, 40), DATA / "ah-tunnels" / "ah-v6-vxlan.pcap", []),
+    ((80, 24), AH / "ah-v6.pcap", [AH / "ah-v6.keys.json"]),
+])
+@sync
+async def test_sa_detail_traffic_keeps_whole_addresses_over_zero_counters(size, cap, keys) -> None:
+    """SA detail of an IPv6 peer pair: the From → To cells were cut ('2001…a::1 → …:b::2') to
+    make room for Bytes beside ICV✗/NoKey/Lost/Replay columns of zeros; the short pair is for a
+    counter that says something."""
+    app = create_app(cap, keys)
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        await pilot.press("4")
+        await loaded(pilot)
+        shown = "\n".join(screen_lines(app))
+    assert "0xa6000001  2001:db8:a::1 → 2001:db8:b::2" in shown, shown
+    assert "…" not in shown[shown.index("Traffic (per direction)"):], shown

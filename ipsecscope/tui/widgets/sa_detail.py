@@ -153,7 +153,10 @@ class FlowTable:
         if keep is None or len(keep) < wanted:
             short = [self._cells(f, True) for f in self.flows]
             keep_short = self._columns(short, width)
-            if keep_short is not None and (keep is None or len(keep_short) > len(keep)):
+            # Whole addresses unless the short pair makes room for a counter that says something
+            # is wrong (or what decrypted): at 120 columns the pair was cut ('2001…a::1 → …:b::2')
+            # for Bytes beside four columns of zeros.
+            if keep_short is not None and (keep is None or len(_saying(short, keep_short)) > len(_saying(rows, keep))):
                 rows, keep = short, keep_short
         keep = keep or ["SPI", "From → To", "Pkts"]
         t = PlainTable(title="Traffic (per direction)", title_justify="left", title_style="bold underline",
@@ -164,6 +167,11 @@ class FlowTable:
         for r in rows:
             t.add_row(*(r[c] for c, _ in FLOW_COLUMNS if c in keep))
         yield t
+
+
+def _saying(rows: list[dict[str, Any]], keep: list[str]) -> list[str]:
+    """The problem counters and Decr among ``keep`` that are not zero in some row."""
+    return [c for c in keep if c in (*PROBLEM_COLUMNS, "Decr") and any(str(r[c]) != "0" for r in rows)]
 
 
 EXCHANGE_COLUMNS = ("Time", "Exchange", "MID", "From", "Req", "Resp", "Summary")
