@@ -447,3 +447,31 @@ async def test_io_graph_cursor_shows_each_bins_exact_counts_at_80x24(name: str) 
         await pilot.press("tab")
         await pilot.pause()
         assert not any(BIN.search(line) for line in screen_lines(app))
+
+
+@pytest.mark.parametrize(("cap", "keys", "sas", "convs"), [
+    (ROOT / "tests" / "data" / "esp-path-loss" / "capture.pcap", [], None, "none: no ESP decrypted (a adds keys)"),
+    (ROOT / "tests" / "data" / "arp" / "arp.pcap", [], "none: no ESP or AH in this capture",
+     "none: no ESP or AH in this capture"),
+])
+@sync
+async def test_an_empty_stats_table_says_why(cap: Path, keys: list, sas: str | None, convs: str) -> None:
+    """80x24: a capture without keys (or without IPsec) showed the Conversation table as a header
+    over nothing, as if still being counted; the table says why it is empty, and follows nothing."""
+    app = create_app(cap, keys)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("5")
+        await loaded(pilot)
+        view = app.query_one(StatsView)
+        for table_id, note in (("stats-sas", sas), ("stats-convs", convs)):
+            table = view.query_one(f"#{table_id}", StatsTable)
+            if note is None:
+                assert "none" not in [k for k, _ in table.data]
+                continue
+            assert [k for k, _ in table.data] == ["none"]
+            assert table.cells("none")[table.spec[0][0]] == note
+            assert note in "\n".join(screen_lines(app))
+        view.query_one("#stats-convs", StatsTable).focus()
+        await pilot.pause()
+        assert view.follow_filter() is None

@@ -491,6 +491,8 @@ class StatsView(Vertical):
             rows += [self._flow_row(f, t0) for f in st.flows if f.child_sa == c.id]
         children = {c.id for c in st.child_sas}
         rows += [self._flow_row(f, t0) for f in st.flows if f.child_sa is None or f.child_sa not in children]
+        if not rows:  # a header over nothing read as a table still being counted
+            rows = [("none", [Text("none: no ESP or AH in this capture", "dim"), *[""] * 8])]
         sas.set_rows(rows)
         _restore_cursor(sas, keep)
 
@@ -509,8 +511,20 @@ class StatsView(Vertical):
         if len(st.conversations) > MAX_ROWS:
             rows.append(("more", [Text(f"… {len(st.conversations) - MAX_ROWS} more: ipsecscope stats --json", "dim"),
                                   *[""] * 8]))
+        if not rows:
+            rows = [("none", [Text(self._no_conversation(st), "dim"), *[""] * 8])]
         convs.set_rows(rows)
         _restore_cursor(convs, keep)
+
+    def _no_conversation(self, st: Stats) -> str:
+        """Why the conversations table is empty: it lists what tunnel-mode ESP carries, so it
+        needs ESP that decrypted (an engineer without keys saw an empty table and no reason)."""
+        if not st.flows:
+            return "none: no ESP or AH in this capture"
+        decrypted = getattr(getattr(self._session, "stats", None), "decrypted", 0)
+        if not decrypted:
+            return "none: no ESP decrypted (a adds keys)"
+        return "none: the decrypted ESP carries no tunnel-mode IP"
 
     def _flow_row(self, f, t0: float) -> tuple[str, list[Text | str]]:
         from ...conversations import sa_filter
