@@ -210,3 +210,18 @@ async def test_sa_detail_traffic_keeps_whole_addresses_over_zero_counters(size, 
         shown = "\n".join(screen_lines(app))
     assert "0xa6000001  2001:db8:a::1 → 2001:db8:b::2" in shown, shown
     assert "…" not in shown[shown.index("Traffic (per direction)"):], shown
+
+
+@sync
+async def test_arp_detail_says_what_the_list_says() -> None:
+    """The detail pane of an ARP frame read only 'ARP' (the row's stored Info) under a list line
+    saying who asks for whom: it heads with the whole Info, as `packets` prints it."""
+    from test_tui import tree_labels
+    from textual.widgets import Tree
+
+    async with create_app(DATA / "arp" / "arp.pcap").run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("2")
+        await loaded(pilot)
+        labels = tree_labels(pilot.app.query_one("#detail-tree", Tree))
+    assert labels[:2] == ["Frame 1: 42 bytes, OTHER", "ARP Who has 10.2.0.7? Tell 10.1.0.5"], labels[:3]

@@ -453,6 +453,15 @@ class PacketDetail(Horizontal):
         yield tree
         yield HexView(id="hex")
 
+    def _other_info(self, row: Any) -> str:
+        """An OTHER frame's Info as the packet list shows it: a non-IP frame's row keeps only
+        ``ARP``, and the detail pane read just "ARP" under a list line saying who asks for whom
+        (Session.other_columns reads the capture again for it)."""
+        session = getattr(self.app, "session", None)
+        if row.kind != "OTHER" or row.src or session is None or not hasattr(session, "other_columns"):
+            return row.info
+        return session.other_columns(row.frame, row.info)[2]
+
     def show_detail(self, detail: Any) -> None:
         tree = self.query_one("#detail-tree", Tree)
         tree.clear()
@@ -476,7 +485,7 @@ class PacketDetail(Horizontal):
         elif detail.malformed:
             tree.root.add_leaf(Text(f"Malformed: {detail.malformed}", "bold magenta"))
         else:
-            tree.root.add_leaf(row.info or f"{row.src} → {row.dst}")
+            tree.root.add_leaf(self._other_info(row) or f"{row.src} → {row.dst}")
         quoted = getattr(detail, "quoted_esp", None)
         if quoted is not None:
             fill_quoted_esp(tree.root, quoted)
