@@ -225,3 +225,20 @@ async def test_arp_detail_says_what_the_list_says() -> None:
         await loaded(pilot)
         labels = tree_labels(pilot.app.query_one("#detail-tree", Tree))
     assert labels[:2] == ["Frame 1: 42 bytes, OTHER", "ARP Who has 10.2.0.7? Tell 10.1.0.5"], labels[:3]
+
+
+@sync
+async def test_pings_at_80_columns_keep_their_sequence_numbers() -> None:
+    """plain-inside.pcap at 80x24: lines read 'ICMP Echo (ping) request …', the sequence number
+    (what tells one ping of a run from the next) cut off; it is kept over id and ttl."""
+    async with create_app(DATA / "tunnels" / "plain-inside.pcap").run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        table = pilot.app.query_one(PacketTable)
+        cells = _cells(table, table.scrollable_content_region.width)
+        rows = {r.frame: r for r in table.rows}
+        full = {f: pilot.app.session.other_columns(f, rows[f].info)[2] for f in range(1, 11)}
+    pings = {f: re.search(r"Echo \(ping\) (request|reply) id=\S+ seq=(\d+)/", t) for f, t in full.items()}
+    assert sum(1 for m in pings.values() if m) >= 5, full
+    for f, m in pings.items():
+        if m:
+            assert cells[f]["info"] == f"ICMP Echo {m[1]} seq={m[2]}", (cells[f], full[f])

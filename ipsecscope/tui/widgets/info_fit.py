@@ -52,6 +52,7 @@ def _arp_forms(info: str) -> list[str]:
 _DETAIL = re.compile(r"(?:,? [A-Za-z]\w*=[^\s,\]]+)+")
 # an ICMP error's quoted header ("[UDP 198.18.0.1 → 198.18.0.2 4500 → 4500]"): the quoted
 # ESP/AH after it names the SA, and these are its addresses (an IKE payload list has no "→")
+_ECHO = re.compile(r"Echo \(ping\) (request|reply) id=0x[0-9a-f]+, seq=(\d+)(?:/\d+)?, (?:ttl|hlim)=\d+")
 _QUOTED_HEADER = re.compile(r" \[[^\[\]]*→[^\[\]]*\]")
 _UNREACH = re.compile(r"Destination [Uu]nreachable \(([^()]+)\)")
 _V1_FRAGMENT = re.compile(r" fragment (\d+(?:/\d+)?) of message ID \d+ \(Fragment ID \d+\)"
@@ -170,6 +171,11 @@ def _fit(info: str, width: int, decrypted: bool) -> str:
     # An IKE message's rewrites lose nothing (the ✓, tighter brackets, status notifies as one
     # N(…)): they go first, before a cut drops payloads. Other texts keep their words while a cut
     # at their end keeps every address ('ESP seq 1 ▸ ICMP 10.1.0.1 → 10.2.0.1 Echo…').
+    # tshark's echo detail is mostly noise but for its sequence number, which is what tells one
+    # ping of a run from the next (the id is the run's, "/20736" the same number byte-swapped)
+    info = _ECHO.sub(r"Echo \1 seq=\2", info)
+    if len(info) <= width:
+        return info
     keys_first = not _IKE.search(info)
     if keys_first and (cut := _cut_keeps_keys(info, width)) is not None:
         return cut
