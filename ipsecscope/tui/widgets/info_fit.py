@@ -32,12 +32,17 @@ def _arp_forms(info: str) -> list[str]:
     ``who-has``/``tell``/``is-at`` vocabulary is what an engineer reads at a glance."""
     if m := _ARP_ASK.match(info):
         t, s = m.groups()
-        return [f"ARP {t}? tell {s}", f"? {t} tell {s}"]  # (then "tell" cut as an address is)
+        # who asks is on the target's link: the groups both share are said once, as the SA tree
+        # writes a peer pair ("198.18.0.1 ⇄ .2"): "ARP 192.1.2.23? tell .254"
+        ts, ss = t.split("."), s.split(".")
+        same = next((i for i in range(3) if ts[i] != ss[i]), 3)
+        rest = "." + ".".join(ss[same:]) if same else s
+        return [f"ARP {t}? tell {s}", f"ARP {t}? tell {rest}", f"? {t} tell {s}", f"? {t} tell {rest}"]
     if m := _ARP_PROBE.match(info):
         return [f"ARP probe {m[1]}", f"probe {m[1]}"]
     if m := _ARP_AT.match(info):
         ip, mac = m.groups()
-        return [f"ARP {ip} at {mac}", f"ARP {ip} at {short_addr(mac, 11)}", f"{ip} at {short_addr(mac, 11)}",
+        return [f"ARP {ip} at {mac}", f"ARP {ip} at {short_addr(mac, 11)}", f"ARP {ip} at {short_addr(mac, 8)}",
                 f"{ip} at {short_addr(mac, 8)}"]
     if m := _ARP_ANNOUNCE.match(info):
         return [f"ARP announce {m[1]}", f"announce {m[1]}"]

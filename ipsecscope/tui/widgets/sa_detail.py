@@ -153,10 +153,14 @@ class FlowTable:
         if keep is None or len(keep) < wanted:
             short = [self._cells(f, True) for f in self.flows]
             keep_short = self._columns(short, width)
-            # Whole addresses unless the short pair makes room for a counter that says something
-            # is wrong (or what decrypted): at 120 columns the pair was cut ('2001…a::1 → …:b::2')
-            # for Bytes beside four columns of zeros.
-            if keep_short is not None and (keep is None or len(_saying(short, keep_short)) > len(_saying(rows, keep))):
+            # The short pair for more columns when it only says shared groups once ('198.18.0.1
+            # → .2'); one cut in its middle ('2001…a::1 → …:b::2') only for a counter that says
+            # something is wrong (or what decrypted): at 120 columns IPv6 peers were cut for
+            # Bytes beside four columns of zeros.
+            lossless = all("…" not in r["From → To"] for r in short)
+            if keep_short is not None and (keep is None or (
+                    len(keep_short) > len(keep) if lossless
+                    else len(_saying(short, keep_short)) > len(_saying(rows, keep)))):
                 rows, keep = short, keep_short
         keep = keep or ["SPI", "From → To", "Pkts"]
         t = PlainTable(title="Traffic (per direction)", title_justify="left", title_style="bold underline",
