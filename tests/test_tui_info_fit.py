@@ -244,3 +244,44 @@ async def test_pings_at_80_columns_keep_their_sequence_numbers() -> None:
     for f, m in pings.items():
         if m:
             assert cells[f]["info"] == f"ICMP Echo {m[1]} seq={m[2]}", (cells[f], full[f])
+
+
+@sync
+async def test_sa_detail_says_an_ike_sa_whose_peer_is_dead() -> None:
+    """dead-peer sample: the tree says 'dead' (IkeSa.state_word) but SA detail read
+    'established' alone for the same IKE SA; it says the state as the evidence does
+    (IkeSa.state_text: 'established, peer … dead since …')."""
+    from test_tui import tree_cursor_to
+
+    app = create_app(SAMPLES / "dead-peer" / "capture.pcapng")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await tree_cursor_to(pilot, "ike")
+        await pilot.press("enter")
+        await loaded(pilot)
+        sa = next(s for s in app.session.table.ike_sas.values() if s.peer_gone is not None)
+        shown = "\n".join(screen_lines(app))
+    assert sa.peer_gone.how == "dead"
+    line = next(ln for ln in shown.splitlines() if "State" in ln and "established" in ln)
+    assert f"peer {sa.peer_gone.peer} dead" in line, line
+
+
+@sync
+async def test_sa_detail_counts_packets_that_arrived_as_a_first_fragment_only() -> None:
+    """esp-frag-loss: `sas` says 3 packets arrived as a first IP fragment only
+    (ESP-FRAGMENT-LOST); SA detail's traffic table had no column for it."""
+    cap = DATA / "esp-frag-loss" / "capture.pcap"
+    app = create_app(cap)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("4")
+        await loaded(pilot)
+        flows = [f for f in app.session.table.flows.values() if f.frag_lost]
+        shown = "\n".join(screen_lines(app))
+    assert flows
+    head = next(ln for ln in shown.splitlines() if "From → To" in ln)
+    assert "FragLost" in head, head
+    for f in flows:
+        row = next(ln for ln in shown.splitlines() if f"0x{f.spi:08x}" in ln)
+        end = head.index("FragLost") + len("FragLost")  # a right-justified column
+        assert row[:end].split()[-1] == str(f.frag_lost), (head, row)

@@ -87,10 +87,14 @@ def rekey_chain_ike(table: SaTable, sa: IkeSa) -> list[IkeSa]:
 
 FLOW_COLUMNS = (("SPI", "left"), ("From → To", "left"), ("Pkts", "right"), ("Bytes", "right"),
                 ("Decr", "right"), ("ICV✗", "right"), ("NoKey", "right"), ("Lost", "right"),
-                ("Replay", "right"), ("Copies", "right"), ("Seq", "left"), ("Active", "left"))
+                ("FragLost", "right"), ("Replay", "right"), ("Copies", "right"), ("Seq", "left"),
+                ("Active", "left"))
 # "Replay": a sequence number sent again (ESP-REPLAY); "Copies": packets the capture holds twice
 # (CAPTURE-DUPLICATES: counted in Pkts, not sent twice). One "Dup" column showed replays only.
 PROBLEM_COLUMNS = ("ICV✗", "NoKey", "Lost", "Replay")
+# shown only when not zero: "FragLost", packets that arrived as a first IP fragment only
+# (ESP-FRAGMENT-LOST: the rest never came; `sas` says "arrived as a first IP fragment only")
+RARE_PROBLEMS = ("FragLost",)
 
 
 class FlowTable:
@@ -113,6 +117,7 @@ class FlowTable:
             "Pkts": str(f.packets), "Bytes": str(f.bytes), "Decr": str(f.decrypted),
             "ICV✗": Text(str(f.icv_failed), "bold red" if f.icv_failed else ""),
             "NoKey": Text(str(f.no_key), "yellow" if f.no_key else ""), "Lost": str(self._lost(f)),
+            "FragLost": Text(str(f.frag_lost), "bold red" if f.frag_lost else ""),
             "Replay": str(f.duplicates), "Copies": Text(str(f.capture_duplicates), "dim"), "Seq": seq,
             "Active": active,
         }
@@ -126,7 +131,8 @@ class FlowTable:
     def _columns(self, rows: list[dict[str, Any]], width: int) -> list[str] | None:
         """The columns that fit in ``width`` (None when not even SPI, addresses and packets do)."""
         cw = {c: max([len(c), *(len(str(r[c])) for r in rows)]) + 2 for c, _ in FLOW_COLUMNS}
-        busy = [c for c in PROBLEM_COLUMNS if any(str(r[c]) != "0" for r in rows)]
+        busy = [c for c, _ in FLOW_COLUMNS
+                if c in (*PROBLEM_COLUMNS, *RARE_PROBLEMS) and any(str(r[c]) != "0" for r in rows)]
         # capture copies are no problem of the tunnel: shown after the counters, only when there are some
         copies = ["Copies"] if any(str(r["Copies"]) != "0" for r in rows) else []
         order = ["SPI", "From → To", "Pkts", *busy, "Decr", *(c for c in PROBLEM_COLUMNS if c not in busy),
@@ -149,7 +155,8 @@ class FlowTable:
         width = options.max_width
         rows = [self._cells(f, False) for f in self.flows]
         keep = self._columns(rows, width)
-        wanted = len(FLOW_COLUMNS) - (0 if any(f.capture_duplicates for f in self.flows) else 1)
+        wanted = (len(FLOW_COLUMNS) - (0 if any(f.capture_duplicates for f in self.flows) else 1)
+                  - (0 if any(f.frag_lost for f in self.flows) else 1))
         if keep is None or len(keep) < wanted:
             short = [self._cells(f, True) for f in self.flows]
             keep_short = self._columns(short, width)
@@ -175,7 +182,8 @@ class FlowTable:
 
 def _saying(rows: list[dict[str, Any]], keep: list[str]) -> list[str]:
     """The problem counters and Decr among ``keep`` that are not zero in some row."""
-    return [c for c in keep if c in (*PROBLEM_COLUMNS, "Decr") and any(str(r[c]) != "0" for r in rows)]
+    return [c for c in keep if c in (*PROBLEM_COLUMNS, *RARE_PROBLEMS, "Decr")
+            and any(str(r[c]) != "0" for r in rows)]
 
 
 EXCHANGE_COLUMNS = ("Time", "Exchange", "MID", "From", "Req", "Resp", "Summary")
@@ -342,7 +350,10 @@ class SaDetail(Static):
 
     def _ike(self, table: SaTable, sa: IkeSa, first: float | None) -> list[Any]:
         g = _kv(f"IKEv{sa.version} SA {ike_sa_text(sa.ike_spi_i, sa.ike_spi_r)}")
-        g.add_row("State", Text(sa.state.value, STATE_STYLE.get(sa.state, "")))
+        # as the evidence says it (IkeSa.state_text): "established" alone read as a live SA whose
+        # peer a finding says is dead or restarted (analysis.peer_gone), as the tree says "dead"
+        g.add_row("State", Text(sa.state_text(timefmt.at),
+                                "bold red" if sa.peer_gone else STATE_STYLE.get(sa.state, "")))
         g.add_row("Initiator", endpoint_text(sa.initiator, sa.initiator_port) + (f"  id {sa.id_i}" if sa.id_i else ""))
         g.add_row("Responder", endpoint_text(sa.responder, sa.responder_port) + (f"  id {sa.id_r}" if sa.id_r else ""))
         g.add_row("Proposal", sa.proposal or "—")
