@@ -28,6 +28,7 @@ from dataclasses import replace
 
 from ipsecscope.decode.fragsets import PendingSets
 from ipsecscope.model.ike import FragmentPayload, IkeMessage, Ikev1FragmentSet
+from ipsecscope.model.plural import plural
 
 __all__ = ["MAX_BYTES", "MAX_FRAGMENTS", "MAX_PENDING", "MAX_SETS_PER_SA", "MAX_TOTAL_BYTES", "Ikev1Reassembler",
            "fragment_of", "note_repeat"]
@@ -156,9 +157,15 @@ class Ikev1Reassembler:
 
         inner = parse_ike(IkeDatagram(msg.frame, msg.ts, msg.src, msg.dst, msg.sport, msg.dport, whole,
                                       msg.transport, msg.non_esp_marker, msg.ip_fragmented))
-        if inner.header.major != 1 or inner.header.spi_i != h.spi_i:
-            # Not an ISAKMP message of this SA: keep the piece as it is, the set says why.
-            fs.dropped = "the reassembled bytes are not an ISAKMP message of this SA"
+        if inner.header.major != 1 or inner.header.spi_i != h.spi_i or fragment_of(inner) is not None:
+            # Not an ISAKMP message of this SA (or one more piece, which no sender nests): keep
+            # the piece as it is; the set says why, and the piece is counted malformed, since
+            # the sender's bytes, not the capture, are at fault.
+            fs.dropped = ("the reassembled message is itself a fragment" if inner.header.major == 1
+                          and inner.header.spi_i == h.spi_i else
+                          "the reassembled bytes are not an ISAKMP message of this SA")
+            marks.append(f"IKEv1 Fragment ID {fs.frag_id}, {plural(fs.last, 'piece')} joined "
+                         f"({plural(len(whole), 'byte')}): {fs.dropped}")
             return _with_mark(msg, fs, marks)
         if marks:
             inner = replace(inner, malformed="; ".join(([inner.malformed] if inner.malformed else []) + marks))
