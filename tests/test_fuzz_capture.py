@@ -1,6 +1,8 @@
 """Fuzzing the capture readers, the demux and the summary fast path: random bytes, real captures cut
-at many offsets, bit-flipped frames. Nothing may raise except the typed CaptureError, everything
-terminates, and the fast path must agree with the generic decoder on whatever garbage it is fed."""
+at many offsets, bit-flipped frames; and, structure-aware, the link headers (OpenBSD enc, Juniper),
+IKEv1 Fragment payloads and IP fragments of ESP, through every command. Nothing may raise except
+the typed CaptureError, everything terminates, and the fast path must agree with the generic
+decoder on whatever garbage it is fed."""
 
 from __future__ import annotations
 
@@ -113,7 +115,7 @@ def test_bit_flipped_frames_fast_path_equals_generic(tmp_path_factory, data) -> 
 
 
 @FUZZ
-@given(st.binary(min_size=0, max_size=200), st.sampled_from([0, 1, 101, 108, 113, 228, 229, 276]))
+@given(st.binary(min_size=0, max_size=200), st.sampled_from([0, 1, 101, 108, 109, 113, 133, 136, 167, 178, 179, 180, 181, 228, 229, 276]))
 def test_decoder_random_frames_every_linktype(data: bytes, linktype: int) -> None:
     dec = Decoder()
     for i in range(3):  # the same bytes thrice: reassembly / TCP state paths
@@ -139,3 +141,198 @@ def test_ethernet_esp_shortcut_equals_full_ip_parse(data) -> None:
     a = Decoder()._decode(RawFrame(1, 1.0, 1, 1, frame, orig))
     b = Decoder()._decode(RawFrame(1, 1.0, 1, 228, frame[14:], orig - 14))
     assert a == b
+
+
+# ------------------------------------------------------------------ structure-aware, every command
+
+DATA = Path(__file__).parent / "data"
+V1FRAG_KEYS = DATA / "ikev1-frag" / "mm-cert-frag.charon-left.log"
+FRAG_LOSS_KEYS = DATA / "esp-frag-loss" / "charon-left.log"
+
+
+def _every_command(cap: Path, keys: Path, out: Path) -> None:
+    """Every command of the CLI in-process on ``cap``: a documented exit status, no traceback."""
+    import contextlib
+    import io
+
+    from ipsecscope.cli import main
+
+    filt = 'isakmp.nextpayload == 132 || esp.spi > 5 || ipsecscope.status == "malformed"'
+    for args, ok in ((["summary"], (0, 1)), (["summary", "--json"], (0, 1)), (["sas", "-k", keys, "--"], (0, 2)),
+                     (["findings", "-k", keys, "--"], (0, 1, 2)), (["packets", "--json", "-k", keys, "--"], (0, 2)),
+                     (["stats", "-k", keys, "--"], (0, 2)), (["decrypt", "-q", "-k", keys, "-o", out, "--"], (0, 1, 3, 4)),
+                     (["packets", "-Y", filt, "-k", keys, "--"], (0, 2))):
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            rc = main([*map(str, args), str(cap)])
+        assert rc in ok, (args, rc, err.getvalue())
+        assert len(err.getvalue().strip().splitlines()) <= 2, (args, err.getvalue())  # a warning, an error
+
+
+def _link_edits(rnd: random.Random, linktype: int, data: bytes) -> bytes:
+    """One edit of the link header: the enc header's family and flags (in either byte order, or
+    none known), Juniper's flags, extension length and TLV lengths running past the end, a cut."""
+    b = bytearray(data)
+    op = rnd.randrange(4)
+    if op == 0:
+        return bytes(b[: rnd.randrange(min(len(b), 48) + 1)])
+    if linktype == 109:
+        if op == 1:
+            b[0:4] = rnd.choice([b"\0\0\0\0", b"\0\0\0\x02", b"\x18\0\0\0", b"\0\0\0\x1c", b"\x1e\0\0\0", b"\xff" * 4])
+        else:
+            b[8:12] = rnd.choice([b"\0\0\0\0", b"\xff" * 4, b"\0\x04\0\0"])
+    elif op == 1:
+        b[3] = rnd.choice([0x00, 0x01, 0x02, 0x03, 0x80, 0x81, 0x82, 0x83, 0xFF])
+    elif op == 2:
+        b[3] |= 0x80
+        b[4:6] = struct.pack(">H", rnd.choice([0, 1, 2, 0xFFFF, len(b) - 6, len(b) - 5]))
+    elif len(b) > 8:
+        b[3] |= 0x80
+        b[7] = rnd.choice([0, 1, 0x80, 0xFF])  # the first TLV's length
+    return bytes(b)
+
+
+def _frames(path: Path) -> list[tuple[int, bytes]]:
+    with open_capture(path) as r:
+        return [(f.linktype, bytes(f.data)) for f in r]
+
+
+@pytest.mark.parametrize("name", ["enc.pcap", "juniper.pcapng"])
+def test_link_header_edits_every_command(tmp_path: Path, name: str) -> None:
+    """The enc (DLT 109) and Juniper headers of real frames edited field by field: every frame
+    still counted, every command finishes with a documented status."""
+    frames = _frames(DATA / "linktypes" / name)
+    rnd = random.Random(name)
+    for i in range(6):
+        edited = [(lt, _link_edits(rnd, lt, d) if rnd.random() < 0.4 else d) for lt, d in frames]
+        cap = write_pcap(tmp_path / f"{i}.pcap", [d for _, d in edited], linktype=frames[0][0])
+        assert summarize(str(cap), workers=1)["frames"] == len(frames)
+        _every_command(cap, FRAG_LOSS_KEYS, tmp_path / "out.pcapng")
+
+
+def _isakmp(body: bytes, spi_i: bytes = b"\xd9" * 8, np: int = 132, flags: int = 0, length: int | None = None) -> bytes:
+    return spi_i + b"\x91" * 8 + bytes([np, 0x10, 2, flags]) + struct.pack(">II", 0, 28 + len(body) if length is None else length) + body
+
+
+def _piece(fid: int, num: int, last: bool, data: bytes, *, spi_i: bytes = b"\xd9" * 8, plen: int | None = None,
+           back: bool = False) -> bytes:
+    """An IKEv1 piece (Fragment payload 132: ID, number, last flag; RFC-less, Cisco/strongSwan) on
+    UDP 4500 behind the non-ESP marker."""
+    from scapy.layers.inet import UDP
+    from scapy.packet import Raw
+    from test_capture_builders import eth, v4
+
+    pl = bytes([0, 0]) + struct.pack(">HHBB", 8 + len(data) if plen is None else plen, fid, num, last) + data
+    src, dst = ("198.18.0.2", "198.18.0.1") if back else ("198.18.0.1", "198.18.0.2")
+    return eth(v4(src, dst) / UDP(sport=4500, dport=4500) / Raw(b"\0" * 4 + _isakmp(pl, spi_i)))
+
+
+def _hostile_v1_pieces(rnd: random.Random) -> tuple[list[bytes], set[int]]:
+    """Pieces no sender makes, and the frames (1-based) that must come out marked malformed."""
+    enc = _isakmp(rnd.randbytes(96), np=5, flags=1)
+    cases: list[tuple[bytes, bool]] = [
+        (_piece(1, 0, False, b"a"), True),  # number 0
+        (_piece(1, 255, True, b"b"), True),  # past any sender's count
+        (_piece(2, 1, True, enc[:10]), True),  # last on 1: completes at once, 10 bytes: no message
+        (_piece(2, 2, True, enc[10:]), False),  # a piece of a finished set: a repeat
+        (_piece(3, 1, False, b"\x01\x02"), False),
+        (_piece(3, 2, True, b"\x03"), True),  # completes 3 bytes: no ISAKMP message
+        (_piece(4, 1, False, _isakmp(b"", spi_i=b"\x22" * 8)[:20]), False),
+        (_piece(4, 2, True, _isakmp(b"", spi_i=b"\x22" * 8)[20:]), True),  # another SA's message
+        (_piece(5, 1, True, _isakmp(bytes([0, 0]) + struct.pack(">HHBB", 8, 5, 1, 1))), True),  # a piece in a piece
+        (_piece(6, 1, False, b"x" * 20, plen=0), True),  # payload lengths below the header, past the end
+        (_piece(6, 1, False, b"x" * 20, plen=3), True),
+        (_piece(6, 1, False, b"x" * 20, plen=0xFFFF), True),
+        (_piece(7, 1, False, b""), False),
+        (_piece(7, 3, True, b""), False),
+        (_piece(7, 2, True, b""), False),  # a second last flag below the first: a repeat, not a shorter set
+        (_piece(8, 1, False, enc[:50]), False),  # one Fragment ID, two directions and two SAs
+        (_piece(8, 1, False, enc[:50], back=True), False),
+        (_piece(8, 1, False, enc[:50], spi_i=b"\x33" * 8), False),
+        (_piece(8, 2, True, enc[50:]), False),
+    ]
+    return [f for f, _ in cases], {i + 1 for i, (_, bad) in enumerate(cases) if bad}
+
+
+def test_hostile_ikev1_fragments_counted_every_command(tmp_path: Path) -> None:
+    """IKEv1 Fragment payloads no sender makes: each counted malformed where the input is at
+    fault (summary and the session alike, reassembled bytes that are no ISAKMP message of the SA
+    included), the others reassembled or kept as repeats; every command finishes."""
+    from ipsecscope.session import Session
+
+    frames, bad = _hostile_v1_pieces(random.Random(5))
+    cap = write_pcap(tmp_path / "v1.pcap", frames)
+    doc = summarize(str(cap), workers=1)
+    marked = {m["frame"] for m in doc["malformed"]["examples"]}
+    assert marked == bad, (marked, bad)
+    s = Session()
+    s.load(cap)
+    assert s.stats.malformed_total == len(bad)
+    _every_command(cap, V1FRAG_KEYS, tmp_path / "out.pcapng")
+
+
+def _ike_edit(rnd: random.Random, d: bytes) -> bytes:
+    """An ISAKMP/Fragment-payload field of an IKE frame (UDP 500/4500, Ethernet/IPv4) set to an
+    edge value: the message length, a payload length, a fragment number, ID or last flag."""
+    b = bytearray(d)
+    u = 14 + (b[14] & 15) * 4
+    p = u + 8 + (4 if b[u + 2:u + 4] == b"\x11\x94" else 0)
+    if len(b) < p + 28 or b[u + 8:u + 12] != b"\0" * 4 and p != u + 8:
+        return d
+    q = p + 28
+    op = rnd.randrange(4)
+    if op == 0:
+        b[p + 24:p + 28] = struct.pack(">I", rnd.choice([0, 1, 28, 0xFFFFFFFF, len(b) - p + 1]))
+    elif op == 1 and len(b) >= q + 4:
+        b[q + 2:q + 4] = struct.pack(">H", rnd.choice([0, 1, 4, 8, 0xFFFF]))
+    elif b[p + 16] == 132 and len(b) >= q + 8:
+        k = rnd.choice([q + 4, q + 6, q + 7])
+        b[k] = rnd.choice([0, 1, 2, 33, 255])
+    else:
+        b[rnd.randrange(p, len(b))] ^= 1 << rnd.randrange(8)
+    return bytes(b)
+
+
+@pytest.mark.parametrize("name", ["mm-cert-frag.pcap", "am-cert-frag.pcap", "mm-frag-lost.pcap"])
+def test_ikev1_fragment_field_edits_every_command(tmp_path: Path, name: str) -> None:
+    """Real IKEv1 fragmented exchanges (strongSwan) with their ISAKMP and Fragment payload fields
+    set to edge values, pieces repeated and reordered: every frame counted, every command ends."""
+    frames = [d for _, d in _frames(DATA / "ikev1-frag" / name)]
+    rnd = random.Random(name)
+    for i in range(4):
+        edited = [_ike_edit(rnd, d) if rnd.random() < 0.3 else d for d in frames]
+        j = rnd.randrange(len(edited))
+        edited.insert(rnd.randrange(len(edited)), edited[j])
+        cap = write_pcap(tmp_path / f"{i}.pcap", edited)
+        assert summarize(str(cap), workers=1)["frames"] == len(edited)
+        _every_command(cap, DATA / "ikev1-frag" / name.replace(".pcap", ".charon-left.log"), tmp_path / "o.pcapng")
+
+
+def test_hostile_ip_fragments_of_esp_every_command(tmp_path: Path) -> None:
+    """IP fragments of ESP no stack sends (overlaps with other bytes, offsets past 64 KiB, empty
+    and 8-byte pieces, a first piece shorter than the ESP header, IPv6 alike): every frame
+    counted, every command ends."""
+    from scapy.layers.inet import UDP
+    from scapy.layers.inet6 import IPv6ExtHdrFragment
+    from scapy.packet import Raw
+    from test_capture_builders import esp as esp_bytes
+    from test_capture_builders import eth, v4, v6
+
+    p = esp_bytes(0xC0DE, 1, 3000)
+
+    def f4(id_: int, off8: int, mf: bool, data: bytes, proto: int = 50) -> bytes:
+        return eth(v4(id=id_, frag=off8, flags="MF" if mf else 0, proto=proto) / Raw(data))
+
+    def f6(id_: int, off8: int, mf: bool, data: bytes) -> bytes:
+        return eth(v6() / IPv6ExtHdrFragment(nh=50, id=id_, offset=off8, m=mf) / Raw(data))
+
+    u = bytes(UDP(sport=4500, dport=4500, len=8 + len(p))) + p
+    frames = [f4(7, 0, True, p[:1480]), f4(7, 100, True, p[800:2280]), f4(7, 0, True, bytes(1480)),
+              f4(7, 185, False, p[1480:]), f4(8, 0, True, p[:1480]), f4(8, 8191, False, p[:1480]),
+              f4(9, 0, True, b""), f4(9, 1, True, bytes(7)), f4(9, 2, False, b""), f4(10, 5, True, p[:40]),
+              f4(11, 0, True, p[:4]), f4(11, 1, False, p[8:100]), f4(12, 0, True, u[:1480], 17),
+              f4(12, 185, False, p[1480:2000]), f6(5, 0, True, p[:1440]), f6(5, 8191, False, p[:8]),
+              f6(6, 0, False, p[:3]), f6(7, 0, True, b"")]
+    cap = write_pcap(tmp_path / "ipf.pcap", frames)
+    assert summarize(str(cap), workers=1)["frames"] == len(frames)
+    _every_command(cap, FRAG_LOSS_KEYS, tmp_path / "out.pcapng")
