@@ -170,3 +170,12 @@ def test_every_data_path_the_docs_name_is_in_a_fresh_clone():
             if folder in materialised or not all(fnmatch.filter(tracked, pat) or pat in dirs for pat in pats):
                 bad.append(f"{doc.name}: {path}")
     assert not bad, bad
+
+
+def test_samples_section_names_every_sample():
+    """The Samples section names each scenario directory samples/ holds (a new sample is listed)."""
+    section = README.split("\n## Samples\n", 1)[1].split("\n## ", 1)[0]
+    scenarios = [d.name for d in (ROOT / "samples").iterdir()
+                 if d.is_dir() and (d / "capture.pcapng").is_file()]
+    assert scenarios
+    assert [d for d in scenarios if not re.search(rf"(?<![\w-]){re.escape(d)}(?![\w-])", section)] == []
