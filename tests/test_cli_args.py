@@ -73,6 +73,20 @@ def test_no_capture_left_is_a_usage_error_naming_the_fix() -> None:
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("cmd", [["summary"], ["summary", "--json"], ["decrypt", "-k", ESP_SA, "-q"]])
+def test_a_second_capture_to_a_one_capture_command_says_so(cmd: list) -> None:
+    """`summary a b` said only "unrecognized arguments: b" under the top-level usage; it names the
+    command, that it reads one capture, and which commands read several."""
+    other = SAMPLES / "dead-peer" / "capture.pcapng"
+    r = run(*cmd, CAP, other)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ipsecscope {cmd[0]}: error: one capture FILE, got 2: {CAP} {other}"), r.stderr
+    assert "sas, findings, packets, stats and the TUI read several" in last
+    r = run(*cmd, CAP, "--no-such-option")  # anything else stays argparse's own message
+    assert r.returncode == 2 and "unrecognized arguments: --no-such-option" in r.stderr
+
+
 def test_tui_takes_options_first(tmp_path: Path) -> None:
     # `ipsecscope -k KEYS FILE` was "invalid choice": the TUI is the command when none is named.
     text = tmp_path / "notes.txt"

@@ -199,9 +199,14 @@ def _main(argv: list[str] | None, own: bool = False) -> int:
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "tui")
     parser = build_parser(argv[0] if argv else None)
-    args = parser.parse_args(argv)
-    from .common import settle_captures
+    args, extra = parser.parse_known_args(argv)
+    from .common import settle_captures, too_many_captures
 
+    if extra:
+        # `summary a.pcap b.pcap`: argparse's own message is the top-level usage and "unrecognized
+        # arguments"; say instead that this command reads one capture and which ones read several.
+        too_many_captures(args, extra)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     settle_captures(args)
     if not getattr(args, "command", None):
         parser.print_help()

@@ -204,11 +204,25 @@ def settle_captures(args: argparse.Namespace) -> None:
         args.keys = keys
         files += moved
     if not many and len(files) > 1:
-        args._parser.error(f"one capture FILE, got {len(files)}: {' '.join(files)}")
+        args._parser.error(f"one capture FILE, got {len(files)}: {' '.join(files)} ({SEVERAL_CAPTURES})")
     if required and not files:
         args._parser.error("give a capture FILE (after the options, or before them; "
                            "`-k KEYS... -- FILE` ends the key list)")
     setattr(args, dest, files if many else (files[0] if files else None))
+
+
+SEVERAL_CAPTURES = "sas, findings, packets, stats and the TUI read several captures as one"
+
+
+def too_many_captures(args: argparse.Namespace, extra: list[str]) -> None:
+    """A usage error naming the captures when a one-capture command (``summary``, ``decrypt``) was
+    given more than one; returns when ``extra`` is something else (an unknown option)."""
+    spec = getattr(args, "_captures", None)
+    single = spec[0] == "file" if spec is not None else hasattr(args, "file")
+    if not single or getattr(args, "_parser", None) is None or any(e.startswith("-") for e in extra):
+        return
+    files = [f for f in [getattr(args, "file", None)] if f] + list(extra)
+    args._parser.error(f"one capture FILE, got {len(files)}: {' '.join(files)} ({SEVERAL_CAPTURES})")
 
 
 def _opens_as_capture(path: str) -> bool:

@@ -103,6 +103,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Summarise the IPsec traffic in a pcap/pcapng file (optionally gzipped): every IKE "
                     "message, and ESP/AH flows per (src, dst, SPI) with counts, times and sequence ranges.")
     p.add_argument("file", help="capture file (pcap, pcapng, or either gzipped); '-' reads standard input")
+    p.set_defaults(_parser=p)  # for common.too_many_captures
     p.add_argument("--follow", action="store_true",
                    help="keep reading a capture file that is still being written, as `tail -f` does; "
                         "Ctrl-C ends it and prints the summary")
