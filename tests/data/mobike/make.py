@@ -54,13 +54,19 @@ class GatewayView(StrongswanPair):
         return [self.right.netns, "tcpdump", "-i", IFACE]
 
 
-def main() -> None:
+def roaming_confs() -> tuple[str, str]:
+    """The two peers' swanctl.conf for every run: MOBIKE on, no CHILD SA rekey of its own (the
+    move's rekey is the one seen). The client may use any of its addresses; the gateway accepts
+    the client from anywhere."""
     left, right = psk_confs("roam", "aes256gcm16-prfsha256-ecp256", "aes256gcm16-ecp256",
                             "mobike-roaming-psk", conn_opts={"mobike": "yes", "dpd_delay": "30s"},
                             child_opts={"rekey_time": "0", "start_action": "none"})
-    # The client may use any of its addresses; the gateway accepts the client from anywhere.
-    left = left.replace("local_addrs = 198.18.0.1", "local_addrs = %any")
-    right = right.replace("remote_addrs = 198.18.0.1", "remote_addrs = %any")
+    return (left.replace("local_addrs = 198.18.0.1", "local_addrs = %any"),
+            right.replace("remote_addrs = 198.18.0.1", "remote_addrs = %any"))
+
+
+def main() -> None:
+    left, right = roaming_confs()
     work = Path(tempfile.mkdtemp(prefix="mobike-"))
     try:
         with GatewayView(work, left, right, tag="mob") as pair:
@@ -100,11 +106,7 @@ def behind_nat() -> None:
     up the client gets 10.0.0.1/24 behind the router's 10.0.0.254, which masquerades it to its wan
     address 198.18.2.1 with UDP ports 40000-40999 (a home router's NAPT); then 198.18.0.1 goes.
     """
-    left, right = psk_confs("roam", "aes256gcm16-prfsha256-ecp256", "aes256gcm16-ecp256",
-                            "mobike-roaming-psk", conn_opts={"mobike": "yes", "dpd_delay": "30s"},
-                            child_opts={"rekey_time": "0", "start_action": "none"})
-    left = left.replace("local_addrs = 198.18.0.1", "local_addrs = %any")
-    right = right.replace("remote_addrs = 198.18.0.1", "remote_addrs = %any")
+    left, right = roaming_confs()
     work = Path(tempfile.mkdtemp(prefix="mobike-nat-"))
     try:
         with RoutedPair(work, left, right, mode="route", capture_at="wan", tag="mob") as pair:
@@ -147,11 +149,7 @@ def answer_lost() -> None:
     UPDATE_SA_ADDRESSES (169 bytes) and everything after it do not (tcpdump on the gateway's veth does
     not see what its output chain dropped). The client retransmits the update and gives up.
     """
-    left, right = psk_confs("roam", "aes256gcm16-prfsha256-ecp256", "aes256gcm16-ecp256",
-                            "mobike-roaming-psk", conn_opts={"mobike": "yes", "dpd_delay": "30s"},
-                            child_opts={"rekey_time": "0", "start_action": "none"})
-    left = left.replace("local_addrs = 198.18.0.1", "local_addrs = %any")
-    right = right.replace("remote_addrs = 198.18.0.1", "remote_addrs = %any")
+    left, right = roaming_confs()
     work = Path(tempfile.mkdtemp(prefix="mobike-lost-"))
     try:
         with GatewayView(work, left, right, tag="mob") as pair:
