@@ -40,7 +40,6 @@ from .common import (
     refusal_first,
 )
 from .core import RuleContext, rule
-from .nat_mtu import black_hole, black_hole_text
 from .one_way import (
     OneWay,
     flows_by_path,
@@ -50,6 +49,7 @@ from .one_way import (
     sibling_return,
     undecided_pairs,
 )
+from .pmtu import black_hole, black_hole_text
 from .restart import restart_log, restarts
 from .unanswered import ike_by_pair, initial_exchange, sent_once, slowest_answer, v1_dpd_dead
 
