@@ -339,6 +339,10 @@ class LiveRunner:
         self._ended_told: dict[tuple, Ended] = {}
         self.budget = EventBudget()
         self._findings_checked = 0.0
+        # Bumped when an evaluation (once a second, frames or not) changed what the findings or the
+        # IKE SAs' states say: the TUI's redraw marker, with the frame count.
+        self.revision = 0
+        self._evaluated = 0
         self._index = 0
         self._taken = 0
         self.error: BaseException | None = None
@@ -426,6 +430,11 @@ class LiveRunner:
         q = self._queue
         self._poll_keys()
         if not q:
+            # Nothing captured: the clock still moves, and some conclusions need only that (an IKE
+            # request unanswered for 10 s, an IP datagram whose later fragments never came). A
+            # tunnel that went quiet is when they matter (_flush_events looks once a second).
+            with self.lock:
+                self._flush_events(force)
             return
         # The latest tick says which key text the helper had sent when it looked at the sources;
         # frames older than it by key_delay have had their keys' chance (module docstring).
@@ -458,6 +467,13 @@ class LiveRunner:
             self.emit(ev)
         for ev in finding_ended_events(self.kept, self._ended_told, take, now=wall):
             self.emit(ev)
+        # What a front end must show again although no frame came (the TUI redraws when frames or
+        # this change): the findings as the events told them, and the IKE SAs' states.
+        sig = hash((tuple(self._seen_findings.items()), tuple((cs, e.times) for cs, e in self._ended_told.items()),
+                    tuple((sa.state, sa.peer_gone is None) for sa in self.session.table.ike_sas.values())))
+        if sig != self._evaluated:
+            self._evaluated = sig
+            self.revision += 1
         refused = self.budget.report()
         if refused is not None:
             self.emit(refused)

@@ -28,7 +28,7 @@ from .keys import KeyStore, add_secrets_block, load_keys
 from .keys.match import FileMatch, match_keys
 from .model.packets import EspPacket, FrameRow, Malformed, Packet, RawFrame
 from .model.plural import plural
-from .model.sa import Finding, SaTable, Severity
+from .model.sa import EspFlow, Finding, SaTable, Severity
 from .rowstore import FrameOffsets, NoRows, RowStore, follow_moves
 from .session_detail import FrameDetail, FrameViews, QuotedEsp, describe_inner, iana_proto
 from .session_packets import PacketHandling
@@ -47,6 +47,12 @@ if TYPE_CHECKING:
 # Live mode has no file to re-read a frame from: the raw bytes of the most recent frames are kept
 # (up to this many bytes, and never more frames than rows) for the detail pane's decode and hex view.
 LIVE_BYTES_KEPT = 32 << 20
+# Live mode gives up on an IP datagram whose first fragment came this many seconds ago with the rest
+# still missing. The fragments of one datagram leave the fragmenting hop back to back (RFC 791
+# §2.3), so in a capture they arrive within milliseconds; a file's reassembler waits 60 s (RFC 8200
+# §4.5), but it notices only when a later fragment comes, and a live screen that waited as long
+# would show the loss as a plain sequence gap (ESP-SEQ-GAP) meanwhile (live5's walk).
+LIVE_FRAGMENT_WAIT = 5.0
 
 Progress = Callable[[int, int], None]
 """``progress(bytes_read, total)``, called by :meth:`Session.load` between frames, never inside
@@ -143,6 +149,7 @@ class Session(PacketHandling, FrameViews):
         self._ike_dec: tuple[IkeDecryptor, Ikev1Decryptor, IkeDecryptor] | None = None  # _ike_decryptors()
         self.esp_decryptor = EspDecryptor(self.keys)
         self.tracker = Tracker()
+        self._awaiting: list[EspFlow] = []  # flows whose frag_awaited _await_fragments set
         from .plugins import event_listeners
 
         self.tracker.listeners.extend(event_listeners())  # plugins' on_event hooks
@@ -319,9 +326,30 @@ class Session(PacketHandling, FrameViews):
 
     def finish(self, now: float | None = None) -> None:
         """Conclusions that need the end of the input (or, live, the current time ``now``): an IKE
-        request unanswered for long enough makes its SA FAILED."""
+        request unanswered for long enough makes its SA FAILED, and an IP datagram whose later
+        fragments have not come for LIVE_FRAGMENT_WAIT seconds is lost (ESP-FRAGMENT-LOST)."""
+        if now is not None:
+            for m in self.decoder.expire(now, LIVE_FRAGMENT_WAIT):
+                self._late(m)
+            self._await_fragments()
+            self.tracker.table.watched_until = now
         self.tracker.finish(now=now)
         self._findings = None
+
+    def _await_fragments(self) -> None:
+        """Live: mark the ESP packets still in reassembly on their flows (EspFlow.frag_awaited), so
+        their sequence numbers read as in flight, not as a gap (ESP-SEQ-GAP) that turns into
+        ESP-FRAGMENT-LOST a few seconds later (live5's walk: the gap then stayed listed, "ended")."""
+        flows = self.tracker.table.flows
+        for flow in self._awaiting:
+            flow.frag_awaited = []
+        self._awaiting = []
+        for src, dst, spi, seq in self.decoder.pending_esp():
+            flow = flows.get((src, dst, spi, "ESP"))
+            if flow is not None:
+                if not flow.frag_awaited:
+                    self._awaiting.append(flow)
+                flow.frag_awaited.append(seq)
 
     def reload(self, progress: Progress | None = None) -> SessionStats:
         """Decode everything again (after keys were added): every stage re-runs from the files."""

@@ -297,6 +297,31 @@ class Decoder:
         self.tcp.clear()
         return self._with_dropped([]) + [p for d in flush_pending(self.reassembler) for p in self._lost_datagram(*d)]
 
+    def expire(self, now: float, timeout: float) -> list[Packet]:
+        """While a capture is still growing: a Malformed (and the IKE message it started, as
+        :meth:`flush`) for every datagram whose first fragment is older than ``timeout`` seconds
+        at ``now`` with the rest still missing. Without it a live capture never gives up on them:
+        the reassembler expires a datagram only when a later fragment arrives."""
+        from .ip import expire_pending
+
+        if not self.reassembler.pending:
+            return self._with_dropped([]) if self.reassembler.dropped else []
+        return self._with_dropped([]) + [p for d in expire_pending(self.reassembler, now, timeout)
+                                         for p in self._lost_datagram(*d)]
+
+    def pending_esp(self) -> list[tuple[str, str, int, int]]:
+        """(src, dst, SPI, sequence number) of each ESP packet whose datagram is still being
+        reassembled, read from its first fragment: a growing capture's packets in flight."""
+        from .ip import _first_part
+
+        out = []
+        for key, p in self.reassembler.pending.items():
+            if 0 in p.parts:
+                esp = _lost_esp(*_first_part(p))
+                if esp is not None:
+                    out.append((self._text(key[1]), self._text(key[2]), esp.spi, esp.seq))
+        return out
+
     def _lost_datagram(self, frame: int, ts: float, why: str, key: tuple, proto: int,
                        first: tuple[int, bytes, str] = (-1, b"", "")) -> list[Packet]:
         # key = (version, src, dst, id[, proto]): the first fragment's addresses and its own IP

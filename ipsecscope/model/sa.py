@@ -176,6 +176,9 @@ class EspFlow:
     # the wire, frame, the byte ranges never captured, the first fragment's time).
     frag_lost: int = 0
     frag_lost_packets: list[tuple[int, int, str, float]] = field(default_factory=list)
+    # Live only (Session.finish(now)): sequence numbers, as on the wire, of this flow's ESP packets
+    # whose first IP fragment came and whose others are still awaited; in flight, not yet lost.
+    frag_awaited: list[int] = field(default_factory=list)
     unsupported_frames: list[int] = field(default_factory=list)
     # UDP ports of the latest packet (ESP in UDP): differ from sport/dport after a NAT rebinding
     sport_last: int = 0
@@ -564,6 +567,9 @@ class SaTable:
     flows: dict[FlowKey, EspFlow] = field(default_factory=dict)  # EspFlow.key -> flow
     first_ts: float | None = None
     last_ts: float | None = None
+    # Live only (Session.finish(now)): the clock of the latest evaluation. The capture was running
+    # until then, though its last frame (last_ts) may be older: a quiet tunnel is not a capture's end.
+    watched_until: float | None = None
     # Added by the correlation engine: facts outside any SA that rules still want.
     observations: list[Observation] = field(default_factory=list)
     # ChildSa.id -> its flows; kept by the tracker with EspFlow.child_sa (ChildSa.flows reads it)

@@ -73,7 +73,7 @@ class IpsecscopeApp(SessionFeed, FilterBar, Navigation, Dialogs, KeysInOrder):
         self.runner = runner
         self.live_name = live_name
         self.data_lock: Any = runner.lock if runner is not None else contextlib.nullcontext()
-        self._live_frames: tuple[int, bool] | None = None
+        self._live_frames: tuple[int, bool, int] | None = None
         self.key_files: list[Path] = [Path(p) for p in key_files]
         self.session: Session | None = None
         self.filter: Filter = compile_filter("")

@@ -251,8 +251,9 @@ class SessionFeed(App[int]):
             self.notify(str(runner.error), title="Live capture stopped", severity="error", timeout=30)
         with runner.lock:
             session = runner.session
-            # A followed capture's end (finished) can change the findings without a new frame.
-            marker = (session.stats.frames, getattr(runner, "finished", False))
+            # A followed capture's end (finished) can change the findings without a new frame, and
+            # so can the live runner's clock (revision: a dead peer, a datagram given up).
+            marker = (session.stats.frames, getattr(runner, "finished", False), getattr(runner, "revision", 0))
             if marker == self._live_frames:
                 return
             self._live_frames = marker

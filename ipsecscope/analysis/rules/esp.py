@@ -14,11 +14,13 @@ from .core import RuleContext, rule
 def _lost_in_fragments(f: EspFlow) -> int:
     """Of ``f``'s sequence-number gaps, how many are packets whose first IP fragment the capture
     holds (EspFlow.frag_lost_packets, with the numbers as on the wire; an ESN flow compares the low
-    32 bits). Beyond the kept few, the count itself: none of them is a whole packet either."""
-    if f.seq_min is None or f.seq_max is None or not f.frag_lost:
+    32 bits). Beyond the kept few, the count itself: none of them is a whole packet either.
+    A live capture's packets still in reassembly (EspFlow.frag_awaited) are no gap either: in flight."""
+    if f.seq_min is None or f.seq_max is None or not (f.frag_lost or f.frag_awaited):
         return 0
     lo, hi = f.seq_min & 0xFFFFFFFF, f.seq_max & 0xFFFFFFFF
-    kept = sum(1 for s, *_ in f.frag_lost_packets if lo < s < hi or (hi < lo and (s > lo or s < hi)))
+    seqs = [s for s, *_ in f.frag_lost_packets] + f.frag_awaited
+    kept = sum(1 for s in seqs if lo < s < hi or (hi < lo and (s > lo or s < hi)))
     return min(f.lost, kept + f.frag_lost - len(f.frag_lost_packets))
 
 

@@ -718,7 +718,9 @@ def r_esp_fragment_lost(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """ESP packets the capture holds only the first IP fragment of: the rest lost on the path."""
     # One finding per flow (one direction of one SA): its count, its sequence numbers and the
     # fragments missing are that SA's own, as ESP-SEQ-GAP's are.
-    end = table.last_ts or 0.0
+    # Live, the capture runs on past its last frame (SaTable.watched_until): a datagram the clock
+    # gave up (Session.finish) was watched for the rest long enough, so it is no capture's cut.
+    end = max(table.last_ts or 0.0, table.watched_until or 0.0)
     for f in table.flows.values():
         if not f.frag_lost:
             continue
