@@ -64,15 +64,15 @@ def test_the_mark_follows_the_findings() -> None:
     assert sa.peer_gone is None and sa.state_text() == "established"
 
 
-def test_sa_tree_shows_it() -> None:
+def _tree_labels(size: tuple[int, int]) -> list:
     from textual.widgets import Tree
 
     from ipsecscope.tui.app import create_app
     from ipsecscope.tui.widgets.sa_tree import SaTree
 
-    async def run() -> list[str]:
+    async def run() -> list:
         app = create_app(LOSS / "capture.pcap", [LOSS / "charon-left.log"])
-        async with app.run_test(size=(200, 40)) as pilot:
+        async with app.run_test(size=size) as pilot:
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
             tree: Tree = app.query_one(SaTree)
@@ -80,12 +80,23 @@ def test_sa_tree_shows_it() -> None:
 
             def walk(node) -> None:
                 for child in node.children:
-                    out.append(str(child.label))
+                    out.append(child.label)
                     walk(child)
 
             walk(tree.root)
             return out
 
-    labels = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_sa_tree_shows_it() -> None:
+    labels = [str(x) for x in _tree_labels((200, 40))]
     (ike,) = [x for x in labels if "IKEv2" in x]
     assert " dead " in f"{ike} " and "established" not in ike  # the tree's one word (IkeSa.state_word)
+
+
+def test_narrow_sa_tree_shows_it_too() -> None:
+    """At 80x24 (an SSH session: live5's walk) the tree has no room for the state word and showed
+    the dead peer's SA with the green dot of "established"; its dot is a red ✗ instead."""
+    (ike,) = [x for x in _tree_labels((80, 24)) if " v2 " in str(x)]
+    assert str(ike).startswith("✗ v2 ") and "red" in str(ike.spans[0].style)

@@ -193,9 +193,14 @@ def _drop_group(text: str, sep: str) -> str:
 
 
 def compact_ike_label(sa: IkeSa) -> Text:
-    """The IKE SA in a narrow tree: its state colour, version and SPIi (SA detail has the rest)."""
+    """The IKE SA in a narrow tree: its state colour, version and SPIi (SA detail has the rest).
+    No room for the state word here (80 columns): a dead peer's SA (IkeSa.peer_gone) gets a red ✗
+    for its dot, since its recorded state ("established", a green dot) is what the evidence denies."""
     text = Text()
-    text.append("●", STATE_STYLE.get(sa.state, ""))
+    if sa.peer_gone is not None:
+        text.append("✗", "bold red")
+    else:
+        text.append("●", STATE_STYLE.get(sa.state, ""))
     text.append(f" v{sa.version} ")
     text.append(sa.ike_spi_i.hex()[:8], "cyan")
     return text
