@@ -336,3 +336,60 @@ def test_hostile_ip_fragments_of_esp_every_command(tmp_path: Path) -> None:
     cap = write_pcap(tmp_path / "ipf.pcap", frames)
     assert summarize(str(cap), workers=1)["frames"] == len(frames)
     _every_command(cap, FRAG_LOSS_KEYS, tmp_path / "out.pcapng")
+
+
+def _skf_set(d: bytes, *, num: int | None = None, total: int | None = None, spi_i: bytes | None = None,
+             tail: bytes | None = None) -> bytes:
+    """An SKF piece (RFC 7383 §2.5: Fragment Number, Total Fragments after the generic header) of a
+    real frame (Ethernet/IPv4/UDP 4500/non-ESP marker) with fields set; both fields are under the
+    piece's ICV, so with keys every edited piece fails integrity."""
+    b = bytearray(d)
+    p = 14 + (b[14] & 15) * 4 + 8 + 4
+    if num is not None:
+        b[p + 32:p + 34] = struct.pack(">H", num)
+    if total is not None:
+        b[p + 34:p + 36] = struct.pack(">H", total)
+    if spi_i is not None:
+        b[p:p + 8] = spi_i
+    if tail is not None:
+        b[-len(tail):] = tail
+    return bytes(b)
+
+
+def _main_out(args: list) -> str:
+    import contextlib
+    import io
+
+    from ipsecscope.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        main([*map(str, args)])
+    return out.getvalue()
+
+
+def test_hostile_ikev2_skf_every_command(tmp_path: Path) -> None:
+    """IKEv2 SKF pieces no sender makes among a real fragmented IKE_AUTH (strongSwan, AES-GCM):
+    numbers 0 and past the total, totals 0 and changing, a repeat with other bytes, pieces of the
+    same message ID under another IKE SA. The invalid numbers are counted malformed; a piece whose
+    ICV fails does not restart or hold up the real message (RFC 7383 §2.6.2: it is discarded), so
+    with keys it is joined from its three verified pieces; without keys, pieces counted towards a
+    total a later piece changed say why they were not reassembled. Every command ends."""
+    skf = DATA / "ikev2-skf" / "gcm"
+    frames = [d for _, d in _frames(skf / "capture.pcapng")]
+    a, b = frames[2], frames[3]  # IKE_AUTH request pieces 1/3 and 2/3
+    hostile = [_skf_set(a, num=0), _skf_set(a, num=9), _skf_set(a, total=0), _skf_set(a, num=0, total=0),
+               _skf_set(b, total=7), _skf_set(b, tail=b"\xee" * 8), _skf_set(a, spi_i=b"\x44" * 8),
+               _skf_set(b, spi_i=b"\x44" * 8), _skf_set(a, num=0xFFFF, total=0xFFFF), _skf_set(a, num=2, total=1)]
+    edited = frames[:3] + hostile + frames[3:]
+    cap = write_pcap(tmp_path / "skf.pcap", edited)
+    doc = summarize(str(cap), workers=1)
+    assert {m["frame"] for m in doc["malformed"]["examples"]} == {4, 5, 6, 7, 13}
+    given_up = {r["frame"]: r["fragment"]["given_up"] for r in doc["ike"] if r.get("fragment")}
+    assert given_up[3] == "a later piece of message ID 1 said 7 fragments, not 3"
+    rows = {r["frame"]: r for r in map(__import__("json").loads, _main_out(
+        ["packets", "--json", "-k", skf / "charon-left.log", "--", cap]).splitlines())}
+    assert "reassembled from 3 fragments (frames 3, 14, 15)" in rows[15]["info"]
+    assert not any("not reassembled" in r["info"] or "lost" in r["info"] for r in rows.values()
+                   if r["status"] == "decrypted")
+    _every_command(cap, skf / "charon-left.log", tmp_path / "out.pcapng")

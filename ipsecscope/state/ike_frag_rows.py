@@ -121,10 +121,21 @@ class FragmentRows:
                            "repeat": False, "lost": [], "given_up": None}
         if not 1 <= num <= total:
             return  # the decoder's own check marks it; nothing to count it towards
+        if msg.icv_ok is False:
+            # RFC 7383 §2.6.2: each fragment is authenticated on its own and one that fails is
+            # discarded, so it neither restarts nor completes a message (crypto/ike_sk joins the
+            # verified pieces only; counting these here would say "incomplete" of a joined message)
+            return
         key = (h.spi_i, h.spi_r, h.msg_id, h.is_response)
         ent = self._skf.get(key)
         if ent is None or ent.total != total:
             # A retransmission may be fragmented differently (RFC 7383 §2.6.2): counted afresh.
+            if ent is not None:
+                # the pieces counted towards the other total are given up, and say so
+                for r in ent.rows:
+                    r["fragment"]["given_up"] = f"a later piece of message ID {h.msg_id} said {total} fragments, not {ent.total}"
+                if self.settled is not None:
+                    self.settled(ent.rows)
             ent = _Skf(msg, total)
             for _, old in self._skf.open(key, ent):
                 for r in old.rows:
