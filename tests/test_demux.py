@@ -320,16 +320,32 @@ def test_rfc8229_tcp_stream() -> None:
     assert flat[3][1].data == e2
 
 
-def test_rfc8229_gap_resets_stream_and_mid_stream_pickup() -> None:
+def test_rfc8229_gap_waits_then_resumes_and_mid_stream_pickup() -> None:
+    """A segment past a gap waits for it (TCP reorders; RFC 9293 §3.10.7.4); once more segments
+    wait than reordering explains, the gap is a lost segment: one Malformed, and the stream
+    resumes at the first segment after it. A gap at the end (FIN) is reported too."""
+    from ipsecscope.decode.demux import MAX_TCP_EARLY
+
     dec = Decoder()
     rec = _rec(b"\0\0\0\0" + IKE)
+    n = len(rec)
     r1 = dec.decode_all(RawFrame(1, 0.0, 0, 1, _tcp(500, rec), 0))  # no SYN seen: picked up mid-stream
     assert len(r1) == 1 and isinstance(r1[0], IkeDatagram)
-    r2 = dec.decode_all(RawFrame(2, 0.0, 0, 1, _tcp(500 + len(rec) + 100, rec), 0))
-    assert len(r2) == 1 and isinstance(r2[0], Malformed) and r2[0].layer == "tcp" and "gap" in r2[0].reason
-    r3 = dec.decode_all(RawFrame(3, 0.0, 0, 1, _tcp(9000, _rec(b"\x00\x01")), 0))
-    assert isinstance(r3[0], Malformed)
-    assert dec.decode_all(RawFrame(4, 0.0, 0, 1, _tcp(1, flags="F", sport=40000), 0)) == []
+    assert dec.decode_all(RawFrame(2, 0.0, 0, 1, _tcp(500 + 2 * n, rec), 0)) == []  # early: waits
+    r3 = dec.decode_all(RawFrame(3, 0.0, 0, 1, _tcp(500 + n, rec), 0))  # the gap filled: both records
+    assert [type(p) for p in r3] == [IkeDatagram, IkeDatagram] and {p.frame for p in r3} == {3}
+    base = 500 + 4 * n  # the record at 500 + 3n is lost
+    for i in range(MAX_TCP_EARLY):
+        assert dec.decode_all(RawFrame(4 + i, 0.0, 0, 1, _tcp(base + i * n, rec), 0)) == []
+    r = dec.decode_all(RawFrame(99, 0.0, 0, 1, _tcp(base + MAX_TCP_EARLY * n, rec), 0))
+    assert isinstance(r[0], Malformed) and r[0].layer == "tcp" and f"gap of {n} bytes" in r[0].reason
+    assert [type(p) for p in r[1:]] == [IkeDatagram] * (MAX_TCP_EARLY + 1)
+    assert dec.decode_all(RawFrame(100, 0.0, 0, 1, _tcp(9000, rec), 0)) == []  # another gap
+    fin = dec.decode_all(RawFrame(101, 0.0, 0, 1, _tcp(9000 + n, flags="F"), 0))
+    assert len(fin) == 1 and isinstance(fin[0], Malformed) and fin[0].frame == 100 and "never filled" in fin[0].reason
+    r4 = dec.decode_all(RawFrame(102, 0.0, 0, 1, _tcp(20000, _rec(b"\x00\x01")), 0))
+    assert isinstance(r4[0], Malformed)
+    assert dec.decode_all(RawFrame(103, 0.0, 0, 1, _tcp(1, flags="F", sport=40000), 0)) == []
 
 
 # ---- AH ---------------------------------------------------------------------------------------

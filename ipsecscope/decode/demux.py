@@ -7,8 +7,10 @@ Rules (see docs/ARCHITECTURE.md):
 * UDP port 4500 (RFC 3948 §2): a payload starting with the 4-byte zero non-ESP marker is IKE; a
   single 0xFF octet is a NAT-keepalive (§2.3); anything else is UDP-encapsulated ESP (§2.1).
 * TCP (RFC 8229) on port 4500: an optional "IKETCP" stream prefix (§3.1), then records of
-  Length(2, counting itself) | non-ESP marker + IKE, or ESP. Streams are reassembled in order
-  only; a gap resets the stream (reported as malformed, layer "tcp").
+  Length(2, counting itself) | non-ESP marker + IKE, or ESP. Segments that arrive early (TCP
+  reorders, RFC 9293 §3.10.7.4) wait, up to one maximal record's bytes, for the gap before them;
+  a gap that stays (a lost segment) is reported as malformed (layer "tcp") and the stream resumes
+  at the first segment after it.
 * IKE on other ports is out of scope (None).
 * ICMP / ICMPv6 errors quoting ESP, AH or IKE become :class:`IcmpError` (decode/icmp.py), when
   the decoder is made with ``icmp_errors=True`` (the analysis path); other consumers see "other".
@@ -58,6 +60,7 @@ MAX_TCP_TUPLES = 4096  # RFC 8229 connections remembered for filters (Decoder.tc
 V6_EXT_NUMBERS = frozenset((0, 43, 44, 60))  # RFC 8200 §4: Hop-by-Hop, Routing, Fragment, Destination Options
 MAX_TCP_FLAGS = 1 << 22  # RFC 8229 segments whose TCP flags are kept for filters (Decoder.tcp_flags)
 MAX_TCP_BUFFER = 65535 + 2 + 6  # one maximal RFC 8229 record (+ prefix)
+MAX_TCP_EARLY = 16  # segments waiting for a gap before them: past that it is a lost segment, not reordering
 
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
 
@@ -70,12 +73,15 @@ _Ike = fast_constructor(IkeDatagram)
 
 
 class _TcpStream:
-    __slots__ = ("next_seq", "buf", "prefix_checked")
+    __slots__ = ("next_seq", "buf", "prefix_checked", "early", "early_bytes")
 
     def __init__(self, next_seq: int | None) -> None:
         self.next_seq = next_seq
         self.buf = bytearray()
         self.prefix_checked = False
+        # segments past a gap, by sequence number: (payload, frame, ts); at most MAX_TCP_BUFFER bytes
+        self.early: dict[int, tuple[bytes, int, float]] = {}  # at most MAX_TCP_EARLY
+        self.early_bytes = 0
 
 
 def _lost_esp(upper: int, seg: bytes, missing: str) -> FragmentedEsp | None:
@@ -294,8 +300,9 @@ class Decoder:
         starts, if any. Call once after the last frame."""
         from .ip import flush_pending
 
+        gaps = [self._tcp_gap(k, st, None) for k, st in self.tcp.items() if st.early]
         self.tcp.clear()
-        return self._with_dropped([]) + [p for d in flush_pending(self.reassembler) for p in self._lost_datagram(*d)]
+        return gaps + self._with_dropped([]) + [p for d in flush_pending(self.reassembler) for p in self._lost_datagram(*d)]
 
     def expire(self, now: float, timeout: float) -> list[Packet]:
         """While a capture is still growing: a Malformed (and the IKE message it started, as
@@ -513,6 +520,21 @@ class Decoder:
         espi, eseq = ESP_HDR.unpack_from(esp, 0)
         return [ah, _Esp(raw.index, raw.ts, s, d, espi, eseq, esp, ip_version=version, ip_fragmented=frag)]
 
+    def _tcp_gap(self, key: tuple, st: _TcpStream, raw: RawFrame | None) -> Malformed:
+        """The gap before ``st``'s waiting segments as a Malformed (on ``raw``, or at the end on the
+        first waiting segment's frame); the stream resumes at the first of them, what it held of
+        a record before the gap dropped."""
+        exp = st.next_seq or 0
+        first = min(st.early, key=lambda q: (q - exp) & 0xFFFFFFFF)
+        gap = (first - exp) & 0xFFFFFFFF
+        frame, ts = (raw.index, raw.ts) if raw is not None else st.early[first][1:]
+        st.buf.clear()
+        st.next_seq = first
+        src, sport, dst, dport = key
+        why = "stream resumed after it" if raw is not None else "never filled"
+        return Malformed(frame, ts, f"RFC 8229 TCP stream gap of {gap} bytes (lost segment); {why}", "tcp",
+                         self._text(src), self._text(dst), sport, dport)
+
     def _tcp(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> list[Packet]:
         n = len(seg)
         if n < 20:
@@ -529,8 +551,8 @@ class Decoder:
         key = (src, sport, dst, dport)
         streams = self.tcp
         if flags & (TCP_RST | TCP_FIN) and not n - hlen:
-            streams.pop(key, None)
-            return []
+            st = streams.pop(key, None)
+            return [self._tcp_gap(key, st, None)] if st is not None and st.early else []
         st = streams.get(key)
         if flags & TCP_SYN:
             if len(streams) >= MAX_TCP_STREAMS and key not in streams:
@@ -549,17 +571,40 @@ class Decoder:
         if exp is None:
             exp = seqno
         delta = (seqno - exp) & 0xFFFFFFFF
+        out0: list[Packet] = []
         if delta >= 0x80000000:  # starts before what we have: retransmission, keep only the new tail
             old = (exp - seqno) & 0xFFFFFFFF
             if old >= len(payload):
                 return []
             payload = payload[old:]
         elif delta:
-            streams.pop(key, None)
-            return [Malformed(raw.index, raw.ts, f"RFC 8229 TCP stream gap of {delta} bytes (lost segment); "
-                              "stream reset", "tcp", self._text(src), self._text(dst), sport, dport)]
+            # early: it waits for the bytes before it (one maximal record's worth in all)
+            if (seqno not in st.early and st.early_bytes + len(payload) <= MAX_TCP_BUFFER
+                    and len(st.early) < MAX_TCP_EARLY):
+                st.early[seqno] = (bytes(payload), raw.index, raw.ts)
+                st.early_bytes += len(payload)
+                return []
+            if seqno in st.early:
+                return []  # a repeat of a segment waiting already
+            # the gap stays (a lost segment): report it, resume at the first segment after it
+            out0 = [self._tcp_gap(key, st, raw)]
+            st.early[seqno] = (bytes(payload), raw.index, raw.ts)
+            st.early_bytes += len(payload)
+            exp, payload = st.next_seq, b""
         st.buf += payload
-        st.next_seq = (exp + len(payload)) & 0xFFFFFFFF
+        exp = (exp + len(payload)) & 0xFFFFFFFF
+        while st.early:
+            # the waiting segment that starts at or before what we have now (trimmed), if any
+            nxt = next((q for q in st.early if (exp - q) & 0xFFFFFFFF < 0x80000000), None)
+            if nxt is None:
+                break
+            data = st.early.pop(nxt)[0]
+            st.early_bytes -= len(data)
+            old = (exp - nxt) & 0xFFFFFFFF
+            if old < len(data):
+                st.buf += data[old:]
+                exp = (exp + len(data) - old) & 0xFFFFFFFF
+        st.next_seq = exp
         buf = st.buf
         if not st.prefix_checked:
             if len(buf) < 6 and IKETCP_PREFIX.startswith(bytes(buf)):
@@ -567,7 +612,7 @@ class Decoder:
             if buf[:6] == IKETCP_PREFIX:
                 del buf[:6]
             st.prefix_checked = True
-        out: list[Packet] = []
+        out: list[Packet] = out0
         s = d = ""
         while len(buf) >= 2:
             rlen = (buf[0] << 8) | buf[1]
