@@ -469,3 +469,92 @@ def test_rfc8229_segments_every_command(tmp_path: Path) -> None:
         elif mode == "inject":
             assert doc["malformed"]["by_layer"].get("tcp", 0) >= 1
         _every_command(cap, ROOT / "samples" / "healthy-gcm" / "charon-left.log", tmp_path / "out.pcapng")
+
+
+def test_hostile_ah_and_esp_in_udp_every_command(tmp_path: Path) -> None:
+    """AH (RFC 4302) and UDP 4500 (RFC 3948) frames no stack sends, among real AH traffic: Payload
+    Length 0..3 and 255, ICVs shorter and longer than the SA's algorithm makes, AH in AH 2000 deep,
+    AH carrying ESP, IPv6 extension headers with lying lengths and a 3000-long chain before AH;
+    empty and short non-ESP markers, keepalives with extra bytes, UDP lengths lying both ways.
+    Every frame counted, the impossible headers malformed, every command ends."""
+    from scapy.layers.inet import UDP
+    from scapy.packet import Raw
+    from test_capture_builders import eth, v4, v6
+
+    def ah(nh: int, spi: int, seq: int, icv: bytes, plen: int | None = None) -> bytes:
+        return bytes([nh, (len(icv) + 12) // 4 - 2 if plen is None else plen, 0, 0]) + struct.pack(">II", spi, seq) + icv
+
+    def ah4(data: bytes) -> bytes:
+        return eth(v4(proto=51) / Raw(data))
+
+    def u(pl: bytes, ulen: int | None = None, six: bool = False) -> bytes:
+        return eth((v6() if six else v4()) / UDP(sport=4500, dport=4500, len=ulen) / Raw(pl))
+
+    icmp = bytes.fromhex("0800f7ff00000000") + b"x" * 16
+    bad = [ah4(ah(1, 0xA4000001, 50, b"\xab" * 12, 0) + icmp)]  # below the fixed header (RFC 4302 §2.2)
+    frames = [ah4(ah(1, 0xA4000001, 60, b"\xab" * 12, p) + icmp) for p in (1, 2, 3, 255)]
+    frames += [ah4(ah(1, spi, 70 + n, b"\xcd" * n) + icmp) for n in (0, 4, 16, 64) for spi in (0xA4000001, 0xA4000003)]
+    frames.append(ah4(ah(50, 0xA4000005, 7, bytes(12)) + struct.pack(">II", 0xE4000005, 9) + b"\1\2" * 20))
+    nest = icmp
+    for k in range(2000):
+        nest = ah(51 if k else 1, 0xA4000001, k, bytes(12)) + nest
+    frames.append(ah4(nest))
+    ah6 = ah(58, 0xA6000001, 99, bytes(12)) + icmp
+    frames += [eth(v6(nh=nh) / Raw(bytes([51, hlen]) + bytes(6) + ah6)) for nh, hlen in ((0, 255), (60, 1), (43, 200))]
+    chain = ah6
+    for k in range(3000):
+        chain = bytes([60 if k else 51, 0]) + b"\1\4\0\0\0\0" + chain
+    frames.append(eth(v6(nh=60) / Raw(chain)))
+    frames += [u(b""), u(b"\0\0\0"), u(b"\0\0\0\0"), u(b"\0\0\0\0" + b"\1" * 27), u(b"\xff\xff"), u(b"\xff" + bytes(30)),
+               u(b"\x124Vx\0\0\0\1" + b"e" * 40, 0), u(b"\x124Vx\0\0\0\1" + b"e" * 40, 9), u(b"\x124Vx\0\0\0\1", 0xFFFF),
+               u(b"\xff", 0xFFFF), u(b"\0\0\0\0" + b"\1" * 40, 0, True), u(b"\xff", 3, True)]
+    real = [d for _, d in _frames(DATA / "ah" / "ah-v4.pcap")]
+    rnd = random.Random(4302)
+    mixed = list(real)
+    for f in bad + frames:
+        mixed.insert(rnd.randrange(len(mixed) + 1), f)
+    cap = write_pcap(tmp_path / "ah.pcap", mixed)
+    doc = summarize(str(cap), workers=1)
+    assert doc["frames"] == len(mixed)
+    reasons = [m["reason"] for m in doc["malformed"]["examples"]]
+    assert sum("AH payload length 0" in r for r in reasons) == 2  # one built, one in the IPv6 chain
+    keys = DATA / "ah" / "ah-v4.keys.json"
+    rows = [__import__("json").loads(line) for line in _main_out(["packets", "--json", "-k", keys, "--", cap]).splitlines()]
+    # an ICV of another length than the SA's algorithm makes never verifies
+    assert {r["status"] for r in rows if r["kind"] == "AH" and 70 <= (r["seq"] or 0) < 140
+            and r["spi"] in ("0xa4000001", "0xa4000003")} == {"icv-bad"}
+    _every_command(cap, keys, tmp_path / "out.pcapng")
+
+
+def test_hostile_key_files_never_print_keys(tmp_path: Path) -> None:
+    """Key files with a recognisable key in them that is wrong (hex digits odd or not hex, the
+    wrong length for the algorithm) in every text format, a 2 MB line, binary: a one-line error
+    naming the file (and the line, where there is one), exit 2, and the key bytes in no output."""
+    import contextlib
+    import io
+    import json
+
+    from ipsecscope.cli import main
+
+    pat = "c0ffee5eedc0ffee5eed"
+    sa = {"spi": "0xa4000001", "src": "198.18.0.1", "dst": "198.18.0.2", "encr": "ENCR_AES_GCM_16"}
+    files = {
+        "odd.json": json.dumps({"schema": "ipsecscope.keys/1", "esp": [dict(sa, enc_key=pat + "abc")]}, indent=1),
+        "short.json": json.dumps({"schema": "ipsecscope.keys/1", "esp": [dict(sa, enc_key=pat + "ab")]}, indent=1),
+        "esp_sa": f'"IPv4","198.18.0.1","198.18.0.2","0xa4000001","AES-GCM with 16 octet ICV [RFC4106]","0x{pat}f","NULL",""\n',
+        "ikev2_decryption_table": f'b1b8da23a004d038,fdaf22f6f7559b04,{pat}1,b2530c65,"AES-GCM-256 with 16 octet ICV [RFC5282]",,,"NONE [RFC4306]"\n',
+        "xfrm.txt": f"src 198.18.0.1 dst 198.18.0.2\n\tproto esp spi 0xa4000001 reqid 1 mode tunnel\n\taead rfc4106(gcm(aes)) 0x{pat}1 128\n",
+        "tcpdump.txt": f"0xa4000001@198.18.0.2 aes128-cbc-hmac96:0x{pat}\n",
+        "big.txt": f"0xa4000001@198.18.0.2 aes256-cbc:0x{pat * 100_000}Z\n",
+        "binary.bin": bytes(range(256)) * 64 + pat.encode(),
+    }
+    for name, body in files.items():
+        p = tmp_path / name
+        p.write_bytes(body if isinstance(body, bytes) else body.encode())
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(["sas", "-k", str(p), "--", str(DATA / "ah" / "ah-v4.pcap")])
+        lines = err.getvalue().strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"ipsecscope sas: {p}"), (name, rc, lines)
+        assert name in ("binary.bin",) or lines[0].startswith(f"ipsecscope sas: {p}:"), lines
+        assert pat[:8] not in out.getvalue() + err.getvalue(), name
