@@ -558,3 +558,28 @@ def test_hostile_key_files_never_print_keys(tmp_path: Path) -> None:
         assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"ipsecscope sas: {p}"), (name, rc, lines)
         assert name in ("binary.bin",) or lines[0].startswith(f"ipsecscope sas: {p}:"), lines
         assert pat[:8] not in out.getvalue() + err.getvalue(), name
+
+
+def test_mangled_key_log_warnings_bounded(tmp_path: Path) -> None:
+    """A charon log whose every SA has a hex dump one byte short (12 SAs): each SA is skipped, but
+    stderr says the first MAX_KEY_WARNINGS and counts the rest in one line, in every command that
+    loads keys (decrypt included), instead of a line per SA."""
+    import contextlib
+    import io
+
+    from ipsecscope.cli import main
+    from ipsecscope.cli.common import MAX_KEY_WARNINGS
+
+    log = (DATA / "keys" / "charon-healthy-gcm-left.log").read_text()
+    p = tmp_path / "charon.log"
+    p.write_text(log.replace("Sk_d secret => 32 bytes", "Sk_d secret => 33 bytes") * 6)
+    cap = DATA / "ah" / "ah-v4.pcap"
+    for args in (["sas", "-k", p, "--", cap], ["decrypt", "-q", "-k", p, "-o", tmp_path / "o.pcapng", "--", cap]):
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            main([*map(str, args)])
+        lines = err.getvalue().splitlines()
+        skipped = [w for w in lines if "has 32 of 33 bytes" in w]
+        assert len(skipped) == MAX_KEY_WARNINGS, (args[0], len(skipped))
+        assert any(w.startswith(f"ipsecscope: warning: {12 - MAX_KEY_WARNINGS} more warnings about the keys")
+                   for w in lines), lines

@@ -89,12 +89,25 @@ def add_strict_keys_argument(p: argparse.ArgumentParser) -> None:
                         "warning (the default uses every other key)")
 
 
+MAX_KEY_WARNINGS = 10  # distinct key-loading warnings printed; the rest counted in one line
+
+
+def print_key_warnings(warnings: list[str]) -> None:
+    """Key-loading warnings on stderr, once each: the first MAX_KEY_WARNINGS, then how many more
+    (a hostile or mangled log can skip thousands of SAs; stderr stays readable and bounded)."""
+    distinct = list(dict.fromkeys(warnings))
+    for w in distinct[:MAX_KEY_WARNINGS]:
+        print(f"ipsecscope: warning: {w}", file=sys.stderr)
+    if len(distinct) > MAX_KEY_WARNINGS:
+        print(f"ipsecscope: warning: {len(distinct) - MAX_KEY_WARNINGS} more warnings about the keys not shown "
+              "(--strict-keys stops at the first unusable row, dump or file)", file=sys.stderr)
+
+
 def warn_keys(store: KeyStore, session: Session | None = None) -> None:
     """Print what key loading skipped or noticed (``file:line: reason``), once each, on stderr;
     with a loaded ``session`` also each key file that matches nothing in its capture (issue 14:
     keys for another tunnel must not look like success)."""
-    for w in dict.fromkeys(store.warnings):
-        print(f"ipsecscope: warning: {w}", file=sys.stderr)
+    print_key_warnings(store.warnings)
     for m in session.key_matches() if session is not None else ():
         if m.matches_nothing:
             print(f"ipsecscope: warning: {m.sentence()}", file=sys.stderr)

@@ -15,7 +15,14 @@ import time
 
 from ..errors import ExportError
 from ..outfile import sigterm_unwinds
-from .common import add_captures_argument, add_filter_argument, add_keys_argument, at_least, warn_keys
+from .common import (
+    add_captures_argument,
+    add_filter_argument,
+    add_keys_argument,
+    at_least,
+    print_key_warnings,
+    warn_keys,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -159,8 +166,7 @@ def run(args: argparse.Namespace) -> int:
             prog.stop()
     dt = time.perf_counter() - t0
     # Keys the capture itself carried (pcapng DSBs) are read as it goes: say what they skipped too.
-    for w in dict.fromkeys(store.warnings[warned:]):
-        print(f"ipsecscope: warning: {w}", file=sys.stderr)
+    print_key_warnings(store.warnings[warned:])
     if not args.quiet:
         err = sys.stderr
         for (src, dst, spi), s in stats.per_sa:
