@@ -60,6 +60,7 @@ MAX_TCP_TUPLES = 4096  # RFC 8229 connections remembered for filters (Decoder.tc
 V6_EXT_NUMBERS = frozenset((0, 43, 44, 60))  # RFC 8200 §4: Hop-by-Hop, Routing, Fragment, Destination Options
 MAX_TCP_FLAGS = 1 << 22  # RFC 8229 segments whose TCP flags are kept for filters (Decoder.tcp_flags)
 MAX_TCP_BUFFER = 65535 + 2 + 6  # one maximal RFC 8229 record (+ prefix)
+MAX_TCP_SPIS = 64  # ESP SPIs remembered per RFC 8229 stream, to find a record start after a gap
 MAX_TCP_EARLY = 16  # segments waiting for a gap before them: past that it is a lost segment, not reordering
 
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
@@ -73,7 +74,7 @@ _Ike = fast_constructor(IkeDatagram)
 
 
 class _TcpStream:
-    __slots__ = ("next_seq", "buf", "prefix_checked", "early", "early_bytes")
+    __slots__ = ("next_seq", "buf", "prefix_checked", "early", "early_bytes", "spis", "resync")
 
     def __init__(self, next_seq: int | None) -> None:
         self.next_seq = next_seq
@@ -82,6 +83,8 @@ class _TcpStream:
         # segments past a gap, by sequence number: (payload, frame, ts); at most MAX_TCP_BUFFER bytes
         self.early: dict[int, tuple[bytes, int, float]] = {}  # at most MAX_TCP_EARLY
         self.early_bytes = 0
+        self.spis: set[int] = set()  # ESP SPIs its records carried (at most MAX_TCP_SPIS): resync marks
+        self.resync = False  # after a gap: the bytes start mid-record, find the next record first
 
 
 def _lost_esp(upper: int, seg: bytes, missing: str) -> FragmentedEsp | None:
@@ -529,6 +532,7 @@ class Decoder:
         gap = (first - exp) & 0xFFFFFFFF
         frame, ts = (raw.index, raw.ts) if raw is not None else st.early[first][1:]
         st.buf.clear()
+        st.resync = True
         st.next_seq = first
         src, sport, dst, dport = key
         why = "stream resumed after it" if raw is not None else "never filled"
@@ -614,6 +618,16 @@ class Decoder:
             st.prefix_checked = True
         out: list[Packet] = out0
         s = d = ""
+        if st.resync:
+            # RFC 8229 records carry no sync mark: after a gap, skip to the first place where a
+            # record of this stream plausibly starts (IKE whose header length agrees, or ESP of an
+            # SPI the stream carried); the bytes before it belong to the gap reported already.
+            at = _record_start(buf, st.spis)
+            if at is None:
+                del buf[:max(0, len(buf) - 40)]  # a record start may straddle the next segment
+                return out
+            del buf[:at]
+            st.resync = False
         while len(buf) >= 2:
             rlen = (buf[0] << 8) | buf[1]
             if rlen < 3:
@@ -641,6 +655,8 @@ class Decoder:
                                      f"({len(body)} of 8 bytes)", "esp", s, d, sport, dport, spi=_spi(body)))
             else:
                 spi, seq = ESP_HDR.unpack_from(body, 0)
+                if len(st.spis) < MAX_TCP_SPIS:
+                    st.spis.add(spi)
                 out.append(_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, False, version, "tcp"))
         if s and (s, d, sport, dport) not in self.tcp_tuples and len(self.tcp_tuples) < MAX_TCP_TUPLES:
             self.tcp_tuples[(s, d, sport, dport)] = None
@@ -655,6 +671,20 @@ class Decoder:
             out.append(Malformed(raw.index, raw.ts, "RFC 8229 stream buffer overflow; stream reset", "tcp",
                                  self._text(src), self._text(dst), sport, dport))
         return out
+
+
+def _record_start(buf: bytearray, spis: set[int]) -> int | None:
+    """Where in ``buf`` an RFC 8229 record (§3: Length(2) | non-ESP marker + IKE, or ESP) plausibly
+    starts: IKE whose header's Length (RFC 7296 §3.1) is the record's less its 6 framing bytes, or
+    ESP whose SPI the stream carried before. None when no such place is (yet) in ``buf``."""
+    for p in range(len(buf) - 9):
+        rlen = buf[p] << 8 | buf[p + 1]
+        if buf[p + 2:p + 6] == NON_ESP_MARKER:
+            if p + 34 <= len(buf) and rlen >= 34 and struct.unpack_from("!I", buf, p + 30)[0] == rlen - 6:
+                return p
+        elif rlen >= 10 and struct.unpack_from("!I", buf, p + 2)[0] in spis:
+            return p
+    return None
 
 
 def _spi(header: bytes) -> int | None:
