@@ -10,7 +10,7 @@ Rules (see docs/ARCHITECTURE.md):
   Length(2, counting itself) | non-ESP marker + IKE, or ESP. Segments that arrive early (TCP
   reorders, RFC 9293 §3.10.7.4) wait, up to one maximal record's bytes, for the gap before them;
   a gap that stays (a lost segment) is reported as malformed (layer "tcp") and the stream resumes
-  at the first segment after it.
+  at the first record start found after it (IKE of a consistent length, or ESP of a known SPI).
 * IKE on other ports is out of scope (None).
 * ICMP / ICMPv6 errors quoting ESP, AH or IKE become :class:`IcmpError` (decode/icmp.py), when
   the decoder is made with ``icmp_errors=True`` (the analysis path); other consumers see "other".
