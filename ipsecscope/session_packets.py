@@ -40,6 +40,7 @@ from .model.sa import Finding
 from .rowstore import STATUS_CODES, NoRows, RowStore
 from .session_detail import iana_proto
 from .session_esp import count_outcome
+from .state.enc_sa import note_enc
 from .state.names import exchange_name
 from .state.tracker import Tracker
 
@@ -169,6 +170,8 @@ class PacketHandling:
         self._findings = None
         st = self.stats
         err = None
+        if raw.linktype == 109:  # OpenBSD enc(4): the frame is the cleartext side of an SA (state/enc_sa)
+            note_enc(self.tracker.table, raw.index, raw.ts, raw.data)
         if pkts and type(pkts[-1]) is IcmpError:
             # Evidence for the SA it quotes; the frame itself stays an OTHER row as any plain IP
             # frame (its Info and filter fields come from the inner store).

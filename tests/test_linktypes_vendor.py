@@ -103,3 +103,76 @@ def test_enc_frames_name_their_sa_and_inner_packet_as_tshark() -> None:
 ])
 def test_header_bounds(linktype: int, frame: bytes, expect: tuple[int, int]) -> None:
     assert link.ip_offset(linktype, frame) == expect
+
+
+@needs_tshark
+def test_enc_sas_are_counted_per_spi_as_tshark_sees_them() -> None:
+    """Each enc header SPI is an SA (model.sa.EncSa): its packets and bytes as tshark's enc.spi
+    and first ip.len add them up, its addresses the gateways' IP-in-IP header (the SA's ends), the
+    traffic it carried the innermost header's, and no sequence analysis (enc frames carry none)."""
+    doc = json.loads(cli("sas", "--json", ENC))
+    want: dict[str, dict] = {}
+    for spi, flags, src, dst, length in _tshark(ENC, "enc.spi", "enc.flags", "ip.src", "ip.dst", "ip.len"):
+        w = want.setdefault(spi, {"packets": 0, "bytes": 0, "flags": flags, "ends": set(), "inner": {}})
+        w["packets"] += 1
+        w["bytes"] += int(length.split(",")[0])
+        w["ends"].add((src.split(",")[0], dst.split(",")[0]))
+        conv = (src.split(",")[-1], dst.split(",")[-1])
+        w["inner"][conv] = w["inner"].get(conv, 0) + 1
+    assert len(want) == 2  # one SA each way
+    got = {e["spi"]: e for e in doc["enc_sas"]}
+    assert set(got) == set(want)
+    for spi, w in want.items():
+        e = got[spi]
+        assert (e["packets"], e["bytes"], e["flags"]) == (w["packets"], w["bytes"], w["flags"]), spi
+        assert w["ends"] == {(e["src"], e["dst"])} and e["protocol"] == "ESP", spi
+        assert {(i["src"], i["dst"]): i["packets"] for i in e["inner"]} == w["inner"], spi
+        assert e["sequence"] == "not available"
+    # nothing made up: no IKE, no CHILD SA, no ESP flow whose sequence numbers would be "lost"
+    assert doc["flows"] == [] and doc["child_sas"] == [] and doc["ike_sas"] == []
+    text = cli("sas", ENC)
+    for spi, w in want.items():
+        assert f"enc(4) SA ESP SPI {spi} " in text and f": {w['packets']} packets, " in text
+    assert text.count("sequence numbers not available") == 2
+    assert "No IKE or ESP security associations" not in text
+
+
+@needs_tshark
+@pytest.mark.parametrize("expr", ["enc", "enc.spi == 0x7f39ad4a", "enc.spi == 0xf0ee1e0e", "enc.spi == 0x12345678",
+                                  "enc.flags == 0xc00 && ip.dst == 10.1.0.1", "!enc.spi"])
+def test_enc_filter_fields_select_what_tshark_selects(expr: str) -> None:
+    ours = [r["frame"] for r in _rows(ENC, "-Y", expr)]
+    theirs = [int(t[0]) for t in _tshark_filtered(ENC, expr)]
+    assert ours == theirs
+
+
+def _tshark_filtered(cap: str, expr: str) -> list[list[str]]:
+    out = subprocess.run(["tshark", "-n", "-r", cap, "-Y", expr, "-T", "fields", "-e", "frame.number"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("frame", [
+    bytes.fromhex("02000000 7f39ad4a 000c0000"),  # header only
+    bytes.fromhex("02000000 7f39ad4a 000c0000 4500001c"),  # IP header cut off
+    bytes.fromhex("07000000 7f39ad4a 000c0000") + bytes(20),  # not IP
+    bytes.fromhex("02000000 7f39ad"),  # header cut off
+])
+def test_enc_frame_too_short_for_an_sa_counts_nothing(frame: bytes) -> None:
+    from ipsecscope.model.sa import SaTable
+    from ipsecscope.state.enc_sa import note_enc
+
+    table = SaTable()
+    assert note_enc(table, 1, 0.0, frame) is None and not table.enc_sas
+
+
+def test_enc_ah_flag_names_an_ah_sa() -> None:
+    from ipsecscope.model.sa import SaTable
+    from ipsecscope.state.enc_sa import note_enc
+
+    ip = bytes.fromhex("4500001c 00000000 40010000 c6120001 c6120002") + bytes(8)
+    table = SaTable()
+    sa = note_enc(table, 1, 0.0, bytes.fromhex("02000000 00001001 00280000") + ip)  # M_AUTH|M_AUTH_AH, little-endian
+    assert sa is not None and (sa.protocol, sa.spi, sa.src, sa.dst, sa.bytes) == ("AH", 0x1001, "198.18.0.1",
+                                                                                   "198.18.0.2", 28)
+    assert table.enc_sas[(0x1001, "AH", "198.18.0.2")].inner == {("198.18.0.1", "198.18.0.2", 1): 1}

@@ -29,6 +29,7 @@ from ..model.idtext import arrow_text, flow_text, ike_sa_text, msg_id_text
 from ..model.plural import plural
 from ..model.sa import (
     ChildSa,
+    EncSa,
     EspFlow,
     SaState,
     SaTable,
@@ -181,6 +182,23 @@ def _child_node(parent, c: ChildSa, table: SaTable, shared: dict[int, list[EspFl
         node.add(_flow_line(f, shared))
 
 
+def _render_enc(sas: Iterable[EncSa], console: Console) -> None:
+    """The SAs an OpenBSD enc(4) capture names (model.sa.EncSa): one line each, its inner traffic
+    below. Sequence numbers are not in enc frames, so loss is not counted but said unknown."""
+    from rich.markup import escape
+
+    from ..decode.link import enc_flags_text
+    from ..session_detail import iana_proto  # the session module is loaded already (it made the table)
+
+    for e in sas:
+        span = (f", {_clock(e.first_ts)}–{_clock(e.last_ts)}" if e.first_ts is not None else "")
+        console.print(f"enc(4) SA [bold]{e.protocol} SPI 0x{e.spi:08x}[/] {escape(e.src)} → {escape(e.dst)} "
+                      f"({enc_flags_text(e.flags)}): {plural(e.packets, 'packet')}, {plural(e.bytes, 'byte')}"
+                      f"{span}; sequence numbers not available (the enc header carries none)")
+        for (s, d, p), n in e.inner.items():
+            console.print(f"    inner {escape(s)} → {escape(d)} {escape(iana_proto(p))}: {plural(n, 'packet')}")
+
+
 def render(table: SaTable, console: Console | None = None, keys_given: bool = False) -> None:
     from rich.markup import escape  # IDs, gateway names, file names: text, never markup
     from rich.tree import Tree
@@ -188,8 +206,11 @@ def render(table: SaTable, console: Console | None = None, keys_given: bool = Fa
     from .text import Hanging, text_console  # rich: only for text output (`--json` never loads it)
 
     console = console or text_console()
+    if table.enc_sas:
+        _render_enc(table.enc_sas.values(), console)
     if not table.ike_sas and not table.child_sas:
-        console.print("No IKE or ESP security associations in this capture.")
+        if not table.enc_sas:
+            console.print("No IKE or ESP security associations in this capture.")
         return
     shown: set[int] = set()
     shared = one_counter(table)

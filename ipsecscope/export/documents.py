@@ -83,6 +83,13 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "fragments_lost": int,        # packets whose first IP fragment came and the rest never did (lost whole)
         "fragments_lost_packets": [{"seq": int, "frame": int, "missing": str, "time": float}],  # the first 16
       }],
+      "enc_sas": [{                   # only on an OpenBSD enc(4) capture (LINKTYPE_ENC): one per enc header
+        "spi": "0x%08x", "protocol": "ESP"|"AH", "src": str, "dst": str,  # SPI, flags' protocol, outermost IP
+        "flags": "0x%08x", "protection": str,  # the header's M_* bits; "authentic, confidential"
+        "packets": int, "bytes": int, "first_time": float|null, "last_time": float|null,
+        "first_frame": int, "last_frame": int,
+        "sequence": "not available",  # no ESP/AH header left: loss, replay, reordering cannot be told
+        "inner": [{"src": str, "dst": str, "protocol": int, "packets": int}]}],  # the traffic it carried
       "capture": {"frames": int, "malformed": {layer: int}, "truncated": str|null}   # what could not be read
     }
 
@@ -161,6 +168,7 @@ from ..analysis.rules.nat_mtu import nat_verdict
 from ..model.idtext import spi_text
 from ..model.sa import (
     ChildSa,
+    EncSa,
     EspFlow,
     Finding,
     IkeSa,
@@ -297,7 +305,19 @@ def table_to_dict(table: SaTable) -> dict:
         "ike_sas": [ike_to_dict(sa, table) for sa in table.ike_sas.values()],
         "child_sas": [child_to_dict(c, table) for c in table.child_sas.values()],
         "flows": [flow_to_dict(f, shared) for f in table.flows.values()],
+        **({"enc_sas": [enc_sa_to_dict(e) for e in table.enc_sas.values()]} if table.enc_sas else {}),
     }
+
+
+def enc_sa_to_dict(e: EncSa) -> dict:
+    """An SA seen on an OpenBSD enc(4) capture (model.sa.EncSa)."""
+    from ..decode.link import enc_flags_text
+
+    return {"spi": spi_text(e.spi), "protocol": e.protocol, "src": e.src, "dst": e.dst, "flags": f"0x{e.flags:08x}",
+            "protection": enc_flags_text(e.flags), "packets": e.packets, "bytes": e.bytes,
+            "first_time": e.first_ts, "last_time": e.last_ts, "first_frame": e.first_frame,
+            "last_frame": e.last_frame, "sequence": "not available",
+            "inner": [{"src": s, "dst": d, "protocol": p, "packets": n} for (s, d, p), n in e.inner.items()]}
 
 
 def finding_to_dict(f: Finding) -> dict:

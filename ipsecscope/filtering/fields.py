@@ -233,6 +233,16 @@ class _FieldCols(_Window):
                 return [Oc(a["spi"], p | (bad & (a["spi"] >= 0))), Oc(partner(a["spi"]), pair)]
             if sub == "sequence":
                 return [Oc(a["seq"] & 0xFFFFFFFF, p), Oc(partner(a["seq"]) & 0xFFFFFFFF, pair)]
+        if fam == "enc":
+            # OpenBSD enc(4) frames (LINKTYPE_ENC): the header's SPI and flags, as tshark's enc.spi /
+            # enc.flags (packet-enc.c); few captures have them, a dict look-up per frame of the window
+            enc = self._enc_headers()
+            if not sub:
+                return self._sparse_frames({f: [True] for f in enc})
+            if sub in ("spi", "flags"):
+                i = 0 if sub == "spi" else 1
+                return self._sparse_frames({f: [h[i]] for f, h in enc.items()})
+            return []
         if fam == "udpencap":
             if sub == "nat_keepalive":
                 return [Oc(self.true, self.is_ka)]

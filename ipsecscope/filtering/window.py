@@ -269,6 +269,17 @@ class _Window:
 
     # Sparse fields: a dict of values per frame (or per row offset) becomes an occurrence list
     # evaluated in Python (few frames have them).
+    def _enc_headers(self) -> dict[int, tuple[int, int]]:
+        """frame -> (SPI, flags) of the window's OpenBSD enc(4) frames (decode.demux.Decoder.enc)."""
+        store = self.src.inner
+        enc = store.enc if store is not None else None
+        if not enc or not self.n:
+            return {}
+        lo, hi = int(self.frames[0]), int(self.frames[-1])
+        if len(enc) < hi - lo:
+            return {f: h for f, h in enc.items() if lo <= f <= hi}
+        return {f: h for f in range(lo, hi + 1) if (h := enc.get(f)) is not None}
+
     def _sparse_frames(self, by_frame: dict[int, list]) -> list[_Occ]:
         return [_Sparse(by_frame, None, self)]  # type: ignore[list-item]
 

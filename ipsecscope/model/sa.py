@@ -204,6 +204,34 @@ class EspFlow:
         return self.packets - self.capture_duplicates
 
 
+@dataclass(slots=True)
+class EncSa:
+    """An SA seen only through OpenBSD's enc(4) interface (LINKTYPE_ENC): the kernel hands the
+    capture each packet's cleartext side with a header naming the SA's SPI and protection flags.
+    RFC 4301 §4.1 identifies an SA by SPI, destination and protocol. The enc header gives the SPI
+    and, by its flags, the protocol (M_AUTH_AH: AH; otherwise ESP). It carries no address, but
+    OpenBSD taps the packet after ipip_output() outbound and before the IP-in-IP header is
+    removed inbound (ipsec_output.c / ipsec_input.c), so in tunnel mode the outermost IP header is
+    the gateways' (the SA's source and destination, as tshark's first ip.src/ip.dst) and in
+    transport mode the packet's own header is; ``src``/``dst`` are that header's. No ESP/AH header
+    is left, so no sequence number: loss, replay and reordering cannot be told (``sequence`` views
+    say "not available"), and nothing here is an EspFlow that the sequence rules would read."""
+
+    spi: int
+    dst: str
+    protocol: str  # "ESP" | "AH" (enc flag M_AUTH_AH)
+    src: str = ""
+    flags: int = 0  # the enc header's M_CONF / M_AUTH / M_COMP / M_AUTH_AH bits
+    packets: int = 0
+    bytes: int = 0  # the cleartext packets' IP lengths as captured (no ESP overhead exists here)
+    first_ts: float | None = None
+    last_ts: float | None = None
+    first_frame: int = 0
+    last_frame: int = 0
+    # inner (innermost IP header's) conversations: (src, dst, IP protocol) -> packets
+    inner: dict[tuple[str, str, int], int] = field(default_factory=dict)
+
+
 @dataclass(slots=True, frozen=True)
 class AnswerUnfit:
     """Why a responder's accepted proposal does not fit the offer it answers (state/selection.py)."""
@@ -577,6 +605,8 @@ class SaTable:
     # (src, dst) -> NAT keepalives sent (RFC 3948 §2.3), counted by the tracker as they arrive,
     # for every pair that has a ``nat_keepalive`` observation (views read it, no walk over those)
     keepalives: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (SPI, protocol, destination) -> the SAs seen on an OpenBSD enc(4) capture (EncSa; state/enc_sa)
+    enc_sas: dict[tuple[int, str, str], EncSa] = field(default_factory=dict)
 
 
 def one_counter(table: SaTable) -> dict[int, list[EspFlow]]:
