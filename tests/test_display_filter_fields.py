@@ -69,6 +69,7 @@ CAPTURES = {
     "zeek-spicy-ipsec/ipsec-ikev1-zero-length": (public("zeek-spicy-ipsec/ipsec-ikev1-zero-length.pcap"), None),
     "malformed-ip": (DATA / "malformed-ip" / "malformed-ip.pcap", None),
     "bad/malformed": (DATA / "bad" / "malformed.pcap", None),
+    "linktypes/enc": (DATA / "linktypes" / "enc.pcap", None),  # OpenBSD enc(4): enc.spi / enc.flags
 }
 # capture -> (field prefix, frames, why the tools differ there on purpose); the field's filters
 # are compared on the other frames. (Frames whose ESP only one tool opens are left out everywhere,
