@@ -176,3 +176,32 @@ def test_enc_ah_flag_names_an_ah_sa() -> None:
     assert sa is not None and (sa.protocol, sa.spi, sa.src, sa.dst, sa.bytes) == ("AH", 0x1001, "198.18.0.1",
                                                                                    "198.18.0.2", 28)
     assert table.enc_sas[(0x1001, "AH", "198.18.0.2")].inner == {("198.18.0.1", "198.18.0.2", 1): 1}
+
+
+def test_enc_sas_in_the_tui_tree_and_detail() -> None:
+    """The TUI's SA tree lists each enc(4) SA under the gateways it joins; its detail pane says the
+    counts and that sequence numbers are not available."""
+    import asyncio
+
+    from textual.widgets import Tree
+
+    from ipsecscope.tui.app import create_app
+    from ipsecscope.tui.widgets.sa_detail import SaDetail
+    from ipsecscope.tui.widgets.sa_tree import SaRef, SaTree
+
+    async def run() -> tuple[list[str], str]:
+        app = create_app(HERE / "enc.pcap", [])
+        async with app.run_test(size=(200, 40)) as pilot:
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+            tree: Tree = app.query_one(SaTree)
+            labels = [str(c.label) for p in tree.root.children for c in [p, *p.children]]
+            detail = app.query_one(SaDetail)
+            detail.show(detail.table, SaRef("enc", (0x7F39AD4A, "ESP", "198.18.0.1")))
+            return labels, detail.as_text()
+
+    labels, text = asyncio.run(run())
+    assert "198.18.0.1 ⇄ 198.18.0.2" in labels
+    assert any(x.startswith("◇ enc ESP f0ee1e0e") and "18 pkts" in x for x in labels), labels
+    assert any(x.startswith("◇ enc ESP 7f39ad4a") and "15 pkts" in x for x in labels), labels
+    assert "15 (7960 bytes)" in text and "not available" in text and "10.2.0.1 → 10.1.0.1 ICMP: 15 packets" in text

@@ -13,7 +13,7 @@ from ... import timefmt
 from ...model import iana
 from ...model.idtext import arrow_text, frame_ref, ike_sa_text, msg_id_text, short_source, spi_text
 from ...model.keys import redact
-from ...model.sa import ChildSa, EspFlow, IkeSa, SaTable, counter_lost, endpoint_text, one_counter
+from ...model.sa import ChildSa, EncSa, EspFlow, IkeSa, SaTable, counter_lost, endpoint_text, one_counter
 from ...state.names import exchange_name, one_way
 from ..plain import PlainTable
 from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, orphan_pair, pair_key, short_pair, spi_digits
@@ -43,6 +43,24 @@ def _kv(title: str) -> Table:
     grid.title = Text(title, "bold underline")  # a Text title does not take title_style
     grid.title_justify = "left"
     return grid
+
+
+def enc_sa_table(e: EncSa, first: float | None) -> Table:
+    """An SA seen on an OpenBSD enc(4) capture (model.sa.EncSa): what its enc header and the
+    outermost IP header say, its counts and inner traffic; sequence numbers are not there."""
+    from ...decode.link import enc_flags_text
+    from ...session_detail import iana_proto
+
+    g = _kv(f"enc(4) SA {e.protocol} SPI {spi_text(e.spi)}")
+    g.add_row("Ends", f"{e.src} → {e.dst} (outermost IP header: the SA's source and destination)")
+    g.add_row("Protection", f"{enc_flags_text(e.flags)} (enc flags 0x{e.flags:04x})")
+    g.add_row("Packets", f"{e.packets} ({e.bytes} bytes)")
+    g.add_row("First", fmt_ts(e.first_ts, first) + f" frame {e.first_frame}")
+    g.add_row("Last", fmt_ts(e.last_ts, first) + f" frame {e.last_frame}")
+    g.add_row("Sequence", "not available: enc frames carry no ESP/AH header, so loss and replay cannot be told")
+    for (s, d, p), n in e.inner.items():
+        g.add_row("Inner", f"{s} → {d} {iana_proto(p)}: {n} packets")
+    return g
 
 
 def _enum_name(enum: Any, value: int | None) -> str:
@@ -317,7 +335,7 @@ class SaDetail(Static):
         if table is None:
             return Text("Loading…", "dim")
         if ref is None:
-            if not (table.ike_sas or table.child_sas or table.flows):  # no tree to choose from
+            if not (table.ike_sas or table.child_sas or table.flows or table.enc_sas):  # no tree to choose from
                 # the words every pane uses (panes.empty_text): live, "Nothing captured yet", not a verdict
                 if self.empty:
                     return Text(self.empty, "dim")
@@ -334,6 +352,8 @@ class SaDetail(Static):
             flow = table.flows[ref.key]  # type: ignore[index]
             return Group(Text("ESP flow without a known SA (no IKE seen for it)", "bold magenta"),
                          flow_table([flow], first, table), *flow_notes([flow]), *self._esp_keys([flow]))
+        if ref.kind == "enc" and ref.key in table.enc_sas:
+            return self._enc(table.enc_sas[ref.key], first)  # type: ignore[index]
         if ref.kind == "pair":
             a, b = ref.key  # type: ignore[misc]
             sas = [s for s in table.ike_sas.values() if {s.initiator, s.responder} == {a, b}]
@@ -391,6 +411,9 @@ class SaDetail(Static):
             out.append(Text(""))
             out.append(Text("CHILD SAs: " + ", ".join(f"#{c}" for c in sa.children), "bold"))
         return out
+
+    def _enc(self, e: EncSa, first: float | None) -> Any:
+        return enc_sa_table(e, first)
 
     def _child(self, table: SaTable, child: ChildSa, first: float | None) -> list[Any]:
         g = _kv(f"CHILD SA #{child.id} ({child.protocols_text()} {child.mode})")

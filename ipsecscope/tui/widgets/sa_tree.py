@@ -10,7 +10,7 @@ from textual.message import Message
 from textual.widgets import Tree
 
 from ...model.idtext import short_addr
-from ...model.sa import ChildSa, EspFlow, IkeSa, SaState, SaTable
+from ...model.sa import ChildSa, EncSa, EspFlow, IkeSa, SaState, SaTable
 from ..panes import SessionView
 
 STATE_STYLE = {
@@ -224,6 +224,17 @@ def flow_label(flow: EspFlow) -> Text:
     return text
 
 
+def enc_label(sa: EncSa) -> Text:
+    """An SA seen on an OpenBSD enc(4) capture (model.sa.EncSa): the enc header's SPI and the
+    packets counted; no sequence numbers, so no loss to show."""
+    text = Text()
+    text.append("◇", "blue")
+    text.append(f" enc {sa.protocol} ")
+    text.append(spi_digits(sa.spi), "cyan")
+    text.append(f" {sa.src}→{sa.dst} {sa.packets} pkts", "dim")
+    return text
+
+
 class SaTree(Tree[SaRef]):
     """Shows a :class:`SaTable`; posts :class:`SaHighlighted` / :class:`SaChosen` for the app to act on."""
 
@@ -312,6 +323,10 @@ class SaTree(Tree[SaRef]):
             if flow.child_sa is None or flow.child_sa not in table.child_sas:
                 loose.setdefault(pair_key(flow.src, flow.dst), []).append(flow)
                 pairs.setdefault(pair_key(flow.src, flow.dst), [])
+        encs: dict[tuple[str, str], list[EncSa]] = {}
+        for e in table.enc_sas.values():  # an enc(4) capture's SAs, under the gateways they join
+            encs.setdefault(pair_key(e.src, e.dst), []).append(e)
+            pairs.setdefault(pair_key(e.src, e.dst), [])
         room = self._room(table, pairs, orphans)
         for (a, b), sas in pairs.items():
             whole = f"{a} ⇄ {b}"
@@ -338,6 +353,9 @@ class SaTree(Tree[SaRef]):
                                data=SaRef("child", child.id))
             for flow in loose.get((a, b), []):
                 pnode.add_leaf(fit(flow_label(flow), room and room - ORPHAN_INDENT), data=SaRef("flow", flow.key))
+            for e in encs.get((a, b), []):
+                pnode.add_leaf(fit(enc_label(e), room and room - ORPHAN_INDENT),
+                               data=SaRef("enc", (e.spi, e.protocol, e.dst)))
         if not pairs:
             # the narrow tree (80 columns) cut the long form to 'no IPsec SA in this c'
             text = "no IPsec SA yet" if self._waiting else "no IPsec SA" if compact else "no IPsec SA in this capture"
