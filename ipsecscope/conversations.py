@@ -243,6 +243,9 @@ class Accumulator:
         if cols.iarr is None:
             return
         m = cols.is_esp & cols.has_inner
+        enc = cols._enc_headers()
+        if enc:  # OpenBSD enc(4) frames: the cleartext an SA carried (state/enc_sa), the packet inside them
+            m |= cols.is_other & cols.has_inner & np.isin(cols.frames, np.fromiter(enc, dtype=np.int64))
         m &= cols.icol("ver") != 0  # transport mode: the outer addresses are the conversation's (see the SA)
         m &= (cols.icol("flags") & inner_mod.FRAGMENT) == 0
         idx = np.flatnonzero(m)

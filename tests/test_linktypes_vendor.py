@@ -205,3 +205,21 @@ def test_enc_sas_in_the_tui_tree_and_detail() -> None:
     assert any(x.startswith("◇ enc ESP f0ee1e0e") and "18 pkts" in x for x in labels), labels
     assert any(x.startswith("◇ enc ESP 7f39ad4a") and "15 pkts" in x for x in labels), labels
     assert "15 (7960 bytes)" in text and "not available" in text and "10.2.0.1 → 10.1.0.1 ICMP: 15 packets" in text
+
+
+@needs_tshark
+def test_enc_summary_and_conversations() -> None:
+    """summary counts each enc header's frames as tshark's enc.spi (and does not call the capture
+    free of IPsec); stats lists the inner conversation the SAs carried (whole packets: the three
+    datagrams whose first fragment was lost are not counted, as for decrypted ESP)."""
+    want: dict[str, int] = {}
+    for (spi,) in _tshark(ENC, "enc.spi"):
+        want[spi] = want.get(spi, 0) + 1
+    doc = json.loads(cli("summary", "--json", ENC))
+    assert {e["spi"]: e["frames"] for e in doc["enc"]} == want
+    assert "No IPsec traffic found" not in cli("summary", ENC)
+    (conv,) = json.loads(cli("stats", "--json", ENC))["conversations"]
+    assert (conv["protocol"], conv["a"], conv["b"]) == ("icmp", "10.1.0.1", "10.2.0.1")
+    # tshark's echo requests and replies, fragments reassembled (frames with icmp.type)
+    types = [t for (t,) in _tshark(ENC, "icmp.type") if t]
+    assert (conv["packets_ab"], conv["packets_ba"]) == (types.count("8"), types.count("0"))

@@ -58,7 +58,9 @@ JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added w
                                            # max_flows flows, further flows' packets are only in counts
       "keepalives": [{"src", "dst", "sport", "dport", "count", "first_time", "last_time"}],
       "malformed": {"by_layer": {layer: int},
-                    "examples": [{"frame", "layer", "reason"}]}  # first 50 reported, by frame
+                    "examples": [{"frame", "layer", "reason"}]},  # first 50 reported, by frame
+      "enc": [{"spi": "0x%08x", "flags": "0x%08x", "protection": str, "frames": int, "first_frame": int}]
+                                           # OpenBSD enc(4) frames per enc header (SPI, flags); [] elsewhere
     }
 
 Exit status: 0, or 1 with one line on stderr when the file is not a capture or is cut off /
@@ -312,7 +314,21 @@ def summarize(path: str, *, workers: int = 2, fast: bool = True, follow: threadi
         ],
         "malformed": {"by_layer": dict(col.malformed),
                       "examples": sorted(col.malformed_examples, key=lambda m: m["frame"])},
+        "enc": _enc_json(decoder.enc),
     }
+
+
+def _enc_json(enc: dict[int, tuple[int, int]]) -> list[dict]:
+    """Frames per SPI of an OpenBSD enc(4) capture (decode.demux.Decoder.enc: each frame's enc
+    header): the SAs whose cleartext side it holds (``sas`` tells each SA's ends and traffic)."""
+    from ..decode.link import enc_flags_text
+
+    by: dict[tuple[int, int], list] = {}
+    for frame, hdr in enc.items():
+        e = by.setdefault(hdr, [0, frame])
+        e[0] += 1
+    return [{"spi": spi_text(spi), "flags": f"0x{flags:08x}", "protection": enc_flags_text(flags), "frames": n,
+             "first_frame": first} for (spi, flags), (n, first) in sorted(by.items(), key=lambda kv: kv[1][1])]
 
 
 def _flow_json(f: FlowStat) -> dict:
@@ -452,7 +468,9 @@ def render_text(doc: dict, ike_limit: int = 500, file: TextIO | None = None) -> 
             con.print(f"  frame {ex['frame']} ({ex['layer']}): {ex['reason']}", markup=False)
         if len(m["examples"]) > 10:
             con.print(f"  ... (first {len(m['examples'])} in --json)")
-    if not (doc["ike"] or doc["esp"] or doc["ah"] or doc["keepalives"]):
+    for e in doc["enc"]:  # the cleartext side of SAs (OpenBSD enc(4)), no ESP/AH on the wire here
+        con.print(f"OpenBSD enc(4): SPI {e['spi']} ({e['protection']}): {e['frames']} frames")
+    if not (doc["ike"] or doc["esp"] or doc["ah"] or doc["keepalives"] or doc["enc"]):
         con.print("No IPsec traffic found (IKE on UDP 500/4500 or TCP 4500, ESP, AH).")
 
 
