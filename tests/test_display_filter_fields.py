@@ -70,6 +70,7 @@ CAPTURES = {
     "malformed-ip": (DATA / "malformed-ip" / "malformed-ip.pcap", None),
     "bad/malformed": (DATA / "bad" / "malformed.pcap", None),
     "linktypes/enc": (DATA / "linktypes" / "enc.pcap", None),  # OpenBSD enc(4): enc.spi / enc.flags
+    "linktypes/enc-rekey": (DATA / "linktypes" / "enc-rekey.pcap", None),  # big-endian header, six SPIs
 }
 # capture -> (field prefix, frames, why the tools differ there on purpose); the field's filters
 # are compared on the other frames. (Frames whose ESP only one tool opens are left out everywhere,

@@ -223,3 +223,17 @@ def test_enc_summary_and_conversations() -> None:
     # tshark's echo requests and replies, fragments reassembled (frames with icmp.type)
     types = [t for (t,) in _tshark(ENC, "icmp.type") if t]
     assert (conv["packets_ab"], conv["packets_ba"]) == (types.count("8"), types.count("0"))
+
+
+def test_enc_sas_of_a_rekeyed_tunnel_are_its_esp_flows() -> None:
+    """enc-rekey.pcap: samples/cbc-sha2-pfs's decrypted ESP as a big-endian OpenBSD gateway's
+    enc0 shows it (three CHILD SAs, one a rekey): each SA's SPI, ends and packets are the ESP flows
+    of the source capture, six SPIs, one per direction of each CHILD SA."""
+    from conftest import SAMPLES
+
+    src = SAMPLES / "cbc-sha2-pfs"
+    flows = json.loads(cli("sas", "--json", str(src / "capture.pcapng"), "-k", str(src / "keys")))["flows"]
+    want = {(f["spi"], f["src"], f["dst"], f["decrypted"]) for f in flows}
+    doc = json.loads(cli("sas", "--json", str(HERE / "enc-rekey.pcap")))
+    assert {(e["spi"], e["src"], e["dst"], e["packets"]) for e in doc["enc_sas"]} == want
+    assert len(want) == 6 and {e["flags"] for e in doc["enc_sas"]} == {"0x00000c00"}  # big-endian flags read

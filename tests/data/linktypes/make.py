@@ -11,6 +11,9 @@ written here.
   capture decrypted with its keys, OpenBSD's tunnel mode form, IP-in-IP between the gateways
   (IPPROTO_IPIP, RFC 2003) around the inner packet; flags M_AUTH | M_CONF (0x0c00: ESP with
   integrity). Outbound packets get the same header (enc(4) shows both directions).
+* ``enc-rekey.pcap`` — the same form from samples/cbc-sha2-pfs (three CHILD SAs, one a rekey:
+  six SPIs, both directions), written as a big-endian gateway (sparc64, powerpc64) writes it:
+  the family and flags in network order too; M_AUTH | M_CONF (AES-CBC with HMAC-SHA-256).
 * ``juniper.pcapng`` — one interface per Juniper link type Wireshark dissects (libpcap
   pcap-linktype(7); Wireshark packet-juniper.c): each frame starts "MGC", a flags octet (0x01:
   inbound; 0x80: extension TLVs follow, their total length in 2 octets; 0x02: no link header, a
@@ -88,14 +91,20 @@ def _ipip(src: str, dst: str, inner: bytes, ident: int) -> bytes:
     return bytes(hdr) + inner
 
 
-def enc() -> None:
+def _enc(capture: Path, keys: Path, name: str, order: str) -> None:
     records = []
-    for i, p in enumerate(iter_decrypted(SRC / "capture.pcap", [SRC / "charon-left.log"])):
+    for i, p in enumerate(iter_decrypted(capture, [keys])):
         if p.status != "ok" or p.next_header != 4 or p.inner is None:
             continue
-        head = struct.pack("<I", AF_INET) + struct.pack("!I", p.spi) + struct.pack("<I", ENC_AUTH_CONF)
+        head = struct.pack(order + "I", AF_INET) + struct.pack("!I", p.spi) + struct.pack(order + "I", ENC_AUTH_CONF)
         records.append((p.ts, head + _ipip(p.src, p.dst, p.inner, 0x4000 + i)))
-    (HERE / "enc.pcap").write_bytes(_pcap(109, records))
+    (HERE / name).write_bytes(_pcap(109, records))
+
+
+def enc() -> None:
+    _enc(SRC / "capture.pcap", SRC / "charon-left.log", "enc.pcap", "<")
+    rekey = ROOT / "samples" / "cbc-sha2-pfs"
+    _enc(rekey / "capture.pcapng", rekey / "keys", "enc-rekey.pcap", ">")
 
 
 def juniper() -> None:
