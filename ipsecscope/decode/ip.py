@@ -249,31 +249,31 @@ def _first_part(p: _Pending) -> tuple[int, bytes, str]:
     return (p.next_header if p.next_header >= 0 else p.header_proto), first, gone
 
 
+def _give_up(reasm: Reassembler, keys: list, why: str) -> list[Dropped]:
+    """Give up the datagrams ``keys`` names: (first frame, ts, reason, key, that frame's IP
+    protocol field, the offset-0 fragment) each, in ``keys``' order."""
+    out = []
+    for k in keys:
+        p = reasm.pending.pop(k)
+        out.append((p.first_frame, p.first_ts, f"IP fragments never completed ({why}); {_progress(p)}", k,
+                    p.header_proto, _first_part(p)))
+    reasm.expired += len(out)
+    return out
+
+
 def expire_pending(reasm: Reassembler, now: float, timeout: float) -> list[Dropped]:
     """Give up the incomplete datagrams whose first fragment came more than ``timeout`` seconds
     before ``now`` (a live capture's clock: no later fragment need arrive to notice, as
     Reassembler.add needs one), oldest first, as :func:`flush_pending` reports them."""
-    pend = reasm.pending
     limit = now - timeout
-    old = [k for k, p in pend.items() if p.first_ts < limit]
-    out = []
-    for k in old:
-        p = pend.pop(k)
-        out.append((p.first_frame, p.first_ts, f"IP fragments never completed (no fragment for {timeout:g} s); "
-                    f"{_progress(p)}", k, p.header_proto, _first_part(p)))
-    reasm.expired += len(out)
-    return out
+    return _give_up(reasm, [k for k, p in reasm.pending.items() if p.first_ts < limit],
+                    f"no fragment for {timeout:g} s")
 
 
 def flush_pending(reasm: Reassembler) -> list[Dropped]:
     """Give up every incomplete datagram (end of capture): (first frame, ts, reason, key, that
     frame's IP protocol field, the offset-0 fragment) each."""
-    out = [(p.first_frame, p.first_ts, f"IP fragments never completed (capture ended); {_progress(p)}", k,
-            p.header_proto, _first_part(p))
-           for k, p in reasm.pending.items()]
-    reasm.expired += len(out)
-    reasm.pending.clear()
-    return out
+    return _give_up(reasm, list(reasm.pending), "capture ended")
 
 
 def parse_ipv4(data: bytes, off: int, reasm: Reassembler, ts: float, snap_cut: bool) -> IpResult | str | None:
