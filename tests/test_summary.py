@@ -85,6 +85,16 @@ def test_text_output_lists_messages_and_flows(capsys) -> None:
     assert "0xc254fe64" in out and "0x070883c2" in out and "ESP flows (2)" in out
 
 
+def test_notify_payloads_named_once_in_wire_order(capsys) -> None:
+    """samples/dead-peer frame 1 (strongSwan IKE_SA_INIT: SA KE Ni and five Notify payloads, tshark's
+    order): each notify is named once, where it sits, not as "N N N N N" and then the names again."""
+    assert main(["summary", str(ROOT / "samples/dead-peer/capture.pcapng")]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "0000000000000000" in line)
+    assert ("SA KE NONCE N(NAT_DETECTION_SOURCE_IP, NAT_DETECTION_DESTINATION_IP, IKEV2_FRAGMENTATION_SUPPORTED, "
+            "SIGNATURE_HASH_ALGORITHMS, REDIRECT_SUPPORTED)") in row
+    assert " N N" not in row
+
+
 # ---- a mixed capture: fast path vs generic path ------------------------------------------------
 
 

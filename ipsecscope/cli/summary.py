@@ -155,6 +155,31 @@ def _ike_row(msg: IkeMessage) -> dict:
     }
 
 
+def payloads_text(payloads: list[str], notifies: list[str]) -> str:
+    """The payload column: wire order, each run of Notify payloads named once as N(A, B).
+
+    Listing "N N N" and then the names again said every notify twice; one group per run keeps the
+    order tshark shows (RFC 7296 §3.10: a message may carry several Notify payloads in a row).
+    """
+    if payloads.count("N") != len(notifies):
+        # names and payloads disagree (a malformed message): show both, as decoded
+        return " ".join(payloads) + ("  N(" + ", ".join(notifies) + ")" if notifies else "")
+    out: list[str] = []
+    names = iter(notifies)
+    run: list[str] = []
+    for name in payloads:
+        if name == "N":
+            run.append(next(names))
+            continue
+        if run:
+            out.append("N(" + ", ".join(run) + ")")
+            run = []
+        out.append(name)
+    if run:
+        out.append("N(" + ", ".join(run) + ")")
+    return " ".join(out)
+
+
 class Collector:
     """Receives decoded packets (from the generic decoder) and keeps what the summary shows."""
 
@@ -393,9 +418,7 @@ def render_text(doc: dict, ike_limit: int = 500, file: TextIO | None = None) -> 
                 role = ("I" if r["is_initiator"] else "R") + (" resp" if r["is_response"] else " req")
             else:
                 role = "-"
-            pl = " ".join(r["payloads"])
-            if r["notifies"]:
-                pl += "  N(" + ", ".join(r["notifies"]) + ")"
+            pl = payloads_text(r["payloads"], r["notifies"])
             flags = []
             if r["non_esp_marker"]:
                 flags.append("NAT-T")
