@@ -7,8 +7,6 @@ longer has them). live4's walkthrough read "2 IKE/1 CHILD SA open" with no tunne
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from conftest import DATA, SAMPLES
 
@@ -36,31 +34,9 @@ def test_an_ike_sa_gone_with_its_peer_is_not_open(cap, keys, code) -> None:
 
 
 def test_live_status_does_not_count_a_dead_peers_sas_as_open() -> None:
-    from test_tui import screen_lines
-
-    from ipsecscope.tui.app import create_stream_app
-    from ipsecscope.tui.stream import CaptureFollower
+    from test_tui import live_status_line
 
     cap, keys, _code = CASES[0]
     frames = Session.from_files([cap], [keys]).stats.frames
-    runner = CaptureFollower([cap], [keys], follow=True)
-    runner.open()
-    runner.start()
-    app = create_stream_app(runner, cap.name)
-
-    async def run() -> str:
-        async with app.run_test(size=(200, 30)) as pilot:
-            for _ in range(600):
-                await pilot.pause(0.1)
-                if app.session is not None and app.session.stats.frames == frames:
-                    break
-            await pilot.pause(1.2)  # one more live refresh
-            runner.stop()
-            await pilot.pause(0.3)
-            return screen_lines(app)[0]
-
-    try:
-        status = asyncio.run(run())
-    finally:
-        runner.stop()
+    status = live_status_line(cap, keys, frames, (200, 30))
     assert "0 IKE/0 CHILD SA open (1/2 seen)" in status, status

@@ -56,6 +56,34 @@ def screen_lines(app) -> list[str]:
     return ["".join(seg.text for seg in strip) for strip in strips]
 
 
+def live_status_line(cap: Path, keys: Path, frames: int, size: tuple[int, int]) -> str:
+    """Follow ``cap`` as a live capture in the TUI until its ``frames`` frames are read, wait for one
+    more live refresh, and return the status line (the first screen line)."""
+    from ipsecscope.tui.app import create_stream_app
+    from ipsecscope.tui.stream import CaptureFollower
+
+    runner = CaptureFollower([cap], [keys], follow=True)
+    runner.open()
+    runner.start()
+    app = create_stream_app(runner, cap.name)
+
+    async def run() -> str:
+        async with app.run_test(size=size) as pilot:
+            for _ in range(600):
+                await pilot.pause(0.1)
+                if app.session is not None and app.session.stats.frames == frames:
+                    break
+            await pilot.pause(1.2)  # one more live refresh
+            runner.stop()
+            await pilot.pause(0.3)
+            return screen_lines(app)[0]
+
+    try:
+        return asyncio.run(run())
+    finally:
+        runner.stop()
+
+
 async def tree_cursor_to(pilot, kind: str) -> SaTree:
     """Focus the SA tree and move its cursor down to the first node of ``kind`` (pair/ike/child/flow)."""
     tree = pilot.app.query_one(SaTree)

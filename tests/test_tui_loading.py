@@ -388,34 +388,12 @@ def test_live_packet_list_shows_the_newest_when_it_first_overflows(tmp_path: Pat
 def test_live_status_counts_the_open_sas_beside_the_ones_seen(tmp_path: Path) -> None:
     """Live, the table keeps every SA seen: after both IKE SAs of healthy-gcm were deleted the
     status still said "2 IKE/2 CHILD SA", which reads as a tunnel up. It says how many are open."""
-    from test_tui import screen_lines
-
-    from ipsecscope.tui.app import create_stream_app
-    from ipsecscope.tui.stream import CaptureFollower
+    from test_tui import live_status_line
 
     cap, keys = SAMPLES / "healthy-gcm" / "capture.pcapng", SAMPLES / "healthy-gcm" / "keys"
     truth = Session.from_files([cap], [keys]).table
     assert {sa.state.value for sa in [*truth.ike_sas.values(), *truth.child_sas.values()]} == {"deleted"}
-    runner = CaptureFollower([cap], [keys], follow=True)
-    runner.open()
-    runner.start()
-    app = create_stream_app(runner, cap.name)
-
-    async def run() -> str:
-        async with app.run_test(size=(160, 30)) as pilot:
-            for _ in range(600):
-                await pilot.pause(0.1)
-                if app.session is not None and app.session.stats.frames == 34:
-                    break
-            await pilot.pause(1.2)  # one more live refresh
-            runner.stop()
-            await pilot.pause(0.3)
-            return screen_lines(app)[0]
-
-    try:
-        status = asyncio.run(run())
-    finally:
-        runner.stop()
+    status = live_status_line(cap, keys, 34, (160, 30))
     assert "0 IKE/0 CHILD SA open (2/2 seen)" in status, status
 
 
