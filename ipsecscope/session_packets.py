@@ -395,6 +395,8 @@ class PacketHandling:
                     info += f" — ICV verifies with {res.nat.split(' -> ')[0]}: NAT"
                 elif res.status == "unverifiable":
                     info += f" — ICV not checked: {res.reason}"
+                elif res.icv_len:
+                    info += f" — {res.icv_len}"
             self._add_row(FrameRow(
                 raw.index, raw.ts, "AH", _intern(intern, pkt.src), _intern(intern, pkt.dst), 0, 0,
                 raw.orig_len, pkt.spi, seq, info, status, None, flow.child_sa if flow is not None else None,

@@ -197,6 +197,28 @@ def test_finding_all_fail_wrong_key_names_nat_as_a_cause():
     assert "RFC 4302 §3.3.3" in fs[0]["explanation"] and "Nothing in the capture shows a NAT" in fs[0]["explanation"]
 
 
+@pytest.mark.parametrize("spi, integ, field, makes", [
+    (0xa4000003, "AUTH_HMAC_SHA1_96", 32, "AUTH_HMAC_SHA1_96 makes 12"),  # field longer than 12 + padding
+    (0xa4000001, "AUTH_HMAC_SHA2_512_256", 12, "AUTH_HMAC_SHA2_512_256 makes 32"),  # field too short
+])
+def test_icv_field_length_names_the_wrong_algorithm(tmp_path, spi, integ, field, makes):
+    """A key file entry with the right key but another integrity algorithm: the ICV field's length
+    (ICV plus alignment padding only, RFC 4302 §2.6) proves the algorithm wrong, so the finding and
+    the rows say that, not "wrong key or a NAT"."""
+    doc = json.loads((AH_DIR / "ah-v4.keys.json").read_text())
+    for e in doc["esp"]:
+        if int(e["spi"], 16) == spi:
+            e["integ"] = integ
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps(doc))
+    want = f"the icv field is {field} bytes, {makes.lower()}"
+    (f,) = [f for f in findings(AH_DIR / "ah-v4.pcap", keys) if f["code"] == "AH-ICV-FAILED" and f"{spi:#010x}" in f["title"]]
+    assert f["severity"] == "error" and "the key file names another integrity algorithm" in f["title"], f
+    assert want in f["explanation"].lower()
+    failed = [r for r in rows(AH_DIR / "ah-v4.pcap", keys).values() if r.get("spi") == f"{spi:#010x}"]
+    assert failed and all(want in r["info"].lower() for r in failed), failed
+
+
 def test_nat_proven_by_the_logged_address():
     """Keys logged behind a NAT (10.0.0.1) on packets whose source the NAT rewrote: every ICV fails
     on the wire and verifies with 10.0.0.1 put back, which proves the NAT (RFC 4302 §3.3.3)."""

@@ -136,6 +136,10 @@ def _flow_line(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> st
             parts.append(f"[{style}]{n} {label}[/]")
     if f.ah_nat:
         parts.append(f"[red]ICV verifies with {f.ah_nat.split(' -> ')[0]}: NAT[/]")
+    if f.ah_icv_len:
+        from rich.markup import escape
+
+        parts.append(f"[red]{escape(f.ah_icv_len)}[/]")
     if f.udp_encap:
         parts.append(f"UDP {f.sport}→{f.dport}")
     if f.keys_nat:

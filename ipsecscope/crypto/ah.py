@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ipsecscope.errors import UnknownAlgorithmError
+from ipsecscope.model import iana
 from ipsecscope.model.iana import ProtocolId
 from ipsecscope.model.keys import EspSaKeys
 
@@ -81,6 +82,9 @@ class AhResult:
     nat: str = ""
     next_header: int | None = None
     inner: bytes | None = field(default=None, repr=False)
+    # the ICV field's length does not fit the key's algorithm (RFC 4302 §2.6): says which, so a
+    # wrong integrity algorithm in the key file is named as such, not as a wrong key
+    icv_len: str = ""
 
     @property
     def ok(self) -> bool:
@@ -310,6 +314,23 @@ def compute_icv(keys: EspSaKeys, frame: bytes, off: int, version: int, ah: bytes
 
 # -- the stateful verifier --------------------------------------------------------------------------
 
+def _icv_misfit(st: _Sa, field_len: int, version: int) -> str:
+    """Why an ICV field of ``field_len`` octets cannot hold the key's algorithm's ICV, or "".
+
+    RFC 4302 §2.6: the field holds the ICV and only enough padding to end on a 32-bit (IPv4) or
+    64-bit (IPv6) boundary; §3.3.3.2.1. A field shorter than the ICV, or longer than the ICV so
+    padded, was made by another algorithm than the key file names (HMAC-SHA1-96's 12 octets
+    against HMAC-SHA2-256-128's 16), which no key can fix."""
+    align = 4 if version == 4 else 8
+    padded = -(-st.icv // align) * align
+    if st.icv <= field_len <= padded:
+        return ""
+    label = iana.name(iana.IntegTransform, st.keys.integ) if st.keys is not None else "the key's algorithm"
+    return (f"the ICV field is {field_len} bytes, {label} makes {st.icv}"
+            + (f" ({padded} with IPv{version} padding)" if padded != st.icv else "")
+            + ": the sender uses another integrity algorithm than the key file")
+
+
 class _Sa:
     __slots__ = ("keys", "mac", "icv", "mode", "top", "searches", "version", "error", "stats")
 
@@ -405,11 +426,11 @@ class AhVerifier:
             return AhResult(UNVERIFIABLE, keys=st.keys, reason=got, esn=st.mode)
         head, src_at = got  # type: ignore[misc]
         parts, sent = icv_parts(head, pkt.data)
+        misfit = _icv_misfit(st, len(sent), pkt.ip_version)
         if len(sent) < st.icv:
             stats.icv_failed += 1
-            stats.last_reason = (f"the AH ICV field is {len(sent)} bytes; the key's algorithm needs {st.icv} "
-                                 "(wrong algorithm in the key file?)")
-            return AhResult(ICV_FAILED, keys=st.keys, reason=stats.last_reason, esn=st.mode)
+            stats.last_reason = misfit
+            return AhResult(ICV_FAILED, keys=st.keys, reason=misfit, esn=st.mode, icv_len=misfit)
         sent = sent[:st.icv]
         hi = self._match(st, parts, sent, pkt.seq)
         if hi is not False:
@@ -440,7 +461,9 @@ class AhVerifier:
             self.early_fail.add((pkt.src, pkt.dst, pkt.spi))
         stats.last_reason = ("ICV check failed" + ("" if st.mode is False else
                              " without ESN and with ESN high bits" if st.mode is None else " with ESN high bits"))
-        return AhResult(ICV_FAILED, keys=keys, reason=stats.last_reason, esn=st.mode)
+        if misfit:
+            stats.last_reason += f": {misfit}"
+        return AhResult(ICV_FAILED, keys=keys, reason=stats.last_reason, esn=st.mode, icv_len=misfit)
 
     def check_copy(self, src: str, dst: str, spi: int, seq: int, ip: bytes, version: int, ah: bytes) -> AhResult:
         """The ICV of a *copy* of an AH packet (the whole datagram an ICMP error quotes, RFC 792,

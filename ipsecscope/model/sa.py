@@ -190,6 +190,9 @@ class EspFlow:
     # AH only: "logged -> wire" when an ICV failed on the wire's address and verified with the key
     # file's (crypto.ah): a NAT rewrote an address AH covers (RFC 4302 §3.3.3)
     ah_nat: str = ""
+    # AH only: the ICV field's length does not fit the key's integrity algorithm (crypto.ah,
+    # RFC 4302 §2.6): the key file names another algorithm than the sender uses
+    ah_icv_len: str = ""
 
     @property
     def key(self) -> FlowKey:

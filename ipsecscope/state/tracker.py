@@ -119,6 +119,9 @@ class Tracker(Book):
             nat = getattr(res, "nat", "") if res is not None else ""
             if nat and not flow.ah_nat:
                 flow.ah_nat = nat
+            misfit = getattr(res, "icv_len", "") if res is not None else ""
+            if misfit and not flow.ah_icv_len:
+                flow.ah_icv_len = misfit
             return flow
         except Exception as exc:  # noqa: BLE001
             self.observe("tracker_error", pkt.ts, (pkt.frame,), pkt.src, pkt.dst,

@@ -168,7 +168,8 @@ def r_reserved_spi(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
 @rule(90, "AH-ICV-FAILED", (Severity.WARNING, Severity.ERROR), ref="RFC 4302 §3.3.3, §3.4.4")
 def r_ah_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     """AH ICV failures (with AH keys): every packet (wrong key or algorithm, or a NAT: AH covers the
-    IP addresses) or a few (corruption); a NAT proven when the key file's address verifies."""
+    IP addresses) or a few (corruption); a NAT proven when the key file's address verifies; a wrong
+    integrity algorithm proven when the ICV field's length does not fit it (RFC 4302 §2.6)."""
     for f in table.flows.values():
         if f.protocol != "AH" or not f.icv_failed:
             continue
@@ -187,6 +188,16 @@ def r_ah_icv(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
                 "receiver (RFC 3715 §2.1: AH is incompatible with NAT).",
                 hint="AH cannot cross a NAT: remove the NAT from the path, or use ESP with UDP encapsulation "
                 "(RFC 3948), which NAT traversal was made for.", **common)
+        elif f.decrypted == 0 and f.ah_icv_len:
+            yield Finding(
+                severity=Severity.ERROR,
+                title=f"{count} {f.src} -> {f.dst} on SPI {spi_text(f.spi)} {verb(f.icv_failed, 'fails')} "
+                "integrity: the key file names another integrity algorithm",
+                explanation=f"{f.ah_icv_len[0].upper()}{f.ah_icv_len[1:]}. The ICV field holds the ICV and only "
+                "the padding that aligns it to 32 bits (IPv4) or 64 bits (IPv6) (RFC 4302 §2.6), so its length "
+                "names the algorithm's ICV length: no key can make these packets verify with the algorithm given.",
+                hint=f"Correct the integrity algorithm of SPI {spi_text(f.spi)} in the key file (the IKE "
+                "proposal the peers agreed, or `ip xfrm state` on a peer, names it).", **common)
         elif f.decrypted == 0:
             nat = _nat_seen(table, f)
             yield Finding(
