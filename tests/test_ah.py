@@ -217,6 +217,11 @@ def test_icv_field_length_names_the_wrong_algorithm(tmp_path, spi, integ, field,
     assert want in f["explanation"].lower()
     failed = [r for r in rows(AH_DIR / "ah-v4.pcap", keys).values() if r.get("spi") == f"{spi:#010x}"]
     assert failed and all(want in r["info"].lower() for r in failed), failed
+    from ipsecscope.session import Session
+    from ipsecscope.tui.widgets.sa_detail import flow_notes
+
+    (flow,) = [f for f in Session.from_files([AH_DIR / "ah-v4.pcap"], [keys]).table.flows.values() if f.spi == spi]
+    assert want in " ".join(str(t) for t in flow_notes([flow])).lower()  # the TUI's SA detail
 
 
 def test_nat_proven_by_the_logged_address():

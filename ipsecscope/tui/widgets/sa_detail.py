@@ -293,6 +293,7 @@ def flow_notes(flows: list[EspFlow]) -> list[Any]:
     lines += [Text(f"{spi_text(f.spi)}: ICVs verify with {f.ah_nat.split(' -> ')[0]} in place of "
                    f"{f.ah_nat.split(' -> ')[-1]}: a NAT rewrote it, AH cannot cross a NAT", "bold red")
               for f in flows if f.ah_nat]
+    lines += [Text(f"{spi_text(f.spi)}: {f.ah_icv_len}", "bold red") for f in flows if f.ah_icv_len]
     return [Text(""), *lines] if lines else []
 
 
