@@ -27,6 +27,7 @@ from .filtering import WINDOW, Source, _Cols, _InnerCols, source_of
 from .model.filter import Filter
 from .model.packets import FrameRow
 from .model.sa import counter_lost, one_counter
+from .state.enc_sa import enc_protocol
 
 if TYPE_CHECKING:
     from .model.sa import SaTable
@@ -52,6 +53,9 @@ class FlowStats:
     lost: int
     io: list[int] = field(default_factory=list)  # packets per interval from the capture's start
     copies: int = 0  # of ``packets``, copies of a packet the capture made (EspFlow.capture_duplicates)
+    # an SA seen through OpenBSD's enc(4) (state/enc_sa.EncSa): its frames are the cleartext side,
+    # with no ESP/AH header, so there is no sequence number and ``lost`` cannot be known (0)
+    enc: bool = False
 
     @property
     def rate(self) -> float:
@@ -94,6 +98,7 @@ class Conversation:
     first_ts: float
     last_ts: float
     lost: int | None  # ICMP echo requests never answered; None where the protocol does not say
+    enc_spis: list[int] = field(default_factory=list)  # the enc(4) SAs its frames came over (OpenBSD enc)
 
     @property
     def packets(self) -> int:
@@ -125,9 +130,10 @@ def conversation_filter(protocol: str, a: str, a_port: int | None, b: str, b_por
     return " && ".join(parts)
 
 
-def sa_filter(spis: Sequence[int], protocol: str = "ESP") -> str:
-    """Wireshark display filter for the packets of one SA (one SPI) or of a CHILD SA (its two)."""
-    field_ = "ah.spi" if protocol == "AH" else "esp.spi"
+def sa_filter(spis: Sequence[int], protocol: str = "ESP", enc: bool = False) -> str:
+    """Wireshark display filter for the packets of one SA (one SPI) or of a CHILD SA (its two);
+    ``enc``: an OpenBSD enc(4) SA's frames (the enc header's SPI, tshark's ``enc.spi``)."""
+    field_ = "enc.spi" if enc else "ah.spi" if protocol == "AH" else "esp.spi"
     if len(spis) == 1:
         return f"{field_} == 0x{spis[0]:08x}"
     return f"{field_} in {{{', '.join(f'0x{s:08x}' for s in spis)}}}"
@@ -223,15 +229,26 @@ class Accumulator:
     def _io(self, cols: _Cols) -> None:
         a = cols.arr
         idx = np.flatnonzero(cols.is_esp | cols.is_ah)
-        if not len(idx):
-            return
+        if len(idx):
+            # one SA per (SPI, destination, protocol) (RFC 4301 §4.1): ESP and AH may share an SPI
+            self._bin_sas(cols, idx, a["spi"][idx], cols.is_ah[idx], "")
+        enc = cols._enc_headers()
+        if enc:  # OpenBSD enc(4) frames: the SPI and protocol are the enc header's (state/enc_sa)
+            idx = np.flatnonzero(np.isin(cols.frames, np.fromiter(enc, dtype=np.int64, count=len(enc))))
+            if len(idx):
+                heads = [enc[f] for f in cols.frames[idx].tolist()]
+                self._bin_sas(cols, idx, np.array([h[0] for h in heads], dtype=np.int64),
+                              np.array([enc_protocol(h[1]) == "AH" for h in heads]), "enc ")
+
+    def _bin_sas(self, cols: _Cols, idx: np.ndarray, spis: np.ndarray, ah: np.ndarray, kind: str) -> None:
+        """Add the rows ``idx`` to the IO graph of their SA (source, destination, SPI, protocol)."""
+        a = cols.arr
         b = self._bins(a["ts"][idx])
-        # one SA per (SPI, destination, protocol) (RFC 4301 §4.1): ESP and AH may share an SPI
-        uniq, inv = _group([a["src"][idx], a["dst"][idx], a["spi"][idx], cols.is_ah[idx]])
+        uniq, inv = _group([a["src"][idx], a["dst"][idx], spis, ah])
         lo, w = int(b.min()), int(b.max()) - int(b.min()) + 1
         counts = np.bincount(inv * w + (b - lo), minlength=len(uniq) * w).reshape(len(uniq), w)
-        for (s, d, spi, ah), row in zip(uniq.tolist(), counts.tolist(), strict=True):
-            key = (cols.addrs[s], cols.addrs[d], spi, "AH" if ah else "ESP")
+        for (s, d, spi, is_ah), row in zip(uniq.tolist(), counts.tolist(), strict=True):
+            key = (cols.addrs[s], cols.addrs[d], spi, kind + ("AH" if is_ah else "ESP"))
             series = self.io.setdefault(key, [])
             if len(series) < lo + w:
                 series.extend([0] * (lo + w - len(series)))
@@ -272,6 +289,10 @@ class Accumulator:
         icmp = np.isin(pick["proto"], [1, 58])
         req = np.bincount(inv, weights=icmp & np.isin(pick["itype"], [8, 128]), minlength=k).astype(np.int64)
         rep = np.bincount(inv, weights=icmp & np.isin(pick["itype"], [0, 129]), minlength=k).astype(np.int64)
+        enc_pairs: set[tuple[int, int]] = set()
+        if enc:  # the enc SA (its SPI) each conversation's enc(4) frames came over
+            enc_pairs = {(j, enc[f][0]) for j, f in zip(inv.tolist(), cols.frames[idx].tolist(), strict=True)
+                         if f in enc}
         child = cols.arr["child"][idx]
         bound = child >= 0
         pairs: list = []
@@ -286,7 +307,7 @@ class Accumulator:
             key = (proto, addrs[ia], pa, addrs[ib], pb)
             e = self.convs.get(key)
             if e is None:
-                e = self.convs[key] = [0, 0, 0, math.inf, -math.inf, 0, 0, set()]
+                e = self.convs[key] = [0, 0, 0, math.inf, -math.inf, 0, 0, set(), set()]
             entries.append(e)
         for j, e in enumerate(entries):
             e[0] += int(ab[j])
@@ -298,6 +319,8 @@ class Accumulator:
             e[6] += int(rep[j])
         for j, c in pairs:
             entries[j][7].add(c)
+        for j, spi in enc_pairs:
+            entries[j][8].add(spi)
 
     def stats(self, table: SaTable) -> Stats:
         """The statistics so far: the counted rows, and the SA counters of ``table``."""
@@ -318,6 +341,13 @@ class Accumulator:
                                    f.packets, f.bytes, f.first_ts, f.last_ts,
                                    counter_lost(shared[id(f)]) if id(f) in shared else f.lost,
                                    io + [0] * (nbins - len(io)), f.capture_duplicates))
+        for e in sorted(table.enc_sas.values(), key=lambda e: (e.first_frame, e.spi)):
+            # an enc(4) row has no outer addresses, so its graph is per (SPI, protocol): two enc
+            # SAs that differ only by destination (RFC 4301 §4.1) would share one series
+            io = self.io.get(("", "", e.spi, f"enc {e.protocol}"), [])
+            flows.append(FlowStats(f"{e.src}>{e.dst}:0x{e.spi:08x}", e.src, e.dst, e.spi, e.protocol, None,
+                                   e.packets, e.bytes, e.first_ts, e.last_ts, 0, io + [0] * (nbins - len(io)),
+                                   enc=True))
         children = []
         for c in sorted(table.child_sas.values(), key=lambda c: c.id):
             mine = [f for f in flows if f.child_sa == c.id]
@@ -328,10 +358,11 @@ class Accumulator:
                                        min(firsts, default=None), max(lasts, default=None),
                                        sum(f.lost for f in mine), [f.key for f in mine], sum(f.copies for f in mine)))
         convs = []
-        for (proto, a, pa, b, pb), (ab, total, nbytes, first, last, req, rep, sas) in self.convs.items():
+        for (proto, a, pa, b, pb), (ab, total, nbytes, first, last, req, rep, sas, encs) in self.convs.items():
             lost = max(req - rep, 0) if proto in (1, 58) and req else None
             convs.append(Conversation(PROTO.get(proto, str(proto)), a, None if pa < 0 else pa, b,
-                                      None if pb < 0 else pb, sorted(sas), ab, total - ab, nbytes, first, last, lost))
+                                      None if pb < 0 else pb, sorted(sas), ab, total - ab, nbytes, first, last, lost,
+                                      sorted(encs)))
         convs.sort(key=lambda c: (-c.packets, c.first_ts))
         return Stats(t0, t1, self.interval, children, flows, convs)
 

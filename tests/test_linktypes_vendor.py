@@ -183,13 +183,14 @@ def test_enc_sas_in_the_tui_tree_and_detail() -> None:
     counts and that sequence numbers are not available."""
     import asyncio
 
+    from test_tui import screen_lines
     from textual.widgets import Tree
 
     from ipsecscope.tui.app import create_app
     from ipsecscope.tui.widgets.sa_detail import SaDetail
     from ipsecscope.tui.widgets.sa_tree import SaRef, SaTree
 
-    async def run() -> tuple[list[str], str]:
+    async def run() -> tuple[list[str], str, str, str]:
         app = create_app(HERE / "enc.pcap", [])
         async with app.run_test(size=(200, 40)) as pilot:
             await pilot.app.workers.wait_for_complete()
@@ -197,10 +198,15 @@ def test_enc_sas_in_the_tui_tree_and_detail() -> None:
             tree: Tree = app.query_one(SaTree)
             labels = [str(c.label) for p in tree.root.children for c in [p, *p.children]]
             detail = app.query_one(SaDetail)
+            detail.show(detail.table, SaRef("pair", ("198.18.0.1", "198.18.0.2")))
+            pair = detail.as_text()
             detail.show(detail.table, SaRef("enc", (0x7F39AD4A, "ESP", "198.18.0.1")))
-            return labels, detail.as_text()
+            return labels, detail.as_text(), pair, screen_lines(app)[0]
 
-    labels, text = asyncio.run(run())
+    labels, text, pair, status = asyncio.run(run())
+    # the status line said "no IPsec" and the pair "no ESP or AH packets" with nothing else
+    assert "no IPsec" not in status and "0 IKE/0 CHILD SA/2 enc SA" in status and "enc 33" in status, status
+    assert "enc(4) SAs" in pair and "2 (cleartext side" in pair, pair
     assert "198.18.0.1 ⇄ 198.18.0.2" in labels
     assert any(x.startswith("◇ enc ESP f0ee1e0e") and "18 pkts" in x for x in labels), labels
     assert any(x.startswith("◇ enc ESP 7f39ad4a") and "15 pkts" in x for x in labels), labels
@@ -237,3 +243,25 @@ def test_enc_sas_of_a_rekeyed_tunnel_are_its_esp_flows() -> None:
     doc = json.loads(cli("sas", "--json", str(HERE / "enc-rekey.pcap")))
     assert {(e["spi"], e["src"], e["dst"], e["packets"]) for e in doc["enc_sas"]} == want
     assert len(want) == 6 and {e["flags"] for e in doc["enc_sas"]} == {"0x00000c00"}  # big-endian flags read
+
+
+@needs_tshark
+def test_stats_graphs_each_enc_sa_and_names_it_on_its_conversations() -> None:
+    """`stats` on an enc(4) capture listed no SA at all ("ESP/AH flows (0)", every conversation
+    "SA -"): each enc SA now has its row and IO graph, and each inner conversation names the enc
+    SAs it came over; both as tshark counts enc.spi per SPI and per inner address pair."""
+    cap = str(HERE / "enc-rekey.pcap")
+    doc = json.loads(cli("stats", "--json", cap))
+    ts = _tshark(cap, "enc.spi", "ip.src", "ip.dst")
+    per_spi: dict[str, int] = {}
+    per_pair: dict[frozenset, set] = {}
+    for spi, srcs, dsts in ts:
+        key = f"0x{int(spi, 16):08x}"
+        per_spi[key] = per_spi.get(key, 0) + 1
+        inner = frozenset((srcs.split(",")[-1], dsts.split(",")[-1]))  # the innermost header's pair
+        per_pair.setdefault(inner, set()).add(key)
+    assert doc["flows"] == [] and {e["spi"]: e["packets"] for e in doc["enc_sas"]} == per_spi
+    assert all(sum(e["io"]) == e["packets"] for e in doc["enc_sas"])
+    assert {frozenset((c["a"], c["b"])): set(c["enc_spis"]) for c in doc["conversations"]} == per_pair
+    text = cli("stats", cap)
+    assert "enc(4) SAs (6)" in text and "lost -" in text and "SA enc" in text

@@ -17,11 +17,16 @@ JSON schema ``"ipsecscope.stats/1"`` (``--json``; fields are only ever added wit
                  # SAs' and flows' "packets" and "io" count frames as tshark does (a capture's
                  # copies of a packet included); "rate_pps" counts packets sent (copies not:
                  # sas JSON's capture_duplicates)
+      "enc_sas": [{"key": str, "src": str, "dst": str, "spi": "0x%08x", "protocol": "ESP"|"AH",
+                   "packets": int, "bytes": int, "first_time": float|null, "last_time": float|null,
+                   "rate_pps": float, "io": [int]}],  # SAs seen through OpenBSD's enc(4) (LINKTYPE_ENC):
+                   # cleartext frames with the SA's SPI, no sequence number, so no loss count
       "conversations": [{"protocol": str, "a": str, "a_port": int|null, "b": str, "b_port": int|null,
                          "child_sas": [int], "packets": int, "packets_ab": int, "packets_ba": int,
                          "bytes": int, "first_time": float, "last_time": float, "rate_pps": float,
                          "lost": int|null,        # ICMP echo requests never answered
-                         "filter": str}]          # display filter selecting it ("follow")
+                         "filter": str,           # display filter selecting it ("follow")
+                         "enc_spis": ["0x%08x"]}] # the enc(4) SAs it came over (OpenBSD enc captures)
     }
 
 Exit status: 0; 2 for an unreadable file or key file or a capture damaged part-way.
@@ -78,12 +83,16 @@ def to_dict(st: Stats, files: list[str]) -> dict:
         "flows": [{"key": f.key, "src": f.src, "dst": f.dst, "spi": _spi(f.spi), "protocol": f.protocol,
                    "child_sa": f.child_sa, "packets": f.packets, "bytes": f.bytes, "first_time": f.first_ts,
                    "last_time": f.last_ts, "rate_pps": round(f.rate, 3), "lost": f.lost, "io": f.io}
-                  for f in st.flows],
+                  for f in st.flows if not f.enc],
+        "enc_sas": [{"key": f.key, "src": f.src, "dst": f.dst, "spi": _spi(f.spi), "protocol": f.protocol,
+                     "packets": f.packets, "bytes": f.bytes, "first_time": f.first_ts, "last_time": f.last_ts,
+                     "rate_pps": round(f.rate, 3), "io": f.io} for f in st.flows if f.enc],
         "conversations": [{"protocol": c.protocol, "a": c.a, "a_port": c.a_port, "b": c.b, "b_port": c.b_port,
                            "child_sas": c.child_sas, "packets": c.packets, "packets_ab": c.packets_ab,
                            "packets_ba": c.packets_ba, "bytes": c.bytes, "first_time": c.first_ts,
                            "last_time": c.last_ts, "rate_pps": round(c.rate, 3), "lost": c.lost,
-                           "filter": c.filter} for c in st.conversations],
+                           "filter": c.filter, "enc_spis": [spi_text(x) for x in c.enc_spis]}
+                          for c in st.conversations],
     }
 
 
@@ -122,20 +131,27 @@ def render(st: Stats, out: TextIO | None = None) -> None:
         line(f"  #{c.id:<3} {c.state:<11} {_spi(c.spi_i) or '-'}/{_spi(c.spi_r) or '-'}  {c.packets}{_}pkts "
              f"{c.bytes}{_}B  {c.rate:.1f}{_}pkt/s  {rel(c.first_ts)}{_}→{_}{rel(c.last_ts)}  lost{_}{c.lost}")
     con.print()
-    line(f"ESP/AH flows ({len(st.flows)}), IO graph: packets per {st.interval:g}s")
-    for f in st.flows:
-        child = f"#{f.child_sa}" if f.child_sa is not None else "-"
-        # Not the JSON key ('src>dst:0xspi'): after an IPv6 address ':0x3d71315a' reads as more address.
-        flow = flow_text(f.src, f.dst, f.spi, f.protocol)
-        line(f"  {flow:<44} {child:>4} {f.packets:>7}{_}pkts {f.bytes:>9}{_}B {f.rate:8.1f}{_}pkt/s  lost{_}{f.lost}")
-        graph = f"{sparkline(f.io)}  max {max(f.io, default=0)}"
-        con.print(Text(f"  {'':44} {graph}" if 47 + len(graph) <= width else f"      {graph}", no_wrap=True))
-    con.print()
+    flows = [f for f in st.flows if not f.enc]
+    enc = [f for f in st.flows if f.enc]
+    for title, group in ((f"ESP/AH flows ({len(flows)})", flows), (f"enc(4) SAs ({len(enc)})", enc)):
+        if not group and title.startswith("enc"):
+            continue  # only an OpenBSD enc(4) capture has them
+        line(f"{title}, IO graph: packets per {st.interval:g}s")
+        for f in group:
+            child = f"#{f.child_sa}" if f.child_sa is not None else "-"
+            # Not the JSON key ('src>dst:0xspi'): after an IPv6 address ':0x3d71315a' reads as more address.
+            flow = flow_text(f.src, f.dst, f.spi, f.protocol)
+            # an enc(4) frame has no ESP/AH header, so no sequence number to count loss by
+            lost = f"lost{_}-" if f.enc else f"lost{_}{f.lost}"
+            line(f"  {flow:<44} {child:>4} {f.packets:>7}{_}pkts {f.bytes:>9}{_}B {f.rate:8.1f}{_}pkt/s  {lost}")
+            graph = f"{sparkline(f.io)}  max {max(f.io, default=0)}"
+            con.print(Text(f"  {'':44} {graph}" if 47 + len(graph) <= width else f"      {graph}", no_wrap=True))
+        con.print()
     line(f"Conversations ({len(st.conversations)})")
     for c in st.conversations:
         a, b = endpoint_text(c.a, c.a_port), endpoint_text(c.b, c.b_port)
         lost = "" if c.lost is None else f"  unanswered {c.lost}"
-        sas = ",".join(f"#{i}" for i in c.child_sas) or "-"
+        sas = ",".join([f"#{i}" for i in c.child_sas] + [f"enc{_}{spi_text(x)}" for x in c.enc_spis]) or "-"
         line(f"  {c.protocol:<6} {a:>22}{_}⇄{_}{b:<22} {c.packets_ab:>5}→ {c.packets_ba:>5}← {c.bytes:>8}{_}B "
              f"{c.rate:7.1f}{_}pkt/s  {rel(c.first_ts)}{_}→{_}{rel(c.last_ts)}  SA{_}{sas}{lost}")
         line(f"         follow: {c.filter}", 17)

@@ -305,7 +305,7 @@ class SessionFeed(App[int]):
             seg.append(Text(f"⚠{n_warn} {noun(n_warn, 'warning')}", "yellow"))
         if not st.frames and self.partial is None:
             seg.append(Text("no frames", "yellow"))  # not "✓ no problems": there was nothing to check
-        elif not (st.ike or st.esp or st.ah) and self.partial is None:
+        elif not (st.ike or st.esp or st.ah or s.table.enc_sas) and self.partial is None:
             seg.append(Text("no IPsec", "yellow"))
         elif not n_err and not n_warn:
             seg.append(Text("✓ no problems", "green"))
@@ -316,7 +316,9 @@ class SessionFeed(App[int]):
             seg.append(dec)
         seg.append(self._sa_counts(s))
         seg.append(Text(plural(len(s.keys), 'key'), "cyan" if len(s.keys) else "dim"))
+        enc = sum(e.packets for e in s.table.enc_sas.values())  # OpenBSD enc(4) frames (state/enc_sa)
         seg.append(Text(f"frames: IKE {st.ike:,} ESP {st.esp:,}" + (f" AH {st.ah:,}" if st.ah else "")
+                        + (f" enc {enc:,}" if enc else "")
                         + (f" malformed {st.malformed_total:,}" if st.malformed_total else ""), "dim"))
         self._set_status(seg)
         ptable = self.query_one(PacketTable)
@@ -339,7 +341,8 @@ class SessionFeed(App[int]):
 
         ike, child = s.table.ike_sas.values(), s.table.child_sas.values()
         if self.runner is None:
-            return Text(f"{len(ike)} IKE/{len(child)} CHILD SA")
+            enc = len(s.table.enc_sas)  # SAs seen only through OpenBSD's enc(4) (no IKE, no ESP here)
+            return Text(f"{len(ike)} IKE/{len(child)} CHILD SA" + (f"/{enc} enc SA" if enc else ""))
         n_ike, n_child = open_counts(s.table, self.findings)
         return Text.assemble((f"{n_ike} IKE/{n_child} CHILD SA open", "" if n_ike or n_child else "yellow"),
                              (f" ({len(ike)}/{len(child)} seen)", "dim"))

@@ -365,6 +365,9 @@ class SaDetail(Static):
             children = {cid for s in sas for cid in s.children}
             children |= {c.id for c in table.child_sas.values() if orphan_pair(c, table) == pair_key(a, b)}
             g.add_row("CHILD SAs", str(len(children)))
+            encs = sum(1 for e in table.enc_sas.values() if {e.src, e.dst} == {a, b})
+            if encs:  # an OpenBSD enc(4) capture: its SAs have no ESP/AH packets to list below
+                g.add_row("enc(4) SAs", f"{encs} (cleartext side, no ESP/AH header; each is a node in the tree)")
             flows = [f for f in table.flows.values() if {f.src, f.dst} == {a, b}]
             return Group(g, Text(""), flow_table(flows, first, table))
         return Text("That SA is no longer in the table.", "dim")

@@ -503,7 +503,7 @@ class StatsView(Vertical):
         for c in st.conversations[:MAX_ROWS]:
             key = f"conv:{c.protocol}:{c.a}:{c.a_port}:{c.b}:{c.b_port}"
             self._conv_filters[key] = c.filter
-            sa = ",".join(f"#{n}" for n in c.child_sas) or "-"
+            sa = ",".join([f"#{n}" for n in c.child_sas] + [f"enc {x:08x}" for x in c.enc_spis]) or "-"
             lost = "-" if c.lost is None else _lost(c.lost)
             rows.append((key, [f"{c.protocol} {_ep(c.a, c.a_port)} ⇄ {_ep(c.b, c.b_port)}", str(c.packets_ab),
                                str(c.packets_ba), str(c.bytes), fmt_rate(c.rate), _rel(c.first_ts, t0),
@@ -529,11 +529,12 @@ class StatsView(Vertical):
     def _flow_row(self, f, t0: float) -> tuple[str, list[Text | str]]:
         from ...conversations import sa_filter
 
-        key = f"flow:{f.key}"
-        self._sa_filters[key] = sa_filter([f.spi], f.protocol)
-        label = f"  ↳ {f.spi:08x}" + (" AH" if f.protocol == "AH" else "")
+        key = f"{'enc' if f.enc else 'flow'}:{f.key}"
+        self._sa_filters[key] = sa_filter([f.spi], f.protocol, f.enc)
+        label = f"  ↳ {f.spi:08x}" + (" AH" if f.protocol == "AH" else "") + (" enc" if f.enc else "")
+        # an enc(4) SA's frames carry no sequence number: its loss cannot be counted
         return key, [label, str(f.packets), str(f.bytes), fmt_rate(f.rate), _rel(f.first_ts, t0), _rel(f.last_ts, t0),
-                     _lost(f.lost), f.src, f.dst]
+                     "-" if f.enc else _lost(f.lost), f.src, f.dst]
 
     # ---- follow --------------------------------------------------------------------------------
     def follow_filter(self) -> str | None:
