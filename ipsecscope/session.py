@@ -119,18 +119,19 @@ class Session(PacketHandling, FrameViews):
         if keys := list(keys):
             s.add_key_files(keys, strict=strict_keys)  # skipped rows: s.key_warnings
         for i, f in enumerate(files := list(files)):
-            s.load_damaged(f, progress, follow if i == len(files) - 1 else None)
+            last = i == len(files) - 1
+            s.load_damaged(f, progress, follow if last else None, more=not last)
         return s
 
     def load_damaged(self, path: str | Path, progress: Progress | None = None,
-                     follow: threading.Event | None = None) -> str | None:
+                     follow: threading.Event | None = None, *, more: bool = False) -> str | None:
         """:meth:`load`, but damage after sound frames is analysed up to and kept in (and returned
         as) :attr:`damage`; not a capture at all, or no sound frame: raises."""
         from .errors import CaptureError, CaptureFormatError
 
         before = self.stats.frames
         try:
-            self.load(path, progress, follow)
+            self.load(path, progress, follow, more=more)
         except CaptureError as exc:
             if isinstance(exc, CaptureFormatError) or self.stats.frames == before:
                 raise
@@ -213,11 +214,14 @@ class Session(PacketHandling, FrameViews):
     # -- feeding --------------------------------------------------------------------------------
 
     def load(self, path: str | Path, progress: Progress | None = None,
-             follow: threading.Event | None = None) -> SessionStats:
+             follow: threading.Event | None = None, *, more: bool = False) -> SessionStats:
         """Read a whole capture file (``"-"``: standard input). Raises
         :class:`~ipsecscope.errors.CaptureError` for a file that is not a capture; a truncated last
         record is counted, not raised. With ``follow``, the end of the file waits for more frames
-        (``tail -f``) until the event is set."""
+        (``tail -f``) until the event is set. ``more``: another file of the same capture follows
+        (files read in order are one capture, as ``mergecap -a`` joins them; a ring buffer's
+        files), so an IP datagram or IKE message whose pieces straddle the boundary is still
+        joined: nothing waiting is given up until the last file ends."""
         path = Path(path)
         self.begin_file(path)
         path_index = len(self.paths) - 1
@@ -227,7 +231,7 @@ class Session(PacketHandling, FrameViews):
             self._truncated = session_fast.load(self, str(path), path_index, fmt, progress)
         else:
             self._load_general(path, path_index, progress, follow)
-        self.end_of_input(self._truncated)
+        self.end_of_input(self._truncated, more=more)
         self.finish()
         return self.stats
 
@@ -239,12 +243,14 @@ class Session(PacketHandling, FrameViews):
             add_secrets_block(self.keys, stype, data)
         self._secrets_seen = len(secrets)
 
-    def end_of_input(self, truncated: str | None) -> None:
+    def end_of_input(self, truncated: str | None, *, more: bool = False) -> None:
         """A capture has ended (``truncated``: why it was cut off): datagrams whose fragments
-        never all arrived become malformed, and a cut-off file is a finding."""
-        for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
-            self._late(m)
-        self.end_of_fragments()  # IKE fragment sets never completed: their rows say so
+        never all arrived become malformed, and a cut-off file is a finding. ``more``: only this
+        file has ended, the next continues the capture (:meth:`load`): what waits, waits on."""
+        if not more:
+            for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
+                self._late(m)
+            self.end_of_fragments()  # IKE fragment sets never completed: their rows say so
         if truncated:
             self.stats.truncated = truncated
             self.stats.malformed["capture"] = self.stats.malformed.get("capture", 0) + 1
@@ -356,8 +362,8 @@ class Session(PacketHandling, FrameViews):
         paths = list(self.paths)
         self.paths = []
         self._reset()
-        for p in paths:
-            self.load(p, progress)
+        for i, p in enumerate(paths):
+            self.load(p, progress, more=i < len(paths) - 1)
         return self.stats
 
     def feed(self, raw: RawFrame) -> list[Packet]:

@@ -116,8 +116,10 @@ class SessionFeed(App[int]):
               notes: list[tuple[str, str, str]]) -> None:
         """Every capture into ``session`` (the loader thread, holding ``loading.lock``)."""
         try:
-            for path, size in zip(self.paths, sizes, strict=True):
-                session.load(path, progress=lambda done, _total: loading.progress(session, done))
+            for i, (path, size) in enumerate(zip(self.paths, sizes, strict=True)):
+                # files given together are one capture (Session.load: more)
+                session.load(path, progress=lambda done, _total: loading.progress(session, done),
+                             more=i < len(self.paths) - 1)
                 loading.base += size
         except CaptureError as exc:
             # Damaged part-way (a bogus record length, a broken block): show what came before,

@@ -71,8 +71,9 @@ class CaptureFollower:
                             session.feed(raw)
                         if self._stop.is_set():
                             break
-                    with self.lock:
-                        session.end_of_input(reader.truncated)
+                    with self.lock:  # the files are one capture: only the last ends it (Session.load)
+                        session.end_of_input(reader.truncated, more=i < len(self.paths) - 1
+                                             and not self._stop.is_set())
                 if self._stop.is_set():
                     break
         except (IpsecscopeError, OSError, MemoryError) as exc:
