@@ -179,6 +179,19 @@ class RowStore(Sequence[FrameRow]):
         self._buf += enc
         self._n += 1
 
+    def insert(self, i: int, row: FrameRow) -> None:
+        """A row at position ``i`` (a record decoded late, for an earlier frame: rare, O(rows))."""
+        if i >= self._n:
+            self.append(row)
+            return
+        if self._n >= self.limit:
+            self.dropped += 1
+            return
+        self._info = {(k + 1 if k >= i else k): v for k, v in self._info.items()}
+        self._ike_sa = {(k + 1 if k >= i else k): v for k, v in self._ike_sa.items()}
+        self._buf[i * REC_SIZE:i * REC_SIZE] = self._encode(row, i)
+        self._n += 1
+
     def __setitem__(self, i: int, row: FrameRow) -> None:
         if i < 0:
             i += self._n

@@ -161,6 +161,7 @@ class Session(PacketHandling, FrameViews):
             deque(maxlen=self.max_rows) if self.max_rows else RowStore(self.row_limit) if self.keep_rows else NoRows())
         # The decrypted inner packets (and plain IP frames), summarised for the Info column and
         # the display filter's inner fields (decode.inner).
+        self._late_frames: set[int] = set()  # frames an earlier-frame report took from OTHER (session_packets._late)
         self.inner = InnerStore(enc=self.decoder.enc)  # enc(4) frames' SPIs named in their Info (decode.link)
         if type(self.rows) is RowStore:
             self.rows.inner = self.inner

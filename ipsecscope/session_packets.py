@@ -143,6 +143,7 @@ class PacketHandling:
     tracker: Tracker
     esp_decryptor: EspDecryptor
     rows: RowStore | deque[FrameRow] | NoRows
+    _late_frames: set[int]
     inner: InnerStore
     quoted: QuotedStore
     ike_messages: dict[int, IkeMessage]
@@ -486,11 +487,48 @@ class PacketHandling:
 
     def _late(self, p: Packet) -> None:
         """A report about an earlier frame: an abandoned IP datagram's mark, or the IKE message
-        its first fragment starts."""
-        if type(p) is IkeDatagram:
+        its first fragment starts, or a record of an RFC 8229 stream whose gap was given up
+        (decode.tcpencap: it waited for a segment never captured, and is reported on its frame)."""
+        if type(p) in (IkeDatagram, EspPacket, NatKeepalive) and p.transport == "tcp":  # type: ignore[union-attr]
+            self._late_record(p)
+        elif type(p) is IkeDatagram:
             self._late_ike(p)
         else:
             self._late_malformed(p)  # type: ignore[arg-type]
+
+    def _frame_rows(self, frame: int) -> tuple[int, int]:
+        """The positions [i, j) of ``frame``'s rows (rows are in frame order)."""
+        rows = self.rows
+        i = j = bisect.bisect_left(rows, frame, key=lambda r: r.frame)
+        while j < len(rows) and rows[j].frame == frame:
+            j += 1
+        return i, j
+
+    def _late_record(self, pkt: Packet) -> None:
+        """An RFC 8229 record decoded after its frame was read (its segment waited for a gap that
+        was given up): processed as on time, its row replacing the frame's OTHER row (or going
+        after the frame's rows: a frame can carry several records, or a mark)."""
+        rows = self.rows
+        i, j = self._frame_rows(pkt.frame)
+        other = i < j and rows[i].kind == "OTHER"
+        length = rows[i].length if i < j else 0
+        if other or (i == j and pkt.frame not in self._late_frames):
+            self.stats.other -= 1  # the frame was counted as OTHER when it came (it decoded to nothing)
+        self._late_frames.add(pkt.frame)
+        raw = RawFrame(pkt.frame, pkt.ts, int(pkt.ts * 1e9), 1, bytes(length), length)
+        temp: list[FrameRow] = []
+        self.rows = temp  # type: ignore[assignment]
+        try:
+            self._process(raw, pkt)
+        finally:
+            self.rows = rows
+        for row in temp:
+            if other:
+                rows[i] = row
+                other = False
+            else:
+                _insert_row(rows, j, row)
+            j += 1
 
     def _late_ike(self, pkt: IkeDatagram) -> None:
         """The IKE message whose later IP fragments never came, read from its first one
@@ -518,15 +556,24 @@ class PacketHandling:
         OTHER then, whether or not a row for it is still kept (``keep_rows=False``, a live ring)."""
         st = self.stats
         st.malformed[m.layer] = st.malformed.get(m.layer, 0) + 1
-        st.other -= 1
         self.tracker.on_malformed(m)
         rows = self.rows
-        i = bisect.bisect_left(rows, m.frame, key=lambda r: r.frame)
-        if i < len(rows) and rows[i].frame == m.frame and rows[i].kind == "OTHER":
+        i, j = self._frame_rows(m.frame)
+        if i < j and rows[i].kind == "OTHER":
             old = rows[i]
             rows[i] = FrameRow(old.frame, old.ts, "MALFORMED", m.src or old.src, m.dst or old.dst, old.sport,
                                old.dport, old.length,
                                info=f"{m.layer}: {m.reason}", status="malformed", ip_proto=m.ip_proto)
+        elif i < j:  # the frame's row is a late RFC 8229 record's already: the mark goes after it
+            old = rows[i]
+            _insert_row(rows, j, FrameRow(old.frame, old.ts, "MALFORMED", m.src or old.src, m.dst or old.dst,
+                                          m.sport or old.sport, m.dport or old.dport, old.length,
+                                          info=f"{m.layer}: {m.reason}", status="malformed", ip_proto=m.ip_proto))
+            return
+        if m.frame in self._late_frames:
+            return
+        self._late_frames.add(m.frame)
+        st.other -= 1
 
     def _ike_key_for(self, msg: IkeMessage) -> str | None:
         # IKE_SA_INIT requests carry SPIr = 0; after the response the SA is keyed by both SPIs.
@@ -557,3 +604,13 @@ class PacketHandling:
         for keys in derive_pending(self.tracker, self.keys):
             self.keys.add_esp(keys)
             self.stats.derived_child_keys += 1
+
+
+def _insert_row(rows, i: int, row: FrameRow) -> None:
+    """Insert ``row`` at position ``i`` of a session's rows (RowStore, a live ring, NoRows)."""
+    if isinstance(rows, deque):
+        if rows.maxlen is not None and len(rows) >= rows.maxlen:
+            return  # a full live ring: the frame's first row stands for it
+        rows.insert(i, row)
+    elif not isinstance(rows, NoRows):
+        rows.insert(i, row)

@@ -324,7 +324,7 @@ def test_rfc8229_gap_waits_then_resumes_and_mid_stream_pickup() -> None:
     """A segment past a gap waits for it (TCP reorders; RFC 9293 §3.10.7.4); once more segments
     wait than reordering explains, the gap is a lost segment: one Malformed, and the stream
     resumes at the first segment after it. A gap at the end (FIN) is reported too."""
-    from ipsecscope.decode.demux import MAX_TCP_EARLY
+    from ipsecscope.decode.tcpencap import MAX_TCP_EARLY
 
     dec = Decoder()
     rec = _rec(b"\0\0\0\0" + IKE)
@@ -339,10 +339,15 @@ def test_rfc8229_gap_waits_then_resumes_and_mid_stream_pickup() -> None:
         assert dec.decode_all(RawFrame(4 + i, 0.0, 0, 1, _tcp(base + i * n, rec), 0)) == []
     r = dec.decode_all(RawFrame(99, 0.0, 0, 1, _tcp(base + MAX_TCP_EARLY * n, rec), 0))
     assert isinstance(r[0], Malformed) and r[0].layer == "tcp" and f"gap of {n} bytes" in r[0].reason
-    assert [type(p) for p in r[1:]] == [IkeDatagram] * (MAX_TCP_EARLY + 1)
+    assert r[0].frame == 4  # on the first frame after the gap, as tshark's "previous segment not captured"
+    # each given-up record on the frame it came in
+    assert [(type(p), p.frame) for p in r[1:]] == [(IkeDatagram, 4 + i) for i in range(MAX_TCP_EARLY)] + [
+        (IkeDatagram, 99)]
     assert dec.decode_all(RawFrame(100, 0.0, 0, 1, _tcp(9000, rec), 0)) == []  # another gap
     fin = dec.decode_all(RawFrame(101, 0.0, 0, 1, _tcp(9000 + n, flags="F"), 0))
-    assert len(fin) == 1 and isinstance(fin[0], Malformed) and fin[0].frame == 100 and "never filled" in fin[0].reason
+    assert [(type(p), p.frame) for p in fin] == [(Malformed, 100), (IkeDatagram, 100)]
+    assert "never captured" in fin[0].reason and "connection closed (FIN)" in fin[0].reason
+    assert dec.decode_all(RawFrame(102, 0.0, 0, 1, _tcp(19999, flags="S"), 0)) == []  # a new connection
     r4 = dec.decode_all(RawFrame(102, 0.0, 0, 1, _tcp(20000, _rec(b"\x00\x01")), 0))
     assert isinstance(r4[0], Malformed)
     assert dec.decode_all(RawFrame(103, 0.0, 0, 1, _tcp(1, flags="F", sport=40000), 0)) == []

@@ -6,11 +6,7 @@ Rules (see docs/ARCHITECTURE.md):
 * UDP port 500 is IKE.
 * UDP port 4500 (RFC 3948 §2): a payload starting with the 4-byte zero non-ESP marker is IKE; a
   single 0xFF octet is a NAT-keepalive (§2.3); anything else is UDP-encapsulated ESP (§2.1).
-* TCP (RFC 8229) on port 4500: an optional "IKETCP" stream prefix (§3.1), then records of
-  Length(2, counting itself) | non-ESP marker + IKE, or ESP. Segments that arrive early (TCP
-  reorders, RFC 9293 §3.10.7.4) wait, up to one maximal record's bytes, for the gap before them;
-  a gap that stays (a lost segment) is reported as malformed (layer "tcp") and the stream resumes
-  at the first record start found after it (IKE of a consistent length, or ESP of a known SPI).
+* TCP (RFC 8229) on port 4500: decode/tcpencap.py (stream reassembly, gaps, overlaps, records).
 * IKE on other ports is out of scope (None).
 * ICMP / ICMPv6 errors quoting ESP, AH or IKE become :class:`IcmpError` (decode/icmp.py), when
   the decoder is made with ``icmp_errors=True`` (the analysis path); other consumers see "other".
@@ -38,7 +34,7 @@ from ..model.packets import (
     Packet,
     RawFrame,
 )
-from . import link, tunnel
+from . import link, tcpencap, tunnel
 from .esp import AH_HDR, ESP_HDR
 from .icmp import decode_error as decode_icmp_error
 from .ip import Reassembler, parse_ipv4, parse_ipv6, runs_past_frame, v6_ext_chain, v6_header_chain
@@ -47,23 +43,13 @@ IKE_PORT = 500
 NATT_PORT = 4500
 IKE_HEADER_LEN = 28
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
-IKETCP_PREFIX = b"IKETCP"  # RFC 8229 §3.1
 
 UDP_HDR = struct.Struct("!HHHH")
 # Ethernet | IPv4 fields at fixed offsets: ethertype, ver/ihl, total length, flags+offset, protocol
 _ETH_IP4 = struct.Struct("!12xHBxH2xHxB2x12sI")
-TCP_HDR = struct.Struct("!HHIIBB")
 U16 = struct.Struct("!H")
 
-MAX_TCP_STREAMS = 1024
-MAX_TCP_TUPLES = 4096  # RFC 8229 connections remembered for filters (Decoder.tcp_tuples)
 V6_EXT_NUMBERS = frozenset((0, 43, 44, 60))  # RFC 8200 §4: Hop-by-Hop, Routing, Fragment, Destination Options
-MAX_TCP_FLAGS = 1 << 22  # RFC 8229 segments whose TCP flags are kept for filters (Decoder.tcp_flags)
-MAX_TCP_BUFFER = 65535 + 2 + 6  # one maximal RFC 8229 record (+ prefix)
-MAX_TCP_SPIS = 64  # ESP SPIs remembered per RFC 8229 stream, to find a record start after a gap
-MAX_TCP_EARLY = 16  # segments waiting for a gap before them: past that it is a lost segment, not reordering
-
-TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
 
 _ADDR_CACHE_MAX = 1 << 16
 V6_EXT_MAX = 1 << 16  # frames whose IPv6 extension headers are kept for filters (Decoder.v6_ext)
@@ -71,20 +57,6 @@ V6_EXT_MAX = 1 << 16  # frames whose IPv6 extension headers are kept for filters
 # Per-packet constructors without the frozen-dataclass __init__ cost (same objects).
 _Esp = fast_constructor(EspPacket)
 _Ike = fast_constructor(IkeDatagram)
-
-
-class _TcpStream:
-    __slots__ = ("next_seq", "buf", "prefix_checked", "early", "early_bytes", "spis", "resync")
-
-    def __init__(self, next_seq: int | None) -> None:
-        self.next_seq = next_seq
-        self.buf = bytearray()
-        self.prefix_checked = False
-        # segments past a gap, by sequence number: (payload, frame, ts); at most MAX_TCP_BUFFER bytes
-        self.early: dict[int, tuple[bytes, int, float]] = {}  # at most MAX_TCP_EARLY
-        self.early_bytes = 0
-        self.spis: set[int] = set()  # ESP SPIs its records carried (at most MAX_TCP_SPIS): resync marks
-        self.resync = False  # after a gap: the bytes start mid-record, find the next record first
 
 
 def _lost_esp(upper: int, seg: bytes, missing: str) -> FragmentedEsp | None:
@@ -131,7 +103,7 @@ class Decoder:
         self.lost_ike = lost_ike
         self.reassembler = Reassembler(max_fragments, fragment_timeout)
         self.icmp_errors = icmp_errors
-        self.tcp: dict[tuple, _TcpStream] = {}
+        self.tcp: dict[tuple, tcpencap.TcpStream] = {}  # RFC 8229 streams (decode.tcpencap)
         self.stats: Counter[str] = Counter()
         self._addr: dict[bytes, str] = {}
         # frame -> its IPv6 extension headers (ip.v6_header_chain) where IPsec sat behind some:
@@ -303,8 +275,7 @@ class Decoder:
         starts, if any. Call once after the last frame."""
         from .ip import flush_pending
 
-        gaps = [self._tcp_gap(k, st, None) for k, st in self.tcp.items() if st.early]
-        self.tcp.clear()
+        gaps = tcpencap.flush(self)  # RFC 8229 streams' gaps never filled, and the records after them
         return gaps + self._with_dropped([]) + [p for d in flush_pending(self.reassembler) for p in self._lost_datagram(*d)]
 
     def expire(self, now: float, timeout: float) -> list[Packet]:
@@ -314,10 +285,11 @@ class Decoder:
         the reassembler expires a datagram only when a later fragment arrives."""
         from .ip import expire_pending
 
+        gaps = tcpencap.expire(self, now, timeout) if self.tcp else []  # RFC 8229 gaps waited on too long
         if not self.reassembler.pending:
-            return self._with_dropped([]) if self.reassembler.dropped else []
-        return self._with_dropped([]) + [p for d in expire_pending(self.reassembler, now, timeout)
-                                         for p in self._lost_datagram(*d)]
+            return gaps + self._with_dropped([]) if self.reassembler.dropped else gaps
+        return gaps + self._with_dropped([]) + [p for d in expire_pending(self.reassembler, now, timeout)
+                                                for p in self._lost_datagram(*d)]
 
     def pending_esp(self) -> list[tuple[str, str, int, int]]:
         """(src, dst, SPI, sequence number) of each ESP packet whose datagram is still being
@@ -523,168 +495,8 @@ class Decoder:
         espi, eseq = ESP_HDR.unpack_from(esp, 0)
         return [ah, _Esp(raw.index, raw.ts, s, d, espi, eseq, esp, ip_version=version, ip_fragmented=frag)]
 
-    def _tcp_gap(self, key: tuple, st: _TcpStream, raw: RawFrame | None) -> Malformed:
-        """The gap before ``st``'s waiting segments as a Malformed (on ``raw``, or at the end on the
-        first waiting segment's frame); the stream resumes at the first of them, what it held of
-        a record before the gap dropped."""
-        exp = st.next_seq or 0
-        first = min(st.early, key=lambda q: (q - exp) & 0xFFFFFFFF)
-        gap = (first - exp) & 0xFFFFFFFF
-        frame, ts = (raw.index, raw.ts) if raw is not None else st.early[first][1:]
-        st.buf.clear()
-        st.resync = True
-        st.next_seq = first
-        src, sport, dst, dport = key
-        why = "stream resumed after it" if raw is not None else "never filled"
-        return Malformed(frame, ts, f"RFC 8229 TCP stream gap of {gap} bytes (lost segment); {why}", "tcp",
-                         self._text(src), self._text(dst), sport, dport)
-
     def _tcp(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> list[Packet]:
-        n = len(seg)
-        if n < 20:
-            return [Malformed(raw.index, raw.ts, f"TCP header truncated ({n} of 20 bytes)", "tcp",
-                              self._text(src), self._text(dst))]
-        sport, dport, seqno, _ack, doff, flags = TCP_HDR.unpack_from(seg, 0)
-        if sport != NATT_PORT and dport != NATT_PORT:
-            self.stats["other_tcp"] += 1
-            return []
-        hlen = (doff >> 4) * 4
-        if hlen < 20 or hlen > n:
-            return [Malformed(raw.index, raw.ts, f"TCP header length {hlen} invalid ({n} bytes present)", "tcp",
-                              self._text(src), self._text(dst), sport, dport)]
-        key = (src, sport, dst, dport)
-        streams = self.tcp
-        if flags & (TCP_RST | TCP_FIN) and not n - hlen:
-            st = streams.pop(key, None)
-            return [self._tcp_gap(key, st, None)] if st is not None and st.early else []
-        st = streams.get(key)
-        if flags & TCP_SYN:
-            if len(streams) >= MAX_TCP_STREAMS and key not in streams:
-                streams.pop(next(iter(streams)))
-            streams[key] = _TcpStream((seqno + 1) & 0xFFFFFFFF)
-            return []
-        payload = seg[hlen:]
-        if not payload:
-            return []
-        if st is None:
-            # Stream picked up mid-way (capture started late): assume the segment starts a record.
-            if len(streams) >= MAX_TCP_STREAMS:
-                streams.pop(next(iter(streams)))
-            st = streams[key] = _TcpStream(seqno)
-        exp = st.next_seq
-        if exp is None:
-            exp = seqno
-        delta = (seqno - exp) & 0xFFFFFFFF
-        out0: list[Packet] = []
-        if delta >= 0x80000000:  # starts before what we have: retransmission, keep only the new tail
-            old = (exp - seqno) & 0xFFFFFFFF
-            if old >= len(payload):
-                return []
-            payload = payload[old:]
-        elif delta:
-            # early: it waits for the bytes before it (one maximal record's worth in all)
-            if (seqno not in st.early and st.early_bytes + len(payload) <= MAX_TCP_BUFFER
-                    and len(st.early) < MAX_TCP_EARLY):
-                st.early[seqno] = (bytes(payload), raw.index, raw.ts)
-                st.early_bytes += len(payload)
-                return []
-            if seqno in st.early:
-                return []  # a repeat of a segment waiting already
-            # the gap stays (a lost segment): report it, resume at the first segment after it
-            out0 = [self._tcp_gap(key, st, raw)]
-            st.early[seqno] = (bytes(payload), raw.index, raw.ts)
-            st.early_bytes += len(payload)
-            exp, payload = st.next_seq, b""
-        st.buf += payload
-        exp = (exp + len(payload)) & 0xFFFFFFFF
-        while st.early:
-            # the waiting segment that starts at or before what we have now (trimmed), if any
-            nxt = next((q for q in st.early if (exp - q) & 0xFFFFFFFF < 0x80000000), None)
-            if nxt is None:
-                break
-            data = st.early.pop(nxt)[0]
-            st.early_bytes -= len(data)
-            old = (exp - nxt) & 0xFFFFFFFF
-            if old < len(data):
-                st.buf += data[old:]
-                exp = (exp + len(data) - old) & 0xFFFFFFFF
-        st.next_seq = exp
-        buf = st.buf
-        if not st.prefix_checked:
-            if len(buf) < 6 and IKETCP_PREFIX.startswith(bytes(buf)):
-                return []
-            if buf[:6] == IKETCP_PREFIX:
-                del buf[:6]
-            st.prefix_checked = True
-        out: list[Packet] = out0
-        s = d = ""
-        if st.resync:
-            # RFC 8229 records carry no sync mark: after a gap, skip to the first place where a
-            # record of this stream plausibly starts (IKE whose header length agrees, or ESP of an
-            # SPI the stream carried); the bytes before it belong to the gap reported already.
-            at = _record_start(buf, st.spis)
-            if at is None:
-                del buf[:max(0, len(buf) - 40)]  # a record start may straddle the next segment
-                return out
-            del buf[:at]
-            st.resync = False
-        while len(buf) >= 2:
-            rlen = (buf[0] << 8) | buf[1]
-            if rlen < 3:
-                streams.pop(key, None)
-                out.append(Malformed(raw.index, raw.ts, f"RFC 8229 record length {rlen} is too short; "
-                                     "stream reset", "tcp", self._text(src), self._text(dst), sport, dport))
-                return out
-            if len(buf) < rlen:
-                break
-            body = bytes(buf[2:rlen])
-            del buf[:rlen]
-            if not s:
-                s, d = self._text(src), self._text(dst)
-            if body[:4] == NON_ESP_MARKER:
-                if len(body) < 4 + IKE_HEADER_LEN:
-                    out.append(Malformed(raw.index, raw.ts, f"IKE header in RFC 8229 record truncated "
-                                         f"({len(body) - 4} of 28 bytes)", "ike", s, d, sport, dport))
-                else:
-                    out.append(_Ike(raw.index, raw.ts, s, d, sport, dport, body[4:], "tcp", True, False,
-                                           version))
-            elif len(body) == 1 and body[0] == 0xFF:
-                out.append(NatKeepalive(raw.index, raw.ts, s, d, sport, dport))
-            elif len(body) < 8:
-                out.append(Malformed(raw.index, raw.ts, f"ESP header in RFC 8229 record truncated "
-                                     f"({len(body)} of 8 bytes)", "esp", s, d, sport, dport, spi=_spi(body)))
-            else:
-                spi, seq = ESP_HDR.unpack_from(body, 0)
-                if len(st.spis) < MAX_TCP_SPIS:
-                    st.spis.add(spi)
-                out.append(_Esp(raw.index, raw.ts, s, d, spi, seq, body, sport, dport, False, version, "tcp"))
-        if s and (s, d, sport, dport) not in self.tcp_tuples and len(self.tcp_tuples) < MAX_TCP_TUPLES:
-            self.tcp_tuples[(s, d, sport, dport)] = None
-        if s:
-            if len(self.tcp_flags) < MAX_TCP_FLAGS:
-                self.tcp_flag_frames.append(raw.index)
-                self.tcp_flags.append((doff & 1) << 8 | flags)
-            else:
-                self.stats["tcp_flags_unrecorded"] += 1
-        if len(buf) > MAX_TCP_BUFFER:
-            streams.pop(key, None)
-            out.append(Malformed(raw.index, raw.ts, "RFC 8229 stream buffer overflow; stream reset", "tcp",
-                                 self._text(src), self._text(dst), sport, dport))
-        return out
-
-
-def _record_start(buf: bytearray, spis: set[int]) -> int | None:
-    """Where in ``buf`` an RFC 8229 record (§3: Length(2) | non-ESP marker + IKE, or ESP) plausibly
-    starts: IKE whose header's Length (RFC 7296 §3.1) is the record's less its 6 framing bytes, or
-    ESP whose SPI the stream carried before. None when no such place is (yet) in ``buf``."""
-    for p in range(len(buf) - 9):
-        rlen = buf[p] << 8 | buf[p + 1]
-        if buf[p + 2:p + 6] == NON_ESP_MARKER:
-            if p + 34 <= len(buf) and rlen >= 34 and struct.unpack_from("!I", buf, p + 30)[0] == rlen - 6:
-                return p
-        elif rlen >= 10 and struct.unpack_from("!I", buf, p + 2)[0] in spis:
-            return p
-    return None
+        return tcpencap.segment(self, raw, version, src, dst, seg)
 
 
 def _spi(header: bytes) -> int | None:
