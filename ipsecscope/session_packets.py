@@ -522,13 +522,16 @@ class PacketHandling:
             self._process(raw, pkt)
         finally:
             self.rows = rows
+        # data rows before marks (a gap's, on the first frame after it): `packets` shows a frame's
+        # first row, the mark beside it
+        k = next((x for x in range(i, j) if rows[x].kind == "MALFORMED"), j)
         for row in temp:
             if other:
                 rows[i] = row
                 other = False
             else:
-                _insert_row(rows, j, row)
-            j += 1
+                _insert_row(rows, k, row)
+            k += 1
 
     def _late_ike(self, pkt: IkeDatagram) -> None:
         """The IKE message whose later IP fragments never came, read from its first one

@@ -353,6 +353,82 @@ def test_rfc8229_gap_waits_then_resumes_and_mid_stream_pickup() -> None:
     assert dec.decode_all(RawFrame(103, 0.0, 0, 1, _tcp(1, flags="F", sport=40000), 0)) == []
 
 
+def _feed(dec: Decoder, frames: list[tuple[int, bytes]], ts: float = 0.0) -> list:
+    return [(p.frame, type(p).__name__, getattr(p, "reason", "")) for i, f in frames
+            for p in dec.decode_all(RawFrame(i, ts, 0, 1, f, len(f)))]
+
+
+def _ike_rec(mid: int) -> bytes:
+    return _rec(b"\0\0\0\0" + ike_v2(msg_id=mid))
+
+
+def test_rfc8229_conflicting_overlap_first_copy_kept_and_resynced() -> None:
+    """A copy of stream bytes with other bytes (RFC 9293 §3.10.7.4: the receiver keeps what it
+    has) is counted where it overlaps; its new tail is taken (the receiver did), and when the real
+    bytes come again over it, the framing across the disputed bytes is checked: the record cut by
+    them is lost, the stream resyncs at the next record instead of reading garbage lengths."""
+    r1, r2, r3, r4 = (_ike_rec(m) for m in (1, 2, 3, 4))
+    isn = 7000
+    s0 = isn + 1 + 6 + len(r1)  # where r2 starts
+    bad = bytes(x ^ 0x55 for x in r1[-4:]) + b"\xff\xff\0\0\0\0"  # a rewritten copy, 6 bytes past r1
+    dec = Decoder()
+    got = _feed(dec, [(1, _tcp(isn, flags="S")), (2, _tcp(isn + 1, b"IKETCP" + r1)), (3, _tcp(s0 - 4, bad)),
+                      (4, _tcp(s0, r2 + r3 + r4))])
+    assert [g[:2] for g in got] == [(2, "IkeDatagram"), (3, "Malformed"), (4, "Malformed"), (4, "Malformed"),
+                                    (4, "IkeDatagram"), (4, "IkeDatagram")]
+    assert got[1][2].startswith(f"TCP segment overlaps earlier data with different bytes at stream offset {6 + len(r1) - 4};")
+    assert got[2][2].startswith(f"TCP segment overlaps earlier data with different bytes at stream offset {6 + len(r1)};")
+    assert got[3][2].startswith(f"RFC 8229 record framing lost at stream offset {6 + len(r1)}")
+    # the same bytes again are no conflict; a copy of the same segment with other bytes is
+    assert _feed(dec, [(5, _tcp(isn + 1, b"IKETCP" + r1[:-4]))]) == []
+    dec = Decoder()
+    assert [g[:2] for g in _feed(dec, [(1, _tcp(isn, flags="S")), (2, _tcp(isn + 1 + 6 + len(r1), r2)),
+                                        (3, _tcp(isn + 1 + 6 + len(r1), r3[:len(r2)]))])] == [(3, "Malformed")]
+    # the waiting copy (first) wins over the later one; then the gap fills: r1, r2 decode
+    assert [g[:2] for g in _feed(dec, [(4, _tcp(isn + 1, b"IKETCP" + r1))])] == [(4, "IkeDatagram")] * 2
+
+
+def test_rfc8229_connections_start_and_end() -> None:
+    """RST ends both directions, FIN this one; a retransmission after FIN is no new stream; a new
+    connection on the same 4-tuple (SYN) expects the "IKETCP" prefix again. A stream whose SYN was
+    not captured starts at the first plausible record: the tail of one before it is skipped, ESP
+    of a new SPI is taken where whole records of it follow each other."""
+    r1, r2 = _ike_rec(1), _ike_rec(2)
+    dec = Decoder()
+    got = _feed(dec, [(1, _tcp(100, flags="S")), (2, _tcp(101, b"IKETCP" + r1)),
+                      (3, _tcp(107 + len(r1), flags="FA")), (4, _tcp(101, b"IKETCP" + r1)),  # retransmitted
+                      (5, _tcp(5000, flags="S")), (6, _tcp(5001, b"IKETCP" + r2)),
+                      (7, _tcp(9000, flags="R", sport=4500, dport=40000)),  # the peer resets: both end
+                      (8, _tcp(5007 + len(r2), r1))])  # after the RST: picked up as a new stream
+    assert [g[:2] for g in got] == [(2, "IkeDatagram"), (6, "IkeDatagram"), (8, "IkeDatagram")]
+    e1, e2 = _rec(esp(ESP_SPI, 1)), _rec(esp(ESP_SPI, 2))
+    dec = Decoder()
+    got = _feed(dec, [(1, _tcp(300, r1[-20:] + r2)), (2, _tcp(300 + 20 + len(r2), e1 + e2))])
+    assert [g[:2] for g in got] == [(1, "IkeDatagram"), (2, "EspPacket"), (2, "EspPacket")]
+    dec = Decoder()
+    assert [g[:2] for g in _feed(dec, [(1, _tcp(300, e1 + e2))])] == [(1, "EspPacket"), (1, "EspPacket")]
+
+
+def test_rfc8229_gap_given_up_live_and_at_end() -> None:
+    """A gap never filled: live, given up once its waiting segment is older than the timeout
+    (Decoder.expire, as IP fragments); at the end of the capture by Decoder.flush. The records
+    after it are decoded on the frames they came in, the lost bytes counted on the first of them."""
+    r1, r2, r3 = _ike_rec(1), _ike_rec(2), _ike_rec(3)
+    for end in ("expire", "flush"):
+        dec = Decoder()
+        assert _feed(dec, [(1, _tcp(100, flags="S"))]) == []
+        assert _feed(dec, [(2, _tcp(101 + 6 + len(r1), r2[:10]))], ts=10.0) == []  # r1 never captured
+        assert _feed(dec, [(3, _tcp(101 + 6 + len(r1) + 10, r2[10:] + r3))], ts=11.0) == []
+        if end == "expire":
+            assert dec.expire(14.0, 5.0) == []
+            out = dec.expire(16.0, 5.0)
+        else:
+            out = dec.flush()
+        assert [(p.frame, type(p).__name__) for p in out] == [(2, "Malformed"), (3, "IkeDatagram"), (3, "IkeDatagram")]
+        assert f"gap of {6 + len(r1)} bytes at stream offset 0 (lost segment, never captured)" in out[0].reason
+        assert [p.data for p in out[1:]] == [r2[6:], r3[6:]]
+
+
 # ---- AH ---------------------------------------------------------------------------------------
 
 

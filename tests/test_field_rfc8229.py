@@ -101,3 +101,69 @@ def test_records_are_the_samples_datagrams() -> None:
 def test_tcp_records_decrypt_with_the_samples_keys() -> None:
     flows = json.loads(cli("sas", str(CAP), "-k", str(SAMPLE / "keys"), "--json"))["flows"]
     assert sorted((f["packets"], f["decrypted"]) for f in flows) == [(3, 3), (3, 3), (6, 6), (6, 6)]
+
+
+LOST = DATA / "rfc8229" / "ikev2-tcp-lost.pcap"
+OVERLAP = DATA / "rfc8229" / "ikev2-tcp-overlap.pcap"
+
+
+def _sample_records() -> dict[int, tuple[str, ...]]:
+    return _fields(SAMPLE / "capture.pcapng", "isakmp.ispi", "isakmp.exchangetype", "isakmp.messageid",
+                   "esp.spi", "esp.sequence")
+
+
+def _ours(cap: Path, live: bool) -> dict[int, list[tuple]]:
+    s = Session(max_rows=10**6) if live else Session()
+    s.load(cap)
+    rows: dict[int, list[tuple]] = {}
+    for r in s.rows:
+        rows.setdefault(r.frame, []).append((r.kind, r.spi, r.seq, r.info))
+    return rows
+
+
+@needs_tshark
+@pytest.mark.parametrize("live", [False, True], ids=["rowstore", "live"])
+def test_lost_segment_records_after_it_on_their_frames(live: bool) -> None:
+    """tests/data/rfc8229/ikev2-tcp-lost.pcap: the second half of the IKE_AUTH request's segment
+    was never captured, and fewer segments follow it than make a gap a loss before the capture
+    ends. The gap is given up at the end: the bytes lost are one malformed mark on the first
+    frame after the gap (where tshark says "previous segment not captured"), and every record
+    after it is the sample's datagram on the frame it came in (before: 16 of them were lost)."""
+    rows = _ours(LOST, live)
+    theirs = _sample_records()
+    ts_lost = _fields(LOST, "tcp.analysis.lost_segment")
+    assert [n for n, (v,) in ts_lost.items() if v] == [8]
+    marks = [(n, r[3]) for n, rs in rows.items() for r in rs if r[0] == "MALFORMED"]
+    assert marks == [(8, "tcp: RFC 8229 TCP stream gap of 141 bytes at stream offset 141 (lost segment, never "
+                         "captured; the 135 bytes of the record it cut dropped); capture ended")]
+    for n, (ispi, _xchg, mid, spi, seq) in theirs.items():
+        if n <= 2:
+            continue
+        kinds = [r[0] for r in rows[n + SHIFT]]
+        if n == 3:  # the IKE_AUTH request: its record never completed, its first segment is TCP
+            assert kinds == ["OTHER"]
+        elif ispi:
+            assert kinds[0] == "IKE" and rows[n + SHIFT][0][2] == int(mid, 16), n
+        else:
+            assert (kinds[0], rows[n + SHIFT][0][1], rows[n + SHIFT][0][2]) == ("ESP", int(spi, 16), int(seq)), n
+    doc = json.loads(cli("summary", str(LOST), "--json"))
+    assert (doc["counts"]["ike"], doc["counts"]["esp"], doc["counts"]["malformed"]) == (15, 18, 1)
+    flows = json.loads(cli("sas", str(LOST), "-k", str(SAMPLE / "keys"), "--json"))["flows"]
+    assert sorted((f["packets"], f["decrypted"]) for f in flows) == [(3, 3), (3, 3), (6, 6), (6, 6)]
+
+
+@needs_tshark
+def test_overlap_with_other_bytes_is_counted_and_the_first_copy_kept() -> None:
+    """tests/data/rfc8229/ikev2-tcp-overlap.pcap: a copy of the IKE_AUTH response's second half
+    with 16 other bytes follows it (frame 8, which tshark calls a retransmission). The receiver
+    keeps the first copy (RFC 9293 §3.10.7.4): every record is the sample's, and the copy is
+    one malformed mark naming where its bytes differ (before: nothing said)."""
+    rows = _ours(OVERLAP, False)
+    retrans = _fields(OVERLAP, "tcp.analysis.retransmission")
+    assert [n for n, (v,) in retrans.items() if v] == [8]
+    assert rows[8] == [("MALFORMED", None, None, "tcp: TCP segment overlaps earlier data with different bytes at "
+                                                 "stream offset 116; the first copy is kept")]
+    records = [r for n, rs in sorted(rows.items()) if n > 5 for r in rs if r[0] in ("IKE", "ESP")]
+    assert len(records) == 32
+    flows = json.loads(cli("sas", str(OVERLAP), "-k", str(SAMPLE / "keys"), "--json"))["flows"]
+    assert sorted((f["packets"], f["decrypted"]) for f in flows) == [(3, 3), (3, 3), (6, 6), (6, 6)]

@@ -29,14 +29,25 @@ from __future__ import annotations
 
 import bisect
 import struct
-from typing import TYPE_CHECKING
+from array import array
+from collections import Counter
+from typing import Protocol
 
 from ..capture._fastnew import fast_constructor
 from ..model.packets import EspPacket, IkeDatagram, Malformed, NatKeepalive, Packet, RawFrame
 from .esp import ESP_HDR
 
-if TYPE_CHECKING:
-    from .demux import Decoder
+
+class Decoder(Protocol):
+    """What of decode.demux.Decoder the streams use (named here: demux imports this module)."""
+
+    tcp: dict[tuple, TcpStream]
+    stats: Counter[str]
+    tcp_tuples: dict[tuple[str, str, int, int], None]
+    tcp_flag_frames: array
+    tcp_flags: array
+
+    def _text(self, a: bytes) -> str: ...
 
 NATT_PORT = 4500
 IKE_HEADER_LEN = 28

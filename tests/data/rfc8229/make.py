@@ -50,6 +50,7 @@ def main() -> None:
     init = frames[0][1][26:30]
     seq: dict[bytes, int] = {}
     out = []
+    recs = []  # (frame position, ts, MACs, src, dst, sport, dport, seq, ack, record, IP id) of each record
     for i, (ts, eth) in enumerate(frames):
         ip = eth[14:]
         src, dst = ip[12:16], ip[16:20]
@@ -72,10 +73,34 @@ def main() -> None:
             rec = b"IKETCP" + rec
         sp, dp = (INITIATOR_PORT, 4500) if src == init else (4500, INITIATOR_PORT)
         seg = tcp(src, dst, sp, dp, seq[src], seq[dst], 0x18, rec)
-        seq[src] += len(rec)
         out.append((ts, eth[:12] + b"\x08\x00" + ipv4(src, dst, 6, seg, 200 + i)))
-    with PcapWriter(HERE / "ikev2-tcp.pcap") as w:
-        for ts, f in out:
+        recs.append((len(out) - 1, ts, eth[:12], src, dst, sp, dp, seq[src], seq[dst], rec, 200 + i))
+        seq[src] += len(rec)
+    write(HERE / "ikev2-tcp.pcap", out)
+    # Impaired copies (decode/tcpencap.py's two classes), frame for frame the same but:
+    # -lost: the IKE_AUTH request's record (the first after the prefix) sent as two segments,
+    # the second never captured (the capture point lost it; the peers' TCP retransmitted it,
+    # which is not in the file either). The records after it wait for the gap; it is given up.
+    k, ts, mac, src, dst, sp, dp, q, a, rec, ident = recs[0]
+    half = len(rec) // 2
+    lost = list(out)
+    lost[k] = (ts, mac + b"\x08\x00" + ipv4(src, dst, 6, tcp(src, dst, sp, dp, q, a, 0x10, rec[:half]), ident))
+    write(HERE / "ikev2-tcp-lost.pcap", lost)
+    # -overlap: after the IKE_AUTH response's segment, a copy of its second half with 16 other
+    # bytes in it (a middlebox rewriting a retransmission): the receiver keeps the first copy.
+    k, ts, mac, src, dst, sp, dp, q, a, rec, ident = recs[1]
+    half = len(rec) // 2
+    bad = bytearray(rec[half:])
+    bad[8:24] = bytes(x ^ 0xA5 for x in bad[8:24])
+    over = list(out)
+    over.insert(k + 1, (ts + 1000, mac + b"\x08\x00" + ipv4(src, dst, 6, tcp(src, dst, sp, dp, q + half, a, 0x18,
+                                                                               bytes(bad)), ident + 1000)))
+    write(HERE / "ikev2-tcp-overlap.pcap", over)
+
+
+def write(path: Path, frames: list) -> None:
+    with PcapWriter(path) as w:
+        for ts, f in frames:
             w.write(ts, f)
 
 
