@@ -167,3 +167,25 @@ def test_overlap_with_other_bytes_is_counted_and_the_first_copy_kept() -> None:
     assert len(records) == 32
     flows = json.loads(cli("sas", str(OVERLAP), "-k", str(SAMPLE / "keys"), "--json"))["flows"]
     assert sorted((f["packets"], f["decrypted"]) for f in flows) == [(3, 3), (3, 3), (6, 6), (6, 6)]
+
+
+def test_live_gap_given_up_after_the_timeout() -> None:
+    """Live (a growing capture), the lost sample's gap is given up by Session.finish(now) once its
+    first waiting segment is LIVE_FRAGMENT_WAIT seconds old, as IP fragments are: the records
+    after it become rows of their frames, not at the end of the capture only."""
+    from ipsecscope.capture import open_capture
+    from ipsecscope.session import LIVE_FRAGMENT_WAIT
+
+    s = Session(max_rows=10**6)
+    with open_capture(LOST) as r:
+        frames = list(r)
+    for raw in frames:
+        s.feed(raw)
+    kinds = {r.frame: r.kind for r in s.rows}
+    assert (kinds[8], kinds[10]) == ("OTHER", "OTHER")  # waiting for the gap
+    s.finish(now=frames[7].ts + LIVE_FRAGMENT_WAIT / 2)
+    assert {r.frame: r.kind for r in s.rows}[8] == "OTHER"
+    s.finish(now=frames[7].ts + LIVE_FRAGMENT_WAIT + 1)
+    rows = [(r.frame, r.kind) for r in s.rows]
+    assert (8, "ESP") in rows and (8, "MALFORMED") in rows and (10, "ESP") in rows and (14, "IKE") in rows
+    assert s.stats.malformed == {"tcp": 1} and (s.stats.ike, s.stats.esp) == (15, 18)

@@ -127,7 +127,7 @@ def segment(dec: Decoder, raw: RawFrame, version: int, src: bytes, dst: bytes, s
     if flags & TCP_SYN:
         if st is None or st.closed or st.base != (seqno + 1) & M32:  # not a retransmitted SYN: a new connection
             out = _end(dec, key, version)
-            st = _new(streams, key, (seqno + 1) & M32)
+            st = _new(dec, key, (seqno + 1) & M32, out, version)
         seqno = (seqno + 1) & M32  # a SYN's data (TCP Fast Open, RFC 7413) follows its sequence number
     elif st is not None and st.closed:
         behind = (st.next_seq - seqno - len(payload)) & M32
@@ -137,21 +137,26 @@ def segment(dec: Decoder, raw: RawFrame, version: int, src: bytes, dst: bytes, s
     if payload:
         if st is None:
             # picked up mid-way (capture started late, SYN not captured): find a record start first
-            st = _new(streams, key, seqno, picked_up=True)
+            st = _new(dec, key, seqno, out, version, picked_up=True)
         out += _add(dec, st, key, seqno, payload, raw, version, (doff & 1) << 8 | flags)
     if flags & TCP_FIN and st is not None:
         # this direction ends (RFC 9293 §3.10.7.4): a gap left before the FIN is given up now
         out += _give_up(dec, key, st, version, "connection closed (FIN)")
         st.closed = True
         st.buf.clear()
+        st.hist = bytearray()  # nothing more to compare: retransmissions after FIN are dropped
         st.next_seq = (seqno + len(payload) + 1) & M32
     return out
 
 
-def _new(streams: dict, key: tuple, seq: int, picked_up: bool = False) -> TcpStream:
+def _new(dec: Decoder, key: tuple, seq: int, out: list, version: int, picked_up: bool = False) -> TcpStream:
+    """A new stream for ``key``; past MAX_TCP_STREAMS the oldest is ended (its gap given up, the
+    records after it decoded, appended to ``out``), not dropped silently."""
+    streams = dec.tcp
     streams.pop(key, None)
     if len(streams) >= MAX_TCP_STREAMS:
-        streams.pop(next(iter(streams)))
+        old = next(iter(streams))
+        out += _end(dec, old, 6 if len(old[0]) == 16 else 4)
     st = streams[key] = TcpStream(seq, picked_up=picked_up)
     return st
 
@@ -187,6 +192,9 @@ def _add(dec: Decoder, st: TcpStream, key: tuple, seqno: int, payload: bytes, ra
          version: int, flags: int) -> list[Packet]:
     out: list[Packet] = []
     exp = st.next_seq
+    if seqno == exp and not st.early:  # the bulk: in order, nothing waiting
+        _deliver(st, (payload,))
+        return _records(dec, st, key, raw.index, raw.ts, version, flags)
     delta = (seqno - exp) & M32
     if delta >= HALF:  # starts before the delivered end: a retransmission; only new bytes are new
         old = (exp - seqno) & M32
