@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gzip
 import random
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -465,6 +467,11 @@ def test_rfc8229_segments_every_command(tmp_path: Path) -> None:
             # outnumber any reordering (not at the end of the capture)
             assert doc["malformed"]["by_layer"] == {"tcp": 2}
             assert all("(lost segment, never captured" in m["reason"] for m in doc["malformed"]["examples"])
+            if shutil.which("tshark"):  # each mark on the frame tshark says "previous segment not captured" of
+                out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "tcp.analysis.lost_segment", "-T", "fields",
+                                      "-e", "frame.number"], capture_output=True, text=True, timeout=120, check=True)
+                assert sorted(m["frame"] for m in doc["malformed"]["examples"]) == [
+                    int(n) for n in out.stdout.split()]
             # resumed at the next record (found by its IKE length or a known SPI): only the
             # records the lost bytes were in are missing
             assert doc["counts"]["ike"] + doc["counts"]["esp"] >= want["ike"] + want["esp"] - 4
