@@ -398,9 +398,10 @@ def test_rfc8229_connections_start_and_end() -> None:
     got = _feed(dec, [(1, _tcp(100, flags="S")), (2, _tcp(101, b"IKETCP" + r1)),
                       (3, _tcp(107 + len(r1), flags="FA")), (4, _tcp(101, b"IKETCP" + r1)),  # retransmitted
                       (5, _tcp(5000, flags="S")), (6, _tcp(5001, b"IKETCP" + r2)),
-                      (7, _tcp(9000, flags="R", sport=4500, dport=40000)),  # the peer resets: both end
-                      (8, _tcp(5007 + len(r2), r1))])  # after the RST: picked up as a new stream
-    assert [g[:2] for g in got] == [(2, "IkeDatagram"), (6, "IkeDatagram"), (8, "IkeDatagram")]
+                      (7, _tcp(5001 + 6 + len(r2), flags="R")),  # a reset: both directions end
+                      (8, _tcp(5001, b"IKETCP" + r2)),  # retransmitted after the RST: dropped
+                      (9, _tcp(70000, r1))])  # far from where it ended: a new stream whose SYN was not seen
+    assert [g[:2] for g in got] == [(2, "IkeDatagram"), (6, "IkeDatagram"), (9, "IkeDatagram")]
     e1, e2 = _rec(esp(ESP_SPI, 1)), _rec(esp(ESP_SPI, 2))
     dec = Decoder()
     got = _feed(dec, [(1, _tcp(300, r1[-20:] + r2)), (2, _tcp(300 + 20 + len(r2), e1 + e2))])

@@ -20,7 +20,7 @@ port 4500 to :func:`segment`; this module keeps one :class:`TcpStream` a directi
   first seen) and the record framing across those bytes is checked again: every record start up
   to the first one after them must be plausible, else the stream resyncs at the next one.
 * SYN starts a fresh stream (its payload, TCP Fast Open RFC 7413, is stream data); RST ends both
-  directions, FIN this one; retransmissions after FIN are dropped, and a later connection on the
+  directions, FIN this one; retransmissions after FIN or RST are dropped, and a later connection on the
   same 4-tuple starts over (prefix expected again). A stream whose SYN was not captured starts at
   the first plausible record start (or the "IKETCP" prefix).
 """
@@ -119,8 +119,11 @@ def segment(dec: Decoder, raw: RawFrame, version: int, src: bytes, dst: bytes, s
     if flags & TCP_RST:
         # RFC 9293 §3.10.7: a reset aborts the connection, both directions; its payload (RFC 5961
         # diagnostic text, if any) is no stream data
-        out = _end(dec, key, version)
-        return out + _end(dec, (dst, dport, src, sport), version)
+        out = []
+        for k in (key, (dst, dport, src, sport)):
+            if (old := streams.get(k)) is not None and not old.closed:
+                out += _close(dec, k, old, version, "connection reset (RST)")
+        return out
     st = streams.get(key)
     out: list[Packet] = []
     payload = seg[hlen:]
@@ -139,13 +142,20 @@ def segment(dec: Decoder, raw: RawFrame, version: int, src: bytes, dst: bytes, s
             # picked up mid-way (capture started late, SYN not captured): find a record start first
             st = _new(dec, key, seqno, out, version, picked_up=True)
         out += _add(dec, st, key, seqno, payload, raw, version, (doff & 1) << 8 | flags)
-    if flags & TCP_FIN and st is not None:
+    if flags & TCP_FIN and st is not None and not st.closed:
         # this direction ends (RFC 9293 §3.10.7.4): a gap left before the FIN is given up now
-        out += _give_up(dec, key, st, version, "connection closed (FIN)")
-        st.closed = True
-        st.buf.clear()
-        st.hist = bytearray()  # nothing more to compare: retransmissions after FIN are dropped
+        out += _close(dec, key, st, version, "connection closed (FIN)")
         st.next_seq = (seqno + len(payload) + 1) & M32
+    return out
+
+
+def _close(dec: Decoder, key: tuple, st: TcpStream, version: int, why: str) -> list[Packet]:
+    """End a direction: its gap given up; kept as closed so retransmissions after the end are
+    dropped, not read as a new stream (a new SYN, or data far from the end, starts one)."""
+    out = _give_up(dec, key, st, version, why)
+    st.closed = True
+    st.buf.clear()
+    st.hist = bytearray()
     return out
 
 
