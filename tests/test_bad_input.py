@@ -15,6 +15,7 @@ import asyncio
 import gzip
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -50,7 +51,8 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
     assert r.returncode != 0, f"expected a failure, got 0; stderr: {r.stderr!r}"
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {r.stderr!r}"
-    assert lines[0].startswith("ipsecscope"), lines[0]
+    # argparse's form, as every message of the CLI: `ipsecscope CMD: error: WHAT` (no CMD for `ipsecscope FILE`)
+    assert re.match(r"ipsecscope( [a-z]+)*: error: \S", lines[0]), lines[0]
     return lines[0]
 
 
@@ -213,12 +215,13 @@ def test_cut_capture_decrypt_writes_sound_frames_and_warns(cut, tmp_path: Path) 
                    "-o", tmp_path / "out.pcapng")
     assert r.returncode == 1, r.stderr  # output written, but the input was damaged
     assert f"{sound} frames" in r.stderr
-    assert "warning:" in r.stderr and ("cut" in r.stderr or "truncated" in r.stderr), r.stderr
+    # an error: it comes with exit status 1, though everything before the damage was written
+    assert "ipsecscope decrypt: error: " in r.stderr and ("cut" in r.stderr or "truncated" in r.stderr), r.stderr
 
 
 def test_decrypt_quiet_still_warns_about_a_cut_capture(tmp_path: Path) -> None:
     r = ipsecscope("decrypt", BAD / "cut-in-record-body.pcap", "-k", ESP_SA, "-q", "-o", tmp_path / "o.pcapng")
-    assert r.returncode == 1 and "warning:" in r.stderr and "truncated" in r.stderr
+    assert r.returncode == 1 and r.stderr.startswith("ipsecscope decrypt: error: ") and "truncated" in r.stderr
 
 
 def test_cut_at_every_offset_in_process() -> None:
@@ -264,7 +267,7 @@ def test_damaged_mid_file(name: str, tmp_path: Path) -> None:
         r = ipsecscope(*cmd)
         assert "damaged" in one_line_error(r)
     r = ipsecscope("decrypt", path, "-k", ESP_SA, "-o", tmp_path / "o.pcapng")
-    assert "warning:" in r.stderr and "1 frames" in r.stderr
+    assert r.returncode == 1 and "ipsecscope decrypt: error: " in r.stderr and "1 frames" in r.stderr
 
 
 @pytest.mark.parametrize("name,frames", [("pcapng-block-past-eof.pcapng", 1), ("cut-in-record-header.pcap", 1),
@@ -774,7 +777,7 @@ def test_decrypt_filter_that_selects_no_esp_says_so(tmp_path: Path) -> None:
     """`decrypt -Y 'dns'` on a capture of 18 ESP packets said "the capture has no ESP packets"."""
     r = ipsecscope("decrypt", HEALTHY_CAP, "-k", ESP_SA, "-o", tmp_path / "o.pcapng", "-Y", "isakmp", "-q")
     assert r.returncode == 3
-    assert r.stderr.strip() == ("ipsecscope decrypt: nothing decrypted: the display filter -Y 'isakmp' selects "
+    assert r.stderr.strip() == ("ipsecscope decrypt: error: nothing decrypted: the display filter -Y 'isakmp' selects "
                                 "no ESP or AH packet (16 frames selected)")
 
 
@@ -783,11 +786,11 @@ def test_keys_capture_option_says_a_capture_is_cut(cut, tmp_path: Path) -> None:
     command, it now reads up to the damage, says so on stderr and exits 1."""
     path, sound = cut
     r = ipsecscope("keys", "list", ESP_SA, "--capture", path)
-    assert r.returncode == 1 and f"ipsecscope keys: {path}" in r.stderr, r.stderr
+    assert r.returncode == 1 and f"ipsecscope keys list: error: {path}" in r.stderr, r.stderr
     assert f"the {sound} {'frame' if sound == 1 else 'frames'} before" in r.stderr
     out = tmp_path / "esp_sa"
     r = ipsecscope("keys", "convert", ESP_SA, "--to", "esp_sa", "--capture", path, "-o", out)
-    assert r.returncode == 1 and "ipsecscope keys: " in r.stderr and out.exists()
+    assert r.returncode == 1 and f"ipsecscope keys convert: error: {path}" in r.stderr and out.exists()
 
 
 def test_gzip_bomb_warning_from_every_session_command(tmp_path: Path) -> None:

@@ -80,11 +80,13 @@ def test_a_second_capture_to_a_one_capture_command_says_so(cmd: list) -> None:
     other = SAMPLES / "dead-peer" / "capture.pcapng"
     r = run(*cmd, CAP, other)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"ipsecscope {cmd[0]}: error: one capture FILE, got 2: {CAP} {other}"), r.stderr
-    assert "sas, findings, packets, stats and the TUI read several" in last
+    first = r.stderr.splitlines()[0]  # the error, then argparse's usage indented under it
+    assert first.startswith(f"ipsecscope {cmd[0]}: error: one capture FILE, got 2: {CAP} {other}"), r.stderr
+    assert "sas, findings, packets, stats and the TUI read several" in first
+    assert r.stderr.splitlines()[1].startswith(f"  usage: ipsecscope {cmd[0]} "), r.stderr
     r = run(*cmd, CAP, "--no-such-option")  # anything else stays argparse's own message
-    assert r.returncode == 2 and "unrecognized arguments: --no-such-option" in r.stderr
+    assert r.returncode == 2 and r.stderr.startswith(f"ipsecscope {cmd[0]}: error: unrecognized arguments: "
+                                                      "--no-such-option\n  usage: "), r.stderr
 
 
 def test_tui_takes_options_first(tmp_path: Path) -> None:
@@ -130,7 +132,7 @@ def test_numbers_out_of_range_are_refused(args, option):
     error naming the option, exit 2, before any file is read."""
     r = run(*args)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.splitlines()[-1].startswith(f"ipsecscope {args[0]}: error: argument {option}: ")
+    assert r.stderr.splitlines()[0].startswith(f"ipsecscope {args[0]}: error: argument {option}: ")
 
 
 def test_stats_interval_finer_than_a_million_bins_is_refused():
@@ -138,6 +140,6 @@ def test_stats_interval_finer_than_a_million_bins_is_refused():
     while reading; the input is larger than this machine can hold"."""
     r = run("stats", CAP, "--interval", "1e-9")
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr == ("ipsecscope stats: --interval 1e-09 makes 2,437,296,867 IO graph bins over this capture's "
+    assert r.stderr == ("ipsecscope stats: error: --interval 1e-09 makes 2,437,296,867 IO graph bins over this capture's "
                         "2.4373 s; give at least 2.4e-06 s (at most 1,000,000 bins)\n")
     assert run("stats", CAP, "--interval", "1e-5", "--json").returncode == 0

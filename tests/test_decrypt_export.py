@@ -317,7 +317,7 @@ def test_not_a_capture_is_a_clean_error(tmp_path: Path, capsys) -> None:
     f.write_text("hello, not a capture\n")
     rc = cli_main(["decrypt", str(f), "-k", str(SYN / "aead.keys.json"), "-o", str(tmp_path / "o.pcapng")])
     assert rc == 1
-    assert "ipsecscope: error:" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith(f"ipsecscope decrypt: error: {f} is not a pcap or pcapng file")
 
 
 def test_samples_regenerate_identically(tmp_path: Path) -> None:

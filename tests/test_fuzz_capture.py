@@ -571,8 +571,8 @@ def test_hostile_key_files_never_print_keys(tmp_path: Path) -> None:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             rc = main(["sas", "-k", str(p), "--", str(DATA / "ah" / "ah-v4.pcap")])
         lines = err.getvalue().strip().splitlines()
-        assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"ipsecscope sas: {p}"), (name, rc, lines)
-        assert name in ("binary.bin",) or lines[0].startswith(f"ipsecscope sas: {p}:"), lines
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"ipsecscope sas: error: {p}"), (name, rc, lines)
+        assert name in ("binary.bin",) or lines[0].startswith(f"ipsecscope sas: error: {p}:"), lines
         assert pat[:8] not in out.getvalue() + err.getvalue(), name
 
 
@@ -597,5 +597,6 @@ def test_mangled_key_log_warnings_bounded(tmp_path: Path) -> None:
         lines = err.getvalue().splitlines()
         skipped = [w for w in lines if "has 32 of 33 bytes" in w]
         assert len(skipped) == MAX_KEY_WARNINGS, (args[0], len(skipped))
-        assert any(w.startswith(f"ipsecscope: warning: {12 - MAX_KEY_WARNINGS} more warnings about the keys")
-                   for w in lines), lines
+        assert any(w.startswith(f"ipsecscope {args[0]}: warning: {12 - MAX_KEY_WARNINGS} more warnings about the "
+                                "keys") for w in lines), lines
+        assert all(w.startswith(f"ipsecscope {args[0]}: warning: ") for w in skipped), skipped

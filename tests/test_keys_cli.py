@@ -48,7 +48,7 @@ def test_bad_key_file_is_one_line_error(tmp_path):
     bad.write_text('"IPv4","198.18.0.1","198.18.0.2","0x00000001","AES-CBC [RFC3602]","0x0011","NULL",""\n')
     r = run("list", str(bad))
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines() == [f"ipsecscope: error: {bad}:1: Encryption Key: ENCR_AES_CBC needs a "
+    assert r.stderr.strip().splitlines() == [f"ipsecscope keys list: error: {bad}:1: Encryption Key: ENCR_AES_CBC needs a "
                                              "16 or 24 or 32-byte key, got 2 bytes"]
     r = run("list", str(tmp_path / "missing"))
     assert r.returncode == 1 and "no such file" in r.stderr and "Traceback" not in r.stderr
@@ -79,7 +79,7 @@ def test_variable_length_cipher_keys_are_checked_against_their_range(tmp_path):
                    + '","NULL",""\n')
     r = run("list", str(bad))
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        f"ipsecscope: error: {bad}:1: Encryption Key: ENCR_CAST needs a 5 to 16-byte key, got 36 bytes"]
+        f"ipsecscope keys list: error: {bad}:1: Encryption Key: ENCR_CAST needs a 5 to 16-byte key, got 36 bytes"]
 
 
 def test_plain_pcap_shortcut_judges_as_the_reader_does(tmp_path) -> None:

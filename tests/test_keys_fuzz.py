@@ -90,7 +90,7 @@ def test_mutated_key_files_through_the_cli(tmp_path, src):
         assert r.returncode in (0, 1), r.stderr
         assert "Traceback" not in r.stderr and not _leaked(r.stdout + r.stderr, keys), r.stderr
         if r.returncode == 1:
-            assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(f"ipsecscope: error: {f}")
+            assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(f"ipsecscope keys list: error: {f}")
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -136,7 +136,7 @@ def test_keys_for_another_tunnel_are_called_so(tmp_path):
     other = DATA / "keys" / "charon-cbc-sha2-pfs-right.log"
     r = subprocess.run([*IPSECSCOPE, "sas", str(CAPTURE), "-k", str(other)], capture_output=True, text=True,
                        timeout=120, env={**os.environ, "COLUMNS": "250"})
-    assert (f"ipsecscope: warning: keys from {other} (1 IKE SA, 6 ESP SAs) match no SPI in this capture: "
+    assert (f"ipsecscope sas: warning: keys from {other} (1 IKE SA, 6 ESP SAs) match no SPI in this capture: "
             "another tunnel, host or rotated log?") in r.stderr
     assert "give -k" not in r.stdout and "the keys given hold none for this IKE SA" in r.stdout
     s = session([other])

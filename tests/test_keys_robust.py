@@ -68,12 +68,13 @@ def test_every_command_warns_and_uses_the_rest(tmp_path, cmd):
     f, badline = five_rows_one_stale(tmp_path)
     r = run(*cmd, str(f))
     assert r.returncode in (0, 1), r.stderr  # findings: 1 = a warning finding; never the key-file abort
-    assert f"ipsecscope: warning: {f}:{badline}: " in r.stderr and "skipped" in r.stderr
+    who = " ".join(cmd[:2]) if cmd[0] == "keys" else cmd[0]  # `ipsecscope keys list: warning: ...`
+    assert f"ipsecscope {who}: warning: {f}:{badline}: " in r.stderr and "skipped" in r.stderr
     assert "Traceback" not in r.stderr and not leaks(r.stdout + r.stderr, key_hex(f))
     if cmd[0] == "decrypt":  # the 4 good rows decrypt every ESP packet of the capture
         assert r.stdout.count('"status":"ok"') == 18 and '"no_key"' not in r.stdout
     strict = run(*cmd, str(f), "--strict-keys")
-    assert strict.returncode != 0 and f"{f}:{badline}:" in strict.stderr and "Traceback" not in strict.stderr
+    assert strict.returncode != 0 and strict.stderr.startswith(f"ipsecscope {who}: error: {f}:{badline}:"), strict.stderr
 
 
 def test_bad_file_inside_a_key_directory_is_named(tmp_path):
@@ -211,7 +212,8 @@ def test_a_stale_duplicate_spi_that_wins_is_said(tmp_path, cmd):
     f = tmp_path / "esp_sa"
     f.write_text("\n".join([*rows[:first], stale, *rows[first:]]) + "\n")
     r = run(*cmd, str(f))
-    want = (f"ipsecscope: warning: {f}:{first + 2}: SPI 0x15b69dc5 198.18.0.1 -> 198.18.0.2 has different keys "
+    who = " ".join(cmd[:2]) if cmd[0] == "keys" else cmd[0]
+    want = (f"ipsecscope {who}: warning: {f}:{first + 2}: SPI 0x15b69dc5 198.18.0.1 -> 198.18.0.2 has different keys "
             f"in {f}:{first + 1}; those are used (the first given wins, as in Wireshark)")
     assert r.stderr.count(want) == 1, r.stderr
     assert "Traceback" not in r.stderr and not leaks(r.stderr, key_hex(f))

@@ -160,7 +160,8 @@ def test_a_failed_write_names_the_output(tmp_path: Path) -> None:
     """`keys convert -o /dev/full` said "ipsecscope: error: output: No space left on device" (no
     file named); decrypt already named it. Every write_private output (keys convert, TUI exports)."""
     r = _cli("keys", "convert", str(KEYS), "--to", "json", "-o", "/dev/full")
-    assert r.returncode == 1 and r.stderr == "ipsecscope: error: cannot write /dev/full: No space left on device\n"
+    assert r.returncode == 1 and r.stderr == ("ipsecscope keys convert: error: cannot write /dev/full: No space "
+                                              "left on device\n")
     with pytest.raises(ExportError, match="^cannot write /dev/full: No space left on device$"):
         write_private("/dev/full", b"x" * (1 << 21))
 

@@ -124,7 +124,7 @@ def test_json_is_the_same_whatever_the_zone() -> None:
 def test_a_bad_zone_is_one_line_naming_what_is_accepted() -> None:
     r = run("findings", "--tz", "Mars/Olympus", str(DEAD))
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "unknown time zone 'Mars/Olympus': give UTC, local or an IANA name" in r.stderr.splitlines()[-1]
+    assert "unknown time zone 'Mars/Olympus': give UTC, local or an IANA name" in r.stderr.splitlines()[0]
     r = run("sas", str(DEAD), env_extra={timefmt.ENV: "nowhere"})
     assert r.returncode == 2 and "unknown time zone 'nowhere'" in r.stderr, r.stderr
 

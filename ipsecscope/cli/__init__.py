@@ -12,6 +12,7 @@ import importlib
 import os
 import signal
 import sys
+import typing
 
 from .. import timefmt
 from ..errors import IpsecscopeError
@@ -62,6 +63,15 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        """argparse's ``PROG: error: MESSAGE``, exit status 2, as every message of the CLI is
+        written (cli.common.message): the error on the first line, then the usage indented under
+        it (argparse prints the usage first, a line no grep for the error form would find)."""
+        from .common import command_of, error
+
+        error(command_of(self.prog), f"{message}\n{self.format_usage().strip()}")
+        self.exit(2)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -196,17 +206,22 @@ def _main(argv: list[str] | None, own: bool = False) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `ipsecscope FILE ...` is the TUI: the main job gets the shortest command, options first too
     # (`ipsecscope -k keys.log FILE`).
-    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+    implicit = bool(argv) and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")
+    if implicit:
         argv.insert(0, "tui")
     parser = build_parser(argv[0] if argv else None)
+    if implicit:  # no sub-command typed: its usage and messages name none (`ipsecscope: error: ...`)
+        _subparser(parser, "tui").prog = parser.prog
     args, extra = parser.parse_known_args(argv)
-    from .common import settle_captures, too_many_captures
+    from .common import command_of, error, settle_captures, too_many_captures
 
+    own_parser = _command_parser(parser, args)
+    args._who = command_of(own_parser.prog)  # the CMD of `ipsecscope CMD: error: ...` (cli.common)
     if extra:
         # `summary a.pcap b.pcap`: argparse's own message is the top-level usage and "unrecognized
         # arguments"; say instead that this command reads one capture and which ones read several.
         too_many_captures(args, extra)
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        own_parser.error(f"unrecognized arguments: {' '.join(extra)}")  # `sas --bogus`: sas's usage
     settle_captures(args)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -228,25 +243,43 @@ def _main(argv: list[str] | None, own: bool = False) -> int:
             _exit_at_once(rc)
         return rc
     except IpsecscopeError as exc:
-        print(f"ipsecscope: error: {exc}", file=sys.stderr)
+        error(args._who, exc)
         return 1
     except KeyboardInterrupt:
         return 130
     except MemoryError:
         # Never a traceback: say which input, and what to do.
         files = getattr(args, "files", None) or [getattr(args, "file", None) or "the input"]
-        print(f"ipsecscope: error: {', '.join(map(str, files))}: out of memory while reading; the input is "
-              "larger than this machine can hold (try `ipsecscope summary`, which keeps no per-frame state)",
-              file=sys.stderr)
+        error(args._who, f"{', '.join(map(str, files))}: out of memory while reading; the input is larger than "
+                         "this machine can hold (try `ipsecscope summary`, which keeps no per-frame state)")
         return 1
     except BrokenPipeError:  # `ipsecscope summary F | head`
         _stdout_to_devnull()
         return 0
     except OSError as exc:  # stdout on a full disk (`> /dev/full`) and the like: one line, not a traceback
         where = f"{exc.filename}: " if exc.filename else "output: "
-        print(f"ipsecscope: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        error(args._who, f"{where}{exc.strerror or exc}")
         _stdout_to_devnull()
         return 1
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of sub-command ``name`` (of ``parser``'s sub-commands)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    raise KeyError(name)
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub-)sub-command ``args`` chose (``keys list``'s), else ``parser``: its
+    ``prog`` names the command in messages, and its usage is the one to show."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _command_parser(action.choices[chosen], args)
+    return parser
 
 
 def _exit_at_once(rc: int) -> None:

@@ -89,28 +89,69 @@ def add_strict_keys_argument(p: argparse.ArgumentParser) -> None:
                         "warning (the default uses every other key)")
 
 
+# --- messages on stderr ------------------------------------------------------------------------
+# Every message the CLI prints on stderr has argparse's own form, so one grep and one parser read
+# them all: ``ipsecscope CMD: LEVEL: WHAT``, CMD the sub-command as typed (``sas``, ``keys list``;
+# none for ``ipsecscope FILE``, the TUI no sub-command was named for), LEVEL
+#   error   — the command ends with a non-zero exit status (argparse's usage errors too)
+#   warning — something the user must know, the run goes on (and may still exit 0)
+#   note    — what was done on the user's behalf (nothing wrong)
+# Further lines of one message (a filter's caret, argparse's usage) are indented by two spaces, so
+# a line that starts with "ipsecscope" always starts a message. Reports that are a command's
+# output (decrypt's per-SA counts, "wrote N entries") are not messages and carry no prefix.
+PROG = "ipsecscope"
+
+
+def message(cmd: str | None, level: str, text: object) -> str:
+    """``ipsecscope CMD: LEVEL: TEXT`` with each further line of ``text`` indented (see above)."""
+    head = f"{PROG} {cmd}" if cmd else PROG
+    body = str(text).strip("\n").replace("\n", "\n  ")
+    return f"{head}: {level}: {body}"
+
+
+def error(cmd: str | None, text: object) -> None:
+    """An error on stderr: the caller ends the command with a non-zero exit status."""
+    print(message(cmd, "error", text), file=sys.stderr)
+
+
+def warn(cmd: str | None, text: object) -> None:
+    """A warning on stderr: the command goes on."""
+    print(message(cmd, "warning", text), file=sys.stderr)
+
+
+def note(cmd: str | None, text: object) -> None:
+    """A note on stderr: what the command did on the user's behalf, nothing wrong."""
+    print(message(cmd, "note", text), file=sys.stderr)
+
+
+def command_of(prog: str) -> str | None:
+    """The CMD of a parser's ``prog`` (``"ipsecscope keys list"`` -> ``"keys list"``; None for the
+    top-level parser, and for the TUI's when no sub-command was typed)."""
+    return prog.removeprefix(PROG).strip() or None
+
+
 MAX_KEY_WARNINGS = 10  # distinct key-loading warnings printed; the rest counted in one line
 
 
-def print_key_warnings(warnings: list[str]) -> None:
-    """Key-loading warnings on stderr, once each: the first MAX_KEY_WARNINGS, then how many more
-    (a hostile or mangled log can skip thousands of SAs; stderr stays readable and bounded)."""
+def print_key_warnings(cmd: str | None, warnings: list[str]) -> None:
+    """Key-loading warnings of command ``cmd`` on stderr, once each: the first MAX_KEY_WARNINGS, then
+    how many more (a hostile or mangled log can skip thousands of SAs; stderr stays readable and bounded)."""
     distinct = list(dict.fromkeys(warnings))
     for w in distinct[:MAX_KEY_WARNINGS]:
-        print(f"ipsecscope: warning: {w}", file=sys.stderr)
+        warn(cmd, w)
     if len(distinct) > MAX_KEY_WARNINGS:
-        print(f"ipsecscope: warning: {len(distinct) - MAX_KEY_WARNINGS} more warnings about the keys not shown "
-              "(--strict-keys stops at the first unusable row, dump or file)", file=sys.stderr)
+        warn(cmd, f"{len(distinct) - MAX_KEY_WARNINGS} more warnings about the keys not shown "
+                  "(--strict-keys stops at the first unusable row, dump or file)")
 
 
-def warn_keys(store: KeyStore, session: Session | None = None) -> None:
+def warn_keys(cmd: str | None, store: KeyStore, session: Session | None = None) -> None:
     """Print what key loading skipped or noticed (``file:line: reason``), once each, on stderr;
     with a loaded ``session`` also each key file that matches nothing in its capture (issue 14:
     keys for another tunnel must not look like success)."""
-    print_key_warnings(store.warnings)
+    print_key_warnings(cmd, store.warnings)
     for m in session.key_matches() if session is not None else ():
         if m.matches_nothing:
-            print(f"ipsecscope: warning: {m.sentence()}", file=sys.stderr)
+            warn(cmd, m.sentence())
 
 
 

@@ -20,7 +20,9 @@ from .common import (
     add_filter_argument,
     add_keys_argument,
     at_least,
+    error,
     print_key_warnings,
+    warn,
     warn_keys,
 )
 
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.output and not args.jsonl:
         raise ExportError("nothing to write: give -o OUT.pcapng and/or --jsonl OUT.jsonl (or --jsonl -)")
     store = load_keys(args.keys, strict=args.strict_keys)
-    warn_keys(store)
+    warn_keys("decrypt", store)
     warned = len(store.warnings)
     jsonl = sys.stdout if args.jsonl == "-" else args.jsonl
     output = args.output
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             prog.stop()
     dt = time.perf_counter() - t0
     # Keys the capture itself carried (pcapng DSBs) are read as it goes: say what they skipped too.
-    print_key_warnings(store.warnings[warned:])
+    print_key_warnings("decrypt", store.warnings[warned:])
     if not args.quiet:
         err = sys.stderr
         for (src, dst, spi), s in stats.per_sa:
@@ -201,18 +203,17 @@ def run(args: argparse.Namespace) -> int:
               + f" in {dt:.2f}s ({rate:,.0f} frames/s, {stats.jobs} process{'es' if stats.jobs > 1 else ''})",
               file=err)
     if stats.warning:  # even with -q, as sas/findings/packets/stats warn
-        print(f"ipsecscope decrypt: warning: {stats.warning}", file=sys.stderr)
+        warn("decrypt", stats.warning)
     if stats.unkept:  # even with -q: frames missing from a --keep-other output are never silent
         from ..model.plural import plural  # (imported here, as in _outcome)
 
-        print(f"ipsecscope decrypt: warning: {plural(stats.unkept, 'frame')} not kept: "
-              f"{'its' if stats.unkept == 1 else 'their'} interface has no Interface Description Block in the "
-              "capture (damaged file)", file=sys.stderr)
+        warn("decrypt", f"{plural(stats.unkept, 'frame')} not kept: {'its' if stats.unkept == 1 else 'their'} "
+                        "interface has no Interface Description Block in the capture (damaged file)")
     if stats.truncated:  # even with -q: a cut-off or damaged capture is never silent
         # The output holds every sound frame, but the exit status tells a pipeline the input was
-        # damaged (like `summary`): 1, the same as for an input that is not a capture at all.
-        print(f"ipsecscope decrypt: warning: {stats.truncated} (everything before it was written)",
-              file=sys.stderr)
+        # damaged (like `summary`): 1, the same as for an input that is not a capture at all; so an
+        # error, though the output is complete up to the damage.
+        error("decrypt", f"{stats.truncated} (everything before it was written)")
         return 1
     return _outcome(stats, store, args.keys, None if frames is None else (args.display_filter, len(frames)))
 
@@ -227,8 +228,8 @@ EXIT_ICV_FAILED = 4
 def _outcome(stats, store, key_args: list[str], selected: tuple[str, int] | None = None) -> int:
     """The exit status for a run that read its input, with one line on stderr saying what did not
     decrypt (even with -q: a script must not take an empty output for success). ``selected``: the
-    -Y filter and how many frames it selected (the run saw only those)."""
-    err = sys.stderr
+    -Y filter and how many frames it selected (the run saw only those). Both of its lines are
+    errors: each comes with a non-zero exit status (3, 4), though what did decrypt was written."""
     if stats.decrypted == 0 and stats.ah_verified == 0:
         # imported here: decrypt's start-up loads only what every run needs (tests/test_startup_imports)
         from ..model.plural import noun, plural
@@ -261,7 +262,7 @@ def _outcome(stats, store, key_args: list[str], selected: tuple[str, int] | None
                    "for those SPIs (see the per-SA lines)")
         else:
             why = "no ESP packet could be decrypted (see the per-SA lines)"
-        print(f"ipsecscope decrypt: nothing decrypted: {why}", file=err)
+        error("decrypt", f"nothing decrypted: {why}")
         return EXIT_NOTHING_DECRYPTED
     if stats.icv_failed or stats.ah_icv_failed:
         from ..model.plural import plural
@@ -269,7 +270,7 @@ def _outcome(stats, store, key_args: list[str], selected: tuple[str, int] | None
         n = stats.icv_failed + stats.ah_icv_failed
         what = " and ".join(plural(k, w) for k, w in ((stats.icv_failed, "ESP packet"), (stats.ah_icv_failed, "AH packet"))
                             if k)
-        print(f"ipsecscope decrypt: {what} failed {'its' if n == 1 else 'their'} ICV check (wrong key, or altered "
-              "on the path); the others were written", file=err)
+        error("decrypt", f"{what} failed {'its' if n == 1 else 'their'} ICV check (wrong key, or altered on the "
+                         "path); the others were written")
         return EXIT_ICV_FAILED
     return 0

@@ -29,7 +29,7 @@ from ..export.documents import findings_document, severity_counts
 from ..model.idtext import arrow_text, frames_ref, sa_ref_text
 from ..model.plural import plural
 from ..model.sa import Finding, Severity
-from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
+from .common import add_captures_argument, add_keys_argument, error, stop_event, warn, warn_keys
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_rules:
         return _list_rules(args.json)
     if not args.files:
-        print("ipsecscope findings: give a capture FILE (or --list-rules)", file=sys.stderr)
+        error("findings", "give a capture FILE (or --list-rules)")
         return 2
     from ..session import Session
 
@@ -95,18 +95,18 @@ def run(args: argparse.Namespace) -> int:
                                      follow=stop_event(args))
         findings = session.findings
     except (IpsecscopeError, OSError) as exc:
-        print(f"ipsecscope findings: {exc}", file=sys.stderr)
+        error("findings", exc)
         return 2
-    warn_keys(session.keys, session)
+    warn_keys("findings", session.keys, session)
     damage = session.damage
-    if damage:
-        print(f"ipsecscope findings: {damage}", file=sys.stderr)
+    if damage:  # analysed up to the damage, and exit status 2
+        error("findings", damage)
     for warning in session.warnings:
-        print(f"ipsecscope findings: warning: {warning}", file=sys.stderr)
+        warn("findings", warning)
     from ..plugins import plugin_errors
 
     for name, err in plugin_errors():  # a broken plugin is skipped, but the user should know
-        print(f"ipsecscope findings: plugin {name!r} skipped: {err}", file=sys.stderr)
+        warn("findings", f"plugin {name!r} skipped: {err}")
     floor = _LEVELS[args.min_severity]
     shown = [f for f in findings if f.severity >= floor]
     counts = severity_counts(findings)

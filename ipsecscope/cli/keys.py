@@ -20,7 +20,7 @@ from ..model.idtext import arrow_text, ike_sa_text, spi_text
 from ..model.keys import redact
 from ..model.plural import plural
 from ..outfile import write_private
-from .common import add_strict_keys_argument, warn_keys
+from .common import add_strict_keys_argument, error, note, warn, warn_keys
 
 DESCRIPTION = f"""\
   keys list KEYS... [--show-keys] [--json]
@@ -69,32 +69,33 @@ def run(args: argparse.Namespace) -> int:
     if not getattr(args, "keys_command", None):
         args.keys_parser.print_help()
         return 2
+    who = f"keys {args.keys_command}"  # as argparse names it: `ipsecscope keys list: error: ...`
     store = load_keys(args.files, strict=args.strict_keys)
-    warn_keys(store)
-    session = _capture_session(store, args.capture) if args.capture else None
-    rc = _list(store, args, session) if args.keys_command == "list" else _convert(store, args, session)
+    warn_keys(who, store)
+    session = _capture_session(who, store, args.capture) if args.capture else None
+    rc = _list(who, store, args, session) if args.keys_command == "list" else _convert(who, store, args, session)
     # a capture cut off or damaged part-way answers for less than the file: exit 1, as summary does
     return 1 if rc == 0 and session is not None and session.damage else rc
 
 
-def _capture_session(store: KeyStore, capture: str):
+def _capture_session(who: str, store: KeyStore, capture: str):
     """A session over ``capture`` with a copy of ``store`` (its store grows with derived keys;
     ``store`` answers for the files alone). Damage part-way is said on stderr, as every command
-    does, and the capture is read up to it."""
+    does (an error: the command then exits 1), and the capture is read up to it."""
     from ..session import Session
 
     probe = KeyStore()
     probe.merge(store)
     s = Session(probe)
     if s.load_damaged(capture):
-        print(f"ipsecscope keys: {s.damage}", file=sys.stderr)
+        error(who, s.damage)
     return s
 
 
-def _convert(store: KeyStore, args: argparse.Namespace, session=None) -> int:
+def _convert(who: str, store: KeyStore, args: argparse.Namespace, session=None) -> int:
     fmt = formats.BY_NAME[args.to]
     if session is not None:
-        store = _as_on_the_wire(store, session)
+        store = _as_on_the_wire(who, store, session)
     n = fmt.count(store)
     if n == 0:  # "wrote 0 entries" and exit 0 would look like success
         have = [plural(x, w) for x, w in ((len(store.ike), "IKEv2 SA"), (len(store.ikev1), "IKEv1 SA"),
@@ -125,7 +126,7 @@ def _convert(store: KeyStore, args: argparse.Namespace, session=None) -> int:
     return 0
 
 
-def _as_on_the_wire(store: KeyStore, s) -> KeyStore:
+def _as_on_the_wire(who: str, store: KeyStore, s) -> KeyStore:
     """The keys with the addresses session ``s``'s capture shows: an ESP key matched across NAT is
     written for the translated address, so Wireshark (which matches esp_sa rows by address) can use it."""
     out = KeyStore()
@@ -142,11 +143,11 @@ def _as_on_the_wire(store: KeyStore, s) -> KeyStore:
         out.add_ikev1(k1)
     for line in {f"{k.source}: SPI {spi_text(k.spi)} written for the address on the wire (across NAT {k.nat})"
                  for k in moved.values()}:
-        print(f"ipsecscope: note: {line}", file=sys.stderr)
+        note(who, line)  # what was done for the user, nothing wrong: neither error nor warning
     return out
 
 
-def _capture_use(store: KeyStore, s) -> dict[tuple[str, int], str]:
+def _capture_use(who: str, store: KeyStore, s) -> dict[tuple[str, int], str]:
     """(source, spi) of each ESP key -> "yes" | "across NAT a → b", for the ESP SAs session ``s``'s
     capture holds; warns (stderr) for key files that match nothing in it."""
     from ..keys.match import match_keys
@@ -159,12 +160,12 @@ def _capture_use(store: KeyStore, s) -> dict[tuple[str, int], str]:
     ike = [(sa.ike_spi_i, sa.ike_spi_r) for sa in s.table.ike_sas.values()]
     for m in match_keys(store, [(f.src, f.dst, f.spi) for f in s.table.flows.values()], ike):
         if m.matches_nothing:
-            print(f"ipsecscope: warning: {m.sentence()}", file=sys.stderr)
+            warn(who, m.sentence())
     return used
 
 
-def _list(store: KeyStore, args: argparse.Namespace, session=None) -> int:
-    use = _capture_use(store, session) if session is not None else None
+def _list(who: str, store: KeyStore, args: argparse.Namespace, session=None) -> int:
+    use = _capture_use(who, store, session) if session is not None else None
     if args.json:
         from ..keys.jsonkeys import to_doc
 

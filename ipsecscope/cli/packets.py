@@ -80,7 +80,7 @@ from ..model.idtext import short_addr, spi_text
 from ..model.packets import bundle_row
 from ..model.plural import plural, verb
 from ..model.sa import endpoint_text
-from .common import add_filter_argument, add_keys_argument, at_least
+from .common import add_filter_argument, add_keys_argument, at_least, error, warn
 
 if TYPE_CHECKING:
     from ..decode.inner import InnerSummary
@@ -121,8 +121,7 @@ def compile_or_exit(text: str, command: str) -> Filter | None:
     try:
         return compile_filter(text)
     except FilterError as exc:
-        print(f"ipsecscope {command}: bad display filter: {exc.reason}\n  {exc.caret(text).replace(chr(10), chr(10) + '  ')}",
-              file=sys.stderr)
+        error(command, f"bad display filter: {exc.reason}\n{exc.caret(text)}")  # caret lines indented
         return None
 
 
@@ -139,14 +138,15 @@ def filtered_frames(session: Session, flt: Filter) -> list[int]:
 def load_session(files: list[str], keys: list[str], strict_keys: bool = False,
                  who: str = "packets") -> tuple[Session, str | None]:
     """(session, damage) over ``files`` with ``keys``; key-file warnings and the readers' (a gzip
-    that decompresses like a bomb) printed once on stderr, as ``ipsecscope WHO: warning: ...``."""
+    that decompresses like a bomb) printed once on stderr, as ``ipsecscope WHO: warning: ...``
+    (``who``: the command, as :func:`.common.message` names it)."""
     from ..session import Session
     from .common import warn_keys
 
     session = Session.from_files(files, keys, strict_keys=strict_keys)
-    warn_keys(session.keys)
+    warn_keys(who, session.keys)
     for warning in session.warnings:
-        print(f"ipsecscope {who}: warning: {warning}", file=sys.stderr)
+        warn(who, warning)
     return session, session.damage
 
 
@@ -292,12 +292,12 @@ def deep_trees(session: Session, frames: list[int]) -> dict:
             trees = dissect.session_trees(session, frames, gone)
         lost = sorted(set(frames) & set(gone))
         if lost:
-            print(f"ipsecscope packets: -V: {plural(len(lost), 'frame')} from {lost[0]} on {verb(len(lost), 'is')} no longer held in memory "
-                  "(a capture read from stdin or a pipe keeps its last 32 MiB): no tree for them; save the capture "
-                  "to a file for all", file=sys.stderr)
+            warn("packets", f"-V: {plural(len(lost), 'frame')} from {lost[0]} on {verb(len(lost), 'is')} no longer "
+                            "held in memory (a capture read from stdin or a pipe keeps its last 32 MiB): no tree for "
+                            "them; save the capture to a file for all")
         return {f: t for f, t in trees.items() if f not in set(lost)}
     except (IpsecscopeError, OSError) as exc:  # tshark, or decrypting the capture it reads
-        print(f"ipsecscope packets: -V: {exc}; scapy's dissection instead", file=sys.stderr)
+        warn("packets", f"-V: {exc}; scapy's dissection instead")
     trees = {}
     for frame in frames:  # the frames asked for, once each: a view, not the analysis path
         detail = session.detail(frame)
@@ -312,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
         print_fields()
         return 0
     if not args.files:
-        print("ipsecscope packets: give a capture file (or --fields)", file=sys.stderr)
+        error("packets", "give a capture file (or --fields)")
         return 2
     flt = compile_or_exit(args.display_filter or "", "packets")
     if flt is None:
@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         session, damage = load_session(args.files, args.keys, getattr(args, "strict_keys", False))
     except (IpsecscopeError, OSError) as exc:
-        print(f"ipsecscope packets: {exc}", file=sys.stderr)
+        error("packets", exc)
         return 2
     rows = session.rows
     if flt.empty:
@@ -347,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
             break
         chosen.append(row)
     if args.verbose and args.json:
-        print("ipsecscope packets: -V prints trees as text; leave out --json", file=sys.stderr)
+        error("packets", "-V prints trees as text; leave out --json")
         return 2
     trees = deep_trees(session, [r.frame for r in chosen]) if args.verbose else {}
     cells = [] if args.json else [text_cells(session, row) for row in chosen]
@@ -382,6 +382,6 @@ def run(args: argparse.Namespace) -> int:
             layers = [x for x in trees.get(row.frame, []) if x.name != "frame"]
             out.write(format_tree(layers, indent="    ") + "\n\n" if layers else "\n")
     if damage:
-        print(f"ipsecscope packets: {damage}", file=sys.stderr)
+        error("packets", damage)
         return 2
     return 0

@@ -39,7 +39,7 @@ from ..model.sa import (
     one_counter,
 )
 from ..state import names as N
-from .common import add_captures_argument, add_keys_argument, stop_event, warn_keys
+from .common import add_captures_argument, add_keys_argument, error, stop_event, warn, warn_keys
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -64,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
         session = Session.from_files(args.files, args.keys, strict_keys=args.strict_keys, keep_rows=False,
                                      follow=stop_event(args))
     except (IpsecscopeError, OSError) as exc:
-        print(f"ipsecscope sas: {exc}", file=sys.stderr)
+        error("sas", exc)
         return 2
-    warn_keys(session.keys, session)
+    warn_keys("sas", session.keys, session)
     damage = session.damage
-    if damage:
-        print(f"ipsecscope sas: {damage}", file=sys.stderr)
+    if damage:  # shown up to the damage, and exit status 2
+        error("sas", damage)
     for warning in session.warnings:
-        print(f"ipsecscope sas: warning: {warning}", file=sys.stderr)
+        warn("sas", warning)
     st = session.stats
     from ..analysis.peer_gone import GONE_RULES
     from ..analysis.rules.core import evaluate_some

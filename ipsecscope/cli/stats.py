@@ -43,7 +43,7 @@ from .. import timefmt
 from ..errors import IpsecscopeError
 from ..model.idtext import NBSP, flow_text, spi_text
 from ..model.sa import endpoint_text
-from .common import add_keys_argument, seconds
+from .common import add_keys_argument, error, seconds
 
 if TYPE_CHECKING:
     from ..conversations import Stats
@@ -164,13 +164,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         session, damage = load_session(args.files, args.keys, args.strict_keys, "stats")
     except (IpsecscopeError, OSError) as exc:
-        print(f"ipsecscope stats: {exc}", file=sys.stderr)
+        error("stats", exc)
         return 2
     t0, t1 = session.table.first_ts, session.table.last_ts
     if args.interval and t0 is not None and t1 is not None and (t1 - t0) / args.interval > MAX_BINS:
-        print(f"ipsecscope stats: --interval {args.interval:g} makes {(t1 - t0) / args.interval:,.0f} IO graph bins "
-              f"over this capture's {t1 - t0:g} s; give at least {(t1 - t0) / MAX_BINS:.2g} s "
-              f"(at most {MAX_BINS:,} bins)", file=sys.stderr)
+        error("stats", f"--interval {args.interval:g} makes {(t1 - t0) / args.interval:,.0f} IO graph bins "
+                       f"over this capture's {t1 - t0:g} s; give at least {(t1 - t0) / MAX_BINS:.2g} s "
+                       f"(at most {MAX_BINS:,} bins)")
         return 2
     st = compute(session, interval=args.interval)
     if args.json:
@@ -180,6 +180,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         render(st)
     if damage:
-        print(f"ipsecscope stats: {damage}", file=sys.stderr)
+        error("stats", damage)
         return 2
     return 0

@@ -498,12 +498,12 @@ def render_text(doc: dict, ike_limit: int = 500, file: TextIO | None = None) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from .common import stop_event
+    from .common import error, stop_event, warn
 
     only = None
     if args.keys and not args.display_filter:  # -k alone was read by nobody, not even checked to exist
-        print("ipsecscope: warning: summary lists what is on the wire and reads keys only for -Y; "
-              "-k ignored (sas, findings, packets and decrypt use them)", file=sys.stderr)
+        warn("summary", "-k ignored: summary lists what is on the wire and reads keys only for -Y "
+                        "(sas, findings, packets and decrypt use them)")
     if args.display_filter:  # the frames a display filter selects (the file is read as a session first)
         from .packets import compile_or_exit, filtered_frames, load_session
 
@@ -523,15 +523,14 @@ def run(args: argparse.Namespace) -> int:
         render_text(doc, args.ike_limit)
     for warning in warnings:  # even with --json, as sas/findings/packets/stats warn
         sys.stdout.flush()
-        print(f"ipsecscope summary: warning: {warning}", file=sys.stderr)
+        warn("summary", warning)
     lim = doc["flows_limit"]
     if lim:  # even with --json: the flow lists are incomplete, and that is never silent
         sys.stdout.flush()
-        print(f"ipsecscope: warning: {args.file}: more than {lim['max_flows']} ESP/AH flows; the "
-              f"{lim['packets']} packets of the further ones are in the counts but not listed per flow",
-              file=sys.stderr)
+        warn("summary", f"{args.file}: more than {lim['max_flows']} ESP/AH flows; the {lim['packets']} packets "
+                        "of the further ones are in the counts but not listed per flow")
     if doc["truncated"]:
         sys.stdout.flush()
-        print(f"ipsecscope: error: {args.file}: {doc['truncated']}", file=sys.stderr)
+        error("summary", f"{args.file}: {doc['truncated']}")
         return 1
     return 0

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         from ..keys import load_keys
         from .common import warn_keys
 
-        warn_keys(load_keys(args.keys, strict=args.strict_keys))
+        # (`ipsecscope FILE` names no sub-command, and its messages none: cli.main sets _who)
+        warn_keys(getattr(args, "_who", "tui"), load_keys(args.keys, strict=args.strict_keys))
     from ..tui.app import create_app  # Textual is imported only when the UI is really opened
 
     return create_app([Path(f) for f in files], args.keys, row_limit=args.max_rows or FILE_ROWS).run() or 0

@@ -1,0 +1,135 @@
+"""Every message the CLI prints on stderr has one form, argparse's: ``ipsecscope CMD: error: WHAT``
+(the command ends, non-zero exit status) or ``ipsecscope CMD: warning: WHAT``, CMD the sub-command
+as typed (``keys list``), none for ``ipsecscope FILE``; further lines of one message (a display
+filter's caret, the usage under a usage error) indented. It was five forms ("ipsecscope: error:",
+"ipsecscope sas: FILE: ...", "ipsecscope packets: bad display filter: ...", argparse's usage line
+before its error, ...), so no one grep or parser found them all (cli.common.message)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import IPSECSCOPE, SAMPLES
+
+CAP = SAMPLES / "healthy-gcm" / "capture.pcapng"
+ESP_SA = SAMPLES / "healthy-gcm" / "keys" / "esp_sa"
+MESSAGE = re.compile(r"ipsecscope(?P<cmd>( [a-z]+)*): (?P<level>error|warning): \S")
+
+# The commands as a user types them, with what each needs besides its input; `{in}` is the file.
+COMMANDS = {
+    "summary": ["summary", "{in}"],
+    "decrypt": ["decrypt", "{in}", "-k", ESP_SA, "-o", "{out}"],
+    "keys list": ["keys", "list", "{in}"],
+    "keys convert": ["keys", "convert", "{in}", "--to", "esp_sa"],
+    "sas": ["sas", "{in}"],
+    "findings": ["findings", "{in}"],
+    "packets": ["packets", "{in}"],
+    "stats": ["stats", "{in}"],
+    "live": ["live", "-i", "lo", "--no-drop", "-k", "{in}"],  # live reads files only as keys (checked before capturing)
+    "tui": ["tui", "{in}"],
+    "": ["{in}"],  # `ipsecscope FILE` is the TUI, and names no sub-command
+}
+# Exit status for an input that cannot be read (README, each command's docstring): sas, findings,
+# packets and stats 2, the others 1; argparse's usage errors 2.
+INPUT_ERROR = {"sas": 2, "findings": 2, "packets": 2, "stats": 2}
+
+
+def named_file(cmd: str) -> bool:
+    """Does ``cmd`` reach its input file? `live` opens the interface first: without root or
+    CAP_NET_RAW its one error is about that (the same form, checked all the same)."""
+    return cmd != "live" or os.geteuid() == 0
+
+
+def run(args: list, tmp_path: Path, infile: Path | str) -> subprocess.CompletedProcess[str]:
+    argv = [str(infile) if a == "{in}" else str(tmp_path / "out.pcapng") if a == "{out}" else str(a) for a in args]
+    return subprocess.run([*IPSECSCOPE, *argv], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def messages(stderr: str) -> list[tuple[str, str, str]]:
+    """(cmd, level, first line) of each message on ``stderr``; fails on a line of any other form."""
+    out: list[tuple[str, str, str]] = []
+    for line in stderr.splitlines():
+        if line.startswith("  ") and out:  # a further line of the message above
+            continue
+        m = MESSAGE.match(line)
+        assert m, f"not `ipsecscope CMD: error|warning: ...` nor an indented continuation: {line!r}\n{stderr}"
+        out.append((m["cmd"].strip(), m["level"], line))
+    return out
+
+
+def check_error(r: subprocess.CompletedProcess[str], cmd: str, status: int) -> str:
+    """One error of ``cmd`` (as the last message; warnings may come first), exit ``status``."""
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr
+    got = messages(r.stderr)
+    assert got and r.returncode == status, (r.returncode, r.stderr)
+    assert all(c == cmd for c, _level, _line in got), (cmd, r.stderr)
+    assert [level for _c, level, _line in got][-1:] == ["error"], r.stderr
+    assert sum(level == "error" for _c, level, _line in got) == 1, r.stderr
+    return got[-1][2]
+
+
+@pytest.mark.parametrize("cmd", list(COMMANDS), ids=lambda c: c or "FILE")
+def test_a_missing_file(cmd: str, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pcapng"
+    r = run(COMMANDS[cmd], tmp_path, missing)
+    line = check_error(r, cmd, INPUT_ERROR.get(cmd, 1))
+    if named_file(cmd):
+        assert str(missing) in line and "no such file" in line.lower(), line
+
+
+@pytest.mark.parametrize("cmd", list(COMMANDS), ids=lambda c: c or "FILE")
+def test_a_file_that_is_not_a_capture(cmd: str, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a capture, nor keys\n")
+    r = run(COMMANDS[cmd], tmp_path, text)
+    line = check_error(r, cmd, INPUT_ERROR.get(cmd, 1))
+    if named_file(cmd):
+        assert str(text) in line, line
+
+
+@pytest.mark.parametrize("cmd", list(COMMANDS), ids=lambda c: c or "FILE")
+def test_a_bad_option(cmd: str, tmp_path: Path) -> None:
+    """argparse's own error, in the same form: the error first (what `head -1` and a grep for the
+    form find), then the command's usage indented under it."""
+    r = run([*COMMANDS[cmd], "--no-such-option"], tmp_path, ESP_SA if cmd.startswith(("keys", "live")) else CAP)
+    line = check_error(r, cmd, 2)
+    assert line == f"ipsecscope{' ' + cmd if cmd else ''}: error: unrecognized arguments: --no-such-option", r.stderr
+    assert r.stderr.splitlines()[1].startswith(f"  usage: ipsecscope{' ' + cmd if cmd else ''} ["), r.stderr
+
+
+@pytest.mark.parametrize("cmd", ["packets", "summary", "decrypt"])
+def test_a_bad_display_filter_keeps_its_caret_under_the_message(cmd: str, tmp_path: Path) -> None:
+    r = run([*COMMANDS[cmd], "-Y", "esp.spi =="], tmp_path, CAP)
+    check_error(r, cmd, 2)
+    assert r.stderr == (f"ipsecscope {cmd}: error: bad display filter: a value was expected here\n"
+                        "  esp.spi ==\n"
+                        "            ^\n")
+
+
+def test_a_damaged_capture_is_an_error_and_a_warning_is_a_warning(tmp_path: Path) -> None:
+    """Cut off part-way: read up to the damage and a non-zero exit status, so an error (decrypt said
+    "warning" and exited 1); a key row that cannot be used: skipped, the run goes on, a warning."""
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes(CAP.read_bytes()[:-100])
+    stale = tmp_path / "esp_sa"
+    stale.write_text(ESP_SA.read_text() + '"IPv4","198.18.0.1","198.18.0.2","0x00000001","AES-CBC [RFC3602]",'
+                                           '"0x0011","NULL",""\n')
+    for cmd, args, status in (("decrypt", ["decrypt", cut, "-k", stale, "-q", "-o", tmp_path / "o.pcapng"], 1),
+                              ("sas", ["sas", cut, "-k", stale], 2), ("summary", ["summary", cut], 1)):
+        r = run(args, tmp_path, cut)
+        line = check_error(r, cmd, status)
+        assert str(cut) in line or "truncated" in line or "cut" in line, line
+        levels = [level for _c, level, _line in messages(r.stderr)]
+        assert levels == (["warning", "error"] if cmd != "summary" else ["error"]), r.stderr
+
+
+def test_message_form() -> None:
+    from ipsecscope.cli.common import command_of, message
+
+    assert message("sas", "error", "a: b") == "ipsecscope sas: error: a: b"
+    assert message(None, "warning", "x\ny\n") == "ipsecscope: warning: x\n  y"  # one message, continuation indented
+    assert command_of("ipsecscope keys list") == "keys list" and command_of("ipsecscope") is None
