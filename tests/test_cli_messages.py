@@ -133,3 +133,35 @@ def test_message_form() -> None:
     assert message("sas", "error", "a: b") == "ipsecscope sas: error: a: b"
     assert message(None, "warning", "x\ny\n") == "ipsecscope: warning: x\n  y"  # one message, continuation indented
     assert command_of("ipsecscope keys list") == "keys list" and command_of("ipsecscope") is None
+
+
+def test_the_readme_example_is_what_the_cli_prints(tmp_path: Path) -> None:
+    """README's block under "Every message on stderr has one form": each command's stderr, and the
+    exit status `echo $?` shows, as printed."""
+    import shlex
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("Every message on stderr has one form", 1)[1].split("```\n", 2)[1]
+    lines = block.splitlines()
+    cwd = ROOT / lines[0].removeprefix("$ cd ")
+    r, shown, ran = None, 0, 0
+    for i, line in enumerate(lines[1:], 1):
+        if not line.startswith("$ "):
+            continue
+        said = []
+        for nxt in lines[i + 1:]:
+            if nxt.startswith("$ "):
+                break
+            said.append(nxt)
+        if line == "$ echo $?":
+            assert r is not None and said == [str(r.returncode)], (said, r.returncode)
+            shown += 1
+            continue
+        args = [str(tmp_path / a) if a.endswith(".pcapng") and a != "capture.pcapng" else a
+                for a in shlex.split(line.removeprefix("$ ipsecscope "))]
+        r = subprocess.run([*IPSECSCOPE, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+        assert r.stderr.splitlines() == said, (line, r.stderr)
+        ran += 1
+    assert ran == 2 and shown == 1
