@@ -165,3 +165,18 @@ def test_the_readme_example_is_what_the_cli_prints(tmp_path: Path) -> None:
         assert r.stderr.splitlines() == said, (line, r.stderr)
         ran += 1
     assert ran == 2 and shown == 1
+
+
+def test_a_note_is_neither_error_nor_warning(tmp_path: Path) -> None:
+    """`keys convert --capture` writes a key logged behind NAT for the address on the wire: done for
+    the user, nothing wrong, exit 0 — a note, in the same form; "wrote N entries" is the report."""
+    nat = SAMPLES / "nat-napt"
+    r = subprocess.run([*IPSECSCOPE, "keys", "convert", nat / "charon-left.log", "--to", "esp_sa", "--capture",
+                        nat / "capture.pcapng", "-o", tmp_path / "esp_sa"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    *notes, report = r.stderr.splitlines()
+    assert report == f"wrote 4 entries to {tmp_path / 'esp_sa'}", r.stderr
+    assert len(notes) == 4 and notes == sorted(notes), r.stderr
+    assert all(re.fullmatch(rf"ipsecscope keys convert: note: {re.escape(str(nat))}/charon-left\.log:\d+: SPI 0x[0-9a-f]{{8}} "
+                            r"written for the address on the wire \(across NAT 10\.0\.0\.1 -> 198\.18\.0\.1\)", n)
+               for n in notes), notes

@@ -210,8 +210,9 @@ def _main(argv: list[str] | None, own: bool = False) -> int:
     if implicit:
         argv.insert(0, "tui")
     parser = build_parser(argv[0] if argv else None)
-    if implicit:  # no sub-command typed: its usage and messages name none (`ipsecscope: error: ...`)
-        _subparser(parser, "tui").prog = parser.prog
+    tui = _subparser(parser, "tui") if implicit else None
+    if tui is not None:  # no sub-command typed: its usage and messages name none (`ipsecscope: error: ...`)
+        tui.prog = parser.prog
     args, extra = parser.parse_known_args(argv)
     from .common import command_of, error, settle_captures, too_many_captures
 
@@ -263,12 +264,13 @@ def _main(argv: list[str] | None, own: bool = False) -> int:
         return 1
 
 
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    """The parser of sub-command ``name`` (of ``parser``'s sub-commands)."""
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    """The parser of sub-command ``name`` (of ``parser``'s sub-commands); None when this checkout
+    has no such front end (build_parser skips it)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction) and name in action.choices:
             return action.choices[name]
-    raise KeyError(name)
+    return None
 
 
 def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

@@ -141,8 +141,8 @@ def _as_on_the_wire(who: str, store: KeyStore, s) -> KeyStore:
         out.add_ike(k2)
     for k1 in store.ikev1:
         out.add_ikev1(k1)
-    for line in {f"{k.source}: SPI {spi_text(k.spi)} written for the address on the wire (across NAT {k.nat})"
-                 for k in moved.values()}:
+    for line in sorted({f"{k.source}: SPI {spi_text(k.spi)} written for the address on the wire (across NAT {k.nat})"
+                        for k in moved.values()}):  # (sorted: a set alone printed them in any order)
         note(who, line)  # what was done for the user, nothing wrong: neither error nor warning
     return out
 
