@@ -180,3 +180,36 @@ def test_a_note_is_neither_error_nor_warning(tmp_path: Path) -> None:
     assert all(re.fullmatch(rf"ipsecscope keys convert: note: {re.escape(str(nat))}/charon-left\.log:\d+: SPI 0x[0-9a-f]{{8}} "
                             r"written for the address on the wire \(across NAT 10\.0\.0\.1 -> 198\.18\.0\.1\)", n)
                for n in notes), notes
+
+
+# The commands' reports on stderr (not messages: decrypt's per-SA counts and totals, keys convert's
+# count), by the start of their text as written in the source.
+REPORTS = {("decrypt.py", "f'SPI 0x"), ("decrypt.py", "f'AH SPI 0x"), ("decrypt.py", "f'{stats.frames} frames"),
+           ("keys.py", "f'wrote {n} entries")}  # (as ast.unparse writes them)
+
+
+def test_every_stderr_print_of_the_cli_goes_through_the_message_helpers() -> None:
+    """A print to stderr in ipsecscope/cli/ outside cli/common.py's error/warn/note is a message in
+    a form of its own (how the five forms came about), unless it is one of the known reports."""
+    import ast
+
+    from conftest import ROOT
+
+    found, stray = set(), []
+    for path in sorted((ROOT / "ipsecscope" / "cli").glob("*.py")):
+        if path.name == "common.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"):
+                continue
+            dest = next((ast.unparse(k.value) for k in node.keywords if k.arg == "file"), "")
+            if dest not in ("sys.stderr", "err"):
+                continue
+            head = ast.unparse(node.args[0]) if node.args else ""
+            known = next(((f, p) for f, p in REPORTS if f == path.name and head.startswith(p)), None)
+            if known:
+                found.add(known)
+            else:
+                stray.append(f"{path.name}:{node.lineno}: {head[:60]}")
+    assert not stray, "use cli.common.error/warn/note: " + "; ".join(stray)
+    assert found == REPORTS  # the check sees the reports it allows (it can tell a print to stderr)
