@@ -16,7 +16,7 @@ from .widgets.findings import FindingsView
 from .widgets.packet_detail import PacketDetail
 from .widgets.packet_table import PacketTable
 from .widgets.sa_detail import SaDetail
-from .widgets.sa_tree import SaTree
+from .widgets.sa_tree import SaTree, pair_history
 from .widgets.stats import StatsView
 from .widgets.timeline import Timeline
 
@@ -168,7 +168,8 @@ class Navigation(App[int]):
             text = f"spi=0x{ref.key[2]:08x}"  # type: ignore[index]
         elif ref.kind == "pair":
             a, b = ref.key  # type: ignore[misc]
-            text = f"host={a} host={b}"
+            # and the addresses its SAs moved to (MOBIKE, RFC 4555 §3.5): the same tunnel's packets
+            text = " || ".join(f"host={x} host={y}" for x, y in pair_history(self.session.table, a, b))
         if text:
             self._show_packets(text, None)
 

@@ -13,10 +13,32 @@ from ... import timefmt
 from ...model import iana
 from ...model.idtext import arrow_text, frame_ref, ike_sa_text, msg_id_text, short_source, spi_text
 from ...model.keys import redact
-from ...model.sa import ChildSa, EncSa, EspFlow, IkeSa, SaTable, counter_lost, endpoint_text, one_counter
+from ...model.sa import (
+    ChildSa,
+    EncSa,
+    EspFlow,
+    IkeSa,
+    NatRebinding,
+    SaTable,
+    counter_lost,
+    endpoint_text,
+    one_counter,
+)
 from ...state.names import exchange_name, one_way
 from ..plain import PlainTable
-from .sa_tree import STATE_STYLE, SaRef, flows_rate, fmt_rate, orphan_pair, pair_key, short_pair, spi_digits
+from .sa_tree import (
+    STATE_STYLE,
+    SaRef,
+    flows_rate,
+    fmt_rate,
+    orphan_pair,
+    pair_flows,
+    pair_key,
+    pair_moves,
+    pair_sas,
+    short_pair,
+    spi_digits,
+)
 
 if TYPE_CHECKING:
     from ..panes import SessionView
@@ -277,6 +299,14 @@ def ike_key_problems(sa: IkeSa) -> Text:
     return out
 
 
+def _move_text(rb: NatRebinding, first: float | None) -> str:
+    """One address change of a pair's IKE SA for the pair's detail: who, from where to where, when,
+    and whether MOBIKE announced it (RFC 4555 §3.5) or a NAT made it (RFC 7296 §2.23)."""
+    how = (f"MOBIKE UPDATE_SA_ADDRESSES ({frame_ref(rb.mobike_frame)})" if rb.mobike_frame is not None
+           else f"NAT rebinding ({frame_ref(rb.frame)})")
+    return f"{rb.peer} {rb.old_addr} → {rb.new_addr} at {fmt_ts(rb.ts, first)} by {how}"
+
+
 def flow_notes(flows: list[EspFlow]) -> list[Any]:
     """Per-direction notes the counters alone do not explain (unsupported algorithms, NAT-matched keys)."""
     lines = [Text(f"{spi_text(f.spi)}: {_count(f.unsupported, 'packet', 'packets')} not decrypted: "
@@ -357,8 +387,12 @@ class SaDetail(Static):
             return self._enc(table.enc_sas[ref.key], first)  # type: ignore[index]
         if ref.kind == "pair":
             a, b = ref.key  # type: ignore[misc]
-            sas = [s for s in table.ike_sas.values() if {s.initiator, s.responder} == {a, b}]
+            sas = pair_sas(table, a, b)
+            moves = pair_moves(table, a, b)
             g = _kv(f"Peers {a} ⇄ {b}")
+            if moves:
+                # the pair as the tree names it (IKE_SA_INIT's addresses), and where it went (RFC 4555 §3.5)
+                g.add_row("Moved", "\n".join(_move_text(rb, first) for rb in moves))
             g.add_row("IKE SAs", str(len(sas)))
             # An IKE rekey hands CHILD SAs on and both IKE SAs list them: count each once. The
             # tree lists CHILD SAs with no IKE SA (inferred from ESP) under the pair too: count them.
@@ -368,8 +402,8 @@ class SaDetail(Static):
             encs = sum(1 for e in table.enc_sas.values() if {e.src, e.dst} == {a, b})
             if encs:  # an OpenBSD enc(4) capture: its SAs have no ESP/AH packets to list below
                 g.add_row("enc(4) SAs", f"{encs} (cleartext side, no ESP/AH header; each is a node in the tree)")
-            flows = [f for f in table.flows.values() if {f.src, f.dst} == {a, b}]
-            return Group(g, Text(""), flow_table(flows, first, table))
+            # the flows of the pair's SAs at every address they had, not only IKE_SA_INIT's pair
+            return Group(g, Text(""), flow_table(pair_flows(table, a, b), first, table))
         return Text("That SA is no longer in the table.", "dim")
 
     def _ike(self, table: SaTable, sa: IkeSa, first: float | None) -> list[Any]:

@@ -10,7 +10,7 @@ from textual.message import Message
 from textual.widgets import Tree
 
 from ...model.idtext import short_addr
-from ...model.sa import ChildSa, EncSa, EspFlow, IkeSa, SaState, SaTable
+from ...model.sa import ChildSa, EncSa, EspFlow, IkeSa, NatRebinding, SaState, SaTable
 from ..panes import SessionView
 
 STATE_STYLE = {
@@ -45,6 +45,52 @@ def orphan_pair(child: ChildSa, table: SaTable) -> tuple[str, str] | None:
         fl = child.flows(table)
         a, b = (fl[0].src, fl[0].dst) if fl else ("?", "?")
     return pair_key(a, b)
+
+
+def pair_sas(table: SaTable, a: str, b: str) -> list[IkeSa]:
+    """The IKE SAs the tree lists under the peer pair ``a ⇄ b`` (its addresses at IKE_SA_INIT)."""
+    return [s for s in table.ike_sas.values() if pair_key(s.initiator, s.responder) == pair_key(a, b)]
+
+
+def pair_moves(table: SaTable, a: str, b: str) -> list[NatRebinding]:
+    """The address changes of the pair's IKE SAs, in order: a MOBIKE UPDATE_SA_ADDRESSES (RFC 4555
+    §3.5) or a NAT giving a peer a new address (RFC 7296 §2.23). The SAs keep their SPIs, so the
+    pair is the same tunnel at its new addresses (a port change alone moves no address)."""
+    moves = [rb for s in pair_sas(table, a, b) for rb in s.nat_rebindings if rb.old_addr != rb.new_addr]
+    return sorted(moves, key=lambda rb: rb.ts)
+
+
+def pair_history(table: SaTable, a: str, b: str) -> list[tuple[str, str]]:
+    """The address pairs the pair's SAs used, in order: ``(a, b)``, then each after a move
+    (RFC 4555 §3.5 / RFC 7296 §2.23) of the mover's end; one pair when nothing moved."""
+    out = [(a, b)]
+    for s in pair_sas(table, a, b):
+        cur = {"initiator": s.initiator, "responder": s.responder}
+        for rb in sorted((rb for rb in s.nat_rebindings if rb.old_addr != rb.new_addr), key=lambda rb: rb.ts):
+            cur[rb.peer] = rb.new_addr
+            step = (cur["initiator"], cur["responder"])
+            if step not in out and step[::-1] not in out:
+                out.append(step)
+    return out
+
+
+def pair_flows(table: SaTable, a: str, b: str) -> list[EspFlow]:
+    """The ESP/AH flows of the peer pair ``a ⇄ b``: every flow of its IKE SAs' CHILD SAs (after a
+    move those run between the new addresses: CHILD_SA #2 of tests/data/mobike, 198.18.0.3 ⇄ .2,
+    is the same tunnel), its inferred CHILD SAs', and flows with no SA between an address each
+    end has had (RFC 4555 §3.5: the SAs follow the IKE SA's addresses)."""
+    sas = pair_sas(table, a, b)
+    children = {cid for s in sas for cid in s.children}
+    children |= {c.id for c in table.child_sas.values() if orphan_pair(c, table) == pair_key(a, b)}
+    ends = [({s.initiator} | {rb.new_addr for rb in s.nat_rebindings if rb.peer == "initiator"},
+             {s.responder} | {rb.new_addr for rb in s.nat_rebindings if rb.peer == "responder"}) for s in sas]
+    ends.append(({a}, {b}))
+
+    def between(f: EspFlow) -> bool:
+        return any((f.src in i and f.dst in r) or (f.src in r and f.dst in i) for i, r in ends)
+
+    return [f for f in table.flows.values()
+            if f.child_sa in children or ((f.child_sa is None or f.child_sa not in table.child_sas) and between(f))]
 
 
 def child_rate(child: ChildSa, table: SaTable) -> float | None:
@@ -333,6 +379,13 @@ class SaTree(Tree[SaRef]):
             label = (Text(short_pair(a, b), "bold") if compact else
                      Text.assemble((a, "bold"), " ⇄ ", (b, "bold")) if room is None or len(whole) <= room - 2 else
                      Text(short_pair(a, b, room - 2), "bold"))  # "▼ "
+            if not compact and any(rb.old_addr != rb.new_addr for sa in sas if isinstance(sa, IkeSa)
+                                   for rb in sa.nat_rebindings):
+                # its SAs went to other addresses (MOBIKE, RFC 4555 §3.5; a NAT, RFC 7296 §2.23):
+                # the pair's detail says where; a narrow tree has no room, so only when it fits
+                moved = label.copy()
+                moved.append(" moved", "dim")
+                label = moved if room is None or moved.cell_len <= room - 2 else label
             pnode = self.root.add(label, data=SaRef("pair", (a, b)), expand=True)
             for sa in sas:
                 assert isinstance(sa, IkeSa)
