@@ -34,7 +34,7 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "redirected_from": key|null,       # the IKE SA whose responder redirected the initiator here
         "mobike": {"supported": [bool, bool],   # MOBIKE_SUPPORTED from (initiator, responder), RFC 4555 §3.3
                    "updates": [MOBIKE_UPDATE],  # UPDATE_SA_ADDRESSES requests in order (§3.5)
-                   "additional": [{"peer": str, "frame": int, "addresses": [str]}]},  # ADDITIONAL_IP*_ADDRESS (§3.6)
+                   "additional": [{"peer": str, "frame": int, "addresses": [str]}]},  # address lists (§3.6): [] = NO_ADDITIONAL_ADDRESSES
         "children": [int],
         "exchanges": [{"exchange": str, "msg_id": int, "requester": str, "request_frames": [int],
                        "response_frames": [int], "request_time": float|null, "response_time": float|null,
@@ -109,7 +109,9 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
       "time": float, "frame": int, "message_id": int,
       "nat_source_matches": bool|null, "nat_destination_matches": bool|null,  # NAT_DETECTION_* over the new pair
       "cookie2": bool, "answered_time": float|null, "answered_frame": int|null,
-      "error": str                       # an error notify in the answer (UNACCEPTABLE_ADDRESSES, ...), "" if none
+      "error": str,                      # an error notify in the answer (UNACCEPTABLE_ADDRESSES, ...), "" if none
+      "cookie2_echo": "same"|"different"|"missing"|"",  # the answer's COOKIE2 against the update's (§3.7)
+      "check_frame": int|null, "check_echo": str   # the other peer's own COOKIE2 check of the new address
     }
 
 JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added within /1)::
@@ -293,7 +295,8 @@ def mobike_to_dict(sa: IkeSa) -> dict:
                      "time": u.ts, "frame": u.frame, "message_id": u.message_id,
                      "nat_source_matches": u.nat_src_ok, "nat_destination_matches": u.nat_dst_ok,
                      "cookie2": u.cookie2, "answered_time": u.answered_ts, "answered_frame": u.answered_frame,
-                     "error": u.error} for u in sa.mobike_updates],
+                     "error": u.error, "cookie2_echo": u.cookie2_echo, "check_frame": u.check_frame,
+                     "check_echo": u.check_echo} for u in sa.mobike_updates],
         "additional": [{"peer": p, "frame": f, "addresses": list(a)} for p, f, a in sa.mobike_additional],
     }
 

@@ -100,6 +100,17 @@ class MobikeUpdate:
     nat_src_ok: bool | None = None
     nat_dst_ok: bool | None = None
     cookie2: bool = False  # a return routability cookie rode along (RFC 4555 §3.7)
+    # The answer's COOKIE2 against the update's (RFC 4555 §3.7: the responder MUST copy it, the
+    # sender MUST compare): "same", "different", "missing"; "" when none was sent or no answer came
+    cookie2_echo: str = ""
+    cookie2_sent: bytes = field(default=b"", repr=False)  # the update's COOKIE2 data, kept to compare
+    # The other peer's own return routability check of the new address (RFC 4555 §3.5 lets it; an
+    # INFORMATIONAL request with COOKIE2 sent there): its request frame, its message ID, the verdict
+    # on the echo as ``cookie2_echo`` ("" while unanswered), and its cookie until the answer comes
+    check_frame: int | None = None
+    check_message_id: int | None = None
+    check_echo: str = ""
+    check_sent: bytes = field(default=b"", repr=False)
     answered_ts: float | None = None
     answered_frame: int | None = None
     error: str = ""  # an error notify in the answer (UNACCEPTABLE_ADDRESSES, UNEXPECTED_NAT_DETECTED, RFC 4555 §4.2)
@@ -462,7 +473,9 @@ class IkeSa:
     # UPDATE_SA_ADDRESSES requests in order, and ADDITIONAL_IP*_ADDRESS lists announced (§3.6)
     mobike_supported: tuple[bool, bool] = (False, False)
     mobike_updates: list[MobikeUpdate] = field(default_factory=list)
-    mobike_additional: list[tuple[str, int, tuple[str, ...]]] = field(default_factory=list)  # (role, frame, addresses)
+    # each address list a peer sent (RFC 4555 §3.6), IKE_AUTH's too: (role, frame, addresses),
+    # an empty tuple for NO_ADDITIONAL_ADDRESSES (no address besides the one it sends from)
+    mobike_additional: list[tuple[str, int, tuple[str, ...]]] = field(default_factory=list)
     ike_fragmentation: tuple[bool, bool] = (False, False)  # IKEV2_FRAGMENTATION_SUPPORTED (I, R)
     # IKEv1 messages sent in Fragment payloads (132), one set per message and direction
     v1_fragment_sets: list = field(default_factory=list)

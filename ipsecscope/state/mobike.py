@@ -27,9 +27,22 @@ _ADDITIONAL = {NotifyType.ADDITIONAL_IP4_ADDRESS: 4, NotifyType.ADDITIONAL_IP6_A
 
 def note_supported(sa: IkeSa, msg: IkeMessage, from_initiator: bool) -> None:
     """MOBIKE_SUPPORTED in IKE_AUTH (RFC 4555 §3.3): each peer says it speaks MOBIKE."""
-    if any(n.notify_type == NotifyType.MOBIKE_SUPPORTED for n in msg.find(NotifyPayload)):
+    notifies = msg.find(NotifyPayload)
+    if any(n.notify_type == NotifyType.MOBIKE_SUPPORTED for n in notifies):
         i, r = sa.mobike_supported
         sa.mobike_supported = (True, r) if from_initiator else (i, True)
+    # the first address list rides in IKE_AUTH beside MOBIKE_SUPPORTED (RFC 4555 §3.4, §3.6)
+    _note_addresses(sa, notifies, "initiator" if from_initiator else "responder", msg.frame)
+
+
+def _note_addresses(sa: IkeSa, notifies: list[NotifyPayload], role: str, frame: int) -> tuple[str, ...]:
+    """Record a peer's list of additional addresses (RFC 4555 §3.6): its ADDITIONAL_IP4/6_ADDRESS
+    notifies, or an empty list for NO_ADDITIONAL_ADDRESSES (it has no other address); nothing if
+    the message carries neither. Returns the addresses."""
+    addrs = tuple(a for n in notifies if (a := _address(n)) is not None)
+    if addrs or any(n.notify_type == NotifyType.NO_ADDITIONAL_ADDRESSES for n in notifies):
+        sa.mobike_additional.append((role, frame, addrs))
+    return addrs
 
 
 def informational(sa: IkeSa, msg: IkeMessage, is_response: bool) -> list[str]:
@@ -39,32 +52,62 @@ def informational(sa: IkeSa, msg: IkeMessage, is_response: bool) -> list[str]:
     types = {n.notify_type for n in notifies}
     parts: list[str] = []
     role = "initiator" if msg.header.is_initiator else "responder"
+    cookie = _cookie2(notifies)
     if NotifyType.UPDATE_SA_ADDRESSES in types and not is_response:
         upd = MobikeUpdate(peer=role, src_addr=msg.src, src_port=msg.sport, dst_addr=msg.dst, dst_port=msg.dport,
                            ts=msg.ts, frame=msg.frame, message_id=msg.header.msg_id,
-                           cookie2=NotifyType.COOKIE2 in types)
+                           cookie2=cookie is not None, cookie2_sent=cookie or b"")
         upd.nat_src_ok, upd.nat_dst_ok = _hashes_match(msg)
         _link_move(sa, upd)
         sa.mobike_updates.append(upd)
         parts.append(f"MOBIKE UPDATE_SA_ADDRESSES from {msg.src}")
     elif is_response:
         upd = next((u for u in reversed(sa.mobike_updates)
-                    if u.message_id == msg.header.msg_id and u.answered_frame is None), None)
+                    if u.message_id == msg.header.msg_id and u.peer != role and u.answered_frame is None), None)
         if upd is not None:
             upd.answered_ts, upd.answered_frame = msg.ts, msg.frame
             err = next((n for n in notifies if iana.notify_is_error(n.notify_type)), None)
             if err is not None:
                 upd.error = N.notify_name(err.notify_type)
-            parts.append("MOBIKE update answered" + (f" with {upd.error}" if upd.error else ""))
-    addrs = tuple(a for n in notifies if (a := _address(n)) is not None)
+            if upd.cookie2:
+                upd.cookie2_echo = _echo(upd.cookie2_sent, cookie)
+            parts.append("MOBIKE update answered" + (f" with {upd.error}" if upd.error else "")
+                         + (f", COOKIE2 {_ECHO_WORDS[upd.cookie2_echo]}" if upd.cookie2_echo else ""))
+        chk = next((u for u in reversed(sa.mobike_updates)
+                    if u.check_message_id == msg.header.msg_id and u.peer == role and u.check_frame is not None
+                    and not u.check_echo), None)
+        if chk is not None:
+            chk.check_echo = _echo(chk.check_sent, cookie)
+            parts.append(f"MOBIKE return routability check answered, COOKIE2 {_ECHO_WORDS[chk.check_echo]}")
+    if cookie is not None and NotifyType.UPDATE_SA_ADDRESSES not in types and not is_response:
+        # The other peer checks the mover's new address before it trusts it (RFC 4555 §3.5, §3.7):
+        # a COOKIE2 request sent to where the latest update came from.
+        upd = next((u for u in reversed(sa.mobike_updates) if u.peer != role and u.src_addr == msg.dst), None)
+        if upd is not None and upd.check_frame is None:
+            upd.check_frame, upd.check_message_id, upd.check_sent = msg.frame, msg.header.msg_id, cookie
+    addrs = _note_addresses(sa, notifies, role, msg.frame)
     if addrs:
-        sa.mobike_additional.append((role, msg.frame, addrs))
         parts.append("MOBIKE additional addresses " + ", ".join(addrs))
     if NotifyType.NO_ADDITIONAL_ADDRESSES in types and NotifyType.UPDATE_SA_ADDRESSES not in types:
         parts.append("MOBIKE no additional addresses")
-    if NotifyType.COOKIE2 in types and NotifyType.UPDATE_SA_ADDRESSES not in types and not is_response:
+    if cookie is not None and NotifyType.UPDATE_SA_ADDRESSES not in types and not is_response:
         parts.append("MOBIKE return routability check (COOKIE2)")  # RFC 4555 §3.7
     return parts
+
+
+# How the answer's COOKIE2 compares with the request's (RFC 4555 §3.7), for the exchange summary
+_ECHO_WORDS = {"same": "echoed", "different": "echoed differently", "missing": "not echoed"}
+
+
+def _cookie2(notifies: list[NotifyPayload]) -> bytes | None:
+    """The COOKIE2 data of a message (RFC 4555 §4.2.5), None without one."""
+    return next((bytes(n.data) for n in notifies if n.notify_type == NotifyType.COOKIE2), None)
+
+
+def _echo(sent: bytes, got: bytes | None) -> str:
+    """RFC 4555 §3.7: the responder MUST copy COOKIE2 into its answer and the sender MUST check it
+    is the one it sent (and close the IKE SA if not): "same", "different" or "missing"."""
+    return "missing" if got is None else "same" if got == sent else "different"
 
 
 def _address(n: NotifyPayload) -> str | None:

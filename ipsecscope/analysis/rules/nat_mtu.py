@@ -15,7 +15,6 @@ from ...model.sa import (
     Finding,
     IkeExchange,
     IkeSa,
-    MobikeUpdate,
     NatRebinding,
     Observation,
     SaState,
@@ -34,6 +33,7 @@ from .common import (
     quoted_flow,
 )
 from .core import RuleContext, rule
+from .mobike_move import mobike_finding, mobike_phrase
 from .pmtu import BlackHole, black_hole
 
 
@@ -160,27 +160,6 @@ def nat_rebindings(sa: IkeSa | ChildSa) -> list[NatRebinding]:
     """The rebindings a NAT made: a move the peer announced with MOBIKE UPDATE_SA_ADDRESSES is its
     own (RFC 4555 §3.5; IKE-MOBIKE-MOVE tells it), not a NAT dropping a mapping."""
     return [rb for rb in sa.nat_rebindings if rb.mobike_frame is None]
-
-
-def mobike_behind_nat(u: MobikeUpdate) -> bool:
-    """The update came from a UDP port other than 4500, which a MOBIKE peer sends from itself after
-    IKE_SA_INIT (RFC 4555 §3.3, RFC 7296 §2.23): a NAPT rewrote it, the new address is behind a NAT."""
-    return u.src_port not in (4500, 0)
-
-
-def mobike_phrase(sa: IkeSa) -> str:
-    """MOBIKE address updates in a few words for the SA views: who moved from where to where, when."""
-    out = []
-    for u in sa.mobike_updates:
-        new = endpoint_text(u.src_addr, u.src_port)
-        text = (f"{u.peer} moved {endpoint_text(u.old_addr, u.old_port)} → {new}" if u.old_addr
-                else f"{u.peer} updated addresses from {new}")
-        text += f" by UPDATE_SA_ADDRESSES at {clock(u.ts)} (frame {u.frame})"
-        text += ", now behind a NAT" if mobike_behind_nat(u) else ""
-        text += (f", refused: {u.error} (frame {u.answered_frame})" if u.error else
-                 f", answered (frame {u.answered_frame})" if u.answered_frame is not None else ", never answered")
-        out.append(text)
-    return "; ".join(out)
 
 
 def rebinding_phrase(rb: NatRebinding) -> str:
@@ -330,77 +309,10 @@ def r_mobike(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     4555 §3.5): who moved from where to where and when, NAT on the new path, and what went wrong
     (no answer, an error answer, packets still sent to the old address)."""
     for sa in table.ike_sas.values():
+        # a peer that forced UDP encapsulation sent a wrong NAT_D source hash on purpose (RFC 7296 §2.23)
+        forced = {s.role for s in nat_verdict(table, sa)[1]} if sa.nat_detected is not None else set()
         for u in sa.mobike_updates:
-            yield _mobike_finding(table, sa, u)
-
-
-def _mobike_finding(table: SaTable, sa: IkeSa, u: MobikeUpdate) -> Finding:
-    new, dst = endpoint_text(u.src_addr, u.src_port), endpoint_text(u.dst_addr, u.dst_port)
-    old = endpoint_text(u.old_addr, u.old_port) if u.old_addr else ""
-    rb = next((r for r in sa.nat_rebindings if r.mobike_frame == u.frame), None)
-    moved = f"moved from {old} to {new}" if old else f"asked to use {new}"
-    parts = [f"The {u.peer} {moved} with MOBIKE UPDATE_SA_ADDRESSES at {clock(u.ts)} (frame {u.frame}, "
-             f"RFC 4555 §3.5), sent from the new address to {dst}"
-             + (" with COOKIE2 (a return routability check, §3.7)." if u.cookie2 else ".")]
-    parts.append("The IKE SA and all its CHILD SAs keep their SPIs: ESP with those SPIs to or from the new address "
-                 "is the same SAs (an SA is its SPI, destination and protocol, RFC 4301 §4.1; the update changes "
-                 "its addresses, RFC 4555 §3.5).")
-    forced = {s.role for s in nat_verdict(table, sa)[1]} if sa.nat_detected is not None else set()
-    natted = mobike_behind_nat(u)
-    if natted:
-        # A NAT-T peer sends IKE from port 4500 itself (RFC 7296 §2.23, RFC 4555 §3.3 for MOBIKE);
-        # another source port with the same SPIs is a NAPT's translation, whatever the hashes say.
-        parts.append(f"It now arrives from port {u.src_port}, not the 4500 it sends from itself: a NAT (NAPT) "
-                     f"translates its new address, so the {u.peer} is behind a NAT now"
-                     + (f" (its packets from {old} kept port 4500)." if u.old_port == 4500 else "."))
-    if u.nat_src_ok is None and u.nat_dst_ok is None:
-        parts.append("The update carries no NAT_DETECTION_* hashes, so it says nothing about a NAT on the new path.")
-    elif u.nat_src_ok is not False and u.nat_dst_ok is not False:
-        parts.append("Its NAT_DETECTION_* hashes match the new addresses as captured: no NAT on the new path.")
-    else:
-        if u.nat_src_ok is False:
-            parts.append(f"Its NAT_DETECTION_SOURCE_IP does not match {new} as captured: "
-                         + ("it forced UDP encapsulation in IKE_SA_INIT already (a deliberately wrong source "
-                            "hash), so the hash by itself says nothing of a NAT" if u.peer in forced else
-                            "a NAT sits in front of its new address (or it forces UDP encapsulation)") + ".")
-        if u.nat_dst_ok is False:
-            parts.append(f"Its NAT_DETECTION_DESTINATION_IP does not match {dst}: a NAT sits in front of the other peer.")
-    bad = ""
-    if u.answered_frame is None:
-        bad = "never answered"
-        parts.append("The update was never answered in the capture: the other peer may still send to the old "
-                     "address, and the mover retransmits, then gives up (RFC 7296 §2.1).")
-    elif u.error:
-        bad = f"refused with {u.error}"
-        parts.append(f"The answer (frame {u.answered_frame}) refused it with {u.error} (RFC 4555 §4.2.4): "
-                     "the SAs did not move.")
-    else:
-        parts.append(f"The other peer answered at {clock(u.answered_ts)} (frame {u.answered_frame}).")
-    if rb is not None and rb.followed_frame is not None:
-        parts.append(f"The other peer's first packet to {new} was frame {rb.followed_frame} ({rb.followed_in}).")
-    if rb is not None and rb.to_old:
-        bad = bad or "packets still sent to the old address"
-        parts.append(f"{plural(rb.to_old, 'packet')} still went to the old {old} after the move (frames "
-                     f"{', '.join(map(str, rb.to_old_frames))}): the other peer did not update its SAs at once.")
-    rekeyed = [c for cid in sa.children if (c := table.child_sas.get(cid)) is not None and c.rekeyed_ts is not None
-               and 0 <= c.rekeyed_ts - u.ts < 5 and c.rekeyed_into is not None]
-    if rekeyed:
-        parts.append("Right after the update " + ", ".join(f"CHILD_SA #{c.id} was rekeyed into #{c.rekeyed_into}"
-                                                           for c in rekeyed)
-                     + ": a peer whose IPsec stack cannot change an installed SA's addresses rekeys it instead "
-                     "(strongSwan does so with kernel-libipsec); the new SPIs are a new CHILD SA, not a new tunnel.")
-    moved_or_asked = "asked to move by MOBIKE" if u.answered_frame is None or u.error else "moved by MOBIKE"
-    title = ((f"IKE SA {moved_or_asked}: {u.peer} {old} -> {new}" if old else
-              f"MOBIKE address update from the {u.peer} {new}") + ("; now behind a NAT" if natted else "")
-             + (f" ({bad})" if bad else ""))
-    frames = [u.frame] + ([u.answered_frame] if u.answered_frame is not None else [])
-    if rb is not None:
-        frames += [rb.frame, *rb.to_old_frames[:1]] + ([rb.followed_frame] if rb.followed_frame is not None else [])
-    return Finding(code="IKE-MOBIKE-MOVE", severity=Severity.WARNING if bad else Severity.INFO, title=title,
-                   explanation=" ".join(parts), frames=frames_of(frames), sa=sa.key, ts=u.ts,
-                   hint=("Check that the other peer supports MOBIKE and reaches the new address; a mover that "
-                         "gets no answer falls back to a new IKE SA." if bad else
-                         "Nothing to fix: the client changed networks and the tunnel followed."))
+            yield mobike_finding(table, sa, u, forced)
 
 
 _UNHEEDED_HINT = ("Nothing to fix while no NAT sits between the peers; behind one they would not move to UDP 4500 and "
