@@ -10,6 +10,10 @@ MUST compare it and close the IKE SA if it differs. The differing and the missin
 real answer (frame 106) with its COOKIE2 changed or taken out and encrypted again with the
 gateway's SK_er (AES-GCM-16-256, RFC 5282) from its log; tshark decrypts them and checks the ICV.
 
+The gateway's own check (§3.5: it MAY check the new address) is absent from every strongSwan
+sample, so it is the real frames 107/108 (the gateway's first request to the moved client and its
+answer, both decrypted by tshark) with N(COOKIE2) appended and encrypted again (SK_er, SK_ei).
+
 Address lists (tshark, decrypted): IKE_AUTH frames 3 and 4 carry NO_ADDITIONAL_ADDRESSES, frame 11
 ADDITIONAL_IP4_ADDRESS 198.18.0.3 (capture.pcap) or 10.0.0.1 (nat-capture.pcap: the client then
 shows up as the NAT's 198.18.2.1, an address it never announced, which a NAT explains).
@@ -136,6 +140,64 @@ def altered(request, tmp_path_factory) -> tuple[str, Path]:
     return request.param, out
 
 
+CHECK = bytes.fromhex("5a17c0ffee5a17c0ffee5a17c0ffee00")  # the gateway's own cookie in the altered check
+
+
+def _with_cookie2(cookie: bytes):
+    """An ``edit`` for :func:`_reseal` appending N(COOKIE2 ``cookie``) to the inner payload chain
+    (the last payload's Next Payload becomes Notify)."""
+
+    def edit(inner: bytes) -> bytes:
+        at = 0
+        while at + struct.unpack_from("!H", inner, at + 2)[0] < len(inner):
+            at += struct.unpack_from("!H", inner, at + 2)[0]
+        out = bytearray(inner)
+        out[at] = NOTIFY
+        return bytes(out) + struct.pack("!BBHBBH", 0, 0, 8 + len(cookie), 0, 0, COOKIE2_TYPE) + cookie
+
+    return edit
+
+
+@pytest.fixture(scope="module", params=["same", "different"])
+def checked(request, tmp_path_factory) -> tuple[str, Path]:
+    """capture.pcap with the gateway's first request to the moved client (frame 107, its
+    INFORMATIONAL deleting CHILD_SA #1's old SA) carrying a COOKIE2 of its own, as RFC 4555 §3.5
+    lets the responder check a new address, and the client's answer (108) echoing it (or another)."""
+    s = _load(CAP, KEYS)
+    (sa,) = s.table.ike_sas.values()
+    k = s.keys.ike_lookup(sa.ike_spi_i, sa.ike_spi_r)
+    echo = CHECK if request.param == "same" else CHECK[:-1] + b"\x01"
+    edits = {107: lambda f: _reseal(f, k.sk_er, _with_cookie2(CHECK)),
+             108: lambda f: _reseal(f, k.sk_ei, _with_cookie2(echo))}
+    out = tmp_path_factory.mktemp("check") / f"check-{request.param}.pcap"
+    with open_capture(CAP) as r, PcapWriter(out) as w:
+        for f in r:
+            w.write(f.ts_ns, edits[f.index](bytes(f.data)) if f.index in edits else bytes(f.data))
+    return request.param, out
+
+
+@needs_tshark
+def test_the_other_peers_own_check_of_the_new_address(checked: tuple[str, Path], wireshark_dir: Path) -> None:
+    how, cap = checked
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", f"isakmp.notify.msgtype == {COOKIE2_TYPE}", "-T",
+                          "fields", "-e", "frame.number", "-e", "isakmp.notify.data"],
+                         env=dict(os.environ, WIRESHARK_CONFIG_DIR=str(wireshark_dir)),
+                         capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert out[4:] == ["107", CHECK.hex(), "108", (CHECK if how == "same" else CHECK[:-1] + b"\x01").hex()]
+    (sa,) = _load(cap, KEYS).table.ike_sas.values()
+    (u,) = sa.mobike_updates
+    assert (u.check_frame, u.check_echo, u.cookie2_echo) == (107, how, "same")
+    (f,) = _findings(cap, KEYS)
+    assert "The responder checked 198.18.0.3 itself with COOKIE2 (frame 107, RFC 4555 §3.5, §3.7): " in f["explanation"]
+    assert "sent no return routability check" not in f["explanation"]
+    assert 107 in f["frames"]
+    if how == "same":
+        assert f["severity"] == "info" and "echoed unchanged, the new address is verified." in f["explanation"]
+    else:
+        assert f["severity"] == "warning" and f["title"].endswith("(COOKIE2 of the responder's check echoed differently)")
+        assert "the answer echoed a different COOKIE2: the responder must close the IKE SA." in f["explanation"]
+
+
 def test_the_update_and_its_answer_carry_the_same_cookie2() -> None:
     (sa,) = _load(CAP, KEYS).table.ike_sas.values()
     (u,) = sa.mobike_updates
@@ -192,7 +254,7 @@ def test_altered_echo_is_a_warning(altered: tuple[str, Path], wireshark_dir: Pat
     words = "COOKIE2 echoed differently" if how == "different" else "COOKIE2 not echoed"
     assert f["severity"] == "warning" and f["title"].endswith(f"({words})")
     assert "RFC 4555 §3.7" in f["explanation"] and "passed" not in f["explanation"]
-    assert f["hint"].startswith("The answer is not the one the update asked for")
+    assert f["hint"].startswith("An answer whose COOKIE2 is not its request's is no answer to it")
 
 
 def test_address_lists_are_the_ones_tshark_shows() -> None:

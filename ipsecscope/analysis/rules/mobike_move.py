@@ -142,8 +142,9 @@ def mobike_finding(table: SaTable, sa: IkeSa, u: MobikeUpdate, forced: set[str])
     cookie_bad = bad.startswith("COOKIE2")
     return Finding(code="IKE-MOBIKE-MOVE", severity=Severity.WARNING if bad else Severity.INFO, title=title,
                    explanation=" ".join(parts), frames=frames_of(frames), sa=sa.key, ts=u.ts,
-                   hint=("The answer is not the one the update asked for: look for a second responder or a "
-                         "forged answer on the path; a mover that checks COOKIE2 closes the IKE SA (RFC 4555 §3.7)."
+                   hint=("An answer whose COOKIE2 is not its request's is no answer to it: look for a second "
+                         "responder or a forged answer on the path; the peer that sent the cookie closes the IKE SA "
+                         "(RFC 4555 §3.7)."
                          if cookie_bad else
                          "Check that the other peer supports MOBIKE and reaches the new address; a mover that "
                          "gets no answer falls back to a new IKE SA." if bad else
