@@ -42,6 +42,7 @@ HERE = DATA / "mobike"
 CAP, KEYS = HERE / "capture.pcap", HERE / "charon-right.log"
 NAT_CAP, NAT_KEYS = HERE / "nat-capture.pcap", HERE / "nat-charon-right.log"
 LOST_CAP, LOST_KEYS = HERE / "unanswered-capture.pcap", HERE / "unanswered-charon-right.log"
+UN_CAP, UN_KEYS = HERE / "unannounced-capture.pcap", HERE / "unannounced-charon-right.log"
 COOKIE2 = bytes.fromhex("09fc3741aec475a452777a4360f930b0")  # frame 103's, echoed in 106 (tshark)
 NOTIFY, COOKIE2_TYPE = 41, 16401
 
@@ -272,8 +273,23 @@ def test_move_to_an_announced_address_says_so_and_an_unannounced_one_is_info() -
     (f,) = _findings(NAT_CAP, NAT_KEYS)
     assert f["severity"] == "info"
     assert ("198.18.2.1 is not an address the initiator announced: it announced only 10.0.0.1 "
-            "(ADDITIONAL_IP*_ADDRESS, frame 11) (RFC 4555 §3.6); the NAT in front of it") in f["explanation"]
+            "(ADDITIONAL_IP*_ADDRESS in frame 11, RFC 4555 §3.6); the NAT in front of it") in f["explanation"]
     p = subprocess.run([sys.executable, "-m", "ipsecscope", "sas", "-k", str(NAT_KEYS), str(NAT_CAP)],
                        capture_output=True, text=True, timeout=120)
     assert "not an announced address" in p.stdout
 
+
+
+def test_move_to_an_address_after_no_additional_addresses() -> None:
+    """unannounced-capture.pcap (make.py unannounced): 198.18.0.3 came and 198.18.0.1 went at once;
+    charon's log: "198.18.0.3 appeared on veth0", "198.18.0.1 disappeared", no ADD_4_ADDR, the update
+    (frame 15, tshark) carries NO_ADD_ADDR; the last list before it is IKE_AUTH's (frame 3)."""
+    log = UN_KEYS.with_name("unannounced-charon-left.log").read_text()
+    assert "198.18.0.3 appeared on veth0" in log and "N(ADD_4_ADDR)" not in log
+    (sa,) = _load(UN_CAP, UN_KEYS).table.ike_sas.values()
+    assert sa.mobike_additional == [("initiator", 3, ()), ("responder", 4, ()), ("initiator", 15, ())]
+    (f,) = _findings(UN_CAP, UN_KEYS)
+    assert f["severity"] == "info" and f["frames"] == [11, 15, 16, 18]
+    assert ("198.18.0.3 is not an address the initiator announced: it said it had no other address "
+            "(NO_ADDITIONAL_ADDRESSES in frame 3, RFC 4555 §3.6); a NAT or an address it got after that list "
+            "explains it.") in f["explanation"]

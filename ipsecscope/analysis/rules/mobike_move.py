@@ -101,9 +101,10 @@ def mobike_finding(table: SaTable, sa: IkeSa, u: MobikeUpdate, forced: set[str])
         # INFO only: a NAT in front of the mover shows it at an address it cannot know (RFC 4555 §3.6
         # lists the peer's own addresses), and a peer may move to an address it got after its last list.
         frame, addrs = gone
-        listed = (f"it announced only {', '.join(addrs)} (ADDITIONAL_IP*_ADDRESS, frame {frame})" if addrs else
-                  f"it said it had no other address (NO_ADDITIONAL_ADDRESSES, frame {frame})")
-        parts.append(f"{u.src_addr} is not an address the {u.peer} announced: {listed} (RFC 4555 §3.6)"
+        listed = (f"it announced only {', '.join(addrs)} (ADDITIONAL_IP*_ADDRESS in frame {frame}, RFC 4555 §3.6)"
+                  if addrs else
+                  f"it said it had no other address (NO_ADDITIONAL_ADDRESSES in frame {frame}, RFC 4555 §3.6)")
+        parts.append(f"{u.src_addr} is not an address the {u.peer} announced: {listed}"
                      + ("; the NAT in front of it gives it an address of the NAT's." if natted else
                         "; a NAT or an address it got after that list explains it."))
     bad = ""

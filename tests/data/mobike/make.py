@@ -18,7 +18,8 @@ tests/netns_peers.StrongswanPair (namespaces ``mob-l`` / ``mob-r``, one veth): t
 Written: capture.pcap, charon-left.log and charon-right.log (both logs: their keys, and what each
 charon said about the address update), ping-across-move.txt. ``make.py nat`` writes the second case
 (:func:`behind_nat`, the client comes back behind a NAPT): nat-capture.pcap, nat-charon-*.log;
-``make.py unanswered`` the third (:func:`answer_lost`, the update's answer is lost): unanswered-*.
+``make.py unanswered`` the third (:func:`answer_lost`, the update's answer is lost): unanswered-*;
+``make.py unannounced`` the fourth (:func:`unannounced`, a move to an address never announced): unannounced-*.
 """
 
 from __future__ import annotations
@@ -174,10 +175,43 @@ def answer_lost() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def unannounced() -> None:
+    """The client moves to an address it never announced (unannounced-capture.pcap).
+
+    As :func:`main` (capture on the gateway's veth, namespaces ``mb2-l`` / ``mb2-r``), but the new
+    address 198.18.0.3 comes and 198.18.0.1 goes in one ``ip -batch`` run: charon sees both events
+    in one roam, checks the path from 198.18.0.3 and sends UPDATE_SA_ADDRESSES with the new list
+    (RFC 4555 §3.6), so the last list before the move is IKE_AUTH's NO_ADDITIONAL_ADDRESSES.
+    """
+    left, right = roaming_confs()
+    work = Path(tempfile.mkdtemp(prefix="mobike-unannounced-"))
+    try:
+        with GatewayView(work, left, right, tag="mb2") as pair:
+            pair.exec("left", "sysctl", "-qw", f"net.ipv4.conf.{IFACE}.promote_secondaries=1")
+            pair.initiate("net")
+            pair.ping(3, interval=0.3)
+            batch = work / "move.ip"
+            batch.write_text(f"addr add {NEW_ADDR}/24 dev {IFACE}\naddr del 198.18.0.1/24 dev {IFACE}\n")
+            pair.exec("left", "ip", "-batch", str(batch))
+            if not pair.wait_log("right", "remote endpoint changed", timeout=20):
+                raise PeerError("mobike unannounced: the gateway never moved the SA")
+            time.sleep(2)
+            pair.ping(3, interval=0.3)
+            pair.terminate_ike("roam")
+            time.sleep(0.5)
+        shutil.copyfile(pair.capture_path, HERE / "unannounced-capture.pcap")
+        shutil.copyfile(pair.left.log, HERE / "unannounced-charon-left.log")
+        shutil.copyfile(pair.right.log, HERE / "unannounced-charon-right.log")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["nat"]:
         behind_nat()
     elif sys.argv[1:] == ["unanswered"]:
         answer_lost()
+    elif sys.argv[1:] == ["unannounced"]:
+        unannounced()
     else:
         main()
