@@ -16,11 +16,12 @@ iteration; with a big capture it first hands each window to :func:`plan`, which
      verifies the tag, straight into the window's output buffer where the packet's output block
      puts its data if the block is 28 + plaintext bytes long (the common case); blocks of other
      lengths are moved into place once the checks below know them (``_place``);
-   - CBC + HMAC: the HMAC per packet (a copy of the SA's keyed HMAC, truncated to the ICV,
-     RFC 4868 §2.3), compared for all packets at once; then the packets' ESP header | IV |
-     ciphertext (the HMAC's own input pieces) joined by plaintext length and SA, with gaps that
-     start every IV on a block, and ONE ``update_into`` of the SA's CBC context per (length, SA)
-     group, in place in one scratch buffer: a packet's first block comes out as D(C_1) ^ IV
+   - CBC + HMAC: the packets' ESP header | IV | ciphertext (the HMAC's input) copied by
+     plaintext length and SA into one joined buffer, one numpy copy per length, with gaps that
+     start every IV on a block; the HMAC per packet (a copy of the SA's keyed HMAC, truncated to
+     the ICV, RFC 4868 §2.3) over the pieces cut from it as bytes, compared for all packets at
+     once; then ONE ``update_into`` of the SA's CBC context per (length, SA) group, from the
+     joined buffer into one scratch buffer: a packet's first block comes out as D(C_1) ^ IV
      (RFC 3602 §2, NIST SP 800-38A §6.2) whatever precedes it, and the blocks of the header, the
      gap and the IV as junk, never copied; the plaintexts of one length then lie a fixed step
      apart there and are copied into the output buffer one numpy call per length
@@ -44,6 +45,7 @@ failure: the output and the counters are those of the per-record loop, byte for 
 from __future__ import annotations
 
 import struct
+from struct import iter_unpack as _iter_unpack
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -52,7 +54,6 @@ from ..decode.fused import ETH_IPV4
 
 MIN_RUN = 8  # shorter runs of fast records stay on the per-record loop (numpy costs per call)
 EPB_HEAD = 28  # bytes of an EPB before its packet data
-_GAP = bytes(8)  # before each CBC packet's ESP header in the joined input (plan)
 
 # Frame byte offsets are ETH_IPV4's (decode/fused.py); the walk copies each record's first bytes,
 # up to the IV of ESP in UDP, into one row of a matrix: the fields are its columns
@@ -67,7 +68,7 @@ class OutBuf:
     blocks before it plans the next one) and grown when a window needs more; or, for a window
     that is one run (the common case), the output's own staging buffer (``direct``)."""
 
-    __slots__ = ("buf", "own", "mv", "arr", "a32", "scr", "sa_keys", "direct", "staged")
+    __slots__ = ("buf", "own", "mv", "arr", "a32", "scr", "xin", "sa_keys", "direct", "staged")
 
     def __init__(self, direct=None) -> None:
         self.own = None
@@ -75,6 +76,7 @@ class OutBuf:
         self.staged = False  # the last plan's blocks lie in direct's staging buffer, at its end
         self.need(1 << 16)
         self.scr = bytearray()  # the CBC scratch buffer, kept too
+        self.xin = bytearray()  # the CBC calls' joined input, kept too
         self.sa_keys = None  # the last window's SAs: (sorted key mixes, addresses, SPIs, wire keys)
 
     def scratch(self, n: int) -> bytearray:
@@ -83,6 +85,14 @@ class OutBuf:
         if len(self.scr) < n:
             self.scr = bytearray(n + (n >> 2))  # a new object: memoryviews of the old may be alive
         return self.scr
+
+    def joined(self, n: int) -> bytearray:
+        """The CBC calls' joined input of this window, at least ``n`` bytes (kept as the scratch
+        buffer is; its old content is never read: every piece is copied in before it is read,
+        and the gaps' bytes decrypt to junk that is never copied out)."""
+        if len(self.xin) < n:
+            self.xin = bytearray(n + (n >> 2))  # a new object: memoryviews of the old may be alive
+        return self.xin
 
     def need(self, n: int, stage: bool = False) -> None:
         """``mv``/``arr``/``a32``: at least ``n`` bytes to plan a window's output into. With
@@ -503,18 +513,48 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         g_sa = gs[g0].tolist()
         us = np.flatnonzero(np.bincount(gc, minlength=nsa)).tolist()
         ier = E[cbc_m] - icvl[gs]  # each HMAC input's end (the ICV), in that order
-        # header | IV | ciphertext as bytes, in that order (the join below takes them as they are):
-        # slicing copies them, but `cryptography` reads a bytes object ~30 ns faster than a
-        # memoryview and the join ~12 ns (a memoryview costs about what the copy does)
-        esp = [w[s:t] for s, t in zip(Q[cbc_m].tolist(), ier.tolist(), strict=True)]
+        # header | IV | ciphertext of each packet, in that order, copied once into the joined
+        # input ``X`` of the CBC calls below, an 8-byte gap before each: gap and ESP header make
+        # 16 bytes, two 8-byte blocks or one 16-byte one, so every IV starts a block (and every
+        # piece is a whole number of blocks: the context keeps no partial block). The pieces of
+        # one length lie a fixed step apart there: one numpy copy per length (a run of at least
+        # ``STEPPED``; shorter ones a memoryview copy each), where a bytes slice of the window a
+        # packet and a join of them cost ~110 ns a packet (issue 15)
+        bsp = blkl[gs]
+        step = 16 + bsp + plc[o]  # gap | header | IV | ciphertext
+        ps = np.cumsum(step) - step  # where each piece starts in X, and its output in the scratch
+        cbc_d = ps + 16 + bsp  # where each plaintext lands
+        nx = int(ps[-1] + step[-1])
+        bmax = int(bsp.max())
+        xb = out.joined(nx)
+        xmv = memoryview(xb)[:nx]
+        qs = Q[cbc_m]
+        scut = np.flatnonzero(step[1:] != step[:-1]) + 1  # each piece length's first packet but the first
+        for a, b, st, pa in zip([0, *scut.tolist()], [*scut.tolist(), len(qs)], step[np.r_[0, scut]].tolist(),
+                                ps[np.r_[0, scut]].tolist(), strict=True):
+            L = st - 8
+            if b - a >= STEPPED:
+                np.ndarray((b - a,), f"V{L}", xb, pa + 8, (st,))[...] = _spans(W, L)[qs[a:b]]
+            else:
+                for s0 in qs[a:b].tolist():
+                    xmv[pa + 8:pa + st] = wmv[s0:s0 + L]
+                    pa += st
         icvs = set(icvl[us].tolist())
-        G = _gather(W, icvs.pop(), ier) if len(icvs) == 1 else None  # (gathered behind the slices: in the cache)
-        # one comprehension per (length, SA) group, its SA's keyed HMAC template's copy a local:
-        # no per-packet pick of the template (~10 ns a packet of the ~0.7 us the HMAC costs)
+        G = _gather(W, icvs.pop(), ier) if len(icvs) == 1 else None
+        # the HMAC per packet, one comprehension per (length, SA) group, its SA's keyed HMAC
+        # template's copy a local (no per-packet pick of the template: ~10 ns a packet of the
+        # ~0.7 us the HMAC costs); its inputs as bytes, which `cryptography` reads ~30 ns faster
+        # than a memoryview: cut out of X by one struct.iter_unpack a group (~50 ns a packet
+        # where a slice costs ~90)
         tags = []
-        for u, a, e in zip(g_sa, g0, [*g0[1:], len(esp)], strict=True):
+        ends = [*ps[gcut].tolist(), nx]
+        for u, a, e, pa, pe in zip(g_sa, g0, [*g0[1:], len(qs)], [0, *ends[:-1]], ends, strict=True):
             hcopy = slots[u].cbc[2]
-            tags += [(h := hcopy()).update(x) or h.finalize() for x in esp[a:e]]
+            st = (pe - pa) // (e - a)
+            if e - a >= 4:
+                tags += [(h := hcopy()).update(x) or h.finalize() for (x,) in _iter_unpack(f"8x{st - 8}s", xmv[pa:pe])]
+            else:
+                tags += [(h := hcopy()).update(xmv[p + 8:p + st].tobytes()) or h.finalize() for p in range(pa, pe, st)]
         same = {(len(tags[i]), slots[u].cbc[3]) for i, u in zip(g0, g_sa, strict=True)}  # (tag, ICV) lengths
         if len(same) == 1 and G is not None:  # (one suite in the window, the common case: one comparison)
             failed[cbc_m] = _icv_bad(tags, G)
@@ -522,18 +562,7 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
             for u in us:
                 om = np.flatnonzero(gs == u)
                 failed[cbc_m[om]] = _icv_bad([tags[k] for k in om.tolist()], _gather(W, slots[u].cbc[3], ier[om]))
-        # the HMAC inputs joined as they are, an 8-byte gap before each: gap and ESP header make 16
-        # bytes, two 8-byte blocks or one 16-byte one, so every IV starts a block (and every piece
-        # is a whole number of blocks: the context keeps no partial block)
-        x = _GAP.join([b"", *esp])  # (a leading empty piece: the join starts with a gap too)
-        bsp = blkl[gs]
-        step = 16 + bsp + plc[o]  # gap | header | IV | ciphertext
-        ps = np.cumsum(step) - step  # where each piece starts in the join, and its output in the scratch
-        cbc_d = ps + 16 + bsp  # where each plaintext lands
-        bmax = int(bsp.max())
-        smv = memoryview(out.scratch(len(x) + bmax))
-        xmv = memoryview(x)
-        ends = [*ps[gcut].tolist(), len(x)]
+        smv = memoryview(out.scratch(nx + bmax))
         into = {u: slots[u].cbc[0].__self__.update_into for u in us}
         for u, a, e in zip(g_sa, [0, *ends[:-1]], ends, strict=True):
             into[u](xmv[a:e], smv[a:e + bmax])  # (update_into wants a block's room more)
