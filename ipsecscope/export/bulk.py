@@ -567,8 +567,15 @@ def plan(w: bytes, offs: list[int], pcapng: bool, ifs: list, mul: int, sas: dict
         for u, a, e in zip(g_sa, [0, *ends[:-1]], ends, strict=True):
             into[u](xmv[a:e], smv[a:e + bmax])  # (update_into wants a block's room more)
         S = np.frombuffer(smv, np.uint8)
-        head[cbc_m] = _gather(S, 10, cbc_d)  # (a plaintext of one 8-byte block: 2 bytes of the next piece, unused)
-        tail[cbc_m] = _gather(S, 2, cbc_d + plc[o] - 2)  # (each plaintext's last 2 bytes)
+        # (a plaintext of one 8-byte block: 2 bytes of the next piece in head, unused)
+        if len(cbc) == ns:  # (all CBC: gathered in record order, no scatter of rows: ~9 ns a packet less)
+            dr = np.empty(ns, np.int64)
+            dr[cbc_m] = cbc_d
+            head = _gather(S, 10, dr)
+            tail = _gather(S, 2, dr + pl - 2)  # (each plaintext's last 2 bytes)
+        else:
+            head[cbc_m] = _gather(S, 10, cbc_d)
+            tail[cbc_m] = _gather(S, 2, cbc_d + plc[o] - 2)
     # 4. RFC 4303 §2.4-2.6 and hotloop.tunnel_len: padding that fits, next header 4 or 41, and the
     # tunnelled IP packet inside the payload (TFC padding after it dropped, RFC 4303 §2.7); ESP
     # inside (nested), transport mode and anything odd take the per-record path
