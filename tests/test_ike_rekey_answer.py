@@ -130,7 +130,8 @@ async def test_tui_sa_detail_of_the_new_sa_says_it_failed(refused: Path) -> None
         detail.show(app.session.table, SaRef("ike", NEW))
         text = detail.as_text(100)
         assert "IKEv2 SA 3264aae345f03644_0000000000000000" in text, text
-        assert re.search(r"Failed +NO_PROPOSAL_CHOSEN \(frame 22\)", text), text
+        # the State row says what refused it (IkeSa.state_text), as sas does
+        assert re.search(r"State +failed: NO_PROPOSAL_CHOSEN from 198\.18\.0\.2 \(frame.22\)", text), text
         assert "aes256gcm16-prfsha256-ecp256-ecp384" in text
         detail.show(app.session.table, SaRef("ike", OLD))
         assert "Failed" not in detail.as_text(100)

@@ -106,9 +106,10 @@ def _clock(ts: float | None) -> str:
     return timefmt.at(ts, 3)  # 20:09:15.691 UTC, or in the --tz zone with its offset
 
 
-def _state(state: SaState, inferred: bool = False) -> str:
-    # every state has a style: an empty "[]" tag would leave "[/]" closing nothing (a MarkupError)
-    return f"[{_STATE_STYLE.get(state, 'bold')}]{state.value.upper()}{'?' if inferred else ''}[/]"
+def _state(state: SaState, inferred: bool = False, word: str | None = None) -> str:
+    # every state has a style: an empty "[]" tag would leave "[/]" closing nothing (a MarkupError);
+    # ``word``: the state as the evidence says it (IkeSa.state_word: "incomplete"), styled as recorded
+    return f"[{_STATE_STYLE.get(state, 'bold')}]{(word or state.value).upper()}{'?' if inferred else ''}[/]"
 
 
 def _flow_line(f: EspFlow, shared: dict[int, list[EspFlow]] | None = None) -> str:
@@ -221,7 +222,7 @@ def render(table: SaTable, console: Console | None = None, keys_given: bool = Fa
     for sa in table.ike_sas.values():
         # a peer the findings say is gone: the state as the evidence says it, not only as recorded
         gone = f"[bold red], {escape(sa.peer_gone.text(_clock))}[/]" if sa.peer_gone is not None else ""
-        head = (f"IKEv{sa.version} SA [bold]{sa.key}[/] {_state(sa.state, sa.state_inferred)}{gone}  "
+        head = (f"IKEv{sa.version} SA [bold]{sa.key}[/] {_state(sa.state, sa.state_inferred, None if gone else sa.state_word)}{gone}  "
                 f"{escape(endpoint_text(sa.initiator, sa.initiator_port))} → "
                 f"{escape(endpoint_text(sa.responder, sa.responder_port))}")
         tree = Tree(Hanging(head, 4))  # a wrapped head line continues indented, split at spaces only
@@ -244,8 +245,10 @@ def render(table: SaTable, console: Console | None = None, keys_given: bool = Fa
         if sa.deleted_ts:
             times += f", deleted {_clock(sa.deleted_ts)} by {sa.deleted_by}"
         tree.add(times)
-        if sa.failure:
-            tree.add(f"[bold red]failed: {sa.failure}[/]")
+        why = sa.state_text(_clock) if sa.peer_gone is None else ""
+        if why != sa.state_word:  # why it failed or stopped, as every view says it (IkeSa.state_text)
+            bad = sa.state == SaState.FAILED or sa.state_word == "incomplete"
+            tree.add(f"[bold red]{escape(why)}[/]" if bad else escape(why))
         for label, ref in (("rekey of", sa.rekeyed_from), ("rekeyed into", sa.rekeyed_into),
                            ("retry of", sa.retry_of), ("retried as", sa.retried_by)):
             if ref:

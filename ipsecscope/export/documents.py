@@ -13,7 +13,12 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
         "state_inferred": bool,            # guessed from encrypted traffic we could not read
         "peer_gone": null | {"peer": str, "how": "dead"|"restarted", "since": float|null, "finding": str},
                                            # a finding says the peer is gone while "state" is still up
-        "failure": str|null, "proposal": str|null, "offered": [str], "dh_group": str|null,
+        "state_word": str,                 # the state as the evidence says it, as every view writes it:
+                                           #   "state", or "dead" (peer_gone), or "incomplete" (stall)
+        "state_text": str,                 # ... with why: "failed: NO_PROPOSAL_CHOSEN from 198.18.0.2 (frame 2)"
+        "stall": null | STALL,             # IKEv1: where a phase 1 that never completed stopped
+        "failure": str|null, "failure_from": str|null,  # the address that sent the refusal ("no response": null)
+        "failure_frame": int|null, "proposal": str|null, "offered": [str], "dh_group": str|null,
         "ke_groups": [str], "invalid_ke_requested": [str], "id_i": str|null, "id_r": str|null,
         "auth_method": str|null, "mode": str|null (IKEv1 Main/Aggressive),
         "nat": {"initiator": bool|null, "responder": bool|null,  # raw NAT_DETECTION_* hash verdicts
@@ -114,6 +119,20 @@ JSON schema ``"ipsecscope.sas/1"`` (``--json``; fields are only ever added withi
       "check_frame": int|null, "check_echo": str   # the other peer's own COOKIE2 check of the new address
     }
 
+    STALL (IKEv1 phase 1, RFC 2409 §5: Main Mode's 6 or Aggressive Mode's 3 messages under one Message ID) = {
+      "message": str,                    # the last one sent: "MM5", "AM2" ("Main Mode message": phase 1's start not captured)
+      "sender": str, "waiting_for": str, # who sent it; whose message did not follow
+      "next_message": str|null,          # what should have followed ("MM3" after MM2); null: an answer to it
+      "frames": [int], "sent": int,      # its copies or pieces (first 8); times sent (1 + retransmissions)
+      "first_time": float, "time": float,   # its first and last copy
+      "silent_for": float,               # seconds from its first copy to the end of the capture
+      "verdict": "waiting"|"incomplete"|"no response",  # capture ended within a retransmit interval (state
+                                         #   "initiating"); not followed though due ("incomplete"); 3
+                                         #   retransmissions or 10 s unanswered (state "failed", failure "no response")
+      "unreassembled": bool, "lost_fragments": [int], "fragments": int   # sent as IKEv1 fragments never
+                                         #   reassembled: the numbers never captured, of how many (0: unknown)
+    }
+
 JSON schema ``"ipsecscope.findings/1"`` (``--json``; fields are only ever added within /1)::
 
     {
@@ -207,7 +226,9 @@ def ike_to_dict(sa: IkeSa, table: SaTable) -> dict:
         "responder_port": sa.responder_port, "state": sa.state.value, "state_inferred": sa.state_inferred,
         "peer_gone": None if sa.peer_gone is None else {
             "peer": sa.peer_gone.peer, "how": sa.peer_gone.how, "since": sa.peer_gone.since, "finding": sa.peer_gone.code},
-        "failure": sa.failure, "proposal": sa.proposal, "offered": list(sa.offered),
+        "state_word": sa.state_word, "state_text": sa.state_text().replace("\u00a0", " "),
+        "stall": None if sa.stall is None else sa.stall.to_dict(),
+        "failure": sa.failure, "failure_from": sa.failure_from, "failure_frame": sa.failure_frame, "proposal": sa.proposal, "offered": list(sa.offered),
         "dh_group": N.dh_name(sa.dh_group) if sa.dh_group is not None else None,
         "ke_groups": [N.dh_name(g) for g in sa.ke_groups],
         "invalid_ke_requested": [N.dh_name(g) for g in sa.invalid_ke_requested],

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # (annotations only: the IKE model loads with the first IKE m
     from collections.abc import Callable
 
     from .ike import TrafficSelector
+    from .stall import Phase1Stall
 
 # (src, dst, SPI, "ESP" | "AH"): one direction of one SA (EspFlow.key, SaTable.flows)
 FlowKey = tuple[str, str, int, str]
@@ -442,6 +443,7 @@ class IkeSa:
     failure: str | None = None  # notify name or "no response"
     failure_frame: int | None = None
     failed_ts: float | None = None
+    failure_from: str | None = None  # the address that sent the refusal (None: none sent, "no response")
     ke_groups: list[int] = field(default_factory=list)  # KE groups the initiator sent, in order
     invalid_ke_requested: list[int] = field(default_factory=list)  # groups the responder asked for
     cookie_requested: bool = False
@@ -499,6 +501,9 @@ class IkeSa:
     # still ESTABLISHED by what the capture records (no Delete can come from a peer that is gone)
     # but its peer is gone. None: no finding says so.
     peer_gone: PeerGone | None = None
+    # IKEv1: where a phase 1 that never completed stopped (state.ikev1_stall, at the end of the
+    # input): MM1/MM3 may have been answered and MM5 not, all under one Message ID (RFC 2409 §5)
+    stall: Phase1Stall | None = None
 
     @property
     def key(self) -> str:
@@ -508,15 +513,39 @@ class IkeSa:
     @property
     def state_word(self) -> str:
         """The state in one word as the evidence says it: "dead" when a finding says its peer is
-        gone (dead, or restarted and without the SA), else the recorded state ("established")."""
-        return self.state.value if self.peer_gone is None else "dead"
+        gone (dead, or restarted and without the SA); "incomplete" when an IKEv1 phase 1 stopped
+        though its next message was due (``stall``); else the recorded state ("established")."""
+        if self.peer_gone is not None:
+            return "dead"
+        if self.stall is not None and self.state == SaState.INITIATING and self.stall.verdict == "incomplete":
+            return "incomplete"
+        return self.state.value
 
     def state_text(self, clock: Callable[[float], str] | None = None) -> str:
         """The state as the evidence says it: "established", or "established, peer 198.18.0.2 dead
         since 11:56:50 UTC" when a finding says the peer is gone (``clock`` writes the time: the
-        view's timefmt; without it, no time)."""
+        view's timefmt; without it, no time). A failed or stalled one says why: "failed:
+        NO_PROPOSAL_CHOSEN from 198.18.0.2 (frame 2)", "incomplete: no answer to MM3 (frame 3);
+        198.18.0.2 silent for 6.0 s until the capture ended"."""
         g = self.peer_gone
-        return self.state.value if g is None else f"{self.state.value}, {g.text(clock)}"
+        if g is not None:
+            return f"{self.state.value}, {g.text(clock)}"
+        word = self.state_word
+        why = self.failure_text() if self.state == SaState.FAILED else None
+        if why is None and self.stall is not None and self.state == SaState.INITIATING:
+            why = self.stall.text()
+        return f"{word}: {why}" if why else word
+
+    def failure_text(self) -> str | None:
+        """Why it failed, with who said so and where ("NO_PROPOSAL_CHOSEN from 198.18.0.2 (frame
+        2)"); a "no response" of an IKEv1 phase 1 names the message left unanswered (``stall``)."""
+        if self.failure is None:
+            return None
+        if self.failure == "no response" and self.stall is not None:
+            return self.stall.text()
+        by = f" from {self.failure_from}" if self.failure_from else ""
+        at = f" (frame\u00a0{self.failure_frame})" if self.failure_frame is not None else ""
+        return f"{self.failure}{by}{at}"
 
 
 @dataclass(slots=True, frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..model.iana import ProtocolId
 from ..model.sa import (
@@ -59,6 +59,7 @@ class IkeScratch:
     init_raw: bytes | None = None  # the initiator's latest first message (zero responder SPI)
     responder_msgs: int = 0  # IKEv1 phase 1: distinct messages per side
     initiator_msgs: int = 0
+    v1_tail: Any = None  # IKEv1 phase 1: the last message either side sent (state.ikev1_stall.Tail)
 
 
 @dataclass(slots=True)
@@ -142,13 +143,15 @@ class Book(InferredChildSas):
             self._inferred_ids.discard(sa.id)  # negotiated or closed now: outside the inferred cap
         sa.state = state
 
-    def fail_ike(self, sa: IkeSa, reason: str, ts: float, frame: int | None) -> None:
+    def fail_ike(self, sa: IkeSa, reason: str, ts: float, frame: int | None, by: str | None = None) -> None:
+        """``by``: the address that sent the refusal (None for "no response")."""
         if sa.state == SaState.FAILED and sa.failure == reason:
             return
         self.transition(sa, SaState.FAILED)
         sa.failure = reason
         sa.failure_frame = frame
         sa.failed_ts = ts
+        sa.failure_from = by
         if reason in ("INVALID_KE_PAYLOAD", "COOKIE"):
             self.note_refused(sa)
         self.emit("ike_sa_failed", ts, ike_sa=sa.key, reason=reason, frame=frame)
@@ -159,7 +162,7 @@ class Book(InferredChildSas):
         self.transition(sa, SaState.ESTABLISHED)
         sa.state_inferred = inferred
         sa.established_ts = ts
-        sa.failure = None
+        sa.failure = sa.failure_from = sa.stall = None
         self.emit("ike_sa_established", ts, ike_sa=sa.key, initiator=sa.initiator, responder=sa.responder,
                   proposal=sa.proposal, inferred=inferred)
 

@@ -35,6 +35,8 @@ from .book import Book, ChildScratch, chosen_in, note_nat_detection
 from .child_sa import sa_unreadable, v1_id_selector
 from .copies import ike_capture_copy
 from .ikev1_frag import MAX_SETS_PER_SA, fragment_of
+from .ikev1_stall import note as note_phase1
+from .ikev1_stall import resume
 from .selection import aggressive_ke_group, aggressive_ke_unfit, answer_unfit_bundle, answer_unfit_v1
 
 # notify_is_error() is the IKEv2 split (RFC 7296 §3.10.1), but IKEv1 uses the same one: 1-8191 are
@@ -166,6 +168,10 @@ def on_ikev1(book: Book, msg: IkeMessage) -> None:
         if not sa.nat_t:
             sa.nat_t, sa.natt_frame = True, msg.frame
         _nat_t_endpoints(book, sa, msg, is_response)
+    if h.exchange in _MODES:
+        if sa.stall is not None:  # live mode: phase 1 goes on after an end of input concluded it stopped
+            resume(book, sa)
+        note_phase1(book, sa, msg, is_response)
     fs = msg.v1_fragments
     if fs is not None and not any(f is fs for f in sa.v1_fragment_sets):
         if len(sa.v1_fragment_sets) < MAX_SETS_PER_SA:
@@ -258,7 +264,7 @@ def _phase1(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response:
     _nat_d(sa, msg, is_response)
     for n in msg.find(NotifyPayload):
         if notify_is_error(n.notify_type):
-            book.fail_ike(sa, N.notify_name(n.notify_type, 1), msg.ts, msg.frame)
+            book.fail_ike(sa, N.notify_name(n.notify_type, 1), msg.ts, msg.frame, by=msg.src)
             x.error = x.error or n.notify_type
             x.error_name = x.error_name or N.notify_name(n.notify_type, 1)
             return
@@ -461,7 +467,7 @@ def _informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> No
         # PSK (RFC 2409 §5.4, SKEYID = prf(pre-shared-key, Ni_b | Nr_b)), so with different PSKs
         # neither side can even read the other's error notify.
         book.fail_ike(sa, "Main Mode AUTH refused (encrypted Informational after MM5; probably a PSK mismatch)",
-                     msg.ts, msg.frame)
+                     msg.ts, msg.frame, by=msg.src)
         sa.state_inferred = True
     if not readable:
         x.summary = x.summary or "Informational (encrypted)"
@@ -496,7 +502,7 @@ def _informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> No
             x.error = x.error or t
             x.error_name = x.error_name or name
             if sa.state == SaState.INITIATING:
-                book.fail_ike(sa, name, msg.ts, msg.frame)
+                book.fail_ike(sa, name, msg.ts, msg.frame, by=msg.src)
     if x.exchange in _MODES and x.error is not None:
         x.summary = f"{_MODES[x.exchange]} Mode refused: {x.error_name}"
     else:

@@ -362,7 +362,7 @@ def ike_sa_init(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_respo
             x.summary = f"IKE_SA_INIT refused: INVALID_KE_PAYLOAD, responder wants {N.dh_name(group)}"
         else:
             x.summary = f"IKE_SA_INIT refused: {name}"
-        book.fail_ike(sa, name, msg.ts, msg.frame)
+        book.fail_ike(sa, name, msg.ts, msg.frame, by=msg.src)
         return
     if any(n.notify_type == NotifyType.COOKIE for n in notifies) and not sas:
         sa.cookie_requested = True  # RFC 7296 §2.6: retry with the cookie, not a failure
@@ -431,7 +431,7 @@ def ike_auth(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response
             # TSi, TSr): under ~100 bytes of IKE it carries no AUTH payload.
             if len(msg.raw) <= 96:
                 book.fail_ike(sa, "IKE_AUTH refused (encrypted; probably AUTHENTICATION_FAILED)",
-                               msg.ts, msg.frame)
+                               msg.ts, msg.frame, by=msg.src)
                 sa.state_inferred = True
             else:
                 book.establish_ike(sa, msg.ts, inferred=True)
@@ -455,13 +455,13 @@ def ike_auth(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response
         if i.type == iana.PayloadType.IDr:
             sa.id_r = i.value
     if err is not None and err.notify_type == NotifyType.AUTHENTICATION_FAILED:
-        book.fail_ike(sa, "AUTHENTICATION_FAILED", msg.ts, msg.frame)
+        book.fail_ike(sa, "AUTHENTICATION_FAILED", msg.ts, msg.frame, by=msg.src)
         x.summary = "IKE_AUTH refused: AUTHENTICATION_FAILED"
         child_response(book, sa, msg, x, err)
         return
     if err is not None and not auths and err.notify_type not in _CHILD_ERRORS:
         name = N.notify_name(err.notify_type)
-        book.fail_ike(sa, name, msg.ts, msg.frame)
+        book.fail_ike(sa, name, msg.ts, msg.frame, by=msg.src)
         x.summary = f"IKE_AUTH refused: {name}"
         return
     if auths:
@@ -682,7 +682,7 @@ def _refused_ike_rekey(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, o
     # INVALID_KE_PAYLOAD rekey is retried in another CREATE_CHILD_SA on the old SA (RFC 7296 §1.3.2)
     book.transition(new, SaState.FAILED)
     new.failure = N.notify_name(err.notify_type) if err is not None else "no SA in response"
-    new.failure_frame, new.failed_ts = msg.frame, msg.ts
+    new.failure_frame, new.failed_ts, new.failure_from = msg.frame, msg.ts, msg.src
     book.emit("ike_sa_failed", msg.ts, ike_sa=new.key, reason=new.failure, frame=msg.frame)
 
 
@@ -721,7 +721,7 @@ def informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_res
             parts.append(f"INVALID_SPI {spi_text(spi)}")
         elif t == NotifyType.AUTHENTICATION_FAILED:
             # The initiator rejects the responder's AUTH (RFC 7296 §2.21.2) in an INFORMATIONAL.
-            book.fail_ike(sa, "AUTHENTICATION_FAILED", msg.ts, msg.frame)
+            book.fail_ike(sa, "AUTHENTICATION_FAILED", msg.ts, msg.frame, by=msg.src)
             parts.append("AUTHENTICATION_FAILED")
         elif iana.notify_is_error(t):
             parts.append(N.notify_name(t))

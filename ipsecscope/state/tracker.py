@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 from ..model.packets import AhPacket, EspPacket, IcmpError, Malformed, NatKeepalive
 from ..model.sa import EspFlow, KeymatRequest, Observation, SaState
 from .book import MAX_OBSERVATIONS, Book
+from .ikev1_stall import conclude as conclude_phase1
 from .traffic import on_sa_fields, on_sa_packet
 
 FRAG_LOST_KEPT = 16  # ESP packets lost with their fragments kept per flow as evidence (all are counted)
@@ -231,6 +232,10 @@ class Tracker(Book):
         if end is None:
             return
         for sa in self.table.ike_sas.values():
+            if sa.version == 1 and sa.mode is not None:
+                # IKEv1 phase 1: one exchange of 6 (3) messages, followed message by message
+                conclude_phase1(self, sa, end, timeout)
+                continue
             if sa.state != SaState.INITIATING or not sa.exchanges:
                 continue
             x = sa.exchanges[-1]

@@ -19,6 +19,7 @@ from ...model.sa import (
     EspFlow,
     IkeSa,
     NatRebinding,
+    SaState,
     SaTable,
     counter_lost,
     endpoint_text,
@@ -410,8 +411,10 @@ class SaDetail(Static):
         g = _kv(f"IKEv{sa.version} SA {ike_sa_text(sa.ike_spi_i, sa.ike_spi_r)}")
         # as the evidence says it (IkeSa.state_text): "established" alone read as a live SA whose
         # peer a finding says is dead or restarted (analysis.peer_gone), as the tree says "dead"
-        g.add_row("State", Text(sa.state_text(timefmt.at),
-                                "bold red" if sa.peer_gone else STATE_STYLE.get(sa.state, "")))
+        # and why it failed or stopped ("failed: NO_PROPOSAL_CHOSEN from 198.18.0.2 (frame 2)", an IKEv1
+        # phase 1's "incomplete: no answer to MM5 …", IkeSa.stall), as sas says it
+        bad = sa.peer_gone is not None or sa.state_word == "incomplete"
+        g.add_row("State", Text(sa.state_text(timefmt.at), "bold red" if bad else STATE_STYLE.get(sa.state, "")))
         g.add_row("Initiator", endpoint_text(sa.initiator, sa.initiator_port) + (f"  id {sa.id_i}" if sa.id_i else ""))
         g.add_row("Responder", endpoint_text(sa.responder, sa.responder_port) + (f"  id {sa.id_r}" if sa.id_r else ""))
         g.add_row("Proposal", sa.proposal or "—")
@@ -424,7 +427,7 @@ class SaDetail(Static):
 
         g.add_row("NAT", nat_phrase(table, sa) if sa.nat_detected or sa.nat_rebindings else ("none detected" if sa.nat_initiator is not None else "—"))
         g.add_row("Created", fmt_ts(sa.created_ts, first))
-        if sa.failure:  # what refused it (an IKE SA rekey's new SA too, RFC 7296 §1.3.2)
+        if sa.failure and sa.state != SaState.FAILED:  # (a FAILED one's State row says what refused it)
             g.add_row("Failed", sa.failure + (f" ({frame_ref(sa.failure_frame)})" if sa.failure_frame else ""))
         g.add_row("Established", fmt_ts(sa.established_ts, first))
         if sa.deleted_ts is not None:

@@ -160,8 +160,10 @@ def ike_essential(sa: IkeSa) -> Text:
     text.append("●", STATE_STYLE.get(sa.state, ""))
     text.append(f" IKEv{sa.version} ")
     text.append(f"{sa.ike_spi_i.hex()[:8]}…", "cyan")
-    # the state as the evidence says it: "dead" when a finding says its peer is gone (IkeSa.peer_gone)
-    text.append(f" {sa.state_word}", "bold red" if sa.peer_gone else STATE_STYLE.get(sa.state, ""))
+    # the state as the evidence says it: "dead" when a finding says its peer is gone (IkeSa.peer_gone),
+    # "incomplete" when an IKEv1 phase 1 stopped though its next message was due (IkeSa.stall)
+    word = sa.state_word
+    text.append(f" {word}", "bold red" if word in ("dead", "incomplete") else STATE_STYLE.get(sa.state, ""))
     return text
 
 

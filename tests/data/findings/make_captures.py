@@ -13,6 +13,10 @@
 - ``ikev1-rekey``: IKEv1 Main Mode and Quick Mode, ESP, a Quick Mode rekey, Delete payloads.
 - ``ikev1-psk-mismatch``: IKEv1 Main Mode with different pre-shared keys.
 - ``ikev1-proposal-mismatch``: IKEv1 Main Mode refused with an unencrypted NO-PROPOSAL-CHOSEN.
+- ``ikev1-mm3-unanswered``: IKEv1 Main Mode whose third message (KE, nonce) the responder's
+  nftables input drops: MM1 answered, MM3 sent 4 times, never answered; the initiator gives up.
+- ``ikev1-mm3-incomplete``: the same with one retransmission (``retransmit_tries = 1``), the
+  capture going on 4 s after with cleartext pings: Main Mode stopped though the path worked.
 - ``cert-auth-idle``: certificate authentication (a CA from strongswan-pki; the initiator has an
   RSA-3072 certificate, the responder an ECDSA-256 one), the tunnel comes up and stays idle (no
   ESP) for 6 s: the IKE_AUTH response is much smaller than the request although nothing was
@@ -134,6 +138,50 @@ def ikev1_psk_mismatch(work: Path) -> None:
         pair.wait_log("left", "giving up after", timeout=15)
 
 
+def _drop_mm3(pair: StrongswanPair) -> None:
+    """The responder's input drops Main Mode's third message: the only message to UDP 500 bigger
+    than 300 bytes (MM1 is ~180: SA and vendor IDs; MM3 ~400: KE, nonce, NAT-D; MM5 goes to 4500)."""
+    for cmd in (("add", "table", "inet", "ipss"),
+                ("add", "chain", "inet", "ipss", "in", "{ type filter hook input priority 0 ; }"),
+                ("add", "rule", "inet", "ipss", "in", "udp", "dport", "500", "udp", "length", ">", "300", "drop")):
+        pair.exec("right", "nft", *cmd)
+
+
+def ikev1_mm3_unanswered(work: Path) -> None:
+    # IKEv1 Main Mode whose MM3 never reaches the responder: MM1 is answered, MM3 is sent 4 times
+    # (retransmit_tries 3) and never answered; the initiator gives up.
+    left, right = (c.replace("version = 2", "version = 1") for c in confs("aes256-sha256-modp2048"))
+    with StrongswanPair(work, left, right, tag="v1s-mm3") as pair:
+        _drop_mm3(pair)
+        r = pair.initiate("net", ike="t", check=False, timeout=12)
+        if r.returncode == 0:
+            raise RuntimeError("ikev1-mm3-unanswered: Main Mode succeeded")
+        pair.wait_log("left", "giving up after", timeout=15)
+
+
+class _OneRetransmit(StrongswanPair):
+    """The initiator (left) gives up after one retransmission (netns_peers sets 3)."""
+
+    def _setup_net(self) -> None:
+        super()._setup_net()
+        conf = self.side("left").dir / "strongswan.conf"
+        conf.write_text(conf.read_text().replace("retransmit_tries = 3", "retransmit_tries = 1", 1))
+
+
+def ikev1_mm3_incomplete(work: Path) -> None:
+    # As ikev1-mm3-unanswered, but the initiator retransmits once (retransmit_tries 1) and gives
+    # up; the capture goes on 4 s more with cleartext pings between the peers' outer addresses: the
+    # Main Mode stopped with an unanswered MM3 though the capture saw the link working.
+    left, right = (c.replace("version = 2", "version = 1") for c in confs("aes256-sha256-modp2048"))
+    with _OneRetransmit(work, left, right, tag="v1s-inc") as pair:
+        _drop_mm3(pair)
+        r = pair.initiate("net", ike="t", check=False, timeout=10)
+        if r.returncode == 0:
+            raise RuntimeError("ikev1-mm3-incomplete: Main Mode succeeded")
+        pair.wait_log("left", "giving up after", timeout=10)
+        pair.ping(4, src="198.18.0.1", dst="198.18.0.2", interval=1.0)  # in the clear: the path works
+
+
 def _pki(*args: str, stdin: bytes | None = None) -> bytes:
     return subprocess.run(["pki", *args], input=stdin, capture_output=True, check=True).stdout
 
@@ -203,7 +251,8 @@ def peer_restarted(work: Path) -> None:
 
 
 SCENARIOS = {"cert-auth-idle": cert_auth_idle, "esp-one-way-ike-alive": esp_one_way_ike_alive, "peer-restarted": peer_restarted, "ikev1-rekey": ikev1_rekey, "ikev1-psk-mismatch": ikev1_psk_mismatch, "ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
-             "ikev1-proposal-mismatch": ikev1_proposal_mismatch}
+             "ikev1-proposal-mismatch": ikev1_proposal_mismatch, "ikev1-mm3-unanswered": ikev1_mm3_unanswered,
+             "ikev1-mm3-incomplete": ikev1_mm3_incomplete}
 
 
 def main(argv: list[str]) -> int:
