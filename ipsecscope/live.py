@@ -468,9 +468,10 @@ class LiveRunner:
         for ev in finding_ended_events(self.kept, self._ended_told, take, now=wall):
             self.emit(ev)
         # What a front end must show again although no frame came (the TUI redraws when frames or
-        # this change): the findings as the events told them, and the IKE SAs' states.
+        # this change): the findings as the events told them, and the IKE SAs' states as the views
+        # word them (IkeSa.state_word: "dead" from the findings, an IKEv1 phase 1 "incomplete" by now).
         sig = hash((tuple(self._seen_findings.items()), tuple((cs, e.times) for cs, e in self._ended_told.items()),
-                    tuple((sa.state, sa.peer_gone is None) for sa in self.session.table.ike_sas.values())))
+                    tuple((sa.state, sa.state_word) for sa in self.session.table.ike_sas.values())))
         if sig != self._evaluated:
             self._evaluated = sig
             self.revision += 1

@@ -174,6 +174,8 @@ class Session(PacketHandling, FrameViews):
         # (an ESP-only capture loads no IKE module)
         self.v1_fragments: Ikev1Reassembler | None = None
         self.ike_frag_rows = None  # state.ike_frag_rows.FragmentRows: fragment rows' words (session_packets)
+        # frame -> what IKE fragment it is (FragmentRows' note, kept up to date by it): packets --json
+        self.ike_fragments: dict[int, dict] = {}
         self._frame_offsets = FrameOffsets()  # frame -> (path index, offset, linktype), for detail()
         self._frame_bases: list[int] = []  # per loaded file: the frames before it (load())
         self._no_key_result: EspResult | None = None

@@ -149,6 +149,7 @@ class PacketHandling:
     ike_messages: dict[int, IkeMessage]
     v1_fragments: Ikev1Reassembler | None
     ike_frag_rows: FragmentRows | None
+    ike_fragments: dict[int, dict]
     ah_verifier: AhVerifier | None
     _ike_dec: tuple[IkeDecryptor, Ikev1Decryptor, IkeDecryptor] | None
     _no_key_result: EspResult | None
@@ -362,7 +363,9 @@ class PacketHandling:
             msg = self._decrypt_ike(frags.add(parse_ike(pkt)))
             self.ike_messages[raw.index] = msg
             if self.max_rows and len(self.ike_messages) > self.max_rows:
-                del self.ike_messages[next(iter(self.ike_messages))]  # live mode: a ring, like rows
+                gone = next(iter(self.ike_messages))
+                del self.ike_messages[gone]  # live mode: a ring, like rows
+                self.ike_fragments.pop(gone, None)
             self.tracker.on_ike(msg)
             self._derive_child_keys()
             status = "malformed" if msg.malformed else ("icv-bad" if msg.icv_ok is False else (
@@ -438,6 +441,8 @@ class PacketHandling:
              "encrypted": bool(h.encrypted_v1 if h.major == 1 else msg.encrypted) and not msg.decrypted}
         # with keys an SKF message is joined by the decryptor on its last piece (crypto/ike_sk)
         rows.note(d, msg, joined=h.major == 2 and msg.decrypted and bool(msg.inner))
+        if d["fragment"] is not None:
+            self.ike_fragments[msg.frame] = d  # FragmentRows writes what it learns later into it
         return d
 
     def _ike_row_info(self, msg: IkeMessage, frag: dict | None) -> str:

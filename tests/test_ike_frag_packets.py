@@ -153,3 +153,52 @@ def test_tui_shows_the_lost_mark() -> None:
 
     lines = [ln for ln in run() if "[ FRAG ]" in ln]
     assert len(lines) == 4 and all("fragment 1/2 lost" in ln for ln in lines), lines
+
+
+def _fragments(path: Path, *args: str) -> dict[int, dict | None]:
+    out = subprocess.run([*IPSECSCOPE, "packets", "--json", *args, "--", str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    return {d["frame"]: d["fragment"] for d in map(json.loads, out.splitlines())}
+
+
+@pytest.mark.parametrize("name", ["mm-frag-lost", "mm-frag-never", "am-cert-frag", "mm-cert-frag"])
+def test_packets_json_fragment_object_is_tsharks_and_summarys(name: str) -> None:
+    """packets --json carries each IKEv1 piece's numbers as a ``fragment`` object (not only in the
+    Info's words): Fragment ID, number and last flag as tshark reads them (isakmp.frag.packetid,
+    .seq, .last; the completing frame too: tshark shows its piece's payload), the rest as summary."""
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed")
+    cap = V1 / f"{name}.pcap"
+    got = _fragments(cap)
+    out = subprocess.run(["tshark", "-r", str(cap), "-Y", "isakmp.frag.seq", "-T", "fields", "-e", "frame.number",
+                          "-e", "isakmp.frag.packetid", "-e", "isakmp.frag.seq", "-e", "isakmp.frag.last"],
+                         capture_output=True, text=True, check=True).stdout
+    want = {int(f): (int(pid, 16), int(seq), last == "1") for f, pid, seq, last in
+            (ln.split("\t") for ln in out.splitlines())}
+    assert want and sorted(want) == sorted(f for f, d in got.items() if d is not None)
+    for frame, (pid, seq, last) in want.items():
+        d = got[frame]
+        assert (d["fragment_id"], d["number"], d["last"]) == (pid, seq, last), frame
+    for frame, r in _summary_rows(cap).items():  # summary's row of the same frame: the same facts
+        if r["fragment"]:
+            d = got[frame]
+            assert {k: d[k] for k in r["fragment"]} == r["fragment"] and d["reassembled_from"] == r["reassembled_from"]
+    if name == "mm-frag-never":
+        assert all(got[f]["lost"] == [1] and got[f]["total"] == 2 for f in (5, 6, 7, 8))
+    if name == "mm-frag-lost":
+        assert got[6]["reassembled_from"] == [6, 5] and got[7]["repeat"] and got[9]["reassembled_from"] == [8, 9]
+
+
+def test_packets_json_skf_fragment_object() -> None:
+    """IKEv2 SKF (RFC 7383 §2.5): Fragment Number and Total Fragments as tshark reads them, no
+    Fragment ID; with keys the completing frame names the pieces it was joined from."""
+    cap = SKF / "capture.pcapng"
+    want = _tshark_skf(cap)
+    plain = _fragments(cap)
+    keyed = _fragments(cap, "-k", str(SKF / "charon-left.log"))
+    assert sorted(f for f, d in plain.items() if d is not None) == sorted(want)
+    for frame, (n, t) in want.items():
+        d = plain[frame]
+        assert (d["number"], d["total"], d["last"], d["fragment_id"]) == (n, t, n == t, None)
+        assert d["reassembled_from"] == [] and d["lost"] == []
+    assert keyed[5]["reassembled_from"] == [3, 4, 5] and keyed[7]["reassembled_from"] == [6, 7]

@@ -43,8 +43,8 @@ def test_piece_lost_once_then_reassembled(generic: bool) -> None:
     rows = _rows(doc)
     # fragment 2/2 came first (frame 5); fragment 1's first copy was lost, the resent one
     # (frame 6) completes MM5: that row is MM5 itself, encrypted, whole
-    assert rows[5]["fragment"] == {"number": 2, "total": 2, "fragment_id": 1, "msg_id": 0, "repeat": False,
-                                   "lost": [], "given_up": None}
+    assert rows[5]["fragment"] == {"number": 2, "total": 2, "last": True, "fragment_id": 1, "msg_id": 0,
+                                   "repeat": False, "lost": [], "given_up": None}
     mm5 = rows[6]
     assert mm5["reassembled_from"] == [6, 5]
     assert (mm5["exchange"], mm5["msg_id"], mm5["encrypted"]) == ("IDENTITY_PROTECTION", 0, True)

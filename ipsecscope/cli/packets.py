@@ -17,6 +17,19 @@ ever added within /1)::
      "spi": "0x%08x"|null, "seq": int|null,          # ESP/AH; seq with inferred ESN high bits
      "status": ""|"decrypted"|"icv-bad"|"no-key"|"malformed", "child_sa": int|null,
      "ike_sa": str|null, "info": str,
+     "fragment": null | {                            # an IKE fragment (IKEv1 Fragment payload 132; IKEv2
+        "number": int, "total": int|null,            #   SKF, RFC 7383 §2.5): its number, of how many
+                                                     #   (null: IKEv1, the last-flagged piece not seen)
+        "last": bool,                                # flagged last (IKEv1 flags bit 0; SKF number = total)
+        "fragment_id": int|null,                     # IKEv1's Fragment ID (null for SKF)
+        "msg_id": int,                               # the Message ID of the message it is a piece of
+        "repeat": bool,                              # this number was seen before (a retransmission)
+        "reassembled_from": [int],                   # this frame completed the message (IKEv1; SKF with
+                                                     #   keys): its pieces' frames in number order; else []
+        "lost": [int], "last_lost": bool,            # never completed: the numbers that never came (and
+                                                     #   the last-flagged one), as summary's ike_fragments_lost
+        "given_up": str|null},                       # not reassembled: a bound on what is held was reached
+                                                     # (the words are in "info" too, state.ike_frag_rows)
      "ip_proto": int|null,                           # MALFORMED: the outer IP header's protocol field
                                                      # (tshark's ip.proto / ipv6.nxt) where readable
      "mac": null | {"src": str, "dst": str},         # a frame that is no IP (ARP, LLDP; inside a
@@ -227,8 +240,20 @@ def row_json(row: FrameRow, session: Session, t0: float, ah: FrameRow | None = N
         "spi": None if row.spi is None else spi_text(row.spi), "seq": row.seq, "status": row.status,
         "child_sa": row.child_sa, "ike_sa": row.ike_sa, "info": row.info, "ip_proto": row.ip_proto,
         "mac": _macs(session, row) if row.kind == "OTHER" and inner is None and not row.src else None, "inner": doc,
-        "ah": ah_json(ah),
+        "ah": ah_json(ah), "fragment": fragment_json(session, row),
     }
+
+
+def fragment_json(session: Session, row: FrameRow) -> dict | None:
+    """``fragment`` of an IKE row that is a piece of a fragmented message (state.ike_frag_rows'
+    note of it, the same the Info's words are made from)."""
+    d = session.ike_fragments.get(row.frame) if row.kind == "IKE" else None
+    if d is None:
+        return None
+    f = d["fragment"]
+    return {"number": f["number"], "total": f["total"], "last": f["last"], "fragment_id": f["fragment_id"],
+            "msg_id": f["msg_id"], "repeat": f["repeat"], "reassembled_from": list(d["reassembled_from"]),
+            "lost": list(f["lost"]), "last_lost": f.get("last_lost", False), "given_up": f["given_up"]}
 
 
 def _macs(session: Session, row: FrameRow) -> dict | None:

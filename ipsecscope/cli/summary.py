@@ -30,6 +30,7 @@ JSON schema ``"ipsecscope.summary/1"`` (``--json``; fields are only ever added w
         "length": int, "malformed": str | null,
         "fragment": null | {               # an IKE fragment: IKEv1 Fragment payload (132) or IKEv2 SKF
           "number": int, "total": int | null,   # null: IKEv1, the last-flagged piece not seen (yet)
+          "last": bool,                    # this piece is flagged last (IKEv1 flags bit 0; SKF number = total)
           "fragment_id": int | null,       # IKEv1's Fragment ID (null for SKF)
           "msg_id": int,                   # the Message ID of the message the piece belongs to
           "repeat": bool,                  # this number was seen before (a retransmission)

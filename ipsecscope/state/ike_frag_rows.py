@@ -97,7 +97,10 @@ class FragmentRows:
         repeat = num is None  # a number held already, or a piece of a finished message
         if num is None:
             num = getattr(msg.payloads[0], "number", 0) if msg.payloads else 0
-        row["fragment"] = {"number": num, "total": fs.last or None, "fragment_id": fs.frag_id,
+        # flagged last (bit 0 of the Fragment payload's flags): the set's last number is the flagged
+        # piece's (a completing frame's payloads are the whole message's, no longer the piece's)
+        last = bool(fs.last) and num == fs.last
+        row["fragment"] = {"number": num, "total": fs.last or None, "last": last, "fragment_id": fs.frag_id,
                            "msg_id": fs.msg_id, "repeat": repeat, "lost": [], "given_up": fs.dropped}
         if msg.reassembled_from:
             row["reassembled_from"] = list(msg.reassembled_from)
@@ -117,8 +120,8 @@ class FragmentRows:
     def _note_skf(self, row: dict, msg: IkeMessage, skf: SkPayload, joined: bool = False) -> None:
         h = msg.header
         num, total = skf.fragment_number, skf.total_fragments
-        row["fragment"] = {"number": num, "total": total, "fragment_id": None, "msg_id": h.msg_id,
-                           "repeat": False, "lost": [], "given_up": None}
+        row["fragment"] = {"number": num, "total": total, "last": num == total, "fragment_id": None,
+                           "msg_id": h.msg_id, "repeat": False, "lost": [], "given_up": None}
         if not 1 <= num <= total:
             return  # the decoder's own check marks it; nothing to count it towards
         if msg.icv_ok is False:
