@@ -187,3 +187,26 @@ async def test_tui_tree_and_detail() -> None:
         assert label.plain.endswith(" incomplete") and "red" in str(label.spans[-1].style)
         text = re.sub(r"\s+", " ", _plain(app.query_one(SaDetail).as_text(width=400)))
         assert f"State {_plain(sa.state_text())}" in text
+
+
+AM_PSK = FINDINGS / "ikev1-am-psk-mismatch"  # Aggressive Mode, different PSKs: AM2 refused by the initiator
+
+
+@pytest.mark.parametrize("keys", [False, True])
+def test_aggressive_mode_refused_by_the_initiator(keys: bool) -> None:
+    """The initiator cannot verify AM2's HASH_R and answers with an encrypted Informational
+    (charon-left: "calculated HASH does not match HASH payload", N(AUTH_FAILED)) while the responder
+    retransmits AM2: a refusal from 198.18.0.1, not silence, and not the responder's "no AM3"."""
+    left = (AM_PSK / "charon-left.log").read_text()
+    assert "calculated HASH does not match HASH payload" in left and "N(AUTH_FAILED)" in left
+    assert _log(AM_PSK / "charon-right.log", r"sending retransmit \d+ of response message ID 0") == 3
+    s = Session.from_files([AM_PSK / "capture.pcapng"], [AM_PSK / "charon-left.log"] if keys else [])
+    (sa,) = s.table.ike_sas.values()
+    assert sa.state == SaState.FAILED and sa.failure_from == "198.18.0.1" and sa.failure_frame == 3
+    assert sa.stall is None and sa.mode == "Aggressive"
+    want = ("AUTHENTICATION_FAILED" if keys else
+            "Aggressive Mode AUTH refused (encrypted Informational after AM2; probably a PSK mismatch)")
+    assert sa.state_text() == f"failed: {want} from 198.18.0.1 (frame{NBSP}3)"
+    (f,) = [f for f in s.findings if f.code == "IKE-AUTH-FAILED"]
+    assert ("198.18.0.1 rejected 198.18.0.2's AUTH" if keys else
+            "Aggressive Mode refused by 198.18.0.1 after 198.18.0.2's AM2") in f.title

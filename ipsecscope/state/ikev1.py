@@ -469,6 +469,16 @@ def _informational(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange) -> No
         book.fail_ike(sa, "Main Mode AUTH refused (encrypted Informational after MM5; probably a PSK mismatch)",
                      msg.ts, msg.frame, by=msg.src)
         sa.state_inferred = True
+    elif (not readable and sa.state == SaState.INITIATING and sa.mode == "Aggressive" and msg.src == sa.initiator
+            and priv.responder_msgs >= 1 and priv.initiator_msgs == 1):
+        # Aggressive Mode's mirror image: the initiator answers AM2 with an encrypted Informational
+        # instead of AM3: it could not verify AM2's HASH_R (RFC 2409 §5.4; strongSwan: "calculated
+        # HASH does not match HASH payload", then N(AUTHENTICATION_FAILED)), and the responder, waiting
+        # for AM3, retransmits AM2 until it gives up.
+        psk = "; probably a PSK mismatch" if sa.auth_method == "PSK" else ""
+        book.fail_ike(sa, f"Aggressive Mode AUTH refused (encrypted Informational after AM2{psk})",
+                      msg.ts, msg.frame, by=msg.src)
+        sa.state_inferred = True
     if not readable:
         x.summary = x.summary or "Informational (encrypted)"
         return

@@ -56,7 +56,22 @@ def r_auth_failed(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         rejected = other_peer(sa, rejecter)
         ids = f" (IDs: {sa.id_i or '?'} -> {sa.id_r or '?'})" if sa.id_i or sa.id_r else ""
         log, log_hint, notes = _auth_log(ctx, sa, rejecter, rejected)
-        if sa.state_inferred and sa.version == 1:
+        if sa.state_inferred and sa.version == 1 and sa.mode == "Aggressive":
+            p1 = sa.exchanges[0].response_frames if sa.exchanges else []
+            psk = sa.auth_method == "PSK"
+            yield Finding(
+                code="IKE-AUTH-FAILED", severity=Severity.ERROR,
+                title=f"Aggressive Mode refused by {rejecter} after {rejected}'s AM2"
+                + (" (most likely a PSK mismatch)" if psk else ""),
+                explanation=f"{rejected} answered with its identity and HASH_R (AM2) and {rejecter} sent an encrypted "
+                "Informational instead of AM3: it could not verify AM2 (RFC 2409 §5.4; an error notify, "
+                f"AUTHENTICATION-FAILED as strongSwan sends it), so {rejected} kept retransmitting AM2 in vain."
+                + (" With pre-shared keys the hash depends on the key, so different PSKs give this." if psk else "")
+                + log, frames=frames_of(p1[:1], [sa.failure_frame] if sa.failure_frame else ()), sa=sa.key,
+                hint=log_hint or f"Check that {sa.initiator} and {sa.responder} use the same pre-shared key for these "
+                "identities (or that certificates are trusted); the initiator's log says 'calculated HASH does not "
+                "match HASH payload' or similar.", ts=sa.failed_ts, evidence=notes)
+        elif sa.state_inferred and sa.version == 1:
             p1 = sa.exchanges[0].request_frames if sa.exchanges else []
             frames = frames_of(p1[2:3], [sa.failure_frame] if sa.failure_frame else ())
             yield Finding(

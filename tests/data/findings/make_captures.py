@@ -17,6 +17,8 @@
   nftables input drops: MM1 answered, MM3 sent 4 times, never answered; the initiator gives up.
 - ``ikev1-mm3-incomplete``: the same with one retransmission (``retransmit_tries = 1``), the
   capture going on 4 s after with cleartext pings: Main Mode stopped though the path worked.
+- ``ikev1-am-psk-mismatch``: IKEv1 Aggressive Mode with different pre-shared keys: the initiator
+  cannot verify AM2's hash and sends no AM3.
 - ``cert-auth-idle``: certificate authentication (a CA from strongswan-pki; the initiator has an
   RSA-3072 certificate, the responder an ECDSA-256 one), the tunnel comes up and stays idle (no
   ESP) for 6 s: the IKE_AUTH response is much smaller than the request although nothing was
@@ -182,6 +184,22 @@ def ikev1_mm3_incomplete(work: Path) -> None:
         pair.ping(4, src="198.18.0.1", dst="198.18.0.2", interval=1.0)  # in the clear: the path works
 
 
+def ikev1_am_psk_mismatch(work: Path) -> None:
+    # IKEv1 Aggressive Mode with different pre-shared keys: the initiator cannot verify AM2's
+    # HASH_R (RFC 2409 §5.4) and never sends AM3. Aggressive Mode with a PSK needs the
+    # responder's charon.i_dont_care_about_security_and_use_aggressive_mode_psk.
+    left, right = psk_confs("t", "aes256-sha256-modp2048", "aes256gcm16", "ipsecscope-findings-psk", version=1,
+                            conn_opts={"fragmentation": "no", "mobike": "no", "aggressive": "yes"},
+                            child_opts={"rekey_time": "0", "start_action": "none"})
+    right = right.replace("ipsecscope-findings-psk", "another-psk-entirely")
+    with StrongswanPair(work, left, right, tag="v1s-am",
+                        charon_extra="    i_dont_care_about_security_and_use_aggressive_mode_psk = yes\n") as pair:
+        r = pair.initiate("net", ike="t", check=False, timeout=10)
+        if r.returncode == 0:
+            raise RuntimeError("ikev1-am-psk-mismatch: Aggressive Mode succeeded")
+        time.sleep(6)  # the responder's retransmissions of AM2, and its giving up
+
+
 def _pki(*args: str, stdin: bytes | None = None) -> bytes:
     return subprocess.run(["pki", *args], input=stdin, capture_output=True, check=True).stdout
 
@@ -252,7 +270,7 @@ def peer_restarted(work: Path) -> None:
 
 SCENARIOS = {"cert-auth-idle": cert_auth_idle, "esp-one-way-ike-alive": esp_one_way_ike_alive, "peer-restarted": peer_restarted, "ikev1-rekey": ikev1_rekey, "ikev1-psk-mismatch": ikev1_psk_mismatch, "ip-fragmented": ip_fragmented, "udp4500-unanswered": udp4500_unanswered, "pfs-retry": pfs_retry,
              "ikev1-proposal-mismatch": ikev1_proposal_mismatch, "ikev1-mm3-unanswered": ikev1_mm3_unanswered,
-             "ikev1-mm3-incomplete": ikev1_mm3_incomplete}
+             "ikev1-mm3-incomplete": ikev1_mm3_incomplete, "ikev1-am-psk-mismatch": ikev1_am_psk_mismatch}
 
 
 def main(argv: list[str]) -> int:
