@@ -122,6 +122,20 @@ def test_arkime_mm1_never_answered() -> None:
     assert sa.stall.silent_for > 60 and sa.failure_frame == 1
 
 
+def test_responder_left_without_the_initiators_next_message_is_incomplete_not_failed() -> None:
+    """ike-cert_synthetic (Arkime): an MM2 (both cookies, the responder's SA payload) and nothing of
+    its IKE SA for 4000 s. The responder's message is no request: no "no response" (IKEv2's rule is
+    for requests), the SA stays initiating as recorded, and says it is incomplete."""
+    cap = public("arkime/ike-cert_synthetic.pcap")
+    need(cap)
+    sas = {s.ike_spi_i.hex(): s for s in Session.from_files([cap]).table.ike_sas.values() if s.version == 1}
+    sa = sas["1122334455667788"]
+    st = sa.stall
+    assert sa.state == SaState.INITIATING and st is not None and st.verdict == "incomplete"
+    assert (st.message, st.next_message, st.frames, st.sent) == ("MM2", "MM3", (1,), 1)
+    assert sa.state_word == "incomplete" and _plain(sa.state_text()).startswith("incomplete: no MM3 after MM2 (frame 1)")
+
+
 def test_established_sas_carry_no_stall() -> None:
     for cap in ("mm-cert-frag.pcap", "mm-frag-lost.pcap", "am-cert-frag.pcap"):
         sa = _sa(DATA / "ikev1-frag" / cap)

@@ -17,8 +17,8 @@ NBSP = "\u00a0"  # as model.idtext.NBSP (idtext imports model.sa, which names th
 
 # The verdicts: the next message may still come (the capture ended within a retransmit interval
 # of the last one); it did not come though it was due (the capture went on for longer than a
-# retransmit interval, or ended with the message's pieces lost); the sender gave up or would have
-# (3 retransmissions or 10 s unanswered: state.tracker.finish's rule for IKEv2's "no response").
+# retransmit interval after it); a request (MM1/MM3/MM5, AM1) whose sender gave up or would have (3
+# retransmissions or 10 s unanswered: state.tracker.finish's rule for IKEv2's "no response").
 WAITING = "waiting"
 INCOMPLETE = "incomplete"
 NO_RESPONSE = "no response"

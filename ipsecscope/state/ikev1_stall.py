@@ -8,8 +8,9 @@ fragments, payload 132), and :func:`conclude`, at the end of the input, says wha
 an answer to MM1/MM3/MM5 or AM1, the initiator's MM3/MM5 after MM2/MM4, its AM3 after AM2. Message
 k of phase 1 is the initiator's (k+1)/2-th when k is odd, the responder's k/2-th when even.
 
-The verdict uses IKEv2's rule (state.tracker.finish) for giving up: retransmitted 3 times, or 10 s
-unanswered, and the SA FAILED with "no response"; short of that, a next message not seen within a
+The verdict uses IKEv2's rule (state.tracker.finish) for giving up on a request (the initiator's
+MM1/MM3/MM5 or AM1): retransmitted 3 times, or 10 s unanswered, and the SA FAILED with "no
+response"; short of that (or for the responder's message), a next message not seen within a
 retransmit interval of the last copy (the interval observed between its copies, else strongSwan's
 4 s first timeout, charon.retransmit_timeout) makes it "incomplete", and one the capture ended too
 soon to see is still "waiting" (INITIATING).
@@ -100,7 +101,8 @@ def conclude(book: Book, sa: IkeSa, end: float, timeout: float) -> None:
     number = 2 * mine - 1 if t.initiator else 2 * mine
     prefix = "MM" if sa.mode == "Main" else "AM" if sa.mode == "Aggressive" else None
     if prefix is None or not t.numbered or mine < 1:
-        label, nxt = f"{sa.mode} Mode message", None if t.initiator else f"{sa.mode} Mode message"
+        # (unnumbered: the initiator's next message is "an answer" to the responder's last one too)
+        label, nxt = f"{sa.mode} Mode message", None
     else:
         label = f"{prefix}{number}"
         # after the responder's message the initiator goes on (MM3, MM5, AM3); after its own, an answer
@@ -109,7 +111,10 @@ def conclude(book: Book, sa: IkeSa, end: float, timeout: float) -> None:
     sent = _sent_in_pieces(t) if fs is not None and not whole else t.sent
     silent = max(0.0, end - t.last_ts)
     interval = (t.last_ts - t.first_ts) / (sent - 1) if sent > 1 else FIRST_RETRANSMIT_S
-    if sent - 1 >= GIVE_UP_RETRANSMITS or silent >= timeout:
+    if t.initiator and (sent - 1 >= GIVE_UP_RETRANSMITS or silent >= timeout):
+        # a request (MM1/MM3/MM5, AM1) left unanswered: IKEv2's "no response"; the responder's
+        # MM2/MM4/AM2 left without the initiator's next message is at most "incomplete" (its
+        # retransmissions say it waited; nothing says why the initiator stopped)
         verdict = NO_RESPONSE
     elif silent >= interval:
         verdict = INCOMPLETE
