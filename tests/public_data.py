@@ -243,6 +243,9 @@ MANIFEST: dict[str, Source | Frames] = {
     "suricata-verify/detect-bypass-udp/test.yaml": Source(
         *SURICATA, "tests/detect-bypass-udp/test.yaml",
         "52a844b4db8afdf9401f7c2c039132fa0ee9877fbb0b7b45f3d43b491b357cc9"),
+    "suricata-verify/ipv6-dos-with-ext-headers-5/denial6-5.pcap": Source(
+        *SURICATA, "tests/ipv6-evasion/ipv6-dos-with-ext-headers-5/denial6-5.pcap",
+        "8117aba7f88cec2a953693e036e33be2f8d78e96daa61da12f5f5a53b95664da"),
 }
 # The shared corpus: Wireshark 4.0.17's, tcpdump's and suricata-verify's files (each folder's
 # PROVENANCE.md / MANIFEST.md), under the names they have there.

@@ -18,6 +18,7 @@ import sys
 
 from conftest import DATA, SAMPLES, needs_tshark
 from conftest import field_cli as cli
+from public_data import public
 
 from ipsecscope.api import iter_decrypted
 from tests.test_decrypt_tshark import tshark_decrypted
@@ -114,3 +115,46 @@ def test_a_few_copies_are_the_paths_not_the_captures() -> None:
     (r,) = f["ESP-REPLAY"]
     assert r["title"].endswith(": 1 duplicate sequence number")
     assert "a device on the path sent them twice" in r["explanation"]
+
+
+FLOOD = DATA / "esp-duplicates" / "flood.pcap"
+DENIAL6 = public("suricata-verify/ipv6-dos-with-ext-headers-5/denial6-5.pcap")
+
+
+@needs_tshark
+def test_a_flood_of_one_packet_is_no_capture_copies() -> None:
+    """A capture point makes a few copies of a packet, one per extra path it captures it on, each
+    within 20 ms of the original (state/copies). One ESP packet sent 50 times 100 µs apart was
+    "1 packet sent, 49 captured twice": every sighting within 20 ms of the one before it was taken
+    as a copy, so the flood vanished (no replay, a rate of one packet). Now copies are timed from
+    the original, at most 3 per original; a flow seen 4 times over (3 copies each) keeps its
+    copies, and so does IKE (12 identical IKE_SA_INIT requests 100 µs apart: 3 copies, the rest
+    the sender's retransmissions)."""
+    esp = _tshark_esp(FLOOD)
+    assert len(esp) == 90 and {(s, n) for _f, s, n, _l in esp[:50]} == {("0x5a000010", 1)}
+    sas = json.loads(cli("sas", str(FLOOD), "--json"))
+    flows = {x["spi"]: (x["packets"], x["duplicates"], x["capture_duplicates"]) for x in sas["flows"]}
+    assert flows == {"0x5a000010": (50, 46, 3), "0x5a000011": (40, 0, 30)}
+    (x,) = sas["ike_sas"][0]["exchanges"]
+    assert x["request_frames"] == [91, *range(95, 103)] and x["retransmits"] == 8
+    f = findings(str(FLOOD))
+    (d,) = f["CAPTURE-DUPLICATES"]
+    assert d["title"] == "3 IKE messages and 30 ESP packets captured twice (the same bytes within 20 ms)"
+    (r,) = f["ESP-REPLAY"]
+    assert r["sa"] == "esp:198.18.31.1>198.18.31.2:0x5a000010"
+
+
+@needs_tshark
+def test_a_public_ah_flood_is_sent_not_captured_35690_times() -> None:
+    """suricata-verify's THC-IPv6 denial6 capture: 35690 byte-identical AH packets (SPI 0,
+    sequence number 0, an echo request inside) in 2.26 s. tshark reads each as its own AH packet; we said "35690 pkts,
+    35689 captured twice" and a rate of 0.4 packets a second."""
+    rows = subprocess.run(["tshark", "-n", "-r", str(DENIAL6), "-Y", "ah && !icmpv6.type == 4", "-T", "fields",
+                           "-e", "ah.spi", "-e", "ah.sequence"], capture_output=True, text=True, timeout=120,
+                          check=True).stdout.splitlines()
+    assert len(rows) == 35690 and set(rows) == {"0x00000000\t0"}
+    (flow,) = json.loads(cli("sas", str(DENIAL6), "--json"))["flows"]
+    assert (flow["protocol"], flow["spi"], flow["packets"]) == ("AH", "0x00000000", 35690)
+    assert flow["capture_duplicates"] <= 3 and flow["duplicates"] + flow["capture_duplicates"] == 35689
+    (r,) = findings(str(DENIAL6))["ESP-RESERVED-SPI"]
+    assert r["title"] == "35690 AH packets 2001:db8:1::2 -> 2001:db8:1::1 with the reserved SPI 0"

@@ -55,7 +55,8 @@ class IkeScratch:
     offer: tuple[Proposal, ...] = ()  # the latest IKE_SA_INIT (IKEv1: phase-1) request's proposals
     ke_group: int | None = None  # ... and the group of its KE payload (IKEv1: Aggressive Mode's, inferred)
     last_raw: dict[tuple[int, bool, bool, int], bytes] = field(default_factory=dict)
-    last_seen: dict[tuple[int, bool, bool, int], float] = field(default_factory=dict)  # ... its latest copy's time
+    # ... its original's time, or (that time, capture copies taken): state/copies.ike_capture_copy
+    last_seen: dict[tuple[int, bool, bool, int], float | tuple[float, int]] = field(default_factory=dict)
     init_raw: bytes | None = None  # the initiator's latest first message (zero responder SPI)
     responder_msgs: int = 0  # IKEv1 phase 1: distinct messages per side
     initiator_msgs: int = 0

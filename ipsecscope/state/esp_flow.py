@@ -14,7 +14,8 @@ duplicate*: the capture point saw the one packet twice (a bridge and its port, `
 device, a mirror of both directions). A copy is a capture duplicate when it repeats one of the
 flow's last ``RING`` sequence numbers' packets — same full number, same ESP/AH length, same last
 four octets (the ICV's end, which covers the whole packet, RFC 4303 §2.8) — within
-``CAPTURE_DUP_GAP``; later or with other bytes it is a replay. A mirror (SPAN) port may queue one
+``CAPTURE_DUP_GAP`` of the original, at most ``MAX_CAPTURE_COPIES`` times (state/copies); later,
+more often or with other bytes it is a replay. A mirror (SPAN) port may queue one
 copy behind later packets of the flow, so the copy need not follow its original at once: each flow
 keeps a small ring of its last packets, slot = full number mod ``RING`` (a fixed list per flow, one
 tuple stored per packet, nothing that grows with the capture).
@@ -23,7 +24,7 @@ tuple stored per packet, nothing that grows with the capture).
 from __future__ import annotations
 
 from ..model.sa import EspFlow
-from .copies import CAPTURE_DUP_GAP
+from .copies import CAPTURE_DUP_GAP, MAX_CAPTURE_COPIES
 
 REPLAY_WINDOW = 64  # RFC 4303 §3.4.3 default window, also strongSwan's replay_window default (32 pkts in older)
 TRACK = 2048  # how far below the highest number we still remember which ones arrived
@@ -31,6 +32,7 @@ _MASK = (1 << TRACK) - 1
 EVIDENCE = 5  # frames kept per counter as evidence
 
 
+_FLOOD = MAX_CAPTURE_COPIES + 1  # a ring slot's copy count once its packet came more often than that
 RING = 16  # packets per flow a capture duplicate may lag behind its original (a power of two)
 _RING_MASK = RING - 1
 
@@ -46,10 +48,10 @@ class SeqTracker:
         self.missing = 0  # numbers below top never seen (a later arrival takes one back)
         self.hi = 0
         # The latest packet of each of the last RING numbers: ring[full & _RING_MASK] = (full number,
-        # time, ESP/AH length, last four octets as an int, -1 unknown, frame), for a capture
-        # duplicate; the flow's ``recent`` is this list (the rules read the last packets' sizes and
+        # time, ESP/AH length, last four octets as an int, -1 unknown, frame[, capture copies taken
+        # of it]), for a capture duplicate; the flow's ``recent`` is this list (the rules read the last packets' sizes and
         # times from it: a PMTU black hole, analysis.rules.nat_mtu).
-        self.ring: list[tuple[int, float, int, int, int] | None] = [None] * RING
+        self.ring: list[tuple | None] = [None] * RING
 
     def full_seq(self, seq: int, seq_hi: int | None) -> int:
         """The 64-bit sequence number. ``seq_hi`` from a verified decryption is authoritative
@@ -107,12 +109,22 @@ def account(flow: EspFlow, st: SeqTracker, seq: int, seq_hi: int | None, frame: 
     verdict = st.add(full)
     ring = st.ring
     slot = full & _RING_MASK
-    if verdict == "dup":
-        prev = ring[slot]
-        if prev is not None and prev[0] == full and prev[2] == length and prev[3] == tail != -1 \
-                and abs(ts - prev[1]) < CAPTURE_DUP_GAP:
-            verdict = "copy"
-    ring[slot] = (full, ts, length, tail, frame)
+    prev = ring[slot]
+    if verdict == "dup" and prev is not None and prev[0] == full and prev[2] == length and prev[3] == tail != -1:
+        n = prev[5] if len(prev) > 5 else 0
+        if abs(ts - prev[1]) < CAPTURE_DUP_GAP:
+            # Timed from the original, which stays in the slot with its copies counted (a 6th
+            # element); past MAX_CAPTURE_COPIES the sender repeats itself (state/copies), and
+            # _FLOOD marks the packet as re-sent for good.
+            if n < MAX_CAPTURE_COPIES:
+                verdict = "copy"
+                ring[slot] = (*prev[:5], n + 1)
+            elif n == MAX_CAPTURE_COPIES:
+                ring[slot] = (*prev[:5], _FLOOD)
+        else:  # a replay: a new original (a flooded packet's replays stay replays)
+            ring[slot] = (full, ts, length, tail, frame) if n != _FLOOD else (full, ts, length, tail, frame, _FLOOD)
+    else:
+        ring[slot] = (full, ts, length, tail, frame)
     if flow.seq_min is None or full < flow.seq_min:
         flow.seq_min = full
     if flow.seq_max is None or full > flow.seq_max:

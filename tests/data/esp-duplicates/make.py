@@ -52,6 +52,7 @@ def main() -> None:
             w.write(f.ts_ns + 4_000, bytes(f.data))
 
     mirror()
+    flood(frames[0])
 
 
 MS = 1_000_000  # ns
@@ -104,6 +105,33 @@ def mirror() -> None:
             "esp": [x.json_entry() for x in (out, back, oneway)]}
     (HERE / "mirror.keys.json").write_text(json.dumps(keys, indent=1) + "\n")
     (HERE / "mirror.esp_sa").write_text("".join(x.esp_sa_line() + "\n" for x in (out, back, oneway)))
+
+
+def flood(ike_init: tuple[int, bytes]) -> None:
+    """flood.pcap: one ESP packet (SPI 0x5a000010, 198.18.31.1 -> .2, seq 1) sent 50 times 100 µs
+    apart, as a flood or replay tool re-sends the same bytes; a flow (0x5a000011, .3 -> .4) whose 10
+    packets the capture sees 4 times each, 5 µs apart (-i any on a VLAN of a bond in a bridge: 3
+    copies, the most a capture point makes, state/copies.MAX_CAPTURE_COPIES); and the sample's
+    IKE_SA_INIT request (frame 1) sent 12 times 100 µs apart."""
+    rng = random.Random(4303 + 1)
+    t0 = 1_765_000_100 * S
+    flooded = Sa(0x5A000010, "198.18.31.1", "198.18.31.2", "aes-gcm16", rng.randbytes(36))
+    seen4 = Sa(0x5A000011, "198.18.31.3", "198.18.31.4", "aes-gcm16", rng.randbytes(36))
+
+    def packet(s: Sa, seq: int) -> bytes:
+        inner = ipv4("10.31.1.1", "10.31.2.1", 1, icmp_echo(9, seq, bytes(range(32))), ident=seq)
+        return esp_frame(s, esp_encrypt(s, seq, inner, 4, rng.randbytes(16)), ident=seq)
+
+    frames: list[tuple[int, bytes]] = []
+    one = packet(flooded, 1)
+    frames += [(t0 + k * 100_000, one) for k in range(50)]
+    for k in range(1, 11):
+        f = packet(seen4, k)
+        frames += [(t0 + 10 * MS + k * MS + c * 5_000, f) for c in range(4)]
+    frames += [(t0 + 30 * MS + k * 100_000, ike_init[1]) for k in range(12)]
+    with PcapWriter(HERE / "flood.pcap") as w:
+        for ts, f in frames:
+            w.write(ts, f)
 
 
 if __name__ == "__main__":
