@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IPSECSCOPE, ROOT
+from conftest import DATA, IPSECSCOPE, ROOT, needs_tshark
 from scapy.layers.inet import IP, defragment
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, IPv6ExtHdrRouting, defragment6
 from scapy.layers.ipsec import AH, IPSecIntegrityError, SecurityAssociation
@@ -270,6 +270,28 @@ def test_cut_by_the_snap_length_is_not_checked(tmp_path):
     got = rows(cut, AH_DIR / "ah-v4.keys.json")
     assert [r["status"] for r in got.values()] == ["unverified"] * 2
     assert "ICV not checked: the capture holds" in got[1]["info"]
+
+
+@needs_tshark
+def test_an_ah_header_cut_by_the_snap_length_is_its_sas_packet(tmp_path):
+    """The snap length can end inside AH's ICV (50 bytes: Ethernet, IPv4, AH's 12 fixed octets and
+    4 of the ICV; -s 64 does the same to IPv6 AH with a 16-byte ICV). Each packet was "malformed:
+    AH header says 24 bytes, only 16 present", no AH flow at all; tshark reads SPI and sequence
+    number (RFC 4302 §2: the fixed part is whole) and so do we now: the packet counts on its flow,
+    its ICV unverifiable, never failed. A frame cut inside the fixed part stays malformed."""
+    cut = tmp_path / "cut.pcap"
+    subprocess.run(["editcap", "-s", "50", str(AH_DIR / "ah-v4.pcap"), str(cut)], check=True, timeout=60)
+    out = subprocess.run(["tshark", "-n", "-r", str(cut), "-T", "fields", "-e", "frame.number", "-e", "ah.spi",
+                          "-e", "ah.sequence"], capture_output=True, text=True, timeout=60, check=True).stdout
+    theirs = {int(f): (spi, int(seq)) for f, spi, seq in (ln.split("\t") for ln in out.splitlines()) if spi}
+    got = rows(cut, AH_DIR / "ah-v4.keys.json")
+    assert len(theirs) == 13 and 9 not in theirs  # frame 9's IPv4 options push AH past the cut
+    assert {f: (r["spi"], r["seq"]) for f, r in got.items() if r["kind"] == "AH"} == theirs
+    assert {r["status"] for f, r in got.items() if f in theirs} == {"unverified"}
+    assert got[9]["kind"] == "MALFORMED" and "AH header truncated" in got[9]["info"]
+    flows = {x["spi"]: (x["packets"], x["icv_failed"]) for x in json.loads(
+        run("sas", str(cut), "-k", str(AH_DIR / "ah-v4.keys.json"), "--json").stdout)["flows"]}
+    assert flows == {"0xa4000001": (4, 0), "0xa4000002": (4, 0), "0xa4000003": (2, 0), "0xa4000004": (3, 0)}
 
 
 def test_keys_never_in_output():

@@ -479,8 +479,14 @@ class Decoder:
             return [Malformed(raw.index, raw.ts, f"AH payload length {plen} is shorter than the fixed header", "ah",
                               s, d, spi=spi)]
         if total > n:
-            return [Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah", s, d,
-                              spi=spi)]
+            if frag or raw.orig_len <= len(raw.data):
+                return [Malformed(raw.index, raw.ts, f"AH header says {total} bytes, only {n} present", "ah", s, d,
+                                  spi=spi)]
+            # Cut by the snap length (tcpdump -s 64 on IPv6 AH with a 16-byte ICV): the fixed part
+            # (RFC 4302 §2: next header, SPI, sequence number) is whole, so the packet is its SA's,
+            # as tshark reads it; its ICV is not all there, so crypto.ah finds it unverifiable (the
+            # IP length says more than the frame holds), never failed.
+            return [AhPacket(raw.index, raw.ts, s, d, spi, seq, nh, seg[12:n], seg, version, frag, head)]
         ah = AhPacket(raw.index, raw.ts, s, d, spi, seq, nh, seg[12:total], seg, version, frag,
                       self.reassembler.first_header if frag else head)
         if nh != 50:
