@@ -41,7 +41,7 @@ def ike_capture_copy(seen: dict, key: object, x: IkeExchange, msg: IkeMessage) -
     or to (that time, copies taken so far), updated here: a retransmission is a new original, so a
     retransmission captured twice has its own copy."""
     prev = seen.get(key)
-    t0, n = (prev, 0) if isinstance(prev, float) else prev if prev is not None else (None, 0)
+    t0, n = prev if isinstance(prev, tuple) else (prev, 0)
     if t0 is None or abs(msg.ts - t0) >= CAPTURE_DUP_GAP:
         seen[key] = msg.ts  # the sender's own: the original later copies are timed from
         return False
