@@ -213,8 +213,11 @@ def test_weak_child_sa_says_who_sends_on_it(ikev1_with_esp, which):
     assert sends == {"both": [initiator, responder], "one-way": [initiator], "no-esp": []}[which]
     said = f"{initiator} offered aes128-sha1 and {responder} accepted it in its Quick Mode answer (QM2) (frame {answer})"
     assert said in f["explanation"] and "protect traffic" not in f["explanation"]
-    assert {"both": "; both send ESP on it;", "one-way": f"; {initiator} sends ESP on it, the capture holds none the "
-            "other way;", "no-esp": "; no ESP of this CHILD SA is in the capture;"}[which] in f["explanation"]
+    assert {"both": "; both send ESP on it.", "one-way": f"; {initiator} sends ESP on it, the capture holds none the "
+            "other way.", "no-esp": "; no ESP of this CHILD SA is in the capture."}[which] in f["explanation"]
+    # SHA-1 alone: RFC 8221 §6 keeps HMAC-SHA1-96 as MUST-, so the finding says that, as an INFO
+    assert f["severity"] == "info" and "SHA-1: MUST- (RFC 8247 §2.2, §2.3; RFC 8221 §6)" in f["explanation"]
+    assert "phased-out algorithms SHA-1" in f["title"]
 
 
 @needs_tshark
@@ -285,3 +288,16 @@ def test_forced_encapsulation_claims_only_the_captured_hashes(tmp_path, cap, cut
         assert f"{responder} sent no NAT" in said and "here to compare" in said and "matches" not in said
     else:
         assert dst_matches and f"{responder}'s destination hash for it matches" in said
+
+
+def test_broken_algorithms_stay_a_warning_with_what_the_rfcs_say():
+    """Wireshark's ikev1-certs.pcap: the IKE SA agreed 3des-md5-modp1024. MD5 is MUST NOT and the
+    1024-bit group SHOULD NOT (RFC 8247 §2.2-§2.4), 3DES MAY for IKE: a WARNING naming each level,
+    where SHA-1 alone (MUST-) is an INFO."""
+    need(CORPUS / "ikev1-certs.pcap")
+    r = subprocess.run([*IPSECSCOPE, "findings", str(CORPUS / "ikev1-certs.pcap"), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    (f,) = [f for f in json.loads(r.stdout)["findings"] if f["code"] == "IKE-WEAK-ALGO"]
+    assert f["severity"] == "warning" and "weak algorithms: 3DES, MD5, MODP ≤ 1024" in f["title"]
+    for said in ("3DES: MAY for IKE (RFC 8247 §2.1)", "MD5: MUST NOT", "MODP ≤ 1024: SHOULD NOT for the 1024-bit group 2"):
+        assert said in f["explanation"], f["explanation"]

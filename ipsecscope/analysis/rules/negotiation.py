@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 
 from ...model.iana import NotifyType
-from ...model.plural import plural, verb
+from ...model.plural import plural
 from ...model.sa import ChildSa, Finding, IkeExchange, IkeSa, SaState, SaTable, Severity
 from ...state import names as N
 from .common import child_ike, exchange_label, frames_of, note_src, other_peer, peer_notes_about, uniq
@@ -223,6 +223,37 @@ _WEAK = [
 ]
 
 
+# What the algorithm-requirement RFCs say of each weak label: RFC 8247 §2.1-§2.4 (IKEv2's
+# encryption, PRF, integrity and DH transforms) and RFC 8221 §5-§6 (ESP/AH). "MUST NOT": never to
+# be used; "SHOULD NOT": on its way out; "MUST-": still required for interoperability and
+# expected to be demoted (RFC 8247 §1.2). Only "MUST-" alone is not a warning: HMAC-SHA1 is not
+# broken as a MAC or PRF, both RFCs keep it, and saying it "no longer gives adequate security"
+# overstated it (an engineer reading the RFC would dispute the finding).
+_STATUS = {
+    "DES": "MUST NOT (RFC 8247 §2.1, RFC 8221 §5): a 56-bit key, found by exhaustive search",
+    "3DES": "MAY for IKE (RFC 8247 §2.1), SHOULD NOT for ESP (RFC 8221 §5): its 64-bit block lets "
+            "ciphertext blocks collide after some tens of gigabytes under one key (Sweet32)",
+    "MD5": "MUST NOT (RFC 8247 §2.2, §2.3; RFC 8221 §6)",
+    "SHA-1": "MUST- (RFC 8247 §2.2, §2.3; RFC 8221 §6): still required for interoperability and expected to "
+             "be demoted; HMAC-SHA1 is not broken, SHA-2 is what both RFCs recommend",
+    "MODP ≤ 1024": "SHOULD NOT for the 1024-bit group 2, MUST NOT for the 768-bit group 1 (RFC 8247 §2.4): "
+                   "within reach of a well-resourced attacker's precomputation (Logjam)",
+    "NULL encryption": "ESP with ENCR_NULL authenticates but does not encrypt (RFC 4303 §3.2.1; RFC 8221 §5 keeps "
+                       "it for that use): the traffic is readable on the path",
+    "Blowfish": "MUST NOT (RFC 8221 §5): a 64-bit block",
+}
+
+
+def weak_words(labels: list[str]) -> str:
+    """What the RFCs say of each weak label, one clause each ("SHA-1: MUST- (...)")."""
+    return "; ".join(f"{label}: {_STATUS[label]}" for label in labels)
+
+
+def phasing_out_only(labels: list[str]) -> bool:
+    """Only algorithms the RFCs still require ("MUST-"): worth knowing, not a warning."""
+    return set(labels) <= {"SHA-1"}
+
+
 def weak_parts(proposal: str) -> list[str]:
     # an IKEv1 AH+ESP bundle reads "AH md5 + ESP 3des" (state/ikev1.py): each protocol's keywords
     parts = [p.removeprefix("AH ").removeprefix("ESP ") for p in proposal.split(" + ")]
@@ -285,25 +316,28 @@ def _weak_child_words(table: SaTable, c) -> str:
     return f"{said}; no {proto} of this CHILD SA is in the capture"
 
 
-@rule(11, "IKE-WEAK-ALGO", Severity.WARNING, ref="RFC 8247; RFC 8221")
+@rule(11, "IKE-WEAK-ALGO", (Severity.INFO, Severity.WARNING), ref="RFC 8247 §2; RFC 8221 §5, §6")
 def r_weak(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
-    """Weak algorithms negotiated (DES, 3DES, MD5, SHA-1, MODP ≤ 1024, NULL)."""
+    """Weak algorithms negotiated (DES, 3DES, MD5, MODP ≤ 1024, NULL, Blowfish: WARNING; SHA-1,
+    which RFC 8247/8221 still require as MUST-, alone: INFO), each with what the RFCs say of it."""
     for sa in table.ike_sas.values():
         if sa.proposal and (weak := weak_parts(sa.proposal)):
             title, said, hint = _weak_ike_words(sa)
+            mild = phasing_out_only(weak)
             yield Finding(
-                code="IKE-WEAK-ALGO", severity=Severity.WARNING,
-                title=f"{title}: {', '.join(weak)} ({sa.proposal})",
-                explanation=f"{said}; {', '.join(weak)} no longer gives adequate security (RFC 8247).",
+                code="IKE-WEAK-ALGO", severity=Severity.INFO if mild else Severity.WARNING,
+                title=f"{title.replace('weak', 'phased-out') if mild else title}: {', '.join(weak)} ({sa.proposal})",
+                explanation=f"{said}. {weak_words(weak)}.",
                 frames=sa.proposal_frames, sa=sa.key, hint=hint, ts=sa.created_ts)
     for c in table.child_sas.values():
         if c.proposal and (weak := weak_parts(c.proposal)):
+            mild = phasing_out_only(weak)
             yield Finding(
-                code="IKE-WEAK-ALGO", severity=Severity.WARNING,
-                title=f"CHILD SA #{c.id}: weak algorithms {', '.join(weak)} ({c.proposal})",
-                explanation=f"{_weak_child_words(table, c)}; {', '.join(weak)} no longer gives adequate security "
-                "(RFC 8221).", frames=c.proposal_frames, sa=f"child:{c.id}",
-                hint="Use aes256gcm16 or aes256-sha256 in esp_proposals on both peers.", ts=c.created_ts)
+                code="IKE-WEAK-ALGO", severity=Severity.INFO if mild else Severity.WARNING,
+                title=f"CHILD SA #{c.id}: {'phased-out' if mild else 'weak'} algorithms {', '.join(weak)} ({c.proposal})",
+                explanation=f"{_weak_child_words(table, c)}. {weak_words(weak)}.", frames=c.proposal_frames,
+                sa=f"child:{c.id}", hint="Use aes256gcm16 or aes256-sha256 in esp_proposals on both peers.",
+                ts=c.created_ts)
 
 
 def _version(table: SaTable, sa) -> int:
@@ -521,10 +555,10 @@ def r_weak_offered(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         what = "IKE SA" if kind == "IKE" else "CHILD SA"
         yield Finding(
             code="IKE-WEAK-OFFERED", severity=Severity.INFO,
-            title=f"{init} offers weak {what} algorithms: {', '.join(labels)}",
+            title=f"{init} offers {'phased-out' if phasing_out_only(labels) else 'weak'} {what} algorithms: "
+            f"{', '.join(labels)}",
             explanation=f"{init} offered {props} to {resp} in {plural(n, what + ' negotiation')}. "
-            f"{', '.join(labels)} no longer {verb(len(labels), 'gives')} adequate security (RFC 8247 "
-            f"for IKE, RFC 8221 for ESP); while {'it is' if len(labels) == 1 else 'they are'} offered, a responder "
+            f"{weak_words(labels)}. While {'it is' if len(labels) == 1 else 'they are'} offered, a responder "
             f"configured (or tricked) to prefer {'it' if len(labels) == 1 else 'them'} can pick {'it' if len(labels) == 1 else 'them'}.",
             frames=tuple(g["frames"][:4]), sa=g["ref"],
             hint=f"Remove {', '.join(labels)} from {init}'s "
