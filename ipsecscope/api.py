@@ -121,7 +121,13 @@ def iter_decrypted(capture: str | os.PathLike[str], keys: Keys = None) -> Iterat
     """Every ESP and AH packet of ``capture`` in order: ESP decrypted where keys allow, AH's ICV
     checked with AH keys (RFC 4302 §3.3.3; both with ESN inferred), as :func:`decrypt_capture`
     does. AH protecting ESP (an SA bundle) gives the AH packet, then the ESP packet it protects
-    unless the AH ICV failed (a receiver drops the packet first, RFC 4302 §3.4.4)."""
+    unless the AH ICV failed (a receiver drops the packet first, RFC 4302 §3.4.4).
+
+    "In order" is the order the decoder completes packets, as ``decrypt`` writes them: an ESP record
+    of an RFC 8229 TCP stream whose segment waited behind a lost segment (never captured) comes
+    when the decoder gives that gap up (too many segments waiting, FIN/RST, or the end of the
+    capture), after the packets of later frames, with its own ``frame``, ``ts`` and ``ts_ns``;
+    sort by ``frame`` for capture order. The same records ``sas`` and ``findings`` count."""
     from .capture import open_capture
     from .crypto.ah import ICV_FAILED, AhResult, AhVerifier
     from .decode.demux import Decoder
@@ -135,6 +141,19 @@ def iter_decrypted(capture: str | os.PathLike[str], keys: Keys = None) -> Iterat
     ah = AhVerifier(store)
     decoder = Decoder()
     seen = 0
+    # frame -> exact time of the frames decoded to nothing, for a record that completes later
+    # (a float time has ~0.2 us steps); bounded as export.perframe's
+    from .export.perframe import HELD_MAX
+
+    held: dict[int, int] = {}
+
+    def late(pkt: EspPacket) -> DecryptedPacket:
+        r = dec.decrypt(pkt)
+        ts_ns = held.get(pkt.frame)
+        return DecryptedPacket(
+            pkt.frame, pkt.ts, pkt.src, pkt.dst, pkt.spi, (r.seq_hi << 32) | pkt.seq, r.status, r.inner,
+            r.next_header, r.keys, r.reason, pkt.udp_encap, r.esn, round(pkt.ts * 1e9) if ts_ns is None else ts_ns,
+            "ESP", ())
 
     def ext_of(raw: RawFrame, pkt: AhPacket | EspPacket, header: bytes = b"") -> tuple:
         """IPv6: the extension headers in front of ESP/AH (for ip_packet), else ()."""
@@ -153,7 +172,16 @@ def iter_decrypted(capture: str | os.PathLike[str], keys: Keys = None) -> Iterat
                     add_secrets_block(store, stype, data)
                 seen = len(reader.secrets)
             dropped = False  # an AH ICV failed: the ESP packet it protects is not processed
-            for pkt in decoder.decode_all(raw):
+            pkts = decoder.decode_all(raw)
+            if not any(p.frame == raw.index for p in pkts):
+                held[raw.index] = raw.ts_ns
+                if len(held) > HELD_MAX:
+                    del held[next(iter(held))]
+            for pkt in pkts:
+                if pkt.frame != raw.index:  # an RFC 8229 record given up now (FIN, RST, overflow)
+                    if type(pkt) is EspPacket:
+                        yield late(pkt)
+                    continue
                 if type(pkt) is AhPacket:
                     try:
                         a = ah.verify(pkt, raw.data, ip_offset(raw.linktype, raw.data)[1])
@@ -174,6 +202,9 @@ def iter_decrypted(capture: str | os.PathLike[str], keys: Keys = None) -> Iterat
                 yield DecryptedPacket(
                     pkt.frame, pkt.ts, pkt.src, pkt.dst, pkt.spi, (r.seq_hi << 32) | pkt.seq, r.status,
                     r.inner, r.next_header, r.keys, r.reason, pkt.udp_encap, r.esn, raw.ts_ns, "ESP", ext)
+        for pkt in decoder.flush():  # the end of the capture: records behind a TCP gap never filled
+            if type(pkt) is EspPacket:
+                yield late(pkt)
 
 
 def decrypt_capture(capture: str | os.PathLike[str], keys: Keys = None,

@@ -200,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
                  + f" ({stats.ah_written} payloads among those written)" if stats.ah else "")
               + (f"; nested ESP: {stats.nested_decrypted} inner layers decrypted, {stats.nested_failed} failed"
                  if stats.nested_decrypted or stats.nested_failed else "")
+              # the decoder's marks, as `sas` counts them (an RFC 8229 gap never filled, IP fragments never
+              # completed): the ESP behind a gap is decrypted all the same (export.perframe FramePath._late)
+              + (f"; malformed: {sum(stats.marks.values())} ("
+                 + ", ".join(f"{k} {v}" for k, v in sorted(stats.marks.items())) + ")" if stats.marks else "")
               + f" in {dt:.2f}s ({rate:,.0f} frames/s, {stats.jobs} process{'es' if stats.jobs > 1 else ''})",
               file=err)
     if stats.warning:  # even with -q, as sas/findings/packets/stats warn

@@ -15,8 +15,20 @@ fragments, IPv6 extension headers, RFC 8229 TCP, other link types) to the genera
 :class:`~ipsecscope.decode.demux.Decoder`. Same result, only slower for those frames. gzip'd
 captures are inflated to a temporary file first when big, else read by the general reader.
 
+What the decoder gives up late is processed as the analysis (session.py) processes it: a frame
+handed to the decoder may yield several packets (a TCP segment completing several RFC 8229
+records), and the records of earlier frames that waited behind a TCP gap given up (too many
+segments waiting, FIN/RST; at the end of the capture ``Decoder.flush``, :meth:`_Worker.run`'s
+``last``) are decrypted then and **written when decoded**, after the frames read since, with
+their own frame's time, frame number (JSON ``frame``) and a pcapng comment saying so
+(export/perframe.py ``FramePath._late``). Not put back in capture order: the output is written as
+the capture is read, and the frames read after a waiting segment can be the rest of the capture.
+The decoder's malformed marks (the gap; IP datagrams whose fragments never all came) are counted by
+layer (``RunStats.marks``), as ``sas`` counts them.
+
 Large files are split over processes (export/parallel.py: chunk bounds, the guessed first
-records checked, the ESN and IP-fragment reconcile step); gzip'd captures too small to inflate and
+records checked, the ESN, IP-fragment and RFC 8229 stream reconcile step, then the end of the
+capture once); gzip'd captures too small to inflate and
 standard input take the general path (export/general.py); the totals and the DSB of the keys used
 are export/totals.py's.
 """

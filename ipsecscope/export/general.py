@@ -13,7 +13,7 @@ from ..keys.formats import add_secrets_block
 from . import jsonl as _jsonl
 from .hotloop import Options
 from .pcapng import LINKTYPE_RAW, PcapngWriter
-from .perframe import _CARRIES_ESP, decrypt_nested, v6_ext_headers, wire_packet
+from .perframe import _CARRIES_ESP, HELD_MAX, decrypt_nested, v6_ext_headers, wire_packet
 from .totals import RunStats, collect, open_jsonl, write_dsb
 
 if TYPE_CHECKING:
@@ -26,12 +26,15 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
     from ..capture import open_capture
     from ..decode.demux import Decoder
     from ..decode.link import ip_offset
-    from ..model.packets import AhPacket, EspPacket
+    from ..model.packets import AhPacket, EspPacket, Malformed, Packet, RawFrame
 
     dec = EspDecryptor(keys)
     decoder = Decoder()
     nested: set = set()
     ah = None  # export.ah.AhOut, made at the first AH packet
+    marks: dict[str, int] = {}  # the decoder's malformed marks by layer (RunStats.marks)
+    held: dict[int, int] = {}  # frame -> exact time, of frames decoded to nothing (perframe.FramePath._late)
+    late_frames: set[int] = set()
     # Not a capture: fail before creating (and truncating) the output files. Opened once, as
     # standard input can be read only once.
     opened = open_capture(path)
@@ -44,76 +47,119 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
     iface_map: dict[int, int] = {}
     if writer is not None:
         writer.add_interface(LINKTYPE_RAW, name="ipsecscope decrypted ESP inner packets")
+
+    def esp_one(pkt: EspPacket, raw: RawFrame, keep: bool, ts_ns: int, late: str = "") -> None:
+        """One ESP packet: decrypted, written, counted (``late``: a record of an earlier frame,
+        written now with this comment; its frame was kept as it came under --keep-other)."""
+        stats.esp += 1
+        st = dec.state(pkt.src, pkt.dst, pkt.spi)
+        r = dec.decrypt(pkt)
+        src = socket.inet_pton(socket.AF_INET6 if ":" in pkt.src else socket.AF_INET, pkt.src)
+        dst = socket.inet_pton(socket.AF_INET6 if ":" in pkt.dst else socket.AF_INET, pkt.dst)
+        if r.status != "ok":
+            if keep:
+                stats.kept += 1
+                i = iface_map.get(raw.iface)
+                if i is None:
+                    i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
+                writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len,
+                                    comment=f"ipsecscope: {r.status}: {r.reason}")
+            if jf is not None:
+                jf.write(_jsonl.record(pkt.frame, ts_ns, st, src, dst, pkt.spi, pkt.seq, r.seq_hi,
+                                       r.status, None, None, len(pkt.data), opts.hex, reason=r.reason,
+                                       udp_encap=pkt.udp_encap))
+            return
+        inner, nh, isrc, idst, layers = r.inner, r.next_header, src, dst, None
+        if nh in _CARRIES_ESP:  # ESP in ESP: the layers there are keys for (as _Worker._frame)
+            inner, nh, isrc, idst, layers = decrypt_nested(dec, nested, inner, nh, src, dst)
+        # A dummy packet (RFC 4303 §2.6) has no inner packet to write, but the JSONL holds one
+        # record per ESP packet.
+        dummy = nh == 59
+        stats.dummy += dummy
+        if writer is not None and not dummy:
+            ext = ()  # IPv6 extension headers before ESP, kept in a transport-mode packet
+            if len(src) == 16 and not pkt.udp_encap and (isrc, idst) == (src, dst) and not late:
+                ver, l3 = ip_offset(raw.linktype, raw.data)
+                if ver == 6 and raw.data[l3 + 8:l3 + 40] == src + dst:
+                    ext = v6_ext_headers(raw.data, l3)
+            data = wire_packet(isrc, idst, nh, inner, ext)
+            writer.write_packet(0, ts_ns, data, comment=late or None)
+        if jf is not None:
+            jf.write(_jsonl.record(pkt.frame, ts_ns, st, src, dst, pkt.spi, pkt.seq, r.seq_hi, "ok",
+                                   nh, inner, len(pkt.data), opts.hex, udp_encap=pkt.udp_encap,
+                                   nested=layers, inner_src=isrc, inner_dst=idst))
+
+    def late(pkt: Packet, raw: RawFrame) -> None:
+        """An RFC 8229 record of an earlier frame, decoded now (perframe.FramePath._late says why
+        it is written here): counted as its frame's ESP, that frame no longer "other"."""
+        if type(pkt) is not EspPacket or (opts.frames is not None and pkt.frame not in opts.frames):
+            return
+        if pkt.frame not in late_frames:
+            late_frames.add(pkt.frame)
+            stats.other -= 1
+        ts_ns = held.get(pkt.frame)
+        esp_one(pkt, raw, False, round(pkt.ts * 1e9) if ts_ns is None else ts_ns,
+                f"ipsecscope: frame {pkt.frame}: RFC 8229 record decoded late (its TCP segment waited behind a "
+                "lost segment); written where the gap was given up")
+
     try:
         with opened as reader:
             seen = 0
+            raw = None
             for n, raw in enumerate(reader, 1):
                 if len(reader.secrets) != seen:  # keys shipped inside the capture (pcapng DSB)
                     for stype, sdata in reader.secrets[seen:]:
                         add_secrets_block(keys, stype, sdata)
                     seen = len(reader.secrets)
                 stats.frames += 1
-                pkt = decoder.decode(raw)
                 # linktype < 0: an interface no IDB declared (damaged file) cannot be written out
                 keep = opts.keep_other and writer is not None
                 if keep and raw.linktype < 0:
                     keep = False
                     stats.unkept += 1
-                if type(pkt) is AhPacket and opts.ah:  # export/ah.py: its record and payload; ESP it protects goes on
-                    ah, pkt = _general_ah(ah, pkt, raw, keys, dec, nested, writer, jf, opts, keep, iface_map, stats)
-                    if pkt is None:
-                        continue
-                if type(pkt) is not EspPacket:
+                own = behind_ah = False
+                for pkt in decoder.decode_all(raw):
+                    t = type(pkt)
+                    if t is Malformed:
+                        marks[pkt.layer] = marks.get(pkt.layer, 0) + 1
+                    elif pkt.frame != raw.index:  # an RFC 8229 record given up now (FIN, RST, overflow)
+                        late(pkt, raw)
+                    elif t is EspPacket and behind_ah:  # the ESP AH protects: _general_ah gave it (unless AH failed)
+                        behind_ah = False
+                    elif t is AhPacket:
+                        behind_ah = True
+                        if not opts.ah:  # AH frames are other frames, as captured
+                            continue
+                        # export/ah.py: its record and payload; ESP it protects goes on
+                        own = True
+                        ah, esp = _general_ah(ah, pkt, raw, keys, dec, nested, writer, jf, opts, keep, iface_map,
+                                              stats)
+                        if esp is not None:
+                            esp_one(esp, raw, keep, raw.ts_ns)
+                    elif t is EspPacket:
+                        own = True
+                        esp_one(pkt, raw, keep, raw.ts_ns)
+                if not own:
                     stats.other += 1
+                    held[raw.index] = raw.ts_ns
+                    if len(held) > HELD_MAX:
+                        del held[next(iter(held))]
                     if keep:
                         stats.kept += 1
                         i = iface_map.get(raw.iface)
                         if i is None:
                             i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
                         writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len)
-                    continue
-                stats.esp += 1
-                st = dec.state(pkt.src, pkt.dst, pkt.spi)
-                r = dec.decrypt(pkt)
-                src = socket.inet_pton(socket.AF_INET6 if ":" in pkt.src else socket.AF_INET, pkt.src)
-                dst = socket.inet_pton(socket.AF_INET6 if ":" in pkt.dst else socket.AF_INET, pkt.dst)
-                if r.status != "ok":
-                    if keep:
-                        stats.kept += 1
-                        i = iface_map.get(raw.iface)
-                        if i is None:
-                            i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
-                        writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len,
-                                            comment=f"ipsecscope: {r.status}: {r.reason}")
-                    if jf is not None:
-                        jf.write(_jsonl.record(raw.index, raw.ts_ns, st, src, dst, pkt.spi, pkt.seq, r.seq_hi,
-                                               r.status, None, None, len(pkt.data), opts.hex, reason=r.reason,
-                                               udp_encap=pkt.udp_encap))
-                    continue
-                inner, nh, isrc, idst, layers = r.inner, r.next_header, src, dst, None
-                if nh in _CARRIES_ESP:  # ESP in ESP: the layers there are keys for (as _Worker._frame)
-                    inner, nh, isrc, idst, layers = decrypt_nested(dec, nested, inner, nh, src, dst)
-                # A dummy packet (RFC 4303 §2.6) has no inner packet to write, but the JSONL holds one
-                # record per ESP packet.
-                dummy = nh == 59
-                stats.dummy += dummy
-                if writer is not None and not dummy:
-                    ext = ()  # IPv6 extension headers before ESP, kept in a transport-mode packet
-                    if len(src) == 16 and not pkt.udp_encap and (isrc, idst) == (src, dst):
-                        ver, l3 = ip_offset(raw.linktype, raw.data)
-                        if ver == 6 and raw.data[l3 + 8:l3 + 40] == src + dst:
-                            ext = v6_ext_headers(raw.data, l3)
-                    data = wire_packet(isrc, idst, nh, inner, ext)
-                    writer.write_packet(0, raw.ts_ns, data)
-                if jf is not None:
-                    jf.write(_jsonl.record(raw.index, raw.ts_ns, st, src, dst, pkt.spi, pkt.seq, r.seq_hi, "ok",
-                                           nh, inner, len(pkt.data), opts.hex, udp_encap=pkt.udp_encap,
-                                           nested=layers, inner_src=isrc, inner_dst=idst))
                 if progress is not None and n % 4096 == 0:
                     progress(reader.bytes_read, reader.total_bytes)
+            for pkt in decoder.flush():  # the end of the capture: what still waits given up (engine.py)
+                if type(pkt) is Malformed:
+                    marks[pkt.layer] = marks.get(pkt.layer, 0) + 1
+                elif raw is not None:
+                    late(pkt, raw)
             stats.truncated = reader.truncated
             stats.warning = reader.warning
-        collect([], dec, stats, nested, ah.totals if ah is not None else None)
+        collect([], dec, stats, nested, ah.totals if ah is not None else None, marks)
         if writer is not None and dsb:
             write_dsb(writer, stats.used_keys)
     finally:

@@ -84,6 +84,13 @@ class ChunkResult:
     # decode.ip.FragReport: the IP datagrams still incomplete at the chunk's end and what its
     # fragments touched (None: the chunk had no fragment), for the engine's reconcile step
     frag: object = None
+    # the general decoder's malformed marks by layer (RFC 8229 gaps, IP datagrams never completed, ...)
+    marks: dict = field(default_factory=dict)
+    general: int = 0  # frames handed to the general decoder (0: its state cannot have changed)
+    # the decoder's RFC 8229 streams at the chunk's end (decode.tcpencap.TcpStream by 4-tuple) and
+    # the exact times of the frames their waiting segments came in: what one pass holds there
+    tcp: dict | None = None
+    tcp_held: dict = field(default_factory=dict)
 
 
 class SaSlot:
@@ -146,6 +153,10 @@ class _Worker(FramePath):
         self.jbuf: list = []
         self.n_esp = self.n_other = self.n_dummy = self.n_kept = self.n_unkept = 0
         self.decoder = None
+        self.general = 0  # frames handed to the general decoder
+        self.marks: dict[str, int] = {}  # its malformed marks by layer
+        self.held: dict[int, int] = {}  # frame -> exact time, of frames it took without a packet (perframe)
+        self.late_frames: set[int] = set()  # frames whose records came late (counted ESP, not other)
         self.bulk_backoff = 0  # windows the bulk step skips after one with little to take
         self.bulkable = 0  # SA slots the bulk step can take (AES-GCM-16 or CBC + HMAC inlined)
         self.linktypes = [i.linktype for i in lay.ifaces] or [1]
@@ -160,17 +171,25 @@ class _Worker(FramePath):
 
     def seed(self, states: dict[tuple[str, str, int], tuple[bool | None, int, int]],
              ah_states: dict[tuple[str, str, int], tuple[bool | None, int, int]] | None = None,
-             frags: list | None = None) -> None:
+             frags: list | None = None, tcp: dict | None = None, tcp_held: dict | None = None) -> None:
         """Start from the state the earlier chunks of a split run ended with: ESP's ESN state
         (``states``), AH's (``ah_states``, applied when the first AH packet makes the verifier),
-        and the IP datagrams they left incomplete (``frags``, decode.ip.FragReport.pending: the
-        fragments of this chunk that complete one are reassembled with them, as in one pass)."""
+        the IP datagrams they left incomplete (``frags``, decode.ip.FragReport.pending: the
+        fragments of this chunk that complete one are reassembled with them, as in one pass), and
+        their RFC 8229 streams (``tcp``, ChunkResult.tcp, copied; ``tcp_held``: the exact times of
+        the frames those streams' waiting segments came in)."""
         self.ah_seeds = dict(ah_states or {})
-        if frags:
+        if frags or tcp:
             from ..decode.demux import Decoder
 
             self.decoder = Decoder()
-            self.decoder.reassembler.seed(frags)
+            if frags:
+                self.decoder.reassembler.seed(frags)
+            if tcp:
+                import copy
+
+                self.decoder.tcp = copy.deepcopy(tcp)
+                self.held.update(tcp_held or {})
         for k, (mode, top, searches) in states.items():
             st = self.dec.state(*k)
             if st.opener is not None:
@@ -209,7 +228,10 @@ class _Worker(FramePath):
         e.esn_open = st.opener.open_at if esn_ok else None
 
     def run(self, start: int, end: int, first_index: int, out_f: BinaryIO | None,  # noqa: C901
-            jsonl_f: TextIO | None) -> ChunkResult:
+            jsonl_f: TextIO | None, last: bool = True) -> ChunkResult:
+        """Frames from byte ``start`` (frame ``first_index``; 0: find the first record) to ``end``.
+        ``last``: the capture ends there (:meth:`end_of_input`); a split run's chunks say False,
+        the engine ends the capture after them (:meth:`tail`)."""
         lay = self.lay
         opts = self.opts
         direct = None
@@ -346,6 +368,8 @@ class _Worker(FramePath):
                                     e.n += 1
                                     continue
                 frame_slow(idx, iface, ts, frame, orig, off)
+            if last:
+                self.end_of_input()
             if buf and out_f is not None:
                 out_f.write(b"".join(buf))
                 buf.clear()
@@ -359,14 +383,31 @@ class _Worker(FramePath):
             f.close()
             if direct is not None:
                 direct.close()
-        n_fast = 0
-        for e in sas.values():  # fold the fast path's counts into the per-SA statistics
-            e.st.stats.decrypted += e.n
-            n_fast += e.n
-            e.n = 0
         res.frames = idx - first_index + 1
         res.truncated = self.truncated
         res.end_off = self.end_off
+        return self._result(res)
+
+    def tail(self, out_f: BinaryIO | None, jsonl_f: TextIO | None) -> ChunkResult:
+        """A split run's end of capture, after its chunks (seeded with the state they ended with,
+        :meth:`seed`): what the decoder still waits for given up, as :meth:`run` does with
+        ``last``; its output goes after every chunk's."""
+        self.out_f, self.jsonl_f = out_f, jsonl_f
+        self.end_of_input()
+        if self.buf and out_f is not None:
+            out_f.write(b"".join(self.buf))
+            self.buf.clear()
+        if self.jbuf:
+            jsonl_f.write("".join(self.jbuf))
+            self.jbuf.clear()
+        return self._result(ChunkResult(None, self.dec.stats, {}, self.early_fail))
+
+    def _result(self, res: ChunkResult) -> ChunkResult:
+        n_fast = 0
+        for e in self.sas.values():  # fold the fast path's counts into the per-SA statistics
+            e.st.stats.decrypted += e.n
+            n_fast += e.n
+            e.n = 0
         res.esp, res.other, res.dummy = self.n_esp + n_fast, self.n_other, self.n_dummy
         res.kept, res.unkept = self.n_kept, self.n_unkept
         res.nested_sas = self.nested_sas
@@ -375,6 +416,11 @@ class _Worker(FramePath):
             res.ah_states, res.ah_early_fail = self.ah.verifier.states(), set(self.ah.verifier.early_fail)
         res.states = {k: (s.mode, s.top, s.searches) for k, s in self.dec._sas.items()}
         res.frag = self.decoder.reassembler.report() if self.decoder is not None else None
+        res.marks, res.general = self.marks, self.general
+        if self.decoder is not None and self.decoder.tcp:
+            res.tcp = self.decoder.tcp
+            held = self.held
+            res.tcp_held = {f: held[f] for st in res.tcp.values() for (_d, f, *_r) in st.early.values() if f in held}
         return res
 
     def _loop_no_gc(self, mm, start: int, end: int, idx: int, pcapng: bool = False) -> int:

@@ -24,11 +24,18 @@ fragments, so those cost nothing); walking the chunks in order, ``decode.ip.carr
 says whether a chunk's result stands beside the datagrams in flight at its start (none of its
 fragments joins one, nothing given up differently), else the chunk is processed again with its
 decoder seeded with them, so a datagram is decrypted where its last fragment is and every frame
-counted once, as in a sequential run (tests/test_decrypt_frag_split.py). Datagrams still
-incomplete when the capture ends are left as one process leaves them: each fragment was an
-"other" frame (kept as captured under --keep-other) and no datagram is reported. The price: a
+counted once, as in a sequential run (tests/test_decrypt_frag_split.py). The price: a
 chunk that starts inside a datagram is processed twice (ESP fragmented throughout, 60k datagrams
 in 2 fragments each, -j 4 with one bound inside a datagram: 1.86 -> 2.30 s CPU).
+RFC 8229 TCP streams the same way, more simply: a chunk that hands any frame to the general decoder
+(``ChunkResult.general``) while streams are open where it starts (``ChunkResult.tcp`` of the chunk
+before, as one pass holds them) is run again with them, so a record straddling a bound, a gap
+before it or a FIN after it is read as in one pass (no fallback to one process; a capture whose
+bulk is RFC 8229 then costs about twice the CPU of its chunks after the first).
+No chunk gives up what waits at its end; after the last one, the end of the capture is processed
+once (``_Worker.tail``, seeded with the datagrams and streams one pass holds there): the records
+behind a TCP gap never filled decrypted and written after every chunk's output, the gap and
+the datagrams never completed counted as marks, as one process does.
 """
 
 from __future__ import annotations
@@ -114,7 +121,7 @@ def _chunk_main(i: int) -> ChunkResult:
         jpart = f"{job['tmp']}/part{i:04d}.jsonl"
         jf = create_private(jpart, "w", buffering=1 << 20, encoding="utf-8")
     try:
-        res = w.run(start, end, first, out_f, jf)
+        res = w.run(start, end, first, out_f, jf, last=False)
     finally:
         if out_f is not None:
             out_f.close()
@@ -206,7 +213,7 @@ def run_parallel(lay: Layout, keys: KeyStore, opts: Options, jobs: int, writer: 
 
         w0 = _Worker(lay, keys, opts, progress0)
         start0, first0 = lay.bounds[0]
-        r0 = w0.run(start0, lay.bounds[1][0], first0, writer.f if writer is not None else None, jf)
+        r0 = w0.run(start0, lay.bounds[1][0], first0, writer.f if writer is not None else None, jf, last=False)
         shared.progress(0, lay.bounds[1][0] - start0)
         results: list[ChunkResult | None] = [r0] + [None] * (nchunks - 1)
         while (i := _take(qr)) is not None:  # then help with the rest
@@ -263,7 +270,7 @@ def run_parallel(lay: Layout, keys: KeyStore, opts: Options, jobs: int, writer: 
             w.resolved = lambda off, idx, found=found: found.append((off, idx))
             start, end = lay.bounds[i][0], lay.bounds[i + 1][0] if i + 1 < nchunks else lay.size
             with open(r.part, "wb") if r.part else _null() as of:
-                nr = w.run(start, end, 0, of if r.part else None, None)
+                nr = w.run(start, end, 0, of if r.part else None, None, last=False)
             nr.part, nr.jsonl_part = r.part, r.jsonl_part
             # the record it walked to (not ``start``, a byte offset inside some record): an exact
             # bound, as the reconcile step below may run the chunk again from there
@@ -273,11 +280,16 @@ def run_parallel(lay: Layout, keys: KeyStore, opts: Options, jobs: int, writer: 
         seeds: dict = {}
         ah_seeds: dict = {}  # AH's, the same way (RFC 4302 §2.5.1: AH infers ESN high bits as ESP)
         carry: list = []  # the IP datagrams one pass would hold incomplete where chunk i starts
+        tcp: dict | None = None  # the RFC 8229 streams one pass would hold there (and their frames' times)
+        tcp_held: dict = {}
         final = _Worker(lay, keys, opts)
         for i, r in enumerate(results):
             redo = i > 0 and (
                 any(k in seeds and seeds[k][1] >= 0 for k in _text_keys(r.early_fail, r.states))
                 or any(k in ah_seeds and ah_seeds[k][1] >= 0 for k in r.ah_early_fail))
+            # a chunk that handed frames to the general decoder while streams were open: one pass
+            # would have continued them (a record straddling the bound, a gap before it, a FIN)
+            redo = redo or bool(tcp and r.general)
             after = None
             if carry or r.frag is not None:  # (chunks without fragments on either side: nothing to do)
                 from ..decode.ip import carried_through
@@ -286,21 +298,23 @@ def run_parallel(lay: Layout, keys: KeyStore, opts: Options, jobs: int, writer: 
                 redo = redo or after is None
             if redo:
                 w = _Worker(lay, keys, opts)
-                w.seed(seeds, ah_seeds, carry)
+                w.seed(seeds, ah_seeds, carry, tcp, tcp_held)
                 w.resolve_hint = (lambda i=i: shared.hint(i))
                 start, first = lay.bounds[i]
                 end = lay.bounds[i + 1][0] if i + 1 < nchunks else lay.size
                 with open(r.part, "wb") if r.part else _null() as of, \
                         open(r.jsonl_part, "w") if r.jsonl_part else _null() as jof:
-                    nr = w.run(start, end, first, of if r.part else None, jof if r.jsonl_part else None)
+                    nr = w.run(start, end, first, of if r.part else None, jof if r.jsonl_part else None, last=False)
                 nr.part, nr.jsonl_part = r.part, r.jsonl_part
                 results[i] = r = nr
                 stats.reconciled_chunks += 1
                 after = r.frag.pending if r.frag is not None else []
             carry = after or []
+            if r.general or redo:  # (a chunk without such frames leaves the streams as they were)
+                tcp, tcp_held = r.tcp, r.tcp_held
             _carry(seeds, r.states)
             _carry(ah_seeds, r.ah_states)
-        final.seed(seeds)
+        final.seed(seeds, ah_seeds, carry, tcp, tcp_held)
         # the parts are written around the page cache (export/direct.py): appended the same way
         parts = [r.part for r in results if writer is not None and r.part]
         direct = _direct.open_direct(writer.f) if parts and sum(
@@ -321,7 +335,13 @@ def run_parallel(lay: Layout, keys: KeyStore, opts: Options, jobs: int, writer: 
             if jf is not None and r.jsonl_part:
                 with open(r.jsonl_part) as pf:
                     shutil.copyfileobj(pf, jf, 1 << 22)
-        # the stats objects came back by pickling: merge them into one decryptor's view
+        # The end of the capture, once, after every chunk, from the state one pass holds there: the
+        # records behind an RFC 8229 gap never filled decrypted, written last (as in one process)
+        results.append(final.tail(writer.f if writer is not None else None, jf))
+        # the stats objects came back by pickling: merge them into one decryptor's view (the tail's
+        # are final's own: taken out first)
+        tail_stats = dict(results[-1].stats)
+        results[-1].stats = tail_stats
         final.dec.stats.clear()
         for r in results:
             for k, s in r.stats.items():

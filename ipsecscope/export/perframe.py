@@ -38,6 +38,10 @@ _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _UDP = struct.Struct("!HHH")
 
 _CARRIES_ESP = frozenset((4, 41, 50))  # next headers that can carry ESP: IPv4, IPv6, ESP itself
+# Frames the general decoder took without a packet of their own, remembered with their exact
+# time for a record decoded later (FramePath._late; a float time has ~0.2 us steps). Bounded: a
+# capture of other TCP traffic would fill it; a record whose frame fell out uses its float time.
+HELD_MAX = 1 << 16
 
 
 def _esp_in(inner: bytes, nh: int, src: bytes, dst: bytes) -> tuple:
@@ -166,7 +170,7 @@ class FramePath:
         opts = self.opts
         if opts.frames is not None and idx not in opts.frames:
             return
-        out_f, jsonl_f = self.out_f, self.jsonl_f
+        out_f = self.out_f
         keep_other = opts.keep_other and out_f is not None
         app = self.buf.append
         lt = self.linktypes[iface] if iface < len(self.linktypes) else -1
@@ -229,20 +233,12 @@ class FramePath:
                 from ..decode.demux import Decoder
 
                 self.decoder = Decoder()
-            from ..model.packets import AhPacket, EspPacket, RawFrame
+            from ..model.packets import RawFrame
 
-            pkt = self.decoder.decode(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off))
-            if type(pkt) is AhPacket and opts.ah:  # its record and payload; an ESP packet it protects goes on below
-                esp = self._ah(idx, iface, ts, frame, orig, lt, pkt)
-                if esp is None:
-                    return
-            if type(pkt) is EspPacket or esp is not None:
-                esp = pkt.data if esp is None else esp
-                af = socket.AF_INET6 if ":" in pkt.src else socket.AF_INET
-                src, dst = socket.inet_pton(af, pkt.src), socket.inet_pton(af, pkt.dst)
-                udp_encap = type(pkt) is EspPacket and pkt.udp_encap
-                if af == socket.AF_INET6 and not udp_encap and frame[l3 + 8:l3 + 40] == src + dst:
-                    ext = v6_ext_headers(frame, l3)  # kept in a transport-mode output packet
+            self.general += 1
+            self._decoded(idx, iface, ts, frame, orig, lt, l3, keep_other,
+                          self.decoder.decode_all(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off)))
+            return
         if esp is None or len(esp) < 8:
             self.n_other += 1
             if keep_other:
@@ -252,6 +248,116 @@ class FramePath:
                 app(frame)
                 app(t)
             return
+        self._esp(idx, iface, ts, frame, orig, esp, src, dst, udp_encap, ext, keep_other)
+
+    def _decoded(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, lt: int, l3: int, keep_other: bool,
+                 pkts: list) -> None:
+        """What the general decoder made of frame ``idx``: usually one packet or none; several for
+        a TCP segment completing several RFC 8229 records; marks (Malformed) counted by layer; and
+        records of earlier frames whose segments waited behind a TCP gap given up now (overflow,
+        FIN/RST: :meth:`_late`)."""
+        from ..model.packets import AhPacket, EspPacket, Malformed
+
+        own = behind_ah = False
+        for pkt in pkts:
+            t = type(pkt)
+            if t is Malformed:
+                self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
+                continue
+            if t is not EspPacket and t is not AhPacket:
+                continue
+            if pkt.frame != idx:
+                self._late(pkt)
+                continue
+            if t is EspPacket and behind_ah:  # the ESP an AH packet protects: _ah gave it (unless AH failed)
+                behind_ah = False
+                continue
+            esp = None
+            if t is AhPacket:
+                behind_ah = True
+                if not self.opts.ah:  # AH frames are other frames, as captured
+                    continue
+            if t is AhPacket:
+                own = True
+                # its record and payload; an ESP packet it protects goes on below
+                esp = self._ah(idx, iface, ts, frame, orig, lt, pkt)
+                if esp is None:
+                    continue
+            esp = pkt.data if esp is None else esp
+            af = socket.AF_INET6 if ":" in pkt.src else socket.AF_INET
+            src, dst = socket.inet_pton(af, pkt.src), socket.inet_pton(af, pkt.dst)
+            udp_encap = t is EspPacket and pkt.udp_encap
+            ext: tuple = ()
+            if af == socket.AF_INET6 and not udp_encap and frame[l3 + 8:l3 + 40] == src + dst:
+                ext = v6_ext_headers(frame, l3)  # kept in a transport-mode output packet
+            if len(esp) < 8:  # (an ESP packet the AH one protects, cut short: its frame is other)
+                continue
+            own = True
+            self._esp(idx, iface, ts, frame, orig, esp, src, dst, udp_encap, ext, keep_other)
+        if own:
+            return
+        self.n_other += 1
+        held = self.held  # its records may come later (decode.tcpencap): their time, exactly
+        if len(held) >= HELD_MAX:
+            del held[next(iter(held))]
+        held[idx] = ts
+        if keep_other:
+            self.n_kept += 1
+            h, t_ = epb_header(1 + iface, ts, len(frame), orig)
+            app = self.buf.append
+            app(h)
+            app(frame)
+            app(t_)
+
+    def _late(self, pkt) -> None:
+        """An ESP record of an earlier frame, decoded only now: its RFC 8229 segment waited behind
+        a TCP gap that the decoder gave up (a lost segment: too many segments waiting, FIN/RST, or
+        the end of the capture, :meth:`end_of_input`). Decrypted and written *now*, after the
+        frames read since (the output is written as the capture is read; holding everything
+        behind a gap back could mean holding the rest of the capture), with its own frame's
+        timestamp, and a pcapng comment naming that frame (the JSON line's ``frame`` is it). Its
+        frame counted as "other" when it came counts as an ESP frame instead, once."""
+        from ..model.packets import EspPacket
+
+        f = pkt.frame
+        if type(pkt) is not EspPacket or len(pkt.data) < 8 or (self.opts.frames is not None and f not in self.opts.frames):
+            return
+        if f not in self.late_frames:
+            self.late_frames.add(f)
+            self.n_other -= 1
+        ts = self.held.get(f)
+        if ts is None:  # (fell out of the bounded table: the record's own float time)
+            ts = round(pkt.ts * 1e9)
+        af = socket.AF_INET6 if ":" in pkt.src else socket.AF_INET
+        self._esp(f, 0, ts, b"", 0, pkt.data, socket.inet_pton(af, pkt.src), socket.inet_pton(af, pkt.dst),
+                  pkt.udp_encap, (), False,
+                  late=f"ipsecscope: frame {f}: RFC 8229 record decoded late (its TCP segment waited behind a "
+                       "lost segment); written where the gap was given up")
+
+    def end_of_input(self) -> None:
+        """The capture has ended: what the decoder still waits for is given up
+        (decode.demux.Decoder.flush), as the analysis does at the end of input: the records
+        behind an RFC 8229 TCP gap never filled are decrypted and written (:meth:`_late`), the gap
+        and every IP datagram whose fragments never all arrived counted as marks (``marks``: the
+        frames were "other" when they came, and stay so)."""
+        if self.decoder is None:
+            return
+        from ..model.packets import Malformed
+
+        for pkt in self.decoder.flush():
+            if type(pkt) is Malformed:
+                self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
+            else:
+                self._late(pkt)
+
+    def _esp(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, esp: bytes, src: bytes, dst: bytes,
+             udp_encap: bool, ext: tuple, keep_other: bool, late: str = "") -> None:  # noqa: C901
+        """One ESP packet (frame ``idx``): decrypted, written, counted. ``late``: the comment of a
+        record written after later frames (:meth:`_late`)."""
+        opts = self.opts
+        out_f, jsonl_f = self.out_f, self.jsonl_f
+        app = self.buf.append
+        n = len(frame)
         # -- ESP ---------------------------------------------------------------------------------
         self.n_esp += 1
         spi, seq = _ESPH.unpack_from(esp, 0)
@@ -309,10 +415,19 @@ class FramePath:
             ext = ()  # an inner layer's packet: the outer header's extension headers are not its own
         pkt_bytes = wire_packet(isrc, idst, nh, inner, ext) if out_f is not None and not dummy else b""
         if opts.pcapng and out_f is not None and not dummy:
-            h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes))
-            app(h)
-            app(pkt_bytes)
-            app(t)
+            if late:
+                optb = comment_option(late)
+                h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes), len(optb))
+                app(h)
+                app(pkt_bytes)
+                app(t[:-4])
+                app(optb)
+                app(t[-4:])
+            else:
+                h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes))
+                app(h)
+                app(pkt_bytes)
+                app(t)
         if jsonl_f is not None:
             self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, "ok", nh, inner, len(esp),
                                            opts.hex, udp_encap=udp_encap, nested=layers, inner_src=isrc,

@@ -50,6 +50,11 @@ class RunStats:
     ah_no_key: int = 0
     ah_unverified: int = 0
     ah_written: int = 0
+    # Malformed marks of the frames the general decoder read, by layer, as `sas` and `summary` count
+    # them ("malformed: N (ip N)"): an RFC 8229 TCP gap never filled ("tcp"), an IP datagram whose
+    # fragments never all came ("ip", given up at the end of the capture), a broken header behind
+    # them. Frames the fast path takes as plainly not ESP are "other" and not looked into.
+    marks: dict[str, int] = field(default_factory=dict)
     per_sa: list[tuple[tuple[str, str, int], SaStats]] = field(default_factory=list)
     ah_per_sa: list = field(default_factory=list)  # [((src, dst, spi), crypto.ah.AhStats)], sorted as per_sa
     used_keys: list = field(default_factory=list)
@@ -65,8 +70,11 @@ def open_jsonl(jsonl_out: str | TextIO | None) -> tuple[TextIO | None, bool]:
 
 
 def collect(results: list[ChunkResult], dec: EspDecryptor, stats: RunStats, nested: set | None = None,
-            ah: AhTotals | None = None) -> None:
-    """Fold the chunks' results, the decryptor's per-SA counts and the AH totals into ``stats``."""
+            ah: AhTotals | None = None, marks: dict[str, int] | None = None) -> None:
+    """Fold the chunks' results, the decryptor's per-SA counts, the AH totals and the decoder's
+    malformed marks (``marks``, the general path's; chunks carry their own) into ``stats``."""
+    for layer, n in [*(marks or {}).items(), *(kv for r in results for kv in r.marks.items())]:
+        stats.marks[layer] = stats.marks.get(layer, 0) + n
     nested = set(nested or ())
     if ah is not None or any(r.ah is not None for r in results):
         from .ah import AhTotals
