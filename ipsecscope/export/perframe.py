@@ -169,6 +169,7 @@ class FramePath:
         """Everything about one frame, for every case the fast path leaves out."""
         opts = self.opts
         if opts.frames is not None and idx not in opts.frames:
+            self._unselected(idx, iface, ts, frame, orig, off)
             return
         out_f = self.out_f
         keep_other = opts.keep_other and out_f is not None
@@ -250,6 +251,30 @@ class FramePath:
             return
         self._esp(idx, iface, ts, frame, orig, esp, src, dst, udp_encap, ext, keep_other)
 
+    def _unselected(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, off: int) -> None:
+        """A frame a display filter did not select (decrypt -Y): nothing of its own is written, but
+        the decoder reads it all the same, as the session that selected the frames did: an RFC 8229
+        record or an IP datagram a selected frame completes began in earlier frames (without them
+        the stream has gaps that are not in the capture). Records of selected frames it gives up
+        late are written (:meth:`_late`), marks on selected frames counted."""
+        from ..decode.link import ip_offset
+        from ..model.packets import Malformed, RawFrame
+
+        if self.decoder is None:
+            from ..decode.demux import Decoder
+
+            self.decoder = Decoder()
+        lt = self.linktypes[iface] if iface < len(self.linktypes) else -1
+        if lt < 0 or ip_offset(lt, frame)[0] not in (4, 6):
+            return
+        sel = self.opts.frames
+        for pkt in self.decoder.decode_all(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off)):
+            if pkt.frame != idx and pkt.frame in sel:
+                if type(pkt) is Malformed:
+                    self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
+                else:
+                    self._late(pkt)
+
     def _decoded(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, lt: int, l3: int, keep_other: bool,
                  pkts: list) -> None:
         """What the general decoder made of frame ``idx``: usually one packet or none; several for
@@ -259,10 +284,12 @@ class FramePath:
         from ..model.packets import AhPacket, EspPacket, Malformed
 
         own = behind_ah = False
+        sel = self.opts.frames
         for pkt in pkts:
             t = type(pkt)
             if t is Malformed:
-                self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
+                if sel is None or pkt.frame in sel:  # (decrypt -Y: the marks of the frames selected)
+                    self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
                 continue
             if t is not EspPacket and t is not AhPacket:
                 continue
@@ -344,11 +371,12 @@ class FramePath:
             return
         from ..model.packets import Malformed
 
+        sel = self.opts.frames
         for pkt in self.decoder.flush():
-            if type(pkt) is Malformed:
-                self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
-            else:
+            if type(pkt) is not Malformed:
                 self._late(pkt)
+            elif sel is None or pkt.frame in sel:
+                self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
 
     def _esp(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, esp: bytes, src: bytes, dst: bytes,
              udp_encap: bool, ext: tuple, keep_other: bool, late: str = "") -> None:  # noqa: C901
