@@ -4,6 +4,10 @@ Writes the decrypted inner packets of every ESP SA we have keys for, with the or
 timestamps, and the payloads of AH packets (export/ah.py); prints one summary line per SA
 (decrypted / icv_failed / no_key; AH: verified / icv_failed / no_key) on stderr. ``-Y``
 writes only the frames a Wireshark display filter selects (over outer and inner fields).
+ESP records of an RFC 8229 stream that waited behind a segment never captured are written when the
+decoder gives the gap up (at the latest at the end of the capture), after the frames read since,
+with their own time and a comment naming their frame (export/engine.py says why); the totals line
+counts the decoder's malformed marks as ``sas`` does.
 """
 
 from __future__ import annotations
