@@ -171,3 +171,55 @@ def test_display_filter_keeps_the_streams_whole(tmp_path: Path, flt: str, frames
     assert p.returncode == 0, p.stderr
     assert [json.loads(x)["frame"] for x in jl.read_text().splitlines()] == frames
     assert (marks in p.stderr) if marks else ("malformed" not in p.stderr)
+
+
+def _with_fin(tmp: Path) -> Path:
+    """The lost capture with the initiator's FIN after its last segment (frame 38): the gap is
+    given up there, while the capture is read (decode.tcpencap: "connection closed (FIN)"), not at
+    its end. Built from frame 36's headers (Ethernet, IPv4, TCP without options)."""
+    import struct
+
+    data = LOST.read_bytes()
+    off, frames = 24, []
+    while off < len(data):
+        incl = struct.unpack_from("<I", data, off + 8)[0]
+        frames.append((data[off:off + 16], data[off + 16:off + 16 + incl]))
+        off += 16 + incl
+    hdr, f36 = frames[35]
+    ihl = (f36[14] & 15) * 4
+    tcp = bytearray(f36[14 + ihl:14 + ihl + 20])
+    assert tcp[12] >> 4 == 5  # no options
+    seq = struct.unpack_from("!I", tcp, 4)[0] + len(f36) - 14 - ihl - 20
+    struct.pack_into("!I", tcp, 4, seq)
+    tcp[13] = 0x11  # FIN, ACK
+    ip = bytearray(f36[14:14 + ihl])
+    struct.pack_into("!H", ip, 2, ihl + 20)
+    frame = f36[:14] + bytes(ip) + bytes(tcp)
+    sec, usec = struct.unpack_from("<II", frames[-1][0], 0)
+    rec = struct.pack("<IIII", sec, usec + 1000, len(frame), len(frame)) + frame
+    out = tmp / "lost-fin.pcap"
+    out.write_bytes(data + rec)
+    return out
+
+
+def test_gap_given_up_at_fin_while_reading(tmp_path: Path, monkeypatch) -> None:
+    """A FIN gives the gap up mid-capture: the records behind it are written at the FIN's frame
+    (after frame 37), counted as `sas` counts them, and a split run writes the same."""
+    cap = _with_fin(tmp_path)
+    p, _out, jl = _decrypt(cap, KEYS, tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "38 frames, 18 ESP: 18 decrypted" in p.stderr and "; malformed: 1 (tcp 1)" in p.stderr
+    assert [json.loads(x)["frame"] for x in jl.read_text().splitlines()] == \
+        [9, 11, 13, 19, 21, 23, 29, 31, 33, 8, 10, 12, 18, 20, 22, 28, 30, 32]
+    sas = json.loads(subprocess.run([*IPSECSCOPE, "sas", str(cap), "-k", str(KEYS), "--json"], capture_output=True,
+                                    text=True, timeout=120, check=True).stdout)
+    assert sorted(f["decrypted"] for f in sas["flows"]) == [3, 3, 6, 6] and sas["capture"]["malformed"] == {"tcp": 1}
+    monkeypatch.setattr(engine, "CHUNK_MIN_BYTES", 1)
+    monkeypatch.setattr(engine, "MAX_CHUNKS_PER_JOB", 8)
+    got = []
+    for j in (1, 2):
+        out, jl2 = tmp_path / f"{j}.pcapng", tmp_path / f"{j}.jsonl"
+        s = engine.run(cap, load_keystore(KEYS), out=str(out), jsonl_out=str(jl2), opts=engine.Options(), jobs=j,
+                       parallel_min_bytes=0, mark_every=1)
+        got.append((out.read_bytes(), jl2.read_bytes(), s.decrypted, s.marks))
+    assert got[1] == got[0] and got[0][1] == jl.read_bytes()
