@@ -223,3 +223,20 @@ def test_gap_given_up_at_fin_while_reading(tmp_path: Path, monkeypatch) -> None:
                        parallel_min_bytes=0, mark_every=1)
         got.append((out.read_bytes(), jl2.read_bytes(), s.decrypted, s.marks))
     assert got[1] == got[0] and got[0][1] == jl.read_bytes()
+
+
+@needs_tshark
+def test_fragments_never_completed_as_tshark(tmp_path: Path) -> None:
+    """tests/data/esp-frag-loss: 3 ESP datagrams lost their later fragments. tshark decrypts the
+    other 33 on the frames that complete them, as `decrypt` does (the same bytes); the 3 are the
+    marks (ip 3) `decrypt` and `sas` count, given up at the end of the capture."""
+    cap, keys = DATA / "esp-frag-loss" / "capture.pcap", DATA / "esp-frag-loss" / "charon-left.log"
+    esp_sa = tmp_path / "esp_sa"
+    subprocess.run([*IPSECSCOPE, "keys", "convert", str(keys), "--to", "esp_sa", "-o", str(esp_sa)], check=True,
+                   capture_output=True, timeout=60)
+    theirs = tshark_decrypted(cap, esp_sa, tmp_path)
+    p, _out, jl = _decrypt(cap, keys, tmp_path)
+    assert "; malformed: 3 (ip 3)" in p.stderr
+    ours = {d.frame: d for d in iter_decrypted(cap, keys)}
+    assert sorted(ours) == sorted(theirs) == sorted(json.loads(x)["frame"] for x in jl.read_text().splitlines())
+    assert len(ours) == 33 and all(theirs[f][:len(d.inner)] == d.inner for f, d in ours.items())
