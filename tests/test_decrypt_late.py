@@ -240,3 +240,19 @@ def test_fragments_never_completed_as_tshark(tmp_path: Path) -> None:
     ours = {d.frame: d for d in iter_decrypted(cap, keys)}
     assert sorted(ours) == sorted(theirs) == sorted(json.loads(x)["frame"] for x in jl.read_text().splitlines())
     assert len(ours) == 33 and all(theirs[f][:len(d.inner)] == d.inner for f, d in ours.items())
+
+
+def test_dissect_copy_keeps_one_record_a_frame(tmp_path: Path) -> None:
+    """dissect's decrypted copy (tshark's frame n must be the capture's frame n) takes one record
+    a frame (Options.late off): the segments whose records waited stay as captured, nothing is
+    written after them. With late records it would hold 46 records for 37 frames."""
+    from ipsecscope.dissect import _decrypted_section
+
+    out = tmp_path / "copy.pcapng"
+    with open(out, "wb") as f:
+        assert _decrypted_section(f, LOST, KEYS) == 37
+    times = _times(LOST)
+    with open_capture(out) as r:
+        got = [(f.ts_ns, f.linktype) for f in r]
+    assert [t for t, _ in got] == [times[n] for n in range(1, 38)]
+    assert sum(lt == 101 for _, lt in got) == 9  # the responder's records, decrypted in place

@@ -118,7 +118,11 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
                     keep = False
                     stats.unkept += 1
                 own = behind_ah = False
-                for pkt in decoder.decode_all(raw):
+                pkts = decoder.decode_all(raw)
+                if not opts.late:  # one record a frame (Options.late): its first packet, as before
+                    pkts = [p for p in pkts if type(p) is Malformed] + [
+                        p for p in pkts if p.frame == raw.index and type(p) is not Malformed][:1]
+                for pkt in pkts:
                     t = type(pkt)
                     if t is Malformed:
                         marks[pkt.layer] = marks.get(pkt.layer, 0) + 1
@@ -152,7 +156,7 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
                         writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len)
                 if progress is not None and n % 4096 == 0:
                     progress(reader.bytes_read, reader.total_bytes)
-            for pkt in decoder.flush():  # the end of the capture: what still waits given up (engine.py)
+            for pkt in decoder.flush() if opts.late else ():  # the end of the capture: what still waits
                 if type(pkt) is Malformed:
                     marks[pkt.layer] = marks.get(pkt.layer, 0) + 1
                 elif raw is not None:

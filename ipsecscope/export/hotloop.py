@@ -54,6 +54,11 @@ class Options:
     # AH packets' payloads and records (export/ah.py); False: AH frames are other frames, kept as
     # captured (dissect's decrypted copy, where tshark dissects AH and its payload itself)
     ah: bool = True
+    # Every packet the decoder gives: several RFC 8229 records of one segment, records given up
+    # late (written after later frames: engine.py). False: one record a frame, each in its frame's
+    # place (dissect's decrypted copy, whose record n must be frame n): a frame's first packet only,
+    # and a record that waited behind a TCP gap stays in its segment's frame, kept as captured.
+    late: bool = True
 
 
 @dataclass

@@ -285,6 +285,9 @@ class FramePath:
 
         own = behind_ah = False
         sel = self.opts.frames
+        if not self.opts.late:  # one record a frame (Options.late): its first packet, as before
+            pkts = [p for p in pkts if type(p) is Malformed] + [p for p in pkts if p.frame == idx and
+                                                               type(p) is not Malformed][:1]
         for pkt in pkts:
             t = type(pkt)
             if t is Malformed:
@@ -367,7 +370,7 @@ class FramePath:
         behind an RFC 8229 TCP gap never filled are decrypted and written (:meth:`_late`), the gap
         and every IP datagram whose fragments never all arrived counted as marks (``marks``: the
         frames were "other" when they came, and stay so)."""
-        if self.decoder is None:
+        if self.decoder is None or not self.opts.late:
             return
         from ..model.packets import Malformed
 
