@@ -223,7 +223,10 @@ def decrypt_capture(capture: str | os.PathLike[str], keys: Keys = None,
     per ESP packet (schema ``ipsecscope.decrypt/1``; ``with_hex`` adds the inner bytes). ``jsonl``
     writes JSON lines *as well as* a pcapng ``out``. Large files use ``jobs`` processes (0 = one
     below 128 MiB, else the idle cores: :func:`ipsecscope.export.engine.default_jobs`). ``frames``: write only these frame numbers (e.g. what a display filter selected).
-    Returns :class:`ipsecscope.export.engine.RunStats` (totals and ``per_sa``).
+    Returns :class:`ipsecscope.export.engine.RunStats` (totals, ``per_sa``, and ``marks``: the
+    decoder's malformed marks by layer, as ``sas`` counts them). An RFC 8229 record that waited
+    behind a TCP segment never captured is written when that gap is given up, after the frames
+    read since, with its own frame's time (:mod:`ipsecscope.export.engine` says why).
 
     Output paths are created 0600 and renamed into place only when the run succeeds; an output
     that is the capture, a key file given as ``keys`` or one of ``inputs`` is refused
