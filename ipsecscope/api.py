@@ -143,9 +143,11 @@ def iter_decrypted(capture: str | os.PathLike[str], keys: Keys = None) -> Iterat
     seen = 0
     # frame -> exact time of the frames decoded to nothing, for a record that completes later
     # (a float time has ~0.2 us steps); bounded as export.perframe's
+    from collections import OrderedDict
+
     from .export.perframe import HELD_MAX
 
-    held: dict[int, int] = {}
+    held: OrderedDict[int, int] = OrderedDict()
 
     def late(pkt: EspPacket) -> DecryptedPacket:
         r = dec.decrypt(pkt)
@@ -176,7 +178,7 @@ def iter_decrypted(capture: str | os.PathLike[str], keys: Keys = None) -> Iterat
             if not any(p.frame == raw.index for p in pkts):
                 held[raw.index] = raw.ts_ns
                 if len(held) > HELD_MAX:
-                    del held[next(iter(held))]
+                    held.popitem(last=False)
             for pkt in pkts:
                 if pkt.frame != raw.index:  # an RFC 8229 record given up now (FIN, RST, overflow)
                     if type(pkt) is EspPacket:

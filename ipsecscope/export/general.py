@@ -5,6 +5,7 @@ or a file the layout scan does not take, read by the general capture reader and
 from __future__ import annotations
 
 import _socket as socket  # socket.py's C module, the same inet_* functions: no socket.py enums (~3.7 ms CPU)
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
@@ -33,7 +34,7 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
     nested: set = set()
     ah = None  # export.ah.AhOut, made at the first AH packet
     marks: dict[str, int] = {}  # the decoder's malformed marks by layer (RunStats.marks)
-    held: dict[int, int] = {}  # frame -> exact time, of frames decoded to nothing (perframe.FramePath._late)
+    held: OrderedDict[int, int] = OrderedDict()  # frame -> exact time, of frames decoded to nothing (perframe)
     late_frames: set[int] = set()
     # Not a capture: fail before creating (and truncating) the output files. Opened once, as
     # standard input can be read only once.
@@ -147,7 +148,7 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
                     stats.other += 1
                     held[raw.index] = raw.ts_ns
                     if len(held) > HELD_MAX:
-                        del held[next(iter(held))]
+                        held.popitem(last=False)
                     if keep:
                         stats.kept += 1
                         i = iface_map.get(raw.iface)

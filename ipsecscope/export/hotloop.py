@@ -16,6 +16,7 @@ import gc
 import mmap
 import os
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
@@ -160,7 +161,7 @@ class _Worker(FramePath):
         self.decoder = None
         self.general = 0  # frames handed to the general decoder
         self.marks: dict[str, int] = {}  # its malformed marks by layer
-        self.held: dict[int, int] = {}  # frame -> exact time, of frames it took without a packet (perframe)
+        self.held: OrderedDict[int, int] = OrderedDict()  # frame -> exact time, of frames it took without a packet (perframe)
         self.late_frames: set[int] = set()  # frames whose records came late (counted ESP, not other)
         self.bulk_backoff = 0  # windows the bulk step skips after one with little to take
         self.bulkable = 0  # SA slots the bulk step can take (AES-GCM-16 or CBC + HMAC inlined)

@@ -41,7 +41,7 @@ _CARRIES_ESP = frozenset((4, 41, 50))  # next headers that can carry ESP: IPv4, 
 # Frames the general decoder took without a packet of their own, remembered with their exact
 # time for a record decoded later (FramePath._late; a float time has ~0.2 us steps). Bounded: a
 # capture of other TCP traffic would fill it; a record whose frame fell out uses its float time.
-HELD_MAX = 1 << 16
+HELD_MAX = 1 << 16  # (the tables are OrderedDicts: popitem(last=False) drops the oldest in O(1))
 
 
 def _esp_in(inner: bytes, nh: int, src: bytes, dst: bytes) -> tuple:
@@ -307,7 +307,6 @@ class FramePath:
                 behind_ah = True
                 if not self.opts.ah:  # AH frames are other frames, as captured
                     continue
-            if t is AhPacket:
                 own = True
                 # its record and payload; an ESP packet it protects goes on below
                 esp = self._ah(idx, iface, ts, frame, orig, lt, pkt)
@@ -329,7 +328,7 @@ class FramePath:
         self.n_other += 1
         held = self.held  # its records may come later (decode.tcpencap): their time, exactly
         if len(held) >= HELD_MAX:
-            del held[next(iter(held))]
+            held.popitem(last=False)  # (an OrderedDict: a dict's oldest key is O(n) to find after deletions)
         held[idx] = ts
         if keep_other:
             self.n_kept += 1
