@@ -63,6 +63,7 @@ LIBRESWAN = ("libreswan+libreswan", "0c4e3eccfbb2cdfa1e21c154ee847a141a611a4f")
 NDPI = ("ntop+nDPI", "3b1286ab03b0c9223ac208a01868d8c1f6c0ae00")
 PACKETGEN = ("sdaubert+packetgen-plugin-ipsec", "a7906cf2a2188c10c9d49037948c7ce32d02079a")
 KLIPS = ("xelerance+Openswan", "175df9e207b121bb79f2c92d562f4afbb692b0f3")  # last commit with testing/
+TCPDUMP = ("the-tcpdump-group+tcpdump", "39b50f76672bca4af7d7eb52604c5b692c6b6b2c")
 SURICATA = ("OISF+suricata-verify", "10a45e4bad6d29d0f1239d93119ea24e1bbdab19")
 SHARED = ("shared", "")
 
@@ -246,6 +247,11 @@ MANIFEST: dict[str, Source | Frames] = {
     "suricata-verify/ipv6-dos-with-ext-headers-5/denial6-5.pcap": Source(
         *SURICATA, "tests/ipv6-evasion/ipv6-dos-with-ext-headers-5/denial6-5.pcap",
         "8117aba7f88cec2a953693e036e33be2f8d78e96daa61da12f5f5a53b95664da"),
+    # (not in the shared corpus: read from the fetch mirror, same upstream commit)
+    "tcpdump/dns-badlabel.pcap": Source(*TCPDUMP, "tests/dns-badlabel.pcap",
+                                       "ec69af4c42e13665bbbacff9592cab54f947becad983ed9014d47522a6460b34"),
+    "tcpdump/dns_fwdptr.pcap": Source(*TCPDUMP, "tests/dns_fwdptr.pcap",
+                                      "42c90915017e3229659855f2fcd4bef8ed4481e703fc013c9bf574b19fe97bbe"),
 }
 # The shared corpus: Wireshark 4.0.17's, tcpdump's and suricata-verify's files (each folder's
 # PROVENANCE.md / MANIFEST.md), under the names they have there.

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, corpus_captures, needs_tshark
+from conftest import CORPUS, corpus_captures, needs_tshark, public
 from scapy.layers.inet import IP, TCP, UDP, fragment
 from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
 from scapy.layers.ipsec import AH
@@ -537,3 +537,52 @@ def test_ipv4_options(tmp_path: Path) -> None:
     assert isinstance(b, IkeDatagram) and b.data == IKE
     rows = tshark_fields(write_pcap(tmp_path / "opt.pcap", frames), "ip.hdr_len", "esp.sequence", "isakmp.ispi")
     assert rows[0][0] == "24" and rows[0][1] == "11" and rows[1][2] == IKE[:8].hex()
+
+
+# ---- UDP 500 beside another well-known service's port ------------------------------------------
+
+DNS_TO_500 = public("tcpdump/dns-badlabel.pcap")  # third-party: tests/public_data.py
+LOW_PORT_IKE = public("tcpdump/isakmp-identification-segfault.pcap")  # IKEv1, UDP 501 -> 500
+
+
+def _frames(path: Path) -> list[RawFrame]:
+    with open_capture(path) as r:
+        return list(r)
+
+
+def _with_sport(raw: RawFrame, port: int) -> RawFrame:
+    """The frame with its UDP source port rewritten (IPv4 without options: UDP at the link header
+    plus 20); the UDP checksum is not read by the decoder."""
+    ip = 14 if raw.linktype == 1 else 0 if raw.linktype in (101, 228) else 4  # Ethernet, raw IP, null
+    data = bytearray(raw.data)
+    struct.pack_into("!H", data, ip + 20, port)
+    return RawFrame(raw.index, raw.ts, raw.orig_len, raw.linktype, bytes(data), raw.orig_len)
+
+
+@pytest.mark.parametrize("port", [53, 123, 1023])
+def test_no_ike_header_from_a_service_port_is_that_service(port):
+    """A DNS reply 53 -> 500 (tcpdump's dns-badlabel.pcap) has no IKE header (major version 0):
+    from any well-known port (1-1023) it is that service's datagram, counted as other UDP."""
+    (raw,) = _frames(DNS_TO_500)
+    dec = Decoder()
+    assert dec.decode_all(_with_sport(raw, port)) == []
+    assert dec.stats["other_udp"] == 1
+
+
+@pytest.mark.parametrize("port", [0, 1024, 4500, 55044])
+def test_no_ike_header_from_another_port_stays_malformed_ike(port):
+    """The same bytes from a port that names no service (0, or 1024 and up: a NAT's) or from
+    4500 are still a malformed IKE (or ESP) datagram: counted, visible, not dropped."""
+    (raw,) = _frames(DNS_TO_500)
+    (pkt,) = Decoder().decode_all(_with_sport(raw, port))
+    assert isinstance(pkt, (IkeDatagram, EspPacket, Malformed))
+
+
+@pytest.mark.parametrize("port", [53, 501, 55044])
+def test_an_ike_header_from_any_port_is_ike(port):
+    """A real IKEv1 message (RFC 2408 §3.1 header, major version 1) from port 501, 53 or a NAT's
+    high port (RFC 7296 §2.23) is IKE: the service-port rule is only for datagrams with no IKE
+    header."""
+    raw = _frames(LOW_PORT_IKE)[0]
+    (pkt,) = Decoder().decode_all(_with_sport(raw, port))
+    assert isinstance(pkt, IkeDatagram) and pkt.sport == port

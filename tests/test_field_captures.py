@@ -421,3 +421,42 @@ def test_ike_auth_decrypts_with_the_published_initiator_keys(name, table, payloa
     req, resp = s.ike_messages[3], s.ike_messages[4]
     assert req.decrypted and req.icv_ok and len(list(req.all_payloads())) == payloads
     assert not resp.decrypted and resp.icv_ok is False
+
+
+# ---- UDP port 500 shared with another well-known service -------------------------------------------
+
+DNS_TO_500 = [public("tcpdump/dns-badlabel.pcap"), public("tcpdump/dns_fwdptr.pcap")]
+
+
+@needs_tshark
+@pytest.mark.parametrize("cap", DNS_TO_500, ids=_id)
+def test_a_dns_reply_to_port_500_is_dns_not_malformed_ike(cap):
+    """A DNS reply from port 53 to port 500 is no IKE message: tshark's UDP dissector tries the
+    lower port's dissector first and shows DNS; its payload has no IKE header (major version 0).
+    It was counted "malformed IKE"; now it is other traffic, in the summary (fast path) and in the
+    packet list (generic decoder) alike."""
+    ts = tshark(cap)
+    assert [t["frame.protocols"].split(":")[-1] for t in ts.values()] == ["dns"]
+    s = summary(cap)
+    assert (s["counts"]["ike"], s["counts"]["malformed"], s["counts"]["other"]) == (0, 0, 1)
+    (row,) = packets(cap).values()
+    assert (row["kind"], row["info"].split()[0]) == ("OTHER", "DNS")
+
+
+NAT_PORT_IKE = public("openswan-unit/lp104-v1rwnatN1.pcap")  # IKEv1 from a NAT's port 55044 to 500
+LOW_PORT_IKE = public("tcpdump/isakmp-identification-segfault.pcap")  # IKEv1 from port 501 to 500
+
+
+@needs_tshark
+@pytest.mark.parametrize("cap", [NAT_PORT_IKE, LOW_PORT_IKE], ids=_id)
+def test_ike_from_a_translated_port_stays_ike(cap):
+    """A real IKE header from a port other than 500 (RFC 7296 §2.23: a NAT rewrites the source
+    port) is IKE whatever that port is, a well-known one (501) included: every frame tshark
+    dissects as ISAKMP is an IKE message with its SPI, none of them malformed by the port rule."""
+    ts = {n: t for n, t in tshark(cap).items() if "isakmp" in t["frame.protocols"].split(":")}
+    rows = packets(cap)
+    assert ts
+    assert {n for n, r in rows.items() if r["kind"] == "IKE"} == set(ts)
+    for n, t in ts.items():
+        assert rows[n]["ike_sa"].startswith(t["isakmp.ispi"]), n
+    assert all(500 in (rows[n]["sport"], rows[n]["dport"]) and rows[n]["sport"] != rows[n]["dport"] for n in ts)

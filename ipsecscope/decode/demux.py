@@ -3,7 +3,8 @@
 Rules (see docs/ARCHITECTURE.md):
 
 * IP protocol 50 is ESP (RFC 4303), 51 is AH (RFC 4302), in IPv4 or after IPv6 extension headers.
-* UDP port 500 is IKE.
+* UDP port 500 is IKE, unless the other port is another well-known service's and the payload is
+  no IKE header (``service_not_ike``: a DNS reply from port 53 to 500 is DNS).
 * UDP port 4500 (RFC 3948 §2): a payload starting with the 4-byte zero non-ESP marker is IKE; a
   single 0xFF octet is a NAT-keepalive (§2.3); anything else is UDP-encapsulated ESP (§2.1).
 * TCP (RFC 8229) on port 4500: decode/tcpencap.py (stream reassembly, gaps, overlaps, records).
@@ -335,7 +336,7 @@ class Decoder:
                 return None
             body, marker = body[4:], True
         elif IKE_PORT in (sport, dport):
-            if len(body) < IKE_HEADER_LEN:
+            if len(body) < IKE_HEADER_LEN or service_not_ike(sport, dport, body):
                 return None
             marker = False
         else:
@@ -442,6 +443,9 @@ class Decoder:
                               s, d, sport, dport)]
         body = seg[8:ulen]
         if port == IKE_PORT:
+            if service_not_ike(sport, dport, body):
+                self.stats["other_udp"] += 1
+                return []
             if len(body) < IKE_HEADER_LEN:
                 return [Malformed(raw.index, raw.ts, f"IKE header truncated ({len(body)} of 28 bytes)", "ike",
                                   s, d, sport, dport)]
@@ -503,6 +507,25 @@ class Decoder:
 
     def _tcp(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> list[Packet]:
         return tcpencap.segment(self, raw, version, src, dst, seg)
+
+
+def service_not_ike(sport: int, dport: int, body: bytes) -> bool:
+    """A UDP datagram to or from port 500 whose other port is another well-known service's
+    (1-1023, RFC 6335 §6: system ports) and whose payload is no IKE header: that service's reply
+    or request (a DNS answer from port 53 sent to port 500), not a malformed IKE message.
+
+    IKE is sent from and to port 500 (RFC 7296 §2.11); a NAT may rewrite the source port (RFC 7296
+    §2.23, RFC 3948 §2), to a port a real peer still answers on, so an IKE header from any port
+    stays IKE. What is not one -- shorter than the 28-octet header, a major version other than 1
+    (RFC 2408 §3.1) or 2 (RFC 7296 §3.1), or a header Length below 28 -- is IKE only when both
+    ports say nothing else: tshark's UDP dissector (packet-udp.c decode_udp_ports) tries the lower
+    port's dissector first, so DNS on 53 -> 500 is DNS there too."""
+    other = dport if sport == IKE_PORT else sport
+    if not 0 < other < 1024 or other == IKE_PORT:
+        return False
+    if len(body) < IKE_HEADER_LEN:
+        return True
+    return body[17] >> 4 not in (1, 2) or (body[24] << 24 | body[25] << 16 | body[26] << 8 | body[27]) < IKE_HEADER_LEN
 
 
 def _spi(header: bytes) -> int | None:
