@@ -388,6 +388,16 @@ class PacketHandling:
             flow = self.tracker.on_ah(pkt, res)
             seq = (res.seq_hi << 32) | pkt.seq if res is not None and res.seq_hi else pkt.seq  # with ESN high bits
             info = f"AH seq {seq} next {iana_proto(pkt.next_header)}"
+            if self.keep_rows and pkt.next_header != 50 and len(pkt.data) >= 2:
+                # AH does not encrypt: its payload (RFC 4302 §2.2: behind (Payload Len + 2) * 4
+                # octets) is what tshark dissects next, so filters see its fields and the row
+                # shows it as an ESP row shows its decrypted packet (an IP header in tunnel mode,
+                # RFC 4302 §3.1.2; the transport header in transport mode). An ESP of an AH+ESP
+                # bundle is its own row, recorded when decrypted.
+                self.inner.add(raw.index, pkt.data[(pkt.data[1] + 2) * 4:], pkt.next_header)
+                inner_info = self.inner.info(raw.index)
+                if inner_info:
+                    info += f" ▸ {inner_info}"
             status = ""
             if res is not None:
                 status = _AH_ROW_STATUS.get(res.status, res.status)
@@ -405,11 +415,6 @@ class PacketHandling:
                 raw.index, raw.ts, "AH", _intern(intern, pkt.src), _intern(intern, pkt.dst), 0, 0,
                 raw.orig_len, pkt.spi, seq, info, status, None, flow.child_sa if flow is not None else None,
             ))
-            if self.keep_rows and pkt.next_header != 50 and len(pkt.data) >= 2:
-                # AH does not encrypt: its payload (RFC 4302 §2.2: behind (Payload Len + 2) * 4
-                # octets) is what tshark dissects next, so filters see its fields (an ESP of an
-                # AH+ESP bundle is its own row, recorded when decrypted)
-                self.inner.add(raw.index, pkt.data[(pkt.data[1] + 2) * 4:], pkt.next_header)
         elif type(pkt) is NatKeepalive:
             st.keepalives += 1
             self.tracker.on_keepalive(pkt)

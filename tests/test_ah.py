@@ -383,3 +383,52 @@ def rdpcap_raw(cap: Path, n: int):
 
     with open_capture(cap) as r:
         return next(f for f in r if f.index == n)
+
+
+# ---- the payload AH protects, in the row's Info ----------------------------------------------------
+
+AH_INFO_CAPTURES = [*(AH_DIR / n for n in ("ah-v4.pcap", "ah-v6.pcap", "ah-nat.pcap", "ah-frag.pcap",
+                                           "ah-esn-wrap.pcap", "ah-quoted.pcap")),
+                    *sorted((DATA / "ah-tunnels").glob("*.pcap"))]
+
+
+def _tshark_info(cap: Path) -> dict[int, tuple[str, str, tuple[str, str]]]:
+    """frame -> (Protocol, Info with runs of spaces as one, innermost IPv4 and IPv6 sources), tshark's."""
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-T", "fields", "-E", "occurrence=l", "-e", "frame.number",
+                          "-e", "_ws.col.Protocol", "-e", "_ws.col.Info", "-e", "ip.src", "-e", "ipv6.src"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        n, proto, info, s4, s6 = line.split("\t")
+        rows[int(n)] = (proto, " ".join(info.split()), (s4, s6))
+    return rows
+
+
+@needs_tshark
+@pytest.mark.parametrize("cap", AH_INFO_CAPTURES, ids=lambda p: p.name)
+def test_ah_rows_show_the_packet_they_protect_as_tshark_does(cap):
+    """AH does not encrypt (RFC 4302 §2.2: the payload follows (Payload Len + 2) * 4 octets), so an
+    AH row shows its payload's summary after "▸", as an ESP row shows its decrypted packet: in
+    transport mode the transport header (ICMP echo, UDP ports), in tunnel mode the inner IP packet
+    with its addresses. Its protocol and details are the ones tshark's Protocol and Info columns
+    show for the frame (tshark names the top layer)."""
+    ts = _tshark_info(cap)
+    checked = 0
+    for n, r in rows(cap).items():
+        if r["kind"] != "AH":
+            continue
+        head, sep, inner = r["info"].partition(" ▸ ")
+        assert sep, f"frame {n}: {r['info']}"
+        proto, info, inner_src = ts[n]
+        words = inner.split()
+        assert words[0] == proto, (n, inner, proto)
+        if len(words) > 3 and words[2] == "→" and not words[1].isdigit():  # tunnel mode: inner IP source
+            assert words[1] == inner_src[":" in words[1]], (n, inner, inner_src)
+            words = words[4:]
+        else:
+            words = words[1:]
+        detail = " ".join(words).split(", hlim=")[0].split(", ttl=")[0].split(" —")[0]
+        if proto != "DNS":  # (tshark names a DNS opcode, ipsecscope's summary does not: left as is)
+            assert info.startswith(detail), (n, detail, info)
+        checked += 1
+    assert checked
