@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import CORPUS, corpus_captures, needs_tshark, public
-from scapy.layers.inet import IP, TCP, UDP, fragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
 from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
@@ -586,3 +588,39 @@ def test_an_ike_header_from_any_port_is_ike(port):
     raw = _frames(LOW_PORT_IKE)[0]
     (pkt,) = Decoder().decode_all(_with_sport(raw, port))
     assert isinstance(pkt, IkeDatagram) and pkt.sport == port
+
+
+def _icmp_quoting(raw: RawFrame) -> RawFrame:
+    """An ICMP port unreachable (RFC 792) quoting the IPv4 datagram of ``raw`` (its header and 64
+    octets after it), from the datagram's destination back to its source."""
+    off = 14 if raw.linktype == 1 else 4
+    quoted = raw.data[off:off + 20 + 72]
+    err = Ether() / IP(src=_dotted(quoted[16:20]), dst=_dotted(quoted[12:16])) / ICMP(type=3, code=3) / Raw(quoted)
+    data = bytes(err)
+    return RawFrame(1, 1.0, len(data), 1, data, len(data))
+
+
+def _dotted(b: bytes) -> str:
+    return ".".join(str(x) for x in b)
+
+
+def test_an_icmp_error_quoting_a_service_datagram_to_500_is_no_ike_error():
+    """The quoted datagram is read by the same rule (tshark dissects the quote as DNS too): an ICMP
+    error quoting the DNS reply 53 -> 500 is no IKE error, one quoting real IKE from port 501 is."""
+    dec = Decoder(icmp_errors=True)
+    assert dec.decode_all(_icmp_quoting(_frames(DNS_TO_500)[0])) == []
+    (err,) = Decoder(icmp_errors=True).decode_all(_icmp_quoting(_frames(LOW_PORT_IKE)[0]))
+    assert (err.protocol, err.sport, err.dport) == ("IKE", 501, 500)
+
+
+@needs_tshark
+def test_a_quoted_service_datagram_to_500_is_not_isakmp_for_filters(tmp_path):
+    """`-Y isakmp` matches no ICMP error quoting the DNS reply 53 -> 500 (tshark dissects that
+    quote as DNS); an error quoting real IKE from port 501 matches it in both."""
+    cap = write_pcap(tmp_path / "q.pcap", [_icmp_quoting(_frames(DNS_TO_500)[0]).data,
+                                           _icmp_quoting(_frames(LOW_PORT_IKE)[0]).data])
+    theirs = [int(r[0]) for r in tshark_fields(cap, "frame.number", extra=("-Y", "isakmp"))]
+    r = subprocess.run([sys.executable, "-m", "ipsecscope", "packets", "-Y", "isakmp", "--json", str(cap)],
+                       capture_output=True, text=True, timeout=120)
+    ours = [json.loads(line)["frame"] for line in r.stdout.splitlines()]
+    assert ours == theirs == [2]

@@ -22,6 +22,7 @@ import struct
 
 from ..model.packets import Icmp6Type, IcmpError, IcmpType, IcmpUnreachable
 from .ip import CHAIN_OK, walk_quoted_v6
+from .ports import service_not_ike
 
 _V4 = struct.Struct("!BBHHHBBH4s4s")
 _V6 = struct.Struct("!IHBB16s16s")
@@ -87,6 +88,8 @@ def decode_error(frame: int, ts: float, version: int, src: bytes, dst: bytes, ms
         seq = _U32.unpack_from(body, 4)[0] if len(body) >= 8 else None
         return IcmpError(*common, "ESP", True, sport, dport, spi=spi, seq=seq)
     if IKE_PORT in (sport, dport):
+        if service_not_ike(sport, dport, body):
+            return None  # a quoted DNS reply 53 -> 500 is DNS, as the datagram itself (tshark too)
         return IcmpError(*common, "IKE", True, sport, dport, ike_spi_i=bytes(body[:8]))
     return None
 

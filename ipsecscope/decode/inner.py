@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from ..model.idtext import spi_text
 from .ip import CHAIN_CUT, CHAIN_LATER_FRAGMENT, Reassembler, v6_ext_chain, walk_quoted_v6
 from .ipcomp import IPCOMP, ipcomp_open
+from .ports import service_not_ike
 
 if TYPE_CHECKING:
     import numpy as np
@@ -620,7 +621,8 @@ def _quoted_ipsec(p: bytes, sport: int, dport: int) -> tuple | None:
     IKE: ("isakmp", the quoted message from its header to the end of the quote) -- a whole
     message when the error quotes it all, else its start (tshark then shows the header only)."""
     if 500 in (sport, dport) and 4500 not in (sport, dport):
-        return ("isakmp", bytes(p)) if len(p) >= 28 else None
+        # a quoted DNS reply 53 -> 500 is DNS, as the datagram itself (ports.service_not_ike)
+        return ("isakmp", bytes(p)) if len(p) >= 28 and not service_not_ike(sport, dport, p) else None
     if 4500 in (sport, dport):
         if len(p) >= 32 and p[:4] == b"\0\0\0\0":
             return ("isakmp", bytes(p[4:]))
