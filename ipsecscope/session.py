@@ -162,6 +162,11 @@ class Session(PacketHandling, FrameViews):
         # The decrypted inner packets (and plain IP frames), summarised for the Info column and
         # the display filter's inner fields (decode.inner).
         self._late_frames: set[int] = set()  # frames an earlier-frame report took from OTHER (session_packets._late)
+        # Frames held while an RFC 8229 gap waits, so the tracker sees them in capture order with the
+        # records behind the gap (session_packets.PacketHandling._dispatch)
+        self._held: list = []
+        self._held_bytes = 0
+        self._hold_past = 0  # frames up to this one held once past the bounds: not held for again
         self.inner = InnerStore(enc=self.decoder.enc)  # enc(4) frames' SPIs named in their Info (decode.link)
         if type(self.rows) is RowStore:
             self.rows.inner = self.inner
@@ -251,8 +256,9 @@ class Session(PacketHandling, FrameViews):
         never all arrived become malformed, and a cut-off file is a finding. ``more``: only this
         file has ended, the next continues the capture (:meth:`load`): what waits, waits on."""
         if not more:
-            for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived
-                self._late(m)
+            for m in self.decoder.flush():  # IP datagrams whose fragments never all arrived, RFC 8229 gaps
+                self._late_report(m)
+            self.release_held()  # frames held behind an RFC 8229 gap: in capture order, with its records
             self.end_of_fragments()  # IKE fragment sets never completed: their rows say so
         if truncated:
             self.stats.truncated = truncated
@@ -292,6 +298,7 @@ class Session(PacketHandling, FrameViews):
             # feed(raw), inlined for the common one-ESP-packet frame (a Python call less per frame).
             st, tbl = self.stats, self.tracker.table
             decode_all, esp, dispatch = self.decoder.decode_all, self._esp, self._dispatch
+            held = self._held  # frames held behind an RFC 8229 gap: the rest waits too (_dispatch)
             keep = self.keep_rows
             n = 0
             for raw in frames:
@@ -312,7 +319,7 @@ class Session(PacketHandling, FrameViews):
                 if tbl.last_ts is None or raw.ts > tbl.last_ts:  # the capture's end: its latest time
                     tbl.last_ts = raw.ts  # (records need not be in time order: merged captures)
                 pkts = decode_all(raw)
-                if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index:
+                if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index and not held:
                     esp(raw, pkts[0])
                 else:
                     dispatch(raw, pkts)
@@ -328,7 +335,7 @@ class Session(PacketHandling, FrameViews):
         """One frame the fast loop (session_fast) leaves to the general path; it has already
         counted the frame, its time and its offset."""
         pkts = self.decoder.decode_all(raw)
-        if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index:
+        if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index and not self._held:
             self._esp(raw, pkts[0])
         else:
             self._dispatch(raw, pkts)
@@ -339,7 +346,8 @@ class Session(PacketHandling, FrameViews):
         fragments have not come for LIVE_FRAGMENT_WAIT seconds is lost (ESP-FRAGMENT-LOST)."""
         if now is not None:
             for m in self.decoder.expire(now, LIVE_FRAGMENT_WAIT):
-                self._late(m)
+                self._late_report(m)
+            self.release_held()  # an RFC 8229 gap given up: the frames held behind it go on
             self._await_fragments()
             self.tracker.table.watched_until = now
         self.tracker.finish(now=now)
@@ -382,7 +390,7 @@ class Session(PacketHandling, FrameViews):
         if tbl.last_ts is None or raw.ts > tbl.last_ts:  # the latest time, as in load()
             tbl.last_ts = raw.ts
         pkts = self.decoder.decode_all(raw)
-        if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index:
+        if len(pkts) == 1 and type(pkts[0]) is EspPacket and pkts[0].frame == raw.index and not self._held:
             self._esp(raw, pkts[0])  # the bulk of a big capture
             return pkts
         return self._dispatch(raw, pkts)

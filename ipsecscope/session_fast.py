@@ -310,7 +310,7 @@ class _Loop(EspRuns):
             orig = _u32(A, 12, "<")
             ts_ns = _u32(A, 0, "<").astype(np.int64) * 1_000_000_000 + _u32(A, 4, "<").astype(np.int64) * self.mult
             fend = RO + rh + incl
-            lt = None
+            lt = iface = None
             eth = None
         ts = ts_ns / 1e9
         F = rh  # column of frame byte k is F + k
@@ -354,7 +354,12 @@ class _Loop(EspRuns):
         general = np.flatnonzero(cls == 0).tolist()
         start = 0
         for g in [*general, n]:
-            if g > start:  # the run of frames before general frame g
+            if g > start and s._held:
+                # frames held behind an RFC 8229 gap (session_packets: the tracker takes frames in
+                # capture order): this run waits with them, frame by frame
+                for k in range(start, g):
+                    self._general(self._raw(k, first, w, base, RO, ts, ts_ns, orig, fend, lt, iface))
+            elif g > start:  # the run of frames before general frame g
                 sl = slice(start, g)
                 if keep:
                     fi = first + start
@@ -380,16 +385,18 @@ class _Loop(EspRuns):
                         ds["other_tcp"] += k3
                         ds["other_udp"] += k4
             if g < n:
-                o = int(RO[g])
-                if self.pcapng:
-                    ifc = int(iface[g])
-                    glt = int(lt[g])
-                    ifc_ix = ifc
-                else:
-                    glt, ifc_ix = self.lt, 0
-                self._general(_RawFrame(first + g, float(ts[g]), int(ts_ns[g]), glt, w[o + rh:int(fend[g])],
-                                        int(orig[g]), ifc_ix, base + o))
+                self._general(self._raw(g, first, w, base, RO, ts, ts_ns, orig, fend, lt, iface))
             start = g + 1
+
+    def _raw(self, g: int, first: int, w: bytes, base: int, RO, ts, ts_ns, orig, fend, lt, iface) -> RawFrame:
+        """Record ``g`` of the batch as a frame for the general path."""
+        o = int(RO[g])
+        if self.pcapng:
+            glt, ifc_ix = int(lt[g]), int(iface[g])
+        else:
+            glt, ifc_ix = self.lt, 0
+        return _RawFrame(first + g, float(ts[g]), int(ts_ns[g]), glt, w[o + self.rh:int(fend[g])],
+                         int(orig[g]), ifc_ix, base + o)
 
     def _pcapng_times(self, iface: np.ndarray, tsraw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each block's time in ns and link type from its interface (pcapng.Interface.ts_ns);

@@ -157,6 +157,9 @@ class PacketHandling:
     _ah_keys_version: int
     _addr: dict[str, str]
     _findings: list[Finding] | None
+    _held: list[_Held]
+    _held_bytes: int
+    _hold_past: int
 
     def _ike_decryptors(self) -> tuple[IkeDecryptor, Ikev1Decryptor, IkeDecryptor]:
         """(IKEv2, IKEv1, quoted IKE: its counters are not the capture's) at the first IKE message."""
@@ -168,7 +171,97 @@ class PacketHandling:
         return self._ike_dec
 
     def _dispatch(self, raw: RawFrame, pkts: list[Packet]) -> list[Packet]:
-        """The rest of :meth:`feed` once ``raw`` is decoded (counted, time-stamped)."""
+        """The rest of :meth:`feed` once ``raw`` is decoded (counted, time-stamped): processed now,
+        or held while an earlier frame may still yield a report.
+
+        The correlation is a state machine fed in capture order: an IKE response is read against
+        its request, an ESP packet against the CHILD SAs alive at its time (before a rekey or
+        delete that came later), a flow's pair against the flows seen so far. A record behind an
+        RFC 8229 gap is decoded only when the gap fills or is given up (decode.tcpencap), frames
+        later; handed over then it would be judged after what came after it (a request after its
+        response, ESP after its SA's delete: ESP-ONE-WAY on SAs that carried both ways). So from
+        the first waiting segment on (``Decoder.waiting_from``) frames wait here, and the reports
+        about them join their frames, until nothing before them waits any more: the tracker
+        sees every frame in capture order. Bounded (MAX_HELD_FRAMES, MAX_HELD_BYTES): past it the
+        held frames go on, and a record given up later is judged late (``_late``), as before."""
+        held = self._held
+        if pkts and any(p.frame != raw.index for p in pkts):
+            for p in pkts:
+                if p.frame != raw.index:
+                    self._late_report(p)
+            pkts = [p for p in pkts if p.frame == raw.index]
+        dec = self.decoder
+        first = dec.waiting_from() if (held or dec.tcp or dec.reassembler.pending) else None
+        if first is not None and first <= self._hold_past:
+            first = None  # held once past the bounds: reported late when it comes (_late)
+        if held or (first is not None and first <= raw.index):
+            ti = dec.tunnel_inner
+            held.append(_Held(raw, pkts, ti if ti is not None and ti[0] == raw.index else None))
+            self._held_bytes += len(raw.data)
+            self._release(first)
+            return pkts
+        return self._dispatch_now(raw, pkts)
+
+    def _late_report(self, p: Packet) -> None:
+        """A report about an earlier frame: joins that frame when it is held, else is taken late."""
+        held = self._held
+        if held and p.frame >= held[0].raw.index:
+            i = bisect.bisect_left(held, p.frame, key=lambda h: h.raw.index)
+            if i < len(held) and held[i].raw.index == p.frame:
+                h = held[i]
+                if getattr(p, "transport", "") == "tcp" or (type(p) is Malformed and p.layer == "tcp"):
+                    # an RFC 8229 record (or its stream's mark): the frame's own, as if on time
+                    h.pkts.append(p)
+                    h.joined = True
+                else:  # an IP datagram given up: its mark (and IKE message) after the frame's row
+                    h.late.append(p)
+                return
+        self._late(p)
+
+    def _release(self, first: int | None) -> None:
+        """Process the held frames before ``first`` (all of them for None) in frame order. Past the
+        bounds all of them go on, and what waits now is not waited for again (``_hold_past``): a
+        gap a stream never fills, or an IKE datagram that never completes, would else send every
+        later frame of a big capture through the general path (the fused loop's runs too)."""
+        held = self._held
+        if len(held) > MAX_HELD_FRAMES or self._held_bytes > MAX_HELD_BYTES:
+            n, size = len(held), 0
+            self._hold_past = held[-1].raw.index
+        else:
+            n = 0
+            size = self._held_bytes
+            while n < len(held) and (first is None or held[n].raw.index < first):
+                size -= len(held[n].raw.data)
+                n += 1
+        if not n:
+            return
+        go = held[:n]
+        del held[:n]
+        self._held_bytes = size
+        dec = self.decoder
+        keep = dec.tunnel_inner
+        try:
+            for h in go:
+                raw, pkts = h.raw, h.pkts
+                if h.joined:  # a frame's own packets first, marks after (`packets` shows the first row)
+                    pkts.sort(key=lambda p: type(p) is Malformed)
+                dec.tunnel_inner = h.tunnel_inner
+                if len(pkts) == 1 and type(pkts[0]) is EspPacket:
+                    self._esp(raw, pkts[0])
+                else:
+                    self._dispatch_now(raw, pkts)
+                for p in h.late:
+                    self._late(p)
+        finally:
+            dec.tunnel_inner = keep
+
+    def release_held(self) -> None:
+        """The input has ended (or a live look gave up what waited): every held frame goes on."""
+        if self._held:
+            self._release(self.decoder.waiting_from())
+
+    def _dispatch_now(self, raw: RawFrame, pkts: list[Packet]) -> list[Packet]:
+        """A decoded frame processed: given to the tracker, counted, made rows."""
         self._findings = None
         st = self.stats
         err = None
@@ -617,6 +710,24 @@ class PacketHandling:
         for keys in derive_pending(self.tracker, self.keys):
             self.keys.add_esp(keys)
             self.stats.derived_child_keys += 1
+
+
+# Frames held while an RFC 8229 gap waits (PacketHandling._dispatch): at most this many, or this
+# many of their bytes; past that the oldest are processed (a gap a stream keeps waiting on is given
+# up after MAX_TCP_EARLY of its own segments, but other traffic between them is unbounded).
+MAX_HELD_FRAMES = 8192
+MAX_HELD_BYTES = 16 << 20
+
+
+class _Held:
+    """A frame held back: its bytes, its packets (and the reports about it that joined them), the
+    decoder's innermost tunnelled packet of it (read by ``_dispatch_now`` for an OTHER row)."""
+
+    __slots__ = ("raw", "pkts", "tunnel_inner", "joined", "late")
+
+    def __init__(self, raw: RawFrame, pkts: list[Packet], tunnel_inner: tuple | None) -> None:
+        self.raw, self.pkts, self.tunnel_inner, self.joined = raw, pkts, tunnel_inner, False
+        self.late: list[Packet] = []  # reports about it taken as before (``_late``) once it is processed
 
 
 def _insert_row(rows, i: int, row: FrameRow) -> None:

@@ -181,10 +181,11 @@ def test_live_gap_given_up_after_the_timeout() -> None:
         frames = list(r)
     for raw in frames:
         s.feed(raw)
-    kinds = {r.frame: r.kind for r in s.rows}
-    assert (kinds[8], kinds[10]) == ("OTHER", "OTHER")  # waiting for the gap
+    # waiting for the gap: the frames from its first waiting segment on are held, so the tracker
+    # (and the rows) take nothing after the gap before what the gap holds back
+    assert max(r.frame for r in s.rows) == 7
     s.finish(now=frames[7].ts + LIVE_FRAGMENT_WAIT / 2)
-    assert {r.frame: r.kind for r in s.rows}[8] == "OTHER"
+    assert max(r.frame for r in s.rows) == 7
     s.finish(now=frames[7].ts + LIVE_FRAGMENT_WAIT + 1)
     rows = [(r.frame, r.kind) for r in s.rows]
     assert (8, "ESP") in rows and (8, "MALFORMED") in rows and (10, "ESP") in rows and (14, "IKE") in rows
