@@ -460,6 +460,7 @@ class IkeSa:
     nat_t: bool = False  # moved to UDP 4500 (RFC 7296 §2.23)
     # its first IKE message on UDP 4500: IKEv1 floats inside Main Mode (its 5th message, RFC 3947 §4)
     natt_frame: int | None = None
+    tcp_frame: int | None = None  # its first IKE message in an RFC 8229 TCP stream (IKE and ESP in TCP 4500)
     nat_detected: bool | None = None  # NAT_DETECTION_* notifies present and compared
     # Each NAT detection hash that did not match the capture: ("source" | "destination", the address
     # of the peer that sent it). Which hash failed, and whose, tells the NAT's side from a peer

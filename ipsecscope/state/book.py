@@ -112,6 +112,9 @@ class Book(InferredChildSas):
         self.nat = Rebinds()  # NAT-T endpoints per SA and peer: NAT rebinding (state/nat.py)
         # CHILD SA id -> SA identities it gained when its IKE SA's peer moved (follow_peer_move)
         self._moved_sids: dict[int, set[SaId]] = {}
+        # CHILD SAs an answer established whose request the capture lacks (ikev2.child_from_answer):
+        # the initiator's SPI unknown until its traffic names it (traffic.fill_half), at most a few
+        self.half_negotiated: deque[ChildSa] = deque(maxlen=64)
 
     # ------------------------------------------------------------------ events and facts
 

@@ -93,6 +93,10 @@ def on_ikev2(book: Book, msg: IkeMessage) -> None:
     from_init = h.is_initiator if not is_response else not h.is_initiator
     if 4500 in (msg.sport, msg.dport) and h.exchange != iana.ExchangeType.IKE_SA_INIT:
         sa.nat_t = True
+        if sa.natt_frame is None:  # the float (§2.23), read by the NAT rule when its request is not captured
+            sa.natt_frame = msg.frame
+        if msg.transport == "tcp" and sa.tcp_frame is None:  # RFC 8229: the move was to TCP, not UDP
+            sa.tcp_frame = msg.frame
         # NAT-T endpoints: the I flag names the sender whatever address it comes from now (§3.1).
         name = f"IKE {iana.name(iana.ExchangeType, h.exchange)}"
         book.peer_source(sa, sa.key, "initiator" if h.is_initiator else "responder", msg.src, msg.sport, msg.ts,
@@ -234,7 +238,7 @@ def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_respons
     rkey = (h.msg_id, from_init, is_response, frag)
     prev_raw = priv.last_raw.get(rkey)
     if x is not None and prev_raw is not None:
-        if prev_raw == msg.raw:
+        if prev_raw == msg.raw or _cut_copy(prev_raw, msg.raw):
             if ike_capture_copy(priv.last_seen, rkey, x, msg):
                 # The same datagram seen twice by the capture (state/copies): no retransmission.
                 return x, True
@@ -290,6 +294,14 @@ def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_respons
         x.decrypted = True
     book.note_notifies(x, msg)
     return x, False
+
+
+def _cut_copy(a: bytes, b: bytes) -> bool:
+    """Whether one of two copies of a message is the other cut short where the capture holds only
+    its first IP fragment (decode.demux._lost_ike: its header's Length, RFC 7296 §3.1, says more
+    than it has): the same message sent again, a retransmission, whichever came first."""
+    short, full = (a, b) if len(a) < len(b) else (b, a)
+    return len(short) >= 28 and int.from_bytes(short[24:28], "big") > len(short) and full.startswith(short)
 
 
 def note_error(x: IkeExchange, msg: IkeMessage) -> NotifyPayload | None:
@@ -467,6 +479,8 @@ def ike_auth(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_response
     if auths:
         book.establish_ike(sa, msg.ts, inferred=False)
     child = child_response(book, sa, msg, x, err)
+    if child is None and err is None and not x.request_frames:
+        child = child_from_answer(book, sa, msg, x, "IKE_AUTH")
     x.summary = "IKE_AUTH" + (f" CHILD_SA #{child.id} {child.state.value}" if child else "")
     if err is not None:
         x.summary += f" ({N.notify_name(err.notify_type)})"
@@ -516,6 +530,26 @@ def child_request(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, create
         x.rekey_child = rekey_of.id
     x.new_child = child.id
     book.register_spi(child, child.spi_i)
+    return child
+
+
+def child_from_answer(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, created_by: str) -> ChildSa | None:
+    """The CHILD SA an answer establishes when the capture lacks its request (RFC 7296 §1.2: the
+    IKE_AUTH response's SA, TSi and TSr complete the first CHILD SA). The answer holds the
+    responder's SPI, the chosen proposal and the selectors; the initiator's SPI was in the request
+    only: the traffic from the responder names it (traffic.fill_half). Without this, both ESP
+    flows of that CHILD SA were INFERRED and, when paired differently, one-way (ESP-ONE-WAY)."""
+    sas = msg.find(SaPayload)
+    props = [p for p in sas[0].proposals if p.protocol in (iana.ProtocolId.AH, iana.ProtocolId.ESP)] if sas else []
+    if not props or not props[0].spi:
+        return None
+    child = book.new_child(sa, protocol="AH" if props[0].protocol == iana.ProtocolId.AH else "ESP",
+                           initiator=msg.dst, responder=msg.src, created_ts=msg.ts, created_frame=msg.frame,
+                           created_by=created_by)
+    x.new_child = child.id
+    child = child_response(book, sa, msg, x, None)
+    if child is not None and child.state == SaState.ESTABLISHED:
+        book.half_negotiated.append(child)
     return child
 
 
@@ -636,7 +670,7 @@ def create_child_sa(book: Book, sa: IkeSa, msg: IkeMessage, x: IkeExchange, is_r
         new.dh_group = proposal_algorithms(ike_props[0])["dh"]
         new.rekeyed_from = sa.key
         new.decrypted = sa.decrypted
-        new.nat_t = sa.nat_t
+        new.nat_t, new.tcp_frame = sa.nat_t, sa.tcp_frame
         new.nat_mismatch, new.nat_dst_seen = list(sa.nat_mismatch), list(sa.nat_dst_seen)
         new.nat_initiator, new.nat_responder, new.nat_detected = (
             sa.nat_initiator, sa.nat_responder, sa.nat_detected)

@@ -238,6 +238,8 @@ def infer(book: Book, flow: EspFlow) -> None:
     "Exactly one" holds both ways and whatever the order the flows start in: a flow that fits
     only a flow already paired within the window makes that pairing one of two, so it is undone
     (Arkime's Fortinet IKEv1 capture: one peer answers two CHILD SAs' traffic on one SA)."""
+    if book.half_negotiated and fill_half(book, flow):
+        return
     ts = flow.first_ts or 0.0
     fits: list[tuple[ChildSa, EspFlow]] = []
     misfits: list[str] = []
@@ -296,6 +298,37 @@ def infer(book: Book, flow: EspFlow) -> None:
     book.emit("child_sa_created", ts, child_sa=child.id, ike_sa=child.ike_sa, spi_r=flow.spi,
               inferred=True)
     book.add_inferred(child, ts, INFER_PAIR_WINDOW)
+
+
+def fill_half(book: Book, flow: EspFlow) -> bool:
+    """A flow from a CHILD SA's responder to its initiator on an SPI no SA claims, where the
+    capture holds that CHILD SA's answer but not its request (ikev2.child_from_answer): the
+    initiator's SPI, which only the request carried, is this flow's when exactly one such CHILD SA
+    between them is alive at the flow's start and its own flow (if any) came the same way (the same
+    encapsulation, the ports mirrored). Returns whether the flow was bound."""
+    ts = flow.first_ts or 0.0
+    fits = []
+    for c in book.half_negotiated:
+        if (c.spi_i is not None or c.protocol != flow.protocol or c.initiator != flow.dst or c.responder != flow.src
+                or book.table.child_sas.get(c.id) is not c or (c.created_ts or 0.0) > ts
+                or (c.deleted_ts is not None and c.deleted_ts < ts)):
+            continue
+        other = next(iter(book.table.child_flows.get(c.id, ())), None)
+        if other is not None and (other.udp_encap != flow.udp_encap
+                                  or (other.sport, other.dport) != (flow.dport, flow.sport)):
+            continue
+        fits.append(c)
+    if len(fits) != 1:
+        return False
+    c = fits[0]
+    c.spi_i = flow.spi
+    book.half_negotiated.remove(c)
+    c.inferred_reason = (f"paired: the initiator's SPI {spi_text(flow.spi)} read from its traffic ({c.created_by} "
+                         "request, which carried it, not captured): the one flow from the responder to the "
+                         "initiator on an SPI no SA claims while this CHILD SA was up, the same way as its own")
+    book.attach_flow(flow, c)
+    book.register_spi(c, flow.spi)
+    return True
 
 
 def _contested(book: Book, flow: EspFlow, ts: float) -> list[tuple[ChildSa, EspFlow, EspFlow]]:
