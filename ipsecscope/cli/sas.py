@@ -236,7 +236,9 @@ def render(table: SaTable, console: Console | None = None, keys_given: bool = Fa
         if sa.invalid_ke_requested:
             tree.add(f"INVALID_KE_PAYLOAD: responder asked for {', '.join(N.dh_name(g) for g in sa.invalid_ke_requested)}")
         if sa.nat_detected is not None or sa.nat_rebindings:
-            tree.add(f"NAT: {nat_phrase(table, sa, mobike=False)}" + ("; NAT-T on UDP 4500" if sa.nat_t else ""))
+            tree.add(f"NAT: {nat_phrase(table, sa, mobike=False)}" + (
+                ("; IKE and ESP in TCP 4500 (RFC 8229)" if sa.tcp_frame is not None else "; NAT-T on UDP 4500")
+                if sa.nat_t else ""))
         if sa.mobike_updates:  # RFC 4555 §3.5: the SA's addresses changed, its SPIs did not
             tree.add(f"MOBIKE: {escape(mobike_phrase(sa))}")
         times = f"created {_clock(sa.created_ts)}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ...model.idtext import spi_text
-from ...model.plural import noun, plural, verb
+from ...model.plural import noun, plural, verb, with_article
 from ...model.sa import Finding, FindingMember, Observation, SaState, SaTable, Severity
 from .authentication import r_auth_failed
 from .common import (
@@ -175,6 +175,19 @@ def _malformed_hint(obs: list[Observation]) -> str:
     and NATs often drop fragments, RFC 4459 §2; RFC 7383 for IKE) or by the capture (it started or
     ended mid-datagram, or dropped packets)."""
     frags = [o for o in obs if "IP fragments never completed" in str(o.detail.get("reason", ""))]
+    # An RFC 8229 stream's sequence numbers jumping: a segment sent but not captured (decode.tcpencap)
+    gaps = [o for o in obs if "RFC 8229 TCP stream gap" in str(o.detail.get("reason", ""))]
+    if gaps:
+        text = (f"{plural(len(gaps), 'TCP segment')} of an RFC 8229 stream {verb(len(gaps), 'is', 'are')} not in the "
+                "capture (its sequence numbers jump; TCP resends what the path loses, so the capture missed it: "
+                "dropped packets, or a capture point the retransmission did not pass); the records in it are "
+                "missing, the rest of the stream was read from the next record. Capture with a bigger buffer "
+                "(tcpdump -B) or nearer a peer.")
+        rest_obs = [o for o in obs if o not in gaps]
+        if not rest_obs:
+            return text
+        r = _malformed_hint(rest_obs)
+        return f"{text} Other frames: {r[0].lower()}{r[1:]}"
     # A frame captured whole carries the fault in its sender's bytes: no snap length to blame.
     if all(o.detail.get("whole") is True for o in obs if o not in frags):
         rest = ("These frames were captured whole: their senders built them wrong (an implementation bug) or "
@@ -275,15 +288,24 @@ def r_responses_without_request(table: SaTable, ctx: RuleContext) -> Iterator[Fi
     """IKE responses to an address that the capture never shows sending anything to their senders: a capture of one direction, or IKE reflection toward that address."""
     answered: dict[str, list[tuple]] = {}  # the address answered -> (IKE SA, exchange, responder)
     sent: set[tuple[str, str]] = set()  # (from, to) of every IKE message and ESP/AH flow captured
+    # (IKE SA, exchange, responder, the earlier request of the same requester) of requests the
+    # capture missed while it ran and saw that direction
+    missed: list[tuple] = []
     for sa in table.ike_sas.values():
-        for x in sa.exchanges:
+        for i, x in enumerate(sa.exchanges):
             peer = other_peer(sa, x.requester)
             if x.request_frames:
                 sent.add((x.requester, peer))
             if x.response_frames:
                 sent.add((peer, x.requester))
                 if not x.request_frames:
-                    answered.setdefault(x.requester, []).append((sa, x, peer))
+                    before = next((y for y in reversed(sa.exchanges[:i])
+                                   if y.requester == x.requester and y.request_frames), None)
+                    if before is not None:
+                        missed.append((sa, x, peer, before))
+                    else:
+                        answered.setdefault(x.requester, []).append((sa, x, peer))
+    yield from _requests_missed(table, missed)
     sent.update((f.src, f.dst) for f in table.flows.values())
     for target, hits in answered.items():
         # A request of the same pair elsewhere (phase 1's MM3 after a capture began at MM2, a later
@@ -342,3 +364,38 @@ def r_responses_without_request(table: SaTable, ctx: RuleContext) -> Iterator[Fi
             frames=tuple(frames[:20]), sa=None,
             hint=f"Capture where both directions pass (on {target} itself, or mirror both directions), or check "
             "the capture filter.", ts=times[0] if times else None, facts=facts, members=members)
+
+
+def _requests_missed(table: SaTable, missed: list[tuple]) -> Iterator[Finding]:
+    """IKE responses whose requests the capture lacks though it ran then and saw that direction
+    (the same requester's earlier request of the IKE SA is in it): the capture dropped the request
+    (the responder answered it, so the path delivered it), in an RFC 8229 stream a segment the
+    capture missed (its gap, CAPTURE-MALFORMED). What the request alone carried is unknown: an
+    IKE_AUTH request's IDi, AUTH, SA offer and the initiator's CHILD SA SPI (RFC 7296 §1.2)."""
+    if not missed:
+        return
+    sa, x, peer, before = missed[0]
+    label = exchange_label(x, sa.version)
+    gaps = [o for o in table.observations if o.kind == "malformed"
+            and "RFC 8229 TCP stream gap" in str(o.detail.get("reason", ""))
+            and o.src == x.requester and o.dst == peer]
+    more = f" ({plural(len(missed) - 1, 'other response')} like it)" if len(missed) > 1 else ""
+    gap = (f" Frame {gaps[0].frames[0]} marks a gap in the RFC 8229 TCP stream from {x.requester} to {peer} "
+           f"(a segment not captured): the request, whole or in part, was in it." if gaps and gaps[0].frames else "")
+    carried = (" So the initiator's ID, AUTH and SA offer, and its CHILD SA SPI, are not in the capture (RFC 7296 "
+               "§1.2); the SPI is read from its ESP where that is unambiguous." if label == "IKE_AUTH" else "")
+    yield Finding(
+        code="IKE-RESPONSE-NO-REQUEST", severity=Severity.INFO,
+        title=f"{with_article(label).capitalize()[0]}{with_article(label)[1:]} request from {x.requester} not "
+              f"captured, its response from {peer} was"
+              + more,
+        explanation=f"The capture holds {peer}'s {label} response (frame {x.response_frames[0]}) to {x.requester} "
+        f"but not the request it answers, though it holds {x.requester}'s earlier request to {peer} in this IKE SA "
+        f"({exchange_label(before, sa.version)}, frame {before.request_frames[0]}): the capture ran and sees "
+        f"that direction, and {peer} answered, so the request crossed the path and the capture missed it "
+        f"(dropped packets).{gap}{carried}",
+        frames=frames_of(*([m[1].response_frames[:1] for m in missed[:6]] + [g.frames[:1] for g in gaps[:1]])),
+        sa=sa.key,
+        hint="Nothing to fix in the tunnel. For a complete record, check the capture's drop count (tcpdump's "
+        "'dropped by kernel', pcapng interface statistics) and capture with a bigger buffer (tcpdump -B).",
+        ts=x.response_ts)

@@ -207,9 +207,18 @@ def esp_silence_cause(table: SaTable, c: ChildSa, sender: EspFlow, silent: str, 
              f"({', '.join(sorted({exchange_label(x, sa.version if sa else 2) for x in xs}))}, the last at "
              f"{clock(last.response_ts)}, frame {last.response_frames[0]}), which needs its keys for that SA "
              "(RFC 7296 §2.4). So it neither went away nor lost its state.")
-    ike_ports = {x.responder_port for x in xs} | {x.requester_port for x in xs}
-    if not sender.udp_encap:
-        why = (f" Its ESP is IP protocol 50 while its IKE (UDP {'/'.join(str(p) for p in sorted(ike_ports) if p)}) "
+    ports = "/".join(str(p) for p in sorted({x.responder_port for x in xs} | {x.requester_port for x in xs}) if p)
+    if not sender.udp_encap and (sender.sport or sender.dport):
+        # ESP with ports but not in UDP: RFC 8229 records in a TCP connection, the one IKE uses
+        why = (f" Its ESP travels in the same TCP connection as the IKE messages that do get through (RFC 8229), "
+               f"so no port or protocol filter drops it alone, and TCP resends what is lost: {sender.src}'s ESP "
+               f"reaches {silent} altered (a middlebox rewriting the stream), {silent}'s "
+               "outbound SA or policy for this CHILD SA is broken (it does not send, or sends on another SA), "
+               f"or nothing behind {silent} answers.{_unseen(sender.src, silent)}")
+        hint = (f"On {silent}: {_check_arrival(sender.src, silent)}; check the outbound SA and policy for this "
+                "CHILD SA (swanctl --list-sas: bytes out should grow) and that the inner hosts answer.")
+    elif not sender.udp_encap:
+        why = (f" Its ESP is IP protocol 50 while its IKE ({f'UDP {ports}' if ports else 'UDP'}) "
                f"gets through: a firewall or NAT on the path that passes IKE but drops ESP from {silent} is the "
                f"usual cause; or {_not_intact(sender.src, silent)}, the same filter the other way or damage; "
                f"otherwise {silent}'s outbound SA or policy for this CHILD SA is missing.{_unseen(sender.src, silent)}")

@@ -216,7 +216,8 @@ def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
         parts = []
         for s in natted:
             if s.seen_translated:  # the capture is on the public side: it shows the translation
-                seen = f"{endpoint_text(s.addr, s.first_port)}" + (f", then {endpoint_text(s.addr, s.natt_port)} on UDP 4500" if s.natt_port else "")
+                seen = f"{endpoint_text(s.addr, s.first_port)}" + (f", then {endpoint_text(s.addr, s.natt_port)} on {'TCP' if sa.tcp_frame is not None else 'UDP'} 4500"
+                                                             if s.natt_port else "")
                 # RFC 3947 §3.2 / RFC 7296 §2.23: the source hash is over the sender's own view of its
                 # address; it failed while the other peer's hash over what it received matched, so the
                 # address captured is the NAT's public one, not the peer's own (that is only hashed)
@@ -259,7 +260,15 @@ def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             # Mode's 3rd), not at an exchange boundary as IKEv2 does at IKE_AUTH
             x4500 = next((x for x in sa.exchanges if sa.natt_frame in (*x.request_frames, *x.response_frames)), x4500)
             float_frame = sa.natt_frame
-        if x4500 is not None:
+        elif sa.natt_frame is not None and (float_frame is None or sa.natt_frame < float_frame):
+            # IKEv2 floats at IKE_AUTH (RFC 7296 §2.23): when its request is not captured, its answer shows it
+            auth = next((x for x in sa.exchanges if x.exchange == 35 and sa.natt_frame in x.response_frames), None)
+            if auth is not None:
+                x4500, float_frame = auth, sa.natt_frame
+        if x4500 is not None and sa.tcp_frame is not None:
+            parts.append(f"IKE moved from UDP 500 to TCP 4500 in {exchange_label(x4500, sa.version)} (frame "
+                         f"{float_frame}) and ESP travels in the same TCP connection (RFC 8229).")
+        elif x4500 is not None:
             parts.append(f"IKE floated from UDP 500 to 4500 in {exchange_label(x4500, sa.version)} (frame "
                          f"{float_frame}) and ESP is UDP-encapsulated (RFC 3948).")
         parts += [_rebinding_text(rb, ctx, sa.version, sa.decrypted) for rb in rebinds]
@@ -297,8 +306,10 @@ def r_nat(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
             frames=frames_of(frames, [float_frame] if float_frame is not None else (),
                              *_rebinding_frames(rebinds)), sa=sa.key,
             hint=_REBIND_HINT if bad else _UNHEEDED_HINT if not natted and not forced and hashes_unheeded(sa) else
-            "Nothing to fix if the tunnel works; UDP 4500 must stay open and NAT "
-            "keepalives keep the mapping alive." if natted or rebinds else
+            ("Nothing to fix if the tunnel works; the TCP connection to port 4500 must stay open (RFC 8229 §6: the "
+             "initiator opens it again when it breaks)." if sa.tcp_frame is not None else
+             "Nothing to fix if the tunnel works; UDP 4500 must stay open and NAT "
+             "keepalives keep the mapping alive.") if natted or rebinds else
             "Nothing to fix: UDP encapsulation was asked for, not needed.",
             ts=sa.created_ts)
 
