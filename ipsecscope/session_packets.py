@@ -191,7 +191,7 @@ class PacketHandling:
                     self._late_report(p)
             pkts = [p for p in pkts if p.frame == raw.index]
         dec = self.decoder
-        first = dec.waiting_from() if (held or dec.tcp or dec.reassembler.pending) else None
+        first = dec.waiting_from() if (held or dec.tcp) else None
         if first is not None and first <= self._hold_past:
             first = None  # held once past the bounds: reported late when it comes (_late)
         if held or (first is not None and first <= raw.index):

@@ -294,19 +294,16 @@ class Decoder:
         """The earliest frame a later report may still be about: the first frame of a segment
         waiting behind an RFC 8229 stream gap (its records, and the gap's mark, are reported on
         the waiting frames when the gap fills or is given up); None when nothing waits. The
-        session holds the frames from there on, so the tracker still sees them in capture order."""
+        session holds the frames from there on, so the tracker still sees them in capture order.
+        (An IP datagram given up reports on its first frame too, but may wait 60 s of capture for
+        its fragments, and a live view would lag as long: the tracker files that IKE message by its
+        frame, state.ikev2.exchange.)"""
         first = None
         for st in self.tcp.values():
             if st.early:
                 f = min(v[1] for v in st.early.values())
                 if first is None or f < first:
                     first = f
-        if self.lost_ike:
-            # an IP datagram whose first fragment starts an IKE message: given up (a fragment lost),
-            # that message is reported on its first frame (_lost_ike), maybe long after
-            for p in self.reassembler.pending.values():  # at most Reassembler.max_datagrams
-                if (first is None or p.first_frame < first) and _starts_ike(p):
-                    first = p.first_frame
         return first
 
     def pending_esp(self) -> list[tuple[str, str, int, int]]:
@@ -524,18 +521,6 @@ class Decoder:
 
     def _tcp(self, raw: RawFrame, version: int, src: bytes, dst: bytes, seg: bytes) -> list[Packet]:
         return tcpencap.segment(self, raw, version, src, dst, seg)
-
-
-def _starts_ike(p) -> bool:
-    """Whether a datagram still being reassembled (decode.ip._Pending) starts with UDP 500, or
-    4500 with the non-ESP marker (RFC 3948 §2.2): an IKE message, as ``_lost_ike`` reads one."""
-    seg = p.parts.get(0)
-    if seg is None or (p.next_header if p.next_header >= 0 else p.header_proto) != 17 or len(seg) < 8:
-        return False
-    sport, dport = seg[0] << 8 | seg[1], seg[2] << 8 | seg[3]
-    if NATT_PORT in (sport, dport):
-        return seg[8:12] == NON_ESP_MARKER
-    return IKE_PORT in (sport, dport)
 
 
 def _spi(header: bytes) -> int | None:

@@ -15,6 +15,7 @@ It writes only through :class:`~ipsecscope.state.book.Book`'s public methods.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Iterable
 
@@ -93,7 +94,7 @@ def on_ikev2(book: Book, msg: IkeMessage) -> None:
     from_init = h.is_initiator if not is_response else not h.is_initiator
     if 4500 in (msg.sport, msg.dport) and h.exchange != iana.ExchangeType.IKE_SA_INIT:
         sa.nat_t = True
-        if sa.natt_frame is None:  # the float (§2.23), read by the NAT rule when its request is not captured
+        if sa.natt_frame is None or msg.frame < sa.natt_frame:  # the float (§2.23), for the NAT rule
             sa.natt_frame = msg.frame
         if msg.transport == "tcp" and sa.tcp_frame is None:  # RFC 8229: the move was to TCP, not UDP
             sa.tcp_frame = msg.frame
@@ -247,6 +248,16 @@ def exchange(book: Book, sa: IkeSa, msg: IkeMessage, from_init: bool, is_respons
                 x.response_frames.append(msg.frame)
             else:
                 x.retransmits += 1
+                if x.request_frames and msg.frame < x.request_frames[0] and x.request_ts is not None:
+                    # filed late (the IKE message of an IP datagram given up is known only then,
+                    # decode.demux._lost_ike): it is the first copy, the one filed first resent it
+                    first, first_ts = x.request_frames[0], x.request_ts
+                    x.request_frames.insert(0, msg.frame)
+                    x.request_ts = msg.ts
+                    bisect.insort(x.copy_frames, first)
+                    if x.first_copy_frame is None or first < x.first_copy_frame:
+                        x.first_copy_frame, x.first_copy_ts = first, first_ts
+                    return x, True
                 x.request_frames.append(msg.frame)
                 x.copy_frames.append(msg.frame)
                 if x.first_copy_frame is None:
