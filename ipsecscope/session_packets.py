@@ -221,8 +221,8 @@ class PacketHandling:
     def _release(self, first: int | None) -> None:
         """Process the held frames before ``first`` (all of them for None) in frame order. Past the
         bounds all of them go on, and what waits now is not waited for again (``_hold_past``): a
-        gap a stream never fills, or an IKE datagram that never completes, would else send every
-        later frame of a big capture through the general path (the fused loop's runs too)."""
+        gap a quiet stream never fills would else send every later frame of a big capture
+        through the general path (the fused loop's runs too)."""
         held = self._held
         if len(held) > MAX_HELD_FRAMES or self._held_bytes > MAX_HELD_BYTES:
             n, size = len(held), 0
@@ -713,8 +713,8 @@ class PacketHandling:
 
 
 # Frames held while an RFC 8229 gap waits (PacketHandling._dispatch): at most this many, or this
-# many of their bytes; past that the oldest are processed (a gap a stream keeps waiting on is given
-# up after MAX_TCP_EARLY of its own segments, but other traffic between them is unbounded).
+# many of their bytes; past that all of them are processed (a gap is given up after MAX_TCP_EARLY of
+# its stream's own segments, but the other traffic between them is unbounded).
 MAX_HELD_FRAMES = 8192
 MAX_HELD_BYTES = 16 << 20
 
