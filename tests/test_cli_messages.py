@@ -101,6 +101,17 @@ def test_a_bad_option(cmd: str, tmp_path: Path) -> None:
     assert r.stderr.splitlines()[1].startswith(f"  usage: ipsecscope{' ' + cmd if cmd else ''} ["), r.stderr
 
 
+def test_keys_without_an_action_is_a_usage_error(tmp_path: Path) -> None:
+    """`ipsecscope keys` alone printed its whole help to stdout and exited 2 with nothing on
+    stderr: a script saw help text where it expected an error line. Now it is a usage error like
+    any other: the message, the usage under it, stdout empty."""
+    r = run(["keys"], tmp_path, ESP_SA)
+    line = check_error(r, "keys", 2)
+    assert line == "ipsecscope keys: error: no ACTION given: list or convert (ipsecscope keys -h)", r.stderr
+    assert r.stderr.splitlines()[1].startswith("  usage: ipsecscope keys ["), r.stderr
+    assert len(r.stderr.splitlines()) == 2 and r.stdout == "", (r.stdout, r.stderr)
+
+
 @pytest.mark.parametrize("cmd", ["packets", "summary", "decrypt"])
 def test_a_bad_display_filter_keeps_its_caret_under_the_message(cmd: str, tmp_path: Path) -> None:
     r = run([*COMMANDS[cmd], "-Y", "esp.spi =="], tmp_path, CAP)

@@ -67,8 +67,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not getattr(args, "keys_command", None):
-        args.keys_parser.print_help()
-        return 2
+        # A usage error like any other (cli.common.message): one message on stderr, exit 2. It
+        # printed the whole help to stdout, with nothing on stderr, so a script saw success-shaped
+        # output and no error line.
+        args.keys_parser.error("no ACTION given: list or convert (ipsecscope keys -h)")
     who = f"keys {args.keys_command}"  # as argparse names it: `ipsecscope keys list: error: ...`
     store = load_keys(args.files, strict=args.strict_keys)
     warn_keys(who, store)
