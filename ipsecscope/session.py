@@ -348,15 +348,16 @@ class Session(PacketHandling, FrameViews):
             for m in self.decoder.expire(now, LIVE_FRAGMENT_WAIT):
                 self._late_report(m)
             self.release_held()  # an RFC 8229 gap given up: the frames held behind it go on
-            self._await_fragments()
             self.tracker.table.watched_until = now
         self.tracker.finish(now=now)
         self._findings = None
 
     def _await_fragments(self) -> None:
-        """Live: mark the ESP packets still in reassembly on their flows (EspFlow.frag_awaited), so
-        their sequence numbers read as in flight, not as a gap (ESP-SEQ-GAP) that turns into
-        ESP-FRAGMENT-LOST a few seconds later (live5's walk: the gap then stayed listed, "ended")."""
+        """Before the input ended (live, --follow, a look while loading): mark the ESP packets
+        still in reassembly on their flows (EspFlow.frag_awaited), so their sequence numbers read
+        as in flight, not as a gap (ESP-SEQ-GAP) that turns into ESP-FRAGMENT-LOST a few seconds
+        later (live5's walk: the gap then stayed listed, "ended"). Once the input ended nothing is
+        in reassembly: the marks are cleared."""
         flows = self.tracker.table.flows
         for flow in self._awaiting:
             flow.frag_awaited = []
@@ -416,6 +417,11 @@ class Session(PacketHandling, FrameViews):
         if self._findings is None or self._findings_at != self.stats.frames:
             from .analysis.rules import evaluate
 
+            # Whenever the rules look, not only at the live clock's evaluation (finish(now)): the
+            # live TUI looks at the frames as they come, and a look between a first fragment and
+            # the clock's next tick read its packet as a gap (ESP-SEQ-GAP), which then stayed
+            # listed as "ended" (live_findings) -- what live5 removed from the headless stream.
+            self._await_fragments()
             self._findings_at = self.stats.frames
             self._findings = sorted(
                 evaluate(self.tracker.table, self), key=lambda f: (-int(f.severity), f.ts or 0.0, f.code)

@@ -96,3 +96,99 @@ def test_live_says_esp_fragment_lost_by_the_clock_and_never_a_gap(tmp_path):
         assert stats["decrypted"] == stats["esp"] > 0, stats
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _status(app) -> str:
+    from ipsecscope.tui.widgets.status import StatusLine
+
+    return app.query_one(StatusLine).render().plain
+
+
+def _shown(app) -> tuple[str, str, list[str]]:
+    """What the screen says: the status line, the Findings tab's label, the listed findings' codes
+    (each a snapshot taken when the app last redrew, not the runner's live session)."""
+    from textual.widgets import TabbedContent
+
+    from ipsecscope.tui.widgets.findings import FindingsView
+
+    label = str(app.query_one(TabbedContent).get_tab("findings").label)
+    return _status(app), label, [f.code for f in app.query_one(FindingsView).findings]
+
+
+async def _until(pilot, cond, what: str, limit: float = 60.0) -> None:
+    """Until ``cond()`` holds (the app keeps running meanwhile); fails after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not cond():
+        assert time.monotonic() < deadline, f"not within {limit:.0f} s: {what}\n{_shown(pilot.app)}"
+        await pilot.pause(0.1)
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+def test_live_tui_shows_the_loss_when_only_the_clock_moved(tmp_path, monkeypatch):
+    """The live TUI redrew only when frames came, so a conclusion the clock alone brings (live
+    evaluates once a second: here the datagrams whose last fragments never came, given up after
+    LIVE_FRAGMENT_WAIT) stayed off the screen until some unrelated frame arrived -- on a tunnel
+    gone quiet, never. The runner's revision is the redraw marker (tui/session_feed._poll_live).
+
+    The frames of tests/data/esp-frag-loss are sent to a veth the runner captures on. The wait is
+    held off (LIVE_FRAGMENT_WAIT huge) until the screen shows every frame, so the screen before
+    the loss is seen whatever the machine's load; then the wait is the product's again and the loss
+    must come on screen with no frame added."""
+    import asyncio
+
+    from ipsecscope import session as session_mod
+    from ipsecscope.live import LiveRunner
+    from ipsecscope.tui.app import create_live_app
+
+    wait = session_mod.LIVE_FRAGMENT_WAIT
+    monkeypatch.setattr(session_mod, "LIVE_FRAGMENT_WAIT", 1e9)
+    ns, cap_if, send_if = f"live-tui-{os.getpid()}", f"ltui{os.getpid() % 100000}", "ltuib"
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+    try:
+        # The capturing end stays in this (the test's) namespace: the runner runs in-process, and
+        # an interface's /sys entry is the mount's namespace's. No address, no IPv6 link-local:
+        # nothing but the frames sent comes on it.
+        subprocess.run(["ip", "link", "add", cap_if, "type", "veth", "peer", "name", send_if, "netns", ns],
+                       check=True, capture_output=True)
+        subprocess.run(["ip", "link", "set", cap_if, "addrgenmode", "none", "up"], check=True, capture_output=True)
+        for dev in ("lo", send_if):
+            subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True, capture_output=True)
+        log = tmp_path / "charon.log"
+        log.write_bytes((DATA / "charon-left.log").read_bytes())
+        runner = LiveRunner(cap_if, key_logs=[log])
+        app = create_live_app(runner, cap_if)
+
+        async def run() -> None:
+            async with app.run_test(size=(160, 40)) as pilot:
+                await _until(pilot, lambda: len(runner.session.keys) > 0, "the charon log's keys read")
+                await asyncio.to_thread(
+                    subprocess.run, ["ip", "netns", "exec", ns, sys.executable, "-c", SEND, send_if,
+                                     str(DATA / "capture.pcap")], check=True, capture_output=True, timeout=60)
+                # Frame 51, the last, is the fifth IKE message: on screen, every frame is.
+                await _until(pilot, lambda: "frames: IKE 5 " in _status(app), "all frames shown")
+                before = _shown(app)
+                with runner.lock:
+                    frames = runner.session.stats.frames
+                assert f"{frames} frames" in before[0], before
+                assert "ESP-FRAGMENT-LOST" not in before[2] and "ESP-SEQ-GAP" not in before[2], before
+
+                monkeypatch.setattr(session_mod, "LIVE_FRAGMENT_WAIT", wait)
+                await _until(pilot, lambda: "ESP-FRAGMENT-LOST" in _shown(app)[2], "the loss on screen")
+                after = _shown(app)
+                with runner.lock:
+                    assert runner.session.stats.frames == frames, "a frame came: the test proves nothing"
+                assert f"{frames} frames" in after[0], after
+                assert after[1] != before[1], (before, after)  # the Findings tab counts it
+                assert after[0] != before[0], (before, after)  # and the status line's warnings
+                assert "ESP-SEQ-GAP" not in after[2], after
+
+        runner.start()
+        try:
+            asyncio.run(run())
+        finally:
+            runner.stop()
+        assert runner.error is None, runner.error
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", cap_if], capture_output=True)
