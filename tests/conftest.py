@@ -161,3 +161,42 @@ def growing_capture_app(tmp_path: Path, sample: str, part: int):  # -> (app, run
     runner.open()
     runner.start()
     return create_stream_app(runner, growing.name), runner, growing, data
+
+
+def shown_frames(app) -> int | None:
+    """How many frames the live/followed app's last look showed: its status line's ``N frames``
+    (None before the first look). Not ``app.session.stats.frames``: that is the reader's own
+    session, which counts on before the app takes its next look (once a second), so a test waiting
+    on it read a screen one refresh old whenever the machine was slow to fire the refresh."""
+    import re
+
+    from ipsecscope.tui.widgets.status import StatusLine
+
+    for seg in app.query_one(StatusLine).segments:
+        m = re.match(r"([\d,]+) frames\b", seg.plain)
+        if m:
+            return int(m[1].replace(",", ""))
+    return None
+
+
+async def until_shown(pilot, frames: int, limit: float = 60.0) -> None:
+    """Until the app has shown exactly ``frames`` frames (every pane gets one look together,
+    tui.session_feed._show_session), then until it is idle; fails after ``limit`` seconds."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while shown_frames(pilot.app) != frames:
+        assert time.monotonic() < deadline, f"the app never showed {frames} frames: {shown_frames(pilot.app)}"
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+def frames_in_prefix(data: bytes, tmp_path: Path) -> int:
+    """How many whole frames the first ``len(data)`` bytes of a capture hold (what a follower has
+    read once they are written), counted by our reader from a copy."""
+    from ipsecscope.capture import open_capture
+
+    part = tmp_path / f"prefix-{len(data)}.cap"
+    part.write_bytes(data)
+    with open_capture(part) as reader:
+        return sum(1 for _ in reader)

@@ -14,7 +14,7 @@ import asyncio
 import struct
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, until_shown
 
 from ipsecscope.capture import open_capture
 from ipsecscope.live_findings import KeptFindings
@@ -111,11 +111,7 @@ def test_a_followed_capture_keeps_the_warning_that_ended(tmp_path: Path) -> None
                     f.write(data[at:ends[n - 1]])
                     f.flush()
                     at = ends[n - 1]
-                    for _ in range(300):
-                        await pilot.pause(0.1)
-                        if app.session is not None and app.session.stats.frames == n:
-                            break
-                    await pilot.pause(1.2)  # one more live refresh
+                    await until_shown(pilot, n)  # the look at exactly these n frames
                     label = str(app.query_one("#tabs").get_tab("findings").label)
                     seen.append((on, label, [f.title for f in app.findings if f.code == CODE]))
             runner.stop()

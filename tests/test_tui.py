@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, SAMPLES, corpus_captures, needs_tshark, public
+from conftest import CORPUS, SAMPLES, corpus_captures, needs_tshark, public, until_shown
 from textual.geometry import Size
 from textual.widgets import DataTable, Input, TabbedContent, Tree
 
@@ -57,8 +57,8 @@ def screen_lines(app) -> list[str]:
 
 
 def live_status_line(cap: Path, keys: Path, frames: int, size: tuple[int, int]) -> str:
-    """Follow ``cap`` as a live capture in the TUI until its ``frames`` frames are read, wait for one
-    more live refresh, and return the status line (the first screen line)."""
+    """Follow ``cap`` as a live capture in the TUI until its ``frames`` frames are shown, and return
+    the status line (the first screen line)."""
     from ipsecscope.tui.app import create_stream_app
     from ipsecscope.tui.stream import CaptureFollower
 
@@ -69,11 +69,7 @@ def live_status_line(cap: Path, keys: Path, frames: int, size: tuple[int, int]) 
 
     async def run() -> str:
         async with app.run_test(size=size) as pilot:
-            for _ in range(600):
-                await pilot.pause(0.1)
-                if app.session is not None and app.session.stats.frames == frames:
-                    break
-            await pilot.pause(1.2)  # one more live refresh
+            await until_shown(pilot, frames)
             runner.stop()
             await pilot.pause(0.3)
             return screen_lines(app)[0]

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, growing_capture_app, needs_tshark
+from conftest import ROOT, SAMPLES, frames_in_prefix, growing_capture_app, needs_tshark, until_shown
 from test_tui import frames_in_view, loaded, sync, tree_labels
 from textual.widgets import DataTable, Label, ProgressBar, Static, TabbedContent
 
@@ -512,13 +512,7 @@ def test_live_packet_list_shown_after_frames_came_while_hidden_shows_the_cursor(
                 with growing.open("ab") as f:
                     f.seek(0, 2)
                     f.write(data[f.tell():len(data) // part])
-                for _ in range(600):
-                    await pilot.pause(0.1)
-                    with runner.lock:
-                        frames = runner.session.stats.frames
-                    if frames and len(table.view) == frames:
-                        break
-                await pilot.pause(1.2)
+                await until_shown(pilot, frames_in_prefix(data[:len(data) // part], tmp_path))
             await pilot.pause(1.2)  # a refresh with nothing new: what the list shows until a frame comes
             runner.stop()
             await pilot.press("1")
