@@ -200,3 +200,28 @@ def frames_in_prefix(data: bytes, tmp_path: Path) -> int:
     part.write_bytes(data)
     with open_capture(part) as reader:
         return sum(1 for _ in reader)
+
+
+async def workers_done(app, group: str | None = None) -> None:
+    """Until every worker of ``app`` (of ``group``) has ended, those started meanwhile too. One
+    cancelled because a newer worker of its exclusive group replaced it (a filter applied again,
+    the packet detail's run for a frame the cursor has left) is superseded, not failed: Textual's
+    wait_for_complete() raised WorkerCancelled for it, which only a loaded machine met (the older
+    run still going when the newer one started). A worker that failed still raises."""
+    import asyncio
+
+    from textual.worker import WorkerCancelled, WorkerState
+
+    while True:
+        left = [w for w in app.workers if w.state in (WorkerState.PENDING, WorkerState.RUNNING)
+                and (group is None or w.group == group)]
+        if not left:
+            return
+        for w in left:
+            if w.state is WorkerState.PENDING:  # created, not started yet: wait() would refuse it
+                await asyncio.sleep(0.01)
+                break
+            try:
+                await w.wait()
+            except WorkerCancelled:
+                pass

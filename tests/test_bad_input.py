@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, DATA, ROOT, SAMPLES, needs_tshark
+from conftest import CORPUS, DATA, ROOT, SAMPLES, needs_tshark, workers_done
 
 BAD = DATA / "bad"
 HEALTHY = SAMPLES / "healthy-gcm"
@@ -398,7 +398,7 @@ def test_malformed_frames_are_malformed_rows_in_tui() -> None:
     async def go() -> None:
         app = create_app(MALFORMED)
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.app.workers.wait_for_complete()
+            await workers_done(pilot.app)
             await pilot.pause()
             table = app.query_one(PacketTable)
             rows = {table.rows[i].frame: table.rows[i] for i in table.view}
@@ -420,7 +420,7 @@ def test_bad_file_in_tui_says_so_without_crashing() -> None:
     async def go(path: Path) -> tuple[str, int]:
         app = create_app(path)
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.app.workers.wait_for_complete()
+            await workers_done(pilot.app)
             await pilot.pause()
             return " ".join(str(n.message) for n in app._notifications), len(app.query_one(PacketTable).view)
 

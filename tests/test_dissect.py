@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import IPSECSCOPE, SAMPLES, needs_tshark
+from conftest import IPSECSCOPE, SAMPLES, needs_tshark, workers_done
 from test_tui import SIZE, loaded, sync, tree_labels
 from textual.widgets import Tree
 
@@ -261,7 +261,7 @@ def _healthy_app():
 
 async def _settle(pilot) -> None:
     await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+    await workers_done(pilot.app)
     await pilot.pause()
 
 

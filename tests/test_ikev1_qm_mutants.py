@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import needs_tshark
+from conftest import needs_tshark, workers_done
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from v1_reseal import KEYS, SAMPLE, join, walk, write_mutant
@@ -212,7 +212,7 @@ def _tui_rows(cap: Path, frame: int) -> None:
     async def go() -> None:
         app = create_app(cap, [KEYS])
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.app.workers.wait_for_complete()
+            await workers_done(pilot.app)
             await pilot.pause()
             table = app.query_one(PacketTable)
             rows = {table.rows[i].frame: table.rows[i] for i in table.view}

@@ -11,7 +11,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import DATA, needs_tshark
+from conftest import DATA, needs_tshark, workers_done
 from conftest import field_cli as cli
 
 from ipsecscope.decode import link
@@ -193,7 +193,7 @@ def test_enc_sas_in_the_tui_tree_and_detail() -> None:
     async def run() -> tuple[list[str], str, str, str]:
         app = create_app(HERE / "enc.pcap", [])
         async with app.run_test(size=(200, 40)) as pilot:
-            await pilot.app.workers.wait_for_complete()
+            await workers_done(pilot.app)
             await pilot.pause()
             tree: Tree = app.query_one(SaTree)
             labels = [str(c.label) for p in tree.root.children for c in [p, *p.children]]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import IPSECSCOPE
+from conftest import IPSECSCOPE, workers_done
 
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)  # Ethernet
 
@@ -87,7 +87,7 @@ def test_tui_rows_stay_within_max_rows(tmp_path: Path) -> None:
     async def run() -> None:
         app = create_app(bomb, row_limit=1000)
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.app.workers.wait_for_complete()
+            await workers_done(pilot.app)
             await pilot.pause()
             s = app.session
             assert s.stats.frames == 50_000  # every frame is still counted and analysed

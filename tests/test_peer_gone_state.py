@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from conftest import DATA, SAMPLES
+from conftest import DATA, SAMPLES, workers_done
 from conftest import field_cli as cli
 
 from ipsecscope import timefmt
@@ -73,7 +73,7 @@ def _tree_labels(size: tuple[int, int]) -> list:
     async def run() -> list:
         app = create_app(LOSS / "capture.pcap", [LOSS / "charon-left.log"])
         async with app.run_test(size=size) as pilot:
-            await pilot.app.workers.wait_for_complete()
+            await workers_done(pilot.app)
             await pilot.pause()
             tree: Tree = app.query_one(SaTree)
             out: list[str] = []

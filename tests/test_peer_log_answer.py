@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SAMPLES
+from conftest import SAMPLES, workers_done
 
 from ipsecscope.keys import charon
 from ipsecscope.session import Session
@@ -166,7 +166,7 @@ def test_tui_finding_detail_quotes_the_log() -> None:
     async def run() -> str:
         app = create_app(DATA / name, [_log(name)])
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.app.workers.wait_for_complete()
+            await workers_done(pilot.app)
             await pilot.pause()
             await pilot.press("3")
             await pilot.pause()

@@ -19,7 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import IPSECSCOPE, ROOT, SAMPLES, needs_tshark
+from conftest import IPSECSCOPE, ROOT, SAMPLES, needs_tshark, workers_done
 
 from ipsecscope import timefmt
 
@@ -172,7 +172,7 @@ def test_tui_labels_times_in_the_chosen_zone(new_york) -> None:
     async def go() -> tuple[str, str]:
         app = create_app(CBC / "capture.pcapng", [Path(k) for k in CBC_KEYS])
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.app.workers.wait_for_complete()
+            await workers_done(pilot.app)
             await pilot.pause()
             await pilot.press("1")
             await pilot.pause()

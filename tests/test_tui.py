@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, SAMPLES, corpus_captures, needs_tshark, public, until_shown
+from conftest import CORPUS, SAMPLES, corpus_captures, needs_tshark, public, until_shown, workers_done
 from textual.geometry import Size
 from textual.widgets import DataTable, Input, TabbedContent, Tree
 
@@ -46,7 +46,7 @@ def sync(fn):
 
 
 async def loaded(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
+    await workers_done(pilot.app)
     await pilot.pause()
 
 

@@ -17,7 +17,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, frames_in_prefix, growing_capture_app, needs_tshark, until_shown
+from conftest import (
+    ROOT,
+    SAMPLES,
+    frames_in_prefix,
+    growing_capture_app,
+    needs_tshark,
+    until_shown,
+    workers_done,
+)
 from test_tui import frames_in_view, loaded, sync, tree_labels
 from textual.widgets import DataTable, Label, ProgressBar, Static, TabbedContent
 
@@ -166,7 +174,7 @@ async def test_tree_and_findings_fill_in_while_loading(capture: Path, size: tupl
 
 
 async def filters_done(app) -> None:
-    await asyncio.gather(*(w.wait() for w in list(app.workers) if w.group == "filter"))
+    await workers_done(app, "filter")
     await asyncio.sleep(0)
 
 
