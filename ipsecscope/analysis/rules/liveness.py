@@ -142,7 +142,9 @@ def r_retransmits(table: SaTable, ctx: RuleContext) -> Iterator[Finding]:
     # their text are that SA's; equal ones merge from 5 SAs on (analysis.rules.aggregate).
     for sa in table.ike_sas.values():
         xs = [x for x in sa.exchanges if x.retransmits and x.response_frames]
-        if not xs or sa.state == SaState.FAILED:  # retransmissions of a refused exchange say nothing more
+        # retransmissions of a refused exchange say nothing more; an IKEv1 phase 1 failed because a
+        # request was never answered (state.ikev1_stall: "no response") is what they explain
+        if not xs or (sa.state == SaState.FAILED and sa.failure != "no response"):
             continue
         total = sum(x.retransmits for x in xs)
         # RFC 7296 §2.1: the requester sends again only while it has no answer it can use. An
