@@ -453,6 +453,12 @@ async def test_io_graph_cursor_shows_each_bins_exact_counts_at_80x24(name: str) 
     (ROOT / "tests" / "data" / "esp-path-loss" / "capture.pcap", [], None, "none: no ESP decrypted (a adds keys)"),
     (ROOT / "tests" / "data" / "arp" / "arp.pcap", [], "none: no ESP or AH in this capture",
      "none: no ESP or AH in this capture"),
+    # AH only, every key loaded and every packet verified: "no ESP decrypted (a adds keys)" was wrong
+    (ROOT / "tests" / "data" / "ah" / "ah-v4.pcap", [ROOT / "tests" / "data" / "ah" / "ah-v4.keys.json"], None,
+     "none: AH only; conversations need tunnel-mode ESP"),
+    # keys that fit no ESP SA here: the note says they were loaded, not only "a adds keys"
+    (ROOT / "tests" / "data" / "esp-path-loss" / "capture.pcap", [ROOT / "tests" / "data" / "ah" / "ah-v4.keys.json"],
+     None, "none: 4 keys loaded, no ESP decrypted (a adds keys)"),
 ])
 @sync
 async def test_an_empty_stats_table_says_why(cap: Path, keys: list, sas: str | None, convs: str) -> None:

@@ -31,6 +31,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from ... import timefmt
+from ...model.plural import plural
 from ..plain import plain
 
 if TYPE_CHECKING:
@@ -521,8 +522,14 @@ class StatsView(Vertical):
         needs ESP that decrypted (an engineer without keys saw an empty table and no reason)."""
         if not st.flows:
             return "none: no ESP or AH in this capture"
+        if not any(f.protocol == "ESP" and not f.enc for f in st.flows):
+            # AH-only captures said "no ESP decrypted (a adds keys)" with every AH key loaded
+            return "none: AH only; conversations need tunnel-mode ESP"
         decrypted = getattr(getattr(self._session, "stats", None), "decrypted", 0)
         if not decrypted:
+            keys = len(getattr(self._session, "keys", None) or ())
+            if keys:  # "a adds keys" alone read as if none were loaded
+                return f"none: {plural(keys, 'key')} loaded, no ESP decrypted (a adds keys)"
             return "none: no ESP decrypted (a adds keys)"
         return "none: the decrypted ESP carries no tunnel-mode IP"
 
