@@ -327,3 +327,70 @@ def test_live_the_events_follow_the_newest_until_the_highlight_moves(tmp_path) -
         asyncio.run(run())
     finally:
         runner.stop()
+
+
+LEGEND_KEYS = ["▶ created", "◆ exchange", "✗ failed", "↻ rekeyed", "✕ deleted", "▁▃▅ ESP"]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_the_legend_explains_every_glyph_at_any_width(size: tuple[int, int]) -> None:
+    """At 80 columns the one-line legend was cut after "0s = … span 2.437s  ▶ created": the lanes'
+    ◆ ✗ ↻ ✕ had no key. It wraps in whole pieces, and each piece is on the screen once."""
+    base = SAMPLES / "healthy-gcm"
+
+    async def go() -> list[str]:
+        app = create_app(base / "capture.pcapng", [base / "keys"])
+        async with app.run_test(size=size) as pilot:
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+            await pilot.press("1")
+            await pilot.pause()
+            box = app.query_one("#timeline-legend").region
+            return [ln[box.x:box.right] for ln in screen_lines(app)[box.y:box.bottom]]
+
+    legend = asyncio.run(go())
+    text = "\n".join(legend)
+    assert "0s = 2026-11-25 20:09:03.561 UTC, span 2.437s" in text, legend
+    for key in LEGEND_KEYS:
+        assert text.count(key) == 1, (key, legend)
+    assert "enc(4)" not in text  # only said when the capture has enc(4) SAs
+
+
+def test_enc_sas_have_lanes_and_no_pane_says_no_ipsec() -> None:
+    """An OpenBSD enc(4) capture (six SAs, no IKE, no ESP header) opened with "No IPsec in this
+    capture" on the timeline and the findings pane beside a tree of six enc SAs. Each enc SA is a
+    lane from its first packet to its last (no ▶/✕: nothing says when it was made or deleted)."""
+    from conftest import DATA
+    from textual.geometry import Region
+
+    async def go() -> tuple[dict[str, str], list[tuple[str, float, float]], str, tuple[float, float], Region]:
+        app = create_app(DATA / "linktypes" / "enc-rekey.pcap", [])
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+            panes = {}
+            for key in "123":
+                await pilot.press(key)
+                await pilot.pause()
+                panes[key] = "\n".join(screen_lines(app))
+            table = app.session.table
+            sas = [(f"enc {e.spi:08x}", e.first_ts, e.last_ts) for e in table.enc_sas.values()]
+            await pilot.press("1")
+            await pilot.pause()
+            region = app.query_one("#timeline-lanes").region
+            return panes, sas, "\n".join(screen_lines(app)), (table.first_ts, table.last_ts), region
+
+    panes, sas, timeline, (t0, t1), region = asyncio.run(go())
+    for key, text in panes.items():
+        assert "No IPsec" not in text and "No SA in this capture" not in text, (key, text)
+    assert len(sas) == 6
+    lines = timeline.splitlines()
+    x0 = region.x + LABEL_W
+    width = region.width - LABEL_W - 1
+    for label, first, last in sas:
+        line = next(ln for ln in lines if ln[region.x:x0].strip() == label)
+        strip = line[x0:x0 + width]
+        drawn = [c for c, ch in enumerate(strip) if ch == "─"]
+        assert drawn == list(range(col(first, t0, t1, width), col(last, t0, t1, width) + 1)), (label, strip)
+        assert not MARKERS & set(strip), strip
+    assert "─ enc(4) SA seen" in timeline

@@ -130,7 +130,10 @@ class SessionView:
         if self.partial is not None:
             return None
         st = self.session.stats
-        return empty_text(st.frames, st.ike + st.esp + st.ah, waiting=self.live and not self.ended)
+        # OpenBSD enc(4) frames are IPsec too (the cleartext side of an SA, state/enc_sa): a capture of
+        # only those said "No IPsec in this capture" over a tree of six enc SAs
+        enc = sum(e.packets for e in self.table.enc_sas.values())
+        return empty_text(st.frames, st.ike + st.esp + st.ah + enc, waiting=self.live and not self.ended)
 
     @property
     def activity(self) -> dict[object, list[float]]:

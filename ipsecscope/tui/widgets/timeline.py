@@ -176,6 +176,21 @@ class LifeBar(Widget):
         return Text.assemble(*self.glyphs(self.size.width))
 
 
+class SeenBar(LifeBar):
+    """An SA known only from its packets (OpenBSD enc(4): no IKE, no ESP header): a thin line from
+    its first packet to its last, with no ▶/✕, since nothing in the capture says when it was created
+    or deleted."""
+
+    def glyphs(self, width: int) -> list[tuple[str, str]]:
+        cells: list[tuple[str, str]] = [(" ", "")] * max(0, width)
+        if width <= 0 or self.start is None:
+            return cells
+        end = self.end if self.end is not None else self.start
+        for x in range(self.scale.col(self.start, width), self.scale.col(end, width) + 1):
+            cells[x] = ("─", self.bar_style)
+        return cells
+
+
 class Activity(Widget):
     """ESP packets per column, from :func:`panes.activity`'s time buckets put through the lane's
     :class:`TimeScale` (a stock Sparkline would split the buckets its own way, a column off)."""
@@ -235,6 +250,51 @@ class Axis(Widget):
         return Text("".join(line), "dim")
 
 
+class Legend(Widget):
+    """The timeline's key: when 0s is and the span, then what each glyph means. One line when it
+    fits; else the 0s/span on a line of its own and the glyph keys below, wrapped between whole keys
+    (at 80 columns one line was cut after "▶ created": ◆ ✗ ↻ ✕ had no key). The line count depends
+    on the width alone, not on the span's digits, so a live capture's lanes do not jump."""
+
+    DEFAULT_CSS = "Legend { height: auto; }"
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.head = Text("")
+        self.keys: list[Text] = []
+
+    def show(self, head: Text, keys: list[Text]) -> None:
+        width = self.content_region.width or 10_000
+        before = len(self.lines(width))
+        self.head, self.keys = head, keys
+        self.refresh(layout=len(self.lines(width)) != before)
+
+    def lines(self, width: int) -> list[Text]:
+        if not self.head and not self.keys:
+            return []
+        one = Text.assemble(self.head, "  ", Text(" ").join(self.keys))
+        if one.cell_len <= width:
+            return [one]
+        out = [self.head.copy()]
+        line: Text | None = None
+        for k in self.keys:
+            if line is not None and line.cell_len + 1 + k.cell_len <= width:
+                line = Text.assemble(line, " ", k)
+            else:
+                if line is not None:
+                    out.append(line)
+                line = k.copy()
+        if line is not None:
+            out.append(line)
+        return out
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self.lines(width))
+
+    def render(self) -> Text:
+        return Text("\n").join(self.lines(self.content_region.width or 10_000))
+
+
 class Lane(Horizontal):
     """A label column of :data:`LABEL_W`, then the time strip(s): the only place the label width is taken off."""
 
@@ -260,7 +320,7 @@ class Timeline(Vertical):
         self._pending: SessionView | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="timeline-legend")
+        yield Legend(id="timeline-legend")
         yield Lane(Label(""), Axis(self.scale), id="timeline-axis")
         yield VerticalScroll(id="timeline-lanes")
         yield OptionList(id="timeline-events")
@@ -312,6 +372,11 @@ class Timeline(Vertical):
                 label = Text(f"SPI {key[1]:08x}", "magenta")
                 widgets.append(Lane(Label(label), Vertical(LifeBar(self.scale, None, None, None, "magenta"),
                                                            Activity(self.scale, series, "magenta"))))
+        # SAs seen only through OpenBSD's enc(4) (state/enc_sa): lanes too, else a capture of only
+        # those read "No SA in this capture" beside a tree of them
+        for e in sorted(table.enc_sas.values(), key=lambda e: (e.first_ts or t0, e.spi)):
+            label = Text.assemble(("enc ", "bold"), (spi_digits(e.spi), "magenta"))
+            widgets.append(Lane(Label(label), SeenBar(self.scale, e.first_ts, None, e.last_ts, "magenta")))
         if widgets:
             lanes.mount_all(widgets)
             if live and lanes_at_end:
@@ -322,11 +387,14 @@ class Timeline(Vertical):
         axis.shown = table.first_ts is not None  # no frame, no time axis
         axis.refresh()
         # 0s on the axis and in the events is the first frame: say when, in the --tz zone, labelled
-        legend = Text(f"0s = {timefmt.stamp(t0, 3)}, span {t1 - t0:.3f}s  "
-                      "▶ created ◆ exchange ✗ failed ↻ rekeyed ✕ deleted ▁▃▅ ESP", "dim")
+        keys = ["▶ created", "◆ exchange", "✗ failed", "↻ rekeyed", "✕ deleted", "▁▃▅ ESP"]
+        if table.enc_sas:
+            keys.append("─ enc(4) SA seen")
+        legend = self.query_one("#timeline-legend", Legend)
         if table.first_ts is None:  # no frame: no moment to count from (it said 1970-01-01)
-            legend = Text("")
-        self.query_one("#timeline-legend", Static).update(legend)
+            legend.show(Text(""), [])
+        else:
+            legend.show(Text(f"0s = {timefmt.stamp(t0, 3)}, span {t1 - t0:.3f}s", "dim"), [Text(k, "dim") for k in keys])
 
         events: list[Event] = []
         for sa in table.ike_sas.values():
