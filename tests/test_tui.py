@@ -431,6 +431,25 @@ async def test_export_says_why_nothing_decrypted_can_be_written(tmp_path: Path, 
 
 
 @sync
+async def test_every_export_choice_is_read_whole_at_80_columns() -> None:
+    """80x24: the dialog cut "(pcapng, inner packets, original timestam…" and "ikev2_decryption_table
+    (keys are writt…": the warning that the file holds keys was the part lost. Every choice's whole
+    title is on the screen."""
+    from ipsecscope.tui.screens.export import KINDS, ExportScreen
+
+    app = create_app(CAPTURE, KEYS)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        assert isinstance(app.screen, ExportScreen)
+        shown = "\n".join(screen_lines(app))
+        missing = [k.title for k in KINDS if k.title not in shown]
+        assert not missing, (missing, shown)
+        assert sum("holds keys" in k.title for k in KINDS) == 3  # each key table says so
+
+
+@sync
 async def test_export_key_table_round_trips(tmp_path: Path) -> None:
     out = tmp_path / "keys.esp_sa"
     app = create_app(CAPTURE, KEYS)

@@ -29,17 +29,19 @@ class ExportKind:
     short: str  # named in the line that says why it cannot be written
 
 
+# Titles fit the dialog at 80 columns (90% of it, less the radio button): a cut title lost its end,
+# and the end was what mattered ("original timestam…", "(keys are writt…").
 KINDS = [
-    ExportKind("pcapng", "Decrypted packets (pcapng, inner packets, original timestamps)", ".decrypted.pcapng",
+    ExportKind("pcapng", "Decrypted packets (pcapng: inner packets, capture times)", ".decrypted.pcapng",
                "decrypted pcapng"),
     ExportKind("jsonl", "Decrypted packets (JSON lines, ipsecscope.decrypt/1)", ".decrypted.jsonl",
                "JSON lines"),
     ExportKind("sas", "Security associations (JSON, ipsecscope.sas/1)", ".sas.json", "SAs"),
     ExportKind("findings", "Findings (JSON, ipsecscope.findings/1)", ".findings.json", "findings"),
-    ExportKind("esp_sa", "Key table: Wireshark esp_sa (keys are written!)", ".esp_sa", "esp_sa"),
-    ExportKind("ikev2_table", "Key table: Wireshark ikev2_decryption_table (keys are written!)",
+    ExportKind("esp_sa", "Key table: Wireshark esp_sa (holds keys!)", ".esp_sa", "esp_sa"),
+    ExportKind("ikev2_table", "Key table: Wireshark ikev2_decryption_table (holds keys!)",
                ".ikev2_decryption_table", "ikev2_decryption_table"),
-    ExportKind("keys_json", "Key table: JSON (keys are written!)", ".keys.json", "keys JSON"),
+    ExportKind("keys_json", "Key table: JSON (holds keys!)", ".keys.json", "keys JSON"),
 ]
 
 
