@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, SAMPLES, need, needs_tshark
+from conftest import CORPUS, DATA, SAMPLES, need, needs_tshark
 
 from ipsecscope.filtering import select, source_of
 from ipsecscope.model.filter import FilterError, compile_filter, findings_index
@@ -145,3 +146,63 @@ def test_empty_filter_matches_everything(healthy: Session) -> None:
     flt = compile_filter("   ")
     assert flt.empty
     assert select(flt, source_of(healthy)) == list(range(len(healthy.rows)))
+
+
+SA_PACKETS_CASES = {
+    "healthy-gcm": (SAMPLES / "healthy-gcm" / "capture.pcapng", [SAMPLES / "healthy-gcm" / "keys"]),
+    "enc-rekey": (DATA / "linktypes" / "enc-rekey.pcap", []),
+    "ah-v6": (DATA / "ah" / "ah-v6.pcap", [DATA / "ah" / "ah-v6.keys.json"]),
+    "mobike": (DATA / "mobike" / "capture.pcap", [DATA / "mobike" / "charon-right.log"]),
+}
+
+
+@needs_tshark
+@pytest.mark.parametrize("case", list(SA_PACKETS_CASES))
+def test_sa_packets_writes_a_tshark_filter_for_every_tree_node(case: str) -> None:
+    """`s` on a tree node wrote the short forms ("spi=0x…", "host=198.18.0.1 host=198.18.0.2"):
+    the filter bar read them, tshark -Y does not, so the engineer could not take the filter on to
+    Wireshark. For every node (pair, IKE SA, CHILD SA, flow, enc(4) SA) the text `s` writes is a
+    filter tshark takes, and it selects the frames tshark selects."""
+    from test_tui import frames_in_view, loaded, screen_lines
+
+    from ipsecscope.tui.app import create_app
+    from ipsecscope.tui.navigation import sa_packets_filter
+    from ipsecscope.tui.widgets.packet_table import PacketTable
+    from ipsecscope.tui.widgets.sa_tree import SaTree
+
+    cap, keys = SA_PACKETS_CASES[case]
+
+    async def go() -> list[tuple[str, str, list[int]]]:
+        out = []
+        app = create_app(cap, keys)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(pilot)
+            tree = app.query_one(SaTree)
+            nodes = []
+
+            def walk(node) -> None:
+                for child in node.children:
+                    nodes.append(child)
+                    walk(child)
+
+            walk(tree.root)
+            for node in nodes:
+                text = sa_packets_filter(app.session.table, node.data)
+                tree.move_cursor(node)
+                tree.focus()
+                await pilot.pause()
+                await pilot.press("s")
+                await loaded(pilot)
+                assert app.query_one("#filter").value == text  # what `s` wrote is this filter
+                assert "invalid filter" not in "\n".join(screen_lines(app))
+                out.append((node.data.kind, text, frames_in_view(app.query_one(PacketTable))))
+        return out
+
+    shown = asyncio.run(go())
+    kinds = {k for k, _t, _f in shown}
+    assert "pair" in kinds and kinds & {"child", "enc"}, kinds
+    for kind, text, frames in shown:
+        assert "=" not in text.replace("==", ""), text  # no short form left
+        want = subprocess.run(["tshark", "-r", str(cap), "-Y", text, "-T", "fields", "-e", "frame.number"],
+                              capture_output=True, text=True, check=True).stdout.split()
+        assert frames == [int(f) for f in want], (kind, text)

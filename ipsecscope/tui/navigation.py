@@ -10,13 +10,14 @@ from textual.app import App
 from textual.widgets import Input, TabbedContent
 
 from ..errors import IpsecscopeError
+from ..model.sa import SaTable
 from .screens.modals import HelpScreen
 from .tabs import TABS
 from .widgets.findings import FindingsView
 from .widgets.packet_detail import PacketDetail
 from .widgets.packet_table import PacketTable
 from .widgets.sa_detail import SaDetail
-from .widgets.sa_tree import SaTree, pair_history
+from .widgets.sa_tree import SaRef, SaTree, pair_history
 from .widgets.stats import StatsView
 from .widgets.timeline import Timeline
 
@@ -156,20 +157,7 @@ class Navigation(App[int]):
         if ref is None or self.session is None:
             self.notify("Choose an SA in the tree first.", severity="warning")
             return
-        table = self.session.table
-        text = ""
-        if ref.kind == "child" and ref.key in table.child_sas:
-            c = table.child_sas[ref.key]  # type: ignore[index]
-            spis = [f"0x{s:08x}" for _p, i, r in c.spi_pairs() for s in (i, r) if s is not None]  # every protocol's
-            text = f"spi={','.join(spis)}" if spis else f"child={c.id}"
-        elif ref.kind == "ike" and ref.key in table.ike_sas:
-            text = f"spi={table.ike_sas[ref.key].ike_spi_i.hex()}"  # type: ignore[index]
-        elif ref.kind == "flow":
-            text = f"spi=0x{ref.key[2]:08x}"  # type: ignore[index]
-        elif ref.kind == "pair":
-            a, b = ref.key  # type: ignore[misc]
-            # and the addresses its SAs moved to (MOBIKE, RFC 4555 §3.5): the same tunnel's packets
-            text = " || ".join(f"host={x} host={y}" for x, y in pair_history(self.session.table, a, b))
+        text = sa_packets_filter(self.session.table, ref)
         if text:
             self._show_packets(text, None)
 
@@ -193,3 +181,33 @@ class Navigation(App[int]):
             return
         self._show_packets(text, frame)
 
+
+def sa_packets_filter(table: SaTable, ref: SaRef) -> str:
+    """The display filter `s` puts in the filter bar for a tree node, in tshark's syntax as `f` and
+    the Stats tab write theirs: it wrote the short forms ("spi=0x…", "host=A host=B"), which the bar
+    reads but tshark -Y does not, so the filter could not be taken on to Wireshark. "" when the node
+    is gone."""
+    from ..conversations import sa_filter
+
+    if ref.kind == "child" and ref.key in table.child_sas:
+        c = table.child_sas[ref.key]
+        by_proto: dict[str, list[int]] = {}
+        for proto, i, r in c.spi_pairs():  # every protocol's SPIs (an AH+ESP bundle: both)
+            by_proto.setdefault(proto, []).extend(s for s in (i, r) if s is not None)
+        parts = [sa_filter(spis, proto) for proto, spis in by_proto.items() if spis]
+        return " || ".join(parts) if parts else f"ipsecscope.child == {c.id}"
+    if ref.kind == "ike" and ref.key in table.ike_sas:
+        # every message of an IKE SA carries its initiator's SPI (RFC 7296 §3.1, RFC 2408 §3.1)
+        return f"isakmp.ispi == {table.ike_sas[ref.key].ike_spi_i.hex()}"
+    if ref.kind == "flow":
+        _src, _dst, spi, proto = ref.key
+        return sa_filter([spi], proto)
+    if ref.kind == "enc":
+        return sa_filter([ref.key[0]], enc=True)
+    if ref.kind == "pair":
+        a, b = ref.key
+        # and the addresses its SAs moved to (MOBIKE, RFC 4555 §3.5): the same tunnel's packets
+        pairs = [f"{'ipv6' if ':' in x else 'ip'}.addr == {x} && {'ipv6' if ':' in y else 'ip'}.addr == {y}"
+                 for x, y in pair_history(table, a, b)]
+        return pairs[0] if len(pairs) == 1 else " || ".join(f"({p})" for p in pairs)
+    return ""
