@@ -134,3 +134,19 @@ def stamp(ts: float | None, digits: int = 0) -> str:
     if d is None:
         return clock(ts, digits)
     return f"{d.strftime('%Y-%m-%d %H:%M:%S')}{_frac(d, digits)} {label(ts)}"
+
+
+def offset(seconds: float, span: float) -> str:
+    """A time after the capture's first frame as an axis tick reads it, in one unit for the whole
+    axis chosen by its ``span``: ms below a second, s below 1000 s, then min, then h. Seconds alone
+    wrote a 4 ms span's ticks as "0.000964s" (and dropped the last one for want of room) and an
+    hour's as "1.8e+03s". Zero is "0s" whatever the unit (every axis starts there)."""
+    if not seconds:
+        return "0s"
+    if span < 1:
+        return f"{seconds * 1000:.3g}ms"
+    if span < 1000:
+        return f"{seconds:.3g}s"
+    if span < 60_000:
+        return f"{seconds / 60:.3g}min"
+    return f"{seconds / 3600:.3g}h"

@@ -394,3 +394,33 @@ def test_enc_sas_have_lanes_and_no_pane_says_no_ipsec() -> None:
         assert drawn == list(range(col(first, t0, t1, width), col(last, t0, t1, width) + 1)), (label, strip)
         assert not MARKERS & set(strip), strip
     assert "─ enc(4) SA seen" in timeline
+
+
+def test_axis_ticks_read_in_one_unit_that_fits_the_span() -> None:
+    """psk-mismatch spans 4 ms: the axis read "0s  0.000964s  0.00193s  0.00289s" and the last
+    tick (the span) had no room. In ms every tick is written, the last one ending at the strip's end;
+    an hour is minutes, not "1.8e+03s"."""
+    from ipsecscope import timefmt
+
+    base = SAMPLES / "psk-mismatch"
+
+    async def go() -> tuple[str, int, float]:
+        app = create_app(base / "capture.pcapng", [])
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+            await pilot.press("1")
+            await pilot.pause()
+            region = app.query_one("#timeline-lanes").region
+            axis = screen_lines(app)[app.query_one("#timeline-axis").region.y]
+            t = app.session.table
+            return axis[region.x + LABEL_W:region.right - 1], region.width - LABEL_W - 1, t.last_ts - t.first_ts
+
+    axis, width, span = asyncio.run(go())
+    assert span < 0.01
+    labels = axis.split()
+    assert labels[0] == "0s" and all(x.endswith("ms") for x in labels[1:]), axis
+    assert len(labels) == 5, axis  # 4 ticks at this width (Axis.render), the span's included
+    assert labels[-1] == timefmt.offset(span, span) and axis.rstrip().endswith(labels[-1]), axis
+    assert [timefmt.offset(x, 3600) for x in (0, 900, 1800, 3600)] == ["0s", "15min", "30min", "60min"]
+    assert timefmt.offset(1.5, 2.4) == "1.5s" and timefmt.offset(36 * 3600, 72 * 3600) == "36h"

@@ -253,11 +253,11 @@ class IoGraph(Widget):
 
     @staticmethod
     def _axis(ncols: int, graph_w: int, step: float) -> Text:
-        """Seconds from the capture's start under the columns (0, the middle, the end)."""
+        """Time from the capture's start under the columns (0, the middle, the end), in one unit."""
         axis = [" "] * graph_w
         marks = (0, ncols // 2, ncols) if ncols >= 24 else (0, ncols)
         for x in marks:
-            label = f"{x * step:.3g}s" if x else "0s"
+            label = timefmt.offset(x * step, ncols * step)
             start = max(0, min(x - len(label) // 2, graph_w - len(label))) if x else 0
             if all(c == " " for c in axis[max(0, start - 1):start + len(label) + 1]):
                 axis[start:start + len(label)] = list(label)

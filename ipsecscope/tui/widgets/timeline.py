@@ -241,7 +241,7 @@ class Axis(Widget):
         ticks = 4 if width >= 40 else 2
         for i in range(ticks + 1):
             x = self.scale.col(t0 + span * i / ticks, width)
-            label = f"{span * i / ticks:.3g}s"
+            label = timefmt.offset(span * i / ticks, span)
             # the first label starts at its tick, the last ends at it, the others are centred
             start = x if i == 0 else x - len(label) + 1 if i == ticks else x - len(label) // 2
             start = max(0, min(start, width - len(label)))
