@@ -127,18 +127,51 @@ async def test_findings_titles_wrap_under_themselves_and_nothing_is_cut(size) ->
         assert table.virtual_size.width <= table.size.width  # no column off to the right
         view = app.query_one("#findings-view")
         cols = [c.label.plain for c in table.columns.values()]
-        title_w = next(c.width for c in table.columns.values() if c.label.plain == "Title")
+        title_w = table.columns["title"].width
+        # at 80 columns the code heads its title in one column (findings._fill: stacked)
+        stacked = cols[1] == "Code / Title"
         for i, f in enumerate(view.findings):
-            cell = str(table.get_row_at(i)[2])
+            cell = str(table.get_row(str(i))[cols.index("Code / Title" if stacked else "Title")])
+            if stacked:
+                code, _, cell = cell.partition("\n")
+                assert code == f.code
             assert " ".join(cell.split("\n")) == arrow_text(f.title)  # whole, only wrapped at spaces
             assert all(len(line) <= title_w for line in cell.split("\n"))
             if "Frames" in cols:
-                assert str(table.get_row_at(i)[3]).startswith(str(f.frames[0]))
+                assert str(table.get_row(str(i))[cols.index("Frames")]).startswith(str(f.frames[0]))
         lines = "\n".join(screen_lines(app))
         for f in view.findings:
             assert f.code in lines
         if size != SMALL:
-            assert "Frames" in cols  # there is room for them beside the title
+            assert "Frames" in cols and not stacked  # there is room for them beside the title
+        else:
+            assert stacked and title_w >= 40, (cols, title_w)
+
+
+@sync
+async def test_findings_titles_at_80_columns_get_the_code_column_width() -> None:
+    """80x24 beside the SA tree, a long code (IKE-CHILD-LIKELY-REFUSED) left the title 20 cells:
+    "CHILD SA between / 198.18.0.1 and / 198.18.0.2 probably / refused (encrypted / IKE_AUTH, no
+    keys)", five lines for one sentence. The code heads its title on a line of its own, and the
+    title takes the width the code column had."""
+    d = SAMPLES / "ts-mismatch"
+    app = create_app(d / "capture.pcapng", [])
+    async with app.run_test(size=SMALL) as pilot:
+        await loaded(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        view = app.query_one("#findings-view")
+        table = app.query_one("#findings-table", DataTable)
+        screen = screen_lines(app)
+        title_w = table.columns["title"].width
+        for i, f in enumerate(view.findings):
+            y = next(n for n, line in enumerate(screen) if f.code in line)
+            cx = screen[y].index(f.code)
+            height = table.rows[str(i)].height
+            body = [screen[k][cx:cx + title_w] for k in range(y + 1, y + height)]
+            assert " ".join(" ".join(body).split()) == arrow_text(f.title), (f.code, body)
+        first = view.findings[0]
+        assert first.code == "IKE-CHILD-LIKELY-REFUSED" and table.rows["0"].height <= 3
 
 
 def _footer_fits(app) -> dict[str, bool]:

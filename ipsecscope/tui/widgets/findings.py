@@ -131,27 +131,41 @@ class FindingsView(Vertical):
         with_frames = title_w >= 30
         if not with_frames:
             title_w = width - 2 * 3 - 6 - code_w
+        # Narrower still (80 columns beside the SA tree): the code goes on a line of its own above
+        # its title, which gets the code column's width. Side by side, a long code
+        # (IKE-CHILD-LIKELY-REFUSED) left the title 20 cells, and one sentence took 5 lines.
+        stacked = width - 2 * 3 - 6 - code_w < 40  # even without the frames column
+        if stacked:
+            with_frames = False
+            title_w = width - 2 * 2 - 6
         title_w = max(title_w, 16)
         table.clear(columns=True)
         table.add_column("Sev", key="sev", width=6)
-        table.add_column("Code", key="code", width=code_w)
-        table.add_column("Title", key="title", width=title_w)
+        if not stacked:
+            table.add_column("Code", key="code", width=code_w)
+        table.add_column("Code / Title" if stacked else "Title", key="title", width=title_w)
         if with_frames:
             table.add_column("Frames", key="frames", width=max(frames_w, 6))
         wrapped = []
         for f in self.findings:
             title = arrow_text(f.title) + (f" ×{f.count:,}\u00a0SAs" if f.count > 1 else "")  # one finding for many SAs
             wrapped.append(textwrap.wrap(title, title_w, break_long_words=False, break_on_hyphens=False) or [""])
-        if sum(len(lines) for lines in wrapped) > (room or 3 * len(wrapped)):
-            wrapped = [lines if len(lines) <= most else [*lines[:most - 1], lines[most - 1][:title_w - 1] + "…"]
+        extra = 1 if stacked else 0  # the code's line
+        if sum(len(lines) + extra for lines in wrapped) > (room or 3 * len(wrapped)):
+            keep = max(1, most - extra)
+            wrapped = [lines if len(lines) <= keep else [*lines[:keep - 1], lines[keep - 1][:title_w - 1] + "…"]
                        for lines in wrapped]
         for i, f in enumerate(self.findings):
             sev = Text(SEVERITY_LABEL.get(f.severity, f.severity.name), SEVERITY_STYLE.get(f.severity, ""))
             lines = wrapped[i]
-            cells: list[Text | str] = [sev, Text(f.code, "bold"), Text("\n".join(lines))]
+            title = Text("\n".join(lines))
+            if stacked:
+                cells: list[Text | str] = [sev, Text.assemble((f.code, "bold"), "\n", title)]
+            else:
+                cells = [sev, Text(f.code, "bold"), title]
             if with_frames:
                 cells.append(Text(frames[i]))
-            table.add_row(*cells, key=str(i), height=len(lines))
+            table.add_row(*cells, key=str(i), height=len(lines) + extra)
         if self.findings:
             table.move_cursor(row=min(max(cursor, 0), len(self.findings) - 1))
 
