@@ -76,7 +76,8 @@ async def test_sa_packets_of_the_pair_include_frames_after_the_move() -> None:
         await tree_cursor_to(pilot, "pair")
         await pilot.press("s")
         await loaded(pilot)
-        assert app.filter.text == f"host={OLD} host={GW} || host={NEW} host={GW}"
+        # in tshark's syntax (navigation.sa_packets_filter), so it can be taken on to Wireshark
+        assert app.filter.text == f"(ip.addr == {OLD} && ip.addr == {GW}) || (ip.addr == {NEW} && ip.addr == {GW})"
         # every frame of the capture is this tunnel's (tshark: 326 frames, all between .1/.3 and .2);
         # the old filter, .1 and .2 alone, left out the 218 from frame 101 on
         assert app.query_one(PacketTable).frame_count() == 326
