@@ -247,6 +247,28 @@ async def test_pings_at_80_columns_keep_their_sequence_numbers() -> None:
 
 
 @sync
+async def test_enc_rows_at_80_columns_say_the_inner_packet_not_the_sa_flags() -> None:
+    """enc-rekey.pcap (OpenBSD enc(4)) at 80x24: every Info read "ENC SPI 0xd9843074 (auth…", the
+    SA's protection flags (the tree and detail say them) and the hosts the Source/Destination cells
+    show already took the cell, and what the packet was never showed. The SPI and the inner
+    protocol are kept; the whole text stays in the detail pane."""
+    async with create_app(DATA / "linktypes" / "enc-rekey.pcap").run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        table = pilot.app.query_one(PacketTable)
+        cells = _cells(table, table.scrollable_content_region.width)
+        rows = {r.frame: r for r in table.rows}
+        full = {f: pilot.app.session.other_columns(f, rows[f].info) for f in cells}
+    assert len(cells) >= 10
+    for f, (src, dst, info) in full.items():
+        spi = re.match(r"ENC SPI (0x[0-9a-f]{8}) \(", info)
+        assert spi, info
+        shown = cells[f]["info"]
+        assert shown.startswith(f"ENC {spi[1]} ▸ ICMP"), (shown, info)
+        assert "auth" not in shown and src not in shown, shown
+        assert (cells[f]["src"].strip(), cells[f]["dst"].strip()) == (src, dst)
+
+
+@sync
 async def test_sa_detail_says_an_ike_sa_whose_peer_is_dead() -> None:
     """dead-peer sample: the tree says 'dead' (IkeSa.state_word) but SA detail read
     'established' alone for the same IKE SA; it says the state as the evidence does

@@ -58,6 +58,9 @@ _DETAIL = re.compile(r"(?:,? [A-Za-z]\w*=[^\s,\]]+)+")
 # an ICMP error's quoted header ("[UDP 198.18.0.1 → 198.18.0.2 4500 → 4500]"): the quoted
 # ESP/AH after it names the SA, and these are its addresses (an IKE payload list has no "→")
 _ECHO = re.compile(r"Echo \(ping\) (request|reply) id=0x[0-9a-f]+, seq=(\d+)(?:/\d+)?, (?:ttl|hlim)=\d+")
+# an OpenBSD enc(4) frame's header words (decode.inner): the SA's protection flags, which the SA
+# tree and the detail pane say; at 80 columns they were all the cell showed ("ENC SPI 0x… (auth…")
+_ENC_FLAGS = re.compile(r"^ENC SPI (0x[0-9a-f]+) \((?:authentic|confidential|compressed|AH|unprotected|, )+\)")
 _QUOTED_HEADER = re.compile(r" \[[^\[\]]*→[^\[\]]*\]")
 _UNREACH = re.compile(r"Destination [Uu]nreachable \(([^()]+)\)")
 _V1_FRAGMENT = re.compile(r" fragment (\d+(?:/\d+)?) of message ID \d+ \(Fragment ID \d+\)"
@@ -179,6 +182,7 @@ def _fit(info: str, width: int, decrypted: bool) -> str:
     # tshark's echo detail is mostly noise but for its sequence number, which is what tells one
     # ping of a run from the next (the id is the run's, "/20736" the same number byte-swapped)
     info = _ECHO.sub(r"Echo \1 seq=\2", info)
+    info = _ENC_FLAGS.sub(r"ENC \1", info)
     if len(info) <= width:
         return info
     keys_first = not _IKE.search(info)

@@ -8,6 +8,7 @@ filter nor a scroll copies row objects. Each visible line is formatted on demand
 from __future__ import annotations
 
 import itertools
+import re
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -147,10 +148,13 @@ def address_width(rows: Sequence[FrameRow], sample: int = ADDR_SAMPLE) -> int:
 def _without_hosts(info: str, src: str, dst: str) -> str:
     """A plain IP frame's Info without the hosts its Source and Destination cells show already
     (``ICMP 10.1.0.5 → 10.2.0.7 Echo (ping) request`` reads ``ICMP Echo (ping) request``): in a
-    narrow list they took half of Info. A decrypted ESP row's inner hosts differ and stay."""
-    proto, _, rest = info.partition(" ")
-    hosts = f"{src} → {dst} "
-    return f"{proto} {rest[len(hosts):]}" if src and rest.startswith(hosts) else info
+    narrow list they took half of Info. A decrypted ESP row's inner hosts differ and stay. An
+    OpenBSD enc(4) row's packet follows its header words ("ENC SPI 0x… (…) ▸ ICMP 10.1.0.1 → …"):
+    its hosts are the cells' too, and go the same way."""
+    if not src:
+        return info
+    m = re.match(r"((?:.* ▸ )?\S+ )" + re.escape(f"{src} → {dst} "), info)
+    return info[:m.end(1)] + info[m.end():] if m else info
 
 
 def _fit(text: str, width: int, right: bool = False) -> str:
