@@ -293,6 +293,32 @@ async def test_adding_keys_in_the_app_decrypts_again() -> None:
 
 
 @sync
+async def test_adding_keys_redraws_the_packet_detail_of_the_selected_frame() -> None:
+    """ah-v4.pcap, frame 1 selected, keys added with `a`: the list's row turned ✓ but the detail
+    pane under it still read "ICV not verified: no AH keys loaded" until the cursor moved (the
+    frame was the one already shown, so it was not drawn again). A load that replaces the session
+    draws the selected frame's detail again."""
+    from ipsecscope.tui.widgets.packet_detail import PacketDetail
+
+    ah = Path(__file__).parent / "data" / "ah"
+    app = create_app(ah / "ah-v4.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("2")
+        await loaded(pilot)
+        detail = app.query_one(PacketDetail)
+        assert app.query_one(PacketTable).current_row.frame == 1
+        assert "no AH keys loaded" in "\n".join(tree_labels(detail.query_one("#detail-tree", Tree)))
+        await pilot.press("a")
+        await pilot.press(*str(ah / "ah-v4.keys.json"), "enter")
+        await pilot.pause()
+        await loaded(pilot)
+        assert app.query_one(PacketTable).current_row.frame == 1
+        labels = "\n".join(tree_labels(detail.query_one("#detail-tree", Tree)))
+        assert "ICV verified (AUTH_HMAC_SHA1_96" in labels and "no AH keys" not in labels, labels
+
+
+@sync
 async def test_bad_key_file_is_reported_not_raised(tmp_path: Path) -> None:
     bad = tmp_path / "keys.txt"
     bad.write_text("this is not a key file\n")

@@ -216,6 +216,12 @@ class SessionFeed(App[int]):
             self.action_tab("findings")
         self._show_session(SessionView(session, session.rows, findings, _activity=act, lock=loading.lock))
         self.query_one(PacketDetail).release()
+        if not first:
+            # a reload (keys added): the selected frame is the one the detail shows, so its
+            # highlight draws nothing new, and the pane kept "ICV not verified: no AH keys loaded"
+            # under a row now marked ✓. Draw it again from the new session.
+            row = self.query_one(PacketTable).current_row
+            self._show_detail(row.frame if row is not None else None, force=True)
         warnings = session.key_warnings
         if first and warnings:  # rows of key files that were skipped: the rest is in use
             more = f"\n… and {len(warnings) - 5} more" if len(warnings) > 5 else ""
