@@ -266,3 +266,34 @@ async def test_packet_detail_gives_an_ah_packet_its_icv_line() -> None:
         text = await _ah_detail_labels(app, pilot, 1)
         assert "AH SPI 0xa4000005 seq 1" in text and "next header 50 (ESP)" in text and "ICV verified" in text
         assert "ESP SPI 0xe4000005 seq 1" in text and "Decryption: ok" in text
+
+
+def test_an_ah_child_sa_reads_as_ah() -> None:
+    """ah-v4.pcap with its keys, CHILD SA #1 (AH transport): the detail said "IKE SA — (inferred
+    from ESP)", headed the verified ICVs "Decr" and listed the keys under "ESP keys" with an
+    ENCR_NULL line. AH is its own protocol (RFC 4302): inferred from AH traffic, "Verif", "AH keys"."""
+    import asyncio
+
+    from conftest import DATA
+    from test_tui import loaded, tree_cursor_to
+
+    from ipsecscope.tui.app import create_app
+    from ipsecscope.tui.widgets.sa_detail import SaDetail
+
+    async def go() -> str:
+        app = create_app(DATA / "ah" / "ah-v4.pcap", [DATA / "ah" / "ah-v4.keys.json"])
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(pilot)
+            await tree_cursor_to(pilot, "child")
+            await pilot.press("enter")
+            await pilot.pause()
+            detail = app.query_one(SaDetail)
+            return detail.as_text(width=detail.size.width)
+
+    text = asyncio.run(go())
+    assert "CHILD SA #1 (AH transport)" in text
+    assert "(inferred from AH traffic)" in text and "inferred from ESP" not in text
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("SPI "))
+    assert "Verif" in header.split() and "Decr" not in header.split(), header
+    assert "AH keys" in text and "ESP keys" not in text and "ENCR_NULL" not in text, text
+    assert "AUTH_HMAC_SHA1_96 <160-bit key hidden>" in text

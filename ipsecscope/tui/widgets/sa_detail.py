@@ -213,9 +213,12 @@ class FlowTable:
         keep = keep or ["SPI", "From → To", "Pkts"]
         t = PlainTable(title="Traffic (per direction)", title_justify="left", title_style="bold underline",
                   box=None, padding=(0, 1), show_edge=False)
+        # AH is verified, not decrypted (RFC 4302): its SAs' column says so
+        verified = all(f.protocol == "AH" for f in self.flows)
         for col, just in FLOW_COLUMNS:
             if col in keep:
-                t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+                label = "Verif" if col == "Decr" and verified else col
+                t.add_column(label, justify=just, no_wrap=True)  # type: ignore[arg-type]
         for r in rows:
             t.add_row(*(r[c] for c, _ in FLOW_COLUMNS if c in keep))
         yield t
@@ -465,7 +468,8 @@ class SaDetail(Static):
         else:
             g.add_row("SPIs", f"initiator {spi_digits(child.spi_i)}  responder {spi_digits(child.spi_r)}")
         g.add_row("Peers", f"{child.initiator or '?'} (initiator) ⇄ {child.responder or '?'}")
-        g.add_row("IKE SA", child.ike_sa or "— (inferred from ESP)")
+        # AH SAs are inferred from their traffic too: "inferred from ESP" named the wrong protocol
+        g.add_row("IKE SA", child.ike_sa or f"— (inferred from {child.protocols_text()} traffic)")
         g.add_row("Proposal", child.proposal or "—")
         if child.offered:
             g.add_row("Offered", "\n".join(child.offered))
@@ -519,14 +523,17 @@ class SaDetail(Static):
         found = [(f, self.keys.esp_lookup(f.src, f.dst, f.spi)) for f in flows]
         # The K hint only where there is something to show.
         hint = not self.show_keys and any(k is not None for _, k in found)
-        g = _kv("ESP keys" + ("  (hidden; press K to show)" if hint else ""))
+        protos = sorted({f.protocol for f in flows}, key=lambda p: (p != "ESP", p)) or ["ESP"]
+        g = _kv(f"{'/'.join(protos)} keys" + ("  (hidden; press K to show)" if hint else ""))
         for f, k in found:
             if k is None:
                 g.add_row(spi_text(f.spi), Text("no key", "yellow"))
                 continue
+            # AH has no encryption: its key file rows' ENCR_NULL said nothing (RFC 4302 §2)
+            encr = "" if f.protocol == "AH" else f"{_enum_name(iana.EncrTransform, k.encr)} {redact(k.enc_key, self.show_keys)}\n"
             g.add_row(
                 spi_text(f.spi),
-                f"{_enum_name(iana.EncrTransform, k.encr)} {redact(k.enc_key, self.show_keys)}\n"
+                encr +
                 f"{integ_name(k.integ, k.encr)} {redact(k.auth_key, self.show_keys)}\n"
                 f"from {short_source(k.source)}",
             )
