@@ -396,6 +396,28 @@ def test_enc_sas_have_lanes_and_no_pane_says_no_ipsec() -> None:
     assert "─ enc(4) SA seen" in timeline
 
 
+def test_stats_io_graph_names_enc_sas() -> None:
+    """enc-rekey.pcap's Stats tab: the IO graph's rows read "-   d9843074" (no CHILD SA), as if
+    nobody knew the SA; they say "enc", as the table under the graph does."""
+    from conftest import DATA
+
+    async def go() -> list[str]:
+        app = create_app(DATA / "linktypes" / "enc-rekey.pcap", [])
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+            await pilot.press("5")
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+            return screen_lines(app)
+
+    lines = asyncio.run(go())
+    spis = ["d9843074", "c09ad0a9", "7ab62908", "4f4f29f0", "42954069", "b80c382c"]
+    graph = [ln for ln in lines if any(f"enc {s} " in ln for s in spis)]
+    assert len(graph) == 6, lines
+    assert not any(re.search(r"▕ -\s+[0-9a-f]{8} ", ln) for ln in lines), lines
+
+
 def test_axis_ticks_read_in_one_unit_that_fits_the_span() -> None:
     """psk-mismatch spans 4 ms: the axis read "0s  0.000964s  0.00193s  0.00289s" and the last
     tick (the span) had no room. In ms every tick is written, the last one ending at the strip's end;

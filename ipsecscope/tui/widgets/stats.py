@@ -230,7 +230,9 @@ class IoGraph(Widget):
         at = self.cursor if self.has_focus else None
         for f in st.flows:
             cols, step, _ = rebin(f.io, st.interval, graph_w)
-            child = f"#{f.child_sa}" if f.child_sa is not None else "-"
+            # an OpenBSD enc(4) SA has no CHILD SA here: "enc", as its row in the table below, not
+            # "-", which read as an SA nobody knew
+            child = f"#{f.child_sa}" if f.child_sa is not None else "enc" if f.enc else "-"
             line = Text(f"{child:<3} {f.spi:08x}"[:LABEL_W].ljust(LABEL_W) + " ", "bold" if f.packets else "dim")
             style = "green" if f.protocol == "ESP" else "magenta"
             drawn = bars(cols).ljust(graph_w)
