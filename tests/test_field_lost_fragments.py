@@ -14,13 +14,13 @@ IKE-IP-FRAGMENTED says the capture holds only the first fragment of each try."""
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import field_cli as cli
 from conftest import need, needs_tshark, public
+from ike_reseal import keep_frames
 
 SRC = public("zeek-spicy-ipsec/ipsec_client.pcap")
 KEEP = (1, 2, 3, 6, 9)  # IKE_SA_INIT, then the offset-0 fragment of each IKE_AUTH try
@@ -31,18 +31,7 @@ def cap(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SRC with only the frames KEEP (a classic little-endian pcap: 24-octet file header, records
     of a 16-octet header and the frame)."""
     need(SRC)
-    data = SRC.read_bytes()
-    assert data[:4] == b"\xd4\xc3\xb2\xa1"
-    out, off, n = [data[:24]], 24, 0
-    while off < len(data):
-        incl = struct.unpack_from("<I", data, off + 8)[0]
-        n += 1
-        if n in KEEP:
-            out.append(data[off:off + 16 + incl])
-        off += 16 + incl
-    path = tmp_path_factory.mktemp("lostfrag") / "first-fragments.pcap"
-    path.write_bytes(b"".join(out))
-    return path
+    return keep_frames(SRC, KEEP, tmp_path_factory.mktemp("lostfrag") / "first-fragments.pcap")
 
 
 def _tshark(cap: Path, *opts: str) -> list[list[str]]:

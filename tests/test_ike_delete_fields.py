@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLES
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from ike_reseal import reseal, sk_key
 
 from ipsecscope.capture import open_capture
 
 sys.path.insert(0, str(SAMPLES / "synthetic"))
-from espgen import PcapWriter, _csum  # noqa: E402
+from espgen import PcapWriter  # noqa: E402
 
 SAMPLE = SAMPLES / "healthy-gcm"
 KEYS = SAMPLE / "keys"
@@ -37,28 +37,9 @@ def _sk_keys() -> dict[bytes, tuple[bytes, bytes]]:
 
 
 def _reseal(frame: bytes, edit) -> bytes:
-    """``frame`` (Ethernet/IPv4/UDP 4500/non-ESP marker/IKEv2 with SK as the only payload) with
-    its inner payloads passed through ``edit`` and encrypted again; outer lengths follow."""
-    ihl = (frame[14] & 15) * 4
-    at = 14 + ihl + 8 + 4
-    ike = frame[at:]
-    assert ike[16] == 46  # SK first
-    ei, er = _sk_keys()[ike[:8]]
-    key = ei if ike[19] & 0x08 else er  # the initiator's messages use SK_ei
-    sklen = struct.unpack_from("!H", ike, 30)[0]
-    iv = ike[32:40]
-    plain = AESGCM(key[:32]).decrypt(key[32:] + iv, ike[40:28 + sklen], ike[:32])
-    inner = edit(plain[:len(plain) - 1 - plain[-1]]) + b"\x00"  # no padding, pad length 0
-    sklen = 4 + 8 + len(inner) + 16
-    aad = bytearray(ike[:32])
-    struct.pack_into("!I", aad, 24, 28 + sklen)
-    struct.pack_into("!H", aad, 30, sklen)
-    new = bytearray(frame[:at]) + aad + iv + AESGCM(key[:32]).encrypt(key[32:] + iv, inner, bytes(aad))
-    struct.pack_into("!H", new, 16, len(new) - 14)
-    struct.pack_into("!H", new, 24, 0)
-    struct.pack_into("!H", new, 24, _csum(bytes(new[14:14 + ihl])))
-    struct.pack_into("!HH", new, 14 + ihl + 4, len(new) - 14 - ihl, 0)
-    return bytes(new)
+    """``frame`` with its SK payload's inner payloads passed through ``edit`` (ike_reseal.reseal),
+    under the key the sample's table gives its sender."""
+    return reseal(frame, sk_key(frame, _sk_keys()), edit)
 
 
 def _set(offset: int, value: int, fmt: str = "!B"):

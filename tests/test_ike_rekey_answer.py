@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, SAMPLES, needs_tshark
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from ike_reseal import reseal, sk_key
 from test_answer_not_offered import _add_transform
 from test_ike_delete_fields import _sk_keys
 from test_ike_rfc_fields import _sealed
@@ -39,7 +39,7 @@ from ipsecscope.tui.widgets.sa_detail import SaDetail
 from ipsecscope.tui.widgets.sa_tree import SaRef
 
 sys.path.insert(0, str(SAMPLES / "synthetic"))
-from espgen import PcapWriter, _csum  # noqa: E402
+from espgen import PcapWriter  # noqa: E402
 
 SAMPLE = SAMPLES / "healthy-gcm"
 KEYS = SAMPLE / "keys"
@@ -51,24 +51,8 @@ SA_PAYLOAD, NO_PROPOSAL_CHOSEN = 33, 14
 def _refusal(frame: bytes, notify: int = NO_PROPOSAL_CHOSEN) -> bytes:
     """The answer ``frame`` (SK only, UDP 4500) with its payloads replaced by N(``notify``), encrypted
     again with the sample's SK_er (AES-GCM-16-256, RFC 5282)."""
-    ihl = (frame[14] & 15) * 4
-    at = 14 + ihl + 8 + 4
-    ike = frame[at:]
-    ei, er = _sk_keys()[ike[:8]]
-    key = ei if ike[19] & 0x08 else er
-    iv = ike[32:40]
-    inner = struct.pack("!BBHBBH", 0, 0, 8, 0, 0, notify) + b"\x00"  # Notify, no SPI; pad length 0
-    sklen = 4 + 8 + len(inner) + 16
-    aad = bytearray(ike[:32])
-    aad[28] = 41  # SK's Next Payload: N
-    struct.pack_into("!I", aad, 24, 28 + sklen)
-    struct.pack_into("!H", aad, 30, sklen)
-    new = bytearray(frame[:at]) + aad + iv + AESGCM(key[:32]).encrypt(key[32:] + iv, inner, bytes(aad))
-    struct.pack_into("!H", new, 16, len(new) - 14)
-    struct.pack_into("!H", new, 24, 0)
-    struct.pack_into("!H", new, 24, _csum(bytes(new[14:14 + ihl])))
-    struct.pack_into("!HH", new, 14 + ihl + 4, len(new) - 14 - ihl, 0)
-    return bytes(new)
+    notify_payload = struct.pack("!BBHBBH", 0, 0, 8, 0, 0, notify)  # Notify, no SPI
+    return reseal(frame, sk_key(frame, _sk_keys()), inner=notify_payload, next_payload=41)  # SK's Next: N
 
 
 @pytest.fixture(scope="module")

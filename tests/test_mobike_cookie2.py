@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, SAMPLES, needs_tshark
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from ike_reseal import reseal
 
 from ipsecscope.capture import open_capture
 from ipsecscope.session import Session
@@ -77,36 +77,6 @@ def _sk_er(session: Session) -> bytes:
     return k.sk_er
 
 
-def _reseal(frame: bytes, key: bytes, edit) -> bytes:
-    """``frame`` (Ethernet/IPv4/UDP 4500/non-ESP marker/IKEv2, SK the only payload) with its inner
-    payloads passed through ``edit`` and encrypted again under the same IV; lengths follow."""
-    ihl = (frame[14] & 15) * 4
-    at = 14 + ihl + 8 + 4
-    ike = frame[at:]
-    assert ike[16] == 46  # SK
-    sklen = struct.unpack_from("!H", ike, 30)[0]
-    iv = ike[32:40]
-    plain = AESGCM(key[:32]).decrypt(key[32:] + iv, ike[40:28 + sklen], ike[:32])
-    inner = edit(plain[:len(plain) - 1 - plain[-1]]) + b"\x00"  # no padding, pad length 0
-    sklen = 4 + 8 + len(inner) + 16
-    aad = bytearray(ike[:32])
-    struct.pack_into("!I", aad, 24, 28 + sklen)
-    struct.pack_into("!H", aad, 30, sklen)
-    new = bytearray(frame[:at]) + aad + iv + AESGCM(key[:32]).encrypt(key[32:] + iv, inner, bytes(aad))
-    struct.pack_into("!H", new, 16, len(new) - 14)
-    struct.pack_into("!H", new, 24, 0)
-    struct.pack_into("!H", new, 24, _csum(bytes(new[14:14 + ihl])))
-    struct.pack_into("!HH", new, 14 + ihl + 4, len(new) - 14 - ihl, 0)  # UDP checksum 0: none (IPv4)
-    return bytes(new)
-
-
-def _csum(b: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def _notifies(inner: bytes) -> list[tuple[int, int]]:
     """(offset, notify type) of each payload of a chain of Notify payloads (all the answer holds)."""
     out, at = [], 0
@@ -137,7 +107,7 @@ def altered(request, tmp_path_factory) -> tuple[str, Path]:
     out = tmp_path_factory.mktemp("cookie2") / f"cookie2-{request.param}.pcap"
     with open_capture(CAP) as r, PcapWriter(out) as w:
         for f in r:
-            w.write(f.ts_ns, _reseal(bytes(f.data), key, edit) if f.index == 106 else bytes(f.data))
+            w.write(f.ts_ns, reseal(bytes(f.data), key, edit) if f.index == 106 else bytes(f.data))
     return request.param, out
 
 
@@ -168,8 +138,8 @@ def checked(request, tmp_path_factory) -> tuple[str, Path]:
     (sa,) = s.table.ike_sas.values()
     k = s.keys.ike_lookup(sa.ike_spi_i, sa.ike_spi_r)
     echo = CHECK if request.param == "same" else CHECK[:-1] + b"\x01"
-    edits = {107: lambda f: _reseal(f, k.sk_er, _with_cookie2(CHECK)),
-             108: lambda f: _reseal(f, k.sk_ei, _with_cookie2(echo))}
+    edits = {107: lambda f: reseal(f, k.sk_er, _with_cookie2(CHECK)),
+             108: lambda f: reseal(f, k.sk_ei, _with_cookie2(echo))}
     out = tmp_path_factory.mktemp("check") / f"check-{request.param}.pcap"
     with open_capture(CAP) as r, PcapWriter(out) as w:
         for f in r:

@@ -20,12 +20,12 @@ ESP supplies (state.traffic.fill_half), and the gap (CAPTURE-MALFORMED).
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
 from conftest import DATA, SAMPLES, need, public
 from conftest import field_cli as cli
+from ike_reseal import keep_frames
 
 from ipsecscope.capture import open_capture
 from ipsecscope.session import Session
@@ -149,18 +149,7 @@ KEEP = (1, 2, 3, 7, 8, 9, 10, 11)
 @pytest.fixture(scope="module")
 def lost_first(tmp_path_factory: pytest.TempPathFactory) -> Path:
     need(ZEEK)
-    data = ZEEK.read_bytes()
-    assert data[:4] == b"\xd4\xc3\xb2\xa1"
-    out, off, n = [data[:24]], 24, 0
-    while off < len(data):
-        incl = struct.unpack_from("<I", data, off + 8)[0]
-        n += 1
-        if n in KEEP:
-            out.append(data[off:off + 16 + incl])
-        off += 16 + incl
-    path = tmp_path_factory.mktemp("order") / "first-try-cut.pcap"
-    path.write_bytes(b"".join(out))
-    return path
+    return keep_frames(ZEEK, KEEP, tmp_path_factory.mktemp("order") / "first-try-cut.pcap")
 
 
 def test_ike_from_a_lost_datagram_is_judged_at_its_frame(lost_first: Path) -> None:
