@@ -173,7 +173,6 @@ class FramePath:
             return
         out_f = self.out_f
         keep_other = opts.keep_other and out_f is not None
-        app = self.buf.append
         lt = self.linktypes[iface] if iface < len(self.linktypes) else -1
         if keep_other and lt < 0:  # an interface no IDB declares (damaged file): nothing to write it on
             keep_other = False
@@ -230,24 +229,12 @@ class FramePath:
             elif proto == 51:
                 ver = -1  # AH: decoded in full (fragments too), then export/ah.py
         if ver == -1:
-            if self.decoder is None:
-                from ..decode.demux import Decoder
-
-                self.decoder = Decoder()
-            from ..model.packets import RawFrame
-
             self.general += 1
             self._decoded(idx, iface, ts, frame, orig, lt, l3, keep_other,
-                          self.decoder.decode_all(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off)))
+                          self._decode_all(idx, iface, ts, frame, orig, lt, off))
             return
         if esp is None or len(esp) < 8:
-            self.n_other += 1
-            if keep_other:
-                self.n_kept += 1
-                h, t = epb_header(1 + iface, ts, n, orig)
-                app(h)
-                app(frame)
-                app(t)
+            self._other(iface, ts, frame, orig, keep_other)
             return
         self._esp(idx, iface, ts, frame, orig, esp, src, dst, udp_encap, ext, keep_other)
 
@@ -258,22 +245,54 @@ class FramePath:
         the stream has gaps that are not in the capture). Records of selected frames it gives up
         late are written (:meth:`_late`), marks on selected frames counted."""
         from ..decode.link import ip_offset
-        from ..model.packets import Malformed, RawFrame
+        from ..model.packets import Malformed
+
+        lt = self.linktypes[iface] if iface < len(self.linktypes) else -1
+        if lt < 0 or ip_offset(lt, frame)[0] not in (4, 6):
+            return
+        for pkt in self._decode_all(idx, iface, ts, frame, orig, lt, off):
+            if pkt.frame != idx:
+                if type(pkt) is Malformed:
+                    self._mark(pkt)
+                else:
+                    self._late(pkt)
+
+    def _decode_all(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, lt: int, off: int) -> list:
+        """The general decoder's packets of frame ``idx`` (the decoder made at the first such frame)."""
+        from ..model.packets import RawFrame
 
         if self.decoder is None:
             from ..decode.demux import Decoder
 
             self.decoder = Decoder()
-        lt = self.linktypes[iface] if iface < len(self.linktypes) else -1
-        if lt < 0 or ip_offset(lt, frame)[0] not in (4, 6):
-            return
+        return self.decoder.decode_all(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off))
+
+    def _mark(self, pkt) -> None:
+        """A decoder's malformed mark counted by layer, if its frame is one decrypt -Y selected."""
         sel = self.opts.frames
-        for pkt in self.decoder.decode_all(RawFrame(idx, ts / 1e9, ts, lt, bytes(frame), orig, iface, off)):
-            if pkt.frame != idx and pkt.frame in sel:
-                if type(pkt) is Malformed:
-                    self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
-                else:
-                    self._late(pkt)
+        if sel is None or pkt.frame in sel:
+            self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
+
+    def _epb(self, iface: int, ts: int, data: bytes, orig: int, comment: str = "") -> None:
+        """One Enhanced Packet Block into the output buffer (``comment``: its opt_comment)."""
+        app = self.buf.append
+        optb = comment_option(comment) if comment else b""
+        h, t = epb_header(iface, ts, len(data), orig, len(optb))
+        app(h)
+        app(data)
+        if optb:
+            app(t[:-4])
+            app(optb)
+            app(t[-4:])
+        else:
+            app(t)
+
+    def _other(self, iface: int, ts: int, frame: bytes, orig: int, keep_other: bool) -> None:
+        """A frame with no ESP of its own: counted, and written as captured under --keep-other."""
+        self.n_other += 1
+        if keep_other:
+            self.n_kept += 1
+            self._epb(1 + iface, ts, frame, orig)
 
     def _decoded(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, lt: int, l3: int, keep_other: bool,
                  pkts: list) -> None:
@@ -284,15 +303,13 @@ class FramePath:
         from ..model.packets import AhPacket, EspPacket, Malformed
 
         own = behind_ah = False
-        sel = self.opts.frames
         if not self.opts.late:  # one record a frame (Options.late): its first packet, as before
             pkts = [p for p in pkts if type(p) is Malformed] + [p for p in pkts if p.frame == idx and
                                                                type(p) is not Malformed][:1]
         for pkt in pkts:
             t = type(pkt)
             if t is Malformed:
-                if sel is None or pkt.frame in sel:  # (decrypt -Y: the marks of the frames selected)
-                    self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
+                self._mark(pkt)
                 continue
             if t is not EspPacket and t is not AhPacket:
                 continue
@@ -325,18 +342,11 @@ class FramePath:
             self._esp(idx, iface, ts, frame, orig, esp, src, dst, udp_encap, ext, keep_other)
         if own:
             return
-        self.n_other += 1
         held = self.held  # its records may come later (decode.tcpencap): their time, exactly
         if len(held) >= HELD_MAX:
             held.popitem(last=False)  # (an OrderedDict: a dict's oldest key is O(n) to find after deletions)
         held[idx] = ts
-        if keep_other:
-            self.n_kept += 1
-            h, t_ = epb_header(1 + iface, ts, len(frame), orig)
-            app = self.buf.append
-            app(h)
-            app(frame)
-            app(t_)
+        self._other(iface, ts, frame, orig, keep_other)
 
     def _late(self, pkt) -> None:
         """An ESP record of an earlier frame, decoded only now: its RFC 8229 segment waited behind
@@ -373,12 +383,11 @@ class FramePath:
             return
         from ..model.packets import Malformed
 
-        sel = self.opts.frames
         for pkt in self.decoder.flush():
             if type(pkt) is not Malformed:
                 self._late(pkt)
-            elif sel is None or pkt.frame in sel:
-                self.marks[pkt.layer] = self.marks.get(pkt.layer, 0) + 1
+            else:
+                self._mark(pkt)
 
     def _esp(self, idx: int, iface: int, ts: int, frame: bytes, orig: int, esp: bytes, src: bytes, dst: bytes,
              udp_encap: bool, ext: tuple, keep_other: bool, late: str = "") -> None:  # noqa: C901
@@ -386,8 +395,6 @@ class FramePath:
         record written after later frames (:meth:`_late`)."""
         opts = self.opts
         out_f, jsonl_f = self.out_f, self.jsonl_f
-        app = self.buf.append
-        n = len(frame)
         # -- ESP ---------------------------------------------------------------------------------
         self.n_esp += 1
         spi, seq = _ESPH.unpack_from(esp, 0)
@@ -416,13 +423,7 @@ class FramePath:
         if code != 0:
             if keep_other:
                 self.n_kept += 1
-                optb = comment_option(f"ipsecscope: {_esp.STATUS[code]}: {plain}")
-                h, t = epb_header(1 + iface, ts, n, orig, len(optb))
-                app(h)
-                app(frame)
-                app(t[:-4])
-                app(optb)
-                app(t[-4:])
+                self._epb(1 + iface, ts, frame, orig, f"ipsecscope: {_esp.STATUS[code]}: {plain}")
             if jsonl_f is not None:
                 self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, _esp.STATUS[code], None, None,
                                                len(esp), opts.hex, reason=plain, udp_encap=udp_encap))
@@ -445,19 +446,7 @@ class FramePath:
             ext = ()  # an inner layer's packet: the outer header's extension headers are not its own
         pkt_bytes = wire_packet(isrc, idst, nh, inner, ext) if out_f is not None and not dummy else b""
         if opts.pcapng and out_f is not None and not dummy:
-            if late:
-                optb = comment_option(late)
-                h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes), len(optb))
-                app(h)
-                app(pkt_bytes)
-                app(t[:-4])
-                app(optb)
-                app(t[-4:])
-            else:
-                h, t = epb_header(0, ts, len(pkt_bytes), len(pkt_bytes))
-                app(h)
-                app(pkt_bytes)
-                app(t)
+            self._epb(0, ts, pkt_bytes, len(pkt_bytes), late)
         if jsonl_f is not None:
             self.jbuf.append(_jsonl.record(idx, ts, st, src, dst, spi, seq, hi, "ok", nh, inner, len(esp),
                                            opts.hex, udp_encap=udp_encap, nested=layers, inner_src=isrc,
@@ -476,7 +465,7 @@ class FramePath:
             self.ah = AhOut(self.dec.keys, wire_packet, decrypt_nested, v6_ext_headers)
             if self.ah_seeds:
                 self.ah.verifier.seed(self.ah_seeds)
-        opts, app = self.opts, self.buf.append
+        opts = self.opts
         got = self.ah.handle(pkt, bytes(frame), lt, ts, self.dec, self.nested_sas, self.jsonl_f is not None,
                              opts.hex)
         if got.record is not None:
@@ -487,15 +476,8 @@ class FramePath:
         if self.out_f is None or not opts.pcapng:
             return got.esp
         if got.packet is not None or (got.status == "icv_failed" and opts.keep_other and lt >= 0):
-            data, i, n, o = (got.packet, 0, len(got.packet), len(got.packet)) if got.packet is not None else (
-                frame, 1 + iface, len(frame), orig)
+            data, i, o = (got.packet, 0, len(got.packet)) if got.packet is not None else (frame, 1 + iface, orig)
             if got.packet is None:
                 self.n_kept += 1
-            optb = comment_option(got.comment)
-            h, t = epb_header(i, ts, n, o, len(optb))
-            app(h)
-            app(data)
-            app(t[:-4])
-            app(optb)
-            app(t[-4:])
+            self._epb(i, ts, data, o, got.comment)
         return got.esp
