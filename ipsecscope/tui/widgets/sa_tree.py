@@ -263,24 +263,24 @@ def compact_child_label(child: ChildSa) -> Text:
     return text
 
 
-def flow_label(flow: EspFlow) -> Text:
+def _one_way_label(mark: str, mark_style: str, kind: str, sa: EspFlow | EncSa) -> Text:
+    """A one-direction SA's leaf: its mark, kind, SPI, ends and packets."""
     text = Text()
-    text.append("○", "magenta")
-    text.append(f" {flow.protocol} ")
-    text.append(spi_digits(flow.spi), "cyan")
-    text.append(f" {flow.src}→{flow.dst} {flow.packets} pkts", "dim")
+    text.append(mark, mark_style)
+    text.append(f" {kind} ")
+    text.append(spi_digits(sa.spi), "cyan")
+    text.append(f" {sa.src}→{sa.dst} {sa.packets} pkts", "dim")
     return text
+
+
+def flow_label(flow: EspFlow) -> Text:
+    return _one_way_label("○", "magenta", flow.protocol, flow)
 
 
 def enc_label(sa: EncSa) -> Text:
     """An SA seen on an OpenBSD enc(4) capture (model.sa.EncSa): the enc header's SPI and the
     packets counted; no sequence numbers, so no loss to show."""
-    text = Text()
-    text.append("◇", "blue")
-    text.append(f" enc {sa.protocol} ")
-    text.append(spi_digits(sa.spi), "cyan")
-    text.append(f" {sa.src}→{sa.dst} {sa.packets} pkts", "dim")
-    return text
+    return _one_way_label("◇", "blue", f"enc {sa.protocol}", sa)
 
 
 class SaTree(Tree[SaRef]):
