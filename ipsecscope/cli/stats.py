@@ -133,9 +133,10 @@ def render(st: Stats, out: TextIO | None = None) -> None:
     con.print()
     flows = [f for f in st.flows if not f.enc]
     enc = [f for f in st.flows if f.enc]
-    for title, group in ((f"ESP/AH flows ({len(flows)})", flows), (f"enc(4) SAs ({len(enc)})", enc)):
-        if not group and title.startswith("enc"):
-            continue  # only an OpenBSD enc(4) capture has them
+    groups = [(f"ESP/AH flows ({len(flows)})", flows)]
+    if enc:  # only an OpenBSD enc(4) capture has them
+        groups.append((f"enc(4) SAs ({len(enc)})", enc))
+    for title, group in groups:
         line(f"{title}, IO graph: packets per {st.interval:g}s")
         for f in group:
             child = f"#{f.child_sa}" if f.child_sa is not None else "-"

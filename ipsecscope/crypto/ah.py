@@ -426,10 +426,10 @@ class AhVerifier:
             return AhResult(UNVERIFIABLE, keys=st.keys, reason=got, esn=st.mode)
         head, src_at = got  # type: ignore[misc]
         parts, sent = icv_parts(head, pkt.data)
-        misfit = _icv_misfit(st, len(sent), pkt.ip_version)
-        if len(sent) < st.icv:
+        field_len = len(sent)  # the ICV field with its padding; its length is checked on a failure only
+        if field_len < st.icv:
             stats.icv_failed += 1
-            stats.last_reason = misfit
+            stats.last_reason = misfit = _icv_misfit(st, field_len, pkt.ip_version)
             return AhResult(ICV_FAILED, keys=st.keys, reason=misfit, esn=st.mode, icv_len=misfit)
         sent = sent[:st.icv]
         hi = self._match(st, parts, sent, pkt.seq)
@@ -461,6 +461,7 @@ class AhVerifier:
             self.early_fail.add((pkt.src, pkt.dst, pkt.spi))
         stats.last_reason = ("ICV check failed" + ("" if st.mode is False else
                              " without ESN and with ESN high bits" if st.mode is None else " with ESN high bits"))
+        misfit = _icv_misfit(st, field_len, pkt.ip_version)
         if misfit:
             stats.last_reason += f": {misfit}"
         return AhResult(ICV_FAILED, keys=keys, reason=stats.last_reason, esn=st.mode, icv_len=misfit)
