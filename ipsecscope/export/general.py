@@ -14,11 +14,20 @@ from ..keys.formats import add_secrets_block
 from . import jsonl as _jsonl
 from .hotloop import Options
 from .pcapng import LINKTYPE_RAW, PcapngWriter
-from .perframe import _CARRIES_ESP, HELD_MAX, decrypt_nested, v6_ext_headers, wire_packet
+from .perframe import (
+    _CARRIES_ESP,
+    HELD_MAX,
+    decrypt_nested,
+    late_comment,
+    one_record,
+    v6_ext_headers,
+    wire_packet,
+)
 from .totals import RunStats, collect, open_jsonl, write_dsb
 
 if TYPE_CHECKING:
     from ..keys.store import KeyStore
+    from ..model.packets import RawFrame
 
 
 def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str | TextIO | None, opts: Options,
@@ -27,7 +36,7 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
     from ..capture import open_capture
     from ..decode.demux import Decoder
     from ..decode.link import ip_offset
-    from ..model.packets import AhPacket, EspPacket, Malformed, Packet, RawFrame
+    from ..model.packets import AhPacket, EspPacket, Malformed, Packet
 
     dec = EspDecryptor(keys)
     decoder = Decoder()
@@ -59,12 +68,7 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
         dst = socket.inet_pton(socket.AF_INET6 if ":" in pkt.dst else socket.AF_INET, pkt.dst)
         if r.status != "ok":
             if keep:
-                stats.kept += 1
-                i = iface_map.get(raw.iface)
-                if i is None:
-                    i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
-                writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len,
-                                    comment=f"ipsecscope: {r.status}: {r.reason}")
+                _keep_raw(writer, iface_map, stats, raw, f"ipsecscope: {r.status}: {r.reason}")
             if jf is not None:
                 jf.write(_jsonl.record(pkt.frame, ts_ns, st, src, dst, pkt.spi, pkt.seq, r.seq_hi,
                                        r.status, None, None, len(pkt.data), opts.hex, reason=r.reason,
@@ -99,9 +103,7 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
             late_frames.add(pkt.frame)
             stats.other -= 1
         ts_ns = held.get(pkt.frame)
-        esp_one(pkt, raw, False, round(pkt.ts * 1e9) if ts_ns is None else ts_ns,
-                f"ipsecscope: frame {pkt.frame}: RFC 8229 record decoded late (its TCP segment waited behind a "
-                "lost segment); written where the gap was given up")
+        esp_one(pkt, raw, False, round(pkt.ts * 1e9) if ts_ns is None else ts_ns, late_comment(pkt.frame))
 
     try:
         with opened as reader:
@@ -121,8 +123,7 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
                 own = behind_ah = False
                 pkts = decoder.decode_all(raw)
                 if not opts.late:  # one record a frame (Options.late): its first packet, as before
-                    pkts = [p for p in pkts if type(p) is Malformed] + [
-                        p for p in pkts if p.frame == raw.index and type(p) is not Malformed][:1]
+                    pkts = one_record(pkts, raw.index)
                 for pkt in pkts:
                     t = type(pkt)
                     if t is Malformed:
@@ -150,11 +151,7 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
                     if len(held) > HELD_MAX:
                         held.popitem(last=False)
                     if keep:
-                        stats.kept += 1
-                        i = iface_map.get(raw.iface)
-                        if i is None:
-                            i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
-                        writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len)
+                        _keep_raw(writer, iface_map, stats, raw)
                 if progress is not None and n % 4096 == 0:
                     progress(reader.bytes_read, reader.total_bytes)
             for pkt in decoder.flush() if opts.late else ():  # the end of the capture: what still waits
@@ -175,6 +172,17 @@ def run_general(path: str, keys: KeyStore, out: BinaryIO | None, jsonl_out: str 
     return stats
 
 
+def _keep_raw(writer: PcapngWriter, iface_map: dict[int, int], stats: RunStats, raw: RawFrame,
+              comment: str | None = None) -> None:
+    """A frame written as captured (--keep-other), on an output interface of its own link type
+    (``iface_map``: capture interface -> output interface, made at its first frame)."""
+    stats.kept += 1
+    i = iface_map.get(raw.iface)
+    if i is None:
+        i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
+    writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len, comment=comment)
+
+
 def _general_ah(ah, pkt, raw, keys, dec, nested, writer, jf, opts: Options, keep: bool, iface_map: dict,
                 stats: RunStats):
     """An AH packet on the general path, as ``_Worker._ah`` on the fast one: (the AhOut, the ESP
@@ -190,11 +198,7 @@ def _general_ah(ah, pkt, raw, keys, dec, nested, writer, jf, opts: Options, keep
     if writer is not None and got.packet is not None:
         writer.write_packet(0, raw.ts_ns, got.packet, comment=got.comment or None)
     elif keep and got.status == "icv_failed":
-        stats.kept += 1
-        i = iface_map.get(raw.iface)
-        if i is None:
-            i = iface_map[raw.iface] = writer.add_interface(raw.linktype)
-        writer.write_packet(i, raw.ts_ns, raw.data, raw.orig_len, comment=got.comment)
+        _keep_raw(writer, iface_map, stats, raw, got.comment)
     if got.esp is None or len(got.esp) < 8:
         return ah, None
     spi, seq = int.from_bytes(got.esp[:4], "big"), int.from_bytes(got.esp[4:8], "big")

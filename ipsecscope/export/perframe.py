@@ -44,6 +44,21 @@ _CARRIES_ESP = frozenset((4, 41, 50))  # next headers that can carry ESP: IPv4, 
 HELD_MAX = 1 << 16  # (the tables are OrderedDicts: popitem(last=False) drops the oldest in O(1))
 
 
+def late_comment(frame: int) -> str:
+    """The pcapng comment of an RFC 8229 record written after later frames (FramePath._late)."""
+    return (f"ipsecscope: frame {frame}: RFC 8229 record decoded late (its TCP segment waited behind a "
+            "lost segment); written where the gap was given up")
+
+
+def one_record(pkts: list, frame: int) -> list:
+    """The decoder's packets of ``frame`` as decrypt writes them without Options.late: its marks,
+    and its first packet of its own (one record a frame, as before late records were taken)."""
+    from ..model.packets import Malformed
+
+    return [p for p in pkts if type(p) is Malformed] + [
+        p for p in pkts if p.frame == frame and type(p) is not Malformed][:1]
+
+
 def _esp_in(inner: bytes, nh: int, src: bytes, dst: bytes) -> tuple:
     """(ESP bytes, src, dst) when a decrypted payload is (or tunnels) ESP, else (None, src, dst)."""
     found = esp_inside(inner, nh)
@@ -304,8 +319,7 @@ class FramePath:
 
         own = behind_ah = False
         if not self.opts.late:  # one record a frame (Options.late): its first packet, as before
-            pkts = [p for p in pkts if type(p) is Malformed] + [p for p in pkts if p.frame == idx and
-                                                               type(p) is not Malformed][:1]
+            pkts = one_record(pkts, idx)
         for pkt in pkts:
             t = type(pkt)
             if t is Malformed:
@@ -370,8 +384,7 @@ class FramePath:
         af = socket.AF_INET6 if ":" in pkt.src else socket.AF_INET
         self._esp(f, 0, ts, b"", 0, pkt.data, socket.inet_pton(af, pkt.src), socket.inet_pton(af, pkt.dst),
                   pkt.udp_encap, (), False,
-                  late=f"ipsecscope: frame {f}: RFC 8229 record decoded late (its TCP segment waited behind a "
-                       "lost segment); written where the gap was given up")
+                  late=late_comment(f))
 
     def end_of_input(self) -> None:
         """The capture has ended: what the decoder still waits for is given up
