@@ -55,6 +55,13 @@ class GatewayView(StrongswanPair):
         return [self.right.netns, "tcpdump", "-i", IFACE]
 
 
+def save(pair, prefix: str) -> None:
+    """The run's capture and both charon logs into this folder, their names after ``prefix``."""
+    shutil.copyfile(pair.capture_path, HERE / f"{prefix}capture.pcap")
+    shutil.copyfile(pair.left.log, HERE / f"{prefix}charon-left.log")
+    shutil.copyfile(pair.right.log, HERE / f"{prefix}charon-right.log")
+
+
 def roaming_confs() -> tuple[str, str]:
     """The two peers' swanctl.conf for every run: MOBIKE on, no CHILD SA rekey of its own (the
     move's rekey is the one seen). The client may use any of its addresses; the gateway accepts
@@ -91,9 +98,7 @@ def main() -> None:
             pair.ping(3, interval=0.3)
             pair.terminate_ike("roam")
             time.sleep(0.5)
-        shutil.copyfile(pair.capture_path, HERE / "capture.pcap")
-        shutil.copyfile(pair.left.log, HERE / "charon-left.log")
-        shutil.copyfile(pair.right.log, HERE / "charon-right.log")
+        save(pair, "")
         shutil.copyfile(work / "ping-across-move.txt", HERE / "ping-across-move.txt")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -135,9 +140,7 @@ def behind_nat() -> None:
             pair.ping(3, interval=0.3)
             pair.terminate_ike("roam")
             time.sleep(0.5)
-        shutil.copyfile(pair.capture_path, HERE / "nat-capture.pcap")
-        shutil.copyfile(pair.left.log, HERE / "nat-charon-left.log")
-        shutil.copyfile(pair.right.log, HERE / "nat-charon-right.log")
+        save(pair, "nat-")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -168,9 +171,7 @@ def answer_lost() -> None:
             if not pair.wait_log("left", "giving up after 3 retransmits", timeout=30):
                 raise PeerError("mobike answer lost: the client never gave up on the update")
             time.sleep(1)
-        shutil.copyfile(pair.capture_path, HERE / "unanswered-capture.pcap")
-        shutil.copyfile(pair.left.log, HERE / "unanswered-charon-left.log")
-        shutil.copyfile(pair.right.log, HERE / "unanswered-charon-right.log")
+        save(pair, "unanswered-")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -199,9 +200,7 @@ def unannounced() -> None:
             pair.ping(3, interval=0.3)
             pair.terminate_ike("roam")
             time.sleep(0.5)
-        shutil.copyfile(pair.capture_path, HERE / "unannounced-capture.pcap")
-        shutil.copyfile(pair.left.log, HERE / "unannounced-charon-left.log")
-        shutil.copyfile(pair.right.log, HERE / "unannounced-charon-right.log")
+        save(pair, "unannounced-")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
